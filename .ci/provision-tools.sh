@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Build the Kubernetes-ecosystem binaries Wingman's tests and `make run` need, from the Go
+# module proxy, pinned by the go.mod/go.sum files under .ci/tools/, and cache them outside the
+# repository keyed by those pins, so a second run costs seconds.
+#
+#   kube/        kube-apiserver, kube-controller-manager, kubectl (k8s.io/kubernetes)
+#   etcd/        etcd (go.etcd.io/etcd/server/v3)
+#   helm/        helm (helm.sh/helm/v3)
+#   prometheus/  promtool (github.com/prometheus/prometheus)
+#
+# Output: the tools land in $WINGMAN_CACHE/tools/<set>-<key>/ and are linked from
+# $WINGMAN_CACHE/bin/ (WINGMAN_CACHE defaults to ~/.cache/wingman). When KUBEBUILDER_ASSETS
+# names a directory with kube-apiserver and etcd (the envtest convention), those are used instead
+# of building them. The last line printed is the bin directory.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${WINGMAN_CACHE:-$HOME/.cache/wingman}
+bin="$cache/bin"
+mkdir -p "$bin" "$cache/tools"
+
+# One provisioning at a time per cache: concurrent test sessions wait for the first build.
+exec 9>"$cache/.provision.lock"
+flock 9
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "provision-tools: Go is required to build the control-plane tools; install Go >= 1.24 (or set KUBEBUILDER_ASSETS)." >&2
+  exit 1
+fi
+gover=$(go env GOVERSION)
+
+# build SET PACKAGE... : build the packages of .ci/tools/SET into the cache unless present.
+build() {
+  local set=$1; shift
+  local key
+  key=$(cat "$here/tools/$set/go.mod" "$here/tools/$set/go.sum" | { cat; echo "$gover"; } | sha256sum | cut -c1-16)
+  local out="$cache/tools/$set-$key"
+  if [ ! -f "$out/.complete" ]; then
+    local start=$SECONDS
+    echo "provision-tools: building $set ($*) into $out ..." >&2
+    rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+    (cd "$here/tools/$set" && GOFLAGS=-mod=readonly CGO_ENABLED=0 \
+      go build -trimpath -ldflags="-s -w" -o "$out.tmp/" "$@")
+    touch "$out.tmp/.complete"
+    rm -rf "$out" && mv "$out.tmp" "$out"
+    echo "provision-tools: built $set in $((SECONDS - start))s" >&2
+  fi
+  local f
+  for f in "$out"/*; do ln -sfn "$f" "$bin/$(basename "$f")"; done
+}
+
+start=$SECONDS
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
+  echo "provision-tools: using kube-apiserver and etcd from KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS" >&2
+  for f in kube-apiserver etcd kube-controller-manager kubectl; do
+    [ -x "$KUBEBUILDER_ASSETS/$f" ] && ln -sfn "$KUBEBUILDER_ASSETS/$f" "$bin/$f"
+  done
+  [ -x "$KUBEBUILDER_ASSETS/kube-controller-manager" ] || build kube k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+else
+  build kube k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  build etcd go.etcd.io/etcd/server/v3
+  # The etcd server module's main package builds a binary named after the module ("server");
+  # give it its real name.
+  for n in server v3; do
+    if [ -e "$bin/$n" ]; then ln -sfn "$(readlink "$bin/$n")" "$bin/etcd"; rm -f "$bin/$n"; fi
+  done
+fi
+build helm helm.sh/helm/v3/cmd/helm
+build prometheus github.com/prometheus/prometheus/cmd/promtool
+echo "provision-tools: tools ready in $((SECONDS - start))s" >&2
+echo "$bin"

@@ -1,0 +1,21 @@
+# The two commands a newcomer needs (see README.md):
+#   make run    set up, start a local control plane (unless KUBECONFIG names a cluster),
+#               install Wingman and run the operator with a demo request
+#   make test   set up and run every test tier (unit, PostgreSQL, integration, e2e)
+.PHONY: setup run test lint bench
+
+setup:
+	bash .ci/setup
+
+run: setup
+	.venv/bin/wingman dev run
+
+test: setup
+	.venv/bin/pytest
+
+lint: setup
+	.venv/bin/ruff check operator tests
+	.venv/bin/mypy
+
+bench: setup
+	for b in tests/bench/bench_*.py; do .venv/bin/python $$b || exit 1; done

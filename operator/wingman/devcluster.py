@@ -1,0 +1,495 @@
+"""A real, local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager.
+
+Used by the integration and end-to-end tests and by ``wingman dev run`` when no cluster is
+configured. It is the real thing, not a fake: the API server serves TLS on loopback with RBAC
+authorization, issues ServiceAccount tokens (TokenRequest works), runs the
+ValidatingAdmissionPolicy admission plugin, and kube-controller-manager runs the Job,
+garbage-collector, namespace and ServiceAccount controllers (with per-controller credentials,
+so the Job controller acts as ``system:serviceaccount:kube-system:job-controller``).
+
+No node runs containers here; ``wingman.devnode`` plays the node for gateway pods.
+
+Identities: every user is a real x509 client certificate signed by the cluster CA
+(CN = user name, O = groups), so the API server authenticates them exactly as it would a
+person; ServiceAccounts get real tokens through TokenRequest.
+
+    with LocalCluster.start() as cluster:
+        cluster.kubectl("get", "ns")
+        cluster.kubectl("auth", "can-i", "create", "pods", user="alice", groups=["dev"])
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import ipaddress
+import logging
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from wingman import devtools
+from wingman.errors import ClusterError
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+CONTROLLERS = (
+    "job-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "ttl-after-finished-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "clusterrole-aggregation-controller",
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass
+class _CA:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @classmethod
+    def create(cls) -> _CA:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wingman-local-ca")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True,
+                    content_commitment=False, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, cert)
+
+    def issue(
+        self,
+        common_name: str,
+        organizations: Sequence[str] = (),
+        *,
+        server_names: Sequence[str] = (),
+        server_ips: Sequence[str] = (),
+    ) -> tuple[bytes, bytes]:
+        """A leaf certificate and its key, both PEM."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(attrs))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        )
+        if server_names or server_ips:
+            sans: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
+            sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in server_ips]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            usage = [x509.ExtendedKeyUsageOID.SERVER_AUTH]
+        else:
+            usage = [x509.ExtendedKeyUsageOID.CLIENT_AUTH]
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass
+class LocalCluster:
+    """A running local control plane; create it with :meth:`start`, end it with :meth:`stop`."""
+
+    workdir: Path
+    server: str
+    kubeconfig: Path
+    _ca: _CA
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _user_kubeconfigs: dict[tuple[str, tuple[str, ...]], Path] = field(default_factory=dict)
+    _owns_workdir: bool = True
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def start(cls, workdir: Path | None = None, *, timeout: float = 120.0) -> LocalCluster:
+        """Start etcd, kube-apiserver and kube-controller-manager; wait until they serve."""
+        devtools.provision()
+        owns = workdir is None
+        wd = Path(tempfile.mkdtemp(prefix="wingman-cluster-")) if workdir is None else workdir
+        wd.mkdir(parents=True, exist_ok=True)
+        ca = _CA.create()
+        port = _free_port()
+        server = f"https://127.0.0.1:{port}"
+        cluster = cls(wd, server, wd / "admin.kubeconfig", ca, _owns_workdir=owns)
+        try:
+            cluster._boot(port, timeout)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    def _write(self, name: str, data: bytes, mode: int = 0o600) -> Path:
+        path = self.workdir / name
+        path.write_bytes(data)
+        path.chmod(mode)
+        return path
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        logfile = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=self.workdir,
+        )
+        logfile.close()
+        self._procs[name] = proc
+
+    def _check_alive(self) -> None:
+        for name, proc in self._procs.items():
+            if proc.poll() is not None:
+                tail = self.log_tail(name)
+                raise ClusterError(
+                    f"{name} exited with code {proc.returncode} during start-up; "
+                    f"last lines of its log ({self.workdir / (name + '.log')}):\n{tail}",
+                )
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _boot(self, port: int, timeout: float) -> None:
+        wd = self.workdir
+        ca_path = self._write("ca.crt", self._ca.cert_pem, 0o644)
+        ca_key_path = self._write("ca.key", _pem_key(self._ca.key))
+        crt, key = self._ca.issue(
+            "kube-apiserver",
+            server_names=["localhost", "kubernetes", "kubernetes.default",
+                          "kubernetes.default.svc"],
+            server_ips=["127.0.0.1", "10.0.0.1"],
+        )
+        self._write("apiserver.crt", crt, 0o644)
+        self._write("apiserver.key", key)
+        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._write("sa.key", _pem_key(sa_key))
+        self._write(
+            "sa.pub",
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+            0o644,
+        )
+        self._write_kubeconfig(self.kubeconfig, "admin", ["system:masters"])
+        kcm_kubeconfig = wd / "kcm.kubeconfig"
+        self._write_kubeconfig(kcm_kubeconfig, "system:kube-controller-manager", [])
+
+        etcd_port, peer_port = _free_port(), _free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        self._spawn("etcd", [
+            str(devtools.tool_path("etcd")),
+            "--data-dir", str(wd / "etcd"),
+            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+            "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
+            "--unsafe-no-fsync", "--quota-backend-bytes", str(4 * 1024**3),
+            "--log-level", "warn",
+        ])
+        self._spawn("kube-apiserver", [
+            str(devtools.tool_path("kube-apiserver")),
+            "--etcd-servers", etcd_url,
+            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+            "--secure-port", str(port),
+            "--tls-cert-file", str(wd / "apiserver.crt"),
+            "--tls-private-key-file", str(wd / "apiserver.key"),
+            "--client-ca-file", str(ca_path),
+            "--authorization-mode", "RBAC",
+            "--service-account-issuer", SERVICE_ACCOUNT_ISSUER,
+            "--service-account-key-file", str(wd / "sa.pub"),
+            "--service-account-signing-key-file", str(wd / "sa.key"),
+            "--api-audiences", SERVICE_ACCOUNT_ISSUER,
+            "--service-cluster-ip-range", "10.0.0.0/24",
+            "--enable-admission-plugins", "ValidatingAdmissionPolicy,NamespaceLifecycle,"
+            "ServiceAccount",
+            "--allow-privileged=true",
+            "--cert-dir", str(wd / "certs"),
+            "--v", "1",
+        ])
+        self._wait_ready(timeout)
+        self._spawn("kube-controller-manager", [
+            str(devtools.tool_path("kube-controller-manager")),
+            "--kubeconfig", str(kcm_kubeconfig),
+            "--authentication-kubeconfig", str(kcm_kubeconfig),
+            "--authorization-kubeconfig", str(kcm_kubeconfig),
+            "--use-service-account-credentials=true",
+            "--service-account-private-key-file", str(wd / "sa.key"),
+            "--root-ca-file", str(ca_path),
+            "--cluster-signing-cert-file", str(ca_path),
+            "--cluster-signing-key-file", str(ca_key_path),
+            "--controllers", ",".join(CONTROLLERS),
+            "--leader-elect=false",
+            "--bind-address", "127.0.0.1", "--secure-port", str(_free_port()),
+            "--concurrent-job-syncs", "10",
+            "--v", "1",
+        ])
+        self._wait_controllers(timeout)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.workdir / "ca.crt"))
+        crt = self.workdir / "admin.crt"
+        ctx.load_cert_chain(str(crt), str(self.workdir / "admin.key"))
+        return ctx
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(  # noqa: S310 - loopback URL we built
+                    f"{self.server}/readyz", context=self._ssl_context(), timeout=5
+                ) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.3)
+        raise ClusterError(
+            f"kube-apiserver did not become ready within {timeout:.0f}s ({last}); "
+            f"its log:\n{self.log_tail('kube-apiserver')}"
+        )
+
+    def _wait_controllers(self, timeout: float) -> None:
+        """Wait until the ServiceAccount controller has made `default` in `default`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            result = self.kubectl("get", "serviceaccount", "default", "-n", "default",
+                                  check=False)
+            if result.returncode == 0:
+                return
+            time.sleep(0.5)
+        raise ClusterError(
+            f"kube-controller-manager did not start its controllers within {timeout:.0f}s; "
+            f"its log:\n{self.log_tail('kube-controller-manager')}"
+        )
+
+    def stop(self) -> None:
+        """Stop every process (TERM, then KILL) and remove the working directory."""
+        for name in reversed(list(self._procs)):
+            proc = self._procs[name]
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+        self._procs.clear()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ identities
+
+    def _write_kubeconfig(self, path: Path, user: str, groups: Sequence[str]) -> None:
+        safe = base64.b32encode(user.encode()).decode().rstrip("=").lower()
+        crt, key = self._ca.issue(user, groups)
+        stem = "admin" if user == "admin" else f"user-{safe}-{len(self._user_kubeconfigs)}"
+        crt_path = self._write(f"{stem}.crt", crt, 0o644)
+        key_path = self._write(f"{stem}.key", key)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {
+                "server": self.server, "certificate-authority": str(self.workdir / "ca.crt")}}],
+            "users": [{"name": user, "user": {
+                "client-certificate": str(crt_path), "client-key": str(key_path)}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+            "current-context": "local",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+
+    def kubeconfig_for(self, user: str | None = None, groups: Sequence[str] = ()) -> Path:
+        """A kubeconfig authenticating as ``user`` in ``groups`` (admin when user is None)."""
+        if user is None:
+            return self.kubeconfig
+        key = (user, tuple(groups))
+        if key not in self._user_kubeconfigs:
+            path = self.workdir / f"user-{len(self._user_kubeconfigs)}.kubeconfig"
+            self._write_kubeconfig(path, user, groups)
+            self._user_kubeconfigs[key] = path
+        return self._user_kubeconfigs[key]
+
+    def token_kubeconfig(self, token: str, name: str = "token-user") -> Path:
+        """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
+        path = Path(tempfile.mkstemp(prefix="kubeconfig-", dir=self.workdir)[1])
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {
+                "server": self.server, "certificate-authority": str(self.workdir / "ca.crt")}}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": name}}],
+            "current-context": "local",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "ca.crt"
+
+    def api_client(self, user: str | None = None, groups: Sequence[str] = ()) -> Any:
+        """A ``kubernetes.client.ApiClient`` authenticated as ``user`` (admin when None)."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig_for(user, groups)))
+
+    def sa_token(
+        self, namespace: str, name: str, *, audiences: Sequence[str] = (),
+        expiration_seconds: int = 3600,
+    ) -> str:
+        """A real ServiceAccount token issued by the API server through TokenRequest."""
+        from kubernetes import client
+
+        with self.api_client() as api:
+            body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+                audiences=list(audiences) or [SERVICE_ACCOUNT_ISSUER],
+                expiration_seconds=expiration_seconds,
+            ))
+            resp = client.CoreV1Api(api).create_namespaced_service_account_token(
+                name, namespace, body
+            )
+            return str(resp.status.token)
+
+    # ------------------------------------------------------------------ tools
+
+    def tool(self, name: str) -> Path:
+        return devtools.tool_path(name)
+
+    def env(self, kubeconfig: Path | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(kubeconfig or self.kubeconfig)
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        return env
+
+    def kubectl(
+        self,
+        *args: str,
+        user: str | None = None,
+        groups: Sequence[str] = (),
+        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        check: bool = True,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl as ``user`` (a real client certificate), admin by default."""
+        kubeconfig = self.kubeconfig_for(user, groups)
+        result = subprocess.run(
+            [str(devtools.tool_path("kubectl")), "--kubeconfig", str(kubeconfig), *args],
+            input=input, capture_output=True, text=True, timeout=timeout, env=self.env(kubeconfig),
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(
+                f"kubectl {' '.join(args)} failed (exit {result.returncode}): "
+                f"{result.stderr.strip()}"
+            )
+        return result
+
+    def helm(self, *args: str, check: bool = True, timeout: float = 180) -> (
+        subprocess.CompletedProcess[str]
+    ):
+        """Run the real helm against this cluster as admin."""
+        result = subprocess.run(
+            [str(devtools.tool_path("helm")), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True, text=True, timeout=timeout, env=self.env(),
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(
+                f"helm {' '.join(args)} failed (exit {result.returncode}): "
+                f"{result.stderr.strip()}"
+            )
+        return result
+
+    def apply_crds(self, crd_dir: Path) -> None:
+        """Apply every CRD in ``crd_dir`` and wait until each is Established."""
+        self.kubectl("apply", "--server-side", "-f", str(crd_dir))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+
+
+@contextlib.contextmanager
+def running(workdir: Path | None = None) -> Iterator[LocalCluster]:
+    """Context manager: a started LocalCluster, stopped on exit."""
+    cluster = LocalCluster.start(workdir)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+__all__ = ["SERVICE_ACCOUNT_ISSUER", "LocalCluster", "running"]

@@ -1,0 +1,111 @@
+"""Wingman's error types: one shallow tree, one vocabulary of reasons.
+
+Every class carries a ``reason`` (CamelCase, specific). The same string becomes the
+condition reason, the Event reason, the metric label and the audit field, so one
+vocabulary runs end to end. Messages are for humans: they say what is wrong and what to
+do. A message never contains a token, a key or a Secret's data.
+
+    WingmanError
+    ├── ConfigError            the settings or a configuration file are invalid
+    ├── ScopeViolation         a command is malformed, not approved or not allowlisted
+    ├── TokenRejected          a capability token failed verification
+    ├── ReplayRejected         a capability token was already used
+    ├── AuditUnavailable       the audit sink could not durably record (callers fail closed)
+    ├── AuditTampered          the audit chain does not verify
+    ├── ConsensusError         the reviewer panel is misconfigured
+    ├── GrantDenied            an ExecutionGrant fails a re-check
+    ├── ExecutionFailed        the executor could not run the command
+    └── ClusterError           the local control plane could not be provisioned or started
+"""
+
+from __future__ import annotations
+
+
+class WingmanError(Exception):
+    """Base class of every error Wingman raises on purpose."""
+
+    reason: str = "Error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(WingmanError):
+    """The settings, values or a configuration file are invalid."""
+
+    reason = "InvalidConfiguration"
+
+
+class ScopeViolation(WingmanError):
+    """A command is malformed, differs from the approved one, or is outside the allowlist."""
+
+    reason = "CommandNotApproved"
+
+
+class TokenRejected(WingmanError):
+    """A capability token failed verification; ``reason`` names the exact check."""
+
+    reason = "TokenRejected"
+
+
+class ReplayRejected(WingmanError):
+    """A capability token was presented after it had already been used once."""
+
+    reason = "ReplayRejected"
+
+
+class AuditUnavailable(WingmanError):
+    """The audit sink could not durably record an event; the caller must not proceed."""
+
+    reason = "AuditUnavailable"
+
+
+class AuditTampered(WingmanError):
+    """The audit chain does not verify: a record was edited, removed, inserted or reordered."""
+
+    reason = "AuditTampered"
+
+
+class ConsensusError(WingmanError):
+    """The reviewer panel or its thresholds are misconfigured."""
+
+    reason = "ConsensusMisconfigured"
+
+
+class GrantDenied(WingmanError):
+    """An ExecutionGrant fails one of the operator's or the gateway's re-checks."""
+
+    reason = "GrantDenied"
+
+
+class ExecutionFailed(WingmanError):
+    """The executor could not run the command (not: the command ran and exited non-zero)."""
+
+    reason = "ExecutionFailed"
+
+
+class ClusterError(WingmanError):
+    """The local control plane could not be provisioned or started."""
+
+    reason = "ClusterUnavailable"
+
+
+__all__ = [
+    "AuditTampered",
+    "AuditUnavailable",
+    "ClusterError",
+    "ConfigError",
+    "ConsensusError",
+    "ExecutionFailed",
+    "GrantDenied",
+    "ReplayRejected",
+    "ScopeViolation",
+    "TokenRejected",
+    "WingmanError",
+]
