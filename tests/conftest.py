@@ -14,11 +14,7 @@ from pathlib import Path
 
 import pytest
 
-try:  # TEMPORARY while tests/support/postgres.py is written
-    from support.postgres import audit_dsn, postgres_dsn  # noqa: F401 - fixtures
-except ImportError:
-    pass
-
+from support.postgres import audit_dsn, postgres_dsn  # noqa: F401 - fixtures
 from wingman.devcluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,291 @@
+"""wingman.audit's PostgreSQL sink on a real server: one chain, append-only, tamper detection."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from support.postgres import PostgresServer, PostgresUnavailable
+from wingman import audit
+from wingman.audit import (
+    GENESIS_HASH,
+    AuditAnchor,
+    PostgresSink,
+    ProblemKind,
+    make_record,
+    open_sink,
+    verify,
+    verify_main,
+)
+from wingman.errors import AuditUnavailable
+
+pytestmark = pytest.mark.postgres
+
+OPERATOR_SRC = Path(audit.__file__).resolve().parents[1]
+SUBJECT = {"kind": "ExecutionGrant", "namespace": "team-a", "name": "g-1", "uid": "u-1"}
+
+
+def _fill(dsn: str, count: int) -> list[audit.AuditRecord]:
+    with PostgresSink(dsn) as sink:
+        return [
+            sink.append("VoteCast", actor=f"reviewer-{i % 3}", subject=SUBJECT,
+                        data={"i": i, "vote": "approve", "score": i / 3, "big": 1e16})
+            for i in range(count)
+        ]
+
+
+def _as_superuser(
+    dsn: str, *statements: str | sql.Composed, disable_triggers: bool = True
+) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if disable_triggers:
+            conn.execute("ALTER TABLE wingman_audit DISABLE TRIGGER USER")
+        for statement in statements:
+            conn.execute(statement)
+
+
+def test_append_and_verify(audit_dsn: str) -> None:
+    first = _fill(audit_dsn, 5)
+    sink = open_sink(audit_dsn)
+    try:
+        more = sink.append("ExecutionIntent", actor="gateway", subject=SUBJECT,
+                           data={"argv": ["kubectl", "get", "pods"], "note": "ünï ✓"})
+        stored = list(sink.records())
+    finally:
+        sink.close()
+    assert [r.seq for r in stored] == list(range(6))
+    assert first[0].prev == GENESIS_HASH and more.prev == first[-1].hash
+    assert stored[-1] == more
+    report = verify(audit_dsn)
+    assert report.ok, report.summary()
+    assert (report.records, report.head) == (6, more.hash)
+    assert verify(audit_dsn, anchor=more.anchor).ok
+    with psycopg.connect(audit_dsn) as conn:
+        record_text, data, when = conn.execute(
+            "SELECT record, data, time FROM wingman_audit WHERE seq = 5"
+        ).fetchone() or ("", {}, None)
+    assert record_text.encode("utf-8") == more.to_bytes()  # the exact hashed bytes
+    assert data == more.data and when == more.at
+
+
+def test_concurrent_writers_keep_a_single_chain(audit_dsn: str) -> None:
+    per_writer, errors = 40, []
+
+    def thread_writer(name: str) -> None:
+        try:
+            with PostgresSink(audit_dsn) as sink:
+                for i in range(per_writer):
+                    sink.append("VoteCast", actor=name, subject={}, data={"i": i})
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    script = (
+        "import sys\nfrom wingman.audit import PostgresSink\n"
+        "sink = PostgresSink(sys.argv[1])\n"
+        "for i in range(int(sys.argv[3])):\n"
+        "    sink.append('VoteCast', actor=sys.argv[2], subject={}, data={'i': i})\n"
+    )
+    PostgresSink(audit_dsn).close()  # create the table before the race
+    env = {**os.environ, "PYTHONPATH": str(OPERATOR_SRC)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, audit_dsn, f"proc-{p}", str(per_writer)],
+                         env=env)
+        for p in range(2)
+    ]
+    threads = [threading.Thread(target=thread_writer, args=(f"thread-{t}",)) for t in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert errors == []
+
+    report = verify(audit_dsn)
+    assert report.ok, report.summary()
+    assert report.records == 5 * per_writer
+    with PostgresSink(audit_dsn) as sink:
+        records = list(sink.records())
+    for writer in ("thread-0", "thread-1", "thread-2", "proc-0", "proc-1"):
+        assert [r.data["i"] for r in records if r.actor == writer] == list(range(per_writer))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE wingman_audit SET actor = 'mallory' WHERE seq = 1",
+        "DELETE FROM wingman_audit WHERE seq = 2",
+        "DELETE FROM wingman_audit",
+        "TRUNCATE wingman_audit",
+    ],
+)
+def test_changes_are_refused_even_for_the_owner(audit_dsn: str, statement: str) -> None:
+    _fill(audit_dsn, 3)
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            conn.execute(statement)
+        assert conn.execute("SELECT count(*) FROM wingman_audit").fetchone() == (3,)
+    assert verify(audit_dsn).ok
+
+
+def _rehash_row(dsn: str, seq: int) -> sql.Composed:
+    """A superuser's consistent edit of one row: new content, new hash, all columns agree."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT record FROM wingman_audit WHERE seq = %s", (seq,)).fetchone()
+    assert row is not None
+    old = json.loads(row[0])
+    forged = make_record(seq, old["prev"], old["event"], actor=old["actor"],
+                         subject=old["subject"], data={**old["data"], "vote": "reject"},
+                         now=dt.datetime.fromisoformat(old["time"].replace("Z", "+00:00")))
+    return sql.SQL(
+        "UPDATE wingman_audit SET record = {}, hash = {}, data = {}::jsonb WHERE seq = {}"
+    ).format(
+        sql.Literal(forged.to_bytes().decode()),
+        sql.Literal(forged.hash),
+        sql.Literal(json.dumps(forged.data)),
+        sql.Literal(seq),
+    )
+
+
+TAMPERING: list[tuple[str, Callable[[str], list[Any]], str, int]] = [
+    ("edit a column only",
+     lambda dsn: ["UPDATE wingman_audit SET data = '{\"i\": 99}' WHERE seq = 4"],
+     ProblemKind.EDITED, 4),
+    ("edit the record text",
+     lambda dsn: ["UPDATE wingman_audit SET record = replace(record, '\"approve\"', "
+                  "'\"reject\"') WHERE seq = 4"],
+     ProblemKind.EDITED, 4),
+    ("edit and re-hash one row", lambda dsn: [_rehash_row(dsn, 4)], ProblemKind.BROKEN_LINK, 5),
+    ("delete a row", lambda dsn: ["DELETE FROM wingman_audit WHERE seq = 4"],
+     ProblemKind.DELETED, 4),
+    ("swap two rows' seq",
+     lambda dsn: ["UPDATE wingman_audit SET seq = 1000 WHERE seq = 4",
+                  "UPDATE wingman_audit SET seq = 4 WHERE seq = 5",
+                  "UPDATE wingman_audit SET seq = 5 WHERE seq = 1000"],
+     ProblemKind.EDITED, 4),
+    ("change a time",
+     lambda dsn: ["UPDATE wingman_audit SET time = time - interval '1 hour' WHERE seq = 6"],
+     ProblemKind.EDITED, 6),
+]
+
+
+@pytest.mark.parametrize(("how", "statements", "kind", "position"), TAMPERING,
+                         ids=[t[0] for t in TAMPERING])
+def test_superuser_tampering_with_triggers_disabled_is_detected(
+    audit_dsn: str,
+    how: str,
+    statements: Callable[[str], list[Any]],
+    kind: str,
+    position: int,
+) -> None:
+    _fill(audit_dsn, 8)
+    _as_superuser(audit_dsn, *statements(audit_dsn))
+    report = verify(audit_dsn)
+    assert report.problem is not None, how
+    assert (report.problem.kind, report.problem.position) == (kind, position), report.summary()
+    out = io.StringIO()
+    assert verify_main(audit_dsn, out=out) == 1
+    assert out.getvalue().startswith(f"TAMPERED at record {position} (seq ")
+
+
+def test_superuser_truncation_is_caught_by_the_anchor(audit_dsn: str) -> None:
+    head = _fill(audit_dsn, 6)[-1].anchor
+    _as_superuser(audit_dsn, "DELETE FROM wingman_audit WHERE seq >= 4")
+    assert verify(audit_dsn).ok  # a clean cut of the tail leaves a valid chain...
+    report = verify(audit_dsn, anchor=head)  # ...that the recorded head exposes
+    assert report.problem is not None
+    assert (report.problem.kind, report.problem.position) == (ProblemKind.TRUNCATED, 4)
+    assert verify_main(audit_dsn, expected_head=f"sha256:{head.hash}", out=io.StringIO()) == 1
+    _as_superuser(audit_dsn, "TRUNCATE wingman_audit", disable_triggers=False)
+    assert not verify(audit_dsn, anchor=AuditAnchor(0, head.hash)).ok
+
+
+def test_sink_refuses_to_start_with_disabled_triggers(audit_dsn: str) -> None:
+    _fill(audit_dsn, 1)
+    _as_superuser(audit_dsn)
+    with pytest.raises(AuditUnavailable, match="disabled"):
+        PostgresSink(audit_dsn)
+    _as_superuser(audit_dsn, "ALTER TABLE wingman_audit ENABLE TRIGGER USER",
+                  disable_triggers=False)
+    _fill(audit_dsn, 1)
+
+
+def test_least_privilege_writer(audit_dsn: str) -> None:
+    _fill(audit_dsn, 2)  # the owner creates the table and triggers once
+    role = f"writer_{str(conninfo_to_dict(audit_dsn)['dbname'])[-8:]}"
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT INSERT, SELECT ON wingman_audit TO {role}")
+    writer_dsn = audit_dsn.replace("postgres@", f"{role}@", 1)
+    with PostgresSink(writer_dsn) as sink:
+        record = sink.append("ExecutionResult", actor="gateway", subject=SUBJECT,
+                             data={"exit": 0})
+    assert record.seq == 2
+    assert verify(writer_dsn).ok
+    with psycopg.connect(writer_dsn, autocommit=True) as conn:
+        for statement in ("UPDATE wingman_audit SET actor = 'x'", "DELETE FROM wingman_audit",
+                          "TRUNCATE wingman_audit",
+                          "ALTER TABLE wingman_audit DISABLE TRIGGER USER"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def test_writer_without_ddl_rights_gets_guidance(audit_dsn: str) -> None:
+    role = f"nobody_{str(conninfo_to_dict(audit_dsn)['dbname'])[-8:]}"
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    with pytest.raises(AuditUnavailable, match="table owner"):
+        PostgresSink(audit_dsn.replace("postgres@", f"{role}@", 1))
+
+
+def test_password_never_appears_in_errors(audit_dsn: str) -> None:
+    params = conninfo_to_dict(audit_dsn)
+    dsn = f"postgresql://postgres:hunter2-pw@{params['host']}:{params['port']}/no_such_db"
+    with pytest.raises(AuditUnavailable) as caught:
+        PostgresSink(dsn)
+    assert "hunter2-pw" not in str(caught.value) and "no_such_db" in str(caught.value)
+    out = io.StringIO()
+    assert verify_main(dsn, out=out) == 2
+    assert "hunter2-pw" not in out.getvalue()
+
+
+def test_verify_of_a_database_without_the_table_is_unreadable(audit_dsn: str) -> None:
+    out = io.StringIO()
+    assert verify_main(audit_dsn, out=out) == 2
+    assert "no wingman_audit table" in out.getvalue()
+
+
+def test_server_stopped_is_unavailable() -> None:
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL is not available: {exc}")
+    try:
+        dsn = server.create_database()
+        sink = PostgresSink(dsn, connect_timeout=3)
+        first: Any = sink.append("RequestCreated", actor="operator", subject=SUBJECT)
+        server.stop()
+        with pytest.raises(AuditUnavailable, match="PostgreSQL is up and reachable"):
+            sink.append("ExecutionIntent", actor="gateway", subject=SUBJECT)
+        with pytest.raises(AuditUnavailable):  # and it stays closed, not silently dropped
+            sink.append("ExecutionIntent", actor="gateway", subject=SUBJECT)
+        with pytest.raises(AuditUnavailable):
+            PostgresSink(dsn, connect_timeout=3)
+        assert verify_main(dsn, out=io.StringIO()) == 2
+        sink.close()
+        assert first.seq == 0
+    finally:
+        server.stop()

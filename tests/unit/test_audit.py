@@ -1,0 +1,692 @@
+"""wingman.audit on the file sink: chaining, several writers, tamper detection, failing closed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import itertools
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wingman import audit
+from wingman.audit import (
+    GENESIS_HASH,
+    AuditAnchor,
+    AuditRecord,
+    FileSink,
+    ProblemKind,
+    fingerprint,
+    make_record,
+    open_sink,
+    verify,
+    verify_lines,
+    verify_main,
+)
+from wingman.errors import AuditTampered, AuditUnavailable, ConfigError
+
+OPERATOR_SRC = Path(audit.__file__).resolve().parents[1]
+T0 = dt.datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+SUBJECT = {"kind": "ExecutionGrant", "namespace": "team-a", "name": "g-1", "uid": "u-1"}
+
+
+def _clock() -> dt.datetime:
+    return T0
+
+
+def _fill(path: Path, count: int, *, start: int = 0) -> list[AuditRecord]:
+    with FileSink(path, clock=_clock) as sink:
+        return [
+            sink.append(
+                "VoteCast",
+                actor=f"reviewer-{i % 3}",
+                subject=SUBJECT,
+                data={"i": i, "vote": "approve" if i % 2 else "reject", "score": i / 7},
+            )
+            for i in range(start, start + count)
+        ]
+
+
+def _lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def _write(path: Path, lines: list[bytes]) -> None:
+    path.write_bytes(b"".join(lines))
+
+
+def _forge(seq: int, prev: str, **data: Any) -> bytes:
+    """What an attacker with the source code can build: a self-consistent record."""
+    record = make_record(
+        seq, prev, "ExecutionResult", actor="gateway", subject=SUBJECT, data=data, now=T0
+    )
+    return record.to_bytes() + b"\n"
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.jsonl"
+    _fill(path, 10)
+    return path
+
+
+# --------------------------------------------------------------------------- format
+
+
+def test_record_hash_is_sha256_of_canonical_json_of_the_other_fields(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink:
+        first = sink.append("RequestCreated", actor="alice", subject=SUBJECT,
+                            data={"note": "héllo ✓", "n": 1.5}, now=T0)
+        second = sink.append("ExecutionIntent", actor="gateway", subject=SUBJECT,
+                             data={"argv": ["kubectl", "get", "pods"]})
+    stored = [json.loads(line) for line in _lines(path)]
+    for obj, record in zip(stored, (first, second), strict=True):
+        body = {k: v for k, v in obj.items() if k != "hash"}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert obj["hash"] == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        assert obj["hash"] == record.hash
+    assert [o["seq"] for o in stored] == [0, 1]
+    assert stored[0]["prev"] == GENESIS_HASH == "0" * 64
+    assert stored[1]["prev"] == stored[0]["hash"]
+    assert stored[0]["time"] == "2025-01-02T03:04:05.678901Z"
+    assert stored[1]["time"].endswith("Z")
+    assert "héllo ✓" in path.read_text(encoding="utf-8")  # UTF-8, not \\u escapes
+    # The stored line is the canonical JSON of the full record, byte for byte.
+    assert _lines(path)[0] == first.to_bytes() + b"\n"
+
+
+def test_time_is_converted_to_utc() -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    record = make_record(0, GENESIS_HASH, "Expired", actor="operator", subject={}, data=None,
+                         now=dt.datetime(2025, 6, 1, 12, 0, tzinfo=plus_two))
+    assert record.time == "2025-06-01T10:00:00.000000Z"
+    assert record.at == dt.datetime(2025, 6, 1, 10, 0, tzinfo=dt.UTC)
+
+
+def test_file_is_created_private(tmp_path: Path) -> None:
+    path = tmp_path / "new.jsonl"
+    old = os.umask(0)
+    try:
+        FileSink(path).close()
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_chain_continues_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    first = _fill(path, 3)
+    second = _fill(path, 4, start=3)
+    assert [r.seq for r in first + second] == list(range(7))
+    assert second[0].prev == first[-1].hash
+    report = verify(str(path))
+    assert report.ok and report.records == 7
+    assert report.head == second[-1].hash
+    assert report.anchor == AuditAnchor(6, second[-1].hash)
+    with FileSink(path) as sink:
+        assert [r.hash for r in sink.records()] == [r.hash for r in first + second]
+
+
+def test_chain_continues_after_records_larger_than_a_read_block(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink:
+        big = sink.append("ExecutionResult", actor="gateway", subject=SUBJECT,
+                          data={"stdout": "x" * 100_000})
+        after = sink.append("ExecutionResult", actor="gateway", subject=SUBJECT, data={})
+    assert after.prev == big.hash and after.seq == 1
+    assert verify(str(path)).ok
+
+
+def test_empty_log_verifies_with_genesis_head(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    FileSink(path).close()
+    report = verify(str(path))
+    assert report.ok and report.records == 0 and report.head == GENESIS_HASH
+    assert report.anchor is None
+
+
+# --------------------------------------------------------------------------- concurrency
+
+_WORKER = """
+import os, sys, time
+from wingman.audit import FileSink
+path, worker, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sink = FileSink(path)
+open(go + "." + worker, "w").close()  # ready
+while not os.path.exists(go):
+    time.sleep(0.001)
+for i in range(count):
+    sink.append("VoteCast", actor="worker-" + worker, subject={"kind": "Test"},
+                data={"worker": worker, "i": i})
+sink.close()
+"""
+
+
+def test_several_processes_append_one_contiguous_chain(tmp_path: Path) -> None:
+    path, go = tmp_path / "audit.jsonl", tmp_path / "go"
+    workers, per_worker = 4, 200
+    pythonpath = os.pathsep.join([str(OPERATOR_SRC), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(path), str(w), str(per_worker), str(go)], env=env
+        )
+        for w in range(workers)
+    ]
+    deadline = time.monotonic() + 60  # release the workers together once all are ready
+    while not all(Path(f"{go}.{w}").exists() for w in range(workers)):
+        assert time.monotonic() < deadline, "workers did not start"
+        assert all(p.poll() is None for p in procs), "a worker died before starting"
+        time.sleep(0.01)
+    go.touch()
+    assert [p.wait(timeout=120) for p in procs] == [0] * workers
+
+    report = verify(str(path))
+    assert report.ok, report.summary()
+    assert report.records == workers * per_worker
+    with FileSink(path) as sink:
+        records = list(sink.records())
+    assert [r.seq for r in records] == list(range(workers * per_worker))
+    for w in range(workers):
+        mine = [r.data["i"] for r in records if r.data["worker"] == str(w)]
+        assert mine == list(range(per_worker))  # each worker's appends, once, in order
+    # The workers really interleaved (otherwise this test proves nothing about locking).
+    switches = sum(1 for a, b in itertools.pairwise(records) if a.actor != b.actor)
+    assert switches > workers
+
+
+def test_a_sink_inherited_across_fork_keeps_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = FileSink(path)
+    sink.append("RequestCreated", actor="parent", subject={})
+    children = []
+    for c in range(2):
+        pid = os.fork()
+        if pid == 0:  # child: uses the inherited object
+            code = 0
+            try:
+                for i in range(50):
+                    sink.append("VoteCast", actor=f"child-{c}", subject={}, data={"i": i})
+            except BaseException:  # noqa: BLE001 - report any failure through the exit code
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    for i in range(50):
+        sink.append("VoteCast", actor="parent", subject={}, data={"i": i})
+    assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children] == [0, 0]
+    sink.close()
+    report = verify(str(path))
+    assert report.ok, report.summary()
+    assert report.records == 151
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+def test_edited_field_is_detected_and_located(log: Path) -> None:
+    lines = _lines(log)
+    lines[3] = lines[3].replace(b'"vote":"approve"', b'"vote":"reject!"')
+    _write(log, lines)
+    report = verify(str(log))
+    assert not report.ok and report.problem is not None
+    assert (report.problem.kind, report.problem.position, report.problem.line) == (
+        ProblemKind.EDITED, 3, 4)
+    assert report.problem.seq == 3
+    assert report.records == 3
+    assert "does not match" in report.problem.message
+
+
+def test_edited_and_rehashed_record_breaks_the_next_link(log: Path) -> None:
+    lines = _lines(log)
+    original = json.loads(lines[4])
+    lines[4] = _forge(4, original["prev"], i=4, vote="approve", forged=True)
+    _write(log, lines)
+    problem = verify(str(log)).problem
+    assert problem is not None
+    assert (problem.kind, problem.position, problem.line) == (ProblemKind.BROKEN_LINK, 5, 6)
+
+
+def test_deleted_line_is_detected_and_located(log: Path) -> None:
+    lines = _lines(log)
+    del lines[6]
+    _write(log, lines)
+    problem = verify(str(log)).problem
+    assert problem is not None
+    assert (problem.kind, problem.position, problem.seq) == (ProblemKind.DELETED, 6, 7)
+    assert "seq 6" in problem.message
+
+
+def test_inserted_forged_line_is_detected_and_located(log: Path) -> None:
+    lines = _lines(log)
+    prev = json.loads(lines[2])["hash"]
+    lines.insert(3, _forge(3, prev, forged=True))  # a perfect-looking record 3
+    _write(log, lines)
+    problem = verify(str(log)).problem
+    assert problem is not None
+    assert (problem.kind, problem.position, problem.line) == (ProblemKind.INSERTED, 3, 4)
+
+
+def test_inserted_copy_of_another_line_is_detected(log: Path) -> None:
+    lines = _lines(log)
+    lines.insert(2, lines[7])
+    _write(log, lines)
+    problem = verify(str(log)).problem
+    assert problem is not None
+    assert (problem.kind, problem.position) == (ProblemKind.INSERTED, 2)
+
+
+def test_swapped_lines_are_detected_as_reordered(log: Path) -> None:
+    lines = _lines(log)
+    lines[4], lines[5] = lines[5], lines[4]
+    _write(log, lines)
+    problem = verify(str(log)).problem
+    assert problem is not None
+    assert (problem.kind, problem.position, problem.line) == (ProblemKind.REORDERED, 4, 5)
+
+
+def test_truncated_tail_needs_an_anchor(log: Path) -> None:
+    head = verify(str(log))
+    assert head.ok and head.anchor is not None
+    _write(log, _lines(log)[:7])
+    # The chain alone cannot see a clean cut at a record boundary...
+    assert verify(str(log)).ok
+    # ...an anchor, a recorded head or a count can.
+    for report in (
+        verify(str(log), anchor=head.anchor),
+        verify(str(log), expected_head=f"sha256:{head.head}"),
+        verify(str(log), expected_count=10),
+    ):
+        assert report.problem is not None
+        assert (report.problem.kind, report.problem.position) == (ProblemKind.TRUNCATED, 7)
+    # An older anchor (the log grew since) still verifies.
+    assert verify(str(log), anchor=AuditAnchor(3, json.loads(_lines(log)[3])["hash"])).ok
+
+
+def test_partial_last_line_is_truncation(log: Path) -> None:
+    data = log.read_bytes()
+    log.write_bytes(data[: len(data) - 40])
+    problem = verify(str(log)).problem
+    assert problem is not None
+    assert (problem.kind, problem.position, problem.line) == (ProblemKind.TRUNCATED, 9, 10)
+
+
+def test_rewritten_chain_is_caught_only_by_an_anchor(log: Path) -> None:
+    anchor = verify(str(log)).anchor
+    assert anchor is not None
+    # Whoever can rewrite the whole file can rebuild a consistent chain from an edit on.
+    records = [json.loads(line) for line in _lines(log)]
+    prev = records[1]["hash"]
+    rebuilt = [line for line in _lines(log)[:2]]
+    for obj in records[2:]:
+        data = {**obj["data"], "vote": "approve"}
+        line = _forge(obj["seq"], prev, **data)
+        prev = json.loads(line)["hash"]
+        rebuilt.append(line)
+    _write(log, rebuilt)
+    assert verify(str(log)).ok
+    problem = verify(str(log), anchor=anchor).problem
+    assert problem is not None
+    assert (problem.kind, problem.position) == (ProblemKind.REWRITTEN, 9)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kind"),
+    [
+        (lambda line: b"not json\n", ProblemKind.MALFORMED),
+        (lambda line: b"\n", ProblemKind.MALFORMED),
+        (lambda line: b"[1,2]\n", ProblemKind.MALFORMED),
+        (lambda line: line.replace(b'"seq":', b'"seQ":'), ProblemKind.MALFORMED),
+        (lambda line: line.replace(b'"actor"', b'"actor" '), ProblemKind.EDITED),
+        (lambda line: line.replace(b"\n", b"\r\n"), ProblemKind.EDITED),
+        (lambda line: line[:5] + b"\xff" + line[6:], ProblemKind.MALFORMED),
+    ],
+)
+def test_malformed_or_non_canonical_lines_are_detected(log: Path, mutate: Any, kind: str) -> None:
+    lines = _lines(log)
+    lines[5] = mutate(lines[5])
+    _write(log, lines)
+    problem = verify(str(log)).problem
+    assert problem is not None
+    assert (problem.kind, problem.position) == (kind, 5)
+
+
+def test_same_value_in_another_spelling_is_an_edit(tmp_path: Path) -> None:
+    # 1e+16 and 1E+16 parse to the same float: only a byte-exact check sees the change.
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink:
+        sink.append("VoteCast", actor="a", subject={}, data={"x": 1e16})
+    path.write_bytes(path.read_bytes().replace(b"1e+16", b"1E+16"))
+    problem = verify(str(path)).problem
+    assert problem is not None and problem.kind == ProblemKind.EDITED
+
+
+def _valid_log_bytes() -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "audit.jsonl"
+        with FileSink(path, clock=_clock) as sink:
+            for i in range(4):
+                sink.append("ExecutionResult", actor="gateway", subject=SUBJECT,
+                            data={"exit": i, "out": "ünïcode ✓\n\"q\"", "t": 0.25, "n": None})
+        return path.read_bytes()
+
+
+VALID_LOG = _valid_log_bytes()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(position=st.integers(0, len(VALID_LOG) - 1), byte=st.integers(0, 255))
+def test_any_single_byte_change_is_detected(position: int, byte: int) -> None:
+    if VALID_LOG[position] == byte:
+        byte = (byte + 1) % 256
+    tampered = bytearray(VALID_LOG)
+    tampered[position] = byte
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "audit.jsonl"
+        path.write_bytes(bytes(tampered))
+        report = verify(str(path))
+    assert not report.ok
+
+
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63) + 1, 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=["Cs"]))
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(st.characters(blacklist_categories=["Cs"]), max_size=8), inner,
+                      max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=8), _json, max_size=4), min_size=1, max_size=5))
+def test_any_json_data_round_trips_through_a_verified_chain(datas: list[dict[str, Any]]) -> None:
+    prev, lines = GENESIS_HASH, []
+    for seq, data in enumerate(datas):
+        record = make_record(seq, prev, "Custom", actor="a", subject={}, data=data, now=T0)
+        lines.append(record.to_bytes() + b"\n")
+        assert json.loads(record.to_bytes())["data"] == data
+        prev = record.hash
+    report = verify_lines(io.BytesIO(b"".join(lines)))
+    assert report.ok, report.summary()
+    assert report.head == prev
+
+
+# --------------------------------------------------------------------------- secrets & content
+
+
+def _real_jwt() -> str:
+    return jwt.encode({"sub": "gateway", "jti": "abc"}, "k" * 32, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["data", "nested", "list", "key", "subject", "actor", "embedded"],
+)
+def test_jwt_shaped_values_are_refused_and_not_echoed(tmp_path: Path, where: str) -> None:
+    token = _real_jwt()
+    kwargs: dict[str, Any] = {"actor": "operator", "subject": SUBJECT, "data": {}}
+    if where == "data":
+        kwargs["data"] = {"token": token}
+    elif where == "nested":
+        kwargs["data"] = {"a": {"b": {"c": token}}}
+    elif where == "list":
+        kwargs["data"] = {"argv": ["curl", "-H", token]}
+    elif where == "key":
+        kwargs["data"] = {token: 1}
+    elif where == "subject":
+        kwargs["subject"] = {**SUBJECT, "name": token}
+    elif where == "actor":
+        kwargs["actor"] = token
+    else:
+        kwargs["data"] = {"header": f"Authorization: Bearer {token}"}
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink:
+        sink.append("RequestCreated", actor="operator", subject=SUBJECT)
+        before = path.read_bytes()
+        with pytest.raises(AuditUnavailable) as caught:
+            sink.append("TokenMinted", **kwargs)
+    assert caught.value.reason == "AuditRecordRejected"
+    assert token not in str(caught.value)
+    assert token.split(".")[1] not in str(caught.value)
+    assert path.read_bytes() == before  # nothing was written
+
+
+def test_token_fingerprints_are_accepted(tmp_path: Path) -> None:
+    token = _real_jwt()
+    with FileSink(tmp_path / "a.jsonl") as sink:
+        record = sink.append("TokenMinted", actor="operator", subject=SUBJECT,
+                             data={"token": fingerprint(token), "jti": "abc"})
+    assert record.data["token"] == "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    assert token not in (tmp_path / "a.jsonl").read_text()
+
+
+@pytest.mark.parametrize(
+    ("event", "data", "now"),
+    [
+        ("VoteCast", {"x": float("nan")}, T0),
+        ("VoteCast", {"x": float("inf")}, T0),
+        ("VoteCast", {"x": {1, 2}}, T0),
+        ("VoteCast", {1: "int key"}, T0),
+        ("VoteCast", {"x": "\ud800"}, T0),
+        ("VoteCast", {"x": "a" * (audit.MAX_RECORD_BYTES + 1)}, T0),
+        ("vote cast", {}, T0),
+        ("", {}, T0),
+        ("VoteCast", {}, dt.datetime(2025, 1, 1)),  # naive on purpose
+    ],
+)
+def test_unauditable_content_is_refused(
+    tmp_path: Path, event: str, data: Any, now: dt.datetime
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink, pytest.raises(AuditUnavailable) as caught:
+        sink.append(event, actor="operator", subject={}, data=data, now=now)
+    assert caught.value.reason == "AuditRecordRejected"
+    assert path.read_bytes() == b""
+
+
+# --------------------------------------------------------------------------- failing closed
+
+
+def test_missing_directory_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(AuditUnavailable, match="create the directory"):
+        FileSink(tmp_path / "no" / "such" / "audit.jsonl")
+    with pytest.raises(AuditUnavailable):
+        open_sink(str(tmp_path / "missing-dir" / "audit.jsonl"))
+
+
+def _in_child(target: Any) -> int:
+    """Run ``target()`` in a forked child; its return value is the exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = target()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_unwritable_directory_is_unavailable(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o755)
+
+    def attempt() -> int:
+        if os.geteuid() == 0:  # root ignores permission bits: become an ordinary user
+            os.setgid(65534)
+            os.setuid(65534)
+        else:
+            locked.chmod(0o555)
+        try:
+            FileSink(locked / "audit.jsonl")
+        except AuditUnavailable as exc:
+            return 0 if "writable" in str(exc) else 2
+        return 1
+
+    assert _in_child(attempt) == 0
+    assert not (locked / "audit.jsonl").exists()
+
+
+def test_failed_write_is_unavailable_and_rolled_back(log: Path) -> None:
+    before = log.read_bytes()
+
+    def attempt() -> int:
+        # The file may not grow: like a full disk, the write fails part-way.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        size = log.stat().st_size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, size + 20))
+        sink = FileSink(log)
+        try:
+            sink.append("ExecutionIntent", actor="gateway", subject=SUBJECT, data={"x": 1})
+        except AuditUnavailable:
+            return 0
+        return 1
+
+    assert _in_child(attempt) == 0
+    assert log.read_bytes() == before  # our partial line was removed
+    assert verify(str(log)).ok
+    _fill(log, 1, start=10)  # and the log stays usable
+    assert verify(str(log)).records == 11
+
+
+def test_append_refuses_a_log_with_a_partial_last_line(log: Path) -> None:
+    data = log.read_bytes()
+    log.write_bytes(data[:-30])
+    with FileSink(log) as sink, pytest.raises(AuditUnavailable, match="incomplete record"):
+        sink.append("VoteCast", actor="a", subject={})
+
+
+def test_append_refuses_when_the_last_record_was_edited(log: Path) -> None:
+    lines = _lines(log)
+    lines[-1] = lines[-1].replace(b'"reviewer-0"', b'"reviewer-X"')
+    _write(log, lines)
+    with FileSink(log) as sink, pytest.raises(AuditUnavailable, match="does not verify"):
+        sink.append("VoteCast", actor="a", subject={})
+
+
+def test_append_refuses_when_the_file_was_replaced(log: Path) -> None:
+    with FileSink(log) as sink:
+        sink.append("VoteCast", actor="a", subject={})
+        log.rename(log.with_suffix(".old"))
+        with pytest.raises(AuditUnavailable, match="removed or replaced"):
+            sink.append("VoteCast", actor="a", subject={})
+        log.write_bytes(b"")
+        with pytest.raises(AuditUnavailable, match="removed or replaced"):
+            sink.append("VoteCast", actor="a", subject={})
+
+
+def test_closed_sink_is_unavailable(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "a.jsonl")
+    sink.close()
+    with pytest.raises(AuditUnavailable, match="closed"):
+        sink.append("VoteCast", actor="a", subject={})
+
+
+def test_records_raises_on_a_tampered_line(log: Path) -> None:
+    lines = _lines(log)
+    lines[2] = b"garbage\n"
+    _write(log, lines)
+    with FileSink(log) as sink, pytest.raises(AuditTampered):
+        list(sink.records())
+
+
+# --------------------------------------------------------------------------- targets & CLI
+
+
+def test_open_sink_accepts_paths_and_file_urls(tmp_path: Path) -> None:
+    for target in (str(tmp_path / "a.jsonl"), f"file://{tmp_path}/b.jsonl",
+                   f"file://localhost{tmp_path}/c%20d.jsonl"):
+        sink = open_sink(target)
+        sink.append("VoteCast", actor="a", subject={})
+        sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "c d.jsonl"]
+    assert verify(f"file://{tmp_path}/c%20d.jsonl").records == 1
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["", "   ", "ftp://host/x", "file://otherhost/var/log/a", "file:///x?y=1",
+     "mysql://u@h/db", "postgresql://u@h:notaport/db"],
+)
+def test_bad_targets_are_config_errors(target: str) -> None:
+    with pytest.raises(ConfigError):
+        open_sink(target)
+    assert verify_main(target, out=io.StringIO()) == 2
+
+
+def test_unreachable_database_is_unavailable_and_hides_the_password() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dsn = f"postgresql://wingman:s3cr3t-pw@127.0.0.1:{port}/audit"
+    with pytest.raises(AuditUnavailable) as caught:
+        open_sink(dsn)
+    assert "s3cr3t-pw" not in str(caught.value)
+    assert f"127.0.0.1:{port}/audit" in str(caught.value)
+    out = io.StringIO()
+    assert verify_main(dsn, out=out) == 2
+    assert "s3cr3t-pw" not in out.getvalue()
+
+
+def test_verify_main_prints_ok_and_returns_zero(log: Path) -> None:
+    out = io.StringIO()
+    head = verify(str(log)).head
+    assert verify_main(str(log), out=out) == 0
+    assert out.getvalue() == f"OK: 10 records, head sha256:{head}\n"
+    assert verify_main(str(log), expected_head=head, out=io.StringIO()) == 0
+
+
+def test_verify_main_reports_where_and_how(log: Path) -> None:
+    lines = _lines(log)
+    lines[3] = lines[3].replace(b'"i":3', b'"i":4')
+    _write(log, lines)
+    out = io.StringIO()
+    assert verify_main(str(log), out=out) == 1
+    assert out.getvalue().startswith("TAMPERED at record 3 (line 4): Edited — stored hash sha256:")
+    with pytest.raises(AuditTampered) as caught:
+        verify(str(log)).raise_if_tampered()
+    assert caught.value.reason == "AuditEdited"
+
+
+def test_verify_main_with_a_head_that_is_gone(log: Path) -> None:
+    head = verify(str(log)).head
+    _write(log, _lines(log)[:-1])
+    out = io.StringIO()
+    assert verify_main(str(log), expected_head=f"sha256:{head}", out=out) == 1
+    assert "Truncated" in out.getvalue()
+
+
+def test_verify_main_unreadable_target(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert verify_main(str(tmp_path / "absent.jsonl"), out=out) == 2
+    assert out.getvalue().startswith("UNREADABLE: ")
+    assert not (tmp_path / "absent.jsonl").exists()  # verifying never creates the log
+
+
+def test_anchor_text_round_trips() -> None:
+    anchor = AuditAnchor(41, "ab" * 32)
+    assert AuditAnchor.parse(str(anchor)) == anchor
+    assert AuditAnchor.parse(f"41:{'ab' * 32}") == anchor
+    for bad in ("41", "x:sha256:" + "ab" * 32, "41:sha256:XYZ", "-1:" + "ab" * 32):
+        with pytest.raises(ConfigError):
+            AuditAnchor.parse(bad)
