@@ -1,0 +1,457 @@
+"""Command scope: what exact argv an approved command string stands for, and whether it is allowed.
+
+This module owns the rules that turn an approved command *string* into the argv the gateway
+executes (never through a shell), the environment allowlist of command patterns, and the
+command's SHA-256 that capability tokens carry. Everything here is a pure function of data.
+
+Command rules (:func:`parse`), checked in this order; each failure raises
+:class:`~wingman.errors.ScopeViolation` with the ``reason`` given:
+
+1. ``CommandTooLong``: more than 4096 bytes of UTF-8.
+2. ``ForbiddenCharacter``: any control character: NUL and the rest of C0 (including ``\\t``,
+   ``\\n``, ``\\r``), DEL (U+007F) and C1 (U+0080-U+009F). Words are separated by spaces only.
+3. ``NonAsciiCharacter``: any character above U+007F. This covers homoglyphs (Cyrillic
+   U+0430, the fullwidth semicolon U+FF1B, the Greek question mark U+037E), zero-width
+   (U+200B) and bidirectional controls (U+202E), and NBSP. Nothing is normalised: a command
+   that needs normalising is rejected, and the message names the code point and its index
+   (``U+202E at index 7``).
+4. ``EmptyCommand``: empty, or spaces only.
+5. ``ShellMetacharacter``. The executor has no shell, so an unquoted ``;`` would reach the
+   program as a literal argument and chain nothing. It is rejected all the same, because an
+   approver reading ``a; b`` believes it is two commands: the approver must read the command
+   the way it executes. Hence:
+
+   - outside quotes, these are rejected: the operators and substitutions ``; & | $ ` ( ) < >``,
+     the glob and expansion characters ``* ? [ ] { } ~``, the comment ``#``, history ``!``
+     and the backslash ``\\`` (quote the argument if one of them is meant literally);
+   - inside single or double quotes a metacharacter is a literal argument and allowed,
+     EXCEPT ``$(``, ``${`` and the backtick, which look like substitution to a human and are
+     rejected everywhere, even inside single quotes;
+   - inside double quotes every ``$`` is rejected, because a shell expands ``"$X"``; inside
+     double quotes the backslash escapes only ``"`` and ``\\`` (POSIX ``shlex``).
+6. ``Malformed``: unbalanced quotes (or any disagreement between this module's lexer and
+   ``shlex.split(posix=True)``, which cannot happen for a command that passed the rules above
+   and is checked anyway so the validator and the executor never see different argv).
+7. ``TooManyArguments``: more than 64 arguments.
+
+An empty quoted argument (``''``) is a real, empty argv element; it is allowed by ``parse``
+but no allowlist wildcard matches it.
+
+Allowlist patterns (:class:`AllowlistPattern`, :class:`Allowlist`) are written like commands,
+for example ``kubectl rollout restart deployment/*``, ``docker restart *`` or
+``kubectl scale deployment/{name} --replicas={int:0..50}``, and lexed by the same rules, except
+that unquoted ``*`` and ``{...}`` are wildcard syntax. Quoting makes them literal
+(``'jsonpath={.items[*].metadata.name}'`` is one literal argument). Matching is argv-wise:
+
+- the pattern and the command have the same number of arguments (there is no "rest" marker);
+- the first word of a pattern is a literal executable name (``kubectl`` or ``docker``);
+- an argument pattern is a literal (byte-equal) or has exactly one wildcard, with literal
+  text around it (``deployment/*``, ``--replicas=*``); a pattern with two wildcards in one
+  argument is a configuration error (matching then stays linear and unambiguous);
+- ``*`` matches one or more characters from ``A-Z a-z 0-9 . _ : @ % + = , -``: never ``/``
+  (in ``deployment/*`` the star is one name segment), never a space, quote or metacharacter,
+  and never the whole of ``.`` or ``..``; there is no ``?`` or ``[...]``;
+- ``{int:LO..HI}`` matches a canonical non-negative decimal integer (no sign, no leading
+  zeros) with ``LO <= n <= HI``;
+- ``{name}`` matches a Kubernetes object name (RFC 1123 subdomain: lowercase alphanumerics,
+  ``-`` and ``.``, at most 253 characters, starting and ending alphanumeric);
+- a wildcard never matches an argument that starts with ``-``, nor text that starts with
+  ``-``, unless the pattern argument itself starts with ``-``: ``*`` cannot be filled with
+  ``--kubeconfig=/evil`` (flag injection), nor ``deployment/*`` with ``deployment/-x``;
+  ``--replicas=*`` is written by the administrator as an option and may be filled.
+
+:func:`check` is the gate used by the operator at grant time and by the gateway before exec:
+the command must be byte-identical to one of the approved commands, parse cleanly, and match
+the allowlist. :func:`executor_for` maps argv[0] to the executor (``kubectl`` → kubernetes,
+``docker`` → docker; paths such as ``/usr/bin/kubectl`` are rejected).
+
+Messages never repeat the command itself (it may carry secrets, and hostile characters would
+reach logs); they name the rule, the position and the command's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from wingman.errors import ConfigError, ScopeViolation
+
+__all__ = [
+    "MAX_ARGUMENTS",
+    "MAX_COMMAND_BYTES",
+    "Allowlist",
+    "AllowlistPattern",
+    "Executor",
+    "check",
+    "command_sha256",
+    "executor_for",
+    "parse",
+]
+
+MAX_COMMAND_BYTES = 4096
+"""Longest accepted command, in bytes of UTF-8."""
+
+MAX_ARGUMENTS = 64
+"""Most arguments (argv elements, including argv[0]) a command may have."""
+
+Executor = Literal["kubernetes", "docker"]
+
+_EXECUTORS: dict[str, Executor] = {"kubectl": "kubernetes", "docker": "docker"}
+
+# Rejected when unquoted: shell operators and substitution, globbing and expansion, comment,
+# history expansion and the escape character.
+_UNQUOTED_FORBIDDEN = frozenset(";&|$`()<>*?[]{}~#!\\")
+_PATTERN_WILDCARD_START = frozenset("*{")
+
+_STAR_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@%+=,-")
+_INT_RE = re.compile(r"0|[1-9][0-9]{0,17}")
+_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAME_MAX = 253
+_TYPED_RE = re.compile(r"int:(0|[1-9][0-9]{0,17})\.\.(0|[1-9][0-9]{0,17})|name")
+
+
+def command_sha256(command: str) -> str:
+    """Hex SHA-256 of the command's UTF-8 bytes (the form capability tokens carry).
+
+    Raises ScopeViolation (``NonAsciiCharacter``) for a string that is not valid Unicode text
+    (a lone surrogate), which no command can contain.
+    """
+    try:
+        data = command.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = command[exc.start]
+        raise ScopeViolation(
+            f"the command contains U+{ord(bad):04X} at index {exc.start}, which is not valid "
+            "Unicode text; commands must be plain ASCII",
+            reason="NonAsciiCharacter",
+        ) from None
+    return hashlib.sha256(data).hexdigest()
+
+
+def _ref(command: str) -> str:
+    """A safe reference to a command for messages: its hash, never its text."""
+    try:
+        return f"sha256:{command_sha256(command)}"
+    except ScopeViolation:
+        return "sha256:<not UTF-8 encodable>"
+
+
+def _check_characters(command: str) -> None:
+    """Rules 1-4: length, control characters, non-ASCII, blank."""
+    if len(command) > MAX_COMMAND_BYTES or (
+        len(command.encode("utf-8", "surrogatepass")) > MAX_COMMAND_BYTES
+    ):
+        raise ScopeViolation(
+            f"the command is longer than {MAX_COMMAND_BYTES} bytes of UTF-8; "
+            "split the work into smaller commands",
+            reason="CommandTooLong",
+        )
+    for index, char in enumerate(command):
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code <= 0x9F:
+            raise ScopeViolation(
+                f"the command contains the control character U+{code:04X} at index {index}; "
+                "tabs, newlines, NUL and other control characters are not allowed, "
+                "separate words with single spaces",
+                reason="ForbiddenCharacter",
+            )
+        if code > 0x7F:
+            raise ScopeViolation(
+                f"the command contains the non-ASCII character U+{code:04X} at index {index}; "
+                "commands must be plain ASCII (look-alike, invisible and bidirectional "
+                "characters are rejected, not normalised)",
+                reason="NonAsciiCharacter",
+            )
+    if not command.strip(" "):
+        raise ScopeViolation(
+            "the command is empty; give the exact command to run", reason="EmptyCommand"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    """One lexed argument: its text and, per character, whether it was quoted."""
+
+    text: str
+    quoted: tuple[bool, ...]
+
+
+def _metachar(char: str, index: int, why: str) -> ScopeViolation:
+    return ScopeViolation(
+        f"the command contains {char!r} at index {index} {why}",
+        reason="ShellMetacharacter",
+    )
+
+
+def _lex(command: str, *, pattern: bool) -> list[_Word]:
+    """Split an already character-checked command into words, enforcing rule 5.
+
+    POSIX shell quoting, restricted: single quotes are literal, double quotes allow escaping
+    only ``"`` and ``\\`` (as ``shlex`` does), unquoted backslash is rejected. In ``pattern``
+    mode unquoted ``*`` and ``{...}`` are kept (unquoted) for the pattern compiler.
+    """
+    words: list[_Word] = []
+    text: list[str] = []
+    quoted: list[bool] = []
+    in_word = False
+    state = " "  # " " outside quotes, "'" inside single quotes, '"' inside double quotes
+    i = 0
+    n = len(command)
+    while i < n:
+        c = command[i]
+        if c == "`":
+            raise _metachar(c, i, "(a backtick looks like command substitution)")
+        if c == "$" and i + 1 < n and command[i + 1] in "({":
+            raise _metachar(
+                command[i : i + 2], i, "(it looks like a substitution, even inside quotes)"
+            )
+        if state == "'":
+            if c == "'":
+                state = " "
+            else:
+                text.append(c)
+                quoted.append(True)
+        elif state == '"':
+            if c == '"':
+                state = " "
+            elif c == "$":
+                raise _metachar(c, i, "inside double quotes, where a shell would expand it")
+            elif c == "\\" and i + 1 < n and command[i + 1] in '"\\':
+                text.append(command[i + 1])
+                quoted.append(True)
+                i += 1
+            else:
+                text.append(c)
+                quoted.append(True)
+        elif c == " ":
+            if in_word:
+                words.append(_Word("".join(text), tuple(quoted)))
+                text, quoted, in_word = [], [], False
+        elif c in "'\"":
+            state = c
+            in_word = True
+        elif c in _UNQUOTED_FORBIDDEN and not (pattern and c in _PATTERN_WILDCARD_START):
+            if pattern and c == "}":
+                raise _metachar(c, i, "without a matching '{'")
+            raise _metachar(c, i, "outside quotes; quote the argument if it is meant literally")
+        elif c == "{":  # pattern mode: a typed wildcard, kept whole and unquoted
+            end = command.find("}", i)
+            if end < 0:
+                raise _metachar(c, i, "without a matching '}'")
+            text.extend(command[i : end + 1])
+            quoted.extend([False] * (end + 1 - i))
+            in_word = True
+            i = end
+        else:
+            text.append(c)
+            quoted.append(False)
+            in_word = True
+        i += 1
+    if state != " ":
+        kind = "single" if state == "'" else "double"
+        raise ScopeViolation(
+            f"the command has an unbalanced {kind} quote; close every quote it opens",
+            reason="Malformed",
+        )
+    if in_word:
+        words.append(_Word("".join(text), tuple(quoted)))
+    if len(words) > MAX_ARGUMENTS:
+        raise ScopeViolation(
+            f"the command has {len(words)} arguments, more than the {MAX_ARGUMENTS} allowed",
+            reason="TooManyArguments",
+        )
+    return words
+
+
+def parse(command: str) -> list[str]:
+    """The argv a command string stands for, or ScopeViolation (rules in the module doc)."""
+    if not isinstance(command, str):
+        raise ScopeViolation(
+            f"a command must be a string, not {type(command).__name__}", reason="Malformed"
+        )
+    _check_characters(command)
+    argv = [word.text for word in _lex(command, pattern=False)]
+    try:
+        reference = shlex.split(command, comments=False, posix=True)
+    except ValueError:
+        reference = None
+    if reference != argv:
+        raise ScopeViolation(
+            f"the command ({_ref(command)}) splits ambiguously; quote its arguments plainly",
+            reason="Malformed",
+        )
+    return argv
+
+
+def executor_for(argv: Sequence[str]) -> Executor:
+    """``kubernetes`` for ``kubectl``, ``docker`` for ``docker``; exact names, never a path."""
+    if not argv:
+        raise ScopeViolation("the command has no program to run", reason="EmptyCommand")
+    executor = _EXECUTORS.get(argv[0])
+    if executor is None:
+        raise ScopeViolation(
+            "the command's program must be exactly 'kubectl' or 'docker' (no path, no other "
+            "program); the gateway runs nothing else",
+            reason="UnsupportedExecutor",
+        )
+    return executor
+
+
+# ----------------------------------------------------------------------------------------------
+# Allowlist patterns
+
+
+@dataclass(frozen=True, slots=True)
+class _ArgPattern:
+    """One argument of a pattern: ``prefix`` + wildcard + ``suffix``, or a literal."""
+
+    prefix: str
+    kind: Literal["literal", "star", "int", "name"]
+    suffix: str = ""
+    low: int = 0
+    high: int = 0
+
+    def matches(self, arg: str) -> bool:
+        if self.kind == "literal":
+            return arg == self.prefix
+        if len(arg) <= len(self.prefix) + len(self.suffix):
+            return False
+        if not (arg.startswith(self.prefix) and arg.endswith(self.suffix)):
+            return False
+        middle = arg[len(self.prefix) : len(arg) - len(self.suffix)]
+        if middle.startswith("-") and not self.prefix.startswith("-"):
+            return False  # a wildcard never supplies a flag (or text that starts like one)
+        if self.kind == "star":
+            return middle not in (".", "..") and all(c in _STAR_CHARS for c in middle)
+        if self.kind == "int":
+            return _INT_RE.fullmatch(middle) is not None and self.low <= int(middle) <= self.high
+        return len(middle) <= _NAME_MAX and _NAME_RE.fullmatch(middle) is not None
+
+
+def _compile_arg(word: _Word, where: str) -> _ArgPattern:
+    starts = [
+        i
+        for i, (char, quoted) in enumerate(zip(word.text, word.quoted, strict=True))
+        if not quoted and char in _PATTERN_WILDCARD_START
+    ]
+    if not starts:
+        return _ArgPattern(word.text, "literal")
+    if word.text[starts[0]] == "{":
+        end = word.text.index("}", starts[0])
+    else:
+        end = starts[0]
+    if any(s > end for s in starts):
+        raise ConfigError(
+            f"{where}: an argument may contain only one wildcard ('*', '{{int:..}}' or "
+            "'{name}'); quote literal '*' and '{' characters"
+        )
+    prefix, suffix = word.text[: starts[0]], word.text[end + 1 :]
+    if word.text[starts[0]] == "*":
+        return _ArgPattern(prefix, "star", suffix)
+    form = word.text[starts[0] + 1 : end]
+    typed = _TYPED_RE.fullmatch(form)
+    if typed is None:
+        raise ConfigError(
+            f"{where}: unknown typed wildcard {{{form}}}; use {{int:LO..HI}} or {{name}}"
+        )
+    if form == "name":
+        return _ArgPattern(prefix, "name", suffix)
+    low, high = int(typed.group(1)), int(typed.group(2))
+    if low > high:
+        raise ConfigError(f"{where}: {{int:{low}..{high}}} is an empty range; write LO <= HI")
+    return _ArgPattern(prefix, "int", suffix, low, high)
+
+
+@dataclass(frozen=True, slots=True)
+class AllowlistPattern:
+    """One allowlisted command shape, such as ``kubectl rollout restart deployment/*``."""
+
+    source: str
+    args: tuple[_ArgPattern, ...]
+
+    @classmethod
+    def parse(cls, pattern: str) -> AllowlistPattern:
+        """Compile a pattern string; ConfigError says what is wrong with it."""
+        where = f"allowlist pattern {pattern!a}"
+        if not isinstance(pattern, str):
+            raise ConfigError(f"{where}: a pattern must be a string")
+        try:
+            _check_characters(pattern)
+            words = _lex(pattern, pattern=True)
+        except ScopeViolation as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
+        args = tuple(_compile_arg(word, where) for word in words)
+        first = args[0]
+        if first.kind != "literal" or first.prefix not in _EXECUTORS:
+            raise ConfigError(
+                f"{where}: the first word must be exactly 'kubectl' or 'docker', with no "
+                "wildcard and no path"
+            )
+        return cls(pattern, args)
+
+    def matches(self, argv: Sequence[str]) -> bool:
+        """True when argv has the same length and every argument matches its pattern."""
+        if len(argv) != len(self.args):
+            return False
+        return all(p.matches(arg) for p, arg in zip(self.args, argv, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Allowlist:
+    """An environment's allowlist; an empty allowlist allows nothing."""
+
+    patterns: tuple[AllowlistPattern, ...] = ()
+
+    @classmethod
+    def from_patterns(cls, patterns: Iterable[str]) -> Allowlist:
+        """Compile every pattern; ConfigError names the first bad one."""
+        if isinstance(patterns, str):
+            raise ConfigError("an allowlist is a list of pattern strings, not one string")
+        return cls(tuple(AllowlistPattern.parse(p) for p in patterns))
+
+    def matches(self, argv: Sequence[str]) -> bool:
+        """True when some pattern matches argv."""
+        return any(p.matches(argv) for p in self.patterns)
+
+
+def _loose(command: str) -> str:
+    return " ".join(command.split()).casefold()
+
+
+def check(command: str, *, approved: Sequence[str], allowlist: Allowlist) -> list[str]:
+    """The argv to execute, if the command is approved, well-formed and allowlisted.
+
+    ``command`` must equal one string of ``approved`` exactly (no normalisation of
+    whitespace or case), then pass :func:`parse`, then match ``allowlist``. Otherwise
+    ScopeViolation with reason ``CommandMismatch``, a :func:`parse` reason, or
+    ``NotInAllowlist``.
+    """
+    if isinstance(approved, str | bytes):
+        raise TypeError("approved must be a sequence of command strings, not one string")
+    if not isinstance(command, str):
+        raise ScopeViolation(
+            f"a command must be a string, not {type(command).__name__}", reason="Malformed"
+        )
+    if not any(isinstance(a, str) and a == command for a in approved):
+        hint = ""
+        loose = _loose(command)
+        if any(isinstance(a, str) and _loose(a) == loose for a in approved):
+            hint = " It differs from an approved command only in whitespace or letter case."
+        raise ScopeViolation(
+            f"the command ({_ref(command)}) is not byte-for-byte one of the "
+            f"{len(approved)} approved commands; run exactly what was approved.{hint}",
+            reason="CommandMismatch",
+        )
+    argv = parse(command)
+    if not allowlist.matches(argv):
+        raise ScopeViolation(
+            f"the command ({_ref(command)}, {len(argv)} arguments) matches none of the "
+            f"{len(allowlist.patterns)} allowlist patterns of this environment; ask an "
+            "administrator to allow it or request an allowlisted command",
+            reason="NotInAllowlist",
+        )
+    return argv

@@ -1,0 +1,536 @@
+"""Command scope: every parse rule, allowlist matching, and fuzzing for false accepts.
+
+The fuzz tests judge accepted commands with an oracle written independently of the module
+(plain string tests per allowlisted shape), so a bug in the matcher cannot also hide in the
+judgement.
+"""
+
+from __future__ import annotations
+
+import shlex
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wingman.errors import ConfigError, ScopeViolation
+from wingman.scope import (
+    MAX_ARGUMENTS,
+    MAX_COMMAND_BYTES,
+    Allowlist,
+    AllowlistPattern,
+    check,
+    command_sha256,
+    executor_for,
+    parse,
+)
+
+ALLOWLIST = Allowlist.from_patterns(
+    [
+        "kubectl rollout restart deployment/*",
+        "kubectl scale deployment/{name} --replicas={int:0..50}",
+        "docker restart *",
+    ]
+)
+
+
+def violation(command: str, reason: str) -> ScopeViolation:
+    with pytest.raises(ScopeViolation) as info:
+        parse(command)
+    assert info.value.reason == reason, f"expected {reason}, got {info.value.reason}"
+    return info.value
+
+
+# ------------------------------------------------------------------------------------------
+# parse: accepted shapes
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("kubectl get pods", ["kubectl", "get", "pods"]),
+        ("  kubectl   get  pods  ", ["kubectl", "get", "pods"]),
+        ("kubectl get pods -l 'app=web'", ["kubectl", "get", "pods", "-l", "app=web"]),
+        ('docker logs "my container"', ["docker", "logs", "my container"]),
+        ("kubectl annotate pod/x 'note=a;b|c&d'", ["kubectl", "annotate", "pod/x", "note=a;b|c&d"]),
+        (
+            "kubectl get pods -o 'jsonpath={.items[*].metadata.name}'",
+            ["kubectl", "get", "pods", "-o", "jsonpath={.items[*].metadata.name}"],
+        ),
+        ("kubectl get 'price$'", ["kubectl", "get", "price$"]),
+        ("kubectl label pod/x a'b c'd", ["kubectl", "label", "pod/x", "ab cd"]),
+        ("kubectl get ''", ["kubectl", "get", ""]),
+        ('docker run "a\\"b" "c\\\\d" "e\\f"', ["docker", "run", 'a"b', "c\\d", "e\\f"]),
+        ("kubectl get pods#x", None),  # '#' unquoted: rejected below, listed for contrast
+    ],
+)
+def test_parse_accepts_plain_and_quoted_commands(command: str, argv: list[str] | None) -> None:
+    if argv is None:
+        violation(command, "ShellMetacharacter")
+        return
+    assert parse(command) == argv
+    assert shlex.split(command) == argv
+
+
+# ------------------------------------------------------------------------------------------
+# parse: each rule
+
+
+@pytest.mark.parametrize("command", ["", " ", "     "])
+def test_empty_commands(command: str) -> None:
+    violation(command, "EmptyCommand")
+
+
+def test_length_limit_is_in_utf8_bytes() -> None:
+    exact = "kubectl get " + "a" * (MAX_COMMAND_BYTES - len("kubectl get "))
+    assert len(parse(exact)[2]) == MAX_COMMAND_BYTES - 12
+    violation(exact + "a", "CommandTooLong")
+    violation("x" * 10_000_000, "CommandTooLong")
+    # 2000 characters but 6000 bytes: too long, before the character rules are consulted
+    violation("kubectl " + "\u202e" * 2000, "CommandTooLong")
+
+
+CONTROL = [chr(c) for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]]
+
+
+@pytest.mark.parametrize("char", CONTROL, ids=[f"U+{ord(c):04X}" for c in CONTROL])
+def test_control_characters_are_forbidden(char: str) -> None:
+    exc = violation(f"kubectl get{char}pods", "ForbiddenCharacter")
+    assert f"U+{ord(char):04X}" in str(exc) and "index 11" in str(exc)
+    violation(f"kubectl get '{char}'", "ForbiddenCharacter")
+
+
+UNICODE = {
+    "zero-width space": "\u200b",
+    "right-to-left override": "\u202e",
+    "left-to-right isolate": "\u2066",
+    "fullwidth semicolon": "\uff1b",
+    "greek question mark": "\u037e",
+    "cyrillic a": "\u0430",
+    "nbsp": "\u00a0",
+    "fullwidth k": "\uff4b",
+    "bom": "\ufeff",
+    "lone surrogate": "\ud800",
+    "emoji": "\U0001f600",
+}
+
+
+@pytest.mark.parametrize("char", UNICODE.values(), ids=list(UNICODE))
+def test_non_ascii_is_rejected_with_code_point_and_index(char: str) -> None:
+    exc = violation(f"kubectl get p{char}ds", "NonAsciiCharacter")
+    assert f"U+{ord(char):04X}" in str(exc)
+    assert "index 13" in str(exc)
+    violation(f"kubectl get 'p{char}ds'", "NonAsciiCharacter")
+
+
+UNQUOTED_FORBIDDEN = list(";&|$`()<>*?[]{}~#!\\")
+
+
+@pytest.mark.parametrize("char", UNQUOTED_FORBIDDEN)
+def test_unquoted_metacharacters_are_rejected(char: str) -> None:
+    for command in [f"kubectl get pods{char}", f"kubectl get {char}pods", f"kubectl {char} get"]:
+        violation(command, "ShellMetacharacter")
+
+
+@pytest.mark.parametrize("char", [c for c in UNQUOTED_FORBIDDEN if c not in "$`\\"])
+def test_quoted_metacharacters_are_literal(char: str) -> None:
+    assert parse(f"kubectl get 'a{char}b'") == ["kubectl", "get", f"a{char}b"]
+    assert parse(f'kubectl get "a{char}b"') == ["kubectl", "get", f"a{char}b"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "kubectl get '$(id)'",
+        'kubectl get "$(id)"',
+        "kubectl get '${HOME}'",
+        "kubectl get '`id`'",
+        'kubectl get "`id`"',
+        "kubectl get 'a`'",
+        'kubectl get "$HOME"',  # a shell expands $ inside double quotes
+        'kubectl get "\\$x"',
+        "kubectl get pods; rm -rf /",
+        "kubectl get pods && rm -rf /",
+        "kubectl get pods | sh",
+        "kubectl get pods > /etc/passwd",
+        "kubectl get $(id)",
+        "kubectl get pods\\;",
+    ],
+)
+def test_substitution_and_chaining_are_rejected(command: str) -> None:
+    violation(command, "ShellMetacharacter")
+
+
+@pytest.mark.parametrize("command", ["kubectl get 'pods", 'kubectl get "pods', "kubectl 'a'b'"])
+def test_unbalanced_quotes_are_malformed(command: str) -> None:
+    violation(command, "Malformed")
+
+
+def test_argument_limit() -> None:
+    assert len(parse("kubectl" + " a" * (MAX_ARGUMENTS - 1))) == MAX_ARGUMENTS
+    violation("kubectl" + " a" * MAX_ARGUMENTS, "TooManyArguments")
+
+
+def test_parse_rejects_non_strings() -> None:
+    with pytest.raises(ScopeViolation):
+        parse(b"kubectl get pods")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------
+# command_sha256 and executors
+
+
+def test_command_sha256_is_hex_of_utf8() -> None:
+    assert command_sha256("abc") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+    with pytest.raises(ScopeViolation):
+        command_sha256("a\ud800")
+
+
+@pytest.mark.parametrize(("argv0", "executor"), [("kubectl", "kubernetes"), ("docker", "docker")])
+def test_executor_for_known_programs(argv0: str, executor: str) -> None:
+    assert executor_for([argv0, "x"]) == executor
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["/usr/bin/kubectl", "get"],
+        ["./kubectl"],
+        ["kubectl.exe"],
+        ["Kubectl"],
+        ["kubectl "],
+        ["sh", "-c", "kubectl get pods"],
+        ["env", "kubectl"],
+        ["python"],
+        [""],
+    ],
+)
+def test_executor_for_rejects_everything_else(argv: list[str]) -> None:
+    with pytest.raises(ScopeViolation) as info:
+        executor_for(argv)
+    assert info.value.reason in {"UnsupportedExecutor", "EmptyCommand"}
+    if argv:
+        assert info.value.reason == "UnsupportedExecutor"
+
+
+# ------------------------------------------------------------------------------------------
+# Allowlist matching
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "kubectl rollout restart deployment/web",
+        "kubectl rollout restart deployment/web-2.v1",
+        "kubectl rollout restart 'deployment/web'",
+        "kubectl scale deployment/web --replicas=0",
+        "kubectl scale deployment/web --replicas=50",
+        "kubectl scale deployment/a.b-c --replicas=7",
+        "docker restart api_1",
+    ],
+)
+def test_allowlisted_commands_pass(command: str) -> None:
+    assert check(command, approved=[command], allowlist=ALLOWLIST) == shlex.split(command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "kubectl rollout restart deployment/web extra",
+        "kubectl rollout restart deployment/web --kubeconfig=/evil",
+        "kubectl rollout restart",
+        "kubectl rollout restart deployment/",
+        "kubectl rollout restart deployment/a/b",
+        "kubectl rollout restart deployment/..",
+        "kubectl rollout restart deployment/.",
+        "kubectl rollout restart deployment/-x",
+        "kubectl rollout restart statefulset/web",
+        "kubectl rollout restart 'deployment/web x'",
+        "kubectl rollout restart 'deployment/a;b'",
+        "kubectl rollout restart 'deployment/*'",
+        "kubectl Rollout restart deployment/web",
+        "docker restart --help",
+        "docker restart -t",
+        "docker restart ''",
+        "docker restart '$x'",
+        "docker restart a/b",
+        "docker stop web",
+        "kubectl scale deployment/web --replicas=51",
+        "kubectl scale deployment/web --replicas=-1",
+        "kubectl scale deployment/web --replicas=05",
+        "kubectl scale deployment/web --replicas=+5",
+        "kubectl scale deployment/web --replicas=5.0",
+        "kubectl scale deployment/web --replicas=",
+        "kubectl scale deployment/web --replicas=99999999999999999999999",
+        "kubectl scale deployment/Web --replicas=1",
+        "kubectl scale deployment/-web --replicas=1",
+        "kubectl scale deployment/web- --replicas=1",
+        "kubectl scale deployment/" + "a" * 254 + " --replicas=1",
+        "kubectl scale deployment/web --kubeconfig=/evil",
+        "kubectl scale --replicas=1 deployment/web",
+    ],
+)
+def test_commands_outside_the_allowlist_are_rejected(command: str) -> None:
+    with pytest.raises(ScopeViolation) as info:
+        check(command, approved=[command], allowlist=ALLOWLIST)
+    assert info.value.reason == "NotInAllowlist"
+    assert command not in str(info.value)
+
+
+def test_wildcard_rule_is_per_argument_and_flag_safe() -> None:
+    allow = Allowlist.from_patterns(
+        ["kubectl get pods -l app=*", "kubectl logs *-canary", "kubectl get pods --selector=*"]
+    )
+    assert allow.matches(["kubectl", "get", "pods", "-l", "app=web"])
+    assert not allow.matches(["kubectl", "get", "pods", "-l", "app=-x"])
+    assert allow.matches(["kubectl", "get", "pods", "--selector=-x"])  # token starts with '-'
+    assert allow.matches(["kubectl", "logs", "web-canary"])
+    assert not allow.matches(["kubectl", "logs", "-canary"])
+    assert not allow.matches(["kubectl", "logs", "--x-canary"])
+    assert not allow.matches(["kubectl", "get", "pods", "-l", "app="])
+
+
+def test_longest_name_is_accepted() -> None:
+    name = "a" * 253
+    assert ALLOWLIST.matches(["kubectl", "scale", f"deployment/{name}", "--replicas=1"])
+
+
+def test_quoted_wildcards_in_patterns_are_literal() -> None:
+    allow = Allowlist.from_patterns(["kubectl get pods -o 'jsonpath={.items[*].metadata.name}'"])
+    cmd = "kubectl get pods -o 'jsonpath={.items[*].metadata.name}'"
+    assert check(cmd, approved=[cmd], allowlist=allow)[-1] == "jsonpath={.items[*].metadata.name}"
+    assert not allow.matches(["kubectl", "get", "pods", "-o", "jsonpath={.items[x].metadata.name}"])
+    assert not allow.matches(["kubectl", "get", "pods", "-o", "json"])
+
+
+def test_empty_allowlist_allows_nothing() -> None:
+    with pytest.raises(ScopeViolation) as info:
+        check("kubectl get pods", approved=["kubectl get pods"], allowlist=Allowlist())
+    assert info.value.reason == "NotInAllowlist"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "",
+        "   ",
+        "* get pods",
+        "kube* get",
+        "/usr/bin/kubectl get pods",
+        "python -c *",
+        "sh -c *",
+        "kubectl get *-*",
+        "kubectl get {name}-*",
+        "kubectl scale --replicas={int:5..1}",
+        "kubectl scale --replicas={int:-1..5}",
+        "kubectl scale --replicas={int:1..5",
+        "kubectl scale --replicas={float}",
+        "kubectl scale --replicas={int: 1..5}",
+        "kubectl get }",
+        "kubectl get pods; rm",
+        "kubectl get pods?",
+        "kubectl get 'pods",
+        "kubectl get\tpods",
+        "kubectl get p\u043eds",
+        "kubectl get '$(id)'",
+    ],
+)
+def test_bad_patterns_are_configuration_errors(pattern: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Allowlist.from_patterns(["kubectl get pods", pattern])
+    assert "allowlist pattern" in str(info.value)
+
+
+def test_from_patterns_refuses_a_bare_string() -> None:
+    with pytest.raises(ConfigError):
+        Allowlist.from_patterns("kubectl get pods")
+
+
+def test_pattern_keeps_its_source() -> None:
+    pattern = AllowlistPattern.parse("docker restart *")
+    assert pattern.source == "docker restart *" and pattern.matches(["docker", "restart", "x"])
+
+
+# ------------------------------------------------------------------------------------------
+# check: approval is byte-for-byte
+
+
+def test_approved_must_be_byte_identical() -> None:
+    approved = ["kubectl rollout restart deployment/web"]
+    for other, hint in [
+        ("kubectl rollout restart deployment/web ", True),
+        ("kubectl  rollout restart deployment/web", True),
+        ("KUBECTL rollout restart deployment/web", True),
+        ("kubectl rollout restart deployment/api", False),
+        ("kubectl rollout restart 'deployment/web'", False),
+    ]:
+        with pytest.raises(ScopeViolation) as info:
+            check(other, approved=approved, allowlist=ALLOWLIST)
+        assert info.value.reason == "CommandMismatch"
+        assert ("whitespace or letter case" in str(info.value)) is hint
+    assert check(approved[0], approved=approved, allowlist=ALLOWLIST)[-1] == "deployment/web"
+
+
+def test_check_refuses_a_string_as_the_approved_list() -> None:
+    with pytest.raises(TypeError):
+        check("kubectl", approved="kubectl rollout restart deployment/web", allowlist=ALLOWLIST)
+
+
+def test_an_approved_but_malformed_command_still_fails_parsing() -> None:
+    command = "kubectl rollout restart deployment/web; reboot"
+    with pytest.raises(ScopeViolation) as info:
+        check(command, approved=[command], allowlist=ALLOWLIST)
+    assert info.value.reason == "ShellMetacharacter"
+
+
+# ------------------------------------------------------------------------------------------
+# Fuzzing: zero false accepts
+
+STAR = set(string.ascii_letters + string.digits + "._:@%+=,-")
+NAME_CHARS = set(string.ascii_lowercase + string.digits + "-.")
+
+
+def _star_ok(text: str) -> bool:
+    return bool(text) and text not in (".", "..") and text[0] != "-" and set(text) <= STAR
+
+
+def _name_ok(text: str) -> bool:
+    if not 0 < len(text) <= 253 or not set(text) <= NAME_CHARS:
+        return False
+    labels = text.split(".")
+    return all(lab and lab[0] != "-" and lab[-1] != "-" for lab in labels)
+
+
+def oracle(argv: list[str]) -> bool:
+    """Independent statement of what ALLOWLIST allows."""
+    if len(argv) == 4 and argv[:3] == ["kubectl", "rollout", "restart"]:
+        return argv[3].startswith("deployment/") and _star_ok(argv[3][len("deployment/") :])
+    if len(argv) == 4 and argv[:2] == ["kubectl", "scale"]:
+        return (
+            argv[2].startswith("deployment/")
+            and _name_ok(argv[2][len("deployment/") :])
+            and argv[3] in {f"--replicas={n}" for n in range(51)}
+        )
+    if len(argv) == 3 and argv[:2] == ["docker", "restart"]:
+        return _star_ok(argv[2])
+    return False
+
+
+SHELL_SPECIAL = set(";&|$`()<>*?[]{}~#!\\")
+HOSTILE = (
+    list("kubectl rollout restart deployment/web scale --replicas=5 docker")
+    + list(" '\"-/=.0123456789")
+    + list(";&|$`()<>*?[]{}~#!\\")
+    + ["\t", "\n", "\r", "\x00", "\x7f", "\x85", "\x9b"]
+    + ["\u200b", "\u202e", "\uff1b", "\u037e", "\u0430", "\u00a0", "\u2066", "\ufeff", "\u0435"]
+)
+BASES = [
+    "kubectl rollout restart deployment/web",
+    "kubectl scale deployment/web --replicas=5",
+    "docker restart web",
+]
+
+
+def assert_sound(command: str) -> None:
+    """Whatever check() accepts must be plain ASCII, shell-inert and allowed by the oracle."""
+    try:
+        argv = check(command, approved=[command], allowlist=ALLOWLIST)
+    except ScopeViolation:
+        return
+    assert all(0x20 <= ord(c) < 0x7F for c in command), ascii(command)
+    assert not SHELL_SPECIAL & set(command), ascii(command)
+    assert argv == shlex.split(command)
+    assert oracle(argv), ascii(command)
+
+
+@st.composite
+def edited(draw: st.DrawFn, base: str | None = None) -> tuple[str, str]:
+    original = base if base is not None else draw(st.sampled_from(BASES))
+    text = original
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(text)))
+        op = draw(st.sampled_from(["insert", "replace", "delete", "duplicate"]))
+        char = draw(st.sampled_from(HOSTILE))
+        if op == "insert":
+            text = text[:i] + char + text[i:]
+        elif op == "replace":
+            text = text[:i] + char + text[i + 1 :]
+        elif op == "delete":
+            text = text[:i] + text[i + 1 :]
+        else:
+            text = text[:i] + text[i:] + text[i:]
+    return original, text
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from(HOSTILE), max_size=80))
+def test_fuzz_random_command_lines_have_no_false_accepts(command: str) -> None:
+    assert_sound(command)
+
+
+@settings(max_examples=500, deadline=None)
+@given(edited())
+def test_fuzz_edited_commands_have_no_false_accepts(pair: tuple[str, str]) -> None:
+    assert_sound(pair[1])
+
+
+@settings(max_examples=500, deadline=None)
+@given(edited())
+def test_byte_edited_approved_commands_are_rejected(pair: tuple[str, str]) -> None:
+    original, text = pair
+    if text == original:
+        return
+    with pytest.raises(ScopeViolation) as info:
+        check(text, approved=[original], allowlist=ALLOWLIST)
+    assert info.value.reason == "CommandMismatch"
+
+
+SAFE_ARG = st.text(
+    st.sampled_from(string.ascii_letters + string.digits + " ._-/=:;|&*?[]{}()<>#!~'\"\\$"),
+    max_size=12,
+).filter(lambda a: "$(" not in a and "${" not in a)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(SAFE_ARG, min_size=1, max_size=10))
+def test_quoted_arguments_round_trip_exactly(argv: list[str]) -> None:
+    """Any argv (without substitution look-alikes) survives shlex quoting unchanged."""
+    command = "kubectl " + " ".join(shlex.quote(a) for a in argv)
+    assert parse(command) == ["kubectl", *argv]
+
+
+NEAR_MISS_CHARS = "abcxyzAZ0123456789-./=_:@%+, "
+
+
+@st.composite
+def near_miss_argv(draw: st.DrawFn) -> list[str]:
+    """An allowlisted argv with some arguments cut and regrown from plausible characters."""
+    argv = shlex.split(draw(st.sampled_from(BASES)))
+    for i in range(len(argv)):
+        if draw(st.booleans()):
+            keep = draw(st.integers(0, len(argv[i])))
+            tail = draw(st.text(st.sampled_from(NEAR_MISS_CHARS), max_size=5))
+            argv[i] = argv[i][:keep] + tail
+    if draw(st.integers(0, 4)) == 0:
+        argv.insert(draw(st.integers(0, len(argv))), draw(st.sampled_from(["-n", "x", "--"])))
+    return argv
+
+
+@settings(max_examples=500, deadline=None)
+@given(near_miss_argv(), st.booleans())
+def test_fuzz_near_miss_argv_has_no_false_accepts(argv: list[str], quote_all: bool) -> None:
+    """Plausible argv stress the matcher's edges, in both directions: accepted iff allowed."""
+    # minimal quoting (shlex.quote leaves safe words bare), or every word single-quoted
+    command = " ".join(f"'{a}'" if quote_all else shlex.quote(a) for a in argv)
+    assert parse(command) == argv
+    try:
+        check(command, approved=[command], allowlist=ALLOWLIST)
+    except ScopeViolation as exc:
+        assert exc.reason == "NotInAllowlist"
+        assert not oracle(argv), ascii(command)
+    else:
+        assert oracle(argv), ascii(command)
