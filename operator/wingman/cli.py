@@ -116,17 +116,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "verify-privileges":
         from wingman.privileges import verify_privileges_main
 
-        return verify_privileges_main(list(args.rest))
+        return int(verify_privileges_main(list(args.rest)))
     if cmd == "operator":
         from wingman.handlers import run_operator
         from wingman.settings import OperatorSettings
 
-        return run_operator(OperatorSettings.from_env())
+        return int(run_operator(OperatorSettings.from_env()))
     if cmd == "gateway":
         from wingman.gateway import run_gateway
         from wingman.settings import GatewaySettings
 
-        return run_gateway(GatewaySettings.from_env())
+        return int(run_gateway(GatewaySettings.from_env()))
     if cmd == "dev":
         from wingman import devrun
 
@@ -135,7 +135,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return devrun.run_main(demo=not args.no_demo, exit_after_demo=args.exit_after_demo)
     from wingman import client
 
-    return client.main(args)
+    return int(client.main(args))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import time
 import uuid
@@ -46,9 +47,13 @@ def whoami(api: Any) -> str:
     """The caller's user name, as the API server authenticates it."""
     from kubernetes import client
 
-    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    body = client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1",
+                                      kind="SelfSubjectReview")
     resp = client.AuthenticationV1Api(api).create_self_subject_review(body)
-    return str(resp.status.user_info.username)
+    info = resp.status.user_info if resp.status else None
+    if info is None or not info.username:
+        raise ClientError("the API server did not say who you are (SelfSubjectReview)")
+    return str(info.username)
 
 
 def _objects(api: Any) -> Any:
@@ -63,13 +68,12 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except ApiException as exc:
-        detail = exc.body if isinstance(exc.body, str) else str(exc.reason)
-        try:
-            import json
-
-            detail = json.loads(exc.body).get("message", detail)
-        except (ValueError, TypeError, AttributeError):
-            pass
+        detail = str(exc.reason)
+        if isinstance(exc.body, str | bytes):
+            try:
+                detail = str(json.loads(exc.body).get("message", detail))
+            except (ValueError, AttributeError):
+                detail = exc.body if isinstance(exc.body, str) else detail
         raise ClientError(f"{what} failed ({exc.status}): {detail}") from exc
 
 

@@ -44,7 +44,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wingman import devtools
 from wingman.errors import ClusterError
@@ -138,9 +138,9 @@ class _CA:
             sans: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
             sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in server_ips]
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            usage = [x509.ExtendedKeyUsageOID.SERVER_AUTH]
+            usage = [ExtendedKeyUsageOID.SERVER_AUTH]
         else:
-            usage = [x509.ExtendedKeyUsageOID.CLIENT_AUTH]
+            usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
@@ -426,6 +426,8 @@ class LocalCluster:
             resp = client.CoreV1Api(api).create_namespaced_service_account_token(
                 name, namespace, body
             )
+            if resp.status is None or not resp.status.token:
+                raise ClusterError(f"TokenRequest for {namespace}/{name} returned no token")
             return str(resp.status.token)
 
     # ------------------------------------------------------------------ tools
