@@ -63,6 +63,7 @@ CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
     "clusterrole-aggregation-controller",
+    "validatingadmissionpolicy-status-controller",
 )
 
 

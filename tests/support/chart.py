@@ -15,6 +15,7 @@ header of comment lines::
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -73,10 +74,9 @@ def helm_binary() -> Path:
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the real helm without a cluster (lint, template)."""
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     result = subprocess.run(
-        [str(helm_binary()), *args], capture_output=True, text=True, timeout=120,
-        env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin", "HELM_CACHE_HOME": "/tmp/helm-cache",
-             "HELM_CONFIG_HOME": "/tmp/helm-config", "HELM_DATA_HOME": "/tmp/helm-data"},
+        [str(helm_binary()), *args], capture_output=True, text=True, timeout=120, env=env,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")

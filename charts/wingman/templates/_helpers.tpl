@@ -1,0 +1,153 @@
+{{/*
+Names and labels shared by every template.
+
+Objects in the release namespace have fixed names (wingman-operator, wingman-gateway, ...): one
+release per namespace. Cluster-scoped objects, and Roles the chart puts into target namespaces,
+carry the release namespace in their name ("wingman-<namespace>-..."), so a test and a prd
+release coexist on one cluster.
+*/}}
+
+{{- define "wingman.clusterPrefix" -}}
+wingman-{{ .Release.Namespace }}
+{{- end }}
+
+{{- define "wingman.labels" -}}
+app.kubernetes.io/name: wingman
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: wingman
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+wingman.dev/environment: {{ .Values.environment }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels plus app.kubernetes.io/component; call with (dict "ctx" $ "component" "operator"). */}}
+{{- define "wingman.componentLabels" -}}
+{{ include "wingman.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "wingman.operatorSelector" -}}
+app.kubernetes.io/name: wingman
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* The operator ServiceAccount's user name, as the API server authenticates it. */}}
+{{- define "wingman.operatorUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:wingman-operator
+{{- end }}
+
+{{/*
+RBAC subjects from a {groups, users, serviceAccounts} block; call with
+(dict "ctx" $ "who" .Values.rbac.workers). Renders nothing when the block is empty.
+*/}}
+{{- define "wingman.subjects" -}}
+{{- range .who.groups }}
+- kind: Group
+  apiGroup: rbac.authorization.k8s.io
+  name: {{ . | quote }}
+{{- end }}
+{{- range .who.users }}
+- kind: User
+  apiGroup: rbac.authorization.k8s.io
+  name: {{ . | quote }}
+{{- end }}
+{{- range .who.serviceAccounts }}
+- kind: ServiceAccount
+  name: {{ .name | quote }}
+  namespace: {{ .namespace | default $.ctx.Release.Namespace | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The gateway's default rules in a target namespace: exactly what
+`kubectl rollout restart deployment/x` (get + patch of the Deployment) and
+`kubectl scale deployment/x --replicas=N` (the scale subresource) need, plus reading the
+ReplicaSets kubectl inspects while doing so.
+*/}}
+{{- define "wingman.gatewayDefaultRules" -}}
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, patch]
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [get, patch, update]
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [get, list]
+{{- end }}
+
+{{/* The CEL string literal of the pinned gateway image. */}}
+{{- define "wingman.gatewayImageLiteral" -}}
+{{ .Values.gateway.image | toJson }}
+{{- end }}
+
+{{/*
+CEL variables for the gateway pod-spec rules; the including policy defines `variables.spec`
+(the PodSpec) first.
+*/}}
+{{- define "wingman.podSpecVariables" -}}
+- name: image
+  expression: {{ include "wingman.gatewayImageLiteral" . | quote }}
+- name: containers
+  expression: >-
+    variables.spec.containers +
+    (has(variables.spec.initContainers) ? variables.spec.initContainers : [])
+{{- end }}
+
+{{/* CEL validations shared by the gateway pod and Job policies. */}}
+{{- define "wingman.podSpecValidations" -}}
+- expression: variables.containers.all(c, c.image == variables.image)
+  messageExpression: >-
+    "every container of a gateway pod must use the pinned gateway image '" + variables.image +
+    "' (values gateway.image); found: " +
+    variables.containers.filter(c, c.image != variables.image)
+    .map(c, c.name + "=" + c.image).join(", ")
+  message: >-
+    every container of a gateway pod must use the pinned gateway image {{ .Values.gateway.image }}
+    (values gateway.image)
+  reason: Forbidden
+- expression: >-
+    variables.containers.all(c, !has(c.securityContext) ||
+    !has(c.securityContext.privileged) || !c.securityContext.privileged)
+  message: >-
+    gateway containers must not be privileged: set securityContext.privileged to false or
+    leave it out
+  reason: Forbidden
+- expression: >-
+    variables.containers.all(c, !has(c.securityContext) ||
+    !has(c.securityContext.capabilities) || !has(c.securityContext.capabilities.add) ||
+    size(c.securityContext.capabilities.add) == 0)
+  message: >-
+    gateway containers must not add Linux capabilities: remove
+    securityContext.capabilities.add
+  reason: Forbidden
+- expression: >-
+    !(has(variables.spec.hostNetwork) && variables.spec.hostNetwork) &&
+    !(has(variables.spec.hostPID) && variables.spec.hostPID) &&
+    !(has(variables.spec.hostIPC) && variables.spec.hostIPC)
+  message: >-
+    gateway pods must not share the node's network, PID or IPC namespace: remove hostNetwork,
+    hostPID and hostIPC
+  reason: Forbidden
+{{- if .Values.gateway.docker.enabled }}
+- expression: >-
+    !has(variables.spec.volumes) || variables.spec.volumes.all(v, !has(v.hostPath) ||
+    v.hostPath.path == {{ .Values.gateway.docker.socketPath | toJson }})
+  message: >-
+    gateway pods may mount no hostPath volume except the Docker socket
+    {{ .Values.gateway.docker.socketPath }} (values gateway.docker.socketPath)
+  reason: Forbidden
+{{- else }}
+- expression: >-
+    !has(variables.spec.volumes) || variables.spec.volumes.all(v, !has(v.hostPath))
+  message: >-
+    gateway pods must not mount hostPath volumes (the docker executor is disabled: values
+    gateway.docker.enabled is false)
+  reason: Forbidden
+{{- end }}
+{{- end }}

@@ -1,0 +1,444 @@
+"""The admission policies, installed by a real `helm install`, against real identities.
+
+Two releases are installed once for this module: TEST (manifests/test/values.yaml) and PRD
+(manifests/prd/values.yaml), each in a namespace of its own with a target namespace for the
+gateway. People are real client certificates (user + groups); the operator acts with a real
+ServiceAccount token; the Job controller of the local control plane creates gateway pods.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.chart import (
+    APPROVER,
+    DEFAULT_GATEWAY_IMAGE,
+    SECOND_APPROVER,
+    WORKER,
+    WORKER_AND_APPROVER,
+    InvalidSample,
+    Release,
+    all_invalid_samples,
+    approval_request,
+    approver_groups,
+    dump,
+    installed,
+    job_manifest,
+    kubectl_as_sa,
+    pod_manifest,
+    worker_groups,
+)
+from wingman.devcluster import LocalCluster
+
+pytestmark = pytest.mark.integration
+
+PRD_APPROVER = "frank"
+OUTSIDER = "eve"
+
+
+def _suffix() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module")
+def test_release(cluster: LocalCluster, crds: Path) -> Iterator[Release]:
+    s = _suffix()
+    with installed(cluster, "test", namespace=f"adm-test-{s}",
+                   target_namespace=f"adm-test-apps-{s}") as release:
+        yield release
+
+
+@pytest.fixture(scope="module")
+def prd_release(cluster: LocalCluster, crds: Path) -> Iterator[Release]:
+    s = _suffix()
+    with installed(cluster, "prd", namespace=f"adm-prd-{s}",
+                   target_namespace=f"adm-prd-apps-{s}") as release:
+        yield release
+
+
+def _groups(env: str, *roles: str) -> list[str]:
+    out: list[str] = []
+    for role in roles:
+        out += worker_groups(env) if role == "worker" else approver_groups(env)
+    return out
+
+
+def _as(env: str, user: str) -> dict[str, Any]:
+    """kubectl keyword arguments for the people of these tests in ``env``."""
+    roles = {
+        WORKER: ("worker",),
+        APPROVER: ("approver",),
+        SECOND_APPROVER: ("approver",),
+        WORKER_AND_APPROVER: ("worker", "approver"),
+        PRD_APPROVER: ("approver",) if env == "prd" else (),
+        OUTSIDER: (),
+    }[user]
+    return {"user": user, "groups": _groups(env, *roles)}
+
+
+def _submit(cluster: LocalCluster, release: Release, name: str, requester: str,
+            **spec: Any) -> Any:
+    obj = approval_request(name, requester=requester, environment=release.env, **spec)
+    return cluster.kubectl("create", "-n", release.namespace, "-f", "-", input=dump(obj),
+                           check=False, **_as(release.env, requester))
+
+
+def _decide(cluster: LocalCluster, release: Release, name: str, caller: str, *,
+            by: str | None = None, verdict: str = "Approve") -> Any:
+    """Append a decision the way `kubectl wingman approve` does (a JSON patch)."""
+    current = json.loads(cluster.kubectl(
+        "get", f"ar/{name}", "-n", release.namespace, "-o", "json").stdout)
+    entry = {"verdict": verdict, "by": by or caller, "reason": f"checked by {caller}"}
+    ops = ([{"op": "add", "path": "/spec/decisions/-", "value": entry}]
+           if current["spec"].get("decisions") else
+           [{"op": "add", "path": "/spec/decisions", "value": [entry]}])
+    return cluster.kubectl("patch", f"ar/{name}", "-n", release.namespace, "--type=json",
+                           "-p", json.dumps(ops), check=False, **_as(release.env, caller))
+
+
+def _decisions(cluster: LocalCluster, release: Release, name: str) -> list[dict[str, Any]]:
+    obj = json.loads(cluster.kubectl("get", f"ar/{name}", "-n", release.namespace,
+                                     "-o", "json").stdout)
+    return list(obj["spec"].get("decisions", []))
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def test_worker_submits_a_request_in_their_own_name(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    result = _submit(cluster, test_release, "own-name", WORKER)
+    assert result.returncode == 0, result.stderr
+    listed = cluster.kubectl("get", "ar", "-n", test_release.namespace, "-o", "name",
+                             **_as("test", WORKER)).stdout
+    assert "approvalrequest.wingman.dev/own-name" in listed.split()
+
+
+def test_requester_must_be_the_caller(cluster: LocalCluster, test_release: Release) -> None:
+    obj = approval_request("not-mine", requester=APPROVER, environment="test")
+    result = cluster.kubectl("create", "-n", test_release.namespace, "-f", "-", input=dump(obj),
+                             check=False, **_as("test", WORKER))
+    assert result.returncode != 0
+    assert f"spec.requester '{APPROVER}' must be your own user name '{WORKER}'" in result.stderr
+
+
+def _admission_samples() -> list[InvalidSample]:
+    return [s for s in all_invalid_samples() if s.layer == "admission"]
+
+
+@pytest.mark.parametrize("sample", _admission_samples(), ids=lambda s: s.id)
+def test_invalid_sample_is_rejected_by_admission(
+    cluster: LocalCluster, test_release: Release, prd_release: Release, sample: InvalidSample,
+) -> None:
+    release = test_release if sample.id.startswith("test/") else prd_release
+    result = cluster.kubectl("apply", "-n", release.namespace, "-f", str(sample.path),
+                             check=False, **_as(release.env, WORKER))
+    assert result.returncode != 0, f"{sample.path.name} was accepted ({sample.why})"
+    assert sample.expect in result.stderr, result.stderr
+
+
+def test_unknown_environment_message_names_the_served_one(
+    cluster: LocalCluster, prd_release: Release,
+) -> None:
+    obj = approval_request("wrong-env", requester=WORKER, environment="staging")
+    result = cluster.kubectl("create", "-n", prd_release.namespace, "-f", "-", input=dump(obj),
+                             check=False, **_as("prd", WORKER))
+    assert result.returncode != 0
+    assert "serves only environment 'prd'" in result.stderr
+
+
+@pytest.mark.parametrize("env", ["test", "prd"])
+def test_valid_samples_pass_admission(
+    cluster: LocalCluster, test_release: Release, prd_release: Release, env: str,
+) -> None:
+    release = test_release if env == "test" else prd_release
+    samples = Path(__file__).resolve().parents[2] / "manifests" / env / "samples"
+    for path in sorted(samples.glob("*.yaml")):
+        if "ExecutionGrant" in path.read_text():
+            continue  # who may create grants is RBAC's business (test_rbac.py)
+        result = cluster.kubectl("apply", "-n", release.namespace, "-f", str(path),
+                                 check=False, **_as(env, WORKER))
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"
+
+
+# --------------------------------------------------------------------------- workers
+
+
+@pytest.mark.parametrize(("what", "ops"), [
+    ("approve", [{"op": "add", "path": "/spec/decisions",
+                  "value": [{"verdict": "Approve", "by": WORKER}]}]),
+    ("edit-commands", [{"op": "replace", "path": "/spec/commands/0",
+                        "value": "kubectl delete namespace apps"}]),
+    ("edit-status", None),
+])
+def test_worker_cannot_decide_edit_or_write_status(
+    cluster: LocalCluster, test_release: Release, what: str, ops: list[dict[str, Any]] | None,
+) -> None:
+    name = f"w-{what}"
+    assert _submit(cluster, test_release, name, WORKER).returncode == 0
+    args = ["patch", f"ar/{name}", "-n", test_release.namespace, "--type=json"]
+    if ops is None:
+        ops = [{"op": "add", "path": "/status", "value": {"phase": "Approved"}}]
+        args.append("--subresource=status")
+    result = cluster.kubectl(*args, "-p", json.dumps(ops), check=False, **_as("test", WORKER))
+    assert result.returncode != 0
+    assert "Forbidden" in result.stderr
+    assert f'User "{WORKER}" cannot' in result.stderr, result.stderr
+    assert _decisions(cluster, test_release, name) == []
+
+
+# --------------------------------------------------------------------------- approvers
+
+
+def test_approvers_decide_another_workers_request(
+    cluster: LocalCluster, prd_release: Release,
+) -> None:
+    assert _submit(cluster, prd_release, "two-approvers", WORKER).returncode == 0
+    # prd approvers bind to the prd group; frank and a second prd approver decide.
+    first = _decide(cluster, prd_release, "two-approvers", PRD_APPROVER)
+    assert first.returncode == 0, first.stderr
+    second = cluster.kubectl(
+        "patch", "ar/two-approvers", "-n", prd_release.namespace, "--type=json", "-p",
+        json.dumps([{"op": "add", "path": "/spec/decisions/-",
+                     "value": {"verdict": "Reject", "by": "grace", "reason": "not today"}}]),
+        user="grace", groups=approver_groups("prd"), check=False)
+    assert second.returncode == 0, second.stderr
+    assert [(d["by"], d["verdict"]) for d in _decisions(cluster, prd_release, "two-approvers")] \
+        == [(PRD_APPROVER, "Approve"), ("grace", "Reject")]
+
+
+def test_approver_decides_in_test(cluster: LocalCluster, test_release: Release) -> None:
+    assert _submit(cluster, test_release, "to-decide", WORKER).returncode == 0
+    result = _decide(cluster, test_release, "to-decide", APPROVER)
+    assert result.returncode == 0, result.stderr
+    result = _decide(cluster, test_release, "to-decide", SECOND_APPROVER, verdict="Reject")
+    assert result.returncode == 0, result.stderr
+    assert [d["by"] for d in _decisions(cluster, test_release, "to-decide")] == [
+        APPROVER, SECOND_APPROVER]
+
+
+def test_decision_in_someone_elses_name_is_rejected(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    assert _submit(cluster, test_release, "spoofed", WORKER).returncode == 0
+    result = _decide(cluster, test_release, "spoofed", APPROVER, by=SECOND_APPROVER)
+    assert result.returncode != 0
+    assert (f"must be your own user name '{APPROVER}'" in result.stderr
+            and f"not one by '{SECOND_APPROVER}'" in result.stderr), result.stderr
+    assert _decisions(cluster, test_release, "spoofed") == []
+
+
+def test_requester_who_is_an_approver_cannot_decide_their_own_request(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    assert _submit(cluster, test_release, "self-approval", WORKER_AND_APPROVER).returncode == 0
+    for verdict in ("Approve", "Reject"):
+        result = _decide(cluster, test_release, "self-approval", WORKER_AND_APPROVER,
+                         verdict=verdict)
+        assert result.returncode != 0
+        assert "cannot decide their own request" in result.stderr, result.stderr
+    assert _decisions(cluster, test_release, "self-approval") == []
+    # ...but they may decide somebody else's.
+    assert _submit(cluster, test_release, "for-dave", WORKER).returncode == 0
+    assert _decide(cluster, test_release, "for-dave", WORKER_AND_APPROVER).returncode == 0
+
+
+def test_edit_rights_without_the_approve_right_cannot_decide(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    ns = test_release.namespace
+    cluster.kubectl("create", "role", "ar-editor", "-n", ns, "--verb=get,patch",
+                    "--resource=approvalrequests.wingman.dev")
+    cluster.kubectl("create", "rolebinding", "ar-editor", "-n", ns, "--role=ar-editor",
+                    f"--user={OUTSIDER}")
+    assert _submit(cluster, test_release, "outsider", WORKER).returncode == 0
+    result = _decide(cluster, test_release, "outsider", OUTSIDER)
+    assert result.returncode != 0
+    assert (f"user '{OUTSIDER}' may not decide requests for environment 'test'"
+            in result.stderr), result.stderr
+
+
+def test_test_approvers_cannot_decide_prd_requests(
+    cluster: LocalCluster, prd_release: Release,
+) -> None:
+    ns = prd_release.namespace
+    assert _submit(cluster, prd_release, "prd-only", WORKER).returncode == 0
+    # Without RBAC in the prd namespace a test approver cannot even patch...
+    denied = cluster.kubectl(
+        "patch", "ar/prd-only", "-n", ns, "--type=json", "-p",
+        json.dumps([{"op": "add", "path": "/spec/decisions",
+                     "value": [{"verdict": "Approve", "by": APPROVER}]}]),
+        check=False, user=APPROVER, groups=approver_groups("test"))
+    assert denied.returncode != 0 and f'User "{APPROVER}" cannot' in denied.stderr
+    # ...and with edit rights there, the approve right for 'prd' is still missing.
+    cluster.kubectl("create", "rolebinding", "test-approver-edits", "-n", ns,
+                    "--role=wingman-approver", f"--user={APPROVER}")
+    result = cluster.kubectl(
+        "patch", "ar/prd-only", "-n", ns, "--type=json", "-p",
+        json.dumps([{"op": "add", "path": "/spec/decisions",
+                     "value": [{"verdict": "Approve", "by": APPROVER}]}]),
+        check=False, user=APPROVER, groups=approver_groups("test"))
+    assert result.returncode != 0
+    assert "may not decide requests for environment 'prd'" in result.stderr, result.stderr
+
+
+def test_admission_applies_only_in_the_release_namespace(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    obj = approval_request("elsewhere", requester="somebody-else", environment="staging")
+    result = cluster.kubectl("create", "-n", test_release.target_namespace, "-f", "-",
+                             input=dump(obj), check=False)
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- gateway pods/Jobs
+
+
+def test_gateway_pods_are_created_only_by_the_job_controller(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    ns = test_release.namespace
+    result = cluster.kubectl("create", "-n", ns, "-f", "-",
+                             input=dump(pod_manifest("direct-gateway")), check=False)
+    assert result.returncode != 0
+    assert "may only be created by the Job controller" in result.stderr
+    assert "not by 'admin'" in result.stderr
+    # The same pod under another ServiceAccount is none of the policy's business.
+    control = pod_manifest("direct-default", service_account="default")
+    assert cluster.kubectl("create", "-n", ns, "-f", "-", input=dump(control),
+                           check=False).returncode == 0
+
+
+def test_gateway_jobs_are_created_only_by_the_operator(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    ns = test_release.namespace
+    result = cluster.kubectl("create", "-n", ns, "-f", "-",
+                             input=dump(job_manifest("admin-job")), check=False)
+    assert result.returncode != 0
+    assert "may only be created or changed by the Wingman operator" in result.stderr
+    assert "not by 'admin'" in result.stderr
+
+
+def test_operator_cannot_use_another_image(cluster: LocalCluster, test_release: Release) -> None:
+    ns = test_release.namespace
+    job = job_manifest("other-image", image="ghcr.io/attacker/tool:1.0")
+    result = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                           input=dump(job))
+    assert result.returncode != 0
+    assert "must use the pinned gateway image" in result.stderr
+    assert "gateway=ghcr.io/attacker/tool:1.0" in result.stderr
+
+
+def _wait_for_pod(cluster: LocalCluster, ns: str, job: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = cluster.kubectl("get", "pods", "-n", ns, "-l", f"job-name={job}",
+                                "-o", "name").stdout.split()
+        if names:
+            return names[0]
+        time.sleep(0.5)
+    events = cluster.kubectl("get", "events", "-n", ns, "--field-selector",
+                             f"involvedObject.name={job}").stdout
+    raise AssertionError(f"the Job controller created no pod for {job}; events:\n{events}")
+
+
+def test_operator_gateway_job_runs_and_its_pod_is_locked(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    ns = test_release.namespace
+    result = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                           input=dump(job_manifest("legit-gateway")))
+    assert result.returncode == 0, result.stderr
+    pod = _wait_for_pod(cluster, ns, "legit-gateway")
+    image = cluster.kubectl("get", pod, "-n", ns, "-o",
+                            "jsonpath={.spec.containers[0].image}").stdout
+    assert image == DEFAULT_GATEWAY_IMAGE
+    # Nobody, not even an admin, swaps the image or attaches a debug container.
+    swap = cluster.kubectl("patch", pod, "-n", ns, "--type=json", "-p", json.dumps(
+        [{"op": "replace", "path": "/spec/containers/0/image", "value": "busybox:1.36"}]),
+        check=False)
+    assert swap.returncode != 0 and "must use the pinned gateway image" in swap.stderr
+    debug = cluster.kubectl("patch", pod, "-n", ns, "--subresource=ephemeralcontainers",
+                            "--type=strategic", "-p", json.dumps({"spec": {"ephemeralContainers": [
+                                {"name": "debug", "image": DEFAULT_GATEWAY_IMAGE}]}}),
+                            check=False)
+    assert debug.returncode != 0 and "must not have ephemeral containers" in debug.stderr
+    # Only the operator changes the Job's spec; metadata edits by others pass.
+    release = cluster.kubectl("patch", "job/legit-gateway", "-n", ns, "--type=merge",
+                              "-p", '{"spec":{"suspend":true}}', check=False)
+    assert release.returncode != 0 and "not by 'admin'" in release.stderr
+    assert cluster.kubectl("label", "job/legit-gateway", "-n", ns, "note=seen",
+                           check=False).returncode == 0
+    by_operator = kubectl_as_sa(cluster, ns, "wingman-operator", "patch", "job/legit-gateway",
+                                "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    assert by_operator.returncode == 0, by_operator.stderr
+
+
+POD_SPEC_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "privileged": ({"container": {"securityContext": {"privileged": True}}},
+                   "must not be privileged"),
+    "capabilities": ({"container": {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}},
+                     "must not add Linux capabilities"),
+    "hostNetwork": ({"hostNetwork": True}, "must not share the node's network"),
+    "hostPID": ({"hostPID": True}, "must not share the node's network, PID or IPC"),
+    "hostIPC": ({"hostIPC": True}, "must not share the node's network, PID or IPC"),
+    "hostPath": ({"volumes": [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}]},
+                 "must not mount hostPath volumes"),
+    "initContainer": ({"initContainers": [{"name": "init", "image": "busybox:1.36"}]},
+                      "init=busybox:1.36"),
+}
+
+
+@pytest.mark.parametrize("violation", sorted(POD_SPEC_VIOLATIONS))
+def test_gateway_pod_spec_rules_bind_the_operator_too(
+    cluster: LocalCluster, test_release: Release, violation: str,
+) -> None:
+    ns = test_release.namespace
+    spec, message = POD_SPEC_VIOLATIONS[violation]
+    job = job_manifest(f"bad-{violation.lower()}", **spec)
+    result = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                           input=dump(job))
+    assert result.returncode != 0, f"{violation} was admitted"
+    assert message in result.stderr, result.stderr
+
+
+def test_docker_socket_is_the_only_hostpath_when_docker_is_enabled(
+    cluster: LocalCluster, crds: Path,
+) -> None:
+    s = _suffix()
+    with installed(cluster, "test", namespace=f"adm-docker-{s}",
+                   target_namespace=f"adm-docker-apps-{s}",
+                   values={"gateway.docker.enabled": True}) as release:
+        ns = release.namespace
+        sock = job_manifest("docker-sock", volumes=[
+            {"name": "sock", "hostPath": {"path": "/var/run/docker.sock", "type": "Socket"}}])
+        ok = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                           input=dump(sock))
+        assert ok.returncode == 0, ok.stderr
+        root = job_manifest("host-root", volumes=[{"name": "root", "hostPath": {"path": "/"}}])
+        bad = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                            input=dump(root))
+        assert bad.returncode != 0
+        assert "no hostPath volume except the Docker socket" in bad.stderr
+
+
+# --------------------------------------------------------------------------- the chart's notes
+
+
+def test_install_notes_tell_how_to_submit_and_approve(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    notes = cluster.helm("get", "notes", "wingman", "-n", test_release.namespace).stdout
+    assert f"kubectl wingman request -n {test_release.namespace} --env test" in notes
+    assert f"kubectl wingman approve -n {test_release.namespace} NAME" in notes
+    assert "kubectl wingman exec" in notes
+    assert "approved automatically" in notes  # TEST auto-approves low/medium risk

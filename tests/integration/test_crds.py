@@ -1,0 +1,362 @@
+"""The CRDs on a real API server: schema, CEL transition rules, printer columns, names.
+
+Only the CRDs are installed here (no chart, so no admission policies): what these tests show
+holds for every client, admins included. Samples are applied as their requester ('alice'),
+who gets a plain Role on the Wingman resources in the test namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from support.chart import (
+    ENVIRONMENTS,
+    WORKER,
+    InvalidSample,
+    all_invalid_samples,
+    approval_request,
+    dump,
+    valid_samples,
+)
+from wingman.devcluster import LocalCluster
+
+pytestmark = pytest.mark.integration
+
+EDITOR_ROLE = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "Role",
+    "metadata": {"name": "wingman-editor"},
+    "rules": [{"apiGroups": ["wingman.dev"], "resources": ["approvalrequests", "executiongrants"],
+               "verbs": ["create", "get", "list", "watch", "patch", "update"]}],
+}
+
+
+@pytest.fixture
+def ns(cluster: LocalCluster, crds: Path, namespace: str) -> Iterator[str]:
+    """A fresh namespace where WORKER may create and edit Wingman objects (plain RBAC)."""
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=dump(EDITOR_ROLE))
+    cluster.kubectl("create", "rolebinding", "wingman-editor", "-n", namespace,
+                    "--role=wingman-editor", f"--user={WORKER}")
+    yield namespace
+
+
+def _create(cluster: LocalCluster, ns: str, obj: dict[str, Any]) -> None:
+    cluster.kubectl("create", "-n", ns, "-f", "-", input=dump(obj))
+
+
+def _patch(cluster: LocalCluster, ns: str, target: str, ops: list[dict[str, Any]],
+           *, subresource: str | None = None) -> Any:
+    args = ["patch", target, "-n", ns, "--type=json", "-p", json.dumps(ops)]
+    if subresource:
+        args.append(f"--subresource={subresource}")
+    return cluster.kubectl(*args, check=False)
+
+
+def _get(cluster: LocalCluster, ns: str, target: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", target, "-n", ns, "-o", "json").stdout
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+# --------------------------------------------------------------------------- samples
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_valid_samples_apply_as_their_requester(cluster: LocalCluster, ns: str, env: str) -> None:
+    paths = valid_samples(env)
+    kinds = {yaml.safe_load(p.read_text())["kind"] for p in paths}
+    assert kinds == {"ApprovalRequest", "ExecutionGrant"}, "samples: requests and a grant"
+    for path in paths:
+        obj = yaml.safe_load(path.read_text())
+        if obj["kind"] == "ApprovalRequest":
+            assert obj["spec"]["requester"] == WORKER, f"{path}: requester must be {WORKER}"
+            assert obj["spec"]["environment"] == env
+        result = cluster.kubectl("apply", "-n", ns, "-f", str(path), user=WORKER, check=False)
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"
+    names = cluster.kubectl("get", "ar,eg", "-n", ns, "-o", "name").stdout.split()
+    assert len(names) == len(paths)
+
+
+def _crd_layer_samples() -> list[InvalidSample]:
+    return [s for s in all_invalid_samples() if s.layer == "crd"]
+
+
+@pytest.mark.parametrize("sample", _crd_layer_samples(), ids=lambda s: s.id)
+def test_invalid_sample_is_rejected_with_its_message(
+    cluster: LocalCluster, ns: str, sample: InvalidSample,
+) -> None:
+    result = cluster.kubectl("apply", "-n", ns, "-f", str(sample.path), user=WORKER,
+                             check=False)
+    assert result.returncode != 0, f"{sample.path.name} was accepted ({sample.why})"
+    assert sample.expect in result.stderr, result.stderr
+    kind = "ar" if sample.obj["kind"] == "ApprovalRequest" else "eg"
+    gone = cluster.kubectl("get", kind, sample.obj["metadata"]["name"], "-n", ns, check=False)
+    assert gone.returncode != 0
+
+
+def test_every_invalid_sample_explains_itself() -> None:
+    samples = all_invalid_samples()
+    assert len(samples) >= 10
+    for sample in samples:
+        assert sample.layer in ("crd", "admission"), sample.path
+        assert len(sample.why) > 20 and sample.expect, sample.path
+
+
+# --------------------------------------------------------------------------- CEL: immutability
+
+
+IMMUTABLE_EDITS: dict[str, tuple[list[dict[str, Any]], str]] = {
+    "commands": ([{"op": "replace", "path": "/spec/commands/0",
+                   "value": "kubectl delete namespace apps"}], "spec.commands is immutable"),
+    "commands-append": ([{"op": "add", "path": "/spec/commands/-",
+                          "value": "kubectl delete namespace apps"}],
+                        "spec.commands is immutable"),
+    "instruction": ([{"op": "replace", "path": "/spec/instruction", "value": "Something else."}],
+                    "spec.instruction is immutable"),
+    "requester": ([{"op": "replace", "path": "/spec/requester", "value": "mallory"}],
+                  "spec.requester is immutable"),
+    "environment": ([{"op": "replace", "path": "/spec/environment", "value": "prd"}],
+                    "spec.environment is immutable"),
+    "justification-edit": ([{"op": "replace", "path": "/spec/justification",
+                             "value": "A better story."}], "spec.justification is immutable"),
+    "justification-remove": ([{"op": "remove", "path": "/spec/justification"}],
+                             "spec.justification is immutable"),
+    "expiry": ([{"op": "replace", "path": "/spec/expiresAfterSeconds", "value": 604800}],
+               "spec.expiresAfterSeconds is immutable"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(IMMUTABLE_EDITS))
+def test_what_a_reviewer_judged_is_immutable(cluster: LocalCluster, ns: str, edit: str) -> None:
+    _create(cluster, ns, approval_request("judged", requester=WORKER, environment="test",
+                                          justification="Certificates rotated.",
+                                          expiresAfterSeconds=3600))
+    before = _get(cluster, ns, "ar/judged")["spec"]
+    ops, message = IMMUTABLE_EDITS[edit]
+    result = _patch(cluster, ns, "ar/judged", ops)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert _get(cluster, ns, "ar/judged")["spec"] == before
+
+
+@pytest.mark.parametrize("field", ["justification", "expiresAfterSeconds"])
+def test_optional_judged_fields_cannot_be_added_later(
+    cluster: LocalCluster, ns: str, field: str,
+) -> None:
+    _create(cluster, ns, approval_request("bare", requester=WORKER, environment="test"))
+    value: Any = "Added after review." if field == "justification" else 600
+    result = _patch(cluster, ns, "ar/bare", [{"op": "add", "path": f"/spec/{field}",
+                                               "value": value}])
+    assert result.returncode != 0
+    assert f"spec.{field} is immutable" in result.stderr
+
+
+def test_immutability_holds_for_admins_too_and_for_full_updates(
+    cluster: LocalCluster, ns: str,
+) -> None:
+    _create(cluster, ns, approval_request("replace-me", requester=WORKER, environment="test"))
+    obj = _get(cluster, ns, "ar/replace-me")
+    obj["spec"]["commands"] = ["kubectl delete namespace apps"]
+    result = cluster.kubectl("replace", "-n", ns, "-f", "-", input=json.dumps(obj), check=False)
+    assert result.returncode != 0 and "spec.commands is immutable" in result.stderr
+
+
+# --------------------------------------------------------------------------- CEL: decisions
+
+
+def _decide(by: str, verdict: str = "Approve") -> dict[str, str]:
+    return {"verdict": verdict, "by": by, "reason": f"{by} checked it"}
+
+
+@pytest.fixture
+def decided(cluster: LocalCluster, ns: str) -> str:
+    """An ApprovalRequest with two decisions (bob, carol), edited as admin: no admission here."""
+    _create(cluster, ns, approval_request("decided", requester=WORKER, environment="prd"))
+    assert _patch(cluster, ns, "ar/decided", [
+        {"op": "add", "path": "/spec/decisions", "value": [_decide("bob")]}]).returncode == 0
+    assert _patch(cluster, ns, "ar/decided", [
+        {"op": "add", "path": "/spec/decisions/-", "value": _decide("carol")}]).returncode == 0
+    return "ar/decided"
+
+
+def test_decisions_can_be_appended(cluster: LocalCluster, ns: str, decided: str) -> None:
+    result = _patch(cluster, ns, decided, [
+        {"op": "add", "path": "/spec/decisions/-", "value": _decide("erin", "Reject")}])
+    assert result.returncode == 0, result.stderr
+    by = [d["by"] for d in _get(cluster, ns, decided)["spec"]["decisions"]]
+    assert by == ["bob", "carol", "erin"]
+
+
+DECISION_TAMPERING: dict[str, list[dict[str, Any]]] = {
+    "change-verdict": [{"op": "replace", "path": "/spec/decisions/0/verdict",
+                        "value": "Reject"}],
+    "change-reason": [{"op": "replace", "path": "/spec/decisions/1/reason", "value": "edited"}],
+    "change-by": [{"op": "replace", "path": "/spec/decisions/0/by", "value": "mallory"}],
+    "remove-one": [{"op": "remove", "path": "/spec/decisions/0"}],
+    "remove-all": [{"op": "remove", "path": "/spec/decisions"}],
+    "empty-list": [{"op": "replace", "path": "/spec/decisions", "value": []}],
+    "reorder": [{"op": "move", "from": "/spec/decisions/1", "path": "/spec/decisions/0"}],
+    "insert-before": [{"op": "add", "path": "/spec/decisions/0", "value": {
+        "verdict": "Approve", "by": "erin"}}],
+}
+
+
+@pytest.mark.parametrize("tampering", sorted(DECISION_TAMPERING))
+def test_decisions_are_append_only(
+    cluster: LocalCluster, ns: str, decided: str, tampering: str,
+) -> None:
+    before = _get(cluster, ns, decided)["spec"]["decisions"]
+    result = _patch(cluster, ns, decided, DECISION_TAMPERING[tampering])
+    assert result.returncode != 0
+    assert "spec.decisions is append-only" in result.stderr, result.stderr
+    assert _get(cluster, ns, decided)["spec"]["decisions"] == before
+
+
+def test_one_approver_decides_at_most_once(cluster: LocalCluster, ns: str, decided: str) -> None:
+    result = _patch(cluster, ns, decided, [
+        {"op": "add", "path": "/spec/decisions/-", "value": _decide("bob", "Reject")}])
+    assert result.returncode != 0
+    assert "each approver may decide only once" in result.stderr
+
+
+# --------------------------------------------------------------------------- ExecutionGrant
+
+
+def _grant(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"approvalRef": {"name": "some-request"},
+                            "command": "kubectl rollout restart deployment/frontend -n apps"}
+    body.update(spec)
+    return {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": name}, "spec": body}
+
+
+@pytest.mark.parametrize("ops", [
+    [{"op": "replace", "path": "/spec/command", "value": "kubectl delete namespace apps"}],
+    [{"op": "replace", "path": "/spec/approvalRef/name", "value": "another-request"}],
+    [{"op": "add", "path": "/spec/ttlSeconds", "value": 3600}],
+], ids=["command", "approvalRef", "ttl"])
+def test_grant_spec_is_immutable(cluster: LocalCluster, ns: str, ops: list[dict[str, Any]]) -> None:
+    _create(cluster, ns, _grant("one-shot"))
+    result = _patch(cluster, ns, "eg/one-shot", ops)
+    assert result.returncode != 0
+    assert "spec is immutable: an ExecutionGrant is one-shot" in result.stderr
+
+
+def test_grant_names_fit_a_job_name(cluster: LocalCluster, ns: str) -> None:
+    result = cluster.kubectl("create", "-n", ns, "-f", "-", input=dump(_grant("g" * 64)),
+                             check=False)
+    assert result.returncode != 0 and "at most 63 characters" in result.stderr
+    _create(cluster, ns, _grant("g" * 63))
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_is_written_only_through_the_subresource(cluster: LocalCluster, ns: str) -> None:
+    _create(cluster, ns, approval_request("st", requester=WORKER, environment="test"))
+    main = cluster.kubectl("patch", "ar/st", "-n", ns, "--type=merge",
+                           "-p", json.dumps({"status": {"phase": "Approved"}}))
+    assert main.returncode == 0
+    assert "status" not in _get(cluster, ns, "ar/st")
+    bad = _patch(cluster, ns, "ar/st", [{"op": "add", "path": "/status",
+                                         "value": {"phase": "Approvedish"}}],
+                 subresource="status")
+    assert bad.returncode != 0 and "Unsupported value" in bad.stderr
+    huge = _patch(cluster, ns, "ar/st", [{"op": "add", "path": "/status", "value": {
+        "consensus": {"votes": [{"voter": "v", "verdict": "approve",
+                                 "rationale": "x" * 5000}]}}}], subresource="status")
+    assert huge.returncode != 0 and "Too long" in huge.stderr
+
+
+def test_grant_output_is_bounded(cluster: LocalCluster, ns: str) -> None:
+    _create(cluster, ns, _grant("bounded"))
+    ok = _patch(cluster, ns, "eg/bounded", [{"op": "add", "path": "/status", "value": {
+        "phase": "Succeeded", "exitCode": 0, "output": "y" * 16384, "outputTruncated": True}}],
+        subresource="status")
+    assert ok.returncode == 0, ok.stderr
+    too_big = _patch(cluster, ns, "eg/bounded", [
+        {"op": "replace", "path": "/status/output", "value": "y" * 16385}],
+        subresource="status")
+    assert too_big.returncode != 0 and "Too long" in too_big.stderr
+
+
+# --------------------------------------------------------------------------- kubectl UX
+
+
+def _status(cluster: LocalCluster, ns: str, target: str, status: dict[str, Any]) -> None:
+    result = _patch(cluster, ns, target, [{"op": "add", "path": "/status", "value": status}],
+                    subresource="status")
+    assert result.returncode == 0, result.stderr
+
+
+def _table(cluster: LocalCluster, *args: str) -> list[list[str]]:
+    lines = cluster.kubectl("get", *args).stdout.strip().splitlines()
+    return [line.split() for line in lines]
+
+
+def test_kubectl_get_ar_shows_the_printer_columns(cluster: LocalCluster, ns: str) -> None:
+    _create(cluster, ns, approval_request("cols", requester=WORKER, environment="test"))
+    _status(cluster, ns, "ar/cols", {
+        "phase": "AutoApproved",
+        "consensus": {"risk": "low", "outcome": "Approve", "approvals": 4},
+        "conditions": [{"type": "Approved", "status": "True", "reason": "AutoApproved",
+                        "message": "the panel approved at risk low",
+                        "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 1}],
+    })
+    header, row = _table(cluster, "ar", "-n", ns)
+    assert header == ["NAME", "PHASE", "ENVIRONMENT", "RISK", "AGE"]
+    assert row[:4] == ["cols", "AutoApproved", "test", "low"]
+    header, row = _table(cluster, "ar", "-n", ns, "-o", "wide")
+    assert header == ["NAME", "PHASE", "ENVIRONMENT", "RISK", "REQUESTER", "APPROVED", "AGE"]
+    assert row[:6] == ["cols", "AutoApproved", "test", "low", WORKER, "True"]
+
+
+def test_kubectl_get_eg_shows_the_printer_columns(cluster: LocalCluster, ns: str) -> None:
+    _create(cluster, ns, _grant("cols-eg"))
+    _status(cluster, ns, "eg/cols-eg", {"phase": "Failed", "exitCode": 3,
+                                         "reason": "ExecutionFailed"})
+    header, row = _table(cluster, "eg", "-n", ns)
+    assert header == ["NAME", "PHASE", "APPROVAL", "EXIT", "AGE"]
+    assert row[:4] == ["cols-eg", "Failed", "some-request", "3"]
+    header, row = _table(cluster, "eg", "-n", ns, "-o", "wide")
+    assert header == ["NAME", "PHASE", "APPROVAL", "EXIT", "REASON", "AGE"]
+    assert row[4] == "ExecutionFailed"
+
+
+def test_short_names_full_names_and_category(cluster: LocalCluster, ns: str) -> None:
+    _create(cluster, ns, approval_request("named", requester=WORKER, environment="test"))
+    _create(cluster, ns, _grant("named-eg"))
+    for kind in ("ar", "approvalrequest", "approvalrequests.wingman.dev"):
+        assert cluster.kubectl("get", kind, "-n", ns, "-o", "name").stdout.split() == [
+            "approvalrequest.wingman.dev/named"]
+    for kind in ("eg", "executiongrant", "executiongrants.wingman.dev"):
+        assert cluster.kubectl("get", kind, "-n", ns, "-o", "name").stdout.split() == [
+            "executiongrant.wingman.dev/named-eg"]
+    everything = cluster.kubectl("get", "wingman", "-n", ns, "-o", "name").stdout.split()
+    assert sorted(everything) == ["approvalrequest.wingman.dev/named",
+                                  "executiongrant.wingman.dev/named-eg"]
+
+
+def test_kubectl_explain_documents_the_fields(cluster: LocalCluster, crds: Path) -> None:
+    out = " ".join(cluster.kubectl("explain", "approvalrequests.spec.decisions").stdout.split())
+    assert "append-only" in out and "several distinct approvers" in out
+    out = " ".join(cluster.kubectl("explain", "executiongrants.status.tokenSHA256").stdout.split())
+    assert "never stored" in out
+
+
+def test_kopf_peering_resource_is_served(cluster: LocalCluster, ns: str) -> None:
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+               "metadata": {"name": "default"}}
+    _create(cluster, ns, peering)
+    status = {"status": {"wingman-operator-1": {"priority": 0, "lifetime": 60,
+                                                "lastseen": "2025-01-01T00:00:00Z"}}}
+    cluster.kubectl("patch", "kopfpeering/default", "-n", ns, "--type=merge",
+                    "-p", json.dumps(status))
+    kept = _get(cluster, ns, "kopfpeering/default")
+    assert kept["status"]["wingman-operator-1"]["priority"] == 0

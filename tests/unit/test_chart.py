@@ -1,0 +1,503 @@
+"""The Helm chart, rendered by the real helm (no cluster): lint, schema, RBAC shape, pod security.
+
+What a user relies on: `helm install -f manifests/<env>/values.yaml` works, a typo in values is
+refused at install time, the chart ships the same CRDs as crds/, and the rendered RBAC never
+hands out execution rights to anyone but the gateway.
+"""
+
+from __future__ import annotations
+
+import filecmp
+from typing import Any
+
+import pytest
+import yaml
+
+from support.chart import (
+    CHART_DIR,
+    CRDS_DIR,
+    DEFAULT_GATEWAY_IMAGE,
+    ENVIRONMENTS,
+    env_values,
+    find,
+    helm,
+    render,
+    template_args,
+    values_file,
+)
+
+NS = "wingman-test"
+Rendered = tuple[str | None, list[dict[str, Any]]]
+RENDER_VALUES: dict[str, Any] = {"gateway.targets": [{"namespace": "apps"}]}
+
+REQUIRED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/component",
+    "wingman.dev/environment",
+)
+DANGEROUS_RESOURCES = {
+    "pods/exec", "pods/attach", "pods/portforward", "pods/ephemeralcontainers",
+    "nodes/proxy", "serviceaccounts/token", "*",
+}
+DANGEROUS_VERBS = {"*", "escalate", "bind", "impersonate"}
+
+
+@pytest.fixture(scope="module", params=[None, *ENVIRONMENTS], ids=["defaults", *ENVIRONMENTS])
+def rendered(request: pytest.FixtureRequest) -> Rendered:
+    env = request.param
+    return env, render(env, RENDER_VALUES, namespace=NS)
+
+
+def _rules(objs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [(o, r) for o in objs if o["kind"] in ("Role", "ClusterRole") for r in o["rules"]]
+
+
+def _env(obj: dict[str, Any]) -> dict[str, Any]:
+    container = obj["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+# --------------------------------------------------------------------------- helm itself
+
+
+@pytest.mark.parametrize("env", [None, *ENVIRONMENTS], ids=["defaults", *ENVIRONMENTS])
+def test_helm_lint_passes(env: str | None) -> None:
+    args = ["lint", str(CHART_DIR), "--strict", "--namespace", NS]
+    if env:
+        args += ["-f", str(values_file(env))]
+    result = helm(*args, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_rendered_objects_cover_the_design(rendered: Rendered) -> None:
+    _, objs = rendered
+    kinds = {o["kind"] for o in objs}
+    assert {
+        "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap",
+        "Deployment", "Service", "KopfPeering", "Pod",
+    } <= kinds
+    names = {o["metadata"]["name"] for o in find(objs, "ServiceAccount")}
+    assert {"wingman-operator", "wingman-gateway"} <= names
+
+
+def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
+    top = sorted(p.name for p in CRDS_DIR.glob("*.yaml"))
+    chart = sorted(p.name for p in (CHART_DIR / "crds").glob("*.yaml"))
+    assert top == chart, "charts/wingman/crds/ must hold exactly the files of crds/"
+    assert {"approvalrequests.wingman.dev.yaml", "executiongrants.wingman.dev.yaml",
+            "kopfpeerings.kopf.dev.yaml"} <= set(top)
+    _, mismatch, errors = filecmp.cmpfiles(CRDS_DIR, CHART_DIR / "crds", top, shallow=False)
+    assert mismatch == [] and errors == [], (
+        f"differ: {mismatch + errors}; copy crds/*.yaml to charts/wingman/crds/"
+    )
+
+
+# --------------------------------------------------------------------------- values schema
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"enviroment": "test"}, "enviroment"),
+        ({"environment": "Prod_1"}, "/environment"),
+        ({"environment": "a" * 40}, "/environment"),
+        ({"policy.autoApproveMaxRisk": "extreme"}, "/policy/autoApproveMaxRisk"),
+        ({"policy.requiredApprovals": "two"}, "/policy/requiredApprovals"),
+        ({"policy.autoApprove": "yes"}, "/policy/autoApprove"),
+        ({"gateway.image": "ghcr.io/wingman-dev/wingman:latest"}, "/gateway/image"),
+        ({"gateway.image": "ghcr.io/wingman-dev/wingman"}, "/gateway/image"),
+        ({"operator.image": "localhost:5000/wingman"}, "/operator/image"),
+        ({"policy.panel.voters": [{"type": "magic", "name": "x"}]}, "/policy/panel/voters/0/type"),
+        ({"audit.type": "s3"}, "/audit/type"),
+        ({"gateway.targets": [{"namespace": "apps", "rules": [
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}]}, "/gateway/targets/0"),
+        ({"gateway.targets": [{"namespace": "apps", "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["impersonate"]}]}]},
+         "/gateway/targets/0"),
+        ({"gateway.targets": [{"namespace": "apps", "rules": [
+            {"apiGroups": ["*"], "resources": ["deployments"], "verbs": ["get"]}]}]},
+         "/gateway/targets/0"),
+        ({"rbac.workers.serviceAccounts": [{"name": "agent", "namespace": "Bad NS"}]},
+         "/rbac/workers/serviceAccounts/0/namespace"),
+    ],
+    ids=lambda v: str(v)[:40],
+)
+def test_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> None:
+    result = helm(*template_args("test", values, namespace=NS), check=False)
+    assert result.returncode != 0, "helm accepted invalid values"
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert complaint in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "ghcr.io/wingman-dev/wingman:0.1.0",
+        "registry.local:5000/team/wingman:1.2.3-rc.1",
+        "ghcr.io/wingman-dev/wingman@sha256:" + "a" * 64,
+        "wingman:0.1.0@sha256:" + "0" * 64,
+    ],
+)
+def test_values_schema_accepts_pinned_images(image: str) -> None:
+    objs = render("test", {"gateway.image": image}, namespace=NS)
+    assert _env(find(objs, "Deployment")[0])["WINGMAN_GATEWAY_IMAGE"] == image
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"policy.tokenTTLSeconds": 1000, "policy.maxTokenTTLSeconds": 900},
+         "policy.tokenTTLSeconds (1000) must not exceed policy.maxTokenTTLSeconds (900)"),
+        ({"policy.panel.threshold": 5}, "policy.panel.threshold (5) must not exceed"),
+        ({"policy.panel.quorum": 9}, "policy.panel.quorum (9) must not exceed"),
+        ({"gateway.targets": [{"namespace": NS}]},
+         f'gateway.targets must not list the release namespace "{NS}"'),
+        ({"gateway.targets": [{"namespace": "apps"}, {"namespace": "apps"}]},
+         'gateway.targets lists namespace "apps" twice'),
+    ],
+)
+def test_inconsistent_values_fail_with_instructions(
+    values: dict[str, Any], complaint: str,
+) -> None:
+    result = helm(*template_args("test", values, namespace=NS), check=False)
+    assert result.returncode != 0
+    assert complaint in result.stderr, result.stderr
+
+
+def test_postgres_audit_without_secret_fails_with_instructions() -> None:
+    result = helm(*template_args("prd", {"audit.postgres.secretName": ""}, namespace=NS),
+                  check=False)
+    assert result.returncode != 0
+    assert "audit.postgres.secretName is empty" in result.stderr
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def test_every_object_carries_the_labels(rendered: Rendered) -> None:
+    env, objs = rendered
+    for obj in objs:
+        labels = obj["metadata"].get("labels", {})
+        missing = [k for k in REQUIRED_LABELS if k not in labels]
+        assert not missing, f"{obj['kind']}/{obj['metadata']['name']} lacks {missing}"
+        assert labels["wingman.dev/environment"] == (env or "test")
+        assert labels["app.kubernetes.io/name"] == "wingman"
+    for deploy in find(objs, "Deployment"):
+        pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+        assert set(REQUIRED_LABELS) <= set(pod_labels)
+        assert deploy["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+# --------------------------------------------------------------------------- RBAC
+
+
+def test_no_role_grants_exec_wildcards_or_escalation(
+    rendered: Rendered,
+) -> None:
+    _, objs = rendered
+    for role, rule in _rules(objs):
+        where = f"{role['kind']}/{role['metadata']['name']}"
+        assert not DANGEROUS_RESOURCES & set(rule.get("resources", [])), where
+        assert not DANGEROUS_VERBS & set(rule["verbs"]), where
+        assert "*" not in rule.get("apiGroups", []), where
+
+
+def test_only_the_gateway_gets_rights_in_target_namespaces(
+    rendered: Rendered,
+) -> None:
+    _, objs = rendered
+    outside = [o for o in objs if o["kind"] in ("Role", "RoleBinding")
+               and o["metadata"]["namespace"] != NS]
+    assert {o["metadata"]["namespace"] for o in outside} == {"apps"}
+    for binding in find(objs, "RoleBinding"):
+        if binding["metadata"]["namespace"] == NS:
+            continue
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "wingman-gateway", "namespace": NS}
+        ]
+    # Cluster-wide rights are read-only, review-only or the virtual 'approve' right.
+    for role, rule in _rules(objs):
+        if role["kind"] != "ClusterRole":
+            continue
+        verbs = set(rule["verbs"])
+        resources = set(rule["resources"])
+        assert (
+            verbs <= {"get", "list", "watch"}
+            or (resources == {"subjectaccessreviews"} and verbs == {"create"})
+            or (rule["apiGroups"] == ["wingman.dev"] and resources == {"environments"}
+                and verbs == {"approve"} and rule.get("resourceNames"))
+        ), f"ClusterRole/{role['metadata']['name']} grants {rule}"
+
+
+def test_gateway_default_rules_cover_restart_and_scale_only() -> None:
+    objs = render("test", RENDER_VALUES, namespace=NS)
+    (role,) = find(objs, "Role", namespace="apps")
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert {("deployments", "get"), ("deployments", "patch"),
+            ("deployments/scale", "patch")} <= granted
+    assert all(r in {"deployments", "deployments/scale", "replicasets"} for r, _ in granted)
+    assert not any(v in {"create", "delete", "deletecollection"} for _, v in granted)
+
+
+def test_gateway_target_rules_come_from_values() -> None:
+    rules = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "delete"]}]
+    objs = render("test", {"gateway.targets": [{"namespace": "batch-ns", "rules": rules}]},
+                  namespace=NS)
+    (role,) = find(objs, "Role", namespace="batch-ns")
+    assert role["rules"] == rules
+    assert role["metadata"]["name"] == f"wingman-{NS}-gateway"
+
+
+def test_no_target_namespace_rights_by_default() -> None:
+    objs = render(None, namespace=NS)
+    assert all(o["metadata"].get("namespace", NS) == NS for o in objs
+               if o["kind"] in ("Role", "RoleBinding"))
+
+
+def _rule_verbs(objs: list[dict[str, Any]], role: str, resource: str) -> set[str]:
+    (obj,) = find(objs, "Role", role, NS)
+    return {v for r in obj["rules"] if resource in r["resources"] for v in r["verbs"]}
+
+
+@pytest.mark.parametrize(("may_grant", "expected"), [(True, True), (False, False)])
+def test_workers_create_grants_only_when_policy_allows(may_grant: bool, expected: bool) -> None:
+    objs = render("test", {**RENDER_VALUES, "policy.workersMayGrant": may_grant}, namespace=NS)
+    assert ("create" in _rule_verbs(objs, "wingman-worker", "executiongrants")) is expected
+
+
+def test_worker_role_is_exactly_ask_and_read() -> None:
+    objs = render("test", RENDER_VALUES, namespace=NS)
+    (worker,) = find(objs, "Role", "wingman-worker", NS)
+    resources = {r for rule in worker["rules"] for r in rule["resources"]}
+    assert resources == {"approvalrequests", "executiongrants", "events"}
+    assert _rule_verbs(objs, "wingman-worker", "approvalrequests") == {
+        "create", "get", "list", "watch"}
+    assert _rule_verbs(objs, "wingman-worker", "events") == {"get", "list"}
+
+
+def test_secrets_and_jobs_belong_to_the_operator_only(
+    rendered: Rendered,
+) -> None:
+    _, objs = rendered
+    for role, rule in _rules(objs):
+        touches = {"secrets", "jobs", "pods"} & set(rule["resources"])
+        if touches and role["metadata"]["name"] not in ("wingman-operator", "wingman-verifier"):
+            pytest.fail(f"{role['kind']}/{role['metadata']['name']} grants {sorted(touches)}")
+        if role["metadata"]["name"] == "wingman-verifier":
+            assert set(rule["verbs"]) <= {"get", "list"}
+    operator_pods = [r for role, r in _rules(objs)
+                     if role["metadata"]["name"] == "wingman-operator" and "pods" in r["resources"]]
+    assert operator_pods == [], "the operator must not create pods directly"
+
+
+def test_approvers_get_approve_on_their_environment_only() -> None:
+    for env in ENVIRONMENTS:
+        objs = render(env, RENDER_VALUES, namespace=f"wingman-{env}")
+        (role,) = find(objs, "ClusterRole", f"wingman-wingman-{env}-approver")
+        assert role["rules"] == [{"apiGroups": ["wingman.dev"], "resources": ["environments"],
+                                  "resourceNames": [env], "verbs": ["approve"]}]
+        (binding,) = find(objs, "ClusterRoleBinding", f"wingman-wingman-{env}-approver")
+        groups = {s["name"] for s in binding["subjects"] if s["kind"] == "Group"}
+        assert groups == set(env_values(env)["rbac"]["approvers"]["groups"])
+
+
+def test_subjects_from_values_are_bound() -> None:
+    objs = render("test", {
+        "rbac.workers.users": ["agent-1"],
+        "rbac.workers.serviceAccounts": [{"name": "agent", "namespace": "agents"},
+                                         {"name": "local-agent"}],
+    }, namespace=NS)
+    (binding,) = find(objs, "RoleBinding", "wingman-worker", NS)
+    assert {"kind": "User", "apiGroup": "rbac.authorization.k8s.io",
+            "name": "agent-1"} in binding["subjects"]
+    assert {"kind": "ServiceAccount", "name": "agent",
+            "namespace": "agents"} in binding["subjects"]
+    assert {"kind": "ServiceAccount", "name": "local-agent",
+            "namespace": NS} in binding["subjects"]
+
+
+def test_test_and_prd_releases_do_not_collide_on_cluster_scoped_names() -> None:
+    def cluster_names(env: str) -> set[str]:
+        objs = render(env, RENDER_VALUES, namespace=f"wingman-{env}")
+        return {f"{o['kind']}/{o['metadata']['name']}" for o in objs
+                if "namespace" not in o["metadata"] or o["metadata"]["namespace"] == "apps"}
+
+    test, prd = cluster_names("test"), cluster_names("prd")
+    assert test and prd and not test & prd
+
+
+# --------------------------------------------------------------------------- admission
+
+
+def test_admission_policies_are_bound_to_the_release_namespace(
+    rendered: Rendered,
+) -> None:
+    env, objs = rendered
+    policies = {p["metadata"]["name"]: p for p in find(objs, "ValidatingAdmissionPolicy")}
+    assert set(policies) == {f"wingman-{NS}-approvalrequests", f"wingman-{NS}-gateway-pods",
+                             f"wingman-{NS}-gateway-jobs"}
+    for policy in policies.values():
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        for v in policy["spec"]["validations"]:
+            assert v.get("message") or v.get("messageExpression")
+    bindings = find(objs, "ValidatingAdmissionPolicyBinding")
+    assert {b["spec"]["policyName"] for b in bindings} == set(policies)
+    for b in bindings:
+        assert b["spec"]["validationActions"] == ["Deny"]
+        assert b["spec"]["matchResources"]["namespaceSelector"] == {
+            "matchLabels": {"kubernetes.io/metadata.name": NS}}
+    served = {v["name"]: v["expression"]
+              for v in policies[f"wingman-{NS}-approvalrequests"]["spec"]["variables"]}["served"]
+    assert served == f'"{env or "test"}"'
+
+
+def test_gateway_image_and_docker_socket_come_from_values() -> None:
+    image = "registry.local/wingman@sha256:" + "b" * 64
+    objs = render("test", {"gateway.image": image, "gateway.docker.enabled": True,
+                           "gateway.docker.socketPath": "/run/docker.sock"}, namespace=NS)
+    text = yaml.safe_dump(find(objs, "ValidatingAdmissionPolicy"))
+    assert f'"{image}"' in text
+    assert '"/run/docker.sock"' in text
+    without = yaml.safe_dump(find(render("test", namespace=NS), "ValidatingAdmissionPolicy"))
+    assert "docker.sock" not in without and "!has(v.hostPath)" in without
+
+
+# --------------------------------------------------------------------------- operator
+
+
+def test_operator_deployment_is_locked_down(
+    rendered: Rendered,
+) -> None:
+    _, objs = rendered
+    (deploy,) = find(objs, "Deployment", "wingman-operator")
+    spec = deploy["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "wingman-operator"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["args"] == ["wingman", "operator"]
+    probe = container["livenessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert probe["path"] == "/healthz" and ports[probe["port"]] == 8080
+    assert ports["metrics"] == 9090
+    assert not any("hostPath" in v for v in pod["volumes"])
+
+
+def test_operator_environment_variables(rendered: Rendered) -> None:
+    env, objs = rendered
+    variables = _env(find(objs, "Deployment", "wingman-operator")[0])
+    assert variables["WINGMAN_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert variables["WINGMAN_ENVIRONMENT"] == (env or "test")
+    assert variables["WINGMAN_POLICY_FILE"] == "/etc/wingman/policy/policy.yaml"
+    assert variables["WINGMAN_GATEWAY_IMAGE"] == DEFAULT_GATEWAY_IMAGE
+    assert variables["WINGMAN_SIGNING_KEY_SECRET"] == "wingman-signing-key"
+    assert variables["WINGMAN_PUBLIC_KEYS_CONFIGMAP"] == "wingman-public-keys"
+    assert variables["WINGMAN_LOG_FORMAT"] == "json"
+    assert variables["WINGMAN_METRICS_PORT"] == "9090"
+    assert variables["WINGMAN_HEALTH_PORT"] == "8080"
+    if env == "prd":
+        assert variables["WINGMAN_AUDIT_TARGET"] == {
+            "secretKeyRef": {"name": "wingman-audit-dsn", "key": "dsn"}}
+        assert not find(objs, "PersistentVolumeClaim")
+    else:
+        assert variables["WINGMAN_AUDIT_TARGET"] == "/var/lib/wingman/audit/audit.jsonl"
+        (pvc,) = find(objs, "PersistentVolumeClaim", "wingman-audit")
+        assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_voters_secret_is_passed_only_when_set() -> None:
+    without = _env(find(render("test", namespace=NS), "Deployment")[0])
+    assert "WINGMAN_VOTERS_SECRET" not in without
+    with_secret = _env(find(render("test", {"operator.votersSecret": "llm-keys"},
+                                   namespace=NS), "Deployment")[0])
+    assert with_secret["WINGMAN_VOTERS_SECRET"] == "llm-keys"
+
+
+def test_policy_configmap_is_the_environment_policy(
+    rendered: Rendered,
+) -> None:
+    env, objs = rendered
+    (cm,) = find(objs, "ConfigMap", "wingman-policy")
+    policy = yaml.safe_load(cm["data"]["policy.yaml"])
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["policy"]
+    expected = {**defaults, **(env_values(env)["policy"] if env else {})}
+    assert policy == {"environment": env or "test", **expected}
+
+
+def test_environment_policies_match_the_brief() -> None:
+    test, prd = env_values("test")["policy"], env_values("prd")["policy"]
+    assert test["autoApprove"] is True and test["autoApproveMaxRisk"] == "medium"
+    assert test["requiredApprovals"] == 1 and test["workersMayGrant"] is True
+    assert prd["autoApprove"] is False and prd["requiredApprovals"] == 2
+    assert prd["workersMayGrant"] is False
+    assert prd["tokenTTLSeconds"] < test["tokenTTLSeconds"]
+    assert env_values("prd")["audit"]["type"] == "postgres"
+    for env in (test, prd):
+        assert any("rollout restart" in p for p in env["allowlist"])
+        assert any(" scale " in p for p in env["allowlist"])
+        assert all(p.endswith("-n apps") for p in env["allowlist"])
+
+
+def test_helm_test_pod_runs_verify_privileges() -> None:
+    objs = render("test", namespace=NS)
+    (pod,) = find(objs, "Pod", "wingman-verify-privileges")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][:2] == ["wingman", "verify-privileges"]
+    assert container["args"][2:4] == ["--namespace", NS]
+    assert pod["spec"]["serviceAccountName"] == "wingman-verifier"
+    assert not find(render("test", {"verify.enabled": False}, namespace=NS), "Pod")
+
+
+def test_gateway_service_account_does_not_mount_its_token_by_default() -> None:
+    objs = render("test", namespace=NS)
+    (gateway,) = find(objs, "ServiceAccount", "wingman-gateway")
+    assert gateway["automountServiceAccountToken"] is False
+    (operator,) = find(objs, "ServiceAccount", "wingman-operator")
+    assert operator["automountServiceAccountToken"] is True
+
+
+def test_every_value_has_a_prose_comment() -> None:
+    """Every leaf value (and list value) of values.yaml is preceded by a comment line."""
+    lines = (CHART_DIR / "values.yaml").read_text().splitlines()
+    path: list[tuple[int, str]] = []  # (indent, key) of the enclosing mappings
+    list_indent: int | None = None
+    missing = []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if stripped.startswith("- ") or (list_indent is not None and indent > list_indent):
+            list_indent = indent if list_indent is None else min(list_indent, indent)
+            continue
+        list_indent = None
+        key, _, value = stripped.partition(":")
+        while path and path[-1][0] >= indent:
+            path.pop()
+        dotted = ".".join([k for _, k in path] + [key])
+        following = next((x.strip() for x in lines[i + 1:]
+                          if x.strip() and not x.strip().startswith("#")), "")
+        is_leaf = value.strip() != "" or following.startswith("- ")
+        if not is_leaf:
+            path.append((indent, key))
+            continue
+        if dotted.startswith("operator.resources"):
+            continue  # a Kubernetes resources block, described as a whole
+        previous = next(x.strip() for x in reversed(lines[:i]) if x.strip())
+        if not previous.startswith("#"):
+            missing.append(dotted)
+    assert not missing, f"values without a comment: {missing}"
