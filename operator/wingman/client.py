@@ -34,8 +34,8 @@ def _api(kubeconfig: str | None) -> tuple[Any, str]:
     from kubernetes import config
 
     try:
-        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-    except Exception as exc:  # noqa: BLE001 - any kubeconfig problem is the user's to fix
+        _contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except Exception as exc:  # any kubeconfig problem is the user's to fix
         raise ClientError(
             f"cannot read the kubeconfig ({exc}); pass --kubeconfig or set KUBECONFIG"
         ) from exc
@@ -212,13 +212,25 @@ def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         user = whoami(api)
         entry = {"verdict": "Approve" if cmd == "approve" else "Reject", "by": user,
                  "reason": args.reason}
-        obj = _call("reading the ApprovalRequest", objs.get_namespaced_custom_object,
-                    GROUP, VERSION, ns, "approvalrequests", args.name)
-        patch = ([{"op": "add", "path": "/spec/decisions/-", "value": entry}]
-                 if obj["spec"].get("decisions") else
-                 [{"op": "add", "path": "/spec/decisions", "value": [entry]}])
-        _call(f"recording your decision on {args.name}", objs.patch_namespaced_custom_object,
-              GROUP, VERSION, ns, "approvalrequests", args.name, patch)
+        for attempt in range(3):
+            obj = _call("reading the ApprovalRequest", objs.get_namespaced_custom_object,
+                        GROUP, VERSION, ns, "approvalrequests", args.name)
+            patch: list[dict[str, Any]]
+            if obj["spec"].get("decisions"):
+                patch = [{"op": "add", "path": "/spec/decisions/-", "value": entry}]
+            else:  # first decision: guard against a concurrent first decision being replaced
+                patch = [{"op": "test", "path": "/metadata/resourceVersion",
+                          "value": obj["metadata"]["resourceVersion"]},
+                         {"op": "add", "path": "/spec/decisions", "value": [entry]}]
+            try:
+                _call(f"recording your decision on {args.name}",
+                      objs.patch_namespaced_custom_object, GROUP, VERSION, ns,
+                      "approvalrequests", args.name, patch,
+                      _content_type="application/json-patch+json")
+                break
+            except ClientError as exc:
+                if attempt == 2 or "test operation" not in str(exc).lower():
+                    raise
         print(f"approvalrequest {ns}/{args.name}: {entry['verdict']} recorded by {user}",
               file=out)
         return 0
