@@ -190,7 +190,7 @@ class LocalCluster:
         return path
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        logfile = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
+        logfile = open(self.workdir / f"{name}.log", "wb")
         proc = subprocess.Popen(
             argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=self.workdir,
@@ -447,7 +447,7 @@ class LocalCluster:
         *args: str,
         user: str | None = None,
         groups: Sequence[str] = (),
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,
         check: bool = True,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
