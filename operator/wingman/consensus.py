@@ -1,0 +1,277 @@
+"""The consensus verifier: M independent voters, an N-of-M threshold, quorum, risk aggregation.
+
+It owns the arithmetic of a review, nothing else: which voters sit on a panel comes from
+configuration (``wingman.voters``, ``wingman.llm``), what the outcome means for a request comes
+from the environment's policy (``wingman.policy``).
+
+Rules (fail closed):
+
+- A vote is approve, reject or abstain. A voter that raises or times out abstains, with
+  ``error`` set; abstentions and errors never count as approval.
+- Outcome: ``Approve`` when at least ``threshold`` voters approve, quorum (non-abstaining
+  votes) is met and no voter flagged ``PromptInjection``; ``Reject`` when rejections reach
+  ``threshold`` or form a strict majority of the non-abstaining votes; otherwise
+  ``NoConsensus`` (quorum not met, or neither side reached its bar).
+- Risk is the highest risk among non-abstaining votes (conservative); when every voter
+  abstained nobody assessed the request, so it is ``critical``. A ``PromptInjection`` flag
+  raises it to at least ``high``. The full distribution is kept.
+- Dissent: every non-abstaining vote that disagrees with the outcome, kept whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from wingman.errors import ConsensusError
+
+MAX_RATIONALE = 512
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class Verdict(enum.StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    ABSTAIN = "abstain"
+
+
+class Risk(enum.StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _RISK_ORDER.index(self)
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Risk):
+            return NotImplemented
+        return self.rank >= other.rank
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Risk):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Risk):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Risk):
+            return NotImplemented
+        return self.rank < other.rank
+
+
+_RISK_ORDER = [Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL]
+
+
+class Outcome(enum.StrEnum):
+    APPROVE = "Approve"
+    REJECT = "Reject"
+    NO_CONSENSUS = "NoConsensus"
+
+
+PROMPT_INJECTION = "PromptInjection"
+DESTRUCTIVE = "Destructive"
+
+
+def clean_rationale(text: str) -> str:
+    """Rationales go to status and audit: strip control characters and bound the length."""
+    return _CONTROL.sub(" ", text)[:MAX_RATIONALE]
+
+
+@dataclass(frozen=True)
+class ReviewInput:
+    """What voters judge. Every text field is UNTRUSTED data, never instructions."""
+
+    namespace: str
+    name: str
+    environment: str
+    requester: str
+    instruction: str
+    commands: tuple[str, ...]
+    justification: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "requester": self.requester,
+            "instruction": self.instruction,
+            "commands": list(self.commands),
+            "justification": self.justification,
+        }
+
+
+@dataclass(frozen=True)
+class Vote:
+    voter: str
+    verdict: Verdict
+    risk: Risk
+    rationale: str
+    latency_seconds: float = 0.0
+    flags: tuple[str, ...] = ()
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "voter": self.voter,
+            "verdict": self.verdict.value,
+            "risk": self.risk.value,
+            "rationale": clean_rationale(self.rationale),
+            "latencySeconds": round(self.latency_seconds, 4),
+            "flags": list(self.flags),
+        }
+        if self.error:
+            out["error"] = clean_rationale(self.error)
+        return out
+
+
+def abstain(voter: str, error: str, latency: float = 0.0) -> Vote:
+    """The vote of a voter that could not judge: never an approval."""
+    return Vote(voter, Verdict.ABSTAIN, Risk.CRITICAL, f"abstained: {error}", latency,
+                error=error)
+
+
+class Voter(Protocol):
+    name: str
+
+    async def review(self, request: ReviewInput) -> Vote: ...
+
+
+@dataclass(frozen=True)
+class PanelConfig:
+    voters: Sequence[Voter]
+    threshold: int
+    quorum: int
+    timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        m = len(self.voters)
+        if m == 0:
+            raise ConsensusError("the reviewer panel has no voters; configure at least one")
+        names = [v.name for v in self.voters]
+        if len(set(names)) != m:
+            raise ConsensusError(f"voter names must be unique on a panel, got {names}")
+        if not 1 <= self.threshold <= m:
+            raise ConsensusError(
+                f"threshold {self.threshold} must be between 1 and the number of voters ({m})")
+        if not 1 <= self.quorum <= m:
+            raise ConsensusError(
+                f"quorum {self.quorum} must be between 1 and the number of voters ({m})")
+        if self.timeout_seconds <= 0:
+            raise ConsensusError("timeoutSeconds must be positive")
+
+
+@dataclass(frozen=True)
+class Consensus:
+    votes: tuple[Vote, ...]
+    outcome: Outcome
+    approvals: int
+    rejections: int
+    abstentions: int
+    risk: Risk
+    risk_distribution: dict[str, int]
+    dissent: tuple[Vote, ...]
+    flags: tuple[str, ...]
+    duration_seconds: float = 0.0
+    threshold: int = 0
+    quorum: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "votes": [v.to_dict() for v in self.votes],
+            "outcome": self.outcome.value,
+            "approvals": self.approvals,
+            "rejections": self.rejections,
+            "abstentions": self.abstentions,
+            "risk": self.risk.value,
+            "riskDistribution": dict(self.risk_distribution),
+            "dissent": [v.voter for v in self.dissent],
+            "flags": list(self.flags),
+            "durationSeconds": round(self.duration_seconds, 4),
+        }
+
+
+def decide(votes: Sequence[Vote], threshold: int, quorum: int,
+           duration_seconds: float = 0.0) -> Consensus:
+    """The panel's outcome from its votes (pure)."""
+    approvals = sum(v.verdict is Verdict.APPROVE for v in votes)
+    rejections = sum(v.verdict is Verdict.REJECT for v in votes)
+    abstentions = len(votes) - approvals - rejections
+    voting = [v for v in votes if v.verdict is not Verdict.ABSTAIN]
+    flags = tuple(sorted({f for v in votes for f in v.flags}))
+    injected = PROMPT_INJECTION in flags
+
+    if len(voting) >= quorum and approvals >= threshold and not injected \
+            and approvals > rejections:
+        outcome = Outcome.APPROVE
+    elif rejections >= threshold or (voting and rejections * 2 > len(voting)) or injected:
+        outcome = Outcome.REJECT
+    else:
+        outcome = Outcome.NO_CONSENSUS
+
+    risk = max((v.risk for v in voting), key=lambda r: r.rank, default=Risk.CRITICAL)
+    if injected and risk < Risk.HIGH:
+        risk = Risk.HIGH
+    distribution = {r.value: sum(v.risk is r for v in voting) for r in _RISK_ORDER}
+    if outcome is Outcome.APPROVE:
+        dissent = tuple(v for v in voting if v.verdict is Verdict.REJECT)
+    elif outcome is Outcome.REJECT:
+        dissent = tuple(v for v in voting if v.verdict is Verdict.APPROVE)
+    else:
+        dissent = tuple(voting) if approvals and rejections else ()
+    return Consensus(tuple(votes), outcome, approvals, rejections, abstentions, risk,
+                     distribution, dissent, flags, duration_seconds, threshold, quorum)
+
+
+async def _one(voter: Voter, request: ReviewInput, timeout: float,
+               clock: Callable[[], float]) -> Vote:
+    start = clock()
+    try:
+        vote = await asyncio.wait_for(voter.review(request), timeout)
+    except TimeoutError:
+        return abstain(voter.name, f"Timeout after {timeout:g}s", clock() - start)
+    except Exception as exc:  # noqa: BLE001 - any voter failure is an abstention
+        return abstain(voter.name, f"{type(exc).__name__}", clock() - start)
+    if not isinstance(vote, Vote) or vote.voter != voter.name:
+        return abstain(voter.name, "InvalidVote", clock() - start)
+    if vote.latency_seconds == 0.0:
+        vote = Vote(vote.voter, vote.verdict, vote.risk, vote.rationale, clock() - start,
+                    vote.flags, vote.error)
+    return vote
+
+
+async def run_panel(config: PanelConfig, request: ReviewInput, *,
+                    clock: Callable[[], float] = time.monotonic) -> Consensus:
+    """Run every voter concurrently (each bounded by the panel timeout) and decide."""
+    start = clock()
+    votes = await asyncio.gather(
+        *(_one(v, request, config.timeout_seconds, clock) for v in config.voters))
+    return decide(votes, config.threshold, config.quorum, clock() - start)
+
+
+__all__ = [
+    "DESTRUCTIVE",
+    "PROMPT_INJECTION",
+    "Consensus",
+    "Outcome",
+    "PanelConfig",
+    "ReviewInput",
+    "Risk",
+    "Verdict",
+    "Vote",
+    "Voter",
+    "abstain",
+    "clean_rationale",
+    "decide",
+    "run_panel",
+]

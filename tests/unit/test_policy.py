@@ -1,0 +1,69 @@
+"""Environment policy parsing and the auto-approval / human-approval decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wingman.consensus import DESTRUCTIVE, PROMPT_INJECTION, Risk, Verdict, Vote, decide
+from wingman.errors import ConfigError
+from wingman.policy import (
+    AutoDecision,
+    EnvironmentPolicy,
+    HumanOutcome,
+    auto_approval,
+    human_decision,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def approve_all(risk: str = "low", flags: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    votes = [Vote(n, Verdict.APPROVE, Risk(risk), "ok", flags=flags) for n in "abc"]
+    return decide(votes, 3, 3)
+
+
+@pytest.mark.parametrize("env", ["test", "prd"])
+def test_shipped_values_parse_into_a_policy(env: str) -> None:
+    values = yaml.safe_load((REPO / "manifests" / env / "values.yaml").read_text())
+    policy = EnvironmentPolicy.from_dict({"environment": env, **values["policy"]})
+    assert policy.name == env
+    assert policy.allowlist
+
+
+def test_bad_policy_names_the_field() -> None:
+    with pytest.raises(ConfigError, match="autoApproveMaxRisk"):
+        EnvironmentPolicy.from_dict({"environment": "test", "autoApproveMaxRisk": "tiny"})
+    with pytest.raises(ConfigError, match="tokenTTLSeconds"):
+        EnvironmentPolicy.from_dict({"environment": "test", "tokenTTLSeconds": 5000})
+    with pytest.raises(ConfigError, match="serves 'prd'"):
+        EnvironmentPolicy.from_dict({"environment": "test"}, environment="prd")
+
+
+def test_auto_approval_only_within_policy() -> None:
+    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM)
+    prd = EnvironmentPolicy(name="prd", auto_approve=False, required_approvals=2)
+    assert auto_approval(approve_all(), test).decision is AutoDecision.AUTO_APPROVE
+    assert auto_approval(approve_all("high"), test).decision is AutoDecision.AWAIT_HUMAN
+    assert auto_approval(approve_all(), prd).decision is AutoDecision.AWAIT_HUMAN
+    destructive = approve_all(flags=(DESTRUCTIVE,))
+    assert auto_approval(destructive, test).decision is AutoDecision.AWAIT_HUMAN
+    injected = approve_all(flags=(PROMPT_INJECTION,))
+    assert auto_approval(injected, test).decision is AutoDecision.AUTO_REJECT
+
+
+def test_human_decision_needs_distinct_approvers_and_any_reject_rejects() -> None:
+    prd = EnvironmentPolicy(name="prd", required_approvals=2)
+    one = [{"verdict": "Approve", "by": "bob"}]
+    assert human_decision(one, prd, "alice").outcome is HumanOutcome.PENDING
+    same_twice = [*one, {"verdict": "Approve", "by": "bob"}]
+    assert human_decision(same_twice, prd, "alice").outcome is HumanOutcome.PENDING
+    self_approval = [*one, {"verdict": "Approve", "by": "alice"}]
+    assert human_decision(self_approval, prd, "alice").outcome is HumanOutcome.PENDING
+    two = [*one, {"verdict": "Approve", "by": "carol"}]
+    d = human_decision(two, prd, "alice")
+    assert d.outcome is HumanOutcome.APPROVED and d.approved_by == ("bob", "carol")
+    rejected = [*one, {"verdict": "Reject", "by": "carol", "reason": "no"}]
+    assert human_decision(rejected, prd, "alice").outcome is HumanOutcome.REJECTED
