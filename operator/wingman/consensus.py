@@ -195,7 +195,7 @@ class Consensus:
             "abstentions": self.abstentions,
             "risk": self.risk.value,
             "riskDistribution": dict(self.risk_distribution),
-            "dissent": [v.voter for v in self.dissent],
+            "dissent": [v.to_dict() for v in self.dissent],
             "flags": list(self.flags),
             "durationSeconds": round(self.duration_seconds, 4),
         }

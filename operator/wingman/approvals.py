@@ -1,0 +1,230 @@
+"""What happens to an ApprovalRequest, as pure functions of (object, policy, panel result, now).
+
+The operator's handlers call these and write what they return; nothing here talks to the API.
+Each function returns a ``Transition``: the status to merge, the new phase, the Kubernetes
+Events and audit records the transition owes, or ``None`` when there is nothing to do (so a
+handler re-run after a crash changes nothing).
+
+- ``reviewed``: the panel's votes and outcome, then the environment policy: AutoApproved,
+  Rejected (prompt injection) or AwaitingDecision.
+- ``decided``: human decisions in ``spec.decisions`` (distinct approvers, never the requester;
+  any Reject rejects; a Reject after an approval revokes it).
+- ``expired``: past ``status.expirationTime`` and not already final.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wingman import conditions as cond
+from wingman.consensus import Consensus, ReviewInput
+from wingman.policy import (
+    AutoDecision,
+    EnvironmentPolicy,
+    HumanOutcome,
+    auto_approval,
+    human_decision,
+)
+
+Body = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Transition:
+    status: dict[str, Any]
+    phase: str
+    event_reason: str
+    message: str
+    warning: bool = False
+    audit_event: str = ""
+    audit_data: dict[str, Any] = field(default_factory=dict)
+    decision: str | None = None  # AutoApproved / Approved / Rejected / Expired, for metrics
+
+
+def review_input(body: Body) -> ReviewInput:
+    spec = body.get("spec", {})
+    meta = body.get("metadata", {})
+    return ReviewInput(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        environment=str(spec.get("environment", "")),
+        requester=str(spec.get("requester", "")),
+        instruction=str(spec.get("instruction", "")),
+        commands=tuple(str(c) for c in spec.get("commands", [])),
+        justification=spec.get("justification"),
+    )
+
+
+def _generation(body: Body) -> int:
+    return int(body.get("metadata", {}).get("generation") or 1)
+
+
+def _conditions(body: Body) -> list[dict[str, Any]]:
+    return [dict(c) for c in (body.get("status") or {}).get("conditions") or []]
+
+
+def parse_time(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def expiration_time(body: Body, policy: EnvironmentPolicy) -> dt.datetime:
+    """Creation time plus ``spec.expiresAfterSeconds`` (default the policy's request TTL)."""
+    created = parse_time(body.get("metadata", {}).get("creationTimestamp"))
+    if created is None:
+        created = dt.datetime.now(dt.UTC)
+    seconds = body.get("spec", {}).get("expiresAfterSeconds") or policy.request_ttl_seconds
+    return created + dt.timedelta(seconds=int(seconds))
+
+
+def is_reviewed(body: Body) -> bool:
+    return cond.get(_conditions(body), "Reviewed") is not None
+
+
+def is_final(body: Body) -> bool:
+    conds = _conditions(body)
+    return any(cond.is_true(conds, t) for t in ("Rejected", "Revoked", "Expired"))
+
+
+def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: dt.datetime
+             ) -> Transition | None:
+    """Status after the panel ran; None if the request was reviewed already."""
+    if is_reviewed(body):
+        return None
+    gen = _generation(body)
+    conds = _conditions(body)
+    decision = auto_approval(consensus, policy)
+    summary = (f"panel {consensus.outcome.value}: {consensus.approvals} approve, "
+               f"{consensus.rejections} reject, {consensus.abstentions} abstain; "
+               f"risk {consensus.risk.value}")
+    conds = cond.set_condition(conds, "Reviewed", True, f"Consensus{consensus.outcome.value}",
+                               summary, gen, now)
+    expires = expiration_time(body, policy)
+    audit_data: dict[str, Any] = {
+        "outcome": consensus.outcome.value, "risk": consensus.risk.value,
+        "approvals": consensus.approvals, "rejections": consensus.rejections,
+        "abstentions": consensus.abstentions, "flags": list(consensus.flags),
+        "votes": [{"voter": v.voter, "verdict": v.verdict.value, "risk": v.risk.value}
+                  for v in consensus.votes],
+        "dissent": [v.voter for v in consensus.dissent],
+        "policyDecision": decision.decision.value, "reason": decision.reason,
+    }
+    final: str | None = None
+    warning = False
+    if decision.decision is AutoDecision.AUTO_APPROVE:
+        conds = cond.set_condition(conds, "Approved", True, "AutoApproved", decision.message,
+                                   gen, now)
+        final = "AutoApproved"
+    elif decision.decision is AutoDecision.AUTO_REJECT:
+        conds = cond.set_condition(conds, "Rejected", True, decision.reason, decision.message,
+                                   gen, now)
+        final, warning = "Rejected", True
+    status: dict[str, Any] = {
+        "consensus": consensus.to_dict(),
+        "decision": {"approvedBy": [], "requiredApprovals": policy.required_approvals},
+        "expirationTime": cond.rfc3339(expires),
+        "conditions": conds,
+        "observedGeneration": gen,
+    }
+    phase = cond.approval_phase(conds)
+    status["phase"] = phase
+    return Transition(status, phase, decision.reason if final else "AwaitingDecision",
+                      f"{summary}. {decision.message}", warning, "ApprovalReviewed", audit_data,
+                      final)
+
+
+def decided(body: Body, policy: EnvironmentPolicy, now: dt.datetime) -> Transition | None:
+    """Status after a change of ``spec.decisions``; None when it changes nothing."""
+    if not is_reviewed(body):
+        return None  # the review writes first; decisions are counted right after it
+    conds = _conditions(body)
+    if any(cond.is_true(conds, t) for t in ("Rejected", "Revoked", "Expired")):
+        return None
+    spec = body.get("spec", {})
+    requester = str(spec.get("requester", ""))
+    human = human_decision(spec.get("decisions") or [], policy, requester)
+    gen = _generation(body)
+    approved = cond.is_true(conds, "Approved")
+    decision_status = {"approvedBy": list(human.approved_by),
+                       "requiredApprovals": human.required}
+    if human.rejected_by:
+        decision_status["rejectedBy"] = human.rejected_by
+    data = {"approvedBy": list(human.approved_by), "rejectedBy": human.rejected_by,
+            "required": human.required}
+    if human.outcome is HumanOutcome.REJECTED:
+        if approved:
+            conds = cond.set_condition(conds, "Revoked", True, "RevokedByApprover",
+                                       f"approval revoked: {human.message}", gen, now)
+            event, audit, final = "Revoked", "ApprovalRevoked", "Rejected"
+        else:
+            conds = cond.set_condition(conds, "Rejected", True, "RejectedByApprover",
+                                       human.message, gen, now)
+            event, audit, final = "Rejected", "ApprovalRejected", "Rejected"
+        phase = cond.approval_phase(conds)
+        return Transition({"conditions": conds, "decision": decision_status, "phase": phase,
+                           "observedGeneration": gen}, phase, event, human.message, True,
+                          audit, data, final)
+    if approved:
+        return None
+    if human.outcome is HumanOutcome.APPROVED:
+        conds = cond.set_condition(conds, "Approved", True, "ApprovedByHumans", human.message,
+                                   gen, now)
+        phase = cond.approval_phase(conds)
+        return Transition({"conditions": conds, "decision": decision_status, "phase": phase,
+                           "observedGeneration": gen}, phase, "Approved", human.message, False,
+                          "ApprovalApproved", data, "Approved")
+    current = (body.get("status") or {}).get("decision") or {}
+    if list(current.get("approvedBy") or []) == list(human.approved_by):
+        return None
+    phase = cond.approval_phase(conds)
+    return Transition({"decision": decision_status, "observedGeneration": gen}, phase,
+                      "ApprovalCounted", human.message, False, "ApprovalCounted", data)
+
+
+def expired(body: Body, now: dt.datetime) -> Transition | None:
+    """Expire a request past its expirationTime; None when not due or already final."""
+    status = body.get("status") or {}
+    expires = parse_time(status.get("expirationTime"))
+    if expires is None or now < expires or is_final(body):
+        return None
+    conds = cond.set_condition(_conditions(body), "Expired", True, "Expired",
+                               f"the request expired at {status.get('expirationTime')}; "
+                               "create a new request", _generation(body), now)
+    phase = cond.approval_phase(conds)
+    return Transition({"conditions": conds, "phase": phase}, phase, "Expired",
+                      "the request expired; nothing can be executed under it any more",
+                      False, "ApprovalExpired", {"expirationTime": status.get("expirationTime")},
+                      "Expired")
+
+
+def usable(body: Body, now: dt.datetime) -> tuple[bool, str, str]:
+    """Whether a grant may act on this approval now: (ok, reason, message)."""
+    status = body.get("status") or {}
+    conds = status.get("conditions") or []
+    name = body.get("metadata", {}).get("name", "")
+    if cond.is_true(conds, "Revoked"):
+        return False, "ApprovalRevoked", f"ApprovalRequest {name} was revoked by an approver"
+    if cond.is_true(conds, "Rejected"):
+        return False, "ApprovalRejected", f"ApprovalRequest {name} was rejected"
+    expires = parse_time(status.get("expirationTime"))
+    if cond.is_true(conds, "Expired") or (expires is not None and now >= expires):
+        return False, "ApprovalExpired", f"ApprovalRequest {name} has expired"
+    if not cond.is_true(conds, "Approved"):
+        phase = status.get("phase") or "Pending"
+        return False, "ApprovalNotApproved", (
+            f"ApprovalRequest {name} is {phase}, not Approved or AutoApproved; wait for the "
+            "decision")
+    if expires is None:
+        return False, "ApprovalExpired", f"ApprovalRequest {name} has no expirationTime"
+    return True, "", ""
+
+
+__all__ = ["Transition", "decided", "expiration_time", "expired", "is_final", "is_reviewed",
+           "parse_time", "review_input", "reviewed", "usable"]

@@ -1,0 +1,87 @@
+"""Conditions (the truth of a resource's status) and the phase derived from them.
+
+``set_condition`` upserts by type, keeps ``lastTransitionTime`` when the status did not change
+and always stamps ``observedGeneration`` (cert-manager's SetCertificateCondition). The phases
+are summaries for humans, computed from conditions by one function each and never read back to
+make a decision. Approved and Rejected only ever become True, and never both. A Reject decision
+that arrives after an approval sets ``Revoked`` (phase Rejected): the approval stays on record,
+and nothing may act on it any more.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+Condition = dict[str, Any]
+
+
+def rfc3339(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]], type_: str, status: bool, reason: str,
+    message: str, generation: int, now: dt.datetime,
+) -> list[Condition]:
+    """A new condition list with ``type_`` set (pure)."""
+    value = "True" if status else "False"
+    out: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") != type_:
+            out.append(dict(cond))
+            continue
+        found = True
+        same = cond.get("status") == value
+        out.append({
+            "type": type_, "status": value, "reason": reason, "message": message[:1000],
+            "lastTransitionTime": cond.get("lastTransitionTime") if same else rfc3339(now),
+            "observedGeneration": generation,
+        })
+    if not found:
+        out.append({"type": type_, "status": value, "reason": reason, "message": message[:1000],
+                    "lastTransitionTime": rfc3339(now), "observedGeneration": generation})
+    return out
+
+
+def is_true(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> bool:
+    return any(c.get("type") == type_ and c.get("status") == "True" for c in conditions or [])
+
+
+def get(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
+    for c in conditions or []:
+        if c.get("type") == type_:
+            return c
+    return None
+
+
+def is_approved(conditions: Sequence[Mapping[str, Any]] | None) -> bool:
+    """Approved True, and neither Rejected, Revoked nor Expired: the only state a grant may
+    act on (callers also compare ``status.expirationTime`` with their own clock)."""
+    return is_true(conditions, "Approved") and not any(
+        is_true(conditions, t) for t in ("Rejected", "Revoked", "Expired"))
+
+
+def approval_phase(conditions: Sequence[Mapping[str, Any]] | None) -> str:
+    """The ApprovalRequest phase for humans, from its conditions."""
+    if is_true(conditions, "Rejected") or is_true(conditions, "Revoked"):
+        return "Rejected"
+    if is_true(conditions, "Expired"):
+        return "Expired"
+    if is_true(conditions, "Approved"):
+        cond = get(conditions, "Approved") or {}
+        return "AutoApproved" if cond.get("reason") == "AutoApproved" else "Approved"
+    if is_true(conditions, "Reviewed"):
+        return "AwaitingDecision"
+    if get(conditions, "Reviewed") is not None:
+        return "Reviewing"
+    return "Pending"
+
+
+GRANT_TERMINAL = ("Denied", "Succeeded", "Failed", "Expired")
+
+
+__all__ = ["GRANT_TERMINAL", "approval_phase", "get", "is_approved", "is_true", "rfc3339",
+           "set_condition"]

@@ -1,0 +1,212 @@
+"""A small, typed Kubernetes REST client for the objects Wingman touches, and idempotent creates.
+
+The operator and the gateway need only a handful of calls (get, create, merge/JSON patch,
+delete) on a handful of resources; this module does them as plain JSON over the
+``kubernetes`` package's authenticated connection, returning dicts, and turns API errors into
+``ApiError`` with the server's own message. ``create_or_adopt`` is how every object the
+operator makes is created: a 409 means "it exists already, adopt it", which is what makes an
+operator killed at any point safe to restart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from wingman import GROUP, VERSION
+from wingman.errors import ClusterError
+
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class ApiError(ClusterError):
+    """The API server refused a call; ``status`` is the HTTP code, ``reason`` its reason."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message, reason=reason or "ApiError")
+        self.status = status
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives: ``/api/v1`` or ``/apis/<group>/<version>``, plural, namespaced."""
+
+    group: str
+    version: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None
+             ) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        out = f"{base}/namespaces/{quote(namespace, safe='')}/{self.plural}"
+        if name is not None:
+            out += f"/{quote(name, safe='')}"
+        if subresource:
+            out += f"/{subresource}"
+        return out
+
+
+APPROVALS = Resource(GROUP, VERSION, "approvalrequests")
+GRANTS = Resource(GROUP, VERSION, "executiongrants")
+SECRETS = Resource("", "v1", "secrets")
+CONFIGMAPS = Resource("", "v1", "configmaps")
+PODS = Resource("", "v1", "pods")
+JOBS = Resource("batch", "v1", "jobs")
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
+
+
+class Kube:
+    """JSON calls on one authenticated connection (thread-safe; blocking)."""
+
+    def __init__(self, api_client: k8s.ApiClient, timeout: float = 30.0) -> None:
+        self.api = api_client
+        self.timeout = timeout
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster credentials when in a pod, else KUBECONFIG / ~/.kube/config."""
+        configuration = k8s.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            try:
+                k8s_config.load_kube_config(client_configuration=configuration)
+            except (k8s_config.ConfigException, OSError) as exc:
+                raise ClusterError(
+                    f"no Kubernetes credentials: not in a pod and no usable kubeconfig ({exc}); "
+                    "set KUBECONFIG", reason="NoCredentials") from None
+        return cls(k8s.ApiClient(configuration))
+
+    @classmethod
+    def from_service_account(cls, server: str, sa_dir: Path) -> Kube:
+        """A client that authenticates with the ServiceAccount token mounted in ``sa_dir``."""
+        token_file, ca_file = sa_dir / "token", sa_dir / "ca.crt"
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ClusterError(f"cannot read the ServiceAccount token at {token_file}: "
+                               f"{exc.strerror}", reason="NoCredentials") from None
+        if not token or not ca_file.is_file():
+            raise ClusterError(f"the ServiceAccount directory {sa_dir} needs a non-empty token "
+                               "and ca.crt", reason="NoCredentials")
+        configuration = k8s.Configuration(host=server)
+        configuration.api_key = {"authorization": token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+        configuration.ssl_ca_cert = str(ca_file)
+        return cls(k8s.ApiClient(configuration))
+
+    def close(self) -> None:
+        self.api.close()
+
+    # -- raw ------------------------------------------------------------------------------
+    def request(self, method: str, path: str, body: Any = None, *,
+                content_type: str = "application/json",
+                query: Mapping[str, str] | None = None) -> dict[str, Any]:
+        url = self.api.configuration.host + path
+        if query:
+            url += "?" + urlencode(query)
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        auth: dict[str, Any] = {}
+        self.api.update_params_for_auth(headers, auth, ["BearerToken"], path, method, body)
+        try:
+            resp = self.api.rest_client.request(
+                method, url, headers=headers,
+                body=body if body is not None else None, _request_timeout=self.timeout)
+        except k8s.ApiException as exc:
+            raise _api_error(int(exc.status or 0), exc.body, exc.reason) from None
+        except Exception as exc:  # noqa: BLE001 - urllib3 and ssl errors, all "unreachable"
+            raise ClusterError(f"cannot reach the API server at {self.api.configuration.host}: "
+                               f"{type(exc).__name__}", reason="Unreachable") from None
+        resp.read()
+        data = resp.data or b""
+        if resp.status >= 400:
+            raise _api_error(resp.status, data, resp.reason)
+        if not data:
+            return {}
+        decoded = json.loads(data)
+        return decoded if isinstance(decoded, dict) else {"items": decoded}
+
+    # -- verbs ----------------------------------------------------------------------------
+    def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
+        return self.request("GET", res.path(namespace, name))
+
+    def get_or_none(self, res: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.get(res, namespace, name)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def list(self, res: Resource, namespace: str, *, label_selector: str | None = None
+             ) -> list[dict[str, Any]]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        items = self.request("GET", res.path(namespace), query=query).get("items", [])
+        return list(items)
+
+    def create(self, res: Resource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("POST", res.path(namespace), dict(body))
+
+    def patch(self, res: Resource, namespace: str, name: str, body: Any, *,
+              subresource: str | None = None, content_type: str = MERGE) -> dict[str, Any]:
+        return self.request("PATCH", res.path(namespace, name, subresource), body,
+                            content_type=content_type)
+
+    def delete(self, res: Resource, namespace: str, name: str, *,
+               propagation: str = "Background") -> bool:
+        """Delete; False when it was already gone."""
+        try:
+            self.request("DELETE", res.path(namespace, name),
+                         {"propagationPolicy": propagation})
+        except ApiError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+
+def _api_error(status: int, body: Any, reason: str | None) -> ApiError:
+    message, why = "", ""
+    try:
+        status_obj = json.loads(body) if body else {}
+        message = str(status_obj.get("message", ""))
+        why = str(status_obj.get("reason", ""))
+    except (ValueError, TypeError, AttributeError):
+        pass
+    return ApiError(status, why or str(reason or ""),
+                    f"API server answered {status} {why or reason or ''}: "
+                    f"{message or 'no message'}".strip())
+
+
+def create_or_adopt(kube: Kube, res: Resource, namespace: str, body: Mapping[str, Any]
+                    ) -> tuple[dict[str, Any], bool]:
+    """Create ``body``; if it exists (409), return the existing object. (object, created)."""
+    try:
+        return kube.create(res, namespace, body), True
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+    name = body["metadata"]["name"]
+    return kube.get(res, namespace, name), False
+
+
+__all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES", "MERGE",
+           "PODS", "SECRETS", "ApiError", "Kube", "Resource", "create_or_adopt"]

@@ -1,0 +1,173 @@
+"""The objects the operator creates for a grant, as pure functions returning manifests.
+
+Names are deterministic (a function of the grant's name), so every create is idempotent:
+an operator killed and restarted at any point finds what it made and adopts it.
+
+- token Secret ``<grant>-token`` (type ``wingman.dev/capability-token``, key ``token``),
+  owned by the grant;
+- gateway Job ``<grant>-gw`` (suspended at creation, so the token can carry its UID), owned by
+  the grant; its pod runs ``wingman gateway`` as ServiceAccount ``wingman-gateway`` with the
+  pinned image, no shell, no privileges, a read-only root filesystem;
+- the burn-marker Lease name ``wingman-burn-<jti>`` the gateway creates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from wingman.settings import OperatorSettings
+
+ROLE_LABEL = "wingman.dev/role"
+GRANT_LABEL = "wingman.dev/grant"
+MANAGED = {"app.kubernetes.io/managed-by": "wingman", "app.kubernetes.io/part-of": "wingman"}
+TOKEN_MOUNT = "/var/run/wingman/token"  # noqa: S105 - a mount path
+KEYS_MOUNT = "/etc/wingman/keys"
+POLICY_MOUNT = "/etc/wingman/policy"
+SECRET_TYPE = "wingman.dev/capability-token"  # noqa: S105 - a Secret type
+BURN_PREFIX = "wingman-burn-"
+
+
+def _bounded(base: str, suffix: str, limit: int = 63) -> str:
+    name = f"{base}{suffix}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - 9
+    return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
+
+
+def secret_name(grant: str) -> str:
+    return _bounded(grant, "-token")
+
+
+def job_name(grant: str) -> str:
+    return _bounded(grant, "-gw")
+
+
+def burn_marker_name(jti: str) -> str:
+    return f"{BURN_PREFIX}{jti}"
+
+
+def owner_reference(grant: dict[str, Any]) -> dict[str, Any]:
+    meta = grant["metadata"]
+    return {"apiVersion": grant.get("apiVersion", "wingman.dev/v1alpha1"),
+            "kind": "ExecutionGrant", "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+JOB_UID_ANNOTATION = "wingman.dev/job-uid"
+EXPIRES_ANNOTATION = "wingman.dev/expires"
+
+
+def token_secret(grant: dict[str, Any], token: str, claims_exp: int, job_uid: str
+                 ) -> dict[str, Any]:
+    """The Secret that carries the token to the gateway pod (and nowhere else)."""
+    name = grant["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": SECRET_TYPE,
+        "metadata": {
+            "name": secret_name(name),
+            "namespace": grant["metadata"]["namespace"],
+            "labels": {GRANT_LABEL: name, **MANAGED},
+            "annotations": {EXPIRES_ANNOTATION: str(claims_exp), JOB_UID_ANNOTATION: job_uid},
+            "ownerReferences": [owner_reference(grant)],
+        },
+        "stringData": {"token": token},
+    }
+
+
+def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: int
+                ) -> dict[str, Any]:
+    """The suspended gateway Job for a grant."""
+    name = grant["metadata"]["name"]
+    ns = grant["metadata"]["namespace"]
+    labels = {GRANT_LABEL: name, ROLE_LABEL: "gateway", **MANAGED}
+    env: list[dict[str, Any]] = [
+        {"name": "WINGMAN_NAMESPACE", "value": ns},
+        {"name": "WINGMAN_ENVIRONMENT", "value": settings.environment},
+        {"name": "WINGMAN_ISSUER", "value": settings.issuer},
+        {"name": "WINGMAN_GRANT_NAME", "value": name},
+        {"name": "WINGMAN_JOB_UID", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}}},
+        {"name": "WINGMAN_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "WINGMAN_TOKEN_FILE", "value": f"{TOKEN_MOUNT}/token"},
+        {"name": "WINGMAN_PUBLIC_KEYS_DIR", "value": KEYS_MOUNT},
+        {"name": "WINGMAN_POLICY_FILE", "value": f"{POLICY_MOUNT}/policy.yaml"},
+        {"name": "WINGMAN_EXEC_TIMEOUT_SECONDS", "value": str(settings.gateway_timeout_seconds)},
+        {"name": "WINGMAN_LEEWAY_SECONDS", "value": str(settings.leeway_seconds)},
+        {"name": "WINGMAN_LOG_FORMAT", "value": "json"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "token", "secret": {"secretName": secret_name(name), "defaultMode": 0o400}},
+        {"name": "keys", "configMap": {"name": settings.public_keys_configmap}},
+        {"name": "policy", "configMap": {"name": settings.policy_configmap,
+                                         "items": [{"key": "policy.yaml",
+                                                    "path": "policy.yaml"}]}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "token", "mountPath": TOKEN_MOUNT, "readOnly": True},
+        {"name": "keys", "mountPath": KEYS_MOUNT, "readOnly": True},
+        {"name": "policy", "mountPath": POLICY_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
+    ]
+    if settings.audit_secret:
+        secret, key = settings.audit_secret.split("/")
+        env.append({"name": "WINGMAN_AUDIT_TARGET",
+                    "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    else:
+        env.append({"name": "WINGMAN_AUDIT_TARGET", "value": settings.audit_target})
+        if settings.audit_volume_claim:
+            directory = settings.audit_target.rsplit("/", 1)[0] or "/"
+            volumes.append({"name": "audit", "persistentVolumeClaim": {
+                "claimName": settings.audit_volume_claim}})
+            mounts.append({"name": "audit", "mountPath": directory})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(name), "namespace": ns, "labels": labels,
+                     "ownerReferences": [owner_reference(grant)]},
+        "spec": {
+            "suspend": True,
+            "backoffLimit": 0,
+            "parallelism": 1,
+            "completions": 1,
+            "activeDeadlineSeconds": ttl_seconds + 60,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": settings.gateway_service_account,
+                    "automountServiceAccountToken": True,
+                    "restartPolicy": "Never",
+                    "enableServiceLinks": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                        "runAsGroup": 65532, "fsGroup": 65532,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "gateway",
+                        "image": settings.gateway_image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["wingman", "gateway"],
+                        "env": env,
+                        "volumeMounts": mounts,
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            "readOnlyRootFilesystem": True,
+                                            "privileged": False,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                      "limits": {"memory": "256Mi"}},
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+__all__ = ["BURN_PREFIX", "EXPIRES_ANNOTATION", "GRANT_LABEL", "JOB_UID_ANNOTATION", "ROLE_LABEL",
+           "burn_marker_name", "gateway_job", "job_name", "owner_reference", "secret_name",
+           "token_secret"]

@@ -1,0 +1,82 @@
+"""The operator's Prometheus metrics: one ``Metrics`` object on one registry, served on /metrics.
+
+Names are part of the product's interface (the chart's PrometheusRule and dashboard read
+them); ``docs/runbook.md`` explains each. Label values are bounded sets (phases, verdicts,
+reasons, voter names from configuration), never names of objects or users.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """Every wingman_* series the operator exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Gauge(
+            "wingman_approval_requests", "ApprovalRequests seen by this operator, by phase.",
+            ["environment", "phase"], registry=r)
+        self.transitions = Counter(
+            "wingman_approval_transitions_total",
+            "ApprovalRequest phase transitions written by the operator.",
+            ["environment", "phase"], registry=r)
+        self.votes = Counter(
+            "wingman_votes_total", "Reviewer votes, by voter and verdict.",
+            ["environment", "voter", "verdict"], registry=r)
+        self.consensus_latency = Histogram(
+            "wingman_consensus_duration_seconds",
+            "Wall-clock time of one reviewer panel.", ["environment"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.decisions = Counter(
+            "wingman_decisions_total",
+            "Final decisions on ApprovalRequests (AutoApproved, Approved, Rejected, Expired).",
+            ["environment", "decision"], registry=r)
+        self.pending = Gauge(
+            "wingman_pending_approvals", "ApprovalRequests awaiting a human decision.",
+            ["environment"], registry=r)
+        self.oldest_pending = Gauge(
+            "wingman_oldest_pending_approval_age_seconds",
+            "Age of the oldest ApprovalRequest awaiting a human decision (0 when none).",
+            ["environment"], registry=r)
+        self.grants = Counter(
+            "wingman_grants_total",
+            "ExecutionGrants reaching a phase (TokenIssued, Succeeded, Failed, Denied, Expired).",
+            ["environment", "outcome"], registry=r)
+        self.tokens_minted = Counter(
+            "wingman_tokens_minted_total", "Capability tokens minted.", ["environment"],
+            registry=r)
+        self.denials = Counter(
+            "wingman_denials_total",
+            "Refusals, by stage (operator: grant validation; gateway: token, replay, scope) "
+            "and reason.", ["environment", "stage", "reason"], registry=r)
+        self.grant_latency = Histogram(
+            "wingman_grant_to_job_seconds",
+            "Time from an ExecutionGrant's creation to its released gateway Job.",
+            ["environment"], buckets=LATENCY_BUCKETS, registry=r)
+        self.reconcile_errors = Counter(
+            "wingman_reconcile_errors_total", "Handler failures (retried by the operator).",
+            ["resource"], registry=r)
+        self.audit_errors = Counter(
+            "wingman_audit_errors_total",
+            "Audit appends that failed (the transition was refused: fail closed).",
+            ["component"], registry=r)
+        self.audit_sequence = Gauge(
+            "wingman_audit_head_sequence",
+            "Sequence number of the last audit record this operator appended.", registry=r)
+        self.signing_keys = Gauge(
+            "wingman_public_keys", "Public keys published for the gateway (rotation overlap).",
+            registry=r)
+        self.up = Gauge("wingman_operator_ready",
+                        "1 when the operator has started and holds its configuration.",
+                        registry=r)
+
+    def denial(self, environment: str, stage: str, reason: str) -> None:
+        self.denials.labels(environment=environment, stage=stage, reason=reason).inc()
+
+
+__all__ = ["LATENCY_BUCKETS", "Metrics"]

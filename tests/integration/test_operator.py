@@ -1,0 +1,395 @@
+"""The operator, running for real as the chart's ServiceAccount, on the real API server.
+
+Requests and grants are created with kubectl as the chart's worker and approver identities;
+the operator reviews, decides, authorizes, mints and launches; the tests read what it wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from support.chart import (
+    APPROVER,
+    WORKER,
+    approval_request,
+    approver_groups,
+    installed,
+    worker_groups,
+)
+from support.operator import OperatorProcess, get, phase_of, wait_for
+from wingman import manifests
+from wingman.audit import verify
+from wingman.tokens import Expected, KeySet, token_sha256
+from wingman.tokens import verify as verify_token
+
+RESTART = "kubectl rollout restart deployment/frontend -n apps"
+SCALE = "kubectl scale deployment/checkout --replicas=3 -n apps"
+
+
+class Env:
+    """A chart installed in a fresh namespace, with the operator running against it."""
+
+    def __init__(self, cluster: Any, ns: str, op: OperatorProcess) -> None:
+        self.cluster, self.ns, self.op = cluster, ns, op
+
+    def as_worker(self, *args: str, input: str | None = None, check: bool = True) -> Any:
+        return self.cluster.kubectl(*args, "-n", self.ns, input=input, check=check,
+                                    user=WORKER, groups=worker_groups("test"))
+
+    def as_approver(self, *args: str, input: str | None = None, check: bool = True) -> Any:
+        return self.cluster.kubectl(*args, "-n", self.ns, input=input, check=check,
+                                    user=APPROVER, groups=approver_groups("test"))
+
+    def request(self, name: str, commands: tuple[str, ...] = (RESTART,), **spec: Any) -> None:
+        body = approval_request(name, requester=WORKER, environment="test",
+                                commands=commands, **spec)
+        self.as_worker("apply", "-f", "-", input=json.dumps(body))
+
+    def grant(self, name: str, approval: str, command: str, **spec: Any) -> None:
+        body = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                "metadata": {"name": name},
+                "spec": {"approvalRef": {"name": approval}, "command": command, **spec}}
+        self.as_approver("apply", "-f", "-", input=json.dumps(body))
+
+    def approve(self, name: str, reason: str = "looks right") -> None:
+        patch = [{"op": "add", "path": "/spec/decisions/-",
+                  "value": {"verdict": "Approve", "by": APPROVER, "reason": reason}}]
+        obj = get(self.cluster, "ar", self.ns, name)
+        assert obj is not None
+        if not obj["spec"].get("decisions"):
+            patch = [{"op": "add", "path": "/spec/decisions", "value": [patch[0]["value"]]}]
+        self.as_approver("patch", "ar", name, "--type=json", "-p", json.dumps(patch))
+
+    def reject(self, name: str) -> None:
+        obj = get(self.cluster, "ar", self.ns, name)
+        assert obj is not None
+        entry = {"verdict": "Reject", "by": APPROVER, "reason": "not now"}
+        patch = ([{"op": "add", "path": "/spec/decisions/-", "value": entry}]
+                 if obj["spec"].get("decisions")
+                 else [{"op": "add", "path": "/spec/decisions", "value": [entry]}])
+        self.as_approver("patch", "ar", name, "--type=json", "-p", json.dumps(patch))
+
+    def wait_phase(self, kind: str, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            obj = get(self.cluster, kind, self.ns, name)
+            if obj and (obj.get("status") or {}).get("phase") in phases:
+                return obj
+            return None
+        result: dict[str, Any] = wait_for(f"{kind}/{name} in {phases}", probe, timeout,
+                                          on_timeout=self.op.log_tail)
+        return result
+
+    def secret(self, grant: str) -> dict[str, Any] | None:
+        return get(self.cluster, "secret", self.ns, manifests.secret_name(grant))
+
+    def job(self, grant: str) -> dict[str, Any] | None:
+        return get(self.cluster, "job", self.ns, manifests.job_name(grant))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl("get", "events", "-n", self.ns, "-o", "json",
+                                   "--field-selector", f"involvedObject.name={name}").stdout
+        items: list[dict[str, Any]] = json.loads(out)["items"]
+        return items
+
+
+@pytest.fixture
+def env(cluster: Any, crds: Path, tmp_path: Path) -> Iterator[Env]:
+    ns = f"wm-op-{uuid.uuid4().hex[:8]}"
+    with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
+                   values={"operator.replicas": 0}):
+        op = OperatorProcess(cluster, ns, tmp_path / "operator")
+        op.start()
+        try:
+            yield Env(cluster, ns, op)
+        finally:
+            op.stop()
+
+
+def test_low_risk_request_is_auto_approved_with_every_vote_recorded(env: Env) -> None:
+    env.request("restart-frontend")
+    ar = env.wait_phase("ar", "restart-frontend", "AutoApproved")
+    status = ar["status"]
+    votes = status["consensus"]["votes"]
+    assert {v["voter"] for v in votes} == {"destructive", "blast-radius", "allowlist",
+                                          "prompt-injection"}
+    assert all(v["verdict"] == "approve" for v in votes)
+    assert status["consensus"]["outcome"] == "Approve"
+    assert status["consensus"]["risk"] in ("low", "medium")
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Reviewed"]["status"] == "True"
+    assert conds["Approved"]["status"] == "True" and conds["Approved"]["reason"] == "AutoApproved"
+    assert all(c["observedGeneration"] == ar["metadata"]["generation"] for c in conds.values())
+    assert status["expirationTime"]
+    assert status["auditHead"].startswith("sha256:")
+    reasons = {e["reason"] for e in env.events("restart-frontend")}
+    assert "AutoApproved" in reasons
+    assert [r["event"] for r in env.op.audit_events()].count("ApprovalReviewed") == 1
+    assert verify(str(env.op.audit_path)).ok
+    # the worker sees the outcome in the printer columns
+    table = env.as_worker("get", "ar", "restart-frontend").stdout
+    assert "AutoApproved" in table and "test" in table
+
+
+def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: Env) -> None:
+    delete = "kubectl delete deployment/legacy -n apps"
+    env.request("remove-legacy", commands=(delete, RESTART))
+    ar = env.wait_phase("ar", "remove-legacy", "AwaitingDecision")
+    assert "Destructive" in ar["status"]["consensus"]["flags"]
+    assert ar["status"]["consensus"]["dissent"], "the dissenting votes are kept"
+    assert ar["status"]["decision"]["requiredApprovals"] == 1
+
+    env.approve("remove-legacy")
+    ar = env.wait_phase("ar", "remove-legacy", "Approved")
+    assert ar["status"]["decision"]["approvedBy"] == [APPROVER]
+
+    env.grant("remove-legacy-1", "remove-legacy", RESTART)
+    eg = env.wait_phase("eg", "remove-legacy-1", "TokenIssued")
+    st = eg["status"]
+    secret = env.secret("remove-legacy-1")
+    job = env.job("remove-legacy-1")
+    assert secret is not None and job is not None
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert st["tokenSHA256"] == token_sha256(token)
+    assert token not in json.dumps(eg), "the token never appears in the grant"
+    assert secret["type"] == manifests.SECRET_TYPE
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == eg["metadata"]["uid"]
+
+    # the token is bound to this grant, its approval and this Job, and verifies with the
+    # public keys the operator published for the gateway
+    cm = get(env.cluster, "configmap", env.ns, "wingman-public-keys")
+    assert cm is not None
+    claims = verify_token(token, KeySet.from_mapping(cm["data"]), issuer="wingman-operator",
+                          audience="test", now=time.time(), expected=Expected(
+                              approval_uid=ar["metadata"]["uid"], grant_uid=eg["metadata"]["uid"],
+                              job_uid=job["metadata"]["uid"], namespace=env.ns, command=RESTART))
+    assert claims.sub == WORKER
+
+    # the Job: released, gateway identity, pinned image, no privileges, token mounted read-only
+    wait_for("job released", lambda: not (env.job("remove-legacy-1") or {}).get(
+        "spec", {}).get("suspend", True), 20)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "wingman-gateway"
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/wingman-dev/wingman:0.1.0"
+    assert container["command"] == ["wingman", "gateway"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["token"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["token"]["secret"]["secretName"] == manifests.secret_name("remove-legacy-1")
+    assert not any("hostPath" in v for v in pod["volumes"])
+    events = [r["event"] for r in env.op.audit_events()]
+    assert events.count("TokenMinted") == 1 and "GrantAuthorized" in events
+    assert token not in env.op.audit_path.read_text()
+    assert token not in env.op.log_path.read_text()
+
+
+@pytest.mark.parametrize("case", ["not-found", "awaiting", "rejected", "revoked", "expired",
+                                  "edited-command", "not-allowlisted", "ttl-above-cap"])
+def test_every_denial_has_its_reason(env: Env, case: str) -> None:
+    expected = {"not-found": "ApprovalNotFound", "awaiting": "ApprovalNotApproved",
+                "rejected": "ApprovalRejected", "revoked": "ApprovalRevoked",
+                "expired": "ApprovalExpired", "edited-command": "CommandNotApproved",
+                "not-allowlisted": "NotInAllowlist", "ttl-above-cap": "TTLAboveCap"}[case]
+    command = RESTART
+    approval = "req"
+    if case == "not-found":
+        approval = "no-such-request"
+    elif case in ("awaiting", "rejected"):
+        env.request("req", commands=("kubectl delete deployment/legacy -n apps",))
+        command = "kubectl delete deployment/legacy -n apps"
+        env.wait_phase("ar", "req", "AwaitingDecision")
+        if case == "rejected":
+            env.reject("req")
+            env.wait_phase("ar", "req", "Rejected")
+    elif case == "revoked":
+        env.request("req")
+        env.wait_phase("ar", "req", "AutoApproved")
+        env.reject("req")
+        ar = env.wait_phase("ar", "req", "Rejected")
+        conds = {c["type"]: c["status"] for c in ar["status"]["conditions"]}
+        assert conds["Approved"] == "True" and conds["Revoked"] == "True"
+    elif case == "expired":
+        env.request("req")
+        env.wait_phase("ar", "req", "AutoApproved")
+        env.cluster.kubectl("patch", "ar", "req", "-n", env.ns, "--subresource=status",
+                            "--type=merge", "-p",
+                            json.dumps({"status": {"expirationTime": "2020-01-01T00:00:00Z"}}))
+        env.wait_phase("ar", "req", "Expired")
+    elif case == "edited-command":
+        env.request("req")
+        env.wait_phase("ar", "req", "AutoApproved")
+        command = RESTART + " "
+    elif case == "not-allowlisted":
+        outside = "kubectl rollout restart deployment/frontend -n kube-system"
+        env.request("req", commands=(outside,))
+        env.wait_phase("ar", "req", "AwaitingDecision")
+        env.approve("req")
+        env.wait_phase("ar", "req", "Approved")
+        command = outside
+    elif case == "ttl-above-cap":
+        env.request("req")
+        env.wait_phase("ar", "req", "AutoApproved")
+    extra = {"ttlSeconds": 1000} if case == "ttl-above-cap" else {}
+    env.grant("g", approval, command, **extra)
+    eg = env.wait_phase("eg", "g", "Denied")
+    assert eg["status"]["reason"] == expected, eg["status"]
+    assert eg["status"]["message"]
+    assert env.secret("g") is None and env.job("g") is None
+    assert any(e["reason"] == expected for e in env.events("g"))
+    denied = [r for r in env.op.audit_events() if r["event"] == "GrantDenied"]
+    assert [r["data"]["reason"] for r in denied] == [expected]
+    metrics = env.op.metrics()
+    assert f'reason="{expected}"' in metrics and "wingman_denials_total" in metrics
+
+
+def test_prd_needs_two_distinct_approvers(cluster: Any, crds: Path, tmp_path: Path) -> None:
+    ns = f"wm-prd-{uuid.uuid4().hex[:8]}"
+    with installed(cluster, "prd", namespace=ns, target_namespace=f"{ns}-apps",
+                   values={"operator.replicas": 0, "audit.type": "file"}):
+        op = OperatorProcess(cluster, ns, tmp_path / "op", environment="prd")
+        op.start()
+        try:
+            from support.chart import SECOND_APPROVER
+
+            def kubectl(user: str, groups: list[str], *args: str, input: str | None = None
+                        ) -> Any:
+                return cluster.kubectl(*args, "-n", ns, user=user, groups=groups, input=input)
+
+            body = approval_request("scale", requester=WORKER, environment="prd",
+                                    commands=(SCALE,))
+            kubectl(WORKER, worker_groups("prd"), "apply", "-f", "-", input=json.dumps(body))
+            wait_for("awaiting", lambda: phase_of(cluster, "ar", ns, "scale") == "AwaitingDecision",
+                     60, on_timeout=op.log_tail)
+            first = [{"op": "add", "path": "/spec/decisions", "value": [
+                {"verdict": "Approve", "by": APPROVER}]}]
+            kubectl(APPROVER, approver_groups("prd"), "patch", "ar", "scale", "--type=json",
+                    "-p", json.dumps(first))
+            wait_for("one approval counted", lambda: ((get(cluster, "ar", ns, "scale") or {})
+                     .get("status", {}).get("decision", {}).get("approvedBy")) == [APPROVER], 30)
+            assert phase_of(cluster, "ar", ns, "scale") == "AwaitingDecision"
+            second = [{"op": "add", "path": "/spec/decisions/-",
+                       "value": {"verdict": "Approve", "by": SECOND_APPROVER}}]
+            kubectl(SECOND_APPROVER, approver_groups("prd"), "patch", "ar", "scale",
+                    "--type=json", "-p", json.dumps(second))
+            wait_for("approved", lambda: phase_of(cluster, "ar", ns, "scale") == "Approved", 30)
+        finally:
+            op.stop()
+
+
+def test_signing_key_is_generated_once_and_published(env: Env) -> None:
+    secret = get(env.cluster, "secret", env.ns, "wingman-signing-key")
+    cm = get(env.cluster, "configmap", env.ns, "wingman-public-keys")
+    assert secret is not None and cm is not None
+    active = base64.b64decode(secret["data"]["active"]).decode()
+    assert set(cm["data"]) == {f"{active}.pem"}
+    assert "PRIVATE" not in json.dumps(cm)
+    env.op.stop()
+    env.op.start()
+    again = get(env.cluster, "secret", env.ns, "wingman-signing-key")
+    assert again is not None and again["data"] == secret["data"], "restart reuses the key"
+
+
+def test_metrics_and_health(env: Env) -> None:
+    env.request("restart-frontend")
+    env.wait_phase("ar", "restart-frontend", "AutoApproved")
+    text = wait_for("gauges", lambda: (m := env.op.metrics()) and
+                    'wingman_approval_requests{environment="test",phase="AutoApproved"} 1.0' in m
+                    and m, 20)
+    for series in ("wingman_votes_total", "wingman_consensus_duration_seconds_bucket",
+                   "wingman_decisions_total", "wingman_pending_approvals",
+                   "wingman_oldest_pending_approval_age_seconds", "wingman_operator_ready 1.0",
+                   "wingman_audit_head_sequence"):
+        assert series in text, series
+    assert 'wingman_decisions_total{decision="AutoApproved",environment="test"} 1.0' in text
+
+
+def _converged(env: Env, grants: list[str]) -> bool:
+    for g in grants:
+        eg = get(env.cluster, "eg", env.ns, g)
+        job = env.job(g)
+        if not eg or eg.get("status", {}).get("phase") != "TokenIssued" or not job \
+                or job["spec"].get("suspend"):
+            return False
+    return True
+
+
+def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
+    jobs = json.loads(env.cluster.kubectl("get", "jobs", "-n", env.ns, "-o", "json").stdout)
+    secrets = json.loads(env.cluster.kubectl(
+        "get", "secrets", "-n", env.ns, "-o", "json",
+        "--field-selector", f"type={manifests.SECRET_TYPE}").stdout)
+    for g in grants:
+        mine = [j for j in jobs["items"]
+                if j["metadata"]["labels"].get(manifests.GRANT_LABEL) == g]
+        tokens = [s for s in secrets["items"]
+                  if s["metadata"]["labels"].get(manifests.GRANT_LABEL) == g]
+        assert len(mine) == 1 and len(tokens) == 1, (g, len(mine), len(tokens))
+        eg = get(env.cluster, "eg", env.ns, g)
+        assert eg is not None
+        token = base64.b64decode(tokens[0]["data"]["token"]).decode()
+        assert eg["status"]["tokenSHA256"] == token_sha256(token)
+        assert tokens[0]["metadata"]["annotations"][manifests.JOB_UID_ANNOTATION] == \
+            mine[0]["metadata"]["uid"]
+
+
+@pytest.mark.parametrize("step", ["job-created", "token-minted", "secret-created",
+                                  "status-written", "job-released"])
+def test_killed_at_each_write_of_the_grant_flow_converges_to_one_job_and_one_token(
+        env: Env, step: str) -> None:
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.op.stop()
+    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = step
+    env.op.start()
+    env.grant("g", "req", RESTART)
+    assert env.op.proc is not None
+    wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
+             60, on_timeout=env.op.log_tail)
+    assert env.op.proc.returncode == -9
+    del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+    env.op.start()
+    wait_for("convergence", lambda: _converged(env, ["g"]), 60, on_timeout=env.op.log_tail)
+    _assert_one_token_and_one_job_each(env, ["g"])
+
+
+def test_killed_at_random_points_over_many_grants_converges(env: Env) -> None:
+    import random
+
+    rng = random.Random(4242)
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    grants = [f"g{i}" for i in range(24)]
+    pending = list(grants)
+    kills = 0
+    while pending:
+        batch, pending = pending[:6], pending[6:]
+        for g in batch:
+            env.grant(g, "req", RESTART)
+        time.sleep(rng.uniform(0.05, 1.5))
+        env.op.kill()
+        kills += 1
+        env.op.start()
+    wait_for("all grants converge", lambda: _converged(env, grants), 120,
+             on_timeout=env.op.log_tail)
+    _assert_one_token_and_one_job_each(env, grants)
+    assert kills == 4
+    assert verify(str(env.op.audit_path)).ok
+
+
+def test_policy_file_is_the_rendered_chart_policy(env: Env) -> None:
+    policy = yaml.safe_load(env.op.policy_path.read_text())
+    assert policy["environment"] == "test" and policy["autoApprove"] is True

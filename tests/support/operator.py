@@ -1,0 +1,172 @@
+"""Run the real operator (``wingman operator``) as a process against the local control plane.
+
+The process authenticates as the chart's ``wingman-operator`` ServiceAccount with a real
+TokenRequest token, so every call it makes meets the chart's RBAC; it reads the policy the
+chart rendered (ConfigMap ``wingman-policy``) and writes its audit trail to a file. Tests can
+SIGKILL it and start it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from support.chart import DEFAULT_GATEWAY_IMAGE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    """One operator process at a time; ``kill()`` + ``start()`` simulate a crash."""
+
+    def __init__(self, cluster: Any, namespace: str, workdir: Path, *,
+                 environment: str = "test", extra_env: Mapping[str, str] | None = None) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.workdir = workdir
+        self.environment = environment
+        self.extra_env = dict(extra_env or {})
+        self.audit_path = workdir / "audit.jsonl"
+        self.log_path = workdir / "operator.log"
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        workdir.mkdir(parents=True, exist_ok=True)
+        policy = cluster.kubectl("get", "configmap", "wingman-policy", "-n", namespace, "-o",
+                                 "jsonpath={.data.policy\\.yaml}").stdout
+        self.policy_path = workdir / "policy.yaml"
+        self.policy_path.write_text(policy)
+        token = cluster.sa_token(namespace, "wingman-operator", expiration_seconds=7200)
+        self.kubeconfig = cluster.token_kubeconfig(token, f"operator-{namespace}")
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.workdir),
+            "KUBECONFIG": str(self.kubeconfig),
+            "WINGMAN_NAMESPACE": self.namespace,
+            "WINGMAN_ENVIRONMENT": self.environment,
+            "WINGMAN_POLICY_FILE": str(self.policy_path),
+            "WINGMAN_AUDIT_TARGET": str(self.audit_path),
+            "WINGMAN_GATEWAY_IMAGE": DEFAULT_GATEWAY_IMAGE,
+            "WINGMAN_LOG_FORMAT": "json",
+            "WINGMAN_METRICS_PORT": str(self.metrics_port),
+            "WINGMAN_HEALTH_PORT": str(self.health_port),
+            "WINGMAN_EXPIRY_INTERVAL_SECONDS": "1",
+        }
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "operator already running"
+        log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "operator"],
+                                         env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"operator exited with {self.proc.returncode}:\n"
+                                     f"{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"operator not healthy within {timeout}s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no graceful shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
+
+
+@contextmanager
+def operator_running(cluster: Any, namespace: str, workdir: Path, **kwargs: Any
+                     ) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(cluster, namespace, workdir, **kwargs)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0,
+             interval: float = 0.2, on_timeout: Callable[[], str] | None = None) -> Any:
+    """Poll ``probe`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    extra = on_timeout() if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}\n"
+                         f"{extra}")
+
+
+def get(cluster: Any, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    res = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    if res.returncode != 0:
+        return None
+    obj: dict[str, Any] = json.loads(res.stdout)
+    return obj
+
+
+def phase_of(cluster: Any, kind: str, namespace: str, name: str) -> str | None:
+    obj = get(cluster, kind, namespace, name)
+    if obj is None:
+        return None
+    return (obj.get("status") or {}).get("phase")
+
+
+__all__ = ["OperatorProcess", "free_port", "get", "operator_running", "phase_of", "wait_for"]

@@ -1,0 +1,108 @@
+"""ApprovalRequest transitions as pure functions: review, human decisions, expiry, usability."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from wingman import approvals
+from wingman.conditions import approval_phase, is_approved
+from wingman.consensus import Risk, Verdict, Vote, decide
+from wingman.policy import EnvironmentPolicy
+
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+TEST = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
+                                    "autoApproveMaxRisk": "medium"})
+PRD = EnvironmentPolicy.from_dict({"environment": "prd", "requiredApprovals": 2})
+
+
+def body(**status: Any) -> dict[str, Any]:
+    return {"kind": "ApprovalRequest",
+            "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "generation": 1,
+                         "creationTimestamp": "2026-11-25T11:00:00Z"},
+            "spec": {"requester": "alice", "environment": "test", "instruction": "x",
+                     "commands": ["kubectl rollout restart deployment/web -n apps"]},
+            "status": status}
+
+
+def panel(verdict: Verdict, risk: Risk = Risk.LOW) -> Any:
+    return decide([Vote(n, verdict, risk, "r") for n in ("a", "b", "c")], 3, 3)
+
+
+def merged(b: dict[str, Any], t: approvals.Transition | None) -> dict[str, Any]:
+    assert t is not None
+    return {**b, "status": {**b["status"], **t.status}}
+
+
+def test_panel_approval_within_policy_auto_approves_and_sets_expiry() -> None:
+    t = approvals.reviewed(body(), panel(Verdict.APPROVE), TEST, NOW)
+    assert t is not None and t.phase == "AutoApproved" and t.decision == "AutoApproved"
+    assert t.status["expirationTime"] == "2026-11-26T11:00:00Z"
+    assert all(c["observedGeneration"] == 1 for c in t.status["conditions"])
+    assert t.audit_event == "ApprovalReviewed"
+    assert approvals.reviewed(merged(body(), t), panel(Verdict.APPROVE), TEST, NOW) is None
+
+
+def test_prd_never_auto_approves_and_counts_two_distinct_approvers() -> None:
+    t = approvals.reviewed(body(), panel(Verdict.APPROVE), PRD, NOW)
+    assert t is not None and t.phase == "AwaitingDecision" and t.decision is None
+    b = merged(body(), t)
+    b["spec"]["decisions"] = [{"verdict": "Approve", "by": "bob"},
+                              {"verdict": "Approve", "by": "alice"}]  # requester: ignored
+    one = approvals.decided(b, PRD, NOW)
+    assert one is not None and one.phase == "AwaitingDecision"
+    assert one.status["decision"]["approvedBy"] == ["bob"]
+    b = merged(b, one)
+    assert approvals.decided(b, PRD, NOW) is None, "nothing new: no second write"
+    b["spec"]["decisions"].append({"verdict": "Approve", "by": "carol"})
+    two = approvals.decided(b, PRD, NOW)
+    assert two is not None and two.phase == "Approved" and two.decision == "Approved"
+
+
+def test_reject_before_approval_rejects_and_after_approval_revokes() -> None:
+    b = merged(body(), approvals.reviewed(body(), panel(Verdict.APPROVE, Risk.HIGH), TEST, NOW))
+    assert b["status"]["phase"] == "AwaitingDecision"
+    b["spec"]["decisions"] = [{"verdict": "Reject", "by": "bob", "reason": "no"}]
+    t = approvals.decided(b, TEST, NOW)
+    assert t is not None and t.phase == "Rejected" and t.audit_event == "ApprovalRejected"
+
+    auto = merged(body(), approvals.reviewed(body(), panel(Verdict.APPROVE), TEST, NOW))
+    auto["spec"]["decisions"] = [{"verdict": "Reject", "by": "bob"}]
+    revoked = approvals.decided(auto, TEST, NOW)
+    assert revoked is not None and revoked.audit_event == "ApprovalRevoked"
+    conds = revoked.status["conditions"]
+    assert approval_phase(conds) == "Rejected" and not is_approved(conds)
+    ok, reason, _ = approvals.usable(merged(auto, revoked), NOW)
+    assert not ok and reason == "ApprovalRevoked"
+
+
+def test_prompt_injection_is_rejected_outright() -> None:
+    votes = [Vote("a", Verdict.APPROVE, Risk.LOW, "r"),
+             Vote("pi", Verdict.REJECT, Risk.HIGH, "r", flags=("PromptInjection",))]
+    t = approvals.reviewed(body(), decide(votes, 1, 1), TEST, NOW)
+    assert t is not None and t.phase == "Rejected" and t.warning
+
+
+def test_expiry_ends_an_approval_and_is_written_once() -> None:
+    b = merged(body(), approvals.reviewed(body(), panel(Verdict.APPROVE), TEST, NOW))
+    assert approvals.expired(b, NOW) is None
+    later = NOW + dt.timedelta(days=2)
+    t = approvals.expired(b, later)
+    assert t is not None and t.phase == "Expired"
+    b = merged(b, t)
+    assert approvals.expired(b, later) is None
+    assert approvals.usable(b, later)[1] == "ApprovalExpired"
+    assert approvals.usable(b, NOW)[1] == "ApprovalExpired", "the condition alone suffices"
+
+
+def test_usable_needs_an_approval() -> None:
+    b = merged(body(), approvals.reviewed(body(), panel(Verdict.APPROVE, Risk.HIGH), TEST, NOW))
+    ok, reason, message = approvals.usable(b, NOW)
+    assert not ok and reason == "ApprovalNotApproved" and "AwaitingDecision" in message
+    assert approvals.usable(body(), NOW)[1] == "ApprovalNotApproved"
+
+
+def test_decisions_before_review_wait_for_it() -> None:
+    b = body()
+    b["spec"]["decisions"] = [{"verdict": "Approve", "by": "bob"}]
+    assert approvals.decided(b, TEST, NOW) is None
