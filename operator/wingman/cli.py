@@ -8,6 +8,7 @@ Thin: parses arguments and calls the module that owns the concept.
     wingman describe NAME                    wingman list
     wingman audit verify TARGET [--expected-head sha256:...]
     wingman verify-privileges --namespace NS [--release R]
+    wingman keys rotate|prune|show -n NS     (the operator's signing keys)
     wingman operator                         (the operator process; settings from WINGMAN_*)
     wingman gateway                          (the gateway Job's entrypoint)
     wingman dev run | wingman dev cluster    (a local control plane for trying Wingman)
@@ -78,6 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     vp.add_argument("--expected-head", help="the head hash recorded elsewhere (detects "
                     "truncation of the tail)")
 
+    sp = sub.add_parser("keys", help="the operator's signing keys (rotation)")
+    ksub = sp.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    for action, text in (("show", "list the key ids and which one signs"),
+                         ("rotate", "add a new signing key and make it active; old keys keep "
+                          "verifying until pruned"),
+                         ("prune", "remove every key but the active one (once the tokens "
+                          "they signed have expired)")):
+        kp = ksub.add_parser(action, help=text)
+        client_args(kp)
+        kp.add_argument("--secret", default="wingman-signing-key")
+        kp.add_argument("--configmap", default="wingman-public-keys")
+
     sp = sub.add_parser("verify-privileges", add_help=False,
                         help="prove on a live cluster that only the gateway can execute")
     sp.add_argument("rest", nargs=argparse.REMAINDER)
@@ -97,7 +110,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["verify-privileges"]:
+        # argparse's REMAINDER does not capture options that come first (--namespace ...):
+        # hand every argument to the command's own parser.
+        from wingman.privileges import verify_privileges_main
+
+        return int(verify_privileges_main(raw[1:]))
+    args = _parser().parse_args(raw)
     try:
         return _dispatch(args)
     except WingmanError as exc:
@@ -113,6 +133,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from wingman.audit import verify_main
 
         return verify_main(args.target, expected_head=args.expected_head)
+    if cmd == "keys":
+        return _keys(args)
     if cmd == "verify-privileges":
         from wingman.privileges import verify_privileges_main
 
@@ -136,6 +158,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     from wingman import client
 
     return int(client.main(args))
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """Rotation from a workstation: the operator picks the change up within minutes."""
+    from wingman import keys
+    from wingman.client import api_client
+    from wingman.kube import SECRETS, Kube
+
+    api, default_ns = api_client(args.kubeconfig)
+    kube = Kube(api)
+    ns = args.namespace or default_ns
+    ring = keys.ring_from_secret(kube.get(SECRETS, ns, args.secret), args.secret)
+    if args.keys_command == "rotate":
+        ring = keys.rotate(ring)
+    elif args.keys_command == "prune":
+        ring = keys.prune(ring)
+    if args.keys_command != "show":
+        keys.store(kube, ns, args.secret, ring)
+        keys.publish(kube, ns, args.configmap, ring)
+    for kid in sorted(ring.keys):
+        print(f"{kid}{'  (active)' if kid == ring.active else ''}")
+    return 0
 
 
 if __name__ == "__main__":

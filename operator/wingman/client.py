@@ -29,7 +29,7 @@ class ClientError(WingmanError):
     reason = "ClientError"
 
 
-def _api(kubeconfig: str | None) -> tuple[Any, str]:
+def api_client(kubeconfig: str | None) -> tuple[Any, str]:
     """An ApiClient from the caller's kubeconfig and the context's namespace."""
     from kubernetes import config
 
@@ -188,7 +188,7 @@ def describe(obj: dict[str, Any], grants: list[dict[str, Any]], out: TextIO) -> 
 
 def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run one plugin command; returns the exit code."""
-    api, default_ns = _api(args.kubeconfig)
+    api, default_ns = api_client(args.kubeconfig)
     ns = args.namespace or default_ns
     objs = _objects(api)
     cmd = args.command

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import yaml
 
@@ -393,3 +394,35 @@ def test_killed_at_random_points_over_many_grants_converges(env: Env) -> None:
 def test_policy_file_is_the_rendered_chart_policy(env: Env) -> None:
     policy = yaml.safe_load(env.op.policy_path.read_text())
     assert policy["environment"] == "test" and policy["autoApprove"] is True
+
+
+def test_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_key(
+        env: Env) -> None:
+    from wingman.cli import main as cli
+
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.grant("before", "req", RESTART)
+    env.wait_phase("eg", "before", "TokenIssued")
+    kubeconfig = str(env.cluster.kubeconfig)
+    assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", kubeconfig]) == 0
+
+    def published() -> dict[str, str] | None:
+        cm = get(env.cluster, "configmap", env.ns, "wingman-public-keys")
+        return cm["data"] if cm and len(cm["data"]) == 2 else None
+    keyset = KeySet.from_mapping(wait_for("both public keys published", published, 30))
+    time.sleep(6)  # the operator reloads the Secret every few seconds
+    env.grant("after", "req", RESTART)
+    env.wait_phase("eg", "after", "TokenIssued")
+    kids = set()
+    for g in ("before", "after"):
+        secret = env.secret(g)
+        assert secret is not None
+        token = base64.b64decode(secret["data"]["token"]).decode()
+        assert verify_token(token, keyset, issuer="wingman-operator", audience="test",
+                            now=time.time()).grant_name == g
+        kids.add(jwt.get_unverified_header(token)["kid"])
+    assert len(kids) == 2, "the new grant is signed with the rotated key"
+    assert cli(["keys", "prune", "-n", env.ns, "--kubeconfig", kubeconfig]) == 0
+    wait_for("pruned", lambda: len((get(env.cluster, "configmap", env.ns,
+                                        "wingman-public-keys") or {}).get("data", {})) == 1, 30)

@@ -1,4 +1,4 @@
-"""Settings come from one place: the chart's env and the operator's Job manifests agree with them."""
+"""Settings come from one place: the chart's env and the operator's Job manifests agree."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Background duties: the pending-approval gauges, burn-marker garbage collection, key reload.
+"""Background duties: the pending-approval gauges, key reload (every few seconds), burn-marker
+garbage collection (every few minutes).
 
 Burn markers (Leases ``wingman-burn-<jti>``) prove a token was used; one deleted too early
 would let its token be used again, so a marker is removed only when its token has been
@@ -82,14 +83,16 @@ async def _loop(ctx: Context, stopped: asyncio.Event) -> None:
     while not stopped.is_set():
         update_gauges(ctx, dt.datetime.now(dt.UTC))
         ticks += 1
+        duties = [reload_keys]
         if ticks % int(GC_INTERVAL / GAUGE_INTERVAL) == 1:
-            for duty in (collect_markers, reload_keys):
-                try:
-                    await ctx.call(duty, ctx)
-                except Exception as exc:  # noqa: BLE001 - retried next round, counted
-                    ctx.metrics.reconcile_errors.labels(resource="housekeeping").inc()
-                    log.warning("housekeeping failed", extra={"duty": duty.__name__,
-                                                              "error": type(exc).__name__})
+            duties.append(collect_markers)
+        for duty in duties:
+            try:
+                await ctx.call(duty, ctx)
+            except Exception as exc:  # noqa: BLE001 - retried next round, counted
+                ctx.metrics.reconcile_errors.labels(resource="housekeeping").inc()
+                log.warning("housekeeping failed", extra={"duty": duty.__name__,
+                                                          "error": type(exc).__name__})
         try:
             await asyncio.wait_for(stopped.wait(), GAUGE_INTERVAL)
         except TimeoutError:
