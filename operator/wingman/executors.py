@@ -1,0 +1,394 @@
+"""Executors: how the gateway runs one approved argv, and what it keeps of the output.
+
+This module owns the last step of an execution: picking the executor for a command
+(``scope.executor_for``), running it without a shell under a deadline, capturing bounded output
+and redacting it. It knows nothing about tokens or grants; the gateway calls :func:`preflight`
+before it burns a token (so a command that cannot run is refused while the token is still
+unused) and :func:`execute` afterwards.
+
+- ``kubectl`` runs the ``kubectl`` binary found on PATH with ``argv[1:]``. Its environment holds
+  only ``KUBECONFIG`` (a kubeconfig generated 0600 in a private temporary directory that points
+  at the gateway's own ServiceAccount token file and CA), ``PATH`` and ``HOME``: the API
+  server's RBAC for the gateway is the final check of what the command may touch. The process
+  runs in its own process group, which is killed at the deadline.
+- ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
+  <container>`` through the Docker SDK on a local unix socket.
+- Anything else is refused (``ExecutorNotAllowed``).
+
+Output (stdout and stderr interleaved) is read in chunks; at most ``max_output_bytes`` are kept
+and the rest is drained and dropped (``truncated``). Kept output is redacted (:func:`redact`)
+before anyone sees it; ``output_sha256`` is the SHA-256 of that redacted output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from wingman import scope
+from wingman.errors import ExecutionFailed, ScopeViolation
+from wingman.settings import GatewaySettings
+
+__all__ = [
+    "DOCKER_VERBS",
+    "REDACTED",
+    "TIMEOUT_EXIT_CODE",
+    "Credentials",
+    "DockerExecutor",
+    "ExecResult",
+    "Executor",
+    "KubectlExecutor",
+    "bound_output",
+    "execute",
+    "executor_for",
+    "preflight",
+    "redact",
+]
+
+REDACTED = "[REDACTED]"
+
+DOCKER_VERBS = frozenset({"restart", "start", "stop"})
+"""The only Docker operations the gateway performs (what an allowlist realistically holds)."""
+
+TIMEOUT_EXIT_CODE = 124
+"""Exit code reported when a Docker call timed out (a killed kubectl reports -9, its signal)."""
+
+_CHUNK = 65536
+_SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+_CONTAINER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+
+# A JWT (or the start of one cut off by the output bound): base64url JSON header "eyJ..."
+# optionally followed by further dot-separated segments.
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,4}")
+_BEARER_RE = re.compile(r"(?i)\b(bearer)(\s+)(?!\[REDACTED\])[^\s\"',;]+")
+# A key naming a credential, then ':' or '=', then its value (optionally quoted).
+_KEYVALUE_RE = re.compile(
+    r"(?i)([A-Za-z0-9_.-]*(?:token|password|passwd|secret|api[_-]?key)[A-Za-z0-9_.-]*"
+    r"[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])([^\s\"',;}\]]+)"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results and redaction
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """What one execution produced. ``output`` is already bounded and redacted."""
+
+    exit_code: int
+    output: str
+    truncated: bool
+    output_sha256: str
+    started: dt.datetime
+    finished: dt.datetime
+    timed_out: bool = False
+
+    @property
+    def duration_seconds(self) -> float:
+        return round((self.finished - self.started).total_seconds(), 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """How executors reach the API server as the gateway: its ServiceAccount token and CA.
+
+    ``secrets`` are strings that must never appear in output (the capability token, the
+    ServiceAccount token); they are redacted wherever they occur. Never shown by ``repr``.
+    """
+
+    server: str
+    ca_file: Path
+    token_file: Path
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with credentials replaced by ``[REDACTED]``.
+
+    Replaced: every string of ``secrets``; anything JWT-shaped (``eyJ...``, including a JWT cut
+    short); the credential after ``Bearer``; the value after a key that names a token,
+    password, secret or API key (``token: x``, ``password=x``, ``"clientSecret": "x"``).
+    """
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    text = _JWT_RE.sub(REDACTED, text)
+    text = _BEARER_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _KEYVALUE_RE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def _sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def bound_output(raw: bytes, *, limit: int, truncated: bool, secrets: Iterable[str] = ()
+                 ) -> tuple[str, bool, str]:
+    """(redacted text of at most ``limit`` UTF-8 bytes, truncated, its ``sha256:<hex>``)."""
+    text = redact(raw.decode("utf-8", errors="replace"), secrets)
+    data = text.encode("utf-8")
+    if len(data) > limit:
+        text = data[:limit].decode("utf-8", errors="ignore")
+        truncated = True
+    return text, truncated, _sha256(text)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors
+
+
+class Executor(Protocol):
+    """One way of running commands; ``preflight`` refuses what ``run`` would not run."""
+
+    name: str
+
+    def preflight(self, argv: Sequence[str], *, settings: GatewaySettings) -> None:
+        """Raise ExecutionFailed when this command cannot or must not run here."""
+        ...
+
+    def run(self, argv: Sequence[str], *, settings: GatewaySettings,
+            credentials: Credentials) -> ExecResult:
+        """Run the command; a non-zero exit is a result, not an exception."""
+        ...
+
+
+class KubectlExecutor:
+    """``kubectl`` as a child process, authenticated as the gateway's ServiceAccount."""
+
+    name = "kubernetes"
+
+    def _binary(self) -> str:
+        found = shutil.which("kubectl")
+        if found is None:
+            raise ExecutionFailed(
+                "the kubectl binary is not on PATH in the gateway image; the gateway cannot run "
+                "kubectl commands until the image provides it",
+                reason="KubectlNotFound",
+            )
+        return found
+
+    def preflight(self, argv: Sequence[str], *, settings: GatewaySettings) -> None:
+        if not argv or argv[0] != "kubectl":
+            raise ExecutionFailed("the kubectl executor runs only kubectl commands",
+                                  reason="ExecutorNotAllowed")
+        self._binary()
+
+    def run(self, argv: Sequence[str], *, settings: GatewaySettings,
+            credentials: Credentials) -> ExecResult:
+        self.preflight(argv, settings=settings)
+        binary = self._binary()
+        workdir = Path(tempfile.mkdtemp(prefix="wingman-exec-"))
+        try:
+            kubeconfig = write_kubeconfig(workdir, credentials)
+            env = {
+                "KUBECONFIG": str(kubeconfig),
+                "PATH": f"{Path(binary).parent}:{_SAFE_PATH}",
+                "HOME": str(workdir),
+            }
+            started = _now()
+            try:
+                proc = subprocess.Popen(  # no shell: argv goes to execve as it is
+                    [binary, *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, env=env, cwd=workdir, close_fds=True,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ExecutionFailed(f"cannot start kubectl ({binary}): {exc.strerror}",
+                                      reason="ExecutionFailed") from None
+            raw, truncated, timed_out = _collect(
+                proc, limit=settings.max_output_bytes, timeout=settings.exec_timeout_seconds)
+            finished = _now()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        output, truncated, digest = bound_output(
+            raw, limit=settings.max_output_bytes, truncated=truncated,
+            secrets=credentials.secrets)
+        if timed_out:
+            note = f"\n[wingman: killed after {settings.exec_timeout_seconds}s]"
+            if len(output.encode("utf-8")) + len(note) <= settings.max_output_bytes:
+                output += note
+                digest = _sha256(output)
+        code = proc.returncode if proc.returncode is not None else -int(signal.SIGKILL)
+        return ExecResult(code, output, truncated, digest, started, finished, timed_out)
+
+
+def write_kubeconfig(directory: Path, credentials: Credentials) -> Path:
+    """A kubeconfig (mode 0600) for the gateway's own ServiceAccount; returns its path.
+
+    It points at the token file rather than copying the token, so nothing new holds it.
+    """
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "gateway", "cluster": {
+            "server": credentials.server, "certificate-authority": str(credentials.ca_file)}}],
+        "users": [{"name": "gateway", "user": {"tokenFile": str(credentials.token_file)}}],
+        "contexts": [{"name": "gateway", "context": {"cluster": "gateway", "user": "gateway"}}],
+        "current-context": "gateway",
+        "preferences": {},
+    }
+    path = directory / "kubeconfig"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(yaml.safe_dump(config))
+    return path
+
+
+def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
+             ) -> tuple[bytes, bool, bool]:
+    """Read the child's output until EOF and exit or the deadline: (kept, truncated, timed_out).
+
+    Keeps at most ``limit`` bytes and keeps draining the pipe after that, so the child never
+    blocks on a full pipe. At the deadline the whole process group is killed.
+    """
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    kept = bytearray()
+    truncated = timed_out = False
+    fd = proc.stdout.fileno()
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            if not selector.select(remaining):
+                continue
+            chunk = os.read(fd, _CHUNK)
+            if not chunk:
+                break
+            room = limit - len(kept)
+            if room > 0:
+                kept += chunk[:room]
+            if len(chunk) > max(room, 0):
+                truncated = True
+    if not timed_out:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    if timed_out:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+        proc.wait()
+    proc.stdout.close()
+    return bytes(kept), truncated, timed_out
+
+
+class DockerExecutor:
+    """``docker restart|start|stop <container>`` through the Docker SDK on a local socket."""
+
+    name = "docker"
+
+    def preflight(self, argv: Sequence[str], *, settings: GatewaySettings) -> None:
+        if not settings.docker_enabled:
+            raise ExecutionFailed(
+                "the Docker executor is disabled in this environment (gateway.docker.enabled "
+                "is false); ask an administrator to enable it or use a kubectl command",
+                reason="DockerDisabled",
+            )
+        if len(argv) != 3 or argv[0] != "docker" or argv[1] not in DOCKER_VERBS:
+            raise ExecutionFailed(
+                "the Docker executor runs only 'docker restart|start|stop <container>'",
+                reason="ExecutorNotAllowed",
+            )
+        if _CONTAINER_RE.fullmatch(argv[2]) is None:
+            raise ExecutionFailed(
+                "the container must be a Docker container name or id (letters, digits, "
+                "'_', '.', '-')",
+                reason="ExecutorNotAllowed",
+            )
+
+    def run(self, argv: Sequence[str], *, settings: GatewaySettings,
+            credentials: Credentials) -> ExecResult:
+        self.preflight(argv, settings=settings)
+        import docker
+        import requests
+
+        verb, container = argv[1], argv[2]
+        stop_seconds = min(10, settings.exec_timeout_seconds // 2)
+        started = _now()
+        timed_out = False
+        try:
+            client: Any = docker.DockerClient(
+                base_url=settings.docker_host,
+                timeout=max(1, settings.exec_timeout_seconds - stop_seconds))
+        except docker.errors.DockerException as exc:
+            raise ExecutionFailed(
+                f"cannot reach the Docker engine at {settings.docker_host}: "
+                f"{type(exc).__name__}; check gateway.docker.socketPath",
+                reason="DockerUnavailable",
+            ) from None
+        try:
+            if verb == "restart":
+                client.api.restart(container, timeout=stop_seconds)
+            elif verb == "stop":
+                client.api.stop(container, timeout=stop_seconds)
+            else:
+                client.api.start(container)
+            code, text = 0, f"{container}\n"
+        except docker.errors.APIError as exc:
+            code, text = 1, f"Error response from daemon: {exc.explanation or exc}\n"
+        except requests.exceptions.Timeout:
+            code, timed_out = TIMEOUT_EXIT_CODE, True
+            text = f"[wingman: the Docker engine did not answer within the deadline ({verb})]\n"
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ExecutionFailed(
+                f"the Docker engine at {settings.docker_host} failed: {type(exc).__name__}",
+                reason="DockerUnavailable",
+            ) from None
+        finally:
+            client.close()
+        finished = _now()
+        output, truncated, digest = bound_output(
+            text.encode("utf-8"), limit=settings.max_output_bytes, truncated=False,
+            secrets=credentials.secrets)
+        return ExecResult(code, output, truncated, digest, started, finished, timed_out)
+
+
+_EXECUTORS: dict[str, Executor] = {"kubernetes": KubectlExecutor(), "docker": DockerExecutor()}
+
+
+def executor_for(argv: Sequence[str]) -> Executor:
+    """The executor for ``argv`` (by ``scope.executor_for``), or ExecutionFailed."""
+    try:
+        kind = scope.executor_for(argv)
+    except ScopeViolation as exc:
+        raise ExecutionFailed(exc.message, reason="ExecutorNotAllowed") from None
+    executor = _EXECUTORS.get(kind)
+    if executor is None:
+        raise ExecutionFailed(f"no executor for {kind!r}", reason="ExecutorNotAllowed")
+    return executor
+
+
+def preflight(argv: Sequence[str], *, settings: GatewaySettings) -> Executor:
+    """The executor that will run ``argv``, after checking it can; ExecutionFailed otherwise."""
+    executor = executor_for(argv)
+    executor.preflight(argv, settings=settings)
+    return executor
+
+
+def execute(argv: Sequence[str], *, settings: GatewaySettings,
+            credentials: Credentials) -> ExecResult:
+    """Run ``argv`` with the executor its program selects; ExecutionFailed if it cannot run."""
+    return executor_for(argv).run(argv, settings=settings, credentials=credentials)

@@ -1,0 +1,387 @@
+"""The gateway's executors: no shell, bounded and redacted output, deadlines, Docker over its API.
+
+kubectl is replaced by a stand-in program on PATH (these tests are about process handling, not
+Kubernetes; tests/integration/test_gateway.py runs the real kubectl against a real API
+server). The Docker engine cannot run here, so a local server speaking the Docker Engine HTTP
+API on a unix socket answers the real ``docker`` SDK.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socketserver
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wingman import executors
+from wingman.errors import ExecutionFailed
+from wingman.executors import REDACTED, Credentials, redact
+from wingman.settings import GatewaySettings
+
+JWT = ("eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImF1ZCI6InRlc3QifQ."
+       "c2lnbmF0dXJlLWJ5dGVzLWhlcmUtYW5kLW1vcmU")
+
+FAKE_KUBECTL = r'''
+import json, os, subprocess, sys, time
+args = sys.argv[1:]
+mode = args[0] if args else ""
+if mode == "argv":
+    print(json.dumps(args[1:]))
+elif mode == "env":
+    path = os.environ.get("KUBECONFIG", "")
+    print(json.dumps({"env": dict(os.environ), "cwd": os.getcwd(),
+                      "kubeconfig": open(path).read() if path else None,
+                      "mode": oct(os.stat(path).st_mode & 0o777) if path else None}
+                     ).encode().hex())  # hex: redaction must not touch what the test reads
+elif mode == "flood":
+    chunk = b"x" * 4096
+    for i in range(int(args[1]) // 4096):
+        (sys.stdout if i % 2 else sys.stderr).buffer.write(chunk)
+        (sys.stdout if i % 2 else sys.stderr).flush()
+elif mode == "hang":
+    child = subprocess.Popen(["sleep", "60"])
+    with open(args[1], "w") as fh:
+        fh.write(str(child.pid))
+    time.sleep(60)
+elif mode == "say":
+    sys.stdout.write(args[1])
+    sys.stderr.write(args[2] if len(args) > 2 else "")
+    sys.exit(int(args[3]) if len(args) > 3 else 0)
+'''
+
+
+def _settings(**env: str) -> GatewaySettings:
+    base = {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "6443",
+        "WINGMAN_GRANT_NAME": "g1",
+        "WINGMAN_EXEC_TIMEOUT_SECONDS": "20",
+    }
+    return GatewaySettings.from_env({**base, **env})
+
+
+@pytest.fixture
+def fake_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "kubectl"
+    script.write_text(f"#!{sys.executable}\n{FAKE_KUBECTL}")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    return script
+
+
+@pytest.fixture
+def creds(tmp_path: Path) -> Credentials:
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("sa-token-value-123")
+    (sa / "ca.crt").write_text("not a real CA")
+    return Credentials(server="https://127.0.0.1:6443", ca_file=sa / "ca.crt",
+                       token_file=sa / "token", secrets=("capability-secret-xyz",
+                                                         "sa-token-value-123"))
+
+
+def _sha(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ redaction
+
+
+@pytest.mark.parametrize(("text", "leak"), [
+    (f"token is {JWT} here", JWT),
+    (f"cut short: {JWT[:40]}", JWT[:40]),
+    ("Authorization: Bearer abc.def-123", "abc.def-123"),
+    ("authorization: bearer s3cr3t", "s3cr3t"),
+    ("token: hunter2", "hunter2"),
+    ("password=hunter2 next", "hunter2"),
+    ('{"clientSecret": "hunter2"}', "hunter2"),
+    ("DB_PASSWORD='hunter2'", "hunter2"),
+    ("api_key=hunter2", "hunter2"),
+])
+def test_redact_hides_credentials(text: str, leak: str) -> None:
+    out = redact(text)
+    assert leak not in out
+    assert REDACTED in out
+
+
+def test_redact_hides_given_secrets_and_keeps_ordinary_output() -> None:
+    out = redact("deployment.apps/web scaled; my value capability-secret-xyz!",
+                 ["capability-secret-xyz"])
+    assert out == f"deployment.apps/web scaled; my value {REDACTED}!"
+    assert redact("deployment.apps/web restarted\n") == "deployment.apps/web restarted\n"
+
+
+def test_bound_output_cuts_after_redaction_and_hashes_what_is_kept() -> None:
+    text, truncated, digest = executors.bound_output(
+        ("password=" + "a" * 10 + " " + "é" * 600).encode(), limit=300, truncated=False)
+    assert "aaaaaaaaaa" not in text
+    assert len(text.encode()) <= 300 and truncated
+    assert digest == _sha(text)
+
+
+# ------------------------------------------------------------------------------ kubectl
+
+
+def test_arguments_never_pass_through_a_shell(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    hostile = [f"; touch {marker}", f"$(touch {marker})", f"`touch {marker}`", "a b|c&&d"]
+    result = executors.execute(["kubectl", "argv", *hostile], settings=_settings(),
+                               credentials=creds)
+    assert result.exit_code == 0
+    assert json.loads(result.output) == hostile  # each stayed exactly one argument
+    assert not marker.exists()
+
+
+def test_kubectl_gets_only_a_private_kubeconfig_path_and_home(
+    fake_kubectl: Path, creds: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", "/should/not/leak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
+    result = executors.execute(["kubectl", "env"], settings=_settings(), credentials=creds)
+    seen = json.loads(bytes.fromhex(result.output.strip()))
+    # (LC_CTYPE is set by the stand-in's own Python interpreter: PEP 538 locale coercion.)
+    assert set(seen["env"]) - {"LC_CTYPE"} == {"KUBECONFIG", "PATH", "HOME"}
+    assert seen["env"]["HOME"] == seen["cwd"]
+    assert seen["env"]["KUBECONFIG"].startswith(seen["cwd"])
+    assert seen["mode"] == "0o600"
+    assert "https://127.0.0.1:6443" in seen["kubeconfig"]
+    assert str(creds.token_file) in seen["kubeconfig"]  # the SA token file, not a copy
+    assert "sa-token-value-123" not in seen["kubeconfig"]
+    assert not Path(seen["cwd"]).exists()  # the private directory is removed afterwards
+
+
+def test_output_is_captured_together_bounded_and_drained(
+    fake_kubectl: Path, creds: Credentials
+) -> None:
+    settings = _settings(WINGMAN_MAX_OUTPUT_BYTES="1024")
+    started = time.monotonic()
+    result = executors.execute(["kubectl", "flood", str(1024 * 1024)], settings=settings,
+                               credentials=creds)
+    # 1 MiB through a 64 KiB pipe: the child only finishes because the pipe kept draining.
+    assert result.exit_code == 0 and not result.timed_out
+    assert time.monotonic() - started < 15
+    assert result.truncated
+    assert result.output == "x" * 1024
+    assert result.output_sha256 == _sha(result.output)
+
+
+def test_stdout_and_stderr_are_redacted_and_exit_code_kept(
+    fake_kubectl: Path, creds: Credentials
+) -> None:
+    result = executors.execute(
+        ["kubectl", "say", f"out {JWT} capability-secret-xyz\n", "err password=hunter2\n", "3"],
+        settings=_settings(), credentials=creds)
+    assert result.exit_code == 3
+    assert "out" in result.output and "err" in result.output
+    for leak in (JWT, "capability-secret-xyz", "hunter2"):
+        assert leak not in result.output
+    assert not result.truncated
+    assert result.output_sha256 == _sha(result.output)
+
+
+def _gone_or_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_deadline_kills_the_whole_process_group(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    result = executors.execute(["kubectl", "hang", str(pidfile)],
+                               settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="1"),
+                               credentials=creds)
+    assert time.monotonic() - started < 10
+    assert result.timed_out
+    assert result.exit_code == -9
+    assert "killed after 1s" in result.output
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone_or_zombie(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone_or_zombie(grandchild), "the grandchild outlived the deadline"
+
+
+def test_missing_kubectl_is_a_clear_error(
+    creds: Credentials, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ExecutionFailed, match="kubectl binary is not on PATH") as info:
+        executors.preflight(["kubectl", "get", "pods"], settings=_settings())
+    assert info.value.reason == "KubectlNotFound"
+
+
+@pytest.mark.parametrize("argv", [["bash", "-c", "id"], ["/usr/bin/kubectl", "get", "pods"],
+                                  ["sh"], ["python3", "-c", "1"]])
+def test_other_programs_are_refused(argv: list[str], creds: Credentials) -> None:
+    with pytest.raises(ExecutionFailed) as info:
+        executors.execute(argv, settings=_settings(), credentials=creds)
+    assert info.value.reason == "ExecutorNotAllowed"
+
+
+# ------------------------------------------------------------------------------ docker
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class _DockerEngine(BaseHTTPRequestHandler):
+    """Just enough of the Docker Engine API: /version and container restart/start/stop."""
+
+    protocol_version = "HTTP/1.1"
+    containers: dict[str, str]
+    calls: list[str]
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, code: int, body: dict[str, Any] | None = None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(code)
+        if body is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0].endswith("/version"):
+            self._send(200, {"ApiVersion": "1.45", "MinAPIVersion": "1.24",
+                             "Version": "26.1.4", "Os": "linux", "Arch": "amd64"})
+        else:
+            self._send(404, {"message": "page not found"})
+
+    def do_POST(self) -> None:
+        self.calls.append(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        match = re.fullmatch(r"/v[0-9.]+/containers/([^/?]+)/(restart|start|stop)(\?.*)?",
+                             self.path)
+        if match is None:
+            self._send(404, {"message": "page not found"})
+        elif match.group(1) not in self.containers:
+            self._send(404, {"message": f"No such container: {match.group(1)}"})
+        else:
+            self.containers[match.group(1)] = match.group(2)
+            self._send(204)
+
+
+@pytest.fixture
+def docker_engine() -> Iterator[tuple[str, type[_DockerEngine]]]:
+    directory = tempfile.mkdtemp(prefix="wm-docker-", dir="/tmp")  # short: sun_path limit
+    socket_path = os.path.join(directory, "docker.sock")
+    handler = type("Engine", (_DockerEngine,), {"containers": {"web": "running"}, "calls": []})
+    server = _UnixHTTPServer(socket_path, handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"unix://{socket_path}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _docker_settings(host: str, enabled: str = "true") -> GatewaySettings:
+    return _settings(WINGMAN_DOCKER_ENABLED=enabled, WINGMAN_DOCKER_HOST=host)
+
+
+def test_docker_restart_through_the_sdk(
+    docker_engine: tuple[str, type[_DockerEngine]], creds: Credentials
+) -> None:
+    host, engine = docker_engine
+    result = executors.execute(["docker", "restart", "web"], settings=_docker_settings(host),
+                               credentials=creds)
+    assert result.exit_code == 0 and not result.timed_out
+    assert result.output == "web\n"
+    assert result.output_sha256 == _sha("web\n")
+    assert engine.containers["web"] == "restart"
+    assert any(re.fullmatch(r"/v1\.45/containers/web/restart\?t=\d+", c) for c in engine.calls)
+
+
+@pytest.mark.parametrize("verb", ["start", "stop"])
+def test_docker_start_and_stop(
+    verb: str, docker_engine: tuple[str, type[_DockerEngine]], creds: Credentials
+) -> None:
+    host, engine = docker_engine
+    result = executors.execute(["docker", verb, "web"], settings=_docker_settings(host),
+                               credentials=creds)
+    assert result.exit_code == 0
+    assert engine.containers["web"] == verb
+
+
+def test_docker_missing_container_is_a_failed_result(
+    docker_engine: tuple[str, type[_DockerEngine]], creds: Credentials
+) -> None:
+    host, _engine = docker_engine
+    result = executors.execute(["docker", "restart", "ghost"], settings=_docker_settings(host),
+                               credentials=creds)
+    assert result.exit_code == 1
+    assert "No such container: ghost" in result.output
+
+
+def test_docker_disabled_is_refused(
+    docker_engine: tuple[str, type[_DockerEngine]], creds: Credentials
+) -> None:
+    host, engine = docker_engine
+    with pytest.raises(ExecutionFailed) as info:
+        executors.execute(["docker", "restart", "web"],
+                          settings=_docker_settings(host, enabled="false"), credentials=creds)
+    assert info.value.reason == "DockerDisabled"
+    assert engine.calls == []
+
+
+@pytest.mark.parametrize("argv", [["docker", "rm", "web"], ["docker", "exec", "web", "sh"],
+                                  ["docker", "restart", "web", "db"],
+                                  ["docker", "restart", "../web"], ["docker", "restart"]])
+def test_other_docker_commands_are_refused(
+    argv: list[str], docker_engine: tuple[str, type[_DockerEngine]], creds: Credentials
+) -> None:
+    host, engine = docker_engine
+    with pytest.raises(ExecutionFailed) as info:
+        executors.execute(argv, settings=_docker_settings(host), credentials=creds)
+    assert info.value.reason == "ExecutorNotAllowed"
+    assert engine.calls == []
+
+
+def test_docker_unreachable_engine_is_a_clear_error(creds: Credentials, tmp_path: Path) -> None:
+    with pytest.raises(ExecutionFailed) as info:
+        executors.execute(["docker", "restart", "web"],
+                          settings=_docker_settings(f"unix://{tmp_path}/missing.sock"),
+                          credentials=creds)
+    assert info.value.reason == "DockerUnavailable"
+
+
+def test_docker_host_must_be_a_local_socket() -> None:
+    from wingman.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="WINGMAN_DOCKER_HOST"):
+        _docker_settings("tcp://10.0.0.1:2375")
+    assert _settings().docker_host == "unix:///var/run/docker.sock"
+    assert _settings(DOCKER_HOST="unix:///run/d.sock").docker_host == "unix:///run/d.sock"
