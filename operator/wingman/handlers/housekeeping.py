@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -83,7 +84,7 @@ async def _loop(ctx: Context, stopped: asyncio.Event) -> None:
     while not stopped.is_set():
         update_gauges(ctx, dt.datetime.now(dt.UTC))
         ticks += 1
-        duties = [reload_keys]
+        duties: list[Callable[[Context], object]] = [reload_keys]
         if ticks % int(GC_INTERVAL / GAUGE_INTERVAL) == 1:
             duties.append(collect_markers)
         for duty in duties:

@@ -1,0 +1,222 @@
+"""``wingman verify-privileges`` on a real cluster with the chart installed by ``helm install``.
+
+The command runs in-process, once with the admin kubeconfig and once exactly as the chart's
+``helm test`` pod runs it: as ServiceAccount ``wingman-verifier`` (a real token from
+TokenRequest) with the pod's own arguments and environment. Then the cluster is broken on
+purpose, as an administrator could: the workers' group gets ClusterRole ``edit`` in the target
+namespace, and a pod mounting the Docker socket appears in the release namespace. Both must be
+reported, with exit status 1.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.chart import (
+    DEFAULT_GATEWAY_IMAGE,
+    Release,
+    can,
+    dump,
+    find,
+    pod_manifest,
+    render,
+    worker_groups,
+)
+from support.chart import (
+    installed as chart_installed,
+)
+from wingman.devcluster import LocalCluster
+from wingman.privileges import verify_privileges_main
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def release(cluster: LocalCluster, crds: Path) -> Iterator[Release]:
+    s = uuid.uuid4().hex[:8]
+    with chart_installed(cluster, "test", namespace=f"priv-{s}",
+                         target_namespace=f"priv-apps-{s}") as rel:
+        yield rel
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = verify_privileges_main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _admin(cluster: LocalCluster, release: Release, *extra: str) -> tuple[int, str, str]:
+    return _run("--namespace", release.namespace, "--release", release.name,
+                "--kubeconfig", str(cluster.kubeconfig),
+                "--gateway-image", DEFAULT_GATEWAY_IMAGE, *extra)
+
+
+def _rows(text: str) -> list[dict[str, str]]:
+    """The access table, parsed by its header's column offsets."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("IDENTITY "))
+    header = lines[start]
+    names = header.split()
+    offsets = [header.index(n) for n in names] + [10_000]
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        rows.append({n: line[offsets[i]:offsets[i + 1]].strip() for i, n in enumerate(names)})
+    return rows
+
+
+def _executors(rows: list[dict[str, str]], namespace: str) -> set[str]:
+    execution = {"create pods", "create pods/exec", "create pods/attach",
+                 "patch pods/ephemeralcontainers", "create jobs", "create cronjobs",
+                 "create deployments", "patch deployments", "update deployments/scale"}
+    return {r["IDENTITY"] for r in rows if r["NAMESPACE"] == namespace
+            and r["RIGHT"] in execution and r["ALLOWED"] == "yes"}
+
+
+def test_as_admin_everything_is_as_designed(cluster: LocalCluster, release: Release) -> None:
+    code, out, err = _admin(cluster, release)
+    assert code == 0, out + err
+    rows = _rows(out)
+    gateway = f"gateway sa/{release.namespace}/wingman-gateway"
+    # The target namespace was discovered from the gateway's Role; the gateway is the only
+    # identity that can change workloads there, and it really can.
+    assert _executors(rows, release.target_namespace) == {gateway}
+    patch = [r for r in rows if r["IDENTITY"] == gateway and r["RIGHT"] == "patch deployments"
+             and r["NAMESPACE"] == release.target_namespace]
+    assert patch == [{"IDENTITY": gateway, "NAMESPACE": release.target_namespace,
+                      "RIGHT": "patch deployments", "ALLOWED": "yes",
+                      "EXPECTED": "by design", "RESULT": "ok"}]
+    # The workers and approvers came from the release's RoleBindings.
+    identities = {r["IDENTITY"] for r in rows}
+    for group in worker_groups("test"):
+        assert f"worker group/{group}" in identities
+    assert {r["RESULT"] for r in rows} == {"ok"}
+    assert out.splitlines()[-1].startswith("OK: ")
+    assert f"{release.target_namespace}: {gateway}" in out.splitlines()[-1]
+
+
+def test_json_output(cluster: LocalCluster, release: Release) -> None:
+    code, out, _ = _admin(cluster, release, "--output", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["ok"] is True and data["violations"] == []
+    assert data["targetNamespaces"] == [release.target_namespace]
+    assert {i["role"] for i in data["identities"]} >= {
+        "worker", "approver", "operator", "gateway", "verifier", "any-user", "anonymous"}
+
+
+def _helm_test_pod(release: Release) -> dict[str, Any]:
+    """The chart's ``helm test`` pod, rendered with the values the release was installed with."""
+    objs = render(release.env, {"gateway.targets": [{"namespace": release.target_namespace}],
+                                "audit.file.persistence.enabled": False},
+                  namespace=release.namespace, release=release.name)
+    (pod,) = find(objs, "Pod", "wingman-verify-privileges")
+    return pod
+
+
+def test_as_the_verifier_exactly_like_helm_test(
+    cluster: LocalCluster, release: Release, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pod = _helm_test_pod(release)
+    assert pod["spec"]["serviceAccountName"] == "wingman-verifier"
+    (container,) = pod["spec"]["containers"]
+    for env in container["env"]:
+        monkeypatch.setenv(env["name"], env["value"])
+    args = container["args"]
+    assert args[:2] == ["wingman", "verify-privileges"]
+
+    token = cluster.sa_token(release.namespace, "wingman-verifier", expiration_seconds=600)
+    kubeconfig = cluster.token_kubeconfig(token, name="wingman-verifier")
+    try:
+        code, out, err = _run(*args[2:], "--kubeconfig", str(kubeconfig))
+        assert code == 0, out + err
+        rows = _rows(out)
+        assert _executors(rows, release.target_namespace) == {
+            f"gateway sa/{release.namespace}/wingman-gateway"}
+        assert "(environment test)" in out
+
+        # Least privilege: the verifier cannot list Roles cluster-wide, so without the
+        # targets the chart passes it stops with a clear message instead of guessing.
+        code, out, err = _run("--namespace", release.namespace, "--kubeconfig",
+                              str(kubeconfig))
+        assert code == 2 and out == ""
+        assert "(403)" in err and "--target-namespace" in err
+    finally:
+        kubeconfig.unlink(missing_ok=True)
+    assert token not in err
+
+
+def _wait(predicate: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_a_worker_with_edit_in_the_target_is_reported(
+    cluster: LocalCluster, release: Release,
+) -> None:
+    group = worker_groups("test")[0]
+    name = f"too-much-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "rolebinding", name, "-n", release.target_namespace,
+                    "--clusterrole=edit", f"--group={group}")
+    try:
+        _wait(lambda: can(cluster, user="", groups=[group, "system:authenticated"],
+                          verb="patch", resource="deployments", group="apps",
+                          namespace=release.target_namespace), "the RoleBinding to take effect")
+        code, out, err = _admin(cluster, release)
+        assert code == 1, out + err
+        worker = f"worker group/{group}"
+        bad = {(r["IDENTITY"], r["NAMESPACE"], r["RIGHT"]) for r in _rows(out)
+               if r["RESULT"] == "VIOLATION"}
+        assert (worker, release.target_namespace, "patch deployments") in bad
+        assert (worker, release.target_namespace, "create pods/exec") in bad
+        assert (worker, release.target_namespace, "get secrets") in bad
+        assert {who for who, _, _ in bad} == {worker}
+        assert {ns for _, ns, _ in bad} == {release.target_namespace}
+        assert re.search(rf"^  - {re.escape(worker)} may patch deployments in namespace "
+                         rf"{re.escape(release.target_namespace)} \(execution right; "
+                         r"by design: gateway\)$", out, re.MULTILINE)
+        assert out.splitlines()[-1].startswith("FAIL: ")
+    finally:
+        cluster.kubectl("delete", "rolebinding", name, "-n", release.target_namespace)
+    _wait(lambda: _admin(cluster, release)[0] == 0, "the report to be clean again")
+
+
+def test_a_pod_mounting_the_docker_socket_is_reported(
+    cluster: LocalCluster, release: Release,
+) -> None:
+    name = f"sock-{uuid.uuid4().hex[:6]}"
+    pod = pod_manifest(name, service_account="default", image="docker:cli",
+                       automountServiceAccountToken=False,
+                       volumes=[{"name": "docker", "hostPath": {"path": "/var/run/docker.sock"}}])
+    # The default ServiceAccount appears shortly after the namespace (a controller makes it).
+    _wait(lambda: cluster.kubectl("create", "-n", release.namespace, "-f", "-",
+                                  input=dump(pod), check=False).returncode == 0,
+          "the pod to be created")
+    try:
+        code, out, err = _admin(cluster, release)
+        assert code == 1, out + err
+        assert {r["RESULT"] for r in _rows(out)} == {"ok"}  # access is still as designed
+        assert re.search(rf"^pod/{name}\s+default\s+hostPath volume docker mounts "
+                         r"/var/run/docker.sock \(the Docker socket: root on the node\)$",
+                         out, re.MULTILINE), out
+        assert f"  - pod/{name} (serviceAccount default): hostPath volume docker" in out
+        assert out.splitlines()[-1].startswith("FAIL: 1 violations (0 access, 1 pod spec)")
+        code, out, _ = _admin(cluster, release, "--output", "json")
+        assert code == 1
+        (problem,) = json.loads(out)["podProblems"]
+        assert problem["object"] == f"pod/{name}"
+    finally:
+        cluster.kubectl("delete", "pod", name, "-n", release.namespace, "--wait=false")

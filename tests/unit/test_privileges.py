@@ -1,0 +1,355 @@
+"""The decision part of ``wingman verify-privileges``: SAR answers and pod specs → violations.
+
+No cluster here: the answers are given as a matrix, as the API server would return them. The
+live command is tested in ``tests/e2e/test_privileges.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from support.chart import find, render
+from wingman.privileges import (
+    RIGHTS,
+    Finding,
+    Identity,
+    Question,
+    Report,
+    Right,
+    designed,
+    evaluate,
+    fixed_identities,
+    group_identity,
+    inspect_pod_spec,
+    questions,
+    render_text,
+    verify_privileges_main,
+)
+
+NS = "wingman-test"
+TARGET = "apps"
+IMAGE = "ghcr.io/wingman-dev/wingman:0.1.0"
+WORKER = group_identity("worker", "wingman:workers")
+APPROVER = group_identity("approver", "wingman:approvers")
+IDENTITIES = [WORKER, APPROVER, *fixed_identities(NS)]
+#: (role, namespace or None for cluster scope, right label)
+Triple = tuple[str, str | None, str]
+
+
+def _right(label: str) -> Right:
+    (right,) = [r for r in RIGHTS if r.label == label]
+    return right
+
+
+def _ident(role: str) -> Identity:
+    (ident,) = [i for i in IDENTITIES if i.role == role]
+    return ident
+
+
+def _as_designed(extra: Collection[Triple] = ()) -> list[tuple[Question, bool]]:
+    """A matrix where exactly the designed rights are allowed, plus ``extra``
+    (role, namespace, right label) triples."""
+    qs = questions(IDENTITIES, NS, [TARGET])
+    return [(q, designed(q.identity.role, q.place, q.right)
+             or (q.identity.role, q.namespace, q.right.label) in extra) for q in qs]
+
+
+def _violations(findings: list[Finding]) -> set[Triple]:
+    return {(f.question.identity.role, f.question.namespace, f.question.right.label)
+            for f in findings if f.violation}
+
+
+# --------------------------------------------------------------------------- design
+
+
+def test_the_designed_matrix_has_no_violations() -> None:
+    findings = evaluate(_as_designed())
+    assert _violations(findings) == set()
+    report = Report(NS, "wingman", "test", [TARGET], IDENTITIES, findings)
+    assert report.ok
+    assert report.executors(TARGET) == [_ident("gateway").label]
+    assert report.executors(NS) == [_ident("operator").label]  # create jobs (gateway Jobs)
+
+
+@pytest.mark.parametrize("extra", [
+    ("worker", TARGET, "patch deployments"),
+    ("worker", TARGET, "create pods/exec"),
+    ("worker", NS, "create pods"),
+    ("worker", NS, "get secrets"),
+    ("approver", NS, "create jobs"),
+    ("approver", TARGET, "update deployments/scale"),
+    ("operator", TARGET, "patch deployments"),  # the operator has no rights in targets
+    ("operator", TARGET, "create jobs"),
+    ("operator", NS, "create pods"),  # only Jobs, which admission restricts
+    ("operator", NS, "create pods/exec"),
+    ("operator", NS, "create serviceaccounts/token"),
+    ("operator", NS, "create leases"),  # forging burn markers
+    ("gateway", NS, "patch deployments"),  # execution only in target namespaces
+    ("gateway", NS, "create jobs"),
+    ("gateway", NS, "delete leases"),  # un-burning a token = replay
+    ("gateway", TARGET, "get secrets"),  # never by design, not even in targets
+    ("gateway", TARGET, "bind roles"),
+    ("verifier", NS, "list secrets"),
+    ("default-sa", NS, "create pods"),
+    ("default-sa", NS, "patch executiongrants/status"),
+    ("any-user", NS, "update configmaps"),  # the gateway's public keys
+    ("anonymous", TARGET, "create deployments"),
+    ("operator", None, "impersonate users"),
+    ("gateway", None, "get nodes/proxy"),
+    ("worker", None, "delete validatingadmissionpolicybindings"),
+])
+def test_any_other_holder_is_a_violation(extra: Triple) -> None:
+    findings = evaluate(_as_designed({extra}))
+    assert _violations(findings) == {extra}
+    report = Report(NS, "wingman", "test", [TARGET], IDENTITIES, findings)
+    assert not report.ok
+    (message,) = report.violations
+    assert message.startswith(f"{_ident(extra[0]).label} may {extra[2]} in ")
+    assert report.summary().startswith("FAIL: 1 violations (1 access, 0 pod spec)")
+
+
+def test_designed_holders() -> None:
+    assert designed("gateway", "target", _right("patch deployments"))
+    assert designed("gateway", "target", _right("update deployments/scale"))
+    assert designed("gateway", "release", _right("create leases"))
+    assert designed("gateway", "release", _right("patch executiongrants/status"))
+    assert designed("operator", "release", _right("create jobs"))
+    assert designed("operator", "release", _right("get secrets"))
+    assert not designed("operator", "target", _right("create jobs"))
+    assert not designed("gateway", "release", _right("patch deployments"))
+    assert not designed("worker", "release", _right("create pods"))
+    roles = {i.role for i in IDENTITIES}
+    for right in RIGHTS:
+        for role in roles:
+            if right.kind == "escalation":  # nobody, anywhere
+                assert not any(designed(role, place, right)
+                               for place in ("release", "target", "cluster")), right
+            if right.kind == "credentials":  # only the operator, in its own namespace
+                assert not designed(role, "target", right), (role, right)
+                assert designed(role, "release", right) is (
+                    role == "operator" and right.resource == "secrets"), (role, right)
+
+
+def test_a_designed_right_that_is_missing_is_not_a_violation() -> None:
+    qs = questions(IDENTITIES, NS, [TARGET])
+    findings = evaluate((q, False) for q in qs)
+    assert not any(f.violation for f in findings)
+    gateway_patch = [f for f in findings if f.question.identity.role == "gateway"
+                     and f.question.namespace == TARGET
+                     and f.question.right.label == "patch deployments"]
+    assert [(f.expected, f.allowed, f.result) for f in gateway_patch] == [(True, False, "ok")]
+
+
+def test_questions_cover_every_place_once() -> None:
+    targets = ["apps", "web"]
+    qs = questions([WORKER], NS, targets)
+    per_scope = {s: sum(r.scope == s for r in RIGHTS) for s in ("namespace", "release",
+                                                                "cluster")}
+    assert len(qs) == (per_scope["namespace"] * (1 + len(targets)) + per_scope["release"]
+                       + per_scope["cluster"])
+    assert len({(q.namespace, q.right) for q in qs}) == len(qs)
+    assert {q.namespace for q in qs if q.right.scope == "cluster"} == {None}
+    assert {q.namespace for q in qs if q.right.scope == "release"} == {NS}
+    assert {q.place for q in qs if q.namespace == "web"} == {"target"}
+
+
+def test_service_account_identities_carry_the_groups_the_api_server_gives_them() -> None:
+    operator = _ident("operator")
+    assert operator.user == f"system:serviceaccount:{NS}:wingman-operator"
+    assert set(operator.groups) == {"system:serviceaccounts", f"system:serviceaccounts:{NS}",
+                                    "system:authenticated"}
+    assert WORKER.user == "" and WORKER.groups == ("wingman:workers", "system:authenticated")
+
+
+# --------------------------------------------------------------------------- pod specs
+
+
+def _spec(**kw: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": IMAGE}
+    container.update(kw.pop("container", {}))
+    spec: dict[str, Any] = {"serviceAccountName": "wingman-gateway", "containers": [container]}
+    spec.update(kw)
+    return spec
+
+
+def _problems(spec: dict[str, Any], docker_socket: str | None = None) -> list[str]:
+    return [p.problem for p in inspect_pod_spec("pod/x", spec, gateway_image=IMAGE,
+                                                docker_socket=docker_socket)]
+
+
+def test_a_clean_gateway_pod_has_no_problems() -> None:
+    assert _problems(_spec(volumes=[{"name": "t", "emptyDir": {}}])) == []
+
+
+@pytest.mark.parametrize(("spec", "expect"), [
+    (_spec(container={"securityContext": {"privileged": True}}), "container main is privileged"),
+    (_spec(container={"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}),
+     "adds capabilities SYS_ADMIN"),
+    (_spec(hostNetwork=True), "hostNetwork is true"),
+    (_spec(hostPID=True), "hostPID is true"),
+    (_spec(hostIPC=True), "hostIPC is true"),
+    (_spec(volumes=[{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}]),
+     "mounts /var/run/docker.sock (the Docker socket"),
+    (_spec(volumes=[{"name": "etc", "hostPath": {"path": "/etc"}}]), "mounts /etc"),
+    (_spec(container={"image": "evil:latest"}), "with image evil:latest"),
+    (_spec(initContainers=[{"name": "init", "image": "busybox"}]), "with image busybox"),
+    (_spec(ephemeralContainers=[{"name": "debug", "image": IMAGE}]), "ephemeral containers"),
+])
+def test_pod_spec_problems(spec: dict[str, Any], expect: str) -> None:
+    problems = _problems(spec)
+    assert len(problems) == 1 and expect in problems[0], problems
+
+
+def test_other_service_accounts_may_use_any_image_but_no_host_access() -> None:
+    spec = _spec(serviceAccountName="default", container={"image": "nginx"})
+    assert _problems(spec) == []
+    spec["volumes"] = [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}]
+    # The docker socket is allowed only to gateway pods, and only when enabled.
+    (problem,) = _problems(spec, docker_socket="/var/run/docker.sock")
+    assert "Docker socket" in problem
+    (p,) = inspect_pod_spec("pod/x", spec, gateway_image=IMAGE)
+    assert p.service_account == "default"
+
+
+def test_the_docker_socket_is_allowed_to_gateway_pods_only_when_enabled() -> None:
+    sock = [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}]
+    assert _problems(_spec(volumes=sock), docker_socket="/var/run/docker.sock") == []
+    assert _problems(_spec(volumes=sock), docker_socket="/run/other.sock") != []
+    other = [{"name": "root", "hostPath": {"path": "/"}}]
+    assert _problems(_spec(volumes=other), docker_socket="/var/run/docker.sock") != []
+
+
+def test_a_pod_without_service_account_name_runs_as_default() -> None:
+    spec = {"containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]}
+    (p,) = inspect_pod_spec("job/j", spec, gateway_image=IMAGE)
+    assert (p.obj, p.service_account) == ("job/j", "default")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _report(extra: Collection[Triple] = ()) -> Report:
+    return Report(NS, "wingman", "test", [TARGET], IDENTITIES, evaluate(_as_designed(extra)),
+                  inspected=["pod/a"])
+
+
+def test_table_is_aligned_and_ends_with_the_summary() -> None:
+    text = render_text(_report({("worker", TARGET, "create pods/exec")}))
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("IDENTITY"))
+    cols = [lines[header].index(c) for c in ("NAMESPACE", "RIGHT", "ALLOWED", "EXPECTED",
+                                              "RESULT")]
+    rows = lines[header + 1:header + 1 + len(_report().findings)]
+    for row in rows:
+        for col in cols:
+            assert row[col - 2:col] == "  " and row[col] != " ", row
+    bad = [r for r in rows if r.endswith("VIOLATION")]
+    assert len(bad) == 1 and bad[0].startswith("worker group/wingman:workers")
+    assert "VIOLATIONS (1):" in text
+    assert lines[-1].startswith("FAIL: 1 violations")
+
+
+def test_ok_summary_names_the_gateway_as_the_only_executor_in_targets() -> None:
+    summary = _report().summary()
+    assert summary.startswith("OK: ")
+    assert f"{TARGET}: gateway sa/{NS}/wingman-gateway" in summary
+
+
+def test_json_output_is_complete() -> None:
+    data = json.loads(json.dumps(_report({("any-user", None, "impersonate users")}).to_json()))
+    assert data["ok"] is False
+    assert len(data["violations"]) == 1
+    (check,) = [c for c in data["checks"] if c["result"] == "VIOLATION"]
+    assert check == {"identity": "any-user system:authenticated", "role": "any-user",
+                     "namespace": None, "place": "cluster", "right": "impersonate users",
+                     "group": "", "kind": "escalation", "allowed": True,
+                     "expected": "denied", "result": "VIOLATION"}
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = verify_privileges_main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_unreachable_api_server_is_a_usage_error(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                               "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }))
+    code, out, err = _run("--namespace", NS, "--kubeconfig", str(kubeconfig),
+                          "--gateway-image", IMAGE)
+    assert code == 2 and out == ""
+    assert f"cannot reach the API server at https://127.0.0.1:{port}" in err
+    assert "KUBECONFIG" in err
+    assert "not-a-real-token" not in err
+
+
+def test_missing_kubeconfig_and_bad_arguments(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    code, _, err = _run("--namespace", NS, "--kubeconfig", str(tmp_path / "nope"))
+    assert code == 2 and "does not exist" in err and "KUBECONFIG" in err
+    code, _, err = _run("--namespace", "Not_A_Name")
+    assert code == 2 and "--namespace 'Not_A_Name' is not a valid Kubernetes name" in err
+    assert _run("--output", "yaml")[0] == 2  # argparse: invalid choice
+    assert _run("--help")[0] == 0
+
+
+# --------------------------------------------------------------------------- the chart
+
+
+def test_helm_test_pod_passes_the_targets_and_the_docker_socket() -> None:
+    targets = [{"namespace": "apps"}, {"namespace": "web"}]
+    (pod,) = find(render("test", {"gateway.targets": targets}, namespace=NS), "Pod",
+                  "wingman-verify-privileges")
+    args = pod["spec"]["containers"][0]["args"]
+    assert args == ["wingman", "verify-privileges", "--namespace", NS, "--release", "wingman",
+                    "--target-namespace", "apps", "--target-namespace", "web"]
+    (pod,) = find(render("test", {"gateway.docker.enabled": True}, namespace=NS), "Pod",
+                  "wingman-verify-privileges")
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--docker-socket", "/var/run/docker.sock"]
+
+
+def test_verifier_may_list_rolebindings_in_the_release_namespace_only() -> None:
+    objs = render("test", namespace=NS)
+    (role,) = find(objs, "Role", "wingman-verifier", NS)
+    rbac = [r for r in role["rules"] if "rbac.authorization.k8s.io" in r["apiGroups"]]
+    assert rbac == [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
+                     "verbs": ["list"]}]
+    (cluster_role,) = find(objs, "ClusterRole", f"wingman-{NS}-verifier")
+    assert cluster_role["rules"] == [{"apiGroups": ["authorization.k8s.io"],
+                                      "resources": ["subjectaccessreviews"],
+                                      "verbs": ["create"]}]
+
+
+def test_the_cli_hands_every_argument_to_verify_privileges(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from wingman import cli
+
+    # Options first, as the helm test pod passes them.
+    assert cli.main(["verify-privileges", "--namespace", "Bad_Name", "--release", "r"]) == 2
+    assert "--namespace 'Bad_Name' is not a valid Kubernetes name" in capsys.readouterr().err
+    assert cli.main(["verify-privileges", "--help"]) == 0
+    assert "--target-namespace" in capsys.readouterr().out
