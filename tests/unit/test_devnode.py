@@ -1,0 +1,52 @@
+"""The node harness's pure rules: argv from image + command, $(VAR) expansion, mount paths."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from wingman.devnode import NodeHarness, build_argv, expand, rewrite_path
+from wingman.errors import ConfigError
+
+
+def test_image_prefix_replaces_the_entrypoint() -> None:
+    prefix = [sys.executable, "-m", "wingman.cli"]
+    assert build_argv(prefix, ["wingman", "gateway"], []) == [*prefix, "gateway"]
+    assert build_argv(prefix, [], ["gateway", "--x"]) == [*prefix, "gateway", "--x"]
+    assert build_argv(prefix, ["wingman"], ["a"]) == [*prefix, "a"]
+
+
+def test_expansion_follows_kubernetes_rules() -> None:
+    env = {"A": "1", "B": "two"}
+    assert expand("$(A)-$(B)", env) == "1-two"
+    assert expand("$(MISSING)", env) == "$(MISSING)"
+    assert expand("$$(A)", env) == "$(A)"
+    assert expand("cost $5 $(A", env) == "cost $5 $(A"
+
+
+def test_mount_paths_rewrite_whole_components_longest_first(tmp_path: Path) -> None:
+    mounts = [("/etc/wingman", tmp_path / "outer"), ("/etc/wingman/keys/", tmp_path / "keys"),
+              ("/tmp", tmp_path / "tmp")]
+    assert rewrite_path("/etc/wingman/keys/k1.pem", mounts) == f"{tmp_path}/keys/k1.pem"
+    assert rewrite_path("/etc/wingman/policy.yaml", mounts) == f"{tmp_path}/outer/policy.yaml"
+    assert rewrite_path("/tmp", mounts) == f"{tmp_path}/tmp"
+    assert rewrite_path("/tmpfoo/x", mounts) == "/tmpfoo/x"
+    assert rewrite_path("relative/tmp", mounts) == "relative/tmp"
+
+
+@pytest.mark.parametrize("images", [{"img": []}, {"img": "python"}, {"img": [""]}])
+def test_bad_image_mapping_is_refused(images: Any, tmp_path: Path) -> None:
+    cluster: Any = SimpleNamespace(server="https://127.0.0.1:6443")
+    with pytest.raises(ConfigError, match="images"):
+        NodeHarness(cluster=cluster, namespaces=["ns"], workdir=tmp_path,
+                    gateway_image="img", images=images)
+
+
+def test_namespaces_are_required(tmp_path: Path) -> None:
+    cluster: Any = SimpleNamespace(server="https://127.0.0.1:6443")
+    with pytest.raises(ConfigError, match="namespaces"):
+        NodeHarness(cluster=cluster, namespaces=[], workdir=tmp_path, gateway_image="img")
