@@ -16,6 +16,8 @@ def setup_logging(fmt: str, *, verbose: bool = False) -> None:
     """Configure the root logger once for this process."""
     log_format = kopf.LogFormat.JSON if fmt == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=verbose, log_format=log_format, log_prefix=fmt != "json")
+    # kopf reports every successful handler and timer run at INFO: at scale that is noise
+    logging.getLogger("kopf.objects").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
