@@ -1,0 +1,259 @@
+"""``wingman dev run``: Wingman live in one command, on a local control plane or your cluster.
+
+When no cluster is configured (no ``KUBECONFIG``, no ``~/.kube/config``), it starts the real
+local control plane (``wingman.devcluster``), plays the node for gateway pods
+(``wingman.devnode``), installs the chart with the TEST values, runs the operator as a local
+process with the operator ServiceAccount's own token (so RBAC applies to it exactly as in a
+cluster), and submits a demo request as a worker: a rollout restart of a demo Deployment that
+is reviewed, auto-approved, granted, executed by the gateway and audited.
+
+With a configured cluster it installs the chart there with the operator's Deployment scaled to
+zero and runs the operator locally against it (the gateway Jobs then run on the cluster's
+nodes with the image the values name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from wingman.devcluster import LocalCluster
+from wingman.errors import ClusterError
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "wingman"
+TEST_VALUES = REPO / "manifests" / "test" / "values.yaml"
+NAMESPACE = "wingman-test"
+APPS = "apps"
+WORKER = ("alice", ["wingman:workers"])
+DEMO_COMMAND = f"kubectl rollout restart deployment/web -n {APPS}"
+
+DEMO_DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "web", "namespace": APPS},
+    "spec": {
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
+        },
+    },
+}
+
+
+def configured_kubeconfig() -> Path | None:
+    """The kubeconfig of a configured cluster, or None when there is none."""
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return Path(env.split(os.pathsep)[0])
+    default = Path.home() / ".kube" / "config"
+    return default if default.is_file() else None
+
+
+def _say(msg: str) -> None:
+    print(f"wingman dev: {msg}", flush=True)
+
+
+def cluster_main() -> int:
+    """Start a local control plane and wait until interrupted."""
+    cluster = LocalCluster.start()
+    try:
+        _say(f"local control plane at {cluster.server}")
+        _say(f"export KUBECONFIG={cluster.kubeconfig}")
+        _say("press Ctrl-C to stop")
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        cluster.stop()
+    return 0
+
+
+def _operator_env(kubeconfig: Path, audit_path: Path, gateway_image: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "KUBECONFIG": str(kubeconfig),
+        "WINGMAN_NAMESPACE": NAMESPACE,
+        "WINGMAN_ENVIRONMENT": "test",
+        "WINGMAN_POLICY_FILE": str(audit_path.parent / "policy.yaml"),
+        "WINGMAN_AUDIT_TARGET": str(audit_path),
+        # gateway pods mount the audit directory as this claim; the node harness maps it to
+        # the same local directory, so operator and gateway append to one chain
+        "WINGMAN_AUDIT_VOLUME_CLAIM": "wingman-audit",
+        "WINGMAN_GATEWAY_IMAGE": gateway_image,
+        "WINGMAN_LOG_FORMAT": "text",
+    })
+    return env
+
+
+def _wait_phase(cluster_kubectl: Any, kind: str, name: str, phases: tuple[str, ...],
+                timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        res = cluster_kubectl("get", kind, name, "-n", NAMESPACE, "-o", "json", check=False)
+        if res.returncode == 0:
+            obj: dict[str, Any] = json.loads(res.stdout)
+            phase = obj.get("status", {}).get("phase", "")
+            if phase != last:
+                _say(f"{kind}/{name}: {phase or 'Pending'}")
+                last = phase
+            if phase in phases:
+                return obj
+        time.sleep(1)
+    raise ClusterError(f"{kind}/{name} did not reach {'/'.join(phases)} within {timeout:.0f}s")
+
+
+def run_main(*, demo: bool = True, exit_after_demo: bool = False) -> int:
+    """Start (or use) a cluster, install Wingman, run the operator, and show a demo."""
+    if configured_kubeconfig() is not None:
+        return _run_on_configured_cluster()
+    with contextlib.ExitStack() as stack:
+        _say("no cluster configured (KUBECONFIG unset, no ~/.kube/config): "
+             "starting a local control plane")
+        cluster = LocalCluster.start()
+        stack.callback(cluster.stop)
+        _say(f"control plane ready at {cluster.server}; "
+             f"admin kubeconfig: {cluster.kubeconfig}")
+        work = Path(tempfile.mkdtemp(prefix="wingman-dev-"))
+        image = "ghcr.io/wingman-dev/wingman:0.1.0"
+        cluster.apply_crds(REPO / "crds")
+        cluster.kubectl("create", "namespace", APPS)
+        cluster.helm("install", "wingman", str(CHART), "-n", NAMESPACE, "--create-namespace",
+                     "-f", str(TEST_VALUES), "--set", "operator.replicas=0",
+                     "--set", "audit.file.persistence.enabled=false",
+                     "--set", f"gateway.image={image}")
+        _say(f"chart installed in namespace {NAMESPACE} (test values)")
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(DEMO_DEPLOYMENT))
+
+        policy = cluster.kubectl("get", "configmap", "wingman-policy", "-n", NAMESPACE,
+                                 "-o", "jsonpath={.data.policy\\.yaml}").stdout
+        audit_path = work / "audit.jsonl"
+        (work / "policy.yaml").write_text(policy)
+        token = cluster.sa_token(NAMESPACE, "wingman-operator", expiration_seconds=86400)
+        op_kubeconfig = cluster.token_kubeconfig(token, "wingman-operator")
+
+        from wingman.devnode import NodeHarness
+
+        harness = NodeHarness(
+            cluster=cluster, namespaces=[NAMESPACE], workdir=work / "node",
+            gateway_image=image, volume_dirs={"wingman-audit": audit_path.parent},
+        )
+        harness.start()
+        stack.callback(harness.stop)
+        _say("node harness running: gateway pods run as local processes with their real "
+             "ServiceAccount tokens")
+
+        log = open(work / "operator.log", "wb")
+        stack.callback(log.close)
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "wingman.cli", "operator"],
+            env=_operator_env(op_kubeconfig, audit_path, image),
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        stack.callback(_terminate, operator)
+        _say(f"operator running (pid {operator.pid}); log: {work / 'operator.log'}")
+
+        ok = _demo(cluster, audit_path) if demo else True
+        if exit_after_demo:
+            return 0 if ok else 1
+        _say(f"export KUBECONFIG={cluster.kubeconfig} to look around; Ctrl-C stops everything")
+        with contextlib.suppress(KeyboardInterrupt):
+            while operator.poll() is None:
+                time.sleep(1)
+        return 0 if operator.returncode in (None, 0) else 1
+
+
+def _demo(cluster: LocalCluster, audit_path: Path) -> bool:
+    """Submit the demo request and grant; True when the command ran and the audit verifies."""
+    user, groups = WORKER
+    request = {
+        "apiVersion": "wingman.dev/v1alpha1",
+        "kind": "ApprovalRequest",
+        "metadata": {"name": "demo-restart", "namespace": NAMESPACE},
+        "spec": {
+            "requester": user,
+            "environment": "test",
+            "instruction": "Restart the web Deployment to pick up its new configuration.",
+            "commands": [DEMO_COMMAND],
+        },
+    }
+    _say(f"as worker {user!r}: kubectl apply ApprovalRequest demo-restart ({DEMO_COMMAND})")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(request), user=user, groups=groups)
+
+    def kubectl(*a: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl(*a, check=check)
+
+    ar = _wait_phase(kubectl, "approvalrequest", "demo-restart",
+                     ("AutoApproved", "Approved", "AwaitingDecision", "Rejected", "Expired"))
+    consensus = ar.get("status", {}).get("consensus", {})
+    for vote in consensus.get("votes", []):
+        _say(f"  vote {vote.get('voter')}: {vote.get('verdict')} ({vote.get('risk')}) "
+             f"{vote.get('rationale', '')}")
+    if ar["status"]["phase"] not in ("AutoApproved", "Approved"):
+        _say("the demo request was not auto-approved; see `kubectl wingman describe`")
+        return False
+    grant = {
+        "apiVersion": "wingman.dev/v1alpha1",
+        "kind": "ExecutionGrant",
+        "metadata": {"name": "demo-restart-1", "namespace": NAMESPACE},
+        "spec": {"approvalRef": {"name": "demo-restart"}, "command": DEMO_COMMAND},
+    }
+    _say(f"as worker {user!r}: kubectl apply ExecutionGrant demo-restart-1")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(grant), user=user, groups=groups)
+    eg = _wait_phase(kubectl, "executiongrant", "demo-restart-1",
+                     ("Succeeded", "Failed", "Denied", "Expired"), timeout=180)
+    st = eg.get("status", {})
+    _say(f"grant finished: {st.get('phase')} exit={st.get('exitCode')} "
+         f"{st.get('reason', '')}")
+    if st.get("output"):
+        _say(f"  output: {st['output'].strip()}")
+    restarted = cluster.kubectl(
+        "get", "deployment", "web", "-n", APPS, "-o",
+        "jsonpath={.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}",
+    ).stdout
+    _say(f"deployment/web restartedAt: {restarted or '(not restarted)'}")
+    from wingman.audit import verify_main
+
+    return verify_main(str(audit_path)) == 0 and st.get("phase") == "Succeeded" \
+        and bool(restarted)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _run_on_configured_cluster() -> int:
+    kubeconfig = configured_kubeconfig()
+    _say(f"using the cluster configured in {kubeconfig}")
+    from wingman import devtools
+
+    helm = str(devtools.tool_path("helm"))
+    subprocess.run([helm, "upgrade", "--install", "wingman", str(CHART), "-n", NAMESPACE,
+                    "--create-namespace", "-f", str(TEST_VALUES), "--set", "operator.replicas=0"],
+                   check=True)
+    env = dict(os.environ)
+    env.update({"WINGMAN_NAMESPACE": NAMESPACE, "WINGMAN_ENVIRONMENT": "test",
+                "WINGMAN_LOG_FORMAT": "text"})
+    _say(f"chart installed in {NAMESPACE}; running the operator locally (Ctrl-C stops it)")
+    with contextlib.suppress(KeyboardInterrupt):
+        return subprocess.run([sys.executable, "-m", "wingman.cli", "operator"],
+                              env=env, check=False).returncode
+    return 0
+
+
+__all__ = ["cluster_main", "configured_kubeconfig", "run_main"]

@@ -1,0 +1,30 @@
+"""README's first command (`make run` → `wingman dev run`) on a machine with no cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_dev_run_starts_a_control_plane_and_the_demo_executes(tmp_path: Path) -> None:
+    from wingman.devtools import cache_dir
+
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["WINGMAN_CACHE"] = str(cache_dir())  # the provisioned tools, wherever HOME points
+    env["HOME"] = str(tmp_path)  # no ~/.kube/config: the local control plane is used
+    env["TMPDIR"] = str(tmp_path)  # every file and process of the run lives under tmp_path
+    proc = subprocess.run([sys.executable, "-m", "wingman.cli", "dev", "run",
+                           "--exit-after-demo"], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "starting a local control plane" in out
+    assert "approvalrequest/demo-restart: AutoApproved" in out
+    assert "grant finished: Succeeded exit=0" in out
+    assert "deployment/web restartedAt: 20" in out
+    assert "OK: " in out, "the audit trail verifies"
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True,
+                               check=False)
+    assert leftovers.stdout.strip() == "", "no stray processes"
