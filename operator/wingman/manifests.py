@@ -24,6 +24,7 @@ MANAGED = {"app.kubernetes.io/managed-by": "wingman", "app.kubernetes.io/part-of
 TOKEN_MOUNT = "/var/run/wingman/token"  # noqa: S105 - a mount path
 KEYS_MOUNT = "/etc/wingman/keys"
 POLICY_MOUNT = "/etc/wingman/policy"
+DOCKER_MOUNT = "/var/run/docker.sock"
 SECRET_TYPE = "wingman.dev/capability-token"  # noqa: S105 - a Secret type
 BURN_PREFIX = "wingman-burn-"
 
@@ -114,6 +115,12 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
         {"name": "policy", "mountPath": POLICY_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
     ]
+    if settings.gateway_docker_socket:
+        env += [{"name": "WINGMAN_DOCKER_ENABLED", "value": "true"},
+                {"name": "WINGMAN_DOCKER_HOST", "value": f"unix://{DOCKER_MOUNT}"}]
+        volumes.append({"name": "docker", "hostPath": {"path": settings.gateway_docker_socket,
+                                                        "type": "Socket"}})
+        mounts.append({"name": "docker", "mountPath": DOCKER_MOUNT})
     if settings.audit_secret:
         secret, key = settings.audit_secret.split("/")
         env.append({"name": "WINGMAN_AUDIT_TARGET",

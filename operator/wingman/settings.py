@@ -75,6 +75,14 @@ def _docker_host(env: Mapping[str, str]) -> str:
     return value
 
 
+def _socket(env: Mapping[str, str]) -> str | None:
+    path = env.get("WINGMAN_GATEWAY_DOCKER_SOCKET", "").strip()
+    if path and not path.startswith("/"):
+        raise ConfigError(f"WINGMAN_GATEWAY_DOCKER_SOCKET={path!r} must be an absolute path to "
+                          "the node's Docker socket, e.g. /var/run/docker.sock")
+    return path or None
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     namespace: str
@@ -98,6 +106,8 @@ class OperatorSettings:
     leeway_seconds: int
     peering: bool = True
     expiry_interval_seconds: float = 10.0
+    #: The node's Docker socket, mounted into gateway pods when docker commands are enabled.
+    gateway_docker_socket: str | None = None
     #: Testing only: SIGKILL the process right after this step of the grant flow.
     fault_kill_at: str | None = None
 
@@ -133,6 +143,7 @@ class OperatorSettings:
             peering=_bool(env, "WINGMAN_PEERING", True),
             expiry_interval_seconds=float(_int(env, "WINGMAN_EXPIRY_INTERVAL_SECONDS", 10, 1,
                                                3600)),
+            gateway_docker_socket=_socket(env),
             fault_kill_at=env.get("WINGMAN_FAULT_KILL_AT", "").strip() or None,
         )
 

@@ -90,3 +90,29 @@ def test_gateway_needs_its_api_server_and_grant() -> None:
         GatewaySettings.from_env({"WINGMAN_GRANT_NAME": "g"})
     with pytest.raises(ConfigError, match="WINGMAN_GRANT_NAME"):
         GatewaySettings.from_env({"KUBERNETES_SERVICE_HOST": "h"})
+
+
+def test_docker_enabled_in_the_chart_mounts_exactly_the_socket_into_gateway_jobs(
+        tmp_path: Path) -> None:
+    objs = render("test", {"gateway.docker.enabled": True,
+                           "gateway.docker.socketPath": "/run/docker.sock"})
+    (deployment,) = find(objs, "Deployment", "wingman-operator")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = _env(container, "wingman-test", {"WINGMAN_AUDIT_TARGET": "/a/audit.jsonl"})
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("environment: test\n")
+    env["WINGMAN_POLICY_FILE"] = str(policy)
+    settings = OperatorSettings.from_env(env)
+    assert settings.gateway_docker_socket == "/run/docker.sock"
+    job = manifests.gateway_job({"metadata": {"name": "g", "namespace": "n", "uid": "u"}},
+                                settings, 300)
+    pod = job["spec"]["template"]["spec"]
+    host_paths = [v["hostPath"] for v in pod["volumes"] if "hostPath" in v]
+    assert host_paths == [{"path": "/run/docker.sock", "type": "Socket"}]
+    gw_env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert gw_env["WINGMAN_DOCKER_ENABLED"] == "true"
+    assert gw_env["WINGMAN_DOCKER_HOST"] == "unix:///var/run/docker.sock"
+    without = OperatorSettings.from_env({"WINGMAN_POLICY_FILE": str(policy)})
+    plain = manifests.gateway_job({"metadata": {"name": "g", "namespace": "n", "uid": "u"}},
+                                  without, 300)
+    assert not any("hostPath" in v for v in plain["spec"]["template"]["spec"]["volumes"])
