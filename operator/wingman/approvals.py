@@ -66,13 +66,15 @@ def _conditions(body: Body) -> list[dict[str, Any]]:
     return [dict(c) for c in (body.get("status") or {}).get("conditions") or []]
 
 
-def parse_time(text: str | None) -> dt.datetime | None:
-    if not text:
+def parse_time(text: object) -> dt.datetime | None:
+    """An RFC 3339 time with its zone, or None (never a naive time: callers fail closed)."""
+    if not isinstance(text, str) or not text:
         return None
     try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def expiration_time(body: Body, policy: EnvironmentPolicy) -> dt.datetime:

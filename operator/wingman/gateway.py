@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wingman import conditions, executors, manifests, scope, tokens
+from wingman import approvals, conditions, executors, manifests, scope, tokens
 from wingman.audit import AuditRecord, AuditSink, open_sink
 from wingman.errors import (
     AuditUnavailable,
@@ -146,38 +146,12 @@ def load_keys(directory: Path) -> tokens.KeySet:
                           reason="InvalidPublicKey") from None
 
 
-def _parse_time(value: object) -> dt.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
 def check_approval(approval: Body, now: dt.datetime) -> None:
-    """GrantDenied unless the approval is approved, not rejected/revoked and unexpired now."""
-    status = approval.get("status") or {}
-    conds = status.get("conditions") or []
-    name = (approval.get("metadata") or {}).get("name", "")
-    if conditions.is_true(conds, "Revoked") or conditions.is_true(conds, "Rejected"):
-        raise GrantDenied(f"ApprovalRequest {name} was rejected or revoked after the token was "
-                          "issued; nothing was executed", reason="ApprovalRevoked")
-    if conditions.is_true(conds, "Expired"):
-        raise GrantDenied(f"ApprovalRequest {name} has expired; request approval again",
-                          reason="ApprovalExpired")
-    if not conditions.is_approved(conds):
-        raise GrantDenied(f"ApprovalRequest {name} is not approved; nothing was executed",
-                          reason="ApprovalNotApproved")
-    expires = _parse_time(status.get("expirationTime"))
-    if expires is None:
-        raise GrantDenied(f"ApprovalRequest {name} has no valid status.expirationTime; an "
-                          "approval without an expiry is never acted on",
-                          reason="ApprovalExpired")
-    if now >= expires:
-        raise GrantDenied(f"ApprovalRequest {name} expired at {status.get('expirationTime')}; "
-                          "request approval again", reason="ApprovalExpired")
+    """GrantDenied unless the approval is approved, not rejected/revoked and unexpired now
+    (the operator's own rule, ``wingman.approvals.usable``, applied again at execution time)."""
+    ok, reason, message = approvals.usable(approval, now)
+    if not ok:
+        raise GrantDenied(f"{message}; nothing was executed", reason=reason)
 
 
 def _binding(what: str) -> GrantDenied:

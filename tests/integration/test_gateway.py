@@ -400,8 +400,8 @@ def test_approval_revoked_after_minting_is_refused(
     token = mint(env, g)
     _set_approval_status(env, g.approval["metadata"]["name"], [
         *_approved(),
-        {"type": "Rejected", "status": "True", "reason": "HumanRejected",
-         "message": "carol rejected it", "lastTransitionTime": _now_rfc3339()},
+        {"type": "Revoked", "status": "True", "reason": "RevokedByApprover",
+         "message": "approval revoked: rejected by carol", "lastTransitionTime": _now_rfc3339()},
     ], "Rejected")
     _assert_refused(env, g, token, "ApprovalRevoked", capsys)
 
