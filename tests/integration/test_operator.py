@@ -426,3 +426,28 @@ def test_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_
     assert cli(["keys", "prune", "-n", env.ns, "--kubeconfig", kubeconfig]) == 0
     wait_for("pruned", lambda: len((get(env.cluster, "configmap", env.ns,
                                         "wingman-public-keys") or {}).get("data", {})) == 1, 30)
+
+
+def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:
+    second = OperatorProcess(env.cluster, env.ns, tmp_path / "second")
+    second.start()
+    try:
+        time.sleep(3)  # peering: the replica with the lower priority pauses
+        env.request("req")
+        env.wait_phase("ar", "req", "AutoApproved")
+        grants = [f"p{i}" for i in range(6)]
+        for g in grants:
+            env.grant(g, "req", RESTART)
+        for g in grants:
+            env.wait_phase("eg", g, "TokenIssued")
+        records = env.op.audit_events() + second.audit_events()
+        minted = [r["subject"]["name"] for r in records if r["event"] == "TokenMinted"]
+        assert sorted(minted) == grants, "one token per grant, minted by one replica"
+        reviewed = [r for r in records if r["event"] == "ApprovalReviewed"]
+        assert len(reviewed) == 1
+        actors = {("first" if r in env.op.audit_events() else "second") for r in records
+                  if r["event"] in ("TokenMinted", "ApprovalReviewed")}
+        assert len(actors) == 1, "only the active replica acted"
+        _assert_one_token_and_one_job_each(env, grants)
+    finally:
+        second.stop()

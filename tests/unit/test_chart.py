@@ -389,9 +389,10 @@ def test_operator_deployment_is_locked_down(
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert container["args"] == ["wingman", "operator"]
-    probe = container["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert probe["path"] == "/healthz" and ports[probe["port"]] == 8080
+    for kind in ("livenessProbe", "readinessProbe"):
+        probe = container[kind]["httpGet"]
+        assert probe["path"] == "/healthz" and ports[probe["port"]] == 8080
     assert ports["metrics"] == 9090
     assert not any("hostPath" in v for v in pod["volumes"])
 
