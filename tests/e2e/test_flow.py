@@ -11,6 +11,7 @@ would run, with the gateway's real ServiceAccount token.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -204,7 +205,8 @@ def test_an_approved_restart_executes_once_and_shows_in_the_deployment(story: St
     st = eg["status"]
     assert st["phase"] == "Succeeded", st
     assert st["exitCode"] == 0 and "restarted" in st["output"]
-    assert st["outputSHA256"].startswith("sha256:") and st["auditRecordHash"]
+    assert st["outputSHA256"] == "sha256:" + hashlib.sha256(st["output"].encode()).hexdigest()
+    assert st["auditRecordHash"].startswith("sha256:")
     assert story.restarted_at() is not None, "the Deployment was restarted"
     # the token is gone once the grant is final; its burn marker stays
     wait_for("token Secret deleted", lambda: get(story.cluster, "secret", story.ns,
