@@ -115,7 +115,7 @@ def _wait_phase(cluster_kubectl: Any, kind: str, name: str, phases: tuple[str, .
 def run_main(*, demo: bool = True, exit_after_demo: bool = False) -> int:
     """Start (or use) a cluster, install Wingman, run the operator, and show a demo."""
     if configured_kubeconfig() is not None:
-        return _run_on_configured_cluster()
+        return _run_on_configured_cluster(exit_after_start=exit_after_demo)
     with contextlib.ExitStack() as stack:
         _say("no cluster configured (KUBECONFIG unset, no ~/.kube/config): "
              "starting a local control plane")
@@ -237,23 +237,54 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _run_on_configured_cluster() -> int:
+def _run_on_configured_cluster(*, exit_after_start: bool = False) -> int:
+    """Install the chart (operator Deployment scaled to zero) and run the operator here.
+
+    The operator uses your kubeconfig's credentials; the policy is the one the chart rendered
+    and the audit trail a local file. Gateway Jobs run on the cluster's own nodes with the
+    image the values name, so no demo is submitted: try ``kubectl wingman request``.
+    """
     kubeconfig = configured_kubeconfig()
     _say(f"using the cluster configured in {kubeconfig}")
     from wingman import devtools
 
-    helm = str(devtools.tool_path("helm"))
-    subprocess.run([helm, "upgrade", "--install", "wingman", str(CHART), "-n", NAMESPACE,
-                    "--create-namespace", "-f", str(TEST_VALUES), "--set", "operator.replicas=0"],
-                   check=True)
+    helm, kubectl = str(devtools.tool_path("helm")), str(devtools.tool_path("kubectl"))
+
+    def run(*argv: str, input: str | None = None) -> str:
+        res = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise ClusterError(f"{Path(argv[0]).name} {' '.join(argv[1:3])} failed: "
+                               f"{res.stderr.strip()[-2000:]}")
+        return res.stdout
+
+    run(kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    # the test values' gateway target namespace must exist for its Role and RoleBinding
+    run(kubectl, "apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APPS}}))
+    run(helm, "upgrade", "--install", "wingman", str(CHART), "-n", NAMESPACE,
+        "--create-namespace", "-f", str(TEST_VALUES), "--set", "operator.replicas=0",
+        "--set", "audit.file.persistence.enabled=false")
+    work = Path(tempfile.mkdtemp(prefix="wingman-dev-"))
+    policy = run(kubectl, "get", "configmap", "wingman-policy", "-n", NAMESPACE, "-o",
+                 "jsonpath={.data.policy\\.yaml}")
+    (work / "policy.yaml").write_text(policy)
     env = dict(os.environ)
     env.update({"WINGMAN_NAMESPACE": NAMESPACE, "WINGMAN_ENVIRONMENT": "test",
+                "WINGMAN_POLICY_FILE": str(work / "policy.yaml"),
+                "WINGMAN_AUDIT_TARGET": str(work / "audit.jsonl"),
                 "WINGMAN_LOG_FORMAT": "text"})
-    _say(f"chart installed in {NAMESPACE}; running the operator locally (Ctrl-C stops it)")
-    with contextlib.suppress(KeyboardInterrupt):
-        return subprocess.run([sys.executable, "-m", "wingman.cli", "operator"],
-                              env=env, check=False).returncode
-    return 0
+    _say(f"chart installed in {NAMESPACE}; running the operator locally (audit: "
+         f"{work / 'audit.jsonl'}); Ctrl-C stops it")
+    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "operator"], env=env)
+    try:
+        if exit_after_start:
+            time.sleep(5)
+            return 0 if proc.poll() is None else 1
+        with contextlib.suppress(KeyboardInterrupt):
+            proc.wait()
+        return 0 if proc.returncode in (None, 0) else 1
+    finally:
+        _terminate(proc)
 
 
 __all__ = ["cluster_main", "configured_kubeconfig", "run_main"]

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def test_dev_run_starts_a_control_plane_and_the_demo_executes(tmp_path: Path) -> None:
@@ -28,3 +29,27 @@ def test_dev_run_starts_a_control_plane_and_the_demo_executes(tmp_path: Path) ->
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True,
                                check=False)
     assert leftovers.stdout.strip() == "", "no stray processes"
+
+
+def test_dev_run_uses_a_configured_cluster_instead(cluster: Any, crds: Path,
+                                                   tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["KUBECONFIG"] = str(cluster.kubeconfig)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "wingman.cli", "dev", "run",
+                               "--exit-after-demo"], env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        assert f"using the cluster configured in {cluster.kubeconfig}" in out
+        assert "starting a local control plane" not in out
+        releases = cluster.helm("list", "-n", "wingman-test", "-o", "json").stdout
+        assert '"name":"wingman"' in releases.replace(" ", "")
+        # the operator ran against this cluster: it generated the signing key there
+        secret = cluster.kubectl("get", "secret", "wingman-signing-key", "-n", "wingman-test",
+                                 check=False)
+        assert secret.returncode == 0, secret.stderr
+    finally:
+        cluster.helm("uninstall", "wingman", "-n", "wingman-test", "--wait=false", check=False)
+        for ns in ("wingman-test", "apps"):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
