@@ -25,8 +25,9 @@ same error and reason cover every other invalid record (not JSON-able, naive ``n
 stored records is detected and located by ``verify``. Whoever can rewrite the whole store can
 build a consistent forgery, and removing records from the tail leaves a valid shorter chain:
 only an *anchor* recorded elsewhere catches those. Operators therefore record the head (each
-``append`` returns it as ``record.anchor``; the operator publishes the head hash in metrics and
-status) and verify with ``anchor=`` / ``expected_head=``.
+``append`` returns it as ``record.anchor``; the operator writes the hash of each transition's
+record into the object's status (``auditHead``, ``auditRecordHash``) and the head's sequence
+number into the metric ``wingman_audit_head_sequence``) and verify with ``anchor=`` / ``expected_head=``.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ __all__ = [
     "VerifyReport",
     "canonical_json",
     "fingerprint",
+    "looks_like_token",
     "make_record",
     "open_sink",
     "verify",
@@ -280,6 +282,11 @@ def _check_string(value: str, path: str) -> None:
             "keys never go into the audit trail: record wingman.audit.fingerprint(token) "
             f"instead (here {fingerprint(value)})"
         )
+
+
+def looks_like_token(text: str) -> bool:
+    """True when ``text`` holds a JWT-shaped string: such text is never written to the trail."""
+    return _looks_like_jwt(text)
 
 
 def _looks_like_jwt(text: str) -> bool:

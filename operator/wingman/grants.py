@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wingman import approvals, conditions
+from wingman.audit import looks_like_token
 from wingman.errors import ScopeViolation
 from wingman.policy import EnvironmentPolicy
 from wingman.scope import Allowlist, check
@@ -61,6 +62,10 @@ def authorize(grant: Body, approval: Body | None, policy: EnvironmentPolicy,
                      allowlist=allowlist)
     except ScopeViolation as exc:
         return _deny(_SCOPE_REASONS.get(exc.reason, exc.reason), str(exc))
+    if looks_like_token(str(command)):
+        return _deny("CommandLooksLikeToken",
+                     "the command contains a token-shaped string (a JWT); Wingman never records "
+                     "or passes credentials in commands: remove it")
     ttl = spec.get("ttlSeconds")
     ttl_seconds = policy.token_ttl_seconds if ttl is None else int(ttl)
     if ttl_seconds > policy.max_token_ttl_seconds:

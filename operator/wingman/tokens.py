@@ -194,7 +194,8 @@ class SigningKey:
         except (ValueError, TypeError, UnsupportedAlgorithm):
             raise ConfigError(
                 "the signing key is not an unencrypted PEM private key; generate one with "
-                "'wingman keys generate' or 'openssl genpkey -algorithm ed25519'"
+                "'openssl genpkey -algorithm ed25519' (or delete the Secret and let the "
+                "operator generate one)"
             ) from None
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError(

@@ -63,3 +63,17 @@ def test_authorized_with_default_and_explicit_ttl() -> None:
                                                                      "restart")
     assert grants.authorize(grant(ttlSeconds=600), approval(APPROVED), POLICY, ALLOW,
                             NOW).ttl_seconds == 600
+
+
+def test_a_command_carrying_a_token_is_denied_before_anything_is_recorded() -> None:
+    jwt_like = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln"
+    command = f"kubectl rollout restart deployment/web -n apps --token={jwt_like}"
+    auth = grants.authorize(grant(command), approval(APPROVED, commands=(command,)),
+                            EnvironmentPolicy.from_dict({
+                                "environment": "test",
+                                "allowlist": ["kubectl rollout restart deployment/{name} -n apps "
+                                              "--token=*"]}),
+                            Allowlist.from_patterns(["kubectl rollout restart deployment/{name} "
+                                                     "-n apps --token=*"]), NOW)
+    assert not auth.ok and auth.reason == "CommandLooksLikeToken"
+    assert jwt_like not in auth.message
