@@ -116,3 +116,25 @@ def test_docker_enabled_in_the_chart_mounts_exactly_the_socket_into_gateway_jobs
     plain = manifests.gateway_job({"metadata": {"name": "g", "namespace": "n", "uid": "u"}},
                                   without, 300)
     assert not any("hostPath" in v for v in plain["spec"]["template"]["spec"]["volumes"])
+
+
+def test_gateway_timing_comes_from_the_values(tmp_path: Path) -> None:
+    objs = render("test", {"gateway.timeoutSeconds": 45,
+                           "gateway.jobTTLSecondsAfterFinished": 600,
+                           "operator.clockLeewaySeconds": 2})
+    (deployment,) = find(objs, "Deployment", "wingman-operator")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = _env(container, "wingman-test", {"WINGMAN_AUDIT_TARGET": "/a/audit.jsonl"})
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("environment: test\n")
+    env["WINGMAN_POLICY_FILE"] = str(policy)
+    settings = OperatorSettings.from_env(env)
+    assert (settings.gateway_timeout_seconds, settings.job_ttl_seconds,
+            settings.leeway_seconds) == (45, 600, 2)
+    job = manifests.gateway_job({"metadata": {"name": "g", "namespace": "n", "uid": "u"}},
+                                settings, 300)
+    assert job["spec"]["ttlSecondsAfterFinished"] == 600
+    gw_env = {e["name"]: e.get("value") for e in
+              job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert gw_env["WINGMAN_EXEC_TIMEOUT_SECONDS"] == "45"
+    assert gw_env["WINGMAN_LEEWAY_SECONDS"] == "2"
