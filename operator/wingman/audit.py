@@ -27,7 +27,8 @@ build a consistent forgery, and removing records from the tail leaves a valid sh
 only an *anchor* recorded elsewhere catches those. Operators therefore record the head (each
 ``append`` returns it as ``record.anchor``; the operator writes the hash of each transition's
 record into the object's status (``auditHead``, ``auditRecordHash``) and the head's sequence
-number into the metric ``wingman_audit_head_sequence``) and verify with ``anchor=`` / ``expected_head=``.
+number into the metric ``wingman_audit_head_sequence``) and verify with ``anchor=`` /
+``expected_head=``.
 """
 
 from __future__ import annotations

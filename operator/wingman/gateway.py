@@ -451,7 +451,8 @@ class _Run:
             now = self.now()
 
             def build(grant: dict[str, Any]) -> dict[str, Any] | None:
-                if self.executing:  # our own Running phase: close it
+                phase = (grant.get("status") or {}).get("phase")
+                if self.executing and phase == "Running":  # our own Running phase: close it
                     grant = {**grant, "status": {**(grant.get("status") or {}), "phase": ""}}
                 return refused_status(grant, "GatewayInternalError", message, now, None)
 
@@ -533,14 +534,30 @@ def _execute(run: _Run) -> int:
     common = {"jti": claims.jti, "lease": lease_name, "job_uid": s.job_uid,
               "command_sha256": f"sha256:{claims.command_sha256}"}
     run.audit("GatewayTokenBurned", common)
+    # the approval may have been revoked while the token was being burned: look once more
+    fresh = _get(run.kube, APPROVALS, s.namespace, approval_name, "ApprovalRequest")
+    if (fresh.get("metadata") or {}).get("uid") != claims.approval_uid:
+        raise _binding("ApprovalRequest")
+    check_approval(fresh, run.now())
     run.audit("GatewayExecuting", {**common, "command": claims.command,
                                    "executor": executor.name, "approval": claims.approval_name,
                                    "requester": claims.sub})
+
+    def to_running(g: dict[str, Any]) -> dict[str, Any] | None:
+        # only the grant the token names, and only from TokenIssued: never over a result,
+        # a denial or an expiry the operator wrote after this gateway read the grant
+        ok = (g.get("metadata") or {}).get("uid") == claims.grant_uid and \
+            (g.get("status") or {}).get("phase") == "TokenIssued"
+        return running_status(run.now()) if ok else None
+
     try:
-        run.patch_status(lambda _g: running_status(run.now()))
+        running = run.patch_status(to_running)
     except WingmanError as exc:
         raise GrantDenied(f"cannot record phase Running on the grant ({exc.message}); the "
                           "command was not executed", reason="StatusUnavailable") from None
+    if not running:
+        raise GrantDenied("the grant is no longer waiting for its gateway (its phase is not "
+                          "TokenIssued); the command was not executed", reason="GrantNotIssued")
     run.executing = True
     run.log("GatewayExecuting", executor=executor.name)
 

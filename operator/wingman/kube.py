@@ -171,13 +171,15 @@ class Kube:
                             content_type=content_type)
 
     def delete(self, res: Resource, namespace: str, name: str, *,
-               propagation: str = "Background") -> bool:
-        """Delete; False when it was already gone."""
+               propagation: str = "Background", uid: str | None = None) -> bool:
+        """Delete (only the object with ``uid``, when given); False when it was already gone."""
+        options: dict[str, Any] = {"propagationPolicy": propagation}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         try:
-            self.request("DELETE", res.path(namespace, name),
-                         {"propagationPolicy": propagation})
+            self.request("DELETE", res.path(namespace, name), options)
         except ApiError as exc:
-            if exc.not_found:
+            if exc.not_found or (uid and exc.conflict):
                 return False
             raise
         return True

@@ -54,7 +54,7 @@ def owner_reference(grant: dict[str, Any]) -> dict[str, Any]:
     meta = grant["metadata"]
     return {"apiVersion": grant.get("apiVersion", "wingman.dev/v1alpha1"),
             "kind": "ExecutionGrant", "name": meta["name"], "uid": meta["uid"],
-            "controller": True, "blockOwnerDeletion": True}
+            "controller": True}
 
 
 JOB_UID_ANNOTATION = "wingman.dev/job-uid"
@@ -142,7 +142,9 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
             "backoffLimit": 0,
             "parallelism": 1,
             "completions": 1,
-            "activeDeadlineSeconds": ttl_seconds + 60,
+            # the token's life, the clock leeway, the command's own timeout and pod start-up
+            "activeDeadlineSeconds": ttl_seconds + settings.leeway_seconds
+            + settings.gateway_timeout_seconds + 60,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
                 "metadata": {"labels": labels},

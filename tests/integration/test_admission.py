@@ -395,6 +395,10 @@ POD_SPEC_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
                  "must not mount hostPath volumes"),
     "initContainer": ({"initContainers": [{"name": "init", "image": "busybox:1.36"}]},
                       "init=busybox:1.36"),
+    "otherCommand": ({"container": {"command": ["kubectl", "get", "secrets"]}},
+                     'whose command is ["wingman", "gateway"]'),
+    "extraArgs": ({"container": {"args": ["--anything"]}},
+                  'whose command is ["wingman", "gateway"]'),
 }
 
 

@@ -191,6 +191,10 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None) -> 
         "metadata": {"name": eg_name, "namespace": env.ns},
         "spec": {"approvalRef": {"name": ar_name}, "command": command},
     }))
+    # what the operator writes before it releases the gateway Job
+    env.cluster.kubectl("patch", "executiongrants", eg_name, "-n", env.ns,
+                        "--subresource=status", "--type=merge", "-p",
+                        json.dumps({"status": {"phase": "TokenIssued"}}))
     env.cluster.kubectl("create", "-f", "-", input=json.dumps({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": manifests.job_name(eg_name), "namespace": env.ns},
@@ -430,3 +434,19 @@ def test_unavailable_audit_trail_refuses_before_the_token_is_spent(
     assert env.leases() == [] and env.replicas() == 1
     assert any(line["reason"] == "AuditUnavailable" for line in
                _json_lines(capsys.readouterr().err) if line["event"] == "GatewayRefused")
+
+
+def test_a_grant_no_longer_waiting_for_its_gateway_is_not_executed(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g)
+    # the operator expired the grant after the gateway pod started
+    env.cluster.kubectl("patch", "executiongrants", g.name, "-n", env.ns,
+                        "--subresource=status", "--type=merge", "-p",
+                        json.dumps({"status": {"phase": "Failed", "reason": "TokenExpired"}}))
+    code = run_gateway(settings_for(env, g, token))
+    assert code == EXIT_REFUSED
+    scale = env.kubectl_json("get", "deployment", "web", "-n", env.target)
+    assert scale["spec"]["replicas"] == 1, "nothing ran"
+    assert env.grant(g.name)["status"]["reason"] == "TokenExpired", "the status is left alone"

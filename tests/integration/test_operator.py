@@ -451,3 +451,22 @@ def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:
         _assert_one_token_and_one_job_each(env, grants)
     finally:
         second.stop()
+
+
+def test_a_grant_whose_name_collides_with_anothers_secret_touches_nothing_of_it(env: Env) -> None:
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    long_name = "a" * 63
+    env.grant(long_name, "req", RESTART)
+    env.wait_phase("eg", long_name, "TokenIssued")
+    victim = env.secret(long_name)
+    assert victim is not None
+    # a second grant named so that its own Secret name is the first grant's
+    collider = manifests.secret_name(long_name)[: -len("-token")]
+    assert manifests.secret_name(collider) == manifests.secret_name(long_name)
+    env.grant(collider, "req", RESTART)
+    eg = env.wait_phase("eg", collider, "Denied")
+    assert eg["status"]["reason"] == "SecretConflict"
+    still = env.secret(long_name)
+    assert still is not None and still["metadata"]["uid"] == victim["metadata"]["uid"]
+    assert env.job(long_name) is not None

@@ -307,7 +307,7 @@ def pod_manifest(
 ) -> dict[str, Any]:
     """A minimal Pod; ``spec`` keyword arguments are merged into its spec."""
     container: dict[str, Any] = {"name": "gateway", "image": image,
-                                 "args": ["wingman", "gateway"]}
+                                 "command": ["wingman", "gateway"]}
     container.update(spec.pop("container", {}))
     body: dict[str, Any] = {
         "serviceAccountName": service_account,

@@ -150,4 +150,14 @@ CEL variables for the gateway pod-spec rules; the including policy defines `vari
     gateway.docker.enabled is false)
   reason: Forbidden
 {{- end }}
+- expression: >-
+    size(variables.spec.containers) == 1 &&
+    (!has(variables.spec.initContainers) || size(variables.spec.initContainers) == 0) &&
+    variables.spec.containers.all(c, has(c.command) && c.command == ['wingman', 'gateway'] &&
+    (!has(c.args) || size(c.args) == 0))
+  message: >-
+    a gateway pod runs exactly one container whose command is ["wingman", "gateway"] with no
+    args and no init containers: the pinned image also ships kubectl, which must never run
+    with the gateway's rights outside the gateway
+  reason: Forbidden
 {{- end }}

@@ -48,20 +48,37 @@ def crashpoint(ctx: Context, step: str) -> None:
 
 
 async def write_status(ctx: Context, grant: Any, status: dict[str, Any]) -> dict[str, Any]:
+    """Write status only over the version that was read (the gateway writes status too)."""
     meta = grant["metadata"]
-    return await ctx.call(ctx.kube.patch, GRANTS, meta["namespace"], meta["name"],
-                          {"status": status}, subresource="status")
+    body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+    try:
+        updated: dict[str, Any] = await ctx.call(ctx.kube.patch, GRANTS, meta["namespace"],
+                                                 meta["name"], body, subresource="status")
+    except ApiError as exc:
+        if exc.conflict:
+            raise kopf.TemporaryError("the grant changed since it was read; re-reading",
+                                      delay=1) from None
+        raise
+    return updated
 
 
-async def deny(ctx: Context, grant: Any, reason: str, message: str) -> None:
-    """Denied, audited, counted; anything already made for the grant is removed."""
+def owned_by(obj: Any, grant: Any) -> bool:
+    uid = grant["metadata"]["uid"]
+    return obj is not None and any(
+        o.get("uid") == uid for o in obj.get("metadata", {}).get("ownerReferences") or [])
+
+
+async def deny(ctx: Context, grant: Any, reason: str, message: str, *,
+               cleanup: bool = True) -> None:
+    """Denied, audited, counted; what was already made for the grant is removed."""
     auth = logic.Authorization(False, reason, message)
     record = await ctx.audit("GrantDenied", subject_of(grant),
                              {"reason": reason, "message": message[:500]})
     status = logic.denied_status(grant, auth, _now())
     status["auditRecordHash"] = f"sha256:{record.hash}"
     await write_status(ctx, grant, status)
-    await remove_artifacts(ctx, grant, job=True)
+    if cleanup:
+        await remove_artifacts(ctx, grant, job=True)
     kopf.event(grant, type="Warning", reason=reason, message=message[:1000])
     ctx.metrics.denial(ctx.env, "operator", reason)
     ctx.metrics.grants.labels(environment=ctx.env, outcome="Denied").inc()
@@ -69,12 +86,20 @@ async def deny(ctx: Context, grant: Any, reason: str, message: str) -> None:
     log.warning("grant denied", extra={"grant": grant["metadata"]["name"], "reason": reason})
 
 
-async def remove_artifacts(ctx: Context, grant: Any, *, job: bool) -> None:
+async def remove_artifacts(ctx: Context, grant: Any, *, job: bool) -> bool:
+    """Delete the grant's token Secret (and Job): only objects this grant owns, by uid."""
     meta = grant["metadata"]
-    await ctx.call(ctx.kube.delete, SECRETS, meta["namespace"],
-                   manifests.secret_name(meta["name"]))
+    targets = [(SECRETS, manifests.secret_name(meta["name"]))]
     if job:
-        await ctx.call(ctx.kube.delete, JOBS, meta["namespace"], manifests.job_name(meta["name"]))
+        targets.append((JOBS, manifests.job_name(meta["name"])))
+    removed = False
+    for res, name in targets:
+        obj = await ctx.call(ctx.kube.get_or_none, res, meta["namespace"], name)
+        if owned_by(obj, grant):
+            assert obj is not None
+            removed |= await ctx.call(ctx.kube.delete, res, meta["namespace"], name,
+                                      uid=obj["metadata"]["uid"])
+    return removed
 
 
 def _secret_token(secret: dict[str, Any]) -> str:
@@ -104,11 +129,10 @@ async def issue(ctx: Context, grant: Any) -> None:
     job_body = manifests.gateway_job(dict(grant), ctx.settings, max(ttl, 30))
     job, _ = await ctx.call(create_or_adopt, ctx.kube, JOBS, ns, job_body)
     crashpoint(ctx, "job-created")
-    owners = [o.get("uid") for o in job["metadata"].get("ownerReferences") or []]
-    if uid not in owners:
+    if not owned_by(job, grant):
         await deny(ctx, grant, "JobConflict",
                    f"Job {job['metadata']['name']} exists and does not belong to this grant; "
-                   "delete it or use another grant name")
+                   "use another grant name", cleanup=False)
         return
     job_uid = job["metadata"]["uid"]
 
@@ -139,6 +163,11 @@ async def issue(ctx: Context, grant: Any) -> None:
         del token
         crashpoint(ctx, "secret-created")
     assert secret is not None
+    if not owned_by(secret, grant):
+        await deny(ctx, grant, "SecretConflict",
+                   f"Secret {secret_name} exists and does not belong to this grant; use another "
+                   "grant name", cleanup=False)
+        return
     annotations = secret["metadata"].get("annotations") or {}
     if annotations.get(manifests.JOB_UID_ANNOTATION) != job_uid:
         await deny(ctx, grant, "TokenBindingMismatch",
@@ -209,7 +238,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         try:
             fresh = await ctx.call(ctx.kube.get, GRANTS, body["metadata"]["namespace"],
                                    body["metadata"]["name"])
-            if not logic.is_terminal(fresh):
+            if logic.is_terminal(fresh):
+                await remove_artifacts(ctx, fresh, job=False)  # e.g. a stale replica's Secret
+            else:
                 await issue(ctx, fresh)
         except (kopf.TemporaryError, kopf.PermanentError):
             raise
@@ -249,8 +280,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
                     ctx.metrics.grants.labels(environment=ctx.env, outcome=phase).inc()
                     if phase == "Failed" and status.get("reason") not in (None, "CommandFailed"):
                         ctx.metrics.denial(ctx.env, "gateway", str(status.get("reason")))
-            secret = manifests.secret_name(meta["name"])
-            if await ctx.call(ctx.kube.delete, SECRETS, meta["namespace"], secret):
+            if await remove_artifacts(ctx, obj, job=False):
                 log.info("token Secret deleted", extra={"grant": meta["name"]})
 
     @kopf.on.event("batch", "v1", "jobs", labels={manifests.ROLE_LABEL: "gateway"},
@@ -265,7 +295,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             return
         ns = job["metadata"]["namespace"]
         grant = await ctx.call(ctx.kube.get_or_none, GRANTS, ns, grant_name)
-        if grant is None or logic.is_terminal(grant):
+        if grant is None or logic.is_terminal(grant) or not owned_by(job, grant):
             return
         kind, reason = finished
         if kind == "Complete":
@@ -300,7 +330,8 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             return
         await finish(ctx, fresh, "Expired", "TokenExpired",
                      "the token expired before the gateway ran; create a new grant")
-        await remove_artifacts(ctx, fresh, job=True)
+        # only the Secret: a gateway that already started is bounded by the Job's deadline
+        await remove_artifacts(ctx, fresh, job=False)
 
 
 __all__ = ["STEPS", "crashpoint", "deny", "finish", "issue", "register", "remove_artifacts"]
