@@ -470,3 +470,24 @@ def test_a_grant_whose_name_collides_with_anothers_secret_touches_nothing_of_it(
     still = env.secret(long_name)
     assert still is not None and still["metadata"]["uid"] == victim["metadata"]["uid"]
     assert env.job(long_name) is not None
+
+
+def test_a_grant_reset_to_pending_after_its_token_was_minted_never_gets_a_second_token(
+        env: Env) -> None:
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.grant("g", "req", RESTART)
+    env.wait_phase("eg", "g", "TokenIssued")
+    first = env.secret("g")
+    assert first is not None
+    env.op.stop()
+    # what a compromised gateway could do with its status rights, plus a lost Secret
+    env.cluster.kubectl("delete", "secret", manifests.secret_name("g"), "-n", env.ns)
+    env.cluster.kubectl("patch", "eg", "g", "-n", env.ns, "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"status": {"phase": "Pending"}}))
+    env.op.start()
+    eg = env.wait_phase("eg", "g", "Failed")
+    assert eg["status"]["reason"] == "TokenMissing"
+    assert env.secret("g") is None
+    minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"]
+    assert len(minted) == 1

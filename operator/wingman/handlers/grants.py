@@ -30,7 +30,7 @@ from wingman.kube import APPROVALS, GRANTS, JOBS, SECRETS, ApiError, create_or_a
 from wingman.tokens import mint, token_sha256
 
 log = logging.getLogger("wingman.operator.grants")
-GATEWAY_REFUSALS = frozenset({"ReplayRejected"})
+MINTED_ANNOTATION = "wingman.dev/token-sha256"
 
 
 def _now() -> dt.datetime:
@@ -138,8 +138,9 @@ async def issue(ctx: Context, grant: Any) -> None:
 
     secret_name = manifests.secret_name(name)
     secret = await ctx.call(ctx.kube.get_or_none, SECRETS, ns, secret_name)
+    minted = (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION)
     if secret is None:
-        if approval is None:  # TokenIssued but the Secret is gone: never mint again
+        if approval is None or minted:  # the Secret is gone after a mint: never mint again
             await finish(ctx, grant, "Failed", "TokenMissing",
                          "the token Secret disappeared before the gateway ran; create a new "
                          "grant")
@@ -175,6 +176,11 @@ async def issue(ctx: Context, grant: Any) -> None:
         return
     token_hash = token_sha256(_secret_token(secret))
     expires = int(annotations.get(manifests.EXPIRES_ANNOTATION, "0"))
+    if minted != token_hash:
+        # on the Job, where only the operator writes: whatever later happens to the grant's
+        # status or the Secret, this grant never gets a second token
+        await ctx.call(ctx.kube.patch, JOBS, ns, job["metadata"]["name"],
+                       {"metadata": {"annotations": {MINTED_ANNOTATION: token_hash}}})
 
     if phase == "Pending":
         gen = int(meta.get("generation") or 1)
