@@ -92,17 +92,22 @@ def test_gateway_needs_its_api_server_and_grant() -> None:
         GatewaySettings.from_env({"KUBERNETES_SERVICE_HOST": "h"})
 
 
-def test_docker_enabled_in_the_chart_mounts_exactly_the_socket_into_gateway_jobs(
-        tmp_path: Path) -> None:
-    objs = render("test", {"gateway.docker.enabled": True,
-                           "gateway.docker.socketPath": "/run/docker.sock"})
+def _settings_from(objs: list[dict[str, Any]], tmp_path: Path) -> tuple[OperatorSettings, Path]:
+    """The operator's settings exactly as the rendered Deployment's env gives them."""
     (deployment,) = find(objs, "Deployment", "wingman-operator")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = _env(container, "wingman-test", {"WINGMAN_AUDIT_TARGET": "/a/audit.jsonl"})
     policy = tmp_path / "policy.yaml"
     policy.write_text("environment: test\n")
     env["WINGMAN_POLICY_FILE"] = str(policy)
-    settings = OperatorSettings.from_env(env)
+    return OperatorSettings.from_env(env), policy
+
+
+def test_docker_enabled_in_the_chart_mounts_exactly_the_socket_into_gateway_jobs(
+        tmp_path: Path) -> None:
+    objs = render("test", {"gateway.docker.enabled": True,
+                           "gateway.docker.socketPath": "/run/docker.sock"})
+    settings, policy = _settings_from(objs, tmp_path)
     assert settings.gateway_docker_socket == "/run/docker.sock"
     job = manifests.gateway_job({"metadata": {"name": "g", "namespace": "n", "uid": "u"}},
                                 settings, 300)
@@ -122,13 +127,7 @@ def test_gateway_timing_comes_from_the_values(tmp_path: Path) -> None:
     objs = render("test", {"gateway.timeoutSeconds": 45,
                            "gateway.jobTTLSecondsAfterFinished": 600,
                            "operator.clockLeewaySeconds": 2})
-    (deployment,) = find(objs, "Deployment", "wingman-operator")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = _env(container, "wingman-test", {"WINGMAN_AUDIT_TARGET": "/a/audit.jsonl"})
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("environment: test\n")
-    env["WINGMAN_POLICY_FILE"] = str(policy)
-    settings = OperatorSettings.from_env(env)
+    settings, _ = _settings_from(objs, tmp_path)
     assert (settings.gateway_timeout_seconds, settings.job_ttl_seconds,
             settings.leeway_seconds) == (45, 600, 2)
     job = manifests.gateway_job({"metadata": {"name": "g", "namespace": "n", "uid": "u"}},
