@@ -10,6 +10,9 @@ handler re-run after a crash changes nothing).
 - ``decided``: human decisions in ``spec.decisions`` (distinct approvers, never the requester;
   any Reject rejects; a Reject after an approval revokes it).
 - ``expired``: past ``status.expirationTime`` and not already final.
+
+``usable`` says whether a grant may act on an approval now; ``granted_to`` names the grant an
+approved command was given to (``status.grants``: each approved command is granted once).
 """
 
 from __future__ import annotations
@@ -228,5 +231,13 @@ def usable(body: Body, now: dt.datetime) -> tuple[bool, str, str]:
     return True, "", ""
 
 
-__all__ = ["Transition", "decided", "expiration_time", "expired", "is_final", "is_reviewed",
-           "parse_time", "review_input", "reviewed", "usable"]
+def granted_to(body: Body, command: str) -> Mapping[str, Any] | None:
+    """The ``status.grants`` entry that gave ``command`` to a grant, or None (not granted yet)."""
+    for entry in (body.get("status") or {}).get("grants") or []:
+        if isinstance(entry, Mapping) and entry.get("command") == command:
+            return entry
+    return None
+
+
+__all__ = ["Transition", "decided", "expiration_time", "expired", "granted_to", "is_final",
+           "is_reviewed", "parse_time", "review_input", "reviewed", "usable"]

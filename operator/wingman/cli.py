@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("exec", help="create an ExecutionGrant for one approved command")
     client_args(sp)
     sp.add_argument("name", help="the ApprovalRequest")
-    sp.add_argument("--command", required=True, help="exactly one of the approved commands")
+    sp.add_argument("--command", dest="grant_command", required=True,
+                    help="exactly one of the approved commands")
     sp.add_argument("--ttl-seconds", type=int)
     sp.add_argument("--wait", action="store_true", help="wait for the result and print it")
     sp.add_argument("--timeout", type=float, default=600)

@@ -107,10 +107,13 @@ def grant_name(request_name: str, command: str) -> str:
 
 
 def build_grant(
-    *, request_name: str, namespace: str, command: str, ttl_seconds: int | None
+    *, request_name: str, namespace: str, command: str, ttl_seconds: int | None,
+    requester: str,
 ) -> dict[str, Any]:
-    """The ExecutionGrant manifest the ``exec`` command submits."""
-    spec: dict[str, Any] = {"approvalRef": {"name": request_name}, "command": command}
+    """The ExecutionGrant manifest the ``exec`` command submits (in the request's requester's
+    name: admission lets only approvers name anyone but themselves)."""
+    spec: dict[str, Any] = {"approvalRef": {"name": request_name}, "command": command,
+                            "requester": requester}
     if ttl_seconds is not None:
         spec["ttlSeconds"] = ttl_seconds
     return {
@@ -157,8 +160,10 @@ def describe(obj: dict[str, Any], grants: list[dict[str, Any]], out: TextIO) -> 
     print(f"Phase:        {status.get('phase', 'Pending')}", file=out)
     print(f"Instruction:  {spec.get('instruction')}", file=out)
     print("Commands:", file=out)
+    holders = {g.get("command"): g.get("grant") for g in status.get("grants") or []}
     for c in spec.get("commands", []):
-        print(f"  - {c}", file=out)
+        used = f"  (granted to {holders[c]}: runs once)" if c in holders else ""
+        print(f"  - {c}{used}", file=out)
     consensus = status.get("consensus") or {}
     if consensus:
         print(f"Consensus:    {consensus.get('outcome')} (risk {consensus.get('risk')}, "
@@ -235,8 +240,12 @@ def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
               file=out)
         return 0
     if cmd == "exec":
-        body = build_grant(request_name=args.name, namespace=ns, command=args.command,
-                           ttl_seconds=args.ttl_seconds)
+        request = _call(f"reading ApprovalRequest {args.name}",
+                        objs.get_namespaced_custom_object, GROUP, VERSION, ns,
+                        "approvalrequests", args.name)
+        body = build_grant(request_name=args.name, namespace=ns, command=args.grant_command,
+                           ttl_seconds=args.ttl_seconds,
+                           requester=str(request["spec"]["requester"]))
         gname = body["metadata"]["name"]
         _call("creating the ExecutionGrant", objs.create_namespaced_custom_object,
               GROUP, VERSION, ns, "executiongrants", body)

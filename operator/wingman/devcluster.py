@@ -414,15 +414,19 @@ class LocalCluster:
 
     def sa_token(
         self, namespace: str, name: str, *, audiences: Sequence[str] = (),
-        expiration_seconds: int = 3600,
+        expiration_seconds: int = 3600, pod: tuple[str, str] | None = None,
     ) -> str:
-        """A real ServiceAccount token issued by the API server through TokenRequest."""
+        """A real ServiceAccount token issued by the API server through TokenRequest; with
+        ``pod`` (name, uid), bound to that pod as the kubelet's projected tokens are (the API
+        server then names the pod in the caller's user info)."""
         from kubernetes import client
 
         with self.api_client() as api:
+            bound = None if pod is None else client.V1BoundObjectReference(
+                api_version="v1", kind="Pod", name=pod[0], uid=pod[1])
             body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
                 audiences=list(audiences) or [SERVICE_ACCOUNT_ISSUER],
-                expiration_seconds=expiration_seconds,
+                expiration_seconds=expiration_seconds, bound_object_ref=bound,
             ))
             resp = client.CoreV1Api(api).create_namespaced_service_account_token(
                 name, namespace, body

@@ -205,7 +205,8 @@ def _demo(cluster: LocalCluster, audit_path: Path) -> bool:
         "apiVersion": "wingman.dev/v1alpha1",
         "kind": "ExecutionGrant",
         "metadata": {"name": "demo-restart-1", "namespace": NAMESPACE},
-        "spec": {"approvalRef": {"name": "demo-restart"}, "command": DEMO_COMMAND},
+        "spec": {"approvalRef": {"name": "demo-restart"}, "command": DEMO_COMMAND,
+                 "requester": user},
     }
     _say(f"as worker {user!r}: kubectl apply ExecutionGrant demo-restart-1")
     cluster.kubectl("apply", "-f", "-", input=json.dumps(grant), user=user, groups=groups)

@@ -2,14 +2,15 @@
 
 This module owns the gateway's sequence and its decisions; it is a thin run of steps over pure
 functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`check_approval`,
-the status builders), and every refusal fails closed:
+:func:`check_granted`, the status builders), and every refusal fails closed:
 
 1. read the capability token (``NoToken``) and the public keys (``NoPublicKeys``);
 2. connect to the API server as the gateway's ServiceAccount (never a kubeconfig) and re-read
    the ExecutionGrant and its ApprovalRequest;
 3. verify the token against the live objects: signature, issuer, audience (the environment),
    times, and every binding (approval, grant, Job, namespace, command); the approval must
-   still be approved and unexpired, the command one of its commands byte for byte and inside
+   still be approved and unexpired and record this grant as the one its command was granted
+   to (``status.grants``), the command one of its commands byte for byte and inside
    the allowlist (``scope.check``); the executor must be able to run it;
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
    grant gets condition ``ReplayDetected`` and nothing else changes);
@@ -56,6 +57,7 @@ __all__ = [
     "authorize",
     "burn_marker",
     "check_approval",
+    "check_granted",
     "final_status",
     "load_keys",
     "read_token",
@@ -154,6 +156,18 @@ def check_approval(approval: Body, now: dt.datetime) -> None:
         raise GrantDenied(f"{message}; nothing was executed", reason=reason)
 
 
+def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str) -> None:
+    """GrantDenied unless the approval records ``command`` as granted to this very grant (the
+    operator writes ``status.grants`` before it mints: each approved command runs once)."""
+    holder = approvals.granted_to(approval, command)
+    if holder is None or holder.get("grantUID") != grant_uid:
+        name = (approval.get("metadata") or {}).get("name")
+        given = "no grant" if holder is None else f"ExecutionGrant {holder.get('grant')!r}"
+        raise GrantDenied(f"ApprovalRequest {name} records this command as granted to {given}, "
+                          f"not to ExecutionGrant {grant_name}; each approved command runs once; "
+                          "nothing was executed", reason="CommandAlreadyGranted")
+
+
 def _binding(what: str) -> GrantDenied:
     return GrantDenied(f"the capability token is bound to a different {what} than the live "
                        "objects; nothing was executed", reason="BindingMismatch")
@@ -202,6 +216,7 @@ def authorize(token: str, keys: tokens.KeySet, grant: Body, approval: Body,
                           f"{environment!r}; this gateway serves {settings.environment!r}",
                           reason="EnvironmentMismatch")
     check_approval(approval, dt.datetime.fromtimestamp(now, dt.UTC))
+    check_granted(approval, command, claims.grant_uid, str(meta.get("name")))
     approved = (approval.get("spec") or {}).get("commands") or []
     if not isinstance(approved, list):
         raise GrantDenied("the ApprovalRequest's spec.commands is not a list",
@@ -539,6 +554,7 @@ def _execute(run: _Run) -> int:
     if (fresh.get("metadata") or {}).get("uid") != claims.approval_uid:
         raise _binding("ApprovalRequest")
     check_approval(fresh, run.now())
+    check_granted(fresh, claims.command, claims.grant_uid, claims.grant_name)
     run.audit("GatewayExecuting", {**common, "command": claims.command,
                                    "executor": executor.name, "approval": claims.approval_name,
                                    "requester": claims.sub})

@@ -1,10 +1,17 @@
 """Whether an ExecutionGrant may be honoured, and the grant status that says so (pure).
 
 ``authorize`` re-checks everything a grant depends on, in the order a human would: the
-approval exists in the same namespace, serves this environment, is approved and unexpired;
-the command is byte-identical to one of its commands and inside the allowlist; the token
-TTL is within the environment's cap. The first failure is the grant's ``Denied`` reason.
-The operator calls it before minting and the gateway repeats the same checks before executing.
+approval exists in the same namespace, serves this environment, belongs to the grant's
+``spec.requester`` when it names one (admission makes non-approvers name themselves), is
+approved and unexpired; the command is byte-identical to one of its commands and inside the
+allowlist; the token TTL is within the environment's cap. The first failure is the grant's
+``Denied`` reason. The operator calls it before minting and the gateway repeats the same
+checks before executing.
+
+``claim`` then makes the approval single-use per command: the first authorized grant for a
+command is recorded in the approval's ``status.grants`` before any token exists, and every
+later grant for that command is ``CommandAlreadyGranted``. An approved command therefore runs
+at most once, whoever creates grants and however many.
 """
 
 from __future__ import annotations
@@ -53,6 +60,13 @@ def authorize(grant: Body, approval: Body | None, policy: EnvironmentPolicy,
         return _deny("EnvironmentMismatch",
                      f"ApprovalRequest {ref} is for environment {env!r}, but this operator "
                      f"serves {policy.name!r}")
+    requester = spec.get("requester")
+    owner = approval.get("spec", {}).get("requester")
+    if requester is not None and requester != owner:
+        return _deny("RequesterMismatch",
+                     f"spec.requester {requester!r} is not the requester of ApprovalRequest "
+                     f"{ref} ({owner!r}): a worker can only grant their own requests; ask "
+                     f"{owner!r} or an approver to create the grant")
     ok, reason, message = approvals.usable(approval, now)
     if not ok:
         return _deny(reason, message)
@@ -78,6 +92,35 @@ def authorize(grant: Body, approval: Body | None, policy: EnvironmentPolicy,
                          f"{ttl_seconds}s", ttl_seconds, tuple(argv))
 
 
+@dataclass(frozen=True)
+class Claim:
+    """``grants``: the approval's new ``status.grants`` to write first (None: this grant already
+    holds the command); ``denial``: set when another grant holds it."""
+
+    grants: list[dict[str, Any]] | None = None
+    denial: Authorization | None = None
+
+
+def claim(grant: Body, approval: Body, now: dt.datetime) -> Claim:
+    """Whether ``grant`` may take its command of ``approval`` (see the module docstring)."""
+    meta = grant.get("metadata", {})
+    command = str(grant.get("spec", {}).get("command", ""))
+    holder = approvals.granted_to(approval, command)
+    if holder is not None:
+        if holder.get("grantUID") == meta.get("uid"):
+            return Claim()
+        ref = approval.get("metadata", {}).get("name")
+        return Claim(denial=_deny(
+            "CommandAlreadyGranted",
+            f"ApprovalRequest {ref} already granted this command to ExecutionGrant "
+            f"{holder.get('grant')!r}: each approved command runs at most once; submit a new "
+            "ApprovalRequest to run it again"))
+    entries = [dict(e) for e in (approval.get("status") or {}).get("grants") or []]
+    entries.append({"command": command, "grant": str(meta.get("name", "")),
+                    "grantUID": str(meta.get("uid", "")), "grantedAt": conditions.rfc3339(now)})
+    return Claim(grants=entries)
+
+
 def denied_status(grant: Body, auth: Authorization, now: dt.datetime) -> dict[str, Any]:
     gen = int(grant.get("metadata", {}).get("generation") or 1)
     conds = conditions.set_condition((grant.get("status") or {}).get("conditions") or [],
@@ -95,4 +138,5 @@ def is_terminal(grant: Body) -> bool:
     return phase(grant) in TERMINAL
 
 
-__all__ = ["TERMINAL", "Authorization", "authorize", "denied_status", "is_terminal", "phase"]
+__all__ = ["TERMINAL", "Authorization", "Claim", "authorize", "claim", "denied_status",
+           "is_terminal", "phase"]

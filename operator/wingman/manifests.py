@@ -43,7 +43,9 @@ def secret_name(grant: str) -> str:
 
 
 def job_name(grant: str) -> str:
-    return _bounded(grant, "-gw")
+    """At most 57 characters: the Job controller then names its pods exactly
+    ``<job>-<5 characters>``, which the gateway-writes admission policy relies on."""
+    return _bounded(grant, "-gw", limit=57)
 
 
 def burn_marker_name(jti: str) -> str:

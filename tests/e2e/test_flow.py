@@ -68,7 +68,8 @@ class Story:
     def grant(self, name: str, approval: str, command: str, **spec: Any) -> None:
         body = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
                 "metadata": {"name": name},
-                "spec": {"approvalRef": {"name": approval}, "command": command, **spec}}
+                "spec": {"approvalRef": {"name": approval}, "command": command,
+                         "requester": WORKER, **spec}}
         self.as_worker("apply", "-f", "-", input=json.dumps(body))
 
     def decide(self, name: str, verdict: str) -> None:
@@ -126,7 +127,9 @@ class Story:
         cm = get(self.cluster, "configmap", self.ns, "wingman-public-keys") or {}
         for key, pem in cm.get("data", {}).items():
             (run / "keys" / key).write_text(pem)
-        sa_token = self.cluster.sa_token(self.ns, "wingman-gateway")
+        pod = self.gateway_pod(grant)
+        sa_token = self.cluster.sa_token(self.ns, "wingman-gateway",
+                                         pod=(pod["metadata"]["name"], pod["metadata"]["uid"]))
         self.secrets_seen.add(sa_token)
         (run / "sa" / "token").write_text(sa_token)
         (run / "sa" / "ca.crt").write_bytes(Path(self.cluster.ca_file).read_bytes())
@@ -143,7 +146,7 @@ class Story:
             "KUBERNETES_SERVICE_PORT": port, "WINGMAN_NAMESPACE": self.ns,
             "WINGMAN_ENVIRONMENT": environment, "WINGMAN_GRANT_NAME": grant,
             "WINGMAN_JOB_UID": job.get("metadata", {}).get("uid", ""),
-            "WINGMAN_POD_NAME": f"{manifests.job_name(grant)}-{uuid.uuid4().hex[:5]}",
+            "WINGMAN_POD_NAME": pod["metadata"]["name"],
             "WINGMAN_TOKEN_FILE": str(run / "token" / "token"),
             "WINGMAN_PUBLIC_KEYS_DIR": str(run / "keys"),
             "WINGMAN_SERVICEACCOUNT_DIR": str(run / "sa"),
@@ -151,8 +154,19 @@ class Story:
             "WINGMAN_AUDIT_TARGET": str(self.op.audit_path), "WINGMAN_LOG_FORMAT": "json",
         }
 
+    def gateway_pod(self, grant: str) -> dict[str, Any]:
+        """The pod the Job controller made for the grant's Job (no node runs it here): the
+        gateway processes of these tests act as that pod, with a token bound to it."""
+        def probe() -> dict[str, Any] | None:
+            pods = json.loads(self.cluster.kubectl(
+                "get", "pods", "-n", self.ns, "-o", "json",
+                "-l", f"job-name={manifests.job_name(grant)}").stdout)["items"]
+            return dict(pods[0]) if pods else None
+        pod: dict[str, Any] = wait_for(f"the gateway pod of {grant}", probe, 60)
+        return pod
+
     def run_gateway(self, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        log = self.work / f"{env['WINGMAN_POD_NAME']}.log"
+        log = self.work / f"{env['WINGMAN_POD_NAME']}-{uuid.uuid4().hex[:5]}.log"
         proc = subprocess.run([sys.executable, "-m", "wingman.cli", "gateway"], env=env,
                               capture_output=True, text=True, timeout=120, check=False)
         log.write_text(proc.stdout + proc.stderr)
@@ -216,9 +230,17 @@ def test_an_approved_restart_executes_once_and_shows_in_the_deployment(story: St
     assert [lease["metadata"]["labels"]["wingman.dev/grant"] for lease in leases["items"]] == \
         ["restart-web-1"]
     events = [r["event"] for r in story.audit_events()]
-    for event in ("ApprovalReviewed", "TokenMinted", "GrantAuthorized", "GatewayTokenBurned",
-                  "GatewayExecuting", "GatewayExecuted"):
+    for event in ("ApprovalReviewed", "ApprovalCommandGranted", "TokenMinted", "GrantAuthorized",
+                  "GatewayTokenBurned", "GatewayExecuting", "GatewayExecuted"):
         assert event in events, event
+    # the approval is used up: the same command never runs a second time under it
+    before = story.restarted_at()
+    story.grant("restart-web-2", "restart-web", story.restart)
+    again = story.wait_phase("eg", "restart-web-2", "Denied")
+    assert again["status"]["reason"] == "CommandAlreadyGranted"
+    wait_for("the denied grant's Job removed", lambda: get(
+        story.cluster, "job", story.ns, manifests.job_name("restart-web-2")) is None, 30)
+    assert story.restarted_at() == before
 
 
 def test_a_scale_approved_by_a_human_sets_the_replicas(story: Story) -> None:

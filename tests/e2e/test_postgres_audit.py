@@ -45,7 +45,8 @@ def test_operator_and_gateway_share_one_verified_chain_in_postgres(
             kubectl("apply", "-f", "-", input=json.dumps(body))
             grant = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
                      "metadata": {"name": "restart-1"},
-                     "spec": {"approvalRef": {"name": "restart"}, "command": restart}}
+                     "spec": {"approvalRef": {"name": "restart"}, "command": restart,
+                              "requester": WORKER}}
             wait_for("approved", lambda: ((get(cluster, "ar", ns, "restart") or {})
                      .get("status", {}).get("phase")) == "AutoApproved", 60,
                      on_timeout=op.log_tail)

@@ -9,6 +9,7 @@ ServiceAccount token; the Job controller of the local control plane creates gate
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from support.chart import (
     pod_manifest,
     worker_groups,
 )
+from wingman import manifests
 from wingman.devcluster import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -162,10 +164,11 @@ def test_valid_samples_pass_admission(
     release = test_release if env == "test" else prd_release
     samples = Path(__file__).resolve().parents[2] / "manifests" / env / "samples"
     for path in sorted(samples.glob("*.yaml")):
-        if "ExecutionGrant" in path.read_text():
-            continue  # who may create grants is RBAC's business (test_rbac.py)
+        # grants: by the worker where workers may grant (TEST), else by an approver (PRD)
+        caller = PRD_APPROVER if env == "prd" and "ExecutionGrant" in path.read_text() \
+            else WORKER
         result = cluster.kubectl("apply", "-n", release.namespace, "-f", str(path),
-                                 check=False, **_as(env, WORKER))
+                                 check=False, **_as(env, caller))
         assert result.returncode == 0, f"{path.name}: {result.stderr}"
 
 
@@ -296,6 +299,49 @@ def test_admission_applies_only_in_the_release_namespace(
     obj = approval_request("elsewhere", requester="somebody-else", environment="staging")
     result = cluster.kubectl("create", "-n", test_release.target_namespace, "-f", "-",
                              input=dump(obj), check=False)
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- grants
+
+
+def _grant(cluster: LocalCluster, release: Release, caller: str,
+           requester: str | None) -> Any:
+    spec: dict[str, Any] = {"approvalRef": {"name": "some-request"},
+                            "command": "kubectl rollout restart deployment/web -n apps"}
+    if requester is not None:
+        spec["requester"] = requester
+    obj = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+           "metadata": {"name": f"g-{uuid.uuid4().hex[:8]}"}, "spec": spec}
+    return cluster.kubectl("create", "--dry-run=server", "-n", release.namespace, "-f", "-",
+                           input=dump(obj), check=False, **_as(release.env, caller))
+
+
+def test_worker_grants_only_in_their_own_name(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    own = _grant(cluster, test_release, WORKER, WORKER)
+    assert own.returncode == 0, own.stderr
+    other = _grant(cluster, test_release, WORKER, APPROVER)
+    assert other.returncode != 0
+    assert (f"user '{WORKER}' is not an approver for environment 'test', so an ExecutionGrant "
+            f"must be in your own name: set spec.requester to '{WORKER}'") in other.stderr
+    assert f"not '{APPROVER}'" in other.stderr
+    nameless = _grant(cluster, test_release, WORKER, None)
+    assert nameless.returncode != 0
+    assert f"set spec.requester to '{WORKER}'" in nameless.stderr
+
+
+@pytest.mark.parametrize("requester", [None, WORKER, APPROVER])
+def test_approvers_grant_in_any_name(
+    cluster: LocalCluster, test_release: Release, requester: str | None,
+) -> None:
+    result = _grant(cluster, test_release, APPROVER, requester)
+    assert result.returncode == 0, result.stderr
+
+
+def test_prd_approvers_grant_for_prd(cluster: LocalCluster, prd_release: Release) -> None:
+    result = _grant(cluster, prd_release, PRD_APPROVER, None)
     assert result.returncode == 0, result.stderr
 
 
@@ -446,3 +492,65 @@ def test_install_notes_tell_how_to_submit_and_approve(
     assert f"kubectl wingman approve -n {test_release.namespace} NAME" in notes
     assert "kubectl wingman exec" in notes
     assert "approved automatically" in notes  # TEST auto-approves low/medium risk
+
+
+# --------------------------------------------------------------------------- gateway writes
+
+
+def _as_token(cluster: LocalCluster, token: str, *args: str,
+              input: str | None = None) -> Any:
+    kubeconfig = cluster.token_kubeconfig(token, name="gateway")
+    try:
+        return subprocess.run([str(cluster.tool("kubectl")), "--kubeconfig", str(kubeconfig),
+                               *args], input=input, capture_output=True, text=True, timeout=60,
+                              env=cluster.env(kubeconfig), check=False)
+    finally:
+        kubeconfig.unlink(missing_ok=True)
+
+
+def test_a_gateway_pod_writes_only_its_own_grants_status_and_only_burn_markers(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    ns = test_release.namespace
+    for grant in ("mine", "other"):
+        cluster.kubectl("create", "-n", ns, "-f", "-", input=dump({
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": grant},
+            "spec": {"approvalRef": {"name": "r"}, "command": "kubectl get pods"}}))
+        # what the operator records before it releases the grant's gateway Job
+        cluster.kubectl("patch", "eg", grant, "-n", ns, "--subresource=status", "--type=merge",
+                        "-p", json.dumps({"status": {"phase": "TokenIssued",
+                                                     "jobName": manifests.job_name(grant)}}))
+    job = manifests.job_name("mine")
+    created = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                            input=dump(job_manifest(job)))
+    assert created.returncode == 0, created.stderr
+    pod_name = _wait_for_pod(cluster, ns, job).split("/", 1)[1]
+    uid = cluster.kubectl("get", "pod", pod_name, "-n", ns, "-o",
+                          "jsonpath={.metadata.uid}").stdout
+    bound = cluster.sa_token(ns, "wingman-gateway", expiration_seconds=600, pod=(pod_name, uid))
+    running = json.dumps({"status": {"phase": "Running"}})
+
+    def patch(token: str, grant: str) -> Any:
+        return _as_token(cluster, token, "patch", "eg", grant, "-n", ns,
+                         "--subresource=status", "--type=merge", "-p", running)
+
+    own = patch(bound, "mine")
+    assert own.returncode == 0, own.stderr
+    other = patch(bound, "other")
+    assert other.returncode != 0
+    assert (f"gateway pod '{pod_name}' may write the status of its own grant only" in
+            other.stderr), other.stderr
+    # the same ServiceAccount without a pod (a token requested by hand) writes nothing
+    unbound = cluster.sa_token(ns, "wingman-gateway", expiration_seconds=600)
+    loose = patch(unbound, "mine")
+    assert loose.returncode != 0 and "pod-bound ServiceAccount token" in loose.stderr
+
+    def lease(name: str) -> Any:
+        return _as_token(cluster, bound, "create", "-n", ns, "-f", "-", input=dump({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name}, "spec": {"holderIdentity": pod_name}}))
+
+    assert lease("wingman-burn-0123456789abcdef").returncode == 0
+    squatter = lease("kopf-peering-default")
+    assert squatter.returncode != 0 and "only burn markers" in squatter.stderr

@@ -69,3 +69,26 @@ def test_request_for_another_environment_is_refused_with_the_reason(
     with pytest.raises(client.ClientError, match=r"prd|environment"):
         _run(cluster, WORKER, worker_groups("test"), "request", "-n", release.namespace,
              "--env", "prd", "--instruction", "x", "--command", "kubectl get pods")
+
+
+def test_exec_grants_in_the_requesters_name_and_other_workers_are_told_why_not(
+    cluster: LocalCluster, release: Release
+) -> None:
+    ns = release.namespace
+    cmd = f"kubectl rollout restart deployment/api -n {release.target_namespace}"
+    code, out = _run(cluster, WORKER, worker_groups("test"), "request", "-n", ns,
+                     "--env", "test", "--instruction", "restart api", "--command", cmd,
+                     "--name", "cli-exec")
+    assert code == 0, out
+    # another worker may not grant alice's request: admission names the rule
+    with pytest.raises(client.ClientError,
+                       match=r"must be in your own name: set spec.requester to 'mallory'"):
+        _run(cluster, "mallory", worker_groups("test"), "exec", "-n", ns, "cli-exec",
+             "--command", cmd)
+    code, out = _run(cluster, WORKER, worker_groups("test"), "exec", "-n", ns, "cli-exec",
+                     "--command", cmd)
+    assert code == 0, out
+    name = client.grant_name("cli-exec", cmd)
+    eg = json.loads(cluster.kubectl("get", "eg", name, "-n", ns, "-o", "json").stdout)
+    assert eg["spec"] == {"approvalRef": {"name": "cli-exec"}, "command": cmd,
+                          "requester": WORKER}

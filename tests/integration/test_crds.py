@@ -318,15 +318,15 @@ def test_kubectl_get_ar_shows_the_printer_columns(cluster: LocalCluster, ns: str
 
 
 def test_kubectl_get_eg_shows_the_printer_columns(cluster: LocalCluster, ns: str) -> None:
-    _create(cluster, ns, _grant("cols-eg"))
+    _create(cluster, ns, _grant("cols-eg", requester="alice"))
     _status(cluster, ns, "eg/cols-eg", {"phase": "Failed", "exitCode": 3,
                                          "reason": "ExecutionFailed"})
     header, row = _table(cluster, "eg", "-n", ns)
     assert header == ["NAME", "PHASE", "APPROVAL", "EXIT", "AGE"]
     assert row[:4] == ["cols-eg", "Failed", "some-request", "3"]
     header, row = _table(cluster, "eg", "-n", ns, "-o", "wide")
-    assert header == ["NAME", "PHASE", "APPROVAL", "EXIT", "REASON", "AGE"]
-    assert row[4] == "ExecutionFailed"
+    assert header == ["NAME", "PHASE", "APPROVAL", "EXIT", "REASON", "REQUESTER", "AGE"]
+    assert row[4:6] == ["ExecutionFailed", "alice"]
 
 
 def test_short_names_full_names_and_category(cluster: LocalCluster, ns: str) -> None:

@@ -171,6 +171,13 @@ def _set_approval_status(env: Env, name: str, conditions: list[dict[str, Any]],
                             "conditions": conditions}}))
 
 
+def _record_grant(env: Env, approval: str, command: str, grant: str, uid: str) -> None:
+    env.cluster.kubectl("patch", "approvalrequests", approval, "-n", env.ns,
+                        "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+                            "grants": [{"command": command, "grant": grant, "grantUID": uid,
+                                        "grantedAt": _now_rfc3339()}]}}))
+
+
 def _approved() -> list[dict[str, Any]]:
     return [{"type": "Approved", "status": "True", "reason": "HumanApproved",
              "message": "approved by bob", "lastTransitionTime": _now_rfc3339()}]
@@ -191,7 +198,9 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None) -> 
         "metadata": {"name": eg_name, "namespace": env.ns},
         "spec": {"approvalRef": {"name": ar_name}, "command": command},
     }))
-    # what the operator writes before it releases the gateway Job
+    # what the operator writes before it releases the gateway Job: the approval records the
+    # grant as its command's holder, and the grant is TokenIssued
+    _record_grant(env, ar_name, command, eg_name, env.grant(eg_name)["metadata"]["uid"])
     env.cluster.kubectl("patch", "executiongrants", eg_name, "-n", env.ns,
                         "--subresource=status", "--type=merge", "-p",
                         json.dumps({"status": {"phase": "TokenIssued"}}))
@@ -408,6 +417,16 @@ def test_approval_revoked_after_minting_is_refused(
          "message": "approval revoked: rejected by carol", "lastTransitionTime": _now_rfc3339()},
     ], "Rejected")
     _assert_refused(env, g, token, "ApprovalRevoked", capsys)
+
+
+def test_a_command_the_approval_granted_to_another_grant_is_refused(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g)
+    _record_grant(env, g.approval["metadata"]["name"], g.command, "someone-else",
+                  str(uuid.uuid4()))
+    _assert_refused(env, g, token, "CommandAlreadyGranted", capsys)
 
 
 def test_missing_token_file_is_refused(env: Env, capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,6 +29,7 @@ from support.chart import (
 from support.operator import OperatorProcess, get, phase_of, wait_for
 from wingman import manifests
 from wingman.audit import verify
+from wingman.handlers.grants import STEPS
 from wingman.tokens import Expected, KeySet, token_sha256
 from wingman.tokens import verify as verify_token
 
@@ -192,19 +193,28 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["token"]["secret"]["secretName"] == manifests.secret_name("remove-legacy-1")
     assert not any("hostPath" in v for v in pod["volumes"])
+    # the approval records which grant its command went to, before the token was minted
+    ar = get(env.cluster, "ar", env.ns, "remove-legacy")
+    assert ar is not None
+    (granted,) = ar["status"]["grants"]
+    assert granted["command"] == RESTART and granted["grant"] == "remove-legacy-1"
+    assert granted["grantUID"] == eg["metadata"]["uid"] and granted["grantedAt"]
     events = [r["event"] for r in env.op.audit_events()]
     assert events.count("TokenMinted") == 1 and "GrantAuthorized" in events
+    assert events.index("ApprovalCommandGranted") < events.index("TokenMinted")
     assert token not in env.op.audit_path.read_text()
     assert token not in env.op.log_path.read_text()
 
 
 @pytest.mark.parametrize("case", ["not-found", "awaiting", "rejected", "revoked", "expired",
-                                  "edited-command", "not-allowlisted", "ttl-above-cap"])
+                                  "edited-command", "not-allowlisted", "ttl-above-cap",
+                                  "already-granted"])
 def test_every_denial_has_its_reason(env: Env, case: str) -> None:
     expected = {"not-found": "ApprovalNotFound", "awaiting": "ApprovalNotApproved",
                 "rejected": "ApprovalRejected", "revoked": "ApprovalRevoked",
                 "expired": "ApprovalExpired", "edited-command": "CommandNotApproved",
-                "not-allowlisted": "NotInAllowlist", "ttl-above-cap": "TTLAboveCap"}[case]
+                "not-allowlisted": "NotInAllowlist", "ttl-above-cap": "TTLAboveCap",
+                "already-granted": "CommandAlreadyGranted"}[case]
     command = RESTART
     approval = "req"
     if case == "not-found":
@@ -244,6 +254,11 @@ def test_every_denial_has_its_reason(env: Env, case: str) -> None:
     elif case == "ttl-above-cap":
         env.request("req")
         env.wait_phase("ar", "req", "AutoApproved")
+    elif case == "already-granted":
+        env.request("req")
+        env.wait_phase("ar", "req", "AutoApproved")
+        env.grant("first", "req", RESTART)
+        env.wait_phase("eg", "first", "TokenIssued")
     extra = {"ttlSeconds": 1000} if case == "ttl-above-cap" else {}
     env.grant("g", approval, command, **extra)
     eg = env.wait_phase("eg", "g", "Denied")
@@ -255,6 +270,36 @@ def test_every_denial_has_its_reason(env: Env, case: str) -> None:
     assert [r["data"]["reason"] for r in denied] == [expected]
     metrics = env.op.metrics()
     assert f'reason="{expected}"' in metrics and "wingman_denials_total" in metrics
+
+
+def test_racing_grants_for_one_approved_command_get_exactly_one_token(env: Env) -> None:
+    env.request("req", commands=(RESTART, SCALE))
+    env.wait_phase("ar", "req", "AutoApproved")
+    racers = [f"race-{i}" for i in range(5)]
+    body = "\n---\n".join(json.dumps({
+        "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant", "metadata": {"name": g},
+        "spec": {"approvalRef": {"name": "req"}, "command": RESTART}}) for g in racers)
+    env.as_approver("apply", "-f", "-", input=body)  # all five at once
+    env.grant("scale-1", "req", SCALE)
+    done = {g: env.wait_phase("eg", g, "TokenIssued", "Denied") for g in racers}
+    winners = [g for g, eg in done.items() if eg["status"]["phase"] == "TokenIssued"]
+    assert len(winners) == 1, {g: eg["status"].get("reason") for g, eg in done.items()}
+    for g, eg in done.items():
+        if g not in winners:
+            assert eg["status"]["reason"] == "CommandAlreadyGranted"
+            assert repr(winners[0]) in eg["status"]["message"]
+    env.wait_phase("eg", "scale-1", "TokenIssued")  # the other approved command is its own
+    _assert_one_token_and_one_job_each(env, [winners[0], "scale-1"])
+    for g in racers:
+        if g not in winners:
+            wait_for(f"the Job of {g} removed", lambda g=g: env.job(g) is None, 30)
+            assert env.secret(g) is None
+    ar = get(env.cluster, "ar", env.ns, "req")
+    assert ar is not None
+    assert {e["grant"]: e["command"] for e in ar["status"]["grants"]} == {
+        winners[0]: RESTART, "scale-1": SCALE}
+    minted = [r["subject"]["name"] for r in env.op.audit_events() if r["event"] == "TokenMinted"]
+    assert sorted(minted) == sorted([winners[0], "scale-1"])
 
 
 def test_prd_needs_two_distinct_approvers(cluster: Any, crds: Path, tmp_path: Path) -> None:
@@ -347,8 +392,7 @@ def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
             mine[0]["metadata"]["uid"]
 
 
-@pytest.mark.parametrize("step", ["job-created", "token-minted", "secret-created",
-                                  "status-written", "job-released"])
+@pytest.mark.parametrize("step", STEPS)
 def test_killed_at_each_write_of_the_grant_flow_converges_to_one_job_and_one_token(
         env: Env, step: str) -> None:
     env.request("req")
@@ -371,22 +415,45 @@ def test_killed_at_random_points_over_many_grants_converges(env: Env) -> None:
     import random
 
     rng = random.Random(4242)
-    env.request("req")
-    env.wait_phase("ar", "req", "AutoApproved")
-    grants = [f"g{i}" for i in range(24)]
-    pending = list(grants)
+    requests = [f"r{i}" for i in range(12)]
+    for r in requests:
+        env.request(r)
+    for r in requests:
+        env.wait_phase("ar", r, "AutoApproved")
+    # two grants race for each approved command: exactly one of each pair may get a token
+    pairs = [(f"{r}-a", f"{r}-b", r) for r in requests]
+    pending = list(pairs)
     kills = 0
     while pending:
-        batch, pending = pending[:6], pending[6:]
-        for g in batch:
-            env.grant(g, "req", RESTART)
+        batch, pending = pending[:3], pending[3:]
+        for a, b, r in batch:
+            env.grant(a, r, RESTART)
+            env.grant(b, r, RESTART)
         time.sleep(rng.uniform(0.05, 1.5))
         env.op.kill()
         kills += 1
         env.op.start()
-    wait_for("all grants converge", lambda: _converged(env, grants), 120,
-             on_timeout=env.op.log_tail)
-    _assert_one_token_and_one_job_each(env, grants)
+
+    def settled() -> list[str] | None:
+        winners = []
+        for a, b, _ in pairs:
+            phases = {g: phase_of(env.cluster, "eg", env.ns, g) or "Pending" for g in (a, b)}
+            if sorted(phases.values()) != ["Denied", "TokenIssued"]:
+                return None
+            winners.append(a if phases[a] == "TokenIssued" else b)
+        return winners if _converged(env, winners) else None
+    winners = wait_for("every pair settles on one token", settled, 120,
+                       on_timeout=env.op.log_tail)
+    _assert_one_token_and_one_job_each(env, winners)
+    for a, b, r in pairs:
+        loser = b if a in winners else a
+        eg = get(env.cluster, "eg", env.ns, loser)
+        assert eg is not None and eg["status"]["reason"] == "CommandAlreadyGranted"
+        assert env.secret(loser) is None
+        wait_for(f"the Job of {loser} removed", lambda g=loser: env.job(g) is None, 30)
+        ar = get(env.cluster, "ar", env.ns, r)
+        assert ar is not None
+        assert [e["grant"] for e in ar["status"]["grants"]] == [a if a in winners else b]
     assert kills == 4
     assert verify(str(env.op.audit_path)).ok
 
@@ -401,7 +468,9 @@ def test_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_
     from wingman.cli import main as cli
 
     env.request("req")
+    env.request("req2")
     env.wait_phase("ar", "req", "AutoApproved")
+    env.wait_phase("ar", "req2", "AutoApproved")
     env.grant("before", "req", RESTART)
     env.wait_phase("eg", "before", "TokenIssued")
     kubeconfig = str(env.cluster.kubeconfig)
@@ -412,7 +481,7 @@ def test_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_
         return cm["data"] if cm and len(cm["data"]) == 2 else None
     keyset = KeySet.from_mapping(wait_for("both public keys published", published, 30))
     time.sleep(6)  # the operator reloads the Secret every few seconds
-    env.grant("after", "req", RESTART)
+    env.grant("after", "req2", RESTART)
     env.wait_phase("eg", "after", "TokenIssued")
     kids = set()
     for g in ("before", "after"):
@@ -433,18 +502,20 @@ def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:
     second.start()
     try:
         time.sleep(3)  # peering: the replica with the lower priority pauses
-        env.request("req")
-        env.wait_phase("ar", "req", "AutoApproved")
         grants = [f"p{i}" for i in range(6)]
         for g in grants:
-            env.grant(g, "req", RESTART)
+            env.request(f"req-{g}")
+        for g in grants:
+            env.wait_phase("ar", f"req-{g}", "AutoApproved")
+        for g in grants:
+            env.grant(g, f"req-{g}", RESTART)
         for g in grants:
             env.wait_phase("eg", g, "TokenIssued")
         records = env.op.audit_events() + second.audit_events()
         minted = [r["subject"]["name"] for r in records if r["event"] == "TokenMinted"]
         assert sorted(minted) == grants, "one token per grant, minted by one replica"
         reviewed = [r for r in records if r["event"] == "ApprovalReviewed"]
-        assert len(reviewed) == 1
+        assert len(reviewed) == len(grants)
         actors = {("first" if r in env.op.audit_events() else "second") for r in records
                   if r["event"] in ("TokenMinted", "ApprovalReviewed")}
         assert len(actors) == 1, "only the active replica acted"
@@ -455,7 +526,9 @@ def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:
 
 def test_a_grant_whose_name_collides_with_anothers_secret_touches_nothing_of_it(env: Env) -> None:
     env.request("req")
+    env.request("req2")
     env.wait_phase("ar", "req", "AutoApproved")
+    env.wait_phase("ar", "req2", "AutoApproved")
     long_name = "a" * 63
     env.grant(long_name, "req", RESTART)
     env.wait_phase("eg", long_name, "TokenIssued")
@@ -464,7 +537,7 @@ def test_a_grant_whose_name_collides_with_anothers_secret_touches_nothing_of_it(
     # a second grant named so that its own Secret name is the first grant's
     collider = manifests.secret_name(long_name)[: -len("-token")]
     assert manifests.secret_name(collider) == manifests.secret_name(long_name)
-    env.grant(collider, "req", RESTART)
+    env.grant(collider, "req2", RESTART)
     eg = env.wait_phase("eg", collider, "Denied")
     assert eg["status"]["reason"] == "SecretConflict"
     still = env.secret(long_name)

@@ -226,7 +226,8 @@ def installed(
     try:
         cluster.helm("install", "wingman", str(CHART_DIR), "--namespace", namespace,
                      "-f", str(values_file(env)), *set_args(overrides))
-        wait_for_admission(cluster, namespace)
+        wait_for_admission(cluster, namespace,
+                           env=env if overrides.get("policy.workersMayGrant", True) else None)
         yield Release("wingman", namespace, env, target_namespace)
     finally:
         cluster.helm("uninstall", "wingman", "--namespace", namespace, "--wait=false",
@@ -235,29 +236,37 @@ def installed(
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def wait_for_admission(cluster: Any, namespace: str, timeout: float = 60) -> None:
-    """Wait until the API server enforces the release's three admission policies.
+def wait_for_admission(cluster: Any, namespace: str, timeout: float = 60,
+                       env: str | None = None) -> None:
+    """Wait until the API server enforces the release's admission policies.
 
     Policies take effect a moment after they are created (the API server loads them through
-    an informer); server-side dry runs of objects each policy must deny tell when.
+    an informer); server-side dry runs of objects each policy must deny tell when. The grant
+    policy is probed where a worker may create grants (TEST): only a non-approver meets it.
     """
-    probes = [
-        approval_request("probe", requester="nobody-at-all", environment="probe"),
-        pod_manifest("probe"),
-        job_manifest("probe"),
+    probes: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        (approval_request("probe", requester="nobody-at-all", environment="probe"), {}),
+        (pod_manifest("probe"), {}),
+        (job_manifest("probe"), {}),
     ]
+    if env == "test":
+        probes.append(({"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                        "metadata": {"name": "probe"},
+                        "spec": {"approvalRef": {"name": "probe"}, "command": "probe",
+                                 "requester": "nobody-at-all"}},
+                       {"user": WORKER, "groups": worker_groups(env)}))
     deadline = time.monotonic() + timeout
     pending = list(probes)
     while pending:
         result = cluster.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-",
-                                 input=dump(pending[0]), check=False)
+                                 input=dump(pending[0][0]), check=False, **pending[0][1])
         if "ValidatingAdmissionPolicy" in result.stderr:
             pending.pop(0)
             continue
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"admission policies of {namespace} not enforced after {timeout:.0f}s: "
-                f"{pending[0]['kind']} probe got {result.stdout or result.stderr}"
+                f"{pending[0][0]['kind']} probe got {result.stdout or result.stderr}"
             )
         time.sleep(0.25)
 

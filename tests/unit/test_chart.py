@@ -340,8 +340,11 @@ def test_admission_policies_are_bound_to_the_release_namespace(
 ) -> None:
     env, objs = rendered
     policies = {p["metadata"]["name"]: p for p in find(objs, "ValidatingAdmissionPolicy")}
-    assert set(policies) == {f"wingman-{NS}-approvalrequests", f"wingman-{NS}-gateway-pods",
+    assert set(policies) == {f"wingman-{NS}-approvalrequests", f"wingman-{NS}-executiongrants",
+                             f"wingman-{NS}-gateway-writes", f"wingman-{NS}-gateway-pods",
                              f"wingman-{NS}-gateway-jobs"}
+    (writer,) = policies[f"wingman-{NS}-gateway-writes"]["spec"]["matchConditions"]
+    assert f"'system:serviceaccount:{NS}:wingman-gateway'" in writer["expression"]
     for policy in policies.values():
         assert policy["spec"]["failurePolicy"] == "Fail"
         for v in policy["spec"]["validations"]:
@@ -355,6 +358,9 @@ def test_admission_policies_are_bound_to_the_release_namespace(
     served = {v["name"]: v["expression"]
               for v in policies[f"wingman-{NS}-approvalrequests"]["spec"]["variables"]}["served"]
     assert served == f'"{env or "test"}"'
+    grant_vars = {v["name"]: v["expression"]
+                  for v in policies[f"wingman-{NS}-executiongrants"]["spec"]["variables"]}
+    assert grant_vars["served"] == served
 
 
 def test_gateway_image_and_docker_socket_come_from_values() -> None:

@@ -28,8 +28,9 @@ def test_grant_names_are_deterministic_per_command() -> None:
     assert a != grant_name("req-1", "kubectl scale deployment/web --replicas=4 -n apps")
     assert len(grant_name("r" * 253, "x")) <= 63
     body = build_grant(request_name="req-1", namespace="ns", command="kubectl get pods",
-                       ttl_seconds=None)
-    assert body["spec"] == {"approvalRef": {"name": "req-1"}, "command": "kubectl get pods"}
+                       ttl_seconds=None, requester="alice")
+    assert body["spec"] == {"approvalRef": {"name": "req-1"}, "command": "kubectl get pods",
+                            "requester": "alice"}
 
 
 def test_describe_shows_votes_dissent_decisions_and_grants() -> None:
@@ -45,7 +46,10 @@ def test_describe_shows_votes_dissent_decisions_and_grants() -> None:
                                             "risk": "high", "rationale": "scales to zero"}],
                                  "dissent": ["destructive"]},
                    "conditions": [{"type": "Reviewed", "status": "True",
-                                   "reason": "ConsensusReached", "message": "done"}]},
+                                   "reason": "ConsensusReached", "message": "done"}],
+                   "grants": [{"command": "kubectl scale deployment/web --replicas=0 -n apps",
+                               "grant": "req-1-def", "grantUID": "u",
+                               "grantedAt": "2026-11-25T12:00:00Z"}]},
     }
     grants = [{"metadata": {"name": "req-1-abc"}, "spec": {"command": "kubectl x"},
                "status": {"phase": "Denied", "reason": "ApprovalNotApproved"}}]
@@ -53,5 +57,6 @@ def test_describe_shows_votes_dissent_decisions_and_grants() -> None:
     describe(obj, grants, out)
     text = out.getvalue()
     for expected in ("AwaitingDecision", "scales to zero", "dissent", "Approve by bob",
-                     "ApprovalNotApproved", "risk high"):
+                     "ApprovalNotApproved", "risk high",
+                     "--replicas=0 -n apps  (granted to req-1-def: runs once)"):
         assert expected in text

@@ -1,4 +1,5 @@
-"""ExecutionGrant handlers: authorize, then Job (suspended) → token → Secret → status → release.
+"""ExecutionGrant handlers: authorize, then Job (suspended) → the approval records the grant →
+token → Secret → status → release.
 
 Every step is create-if-absent on a deterministic name, so the flow can be killed at any
 point and run again: the restarted operator adopts the Job and the Secret it finds and never
@@ -37,7 +38,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-STEPS = ("job-created", "token-minted", "secret-created", "status-written", "job-released")
+STEPS = ("job-created", "command-claimed", "token-minted", "secret-created", "status-written",
+         "job-released")
 
 
 def crashpoint(ctx: Context, step: str) -> None:
@@ -60,6 +62,26 @@ async def write_status(ctx: Context, grant: Any, status: dict[str, Any]) -> dict
                                       delay=1) from None
         raise
     return updated
+
+
+async def claim_command(ctx: Context, grant: Any, approval: Any,
+                        entries: list[dict[str, Any]]) -> None:
+    """Record in the approval that its command now belongs to this grant, over the version read
+    (so two grants, or a grant and a revocation, never both win)."""
+    meta = approval["metadata"]
+    await ctx.audit("ApprovalCommandGranted", subject_of(approval), {
+        "command": grant["spec"]["command"], "grant": grant["metadata"]["name"],
+        "grantUID": grant["metadata"]["uid"]})
+    body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
+            "status": {"grants": entries}}
+    try:
+        await ctx.call(ctx.kube.patch, APPROVALS, meta["namespace"], meta["name"], body,
+                       subresource="status")
+    except ApiError as exc:
+        if exc.conflict:
+            raise kopf.TemporaryError("the approval changed since it was read; re-checking",
+                                      delay=1) from None
+        raise
 
 
 def owned_by(obj: Any, grant: Any) -> bool:
@@ -135,6 +157,14 @@ async def issue(ctx: Context, grant: Any) -> None:
                    "use another grant name", cleanup=False)
         return
     job_uid = job["metadata"]["uid"]
+    if approval is not None:  # each approved command is granted once, before any token exists
+        taken = logic.claim(grant, approval, now)
+        if taken.denial is not None:
+            await deny(ctx, grant, taken.denial.reason, taken.denial.message)
+            return
+        if taken.grants is not None:
+            await claim_command(ctx, grant, approval, taken.grants)
+            crashpoint(ctx, "command-claimed")
 
     secret_name = manifests.secret_name(name)
     secret = await ctx.call(ctx.kube.get_or_none, SECRETS, ns, secret_name)
@@ -245,7 +275,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             fresh = await ctx.call(ctx.kube.get, GRANTS, body["metadata"]["namespace"],
                                    body["metadata"]["name"])
             if logic.is_terminal(fresh):
-                await remove_artifacts(ctx, fresh, job=False)  # e.g. a stale replica's Secret
+                # e.g. a stale replica's Secret, or what a denial killed mid-way left behind
+                # (a Denied grant's Job was never released)
+                await remove_artifacts(ctx, fresh, job=logic.phase(fresh) == "Denied")
             else:
                 await issue(ctx, fresh)
         except (kopf.TemporaryError, kopf.PermanentError):
@@ -286,8 +318,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
                     ctx.metrics.grants.labels(environment=ctx.env, outcome=phase).inc()
                     if phase == "Failed" and status.get("reason") not in (None, "CommandFailed"):
                         ctx.metrics.denial(ctx.env, "gateway", str(status.get("reason")))
-            if await remove_artifacts(ctx, obj, job=False):
-                log.info("token Secret deleted", extra={"grant": meta["name"]})
+            # a Denied grant's Job was never released: remove it too (a denial killed between
+            # its status write and its clean-up is finished here, at the latest on restart)
+            if await remove_artifacts(ctx, obj, job=logic.phase(obj) == "Denied"):
+                log.info("grant artifacts deleted", extra={"grant": meta["name"]})
 
     @kopf.on.event("batch", "v1", "jobs", labels={manifests.ROLE_LABEL: "gateway"},
                    registry=registry)
@@ -340,4 +374,5 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         await remove_artifacts(ctx, fresh, job=False)
 
 
-__all__ = ["STEPS", "crashpoint", "deny", "finish", "issue", "register", "remove_artifacts"]
+__all__ = ["STEPS", "claim_command", "crashpoint", "deny", "finish", "issue", "register",
+           "remove_artifacts"]
