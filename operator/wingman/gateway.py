@@ -160,12 +160,16 @@ def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str)
     """GrantDenied unless the approval records ``command`` as granted to this very grant (the
     operator writes ``status.grants`` before it mints: each approved command runs once)."""
     holder = approvals.granted_to(approval, command)
-    if holder is None or holder.get("grantUID") != grant_uid:
-        name = (approval.get("metadata") or {}).get("name")
-        given = "no grant" if holder is None else f"ExecutionGrant {holder.get('grant')!r}"
-        raise GrantDenied(f"ApprovalRequest {name} records this command as granted to {given}, "
-                          f"not to ExecutionGrant {grant_name}; each approved command runs once; "
-                          "nothing was executed", reason="CommandAlreadyGranted")
+    name = (approval.get("metadata") or {}).get("name")
+    if holder is None:
+        raise GrantDenied(f"ApprovalRequest {name} records this command as granted to no grant "
+                          "(the operator records the grant before it mints its token); nothing "
+                          "was executed", reason="CommandNotGranted")
+    if holder.get("grantUID") != grant_uid:
+        raise GrantDenied(f"ApprovalRequest {name} records this command as granted to "
+                          f"ExecutionGrant {holder.get('grant')!r}, not to ExecutionGrant "
+                          f"{grant_name}; each approved command runs once; nothing was executed",
+                          reason="CommandAlreadyGranted")
 
 
 def _binding(what: str) -> GrantDenied:

@@ -5,8 +5,8 @@ approval exists in the same namespace, serves this environment, belongs to the g
 ``spec.requester`` when it names one (admission makes non-approvers name themselves), is
 approved and unexpired; the command is byte-identical to one of its commands and inside the
 allowlist; the token TTL is within the environment's cap. The first failure is the grant's
-``Denied`` reason. The operator calls it before minting and the gateway repeats the same
-checks before executing.
+``Denied`` reason. The operator calls it before minting; the gateway repeats the approval,
+command and allowlist checks before executing.
 
 ``claim`` then makes the approval single-use per command: the first authorized grant for a
 command is recorded in the approval's ``status.grants`` before any token exists, and every

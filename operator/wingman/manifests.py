@@ -14,6 +14,7 @@ an operator killed and restarted at any point finds what it made and adopts it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from wingman.settings import OperatorSettings
@@ -46,6 +47,12 @@ def job_name(grant: str) -> str:
     """At most 57 characters: the Job controller then names its pods exactly
     ``<job>-<5 characters>``, which the gateway-writes admission policy relies on."""
     return _bounded(grant, "-gw", limit=57)
+
+
+def grant_job_name(grant: Mapping[str, Any]) -> str:
+    """The Job a grant was issued with (``status.jobName``), else the one it would get."""
+    recorded = (grant.get("status") or {}).get("jobName")
+    return str(recorded) if recorded else job_name(str(grant["metadata"]["name"]))
 
 
 def burn_marker_name(jti: str) -> str:

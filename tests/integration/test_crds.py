@@ -274,6 +274,28 @@ def test_status_is_written_only_through_the_subresource(cluster: LocalCluster, n
     assert huge.returncode != 0 and "Too long" in huge.stderr
 
 
+def test_granted_commands_stay_granted(cluster: LocalCluster, ns: str) -> None:
+    _create(cluster, ns, approval_request("once", requester=WORKER, environment="test"))
+
+    def entry(grant: str) -> dict[str, str]:
+        return {"command": f"kubectl rollout restart deployment/{grant} -n apps",
+                "grant": grant, "grantUID": f"uid-{grant}", "grantedAt": "2026-11-25T12:00:00Z"}
+    first = _patch(cluster, ns, "ar/once", [{"op": "add", "path": "/status",
+                                             "value": {"grants": [entry("a")]}}],
+                   subresource="status")
+    assert first.returncode == 0, first.stderr
+    more = _patch(cluster, ns, "ar/once", [{"op": "add", "path": "/status/grants/-",
+                                            "value": entry("b")}], subresource="status")
+    assert more.returncode == 0, more.stderr
+    for ops in ([{"op": "remove", "path": "/status/grants/0"}],
+                [{"op": "remove", "path": "/status/grants"}],
+                [{"op": "replace", "path": "/status/grants/1/grantUID", "value": "other"}]):
+        refused = _patch(cluster, ns, "ar/once", ops, subresource="status")
+        assert refused.returncode != 0, ops
+        assert "status.grants is append-only" in refused.stderr, refused.stderr
+    assert [e["grant"] for e in _get(cluster, ns, "ar/once")["status"]["grants"]] == ["a", "b"]
+
+
 def test_grant_output_is_bounded(cluster: LocalCluster, ns: str) -> None:
     _create(cluster, ns, _grant("bounded"))
     ok = _patch(cluster, ns, "eg/bounded", [{"op": "add", "path": "/status", "value": {

@@ -183,7 +183,10 @@ def _approved() -> list[dict[str, Any]]:
              "message": "approved by bob", "lastTransitionTime": _now_rfc3339()}]
 
 
-def make_grant(env: Env, command: str, *, approved: list[str] | None = None) -> Grant:
+def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
+               holder: tuple[str, str] | None = None) -> Grant:
+    """An approved request and a TokenIssued grant for ``command``, as the operator leaves them;
+    ``holder`` (name, uid) records another grant as the command's holder instead."""
     suffix = uuid.uuid4().hex[:6]
     ar_name, eg_name = f"req-{suffix}", f"grant-{suffix}"
     env.cluster.kubectl("create", "-f", "-", input=json.dumps({
@@ -200,7 +203,8 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None) -> 
     }))
     # what the operator writes before it releases the gateway Job: the approval records the
     # grant as its command's holder, and the grant is TokenIssued
-    _record_grant(env, ar_name, command, eg_name, env.grant(eg_name)["metadata"]["uid"])
+    _record_grant(env, ar_name, command,
+                  *(holder or (eg_name, env.grant(eg_name)["metadata"]["uid"])))
     env.cluster.kubectl("patch", "executiongrants", eg_name, "-n", env.ns,
                         "--subresource=status", "--type=merge", "-p",
                         json.dumps({"status": {"phase": "TokenIssued"}}))
@@ -422,10 +426,9 @@ def test_approval_revoked_after_minting_is_refused(
 def test_a_command_the_approval_granted_to_another_grant_is_refused(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}",
+                   holder=("someone-else", str(uuid.uuid4())))
     token = mint(env, g)
-    _record_grant(env, g.approval["metadata"]["name"], g.command, "someone-else",
-                  str(uuid.uuid4()))
     _assert_refused(env, g, token, "CommandAlreadyGranted", capsys)
 
 

@@ -248,6 +248,12 @@ def wait_for_admission(cluster: Any, namespace: str, timeout: float = 60,
         (approval_request("probe", requester="nobody-at-all", environment="probe"), {}),
         (pod_manifest("probe"), {}),
         (job_manifest("probe"), {}),
+        # the gateway identity without a pod-bound token: gateway-writes denies it
+        ({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+          "metadata": {"name": "wingman-burn-probe"}, "spec": {}},
+         {"user": f"system:serviceaccount:{namespace}:wingman-gateway",
+          "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}",
+                     "system:authenticated"]}),
     ]
     if env == "test":
         probes.append(({"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",

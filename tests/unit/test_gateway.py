@@ -25,15 +25,16 @@ def test_the_grant_the_approval_records_may_run() -> None:
     check_granted(approval(entry("kubectl get pods"), entry()), CMD, "g1", "g")
 
 
-@pytest.mark.parametrize(("recorded", "names"), [
-    ((), "no grant"),
-    ((entry(grant="first", uid="u0"),), "'first'"),
-    ((entry(command=CMD + " "),), "no grant"),
+@pytest.mark.parametrize(("recorded", "reason", "names"), [
+    ((), "CommandNotGranted", "no grant"),
+    ((entry(grant="first", uid="u0"),), "CommandAlreadyGranted", "'first'"),
+    ((entry(command=CMD + " "),), "CommandNotGranted", "no grant"),
 ])
-def test_any_other_record_refuses(recorded: tuple[dict[str, str], ...], names: str) -> None:
+def test_any_other_record_refuses(recorded: tuple[dict[str, str], ...], reason: str,
+                                  names: str) -> None:
     with pytest.raises(GrantDenied) as err:
         check_granted(approval(*recorded), CMD, "g1", "g")
-    assert err.value.reason == "CommandAlreadyGranted"
+    assert err.value.reason == reason
     assert names in err.value.message and "nothing was executed" in err.value.message
 
 

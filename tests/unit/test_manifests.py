@@ -19,3 +19,10 @@ def test_job_names_are_deterministic_distinct_and_leave_room_for_the_pod_suffix(
 
 def test_long_grant_names_that_share_a_prefix_get_different_jobs() -> None:
     assert manifests.job_name("a" * 60 + "x") != manifests.job_name("a" * 60 + "y")
+
+
+def test_a_grant_keeps_the_job_name_it_was_issued_with() -> None:
+    grant = {"metadata": {"name": "b" * 59}}
+    assert manifests.grant_job_name(grant) == manifests.job_name("b" * 59)
+    issued = {**grant, "status": {"jobName": "b" * 59 + "-gw"}}
+    assert manifests.grant_job_name(issued) == "b" * 59 + "-gw"

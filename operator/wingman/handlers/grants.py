@@ -23,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from wingman import GROUP, VERSION, conditions, manifests
+from wingman import GROUP, VERSION, approvals, conditions, manifests
 from wingman import grants as logic
 from wingman.approvals import parse_time
 from wingman.handlers import Context, subject_of
@@ -65,23 +65,28 @@ async def write_status(ctx: Context, grant: Any, status: dict[str, Any]) -> dict
 
 
 async def claim_command(ctx: Context, grant: Any, approval: Any,
-                        entries: list[dict[str, Any]]) -> None:
+                        entries: list[dict[str, Any]]) -> bool:
     """Record in the approval that its command now belongs to this grant, over the version read
-    (so two grants, or a grant and a revocation, never both win)."""
+    (of two grants racing for a command exactly one write lands; the loser re-reads and is
+    denied). False when the API server did not keep the record (an outdated CRD)."""
     meta = approval["metadata"]
-    await ctx.audit("ApprovalCommandGranted", subject_of(approval), {
-        "command": grant["spec"]["command"], "grant": grant["metadata"]["name"],
-        "grantUID": grant["metadata"]["uid"]})
     body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
             "status": {"grants": entries}}
     try:
-        await ctx.call(ctx.kube.patch, APPROVALS, meta["namespace"], meta["name"], body,
-                       subresource="status")
+        updated = await ctx.call(ctx.kube.patch, APPROVALS, meta["namespace"], meta["name"],
+                                 body, subresource="status")
     except ApiError as exc:
         if exc.conflict:
             raise kopf.TemporaryError("the approval changed since it was read; re-checking",
                                       delay=1) from None
         raise
+    holder = approvals.granted_to(updated, str(grant["spec"]["command"]))
+    if holder is None or holder.get("grantUID") != grant["metadata"]["uid"]:
+        return False
+    await ctx.audit("ApprovalCommandGranted", subject_of(approval), {
+        "command": grant["spec"]["command"], "grant": grant["metadata"]["name"],
+        "grantUID": grant["metadata"]["uid"]})
+    return True
 
 
 def owned_by(obj: Any, grant: Any) -> bool:
@@ -113,7 +118,7 @@ async def remove_artifacts(ctx: Context, grant: Any, *, job: bool) -> bool:
     meta = grant["metadata"]
     targets = [(SECRETS, manifests.secret_name(meta["name"]))]
     if job:
-        targets.append((JOBS, manifests.job_name(meta["name"])))
+        targets.append((JOBS, manifests.grant_job_name(grant)))
     removed = False
     for res, name in targets:
         obj = await ctx.call(ctx.kube.get_or_none, res, meta["namespace"], name)
@@ -149,6 +154,8 @@ async def issue(ctx: Context, grant: Any) -> None:
         return  # Running or final: the gateway and the Job watcher take it from here
 
     job_body = manifests.gateway_job(dict(grant), ctx.settings, max(ttl, 30))
+    # the name the grant was issued with (earlier releases let long Job names reach 63)
+    job_body["metadata"]["name"] = manifests.grant_job_name(grant)
     job, _ = await ctx.call(create_or_adopt, ctx.kube, JOBS, ns, job_body)
     crashpoint(ctx, "job-created")
     if not owned_by(job, grant):
@@ -157,17 +164,27 @@ async def issue(ctx: Context, grant: Any) -> None:
                    "use another grant name", cleanup=False)
         return
     job_uid = job["metadata"]["uid"]
-    if approval is not None:  # each approved command is granted once, before any token exists
+
+    secret_name = manifests.secret_name(name)
+    secret = await ctx.call(ctx.kube.get_or_none, SECRETS, ns, secret_name)
+    if secret is not None and not owned_by(secret, grant):
+        await deny(ctx, grant, "SecretConflict",
+                   f"Secret {secret_name} exists and does not belong to this grant; use another "
+                   "grant name", cleanup=False)
+        return
+    if approval is not None:  # the last check before a token exists: the command is used up
         taken = logic.claim(grant, approval, now)
         if taken.denial is not None:
             await deny(ctx, grant, taken.denial.reason, taken.denial.message)
             return
         if taken.grants is not None:
-            await claim_command(ctx, grant, approval, taken.grants)
+            if not await claim_command(ctx, grant, approval, taken.grants):
+                await deny(ctx, grant, "ApprovalSchemaOutdated",
+                           "the API server did not keep status.grants on the ApprovalRequest: "
+                           "its CRD is older than this operator; apply the release's CRDs "
+                           "(kubectl apply -f crds/) and create a new grant")
+                return
             crashpoint(ctx, "command-claimed")
-
-    secret_name = manifests.secret_name(name)
-    secret = await ctx.call(ctx.kube.get_or_none, SECRETS, ns, secret_name)
     minted = (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION)
     if secret is None:
         if approval is None or minted:  # the Secret is gone after a mint: never mint again
@@ -361,7 +378,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         if expires is None or _now() < expires + leeway:
             return
         job = await ctx.call(ctx.kube.get_or_none, JOBS, body["metadata"]["namespace"],
-                             manifests.job_name(body["metadata"]["name"]))
+                             manifests.grant_job_name(body))
         if job is not None and ((job.get("status") or {}).get("active") or 0) > 0:
             return  # a gateway pod is running; it will refuse the expired token itself
         fresh = await ctx.call(ctx.kube.get, GRANTS, body["metadata"]["namespace"],
