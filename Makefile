@@ -1,6 +1,7 @@
 # The two commands a newcomer needs (see README.md):
-#   make run    set up, start a local control plane (unless KUBECONFIG names a cluster),
-#               install Wingman and run the operator with a demo request
+#   make run    set up, start a local control plane (unless KUBECONFIG or ~/.kube/config
+#               names a cluster: then install there, no demo), install Wingman and run the
+#               operator with a demo request
 #   make test   set up and run every test tier (unit, PostgreSQL, integration, e2e)
 .PHONY: setup run test lint bench
 

@@ -23,11 +23,18 @@ mkdir -p "$bin" "$cache/tools"
 exec 9>"$cache/.provision.lock"
 flock 9
 
+go_min=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$here"/tools/*/go.mod | sort -V | tail -n1)
 if ! command -v go >/dev/null 2>&1; then
-  echo "provision-tools: Go is required to build the control-plane tools; install Go >= 1.24 (or set KUBEBUILDER_ASSETS)." >&2
+  echo "provision-tools: Go is required to build the control-plane tools; install Go >= $go_min (or set KUBEBUILDER_ASSETS)." >&2
   exit 1
 fi
 gover=$(go env GOVERSION)
+# The newest `go` directive under .ci/tools/ is the floor (with GOTOOLCHAIN=local an older Go
+# cannot fetch a newer toolchain and would fail deep inside a build).
+if [ "$(printf '%s\n%s\n' "go$go_min" "$gover" | sort -V | head -n1)" != "go$go_min" ]; then
+  echo "provision-tools: $gover is too old to build the pinned tools; install Go >= $go_min (or set GOTOOLCHAIN=auto so Go fetches it)." >&2
+  exit 1
+fi
 
 # build SET PACKAGE... : build the packages of .ci/tools/SET into the cache unless present.
 build() {
