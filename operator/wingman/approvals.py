@@ -80,13 +80,21 @@ def parse_time(text: object) -> dt.datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+def lifetime_seconds(body: Body, policy: EnvironmentPolicy) -> int:
+    """How long the request and its approval live: ``spec.expiresAfterSeconds``, capped by the
+    policy's request TTL, which is also the default. A requester may ask for less, never more."""
+    asked = body.get("spec", {}).get("expiresAfterSeconds")
+    if not asked:
+        return policy.request_ttl_seconds
+    return min(int(asked), policy.request_ttl_seconds)
+
+
 def expiration_time(body: Body, policy: EnvironmentPolicy) -> dt.datetime:
-    """Creation time plus ``spec.expiresAfterSeconds`` (default the policy's request TTL)."""
+    """Creation time plus :func:`lifetime_seconds`."""
     created = parse_time(body.get("metadata", {}).get("creationTimestamp"))
     if created is None:
         created = dt.datetime.now(dt.UTC)
-    seconds = body.get("spec", {}).get("expiresAfterSeconds") or policy.request_ttl_seconds
-    return created + dt.timedelta(seconds=int(seconds))
+    return created + dt.timedelta(seconds=lifetime_seconds(body, policy))
 
 
 def is_reviewed(body: Body) -> bool:
@@ -109,6 +117,10 @@ def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: d
     summary = (f"panel {consensus.outcome.value}: {consensus.approvals} approve, "
                f"{consensus.rejections} reject, {consensus.abstentions} abstain; "
                f"risk {consensus.risk.value}")
+    asked = body.get("spec", {}).get("expiresAfterSeconds")
+    if asked and int(asked) > policy.request_ttl_seconds:
+        summary += (f"; lifetime capped at {policy.request_ttl_seconds}s by the environment "
+                    f"policy (requestTTLSeconds), not the {int(asked)}s asked for")
     conds = cond.set_condition(conds, "Reviewed", True, f"Consensus{consensus.outcome.value}",
                                summary, gen, now)
     expires = expiration_time(body, policy)
@@ -240,4 +252,4 @@ def granted_to(body: Body, command: str) -> Mapping[str, Any] | None:
 
 
 __all__ = ["Transition", "decided", "expiration_time", "expired", "granted_to", "is_final",
-           "is_reviewed", "parse_time", "review_input", "reviewed", "usable"]
+           "is_reviewed", "lifetime_seconds", "parse_time", "review_input", "reviewed", "usable"]

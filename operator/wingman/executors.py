@@ -75,10 +75,14 @@ _CONTAINER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 # optionally followed by further dot-separated segments.
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,4}")
 _BEARER_RE = re.compile(r"(?i)\b(bearer)(\s+)(?!\[REDACTED\])[^\s\"',;]+")
-# A key naming a credential, then ':' or '=', then its value (optionally quoted).
+# A key naming a credential, then ':' or '=', then its value (optionally quoted). Linear time
+# on any output (the output is the target's, so hostile): a key starts only where a key
+# character does not precede it, the lookahead stays inside that one key, and the possessive
+# quantifiers never backtrack.
+_KEY_CHARS = r"[A-Za-z0-9_.-]"
 _KEYVALUE_RE = re.compile(
-    r"(?i)([A-Za-z0-9_.-]*(?:token|password|passwd|secret|api[_-]?key)[A-Za-z0-9_.-]*"
-    r"[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])([^\s\"',;}\]]+)"
+    rf"(?i)(?<!{_KEY_CHARS})(?={_KEY_CHARS}*?(?:token|password|passwd|secret|api[_-]?key))"
+    rf"({_KEY_CHARS}++[\"']?\s*+[:=]\s*+[\"']?)(?!\[REDACTED\])([^\s\"',;}}\]]++)"
 )
 
 

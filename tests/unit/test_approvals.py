@@ -43,6 +43,24 @@ def test_panel_approval_within_policy_auto_approves_and_sets_expiry() -> None:
     assert approvals.reviewed(merged(body(), t), panel(Verdict.APPROVE), TEST, NOW) is None
 
 
+def test_requester_may_shorten_but_never_extend_the_policy_lifetime() -> None:
+    prd = EnvironmentPolicy.from_dict({"environment": "prd", "requiredApprovals": 2,
+                                       "requestTTLSeconds": 14400})
+    long = body()
+    long["spec"]["expiresAfterSeconds"] = 604800
+    t = approvals.reviewed(long, panel(Verdict.APPROVE), prd, NOW)
+    assert t is not None
+    assert t.status["expirationTime"] == "2026-11-25T15:00:00Z", "capped at 4 h, not 7 days"
+    reviewed_cond = next(c for c in t.status["conditions"] if c["type"] == "Reviewed")
+    assert "capped at 14400s" in reviewed_cond["message"]
+    short = body()
+    short["spec"]["expiresAfterSeconds"] = 600
+    t = approvals.reviewed(short, panel(Verdict.APPROVE), prd, NOW)
+    assert t is not None and t.status["expirationTime"] == "2026-11-25T11:10:00Z"
+    assert "capped" not in next(c for c in t.status["conditions"]
+                                if c["type"] == "Reviewed")["message"]
+
+
 def test_prd_never_auto_approves_and_counts_two_distinct_approvers() -> None:
     t = approvals.reviewed(body(), panel(Verdict.APPROVE), PRD, NOW)
     assert t is not None and t.phase == "AwaitingDecision" and t.decision is None

@@ -125,6 +125,28 @@ def test_redact_hides_given_secrets_and_keeps_ordinary_output() -> None:
     assert redact("deployment.apps/web restarted\n") == "deployment.apps/web restarted\n"
 
 
+@pytest.mark.parametrize("hostile", [
+    "token" * 3300,                     # a key naming a credential, never followed by ':' or '='
+    "a" * 16384,
+    "x-token " * 2000,
+    "password" + " " * 16000,
+    "bearer" + " " * 16000,
+    "eyJaaaa" + "." * 16000,
+], ids=["repeated-key", "one-long-word", "keys-without-separator", "key-then-spaces",
+        "bearer-then-spaces", "jwt-head-then-dots"])
+def test_redaction_of_hostile_output_finishes_and_still_redacts(hostile: str) -> None:
+    """The output is the target's and may be crafted: redaction must not backtrack for hours
+    (the command has already run; its result must still be recorded)."""
+    out = redact(hostile + "\npassword=hunter2\n")
+    assert "hunter2" not in out and out.endswith(f"{REDACTED}\n")
+
+
+def test_redaction_keeps_words_that_only_contain_a_key() -> None:
+    assert redact("tokenization done; secretName: web-tls") == \
+        f"tokenization done; secretName: {REDACTED}"
+    assert redact("a=password=hunter2") == f"a=password={REDACTED}"
+
+
 def test_bound_output_cuts_after_redaction_and_hashes_what_is_kept() -> None:
     text, truncated, digest = executors.bound_output(
         ("password=" + "a" * 10 + " " + "é" * 600).encode(), limit=300, truncated=False)
