@@ -28,6 +28,7 @@ import yaml
 
 from wingman.consensus import DESTRUCTIVE, PROMPT_INJECTION, Consensus, Outcome, Risk
 from wingman.errors import ConfigError
+from wingman.scope import Allowlist
 
 HARD_MAX_TTL_SECONDS = 3600
 
@@ -98,6 +99,7 @@ class EnvironmentPolicy:
         allowlist = data.get("allowlist", [])
         if not isinstance(allowlist, list) or not all(isinstance(p, str) for p in allowlist):
             raise ConfigError("policy.allowlist must be a list of command patterns")
+        Allowlist.from_patterns(allowlist)  # ConfigError naming the first bad pattern, at load
         panel_data = data.get("panel", {}) or {}
         if not isinstance(panel_data, Mapping):
             raise ConfigError("policy.panel must be a mapping")

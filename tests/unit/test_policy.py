@@ -40,6 +40,9 @@ def test_bad_policy_names_the_field() -> None:
         EnvironmentPolicy.from_dict({"environment": "test", "tokenTTLSeconds": 5000})
     with pytest.raises(ConfigError, match="serves 'prd'"):
         EnvironmentPolicy.from_dict({"environment": "test"}, environment="prd")
+    with pytest.raises(ConfigError, match=r"unknown typed wildcard \{x\}"):
+        EnvironmentPolicy.from_dict({"environment": "test",
+                                     "allowlist": ["kubectl get deployment/{x}"]})
 
 
 def test_auto_approval_only_within_policy() -> None:
