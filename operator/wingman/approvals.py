@@ -117,10 +117,10 @@ def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: d
     summary = (f"panel {consensus.outcome.value}: {consensus.approvals} approve, "
                f"{consensus.rejections} reject, {consensus.abstentions} abstain; "
                f"risk {consensus.risk.value}")
-    asked = body.get("spec", {}).get("expiresAfterSeconds")
-    if asked and int(asked) > policy.request_ttl_seconds:
+    asked = int(body.get("spec", {}).get("expiresAfterSeconds") or 0)
+    if asked > lifetime_seconds(body, policy):
         summary += (f"; lifetime capped at {policy.request_ttl_seconds}s by the environment "
-                    f"policy (requestTTLSeconds), not the {int(asked)}s asked for")
+                    f"policy (requestTTLSeconds), not the {asked}s asked for")
     conds = cond.set_condition(conds, "Reviewed", True, f"Consensus{consensus.outcome.value}",
                                summary, gen, now)
     expires = expiration_time(body, policy)

@@ -141,7 +141,7 @@ def test_redaction_of_hostile_output_finishes_and_still_redacts(hostile: str) ->
     assert "hunter2" not in out and out.endswith(f"{REDACTED}\n")
 
 
-def test_redaction_keeps_words_that_only_contain_a_key() -> None:
+def test_redaction_needs_a_separator_after_the_key_and_starts_at_the_credential_key() -> None:
     assert redact("tokenization done; secretName: web-tls") == \
         f"tokenization done; secretName: {REDACTED}"
     assert redact("a=password=hunter2") == f"a=password={REDACTED}"
