@@ -1,7 +1,6 @@
 # The two commands a newcomer needs (see README.md):
-#   make run    set up, start a local control plane (unless KUBECONFIG or ~/.kube/config
-#               names a cluster: then install there, no demo), install Wingman and run the
-#               operator with a demo request
+#   make run    set up, install Wingman on a local control plane (or the cluster KUBECONFIG
+#               or ~/.kube/config names), run the operator and, locally, a demo request
 #   make test   set up and run every test tier (unit, PostgreSQL, integration, e2e)
 .PHONY: setup run test lint bench
 
