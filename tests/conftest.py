@@ -3,7 +3,7 @@
 Tiers are chosen by markers (``integration``, ``e2e``, ``postgres``); every tier runs under the
 README's test command, unit tests first and e2e last. Integration and e2e tests use a real
 kube-apiserver + etcd + kube-controller-manager started once per session
-(``wingman.devcluster``); they never read the developer's own kubeconfig.
+(``wingman.dev.cluster``); they never read the developer's own kubeconfig.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from support.postgres import audit_dsn, postgres_dsn  # noqa: F401 - fixtures
-from wingman.devcluster import LocalCluster
+from wingman.dev.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wingman.errors import ConfigError
-from wingman.policy import EnvironmentPolicy
+from wingman.review.policy import EnvironmentPolicy
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 

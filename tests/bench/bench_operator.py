@@ -29,7 +29,7 @@ from kubernetes import client, watch
 
 from support.chart import APPROVER, WORKER, approver_groups, installed, worker_groups
 from support.operator import OperatorProcess
-from wingman.devcluster import LocalCluster
+from wingman.dev.cluster import LocalCluster
 
 GROUP, VERSION = "wingman.dev", "v1alpha1"
 COMMAND = "kubectl rollout restart deployment/web -n apps"

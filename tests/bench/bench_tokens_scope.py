@@ -3,8 +3,8 @@
 Run: ``.venv/bin/python tests/bench/bench_tokens_scope.py [--seconds 1.0]``
 
 Prints, per operation, the median over 5 rounds:
-- ``mint``: ``wingman.tokens.mint`` (µs/op);
-- ``verify``: ``wingman.tokens.verify`` with every check and all bindings (µs/op);
+- ``mint``: ``wingman.capability.tokens.mint`` (µs/op);
+- ``verify``: ``wingman.capability.tokens.verify`` with every check and all bindings (µs/op);
 - ``floor``: a raw ``jwt.decode`` of the same token with the same public key and PyJWT's own
   claim checks (require, strict_aud, issuer, leeway), i.e. the library cost ``verify`` builds on;
 - the ratio verify/floor (the price of the extra header, schema and binding checks);
@@ -24,9 +24,10 @@ from typing import Any
 
 import jwt
 
+from wingman.capability.keys import KeySet, generate_signing_key
+from wingman.capability.tokens import Expected, mint, verify
 from wingman.errors import ScopeViolation
 from wingman.scope import Allowlist, check
-from wingman.tokens import Expected, KeySet, generate_signing_key, mint, verify
 
 NOW = 1_750_000_000
 COMMAND = "kubectl scale deployment/web --replicas=3"

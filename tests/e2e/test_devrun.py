@@ -10,7 +10,7 @@ from typing import Any
 
 
 def test_dev_run_starts_a_control_plane_and_the_demo_executes(tmp_path: Path) -> None:
-    from wingman.devtools import cache_dir
+    from wingman.dev.tools import cache_dir
 
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env["WINGMAN_CACHE"] = str(cache_dir())  # the provisioned tools, wherever HOME points

@@ -36,9 +36,10 @@ from support.chart import (
     worker_groups,
 )
 from support.operator import OperatorProcess, get, wait_for
-from wingman import devtools, manifests
 from wingman.audit import verify, verify_main
-from wingman.devnode import NodeHarness
+from wingman.dev import tools as devtools
+from wingman.dev.node import NodeHarness
+from wingman.model import names
 
 
 class Story:
@@ -91,7 +92,7 @@ class Story:
 
     def token(self, grant: str) -> str:
         secret = wait_for("the token Secret", lambda: get(
-            self.cluster, "secret", self.ns, manifests.secret_name(grant)), 30)
+            self.cluster, "secret", self.ns, names.secret_name(grant)), 30)
         token = base64.b64decode(secret["data"]["token"]).decode()
         self.secrets_seen.add(token)
         return token
@@ -137,7 +138,7 @@ class Story:
         policy = yaml.safe_load(self.op.policy_path.read_text())
         policy["environment"] = environment
         (run / "policy.yaml").write_text(yaml.safe_dump(policy))
-        job = get(self.cluster, "job", self.ns, manifests.job_name(grant)) or {}
+        job = get(self.cluster, "job", self.ns, names.job_name(grant)) or {}
         host, port = self.cluster.server.rsplit("//", 1)[1].rsplit(":", 1)
         return {
             "PATH": f"{devtools.tool_path('kubectl').parent}:{Path(sys.executable).parent}:"
@@ -160,7 +161,7 @@ class Story:
         def probe() -> dict[str, Any] | None:
             pods = json.loads(self.cluster.kubectl(
                 "get", "pods", "-n", self.ns, "-o", "json",
-                "-l", f"job-name={manifests.job_name(grant)}").stdout)["items"]
+                "-l", f"job-name={names.job_name(grant)}").stdout)["items"]
             return dict(pods[0]) if pods else None
         pod: dict[str, Any] = wait_for(f"the gateway pod of {grant}", probe, 60)
         return pod
@@ -224,7 +225,7 @@ def test_an_approved_restart_executes_once_and_shows_in_the_deployment(story: St
     assert story.restarted_at() is not None, "the Deployment was restarted"
     # the token is gone once the grant is final; its burn marker stays
     wait_for("token Secret deleted", lambda: get(story.cluster, "secret", story.ns,
-                                                manifests.secret_name("restart-web-1")) is None, 30)
+                                                names.secret_name("restart-web-1")) is None, 30)
     leases = json.loads(story.cluster.kubectl("get", "leases", "-n", story.ns, "-o", "json",
                                               "-l", "wingman.dev/role=burn-marker").stdout)
     assert [lease["metadata"]["labels"]["wingman.dev/grant"] for lease in leases["items"]] == \
@@ -239,7 +240,7 @@ def test_an_approved_restart_executes_once_and_shows_in_the_deployment(story: St
     again = story.wait_phase("eg", "restart-web-2", "Denied")
     assert again["status"]["reason"] == "CommandAlreadyGranted"
     wait_for("the denied grant's Job removed", lambda: get(
-        story.cluster, "job", story.ns, manifests.job_name("restart-web-2")) is None, 30)
+        story.cluster, "job", story.ns, names.job_name("restart-web-2")) is None, 30)
     assert story.restarted_at() == before
 
 
@@ -279,7 +280,7 @@ def test_unapproved_and_edited_commands_are_blocked(story: Story, command: str, 
     story.grant(f"{name}-1", name, command.format(apps=story.apps))
     eg = story.wait_phase("eg", f"{name}-1", "Denied")
     assert eg["status"]["reason"] == reason
-    assert get(story.cluster, "job", story.ns, manifests.job_name(f"{name}-1")) is None
+    assert get(story.cluster, "job", story.ns, names.job_name(f"{name}-1")) is None
 
 
 def _issued(story: Story, name: str, **spec: Any) -> tuple[str, dict[str, Any]]:

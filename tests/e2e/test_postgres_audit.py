@@ -16,7 +16,7 @@ from typing import Any
 from support.chart import DEFAULT_GATEWAY_IMAGE, WORKER, approval_request, installed, worker_groups
 from support.operator import OperatorProcess, get, wait_for
 from wingman.audit import open_sink, verify_main
-from wingman.devnode import NodeHarness
+from wingman.dev.node import NodeHarness
 
 
 def test_operator_and_gateway_share_one_verified_chain_in_postgres(

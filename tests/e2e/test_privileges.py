@@ -34,8 +34,8 @@ from support.chart import (
 from support.chart import (
     installed as chart_installed,
 )
-from wingman.devcluster import LocalCluster
-from wingman.privileges import verify_privileges_main
+from wingman.dev.cluster import LocalCluster
+from wingman.verifier.privileges import verify_privileges_main
 
 pytestmark = pytest.mark.e2e
 

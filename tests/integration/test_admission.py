@@ -36,8 +36,8 @@ from support.chart import (
     pod_manifest,
     worker_groups,
 )
-from wingman import manifests
-from wingman.devcluster import LocalCluster
+from wingman.dev.cluster import LocalCluster
+from wingman.model import names
 
 pytestmark = pytest.mark.integration
 
@@ -520,8 +520,8 @@ def test_a_gateway_pod_writes_only_its_own_grants_status_and_only_burn_markers(
         # what the operator records before it releases the grant's gateway Job
         cluster.kubectl("patch", "eg", grant, "-n", ns, "--subresource=status", "--type=merge",
                         "-p", json.dumps({"status": {"phase": "TokenIssued",
-                                                     "jobName": manifests.job_name(grant)}}))
-    job = manifests.job_name("mine")
+                                                     "jobName": names.job_name(grant)}}))
+    job = names.job_name("mine")
     created = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
                             input=dump(job_manifest(job)))
     assert created.returncode == 0, created.stderr

@@ -24,7 +24,7 @@ from support.chart import (
     dump,
     valid_samples,
 )
-from wingman.devcluster import LocalCluster
+from wingman.dev.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

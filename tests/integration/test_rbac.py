@@ -23,7 +23,7 @@ from support.chart import (
     sa_user,
     worker_groups,
 )
-from wingman.devcluster import LocalCluster
+from wingman.dev.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from wingman import devtools
+from wingman.dev import tools as devtools
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS_DIR = REPO / "crds"

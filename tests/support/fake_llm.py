@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from wingman.llm import DATA_BEGIN, DATA_END
+from wingman.review.llm import DATA_BEGIN, DATA_END
 
 API_KEY = "sk-test-0123456789abcdef"
 OPENAI_PATH = "/v1/chat/completions"

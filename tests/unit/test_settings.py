@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from support.chart import find, render
-from wingman import manifests
 from wingman.errors import ConfigError
+from wingman.operator import manifests
 from wingman.settings import GatewaySettings, OperatorSettings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wingman.capability.keys import SigningKey, generate_signing_key
 from wingman.errors import ConfigError
 from wingman.kube import CONFIGMAPS, SECRETS, ApiError, Kube, create_or_adopt
-from wingman.tokens import SigningKey, generate_signing_key
 
 ACTIVE = "active"
 MANAGED = {"app.kubernetes.io/managed-by": "wingman", "app.kubernetes.io/part-of": "wingman"}

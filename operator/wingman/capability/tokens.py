@@ -1,7 +1,7 @@
 """Capability tokens: minting and verifying the signed, single-use JWT for one approved command.
 
-This module owns the token format, the signing and verification keys (with ``kid`` for
-rotation) and every verification rule. It is pure: no I/O, no global state, ``now`` is
+This module owns the token format and every verification rule; the keys are in
+``wingman.capability.keys``. It is pure: no I/O, no global state, ``now`` is
 injected. Single use (burning the ``jti``) is the gateway's job, through the API server.
 
 Format (JWS compact serialization, EdDSA/Ed25519 only). Header, exactly these three
@@ -58,18 +58,13 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import jwt
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
 
+from wingman.capability.keys import _KID_RE, KeySet, SigningKey, _b64url
 from wingman.errors import ConfigError, ScopeViolation, TokenRejected
 from wingman.scope import command_sha256
 
@@ -81,10 +76,6 @@ __all__ = [
     "TOKEN_TYPE",
     "CapabilityClaims",
     "Expected",
-    "KeySet",
-    "SigningKey",
-    "generate_signing_key",
-    "jwk_thumbprint",
     "mint",
     "token_sha256",
     "verify",
@@ -116,7 +107,6 @@ _CLAIMS = frozenset(
 )
 _HEADER_PARAMS = frozenset(("alg", "kid", "typ"))
 
-_KID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]+")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 _MAX_STRING = 4096  # longest string claim other than the command
@@ -127,162 +117,6 @@ def token_sha256(token: str) -> str:
     """``sha256:<hex>`` of a token: the only way a token may appear in logs and messages."""
     data = token.encode("utf-8", "surrogatepass") if isinstance(token, str) else bytes(token)
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def jwk_thumbprint(public_key: Ed25519PublicKey) -> str:
-    """RFC 7638 JWK thumbprint (SHA-256, base64url) of an Ed25519 public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    canonical = json.dumps(
-        {"crv": "Ed25519", "kty": "OKP", "x": _b64url(raw)}, separators=(",", ":"), sort_keys=True
-    )
-    return _b64url(hashlib.sha256(canonical.encode("ascii")).digest())
-
-
-def _check_kid(kid: str) -> str:
-    if not isinstance(kid, str) or _KID_RE.fullmatch(kid) is None:
-        raise ConfigError(
-            f"key id {ascii(kid)[:80]} is invalid; a kid is 1-128 characters of "
-            "A-Z a-z 0-9 '_' '-' (the RFC 7638 thumbprint is used when none is given)"
-        )
-    return kid
-
-
-def _public_pem(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class SigningKey:
-    """The operator's private signing key and its ``kid``. Its repr never shows the key."""
-
-    kid: str
-    private_key: Ed25519PrivateKey = field(repr=False)
-
-    def __post_init__(self) -> None:
-        _check_kid(self.kid)
-        if not isinstance(self.private_key, Ed25519PrivateKey):
-            raise ConfigError("a signing key must be an Ed25519 private key (EdDSA only)")
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        return self.private_key.public_key()
-
-    def private_pem(self) -> bytes:
-        """PKCS#8 PEM of the private key (unencrypted: store it in a Secret, never log it)."""
-        return self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    def public_pem(self) -> bytes:
-        """SubjectPublicKeyInfo PEM of the public key, for the gateway's :class:`KeySet`."""
-        return _public_pem(self.public_key)
-
-    @classmethod
-    def from_pem(cls, pem: bytes | str, kid: str | None = None) -> SigningKey:
-        """Load a PKCS#8 PEM Ed25519 private key; ``kid`` defaults to its JWK thumbprint."""
-        data = pem.encode("ascii", "replace") if isinstance(pem, str) else pem
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise ConfigError(
-                "the signing key is not an unencrypted PEM private key; generate one with "
-                "'openssl genpkey -algorithm ed25519' (or delete the Secret and let the "
-                "operator generate one)"
-            ) from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(
-                f"the signing key is a {type(key).__name__}, not Ed25519; only EdDSA is allowed"
-            )
-        return cls(kid if kid is not None else jwk_thumbprint(key.public_key()), key)
-
-
-def generate_signing_key(kid: str | None = None) -> SigningKey:
-    """A fresh Ed25519 signing key; ``kid`` defaults to the RFC 7638 thumbprint."""
-    key = Ed25519PrivateKey.generate()
-    return SigningKey(kid if kid is not None else jwk_thumbprint(key.public_key()), key)
-
-
-def _load_public(kid: str, pem: bytes | str) -> Ed25519PublicKey:
-    data = pem.encode("ascii", "replace") if isinstance(pem, str) else pem
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise ConfigError(
-            f"public key {kid!r} is not a PEM SubjectPublicKeyInfo public key"
-        ) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(
-            f"public key {kid!r} is a {type(key).__name__}, not Ed25519; only EdDSA is allowed"
-        )
-    return key
-
-
-class KeySet:
-    """The verifier's public keys by ``kid``.
-
-    During rotation the operator publishes old public keys beside the new one until every
-    token they signed has expired; verification picks the key named by the token's ``kid``.
-    """
-
-    __slots__ = ("_keys",)
-
-    def __init__(self) -> None:
-        self._keys: dict[str, Ed25519PublicKey] = {}
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, str | bytes]) -> KeySet:
-        """Keys from ``{kid: pem}`` or ConfigMap-style ``{"<kid>.pem": pem}`` entries."""
-        keys = cls()
-        for name, pem in mapping.items():
-            kid = name[: -len(".pem")] if name.endswith(".pem") else name
-            if kid in keys:
-                raise ConfigError(f"key id {kid!r} appears twice in the key set")
-            keys.add(kid, pem)
-        return keys
-
-    def to_mapping(self) -> dict[str, str]:
-        """ConfigMap data: ``{"<kid>.pem": public PEM}``."""
-        return {f"{kid}.pem": _public_pem(key).decode("ascii") for kid, key in self._keys.items()}
-
-    def add(self, kid: str, public_key: Ed25519PublicKey | str | bytes) -> None:
-        """Add a public key (object or PEM); a kid already bound to another key is refused."""
-        _check_kid(kid)
-        key = public_key if isinstance(public_key, Ed25519PublicKey) else None
-        if key is None:
-            if not isinstance(public_key, str | bytes):
-                raise ConfigError(f"public key {kid!r} must be an Ed25519 key or its PEM")
-            key = _load_public(kid, public_key)
-        existing = self._keys.get(kid)
-        if existing is not None and _public_pem(existing) != _public_pem(key):
-            raise ConfigError(f"key id {kid!r} is already bound to a different public key")
-        self._keys[kid] = key
-
-    def remove(self, kid: str) -> None:
-        """Retire a key: tokens it signed are rejected as ``UnknownKey`` from now on."""
-        self._keys.pop(kid, None)
-
-    def get(self, kid: str) -> Ed25519PublicKey | None:
-        return self._keys.get(kid)
-
-    def __contains__(self, kid: object) -> bool:
-        return kid in self._keys
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._keys))
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __repr__(self) -> str:
-        return f"KeySet(kids={sorted(self._keys)!r})"
 
 
 @dataclass(frozen=True, slots=True)

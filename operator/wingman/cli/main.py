@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if raw[:1] == ["verify-privileges"]:
         # argparse's REMAINDER does not capture options that come first (--namespace ...):
         # hand every argument to the command's own parser.
-        from wingman.privileges import verify_privileges_main
+        from wingman.verifier.privileges import verify_privileges_main
 
         return int(verify_privileges_main(raw[1:]))
     args = _parser().parse_args(raw)
@@ -137,34 +137,42 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "keys":
         return _keys(args)
     if cmd == "verify-privileges":
-        from wingman.privileges import verify_privileges_main
+        from wingman.verifier.privileges import verify_privileges_main
 
         return int(verify_privileges_main(list(args.rest)))
     if cmd == "operator":
-        from wingman.handlers import run_operator
+        from wingman.operator.run import run_operator
         from wingman.settings import OperatorSettings
 
         return int(run_operator(OperatorSettings.from_env()))
     if cmd == "gateway":
-        from wingman.gateway import run_gateway
+        from wingman.gateway.run import run_gateway
         from wingman.settings import GatewaySettings
 
         return int(run_gateway(GatewaySettings.from_env()))
     if cmd == "dev":
-        from wingman import devrun
+        try:
+            from wingman.dev import run as devrun
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("wingman.dev", "wingman.dev.run"):
+                raise
+            print("wingman dev needs a source checkout of Wingman (the local control plane and "
+                  "its tools are not installed with the package): git clone the repository and "
+                  "run 'make run' there", file=sys.stderr)
+            return 2
 
         if args.dev_command == "cluster":
             return devrun.cluster_main()
         return devrun.run_main(demo=not args.no_demo, exit_after_demo=args.exit_after_demo)
-    from wingman import client
+    from wingman.cli import requests
 
-    return int(client.main(args))
+    return int(requests.main(args))
 
 
 def _keys(args: argparse.Namespace) -> int:
     """Rotation from a workstation: the operator picks the change up within minutes."""
-    from wingman import keys
-    from wingman.client import api_client
+    from wingman.capability import keyring as keys
+    from wingman.cli.requests import api_client
     from wingman.kube import SECRETS, Kube
 
     api, default_ns = api_client(args.kubeconfig)

@@ -7,7 +7,7 @@ ValidatingAdmissionPolicy admission plugin, and kube-controller-manager runs the
 garbage-collector, namespace and ServiceAccount controllers (with per-controller credentials,
 so the Job controller acts as ``system:serviceaccount:kube-system:job-controller``).
 
-No node runs containers here; ``wingman.devnode`` plays the node for gateway pods.
+No node runs containers here; ``wingman.dev.node`` plays the node for gateway pods.
 
 Identities: every user is a real x509 client certificate signed by the cluster CA
 (CN = user name, O = groups), so the API server authenticates them exactly as it would a
@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from wingman import devtools
+from wingman.dev import tools as devtools
 from wingman.errors import ClusterError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The dev node harness: plays scheduler + kubelet for gateway pods on the local control plane.
 
-The local control plane (``wingman.devcluster``) has no kube-scheduler and no node that runs
+The local control plane (``wingman.dev.cluster``) has no kube-scheduler and no node that runs
 containers. :class:`NodeHarness` fills that gap for ``wingman dev run`` and the tests:
 
 - it registers a Node (``wingman-dev-node``) and keeps its Ready condition fresh;
@@ -49,8 +49,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from wingman import devtools
-from wingman.devcluster import LocalCluster
+from wingman.dev import tools as devtools
+from wingman.dev.cluster import LocalCluster
 from wingman.errors import ConfigError, WingmanError
 
 log = logging.getLogger(__name__)

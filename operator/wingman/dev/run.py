@@ -1,8 +1,8 @@
 """``wingman dev run``: Wingman live in one command, on a local control plane or your cluster.
 
 When no cluster is configured (no ``KUBECONFIG``, no ``~/.kube/config``), it starts the real
-local control plane (``wingman.devcluster``), plays the node for gateway pods
-(``wingman.devnode``), installs the chart with the TEST values, runs the operator as a local
+local control plane (``wingman.dev.cluster``), plays the node for gateway pods
+(``wingman.dev.node``), installs the chart with the TEST values, runs the operator as a local
 process with the operator ServiceAccount's own token (so RBAC applies to it exactly as in a
 cluster), and submits a demo request as a worker: a rollout restart of a demo Deployment that
 is reviewed, auto-approved, granted, executed by the gateway and audited.
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wingman.devcluster import LocalCluster
+from wingman.dev.cluster import LocalCluster
 from wingman.errors import ClusterError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,7 +141,7 @@ def run_main(*, demo: bool = True, exit_after_demo: bool = False) -> int:
         token = cluster.sa_token(NAMESPACE, "wingman-operator", expiration_seconds=86400)
         op_kubeconfig = cluster.token_kubeconfig(token, "wingman-operator")
 
-        from wingman.devnode import NodeHarness
+        from wingman.dev.node import NodeHarness
 
         harness = NodeHarness(
             cluster=cluster, namespaces=[NAMESPACE], workdir=work / "node",
@@ -247,7 +247,7 @@ def _run_on_configured_cluster(*, exit_after_start: bool = False) -> int:
     """
     kubeconfig = configured_kubeconfig()
     _say(f"using the cluster configured in {kubeconfig}")
-    from wingman import devtools
+    from wingman.dev import tools as devtools
 
     helm, kubectl = str(devtools.tool_path("helm")), str(devtools.tool_path("kubectl"))
 

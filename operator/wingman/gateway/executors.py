@@ -23,7 +23,6 @@ before anyone sees it; ``output_sha256`` is the SHA-256 of that redacted output.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import re
 import selectors
@@ -32,7 +31,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,25 +40,21 @@ import yaml
 
 from wingman import scope
 from wingman.errors import ExecutionFailed, ScopeViolation
+from wingman.gateway.redaction import bound_output, output_sha256
 from wingman.settings import GatewaySettings
 
 __all__ = [
     "DOCKER_VERBS",
-    "REDACTED",
     "TIMEOUT_EXIT_CODE",
     "Credentials",
     "DockerExecutor",
     "ExecResult",
     "Executor",
     "KubectlExecutor",
-    "bound_output",
     "execute",
     "executor_for",
     "preflight",
-    "redact",
 ]
-
-REDACTED = "[REDACTED]"
 
 DOCKER_VERBS = frozenset({"restart", "start", "stop"})
 """The only Docker operations the gateway performs (what an allowlist realistically holds)."""
@@ -71,23 +66,11 @@ _CHUNK = 65536
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _CONTAINER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
-# A JWT (or the start of one cut off by the output bound): base64url JSON header "eyJ..."
-# optionally followed by further dot-separated segments.
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){0,4}")
-_BEARER_RE = re.compile(r"(?i)\b(bearer)(\s+)(?!\[REDACTED\])[^\s\"',;]+")
-# A key naming a credential, then ':' or '=', then its value (optionally quoted). Linear time
-# on any output (the output is the target's, so hostile): a key starts only where a key
-# character does not precede it, the lookahead stays inside that one key, and the possessive
-# quantifiers never backtrack.
-_KEY_CHARS = r"[A-Za-z0-9_.-]"
-_KEYVALUE_RE = re.compile(
-    rf"(?i)(?<!{_KEY_CHARS})(?={_KEY_CHARS}*?(?:token|password|passwd|secret|api[_-]?key))"
-    rf"({_KEY_CHARS}++[\"']?\s*+[:=]\s*+[\"']?)(?!\[REDACTED\])([^\s\"',;}}\]]++)"
-)
+
 
 
 # ---------------------------------------------------------------------------------------------
-# Results and redaction
+# Results
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,35 +102,6 @@ class Credentials:
     ca_file: Path
     token_file: Path
     secrets: tuple[str, ...] = field(default=(), repr=False)
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with credentials replaced by ``[REDACTED]``.
-
-    Replaced: every string of ``secrets``; anything JWT-shaped (``eyJ...``, including a JWT cut
-    short); the credential after ``Bearer``; the value after a key that names a token,
-    password, secret or API key (``token: x``, ``password=x``, ``"clientSecret": "x"``).
-    """
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    text = _JWT_RE.sub(REDACTED, text)
-    text = _BEARER_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    return _KEYVALUE_RE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
-
-
-def _sha256(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def bound_output(raw: bytes, *, limit: int, truncated: bool, secrets: Iterable[str] = ()
-                 ) -> tuple[str, bool, str]:
-    """(redacted text of at most ``limit`` UTF-8 bytes, truncated, its ``sha256:<hex>``)."""
-    text = redact(raw.decode("utf-8", errors="replace"), secrets)
-    data = text.encode("utf-8")
-    if len(data) > limit:
-        text = data[:limit].decode("utf-8", errors="ignore")
-        truncated = True
-    return text, truncated, _sha256(text)
 
 
 def _now() -> dt.datetime:
@@ -228,7 +182,7 @@ class KubectlExecutor:
             note = f"\n[wingman: killed after {settings.exec_timeout_seconds}s]"
             if len(output.encode("utf-8")) + len(note) <= settings.max_output_bytes:
                 output += note
-                digest = _sha256(output)
+                digest = output_sha256(output)
         code = proc.returncode if proc.returncode is not None else -int(signal.SIGKILL)
         return ExecResult(code, output, truncated, digest, started, finished, timed_out)
 

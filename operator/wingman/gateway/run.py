@@ -15,7 +15,7 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
    grant gets condition ``ReplayDetected`` and nothing else changes);
 5. audit ``GatewayTokenBurned`` and ``GatewayExecuting`` durably, set phase ``Running``,
-   execute (``wingman.executors``), audit ``GatewayExecuted`` and write the result.
+   execute (``wingman.gateway.executors``), audit ``GatewayExecuted`` and write the result.
 
 A refusal sets phase ``Failed`` with the typed reason (unless an execution already owns the
 grant's status), audits ``GatewayRefused`` and exits 3. Exit 0 means the command ran and its
@@ -27,309 +27,43 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from wingman import approvals, conditions, executors, manifests, scope, tokens
 from wingman.audit import AuditRecord, AuditSink, open_sink
+from wingman.capability import tokens
 from wingman.errors import (
     AuditUnavailable,
     ExecutionFailed,
     GrantDenied,
-    ScopeViolation,
-    TokenRejected,
     WingmanError,
 )
+from wingman.gateway import executors
+from wingman.gateway.checks import (
+    Replay,
+    _binding,
+    authorize,
+    burn_marker,
+    check_approval,
+    check_granted,
+    load_keys,
+    read_token,
+    refusal_reason,
+)
+from wingman.gateway.redaction import REDACTED
+from wingman.gateway.status import final_status, refused_status, replay_status, running_status
 from wingman.kube import APPROVALS, GRANTS, LEASES, ApiError, Kube
 from wingman.settings import GatewaySettings
-
-__all__ = [
-    "EXIT_INTERNAL",
-    "EXIT_OK",
-    "EXIT_REFUSED",
-    "EXIT_REPLAY",
-    "Replay",
-    "authorize",
-    "burn_marker",
-    "check_approval",
-    "check_granted",
-    "final_status",
-    "load_keys",
-    "read_token",
-    "refusal_reason",
-    "refused_status",
-    "replay_status",
-    "run_gateway",
-]
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_REFUSED = 3
 EXIT_REPLAY = 4
 
-Body = Mapping[str, Any]
-
-_MAX_TOKEN_FILE = 64 * 1024
-_LEASE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _STATUS_RETRIES = 5
-# Token reasons that would be ambiguous on a grant (its phase can be "Expired" too).
-_TOKEN_REASONS = {
-    "Expired": "TokenExpired",
-    "NotYetValid": "TokenNotYetValid",
-    "IssuedInFuture": "TokenIssuedInFuture",
-    "Malformed": "TokenMalformed",
-    "Oversized": "TokenOversized",
-    "MissingClaim": "TokenMissingClaim",
-    "LifetimeTooLong": "TokenLifetimeTooLong",
-}
-# Once a gateway has started executing, the grant's phase and output belong to that execution.
-_OWNED_PHASES = frozenset(("Running", *conditions.GRANT_TERMINAL))
-
-
-class Replay(WingmanError):
-    """The token's burn marker exists already: this token was used before."""
-
-    reason = "ReplayRejected"
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure steps
-
-
-def read_token(path: Path) -> str:
-    """The capability token from its file, or GrantDenied(NoToken)."""
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(_MAX_TOKEN_FILE)
-    except OSError as exc:
-        raise GrantDenied(
-            f"no capability token at {path} ({exc.strerror}); the gateway only runs from the "
-            "Job the operator launches with the grant's token Secret mounted",
-            reason="NoToken",
-        ) from None
-    token = raw.decode("utf-8", errors="replace").strip()
-    if not token:
-        raise GrantDenied(f"the capability token file {path} is empty; the token Secret "
-                          "carries no token", reason="NoToken")
-    return token
-
-
-def load_keys(directory: Path) -> tokens.KeySet:
-    """Public keys from ``<kid>.pem`` files (ConfigMap mount; ``..*`` entries are skipped)."""
-    try:
-        entries = sorted(directory.iterdir())
-    except OSError as exc:
-        raise GrantDenied(
-            f"cannot read the public keys directory {directory} ({exc.strerror}); mount the "
-            "ConfigMap wingman-public-keys there", reason="NoPublicKeys") from None
-    pems: dict[str, bytes] = {}
-    for entry in entries:
-        if entry.name.startswith("..") or not entry.name.endswith(".pem"):
-            continue
-        try:
-            if entry.is_file():
-                pems[entry.name] = entry.read_bytes()
-        except OSError as exc:
-            raise GrantDenied(f"cannot read public key {entry} ({exc.strerror})",
-                              reason="NoPublicKeys") from None
-    if not pems:
-        raise GrantDenied(
-            f"no public keys (<kid>.pem) in {directory}; the operator publishes them in the "
-            "ConfigMap wingman-public-keys", reason="NoPublicKeys")
-    try:
-        return tokens.KeySet.from_mapping(pems)
-    except WingmanError as exc:
-        raise GrantDenied(f"the public keys in {directory} are invalid: {exc.message}",
-                          reason="InvalidPublicKey") from None
-
-
-def check_approval(approval: Body, now: dt.datetime) -> None:
-    """GrantDenied unless the approval is approved, not rejected/revoked and unexpired now
-    (the operator's own rule, ``wingman.approvals.usable``, applied again at execution time)."""
-    ok, reason, message = approvals.usable(approval, now)
-    if not ok:
-        raise GrantDenied(f"{message}; nothing was executed", reason=reason)
-
-
-def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str) -> None:
-    """GrantDenied unless the approval records ``command`` as granted to this very grant (the
-    operator writes ``status.grants`` before it mints: each approved command runs once)."""
-    holder = approvals.granted_to(approval, command)
-    name = (approval.get("metadata") or {}).get("name")
-    if holder is None:
-        raise GrantDenied(f"ApprovalRequest {name} records this command as granted to no grant "
-                          "(the operator records the grant before it mints its token); nothing "
-                          "was executed", reason="CommandNotGranted")
-    if holder.get("grantUID") != grant_uid:
-        raise GrantDenied(f"ApprovalRequest {name} records this command as granted to "
-                          f"ExecutionGrant {holder.get('grant')!r}, not to ExecutionGrant "
-                          f"{grant_name}; each approved command runs once; nothing was executed",
-                          reason="CommandAlreadyGranted")
-
-
-def _binding(what: str) -> GrantDenied:
-    return GrantDenied(f"the capability token is bound to a different {what} than the live "
-                       "objects; nothing was executed", reason="BindingMismatch")
-
-
-def authorize(token: str, keys: tokens.KeySet, grant: Body, approval: Body,
-              settings: GatewaySettings, now: float) -> tuple[tokens.CapabilityClaims, list[str]]:
-    """Every check between reading the objects and burning the token: (claims, argv).
-
-    Raises TokenRejected (the token's own reason), GrantDenied (bindings, approval state,
-    grant state) or ScopeViolation (command not approved byte for byte or not allowlisted).
-    """
-    if not settings.job_uid:
-        raise GrantDenied("WINGMAN_JOB_UID is empty: the gateway cannot prove which Job it runs "
-                          "in, so it does not act", reason="BindingMismatch")
-    meta = grant.get("metadata") or {}
-    spec = grant.get("spec") or {}
-    if meta.get("deletionTimestamp"):
-        raise GrantDenied(f"ExecutionGrant {meta.get('name')} is being deleted",
-                          reason="GrantDeleted")
-    phase = str((grant.get("status") or {}).get("phase") or "")
-    if phase in ("Denied", "Expired"):
-        raise GrantDenied(f"ExecutionGrant {meta.get('name')} is {phase}; it can no longer "
-                          "execute", reason=f"Grant{phase}")
-    command = spec.get("command")
-    if not isinstance(command, str) or not command:
-        raise GrantDenied("the ExecutionGrant has no spec.command", reason="BindingMismatch")
-    ameta = approval.get("metadata") or {}
-    claims = tokens.verify(
-        token, keys, issuer=settings.issuer, audience=settings.environment, now=now,
-        leeway=settings.leeway_seconds,
-        expected=tokens.Expected(
-            approval_uid=str(ameta.get("uid") or ""), grant_uid=str(meta.get("uid") or ""),
-            job_uid=settings.job_uid, namespace=settings.namespace, command=command),
-    )
-    if claims.grant_name != meta.get("name") or claims.grant_name != settings.grant_name:
-        raise _binding("ExecutionGrant")
-    if (claims.approval_name != ameta.get("name")
-            or claims.approval_name != (spec.get("approvalRef") or {}).get("name")):
-        raise _binding("ApprovalRequest")
-    if meta.get("namespace") != settings.namespace or ameta.get("namespace") != settings.namespace:
-        raise _binding("namespace")
-    environment = (approval.get("spec") or {}).get("environment")
-    if environment != settings.environment:
-        raise GrantDenied(f"ApprovalRequest {ameta.get('name')} is for environment "
-                          f"{environment!r}; this gateway serves {settings.environment!r}",
-                          reason="EnvironmentMismatch")
-    check_approval(approval, dt.datetime.fromtimestamp(now, dt.UTC))
-    check_granted(approval, command, claims.grant_uid, str(meta.get("name")))
-    approved = (approval.get("spec") or {}).get("commands") or []
-    if not isinstance(approved, list):
-        raise GrantDenied("the ApprovalRequest's spec.commands is not a list",
-                          reason="BindingMismatch")
-    argv = scope.check(command, approved=[str(c) for c in approved],
-                       allowlist=scope.Allowlist.from_patterns(settings.policy.allowlist))
-    return claims, argv
-
-
-def refusal_reason(exc: WingmanError) -> tuple[str, str]:
-    """(the grant's reason, the detailed reason) for an error that refuses execution."""
-    if isinstance(exc, TokenRejected):
-        return _TOKEN_REASONS.get(exc.reason, exc.reason), exc.reason
-    if isinstance(exc, ScopeViolation):
-        return "ScopeViolation", exc.reason
-    return exc.reason, exc.reason
-
-
-def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
-                token_ref: str) -> dict[str, Any]:
-    """The Lease whose creation spends the token (its name is derived from ``jti``)."""
-    name = manifests.burn_marker_name(claims.jti)
-    if len(name) > 253 or _LEASE_NAME.fullmatch(name) is None:
-        raise GrantDenied("the token's id (jti) cannot name a burn marker (lowercase letters, "
-                          "digits and '-'); the token cannot be spent", reason="TokenMalformed")
-    return {
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {
-            "name": name,
-            "namespace": settings.namespace,
-            "labels": {manifests.GRANT_LABEL: settings.grant_name,
-                       manifests.ROLE_LABEL: "burn-marker", **manifests.MANAGED},
-            "annotations": {"wingman.dev/token-sha256": token_ref,
-                            "wingman.dev/expires": str(claims.exp),
-                            "wingman.dev/pod": settings.pod_name},
-        },
-        "spec": {"holderIdentity": settings.pod_name[:253]},
-    }
-
-
-def _generation(grant: Body) -> int:
-    return int((grant.get("metadata") or {}).get("generation") or 1)
-
-
-def _conds(grant: Body) -> list[dict[str, Any]]:
-    return list((grant.get("status") or {}).get("conditions") or [])
-
-
-def refused_status(grant: Body, reason: str, message: str, now: dt.datetime,
-                   audit_hash: str | None) -> dict[str, Any] | None:
-    """The status patch of a refusal, or None when an execution already owns the status."""
-    if str((grant.get("status") or {}).get("phase") or "") in _OWNED_PHASES:
-        return None
-    status: dict[str, Any] = {
-        "phase": "Failed", "reason": reason, "message": message,
-        "completionTime": conditions.rfc3339(now),
-        "conditions": conditions.set_condition(_conds(grant), "Succeeded", False, reason,
-                                               message, _generation(grant), now),
-    }
-    if audit_hash:
-        status["auditRecordHash"] = audit_hash
-    return status
-
-
-def replay_status(grant: Body, pod: str, token_ref: str, now: dt.datetime) -> dict[str, Any]:
-    """Only the ``ReplayDetected`` condition: phase and output belong to the first execution."""
-    message = (f"gateway pod {pod} presented capability token {token_ref}, which was already "
-               "used; it was not executed again")
-    return {"conditions": conditions.set_condition(
-        _conds(grant), "ReplayDetected", True, "ReplayRejected", message, _generation(grant),
-        now)}
-
-
-def running_status(now: dt.datetime) -> dict[str, Any]:
-    return {"phase": "Running", "startTime": conditions.rfc3339(now), "reason": "Executing",
-            "message": "the gateway verified and spent the token and is executing the command"}
-
-
-def final_status(grant: Body, result: executors.ExecResult, audit_hash: str | None,
-                 now: dt.datetime) -> dict[str, Any]:
-    """The status patch recording an execution's result."""
-    ok = result.exit_code == 0 and not result.timed_out
-    if result.timed_out:
-        reason, message = "CommandTimedOut", (
-            f"the command did not finish within the gateway's deadline and was killed "
-            f"(exit code {result.exit_code})")
-    elif ok:
-        reason, message = "CommandSucceeded", "the command ran and exited 0"
-    else:
-        reason, message = "CommandFailed", f"the command ran and exited {result.exit_code}"
-    if audit_hash is None:
-        reason = "AuditUnavailable"
-        message += "; the result could not be recorded in the audit trail"
-    status: dict[str, Any] = {
-        "phase": "Succeeded" if ok else "Failed",
-        "exitCode": max(-255, min(255, result.exit_code)),
-        "output": result.output,
-        "outputSHA256": result.output_sha256,
-        "outputTruncated": result.truncated,
-        "completionTime": conditions.rfc3339(result.finished),
-        "reason": reason,
-        "message": message,
-        "conditions": conditions.set_condition(_conds(grant), "Succeeded", ok, reason, message,
-                                               _generation(grant), now),
-    }
-    if audit_hash is not None:
-        status["auditRecordHash"] = audit_hash
-    return status
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +99,7 @@ class _Run:
             if message:
                 line += f": {message}"
         if self.token:  # defence in depth: a token never reaches the log
-            line = line.replace(self.token, executors.REDACTED)
+            line = line.replace(self.token, REDACTED)
         print(line, file=sys.stderr, flush=True)
 
     # -- audit --------------------------------------------------------------------------------
@@ -638,3 +372,6 @@ def run_gateway(settings: GatewaySettings, *, clock: Callable[[], float] = time.
         return run.internal_error(exc)
     finally:
         run.close()
+
+
+__all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_REFUSED", "EXIT_REPLAY", "run_gateway"]

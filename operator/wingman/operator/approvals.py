@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wingman import conditions as cond
-from wingman.consensus import Consensus, ReviewInput
-from wingman.policy import (
+from wingman.model.approvals import is_final, parse_time
+from wingman.review.consensus import Consensus, ReviewInput
+from wingman.review.policy import (
     AutoDecision,
     EnvironmentPolicy,
     HumanOutcome,
@@ -69,17 +70,6 @@ def _conditions(body: Body) -> list[dict[str, Any]]:
     return [dict(c) for c in (body.get("status") or {}).get("conditions") or []]
 
 
-def parse_time(text: object) -> dt.datetime | None:
-    """An RFC 3339 time with its zone, or None (never a naive time: callers fail closed)."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
 def lifetime_seconds(body: Body, policy: EnvironmentPolicy) -> int:
     """How long the request and its approval live: ``spec.expiresAfterSeconds``, capped by the
     policy's request TTL, which is also the default. A requester may ask for less, never more."""
@@ -99,11 +89,6 @@ def expiration_time(body: Body, policy: EnvironmentPolicy) -> dt.datetime:
 
 def is_reviewed(body: Body) -> bool:
     return cond.get(_conditions(body), "Reviewed") is not None
-
-
-def is_final(body: Body) -> bool:
-    conds = _conditions(body)
-    return any(cond.is_true(conds, t) for t in ("Rejected", "Revoked", "Expired"))
 
 
 def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: dt.datetime
@@ -221,35 +206,5 @@ def expired(body: Body, now: dt.datetime) -> Transition | None:
                       "Expired")
 
 
-def usable(body: Body, now: dt.datetime) -> tuple[bool, str, str]:
-    """Whether a grant may act on this approval now: (ok, reason, message)."""
-    status = body.get("status") or {}
-    conds = status.get("conditions") or []
-    name = body.get("metadata", {}).get("name", "")
-    if cond.is_true(conds, "Revoked"):
-        return False, "ApprovalRevoked", f"ApprovalRequest {name} was revoked by an approver"
-    if cond.is_true(conds, "Rejected"):
-        return False, "ApprovalRejected", f"ApprovalRequest {name} was rejected"
-    expires = parse_time(status.get("expirationTime"))
-    if cond.is_true(conds, "Expired") or (expires is not None and now >= expires):
-        return False, "ApprovalExpired", f"ApprovalRequest {name} has expired"
-    if not cond.is_true(conds, "Approved"):
-        phase = status.get("phase") or "Pending"
-        return False, "ApprovalNotApproved", (
-            f"ApprovalRequest {name} is {phase}, not Approved or AutoApproved; wait for the "
-            "decision")
-    if expires is None:
-        return False, "ApprovalExpired", f"ApprovalRequest {name} has no expirationTime"
-    return True, "", ""
-
-
-def granted_to(body: Body, command: str) -> Mapping[str, Any] | None:
-    """The ``status.grants`` entry that gave ``command`` to a grant, or None (not granted yet)."""
-    for entry in (body.get("status") or {}).get("grants") or []:
-        if isinstance(entry, Mapping) and entry.get("command") == command:
-            return entry
-    return None
-
-
-__all__ = ["Transition", "decided", "expiration_time", "expired", "granted_to", "is_final",
-           "is_reviewed", "lifetime_seconds", "parse_time", "review_input", "reviewed", "usable"]
+__all__ = ["Transition", "decided", "expiration_time", "expired", "is_reviewed",
+           "lifetime_seconds", "review_input", "reviewed"]

@@ -1,11 +1,8 @@
-"""The operator process: kopf handlers wired to one ``Context``, and ``run_operator``.
+"""The ``Context`` every handler shares, built once from ``OperatorSettings``.
 
-Handlers are thin (``approvals``, ``grants``, ``housekeeping``): they read objects, call the
-pure functions of ``wingman.approvals`` / ``wingman.grants`` / ``wingman.consensus``, append to
-the audit trail, and write status. The ``Context`` holds everything a handler needs, built
-once from ``OperatorSettings``: the API client, the signing keys, the audit sink, the reviewer
-panel, the allowlist and the metrics. One operator serves one namespace (one environment);
-replicas coordinate through kopf peering so that only one acts.
+It holds the API client, the signing keys, the audit sink, the reviewer panel, the allowlist
+and the metrics, and the one way a handler appends to the audit trail (durably, or the
+transition is refused and retried).
 """
 
 from __future__ import annotations
@@ -13,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import secrets
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,16 +17,15 @@ from typing import Any, TypeVar
 
 import kopf
 
-from wingman import keys as keyring
 from wingman.audit import AuditRecord, AuditSink, open_sink
-from wingman.consensus import PanelConfig
+from wingman.capability import keyring as keyring
 from wingman.errors import AuditUnavailable, WingmanError
 from wingman.kube import SECRETS, Kube
-from wingman.logs import setup_logging
-from wingman.metrics import Metrics
+from wingman.operator.metrics import Metrics
+from wingman.review.consensus import PanelConfig
+from wingman.review.panel import voters_from_config
 from wingman.scope import Allowlist
 from wingman.settings import OperatorSettings
-from wingman.voters import voters_from_config
 
 T = TypeVar("T")
 log = logging.getLogger("wingman.operator")
@@ -126,72 +120,4 @@ def _allowed(allowlist: Allowlist, command: str) -> bool:
         return False
 
 
-def make_registry(ctx: Context) -> kopf.OperatorRegistry:
-    from wingman.handlers import approvals, grants, housekeeping
-
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        """In-cluster ServiceAccount credentials, else the kubeconfig (the kubernetes client)."""
-        return kopf.login_via_client(**kwargs)
-
-    approvals.register(registry, ctx)
-    grants.register(registry, ctx)
-    housekeeping.register(registry, ctx)
-    return registry
-
-
-def configure_kopf(settings: kopf.OperatorSettings, peering: bool) -> None:
-    """Progress in annotations under wingman.dev (status is schema-pruned), our own Events."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="wingman.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="wingman.dev", key="last-handled-configuration")
-    settings.posting.level = logging.WARNING
-    settings.peering.name = "default"
-    settings.peering.mandatory = peering
-    settings.peering.standalone = not peering
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-
-
-def run_operator(settings: OperatorSettings, *, peering: bool | None = None,
-                 stop_flag: threading.Event | None = None,
-                 ready_flag: threading.Event | None = None) -> int:
-    """Run until stopped; 2 on a configuration or startup error (message on stderr)."""
-    setup_logging(settings.log_format)
-    try:
-        ctx = build_context(settings)
-    except WingmanError as exc:
-        print(f"wingman operator: cannot start: {exc}", file=sys.stderr)
-        return 2
-    from prometheus_client import start_http_server
-
-    server, _thread = start_http_server(settings.metrics_port, registry=ctx.metrics.registry)
-    log.info("operator starting", extra={
-        "namespace": settings.namespace, "environment": settings.environment,
-        "metrics_port": server.server_port, "signing_kid": ctx.ring.active})
-    registry = make_registry(ctx)
-    use_peering = settings.peering if peering is None else peering
-    kopf_settings = kopf.OperatorSettings()
-    configure_kopf(kopf_settings, use_peering)
-    ctx.metrics.up.set(1)
-    try:
-        kopf.run(
-            registry=registry, settings=kopf_settings, namespaces=[settings.namespace],
-            clusterwide=False, standalone=not use_peering,
-            priority=secrets.randbelow(2**31) + 1 if use_peering else None,
-            peering_name="default" if use_peering else None,
-            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-            stop_flag=stop_flag, ready_flag=ready_flag,
-        )
-    finally:
-        ctx.metrics.up.set(0)
-        server.shutdown()
-        ctx.sink.close()
-        ctx.kube.close()
-    return 0
-
-
-__all__ = ["Context", "build_context", "configure_kopf", "make_registry", "run_operator",
-           "subject_of"]
+__all__ = ["Context", "build_context", "subject_of"]

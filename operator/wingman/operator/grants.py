@@ -21,14 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from wingman import approvals, conditions
+from wingman import conditions
 from wingman.audit import looks_like_token
 from wingman.errors import ScopeViolation
-from wingman.policy import EnvironmentPolicy
+from wingman.model import approvals as rules
+from wingman.review.policy import EnvironmentPolicy
 from wingman.scope import Allowlist, check
 
 Body = Mapping[str, Any]
-TERMINAL = conditions.GRANT_TERMINAL
 _SCOPE_REASONS = {"CommandMismatch": "CommandNotApproved"}
 
 
@@ -67,7 +67,7 @@ def authorize(grant: Body, approval: Body | None, policy: EnvironmentPolicy,
                      f"spec.requester {requester!r} is not the requester of ApprovalRequest "
                      f"{ref} ({owner!r}): a worker can only grant their own requests; ask "
                      f"{owner!r} or an approver to create the grant")
-    ok, reason, message = approvals.usable(approval, now)
+    ok, reason, message = rules.usable(approval, now)
     if not ok:
         return _deny(reason, message)
     command = spec.get("command")
@@ -105,7 +105,7 @@ def claim(grant: Body, approval: Body, now: dt.datetime) -> Claim:
     """Whether ``grant`` may take its command of ``approval`` (see the module docstring)."""
     meta = grant.get("metadata", {})
     command = str(grant.get("spec", {}).get("command", ""))
-    holder = approvals.granted_to(approval, command)
+    holder = rules.granted_to(approval, command)
     if holder is not None:
         if holder.get("grantUID") == meta.get("uid"):
             return Claim()
@@ -130,13 +130,4 @@ def denied_status(grant: Body, auth: Authorization, now: dt.datetime) -> dict[st
             "completionTime": conditions.rfc3339(now)}
 
 
-def phase(grant: Body) -> str:
-    return str((grant.get("status") or {}).get("phase") or "Pending")
-
-
-def is_terminal(grant: Body) -> bool:
-    return phase(grant) in TERMINAL
-
-
-__all__ = ["TERMINAL", "Authorization", "Claim", "authorize", "claim", "denied_status",
-           "is_terminal", "phase"]
+__all__ = ["Authorization", "Claim", "authorize", "claim", "denied_status"]

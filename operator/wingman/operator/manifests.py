@@ -13,50 +13,23 @@ an operator killed and restarted at any point finds what it made and adopts it.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
 from typing import Any
 
+from wingman.model.names import (
+    DOCKER_MOUNT,
+    EXPIRES_ANNOTATION,
+    GRANT_LABEL,
+    JOB_UID_ANNOTATION,
+    KEYS_MOUNT,
+    MANAGED,
+    POLICY_MOUNT,
+    ROLE_LABEL,
+    SECRET_TYPE,
+    TOKEN_MOUNT,
+    job_name,
+    secret_name,
+)
 from wingman.settings import OperatorSettings
-
-ROLE_LABEL = "wingman.dev/role"
-GRANT_LABEL = "wingman.dev/grant"
-MANAGED = {"app.kubernetes.io/managed-by": "wingman", "app.kubernetes.io/part-of": "wingman"}
-TOKEN_MOUNT = "/var/run/wingman/token"  # noqa: S105 - a mount path
-KEYS_MOUNT = "/etc/wingman/keys"
-POLICY_MOUNT = "/etc/wingman/policy"
-DOCKER_MOUNT = "/var/run/docker.sock"
-SECRET_TYPE = "wingman.dev/capability-token"  # noqa: S105 - a Secret type
-BURN_PREFIX = "wingman-burn-"
-
-
-def _bounded(base: str, suffix: str, limit: int = 63) -> str:
-    name = f"{base}{suffix}"
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-    keep = limit - len(suffix) - 9
-    return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
-
-
-def secret_name(grant: str) -> str:
-    return _bounded(grant, "-token")
-
-
-def job_name(grant: str) -> str:
-    """At most 57 characters: the Job controller then names its pods exactly
-    ``<job>-<5 characters>``, which the gateway-writes admission policy relies on."""
-    return _bounded(grant, "-gw", limit=57)
-
-
-def grant_job_name(grant: Mapping[str, Any]) -> str:
-    """The Job a grant was issued with (``status.jobName``), else the one it would get."""
-    recorded = (grant.get("status") or {}).get("jobName")
-    return str(recorded) if recorded else job_name(str(grant["metadata"]["name"]))
-
-
-def burn_marker_name(jti: str) -> str:
-    return f"{BURN_PREFIX}{jti}"
 
 
 def owner_reference(grant: dict[str, Any]) -> dict[str, Any]:
@@ -64,10 +37,6 @@ def owner_reference(grant: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": grant.get("apiVersion", "wingman.dev/v1alpha1"),
             "kind": "ExecutionGrant", "name": meta["name"], "uid": meta["uid"],
             "controller": True}
-
-
-JOB_UID_ANNOTATION = "wingman.dev/job-uid"
-EXPIRES_ANNOTATION = "wingman.dev/expires"
 
 
 def token_secret(grant: dict[str, Any], token: str, claims_exp: int, job_uid: str
@@ -186,6 +155,4 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
     }
 
 
-__all__ = ["BURN_PREFIX", "EXPIRES_ANNOTATION", "GRANT_LABEL", "JOB_UID_ANNOTATION", "ROLE_LABEL",
-           "burn_marker_name", "gateway_job", "job_name", "owner_reference", "secret_name",
-           "token_secret"]
+__all__ = ["gateway_job", "owner_reference", "token_secret"]

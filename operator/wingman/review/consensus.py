@@ -1,8 +1,8 @@
 """The consensus verifier: M independent voters, an N-of-M threshold, quorum, risk aggregation.
 
 It owns the arithmetic of a review, nothing else: which voters sit on a panel comes from
-configuration (``wingman.voters``, ``wingman.llm``), what the outcome means for a request comes
-from the environment's policy (``wingman.policy``).
+configuration (``wingman.review.panel``), what the outcome means for a request comes from the
+environment's policy (``wingman.review.policy``).
 
 Rules (fail closed):
 

@@ -14,7 +14,7 @@ turned into a vote:
 - Every failure (timeout, HTTP 429/5xx, refused connection, bad credentials, malformed answer)
   is an abstention (``consensus.abstain``); ``review`` never raises. The clients run with
   ``max_retries=0``: the panel's deadline, not a library, decides how long a review may take.
-- Defence in depth against prompt injection: ``voters.injection_findings`` runs on the request
+- Defence in depth against prompt injection: ``injection.injection_findings`` runs on the request
   first. When it finds anything, the vote carries the ``PromptInjection`` flag, and a model's
   approval is overridden to a rejection: a model can never approve a request the deterministic
   detector flags.
@@ -39,7 +39,8 @@ from typing import Any, ClassVar
 import anthropic
 import openai
 
-from wingman.consensus import (
+from wingman.errors import ConfigError
+from wingman.review.consensus import (
     PROMPT_INJECTION,
     ReviewInput,
     Risk,
@@ -48,8 +49,7 @@ from wingman.consensus import (
     abstain,
     clean_rationale,
 )
-from wingman.errors import ConfigError
-from wingman.voters import injection_findings
+from wingman.review.injection import injection_findings
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from wingman.consensus import DESTRUCTIVE, PROMPT_INJECTION, Consensus, Outcome, Risk
 from wingman.errors import ConfigError
+from wingman.review.consensus import DESTRUCTIVE, PROMPT_INJECTION, Consensus, Outcome, Risk
 from wingman.scope import Allowlist
 
 HARD_MAX_TTL_SECONDS = 3600

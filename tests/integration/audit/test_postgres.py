@@ -34,7 +34,7 @@ from wingman.errors import AuditUnavailable
 
 pytestmark = pytest.mark.postgres
 
-OPERATOR_SRC = Path(audit.__file__).resolve().parents[1]
+OPERATOR_SRC = Path(audit.__file__).resolve().parents[2]
 SUBJECT = {"kind": "ExecutionGrant", "namespace": "team-a", "name": "g-1", "uid": "u-1"}
 
 

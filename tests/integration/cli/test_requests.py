@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from support.chart import APPROVER, WORKER, Release, approver_groups, installed, worker_groups
-from wingman import client
-from wingman.devcluster import LocalCluster
+from wingman.cli import requests as client
+from wingman.dev.cluster import LocalCluster
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def release(cluster: LocalCluster, crds: object) -> Iterator[Release]:
 
 def _run(cluster: LocalCluster, user: str, groups: list[str], *argv: str) -> tuple[int, str]:
     ns = argv[argv.index("-n") + 1]
-    from wingman.cli import _parser
+    from wingman.cli.main import _parser
 
     args: argparse.Namespace = _parser().parse_args(
         [*argv, "--kubeconfig", str(cluster.kubeconfig_for(user, groups))])

@@ -6,7 +6,7 @@ import json
 import subprocess
 import time
 
-from wingman.devcluster import LocalCluster
+from wingman.dev.cluster import LocalCluster
 
 
 def _eventually(fn, timeout: float = 60.0, interval: float = 0.5):  # type: ignore[no-untyped-def]

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from wingman.devcluster import LocalCluster
-from wingman.devnode import NODE_NAME, NodeHarness
+from wingman.dev.cluster import LocalCluster
+from wingman.dev.node import NODE_NAME, NodeHarness
+from wingman.model import names
 
 PROBE_IMAGE = "example.test/probe:1"
 
@@ -350,7 +351,7 @@ print(json.dumps({
 def test_operator_gateway_job_template_runs_with_its_contract_env(
     cluster: LocalCluster, namespace: str, tmp_path: Path
 ) -> None:
-    from wingman import manifests
+    from wingman.operator import manifests
     from wingman.settings import OperatorSettings
 
     image = "example.test/wingman:contract"
@@ -361,8 +362,8 @@ def test_operator_gateway_job_template_runs_with_its_contract_env(
              "metadata": {"name": "g1", "namespace": namespace, "uid": "0000-grant"}}
     job = manifests.gateway_job(grant, settings, ttl_seconds=60)
     del job["metadata"]["ownerReferences"]  # no real grant here: keep the GC away
-    secret = {"apiVersion": "v1", "kind": "Secret", "type": manifests.SECRET_TYPE,
-              "metadata": {"name": manifests.secret_name("g1"), "namespace": namespace},
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": names.SECRET_TYPE,
+              "metadata": {"name": names.secret_name("g1"), "namespace": namespace},
               "stringData": {"token": "not.a.jwt"}}
     _apply(cluster,
            {"apiVersion": "v1", "kind": "ServiceAccount",
@@ -381,7 +382,7 @@ def test_operator_gateway_job_template_runs_with_its_contract_env(
                      images={image: [sys.executable, "-c", GATEWAY_PROBE]}) as harness:
         time.sleep(0.5)
         assert harness.runs == []  # suspended: the Job controller made no pod
-        name = manifests.job_name("g1")
+        name = names.job_name("g1")
         cluster.kubectl("patch", "job", name, "-n", namespace, "--type=merge",
                         "-p", '{"spec":{"suspend":false}}')
         assert _job_condition(cluster, namespace, name) == "Complete"

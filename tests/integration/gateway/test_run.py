@@ -25,9 +25,12 @@ from typing import Any
 import pytest
 import yaml
 
-from wingman import audit, devtools, manifests, tokens
-from wingman.devcluster import LocalCluster
-from wingman.gateway import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
+from wingman import audit
+from wingman.capability import keys, tokens
+from wingman.dev import tools as devtools
+from wingman.dev.cluster import LocalCluster
+from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
+from wingman.model import names
 from wingman.settings import GatewaySettings
 
 POD = "grant-gw-abcde"
@@ -85,7 +88,7 @@ class Env:
     ns: str
     target: str
     tmp: Path
-    key: tokens.SigningKey
+    key: keys.SigningKey
     keys_dir: Path
     sa_dir: Path
     policy_file: Path
@@ -127,7 +130,7 @@ def env(cluster: LocalCluster, crds: object, namespace: str, tmp_path: Path,
         sa_dir.mkdir()
         (sa_dir / "token").write_text(cluster.sa_token(namespace, "wingman-gateway"))
         shutil.copy(cluster.ca_file, sa_dir / "ca.crt")
-        key = tokens.generate_signing_key()
+        key = keys.generate_signing_key()
         keys_dir = tmp_path / "keys"
         # What a ConfigMap volume looks like: ..data / timestamped dir, symlinked keys.
         data_dir = keys_dir / "..2024_01_01_00_00_00.000000001"
@@ -210,13 +213,13 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
                         json.dumps({"status": {"phase": "TokenIssued"}}))
     env.cluster.kubectl("create", "-f", "-", input=json.dumps({
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": manifests.job_name(eg_name), "namespace": env.ns},
+        "metadata": {"name": names.job_name(eg_name), "namespace": env.ns},
         "spec": {"suspend": True, "backoffLimit": 0, "template": {"spec": {
             "restartPolicy": "Never",
             "containers": [{"name": "gateway", "image": "ghcr.io/wingman-dev/wingman:0.1.0",
                             "command": ["wingman", "gateway"]}]}}},
     }))
-    job = env.kubectl_json("get", "job", manifests.job_name(eg_name), "-n", env.ns)
+    job = env.kubectl_json("get", "job", names.job_name(eg_name), "-n", env.ns)
     return Grant(eg_name, env.kubectl_json("get", "approvalrequests", ar_name, "-n", env.ns),
                  env.grant(eg_name), job["metadata"]["uid"], command)
 

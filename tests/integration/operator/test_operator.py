@@ -27,11 +27,12 @@ from support.chart import (
     worker_groups,
 )
 from support.operator import OperatorProcess, get, phase_of, wait_for
-from wingman import manifests
 from wingman.audit import verify
-from wingman.handlers.grants import STEPS
-from wingman.tokens import Expected, KeySet, token_sha256
-from wingman.tokens import verify as verify_token
+from wingman.capability.keys import KeySet
+from wingman.capability.tokens import Expected, token_sha256
+from wingman.capability.tokens import verify as verify_token
+from wingman.model import names
+from wingman.operator.handlers.grants import STEPS
 
 RESTART = "kubectl rollout restart deployment/frontend -n apps"
 SCALE = "kubectl scale deployment/checkout --replicas=3 -n apps"
@@ -91,10 +92,10 @@ class Env:
         return result
 
     def secret(self, grant: str) -> dict[str, Any] | None:
-        return get(self.cluster, "secret", self.ns, manifests.secret_name(grant))
+        return get(self.cluster, "secret", self.ns, names.secret_name(grant))
 
     def job(self, grant: str) -> dict[str, Any] | None:
-        return get(self.cluster, "job", self.ns, manifests.job_name(grant))
+        return get(self.cluster, "job", self.ns, names.job_name(grant))
 
     def events(self, name: str) -> list[dict[str, Any]]:
         out = self.cluster.kubectl("get", "events", "-n", self.ns, "-o", "json",
@@ -162,7 +163,7 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     token = base64.b64decode(secret["data"]["token"]).decode()
     assert st["tokenSHA256"] == token_sha256(token)
     assert token not in json.dumps(eg), "the token never appears in the grant"
-    assert secret["type"] == manifests.SECRET_TYPE
+    assert secret["type"] == names.SECRET_TYPE
     assert secret["metadata"]["ownerReferences"][0]["uid"] == eg["metadata"]["uid"]
 
     # the token is bound to this grant, its approval and this Job, and verifies with the
@@ -191,7 +192,7 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["token"]["readOnly"] is True
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["token"]["secret"]["secretName"] == manifests.secret_name("remove-legacy-1")
+    assert volumes["token"]["secret"]["secretName"] == names.secret_name("remove-legacy-1")
     assert not any("hostPath" in v for v in pod["volumes"])
     # the approval records which grant its command went to, before the token was minted
     ar = get(env.cluster, "ar", env.ns, "remove-legacy")
@@ -377,18 +378,18 @@ def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
     jobs = json.loads(env.cluster.kubectl("get", "jobs", "-n", env.ns, "-o", "json").stdout)
     secrets = json.loads(env.cluster.kubectl(
         "get", "secrets", "-n", env.ns, "-o", "json",
-        "--field-selector", f"type={manifests.SECRET_TYPE}").stdout)
+        "--field-selector", f"type={names.SECRET_TYPE}").stdout)
     for g in grants:
         mine = [j for j in jobs["items"]
-                if j["metadata"]["labels"].get(manifests.GRANT_LABEL) == g]
+                if j["metadata"]["labels"].get(names.GRANT_LABEL) == g]
         tokens = [s for s in secrets["items"]
-                  if s["metadata"]["labels"].get(manifests.GRANT_LABEL) == g]
+                  if s["metadata"]["labels"].get(names.GRANT_LABEL) == g]
         assert len(mine) == 1 and len(tokens) == 1, (g, len(mine), len(tokens))
         eg = get(env.cluster, "eg", env.ns, g)
         assert eg is not None
         token = base64.b64decode(tokens[0]["data"]["token"]).decode()
         assert eg["status"]["tokenSHA256"] == token_sha256(token)
-        assert tokens[0]["metadata"]["annotations"][manifests.JOB_UID_ANNOTATION] == \
+        assert tokens[0]["metadata"]["annotations"][names.JOB_UID_ANNOTATION] == \
             mine[0]["metadata"]["uid"]
 
 
@@ -533,8 +534,8 @@ def test_a_grant_whose_name_collides_with_anothers_secret_touches_nothing_of_it(
     victim = env.secret(long_name)
     assert victim is not None
     # a second grant named so that its own Secret name is the first grant's
-    collider = manifests.secret_name(long_name)[: -len("-token")]
-    assert manifests.secret_name(collider) == manifests.secret_name(long_name)
+    collider = names.secret_name(long_name)[: -len("-token")]
+    assert names.secret_name(collider) == names.secret_name(long_name)
     env.grant(collider, "req", RESTART)
     eg = env.wait_phase("eg", collider, "Denied")
     assert eg["status"]["reason"] == "SecretConflict"
@@ -557,7 +558,7 @@ def test_a_grant_reset_to_pending_after_its_token_was_minted_never_gets_a_second
     assert first is not None
     env.op.stop()
     # what a compromised gateway could do with its status rights, plus a lost Secret
-    env.cluster.kubectl("delete", "secret", manifests.secret_name("g"), "-n", env.ns)
+    env.cluster.kubectl("delete", "secret", names.secret_name("g"), "-n", env.ns)
     env.cluster.kubectl("patch", "eg", "g", "-n", env.ns, "--subresource=status",
                         "--type=merge", "-p", json.dumps({"status": {"phase": "Pending"}}))
     env.op.start()

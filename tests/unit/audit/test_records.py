@@ -39,7 +39,7 @@ from wingman.audit import (
 )
 from wingman.errors import AuditTampered, AuditUnavailable, ConfigError
 
-OPERATOR_SRC = Path(audit.__file__).resolve().parents[1]
+OPERATOR_SRC = Path(audit.__file__).resolve().parents[2]
 T0 = dt.datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
 SUBJECT = {"kind": "ExecutionGrant", "namespace": "team-a", "name": "g-1", "uid": "u-1"}
 

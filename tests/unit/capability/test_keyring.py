@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from wingman import keys
+from wingman.capability import keyring as keys
+from wingman.capability.keys import KeySet
+from wingman.capability.tokens import mint, verify
 from wingman.errors import ConfigError
-from wingman.tokens import KeySet, mint, verify
 
 
 def as_secret(data: dict[str, str]) -> dict[str, object]:

@@ -21,21 +21,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wingman.errors import ConfigError, TokenRejected
-from wingman.tokens import (
+from wingman.capability.keys import KeySet, SigningKey, generate_signing_key, jwk_thumbprint
+from wingman.capability.tokens import (
     MAX_TOKEN_BYTES,
     MAX_TTL_SECONDS,
     TOKEN_TYPE,
     CapabilityClaims,
     Expected,
-    KeySet,
-    SigningKey,
-    generate_signing_key,
-    jwk_thumbprint,
     mint,
     token_sha256,
     verify,
 )
+from wingman.errors import ConfigError, TokenRejected
 
 NOW = 1_750_000_000
 ISS = "wingman-operator"

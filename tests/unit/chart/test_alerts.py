@@ -4,8 +4,8 @@ Real helm renders the chart (no cluster) and the real promtool checks and unit-t
 rendered rules (``tests/unit/alerts/*.yaml``: series in, alerts out). What a user relies on:
 each alert fires on the trouble it names and stays quiet on a healthy operator or on another
 release's trouble, every alert links to its runbook section, every series an alert or a panel
-reads is one the operator exports (``wingman.metrics.Metrics``), and a default install needs no
-monitoring CRDs.
+reads is one the operator exports (``wingman.operator.metrics.Metrics``), and a default install
+needs no monitoring CRDs.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from support.chart import (
     set_args,
     values_file,
 )
-from wingman import devtools
-from wingman.metrics import Metrics
+from wingman.dev import tools as devtools
+from wingman.operator.metrics import Metrics
 
 ALERTS_DIR = Path(__file__).resolve().parent / "alerts"
 DASHBOARD_FILE = CHART_DIR / "dashboards" / "wingman.json"
@@ -168,7 +168,7 @@ def check_contract(expr: str) -> list[Selector]:
     sels = selectors(expr)
     for sel in sels:
         assert sel.metric in SERIES, (
-            f"{sel.metric!r} (in {expr!r}) is not exported by wingman.metrics.Metrics")
+            f"{sel.metric!r} (in {expr!r}) is not exported by wingman.operator.metrics.Metrics")
         unknown = set(sel.matchers) - SERIES[sel.metric].labels - TARGET_LABELS
         assert not unknown, f"{sel.metric} has no label(s) {sorted(unknown)} (in {expr!r})"
     return sels

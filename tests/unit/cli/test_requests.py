@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from wingman.client import build_grant, build_request, describe, grant_name
+from wingman.cli.requests import build_grant, build_request, describe, grant_name
 
 
 def test_request_manifest_carries_exactly_what_the_worker_asked() -> None:

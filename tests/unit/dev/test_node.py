@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from wingman.devnode import NodeHarness, build_argv, expand, rewrite_path
+from wingman.dev.node import NodeHarness, build_argv, expand, rewrite_path
 from wingman.errors import ConfigError
 
 

@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 
-from wingman import executors
 from wingman.errors import ExecutionFailed
-from wingman.executors import REDACTED, Credentials, redact
+from wingman.gateway import executors, redaction
+from wingman.gateway.executors import Credentials
+from wingman.gateway.redaction import REDACTED, redact
 from wingman.settings import GatewaySettings
 
 JWT = ("eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImF1ZCI6InRlc3QifQ."
@@ -148,7 +149,7 @@ def test_redaction_needs_a_separator_after_the_key_and_starts_at_the_credential_
 
 
 def test_bound_output_cuts_after_redaction_and_hashes_what_is_kept() -> None:
-    text, truncated, digest = executors.bound_output(
+    text, truncated, digest = redaction.bound_output(
         ("password=" + "a" * 10 + " " + "é" * 600).encode(), limit=300, truncated=False)
     assert "aaaaaaaaaa" not in text
     assert len(text.encode()) <= 300 and truncated

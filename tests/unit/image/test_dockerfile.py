@@ -14,10 +14,10 @@ from pathlib import Path
 import yaml
 
 from support.chart import find, render
-from wingman import manifests
+from wingman.operator import manifests
 from wingman.settings import OperatorSettings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 INSTRUCTIONS = [line.strip() for line in DOCKERFILE.splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
@@ -25,7 +25,7 @@ INSTRUCTIONS = [line.strip() for line in DOCKERFILE.splitlines()
 
 def test_the_image_runs_the_entrypoints_the_chart_and_jobs_use(tmp_path: Path) -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["wingman"] == "wingman.cli:main"
+    assert scripts["wingman"] == "wingman.cli.main:main"
     assert "/opt/wingman/bin/pip install ." in DOCKERFILE
     assert re.search(r"ENV PATH=/opt/wingman/bin:", DOCKERFILE)
     objs = render("test")

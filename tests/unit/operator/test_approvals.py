@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from wingman import approvals
 from wingman.conditions import approval_phase, is_approved
-from wingman.consensus import Risk, Verdict, Vote, decide
-from wingman.policy import EnvironmentPolicy
+from wingman.model import approvals as rules
+from wingman.operator import approvals
+from wingman.review.consensus import Risk, Verdict, Vote, decide
+from wingman.review.policy import EnvironmentPolicy
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 TEST = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
@@ -90,7 +91,7 @@ def test_reject_before_approval_rejects_and_after_approval_revokes() -> None:
     assert revoked is not None and revoked.audit_event == "ApprovalRevoked"
     conds = revoked.status["conditions"]
     assert approval_phase(conds) == "Rejected" and not is_approved(conds)
-    ok, reason, _ = approvals.usable(merged(auto, revoked), NOW)
+    ok, reason, _ = rules.usable(merged(auto, revoked), NOW)
     assert not ok and reason == "ApprovalRevoked"
 
 
@@ -109,15 +110,15 @@ def test_expiry_ends_an_approval_and_is_written_once() -> None:
     assert t is not None and t.phase == "Expired"
     b = merged(b, t)
     assert approvals.expired(b, later) is None
-    assert approvals.usable(b, later)[1] == "ApprovalExpired"
-    assert approvals.usable(b, NOW)[1] == "ApprovalExpired", "the condition alone suffices"
+    assert rules.usable(b, later)[1] == "ApprovalExpired"
+    assert rules.usable(b, NOW)[1] == "ApprovalExpired", "the condition alone suffices"
 
 
 def test_usable_needs_an_approval() -> None:
     b = merged(body(), approvals.reviewed(body(), panel(Verdict.APPROVE, Risk.HIGH), TEST, NOW))
-    ok, reason, message = approvals.usable(b, NOW)
+    ok, reason, message = rules.usable(b, NOW)
     assert not ok and reason == "ApprovalNotApproved" and "AwaitingDecision" in message
-    assert approvals.usable(body(), NOW)[1] == "ApprovalNotApproved"
+    assert rules.usable(body(), NOW)[1] == "ApprovalNotApproved"
 
 
 def test_decisions_before_review_wait_for_it() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from wingman import grants
-from wingman.policy import EnvironmentPolicy
+from wingman.operator import grants
+from wingman.review.policy import EnvironmentPolicy
 from wingman.scope import Allowlist
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)

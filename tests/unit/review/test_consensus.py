@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from wingman.consensus import (
+from wingman.errors import ConsensusError
+from wingman.review.consensus import (
     PROMPT_INJECTION,
     Outcome,
     PanelConfig,
@@ -17,7 +18,6 @@ from wingman.consensus import (
     decide,
     run_panel,
 )
-from wingman.errors import ConsensusError
 
 REQ = ReviewInput("ns", "r", "test", "alice", "restart", ("kubectl get pods",))
 

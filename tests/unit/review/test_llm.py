@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support.fake_llm import ANTHROPIC_PATH, API_KEY, OPENAI_PATH, FakeLLM, fake_llm
-from wingman.consensus import (
+from wingman.errors import ConfigError
+from wingman.review.consensus import (
     PROMPT_INJECTION,
     Outcome,
     PanelConfig,
@@ -30,8 +31,8 @@ from wingman.consensus import (
     decide,
     run_panel,
 )
-from wingman.errors import ConfigError
-from wingman.llm import (
+from wingman.review.injection import PromptInjectionVoter
+from wingman.review.llm import (
     DATA_BEGIN,
     DATA_END,
     SYSTEM_PROMPT,
@@ -40,12 +41,8 @@ from wingman.llm import (
     OpenAIVoter,
     parse_answer,
 )
-from wingman.voters import (
-    AllowlistVoter,
-    DestructivePatternVoter,
-    PromptInjectionVoter,
-    voters_from_config,
-)
+from wingman.review.panel import voters_from_config
+from wingman.review.voters import AllowlistVoter, DestructivePatternVoter
 
 PROVIDERS = ("openai", "anthropic")
 RESTART = "kubectl rollout restart deployment/web -n apps"

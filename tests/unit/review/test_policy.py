@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wingman.consensus import DESTRUCTIVE, PROMPT_INJECTION, Risk, Verdict, Vote, decide
 from wingman.errors import ConfigError
-from wingman.policy import (
+from wingman.review.consensus import DESTRUCTIVE, PROMPT_INJECTION, Risk, Verdict, Vote, decide
+from wingman.review.policy import (
     AutoDecision,
     EnvironmentPolicy,
     HumanOutcome,
@@ -17,7 +17,7 @@ from wingman.policy import (
     human_decision,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def approve_all(risk: str = "low", flags: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from wingman.consensus import (
+from wingman.review.consensus import (
     PROMPT_INJECTION,
     Outcome,
     PanelConfig,
@@ -15,9 +15,9 @@ from wingman.consensus import (
     Verdict,
     run_panel,
 )
-from wingman.policy import AutoDecision, EnvironmentPolicy, auto_approval
+from wingman.review.policy import AutoDecision, EnvironmentPolicy, auto_approval
+from wingman.review.voters import builtin_panel, command_risk
 from wingman.scope import Allowlist
-from wingman.voters import builtin_panel, command_risk
 
 ALLOW = Allowlist.from_patterns(["kubectl rollout restart deployment/{name} -n apps",
                                  "kubectl scale deployment/{name} --replicas={int:0..10} -n apps"])

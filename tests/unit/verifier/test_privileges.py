@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from support.chart import find, render
-from wingman.privileges import (
+from wingman.verifier.privileges import verify_privileges_main
+from wingman.verifier.rights import (
     RIGHTS,
     Finding,
     Identity,
@@ -31,7 +32,6 @@ from wingman.privileges import (
     inspect_pod_spec,
     questions,
     render_text,
-    verify_privileges_main,
 )
 
 NS = "wingman-test"
@@ -346,7 +346,7 @@ def test_verifier_may_list_rolebindings_in_the_release_namespace_only() -> None:
 def test_the_cli_hands_every_argument_to_verify_privileges(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from wingman import cli
+    from wingman.cli import main as cli
 
     # Options first, as the helm test pod passes them.
     assert cli.main(["verify-privileges", "--namespace", "Bad_Name", "--release", "r"]) == 2

@@ -9,10 +9,11 @@ from typing import Any
 import kopf
 
 from wingman import GROUP, VERSION
-from wingman import approvals as logic
-from wingman.consensus import run_panel
-from wingman.handlers import Context, subject_of
 from wingman.kube import APPROVALS
+from wingman.model import approvals as rules
+from wingman.operator import approvals as logic
+from wingman.operator.context import Context, subject_of
+from wingman.review.consensus import run_panel
 
 log = logging.getLogger("wingman.operator.approvals")
 
@@ -89,7 +90,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             raise
 
     def not_final(body: kopf.Body, **_: Any) -> bool:
-        return not logic.is_final(body)
+        return not rules.is_final(body)
 
     @kopf.timer(*res, interval=ctx.settings.expiry_interval_seconds, when=not_final,
                 registry=registry)
@@ -107,7 +108,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         if event.get("type") == "DELETED":
             ctx.approvals.pop(uid, None)
             return
-        created = logic.parse_time(obj["metadata"].get("creationTimestamp")) or _now()
+        created = rules.parse_time(obj["metadata"].get("creationTimestamp")) or _now()
         phase = (obj.get("status") or {}).get("phase") or "Pending"
         ctx.approvals[uid] = (phase, created)
 

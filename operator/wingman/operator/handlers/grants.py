@@ -23,12 +23,16 @@ from typing import Any
 
 import kopf
 
-from wingman import GROUP, VERSION, approvals, conditions, manifests
-from wingman import grants as logic
-from wingman.approvals import parse_time
-from wingman.handlers import Context, subject_of
+from wingman import GROUP, VERSION, conditions
+from wingman.capability.tokens import mint as mint_token
+from wingman.capability.tokens import token_sha256
 from wingman.kube import APPROVALS, GRANTS, JOBS, SECRETS, ApiError, create_or_adopt
-from wingman.tokens import mint, token_sha256
+from wingman.model import approvals as rules
+from wingman.model import grants as grant_rules
+from wingman.model import names
+from wingman.operator import grants as logic
+from wingman.operator import manifests
+from wingman.operator.context import Context, subject_of
 
 log = logging.getLogger("wingman.operator.grants")
 MINTED_ANNOTATION = "wingman.dev/token-sha256"
@@ -80,7 +84,7 @@ async def claim_command(ctx: Context, grant: Any, approval: Any,
             raise kopf.TemporaryError("the approval changed since it was read; re-checking",
                                       delay=1) from None
         raise
-    holder = approvals.granted_to(updated, str(grant["spec"]["command"]))
+    holder = rules.granted_to(updated, str(grant["spec"]["command"]))
     if holder is None or holder.get("grantUID") != grant["metadata"]["uid"]:
         return False
     await ctx.audit("ApprovalCommandGranted", subject_of(approval), {
@@ -116,9 +120,9 @@ async def deny(ctx: Context, grant: Any, reason: str, message: str, *,
 async def remove_artifacts(ctx: Context, grant: Any, *, job: bool) -> bool:
     """Delete the grant's token Secret (and Job): only objects this grant owns, by uid."""
     meta = grant["metadata"]
-    targets = [(SECRETS, manifests.secret_name(meta["name"]))]
+    targets = [(SECRETS, names.secret_name(meta["name"]))]
     if job:
-        targets.append((JOBS, manifests.grant_job_name(grant)))
+        targets.append((JOBS, names.grant_job_name(grant)))
     removed = False
     for res, name in targets:
         obj = await ctx.call(ctx.kube.get_or_none, res, meta["namespace"], name)
@@ -133,131 +137,187 @@ def _secret_token(secret: dict[str, Any]) -> str:
     return base64.b64decode((secret.get("data") or {}).get("token", "")).decode()
 
 
-async def issue(ctx: Context, grant: Any) -> None:
-    """The whole flow for a grant that is not final yet (idempotent)."""
-    meta = grant["metadata"]
-    ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    now = _now()
-    phase = logic.phase(grant)
-    if phase == "Pending":
-        ref = str(grant["spec"]["approvalRef"]["name"])
-        approval = await ctx.call(ctx.kube.get_or_none, APPROVALS, ns, ref)
-        auth = logic.authorize(grant, approval, ctx.settings.policy, ctx.allowlist, now)
-        if not auth.ok:
-            await deny(ctx, grant, auth.reason, auth.message)
-            return
-        assert approval is not None
-        ttl = auth.ttl_seconds
-    elif phase == "TokenIssued":
-        approval, ttl = None, 0
-    else:
-        return  # Running or final: the gateway and the Job watcher take it from here
+class _Stop(Exception):  # control flow inside issue(), never escapes it
+    """A step ended the grant's flow (denied, failed) after writing why."""
 
+
+async def issue(ctx: Context, grant: Any) -> None:
+    """The whole flow for a grant that is not final yet, as named steps (idempotent: a re-run
+    after a crash at any point continues from what it finds)."""
+    phase = grant_rules.phase(grant)
+    if phase not in ("Pending", "TokenIssued"):
+        return  # Running or final: the gateway and the Job watcher take it from here
+    now = _now()
+    try:
+        approval, ttl = (await authorize(ctx, grant, now) if phase == "Pending"
+                         else (None, 0))
+        job = await create_job(ctx, grant, ttl)
+        secret = await find_secret(ctx, grant)
+        if approval is not None:
+            await claim(ctx, grant, approval, now)
+        if secret is None:
+            secret = await mint(ctx, grant, approval, job, ttl, now)
+        token_hash, expires = await bind(ctx, grant, job, secret)
+        if phase == "Pending":
+            await record_issued(ctx, grant, job, token_hash, expires, now)
+        await release(ctx, grant, job)
+    except _Stop:
+        return
+
+
+async def authorize(ctx: Context, grant: Any, now: dt.datetime) -> tuple[Any, int]:
+    """Re-check everything the grant depends on; deny with the first failure."""
+    meta = grant["metadata"]
+    ref = str(grant["spec"]["approvalRef"]["name"])
+    approval = await ctx.call(ctx.kube.get_or_none, APPROVALS, meta["namespace"], ref)
+    auth = logic.authorize(grant, approval, ctx.settings.policy, ctx.allowlist, now)
+    if not auth.ok:
+        await deny(ctx, grant, auth.reason, auth.message)
+        raise _Stop
+    assert approval is not None
+    return approval, auth.ttl_seconds
+
+
+async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
+    """The suspended gateway Job (created, or adopted when it is this grant's)."""
     job_body = manifests.gateway_job(dict(grant), ctx.settings, max(ttl, 30))
     # the name the grant was issued with (earlier releases let long Job names reach 63)
-    job_body["metadata"]["name"] = manifests.grant_job_name(grant)
-    job, _ = await ctx.call(create_or_adopt, ctx.kube, JOBS, ns, job_body)
+    job_body["metadata"]["name"] = names.grant_job_name(grant)
+    job, _ = await ctx.call(create_or_adopt, ctx.kube, JOBS, grant["metadata"]["namespace"],
+                            job_body)
     crashpoint(ctx, "job-created")
     if not owned_by(job, grant):
         await deny(ctx, grant, "JobConflict",
                    f"Job {job['metadata']['name']} exists and does not belong to this grant; "
                    "use another grant name", cleanup=False)
-        return
-    job_uid = job["metadata"]["uid"]
+        raise _Stop
+    return dict(job)
 
-    secret_name = manifests.secret_name(name)
-    secret = await ctx.call(ctx.kube.get_or_none, SECRETS, ns, secret_name)
+
+async def _secret_conflict(ctx: Context, grant: Any) -> None:
+    secret_name = names.secret_name(grant["metadata"]["name"])
+    await deny(ctx, grant, "SecretConflict",
+               f"Secret {secret_name} exists and does not belong to this grant; use another "
+               "grant name", cleanup=False)
+    raise _Stop
+
+
+async def find_secret(ctx: Context, grant: Any) -> dict[str, Any] | None:
+    """The grant's token Secret if it exists already (it must be this grant's)."""
+    secret = await ctx.call(ctx.kube.get_or_none, SECRETS, grant["metadata"]["namespace"],
+                            names.secret_name(grant["metadata"]["name"]))
     if secret is not None and not owned_by(secret, grant):
-        await deny(ctx, grant, "SecretConflict",
-                   f"Secret {secret_name} exists and does not belong to this grant; use another "
-                   "grant name", cleanup=False)
-        return
-    if approval is not None:  # the last check before a token exists: the command is used up
-        taken = logic.claim(grant, approval, now)
-        if taken.denial is not None:
-            await deny(ctx, grant, taken.denial.reason, taken.denial.message)
-            return
-        if taken.grants is not None:
-            if not await claim_command(ctx, grant, approval, taken.grants):
-                await deny(ctx, grant, "ApprovalSchemaOutdated",
-                           "the API server did not keep status.grants on the ApprovalRequest: "
-                           "its CRD is older than this operator; apply the release's CRDs "
-                           "(kubectl apply -f crds/) and create a new grant")
-                return
-            crashpoint(ctx, "command-claimed")
+        await _secret_conflict(ctx, grant)
+    return secret
+
+
+async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime) -> None:
+    """The last check before a token exists: the approved command is used up by this grant."""
+    taken = logic.claim(grant, approval, now)
+    if taken.denial is not None:
+        await deny(ctx, grant, taken.denial.reason, taken.denial.message)
+        raise _Stop
+    if taken.grants is None:
+        return  # already recorded for this grant (an operator restarted mid-way)
+    if not await claim_command(ctx, grant, approval, taken.grants):
+        await deny(ctx, grant, "ApprovalSchemaOutdated",
+                   "the API server did not keep status.grants on the ApprovalRequest: "
+                   "its CRD is older than this operator; apply the release's CRDs "
+                   "(kubectl apply -f crds/) and create a new grant")
+        raise _Stop
+    crashpoint(ctx, "command-claimed")
+
+
+async def mint(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl: int,
+               now: dt.datetime) -> dict[str, Any]:
+    """Mint the token, bound to the Job's UID, into the grant's Secret; never a second time."""
+    meta = grant["metadata"]
     minted = (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION)
-    if secret is None:
-        if approval is None or minted:  # the Secret is gone after a mint: never mint again
-            await finish(ctx, grant, "Failed", "TokenMissing",
-                         "the token Secret disappeared before the gateway ran; create a new "
-                         "grant")
-            return
-        token, claims = mint(
-            ctx.ring.signer, issuer=ctx.settings.issuer, audience=ctx.env,
-            subject=str(approval["spec"]["requester"]), namespace=ns,
-            approval_name=approval["metadata"]["name"], approval_uid=approval["metadata"]["uid"],
-            grant_name=name, grant_uid=uid, command=str(grant["spec"]["command"]),
-            job_uid=job_uid, ttl_seconds=ttl, now=int(now.timestamp()))
-        await ctx.audit("TokenMinted", subject_of(grant), {
-            "tokenSHA256": token_sha256(token), "jti": claims.jti, "kid": ctx.ring.active,
-            "expires": claims.exp, "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
-            "command": grant["spec"]["command"]})
-        crashpoint(ctx, "token-minted")
-        secret, created = await ctx.call(
-            create_or_adopt, ctx.kube, SECRETS, ns,
-            manifests.token_secret(dict(grant), token, claims.exp, job_uid))
-        if created:
-            ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
-        del token
-        crashpoint(ctx, "secret-created")
-    assert secret is not None
+    if approval is None or minted:  # the Secret is gone after a mint: never mint again
+        await finish(ctx, grant, "Failed", "TokenMissing",
+                     "the token Secret disappeared before the gateway ran; create a new grant")
+        raise _Stop
+    job_uid = job["metadata"]["uid"]
+    token, claims = mint_token(
+        ctx.ring.signer, issuer=ctx.settings.issuer, audience=ctx.env,
+        subject=str(approval["spec"]["requester"]), namespace=meta["namespace"],
+        approval_name=approval["metadata"]["name"], approval_uid=approval["metadata"]["uid"],
+        grant_name=meta["name"], grant_uid=meta["uid"], command=str(grant["spec"]["command"]),
+        job_uid=job_uid, ttl_seconds=ttl, now=int(now.timestamp()))
+    await ctx.audit("TokenMinted", subject_of(grant), {
+        "tokenSHA256": token_sha256(token), "jti": claims.jti, "kid": ctx.ring.active,
+        "expires": claims.exp, "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
+        "command": grant["spec"]["command"]})
+    crashpoint(ctx, "token-minted")
+    secret, created = await ctx.call(
+        create_or_adopt, ctx.kube, SECRETS, meta["namespace"],
+        manifests.token_secret(dict(grant), token, claims.exp, job_uid))
+    if created:
+        ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
+    del token
+    crashpoint(ctx, "secret-created")
     if not owned_by(secret, grant):
-        await deny(ctx, grant, "SecretConflict",
-                   f"Secret {secret_name} exists and does not belong to this grant; use another "
-                   "grant name", cleanup=False)
-        return
+        await _secret_conflict(ctx, grant)
+    return dict(secret)
+
+
+async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, Any]
+               ) -> tuple[str, int]:
+    """Check the Secret is bound to this Job and record the token's hash on the Job, where only
+    the operator writes: whatever later happens to the grant's status or the Secret, this grant
+    never gets a second token. Returns (token hash, expiry)."""
     annotations = secret["metadata"].get("annotations") or {}
-    if annotations.get(manifests.JOB_UID_ANNOTATION) != job_uid:
+    if annotations.get(names.JOB_UID_ANNOTATION) != job["metadata"]["uid"]:
         await deny(ctx, grant, "TokenBindingMismatch",
                    "the token Secret is bound to another Job than the grant's; create a new grant")
-        return
+        raise _Stop
     token_hash = token_sha256(_secret_token(secret))
-    expires = int(annotations.get(manifests.EXPIRES_ANNOTATION, "0"))
-    if minted != token_hash:
-        # on the Job, where only the operator writes: whatever later happens to the grant's
-        # status or the Secret, this grant never gets a second token
-        await ctx.call(ctx.kube.patch, JOBS, ns, job["metadata"]["name"],
+    if (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION) != token_hash:
+        await ctx.call(ctx.kube.patch, JOBS, grant["metadata"]["namespace"],
+                       job["metadata"]["name"],
                        {"metadata": {"annotations": {MINTED_ANNOTATION: token_hash}}})
+    return token_hash, int(annotations.get(names.EXPIRES_ANNOTATION, "0"))
 
-    if phase == "Pending":
-        gen = int(meta.get("generation") or 1)
-        conds = conditions.set_condition(grant.get("status", {}).get("conditions") or [],
-                                         "Authorized", True, "Authorized",
-                                         "approved command, inside the allowlist", gen, now)
-        conds = conditions.set_condition(conds, "TokenIssued", True, "TokenIssued",
-                                         f"single-use token in Secret {secret_name}", gen, now)
-        record = await ctx.audit("GrantAuthorized", subject_of(grant), {
-            "tokenSHA256": token_hash, "job": job["metadata"]["name"], "jobUID": job_uid})
-        await write_status(ctx, grant, {
-            "phase": "TokenIssued", "reason": "TokenIssued",
-            "message": f"gateway Job {job['metadata']['name']} released",
-            "tokenSecretName": secret_name, "tokenSHA256": token_hash,
-            "tokenExpirationTime": conditions.rfc3339(dt.datetime.fromtimestamp(expires, dt.UTC)),
-            "jobName": job["metadata"]["name"], "conditions": conds,
-            "observedGeneration": gen, "auditRecordHash": f"sha256:{record.hash}"})
-        ctx.metrics.grants.labels(environment=ctx.env, outcome="TokenIssued").inc()
-        crashpoint(ctx, "status-written")
-        kopf.event(grant, type="Normal", reason="TokenIssued",
-                   message=f"token {token_hash[:19]}… issued; gateway Job released")
 
-    if job.get("spec", {}).get("suspend"):
-        await ctx.call(ctx.kube.patch, JOBS, ns, job["metadata"]["name"],
-                       {"spec": {"suspend": False}})
-        crashpoint(ctx, "job-released")
-        created_at = parse_time(meta.get("creationTimestamp"))
-        if created_at is not None:
-            ctx.metrics.grant_latency.labels(environment=ctx.env).observe(
-                max(0.0, (_now() - created_at).total_seconds()))
+async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], token_hash: str,
+                        expires: int, now: dt.datetime) -> None:
+    """Audit ``GrantAuthorized`` and write ``TokenIssued`` (before the Job is released, so the
+    gateway never races this write)."""
+    meta = grant["metadata"]
+    secret_name = names.secret_name(meta["name"])
+    gen = int(meta.get("generation") or 1)
+    conds = conditions.set_condition(grant.get("status", {}).get("conditions") or [],
+                                     "Authorized", True, "Authorized",
+                                     "approved command, inside the allowlist", gen, now)
+    conds = conditions.set_condition(conds, "TokenIssued", True, "TokenIssued",
+                                     f"single-use token in Secret {secret_name}", gen, now)
+    record = await ctx.audit("GrantAuthorized", subject_of(grant), {
+        "tokenSHA256": token_hash, "job": job["metadata"]["name"],
+        "jobUID": job["metadata"]["uid"]})
+    await write_status(ctx, grant, {
+        "phase": "TokenIssued", "reason": "TokenIssued",
+        "message": f"gateway Job {job['metadata']['name']} released",
+        "tokenSecretName": secret_name, "tokenSHA256": token_hash,
+        "tokenExpirationTime": conditions.rfc3339(dt.datetime.fromtimestamp(expires, dt.UTC)),
+        "jobName": job["metadata"]["name"], "conditions": conds,
+        "observedGeneration": gen, "auditRecordHash": f"sha256:{record.hash}"})
+    ctx.metrics.grants.labels(environment=ctx.env, outcome="TokenIssued").inc()
+    crashpoint(ctx, "status-written")
+    kopf.event(grant, type="Normal", reason="TokenIssued",
+               message=f"token {token_hash[:19]}… issued; gateway Job released")
+
+
+async def release(ctx: Context, grant: Any, job: dict[str, Any]) -> None:
+    """Unsuspend the Job: the Job controller starts the gateway pod."""
+    if not job.get("spec", {}).get("suspend"):
+        return
+    await ctx.call(ctx.kube.patch, JOBS, grant["metadata"]["namespace"], job["metadata"]["name"],
+                   {"spec": {"suspend": False}})
+    crashpoint(ctx, "job-released")
+    created_at = rules.parse_time(grant["metadata"].get("creationTimestamp"))
+    if created_at is not None:
+        ctx.metrics.grant_latency.labels(environment=ctx.env).observe(
+            max(0.0, (_now() - created_at).total_seconds()))
 
 
 async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str) -> None:
@@ -291,10 +351,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         try:
             fresh = await ctx.call(ctx.kube.get, GRANTS, body["metadata"]["namespace"],
                                    body["metadata"]["name"])
-            if logic.is_terminal(fresh):
+            if grant_rules.is_terminal(fresh):
                 # e.g. a stale replica's Secret, or what a denial killed mid-way left behind
                 # (a Denied grant's Job was never released)
-                await remove_artifacts(ctx, fresh, job=logic.phase(fresh) == "Denied")
+                await remove_artifacts(ctx, fresh, job=grant_rules.phase(fresh) == "Denied")
             else:
                 await issue(ctx, fresh)
         except (kopf.TemporaryError, kopf.PermanentError):
@@ -326,33 +386,33 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             ctx.metrics.denial(ctx.env, "gateway", "ReplayRejected")
             kopf.event(kopf.Body(obj), type="Warning", reason="ReplayRejected",
                        message="a second gateway run presented this grant's token; refused")
-        if logic.is_terminal(obj):
+        if grant_rules.is_terminal(obj):
             if uid not in ctx.counted:
                 ctx.counted.add(uid)
-                done = parse_time(status.get("completionTime"))
+                done = rules.parse_time(status.get("completionTime"))
                 if done is None or done >= ctx.started:
-                    phase = logic.phase(obj)
+                    phase = grant_rules.phase(obj)
                     ctx.metrics.grants.labels(environment=ctx.env, outcome=phase).inc()
                     if phase == "Failed" and status.get("reason") not in (None, "CommandFailed"):
                         ctx.metrics.denial(ctx.env, "gateway", str(status.get("reason")))
             # a Denied grant's Job was never released: remove it too (a denial killed between
             # its status write and its clean-up is finished here, at the latest on restart)
-            if await remove_artifacts(ctx, obj, job=logic.phase(obj) == "Denied"):
+            if await remove_artifacts(ctx, obj, job=grant_rules.phase(obj) == "Denied"):
                 log.info("grant artifacts deleted", extra={"grant": meta["name"]})
 
-    @kopf.on.event("batch", "v1", "jobs", labels={manifests.ROLE_LABEL: "gateway"},
+    @kopf.on.event("batch", "v1", "jobs", labels={names.ROLE_LABEL: "gateway"},
                    registry=registry)
     async def job_observed(event: kopf.RawEvent, **_: Any) -> None:
         job = event.get("object") or {}
         if event.get("type") == "DELETED":
             return
         finished = _job_finished(job)
-        grant_name = (job.get("metadata", {}).get("labels") or {}).get(manifests.GRANT_LABEL)
+        grant_name = (job.get("metadata", {}).get("labels") or {}).get(names.GRANT_LABEL)
         if finished is None or not grant_name:
             return
         ns = job["metadata"]["namespace"]
         grant = await ctx.call(ctx.kube.get_or_none, GRANTS, ns, grant_name)
-        if grant is None or logic.is_terminal(grant) or not owned_by(job, grant):
+        if grant is None or grant_rules.is_terminal(grant) or not owned_by(job, grant):
             return
         kind, reason = finished
         if kind == "Complete":
@@ -365,7 +425,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
                          "a result; see its pod log")
 
     def not_terminal(body: kopf.Body, **_: Any) -> bool:
-        return not logic.is_terminal(body)
+        return not grant_rules.is_terminal(body)
 
     @kopf.timer(*res, interval=ctx.settings.expiry_interval_seconds, when=not_terminal,
                 registry=registry)
@@ -373,17 +433,17 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         status = body.get("status") or {}
         if status.get("phase") != "TokenIssued":
             return
-        expires = parse_time(status.get("tokenExpirationTime"))
+        expires = rules.parse_time(status.get("tokenExpirationTime"))
         leeway = dt.timedelta(seconds=ctx.settings.leeway_seconds)
         if expires is None or _now() < expires + leeway:
             return
         job = await ctx.call(ctx.kube.get_or_none, JOBS, body["metadata"]["namespace"],
-                             manifests.grant_job_name(body))
+                             names.grant_job_name(body))
         if job is not None and ((job.get("status") or {}).get("active") or 0) > 0:
             return  # a gateway pod is running; it will refuse the expired token itself
         fresh = await ctx.call(ctx.kube.get, GRANTS, body["metadata"]["namespace"],
                                body["metadata"]["name"])
-        if logic.phase(fresh) != "TokenIssued":
+        if grant_rules.phase(fresh) != "TokenIssued":
             return
         await finish(ctx, fresh, "Expired", "TokenExpired",
                      "the token expired before the gateway ran; create a new grant")
@@ -391,5 +451,6 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         await remove_artifacts(ctx, fresh, job=False)
 
 
-__all__ = ["STEPS", "claim_command", "crashpoint", "deny", "finish", "issue", "register",
-           "remove_artifacts"]
+__all__ = ["STEPS", "authorize", "bind", "claim", "claim_command", "crashpoint", "create_job",
+           "deny", "find_secret", "finish", "issue", "mint", "record_issued", "register",
+           "release", "remove_artifacts"]

@@ -17,10 +17,10 @@ from typing import Any
 
 import kopf
 
-from wingman import keys as keyring
-from wingman import manifests
-from wingman.handlers import Context
+from wingman.capability import keyring as keyring
 from wingman.kube import LEASES, SECRETS
+from wingman.model import names
+from wingman.operator.context import Context
 
 log = logging.getLogger("wingman.operator.housekeeping")
 MARKER_GRACE_SECONDS = 3600
@@ -47,7 +47,7 @@ def expired_markers(leases: list[dict[str, Any]], now: float, leeway: int) -> li
     for lease in leases:
         meta = lease.get("metadata", {})
         try:
-            expires = int((meta.get("annotations") or {})[manifests.EXPIRES_ANNOTATION])
+            expires = int((meta.get("annotations") or {})[names.EXPIRES_ANNOTATION])
         except (KeyError, ValueError):
             continue  # no readable expiry: keep it (never delete a marker early)
         if now > expires + leeway + MARKER_GRACE_SECONDS:
@@ -57,12 +57,12 @@ def expired_markers(leases: list[dict[str, Any]], now: float, leeway: int) -> li
 
 def collect_markers(ctx: Context) -> int:
     ns = ctx.settings.namespace
-    leases = ctx.kube.list(LEASES, ns, label_selector=f"{manifests.ROLE_LABEL}=burn-marker")
-    names = expired_markers(leases, dt.datetime.now(dt.UTC).timestamp(),
-                            ctx.settings.leeway_seconds)
-    for name in names:
+    leases = ctx.kube.list(LEASES, ns, label_selector=f"{names.ROLE_LABEL}=burn-marker")
+    expired = expired_markers(leases, dt.datetime.now(dt.UTC).timestamp(),
+                              ctx.settings.leeway_seconds)
+    for name in expired:
         ctx.kube.delete(LEASES, ns, name)
-    return len(names)
+    return len(expired)
 
 
 def reload_keys(ctx: Context) -> None:

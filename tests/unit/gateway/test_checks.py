@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from wingman.errors import GrantDenied
-from wingman.gateway import check_granted
+from wingman.gateway.checks import check_granted
 
 CMD = "kubectl rollout restart deployment/web -n apps"
 

@@ -1,0 +1,177 @@
+"""The tamper-evident audit trail: append-only, hash-chained records, their sinks and verifier.
+
+Owns ``records`` (the record and the chain), ``file`` and ``postgres`` (the two sinks) and
+``verification``; this module opens a sink or verifies one from a target string. It imports
+``wingman.errors`` and nothing else of Wingman: the operator, the gateway and the CLI all use
+it, and it uses none of them.
+
+The operator and the gateway call ``open_sink(target).append(...)`` for every transition they
+make, and fail closed when it raises ``AuditUnavailable``; ``wingman audit verify`` calls
+``verify_main``. Sinks are blocking: async callers use ``asyncio.to_thread``.
+
+**Record.** ``seq`` (0-based, contiguous), ``time`` (RFC 3339 UTC, microseconds, ``Z``),
+``event`` (CamelCase), ``actor``, ``subject`` (object), ``data`` (object), ``prev`` (the previous
+record's ``hash``; the genesis record has 64 zeros) and ``hash``: the SHA-256 hex digest of the
+canonical JSON of the seven other fields. Canonical JSON is
+``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+allow_nan=False)`` encoded as UTF-8; NaN and infinities are refused. A stored record is the
+canonical JSON of all eight fields, and the verifier demands those exact bytes, so any change
+of a stored byte is detected (not only changes that alter the parsed value).
+
+**Secrets.** Callers never put a token, a key or a Secret's data into a record; they put
+``fingerprint(value)`` (``sha256:<hex>``) instead. As a defence in depth ``append`` refuses any
+string shaped like a JWT (a run of base64url segments whose first starts with ``eyJ``, followed
+by at least two more segments) anywhere in the record. It then raises ``AuditUnavailable`` with
+``reason="AuditRecordRejected"``: nothing was written, the chain is unchanged, callers fail
+closed exactly as for a sink outage, and the message names the field (never its value). The
+same error and reason cover every other invalid record (not JSON-able, naive ``now``, too big).
+
+**What the chain proves, and what it cannot.** Any edit, deletion, insertion or reordering of
+stored records is detected and located by ``verify``. Whoever can rewrite the whole store can
+build a consistent forgery, and removing records from the tail leaves a valid shorter chain:
+only an *anchor* recorded elsewhere catches those. Operators therefore record the head (each
+``append`` returns it as ``record.anchor``; the operator writes the hash of each transition's
+record into the object's status (``auditHead``, ``auditRecordHash``) and the head's sequence
+number into the metric ``wingman_audit_head_sequence``) and verify with ``anchor=`` /
+``expected_head=``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import unquote, urlsplit
+
+from wingman.audit.file import FileSink, _file_entries
+from wingman.audit.postgres import PostgresSink, _dsn_parts, _postgres_entries, _redact_dsn
+from wingman.audit.records import (
+    GENESIS_HASH,
+    MAX_RECORD_BYTES,
+    REJECTED_REASON,
+    AuditAnchor,
+    AuditRecord,
+    AuditSink,
+    _Clock,
+    canonical_json,
+    fingerprint,
+    looks_like_token,
+    make_record,
+)
+from wingman.audit.verification import (
+    AuditProblem,
+    ProblemKind,
+    VerifyReport,
+    _verify_entries,
+    verify_lines,
+)
+from wingman.errors import AuditUnavailable, ConfigError
+
+__all__ = [
+    "GENESIS_HASH",
+    "MAX_RECORD_BYTES",
+    "REJECTED_REASON",
+    "AuditAnchor",
+    "AuditProblem",
+    "AuditRecord",
+    "AuditSink",
+    "FileSink",
+    "PostgresSink",
+    "ProblemKind",
+    "VerifyReport",
+    "canonical_json",
+    "fingerprint",
+    "looks_like_token",
+    "make_record",
+    "open_sink",
+    "verify",
+    "verify_lines",
+    "verify_main",
+]
+
+# --------------------------------------------------------------------------- targets & CLI
+
+
+def _parse_target(target: str) -> tuple[str, str]:
+    """``("file", path)`` or ``("postgres", dsn)``; ``ConfigError`` for anything else."""
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(
+            "audit target is empty; set a file path, file:///path or a postgresql:// DSN"
+        )
+    text = target.strip()
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in ("postgresql", "postgres"):
+        params = _dsn_parts(text)
+        ports = [] if params is None else params.get("port", "").split(",")
+        if params is None or not all(p.isdigit() or p == "" for p in ports):
+            raise ConfigError(
+                f"audit target {_redact_dsn(text)} is not a valid PostgreSQL URL "
+                "(postgresql://user@host:port/dbname)"
+            )
+        return "postgres", text
+    if scheme == "file":
+        parts = urlsplit(text)
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"audit target {text!r} names a remote host; a file target must be local "
+                "(file:///path)"
+            )
+        if parts.query or parts.fragment or not parts.path:
+            raise ConfigError(f"audit target {text!r} must be file:///absolute/path")
+        return "file", unquote(parts.path)
+    if scheme:
+        raise ConfigError(
+            f"audit target scheme {scheme!r} is not supported; use a file path, file:///path "
+            "or a postgresql:// DSN"
+        )
+    return "file", text
+
+
+def open_sink(target: str, *, clock: _Clock | None = None) -> AuditSink:
+    """A sink for a path, ``file:///path`` or a ``postgresql://`` / ``postgres://`` DSN."""
+    kind, where = _parse_target(target)
+    if kind == "postgres":
+        return PostgresSink(where, clock=clock)
+    return FileSink(where, clock=clock)
+
+
+def verify(
+    target: str,
+    *,
+    anchor: AuditAnchor | None = None,
+    expected_head: str | None = None,
+    expected_count: int | None = None,
+) -> VerifyReport:
+    """Verify the whole chain at ``target`` and report the first problem.
+
+    ``anchor``: a (seq, hash) recorded earlier; the record at that seq must have that hash.
+    ``expected_head``: a head hash recorded earlier; some record must have it (the log may
+    have grown since). ``expected_count``: the log must hold at least this many records.
+    Without one of them, removal of the tail is undetectable. Raises ``AuditUnavailable``
+    when the target cannot be read and ``ConfigError`` for a bad target.
+    """
+    kind, where = _parse_target(target)
+    entries = _postgres_entries(where) if kind == "postgres" else _file_entries(Path(where))
+    with contextlib.closing(entries):
+        return _verify_entries(
+            entries, anchor=anchor, expected_head=expected_head, expected_count=expected_count
+        )
+
+
+def verify_main(
+    target: str,
+    *,
+    expected_head: str | None = None,
+    anchor: AuditAnchor | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """``wingman audit verify``: print one line; 0 verified, 1 tampered, 2 unreadable."""
+    stream = out if out is not None else sys.stdout
+    try:
+        report = verify(target, anchor=anchor, expected_head=expected_head)
+    except (AuditUnavailable, ConfigError) as exc:
+        print(f"UNREADABLE: {exc.message}", file=stream)
+        return 2
+    print(report.summary(), file=stream)
+    return 0 if report.ok else 1

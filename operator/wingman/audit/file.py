@@ -1,0 +1,284 @@
+"""The file sink: a JSON Lines file shared safely by several processes on one host."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import os
+import stat
+import threading
+from collections.abc import Generator, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from wingman.audit.records import (
+    GENESIS_HASH,
+    MAX_RECORD_BYTES,
+    AuditRecord,
+    _Clock,
+    _Malformed,
+    _parse_stored,
+    _utcnow,
+    make_record,
+)
+from wingman.audit.verification import _Entry
+from wingman.errors import AuditTampered, AuditUnavailable
+
+
+class FileSink:
+    """A JSON Lines file shared safely by several processes on one host.
+
+    Each append takes an exclusive ``flock``, reads the last record from the end of the file,
+    writes one line and ``fsync``s before returning. The file is created with mode 0600 and
+    its directory fsynced. A sink is fail-closed for good after an fsync error (the kernel
+    may have dropped the pages), and refuses to append when the file ends with a partial
+    line, when the last record does not verify, or when the file was removed or replaced.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: _Clock | None = None) -> None:
+        self.path = Path(path)
+        self._clock = clock or _utcnow
+        self._lock = threading.Lock()
+        self._broken: str | None = None
+        self._fd = -1
+        self._pid = os.getpid()
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                fd = os.open(self.path, flags)
+            else:
+                try:
+                    os.fchmod(fd, 0o600)
+                    os.fsync(fd)
+                    _fsync_dir(self.path.parent)
+                except OSError:
+                    os.close(fd)
+                    raise
+        except OSError as exc:
+            raise self._unavailable("cannot open the audit log", exc) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise AuditUnavailable(
+                f"audit log {self.path} is not a regular file; point the audit target at a "
+                "file on a persistent volume"
+            )
+        return fd
+
+    def _unavailable(self, what: str, exc: OSError) -> AuditUnavailable:
+        hint = {
+            errno.ENOENT: "create the directory (or mount the volume)",
+            errno.EACCES: "make the directory/file writable by this process",
+            errno.EROFS: "mount the volume read-write",
+            errno.ENOSPC: "free space on the volume",
+            errno.EDQUOT: "raise the quota or free space",
+        }.get(exc.errno or 0, "check the volume and its permissions")
+        return AuditUnavailable(
+            f"{what} {self.path}: {exc.strerror or exc}; {hint}, then retry. Nothing was "
+            "recorded, so the action must not proceed."
+        )
+
+    def __enter__(self) -> FileSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def append(
+        self,
+        event: str,
+        *,
+        actor: str,
+        subject: Mapping[str, Any],
+        data: Mapping[str, Any] | None = None,
+        now: dt.datetime | None = None,
+    ) -> AuditRecord:
+        # Refuse bad content before touching the file (seq/prev are placeholders here).
+        make_record(0, GENESIS_HASH, event, actor=actor, subject=subject, data=data,
+                    now=now or _utcnow())
+        with self._lock:
+            if os.getpid() != self._pid:  # forked: never share the parent's lock
+                if self._fd >= 0:
+                    os.close(self._fd)
+                self._pid = os.getpid()
+                self._fd = self._open()
+            if self._fd < 0:
+                raise AuditUnavailable(f"audit sink for {self.path} is closed")
+            if self._broken is not None:
+                raise AuditUnavailable(self._broken)
+            fd = self._fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise self._unavailable("cannot lock the audit log", exc) from None
+            try:
+                return self._append_locked(fd, event, actor, subject, data, now)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _append_locked(
+        self,
+        fd: int,
+        event: str,
+        actor: str,
+        subject: Mapping[str, Any],
+        data: Mapping[str, Any] | None,
+        now: dt.datetime | None,
+    ) -> AuditRecord:
+        try:
+            st = os.fstat(fd)
+            try:
+                named = os.stat(self.path)
+                current: tuple[int, int] | None = (named.st_dev, named.st_ino)
+            except FileNotFoundError:
+                current = None
+        except OSError as exc:
+            raise self._unavailable("cannot stat the audit log", exc) from None
+        if st.st_nlink == 0 or current != (st.st_dev, st.st_ino):
+            raise AuditUnavailable(
+                f"audit log {self.path} was removed or replaced while open; find out why, "
+                "then restart the process to reopen it"
+            )
+        size = st.st_size
+        seq, prev = self._tail(fd, size)
+        record = make_record(seq, prev, event, actor=actor, subject=subject, data=data,
+                             now=now or self._clock())
+        line = record.to_bytes() + b"\n"
+        try:
+            view = memoryview(line)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._rollback(fd, size)
+            raise self._unavailable("cannot write to the audit log", exc) from None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._rollback(fd, size)
+            self._broken = (
+                f"audit log {self.path} failed an fsync ({exc.strerror}); the kernel may "
+                "have dropped written data, so this sink refuses further appends. Check the "
+                "disk, run 'wingman audit verify', then restart the process."
+            )
+            raise AuditUnavailable(self._broken) from None
+        return record
+
+    def _rollback(self, fd: int, size: int) -> None:
+        """Remove our own unacknowledged partial write so the file stays well-formed."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+
+    def _tail(self, fd: int, size: int) -> tuple[int, str]:
+        """(seq, prev) for the next record, read from the end of the file."""
+        if size == 0:
+            return 0, GENESIS_HASH
+        try:
+            if os.pread(fd, 1, size - 1) != b"\n":
+                raise AuditUnavailable(
+                    f"audit log {self.path} ends with an incomplete record (a crash during a "
+                    "write, or truncation). Keep a copy, run 'wingman audit verify', and "
+                    "remove the partial last line once it is understood; appends are refused "
+                    "until then."
+                )
+            end = size - 1
+            start = end
+            buf = b""
+            while True:
+                start = max(0, start - 8192)
+                buf = os.pread(fd, end - start - len(buf), start) + buf
+                cut = buf.rfind(b"\n")
+                if cut >= 0:
+                    last = buf[cut + 1 :]
+                    break
+                if start == 0:
+                    last = buf
+                    break
+                if len(buf) > MAX_RECORD_BYTES + 1:
+                    last = b""
+                    break
+        except OSError as exc:
+            raise self._unavailable("cannot read the audit log", exc) from None
+        try:
+            record = _parse_stored(last)
+        except _Malformed as exc:
+            raise AuditUnavailable(
+                f"the last record of audit log {self.path} {exc}; run 'wingman audit verify' "
+                "and repair the log before appending"
+            ) from None
+        if record.to_bytes() != last or record.compute_hash() != record.hash:
+            raise AuditUnavailable(
+                f"the last record of audit log {self.path} (seq {record.seq}) does not "
+                "verify: it was edited. Run 'wingman audit verify'; appends are refused."
+            )
+        return record.seq + 1, record.hash
+
+    def records(self) -> Iterator[AuditRecord]:
+        for entry in _file_entries(self.path):
+            if not entry.complete:
+                raise AuditTampered(
+                    f"audit log {self.path} line {entry.line} is incomplete (no newline)",
+                    reason="AuditTruncated",
+                )
+            try:
+                yield _parse_stored(entry.raw)
+            except _Malformed as exc:
+                raise AuditTampered(
+                    f"audit log {self.path} line {entry.line}: the stored record {exc}",
+                    reason="AuditMalformed",
+                ) from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_entries(path: Path) -> Generator[_Entry, None, None]:
+    """The lines present when reading began (a writer mid-append is not seen half-done)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise AuditUnavailable(
+            f"cannot read audit log {path}: {exc.strerror or exc}; check the path and that "
+            "this user may read it"
+        ) from None
+    handle: IO[bytes] = os.fdopen(fd, "rb")
+    with handle:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            size = os.fstat(fd).st_size
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot lock audit log {path}: {exc.strerror}") from None
+        remaining = size
+        number = 0
+        limit = MAX_RECORD_BYTES + 1
+        while remaining > 0:
+            try:
+                raw = handle.readline(min(remaining, limit))
+            except OSError as exc:
+                raise AuditUnavailable(f"cannot read audit log {path}: {exc.strerror}") from None
+            if not raw:
+                return
+            remaining -= len(raw)
+            number += 1
+            if len(raw) == limit and not raw.endswith(b"\n"):
+                yield _Entry(raw, True, number, error=f"is longer than {MAX_RECORD_BYTES} bytes")
+                return
+            yield _Entry(raw.removesuffix(b"\n"), raw.endswith(b"\n"), number)

@@ -1,0 +1,363 @@
+"""The PostgreSQL sink: one chain in one table, the head serialised by an advisory lock."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from collections.abc import Generator, Iterator, Mapping
+from typing import Any
+
+from wingman.audit.records import (
+    GENESIS_HASH,
+    AuditRecord,
+    _Clock,
+    _Malformed,
+    _parse_stored,
+    _utcnow,
+    make_record,
+)
+from wingman.audit.verification import _Entry
+from wingman.errors import AuditTampered, AuditUnavailable
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+_TABLE = "wingman_audit"
+_APPEND_LOCK = 0x77696E676D616E  # "wingman": pg_advisory_xact_lock key serialising the head
+_SCHEMA_LOCK = _APPEND_LOCK + 1
+
+_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS wingman_audit (
+    seq     bigint      PRIMARY KEY CHECK (seq >= 0),
+    time    timestamptz NOT NULL,
+    event   text        NOT NULL,
+    actor   text        NOT NULL,
+    subject jsonb       NOT NULL,
+    data    jsonb       NOT NULL,
+    prev    text        NOT NULL,
+    hash    text        NOT NULL UNIQUE,
+    record  text        NOT NULL
+);
+CREATE OR REPLACE FUNCTION wingman_audit_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'wingman_audit is append-only: % is refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Audit records are never changed or removed.';
+END
+$fn$;
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'wingman_audit'::regclass
+                   AND tgname = 'wingman_audit_no_update_delete') THEN
+        CREATE TRIGGER wingman_audit_no_update_delete
+            BEFORE UPDATE OR DELETE ON wingman_audit
+            FOR EACH STATEMENT EXECUTE FUNCTION wingman_audit_refuse_change();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'wingman_audit'::regclass
+                   AND tgname = 'wingman_audit_no_truncate') THEN
+        CREATE TRIGGER wingman_audit_no_truncate
+            BEFORE TRUNCATE ON wingman_audit
+            FOR EACH STATEMENT EXECUTE FUNCTION wingman_audit_refuse_change();
+    END IF;
+END
+$do$;
+"""
+
+_TRIGGERS_SQL = """
+SELECT tgname, tgenabled FROM pg_trigger
+WHERE tgrelid = to_regclass('wingman_audit')
+  AND tgname IN ('wingman_audit_no_update_delete', 'wingman_audit_no_truncate')
+"""
+
+
+def _dsn_parts(dsn: str) -> dict[str, str] | None:
+    """The DSN's parameters, or ``None`` when libpq cannot parse it."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    except Exception:  # noqa: BLE001 - any parse failure means "unparseable", never echo it
+        return None
+
+
+def _redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    parts = _dsn_parts(dsn)
+    if parts is None:
+        return "<unparseable PostgreSQL DSN>"
+    user = parts.get("user", "")
+    host = parts.get("host", "")
+    port = parts.get("port", "")
+    db = parts.get("dbname", "")
+    return f"postgresql://{user + '@' if user else ''}{host}{':' + port if port else ''}/{db}"
+
+
+class PostgresSink:
+    """The audit trail in a PostgreSQL table, shared by any number of writers.
+
+    Table ``wingman_audit(seq bigint primary key, time timestamptz, event text, actor text,
+    subject jsonb, data jsonb, prev text, hash text unique, record text)``; ``record`` holds
+    the exact canonical bytes that were hashed, and ``verify`` also checks that every column
+    agrees with them. One transaction per append; ``pg_advisory_xact_lock`` serialises the
+    chain head (it needs no table privilege) and the primary key on ``seq`` makes a fork
+    impossible even for a writer that skips the lock. ``synchronous_commit`` is forced on
+    for the transaction, so an acknowledged append survives a server crash.
+
+    The sink creates the table and two triggers when they are absent: ``BEFORE UPDATE OR
+    DELETE`` and ``BEFORE TRUNCATE`` raise, so even the owner cannot change history without
+    first disabling them (which takes ``ALTER TABLE`` and leaves the chain to catch it). It
+    refuses to start when those triggers exist but are disabled.
+
+    Least privilege, as the database owner (once)::
+
+        CREATE ROLE wingman_audit_owner NOLOGIN;   -- owns the table; nobody logs in as it
+        SET ROLE wingman_audit_owner;              -- then start one sink, or run the DDL
+        CREATE ROLE wingman_writer LOGIN PASSWORD '…';   -- operator and gateway
+        GRANT INSERT, SELECT ON wingman_audit TO wingman_writer;
+        CREATE ROLE wingman_auditor LOGIN PASSWORD '…';  -- `wingman audit verify`
+        GRANT SELECT ON wingman_audit TO wingman_auditor;
+
+    Never grant UPDATE, DELETE, TRUNCATE or ownership to the writers: the owner can disable
+    triggers. Keep an anchor (``record.anchor``) off the database: whoever owns the table
+    can rebuild a consistent chain, and only an anchor exposes that.
+    """
+
+    def __init__(
+        self, dsn: str, *, clock: _Clock | None = None, connect_timeout: int = 10
+    ) -> None:
+        self._dsn = dsn
+        self._where = _redact_dsn(dsn)
+        self._password = (_dsn_parts(dsn) or {}).get("password", "")
+        self._connect_timeout = connect_timeout
+        self._clock = clock or _utcnow
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._closed = False
+        with self._lock:
+            self._connect()
+            try:
+                self._ensure_schema()
+            except AuditUnavailable:
+                self._drop()
+                raise
+
+    def _error(self, what: str, exc: BaseException) -> AuditUnavailable:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if self._password:
+            text = text.replace(self._password, "***")
+        return AuditUnavailable(
+            f"{what} ({self._where}): {text}. Check that PostgreSQL is up and reachable and "
+            "that the role may INSERT and SELECT on wingman_audit; nothing was recorded, so "
+            "the action must not proceed."
+        )
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        if self._closed:
+            raise AuditUnavailable(f"audit sink for {self._where} is closed")
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        self._drop()
+        extra: dict[str, Any] = {}
+        parts = _dsn_parts(self._dsn) or {}
+        if "connect_timeout" not in parts:
+            extra["connect_timeout"] = self._connect_timeout
+        if "application_name" not in parts:
+            extra["application_name"] = "wingman-audit"
+        try:
+            self._conn = psycopg.connect(self._dsn, autocommit=True, **extra)
+        except psycopg.Error as exc:
+            raise self._error("cannot connect to the audit database", exc) from None
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    def _ensure_schema(self) -> None:
+        import psycopg
+
+        conn = self._conn
+        try:
+            if not self._schema_ready(conn):
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    conn.execute(_SCHEMA_SQL)
+                if not self._schema_ready(conn):
+                    raise AuditUnavailable(
+                        f"audit table wingman_audit in {self._where} lacks its append-only "
+                        "triggers after creation; inspect the database"
+                    )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise self._error(
+                "cannot create the audit table or its append-only triggers; run the sink "
+                "once as the table owner (see the PostgresSink docstring)",
+                exc,
+            ) from None
+        except psycopg.Error as exc:
+            raise self._error("cannot prepare the audit table", exc) from None
+
+    def _schema_ready(self, conn: Any) -> bool:
+        exists = conn.execute("SELECT to_regclass('wingman_audit') IS NOT NULL").fetchone()[0]
+        if not exists:
+            return False
+        triggers = dict(conn.execute(_TRIGGERS_SQL).fetchall())
+        if len(triggers) < 2:
+            return False
+        disabled = sorted(name for name, enabled in triggers.items() if enabled == "D")
+        if disabled:
+            raise AuditUnavailable(
+                f"the append-only triggers {disabled} on wingman_audit in {self._where} are "
+                "disabled: someone turned off tamper protection. Find out who (the chain may "
+                "have been edited: run 'wingman audit verify'), re-enable them with ALTER "
+                "TABLE wingman_audit ENABLE TRIGGER ALL, then restart."
+            )
+        return True
+
+    def __enter__(self) -> PostgresSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop()
+
+    def append(
+        self,
+        event: str,
+        *,
+        actor: str,
+        subject: Mapping[str, Any],
+        data: Mapping[str, Any] | None = None,
+        now: dt.datetime | None = None,
+    ) -> AuditRecord:
+        import psycopg
+        from psycopg.types.json import Jsonb
+
+        make_record(0, GENESIS_HASH, event, actor=actor, subject=subject, data=data,
+                    now=now or _utcnow())
+        with self._lock:
+            conn = self._connect()
+            try:
+                for _attempt in range(3):
+                    try:
+                        with conn.transaction():
+                            conn.execute("SET LOCAL synchronous_commit TO on")
+                            conn.execute("SET LOCAL lock_timeout TO '10s'")
+                            conn.execute("SET LOCAL statement_timeout TO '30s'")
+                            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+                            row = conn.execute(
+                                "SELECT record FROM wingman_audit ORDER BY seq DESC LIMIT 1"
+                            ).fetchone()
+                            seq, prev = self._next(row)
+                            record = make_record(
+                                seq, prev, event, actor=actor, subject=subject, data=data,
+                                now=now or self._clock(),
+                            )
+                            conn.execute(
+                                "INSERT INTO wingman_audit (seq, time, event, actor, subject, "
+                                "data, prev, hash, record) "
+                                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                                (
+                                    record.seq, record.at, record.event, record.actor,
+                                    Jsonb(record.subject), Jsonb(record.data), record.prev,
+                                    record.hash, record.to_bytes().decode("utf-8"),
+                                ),
+                            )
+                        return record
+                    except psycopg.errors.UniqueViolation:
+                        continue  # a writer that skipped the advisory lock won the race
+                raise AuditUnavailable(
+                    f"audit head in {self._where} kept moving during three attempts; a writer "
+                    "is not taking the advisory lock"
+                )
+            except psycopg.Error as exc:
+                self._drop()
+                raise self._error("cannot append to the audit table", exc) from None
+
+    def _next(self, row: Any) -> tuple[int, str]:
+        if row is None:
+            return 0, GENESIS_HASH
+        raw = str(row[0]).encode("utf-8")
+        try:
+            record = _parse_stored(raw)
+        except _Malformed as exc:
+            raise AuditUnavailable(
+                f"the last audit record in {self._where} {exc}; run 'wingman audit verify'"
+            ) from None
+        if record.to_bytes() != raw or record.compute_hash() != record.hash:
+            raise AuditUnavailable(
+                f"the last audit record in {self._where} (seq {record.seq}) does not verify: "
+                "it was edited. Run 'wingman audit verify'; appends are refused."
+            )
+        return record.seq + 1, record.hash
+
+    def records(self) -> Iterator[AuditRecord]:
+        with contextlib.closing(_postgres_entries(self._dsn)) as entries:
+            for entry in entries:
+                try:
+                    yield _parse_stored(entry.raw)
+                except _Malformed as exc:
+                    seq = None if entry.columns is None else entry.columns.get("seq")
+                    raise AuditTampered(
+                        f"audit record seq {seq} in {self._where}: the stored record {exc}",
+                        reason="AuditMalformed",
+                    ) from None
+
+
+def _postgres_entries(dsn: str, connect_timeout: int = 10) -> Generator[_Entry, None, None]:
+    """Rows in seq order from one consistent snapshot."""
+    import psycopg
+
+    where = _redact_dsn(dsn)
+    password = (_dsn_parts(dsn) or {}).get("password", "")
+
+    def unavailable(what: str, exc: BaseException) -> AuditUnavailable:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if password:
+            text = text.replace(password, "***")
+        return AuditUnavailable(f"{what} ({where}): {text}")
+
+    extra: dict[str, Any] = {}
+    if "connect_timeout" not in (_dsn_parts(dsn) or {}):
+        extra["connect_timeout"] = connect_timeout
+    try:
+        conn = psycopg.connect(dsn, autocommit=False, **extra)
+    except psycopg.Error as exc:
+        raise unavailable("cannot connect to the audit database", exc) from None
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        exists = conn.execute("SELECT to_regclass('wingman_audit') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            raise AuditUnavailable(
+                f"there is no wingman_audit table in {where}; check the database name"
+            )
+        with conn.cursor(name="wingman_audit_verify") as cur:
+            cur.itersize = 2000
+            cur.execute(
+                "SELECT seq, time, event, actor, subject, data, prev, hash, record "
+                "FROM wingman_audit ORDER BY seq"
+            )
+            for seq, time, event, actor, subject, data, prev, digest, text in cur:
+                yield _Entry(
+                    raw=str(text).encode("utf-8"),
+                    complete=True,
+                    line=None,
+                    columns={
+                        "seq": seq, "time": time, "event": event, "actor": actor,
+                        "subject": subject, "data": data, "prev": prev, "hash": digest,
+                    },
+                )
+    except psycopg.Error as exc:
+        raise unavailable("cannot read the audit table", exc) from None
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()

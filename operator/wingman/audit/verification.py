@@ -1,0 +1,351 @@
+"""Verifying a stored chain: every edit, deletion, insertion, reordering and truncation located.
+
+Works on a stream of raw stored lines (``_Entry``) from any sink, so the file and PostgreSQL
+verifiers share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from wingman.audit.records import (
+    GENESIS_HASH,
+    AuditAnchor,
+    AuditRecord,
+    _lenient_seq,
+    _Malformed,
+    _normalise_hash,
+    _parse_stored,
+)
+from wingman.errors import AuditTampered, ConfigError
+
+# --------------------------------------------------------------------------- verification
+
+
+class ProblemKind(enum.StrEnum):
+    """What the first problem in a chain looks like."""
+
+    EDITED = "Edited"
+    """A record's bytes changed: its hash, its canonical form or (PostgreSQL) a column differ."""
+    DELETED = "Deleted"
+    """A gap in ``seq``: one or more records are missing."""
+    INSERTED = "Inserted"
+    """A record that does not belong: a repeated or out-of-place ``seq``."""
+    REORDERED = "Reordered"
+    """Every record is present, but not in ``seq`` order."""
+    TRUNCATED = "Truncated"
+    """The tail is gone: a partial last line, or the log ends before a recorded anchor/head."""
+    BROKEN_LINK = "BrokenLink"
+    """A valid record whose ``prev`` is not the previous record's hash (its predecessor was
+    edited and re-hashed, or it was forged)."""
+    MALFORMED = "Malformed"
+    """A stored line is not a well-formed record (not UTF-8, not JSON, wrong fields)."""
+    REWRITTEN = "Rewritten"
+    """The chain is self-consistent but differs from a recorded anchor: it was rebuilt."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditProblem:
+    """The first problem found, and where."""
+
+    kind: ProblemKind
+    position: int
+    """0-based index of the record in storage order (file: line - 1; PostgreSQL: row in seq
+    order). For a truncation detected at the end, one past the last record."""
+    line: int | None
+    """1-based line of a file; ``None`` for PostgreSQL."""
+    seq: int | None
+    """The ``seq`` the record claims, when it could be read."""
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """Outcome of ``verify``: ``records`` is how many records verified before any problem."""
+
+    records: int
+    head: str
+    """Hash of the last verified record (``GENESIS_HASH`` for an empty log)."""
+    head_seq: int | None
+    problem: AuditProblem | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def anchor(self) -> AuditAnchor | None:
+        """The verified head, to record elsewhere; ``None`` for an empty log."""
+        return None if self.head_seq is None else AuditAnchor(self.head_seq, self.head)
+
+    def summary(self) -> str:
+        """One human line: ``OK: …`` or ``TAMPERED at record N (line L): Kind — …``."""
+        if self.problem is None:
+            return f"OK: {self.records} records, head sha256:{self.head}"
+        p = self.problem
+        where = f"line {p.line}" if p.line is not None else f"seq {p.seq}"
+        if p.line is None and p.seq is None:
+            where = "end of log"
+        return f"TAMPERED at record {p.position} ({where}): {p.kind} — {p.message}"
+
+    def raise_if_tampered(self) -> None:
+        """Raise ``AuditTampered`` (reason ``Audit<Kind>``) when the chain did not verify."""
+        if self.problem is not None:
+            raise AuditTampered(self.summary(), reason=f"Audit{self.problem.kind}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    raw: bytes
+    """One stored record without its newline."""
+    complete: bool
+    """False for a last line with no newline."""
+    line: int | None
+    columns: Mapping[str, Any] | None = None
+    """PostgreSQL: the row's own columns, which must agree with ``raw``."""
+    error: str | None = None
+    """Pre-detected malformation (e.g. an over-long line)."""
+
+
+def verify_lines(
+    lines: Iterable[bytes],
+    *,
+    anchor: AuditAnchor | None = None,
+    expected_head: str | None = None,
+    expected_count: int | None = None,
+) -> VerifyReport:
+    """Verify stored lines, each with its trailing ``\\n`` (a last one without is partial).
+
+    Pass a binary file or ``io.BytesIO(data)``; ``bytes.splitlines`` would also split on a
+    bare ``\\r`` and so hide that byte from the check.
+    """
+    entries = (
+        _Entry(raw.removesuffix(b"\n"), raw.endswith(b"\n"), number)
+        for number, raw in enumerate(lines, start=1)
+    )
+    return _verify_entries(
+        entries, anchor=anchor, expected_head=expected_head, expected_count=expected_count
+    )
+
+
+def _verify_entries(
+    entries: Iterator[_Entry],
+    *,
+    anchor: AuditAnchor | None,
+    expected_head: str | None,
+    expected_count: int | None,
+) -> VerifyReport:
+    head_wanted = None if expected_head is None else _normalise_hash(expected_head, "expected head")
+    if expected_count is not None and expected_count < 0:
+        raise ConfigError("expected_count must be a non-negative integer")
+    checker = _Checker(anchor=anchor, head_wanted=head_wanted)
+    for position, entry in enumerate(entries):
+        problem = checker.check(position, entry, entries)
+        if problem is not None:
+            return problem
+    return checker.finish(expected_count)
+
+
+class _Checker:
+    """Walks the chain once; ``check`` returns a failing report at the first problem."""
+
+    def __init__(self, *, anchor: AuditAnchor | None, head_wanted: str | None) -> None:
+        self.anchor = anchor
+        self.head_wanted = head_wanted
+        self.head_found = False
+        self.count = 0
+        self.last = GENESIS_HASH  # hash of the last verified record
+        self.before_last = GENESIS_HASH
+        self.previous: AuditRecord | None = None
+
+    def _fail(
+        self, kind: ProblemKind, entry: _Entry | None, seq: int | None, msg: str, back: int = 0
+    ) -> VerifyReport:
+        at = self.count - back
+        line = None if entry is None or entry.line is None else entry.line - back
+        return VerifyReport(
+            records=at,
+            head=self.before_last if back else self.last,
+            head_seq=at - 1 if at > 0 else None,
+            problem=AuditProblem(kind, at, line, seq, msg),
+        )
+
+    def check(self, position: int, entry: _Entry, rest: Iterator[_Entry]) -> VerifyReport | None:
+        if not entry.complete:
+            return self._fail(
+                ProblemKind.TRUNCATED,
+                entry,
+                _lenient_seq(entry.raw),
+                f"the last line is incomplete ({len(entry.raw)} bytes and no newline): the "
+                "log was cut mid-record or a writer died mid-write; keep a copy and compare "
+                "with a recorded head",
+            )
+        if entry.error is not None:
+            return self._fail(
+                ProblemKind.MALFORMED, entry, None, f"the stored record {entry.error}"
+            )
+        try:
+            record = _parse_stored(entry.raw)
+        except _Malformed as exc:
+            return self._fail(
+                ProblemKind.MALFORMED, entry, _lenient_seq(entry.raw), f"the stored record {exc}"
+            )
+        if record.to_bytes() != entry.raw:
+            return self._fail(
+                ProblemKind.EDITED,
+                entry,
+                record.seq,
+                "the stored bytes are not the canonical form of the record: it was changed "
+                "after it was written",
+            )
+        computed = record.compute_hash()
+        if computed != record.hash:
+            return self._fail(
+                ProblemKind.EDITED,
+                entry,
+                record.seq,
+                f"stored hash sha256:{record.hash} does not match sha256:{computed} computed "
+                "from the record's content",
+            )
+        if entry.columns is not None:
+            column = _column_disagreeing(record, entry.columns)
+            if column is not None:
+                return self._fail(
+                    ProblemKind.EDITED,
+                    entry,
+                    record.seq,
+                    f"column {column!r} disagrees with the hashed record text: the row was "
+                    "edited outside the chain",
+                )
+        if record.seq < position:
+            # Everything before verified as seqs 0..position-1, so this seq is a repeat.
+            previous = self.previous
+            if (
+                previous is not None
+                and previous.seq == record.seq
+                and previous.prev == record.prev
+                and _next_links_to(rest, record.hash)
+            ):
+                return self._fail(
+                    ProblemKind.INSERTED,
+                    entry,
+                    previous.seq,
+                    f"seq {record.seq} appears twice and the chain continues from the second "
+                    f"copy, so this one (sha256:{previous.hash}) was inserted",
+                    back=1,
+                )
+            return self._fail(
+                ProblemKind.INSERTED,
+                entry,
+                record.seq,
+                f"seq {record.seq} appears again (first at record {record.seq}): a record was "
+                "inserted",
+            )
+        if record.seq > position:
+            kind, message = _classify_jump(position, record.seq, rest)
+            return self._fail(kind, entry, record.seq, message)
+        if record.prev != self.last:
+            return self._fail(
+                ProblemKind.BROKEN_LINK,
+                entry,
+                record.seq,
+                f"prev sha256:{record.prev} is not the previous record's hash "
+                f"sha256:{self.last}: the previous record was replaced, or this one forged",
+            )
+        anchor = self.anchor
+        if anchor is not None and record.seq == anchor.seq and record.hash != anchor.hash:
+            return self._fail(
+                ProblemKind.REWRITTEN,
+                entry,
+                record.seq,
+                f"the anchor recorded seq {anchor.seq} as sha256:{anchor.hash}, the log has "
+                f"sha256:{record.hash}: the chain was rebuilt at or before this record",
+            )
+        if record.hash == self.head_wanted:
+            self.head_found = True
+        self.before_last, self.last = self.last, record.hash
+        self.previous = record
+        self.count += 1
+        return None
+
+    def finish(self, expected_count: int | None) -> VerifyReport:
+        count = self.count
+        anchor = self.anchor
+        if anchor is not None and count <= anchor.seq:
+            return self._fail(
+                ProblemKind.TRUNCATED,
+                None,
+                None,
+                f"the log ends after {count} records but the anchor recorded seq {anchor.seq} "
+                f"(sha256:{anchor.hash}): records were removed from the tail",
+            )
+        if expected_count is not None and count < expected_count:
+            return self._fail(
+                ProblemKind.TRUNCATED,
+                None,
+                None,
+                f"the log has {count} records but at least {expected_count} were expected: "
+                "records were removed from the tail",
+            )
+        if self.head_wanted is not None and not self.head_found:
+            return self._fail(
+                ProblemKind.TRUNCATED,
+                None,
+                None,
+                f"no record has the expected head sha256:{self.head_wanted}: the log was "
+                "truncated (or rebuilt) since that head was recorded",
+            )
+        return VerifyReport(records=count, head=self.last, head_seq=count - 1 if count else None)
+
+
+def _next_links_to(entries: Iterator[_Entry], digest: str) -> bool:
+    """Whether the next entry's ``prev`` is ``digest`` (or there is no next entry)."""
+    nxt = next(entries, None)
+    if nxt is None:
+        return True
+    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
+        obj = json.loads(nxt.raw.decode("utf-8"))
+        return isinstance(obj, dict) and obj.get("prev") == digest
+    return False
+
+
+def _classify_jump(
+    expected: int, found: int, rest: Iterator[_Entry]
+) -> tuple[ProblemKind, str]:
+    """A seq higher than expected: missing records, a reordering or an interloper."""
+    later = [found, *(_lenient_seq(e.raw) for e in rest)]
+    seqs = [s for s in later if s is not None]
+    if expected not in seqs:
+        missing = [s for s in range(expected, found) if s not in seqs]
+        span = f"seq {missing[0]}" if len(missing) == 1 else f"seqs {missing[0]}..{missing[-1]}"
+        return (
+            ProblemKind.DELETED,
+            f"found seq {found} where seq {expected} was expected: {span} "
+            f"({len(missing)} record{'s' if len(missing) != 1 else ''}) deleted (gap)",
+        )
+    where = later.index(expected)
+    if sorted(seqs) == list(range(expected, expected + len(seqs))):
+        return (
+            ProblemKind.REORDERED,
+            f"found seq {found} where seq {expected} was expected; seq {expected} comes "
+            f"{where} record{'s' if where != 1 else ''} later: records were reordered",
+        )
+    return (
+        ProblemKind.INSERTED,
+        f"found seq {found} where seq {expected} was expected, and seq {expected} follows: "
+        "a record that does not belong here was inserted",
+    )
+
+
+def _column_disagreeing(record: AuditRecord, columns: Mapping[str, Any]) -> str | None:
+    for name in ("seq", "event", "actor", "subject", "data", "prev", "hash"):
+        if columns.get(name) != getattr(record, name):
+            return name
+    if columns.get("time") != record.at:
+        return "time"
+    return None

@@ -1,0 +1,219 @@
+"""The gateway's checks before it acts, as functions of the token, the keys and the live objects.
+
+Each raises a typed ``WingmanError`` whose reason becomes the grant's ``Failed`` reason: the
+token file (``NoToken``, oversized), the public keys (``NoPublicKeys``), the token against the
+live grant and approval (:func:`authorize`), the approval's usability and its record of which
+grant its command went to. :func:`burn_marker` builds the Lease whose creation spends a token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from wingman import scope
+from wingman.capability import tokens
+from wingman.capability.keys import KeySet
+from wingman.errors import (
+    GrantDenied,
+    ScopeViolation,
+    TokenRejected,
+    WingmanError,
+)
+from wingman.model import approvals as rules
+from wingman.model import names
+from wingman.settings import GatewaySettings
+
+Body = Mapping[str, Any]
+
+_MAX_TOKEN_FILE = 64 * 1024
+_LEASE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_TOKEN_REASONS = {
+    "Expired": "TokenExpired",
+    "NotYetValid": "TokenNotYetValid",
+    "IssuedInFuture": "TokenIssuedInFuture",
+    "Malformed": "TokenMalformed",
+    "Oversized": "TokenOversized",
+    "MissingClaim": "TokenMissingClaim",
+    "LifetimeTooLong": "TokenLifetimeTooLong",
+}
+# Once a gateway has started executing, the grant's phase and output belong to that execution.
+
+
+class Replay(WingmanError):
+    """The token's burn marker exists already: this token was used before."""
+
+    reason = "ReplayRejected"
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure steps
+
+
+def read_token(path: Path) -> str:
+    """The capability token from its file, or GrantDenied(NoToken)."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(_MAX_TOKEN_FILE)
+    except OSError as exc:
+        raise GrantDenied(
+            f"no capability token at {path} ({exc.strerror}); the gateway only runs from the "
+            "Job the operator launches with the grant's token Secret mounted",
+            reason="NoToken",
+        ) from None
+    token = raw.decode("utf-8", errors="replace").strip()
+    if not token:
+        raise GrantDenied(f"the capability token file {path} is empty; the token Secret "
+                          "carries no token", reason="NoToken")
+    return token
+
+
+def load_keys(directory: Path) -> KeySet:
+    """Public keys from ``<kid>.pem`` files (ConfigMap mount; ``..*`` entries are skipped)."""
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError as exc:
+        raise GrantDenied(
+            f"cannot read the public keys directory {directory} ({exc.strerror}); mount the "
+            "ConfigMap wingman-public-keys there", reason="NoPublicKeys") from None
+    pems: dict[str, bytes] = {}
+    for entry in entries:
+        if entry.name.startswith("..") or not entry.name.endswith(".pem"):
+            continue
+        try:
+            if entry.is_file():
+                pems[entry.name] = entry.read_bytes()
+        except OSError as exc:
+            raise GrantDenied(f"cannot read public key {entry} ({exc.strerror})",
+                              reason="NoPublicKeys") from None
+    if not pems:
+        raise GrantDenied(
+            f"no public keys (<kid>.pem) in {directory}; the operator publishes them in the "
+            "ConfigMap wingman-public-keys", reason="NoPublicKeys")
+    try:
+        return KeySet.from_mapping(pems)
+    except WingmanError as exc:
+        raise GrantDenied(f"the public keys in {directory} are invalid: {exc.message}",
+                          reason="InvalidPublicKey") from None
+
+
+def check_approval(approval: Body, now: dt.datetime) -> None:
+    """GrantDenied unless the approval is approved, not rejected/revoked and unexpired now
+    (the operator's own rule, ``wingman.model.approvals.usable``, applied again at execution
+    time)."""
+    ok, reason, message = rules.usable(approval, now)
+    if not ok:
+        raise GrantDenied(f"{message}; nothing was executed", reason=reason)
+
+
+def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str) -> None:
+    """GrantDenied unless the approval records ``command`` as granted to this very grant (the
+    operator writes ``status.grants`` before it mints: each approved command runs once)."""
+    holder = rules.granted_to(approval, command)
+    name = (approval.get("metadata") or {}).get("name")
+    if holder is None:
+        raise GrantDenied(f"ApprovalRequest {name} records this command as granted to no grant "
+                          "(the operator records the grant before it mints its token); nothing "
+                          "was executed", reason="CommandNotGranted")
+    if holder.get("grantUID") != grant_uid:
+        raise GrantDenied(f"ApprovalRequest {name} records this command as granted to "
+                          f"ExecutionGrant {holder.get('grant')!r}, not to ExecutionGrant "
+                          f"{grant_name}; each approved command runs once; nothing was executed",
+                          reason="CommandAlreadyGranted")
+
+
+def _binding(what: str) -> GrantDenied:
+    return GrantDenied(f"the capability token is bound to a different {what} than the live "
+                       "objects; nothing was executed", reason="BindingMismatch")
+
+
+def authorize(token: str, keys: KeySet, grant: Body, approval: Body,
+              settings: GatewaySettings, now: float) -> tuple[tokens.CapabilityClaims, list[str]]:
+    """Every check between reading the objects and burning the token: (claims, argv).
+
+    Raises TokenRejected (the token's own reason), GrantDenied (bindings, approval state,
+    grant state) or ScopeViolation (command not approved byte for byte or not allowlisted).
+    """
+    if not settings.job_uid:
+        raise GrantDenied("WINGMAN_JOB_UID is empty: the gateway cannot prove which Job it runs "
+                          "in, so it does not act", reason="BindingMismatch")
+    meta = grant.get("metadata") or {}
+    spec = grant.get("spec") or {}
+    if meta.get("deletionTimestamp"):
+        raise GrantDenied(f"ExecutionGrant {meta.get('name')} is being deleted",
+                          reason="GrantDeleted")
+    phase = str((grant.get("status") or {}).get("phase") or "")
+    if phase in ("Denied", "Expired"):
+        raise GrantDenied(f"ExecutionGrant {meta.get('name')} is {phase}; it can no longer "
+                          "execute", reason=f"Grant{phase}")
+    command = spec.get("command")
+    if not isinstance(command, str) or not command:
+        raise GrantDenied("the ExecutionGrant has no spec.command", reason="BindingMismatch")
+    ameta = approval.get("metadata") or {}
+    claims = tokens.verify(
+        token, keys, issuer=settings.issuer, audience=settings.environment, now=now,
+        leeway=settings.leeway_seconds,
+        expected=tokens.Expected(
+            approval_uid=str(ameta.get("uid") or ""), grant_uid=str(meta.get("uid") or ""),
+            job_uid=settings.job_uid, namespace=settings.namespace, command=command),
+    )
+    if claims.grant_name != meta.get("name") or claims.grant_name != settings.grant_name:
+        raise _binding("ExecutionGrant")
+    if (claims.approval_name != ameta.get("name")
+            or claims.approval_name != (spec.get("approvalRef") or {}).get("name")):
+        raise _binding("ApprovalRequest")
+    if meta.get("namespace") != settings.namespace or ameta.get("namespace") != settings.namespace:
+        raise _binding("namespace")
+    environment = (approval.get("spec") or {}).get("environment")
+    if environment != settings.environment:
+        raise GrantDenied(f"ApprovalRequest {ameta.get('name')} is for environment "
+                          f"{environment!r}; this gateway serves {settings.environment!r}",
+                          reason="EnvironmentMismatch")
+    check_approval(approval, dt.datetime.fromtimestamp(now, dt.UTC))
+    check_granted(approval, command, claims.grant_uid, str(meta.get("name")))
+    approved = (approval.get("spec") or {}).get("commands") or []
+    if not isinstance(approved, list):
+        raise GrantDenied("the ApprovalRequest's spec.commands is not a list",
+                          reason="BindingMismatch")
+    argv = scope.check(command, approved=[str(c) for c in approved],
+                       allowlist=scope.Allowlist.from_patterns(settings.policy.allowlist))
+    return claims, argv
+
+
+def refusal_reason(exc: WingmanError) -> tuple[str, str]:
+    """(the grant's reason, the detailed reason) for an error that refuses execution."""
+    if isinstance(exc, TokenRejected):
+        return _TOKEN_REASONS.get(exc.reason, exc.reason), exc.reason
+    if isinstance(exc, ScopeViolation):
+        return "ScopeViolation", exc.reason
+    return exc.reason, exc.reason
+
+
+def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
+                token_ref: str) -> dict[str, Any]:
+    """The Lease whose creation spends the token (its name is derived from ``jti``)."""
+    name = names.burn_marker_name(claims.jti)
+    if len(name) > 253 or _LEASE_NAME.fullmatch(name) is None:
+        raise GrantDenied("the token's id (jti) cannot name a burn marker (lowercase letters, "
+                          "digits and '-'); the token cannot be spent", reason="TokenMalformed")
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": {names.GRANT_LABEL: settings.grant_name,
+                       names.ROLE_LABEL: "burn-marker", **names.MANAGED},
+            "annotations": {"wingman.dev/token-sha256": token_ref,
+                            "wingman.dev/expires": str(claims.exp),
+                            "wingman.dev/pod": settings.pod_name},
+        },
+        "spec": {"holderIdentity": settings.pod_name[:253]},
+    }
+
+
+__all__ = ["Replay", "authorize", "burn_marker", "check_approval", "check_granted", "load_keys",
+           "read_token", "refusal_reason"]

@@ -1,0 +1,87 @@
+"""The grant status the gateway writes: Running, the result, a refusal, a replay (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from wingman import conditions
+from wingman.gateway import executors
+
+Body = Mapping[str, Any]
+
+_OWNED_PHASES = frozenset(("Running", *conditions.GRANT_TERMINAL))
+
+
+def _generation(grant: Body) -> int:
+    return int((grant.get("metadata") or {}).get("generation") or 1)
+
+
+def _conds(grant: Body) -> list[dict[str, Any]]:
+    return list((grant.get("status") or {}).get("conditions") or [])
+
+
+def refused_status(grant: Body, reason: str, message: str, now: dt.datetime,
+                   audit_hash: str | None) -> dict[str, Any] | None:
+    """The status patch of a refusal, or None when an execution already owns the status."""
+    if str((grant.get("status") or {}).get("phase") or "") in _OWNED_PHASES:
+        return None
+    status: dict[str, Any] = {
+        "phase": "Failed", "reason": reason, "message": message,
+        "completionTime": conditions.rfc3339(now),
+        "conditions": conditions.set_condition(_conds(grant), "Succeeded", False, reason,
+                                               message, _generation(grant), now),
+    }
+    if audit_hash:
+        status["auditRecordHash"] = audit_hash
+    return status
+
+
+def replay_status(grant: Body, pod: str, token_ref: str, now: dt.datetime) -> dict[str, Any]:
+    """Only the ``ReplayDetected`` condition: phase and output belong to the first execution."""
+    message = (f"gateway pod {pod} presented capability token {token_ref}, which was already "
+               "used; it was not executed again")
+    return {"conditions": conditions.set_condition(
+        _conds(grant), "ReplayDetected", True, "ReplayRejected", message, _generation(grant),
+        now)}
+
+
+def running_status(now: dt.datetime) -> dict[str, Any]:
+    return {"phase": "Running", "startTime": conditions.rfc3339(now), "reason": "Executing",
+            "message": "the gateway verified and spent the token and is executing the command"}
+
+
+def final_status(grant: Body, result: executors.ExecResult, audit_hash: str | None,
+                 now: dt.datetime) -> dict[str, Any]:
+    """The status patch recording an execution's result."""
+    ok = result.exit_code == 0 and not result.timed_out
+    if result.timed_out:
+        reason, message = "CommandTimedOut", (
+            f"the command did not finish within the gateway's deadline and was killed "
+            f"(exit code {result.exit_code})")
+    elif ok:
+        reason, message = "CommandSucceeded", "the command ran and exited 0"
+    else:
+        reason, message = "CommandFailed", f"the command ran and exited {result.exit_code}"
+    if audit_hash is None:
+        reason = "AuditUnavailable"
+        message += "; the result could not be recorded in the audit trail"
+    status: dict[str, Any] = {
+        "phase": "Succeeded" if ok else "Failed",
+        "exitCode": max(-255, min(255, result.exit_code)),
+        "output": result.output,
+        "outputSHA256": result.output_sha256,
+        "outputTruncated": result.truncated,
+        "completionTime": conditions.rfc3339(result.finished),
+        "reason": reason,
+        "message": message,
+        "conditions": conditions.set_condition(_conds(grant), "Succeeded", ok, reason, message,
+                                               _generation(grant), now),
+    }
+    if audit_hash is not None:
+        status["auditRecordHash"] = audit_hash
+    return status
+
+
+__all__ = ["final_status", "refused_status", "replay_status", "running_status"]

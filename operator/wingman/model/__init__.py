@@ -1,0 +1,9 @@
+"""The wingman.dev objects as both sides read them: names, labels and the shared rules.
+
+What the operator and the gateway must agree on lives here, so neither imports the other:
+the names and labels of the objects the operator makes and the gateway finds (``names``), when
+an approval may be acted on and which grant its command went to (``approvals``), and the phases
+of a grant (``grants``).
+
+May import: ``wingman.conditions`` and the standard library. Pure.
+"""

@@ -1,0 +1,59 @@
+"""Names, labels and annotations of the objects Wingman makes, shared by their makers and readers.
+
+Names are deterministic (a function of the grant's name), so every create is idempotent and
+the gateway finds what the operator made. Pure: the standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+ROLE_LABEL = "wingman.dev/role"
+GRANT_LABEL = "wingman.dev/grant"
+MANAGED = {"app.kubernetes.io/managed-by": "wingman", "app.kubernetes.io/part-of": "wingman"}
+TOKEN_MOUNT = "/var/run/wingman/token"  # noqa: S105 - a mount path
+KEYS_MOUNT = "/etc/wingman/keys"
+POLICY_MOUNT = "/etc/wingman/policy"
+DOCKER_MOUNT = "/var/run/docker.sock"
+SECRET_TYPE = "wingman.dev/capability-token"  # noqa: S105 - a Secret type
+BURN_PREFIX = "wingman-burn-"
+
+
+def _bounded(base: str, suffix: str, limit: int = 63) -> str:
+    name = f"{base}{suffix}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - 9
+    return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
+
+
+def secret_name(grant: str) -> str:
+    return _bounded(grant, "-token")
+
+
+def job_name(grant: str) -> str:
+    """At most 57 characters: the Job controller then names its pods exactly
+    ``<job>-<5 characters>``, which the gateway-writes admission policy relies on."""
+    return _bounded(grant, "-gw", limit=57)
+
+
+def grant_job_name(grant: Mapping[str, Any]) -> str:
+    """The Job a grant was issued with (``status.jobName``), else the one it would get."""
+    recorded = (grant.get("status") or {}).get("jobName")
+    return str(recorded) if recorded else job_name(str(grant["metadata"]["name"]))
+
+
+def burn_marker_name(jti: str) -> str:
+    return f"{BURN_PREFIX}{jti}"
+
+
+JOB_UID_ANNOTATION = "wingman.dev/job-uid"
+EXPIRES_ANNOTATION = "wingman.dev/expires"
+
+
+__all__ = ["BURN_PREFIX", "DOCKER_MOUNT", "EXPIRES_ANNOTATION", "GRANT_LABEL", "JOB_UID_ANNOTATION",
+           "KEYS_MOUNT", "MANAGED", "POLICY_MOUNT", "ROLE_LABEL", "SECRET_TYPE", "TOKEN_MOUNT",
+           "burn_marker_name", "grant_job_name", "job_name", "secret_name"]

@@ -1,0 +1,5 @@
+"""``wingman verify-privileges``: proof on a live cluster that only the gateway can execute.
+
+Owns the privilege model (``rights``, pure) and the command that checks a cluster against it
+(``privileges``). May import: ``wingman.errors`` and the standard library and kubernetes.
+"""

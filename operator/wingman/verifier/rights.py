@@ -1,0 +1,444 @@
+"""The privilege model of a Wingman release, as data and pure checks.
+
+Which identity may hold which dangerous right, where (:data:`RIGHTS`, :func:`designed`); the
+SubjectAccessReview questions to ask; the findings they produce; the pod-spec inspection; the
+report and its table. ``wingman.verifier.privileges`` asks a live cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from wingman.errors import WingmanError
+
+Place = Literal["release", "target", "cluster"]
+Kind = Literal["execution", "credentials", "escalation", "integrity"]
+
+GATEWAY_SA = "wingman-gateway"
+OPERATOR_SA = "wingman-operator"
+VERIFIER_SA = "wingman-verifier"
+DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+RELEASE_NAMESPACE_ANNOTATION = "wingman.dev/release-namespace"
+REQUEST_TIMEOUT_SECONDS = 15
+
+
+class VerifyError(WingmanError):
+    """verify-privileges could not run: bad arguments, no cluster, missing read rights."""
+
+    reason = "VerifyPrivilegesFailed"
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class Right:
+    """A right worth checking: ``verb`` on ``resource[/subresource]`` in API ``group``.
+
+    ``scope`` says where it is asked: ``namespace`` (release and target namespaces),
+    ``release`` (only the release namespace, where Wingman's own objects live) or ``cluster``.
+    """
+
+    verb: str
+    resource: str
+    group: str
+    kind: Kind
+    scope: Literal["namespace", "release", "cluster"]
+    subresource: str = ""
+
+    @property
+    def label(self) -> str:
+        sub = f"/{self.subresource}" if self.subresource else ""
+        return f"{self.verb} {self.resource}{sub}"
+
+
+def _r(verb: str, resource: str, group: str = "", *, kind: Kind,
+       scope: Literal["namespace", "release", "cluster"] = "namespace") -> Right:
+    resource, _, sub = resource.partition("/")
+    return Right(verb, resource, group, kind, scope, sub)
+
+
+RBAC = "rbac.authorization.k8s.io"
+ADMISSION = "admissionregistration.k8s.io"
+
+#: Every right verify-privileges asks about, for every identity.
+RIGHTS: tuple[Right, ...] = (
+    # Execution: run code, or change what runs (a pod template names any ServiceAccount).
+    _r("create", "pods", kind="execution"),
+    _r("create", "pods/exec", kind="execution"),
+    _r("create", "pods/attach", kind="execution"),
+    _r("patch", "pods/ephemeralcontainers", kind="execution"),
+    _r("create", "jobs", "batch", kind="execution"),
+    _r("create", "cronjobs", "batch", kind="execution"),
+    _r("create", "deployments", "apps", kind="execution"),
+    _r("patch", "deployments", "apps", kind="execution"),
+    _r("update", "deployments/scale", "apps", kind="execution"),
+    # Credentials: get, list and watch all reveal a Secret's data; tokens for any SA.
+    _r("get", "secrets", kind="credentials"),
+    _r("list", "secrets", kind="credentials"),
+    _r("watch", "secrets", kind="credentials"),
+    _r("create", "serviceaccounts/token", kind="credentials"),
+    # Escalation inside a namespace.
+    _r("impersonate", "serviceaccounts", kind="escalation"),
+    _r("escalate", "roles", RBAC, kind="escalation"),
+    _r("bind", "roles", RBAC, kind="escalation"),
+    # Integrity of Wingman's own objects in the release namespace.
+    _r("patch", "secrets", kind="integrity", scope="release"),  # the signing key
+    _r("patch", "configmaps", kind="integrity", scope="release"),  # the public keys
+    _r("update", "configmaps", kind="integrity", scope="release"),
+    _r("patch", "executiongrants/status", "wingman.dev", kind="integrity", scope="release"),
+    _r("create", "leases", "coordination.k8s.io", kind="integrity", scope="release"),
+    _r("delete", "leases", "coordination.k8s.io", kind="integrity", scope="release"),
+    # Cluster-wide escalation.
+    _r("impersonate", "users", kind="escalation", scope="cluster"),
+    _r("impersonate", "groups", kind="escalation", scope="cluster"),
+    _r("escalate", "clusterroles", RBAC, kind="escalation", scope="cluster"),
+    _r("bind", "clusterroles", RBAC, kind="escalation", scope="cluster"),
+    _r("patch", "namespaces", kind="escalation", scope="cluster"),  # Pod Security labels
+    _r("get", "nodes/proxy", kind="execution", scope="cluster"),  # exec on any pod
+    _r("create", "persistentvolumes", kind="escalation", scope="cluster"),  # hostPath
+    _r("update", "validatingadmissionpolicies", ADMISSION, kind="escalation", scope="cluster"),
+    _r("delete", "validatingadmissionpolicybindings", ADMISSION, kind="escalation",
+       scope="cluster"),
+)
+
+#: (role, place) -> labels of the rights that role holds there by design.
+DESIGN: Mapping[tuple[str, Place], frozenset[str]] = {
+    ("operator", "release"): frozenset({
+        "create jobs",  # gateway Jobs only: admission rejects any other gateway Job
+        "get secrets", "list secrets", "watch secrets", "patch secrets",
+        "patch configmaps", "update configmaps",
+        "patch executiongrants/status",
+        "delete leases",  # clean-up of expired burn markers
+    }),
+    ("gateway", "release"): frozenset({"patch executiongrants/status", "create leases"}),
+    ("gateway", "target"): frozenset(r.label for r in RIGHTS
+                                      if r.kind == "execution" and r.scope == "namespace"),
+}
+
+
+def designed(role: str, place: Place, right: Right) -> bool:
+    """Whether ``role`` may hold ``right`` in ``place`` by design."""
+    return right.label in DESIGN.get((role, place), frozenset())
+
+
+def holders_by_design(place: Place, right: Right) -> list[str]:
+    """The roles that may hold ``right`` in ``place`` (for messages)."""
+    return sorted(role for (role, p), labels in DESIGN.items()
+                  if p == place and right.label in labels)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asked about: ``role`` (worker, approver, operator, ...) and how they authenticate.
+
+    ``subject`` is for humans (``group/wingman:workers``); ``user`` and ``groups`` go into the
+    SubjectAccessReview exactly as the API server would authenticate that identity.
+    """
+
+    role: str
+    subject: str
+    user: str
+    groups: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.role} {self.subject}"
+
+
+def sa_identity(role: str, namespace: str, name: str) -> Identity:
+    """A ServiceAccount, with the groups the API server gives every ServiceAccount token."""
+    return Identity(role, f"sa/{namespace}/{name}", f"system:serviceaccount:{namespace}:{name}",
+                    ("system:serviceaccounts", f"system:serviceaccounts:{namespace}",
+                     "system:authenticated"))
+
+
+def group_identity(role: str, group: str) -> Identity:
+    return Identity(role, f"group/{group}", "", (group, "system:authenticated"))
+
+
+def user_identity(role: str, user: str) -> Identity:
+    return Identity(role, f"user/{user}", user, ("system:authenticated",))
+
+
+def fixed_identities(namespace: str) -> list[Identity]:
+    """The identities every release has, whatever its values."""
+    return [
+        sa_identity("operator", namespace, OPERATOR_SA),
+        sa_identity("gateway", namespace, GATEWAY_SA),
+        sa_identity("verifier", namespace, VERIFIER_SA),
+        sa_identity("default-sa", namespace, "default"),
+        Identity("any-user", "system:authenticated", "", ("system:authenticated",)),
+        Identity("anonymous", "system:anonymous", "system:anonymous",
+                 ("system:unauthenticated",)),
+    ]
+
+
+@dataclass(frozen=True)
+class Question:
+    """May ``identity`` do ``right`` in ``namespace`` (None: cluster scope)?"""
+
+    identity: Identity
+    place: Place
+    namespace: str | None
+    right: Right
+
+
+def questions(identities: Sequence[Identity], namespace: str,
+              targets: Sequence[str]) -> list[Question]:
+    """Every question to ask: each identity, each right, everywhere the right matters."""
+    out: list[Question] = []
+    for ident in identities:
+        for right in RIGHTS:
+            if right.scope == "cluster":
+                out.append(Question(ident, "cluster", None, right))
+                continue
+            out.append(Question(ident, "release", namespace, right))
+            if right.scope == "namespace":
+                out.extend(Question(ident, "target", t, right) for t in targets)
+    return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One answered question, judged against the design."""
+
+    question: Question
+    allowed: bool
+    expected: bool  # held by design
+
+    @property
+    def violation(self) -> bool:
+        return self.allowed and not self.expected
+
+    @property
+    def result(self) -> str:
+        return "VIOLATION" if self.violation else "ok"
+
+    def describe(self) -> str:
+        q = self.question
+        where = f"namespace {q.namespace}" if q.namespace else "cluster scope"
+        who = holders_by_design(q.place, q.right)
+        design = "by design: " + (", ".join(who) if who else "nobody")
+        return (f"{q.identity.label} may {q.right.label} in {where} "
+                f"({q.right.kind} right; {design})")
+
+
+def evaluate(answers: Iterable[tuple[Question, bool]]) -> list[Finding]:
+    """Judge each (question, allowed) pair against :func:`designed`."""
+    return [Finding(q, allowed, designed(q.identity.role, q.place, q.right))
+            for q, allowed in answers]
+
+
+# --------------------------------------------------------------------------- pod specs
+
+
+@dataclass(frozen=True)
+class PodProblem:
+    """Something in a Pod's or Job's pod spec that breaks the release namespace's rules."""
+
+    obj: str  # pod/name or job/name
+    service_account: str
+    problem: str
+
+    def describe(self) -> str:
+        return f"{self.obj} (serviceAccount {self.service_account}): {self.problem}"
+
+
+def _containers(spec: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    value = spec.get(key) or []
+    return [c for c in value if isinstance(c, Mapping)]
+
+
+def inspect_pod_spec(obj: str, spec: Mapping[str, Any], *, gateway_image: str,
+                     docker_socket: str | None = None) -> list[PodProblem]:
+    """The problems of one pod spec (camelCase keys, as the API serves it)."""
+    sa = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+    is_gateway = sa == GATEWAY_SA
+    problems: list[str] = []
+    regular = _containers(spec, "containers") + _containers(spec, "initContainers")
+    ephemeral = _containers(spec, "ephemeralContainers")
+    for c in regular + ephemeral:
+        name = str(c.get("name", "?"))
+        sc = c.get("securityContext") or {}
+        if sc.get("privileged"):
+            problems.append(f"container {name} is privileged")
+        added = (sc.get("capabilities") or {}).get("add") or []
+        if added:
+            problems.append(f"container {name} adds capabilities {', '.join(map(str, added))}")
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            problems.append(f"{flag} is true (shares the node's namespace)")
+    for vol in spec.get("volumes") or []:
+        host = (vol or {}).get("hostPath")
+        if not host:
+            continue
+        path = str(host.get("path", ""))
+        if is_gateway and docker_socket is not None and path == docker_socket:
+            continue
+        what = "the Docker socket: root on the node" if (
+            path in DOCKER_SOCKETS or path.endswith("docker.sock")) else "node filesystem"
+        problems.append(f"hostPath volume {vol.get('name', '?')} mounts {path} ({what})")
+    if is_gateway:
+        for c in regular:
+            image = str(c.get("image", ""))
+            if image != gateway_image:
+                problems.append(f"runs as {GATEWAY_SA} with image {image} in container "
+                                f"{c.get('name', '?')}; only the pinned gateway image "
+                                f"{gateway_image} may")
+        if ephemeral:
+            problems.append(f"has ephemeral containers while running as {GATEWAY_SA}")
+    return [PodProblem(obj, sa, p) for p in problems]
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class Report:
+    namespace: str
+    release: str
+    environment: str
+    targets: list[str]
+    identities: list[Identity]
+    findings: list[Finding]
+    pod_problems: list[PodProblem] = field(default_factory=list)
+    inspected: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def violations(self) -> list[str]:
+        return ([f.describe() for f in self.findings if f.violation]
+                + [p.describe() for p in self.pod_problems])
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def executors(self, namespace: str) -> list[str]:
+        """The identities holding any execution right in ``namespace``."""
+        seen: dict[str, None] = {}
+        for f in self.findings:
+            q = f.question
+            if f.allowed and q.namespace == namespace and q.right.kind == "execution":
+                seen[q.identity.label] = None
+        return list(seen)
+
+    def summary(self) -> str:
+        rights = sum(f.violation for f in self.findings)
+        pods = len(self.pod_problems)
+        counts = (f"{len(self.findings)} access checks for {len(self.identities)} identities, "
+                  f"{len(self.inspected)} pods/jobs inspected")
+        if self.ok:
+            parts = []
+            for t in self.targets:
+                who = self.executors(t)
+                parts.append(f"{t}: {', '.join(who) if who else 'nobody'}")
+            execs = ("; execution rights in target namespaces: " + "; ".join(parts)
+                     if parts else "")
+            return f"OK: {counts}; everything as designed{execs}"
+        return (f"FAIL: {rights + pods} violations ({rights} access, {pods} pod spec); "
+                f"{counts}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "release": self.release,
+            "environment": self.environment,
+            "targetNamespaces": self.targets,
+            "identities": [{"role": i.role, "subject": i.subject, "user": i.user,
+                            "groups": list(i.groups)} for i in self.identities],
+            "checks": [{
+                "identity": f.question.identity.label,
+                "role": f.question.identity.role,
+                "namespace": f.question.namespace,
+                "place": f.question.place,
+                "right": f.question.right.label,
+                "group": f.question.right.group,
+                "kind": f.question.right.kind,
+                "allowed": f.allowed,
+                "expected": "by design" if f.expected else "denied",
+                "result": f.result,
+            } for f in self.findings],
+            "inspected": self.inspected,
+            "podProblems": [{"object": p.obj, "serviceAccount": p.service_account,
+                             "problem": p.problem} for p in self.pod_problems],
+            "notes": self.notes,
+            "violations": self.violations,
+            "ok": self.ok,
+            "summary": self.summary(),
+        }
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in [header, *rows]]
+
+
+def render_text(report: Report) -> str:
+    """The human-readable report: the access table, pod problems, violations, summary."""
+    lines = [
+        f"wingman verify-privileges: release {report.release!r} in namespace "
+        f"{report.namespace!r} (environment {report.environment or '?'}), target namespaces: "
+        f"{', '.join(report.targets) or 'none'}",
+        "",
+    ]
+    rows = [(f.question.identity.label, f.question.namespace or "(cluster)",
+             f.question.right.label, "yes" if f.allowed else "no",
+             "by design" if f.expected else "denied", f.result) for f in report.findings]
+    lines += _table(("IDENTITY", "NAMESPACE", "RIGHT", "ALLOWED", "EXPECTED", "RESULT"), rows)
+    lines += ["", f"Pods and Jobs in {report.namespace}: {len(report.inspected)} inspected, "
+              f"{len(report.pod_problems)} problems"]
+    if report.pod_problems:
+        lines += _table(("OBJECT", "SERVICEACCOUNT", "PROBLEM"),
+                        [(p.obj, p.service_account, p.problem) for p in report.pod_problems])
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    if report.violations:
+        lines += ["", f"VIOLATIONS ({len(report.violations)}):"]
+        lines += [f"  - {v}" for v in report.violations]
+    lines += ["", report.summary()]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+__all__ = [
+    "ADMISSION",
+    "COMPONENT_LABEL",
+    "DESIGN",
+    "DOCKER_SOCKETS",
+    "GATEWAY_SA",
+    "INSTANCE_LABEL",
+    "OPERATOR_SA",
+    "RBAC",
+    "RELEASE_NAMESPACE_ANNOTATION",
+    "REQUEST_TIMEOUT_SECONDS",
+    "RIGHTS",
+    "VERIFIER_SA",
+    "Finding",
+    "Identity",
+    "Kind",
+    "Place",
+    "PodProblem",
+    "Question",
+    "Report",
+    "Right",
+    "VerifyError",
+    "designed",
+    "evaluate",
+    "fixed_identities",
+    "group_identity",
+    "holders_by_design",
+    "inspect_pod_spec",
+    "questions",
+    "render_text",
+    "sa_identity",
+    "user_identity",
+]
