@@ -40,7 +40,7 @@ def test_every_subpackage_says_what_it_owns_and_may_import() -> None:
     for init in sorted(PACKAGE.rglob("__init__.py")):
         if init.parent == PACKAGE:
             continue
-        doc = (init.read_text().split('"""') + ["", ""])[1]
+        doc = [*init.read_text().split('"""'), "", ""][1]
         rel = init.parent.relative_to(PACKAGE)
         assert doc.strip(), f"wingman/{rel}/__init__.py has no docstring"
         assert "import" in doc.lower(), f"wingman/{rel} does not say what it may import"

@@ -12,6 +12,7 @@ from wingman.audit.records import (
     GENESIS_HASH,
     AuditRecord,
     _Clock,
+    _loads,
     _Malformed,
     _parse_stored,
     _utcnow,
@@ -342,19 +343,29 @@ def _postgres_entries(dsn: str, connect_timeout: int = 10) -> Generator[_Entry, 
             )
         with conn.cursor(name="wingman_audit_verify") as cur:
             cur.itersize = 2000
+            # jsonb columns as text, parsed here with the depth guard: a row written by any
+            # INSERT-holder can nest deeper than json.loads recurses.
             cur.execute(
-                "SELECT seq, time, event, actor, subject, data, prev, hash, record "
+                "SELECT seq, time, event, actor, subject::text, data::text, prev, hash, record "
                 "FROM wingman_audit ORDER BY seq"
             )
             for seq, time, event, actor, subject, data, prev, digest, text in cur:
+                error = None
+                try:
+                    subject_value, data_value = _loads(subject.encode()), _loads(data.encode())
+                except _Malformed as exc:
+                    subject_value = data_value = None
+                    error = f"has a subject or data column that {exc}"
                 yield _Entry(
                     raw=str(text).encode("utf-8"),
                     complete=True,
                     line=None,
                     columns={
                         "seq": seq, "time": time, "event": event, "actor": actor,
-                        "subject": subject, "data": data, "prev": prev, "hash": digest,
+                        "subject": subject_value, "data": data_value, "prev": prev,
+                        "hash": digest,
                     },
+                    error=error,
                 )
     except psycopg.Error as exc:
         raise unavailable("cannot read the audit table", exc) from None

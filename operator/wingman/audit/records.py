@@ -46,6 +46,9 @@ _EVENT = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 _B64URL_RUN = re.compile(r"[A-Za-z0-9_.-]+")
 _MAX_DEPTH = 32
+# A stored record nests at most _MAX_DEPTH levels inside subject/data, plus the record itself.
+_MAX_STORED_DEPTH = _MAX_DEPTH + 4
+_STRUCTURE = re.compile(rb'["\\\[\]{}]')
 _Clock = Callable[[], dt.datetime]
 
 
@@ -290,16 +293,61 @@ def _reject_constant(name: str) -> Any:
     raise _Malformed(f"contains {name}, which canonical JSON never writes")
 
 
-def _parse_stored(raw: bytes) -> AuditRecord:
-    """Parse a stored record strictly; ``_Malformed`` says what is wrong."""
+def _nesting_depth(raw: bytes) -> int:
+    """How deeply JSON arrays/objects nest in ``raw`` (strings skipped), in linear time.
+
+    Cheap when the text has few brackets (the usual record); never recurses.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= _MAX_STORED_DEPTH:
+        return raw.count(b"[") + raw.count(b"{")
+    depth = deepest = 0
+    in_string = False
+    escaped_at = -1
+    for match in _STRUCTURE.finditer(raw):
+        at = match.start()
+        if at == escaped_at:  # the character after a backslash inside a string
+            continue
+        char = raw[at]
+        if in_string:
+            if char == 0x5C:  # backslash
+                escaped_at = at + 1
+            elif char == 0x22:  # closing quote
+                in_string = False
+        elif char == 0x22:
+            in_string = True
+        elif char in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads`` of stored bytes that never recurses deeply (``_Malformed`` otherwise)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _Malformed(f"is not UTF-8 (byte {exc.start})") from None
+    depth = _nesting_depth(raw)
+    if depth > _MAX_STORED_DEPTH:
+        raise _Malformed(
+            f"nests arrays/objects {depth} levels deep; a record never nests more than "
+            f"{_MAX_STORED_DEPTH}"
+        )
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise _Malformed(f"is not JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise _Malformed(f"is not a record ({str(exc)[:120]})") from None
+    except RecursionError:  # pragma: no cover - the depth check comes first
+        raise _Malformed("nests too deeply to parse") from None
+
+
+def _parse_stored(raw: bytes) -> AuditRecord:
+    """Parse a stored record strictly; ``_Malformed`` says what is wrong."""
+    obj = _loads(raw)
     if not isinstance(obj, dict):
         raise _Malformed("is not a JSON object")
     if set(obj) != set(_FIELDS):
@@ -324,8 +372,8 @@ def _parse_stored(raw: bytes) -> AuditRecord:
 
 
 def _lenient_seq(raw: bytes) -> int | None:
-    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
-        obj = json.loads(raw.decode("utf-8"))
+    with contextlib.suppress(_Malformed):
+        obj = _loads(raw)
         if isinstance(obj, dict):
             seq = obj.get("seq")
             if isinstance(seq, int) and not isinstance(seq, bool):

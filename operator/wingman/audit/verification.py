@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,7 @@ from wingman.audit.records import (
     AuditAnchor,
     AuditRecord,
     _lenient_seq,
+    _loads,
     _Malformed,
     _normalise_hash,
     _parse_stored,
@@ -186,15 +187,17 @@ class _Checker:
                 "with a recorded head",
             )
         if entry.error is not None:
+            seq = None if entry.columns is None else entry.columns.get("seq")
             return self._fail(
-                ProblemKind.MALFORMED, entry, None, f"the stored record {entry.error}"
+                ProblemKind.MALFORMED, entry, seq, f"the stored record {entry.error}"
             )
         try:
             record = _parse_stored(entry.raw)
         except _Malformed as exc:
-            return self._fail(
-                ProblemKind.MALFORMED, entry, _lenient_seq(entry.raw), f"the stored record {exc}"
-            )
+            seq = _lenient_seq(entry.raw)
+            if seq is None and entry.columns is not None:
+                seq = entry.columns.get("seq")
+            return self._fail(ProblemKind.MALFORMED, entry, seq, f"the stored record {exc}")
         if record.to_bytes() != entry.raw:
             return self._fail(
                 ProblemKind.EDITED,
@@ -247,6 +250,17 @@ class _Checker:
                 "inserted",
             )
         if record.seq > position:
+            if record.prev == self.last:
+                # It links to its predecessor, so nothing between them is missing: its seq
+                # was changed and its hash recomputed.
+                return self._fail(
+                    ProblemKind.EDITED,
+                    entry,
+                    record.seq,
+                    f"seq {record.seq} follows seq {position - 1} and links to it (prev is "
+                    f"its hash): the record's seq was changed from {position} and its hash "
+                    "recomputed",
+                )
             kind, message = _classify_jump(position, record.seq, rest)
             return self._fail(kind, entry, record.seq, message)
         if record.prev != self.last:
@@ -308,28 +322,45 @@ def _next_links_to(entries: Iterator[_Entry], digest: str) -> bool:
     nxt = next(entries, None)
     if nxt is None:
         return True
-    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
-        obj = json.loads(nxt.raw.decode("utf-8"))
+    with contextlib.suppress(_Malformed):
+        obj = _loads(nxt.raw)
         return isinstance(obj, dict) and obj.get("prev") == digest
     return False
+
+
+JUMP_WINDOW = 4096
+"""How many later records a jump in ``seq`` is classified from (memory stays bounded)."""
 
 
 def _classify_jump(
     expected: int, found: int, rest: Iterator[_Entry]
 ) -> tuple[ProblemKind, str]:
-    """A seq higher than expected: missing records, a reordering or an interloper."""
-    later = [found, *(_lenient_seq(e.raw) for e in rest)]
+    """A seq higher than expected: missing records, a reordering or an interloper.
+
+    Looks at most ``JUMP_WINDOW`` records ahead and never enumerates the gap, so a record
+    whose ``seq`` was set to a huge number is classified in bounded time and memory.
+    """
+    later: list[int | None] = [found]
+    later += (_lenient_seq(e.raw) for e in itertools.islice(rest, JUMP_WINDOW - 1))
     seqs = [s for s in later if s is not None]
-    if expected not in seqs:
-        missing = [s for s in range(expected, found) if s not in seqs]
-        span = f"seq {missing[0]}" if len(missing) == 1 else f"seqs {missing[0]}..{missing[-1]}"
+    present = set(seqs)
+    if expected not in present:
+        first = expected
+        last = found - 1
+        while last in present and last > first:
+            last -= 1
+        inside = sum(1 for s in present if expected <= s < found)
+        count = (found - expected) - inside
+        span = f"seq {first}" if count == 1 else f"seqs {first}..{last}"
         return (
             ProblemKind.DELETED,
             f"found seq {found} where seq {expected} was expected: {span} "
-            f"({len(missing)} record{'s' if len(missing) != 1 else ''}) deleted (gap)",
+            f"({count} record{'s' if count != 1 else ''}) deleted (gap)",
         )
     where = later.index(expected)
-    if sorted(seqs) == list(range(expected, expected + len(seqs))):
+    if len(present) == len(seqs) and min(seqs) == expected and max(seqs) == expected + len(
+        seqs
+    ) - 1:
         return (
             ProblemKind.REORDERED,
             f"found seq {found} where seq {expected} was expected; seq {expected} comes "

@@ -29,7 +29,8 @@ from wingman.settings import GatewaySettings
 
 Body = Mapping[str, Any]
 
-_MAX_TOKEN_FILE = 64 * 1024
+# A token is at most tokens.MAX_TOKEN_BYTES; the file may add a little whitespace, no more.
+MAX_TOKEN_FILE_BYTES = tokens.MAX_TOKEN_BYTES + 1024
 _LEASE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _TOKEN_REASONS = {
     "Expired": "TokenExpired",
@@ -54,16 +55,23 @@ class Replay(WingmanError):
 
 
 def read_token(path: Path) -> str:
-    """The capability token from its file, or GrantDenied(NoToken)."""
+    """The capability token from its file: GrantDenied ``NoToken`` when it is missing or
+    empty, ``TokenOversized`` when the file is larger than any token (never cut short)."""
     try:
         with path.open("rb") as fh:
-            raw = fh.read(_MAX_TOKEN_FILE)
+            raw = fh.read(MAX_TOKEN_FILE_BYTES + 1)
     except OSError as exc:
         raise GrantDenied(
             f"no capability token at {path} ({exc.strerror}); the gateway only runs from the "
             "Job the operator launches with the grant's token Secret mounted",
             reason="NoToken",
         ) from None
+    if len(raw) > MAX_TOKEN_FILE_BYTES:
+        raise GrantDenied(
+            f"the capability token file {path} holds more than {MAX_TOKEN_FILE_BYTES} bytes, "
+            f"more than any token ({tokens.MAX_TOKEN_BYTES} bytes at most): it is not a token "
+            "the operator minted; nothing was executed (investigate the token Secret as "
+            "tampering)", reason="TokenOversized")
     token = raw.decode("utf-8", errors="replace").strip()
     if not token:
         raise GrantDenied(f"the capability token file {path} is empty; the token Secret "
@@ -215,5 +223,5 @@ def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
     }
 
 
-__all__ = ["Replay", "authorize", "burn_marker", "check_approval", "check_granted", "load_keys",
-           "read_token", "refusal_reason"]
+__all__ = ["MAX_TOKEN_FILE_BYTES", "Replay", "authorize", "burn_marker", "check_approval",
+           "check_granted", "load_keys", "read_token", "refusal_reason"]

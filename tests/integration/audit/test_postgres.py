@@ -289,3 +289,27 @@ def test_server_stopped_is_unavailable() -> None:
         assert first.seq == 0
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("column", ["data", "record", "both"])
+def test_deeply_nested_rows_are_tampering_not_a_crash(audit_dsn: str, column: str) -> None:
+    # Any role that may INSERT can add a row; a deeply nested one must be reported, and the
+    # sink must refuse to append after it rather than raise RecursionError.
+    records = _fill(audit_dsn, 2)
+    deep = "[" * 5000 + "1" + "]" * 5000
+    data = deep if column in ("data", "both") else "{}"
+    text = ('{"deep":' + deep + "}") if column in ("record", "both") else "{}"
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO wingman_audit (seq, time, event, actor, subject, data, prev, hash, "
+            "record) VALUES (2, now(), 'X', 'mallory', '{}', %s::jsonb, %s, %s, %s)",
+            (data, records[-1].hash, "ab" * 32, text),
+        )
+    report = verify(audit_dsn)
+    assert report.problem is not None and report.problem.position == 2, report.summary()
+    assert report.problem.kind is ProblemKind.MALFORMED
+    with PostgresSink(audit_dsn) as sink, pytest.raises(AuditUnavailable):
+        sink.append("VoteCast", actor="a", subject={}, data={})
+    out = io.StringIO()
+    assert verify_main(audit_dsn, out=out) == 1
+    assert out.getvalue().startswith("TAMPERED at record 2 (seq 2): Malformed")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from wingman.capability import tokens
 from wingman.errors import GrantDenied
-from wingman.gateway.checks import check_granted
+from wingman.gateway.checks import MAX_TOKEN_FILE_BYTES, check_granted, read_token
 
 CMD = "kubectl rollout restart deployment/web -n apps"
 
@@ -41,3 +43,37 @@ def test_any_other_record_refuses(recorded: tuple[dict[str, str], ...], reason: 
 def test_a_grant_named_like_the_holder_but_with_another_uid_is_refused() -> None:
     with pytest.raises(GrantDenied):
         check_granted(approval(entry()), CMD, "another-uid", "g")
+
+
+# --------------------------------------------------------------------------- the token file
+
+
+@pytest.mark.parametrize("size", [MAX_TOKEN_FILE_BYTES + 1, 64 * 1024, 64 * 1024 + 1,
+                                  10 * 1024 * 1024])
+def test_an_oversized_token_file_is_refused_not_cut_short(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "token"
+    token = "eyJ" + "a" * 100 + ".b.c"
+    path.write_bytes(token.encode() + b" " * (size - len(token)))
+    with pytest.raises(GrantDenied) as err:
+        read_token(path)
+    assert err.value.reason == "TokenOversized"
+    assert "nothing was executed" in err.value.message
+
+
+def test_a_token_file_at_the_limit_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    token = "x" * tokens.MAX_TOKEN_BYTES
+    path.write_bytes(token.encode() + b"\n" * (MAX_TOKEN_FILE_BYTES - len(token)))
+    assert read_token(path) == token
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n"])
+def test_an_empty_token_file_is_no_token(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    with pytest.raises(GrantDenied) as err:
+        read_token(path)
+    assert err.value.reason == "NoToken"
+    with pytest.raises(GrantDenied) as err:
+        read_token(tmp_path / "absent")
+    assert err.value.reason == "NoToken"

@@ -1,0 +1,200 @@
+"""Hostile audit logs: the verifier reaches a verdict in bounded time and memory, never crashes.
+
+A writer of the log (the gateway included) can put anything into it. Whatever it writes,
+``wingman audit verify`` must report tampering, and ``FileSink.append`` must refuse with
+``AuditUnavailable``: never a traceback, never unbounded memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wingman import audit
+from wingman.audit import FileSink, ProblemKind, make_record, verify
+from wingman.errors import AuditUnavailable
+
+OPERATOR_SRC = Path(audit.__file__).resolve().parents[2]
+T0 = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+MEMORY_LIMIT = 768 * 1024 * 1024
+
+
+def _fill(path: Path, count: int) -> list[bytes]:
+    with FileSink(path, clock=lambda: T0) as sink:
+        for i in range(count):
+            sink.append("VoteCast", actor="reviewer", subject={"kind": "X"}, data={"i": i})
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def _rehashed(line: bytes, **changes: object) -> bytes:
+    """The record with ``changes`` applied and its hash recomputed (what any writer can do)."""
+    obj = json.loads(line)
+    obj.update(changes)
+    obj.pop("hash")
+    obj["hash"] = audit.AuditRecord(**obj, hash="").compute_hash()
+    return audit.canonical_json(obj) + b"\n"
+
+
+def _verify_in_subprocess(path: Path) -> subprocess.CompletedProcess[str]:
+    """``wingman audit verify`` with its address space capped (a runaway is killed, not us)."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from wingman.cli.main import main; "
+         "sys.exit(main(sys.argv[1:]))", "audit", "verify", str(path)],
+        capture_output=True, text=True, timeout=120, preexec_fn=cap,
+        env={"PYTHONPATH": str(OPERATOR_SRC), "PATH": "/usr/bin:/bin"}, check=False,
+    )
+
+
+HUGE = [2**31, 10**12, 2**62, 2**63 - 1, 2**64 + 5, 10**40, int("9" * 4000)]
+
+
+@pytest.mark.parametrize("seq", HUGE, ids=lambda s: f"seq~1e{len(str(s)) - 1}")
+@pytest.mark.parametrize("where", [0, 4, 9])
+@pytest.mark.parametrize("linked", [True, False], ids=["linked", "unlinked"])
+def test_a_huge_seq_jump_is_tampering_in_bounded_memory(
+    tmp_path: Path, seq: int, where: int, linked: bool
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _fill(path, 10)
+    changes: dict[str, object] = {"seq": seq}
+    if not linked:
+        changes["prev"] = "ab" * 32
+    lines[where] = _rehashed(lines[where], **changes)
+    path.write_bytes(b"".join(lines))
+    done = _verify_in_subprocess(path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(f"TAMPERED at record {where} (line {where + 1}): "), done.stdout
+    assert "Traceback" not in done.stderr
+    report = verify(str(path))
+    assert report.problem is not None and report.records == where
+    expected = ProblemKind.EDITED if linked else ProblemKind.DELETED
+    assert report.problem.kind is expected, report.summary()
+
+
+def test_an_integer_too_long_to_convert_is_malformed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _fill(path, 3)
+    lines[1] = lines[1].replace(b'"seq":1', b'"seq":1' + b"0" * 5000)
+    path.write_bytes(b"".join(lines))
+    done = _verify_in_subprocess(path)
+    assert done.returncode == 1 and "Malformed" in done.stdout, done.stdout + done.stderr
+
+
+def test_many_jumps_and_a_long_tail_stay_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _fill(path, 5)
+    forged = [_rehashed(lines[4], seq=10**15 + 7 * i, prev="cd" * 32) for i in range(20000)]
+    path.write_bytes(b"".join(lines + forged))
+    done = _verify_in_subprocess(path)
+    assert done.returncode == 1 and "Deleted" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_gap_is_still_located_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _fill(path, 12)
+    del lines[3:7]
+    path.write_bytes(b"".join(lines))
+    problem = verify(str(path)).problem
+    assert problem is not None and problem.kind is ProblemKind.DELETED
+    assert "seqs 3..6 (4 records) deleted" in problem.message
+
+
+def _nested(depth: int, opener: str = "[") -> str:
+    closer = {"[": "]", "{": "}"}[opener]
+    inner = '{"a":' * depth if opener == "{" else "[" * depth
+    tail = "}" * depth if opener == "{" else closer * depth
+    return inner + "1" + tail
+
+
+NESTINGS = [
+    ("array-40", _nested(40)),
+    ("array-3000", _nested(3000)),
+    ("array-200k", _nested(200_000)),
+    ("object-5000", _nested(5000, "{")),
+    ("unclosed-100k", "[" * 100_000),
+    ("mixed-50k", '[{"a":' * 50_000 + "1" + "}]" * 50_000),
+]
+
+
+@pytest.mark.parametrize(("depth_id", "value"), NESTINGS, ids=[n for n, _ in NESTINGS])
+@pytest.mark.parametrize("where", ["data", "line"])
+def test_deep_nesting_is_reported_as_tampering(
+    tmp_path: Path, depth_id: str, value: str, where: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _fill(path, 4)
+    if where == "data":
+        obj = json.loads(lines[2])
+        text = lines[2].decode().replace(json.dumps(obj["data"], separators=(",", ":")),
+                                         '{"deep":' + value + "}")
+        lines[2] = text.encode()
+    else:
+        lines[2] = value.encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+    report = verify(str(path))
+    assert report.problem is not None, depth_id
+    assert report.problem.kind in (ProblemKind.MALFORMED, ProblemKind.EDITED)
+    assert report.problem.position == 2
+    done = _verify_in_subprocess(path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("depth_id", "value"), NESTINGS, ids=[n for n, _ in NESTINGS])
+def test_append_after_a_deeply_nested_last_line_is_unavailable(
+    tmp_path: Path, depth_id: str, value: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    _fill(path, 2)
+    with path.open("ab") as fh:
+        fh.write(value.encode() + b"\n")
+    with FileSink(path) as sink, pytest.raises(AuditUnavailable) as caught:
+        sink.append("VoteCast", actor="a", subject={}, data={})
+    assert "last record" in caught.value.message
+    # The unreadable tail does not make the sink write anything.
+    assert path.read_bytes().endswith(value.encode() + b"\n")
+
+
+def test_brackets_inside_strings_are_not_nesting(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink:
+        sink.append("VoteCast", actor="a", subject={},
+                    data={"text": "[{" * 5000 + '\\"[' * 300, "quote": '"]]]' * 100,
+                          "list": [[[[["ok"]]]]]})
+        sink.append("VoteCast", actor="a", subject={}, data={"after": True})
+    report = verify(str(path))
+    assert report.ok, report.summary()
+    assert report.records == 2
+
+
+def test_the_deepest_record_make_record_allows_still_verifies(tmp_path: Path) -> None:
+    def nest(levels: int) -> object:
+        value: object = "leaf"
+        for i in range(levels):
+            value = [value] if i % 2 else {"k": value}
+        return value
+
+    deepest = 0
+    while True:
+        try:
+            make_record(0, "0" * 64, "VoteCast", actor="a", subject={},
+                        data={"v": nest(deepest + 1)}, now=T0)
+        except AuditUnavailable:
+            break
+        deepest += 1
+    assert deepest >= 30
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink:
+        sink.append("VoteCast", actor="a", subject={}, data={"v": nest(deepest)})
+        sink.append("VoteCast", actor="a", subject={}, data={"v": nest(deepest)})
+    report = verify(str(path))
+    assert report.ok and report.records == 2, report.summary()
