@@ -1,7 +1,7 @@
 # The one image Wingman ships: the operator (`wingman operator`), the gateway
 # (`wingman gateway`, the entrypoint of every gateway Job) and `wingman verify-privileges`
 # (helm test). The chart pins it (operator.image, gateway.image); pin it by digest in
-# production. tests/unit/test_dockerfile.py checks this file against the chart and the
+# production. tests/unit/image/test_dockerfile.py checks this file against the chart and the
 # package; the same entrypoints run in the integration and e2e tests.
 
 # kubectl, built from the same pinned Kubernetes release the tests run against
