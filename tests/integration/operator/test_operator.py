@@ -466,7 +466,7 @@ def test_policy_file_is_the_rendered_chart_policy(env: Env) -> None:
 
 def test_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_key(
         env: Env) -> None:
-    from wingman.cli import main as cli
+    from wingman.cli.main import main as cli
 
     env.request("req")
     env.request("req2")
