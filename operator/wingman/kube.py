@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from urllib3 import HTTPHeaderDict
 
 from wingman import GROUP, VERSION
 from wingman.errors import ClusterError
@@ -74,9 +75,17 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases")
 class Kube:
     """JSON calls on one authenticated connection (thread-safe; blocking)."""
 
-    def __init__(self, api_client: k8s.ApiClient, timeout: float = 30.0) -> None:
+    def __init__(self, api_client: k8s.ApiClient, timeout: float = 30.0, *,
+                 impersonate: tuple[str, tuple[str, ...]] | None = None) -> None:
         self.api = api_client
         self.timeout = timeout
+        self.impersonate = impersonate
+
+    def as_user(self, user: str, groups: tuple[str, ...] = ()) -> Kube:
+        """The same connection, acting as ``user`` in ``groups`` (Kubernetes impersonation:
+        the caller needs ``impersonate`` on those users and groups, and the API server then
+        authorizes and admits each call as that user)."""
+        return Kube(self.api, self.timeout, impersonate=(user, tuple(groups)))
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -121,9 +130,14 @@ class Kube:
         url = self.api.configuration.host + path
         if query:
             url += "?" + urlencode(query)
-        headers = {"Accept": "application/json"}
+        headers = HTTPHeaderDict({"Accept": "application/json"})
         if body is not None:
             headers["Content-Type"] = content_type
+        if self.impersonate is not None:
+            user, groups = self.impersonate
+            headers["Impersonate-User"] = user
+            for group in groups:  # one header per group: a comma would be part of the name
+                headers.add("Impersonate-Group", group)
         auth: dict[str, Any] = {}
         self.api.update_params_for_auth(headers, auth, ["BearerToken"], path, method, body)
         try:

@@ -1,8 +1,9 @@
 """Configuration from one place: ``WINGMAN_*`` environment variables (set from Helm values).
 
 This is the only module that reads ``os.environ``. Each process gets one frozen settings
-object (``OperatorSettings`` or ``GatewaySettings``) and passes it down; a bad value raises
-``ConfigError`` naming the variable and what it accepts.
+object (``OperatorSettings``, ``GatewaySettings`` or ``ChatSettings``) and passes it down; a bad
+value raises ``ConfigError`` naming the variable (or the configuration file's field) and what it
+accepts.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from wingman.errors import ConfigError
 from wingman.review.policy import EnvironmentPolicy
@@ -205,4 +209,261 @@ class GatewaySettings:
         )
 
 
-__all__ = ["GatewaySettings", "OperatorSettings"]
+# --------------------------------------------------------------------------- wingman chat
+
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+_SLACK_ID = re.compile(r"^[A-Z0-9]{2,32}$")
+
+
+@dataclass(frozen=True)
+class ChatPerson:
+    """A chat user mapped to the Kubernetes identity chat decisions are made as."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+    telegram_id: int | None = None
+    slack_id: str | None = None
+    #: Key of this person's TOTP secret (base32) in the chat Secret; None: not enrolled.
+    totp_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    chat_id: int
+    requester_chat_id: int | None = None
+    base_url: str = "https://api.telegram.org/bot"
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    team_id: str
+    channel: str
+    requester_channel: str | None = None
+    base_url: str = "https://slack.com/api/"
+    command: str = "/wingman"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str
+    max_attempts: int = 5
+    timeout_seconds: int = 10
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    """The chat component's configuration file (the chart renders it from ``chat`` values)."""
+
+    environment: str
+    people: tuple[ChatPerson, ...] = ()
+    telegram: TelegramConfig | None = None
+    slack: SlackConfig | None = None
+    webhook: WebhookConfig | None = None
+    step_up: bool = False
+    step_up_window_seconds: int = 120
+    expiry_warning_minutes: int = 15
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, environment: str) -> ChatConfig:
+        """Validate the file; ConfigError names the field and what it accepts."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("the chat configuration must be a mapping")
+        env = str(data.get("environment") or "")
+        if env != environment:
+            raise ConfigError(f"the chat configuration is for environment {env!r}, but this "
+                              f"process serves {environment!r}; mount the right file")
+        people = tuple(_person(p, i) for i, p in enumerate(data.get("people") or []))
+        for attr, what in (("user", "Kubernetes user"), ("telegram_id", "Telegram user id"),
+                           ("slack_id", "Slack user id")):
+            seen = [getattr(p, attr) for p in people if getattr(p, attr) is not None]
+            dup = {x for x in seen if seen.count(x) > 1}
+            if dup:
+                raise ConfigError(f"chat.people maps the {what} {sorted(map(str, dup))[0]!r} "
+                                  "more than once; each person appears once")
+        tg = data.get("telegram") or {}
+        sl = data.get("slack") or {}
+        wh = data.get("webhook") or {}
+        telegram = slack = webhook = None
+        if tg.get("enabled"):
+            telegram = TelegramConfig(
+                chat_id=_cfg_int(tg, "chatId", "chat.telegram"),
+                requester_chat_id=(_cfg_int(tg, "requesterChatId", "chat.telegram")
+                                   if tg.get("requesterChatId") else None),
+                base_url=_url(tg.get("baseUrl") or "https://api.telegram.org/bot",
+                              "chat.telegram.baseUrl"))
+        if sl.get("enabled"):
+            for key in ("teamId", "channel"):
+                if not _SLACK_ID.match(str(sl.get(key) or "")):
+                    raise ConfigError(f"chat.slack.{key} must be a Slack id (capital letters "
+                                      f"and digits, e.g. T0123ABCD), got {sl.get(key)!r}")
+            req = sl.get("requesterChannel") or None
+            if req is not None and not _SLACK_ID.match(str(req)):
+                raise ConfigError(f"chat.slack.requesterChannel must be a Slack channel id, "
+                                  f"got {req!r}")
+            command = str(sl.get("command") or "/wingman")
+            if not re.fullmatch(r"/[a-z0-9_-]{1,31}", command):
+                raise ConfigError(f"chat.slack.command must look like /wingman, got {command!r}")
+            slack = SlackConfig(team_id=str(sl["teamId"]), channel=str(sl["channel"]),
+                                requester_channel=str(req) if req else None,
+                                base_url=_url(sl.get("baseUrl") or "https://slack.com/api/",
+                                              "chat.slack.baseUrl"),
+                                command=command)
+        if wh.get("enabled"):
+            webhook = WebhookConfig(
+                url=_url(str(wh.get("url") or ""), "chat.webhook.url"),
+                max_attempts=_cfg_range(wh, "maxAttempts", 5, 1, 20, "chat.webhook"),
+                timeout_seconds=_cfg_range(wh, "timeoutSeconds", 10, 1, 120, "chat.webhook"))
+        step = data.get("stepUp") or {}
+        config = cls(
+            environment=env, people=people, telegram=telegram, slack=slack, webhook=webhook,
+            step_up=bool(step.get("enabled", False)),
+            step_up_window_seconds=_cfg_range(step, "windowSeconds", 120, 30, 900,
+                                              "chat.stepUp"),
+            expiry_warning_minutes=_cfg_range(data, "expiryWarningMinutes", 15, 0, 1440,
+                                              "chat"))
+        if config.step_up:
+            missing = [p.user for p in people if not p.totp_key]
+            if missing:
+                raise ConfigError(f"chat.stepUp.enabled is true but {missing[0]!r} has no "
+                                  "totpSecretKey: enrol every mapped person (or they could "
+                                  "never decide from chat)")
+        return config
+
+    def person_for_telegram(self, user_id: int) -> ChatPerson | None:
+        return next((p for p in self.people if p.telegram_id == user_id), None)
+
+    def person_for_slack(self, user_id: str) -> ChatPerson | None:
+        return next((p for p in self.people if p.slack_id == user_id), None)
+
+    def person_named(self, user: str) -> ChatPerson | None:
+        return next((p for p in self.people if p.user == user), None)
+
+
+def _cfg_int(data: Mapping[str, Any], key: str, where: str) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(f"{where}.{key} must be an integer id, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{where}.{key} must be an integer id, got {value!r}") from None
+
+
+def _cfg_range(data: Mapping[str, Any], key: str, default: int, lo: int, hi: int,
+               where: str) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{where}.{key} must be an integer from {lo} to {hi}, got {value!r}")
+    return value
+
+
+def _url(value: str, where: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ConfigError(f"{where} must be an http(s) URL, got {value!r}")
+    return value
+
+
+def _person(data: Any, index: int) -> ChatPerson:
+    where = f"chat.people[{index}]"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping with kubernetesUser, groups and ids")
+    user = str(data.get("kubernetesUser") or "")
+    if not user or len(user) > 253 or user.startswith("system:"):
+        raise ConfigError(f"{where}.kubernetesUser must be a person's user name (1..253 "
+                          f"characters, not system:*), got {user!r}")
+    groups = tuple(str(g) for g in data.get("groups") or [])
+    for g in groups:
+        if not g or g.startswith("system:"):
+            raise ConfigError(f"{where}.groups may not name {g!r}: chat may only act with the "
+                              "person's own Wingman groups, never system:* groups")
+    tg = data.get("telegramUserId")
+    slack = data.get("slackUserId")
+    if slack is not None and not _SLACK_ID.match(str(slack)):
+        raise ConfigError(f"{where}.slackUserId must be a Slack user id (e.g. U0123ABCD), "
+                          f"got {slack!r}")
+    totp = data.get("totpSecretKey") or None
+    if totp is not None and not _SECRET_KEY.match(str(totp)):
+        raise ConfigError(f"{where}.totpSecretKey must be a Secret key name, got {totp!r}")
+    if tg is None and slack is None:
+        raise ConfigError(f"{where} ({user}) has neither telegramUserId nor slackUserId")
+    return ChatPerson(user=user, groups=groups,
+                      telegram_id=_cfg_int(data, "telegramUserId", where) if tg is not None
+                      else None,
+                      slack_id=str(slack) if slack is not None else None,
+                      totp_key=str(totp) if totp else None)
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    namespace: str
+    environment: str
+    config: ChatConfig
+    secrets_dir: Path
+    audit_target: str
+    log_format: str
+    http_port: int
+    metrics_port: int
+    sync_interval_seconds: float = 5.0
+    state_configmap: str = "wingman-chat-state"
+    #: Secret values read from ``secrets_dir`` at start (never logged).
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def secret(self, key: str) -> str:
+        value = self.secrets.get(key, "")
+        if not value:
+            raise ConfigError(f"the chat Secret has no key {key!r} (looked in "
+                              f"{self.secrets_dir}/{key}): add it to the Secret named by "
+                              "chat.secretName")
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ChatSettings:
+        env = os.environ if env is None else env
+        environment = _name(env, "WINGMAN_ENVIRONMENT", "test")
+        path = Path(_get(env, "WINGMAN_CHAT_CONFIG", "/etc/wingman/chat/chat.yaml"))
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"WINGMAN_CHAT_CONFIG={path}: cannot read it ({exc.strerror}); "
+                              "mount the ConfigMap wingman-chat") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"WINGMAN_CHAT_CONFIG={path} is not valid YAML: {exc}") from None
+        config = ChatConfig.from_dict(raw or {}, environment=environment)
+        secrets_dir = Path(_get(env, "WINGMAN_CHAT_SECRETS_DIR", "/etc/wingman/chat-secrets"))
+        secrets: dict[str, str] = {}
+        if secrets_dir.is_dir():
+            for f in sorted(secrets_dir.iterdir()):
+                if f.is_file() and not f.name.startswith("."):
+                    secrets[f.name] = f.read_text().strip()
+        settings = cls(
+            namespace=_name(env, "WINGMAN_NAMESPACE", "wingman"),
+            environment=environment,
+            config=config,
+            secrets_dir=secrets_dir,
+            audit_target=_get(env, "WINGMAN_AUDIT_TARGET", "/var/lib/wingman/audit/audit.jsonl"),
+            log_format=_log_format(env),
+            http_port=_int(env, "WINGMAN_CHAT_HTTP_PORT", 8080, 0, 65535),
+            metrics_port=_int(env, "WINGMAN_METRICS_PORT", 9090, 0, 65535),
+            sync_interval_seconds=float(_int(env, "WINGMAN_CHAT_SYNC_SECONDS", 5, 1, 300)),
+            state_configmap=_name(env, "WINGMAN_CHAT_STATE_CONFIGMAP", "wingman-chat-state"),
+            secrets=secrets,
+        )
+        needed = []
+        if config.telegram:
+            needed.append("telegram-token")
+        if config.slack:
+            needed += ["slack-bot-token", "slack-signing-secret"]
+        if config.webhook:
+            needed.append("webhook-secret")
+        if config.step_up:
+            needed += [p.totp_key for p in config.people if p.totp_key]
+        for key in needed:
+            settings.secret(key)
+        if not (config.telegram or config.slack or config.webhook):
+            raise ConfigError("no chat channel is enabled: enable chat.telegram, chat.slack "
+                              "or chat.webhook")
+        return settings
+
+
+__all__ = ["ChatConfig", "ChatPerson", "ChatSettings", "GatewaySettings", "OperatorSettings",
+           "SlackConfig", "TelegramConfig", "WebhookConfig"]

@@ -36,6 +36,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
+{{- define "wingman.chatSelector" -}}
+app.kubernetes.io/name: wingman
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: chat
+{{- end }}
+
 {{/* The operator ServiceAccount's user name, as the API server authenticates it. */}}
 {{- define "wingman.operatorUser" -}}
 system:serviceaccount:{{ .Release.Namespace }}:wingman-operator

@@ -11,6 +11,7 @@ Thin: parses arguments and calls the module that owns the concept.
     wingman keys rotate|prune|show -n NS     (the operator's signing keys)
     wingman operator                         (the operator process; settings from WINGMAN_*)
     wingman gateway                          (the gateway Job's entrypoint)
+    wingman chat                             (notifications and approvals from chat)
     wingman dev run | wingman dev cluster    (a local control plane for trying Wingman)
 """
 
@@ -98,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("operator", help="run the operator (settings from WINGMAN_* variables)")
     sub.add_parser("gateway", help="run the gateway (the gateway Job's entrypoint)")
+    sub.add_parser("chat", help="run the chat component: notifications and approvals from "
+                   "Telegram, Slack and a webhook (settings from WINGMAN_* variables)")
 
     sp = sub.add_parser("dev", help="a local control plane for trying Wingman")
     dsub = sp.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
@@ -150,6 +153,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from wingman.settings import GatewaySettings
 
         return int(run_gateway(GatewaySettings.from_env()))
+    if cmd == "chat":
+        from wingman.chat.run import run_chat
+        from wingman.settings import ChatSettings
+
+        return int(run_chat(ChatSettings.from_env()))
     if cmd == "dev":
         try:
             from wingman.dev import run as devrun

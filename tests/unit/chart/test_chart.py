@@ -502,7 +502,7 @@ def test_every_value_has_a_prose_comment() -> None:
         if not is_leaf:
             path.append((indent, key))
             continue
-        if dotted.startswith("operator.resources"):
+        if dotted.startswith(("operator.resources", "chat.resources")):
             continue  # a Kubernetes resources block, described as a whole
         previous = next(x.strip() for x in reversed(lines[:i]) if x.strip())
         if not previous.startswith("#"):

@@ -1,0 +1,199 @@
+"""Who may do what from chat, before anything reaches the API server. Pure.
+
+- ``ButtonSigner``: button payloads are ``<verb><environment>.<uid><mac>`` (at most 64 bytes,
+  Telegram's limit), the MAC an HMAC-SHA256 keyed per channel and environment. A payload is
+  honoured only if it verifies, names this environment and a request that still exists with
+  that UID; anything else is refused (``InvalidButton``, ``ForeignEnvironment``).
+- ``Refusal``: every refusal has a reason (the metric label and the audit field) and a message
+  for the person, saying what to do instead.
+- ``check_decision``: the chat-side preconditions (mapped, not the requester, not decided yet,
+  the request still decidable). They only give a clear answer early: the API server decides,
+  with the same admission policy as ``kubectl wingman approve``, on the impersonated person.
+- ``StepUp``: TOTP (pyotp, RFC 6238, 30 s steps, one step of clock drift either side), each
+  code accepted once per person; a decision waiting for its code expires after the window.
+- ``ReplayGuard``: remembers what was already handled (Telegram callback ids, Slack signatures)
+  for longer than the channels' replay windows.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import pyotp
+
+from wingman.chat.render import RequestView
+from wingman.errors import WingmanError
+from wingman.settings import ChatPerson
+
+VERBS = {"a": "approve", "r": "reject"}
+_MAC_CHARS = 8  # 6 bytes, base64url
+_UID_CHARS = 22  # 16 bytes, base64url
+
+
+class Refusal(WingmanError):
+    """A chat action that is refused before (or by) the API server; reason is the label."""
+
+    reason = "Refused"
+
+
+def refuse(reason: str, message: str) -> Refusal:
+    return Refusal(message, reason=reason)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Button:
+    verb: str  # approve | reject
+    environment: str
+    uid: str
+
+
+class ButtonSigner:
+    """Signs and checks button payloads for one channel of one environment."""
+
+    def __init__(self, secret: str, channel: str, environment: str) -> None:
+        self._key = hashlib.sha256(
+            f"wingman-chat-button\0{channel}\0{environment}\0{secret}".encode()).digest()
+        self.environment = environment
+
+    def _mac(self, body: str) -> str:
+        return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:6])
+
+    def sign(self, verb: str, uid: str) -> str:
+        code = next(k for k, v in VERBS.items() if v == verb)
+        raw = uid.replace("-", "")
+        body = f"{code}{self.environment}.{_b64(bytes.fromhex(raw))}"
+        return body + self._mac(body)
+
+    def check(self, data: str) -> Button:
+        """The button, or Refusal(InvalidButton | ForeignEnvironment)."""
+        invalid = refuse("InvalidButton", "this button is not one Wingman posted (or it was "
+                         "changed); use the buttons of the current message")
+        if not isinstance(data, str) or len(data) < 2 + _UID_CHARS + _MAC_CHARS + 1:
+            raise invalid
+        code, body_end = data[0], len(data) - _MAC_CHARS
+        env = data[1: body_end - _UID_CHARS - 1]
+        if code not in VERBS or data[body_end - _UID_CHARS - 1] != ".":
+            raise invalid
+        if env != self.environment:
+            raise refuse("ForeignEnvironment", f"this button belongs to environment {env!r}, "
+                         f"not {self.environment!r}: decide it where it was posted")
+        if not hmac.compare_digest(self._mac(data[:body_end]), data[body_end:]):
+            raise invalid
+        try:
+            raw = _unb64(data[body_end - _UID_CHARS: body_end]).hex()
+        except (ValueError, TypeError):
+            raise invalid from None
+        uid = f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
+        return Button(VERBS[code], env, uid)
+
+
+def check_decision(view: RequestView, person: ChatPerson, verb: str, now: dt.datetime) -> None:
+    """Refusal unless ``person`` could make this decision now (the API server re-checks)."""
+    if person.user == view.requester:
+        raise refuse("OwnRequest", f"{view.name} is your own request: someone else must decide "
+                     "it")
+    if any(d.by == person.user for d in view.decisions):
+        raise refuse("AlreadyDecided", f"you ({person.user}) already decided {view.name}; each "
+                     "approver decides once")
+    if verb == "approve" and not view.live:
+        raise refuse("NotDecidable", f"{view.name} can no longer be approved: {view.state} "
+                     f"({view.state_reason})")
+    if verb == "reject" and view.state not in ("Open", "Approved", "AutoApproved", "Reviewing"):
+        raise refuse("NotDecidable", f"{view.name} can no longer be rejected: {view.state} "
+                     f"({view.state_reason})")
+
+
+@dataclass
+class PendingStepUp:
+    verb: str
+    request: str
+    uid: str
+    reason: str
+    deadline: float
+
+
+@dataclass
+class StepUp:
+    """TOTP step-up: codes from each person's enrolled authenticator, each accepted once."""
+
+    secrets: Mapping[str, str]  # Kubernetes user -> base32 TOTP secret
+    window_seconds: int = 120
+    clock: Callable[[], float] | None = None
+    _last_step: dict[str, int] = field(default_factory=dict)
+    _pending: dict[tuple[str, str], PendingStepUp] = field(default_factory=dict)
+
+    def _now(self) -> float:
+        return time.time() if self.clock is None else self.clock()
+
+    def verify(self, user: str, code: str) -> None:
+        """Refusal(StepUpFailed) unless ``code`` is ``user``'s current, unused TOTP code."""
+        secret = self.secrets.get(user)
+        if not secret:
+            raise refuse("StepUpNotEnrolled", f"{user} has no enrolled authenticator: ask an "
+                         "administrator to add a TOTP secret for you to the chat Secret")
+        code = code.strip().replace(" ", "")
+        if not code.isdigit() or len(code) != 6:
+            raise refuse("StepUpFailed", "the one-time code must be the 6 digits your "
+                         "authenticator shows")
+        totp = pyotp.TOTP(secret)
+        now = self._now()
+        for drift in (0, -1, 1):
+            at = now + drift * totp.interval
+            step = totp.timecode(dt.datetime.fromtimestamp(at, dt.UTC))
+            if hmac.compare_digest(totp.at(at), code):
+                if step <= self._last_step.get(user, -1):
+                    raise refuse("StepUpReplayed", "that one-time code was used already: wait "
+                                 "for the next one")
+                self._last_step[user] = step
+                return
+        raise refuse("StepUpFailed", "the one-time code is wrong or too old: try the current "
+                     "one (is your device's clock right?)")
+
+    def hold(self, channel_user: str, pending: PendingStepUp) -> None:
+        self._pending[(channel_user, "")] = pending
+
+    def take(self, channel_user: str) -> PendingStepUp:
+        pending = self._pending.pop((channel_user, ""), None)
+        if pending is None or pending.deadline < self._now():
+            raise refuse("StepUpExpired", "no decision is waiting for a code (or it waited too "
+                         "long): start the decision again")
+        return pending
+
+    def deadline(self) -> float:
+        return self._now() + self.window_seconds
+
+
+class ReplayGuard:
+    """Keys seen within ``ttl`` seconds; ``seen(key)`` is True the second time."""
+
+    def __init__(self, ttl: float = 900.0) -> None:
+        self.ttl = ttl
+        self._seen: dict[str, float] = {}
+
+    def seen(self, key: str) -> bool:
+        now = time.monotonic()
+        if len(self._seen) > 10000:
+            self._seen = {k: t for k, t in self._seen.items() if now - t < self.ttl}
+        first = self._seen.get(key)
+        if first is not None and now - first < self.ttl:
+            return True
+        self._seen[key] = now
+        return False
+
+
+__all__ = ["VERBS", "Button", "ButtonSigner", "PendingStepUp", "Refusal", "ReplayGuard",
+           "StepUp", "check_decision", "refuse"]

@@ -1,0 +1,44 @@
+"""The chat component's Prometheus metrics (``wingman_chat_*``), served on its /metrics.
+
+Label values are bounded sets: the channel (telegram, slack, webhook), the verdict, and the
+refusal reasons of ``wingman.chat.guard`` and the service; never names of people or objects.
+The chart's alert WingmanChatDeliveryFailing reads ``messages_failed``, ``messages_sent`` and
+``backlog``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class ChatMetrics:
+    """Every wingman_chat_* series."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.messages_sent = Counter(
+            "wingman_chat_messages_sent_total",
+            "Messages posted or updated in place, by channel.",
+            ["environment", "channel"], registry=r)
+        self.messages_failed = Counter(
+            "wingman_chat_messages_failed_total",
+            "Attempts to post or update a message that failed (retried with backoff).",
+            ["environment", "channel"], registry=r)
+        self.backlog = Gauge(
+            "wingman_chat_backlog",
+            "Messages that are due but not delivered yet, by channel.",
+            ["environment", "channel"], registry=r)
+        self.decisions = Counter(
+            "wingman_chat_decisions_total",
+            "Decisions recorded from chat (as the mapped person), by channel and verdict.",
+            ["environment", "channel", "verdict"], registry=r)
+        self.refusals = Counter(
+            "wingman_chat_refusals_total",
+            "Chat actions refused, by channel and reason.",
+            ["environment", "channel", "reason"], registry=r)
+        self.up = Gauge("wingman_chat_up", "1 while the chat component runs.",
+                        ["environment"], registry=r)
+
+
+__all__ = ["ChatMetrics"]

@@ -1,0 +1,475 @@
+"""What a chat message shows, for each channel, from the objects alone. Pure.
+
+``view(request, grants, now)`` reads an ApprovalRequest and its ExecutionGrants into a
+``RequestView``; ``telegram_card``, ``slack_card`` and ``webhook_body`` render it;
+``notices`` says which one-off messages are due (the expiry warning for approvers, every
+terminal state for the requester's channel, with its reason).
+
+**Request text is untrusted.** Everything a requester, a voter or an approver wrote (the
+instruction, justification, commands, rationales, reasons, the requester's name, the source)
+is shown as literal text and nothing else:
+
+- Telegram: HTML parse mode, every untrusted string escaped and placed inside ``<code>`` or
+  ``<pre>`` (Telegram detects no mention, hashtag, command or link inside code entities), link
+  previews off. Buttons are the message's reply markup, which text cannot add to.
+- Slack: untrusted text only in ``plain_text`` objects (``emoji: false``) and rich-text
+  ``text`` elements, which Slack never parses for formatting, mentions or links; the
+  notification fallback ``text`` carries no untrusted text at all.
+- Webhook: JSON values.
+
+Commands are shown byte for byte, as code. Characters that would not be visible (controls,
+bidirectional overrides, zero-width and other format characters, line separators) are shown as
+``\\u{XXXX}`` and the command is marked, so what is approved is what is seen. A command is
+never cut: when the commands do not fit into one message, the ones that do not fit are named
+by count and the reader is sent to ``kubectl wingman describe``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import json
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from wingman.model.approvals import parse_time
+
+#: Phases in which a request can still be decided from chat.
+DECIDABLE = ("AwaitingDecision",)
+FINAL_APPROVAL = ("Rejected", "Expired")
+FINAL_GRANT = ("Denied", "Succeeded", "Failed", "Expired")
+
+TEXT_LIMIT = 600  # per free-text field in a message
+RATIONALE_LIMIT = 300
+COMMANDS_BUDGET = 2400  # characters of commands in one message
+MAX_VOTES_SHOWN = 12
+
+
+@dataclass(frozen=True)
+class Vote:
+    voter: str
+    verdict: str
+    risk: str
+    rationale: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class GrantView:
+    name: str
+    command: str
+    phase: str
+    reason: str = ""
+    exit_code: int | None = None
+    requester: str = ""
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """Everything a message about one ApprovalRequest shows (and whether it can be decided)."""
+
+    name: str
+    uid: str
+    environment: str
+    requester: str
+    instruction: str
+    justification: str
+    commands: tuple[str, ...]
+    phase: str
+    risk: str
+    outcome: str
+    votes: tuple[Vote, ...]
+    dissent: tuple[Vote, ...]
+    decisions: tuple[Decision, ...]
+    approved_by: tuple[str, ...]
+    required: int
+    expires: str
+    created: str
+    state: str  # Open, Approved, AutoApproved, Rejected, Revoked, Expired, Reviewing
+    state_reason: str
+    source: tuple[tuple[str, str], ...] = ()
+    grants: tuple[GrantView, ...] = field(default=())
+
+    @property
+    def live(self) -> bool:
+        """Whether buttons work: only while a human decision is awaited and not expired."""
+        return self.state == "Open"
+
+    def fingerprint(self) -> str:
+        """Changes whenever anything a card shows changes."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _cond(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for c in status.get("conditions") or []:
+        if isinstance(c, Mapping) and c.get("type") == kind and c.get("status") == "True":
+            return c
+    return None
+
+
+def _votes(items: Any) -> tuple[Vote, ...]:
+    out = []
+    for v in items or []:
+        if isinstance(v, Mapping):
+            out.append(Vote(str(v.get("voter", "")), str(v.get("verdict", "")),
+                            str(v.get("risk", "")), str(v.get("rationale", "")),
+                            str(v.get("error", "") or "")))
+    return tuple(out)
+
+
+def _source(value: Any) -> tuple[tuple[str, str], ...]:
+    if isinstance(value, Mapping):
+        return tuple((str(k), str(v) if not isinstance(v, Mapping | list) else json.dumps(v))
+                     for k, v in sorted(value.items()))
+    if value:
+        return (("source", str(value)),)
+    return ()
+
+
+def _state(spec: Mapping[str, Any], status: Mapping[str, Any], now: dt.datetime
+           ) -> tuple[str, str]:
+    """(state, reason in words) of a request, from its conditions and the clock."""
+    decisions = [d for d in spec.get("decisions") or [] if isinstance(d, Mapping)]
+    rejecter = next((d for d in decisions if d.get("verdict") == "Reject"), None)
+    if _cond(status, "Revoked"):
+        who = f" by {rejecter.get('by')}" if rejecter else ""
+        why = f": {rejecter.get('reason')}" if rejecter and rejecter.get("reason") else ""
+        return "Revoked", f"the approval was revoked{who}{why}"
+    rejected = _cond(status, "Rejected")
+    if rejected:
+        if rejected.get("reason") == "RejectedByApprover" and rejecter:
+            why = f": {rejecter.get('reason')}" if rejecter.get("reason") else ""
+            return "Rejected", f"rejected by {rejecter.get('by')}{why}"
+        return "Rejected", (f"rejected by policy ({rejected.get('reason')}): "
+                            f"{rejected.get('message', '')}")
+    expires = parse_time(status.get("expirationTime"))
+    expired = _cond(status, "Expired") is not None or (expires is not None and now >= expires)
+    approved = _cond(status, "Approved")
+    if expired:
+        at = status.get("expirationTime", "")
+        if approved:
+            return "Expired", (f"the approval expired at {at}: nothing more can run under it "
+                               "(this is a timeout, not a rejection)")
+        return "Expired", (f"expired at {at} without a decision: this is a timeout, not a "
+                           "rejection; create a new request if it is still needed")
+    if approved:
+        if approved.get("reason") == "AutoApproved":
+            return "AutoApproved", "approved automatically by the environment's policy"
+        by = ", ".join(str(x) for x in (status.get("decision") or {}).get("approvedBy") or [])
+        return "Approved", f"approved by {by}" if by else "approved"
+    if status.get("phase") == "AwaitingDecision":
+        return "Open", "awaiting a human decision"
+    return "Reviewing", "being reviewed by the panel"
+
+
+def view(request: Mapping[str, Any], grants: Sequence[Mapping[str, Any]],
+         now: dt.datetime) -> RequestView:
+    """The view of one request and the grants that name it."""
+    meta = request.get("metadata") or {}
+    spec = request.get("spec") or {}
+    status = request.get("status") or {}
+    consensus = status.get("consensus") or {}
+    decision = status.get("decision") or {}
+    state, reason = _state(spec, status, now)
+    name = str(meta.get("name", ""))
+    mine = []
+    for g in grants:
+        gspec, gstatus = g.get("spec") or {}, g.get("status") or {}
+        if (gspec.get("approvalRef") or {}).get("name") != name:
+            continue
+        code = gstatus.get("exitCode")
+        mine.append(GrantView(str((g.get("metadata") or {}).get("name", "")),
+                              str(gspec.get("command", "")),
+                              str(gstatus.get("phase") or "Pending"),
+                              str(gstatus.get("reason") or ""),
+                              code if isinstance(code, int) else None,
+                              str(gspec.get("requester") or "")))
+    mine.sort(key=lambda g: g.name)
+    return RequestView(
+        name=name, uid=str(meta.get("uid", "")),
+        environment=str(spec.get("environment", "")),
+        requester=str(spec.get("requester", "")),
+        instruction=str(spec.get("instruction", "")),
+        justification=str(spec.get("justification", "") or ""),
+        commands=tuple(str(c) for c in spec.get("commands") or []),
+        phase=str(status.get("phase") or "Pending"),
+        risk=str(consensus.get("risk") or "-"),
+        outcome=str(consensus.get("outcome") or "-"),
+        votes=_votes(consensus.get("votes")),
+        dissent=_votes(consensus.get("dissent")),
+        decisions=tuple(Decision(str(d.get("verdict", "")), str(d.get("by", "")),
+                                 str(d.get("reason", "") or ""))
+                        for d in spec.get("decisions") or [] if isinstance(d, Mapping)),
+        approved_by=tuple(str(x) for x in decision.get("approvedBy") or []),
+        required=int(decision.get("requiredApprovals") or 1),
+        expires=str(status.get("expirationTime") or ""),
+        created=str(meta.get("creationTimestamp") or ""),
+        state=state, state_reason=reason,
+        source=_source(spec.get("source")),
+        grants=tuple(mine),
+    )
+
+
+# --------------------------------------------------------------------------- text safety
+
+
+def visible(text: str, *, keep_newlines: bool = False) -> tuple[str, bool]:
+    """``text`` with every invisible character shown as ``\\u{XXXX}``; (text, changed)."""
+    out: list[str] = []
+    changed = False
+    for ch in text:
+        if keep_newlines and ch == "\n":
+            out.append(ch)
+            continue
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn") or (cat == "Zs" and ch != " "):
+            out.append(f"\\u{{{ord(ch):04X}}}")
+            changed = True
+        else:
+            out.append(ch)
+    return "".join(out), changed
+
+
+def clip(text: str, limit: int) -> str:
+    """Free text (never a command) shortened to ``limit`` characters, marked when cut."""
+    shown, _ = visible(text, keep_newlines=True)
+    if len(shown) <= limit:
+        return shown
+    return shown[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class ShownCommands:
+    lines: tuple[str, ...]  # each command, escaped only for invisible characters
+    marked: tuple[bool, ...]
+    hidden: int  # commands that did not fit
+
+
+def shown_commands(commands: Sequence[str], budget: int = COMMANDS_BUDGET) -> ShownCommands:
+    lines: list[str] = []
+    marked: list[bool] = []
+    used = 0
+    for i, c in enumerate(commands):
+        text, changed = visible(c)
+        if used + len(text) > budget and lines:
+            return ShownCommands(tuple(lines), tuple(marked), len(commands) - i)
+        if used + len(text) > budget:  # a single command larger than the budget
+            return ShownCommands((), (), len(commands))
+        lines.append(text)
+        marked.append(changed)
+        used += len(text) + 1
+    return ShownCommands(tuple(lines), tuple(marked), 0)
+
+
+STATE_ICON = {"Open": "⏳", "Reviewing": "🔎", "Approved": "✅", "AutoApproved": "✅",
+              "Rejected": "❌", "Revoked": "⛔", "Expired": "⌛"}
+GRANT_ICON = {"Succeeded": "✅", "Failed": "❌", "Denied": "⛔", "Expired": "⌛"}
+
+
+def _grant_line(g: GrantView) -> str:
+    exit_code = f", exit code {g.exit_code}" if g.exit_code is not None else ""
+    reason = f" ({g.reason})" if g.reason else ""
+    return f"{g.phase}{exit_code}{reason}"
+
+
+# --------------------------------------------------------------------------- Telegram
+
+
+def _tg(text: str, limit: int = TEXT_LIMIT) -> str:
+    return f"<code>{html.escape(clip(text, limit))}</code>"
+
+
+def telegram_card(v: RequestView) -> str:
+    """The HTML text of a request's Telegram message (buttons are added by the channel)."""
+    e = html.escape
+    lines = [f"<b>{STATE_ICON.get(v.state, '')} Wingman approval request</b> "
+             f"<code>{e(v.name)}</code>",
+             f"<b>Environment:</b> <code>{e(v.environment)}</code>",
+             f"<b>Requester:</b> {_tg(v.requester, 120)}",
+             f"<b>Instruction:</b> {_tg(v.instruction)}"]
+    if v.justification:
+        lines.append(f"<b>Justification:</b> {_tg(v.justification)}")
+    for key, value in v.source:
+        lines.append(f"<b>Source</b> {_tg(key, 40)}: {_tg(value, 200)}")
+    shown = shown_commands(v.commands)
+    lines.append(f"<b>Commands</b> ({len(v.commands)}, exactly as they would run):")
+    for text, marked in zip(shown.lines, shown.marked, strict=True):
+        lines.append(f"<pre>{e(text)}</pre>")
+        if marked:
+            lines.append("⚠️ contains invisible characters, shown as \\u{…}")
+    if shown.hidden:
+        lines.append(f"⚠️ {shown.hidden} more command(s) not shown: read them all with "
+                     f"<code>kubectl wingman describe {e(v.name)}</code> before deciding")
+    lines.append(f"<b>Panel:</b> {e(v.outcome)}, risk <b>{e(v.risk)}</b>")
+    for vote in v.votes[:MAX_VOTES_SHOWN]:
+        err = f" (abstained: {_tg(vote.error, 120)})" if vote.error else ""
+        lines.append(f"• <code>{e(clip(vote.voter, 60))}</code> {e(vote.verdict)}/"
+                     f"{e(vote.risk)}: {_tg(vote.rationale, RATIONALE_LIMIT)}{err}")
+    if len(v.votes) > MAX_VOTES_SHOWN:
+        lines.append(f"• … {len(v.votes) - MAX_VOTES_SHOWN} more votes")
+    if v.dissent:
+        names = ", ".join(e(clip(d.voter, 60)) for d in v.dissent)
+        lines.append(f"<b>Dissent:</b> <code>{names}</code>")
+    lines.append(f"<b>Decisions:</b> {len(v.approved_by)} of {v.required} approvals")
+    for d in v.decisions:
+        reason = f": {_tg(d.reason, 200)}" if d.reason else ""
+        lines.append(f"• {e(d.verdict)} by {_tg(d.by, 120)}{reason}")
+    lines.append(f"<b>Expires:</b> <code>{e(v.expires or '-')}</code>")
+    lines.append(f"<b>Status:</b> {STATE_ICON.get(v.state, '')} {e(v.state)}: "
+                 f"{_tg(v.state_reason, 400)}")
+    for g in v.grants:
+        lines.append(f"{GRANT_ICON.get(g.phase, '▶️')} grant <code>{e(g.name)}</code>: "
+                     f"{e(_grant_line(g))}")
+    if v.live:
+        lines.append("Decide with the buttons, or /approve or /reject "
+                     f"<code>{e(v.name)}</code>.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- Slack
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text[:2990] or " ", "emoji": False}
+
+
+def slack_fallback(v: RequestView) -> str:
+    """The notification text: only names Kubernetes validated, escaped for mrkdwn anyway."""
+    def esc(s: str) -> str:
+        return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return esc(f"Wingman: approval request {v.name} ({v.environment}): {v.state}")
+
+
+def slack_card(v: RequestView, buttons: Sequence[tuple[str, str, str]] = ()
+               ) -> list[dict[str, Any]]:
+    """Block Kit blocks; ``buttons``: (action_id, label, value) while the request is live."""
+    facts = [f"Environment: {v.environment}", f"Requester: {clip(v.requester, 120)}",
+             f"Risk: {v.risk} (panel: {v.outcome})",
+             f"Decisions: {len(v.approved_by)} of {v.required} approvals",
+             f"Expires: {v.expires or '-'}"]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain(f"{STATE_ICON.get(v.state, '')} Wingman approval "
+                                          f"request {v.name}"[:150])},
+        {"type": "section", "fields": [_plain(f) for f in facts]},
+        {"type": "section", "text": _plain("Instruction: " + clip(v.instruction, TEXT_LIMIT))},
+    ]
+    if v.justification:
+        blocks.append({"type": "section",
+                       "text": _plain("Justification: " + clip(v.justification, TEXT_LIMIT))})
+    if v.source:
+        blocks.append({"type": "context", "elements": [
+            _plain("Source: " + "; ".join(f"{clip(k, 40)}={clip(val, 200)}"
+                                          for k, val in v.source))]})
+    shown = shown_commands(v.commands)
+    blocks.append({"type": "section", "text": _plain(
+        f"Commands ({len(v.commands)}, exactly as they would run):")})
+    if shown.lines:
+        blocks.append({"type": "rich_text", "elements": [
+            {"type": "rich_text_preformatted",
+             "elements": [{"type": "text", "text": "\n".join(shown.lines)}]}]})
+    warnings = []
+    if any(shown.marked):
+        warnings.append("⚠ a command contains invisible characters, shown as \\u{…}")
+    if shown.hidden:
+        warnings.append(f"⚠ {shown.hidden} more command(s) not shown: read them all with "
+                        f"kubectl wingman describe {v.name} before deciding")
+    for w in warnings:
+        blocks.append({"type": "context", "elements": [_plain(w)]})
+    votes = [f"• {clip(x.voter, 60)} {x.verdict}/{x.risk}: {clip(x.rationale, RATIONALE_LIMIT)}"
+             + (f" (abstained: {clip(x.error, 120)})" if x.error else "")
+             for x in v.votes[:MAX_VOTES_SHOWN]]
+    if votes:
+        blocks.append({"type": "section", "text": _plain("Votes:\n" + "\n".join(votes))})
+    if v.dissent:
+        blocks.append({"type": "section", "text": _plain(
+            "Dissent: " + ", ".join(clip(d.voter, 60) for d in v.dissent))})
+    if v.decisions:
+        blocks.append({"type": "section", "text": _plain("Decisions:\n" + "\n".join(
+            f"• {d.verdict} by {clip(d.by, 120)}" + (f": {clip(d.reason, 200)}" if d.reason
+                                                     else "") for d in v.decisions))})
+    status = f"Status: {v.state}: {clip(v.state_reason, 400)}"
+    grants = [f"grant {g.name}: {_grant_line(g)}" for g in v.grants]
+    blocks.append({"type": "section", "text": _plain("\n".join([status, *grants]))})
+    if v.live and buttons:
+        elements = []
+        for action_id, label, value in buttons:
+            button: dict[str, Any] = {"type": "button", "action_id": action_id,
+                                      "text": _plain(label), "value": value}
+            button["style"] = "primary" if "approve" in action_id else "danger"
+            elements.append(button)
+        blocks.append({"type": "actions", "block_id": "wingman_decide", "elements": elements})
+    return blocks
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+def webhook_body(v: RequestView, event: str, text: str = "") -> dict[str, Any]:
+    body: dict[str, Any] = {"event": event, "environment": v.environment,
+                            "request": asdict(v), "live": v.live}
+    body["request"]["source"] = dict(v.source)
+    if text:
+        body["text"] = text
+    return body
+
+
+# --------------------------------------------------------------------------- notices
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A one-off message: ``key`` is sent once per channel; ``audience`` approvers|requester."""
+
+    key: str
+    audience: str
+    event: str
+    text: str  # plain text; untrusted parts already made visible, channels escape it
+
+
+def notices(v: RequestView, now: dt.datetime, warn_minutes: int) -> list[Notice]:
+    out: list[Notice] = []
+    expires = parse_time(v.expires)
+    if (v.live and warn_minutes and expires is not None
+            and now >= expires - dt.timedelta(minutes=warn_minutes)):
+        left = max(0, int((expires - now).total_seconds() // 60))
+        out.append(Notice(
+            "warn", "approvers", "request.expiring",
+            f"Approval request {v.name} ({v.environment}) expires in {left} minute(s), at "
+            f"{v.expires}, with {len(v.approved_by)} of {v.required} approvals. Decide now or "
+            "it times out."))
+    if v.state in ("Approved", "AutoApproved", "Rejected", "Revoked", "Expired"):
+        follow = {
+            "Approved": f"Run a command with: kubectl wingman exec {v.name} --command '...'",
+            "AutoApproved": f"Run a command with: kubectl wingman exec {v.name} --command '...'",
+            "Rejected": "Nothing will run.",
+            "Revoked": "Nothing more will run under it.",
+            "Expired": "It timed out; nothing will run under it.",
+        }[v.state]
+        out.append(Notice(
+            f"final:{v.state}", "requester", f"request.{v.state.lower()}",
+            f"Request {v.name} ({v.environment}) by {clip(v.requester, 120)}: {v.state}, "
+            f"{clip(v.state_reason, 600)}. {follow}"))
+    for g in v.grants:
+        if g.phase in FINAL_GRANT:
+            code = f" with exit code {g.exit_code}" if g.exit_code is not None else ""
+            why = f" ({g.reason})" if g.reason else ""
+            cmd, _ = visible(g.command)
+            out.append(Notice(
+                f"grant:{g.name}:{g.phase}", "requester", f"grant.{g.phase.lower()}",
+                f"Grant {g.name} of request {v.name}: {g.phase}{code}{why}. Command: {cmd}"))
+    return out
+
+
+__all__ = ["DECIDABLE", "Decision", "GrantView", "Notice", "RequestView", "ShownCommands",
+           "Vote", "clip", "notices", "shown_commands", "slack_card", "slack_fallback",
+           "telegram_card", "view", "visible", "webhook_body"]

@@ -1,0 +1,176 @@
+"""The ``wingman chat`` process: builds the service and its channels, runs until a signal.
+
+One asyncio loop runs the reconciler, Telegram's long polling and an HTTP server on
+``WINGMAN_CHAT_HTTP_PORT`` (``/healthz``; Slack's ``/slack/interactive`` and
+``/slack/commands`` when Slack is enabled); metrics are served on ``WINGMAN_METRICS_PORT``.
+SIGTERM, SIGINT and SIGHUP stop it cleanly. Every log record passes a filter that replaces
+the values of the chat Secret (bot tokens, signing secrets, TOTP secrets) with
+``[redacted]``, whatever library logged them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from wingman.audit import open_sink
+from wingman.chat.cluster import ChatCluster
+from wingman.chat.guard import StepUp
+from wingman.chat.metrics import ChatMetrics
+from wingman.chat.service import ChatService
+from wingman.errors import WingmanError
+from wingman.kube import Kube
+from wingman.logs import setup_logging
+from wingman.settings import ChatSettings
+
+log = logging.getLogger("wingman.chat")
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces every secret value in a record's message and arguments."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+
+    def _clean(self, text: str) -> str:
+        for s in self.secrets:
+            if s in text:
+                text = text.replace(s, "[redacted]")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        cleaned = self._clean(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self._clean(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        for key, value in list(vars(record).items()):
+            if isinstance(value, str) and key not in ("msg", "exc_text"):
+                setattr(record, key, self._clean(value))
+        return True
+
+
+def install_redaction(secrets: Iterable[str]) -> None:
+    flt = RedactSecrets(secrets)
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.addFilter(flt)
+    root.addFilter(flt)
+    for name in ("httpx", "httpcore", "telegram", "slack_sdk", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_chat(settings: ChatSettings) -> int:
+    """Run until SIGTERM/SIGINT/SIGHUP; 2 on a configuration or startup error."""
+    setup_logging(settings.log_format)
+    install_redaction(settings.secrets.values())
+    try:
+        return asyncio.run(_main(settings))
+    except WingmanError as exc:
+        print(f"wingman chat: cannot start: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _main(settings: ChatSettings) -> int:
+    from prometheus_client import start_http_server
+
+    config = settings.config
+    kube = Kube.from_environment()
+    sink = open_sink(settings.audit_target)
+    metrics = ChatMetrics()
+    totp = {p.user: settings.secret(p.totp_key) for p in config.people
+            if p.totp_key and config.step_up}
+    service = ChatService(config=config, cluster=ChatCluster(kube, settings.namespace,
+                                                             settings.state_configmap),
+                          sink=sink, metrics=metrics,
+                          step_up=StepUp(totp, config.step_up_window_seconds))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+
+    app = web.Application()
+    app.router.add_get("/healthz", lambda _r: _ok())
+    tasks: list[asyncio.Task[Any]] = []
+    closers: list[Any] = []
+    telegram = None
+    if config.telegram:
+        from wingman.chat.telegram import TelegramChannel
+
+        telegram = TelegramChannel(config.telegram, settings.secret("telegram-token"),
+                                   settings.environment, service)
+        service.channels.append(telegram)
+        closers.append(telegram.close)
+    if config.slack:
+        from wingman.chat.slack import SlackChannel
+
+        slack = SlackChannel(config.slack, settings.secret("slack-bot-token"),
+                             settings.secret("slack-signing-secret"), settings.environment,
+                             service)
+        slack.routes(app)
+        service.channels.append(slack)
+        closers.append(slack.close)
+    if config.webhook:
+        from wingman.chat.webhook import WebhookChannel
+
+        webhook = WebhookChannel(config.webhook, settings.secret("webhook-secret"))
+        service.channels.append(webhook)
+        closers.append(webhook.close)
+
+    server, _thread = start_http_server(settings.metrics_port, registry=metrics.registry)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", settings.http_port)  # noqa: S104 - the pod's port
+    await site.start()
+    metrics.up.labels(settings.environment).set(1)
+    log.info("chat starting", extra={
+        "namespace": settings.namespace, "environment": settings.environment,
+        "channels": [c.name for c in service.channels], "stepUp": config.step_up,
+        "people": len(config.people)})
+    try:
+        while not stop.is_set():  # the state ConfigMap must be readable before anything
+            try:
+                await service.load()
+                break
+            except (WingmanError, OSError) as exc:
+                log.warning("cannot read the chat state yet; retrying",
+                            extra={"error": str(exc)[:300]})
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=5)
+                except TimeoutError:
+                    pass
+        tasks.append(asyncio.create_task(service.run(stop, settings.sync_interval_seconds)))
+        if telegram is not None:
+            tasks.append(asyncio.create_task(telegram.poll(stop)))
+        await stop.wait()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for close in closers:
+            await close()
+        await runner.cleanup()
+        server.shutdown()
+        metrics.up.labels(settings.environment).set(0)
+        sink.close()
+        kube.close()
+        log.info("chat stopped")
+    return 0
+
+
+async def _ok() -> web.Response:
+    return web.Response(text="ok")
+
+
+__all__ = ["RedactSecrets", "install_redaction", "run_chat"]

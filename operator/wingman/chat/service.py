@@ -1,0 +1,422 @@
+"""The chat service: the reconciler that keeps messages in step with the objects, and the one
+place where chat actions are checked, made as the person, audited and counted.
+
+**Reconciler.** Every ``sync`` reads all ApprovalRequests and ExecutionGrants of the release
+namespace and, for each enabled channel, makes the channel show them: a request without a
+message gets one (with its buttons while a human decision is awaited), a message whose request
+changed is edited in place (buttons removed once decided or expired), and the one-off notices
+(the expiry warning for approvers, each terminal state for the requester's channel) are sent
+once each. Which message shows which request, and which notices went out, is kept in the
+ConfigMap ``wingman-chat-state`` (updated after every post), so a restarted component neither
+loses nor repeats messages. Requests never depend on chat: a channel that fails is retried
+with exponential backoff (1 s doubling up to 5 min) and catches up from the objects when it
+returns; the request meanwhile works by CLI as always. Requests that were final before the
+component first started are not posted.
+
+**Actions.** ``act`` takes an action from a channel that has already authenticated the chat
+user (signature, bot, guest, forwarded, replay checks are the channel's), maps the chat user to
+a person, checks the chat-side preconditions, asks for the step-up code where the environment
+wants one, records the intent in the audit trail (no record, no action), then decides or
+grants **as the person** (impersonation) and audits the outcome. Every refusal is answered with
+its reason and audited as ``ChatRefused``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from wingman.audit import AuditSink
+from wingman.chat import render
+from wingman.chat.cluster import ChatCluster
+from wingman.chat.guard import PendingStepUp, Refusal, StepUp, check_decision, refuse
+from wingman.chat.metrics import ChatMetrics
+from wingman.chat.render import Notice, RequestView
+from wingman.errors import AuditUnavailable, WingmanError
+from wingman.kube import ApiError
+from wingman.settings import ChatConfig, ChatPerson
+
+log = logging.getLogger("wingman.chat")
+
+MAX_BACKOFF_SECONDS = 300.0
+
+
+class ChannelError(WingmanError):
+    """A channel could not deliver (network, rate limit, server error): retried later."""
+
+    reason = "ChannelUnavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    code: bool = False  # untrusted text: channels show it literally (as code)
+
+
+@dataclass(frozen=True)
+class Reply:
+    segments: tuple[Segment, ...] = ()
+    ok: bool = True
+    view: RequestView | None = None  # describe: the channel renders its card
+    reason: str = ""
+
+    @property
+    def plain(self) -> str:
+        return "".join(s.text for s in self.segments)
+
+
+def T(text: str) -> Segment:
+    return Segment(text)
+
+
+def C(text: str) -> Segment:
+    return Segment(render.clip(text, 1500), code=True)
+
+
+class Channel(Protocol):
+    name: str
+
+    async def post_card(self, v: RequestView) -> dict[str, Any]: ...
+
+    async def update_card(self, ref: dict[str, Any], v: RequestView) -> None: ...
+
+    async def notify(self, v: RequestView, notice: Notice) -> None: ...
+
+
+@dataclass
+class _Health:
+    failures: int = 0
+    next_try: float = 0.0
+
+
+@dataclass
+class ChatService:
+    config: ChatConfig
+    cluster: ChatCluster
+    sink: AuditSink
+    metrics: ChatMetrics
+    step_up: StepUp
+    channels: list[Channel] = field(default_factory=list)
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    state: dict[str, Any] = field(default_factory=dict)
+    views: dict[str, RequestView] = field(default_factory=dict)
+    _health: dict[str, _Health] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def env(self) -> str:
+        return self.config.environment
+
+    # -- state -------------------------------------------------------------------------
+    async def load(self) -> None:
+        self.state = await asyncio.to_thread(self.cluster.load_state)
+        if "horizon" not in self.state:
+            self.state["horizon"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.state.setdefault("requests", {})
+            await self._save()
+
+    async def _save(self) -> None:
+        await asyncio.to_thread(self.cluster.save_state, self.state)
+
+    def card_ref(self, uid: str, channel: str) -> dict[str, Any] | None:
+        entry = self.state.get("requests", {}).get(uid, {}).get(channel) or {}
+        ref = entry.get("ref")
+        return ref if isinstance(ref, dict) else None
+
+    def poke(self) -> None:
+        """Sync soon (after a decision, so the message changes at once)."""
+        self._wake.set()
+
+    # -- reconciler ----------------------------------------------------------------------
+    async def refresh(self) -> dict[str, RequestView]:
+        requests, grants = await asyncio.gather(asyncio.to_thread(self.cluster.requests),
+                                                asyncio.to_thread(self.cluster.grants))
+        now = self.clock()
+        self.views = {str(r["metadata"]["uid"]): render.view(r, grants, now) for r in requests}
+        return self.views
+
+    async def sync(self) -> None:
+        async with self._lock:
+            views = await self.refresh()
+            now = self.clock()
+            entries: dict[str, Any] = self.state.setdefault("requests", {})
+            horizon = str(self.state.get("horizon", ""))
+            ordered = sorted(views.values(), key=lambda v: (v.created, v.name))
+            for ch in self.channels:
+                health = self._health.setdefault(ch.name, _Health())
+                due = 0
+                blocked = time.monotonic() < health.next_try
+                for v in ordered:
+                    entry = entries.get(v.uid) or {}
+                    mine = entry.get(ch.name) or {}
+                    if not mine and v.state not in ("Open", "Reviewing") and v.created < horizon:
+                        continue  # final before this component first ran: never posted
+                    work = self._due(v, mine, now)
+                    if not work:
+                        continue
+                    due += len(work)
+                    if blocked:
+                        continue
+                    try:
+                        await self._deliver(ch, v, work, entries)
+                        due -= len(work)
+                    except ChannelError as exc:
+                        self.metrics.messages_failed.labels(self.env, ch.name).inc()
+                        health.failures += 1
+                        delay = exc.retry_after or min(MAX_BACKOFF_SECONDS,
+                                                       2.0 ** (health.failures - 1))
+                        health.next_try = time.monotonic() + delay
+                        blocked = True
+                        log.warning("chat delivery failed; retrying with backoff",
+                                    extra={"channel": ch.name, "reason": exc.reason,
+                                           "error": exc.message[:300],
+                                           "retry_in_seconds": round(delay, 1)})
+                        continue
+                    health.failures = 0
+                self.metrics.backlog.labels(self.env, ch.name).set(due)
+            gone = [uid for uid in entries if uid not in views]
+            for uid in gone:
+                del entries[uid]
+            if gone:
+                await self._save()
+
+    def _due(self, v: RequestView, mine: dict[str, Any], now: dt.datetime
+             ) -> list[tuple[str, Notice | None]]:
+        work: list[tuple[str, Notice | None]] = []
+        if "ref" not in mine:
+            work.append(("post", None))
+        elif mine.get("hash") != v.fingerprint():
+            work.append(("update", None))
+        sent = set(mine.get("sent") or [])
+        for n in render.notices(v, now, self.config.expiry_warning_minutes):
+            if n.key not in sent:
+                work.append(("notice", n))
+        return work
+
+    async def _deliver(self, ch: Channel, v: RequestView,
+                       work: Sequence[tuple[str, Notice | None]], entries: dict[str, Any]
+                       ) -> None:
+        for kind, notice in work:
+            mine = entries.setdefault(v.uid, {"name": v.name}).setdefault(ch.name, {})
+            if kind == "post":
+                mine["ref"] = await ch.post_card(v)
+                mine["hash"] = v.fingerprint()
+            elif kind == "update":
+                try:
+                    await ch.update_card(mine["ref"], v)
+                except ChannelError as exc:
+                    if exc.reason != "MessageGone":
+                        raise
+                    mine.pop("ref", None)  # deleted in the chat: posted again next time
+                    mine.pop("hash", None)
+                    await self._save()
+                    continue
+                mine["hash"] = v.fingerprint()
+            elif notice is not None:
+                await ch.notify(v, notice)
+                mine.setdefault("sent", []).append(notice.key)
+            self.metrics.messages_sent.labels(self.env, ch.name).inc()
+            await self._save()
+
+    async def run(self, stop: asyncio.Event, interval: float) -> None:
+        """Sync every ``interval`` seconds (or when poked) until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                await self.sync()
+            except (WingmanError, OSError) as exc:
+                log.warning("chat sync failed; retrying",
+                            extra={"reason": getattr(exc, "reason", type(exc).__name__),
+                                   "error": str(exc)[:300]})
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(
+                self._wake.wait())]
+            _done, pending = await asyncio.wait(waiters, timeout=interval,
+                                                return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+
+    # -- audit ---------------------------------------------------------------------------
+    async def _audit(self, event: str, actor: str, subject: dict[str, Any],
+                     data: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.sink.append, event, actor=actor, subject=subject,
+                                data=data)
+
+    async def refused(self, channel: str, chat_user: str, refusal: Refusal, *,
+                      request: str = "", person: ChatPerson | None = None) -> Reply:
+        """Count, audit and answer a refusal."""
+        self.metrics.refusals.labels(self.env, channel, refusal.reason).inc()
+        log.info("chat action refused", extra={"channel": channel, "reason": refusal.reason,
+                                               "request": request})
+        try:
+            await self._audit("ChatRefused", "chat", _subject(self.cluster.namespace, request),
+                              {"channel": channel, "chatUser": chat_user,
+                               "as": person.user if person else None,
+                               "reason": refusal.reason, "message": refusal.message[:500]})
+        except AuditUnavailable as exc:
+            log.error("audit of a chat refusal failed", extra={"reason": exc.reason})
+        return Reply((T(f"Refused ({refusal.reason}): "), C(refusal.message)), ok=False,
+                     reason=refusal.reason)
+
+    # -- actions -------------------------------------------------------------------------
+    def find(self, *, name: str = "", uid: str = "") -> RequestView:
+        for v in self.views.values():
+            if (uid and v.uid == uid) or (name and v.name == name):
+                return v
+        what = name or uid
+        raise refuse("NotFound", f"there is no approval request {what!r} in environment "
+                     f"{self.env} (it may have been deleted): /pending lists the open ones")
+
+    async def act(self, channel: str, chat_user: str, person: ChatPerson | None, verb: str,
+                  *, name: str = "", uid: str = "", reason: str = "", code: str | None = None,
+                  command: str = "") -> Reply:
+        """Carry out one chat action; every refusal is audited and answered."""
+        try:
+            if person is None:
+                raise refuse("Unmapped", "you are not mapped to a Kubernetes user for "
+                             f"environment {self.env}: ask an administrator to add your chat "
+                             "id to chat.people, or use kubectl wingman")
+            return await self._act(channel, chat_user, person, verb, name=name, uid=uid,
+                                   reason=reason, code=code, command=command)
+        except Refusal as refusal:
+            return await self.refused(channel, chat_user, refusal, request=name or uid,
+                                      person=person)
+
+    async def _act(self, channel: str, chat_user: str, person: ChatPerson, verb: str, *,
+                   name: str, uid: str, reason: str, code: str | None, command: str) -> Reply:
+        if verb in ("pending", "describe", "status", "approve", "reject", "exec"):
+            await self.refresh()
+        if verb == "pending":
+            return self._pending()
+        if verb == "describe":
+            v = self.find(name=name)
+            return Reply((T(f"Request {v.name}"),), view=v)
+        if verb == "status":
+            return await self._status(name)
+        if verb == "confirm":
+            held = self.step_up.take(f"{channel}:{chat_user}")
+            await self.refresh()
+            return await self._decide(channel, chat_user, person, held.verb, held.request,
+                                      held.reason, code or "", stepped_up=False)
+        if verb in ("approve", "reject"):
+            v = self.find(name=name, uid=uid)
+            if verb == "reject" and not reason.strip():
+                raise refuse("ReasonRequired", f"say why: /reject {v.name} <reason>")
+            check_decision(v, person, verb, self.clock())
+            if self.config.step_up and code is None:
+                self.step_up.hold(f"{channel}:{chat_user}", PendingStepUp(
+                    verb, v.name, v.uid, reason, self.step_up.deadline()))
+                return Reply((T(f"Step-up required for {verb} on {v.name}: send /confirm "
+                                "<6-digit code from your authenticator> within "
+                                f"{self.config.step_up_window_seconds} s"),),
+                              reason="StepUpRequired")
+            return await self._decide(channel, chat_user, person, verb, v.name, reason,
+                                      code or "", stepped_up=False)
+        if verb == "exec":
+            return await self._exec(channel, chat_user, person, name, command)
+        raise refuse("UnknownCommand", f"unknown command {verb!r}: use /pending, /describe, "
+                     "/approve, /reject, /exec or /status")
+
+    async def _decide(self, channel: str, chat_user: str, person: ChatPerson, verb: str,
+                      name: str, reason: str, code: str, *, stepped_up: bool) -> Reply:
+        v = self.find(name=name)
+        check_decision(v, person, verb, self.clock())
+        if self.config.step_up:
+            self.step_up.verify(person.user, code)
+        verdict = "Approve" if verb == "approve" else "Reject"
+        subject = _subject(self.cluster.namespace, v.name, v.uid)
+        data = {"channel": channel, "chatUser": chat_user, "verdict": verdict,
+                "stepUp": self.config.step_up, "reason": reason[:1000]}
+        try:
+            await self._audit("ChatDecisionRequested", person.user, subject, data)
+        except AuditUnavailable as exc:
+            raise refuse("AuditUnavailable", "the audit trail is unavailable, so nothing was "
+                         "decided; try again shortly or use kubectl wingman") from exc
+        try:
+            await asyncio.to_thread(self.cluster.decide_as, person, v.name, verdict,
+                                    reason[:1000])
+        except ApiError as exc:
+            raise refuse("NotAllowed" if exc.status in (403, 422) else "ApiError",
+                         f"the API server refused your decision as {person.user}: "
+                         f"{exc.message}") from exc
+        await self._audit_quietly("ChatDecisionRecorded", person.user, subject, data)
+        self.metrics.decisions.labels(self.env, channel, verdict).inc()
+        self.poke()
+        return Reply((T(f"{verdict} recorded on {v.name} as "), C(person.user)))
+
+    async def _exec(self, channel: str, chat_user: str, person: ChatPerson, name: str,
+                    command: str) -> Reply:
+        v = self.find(name=name)
+        if command not in v.commands:
+            raise refuse("NotACommandOfTheRequest", f"that is not one of {v.name}'s commands "
+                         f"byte for byte: /describe {v.name} shows them")
+        request = await asyncio.to_thread(self.cluster.request, v.name)
+        if request is None:
+            raise refuse("NotFound", f"{v.name} no longer exists")
+        subject = _subject(self.cluster.namespace, v.name, v.uid)
+        data = {"channel": channel, "chatUser": chat_user, "command": command}
+        try:
+            await self._audit("ChatGrantRequested", person.user, subject, data)
+        except AuditUnavailable as exc:
+            raise refuse("AuditUnavailable", "the audit trail is unavailable, so no grant was "
+                         "created; try again shortly") from exc
+        try:
+            grant = await asyncio.to_thread(self.cluster.grant_as, person, request, command)
+        except ApiError as exc:
+            raise refuse("NotAllowed" if exc.status in (403, 409, 422) else "ApiError",
+                         f"the API server refused the grant as {person.user}: "
+                         f"{exc.message}") from exc
+        await self._audit_quietly("ChatGrantCreated", person.user, subject,
+                                  {**data, "grant": grant})
+        self.poke()
+        return Reply((T(f"ExecutionGrant {grant} created as "), C(person.user),
+                      T(f"; /status {grant} shows its result, which is also posted here.")))
+
+    async def _audit_quietly(self, event: str, actor: str, subject: dict[str, Any],
+                             data: dict[str, Any]) -> None:
+        try:
+            await self._audit(event, actor, subject, data)
+        except AuditUnavailable as exc:
+            log.error("audit after a chat action failed (the action stands)",
+                      extra={"event": event, "reason": exc.reason})
+
+    def _pending(self) -> Reply:
+        live = sorted((v for v in self.views.values() if v.live), key=lambda v: v.expires)
+        if not live:
+            return Reply((T(f"No request awaits a decision in {self.env}."),))
+        parts: list[Segment] = [T(f"Awaiting a decision in {self.env}:\n")]
+        for v in live[:30]:
+            parts += [T(f"• {v.name} by "), C(v.requester),
+                      T(f", risk {v.risk}, {len(v.approved_by)} of {v.required}, expires "
+                        f"{v.expires}\n")]
+        return Reply(tuple(parts))
+
+    async def _status(self, name: str) -> Reply:
+        grant = await asyncio.to_thread(self.cluster.grant, name)
+        if grant is None:
+            raise refuse("NotFound", f"there is no ExecutionGrant {name!r} in {self.env}")
+        st = grant.get("status") or {}
+        exit_code = st.get("exitCode")
+        parts = [T(f"Grant {name}: {st.get('phase') or 'Pending'}"
+                   + (f", exit code {exit_code}" if exit_code is not None else "")
+                   + (f" ({st.get('reason')})" if st.get("reason") else "") + "\nCommand: "),
+                 C(str(grant.get("spec", {}).get("command", "")))]
+        if st.get("output"):
+            parts += [T("\nOutput:\n"), C(str(st["output"])[-1500:])]
+        return Reply(tuple(parts))
+
+
+def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:
+    return {"kind": "ApprovalRequest", "namespace": namespace, "name": name, "uid": uid}
+
+
+__all__ = ["C", "Channel", "ChannelError", "ChatService", "Reply", "Segment", "T"]

@@ -1,0 +1,316 @@
+"""The Slack channel, with Slack's own SDK (``slack_sdk``: the async Web API client and the
+request signature verifier; ``baseUrl`` points the client elsewhere).
+
+Requests are posted to ``chat.slack.channel`` as Block Kit messages with Approve and Reject
+buttons and updated in place (``chat.update``); notices for requesters go to
+``requesterChannel`` (default: the same channel). Slack calls back on two endpoints of the chat
+Service, which the Slack app's *Interactivity* and *Slash command* request URLs name:
+
+- ``POST /slack/interactive``: a button press opens a modal (``views.open``) that shows the
+  request again and asks for the reason (required to reject) and, where the environment asks
+  for step-up, the one-time code; its submission (``view_submission``) is the decision.
+- ``POST /slack/commands``: ``/wingman pending | describe <request> | approve <request>
+  [reason] | reject <request> <reason> | exec <request> <command> | status <grant> |
+  confirm <code>``, answered ephemerally.
+
+Every inbound request must carry a valid Slack signature (v0: ``X-Slack-Signature`` is
+``v0=`` + HMAC-SHA256 of ``v0:<X-Slack-Request-Timestamp>:<body>`` with the app's signing
+secret, and the timestamp must be within five minutes) and is handled once: the same signature
+again is a replay (refused, 409). Refused with an answer and an audit record: another
+workspace, bots, guests (multi- and single-channel guests, as ``users.info`` says; when Slack
+cannot say, the action is refused), other channels, buttons that do not verify or belong to
+another environment, and buttons on a message that is not the request's current message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import ClientError, web
+from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from wingman.chat import render
+from wingman.chat.guard import Refusal, ReplayGuard, refuse
+from wingman.chat.render import Notice, RequestView
+from wingman.chat.service import ChannelError, ChatService, Reply, T
+from wingman.chat.telegram import CardGone
+from wingman.settings import ChatPerson, SlackConfig
+
+log = logging.getLogger("wingman.chat.slack")
+MAX_BODY = 256 * 1024
+DECIDE_VIEW = "wingman_decide"
+
+
+def reply_blocks(reply: Reply) -> list[dict[str, Any]]:
+    if reply.view is not None:
+        return render.slack_card(reply.view)
+    return [{"type": "section", "text": render._plain(reply.plain[:2990])}]
+
+
+class SlackChannel:
+    name = "slack"
+
+    def __init__(self, config: SlackConfig, token: str, signing_secret: str,
+                 environment: str, service: ChatService) -> None:
+        from wingman.chat.guard import ButtonSigner
+
+        self.config = config
+        self.client = AsyncWebClient(token=token, base_url=config.base_url, timeout=15)
+        self.verifier = SignatureVerifier(signing_secret)
+        self.signer = ButtonSigner(signing_secret, self.name, environment)
+        self.environment = environment
+        self.service = service
+        self.replays = ReplayGuard(ttl=600)
+        self._users: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    # -- Web API -------------------------------------------------------------------------
+    async def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(**kwargs)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "")) if exc.response is not None else ""
+            if error in ("message_not_found", "cant_update_message"):
+                raise CardGone(f"Slack {what}: {error}") from None
+            retry = None
+            if exc.response is not None and exc.response.status_code == 429:
+                header = exc.response.headers.get("Retry-After", "")
+                retry = float(header) if str(header).isdigit() else None
+            raise ChannelError(f"Slack {what} failed: {error or exc.response.status_code}",
+                               retry_after=retry) from None
+        except (ClientError, OSError, TimeoutError) as exc:
+            raise ChannelError(f"Slack {what} failed: {type(exc).__name__}") from None
+
+    def _buttons(self, v: RequestView) -> list[tuple[str, str, str]]:
+        return [("wingman_approve", "Approve", self.signer.sign("approve", v.uid)),
+                ("wingman_reject", "Reject", self.signer.sign("reject", v.uid))]
+
+    async def post_card(self, v: RequestView) -> dict[str, Any]:
+        resp = await self._call("chat.postMessage", self.client.chat_postMessage,
+                                channel=self.config.channel, text=render.slack_fallback(v),
+                                blocks=render.slack_card(v, self._buttons(v)),
+                                unfurl_links=False, unfurl_media=False)
+        return {"channel": str(resp["channel"]), "ts": str(resp["ts"])}
+
+    async def update_card(self, ref: dict[str, Any], v: RequestView) -> None:
+        await self._call("chat.update", self.client.chat_update, channel=ref["channel"],
+                         ts=ref["ts"], text=render.slack_fallback(v),
+                         blocks=render.slack_card(v, self._buttons(v)))
+
+    async def notify(self, v: RequestView, notice: Notice) -> None:
+        channel = (self.config.requester_channel or self.config.channel
+                   if notice.audience == "requester" else self.config.channel)
+        await self._call("chat.postMessage", self.client.chat_postMessage, channel=channel,
+                         text=render.slack_fallback(v),
+                         blocks=[{"type": "section", "text": render._plain(notice.text)}],
+                         unfurl_links=False, unfurl_media=False)
+
+    async def close(self) -> None:
+        session = getattr(self.client, "session", None)
+        if session is not None:
+            await session.close()
+
+    # -- inbound -------------------------------------------------------------------------
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/slack/interactive", self.interactive)
+        app.router.add_post("/slack/commands", self.commands)
+
+    async def _verified(self, request: web.Request) -> bytes:
+        """The body of a correctly signed, first-seen request, or Refusal."""
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise refuse("TooLarge", "request body too large")
+        ts = request.headers.get("X-Slack-Request-Timestamp", "")
+        sig = request.headers.get("X-Slack-Signature", "")
+        if not self.verifier.is_valid(body=body, timestamp=ts, signature=sig):
+            raise refuse("BadSignature", "the request's Slack signature does not verify (or "
+                         "its timestamp is not within five minutes)")
+        if self.replays.seen(f"sig:{sig}"):
+            raise refuse("Replayed", "this request was already handled")
+        return body
+
+    async def _actor(self, team: str, user_id: str) -> ChatPerson | None:
+        """Refusal for another workspace, bots and guests; else the mapped person (or None)."""
+        if team != self.config.team_id:
+            raise refuse("ForeignWorkspace", "Wingman takes no decisions from this Slack "
+                         "workspace")
+        cached = self._users.get(user_id)
+        if cached is None or time.monotonic() - cached[0] > 300:
+            try:
+                resp = await self._call("users.info", self.client.users_info, user=user_id)
+            except ChannelError as exc:
+                raise refuse("UserCheckUnavailable", "Slack could not say who you are right "
+                             "now, so nothing was done; try again shortly") from exc
+            info = dict(resp.get("user") or {})
+            self._users[user_id] = (time.monotonic(), info)
+        else:
+            info = cached[1]
+        if info.get("is_bot") or info.get("is_app_user"):
+            raise refuse("Bot", "bots cannot act on requests")
+        if info.get("is_restricted") or info.get("is_ultra_restricted"):
+            raise refuse("Guest", "guest accounts cannot act on requests")
+        if info.get("deleted"):
+            raise refuse("Unmapped", "deactivated accounts cannot act on requests")
+        return self.service.config.person_for_slack(user_id)
+
+    async def interactive(self, request: web.Request) -> web.Response:
+        user_id = "unknown"
+        try:
+            body = await self._verified(request)
+        except Refusal as refusal:
+            await self.service.refused(self.name, user_id, refusal)
+            return web.Response(status=409 if refusal.reason == "Replayed" else 401,
+                                text=refusal.message)
+        try:
+            payload = json.loads(parse_qs(body.decode())["payload"][0])
+        except (KeyError, IndexError, ValueError, UnicodeDecodeError):
+            return web.Response(status=400, text="expected a form field 'payload' with JSON")
+        user_id = str((payload.get("user") or {}).get("id", "unknown"))
+        team = str((payload.get("team") or {}).get("id") or
+                   (payload.get("user") or {}).get("team_id") or "")
+        kind = payload.get("type")
+        if kind == "block_actions":
+            return await self._button(payload, user_id, team)
+        if kind == "view_submission":
+            return await self._submission(payload, user_id, team)
+        return web.Response(text="")
+
+    async def _button(self, payload: dict[str, Any], user_id: str, team: str) -> web.Response:
+        channel = str((payload.get("channel") or {}).get("id") or
+                      (payload.get("container") or {}).get("channel_id") or "")
+        try:
+            person = await self._actor(team, user_id)
+            if channel != self.config.channel:
+                raise refuse("WrongChannel", "Wingman takes no decisions in this channel")
+            actions = payload.get("actions") or []
+            if len(actions) != 1:
+                raise refuse("InvalidButton", "one button at a time")
+            button = self.signer.check(str(actions[0].get("value", "")))
+            verb = {"wingman_approve": "approve", "wingman_reject": "reject"}.get(
+                str(actions[0].get("action_id")))
+            if verb != button.verb:
+                raise refuse("InvalidButton", "this button is not one Wingman posted")
+            ref = self.service.card_ref(button.uid, self.name)
+            ts = str((payload.get("container") or {}).get("message_ts") or
+                     (payload.get("message") or {}).get("ts") or "")
+            if ref is None or ref.get("ts") != ts or ref.get("channel") != channel:
+                raise refuse("StaleButton", "this is not the request's current message: use "
+                             "the latest one")
+            if person is None:
+                raise refuse("Unmapped", "you are not mapped to a Kubernetes user for "
+                             f"environment {self.environment}: ask an administrator to add "
+                             "your Slack id to chat.people")
+            await self.service.refresh()
+            v = self.service.find(uid=button.uid)
+            from wingman.chat.guard import check_decision
+
+            check_decision(v, person, verb, self.service.clock())
+            await self._call("views.open", self.client.views_open,
+                             trigger_id=str(payload.get("trigger_id", "")),
+                             view=self._modal(v, verb, str(actions[0]["value"])))
+        except Refusal as refusal:
+            reply = await self.service.refused(self.name, user_id, refusal,
+                                               person=None)
+            await self._ephemeral(channel or self.config.channel, user_id, reply)
+        except ChannelError as exc:
+            log.warning("slack modal failed", extra={"error": exc.message[:200]})
+        return web.Response(text="")
+
+    def _modal(self, v: RequestView, verb: str, value: str) -> dict[str, Any]:
+        blocks = render.slack_card(v)[:20]
+        blocks.append({"type": "input", "block_id": "reason", "optional": verb == "approve",
+                       "label": render._plain("Reason"),
+                       "element": {"type": "plain_text_input", "action_id": "reason",
+                                   "max_length": 1000}})
+        if self.service.config.step_up:
+            blocks.append({"type": "input", "block_id": "code",
+                           "label": render._plain("One-time code from your authenticator"),
+                           "element": {"type": "plain_text_input", "action_id": "code",
+                                       "min_length": 6, "max_length": 6}})
+        return {"type": "modal", "callback_id": DECIDE_VIEW, "private_metadata": value,
+                "title": render._plain("Approve request" if verb == "approve"
+                                       else "Reject request"),
+                "submit": render._plain("Approve" if verb == "approve" else "Reject"),
+                "close": render._plain("Cancel"), "blocks": blocks}
+
+    async def _submission(self, payload: dict[str, Any], user_id: str, team: str
+                          ) -> web.Response:
+        view = payload.get("view") or {}
+        if view.get("callback_id") != DECIDE_VIEW:
+            return web.Response(text="")
+        values = (view.get("state") or {}).get("values") or {}
+        reason = str(((values.get("reason") or {}).get("reason") or {}).get("value") or "")
+        code = ((values.get("code") or {}).get("code") or {}).get("value")
+        try:
+            person = await self._actor(team, user_id)
+            button = self.signer.check(str(view.get("private_metadata", "")))
+            reply = await self.service.act(
+                self.name, user_id, person, button.verb, uid=button.uid, reason=reason,
+                code=str(code or "") if self.service.config.step_up else None)
+        except Refusal as refusal:
+            reply = await self.service.refused(self.name, user_id, refusal)
+        if not reply.ok:
+            field = "code" if reply.reason.startswith("StepUp") else "reason"
+            return web.json_response({"response_action": "errors",
+                                      "errors": {field: reply.plain[:290]}})
+        await self._ephemeral(self.config.channel, user_id, reply)
+        return web.json_response({"response_action": "clear"})
+
+    async def _ephemeral(self, channel: str, user_id: str, reply: Reply) -> None:
+        try:
+            await self._call("chat.postEphemeral", self.client.chat_postEphemeral,
+                             channel=channel, user=user_id, text="Wingman",
+                             blocks=reply_blocks(reply))
+        except ChannelError as exc:
+            log.warning("slack ephemeral reply failed", extra={"error": exc.message[:200]})
+
+    async def commands(self, request: web.Request) -> web.Response:
+        user_id = "unknown"
+        try:
+            body = await self._verified(request)
+        except Refusal as refusal:
+            await self.service.refused(self.name, user_id, refusal)
+            return web.Response(status=409 if refusal.reason == "Replayed" else 401,
+                                text=refusal.message)
+        form = {k: v[0] for k, v in parse_qs(body.decode(errors="replace"),
+                                             keep_blank_values=True).items()}
+        user_id = form.get("user_id", "unknown")
+        try:
+            person = await self._actor(form.get("team_id", ""), user_id)
+            if form.get("command") != self.config.command:
+                raise refuse("UnknownCommand", f"this app answers {self.config.command} only")
+            channel = form.get("channel_id", "")
+            allowed = {self.config.channel, self.config.requester_channel}
+            if channel not in allowed and not channel.startswith("D"):
+                raise refuse("WrongChannel", "Wingman takes no commands in this channel: use "
+                             "the Wingman channel or a direct message")
+            text = form.get("text", "")
+            verb, _, rest = text.strip().partition(" ")
+            name, _, tail = rest.strip().partition(" ")
+            kwargs: dict[str, Any] = {}
+            if verb in ("approve", "reject"):
+                kwargs = {"name": name, "reason": tail.strip()}
+            elif verb == "exec":
+                kwargs = {"name": name, "command": rest.lstrip().partition(" ")[2]}
+            elif verb in ("describe", "status"):
+                kwargs = {"name": name}
+            elif verb == "confirm":
+                kwargs = {"code": rest.strip()}
+            elif verb in ("", "help"):
+                return web.json_response({"response_type": "ephemeral", "blocks": reply_blocks(
+                    Reply((T(f"{self.config.command} pending | describe <request> | approve "
+                             "<request> [reason] | reject <request> <reason> | exec <request> "
+                             "<command> | status <grant> | confirm <code>"),)))})
+            reply = await self.service.act(self.name, user_id, person, verb, **kwargs)
+        except Refusal as refusal:
+            reply = await self.service.refused(self.name, user_id, refusal)
+        return web.json_response({"response_type": "ephemeral",
+                                  "blocks": reply_blocks(reply)})
+
+
+__all__ = ["SlackChannel", "reply_blocks"]

@@ -1,0 +1,294 @@
+"""The Telegram channel, with python-telegram-bot (the Bot API over HTTPS; ``baseUrl`` points
+it elsewhere, e.g. a local Bot API server).
+
+Requests are posted to ``chat.telegram.chatId`` with Approve and Reject buttons and edited in
+place; notices for requesters go to ``requesterChatId`` (default: the same chat). Updates are
+fetched by long polling (``getUpdates``: no inbound endpoint to expose).
+
+Commands (in the configured chats, or in a private chat with the bot): ``/pending``,
+``/describe <request>``, ``/approve <request> [reason]``, ``/reject <request> <reason>``,
+``/exec <request> <command>``, ``/status <grant>``, and ``/confirm <code>`` for the step-up.
+
+Refused before anything else, with an answer and an audit record: messages and button presses
+from bots, from anonymous senders (a channel or an anonymous group admin), forwarded messages,
+callbacks delivered twice (the same callback id), buttons that do not verify or belong to
+another environment, buttons pressed on a message that is not the request's current message,
+and chats that are not configured. A chat user who is not in ``chat.people`` is refused by the
+service (``Unmapped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+from typing import Any
+
+from telegram import (
+    Bot,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+
+from wingman.chat import render
+from wingman.chat.guard import ButtonSigner, Refusal, ReplayGuard, refuse
+from wingman.chat.render import Notice, RequestView
+from wingman.chat.service import ChannelError, ChatService, Reply, T
+from wingman.settings import TelegramConfig
+
+log = logging.getLogger("wingman.chat.telegram")
+MAX_TEXT = 4000
+_TAGS = re.compile(r"<[^>]+>")
+_COMMAND = re.compile(r"^/([a-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.DOTALL)
+
+
+class CardGone(ChannelError):
+    """The message to edit no longer exists: post the card again."""
+
+    reason = "MessageGone"
+
+
+def _shown_length(text: str) -> int:
+    return len(html.unescape(_TAGS.sub("", text)))
+
+
+def segments_html(reply: Reply) -> str:
+    out = []
+    for s in reply.segments:
+        out.append(f"<code>{html.escape(s.text)}</code>" if s.code else html.escape(s.text))
+    return "".join(out)
+
+
+class TelegramChannel:
+    name = "telegram"
+
+    def __init__(self, config: TelegramConfig, token: str, environment: str,
+                 service: ChatService) -> None:
+        self.config = config
+        self.bot = Bot(token, base_url=config.base_url)
+        self.signer = ButtonSigner(token, self.name, environment)
+        self.service = service
+        self.replays = ReplayGuard()
+        self._ready = False
+        self.username = ""
+
+    # -- calls ---------------------------------------------------------------------------
+    async def _call(self, what: str, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if not self._ready:
+                await self.bot.initialize()
+                self.username = self.bot.username or ""
+                self._ready = True
+            return await coro_fn(*args, **kwargs)
+        except RetryAfter as exc:
+            delay = exc.retry_after
+            seconds = delay if isinstance(delay, int | float) else delay.total_seconds()
+            raise ChannelError(f"Telegram rate-limited {what}", retry_after=seconds) from None
+        except BadRequest as exc:
+            if "message is not modified" in exc.message:
+                return None
+            if "message to edit not found" in exc.message:
+                raise CardGone(f"Telegram: {what}: the message was deleted") from None
+            raise ChannelError(f"Telegram refused {what}: {exc.message}") from None
+        except (Forbidden, TelegramError) as exc:
+            raise ChannelError(f"Telegram {what} failed: {type(exc).__name__}: "
+                               f"{exc.message}") from None
+        except (OSError, RuntimeError) as exc:
+            raise ChannelError(f"Telegram {what} failed: {type(exc).__name__}") from None
+
+    def _markup(self, v: RequestView) -> InlineKeyboardMarkup | None:
+        if not v.live:
+            return None
+        return InlineKeyboardMarkup([[
+            InlineKeyboardButton("✅ Approve", callback_data=self.signer.sign("approve", v.uid)),
+            InlineKeyboardButton("❌ Reject", callback_data=self.signer.sign("reject", v.uid)),
+        ]])
+
+    @staticmethod
+    def card_text(v: RequestView) -> str:
+        text = render.telegram_card(v)
+        if _shown_length(text) > MAX_TEXT:
+            text = render.telegram_card(_compact(v))
+        return text
+
+    async def post_card(self, v: RequestView) -> dict[str, Any]:
+        msg: Message = await self._call(
+            "sendMessage", self.bot.send_message, chat_id=self.config.chat_id,
+            text=self.card_text(v), parse_mode=ParseMode.HTML,
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+            reply_markup=self._markup(v))
+        return {"chat": self.config.chat_id, "message": msg.message_id}
+
+    async def update_card(self, ref: dict[str, Any], v: RequestView) -> None:
+        # No reply_markup: Telegram removes the buttons from the edited message.
+        await self._call("editMessageText", self.bot.edit_message_text,
+                         chat_id=ref["chat"], message_id=ref["message"],
+                         text=self.card_text(v), parse_mode=ParseMode.HTML,
+                         link_preview_options=LinkPreviewOptions(is_disabled=True),
+                         reply_markup=self._markup(v))
+
+    async def notify(self, v: RequestView, notice: Notice) -> None:
+        chat = (self.config.requester_chat_id or self.config.chat_id
+                if notice.audience == "requester" else self.config.chat_id)
+        icon = "⏰" if notice.audience == "approvers" else "📣"
+        text = f"{icon} <code>{html.escape(notice.text)}</code>"
+        await self._call("sendMessage", self.bot.send_message, chat_id=chat, text=text,
+                         parse_mode=ParseMode.HTML,
+                         link_preview_options=LinkPreviewOptions(is_disabled=True))
+
+    async def say(self, chat_id: int, reply: Reply) -> None:
+        text = (self.card_text(reply.view) if reply.view is not None
+                else segments_html(reply))
+        try:
+            await self._call("sendMessage", self.bot.send_message, chat_id=chat_id,
+                             text=text[:MAX_TEXT], parse_mode=ParseMode.HTML,
+                             link_preview_options=LinkPreviewOptions(is_disabled=True))
+        except ChannelError as exc:
+            log.warning("telegram reply failed", extra={"error": exc.message[:200]})
+
+    async def close(self) -> None:
+        if self._ready:
+            try:
+                await self.bot.shutdown()
+            except (TelegramError, OSError, RuntimeError):
+                pass
+
+    # -- updates -------------------------------------------------------------------------
+    async def poll(self, stop: asyncio.Event, timeout: int = 20) -> None:
+        """Long-poll getUpdates until ``stop``; failures back off (1 s doubling to 60 s)."""
+        offset: int | None = None
+        failures = 0
+        while not stop.is_set():
+            try:
+                updates = await self._call(
+                    "getUpdates", self.bot.get_updates, offset=offset, timeout=timeout,
+                    read_timeout=timeout + 10,
+                    allowed_updates=["message", "callback_query"])
+                failures = 0
+            except ChannelError as exc:
+                failures += 1
+                delay = exc.retry_after or min(60.0, 2.0 ** (failures - 1))
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                continue
+            for update in updates or []:
+                offset = update.update_id + 1
+                try:
+                    await self.handle(update)
+                except Exception:
+                    log.exception("telegram update failed")
+
+    async def handle(self, update: Update) -> None:
+        if update.callback_query is not None:
+            await self._callback(update.callback_query)
+        elif update.message is not None:
+            await self._message(update.message)
+
+    async def _callback(self, cq: CallbackQuery) -> None:
+        user = cq.from_user
+        chat_user = str(user.id)
+        reply: Reply
+        try:
+            if self.replays.seen(f"cq:{cq.id}"):
+                raise refuse("Replayed", "this button press was already handled")
+            if user.is_bot:
+                raise refuse("Bot", "bots cannot decide requests")
+            msg = cq.message
+            if not isinstance(msg, Message):
+                raise refuse("InvalidButton", "this button is not on a message Wingman "
+                             "posted")
+            if msg.chat.id != self.config.chat_id:
+                raise refuse("WrongChat", "Wingman does not take decisions in this chat")
+            if msg.forward_origin is not None:
+                raise refuse("Forwarded", "buttons of a forwarded message do nothing: use the "
+                             "original message")
+            button = self.signer.check(cq.data or "")
+            ref = self.service.card_ref(button.uid, self.name)
+            if ref is None or ref.get("message") != msg.message_id:
+                raise refuse("StaleButton", "this is not the request's current message: use "
+                             "the latest one, or /pending")
+            person = self.service.config.person_for_telegram(user.id)
+            if button.verb == "reject" and person is not None:
+                v = self.service.find(uid=button.uid)
+                reply = Reply((T(f"To reject, send: /reject {v.name} <reason>"),))
+            else:
+                reply = await self.service.act(self.name, chat_user, person, button.verb,
+                                               uid=button.uid)
+        except Refusal as refusal:
+            reply = await self.service.refused(self.name, chat_user, refusal)
+        try:
+            await self._call("answerCallbackQuery", self.bot.answer_callback_query,
+                             cq.id, text=reply.plain[:190], show_alert=True)
+        except ChannelError as exc:
+            log.warning("telegram callback answer failed", extra={"error": exc.message[:200]})
+
+    async def _message(self, msg: Message) -> None:
+        text = msg.text or ""
+        m = _COMMAND.match(text.strip())
+        if m is None:
+            return
+        verb, bot_name, rest = m.group(1), m.group(2), (m.group(3) or "")
+        if bot_name and self.username and bot_name.lower() != self.username.lower():
+            return  # addressed to another bot
+        if verb in ("start", "help"):
+            await self.say(msg.chat.id, Reply((T(HELP),)))
+            return
+        user = msg.from_user
+        chat_user = str(user.id) if user else "unknown"
+        try:
+            if msg.sender_chat is not None or user is None:
+                raise refuse("Anonymous", "anonymous messages (sent as a channel or an "
+                             "anonymous admin) cannot act: send as yourself")
+            if user.is_bot:
+                raise refuse("Bot", "bots cannot act on requests")
+            if msg.forward_origin is not None:
+                raise refuse("Forwarded", "forwarded commands do nothing: send your own")
+            allowed = {self.config.chat_id, self.config.requester_chat_id}
+            if msg.chat.id not in allowed and msg.chat.type != "private":
+                raise refuse("WrongChat", "Wingman does not take commands in this chat")
+            person = self.service.config.person_for_telegram(user.id)
+            args = rest.strip()
+            name, _, tail = args.partition(" ")
+            if verb in ("approve", "reject", "describe", "status", "exec") and not name:
+                what = "grant" if verb == "status" else "request"
+                extra = {"reject": " <reason>", "exec": " <command>"}.get(verb, "")
+                raise refuse("Usage", f"usage: /{verb} <{what}>{extra}")
+            kwargs: dict[str, Any] = {}
+            if verb in ("approve", "reject"):
+                kwargs = {"name": name, "reason": tail.strip()}
+            elif verb == "exec":
+                # the command is everything after the request name, byte for byte
+                kwargs = {"name": name, "command": rest.lstrip().partition(" ")[2]}
+            elif verb in ("describe", "status"):
+                kwargs = {"name": name}
+            elif verb == "confirm":
+                kwargs = {"code": args}
+            reply = await self.service.act(self.name, chat_user, person, verb, **kwargs)
+        except Refusal as refusal:
+            reply = await self.service.refused(self.name, chat_user, refusal)
+        await self.say(msg.chat.id, reply)
+
+
+HELP = ("Wingman commands: /pending, /describe <request>, /approve <request> [reason], "
+        "/reject <request> <reason>, /exec <request> <command>, /status <grant>, "
+        "/confirm <code> (step-up).")
+
+
+def _compact(v: RequestView) -> RequestView:
+    from dataclasses import replace
+
+    votes = tuple(replace(x, rationale=x.rationale[:60]) for x in v.votes)
+    return replace(v, instruction=v.instruction[:300], justification=v.justification[:200],
+                   votes=votes, dissent=())
+
+
+__all__ = ["CardGone", "TelegramChannel", "segments_html"]

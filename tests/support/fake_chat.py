@@ -1,0 +1,348 @@
+"""Local servers that speak the Telegram Bot API and the Slack Web API, and a webhook receiver.
+
+Telegram and Slack cannot exist here, so these stand in for them, faithfully enough that the
+real client libraries (python-telegram-bot, slack_sdk) talk to them through their base-URL
+options: the same paths (``/bot<token>/<method>``, ``/api/<method>``), the same request
+encodings (query string, form, JSON), the same answers (``{"ok": true, "result": ...}``,
+``{"ok": false, "error_code": 400, "description": "Bad Request: ..."}``; Slack's ``{"ok":
+true, ...}`` / ``{"ok": false, "error": "..."}``) and the same behaviours the chat component
+relies on: long-polling ``getUpdates`` with offsets, ``editMessageText`` removing the inline
+keyboard when no ``reply_markup`` is sent and answering "message is not modified", Slack
+message timestamps, ``users.info`` flags for bots and guests. ``down = True`` makes a server
+answer 502 (an outage). Tests drive the users' side: ``press``/``say`` (Telegram updates) and
+``slack_signed`` (Slack's signed interactive payloads and slash commands, v0 signatures).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import itertools
+import json
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+_TAG = re.compile(r"<[^>]+>")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up (a long poll cancelled at shutdown) is not an error
+
+
+class _Base:
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.down = False
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.server = _Server(("127.0.0.1", 0), self._handler())
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        with self.lock:
+            self.lock.notify_all()
+
+    def handle(self, method: str, path: str, params: dict[str, Any], headers: Any
+               ) -> tuple[int, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                parts = urlsplit(self.path)
+                params: dict[str, Any] = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                ctype = self.headers.get("Content-Type", "")
+                if raw and "json" in ctype:
+                    params.update(json.loads(raw))
+                elif raw:
+                    params.update({k: v[0] for k, v in parse_qs(raw.decode()).items()})
+                if outer.down:
+                    self.send_response(502)
+                    self.end_headers()
+                    return
+                status, body = outer.handle(self.command, parts.path, params, self.headers)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = _serve
+            do_POST = _serve
+
+        return Handler
+
+
+def _json_field(params: dict[str, Any], key: str) -> Any:
+    value = params.get(key)
+    if isinstance(value, str) and value[:1] in "[{":
+        return json.loads(value)
+    return value
+
+
+# --------------------------------------------------------------------------- Telegram
+
+
+class FakeTelegram(_Base):
+    """The Bot API for one bot token."""
+
+    BOT: ClassVar[dict[str, Any]] = {"id": 7000001, "is_bot": True, "first_name": "Wingman",
+                                     "username": "wingman_bot"}
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+        self.updates: list[dict[str, Any]] = []
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        self.answers: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        self._update_ids = itertools.count(100)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    def _message(self, chat: int, mid: int) -> dict[str, Any]:
+        m = self.messages[(chat, mid)]
+        return {"message_id": mid, "date": int(time.time()), "from": self.BOT,
+                "chat": {"id": chat, "type": "supergroup" if chat < 0 else "private"},
+                "text": m["plain"]}
+
+    def handle(self, method: str, path: str, params: dict[str, Any], headers: Any
+               ) -> tuple[int, dict[str, Any]]:
+        prefix = f"/bot{self.token}/"
+        if not path.startswith(prefix):
+            return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
+        name = path[len(prefix):]
+        with self.lock:
+            self.requests.append((name, params))
+        if name == "getMe":
+            return 200, {"ok": True, "result": self.BOT}
+        if name == "getUpdates":
+            offset = int(params.get("offset") or 0)
+            timeout = min(float(params.get("timeout") or 0), 2.0)
+            deadline = time.monotonic() + timeout
+            with self.lock:
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+                while not self.updates and time.monotonic() < deadline:
+                    self.lock.wait(max(0.0, deadline - time.monotonic()))
+                return 200, {"ok": True, "result": list(self.updates)}
+        if name in ("sendMessage", "editMessageText"):
+            chat = int(params["chat_id"])
+            text = str(params["text"])
+            markup = _json_field(params, "reply_markup")
+            plain = html.unescape(_TAG.sub("", text)) if params.get("parse_mode") else text
+            with self.lock:
+                if name == "sendMessage":
+                    mid = next(self._ids)
+                else:
+                    mid = int(params["message_id"])
+                    old = self.messages.get((chat, mid))
+                    if old is None:
+                        return 400, {"ok": False, "error_code": 400,
+                                     "description": "Bad Request: message to edit not found"}
+                    if old["html"] == text and old["markup"] == markup:
+                        return 400, {"ok": False, "error_code": 400, "description":
+                                     "Bad Request: message is not modified: specified new "
+                                     "message content and reply markup are exactly the same"}
+                self.messages[(chat, mid)] = {"html": text, "plain": plain, "markup": markup,
+                                              "edits": (self.messages.get((chat, mid)) or {})
+                                              .get("edits", -1) + 1}
+                return 200, {"ok": True, "result": self._message(chat, mid)}
+        if name == "answerCallbackQuery":
+            with self.lock:
+                self.answers[str(params["callback_query_id"])] = params
+            return 200, {"ok": True, "result": True}
+        return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+
+    # -- the users' side -----------------------------------------------------------------
+    def _push(self, update: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            update["update_id"] = next(self._update_ids)
+            self.updates.append(update)
+            self.lock.notify_all()
+        return update
+
+    @staticmethod
+    def user(uid: int, *, bot: bool = False) -> dict[str, Any]:
+        return {"id": uid, "is_bot": bot, "first_name": f"user{uid}"}
+
+    def press(self, user: dict[str, Any], chat: int, mid: int, data: str, *,
+              forwarded: bool = False, callback_id: str | None = None) -> str:
+        message = self._message(chat, mid)
+        if forwarded:
+            message["forward_origin"] = {"type": "user", "date": int(time.time()),
+                                         "sender_user": self.BOT}
+        cid = callback_id or f"cb{next(self._ids)}"
+        self._push({"callback_query": {"id": cid, "from": user, "chat_instance": "ci1",
+                                       "message": message, "data": data}})
+        return cid
+
+    def say(self, user: dict[str, Any], chat: int, text: str, *, forwarded: bool = False
+            ) -> None:
+        message: dict[str, Any] = {
+            "message_id": next(self._ids), "date": int(time.time()), "from": user,
+            "chat": {"id": chat, "type": "supergroup" if chat < 0 else "private"},
+            "text": text}
+        if text.startswith("/"):
+            message["entities"] = [{"type": "bot_command", "offset": 0,
+                                    "length": len(text.split()[0])}]
+        if forwarded:
+            message["forward_origin"] = {"type": "user", "date": int(time.time()),
+                                         "sender_user": user}
+        self._push({"message": message})
+
+    def sent_to(self, chat: int) -> list[dict[str, Any]]:
+        with self.lock:
+            return [m | {"id": mid} for (c, mid), m in self.messages.items() if c == chat]
+
+    def buttons(self, chat: int, mid: int) -> list[str]:
+        markup = self.messages[(chat, mid)]["markup"] or {}
+        return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row]
+
+
+# --------------------------------------------------------------------------- Slack
+
+
+class FakeSlack(_Base):
+    """The Web API for one bot token and one workspace."""
+
+    def __init__(self, token: str, team: str, users: dict[str, dict[str, Any]]) -> None:
+        super().__init__()
+        self.token = token
+        self.team = team
+        self.users = users
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.ephemeral: list[dict[str, Any]] = []
+        self.views: list[dict[str, Any]] = []
+        self._ts = itertools.count(1)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def handle(self, method: str, path: str, params: dict[str, Any], headers: Any
+               ) -> tuple[int, dict[str, Any]]:
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            return 200, {"ok": False, "error": "invalid_auth"}
+        name = path.removeprefix("/api/")
+        with self.lock:
+            self.requests.append((name, params))
+            if name == "chat.postMessage":
+                ts = f"{int(time.time())}.{next(self._ts):06d}"
+                channel = str(params["channel"])
+                self.messages[(channel, ts)] = {"text": params.get("text"), "edits": 0,
+                                                "blocks": _json_field(params, "blocks")}
+                return 200, {"ok": True, "channel": channel, "ts": ts,
+                             "message": {"ts": ts, "text": params.get("text")}}
+            if name == "chat.update":
+                key = (str(params["channel"]), str(params["ts"]))
+                if key not in self.messages:
+                    return 200, {"ok": False, "error": "message_not_found"}
+                self.messages[key] = {"text": params.get("text"),
+                                      "blocks": _json_field(params, "blocks"),
+                                      "edits": self.messages[key]["edits"] + 1}
+                return 200, {"ok": True, "channel": key[0], "ts": key[1]}
+            if name == "chat.postEphemeral":
+                self.ephemeral.append({"channel": params["channel"], "user": params["user"],
+                                       "blocks": _json_field(params, "blocks")})
+                return 200, {"ok": True, "message_ts": f"{int(time.time())}.000001"}
+            if name == "views.open":
+                view = _json_field(params, "view")
+                self.views.append({"trigger_id": params["trigger_id"], "view": view})
+                return 200, {"ok": True, "view": {"id": f"V{len(self.views)}", **view}}
+            if name == "users.info":
+                user = self.users.get(str(params.get("user")))
+                if user is None:
+                    return 200, {"ok": False, "error": "user_not_found"}
+                return 200, {"ok": True, "user": {"id": params["user"], "team_id": self.team,
+                                                  **user}}
+        return 200, {"ok": False, "error": "unknown_method"}
+
+    def cards(self, channel: str) -> list[tuple[str, dict[str, Any]]]:
+        with self.lock:
+            return [(ts, m) for (c, ts), m in self.messages.items() if c == channel]
+
+
+def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def slack_signed(url: str, secret: str, form: dict[str, str], *, timestamp: int | None = None,
+                 signature: str | None = None) -> tuple[int, str, dict[str, str]]:
+    """POST ``form`` as Slack does (form-encoded, v0-signed); (status, body, headers sent)."""
+    body = urlencode(form).encode()
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    headers = {"Content-Type": "application/x-www-form-urlencoded",
+               "X-Slack-Request-Timestamp": ts,
+               "X-Slack-Signature": signature or slack_signature(secret, ts, body)}
+    return (*post(url, body, headers), headers)
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=body, headers=headers,  # noqa: S310 - local
+                                 method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - local test server
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+class WebhookReceiver(_Base):
+    """Accepts the chat component's webhook deliveries (or fails them while ``down``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deliveries: list[dict[str, Any]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def handle(self, method: str, path: str, params: dict[str, Any], headers: Any
+               ) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            self.deliveries.append({"headers": dict(headers), "body": params})
+        return 200, {}
+
+
+@contextmanager
+def serving(server: _Base) -> Iterator[Any]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+__all__ = ["FakeSlack", "FakeTelegram", "WebhookReceiver", "post", "serving",
+           "slack_signature", "slack_signed"]

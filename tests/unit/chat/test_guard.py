@@ -1,0 +1,77 @@
+"""Chat-side guards: signed buttons, the step-up code, the decision preconditions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyotp
+import pytest
+
+from wingman.chat import render
+from wingman.chat.guard import ButtonSigner, Refusal, ReplayGuard, StepUp, check_decision
+from wingman.settings import ChatPerson
+
+from .test_render import NOW, request
+
+UID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+def test_buttons_verify_only_unchanged_and_only_in_their_environment() -> None:
+    prd = ButtonSigner("secret", "telegram", "prd")
+    data = prd.sign("approve", UID)
+    assert len(data.encode()) <= 64
+    button = prd.check(data)
+    assert (button.verb, button.uid, button.environment) == ("approve", UID, "prd")
+    with pytest.raises(Refusal) as exc:
+        prd.check("r" + data[1:])  # approve turned into reject
+    assert exc.value.reason == "InvalidButton"
+    with pytest.raises(Refusal) as exc:
+        prd.check(ButtonSigner("secret", "telegram", "test").sign("approve", UID))
+    assert exc.value.reason == "ForeignEnvironment"
+    with pytest.raises(Refusal) as exc:
+        ButtonSigner("other", "telegram", "prd").check(data)
+    assert exc.value.reason == "InvalidButton"
+    long_env = ButtonSigner("s", "telegram", "a" * 31)
+    assert len(long_env.sign("reject", UID).encode()) <= 64
+
+
+def test_step_up_accepts_each_current_code_once() -> None:
+    secret = pyotp.random_base32()
+    now = [1_900_000_000.0]
+    step = StepUp({"bob": secret}, clock=lambda: now[0])
+    code = pyotp.TOTP(secret).at(now[0])
+    step.verify("bob", code)
+    with pytest.raises(Refusal) as exc:
+        step.verify("bob", code)
+    assert exc.value.reason == "StepUpReplayed"
+    with pytest.raises(Refusal) as exc:
+        step.verify("bob", "000000" if code != "000000" else "111111")
+    assert exc.value.reason == "StepUpFailed"
+    with pytest.raises(Refusal) as exc:
+        step.verify("carol", code)
+    assert exc.value.reason == "StepUpNotEnrolled"
+    now[0] += 30
+    step.verify("bob", pyotp.TOTP(secret).at(now[0]))
+
+
+def test_decision_preconditions() -> None:
+    v = render.view(request(spec_decisions=None), [], NOW)
+    bob = ChatPerson("bob", telegram_id=1)
+    check_decision(v, bob, "approve", NOW)
+    with pytest.raises(Refusal) as exc:
+        check_decision(v, ChatPerson("<@U123> @channel", telegram_id=2), "approve", NOW)
+    assert exc.value.reason == "OwnRequest"
+    decided = request()
+    decided["spec"]["decisions"] = [{"verdict": "Approve", "by": "bob"}]
+    with pytest.raises(Refusal) as exc:
+        check_decision(render.view(decided, [], NOW), bob, "approve", NOW)
+    assert exc.value.reason == "AlreadyDecided"
+    late = render.view(request(), [], NOW + dt.timedelta(hours=3))
+    with pytest.raises(Refusal) as exc:
+        check_decision(late, bob, "approve", NOW)
+    assert exc.value.reason == "NotDecidable"
+
+
+def test_replay_guard() -> None:
+    guard = ReplayGuard()
+    assert not guard.seen("a") and guard.seen("a") and not guard.seen("b")

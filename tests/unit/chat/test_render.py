@@ -1,0 +1,103 @@
+"""What a chat message shows: request text can fake no formatting, mention, link or button,
+commands are exact (invisible characters made visible, never cut), and a timeout is never
+called a rejection."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from wingman.chat import render
+
+NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def request(**status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "req-1", "uid": "0f8fad5b-d9cb-469f-a165-70867728950e",
+                     "creationTimestamp": "2030-01-01T11:00:00Z"},
+        "spec": {"requester": "<@U123> @channel", "environment": "prd",
+                 "instruction": "*bold* <https://evil.example|click> </b><b>",
+                 "commands": ["kubectl rollout restart deployment/web -n apps"],
+                 "source": {"agent": "<a href='x'>"}},
+        "status": {"phase": "AwaitingDecision", "expirationTime": "2030-01-01T13:00:00Z",
+                   "consensus": {"risk": "high", "outcome": "NoConsensus", "votes": [
+                       {"voter": "destructive", "verdict": "Reject", "risk": "high",
+                        "rationale": "<i>deletes</i> @here"}],
+                       "dissent": [{"voter": "destructive", "verdict": "Reject",
+                                    "risk": "high", "rationale": "x"}]},
+                   "decision": {"approvedBy": [], "requiredApprovals": 2}, **status},
+    }
+
+
+def test_telegram_card_shows_everything_and_escapes_untrusted_text_inside_code() -> None:
+    v = render.view(request(), [], NOW)
+    text = render.telegram_card(v)
+    assert "<code>&lt;@U123&gt; @channel</code>" in text
+    assert "<code>*bold* &lt;https://evil.example|click&gt; &lt;/b&gt;&lt;b&gt;</code>" in text
+    assert "<pre>kubectl rollout restart deployment/web -n apps</pre>" in text
+    assert "<code>&lt;i&gt;deletes&lt;/i&gt; @here</code>" in text
+    assert "0 of 2 approvals" in text and "2030-01-01T13:00:00Z" in text
+    assert "Dissent" in text and "&lt;a href=&#x27;x&#x27;&gt;" in text
+    assert v.live
+
+
+def test_slack_card_puts_untrusted_text_only_in_plain_text_and_rich_text() -> None:
+    v = render.view(request(), [], NOW)
+    blocks = render.slack_card(v, [("wingman_approve", "Approve", "sig")])
+
+    def texts(node: Any) -> list[dict[str, Any]]:
+        found = []
+        if isinstance(node, dict):
+            if node.get("type") in ("mrkdwn",):
+                found.append(node)
+            for value in node.values():
+                found += texts(value)
+        elif isinstance(node, list):
+            for value in node:
+                found += texts(value)
+        return found
+
+    assert texts(blocks) == []  # no mrkdwn anywhere
+    (pre,) = [b for b in blocks if b["type"] == "rich_text"]
+    assert pre["elements"][0]["elements"][0]["text"] == v.commands[0]
+    assert "<" not in render.slack_fallback(v).replace("&lt;", "")
+    assert [b for b in blocks if b["type"] == "actions"]
+
+
+def test_invisible_characters_are_shown_and_commands_are_never_cut() -> None:
+    shown, changed = render.visible("kubectl delete pod x\u202e -n\u200b apps")
+    assert changed and shown == "kubectl delete pod x\\u{202E} -n\\u{200B} apps"
+    many = render.shown_commands(["kubectl get pods " + "a" * 1000] * 5, budget=2500)
+    assert many.hidden == 3 and all(len(line) == 1017 for line in many.lines)
+
+
+def test_buttons_die_when_decided_or_expired_and_a_timeout_is_not_a_rejection() -> None:
+    approved = render.view(request(phase="Approved", conditions=[
+        {"type": "Approved", "status": "True", "reason": "ApprovedByHumans"}],
+        decision={"approvedBy": ["bob", "carol"], "requiredApprovals": 2}), [], NOW)
+    assert not approved.live and approved.state_reason == "approved by bob, carol"
+    late = render.view(request(), [], NOW + dt.timedelta(hours=2))
+    assert not late.live and late.state == "Expired"
+    assert "not a rejection" in late.state_reason
+    (notice,) = render.notices(late, NOW + dt.timedelta(hours=2), 15)
+    assert notice.audience == "requester" and "not a rejection" in notice.text
+    assert "reject" not in notice.text.lower().replace("not a rejection", "")
+
+
+def test_expiry_warning_goes_to_approvers_shortly_before_expiry() -> None:
+    v = render.view(request(), [], NOW)
+    assert render.notices(v, NOW, 15) == []
+    soon = NOW + dt.timedelta(minutes=50)
+    (warn,) = render.notices(render.view(request(), [], soon), soon, 15)
+    assert warn.audience == "approvers" and "expires in 10 minute(s)" in warn.text
+
+
+def test_grant_results_are_reported_with_exit_code() -> None:
+    grant = {"metadata": {"name": "req-1-abc"},
+             "spec": {"approvalRef": {"name": "req-1"}, "command": "kubectl get pods"},
+             "status": {"phase": "Failed", "exitCode": 3, "reason": "CommandFailed"}}
+    v = render.view(request(phase="Approved", conditions=[
+        {"type": "Approved", "status": "True", "reason": "ApprovedByHumans"}]), [grant], NOW)
+    keys = {n.key: n.text for n in render.notices(v, NOW, 15)}
+    assert "Failed with exit code 3 (CommandFailed)" in keys["grant:req-1-abc:Failed"]
