@@ -43,8 +43,13 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def release(cluster: LocalCluster, crds: Path) -> Iterator[Release]:
     s = uuid.uuid4().hex[:8]
+    # chat on, with people mapped: its impersonation rules must still be as designed
+    chat = {"chat.enabled": True,
+            "chat.webhook": {"enabled": True, "url": "https://hooks.example.com/wingman"},
+            "chat.people": [{"kubernetesUser": "bob", "groups": ["wingman:approvers"],
+                             "slackUserId": "U0BOB"}]}
     with chart_installed(cluster, "test", namespace=f"priv-{s}",
-                         target_namespace=f"priv-apps-{s}") as rel:
+                         target_namespace=f"priv-apps-{s}", values=chat) as rel:
         yield rel
 
 
@@ -101,6 +106,20 @@ def test_as_admin_everything_is_as_designed(cluster: LocalCluster, release: Rele
     for group in worker_groups("test"):
         assert f"worker group/{group}" in identities
     assert {r["RESULT"] for r in rows} == {"ok"}
+    # The chat identity, which impersonates bob, can neither decide itself nor impersonate
+    # anyone powerful; approvers (and only they, of the people) can decide.
+    chat = f"chat sa/{release.namespace}/wingman-chat"
+    held = {(r["IDENTITY"], r["RIGHT"]) for r in rows if r["ALLOWED"] == "yes"}
+    for right in ("patch approvalrequests", "approve environments test",
+                  "create executiongrants", "impersonate users", "impersonate groups",
+                  "impersonate users system:admin", "impersonate groups system:masters",
+                  f"impersonate users system:serviceaccount:{release.namespace}:"
+                  "wingman-gateway"):
+        assert (chat, right) not in held
+        assert any(r["IDENTITY"] == chat and r["RIGHT"] == right for r in rows), right
+    assert ("approver group/wingman:approvers", "approve environments test") in held
+    assert ("approver group/wingman:approvers", "patch approvalrequests") in held
+    assert ("worker group/wingman:workers", "patch approvalrequests") not in held
     assert out.splitlines()[-1].startswith("OK: ")
     assert f"{release.target_namespace}: {gateway}" in out.splitlines()[-1]
 

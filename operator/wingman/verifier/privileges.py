@@ -9,8 +9,9 @@ where) and the command that checks a live cluster against it; ``cli.py`` dispatc
 SubjectAccessReviews (they store nothing), for every right in :data:`RIGHTS`, in the release
 namespace, in each gateway target namespace and at cluster scope. Identities: the workers and
 approvers bound by the release's RoleBindings (or given as options), the ServiceAccounts
-``wingman-operator``, ``wingman-gateway``, ``wingman-verifier`` and ``default`` of the release
-namespace, any authenticated user (``system:authenticated``) and anonymous requests.
+``wingman-operator``, ``wingman-gateway``, ``wingman-verifier``, ``wingman-chat`` and
+``default`` of the release namespace, any authenticated user (``system:authenticated``) and
+anonymous requests.
 
 **Design.** :func:`designed` says who may hold a right by design; any other holder is a
 violation:
@@ -24,7 +25,15 @@ violation:
   Secrets, mint ServiceAccount tokens) and escalation (impersonate, escalate, bind) are never by
   design, not even for the gateway.
 - cluster scope: nobody (impersonation, RBAC escalation, namespace labels, ``nodes/proxy``,
-  PersistentVolumes, admission policies).
+  PersistentVolumes, admission policies). Impersonation is also asked by name for
+  ``system:admin``, ``system:masters`` and the operator's and gateway's users: the chat
+  identity may impersonate the people the values map (``resourceNames``), never these.
+- deciding: only approvers may ``patch`` ApprovalRequests (append decisions; the operator
+  patches them too, for kopf's progress annotations, and admission refuses it any decision)
+  and ``approve`` ``environments/<environment>``; approvers and workers may create
+  ExecutionGrants (workers only where ``policy.workersMayGrant``). No Wingman component holds
+  any of these: in particular the chat identity never decides in its own name, it relays a
+  person's decision by impersonating that person.
 
 The Job controller, which creates gateway pods, is a Kubernetes component and is not checked.
 
@@ -110,7 +119,7 @@ class _Cluster:
 
         attrs = client.V1ResourceAttributes(
             verb=q.right.verb, group=q.right.group, resource=q.right.resource,
-            subresource=q.right.subresource or None, namespace=q.namespace,
+            subresource=q.right.subresource or None, namespace=q.namespace, name=q.name,
         )
         body = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
             user=q.identity.user or None, groups=list(q.identity.groups),
@@ -332,7 +341,7 @@ def collect(cluster: _Cluster, args: argparse.Namespace, namespace: str) -> Repo
         raise VerifyError("the pinned gateway image is unknown: pass --gateway-image or set "
                           "WINGMAN_GATEWAY_IMAGE", reason="BadArgument")
 
-    qs = questions(identities, namespace, targets)
+    qs = questions(identities, namespace, targets, environment)
     with ThreadPoolExecutor(max_workers=max(1, min(args.workers, 32))) as pool:
         answers = list(zip(qs, pool.map(cluster.allowed, qs), strict=True))
     findings = evaluate(answers)

@@ -14,9 +14,10 @@ from typing import Any, Literal
 from wingman.errors import WingmanError
 
 Place = Literal["release", "target", "cluster"]
-Kind = Literal["execution", "credentials", "escalation", "integrity"]
+Kind = Literal["execution", "credentials", "escalation", "integrity", "decision"]
 
 GATEWAY_SA = "wingman-gateway"
+CHAT_SA = "wingman-chat"
 OPERATOR_SA = "wingman-operator"
 VERIFIER_SA = "wingman-verifier"
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
@@ -41,6 +42,8 @@ class Right:
 
     ``scope`` says where it is asked: ``namespace`` (release and target namespaces),
     ``release`` (only the release namespace, where Wingman's own objects live) or ``cluster``.
+    ``name`` asks about one object (``resourceNames`` rules answer only such questions);
+    ``{environment}`` and ``{namespace}`` in it are the release's.
     """
 
     verb: str
@@ -49,17 +52,26 @@ class Right:
     kind: Kind
     scope: Literal["namespace", "release", "cluster"]
     subresource: str = ""
+    name: str = ""
 
     @property
     def label(self) -> str:
         sub = f"/{self.subresource}" if self.subresource else ""
-        return f"{self.verb} {self.resource}{sub}"
+        named = f" {self.name}" if self.name else ""
+        return f"{self.verb} {self.resource}{sub}{named}"
+
+    def resolved_name(self, namespace: str, environment: str) -> str | None:
+        if not self.name:
+            return None
+        return self.name.replace("{namespace}", namespace).replace("{environment}",
+                                                                   environment)
 
 
 def _r(verb: str, resource: str, group: str = "", *, kind: Kind,
-       scope: Literal["namespace", "release", "cluster"] = "namespace") -> Right:
+       scope: Literal["namespace", "release", "cluster"] = "namespace", name: str = ""
+       ) -> Right:
     resource, _, sub = resource.partition("/")
-    return Right(verb, resource, group, kind, scope, sub)
+    return Right(verb, resource, group, kind, scope, sub, name)
 
 
 RBAC = "rbac.authorization.k8s.io"
@@ -104,6 +116,20 @@ RIGHTS: tuple[Right, ...] = (
     _r("update", "validatingadmissionpolicies", ADMISSION, kind="escalation", scope="cluster"),
     _r("delete", "validatingadmissionpolicybindings", ADMISSION, kind="escalation",
        scope="cluster"),
+    # Impersonation of the most powerful names, asked one by one: a rule limited by
+    # resourceNames (the chat identity's) answers only such questions.
+    _r("impersonate", "users", kind="escalation", scope="cluster", name="system:admin"),
+    _r("impersonate", "groups", kind="escalation", scope="cluster", name="system:masters"),
+    _r("impersonate", "users", kind="escalation", scope="cluster",
+       name="system:serviceaccount:{namespace}:wingman-operator"),
+    _r("impersonate", "users", kind="escalation", scope="cluster",
+       name="system:serviceaccount:{namespace}:wingman-gateway"),
+    # Deciding: only people (approvers) decide, never a Wingman component (the chat identity
+    # relays a person's decision by impersonating that person, and holds no such right).
+    _r("patch", "approvalrequests", "wingman.dev", kind="decision", scope="release"),
+    _r("approve", "environments", "wingman.dev", kind="decision", scope="cluster",
+       name="{environment}"),
+    _r("create", "executiongrants", "wingman.dev", kind="decision", scope="release"),
 )
 
 #: (role, place) -> labels of the rights that role holds there by design.
@@ -114,10 +140,17 @@ DESIGN: Mapping[tuple[str, Place], frozenset[str]] = {
         "patch configmaps", "update configmaps",
         "patch executiongrants/status",
         "delete leases",  # clean-up of expired burn markers
+        # kopf's progress annotations; admission refuses it any decision (by != caller,
+        # no approve right)
+        "patch approvalrequests",
     }),
     ("gateway", "release"): frozenset({"patch executiongrants/status", "create leases"}),
     ("gateway", "target"): frozenset(r.label for r in RIGHTS
                                       if r.kind == "execution" and r.scope == "namespace"),
+    ("approver", "release"): frozenset({"patch approvalrequests", "create executiongrants"}),
+    ("approver", "cluster"): frozenset({"approve environments {environment}"}),
+    # workers create grants for their own approved requests where policy.workersMayGrant
+    ("worker", "release"): frozenset({"create executiongrants"}),
 }
 
 
@@ -171,6 +204,7 @@ def fixed_identities(namespace: str) -> list[Identity]:
         sa_identity("operator", namespace, OPERATOR_SA),
         sa_identity("gateway", namespace, GATEWAY_SA),
         sa_identity("verifier", namespace, VERIFIER_SA),
+        sa_identity("chat", namespace, CHAT_SA),
         sa_identity("default-sa", namespace, "default"),
         Identity("any-user", "system:authenticated", "", ("system:authenticated",)),
         Identity("anonymous", "system:anonymous", "system:anonymous",
@@ -186,20 +220,33 @@ class Question:
     place: Place
     namespace: str | None
     right: Right
+    name: str | None = None  # the object asked about (Right.name, resolved)
+
+    @property
+    def label(self) -> str:
+        """The right as asked: with the object's resolved name."""
+        r = self.right
+        if self.name is None:
+            return r.label
+        sub = f"/{r.subresource}" if r.subresource else ""
+        return f"{r.verb} {r.resource}{sub} {self.name}"
 
 
 def questions(identities: Sequence[Identity], namespace: str,
-              targets: Sequence[str]) -> list[Question]:
+              targets: Sequence[str], environment: str = "") -> list[Question]:
     """Every question to ask: each identity, each right, everywhere the right matters."""
     out: list[Question] = []
     for ident in identities:
         for right in RIGHTS:
-            if right.scope == "cluster":
-                out.append(Question(ident, "cluster", None, right))
+            name = right.resolved_name(namespace, environment)
+            if right.name and not name:
                 continue
-            out.append(Question(ident, "release", namespace, right))
+            if right.scope == "cluster":
+                out.append(Question(ident, "cluster", None, right, name))
+                continue
+            out.append(Question(ident, "release", namespace, right, name))
             if right.scope == "namespace":
-                out.extend(Question(ident, "target", t, right) for t in targets)
+                out.extend(Question(ident, "target", t, right, name) for t in targets)
     return out
 
 
@@ -224,7 +271,7 @@ class Finding:
         where = f"namespace {q.namespace}" if q.namespace else "cluster scope"
         who = holders_by_design(q.place, q.right)
         design = "by design: " + (", ".join(who) if who else "nobody")
-        return (f"{q.identity.label} may {q.right.label} in {where} "
+        return (f"{q.identity.label} may {q.label} in {where} "
                 f"({q.right.kind} right; {design})")
 
 
@@ -357,7 +404,7 @@ class Report:
                 "role": f.question.identity.role,
                 "namespace": f.question.namespace,
                 "place": f.question.place,
-                "right": f.question.right.label,
+                "right": f.question.label,
                 "group": f.question.right.group,
                 "kind": f.question.right.kind,
                 "allowed": f.allowed,
@@ -389,7 +436,7 @@ def render_text(report: Report) -> str:
         "",
     ]
     rows = [(f.question.identity.label, f.question.namespace or "(cluster)",
-             f.question.right.label, "yes" if f.allowed else "no",
+             f.question.label, "yes" if f.allowed else "no",
              "by design" if f.expected else "denied", f.result) for f in report.findings]
     lines += _table(("IDENTITY", "NAMESPACE", "RIGHT", "ALLOWED", "EXPECTED", "RESULT"), rows)
     lines += ["", f"Pods and Jobs in {report.namespace}: {len(report.inspected)} inspected, "
@@ -411,6 +458,7 @@ def render_text(report: Report) -> str:
 
 __all__ = [
     "ADMISSION",
+    "CHAT_SA",
     "COMPONENT_LABEL",
     "DESIGN",
     "DOCKER_SOCKETS",

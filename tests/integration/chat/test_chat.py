@@ -105,6 +105,11 @@ class Env:
         return dict(wait_for(f"Telegram card of {name}", find, timeout=30,
                              on_timeout=self.log_tail))
 
+    def buttons(self, card: dict[str, Any]) -> list[str]:
+        """The card's buttons, once the card shows the reviewed request."""
+        return list(wait_for("buttons", lambda: self.telegram.buttons(CHAT, card["id"]),
+                             timeout=20, on_timeout=self.log_tail))
+
     def answer(self, callback_id: str) -> str:
         got = wait_for(f"answer to {callback_id}",
                        lambda: self.telegram.answers.get(callback_id), timeout=30,
@@ -267,7 +272,7 @@ def test_a_mapped_approvers_click_approves_as_that_person_and_others_change_noth
     assert "destructive" in card["plain"] and "0 of 1 approvals" in card["plain"]
     # untrusted text is escaped inside a code entity: no formatting, mention or link
     assert "<code>@channel &lt;b&gt;urgent&lt;/b&gt; https://evil.example</code>" in card["html"]
-    approve, _reject = env.telegram.buttons(CHAT, card["id"])
+    approve, _reject = env.buttons(card)
 
     # an unmapped user, the requester, a bot: refused with the reason, nothing recorded
     for who, reason in ((FakeTelegram.user(999), "Unmapped"),
@@ -498,4 +503,78 @@ def test_chat_identity_can_never_decide_and_impersonates_only_mapped_people(
                    resource="groups", name="system:masters")
     assert not can(env.cluster, user=chat_sa, groups=groups, verb="impersonate",
                    resource="users")
+    _no_secret_in_logs(env)
+
+
+# --------------------------------------------------------------------------- prd
+
+
+@pytest.fixture(scope="module")
+def prd_env(cluster: LocalCluster, crds: object,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with chat_env(cluster, "prd", tmp_path_factory.mktemp("chat-prd"), step_up=True) as env:
+        yield env
+
+
+def _code(user: str) -> str:
+    return str(pyotp.TOTP(TOTP[user]).now())
+
+
+def test_prd_needs_two_different_people_each_with_their_step_up_code(prd_env: Env) -> None:
+    env = prd_env
+    env.create("prd-exp", expiresAfterSeconds=60)  # checked at the end: expires meanwhile
+    exp_card = env.card("prd-exp")
+    exp_approve, _ = env.buttons(exp_card)
+    env.create("prd-two")
+    card = env.card("prd-two")
+    approve, _ = env.buttons(card)
+    bob, carol = FakeTelegram.user(IDS[APPROVER]), FakeTelegram.user(IDS[SECOND_APPROVER])
+
+    # the button asks for the code; a wrong code decides nothing
+    assert "Step-up required" in env.answer(env.telegram.press(bob, CHAT, card["id"], approve))
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(bob, CHAT, "/confirm 12345x")
+    assert "StepUpFailed" in env.reply_after(CHAT, n)
+    assert _decisions(env, "prd-two") == []
+    # the held decision was used up by the failed attempt: start again, then the right code
+    assert "Step-up required" in env.answer(env.telegram.press(bob, CHAT, card["id"], approve))
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(bob, CHAT, f"/confirm {_code(APPROVER)}")
+    assert "Approve recorded" in env.reply_after(CHAT, n)
+    assert _decisions(env, "prd-two") == [{"verdict": "Approve", "by": APPROVER, "reason": ""}]
+    # one approval of two: still awaiting, the card says 1 of 2 and keeps its buttons
+    wait_for("1 of 2 on the card", lambda: "1 of 2 approvals" in env.card("prd-two")["plain"],
+             on_timeout=env.log_tail)
+    assert env.ar("prd-two")["status"]["phase"] == "AwaitingDecision"
+    assert env.telegram.buttons(CHAT, card["id"])
+    # the same person cannot supply the second approval
+    assert "AlreadyDecided" in env.answer(env.telegram.press(bob, CHAT, card["id"], approve))
+
+    # carol, by command, with her own code
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(carol, CHAT, "/approve prd-two second pair of eyes")
+    assert "Step-up required" in env.reply_after(CHAT, n)
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(carol, CHAT, f"/confirm {_code(SECOND_APPROVER)}")
+    assert "Approve recorded" in env.reply_after(CHAT, n)
+    wait_for("Approved", lambda: env.ar("prd-two")["status"].get("phase") == "Approved")
+    assert [d["by"] for d in _decisions(env, "prd-two")] == [APPROVER, SECOND_APPROVER]
+    recorded = [e for e in env.audit() if e["event"] == "ChatDecisionRecorded"]
+    assert [(e["actor"], e["data"]["stepUp"]) for e in recorded] == [
+        (APPROVER, True), (SECOND_APPROVER, True)]
+
+    # the short-lived request: approvers were warned, then it expired; its buttons are dead
+    assert any("prd-exp" in m["plain"] and "expires in" in m["plain"]
+               for m in env.telegram.sent_to(CHAT))
+    wait_for("prd-exp Expired", lambda: env.ar("prd-exp")["status"].get("phase") == "Expired",
+             timeout=90)
+    wait_for("expired card without buttons", lambda: "Expired" in env.card("prd-exp")["plain"]
+             and not env.telegram.buttons(CHAT, exp_card["id"]), on_timeout=env.log_tail)
+    assert "NotDecidable" in env.answer(env.telegram.press(carol, CHAT, exp_card["id"],
+                                                           exp_approve))
+    assert _decisions(env, "prd-exp") == []
+    notice = wait_for("requester told of the timeout", lambda: next(
+        (m["plain"] for m in env.telegram.sent_to(REQUESTER_CHAT) if "prd-exp" in m["plain"]),
+        None))
+    assert "Expired" in notice and "not a rejection" in notice
     _no_secret_in_logs(env)

@@ -57,7 +57,7 @@ def _ident(role: str) -> Identity:
 def _as_designed(extra: Collection[Triple] = ()) -> list[tuple[Question, bool]]:
     """A matrix where exactly the designed rights are allowed, plus ``extra``
     (role, namespace, right label) triples."""
-    qs = questions(IDENTITIES, NS, [TARGET])
+    qs = questions(IDENTITIES, NS, [TARGET], "test")
     return [(q, designed(q.identity.role, q.place, q.right)
              or (q.identity.role, q.namespace, q.right.label) in extra) for q in qs]
 
@@ -80,6 +80,16 @@ def test_the_designed_matrix_has_no_violations() -> None:
 
 
 @pytest.mark.parametrize("extra", [
+    # the chat identity relays people's decisions by impersonation: it never decides itself
+    ("chat", NS, "patch approvalrequests"),
+    ("chat", None, "approve environments {environment}"),
+    ("chat", NS, "create executiongrants"),
+    ("chat", None, "impersonate users"),  # anyone, not only the mapped people
+    ("chat", None, "impersonate users system:admin"),
+    ("chat", None, "impersonate groups system:masters"),
+    ("chat", None, "impersonate users system:serviceaccount:{namespace}:wingman-gateway"),
+    ("worker", NS, "patch approvalrequests"),  # appending decisions
+    ("operator", None, "approve environments {environment}"),
     ("worker", TARGET, "patch deployments"),
     ("worker", TARGET, "create pods/exec"),
     ("worker", NS, "create pods"),
@@ -112,8 +122,22 @@ def test_any_other_holder_is_a_violation(extra: Triple) -> None:
     report = Report(NS, "wingman", "test", [TARGET], IDENTITIES, findings)
     assert not report.ok
     (message,) = report.violations
-    assert message.startswith(f"{_ident(extra[0]).label} may {extra[2]} in ")
+    shown = extra[2].replace("{environment}", "test").replace("{namespace}", NS)
+    assert message.startswith(f"{_ident(extra[0]).label} may {shown} in ")
     assert report.summary().startswith("FAIL: 1 violations (1 access, 0 pod spec)")
+
+
+def test_named_questions_name_the_release_objects() -> None:
+    qs = questions([_ident("chat")], NS, [TARGET], "prd")
+    named = {(q.right.verb, q.right.resource, q.name) for q in qs if q.name}
+    assert ("approve", "environments", "prd") in named
+    assert ("impersonate", "users", f"system:serviceaccount:{NS}:wingman-operator") in named
+    assert ("impersonate", "groups", "system:masters") in named
+    # without a known environment the environment's right is not asked (never "all")
+    assert not [q for q in questions([WORKER], NS, [], "") if q.right.resource ==
+                "environments"]
+    assert designed("approver", "cluster", _right("approve environments {environment}"))
+    assert not designed("chat", "release", _right("patch approvalrequests"))
 
 
 def test_designed_holders() -> None:
@@ -150,7 +174,7 @@ def test_a_designed_right_that_is_missing_is_not_a_violation() -> None:
 
 def test_questions_cover_every_place_once() -> None:
     targets = ["apps", "web"]
-    qs = questions([WORKER], NS, targets)
+    qs = questions([WORKER], NS, targets, "test")
     per_scope = {s: sum(r.scope == s for r in RIGHTS) for s in ("namespace", "release",
                                                                 "cluster")}
     assert len(qs) == (per_scope["namespace"] * (1 + len(targets)) + per_scope["release"]
