@@ -35,6 +35,7 @@ from support.chart import (
     set_args,
     values_file,
 )
+from wingman.chat.metrics import ChatMetrics
 from wingman.dev import tools as devtools
 from wingman.operator.metrics import Metrics
 
@@ -53,6 +54,7 @@ ALERTS = {
     "WingmanReconcileErrors": "warning",
     "WingmanGrantFailures": "warning",
     "WingmanDenialSpike": "warning",
+    "WingmanChatDeliveryFailing": "warning",
 }
 #: Labels Prometheus attaches to every scraped series (not exported by the operator).
 TARGET_LABELS = frozenset({"job", "namespace", "instance", "pod", "service", "container",
@@ -81,12 +83,16 @@ def _family(collector: MetricWrapperBase) -> Metric:
 
 
 def exported_series() -> dict[str, Series]:
-    """Every series name the operator's registry exports, plus Prometheus's own ``up``."""
-    metrics = Metrics()
-    collectors = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
-    families = {f.name: f.type for f in metrics.registry.collect()}
-    described = {_family(c).name for c in collectors}
-    assert described == set(families), "a registered metric is not an attribute of Metrics"
+    """Every series name the operator's and the chat component's registries export, plus
+    Prometheus's own ``up``."""
+    collectors: list[MetricWrapperBase] = []
+    for metrics in (Metrics(), ChatMetrics()):
+        mine = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
+        families = {f.name: f.type for f in metrics.registry.collect()}
+        described = {_family(c).name for c in mine}
+        assert described == set(families), f"a registered metric is not an attribute of " \
+            f"{type(metrics).__name__}"
+        collectors += mine
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
     out = {"up": Series("up", frozenset())}
     for collector in collectors:
@@ -168,7 +174,8 @@ def check_contract(expr: str) -> list[Selector]:
     sels = selectors(expr)
     for sel in sels:
         assert sel.metric in SERIES, (
-            f"{sel.metric!r} (in {expr!r}) is not exported by wingman.operator.metrics.Metrics")
+            f"{sel.metric!r} (in {expr!r}) is not exported by wingman.operator.metrics.Metrics "
+            "or wingman.chat.metrics.ChatMetrics")
         unknown = set(sel.matchers) - SERIES[sel.metric].labels - TARGET_LABELS
         assert not unknown, f"{sel.metric} has no label(s) {sorted(unknown)} (in {expr!r})"
     return sels

@@ -1,0 +1,109 @@
+"""The chart's chat component: opt-in, its own identity, impersonation of exactly the mapped
+people, and a configuration the chat process accepts as rendered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.chart import CHART_DIR, find, helm, render, set_args
+from wingman.errors import ConfigError
+from wingman.settings import ChatSettings
+
+PEOPLE = [{"kubernetesUser": "bob", "groups": ["wingman:prd-approvers"],
+           "telegramUserId": "123456789012", "slackUserId": "U0BOB", "totpSecretKey": "totp-bob"},
+          {"kubernetesUser": "carol", "groups": ["wingman:prd-approvers", "oncall"],
+           "slackUserId": "U0CAROL", "totpSecretKey": "totp-carol"}]
+ON = {"chat.enabled": True, "chat.people": PEOPLE,
+      "chat.telegram": {"enabled": True, "chatId": "-1001234567890123"},
+      "chat.slack": {"enabled": True, "teamId": "T0TEAM", "channel": "C0APPROVE"},
+      "chat.webhook": {"enabled": True, "url": "https://hooks.example.com/wingman"}}
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+@pytest.mark.parametrize("env", [None, "test", "prd"])
+def test_chat_is_off_unless_enabled(env: str | None) -> None:
+    objs = render(env)
+    assert not [o for o in objs if "chat" in o["metadata"]["name"]]
+
+
+def test_enabled_chat_runs_as_its_own_identity_with_its_configuration(tmp_path: Path) -> None:
+    objs = render("prd", ON, namespace="wingman-prd")
+    (dep,) = find(objs, "Deployment", "wingman-chat")
+    spec = dep["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "wingman-chat" and dep["spec"]["replicas"] == 1
+    (container,) = spec["containers"]
+    assert container["args"] == ["wingman", "chat"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["secrets"]["secret"]["secretName"] == "wingman-chat"
+    # the rendered configuration is what the process accepts (ids survive as exact integers)
+    (cm,) = find(objs, "ConfigMap", "wingman-chat")
+    (tmp_path / "chat.yaml").write_text(cm["data"]["chat.yaml"])
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for key in ("telegram-token", "slack-bot-token", "slack-signing-secret", "webhook-secret",
+                "totp-bob", "totp-carol"):
+        (secrets / key).write_text("s3cr3t-value\n")
+    env = _env(container) | {"WINGMAN_NAMESPACE": "wingman-prd",
+                             "WINGMAN_CHAT_CONFIG": str(tmp_path / "chat.yaml"),
+                             "WINGMAN_CHAT_SECRETS_DIR": str(secrets)}
+    settings = ChatSettings.from_env(env)
+    config = settings.config
+    assert config.environment == "prd" and config.step_up  # on in prd values
+    assert config.telegram is not None and config.telegram.chat_id == -1001234567890123
+    assert config.person_for_telegram(123456789012) == config.person_named("bob")
+    assert config.person_for_slack("U0CAROL") is not None
+    assert settings.secret("totp-carol") == "s3cr3t-value"
+    (secrets / "webhook-secret").unlink()
+    with pytest.raises(ConfigError, match="webhook-secret"):
+        ChatSettings.from_env(env)
+
+
+def test_the_chat_identity_may_impersonate_exactly_the_mapped_people() -> None:
+    objs = render("prd", ON, namespace="wingman-prd")
+    (role,) = find(objs, "ClusterRole", "wingman-wingman-prd-chat-impersonate")
+    rules = {tuple(r["resources"]): r for r in role["rules"]}
+    assert rules[("users",)]["resourceNames"] == ["bob", "carol"]
+    assert rules[("groups",)]["resourceNames"] == ["wingman:prd-approvers", "oncall"]
+    assert all(r["verbs"] == ["impersonate"] for r in role["rules"])
+    (binding,) = find(objs, "ClusterRoleBinding", "wingman-wingman-prd-chat-impersonate")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "wingman-chat",
+                                    "namespace": "wingman-prd"}]
+    (own,) = find(objs, "Role", "wingman-chat")
+    verbs = {v for r in own["rules"] for v in r["verbs"]}
+    assert verbs == {"get", "list", "watch", "patch"}
+    (cm_rule,) = [r for r in own["rules"] if r["resources"] == ["configmaps"]]
+    assert cm_rule["resourceNames"] == ["wingman-chat-state"]
+    # no people, no impersonation at all (a rule without resourceNames would allow anyone)
+    nobody = render("prd", {**ON, "chat.people": []}, namespace="wingman-prd")
+    assert not find(nobody, "ClusterRole", "wingman-wingman-prd-chat-impersonate")
+
+
+@pytest.mark.parametrize(("values", "complaint"), [
+    ({"chat.people": [{"kubernetesUser": "system:admin", "slackUserId": "U1"}]},
+     "kubernetesUser"),
+    ({"chat.people": [{"kubernetesUser": "bob", "groups": ["system:masters"],
+                       "slackUserId": "U1"}]}, "groups"),
+    ({"chat.people": [{"kubernetesUser": "bob"}]}, "people"),
+    ({"chat.telegram": {"enabled": True, "chatId": -100123}}, "chatId"),
+    ({"chat.slack": {"enabled": True, "teamId": "t1", "channel": "C1"}}, "teamId"),
+])
+def test_values_schema_rejects_dangerous_or_malformed_chat_values(
+        values: dict[str, Any], complaint: str) -> None:
+    result = helm("template", "wingman", str(CHART_DIR), *set_args({**ON, **values}),
+                  check=False)
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def test_enabled_chat_without_a_channel_says_what_to_do() -> None:
+    result = helm("template", "wingman", str(CHART_DIR), *set_args({"chat.enabled": True}),
+                  check=False)
+    assert result.returncode != 0
+    assert "enable chat.telegram, chat.slack or chat.webhook" in result.stderr
