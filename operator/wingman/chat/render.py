@@ -470,6 +470,23 @@ def notices(v: RequestView, now: dt.datetime, warn_minutes: int) -> list[Notice]
     return out
 
 
-__all__ = ["DECIDABLE", "Decision", "GrantView", "Notice", "RequestView", "ShownCommands",
-           "Vote", "clip", "notices", "shown_commands", "slack_card", "slack_fallback",
-           "telegram_card", "view", "visible", "webhook_body"]
+__all__ = [
+    "DECIDABLE",
+    "FINAL_GRANT",
+    "Decision",
+    "GrantView",
+    "Notice",
+    "RequestView",
+    "ShownCommands",
+    "Vote",
+    "clip",
+    "notices",
+    "parse_time",
+    "shown_commands",
+    "slack_card",
+    "slack_fallback",
+    "telegram_card",
+    "view",
+    "visible",
+    "webhook_body",
+]

@@ -56,6 +56,12 @@ class ChannelError(WingmanError):
         self.retry_after = retry_after
 
 
+class CardGone(ChannelError):
+    """The message to edit no longer exists in the chat: it is posted again."""
+
+    reason = "MessageGone"
+
+
 @dataclass(frozen=True)
 class Segment:
     text: str
@@ -158,6 +164,8 @@ class ChatService:
                 blocked = time.monotonic() < health.next_try
                 for v in ordered:
                     entry = entries.get(v.uid) or {}
+                    if entry.get("done"):
+                        continue  # settled long ago: nothing about it can change any more
                     mine = entry.get(ch.name) or {}
                     if not mine and v.state not in ("Open", "Reviewing") and v.created < horizon:
                         continue  # final before this component first ran: never posted
@@ -187,8 +195,23 @@ class ChatService:
             gone = [uid for uid in entries if uid not in views]
             for uid in gone:
                 del entries[uid]
-            if gone:
+            settled = [v for v in views.values() if v.uid in entries
+                       and not entries[v.uid].get("done") and self._settled(v, entries[v.uid],
+                                                                            now)]
+            for v in settled:  # keep the state ConfigMap small: one marker per old request
+                entries[v.uid] = {"name": v.name, "done": 1}
+            if gone or settled:
                 await self._save()
+
+    def _settled(self, v: RequestView, entry: dict[str, Any], now: dt.datetime) -> bool:
+        """Final for more than an hour, every grant final, every channel up to date."""
+        expires = render.parse_time(v.expires)
+        if (v.state not in ("Rejected", "Revoked", "Expired") or expires is None
+                or now - expires < dt.timedelta(hours=1)
+                or any(g.phase not in render.FINAL_GRANT for g in v.grants)):
+            return False
+        return all(entry.get(ch.name) and not self._due(v, entry[ch.name], now)
+                   for ch in self.channels)
 
     def _due(self, v: RequestView, mine: dict[str, Any], now: dt.datetime
              ) -> list[tuple[str, Notice | None]]:
@@ -419,4 +442,4 @@ def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:
     return {"kind": "ApprovalRequest", "namespace": namespace, "name": name, "uid": uid}
 
 
-__all__ = ["C", "Channel", "ChannelError", "ChatService", "Reply", "Segment", "T"]
+__all__ = ["C", "CardGone", "Channel", "ChannelError", "ChatService", "Reply", "Segment", "T"]

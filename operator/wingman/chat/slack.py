@@ -38,8 +38,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from wingman.chat import render
 from wingman.chat.guard import Refusal, ReplayGuard, refuse
 from wingman.chat.render import Notice, RequestView
-from wingman.chat.service import ChannelError, ChatService, Reply, T
-from wingman.chat.telegram import CardGone
+from wingman.chat.service import CardGone, ChannelError, ChatService, Reply, T
 from wingman.settings import ChatPerson, SlackConfig
 
 log = logging.getLogger("wingman.chat.slack")

@@ -40,19 +40,13 @@ from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from wingman.chat import render
 from wingman.chat.guard import ButtonSigner, Refusal, ReplayGuard, refuse
 from wingman.chat.render import Notice, RequestView
-from wingman.chat.service import ChannelError, ChatService, Reply, T
+from wingman.chat.service import CardGone, ChannelError, ChatService, Reply, T
 from wingman.settings import TelegramConfig
 
 log = logging.getLogger("wingman.chat.telegram")
 MAX_TEXT = 4000
 _TAGS = re.compile(r"<[^>]+>")
 _COMMAND = re.compile(r"^/([a-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.DOTALL)
-
-
-class CardGone(ChannelError):
-    """The message to edit no longer exists: post the card again."""
-
-    reason = "MessageGone"
 
 
 def _shown_length(text: str) -> int:
@@ -291,4 +285,4 @@ def _compact(v: RequestView) -> RequestView:
                    votes=votes, dissent=())
 
 
-__all__ = ["CardGone", "TelegramChannel", "segments_html"]
+__all__ = ["TelegramChannel", "segments_html"]

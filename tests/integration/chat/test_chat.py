@@ -479,6 +479,9 @@ def test_a_chat_outage_never_blocks_a_request_and_messages_catch_up(test_env: En
         for m in env.telegram.sent_to(REQUESTER_CHAT)), timeout=40)
     wait_for("slack card", lambda: any("outage" in str(m["text"])
                                        for _, m in env.slack.cards(CHANNEL)), timeout=40)
+    wait_for("webhook caught up", lambda: any(
+        d["body"]["request"]["name"] == "outage" and d["body"]["event"] == "request.approved"
+        for d in env.webhook.deliveries), timeout=40)
     metrics = env.chat_metrics()
     assert 'wingman_chat_messages_failed_total{channel="telegram",environment="test"}' in metrics
 
