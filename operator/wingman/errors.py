@@ -15,7 +15,12 @@ do. A message never contains a token, a key or a Secret's data.
     ├── ConsensusError         the reviewer panel is misconfigured
     ├── GrantDenied            an ExecutionGrant fails a re-check
     ├── ExecutionFailed        the executor could not run the command
-    └── ClusterError           the local control plane could not be provisioned or started
+    ├── ClusterError           the local control plane could not be provisioned or started
+    └── ClientError            a client call (CLI, MCP server, chat) could not be carried out
+        ├── NotFound           the object does not exist
+        ├── Forbidden          RBAC or an admission policy refused the caller
+        ├── Invalid            the input is wrong (the client's checks, the CRD schema or CEL)
+        └── Unavailable        the API server could not be reached or failed
 """
 
 from __future__ import annotations
@@ -96,16 +101,51 @@ class ClusterError(WingmanError):
     reason = "ClusterUnavailable"
 
 
+class ClientError(WingmanError):
+    """A client call (CLI, MCP server, chat) could not be carried out."""
+
+    reason = "ClientError"
+
+
+class NotFound(ClientError):
+    """The object the caller named does not exist (in that namespace)."""
+
+    reason = "NotFound"
+
+
+class Forbidden(ClientError):
+    """RBAC or an admission policy refused the caller; the message says which."""
+
+    reason = "Forbidden"
+
+
+class Invalid(ClientError):
+    """The input is wrong: the client's own checks, the CRD's schema or its CEL rules."""
+
+    reason = "Invalid"
+
+
+class Unavailable(ClientError):
+    """The API server could not be reached, or failed; retrying later may help."""
+
+    reason = "Unavailable"
+
+
 __all__ = [
     "AuditTampered",
     "AuditUnavailable",
+    "ClientError",
     "ClusterError",
     "ConfigError",
     "ConsensusError",
     "ExecutionFailed",
+    "Forbidden",
     "GrantDenied",
+    "Invalid",
+    "NotFound",
     "ReplayRejected",
     "ScopeViolation",
     "TokenRejected",
+    "Unavailable",
     "WingmanError",
 ]

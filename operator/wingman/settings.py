@@ -1,9 +1,9 @@
 """Configuration from one place: ``WINGMAN_*`` environment variables (set from Helm values).
 
 This is the only module that reads ``os.environ``. Each process gets one frozen settings
-object (``OperatorSettings``, ``GatewaySettings`` or ``ChatSettings``) and passes it down; a bad
-value raises ``ConfigError`` naming the variable (or the configuration file's field) and what it
-accepts.
+object (``OperatorSettings``, ``GatewaySettings``, ``ChatSettings`` or, for the CLI and the MCP
+server, ``ClientSettings``) and passes it down; a bad value raises ``ConfigError`` naming the
+variable (or the configuration file's field) and what it accepts.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from wingman.errors import ConfigError
 from wingman.review.policy import EnvironmentPolicy
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DEFAULT_SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def _get(env: Mapping[str, str], key: str, default: str) -> str:
@@ -199,7 +200,7 @@ class GatewaySettings:
             token_file=Path(_get(env, "WINGMAN_TOKEN_FILE", "/var/run/wingman/token/token")),
             public_keys_dir=Path(_get(env, "WINGMAN_PUBLIC_KEYS_DIR", "/etc/wingman/keys")),
             serviceaccount_dir=Path(_get(env, "WINGMAN_SERVICEACCOUNT_DIR",
-                                         "/var/run/secrets/kubernetes.io/serviceaccount")),
+                                         DEFAULT_SERVICEACCOUNT_DIR)),
             api_server=f"https://{host_part}:{port}",
             exec_timeout_seconds=_int(env, "WINGMAN_EXEC_TIMEOUT_SECONDS", 120, 1, 3600),
             max_output_bytes=_int(env, "WINGMAN_MAX_OUTPUT_BYTES", 16384, 256, 16384),
@@ -459,5 +460,42 @@ class ChatSettings:
         return settings
 
 
-__all__ = ["ChatConfig", "ChatPerson", "ChatSettings", "GatewaySettings", "OperatorSettings",
-           "SlackConfig", "TelegramConfig", "WebhookConfig"]
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where a client (the CLI, ``wingman mcp``) finds its cluster and credentials.
+
+    A kubeconfig when there is one (``--kubeconfig``, else ``$KUBECONFIG``, else
+    ``~/.kube/config``); otherwise the pod's in-cluster configuration: the API server from
+    ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT`` and the ServiceAccount token and CA
+    from ``WINGMAN_SERVICEACCOUNT_DIR`` (default: where Kubernetes mounts them).
+    ``WINGMAN_NAMESPACE`` names the release namespace when no ``-n`` is given.
+    """
+
+    kubeconfig: tuple[str, ...]
+    default_kubeconfig: str
+    service_host: str
+    service_port: str
+    serviceaccount_dir: Path
+    namespace: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
+        env = os.environ if env is None else env
+        paths = tuple(p for p in env.get("KUBECONFIG", "").split(os.pathsep) if p.strip())
+        namespace = env.get("WINGMAN_NAMESPACE", "").strip() or None
+        if namespace is not None:
+            namespace = _name(env, "WINGMAN_NAMESPACE", namespace)
+        home = env.get("HOME", "").strip() or str(Path.home())
+        return cls(
+            kubeconfig=paths,
+            default_kubeconfig=str(Path(home) / ".kube" / "config"),
+            service_host=env.get("KUBERNETES_SERVICE_HOST", "").strip(),
+            service_port=env.get("KUBERNETES_SERVICE_PORT", "").strip() or "443",
+            serviceaccount_dir=Path(_get(env, "WINGMAN_SERVICEACCOUNT_DIR",
+                                         DEFAULT_SERVICEACCOUNT_DIR)),
+            namespace=namespace,
+        )
+
+
+__all__ = ["ChatConfig", "ChatPerson", "ChatSettings", "ClientSettings", "GatewaySettings",
+           "OperatorSettings", "SlackConfig", "TelegramConfig", "WebhookConfig"]

@@ -129,6 +129,9 @@ IMMUTABLE_EDITS: dict[str, tuple[list[dict[str, Any]], str]] = {
                              "spec.justification is immutable"),
     "expiry": ([{"op": "replace", "path": "/spec/expiresAfterSeconds", "value": 604800}],
                "spec.expiresAfterSeconds is immutable"),
+    "source-trust": ([{"op": "replace", "path": "/spec/source/inputTrust", "value": "Trusted"}],
+                     "spec.source is immutable"),
+    "source-remove": ([{"op": "remove", "path": "/spec/source"}], "spec.source is immutable"),
 }
 
 
@@ -136,7 +139,9 @@ IMMUTABLE_EDITS: dict[str, tuple[list[dict[str, Any]], str]] = {
 def test_what_a_reviewer_judged_is_immutable(cluster: LocalCluster, ns: str, edit: str) -> None:
     _create(cluster, ns, approval_request("judged", requester=WORKER, environment="test",
                                           justification="Certificates rotated.",
-                                          expiresAfterSeconds=3600))
+                                          expiresAfterSeconds=3600,
+                                          source={"reference": "OPS-1", "agent": "bot",
+                                                  "inputTrust": "Untrusted"}))
     before = _get(cluster, ns, "ar/judged")["spec"]
     ops, message = IMMUTABLE_EDITS[edit]
     result = _patch(cluster, ns, "ar/judged", ops)
@@ -145,12 +150,13 @@ def test_what_a_reviewer_judged_is_immutable(cluster: LocalCluster, ns: str, edi
     assert _get(cluster, ns, "ar/judged")["spec"] == before
 
 
-@pytest.mark.parametrize("field", ["justification", "expiresAfterSeconds"])
+@pytest.mark.parametrize("field", ["justification", "expiresAfterSeconds", "source"])
 def test_optional_judged_fields_cannot_be_added_later(
     cluster: LocalCluster, ns: str, field: str,
 ) -> None:
     _create(cluster, ns, approval_request("bare", requester=WORKER, environment="test"))
-    value: Any = "Added after review." if field == "justification" else 600
+    value: Any = {"justification": "Added after review.", "expiresAfterSeconds": 600,
+                  "source": {"inputTrust": "Trusted"}}[field]
     result = _patch(cluster, ns, "ar/bare", [{"op": "add", "path": f"/spec/{field}",
                                                "value": value}])
     assert result.returncode != 0
@@ -165,6 +171,15 @@ def test_immutability_holds_for_admins_too_and_for_full_updates(
     obj["spec"]["commands"] = ["kubectl delete namespace apps"]
     result = cluster.kubectl("replace", "-n", ns, "-f", "-", input=json.dumps(obj), check=False)
     assert result.returncode != 0 and "spec.commands is immutable" in result.stderr
+
+
+def test_source_is_bounded_and_its_trust_is_an_enum(cluster: LocalCluster, ns: str) -> None:
+    for source, message in (({"excerpt": "x" * 4001}, "spec.source.excerpt"),
+                            ({"inputTrust": "maybe"}, "spec.source.inputTrust")):
+        result = cluster.kubectl("create", "-n", ns, "-f", "-", check=False, input=dump(
+            approval_request("bad-source", requester=WORKER, environment="test",
+                             source=source)))
+        assert result.returncode != 0 and message in result.stderr
 
 
 # --------------------------------------------------------------------------- CEL: decisions

@@ -2,10 +2,12 @@
 
 Thin: parses arguments and calls the module that owns the concept.
 
-    wingman request --env test --instruction "..." --command "kubectl ..." [--wait]
+    wingman request --instruction "..." --command "kubectl ..." [--wait] [-o json]
     wingman approve NAME [--reason ...]      wingman reject NAME --reason ...
     wingman exec NAME --command "..." [--wait]
-    wingman describe NAME                    wingman list
+    wingman describe NAME | result GRANT | list | policy   [-o json|yaml]
+    wingman mcp [--transport stdio|http]     (the MCP server for agents)
+    wingman completion bash|zsh|fish
     wingman audit verify TARGET [--expected-head sha256:...]
     wingman verify-privileges --namespace NS [--release R]
     wingman keys rotate|prune|show -n NS     (the operator's signing keys)
@@ -20,68 +22,135 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from wingman import __version__
 from wingman.errors import WingmanError
 
 
+def _plugin() -> bool:
+    return bool(sys.argv) and Path(sys.argv[0]).name.startswith("kubectl-wingman")
+
+
+def _exit_codes() -> str:
+    from wingman.cli.requests import EXIT_CODES
+
+    return "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in
+                                         EXIT_CODES.items())
+
+
 def _parser() -> argparse.ArgumentParser:
-    prog = "kubectl wingman" if sys.argv and sys.argv[0].endswith("kubectl-wingman") else "wingman"
+    plugin = _plugin()
+    prog = "kubectl wingman" if plugin else "wingman"
     p = argparse.ArgumentParser(
         prog=prog,
         description="Wingman: reviewed, single-use execution of commands for AI agents.",
+        epilog=_exit_codes(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"wingman {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def client_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-n", "--namespace", help="namespace of the Wingman install "
-                        "(default: the kubeconfig context's namespace, else 'wingman')")
-        sp.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or "
-                        "~/.kube/config)")
+    def client_args(sp: argparse.ArgumentParser, *, output: bool = True) -> None:
+        sp.add_argument("-n", "--namespace", help="namespace of the Wingman release (default: "
+                        "$WINGMAN_NAMESPACE, else the context's namespace, in a pod the pod's "
+                        "own, else 'wingman')")
+        sp.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else "
+                        "~/.kube/config, else the pod's ServiceAccount)")
+        sp.add_argument("--context", help="the kubeconfig context to use")
+        if output:
+            sp.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text",
+                            help="text for people (default), or the status protocol's answer "
+                            "as json or yaml")
 
-    sp = sub.add_parser("request", help="ask for approval to run commands")
+    def wait_args(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument("--wait", action="store_true", help=f"wait until {what} (shows the "
+                        "elapsed time on a terminal)")
+        sp.add_argument("--timeout", type=float, default=600,
+                        help="seconds --wait waits at most (default 600); then exit code 6")
+
+    def command(name: str, text: str | None, **kw: Any) -> argparse.ArgumentParser:
+        kwargs: dict[str, Any] = dict(kw)
+        if text is not None:
+            kwargs["help"] = text
+            kwargs.setdefault("description", text)
+        return sub.add_parser(name, **kwargs)
+
+    sp = command("request", "ask for approval to run commands")
     client_args(sp)
-    sp.add_argument("--env", "--environment", dest="environment", required=True)
+    sp.add_argument("--env", "--environment", dest="environment",
+                    help="the environment (default: the one the release serves)")
     sp.add_argument("--instruction", required=True, help="what you want to achieve, for humans")
     sp.add_argument("--command", dest="commands", action="append", required=True,
                     help="an exact command line (repeatable)")
     sp.add_argument("--justification")
     sp.add_argument("--expires-after-seconds", type=int)
     sp.add_argument("--name", help="name of the ApprovalRequest (default: generated)")
-    sp.add_argument("--wait", action="store_true", help="wait until the request is decided")
-    sp.add_argument("--timeout", type=float, default=600)
+    sp.add_argument("--source-reference", help="provenance: the task or ticket this is for")
+    sp.add_argument("--agent", help="provenance: the agent's name")
+    sp.add_argument("--model", help="provenance: the model behind the agent")
+    sp.add_argument("--excerpt", help="provenance: the input that led to this request")
+    sp.add_argument("--untrusted-input", action="store_true",
+                    help="provenance: that input came from content the agent does not trust")
+    wait_args(sp, "the request is decided")
 
     for verb in ("approve", "reject"):
-        sp = sub.add_parser(verb, help=f"{verb} an ApprovalRequest (approvers only)")
+        sp = command(verb, f"{verb} an ApprovalRequest (approvers only)")
         client_args(sp)
-        sp.add_argument("name")
+        sp.add_argument("name").completer = _names("request")  # type: ignore[attr-defined]
         sp.add_argument("--reason", required=(verb == "reject"), default="")
 
-    sp = sub.add_parser("exec", help="create an ExecutionGrant for one approved command")
+    sp = command("exec", "start one approved command: create its ExecutionGrant")
     client_args(sp)
-    sp.add_argument("name", help="the ApprovalRequest")
+    sp.add_argument("name", help="the ApprovalRequest").completer = (  # type: ignore[attr-defined]
+        _names("request"))
     sp.add_argument("--command", dest="grant_command", required=True,
                     help="exactly one of the approved commands")
     sp.add_argument("--ttl-seconds", type=int)
-    sp.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    sp.add_argument("--timeout", type=float, default=600)
+    wait_args(sp, "the command has run, and print its output")
 
-    sp = sub.add_parser("describe", help="show a request's review, decision and grants")
+    sp = command("describe", "show a request's state, review, decisions, provenance and grants")
     client_args(sp)
-    sp.add_argument("name")
+    sp.add_argument("name").completer = _names("request")  # type: ignore[attr-defined]
 
-    sp = sub.add_parser("list", help="list ApprovalRequests and ExecutionGrants")
+    sp = command("result", "show a grant's state, exit code and output")
+    client_args(sp)
+    sp.add_argument("name", help="the ExecutionGrant").completer = (  # type: ignore[attr-defined]
+        _names("grant"))
+    wait_args(sp, "the command has run")
+
+    sp = command("list", "list ApprovalRequests and ExecutionGrants with their states")
+    client_args(sp)
+    sp.add_argument("--mine", action="store_true", help="only your own requests")
+
+    sp = command("policy", "show the environment's policy: what auto-approves, the allowlist")
     client_args(sp)
 
-    sp = sub.add_parser("audit", help="audit trail tools")
+    sp = command("mcp", "serve the Model Context Protocol for agents (stdio or HTTP)")
+    client_args(sp, output=False)
+    sp.add_argument("--transport", choices=("stdio", "http"), default="stdio",
+                    help="stdio (default: the MCP client starts this process) or streamable "
+                    "HTTP")
+    sp.add_argument("--host", default="127.0.0.1", help="HTTP: address to listen on")
+    sp.add_argument("--port", type=int, default=8765, help="HTTP: port to listen on")
+    sp.add_argument("--path", default="/mcp", help="HTTP: the endpoint's path")
+    sp.add_argument("--auth-token-file", help="HTTP: require 'Authorization: Bearer <the "
+                    "file's content>' (required when --host is not a loopback address)")
+    sp.add_argument("--max-wait-seconds", type=float, default=50,
+                    help="the most any tool call waits (default 50: below common MCP client "
+                    "timeouts)")
+
+    sp = command("completion", "print the shell completion script")
+    sp.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh", "powershell"))
+
+    sp = command("audit", "audit trail tools")
     asub = sp.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     vp = asub.add_parser("verify", help="verify the hash chain of an audit trail")
     vp.add_argument("target", help="a JSON Lines file or a postgresql:// DSN")
     vp.add_argument("--expected-head", help="the head hash recorded elsewhere (detects "
                     "truncation of the tail)")
 
-    sp = sub.add_parser("keys", help="the operator's signing keys (rotation)")
+    sp = command("keys", "the operator's signing keys (rotation)")
     ksub = sp.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     for action, text in (("show", "list the key ids and which one signs"),
                          ("rotate", "add a new signing key and make it active; old keys keep "
@@ -89,20 +158,22 @@ def _parser() -> argparse.ArgumentParser:
                          ("prune", "remove every key but the active one (once the tokens "
                           "they signed have expired)")):
         kp = ksub.add_parser(action, help=text)
-        client_args(kp)
+        client_args(kp, output=False)
         kp.add_argument("--secret", default="wingman-signing-key")
         kp.add_argument("--configmap", default="wingman-public-keys")
 
-    sp = sub.add_parser("verify-privileges", add_help=False,
-                        help="prove on a live cluster that only the gateway can execute")
+    sp = command("verify-privileges", "prove on a live cluster that only the gateway can "
+                 "execute", add_help=False)
     sp.add_argument("rest", nargs=argparse.REMAINDER)
 
-    sub.add_parser("operator", help="run the operator (settings from WINGMAN_* variables)")
-    sub.add_parser("gateway", help="run the gateway (the gateway Job's entrypoint)")
-    sub.add_parser("chat", help="run the chat component: notifications and approvals from "
-                   "Telegram, Slack and a webhook (settings from WINGMAN_* variables)")
+    # Commands that run inside Wingman's own pods: not in the kubectl plugin's help.
+    command("operator", None if plugin else
+            "run the operator (settings from WINGMAN_* variables; runs in its pod)")
+    command("gateway", None if plugin else "run the gateway (the gateway Job's entrypoint)")
+    command("chat", None if plugin else "run the chat component: notifications and approvals "
+            "from Telegram, Slack and a webhook (settings from WINGMAN_* variables)")
 
-    sp = sub.add_parser("dev", help="a local control plane for trying Wingman")
+    sp = command("dev", "a local control plane for trying Wingman")
     dsub = sp.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
     rp = dsub.add_parser("run", help="start a local control plane when no cluster is "
                          "configured, install Wingman, and run the operator and a demo")
@@ -113,6 +184,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _names(kind: str) -> Any:
+    def complete(prefix: str, parsed_args: argparse.Namespace, **kw: Any) -> list[str]:
+        from wingman.cli import requests
+
+        fn = requests.request_names if kind == "request" else requests.grant_names
+        return fn(prefix, parsed_args, **kw)
+    return complete
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     if raw[:1] == ["verify-privileges"]:
@@ -121,12 +201,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wingman.verifier.privileges import verify_privileges_main
 
         return int(verify_privileges_main(raw[1:]))
-    args = _parser().parse_args(raw)
+    parser = _parser()
+    if argv is None:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)  # returns at once unless a shell is completing
+    args = parser.parse_args(raw)
     try:
         return _dispatch(args)
     except WingmanError as exc:
+        from wingman.cli.requests import exit_code_for_error
+
         print(f"error ({exc.reason}): {exc}", file=sys.stderr)
-        return 2
+        return exit_code_for_error(exc)
     except KeyboardInterrupt:
         return 130
 
@@ -143,6 +230,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from wingman.verifier.privileges import verify_privileges_main
 
         return int(verify_privileges_main(list(args.rest)))
+    if cmd == "completion":
+        from argcomplete.shell_integration import shellcode
+
+        print(shellcode(["wingman", "kubectl-wingman"], shell=args.shell))
+        return 0
+    if cmd == "mcp":
+        from wingman.mcp.server import serve
+
+        return serve(args)
     if cmd == "operator":
         from wingman.operator.run import run_operator
         from wingman.settings import OperatorSettings
@@ -180,12 +276,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     """Rotation from a workstation: the operator picks the change up within minutes."""
     from wingman.capability import keyring as keys
-    from wingman.cli.requests import api_client
-    from wingman.kube import SECRETS, Kube
+    from wingman.client.connect import connect
+    from wingman.kube import SECRETS
 
-    api, default_ns = api_client(args.kubeconfig)
-    kube = Kube(api)
-    ns = args.namespace or default_ns
+    conn = connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
+    kube, ns = conn.kube, conn.namespace
     ring = keys.ring_from_secret(kube.get(SECRETS, ns, args.secret), args.secret)
     if args.keys_command == "rotate":
         ring = keys.rotate(ring)

@@ -1,170 +1,129 @@
-"""The people-facing commands of the kubectl plugin: request, approve, reject, exec, describe.
+"""The people- and agent-facing commands: request, approve, reject, exec, describe, result,
+list, policy.
 
-Each command talks to the API server with the caller's own kubeconfig, so RBAC and the
-admission policies decide what the caller may do; this module never elevates. Identity comes
-from a SelfSubjectReview (``kubectl auth whoami``), so ``requester`` and ``decisions[].by`` are
-always the real caller.
+Each command runs ``wingman.client`` as the caller (kubeconfig, else the pod's ServiceAccount),
+so RBAC and the admission policies decide what the caller may do; nothing here elevates.
+Every command prints text for people, or with ``-o json|yaml`` the status protocol's answer
+(``docs/agents.md``), and exits with a code that says what happened (:data:`EXIT_CODES`).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-import time
-import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from wingman import API_VERSION, GROUP, VERSION
-from wingman.errors import WingmanError
+import yaml
 
-TERMINAL_AR = ("AutoApproved", "Approved", "Rejected", "Expired")
-TERMINAL_EG = ("Denied", "Succeeded", "Failed", "Expired")
+from wingman.client import status as st
+from wingman.client.api import Source, WingmanClient
+from wingman.client.connect import connect
+from wingman.errors import ClientError, ConfigError, Invalid, NotFound, WingmanError
 
+EXIT_OK = 0
+EXIT_DENIED = 1
+EXIT_USAGE = 2
+EXIT_EXPIRED = 3
+EXIT_FAILED = 4
+EXIT_API = 5
+EXIT_WAITING = 6
+EXIT_INTERRUPTED = 130
 
-class ClientError(WingmanError):
-    """A plugin command could not be carried out (API error, timeout, bad argument)."""
+#: The documented exit codes (``kubectl wingman --help`` and docs/agents.md print this table).
+EXIT_CODES = {
+    EXIT_OK: "done (for request/exec: created, and with --wait approved or succeeded)",
+    EXIT_DENIED: "denied: the request was rejected or revoked, or the grant was refused",
+    EXIT_USAGE: "usage: bad arguments or configuration, or input the API server rejects",
+    EXIT_EXPIRED: "expired: the request or the grant's token expired",
+    EXIT_FAILED: "failed: the command ran and failed, or did not complete",
+    EXIT_API: "API error: unreachable, forbidden (RBAC or admission), or not found",
+    EXIT_WAITING: "still waiting: --timeout passed, or it waits on someone else (an approver)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
-    reason = "ClientError"
-
-
-def api_client(kubeconfig: str | None) -> tuple[Any, str]:
-    """An ApiClient from the caller's kubeconfig and the context's namespace."""
-    from kubernetes import config
-
-    try:
-        _contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-    except Exception as exc:  # any kubeconfig problem is the user's to fix
-        raise ClientError(
-            f"cannot read the kubeconfig ({exc}); pass --kubeconfig or set KUBECONFIG"
-        ) from exc
-    namespace = str((active or {}).get("context", {}).get("namespace") or "wingman")
-    return config.new_client_from_config(config_file=kubeconfig), namespace
-
-
-def whoami(api: Any) -> str:
-    """The caller's user name, as the API server authenticates it."""
-    from kubernetes import client
-
-    body = client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1",
-                                      kind="SelfSubjectReview")
-    resp = client.AuthenticationV1Api(api).create_self_subject_review(body)
-    info = resp.status.user_info if resp.status else None
-    if info is None or not info.username:
-        raise ClientError("the API server did not say who you are (SelfSubjectReview)")
-    return str(info.username)
+_STATE_EXIT = {
+    st.State.APPROVED: EXIT_OK, st.State.AUTO_APPROVED: EXIT_OK,
+    st.State.SUCCEEDED: EXIT_OK,
+    st.State.REJECTED: EXIT_DENIED, st.State.REVOKED: EXIT_DENIED,
+    st.State.REFUSED: EXIT_DENIED,
+    st.State.EXPIRED: EXIT_EXPIRED, st.State.FAILED: EXIT_FAILED,
+}
 
 
-def _objects(api: Any) -> Any:
-    from kubernetes import client
-
-    return client.CustomObjectsApi(api)
-
-
-def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        return fn(*args, **kwargs)
-    except ApiException as exc:
-        detail = str(exc.reason)
-        if isinstance(exc.body, str | bytes):
-            try:
-                detail = str(json.loads(exc.body).get("message", detail))
-            except (ValueError, AttributeError):
-                detail = exc.body if isinstance(exc.body, str) else detail
-        raise ClientError(f"{what} failed ({exc.status}): {detail}") from exc
+def exit_code_for_error(exc: WingmanError) -> int:
+    """The exit code of a failed command."""
+    if isinstance(exc, ConfigError | Invalid):
+        return EXIT_USAGE
+    return EXIT_API
 
 
-def build_request(
-    *, name: str, namespace: str, requester: str, environment: str, instruction: str,
-    commands: list[str], justification: str | None, expires_after_seconds: int | None,
-) -> dict[str, Any]:
-    """The ApprovalRequest manifest the ``request`` command submits."""
-    spec: dict[str, Any] = {
-        "requester": requester,
-        "environment": environment,
-        "instruction": instruction,
-        "commands": list(commands),
-    }
-    if justification:
-        spec["justification"] = justification
-    if expires_after_seconds is not None:
-        spec["expiresAfterSeconds"] = expires_after_seconds
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ApprovalRequest",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
+def _code(status: st.Status) -> int:
+    return _STATE_EXIT.get(status.state, EXIT_WAITING)
 
 
-def grant_name(request_name: str, command: str) -> str:
-    """A deterministic grant name for one command of one request (re-running is idempotent)."""
-    digest = hashlib.sha256(command.encode()).hexdigest()[:8]
-    return f"{request_name[:50]}-{digest}"
+# --------------------------------------------------------------------------- output
 
 
-def build_grant(
-    *, request_name: str, namespace: str, command: str, ttl_seconds: int | None,
-    requester: str,
-) -> dict[str, Any]:
-    """The ExecutionGrant manifest the ``exec`` command submits (in the request's requester's
-    name: admission lets only approvers name anyone but themselves)."""
-    spec: dict[str, Any] = {"approvalRef": {"name": request_name}, "command": command,
-                            "requester": requester}
-    if ttl_seconds is not None:
-        spec["ttlSeconds"] = ttl_seconds
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ExecutionGrant",
-        "metadata": {"name": grant_name(request_name, command), "namespace": namespace},
-        "spec": spec,
-    }
+def emit(data: Any, fmt: str, out: TextIO) -> None:
+    """Print ``data`` (already JSON-shaped) as JSON or YAML."""
+    if fmt == "json":
+        print(json.dumps(data, indent=2, sort_keys=False), file=out)
+    else:
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="", file=out)
 
 
-def _wait(
-    api: Any, namespace: str, plural: str, name: str, terminal: tuple[str, ...], timeout: float,
-    out: TextIO,
-) -> dict[str, Any]:
-    objs = _objects(api)
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        obj: dict[str, Any] = _call(
-            f"reading {plural}/{name}", objs.get_namespaced_custom_object,
-            GROUP, VERSION, namespace, plural, name,
-        )
-        phase = obj.get("status", {}).get("phase", "Pending")
-        if phase != last:
-            print(f"  {plural[:-1]} {name}: {phase}", file=out, flush=True)
-            last = phase
-        if phase in terminal:
-            return obj
-        if time.monotonic() > deadline:
-            raise ClientError(
-                f"timed out after {timeout:.0f}s waiting for {plural}/{name} (phase {phase}); "
-                "check `kubectl wingman describe` and the operator's logs"
-            )
-        time.sleep(1)
+def render(status: st.Status, out: TextIO) -> None:
+    """A status answer for people."""
+    what = f"{(status.kind or '').lower()} {status.namespace}/{status.name}".strip() \
+        if status.name else ""
+    line = f"{what}: {status.state.value}" if what else status.state.value
+    if status.approvals is not None and status.state is st.State.AWAITING_APPROVAL:
+        line += f" ({status.approvals.have} of {status.approvals.need} approvals)"
+    if status.by and status.state in (st.State.REJECTED, st.State.REVOKED, st.State.APPROVED):
+        line += f" by {status.by}"
+    print(line, file=out)
+    if status.reason or status.message:
+        print(f"  {status.reason or ''}{': ' if status.reason and status.message else ''}"
+              f"{status.message or ''}", file=out)
+    if status.exit_code is not None:
+        print(f"  exit code {status.exit_code}", file=out)
+    if status.output:
+        print(status.output.rstrip("\n"), file=out)
+        if status.output_truncated:
+            print(f"  (output cut at {len(status.output)} characters)", file=out)
+    print(f"next: {status.next}", file=out)
 
 
-def describe(obj: dict[str, Any], grants: list[dict[str, Any]], out: TextIO) -> None:
-    """Print a request's review, decision and grants for humans."""
-    spec, status = obj.get("spec", {}), obj.get("status", {})
+def describe(obj: Mapping[str, Any], grants: Sequence[Mapping[str, Any]], out: TextIO,
+             status: st.Status | None = None) -> None:
+    """Print a request's review, decision, provenance and grants for people."""
+    spec, stat = obj.get("spec") or {}, obj.get("status") or {}
     meta = obj["metadata"]
-    print(f"Name:         {meta['namespace']}/{meta['name']}", file=out)
+    print(f"Name:         {meta.get('namespace')}/{meta['name']}", file=out)
     print(f"Requester:    {spec.get('requester')}", file=out)
     print(f"Environment:  {spec.get('environment')}", file=out)
-    print(f"Phase:        {status.get('phase', 'Pending')}", file=out)
+    print(f"Phase:        {stat.get('phase', 'Pending')}", file=out)
+    if status is not None:
+        print(f"State:        {status.state.value}", file=out)
+    if stat.get("expirationTime"):
+        print(f"Expires:      {stat['expirationTime']}", file=out)
     print(f"Instruction:  {spec.get('instruction')}", file=out)
+    if spec.get("justification"):
+        print(f"Justification: {spec['justification']}", file=out)
+    source = st.source_view(spec)
+    if source:
+        print("Source:", file=out)
+        for key in ("reference", "agent", "model", "input_trust", "excerpt"):
+            if key in source:
+                print(f"  {key.replace('_', ' '):<12} {source[key]}", file=out)
     print("Commands:", file=out)
-    holders = {g.get("command"): g.get("grant") for g in status.get("grants") or []}
+    holders = {g.get("command"): g.get("grant") for g in stat.get("grants") or []}
     for c in spec.get("commands", []):
         used = f"  (granted to {holders[c]}: runs once)" if c in holders else ""
         print(f"  - {c}{used}", file=out)
-    consensus = status.get("consensus") or {}
+    consensus = stat.get("consensus") or {}
     if consensus:
         print(f"Consensus:    {consensus.get('outcome')} (risk {consensus.get('risk')}, "
               f"{consensus.get('approvals', 0)} approve / {consensus.get('rejections', 0)} "
@@ -175,110 +134,198 @@ def describe(obj: dict[str, Any], grants: list[dict[str, Any]], out: TextIO) -> 
                   f"{v.get('risk', ''):<9} {v.get('rationale', '')}", file=out)
         if consensus.get("dissent"):
             print(f"  dissent: {consensus['dissent']}", file=out)
+    decision = stat.get("decision") or {}
+    if decision.get("requiredApprovals"):
+        print(f"Approvals:    {len(decision.get('approvedBy') or [])} of "
+              f"{decision['requiredApprovals']}", file=out)
     for d in spec.get("decisions", []) or []:
         print(f"Decision:     {d.get('verdict')} by {d.get('by')}: {d.get('reason', '')}",
               file=out)
     print("Conditions:", file=out)
-    for c in status.get("conditions", []):
+    for c in stat.get("conditions", []):
         print(f"  {c.get('type'):<10} {c.get('status'):<6} {c.get('reason')}: "
               f"{c.get('message', '')}", file=out)
     if grants:
         print("Grants:", file=out)
         for g in grants:
-            gs = g.get("status", {})
+            gs = g.get("status") or {}
             print(f"  {g['metadata']['name']}: {gs.get('phase', 'Pending')} "
                   f"{gs.get('reason', '')} exit={gs.get('exitCode', '-')}  "
                   f"{g['spec']['command']}", file=out)
+    if status is not None:
+        print(f"Next:         {status.next}", file=out)
+
+
+class Ticker:
+    """The live elapsed-time line while ``--wait`` runs on a terminal (quiet otherwise)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+        self.shown = False
+
+    def __call__(self, status: st.Status, elapsed: float) -> None:
+        if not self.live:
+            return
+        extra = ""
+        if status.approvals is not None and status.state is st.State.AWAITING_APPROVAL:
+            extra = f" ({status.approvals.have} of {status.approvals.need} approvals)"
+        self.stream.write(f"\r\x1b[Kwaiting for {status.name}: {status.state.value}{extra} "
+                          f"- {int(elapsed)}s")
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def client_for(args: argparse.Namespace) -> WingmanClient:
+    conn = connect(kubeconfig=getattr(args, "kubeconfig", None),
+                   context=getattr(args, "context", None),
+                   namespace=getattr(args, "namespace", None))
+    return WingmanClient(conn, hints=st.COMMANDS)
+
+
+def _source(args: argparse.Namespace) -> Source | None:
+    data = {"reference": args.source_reference, "agent": args.agent, "model": args.model,
+            "excerpt": args.excerpt,
+            "untrusted_input": True if args.untrusted_input else None}
+    return Source.from_mapping({k: v for k, v in data.items() if v is not None})
+
+
+def _answer(status: st.Status, args: argparse.Namespace, out: TextIO,
+            code: int | None = None) -> int:
+    if args.output == "text":
+        render(status, out)
+    else:
+        emit(status.to_dict(), args.output, out)
+    return _code(status) if code is None else code
+
+
+def _waited(client: WingmanClient, status: st.Status, args: argparse.Namespace,
+            grant: bool) -> st.Status:
+    ticker = Ticker(sys.stderr)
+    try:
+        if grant:
+            return client.wait_grant(str(status.name), args.timeout, on_tick=ticker)
+        return client.wait_request(str(status.name), args.timeout, on_tick=ticker)
+    finally:
+        ticker.done()
 
 
 def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Run one plugin command; returns the exit code."""
-    api, default_ns = api_client(args.kubeconfig)
-    ns = args.namespace or default_ns
-    objs = _objects(api)
+    """Run one command; returns the exit code (:data:`EXIT_CODES`)."""
+    with client_for(args) as client:
+        return _run(client, args, out)
+
+
+def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
     cmd = args.command
     if cmd == "request":
-        user = whoami(api)
-        name = args.name or f"req-{uuid.uuid4().hex[:8]}"
-        body = build_request(
-            name=name, namespace=ns, requester=user, environment=args.environment,
-            instruction=args.instruction, commands=args.commands,
-            justification=args.justification,
-            expires_after_seconds=args.expires_after_seconds,
-        )
-        _call("creating the ApprovalRequest", objs.create_namespaced_custom_object,
-              GROUP, VERSION, ns, "approvalrequests", body)
-        print(f"approvalrequest {ns}/{name} created (requester {user})", file=out)
+        status = client.create_request(
+            environment=args.environment, instruction=args.instruction,
+            commands=args.commands, justification=args.justification,
+            expires_after_seconds=args.expires_after_seconds, source=_source(args),
+            name=args.name)
         if args.wait:
-            obj = _wait(api, ns, "approvalrequests", name, TERMINAL_AR, args.timeout, out)
-            return 0 if obj["status"]["phase"] in ("AutoApproved", "Approved") else 1
-        return 0
+            status = _waited(client, status, args, grant=False)
+            return _answer(status, args, out)
+        return _answer(status, args, out, EXIT_OK)
     if cmd in ("approve", "reject"):
-        user = whoami(api)
-        entry = {"verdict": "Approve" if cmd == "approve" else "Reject", "by": user,
-                 "reason": args.reason}
-        for attempt in range(3):
-            obj = _call("reading the ApprovalRequest", objs.get_namespaced_custom_object,
-                        GROUP, VERSION, ns, "approvalrequests", args.name)
-            patch: list[dict[str, Any]]
-            if obj["spec"].get("decisions"):
-                patch = [{"op": "add", "path": "/spec/decisions/-", "value": entry}]
-            else:  # first decision: guard against a concurrent first decision being replaced
-                patch = [{"op": "test", "path": "/metadata/resourceVersion",
-                          "value": obj["metadata"]["resourceVersion"]},
-                         {"op": "add", "path": "/spec/decisions", "value": [entry]}]
-            try:
-                _call(f"recording your decision on {args.name}",
-                      objs.patch_namespaced_custom_object, GROUP, VERSION, ns,
-                      "approvalrequests", args.name, patch,
-                      _content_type="application/json-patch+json")
-                break
-            except ClientError as exc:
-                if attempt == 2 or "test operation" not in str(exc).lower():
-                    raise
-        print(f"approvalrequest {ns}/{args.name}: {entry['verdict']} recorded by {user}",
-              file=out)
-        return 0
+        status = client.decide(args.name, "Approve" if cmd == "approve" else "Reject",
+                               args.reason)
+        return _answer(status, args, out, EXIT_OK)
     if cmd == "exec":
-        request = _call(f"reading ApprovalRequest {args.name}",
-                        objs.get_namespaced_custom_object, GROUP, VERSION, ns,
-                        "approvalrequests", args.name)
-        body = build_grant(request_name=args.name, namespace=ns, command=args.grant_command,
-                           ttl_seconds=args.ttl_seconds,
-                           requester=str(request["spec"]["requester"]))
-        gname = body["metadata"]["name"]
-        _call("creating the ExecutionGrant", objs.create_namespaced_custom_object,
-              GROUP, VERSION, ns, "executiongrants", body)
-        print(f"executiongrant {ns}/{gname} created", file=out)
-        if not args.wait:
-            return 0
-        obj = _wait(api, ns, "executiongrants", gname, TERMINAL_EG, args.timeout, out)
-        st = obj.get("status", {})
-        if st.get("output"):
-            print(st["output"], file=out)
-        if st.get("phase") != "Succeeded":
-            print(f"{st.get('phase')}: {st.get('reason', '')} {st.get('message', '')}",
-                  file=sys.stderr)
-            return 1
-        return 0
+        status = client.execute(args.name, args.grant_command, ttl_seconds=args.ttl_seconds)
+        started = status.state in (st.State.GRANTED, st.State.RUNNING)
+        if started and args.wait:
+            status = _waited(client, status, args, grant=True)
+            return _answer(status, args, out)
+        return _answer(status, args, out, EXIT_OK if started else None)
+    if cmd == "result":
+        status = client.grant_status(args.name)
+        if args.wait:
+            status = _waited(client, status, args, grant=True)
+            return _answer(status, args, out)
+        return _answer(status, args, out, EXIT_OK)
     if cmd == "describe":
-        obj = _call("reading the ApprovalRequest", objs.get_namespaced_custom_object,
-                    GROUP, VERSION, ns, "approvalrequests", args.name)
-        grants = _call("listing ExecutionGrants", objs.list_namespaced_custom_object,
-                       GROUP, VERSION, ns, "executiongrants")["items"]
-        mine = [g for g in grants if g["spec"]["approvalRef"]["name"] == args.name]
-        describe(obj, mine, out)
-        return 0
+        obj = client.get_request_object(args.name)
+        grants = client.grants_of(args.name)
+        status = client.request_status(args.name)
+        if args.output == "text":
+            describe(obj, grants, out, status)
+        else:
+            data = status.to_dict()
+            data["grants"] = [st.of_grant(g, now=client.now(), hints=st.COMMANDS).to_dict()
+                              for g in grants]
+            emit(data, args.output, out)
+        return EXIT_OK
     if cmd == "list":
-        for plural in ("approvalrequests", "executiongrants"):
-            items = _call(f"listing {plural}", objs.list_namespaced_custom_object,
-                          GROUP, VERSION, ns, plural)["items"]
-            print(f"{plural}:", file=out)
-            for it in items:
-                print(f"  {it['metadata']['name']:<40} "
-                      f"{it.get('status', {}).get('phase', 'Pending')}", file=out)
-        return 0
-    raise ClientError(f"unknown command {cmd!r}")
+        listed = client.list_requests(mine=args.mine)
+        grant_states = client.list_grants()
+        if args.output != "text":
+            emit({"namespace": client.namespace,
+                  "requests": [s.to_dict() for s in listed],
+                  "grants": [g.to_dict() for g in grant_states]}, args.output, out)
+            return EXIT_OK
+        print(f"{'REQUEST':<40} {'STATE':<18} {'REQUESTER':<24} ENVIRONMENT", file=out)
+        for s in listed:
+            print(f"{s.name or '':<40} {s.state.value:<18} {s.requester or '':<24} "
+                  f"{s.environment or ''}", file=out)
+        if grant_states:
+            print(f"\n{'GRANT':<40} {'STATE':<18} {'REQUEST':<24} EXIT", file=out)
+            for g in grant_states:
+                code = "-" if g.exit_code is None else str(g.exit_code)
+                print(f"{g.name or '':<40} {g.state.value:<18} {g.request or '':<24} {code}",
+                      file=out)
+        return EXIT_OK
+    if cmd == "policy":
+        view = client.policy()
+        if args.output != "text":
+            emit(view.to_dict(), args.output, out)
+            return EXIT_OK
+        data = view.to_dict()
+        print(f"Environment:          {data['environment']}", file=out)
+        auto = (f"up to risk {data['auto_approve_max_risk']}" if data["auto_approve"]
+                else "off")
+        print(f"Auto-approval:        {auto}", file=out)
+        print(f"Human approvals:      {data['required_approvals']}", file=out)
+        print(f"Workers may execute:  {'yes' if data['workers_may_grant'] else 'no'}",
+              file=out)
+        print(f"Request lifetime:     {data['request_ttl_seconds']}s", file=out)
+        print(f"Voters:               {', '.join(data['voters'])}", file=out)
+        print("Allowlist:", file=out)
+        for pattern in data["allowlist"] or ["(empty: nothing can run)"]:
+            print(f"  {pattern}", file=out)
+        return EXIT_OK
+    raise Invalid(f"unknown command {cmd!r}")
 
 
-__all__ = ["build_grant", "build_request", "describe", "grant_name", "main", "whoami"]
+def request_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Shell completion of request names (argcomplete): the caller's view, quietly."""
+    try:
+        with client_for(parsed_args) as client:
+            return [str(o["metadata"]["name"]) for o in client.list_request_objects()
+                    if str(o["metadata"]["name"]).startswith(prefix)]
+    except (WingmanError, OSError):
+        return []
+
+
+def grant_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    try:
+        with client_for(parsed_args) as client:
+            return [str(o["metadata"]["name"]) for o in client.list_grant_objects()
+                    if str(o["metadata"]["name"]).startswith(prefix)]
+    except (WingmanError, OSError):
+        return []
+
+
+__all__ = ["EXIT_API", "EXIT_CODES", "EXIT_DENIED", "EXIT_EXPIRED", "EXIT_FAILED",
+           "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "EXIT_WAITING", "ClientError",
+           "NotFound", "Ticker", "client_for", "describe", "emit", "exit_code_for_error",
+           "grant_names", "main", "render", "request_names"]

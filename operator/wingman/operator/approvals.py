@@ -59,6 +59,7 @@ def review_input(body: Body) -> ReviewInput:
         instruction=str(spec.get("instruction", "")),
         commands=tuple(str(c) for c in spec.get("commands", [])),
         justification=spec.get("justification"),
+        source=dict(spec["source"]) if isinstance(spec.get("source"), Mapping) else None,
     )
 
 

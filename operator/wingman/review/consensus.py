@@ -24,7 +24,7 @@ import asyncio
 import enum
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -100,15 +100,25 @@ class ReviewInput:
     instruction: str
     commands: tuple[str, ...]
     justification: str | None = None
+    #: ``spec.source``: provenance (reference, agent, model, excerpt, inputTrust), as given.
+    source: Mapping[str, Any] | None = None
+
+    @property
+    def untrusted_input(self) -> bool:
+        """The worker says the input that led to the request came from untrusted content."""
+        return bool(self.source) and (self.source or {}).get("inputTrust") == "Untrusted"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "environment": self.environment,
             "requester": self.requester,
             "instruction": self.instruction,
             "commands": list(self.commands),
             "justification": self.justification,
         }
+        if self.source:
+            out["source"] = dict(self.source)
+        return out
 
 
 @dataclass(frozen=True)

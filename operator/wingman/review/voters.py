@@ -4,7 +4,12 @@
 - ``blast-radius``: weighs the environment, the number of commands and their reach.
 - ``allowlist``: rejects any command the environment's allowlist does not cover.
 - ``prompt-injection``: rejects requests whose text tries to instruct the reviewers.
-  (``wingman.review.injection``)
+  (``wingman.review.injection``; the provenance excerpt is scanned too)
+
+``destructive`` and ``blast-radius`` raise their risk one level, and flag ``UntrustedInput``,
+when the request says (``spec.source.inputTrust: Untrusted``) that the input that led to it came
+from content the agent does not trust: an action prompted by a web page or an issue comment
+deserves more caution than one a person asked for.
 
 ``wingman.review.panel`` builds a panel from the policy's voter specs.
 
@@ -49,6 +54,18 @@ DANGEROUS_FLAGS = {"--force": Risk.HIGH, "--all": Risk.HIGH, "--grace-period=0":
                    "--cascade=orphan": Risk.HIGH, "--prune": Risk.CRITICAL,
                    "--privileged": Risk.CRITICAL}
 SECRET_WORDS = ("secret", "secrets", "serviceaccount", "token", "kubeconfig")
+UNTRUSTED_INPUT = "UntrustedInput"
+_LEVELS = (Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL)
+
+
+def untrusted(request: ReviewInput, risk: Risk, why: list[str]) -> tuple[Risk, tuple[str, ...]]:
+    """One risk level up (and the ``UntrustedInput`` flag) for a request acting on untrusted
+    input; unchanged otherwise."""
+    if not request.untrusted_input:
+        return risk, ()
+    raised = _LEVELS[min(risk.rank + 1, len(_LEVELS) - 1)]
+    why.append(f"acts on untrusted input (risk {risk.value} -> {raised.value})")
+    return raised, (UNTRUSTED_INPUT,)
 
 
 
@@ -103,11 +120,15 @@ class DestructivePatternVoter:
             risk, reasons = command_risk(cmd)
             worst = max(worst, risk, key=lambda x: x.rank)
             why += reasons
-        if worst >= Risk.HIGH:
+        destructive = worst >= Risk.HIGH
+        worst, flags = untrusted(request, worst, why)
+        if destructive:
             return Vote(self.name, Verdict.REJECT, worst,
-                        "destructive: " + "; ".join(why), flags=(DESTRUCTIVE,))
+                        "destructive: " + "; ".join(why), flags=(DESTRUCTIVE, *flags))
+        if worst >= Risk.HIGH:
+            return Vote(self.name, Verdict.REJECT, worst, "; ".join(why), flags=flags)
         return Vote(self.name, Verdict.APPROVE, worst,
-                    "; ".join(why) or "no destructive pattern found")
+                    "; ".join(why) or "no destructive pattern found", flags=flags)
 
 
 class BlastRadiusVoter:
@@ -134,8 +155,9 @@ class BlastRadiusVoter:
                                        "clusterrole", "clusterrolebinding") for a in argv):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("cluster-scoped resource")
+        risk, flags = untrusted(request, risk, why)
         verdict = Verdict.REJECT if risk >= Risk.HIGH else Verdict.APPROVE
-        return Vote(self.name, verdict, risk, ", ".join(why))
+        return Vote(self.name, verdict, risk, ", ".join(why), flags=flags)
 
 
 class AllowlistVoter:
@@ -179,10 +201,12 @@ def builtin_panel(is_allowed: Callable[[str], bool],
 
 __all__ = [
     "BUILTIN",
+    "UNTRUSTED_INPUT",
     "AllowlistVoter",
     "BlastRadiusVoter",
     "DestructivePatternVoter",
     "builtin_panel",
     "builtin_voter",
     "command_risk",
+    "untrusted",
 ]

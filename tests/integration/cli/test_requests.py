@@ -1,94 +1,199 @@
-"""The kubectl plugin's commands, run as real identities against the installed chart."""
+"""The command line as agents and people run it, against the installed chart and the operator.
+
+The agent's CLI runs the way it runs in a pod: no kubeconfig anywhere, the API server named by
+``KUBERNETES_SERVICE_HOST``/``_PORT``, and a real ServiceAccount token (TokenRequest), the
+cluster CA and the namespace in a ServiceAccount directory (``WINGMAN_SERVICEACCOUNT_DIR``
+points at it instead of /var/run/secrets). Approvers use their kubeconfig (``--kubeconfig``).
+Every read command's ``-o json`` must parse, and the exit codes must say what happened.
+"""
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from support.chart import APPROVER, WORKER, Release, approver_groups, installed, worker_groups
-from wingman.cli import requests as client
+from support.chart import (
+    APPROVER,
+    WORKER,
+    Release,
+    approver_groups,
+    installed,
+    sa_user,
+    worker_groups,
+)
+from support.operator import OperatorProcess, wait_for
+from wingman.cli import requests as cli
 from wingman.dev.cluster import LocalCluster
+
+AGENT_SA = "agent"
+
+
+@dataclass
+class Env:
+    cluster: LocalCluster
+    release: Release
+    pod_env: dict[str, str]
+
+    @property
+    def ns(self) -> str:
+        return self.release.namespace
+
+    def restart(self, name: str) -> str:
+        return f"kubectl rollout restart deployment/{name} -n {self.release.target_namespace}"
+
+    def agent(self, *argv: str) -> tuple[int, str, str]:
+        """The CLI in the pod-like environment (the agent's ServiceAccount)."""
+        proc = subprocess.run([sys.executable, "-m", "wingman.cli", *argv], env=self.pod_env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def person(self, user: str, groups: list[str], *argv: str) -> tuple[int, str, str]:
+        env = {**self.pod_env, "KUBERNETES_SERVICE_HOST": ""}
+        kubeconfig = str(self.cluster.kubeconfig_for(user, groups))
+        proc = subprocess.run([sys.executable, "-m", "wingman.cli", *argv, "-n", self.ns,
+                               "--kubeconfig", kubeconfig], env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
 
 
 @pytest.fixture(scope="module")
-def release(cluster: LocalCluster, crds: object) -> Iterator[Release]:
+def env(cluster: LocalCluster, crds: object, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[Env]:
     suffix = uuid.uuid4().hex[:6]
-    with installed(cluster, "test", namespace=f"wm-cli-{suffix}",
-                   target_namespace=f"apps-cli-{suffix}") as rel:
-        yield rel
+    work = tmp_path_factory.mktemp("cli")
+    ns, apps = f"wm-cli-{suffix}", f"apps-cli-{suffix}"
+    values = {"operator.replicas": 0,
+              "rbac.workers.serviceAccounts": [{"name": AGENT_SA}],
+              "policy.allowlist": [f"kubectl rollout restart deployment/{{name}} -n {apps}",
+                                   f"kubectl scale deployment/{{name}} "
+                                   f"--replicas={{int:0..10}} -n {apps}"]}
+    with installed(cluster, "test", namespace=ns, target_namespace=apps,
+                   values=values) as rel:
+        cluster.kubectl("create", "serviceaccount", AGENT_SA, "-n", ns)
+        sa = work / "serviceaccount"
+        sa.mkdir()
+        (sa / "token").write_text(cluster.sa_token(ns, AGENT_SA, expiration_seconds=3600))
+        (sa / "ca.crt").write_bytes(Path(cluster.ca_file).read_bytes())
+        (sa / "namespace").write_text(ns)
+        host, port = cluster.server.rsplit("//", 1)[1].rsplit(":", 1)
+        home = work / "home"
+        home.mkdir()
+        pod_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
+                   "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
+                   "WINGMAN_SERVICEACCOUNT_DIR": str(sa)}
+        op = OperatorProcess(cluster, ns, work / "operator")
+        op.start()
+        try:
+            yield Env(cluster, rel, pod_env)
+        finally:
+            op.stop()
 
 
-def _run(cluster: LocalCluster, user: str, groups: list[str], *argv: str) -> tuple[int, str]:
-    ns = argv[argv.index("-n") + 1]
-    from wingman.cli.main import _parser
-
-    args: argparse.Namespace = _parser().parse_args(
-        [*argv, "--kubeconfig", str(cluster.kubeconfig_for(user, groups))])
-    out = io.StringIO()
-    assert args.namespace == ns
-    return client.main(args, out=out), out.getvalue()
+def _json(out: str) -> Any:
+    return json.loads(out)
 
 
-def test_request_names_the_real_caller_and_approve_records_the_approver(
-    cluster: LocalCluster, release: Release
-) -> None:
-    ns = release.namespace
-    cmd = f"kubectl rollout restart deployment/web -n {release.target_namespace}"
-    code, out = _run(cluster, WORKER, worker_groups("test"), "request", "-n", ns,
-                     "--env", "test", "--instruction", "restart web", "--command", cmd,
-                     "--name", "cli-req")
-    assert code == 0, out
-    ar = json.loads(cluster.kubectl("get", "ar", "cli-req", "-n", ns, "-o", "json").stdout)
-    assert ar["spec"]["requester"] == WORKER
-    assert ar["spec"]["commands"] == [cmd]
+def test_in_a_pod_the_agent_requests_waits_and_executes_with_its_serviceaccount(env: Env
+                                                                                ) -> None:
+    cmd = env.restart("web")
+    code, out, err = env.agent("request", "--instruction", "restart web after the config "
+                               "change", "--command", cmd, "--name", "pod-req",
+                               "--source-reference", "OPS-1", "--agent", "ops-bot",
+                               "--wait", "--timeout", "60", "-o", "json")
+    assert code == cli.EXIT_OK, err
+    answer = _json(out)
+    assert answer["state"] == "auto_approved" and answer["name"] == "pod-req"
+    assert answer["namespace"] == env.ns, "the namespace comes from the pod's ServiceAccount"
+    assert answer["requester"] == sa_user(env.ns, AGENT_SA)
+    assert answer["source"] == {"reference": "OPS-1", "agent": "ops-bot"}
+    assert "kubectl wingman exec pod-req" in answer["next"]
+    assert err == "", "quiet when not on a terminal"
 
-    # The worker cannot approve their own request: admission says why.
-    with pytest.raises(client.ClientError, match=r"(?i)approve|forbidden|requester"):
-        _run(cluster, WORKER, worker_groups("test"), "approve", "-n", ns, "cli-req")
+    code, out, err = env.agent("exec", "pod-req", "--command", cmd, "-o", "json")
+    assert code == cli.EXIT_OK, err
+    grant = _json(out)
+    assert grant["state"] == "granted" and grant["request"] == "pod-req"
+    # idempotent: the same exec answers the same grant
+    code, out, _ = env.agent("exec", "pod-req", "--command", cmd, "-o", "json")
+    assert code == cli.EXIT_OK and _json(out)["name"] == grant["name"]
 
-    code, out = _run(cluster, APPROVER, approver_groups("test"), "approve", "-n", ns,
-                     "cli-req", "--reason", "change window")
-    assert code == 0, out
-    ar = json.loads(cluster.kubectl("get", "ar", "cli-req", "-n", ns, "-o", "json").stdout)
-    assert ar["spec"]["decisions"] == [
-        {"verdict": "Approve", "by": APPROVER, "reason": "change window"}]
+    # every read command's -o json parses (and -o yaml too)
+    code, out, _ = env.agent("describe", "pod-req", "-o", "json")
+    described = _json(out)
+    assert code == 0 and described["commands"][0]["grant"] == grant["name"]
+    assert [g["name"] for g in described["grants"]] == [grant["name"]]
+    code, out, _ = env.agent("result", grant["name"], "-o", "json")
+    assert code == 0 and _json(out)["kind"] == "ExecutionGrant"
+    code, out, _ = env.agent("list", "-o", "json")
+    listed = _json(out)
+    assert code == 0 and "pod-req" in [r["name"] for r in listed["requests"]]
+    assert grant["name"] in [g["name"] for g in listed["grants"]]
+    code, out, _ = env.agent("list", "--mine", "-o", "yaml")
+    assert code == 0 and [r["name"] for r in yaml.safe_load(out)["requests"]] == ["pod-req"]
+    code, out, _ = env.agent("policy", "-o", "json")
+    policy = _json(out)
+    assert code == 0 and policy["environment"] == "test" and policy["workers_may_grant"]
+    assert env.restart("{name}") in policy["allowlist"]
+    code, out, _ = env.agent("describe", "pod-req")
+    assert code == 0 and "reference    OPS-1" in out and "State:        auto_approved" in out
 
-    code, out = _run(cluster, APPROVER, approver_groups("test"), "describe", "-n", ns, "cli-req")
-    assert code == 0
-    assert f"Approve by {APPROVER}: change window" in out
+
+def test_exit_codes_tell_waiting_denied_and_api_errors_apart(env: Env) -> None:
+    risky = f"kubectl scale deployment/web --replicas=0 -n {env.release.target_namespace}"
+    code, out, _ = env.agent("request", "--instruction", "scale web to zero", "--command",
+                             risky, "--name", "needs-human", "--wait", "--timeout", "3",
+                             "-o", "json")
+    answer = _json(out)
+    assert code == cli.EXIT_WAITING, out
+    assert answer["state"] == "awaiting_approval" and answer["waited_seconds"] >= 3
+    assert answer["approvals"] == {"have": 0, "need": 1, "by": []}
+
+    # a worker cannot decide, its own request least of all: RBAC refuses, an API error
+    code, _, err = env.agent("approve", "needs-human")
+    assert code == cli.EXIT_API and 'cannot patch resource "approvalrequests"' in err
+
+    code, out, err = env.person(APPROVER, approver_groups("test"), "reject", "needs-human",
+                                "--reason", "not during the freeze", "-o", "json")
+    assert code == cli.EXIT_OK, err
+    assert _json(out)["state"] in ("awaiting_approval", "rejected")  # the operator counts it
+    wait_for("the rejection counted", lambda: _json(env.agent(
+        "describe", "needs-human", "-o", "json")[1])["state"] == "rejected", 30)
+    code, out, _ = env.agent("request", "--instruction", "x", "--command", risky, "--wait",
+                             "--timeout", "1", "--name", "needs-human", "-o", "json")
+    assert code == cli.EXIT_USAGE  # AlreadyExists: the input (the name) is the problem
+    code, out, _ = env.agent("describe", "needs-human", "-o", "json")
+    rejected = _json(out)
+    assert (rejected["state"], rejected["by"], rejected["message"]) == (
+        "rejected", APPROVER, "not during the freeze")
+    code, out, _ = env.agent("exec", "needs-human", "--command", risky, "-o", "json")
+    assert code == cli.EXIT_DENIED and _json(out)["state"] == "rejected"
+
+    code, _, err = env.agent("result", "no-such-grant")
+    assert code == cli.EXIT_API and "NotFound" in err
+    code, _, err = env.agent("request", "--env", "prd", "--instruction", "x", "--command",
+                             "kubectl get pods")
+    assert code == cli.EXIT_USAGE and "prd" in err  # admission: not this environment
 
 
-def test_request_for_another_environment_is_refused_with_the_reason(
-    cluster: LocalCluster, release: Release
-) -> None:
-    with pytest.raises(client.ClientError, match=r"prd|environment"):
-        _run(cluster, WORKER, worker_groups("test"), "request", "-n", release.namespace,
-             "--env", "prd", "--instruction", "x", "--command", "kubectl get pods")
-
-
-def test_exec_grants_in_the_requesters_name_and_other_workers_are_told_why_not(
-    cluster: LocalCluster, release: Release
-) -> None:
-    ns = release.namespace
-    cmd = f"kubectl rollout restart deployment/api -n {release.target_namespace}"
-    code, out = _run(cluster, WORKER, worker_groups("test"), "request", "-n", ns,
-                     "--env", "test", "--instruction", "restart api", "--command", cmd,
-                     "--name", "cli-exec")
-    assert code == 0, out
-    # another worker may not grant alice's request: admission names the rule
-    with pytest.raises(client.ClientError,
-                       match=r"must be in your own name: set spec.requester to 'mallory'"):
-        _run(cluster, "mallory", worker_groups("test"), "exec", "-n", ns, "cli-exec",
-             "--command", cmd)
-    code, out = _run(cluster, WORKER, worker_groups("test"), "exec", "-n", ns, "cli-exec",
-                     "--command", cmd)
-    assert code == 0, out
-    name = client.grant_name("cli-exec", cmd)
-    eg = json.loads(cluster.kubectl("get", "eg", name, "-n", ns, "-o", "json").stdout)
-    assert eg["spec"] == {"approvalRef": {"name": "cli-exec"}, "command": cmd,
-                          "requester": WORKER}
+def test_people_use_their_kubeconfig_and_another_worker_cannot_grant_alices_request(
+        env: Env) -> None:
+    cmd = env.restart("api")
+    code, out, err = env.person(WORKER, worker_groups("test"), "request", "--instruction",
+                                "restart api", "--command", cmd, "--name", "alice-req",
+                                "--wait", "--timeout", "60", "-o", "json")
+    assert code == cli.EXIT_OK, err
+    assert _json(out)["requester"] == WORKER
+    code, _, err = env.person("mallory", worker_groups("test"), "exec", "alice-req",
+                              "--command", cmd)
+    assert code == cli.EXIT_API
+    assert "must be in your own name: set spec.requester to 'mallory'" in err

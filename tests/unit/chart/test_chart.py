@@ -275,10 +275,14 @@ def test_worker_role_is_exactly_ask_and_read() -> None:
     objs = render("test", RENDER_VALUES, namespace=NS)
     (worker,) = find(objs, "Role", "wingman-worker", NS)
     resources = {r for rule in worker["rules"] for r in rule["resources"]}
-    assert resources == {"approvalrequests", "executiongrants", "events"}
+    assert resources == {"approvalrequests", "executiongrants", "events", "configmaps"}
     assert _rule_verbs(objs, "wingman-worker", "approvalrequests") == {
         "create", "get", "list", "watch"}
     assert _rule_verbs(objs, "wingman-worker", "events") == {"get", "list"}
+    # the policy ConfigMap and nothing else: agents read what can pass
+    (cm_rule,) = [r for r in worker["rules"] if "configmaps" in r["resources"]]
+    assert cm_rule == {"apiGroups": [""], "resources": ["configmaps"],
+                       "resourceNames": ["wingman-policy"], "verbs": ["get"]}
 
 
 def test_secrets_and_jobs_belong_to_the_operator_only(

@@ -1,43 +1,24 @@
-"""The plugin's manifests and its human-readable description."""
+"""The command line's parser, output and exit codes (no cluster)."""
 
 from __future__ import annotations
 
 import io
+import sys
 
-from wingman.cli.requests import build_grant, build_request, describe, grant_name
+import pytest
 
-
-def test_request_manifest_carries_exactly_what_the_worker_asked() -> None:
-    body = build_request(
-        name="req-1", namespace="wingman-test", requester="alice", environment="test",
-        instruction="restart web", commands=["kubectl rollout restart deployment/web -n apps"],
-        justification=None, expires_after_seconds=600,
-    )
-    assert body["apiVersion"] == "wingman.dev/v1alpha1"
-    assert body["kind"] == "ApprovalRequest"
-    assert body["spec"] == {
-        "requester": "alice", "environment": "test", "instruction": "restart web",
-        "commands": ["kubectl rollout restart deployment/web -n apps"],
-        "expiresAfterSeconds": 600,
-    }
+from wingman.cli import main as cli
+from wingman.cli import requests
+from wingman.client import status as st
 
 
-def test_grant_names_are_deterministic_per_command() -> None:
-    a = grant_name("req-1", "kubectl scale deployment/web --replicas=3 -n apps")
-    assert a == grant_name("req-1", "kubectl scale deployment/web --replicas=3 -n apps")
-    assert a != grant_name("req-1", "kubectl scale deployment/web --replicas=4 -n apps")
-    assert len(grant_name("r" * 253, "x")) <= 63
-    body = build_grant(request_name="req-1", namespace="ns", command="kubectl get pods",
-                       ttl_seconds=None, requester="alice")
-    assert body["spec"] == {"approvalRef": {"name": "req-1"}, "command": "kubectl get pods",
-                            "requester": "alice"}
-
-
-def test_describe_shows_votes_dissent_decisions_and_grants() -> None:
+def test_describe_shows_votes_dissent_decisions_provenance_and_grants() -> None:
     obj = {
         "metadata": {"namespace": "ns", "name": "req-1"},
         "spec": {"requester": "alice", "environment": "prd", "instruction": "scale",
                  "commands": ["kubectl scale deployment/web --replicas=0 -n apps"],
+                 "source": {"reference": "JIRA-9", "agent": "ops-bot",
+                            "inputTrust": "Untrusted", "excerpt": "scale web down"},
                  "decisions": [{"verdict": "Approve", "by": "bob", "reason": "ok"}]},
         "status": {"phase": "AwaitingDecision",
                    "consensus": {"outcome": "NoConsensus", "risk": "high", "approvals": 1,
@@ -45,6 +26,7 @@ def test_describe_shows_votes_dissent_decisions_and_grants() -> None:
                                  "votes": [{"voter": "destructive", "verdict": "reject",
                                             "risk": "high", "rationale": "scales to zero"}],
                                  "dissent": ["destructive"]},
+                   "decision": {"approvedBy": ["bob"], "requiredApprovals": 2},
                    "conditions": [{"type": "Reviewed", "status": "True",
                                    "reason": "ConsensusReached", "message": "done"}],
                    "grants": [{"command": "kubectl scale deployment/web --replicas=0 -n apps",
@@ -54,9 +36,94 @@ def test_describe_shows_votes_dissent_decisions_and_grants() -> None:
     grants = [{"metadata": {"name": "req-1-abc"}, "spec": {"command": "kubectl x"},
                "status": {"phase": "Denied", "reason": "ApprovalNotApproved"}}]
     out = io.StringIO()
-    describe(obj, grants, out)
+    requests.describe(obj, grants, out)
     text = out.getvalue()
     for expected in ("AwaitingDecision", "scales to zero", "dissent", "Approve by bob",
-                     "ApprovalNotApproved", "risk high",
+                     "ApprovalNotApproved", "risk high", "Approvals:    1 of 2",
+                     "reference    JIRA-9", "input trust  Untrusted", "excerpt      scale web",
                      "--replicas=0 -n apps  (granted to req-1-def: runs once)"):
         assert expected in text
+
+
+def _parse(*argv: str) -> object:
+    return cli._parser().parse_args(list(argv))
+
+
+@pytest.mark.parametrize("command", [["describe", "x"], ["result", "x"], ["list"], ["policy"],
+                                     ["request", "--instruction", "i", "--command", "c"],
+                                     ["exec", "x", "--command", "c"], ["approve", "x"]])
+def test_every_command_takes_output_namespace_kubeconfig_and_context(command: list[str]) -> None:
+    args = _parse(*command, "-o", "json", "-n", "wm", "--kubeconfig", "k", "--context", "c")
+    assert (args.output, args.namespace, args.kubeconfig, args.context) == (  # type: ignore[attr-defined]
+        "json", "wm", "k", "c")
+
+
+def test_the_plugins_help_hides_the_commands_that_run_in_pods(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/kubectl-wingman"])
+    text = cli._parser().format_help()
+    assert "kubectl wingman" in text and "request" in text and "mcp" in text
+    assert "run the operator" not in text and "gateway Job" not in text
+    # still runnable (the image's entrypoints), only not advertised
+    assert cli._parser().parse_args(["gateway"]).command == "gateway"
+    monkeypatch.setattr(sys, "argv", ["wingman"])
+    assert "run the operator" in cli._parser().format_help()
+
+
+def test_help_documents_distinct_exit_codes() -> None:
+    codes = requests.EXIT_CODES
+    assert len(set(codes)) == len(codes) == 8
+    text = cli._parser().format_help()
+    for code, meaning in ((1, "denied"), (2, "usage"), (3, "expired"), (4, "failed"),
+                          (5, "API error"), (6, "still waiting")):
+        assert meaning in codes[code] and f"{code}" in text
+
+
+def test_usage_errors_exit_2_and_configuration_errors_say_what_is_missing(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: object) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["exec", "x"])  # --command missing
+    assert exc.value.code == requests.EXIT_USAGE
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert cli.main(["list"]) == requests.EXIT_USAGE
+    assert "no Kubernetes configuration" in capsys.readouterr().err
+
+
+def test_state_exit_codes_differ_for_denied_expired_failed_and_waiting() -> None:
+    def code(state: st.State) -> int:
+        return requests._code(st.Status(state, next=""))
+    assert code(st.State.SUCCEEDED) == code(st.State.AUTO_APPROVED) == 0
+    assert code(st.State.REJECTED) == code(st.State.REVOKED) == code(st.State.REFUSED) == 1
+    assert code(st.State.EXPIRED) == 3 and code(st.State.FAILED) == 4
+    assert code(st.State.AWAITING_APPROVAL) == code(st.State.RUNNING) == 6
+
+
+def test_the_wait_display_is_live_on_a_terminal_and_quiet_otherwise() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    s = st.Status(st.State.AWAITING_APPROVAL, next="", name="req-1",
+                  approvals=st.Approvals(0, 1))
+    quiet = io.StringIO()
+    ticker = requests.Ticker(quiet)
+    ticker(s, 3.2)
+    ticker.done()
+    assert quiet.getvalue() == ""
+    tty = Tty()
+    ticker = requests.Ticker(tty)
+    ticker(s, 3.2)
+    ticker(s, 4.9)
+    ticker.done()
+    assert "waiting for req-1: awaiting_approval (0 of 1 approvals) - 4s" in tty.getvalue()
+    assert tty.getvalue().endswith("\r\x1b[K")
+
+
+def test_completion_scripts_are_printed_for_the_common_shells(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for shell in ("bash", "zsh", "fish"):
+        assert cli.main(["completion", shell]) == 0
+        script = capsys.readouterr().out
+        assert "wingman" in script and "kubectl-wingman" in script

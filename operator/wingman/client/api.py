@@ -1,0 +1,469 @@
+"""The typed client API: what a worker or an approver can do, as the caller, and its status.
+
+``WingmanClient`` wraps one authenticated connection (``wingman.client.connect``) and one
+namespace (the release's). Every operation answers with a ``status.Status`` (the protocol) or
+raises a ``wingman.errors.ClientError`` subclass (``NotFound``, ``Forbidden``, ``Invalid``,
+``Unavailable``) with the API server's own message. Reads never block; ``wait_*`` polls for at
+most the time it is given and returns the state it found then. The client never reads a
+Secret, never impersonates unless asked, and so never holds more than the caller's rights:
+RBAC and the admission policies decide what the caller may do.
+
+The CLI (``wingman.cli``), the MCP server (``wingman.mcp``) and the chat component all use it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from wingman import API_VERSION
+from wingman.client import status as st
+from wingman.client.connect import Connection
+from wingman.errors import (
+    ClientError,
+    ConfigError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Unavailable,
+    WingmanError,
+)
+from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, JSON_PATCH, ApiError, Kube, Resource
+from wingman.review.policy import EnvironmentPolicy
+
+POLICY_CONFIGMAP = "wingman-policy"
+#: Bounds of the CRD's spec.source (crds/approvalrequests.wingman.dev.yaml).
+SOURCE_LIMITS = {"reference": 512, "agent": 253, "model": 253, "excerpt": 4000}
+SELF_SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews")
+
+Tick = Callable[[st.Status, float], None]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Provenance of a request (``spec.source``): what led the agent to ask.
+
+    ``reference``: the task or ticket; ``agent`` and ``model``: who asked; ``excerpt``: the
+    input that led to the action; ``untrusted_input``: whether that input came from content the
+    agent read and does not trust (a web page, an issue comment, an e-mail). Reviewers see it;
+    the built-in voters treat untrusted input as a reason for more caution.
+    """
+
+    reference: str | None = None
+    agent: str | None = None
+    model: str | None = None
+    excerpt: str | None = None
+    untrusted_input: bool | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> Source | None:
+        """From the MCP tool's or a caller's mapping (snake_case or the CRD's camelCase)."""
+        if not data:
+            return None
+        known = {"reference", "agent", "model", "excerpt", "untrusted_input", "untrustedInput",
+                 "input_trust", "inputTrust"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise Invalid(f"source has unknown keys {', '.join(unknown)}; it takes reference, "
+                          "agent, model, excerpt and untrusted_input")
+        untrusted = data.get("untrusted_input", data.get("untrustedInput"))
+        trust = data.get("input_trust", data.get("inputTrust"))
+        if untrusted is None and trust is not None:
+            if trust not in ("Trusted", "Untrusted"):
+                raise Invalid(f"source.input_trust must be Trusted or Untrusted, got {trust!r}")
+            untrusted = trust == "Untrusted"
+        if untrusted is not None and not isinstance(untrusted, bool):
+            raise Invalid(f"source.untrusted_input must be true or false, got {untrusted!r}")
+        values: dict[str, Any] = {}
+        for key, limit in SOURCE_LIMITS.items():
+            value = data.get(key)
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str):
+                raise Invalid(f"source.{key} must be text, got {type(value).__name__}")
+            if len(value) > limit:
+                raise Invalid(f"source.{key} is {len(value)} characters; at most {limit} "
+                              "(quote the part of the input that matters)")
+            values[key] = value
+        return cls(untrusted_input=untrusted, **values)
+
+    def to_spec(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in SOURCE_LIMITS
+                               if getattr(self, k) is not None}
+        if self.untrusted_input is not None:
+            out["inputTrust"] = "Untrusted" if self.untrusted_input else "Trusted"
+        return out
+
+
+def build_request(
+    *, name: str, namespace: str, requester: str, environment: str, instruction: str,
+    commands: Sequence[str], justification: str | None = None,
+    expires_after_seconds: int | None = None, source: Source | None = None,
+) -> dict[str, Any]:
+    """The ApprovalRequest manifest a worker submits."""
+    spec: dict[str, Any] = {"requester": requester, "environment": environment,
+                            "instruction": instruction, "commands": list(commands)}
+    if justification:
+        spec["justification"] = justification
+    if expires_after_seconds is not None:
+        spec["expiresAfterSeconds"] = expires_after_seconds
+    if source is not None and source.to_spec():
+        spec["source"] = source.to_spec()
+    return {"apiVersion": API_VERSION, "kind": "ApprovalRequest",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def build_grant(*, request_name: str, namespace: str, command: str, requester: str,
+                ttl_seconds: int | None = None) -> dict[str, Any]:
+    """The ExecutionGrant manifest for one approved command, in the request's requester's
+    name (admission lets only approvers name anyone but themselves)."""
+    spec: dict[str, Any] = {"approvalRef": {"name": request_name}, "command": command,
+                            "requester": requester}
+    if ttl_seconds is not None:
+        spec["ttlSeconds"] = ttl_seconds
+    return {"apiVersion": API_VERSION, "kind": "ExecutionGrant",
+            "metadata": {"name": st.grant_name(request_name, command), "namespace": namespace},
+            "spec": spec}
+
+
+def client_error(exc: WingmanError, what: str) -> ClientError:
+    """The ClientError for an API failure while doing ``what`` (keeps the server's message)."""
+    if isinstance(exc, ClientError):
+        return exc
+    if isinstance(exc, ApiError):
+        text = f"{what}: {exc.message}"
+        if exc.status == 404:
+            return NotFound(text)
+        if exc.status == 403 or exc.reason == "Forbidden":
+            return Forbidden(text)
+        if exc.status in (400, 409, 422):
+            return Invalid(text, reason=exc.reason or "Invalid")
+        return Unavailable(text)
+    return Unavailable(f"{what}: {exc.message}")
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    """The environment's policy as an agent needs it to shape requests that pass."""
+
+    environment: str
+    auto_approve: bool
+    auto_approve_max_risk: str
+    required_approvals: int
+    workers_may_grant: bool
+    request_ttl_seconds: int
+    token_ttl_seconds: int
+    allowlist: tuple[str, ...]
+    voters: tuple[str, ...]
+
+    @classmethod
+    def of(cls, policy: EnvironmentPolicy) -> PolicyView:
+        return cls(policy.name, policy.auto_approve, policy.auto_approve_max_risk.value,
+                   policy.required_approvals, policy.workers_may_grant,
+                   policy.request_ttl_seconds, policy.token_ttl_seconds, policy.allowlist,
+                   tuple(str(v.get("name", "")) for v in policy.panel.voters))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "auto_approve": self.auto_approve,
+            "auto_approve_max_risk": self.auto_approve_max_risk,
+            "required_approvals": self.required_approvals,
+            "workers_may_grant": self.workers_may_grant,
+            "request_ttl_seconds": self.request_ttl_seconds,
+            "token_ttl_seconds": self.token_ttl_seconds,
+            "allowlist": list(self.allowlist),
+            "voters": list(self.voters),
+            "explanation": (
+                "A command can ever run only if it matches one of the allowlist patterns "
+                "({name}: a Kubernetes name, {int:a..b}: an integer in range; everything else "
+                "literally). "
+                + (f"Requests are approved without a human when every voter approves, no "
+                   f"voter flags the request as destructive or as a prompt injection, and the "
+                   f"aggregated risk is at most {self.auto_approve_max_risk}; otherwise "
+                   if self.auto_approve else "Every request needs ")
+                + f"{self.required_approvals} human approval(s). "
+                + ("You may start the execution of your own approved commands."
+                   if self.workers_may_grant else
+                   "Only an approver may start the execution of an approved command.")
+                + " Text that tries to instruct the reviewers is rejected outright; input "
+                  "marked untrusted raises the reviewers' caution."),
+        }
+
+
+class WingmanClient:
+    """Wingman operations as the connected caller (see the module docstring)."""
+
+    def __init__(self, connection: Connection, *, hints: st.Hints = st.TOOLS,
+                 max_output: int = st.DEFAULT_MAX_OUTPUT, poll_seconds: float = 1.0,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
+        self.kube: Kube = connection.kube
+        self.namespace = connection.namespace
+        self.origin = connection.origin
+        self.hints = hints
+        self.max_output = max_output
+        self.poll_seconds = poll_seconds
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._policy: PolicyView | None = None
+
+    def close(self) -> None:
+        self.kube.close()
+
+    def __enter__(self) -> WingmanClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except WingmanError as exc:
+            raise client_error(exc, what) from None
+
+    def now(self) -> dt.datetime:
+        return self._clock()
+
+    def whoami(self) -> str:
+        """The caller's user name as the API server authenticates it (SelfSubjectReview)."""
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        resp = self._call("asking the API server who you are (SelfSubjectReview)",
+                          self.kube.request, "POST",
+                          "/apis/authentication.k8s.io/v1/selfsubjectreviews", body)
+        user = ((resp.get("status") or {}).get("userInfo") or {}).get("username")
+        if not user:
+            raise Unavailable("the API server did not say who you are (SelfSubjectReview)")
+        return str(user)
+
+    def can(self, verb: str, resource: Resource, name: str | None = None) -> bool:
+        """Whether the caller may ``verb`` ``resource`` here (SelfSubjectAccessReview)."""
+        attrs: dict[str, Any] = {"namespace": self.namespace, "verb": verb,
+                                 "group": resource.group, "resource": resource.plural}
+        if name:
+            attrs["name"] = name
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attrs}}
+        resp = self._call("asking the API server what you may do (SelfSubjectAccessReview)",
+                          self.kube.request, "POST",
+                          "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body)
+        return bool((resp.get("status") or {}).get("allowed"))
+
+    # -- the environment's policy -------------------------------------------------------------
+    def policy(self, configmap: str = POLICY_CONFIGMAP) -> PolicyView:
+        """The environment's policy (ConfigMap ``wingman-policy``, which workers may read)."""
+        cm = self._call(f"reading the policy ConfigMap {self.namespace}/{configmap}",
+                        self.kube.get, CONFIGMAPS, self.namespace, configmap)
+        text = (cm.get("data") or {}).get("policy.yaml", "")
+        try:
+            data = yaml.safe_load(text) or {}
+            view = PolicyView.of(EnvironmentPolicy.from_dict(data))
+        except (yaml.YAMLError, ConfigError) as exc:
+            raise Invalid(f"the policy ConfigMap {configmap} is not a valid policy: {exc}"
+                          ) from None
+        self._policy = view
+        return view
+
+    def _workers_may_grant(self) -> bool | None:
+        try:
+            return (self._policy or self.policy()).workers_may_grant
+        except ClientError:
+            return None
+
+    # -- requests ---------------------------------------------------------------------------
+    def create_request(
+        self, *, instruction: str, commands: Sequence[str], environment: str | None = None,
+        justification: str | None = None, expires_after_seconds: int | None = None,
+        source: Source | None = None, name: str | None = None,
+    ) -> st.Status:
+        """Submit an ApprovalRequest in the caller's own name; answers its first state."""
+        commands = [str(c) for c in commands]
+        if not commands:
+            raise Invalid("commands is empty: name at least one exact command line")
+        if len(commands) > 10:
+            raise Invalid(f"{len(commands)} commands; a request holds at most 10")
+        if not instruction or not instruction.strip():
+            raise Invalid("instruction is empty: say what you want to achieve, for reviewers")
+        if environment is None:
+            environment = self.policy().environment
+        name = name or f"req-{uuid.uuid4().hex[:8]}"
+        body = build_request(
+            name=name, namespace=self.namespace, requester=self.whoami(),
+            environment=environment, instruction=instruction, commands=commands,
+            justification=justification, expires_after_seconds=expires_after_seconds,
+            source=source)
+        obj = self._call("creating the ApprovalRequest", self.kube.create, APPROVALS,
+                         self.namespace, body)
+        return self._request_status(obj, [])
+
+    def get_request_object(self, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = self._call(f"reading ApprovalRequest {name}", self.kube.get,
+                                         APPROVALS, self.namespace, name)
+        return obj
+
+    def _request_status(self, obj: Mapping[str, Any], grants: Sequence[Mapping[str, Any]]
+                        ) -> st.Status:
+        may_grant = None
+        if (obj.get("status") or {}).get("phase") in ("Approved", "AutoApproved"):
+            may_grant = self._workers_may_grant()
+        return st.of_request(obj, grants, now=self.now(), workers_may_grant=may_grant,
+                             hints=self.hints)
+
+    def request_status(self, name: str) -> st.Status:
+        obj = self.get_request_object(name)
+        return self._request_status(obj, self.grants_of(name))
+
+    def list_request_objects(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._call("listing ApprovalRequests", self.kube.list,
+                                                 APPROVALS, self.namespace)
+        return sorted(items, key=lambda o: str(o["metadata"].get("creationTimestamp", "")))
+
+    def list_requests(self, *, mine: bool = False) -> list[st.Status]:
+        """Every request in the namespace (``mine``: only the caller's), oldest first."""
+        items = self.list_request_objects()
+        if mine:
+            user = self.whoami()
+            items = [o for o in items if (o.get("spec") or {}).get("requester") == user]
+        grants = self.list_grant_objects()
+        return [self._request_status(o, [g for g in grants if _ref(g) == o["metadata"]["name"]])
+                for o in items]
+
+    def wait_request(self, name: str, timeout: float, on_tick: Tick | None = None
+                     ) -> st.Status:
+        """Poll until the request leaves the waiting states or ``timeout`` passes."""
+        return self._wait(lambda: self.request_status(name), timeout, on_tick)
+
+    def decide(self, name: str, verdict: str, reason: str = "") -> st.Status:
+        """Append the caller's decision (approvers only: admission checks it)."""
+        if verdict not in ("Approve", "Reject"):
+            raise Invalid(f"verdict must be Approve or Reject, got {verdict!r}")
+        if verdict == "Reject" and not reason.strip():
+            raise Invalid("a rejection needs a reason: the requester is told it")
+        entry = {"verdict": verdict, "by": self.whoami(), "reason": reason}
+        for attempt in range(3):
+            obj = self.get_request_object(name)
+            patch: list[dict[str, Any]]
+            if obj["spec"].get("decisions"):
+                patch = [{"op": "add", "path": "/spec/decisions/-", "value": entry}]
+            else:  # first decision: never replace a concurrent first decision
+                patch = [{"op": "test", "path": "/metadata/resourceVersion",
+                          "value": obj["metadata"]["resourceVersion"]},
+                         {"op": "add", "path": "/spec/decisions", "value": [entry]}]
+            try:
+                self._call(f"recording your decision on {name}", self.kube.patch, APPROVALS,
+                           self.namespace, name, patch, content_type=JSON_PATCH)
+                break
+            except Invalid as exc:
+                if attempt == 2 or "test operation" not in str(exc).lower():
+                    raise
+        return self.request_status(name)
+
+    # -- grants -----------------------------------------------------------------------------
+    def list_grant_objects(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._call("listing ExecutionGrants", self.kube.list,
+                                                 GRANTS, self.namespace)
+        return sorted(items, key=lambda o: str(o["metadata"].get("creationTimestamp", "")))
+
+    def grants_of(self, request: str) -> list[dict[str, Any]]:
+        return [g for g in self.list_grant_objects() if _ref(g) == request]
+
+    def list_grants(self, request: str | None = None) -> list[st.Status]:
+        grants = self.grants_of(request) if request else self.list_grant_objects()
+        return [st.of_grant(g, now=self.now(), max_output=self.max_output, hints=self.hints)
+                for g in grants]
+
+    def grant_status(self, name: str) -> st.Status:
+        obj = self._call(f"reading ExecutionGrant {name}", self.kube.get, GRANTS,
+                         self.namespace, name)
+        return st.of_grant(obj, now=self.now(), max_output=self.max_output, hints=self.hints)
+
+    def wait_grant(self, name: str, timeout: float, on_tick: Tick | None = None) -> st.Status:
+        """Poll until the grant leaves the waiting states or ``timeout`` passes."""
+        return self._wait(lambda: self.grant_status(name), timeout, on_tick)
+
+    def execute(self, request: str, command: str, *, ttl_seconds: int | None = None
+                ) -> st.Status:
+        """Start the execution of one approved command: create its ExecutionGrant.
+
+        Idempotent: the grant's name is derived from the request and the command, so a second
+        call answers the first grant's state. When the request is not approved (yet), answers
+        the request's state and creates nothing. When the caller may not create grants in this
+        environment, answers ``awaiting_grant``: an approver must start it.
+        """
+        obj = self.get_request_object(request)
+        commands = [str(c) for c in (obj.get("spec") or {}).get("commands") or ()]
+        if command not in commands:
+            listed = "; ".join(commands)
+            raise Invalid(f"{command!r} is not one of the commands of request {request} "
+                          f"(byte for byte): {listed}")
+        gname = st.grant_name(request, command)
+        existing = self._call(f"reading ExecutionGrant {gname}", self.kube.get_or_none,
+                              GRANTS, self.namespace, gname)
+        if existing is not None:
+            return st.of_grant(existing, now=self.now(), max_output=self.max_output,
+                               hints=self.hints)
+        req_state = self._request_status(obj, self.grants_of(request))
+        if req_state.state not in (st.State.APPROVED, st.State.AUTO_APPROVED):
+            return _replace(req_state, message=(
+                f"not executed: the request is {req_state.state.value}"
+                + (f" ({req_state.message})" if req_state.message else "")))
+        holder = next((c.grant for c in req_state.commands
+                       if c.command == command and c.grant), None)
+        if holder is not None:
+            return self.grant_status(holder)
+        if not self.can("create", GRANTS):
+            return st.Status(
+                st.State.AWAITING_GRANT, kind="ExecutionGrant", name=gname,
+                namespace=self.namespace, request=request, command=command,
+                phase=None, reason="ApproverMustGrant",
+                message=f"you may not create ExecutionGrants in {self.namespace}: in this "
+                        "environment only approvers start executions",
+                next=f"ask an approver to run: {self.hints.approver_exec(request, command)}; "
+                     f"then call {self.hints.get_result(gname)} (that is the grant's name)")
+        body = build_grant(request_name=request, namespace=self.namespace, command=command,
+                           requester=str(obj["spec"]["requester"]), ttl_seconds=ttl_seconds)
+        try:
+            created = self.kube.create(GRANTS, self.namespace, body)
+        except ApiError as exc:
+            if not exc.conflict:
+                raise client_error(exc, "creating the ExecutionGrant") from None
+            created = self._call(f"reading ExecutionGrant {gname}", self.kube.get, GRANTS,
+                                 self.namespace, gname)
+        except WingmanError as exc:
+            raise client_error(exc, "creating the ExecutionGrant") from None
+        return st.of_grant(created, now=self.now(), max_output=self.max_output,
+                           hints=self.hints)
+
+    # -- waiting ----------------------------------------------------------------------------
+    def _wait(self, probe: Callable[[], st.Status], timeout: float, on_tick: Tick | None
+              ) -> st.Status:
+        start = time.monotonic()
+        deadline = start + max(0.0, timeout)
+        while True:
+            current = probe()
+            elapsed = time.monotonic() - start
+            if on_tick is not None:
+                on_tick(current, elapsed)
+            if not current.waiting or time.monotonic() >= deadline:
+                return current.with_wait(elapsed) if timeout > 0 else current
+            time.sleep(min(self.poll_seconds, max(0.0, deadline - time.monotonic())))
+
+
+def _ref(grant: Mapping[str, Any]) -> str:
+    return str(((grant.get("spec") or {}).get("approvalRef") or {}).get("name", ""))
+
+
+def _replace(status: st.Status, **changes: Any) -> st.Status:
+    import dataclasses
+
+    return dataclasses.replace(status, **changes)
+
+
+__all__ = ["POLICY_CONFIGMAP", "SOURCE_LIMITS", "PolicyView", "Source", "WingmanClient",
+           "build_grant", "build_request", "client_error"]

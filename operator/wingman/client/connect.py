@@ -1,0 +1,116 @@
+"""Connecting as the caller: a kubeconfig when there is one, else the pod's ServiceAccount.
+
+The order is kubectl's: ``--kubeconfig``, else ``$KUBECONFIG`` (several paths merge), else
+``~/.kube/config``; with none of them, the in-cluster configuration (``KUBERNETES_SERVICE_HOST``
+and ``_PORT``, and the token and CA in the ServiceAccount directory, re-read as the kubelet
+rotates the token). The namespace is ``-n``, else ``$WINGMAN_NAMESPACE``, else the context's
+namespace (in a pod: the pod's own), else ``wingman``.
+
+Nothing here ever holds more than the caller's own rights: no impersonation unless the caller
+asks for it (and RBAC allows it), no Secret is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from wingman.errors import ConfigError
+from wingman.kube import Kube
+from wingman.settings import ClientSettings
+
+DEFAULT_NAMESPACE = "wingman"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """An authenticated connection, the namespace to use, and where both came from."""
+
+    kube: Kube
+    namespace: str
+    origin: str  # "kubeconfig <path> (context <name>)" or "in-cluster ServiceAccount"
+
+
+def _kubeconfig_paths(settings: ClientSettings, explicit: str | None) -> tuple[str, ...]:
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ConfigError(f"--kubeconfig {explicit}: no such file")
+        return (explicit,)
+    if settings.kubeconfig:
+        existing = tuple(p for p in settings.kubeconfig if Path(p).is_file())
+        if not existing:
+            raise ConfigError(f"KUBECONFIG={os.pathsep.join(settings.kubeconfig)}: no such "
+                              "file; fix KUBECONFIG or unset it (in a pod: to use the "
+                              "ServiceAccount)")
+        return existing
+    if Path(settings.default_kubeconfig).is_file():
+        return (settings.default_kubeconfig,)
+    return ()
+
+
+def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = None,
+            context: str | None = None, namespace: str | None = None,
+            impersonate: str | None = None, impersonate_groups: Sequence[str] = (),
+            timeout: float = 30.0) -> Connection:
+    """Connect as the caller (see the module docstring); ConfigError says what is missing."""
+    settings = ClientSettings.from_env() if settings is None else settings
+    configuration = k8s.Configuration()
+    paths = _kubeconfig_paths(settings, kubeconfig)
+    context_namespace: str | None = None
+    if paths:
+        joined = os.pathsep.join(paths)
+        try:
+            contexts, active = k8s_config.list_kube_config_contexts(config_file=joined)
+            chosen = active
+            if context is not None:
+                chosen = next((c for c in contexts or [] if c.get("name") == context), None)
+                if chosen is None:
+                    names = ", ".join(sorted(str(c.get("name")) for c in contexts or []))
+                    raise ConfigError(f"--context {context}: no such context in {joined} "
+                                      f"(contexts: {names or 'none'})")
+            context_namespace = (chosen or {}).get("context", {}).get("namespace")
+            k8s_config.load_kube_config(config_file=joined, context=context,
+                                        client_configuration=configuration,
+                                        persist_config=False)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any kubeconfig problem is the user's to fix
+            raise ConfigError(f"cannot use the kubeconfig {joined}: {exc}") from None
+        origin = f"kubeconfig {joined}" + (f" (context {context})" if context else "")
+    else:
+        if context is not None:
+            raise ConfigError(f"--context {context} needs a kubeconfig, and there is none "
+                              "(--kubeconfig, KUBECONFIG or ~/.kube/config)")
+        if not settings.service_host:
+            raise ConfigError(
+                "no Kubernetes configuration: no kubeconfig (--kubeconfig, KUBECONFIG or "
+                "~/.kube/config) and not in a pod (KUBERNETES_SERVICE_HOST is not set)")
+        sa = settings.serviceaccount_dir
+        loader = k8s_config.incluster_config.InClusterConfigLoader(
+            token_filename=str(sa / "token"), cert_filename=str(sa / "ca.crt"),
+            environ={"KUBERNETES_SERVICE_HOST": settings.service_host,
+                     "KUBERNETES_SERVICE_PORT": settings.service_port})
+        try:
+            loader.load_and_set(configuration)
+        except (k8s_config.ConfigException, OSError) as exc:
+            raise ConfigError(f"in-cluster configuration failed: {exc} (ServiceAccount "
+                              f"directory {sa}; set WINGMAN_SERVICEACCOUNT_DIR if it is "
+                              "mounted elsewhere)") from None
+        try:
+            context_namespace = (sa / "namespace").read_text().strip() or None
+        except OSError:
+            context_namespace = None
+        origin = f"in-cluster ServiceAccount ({sa})"
+    kube = Kube(k8s.ApiClient(configuration), timeout=timeout)
+    if impersonate:
+        kube = kube.as_user(impersonate, tuple(impersonate_groups))
+    ns = namespace or settings.namespace or context_namespace or DEFAULT_NAMESPACE
+    return Connection(kube, ns, origin)
+
+
+__all__ = ["DEFAULT_NAMESPACE", "Connection", "connect"]

@@ -1,0 +1,371 @@
+"""The MCP server: Wingman's worker operations as tools, its policy as resources.
+
+Every tool answers with the status protocol (``wingman.client.status``; ``docs/agents.md``):
+one ``state`` from a closed set, a ``next`` hint, and the details that state carries. Tools never
+block longer than ``wait_seconds`` (at most ``--max-wait-seconds``, 50 by default, below the
+tool-call timeouts of common MCP clients) and return the current state when the wait ends.
+Errors are answers too (``not_found``, ``forbidden``, ``invalid``, ``unavailable``), so an agent
+always knows whether to wait, act, fix its input or stop.
+
+The server runs as the agent: ``wingman.client.connect`` with the agent's kubeconfig or its
+pod's ServiceAccount. There is deliberately no tool to approve or reject: deciding is for
+people (and admission refuses a requester's own decision anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import ipaddress
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from wingman import __version__
+from wingman.client import status as st
+from wingman.client.api import Source, WingmanClient
+from wingman.client.connect import connect
+from wingman.errors import (
+    ClientError,
+    ConfigError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    WingmanError,
+)
+
+INSTRUCTIONS = """\
+Wingman lets you run infrastructure commands only after review. The flow:
+1. Read the policy resource (wingman://policy): which command patterns can ever run, and what
+   is approved without a human. Shape your commands to match an allowlist pattern exactly.
+2. request_approval(instruction, commands, ...): commands are exact command lines, executed
+   later byte for byte without a shell. Say in `source` what led you to ask, and set
+   source.untrusted_input when that came from content you do not trust.
+3. Follow `state` and `next` in every answer. pending_review / awaiting_approval: wait (call
+   get_request later, or pass wait_seconds). approved / auto_approved: call execute(request,
+   command) once per command. rejected / revoked / expired / refused: stop; do not resubmit
+   the same request unchanged.
+4. execute(...) then get_result(grant) for the exit code and output. Each approved command
+   runs at most once; running it again needs a new request.
+You cannot approve requests, yours or anyone's; people decide."""
+
+PROTOCOL = """\
+Every answer carries `state` (one of the values below), `next` (what you can do now),
+`final` (the state never changes again) and `waiting` (it changes on its own: wait, then ask
+again; `retry_after_seconds` suggests when).
+
+Requests:  pending_review (the reviewer panel is judging), awaiting_approval (a human must
+           decide; `approvals` = have of need), approved (by `by`), auto_approved (by policy),
+           rejected (`reason`, `message`, `by`), revoked (an approval withdrawn; `by`,
+           `message`), expired (a timeout, not a rejection).
+Grants:    granted (issued, the gateway starts), running, succeeded (`exit_code`, `output`),
+           failed (`reason`; `exit_code` and `output` when the command ran), refused (the
+           operator refused to issue it: `reason`), expired (the token expired unused).
+Calls:     awaiting_grant (approved, but only an approver may start the execution here),
+           not_found, forbidden (RBAC or admission refused you), invalid (fix the input),
+           unavailable (retry later)."""
+
+
+class SourceArg(BaseModel):
+    """Where the request comes from (provenance); every field is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference: Annotated[str | None, Field(
+        description="The task or ticket this work is for (e.g. JIRA-123, a URL)",
+        max_length=512)] = None
+    agent: Annotated[str | None, Field(description="Your name as an agent", max_length=253)] = None
+    model: Annotated[str | None, Field(description="The model you run on", max_length=253)] = None
+    excerpt: Annotated[str | None, Field(
+        description="The input that led to this action, quoted", max_length=4000)] = None
+    untrusted_input: Annotated[bool | None, Field(
+        description="True when that input came from content you read and do not trust (a web "
+                    "page, an issue comment, an e-mail, a tool result)")] = None
+
+
+Answer = dict[str, Any]
+
+
+class Tools:
+    """The tool implementations over one ``WingmanClient`` (blocking calls run in threads)."""
+
+    def __init__(self, client: WingmanClient, *, max_wait: float) -> None:
+        self.client = client
+        self.max_wait = max_wait
+
+    async def _answer(self, fn: Callable[[], st.Status], *, kind: str | None = None,
+                      name: str | None = None) -> Answer:
+        try:
+            status = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+        except WingmanError as exc:
+            status = _error(exc, kind, name, self.client.namespace)
+        return status.to_dict()
+
+    def _bound(self, wait_seconds: float | None) -> float:
+        if wait_seconds is None or wait_seconds <= 0:
+            return 0.0
+        return min(float(wait_seconds), self.max_wait)
+
+    async def request_approval(
+        self, instruction: str, commands: list[str], environment: str | None = None,
+        justification: str | None = None, source: SourceArg | None = None,
+        expires_after_seconds: int | None = None, wait_seconds: float = 0,
+    ) -> Answer:
+        wait = self._bound(wait_seconds)
+
+        def run() -> st.Status:
+            src = Source.from_mapping(source.model_dump(exclude_none=True)) if source else None
+            created = self.client.create_request(
+                instruction=instruction, commands=commands, environment=environment,
+                justification=justification, expires_after_seconds=expires_after_seconds,
+                source=src)
+            if wait > 0:
+                return self.client.wait_request(str(created.name), wait)
+            return created
+        return await self._answer(run, kind="ApprovalRequest")
+
+    async def get_request(self, name: str, wait_seconds: float = 0) -> Answer:
+        wait = self._bound(wait_seconds)
+
+        def run() -> st.Status:
+            if wait > 0:
+                return self.client.wait_request(name, wait)
+            return self.client.request_status(name)
+        return await self._answer(run, kind="ApprovalRequest", name=name)
+
+    async def execute(self, request: str, command: str, wait_seconds: float = 0) -> Answer:
+        wait = self._bound(wait_seconds)
+
+        def run() -> st.Status:
+            started = self.client.execute(request, command)
+            if wait > 0 and started.state in (st.State.GRANTED, st.State.RUNNING):
+                return self.client.wait_grant(str(started.name), wait)
+            return started
+        return await self._answer(run, kind="ApprovalRequest", name=request)
+
+    async def get_result(self, grant: str, wait_seconds: float = 0) -> Answer:
+        wait = self._bound(wait_seconds)
+
+        def run() -> st.Status:
+            if wait > 0:
+                return self.client.wait_grant(grant, wait)
+            return self.client.grant_status(grant)
+        return await self._answer(run, kind="ExecutionGrant", name=grant)
+
+    async def list_requests(self, mine: bool = True) -> Answer:
+        def run() -> Answer:
+            items = self.client.list_requests(mine=mine)
+            out = []
+            for s in items:
+                d = s.to_dict()
+                d.pop("review", None)  # summaries: get_request shows the votes
+                d.pop("source", None)
+                out.append(d)
+            return {"state": "listed", "namespace": self.client.namespace, "requests": out,
+                    "next": "call get_request(name) for a request's details and votes"}
+        try:
+            result: Answer = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+            return result
+        except WingmanError as exc:
+            return _error(exc, None, None, self.client.namespace).to_dict()
+
+    async def policy(self) -> str:
+        import json
+
+        view = await anyio.to_thread.run_sync(self.client.policy, abandon_on_cancel=True)
+        return json.dumps(view.to_dict(), indent=2)
+
+
+def _error(exc: WingmanError, kind: str | None, name: str | None, namespace: str
+           ) -> st.Status:
+    state = st.State.UNAVAILABLE
+    if isinstance(exc, NotFound):
+        state = st.State.NOT_FOUND
+    elif isinstance(exc, Forbidden):
+        state = st.State.FORBIDDEN
+    elif isinstance(exc, Invalid | ConfigError):
+        state = st.State.INVALID
+    elif not isinstance(exc, ClientError):
+        state = st.State.UNAVAILABLE
+    return st.error(state, str(exc), reason=exc.reason, kind=kind, name=name,
+                    namespace=namespace)
+
+
+def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[Any]:
+    """The MCP server object with Wingman's tools and resources."""
+    tools = Tools(client, max_wait=max_wait)
+    server: MCPServer[Any] = MCPServer("wingman", title="Wingman", version=__version__,
+                                       instructions=INSTRUCTIONS, log_level="WARNING")
+    wait_doc = (f"Seconds to wait for a change before answering (0, the default: answer now; "
+                f"at most {max_wait:g}). The answer is the state when the wait ends.")
+    read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+
+    @server.tool(description="Ask for approval to run exact commands in this environment. "
+                 "Answers the request's state (pending_review at first) and what to do next.",
+                 annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False,
+                                             idempotent_hint=False, open_world_hint=False))
+    async def request_approval(
+        instruction: Annotated[str, Field(description="What you want to achieve and why, for "
+                                          "the reviewers (at most 2000 characters)")],
+        commands: Annotated[list[str], Field(description="1 to 10 exact command lines, each "
+                                             "run later byte for byte without a shell",
+                                             min_length=1, max_length=10)],
+        environment: Annotated[str | None, Field(description="The environment (default: the "
+                                                 "one this namespace serves)")] = None,
+        justification: Annotated[str | None, Field(description="Why now, what was tried")] = None,
+        source: Annotated[SourceArg | None, Field(description="Provenance: what led you to "
+                                                  "ask")] = None,
+        expires_after_seconds: Annotated[int | None, Field(
+            description="How long the request stays valid (60..604800; default: the "
+                        "policy's)", ge=60, le=604800)] = None,
+        wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
+    ) -> Answer:
+        return await tools.request_approval(instruction, commands, environment, justification,
+                                            source, expires_after_seconds, wait_seconds)
+
+    @server.tool(description="The state of one ApprovalRequest: review votes, approvals so far "
+                 "(n of m), decision with reason and by whom, each command's grant, next step.",
+                 annotations=read_only)
+    async def get_request(
+        name: Annotated[str, Field(description="The ApprovalRequest's name")],
+        wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
+    ) -> Answer:
+        return await tools.get_request(name, wait_seconds)
+
+    @server.tool(description="Start one approved command: creates its ExecutionGrant where you "
+                 "may (otherwise answers awaiting_grant: an approver must). Idempotent: calling "
+                 "again answers the same grant. Each approved command runs at most once.",
+                 annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True,
+                                             idempotent_hint=True, open_world_hint=True))
+    async def execute(
+        request: Annotated[str, Field(description="The approved ApprovalRequest's name")],
+        command: Annotated[str, Field(description="Exactly one of the request's commands, "
+                                      "byte for byte")],
+        wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
+    ) -> Answer:
+        return await tools.execute(request, command, wait_seconds)
+
+    @server.tool(description="The result of an ExecutionGrant: state, exit code and the "
+                 "command's output (bounded, secrets redacted).", annotations=read_only)
+    async def get_result(
+        grant: Annotated[str, Field(description="The ExecutionGrant's name (execute returns it)")],
+        wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
+    ) -> Answer:
+        return await tools.get_result(grant, wait_seconds)
+
+    @server.tool(description="List ApprovalRequests in this namespace with their states "
+                 "(yours only unless mine is false).", annotations=read_only)
+    async def list_requests(
+        mine: Annotated[bool, Field(description="Only your own requests")] = True,
+    ) -> Answer:
+        return await tools.list_requests(mine)
+
+    @server.resource("wingman://policy", name="policy", title="The environment's policy",
+                     description="What auto-approves, how many human approvals are needed, "
+                     "whether you may start executions, and the allowlist patterns: the only "
+                     "commands that can ever run.", mime_type="application/json")
+    async def policy() -> str:
+        return await tools.policy()
+
+    @server.resource("wingman://status-protocol", name="status-protocol",
+                     title="The states Wingman answers with", mime_type="text/plain")
+    def protocol() -> str:
+        return PROTOCOL
+
+    return server
+
+
+# --------------------------------------------------------------------------- transports
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope.get("type") == "http":
+            got = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(got, self.expected):
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"text/plain"),
+                                        (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body",
+                            "body": b"missing or wrong bearer token\n"})
+                return
+        await self.app(scope, receive, send)
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"--auth-token-file {path}: {exc.strerror}") from None
+    if len(token) < 16:
+        raise ConfigError(f"--auth-token-file {path}: the token must be at least 16 "
+                          "characters")
+    return token
+
+
+async def _serve_http(server: MCPServer[Any], args: argparse.Namespace) -> None:
+    import uvicorn
+
+    app: Any = server.streamable_http_app(streamable_http_path=args.path, host=args.host)
+    if args.auth_token_file:
+        app = BearerAuth(app, _read_token(args.auth_token_file))
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                            lifespan="on")
+    web = uvicorn.Server(config)
+
+    def stop(*_: object) -> None:
+        web.should_exit = True
+
+    signal.signal(signal.SIGHUP, stop)  # uvicorn itself handles SIGINT and SIGTERM
+    print(f"wingman mcp: serving streamable HTTP on http://{args.host}:{args.port}{args.path}",
+          file=sys.stderr, flush=True)
+    await web.serve()
+
+
+def serve(args: argparse.Namespace) -> int:
+    """``wingman mcp``: connect as the agent, then serve until the client or a signal ends it."""
+    if args.transport == "http" and not _loopback(args.host) and not args.auth_token_file:
+        raise ConfigError(f"--host {args.host} is reachable from other machines: anyone who "
+                          "reaches the port acts with this identity. Pass --auth-token-file, "
+                          "or listen on 127.0.0.1 (a sidecar in the agent's pod)")
+    if not 0 < args.max_wait_seconds <= 600:
+        raise ConfigError("--max-wait-seconds must be more than 0 and at most 600")
+    conn = connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
+    client = WingmanClient(conn, hints=st.TOOLS)
+    server = build_server(client, max_wait=args.max_wait_seconds)
+    try:
+        if args.transport == "stdio":
+            signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
+            anyio.run(server.run_stdio_async)
+        else:
+            anyio.run(_serve_http, server, args)
+    finally:
+        client.close()
+    return 0
+
+
+__all__ = ["INSTRUCTIONS", "PROTOCOL", "BearerAuth", "SourceArg", "Tools", "build_server",
+           "serve"]

@@ -1,0 +1,119 @@
+"""The client's manifests, provenance checks, policy view and connection rules (no cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wingman.client.api import PolicyView, Source, build_grant, build_request
+from wingman.client.connect import connect
+from wingman.errors import ConfigError, Invalid
+from wingman.review.policy import EnvironmentPolicy
+from wingman.settings import ClientSettings
+
+
+def test_request_manifest_carries_exactly_what_the_worker_asked() -> None:
+    body = build_request(
+        name="req-1", namespace="wingman-test", requester="alice", environment="test",
+        instruction="restart web", commands=["kubectl rollout restart deployment/web -n apps"],
+        expires_after_seconds=600,
+        source=Source(reference="JIRA-7", agent="ops-bot", untrusted_input=True))
+    assert body["apiVersion"] == "wingman.dev/v1alpha1" and body["kind"] == "ApprovalRequest"
+    assert body["spec"] == {
+        "requester": "alice", "environment": "test", "instruction": "restart web",
+        "commands": ["kubectl rollout restart deployment/web -n apps"],
+        "expiresAfterSeconds": 600,
+        "source": {"reference": "JIRA-7", "agent": "ops-bot", "inputTrust": "Untrusted"},
+    }
+
+
+def test_grant_manifest_is_in_the_requesters_name() -> None:
+    body = build_grant(request_name="req-1", namespace="ns", command="kubectl get pods",
+                       requester="alice")
+    assert body["spec"] == {"approvalRef": {"name": "req-1"}, "command": "kubectl get pods",
+                            "requester": "alice"}
+    assert body["metadata"]["name"].startswith("req-1-")
+
+
+def test_source_accepts_both_spellings_and_refuses_what_the_crd_would() -> None:
+    assert Source.from_mapping({"untrustedInput": False}) == Source(untrusted_input=False)
+    assert Source.from_mapping({"input_trust": "Untrusted"}) == Source(untrusted_input=True)
+    assert Source.from_mapping({}) is None
+    with pytest.raises(Invalid, match="unknown keys ticket"):
+        Source.from_mapping({"ticket": "x"})
+    with pytest.raises(Invalid, match="at most 4000"):
+        Source.from_mapping({"excerpt": "x" * 4001})
+    with pytest.raises(Invalid, match="true or false"):
+        Source.from_mapping({"untrusted_input": "yes"})
+
+
+def test_policy_view_explains_what_passes() -> None:
+    view = PolicyView.of(EnvironmentPolicy.from_dict({
+        "environment": "test", "autoApprove": True, "autoApproveMaxRisk": "medium",
+        "allowlist": ["kubectl rollout restart deployment/{name} -n apps"],
+        "workersMayGrant": False}))
+    data = view.to_dict()
+    assert data["allowlist"] == ["kubectl rollout restart deployment/{name} -n apps"]
+    assert data["auto_approve"] is True and data["workers_may_grant"] is False
+    assert "at most medium" in data["explanation"]
+    assert "Only an approver may start" in data["explanation"]
+
+
+def _settings(tmp_path: Path, **kw: object) -> ClientSettings:
+    base: dict[str, object] = {"kubeconfig": (), "default_kubeconfig": str(tmp_path / "none"),
+                               "service_host": "", "service_port": "443",
+                               "serviceaccount_dir": tmp_path / "sa", "namespace": None}
+    base.update(kw)
+    return ClientSettings(**base)  # type: ignore[arg-type]
+
+
+def test_without_kubeconfig_or_pod_the_error_says_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no kubeconfig .* not in a pod"):
+        connect(_settings(tmp_path))
+
+
+def test_in_a_pod_a_missing_token_names_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="WINGMAN_SERVICEACCOUNT_DIR"):
+        connect(_settings(tmp_path, service_host="10.0.0.1"))
+
+
+def test_a_named_kubeconfig_or_context_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        connect(_settings(tmp_path), kubeconfig=str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="KUBECONFIG"):
+        connect(_settings(tmp_path, kubeconfig=(str(tmp_path / "missing"),)))
+    with pytest.raises(ConfigError, match="--context x needs a kubeconfig"):
+        connect(_settings(tmp_path, service_host="10.0.0.1"), context="x")
+
+
+def test_in_cluster_configuration_reads_the_mounted_token_and_namespace(tmp_path: Path) -> None:
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("not-a-real-token")
+    (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (sa / "namespace").write_text("agents\n")
+    conn = connect(_settings(tmp_path, service_host="10.0.0.1", service_port="6443"))
+    try:
+        assert conn.namespace == "agents" and conn.origin.startswith("in-cluster")
+        assert conn.kube.api.configuration.host == "https://10.0.0.1:6443"
+    finally:
+        conn.kube.close()
+    conn = connect(_settings(tmp_path, service_host="10.0.0.1", namespace="wm"),
+                   namespace="explicit")
+    try:
+        assert conn.namespace == "explicit"
+    finally:
+        conn.kube.close()
+
+
+def test_client_settings_come_from_the_environment(tmp_path: Path) -> None:
+    s = ClientSettings.from_env({"KUBECONFIG": f"{tmp_path}/a:{tmp_path}/b", "HOME": "/h",
+                                 "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+                                 "WINGMAN_SERVICEACCOUNT_DIR": "/sa",
+                                 "WINGMAN_NAMESPACE": "wm-test"})
+    assert s.kubeconfig == (f"{tmp_path}/a", f"{tmp_path}/b")
+    assert s.default_kubeconfig == "/h/.kube/config" and s.service_port == "443"
+    assert s.serviceaccount_dir == Path("/sa") and s.namespace == "wm-test"
+    with pytest.raises(ConfigError, match="WINGMAN_NAMESPACE"):
+        ClientSettings.from_env({"WINGMAN_NAMESPACE": "Bad_NS"})
