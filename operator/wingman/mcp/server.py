@@ -12,7 +12,6 @@ pod's ServiceAccount. There is deliberately no tool to approve or reject: decidi
 people (and admission refuses a requester's own decision anyway).
 """
 
-from __future__ import annotations
 
 import argparse
 import hmac

@@ -1,0 +1,64 @@
+"""The MCP server's surface: the tools and resources an agent sees, their schemas and bounds."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import anyio
+import pytest
+from kubernetes import client as k8s
+
+from wingman.client.api import WingmanClient
+from wingman.client.connect import Connection
+from wingman.errors import ConfigError
+from wingman.kube import Kube
+from wingman.mcp import server as mcp_server
+
+
+def _server(max_wait: float = 50) -> Any:
+    conn = Connection(Kube(k8s.ApiClient(k8s.Configuration(host="https://127.0.0.1:1"))),
+                      "wm", "test")
+    return mcp_server.build_server(WingmanClient(conn), max_wait=max_wait)
+
+
+def test_the_tools_are_the_worker_operations_and_none_decides() -> None:
+    tools = {t.name: t for t in anyio.run(_server().list_tools)}
+    assert set(tools) == {"request_approval", "get_request", "execute", "get_result",
+                          "list_requests"}
+    ask = tools["request_approval"].input_schema
+    assert set(ask["required"]) == {"instruction", "commands"}
+    assert {"environment", "justification", "source", "wait_seconds",
+            "expires_after_seconds"} <= set(ask["properties"])
+    assert tools["get_request"].annotations.read_only_hint is True  # type: ignore[union-attr]
+    assert "at most 50" in tools["get_request"].input_schema["properties"]["wait_seconds"][
+        "description"]
+
+
+def test_resources_publish_the_policy_and_the_protocol() -> None:
+    uris = {str(r.uri) for r in anyio.run(_server().list_resources)}
+    assert uris == {"wingman://policy", "wingman://status-protocol"}
+    for state in ("pending_review", "awaiting_approval", "auto_approved", "revoked",
+                  "succeeded", "refused", "awaiting_grant", "forbidden"):
+        assert state in mcp_server.PROTOCOL
+
+
+def test_waits_are_capped_by_the_server() -> None:
+    tools = mcp_server.Tools(None, max_wait=7)  # type: ignore[arg-type]
+    assert tools._bound(1000) == 7 and tools._bound(2) == 2
+    assert tools._bound(0) == 0 and tools._bound(-5) == 0 and tools._bound(None) == 0
+
+
+def _args(**kw: Any) -> argparse.Namespace:
+    base = {"transport": "http", "host": "0.0.0.0",  # noqa: S104 - refused, never bound "port": 1, "path": "/mcp",
+            "auth_token_file": None, "max_wait_seconds": 50, "kubeconfig": None,
+            "context": None, "namespace": None}
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_http_beyond_loopback_needs_a_bearer_token() -> None:
+    with pytest.raises(ConfigError, match="--auth-token-file"):
+        mcp_server.serve(_args())
+    with pytest.raises(ConfigError, match="--max-wait-seconds"):
+        mcp_server.serve(_args(host="127.0.0.1", max_wait_seconds=0))
