@@ -239,3 +239,17 @@ def test_a_pod_mounting_the_docker_socket_is_reported(
         assert problem["object"] == f"pod/{name}"
     finally:
         cluster.kubectl("delete", "pod", name, "-n", release.namespace, "--wait=false")
+
+
+def test_workers_can_read_the_policy_and_an_identity_that_cannot_is_reported(
+        cluster: LocalCluster, release: Release) -> None:
+    code, out, err = _admin(cluster, release)
+    assert code == 0, out + err
+    assert "cannot get configmaps/wingman-policy" not in out, "the chart's workers can read it"
+    # an explicitly named worker without the release's RoleBinding lacks what agents need
+    code, out, err = _admin(cluster, release, "--worker-user", "stranger")
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert "note: worker user/stranger cannot get configmaps/wingman-policy: agents read what " \
+        "passes: kubectl wingman policy and the MCP policy resource" in notes, out + err
+    assert "note: worker user/stranger cannot create approvalrequests: workers ask for " \
+        "approval by creating ApprovalRequests" in notes

@@ -35,6 +35,10 @@ violation:
   any of these: in particular the chat identity never decides in its own name, it relays a
   person's decision by impersonating that person.
 
+**Needs.** :data:`NEEDS` lists the harmless rights the roles need for Wingman to work (workers
+create ApprovalRequests and, like approvers, read the policy ConfigMap ``wingman-policy``, so
+agents can shape requests that pass). An identity that lacks one is reported as a note.
+
 The Job controller, which creates gateway pods, is a Kubernetes component and is not checked.
 
 **Pods.** Every Pod and Job in the release namespace is inspected: privileged containers,
@@ -60,10 +64,12 @@ from typing import Any, TextIO
 from wingman.verifier.rights import (
     COMPONENT_LABEL,
     INSTANCE_LABEL,
+    NEEDS,
     OPERATOR_SA,
     RELEASE_NAMESPACE_ANNOTATION,
     REQUEST_TIMEOUT_SECONDS,
     Identity,
+    Need,
     Question,
     Report,
     VerifyError,
@@ -71,6 +77,7 @@ from wingman.verifier.rights import (
     fixed_identities,
     group_identity,
     inspect_pod_spec,
+    need_notes,
     questions,
     render_text,
     sa_identity,
@@ -126,6 +133,21 @@ class _Cluster:
             resource_attributes=attrs,
         ))
         review = self.call(f"SubjectAccessReview for {q.identity.label}",
+                           client.AuthorizationV1Api(self.api).create_subject_access_review,
+                           body)
+        return bool(review.status is not None and review.status.allowed)
+
+    def has(self, identity: Identity, need: Need, namespace: str) -> bool:
+        """Whether ``identity`` holds ``need`` in ``namespace`` (a SubjectAccessReview)."""
+        from kubernetes import client
+
+        attrs = client.V1ResourceAttributes(
+            verb=need.verb, group=need.group, resource=need.resource,
+            name=need.name or None, namespace=namespace)
+        body = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+            user=identity.user or None, groups=list(identity.groups),
+            resource_attributes=attrs))
+        review = self.call(f"SubjectAccessReview for {identity.label}",
                            client.AuthorizationV1Api(self.api).create_subject_access_review,
                            body)
         return bool(review.status is not None and review.status.allowed)
@@ -345,6 +367,10 @@ def collect(cluster: _Cluster, args: argparse.Namespace, namespace: str) -> Repo
     with ThreadPoolExecutor(max_workers=max(1, min(args.workers, 32))) as pool:
         answers = list(zip(qs, pool.map(cluster.allowed, qs), strict=True))
     findings = evaluate(answers)
+    wanted = [(ident, need) for ident in people for need in NEEDS if need.role == ident.role]
+    with ThreadPoolExecutor(max_workers=max(1, min(args.workers, 32))) as pool:
+        held = list(pool.map(lambda pair: cluster.has(pair[0], pair[1], namespace), wanted))
+    notes += need_notes(pair for pair, ok in zip(wanted, held, strict=True) if not ok)
 
     specs = cluster.pod_specs(namespace)
     problems = [p for obj, spec in specs

@@ -154,6 +154,39 @@ DESIGN: Mapping[tuple[str, Place], frozenset[str]] = {
 }
 
 
+@dataclass(frozen=True)
+class Need:
+    """A right a role needs for Wingman to work as designed (not a dangerous one): the verifier
+    asks for it too and reports, as a note, an identity that lacks it."""
+
+    role: str
+    verb: str
+    resource: str
+    group: str
+    name: str
+    why: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.verb} {self.resource}" + (f"/{self.name}" if self.name else "")
+
+
+#: Rights the roles need in the release namespace (reads and asks, never execution).
+NEEDS: tuple[Need, ...] = (
+    Need("worker", "create", "approvalrequests", "wingman.dev", "",
+         "workers ask for approval by creating ApprovalRequests"),
+    Need("worker", "get", "configmaps", "", "wingman-policy",
+         "agents read what passes: kubectl wingman policy and the MCP policy resource"),
+    Need("approver", "get", "configmaps", "", "wingman-policy",
+         "approvers read the environment's policy (kubectl wingman policy)"),
+)
+
+
+def need_notes(missing: Iterable[tuple[Identity, Need]]) -> list[str]:
+    """The notes for identities that lack a right they need."""
+    return [f"{ident.label} cannot {need.label}: {need.why}" for ident, need in missing]
+
+
 def designed(role: str, place: Place, right: Right) -> bool:
     """Whether ``role`` may hold ``right`` in ``place`` by design."""
     return right.label in DESIGN.get((role, place), frozenset())
@@ -464,6 +497,7 @@ __all__ = [
     "DOCKER_SOCKETS",
     "GATEWAY_SA",
     "INSTANCE_LABEL",
+    "NEEDS",
     "OPERATOR_SA",
     "RBAC",
     "RELEASE_NAMESPACE_ANNOTATION",
@@ -473,6 +507,7 @@ __all__ = [
     "Finding",
     "Identity",
     "Kind",
+    "Need",
     "Place",
     "PodProblem",
     "Question",
@@ -485,6 +520,7 @@ __all__ = [
     "group_identity",
     "holders_by_design",
     "inspect_pod_spec",
+    "need_notes",
     "questions",
     "render_text",
     "sa_identity",

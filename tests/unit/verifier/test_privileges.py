@@ -377,3 +377,15 @@ def test_the_cli_hands_every_argument_to_verify_privileges(
     assert "--namespace 'Bad_Name' is not a valid Kubernetes name" in capsys.readouterr().err
     assert cli.main(["verify-privileges", "--help"]) == 0
     assert "--target-namespace" in capsys.readouterr().out
+
+
+def test_needs_are_reads_and_asks_and_their_notes_say_why() -> None:
+    from wingman.verifier.rights import NEEDS, need_notes
+
+    assert {(n.role, n.label) for n in NEEDS} == {
+        ("worker", "create approvalrequests"), ("worker", "get configmaps/wingman-policy"),
+        ("approver", "get configmaps/wingman-policy")}
+    assert all(n.verb in ("get", "create") and n.resource != "secrets" for n in NEEDS)
+    ident = group_identity("worker", "agents")
+    (note,) = need_notes([(ident, NEEDS[1])])
+    assert note.startswith("worker group/agents cannot get configmaps/wingman-policy: agents")
