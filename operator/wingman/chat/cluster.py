@@ -6,28 +6,23 @@ read requests and grants and nothing else of value. Every decision and every gra
 headers, RBAC lets the chat ServiceAccount impersonate only the users and groups the values
 map (``resourceNames``), and the API server then authorizes and admits the call exactly as if
 the person had run ``kubectl wingman approve`` (approver group, no self-approval, one decision
-per approver, ``by`` is the caller). The decision patch is the CLI's: ``add
-/spec/decisions/-``, or for the first decision ``test /metadata/resourceVersion`` plus ``add
-/spec/decisions`` so two concurrent first decisions cannot replace each other.
+per approver, ``by`` is the caller). The calls themselves are the shared client's
+(``wingman.client.WingmanClient``): the same decision patch and grant as the CLI and the MCP
+server, answered in the status protocol.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
-from wingman import API_VERSION
-from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, JSON_PATCH, ApiError, Kube
+from wingman.client import status as st
+from wingman.client.api import WingmanClient
+from wingman.client.connect import Connection
+from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, ApiError, Kube
 from wingman.settings import ChatPerson
 
 STATE_KEY = "state.json"
-
-
-def grant_name(request_name: str, command: str) -> str:
-    """The CLI's deterministic grant name: one grant per command of a request."""
-    digest = hashlib.sha256(command.encode()).hexdigest()[:8]
-    return f"{request_name[:50]}-{digest}"
 
 
 class ChatCluster:
@@ -68,38 +63,39 @@ class ChatCluster:
         body = {"data": {STATE_KEY: json.dumps(state, sort_keys=True, separators=(",", ":"))}}
         self.kube.patch(CONFIGMAPS, self.namespace, self.state_configmap, body)
 
-    # -- writes, as the person -------------------------------------------------------------
-    def decide_as(self, person: ChatPerson, name: str, verdict: str, reason: str) -> None:
-        """Append ``{verdict, by: person, reason}`` as the person (the CLI's patch)."""
-        kube = self.kube.as_user(person.user, person.groups)
-        entry = {"verdict": verdict, "by": person.user, "reason": reason}
-        for attempt in range(3):
-            obj = kube.get(APPROVALS, self.namespace, name)
-            patch: list[dict[str, Any]]
-            if obj.get("spec", {}).get("decisions"):
-                patch = [{"op": "add", "path": "/spec/decisions/-", "value": entry}]
-            else:
-                patch = [{"op": "test", "path": "/metadata/resourceVersion",
-                          "value": obj["metadata"]["resourceVersion"]},
-                         {"op": "add", "path": "/spec/decisions", "value": [entry]}]
-            try:
-                kube.patch(APPROVALS, self.namespace, name, patch, content_type=JSON_PATCH)
-                return
-            except ApiError as exc:
-                if attempt == 2 or "test operation" not in exc.message.lower():
-                    raise
-
-    def grant_as(self, person: ChatPerson, request: dict[str, Any], command: str) -> str:
-        """Create the ExecutionGrant for one command as the person (the CLI's grant)."""
-        kube = self.kube.as_user(person.user, person.groups)
-        name = grant_name(request["metadata"]["name"], command)
-        body = {"apiVersion": API_VERSION, "kind": "ExecutionGrant",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": {"approvalRef": {"name": request["metadata"]["name"]},
-                         "command": command,
-                         "requester": str(request["spec"]["requester"])}}
-        kube.create(GRANTS, self.namespace, body)
-        return name
+    # -- as the person ---------------------------------------------------------------------
+    def client_as(self, person: ChatPerson, hints: st.Hints) -> WingmanClient:
+        """The shared client (``wingman.client``), acting as ``person``: every call carries
+        ``Impersonate-User``/``Impersonate-Group``, so it is authorized and admitted as theirs
+        (its decision patch and grant are the CLI's and the MCP server's)."""
+        conn = Connection(self.kube.as_user(person.user, person.groups), self.namespace,
+                          f"wingman chat, impersonating {person.user}")
+        return WingmanClient(conn, hints=hints)
 
 
-__all__ = ["STATE_KEY", "ChatCluster", "grant_name"]
+class ChatHints:
+    """``next`` hints in terms of chat commands (``/describe``, or ``/wingman describe``)."""
+
+    def __init__(self, prefix: str = "/") -> None:
+        self.prefix = prefix
+
+    def get_request(self, name: str) -> str:
+        return f"{self.prefix}describe {name}"
+
+    def execute(self, request: str, command: str) -> str:
+        return f"{self.prefix}exec {request} {command}"
+
+    def get_result(self, grant: str) -> str:
+        return f"{self.prefix}status {grant}"
+
+    def request_approval(self) -> str:
+        return "kubectl wingman request ..."
+
+    def policy(self) -> str:
+        return "kubectl wingman policy"
+
+    def approver_exec(self, request: str, command: str) -> str:
+        return f"an approver sends {self.prefix}exec {request} {command}"
+
+
+__all__ = ["STATE_KEY", "ChatCluster", "ChatHints"]

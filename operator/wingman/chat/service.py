@@ -33,12 +33,19 @@ from typing import Any, Protocol
 
 from wingman.audit import AuditSink
 from wingman.chat import render
-from wingman.chat.cluster import ChatCluster
+from wingman.chat.cluster import ChatCluster, ChatHints
 from wingman.chat.guard import PendingStepUp, Refusal, StepUp, check_decision, refuse
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.render import Notice, RequestView
-from wingman.errors import AuditUnavailable, WingmanError
-from wingman.kube import ApiError
+from wingman.client import status as st
+from wingman.errors import (
+    AuditUnavailable,
+    ClientError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    WingmanError,
+)
 from wingman.settings import ChatConfig, ChatPerson
 
 log = logging.getLogger("wingman.chat")
@@ -324,7 +331,7 @@ class ChatService:
             v = self.find(name=name)
             return Reply((T(f"Request {v.name}"),), view=v)
         if verb == "status":
-            return await self._status(name)
+            return await self._status(channel, person, name)
         if verb == "confirm":
             held = self.step_up.take(f"{channel}:{chat_user}")
             await self.refresh()
@@ -364,11 +371,11 @@ class ChatService:
         except AuditUnavailable as exc:
             raise refuse("AuditUnavailable", "the audit trail is unavailable, so nothing was "
                          "decided; try again shortly or use kubectl wingman") from exc
+        client = self.cluster.client_as(person, ChatHints(_prefix(channel)))
         try:
-            await asyncio.to_thread(self.cluster.decide_as, person, v.name, verdict,
-                                    reason[:1000])
-        except ApiError as exc:
-            raise refuse("NotAllowed" if exc.status in (403, 422) else "ApiError",
+            await asyncio.to_thread(client.decide, v.name, verdict, reason[:1000])
+        except ClientError as exc:
+            raise refuse("NotAllowed" if isinstance(exc, Forbidden | Invalid) else "ApiError",
                          f"the API server refused your decision as {person.user}: "
                          f"{exc.message}") from exc
         await self._audit_quietly("ChatDecisionRecorded", person.user, subject, data)
@@ -382,27 +389,33 @@ class ChatService:
         if command not in v.commands:
             raise refuse("NotACommandOfTheRequest", f"that is not one of {v.name}'s commands "
                          f"byte for byte: /describe {v.name} shows them")
-        request = await asyncio.to_thread(self.cluster.request, v.name)
-        if request is None:
-            raise refuse("NotFound", f"{v.name} no longer exists")
         subject = _subject(self.cluster.namespace, v.name, v.uid)
         data = {"channel": channel, "chatUser": chat_user, "command": command}
+        client = self.cluster.client_as(person, ChatHints(_prefix(channel)))
+        gname = st.grant_name(v.name, command)
+        existed = await asyncio.to_thread(self.cluster.grant, gname) is not None
+        if not existed:
+            try:
+                await self._audit("ChatGrantRequested", person.user, subject, data)
+            except AuditUnavailable as exc:
+                raise refuse("AuditUnavailable", "the audit trail is unavailable, so no grant "
+                             "was created; try again shortly") from exc
         try:
-            await self._audit("ChatGrantRequested", person.user, subject, data)
-        except AuditUnavailable as exc:
-            raise refuse("AuditUnavailable", "the audit trail is unavailable, so no grant was "
-                         "created; try again shortly") from exc
-        try:
-            grant = await asyncio.to_thread(self.cluster.grant_as, person, request, command)
-        except ApiError as exc:
-            raise refuse("NotAllowed" if exc.status in (403, 409, 422) else "ApiError",
+            status = await asyncio.to_thread(client.execute, v.name, command)
+        except ClientError as exc:
+            raise refuse("NotAllowed" if isinstance(exc, Forbidden | Invalid) else "ApiError",
                          f"the API server refused the grant as {person.user}: "
                          f"{exc.message}") from exc
-        await self._audit_quietly("ChatGrantCreated", person.user, subject,
-                                  {**data, "grant": grant})
+        if status.kind != "ExecutionGrant" or status.state is st.State.AWAITING_GRANT:
+            raise refuse("NotAllowed", f"no grant was created as {person.user}: "
+                         f"{status.message or status.state.value}; next: {status.next}")
+        if not existed:
+            await self._audit_quietly("ChatGrantCreated", person.user, subject,
+                                      {**data, "grant": gname})
         self.poke()
-        return Reply((T(f"ExecutionGrant {grant} created as "), C(person.user),
-                      T(f"; /status {grant} shows its result, which is also posted here.")))
+        return Reply((T(f"ExecutionGrant {gname} ({'already existed, ' if existed else ''}"
+                        f"{status.state.value}) as "), C(person.user),
+                      T(f"; next: {status.next}")))
 
     async def _audit_quietly(self, event: str, actor: str, subject: dict[str, Any],
                              data: dict[str, Any]) -> None:
@@ -423,19 +436,30 @@ class ChatService:
                         f"{v.expires}\n")]
         return Reply(tuple(parts))
 
-    async def _status(self, name: str) -> Reply:
-        grant = await asyncio.to_thread(self.cluster.grant, name)
-        if grant is None:
-            raise refuse("NotFound", f"there is no ExecutionGrant {name!r} in {self.env}")
-        st = grant.get("status") or {}
-        exit_code = st.get("exitCode")
-        parts = [T(f"Grant {name}: {st.get('phase') or 'Pending'}"
-                   + (f", exit code {exit_code}" if exit_code is not None else "")
-                   + (f" ({st.get('reason')})" if st.get("reason") else "") + "\nCommand: "),
-                 C(str(grant.get("spec", {}).get("command", "")))]
-        if st.get("output"):
-            parts += [T("\nOutput:\n"), C(str(st["output"])[-1500:])]
+    async def _status(self, channel: str, person: ChatPerson, name: str) -> Reply:
+        client = self.cluster.client_as(person, ChatHints(_prefix(channel)))
+        try:
+            status = await asyncio.to_thread(client.grant_status, name)
+        except NotFound as exc:
+            raise refuse("NotFound", f"there is no ExecutionGrant {name!r} in "
+                         f"{self.env}") from exc
+        except ClientError as exc:
+            raise refuse("NotAllowed", f"you ({person.user}) may not read {name}: "
+                         f"{exc.message}") from exc
+        head = f"Grant {name}: {status.state.value}"
+        if status.exit_code is not None:
+            head += f", exit code {status.exit_code}"
+        if status.reason:
+            head += f" ({status.reason})"
+        parts = [T(head + "\nCommand: "), C(status.command or "")]
+        if status.output:
+            parts += [T("\nOutput:\n"), C(status.output[-1500:])]
+        parts.append(T(f"\nNext: {status.next}"))
         return Reply(tuple(parts))
+
+
+def _prefix(channel: str) -> str:
+    return "/wingman " if channel == "slack" else "/"
 
 
 def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:

@@ -369,11 +369,18 @@ def test_telegram_commands_decide_and_grant_as_the_person(test_env: Env) -> None
     alice = FakeTelegram.user(IDS[WORKER])
     n = len(env.telegram.sent_to(CHAT))
     env.telegram.say(alice, CHAT, "/exec tg-one " + env.ar("tg-one")["spec"]["commands"][0])
-    assert "created as alice" in env.reply_after(CHAT, n)
-    # a second grant of the same command: the API server refuses it, and says so
+    assert "as alice" in env.reply_after(CHAT, n)
+    # the same command again: the one grant it has is answered, no second one exists
     n = len(env.telegram.sent_to(CHAT))
     env.telegram.say(carol, CHAT, "/exec tg-cmd " + command)
-    assert "NotAllowed" in env.reply_after(CHAT, n)
+    assert "already existed" in env.reply_after(CHAT, n)
+    grants = json.loads(env.cluster.kubectl("get", "eg", "-n", env.ns, "-o", "json").stdout)
+    assert len([g for g in grants["items"] if g["spec"]["approvalRef"]["name"] == "tg-cmd"]) == 1
+    # /status reads the grant as carol, in the status protocol, with the next step
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(carol, CHAT, f"/status {mine[0]['metadata']['name']}")
+    reply = env.reply_after(CHAT, n)
+    assert f"Grant {mine[0]['metadata']['name']}: " in reply and "Next: " in reply
 
 
 def test_slack_buttons_are_signed_and_decide_as_the_person(test_env: Env) -> None:
