@@ -1,37 +1,63 @@
 # The one image Wingman ships: the operator (`wingman operator`), the gateway
 # (`wingman gateway`, the entrypoint of every gateway Job) and `wingman verify-privileges`
 # (helm test). The chart pins it (operator.image, gateway.image); pin it by digest in
-# production. tests/unit/image/test_dockerfile.py checks this file against the chart and the
-# package; the same entrypoints run in the integration and e2e tests.
+# production.
+#
+# Build it with `make image` (.ci/image), which prepares the build context hermetically on the
+# host and then runs `docker build` on it:
+#   wheels/           every dependency from requirements.lock (downloaded and checked against
+#                     the lock's hashes) and the wingman wheel built from this checkout
+#   requirements.lock the pinned, hashed dependency list (`bash .ci/lock` regenerates it)
+#   kubectl           built from the pinned Kubernetes module (.ci/tools/kube) with a supported
+#                     Go release by .ci/provision-tools.sh, the same kubectl the tests run
+# Nothing is fetched from the network during the build: pip installs offline with
+# --require-hashes. tests/container/ builds this file and runs the image the way the chart's
+# Deployment, the operator's gateway Jobs and the helm test pod run it.
 
-# kubectl, built from the same pinned Kubernetes release the tests run against
-# (.ci/tools/kube/go.mod), so the gateway's kubectl matches what was tested.
-FROM golang:1.24-bookworm AS kubectl
-WORKDIR /src
-COPY .ci/tools/kube/ ./
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/kubectl k8s.io/kubernetes/cmd/kubectl
+# The base: any Debian-based image with CPython 3.11 (the lock is resolved for it) and a
+# /bin/sh. Users get the public Python image; the tests use a Debian base made locally.
+ARG BASE=python:3.11-slim-bookworm
 
-# The Python package and its locked dependencies, in a virtualenv.
-FROM python:3.11-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/wingman
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY operator/ operator/
-RUN /opt/wingman/bin/pip install .
+FROM ${BASE} AS build
+COPY requirements.lock /build/
+COPY wheels/ /build/wheels/
+# The dependencies exactly as locked (every file's hash checked), then the package itself
+# (built from this checkout, its wheel excludes the development harness wingman.dev).
+RUN python3 -m venv /opt/wingman \
+ && /opt/wingman/bin/python -m pip install --no-cache-dir --no-index --only-binary=:all: \
+      --find-links /build/wheels --require-hashes -r /build/requirements.lock \
+ && /opt/wingman/bin/python -m pip install --no-cache-dir --no-index --no-deps /build/wheels/wingman-*.whl \
+ && /opt/wingman/bin/python -m pip check \
+ && /opt/wingman/bin/python -m pip uninstall --yes pip setuptools
 
-FROM python:3.11-slim-bookworm
-LABEL org.opencontainers.image.title="wingman" \
-      org.opencontainers.image.description="Wingman operator and execution gateway" \
-      org.opencontainers.image.licenses="Apache-2.0"
+FROM ${BASE}
+ARG VERSION=0.0.0-dev
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/wingman-dev/wingman
+# No installer at run time: pip, setuptools and the wheels ensurepip/venv would install them
+# from are removed from the base (the public image and Debian keep them in different places).
+RUN rm -rf /usr/local/bin/pip /usr/local/bin/pip3* /usr/bin/pip /usr/bin/pip3* \
+      /usr/local/lib/python3*/site-packages/pip /usr/local/lib/python3*/site-packages/pip-* \
+      /usr/local/lib/python3*/site-packages/setuptools /usr/local/lib/python3*/site-packages/setuptools-* \
+      /usr/local/lib/python3*/site-packages/_distutils_hack /usr/local/lib/python3*/site-packages/distutils-precedence.pth \
+      /usr/local/lib/python3*/site-packages/pkg_resources /usr/local/lib/python3*/ensurepip/_bundled \
+      /usr/lib/python3/dist-packages/pip /usr/lib/python3/dist-packages/pip-* \
+      /usr/lib/python3/dist-packages/setuptools /usr/lib/python3/dist-packages/setuptools-* \
+      /usr/lib/python3/dist-packages/pkg_resources /usr/share/python-wheels
 COPY --from=build /opt/wingman /opt/wingman
-COPY --from=kubectl /out/kubectl /usr/local/bin/kubectl
+COPY kubectl /usr/local/bin/kubectl
+LABEL org.opencontainers.image.title="wingman" \
+      org.opencontainers.image.description="Wingman operator, execution gateway and privilege verifier" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/wingman/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     WINGMAN_LOG_FORMAT=json
-# No shell is needed at run time: commands run as argv. Non-root, matching the chart's
-# runAsUser (65532); the root filesystem is mounted read-only by the chart.
+# Non-root, matching the chart's runAsUser (65532); the chart mounts the root filesystem
+# read-only and gives /tmp an emptyDir. Commands run as argv (no shell is invoked).
 USER 65532:65532
 WORKDIR /tmp
 CMD ["wingman", "--help"]

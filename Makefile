@@ -1,8 +1,9 @@
 # The two commands a newcomer needs (see README.md):
 #   make run    set up, install Wingman on a local control plane (or the cluster KUBECONFIG
 #               or ~/.kube/config names), run the operator and, locally, a demo request
-#   make test   set up and run every test tier (unit, PostgreSQL, integration, e2e)
-.PHONY: setup run test lint bench
+#   make test   set up and run every test tier (unit, PostgreSQL, integration, container, e2e)
+#   make image  build the image (wingman:<version>) with the local Docker (see .ci/image)
+.PHONY: setup run test lint bench image
 
 setup:
 	bash .ci/setup
@@ -19,3 +20,6 @@ lint: setup
 
 bench: setup
 	for b in tests/bench/bench_*.py; do .venv/bin/python $$b || exit 1; done
+
+image: setup
+	bash .ci/image

@@ -3,7 +3,9 @@
 # module proxy, pinned by the go.mod/go.sum files under .ci/tools/, and cache them outside the
 # repository keyed by those pins, so a second run costs seconds.
 #
-#   kube/        kube-apiserver, kube-controller-manager, kubectl (k8s.io/kubernetes)
+#   kube/        kube-apiserver, kube-controller-manager, kubectl (k8s.io/kubernetes); kubectl is
+#                stamped with the pinned release's version (`kubectl version --client` says
+#                v1.34.4) because the image ships this very binary
 #   etcd/        etcd (go.etcd.io/etcd/server/v3)
 #   helm/        helm (helm.sh/helm/v3)
 #   prometheus/  promtool (github.com/prometheus/prometheus)
@@ -37,34 +39,49 @@ if [ "$(printf '%s\n%s\n' "go$go_min" "$gover" | sort -V | head -n1)" != "go$go_
 fi
 
 # build SET PACKAGE... : build the packages of .ci/tools/SET into the cache unless present.
+# NAME (default SET) names the cache entry; LDFLAGS adds linker flags (both part of the key).
 build() {
   local set=$1; shift
+  local name=${NAME:-$set} flags="-s -w ${LDFLAGS:-}"
   local key
-  key=$(cat "$here/tools/$set/go.mod" "$here/tools/$set/go.sum" | { cat; echo "$gover"; } | sha256sum | cut -c1-16)
-  local out="$cache/tools/$set-$key"
+  key=$(cat "$here/tools/$set/go.mod" "$here/tools/$set/go.sum" | { cat; echo "$gover"; [ -z "${LDFLAGS:-}" ] || echo "$flags"; } | sha256sum | cut -c1-16)
+  local out="$cache/tools/$name-$key"
   if [ ! -f "$out/.complete" ]; then
     local start=$SECONDS
-    echo "provision-tools: building $set ($*) into $out ..." >&2
+    echo "provision-tools: building $name ($*) into $out ..." >&2
     rm -rf "$out.tmp" && mkdir -p "$out.tmp"
     (cd "$here/tools/$set" && GOFLAGS=-mod=readonly CGO_ENABLED=0 \
-      go build -trimpath -ldflags="-s -w" -o "$out.tmp/" "$@")
+      go build -trimpath -ldflags="$flags" -o "$out.tmp/" "$@")
     touch "$out.tmp/.complete"
     rm -rf "$out" && mv "$out.tmp" "$out"
-    echo "provision-tools: built $set in $((SECONDS - start))s" >&2
+    echo "provision-tools: built $name in $((SECONDS - start))s" >&2
   fi
   local f
   for f in "$out"/*; do ln -sfn "$f" "$bin/$(basename "$f")"; done
 }
 
+# kubectl with the version of the pinned k8s.io/kubernetes stamped in, as upstream's release
+# builds do (hack/lib/version.sh), so `kubectl version --client` names the pinned release.
+kube_version=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$here/tools/kube/go.mod")
+[ -n "$kube_version" ] || { echo "provision-tools: cannot read the k8s.io/kubernetes version from $here/tools/kube/go.mod" >&2; exit 1; }
+kube_minor=${kube_version#v1.}; kube_minor=${kube_minor%%.*}
+kubectl_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  kubectl_ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor -X $pkg.gitTreeState=clean"
+done
+build_kubectl() { NAME=kubectl LDFLAGS="$kubectl_ldflags" build kube k8s.io/kubernetes/cmd/kubectl; }
+
 start=$SECONDS
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
   echo "provision-tools: using kube-apiserver and etcd from KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS" >&2
-  for f in kube-apiserver etcd kube-controller-manager kubectl; do
+  for f in kube-apiserver etcd kube-controller-manager; do
     [ -x "$KUBEBUILDER_ASSETS/$f" ] && ln -sfn "$KUBEBUILDER_ASSETS/$f" "$bin/$f"
   done
-  [ -x "$KUBEBUILDER_ASSETS/kube-controller-manager" ] || build kube k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  [ -x "$KUBEBUILDER_ASSETS/kube-controller-manager" ] || build kube k8s.io/kubernetes/cmd/kube-controller-manager
+  build_kubectl
 else
-  build kube k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  build kube k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+  build_kubectl
   build etcd go.etcd.io/etcd/server/v3
   # The etcd server module's main package builds a binary named after the module ("server");
   # give it its real name.

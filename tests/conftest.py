@@ -1,13 +1,18 @@
 """Shared fixtures: the real local control plane, fresh namespaces, PostgreSQL, ordering.
 
-Tiers are chosen by markers (``integration``, ``e2e``, ``postgres``); every tier runs under the
-README's test command, unit tests first and e2e last. Integration and e2e tests use a real
-kube-apiserver + etcd + kube-controller-manager started once per session
-(``wingman.dev.cluster``); they never read the developer's own kubeconfig.
+Tiers are chosen by markers (``integration``, ``container``, ``e2e``, ``postgres``); every tier
+runs under the README's test command, unit tests first and e2e last. Integration, container and
+e2e tests use a real kube-apiserver + etcd + kube-controller-manager started once per session
+(``wingman.dev.cluster``); they never read the developer's own kubeconfig. The container tier
+also starts a private Docker Engine and builds the image (``tests/support/containers.py``).
+
+SIGTERM and SIGHUP end a session the way Ctrl-C does, so every fixture's teardown runs and no
+server a test started (control plane, dockerd, PostgreSQL, operator) is left behind.
 """
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +25,23 @@ from wingman.dev.cluster import LocalCluster
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"
 
-_TIER_ORDER = {"unit": 0, "postgres": 1, "integration": 2, "e2e": 3}
+_TIER_ORDER = {"unit": 0, "postgres": 1, "integration": 2, "container": 3, "e2e": 4}
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM and SIGHUP interrupt like Ctrl-C: pytest then tears every fixture down."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _interrupt)
 
 
 def _tier(item: pytest.Item) -> str:
     path = Path(str(item.fspath))
-    for tier in ("e2e", "integration", "unit", "bench"):
+    for tier in ("e2e", "container", "integration", "unit", "bench"):
         if tier in path.parts:
             return tier
     return "unit"
@@ -35,7 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark by directory and run the slow tiers last (every tier still runs)."""
     for item in items:
         tier = _tier(item)
-        if tier in ("integration", "e2e"):
+        if tier in ("integration", "container", "e2e"):
             item.add_marker(getattr(pytest.mark, tier))
     items.sort(key=lambda i: _TIER_ORDER.get(_tier(i), 0))
 

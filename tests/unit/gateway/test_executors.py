@@ -1,9 +1,8 @@
 """The gateway's executors: no shell, bounded and redacted output, deadlines, Docker over its API.
 
 kubectl is replaced by a stand-in program on PATH (these tests are about process handling, not
-Kubernetes; tests/integration/test_gateway.py runs the real kubectl against a real API
-server). The Docker engine cannot run here, so a local server speaking the Docker Engine HTTP
-API on a unix socket answers the real ``docker`` SDK.
+Kubernetes; tests/integration/gateway/ runs the real kubectl against a real API server). The
+Docker executor meets the real Docker Engine in tests/container/test_docker_executor.py.
 """
 
 from __future__ import annotations
@@ -11,17 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import shutil
-import socketserver
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -265,132 +256,31 @@ def test_other_programs_are_refused(argv: list[str], creds: Credentials) -> None
 # ------------------------------------------------------------------------------ docker
 
 
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-class _DockerEngine(BaseHTTPRequestHandler):
-    """Just enough of the Docker Engine API: /version and container restart/start/stop."""
-
-    protocol_version = "HTTP/1.1"
-    containers: dict[str, str]
-    calls: list[str]
-
-    def address_string(self) -> str:
-        return "unix"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _send(self, code: int, body: dict[str, Any] | None = None) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(code)
-        if body is not None:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        if self.path.split("?")[0].endswith("/version"):
-            self._send(200, {"ApiVersion": "1.45", "MinAPIVersion": "1.24",
-                             "Version": "26.1.4", "Os": "linux", "Arch": "amd64"})
-        else:
-            self._send(404, {"message": "page not found"})
-
-    def do_POST(self) -> None:
-        self.calls.append(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        match = re.fullmatch(r"/v[0-9.]+/containers/([^/?]+)/(restart|start|stop)(\?.*)?",
-                             self.path)
-        if match is None:
-            self._send(404, {"message": "page not found"})
-        elif match.group(1) not in self.containers:
-            self._send(404, {"message": f"No such container: {match.group(1)}"})
-        else:
-            self.containers[match.group(1)] = match.group(2)
-            self._send(204)
-
-
-@pytest.fixture
-def docker_engine() -> Iterator[tuple[str, type[_DockerEngine]]]:
-    directory = tempfile.mkdtemp(prefix="wm-docker-", dir="/tmp")  # short: sun_path limit
-    socket_path = os.path.join(directory, "docker.sock")
-    handler = type("Engine", (_DockerEngine,), {"containers": {"web": "running"}, "calls": []})
-    server = _UnixHTTPServer(socket_path, handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"unix://{socket_path}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-        shutil.rmtree(directory, ignore_errors=True)
+# Against the real Docker Engine: tests/container/test_docker_executor.py. Here only what never
+# reaches an engine.
 
 
 def _docker_settings(host: str, enabled: str = "true") -> GatewaySettings:
     return _settings(WINGMAN_DOCKER_ENABLED=enabled, WINGMAN_DOCKER_HOST=host)
 
 
-def test_docker_restart_through_the_sdk(
-    docker_engine: tuple[str, type[_DockerEngine]], creds: Credentials
-) -> None:
-    host, engine = docker_engine
-    result = executors.execute(["docker", "restart", "web"], settings=_docker_settings(host),
-                               credentials=creds)
-    assert result.exit_code == 0 and not result.timed_out
-    assert result.output == "web\n"
-    assert result.output_sha256 == _sha("web\n")
-    assert engine.containers["web"] == "restart"
-    assert any(re.fullmatch(r"/v1\.45/containers/web/restart\?t=\d+", c) for c in engine.calls)
-
-
-@pytest.mark.parametrize("verb", ["start", "stop"])
-def test_docker_start_and_stop(
-    verb: str, docker_engine: tuple[str, type[_DockerEngine]], creds: Credentials
-) -> None:
-    host, engine = docker_engine
-    result = executors.execute(["docker", verb, "web"], settings=_docker_settings(host),
-                               credentials=creds)
-    assert result.exit_code == 0
-    assert engine.containers["web"] == verb
-
-
-def test_docker_missing_container_is_a_failed_result(
-    docker_engine: tuple[str, type[_DockerEngine]], creds: Credentials
-) -> None:
-    host, _engine = docker_engine
-    result = executors.execute(["docker", "restart", "ghost"], settings=_docker_settings(host),
-                               credentials=creds)
-    assert result.exit_code == 1
-    assert "No such container: ghost" in result.output
-
-
-def test_docker_disabled_is_refused(
-    docker_engine: tuple[str, type[_DockerEngine]], creds: Credentials
-) -> None:
-    host, engine = docker_engine
+def test_docker_disabled_is_refused(creds: Credentials, tmp_path: Path) -> None:
     with pytest.raises(ExecutionFailed) as info:
         executors.execute(["docker", "restart", "web"],
-                          settings=_docker_settings(host, enabled="false"), credentials=creds)
+                          settings=_docker_settings(f"unix://{tmp_path}/d.sock", enabled="false"),
+                          credentials=creds)
     assert info.value.reason == "DockerDisabled"
-    assert engine.calls == []
 
 
 @pytest.mark.parametrize("argv", [["docker", "rm", "web"], ["docker", "exec", "web", "sh"],
                                   ["docker", "restart", "web", "db"],
                                   ["docker", "restart", "../web"], ["docker", "restart"]])
-def test_other_docker_commands_are_refused(
-    argv: list[str], docker_engine: tuple[str, type[_DockerEngine]], creds: Credentials
-) -> None:
-    host, engine = docker_engine
+def test_other_docker_commands_are_refused(argv: list[str], creds: Credentials,
+                                           tmp_path: Path) -> None:
     with pytest.raises(ExecutionFailed) as info:
-        executors.execute(argv, settings=_docker_settings(host), credentials=creds)
+        executors.execute(argv, settings=_docker_settings(f"unix://{tmp_path}/d.sock"),
+                          credentials=creds)
     assert info.value.reason == "ExecutorNotAllowed"
-    assert engine.calls == []
 
 
 def test_docker_unreachable_engine_is_a_clear_error(creds: Credentials, tmp_path: Path) -> None:

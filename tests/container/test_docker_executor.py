@@ -1,0 +1,158 @@
+"""The gateway's docker executor against the real Docker Engine.
+
+Real containers (from the locally made Debian base image) are restarted, stopped and started
+through whole gateway runs: a minted token, the burn, the Docker SDK call on the engine's unix
+socket, the grant's status and the audit record. Verbs other than restart/start/stop and other
+engines stay refused even when the allowlist would let them through, and a stopped engine is a
+clear, audited failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from support.gateway import Env, gateway_env, make_grant, mint, settings_for
+from wingman.dev.cluster import LocalCluster
+from wingman.dev.engine import DockerEngine
+from wingman.errors import ConfigError
+from wingman.gateway.run import EXIT_INTERNAL, EXIT_OK, EXIT_REFUSED, run_gateway
+from wingman.settings import GatewaySettings
+
+
+@pytest.fixture
+def env(cluster: LocalCluster, crds: object, namespace: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    with gateway_env(cluster, namespace, tmp_path, monkeypatch) as made:
+        # docker verbs the executor must still refuse are allowlisted on purpose: the
+        # executor's own check is what is under test
+        made.policy_file.write_text(yaml.safe_dump({"environment": "test", "allowlist": [
+            "docker restart *", "docker stop *", "docker start *", "docker rm *",
+            "docker kill *", "docker exec * *"]}))
+        yield made
+
+
+@pytest.fixture
+def web(engine: DockerEngine, base_image: str) -> Iterator[str]:
+    """A real running container; its name."""
+    name = f"web-{uuid.uuid4().hex[:8]}"
+    engine.docker("run", "-d", "--name", name, "--network", "none", "--init", base_image,
+                  "sleep", "infinity")
+    try:
+        yield name
+    finally:
+        engine.docker("rm", "-f", name, check=False)
+
+
+def _state(engine: DockerEngine, name: str) -> dict[str, Any]:
+    out = engine.docker("inspect", name, check=False)
+    if out.returncode != 0:
+        return {}
+    state: dict[str, Any] = json.loads(out.stdout)[0]["State"]
+    return state
+
+
+def _settings(env: Env, command: str, host: str) -> tuple[GatewaySettings, str]:
+    grant = make_grant(env, command)
+    base = settings_for(env, grant, mint(env, grant))
+    return dataclasses.replace(base, docker_enabled=True, docker_host=host), grant.name
+
+
+def test_restart_stop_and_start_real_containers_through_the_gateway(
+        env: Env, engine: DockerEngine, web: str) -> None:
+    before = _state(engine, web)
+    assert before["Running"] is True
+
+    settings, grant = _settings(env, f"docker restart {web}", engine.host)
+    assert run_gateway(settings) == EXIT_OK
+    after = _state(engine, web)
+    assert after["Running"] is True and after["StartedAt"] != before["StartedAt"]
+    status = env.grant(grant)["status"]
+    assert status["phase"] == "Succeeded" and status["exitCode"] == 0
+    assert status["output"] == f"{web}\n"
+
+    settings, grant = _settings(env, f"docker stop {web}", engine.host)
+    assert run_gateway(settings) == EXIT_OK
+    stopped = _state(engine, web)
+    assert stopped["Running"] is False and stopped["Status"] == "exited"
+    assert env.grant(grant)["status"]["phase"] == "Succeeded"
+
+    settings, grant = _settings(env, f"docker start {web}", engine.host)
+    assert run_gateway(settings) == EXIT_OK
+    assert _state(engine, web)["Running"] is True
+
+    executed = [r for r in env.audit_records() if r["event"] == "GatewayExecuted"]
+    assert [r["data"]["exit_code"] for r in executed] == [0, 0, 0]
+    executing = [r["data"]["command"] for r in env.audit_records()
+                 if r["event"] == "GatewayExecuting"]
+    assert executing == [f"docker restart {web}", f"docker stop {web}", f"docker start {web}"]
+    assert {r["data"]["executor"] for r in env.audit_records()
+            if r["event"] == "GatewayExecuting"} == {"docker"}
+
+
+def test_a_missing_container_is_the_engines_real_answer_on_record(
+        env: Env, engine: DockerEngine) -> None:
+    ghost = f"ghost-{uuid.uuid4().hex[:8]}"
+    settings, grant = _settings(env, f"docker restart {ghost}", engine.host)
+    assert run_gateway(settings) == EXIT_OK  # ran and recorded; the command itself failed
+    status = env.grant(grant)["status"]
+    assert status["phase"] == "Failed" and status["exitCode"] == 1
+    assert "No such container" in status["output"] and ghost in status["output"]
+    (executed,) = [r for r in env.audit_records() if r["event"] == "GatewayExecuted"]
+    assert executed["data"]["exit_code"] == 1
+    assert status["outputSHA256"] == executed["data"]["output_sha256"]
+
+
+@pytest.mark.parametrize("command", ["docker rm {web}", "docker kill {web}",
+                                     "docker exec {web} sh"])
+def test_other_verbs_stay_refused_even_when_allowlisted(
+        env: Env, engine: DockerEngine, web: str, command: str) -> None:
+    before = _state(engine, web)
+    settings, grant = _settings(env, command.format(web=web), engine.host)
+    assert run_gateway(settings) == EXIT_REFUSED
+    status = env.grant(grant)["status"]
+    assert status["reason"] == "ExecutorNotAllowed", status
+    assert env.leases() == [], "refused before the token was burned"
+    assert _state(engine, web) == before, "the container was not touched"
+
+
+def test_other_engines_are_refused(env: Env, engine: DockerEngine, web: str) -> None:
+    for host in ("tcp://127.0.0.1:2375", "ssh://root@elsewhere", "unix://"):
+        with pytest.raises(ConfigError, match="local socket"):
+            GatewaySettings.from_env({"KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                                      "WINGMAN_GRANT_NAME": "g", "WINGMAN_DOCKER_HOST": host})
+    # a command naming another engine is refused by the executor, even when allowlisted
+    before = _state(engine, web)
+    others = [f"docker {flag} {host} restart {web}" for flag in ("-H", "--host")
+              for host in ("tcp://127.0.0.1:2375", f"unix://{engine.socket}")]
+    policy = yaml.safe_load(env.policy_file.read_text())
+    policy["allowlist"] += [f"'{c.split()[0]}' '{c.split()[1]}' '{c.split()[2]}' "
+                            f"'{c.split()[3]}' '{c.split()[4]}'" for c in others]
+    env.policy_file.write_text(yaml.safe_dump(policy))
+    for command in others:
+        settings, grant = _settings(env, command, engine.host)
+        assert run_gateway(settings) == EXIT_REFUSED
+        assert env.grant(grant)["status"]["reason"] == "ExecutorNotAllowed"
+    assert env.leases() == []
+    assert _state(engine, web) == before
+
+
+def test_a_stopped_engine_is_a_clear_audited_failure(env: Env, web: str) -> None:
+    stopped = DockerEngine.start()
+    host = stopped.host
+    stopped.stop()
+    settings, grant = _settings(env, f"docker restart {web}", host)
+    assert run_gateway(settings) == EXIT_INTERNAL
+    status = env.grant(grant)["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "DockerUnavailable"
+    assert "cannot reach the Docker engine" in status["message"] and host in status["message"]
+    (executed,) = [r for r in env.audit_records() if r["event"] == "GatewayExecuted"]
+    assert executed["data"]["exit_code"] is None
+    assert executed["data"]["reason"] == "DockerUnavailable"

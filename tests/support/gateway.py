@@ -1,0 +1,260 @@
+"""The gateway's world as the operator leaves it, for tests that run ``wingman gateway``.
+
+Builds what the operator would have made: an approved ApprovalRequest (status set through the
+status subresource), an ExecutionGrant, a suspended Job (for a real Job UID), a capability token
+signed by a fresh key whose public PEM sits in a ConfigMap-style keys directory, and the
+gateway's settings with a real ServiceAccount token of ``wingman-gateway``, whose RBAC mirrors
+the chart's gateway Roles. Used by tests/integration/gateway/ and tests/container/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wingman.capability import keys, tokens
+from wingman.dev import tools as devtools
+from wingman.dev.cluster import LocalCluster
+from wingman.model import names
+from wingman.settings import GatewaySettings
+
+POD = "grant-gw-abcde"
+
+
+def _rbac(ns: str, target: str) -> str:
+    """The chart's gateway Role (release namespace) and default target Role, as plain YAML."""
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "wingman-gateway", "namespace": ns},
+         "automountServiceAccountToken": False},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "wingman-gateway", "namespace": ns},
+         "rules": [
+             {"apiGroups": ["wingman.dev"], "resources": ["approvalrequests", "executiongrants"],
+              "verbs": ["get"]},
+             {"apiGroups": ["wingman.dev"], "resources": ["executiongrants/status"],
+              "verbs": ["get", "patch", "update"]},
+             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+              "verbs": ["create", "get"]},
+         ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "wingman-gateway", "namespace": target},
+         "rules": [
+             {"apiGroups": ["apps"], "resources": ["deployments"],
+              "verbs": ["get", "list", "patch"]},
+             {"apiGroups": ["apps"], "resources": ["deployments/scale"],
+              "verbs": ["get", "patch", "update"]},
+             {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list"]},
+         ]},
+    ]
+    for where in (ns, target):
+        docs.append({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "wingman-gateway", "namespace": where},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                        "name": "wingman-gateway"},
+            "subjects": [{"kind": "ServiceAccount", "name": "wingman-gateway", "namespace": ns}],
+        })
+    return yaml.safe_dump_all(docs)
+
+
+def _deployment(target: str) -> dict[str, Any]:
+    labels = {"app": "web"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": target},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                         {"name": "web", "image": "registry.k8s.io/pause:3.9"}]}}}}
+
+
+@dataclass
+class Env:
+    cluster: LocalCluster
+    ns: str
+    target: str
+    tmp: Path
+    key: keys.SigningKey
+    keys_dir: Path
+    sa_dir: Path
+    policy_file: Path
+    audit_file: Path
+
+    def kubectl_json(self, *args: str) -> dict[str, Any]:
+        out = self.cluster.kubectl(*args, "-o", "json").stdout
+        data = json.loads(out)
+        assert isinstance(data, dict)
+        return data
+
+    def grant(self, name: str) -> dict[str, Any]:
+        return self.kubectl_json("get", "executiongrants", name, "-n", self.ns)
+
+    def replicas(self) -> int:
+        dep = self.kubectl_json("get", "deployment", "web", "-n", self.target)
+        return int(dep["spec"]["replicas"])
+
+    def leases(self) -> list[dict[str, Any]]:
+        items = self.kubectl_json("get", "leases", "-n", self.ns,
+                                  "-l", "wingman.dev/role=burn-marker")["items"]
+        return list(items)
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        if not self.audit_file.exists():
+            return []
+        return [json.loads(line) for line in self.audit_file.read_text().splitlines()]
+
+
+@contextmanager
+def gateway_env(cluster: LocalCluster, namespace: str, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """The gateway's world in ``namespace``: its RBAC, a target namespace with Deployment
+    ``web``, a real ServiceAccount token, a signing key and its public keys directory, an
+    allowlist and an audit file; the target namespace is deleted afterwards."""
+    target = f"{namespace}-apps"
+    cluster.kubectl("create", "namespace", target)
+    try:
+        cluster.kubectl("apply", "-f", "-", input=_rbac(namespace, target))
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(_deployment(target)))
+        sa_dir = tmp_path / "serviceaccount"
+        sa_dir.mkdir()
+        (sa_dir / "token").write_text(cluster.sa_token(namespace, "wingman-gateway"))
+        shutil.copy(cluster.ca_file, sa_dir / "ca.crt")
+        key = keys.generate_signing_key()
+        keys_dir = tmp_path / "keys"
+        # What a ConfigMap volume looks like: ..data / timestamped dir, symlinked keys.
+        data_dir = keys_dir / "..2024_01_01_00_00_00.000000001"
+        data_dir.mkdir(parents=True)
+        (data_dir / f"{key.kid}.pem").write_bytes(key.public_pem())
+        (keys_dir / "..data").symlink_to(data_dir.name)
+        (keys_dir / f"{key.kid}.pem").symlink_to(f"..data/{key.kid}.pem")
+        policy_file = tmp_path / "policy.yaml"
+        policy_file.write_text(yaml.safe_dump({"environment": "test", "allowlist": [
+            "kubectl scale deployment/{name} --replicas={int:0..10} -n " + target,
+            "kubectl rollout restart deployment/{name} -n " + target,
+        ]}))
+        kubectl_dir = devtools.tool_path("kubectl").parent
+        monkeypatch.setenv("PATH", f"{kubectl_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+        (tmp_path / "audit").mkdir()
+        yield Env(cluster, namespace, target, tmp_path, key, keys_dir, sa_dir, policy_file,
+                  tmp_path / "audit" / "audit.jsonl")
+    finally:
+        cluster.kubectl("delete", "namespace", target, "--wait=false", check=False)
+
+
+@dataclass
+class Grant:
+    name: str
+    approval: dict[str, Any]
+    grant: dict[str, Any]
+    job_uid: str
+    command: str
+
+
+def _now_rfc3339(offset: float = 0) -> str:
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _set_approval_status(env: Env, name: str, conditions: list[dict[str, Any]],
+                         phase: str) -> None:
+    env.cluster.kubectl("patch", "approvalrequests", name, "-n", env.ns, "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"status": {
+                            "phase": phase, "expirationTime": _now_rfc3339(3600),
+                            "conditions": conditions}}))
+
+
+def _record_grant(env: Env, approval: str, command: str, grant: str, uid: str) -> None:
+    env.cluster.kubectl("patch", "approvalrequests", approval, "-n", env.ns,
+                        "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+                            "grants": [{"command": command, "grant": grant, "grantUID": uid,
+                                        "grantedAt": _now_rfc3339()}]}}))
+
+
+def _approved() -> list[dict[str, Any]]:
+    return [{"type": "Approved", "status": "True", "reason": "HumanApproved",
+             "message": "approved by bob", "lastTransitionTime": _now_rfc3339()}]
+
+
+def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
+               holder: tuple[str, str] | None = None) -> Grant:
+    """An approved request and a TokenIssued grant for ``command``, as the operator leaves them;
+    ``holder`` (name, uid) records another grant as the command's holder instead."""
+    suffix = uuid.uuid4().hex[:6]
+    ar_name, eg_name = f"req-{suffix}", f"grant-{suffix}"
+    env.cluster.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+        "metadata": {"name": ar_name, "namespace": env.ns},
+        "spec": {"requester": "alice", "environment": "test",
+                 "instruction": "scale web for the sale", "commands": approved or [command]},
+    }))
+    _set_approval_status(env, ar_name, _approved(), "Approved")
+    env.cluster.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+        "metadata": {"name": eg_name, "namespace": env.ns},
+        "spec": {"approvalRef": {"name": ar_name}, "command": command},
+    }))
+    # what the operator writes before it releases the gateway Job: the approval records the
+    # grant as its command's holder, and the grant is TokenIssued
+    _record_grant(env, ar_name, command,
+                  *(holder or (eg_name, env.grant(eg_name)["metadata"]["uid"])))
+    env.cluster.kubectl("patch", "executiongrants", eg_name, "-n", env.ns,
+                        "--subresource=status", "--type=merge", "-p",
+                        json.dumps({"status": {"phase": "TokenIssued"}}))
+    env.cluster.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": names.job_name(eg_name), "namespace": env.ns},
+        "spec": {"suspend": True, "backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "gateway", "image": "ghcr.io/wingman-dev/wingman:0.1.0",
+                            "command": ["wingman", "gateway"]}]}}},
+    }))
+    job = env.kubectl_json("get", "job", names.job_name(eg_name), "-n", env.ns)
+    return Grant(eg_name, env.kubectl_json("get", "approvalrequests", ar_name, "-n", env.ns),
+                 env.grant(eg_name), job["metadata"]["uid"], command)
+
+
+def mint(env: Env, g: Grant, *, audience: str = "test", now: float | None = None,
+         job_uid: str | None = None) -> str:
+    token, _claims = tokens.mint(
+        env.key, issuer="wingman-operator", audience=audience, subject="alice",
+        namespace=env.ns, approval_name=g.approval["metadata"]["name"],
+        approval_uid=g.approval["metadata"]["uid"], grant_name=g.name,
+        grant_uid=g.grant["metadata"]["uid"], command=g.command,
+        job_uid=job_uid or g.job_uid, ttl_seconds=300,
+        now=time.time() if now is None else now)
+    return token
+
+
+def settings_for(env: Env, g: Grant, token: str | None) -> GatewaySettings:
+    token_file = env.tmp / f"token-{g.name}" / "token"
+    if token is not None:
+        token_file.parent.mkdir(exist_ok=True)
+        token_file.write_text(token)
+    host, port = env.cluster.server.removeprefix("https://").rsplit(":", 1)
+    return GatewaySettings.from_env({
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": port,
+        "WINGMAN_NAMESPACE": env.ns,
+        "WINGMAN_ENVIRONMENT": "test",
+        "WINGMAN_GRANT_NAME": g.name,
+        "WINGMAN_JOB_UID": g.job_uid,
+        "WINGMAN_POD_NAME": POD,
+        "WINGMAN_TOKEN_FILE": str(token_file),
+        "WINGMAN_PUBLIC_KEYS_DIR": str(env.keys_dir),
+        "WINGMAN_SERVICEACCOUNT_DIR": str(env.sa_dir),
+        "WINGMAN_POLICY_FILE": str(env.policy_file),
+        "WINGMAN_AUDIT_TARGET": str(env.audit_file),
+        "WINGMAN_LOG_FORMAT": "json",
+        "WINGMAN_EXEC_TIMEOUT_SECONDS": "60",
+    })
