@@ -48,7 +48,7 @@ def test_dev_run_uses_a_configured_cluster_instead(cluster: Any, crds: Path,
         # the operator ran against this cluster: it generated the signing key there
         secret = cluster.kubectl("get", "secret", "wingman-signing-key", "-n", "wingman-test",
                                  check=False)
-        assert secret.returncode == 0, secret.stderr
+        assert secret.returncode == 0, secret.stderr + out[-3000:]
     finally:
         cluster.helm("uninstall", "wingman", "-n", "wingman-test", "--wait=false", check=False)
         for ns in ("wingman-test", "apps"):

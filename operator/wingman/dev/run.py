@@ -28,7 +28,7 @@ from typing import Any
 from wingman.dev.cluster import LocalCluster
 from wingman.errors import ClusterError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "wingman"
 TEST_VALUES = REPO / "manifests" / "test" / "values.yaml"
 NAMESPACE = "wingman-test"
@@ -279,8 +279,16 @@ def _run_on_configured_cluster(*, exit_after_start: bool = False) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "operator"], env=env)
     try:
         if exit_after_start:
-            time.sleep(5)
-            return 0 if proc.poll() is None else 1
+            # started = it holds its signing key in the cluster (its first act), still running
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                probe = subprocess.run([kubectl, "get", "secret", "wingman-signing-key", "-n",
+                                        NAMESPACE, "-o", "name"], capture_output=True,
+                                       text=True, check=False)
+                if probe.returncode == 0:
+                    return 0
+                time.sleep(1)
+            return 1
         with contextlib.suppress(KeyboardInterrupt):
             proc.wait()
         return 0 if proc.returncode in (None, 0) else 1

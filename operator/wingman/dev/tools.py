@@ -26,7 +26,7 @@ from wingman.errors import ClusterError
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kubectl")
 TOOLS = (*CONTROL_PLANE, "helm", "promtool")
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[3]
 PROVISION_SCRIPT = _REPO_ROOT / ".ci" / "provision-tools.sh"
 
 

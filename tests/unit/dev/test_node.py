@@ -50,3 +50,10 @@ def test_namespaces_are_required(tmp_path: Path) -> None:
     cluster: Any = SimpleNamespace(server="https://127.0.0.1:6443")
     with pytest.raises(ConfigError, match="namespaces"):
         NodeHarness(cluster=cluster, namespaces=[], workdir=tmp_path, gateway_image="img")
+
+
+def test_the_dev_harness_finds_the_checkout_it_runs_from() -> None:
+    from wingman.dev import run, tools
+
+    assert (run.REPO / "crds").is_dir() and (run.REPO / "charts" / "wingman").is_dir()
+    assert tools.PROVISION_SCRIPT.is_file()
