@@ -6,6 +6,12 @@ are summaries for humans, computed from conditions by one function each and neve
 make a decision. Approved and Rejected only ever become True, and never both. A Reject decision
 that arrives after an approval sets ``Revoked`` (phase Rejected): the approval stays on record,
 and nothing may act on it any more.
+
+Both resources also carry ``Ready``, a summary for tools that know only that convention (Argo
+CD and Flux health checks, ``kubectl wait --for=condition=Ready``): True once the resource did
+what it exists for (an ApprovalRequest is approved and usable; an ExecutionGrant's command
+succeeded), False otherwise, with the phase as its reason. It is written with every phase
+change and, like the phase, never read back to make a decision.
 """
 
 from __future__ import annotations
@@ -81,7 +87,35 @@ def approval_phase(conditions: Sequence[Mapping[str, Any]] | None) -> str:
 
 
 GRANT_TERMINAL = ("Denied", "Succeeded", "Failed", "Expired")
+READY = "Ready"
+
+_APPROVAL_READY_MESSAGES = {
+    "Pending": "waiting for the reviewer panel",
+    "Reviewing": "the reviewer panel has not reached an outcome",
+    "AwaitingDecision": "waiting for human decisions",
+    "Approved": "approved: grants may execute its commands, each once, until it expires",
+    "AutoApproved": "approved by policy: grants may execute its commands, each once, until it "
+                    "expires",
+    "Rejected": "rejected: nothing can be executed under it",
+    "Expired": "expired: nothing can be executed under it",
+}
 
 
-__all__ = ["GRANT_TERMINAL", "approval_phase", "get", "is_approved", "is_true", "rfc3339",
-           "set_condition"]
+def approval_ready(conditions: Sequence[Mapping[str, Any]], generation: int,
+                   now: dt.datetime) -> list[Condition]:
+    """``conditions`` with ``Ready`` summarizing the approval's phase (pure)."""
+    phase = approval_phase(conditions)
+    return set_condition(conditions, READY, phase in ("Approved", "AutoApproved"), phase,
+                         _APPROVAL_READY_MESSAGES[phase], generation, now)
+
+
+def grant_ready(conditions: Sequence[Mapping[str, Any]], phase: str, message: str,
+                generation: int, now: dt.datetime) -> list[Condition]:
+    """``conditions`` with ``Ready`` for a grant in ``phase``: True only once its command
+    succeeded (pure)."""
+    return set_condition(conditions, READY, phase == "Succeeded", phase, message, generation,
+                         now)
+
+
+__all__ = ["GRANT_TERMINAL", "READY", "approval_phase", "approval_ready", "get", "grant_ready",
+           "is_approved", "is_true", "rfc3339", "set_condition"]

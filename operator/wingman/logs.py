@@ -1,25 +1,156 @@
-"""Process logging: JSON lines in a cluster (``WINGMAN_LOG_FORMAT=json``), text on a terminal.
+"""One log format for every Wingman process (operator, gateway, command line, chat, ...).
 
-kopf's own formatter does both and adds the object each handler works on (``object`` with
-kind, namespace, name) to every record; ``extra={...}`` fields become JSON keys. Callers log
-hashes of tokens and keys, never their values.
+``setup_logging(fmt, level, component=...)`` configures the root logger once: JSON lines on
+stderr for log pipelines (``WINGMAN_LOG_FORMAT=json``), or one readable line per record for
+people (``text``). Every JSON line has the same keys first::
+
+    {"time": "2026-11-25T12:00:00.123Z", "level": "info", "component": "operator",
+     "logger": "wingman.operator.grants", "message": "grant denied", ...}
+
+then the record's ``extra={...}`` fields as keys of their own (``grant``, ``reason``,
+``token_sha256`` ...), ``object`` (kind, namespace, name, uid) when the framework logs on behalf
+of an object, and ``error`` with the traceback of an exception. The framework's own loggers
+(kopf, the API client) go through the same handler, so an operator pod speaks one format.
+
+Callers log hashes of tokens and keys, never their values; as a second line of defence a
+process may register a secret it holds (``never_log``) and every line is scrubbed of it.
+
+This module imports the standard library only: the gateway and the command line use it without
+the operator's framework.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
+import sys
+import threading
+from typing import IO, Any
 
-import kopf
+FORMATS = ("json", "text")
+LEVELS = ("debug", "info", "warning", "error")
+REDACTED = "[REDACTED]"
+
+# Attributes every LogRecord has; anything else on a record came from ``extra``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName"}
+# Framework attributes that are not log fields (kopf's per-object logger adds them).
+_INTERNAL = frozenset({"k8s_ref", "k8s_skip", "settings"})
+_FIRST = ("time", "level", "component", "logger", "message")
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
 
 
-def setup_logging(fmt: str, *, verbose: bool = False) -> None:
-    """Configure the root logger once for this process."""
-    log_format = kopf.LogFormat.JSON if fmt == "json" else kopf.LogFormat.FULL
-    kopf.configure(verbose=verbose, log_format=log_format, log_prefix=fmt != "json")
-    # kopf reports every successful handler and timer run at INFO: at scale that is noise
-    logging.getLogger("kopf.objects").setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def never_log(value: str) -> None:
+    """Scrub ``value`` (a token, a key) from every line this process logs from now on."""
+    if len(value) >= 8:  # a short value would blank out ordinary words
+        with _secrets_lock:
+            _secrets.add(value)
 
 
-__all__ = ["setup_logging"]
+def forget(value: str) -> None:
+    """Stop scrubbing ``value`` (the process no longer holds it)."""
+    with _secrets_lock:
+        _secrets.discard(value)
+
+
+def _scrub(line: str) -> str:
+    with _secrets_lock:
+        held = list(_secrets)
+    for secret in held:
+        line = line.replace(secret, REDACTED)
+    return line
+
+
+def _time(record: logging.LogRecord) -> str:
+    stamp = dt.datetime.fromtimestamp(record.created, dt.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def _object(record: logging.LogRecord) -> dict[str, Any] | None:
+    ref = getattr(record, "k8s_ref", None)
+    if not isinstance(ref, dict):
+        return None
+    return {k: ref[k] for k in ("kind", "namespace", "name", "uid") if ref.get(k)}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items()
+            if k not in _STANDARD and k not in _INTERNAL and not k.startswith("_")
+            and v is not None}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the keys of ``_FIRST`` always, in that order."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self.component = component
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": _time(record), "level": record.levelname.lower(),
+            "component": self.component, "logger": record.name,
+            "message": record.getMessage(),
+        }
+        obj = _object(record)
+        if obj:
+            out["object"] = obj
+        for key, value in _fields(record).items():
+            out.setdefault(key, value)
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return _scrub(json.dumps(out, default=str, ensure_ascii=False))
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL component logger [namespace/name] message key=value ...`` for people."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self.component = component
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_time(record), f"{record.levelname:<7}", self.component, record.name]
+        obj = _object(record)
+        if obj:
+            where = "/".join(str(obj[k]) for k in ("namespace", "name") if k in obj)
+            parts.append(f"[{where}]")
+        parts.append(record.getMessage())
+        parts += [f"{k}={v}" for k, v in _fields(record).items()]
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return _scrub(line)
+
+
+class _Handler(logging.StreamHandler[IO[str]]):
+    """Ours, so a second ``setup_logging`` replaces it instead of adding another."""
+
+
+def setup_logging(fmt: str = "json", level: str = "info", *, component: str,
+                  stream: IO[str] | None = None) -> None:
+    """Configure the root logger of this process (idempotent). ``fmt`` is one of
+    :data:`FORMATS`, ``level`` one of :data:`LEVELS` (settings validate both)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log format {fmt!r} is not one of {FORMATS}")
+    if level not in LEVELS:
+        raise ValueError(f"log level {level!r} is not one of {LEVELS}")
+    handler = _Handler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter(component) if fmt == "json" else TextFormatter(component))
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _Handler)]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    debug = level == "debug"
+    # the framework reports every successful handler and timer run at INFO: at scale that is
+    # noise, so it speaks at warning and above unless debugging
+    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in ("urllib3", "httpx", "httpcore", "asyncio", "kubernetes"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+__all__ = ["FORMATS", "LEVELS", "REDACTED", "JsonFormatter", "TextFormatter", "forget",
+           "never_log", "setup_logging"]

@@ -8,8 +8,10 @@ variable (or the configuration file's field) and what it accepts.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import yaml
 
 from wingman.errors import ConfigError
+from wingman.logs import FORMATS, LEVELS
 from wingman.review.policy import EnvironmentPolicy
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -65,9 +68,126 @@ def _policy(env: Mapping[str, str], environment: str) -> EnvironmentPolicy:
 
 def _log_format(env: Mapping[str, str]) -> str:
     fmt = _get(env, "WINGMAN_LOG_FORMAT", "text")
-    if fmt not in ("json", "text"):
+    if fmt not in FORMATS:
         raise ConfigError(f"WINGMAN_LOG_FORMAT={fmt!r} must be 'json' or 'text'")
     return fmt
+
+
+def _log_level(env: Mapping[str, str], default: str = "info") -> str:
+    level = _get(env, "WINGMAN_LOG_LEVEL", default).lower()
+    if level not in LEVELS:
+        raise ConfigError(f"WINGMAN_LOG_LEVEL={level!r} must be one of {', '.join(LEVELS)}")
+    return level
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How a process logs: ``WINGMAN_LOG_FORMAT`` (json|text) and ``WINGMAN_LOG_LEVEL``."""
+
+    format: str = "text"
+    level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, level: str = "info"
+                 ) -> LogSettings:
+        """``level``: the default when ``WINGMAN_LOG_LEVEL`` is unset."""
+        env = os.environ if env is None else env
+        return cls(_log_format(env), _log_level(env, level))
+
+
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+#: Label prefixes the operator sets itself on what it creates; values cannot override them.
+RESERVED_LABEL_PREFIXES = ("wingman.dev/", "batch.kubernetes.io/", "controller-uid", "job-name")
+
+
+def _json(env: Mapping[str, str], key: str, kind: type) -> Any:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return kind()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{key} is not valid JSON ({exc.msg} at position {exc.pos}); the "
+                          "chart renders it from values, check them") from None
+    if not isinstance(value, kind):
+        raise ConfigError(f"{key} must be a JSON {'object' if kind is dict else 'array'}")
+    return value
+
+
+def _string_map(key: str, where: str, value: Any, *, labels: bool) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ConfigError(f"{key}: {where} must map strings to strings")
+    if labels:
+        for k, v in value.items():
+            if not _LABEL_KEY.match(k) or not _LABEL_VALUE.match(v):
+                raise ConfigError(f"{key}: {where} {k}={v!r} is not a valid Kubernetes label")
+    return dict(value)
+
+
+def _object_labels(env: Mapping[str, str]) -> dict[str, str]:
+    """``WINGMAN_OBJECT_LABELS``: the release's labels (app.kubernetes.io/*, the environment,
+    commonLabels) for every object the operator creates."""
+    return _string_map("WINGMAN_OBJECT_LABELS", "the labels",
+                       _json(env, "WINGMAN_OBJECT_LABELS", dict), labels=True)
+
+
+@dataclass(frozen=True)
+class GatewayPod:
+    """Scheduling and resources of gateway pods (``WINGMAN_GATEWAY_POD``, from values
+    ``gateway.pod``); none of it widens what a gateway may do."""
+
+    resources: Mapping[str, Any] = field(default_factory=lambda: {
+        "requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    affinity: Mapping[str, Any] = field(default_factory=dict)
+    priority_class_name: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    image_pull_policy: str = "IfNotPresent"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GatewayPod:
+        key = "WINGMAN_GATEWAY_POD"
+        raw: dict[str, Any] = _json(env, key, dict)
+        known = {"resources", "nodeSelector", "tolerations", "affinity", "priorityClassName",
+                 "labels", "annotations", "imagePullPolicy"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"{key}: unknown fields {unknown}; known: {sorted(known)}")
+        default = cls()
+        resources = raw.get("resources") or default.resources
+        affinity = raw.get("affinity") or {}
+        tolerations = raw.get("tolerations") or []
+        if not isinstance(resources, dict) or not isinstance(affinity, dict):
+            raise ConfigError(f"{key}: resources and affinity must be objects")
+        if not isinstance(tolerations, list) or not all(isinstance(t, dict)
+                                                        for t in tolerations):
+            raise ConfigError(f"{key}: tolerations must be a list of objects")
+        priority = raw.get("priorityClassName") or ""
+        if not isinstance(priority, str) or (priority and not _NAME.match(priority)):
+            raise ConfigError(f"{key}: priorityClassName {priority!r} is not a valid name")
+        pull = raw.get("imagePullPolicy") or "IfNotPresent"
+        if pull not in ("Always", "IfNotPresent", "Never"):
+            raise ConfigError(f"{key}: imagePullPolicy {pull!r} must be Always, IfNotPresent "
+                              "or Never")
+        labels = _string_map(key, "labels", raw.get("labels") or {}, labels=True)
+        reserved = sorted(k for k in labels if k.startswith(RESERVED_LABEL_PREFIXES))
+        if reserved:
+            raise ConfigError(f"{key}: labels {reserved} are set by the operator itself; "
+                              "choose other label keys")
+        return cls(
+            resources=resources,
+            node_selector=_string_map(key, "nodeSelector", raw.get("nodeSelector") or {},
+                                      labels=False),
+            tolerations=tuple(tolerations), affinity=affinity, priority_class_name=priority,
+            labels=labels,
+            annotations=_string_map(key, "annotations", raw.get("annotations") or {},
+                                    labels=False),
+            image_pull_policy=pull)
 
 
 def _docker_host(env: Mapping[str, str]) -> str:
@@ -115,6 +235,12 @@ class OperatorSettings:
     gateway_docker_socket: str | None = None
     #: Testing only: SIGKILL the process right after this step of the grant flow.
     fault_kill_at: str | None = None
+    log_level: str = "info"
+    #: This replica's name (the pod's), reported on the Events it posts.
+    pod_name: str = ""
+    #: The release's labels for every object the operator creates.
+    object_labels: Mapping[str, str] = field(default_factory=dict)
+    gateway_pod: GatewayPod = field(default_factory=GatewayPod)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -150,6 +276,10 @@ class OperatorSettings:
                                                3600)),
             gateway_docker_socket=_socket(env),
             fault_kill_at=env.get("WINGMAN_FAULT_KILL_AT", "").strip() or None,
+            log_level=_log_level(env),
+            pod_name=_get(env, "WINGMAN_POD_NAME", socket.gethostname()),
+            object_labels=_object_labels(env),
+            gateway_pod=GatewayPod.from_env(env),
         )
 
 
@@ -173,6 +303,7 @@ class GatewaySettings:
     docker_enabled: bool
     leeway_seconds: int
     docker_host: str = "unix:///var/run/docker.sock"
+    log_level: str = "info"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -207,6 +338,7 @@ class GatewaySettings:
             docker_enabled=_bool(env, "WINGMAN_DOCKER_ENABLED", False),
             leeway_seconds=_int(env, "WINGMAN_LEEWAY_SECONDS", 5, 0, 60),
             docker_host=_docker_host(env),
+            log_level=_log_level(env),
         )
 
 
@@ -396,6 +528,7 @@ class ChatSettings:
     secrets_dir: Path
     audit_target: str
     log_format: str
+    log_level: str
     http_port: int
     metrics_port: int
     sync_interval_seconds: float = 5.0
@@ -437,6 +570,7 @@ class ChatSettings:
             secrets_dir=secrets_dir,
             audit_target=_get(env, "WINGMAN_AUDIT_TARGET", "/var/lib/wingman/audit/audit.jsonl"),
             log_format=_log_format(env),
+            log_level=_log_level(env),
             http_port=_int(env, "WINGMAN_CHAT_HTTP_PORT", 8080, 0, 65535),
             metrics_port=_int(env, "WINGMAN_METRICS_PORT", 9090, 0, 65535),
             sync_interval_seconds=float(_int(env, "WINGMAN_CHAT_SYNC_SECONDS", 5, 1, 300)),
@@ -497,5 +631,6 @@ class ClientSettings:
         )
 
 
-__all__ = ["ChatConfig", "ChatPerson", "ChatSettings", "ClientSettings", "GatewaySettings",
-           "OperatorSettings", "SlackConfig", "TelegramConfig", "WebhookConfig"]
+__all__ = ["RESERVED_LABEL_PREFIXES", "ChatConfig", "ChatPerson", "ChatSettings", "ClientSettings",
+           "GatewayPod", "GatewaySettings", "LogSettings", "OperatorSettings", "SlackConfig",
+           "TelegramConfig", "WebhookConfig"]

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ class OperatorProcess:
         self.policy_path.write_text(policy)
         token = cluster.sa_token(namespace, "wingman-operator", expiration_seconds=7200)
         self.kubeconfig = cluster.token_kubeconfig(token, f"operator-{namespace}")
+        self.chart_env = _chart_env(cluster, namespace)
 
     def env(self) -> dict[str, str]:
         env = {
@@ -69,6 +71,7 @@ class OperatorProcess:
             "WINGMAN_HEALTH_PORT": str(self.health_port),
             "WINGMAN_EXPIRY_INTERVAL_SECONDS": "1",
         }
+        env.update(self.chart_env)
         env.update(self.extra_env)
         return env
 
@@ -111,6 +114,15 @@ class OperatorProcess:
                 self.proc.kill()
                 self.proc.wait()
 
+    def readiness(self) -> tuple[int, str]:
+        """``/readyz``: (HTTP status, body)."""
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=5) as resp:
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+
     def metrics(self) -> str:
         with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
@@ -126,6 +138,21 @@ class OperatorProcess:
         if not self.audit_path.exists():
             return []
         return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
+
+
+#: What the chart tells the operator beyond where things are (the tests' own paths and ports).
+CHART_SETTINGS = ("WINGMAN_OBJECT_LABELS", "WINGMAN_GATEWAY_POD", "WINGMAN_LOG_LEVEL")
+
+
+def _chart_env(cluster: Any, namespace: str) -> dict[str, str]:
+    """The chart-rendered values of ``CHART_SETTINGS`` from the installed Deployment."""
+    res = cluster.kubectl("get", "deployment", "wingman-operator", "-n", namespace, "-o", "json",
+                          check=False)
+    if res.returncode != 0:
+        return {}
+    (container,) = json.loads(res.stdout)["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container.get("env", [])
+            if e["name"] in CHART_SETTINGS and "value" in e}
 
 
 @contextmanager

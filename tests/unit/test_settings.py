@@ -77,6 +77,9 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
     ({"WINGMAN_NAMESPACE": "Bad_Name"}, "not a valid Kubernetes name"),
     ({"WINGMAN_METRICS_PORT": "http"}, "must be an integer"),
     ({"WINGMAN_LOG_FORMAT": "xml"}, "'json' or 'text'"),
+    ({"WINGMAN_LOG_LEVEL": "loud"}, "must be one of debug, info, warning, error"),
+    ({"WINGMAN_OBJECT_LABELS": '{"team": 1}'}, "must map strings to strings"),
+    ({"WINGMAN_OBJECT_LABELS": '["team"]'}, "must be a JSON object"),
     ({"WINGMAN_AUDIT_SECRET": "nokey"}, "must be 'name/key'"),
     ({"WINGMAN_PEERING": "maybe"}, "true or false"),
 ])

@@ -87,9 +87,54 @@ ReplicaSets kubectl inspects while doing so.
   verbs: [get, list]
 {{- end }}
 
+{{/*
+The Wingman image reference every component runs: repository@digest when a digest is pinned
+(the tag is then not used), else repository:tag with the tag defaulting to the appVersion.
+Admission compares gateway pods' images with exactly this string.
+*/}}
+{{- define "wingman.image" -}}
+{{- $i := .Values.image }}
+{{- if $i.digest }}
+{{- printf "%s@%s" $i.repository $i.digest }}
+{{- else }}
+{{- printf "%s:%s" $i.repository ($i.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* imagePullSecrets of a ServiceAccount or pod spec (nothing when there are none). */}}
+{{- define "wingman.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The labels of objects the operator creates at run time (gateway Jobs and pods, token Secrets,
+the signing key), as JSON for WINGMAN_OBJECT_LABELS: the chart's app.kubernetes.io/* labels,
+the environment and commonLabels. The operator adds managed-by (wingman-operator) and the
+component itself.
+*/}}
+{{- define "wingman.runtimeLabels" -}}
+{{- $own := dict "app.kubernetes.io/name" "wingman" "app.kubernetes.io/instance" .Release.Name
+  "app.kubernetes.io/version" .Chart.AppVersion "app.kubernetes.io/part-of" "wingman"
+  "wingman.dev/environment" .Values.environment }}
+{{- merge $own (deepCopy (.Values.commonLabels | default dict)) | toJson }}
+{{- end }}
+
+{{/* Gateway pod scheduling and resources, as JSON for WINGMAN_GATEWAY_POD. */}}
+{{- define "wingman.gatewayPod" -}}
+{{- $g := .Values.gateway }}
+{{- dict "resources" $g.resources "nodeSelector" $g.nodeSelector "tolerations" $g.tolerations
+  "affinity" $g.affinity "priorityClassName" $g.priorityClassName "labels" $g.podLabels
+  "annotations" $g.podAnnotations "imagePullPolicy" .Values.image.pullPolicy | toJson }}
+{{- end }}
+
 {{/* The CEL string literal of the pinned gateway image. */}}
 {{- define "wingman.gatewayImageLiteral" -}}
-{{ .Values.gateway.image | toJson }}
+{{ include "wingman.image" . | toJson }}
 {{- end }}
 
 {{/*
@@ -110,12 +155,12 @@ CEL variables for the gateway pod-spec rules; the including policy defines `vari
 - expression: variables.containers.all(c, c.image == variables.image)
   messageExpression: >-
     "every container of a gateway pod must use the pinned gateway image '" + variables.image +
-    "' (values gateway.image); found: " +
+    "' (values image.repository, image.tag, image.digest); found: " +
     variables.containers.filter(c, c.image != variables.image)
     .map(c, c.name + "=" + c.image).join(", ")
   message: >-
-    every container of a gateway pod must use the pinned gateway image {{ .Values.gateway.image }}
-    (values gateway.image)
+    every container of a gateway pod must use the pinned gateway image
+    {{ include "wingman.image" . }} (values image.repository, image.tag, image.digest)
   reason: Forbidden
 - expression: >-
     variables.containers.all(c, !has(c.securityContext) ||

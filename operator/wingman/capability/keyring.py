@@ -95,20 +95,28 @@ def prune(ring: KeyRing) -> KeyRing:
     return KeyRing({ring.active: ring.signer}, ring.active)
 
 
-def _secret(name: str, namespace: str, ring: KeyRing) -> dict[str, Any]:
+def _labels(labels: Mapping[str, str] | None, component: str) -> dict[str, str]:
+    return {**MANAGED, **(labels or {}), "app.kubernetes.io/component": component}
+
+
+def _secret(name: str, namespace: str, ring: KeyRing,
+            labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": name, "namespace": namespace,
-                         "labels": {**MANAGED, "app.kubernetes.io/component": "signing-key"}},
+                         "labels": _labels(labels, "signing-key")},
             "stringData": ring.secret_data()}
 
 
-def load_or_create(kube: Kube, namespace: str, secret_name: str) -> tuple[KeyRing, bool]:
-    """The ring in the Secret, generating the Secret first when it is absent. (ring, created)."""
+def load_or_create(kube: Kube, namespace: str, secret_name: str, *,
+                   labels: Mapping[str, str] | None = None) -> tuple[KeyRing, bool]:
+    """The ring in the Secret, generating the Secret first when it is absent. (ring, created).
+    ``labels`` (the release's) go on a Secret this creates."""
     existing = kube.get_or_none(SECRETS, namespace, secret_name)
     if existing is not None:
         return ring_from_secret(existing, secret_name), False
     ring = new_ring()
-    obj, created = create_or_adopt(kube, SECRETS, namespace, _secret(secret_name, namespace, ring))
+    obj, created = create_or_adopt(kube, SECRETS, namespace,
+                                   _secret(secret_name, namespace, ring, labels))
     if not created:  # another replica won the race: use its key
         return ring_from_secret(obj, secret_name), False
     return ring, True
@@ -123,23 +131,27 @@ def store(kube: Kube, namespace: str, secret_name: str, ring: KeyRing) -> None:
     kube.request("PUT", SECRETS.path(namespace, secret_name), body)
 
 
-def publish(kube: Kube, namespace: str, configmap_name: str, ring: KeyRing) -> None:
-    """Make the ConfigMap hold exactly the ring's public keys."""
+def publish(kube: Kube, namespace: str, configmap_name: str, ring: KeyRing, *,
+            labels: Mapping[str, str] | None = None) -> None:
+    """Make the ConfigMap hold exactly the ring's public keys (``labels``: the release's)."""
     body: dict[str, Any] = {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": configmap_name, "namespace": namespace,
-                     "labels": {**MANAGED, "app.kubernetes.io/component": "public-keys"}},
+                     "labels": _labels(labels, "public-keys")},
         "data": ring.public_data()}
     obj, created = create_or_adopt(kube, CONFIGMAPS, namespace, body)
     if created or obj.get("data") == body["data"]:
         return
+    # an update keeps the labels the ConfigMap has (the command line does not know them)
+    body["metadata"]["labels"] = {**(obj["metadata"].get("labels") or {}),
+                                  **body["metadata"]["labels"]}
     body["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
     try:
         kube.request("PUT", CONFIGMAPS.path(namespace, configmap_name), body)
     except ApiError as exc:
         if not exc.conflict:
             raise
-        publish(kube, namespace, configmap_name, ring)
+        publish(kube, namespace, configmap_name, ring, labels=labels)
 
 
 __all__ = ["ACTIVE", "KeyRing", "load_or_create", "new_ring", "prune", "publish",

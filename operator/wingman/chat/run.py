@@ -73,7 +73,7 @@ def install_redaction(secrets: Iterable[str]) -> None:
 
 def run_chat(settings: ChatSettings) -> int:
     """Run until SIGTERM/SIGINT/SIGHUP; 2 on a configuration or startup error."""
-    setup_logging(settings.log_format)
+    setup_logging(settings.log_format, settings.log_level, component="chat")
     install_redaction(settings.secrets.values())
     try:
         return asyncio.run(_main(settings))

@@ -207,6 +207,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         argcomplete.autocomplete(parser)  # returns at once unless a shell is completing
     args = parser.parse_args(raw)
+    if args.command not in ("operator", "gateway", "chat"):  # those set up their own logging
+        from wingman.logs import setup_logging
+        from wingman.settings import LogSettings
+
+        try:
+            log = LogSettings.from_env(level="warning")
+        except WingmanError as exc:
+            print(f"error ({exc.reason}): {exc}", file=sys.stderr)
+            return 2
+        setup_logging(log.format, log.level, component="cli")
     try:
         return _dispatch(args)
     except WingmanError as exc:

@@ -130,7 +130,8 @@ def run_main(*, demo: bool = True, exit_after_demo: bool = False) -> int:
         cluster.helm("install", "wingman", str(CHART), "-n", NAMESPACE, "--create-namespace",
                      "-f", str(TEST_VALUES), "--set", "operator.replicas=0",
                      "--set", "audit.file.persistence.enabled=false",
-                     "--set", f"gateway.image={image}")
+                     "--set", f"image.repository={image.rsplit(':', 1)[0]}",
+                     "--set", f"image.tag={image.rsplit(':', 1)[1]}")
         _say(f"chart installed in namespace {NAMESPACE} (test values)")
         cluster.kubectl("apply", "-f", "-", input=json.dumps(DEMO_DEPLOYMENT))
 

@@ -20,19 +20,20 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
 A refusal sets phase ``Failed`` with the typed reason (unless an execution already owns the
 grant's status), audits ``GatewayRefused`` and exits 3. Exit 0 means the command ran and its
 result is recorded (whatever its exit code); 1 is an internal error. Logs are JSON lines on
-stderr with ``WINGMAN_LOG_FORMAT=json``; they carry ``token_sha256``, never the token.
+stderr in the common format (``wingman.logs``) with ``WINGMAN_LOG_FORMAT=json``; they carry
+``token_sha256``, never the token.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import sys
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wingman import logs
 from wingman.audit import AuditRecord, AuditSink, open_sink
 from wingman.capability import tokens
 from wingman.errors import (
@@ -53,10 +54,12 @@ from wingman.gateway.checks import (
     read_token,
     refusal_reason,
 )
-from wingman.gateway.redaction import REDACTED
 from wingman.gateway.status import final_status, refused_status, replay_status, running_status
 from wingman.kube import APPROVALS, GRANTS, LEASES, ApiError, Kube
 from wingman.settings import GatewaySettings
+
+log = logging.getLogger("wingman.gateway")
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -84,23 +87,13 @@ class _Run:
     # -- logging ------------------------------------------------------------------------------
     def log(self, event: str, *, level: str = "info", reason: str = "", message: str = "",
             **extra: Any) -> None:
+        """One record in the common format (``wingman.logs``); ``event`` names the step."""
         s = self.settings
-        record = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                  "level": level, "event": event, "grant": s.grant_name, "namespace": s.namespace,
+        fields = {"event": event, "grant": s.grant_name, "namespace": s.namespace,
                   "pod": s.pod_name, "token_sha256": self.token_ref, "reason": reason or None,
-                  "message": message or None, **extra}
-        record = {k: v for k, v in record.items() if v is not None}
-        if s.log_format == "json":
-            line = json.dumps(record, sort_keys=False, default=str)
-        else:
-            fields = " ".join(f"{k}={v}" for k, v in record.items()
-                              if k not in ("time", "level", "event", "message"))
-            line = f"wingman-gateway {level.upper()} {event} {fields}"
-            if message:
-                line += f": {message}"
-        if self.token:  # defence in depth: a token never reaches the log
-            line = line.replace(self.token, REDACTED)
-        print(line, file=sys.stderr, flush=True)
+                  **extra}
+        log.log(_LEVELS[level], message or event,
+                extra={k: v for k, v in fields.items() if v is not None})
 
     # -- audit --------------------------------------------------------------------------------
     def open_audit(self) -> AuditSink:
@@ -216,6 +209,8 @@ class _Run:
         return EXIT_INTERNAL
 
     def close(self) -> None:
+        if self.token:
+            logs.forget(self.token)
         if self.sink is not None:
             self.sink.close()
         if self.kube is not None:
@@ -253,6 +248,7 @@ def _credentials(settings: GatewaySettings, token: str) -> executors.Credentials
 def _execute(run: _Run) -> int:
     s = run.settings
     token = run.token = read_token(s.token_file)
+    logs.never_log(token)  # defence in depth: a token never reaches the log
     run.token_ref = tokens.token_sha256(token)
     keys = load_keys(s.public_keys_dir)
     try:
@@ -302,7 +298,7 @@ def _execute(run: _Run) -> int:
         # a denial or an expiry the operator wrote after this gateway read the grant
         ok = (g.get("metadata") or {}).get("uid") == claims.grant_uid and \
             (g.get("status") or {}).get("phase") == "TokenIssued"
-        return running_status(run.now()) if ok else None
+        return running_status(g, run.now()) if ok else None
 
     try:
         running = run.patch_status(to_running)
@@ -361,6 +357,7 @@ def _record_execution_failure(run: _Run, exc: ExecutionFailed, common: Mapping[s
 
 def run_gateway(settings: GatewaySettings, *, clock: Callable[[], float] = time.time) -> int:
     """The gateway process: 0 ran and recorded, 3 refused, 4 replay, 1 internal error."""
+    logs.setup_logging(settings.log_format, settings.log_level, component="gateway")
     run = _Run(settings, clock)
     try:
         return _execute(run)

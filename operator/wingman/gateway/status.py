@@ -30,8 +30,10 @@ def refused_status(grant: Body, reason: str, message: str, now: dt.datetime,
     status: dict[str, Any] = {
         "phase": "Failed", "reason": reason, "message": message,
         "completionTime": conditions.rfc3339(now),
-        "conditions": conditions.set_condition(_conds(grant), "Succeeded", False, reason,
-                                               message, _generation(grant), now),
+        "conditions": conditions.grant_ready(
+            conditions.set_condition(_conds(grant), "Succeeded", False, reason, message,
+                                     _generation(grant), now),
+            "Failed", message, _generation(grant), now),
     }
     if audit_hash:
         status["auditRecordHash"] = audit_hash
@@ -47,9 +49,12 @@ def replay_status(grant: Body, pod: str, token_ref: str, now: dt.datetime) -> di
         now)}
 
 
-def running_status(now: dt.datetime) -> dict[str, Any]:
+def running_status(grant: Body, now: dt.datetime) -> dict[str, Any]:
+    message = "the gateway verified and spent the token and is executing the command"
     return {"phase": "Running", "startTime": conditions.rfc3339(now), "reason": "Executing",
-            "message": "the gateway verified and spent the token and is executing the command"}
+            "message": message,
+            "conditions": conditions.grant_ready(_conds(grant), "Running", message,
+                                                 _generation(grant), now)}
 
 
 def final_status(grant: Body, result: executors.ExecResult, audit_hash: str | None,
@@ -76,8 +81,10 @@ def final_status(grant: Body, result: executors.ExecResult, audit_hash: str | No
         "completionTime": conditions.rfc3339(result.finished),
         "reason": reason,
         "message": message,
-        "conditions": conditions.set_condition(_conds(grant), "Succeeded", ok, reason, message,
-                                               _generation(grant), now),
+        "conditions": conditions.grant_ready(
+            conditions.set_condition(_conds(grant), "Succeeded", ok, reason, message,
+                                     _generation(grant), now),
+            "Succeeded" if ok else "Failed", message, _generation(grant), now),
     }
     if audit_hash is not None:
         status["auditRecordHash"] = audit_hash

@@ -129,6 +129,7 @@ def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: d
         conds = cond.set_condition(conds, "Rejected", True, decision.reason, decision.message,
                                    gen, now)
         final, warning = "Rejected", True
+    conds = cond.approval_ready(conds, gen, now)
     status: dict[str, Any] = {
         "consensus": consensus.to_dict(),
         "decision": {"approvedBy": [], "requiredApprovals": policy.required_approvals},
@@ -170,6 +171,7 @@ def decided(body: Body, policy: EnvironmentPolicy, now: dt.datetime) -> Transiti
             conds = cond.set_condition(conds, "Rejected", True, "RejectedByApprover",
                                        human.message, gen, now)
             event, audit, final = "Rejected", "ApprovalRejected", "Rejected"
+        conds = cond.approval_ready(conds, gen, now)
         phase = cond.approval_phase(conds)
         return Transition({"conditions": conds, "decision": decision_status, "phase": phase,
                            "observedGeneration": gen}, phase, event, human.message, True,
@@ -179,6 +181,7 @@ def decided(body: Body, policy: EnvironmentPolicy, now: dt.datetime) -> Transiti
     if human.outcome is HumanOutcome.APPROVED:
         conds = cond.set_condition(conds, "Approved", True, "ApprovedByHumans", human.message,
                                    gen, now)
+        conds = cond.approval_ready(conds, gen, now)
         phase = cond.approval_phase(conds)
         return Transition({"conditions": conds, "decision": decision_status, "phase": phase,
                            "observedGeneration": gen}, phase, "Approved", human.message, False,
@@ -200,6 +203,7 @@ def expired(body: Body, now: dt.datetime) -> Transition | None:
     conds = cond.set_condition(_conditions(body), "Expired", True, "Expired",
                                f"the request expired at {status.get('expirationTime')}; "
                                "create a new request", _generation(body), now)
+    conds = cond.approval_ready(conds, _generation(body), now)
     phase = cond.approval_phase(conds)
     return Transition({"conditions": conds, "phase": phase}, phase, "Expired",
                       "the request expired; nothing can be executed under it any more",

@@ -81,9 +81,11 @@ def subject_of(body: Any) -> dict[str, Any]:
 def build_context(settings: OperatorSettings, kube: Kube | None = None) -> Context:
     """Everything the handlers share; ConfigError / ClusterError / AuditUnavailable if not."""
     kube = kube or Kube.from_environment()
+    labels = {**settings.object_labels, "wingman.dev/environment": settings.environment}
     ring, created = keyring.load_or_create(kube, settings.namespace,
-                                           settings.signing_key_secret)
-    keyring.publish(kube, settings.namespace, settings.public_keys_configmap, ring)
+                                           settings.signing_key_secret, labels=labels)
+    keyring.publish(kube, settings.namespace, settings.public_keys_configmap, ring,
+                    labels=labels)
     allowlist = Allowlist.from_patterns(settings.policy.allowlist)
     api_keys: dict[str, str] = {}
     if settings.voters_secret:

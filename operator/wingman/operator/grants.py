@@ -125,6 +125,7 @@ def denied_status(grant: Body, auth: Authorization, now: dt.datetime) -> dict[st
     gen = int(grant.get("metadata", {}).get("generation") or 1)
     conds = conditions.set_condition((grant.get("status") or {}).get("conditions") or [],
                                      "Authorized", False, auth.reason, auth.message, gen, now)
+    conds = conditions.grant_ready(conds, "Denied", auth.message, gen, now)
     return {"phase": "Denied", "reason": auth.reason, "message": auth.message,
             "conditions": conds, "observedGeneration": gen,
             "completionTime": conditions.rfc3339(now)}

@@ -9,6 +9,11 @@ an operator killed and restarted at any point finds what it made and adopts it.
   the grant; its pod runs ``wingman gateway`` as ServiceAccount ``wingman-gateway`` with the
   pinned image, no shell, no privileges, a read-only root filesystem;
 - the burn-marker Lease name ``wingman-burn-<jti>`` the gateway creates.
+
+Everything made here carries the release's labels (``settings.object_labels``: the chart's
+``app.kubernetes.io/*`` labels, the environment and ``commonLabels``) with
+``app.kubernetes.io/managed-by: wingman-operator`` and a component; gateway pods also get the
+scheduling, resources and extra labels and annotations of values ``gateway.pod``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,15 @@ from wingman.model.names import (
 )
 from wingman.settings import OperatorSettings
 
+MANAGER = "wingman-operator"
+
+
+def object_labels(settings: OperatorSettings, component: str) -> dict[str, str]:
+    """The labels of an object the operator creates for a grant."""
+    return {**MANAGED, **settings.object_labels, "app.kubernetes.io/managed-by": MANAGER,
+            "app.kubernetes.io/component": component,
+            "wingman.dev/environment": settings.environment}
+
 
 def owner_reference(grant: dict[str, Any]) -> dict[str, Any]:
     meta = grant["metadata"]
@@ -39,8 +53,8 @@ def owner_reference(grant: dict[str, Any]) -> dict[str, Any]:
             "controller": True}
 
 
-def token_secret(grant: dict[str, Any], token: str, claims_exp: int, job_uid: str
-                 ) -> dict[str, Any]:
+def token_secret(grant: dict[str, Any], token: str, claims_exp: int, job_uid: str,
+                 settings: OperatorSettings) -> dict[str, Any]:
     """The Secret that carries the token to the gateway pod (and nowhere else)."""
     name = grant["metadata"]["name"]
     return {
@@ -50,7 +64,7 @@ def token_secret(grant: dict[str, Any], token: str, claims_exp: int, job_uid: st
         "metadata": {
             "name": secret_name(name),
             "namespace": grant["metadata"]["namespace"],
-            "labels": {GRANT_LABEL: name, **MANAGED},
+            "labels": {**object_labels(settings, "capability-token"), GRANT_LABEL: name},
             "annotations": {EXPIRES_ANNOTATION: str(claims_exp), JOB_UID_ANNOTATION: job_uid},
             "ownerReferences": [owner_reference(grant)],
         },
@@ -63,7 +77,9 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
     """The suspended gateway Job for a grant."""
     name = grant["metadata"]["name"]
     ns = grant["metadata"]["namespace"]
-    labels = {GRANT_LABEL: name, ROLE_LABEL: "gateway", **MANAGED}
+    labels = {**object_labels(settings, "gateway"), GRANT_LABEL: name, ROLE_LABEL: "gateway"}
+    pod = settings.gateway_pod
+    pod_labels = {**pod.labels, **labels}
     env: list[dict[str, Any]] = [
         {"name": "WINGMAN_NAMESPACE", "value": ns},
         {"name": "WINGMAN_ENVIRONMENT", "value": settings.environment},
@@ -77,7 +93,8 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
         {"name": "WINGMAN_POLICY_FILE", "value": f"{POLICY_MOUNT}/policy.yaml"},
         {"name": "WINGMAN_EXEC_TIMEOUT_SECONDS", "value": str(settings.gateway_timeout_seconds)},
         {"name": "WINGMAN_LEEWAY_SECONDS", "value": str(settings.leeway_seconds)},
-        {"name": "WINGMAN_LOG_FORMAT", "value": "json"},
+        {"name": "WINGMAN_LOG_FORMAT", "value": settings.log_format},
+        {"name": "WINGMAN_LOG_LEVEL", "value": settings.log_level},
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "token", "secret": {"secretName": secret_name(name), "defaultMode": 0o400}},
@@ -125,8 +142,10 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
             + settings.gateway_timeout_seconds + 60,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": pod_labels, **(
+                    {"annotations": dict(pod.annotations)} if pod.annotations else {})},
                 "spec": {
+                    **_scheduling(settings),
                     "serviceAccountName": settings.gateway_service_account,
                     "automountServiceAccountToken": True,
                     "restartPolicy": "Never",
@@ -137,7 +156,7 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
                     "containers": [{
                         "name": "gateway",
                         "image": settings.gateway_image,
-                        "imagePullPolicy": "IfNotPresent",
+                        "imagePullPolicy": pod.image_pull_policy,
                         "command": ["wingman", "gateway"],
                         "env": env,
                         "volumeMounts": mounts,
@@ -145,8 +164,7 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
                                             "readOnlyRootFilesystem": True,
                                             "privileged": False,
                                             "capabilities": {"drop": ["ALL"]}},
-                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                                      "limits": {"memory": "256Mi"}},
+                        "resources": dict(pod.resources),
                     }],
                     "volumes": volumes,
                 },
@@ -155,4 +173,18 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
     }
 
 
-__all__ = ["gateway_job", "owner_reference", "token_secret"]
+def _scheduling(settings: OperatorSettings) -> dict[str, Any]:
+    pod = settings.gateway_pod
+    out: dict[str, Any] = {}
+    if pod.node_selector:
+        out["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
+        out["tolerations"] = [dict(t) for t in pod.tolerations]
+    if pod.affinity:
+        out["affinity"] = dict(pod.affinity)
+    if pod.priority_class_name:
+        out["priorityClassName"] = pod.priority_class_name
+    return out
+
+
+__all__ = ["MANAGER", "gateway_job", "object_labels", "owner_reference", "token_secret"]

@@ -1,5 +1,8 @@
 """The operator's Prometheus metrics: one ``Metrics`` object on one registry, served on /metrics.
 
+The same port answers ``/readyz`` (``serve``): readiness is distinct from kopf's liveness
+endpoint (``/healthz`` on the health port), see ``wingman.operator.readiness``.
+
 Names are part of the product's interface (the chart's PrometheusRule and dashboard read
 them); ``docs/runbook.md`` explains each. Label values are bounded sets (phases, verdicts,
 reasons, voter names from configuration), never names of objects or users.
@@ -7,7 +10,18 @@ reasons, voter names from configuration), never names of objects or users.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -74,9 +88,49 @@ class Metrics:
         self.up = Gauge("wingman_operator_ready",
                         "1 when the operator has started and holds its configuration.",
                         registry=r)
+        self.active = Gauge("wingman_operator_active",
+                            "1 while this replica acts (ready: started, not paused by peering).",
+                            registry=r)
 
     def denial(self, environment: str, stage: str, reason: str) -> None:
         self.denials.labels(environment=environment, stage=stage, reason=reason).inc()
 
 
-__all__ = ["LATENCY_BUCKETS", "Metrics"]
+def serve(port: int, metrics: Metrics, ready: Callable[[], tuple[bool, str]],
+          host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104 - the pod's port
+    """Serve ``/metrics`` and ``/readyz`` (200 ready / 503 not, with the reason) in a thread;
+    stop it with ``shutdown()``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/readyz":
+                ok, reason = ready()
+                metrics.active.set(1 if ok else 0)
+                self._reply(200 if ok else 503, "text/plain; charset=utf-8",
+                            f"{'ok' if ok else 'not ready'}: {reason}\n".encode())
+            elif path in ("/metrics", "/"):
+                ok, _ = ready()
+                metrics.active.set(1 if ok else 0)
+                self._reply(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
+            else:
+                self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics or "
+                            b"/readyz\n")
+
+        def _reply(self, code: int, content_type: str, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # probes and scrapes are not worth a log line each
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="wingman-probes", daemon=True).start()
+    return server
+
+
+__all__ = ["LATENCY_BUCKETS", "Metrics", "serve"]

@@ -133,8 +133,15 @@ def test_low_risk_request_is_auto_approved_with_every_vote_recorded(env: Env) ->
     assert all(c["observedGeneration"] == ar["metadata"]["generation"] for c in conds.values())
     assert status["expirationTime"]
     assert status["auditHead"].startswith("sha256:")
-    reasons = {e["reason"] for e in env.events("restart-frontend")}
-    assert "AutoApproved" in reasons
+    assert conds["Ready"]["status"] == "True" and conds["Ready"]["reason"] == "AutoApproved"
+    events = env.events("restart-frontend")
+    assert "AutoApproved" in {e["reason"] for e in events}
+    # reported by the operator, under its own name, not the framework's
+    assert {(e["reportingComponent"], e["source"]["component"]) for e in events} == {
+        ("wingman-operator", "wingman-operator")}
+    mine = env.cluster.kubectl("get", "events", "-n", env.ns, "-o", "name", "--field-selector",
+                               "reportingComponent=wingman-operator").stdout.split()
+    assert len(mine) >= len(events)
     assert [r["event"] for r in env.op.audit_events()].count("ApprovalReviewed") == 1
     assert verify(str(env.op.audit_path)).ok
     # the worker sees the outcome in the printer columns
@@ -165,6 +172,15 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     assert token not in json.dumps(eg), "the token never appears in the grant"
     assert secret["type"] == names.SECRET_TYPE
     assert secret["metadata"]["ownerReferences"][0]["uid"] == eg["metadata"]["uid"]
+    # what the operator makes carries the release's labels (WINGMAN_OBJECT_LABELS from the chart)
+    for made in (secret, job, job["spec"]["template"]):
+        labels = made["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "wingman"
+        assert labels["app.kubernetes.io/name"] == "wingman"
+        assert labels["wingman.dev/environment"] == "test"
+        assert labels["app.kubernetes.io/managed-by"] == "wingman-operator"
+    ready = {c["type"]: c for c in st["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "TokenIssued")
 
     # the token is bound to this grant, its approval and this Job, and verifies with the
     # public keys the operator published for the gateway
@@ -503,6 +519,11 @@ def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:
     second.start()
     try:
         time.sleep(3)  # peering: the replica with the lower priority pauses
+        # readiness tells them apart: exactly one replica is ready (the one that acts)
+        verdicts = wait_for("one ready replica", lambda: (v := sorted(
+            (op.readiness() for op in (env.op, second)), key=lambda r: r[0])) and
+            [code for code, _ in v] == [200, 503] and v, 30)
+        assert "standing by" in verdicts[1][1], verdicts
         grants = [f"p{i}" for i in range(6)]
         for g in grants:
             env.request(f"req-{g}")

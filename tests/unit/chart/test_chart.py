@@ -110,9 +110,16 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"policy.autoApproveMaxRisk": "extreme"}, "/policy/autoApproveMaxRisk"),
         ({"policy.requiredApprovals": "two"}, "/policy/requiredApprovals"),
         ({"policy.autoApprove": "yes"}, "/policy/autoApprove"),
-        ({"gateway.image": "ghcr.io/wingman-dev/wingman:latest"}, "/gateway/image"),
-        ({"gateway.image": "ghcr.io/wingman-dev/wingman"}, "/gateway/image"),
-        ({"operator.image": "localhost:5000/wingman"}, "/operator/image"),
+        ({"image.tag": "latest"}, "/image/tag"),
+        ({"image.repository": "ghcr.io/wingman-dev/wingman:0.1.0"}, "/image/repository"),
+        ({"image.repository": "ghcr.io/wingman-dev/wingman@sha256:" + "a" * 64},
+         "/image/repository"),
+        ({"image.digest": "sha256:abc"}, "/image/digest"),
+        ({"image.digest": "a" * 64}, "/image/digest"),
+        ({"gateway.image": "ghcr.io/wingman-dev/wingman:0.1.0"}, "/gateway"),
+        ({"logging.level": "verbose"}, "/logging/level"),
+        ({"gateway.podLabels": {"wingman.dev/role": "gateway"}},
+         "invalid propertyName 'wingman.dev/role'"),
         ({"policy.panel.voters": [{"type": "magic", "name": "x"}]}, "/policy/panel/voters/0/type"),
         ({"audit.type": "s3"}, "/audit/type"),
         ({"gateway.targets": [{"namespace": "apps", "rules": [
@@ -136,17 +143,44 @@ def test_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str
 
 
 @pytest.mark.parametrize(
-    "image",
+    ("values", "image"),
     [
-        "ghcr.io/wingman-dev/wingman:0.1.0",
-        "registry.local:5000/team/wingman:1.2.3-rc.1",
-        "ghcr.io/wingman-dev/wingman@sha256:" + "a" * 64,
-        "wingman:0.1.0@sha256:" + "0" * 64,
+        ({}, DEFAULT_GATEWAY_IMAGE),
+        ({"image.repository": "registry.local:5000/team/wingman", "image.tag": "1.2.3-rc.1"},
+         "registry.local:5000/team/wingman:1.2.3-rc.1"),
+        ({"image.digest": "sha256:" + "a" * 64},
+         "ghcr.io/wingman-dev/wingman@sha256:" + "a" * 64),
+        # a pinned digest is what runs and what admission compares; the tag is not used
+        ({"image.tag": "9.9.9", "image.digest": "sha256:" + "b" * 64},
+         "ghcr.io/wingman-dev/wingman@sha256:" + "b" * 64),
     ],
 )
-def test_values_schema_accepts_pinned_images(image: str) -> None:
-    objs = render("test", {"gateway.image": image}, namespace=NS)
-    assert _env(find(objs, "Deployment")[0])["WINGMAN_GATEWAY_IMAGE"] == image
+def test_one_image_reference_runs_everywhere_and_is_what_admission_pins(
+        values: dict[str, Any], image: str) -> None:
+    objs = render("test", values, namespace=NS)
+    deployment = find(objs, "Deployment")[0]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    assert _env(deployment)["WINGMAN_GATEWAY_IMAGE"] == image
+    (verify,) = find(objs, "Pod", "wingman-verify-privileges")
+    assert verify["spec"]["containers"][0]["image"] == image
+    for policy in (f"wingman-{NS}-gateway-pods", f"wingman-{NS}-gateway-jobs"):
+        (vap,) = find(objs, "ValidatingAdmissionPolicy", policy)
+        pinned = {v["name"]: v["expression"] for v in vap["spec"]["variables"]}["image"]
+        assert pinned == f'"{image}"'
+
+
+def test_the_tag_defaults_to_the_app_version() -> None:
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    assert yaml.safe_load((CHART_DIR / "values.yaml").read_text())["image"]["tag"] == ""
+    assert DEFAULT_GATEWAY_IMAGE == f"ghcr.io/wingman-dev/wingman:{chart['appVersion']}"
+
+
+def test_prd_pins_the_image_by_digest() -> None:
+    image = env_values("prd")["image"]
+    assert image["digest"].startswith("sha256:") and "tag" not in image
+    objs = render("prd", namespace="wingman-prd")
+    pinned = _env(find(objs, "Deployment")[0])["WINGMAN_GATEWAY_IMAGE"]
+    assert pinned == f"{image['repository']}@{image['digest']}"
 
 
 @pytest.mark.parametrize(
@@ -368,8 +402,8 @@ def test_admission_policies_are_bound_to_the_release_namespace(
 
 
 def test_gateway_image_and_docker_socket_come_from_values() -> None:
-    image = "registry.local/wingman@sha256:" + "b" * 64
-    objs = render("test", {"gateway.image": image, "gateway.docker.enabled": True,
+    image = "ghcr.io/wingman-dev/wingman@sha256:" + "b" * 64
+    objs = render("test", {"image.digest": "sha256:" + "b" * 64, "gateway.docker.enabled": True,
                            "gateway.docker.socketPath": "/run/docker.sock"}, namespace=NS)
     text = yaml.safe_dump(find(objs, "ValidatingAdmissionPolicy"))
     assert f'"{image}"' in text
@@ -400,9 +434,10 @@ def test_operator_deployment_is_locked_down(
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert container["args"] == ["wingman", "operator"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for kind in ("livenessProbe", "readinessProbe"):
-        probe = container[kind]["httpGet"]
-        assert probe["path"] == "/healthz" and ports[probe["port"]] == 8080
+    # liveness: the process works; readiness: this replica acts (a standby is not ready)
+    live, ready = container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]
+    assert live["path"] == "/healthz" and ports[live["port"]] == 8080
+    assert ready["path"] == "/readyz" and ports[ready["port"]] == 9090
     assert ports["metrics"] == 9090
     assert not any("hostPath" in v for v in pod["volumes"])
 
@@ -413,10 +448,13 @@ def test_operator_environment_variables(rendered: Rendered) -> None:
     assert variables["WINGMAN_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert variables["WINGMAN_ENVIRONMENT"] == (env or "test")
     assert variables["WINGMAN_POLICY_FILE"] == "/etc/wingman/policy/policy.yaml"
-    assert variables["WINGMAN_GATEWAY_IMAGE"] == DEFAULT_GATEWAY_IMAGE
+    if env != "prd":  # prd pins by digest (test_prd_pins_the_image_by_digest)
+        assert variables["WINGMAN_GATEWAY_IMAGE"] == DEFAULT_GATEWAY_IMAGE
     assert variables["WINGMAN_SIGNING_KEY_SECRET"] == "wingman-signing-key"
     assert variables["WINGMAN_PUBLIC_KEYS_CONFIGMAP"] == "wingman-public-keys"
     assert variables["WINGMAN_LOG_FORMAT"] == "json"
+    assert variables["WINGMAN_LOG_LEVEL"] == "info"
+    assert variables["WINGMAN_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert variables["WINGMAN_METRICS_PORT"] == "9090"
     assert variables["WINGMAN_HEALTH_PORT"] == "8080"
     if env == "prd":
@@ -506,9 +544,35 @@ def test_every_value_has_a_prose_comment() -> None:
         if not is_leaf:
             path.append((indent, key))
             continue
-        if dotted.startswith(("operator.resources", "chat.resources")):
+        if dotted.startswith(("operator.resources.", "gateway.resources.", "chat.resources.")):
             continue  # a Kubernetes resources block, described as a whole
         previous = next(x.strip() for x in reversed(lines[:i]) if x.strip())
         if not previous.startswith("#"):
             missing.append(dotted)
     assert not missing, f"values without a comment: {missing}"
+
+
+def test_runtime_objects_get_the_release_labels_and_gateway_pods_their_tuning() -> None:
+    """The operator receives the release's labels and the gateway pod values; the manifests it
+    builds from them are tested in tests/unit/operator/test_manifests.py."""
+    import json
+
+    pod = {"nodeSelector": {"pool": "gw"}, "priorityClassName": "high",
+           "tolerations": [{"key": "k", "operator": "Exists"}],
+           "affinity": {"nodeAffinity": {}}, "podLabels": {"team": "ops"},
+           "podAnnotations": {"a": "b"}, "resources": {"limits": {"memory": "1Gi"}}}
+    objs = render("test", {"commonLabels": {"cost-center": "42"},
+                           **{f"gateway.{k}": v for k, v in pod.items()}},
+                  namespace=NS, release="wm")
+    variables = _env(find(objs, "Deployment")[0])
+    labels = json.loads(variables["WINGMAN_OBJECT_LABELS"])
+    assert labels == {"app.kubernetes.io/name": "wingman", "app.kubernetes.io/instance": "wm",
+                      "app.kubernetes.io/version": "0.1.0", "app.kubernetes.io/part-of": "wingman",
+                      "wingman.dev/environment": "test", "cost-center": "42"}
+    tuning = json.loads(variables["WINGMAN_GATEWAY_POD"])
+    assert tuning == {"nodeSelector": {"pool": "gw"}, "priorityClassName": "high",
+                      "tolerations": [{"key": "k", "operator": "Exists"}],
+                      "affinity": {"nodeAffinity": {}}, "labels": {"team": "ops"},
+                      "annotations": {"a": "b"}, "imagePullPolicy": "IfNotPresent",
+                      "resources": {"limits": {"memory": "1Gi"},
+                                    "requests": {"cpu": "50m", "memory": "64Mi"}}}

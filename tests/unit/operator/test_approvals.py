@@ -125,3 +125,29 @@ def test_decisions_before_review_wait_for_it() -> None:
     b = body()
     b["spec"]["decisions"] = [{"verdict": "Approve", "by": "bob"}]
     assert approvals.decided(b, TEST, NOW) is None
+
+
+def _ready(t: approvals.Transition | None) -> tuple[str, str]:
+    assert t is not None
+    (ready,) = [c for c in t.status["conditions"] if c["type"] == "Ready"]
+    assert ready["observedGeneration"] == 1 and ready["message"]
+    return ready["status"], ready["reason"]
+
+
+def test_ready_is_true_exactly_while_the_request_is_approved() -> None:
+    """Argo CD, Flux and `kubectl wait --for=condition=Ready` read one summary condition."""
+    auto = approvals.reviewed(body(), panel(Verdict.APPROVE), TEST, NOW)
+    assert _ready(auto) == ("True", "AutoApproved")
+    waiting = approvals.reviewed(body(), panel(Verdict.APPROVE, Risk.HIGH), TEST, NOW)
+    assert _ready(waiting) == ("False", "AwaitingDecision")
+    b = merged(body(), waiting)
+    b["spec"]["decisions"] = [{"verdict": "Approve", "by": "bob"}]
+    approved = approvals.decided(b, TEST, NOW)
+    assert _ready(approved) == ("True", "Approved")
+    b = merged(b, approved)
+    b["spec"]["decisions"].append({"verdict": "Reject", "by": "carol"})
+    assert _ready(approvals.decided(b, TEST, NOW)) == ("False", "Rejected")
+    assert _ready(approvals.expired(b, NOW + dt.timedelta(days=2))) == ("False", "Expired")
+    injected = decide([Vote("pi", Verdict.REJECT, Risk.HIGH, "r", flags=("PromptInjection",))],
+                      1, 1)
+    assert _ready(approvals.reviewed(body(), injected, TEST, NOW)) == ("False", "Rejected")

@@ -127,3 +127,11 @@ def test_a_claim_is_per_command_byte_for_byte() -> None:
     other["metadata"].update(name="g2", uid="g2-uid")
     taken = grants.claim(other, a, NOW)
     assert taken.denial is None and taken.grants is not None and len(taken.grants) == 2
+
+
+def test_a_denied_grant_is_not_ready_and_says_why() -> None:
+    auth = grants.authorize(grant(ttlSeconds=601), approval(APPROVED), POLICY, ALLOW, NOW)
+    status = grants.denied_status(grant(ttlSeconds=601), auth, NOW)
+    (ready,) = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "Denied")
+    assert ready["message"] == auth.message

@@ -1,10 +1,18 @@
-"""Deterministic names of what the operator creates for a grant."""
+"""What the operator creates for a grant: deterministic names, the release's labels, gateway pod
+scheduling and resources from values."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from wingman.errors import ConfigError
 from wingman.model import names
+from wingman.operator import manifests
+from wingman.settings import OperatorSettings
 
 
 @pytest.mark.parametrize("grant", ["g", "a" * 54, "a" * 55, "b" * 63, "x-" * 31 + "y"])
@@ -26,3 +34,75 @@ def test_a_grant_keeps_the_job_name_it_was_issued_with() -> None:
     assert names.grant_job_name(grant) == names.job_name("b" * 59)
     issued = {**grant, "status": {"jobName": "b" * 59 + "-gw"}}
     assert names.grant_job_name(issued) == "b" * 59 + "-gw"
+
+
+# --------------------------------------------------------------------------- labels, tuning
+
+RELEASE_LABELS = {"app.kubernetes.io/name": "wingman", "app.kubernetes.io/instance": "wm",
+                  "app.kubernetes.io/version": "0.1.0", "app.kubernetes.io/part-of": "wingman",
+                  "team": "platform"}
+GRANT = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+         "metadata": {"name": "g", "namespace": "wingman-prd", "uid": "u"}}
+
+
+def _settings(tmp_path: Path, **env: str) -> OperatorSettings:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("environment: prd\n")
+    return OperatorSettings.from_env({"WINGMAN_ENVIRONMENT": "prd",
+                                      "WINGMAN_POLICY_FILE": str(policy), **env})
+
+
+def test_what_the_operator_creates_carries_the_release_labels(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, WINGMAN_OBJECT_LABELS=json.dumps(RELEASE_LABELS))
+    job = manifests.gateway_job(GRANT, settings, 300)
+    secret = manifests.token_secret(GRANT, "t" * 40, 0, "job-uid", settings)
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    for obj_labels, component in ((job["metadata"]["labels"], "gateway"), (pod_labels, "gateway"),
+                                  (secret["metadata"]["labels"], "capability-token")):
+        assert obj_labels.items() >= RELEASE_LABELS.items()
+        assert obj_labels["wingman.dev/environment"] == "prd"
+        assert obj_labels["app.kubernetes.io/managed-by"] == "wingman-operator"
+        assert obj_labels["app.kubernetes.io/component"] == component
+        assert obj_labels["wingman.dev/grant"] == "g"
+
+
+def test_gateway_pods_take_scheduling_and_resources_from_values(tmp_path: Path) -> None:
+    pod: dict[str, Any] = {
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "1Gi"}},
+        "nodeSelector": {"pool": "gateways"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gw",
+                         "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}}, "priorityClassName": "wingman-critical",
+        "labels": {"cost-center": "ops", "app.kubernetes.io/component": "nope"},
+        "annotations": {"example.com/scrape": "false"}}
+    settings = _settings(tmp_path, WINGMAN_GATEWAY_POD=json.dumps(pod))
+    template = manifests.gateway_job(GRANT, settings, 300)["spec"]["template"]
+    spec = template["spec"]
+    assert spec["nodeSelector"] == pod["nodeSelector"]
+    assert spec["tolerations"] == pod["tolerations"]
+    assert spec["affinity"] == pod["affinity"]
+    assert spec["priorityClassName"] == "wingman-critical"
+    assert spec["containers"][0]["resources"] == pod["resources"]
+    assert template["metadata"]["annotations"] == pod["annotations"]
+    labels = template["metadata"]["labels"]
+    assert labels["cost-center"] == "ops"
+    assert labels["app.kubernetes.io/component"] == "gateway", "the operator's labels win"
+    plain = manifests.gateway_job(GRANT, _settings(tmp_path), 300)["spec"]["template"]
+    assert "nodeSelector" not in plain["spec"] and "annotations" not in plain["metadata"]
+    assert plain["spec"]["containers"][0]["resources"]["limits"] == {"memory": "256Mi"}
+
+
+@pytest.mark.parametrize(("pod", "complaint"), [
+    ({"nodeSelectr": {}}, "unknown fields ['nodeSelectr']"),
+    ({"labels": {"wingman.dev/role": "gateway"}}, "set by the operator itself"),
+    ({"labels": {"bad key!": "x"}}, "not a valid Kubernetes label"),
+    ({"tolerations": {"key": "x"}}, "tolerations must be a list"),
+    ({"priorityClassName": "Not_A_Name"}, "not a valid name"),
+])
+def test_bad_gateway_pod_settings_are_refused(tmp_path: Path, pod: dict[str, Any],
+                                              complaint: str) -> None:
+    with pytest.raises(ConfigError, match="WINGMAN_GATEWAY_POD") as info:
+        _settings(tmp_path, WINGMAN_GATEWAY_POD=json.dumps(pod))
+    assert complaint in str(info.value)
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        _settings(tmp_path, WINGMAN_GATEWAY_POD="{")

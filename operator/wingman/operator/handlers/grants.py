@@ -251,7 +251,8 @@ async def mint(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl
     crashpoint(ctx, "token-minted")
     secret, created = await ctx.call(
         create_or_adopt, ctx.kube, SECRETS, meta["namespace"],
-        manifests.token_secret(dict(grant), token, claims.exp, job_uid))
+        manifests.token_secret(dict(grant), token, claims.exp, job_uid,
+                               ctx.settings))
     if created:
         ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
     del token
@@ -291,6 +292,8 @@ async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], token_has
                                      "approved command, inside the allowlist", gen, now)
     conds = conditions.set_condition(conds, "TokenIssued", True, "TokenIssued",
                                      f"single-use token in Secret {secret_name}", gen, now)
+    conds = conditions.grant_ready(conds, "TokenIssued", "token issued; waiting for the gateway "
+                                   "to run the command", gen, now)
     record = await ctx.audit("GrantAuthorized", subject_of(grant), {
         "tokenSHA256": token_hash, "job": job["metadata"]["name"],
         "jobUID": job["metadata"]["uid"]})
@@ -328,6 +331,7 @@ async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str
                                                                   "message": message[:500]})
     conds = conditions.set_condition(grant.get("status", {}).get("conditions") or [],
                                      "Succeeded", False, reason, message, gen, now)
+    conds = conditions.grant_ready(conds, phase, message, gen, now)
     await write_status(ctx, grant, {"phase": phase, "reason": reason, "message": message,
                                     "completionTime": conditions.rfc3339(now),
                                     "conditions": conds, "observedGeneration": gen,

@@ -72,7 +72,7 @@ def reload_keys(ctx: Context) -> None:
     ring = keyring.ring_from_secret(secret, ctx.settings.signing_key_secret)
     if set(ring.keys) != set(ctx.ring.keys) or ring.active != ctx.ring.active:
         keyring.publish(ctx.kube, ctx.settings.namespace, ctx.settings.public_keys_configmap,
-                        ring)
+                        ring, labels=ctx.settings.object_labels)
         ctx.ring = ring
         ctx.metrics.signing_keys.set(len(ring.keys))
         log.info("signing keys reloaded", extra={"active_kid": ring.active,

@@ -1,0 +1,27 @@
+"""The command line's own surface: the kubectl plugin's help, ``wingman dev`` outside a checkout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize(("program", "listed"), [("kubectl-wingman", False), ("wingman", True)])
+def test_the_plugin_help_hides_the_commands_for_pods(program: str, listed: bool) -> None:
+    out = subprocess.run([str(BIN / program), "--help"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "approve" in out and "describe" in out
+    pod_only = [line.split()[0] for line in out.splitlines()
+                if line.strip().startswith(("operator ", "gateway "))]
+    assert (pod_only == ["operator", "gateway"]) is listed, out
+    if not listed:
+        assert out.startswith("usage: kubectl wingman")
+        # hidden, not removed: the pods run them as `wingman operator|gateway`
+        result = subprocess.run([str(BIN / program), "gateway", "--help"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0

@@ -1,0 +1,54 @@
+"""The grant status the gateway writes carries the Ready summary health checks read."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from wingman.gateway import status
+from wingman.gateway.executors import ExecResult
+
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+def grant(phase: str = "TokenIssued") -> dict[str, Any]:
+    return {"metadata": {"name": "g", "uid": "g1", "generation": 2},
+            "status": {"phase": phase, "conditions": [
+                {"type": "Ready", "status": "False", "reason": "TokenIssued", "message": "m",
+                 "lastTransitionTime": "2026-11-25T11:00:00Z", "observedGeneration": 2}]}}
+
+
+def ready(patch: dict[str, Any] | None) -> tuple[str, str, str]:
+    assert patch is not None
+    (cond,) = [c for c in patch["conditions"] if c["type"] == "Ready"]
+    assert cond["observedGeneration"] == 2
+    return cond["status"], cond["reason"], cond["lastTransitionTime"]
+
+
+def result(exit_code: int, timed_out: bool = False) -> ExecResult:
+    return ExecResult(exit_code=exit_code, output="ok", output_sha256="0" * 64, truncated=False,
+                      timed_out=timed_out, started=NOW, finished=NOW)
+
+
+def test_running_keeps_ready_false_with_the_phase_as_reason() -> None:
+    assert ready(status.running_status(grant(), NOW)) == ("False", "Running",
+                                                           "2026-11-25T11:00:00Z")
+
+
+@pytest.mark.parametrize(("code", "timed_out", "expected"), [
+    (0, False, ("True", "Succeeded")),
+    (1, False, ("False", "Failed")),
+    (0, True, ("False", "Failed")),
+])
+def test_the_result_sets_ready(code: int, timed_out: bool, expected: tuple[str, str]) -> None:
+    patch = status.final_status(grant("Running"), result(code, timed_out), "sha256:x", NOW)
+    assert ready(patch)[:2] == expected
+    assert patch["phase"] == expected[1]
+
+
+def test_a_refusal_is_not_ready() -> None:
+    patch = status.refused_status(grant(), "TokenExpired", "expired", NOW, None)
+    assert ready(patch)[:2] == ("False", "Failed")
+    assert status.refused_status(grant("Succeeded"), "TokenExpired", "x", NOW, None) is None

@@ -1,0 +1,115 @@
+"""One log format for every component: the same JSON keys from our loggers and the framework's,
+a configurable level, and secrets a process holds scrubbed from every line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from wingman import logs
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield out
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_have_the_common_keys_first_and_extras_after(stream: io.StringIO) -> None:
+    logs.setup_logging("json", "info", component="operator", stream=stream)
+    logging.getLogger("wingman.operator.grants").warning(
+        "grant denied", extra={"grant": "g1", "reason": "TTLAboveCap"})
+    (line,) = lines(stream)
+    assert list(line)[:5] == ["time", "level", "component", "logger", "message"]
+    assert line["level"] == "warning" and line["component"] == "operator"
+    assert line["logger"] == "wingman.operator.grants" and line["message"] == "grant denied"
+    assert (line["grant"], line["reason"]) == ("g1", "TTLAboveCap")
+    assert line["time"].endswith("Z") and len(line["time"]) == len("2026-11-25T12:00:00.000Z")
+
+
+def test_the_frameworks_object_records_come_out_in_the_same_format(
+        stream: io.StringIO) -> None:
+    """kopf logs per object through a LoggerAdapter that adds ``k8s_ref``; it becomes
+    ``object`` and the framework's private attributes stay out."""
+    import kopf
+
+    logs.setup_logging("json", "debug", component="operator", stream=stream)
+    body = kopf.Body({"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                      "metadata": {"name": "g1", "namespace": "wm", "uid": "u1"}})
+    logger = kopf.ObjectLogger(body=body, settings=kopf.OperatorSettings())
+    logger.info("Handler 'grant_created' succeeded.")
+    (line,) = lines(stream)
+    assert line["logger"] == "kopf.objects" and line["component"] == "operator"
+    assert line["object"] == {"kind": "ExecutionGrant", "namespace": "wm", "name": "g1",
+                              "uid": "u1"}
+    assert not {"k8s_ref", "k8s_skip", "settings"} & set(line)
+
+
+def test_the_level_filters_and_the_framework_stays_quiet_at_info(stream: io.StringIO) -> None:
+    logs.setup_logging("json", "warning", component="gateway", stream=stream)
+    logging.getLogger("wingman.gateway").info("not shown")
+    logging.getLogger("wingman.gateway").error("shown")
+    logs.setup_logging("json", "info", component="gateway", stream=stream)
+    logging.getLogger("kopf.objects").info("a handler succeeded")  # noise at scale
+    logging.getLogger("wingman.gateway").info("shown too")
+    assert [line["message"] for line in lines(stream)] == ["shown", "shown too"]
+
+
+def test_a_second_setup_replaces_the_handler(stream: io.StringIO) -> None:
+    logs.setup_logging("json", "info", component="cli", stream=stream)
+    logs.setup_logging("json", "info", component="cli", stream=stream)
+    logging.getLogger("wingman").info("once")
+    assert len(lines(stream)) == 1
+
+
+def test_text_is_one_readable_line(stream: io.StringIO) -> None:
+    logs.setup_logging("text", "info", component="cli", stream=stream)
+    logging.getLogger("wingman.cli").info("request created", extra={"request": "r1"})
+    text = stream.getvalue()
+    assert text.count("\n") == 1
+    assert " INFO    cli wingman.cli request created request=r1" in text
+
+
+def test_a_registered_secret_never_reaches_a_line(stream: io.StringIO) -> None:
+    token = "eyJhbGciOiJFZERTQSJ9.payload.signature"
+    logs.setup_logging("json", "info", component="gateway", stream=stream)
+    logs.never_log(token)
+    try:
+        logging.getLogger("wingman.gateway").error("refused %s", token,
+                                                    extra={"detail": f"Bearer {token}"})
+        try:
+            raise ValueError(token)
+        except ValueError:
+            logging.getLogger("wingman.gateway").exception("boom")
+    finally:
+        logs.forget(token)
+    assert token not in stream.getvalue()
+    assert stream.getvalue().count(logs.REDACTED) >= 3
+
+
+@pytest.mark.parametrize(("fmt", "level"), [("xml", "info"), ("json", "verbose")])
+def test_bad_format_or_level_is_refused(fmt: str, level: str) -> None:
+    with pytest.raises(ValueError, match="is not one of"):
+        logs.setup_logging(fmt, level, component="cli")
+
+
+def test_the_logs_module_does_not_need_the_operator_framework() -> None:
+    """The gateway and the command line log without importing kopf."""
+    code = ("import sys, wingman.logs as l; l.setup_logging('json', 'info', component='x'); "
+            "sys.exit(1 if 'kopf' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
