@@ -3,7 +3,9 @@
 #               or ~/.kube/config names), run the operator and, locally, a demo request
 #   make test   set up and run every test tier (unit, PostgreSQL, integration, container, e2e)
 #   make image  build the image (wingman:<version>) with the local Docker (see .ci/image)
-.PHONY: setup run test lint bench image
+#   make docs   regenerate charts/wingman/README.md from values.yaml's comments (helm-docs;
+#               a test fails while the README is out of date)
+.PHONY: setup run test lint bench image docs
 
 setup:
 	bash .ci/setup
@@ -23,3 +25,9 @@ bench: setup
 
 image: setup
 	bash .ci/image
+
+# The flags are also in tests/unit/chart/test_readme.py, which checks they agree.
+HELM_DOCS_FLAGS = --chart-search-root charts --sort-values-order file --skip-version-footer
+
+docs:
+	"$$(bash .ci/provision-tools.sh)/helm-docs" $(HELM_DOCS_FLAGS)

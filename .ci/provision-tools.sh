@@ -9,6 +9,14 @@
 #   etcd/        etcd (go.etcd.io/etcd/server/v3)
 #   helm/        helm (helm.sh/helm/v3)
 #   prometheus/  promtool (github.com/prometheus/prometheus)
+#   helm-docs/   helm-docs (github.com/norwoodj/helm-docs): charts/wingman/README.md (make docs)
+#   kubeconform/ kubeconform (github.com/yannh/kubeconform): the chart against strict schemas
+#   podsecurity/ podsecurity, a small command over the upstream Pod Security evaluator
+#                (k8s.io/pod-security-admission); its source is .ci/tools/podsecurity/main.go
+#
+# Besides the binaries, the pinned Kubernetes module's OpenAPI document (api/openapi-spec/
+# swagger.json, from the module cache the kube build filled) is copied to
+# $WINGMAN_CACHE/share/kubernetes-openapi.json: the tests make kubeconform's schemas from it.
 #
 # Output: the tools land in $WINGMAN_CACHE/tools/<set>-<key>/ and are linked from
 # $WINGMAN_CACHE/bin/ (WINGMAN_CACHE defaults to ~/.cache/wingman). When KUBEBUILDER_ASSETS
@@ -91,5 +99,19 @@ else
 fi
 build helm helm.sh/helm/v3/cmd/helm
 build prometheus github.com/prometheus/prometheus/cmd/promtool
+build helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs
+build kubeconform github.com/yannh/kubeconform/cmd/kubeconform
+build podsecurity .
+
+# The OpenAPI document of the pinned Kubernetes release (what kubeconform validates against).
+share="$cache/share"
+openapi="$cache/tools/kube-openapi-$kube_version/swagger.json"
+if [ ! -f "$openapi" ]; then
+  kube_dir=$(cd "$here/tools/kube" && GOFLAGS=-mod=readonly go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+  [ -f "$kube_dir/api/openapi-spec/swagger.json" ] || (cd "$here/tools/kube" && GOFLAGS=-mod=readonly go mod download k8s.io/kubernetes)
+  mkdir -p "$(dirname "$openapi")"
+  cp "$kube_dir/api/openapi-spec/swagger.json" "$openapi.tmp" && mv "$openapi.tmp" "$openapi"
+fi
+mkdir -p "$share" && ln -sfn "$openapi" "$share/kubernetes-openapi.json"
 echo "provision-tools: tools ready in $((SECONDS - start))s" >&2
 echo "$bin"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -73,8 +74,11 @@ def helm_binary() -> Path:
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real helm without a cluster (lint, template)."""
+    """Run the real helm without a cluster (lint, template); ``template`` renders for the
+    Kubernetes release the tests run (:func:`kube_version`) unless told another."""
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    if args[:1] == ("template",) and "--kube-version" not in args:
+        args = (*args, "--kube-version", kube_version())
     result = subprocess.run(
         [str(helm_binary()), *args], capture_output=True, text=True, timeout=120, env=env,
     )
@@ -89,6 +93,18 @@ def set_args(values: Mapping[str, Any]) -> list[str]:
     for key, value in values.items():
         out += ["--set-json", f"{key}={json.dumps(value)}"]
     return out
+
+
+def kube_version() -> str:
+    """The Kubernetes release the tests run (the pinned k8s.io/kubernetes, e.g. ``1.34.4``).
+
+    ``helm template`` renders without a cluster for Kubernetes 1.20 unless told otherwise, which
+    the chart's ``kubeVersion`` (>= 1.30) refuses; the tests render for the release they test.
+    """
+    gomod = (REPO / ".ci" / "tools" / "kube" / "go.mod").read_text()
+    match = re.search(r"^require k8s\.io/kubernetes v(\d+\.\d+\.\d+)$", gomod, flags=re.M)
+    assert match, "cannot read the pinned Kubernetes version from .ci/tools/kube/go.mod"
+    return match.group(1)
 
 
 def template_args(
@@ -393,6 +409,7 @@ __all__ = [
     "installed",
     "invalid_samples",
     "job_manifest",
+    "kube_version",
     "kubectl_as_sa",
     "pod_manifest",
     "render",

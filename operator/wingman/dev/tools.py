@@ -1,7 +1,9 @@
 """Where the Kubernetes-ecosystem binaries come from (kube-apiserver, etcd, helm, ...).
 
 Wingman's local control plane, its tests and ``make run`` need kube-apiserver, etcd,
-kube-controller-manager, kubectl, helm and promtool. This module finds them, in order:
+kube-controller-manager, kubectl, helm and promtool; the chart's tests also helm-docs,
+kubeconform and podsecurity (and the pinned Kubernetes OpenAPI document). This module finds
+them, in order:
 
 1. ``KUBEBUILDER_ASSETS`` (the envtest convention) for the control-plane binaries;
 2. ``WINGMAN_TOOLS_DIR`` when set;
@@ -24,7 +26,9 @@ from pathlib import Path
 from wingman.errors import ClusterError
 
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kubectl")
-TOOLS = (*CONTROL_PLANE, "helm", "promtool")
+#: The checkers the tests run over the chart (helm-docs, kubeconform, the Pod Security evaluator).
+CHECKERS = ("helm-docs", "kubeconform", "podsecurity")
+TOOLS = (*CONTROL_PLANE, "helm", "promtool", *CHECKERS)
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 PROVISION_SCRIPT = _REPO_ROOT / ".ci" / "provision-tools.sh"
@@ -45,6 +49,13 @@ def _candidates(name: str) -> list[Path]:
         dirs.append(Path(tools_dir))
     dirs.append(cache_dir() / "bin")
     return [d / name for d in dirs]
+
+
+def kubernetes_openapi() -> Path | None:
+    """The pinned Kubernetes release's OpenAPI (v2) document, which provisioning copies from
+    the module cache; None when it has not been provisioned."""
+    path = cache_dir() / "share" / "kubernetes-openapi.json"
+    return path if path.is_file() else None
 
 
 def find_tool(name: str) -> Path | None:
@@ -101,4 +112,5 @@ def provision() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-__all__ = ["TOOLS", "cache_dir", "find_tool", "provision", "tool_path"]
+__all__ = ["CHECKERS", "TOOLS", "cache_dir", "find_tool", "kubernetes_openapi", "provision",
+           "tool_path"]
