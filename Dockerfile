@@ -34,9 +34,12 @@ FROM ${BASE}
 ARG VERSION=0.0.0-dev
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/wingman-dev/wingman
-# No installer at run time: pip, setuptools and the wheels ensurepip/venv would install them
-# from are removed from the base (the public image and Debian keep them in different places).
-RUN rm -rf /usr/local/bin/pip /usr/local/bin/pip3* /usr/bin/pip /usr/bin/pip3* \
+# The run-time user 65532 exists in /etc/passwd (kopf and getpass look the user up), and no
+# installer is left: pip, setuptools and the wheels ensurepip/venv would install them from are
+# removed from the base (the public image and Debian keep them in different places).
+RUN groupadd --gid 65532 wingman \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin wingman \
+ && rm -rf /usr/local/bin/pip /usr/local/bin/pip3* /usr/bin/pip /usr/bin/pip3* \
       /usr/local/lib/python3*/site-packages/pip /usr/local/lib/python3*/site-packages/pip-* \
       /usr/local/lib/python3*/site-packages/setuptools /usr/local/lib/python3*/site-packages/setuptools-* \
       /usr/local/lib/python3*/site-packages/_distutils_hack /usr/local/lib/python3*/site-packages/distutils-precedence.pth \

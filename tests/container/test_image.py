@@ -47,9 +47,11 @@ def test_the_image_runs_as_the_non_root_user_of_the_chart_and_the_gateway_job(
     pod = _gateway_pod_spec(tmp_path)
     assert pod["securityContext"]["runAsUser"] == uid  # type: ignore[index]
     assert image.inspect["Config"]["User"] == f"{uid}:{uid}"
-    out = _python(engine, image, "import os; print(os.getuid(), os.getgid())")
+    out = _python(engine, image, "import getpass, os; print(os.getuid(), os.getgid(), "
+                  "getpass.getuser(), os.path.expanduser('~'))")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [str(uid), str(uid)]
+    # a named user (kopf derives its peering identity from it) whose home is the writable /tmp
+    assert out.stdout.split() == [str(uid), str(uid), "wingman", "/tmp"]
     assert uid != 0
 
 

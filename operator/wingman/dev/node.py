@@ -49,8 +49,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from wingman.dev import podspec
 from wingman.dev import tools as devtools
 from wingman.dev.cluster import LocalCluster
+from wingman.dev.engine import DockerEngine
 from wingman.errors import ConfigError, WingmanError
 
 log = logging.getLogger(__name__)
@@ -264,6 +266,7 @@ class NodeHarness:
         node_name: str = NODE_NAME,
         concurrency: int = 8,
         keep: bool = False,
+        engine: DockerEngine | None = None,
         mount_timeout: float = 20.0,
         heartbeat_seconds: float = 10.0,
         kill_grace_seconds: float = 10.0,
@@ -289,6 +292,10 @@ class NodeHarness:
         self.node_name = node_name
         self.concurrency = concurrency
         self.keep = keep
+        #: With an engine, pods run as real containers of their images in that Docker Engine
+        #: (see wingman.dev.podspec); without one, as local processes standing in for them.
+        self.engine = engine
+        self._docker: Any = engine.client() if engine is not None else None
         self.mount_timeout = mount_timeout
         self.heartbeat_seconds = heartbeat_seconds
         self.kill_grace_seconds = kill_grace_seconds
@@ -666,6 +673,12 @@ class NodeHarness:
             if active.deleted.is_set():
                 self._delete_now(ns, name, uid)
             return
+        if self.engine is not None:
+            assert isinstance(prepared, dict)
+            self._run_container(pod, container, prepared, pod_dir, active, start_time,
+                                started_mono)
+            return
+        assert isinstance(prepared, tuple)
         argv, env, cwd = prepared
         self._run(pod, container, argv, env, cwd, pod_dir, active, start_time, started_mono)
 
@@ -674,7 +687,14 @@ class NodeHarness:
         images = [c.get("image", "") for c in
                   [*containers, *(spec.get("initContainers") or []),
                    *(spec.get("ephemeralContainers") or [])]]
-        unknown = [i for i in images if i not in self.images]
+        if self.engine is not None:
+            missing = [i for i in images if not self.engine.has_image(i)]
+            if missing:
+                raise PodRejected(
+                    f"image {missing[0]!r} is not in this node's Docker Engine and the node "
+                    "cannot pull; load it first (docker load / docker import)",
+                    reason="ErrImageNeverPull")
+        unknown = [] if self.engine is not None else [i for i in images if i not in self.images]
         if unknown:
             raise PodRejected(
                 f"image {unknown[0]!r} is not runnable by the wingman dev node harness: it runs "
@@ -686,7 +706,7 @@ class NodeHarness:
             raise PodRejected("the wingman dev node harness runs pods with exactly one "
                               "container and no init or ephemeral containers",
                               reason="PodShapeNotSupported")
-        if spec.get("restartPolicy", "Always") != "Never":
+        if spec.get("restartPolicy", "Always") != "Never" and self.engine is None:
             raise PodRejected("the wingman dev node harness runs only pods with "
                               "restartPolicy Never (Job pods)",
                               reason="RestartPolicyNotSupported")
@@ -734,10 +754,12 @@ class NodeHarness:
 
     def _prepare_with_retry(self, pod: dict[str, Any], container: dict[str, Any],
                             pod_dir: Path, active: _Active
-                            ) -> tuple[list[str], dict[str, str], Path] | None:
+                            ) -> tuple[list[str], dict[str, str], Path] | dict[str, Any] | None:
         deadline = time.monotonic() + self.mount_timeout
         while True:
             try:
+                if self.engine is not None:
+                    return self._prepare_container(pod, container, pod_dir)
                 return self._prepare(pod, container, pod_dir)
             except PodRejected as exc:
                 if not exc.retryable or time.monotonic() >= deadline:
@@ -1007,6 +1029,211 @@ class NodeHarness:
                 pass
         self._kill_group(proc.pid, signal.SIGKILL)
         return proc.wait()
+
+    # ------------------------------------------------------------------ Docker-backed pods
+
+    def _prepare_container(self, pod: dict[str, Any], container: dict[str, Any],
+                           pod_dir: Path) -> dict[str, Any]:
+        """Volumes materialized with the kubelet's ownership rules; the container's config."""
+        self._scrub(pod_dir)
+        volumes_root = pod_dir / "volumes"
+        volumes_root.mkdir(mode=0o700)
+        spec = pod["spec"]
+        try:
+            sc = podspec.security(spec, container)
+        except podspec.PodSpecNotSupported as exc:
+            raise PodRejected(exc.message, reason=exc.reason) from None
+        fs_group = sc.get("fsGroup")
+        source = _Source(self, pod)
+        volumes: dict[str, podspec.Mount] = {}
+        for volume in spec.get("volumes") or []:
+            vname = str(volume["name"])
+            empty = volume.get("emptyDir")
+            if isinstance(empty, dict) and empty.get("medium") == "Memory":
+                size = empty.get("sizeLimit")
+                opts = "mode=0777" + (f",size={podspec.memory_bytes(str(size))}" if size else "")
+                volumes[vname] = podspec.Mount("", None, False, opts)
+                continue
+            local = self._materialize(volume, volumes_root, source)
+            read_only = any(k in volume for k in ("secret", "configMap", "downwardAPI",
+                                                  "projected"))
+            if "emptyDir" in volume:
+                local.chmod(0o777)
+            else:
+                _own(local, fs_group, read_only=read_only)
+            volumes[vname] = podspec.Mount("", local, read_only)
+        mounts: list[podspec.Mount] = []
+        for mount in container.get("volumeMounts") or []:
+            vol = volumes.get(str(mount.get("name", "")))
+            if vol is None:
+                raise PodRejected(f"volumeMount {mount.get('name')!r} names no volume of the "
+                                  "pod", reason="CreateContainerConfigError")
+            src = vol.source
+            if src is not None and mount.get("subPath"):
+                src = src.joinpath(*_safe_relative(mount["subPath"], "subPath").parts)
+            mounts.append(podspec.Mount(str(mount["mountPath"]), src,
+                                        vol.read_only or bool(mount.get("readOnly")),
+                                        vol.tmpfs_options))
+        env: dict[str, str] = {
+            "KUBERNETES_SERVICE_HOST": self._api_host,
+            "KUBERNETES_SERVICE_PORT": str(self._api_port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(self._api_port),
+        }
+        if source.automount() and not any(m.path == podspec.SERVICEACCOUNT_MOUNT
+                                           for m in mounts):
+            sa_dir = pod_dir / "serviceaccount"
+            sa_dir.mkdir(mode=0o700)
+            token = source.token(audience=None, seconds=TOKEN_SECONDS)
+            _write_file(sa_dir, "token", token.encode(), 0o644, "token")
+            _write_file(sa_dir, "ca.crt", self.cluster.ca_file.read_bytes(), 0o644, "ca.crt")
+            _write_file(sa_dir, "namespace", pod["metadata"]["namespace"].encode(), 0o644,
+                        "namespace")
+            _own(sa_dir, fs_group, read_only=True)
+            uid = sc.get("runAsUser")
+            if uid is not None:  # the kubelet's rule: a token only the pod's user reads
+                os.chown(sa_dir / "token", int(uid), -1)
+                (sa_dir / "token").chmod(0o600)
+            mounts.append(podspec.Mount(podspec.SERVICEACCOUNT_MOUNT, sa_dir, True))
+        env.update(source.container_env(container, dict(env)))
+        image = str(container.get("image", ""))
+        image_user = str(self._docker.images.get(image).attrs["Config"].get("User") or "")
+        meta = pod["metadata"]
+        name = f"k8s_{container.get('name', 'c')}_{meta['name']}_{meta['namespace']}_" \
+               f"{meta['uid'][:8]}_{uuid.uuid4().hex[:4]}"
+        try:
+            return podspec.docker_run_config(pod, container, image=image,
+                                             image_user=image_user, env=env, mounts=mounts,
+                                             name=name)
+        except podspec.PodSpecNotSupported as exc:
+            raise PodRejected(exc.message, reason=exc.reason) from None
+
+    def _run_container(self, pod: dict[str, Any], container: dict[str, Any],
+                       config: dict[str, Any], pod_dir: Path, active: _Active,
+                       start_time: str, started_mono: float) -> None:
+        import docker
+
+        meta = pod["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        argv = tuple(str(a) for a in [*(config.get("entrypoint") or []),
+                                      *(config.get("command") or [])])
+        started_at = dt.datetime.now(dt.UTC)
+        try:
+            ctr = self._docker.containers.create(**config)
+        except docker.errors.APIError as exc:
+            self._scrub(pod_dir)
+            self._fail_before_start(pod, start_time, PodRejected(
+                f"cannot create the container: {exc.explanation or exc}",
+                reason="CreateContainerError"))
+            return
+        try:
+            try:
+                ctr.start()
+            except docker.errors.APIError as exc:
+                self._fail_before_start(pod, start_time, PodRejected(
+                    f"cannot start the container: {exc.explanation or exc}",
+                    reason="RunContainerError"))
+                return
+            container_id = f"docker://{ctr.id}"
+            log.info("pod %s/%s: started container %s", ns, name, ctr.id[:12])
+            image_id = f"docker-pullable://{ctr.image.id}"
+            self._patch_status(ns, name, {
+                "phase": "Running", "startTime": start_time,
+                "hostIP": LOCAL_IP, "hostIPs": [{"ip": LOCAL_IP}],
+                "podIP": LOCAL_IP, "podIPs": [{"ip": LOCAL_IP}],
+                "conditions": self._conditions(ready=True),
+                "containerStatuses": [{
+                    **self._container_status(container, {"running": {
+                        "startedAt": _stamp(started_at)}}, running=True),
+                    "containerID": container_id, "imageID": image_id}],
+            })
+            outcome = self._await_container(pod, ctr, active, started_mono)
+            state = ctr.attrs["State"]
+            exit_code = int(state.get("ExitCode", 137))
+            finished_at = dt.datetime.now(dt.UTC)
+            (pod_dir / "stdout.log").write_bytes(ctr.logs(stdout=True, stderr=False))
+            (pod_dir / "stderr.log").write_bytes(ctr.logs(stdout=False, stderr=True))
+        finally:
+            with contextlib.suppress(Exception):
+                ctr.remove(force=True)
+            self._scrub(pod_dir)
+        reason = "OOMKilled" if state.get("OOMKilled") else (
+            "Completed" if exit_code == 0 else "Error")
+        status: dict[str, Any] = {
+            "phase": "Succeeded" if exit_code == 0 and outcome in ("", "Deleted") else "Failed",
+            "conditions": self._conditions(ready=False, reason="PodCompleted"),
+            "containerStatuses": [{**self._container_status(container, {"terminated": {
+                "exitCode": exit_code, "reason": reason, "startedAt": _stamp(started_at),
+                "finishedAt": _stamp(finished_at), "containerID": container_id}},
+                running=False), "containerID": container_id, "imageID": image_id}],
+        }
+        if outcome == "DeadlineExceeded":
+            status.update(reason="DeadlineExceeded",
+                          message="Pod was active on the node longer than the specified "
+                                  "deadline")
+        elif outcome == "Terminated":
+            status.update(reason="Terminated",
+                          message="Pod was terminated because the wingman dev node harness "
+                                  "stopped")
+        elif pod["spec"].get("restartPolicy", "Always") != "Never":
+            status.update(reason="ContainerExited",
+                          message="the container exited; the wingman dev node harness does "
+                                  "not restart containers")
+            status["phase"] = "Failed"
+        run = PodRun(namespace=ns, name=name, uid=uid, argv=argv, exit_code=exit_code,
+                     reason=outcome or reason, stdout=pod_dir / "stdout.log",
+                     stderr=pod_dir / "stderr.log", started_at=started_at,
+                     finished_at=finished_at)
+        with self._cond:
+            self._runs.append(run)
+        log.info("pod %s/%s: container exited %d (%s)", ns, name, exit_code, run.reason)
+        self._patch_status(ns, name, status)
+        if outcome == "Deleted":
+            self._delete_now(ns, name, uid)
+
+    def _await_container(self, pod: dict[str, Any], ctr: Any, active: _Active,
+                         started_mono: float) -> str:
+        """Wait for the container to exit; stop it on deletion, harness stop or deadline."""
+        deadline_s = pod["spec"].get("activeDeadlineSeconds")
+        deadline = started_mono + float(deadline_s) if deadline_s else None
+        grace = int(min(float(pod["spec"].get("terminationGracePeriodSeconds", 30)),
+                        self.kill_grace_seconds))
+        while True:
+            ctr.reload()
+            if ctr.status in ("exited", "dead"):
+                return ""
+            outcome = ""
+            if active.deleted.is_set():
+                outcome = "Deleted"
+            elif self._stopping.is_set():
+                outcome = "Terminated"
+            elif deadline is not None and time.monotonic() >= deadline:
+                outcome = "DeadlineExceeded"
+            if outcome:
+                log.info("pod %s/%s: stopping its container (%s)",
+                         pod["metadata"]["namespace"], pod["metadata"]["name"], outcome)
+                with contextlib.suppress(Exception):
+                    ctr.stop(timeout=grace)
+                ctr.reload()
+                return outcome
+            time.sleep(0.2)
+
+
+def _own(root: Path, gid: int | None, *, read_only: bool) -> None:
+    """The kubelet's volume ownership: with an fsGroup, group ``gid`` and group access (read
+    for read-only volumes, read-write otherwise; setgid directories); without, directories
+    traversable and files as their mode says."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o7777
+        if gid is not None:
+            os.chown(path, -1, int(gid))
+            mode |= 0o440 if read_only else 0o660
+            if path.is_dir():
+                mode |= 0o2110
+        elif path.is_dir():
+            mode |= 0o755
+        path.chmod(mode)
 
 
 class _Source:
