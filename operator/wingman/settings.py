@@ -631,6 +631,67 @@ class ClientSettings:
         )
 
 
+@dataclass(frozen=True)
+class PreviewSettings:
+    """The preview Job's settings (``wingman preview``): which request, and how long."""
+
+    namespace: str
+    environment: str
+    policy: EnvironmentPolicy
+    log_format: str
+    approval_name: str
+    approval_uid: str
+    pod_name: str
+    serviceaccount_dir: Path
+    api_server: str
+    timeout_seconds: int
+    command_timeout_seconds: int
+    termination_log: Path
+    docker_enabled: bool
+    docker_host: str = "unix:///var/run/docker.sock"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PreviewSettings:
+        env = os.environ if env is None else env
+        environment = _name(env, "WINGMAN_ENVIRONMENT", "test")
+        approval = env.get("WINGMAN_APPROVAL_NAME", "").strip()
+        uid = env.get("WINGMAN_APPROVAL_UID", "").strip()
+        if not approval or not uid:
+            raise ConfigError("WINGMAN_APPROVAL_NAME and WINGMAN_APPROVAL_UID must be set: the "
+                              "preview Job names the ApprovalRequest it previews")
+        policy = _policy(env, environment)
+        timeout = _int(env, "WINGMAN_PREVIEW_TIMEOUT_SECONDS", policy.preview.timeout_seconds,
+                       5, 600)
+        return cls(
+            namespace=_name(env, "WINGMAN_NAMESPACE", "wingman"),
+            environment=environment,
+            policy=policy,
+            log_format=_log_format(env),
+            approval_name=approval,
+            approval_uid=uid,
+            pod_name=env.get("WINGMAN_POD_NAME", "").strip() or "unknown",
+            serviceaccount_dir=Path(_get(env, "WINGMAN_SERVICEACCOUNT_DIR",
+                                         DEFAULT_SERVICEACCOUNT_DIR)),
+            api_server=_api_server(env, "the preview"),
+            timeout_seconds=timeout,
+            command_timeout_seconds=_int(env, "WINGMAN_PREVIEW_COMMAND_TIMEOUT_SECONDS",
+                                         min(30, timeout), 1, 600),
+            termination_log=Path(_get(env, "WINGMAN_TERMINATION_LOG", "/dev/termination-log")),
+            docker_enabled=_bool(env, "WINGMAN_DOCKER_ENABLED", False),
+            docker_host=_docker_host(env),
+        )
+
+
+def _api_server(env: Mapping[str, str], who: str) -> str:
+    host = env.get("KUBERNETES_SERVICE_HOST", "").strip()
+    port = env.get("KUBERNETES_SERVICE_PORT", "443").strip()
+    if not host:
+        raise ConfigError(f"KUBERNETES_SERVICE_HOST is not set: {who} runs in a pod (or the node "
+                          "harness) that tells it where the API server is")
+    host_part = f"[{host}]" if ":" in host else host
+    return f"https://{host_part}:{port}"
+
+
 __all__ = ["RESERVED_LABEL_PREFIXES", "ChatConfig", "ChatPerson", "ChatSettings", "ClientSettings",
-           "GatewayPod", "GatewaySettings", "LogSettings", "OperatorSettings", "SlackConfig",
-           "TelegramConfig", "WebhookConfig"]
+           "GatewayPod", "GatewaySettings", "LogSettings", "OperatorSettings", "PreviewSettings",
+           "SlackConfig", "TelegramConfig", "WebhookConfig"]

@@ -132,7 +132,14 @@ IMMUTABLE_EDITS: dict[str, tuple[list[dict[str, Any]], str]] = {
     "source-trust": ([{"op": "replace", "path": "/spec/source/inputTrust", "value": "Trusted"}],
                      "spec.source is immutable"),
     "source-remove": ([{"op": "remove", "path": "/spec/source"}], "spec.source is immutable"),
+    "rollback-edit": ([{"op": "replace", "path": "/spec/rollbacks/0/rollback",
+                        "value": "kubectl delete namespace apps"}],
+                      "spec.rollbacks is immutable"),
+    "rollback-remove": ([{"op": "remove", "path": "/spec/rollbacks"}],
+                        "spec.rollbacks is immutable"),
 }
+RESTART = "kubectl rollout restart deployment/frontend -n apps"
+UNDO = "kubectl rollout undo deployment/frontend -n apps"
 
 
 @pytest.mark.parametrize("edit", sorted(IMMUTABLE_EDITS))
@@ -141,7 +148,8 @@ def test_what_a_reviewer_judged_is_immutable(cluster: LocalCluster, ns: str, edi
                                           justification="Certificates rotated.",
                                           expiresAfterSeconds=3600,
                                           source={"reference": "OPS-1", "agent": "bot",
-                                                  "inputTrust": "Untrusted"}))
+                                                  "inputTrust": "Untrusted"},
+                                          rollbacks=[{"command": RESTART, "rollback": UNDO}]))
     before = _get(cluster, ns, "ar/judged")["spec"]
     ops, message = IMMUTABLE_EDITS[edit]
     result = _patch(cluster, ns, "ar/judged", ops)
@@ -150,17 +158,34 @@ def test_what_a_reviewer_judged_is_immutable(cluster: LocalCluster, ns: str, edi
     assert _get(cluster, ns, "ar/judged")["spec"] == before
 
 
-@pytest.mark.parametrize("field", ["justification", "expiresAfterSeconds", "source"])
+@pytest.mark.parametrize("field", ["justification", "expiresAfterSeconds", "source",
+                                   "rollbacks"])
 def test_optional_judged_fields_cannot_be_added_later(
     cluster: LocalCluster, ns: str, field: str,
 ) -> None:
     _create(cluster, ns, approval_request("bare", requester=WORKER, environment="test"))
     value: Any = {"justification": "Added after review.", "expiresAfterSeconds": 600,
-                  "source": {"inputTrust": "Trusted"}}[field]
+                  "source": {"inputTrust": "Trusted"},
+                  "rollbacks": [{"command": RESTART, "rollback": UNDO}]}[field]
     result = _patch(cluster, ns, "ar/bare", [{"op": "add", "path": f"/spec/{field}",
                                                "value": value}])
     assert result.returncode != 0
     assert f"spec.{field} is immutable" in result.stderr
+
+
+@pytest.mark.parametrize(("rollbacks", "message"), [
+    ([{"command": "kubectl scale deployment/frontend --replicas=2 -n apps", "rollback": UNDO}],
+     "spec.rollbacks[].command must be one of spec.commands"),
+    ([{"command": RESTART, "rollback": UNDO}, {"command": RESTART, "rollback": UNDO + " "}],
+     "each command may have one rollback only"),
+])
+def test_a_rollback_belongs_to_one_of_the_commands(
+    cluster: LocalCluster, ns: str, rollbacks: list[dict[str, str]], message: str,
+) -> None:
+    body = approval_request("rb", requester=WORKER, environment="test", commands=(RESTART,),
+                            rollbacks=rollbacks)
+    result = cluster.kubectl("create", "-n", ns, "-f", "-", input=dump(body), check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_immutability_holds_for_admins_too_and_for_full_updates(
@@ -345,13 +370,16 @@ def test_kubectl_get_ar_shows_the_printer_columns(cluster: LocalCluster, ns: str
         "conditions": [{"type": "Approved", "status": "True", "reason": "AutoApproved",
                         "message": "the panel approved at risk low",
                         "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 1}],
+        "preview": {"phase": "Completed", "summary": {"objects": 2, "kinds": ["Deployment"],
+                                                      "namespaces": ["apps"], "findings": 0}},
     })
     header, row = _table(cluster, "ar", "-n", ns)
     assert header == ["NAME", "PHASE", "ENVIRONMENT", "RISK", "AGE"]
     assert row[:4] == ["cols", "AutoApproved", "test", "low"]
     header, row = _table(cluster, "ar", "-n", ns, "-o", "wide")
-    assert header == ["NAME", "PHASE", "ENVIRONMENT", "RISK", "REQUESTER", "APPROVED", "AGE"]
-    assert row[:6] == ["cols", "AutoApproved", "test", "low", WORKER, "True"]
+    assert header == ["NAME", "PHASE", "ENVIRONMENT", "RISK", "REQUESTER", "APPROVED", "TARGETS",
+                      "AGE"]
+    assert row[:7] == ["cols", "AutoApproved", "test", "low", WORKER, "True", "2"]
 
 
 def test_kubectl_get_eg_shows_the_printer_columns(cluster: LocalCluster, ns: str) -> None:

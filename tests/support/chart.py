@@ -243,7 +243,8 @@ def installed(
         cluster.helm("install", "wingman", str(CHART_DIR), "--namespace", namespace,
                      "-f", str(values_file(env)), *set_args(overrides))
         wait_for_admission(cluster, namespace,
-                           env=env if overrides.get("policy.workersMayGrant", True) else None)
+                           env=env if overrides.get("policy.workersMayGrant", True) else None,
+                           preview=bool(overrides.get("policy.preview.enabled", True)))
         yield Release("wingman", namespace, env, target_namespace)
     finally:
         cluster.helm("uninstall", "wingman", "--namespace", namespace, "--wait=false",
@@ -253,13 +254,18 @@ def installed(
 
 
 def wait_for_admission(cluster: Any, namespace: str, timeout: float = 60,
-                       env: str | None = None) -> None:
+                       env: str | None = None, preview: bool = True) -> None:
     """Wait until the API server enforces the release's admission policies.
 
     Policies take effect a moment after they are created (the API server loads them through
     an informer); server-side dry runs of objects each policy must deny tell when. The grant
     policy is probed where a worker may create grants (TEST): only a non-approver meets it.
+    The preview's dry-run-only policy lets dry runs through, so it is probed with a real
+    create by the preview's user name (with rights RBAC grants, so only the policy can refuse
+    it); a probe that got through before the policy was loaded is deleted and tried again.
     """
+    if preview:
+        _wait_for_dry_run_policy(cluster, namespace, timeout)
     probes: list[tuple[dict[str, Any], dict[str, Any]]] = [
         (approval_request("probe", requester="nobody-at-all", environment="probe"), {}),
         (pod_manifest("probe"), {}),
@@ -290,6 +296,23 @@ def wait_for_admission(cluster: Any, namespace: str, timeout: float = 60,
                 f"admission policies of {namespace} not enforced after {timeout:.0f}s: "
                 f"{pending[0][0]['kind']} probe got {result.stdout or result.stderr}"
             )
+        time.sleep(0.25)
+
+
+def _wait_for_dry_run_policy(cluster: Any, namespace: str, timeout: float) -> None:
+    probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "preview-probe"}}
+    who = {"user": sa_user(namespace, "wingman-preview"), "groups": ["system:masters"]}
+    deadline = time.monotonic() + timeout
+    while True:
+        result = cluster.kubectl("create", "-n", namespace, "-f", "-", input=dump(probe),
+                                 check=False, **who)
+        if "ValidatingAdmissionPolicy" in result.stderr:
+            return
+        cluster.kubectl("delete", "configmap", "preview-probe", "-n", namespace,
+                        "--ignore-not-found", check=False)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the preview dry-run policy of {namespace} is not enforced "
+                                 f"after {timeout:.0f}s: {result.stdout or result.stderr}")
         time.sleep(0.25)
 
 

@@ -150,23 +150,27 @@ CEL variables for the gateway pod-spec rules; the including policy defines `vari
     (has(variables.spec.initContainers) ? variables.spec.initContainers : [])
 {{- end }}
 
-{{/* CEL validations shared by the gateway pod and Job policies. */}}
+{{/*
+CEL validations shared by the gateway and preview pod and Job policies; call with
+(dict "ctx" $ "entry" "gateway") or (dict "ctx" $ "entry" "preview"): the one `wingman`
+subcommand the pod may run.
+*/}}
 {{- define "wingman.podSpecValidations" -}}
 - expression: variables.containers.all(c, c.image == variables.image)
   messageExpression: >-
-    "every container of a gateway pod must use the pinned gateway image '" + variables.image +
+    "every container of a {{ .entry }} pod must use the pinned gateway image '" + variables.image +
     "' (values image.repository, image.tag, image.digest); found: " +
     variables.containers.filter(c, c.image != variables.image)
     .map(c, c.name + "=" + c.image).join(", ")
   message: >-
-    every container of a gateway pod must use the pinned gateway image
-    {{ include "wingman.image" . }} (values image.repository, image.tag, image.digest)
+    every container of a {{ .entry }} pod must use the pinned gateway image
+    {{ include "wingman.image" .ctx }} (values image.repository, image.tag, image.digest)
   reason: Forbidden
 - expression: >-
     variables.containers.all(c, !has(c.securityContext) ||
     !has(c.securityContext.privileged) || !c.securityContext.privileged)
   message: >-
-    gateway containers must not be privileged: set securityContext.privileged to false or
+    {{ .entry }} containers must not be privileged: set securityContext.privileged to false or
     leave it out
   reason: Forbidden
 - expression: >-
@@ -174,7 +178,7 @@ CEL variables for the gateway pod-spec rules; the including policy defines `vari
     !has(c.securityContext.capabilities) || !has(c.securityContext.capabilities.add) ||
     size(c.securityContext.capabilities.add) == 0)
   message: >-
-    gateway containers must not add Linux capabilities: remove
+    {{ .entry }} containers must not add Linux capabilities: remove
     securityContext.capabilities.add
   reason: Forbidden
 - expression: >-
@@ -182,33 +186,33 @@ CEL variables for the gateway pod-spec rules; the including policy defines `vari
     !(has(variables.spec.hostPID) && variables.spec.hostPID) &&
     !(has(variables.spec.hostIPC) && variables.spec.hostIPC)
   message: >-
-    gateway pods must not share the node's network, PID or IPC namespace: remove hostNetwork,
+    {{ .entry }} pods must not share the node's network, PID or IPC namespace: remove hostNetwork,
     hostPID and hostIPC
   reason: Forbidden
-{{- if .Values.gateway.docker.enabled }}
+{{- if .ctx.Values.gateway.docker.enabled }}
 - expression: >-
     !has(variables.spec.volumes) || variables.spec.volumes.all(v, !has(v.hostPath) ||
-    v.hostPath.path == {{ .Values.gateway.docker.socketPath | toJson }})
+    v.hostPath.path == {{ .ctx.Values.gateway.docker.socketPath | toJson }})
   message: >-
-    gateway pods may mount no hostPath volume except the Docker socket
-    {{ .Values.gateway.docker.socketPath }} (values gateway.docker.socketPath)
+    {{ .entry }} pods may mount no hostPath volume except the Docker socket
+    {{ .ctx.Values.gateway.docker.socketPath }} (values gateway.docker.socketPath)
   reason: Forbidden
 {{- else }}
 - expression: >-
     !has(variables.spec.volumes) || variables.spec.volumes.all(v, !has(v.hostPath))
   message: >-
-    gateway pods must not mount hostPath volumes (the docker executor is disabled: values
+    {{ .entry }} pods must not mount hostPath volumes (the docker executor is disabled: values
     gateway.docker.enabled is false)
   reason: Forbidden
 {{- end }}
 - expression: >-
     size(variables.spec.containers) == 1 &&
     (!has(variables.spec.initContainers) || size(variables.spec.initContainers) == 0) &&
-    variables.spec.containers.all(c, has(c.command) && c.command == ['wingman', 'gateway'] &&
+    variables.spec.containers.all(c, has(c.command) && c.command == ['wingman', '{{ .entry }}'] &&
     (!has(c.args) || size(c.args) == 0))
   message: >-
-    a gateway pod runs exactly one container whose command is ["wingman", "gateway"] with no
-    args and no init containers: the pinned image also ships kubectl, which must never run
-    with the gateway's rights outside the gateway
+    a {{ .entry }} pod runs exactly one container whose command is ["wingman", "{{ .entry }}"]
+    with no args and no init containers: the pinned image also ships kubectl, which must never
+    run with the {{ .entry }}'s rights outside the {{ .entry }}
   reason: Forbidden
 {{- end }}

@@ -14,6 +14,7 @@ Thin: parses arguments and calls the module that owns the concept.
     wingman operator                         (the operator process; settings from WINGMAN_*)
     wingman gateway                          (the gateway Job's entrypoint)
     wingman chat                             (notifications and approvals from chat)
+    wingman preview                          (the preview Job's entrypoint)
     wingman dev run | wingman dev cluster    (a local control plane for trying Wingman)
 """
 
@@ -172,6 +173,8 @@ def _parser() -> argparse.ArgumentParser:
     command("gateway", None if plugin else "run the gateway (the gateway Job's entrypoint)")
     command("chat", None if plugin else "run the chat component: notifications and approvals "
             "from Telegram, Slack and a webhook (settings from WINGMAN_* variables)")
+    command("preview", None if plugin else "preview a request's commands as server-side dry "
+            "runs (the preview Job's entrypoint)")
 
     sp = command("dev", "a local control plane for trying Wingman")
     dsub = sp.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
@@ -264,6 +267,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from wingman.settings import ChatSettings
 
         return int(run_chat(ChatSettings.from_env()))
+    if cmd == "preview":
+        from wingman.preview.runner import run_preview
+        from wingman.settings import PreviewSettings
+
+        return int(run_preview(PreviewSettings.from_env()))
     if cmd == "dev":
         try:
             from wingman.dev import run as devrun

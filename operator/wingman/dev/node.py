@@ -18,7 +18,9 @@ containers. :class:`NodeHarness` fills that gap for ``wingman dev run`` and the 
   pinned kubectl and the venv, LANG, HOME/TMPDIR, KUBERNETES_SERVICE_HOST/PORT) - never the
   harness's own KUBECONFIG;
 - it reports pod status like a kubelet (Running, then Succeeded/Failed with the container's
-  terminated state), so the real Job controller completes or fails the Job; it honours
+  terminated state, including the termination message the container wrote to its
+  ``terminationMessagePath``, at most 4096 bytes, as the kubelet does), so the real Job
+  controller completes or fails the Job; it honours
   ``activeDeadlineSeconds`` and pod deletion (kills the process group, confirms deletion).
 
 Token and Secret contents are written to files for the process and never logged; they are
@@ -62,6 +64,8 @@ SERVICEACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_SECONDS = 3600
 LOCAL_IP = "127.0.0.1"
 _TERMINAL = ("Succeeded", "Failed")
+TERMINATION_MESSAGE_BYTES = 4096
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 _FIELD_KEY = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
 
 
@@ -788,6 +792,11 @@ class NodeHarness:
             if mount.get("subPath"):
                 local = local.joinpath(*_safe_relative(mount["subPath"], "subPath").parts)
             mounts.append((str(mount["mountPath"]), local))
+        # the kubelet mounts an empty file at terminationMessagePath for the container to write
+        termination = pod_dir / "termination-log"
+        _write_file(pod_dir, "termination-log", b"", 0o600, "termination-log")
+        mounts.append((str(container.get("terminationMessagePath")
+                           or DEFAULT_TERMINATION_PATH), termination))
         tmp = Path(rewrite_path("/tmp", mounts))  # noqa: S108 - the pod's own /tmp
         if tmp == Path("/tmp"):  # noqa: S108 - no volume at /tmp: give the pod its own
             tmp = pod_dir / "tmp"
@@ -985,6 +994,7 @@ class NodeHarness:
         self._kill_group(proc.pid)
         finished_at = dt.datetime.now(dt.UTC)
         exit_code = rc if rc >= 0 else 128 - rc
+        message = self._termination_message(pod_dir)
         self._scrub(pod_dir)
         reason = "Completed" if exit_code == 0 else "Error"
         status: dict[str, Any] = {
@@ -993,7 +1003,8 @@ class NodeHarness:
             "containerStatuses": [self._container_status(container, {"terminated": {
                 "exitCode": exit_code, "reason": reason, "startedAt": _stamp(started_at),
                 "finishedAt": _stamp(finished_at),
-                "containerID": f"wingman-devnode://{self._instance}-{proc.pid}"}},
+                "containerID": f"wingman-devnode://{self._instance}-{proc.pid}",
+                **({"message": message} if message else {})}},
                 running=False, pid=proc.pid)],
         }
         if outcome == "DeadlineExceeded":
@@ -1013,6 +1024,17 @@ class NodeHarness:
         self._patch_status(ns, name, status)
         if outcome == "Deleted":
             self._delete_now(ns, name, uid)
+
+    @staticmethod
+    def _termination_message(pod_dir: Path) -> str:
+        """What the container wrote to its termination message file (the first 4096 bytes,
+        as the kubelet reads it)."""
+        try:
+            with open(pod_dir / "termination-log", "rb") as fh:
+                data = fh.read(TERMINATION_MESSAGE_BYTES)
+        except OSError:
+            return ""
+        return data.decode("utf-8", errors="replace")
 
     @staticmethod
     def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:

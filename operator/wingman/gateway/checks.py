@@ -3,14 +3,16 @@
 Each raises a typed ``WingmanError`` whose reason becomes the grant's ``Failed`` reason: the
 token file (``NoToken``, oversized), the public keys (``NoPublicKeys``), the token against the
 live grant and approval (:func:`authorize`), the approval's usability and its record of which
-grant its command went to. :func:`burn_marker` builds the Lease whose creation spends a token.
+grant its command went to, and the state the approval was given on (:func:`check_targets`: each
+target the request's preview saw, compared with the live object). :func:`burn_marker` builds the
+Lease whose creation spends a token.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from wingman.errors import (
 )
 from wingman.model import approvals as rules
 from wingman.model import names
+from wingman.model import preview as previews
 from wingman.settings import GatewaySettings
 
 Body = Mapping[str, Any]
@@ -133,6 +136,47 @@ def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str)
                           reason="CommandAlreadyGranted")
 
 
+def check_targets(approval: Body, command: str, *, allow_drift: bool,
+                  read: Callable[[previews.Target], Mapping[str, Any] | None]) -> list[str]:
+    """The approval covers the objects and versions its preview saw: each recorded target of
+    ``command`` is read (``read``: the live object, None when it does not exist) and compared
+    (:func:`wingman.model.preview.drift`). Unless ``allow_drift`` (the policy's
+    ``targetDrift: Allow``) any change, or a target that cannot be read, raises
+    GrantDenied(TargetChanged / TargetUnreadable); with it the changes are returned, for the
+    audit record. A command
+    the preview recorded no targets for (read-only, not previewable, no preview) binds nothing.
+    """
+    plan = previews.binding(approval, command)
+    if plan.missing:
+        return []
+    changed: list[str] = []
+    unreadable: list[str] = []
+    for target in plan.targets:
+        try:
+            change = previews.drift(target, read(target))
+        except WingmanError as exc:
+            unreadable.append(f"{target.ref}: {exc.message}")
+            continue
+        if change is not None:
+            changed.append(change.describe())
+    if allow_drift:
+        return changed + [f"unreadable {u}" for u in unreadable]
+    name = (approval.get("metadata") or {}).get("name")
+    if changed:
+        raise GrantDenied(
+            f"{len(changed)} target(s) changed since the preview ApprovalRequest {name} was "
+            f"approved on: {'; '.join(changed)}. Nothing was executed: the approval covers the "
+            "state its reviewers saw; submit a new request to act on the current state (this "
+            "environment's policy refuses drift: targetDrift Refuse)", reason="TargetChanged")
+    if unreadable:
+        raise GrantDenied(
+            f"the gateway cannot read {len(unreadable)} target(s) the preview of "
+            f"ApprovalRequest {name} recorded, so it cannot prove they did not change: "
+            f"{'; '.join(unreadable)}. Nothing was executed (give the gateway 'get' on them, or "
+            "set targetDrift: Allow)", reason="TargetUnreadable")
+    return []
+
+
 def _binding(what: str) -> GrantDenied:
     return GrantDenied(f"the capability token is bound to a different {what} than the live "
                        "objects; nothing was executed", reason="BindingMismatch")
@@ -224,4 +268,4 @@ def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
 
 
 __all__ = ["MAX_TOKEN_FILE_BYTES", "Replay", "authorize", "burn_marker", "check_approval",
-           "check_granted", "load_keys", "read_token", "refusal_reason"]
+           "check_granted", "check_targets", "load_keys", "read_token", "refusal_reason"]

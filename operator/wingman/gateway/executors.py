@@ -53,6 +53,7 @@ __all__ = [
     "KubectlExecutor",
     "execute",
     "executor_for",
+    "inspect_container",
     "preflight",
 ]
 
@@ -322,6 +323,35 @@ class DockerExecutor:
             text.encode("utf-8"), limit=settings.max_output_bytes, truncated=False,
             secrets=credentials.secrets)
         return ExecResult(code, output, truncated, digest, started, finished, timed_out)
+
+
+def inspect_container(name: str, *, settings: GatewaySettings) -> dict[str, Any] | None:
+    """``docker inspect`` of one container (None: no such container); ExecutionFailed when the
+    Docker executor is disabled or the engine cannot answer."""
+    if not settings.docker_enabled:
+        raise ExecutionFailed("the Docker executor is disabled in this environment, so the "
+                              "container cannot be read", reason="DockerDisabled")
+    if _CONTAINER_RE.fullmatch(name) is None:
+        raise ExecutionFailed("not a Docker container name", reason="ExecutorNotAllowed")
+    import docker
+    import requests
+
+    try:
+        client: Any = docker.DockerClient(base_url=settings.docker_host,
+                                          timeout=min(10, settings.exec_timeout_seconds))
+    except docker.errors.DockerException as exc:
+        raise ExecutionFailed(f"cannot reach the Docker engine at {settings.docker_host}: "
+                              f"{type(exc).__name__}", reason="DockerUnavailable") from None
+    try:
+        state: dict[str, Any] = client.api.inspect_container(name)
+        return state
+    except docker.errors.NotFound:
+        return None
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise ExecutionFailed(f"the Docker engine at {settings.docker_host} failed: "
+                              f"{type(exc).__name__}", reason="DockerUnavailable") from None
+    finally:
+        client.close()
 
 
 _EXECUTORS: dict[str, Executor] = {"kubernetes": KubectlExecutor(), "docker": DockerExecutor()}

@@ -11,7 +11,9 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    times, and every binding (approval, grant, Job, namespace, command); the approval must
    still be approved and unexpired and record this grant as the one its command was granted
    to (``status.grants``), the command one of its commands byte for byte and inside
-   the allowlist (``scope.check``); the executor must be able to run it;
+   the allowlist (``scope.check``); the executor must be able to run it; every target the
+   request's preview recorded for the command must be the object, at the version, the
+   preview saw (``TargetChanged`` otherwise, unless the policy allows drift);
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
    grant gets condition ``ReplayDetected`` and nothing else changes);
 5. audit ``GatewayTokenBurned`` and ``GatewayExecuting`` durably, set phase ``Running``,
@@ -50,12 +52,14 @@ from wingman.gateway.checks import (
     burn_marker,
     check_approval,
     check_granted,
+    check_targets,
     load_keys,
     read_token,
     refusal_reason,
 )
 from wingman.gateway.status import final_status, refused_status, replay_status, running_status
 from wingman.kube import APPROVALS, GRANTS, LEASES, ApiError, Kube
+from wingman.model import preview as previews
 from wingman.settings import GatewaySettings
 
 log = logging.getLogger("wingman.gateway")
@@ -231,6 +235,20 @@ def _get(kube: Kube, resource: Any, namespace: str, name: str, kind: str) -> dic
                           reason="ApiUnavailable") from None
 
 
+def _read_target(run: _Run, target: previews.Target) -> dict[str, Any] | None:
+    """The live state of a previewed target, as the gateway's own identity reads it."""
+    if target.group == "docker":
+        state = executors.inspect_container(target.name, settings=run.settings)
+        return None if state is None else previews.container_identity(state)
+    assert run.kube is not None
+    try:
+        return run.kube.request("GET", previews.target_path(target))
+    except ApiError as exc:
+        if exc.not_found:
+            return None
+        raise
+
+
 def _credentials(settings: GatewaySettings, token: str) -> executors.Credentials:
     token_file = settings.serviceaccount_dir / "token"
     secrets: list[str] = [token]
@@ -265,6 +283,10 @@ def _execute(run: _Run) -> int:
     claims, argv = authorize(token, keys, grant, approval, s, run.clock())
     executor = executors.preflight(argv, settings=s)
     run.open_audit()  # an audit trail that cannot even be opened refuses before the burn
+    # the state the approval was given on: refused here, the token stays unspent
+    allow_drift = s.policy.target_drift.value == "Allow"
+    check_targets(approval, claims.command, allow_drift=allow_drift,
+                  read=lambda t: _read_target(run, t))
 
     lease = burn_marker(claims, s, run.token_ref)
     lease_name = lease["metadata"]["name"]
@@ -289,9 +311,15 @@ def _execute(run: _Run) -> int:
         raise _binding("ApprovalRequest")
     check_approval(fresh, run.now())
     check_granted(fresh, claims.command, claims.grant_uid, claims.grant_name)
+    drift = check_targets(fresh, claims.command, allow_drift=allow_drift,
+                          read=lambda t: _read_target(run, t))
+    extra = {"targetDrift": drift} if drift else {}
+    if drift:
+        run.log("TargetDriftAllowed", level="warning", reason="TargetChanged",
+                message="; ".join(drift)[:2000])
     run.audit("GatewayExecuting", {**common, "command": claims.command,
                                    "executor": executor.name, "approval": claims.approval_name,
-                                   "requester": claims.sub})
+                                   "requester": claims.sub, **extra})
 
     def to_running(g: dict[str, Any]) -> dict[str, Any] | None:
         # only the grant the token names, and only from TokenIssued: never over a result,

@@ -13,6 +13,14 @@ Both decisions are pure functions of data:
   Approved once ``requiredApprovals`` DISTINCT approvers (never the requester, defensively —
   admission already refuses it) approved; otherwise Pending with the count.
 
+Lifetimes are separate: ``requestTTLSeconds`` is how long a request may wait for a decision
+(from its creation; ``spec.expiresAfterSeconds`` may shorten it), ``approvalTTLSeconds`` how
+long an approval stays valid (from the decision), ``expiryWarningSeconds`` how long before a
+pending request expires the operator warns. ``preview`` configures the server-side preview run
+before the panel votes, ``targetDrift`` what the gateway does when a previewed target changed
+since (``Refuse``, the default, or ``Allow``), and ``rollbackWindowSeconds`` how long after a
+command ran its reviewed rollback may still be granted (0: never).
+
 The policy file is the ``policy`` block of the Helm values (camelCase) plus ``environment``.
 """
 
@@ -31,6 +39,20 @@ from wingman.review.consensus import DESTRUCTIVE, PROMPT_INJECTION, Consensus, O
 from wingman.scope import Allowlist
 
 HARD_MAX_TTL_SECONDS = 3600
+MAX_LIFETIME_SECONDS = 604800
+
+
+class Drift(enum.StrEnum):
+    """What the gateway does when a target changed since the preview the approval saw."""
+
+    REFUSE = "Refuse"
+    ALLOW = "Allow"
+
+
+@dataclass(frozen=True)
+class PreviewSpec:
+    enabled: bool = True
+    timeout_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,11 @@ class EnvironmentPolicy:
     allowlist: tuple[str, ...] = ()
     workers_may_grant: bool = False
     panel: PanelSpec = field(default_factory=PanelSpec)
+    approval_ttl_seconds: int = 3600
+    expiry_warning_seconds: int = 3600
+    preview: PreviewSpec = field(default_factory=PreviewSpec)
+    target_drift: Drift = Drift.REFUSE
+    rollback_window_seconds: int = 3600
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, environment: str | None = None
@@ -117,6 +144,13 @@ class EnvironmentPolicy:
         timeout = panel_data.get("timeoutSeconds", 30)
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise ConfigError(f"policy.panel.timeoutSeconds must be positive, got {timeout!r}")
+        preview = _preview_spec(data.get("preview", {}))
+        drift_text = data.get("targetDrift", Drift.REFUSE.value)
+        try:
+            drift = Drift(drift_text)
+        except ValueError:
+            raise ConfigError(f"policy.targetDrift must be Refuse or Allow, got {drift_text!r}"
+                              ) from None
         return cls(
             name=name,
             auto_approve=boolean("autoApprove", False),
@@ -128,6 +162,13 @@ class EnvironmentPolicy:
             allowlist=tuple(allowlist),
             workers_may_grant=boolean("workersMayGrant", False),
             panel=PanelSpec(threshold, quorum, tuple(dict(v) for v in voters), float(timeout)),
+            approval_ttl_seconds=integer("approvalTTLSeconds", 3600, 60, MAX_LIFETIME_SECONDS),
+            expiry_warning_seconds=integer("expiryWarningSeconds", 3600, 0,
+                                           MAX_LIFETIME_SECONDS),
+            preview=preview,
+            target_drift=drift,
+            rollback_window_seconds=integer("rollbackWindowSeconds", 3600, 0,
+                                            MAX_LIFETIME_SECONDS),
         )
 
     @classmethod
@@ -139,6 +180,23 @@ class EnvironmentPolicy:
         except yaml.YAMLError as exc:
             raise ConfigError(f"the policy file {path} is not valid YAML: {exc}") from None
         return cls.from_dict(data or {}, environment=environment)
+
+
+def _preview_spec(data: Any) -> PreviewSpec:
+    if not isinstance(data, Mapping):
+        raise ConfigError("policy.preview must be a mapping (enabled, timeoutSeconds)")
+    unknown = sorted(set(map(str, data)) - {"enabled", "timeoutSeconds"})
+    if unknown:
+        raise ConfigError(f"policy.preview has unknown field(s) {', '.join(unknown)}; allowed: "
+                          "enabled, timeoutSeconds")
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"policy.preview.enabled must be true or false, got {enabled!r}")
+    timeout = data.get("timeoutSeconds", 60)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 10 <= timeout <= 600:
+        raise ConfigError(f"policy.preview.timeoutSeconds must be an integer from 10 to 600, "
+                          f"got {timeout!r}")
+    return PreviewSpec(enabled, timeout)
 
 
 class AutoDecision(enum.StrEnum):
@@ -223,10 +281,12 @@ def human_decision(decisions: Sequence[Mapping[str, Any]], policy: EnvironmentPo
 __all__ = [
     "AutoDecision",
     "Decision",
+    "Drift",
     "EnvironmentPolicy",
     "HumanDecision",
     "HumanOutcome",
     "PanelSpec",
+    "PreviewSpec",
     "auto_approval",
     "human_decision",
 ]

@@ -259,12 +259,22 @@ def test_job_pod_runs_with_its_volumes_env_and_a_real_bound_token(
     assert ready["status"] == "True"
 
 
-def test_failing_process_fails_the_job_with_its_exit_code(
+FAIL_WITH_MESSAGE = """
+import os, sys
+with open(os.environ["TERM_LOG"], "w") as fh:
+    fh.write("why: " + "x" * 5000)
+print("failing")
+sys.exit(3)
+"""
+
+
+def test_failing_process_fails_the_job_with_its_exit_code_and_termination_message(
     cluster: LocalCluster, namespace: str, probe_sa: str, tmp_path: Path
 ) -> None:
-    with _harness(cluster, namespace, tmp_path,
-                  script="import sys; print('failing'); sys.exit(3)") as harness:
-        _apply(cluster, _job(namespace, "probe-fail", {}))
+    with _harness(cluster, namespace, tmp_path, script=FAIL_WITH_MESSAGE) as harness:
+        # the default terminationMessagePath, named through the env as an image would
+        _apply(cluster, _job(namespace, "probe-fail", {"env": [
+            {"name": "TERM_LOG", "value": "/dev/termination-log"}]}))
         assert _job_condition(cluster, namespace, "probe-fail") == "Failed"
         pod = _job_pod(cluster, namespace, "probe-fail", _phase("Failed"))
         harness.wait_idle(10)
@@ -273,6 +283,7 @@ def test_failing_process_fails_the_job_with_its_exit_code(
         assert run.stdout.read_text() == "failing\n"
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (term["exitCode"], term["reason"]) == (3, "Error")
+    assert term["message"] == ("why: " + "x" * 5000)[:4096], "the kubelet's 4096-byte cut"
 
 
 def test_unknown_image_or_volume_is_refused_and_never_run(

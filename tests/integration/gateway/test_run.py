@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from support.gateway import (
     POD,
@@ -259,3 +260,65 @@ def test_a_grant_no_longer_waiting_for_its_gateway_is_not_executed(
     scale = env.kubectl_json("get", "deployment", "web", "-n", env.target)
     assert scale["spec"]["replicas"] == 1, "nothing ran"
     assert env.grant(g.name)["status"]["reason"] == "TokenExpired", "the status is left alone"
+
+
+def _record_preview(env: Env, g: Grant) -> dict[str, Any]:
+    """What the operator records from the request's preview: the Deployment as it is now."""
+    live = env.kubectl_json("get", "deployment", "web", "-n", env.target)
+    meta = live["metadata"]
+    target = {"group": "apps", "version": "v1", "resource": "deployments",
+              "kind": "Deployment", "namespace": env.target, "name": "web", "uid": meta["uid"],
+              "resourceVersion": meta["resourceVersion"], "generation": meta["generation"],
+              "exists": True, "action": "Update"}
+    env.cluster.kubectl("patch", "approvalrequests", g.approval["metadata"]["name"], "-n",
+                        env.ns, "--subresource=status", "--type=merge", "-p", json.dumps(
+                            {"status": {"preview": {"phase": "Completed", "commands": [{
+                                "command": g.command, "executor": "kubernetes",
+                                "outcome": "Previewed", "targets": [target]}]}}}))
+    return live
+
+
+def test_a_target_changed_since_the_preview_is_refused_and_the_token_stays_unspent(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    seen = _record_preview(env, g)
+    env.cluster.kubectl("scale", "deployment/web", "--replicas=4", "-n", env.target)  # by hand
+    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_REFUSED
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "TargetChanged")
+    generation = seen["metadata"]["generation"]
+    assert (f"deployments.apps {env.target}/web changed since the preview (generation:"
+            f"{generation} then, generation:{generation + 1} now)") in status["message"]
+    assert "submit a new request" in status["message"]
+    assert env.leases() == [], "the token stays unspent"
+    assert env.replicas() == 4, "nothing ran"
+    records = env.audit_records()
+    assert [(r["event"], r["data"]["reason"]) for r in records] == [
+        ("GatewayRefused", "TargetChanged")]
+    assert any(line.get("reason") == "TargetChanged"
+               for line in _json_lines(capsys.readouterr().err))
+
+
+def test_with_drift_allowed_a_changed_target_runs_and_the_drift_is_audited(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    _record_preview(env, g)
+    env.cluster.kubectl("scale", "deployment/web", "--replicas=4", "-n", env.target)
+    policy = yaml.safe_load(env.policy_file.read_text())
+    env.policy_file.write_text(yaml.safe_dump({**policy, "targetDrift": "Allow"}))
+    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_OK
+    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+    assert env.replicas() == 2
+    executing = next(r for r in env.audit_records() if r["event"] == "GatewayExecuting")
+    assert "changed since the preview" in executing["data"]["targetDrift"][0]
+
+
+def test_an_unchanged_target_runs(env: Env) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=3 -n {env.target}")
+    _record_preview(env, g)
+    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_OK
+    assert env.replicas() == 3
+    assert "targetDrift" not in next(r for r in env.audit_records()
+                                     if r["event"] == "GatewayExecuting")["data"]

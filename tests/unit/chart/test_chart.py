@@ -242,19 +242,28 @@ def test_no_role_grants_exec_wildcards_or_escalation(
         assert "*" not in rule.get("apiGroups", []), where
 
 
-def test_only_the_gateway_gets_rights_in_target_namespaces(
+def test_only_the_gateway_and_the_dry_run_preview_get_rights_in_target_namespaces(
     rendered: Rendered,
 ) -> None:
     _, objs = rendered
     outside = [o for o in objs if o["kind"] in ("Role", "RoleBinding")
                and o["metadata"]["namespace"] != NS]
     assert {o["metadata"]["namespace"] for o in outside} == {"apps"}
+    subjects = {}
     for binding in find(objs, "RoleBinding"):
         if binding["metadata"]["namespace"] == NS:
             continue
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": "wingman-gateway", "namespace": NS}
-        ]
+        (subject,) = binding["subjects"]
+        assert subject["kind"] == "ServiceAccount" and subject["namespace"] == NS
+        subjects[subject["name"]] = binding["roleRef"]["name"]
+    assert set(subjects) == {"wingman-gateway", "wingman-preview"}
+    # the preview holds exactly the gateway's rules there (a dry run is authorized like the
+    # write), and an admission policy refuses everything it sends that is not a dry run
+    (gateway,) = find(objs, "Role", subjects["wingman-gateway"], "apps")
+    (preview,) = find(objs, "Role", subjects["wingman-preview"], "apps")
+    assert preview["rules"] == gateway["rules"]
+    (dry,) = find(objs, "ValidatingAdmissionPolicy", f"wingman-{NS}-preview-dry-run")
+    assert [v["expression"] for v in dry["spec"]["validations"]] == ["request.dryRun == true"]
     # Cluster-wide rights are read-only, review-only or the virtual 'approve' right.
     for role, rule in _rules(objs):
         if role["kind"] != "ClusterRole":
@@ -271,7 +280,7 @@ def test_only_the_gateway_gets_rights_in_target_namespaces(
 
 def test_gateway_default_rules_cover_restart_and_scale_only() -> None:
     objs = render("test", RENDER_VALUES, namespace=NS)
-    (role,) = find(objs, "Role", namespace="apps")
+    (role,) = find(objs, "Role", f"wingman-{NS}-gateway", namespace="apps")
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert {("deployments", "get"), ("deployments", "patch"),
             ("deployments/scale", "patch")} <= granted
@@ -283,9 +292,10 @@ def test_gateway_target_rules_come_from_values() -> None:
     rules = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "delete"]}]
     objs = render("test", {"gateway.targets": [{"namespace": "batch-ns", "rules": rules}]},
                   namespace=NS)
-    (role,) = find(objs, "Role", namespace="batch-ns")
-    assert role["rules"] == rules
-    assert role["metadata"]["name"] == f"wingman-{NS}-gateway"
+    roles = find(objs, "Role", namespace="batch-ns")
+    assert [r["rules"] for r in roles] == [rules, rules]
+    assert {r["metadata"]["name"] for r in roles} == {f"wingman-{NS}-gateway",
+                                                      f"wingman-{NS}-preview"}
 
 
 def test_no_target_namespace_rights_by_default() -> None:
@@ -329,9 +339,10 @@ def test_secrets_and_jobs_belong_to_the_operator_only(
             pytest.fail(f"{role['kind']}/{role['metadata']['name']} grants {sorted(touches)}")
         if role["metadata"]["name"] == "wingman-verifier":
             assert set(rule["verbs"]) <= {"get", "list"}
-    operator_pods = [r for role, r in _rules(objs)
-                     if role["metadata"]["name"] == "wingman-operator" and "pods" in r["resources"]]
-    assert operator_pods == [], "the operator must not create pods directly"
+    operator_pods = {v for role, r in _rules(objs) if role["metadata"]["name"] ==
+                     "wingman-operator" and "pods" in r["resources"] for v in r["verbs"]}
+    # it reads pods (a preview Job's result is its pod's termination message), nothing more
+    assert operator_pods <= {"get", "list"}, "the operator must not create pods directly"
 
 
 def test_approvers_get_approve_on_their_environment_only() -> None:
@@ -380,7 +391,8 @@ def test_admission_policies_are_bound_to_the_release_namespace(
     policies = {p["metadata"]["name"]: p for p in find(objs, "ValidatingAdmissionPolicy")}
     assert set(policies) == {f"wingman-{NS}-approvalrequests", f"wingman-{NS}-executiongrants",
                              f"wingman-{NS}-gateway-writes", f"wingman-{NS}-gateway-pods",
-                             f"wingman-{NS}-gateway-jobs"}
+                             f"wingman-{NS}-gateway-jobs", f"wingman-{NS}-preview-pods",
+                             f"wingman-{NS}-preview-jobs", f"wingman-{NS}-preview-dry-run"}
     (writer,) = policies[f"wingman-{NS}-gateway-writes"]["spec"]["matchConditions"]
     assert f"'system:serviceaccount:{NS}:wingman-gateway'" in writer["expression"]
     for policy in policies.values():
@@ -391,6 +403,10 @@ def test_admission_policies_are_bound_to_the_release_namespace(
     assert {b["spec"]["policyName"] for b in bindings} == set(policies)
     for b in bindings:
         assert b["spec"]["validationActions"] == ["Deny"]
+        if b["spec"]["policyName"].endswith("-preview-dry-run"):
+            # the preview identity is confined everywhere: target namespaces, cluster scope
+            assert "matchResources" not in b["spec"]
+            continue
         assert b["spec"]["matchResources"]["namespaceSelector"] == {
             "matchLabels": {"kubernetes.io/metadata.name": NS}}
     served = {v["name"]: v["expression"]
@@ -576,3 +592,10 @@ def test_runtime_objects_get_the_release_labels_and_gateway_pods_their_tuning() 
                       "annotations": {"a": "b"}, "imagePullPolicy": "IfNotPresent",
                       "resources": {"limits": {"memory": "1Gi"},
                                     "requests": {"cpu": "50m", "memory": "64Mi"}}}
+
+
+def test_without_previews_the_preview_identity_does_not_exist() -> None:
+    objs = render("test", {**RENDER_VALUES, "policy.preview.enabled": False}, namespace=NS)
+    assert not [o for o in objs if "preview" in o["metadata"]["name"]]
+    assert "pods" not in {r for _, rule in _rules(find(objs, "Role", "wingman-operator"))
+                          for r in rule["resources"]}

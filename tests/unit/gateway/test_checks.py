@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from wingman.capability import tokens
-from wingman.errors import GrantDenied
-from wingman.gateway.checks import MAX_TOKEN_FILE_BYTES, check_granted, read_token
+from wingman.errors import ClusterError, GrantDenied
+from wingman.gateway.checks import MAX_TOKEN_FILE_BYTES, check_granted, check_targets, read_token
+from wingman.model import preview as pv
 
 CMD = "kubectl rollout restart deployment/web -n apps"
 
@@ -77,3 +78,34 @@ def test_an_empty_token_file_is_no_token(tmp_path: Path, content: bytes) -> None
     with pytest.raises(GrantDenied) as err:
         read_token(tmp_path / "absent")
     assert err.value.reason == "NoToken"
+
+
+def _previewed(*targets: pv.Target) -> dict[str, Any]:
+    preview = pv.Preview("u", (pv.CommandPreview(CMD, "kubernetes", pv.Outcome.PREVIEWED, "",
+                                                 targets),))
+    return {"metadata": {"name": "req", "uid": "u"},
+            "status": {"preview": pv.status(preview, job="j", started="t", completed="t")}}
+
+
+WEB = pv.Target(group="apps", version="v1", resource="deployments", kind="Deployment",
+                name="web", namespace="apps", uid="w", resource_version="7", generation=2)
+
+
+def test_a_target_the_gateway_cannot_read_refuses_unless_drift_is_allowed() -> None:
+    def unreadable(_: pv.Target) -> dict[str, Any]:
+        raise ClusterError("API server answered 403 Forbidden", reason="Forbidden")
+
+    with pytest.raises(GrantDenied) as err:
+        check_targets(_previewed(WEB), CMD, allow_drift=False, read=unreadable)
+    assert err.value.reason == "TargetUnreadable" and "403" in err.value.message
+    assert check_targets(_previewed(WEB), CMD, allow_drift=True, read=unreadable) == [
+        "unreadable deployments.apps apps/web: API server answered 403 Forbidden"]
+
+
+def test_a_command_without_recorded_targets_binds_nothing() -> None:
+    def never(_: pv.Target) -> dict[str, Any]:
+        raise AssertionError("nothing to read")
+
+    assert check_targets(_previewed(), CMD, allow_drift=False, read=never) == []
+    assert check_targets({"metadata": {"name": "req"}}, CMD, allow_drift=False,
+                         read=never) == []

@@ -43,6 +43,24 @@ def test_bad_policy_names_the_field() -> None:
     with pytest.raises(ConfigError, match=r"unknown typed wildcard \{x\}"):
         EnvironmentPolicy.from_dict({"environment": "test",
                                      "allowlist": ["kubectl get deployment/{x}"]})
+    for bad, field in (({"targetDrift": "Ignore"}, "targetDrift must be Refuse or Allow"),
+                       ({"preview": {"enabled": "yes"}}, "preview.enabled"),
+                       ({"preview": {"timeout": 5}}, "unknown field"),
+                       ({"approvalTTLSeconds": 10}, "approvalTTLSeconds"),
+                       ({"rollbackWindowSeconds": -1}, "rollbackWindowSeconds")):
+        with pytest.raises(ConfigError, match=field):
+            EnvironmentPolicy.from_dict({"environment": "test", **bad})
+
+
+def test_prd_refuses_drift_and_every_shipped_environment_previews() -> None:
+    for env in ("test", "prd"):
+        values = yaml.safe_load((REPO / "manifests" / env / "values.yaml").read_text())
+        policy = EnvironmentPolicy.from_dict({"environment": env, **values["policy"]})
+        assert policy.preview.enabled
+    prd = yaml.safe_load((REPO / "manifests" / "prd" / "values.yaml").read_text())
+    assert EnvironmentPolicy.from_dict({"environment": "prd", **prd["policy"]}
+                                       ).target_drift.value == "Refuse"
+    assert EnvironmentPolicy(name="x").target_drift.value == "Refuse", "refusing is the default"
 
 
 def test_auto_approval_only_within_policy() -> None:

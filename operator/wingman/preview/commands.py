@@ -1,0 +1,176 @@
+"""Which kubectl commands a preview runs, and how (pure).
+
+A preview runs before anyone reviewed the request, so it treats every command as untrusted:
+only commands that parse under the command rules and match the environment's allowlist reach
+this module (the runner checks both first), and this module then decides from kubectl's own
+grammar what the dry run is:
+
+- ``dry-run``: the verb supports ``--dry-run``; the runner appends ``--dry-run=server`` (the
+  last occurrence of a flag wins, so the command cannot switch it off) and runs the exact argv
+  through the recording proxy, which also marks every write ``dryRun=All``;
+- ``proxy``: the verb writes but has no ``--dry-run`` flag (``rollout restart``, ``pause``,
+  ``resume``); the proxy alone makes each of its writes a dry run;
+- ``read-only``: the verb only reads (``get``, ``describe``, ``rollout status``...): nothing
+  would change, so it is not run at all (its output could reveal data to everyone who reads the
+  request);
+- ``refused``: anything else is not previewed and says why (a finding reviewers see):
+  interactive and streaming verbs (``exec``, ``attach``, ``port-forward``, ``cp``, ``debug``,
+  ``run``, ``proxy``, ``edit``), ``create token`` (mints a credential), verbs this table does
+  not know (kubectl plugins among them), flags that change whom kubectl talks to or as whom
+  (``--server``, ``--kubeconfig``, ``--context``, ``--as``, ``--token``...), flags that read
+  local files or remote URLs (``-f``, ``-k``, ``--from-file``...) and a ``--`` separator.
+
+Global flags may come before the verb (``kubectl -n apps scale ...``): kubectl accepts only
+its global flags there, so the verb is the first word that is neither a flag nor the value of
+``-n``/``--namespace``, ``-v``/``--v`` or ``--request-timeout``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class Mode(enum.StrEnum):
+    DRY_RUN = "dry-run"
+    PROXY = "proxy"
+    READ_ONLY = "read-only"
+    REFUSED = "refused"
+
+
+#: Verbs whose writes kubectl itself can make server-side dry runs (``--dry-run=server``).
+DRY_RUN_VERBS = frozenset({
+    "scale", "delete", "label", "annotate", "patch", "apply", "replace", "taint",
+    "autoscale", "expose", "drain", "cordon", "uncordon", "create", "set",
+})
+#: Verb groups that need a second word; (verb, sub) -> mode.
+SUBCOMMANDS: dict[tuple[str, str], Mode] = {
+    ("rollout", "undo"): Mode.DRY_RUN,
+    ("rollout", "restart"): Mode.PROXY,
+    ("rollout", "pause"): Mode.PROXY,
+    ("rollout", "resume"): Mode.PROXY,
+    ("rollout", "status"): Mode.READ_ONLY,
+    ("rollout", "history"): Mode.READ_ONLY,
+    ("auth", "can-i"): Mode.READ_ONLY,
+    ("auth", "whoami"): Mode.READ_ONLY,
+}
+READ_ONLY_VERBS = frozenset({
+    "get", "describe", "logs", "top", "explain", "api-resources", "api-versions", "version",
+    "events", "diff", "wait", "cluster-info",
+})
+INTERACTIVE_VERBS = frozenset({
+    "exec", "attach", "port-forward", "cp", "debug", "run", "proxy", "edit",
+})
+#: ``create`` subcommands that are refused: they mint credentials.
+REFUSED_CREATE = frozenset({"token"})
+
+#: Global flags that take their value as the next word.
+GLOBAL_VALUE_FLAGS = frozenset({"-n", "--namespace", "-v", "--v", "--request-timeout"})
+#: Flags that change whom kubectl talks to, as whom, or where it keeps state.
+CONNECTION_FLAGS = frozenset({
+    "--kubeconfig", "--context", "--cluster", "--user", "-s", "--server", "--token", "--as",
+    "--as-group", "--as-uid", "--username", "--password", "--certificate-authority",
+    "--client-certificate", "--client-key", "--insecure-skip-tls-verify", "--tls-server-name",
+    "--cache-dir", "--profile", "--profile-output",
+})
+#: Flags that read local files or remote URLs.
+FILE_FLAGS = frozenset({
+    "-f", "--filename", "-k", "--kustomize", "--from-file", "--from-env-file", "--env-file",
+    "-R", "--recursive",
+})
+_SHORT_FILE = ("-f", "-k", "-s")  # also as -fVALUE / -f=VALUE
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one kubectl command is previewed: ``argv`` is what the runner executes."""
+
+    mode: Mode
+    verb: str
+    argv: tuple[str, ...] = ()
+    reason: str = ""
+
+
+def _flag_name(arg: str) -> str:
+    return arg.split("=", 1)[0]
+
+
+def _refused_flag(arg: str) -> str | None:
+    name = _flag_name(arg)
+    if name in CONNECTION_FLAGS:
+        return (f"it sets {name}, which changes whom kubectl talks to or as whom; the preview "
+                "(and the gateway) use their own identity")
+    if name in FILE_FLAGS:
+        return f"it sets {name}, which reads local files or remote content"
+    if not arg.startswith("--") and any(arg.startswith(s) and len(arg) > 2 for s in _SHORT_FILE):
+        return f"it sets {arg[:2]}, which reads local files or changes the server"
+    return None
+
+
+def _verb_words(args: Sequence[str]) -> tuple[list[str], str | None]:
+    """The non-flag words from the verb on, or (_, why the verb cannot be found)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-") or arg == "-":
+            break
+        if "=" not in arg and arg in GLOBAL_VALUE_FLAGS:
+            i += 2
+            continue
+        if "=" not in arg and arg.startswith("--") and arg not in ("--insecure-skip-tls-verify",
+                                                                    "--warnings-as-errors",
+                                                                    "--match-server-version"):
+            return [], (f"the flag {arg} before the verb is not one the preview knows, so the "
+                        "verb cannot be told apart from its value")
+        i += 1
+    words = [a for a in args[i:] if not a.startswith("-")]
+    return words, None
+
+
+def plan(argv: Sequence[str]) -> Plan:
+    """The preview plan for a parsed kubectl argv (``argv[0] == 'kubectl'``)."""
+    if not argv or argv[0] != "kubectl":
+        return Plan(Mode.REFUSED, "", reason="only kubectl commands are previewed this way")
+    args = list(argv[1:])
+    if "--" in args:
+        return Plan(Mode.REFUSED, "", reason="it contains '--', after which kubectl passes "
+                    "arguments on unchecked")
+    for arg in args:
+        why = _refused_flag(arg)
+        if why:
+            return Plan(Mode.REFUSED, "", reason=why)
+    words, why = _verb_words(args)
+    if why:
+        return Plan(Mode.REFUSED, "", reason=why)
+    if not words:
+        return Plan(Mode.REFUSED, "", reason="it names no kubectl verb")
+    verb = words[0]
+    sub = words[1] if len(words) > 1 else ""
+    if (verb, sub) in SUBCOMMANDS:
+        mode = SUBCOMMANDS[(verb, sub)]
+        label = f"{verb} {sub}"
+    elif verb in ("rollout", "auth"):
+        return Plan(Mode.REFUSED, verb, reason=f"kubectl {verb} {sub or '(nothing)'} is not a "
+                    "subcommand the preview knows")
+    elif verb in READ_ONLY_VERBS:
+        mode, label = Mode.READ_ONLY, verb
+    elif verb in INTERACTIVE_VERBS:
+        return Plan(Mode.REFUSED, verb, reason=f"kubectl {verb} is interactive or streams; it "
+                    "has no dry run")
+    elif verb == "create" and sub in REFUSED_CREATE:
+        return Plan(Mode.REFUSED, verb, reason="kubectl create token mints a credential; it is "
+                    "never previewed")
+    elif verb in DRY_RUN_VERBS:
+        mode, label = Mode.DRY_RUN, verb
+    else:
+        return Plan(Mode.REFUSED, verb, reason=f"kubectl {verb} is not a verb the preview "
+                    "knows how to dry-run")
+    if mode is Mode.READ_ONLY:
+        return Plan(mode, label, reason="it only reads; nothing would change")
+    run = tuple(argv) + (("--dry-run=server",) if mode is Mode.DRY_RUN else ())
+    return Plan(mode, label, run)
+
+
+__all__ = ["CONNECTION_FLAGS", "DRY_RUN_VERBS", "FILE_FLAGS", "READ_ONLY_VERBS", "Mode", "Plan",
+           "plan"]

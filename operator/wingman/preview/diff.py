@@ -1,0 +1,109 @@
+"""What would change, as text people and voters read: a bounded, redacted diff (pure).
+
+Both sides of a write (the live object before, the dry run's result after) are cleaned the same
+way before they are compared:
+
+- bookkeeping the server changes on every write is dropped (``metadata.managedFields``,
+  ``resourceVersion``, ``generation``, ``creationTimestamp``, ``uid``, ``selfLink``), and so is
+  ``status`` unless the write is to the status subresource itself (status races with the
+  controllers and is not what a command changes);
+- the ``kubectl.kubernetes.io/last-applied-configuration`` annotation is dropped (it repeats the
+  object, Secrets included);
+- a Secret's ``data`` and ``stringData`` values are never shown: each value becomes
+  ``[REDACTED]``, and a value the write changes ``[REDACTED] (changed)`` on the after side, so
+  reviewers see which keys are added, removed or changed and never a value.
+
+The diff is a unified diff of the two objects as YAML (keys sorted), then redacted by the
+gateway's output redaction (tokens, bearer credentials, key=value secrets and every string the
+caller names, such as the preview's own ServiceAccount token), then cut to a byte limit.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from wingman.gateway.redaction import REDACTED, redact
+
+_DROP_META = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid",
+              "selfLink")
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_SECRET_FIELDS = ("data", "stringData")
+CHANGED = "[REDACTED] (changed)"
+
+
+def clean(obj: Mapping[str, Any] | None, *, keep_status: bool = False) -> dict[str, Any] | None:
+    """A copy of ``obj`` without the fields a write changes by itself (see the module doc)."""
+    if obj is None:
+        return None
+    out = copy.deepcopy(dict(obj))
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        for key in _DROP_META:
+            meta.pop(key, None)
+        annotations = meta.get("annotations")
+        if isinstance(annotations, dict):
+            annotations.pop(_LAST_APPLIED, None)
+            if not annotations:
+                meta.pop("annotations", None)
+    if not keep_status:
+        out.pop("status", None)
+    return out
+
+
+def _mask_secrets(before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+    """Replace Secret values in place on both sides, marking the keys whose value differs."""
+    sides = [s for s in (before, after) if s is not None]
+    if not any(s.get("kind") == "Secret" for s in sides):
+        return
+    for field in _SECRET_FIELDS:
+        old = before.get(field) if before is not None else None
+        new = after.get(field) if after is not None else None
+        old_map = old if isinstance(old, dict) else {}
+        if before is not None and isinstance(old, dict):
+            before[field] = dict.fromkeys(old, REDACTED)
+        if after is not None and isinstance(new, dict):
+            after[field] = {k: REDACTED if k not in old_map or old_map[k] == v else CHANGED
+                            for k, v in new.items()}
+        for side, value in ((before, old), (after, new)):
+            if side is not None and value is not None and not isinstance(value, dict):
+                side[field] = REDACTED
+
+
+def _yaml(obj: Mapping[str, Any] | None) -> list[str]:
+    if obj is None:
+        return []
+    text = yaml.safe_dump(obj, sort_keys=True, default_flow_style=False, width=100,
+                          allow_unicode=False)
+    return text.splitlines()
+
+
+def object_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, *,
+                label: str, keep_status: bool = False) -> str:
+    """The unified diff between two versions of one object (None: absent); '' when equal."""
+    old = clean(before, keep_status=keep_status)
+    new = clean(after, keep_status=keep_status)
+    _mask_secrets(old, new)
+    if old == new:
+        return ""
+    lines = difflib.unified_diff(_yaml(old), _yaml(new),
+                                 fromfile=f"{label} (live)" if old is not None else "/dev/null",
+                                 tofile=f"{label} (after)" if new is not None else "/dev/null",
+                                 n=2, lineterm="")
+    return "\n".join(lines) + "\n"
+
+
+def bounded(text: str, limit: int, secrets: Iterable[str] = ()) -> tuple[str, bool]:
+    """``text`` redacted and cut to ``limit`` UTF-8 bytes: (text, truncated)."""
+    clean_text = redact(text, secrets)
+    data = clean_text.encode("utf-8")
+    if len(data) <= limit:
+        return clean_text, False
+    return data[:limit].decode("utf-8", errors="ignore"), True
+
+
+__all__ = ["CHANGED", "bounded", "clean", "object_diff"]

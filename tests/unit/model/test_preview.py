@@ -1,0 +1,128 @@
+"""The preview result: its strict shape, its channel to the operator, and state binding."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zlib
+
+import pytest
+
+from wingman.model import preview as pv
+
+DEPLOY = pv.Target(group="apps", version="v1", resource="deployments", kind="Deployment",
+                   name="web", namespace="apps", uid="u-1", resource_version="240", generation=4)
+
+
+def _cmd(command: str = "kubectl scale deployment/web --replicas=3 -n apps", *,
+         outcome: pv.Outcome = pv.Outcome.PREVIEWED, diff: str = "", targets: int = 1
+         ) -> pv.CommandPreview:
+    found = tuple(pv.Target(group="apps", version="v1", resource="deployments",
+                            kind="Deployment", name=f"web-{i}", namespace="apps",
+                            uid=f"uid-{i:04d}-" + "a" * 30, resource_version=str(1000 + i),
+                            generation=i) for i in range(targets))
+    return pv.CommandPreview(command, "kubernetes", outcome, "dry run accepted", found, 0, diff)
+
+
+def test_a_preview_survives_the_termination_message_round_trip() -> None:
+    preview = pv.Preview("uid-1", (_cmd(diff="-  replicas: 1\n+  replicas: 3\n"),
+                                   _cmd("kubectl get pods -n apps", outcome=pv.Outcome.READ_ONLY,
+                                        targets=0)))
+    encoded = pv.encode(preview)
+    assert encoded.startswith(pv.MESSAGE_PREFIX) and len(encoded) <= pv.MAX_MESSAGE_BYTES
+    assert pv.decode(encoded) == preview
+    summary = preview.summary()
+    assert (summary.objects, summary.kinds, summary.namespaces, summary.findings) == (
+        1, ("Deployment",), ("apps",), 0)
+
+
+def test_an_oversized_preview_is_shrunk_to_fit_diffs_first() -> None:
+    def noisy(n: int) -> str:  # what compression cannot shrink
+        return "".join(f"+ image: {hashlib.sha256(f'{n}/{i}'.encode()).hexdigest()}\n"
+                       for i in range(40))[: pv.MAX_DIFF_BYTES]
+
+    preview = pv.Preview("uid-1", tuple(_cmd(f"kubectl scale deployment/w{i} --replicas=2",
+                                             diff=noisy(i), targets=5) for i in range(10)))
+    assert len(pv.encode(preview)) > pv.MAX_MESSAGE_BYTES
+    fitted, encoded = pv.fit(preview)
+    assert len(encoded) <= pv.MAX_MESSAGE_BYTES
+    assert pv.decode(encoded) == fitted
+    assert all(c.diff_truncated for c in fitted.commands)
+    # targets (what state binding needs) are kept as long as anything fits
+    assert sum(len(c.targets) + c.targets_truncated for c in fitted.commands) == 50
+
+
+@pytest.mark.parametrize("message", [
+    "hello",
+    pv.MESSAGE_PREFIX + "not base64!",
+    pv.MESSAGE_PREFIX + base64.b64encode(b"not zlib").decode(),
+    pv.MESSAGE_PREFIX + base64.b64encode(zlib.compress(b"[1, 2]")).decode(),
+    # a zip bomb: inflates far beyond the bound
+    pv.MESSAGE_PREFIX + base64.b64encode(zlib.compress(b" " * (4 * 1024 * 1024), 9)).decode(),
+])
+def test_anything_but_a_wellformed_result_is_refused(message: str) -> None:
+    with pytest.raises(pv.PreviewInvalid):
+        pv.decode(message)
+
+
+@pytest.mark.parametrize("bad", [
+    {"outcome": "Approved"},
+    {"targets": [{"group": "apps", "version": "v1", "resource": "deployments",
+                  "kind": "Deployment", "name": "Web_Server"}]},
+    {"targets": [{"version": "v1", "resource": "pods", "kind": "Pod", "name": "x",
+                  "generation": -1}]},
+    {"diff": "x" * (pv.MAX_DIFF_BYTES + 1)},
+    {"targets": [DEPLOY.to_dict()] * (pv.MAX_TARGETS + 1)},
+])
+def test_a_malformed_command_result_is_refused(bad: dict[str, object]) -> None:
+    data = {**_cmd().to_dict(), **bad}
+    raw = json.dumps({"approvalUID": "u", "commands": [data]}).encode()
+    with pytest.raises(pv.PreviewInvalid):
+        pv.decode(pv.MESSAGE_PREFIX + base64.b64encode(zlib.compress(raw)).decode())
+
+
+def _live(uid: str = "u-1", generation: int | None = 4, rv: str = "999") -> dict[str, object]:
+    meta: dict[str, object] = {"uid": uid, "resourceVersion": rv}
+    if generation is not None:
+        meta["generation"] = generation
+    return {"metadata": meta}
+
+
+def test_binding_compares_generation_so_status_churn_is_not_drift() -> None:
+    assert pv.drift(DEPLOY, _live(rv="1234")) is None  # status updates move the rv only
+
+
+@pytest.mark.parametrize(("live", "says"), [
+    (_live(generation=5), "changed since the preview (generation:4 then, generation:5 now)"),
+    (_live(uid="u-2"), "was replaced"),
+    (None, "was deleted"),
+])
+def test_binding_catches_every_kind_of_change(live: dict[str, object] | None, says: str) -> None:
+    change = pv.drift(DEPLOY, live)
+    assert change is not None and says in change.describe()
+    assert change.describe().startswith("deployments.apps apps/web")
+
+
+def test_objects_without_generation_bind_on_resource_version() -> None:
+    cm = pv.Target(group="", version="v1", resource="configmaps", kind="ConfigMap",
+                   name="conf", namespace="apps", uid="u-9", resource_version="77")
+    assert pv.drift(cm, _live("u-9", None, "77")) is None
+    assert pv.drift(cm, _live("u-9", None, "78")) is not None
+    created = pv.Target(group="", version="v1", resource="configmaps", kind="ConfigMap",
+                        name="new", namespace="apps", exists=False, action=pv.Action.CREATE)
+    assert pv.drift(created, None) is None
+    assert "exists now" in (pv.drift(created, _live()) or pv.Change(created, "")).what
+
+
+def test_the_binding_of_a_command_comes_from_the_recorded_preview_only() -> None:
+    body = {"metadata": {"uid": "uid-1"},
+            "status": {"preview": pv.status(pv.Preview("uid-1", (_cmd(),)), job="j",
+                                            started="t", completed="t")}}
+    plan = pv.binding(body, "kubectl scale deployment/web --replicas=3 -n apps")
+    assert not plan.missing and [t.name for t in plan.targets] == ["web-0"]
+    assert "no entry" in pv.binding(body, "kubectl other").missing
+    body["status"]["preview"]["phase"] = "Failed"
+    assert "Failed" in pv.binding(body, "kubectl scale deployment/web --replicas=3 -n apps").missing
+    assert pv.binding({"status": {}}, "x").missing == "the request has no preview"
+    assert pv.target_path(DEPLOY) == "/apis/apps/v1/namespaces/apps/deployments/web"

