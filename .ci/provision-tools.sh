@@ -3,9 +3,10 @@
 # module proxy, pinned by the go.mod/go.sum files under .ci/tools/, and cache them outside the
 # repository keyed by those pins, so a second run costs seconds.
 #
-#   kube/        kube-apiserver, kube-controller-manager, kubectl (k8s.io/kubernetes); kubectl is
-#                stamped with the pinned release's version (`kubectl version --client` says
-#                v1.34.4) because the image ships this very binary
+#   kube/        kube-apiserver, kube-controller-manager, kubectl (k8s.io/kubernetes), stamped
+#                with the pinned release's version as upstream's builds are (`kubectl version`
+#                says v1.34.4 for client and server; helm's kubeVersion checks see it), and the
+#                image ships this very kubectl
 #   etcd/        etcd (go.etcd.io/etcd/server/v3)
 #   helm/        helm (helm.sh/helm/v3)
 #   prometheus/  promtool (github.com/prometheus/prometheus)
@@ -68,16 +69,16 @@ build() {
   for f in "$out"/*; do ln -sfn "$f" "$bin/$(basename "$f")"; done
 }
 
-# kubectl with the version of the pinned k8s.io/kubernetes stamped in, as upstream's release
-# builds do (hack/lib/version.sh), so `kubectl version --client` names the pinned release.
+# The version of the pinned k8s.io/kubernetes stamped in, as upstream's release builds do
+# (hack/lib/version.sh), so the binaries report the pinned release instead of v0.0.0-master.
 kube_version=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$here/tools/kube/go.mod")
 [ -n "$kube_version" ] || { echo "provision-tools: cannot read the k8s.io/kubernetes version from $here/tools/kube/go.mod" >&2; exit 1; }
 kube_minor=${kube_version#v1.}; kube_minor=${kube_minor%%.*}
-kubectl_ldflags=""
+kube_ldflags=""
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  kubectl_ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor -X $pkg.gitTreeState=clean"
+  kube_ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor -X $pkg.gitTreeState=clean"
 done
-build_kubectl() { NAME=kubectl LDFLAGS="$kubectl_ldflags" build kube k8s.io/kubernetes/cmd/kubectl; }
+build_kube() { LDFLAGS="$kube_ldflags" build kube "$@"; }
 
 start=$SECONDS
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
@@ -85,11 +86,13 @@ if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver"
   for f in kube-apiserver etcd kube-controller-manager; do
     [ -x "$KUBEBUILDER_ASSETS/$f" ] && ln -sfn "$KUBEBUILDER_ASSETS/$f" "$bin/$f"
   done
-  [ -x "$KUBEBUILDER_ASSETS/kube-controller-manager" ] || build kube k8s.io/kubernetes/cmd/kube-controller-manager
-  build_kubectl
+  if [ -x "$KUBEBUILDER_ASSETS/kube-controller-manager" ]; then
+    NAME=kubectl build_kube k8s.io/kubernetes/cmd/kubectl
+  else
+    NAME=kube-kcm build_kube k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  fi
 else
-  build kube k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-  build_kubectl
+  build_kube k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
   build etcd go.etcd.io/etcd/server/v3
   # The etcd server module's main package builds a binary named after the module ("server");
   # give it its real name.
