@@ -107,3 +107,13 @@ def test_job_controller_creates_pods_as_its_own_identity(
     cluster.kubectl("delete", "job", "hello", "-n", namespace, "--cascade=background")
     _eventually(lambda: not json.loads(cluster.kubectl(
         "get", "pods", "-n", namespace, "-l", "job-name=hello", "-o", "json").stdout)["items"])
+
+
+def test_the_control_plane_reports_the_pinned_release(cluster: LocalCluster) -> None:
+    """Clients check the server's version (helm refuses a chart whose kubeVersion it does not
+    meet): the binaries carry the pinned release's, as upstream's builds do."""
+    from support.chart import kube_version
+
+    versions = json.loads(cluster.kubectl("version", "-o", "json").stdout)
+    assert versions["serverVersion"]["gitVersion"] == f"v{kube_version()}"
+    assert versions["clientVersion"]["gitVersion"] == f"v{kube_version()}"

@@ -81,7 +81,6 @@ def test_license_is_apache_2_as_the_package_and_the_chart_say() -> None:
     assert _chart()["annotations"]["artifacthub.io/license"] == "Apache-2.0"
 
 
-@pytest.mark.skip(reason="kubeVersion waits for the local control plane to report its version")
 def test_kube_version_floor_is_validating_admission_policy_v1() -> None:
     chart = _chart()
     assert chart["kubeVersion"] == ">=1.30.0-0"
