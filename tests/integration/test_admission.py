@@ -494,6 +494,22 @@ def test_install_notes_tell_how_to_submit_and_approve(
     assert "approved automatically" in notes  # TEST auto-approves low/medium risk
 
 
+def test_prd_notes_flag_the_placeholders_of_the_prd_values(
+    cluster: LocalCluster, prd_release: Release,
+) -> None:
+    """manifests/prd/values.yaml pins an all-zero digest and documentation addresses; the
+    install says so instead of leaving pods that cannot start or reach anything."""
+    notes = cluster.helm("get", "notes", "wingman", "-n", prd_release.namespace).stdout
+    assert "image.digest is the all-zero placeholder" in notes
+    assert "192.0.2.10/32, a documentation address" in notes
+    assert "198.51.100.20/32, a documentation address" in notes
+    # and the API server accepted the NetworkPolicies the prd values enable
+    names = cluster.kubectl("get", "networkpolicies", "-n", prd_release.namespace, "-o",
+                            "name").stdout.split()
+    assert sorted(names) == ["networkpolicy.networking.k8s.io/wingman-gateway",
+                             "networkpolicy.networking.k8s.io/wingman-operator"]
+
+
 # --------------------------------------------------------------------------- gateway writes
 
 

@@ -216,3 +216,88 @@ subcommand the pod may run.
     run with the {{ .entry }}'s rights outside the {{ .entry }}
   reason: Forbidden
 {{- end }}
+
+{{/*
+NetworkPolicy building blocks (values `networkPolicy`), shared by every component's policy;
+a new component's policy is made of these too (see the chat policy in chat.yaml):
+
+  include "wingman.netpol.checks" .                fail with instructions when an address the
+                                                   policies need is missing
+  include "wingman.netpol.apiServer" .             egress rule: the API server
+  include "wingman.netpol.dns" .                   egress rule: DNS (UDP and TCP 53)
+  include "wingman.netpol.database" .              egress rule: the audit database (postgres)
+  include "wingman.netpol.cidrs" (dict "cidrs" L "ports" L)   egress rule: CIDRs on TCP ports
+  include "wingman.netpol.from" (dict "peers" L "ports" L ["anyone" true])
+                                                   ingress rule: ports from peers; without
+                                                   peers from no pod (no rule), or from
+                                                   anyone when "anyone" is true
+
+Each renders list items (or nothing) to place under `egress:` or `ingress:`.
+*/}}
+{{- define "wingman.netpol.checks" -}}
+{{- $np := .Values.networkPolicy }}
+{{- if not $np.apiServer.cidrs }}
+{{- fail "networkPolicy.enabled needs networkPolicy.apiServer.cidrs: the addresses pods reach the API server at, e.g. from `kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes -o jsonpath='{..addresses}'` (each as <ip>/32)" }}
+{{- end }}
+{{- if and (eq .Values.audit.type "postgres") (not $np.database.cidrs) }}
+{{- fail "networkPolicy.enabled with audit.type postgres needs networkPolicy.database.cidrs: the PostgreSQL server's addresses (each as <ip>/32), or the operator and gateway pods cannot write the audit trail" }}
+{{- end }}
+{{- $llm := false }}
+{{- range .Values.policy.panel.voters }}
+{{- if ne .type "builtin" }}{{- $llm = true }}{{- end }}
+{{- end }}
+{{- if and $llm (not $np.llm.cidrs) }}
+{{- fail "networkPolicy.enabled with LLM voters in policy.panel.voters needs networkPolicy.llm.cidrs: the addresses of their endpoints (or of your egress proxy), or the voters can only abstain" }}
+{{- end }}
+{{- end }}
+
+{{- define "wingman.netpol.cidrs" -}}
+{{- if .cidrs }}
+- to:
+    {{- range .cidrs }}
+    - ipBlock:
+        cidr: {{ . | quote }}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "wingman.netpol.apiServer" -}}
+{{- include "wingman.netpol.cidrs" (dict "cidrs" .Values.networkPolicy.apiServer.cidrs "ports" .Values.networkPolicy.apiServer.ports) }}
+{{- end }}
+
+{{- define "wingman.netpol.database" -}}
+{{- if eq .Values.audit.type "postgres" }}
+{{- include "wingman.netpol.cidrs" (dict "cidrs" .Values.networkPolicy.database.cidrs "ports" (list .Values.networkPolicy.database.port)) }}
+{{- end }}
+{{- end }}
+
+{{- define "wingman.netpol.dns" -}}
+{{- with .Values.networkPolicy.dns }}
+- to:
+    {{- toYaml . | nindent 4 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+{{- end }}
+
+{{- define "wingman.netpol.from" -}}
+{{- if or .peers .anyone }}
+- ports:
+    {{- range .ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- with .peers }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}

@@ -107,21 +107,3 @@ def test_enabled_chat_without_a_channel_says_what_to_do() -> None:
                   check=False)
     assert result.returncode != 0
     assert "enable chat.telegram, chat.slack or chat.webhook" in result.stderr
-
-
-def test_the_optional_network_policy_confines_the_chat_pod() -> None:
-    assert not find(render("prd", ON, namespace="wingman-prd"), "NetworkPolicy")
-    objs = render("prd", {**ON, "chat.networkPolicy": {
-        "enabled": True, "ingressFrom": [{"namespaceSelector": {"matchLabels": {
-            "kubernetes.io/metadata.name": "ingress-nginx"}}}], "egressPorts": [443, 5432]}},
-        namespace="wingman-prd")
-    (policy,) = find(objs, "NetworkPolicy", "wingman-chat")
-    (dep,) = find(objs, "Deployment", "wingman-chat")
-    selector = policy["spec"]["podSelector"]["matchLabels"]
-    assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
-    http, metrics = policy["spec"]["ingress"]
-    assert http["from"][0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "ingress-nginx"}
-    assert "from" not in metrics
-    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
-    assert ports == {53, 443, 5432}
