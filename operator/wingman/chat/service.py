@@ -335,6 +335,9 @@ class ChatService:
         if verb == "confirm":
             held = self.step_up.take(f"{channel}:{chat_user}")
             await self.refresh()
+            if self.find(name=held.request).uid != held.uid:
+                raise refuse("StaleButton", f"{held.request} was replaced by a new request "
+                             "since you started: decide the new one")
             return await self._decide(channel, chat_user, person, held.verb, held.request,
                                       held.reason, code or "", stepped_up=False)
         if verb in ("approve", "reject"):
