@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -200,6 +201,58 @@ def _docker_host(env: Mapping[str, str]) -> str:
     return value
 
 
+_DEFAULT_AUDIT_TARGET = "/var/lib/wingman/audit/audit.jsonl"
+_MAX_SECRET_FILE = 64 * 1024
+
+
+def _secret_file(env: Mapping[str, str], key: str) -> str | None:
+    """The content of the file ``env[key]`` names (a mounted Secret), stripped; never echoed."""
+    path = env.get(key, "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(f"{key}={path!r} cannot be read ({exc.strerror}); mount the Secret "
+                          "there (the chart does)") from None
+    if len(raw) > _MAX_SECRET_FILE:
+        raise ConfigError(f"{key}={path!r} is larger than {_MAX_SECRET_FILE} bytes; it must "
+                          "hold one value")
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}={path!r} is not UTF-8 text") from None
+    if not value:
+        raise ConfigError(f"{key}={path!r} is empty; the Secret key it comes from holds nothing")
+    return value
+
+
+def _audit_target(env: Mapping[str, str]) -> str:
+    """WINGMAN_AUDIT_TARGET_FILE (a mounted Secret: how a DSN with its password arrives) or
+    WINGMAN_AUDIT_TARGET (a path), never both."""
+    from_file = _secret_file(env, "WINGMAN_AUDIT_TARGET_FILE")
+    if from_file is not None:
+        if env.get("WINGMAN_AUDIT_TARGET", "").strip():
+            raise ConfigError("WINGMAN_AUDIT_TARGET and WINGMAN_AUDIT_TARGET_FILE are both set; "
+                              "set one (a DSN belongs in the file)")
+        return from_file
+    return _get(env, "WINGMAN_AUDIT_TARGET", _DEFAULT_AUDIT_TARGET)
+
+
+def _witness_url(env: Mapping[str, str]) -> str | None:
+    url = env.get("WINGMAN_AUDIT_WITNESS_URL", "").strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
+            or parts.password or parts.fragment:
+        raise ConfigError(f"WINGMAN_AUDIT_WITNESS_URL={url!r} must be an http(s) URL without "
+                          "credentials, e.g. https://witness.example/checkpoints (the HMAC key "
+                          "authenticates the operator)")
+    return url
+
+
 def _socket(env: Mapping[str, str]) -> str | None:
     path = env.get("WINGMAN_GATEWAY_DOCKER_SOCKET", "").strip()
     if path and not path.startswith("/"):
@@ -213,7 +266,7 @@ class OperatorSettings:
     namespace: str
     environment: str
     policy: EnvironmentPolicy
-    audit_target: str
+    audit_target: str = field(repr=False)  # a DSN carries its password
     issuer: str
     log_format: str
     public_keys_configmap: str
@@ -241,19 +294,38 @@ class OperatorSettings:
     #: The release's labels for every object the operator creates.
     object_labels: Mapping[str, str] = field(default_factory=dict)
     gateway_pod: GatewayPod = field(default_factory=GatewayPod)
+    #: The Secret holding the audit key that signs checkpoints (never the token-signing key).
+    audit_key_secret: str = "wingman-audit-key"  # noqa: S105 - a Secret's name
+    #: The ConfigMap holding the signed checkpoints and the audit public keys.
+    checkpoints_configmap: str = "wingman-audit-checkpoints"
+    checkpoint_interval_seconds: int = 60
+    checkpoints_kept: int = 500
+    #: An external witness every checkpoint is POSTed to (HMAC-SHA256 with the key below).
+    witness_url: str | None = None
+    witness_hmac_key: str | None = field(default=None, repr=False)
+    witness_timeout_seconds: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
         env = os.environ if env is None else env
         environment = _name(env, "WINGMAN_ENVIRONMENT", "test")
         audit_secret = env.get("WINGMAN_AUDIT_SECRET", "").strip() or None
-        if audit_secret and audit_secret.count("/") != 1:
+        if audit_secret and (audit_secret.count("/") != 1 or not all(audit_secret.split("/"))):
             raise ConfigError(f"WINGMAN_AUDIT_SECRET={audit_secret!r} must be 'name/key'")
+        witness_url = _witness_url(env)
+        witness_key = _secret_file(env, "WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE")
+        if witness_url and not witness_key:
+            raise ConfigError("WINGMAN_AUDIT_WITNESS_URL is set but "
+                              "WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE is not: the witness must be "
+                              "able to authenticate the checkpoints it receives")
+        if witness_key is not None and len(witness_key) < 16:
+            raise ConfigError("the witness HMAC key (WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE) is "
+                              "shorter than 16 characters; use a random key of 32 bytes or more")
         return cls(
             namespace=_name(env, "WINGMAN_NAMESPACE", "wingman"),
             environment=environment,
             policy=_policy(env, environment),
-            audit_target=_get(env, "WINGMAN_AUDIT_TARGET", "/var/lib/wingman/audit/audit.jsonl"),
+            audit_target=_audit_target(env),
             issuer=_get(env, "WINGMAN_ISSUER", "wingman-operator"),
             log_format=_log_format(env),
             public_keys_configmap=_name(env, "WINGMAN_PUBLIC_KEYS_CONFIGMAP",
@@ -280,6 +352,16 @@ class OperatorSettings:
             pod_name=_get(env, "WINGMAN_POD_NAME", socket.gethostname()),
             object_labels=_object_labels(env),
             gateway_pod=GatewayPod.from_env(env),
+            audit_key_secret=_name(env, "WINGMAN_AUDIT_KEY_SECRET", "wingman-audit-key"),
+            checkpoints_configmap=_name(env, "WINGMAN_AUDIT_CHECKPOINTS_CONFIGMAP",
+                                        "wingman-audit-checkpoints"),
+            checkpoint_interval_seconds=_int(env, "WINGMAN_AUDIT_CHECKPOINT_INTERVAL_SECONDS",
+                                             60, 1, 86400),
+            checkpoints_kept=_int(env, "WINGMAN_AUDIT_CHECKPOINTS_KEPT", 500, 1, 2000),
+            witness_url=witness_url,
+            witness_hmac_key=witness_key,
+            witness_timeout_seconds=_int(env, "WINGMAN_AUDIT_WITNESS_TIMEOUT_SECONDS", 10, 1,
+                                         120),
         )
 
 
@@ -288,7 +370,7 @@ class GatewaySettings:
     namespace: str
     environment: str
     policy: EnvironmentPolicy
-    audit_target: str
+    audit_target: str = field(repr=False)  # a DSN carries its password
     issuer: str
     log_format: str
     grant_name: str
@@ -322,7 +404,7 @@ class GatewaySettings:
             namespace=_name(env, "WINGMAN_NAMESPACE", "wingman"),
             environment=environment,
             policy=_policy(env, environment),
-            audit_target=_get(env, "WINGMAN_AUDIT_TARGET", "/var/lib/wingman/audit/audit.jsonl"),
+            audit_target=_audit_target(env),
             issuer=_get(env, "WINGMAN_ISSUER", "wingman-operator"),
             log_format=_log_format(env),
             grant_name=grant,

@@ -1,13 +1,16 @@
 """The whole flow with the audit trail in a real PostgreSQL database (the PRD setup).
 
 The chart is installed with ``audit.type=postgres``: the operator and every gateway pod read
-the DSN from the Secret the values name, and both append to one hash chain in the database,
-which ``wingman audit verify`` checks.
+the DSN from a file on a volume of the Secret the values name (never from an environment
+variable), and both append to one hash chain in the database, which ``wingman audit verify``
+checks against the operator's signed checkpoints.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import uuid
 from pathlib import Path
@@ -15,7 +18,8 @@ from typing import Any
 
 from support.chart import DEFAULT_GATEWAY_IMAGE, WORKER, approval_request, installed, worker_groups
 from support.operator import OperatorProcess, get, wait_for
-from wingman.audit import open_sink, verify_main
+from wingman.audit import open_sink, verify, verify_main
+from wingman.cli.main import main as cli_main
 from wingman.dev.node import NodeHarness
 
 
@@ -32,8 +36,12 @@ def test_operator_and_gateway_share_one_verified_chain_in_postgres(
                         f"--from-literal=dsn={audit_dsn}")
         cluster.kubectl("create", "deployment", "web", "-n", apps,
                         "--image=registry.k8s.io/pause:3.9")
+        dsn_file = tmp_path / "dsn"  # what the operator's Secret volume holds
+        dsn_file.write_text(audit_dsn)
         op = OperatorProcess(cluster, ns, tmp_path / "op", extra_env={
-            "WINGMAN_AUDIT_TARGET": audit_dsn, "WINGMAN_AUDIT_SECRET": "wingman-audit-dsn/dsn"})
+            "WINGMAN_AUDIT_TARGET": "", "WINGMAN_AUDIT_TARGET_FILE": str(dsn_file),
+            "WINGMAN_AUDIT_SECRET": "wingman-audit-dsn/dsn",
+            "WINGMAN_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "1"})
         op.start()
         try:
             def kubectl(*args: str, input: str | None = None) -> Any:
@@ -59,6 +67,19 @@ def test_operator_and_gateway_share_one_verified_chain_in_postgres(
                     on_timeout=op.log_tail)
                 node.wait_idle(60)
                 runs = node.runs
+                job = get(cluster, "job", ns, "restart-1-gw")
+                head = verify(audit_dsn).records - 1
+                wait_for("a checkpoint of the head", lambda: (
+                    cm := get(cluster, "configmap", ns, "wingman-audit-checkpoints")) and
+                    f'"seq":{head},' in cm["data"]["checkpoints.jsonl"], 30,
+                    on_timeout=op.log_tail)
+                verified = io.StringIO()
+                with contextlib.redirect_stdout(verified):
+                    code = cli_main(["audit", "verify", audit_dsn, "-n", ns, "--kubeconfig",
+                                     str(cluster.kubeconfig)])
+                assert code == 0, verified.getvalue()
+                assert f"last verified point: signed checkpoint seq {head} " in \
+                    verified.getvalue()
         finally:
             op.stop()
     assert eg["status"]["phase"] == "Succeeded", eg["status"]
@@ -77,6 +98,12 @@ def test_operator_and_gateway_share_one_verified_chain_in_postgres(
     with (tmp_path / "verify.out").open("w") as out:
         assert verify_main(audit_dsn, out=out) == 0
     secret_dsn = audit_dsn
+    # The gateway pod got the DSN as a file on a Secret volume, never in its environment.
+    assert job is not None and secret_dsn not in json.dumps(job)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert not any("secretKeyRef" in json.dumps(e) for e in container["env"])
+    assert {"name": "WINGMAN_AUDIT_TARGET_FILE", "value": "/etc/wingman/audit-dsn/dsn"} in \
+        container["env"]
     logs = [op.log_path] + [p for r in runs for p in (r.stdout, r.stderr)]
     for path in logs:
         assert secret_dsn not in path.read_text(errors="replace"), path.name

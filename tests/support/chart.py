@@ -276,6 +276,9 @@ def wait_for_admission(cluster: Any, namespace: str, timeout: float = 60,
          {"user": f"system:serviceaccount:{namespace}:wingman-gateway",
           "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}",
                      "system:authenticated"]}),
+        # the checkpoints ConfigMap, by anyone but the operator (here the cluster admin)
+        ({"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": "wingman-audit-checkpoints"}, "data": {}}, {}),
     ]
     if env == "test":
         probes.append(({"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",

@@ -36,10 +36,14 @@ def test_the_chart_configures_the_operator_completely(environment: str, tmp_path
     (policy_cm,) = find(objs, "ConfigMap", "wingman-policy")
     policy = tmp_path / "policy.yaml"
     policy.write_text(policy_cm["data"]["policy.yaml"])
-    env = _env(container, f"wingman-{environment}",
-               {"WINGMAN_AUDIT_TARGET": "postgresql://db/audit"})
+    env = _env(container, f"wingman-{environment}", {})
     assert env["WINGMAN_POLICY_FILE"] == "/etc/wingman/policy/policy.yaml"
     env["WINGMAN_POLICY_FILE"] = str(policy)
+    if environment == "prd":  # the Secret volume the Deployment mounts, here a file
+        assert env["WINGMAN_AUDIT_TARGET_FILE"] == "/etc/wingman/audit-dsn/dsn"
+        dsn = tmp_path / "dsn"
+        dsn.write_text("postgresql://writer:s3cret@db/audit\n")
+        env["WINGMAN_AUDIT_TARGET_FILE"] = str(dsn)
     settings = OperatorSettings.from_env(env)
     assert settings.environment == environment
     assert settings.namespace == f"wingman-{environment}"
@@ -47,6 +51,8 @@ def test_the_chart_configures_the_operator_completely(environment: str, tmp_path
     assert settings.peering is True
     if environment == "prd":
         assert settings.audit_secret == "wingman-audit-dsn/dsn"
+        assert settings.audit_target == "postgresql://writer:s3cret@db/audit"
+        assert "s3cret" not in repr(settings)
         assert settings.policy.required_approvals == 2
     else:
         assert settings.audit_volume_claim == "wingman-audit"
@@ -140,3 +146,82 @@ def test_gateway_timing_comes_from_the_values(tmp_path: Path) -> None:
               job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert gw_env["WINGMAN_EXEC_TIMEOUT_SECONDS"] == "45"
     assert gw_env["WINGMAN_LEEWAY_SECONDS"] == "2"
+
+
+def test_a_postgres_gateway_job_reads_the_dsn_from_a_secret_volume(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("environment: test\n")
+    dsn = tmp_path / "dsn"
+    dsn.write_text("postgresql://writer:s3cret@db:5432/audit")
+    settings = OperatorSettings.from_env({"WINGMAN_POLICY_FILE": str(policy),
+                                          "WINGMAN_AUDIT_TARGET_FILE": str(dsn),
+                                          "WINGMAN_AUDIT_SECRET": "wingman-audit-dsn/dsn"})
+    job = manifests.gateway_job({"metadata": {"name": "g", "namespace": "n", "uid": "u"}},
+                                settings, 300)
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "s3cret" not in str(job)
+    assert not any("secretKeyRef" in str(e) for e in container["env"])
+    assert not any(e["name"] == "WINGMAN_AUDIT_TARGET" for e in container["env"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["WINGMAN_AUDIT_TARGET_FILE"] == "/etc/wingman/audit-dsn/dsn"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "audit-dsn"]
+    assert volume["secret"] == {"secretName": "wingman-audit-dsn", "defaultMode": 0o400,
+                                "items": [{"key": "dsn", "path": "dsn"}]}
+    assert {"name": "audit-dsn", "mountPath": "/etc/wingman/audit-dsn",
+            "readOnly": True} in container["volumeMounts"]
+    # The gateway's settings from that env, with the Secret file where the pod mounts it.
+    env.update({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "WINGMAN_POLICY_FILE": str(policy),
+                "WINGMAN_AUDIT_TARGET_FILE": str(dsn), "WINGMAN_JOB_UID": "j"})
+    gateway = GatewaySettings.from_env({k: v for k, v in env.items() if v is not None})
+    assert gateway.audit_target == "postgresql://writer:s3cret@db:5432/audit"
+    assert "s3cret" not in repr(gateway)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot be read"),
+    ("", "is empty"),
+    ("  \n", "is empty"),
+    ("x" * 70000, "larger than"),
+])
+def test_a_bad_dsn_file_is_a_clear_error(tmp_path: Path, content: str | None,
+                                         message: str) -> None:
+    path = tmp_path / "dsn"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as err:
+        OperatorSettings.from_env({"WINGMAN_AUDIT_TARGET_FILE": str(path)})
+    assert "WINGMAN_AUDIT_TARGET_FILE" in err.value.message
+
+
+def test_the_dsn_file_and_a_target_together_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dsn"
+    path.write_text("postgresql://db/audit")
+    with pytest.raises(ConfigError, match="both set"):
+        OperatorSettings.from_env({"WINGMAN_AUDIT_TARGET_FILE": str(path),
+                                   "WINGMAN_AUDIT_TARGET": "/a/b.jsonl"})
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"WINGMAN_AUDIT_WITNESS_URL": "https://w.example/c"}, "HMAC_KEY_FILE is not"),
+    ({"WINGMAN_AUDIT_WITNESS_URL": "ftp://w.example/c"}, "must be an http"),
+    ({"WINGMAN_AUDIT_WITNESS_URL": "https://user:pw@w.example/c"}, "without credentials"),
+    ({"WINGMAN_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "0"}, "between 1 and 86400"),
+    ({"WINGMAN_AUDIT_CHECKPOINTS_KEPT": "5000"}, "between 1 and 2000"),
+    ({"WINGMAN_AUDIT_KEY_SECRET": "Bad"}, "not a valid Kubernetes name"),
+])
+def test_bad_checkpoint_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        OperatorSettings.from_env(env)
+
+
+def test_the_witness_key_comes_from_a_file_and_never_shows(tmp_path: Path) -> None:
+    key = tmp_path / "hmac"
+    key.write_text("k" * 16 + "\n")
+    settings = OperatorSettings.from_env({"WINGMAN_AUDIT_WITNESS_URL": "http://127.0.0.1:9/c",
+                                          "WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE": str(key)})
+    assert settings.witness_hmac_key == "k" * 16
+    assert "kkkk" not in repr(settings)
+    key.write_text("short")
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        OperatorSettings.from_env({"WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE": str(key)})

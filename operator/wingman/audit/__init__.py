@@ -1,9 +1,12 @@
 """The tamper-evident audit trail: append-only, hash-chained records, their sinks and verifier.
 
-Owns ``records`` (the record and the chain), ``file`` and ``postgres`` (the two sinks) and
-``verification``; this module opens a sink or verifies one from a target string. It imports
-``wingman.errors`` and nothing else of Wingman: the operator, the gateway and the CLI all use
-it, and it uses none of them.
+Owns ``records`` (the record and the chain), ``file`` and ``postgres`` (the two sinks),
+``verification``, ``checkpoints`` (the format of signed checkpoints of the head), ``signing``
+(signing them and checking signatures, with ``wingman.capability.keys``) and ``witness`` (the
+external witness's client and a reference server); this module opens a sink or verifies one
+from a target string. It imports ``wingman.errors`` and nothing else of Wingman (``signing``
+and ``witness`` are imported only by who needs them): the operator, the gateway and the CLI all
+use it, and it uses none of them.
 
 The operator and the gateway call ``open_sink(target).append(...)`` for every transition they
 make, and fail closed when it raises ``AuditUnavailable``; ``wingman audit verify`` calls
@@ -29,7 +32,8 @@ same error and reason cover every other invalid record (not JSON-able, naive ``n
 **What the chain proves, and what it cannot.** Any edit, deletion, insertion or reordering of
 stored records is detected and located by ``verify``. Whoever can rewrite the whole store can
 build a consistent forgery, and removing records from the tail leaves a valid shorter chain:
-only an *anchor* recorded elsewhere catches those. Operators therefore record the head (each
+only a signed checkpoint (``wingman.audit.checkpoints``, made by the operator) or an *anchor*
+recorded elsewhere catches those. Operators therefore record the head (each
 ``append`` returns it as ``record.anchor``; the operator writes the hash of each transition's
 record into the object's status (``auditHead``, ``auditRecordHash``) and the head's sequence
 number into the metric ``wingman_audit_head_sequence``) and verify with ``anchor=`` /
@@ -40,10 +44,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import unquote, urlsplit
 
+from wingman.audit.checkpoints import Checkpoint, parse_checkpoints
 from wingman.audit.file import FileSink, _file_entries
 from wingman.audit.postgres import PostgresSink, _dsn_parts, _postgres_entries, _redact_dsn
 from wingman.audit.records import (
@@ -62,6 +68,7 @@ from wingman.audit.records import (
 from wingman.audit.verification import (
     AuditProblem,
     ProblemKind,
+    Resume,
     VerifyReport,
     _verify_entries,
     verify_lines,
@@ -76,15 +83,18 @@ __all__ = [
     "AuditProblem",
     "AuditRecord",
     "AuditSink",
+    "Checkpoint",
     "FileSink",
     "PostgresSink",
     "ProblemKind",
+    "Resume",
     "VerifyReport",
     "canonical_json",
     "fingerprint",
     "looks_like_token",
     "make_record",
     "open_sink",
+    "parse_checkpoints",
     "verify",
     "verify_lines",
     "verify_main",
@@ -142,20 +152,33 @@ def verify(
     anchor: AuditAnchor | None = None,
     expected_head: str | None = None,
     expected_count: int | None = None,
+    checkpoints: Sequence[Checkpoint] = (),
+    resume: Resume | None = None,
 ) -> VerifyReport:
     """Verify the whole chain at ``target`` and report the first problem.
 
-    ``anchor``: a (seq, hash) recorded earlier; the record at that seq must have that hash.
-    ``expected_head``: a head hash recorded earlier; some record must have it (the log may
-    have grown since). ``expected_count``: the log must hold at least this many records.
-    Without one of them, removal of the tail is undetectable. Raises ``AuditUnavailable``
-    when the target cannot be read and ``ConfigError`` for a bad target.
+    ``checkpoints``: signed checkpoints whose signatures the caller checked
+    (``wingman.audit.signing.check_signatures``); the record at each one's seq must have its
+    hash and the log must reach the newest. ``anchor``: a (seq, hash) recorded earlier; the
+    record at that seq must have that hash. ``expected_head``: a head hash recorded earlier;
+    some record must have it (the log may have grown since). ``expected_count``: the log must
+    hold at least this many records. Without one of them, removal of the tail is
+    undetectable. ``resume``: the ``report.resume`` of an earlier verification of the same
+    target; only the records from that point on are read, and the record there must be
+    unchanged. Raises ``AuditUnavailable`` when the target cannot be read and ``ConfigError``
+    for a bad target.
     """
     kind, where = _parse_target(target)
-    entries = _postgres_entries(where) if kind == "postgres" else _file_entries(Path(where))
+    if kind == "postgres":
+        entries = _postgres_entries(where, from_seq=0 if resume is None else resume.seq)
+    elif resume is None:
+        entries = _file_entries(Path(where))
+    else:
+        entries = _file_entries(Path(where), resume.offset, resume.line or 1)
     with contextlib.closing(entries):
         return _verify_entries(
-            entries, anchor=anchor, expected_head=expected_head, expected_count=expected_count
+            entries, anchor=anchor, expected_head=expected_head, expected_count=expected_count,
+            checkpoints=checkpoints, resume=resume,
         )
 
 
@@ -164,12 +187,17 @@ def verify_main(
     *,
     expected_head: str | None = None,
     anchor: AuditAnchor | None = None,
+    checkpoints: Sequence[Checkpoint] = (),
     out: TextIO | None = None,
 ) -> int:
-    """``wingman audit verify``: print one line; 0 verified, 1 tampered, 2 unreadable."""
+    """``wingman audit verify``: print one line; 0 verified, 1 tampered, 2 unreadable.
+
+    ``checkpoints`` must have had their signatures checked
+    (``wingman.audit.signing.check_signatures``)."""
     stream = out if out is not None else sys.stdout
     try:
-        report = verify(target, anchor=anchor, expected_head=expected_head)
+        report = verify(target, anchor=anchor, expected_head=expected_head,
+                        checkpoints=checkpoints)
     except (AuditUnavailable, ConfigError) as exc:
         print(f"UNREADABLE: {exc.message}", file=stream)
         return 2

@@ -249,8 +249,10 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _file_entries(path: Path) -> Generator[_Entry, None, None]:
-    """The lines present when reading began (a writer mid-append is not seen half-done)."""
+def _file_entries(path: Path, offset: int = 0, first_line: int = 1
+                  ) -> Generator[_Entry, None, None]:
+    """The lines present when reading began (a writer mid-append is not seen half-done),
+    from byte ``offset`` (the start of line ``first_line``) on."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -264,10 +266,13 @@ def _file_entries(path: Path) -> Generator[_Entry, None, None]:
             fcntl.flock(fd, fcntl.LOCK_SH)
             size = os.fstat(fd).st_size
             fcntl.flock(fd, fcntl.LOCK_UN)
+            if offset:
+                handle.seek(offset)
         except OSError as exc:
             raise AuditUnavailable(f"cannot lock audit log {path}: {exc.strerror}") from None
-        remaining = size
-        number = 0
+        remaining = size - offset
+        number = first_line - 1
+        position = offset
         limit = MAX_RECORD_BYTES + 1
         while remaining > 0:
             try:
@@ -276,9 +281,11 @@ def _file_entries(path: Path) -> Generator[_Entry, None, None]:
                 raise AuditUnavailable(f"cannot read audit log {path}: {exc.strerror}") from None
             if not raw:
                 return
+            start, position = position, position + len(raw)
             remaining -= len(raw)
             number += 1
             if len(raw) == limit and not raw.endswith(b"\n"):
-                yield _Entry(raw, True, number, error=f"is longer than {MAX_RECORD_BYTES} bytes")
+                yield _Entry(raw, True, number, error=f"is longer than {MAX_RECORD_BYTES} bytes",
+                             offset=start)
                 return
-            yield _Entry(raw.removesuffix(b"\n"), raw.endswith(b"\n"), number)
+            yield _Entry(raw.removesuffix(b"\n"), raw.endswith(b"\n"), number, offset=start)

@@ -313,8 +313,9 @@ class PostgresSink:
                     ) from None
 
 
-def _postgres_entries(dsn: str, connect_timeout: int = 10) -> Generator[_Entry, None, None]:
-    """Rows in seq order from one consistent snapshot."""
+def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0
+                      ) -> Generator[_Entry, None, None]:
+    """Rows in seq order from one consistent snapshot, from ``from_seq`` on."""
     import psycopg
 
     where = _redact_dsn(dsn)
@@ -347,7 +348,8 @@ def _postgres_entries(dsn: str, connect_timeout: int = 10) -> Generator[_Entry, 
             # INSERT-holder can nest deeper than json.loads recurses.
             cur.execute(
                 "SELECT seq, time, event, actor, subject::text, data::text, prev, hash, record "
-                "FROM wingman_audit ORDER BY seq"
+                "FROM wingman_audit WHERE seq >= %s ORDER BY seq",
+                (from_seq,),
             )
             for seq, time, event, actor, subject, data, prev, digest, text in cur:
                 error = None

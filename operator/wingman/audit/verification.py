@@ -1,7 +1,10 @@
 """Verifying a stored chain: every edit, deletion, insertion, reordering and truncation located.
 
 Works on a stream of raw stored lines (``_Entry``) from any sink, so the file and PostgreSQL
-verifiers share it.
+verifiers share it. Signed checkpoints (``wingman.audit.checkpoints``) act as anchors: the
+record at a checkpoint's ``seq`` must have its hash, and the log must reach the newest one. A
+verification can resume after a point verified earlier (``Resume``): it then reads only the
+records from that point on, and the record at that point must still be the one verified.
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wingman.audit.checkpoints import Checkpoint
 from wingman.audit.records import (
     GENESIS_HASH,
     AuditAnchor,
@@ -66,6 +70,20 @@ class AuditProblem:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """A record verified earlier, and where it is stored: a later ``verify`` starts there."""
+
+    seq: int
+    hash: str
+    prev: str
+    """The record's ``prev``: the hash of the record before it."""
+    offset: int
+    """File: the byte offset of the record's line. PostgreSQL: its ``seq``."""
+    line: int | None = None
+    """File: the record's 1-based line number."""
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     """Outcome of ``verify``: ``records`` is how many records verified before any problem."""
 
@@ -74,6 +92,12 @@ class VerifyReport:
     """Hash of the last verified record (``GENESIS_HASH`` for an empty log)."""
     head_seq: int | None
     problem: AuditProblem | None = None
+    checkpoint: Checkpoint | None = None
+    """The newest signed checkpoint the records verified against (the last verified point)."""
+    checkpoints: int = 0
+    """How many signed checkpoints were given."""
+    resume: Resume | None = None
+    """The last verified record and where it is stored (``None`` for an empty log)."""
 
     @property
     def ok(self) -> bool:
@@ -85,14 +109,33 @@ class VerifyReport:
         return None if self.head_seq is None else AuditAnchor(self.head_seq, self.head)
 
     def summary(self) -> str:
-        """One human line: ``OK: …`` or ``TAMPERED at record N (line L): Kind — …``."""
+        """One human line: ``OK: …`` or ``TAMPERED at record N (line L): Kind — …``, and with
+        checkpoints, the last verified point."""
         if self.problem is None:
-            return f"OK: {self.records} records, head sha256:{self.head}"
+            text = f"OK: {self.records} records, head sha256:{self.head}"
+            if self.checkpoints:
+                text += f"; {self._checkpoint_note()}"
+            return text
         p = self.problem
         where = f"line {p.line}" if p.line is not None else f"seq {p.seq}"
         if p.line is None and p.seq is None:
             where = "end of log"
-        return f"TAMPERED at record {p.position} ({where}): {p.kind} — {p.message}"
+        text = f"TAMPERED at record {p.position} ({where}): {p.kind} — {p.message}"
+        if self.checkpoints:
+            text += f"; {self._checkpoint_note()}"
+        return text
+
+    def _checkpoint_note(self) -> str:
+        cp = self.checkpoint
+        if cp is None:
+            return (f"none of the {self.checkpoints} signed checkpoints verified (last verified "
+                    "point: none)")
+        note = f"last verified point: signed checkpoint {cp.describe()}"
+        if self.problem is None and self.head_seq is not None and self.head_seq > cp.seq:
+            after = self.head_seq - cp.seq
+            note += (f"; the {after} newer record{'s are' if after != 1 else ' is'} not "
+                     "covered by a checkpoint yet")
+        return note
 
     def raise_if_tampered(self) -> None:
         """Raise ``AuditTampered`` (reason ``Audit<Kind>``) when the chain did not verify."""
@@ -111,6 +154,8 @@ class _Entry:
     """PostgreSQL: the row's own columns, which must agree with ``raw``."""
     error: str | None = None
     """Pre-detected malformation (e.g. an over-long line)."""
+    offset: int | None = None
+    """File: the byte offset where the line starts."""
 
 
 def verify_lines(
@@ -119,6 +164,7 @@ def verify_lines(
     anchor: AuditAnchor | None = None,
     expected_head: str | None = None,
     expected_count: int | None = None,
+    checkpoints: Sequence[Checkpoint] = (),
 ) -> VerifyReport:
     """Verify stored lines, each with its trailing ``\\n`` (a last one without is partial).
 
@@ -130,7 +176,8 @@ def verify_lines(
         for number, raw in enumerate(lines, start=1)
     )
     return _verify_entries(
-        entries, anchor=anchor, expected_head=expected_head, expected_count=expected_count
+        entries, anchor=anchor, expected_head=expected_head, expected_count=expected_count,
+        checkpoints=checkpoints,
     )
 
 
@@ -140,12 +187,17 @@ def _verify_entries(
     anchor: AuditAnchor | None,
     expected_head: str | None,
     expected_count: int | None,
+    checkpoints: Sequence[Checkpoint] = (),
+    resume: Resume | None = None,
 ) -> VerifyReport:
+    """Verify ``entries``; with ``resume``, they start at the record ``resume`` names."""
     head_wanted = None if expected_head is None else _normalise_hash(expected_head, "expected head")
     if expected_count is not None and expected_count < 0:
         raise ConfigError("expected_count must be a non-negative integer")
-    checker = _Checker(anchor=anchor, head_wanted=head_wanted)
-    for position, entry in enumerate(entries):
+    checker = _Checker(anchor=anchor, head_wanted=head_wanted, checkpoints=checkpoints,
+                       resume=resume)
+    start = 0 if resume is None else resume.seq
+    for position, entry in enumerate(entries, start=start):
         problem = checker.check(position, entry, entries)
         if problem is not None:
             return problem
@@ -155,7 +207,8 @@ def _verify_entries(
 class _Checker:
     """Walks the chain once; ``check`` returns a failing report at the first problem."""
 
-    def __init__(self, *, anchor: AuditAnchor | None, head_wanted: str | None) -> None:
+    def __init__(self, *, anchor: AuditAnchor | None, head_wanted: str | None,
+                 checkpoints: Sequence[Checkpoint] = (), resume: Resume | None = None) -> None:
         self.anchor = anchor
         self.head_wanted = head_wanted
         self.head_found = False
@@ -163,13 +216,30 @@ class _Checker:
         self.last = GENESIS_HASH  # hash of the last verified record
         self.before_last = GENESIS_HASH
         self.previous: AuditRecord | None = None
+        self.checkpoints = {c.seq: c for c in checkpoints}
+        self.given = len(checkpoints)
+        self.newest = max(checkpoints, key=lambda c: c.seq, default=None)
+        self.verified: Checkpoint | None = None
+        self.pinned = resume
+        self.resume: Resume | None = None
+        if resume is not None:
+            self.count = resume.seq
+            self.last = self.before_last = resume.prev
+            for checkpoint in checkpoints:  # those before the resume point verified earlier
+                if checkpoint.seq < resume.seq and (
+                        self.verified is None or checkpoint.seq > self.verified.seq):
+                    self.verified = checkpoint
+
+    def _report(self, **fields: Any) -> VerifyReport:
+        return VerifyReport(checkpoint=self.verified, checkpoints=self.given,
+                            resume=self.resume, **fields)
 
     def _fail(
         self, kind: ProblemKind, entry: _Entry | None, seq: int | None, msg: str, back: int = 0
     ) -> VerifyReport:
         at = self.count - back
         line = None if entry is None or entry.line is None else entry.line - back
-        return VerifyReport(
+        return self._report(
             records=at,
             head=self.before_last if back else self.last,
             head_seq=at - 1 if at > 0 else None,
@@ -177,6 +247,8 @@ class _Checker:
         )
 
     def check(self, position: int, entry: _Entry, rest: Iterator[_Entry]) -> VerifyReport | None:
+        if self.pinned is not None:
+            return self._check_pinned(entry)
         if not entry.complete:
             return self._fail(
                 ProblemKind.TRUNCATED,
@@ -280,15 +352,79 @@ class _Checker:
                 f"the anchor recorded seq {anchor.seq} as sha256:{anchor.hash}, the log has "
                 f"sha256:{record.hash}: the chain was rebuilt at or before this record",
             )
+        checkpoint = self.checkpoints.get(record.seq)
+        if checkpoint is not None and record.hash != checkpoint.hash:
+            since = ("the last verified checkpoint is " + self.verified.describe()
+                     if self.verified is not None else "no earlier checkpoint verified")
+            return self._fail(
+                ProblemKind.REWRITTEN,
+                entry,
+                record.seq,
+                f"the signed checkpoint {checkpoint.describe()} recorded sha256:"
+                f"{checkpoint.hash}, the log has sha256:{record.hash}: the chain was rewritten "
+                f"at or before seq {record.seq} ({since})",
+            )
+        self._accept(record, entry)
+        return None
+
+    def _check_pinned(self, entry: _Entry) -> VerifyReport | None:
+        """The first entry of a resumed verification must be the record verified before."""
+        pinned = self.pinned
+        assert pinned is not None
+        self.pinned = None
+        found = "an unreadable or partial line"
+        if entry.complete and entry.error is None:
+            try:
+                record = _parse_stored(entry.raw)
+            except _Malformed:
+                record = None
+            if record is not None:
+                found = f"seq {record.seq} (sha256:{record.hash})"
+                if (record.seq == pinned.seq and record.hash == pinned.hash
+                        and record.prev == pinned.prev and record.to_bytes() == entry.raw
+                        and record.compute_hash() == record.hash):
+                    self._accept(record, entry)
+                    return None
+        return self._fail(
+            ProblemKind.REWRITTEN,
+            entry,
+            pinned.seq,
+            f"where seq {pinned.seq} (sha256:{pinned.hash}) was verified before, the log now "
+            f"holds {found}: it was rewritten since it was last verified",
+        )
+
+    def _accept(self, record: AuditRecord, entry: _Entry) -> None:
         if record.hash == self.head_wanted:
             self.head_found = True
+        if record.seq in self.checkpoints:
+            self.verified = self.checkpoints[record.seq]
         self.before_last, self.last = self.last, record.hash
         self.previous = record
         self.count += 1
-        return None
+        self.resume = Resume(record.seq, record.hash, record.prev,
+                             record.seq if entry.offset is None else entry.offset, entry.line)
 
     def finish(self, expected_count: int | None) -> VerifyReport:
         count = self.count
+        if self.pinned is not None:
+            pinned = self.pinned
+            return self._fail(
+                ProblemKind.TRUNCATED,
+                None,
+                None,
+                f"the record verified earlier as seq {pinned.seq} (sha256:{pinned.hash}) is "
+                "gone: records were removed from the tail",
+            )
+        newest = self.newest
+        if newest is not None and count <= newest.seq:
+            return self._fail(
+                ProblemKind.TRUNCATED,
+                None,
+                None,
+                f"the log ends after {count} records but the signed checkpoint "
+                f"{newest.describe()} covers seq {newest.seq}: records were removed from the "
+                "tail (or the log was replaced)",
+            )
         anchor = self.anchor
         if anchor is not None and count <= anchor.seq:
             return self._fail(
@@ -314,7 +450,7 @@ class _Checker:
                 f"no record has the expected head sha256:{self.head_wanted}: the log was "
                 "truncated (or rebuilt) since that head was recorded",
             )
-        return VerifyReport(records=count, head=self.last, head_seq=count - 1 if count else None)
+        return self._report(records=count, head=self.last, head_seq=count - 1 if count else None)
 
 
 def _next_links_to(entries: Iterator[_Entry], digest: str) -> bool:

@@ -8,7 +8,8 @@ Thin: parses arguments and calls the module that owns the concept.
     wingman describe NAME | result GRANT | list | policy   [-o json|yaml]
     wingman mcp [--transport stdio|http]     (the MCP server for agents)
     wingman completion bash|zsh|fish
-    wingman audit verify TARGET [--expected-head sha256:...]
+    wingman audit verify TARGET [-n NS] [--checkpoints FILE] [--audit-key PEM] [--expected-head]
+    wingman audit witness --store FILE --hmac-key-file F [--audit-key PEM] [--listen H:P]
     wingman verify-privileges --namespace NS [--release R]
     wingman keys rotate|prune|show -n NS     (the operator's signing keys)
     wingman operator                         (the operator process; settings from WINGMAN_*)
@@ -146,10 +147,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = command("audit", "audit trail tools")
     asub = sp.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    vp = asub.add_parser("verify", help="verify the hash chain of an audit trail")
-    vp.add_argument("target", help="a JSON Lines file or a postgresql:// DSN")
-    vp.add_argument("--expected-head", help="the head hash recorded elsewhere (detects "
-                    "truncation of the tail)")
+    vp = asub.add_parser("verify", help="verify the hash chain of an audit trail and its "
+                         "signed checkpoints")
+    from wingman.cli.audit import add_verify_arguments
+
+    add_verify_arguments(vp)
+    wp = asub.add_parser("witness", add_help=False,
+                         help="run a reference witness that keeps signed checkpoints")
+    wp.add_argument("rest", nargs=argparse.REMAINDER)
 
     sp = command("keys", "the operator's signing keys (rotation)")
     ksub = sp.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
@@ -161,7 +166,9 @@ def _parser() -> argparse.ArgumentParser:
         kp = ksub.add_parser(action, help=text)
         client_args(kp, output=False)
         kp.add_argument("--secret", default="wingman-signing-key")
-        kp.add_argument("--configmap", default="wingman-public-keys")
+        kp.add_argument("--configmap", default="wingman-public-keys",
+                        help="the ConfigMap the public keys are published to ('' for none: "
+                        "the audit key's are published by the operator with its checkpoints)")
 
     sp = command("verify-privileges", "prove on a live cluster that only the gateway can "
                  "execute", add_help=False)
@@ -198,6 +205,10 @@ def _names(kind: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:2] == ["audit", "witness"]:
+        from wingman.audit.witness import witness_main
+
+        return witness_main(raw[2:])
     if raw[:1] == ["verify-privileges"]:
         # argparse's REMAINDER does not capture options that come first (--namespace ...):
         # hand every argument to the command's own parser.
@@ -234,9 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "audit":
-        from wingman.audit import verify_main
+        if args.audit_command == "witness":
+            from wingman.audit.witness import witness_main
 
-        return verify_main(args.target, expected_head=args.expected_head)
+            return witness_main(list(args.rest))
+        from wingman.cli.audit import verify_command
+
+        return verify_command(args)
     if cmd == "keys":
         return _keys(args)
     if cmd == "verify-privileges":
@@ -306,7 +321,8 @@ def _keys(args: argparse.Namespace) -> int:
         ring = keys.prune(ring)
     if args.keys_command != "show":
         keys.store(kube, ns, args.secret, ring)
-        keys.publish(kube, ns, args.configmap, ring)
+        if args.configmap:
+            keys.publish(kube, ns, args.configmap, ring)
     for kid in sorted(ring.keys):
         print(f"{kid}{'  (active)' if kid == ring.active else ''}")
     return 0

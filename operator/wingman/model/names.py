@@ -17,6 +17,8 @@ TOKEN_MOUNT = "/var/run/wingman/token"  # noqa: S105 - a mount path
 KEYS_MOUNT = "/etc/wingman/keys"
 POLICY_MOUNT = "/etc/wingman/policy"
 DOCKER_MOUNT = "/var/run/docker.sock"
+AUDIT_DSN_MOUNT = "/etc/wingman/audit-dsn"  # the PostgreSQL DSN, a Secret volume (never env)
+AUDIT_DSN_FILE = f"{AUDIT_DSN_MOUNT}/dsn"
 SECRET_TYPE = "wingman.dev/capability-token"  # noqa: S105 - a Secret type
 BURN_PREFIX = "wingman-burn-"
 
@@ -54,6 +56,7 @@ JOB_UID_ANNOTATION = "wingman.dev/job-uid"
 EXPIRES_ANNOTATION = "wingman.dev/expires"
 
 
-__all__ = ["BURN_PREFIX", "DOCKER_MOUNT", "EXPIRES_ANNOTATION", "GRANT_LABEL", "JOB_UID_ANNOTATION",
+__all__ = ["AUDIT_DSN_FILE", "AUDIT_DSN_MOUNT", "BURN_PREFIX", "DOCKER_MOUNT",
+           "EXPIRES_ANNOTATION", "GRANT_LABEL", "JOB_UID_ANNOTATION",
            "KEYS_MOUNT", "MANAGED", "POLICY_MOUNT", "ROLE_LABEL", "SECRET_TYPE", "TOKEN_MOUNT",
            "burn_marker_name", "grant_job_name", "job_name", "secret_name"]

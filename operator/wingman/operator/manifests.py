@@ -7,7 +7,8 @@ an operator killed and restarted at any point finds what it made and adopts it.
   owned by the grant;
 - gateway Job ``<grant>-gw`` (suspended at creation, so the token can carry its UID), owned by
   the grant; its pod runs ``wingman gateway`` as ServiceAccount ``wingman-gateway`` with the
-  pinned image, no shell, no privileges, a read-only root filesystem;
+  pinned image, no shell, no privileges, a read-only root filesystem; a PostgreSQL audit DSN
+  reaches it as a file on a Secret volume, never as an environment variable;
 - the burn-marker Lease name ``wingman-burn-<jti>`` the gateway creates.
 
 Everything made here carries the release's labels (``settings.object_labels``: the chart's
@@ -21,6 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 from wingman.model.names import (
+    AUDIT_DSN_FILE,
+    AUDIT_DSN_MOUNT,
     DOCKER_MOUNT,
     EXPIRES_ANNOTATION,
     GRANT_LABEL,
@@ -117,9 +120,14 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
                                                         "type": "Socket"}})
         mounts.append({"name": "docker", "mountPath": DOCKER_MOUNT})
     if settings.audit_secret:
+        # The DSN carries a password: a file on a Secret volume, never an environment variable
+        # (those show in the pod's /proc/<pid>/environ, crash dumps and `kubectl describe`).
         secret, key = settings.audit_secret.split("/")
-        env.append({"name": "WINGMAN_AUDIT_TARGET",
-                    "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+        env.append({"name": "WINGMAN_AUDIT_TARGET_FILE", "value": AUDIT_DSN_FILE})
+        volumes.append({"name": "audit-dsn", "secret": {
+            "secretName": secret, "defaultMode": 0o400,
+            "items": [{"key": key, "path": AUDIT_DSN_FILE.rsplit("/", 1)[1]}]}})
+        mounts.append({"name": "audit-dsn", "mountPath": AUDIT_DSN_MOUNT, "readOnly": True})
     else:
         env.append({"name": "WINGMAN_AUDIT_TARGET", "value": settings.audit_target})
         if settings.audit_volume_claim:

@@ -82,6 +82,22 @@ class Metrics:
         self.audit_sequence = Gauge(
             "wingman_audit_head_sequence",
             "Sequence number of the last audit record this operator appended.", registry=r)
+        self.audit_checkpoint_sequence = Gauge(
+            "wingman_audit_checkpoint_sequence",
+            "Sequence number of the newest signed checkpoint of the audit head.", registry=r)
+        self.audit_checkpoint_time = Gauge(
+            "wingman_audit_checkpoint_timestamp_seconds",
+            "When the newest signed checkpoint of the audit head was made (Unix time).",
+            registry=r)
+        self.audit_checkpoint_failures = Counter(
+            "wingman_audit_checkpoint_failures_total",
+            "Checkpoint rounds that signed nothing because the audit trail or the stored "
+            "checkpoints did not verify (or could not be read), by reason.", ["reason"],
+            registry=r)
+        self.audit_witness_failures = Counter(
+            "wingman_audit_witness_failures_total",
+            "Deliveries of a checkpoint to the external witness that failed (retried).",
+            registry=r)
         self.signing_keys = Gauge(
             "wingman_public_keys", "Public keys published for the gateway (rotation overlap).",
             registry=r)

@@ -28,6 +28,7 @@ log = logging.getLogger("wingman.operator")
 
 
 def make_registry(ctx: Context) -> kopf.OperatorRegistry:
+    from wingman.operator import checkpoints
     from wingman.operator.handlers import approvals, grants, housekeeping
 
     registry = kopf.OperatorRegistry()
@@ -40,6 +41,7 @@ def make_registry(ctx: Context) -> kopf.OperatorRegistry:
     approvals.register(registry, ctx)
     grants.register(registry, ctx)
     housekeeping.register(registry, ctx)
+    checkpoints.register(registry, ctx)
     return registry
 
 

@@ -17,9 +17,10 @@ anonymous requests.
 violation:
 
 - release namespace: the operator creates Jobs (admission lets only the operator create gateway
-  Jobs, pinned image), reads and patches Secrets (tokens, signing key), writes the public-key
-  ConfigMap, patches ``executiongrants/status`` and deletes burn markers (Leases); the gateway
-  patches ``executiongrants/status`` and creates burn markers.
+  Jobs, pinned image), reads and patches Secrets (tokens, signing key, audit key), creates and
+  writes ConfigMaps (the public keys, the signed audit checkpoints), patches
+  ``executiongrants/status`` and deletes burn markers (Leases); the gateway patches
+  ``executiongrants/status`` and creates burn markers. Nobody deletes ConfigMaps there.
 - target namespaces: the gateway holds whatever *execution* rights its ``gateway.targets``
   rules grant (by default patch of Deployments and their scale). Credential rights (read
   Secrets, mint ServiceAccount tokens) and escalation (impersonate, escalate, bind) are never by

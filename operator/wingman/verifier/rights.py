@@ -100,8 +100,12 @@ RIGHTS: tuple[Right, ...] = (
     _r("bind", "roles", RBAC, kind="escalation"),
     # Integrity of Wingman's own objects in the release namespace.
     _r("patch", "secrets", kind="integrity", scope="release"),  # the signing key
-    _r("patch", "configmaps", kind="integrity", scope="release"),  # the public keys
+    # The public keys, and the signed checkpoints of the audit trail (which no writer of the
+    # trail may touch: admission also reserves that ConfigMap for the operator).
+    _r("create", "configmaps", kind="integrity", scope="release"),
+    _r("patch", "configmaps", kind="integrity", scope="release"),
     _r("update", "configmaps", kind="integrity", scope="release"),
+    _r("delete", "configmaps", kind="integrity", scope="release"),
     _r("patch", "executiongrants/status", "wingman.dev", kind="integrity", scope="release"),
     _r("create", "leases", "coordination.k8s.io", kind="integrity", scope="release"),
     _r("delete", "leases", "coordination.k8s.io", kind="integrity", scope="release"),
@@ -137,7 +141,7 @@ DESIGN: Mapping[tuple[str, Place], frozenset[str]] = {
     ("operator", "release"): frozenset({
         "create jobs",  # gateway Jobs only: admission rejects any other gateway Job
         "get secrets", "list secrets", "watch secrets", "patch secrets",
-        "patch configmaps", "update configmaps",
+        "create configmaps", "patch configmaps", "update configmaps",
         "patch executiongrants/status",
         "delete leases",  # clean-up of expired burn markers
         # kopf's progress annotations; admission refuses it any decision (by != caller,

@@ -23,6 +23,7 @@ from wingman import audit
 from wingman.audit import (
     GENESIS_HASH,
     AuditAnchor,
+    Checkpoint,
     PostgresSink,
     ProblemKind,
     make_record,
@@ -30,6 +31,8 @@ from wingman.audit import (
     verify,
     verify_main,
 )
+from wingman.audit.signing import check_signatures, sign_checkpoint
+from wingman.capability.keys import KeySet, generate_signing_key
 from wingman.errors import AuditUnavailable
 
 pytestmark = pytest.mark.postgres
@@ -313,3 +316,91 @@ def test_deeply_nested_rows_are_tampering_not_a_crash(audit_dsn: str, column: st
     out = io.StringIO()
     assert verify_main(audit_dsn, out=out) == 1
     assert out.getvalue().startswith("TAMPERED at record 2 (seq 2): Malformed")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+AUDIT_KEY = generate_signing_key()
+
+
+def _checkpointed(dsn: str, rounds: int = 3, per_round: int = 5) -> list[Checkpoint]:
+    """Records appended in rounds, each round closed by a signed checkpoint of the head."""
+    checkpoints = []
+    for _ in range(rounds):
+        _fill_more(dsn, per_round)
+        report = verify(dsn)
+        assert report.ok and report.anchor is not None
+        checkpoints.append(sign_checkpoint(AUDIT_KEY, log="wingman-prd", anchor=report.anchor,
+                                           now=dt.datetime.now(dt.UTC)))
+    return checkpoints
+
+
+def _fill_more(dsn: str, count: int) -> None:
+    with PostgresSink(dsn) as sink:
+        for i in range(count):
+            sink.append("VoteCast", actor="reviewer", subject=SUBJECT, data={"i": i})
+
+
+def _rechain_rows(dsn: str, start: int) -> list[sql.Composed | str]:
+    """Statements a superuser runs to rewrite rows from ``start`` on as a consistent chain."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT record FROM wingman_audit ORDER BY seq").fetchall()
+    objs = [json.loads(r[0]) for r in rows]
+    prev = objs[start - 1]["hash"] if start else GENESIS_HASH
+    statements: list[sql.Composed | str] = [
+        sql.SQL("DELETE FROM wingman_audit WHERE seq >= {}").format(start)]
+    for obj in objs[start:]:
+        record = make_record(obj["seq"], prev, obj["event"], actor=obj["actor"],
+                             subject=obj["subject"], data={**obj["data"], "forged": True},
+                             now=dt.datetime.now(dt.UTC))
+        prev = record.hash
+        statements.append(sql.SQL(
+            "INSERT INTO wingman_audit (seq, time, event, actor, subject, data, prev, hash, "
+            "record) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {})").format(
+            record.seq, record.at, record.event, record.actor, json.dumps(record.subject),
+            json.dumps(record.data), record.prev, record.hash,
+            record.to_bytes().decode()))
+    return statements
+
+
+@pytest.mark.parametrize(("attack", "kind", "verified"), [
+    ("rechain-from-2", ProblemKind.REWRITTEN, None),
+    ("rechain-from-7", ProblemKind.REWRITTEN, 4),
+    ("delete-tail", ProblemKind.TRUNCATED, 9),
+    ("truncate", ProblemKind.TRUNCATED, None),
+    ("replace", ProblemKind.REWRITTEN, None),
+])
+def test_checkpoints_catch_what_the_chain_cannot_in_postgres(
+        audit_dsn: str, attack: str, kind: ProblemKind, verified: int | None) -> None:
+    checkpoints = check_signatures(_checkpointed(audit_dsn), KeySet.from_mapping(
+        {f"{AUDIT_KEY.kid}.pem": AUDIT_KEY.public_pem()}))
+    assert [c.seq for c in checkpoints] == [4, 9, 14]
+    if attack.startswith("rechain"):
+        _as_superuser(audit_dsn, *_rechain_rows(audit_dsn, int(attack.rsplit("-", 1)[1])))
+    elif attack == "delete-tail":
+        _as_superuser(audit_dsn, "DELETE FROM wingman_audit WHERE seq >= 12")
+    elif attack == "truncate":
+        _as_superuser(audit_dsn, "TRUNCATE wingman_audit")
+    else:
+        _as_superuser(audit_dsn, "DROP TABLE wingman_audit", disable_triggers=False)
+        _fill_more(audit_dsn, 20)
+    assert verify(audit_dsn).ok  # the chain alone is fooled every time
+    report = verify(audit_dsn, checkpoints=checkpoints)
+    assert report.problem is not None and report.problem.kind is kind, report.summary()
+    assert (report.checkpoint.seq if report.checkpoint else None) == verified
+    out = io.StringIO()
+    assert verify_main(audit_dsn, checkpoints=checkpoints, out=out) == 1
+    assert "last verified point" in out.getvalue()
+
+
+def test_resumed_verification_in_postgres_reads_from_the_last_point(audit_dsn: str) -> None:
+    checkpoints = _checkpointed(audit_dsn, rounds=2)
+    first = verify(audit_dsn, checkpoints=checkpoints)
+    assert first.ok and first.resume is not None and first.resume.offset == 9
+    _fill_more(audit_dsn, 3)
+    second = verify(audit_dsn, checkpoints=checkpoints, resume=first.resume)
+    assert second.ok and second.records == 13
+    assert second.checkpoint == checkpoints[-1]
+    _as_superuser(audit_dsn, *_rechain_rows(audit_dsn, 3))
+    again = verify(audit_dsn, resume=second.resume)
+    assert again.problem is not None and again.problem.kind is ProblemKind.REWRITTEN

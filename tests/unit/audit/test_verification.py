@@ -56,29 +56,58 @@ def _verify_in_subprocess(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 HUGE = [2**31, 10**12, 2**62, 2**63 - 1, 2**64 + 5, 10**40, int("9" * 4000)]
+CASES = [(seq, where, linked) for seq in HUGE for where in (0, 4, 9) for linked in (True, False)]
 
 
-@pytest.mark.parametrize("seq", HUGE, ids=lambda s: f"seq~1e{len(str(s)) - 1}")
-@pytest.mark.parametrize("where", [0, 4, 9])
-@pytest.mark.parametrize("linked", [True, False], ids=["linked", "unlinked"])
-def test_a_huge_seq_jump_is_tampering_in_bounded_memory(
-    tmp_path: Path, seq: int, where: int, linked: bool
-) -> None:
+def _verify_many_in_subprocess(paths: list[Path]) -> list[dict[str, object]]:
+    """``verify`` of each file in one child whose address space is capped."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    script = ("import json, sys\nfrom wingman.audit import verify\n"
+              "for path in sys.argv[1:]:\n"
+              "    r = verify(path)\n"
+              "    print(json.dumps({'kind': r.problem.kind if r.problem else None,\n"
+              "                      'records': r.records, 'summary': r.summary()}))\n")
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, paths)], capture_output=True, text=True,
+        timeout=300, preexec_fn=cap, check=False,
+        env={"PYTHONPATH": str(OPERATOR_SRC), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_a_huge_seq_jump_is_tampering_in_bounded_memory(tmp_path: Path) -> None:
+    lines = _fill(tmp_path / "clean.jsonl", 10)
+    paths = []
+    for number, (seq, where, linked) in enumerate(CASES):
+        changes: dict[str, object] = {"seq": seq}
+        if not linked:
+            changes["prev"] = "ab" * 32
+        tampered = list(lines)
+        tampered[where] = _rehashed(lines[where], **changes)
+        path = tmp_path / f"case-{number}.jsonl"
+        path.write_bytes(b"".join(tampered))
+        paths.append(path)
+    results = _verify_many_in_subprocess(paths)
+    assert len(results) == len(CASES)
+    for (seq, where, linked), result in zip(CASES, results, strict=True):
+        case = f"seq {str(seq)[:12]} at {where}, {'linked' if linked else 'unlinked'}"
+        assert result["records"] == where, (case, result)
+        assert result["kind"] == ("Edited" if linked else "Deleted"), (case, result)
+        assert str(result["summary"]).startswith(f"TAMPERED at record {where} "), case
+
+
+def test_the_cli_reports_a_huge_jump_as_tampering(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     lines = _fill(path, 10)
-    changes: dict[str, object] = {"seq": seq}
-    if not linked:
-        changes["prev"] = "ab" * 32
-    lines[where] = _rehashed(lines[where], **changes)
+    lines[4] = _rehashed(lines[4], seq=2**62, prev="ab" * 32)
     path.write_bytes(b"".join(lines))
     done = _verify_in_subprocess(path)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert done.stdout.startswith(f"TAMPERED at record {where} (line {where + 1}): "), done.stdout
+    assert done.stdout.startswith("TAMPERED at record 4 (line 5): Deleted"), done.stdout
     assert "Traceback" not in done.stderr
-    report = verify(str(path))
-    assert report.problem is not None and report.records == where
-    expected = ProblemKind.EDITED if linked else ProblemKind.DELETED
-    assert report.problem.kind is expected, report.summary()
 
 
 def test_an_integer_too_long_to_convert_is_malformed(tmp_path: Path) -> None:
@@ -126,27 +155,28 @@ NESTINGS = [
 ]
 
 
-@pytest.mark.parametrize(("depth_id", "value"), NESTINGS, ids=[n for n, _ in NESTINGS])
-@pytest.mark.parametrize("where", ["data", "line"])
-def test_deep_nesting_is_reported_as_tampering(
-    tmp_path: Path, depth_id: str, value: str, where: str
-) -> None:
-    path = tmp_path / "audit.jsonl"
-    lines = _fill(path, 4)
-    if where == "data":
-        obj = json.loads(lines[2])
-        text = lines[2].decode().replace(json.dumps(obj["data"], separators=(",", ":")),
-                                         '{"deep":' + value + "}")
-        lines[2] = text.encode()
-    else:
-        lines[2] = value.encode() + b"\n"
-    path.write_bytes(b"".join(lines))
-    report = verify(str(path))
-    assert report.problem is not None, depth_id
-    assert report.problem.kind in (ProblemKind.MALFORMED, ProblemKind.EDITED)
-    assert report.problem.position == 2
-    done = _verify_in_subprocess(path)
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+def test_deep_nesting_is_reported_as_tampering(tmp_path: Path) -> None:
+    lines = _fill(tmp_path / "clean.jsonl", 4)
+    paths = []
+    for number, (depth_id, value) in enumerate(NESTINGS):
+        for where in ("data", "line"):
+            tampered = list(lines)
+            if where == "data":
+                obj = json.loads(tampered[2])
+                text = tampered[2].decode().replace(
+                    json.dumps(obj["data"], separators=(",", ":")), '{"deep":' + value + "}")
+                tampered[2] = text.encode()
+            else:
+                tampered[2] = value.encode() + b"\n"
+            path = tmp_path / f"{number}-{where}.jsonl"
+            path.write_bytes(b"".join(tampered))
+            paths.append(path)
+            report = verify(str(path))
+            assert report.problem is not None, (depth_id, where)
+            assert report.problem.kind in (ProblemKind.MALFORMED, ProblemKind.EDITED)
+            assert report.problem.position == 2
+    for result in _verify_many_in_subprocess(paths):
+        assert result["kind"] in ("Malformed", "Edited") and result["records"] == 2, result
 
 
 @pytest.mark.parametrize(("depth_id", "value"), NESTINGS, ids=[n for n, _ in NESTINGS])

@@ -50,6 +50,8 @@ ALERTS = {
     "WingmanReplayAttempt": "critical",
     "WingmanTokenRejected": "warning",
     "WingmanAuditFailure": "critical",
+    "WingmanAuditCheckpointFailed": "critical",
+    "WingmanAuditWitnessFailing": "warning",
     "WingmanApprovalBacklog": "warning",
     "WingmanReconcileErrors": "warning",
     "WingmanGrantFailures": "warning",

@@ -211,6 +211,42 @@ def test_postgres_audit_without_secret_fails_with_instructions() -> None:
     assert "audit.postgres.secretName is empty" in result.stderr
 
 
+def test_a_witness_without_its_hmac_secret_fails_with_instructions() -> None:
+    result = helm(*template_args("test", {"audit.checkpoints.witness.url":
+                                          "https://witness.example/checkpoints"},
+                                 namespace=NS), check=False)
+    assert result.returncode != 0
+    assert "audit.checkpoints.witness.secretName is empty" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["ftp://w.example/c", "https://user@w.example/c", "witness"])
+def test_a_witness_url_must_be_http_without_credentials(url: str) -> None:
+    result = helm(*template_args("test", {"audit.checkpoints.witness.url": url,
+                                          "audit.checkpoints.witness.secretName": "w"},
+                                 namespace=NS), check=False)
+    assert result.returncode != 0 and "witness" in result.stderr
+
+
+def test_checkpoint_values_configure_the_operator_and_mount_the_witness_key() -> None:
+    objs = render("test", {"audit.checkpoints.intervalSeconds": 30,
+                           "audit.checkpoints.keep": 100,
+                           "audit.checkpoints.witness.url": "https://w.example/c",
+                           "audit.checkpoints.witness.secretName": "witness-hmac",
+                           "audit.checkpoints.witness.secretKey": "key"}, namespace=NS)
+    (deployment,) = find(objs, "Deployment", "wingman-operator")
+    variables = _env(deployment)
+    assert variables["WINGMAN_AUDIT_CHECKPOINT_INTERVAL_SECONDS"] == "30"
+    assert variables["WINGMAN_AUDIT_CHECKPOINTS_KEPT"] == "100"
+    assert variables["WINGMAN_AUDIT_WITNESS_URL"] == "https://w.example/c"
+    assert variables["WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE"] == "/etc/wingman/witness/hmac-key"
+    pod = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "witness-hmac"]
+    assert volume["secret"]["items"] == [{"key": "key", "path": "hmac-key"}]
+    policies = {p["metadata"]["name"]: p for p in find(objs, "ValidatingAdmissionPolicy")}
+    (condition,) = policies[f"wingman-{NS}-audit-checkpoints"]["spec"]["matchConditions"]
+    assert '"wingman-audit-checkpoints"' in condition["expression"]
+
+
 # --------------------------------------------------------------------------- labels
 
 
@@ -392,7 +428,8 @@ def test_admission_policies_are_bound_to_the_release_namespace(
     assert set(policies) == {f"wingman-{NS}-approvalrequests", f"wingman-{NS}-executiongrants",
                              f"wingman-{NS}-gateway-writes", f"wingman-{NS}-gateway-pods",
                              f"wingman-{NS}-gateway-jobs", f"wingman-{NS}-preview-pods",
-                             f"wingman-{NS}-preview-jobs", f"wingman-{NS}-preview-dry-run"}
+                             f"wingman-{NS}-preview-jobs", f"wingman-{NS}-preview-dry-run",
+                             f"wingman-{NS}-audit-checkpoints"}
     (writer,) = policies[f"wingman-{NS}-gateway-writes"]["spec"]["matchConditions"]
     assert f"'system:serviceaccount:{NS}:wingman-gateway'" in writer["expression"]
     for policy in policies.values():
@@ -473,9 +510,20 @@ def test_operator_environment_variables(rendered: Rendered) -> None:
     assert variables["WINGMAN_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert variables["WINGMAN_METRICS_PORT"] == "9090"
     assert variables["WINGMAN_HEALTH_PORT"] == "8080"
+    assert variables["WINGMAN_AUDIT_KEY_SECRET"] == "wingman-audit-key"
+    assert variables["WINGMAN_AUDIT_CHECKPOINTS_CONFIGMAP"] == "wingman-audit-checkpoints"
     if env == "prd":
-        assert variables["WINGMAN_AUDIT_TARGET"] == {
-            "secretKeyRef": {"name": "wingman-audit-dsn", "key": "dsn"}}
+        # The DSN carries a password: a file on a Secret volume, never an env variable.
+        assert "WINGMAN_AUDIT_TARGET" not in variables
+        assert not any("secretKeyRef" in str(v) for v in variables.values())
+        assert variables["WINGMAN_AUDIT_TARGET_FILE"] == "/etc/wingman/audit-dsn/dsn"
+        pod = find(objs, "Deployment", "wingman-operator")[0]["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "audit-dsn"]
+        assert volume["secret"] == {"secretName": "wingman-audit-dsn", "defaultMode": 0o400,
+                                    "items": [{"key": "dsn", "path": "dsn"}]}
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "audit-dsn"]
+        assert mount == {"name": "audit-dsn", "mountPath": "/etc/wingman/audit-dsn",
+                         "readOnly": True}
         assert not find(objs, "PersistentVolumeClaim")
     else:
         assert variables["WINGMAN_AUDIT_TARGET"] == "/var/lib/wingman/audit/audit.jsonl"

@@ -1,0 +1,238 @@
+"""An external witness for signed checkpoints: the operator's client and a reference server.
+
+A witness keeps a copy of every checkpoint outside the cluster and outside the audit store,
+as transparency logs do, so not even an administrator of both can rewrite history unnoticed.
+
+**Protocol.** ``POST <url>`` with the checkpoint's stored form (``Checkpoint.to_line()``, one
+JSON object) as the body, ``Content-Type: application/json`` and the header
+``X-Wingman-Signature: sha256=<hex HMAC-SHA256 of the body with the shared key>``. Any 2xx
+answer means the witness stored it. The checkpoint is also signed with the audit key, so a
+witness that knows the audit public key can verify it independently of the HMAC.
+
+**Reference server** (``wingman audit witness``): checks the HMAC (constant time) and, when
+given the audit public keys, the signature; refuses a checkpoint that contradicts one it holds
+(same log and seq, another hash: ``409``) and one older than the newest it holds for that log
+(a rollback: ``409``); appends accepted checkpoints to a JSON Lines file (fsynced) and serves
+that file at ``GET <path>`` for ``wingman audit verify --checkpoints``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from wingman.audit.checkpoints import Checkpoint, parse_checkpoint, parse_checkpoints
+from wingman.audit.records import _loads, _Malformed
+from wingman.audit.signing import check_signature, keyset_from_pems
+from wingman.capability.keys import KeySet
+from wingman.errors import AuditTampered, WingmanError
+
+SIGNATURE_HEADER = "X-Wingman-Signature"
+MAX_BODY = 4096
+
+
+class WitnessError(WingmanError):
+    """A checkpoint could not be delivered to the witness (retried next round)."""
+
+    reason = "AuditWitnessUnavailable"
+
+
+def signature(key: bytes, body: bytes) -> str:
+    """The ``X-Wingman-Signature`` value of ``body``."""
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def send(url: str, key: bytes, checkpoint: Checkpoint, *, timeout: float = 10.0) -> None:
+    """POST ``checkpoint`` to the witness at ``url``; ``WitnessError`` unless it answers 2xx."""
+    body = checkpoint.to_line().encode("ascii")
+    request = urllib.request.Request(  # noqa: S310 - the URL's scheme is checked by settings
+        url, data=body, method="POST",
+        headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature(key, body),
+                 "User-Agent": "wingman-operator"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(300).decode("utf-8", "replace").strip()
+        raise WitnessError(f"the audit witness refused checkpoint seq {checkpoint.seq}: HTTP "
+                           f"{exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise WitnessError(f"cannot reach the audit witness: {reason}; the checkpoint is kept "
+                           "in the ConfigMap and sent again next round") from None
+    if not 200 <= status < 300:
+        raise WitnessError(f"the audit witness answered HTTP {status} for checkpoint seq "
+                           f"{checkpoint.seq}")
+
+
+class WitnessStore:
+    """The reference witness's state: accepted checkpoints, appended to a JSON Lines file."""
+
+    def __init__(self, path: Path, keys: KeySet | None) -> None:
+        self.path = path
+        self.keys = keys
+        self.lock = threading.Lock()
+        self.newest: dict[str, Checkpoint] = {}
+        self.seen: dict[tuple[str, int], str] = {}
+        if path.exists():
+            for checkpoint in parse_checkpoints(path.read_bytes(), str(path)):
+                self._remember(checkpoint)
+
+    def _remember(self, checkpoint: Checkpoint) -> None:
+        self.seen[(checkpoint.log, checkpoint.seq)] = checkpoint.hash
+        newest = self.newest.get(checkpoint.log)
+        if newest is None or checkpoint.seq > newest.seq:
+            self.newest[checkpoint.log] = checkpoint
+
+    def accept(self, checkpoint: Checkpoint) -> tuple[int, str]:
+        """(HTTP status, message) for one authenticated checkpoint."""
+        if self.keys is not None:
+            try:
+                check_signature(checkpoint, self.keys)
+            except AuditTampered as exc:
+                return 403, exc.message
+        with self.lock:
+            known = self.seen.get((checkpoint.log, checkpoint.seq))
+            if known is not None:
+                if known != checkpoint.hash:
+                    return 409, (f"log {checkpoint.log} seq {checkpoint.seq} was witnessed as "
+                                 f"sha256:{known}, not sha256:{checkpoint.hash}: the log was "
+                                 "rewritten")
+                return 200, "already witnessed"
+            newest = self.newest.get(checkpoint.log)
+            if newest is not None and checkpoint.seq < newest.seq:
+                return 409, (f"log {checkpoint.log} was witnessed up to seq {newest.seq}; seq "
+                             f"{checkpoint.seq} is a rollback")
+            line = (checkpoint.to_line() + "\n").encode("ascii")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._remember(checkpoint)
+            return 201, "witnessed"
+
+
+def _handler(store: WitnessStore, key: bytes, path: str
+             ) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server_version = "wingman-witness"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            sys.stderr.write(json.dumps({"witness": format % args}) + "\n")
+
+        def _answer(self, status: int, message: str, body: bytes | None = None) -> None:
+            data = body if body is not None else (json.dumps({"message": message}) + "\n"
+                                                  ).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json" if body is None
+                             else "application/x-ndjson")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path != path:
+                self._answer(404, f"not found; checkpoints are at {path}")
+                return
+            with store.lock:
+                data = store.path.read_bytes() if store.path.exists() else b""
+            self._answer(200, "", data)
+
+        def do_POST(self) -> None:
+            if self.path != path:
+                self._answer(404, f"not found; POST checkpoints to {path}")
+                return
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self._answer(411, "a Content-Length is required")
+                return
+            if not 0 < length <= MAX_BODY:
+                self._answer(413, f"a checkpoint is at most {MAX_BODY} bytes")
+                return
+            body = self.rfile.read(length)
+            given = self.headers.get(SIGNATURE_HEADER, "")
+            if not hmac.compare_digest(given.encode(), signature(key, body).encode()):
+                self._answer(401, f"missing or wrong {SIGNATURE_HEADER}")
+                return
+            try:
+                checkpoint = parse_checkpoint(_loads(body), "in the request")
+            except _Malformed as exc:
+                self._answer(400, f"the body {exc}")
+                return
+            except AuditTampered as exc:
+                self._answer(400, exc.message)
+                return
+            status, message = store.accept(checkpoint)
+            self._answer(status, message)
+
+    return Handler
+
+
+def make_server(listen: tuple[str, int], store: WitnessStore, key: bytes,
+                path: str = "/checkpoints") -> http.server.ThreadingHTTPServer:
+    """The reference witness server (not started)."""
+    server = http.server.ThreadingHTTPServer(listen, _handler(store, key, path))
+    server.daemon_threads = True
+    return server
+
+
+def witness_main(argv: Sequence[str]) -> int:
+    """``wingman audit witness``: serve until SIGINT, SIGTERM or SIGHUP."""
+    import argparse
+
+
+    p = argparse.ArgumentParser(prog="wingman audit witness",
+                                description="A reference witness for signed audit checkpoints.")
+    p.add_argument("--listen", default="127.0.0.1:8470", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--store", required=True, help="JSON Lines file the checkpoints go to")
+    p.add_argument("--hmac-key-file", required=True, help="file holding the shared HMAC key")
+    p.add_argument("--audit-key", action="append", default=[],
+                   help="audit public key PEM file (repeatable); checkpoints must verify")
+    p.add_argument("--path", default="/checkpoints")
+    args = p.parse_args(list(argv))
+    host, _, port = args.listen.rpartition(":")
+    try:
+        key = Path(args.hmac_key_file).read_bytes().strip()
+        keys = keyset_from_pems([Path(f).read_bytes() for f in args.audit_key]) \
+            if args.audit_key else None
+        if len(key) < 16:
+            raise WitnessError("the HMAC key must be at least 16 bytes")
+        store = WitnessStore(Path(args.store), keys)
+        server = make_server((host or "127.0.0.1", int(port)), store, key, args.path)
+    except (OSError, ValueError, WingmanError) as exc:
+        print(f"wingman audit witness: cannot start: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    print(json.dumps({"witness": "listening", "address": f"{host}:{server.server_port}",
+                      "store": args.store}), file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    return 0
+
+
+__all__ = ["SIGNATURE_HEADER", "WitnessError", "WitnessStore", "make_server", "send",
+           "signature", "witness_main"]

@@ -1,0 +1,124 @@
+"""``wingman audit verify|witness``: verify a trail against its signed checkpoints.
+
+Checkpoints come from the release's ConfigMap (``-n NAMESPACE``: the operator's checkpoints and
+the audit public keys it publishes), from files (``--checkpoints FILE``: a witness's copy, or
+an export), or both. ``--audit-key FILE`` pins the audit public keys (PEM) instead of trusting
+the ConfigMap's. Every checkpoint's signature is checked before any record is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from wingman.audit import Checkpoint, parse_checkpoints, verify_main
+from wingman.audit.signing import check_signatures, keyset_from_pems
+from wingman.capability.keys import KeySet
+from wingman.errors import AuditTampered, ClusterError, ConfigError, WingmanError
+
+CHECKPOINTS_CONFIGMAP = "wingman-audit-checkpoints"
+CHECKPOINTS_KEY = "checkpoints.jsonl"
+
+
+def add_verify_arguments(vp: argparse.ArgumentParser) -> None:
+    vp.add_argument("target", help="a JSON Lines file or a postgresql:// DSN")
+    vp.add_argument("--expected-head", help="a head hash recorded elsewhere (detects "
+                    "truncation of the tail)")
+    vp.add_argument("-n", "--namespace", help="verify against the signed checkpoints the "
+                    "operator keeps in this namespace (ConfigMap --configmap)")
+    vp.add_argument("--configmap", default=CHECKPOINTS_CONFIGMAP,
+                    help="the checkpoints ConfigMap (default %(default)s)")
+    vp.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, "
+                    "~/.kube/config, else in a pod its ServiceAccount)")
+    vp.add_argument("--context", help="the kubeconfig context to use")
+    vp.add_argument("--checkpoints", action="append", default=[], metavar="FILE",
+                    help="signed checkpoints in JSON Lines, e.g. a witness's copy (repeatable)")
+    vp.add_argument("--audit-key", action="append", default=[], metavar="PEM",
+                    help="trust only this audit public key (repeatable); default: the keys "
+                    "published in the checkpoints ConfigMap")
+
+
+def _from_cluster(namespace: str, configmap: str, kubeconfig: str | None,
+                  context: str | None) -> tuple[list[Checkpoint], dict[str, str]]:
+    from wingman.client.connect import connect
+    from wingman.kube import CONFIGMAPS, ApiError
+
+    kube = connect(kubeconfig=kubeconfig, context=context, namespace=namespace).kube
+    try:
+        obj = kube.get_or_none(CONFIGMAPS, namespace, configmap)
+    except ApiError as exc:
+        raise ClusterError(f"cannot read ConfigMap {namespace}/{configmap}: {exc.message}"
+                           ) from None
+    finally:
+        kube.close()
+    if obj is None:
+        raise ClusterError(f"there is no ConfigMap {namespace}/{configmap}: the operator of that "
+                           "namespace has not stored a checkpoint yet (or it was deleted)")
+    data = {str(k): str(v) for k, v in (obj.get("data") or {}).items()}
+    source = f"ConfigMap {namespace}/{configmap}"
+    checkpoints = parse_checkpoints(data.get(CHECKPOINTS_KEY, ""), source)
+    pems = {k: v for k, v in data.items() if k.endswith(".pem")}
+    return checkpoints, pems
+
+
+def gather(args: argparse.Namespace) -> tuple[list[Checkpoint], list[str]]:
+    """The signature-checked checkpoints and where they came from (empty: none asked for)."""
+    checkpoints: list[Checkpoint] = []
+    sources: list[str] = []
+    published: dict[str, str] = {}
+    if args.namespace:
+        found, published = _from_cluster(args.namespace, args.configmap, args.kubeconfig,
+                                         args.context)
+        checkpoints += found
+        sources.append(f"ConfigMap {args.namespace}/{args.configmap}")
+    for name in args.checkpoints:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read checkpoints file {name}: {exc.strerror}") from None
+        checkpoints += parse_checkpoints(data, name)
+        sources.append(name)
+    if not sources:
+        return [], []
+    if args.audit_key:
+        pems: list[bytes] = []
+        for name in args.audit_key:
+            try:
+                pems.append(Path(name).read_bytes())
+            except OSError as exc:
+                raise ConfigError(f"cannot read audit key {name}: {exc.strerror}") from None
+        keys = keyset_from_pems(pems)
+    elif published:
+        keys = KeySet.from_mapping(published)
+    else:
+        raise ConfigError("checkpoints from files need the audit public key: pass --audit-key "
+                          "PEM (or -n NAMESPACE to use the keys the operator publishes)")
+    return check_signatures(checkpoints, keys, " and ".join(sources)), sources
+
+
+def verify_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """0 verified, 1 tampered (the trail or its checkpoints), 2 unreadable or bad arguments."""
+    stream = out if out is not None else sys.stdout
+    try:
+        checkpoints, sources = gather(args)
+    except AuditTampered as exc:
+        print(f"TAMPERED: {exc.message}", file=stream)
+        return 1
+    except WingmanError as exc:
+        print(f"UNREADABLE: {exc.message}", file=stream)
+        return 2
+    code = verify_main(args.target, expected_head=args.expected_head, checkpoints=checkpoints,
+                       out=stream)
+    if sources and not checkpoints:
+        print(f"note: {' and '.join(sources)} hold no checkpoint; only the chain itself was "
+              "verified", file=sys.stderr)
+    if not sources and code == 0 and args.expected_head is None:
+        print("note: no signed checkpoints were checked, so a consistent rewrite or a cut tail "
+              "would go unnoticed; pass -n NAMESPACE (or --checkpoints FILE --audit-key PEM)",
+              file=sys.stderr)
+    return code
+
+
+__all__ = ["add_verify_arguments", "gather", "verify_command"]

@@ -1,0 +1,134 @@
+"""The witness protocol: the operator's client against the reference witness server, over HTTP."""
+# ruff: noqa: S310 - every URL here is the local witness's http:// URL
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wingman import audit
+from wingman.audit import AuditAnchor, parse_checkpoints
+from wingman.audit.signing import sign_checkpoint
+from wingman.audit.witness import (
+    SIGNATURE_HEADER,
+    WitnessError,
+    WitnessStore,
+    make_server,
+    send,
+    signature,
+)
+from wingman.capability.keys import KeySet, generate_signing_key
+
+KEY = generate_signing_key()
+KEYS = KeySet.from_mapping({f"{KEY.kid}.pem": KEY.public_pem()})
+HMAC = b"0123456789abcdef-shared"
+T0 = dt.datetime(2026, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
+OPERATOR_SRC = Path(audit.__file__).resolve().parents[2]
+
+
+class Running:
+    def __init__(self, store: WitnessStore) -> None:
+        self.store = store
+        self.server = make_server(("127.0.0.1", 0), store, HMAC)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/checkpoints"
+
+
+@pytest.fixture
+def witness(tmp_path: Path) -> Iterator[Running]:
+    running = Running(WitnessStore(tmp_path / "w.jsonl", KEYS))
+    thread = threading.Thread(target=running.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield running
+    finally:
+        running.server.shutdown()
+        running.server.server_close()
+        thread.join(10)
+
+
+def _cp(seq: int, digest: str = "ab" * 32, key: object = KEY) -> audit.Checkpoint:
+    return sign_checkpoint(key, log="wingman-prd", anchor=AuditAnchor(seq, digest),  # type: ignore[arg-type]
+                           now=T0)
+
+
+def test_checkpoints_are_stored_and_served(witness: Running) -> None:
+    for seq in (3, 9, 9):
+        send(witness.url, HMAC, _cp(seq))
+    with urllib.request.urlopen(witness.url, timeout=5) as resp:
+        served = parse_checkpoints(resp.read(), "witness")
+    assert [c.seq for c in served] == [3, 9]
+    assert served == parse_checkpoints(witness.store.path.read_bytes(), "file")
+
+
+def test_a_wrong_or_missing_hmac_is_refused(witness: Running) -> None:
+    with pytest.raises(WitnessError, match="HTTP 401"):
+        send(witness.url, b"another-key-entirely", _cp(1))
+    body = _cp(1).to_line().encode()
+    request = urllib.request.Request(witness.url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=5)
+    assert err.value.code == 401
+    assert not witness.store.path.exists()
+
+
+def test_a_checkpoint_the_audit_key_did_not_sign_is_refused(witness: Running) -> None:
+    with pytest.raises(WitnessError, match="HTTP 403"):
+        send(witness.url, HMAC, _cp(1, key=generate_signing_key()))
+
+
+def test_a_rewrite_and_a_rollback_are_refused(witness: Running) -> None:
+    send(witness.url, HMAC, _cp(10))
+    with pytest.raises(WitnessError, match=r"HTTP 409.*rewritten"):
+        send(witness.url, HMAC, _cp(10, "cd" * 32))
+    with pytest.raises(WitnessError, match=r"HTTP 409.*rollback"):
+        send(witness.url, HMAC, _cp(4))
+    send(witness.url, HMAC, _cp(11))
+    assert [c.seq for c in parse_checkpoints(witness.store.path.read_bytes(), "w")] == [10, 11]
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[" * 3000, b"{}", b"x" * 5000])
+def test_hostile_bodies_are_refused(witness: Running, body: bytes) -> None:
+    request = urllib.request.Request(witness.url, data=body, method="POST", headers={
+        "Content-Type": "application/json", SIGNATURE_HEADER: signature(HMAC, body)})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=5)
+    assert err.value.code in (400, 413)
+
+
+def test_an_unreachable_witness_is_a_witness_error() -> None:
+    with pytest.raises(WitnessError, match="cannot reach"):
+        send("http://127.0.0.1:9/checkpoints", HMAC, _cp(1), timeout=2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_the_witness_command_stops_on_signals(tmp_path: Path, sig: int) -> None:
+    key = tmp_path / "hmac"
+    key.write_bytes(HMAC)
+    pem = tmp_path / "audit.pem"
+    pem.write_bytes(KEY.public_pem())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wingman.cli", "audit", "witness", "--listen", "127.0.0.1:0",
+         "--store", str(tmp_path / "w.jsonl"), "--hmac-key-file", str(key),
+         "--audit-key", str(pem)],
+        stderr=subprocess.PIPE, text=True, env={"PYTHONPATH": str(OPERATOR_SRC)})
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert '"listening"' in line, line
+        time.sleep(0.2)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
