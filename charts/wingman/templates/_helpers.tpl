@@ -249,6 +249,9 @@ Each renders list items (or nothing) to place under `egress:` or `ingress:`.
 {{- if and $llm (not $np.llm.cidrs) }}
 {{- fail "networkPolicy.enabled with LLM voters in policy.panel.voters needs networkPolicy.llm.cidrs: the addresses of their endpoints (or of your egress proxy), or the voters can only abstain" }}
 {{- end }}
+{{- if and .Values.audit.checkpoints.witness.url (not $np.witness.cidrs) }}
+{{- fail "networkPolicy.enabled with audit.checkpoints.witness.url needs networkPolicy.witness.cidrs: the witness's addresses (or your egress proxy's), or the checkpoints never reach it" }}
+{{- end }}
 {{- end }}
 
 {{- define "wingman.netpol.cidrs" -}}

@@ -121,6 +121,17 @@ def test_llm_voters_open_their_endpoints_to_the_operator_only() -> None:
     assert not any(c == LLM[0] for c, _ in _egress(builtin_only["wingman-operator"]))
 
 
+def test_an_audit_witness_is_reachable_by_the_operator_only() -> None:
+    witness = {"audit.checkpoints.witness.url": "https://witness.example/checkpoints",
+               "audit.checkpoints.witness.secretName": "wingman-audit-witness"}
+    _, policies = _policies({**ON, **witness, "networkPolicy.witness.cidrs": ["198.51.100.7/32"],
+                             "networkPolicy.witness.ports": [8470]})
+    assert ("198.51.100.7/32", 8470) in _egress(policies["wingman-operator"])
+    assert not any(c == "198.51.100.7/32" for c, _ in _egress(policies["wingman-gateway"]))
+    _, without = _policies({**ON, "networkPolicy.witness.cidrs": ["198.51.100.7/32"]})
+    assert not any(c == "198.51.100.7/32" for c, _ in _egress(without["wingman-operator"]))
+
+
 def test_the_chat_pod_uses_the_same_building_blocks() -> None:
     nginx = [{"namespaceSelector": {"matchLabels": {
         "kubernetes.io/metadata.name": "ingress-nginx"}}}]
@@ -148,6 +159,8 @@ def test_the_chat_pod_uses_the_same_building_blocks() -> None:
     ({"policy.panel.voters": [{"type": "anthropic", "name": "claude", "model": "m",
                                "apiKeySecretKey": "k"}], "policy.panel.threshold": 1,
       "policy.panel.quorum": 1}, "needs networkPolicy.llm.cidrs"),
+    ({"audit.checkpoints.witness.url": "https://witness.example/checkpoints",
+      "audit.checkpoints.witness.secretName": "w"}, "needs networkPolicy.witness.cidrs"),
 ])
 def test_missing_addresses_fail_with_instructions(values: dict[str, Any],
                                                   complaint: str) -> None:
