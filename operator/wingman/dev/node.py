@@ -1096,6 +1096,11 @@ class NodeHarness:
             mounts.append(podspec.Mount(str(mount["mountPath"]), src,
                                         vol.read_only or bool(mount.get("readOnly")),
                                         vol.tmpfs_options))
+        # the kubelet mounts an empty file at terminationMessagePath for the container to write
+        _write_file(pod_dir, "termination-log", b"", 0o666, "termination-log")
+        mounts.append(podspec.Mount(str(container.get("terminationMessagePath")
+                                        or DEFAULT_TERMINATION_PATH),
+                                    pod_dir / "termination-log", False))
         env: dict[str, str] = {
             "KUBERNETES_SERVICE_HOST": self._api_host,
             "KUBERNETES_SERVICE_PORT": str(self._api_port),
@@ -1174,6 +1179,7 @@ class NodeHarness:
             finished_at = dt.datetime.now(dt.UTC)
             (pod_dir / "stdout.log").write_bytes(ctr.logs(stdout=True, stderr=False))
             (pod_dir / "stderr.log").write_bytes(ctr.logs(stdout=False, stderr=True))
+            message = self._termination_message(pod_dir)
         finally:
             with contextlib.suppress(Exception):
                 ctr.remove(force=True)
@@ -1185,7 +1191,8 @@ class NodeHarness:
             "conditions": self._conditions(ready=False, reason="PodCompleted"),
             "containerStatuses": [{**self._container_status(container, {"terminated": {
                 "exitCode": exit_code, "reason": reason, "startedAt": _stamp(started_at),
-                "finishedAt": _stamp(finished_at), "containerID": container_id}},
+                "finishedAt": _stamp(finished_at), "containerID": container_id,
+                **({"message": message} if message else {})}},
                 running=False), "containerID": container_id, "imageID": image_id}],
         }
         if outcome == "DeadlineExceeded":

@@ -10,6 +10,14 @@ handler re-run after a crash changes nothing).
 - ``decided``: human decisions in ``spec.decisions`` (distinct approvers, never the requester;
   any Reject rejects; a Reject after an approval revokes it).
 - ``expired``: past ``status.expirationTime`` and not already final.
+- ``expiring``: a pending request within the policy's ``expiryWarningSeconds`` of its
+  expiration gets ``ExpiringSoon`` and a Warning Event, once.
+
+Lifetimes are separate: a pending request expires at its creation plus its pending lifetime
+(``lifetime_seconds``); the moment it is approved (auto-approval or the human approval that
+completes the count) ``status.approvedAt`` is set and ``expirationTime`` becomes that moment
+plus the policy's ``approvalTTLSeconds``: an approval's validity counts from the decision. A
+decision that arrives after the pending lifetime ended counts nothing (the request expires).
 
 ``usable`` says whether a grant may act on an approval now; ``granted_to`` names the grant an
 approved command was given to (``status.grants``: each approved command is granted once).
@@ -88,6 +96,11 @@ def expiration_time(body: Body, policy: EnvironmentPolicy) -> dt.datetime:
     return created + dt.timedelta(seconds=lifetime_seconds(body, policy))
 
 
+def approval_expiration(policy: EnvironmentPolicy, approved_at: dt.datetime) -> dt.datetime:
+    """An approval is valid for the policy's ``approvalTTLSeconds`` from the decision."""
+    return approved_at + dt.timedelta(seconds=policy.approval_ttl_seconds)
+
+
 def is_reviewed(body: Body) -> bool:
     return cond.get(_conditions(body), "Reviewed") is not None
 
@@ -121,10 +134,13 @@ def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: d
     }
     final: str | None = None
     warning = False
+    approved_at: dt.datetime | None = None
     if decision.decision is AutoDecision.AUTO_APPROVE:
         conds = cond.set_condition(conds, "Approved", True, "AutoApproved", decision.message,
                                    gen, now)
         final = "AutoApproved"
+        approved_at = now
+        expires = approval_expiration(policy, now)
     elif decision.decision is AutoDecision.AUTO_REJECT:
         conds = cond.set_condition(conds, "Rejected", True, decision.reason, decision.message,
                                    gen, now)
@@ -137,6 +153,10 @@ def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: d
         "conditions": conds,
         "observedGeneration": gen,
     }
+    if approved_at is not None:
+        status["approvedAt"] = cond.rfc3339(approved_at)
+        audit_data["approvedAt"] = status["approvedAt"]
+    audit_data["expirationTime"] = status["expirationTime"]
     phase = cond.approval_phase(conds)
     status["phase"] = phase
     return Transition(status, phase, decision.reason if final else "AwaitingDecision",
@@ -151,11 +171,14 @@ def decided(body: Body, policy: EnvironmentPolicy, now: dt.datetime) -> Transiti
     conds = _conditions(body)
     if any(cond.is_true(conds, t) for t in ("Rejected", "Revoked", "Expired")):
         return None
+    approved = cond.is_true(conds, "Approved")
+    deadline = parse_time((body.get("status") or {}).get("expirationTime"))
+    if not approved and deadline is not None and now >= deadline:
+        return None  # its pending lifetime is over: ``expired`` ends it, nothing is counted
     spec = body.get("spec", {})
     requester = str(spec.get("requester", ""))
     human = human_decision(spec.get("decisions") or [], policy, requester)
     gen = _generation(body)
-    approved = cond.is_true(conds, "Approved")
     decision_status = {"approvedBy": list(human.approved_by),
                        "requiredApprovals": human.required}
     if human.rejected_by:
@@ -181,11 +204,16 @@ def decided(body: Body, policy: EnvironmentPolicy, now: dt.datetime) -> Transiti
     if human.outcome is HumanOutcome.APPROVED:
         conds = cond.set_condition(conds, "Approved", True, "ApprovedByHumans", human.message,
                                    gen, now)
+        conds = [c for c in conds if c.get("type") != "ExpiringSoon"]  # no longer pending
         conds = cond.approval_ready(conds, gen, now)
         phase = cond.approval_phase(conds)
+        expires = cond.rfc3339(approval_expiration(policy, now))
         return Transition({"conditions": conds, "decision": decision_status, "phase": phase,
-                           "observedGeneration": gen}, phase, "Approved", human.message, False,
-                          "ApprovalApproved", data, "Approved")
+                           "observedGeneration": gen, "approvedAt": cond.rfc3339(now),
+                           "expirationTime": expires}, phase, "Approved",
+                          f"{human.message}; valid until {expires}", False,
+                          "ApprovalApproved", {**data, "approvedAt": cond.rfc3339(now),
+                                               "expirationTime": expires}, "Approved")
     current = (body.get("status") or {}).get("decision") or {}
     if list(current.get("approvedBy") or []) == list(human.approved_by):
         return None
@@ -211,5 +239,43 @@ def expired(body: Body, now: dt.datetime) -> Transition | None:
                       "Expired")
 
 
-__all__ = ["Transition", "decided", "expiration_time", "expired", "is_reviewed",
-           "lifetime_seconds", "review_input", "reviewed"]
+def expiring(body: Body, policy: EnvironmentPolicy, now: dt.datetime) -> Transition | None:
+    """The warning before a pending request expires: ``ExpiringSoon`` (once) when it is
+    reviewed, not yet decided and within ``expiryWarningSeconds`` of ``expirationTime``."""
+    when = next_warning(body, policy)
+    if when is None or now < when:
+        return None
+    status = body.get("status") or {}
+    expires = parse_time(status.get("expirationTime"))
+    if expires is None or now >= expires:
+        return None
+    left = (expires - now).total_seconds()
+    minutes = max(1, int(left // 60))
+    message = (f"the request still awaits a decision and expires at "
+               f"{status.get('expirationTime')} (in about {minutes} min); decide it before "
+               "then, or it must be submitted again")
+    conds = cond.set_condition(_conditions(body), "ExpiringSoon", True, "PendingExpiresSoon",
+                               message, _generation(body), now)
+    phase = cond.approval_phase(conds)
+    return Transition({"conditions": conds}, phase, "ExpiringSoon", message, True,
+                      "ApprovalExpiringSoon",
+                      {"expirationTime": status.get("expirationTime"),
+                       "secondsLeft": int(left)})
+
+
+def next_warning(body: Body, policy: EnvironmentPolicy) -> dt.datetime | None:
+    """When :func:`expiring` will have something to say about ``body`` (None: never)."""
+    if policy.expiry_warning_seconds <= 0 or not is_reviewed(body) or is_final(body):
+        return None
+    conds = _conditions(body)
+    if cond.is_true(conds, "Approved") or cond.get(conds, "ExpiringSoon") is not None:
+        return None
+    expires = parse_time((body.get("status") or {}).get("expirationTime"))
+    if expires is None:
+        return None
+    return expires - dt.timedelta(seconds=policy.expiry_warning_seconds)
+
+
+__all__ = ["Transition", "approval_expiration", "decided", "expiration_time", "expired",
+           "expiring", "is_reviewed", "lifetime_seconds", "next_warning", "review_input",
+           "reviewed"]

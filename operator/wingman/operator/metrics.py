@@ -53,6 +53,10 @@ class Metrics:
         self.pending = Gauge(
             "wingman_pending_approvals", "ApprovalRequests awaiting a human decision.",
             ["environment"], registry=r)
+        self.expiry_warnings = Counter(
+            "wingman_expiry_warnings_total",
+            "Pending ApprovalRequests warned (ExpiringSoon) that they expire within the "
+            "policy's expiryWarningSeconds.", ["environment"], registry=r)
         self.oldest_pending = Gauge(
             "wingman_oldest_pending_approval_age_seconds",
             "Age of the oldest ApprovalRequest awaiting a human decision (0 when none).",

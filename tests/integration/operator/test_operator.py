@@ -223,6 +223,41 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     assert token not in env.op.log_path.read_text()
 
 
+def test_a_pending_request_is_warned_before_it_expires_and_an_approval_lasts_from_the_decision(
+        env: Env) -> None:
+    # 2 minutes to wait for a decision; the policy warns an hour ahead, so at once
+    env.request("expiring", commands=("kubectl delete deployment/legacy -n apps",),
+                expiresAfterSeconds=120)
+    ar = wait_for("the ExpiringSoon warning", lambda: (o := get(env.cluster, "ar", env.ns,
+                                                                "expiring"))
+                  and any(c["type"] == "ExpiringSoon" and c["status"] == "True"
+                          for c in (o.get("status") or {}).get("conditions") or []) and o, 30,
+                  on_timeout=env.op.log_tail)
+    created = ar["metadata"]["creationTimestamp"]
+    pending_until = ar["status"]["expirationTime"]
+    assert _seconds(pending_until) - _seconds(created) == 120
+    assert ar["status"]["phase"] == "AwaitingDecision"
+    warning = [e for e in env.events("expiring") if e["reason"] == "ExpiringSoon"]
+    assert len(warning) == 1 and warning[0]["type"] == "Warning"
+    assert "expiring" in {r["subject"]["name"] for r in env.op.audit_events()
+                          if r["event"] == "ApprovalExpiringSoon"}
+    assert 'wingman_expiry_warnings_total{environment="test"} 1.0' in env.op.metrics()
+
+    env.approve("expiring")
+    ar = env.wait_phase("ar", "expiring", "Approved")
+    st = ar["status"]
+    # valid for approvalTTLSeconds (3600 in test) from the decision, not until the 2 minutes end
+    assert _seconds(st["expirationTime"]) - _seconds(st["approvedAt"]) == 3600
+    assert _seconds(st["expirationTime"]) > _seconds(pending_until)
+    assert "ExpiringSoon" not in {c["type"] for c in st["conditions"]}
+
+
+def _seconds(text: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 @pytest.mark.parametrize("case", ["not-found", "awaiting", "rejected", "revoked", "expired",
                                   "edited-command", "not-allowlisted", "ttl-above-cap",
                                   "already-granted"])

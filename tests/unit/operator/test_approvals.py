@@ -38,7 +38,9 @@ def merged(b: dict[str, Any], t: approvals.Transition | None) -> dict[str, Any]:
 def test_panel_approval_within_policy_auto_approves_and_sets_expiry() -> None:
     t = approvals.reviewed(body(), panel(Verdict.APPROVE), TEST, NOW)
     assert t is not None and t.phase == "AutoApproved" and t.decision == "AutoApproved"
-    assert t.status["expirationTime"] == "2026-11-26T11:00:00Z"
+    # the approval is valid for approvalTTLSeconds (default 1 h) from the decision
+    assert (t.status["approvedAt"], t.status["expirationTime"]) == (
+        "2026-11-25T12:00:00Z", "2026-11-25T13:00:00Z")
     assert all(c["observedGeneration"] == 1 for c in t.status["conditions"])
     assert t.audit_event == "ApprovalReviewed"
     assert approvals.reviewed(merged(body(), t), panel(Verdict.APPROVE), TEST, NOW) is None
@@ -151,3 +153,67 @@ def test_ready_is_true_exactly_while_the_request_is_approved() -> None:
     injected = decide([Vote("pi", Verdict.REJECT, Risk.HIGH, "r", flags=("PromptInjection",))],
                       1, 1)
     assert _ready(approvals.reviewed(body(), injected, TEST, NOW)) == ("False", "Rejected")
+
+
+def _awaiting(policy: EnvironmentPolicy = PRD) -> dict[str, Any]:
+    t = approvals.reviewed(body(), panel(Verdict.APPROVE), policy, NOW)
+    assert t is not None and t.phase == "AwaitingDecision"
+    return merged(body(), t)
+
+
+def test_pending_and_approval_lifetimes_are_separate_and_validity_counts_from_the_decision(
+) -> None:
+    policy = EnvironmentPolicy.from_dict({"environment": "prd", "requiredApprovals": 1,
+                                          "requestTTLSeconds": 7200,
+                                          "approvalTTLSeconds": 1800})
+    b = _awaiting(policy)
+    assert b["status"]["expirationTime"] == "2026-11-25T13:00:00Z", "created 11:00 + 2 h"
+    b["spec"]["decisions"] = [{"verdict": "Approve", "by": "bob"}]
+    later = NOW + dt.timedelta(minutes=50)  # 12:50: ten minutes of the pending life left
+    t = approvals.decided(b, policy, later)
+    assert t is not None and t.phase == "Approved"
+    assert (t.status["approvedAt"], t.status["expirationTime"]) == (
+        "2026-11-25T12:50:00Z", "2026-11-25T13:20:00Z"), "30 min from the decision"
+    assert t.audit_data["expirationTime"] == "2026-11-25T13:20:00Z"
+    approved = merged(b, t)
+    ok, _, _ = rules.usable(approved, dt.datetime(2026, 11, 25, 13, 10, tzinfo=dt.UTC))
+    assert ok, "still valid after the pending lifetime would have ended"
+    assert approvals.expired(approved, dt.datetime(2026, 11, 25, 13, 20, tzinfo=dt.UTC))
+
+
+def test_a_decision_after_the_pending_lifetime_counts_nothing() -> None:
+    b = _awaiting()
+    b["spec"]["decisions"] = [{"verdict": "Approve", "by": "bob"},
+                              {"verdict": "Approve", "by": "carol"}]
+    too_late = dt.datetime(2026, 11, 26, 11, 0, tzinfo=dt.UTC)
+    assert approvals.decided(b, PRD, too_late) is None
+    assert approvals.expired(b, too_late) is not None
+
+
+def test_a_pending_request_is_warned_once_before_it_expires() -> None:
+    policy = EnvironmentPolicy.from_dict({"environment": "prd", "requiredApprovals": 2,
+                                          "expiryWarningSeconds": 3600})
+    b = _awaiting(policy)  # expires 2026-11-26T11:00 (created 11:00 + 24 h)
+    assert approvals.next_warning(b, policy) == dt.datetime(2026, 11, 26, 10, 0,
+                                                            tzinfo=dt.UTC)
+    assert approvals.expiring(b, policy, dt.datetime(2026, 11, 26, 9, 59, tzinfo=dt.UTC)) \
+        is None
+    t = approvals.expiring(b, policy, dt.datetime(2026, 11, 26, 10, 30, tzinfo=dt.UTC))
+    assert t is not None and t.warning and t.event_reason == "ExpiringSoon"
+    assert t.audit_event == "ApprovalExpiringSoon" and t.audit_data["secondsLeft"] == 1800
+    soon = next(c for c in t.status["conditions"] if c["type"] == "ExpiringSoon")
+    assert soon["status"] == "True" and "in about 30 min" in soon["message"]
+    warned = merged(b, t)
+    assert t.phase == "AwaitingDecision"
+    assert approvals.expiring(warned, policy, dt.datetime(2026, 11, 26, 10, 40,
+                                                          tzinfo=dt.UTC)) is None, "once"
+    assert approvals.next_warning(warned, policy) is None
+    # once approved there is nothing to warn about, and the warning is withdrawn
+    warned["spec"]["decisions"] = [{"verdict": "Approve", "by": "bob"},
+                                   {"verdict": "Approve", "by": "carol"}]
+    approved = approvals.decided(warned, policy, dt.datetime(2026, 11, 26, 10, 45,
+                                                             tzinfo=dt.UTC))
+    assert approved is not None
+    assert "ExpiringSoon" not in {c["type"] for c in approved.status["conditions"]}
+    off = EnvironmentPolicy.from_dict({"environment": "prd", "expiryWarningSeconds": 0})
+    assert approvals.next_warning(_awaiting(off), off) is None

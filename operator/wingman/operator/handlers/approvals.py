@@ -1,4 +1,5 @@
-"""ApprovalRequest handlers: review on create/resume, count decisions, expire on a timer."""
+"""ApprovalRequest handlers: review on create/resume, count decisions, warn and expire on a
+timer."""
 
 from __future__ import annotations
 
@@ -95,9 +96,12 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     @kopf.timer(*res, interval=ctx.settings.expiry_interval_seconds, when=not_final,
                 registry=registry)
     async def expire(body: kopf.Body, **_: Any) -> None:
-        t = logic.expired(body, _now())
+        now = _now()
+        t = logic.expired(body, now) or logic.expiring(body, ctx.settings.policy, now)
         if t is not None:
             await apply(ctx, body, t)
+            if t.event_reason == "ExpiringSoon":
+                ctx.metrics.expiry_warnings.labels(environment=ctx.env).inc()
 
     @kopf.on.event(*res, registry=registry)
     def track(event: kopf.RawEvent, **_: Any) -> None:
