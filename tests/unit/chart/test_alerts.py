@@ -33,6 +33,7 @@ from support.chart import (
     helm,
     render,
     set_args,
+    template_args,
     values_file,
 )
 from wingman.chat.metrics import ChatMetrics
@@ -42,7 +43,10 @@ from wingman.operator.metrics import Metrics
 ALERTS_DIR = Path(__file__).resolve().parent / "alerts"
 DASHBOARD_FILE = CHART_DIR / "dashboards" / "wingman.json"
 RUNBOOK = REPO / "docs" / "runbook.md"
-DEFAULT_RUNBOOK_URL = "https://github.com/wingman-dev/wingman/blob/main/docs/runbook.md"
+CHART_VERSION = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["version"]
+#: The runbook of this chart's release: the alerts link to the text that matches them.
+DEFAULT_RUNBOOK_URL = (f"https://github.com/wingman-dev/wingman/blob/v{CHART_VERSION}/"
+                       "docs/runbook.md")
 SCRAPE_JOB = "wingman-operator-metrics"
 
 ALERTS = {
@@ -324,6 +328,48 @@ def test_runbook_url_and_labels_come_from_values() -> None:
             f"https://wiki.example.com/wingman#{alert['alert'].lower()}")
 
 
+def test_each_alert_can_be_switched_off_and_all_carry_extra_labels(tmp_path: Path) -> None:
+    off = ["WingmanApprovalBacklog", "WingmanChatDeliveryFailing"]
+    spec = rules_of("prd", {"metrics.prometheusRule.disabled": {name: True for name in off},
+                            "metrics.prometheusRule.alertLabels": {"team": "platform",
+                                                                   "pager": "ops"}})
+    rules = list(alert_rules(spec))
+    assert [r["alert"] for r in rules] == [a for a in ALERTS if a not in off]
+    for rule in rules:
+        assert rule["labels"]["team"] == "platform" and rule["labels"]["pager"] == "ops"
+        assert rule["labels"]["severity"] == ALERTS[rule["alert"]]
+    path = write_rules(spec, tmp_path)
+    result = promtool("check", "rules", path.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # false keeps an alert; unknown names and the chart's own labels are refused
+    kept = rules_of("prd", {"metrics.prometheusRule.disabled": {"WingmanDenialSpike": False}})
+    assert "WingmanDenialSpike" in [r["alert"] for r in alert_rules(kept)]
+    for values, complaint in (
+            ({"metrics.prometheusRule.disabled": {"WingmanOperatorDwn": True}},
+             "invalid propertyName 'WingmanOperatorDwn'"),
+            ({"metrics.prometheusRule.alertLabels": {"severity": "info"}},
+             "invalid propertyName 'severity'")):
+        result = helm(*template_args("prd", {**ENABLED, **values},
+                                     namespace=_namespace("prd")), check=False)
+        assert result.returncode != 0 and complaint in result.stderr, result.stderr
+
+
+def test_the_schema_knows_every_alert_by_name() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    disabled = schema["properties"]["metrics"]["properties"]["prometheusRule"]["properties"][
+        "disabled"]
+    assert disabled["propertyNames"]["enum"] == list(ALERTS)
+
+
+def test_runbook_links_name_the_release() -> None:
+    """Alert links are pinned to this chart's release tag, not to a moving branch, and the
+    release's runbook has a section for each."""
+    for alert in alert_rules(rules_of("test")):
+        url = alert["annotations"]["runbook_url"]
+        assert url.startswith(f"https://github.com/wingman-dev/wingman/blob/v{CHART_VERSION}/")
+        assert "/blob/main/" not in url
+
+
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_alert_expressions_read_exported_series_of_this_release_only(env: str) -> None:
     environment = env_values(env)["environment"]
@@ -414,17 +460,37 @@ def test_dashboard_configmap_ships_the_dashboard_file() -> None:
              if o["metadata"]["labels"].get("grafana_dashboard") == "1"]
     assert cm["metadata"]["namespace"] == "monitoring"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Wingman"}
-    assert json.loads(cm["data"]["wingman.json"]) == dashboard()
+    shipped = json.loads(cm["data"]["wingman.json"])
+    # the file as it is, but for what makes this release's copy its own
+    own = ("uid", "title", "templating")
+    assert {k: v for k, v in shipped.items() if k not in own} == \
+        {k: v for k, v in dashboard().items() if k not in own}
+    assert [v["name"] for v in shipped["templating"]["list"]] == \
+        [v["name"] for v in dashboard()["templating"]["list"]]
+
+
+def _dashboard_of(env: str, namespace: str, release: str = "wingman") -> tuple[str, dict[str, Any]]:
+    objs = render(env, {"metrics.dashboard.enabled": True,
+                        "metrics.dashboard.namespace": "monitoring"},
+                  namespace=namespace, release=release)
+    (cm,) = find(objs, "ConfigMap", namespace="monitoring")
+    return str(cm["metadata"]["name"]), json.loads(cm["data"]["wingman.json"])
 
 
 def test_dashboards_of_two_releases_do_not_collide() -> None:
-    names = set()
-    for env in ENVIRONMENTS:
-        objs = render(env, {"metrics.dashboard.enabled": True,
-                            "metrics.dashboard.namespace": "monitoring"},
-                      namespace=_namespace(env))
-        names |= {o["metadata"]["name"] for o in find(objs, "ConfigMap", namespace="monitoring")}
-    assert len(names) == len(ENVIRONMENTS)
+    """Grafana keeps one dashboard per uid (and per title in a folder): each release's copy has
+    its own, valid as a Grafana uid, and opens on its own environment and namespace."""
+    seen = [_dashboard_of(env, _namespace(env)) for env in ENVIRONMENTS]
+    seen.append(_dashboard_of("test", "team-b-" + "x" * 40 + "-wingman-test", "other"))
+    seen.append(_dashboard_of("test", "team-b-" + "x" * 40 + "-wingman-test-2", "other"))
+    assert len({name for name, _ in seen}) == len(seen)
+    assert len({d["uid"] for _, d in seen}) == len(seen)
+    assert len({d["title"] for _, d in seen}) == len(seen)
+    for _, d in seen:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", d["uid"]), d["uid"]
+    _, prd = seen[1]
+    current = {v["name"]: v.get("current", {}).get("value") for v in prd["templating"]["list"]}
+    assert current["environment"] == ["prd"] and current["namespace"] == [_namespace("prd")]
 
 
 def test_dashboard_queries_read_exported_series_scoped_by_the_variables() -> None:
