@@ -1,6 +1,8 @@
 """Built-in deterministic voters: the panel works offline, and every review is reproducible.
 
-- ``destructive``: reads each command's argv for destructive verbs and flags.
+- ``destructive``: reads each command with kubectl's or docker's grammar
+  (``wingman.review.commands``: flags anywhere, values with ``=`` or separate) and rates its
+  action, flags and targets from the tables below.
 - ``blast-radius``: weighs the environment, the number of commands and their reach.
 - ``allowlist``: rejects any command the environment's allowlist does not cover.
 - ``prompt-injection``: rejects requests whose text tries to instruct the reviewers.
@@ -20,10 +22,10 @@ The tables are documented where they are defined.
 from __future__ import annotations
 
 import re
-import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from wingman.errors import ConfigError
+from wingman.review.commands import KUBECTL_VERBS, ParsedCommand, parse
 from wingman.review.consensus import (
     DESTRUCTIVE,
     ReviewInput,
@@ -34,26 +36,80 @@ from wingman.review.consensus import (
 )
 from wingman.review.injection import PromptInjectionVoter
 
-# Verbs (argv[1] for kubectl, argv[1] for docker) and what they risk.
-DESTRUCTIVE_VERBS = {
-    "delete": Risk.CRITICAL, "drain": Risk.HIGH, "cordon": Risk.HIGH, "replace": Risk.HIGH,
-    "exec": Risk.CRITICAL, "cp": Risk.HIGH, "rm": Risk.CRITICAL, "kill": Risk.HIGH,
-    "prune": Risk.CRITICAL, "rmi": Risk.HIGH, "taint": Risk.HIGH, "apply": Risk.HIGH,
-    "create": Risk.MEDIUM, "patch": Risk.HIGH, "edit": Risk.HIGH, "set": Risk.MEDIUM,
-    "run": Risk.HIGH, "debug": Risk.CRITICAL, "port-forward": Risk.HIGH, "proxy": Risk.HIGH,
-    "attach": Risk.CRITICAL, "label": Risk.MEDIUM, "annotate": Risk.MEDIUM,
+L, M, H, C = Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL
+
+# kubectl actions (verb, or verb and subcommand) and what they risk. An action not listed
+# falls back to its verb; a verb kubectl does not have runs a plugin (an arbitrary program).
+KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
+    ("get",): L, ("describe",): L, ("logs",): L, ("top",): L, ("explain",): L,
+    ("api-resources",): L, ("api-versions",): L, ("version",): L, ("events",): L,
+    ("wait",): L, ("diff",): L, ("kustomize",): L, ("completion",): L, ("options",): L,
+    ("help",): L, ("cluster-info",): L, ("cluster-info", "dump"): M,
+    ("auth",): M, ("auth", "can-i"): L, ("auth", "whoami"): L, ("auth", "reconcile"): H,
+    ("rollout",): M, ("rollout", "restart"): L, ("rollout", "status"): L,
+    ("rollout", "history"): L, ("rollout", "undo"): M, ("rollout", "pause"): M,
+    ("rollout", "resume"): M,
+    ("scale",): M, ("autoscale",): M, ("label",): M, ("annotate",): M, ("expose",): M,
+    ("uncordon",): M,
+    ("create",): M, ("create", "secret"): H, ("create", "token"): C,
+    ("create", "role"): H, ("create", "clusterrole"): H, ("create", "rolebinding"): H,
+    ("create", "clusterrolebinding"): H, ("create", "serviceaccount"): H,
+    ("create", "deployment"): H, ("create", "job"): H, ("create", "cronjob"): H,
+    ("set",): H, ("set", "image"): H, ("set", "env"): H, ("set", "serviceaccount"): H,
+    ("set", "subject"): H, ("set", "selector"): H, ("set", "resources"): M,
+    ("apply",): H, ("replace",): H, ("patch",): H, ("edit",): H, ("run",): H,
+    ("cp",): H, ("drain",): H, ("cordon",): H, ("taint",): H, ("port-forward",): H,
+    ("proxy",): H, ("config",): H, ("config", "get-contexts"): L,
+    ("config", "current-context"): L, ("certificate",): H, ("certificate", "approve"): C,
+    ("plugin",): M, ("alpha",): H,
+    ("delete",): C, ("exec",): C, ("attach",): C, ("debug",): C,
 }
-# Verbs that change little and are routinely safe to repeat.
-ROUTINE_VERBS = {
-    ("rollout", "restart"): Risk.LOW, ("rollout", "status"): Risk.LOW,
-    ("rollout", "undo"): Risk.MEDIUM, ("scale",): Risk.MEDIUM, ("get",): Risk.LOW,
-    ("describe",): Risk.LOW, ("logs",): Risk.LOW, ("top",): Risk.LOW,
-    ("restart",): Risk.LOW, ("start",): Risk.LOW, ("stop",): Risk.MEDIUM,
+# docker actions; a management command (``docker container rm``) is read as its subcommand.
+DOCKER_ACTIONS: dict[str, Risk] = {
+    "ps": L, "logs": L, "inspect": L, "images": L, "version": L, "info": L, "top": L,
+    "stats": L, "port": L, "diff": L, "history": L, "ls": L, "events": L,
+    "restart": L, "start": L, "stop": M, "pause": M, "unpause": M, "pull": M, "tag": M,
+    "rename": M, "update": H, "create": H, "run": H, "cp": H, "kill": H, "rmi": H,
+    "push": H, "commit": H, "build": H, "load": H, "import": H, "login": H, "logout": M,
+    "rm": C, "prune": C, "exec": C, "attach": C,
 }
-DANGEROUS_FLAGS = {"--force": Risk.HIGH, "--all": Risk.HIGH, "--grace-period=0": Risk.HIGH,
-                   "--cascade=orphan": Risk.HIGH, "--prune": Risk.CRITICAL,
-                   "--privileged": Risk.CRITICAL}
-SECRET_WORDS = ("secret", "secrets", "serviceaccount", "token", "kubeconfig")
+# Flags that change who acts or which cluster is acted on: a command approved for one
+# identity and cluster must not run as another.
+IDENTITY_FLAGS: dict[str, Risk] = {
+    "--as": C, "--as-group": C, "--as-uid": C, "--token": H, "--user": H, "--username": H,
+    "--password": H, "--client-key": H, "--client-certificate": H, "--kubeconfig": H,
+    "--context": H, "--cluster": H, "--server": H, "--certificate-authority": H,
+    "--insecure-skip-tls-verify": H, "--tls-server-name": H,
+}
+DOCKER_TARGET_FLAGS: dict[str, Risk] = {
+    "--host": H, "--context": H, "--config": H, "--tlscacert": H, "--tlscert": H,
+    "--tlskey": H, "--privileged": C, "--cap-add": C, "--pid": H, "--userns": H,
+    "--security-opt": H, "--device": H, "--network": M, "--volume": H, "--mount": H,
+}
+DANGEROUS_FLAGS: dict[str, Risk] = {
+    "--force": H, "--all": H, "--prune": C, "--privileged": C, "--now": H,
+    "--force-conflicts": H, "--disable-eviction": H, "--delete-emptydir-data": H,
+    "--overwrite": M,
+}
+# Roles whose binding hands out (nearly) everything.
+POWERFUL_ROLES = frozenset({"cluster-admin", "admin", "edit", "system:masters"})
+SECRET_WORDS = ("secret", "serviceaccount", "token", "kubeconfig", "certificatesigningrequest",
+                "csr", "credential", "password")
+SECRET_RESOURCES = frozenset({"sa", "secrets", "secret"})
+# Cluster-scoped resources (with their short names and plurals): changing one reaches every
+# namespace.
+CLUSTER_RESOURCES = frozenset({
+    "node", "nodes", "no", "namespace", "namespaces", "ns", "crd", "crds",
+    "customresourcedefinition", "customresourcedefinitions", "clusterrole", "clusterroles",
+    "clusterrolebinding", "clusterrolebindings", "persistentvolume", "persistentvolumes",
+    "pv", "storageclass", "storageclasses", "sc", "priorityclass", "priorityclasses", "pc",
+    "csr", "certificatesigningrequest", "certificatesigningrequests", "apiservice",
+    "apiservices", "validatingwebhookconfiguration", "validatingwebhookconfigurations",
+    "mutatingwebhookconfiguration", "mutatingwebhookconfigurations",
+    "validatingadmissionpolicy", "validatingadmissionpolicies",
+    "validatingadmissionpolicybinding", "validatingadmissionpolicybindings",
+    "runtimeclass", "runtimeclasses", "ingressclass", "ingressclasses",
+})
 UNTRUSTED_INPUT = "UntrustedInput"
 _LEVELS = (Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL)
 
@@ -68,45 +124,145 @@ def untrusted(request: ReviewInput, risk: Risk, why: list[str]) -> tuple[Risk, t
     return raised, (UNTRUSTED_INPUT,)
 
 
+class _Rating:
+    """The worst risk found so far and every reason for it."""
 
-def _argv(command: str) -> list[str]:
+    def __init__(self) -> None:
+        self.risk = L
+        self.reasons: list[str] = []
+
+    def add(self, risk: Risk, reason: str) -> None:
+        self.risk = max(self.risk, risk, key=lambda x: x.rank)
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+def _resource_type(word: str) -> str:
+    """``deployment/web`` -> ``deployment``; ``clusterroles.rbac.authorization.k8s.io`` ->
+    ``clusterroles``."""
+    return word.split("/", 1)[0].split(".", 1)[0].lower()
+
+
+def _values(parsed: ParsedCommand) -> Iterable[str]:
+    for values in parsed.flags.values():
+        yield from values
+
+
+def _zero(value: str) -> bool:
     try:
-        return shlex.split(command)
+        return int(value.strip()) == 0
     except ValueError:
-        return command.split()
+        return False
+
+
+def _kubectl_action_risk(action: tuple[str, ...]) -> tuple[Risk, str]:
+    if action in KUBECTL_ACTIONS:
+        risk = KUBECTL_ACTIONS[action]
+    elif action[:1] in KUBECTL_ACTIONS:
+        risk = KUBECTL_ACTIONS[action[:1]]
+    else:
+        return H, f"'{action[0]}' is not a kubectl command: it would run a kubectl plugin, " \
+                  "an arbitrary program"
+    words = " ".join(action)
+    if risk >= H:
+        return risk, f"'{words}' is destructive or invasive ({risk.value})"
+    return risk, f"'{words}' is {'routine' if risk is L else 'a change'} ({risk.value})"
+
+
+def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
+    if not parsed.words:
+        rating.add(M, "no kubectl command given")
+    else:
+        risk, why = _kubectl_action_risk(parsed.action)
+        rating.add(risk, why)
+    for candidate in parsed.verb_candidates[1:]:
+        if candidate in KUBECTL_VERBS or candidate in {a[0] for a in KUBECTL_ACTIONS}:
+            risk, why = _kubectl_action_risk((candidate,))
+            if risk >= M:
+                rating.add(risk, f"{why}, if an unknown flag does not take '{candidate}' as "
+                                 "its value")
+    # A binding's --user/--group/--serviceaccount name its subjects, not the caller.
+    binding = (parsed.verb == "create" and len(parsed.action) > 1
+               and "binding" in parsed.action[1]) or parsed.action == ("set", "subject")
+    for flag, risk in IDENTITY_FLAGS.items():
+        if parsed.has(flag) and not (binding and flag == "--user"):
+            rating.add(risk, f"{flag} acts as another identity or on another cluster")
+    for flag, risk in DANGEROUS_FLAGS.items():
+        if parsed.has(flag):
+            rating.add(risk, f"flag {flag}")
+    for value in parsed.flag("--grace-period"):
+        if _zero(value):
+            rating.add(H, "--grace-period 0 kills without a graceful stop")
+    for value in parsed.flag("--cascade"):
+        if value == "orphan":
+            rating.add(H, "--cascade orphan leaves dependents behind")
+    for value in parsed.flag("--replicas"):
+        if _zero(value) or value.strip().startswith("-"):
+            rating.add(H, f"scales to zero (--replicas {value})")
+    if parsed.has("--all-namespaces") and rating.risk >= M:
+        rating.add(H, "changes objects in every namespace")
+    if binding:
+        roles = {v.lower() for v in parsed.flag("--clusterrole") + parsed.flag("--role")}
+        groups = {v.lower() for v in parsed.flag("--group")}
+        if roles & POWERFUL_ROLES or groups & POWERFUL_ROLES:
+            rating.add(C, f"grants {', '.join(sorted((roles | groups) & POWERFUL_ROLES))} "
+                          "(cluster-wide power)")
+        else:
+            rating.add(H, "changes who may do what (RBAC)")
+    if parsed.action == ("config", "view") and (parsed.has("--raw") or parsed.has("--flatten")):
+        rating.add(H, "prints credentials from the kubeconfig")
+    if parsed.verb in ("label", "annotate") and any(
+            _resource_type(w) in ("namespace", "namespaces", "ns", "node", "nodes", "no")
+            for w in parsed.words[1:]):
+        rating.add(H, "labels a namespace or node (Pod Security, scheduling)")
+    if parsed.verb == "debug" and parsed.flag("--profile") and any(
+            p in ("sysadmin", "netadmin") for p in parsed.flag("--profile")):
+        rating.add(C, "debug with a privileged profile")
+
+
+def _rate_docker(parsed: ParsedCommand, rating: _Rating) -> None:
+    action = parsed.action
+    verb = action[-1] if action else ""
+    if not verb:
+        rating.add(M, "no docker command given")
+    elif verb in DOCKER_ACTIONS:
+        risk = DOCKER_ACTIONS[verb]
+        rating.add(risk, f"'docker {' '.join(action)}' is "
+                         f"{'destructive or invasive' if risk >= H else 'routine'} "
+                         f"({risk.value})")
+    else:
+        rating.add(M, f"'docker {' '.join(action)}' is not a known docker command")
+    for flag, risk in DOCKER_TARGET_FLAGS.items():
+        if parsed.has(flag):
+            rating.add(risk, f"{flag} acts on another engine or widens the container's rights")
+    for flag in ("--force", "--all", "--volumes"):
+        if parsed.has(flag) and verb in ("rm", "rmi", "prune", "kill"):
+            rating.add(C, f"flag {flag}")
+    for value in parsed.flag("--time"):
+        if _zero(value):
+            rating.add(H, "--time 0 kills without a graceful stop")
 
 
 def command_risk(command: str) -> tuple[Risk, list[str]]:
     """The risk of one command and the reasons, from the tables above."""
-    argv = _argv(command)
-    if not argv:
-        return Risk.CRITICAL, ["empty command"]
-    reasons: list[str] = []
-    risk = Risk.MEDIUM  # unknown verbs are not low risk
-    words = [a for a in argv[1:] if not a.startswith("-")]
-    for key, r in ROUTINE_VERBS.items():
-        if tuple(words[: len(key)]) == key:
-            risk = r
-            reasons.append(f"{' '.join(key)} is routine ({r.value})")
-            break
-    if words and words[0] in DESTRUCTIVE_VERBS:
-        risk = max(risk, DESTRUCTIVE_VERBS[words[0]], key=lambda x: x.rank)
-        reasons.append(f"'{words[0]}' is destructive or invasive")
-    for arg in argv[1:]:
-        for flag, r in DANGEROUS_FLAGS.items():
-            if arg == flag or arg.startswith(flag + "="):
-                risk = max(risk, r, key=lambda x: x.rank)
-                reasons.append(f"flag {flag}")
-        if re.fullmatch(r"--replicas=0+", arg):
-            risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
-            reasons.append("scales to zero")
-        if any(w in arg.lower() for w in SECRET_WORDS):
-            risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
-            reasons.append(f"touches credentials ({arg})")
-        if re.match(r"https?://", arg):
-            risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
-            reasons.append("loads remote content")
-    return risk, reasons
+    parsed = parse(command)
+    if not parsed.program:
+        return C, ["empty command"]
+    rating = _Rating()
+    if parsed.program == "kubectl":
+        _rate_kubectl(parsed, rating)
+    elif parsed.program == "docker":
+        _rate_docker(parsed, rating)
+    else:
+        rating.add(H, f"'{parsed.program}' is neither kubectl nor docker")
+    for word in (*parsed.words, *_values(parsed), *parsed.after_dashes):
+        lowered = word.lower()
+        if _resource_type(lowered) in SECRET_RESOURCES or any(
+                w in lowered for w in SECRET_WORDS):
+            rating.add(H, f"touches credentials ({word})")
+        if re.match(r"https?://", lowered):
+            rating.add(H, "loads remote content")
+    return rating.risk, rating.reasons
 
 
 class DestructivePatternVoter:
@@ -144,17 +300,23 @@ class BlastRadiusVoter:
             risk = max(risk, Risk.MEDIUM, key=lambda x: x.rank)
             why.append(f"{len(request.commands)} commands")
         for cmd in request.commands:
-            argv = _argv(cmd)
-            if "-A" in argv or "--all-namespaces" in argv:
+            parsed = parse(cmd)
+            if parsed.has("--all-namespaces"):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("all namespaces")
-            if "kube-system" in argv or any(a.endswith("=kube-system") for a in argv):
+            namespaces = [*parsed.flag("--namespace"), *parsed.words]
+            if any(n == "kube-system" or n.endswith("/kube-system") for n in namespaces):
                 risk = max(risk, Risk.CRITICAL, key=lambda x: x.rank)
                 why.append("kube-system")
-            if any(a.split("/")[0] in ("nodes", "node", "namespace", "namespaces", "crd",
-                                       "clusterrole", "clusterrolebinding") for a in argv):
+            if any(_resource_type(w) in CLUSTER_RESOURCES for w in parsed.words[1:]) or \
+                    parsed.action in (("create", "clusterrolebinding"),
+                                      ("create", "clusterrole")):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("cluster-scoped resource")
+            if parsed.program == "kubectl" and any(parsed.has(f) for f in IDENTITY_FLAGS):
+                risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
+                why.append("another identity or cluster")
+        why = list(dict.fromkeys(why))
         risk, flags = untrusted(request, risk, why)
         verdict = Verdict.REJECT if risk >= Risk.HIGH else Verdict.APPROVE
         return Vote(self.name, verdict, risk, ", ".join(why), flags=flags)

