@@ -31,3 +31,6 @@ HELM_DOCS_FLAGS = --chart-search-root charts --sort-values-order file --skip-ver
 
 docs:
 	"$$(bash .ci/provision-tools.sh)/helm-docs" $(HELM_DOCS_FLAGS)
+
+e2e-kind: setup
+	bash .ci/e2e-kind

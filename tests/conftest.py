@@ -6,6 +6,9 @@ e2e tests use a real kube-apiserver + etcd + kube-controller-manager started onc
 (``wingman.dev.cluster``); they never read the developer's own kubeconfig. The container tier
 also starts a private Docker Engine and builds the image (``tests/support/containers.py``).
 
+With ``WINGMAN_E2E_KUBECONFIG`` set, ``cluster`` is that existing cluster instead of a local
+control plane (``tests/support/clusters.py``; ``make e2e-kind`` uses it with kind).
+
 SIGTERM and SIGHUP end a session the way Ctrl-C does, so every fixture's teardown runs and no
 server a test started (control plane, dockerd, PostgreSQL, operator) is left behind.
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from support.clusters import ExistingCluster, existing_kubeconfig, nodes_mode
 from support.postgres import audit_dsn, postgres_dsn  # noqa: F401 - fixtures
 from wingman.dev.cluster import LocalCluster
 
@@ -49,16 +53,30 @@ def _tier(item: pytest.Item) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark by directory and run the slow tiers last (every tier still runs)."""
+    real_nodes = existing_kubeconfig() is not None and nodes_mode() == "cluster"
     for item in items:
         tier = _tier(item)
         if tier in ("integration", "container", "e2e"):
             item.add_marker(getattr(pytest.mark, tier))
+        if real_nodes and item.get_closest_marker("nodeharness"):
+            item.add_marker(pytest.mark.skip(
+                reason="runs gateway pods through the node harness; WINGMAN_E2E_NODES=cluster "
+                       "lets the cluster's own nodes run pods, which would race it"))
     items.sort(key=lambda i: _TIER_ORDER.get(_tier(i), 0))
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """The real local control plane, started once per test session."""
+    """The real local control plane, started once per test session (or the existing cluster
+    WINGMAN_E2E_KUBECONFIG names)."""
+    existing = existing_kubeconfig()
+    if existing is not None:
+        found = ExistingCluster.connect(existing)
+        try:
+            yield found
+        finally:
+            found.stop()
+        return
     workdir = tmp_path_factory.mktemp("cluster")
     local = LocalCluster.start(workdir)
     try:

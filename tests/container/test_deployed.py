@@ -1,7 +1,7 @@
 """Wingman as it is deployed: the chart installed, every pod a real container of the image.
 
-``helm install`` with the test values and the locally built image for ``operator.image`` and
-``gateway.image``. The node harness runs pods as containers in the real Docker Engine, with
+``helm install`` with the test values and the locally built image (``image.repository`` and
+``image.tag``). The node harness runs pods as containers in the real Docker Engine, with
 the flags their specs ask for (wingman.dev.podspec, derived from the pod objects the API server
 holds, not from a copy): the operator pod the Deployment controller creates from the chart's
 Deployment, each gateway pod the Job controller creates from the Job the operator built, and
@@ -31,6 +31,8 @@ from wingman.dev.cluster import LocalCluster
 from wingman.dev.engine import DockerEngine
 from wingman.dev.node import NodeHarness, PodRun
 from wingman.model import names
+
+pytestmark = pytest.mark.nodeharness
 
 
 @dataclass
@@ -76,8 +78,8 @@ def deployed(cluster: LocalCluster, crds: Path, engine: DockerEngine, image: Ima
     work = tmp_path_factory.mktemp("deployed")
     audit_dir = work / "audit-volume"
     values = {
-        "operator.image": image.tag,
-        "gateway.image": image.tag,
+        "image.repository": image.tag.rsplit(":", 1)[0],
+        "image.tag": image.tag.rsplit(":", 1)[1],
         "operator.replicas": 1,
         # the node's network is the host's: ports nobody else uses
         "operator.healthPort": free_port(),

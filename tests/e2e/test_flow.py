@@ -208,6 +208,7 @@ def story(cluster: Any, crds: Path, tmp_path_factory: pytest.TempPathFactory) ->
             op.stop()
 
 
+@pytest.mark.nodeharness
 def test_an_approved_restart_executes_once_and_shows_in_the_deployment(story: Story) -> None:
     assert story.restarted_at() is None
     story.request("restart-web")
@@ -244,6 +245,7 @@ def test_an_approved_restart_executes_once_and_shows_in_the_deployment(story: St
     assert story.restarted_at() == before
 
 
+@pytest.mark.nodeharness
 def test_a_scale_approved_by_a_human_sets_the_replicas(story: Story) -> None:
     scale = f"kubectl scale deployment/web --replicas=3 -n {story.apps}"
     delete = f"kubectl delete deployment/web -n {story.apps}"
@@ -314,6 +316,7 @@ def test_many_concurrent_gateways_with_one_token_execute_exactly_once(story: Sto
     assert 'stage="gateway"' in metrics
 
 
+@pytest.mark.nodeharness
 def test_a_token_is_rejected_when_expired_for_another_environment_revoked_missing_or_tampered(
         story: Story) -> None:
     generation = story.deployment()["metadata"]["generation"]

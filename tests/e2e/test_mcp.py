@@ -47,6 +47,8 @@ AGENT_SA = "agent"
 MAX_WAIT = 20.0
 TOOLS = {"request_approval", "get_request", "execute", "get_result", "list_requests"}
 
+pytestmark = pytest.mark.nodeharness
+
 
 @dataclass
 class World:

@@ -16,11 +16,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from support.chart import DEFAULT_GATEWAY_IMAGE, WORKER, approval_request, installed, worker_groups
 from support.operator import OperatorProcess, get, wait_for
 from wingman.audit import open_sink, verify, verify_main
 from wingman.cli.main import main as cli_main
 from wingman.dev.node import NodeHarness
+
+pytestmark = pytest.mark.nodeharness
 
 
 def test_operator_and_gateway_share_one_verified_chain_in_postgres(
