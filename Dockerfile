@@ -26,7 +26,7 @@ COPY wheels/ /build/wheels/
 RUN python3 -m venv /opt/wingman \
  && /opt/wingman/bin/python -m pip install --no-cache-dir --no-index --only-binary=:all: \
       --find-links /build/wheels --require-hashes -r /build/requirements.lock \
- && /opt/wingman/bin/python -m pip install --no-cache-dir --no-index --no-deps /build/wheels/wingman-*.whl \
+ && /opt/wingman/bin/python -m pip install --no-cache-dir --no-index --no-deps /build/wheels/wingman_operator-*.whl \
  && /opt/wingman/bin/python -m pip check \
  && /opt/wingman/bin/python -m pip uninstall --yes pip setuptools
 

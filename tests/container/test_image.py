@@ -119,7 +119,7 @@ def test_dependencies_are_exactly_the_lock_and_nothing_installs_at_run_time(
                   ".lower().replace('_', '-'): d.version for d in m.distributions()}))")
     assert out.returncode == 0, out.stderr
     installed = json.loads(out.stdout)
-    assert installed.pop("wingman") == PYPROJECT["project"]["version"]
+    assert installed.pop("wingman-operator") == PYPROJECT["project"]["version"]
     assert installed == locked
     checks = _python(engine, image, "\n".join([
         "import importlib.util, os, shutil",
