@@ -14,6 +14,8 @@
 #   kubeconform/ kubeconform (github.com/yannh/kubeconform): the chart against strict schemas
 #   podsecurity/ podsecurity, a small command over the upstream Pod Security evaluator
 #                (k8s.io/pod-security-admission); its source is .ci/tools/podsecurity/main.go
+#   healthcheck/ healthcheck, a small command over the engines Argo CD and Flux run custom
+#                health checks with (gopher-lua, cel-go): .ci/tools/healthcheck/main.go
 #
 # Besides the binaries, the pinned Kubernetes module's OpenAPI document (api/openapi-spec/
 # swagger.json, from the module cache the kube build filled) is copied to
@@ -105,6 +107,7 @@ build prometheus github.com/prometheus/prometheus/cmd/promtool
 build helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs
 build kubeconform github.com/yannh/kubeconform/cmd/kubeconform
 build podsecurity .
+build healthcheck .
 
 # The OpenAPI document of the pinned Kubernetes release (what kubeconform validates against).
 share="$cache/share"

@@ -27,7 +27,7 @@ from wingman.errors import ClusterError
 
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kubectl")
 #: The checkers the tests run over the chart (helm-docs, kubeconform, the Pod Security evaluator).
-CHECKERS = ("helm-docs", "kubeconform", "podsecurity")
+CHECKERS = ("helm-docs", "kubeconform", "podsecurity", "healthcheck")
 TOOLS = (*CONTROL_PLANE, "helm", "promtool", *CHECKERS)
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
