@@ -2,8 +2,10 @@
 
 The operator checks an approval with ``usable`` before it issues a token; the gateway checks
 it again with the same function after it burned the token, so the two can never disagree on
-what a usable approval is. ``granted_to`` reads which grant an approved command went to.
-Pure: imports only ``wingman.conditions`` and the standard library.
+what a usable approval is. ``usable`` reads a Reject from ``spec.decisions`` itself, so a
+revocation holds even when the status the operator writes has not caught up with it.
+``granted_to`` reads which grant an approved command went to. Pure: imports only
+``wingman.conditions`` and the standard library.
 """
 
 from __future__ import annotations
@@ -37,8 +39,29 @@ def is_final(body: Body) -> bool:
     return any(cond.is_true(conds, t) for t in ("Rejected", "Revoked", "Expired"))
 
 
+def rejection(body: Body) -> Mapping[str, Any] | None:
+    """The first Reject in ``spec.decisions`` (whoever recorded it), or None.
+
+    Read from the spec itself, not from the status the operator derived from it: a Reject
+    rejects, and after an approval revokes, whether or not the operator has counted it yet.
+    Anything in ``spec.decisions`` that is not a decision object counts as a Reject (fail
+    closed)."""
+    decisions = (body.get("spec") or {}).get("decisions") or []
+    if not isinstance(decisions, list):
+        return {"verdict": "Reject", "by": "", "reason": "spec.decisions is not a list"}
+    for decision in decisions:
+        if not isinstance(decision, Mapping):
+            return {"verdict": "Reject", "by": "", "reason": "a decision is not an object"}
+        if decision.get("verdict") == "Reject":
+            return decision
+    return None
+
+
 def usable(body: Body, now: dt.datetime) -> tuple[bool, str, str]:
-    """Whether a grant may act on this approval now: (ok, reason, message)."""
+    """Whether a grant may act on this approval now: (ok, reason, message).
+
+    Revocation is derived from ``spec.decisions`` as well as from the conditions: an approval
+    whose spec holds a Reject is never usable, even while its status still says Approved."""
     status = body.get("status") or {}
     conds = status.get("conditions") or []
     name = body.get("metadata", {}).get("name", "")
@@ -46,6 +69,15 @@ def usable(body: Body, now: dt.datetime) -> tuple[bool, str, str]:
         return False, "ApprovalRevoked", f"ApprovalRequest {name} was revoked by an approver"
     if cond.is_true(conds, "Rejected"):
         return False, "ApprovalRejected", f"ApprovalRequest {name} was rejected"
+    rejected = rejection(body)
+    if rejected is not None:
+        by = str(rejected.get("by") or "") or "an unnamed approver"
+        if cond.is_true(conds, "Approved"):
+            return False, "ApprovalRevoked", (
+                f"ApprovalRequest {name} was revoked: spec.decisions holds a Reject by {by} "
+                "(whatever its status says)")
+        return False, "ApprovalRejected", (
+            f"ApprovalRequest {name} was rejected: spec.decisions holds a Reject by {by}")
     expires = parse_time(status.get("expirationTime"))
     if cond.is_true(conds, "Expired") or (expires is not None and now >= expires):
         return False, "ApprovalExpired", f"ApprovalRequest {name} has expired"
@@ -67,4 +99,4 @@ def granted_to(body: Body, command: str) -> Mapping[str, Any] | None:
     return None
 
 
-__all__ = ["Body", "granted_to", "is_final", "parse_time", "usable"]
+__all__ = ["Body", "granted_to", "is_final", "parse_time", "rejection", "usable"]

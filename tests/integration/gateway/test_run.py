@@ -211,6 +211,41 @@ def test_approval_revoked_after_minting_is_refused(
     _assert_refused(env, g, token, "ApprovalRevoked", capsys)
 
 
+@pytest.mark.parametrize("when", ["before-the-run", "during-the-burn"])
+def test_a_reject_in_the_spec_refuses_even_while_the_status_says_approved(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    # An approver appends a Reject, and the operator's bookkeeping misses it: the status still
+    # says Approved. The gateway derives the revocation from spec.decisions itself.
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g)
+    name = g.approval["metadata"]["name"]
+    reject = [{"op": "add", "path": "/spec/decisions",
+               "value": [{"verdict": "Reject", "by": "carol", "reason": "not during the sale"}]}]
+    if when == "before-the-run":
+        env.cluster.kubectl("patch", "approvalrequests", name, "-n", env.ns, "--type=json",
+                            "-p", json.dumps(reject))
+        _assert_refused(env, g, token, "ApprovalRevoked", capsys)
+        assert env.replicas() != 2
+        return
+    # the Reject lands after the gateway read the approval, before it re-reads it after the burn
+    import wingman.gateway.run as gateway_run
+
+    original = gateway_run.burn_marker
+
+    def burn_then_reject(*args: Any, **kwargs: Any) -> Any:
+        env.cluster.kubectl("patch", "approvalrequests", name, "-n", env.ns, "--type=json",
+                            "-p", json.dumps(reject))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gateway_run, "burn_marker", burn_then_reject)
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    assert env.replicas() != 2
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "ApprovalRevoked"), status
+    assert "GatewayExecuting" not in _events(env)
+
+
 def test_a_command_the_approval_granted_to_another_grant_is_refused(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
