@@ -71,8 +71,9 @@ def storage_driver(directory: Path) -> str:
 
 
 def _need(binary: str, package: str) -> str:
-    found = shutil.which(binary) or (f"/usr/bin/{binary}" if Path(f"/usr/bin/{binary}").is_file()
-                                     else None)
+    found = shutil.which(binary) or next(
+        (str(d / binary) for d in (Path("/usr/sbin"), Path("/usr/bin"), Path("/sbin"))
+         if (d / binary).is_file()), None)
     if found is None:
         raise ClusterError(
             f"{binary} was not found; install Debian's {package} package ('bash .ci/setup' does: "
@@ -297,7 +298,11 @@ class DockerEngine:
 
 def _engine_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    # dockerd finds containerd, runc and docker-init on PATH; Debian puts some in sbin
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p]
+    path += [p for p in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin",
+                         "/bin") if p not in path]
+    env["PATH"] = os.pathsep.join(path)
     return env
 
 
