@@ -403,3 +403,59 @@ def test_no_token_key_or_secret_value_appears_in_any_log(story: Story) -> None:
             assert value not in text, f"a secret value appears in {path.name}"
     for value in values:
         assert value not in audit_text
+
+
+def test_a_rollback_runs_once_and_only_after_the_forward_command(story: Story) -> None:
+    scale = f"kubectl scale deployment/web --replicas=4 -n {story.apps}"
+    undo = f"kubectl scale deployment/web --replicas=1 -n {story.apps}"
+    story.cluster.kubectl("scale", "deployment/web", "--replicas=1", "-n", story.apps)
+    body = approval_request("scale-undo", requester=WORKER, environment="test",
+                            commands=(scale,), rollbacks=[{"command": scale, "rollback": undo}])
+    story.as_worker("apply", "-f", "-", input=json.dumps(body))
+    story.wait_phase("ar", "scale-undo", "AutoApproved", "AwaitingDecision")
+    if get(story.cluster, "ar", story.ns, "scale-undo")["status"]["phase"] != "AutoApproved":
+        story.decide("scale-undo", "Approve")
+        story.wait_phase("ar", "scale-undo", "Approved")
+
+    # not before the forward command ran: the operator refuses a rollback grant made by hand
+    story.grant("scale-undo-early", "scale-undo", undo, rollbackOf={"name": "scale-undo-1"})
+    early = story.wait_phase("eg", "scale-undo-early", "Denied")
+    assert early["status"]["reason"] == "ForwardGrantNotFound", early["status"]
+    story.grant("scale-undo-1", "scale-undo", scale)
+    story.wait_phase("eg", "scale-undo-1", "TokenIssued")
+    code, _, err = _cli(story, "rollback", "scale-undo-1")
+    assert code != 0 and "has not run" in err, "the CLI says why before creating anything"
+
+    with story.node("rollback") as node:
+        assert story.wait_phase("eg", "scale-undo-1", "Succeeded", "Failed")["status"][
+            "phase"] == "Succeeded"
+        assert story.deployment()["spec"]["replicas"] == 4
+        # without a new decision, as the worker, with the kubectl plugin's command
+        code, out, err = _cli(story, "rollback", "scale-undo-1", "--wait", "--timeout", "90")
+        assert code == 0, out + err
+        rb = story.wait_phase("eg", names.rollback_grant_name("scale-undo-1"), "Succeeded")
+        node.wait_idle(60)
+        story.logs += [p for r in node.runs for p in (r.stdout, r.stderr)]
+    assert rb["spec"]["rollbackOf"] == {"name": "scale-undo-1"} and rb["spec"]["command"] == undo
+    assert story.deployment()["spec"]["replicas"] == 1
+    ar = get(story.cluster, "ar", story.ns, "scale-undo")
+    assert {"command": undo, "rollbackOf": scale} in [
+        {k: g[k] for k in ("command", "rollbackOf") if k in g} for g in ar["status"]["grants"]]
+    # once: another grant for the same rollback is refused
+    story.grant("scale-undo-again", "scale-undo", undo, rollbackOf={"name": "scale-undo-1"})
+    again = story.wait_phase("eg", "scale-undo-again", "Denied")
+    assert again["status"]["reason"] == "RollbackAlreadyGranted"
+    assert story.deployment()["spec"]["replicas"] == 1
+    executing = [r for r in story.audit_events(rb["metadata"]["name"])
+                 if r["event"] == "GatewayExecuting"]
+    assert executing and executing[0]["data"]["rollbackOf"] == "scale-undo-1"
+
+
+def _cli(story: Story, *argv: str) -> tuple[int, str, str]:
+    kubeconfig = str(story.cluster.kubeconfig_for(WORKER, worker_groups("test")))
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBERNETES_SERVICE_HOST",
+                                                            "KUBECONFIG")}
+    proc = subprocess.run([sys.executable, "-m", "wingman.cli", *argv, "-n", story.ns,
+                           "--kubeconfig", kubeconfig], env=env, capture_output=True,
+                          text=True, timeout=150, check=False)
+    return proc.returncode, proc.stdout, proc.stderr

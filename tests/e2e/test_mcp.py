@@ -45,7 +45,8 @@ from wingman.dev.node import NodeHarness
 
 AGENT_SA = "agent"
 MAX_WAIT = 20.0
-TOOLS = {"request_approval", "get_request", "execute", "get_result", "list_requests"}
+TOOLS = {"request_approval", "get_request", "execute", "get_result", "list_requests",
+         "rollback"}
 
 pytestmark = pytest.mark.nodeharness
 

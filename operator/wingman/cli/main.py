@@ -2,9 +2,11 @@
 
 Thin: parses arguments and calls the module that owns the concept.
 
-    wingman request --instruction "..." --command "kubectl ..." [--wait] [-o json]
+    wingman request --instruction "..." --command "kubectl ..." [--rollback "kubectl ..."]
+                    [--wait] [-o json]
     wingman approve NAME [--reason ...]      wingman reject NAME --reason ...
     wingman exec NAME --command "..." [--wait]
+    wingman rollback GRANT [--wait]          (the reviewed rollback of a command that ran)
     wingman describe NAME | result GRANT | list | policy   [-o json|yaml]
     wingman mcp [--transport stdio|http]     (the MCP server for agents)
     wingman completion bash|zsh|fish
@@ -40,6 +42,21 @@ def _exit_codes() -> str:
 
     return "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in
                                          EXIT_CODES.items())
+
+
+class _RollbackFor(argparse.Action):
+    """``--rollback CMD``: the rollback of the ``--command`` given just before it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        commands = getattr(namespace, "commands", None) or []
+        if not commands:
+            parser.error("--rollback must follow the --command it undoes")
+        rollbacks = dict(getattr(namespace, "rollbacks", None) or {})
+        if commands[-1] in rollbacks:
+            parser.error("give at most one --rollback after each --command")
+        rollbacks[commands[-1]] = str(values)
+        namespace.rollbacks = rollbacks
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--instruction", required=True, help="what you want to achieve, for humans")
     sp.add_argument("--command", dest="commands", action="append", required=True,
                     help="an exact command line (repeatable)")
+    sp.add_argument("--rollback", action=_RollbackFor, metavar="COMMAND",
+                    help="the exact command that undoes the --command just before it, reviewed "
+                    "with it (kubectl wingman rollback <grant> runs it once that command ran)")
     sp.add_argument("--justification")
     sp.add_argument("--expires-after-seconds", type=int)
     sp.add_argument("--name", help="name of the ApprovalRequest (default: generated)")
@@ -110,6 +130,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="exactly one of the approved commands")
     sp.add_argument("--ttl-seconds", type=int)
     wait_args(sp, "the command has run, and print its output")
+
+    sp = command("rollback", "start the reviewed rollback of a command that ran: create its "
+                 "rollback grant, without a new decision")
+    client_args(sp)
+    sp.add_argument("name", help="the ExecutionGrant that ran the command"
+                    ).completer = _names("grant")  # type: ignore[attr-defined]
+    sp.add_argument("--ttl-seconds", type=int)
+    wait_args(sp, "the rollback has run, and print its output")
 
     sp = command("describe", "show a request's state, review, decisions, provenance and grants")
     client_args(sp)

@@ -1,5 +1,5 @@
-"""The people- and agent-facing commands: request, approve, reject, exec, describe, result,
-list, policy.
+"""The people- and agent-facing commands: request, approve, reject, exec, rollback, describe,
+result, list, policy.
 
 Each command runs ``wingman.client`` as the caller (kubeconfig, else the pod's ServiceAccount),
 so RBAC and the admission policies decide what the caller may do; nothing here elevates.
@@ -231,7 +231,7 @@ def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
             environment=args.environment, instruction=args.instruction,
             commands=args.commands, justification=args.justification,
             expires_after_seconds=args.expires_after_seconds, source=_source(args),
-            name=args.name)
+            name=args.name, rollbacks=getattr(args, "rollbacks", None))
         if args.wait:
             status = _waited(client, status, args, grant=False)
             return _answer(status, args, out)
@@ -242,6 +242,13 @@ def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
         return _answer(status, args, out, EXIT_OK)
     if cmd == "exec":
         status = client.execute(args.name, args.grant_command, ttl_seconds=args.ttl_seconds)
+        started = status.state in (st.State.GRANTED, st.State.RUNNING)
+        if started and args.wait:
+            status = _waited(client, status, args, grant=True)
+            return _answer(status, args, out)
+        return _answer(status, args, out, EXIT_OK if started else None)
+    if cmd == "rollback":
+        status = client.rollback(args.name, ttl_seconds=args.ttl_seconds)
         started = status.state in (st.State.GRANTED, st.State.RUNNING)
         if started and args.wait:
             status = _waited(client, status, args, grant=True)

@@ -35,6 +35,8 @@ from wingman.errors import (
     WingmanError,
 )
 from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, JSON_PATCH, ApiError, Kube, Resource
+from wingman.model import approvals as rules
+from wingman.model import names
 from wingman.review.policy import EnvironmentPolicy
 
 POLICY_CONFIGMAP = "wingman-policy"
@@ -105,10 +107,14 @@ def build_request(
     *, name: str, namespace: str, requester: str, environment: str, instruction: str,
     commands: Sequence[str], justification: str | None = None,
     expires_after_seconds: int | None = None, source: Source | None = None,
+    rollbacks: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ApprovalRequest manifest a worker submits."""
+    """The ApprovalRequest manifest a worker submits; ``rollbacks`` maps a command to the
+    command that undoes it (reviewed together with it)."""
     spec: dict[str, Any] = {"requester": requester, "environment": environment,
                             "instruction": instruction, "commands": list(commands)}
+    if rollbacks:
+        spec["rollbacks"] = [{"command": c, "rollback": r} for c, r in rollbacks.items()]
     if justification:
         spec["justification"] = justification
     if expires_after_seconds is not None:
@@ -117,6 +123,20 @@ def build_request(
         spec["source"] = source.to_spec()
     return {"apiVersion": API_VERSION, "kind": "ApprovalRequest",
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def build_rollback(forward: Mapping[str, Any], *, rollback: str, requester: str,
+                   ttl_seconds: int | None = None) -> dict[str, Any]:
+    """The ExecutionGrant for the reviewed rollback of the command ``forward`` ran."""
+    meta = forward["metadata"]
+    spec: dict[str, Any] = {"approvalRef": {"name": _ref(forward)}, "command": rollback,
+                            "requester": requester, "rollbackOf": {"name": meta["name"]}}
+    if ttl_seconds is not None:
+        spec["ttlSeconds"] = ttl_seconds
+    return {"apiVersion": API_VERSION, "kind": "ExecutionGrant",
+            "metadata": {"name": names.rollback_grant_name(str(meta["name"])),
+                         "namespace": meta["namespace"]},
+            "spec": spec}
 
 
 def build_grant(*, request_name: str, namespace: str, command: str, requester: str,
@@ -281,9 +301,15 @@ class WingmanClient:
         self, *, instruction: str, commands: Sequence[str], environment: str | None = None,
         justification: str | None = None, expires_after_seconds: int | None = None,
         source: Source | None = None, name: str | None = None,
+        rollbacks: Mapping[str, str] | None = None,
     ) -> st.Status:
-        """Submit an ApprovalRequest in the caller's own name; answers its first state."""
+        """Submit an ApprovalRequest in the caller's own name; answers its first state.
+        ``rollbacks``: for some commands, the command that undoes it (reviewed with it)."""
         commands = [str(c) for c in commands]
+        for forward in rollbacks or {}:
+            if forward not in commands:
+                raise Invalid(f"a rollback is given for {forward!r}, which is not one of the "
+                              "commands")
         if not commands:
             raise Invalid("commands is empty: name at least one exact command line")
         if len(commands) > 10:
@@ -297,7 +323,7 @@ class WingmanClient:
             name=name, namespace=self.namespace, requester=self.whoami(),
             environment=environment, instruction=instruction, commands=commands,
             justification=justification, expires_after_seconds=expires_after_seconds,
-            source=source)
+            source=source, rollbacks=rollbacks)
         obj = self._call("creating the ApprovalRequest", self.kube.create, APPROVALS,
                          self.namespace, body)
         return self._request_status(obj, [])
@@ -440,6 +466,48 @@ class WingmanClient:
         return st.of_grant(created, now=self.now(), max_output=self.max_output,
                            hints=self.hints)
 
+    def rollback(self, grant: str, *, ttl_seconds: int | None = None) -> st.Status:
+        """Start the reviewed rollback of the command ``grant`` ran: create its rollback grant
+        (``<grant>-rollback``), without a new decision. The operator grants it once, only after
+        the command ran and within the environment's rollback window; its answer says so.
+        Idempotent: a second call answers the rollback grant's state."""
+        forward = self._call(f"reading ExecutionGrant {grant}", self.kube.get, GRANTS,
+                             self.namespace, grant)
+        if (forward.get("spec") or {}).get("rollbackOf"):
+            raise Invalid(f"ExecutionGrant {grant} is itself a rollback; a rollback is not "
+                          "rolled back")
+        gname = names.rollback_grant_name(grant)
+        existing = self._call(f"reading ExecutionGrant {gname}", self.kube.get_or_none,
+                              GRANTS, self.namespace, gname)
+        if existing is not None:
+            return st.of_grant(existing, now=self.now(), max_output=self.max_output,
+                               hints=self.hints)
+        request = self.get_request_object(_ref(forward))
+        command = str((forward.get("spec") or {}).get("command") or "")
+        rollback = rules.reviewed_rollback(request, command)
+        if rollback is None:
+            raise Invalid(f"request {_ref(forward)} names no rollback for the command of "
+                          f"{grant} ({command!r}): only a rollback reviewed with the command "
+                          "can be granted without a new decision; submit a new request")
+        if not rules.ran(forward):
+            phase = (forward.get("status") or {}).get("phase") or "Pending"
+            raise Invalid(f"the command of {grant} has not run (phase {phase}); a rollback "
+                          "is granted only after the command it undoes ran")
+        body = build_rollback(forward, rollback=rollback,
+                              requester=str(request["spec"]["requester"]),
+                              ttl_seconds=ttl_seconds)
+        try:
+            created = self.kube.create(GRANTS, self.namespace, body)
+        except ApiError as exc:
+            if not exc.conflict:
+                raise client_error(exc, "creating the rollback's ExecutionGrant") from None
+            created = self._call(f"reading ExecutionGrant {gname}", self.kube.get, GRANTS,
+                                 self.namespace, gname)
+        except WingmanError as exc:
+            raise client_error(exc, "creating the rollback's ExecutionGrant") from None
+        return st.of_grant(created, now=self.now(), max_output=self.max_output,
+                           hints=self.hints)
+
     # -- waiting ----------------------------------------------------------------------------
     def _wait(self, probe: Callable[[], st.Status], timeout: float, on_tick: Tick | None
               ) -> st.Status:
@@ -466,4 +534,4 @@ def _replace(status: st.Status, **changes: Any) -> st.Status:
 
 
 __all__ = ["POLICY_CONFIGMAP", "SOURCE_LIMITS", "PolicyView", "Source", "WingmanClient",
-           "build_grant", "build_request", "client_error"]
+           "build_grant", "build_request", "build_rollback", "client_error"]

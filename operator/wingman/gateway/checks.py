@@ -111,19 +111,33 @@ def load_keys(directory: Path) -> KeySet:
                           reason="InvalidPublicKey") from None
 
 
-def check_approval(approval: Body, now: dt.datetime) -> None:
+def check_approval(approval: Body, now: dt.datetime, *, forward: Body | None = None,
+                   rollback: bool = False, window_seconds: int = 0) -> None:
     """GrantDenied unless the approval is approved, not rejected/revoked and unexpired now
     (the operator's own rule, ``wingman.model.approvals.usable``, applied again at execution
-    time)."""
-    ok, reason, message = rules.usable(approval, now)
+    time). For a ``rollback`` grant the operator's rollback rule instead
+    (``rollback_usable``: ``forward`` is the grant that ran the command it undoes)."""
+    if rollback:
+        ok, reason, message = rules.rollback_usable(approval, forward, now, window_seconds)
+    else:
+        ok, reason, message = rules.usable(approval, now)
     if not ok:
         raise GrantDenied(f"{message}; nothing was executed", reason=reason)
 
 
-def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str) -> None:
-    """GrantDenied unless the approval records ``command`` as granted to this very grant (the
-    operator writes ``status.grants`` before it mints: each approved command runs once)."""
-    holder = rules.granted_to(approval, command)
+def undone_command(grant: Body, forward: Body | None) -> str | None:
+    """For a rollback grant the command it undoes (the forward grant's); None otherwise."""
+    if not ((grant.get("spec") or {}).get("rollbackOf") or {}).get("name"):
+        return None
+    return str(((forward or {}).get("spec") or {}).get("command") or "")
+
+
+def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str, *,
+                  rollback_of: str | None = None) -> None:
+    """GrantDenied unless the approval records ``command`` (with ``rollback_of``: the rollback
+    of that command) as granted to this very grant (the operator writes ``status.grants``
+    before it mints: each approved command, and each rollback, runs once)."""
+    holder = rules.granted_to(approval, command, rollback_of=rollback_of)
     name = (approval.get("metadata") or {}).get("name")
     if holder is None:
         raise GrantDenied(f"ApprovalRequest {name} records this command as granted to no grant "
@@ -183,8 +197,10 @@ def _binding(what: str) -> GrantDenied:
 
 
 def authorize(token: str, keys: KeySet, grant: Body, approval: Body,
-              settings: GatewaySettings, now: float) -> tuple[tokens.CapabilityClaims, list[str]]:
+              settings: GatewaySettings, now: float, *, forward: Body | None = None
+              ) -> tuple[tokens.CapabilityClaims, list[str]]:
     """Every check between reading the objects and burning the token: (claims, argv).
+    ``forward``: for a rollback grant, the grant that ran the command it undoes.
 
     Raises TokenRejected (the token's own reason), GrantDenied (bindings, approval state,
     grant state) or ScopeViolation (command not approved byte for byte or not allowlisted).
@@ -224,9 +240,16 @@ def authorize(token: str, keys: KeySet, grant: Body, approval: Body,
         raise GrantDenied(f"ApprovalRequest {ameta.get('name')} is for environment "
                           f"{environment!r}; this gateway serves {settings.environment!r}",
                           reason="EnvironmentMismatch")
-    check_approval(approval, dt.datetime.fromtimestamp(now, dt.UTC))
-    check_granted(approval, command, claims.grant_uid, str(meta.get("name")))
-    approved = (approval.get("spec") or {}).get("commands") or []
+    undoes = undone_command(grant, forward)
+    check_approval(approval, dt.datetime.fromtimestamp(now, dt.UTC), forward=forward,
+                   rollback=undoes is not None,
+                   window_seconds=settings.policy.rollback_window_seconds)
+    check_granted(approval, command, claims.grant_uid, str(meta.get("name")),
+                  rollback_of=undoes)
+    if undoes is not None:
+        approved: Any = [rules.reviewed_rollback(approval, undoes) or ""]
+    else:
+        approved = (approval.get("spec") or {}).get("commands") or []
     if not isinstance(approved, list):
         raise GrantDenied("the ApprovalRequest's spec.commands is not a list",
                           reason="BindingMismatch")
@@ -268,4 +291,5 @@ def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
 
 
 __all__ = ["MAX_TOKEN_FILE_BYTES", "Replay", "authorize", "burn_marker", "check_approval",
-           "check_granted", "check_targets", "load_keys", "read_token", "refusal_reason"]
+           "check_granted", "check_targets", "load_keys", "read_token", "refusal_reason",
+           "undone_command"]

@@ -56,6 +56,7 @@ from wingman.gateway.checks import (
     load_keys,
     read_token,
     refusal_reason,
+    undone_command,
 )
 from wingman.gateway.status import final_status, refused_status, replay_status, running_status
 from wingman.kube import APPROVALS, GRANTS, LEASES, ApiError, Kube
@@ -235,6 +236,21 @@ def _get(kube: Kube, resource: Any, namespace: str, name: str, kind: str) -> dic
                           reason="ApiUnavailable") from None
 
 
+def _forward(run: _Run, grant: Mapping[str, Any]) -> dict[str, Any] | None:
+    """For a rollback grant, the grant that ran the command it undoes (None: absent)."""
+    name = ((grant.get("spec") or {}).get("rollbackOf") or {}).get("name")
+    if not name:
+        return None
+    assert run.kube is not None
+    try:
+        return run.kube.get(GRANTS, run.settings.namespace, str(name))
+    except ApiError as exc:
+        if exc.not_found:
+            return None
+        raise GrantDenied(f"cannot read ExecutionGrant {name}: {exc.message}",
+                          reason="ApiUnavailable") from None
+
+
 def _read_target(run: _Run, target: previews.Target) -> dict[str, Any] | None:
     """The live state of a previewed target, as the gateway's own identity reads it."""
     if target.group == "docker":
@@ -279,14 +295,17 @@ def _execute(run: _Run) -> int:
         raise GrantDenied("the ExecutionGrant has no spec.approvalRef.name",
                           reason="BindingMismatch")
     approval = _get(run.kube, APPROVALS, s.namespace, approval_name, "ApprovalRequest")
+    forward = _forward(run, grant)
 
-    claims, argv = authorize(token, keys, grant, approval, s, run.clock())
+    claims, argv = authorize(token, keys, grant, approval, s, run.clock(), forward=forward)
+    undoes = undone_command(grant, forward)
     executor = executors.preflight(argv, settings=s)
     run.open_audit()  # an audit trail that cannot even be opened refuses before the burn
     # the state the approval was given on: refused here, the token stays unspent
     allow_drift = s.policy.target_drift.value == "Allow"
-    check_targets(approval, claims.command, allow_drift=allow_drift,
-                  read=lambda t: _read_target(run, t))
+    if undoes is None:  # a rollback acts on what its command changed: nothing to bind
+        check_targets(approval, claims.command, allow_drift=allow_drift,
+                      read=lambda t: _read_target(run, t))
 
     lease = burn_marker(claims, s, run.token_ref)
     lease_name = lease["metadata"]["name"]
@@ -309,14 +328,18 @@ def _execute(run: _Run) -> int:
     fresh = _get(run.kube, APPROVALS, s.namespace, approval_name, "ApprovalRequest")
     if (fresh.get("metadata") or {}).get("uid") != claims.approval_uid:
         raise _binding("ApprovalRequest")
-    check_approval(fresh, run.now())
-    check_granted(fresh, claims.command, claims.grant_uid, claims.grant_name)
-    drift = check_targets(fresh, claims.command, allow_drift=allow_drift,
-                          read=lambda t: _read_target(run, t))
-    extra = {"targetDrift": drift} if drift else {}
+    check_approval(fresh, run.now(), forward=_forward(run, grant), rollback=undoes is not None,
+                   window_seconds=s.policy.rollback_window_seconds)
+    check_granted(fresh, claims.command, claims.grant_uid, claims.grant_name,
+                  rollback_of=undoes)
+    drift = [] if undoes is not None else check_targets(
+        fresh, claims.command, allow_drift=allow_drift, read=lambda t: _read_target(run, t))
+    extra: dict[str, Any] = {"targetDrift": drift} if drift else {}
     if drift:
         run.log("TargetDriftAllowed", level="warning", reason="TargetChanged",
                 message="; ".join(drift)[:2000])
+    if undoes is not None:
+        extra["rollbackOf"] = str((grant.get("spec") or {}).get("rollbackOf", {}).get("name"))
     run.audit("GatewayExecuting", {**common, "command": claims.command,
                                    "executor": executor.name, "approval": claims.approval_name,
                                    "requester": claims.sub, **extra})

@@ -72,6 +72,18 @@ Calls:     awaiting_grant (approved, but only an approver may start the executio
            unavailable (retry later)."""
 
 
+class RollbackArg(BaseModel):
+    """For one of the commands, the exact command that undoes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: Annotated[str, Field(description="One of the request's commands, byte for byte",
+                                  min_length=1, max_length=4096)]
+    rollback: Annotated[str, Field(description="The exact command that undoes it, run later "
+                                   "byte for byte without a shell", min_length=1,
+                                   max_length=4096)]
+
+
 class SourceArg(BaseModel):
     """Where the request comes from (provenance); every field is optional."""
 
@@ -116,15 +128,20 @@ class Tools:
         self, instruction: str, commands: list[str], environment: str | None = None,
         justification: str | None = None, source: SourceArg | None = None,
         expires_after_seconds: int | None = None, wait_seconds: float = 0,
+        rollbacks: list[RollbackArg] | None = None,
     ) -> Answer:
         wait = self._bound(wait_seconds)
 
         def run() -> st.Status:
             src = Source.from_mapping(source.model_dump(exclude_none=True)) if source else None
+            undo = {r.command: r.rollback for r in rollbacks or []}
+            if len(undo) != len(rollbacks or []):
+                raise Invalid("rollbacks names one command twice: give at most one rollback "
+                              "per command")
             created = self.client.create_request(
                 instruction=instruction, commands=commands, environment=environment,
                 justification=justification, expires_after_seconds=expires_after_seconds,
-                source=src)
+                source=src, rollbacks=undo or None)
             if wait > 0:
                 return self.client.wait_request(str(created.name), wait)
             return created
@@ -148,6 +165,16 @@ class Tools:
                 return self.client.wait_grant(str(started.name), wait)
             return started
         return await self._answer(run, kind="ApprovalRequest", name=request)
+
+    async def rollback(self, grant: str, wait_seconds: float = 0) -> Answer:
+        wait = self._bound(wait_seconds)
+
+        def run() -> st.Status:
+            started = self.client.rollback(grant)
+            if wait > 0 and started.state in (st.State.GRANTED, st.State.RUNNING):
+                return self.client.wait_grant(str(started.name), wait)
+            return started
+        return await self._answer(run, kind="ExecutionGrant", name=grant)
 
     async def get_result(self, grant: str, wait_seconds: float = 0) -> Answer:
         wait = self._bound(wait_seconds)
@@ -225,9 +252,13 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
             description="How long the request stays valid (60..604800; default: the "
                         "policy's)", ge=60, le=604800)] = None,
         wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
+        rollbacks: Annotated[list[RollbackArg] | None, Field(
+            description="Optional: for some commands, the command that undoes it, reviewed "
+                        "with it (start it later with rollback)", max_length=10)] = None,
     ) -> Answer:
         return await tools.request_approval(instruction, commands, environment, justification,
-                                            source, expires_after_seconds, wait_seconds)
+                                            source, expires_after_seconds, wait_seconds,
+                                            rollbacks)
 
     @server.tool(description="The state of one ApprovalRequest: review votes, approvals so far "
                  "(n of m), decision with reason and by whom, each command's grant, next step.",
@@ -250,6 +281,17 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
         wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
     ) -> Answer:
         return await tools.execute(request, command, wait_seconds)
+
+    @server.tool(description="Undo a command that ran: start the rollback reviewed with it "
+                 "(no new decision). Granted once, only after the command ran and within the "
+                 "environment's rollback window. Idempotent.",
+                 annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True,
+                                             idempotent_hint=True, open_world_hint=True))
+    async def rollback(
+        grant: Annotated[str, Field(description="The ExecutionGrant that ran the command")],
+        wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
+    ) -> Answer:
+        return await tools.rollback(grant, wait_seconds)
 
     @server.tool(description="The result of an ExecutionGrant: state, exit code and the "
                  "command's output (bounded, secrets redacted).", annotations=read_only)

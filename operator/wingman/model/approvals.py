@@ -4,8 +4,16 @@ The operator checks an approval with ``usable`` before it issues a token; the ga
 it again with the same function after it burned the token, so the two can never disagree on
 what a usable approval is. ``usable`` reads a Reject from ``spec.decisions`` itself, so a
 revocation holds even when the status the operator writes has not caught up with it.
-``granted_to`` reads which grant an approved command went to. Pure: imports only
-``wingman.conditions`` and the standard library.
+``granted_to`` reads which grant an approved command (or its rollback) went to.
+
+Rollbacks: ``reviewed_rollback`` is the command the request names as the undo of one of its
+commands (``spec.rollbacks``, reviewed with it); ``rollback_usable`` says whether that rollback
+may be granted now, without a new decision: the request was approved and never rejected or
+revoked (a Reject in ``spec.decisions`` counts, as for ``usable``), the forward command ran (its
+grant, the one the approval records for it, executed it: ``Succeeded``, or ``Failed`` with an
+exit code) and the policy's rollback window since it finished has not passed. The request's own
+expiry does not end a rollback's window.
+Pure: imports only ``wingman.conditions`` and the standard library.
 """
 
 from __future__ import annotations
@@ -91,12 +99,83 @@ def usable(body: Body, now: dt.datetime) -> tuple[bool, str, str]:
     return True, "", ""
 
 
-def granted_to(body: Body, command: str) -> Mapping[str, Any] | None:
-    """The ``status.grants`` entry that gave ``command`` to a grant, or None (not granted yet)."""
+def granted_to(body: Body, command: str, *, rollback_of: str | None = None
+               ) -> Mapping[str, Any] | None:
+    """The ``status.grants`` entry that gave ``command`` to a grant, or None (not granted yet).
+    With ``rollback_of`` (the forward command), the entry that gave that command's rollback;
+    without, the command itself (rollback entries never count as the command)."""
     for entry in (body.get("status") or {}).get("grants") or []:
-        if isinstance(entry, Mapping) and entry.get("command") == command:
+        if isinstance(entry, Mapping) and entry.get("command") == command \
+                and entry.get("rollbackOf") == rollback_of:
             return entry
     return None
 
 
-__all__ = ["Body", "granted_to", "is_final", "parse_time", "rejection", "usable"]
+def reviewed_rollback(body: Body, command: str) -> str | None:
+    """The rollback the request names for ``command`` (``spec.rollbacks``), or None."""
+    for entry in (body.get("spec") or {}).get("rollbacks") or []:
+        if isinstance(entry, Mapping) and entry.get("command") == command:
+            rollback = entry.get("rollback")
+            return rollback if isinstance(rollback, str) else None
+    return None
+
+
+def ran(grant: Body) -> bool:
+    """Whether a grant's gateway executed its command (whatever the exit code)."""
+    status = grant.get("status") or {}
+    return status.get("phase") == "Succeeded" or (
+        status.get("phase") == "Failed" and isinstance(status.get("exitCode"), int))
+
+
+def rollback_usable(approval: Body, forward: Body | None, now: dt.datetime,
+                    window_seconds: int) -> tuple[bool, str, str]:
+    """Whether the rollback of ``forward``'s command may be granted now: (ok, reason, message).
+    See the module docstring."""
+    name = (approval.get("metadata") or {}).get("name", "")
+    if window_seconds <= 0:
+        return False, "RollbackDisabled", ("this environment grants no rollbacks "
+                                           "(policy.rollbackWindowSeconds is 0)")
+    conds = _conditions(approval)
+    if cond.is_true(conds, "Revoked") or (rejection(approval) is not None
+                                           and cond.is_true(conds, "Approved")):
+        return False, "ApprovalRevoked", (f"ApprovalRequest {name} was revoked; its reviewed "
+                                          "rollbacks were revoked with it")
+    if cond.is_true(conds, "Rejected") or rejection(approval) is not None \
+            or not cond.is_true(conds, "Approved"):
+        return False, "ApprovalNotApproved", (f"ApprovalRequest {name} was never approved, so "
+                                              "neither were its rollbacks")
+    if forward is None:
+        return False, "ForwardGrantNotFound", ("the grant named in spec.rollbackOf does not "
+                                               "exist; name the grant that ran the command")
+    fmeta = forward.get("metadata") or {}
+    fname = fmeta.get("name", "")
+    command = str((forward.get("spec") or {}).get("command") or "")
+    if ((forward.get("spec") or {}).get("approvalRef") or {}).get("name") != name:
+        return False, "ForwardGrantMismatch", (f"ExecutionGrant {fname} belongs to another "
+                                               f"request than {name}")
+    if (forward.get("spec") or {}).get("rollbackOf"):
+        return False, "ForwardGrantMismatch", (f"ExecutionGrant {fname} is itself a rollback; "
+                                               "a rollback is not rolled back")
+    holder = granted_to(approval, command)
+    if holder is None or holder.get("grantUID") != fmeta.get("uid"):
+        return False, "ForwardGrantMismatch", (f"ApprovalRequest {name} does not record "
+                                               f"ExecutionGrant {fname} as the grant of its "
+                                               "command")
+    if not ran(forward):
+        phase = (forward.get("status") or {}).get("phase") or "Pending"
+        return False, "ForwardNotRun", (f"the command of ExecutionGrant {fname} has not run "
+                                        f"(phase {phase}); a rollback is granted only after "
+                                        "the command it undoes ran")
+    finished = parse_time((forward.get("status") or {}).get("completionTime"))
+    if finished is None:
+        return False, "ForwardNotRun", f"ExecutionGrant {fname} has no completionTime"
+    closes = finished + dt.timedelta(seconds=window_seconds)
+    if now >= closes:
+        return False, "RollbackWindowClosed", (
+            f"the rollback window of {window_seconds}s after ExecutionGrant {fname} finished "
+            f"closed at {cond.rfc3339(closes)}; submit a new request to undo it")
+    return True, "", ""
+
+
+__all__ = ["Body", "granted_to", "is_final", "parse_time", "ran", "rejection",
+           "reviewed_rollback", "rollback_usable", "usable"]

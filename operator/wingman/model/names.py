@@ -48,6 +48,11 @@ def grant_job_name(grant: Mapping[str, Any]) -> str:
     return str(recorded) if recorded else job_name(str(grant["metadata"]["name"]))
 
 
+def rollback_grant_name(grant: str) -> str:
+    """The grant ``kubectl wingman rollback <grant>`` creates: one per forward grant."""
+    return _bounded(grant, "-rollback")
+
+
 def burn_marker_name(jti: str) -> str:
     return f"{BURN_PREFIX}{jti}"
 
@@ -59,4 +64,5 @@ EXPIRES_ANNOTATION = "wingman.dev/expires"
 __all__ = ["AUDIT_DSN_FILE", "AUDIT_DSN_MOUNT", "BURN_PREFIX", "DOCKER_MOUNT",
            "EXPIRES_ANNOTATION", "GRANT_LABEL", "JOB_UID_ANNOTATION",
            "KEYS_MOUNT", "MANAGED", "POLICY_MOUNT", "ROLE_LABEL", "SECRET_TYPE", "TOKEN_MOUNT",
-           "burn_marker_name", "grant_job_name", "job_name", "secret_name"]
+           "burn_marker_name", "grant_job_name", "job_name", "rollback_grant_name",
+           "secret_name"]

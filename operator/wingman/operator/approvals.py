@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wingman import conditions as cond
+from wingman.model import preview as previews
 from wingman.model.approvals import is_final, parse_time
 from wingman.review.consensus import Consensus, ReviewInput
 from wingman.review.policy import (
@@ -57,6 +58,8 @@ class Transition:
 
 
 def review_input(body: Body) -> ReviewInput:
+    """What the panel judges: the request as submitted, its rollbacks, and the preview the
+    operator recorded (when there is one)."""
     spec = body.get("spec", {})
     meta = body.get("metadata", {})
     return ReviewInput(
@@ -68,6 +71,9 @@ def review_input(body: Body) -> ReviewInput:
         commands=tuple(str(c) for c in spec.get("commands", [])),
         justification=spec.get("justification"),
         source=dict(spec["source"]) if isinstance(spec.get("source"), Mapping) else None,
+        rollbacks=tuple((str(r.get("command", "")), str(r.get("rollback", "")))
+                        for r in spec.get("rollbacks") or [] if isinstance(r, Mapping)),
+        preview=previews.status_of(body) or None,
     )
 
 

@@ -8,6 +8,13 @@ allowlist; the token TTL is within the environment's cap. The first failure is t
 ``Denied`` reason. The operator calls it before minting; the gateway repeats the approval,
 command and allowlist checks before executing.
 
+A rollback grant (``spec.rollbackOf`` names the grant that ran a command) is authorized without
+a new decision: its command must be the request's reviewed rollback of that grant's command
+(``RollbackNotReviewed`` otherwise) and inside the allowlist, and
+``wingman.model.approvals.rollback_usable`` must hold (approved and never revoked, the forward
+command ran, within the policy's ``rollbackWindowSeconds``); the request's own expiry does not
+matter. Its claim is recorded with ``rollbackOf``, so each rollback is granted once.
+
 ``claim`` then makes the approval single-use per command: the first authorized grant for a
 command is recorded in the approval's ``status.grants`` before any token exists, and every
 later grant for that command is ``CommandAlreadyGranted``. An approved command therefore runs
@@ -45,9 +52,29 @@ def _deny(reason: str, message: str) -> Authorization:
     return Authorization(False, reason, message)
 
 
+def rollback_of(grant: Body) -> str:
+    """The name of the grant a rollback grant undoes ('' for a forward grant)."""
+    return str(((grant.get("spec") or {}).get("rollbackOf") or {}).get("name") or "")
+
+
+def undoes(grant: Body, approval: Body) -> str | None:
+    """For a rollback grant, the command it undoes (the command the approval records as
+    granted to ``spec.rollbackOf``); None for a forward grant."""
+    forward = rollback_of(grant)
+    if not forward:
+        return None
+    for entry in (approval.get("status") or {}).get("grants") or []:
+        if isinstance(entry, Mapping) and entry.get("grant") == forward \
+                and entry.get("rollbackOf") is None:
+            return str(entry.get("command") or "")
+    return ""
+
+
 def authorize(grant: Body, approval: Body | None, policy: EnvironmentPolicy,
-              allowlist: Allowlist, now: dt.datetime) -> Authorization:
-    """The verdict on a grant (see the module docstring)."""
+              allowlist: Allowlist, now: dt.datetime, *, forward: Body | None = None
+              ) -> Authorization:
+    """The verdict on a grant (see the module docstring); ``forward`` is the grant a rollback
+    grant names (None when it does not exist, or for a forward grant)."""
     spec = grant.get("spec", {})
     ref = str((spec.get("approvalRef") or {}).get("name", ""))
     if approval is None:
@@ -67,13 +94,29 @@ def authorize(grant: Body, approval: Body | None, policy: EnvironmentPolicy,
                      f"spec.requester {requester!r} is not the requester of ApprovalRequest "
                      f"{ref} ({owner!r}): a worker can only grant their own requests; ask "
                      f"{owner!r} or an approver to create the grant")
-    ok, reason, message = rules.usable(approval, now)
-    if not ok:
-        return _deny(reason, message)
     command = spec.get("command")
+    if rollback_of(grant):
+        ok, reason, message = rules.rollback_usable(approval, forward, now,
+                                                    policy.rollback_window_seconds)
+        if not ok:
+            return _deny(reason, message)
+        assert forward is not None
+        undoes = str((forward.get("spec") or {}).get("command") or "")
+        reviewed = rules.reviewed_rollback(approval, undoes)
+        if reviewed is None or reviewed != command:
+            return _deny("RollbackNotReviewed",
+                         f"spec.command is not the rollback ApprovalRequest {ref} names for the "
+                         f"command of ExecutionGrant {rollback_of(grant)} (spec.rollbacks); only "
+                         "a rollback reviewed with the command may be granted without a new "
+                         "decision")
+        approved = [reviewed]
+    else:
+        ok, reason, message = rules.usable(approval, now)
+        if not ok:
+            return _deny(reason, message)
+        approved = list(approval.get("spec", {}).get("commands", []))
     try:
-        argv = check(str(command), approved=list(approval.get("spec", {}).get("commands", [])),
-                     allowlist=allowlist)
+        argv = check(str(command), approved=approved, allowlist=allowlist)
     except ScopeViolation as exc:
         return _deny(_SCOPE_REASONS.get(exc.reason, exc.reason), str(exc))
     if looks_like_token(str(command)):
@@ -87,8 +130,10 @@ def authorize(grant: Body, approval: Body | None, policy: EnvironmentPolicy,
                      f"spec.ttlSeconds {ttl_seconds} exceeds the environment's cap of "
                      f"{policy.max_token_ttl_seconds}s; ask for {policy.max_token_ttl_seconds} "
                      "or less")
+    what = (f"reviewed rollback of ExecutionGrant {rollback_of(grant)}" if rollback_of(grant)
+            else "approved command")
     return Authorization(True, "Authorized",
-                         f"approved command of {ref}, inside the allowlist; token TTL "
+                         f"{what} of {ref}, inside the allowlist; token TTL "
                          f"{ttl_seconds}s", ttl_seconds, tuple(argv))
 
 
@@ -101,23 +146,33 @@ class Claim:
     denial: Authorization | None = None
 
 
-def claim(grant: Body, approval: Body, now: dt.datetime) -> Claim:
-    """Whether ``grant`` may take its command of ``approval`` (see the module docstring)."""
+def claim(grant: Body, approval: Body, now: dt.datetime, *, undoes: str | None = None
+          ) -> Claim:
+    """Whether ``grant`` may take its command of ``approval`` (see the module docstring);
+    ``undoes`` is the forward command when ``grant`` is a rollback."""
     meta = grant.get("metadata", {})
     command = str(grant.get("spec", {}).get("command", ""))
-    holder = rules.granted_to(approval, command)
+    holder = rules.granted_to(approval, command, rollback_of=undoes)
     if holder is not None:
         if holder.get("grantUID") == meta.get("uid"):
             return Claim()
         ref = approval.get("metadata", {}).get("name")
+        if undoes is not None:
+            return Claim(denial=_deny(
+                "RollbackAlreadyGranted",
+                f"ApprovalRequest {ref} already granted this rollback to ExecutionGrant "
+                f"{holder.get('grant')!r}: each reviewed rollback runs at most once"))
         return Claim(denial=_deny(
             "CommandAlreadyGranted",
             f"ApprovalRequest {ref} already granted this command to ExecutionGrant "
             f"{holder.get('grant')!r}: each approved command runs at most once; submit a new "
             "ApprovalRequest to run it again"))
     entries = [dict(e) for e in (approval.get("status") or {}).get("grants") or []]
-    entries.append({"command": command, "grant": str(meta.get("name", "")),
-                    "grantUID": str(meta.get("uid", "")), "grantedAt": conditions.rfc3339(now)})
+    entry = {"command": command, "grant": str(meta.get("name", "")),
+             "grantUID": str(meta.get("uid", "")), "grantedAt": conditions.rfc3339(now)}
+    if undoes is not None:
+        entry["rollbackOf"] = undoes
+    entries.append(entry)
     return Claim(grants=entries)
 
 
@@ -131,4 +186,5 @@ def denied_status(grant: Body, auth: Authorization, now: dt.datetime) -> dict[st
             "completionTime": conditions.rfc3339(now)}
 
 
-__all__ = ["Authorization", "Claim", "authorize", "claim", "denied_status"]
+__all__ = ["Authorization", "Claim", "authorize", "claim", "denied_status", "rollback_of",
+           "undoes"]

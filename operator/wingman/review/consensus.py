@@ -82,6 +82,9 @@ class Outcome(enum.StrEnum):
 
 PROMPT_INJECTION = "PromptInjection"
 DESTRUCTIVE = "Destructive"
+#: The request's preview could not show a clean change for some command (target missing,
+#: forbidden, invalid, not previewable, failed): people must look.
+PREVIEW_FINDING = "PreviewFinding"
 
 
 def clean_rationale(text: str) -> str:
@@ -102,6 +105,16 @@ class ReviewInput:
     justification: str | None = None
     #: ``spec.source``: provenance (reference, agent, model, excerpt, inputTrust), as given.
     source: Mapping[str, Any] | None = None
+    #: ``spec.rollbacks`` as (command, rollback): reviewed together with the commands.
+    rollbacks: tuple[tuple[str, str], ...] = ()
+    #: ``status.preview`` as the operator recorded it (what the commands would change), or
+    #: None when the environment does not preview. Target state, so untrusted data too.
+    preview: Mapping[str, Any] | None = None
+
+    @property
+    def all_commands(self) -> tuple[str, ...]:
+        """The commands and their rollbacks: everything the request may ever run."""
+        return self.commands + tuple(r for _, r in self.rollbacks)
 
     @property
     def untrusted_input(self) -> bool:
@@ -118,7 +131,28 @@ class ReviewInput:
         }
         if self.source:
             out["source"] = dict(self.source)
+        if self.rollbacks:
+            out["rollbacks"] = [{"command": c, "rollback": r} for c, r in self.rollbacks]
+        if self.preview:
+            out["preview"] = _preview_view(self.preview)
         return out
+
+
+def _preview_view(preview: Mapping[str, Any]) -> dict[str, Any]:
+    """What reviewers read of a preview: its outcome per command, targets and diff."""
+    commands = []
+    for c in preview.get("commands") or []:
+        if not isinstance(c, Mapping):
+            continue
+        targets = [f"{t.get('kind')} "
+                   f"{str(t.get('namespace')) + '/' if t.get('namespace') else ''}"
+                   f"{t.get('name')} ({t.get('action', 'Update')})"
+                   for t in c.get("targets") or [] if isinstance(t, Mapping)]
+        commands.append({"command": c.get("command"), "outcome": c.get("outcome"),
+                         "message": c.get("message"), "targets": targets,
+                         "diff": str(c.get("diff") or "")[:2048]})
+    return {"phase": preview.get("phase"), "message": preview.get("message"),
+            "summary": preview.get("summary"), "commands": commands}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
 
 def injection_findings(request: ReviewInput) -> list[str]:
     """Which injection patterns the request's text matches (empty when clean)."""
-    texts = [request.instruction, request.justification or "", *request.commands,
+    texts = [request.instruction, request.justification or "", *request.all_commands,
              *(str(v) for v in (request.source or {}).values() if isinstance(v, str))]
     hits = []
     for pattern in INJECTION_PATTERNS:

@@ -35,7 +35,14 @@ from typing import Any
 import yaml
 
 from wingman.errors import ConfigError
-from wingman.review.consensus import DESTRUCTIVE, PROMPT_INJECTION, Consensus, Outcome, Risk
+from wingman.review.consensus import (
+    DESTRUCTIVE,
+    PREVIEW_FINDING,
+    PROMPT_INJECTION,
+    Consensus,
+    Outcome,
+    Risk,
+)
 from wingman.scope import Allowlist
 
 HARD_MAX_TTL_SECONDS = 3600
@@ -230,6 +237,10 @@ def auto_approval(consensus: Consensus, policy: EnvironmentPolicy) -> Decision:
     if DESTRUCTIVE in consensus.flags:
         return Decision(AutoDecision.AWAIT_HUMAN, "DestructiveCommand",
                         "a reviewer flagged a destructive command; a human decides")
+    if PREVIEW_FINDING in consensus.flags:
+        return Decision(AutoDecision.AWAIT_HUMAN, "PreviewFinding",
+                        "the preview could not show a clean change for every command "
+                        "(see status.preview); a human decides")
     if consensus.risk > policy.auto_approve_max_risk:
         return Decision(AutoDecision.AWAIT_HUMAN, "RiskAboveAutoApproval",
                         f"aggregated risk {consensus.risk.value} is above the auto-approval "

@@ -3,7 +3,10 @@
 - ``destructive``: reads each command with kubectl's or docker's grammar
   (``wingman.review.commands``: flags anywhere, values with ``=`` or separate) and rates its
   action, flags and targets from the tables below.
-- ``blast-radius``: weighs the environment, the number of commands and their reach.
+- ``blast-radius``: weighs the environment, the number of commands and their reach, and,
+  where the request was previewed, what the preview found: how many objects, which kinds and
+  namespaces; a command the preview could not show cleanly (target missing, forbidden,
+  invalid, not previewable) is a finding (``PreviewFinding``) that rejects.
 - ``allowlist``: rejects any command the environment's allowlist does not cover.
 - ``prompt-injection``: rejects requests whose text tries to instruct the reviewers.
   (``wingman.review.injection``; the provenance excerpt is scanned too)
@@ -22,12 +25,14 @@ The tables are documented where they are defined.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from wingman.errors import ConfigError
 from wingman.review.commands import KUBECTL_VERBS, ParsedCommand, parse
 from wingman.review.consensus import (
     DESTRUCTIVE,
+    PREVIEW_FINDING,
     ReviewInput,
     Risk,
     Verdict,
@@ -272,10 +277,11 @@ class DestructivePatternVoter:
 
     async def review(self, request: ReviewInput) -> Vote:
         worst, why = Risk.LOW, []
-        for cmd in request.commands:
+        rollbacks = {r for _, r in request.rollbacks}
+        for cmd in request.all_commands:
             risk, reasons = command_risk(cmd)
             worst = max(worst, risk, key=lambda x: x.rank)
-            why += reasons
+            why += [f"rollback: {r}" for r in reasons] if cmd in rollbacks else reasons
         destructive = worst >= Risk.HIGH
         worst, flags = untrusted(request, worst, why)
         if destructive:
@@ -299,7 +305,7 @@ class BlastRadiusVoter:
         if len(request.commands) > 3:
             risk = max(risk, Risk.MEDIUM, key=lambda x: x.rank)
             why.append(f"{len(request.commands)} commands")
-        for cmd in request.commands:
+        for cmd in request.all_commands:
             parsed = parse(cmd)
             if parsed.has("--all-namespaces"):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
@@ -317,9 +323,55 @@ class BlastRadiusVoter:
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("another identity or cluster")
         why = list(dict.fromkeys(why))
+        risk, findings = self._preview(request.preview, risk, why)
         risk, flags = untrusted(request, risk, why)
-        verdict = Verdict.REJECT if risk >= Risk.HIGH else Verdict.APPROVE
+        if findings:
+            flags = (PREVIEW_FINDING, *flags)
+        verdict = Verdict.REJECT if risk >= Risk.HIGH or findings else Verdict.APPROVE
         return Vote(self.name, verdict, risk, ", ".join(why), flags=flags)
+
+    CLUSTER_KINDS = frozenset({"Namespace", "Node", "ClusterRole", "ClusterRoleBinding",
+                               "CustomResourceDefinition", "PersistentVolume",
+                               "ValidatingAdmissionPolicy", "ValidatingWebhookConfiguration",
+                               "MutatingWebhookConfiguration", "StorageClass",
+                               "PriorityClass"})
+
+    def _preview(self, preview: Mapping[str, Any] | None, risk: Risk, why: list[str]
+                 ) -> tuple[Risk, bool]:
+        """The preview's reach and findings: (risk, whether anything is a finding)."""
+        if not preview:
+            return risk, False
+        if preview.get("phase") != "Completed":
+            why.append(f"preview {preview.get('phase') or 'missing'}: "
+                       f"{str(preview.get('message') or 'no result')[:200]}")
+            return max(risk, Risk.HIGH, key=lambda x: x.rank), True
+        summary = preview.get("summary") or {}
+        objects = int(summary.get("objects") or 0)
+        kinds = [str(k) for k in summary.get("kinds") or []]
+        spaces = [str(n) for n in summary.get("namespaces") or []]
+        why.append(f"preview: {objects} object(s)"
+                   + (f" ({', '.join(kinds[:5])})" if kinds else "")
+                   + (f" in {', '.join(spaces[:5])}" if spaces else ""))
+        if objects > 10:
+            risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
+            why.append(f"{objects} objects would change")
+        elif objects > 3 or len(spaces) > 1:
+            risk = max(risk, Risk.MEDIUM, key=lambda x: x.rank)
+        if "kube-system" in spaces:
+            risk = max(risk, Risk.CRITICAL, key=lambda x: x.rank)
+            why.append("writes in kube-system")
+        cluster = sorted(set(kinds) & self.CLUSTER_KINDS)
+        if cluster:
+            risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
+            why.append(f"cluster-scoped {', '.join(cluster)}")
+        findings = [c for c in preview.get("commands") or [] if isinstance(c, Mapping)
+                    and c.get("outcome") not in ("Previewed", "ReadOnly")]
+        for c in findings[:5]:
+            why.append(f"preview finding {c.get('outcome')}: "
+                       f"{str(c.get('message') or '')[:200]}")
+        if findings:
+            risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
+        return risk, bool(findings)
 
 
 class AllowlistVoter:
@@ -331,10 +383,11 @@ class AllowlistVoter:
         self._is_allowed = is_allowed
 
     async def review(self, request: ReviewInput) -> Vote:
-        outside = [c for c in request.commands if not self._is_allowed(c)]
+        outside = [c for c in request.all_commands if not self._is_allowed(c)]
         if outside:
+            what = "commands and rollbacks" if request.rollbacks else "commands"
             return Vote(self.name, Verdict.REJECT, Risk.HIGH,
-                        f"{len(outside)} of {len(request.commands)} commands are outside the "
+                        f"{len(outside)} of {len(request.all_commands)} {what} are outside the "
                         "environment's allowlist")
         return Vote(self.name, Verdict.APPROVE, Risk.LOW, "every command is allowlisted")
 

@@ -25,11 +25,12 @@ def _server(max_wait: float = 50) -> Any:
 def test_the_tools_are_the_worker_operations_and_none_decides() -> None:
     tools = {t.name: t for t in anyio.run(_server().list_tools)}
     assert set(tools) == {"request_approval", "get_request", "execute", "get_result",
-                          "list_requests"}
+                          "list_requests", "rollback"}
     ask = tools["request_approval"].input_schema
     assert set(ask["required"]) == {"instruction", "commands"}
     assert {"environment", "justification", "source", "wait_seconds",
-            "expires_after_seconds"} <= set(ask["properties"])
+            "expires_after_seconds", "rollbacks"} <= set(ask["properties"])
+    assert tools["rollback"].input_schema["required"] == ["grant"]
     assert tools["get_request"].annotations.read_only_hint is True  # type: ignore[union-attr]
     assert "at most 50" in tools["get_request"].input_schema["properties"]["wait_seconds"][
         "description"]

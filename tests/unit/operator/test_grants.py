@@ -135,3 +135,91 @@ def test_a_denied_grant_is_not_ready_and_says_why() -> None:
     (ready,) = [c for c in status["conditions"] if c["type"] == "Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "Denied")
     assert ready["message"] == auth.message
+
+
+# --------------------------------------------------------------------------- rollbacks
+
+UNDO = "kubectl rollout undo deployment/web -n apps"
+RB_POLICY = EnvironmentPolicy.from_dict({
+    "environment": "test", "rollbackWindowSeconds": 600,
+    "allowlist": ["kubectl rollout restart deployment/{name} -n apps",
+                  "kubectl rollout undo deployment/{name} -n apps"]})
+RB_ALLOW = Allowlist.from_patterns(RB_POLICY.allowlist)
+
+
+def _reviewed(*conds: tuple[str, str], expires: str = "2026-11-26T00:00:00Z",
+              rollback: str = UNDO) -> dict[str, Any]:
+    a = approval(*conds, expires=expires)
+    a["spec"]["rollbacks"] = [{"command": CMD, "rollback": rollback}]
+    a["status"]["grants"] = [{"command": CMD, "grant": "fwd", "grantUID": "f1",
+                              "grantedAt": "2026-11-25T11:00:00Z"}]
+    return a
+
+
+def _forward(phase: str = "Succeeded", finished: str = "2026-11-25T11:55:00Z",
+             **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "fwd", "namespace": "ns", "uid": "f1"},
+            "spec": {"approvalRef": {"name": "req"}, "command": CMD},
+            "status": {"phase": phase, "completionTime": finished, **status}}
+
+
+def _rb(command: str = UNDO) -> dict[str, Any]:
+    return grant(command, rollbackOf={"name": "fwd"})
+
+
+def test_a_reviewed_rollback_is_granted_without_a_new_decision_even_after_expiry() -> None:
+    # the request itself expired at 11:58; the rollback window (10 min from 11:55) is open
+    auth = grants.authorize(_rb(), _reviewed(APPROVED, ("Expired", "True"),
+                                             expires="2026-11-25T11:58:00Z"),
+                            RB_POLICY, RB_ALLOW, NOW, forward=_forward())
+    assert auth.ok, auth.message
+    assert "reviewed rollback of ExecutionGrant fwd" in auth.message
+    # a command that ran and failed ran all the same
+    assert grants.authorize(_rb(), _reviewed(APPROVED), RB_POLICY, RB_ALLOW, NOW,
+                            forward=_forward("Failed", exitCode=1)).ok
+
+
+@pytest.mark.parametrize(("a", "forward", "command", "reason"), [
+    (_reviewed(APPROVED), _forward("TokenIssued"), UNDO, "ForwardNotRun"),
+    (_reviewed(APPROVED), _forward("Failed", reason="TargetChanged"), UNDO, "ForwardNotRun"),
+    (_reviewed(APPROVED), _forward(finished="2026-11-25T11:50:00Z"), UNDO,
+     "RollbackWindowClosed"),
+    (_reviewed(APPROVED), None, UNDO, "ForwardGrantNotFound"),
+    (_reviewed(APPROVED, ("Revoked", "True")), _forward(), UNDO, "ApprovalRevoked"),
+    (_reviewed(("Reviewed", "True")), _forward(), UNDO, "ApprovalNotApproved"),
+    (_reviewed(APPROVED), _forward(), CMD, "RollbackNotReviewed"),
+    (_reviewed(APPROVED, rollback="kubectl delete deployment/web -n apps"), _forward(),
+     "kubectl delete deployment/web -n apps", "NotInAllowlist"),
+])
+def test_a_rollback_only_after_the_command_ran_within_the_window(
+        a: dict[str, Any], forward: dict[str, Any] | None, command: str, reason: str) -> None:
+    auth = grants.authorize(_rb(command), a, RB_POLICY, RB_ALLOW, NOW, forward=forward)
+    assert (auth.ok, auth.reason) == (False, reason), auth.message
+
+
+def test_a_forward_grant_that_is_not_the_commands_holder_cannot_be_rolled_back() -> None:
+    other = _forward()
+    other["metadata"]["uid"] = "someone-else"
+    auth = grants.authorize(_rb(), _reviewed(APPROVED), RB_POLICY, RB_ALLOW, NOW, forward=other)
+    assert auth.reason == "ForwardGrantMismatch"
+    off = EnvironmentPolicy.from_dict({"environment": "test", "rollbackWindowSeconds": 0,
+                                       "allowlist": list(RB_POLICY.allowlist)})
+    assert grants.authorize(_rb(), _reviewed(APPROVED), off, RB_ALLOW, NOW,
+                            forward=_forward()).reason == "RollbackDisabled"
+
+
+def test_each_rollback_is_claimed_once_apart_from_its_command() -> None:
+    a = _reviewed(APPROVED)
+    assert grants.undoes(_rb(), a) == CMD and grants.undoes(grant(), a) is None
+    first = grants.claim(_rb(), a, NOW, undoes=CMD)
+    assert first.denial is None and first.grants is not None
+    assert first.grants[-1] == {"command": UNDO, "grant": "g", "grantUID": "g1",
+                                "grantedAt": "2026-11-25T12:00:00Z", "rollbackOf": CMD}
+    claimed = {**a, "status": {**a["status"], "grants": first.grants}}
+    assert grants.claim(_rb(), claimed, NOW, undoes=CMD).grants is None  # already this one's
+    again = grant(UNDO, rollbackOf={"name": "fwd"})
+    again["metadata"]["uid"] = "g2"
+    denied = grants.claim(again, claimed, NOW, undoes=CMD).denial
+    assert denied is not None and denied.reason == "RollbackAlreadyGranted"
+    # the rollback's entry never counts as the command's own grant (and the other way round)
+    assert grants.claim(grant(UNDO), claimed, NOW).denial is None

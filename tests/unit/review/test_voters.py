@@ -243,3 +243,76 @@ def test_blast_radius_reads_the_parsed_command(command: str, risk: Risk) -> None
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
         ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
     assert vote.risk is risk, (command, vote.rationale)
+# --------------------------------------------------------------------------- preview, rollbacks
+
+SCALE = "kubectl scale deployment/web --replicas=3 -n apps"
+
+
+def _previewed(*commands: dict[str, object], phase: str = "Completed",
+               objects: int = 1, namespaces: tuple[str, ...] = ("apps",),
+               kinds: tuple[str, ...] = ("Deployment",)) -> dict[str, object]:
+    return {"phase": phase, "message": "no result" if phase != "Completed" else "",
+            "summary": {"objects": objects, "kinds": list(kinds),
+                        "namespaces": list(namespaces),
+                        "findings": sum(c["outcome"] not in ("Previewed", "ReadOnly")
+                                        for c in commands)},
+            "commands": list(commands)}
+
+
+def _panel_of(req: ReviewInput) -> object:
+    cfg = PanelConfig(builtin_panel(allowed), threshold=3, quorum=3)
+    return asyncio.run(run_panel(cfg, req))
+
+
+def _blast(preview: dict[str, object] | None) -> object:
+    req = ReviewInput("ns", "r", "test", "alice", "scale for the sale", (SCALE,),
+                      preview=preview)
+    return next(v for v in _panel_of(req).votes if v.voter == "blast-radius")  # type: ignore[attr-defined]
+
+
+def test_the_blast_radius_voter_reads_the_reach_the_preview_found() -> None:
+    vote = _blast(_previewed({"command": SCALE, "outcome": "Previewed", "targets": []}))
+    assert vote.verdict is Verdict.APPROVE  # type: ignore[attr-defined]
+    assert "preview: 1 object(s) (Deployment) in apps" in vote.rationale  # type: ignore[attr-defined]
+    wide = _blast(_previewed({"command": SCALE, "outcome": "Previewed"}, objects=14))
+    assert wide.risk is Risk.HIGH and "14 objects would change" in wide.rationale  # type: ignore[attr-defined]
+    system = _blast(_previewed({"command": SCALE, "outcome": "Previewed"},
+                               namespaces=("kube-system",)))
+    assert system.risk is Risk.CRITICAL  # type: ignore[attr-defined]
+    cluster = _blast(_previewed({"command": SCALE, "outcome": "Previewed"},
+                                kinds=("ClusterRoleBinding",), namespaces=()))
+    assert cluster.risk is Risk.HIGH and "ClusterRoleBinding" in cluster.rationale  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("preview", [
+    _previewed({"command": SCALE, "outcome": "TargetMissing",
+                "message": 'deployments.apps "web" not found'}, objects=0),
+    _previewed(phase="Failed"),
+])
+def test_a_preview_that_fails_is_a_finding_that_blocks_auto_approval(
+        preview: dict[str, object]) -> None:
+    vote = _blast(preview)
+    assert vote.verdict is Verdict.REJECT and "PreviewFinding" in vote.flags  # type: ignore[attr-defined]
+    req = ReviewInput("ns", "r", "test", "alice", "scale for the sale", (SCALE,),
+                      preview=preview)
+    result = _panel_of(req)
+    assert "PreviewFinding" in result.flags  # type: ignore[attr-defined]
+    policy = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
+                                          "autoApproveMaxRisk": "critical"})
+    assert auto_approval(result, policy).decision is AutoDecision.AWAIT_HUMAN  # type: ignore[arg-type]
+    if preview["phase"] == "Completed":
+        assert 'TargetMissing: deployments.apps "web" not found' in vote.rationale  # type: ignore[attr-defined]
+    # reviewers (LLM voters too) are given the preview as data
+    assert req.to_dict()["preview"]["phase"] == preview["phase"]
+
+
+def test_rollbacks_are_reviewed_together_with_their_commands() -> None:
+    undo = "kubectl delete deployment/web -n apps"
+    req = ReviewInput("ns", "r", "test", "alice", "scale", (SCALE,), rollbacks=((SCALE, undo),))
+    result = _panel_of(req)
+    votes = {v.voter: v for v in result.votes}  # type: ignore[attr-defined]
+    assert votes["allowlist"].verdict is Verdict.REJECT
+    assert "commands and rollbacks are outside" in votes["allowlist"].rationale
+    assert votes["destructive"].verdict is Verdict.REJECT
+    assert "rollback: 'delete' is destructive" in votes["destructive"].rationale
+    assert req.to_dict()["rollbacks"] == [{"command": SCALE, "rollback": undo}]

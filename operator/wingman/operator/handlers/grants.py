@@ -84,12 +84,14 @@ async def claim_command(ctx: Context, grant: Any, approval: Any,
             raise kopf.TemporaryError("the approval changed since it was read; re-checking",
                                       delay=1) from None
         raise
-    holder = rules.granted_to(updated, str(grant["spec"]["command"]))
+    undoes = logic.undoes(grant, approval)
+    holder = rules.granted_to(updated, str(grant["spec"]["command"]), rollback_of=undoes)
     if holder is None or holder.get("grantUID") != grant["metadata"]["uid"]:
         return False
     await ctx.audit("ApprovalCommandGranted", subject_of(approval), {
         "command": grant["spec"]["command"], "grant": grant["metadata"]["name"],
-        "grantUID": grant["metadata"]["uid"]})
+        "grantUID": grant["metadata"]["uid"],
+        **({"rollbackOf": undoes} if undoes is not None else {})})
     return True
 
 
@@ -170,7 +172,12 @@ async def authorize(ctx: Context, grant: Any, now: dt.datetime) -> tuple[Any, in
     meta = grant["metadata"]
     ref = str(grant["spec"]["approvalRef"]["name"])
     approval = await ctx.call(ctx.kube.get_or_none, APPROVALS, meta["namespace"], ref)
-    auth = logic.authorize(grant, approval, ctx.settings.policy, ctx.allowlist, now)
+    forward = None
+    if logic.rollback_of(grant):  # a rollback: the grant that ran the command it undoes
+        forward = await ctx.call(ctx.kube.get_or_none, GRANTS, meta["namespace"],
+                                 logic.rollback_of(grant))
+    auth = logic.authorize(grant, approval, ctx.settings.policy, ctx.allowlist, now,
+                           forward=forward)
     if not auth.ok:
         await deny(ctx, grant, auth.reason, auth.message)
         raise _Stop
@@ -213,7 +220,7 @@ async def find_secret(ctx: Context, grant: Any) -> dict[str, Any] | None:
 
 async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime) -> None:
     """The last check before a token exists: the approved command is used up by this grant."""
-    taken = logic.claim(grant, approval, now)
+    taken = logic.claim(grant, approval, now, undoes=logic.undoes(grant, approval))
     if taken.denial is not None:
         await deny(ctx, grant, taken.denial.reason, taken.denial.message)
         raise _Stop
