@@ -185,7 +185,7 @@ def parse_answer(text: object) -> Answer:
         raise MalformedOutputError(f"flags must be a list of at most {MAX_FLAGS} strings")
     for flag in flags:
         if not isinstance(flag, str) or not 0 < len(flag) <= MAX_FLAG_CHARS \
-                or _CONTROL.search(flag):
+                or _CONTROL.search(flag) or not flag.isprintable():
             raise MalformedOutputError(
                 f"each flag must be a string of 1 to {MAX_FLAG_CHARS} printable characters")
     return Answer(Verdict(verdict), Risk(risk), rationale,
@@ -211,6 +211,34 @@ def validate_base_url(url: object, field: str) -> str:
         raise ConfigError(f"{field} must not carry credentials; put the API key in the voters "
                           "Secret and name its key in apiKeySecretKey")
     return url.strip().rstrip("/")
+
+
+# The oldest SDK releases the voters work with (pyproject.toml declares the same floors): openai
+# exports ``omit`` from 1.109; older openai (< 1.55.3) and anthropic (< 0.40) fail with httpx
+# 0.28. With an older SDK every review would fail, so the voter refuses to be built instead.
+SDK_FLOORS: dict[str, tuple[int, ...]] = {"openai": (1, 109, 0), "anthropic": (0, 40, 0)}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("."):
+        digits = re.match(r"\d+", piece)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts)
+
+
+def check_sdk(provider: str) -> None:
+    """ConfigError when the installed SDK of ``provider`` is older than the voters need."""
+    module = openai if provider == "openai" else anthropic
+    installed = str(getattr(module, "__version__", "0"))
+    floor = SDK_FLOORS[provider]
+    if _release(installed) < floor or (provider == "openai" and not hasattr(openai, "omit")):
+        raise ConfigError(
+            f"the {provider} voter needs the {provider} package {'.'.join(map(str, floor))} or "
+            f"later, but {installed} is installed: install Wingman with its declared "
+            "dependencies (the image pins them in requirements.lock)")
 
 
 def key_fingerprint(api_key: str) -> str:
@@ -257,6 +285,7 @@ class _LLMVoter:
                                        or not 1 <= max_tokens <= MAX_TOKENS):
             raise ConfigError(f"voter {name!r}: maxTokens must be an integer from 1 to "
                               f"{MAX_TOKENS}, got {max_tokens!r}")
+        check_sdk(self.provider)
         self.name = name
         self.model = model.strip()
         self.base_url = validate_base_url(base_url or self.default_base_url,
@@ -313,7 +342,14 @@ class _LLMVoter:
             answer = parse_answer(text)
         except Exception as exc:  # noqa: BLE001 - every failure is an abstention
             reason = self._failure(exc)
-            logger.warning("voter %s abstains: %s", self.name, reason)
+            if reason == type(exc).__name__:
+                # Not the endpoint's doing: a defect or an incompatible SDK. Still an abstention
+                # (fail closed), but loud, with what went wrong.
+                detail = str(exc).replace(self._api_key, "***")[:300]
+                reason = f"InternalError: {type(exc).__name__}: {detail}"
+                logger.error("voter %s abstains on an internal error: %s", self.name, reason)
+            else:
+                logger.warning("voter %s abstains: %s", self.name, reason)
             vote = abstain(self.name, reason, time.monotonic() - start)
         else:
             vote = Vote(self.name, answer.verdict, answer.risk,
@@ -399,11 +435,13 @@ __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
     "MALFORMED",
     "OPENAI_DEFAULT_BASE_URL",
+    "SDK_FLOORS",
     "SYSTEM_PROMPT",
     "Answer",
     "AnthropicVoter",
     "MalformedOutputError",
     "OpenAIVoter",
+    "check_sdk",
     "frame_request",
     "guard",
     "key_fingerprint",

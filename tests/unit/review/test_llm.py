@@ -426,3 +426,64 @@ def test_the_chart_refuses_bad_voter_specs(voter: dict[str, object], complaint: 
         result.stderr
     with pytest.raises(ConfigError):  # the operator refuses the same spec
         voters_from_config([voter], secrets=SECRETS | {"anthropic": "k"}, is_allowed=allow_all)
+
+
+# --------------------------------------------------------------------------- the SDKs
+
+
+@pytest.mark.parametrize(("provider", "old"), [("openai", "1.40.0"), ("openai", "1.108.2"),
+                                               ("anthropic", "0.34.0"), ("anthropic", "0.39.9")])
+def test_a_voter_refuses_an_sdk_older_than_it_needs(provider: str, old: str, llm: FakeLLM,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # With these releases every review would fail (no openai.omit; 'proxies' with httpx 0.28)
+    # and the voter would only ever abstain: it is refused when the panel is built instead.
+    import anthropic
+    import openai
+
+    monkeypatch.setattr(openai if provider == "openai" else anthropic, "__version__", old)
+    with pytest.raises(ConfigError, match=f"{provider} package .* but {old} is installed"):
+        make(provider, llm)
+
+
+def test_an_openai_without_omit_is_refused(llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    import openai
+
+    monkeypatch.delattr(openai, "omit")
+    with pytest.raises(ConfigError, match="openai package"):
+        make("openai", llm)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_internal_error_abstains_loudly(provider: str, llm: FakeLLM,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    voter = make(provider, llm)
+
+    async def broken(system: str, user: str) -> str:
+        raise AttributeError(f"module has no attribute 'omit' ({API_KEY})")
+
+    voter._complete = broken  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="wingman.review.llm"):
+        vote = review(voter)
+    assert vote.verdict is Verdict.ABSTAIN
+    assert vote.error is not None and vote.error.startswith("InternalError: AttributeError")
+    assert API_KEY not in vote.error
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert API_KEY not in caplog.text
+
+
+def test_the_declared_floors_are_the_ones_the_voters_check() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    from wingman.review.llm import SDK_FLOORS
+
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    for line in tomllib.loads(pyproject.read_text())["project"]["dependencies"]:
+        req = Requirement(line)
+        if req.name in SDK_FLOORS:
+            (floor,) = [s.version for s in req.specifier if s.operator == ">="]
+            assert tuple(int(p) for p in floor.split(".")) + (0,) * (3 - len(floor.split("."))) \
+                == SDK_FLOORS[req.name], req
+            assert any(s.operator == "<" for s in req.specifier), f"{req.name}: cap its major"
