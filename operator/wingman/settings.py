@@ -608,7 +608,7 @@ class ChatSettings:
     environment: str
     config: ChatConfig
     secrets_dir: Path
-    audit_target: str
+    audit_target: str = field(repr=False)  # a DSN carries its password
     log_format: str
     log_level: str
     http_port: int
@@ -650,7 +650,7 @@ class ChatSettings:
             environment=environment,
             config=config,
             secrets_dir=secrets_dir,
-            audit_target=_get(env, "WINGMAN_AUDIT_TARGET", "/var/lib/wingman/audit/audit.jsonl"),
+            audit_target=_audit_target(env),
             log_format=_log_format(env),
             log_level=_log_level(env),
             http_port=_int(env, "WINGMAN_CHAT_HTTP_PORT", 8080, 0, 65535),

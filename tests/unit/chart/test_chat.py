@@ -50,10 +50,19 @@ def test_enabled_chat_runs_as_its_own_identity_with_its_configuration(tmp_path: 
     for key in ("telegram-token", "slack-bot-token", "slack-signing-secret", "webhook-secret",
                 "totp-bob", "totp-carol"):
         (secrets / key).write_text("s3cr3t-value\n")
+    # the audit DSN: a file on a volume of its Secret, never an environment variable
+    assert not any("secretKeyRef" in str(e) for e in container["env"])
+    assert _env(container)["WINGMAN_AUDIT_TARGET_FILE"] == "/etc/wingman/audit-dsn/dsn"
+    assert volumes["audit-dsn"]["secret"]["items"] == [{"key": "dsn", "path": "dsn"}]
+    dsn = tmp_path / "dsn"
+    dsn.write_text("postgresql://chat:s3cr3t@db/audit\n")
     env = _env(container) | {"WINGMAN_NAMESPACE": "wingman-prd",
                              "WINGMAN_CHAT_CONFIG": str(tmp_path / "chat.yaml"),
-                             "WINGMAN_CHAT_SECRETS_DIR": str(secrets)}
+                             "WINGMAN_CHAT_SECRETS_DIR": str(secrets),
+                             "WINGMAN_AUDIT_TARGET_FILE": str(dsn)}
     settings = ChatSettings.from_env(env)
+    assert settings.audit_target == "postgresql://chat:s3cr3t@db/audit"
+    assert "s3cr3t@" not in repr(settings)
     config = settings.config
     assert config.environment == "prd" and config.step_up  # on in prd values
     assert config.telegram is not None and config.telegram.chat_id == -1001234567890123
