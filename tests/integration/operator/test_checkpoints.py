@@ -221,3 +221,33 @@ def test_a_cut_or_replaced_trail_is_caught_without_a_hand_kept_head(env: Env,
     assert code == 1, out
     assert ("Truncated" in out) if attack != "replaced" else ("Rewritten" in out), out
     assert verify(str(env.op.audit_path)).ok  # the chain alone is fooled each time
+
+
+def test_a_namespace_deleted_without_uninstalling_still_goes(cluster: Any, crds: Path,
+                                                            tmp_path: Path) -> None:
+    # The admission policy that guards the checkpoints must not keep the namespace
+    # controller from removing the ConfigMap with its namespace.
+    ns = f"wm-cpdel-{uuid.uuid4().hex[:8]}"
+    with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
+                   values={"operator.replicas": 0}):
+        op = OperatorProcess(cluster, ns, tmp_path / "operator", extra_env={
+            "WINGMAN_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "1"})
+        op.start()
+        try:
+            wait_for("the checkpoints ConfigMap", lambda: get(
+                cluster, "configmap", ns, "wingman-audit-checkpoints"), 60,
+                on_timeout=op.log_tail)
+        finally:
+            op.stop()
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+        wait_for(f"namespace {ns} to be gone",
+                 lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0,
+                 120, on_timeout=lambda: cluster.kubectl(
+                     "get", "namespace", ns, "-o", "jsonpath={.status}", check=False).stdout)
+
+
+def test_a_collection_delete_cannot_take_the_checkpoints_with_it(env: Env) -> None:
+    env.wait_checkpoint_at(0)
+    done = env.cluster.kubectl("delete", "configmap", "--all", "-n", env.ns, check=False)
+    assert done.returncode != 0 and "only the Wingman operator" in done.stderr, done.stderr
+    assert env.checkpoints()
