@@ -84,8 +84,10 @@ def _executors(rows: list[dict[str, str]], namespace: str) -> set[str]:
     execution = {"create pods", "create pods/exec", "create pods/attach",
                  "patch pods/ephemeralcontainers", "create jobs", "create cronjobs",
                  "create deployments", "patch deployments", "update deployments/scale"}
+    # a right held for dry runs only (the preview, confined by admission) executes nothing
     return {r["IDENTITY"] for r in rows if r["NAMESPACE"] == namespace
-            and r["RIGHT"] in execution and r["ALLOWED"] == "yes"}
+            and r["RIGHT"] in execution and r["ALLOWED"] == "yes"
+            and r["EXPECTED"] != "dry runs only"}
 
 
 def test_as_admin_everything_is_as_designed(cluster: LocalCluster, release: Release) -> None:
@@ -211,6 +213,36 @@ def test_a_worker_with_edit_in_the_target_is_reported(
     finally:
         cluster.kubectl("delete", "rolebinding", name, "-n", release.target_namespace)
     _wait(lambda: _admin(cluster, release)[0] == 0, "the report to be clean again")
+
+
+def test_the_preview_may_write_only_while_admission_confines_it_to_dry_runs(
+    cluster: LocalCluster, release: Release,
+) -> None:
+    preview = f"preview sa/{release.namespace}/wingman-preview"
+    code, out, err = _admin(cluster, release)
+    assert code == 0, out + err
+    writes = [r for r in _rows(out) if r["IDENTITY"] == preview and r["ALLOWED"] == "yes"]
+    assert {(r["NAMESPACE"], r["RIGHT"]) for r in writes} >= {
+        (release.target_namespace, "patch deployments"),
+        (release.target_namespace, "update deployments/scale")}
+    assert {r["EXPECTED"] for r in writes} == {"dry runs only"}
+    policy = f"wingman-{release.namespace}-preview-dry-run"
+    assert f"ValidatingAdmissionPolicy {policy} refuses it every request" in out
+    # an administrator turns the binding into a warning: the write rights are now violations
+    cluster.kubectl("patch", "validatingadmissionpolicybinding", policy, "--type=merge",
+                    "-p", json.dumps({"spec": {"validationActions": ["Warn"]}}))
+    try:
+        code, out, err = _admin(cluster, release)
+        assert code == 1, out + err
+        bad = {(r["IDENTITY"], r["NAMESPACE"], r["RIGHT"]) for r in _rows(out)
+               if r["RESULT"] == "VIOLATION"}
+        assert (preview, release.target_namespace, "patch deployments") in bad
+        assert {who for who, _, _ in bad} == {preview}
+        assert "wingman-preview is not confined to dry runs" in out
+        assert "no binding denies" in out
+    finally:
+        cluster.kubectl("patch", "validatingadmissionpolicybinding", policy, "--type=merge",
+                        "-p", json.dumps({"spec": {"validationActions": ["Deny"]}}))
 
 
 def test_a_pod_mounting_the_docker_socket_is_reported(

@@ -9,9 +9,9 @@ where) and the command that checks a live cluster against it; ``cli.py`` dispatc
 SubjectAccessReviews (they store nothing), for every right in :data:`RIGHTS`, in the release
 namespace, in each gateway target namespace and at cluster scope. Identities: the workers and
 approvers bound by the release's RoleBindings (or given as options), the ServiceAccounts
-``wingman-operator``, ``wingman-gateway``, ``wingman-verifier``, ``wingman-chat`` and
-``default`` of the release namespace, any authenticated user (``system:authenticated``) and
-anonymous requests.
+``wingman-operator``, ``wingman-gateway``, ``wingman-verifier``, ``wingman-chat``,
+``wingman-preview`` and ``default`` of the release namespace, any authenticated user
+(``system:authenticated``) and anonymous requests.
 
 **Design.** :func:`designed` says who may hold a right by design; any other holder is a
 violation:
@@ -24,7 +24,13 @@ violation:
 - target namespaces: the gateway holds whatever *execution* rights its ``gateway.targets``
   rules grant (by default patch of Deployments and their scale). Credential rights (read
   Secrets, mint ServiceAccount tokens) and escalation (impersonate, escalate, bind) are never by
-  design, not even for the gateway.
+  design, not even for the gateway. The preview identity holds the gateway's execution rights
+  there (a server-side dry run is authorized like the write) as *dry runs only*: by design only
+  when the cluster's admission policies prove it can do nothing else (``dry_run_confinement``:
+  a ValidatingAdmissionPolicy matching every operation on every resource for exactly its user
+  name, requiring ``request.dryRun == true``, failing closed, loaded, and bound with ``Deny``
+  and no selector). Without that proof each of its execution rights is a violation; with it the
+  summary still names the gateway as the only identity that can execute.
 - cluster scope: nobody (impersonation, RBAC escalation, namespace labels, ``nodes/proxy``,
   PersistentVolumes, admission policies). Impersonation is also asked by name for
   ``system:admin``, ``system:masters`` and the operator's and gateway's users: the chat
@@ -67,6 +73,7 @@ from wingman.verifier.rights import (
     INSTANCE_LABEL,
     NEEDS,
     OPERATOR_SA,
+    PREVIEW_SA,
     RELEASE_NAMESPACE_ANNOTATION,
     REQUEST_TIMEOUT_SECONDS,
     Identity,
@@ -74,6 +81,7 @@ from wingman.verifier.rights import (
     Question,
     Report,
     VerifyError,
+    dry_run_confinement,
     evaluate,
     fixed_identities,
     group_identity,
@@ -152,6 +160,18 @@ class _Cluster:
                            client.AuthorizationV1Api(self.api).create_subject_access_review,
                            body)
         return bool(review.status is not None and review.status.allowed)
+
+    def admission(self) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+        """Every ValidatingAdmissionPolicy and binding of the cluster."""
+        from kubernetes import client
+
+        api = client.AdmissionregistrationV1Api(self.api)
+        policies = self.call("listing ValidatingAdmissionPolicies",
+                             api.list_validating_admission_policy)
+        bindings = self.call("listing ValidatingAdmissionPolicyBindings",
+                             api.list_validating_admission_policy_binding)
+        return ([self.api.sanitize_for_serialization(p) for p in policies.items],
+                [self.api.sanitize_for_serialization(b) for b in bindings.items])
 
     def rolebindings(self, namespace: str, release: str) -> list[Mapping[str, Any]]:
         from kubernetes import client
@@ -239,6 +259,17 @@ def _connect(kubeconfig: str | None) -> tuple[_Cluster, str | None]:
                           reason="NoKubeconfig") from exc
     cfg.retries = 1
     return _Cluster(client.ApiClient(cfg), str(cfg.host)), namespace
+
+
+def _preview_confinement(cluster: _Cluster, namespace: str) -> tuple[str | None, list[str]]:
+    """The admission policy confining the preview identity to dry runs (or why there is none);
+    a verifier that cannot read the policies proves nothing (fail closed)."""
+    try:
+        policies, bindings = cluster.admission()
+    except VerifyError as exc:
+        return None, [f"the admission policies cannot be read ({exc.message})"]
+    return dry_run_confinement(policies, bindings,
+                               f"system:serviceaccount:{namespace}:{PREVIEW_SA}")
 
 
 def _identities_from_bindings(bindings: Sequence[Mapping[str, Any]], namespace: str,
@@ -367,7 +398,16 @@ def collect(cluster: _Cluster, args: argparse.Namespace, namespace: str) -> Repo
     qs = questions(identities, namespace, targets, environment)
     with ThreadPoolExecutor(max_workers=max(1, min(args.workers, 32))) as pool:
         answers = list(zip(qs, pool.map(cluster.allowed, qs), strict=True))
-    findings = evaluate(answers)
+    confined, why = _preview_confinement(cluster, namespace)
+    findings = evaluate(answers, confined=["preview"] if confined else [])
+    holds = [f for f in findings if f.allowed and f.question.identity.role == "preview"
+             and f.question.place == "target"]
+    if confined and holds:
+        notes.append(f"wingman-preview holds write rights in the target namespaces for server-"
+                     f"side dry runs only: ValidatingAdmissionPolicy {confined} refuses it "
+                     "every request that is not a dry run")
+    elif holds:
+        notes += [f"wingman-preview is not confined to dry runs: {w}" for w in why]
     wanted = [(ident, need) for ident in people for need in NEEDS if need.role == ident.role]
     with ThreadPoolExecutor(max_workers=max(1, min(args.workers, 32))) as pool:
         held = list(pool.map(lambda pair: cluster.has(pair[0], pair[1], namespace), wanted))

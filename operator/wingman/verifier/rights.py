@@ -3,6 +3,12 @@
 Which identity may hold which dangerous right, where (:data:`RIGHTS`, :func:`designed`); the
 SubjectAccessReview questions to ask; the findings they produce; the pod-spec inspection; the
 report and its table. ``wingman.verifier.privileges`` asks a live cluster.
+
+The preview identity (``wingman-preview``) needs the gateway's write verbs in the target
+namespaces, because a server-side dry run is authorized like the write itself; it holds them
+by design only while an admission policy refuses it everything that is not a dry run
+(:func:`dry_run_confinement` checks that policy and its binding, :data:`DRY_RUN_ONLY` names
+those rights). Without that proof each of its write rights is a violation.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ Place = Literal["release", "target", "cluster"]
 Kind = Literal["execution", "credentials", "escalation", "integrity", "decision"]
 
 GATEWAY_SA = "wingman-gateway"
+PREVIEW_SA = "wingman-preview"
 CHAT_SA = "wingman-chat"
 OPERATOR_SA = "wingman-operator"
 VERIFIER_SA = "wingman-verifier"
@@ -158,6 +165,13 @@ DESIGN: Mapping[tuple[str, Place], frozenset[str]] = {
 }
 
 
+#: (role, place) -> rights that role may hold there only as dry runs: by design only while the
+#: release's admission policy confines the role to dry runs (:func:`dry_run_confinement`).
+DRY_RUN_ONLY: Mapping[tuple[str, Place], frozenset[str]] = {
+    ("preview", "target"): DESIGN[("gateway", "target")],
+}
+
+
 @dataclass(frozen=True)
 class Need:
     """A right a role needs for Wingman to work as designed (not a dangerous one): the verifier
@@ -191,9 +205,85 @@ def need_notes(missing: Iterable[tuple[Identity, Need]]) -> list[str]:
     return [f"{ident.label} cannot {need.label}: {need.why}" for ident, need in missing]
 
 
-def designed(role: str, place: Place, right: Right) -> bool:
-    """Whether ``role`` may hold ``right`` in ``place`` by design."""
-    return right.label in DESIGN.get((role, place), frozenset())
+def designed(role: str, place: Place, right: Right, confined: Iterable[str] = ()) -> bool:
+    """Whether ``role`` may hold ``right`` in ``place`` by design; the roles in ``confined``
+    (proven confined to dry runs) may also hold their :data:`DRY_RUN_ONLY` rights."""
+    if right.label in DESIGN.get((role, place), frozenset()):
+        return True
+    return role in confined and right.label in DRY_RUN_ONLY.get((role, place), frozenset())
+
+
+def _normal(expression: object) -> str:
+    return " ".join(str(expression or "").split())
+
+
+def dry_run_confinement(policies: Sequence[Mapping[str, Any]],
+                        bindings: Sequence[Mapping[str, Any]], user: str
+                        ) -> tuple[str | None, list[str]]:
+    """Whether an admission policy refuses ``user`` every request that is not a dry run:
+    (the policy's name, or None; why each candidate falls short).
+
+    The policy must match every operation on every resource and subresource (``*``, ``*/*``)
+    with no exclusions or selectors, select exactly that user name in its only match condition,
+    require ``request.dryRun == true``, fail closed (``failurePolicy: Fail``) and have been
+    loaded (``status.observedGeneration``); a binding must name it with ``validationActions``
+    including ``Deny``, no parameters and no resource, namespace or object restriction.
+    """
+    problems: list[str] = []
+    literal = f"request.userInfo.username == '{user}'"
+    for policy in policies:
+        meta = policy.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        spec = policy.get("spec") or {}
+        conditions = spec.get("matchConditions") or []
+        if not any(literal in _normal(c.get("expression")) for c in conditions
+                   if isinstance(c, Mapping)):
+            continue
+        why: list[str] = []
+        if len(conditions) != 1 or _normal(conditions[0].get("expression")) != literal:
+            why.append("its match conditions are not exactly the user name check")
+        validations = [_normal(v.get("expression")) for v in spec.get("validations") or []
+                       if isinstance(v, Mapping)]
+        if not any(v in ("request.dryRun == true", "request.dryRun") for v in validations):
+            why.append("no validation requires request.dryRun == true")
+        if spec.get("failurePolicy", "Fail") != "Fail":
+            why.append(f"failurePolicy is {spec.get('failurePolicy')}, not Fail")
+        constraints = spec.get("matchConstraints") or {}
+        rules = constraints.get("resourceRules") or []
+        if not any(set(r.get("apiGroups") or []) >= {"*"}
+                   and set(r.get("apiVersions") or []) >= {"*"}
+                   and set(r.get("resources") or []) >= {"*/*"}
+                   and (set(r.get("operations") or []) >= {"*"} or set(
+                       r.get("operations") or []) >= {"CREATE", "UPDATE", "DELETE", "CONNECT"})
+                   and not r.get("resourceNames") and r.get("scope", "*") == "*"
+                   for r in rules if isinstance(r, Mapping)):
+            why.append("it does not match every operation on every resource and subresource")
+        for key in ("excludeResourceRules", "namespaceSelector", "objectSelector"):
+            if constraints.get(key):
+                why.append(f"matchConstraints.{key} narrows it")
+        status = policy.get("status") or {}
+        if status.get("observedGeneration") is not None and \
+                status.get("observedGeneration") != meta.get("generation"):
+            why.append("the API server has not loaded its current version yet")
+        bound = [b for b in bindings if (b.get("spec") or {}).get("policyName") == name]
+        good = [b for b in bound
+                if "Deny" in ((b.get("spec") or {}).get("validationActions") or [])
+                and not (b.get("spec") or {}).get("paramRef")
+                and not any(((b.get("spec") or {}).get("matchResources") or {}).get(k)
+                            for k in ("namespaceSelector", "objectSelector", "resourceRules",
+                                      "excludeResourceRules"))]
+        if not bound:
+            why.append("no binding uses it")
+        elif not good:
+            why.append("no binding denies for it everywhere (validationActions Deny, no "
+                       "selector, no parameters)")
+        if not why:
+            return name, []
+        problems.append(f"ValidatingAdmissionPolicy {name}: {'; '.join(why)}")
+    if not problems:
+        problems.append(f"no ValidatingAdmissionPolicy refuses {user} requests that are not "
+                        "dry runs")
+    return None, problems
 
 
 def holders_by_design(place: Place, right: Right) -> list[str]:
@@ -242,6 +332,7 @@ def fixed_identities(namespace: str) -> list[Identity]:
         sa_identity("gateway", namespace, GATEWAY_SA),
         sa_identity("verifier", namespace, VERIFIER_SA),
         sa_identity("chat", namespace, CHAT_SA),
+        sa_identity("preview", namespace, PREVIEW_SA),
         sa_identity("default-sa", namespace, "default"),
         Identity("any-user", "system:authenticated", "", ("system:authenticated",)),
         Identity("anonymous", "system:anonymous", "system:anonymous",
@@ -294,6 +385,7 @@ class Finding:
     question: Question
     allowed: bool
     expected: bool  # held by design
+    dry_run_only: bool = False  # held by design as dry runs only (admission confines it)
 
     @property
     def violation(self) -> bool:
@@ -312,10 +404,17 @@ class Finding:
                 f"({q.right.kind} right; {design})")
 
 
-def evaluate(answers: Iterable[tuple[Question, bool]]) -> list[Finding]:
-    """Judge each (question, allowed) pair against :func:`designed`."""
-    return [Finding(q, allowed, designed(q.identity.role, q.place, q.right))
-            for q, allowed in answers]
+def evaluate(answers: Iterable[tuple[Question, bool]], confined: Iterable[str] = ()
+             ) -> list[Finding]:
+    """Judge each (question, allowed) pair against :func:`designed`; ``confined``: the roles
+    proven confined to dry runs."""
+    roles = frozenset(confined)
+    out = []
+    for q, allowed in answers:
+        plain = designed(q.identity.role, q.place, q.right)
+        expected = plain or designed(q.identity.role, q.place, q.right, roles)
+        out.append(Finding(q, allowed, expected, expected and not plain))
+    return out
 
 
 # --------------------------------------------------------------------------- pod specs
@@ -408,7 +507,8 @@ class Report:
         seen: dict[str, None] = {}
         for f in self.findings:
             q = f.question
-            if f.allowed and q.namespace == namespace and q.right.kind == "execution":
+            if f.allowed and q.namespace == namespace and q.right.kind == "execution" \
+                    and not f.dry_run_only:
                 seen[q.identity.label] = None
         return list(seen)
 
@@ -445,7 +545,7 @@ class Report:
                 "group": f.question.right.group,
                 "kind": f.question.right.kind,
                 "allowed": f.allowed,
-                "expected": "by design" if f.expected else "denied",
+                "expected": _expected(f),
                 "result": f.result,
             } for f in self.findings],
             "inspected": self.inspected,
@@ -456,6 +556,10 @@ class Report:
             "ok": self.ok,
             "summary": self.summary(),
         }
+
+
+def _expected(f: Finding) -> str:
+    return "dry runs only" if f.dry_run_only else "by design" if f.expected else "denied"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -474,7 +578,7 @@ def render_text(report: Report) -> str:
     ]
     rows = [(f.question.identity.label, f.question.namespace or "(cluster)",
              f.question.label, "yes" if f.allowed else "no",
-             "by design" if f.expected else "denied", f.result) for f in report.findings]
+             _expected(f), f.result) for f in report.findings]
     lines += _table(("IDENTITY", "NAMESPACE", "RIGHT", "ALLOWED", "EXPECTED", "RESULT"), rows)
     lines += ["", f"Pods and Jobs in {report.namespace}: {len(report.inspected)} inspected, "
               f"{len(report.pod_problems)} problems"]
@@ -499,10 +603,12 @@ __all__ = [
     "COMPONENT_LABEL",
     "DESIGN",
     "DOCKER_SOCKETS",
+    "DRY_RUN_ONLY",
     "GATEWAY_SA",
     "INSTANCE_LABEL",
     "NEEDS",
     "OPERATOR_SA",
+    "PREVIEW_SA",
     "RBAC",
     "RELEASE_NAMESPACE_ANNOTATION",
     "REQUEST_TIMEOUT_SECONDS",
@@ -519,6 +625,7 @@ __all__ = [
     "Right",
     "VerifyError",
     "designed",
+    "dry_run_confinement",
     "evaluate",
     "fixed_identities",
     "group_identity",

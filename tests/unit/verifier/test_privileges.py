@@ -26,6 +26,7 @@ from wingman.verifier.rights import (
     Report,
     Right,
     designed,
+    dry_run_confinement,
     evaluate,
     fixed_identities,
     group_identity,
@@ -362,9 +363,12 @@ def test_verifier_may_list_rolebindings_in_the_release_namespace_only() -> None:
     assert rbac == [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
                      "verbs": ["list"]}]
     (cluster_role,) = find(objs, "ClusterRole", f"wingman-{NS}-verifier")
-    assert cluster_role["rules"] == [{"apiGroups": ["authorization.k8s.io"],
-                                      "resources": ["subjectaccessreviews"],
-                                      "verbs": ["create"]}]
+    assert cluster_role["rules"] == [
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+         "verbs": ["create"]},
+        {"apiGroups": ["admissionregistration.k8s.io"],
+         "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+         "verbs": ["get", "list"]}]
 
 
 def test_the_cli_hands_every_argument_to_verify_privileges(
@@ -389,3 +393,84 @@ def test_needs_are_reads_and_asks_and_their_notes_say_why() -> None:
     ident = group_identity("worker", "agents")
     (note,) = need_notes([(ident, NEEDS[1])])
     assert note.startswith("worker group/agents cannot get configmaps/wingman-policy: agents")
+
+
+# --------------------------------------------------------------------------- the preview
+
+PREVIEW_WRITES = {("preview", TARGET, "patch deployments"),
+                  ("preview", TARGET, "update deployments/scale")}
+
+
+def test_the_previews_write_rights_are_by_design_only_while_confined_to_dry_runs() -> None:
+    confined = evaluate(_as_designed(PREVIEW_WRITES), confined=["preview"])
+    assert _violations(confined) == set()
+    report = Report(NS, "wingman", "test", [TARGET], IDENTITIES, confined)
+    assert report.ok
+    assert report.executors(TARGET) == [_ident("gateway").label], "dry runs execute nothing"
+    assert "dry runs only" in render_text(report)
+    # without the admission policy proven, the same rights are violations
+    assert _violations(evaluate(_as_designed(PREVIEW_WRITES))) == PREVIEW_WRITES
+    # and being confined never excuses what nobody may hold
+    assert _violations(evaluate(_as_designed({("preview", TARGET, "get secrets")}),
+                                confined=["preview"])) == {("preview", TARGET, "get secrets")}
+
+
+def _chart_admission() -> tuple[dict[str, Any], dict[str, Any]]:
+    objs = render("test", {"gateway.targets": [{"namespace": TARGET}]}, namespace=NS)
+    (policy,) = find(objs, "ValidatingAdmissionPolicy", f"wingman-{NS}-preview-dry-run")
+    (binding,) = find(objs, "ValidatingAdmissionPolicyBinding", f"wingman-{NS}-preview-dry-run")
+    return policy, binding
+
+
+USER = f"system:serviceaccount:{NS}:wingman-preview"
+
+
+def test_the_charts_dry_run_policy_confines_the_preview() -> None:
+    policy, binding = _chart_admission()
+    assert dry_run_confinement([policy], [binding], USER) == (policy["metadata"]["name"], [])
+
+
+def _tampered(change: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    policy, binding = _chart_admission()
+    spec, bspec = policy["spec"], binding["spec"]
+    if change == "validation":
+        spec["validations"][0]["expression"] = "true"
+    elif change == "narrow":
+        spec["matchConstraints"]["resourceRules"][0]["resources"] = ["deployments"]
+    elif change == "exclude":
+        spec["matchConstraints"]["excludeResourceRules"] = [
+            {"apiGroups": ["apps"], "apiVersions": ["*"], "operations": ["*"],
+             "resources": ["deployments/scale"]}]
+    elif change == "ignore":
+        spec["failurePolicy"] = "Ignore"
+    elif change == "condition":
+        spec["matchConditions"].append({"name": "x", "expression": "false"})
+    elif change == "warn":
+        bspec["validationActions"] = ["Warn"]
+    elif change == "selector":
+        bspec["matchResources"] = {"namespaceSelector": {"matchLabels": {"only": "here"}}}
+    elif change == "unbound":
+        bspec["policyName"] = "something-else"
+    elif change == "stale":
+        policy["metadata"]["generation"] = 2
+        policy["status"] = {"observedGeneration": 1}
+    return policy, binding
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ("validation", "no validation requires request.dryRun"),
+    ("narrow", "does not match every operation on every resource"),
+    ("exclude", "excludeResourceRules narrows it"),
+    ("ignore", "failurePolicy is Ignore"),
+    ("condition", "not exactly the user name check"),
+    ("warn", "no binding denies"),
+    ("selector", "no binding denies"),
+    ("unbound", "no binding uses it"),
+    ("stale", "has not loaded its current version"),
+])
+def test_a_weakened_dry_run_policy_proves_nothing(change: str, why: str) -> None:
+    policy, binding = _tampered(change)
+    name, problems = dry_run_confinement([policy], [binding], USER)
+    assert name is None and why in problems[0], problems
+    assert dry_run_confinement([], [], USER)[1] == [
+        f"no ValidatingAdmissionPolicy refuses {USER} requests that are not dry runs"]
