@@ -81,7 +81,7 @@ def approval_phase(conditions: Sequence[Mapping[str, Any]] | None) -> str:
         return "AutoApproved" if cond.get("reason") == "AutoApproved" else "Approved"
     if is_true(conditions, "Reviewed"):
         return "AwaitingDecision"
-    if get(conditions, "Reviewed") is not None:
+    if get(conditions, "Reviewed") is not None or get(conditions, "Previewed") is not None:
         return "Reviewing"
     return "Pending"
 

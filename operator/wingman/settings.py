@@ -303,6 +303,8 @@ class OperatorSettings:
     #: An external witness every checkpoint is POSTed to (HMAC-SHA256 with the key below).
     witness_url: str | None = None
     witness_hmac_key: str | None = field(default=None, repr=False)
+    #: The ServiceAccount preview Jobs run as (confined to dry runs by admission).
+    preview_service_account: str = "wingman-preview"
     witness_timeout_seconds: int = 10
 
     @classmethod

@@ -397,6 +397,37 @@ def _wait_for_pod(cluster: LocalCluster, ns: str, job: str, timeout: float = 60)
     raise AssertionError(f"the Job controller created no pod for {job}; events:\n{events}")
 
 
+def test_the_operators_preview_job_runs_and_only_the_operator_may_create_one(
+    cluster: LocalCluster, test_release: Release, tmp_path: Path,
+) -> None:
+    from wingman.operator import manifests
+    from wingman.settings import OperatorSettings
+
+    ns = test_release.namespace
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("environment: test\n")
+    settings = OperatorSettings.from_env({"WINGMAN_NAMESPACE": ns,
+                                          "WINGMAN_POLICY_FILE": str(policy)})
+    job = manifests.preview_job({"apiVersion": "wingman.dev/v1alpha1",
+                                 "kind": "ApprovalRequest",
+                                 "metadata": {"name": "prev", "namespace": ns,
+                                              "uid": "00000000-0000-0000-0000-000000000001"}},
+                                settings)
+    job["metadata"].pop("ownerReferences")  # no such request here; the pod rules are the point
+    refused = cluster.kubectl("create", "-n", ns, "-f", "-", input=dump(job), check=False)
+    assert refused.returncode != 0 and "ServiceAccount 'wingman-preview'" in refused.stderr
+    result = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                           input=dump(job))
+    assert result.returncode == 0, result.stderr
+    _wait_for_pod(cluster, ns, "prev-preview")
+    args = {**job}
+    args["metadata"] = {**job["metadata"], "name": "prev-shell"}
+    args["spec"]["template"]["spec"]["containers"][0]["args"] = ["--debug"]
+    shell = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                          input=dump(args))
+    assert shell.returncode != 0 and '["wingman", "preview"]' in shell.stderr
+
+
 def test_operator_gateway_job_runs_and_its_pod_is_locked(
     cluster: LocalCluster, test_release: Release,
 ) -> None:

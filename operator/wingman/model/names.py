@@ -48,6 +48,14 @@ def grant_job_name(grant: Mapping[str, Any]) -> str:
     return str(recorded) if recorded else job_name(str(grant["metadata"]["name"]))
 
 
+APPROVAL_LABEL = "wingman.dev/approval"
+
+
+def preview_job_name(approval: str) -> str:
+    """The preview Job of an ApprovalRequest (57 characters at most, like gateway Jobs)."""
+    return _bounded(approval, "-preview", limit=57)
+
+
 def rollback_grant_name(grant: str) -> str:
     """The grant ``kubectl wingman rollback <grant>`` creates: one per forward grant."""
     return _bounded(grant, "-rollback")
@@ -61,8 +69,25 @@ JOB_UID_ANNOTATION = "wingman.dev/job-uid"
 EXPIRES_ANNOTATION = "wingman.dev/expires"
 
 
-__all__ = ["AUDIT_DSN_FILE", "AUDIT_DSN_MOUNT", "BURN_PREFIX", "DOCKER_MOUNT",
-           "EXPIRES_ANNOTATION", "GRANT_LABEL", "JOB_UID_ANNOTATION",
-           "KEYS_MOUNT", "MANAGED", "POLICY_MOUNT", "ROLE_LABEL", "SECRET_TYPE", "TOKEN_MOUNT",
-           "burn_marker_name", "grant_job_name", "job_name", "rollback_grant_name",
-           "secret_name"]
+__all__ = [
+    "APPROVAL_LABEL",
+    "AUDIT_DSN_FILE",
+    "AUDIT_DSN_MOUNT",
+    "BURN_PREFIX",
+    "DOCKER_MOUNT",
+    "EXPIRES_ANNOTATION",
+    "GRANT_LABEL",
+    "JOB_UID_ANNOTATION",
+    "KEYS_MOUNT",
+    "MANAGED",
+    "POLICY_MOUNT",
+    "ROLE_LABEL",
+    "SECRET_TYPE",
+    "TOKEN_MOUNT",
+    "burn_marker_name",
+    "grant_job_name",
+    "job_name",
+    "preview_job_name",
+    "rollback_grant_name",
+    "secret_name",
+]

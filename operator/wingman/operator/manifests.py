@@ -9,7 +9,11 @@ an operator killed and restarted at any point finds what it made and adopts it.
   the grant; its pod runs ``wingman gateway`` as ServiceAccount ``wingman-gateway`` with the
   pinned image, no shell, no privileges, a read-only root filesystem; a PostgreSQL audit DSN
   reaches it as a file on a Secret volume, never as an environment variable;
-- the burn-marker Lease name ``wingman-burn-<jti>`` the gateway creates.
+- the burn-marker Lease name ``wingman-burn-<jti>`` the gateway creates;
+- preview Job ``<request>-preview``, owned by the ApprovalRequest: its pod runs
+  ``wingman preview`` as ServiceAccount ``wingman-preview`` (admission allows it dry runs only)
+  with the pinned image and the same restrictions, the policy mounted for the allowlist, and
+  reports its result in its termination message.
 
 Everything made here carries the release's labels (``settings.object_labels``: the chart's
 ``app.kubernetes.io/*`` labels, the environment and ``commonLabels``) with
@@ -22,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from wingman.model.names import (
+    APPROVAL_LABEL,
     AUDIT_DSN_FILE,
     AUDIT_DSN_MOUNT,
     DOCKER_MOUNT,
@@ -35,6 +40,7 @@ from wingman.model.names import (
     SECRET_TYPE,
     TOKEN_MOUNT,
     job_name,
+    preview_job_name,
     secret_name,
 )
 from wingman.settings import OperatorSettings
@@ -181,6 +187,97 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
     }
 
 
+def approval_owner(approval: dict[str, Any]) -> dict[str, Any]:
+    meta = approval["metadata"]
+    return {"apiVersion": approval.get("apiVersion", "wingman.dev/v1alpha1"),
+            "kind": "ApprovalRequest", "name": meta["name"], "uid": meta["uid"],
+            "controller": True}
+
+
+def preview_job(approval: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """The preview Job of a request (not suspended: it holds no secret and can only dry-run).
+
+    Its deadline is the policy's preview timeout; what it reports reaches the operator as its
+    pod's termination message (``/dev/termination-log``), read by the kubelet."""
+    name = approval["metadata"]["name"]
+    ns = approval["metadata"]["namespace"]
+    labels = {**object_labels(settings, "preview"), APPROVAL_LABEL: name,
+              ROLE_LABEL: "preview"}
+    pod = settings.gateway_pod
+    timeout = settings.policy.preview.timeout_seconds
+    env: list[dict[str, Any]] = [
+        {"name": "WINGMAN_NAMESPACE", "value": ns},
+        {"name": "WINGMAN_ENVIRONMENT", "value": settings.environment},
+        {"name": "WINGMAN_APPROVAL_NAME", "value": name},
+        {"name": "WINGMAN_APPROVAL_UID", "value": str(approval["metadata"]["uid"])},
+        {"name": "WINGMAN_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "WINGMAN_POLICY_FILE", "value": f"{POLICY_MOUNT}/policy.yaml"},
+        # the run reports before the Job's deadline, which also counts the pod's start-up
+        {"name": "WINGMAN_PREVIEW_TIMEOUT_SECONDS", "value": str(max(5, timeout - 10))},
+        {"name": "WINGMAN_TERMINATION_LOG", "value": "/dev/termination-log"},
+        {"name": "WINGMAN_LOG_FORMAT", "value": settings.log_format},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "policy", "configMap": {"name": settings.policy_configmap,
+                                         "items": [{"key": "policy.yaml",
+                                                    "path": "policy.yaml"}]}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "policy", "mountPath": POLICY_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
+    ]
+    if settings.gateway_docker_socket:  # docker commands preview the container's state
+        env += [{"name": "WINGMAN_DOCKER_ENABLED", "value": "true"},
+                {"name": "WINGMAN_DOCKER_HOST", "value": f"unix://{DOCKER_MOUNT}"}]
+        volumes.append({"name": "docker", "hostPath": {"path": settings.gateway_docker_socket,
+                                                        "type": "Socket"}})
+        mounts.append({"name": "docker", "mountPath": DOCKER_MOUNT})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": preview_job_name(name), "namespace": ns, "labels": labels,
+                     "ownerReferences": [approval_owner(approval)]},
+        "spec": {
+            "backoffLimit": 0,
+            "parallelism": 1,
+            "completions": 1,
+            "activeDeadlineSeconds": timeout,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "template": {
+                "metadata": {"labels": {**pod.labels, **labels}, **(
+                    {"annotations": dict(pod.annotations)} if pod.annotations else {})},
+                "spec": {
+                    **_scheduling(settings),
+                    "serviceAccountName": settings.preview_service_account,
+                    "automountServiceAccountToken": True,
+                    "restartPolicy": "Never",
+                    "enableServiceLinks": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
+                                        "runAsGroup": 65532, "fsGroup": 65532,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "preview",
+                        "image": settings.gateway_image,
+                        "imagePullPolicy": pod.image_pull_policy,
+                        "command": ["wingman", "preview"],
+                        "env": env,
+                        "volumeMounts": mounts,
+                        "terminationMessagePath": "/dev/termination-log",
+                        "terminationMessagePolicy": "File",
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            "readOnlyRootFilesystem": True,
+                                            "privileged": False,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        "resources": dict(pod.resources),
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
 def _scheduling(settings: OperatorSettings) -> dict[str, Any]:
     pod = settings.gateway_pod
     out: dict[str, Any] = {}
@@ -195,4 +292,5 @@ def _scheduling(settings: OperatorSettings) -> dict[str, Any]:
     return out
 
 
-__all__ = ["MANAGER", "gateway_job", "object_labels", "owner_reference", "token_secret"]
+__all__ = ["MANAGER", "approval_owner", "gateway_job", "object_labels", "owner_reference",
+           "preview_job", "token_secret"]

@@ -139,6 +139,17 @@ def test_the_gateway_job_the_operator_builds_is_restricted(tmp_path: Path) -> No
     assert plain.allowed and tuned.allowed, (plain, tuned)
 
 
+def test_the_preview_job_the_operator_builds_is_restricted(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("environment: test\n")
+    settings = OperatorSettings.from_env({"WINGMAN_POLICY_FILE": str(policy)})
+    job = manifests.preview_job({"apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+                                 "metadata": {"name": "r", "namespace": "wingman-test",
+                                              "uid": "u"}}, settings)
+    (verdict,) = pod_security([job])
+    assert verdict.allowed, verdict
+
+
 def test_the_docker_executor_job_fails_even_baseline_by_design(tmp_path: Path) -> None:
     """gateway.docker.enabled mounts the node's Docker socket (a hostPath: root on the node).
     That is what the docker executor is, so its gateway pods are not even Pod Security
