@@ -7,7 +7,7 @@ terminal state for the requester's channel, with its reason).
 
 **Request text is untrusted.** Everything a requester, a voter or an approver wrote (the
 instruction, justification, commands, rationales, reasons, the requester's name, the source)
-is shown as literal text and nothing else:
+and what the cluster answered to the preview is shown as literal text and nothing else:
 
 - Telegram: HTML parse mode, every untrusted string escaped and placed inside ``<code>`` or
   ``<pre>`` (Telegram detects no mention, hashtag, command or link inside code entities), link
@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from wingman.model.approvals import parse_time
+from wingman.model.preview import summary_lines
 
 #: Phases in which a request can still be decided from chat.
 DECIDABLE = ("AwaitingDecision",)
@@ -46,6 +47,8 @@ TEXT_LIMIT = 600  # per free-text field in a message
 RATIONALE_LIMIT = 300
 COMMANDS_BUDGET = 2400  # characters of commands in one message
 MAX_VOTES_SHOWN = 12
+#: Lines of the preview a chat message shows (the reach and one per command).
+MAX_PREVIEW_LINES = 11
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class RequestView:
     state_reason: str
     source: tuple[tuple[str, str], ...] = ()
     grants: tuple[GrantView, ...] = field(default=())
+    #: What the commands would change (``status.preview``), a few lines; untrusted text.
+    preview: tuple[str, ...] = ()
 
     @property
     def live(self) -> bool:
@@ -217,6 +222,7 @@ def view(request: Mapping[str, Any], grants: Sequence[Mapping[str, Any]],
         state=state, state_reason=reason,
         source=_source(spec.get("source")),
         grants=tuple(mine),
+        preview=tuple(summary_lines(status.get("preview") or {})[:MAX_PREVIEW_LINES]),
     )
 
 
@@ -310,6 +316,9 @@ def telegram_card(v: RequestView) -> str:
     if shown.hidden:
         lines.append(f"⚠️ {shown.hidden} more command(s) not shown: read them all with "
                      f"<code>kubectl wingman describe {e(v.name)}</code> before deciding")
+    if v.preview:
+        lines.append(f"<b>Preview</b> (server-side dry run): {_tg(v.preview[0], 300)}")
+        lines += [f"• {_tg(line, 300)}" for line in v.preview[1:]]
     lines.append(f"<b>Panel:</b> {e(v.outcome)}, risk <b>{e(v.risk)}</b>")
     for vote in v.votes[:MAX_VOTES_SHOWN]:
         err = f" (abstained: {_tg(vote.error, 120)})" if vote.error else ""
@@ -385,6 +394,10 @@ def slack_card(v: RequestView, buttons: Sequence[tuple[str, str, str]] = ()
                         f"kubectl wingman describe {v.name} before deciding")
     for w in warnings:
         blocks.append({"type": "context", "elements": [_plain(w)]})
+    if v.preview:
+        blocks.append({"type": "section", "text": _plain(
+            "Preview (server-side dry run): " + "\n".join(clip(line, 300)
+                                                         for line in v.preview))})
     votes = [f"• {clip(x.voter, 60)} {x.verdict}/{x.risk}: {clip(x.rationale, RATIONALE_LIMIT)}"
              + (f" (abstained: {clip(x.error, 120)})" if x.error else "")
              for x in v.votes[:MAX_VOTES_SHOWN]]

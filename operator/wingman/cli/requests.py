@@ -21,6 +21,7 @@ from wingman.client import status as st
 from wingman.client.api import Source, WingmanClient
 from wingman.client.connect import connect
 from wingman.errors import ClientError, ConfigError, Invalid, NotFound, WingmanError
+from wingman.model import preview as previews
 
 EXIT_OK = 0
 EXIT_DENIED = 1
@@ -30,6 +31,7 @@ EXIT_FAILED = 4
 EXIT_API = 5
 EXIT_WAITING = 6
 EXIT_INTERRUPTED = 130
+PREVIEW_DIFF_LINES = 30
 
 #: The documented exit codes (``kubectl wingman --help`` and docs/agents.md print this table).
 EXIT_CODES = {
@@ -118,6 +120,22 @@ def describe(obj: Mapping[str, Any], grants: Sequence[Mapping[str, Any]], out: T
         for key in ("reference", "agent", "model", "input_trust", "excerpt"):
             if key in source:
                 print(f"  {key.replace('_', ' '):<12} {source[key]}", file=out)
+    preview = stat.get("preview")
+    if isinstance(preview, Mapping) and preview:
+        lines = previews.summary_lines(preview)
+        print(f"Preview:      {lines[0] if lines else ''}", file=out)
+        for line in lines[1:]:
+            print(f"  {line}", file=out)
+        for i, c in enumerate(preview.get("commands") or [], 1):
+            diff = str((c or {}).get("diff") or "").splitlines() if isinstance(c, Mapping) \
+                else []
+            if diff:
+                print(f"  diff of command {i}:", file=out)
+                for line in diff[:PREVIEW_DIFF_LINES]:
+                    print(f"    {line}", file=out)
+                if len(diff) > PREVIEW_DIFF_LINES:
+                    print(f"    ... ({len(diff) - PREVIEW_DIFF_LINES} more lines: -o yaml "
+                          "shows all)", file=out)
     print("Commands:", file=out)
     holders = {g.get("command"): g.get("grant") for g in stat.get("grants") or []}
     for c in spec.get("commands", []):

@@ -194,6 +194,8 @@ class Status:
     commands: tuple[CommandState, ...] = ()
     review: Review | None = None
     source: Mapping[str, Any] | None = None
+    #: ``status.preview`` as the operator wrote it (what the commands would change), verbatim.
+    preview: Mapping[str, Any] | None = None
     request: str | None = None
     command: str | None = None
     exit_code: int | None = None
@@ -252,6 +254,8 @@ class Status:
                           for v in r.votes]}
         if self.source:
             out["source"] = dict(self.source)
+        if self.preview:
+            out["preview"] = dict(self.preview)
         out.update(self.extra)
         return out
 
@@ -327,6 +331,7 @@ def of_request(obj: Body, grants: Sequence[Body] = (), *, now: dt.datetime,
         "environment": _str(spec.get("environment")), "requester": _str(spec.get("requester")),
         "instruction": _str(spec.get("instruction")), "commands": tuple(command_states),
         "review": _review(status.get("consensus")), "source": source_view(spec),
+        "preview": status.get("preview") if isinstance(status.get("preview"), Mapping) else None,
         "approvals": Approvals(len(approved_by), need, approved_by) if need else None,
     }
 

@@ -424,6 +424,45 @@ def describe_findings(preview: Preview) -> str:
     return "; ".join(lines)
 
 
+# --------------------------------------------------------------------------- for people
+
+
+def summary_lines(data: Mapping[str, Any]) -> list[str]:
+    """A recorded ``status.preview`` in a few lines for people (CLI, chat): the reach, then
+    each command's outcome and targets (or its finding). Text in it came from the cluster and
+    the request: callers show it as literal text."""
+    if not isinstance(data, Mapping) or not data:
+        return []
+    phase = str(data.get("phase") or "?")
+    if phase != Phase.COMPLETED.value:
+        note = str(data.get("message") or "")
+        return [f"{phase}" + (f": {note}" if note else "")]
+    summary = data.get("summary") or {}
+    kinds = ", ".join(str(k) for k in summary.get("kinds") or [])
+    spaces = ", ".join(str(n) for n in summary.get("namespaces") or [])
+    findings = int(summary.get("findings") or 0)
+    lines = [f"{summary.get('objects', 0)} object(s) would change"
+             + (f" ({kinds})" if kinds else "") + (f" in {spaces}" if spaces else "")
+             + (f"; {findings} finding(s)" if findings else "")]
+    for i, c in enumerate(data.get("commands") or [], 1):
+        if not isinstance(c, Mapping):
+            continue
+        outcome = str(c.get("outcome") or "?")
+        targets = [t for t in c.get("targets") or [] if isinstance(t, Mapping)]
+        if outcome == Outcome.PREVIEWED.value and targets:
+            shown = "; ".join(
+                f"{t.get('action', 'Update')} {t.get('kind')} "
+                f"{str(t.get('namespace')) + '/' if t.get('namespace') else ''}{t.get('name')}"
+                + (f" (generation {t.get('generation')})" if t.get("generation") is not None
+                   else "")
+                for t in targets[:5])
+            more = int(c.get("targetsTruncated") or 0) + max(0, len(targets) - 5)
+            lines.append(f"{i}. {outcome}: {shown}" + (f" and {more} more" if more else ""))
+        else:
+            lines.append(f"{i}. {outcome}: {str(c.get('message') or '')[:300]}")
+    return lines
+
+
 # --------------------------------------------------------------------------- binding
 
 
@@ -565,5 +604,6 @@ __all__ = [
     "recorded",
     "status",
     "status_of",
+    "summary_lines",
     "target_path",
 ]

@@ -101,3 +101,33 @@ def test_grant_results_are_reported_with_exit_code() -> None:
         {"type": "Approved", "status": "True", "reason": "ApprovedByHumans"}]), [grant], NOW)
     keys = {n.key: n.text for n in render.notices(v, NOW, 15)}
     assert "Failed with exit code 3 (CommandFailed)" in keys["grant:req-1-abc:Failed"]
+
+
+PREVIEW = {"phase": "Completed",
+           "summary": {"objects": 1, "kinds": ["Deployment"], "namespaces": ["apps"],
+                       "findings": 1},
+           "commands": [
+               {"command": "kubectl scale deployment/web --replicas=3 -n apps",
+                "outcome": "Previewed", "message": "dry run",
+                "targets": [{"group": "apps", "version": "v1", "resource": "deployments",
+                             "kind": "Deployment", "namespace": "apps", "name": "web",
+                             "generation": 4, "action": "Update"}]},
+               {"command": "kubectl scale deployment/ghost --replicas=3 -n apps",
+                "outcome": "TargetMissing",
+                "message": 'deployments.apps "<b>ghost</b>" not found'}]}
+
+
+def test_the_preview_is_shown_what_would_change_and_what_was_found() -> None:
+    v = render.view(request(preview=PREVIEW), [], NOW)
+    assert v.preview[0] == "1 object(s) would change (Deployment) in apps; 1 finding(s)"
+    text = render.telegram_card(v)
+    assert "<b>Preview</b> (server-side dry run)" in text
+    assert "<code>1. Previewed: Update Deployment apps/web (generation 4)</code>" in text
+    # what the cluster answered is literal text too
+    assert "&quot;&lt;b&gt;ghost&lt;/b&gt;&quot; not found" in text
+    slack = render.slack_card(v)
+    shown = [b for b in slack if b.get("text", {}).get("text", "").startswith("Preview")]
+    assert shown and shown[0]["text"]["type"] == "plain_text"
+    assert "2. TargetMissing" in shown[0]["text"]["text"]
+    failed = render.view(request(preview={"phase": "Failed", "message": "timed out"}), [], NOW)
+    assert failed.preview == ("Failed: timed out",)

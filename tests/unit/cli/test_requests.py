@@ -127,3 +127,24 @@ def test_completion_scripts_are_printed_for_the_common_shells(
         assert cli.main(["completion", shell]) == 0
         script = capsys.readouterr().out
         assert "wingman" in script and "kubectl-wingman" in script
+
+
+def test_describe_shows_the_preview_and_its_diff() -> None:
+    obj = {"metadata": {"namespace": "ns", "name": "req-2"},
+           "spec": {"requester": "alice", "environment": "test", "instruction": "scale",
+                    "commands": ["kubectl scale deployment/web --replicas=3 -n apps"]},
+           "status": {"phase": "Reviewing", "preview": {
+               "phase": "Completed",
+               "summary": {"objects": 1, "kinds": ["Deployment"], "namespaces": ["apps"],
+                           "findings": 0},
+               "commands": [{"command": "kubectl scale deployment/web --replicas=3 -n apps",
+                             "outcome": "Previewed", "diff": "-  replicas: 1\n+  replicas: 3\n",
+                             "targets": [{"kind": "Deployment", "namespace": "apps",
+                                          "name": "web", "generation": 4,
+                                          "action": "Update"}]}]}}}
+    out = io.StringIO()
+    requests.describe(obj, [], out)
+    text = out.getvalue()
+    assert "Preview:      1 object(s) would change (Deployment) in apps" in text
+    assert "  1. Previewed: Update Deployment apps/web (generation 4)" in text
+    assert "    -  replicas: 1\n    +  replicas: 3" in text

@@ -178,3 +178,11 @@ def test_grant_names_are_deterministic_per_command_and_bounded() -> None:
     assert a == st.grant_name("req-1", "kubectl scale deployment/web --replicas=3 -n apps")
     assert a != st.grant_name("req-1", "kubectl scale deployment/web --replicas=4 -n apps")
     assert len(st.grant_name("r" * 253, "x")) <= 63
+
+
+def test_answers_carry_the_preview_the_operator_recorded() -> None:
+    body = request()
+    body["status"]["preview"] = {"phase": "Completed", "summary": {"objects": 1}}
+    assert st.of_request(body, now=NOW).to_dict()["preview"] == {
+        "phase": "Completed", "summary": {"objects": 1}}
+    assert "preview" not in st.of_request(request(), now=NOW).to_dict()
