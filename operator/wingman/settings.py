@@ -261,6 +261,19 @@ def _socket(env: Mapping[str, str]) -> str | None:
     return path or None
 
 
+def _lease_timing(env: Mapping[str, str]) -> dict[str, int]:
+    duration = _int(env, "WINGMAN_LEASE_DURATION_SECONDS", 10, 2, 300)
+    deadline = _int(env, "WINGMAN_RENEW_DEADLINE_SECONDS", min(7, duration - 1), 1, 299)
+    retry = _int(env, "WINGMAN_RETRY_PERIOD_SECONDS", 2, 1, 60)
+    if not retry < deadline < duration:
+        raise ConfigError(
+            f"leader election needs WINGMAN_RETRY_PERIOD_SECONDS ({retry}) < "
+            f"WINGMAN_RENEW_DEADLINE_SECONDS ({deadline}) < WINGMAN_LEASE_DURATION_SECONDS "
+            f"({duration}): the leader must give up before anyone else may take over")
+    return {"lease_duration_seconds": duration, "renew_deadline_seconds": deadline,
+            "retry_period_seconds": retry}
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     namespace: str
@@ -282,8 +295,18 @@ class OperatorSettings:
     job_ttl_seconds: int
     gateway_timeout_seconds: int
     leeway_seconds: int
-    peering: bool = True
-    expiry_interval_seconds: float = 10.0
+    #: Elect one acting replica through the Lease ``leader_lease`` (off: always act).
+    leader_election: bool = True
+    leader_lease: str = "wingman-operator-leader"
+    #: This replica's name in the election: the pod name (stable across container restarts).
+    identity: str = "wingman-operator"
+    lease_duration_seconds: int = 10
+    renew_deadline_seconds: int = 7
+    retry_period_seconds: int = 2
+    #: How often the shared sweep runs (expiry, re-sync, retention, gauges).
+    sweep_interval_seconds: float = 10.0
+    #: An object that still needs work and was not attempted for this long is re-read.
+    resync_seconds: float = 30.0
     #: The node's Docker socket, mounted into gateway pods when docker commands are enabled.
     gateway_docker_socket: str | None = None
     #: Testing only: SIGKILL the process right after this step of the grant flow.
@@ -323,6 +346,7 @@ class OperatorSettings:
         if witness_key is not None and len(witness_key) < 16:
             raise ConfigError("the witness HMAC key (WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE) is "
                               "shorter than 16 characters; use a random key of 32 bytes or more")
+        timing = _lease_timing(env)
         return cls(
             namespace=_name(env, "WINGMAN_NAMESPACE", "wingman"),
             environment=environment,
@@ -345,9 +369,15 @@ class OperatorSettings:
             job_ttl_seconds=_int(env, "WINGMAN_JOB_TTL_SECONDS", 3600, 0, 7 * 86400),
             gateway_timeout_seconds=_int(env, "WINGMAN_GATEWAY_TIMEOUT_SECONDS", 120, 1, 3600),
             leeway_seconds=_int(env, "WINGMAN_LEEWAY_SECONDS", 5, 0, 60),
-            peering=_bool(env, "WINGMAN_PEERING", True),
-            expiry_interval_seconds=float(_int(env, "WINGMAN_EXPIRY_INTERVAL_SECONDS", 10, 1,
-                                               3600)),
+            leader_election=_bool(env, "WINGMAN_LEADER_ELECTION", True),
+            leader_lease=_name(env, "WINGMAN_LEADER_LEASE", "wingman-operator-leader"),
+            identity=_get(env, "WINGMAN_POD_NAME", f"{socket.gethostname()}-{os.getpid()}"),
+            lease_duration_seconds=timing["lease_duration_seconds"],
+            renew_deadline_seconds=timing["renew_deadline_seconds"],
+            retry_period_seconds=timing["retry_period_seconds"],
+            sweep_interval_seconds=float(_int(env, "WINGMAN_SWEEP_INTERVAL_SECONDS", 10, 1,
+                                              3600)),
+            resync_seconds=float(_int(env, "WINGMAN_RESYNC_SECONDS", 30, 1, 3600)),
             gateway_docker_socket=_socket(env),
             fault_kill_at=env.get("WINGMAN_FAULT_KILL_AT", "").strip() or None,
             log_level=_log_level(env),
@@ -402,6 +432,7 @@ class GatewaySettings:
         grant = env.get("WINGMAN_GRANT_NAME", "").strip()
         if not grant:
             raise ConfigError("WINGMAN_GRANT_NAME is not set: the gateway Job names its grant")
+        timing = _lease_timing(env)
         return cls(
             namespace=_name(env, "WINGMAN_NAMESPACE", "wingman"),
             environment=environment,

@@ -599,5 +599,73 @@ def test_a_gateway_pod_writes_only_its_own_grants_status_and_only_burn_markers(
             "metadata": {"name": name}, "spec": {"holderIdentity": pod_name}}))
 
     assert lease("wingman-burn-0123456789abcdef").returncode == 0
-    squatter = lease("kopf-peering-default")
+    squatter = lease("wingman-operator-leader")
     assert squatter.returncode != 0 and "only burn markers" in squatter.stderr
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _with_metadata(name: str, kind: str = "ApprovalRequest", **meta: Any) -> dict[str, Any]:
+    if kind == "ApprovalRequest":
+        obj = approval_request(name, requester=WORKER, environment="test")
+    else:
+        obj = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+               "metadata": {"name": name},
+               "spec": {"approvalRef": {"name": "some-request"}, "requester": WORKER,
+                        "command": "kubectl rollout restart deployment/web -n apps"}}
+    obj["metadata"].update(meta)
+    return obj
+
+
+@pytest.mark.parametrize(("kind", "meta", "message"), [
+    ("ApprovalRequest", {"ownerReferences": [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "gone",
+        "uid": "00000000-0000-0000-0000-000000000001"}]},
+     "ApprovalRequests cannot be given metadata.ownerReferences"),
+    ("ApprovalRequest", {"finalizers": ["example.com/hold"]},
+     "ApprovalRequests cannot be given metadata.finalizers: a finalizer blocks deletion and "
+     "the retention of finished objects; remove finalizer(s) 'example.com/hold'"),
+    ("ApprovalRequest", {"annotations": {"wingman.dev/last-handled-configuration": "{}"}},
+     "reserved for the Wingman operator on ApprovalRequests; remove "
+     "'wingman.dev/last-handled-configuration'"),
+    ("ApprovalRequest", {"labels": {"kopf.zalando.org/x": "v1"}},
+     "remove 'kopf.zalando.org/x'"),
+    ("ExecutionGrant", {"finalizers": ["example.com/hold"]},
+     "ExecutionGrants cannot be given metadata.finalizers"),
+    ("ExecutionGrant", {"annotations": {"kopf.zalando.org/last-handled-configuration": "{}"}},
+     "reserved for the Wingman operator on ExecutionGrants"),
+])
+def test_metadata_a_worker_has_no_business_setting_is_refused(
+    cluster: LocalCluster, test_release: Release, kind: str, meta: dict[str, Any],
+    message: str,
+) -> None:
+    obj = _with_metadata(f"meta-{_suffix()}", kind, **meta)
+    result = cluster.kubectl("create", "--dry-run=server", "-n", test_release.namespace,
+                             "-f", "-", input=dump(obj), check=False, **_as("test", WORKER))
+    assert result.returncode != 0
+    assert message in " ".join(result.stderr.split()), result.stderr
+    plain = _with_metadata(f"meta-{_suffix()}", kind, labels={"team": "web"},
+                           annotations={"example.com/ticket": "42"})
+    ok = cluster.kubectl("create", "--dry-run=server", "-n", test_release.namespace, "-f", "-",
+                         input=dump(plain), check=False, **_as("test", WORKER))
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_approvers_cannot_add_reserved_metadata_or_finalizers_to_a_request(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    ns = test_release.namespace
+    name = f"meta-{_suffix()}"
+    assert _submit(cluster, test_release, name, WORKER).returncode == 0
+    annotate = cluster.kubectl("annotate", f"ar/{name}", "-n", ns,
+                               "wingman.dev/last-handled-configuration={}", check=False,
+                               **_as("test", APPROVER))
+    assert annotate.returncode != 0 and "reserved for the Wingman operator" in annotate.stderr
+    finalize = cluster.kubectl("patch", f"ar/{name}", "-n", ns, "--type=merge", "-p",
+                               json.dumps({"metadata": {"finalizers": ["example.com/x"]}}),
+                               check=False, **_as("test", APPROVER))
+    assert finalize.returncode != 0 and "metadata.finalizers" in finalize.stderr
+    own = cluster.kubectl("annotate", f"ar/{name}", "-n", ns, "example.com/note=fine",
+                          check=False, **_as("test", APPROVER))
+    assert own.returncode == 0, own.stderr

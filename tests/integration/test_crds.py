@@ -413,15 +413,3 @@ def test_kubectl_explain_documents_the_fields(cluster: LocalCluster, crds: Path)
     assert "append-only" in out and "several distinct approvers" in out
     out = " ".join(cluster.kubectl("explain", "executiongrants.status.tokenSHA256").stdout.split())
     assert "never stored" in out
-
-
-def test_kopf_peering_resource_is_served(cluster: LocalCluster, ns: str) -> None:
-    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
-               "metadata": {"name": "default"}}
-    _create(cluster, ns, peering)
-    status = {"status": {"wingman-operator-1": {"priority": 0, "lifetime": 60,
-                                                "lastseen": "2025-01-01T00:00:00Z"}}}
-    cluster.kubectl("patch", "kopfpeering/default", "-n", ns, "--type=merge",
-                    "-p", json.dumps(status))
-    kept = _get(cluster, ns, "kopfpeering/default")
-    assert kept["status"]["wingman-operator-1"]["priority"] == 0

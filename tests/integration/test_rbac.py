@@ -58,6 +58,7 @@ class Check:
 
 
 W = "wingman.dev"
+LEADER = "wingman-operator-leader"
 CHECKS = [
     # Workers ask and read; nothing else.
     Check("worker", "create", "approvalrequests", group=W, expected=True),
@@ -100,18 +101,22 @@ CHECKS = [
           expected=True),
     Check("operator", "update", "executiongrants", group=W, subresource="status",
           expected=True),
-    Check("operator", "patch", "approvalrequests", group=W, expected=True),
+    Check("operator", "delete", "approvalrequests", group=W, expected=True),  # retention
+    Check("operator", "delete", "executiongrants", group=W, expected=True),
     Check("operator", "create", "secrets", expected=True),
     Check("operator", "create", "jobs", group="batch", expected=True),
     Check("operator", "delete", "jobs", group="batch", expected=True),
     Check("operator", "update", "configmaps", expected=True),
     Check("operator", "delete", "leases", group="coordination.k8s.io", expected=True),
     Check("operator", "create", "events", expected=True),
-    Check("operator", "patch", "kopfpeerings", group="kopf.dev", expected=True),
+    Check("operator", "patch", "leases", group="coordination.k8s.io", name=LEADER,
+          expected=True),
+    Check("operator", "patch", "leases", group="coordination.k8s.io"),  # only its own Lease
     Check("operator", "watch", "customresourcedefinitions", group="apiextensions.k8s.io",
           where="cluster", expected=True),
     Check("operator", "create", "leases", group="coordination.k8s.io"),
-    Check("operator", "update", "approvalrequests", group=W),  # spec: patch only (finalizers)
+    Check("operator", "update", "approvalrequests", group=W),  # never the spec or metadata
+    Check("operator", "patch", "approvalrequests", group=W),
     Check("operator", "create", "pods"),
     Check("operator", "create", "pods", subresource="exec"),
     Check("operator", "create", "pods", subresource="attach"),

@@ -69,7 +69,9 @@ class OperatorProcess:
             "WINGMAN_LOG_FORMAT": "json",
             "WINGMAN_METRICS_PORT": str(self.metrics_port),
             "WINGMAN_HEALTH_PORT": str(self.health_port),
-            "WINGMAN_EXPIRY_INTERVAL_SECONDS": "1",
+            "WINGMAN_SWEEP_INTERVAL_SECONDS": "1",
+            # stable across restarts, as a pod name is across container restarts
+            "WINGMAN_POD_NAME": f"operator-{self.workdir.name}",
         }
         env.update(self.chart_env)
         env.update(self.extra_env)

@@ -23,6 +23,9 @@ def _env(container: dict[str, Any], namespace: str, extra: dict[str, str]) -> di
         elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == \
                 "metadata.namespace":
             env[item["name"]] = namespace
+        elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == \
+                "metadata.name":
+            env[item["name"]] = "wingman-operator-abc12-xyz"
         elif item["name"] in extra:
             env[item["name"]] = extra[item["name"]]
     return env
@@ -48,7 +51,8 @@ def test_the_chart_configures_the_operator_completely(environment: str, tmp_path
     assert settings.environment == environment
     assert settings.namespace == f"wingman-{environment}"
     assert settings.policy.name == environment
-    assert settings.peering is True
+    assert settings.leader_election is True
+    assert settings.identity == "wingman-operator-abc12-xyz"  # the pod name
     if environment == "prd":
         assert settings.audit_secret == "wingman-audit-dsn/dsn"
         assert settings.audit_target == "postgresql://writer:s3cret@db/audit"
@@ -87,7 +91,8 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
     ({"WINGMAN_OBJECT_LABELS": '{"team": 1}'}, "must map strings to strings"),
     ({"WINGMAN_OBJECT_LABELS": '["team"]'}, "must be a JSON object"),
     ({"WINGMAN_AUDIT_SECRET": "nokey"}, "must be 'name/key'"),
-    ({"WINGMAN_PEERING": "maybe"}, "true or false"),
+    ({"WINGMAN_LEADER_ELECTION": "maybe"}, "true or false"),
+    ({"WINGMAN_RENEW_DEADLINE_SECONDS": "12"}, "must give up before anyone else"),
 ])
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -43,10 +43,11 @@ number into the metric ``wingman_audit_head_sequence``) and verify with ``anchor
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from wingman.audit.checkpoints import Checkpoint, parse_checkpoints
@@ -95,6 +96,8 @@ __all__ = [
     "make_record",
     "open_sink",
     "parse_checkpoints",
+    "records_about",
+    "show_main",
     "verify",
     "verify_lines",
     "verify_main",
@@ -180,6 +183,50 @@ def verify(
             entries, anchor=anchor, expected_head=expected_head, expected_count=expected_count,
             checkpoints=checkpoints, resume=resume,
         )
+
+
+def records_about(target: str, name: str, namespace: str | None = None
+                  ) -> Iterator[dict[str, Any]]:
+    """The records (parsed, in order) whose subject is the object ``name`` (in ``namespace``
+    when given), and those naming it as the grant an approved command went to. Read-only; a
+    line that does not parse is skipped (``verify`` is what judges the chain)."""
+    kind, where = _parse_target(target)
+    entries = _postgres_entries(where) if kind == "postgres" else _file_entries(Path(where))
+    with contextlib.closing(entries):
+        for entry in entries:
+            try:
+                record = json.loads(entry.raw)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            subject = record.get("subject")
+            data = record.get("data")
+            subject = subject if isinstance(subject, dict) else {}
+            data = data if isinstance(data, dict) else {}
+            if namespace is not None and subject.get("namespace") not in (namespace, None, ""):
+                continue
+            if subject.get("name") == name or data.get("grant") == name:
+                yield record
+
+
+def show_main(target: str, name: str, namespace: str | None = None,
+              out: TextIO | None = None) -> int:
+    """``wingman audit show``: the records about one object as JSON lines; 0 when some were
+    found, 1 when none, 2 when the trail cannot be read."""
+    stream = out if out is not None else sys.stdout
+    found = 0
+    try:
+        for record in records_about(target, name, namespace):
+            print(json.dumps(record, sort_keys=True), file=stream)
+            found += 1
+    except (AuditUnavailable, ConfigError) as exc:
+        print(f"UNREADABLE: {exc.message}", file=sys.stderr)
+        return 2
+    if not found:
+        print(f"no audit records about {name!r}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def verify_main(

@@ -12,6 +12,7 @@ Thin: parses arguments and calls the module that owns the concept.
     wingman completion bash|zsh|fish
     wingman audit verify TARGET [-n NS] [--checkpoints FILE] [--audit-key PEM] [--expected-head]
     wingman audit witness --store FILE --hmac-key-file F [--audit-key PEM] [--listen H:P]
+    wingman audit show TARGET --subject NAME [-n NAMESPACE]
     wingman verify-privileges --namespace NS [--release R]
     wingman keys rotate|prune|show -n NS     (the operator's signing keys)
     wingman operator                         (the operator process; settings from WINGMAN_*)
@@ -183,6 +184,12 @@ def _parser() -> argparse.ArgumentParser:
     wp = asub.add_parser("witness", add_help=False,
                          help="run a reference witness that keeps signed checkpoints")
     wp.add_argument("rest", nargs=argparse.REMAINDER)
+    shp = asub.add_parser("show", help="print the records about one request or grant (also "
+                          "after retention deleted it) as JSON lines")
+    shp.add_argument("target", help="a JSON Lines file or a postgresql:// DSN")
+    shp.add_argument("--subject", required=True, help="the ApprovalRequest or ExecutionGrant "
+                     "name")
+    shp.add_argument("-n", "--namespace", help="only records of objects in this namespace")
 
     sp = command("keys", "the operator's signing keys (rotation)")
     ksub = sp.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
@@ -273,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "audit":
+        if args.audit_command == "show":
+            from wingman.audit import show_main
+
+            return show_main(args.target, args.subject, args.namespace)
         if args.audit_command == "witness":
             from wingman.audit.witness import witness_main
 

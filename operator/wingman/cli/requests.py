@@ -242,6 +242,16 @@ def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return _run(client, args, out)
 
 
+def retired_hint(name: str, namespace: str) -> str:
+    """Where a name that no longer exists went: finished requests and grants are deleted after
+    the environment's retention, and the audit trail keeps their story."""
+    return (f"If {name!r} existed and finished, it was retired after the environment's "
+            f"retention (policy.retentionSeconds) and the audit trail keeps its story: "
+            f"wingman audit show <audit target> --subject {name} -n {namespace} (the target is "
+            "the operator's audit file or PostgreSQL DSN; the last record, ApprovalRetired or "
+            "GrantRetired, marks its deletion)")
+
+
 def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
     cmd = args.command
     if cmd == "request":
@@ -273,13 +283,21 @@ def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
             return _answer(status, args, out)
         return _answer(status, args, out, EXIT_OK if started else None)
     if cmd == "result":
-        status = client.grant_status(args.name)
+        try:
+            status = client.grant_status(args.name)
+        except NotFound as exc:
+            raise NotFound(f"{exc.message}. {retired_hint(args.name, client.namespace)}"
+                           ) from None
         if args.wait:
             status = _waited(client, status, args, grant=True)
             return _answer(status, args, out)
         return _answer(status, args, out, EXIT_OK)
     if cmd == "describe":
-        obj = client.get_request_object(args.name)
+        try:
+            obj = client.get_request_object(args.name)
+        except NotFound as exc:
+            raise NotFound(f"{exc.message}. {retired_hint(args.name, client.namespace)}"
+                           ) from None
         grants = client.grants_of(args.name)
         status = client.request_status(args.name)
         if args.output == "text":
@@ -350,7 +368,26 @@ def grant_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[
         return []
 
 
-__all__ = ["EXIT_API", "EXIT_CODES", "EXIT_DENIED", "EXIT_EXPIRED", "EXIT_FAILED",
-           "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "EXIT_WAITING", "ClientError",
-           "NotFound", "Ticker", "client_for", "describe", "emit", "exit_code_for_error",
-           "grant_names", "main", "render", "request_names"]
+__all__ = [
+    "EXIT_API",
+    "EXIT_CODES",
+    "EXIT_DENIED",
+    "EXIT_EXPIRED",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "EXIT_WAITING",
+    "ClientError",
+    "NotFound",
+    "Ticker",
+    "client_for",
+    "describe",
+    "emit",
+    "exit_code_for_error",
+    "grant_names",
+    "main",
+    "render",
+    "request_names",
+    "retired_hint",
+]

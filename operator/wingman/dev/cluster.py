@@ -162,12 +162,50 @@ class LocalCluster:
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _user_kubeconfigs: dict[tuple[str, tuple[str, ...]], Path] = field(default_factory=dict)
     _owns_workdir: bool = True
+    _audit: bool = False
+    _argv: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.workdir / "apiserver-audit.jsonl"
+
+    def pid(self, component: str) -> int | None:
+        """The process id of ``etcd``, ``kube-apiserver`` or ``kube-controller-manager``."""
+        proc = self._procs.get(component)
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def pause(self, component: str) -> None:
+        """SIGSTOP a component (an outage that keeps its state); :meth:`resume` ends it."""
+        proc = self._procs[component]
+        os.killpg(proc.pid, signal.SIGSTOP)
+
+    def resume(self, component: str) -> None:
+        proc = self._procs[component]
+        os.killpg(proc.pid, signal.SIGCONT)
+
+    def kill(self, component: str) -> None:
+        """SIGKILL a component (an outage); :meth:`restart` starts it again as before."""
+        proc = self._procs[component]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def restart(self, component: str, timeout: float = 120.0) -> None:
+        """Start a component killed with :meth:`kill` again, with its original arguments."""
+        self._spawn(component, self._argv[component])
+        if component == "kube-apiserver":
+            self._wait_ready(timeout)
 
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def start(cls, workdir: Path | None = None, *, timeout: float = 120.0) -> LocalCluster:
-        """Start etcd, kube-apiserver and kube-controller-manager; wait until they serve."""
+    def start(cls, workdir: Path | None = None, *, timeout: float = 120.0,
+              audit_log: bool = False) -> LocalCluster:
+        """Start etcd, kube-apiserver and kube-controller-manager; wait until they serve.
+
+        With ``audit_log`` the API server writes every request's metadata (user, verb,
+        resource, response code) as JSON lines to :attr:`audit_log_path`, which the benchmarks
+        count API requests from."""
         devtools.provision()
         owns = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="wingman-cluster-")) if workdir is None else workdir
@@ -176,6 +214,7 @@ class LocalCluster:
         port = _free_port()
         server = f"https://127.0.0.1:{port}"
         cluster = cls(wd, server, wd / "admin.kubeconfig", ca, _owns_workdir=owns)
+        cluster._audit = audit_log
         try:
             cluster._boot(port, timeout)
         except BaseException:
@@ -190,7 +229,8 @@ class LocalCluster:
         return path
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        logfile = open(self.workdir / f"{name}.log", "wb")
+        self._argv[name] = argv
+        logfile = open(self.workdir / f"{name}.log", "ab")
         proc = subprocess.Popen(
             argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=self.workdir,
@@ -268,6 +308,7 @@ class LocalCluster:
             "ServiceAccount",
             "--allow-privileged=true",
             "--cert-dir", str(wd / "certs"),
+            *self._audit_flags(),
             "--v", "1",
         ])
         self._wait_ready(timeout)
@@ -288,6 +329,18 @@ class LocalCluster:
             "--v", "1",
         ])
         self._wait_controllers(timeout)
+
+    def _audit_flags(self) -> list[str]:
+        if not self._audit:
+            return []
+        policy = self._write("audit-policy.yaml", yaml.safe_dump({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+            "omitStages": ["RequestReceived", "ResponseStarted"],
+            "rules": [{"level": "Metadata"}]}).encode(), 0o644)
+        return ["--audit-policy-file", str(policy), "--audit-log-path",
+                str(self.audit_log_path), "--audit-log-format", "json",
+                "--audit-log-mode", "batch", "--audit-log-batch-max-wait", "1s",
+                "--audit-log-maxsize", "0"]
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.workdir / "ca.crt"))

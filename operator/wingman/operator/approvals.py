@@ -12,12 +12,18 @@ handler re-run after a crash changes nothing).
 - ``expired``: past ``status.expirationTime`` and not already final.
 - ``expiring``: a pending request within the policy's ``expiryWarningSeconds`` of its
   expiration gets ``ExpiringSoon`` and a Warning Event, once.
+- ``refused``: the request carries token-shaped text (``token_fields``) or cannot be processed
+  at all: Rejected at once with the reason, never reviewed (no reviewer, local or remote, ever
+  sees a credential).
 
 Lifetimes are separate: a pending request expires at its creation plus its pending lifetime
 (``lifetime_seconds``); the moment it is approved (auto-approval or the human approval that
 completes the count) ``status.approvedAt`` is set and ``expirationTime`` becomes that moment
 plus the policy's ``approvalTTLSeconds``: an approval's validity counts from the decision. A
 decision that arrives after the pending lifetime ended counts nothing (the request expires).
+
+``merged`` applies a transition's status to the body, so several transitions of one pass
+(review, then decisions already present) become one status write.
 
 ``usable`` says whether a grant may act on an approval now; ``granted_to`` names the grant an
 approved command was given to (``status.grants``: each approved command is granted once).
@@ -31,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wingman import conditions as cond
+from wingman.audit import looks_like_token
 from wingman.model import preview as previews
 from wingman.model.approvals import is_final, parse_time
 from wingman.review.consensus import Consensus, ReviewInput
@@ -282,6 +289,57 @@ def next_warning(body: Body, policy: EnvironmentPolicy) -> dt.datetime | None:
     return expires - dt.timedelta(seconds=policy.expiry_warning_seconds)
 
 
+def token_fields(body: Body) -> list[str]:
+    """Paths of the strings in ``spec``, labels and annotations that look like a capability
+    token (a JWT): the audit trail refuses to store such text, and no reviewer may see it."""
+    found: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if len(found) >= 10:
+            return
+        if isinstance(value, str):
+            if looks_like_token(value):
+                found.append(path)
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}")
+                if isinstance(k, str) and looks_like_token(k):
+                    found.append(f"{path} (a key)")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+
+    meta = body.get("metadata") or {}
+    walk(body.get("spec") or {}, "spec")
+    walk(meta.get("annotations") or {}, "metadata.annotations")
+    walk(meta.get("labels") or {}, "metadata.labels")
+    return found
+
+
+def refused(body: Body, reason: str, message: str, now: dt.datetime,
+            data: Mapping[str, Any] | None = None) -> Transition | None:
+    """Rejected without a review (token-shaped text, or an object the operator cannot
+    complete); None when the request is final already."""
+    if is_final(body):
+        return None
+    gen = _generation(body)
+    conds = _conditions(body)
+    if cond.get(conds, "Reviewed") is None:
+        conds = cond.set_condition(conds, "Reviewed", False, reason,
+                                   "not reviewed: " + message, gen, now)
+    conds = cond.set_condition(conds, "Rejected", True, reason, message, gen, now)
+    conds = cond.approval_ready(conds, gen, now)
+    phase = cond.approval_phase(conds)
+    return Transition({"conditions": conds, "phase": phase, "observedGeneration": gen},
+                      phase, reason, message, True, "ApprovalRejected",
+                      {"reason": reason, **(data or {})}, "Rejected")
+
+
+def merged(body: Body, t: Transition) -> dict[str, Any]:
+    """``body`` as it reads after ``t``'s status is written (a merge patch of the status)."""
+    return {**body, "status": {**(body.get("status") or {}), **t.status}}
+
+
 __all__ = ["Transition", "approval_expiration", "decided", "expiration_time", "expired",
-           "expiring", "is_reviewed", "lifetime_seconds", "next_warning", "review_input",
-           "reviewed"]
+           "expiring", "is_reviewed", "lifetime_seconds", "merged", "next_warning", "refused",
+           "review_input", "reviewed", "token_fields"]

@@ -196,6 +196,8 @@ class Checkpointer:
 def checkpoint_round(ctx: Context, checkpointer: Checkpointer) -> Checkpoint | None:
     """One round with its metrics and logs; never raises a ``WingmanError``."""
     metrics = ctx.metrics
+    if not ctx.leading:  # the replica that acts checkpoints; a standby only watches
+        return None
     try:
         checkpoint = checkpointer.round()
     except WitnessError as exc:

@@ -1,8 +1,17 @@
-"""The ``Context`` every handler shares, built once from ``OperatorSettings``.
+"""The ``Context`` every handler shares, built once from ``OperatorSettings``, and the one way
+an object is reconciled.
 
-It holds the API client, the signing keys, the audit sink, the reviewer panel, the allowlist
-and the metrics, and the one way a handler appends to the audit trail (durably, or the
-transition is refused and retried).
+It holds the API client, the signing keys, the audit sink, the reviewer panel, the allowlist,
+the metrics, what the watches told us (``state.Tracker``), the leader election and the Event
+poster, and:
+
+- ``audit``: the one way a handler appends to the audit trail (durably, or the transition is
+  refused and retried);
+- ``run``: reconcile one object under its own lock, only while this replica leads, and turn
+  every failure into what it means: a conflict is re-read and retried at once, an unreachable
+  or overloaded API server or a full audit volume is retried quietly within seconds, an error
+  that retrying cannot fix ends the object with a clear reason (``Reconciler.abandon``), and
+  only a bug logs a traceback (once per object, then retried with back-off).
 """
 
 from __future__ import annotations
@@ -10,18 +19,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import random
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-import kopf
-
-from wingman.audit import AuditRecord, AuditSink, open_sink
+from wingman.audit import REJECTED_REASON, AuditRecord, AuditSink, open_sink
 from wingman.capability import keyring as keyring
-from wingman.errors import AuditUnavailable, WingmanError
-from wingman.kube import SECRETS, Kube
+from wingman.errors import AuditUnavailable, ClusterError, WingmanError
+from wingman.kube import APPROVALS, GRANTS, SECRETS, ApiError, Kube, Resource
+from wingman.operator.events import Events
 from wingman.operator.metrics import Metrics
+from wingman.operator.state import Entry, Tracker
 from wingman.review.consensus import PanelConfig
 from wingman.review.panel import voters_from_config
 from wingman.scope import Allowlist
@@ -29,6 +41,55 @@ from wingman.settings import OperatorSettings
 
 T = TypeVar("T")
 log = logging.getLogger("wingman.operator")
+
+KINDS: dict[str, Resource] = {"approval": APPROVALS, "grant": GRANTS}
+#: Delays (seconds) of the quiet retries of a transient failure, then the last one repeats.
+TRANSIENT_DELAYS = (0.5, 1.0, 2.0, 3.0, 5.0)
+#: Delays of the retries after an unexpected error (a bug, logged once with its traceback).
+BUG_DELAYS = (5.0, 10.0, 30.0, 60.0)
+
+
+class NotLeading(Exception):
+    """This replica does not hold the leader lease (any more): stop without writing."""
+
+
+class Retry(Exception):
+    """Run this object again after ``delay`` seconds with a fresh read (a conflict, a race)."""
+
+    def __init__(self, why: str, delay: float = 0.0) -> None:
+        super().__init__(why)
+        self.delay = delay
+
+
+class Reconciler(Protocol):
+    async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None: ...
+
+    async def abandon(self, ctx: Context, body: dict[str, Any], reason: str,
+                      message: str) -> None: ...
+
+
+class Leadership(Protocol):
+    @property
+    def leading(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, *, release: bool = True) -> None: ...
+
+
+def permanent(exc: BaseException) -> bool:
+    """Whether retrying can never make this call succeed (the request itself is refused)."""
+    if isinstance(exc, ApiError):
+        return exc.status in (400, 413, 422)
+    if isinstance(exc, AuditUnavailable):
+        return exc.reason == REJECTED_REASON
+    return False
+
+
+@dataclass
+class _Lock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 @dataclass
@@ -40,24 +101,52 @@ class Context:
     panel: PanelConfig
     allowlist: Allowlist
     metrics: Metrics
+    identity: str = "wingman-operator"
     started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
-    # uid -> (phase, creation time) of every ApprovalRequest seen (for the gauges)
-    approvals: dict[str, tuple[str, dt.datetime]] = field(default_factory=dict)
+    tracker: Tracker = field(default_factory=Tracker)
     # grants whose terminal phase / replay condition has been counted already
     counted: set[str] = field(default_factory=set)
     audit_lock: threading.Lock = field(default_factory=threading.Lock)
+    leader: Leadership | None = None
+    events: Events | None = None
+    reconcilers: dict[str, Reconciler] = field(default_factory=dict)
+    _locks: dict[str, _Lock] = field(default_factory=dict)
+    _retries: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    _attempts: dict[str, int] = field(default_factory=dict)
+    _quiet_until: float = 0.0
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def env(self) -> str:
         return self.settings.environment
 
+    @property
+    def leading(self) -> bool:
+        return self.leader is None or self.leader.leading
+
+    def check_leading(self) -> None:
+        """Before every write: a replica that lost the lease stops here."""
+        if not self.leading:
+            raise NotLeading
+
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (API, audit) off the event loop."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A write to the API server: only while leading."""
+        self.check_leading()
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def event(self, obj: Any, type_: str, reason: str, message: str) -> None:
+        if self.events is not None:
+            self.events.post(obj, type_, reason, message)
+
     async def audit(self, event: str, subject: dict[str, Any], data: dict[str, Any]
                     ) -> AuditRecord:
-        """Append durably or raise TemporaryError: no transition without its record."""
+        """Append durably or raise AuditUnavailable: no transition without its record."""
+        self.check_leading()
+
         def append() -> AuditRecord:
             with self.audit_lock:
                 return self.sink.append(event, actor="operator", subject=subject, data=data)
@@ -65,11 +154,148 @@ class Context:
             record = await self.call(append)
         except AuditUnavailable as exc:
             self.metrics.audit_errors.labels(component="operator").inc()
-            log.error("audit append failed; the transition is refused and retried",
-                      extra={"event": event, "reason": exc.reason})
-            raise kopf.TemporaryError(f"audit trail unavailable: {exc}", delay=10) from None
+            raise exc from None
         self.metrics.audit_sequence.set(record.seq)
         return record
+
+    # -- reconciling ------------------------------------------------------------------------
+    @contextmanager
+    def _keyed(self, key: str) -> Iterator[asyncio.Lock]:
+        slot = self._locks.setdefault(key, _Lock())
+        slot.users += 1
+        try:
+            yield slot.lock
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                self._locks.pop(key, None)
+
+    def entry(self, kind: str, uid: str) -> Entry | None:
+        table = self.tracker.approvals if kind == "approval" else self.tracker.grants
+        return table.get(uid)
+
+    async def run(self, kind: str, body: dict[str, Any]) -> None:
+        """Reconcile ``body`` (of ``kind``) now; see the module docstring for failures."""
+        if not self.leading:
+            return
+        meta = body.get("metadata") or {}
+        uid, name = str(meta.get("uid", "")), str(meta.get("name", ""))
+        key = f"{kind}/{uid}"
+        pending = self._retries.pop(key, None)
+        if pending is not None:
+            pending.cancel()
+        with self._keyed(key) as lock:
+            async with lock:
+                entry = self.entry(kind, uid)
+                if entry is not None:
+                    entry.attempted = time.monotonic()
+                try:
+                    await self.reconcilers[kind].reconcile(self, body)
+                except NotLeading:
+                    return
+                except Retry as exc:
+                    self._again(kind, meta, exc.delay, str(exc), quiet=True)
+                    return
+                except (ClusterError, AuditUnavailable) as exc:
+                    if isinstance(exc, ApiError) and exc.not_found:
+                        return  # deleted meanwhile: nothing left to do
+                    if permanent(exc):
+                        await self._abandon(kind, body, exc)
+                        return
+                    self._transient(kind, meta, exc)
+                    return
+                except Exception as exc:
+                    self.metrics.reconcile_errors.labels(resource=KINDS[kind].plural).inc()
+                    attempt = self._attempts.get(key, 0)
+                    if attempt == 0:
+                        log.exception("unexpected error while reconciling; retrying",
+                                      extra={"kind": kind, "object": name})
+                    else:
+                        log.warning("unexpected error while reconciling again; retrying",
+                                    extra={"kind": kind, "object": name,
+                                           "error": f"{type(exc).__name__}: {exc}"[:300]})
+                    delay = BUG_DELAYS[min(attempt, len(BUG_DELAYS) - 1)]
+                    self._again(kind, meta, delay, type(exc).__name__, quiet=True, bump=True)
+                    return
+        self._attempts.pop(key, None)
+
+    def _transient(self, kind: str, meta: dict[str, Any], exc: Exception) -> None:
+        key = f"{kind}/{meta.get('uid', '')}"
+        attempt = self._attempts.get(key, 0)
+        delay = TRANSIENT_DELAYS[min(attempt, len(TRANSIENT_DELAYS) - 1)]
+        reason = getattr(exc, "reason", type(exc).__name__)
+        self.metrics.retries.labels(resource=KINDS[kind].plural, reason=str(reason)).inc()
+        now = time.monotonic()
+        if now >= self._quiet_until:  # one line per few seconds, however many objects wait
+            self._quiet_until = now + 10.0
+            log.warning("transient failure; retrying quietly", extra={
+                "kind": kind, "object": meta.get("name"), "reason": reason,
+                "error": str(exc)[:300], "retry_in_seconds": delay})
+        self._again(kind, meta, delay, str(reason), quiet=True, bump=True)
+
+    def _again(self, kind: str, meta: dict[str, Any], delay: float, why: str, *,
+               quiet: bool, bump: bool = False) -> None:
+        key = f"{kind}/{meta.get('uid', '')}"
+        if bump:
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+        delay = delay * (0.8 + 0.4 * random.random())  # noqa: S311 - jitter, not security
+        loop = asyncio.get_running_loop()
+        old = self._retries.pop(key, None)
+        if old is not None:
+            old.cancel()
+        ns, name, uid = str(meta.get("namespace", "")), str(meta.get("name", "")), \
+            str(meta.get("uid", ""))
+        self._retries[key] = loop.call_later(
+            delay, lambda: self._spawn(self.resync(kind, ns, name, uid)))
+        if not quiet:
+            log.info("retrying", extra={"kind": kind, "object": name, "why": why})
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def resync(self, kind: str, namespace: str, name: str, uid: str = "") -> None:
+        """Read the object afresh and reconcile it (a retry, the sweep, a new leader)."""
+        key = f"{kind}/{uid}"
+        self._retries.pop(key, None)
+        if not self.leading:
+            return
+        try:
+            body = await self.call(self.kube.get_or_none, KINDS[kind], namespace, name)
+        except ClusterError as exc:
+            self._transient(kind, {"namespace": namespace, "name": name, "uid": uid}, exc)
+            return
+        if body is None or (uid and body["metadata"].get("uid") != uid):
+            self.tracker.forget(kind, uid)
+            self._attempts.pop(key, None)
+            return
+        await self.run(kind, body)
+
+    async def _abandon(self, kind: str, body: dict[str, Any], exc: BaseException) -> None:
+        meta = body.get("metadata") or {}
+        reason = "AuditRecordRejected" if isinstance(exc, AuditUnavailable) else \
+            "OperatorWriteRejected"
+        message = (f"the operator cannot complete this {KINDS[kind].plural[:-1]}: {exc}"
+                   if isinstance(exc, AuditUnavailable) else
+                   f"the API server refused the operator's write and retrying cannot help "
+                   f"({exc}); fix the object (for example its size) and submit a new one")
+        log.warning("object ended: retrying cannot help", extra={
+            "kind": kind, "object": meta.get("name"), "reason": reason, "error": str(exc)[:500]})
+        self.metrics.reconcile_errors.labels(resource=KINDS[kind].plural).inc()
+        try:
+            await self.reconcilers[kind].abandon(self, body, reason, message[:1000])
+        except NotLeading:
+            return
+        except (ClusterError, AuditUnavailable) as again:
+            if permanent(again):
+                # not even the short refusal could be written: say so where we still can
+                self.event(body, "Warning", reason, message)
+                entry = self.entry(kind, str(meta.get("uid", "")))
+                if entry is not None:
+                    entry.needs = None
+                return
+            self._transient(kind, meta, again)
 
 
 def subject_of(body: Any) -> dict[str, Any]:
@@ -98,12 +324,15 @@ def build_context(settings: OperatorSettings, kube: Kube | None = None) -> Conte
     sink = open_sink(settings.audit_target)
     metrics = Metrics()
     metrics.signing_keys.set(len(ring.keys))
-    ctx = Context(settings, kube, ring, sink, panel, allowlist, metrics)
+    ctx = Context(settings, kube, ring, sink, panel, allowlist, metrics,
+                  identity=settings.identity)
+    ctx.events = Events(kube, settings.identity, metrics.events_dropped)
     sink.append("OperatorStarted", actor="operator",
                 subject={"kind": "Namespace", "name": settings.namespace},
                 data={"environment": settings.environment, "signingKid": ring.active,
                       "keyGenerated": created, "voters": [v.name for v in voters],
-                      "threshold": spec.threshold, "quorum": spec.quorum})
+                      "threshold": spec.threshold, "quorum": spec.quorum,
+                      "identity": settings.identity})
     return ctx
 
 
@@ -122,4 +351,5 @@ def _allowed(allowlist: Allowlist, command: str) -> bool:
         return False
 
 
-__all__ = ["Context", "build_context", "subject_of"]
+__all__ = ["KINDS", "Context", "NotLeading", "Reconciler", "Retry", "build_context",
+           "permanent", "subject_of"]

@@ -105,11 +105,33 @@ class Metrics:
         self.signing_keys = Gauge(
             "wingman_public_keys", "Public keys published for the gateway (rotation overlap).",
             registry=r)
+        self.retries = Counter(
+            "wingman_reconcile_retries_total",
+            "Reconciles retried after a transient failure (API server unreachable or "
+            "overloaded, audit sink unavailable), by resource and reason.",
+            ["resource", "reason"], registry=r)
+        self.unprocessed = Gauge(
+            "wingman_unprocessed_objects",
+            "ApprovalRequests and ExecutionGrants that still wait for the operator.",
+            ["environment", "resource"], registry=r)
+        self.oldest_unprocessed = Gauge(
+            "wingman_oldest_unprocessed_seconds",
+            "Age of the oldest ApprovalRequest or ExecutionGrant still waiting for the "
+            "operator (0 when none).", ["environment", "resource"], registry=r)
+        self.retired = Counter(
+            "wingman_retired_total",
+            "Finished ApprovalRequests and ExecutionGrants deleted after the retention "
+            "(their story stays in the audit trail).", ["environment", "resource"], registry=r)
+        self.events_dropped = Counter(
+            "wingman_events_dropped_total",
+            "Kubernetes Events the operator could not post (the API server refused or was "
+            "unreachable).", registry=r)
         self.up = Gauge("wingman_operator_ready",
                         "1 when the operator has started and holds its configuration.",
                         registry=r)
         self.active = Gauge("wingman_operator_active",
-                            "1 while this replica acts (ready: started, not paused by peering).",
+                            "1 while this replica acts (ready: started, holds the leader "
+                            "Lease); 0 when it stands by.",
                             registry=r)
 
     def denial(self, environment: str, stage: str, reason: str) -> None:

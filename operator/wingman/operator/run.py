@@ -1,13 +1,15 @@
 """The operator process: kopf configured for Wingman, the handlers registered, ``run_operator``.
 
-One operator serves one namespace (one environment); replicas coordinate through kopf peering
-so that only one acts.
+One operator serves one namespace (one environment). Every replica watches; the one holding
+the leader Lease acts (``leader``). kopf is used for its watches only: the handlers are
+``on.event`` handlers that reconcile from the object they are given, so kopf keeps no
+progress or last-handled state in the objects (nothing a worker or approver could edit) and
+makes no writes of its own.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import sys
 import threading
 from typing import Any
@@ -15,19 +17,20 @@ from typing import Any
 import kopf
 
 from wingman.errors import WingmanError
-from wingman.kube import Resource
 from wingman.logs import setup_logging
 from wingman.operator.context import Context, build_context
+from wingman.operator.leader import AlwaysLeader, LeaderElector, Timing
 from wingman.operator.metrics import serve
 from wingman.operator.readiness import Readiness
 from wingman.settings import OperatorSettings
 
-PEERINGS = Resource("kopf.dev", "v1", "kopfpeerings")
-
 log = logging.getLogger("wingman.operator")
 
+#: The name Events are reported by (``kubectl describe`` shows it under "From").
+EVENT_SOURCE = "wingman-operator"
 
-def make_registry(ctx: Context) -> kopf.OperatorRegistry:
+
+def make_registry(ctx: Context) -> tuple[kopf.OperatorRegistry, Any]:
     from wingman.operator import checkpoints
     from wingman.operator.handlers import approvals, grants, housekeeping
 
@@ -40,77 +43,81 @@ def make_registry(ctx: Context) -> kopf.OperatorRegistry:
 
     approvals.register(registry, ctx)
     grants.register(registry, ctx)
-    housekeeping.register(registry, ctx)
+    sweeper = housekeeping.register(registry, ctx)
     checkpoints.register(registry, ctx)
-    return registry
+    return registry, sweeper
 
 
-#: The name Events are reported by (``kubectl describe`` shows it under "From").
-EVENT_SOURCE = "wingman-operator"
-
-
-def configure_kopf(settings: kopf.OperatorSettings, peering: bool, *, instance: str = ""
-                   ) -> None:
-    """Progress in annotations under wingman.dev (status is schema-pruned), our own Events,
-    reported by ``wingman-operator`` (``instance``: this replica's pod)."""
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """Watches only: no peering (the Lease decides), no Events of kopf's own (the operator
+    posts its own, as ``wingman-operator``), short retries of failed list/watch calls so that
+    the operator is back within seconds of the API server."""
+    settings.posting.enabled = False
     settings.posting.reporting_component = EVENT_SOURCE
-    if instance:
-        settings.posting.reporting_instance = instance
-    settings.posting.event_name_prefix = "wingman-"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="wingman.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="wingman.dev", key="last-handled-configuration")
-    settings.posting.level = logging.WARNING
-    settings.peering.name = "default"
-    settings.peering.mandatory = peering
-    settings.peering.standalone = not peering
+    settings.peering.standalone = True
+    settings.peering.mandatory = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 0.5
+    settings.networking.error_backoffs = (0.5, 1, 1, 2, 2, 3)
+    settings.batching.batch_window = 0.02
 
 
-def run_operator(settings: OperatorSettings, *, peering: bool | None = None,
-                 stop_flag: threading.Event | None = None,
+def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | None = None,
                  ready_flag: threading.Event | None = None) -> int:
     """Run until stopped; 2 on a configuration or startup error (message on stderr).
 
     Liveness is kopf's ``/healthz`` on the health port; readiness (``/readyz``, beside
-    ``/metrics`` on the metrics port) is true only while this replica acts."""
+    ``/metrics`` on the metrics port) is true only while this replica acts (holds the leader
+    Lease)."""
     setup_logging(settings.log_format, settings.log_level, component="operator")
     try:
         ctx = build_context(settings)
     except WingmanError as exc:
         print(f"wingman operator: cannot start: {exc}", file=sys.stderr)
         return 2
-    use_peering = settings.peering if peering is None else peering
-    priority = secrets.randbelow(2**31) + 1 if use_peering else 0
+    registry, sweeper = make_registry(ctx)
+
+    def changed(leading: bool) -> None:
+        ctx.metrics.active.set(1 if leading else 0)
+        sweeper.leadership_changed(leading)
+
+    if settings.leader_election:
+        ctx.leader = LeaderElector(
+            ctx.kube, settings.namespace, settings.leader_lease, settings.identity,
+            timing=Timing(settings.lease_duration_seconds, settings.renew_deadline_seconds,
+                          settings.retry_period_seconds), on_change=changed)
+    else:
+        ctx.leader = AlwaysLeader(on_change=changed)
     started = ready_flag if ready_flag is not None else threading.Event()
-    readiness = Readiness(
-        started=started, stopping=stop_flag, priority=priority,
-        peering=(lambda: ctx.kube.get_or_none(PEERINGS, settings.namespace, "default"))
-        if use_peering else None)
+    leader = ctx.leader
+    readiness = Readiness(started=started, stopping=stop_flag,
+                          leading=(lambda: leader.leading) if settings.leader_election else None,
+                          lease=settings.leader_lease)
     server = serve(settings.metrics_port, ctx.metrics, readiness.check)
     log.info("operator starting", extra={
         "namespace": settings.namespace, "environment": settings.environment,
-        "metrics_port": server.server_port, "signing_kid": ctx.ring.active})
-    registry = make_registry(ctx)
+        "metrics_port": server.server_port, "signing_kid": ctx.ring.active,
+        "identity": settings.identity, "leader_election": settings.leader_election})
     kopf_settings = kopf.OperatorSettings()
-    configure_kopf(kopf_settings, use_peering, instance=settings.pod_name)
+    configure_kopf(kopf_settings)
     ctx.metrics.up.set(1)
+    ctx.leader.start()
     try:
         kopf.run(
             registry=registry, settings=kopf_settings, namespaces=[settings.namespace],
-            clusterwide=False, standalone=not use_peering,
-            priority=priority if use_peering else None,
-            peering_name="default" if use_peering else None,
+            clusterwide=False, standalone=True,
             liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
             stop_flag=stop_flag, ready_flag=started,
         )
     finally:
         ctx.metrics.up.set(0)
+        ctx.leader.stop(release=True)
         server.shutdown()
         ctx.sink.close()
         ctx.kube.close()
     return 0
 
 
-__all__ = ["EVENT_SOURCE", "PEERINGS", "configure_kopf", "make_registry", "run_operator"]
+__all__ = ["EVENT_SOURCE", "configure_kopf", "make_registry", "run_operator"]

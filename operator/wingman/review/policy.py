@@ -84,6 +84,9 @@ class EnvironmentPolicy:
     token_ttl_seconds: int = 300
     max_token_ttl_seconds: int = 900
     request_ttl_seconds: int = 86400
+    #: How long finished requests and grants stay before the operator deletes them (their
+    #: story stays in the audit trail); 0 keeps them forever.
+    retention_seconds: int = 604800
     allowlist: tuple[str, ...] = ()
     workers_may_grant: bool = False
     panel: PanelSpec = field(default_factory=PanelSpec)
@@ -166,6 +169,7 @@ class EnvironmentPolicy:
             token_ttl_seconds=token_ttl,
             max_token_ttl_seconds=max_ttl,
             request_ttl_seconds=integer("requestTTLSeconds", 86400, 60, 604800),
+            retention_seconds=integer("retentionSeconds", 604800, 0, 31536000),
             allowlist=tuple(allowlist),
             workers_may_grant=boolean("workersMayGrant", False),
             panel=PanelSpec(threshold, quorum, tuple(dict(v) for v in voters), float(timeout)),

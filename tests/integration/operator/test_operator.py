@@ -553,7 +553,7 @@ def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:
     second = OperatorProcess(env.cluster, env.ns, tmp_path / "second")
     second.start()
     try:
-        time.sleep(3)  # peering: the replica with the lower priority pauses
+        time.sleep(3)  # the second replica stands by: the first holds the leader Lease
         # readiness tells them apart: exactly one replica is ready (the one that acts)
         verdicts = wait_for("one ready replica", lambda: (v := sorted(
             (op.readiness() for op in (env.op, second)), key=lambda r: r[0])) and
@@ -623,3 +623,54 @@ def test_a_grant_reset_to_pending_after_its_token_was_minted_never_gets_a_second
     assert env.secret("g") is None
     minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"]
     assert len(minted) == 1
+
+
+def test_operator_state_is_never_taken_from_metadata_others_can_write(env: Env) -> None:
+    """Issue 10, defect 9: the operator's bookkeeping must not live where workers and approvers
+    write. Admission refuses the operator's annotation domains to them; and even without that
+    policy, such annotations (an approver's Reject patched together with kopf's last-handled
+    configuration, a worker's request created with it) change nothing the operator does."""
+    key = "wingman.dev/last-handled-configuration"
+    env.request("req")
+    ar = env.wait_phase("ar", "req", "AutoApproved")
+    reject = {"verdict": "Reject", "by": APPROVER, "reason": "not now"}
+    spec_after = {**ar["spec"], "decisions": [reject]}
+    attack = json.dumps([{"op": "add", "path": "/spec/decisions", "value": [reject]},
+                         {"op": "add", "path": "/metadata/annotations",
+                          "value": {key: json.dumps({"spec": spec_after})}}])
+    refused = env.as_approver("patch", "ar", "req", "--type=json", "-p", attack, check=False)
+    assert refused.returncode != 0
+    assert f"reserved for the Wingman operator on ApprovalRequests; remove '{key}'" in \
+        " ".join(refused.stderr.split())
+    marked = approval_request("pre-marked", requester=WORKER, environment="test",
+                              commands=(RESTART,))
+    marked["metadata"]["annotations"] = {key: json.dumps({"spec": marked["spec"]})}
+    refused = env.as_worker("create", "-f", "-", input=json.dumps(marked), check=False)
+    assert refused.returncode != 0 and "reserved for the Wingman operator" in refused.stderr
+
+    binding = f"wingman-{env.ns}-metadata"
+    saved = json.loads(env.cluster.kubectl("get", "validatingadmissionpolicybinding", binding,
+                                           "-o", "json").stdout)
+    env.cluster.kubectl("delete", "validatingadmissionpolicybinding", binding)
+    try:
+        def lets_through() -> bool:
+            probe = env.as_worker("create", "--dry-run=server", "-f", "-",
+                                  input=json.dumps(marked), check=False)
+            return probe.returncode == 0
+        wait_for("the metadata policy to be gone", lets_through, 30)
+        env.as_approver("patch", "ar", "req", "--type=json", "-p", attack)
+        ar = env.wait_phase("ar", "req", "Rejected")
+        conds = {c["type"]: c["status"] for c in ar["status"]["conditions"]}
+        assert conds["Revoked"] == "True"
+        env.grant("after", "req", RESTART)
+        eg = env.wait_phase("eg", "after", "Denied")
+        assert eg["status"]["reason"] == "ApprovalRevoked"
+        assert env.secret("after") is None
+        env.as_worker("create", "-f", "-", input=json.dumps(marked))
+        env.wait_phase("ar", "pre-marked", "AutoApproved")
+    finally:
+        meta = saved["metadata"]
+        for k in ("resourceVersion", "uid", "creationTimestamp", "generation",
+                  "managedFields"):
+            meta.pop(k, None)
+        env.cluster.kubectl("create", "-f", "-", input=json.dumps(saved))

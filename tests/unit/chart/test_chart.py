@@ -80,7 +80,7 @@ def test_rendered_objects_cover_the_design(rendered: Rendered) -> None:
     assert {
         "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap",
-        "Deployment", "Service", "KopfPeering", "Pod",
+        "Deployment", "Service", "Lease", "Pod",
     } <= kinds
     names = {o["metadata"]["name"] for o in find(objs, "ServiceAccount")}
     assert {"wingman-operator", "wingman-gateway"} <= names
@@ -90,8 +90,7 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
     top = sorted(p.name for p in CRDS_DIR.glob("*.yaml"))
     chart = sorted(p.name for p in (CHART_DIR / "crds").glob("*.yaml"))
     assert top == chart, "charts/wingman/crds/ must hold exactly the files of crds/"
-    assert {"approvalrequests.wingman.dev.yaml", "executiongrants.wingman.dev.yaml",
-            "kopfpeerings.kopf.dev.yaml"} <= set(top)
+    assert {"approvalrequests.wingman.dev.yaml", "executiongrants.wingman.dev.yaml"} <= set(top)
     _, mismatch, errors = filecmp.cmpfiles(CRDS_DIR, CHART_DIR / "crds", top, shallow=False)
     assert mismatch == [] and errors == [], (
         f"differ: {mismatch + errors}; copy crds/*.yaml to charts/wingman/crds/"
@@ -429,7 +428,7 @@ def test_admission_policies_are_bound_to_the_release_namespace(
                              f"wingman-{NS}-gateway-writes", f"wingman-{NS}-gateway-pods",
                              f"wingman-{NS}-gateway-jobs", f"wingman-{NS}-preview-pods",
                              f"wingman-{NS}-preview-jobs", f"wingman-{NS}-preview-dry-run",
-                             f"wingman-{NS}-audit-checkpoints"}
+                             f"wingman-{NS}-audit-checkpoints", f"wingman-{NS}-metadata"}
     (writer,) = policies[f"wingman-{NS}-gateway-writes"]["spec"]["matchConditions"]
     assert f"'system:serviceaccount:{NS}:wingman-gateway'" in writer["expression"]
     for policy in policies.values():

@@ -217,3 +217,42 @@ def test_a_pending_request_is_warned_once_before_it_expires() -> None:
     assert "ExpiringSoon" not in {c["type"] for c in approved.status["conditions"]}
     off = EnvironmentPolicy.from_dict({"environment": "prd", "expiryWarningSeconds": 0})
     assert approvals.next_warning(_awaiting(off), off) is None
+
+
+JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl"
+
+
+def test_token_shaped_text_anywhere_a_worker_writes_is_found_by_its_path() -> None:
+    b = body()
+    assert approvals.token_fields(b) == []
+    b["spec"]["requester"] = f"alice {JWT}"
+    b["metadata"]["annotations"] = {"note": JWT, "fine": "plain text"}
+    b["metadata"]["labels"] = {"x": "y"}
+    assert approvals.token_fields(b) == ["spec.requester", "metadata.annotations.note"]
+
+
+def test_a_refused_request_is_rejected_with_the_reason_and_is_never_reviewed() -> None:
+    t = approvals.refused(body(), "LooksLikeToken", "spec.requester looks like a token", NOW,
+                          {"fields": ["spec.requester"]})
+    assert t is not None and t.phase == "Rejected" and t.warning
+    assert t.audit_event == "ApprovalRejected"
+    assert t.audit_data == {"reason": "LooksLikeToken", "fields": ["spec.requester"]}
+    conds = {c["type"]: c for c in t.status["conditions"]}
+    assert conds["Rejected"]["reason"] == "LooksLikeToken"
+    assert conds["Reviewed"]["status"] == "False", "marked as handled, not as reviewed"
+    done = approvals.merged(body(), t)
+    assert approvals.is_reviewed(done) and rules.is_final(done)
+    assert approvals.reviewed(done, panel(Verdict.APPROVE), TEST, NOW) is None
+    assert approvals.refused(done, "LooksLikeToken", "again", NOW) is None
+
+
+def test_review_and_decisions_already_present_merge_into_one_status() -> None:
+    b = body()
+    b["spec"]["decisions"] = [{"verdict": "Approve", "by": "bob"}]
+    t1 = approvals.reviewed(b, panel(Verdict.REJECT, Risk.HIGH), TEST, NOW)
+    assert t1 is not None and t1.phase == "AwaitingDecision"
+    t2 = approvals.decided(approvals.merged(b, t1), TEST, NOW)
+    assert t2 is not None and t2.phase == "Approved"
+    final = approvals.merged(approvals.merged(b, t1), t2)
+    assert final["status"]["consensus"] == t1.status["consensus"]
+    assert approval_phase(final["status"]["conditions"]) == "Approved"

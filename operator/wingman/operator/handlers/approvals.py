@@ -1,5 +1,18 @@
-"""ApprovalRequest handlers: review on create/resume, count decisions, warn and expire on a
-timer."""
+"""ApprovalRequest: review, count decisions, warn, expire — one level-triggered reconcile.
+
+Every watch event of a request feeds the tracker; when the request still needs something
+(``state.approval_needs``: a review, decisions not yet counted, the warning before a pending
+request expires, an expiry) the leader
+reconciles it from the body the event carried, without reading it again. All transitions due
+in one pass (a review and the decisions approvers already added, say) are audited one by one
+and written in one status write, guarded by the resourceVersion that was read: a request that
+changed meanwhile is re-read and reconciled again (the panel's result is kept, the panel does
+not run twice). The events of the operator's own writes find nothing to do.
+
+Nothing of the operator's progress lives in the object's metadata: what the operator did is
+its status, which only the operator writes. Expiries and warnings that fall due are found by
+the shared sweep (``housekeeping``), not by a timer per request.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +23,10 @@ from typing import Any
 import kopf
 
 from wingman import GROUP, VERSION
-from wingman.kube import APPROVALS
-from wingman.model import approvals as rules
+from wingman.kube import APPROVALS, ApiError
 from wingman.operator import approvals as logic
-from wingman.operator.context import Context, subject_of
-from wingman.review.consensus import run_panel
+from wingman.operator.context import Context, Retry, subject_of
+from wingman.review.consensus import Consensus, run_panel
 
 log = logging.getLogger("wingman.operator.approvals")
 
@@ -23,98 +35,120 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def apply(ctx: Context, body: Any, t: logic.Transition) -> dict[str, Any]:
-    """Audit (durably), write status, post the Event, count: in that order."""
-    subject = subject_of(body)
-    record = await ctx.audit(t.audit_event, subject, {**t.audit_data, "phase": t.phase})
-    status = {**t.status, "auditHead": f"sha256:{record.hash}"}
-    meta = body["metadata"]
-    updated = await ctx.call(ctx.kube.patch, APPROVALS, meta["namespace"], meta["name"],
-                             {"status": status}, subresource="status")
-    kopf.event(body, type="Warning" if t.warning else "Normal", reason=t.event_reason,
-               message=t.message[:1000])
-    ctx.metrics.transitions.labels(environment=ctx.env, phase=t.phase).inc()
-    if t.decision:
-        ctx.metrics.decisions.labels(environment=ctx.env, decision=t.decision).inc()
-    log.info("approval transition", extra={"approval": meta["name"], "phase": t.phase,
-                                           "reason": t.event_reason})
-    return updated
+def pending_decisions(ctx: Context, body: Any, now: dt.datetime) -> bool:
+    return logic.is_reviewed(body) and logic.decided(body, ctx.settings.policy, now) is not None
 
 
-async def review(ctx: Context, body: Any) -> None:
-    """Run the panel once, write its result, then count any decisions already present."""
-    if not logic.is_reviewed(body):
-        consensus = await run_panel(ctx.panel, logic.review_input(body))
-        ctx.metrics.consensus_latency.labels(environment=ctx.env).observe(
-            consensus.duration_seconds)
-        for vote in consensus.votes:
-            ctx.metrics.votes.labels(environment=ctx.env, voter=vote.voter,
-                                     verdict=vote.verdict.value).inc()
-        t = logic.reviewed(body, consensus, ctx.settings.policy, _now())
+def observe(ctx: Context, body: Any) -> Any:
+    now = _now()
+    return ctx.tracker.observe_approval(body, pending_decisions(ctx, body, now), now,
+                                        warn_at=logic.next_warning(body, ctx.settings.policy))
+
+
+class Approvals:
+    """The reconciler of ApprovalRequests (``Context.run`` calls it under the object's lock)."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, Consensus] = {}  # panel results not yet written, by uid
+
+    async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
+        now = _now()
+        uid = str(body["metadata"]["uid"])
+        transitions: list[logic.Transition] = []
+        current: dict[str, Any] = body
+        fields = logic.token_fields(body)
+        if fields:
+            t = logic.refused(body, "LooksLikeToken",
+                              f"{', '.join(fields)} contain(s) text shaped like a capability "
+                              "token (a JWT); Wingman never records, reviews or passes "
+                              "credentials: submit a new request without it", now,
+                              {"fields": fields})
+            if t is not None:
+                transitions.append(t)
+        elif not logic.is_reviewed(body):
+            consensus = self.results.get(uid)
+            if consensus is None:
+                consensus = await run_panel(ctx.panel, logic.review_input(body))
+                self.results[uid] = consensus
+                ctx.metrics.consensus_latency.labels(environment=ctx.env).observe(
+                    consensus.duration_seconds)
+                for vote in consensus.votes:
+                    ctx.metrics.votes.labels(environment=ctx.env, voter=vote.voter,
+                                             verdict=vote.verdict.value).inc()
+            t = logic.reviewed(body, consensus, ctx.settings.policy, now)
+            if t is not None:
+                transitions.append(t)
+                current = logic.merged(body, t)
+        if not fields:
+            t = logic.decided(current, ctx.settings.policy, now)
+            if t is not None:
+                transitions.append(t)
+                current = logic.merged(current, t)
+            t = logic.expired(current, now) or logic.expiring(current, ctx.settings.policy, now)
+            if t is not None:
+                transitions.append(t)
+        if transitions:
+            await apply(ctx, body, transitions)
+        self.results.pop(uid, None)
+
+    async def abandon(self, ctx: Context, body: dict[str, Any], reason: str,
+                      message: str) -> None:
+        self.results.pop(str(body["metadata"]["uid"]), None)
+        t = logic.refused(body, reason, message, _now())
         if t is not None:
-            await apply(ctx, body, t)
+            await apply(ctx, body, [t])
+
+
+async def apply(ctx: Context, body: dict[str, Any], transitions: list[logic.Transition]
+                ) -> dict[str, Any]:
+    """Audit each transition (durably), write the status once, then Events and metrics."""
+    subject = subject_of(body)
+    record = None
+    status: dict[str, Any] = {}
+    for t in transitions:
+        record = await ctx.audit(t.audit_event, subject, {**t.audit_data, "phase": t.phase})
+        status.update(t.status)
+    assert record is not None
+    status["auditHead"] = f"sha256:{record.hash}"
     meta = body["metadata"]
-    fresh = await ctx.call(ctx.kube.get, APPROVALS, meta["namespace"], meta["name"])
-    await decide(ctx, fresh)
-
-
-async def decide(ctx: Context, body: Any) -> None:
-    t = logic.decided(body, ctx.settings.policy, _now())
-    if t is not None:
-        await apply(ctx, body, t)
+    patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+    try:
+        updated: dict[str, Any] = await ctx.write(
+            ctx.kube.patch, APPROVALS, meta["namespace"], meta["name"], patch,
+            subresource="status")
+    except ApiError as exc:
+        if exc.conflict:
+            raise Retry("the request changed since it was read") from None
+        raise
+    observe(ctx, updated)
+    for t in transitions:
+        ctx.event(body, "Warning" if t.warning else "Normal", t.event_reason, t.message)
+        ctx.metrics.transitions.labels(environment=ctx.env, phase=t.phase).inc()
+        if t.decision:
+            ctx.metrics.decisions.labels(environment=ctx.env, decision=t.decision).inc()
+        if t.event_reason == "ExpiringSoon":
+            ctx.metrics.expiry_warnings.labels(environment=ctx.env).inc()
+        log.info("approval transition", extra={"approval": meta["name"], "phase": t.phase,
+                                               "reason": t.event_reason})
+    return updated
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     res = (GROUP, VERSION, "approvalrequests")
-
-    @kopf.on.resume(*res, registry=registry)
-    @kopf.on.create(*res, registry=registry)
-    async def approval_created(body: kopf.Body, **_: Any) -> None:
-        try:
-            await review(ctx, body)
-        except kopf.TemporaryError:
-            raise
-        except Exception:
-            ctx.metrics.reconcile_errors.labels(resource="approvalrequests").inc()
-            raise
-
-    @kopf.on.field(*res, field="spec.decisions", registry=registry)
-    async def decisions_changed(body: kopf.Body, **_: Any) -> None:
-        meta = body["metadata"]
-        try:
-            fresh = await ctx.call(ctx.kube.get, APPROVALS, meta["namespace"], meta["name"])
-            await decide(ctx, fresh)
-        except kopf.TemporaryError:
-            raise
-        except Exception:
-            ctx.metrics.reconcile_errors.labels(resource="approvalrequests").inc()
-            raise
-
-    def not_final(body: kopf.Body, **_: Any) -> bool:
-        return not rules.is_final(body)
-
-    @kopf.timer(*res, interval=ctx.settings.expiry_interval_seconds, when=not_final,
-                registry=registry)
-    async def expire(body: kopf.Body, **_: Any) -> None:
-        now = _now()
-        t = logic.expired(body, now) or logic.expiring(body, ctx.settings.policy, now)
-        if t is not None:
-            await apply(ctx, body, t)
-            if t.event_reason == "ExpiringSoon":
-                ctx.metrics.expiry_warnings.labels(environment=ctx.env).inc()
+    ctx.reconcilers["approval"] = Approvals()
 
     @kopf.on.event(*res, registry=registry)
-    def track(event: kopf.RawEvent, **_: Any) -> None:
+    async def approval_event(event: kopf.RawEvent, **_: Any) -> None:
         obj = event.get("object") or {}
-        uid = obj.get("metadata", {}).get("uid")
+        uid = (obj.get("metadata") or {}).get("uid")
         if not uid:
             return
         if event.get("type") == "DELETED":
-            ctx.approvals.pop(uid, None)
+            ctx.tracker.forget("approval", uid)
             return
-        created = rules.parse_time(obj["metadata"].get("creationTimestamp")) or _now()
-        phase = (obj.get("status") or {}).get("phase") or "Pending"
-        ctx.approvals[uid] = (phase, created)
+        entry = observe(ctx, obj)
+        if entry.needs is not None and ctx.leading:
+            await ctx.run("approval", dict(obj))
 
 
-__all__ = ["apply", "decide", "register", "review"]
+__all__ = ["Approvals", "apply", "observe", "pending_decisions", "register"]

@@ -1,15 +1,24 @@
-"""ExecutionGrant handlers: authorize, then Job (suspended) → the approval records the grant →
-token → Secret → status → release.
+"""ExecutionGrant: authorize, then Job (suspended) → the approval records the grant → token →
+Secret → status → release; afterwards the Job watcher and clean-up — one level-triggered
+reconcile.
 
-Every step is create-if-absent on a deterministic name, so the flow can be killed at any
-point and run again: the restarted operator adopts the Job and the Secret it finds and never
-makes a second Job or a second usable token (a token minted but never stored in the Secret is
-never seen by anyone). The Job is released (unsuspended) only after the grant's status says
-TokenIssued, so the gateway never races the operator's own status write.
+Every step is create-if-absent on a deterministic name or a write guarded by the
+resourceVersion that was read, so the flow can be killed at any point and run again: the
+restarted operator adopts the Job and the Secret it finds and never makes a second Job or a
+second usable token (a token minted but never stored in the Secret is never seen by anyone).
+The Job is released (unsuspended) only after the grant's status says TokenIssued, so the
+gateway never races the operator's own status write.
+
+Round trips on the way to a released Job: create the Job, read the token Secret's name (a
+name collision must be found before the command is used up), claim the command on the
+approval, create the Secret, write the status, release the Job (which also records the
+token's hash on the Job), plus one Event. The approval is the one the watch delivered:
+the claim is written over its resourceVersion, so a stale copy costs a retry, never a wrong
+token, and nothing is refused on its strength without reading it again.
 
 The gateway writes the result into the grant's status; the Job watcher fills in a failure the
-gateway could not report (crash, deadline) and the token Secret is deleted as soon as the grant
-is final.
+gateway could not report (crash, deadline), the shared sweep expires unused tokens, and the
+token Secret is deleted as soon as the grant is final.
 """
 
 from __future__ import annotations
@@ -30,9 +39,11 @@ from wingman.kube import APPROVALS, GRANTS, JOBS, SECRETS, ApiError, create_or_a
 from wingman.model import approvals as rules
 from wingman.model import grants as grant_rules
 from wingman.model import names
+from wingman.operator import approvals as approval_logic
 from wingman.operator import grants as logic
 from wingman.operator import manifests
-from wingman.operator.context import Context, subject_of
+from wingman.operator.context import Context, Retry, subject_of
+from wingman.operator.state import Entry
 
 log = logging.getLogger("wingman.operator.grants")
 MINTED_ANNOTATION = "wingman.dev/token-sha256"
@@ -53,19 +64,32 @@ def crashpoint(ctx: Context, step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _entry(ctx: Context, grant: Any) -> Entry | None:
+    return ctx.tracker.grants.get(str(grant["metadata"]["uid"]))
+
+
 async def write_status(ctx: Context, grant: Any, status: dict[str, Any]) -> dict[str, Any]:
     """Write status only over the version that was read (the gateway writes status too)."""
     meta = grant["metadata"]
     body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
     try:
-        updated: dict[str, Any] = await ctx.call(ctx.kube.patch, GRANTS, meta["namespace"],
-                                                 meta["name"], body, subresource="status")
+        updated: dict[str, Any] = await ctx.write(ctx.kube.patch, GRANTS, meta["namespace"],
+                                                  meta["name"], body, subresource="status")
     except ApiError as exc:
         if exc.conflict:
-            raise kopf.TemporaryError("the grant changed since it was read; re-reading",
-                                      delay=1) from None
+            raise Retry("the grant changed since it was read") from None
         raise
+    ctx.tracker.observe_grant(updated, _now())
     return updated
+
+
+async def read_approval(ctx: Context, name: str, namespace: str) -> Any:
+    approval = await ctx.call(ctx.kube.get_or_none, APPROVALS, namespace, name)
+    if approval is not None:
+        from wingman.operator.handlers.approvals import observe
+
+        observe(ctx, approval)
+    return approval
 
 
 async def claim_command(ctx: Context, grant: Any, approval: Any,
@@ -77,22 +101,29 @@ async def claim_command(ctx: Context, grant: Any, approval: Any,
     body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
             "status": {"grants": entries}}
     try:
-        updated = await ctx.call(ctx.kube.patch, APPROVALS, meta["namespace"], meta["name"],
-                                 body, subresource="status")
+        updated = await ctx.write(ctx.kube.patch, APPROVALS, meta["namespace"], meta["name"],
+                                  body, subresource="status")
     except ApiError as exc:
         if exc.conflict:
-            raise kopf.TemporaryError("the approval changed since it was read; re-checking",
-                                      delay=1) from None
+            raise Retry("the approval changed since it was read; re-checking") from None
         raise
+    from wingman.operator.handlers.approvals import observe
+
+    observe(ctx, updated)
     undoes = logic.undoes(grant, approval)
     holder = rules.granted_to(updated, str(grant["spec"]["command"]), rollback_of=undoes)
     if holder is None or holder.get("grantUID") != grant["metadata"]["uid"]:
         return False
+    await audit_claim(ctx, grant, approval)
+    return True
+
+
+async def audit_claim(ctx: Context, grant: Any, approval: Any) -> None:
+    undoes = logic.undoes(grant, approval)
     await ctx.audit("ApprovalCommandGranted", subject_of(approval), {
         "command": grant["spec"]["command"], "grant": grant["metadata"]["name"],
         "grantUID": grant["metadata"]["uid"],
         **({"rollbackOf": undoes} if undoes is not None else {})})
-    return True
 
 
 def owned_by(obj: Any, grant: Any) -> bool:
@@ -109,10 +140,10 @@ async def deny(ctx: Context, grant: Any, reason: str, message: str, *,
                              {"reason": reason, "message": message[:500]})
     status = logic.denied_status(grant, auth, _now())
     status["auditRecordHash"] = f"sha256:{record.hash}"
-    await write_status(ctx, grant, status)
+    updated = await write_status(ctx, grant, status)
     if cleanup:
-        await remove_artifacts(ctx, grant, job=True)
-    kopf.event(grant, type="Warning", reason=reason, message=message[:1000])
+        await remove_artifacts(ctx, updated, job=True)
+    ctx.event(grant, "Warning", reason, message)
     ctx.metrics.denial(ctx.env, "operator", reason)
     ctx.metrics.grants.labels(environment=ctx.env, outcome="Denied").inc()
     ctx.counted.add(grant["metadata"]["uid"])
@@ -122,16 +153,30 @@ async def deny(ctx: Context, grant: Any, reason: str, message: str, *,
 async def remove_artifacts(ctx: Context, grant: Any, *, job: bool) -> bool:
     """Delete the grant's token Secret (and Job): only objects this grant owns, by uid."""
     meta = grant["metadata"]
-    targets = [(SECRETS, names.secret_name(meta["name"]))]
-    if job:
-        targets.append((JOBS, names.grant_job_name(grant)))
+    entry = _entry(ctx, grant)
     removed = False
-    for res, name in targets:
-        obj = await ctx.call(ctx.kube.get_or_none, res, meta["namespace"], name)
+    secret_name = names.secret_name(meta["name"])
+    known = entry.secret_uid if entry is not None else None
+    if known:  # the Secret this process made: no need to read it first
+        removed |= await ctx.write(ctx.kube.delete, SECRETS, meta["namespace"], secret_name,
+                                   uid=known)
+    else:
+        obj = await ctx.call(ctx.kube.get_or_none, SECRETS, meta["namespace"], secret_name)
         if owned_by(obj, grant):
             assert obj is not None
-            removed |= await ctx.call(ctx.kube.delete, res, meta["namespace"], name,
-                                      uid=obj["metadata"]["uid"])
+            removed |= await ctx.write(ctx.kube.delete, SECRETS, meta["namespace"],
+                                       secret_name, uid=obj["metadata"]["uid"])
+    if job:
+        name = names.grant_job_name(grant)
+        obj = await ctx.call(ctx.kube.get_or_none, JOBS, meta["namespace"], name)
+        if owned_by(obj, grant):
+            assert obj is not None
+            removed |= await ctx.write(ctx.kube.delete, JOBS, meta["namespace"], name,
+                                       uid=obj["metadata"]["uid"])
+    if entry is not None:
+        entry.cleaned = True
+        entry.secret_uid = None
+        ctx.tracker.settle(entry, None, _now())
     return removed
 
 
@@ -139,8 +184,36 @@ def _secret_token(secret: dict[str, Any]) -> str:
     return base64.b64decode((secret.get("data") or {}).get("token", "")).decode()
 
 
-class _Stop(Exception):  # control flow inside issue(), never escapes it
+class _Stop(Exception):
     """A step ended the grant's flow (denied, failed) after writing why."""
+
+
+class Grants:
+    """The reconciler of ExecutionGrants (``Context.run`` calls it under the object's lock)."""
+
+    async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
+        phase = grant_rules.phase(body)
+        entry = _entry(ctx, body)
+        if grant_rules.is_terminal(body):
+            # e.g. a stale replica's Secret, or what a denial killed mid-way left behind
+            # (a Denied grant's Job was never released)
+            await remove_artifacts(ctx, body, job=phase == "Denied")
+            return
+        if entry is not None and entry.job_done is not None:
+            await job_result(ctx, body, entry.job_done)
+            return
+        if phase == "TokenIssued" and await expire_token(ctx, body):
+            return
+        if phase in ("Pending", "TokenIssued") and not (entry is not None and entry.released):
+            await issue(ctx, body)
+
+    async def abandon(self, ctx: Context, body: dict[str, Any], reason: str,
+                      message: str) -> None:
+        phase = grant_rules.phase(body)
+        if phase == "Pending":
+            await deny(ctx, body, reason, message)
+        elif not grant_rules.is_terminal(body):
+            await finish(ctx, body, "Failed", reason, message)
 
 
 async def issue(ctx: Context, grant: Any) -> None:
@@ -151,33 +224,62 @@ async def issue(ctx: Context, grant: Any) -> None:
         return  # Running or final: the gateway and the Job watcher take it from here
     now = _now()
     try:
-        approval, ttl = (await authorize(ctx, grant, now) if phase == "Pending"
-                         else (None, 0))
+        if phase == "Pending":
+            await check_content(ctx, grant)
+            approval, ttl = await authorize(ctx, grant, now)
+        else:
+            approval, ttl = None, 0
         job = await create_job(ctx, grant, ttl)
         secret = await find_secret(ctx, grant)
         if approval is not None:
-            await claim(ctx, grant, approval, now)
+            approval = await claim(ctx, grant, approval, now)
         if secret is None:
             secret = await mint(ctx, grant, approval, job, ttl, now)
         token_hash, expires = await bind(ctx, grant, job, secret)
         if phase == "Pending":
             await record_issued(ctx, grant, job, token_hash, expires, now)
-        await release(ctx, grant, job)
+        await release(ctx, grant, job, token_hash)
     except _Stop:
         return
 
 
+async def check_content(ctx: Context, grant: Any) -> None:
+    """Token-shaped text anywhere but the command (which authorize names precisely)."""
+    fields = [f for f in approval_logic.token_fields(grant) if f != "spec.command"]
+    if fields:
+        await deny(ctx, grant, "LooksLikeToken",
+                   f"{', '.join(fields)} contain(s) text shaped like a capability token (a "
+                   "JWT); Wingman never records or passes credentials: create a new grant "
+                   "without it")
+        raise _Stop
+
+
+async def forward_of(ctx: Context, grant: Any) -> Any:
+    """For a rollback grant, the grant that ran the command it undoes (None if absent, or for
+    a forward grant)."""
+    name = logic.rollback_of(grant)
+    if not name:
+        return None
+    return await ctx.call(ctx.kube.get_or_none, GRANTS, grant["metadata"]["namespace"], name)
+
+
 async def authorize(ctx: Context, grant: Any, now: dt.datetime) -> tuple[Any, int]:
-    """Re-check everything the grant depends on; deny with the first failure."""
+    """Re-check everything the grant depends on; deny with the first failure. The approval
+    the watch delivered is used when it is at hand; a refusal is confirmed on a fresh read."""
     meta = grant["metadata"]
     ref = str(grant["spec"]["approvalRef"]["name"])
-    approval = await ctx.call(ctx.kube.get_or_none, APPROVALS, meta["namespace"], ref)
-    forward = None
-    if logic.rollback_of(grant):  # a rollback: the grant that ran the command it undoes
-        forward = await ctx.call(ctx.kube.get_or_none, GRANTS, meta["namespace"],
-                                 logic.rollback_of(grant))
+    forward = await forward_of(ctx, grant)
+    cached = ctx.tracker.approval(ref)
+    approval = cached.body if cached is not None else None
+    fresh = approval is None
+    if approval is None:
+        approval = await read_approval(ctx, ref, meta["namespace"])
     auth = logic.authorize(grant, approval, ctx.settings.policy, ctx.allowlist, now,
                            forward=forward)
+    if not auth.ok and not fresh:
+        approval = await read_approval(ctx, ref, meta["namespace"])
+        auth = logic.authorize(grant, approval, ctx.settings.policy, ctx.allowlist, now,
+                               forward=forward)
     if not auth.ok:
         await deny(ctx, grant, auth.reason, auth.message)
         raise _Stop
@@ -187,12 +289,19 @@ async def authorize(ctx: Context, grant: Any, now: dt.datetime) -> tuple[Any, in
 
 async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
     """The suspended gateway Job (created, or adopted when it is this grant's)."""
-    job_body = manifests.gateway_job(dict(grant), ctx.settings, max(ttl, 30))
-    # the name the grant was issued with (earlier releases let long Job names reach 63)
-    job_body["metadata"]["name"] = names.grant_job_name(grant)
-    job, _ = await ctx.call(create_or_adopt, ctx.kube, JOBS, grant["metadata"]["namespace"],
-                            job_body)
+    ns = grant["metadata"]["namespace"]
+    name = names.grant_job_name(grant)
+    job: dict[str, Any] | None = None
+    if grant_rules.phase(grant) != "Pending":  # issued before: the Job exists, read it
+        job = await ctx.call(ctx.kube.get_or_none, JOBS, ns, name)
+    if job is None:
+        job_body = manifests.gateway_job(dict(grant), ctx.settings, max(ttl, 30))
+        # the name the grant was issued with (earlier releases let long Job names reach 63)
+        job_body["metadata"]["name"] = name
+        ctx.check_leading()
+        job, _ = await ctx.call(create_or_adopt, ctx.kube, JOBS, ns, job_body)
     crashpoint(ctx, "job-created")
+    assert job is not None
     if not owned_by(job, grant):
         await deny(ctx, grant, "JobConflict",
                    f"Job {job['metadata']['name']} exists and does not belong to this grant; "
@@ -218,14 +327,38 @@ async def find_secret(ctx: Context, grant: Any) -> dict[str, Any] | None:
     return secret
 
 
-async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime) -> None:
-    """The last check before a token exists: the approved command is used up by this grant."""
+async def _recheck(ctx: Context, grant: Any, approval: Any, now: dt.datetime
+                  ) -> logic.Authorization:
+    return logic.authorize(grant, approval, ctx.settings.policy, ctx.allowlist, now,
+                           forward=await forward_of(ctx, grant))
+
+
+async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime) -> Any:
+    """The last check before a token exists: the approved command is used up by this grant.
+    Returns the approval the claim was checked against."""
     taken = logic.claim(grant, approval, now, undoes=logic.undoes(grant, approval))
     if taken.denial is not None:
-        await deny(ctx, grant, taken.denial.reason, taken.denial.message)
-        raise _Stop
+        # the copy may be stale: confirm on a fresh read before refusing
+        approval = await read_approval(ctx, approval["metadata"]["name"],
+                                       grant["metadata"]["namespace"])
+        auth = await _recheck(ctx, grant, approval, now)
+        taken = logic.claim(grant, approval, now, undoes=logic.undoes(grant, approval)) \
+            if auth.ok and approval is not None else logic.Claim(denial=auth)
+        if taken.denial is not None:
+            await deny(ctx, grant, taken.denial.reason, taken.denial.message)
+            raise _Stop
     if taken.grants is None:
-        return  # already recorded for this grant (an operator restarted mid-way)
+        # already recorded for this grant (a run cut short after the claim): re-check the
+        # approval as it is now (no guarded write will), and make sure the claim has its
+        # audit record (the append may be what failed): at least once, never missing
+        approval = await read_approval(ctx, approval["metadata"]["name"],
+                                       grant["metadata"]["namespace"])
+        auth = await _recheck(ctx, grant, approval, now)
+        if not auth.ok:
+            await deny(ctx, grant, auth.reason, auth.message)
+            raise _Stop
+        await audit_claim(ctx, grant, approval)
+        return approval
     if not await claim_command(ctx, grant, approval, taken.grants):
         await deny(ctx, grant, "ApprovalSchemaOutdated",
                    "the API server did not keep status.grants on the ApprovalRequest: "
@@ -233,6 +366,7 @@ async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime) -> No
                    "(kubectl apply -f crds/) and create a new grant")
         raise _Stop
     crashpoint(ctx, "command-claimed")
+    return approval
 
 
 async def mint(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl: int,
@@ -256,6 +390,7 @@ async def mint(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl
         "expires": claims.exp, "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
         "command": grant["spec"]["command"]})
     crashpoint(ctx, "token-minted")
+    ctx.check_leading()
     secret, created = await ctx.call(
         create_or_adopt, ctx.kube, SECRETS, meta["namespace"],
         manifests.token_secret(dict(grant), token, claims.exp, job_uid,
@@ -271,20 +406,17 @@ async def mint(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl
 
 async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, Any]
                ) -> tuple[str, int]:
-    """Check the Secret is bound to this Job and record the token's hash on the Job, where only
-    the operator writes: whatever later happens to the grant's status or the Secret, this grant
-    never gets a second token. Returns (token hash, expiry)."""
+    """Check the Secret is bound to this Job. Returns (token hash, expiry)."""
     annotations = secret["metadata"].get("annotations") or {}
     if annotations.get(names.JOB_UID_ANNOTATION) != job["metadata"]["uid"]:
         await deny(ctx, grant, "TokenBindingMismatch",
                    "the token Secret is bound to another Job than the grant's; create a new grant")
         raise _Stop
-    token_hash = token_sha256(_secret_token(secret))
-    if (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION) != token_hash:
-        await ctx.call(ctx.kube.patch, JOBS, grant["metadata"]["namespace"],
-                       job["metadata"]["name"],
-                       {"metadata": {"annotations": {MINTED_ANNOTATION: token_hash}}})
-    return token_hash, int(annotations.get(names.EXPIRES_ANNOTATION, "0"))
+    entry = _entry(ctx, grant)
+    if entry is not None:
+        entry.secret_uid = str(secret["metadata"]["uid"])
+    return token_sha256(_secret_token(secret)), int(annotations.get(names.EXPIRES_ANNOTATION,
+                                                                    "0"))
 
 
 async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], token_hash: str,
@@ -313,21 +445,33 @@ async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], token_has
         "observedGeneration": gen, "auditRecordHash": f"sha256:{record.hash}"})
     ctx.metrics.grants.labels(environment=ctx.env, outcome="TokenIssued").inc()
     crashpoint(ctx, "status-written")
-    kopf.event(grant, type="Normal", reason="TokenIssued",
-               message=f"token {token_hash[:19]}… issued; gateway Job released")
+    ctx.event(grant, "Normal", "TokenIssued",
+              f"token {token_hash[:19]}… issued; gateway Job released")
 
 
-async def release(ctx: Context, grant: Any, job: dict[str, Any]) -> None:
-    """Unsuspend the Job: the Job controller starts the gateway pod."""
-    if not job.get("spec", {}).get("suspend"):
-        return
-    await ctx.call(ctx.kube.patch, JOBS, grant["metadata"]["namespace"], job["metadata"]["name"],
-                   {"spec": {"suspend": False}})
+async def release(ctx: Context, grant: Any, job: dict[str, Any], token_hash: str) -> None:
+    """Unsuspend the Job (the Job controller starts the gateway pod) and record the token's
+    hash on it, where only the operator writes: whatever later happens to the grant's status
+    or the Secret, this grant never gets a second token."""
+    annotations = job["metadata"].get("annotations") or {}
+    patch: dict[str, Any] = {}
+    if annotations.get(MINTED_ANNOTATION) != token_hash:
+        patch["metadata"] = {"annotations": {MINTED_ANNOTATION: token_hash}}
+    if job.get("spec", {}).get("suspend"):
+        patch["spec"] = {"suspend": False}
+    if patch:
+        await ctx.write(ctx.kube.patch, JOBS, grant["metadata"]["namespace"],
+                        job["metadata"]["name"], patch)
     crashpoint(ctx, "job-released")
-    created_at = rules.parse_time(grant["metadata"].get("creationTimestamp"))
-    if created_at is not None:
-        ctx.metrics.grant_latency.labels(environment=ctx.env).observe(
-            max(0.0, (_now() - created_at).total_seconds()))
+    entry = _entry(ctx, grant)
+    if entry is not None:
+        entry.released = True
+        ctx.tracker.settle(entry, None, _now())
+    if "spec" in patch:
+        created_at = rules.parse_time(grant["metadata"].get("creationTimestamp"))
+        if created_at is not None:
+            ctx.metrics.grant_latency.labels(environment=ctx.env).observe(
+                max(0.0, (_now() - created_at).total_seconds()))
 
 
 async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str) -> None:
@@ -343,7 +487,40 @@ async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str
                                     "completionTime": conditions.rfc3339(now),
                                     "conditions": conds, "observedGeneration": gen,
                                     "auditRecordHash": f"sha256:{record.hash}"})
-    kopf.event(grant, type="Warning", reason=reason, message=message[:1000])
+    ctx.event(grant, "Warning", reason, message)
+
+
+async def job_result(ctx: Context, grant: Any, done: tuple[str, str]) -> None:
+    """The gateway Job finished, but the grant has no final phase: the gateway could not say
+    why (a crash, the deadline)."""
+    kind, reason = done
+    if kind == "Complete":
+        await finish(ctx, grant, "Failed", "GatewayNoResult",
+                     "the gateway Job completed without recording a result; see its pod log")
+    else:
+        why = "DeadlineExceeded" if reason == "DeadlineExceeded" else "GatewayFailed"
+        await finish(ctx, grant, "Failed", why,
+                     f"the gateway Job failed ({reason or 'no reason'}) before recording "
+                     "a result; see its pod log")
+
+
+async def expire_token(ctx: Context, grant: Any) -> bool:
+    """A TokenIssued grant whose token expired (plus leeway) while no gateway pod is active
+    becomes Expired; True when that happened."""
+    status = grant.get("status") or {}
+    expires = rules.parse_time(status.get("tokenExpirationTime"))
+    leeway = dt.timedelta(seconds=ctx.settings.leeway_seconds)
+    if expires is None or _now() < expires + leeway:
+        return False
+    job = await ctx.call(ctx.kube.get_or_none, JOBS, grant["metadata"]["namespace"],
+                         names.grant_job_name(grant))
+    if job is not None and ((job.get("status") or {}).get("active") or 0) > 0:
+        return True  # a gateway pod is running; it will refuse the expired token itself
+    await finish(ctx, grant, "Expired", "TokenExpired",
+                 "the token expired before the gateway ran; create a new grant")
+    # only the Secret: a gateway that already started is bounded by the Job's deadline
+    await remove_artifacts(ctx, grant, job=False)
+    return True
 
 
 def _job_finished(job: Any) -> tuple[str, str] | None:
@@ -353,115 +530,73 @@ def _job_finished(job: Any) -> tuple[str, str] | None:
     return None
 
 
+def count_outcome(ctx: Context, obj: Any) -> None:
+    """Metrics and Events for what the gateway wrote (once per grant and process)."""
+    meta = obj.get("metadata") or {}
+    uid = str(meta.get("uid"))
+    status = obj.get("status") or {}
+    if conditions.is_true(status.get("conditions"), "ReplayDetected") \
+            and uid + "/replay" not in ctx.counted:
+        ctx.counted.add(uid + "/replay")
+        ctx.metrics.denial(ctx.env, "gateway", "ReplayRejected")
+        if ctx.leading:
+            ctx.event(obj, "Warning", "ReplayRejected",
+                      "a second gateway run presented this grant's token; refused")
+    if grant_rules.is_terminal(obj) and uid not in ctx.counted:
+        ctx.counted.add(uid)
+        done = rules.parse_time(status.get("completionTime"))
+        if done is None or done >= ctx.started:
+            phase = grant_rules.phase(obj)
+            ctx.metrics.grants.labels(environment=ctx.env, outcome=phase).inc()
+            if phase == "Failed" and status.get("reason") not in (None, "CommandFailed"):
+                ctx.metrics.denial(ctx.env, "gateway", str(status.get("reason")))
+
+
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     res = (GROUP, VERSION, "executiongrants")
-
-    @kopf.on.resume(*res, registry=registry)
-    @kopf.on.create(*res, registry=registry)
-    async def grant_created(body: kopf.Body, **_: Any) -> None:
-        try:
-            fresh = await ctx.call(ctx.kube.get, GRANTS, body["metadata"]["namespace"],
-                                   body["metadata"]["name"])
-            if grant_rules.is_terminal(fresh):
-                # e.g. a stale replica's Secret, or what a denial killed mid-way left behind
-                # (a Denied grant's Job was never released)
-                await remove_artifacts(ctx, fresh, job=grant_rules.phase(fresh) == "Denied")
-            else:
-                await issue(ctx, fresh)
-        except (kopf.TemporaryError, kopf.PermanentError):
-            raise
-        except ApiError as exc:
-            if exc.not_found:
-                return
-            ctx.metrics.reconcile_errors.labels(resource="executiongrants").inc()
-            raise kopf.TemporaryError(str(exc), delay=5) from None
-        except Exception:
-            ctx.metrics.reconcile_errors.labels(resource="executiongrants").inc()
-            raise
+    ctx.reconcilers["grant"] = Grants()
 
     @kopf.on.event(*res, registry=registry)
-    async def grant_observed(event: kopf.RawEvent, **_: Any) -> None:
+    async def grant_event(event: kopf.RawEvent, **_: Any) -> None:
         obj = event.get("object") or {}
-        meta = obj.get("metadata") or {}
-        uid = meta.get("uid")
+        uid = (obj.get("metadata") or {}).get("uid")
         if not uid:
             return
         if event.get("type") == "DELETED":
+            ctx.tracker.forget("grant", uid)
             ctx.counted.discard(uid)
             ctx.counted.discard(uid + "/replay")
             return
-        status = obj.get("status") or {}
-        if conditions.is_true(status.get("conditions"), "ReplayDetected") \
-                and uid + "/replay" not in ctx.counted:
-            ctx.counted.add(uid + "/replay")
-            ctx.metrics.denial(ctx.env, "gateway", "ReplayRejected")
-            kopf.event(kopf.Body(obj), type="Warning", reason="ReplayRejected",
-                       message="a second gateway run presented this grant's token; refused")
-        if grant_rules.is_terminal(obj):
-            if uid not in ctx.counted:
-                ctx.counted.add(uid)
-                done = rules.parse_time(status.get("completionTime"))
-                if done is None or done >= ctx.started:
-                    phase = grant_rules.phase(obj)
-                    ctx.metrics.grants.labels(environment=ctx.env, outcome=phase).inc()
-                    if phase == "Failed" and status.get("reason") not in (None, "CommandFailed"):
-                        ctx.metrics.denial(ctx.env, "gateway", str(status.get("reason")))
-            # a Denied grant's Job was never released: remove it too (a denial killed between
-            # its status write and its clean-up is finished here, at the latest on restart)
-            if await remove_artifacts(ctx, obj, job=grant_rules.phase(obj) == "Denied"):
-                log.info("grant artifacts deleted", extra={"grant": meta["name"]})
+        entry = ctx.tracker.observe_grant(obj, _now())
+        count_outcome(ctx, obj)
+        if entry.needs is None or not ctx.leading:
+            return
+        if entry.needs == "cleanup" and event.get("type") is None:
+            return  # listed at start: the sweep removes leftovers with one list, not a read each
+        await ctx.run("grant", dict(obj))
 
     @kopf.on.event("batch", "v1", "jobs", labels={names.ROLE_LABEL: "gateway"},
                    registry=registry)
-    async def job_observed(event: kopf.RawEvent, **_: Any) -> None:
-        job = event.get("object") or {}
+    async def job_event(event: kopf.RawEvent, **_: Any) -> None:
+        job: dict[str, Any] = dict(event.get("object") or {})
         if event.get("type") == "DELETED":
             return
         finished = _job_finished(job)
-        grant_name = (job.get("metadata", {}).get("labels") or {}).get(names.GRANT_LABEL)
-        if finished is None or not grant_name:
+        if finished is None:
             return
-        ns = job["metadata"]["namespace"]
-        grant = await ctx.call(ctx.kube.get_or_none, GRANTS, ns, grant_name)
-        if grant is None or grant_rules.is_terminal(grant) or not owned_by(job, grant):
+        refs: list[dict[str, Any]] = list((job.get("metadata") or {}).get("ownerReferences")
+                                          or [])
+        owners = [str(o.get("uid")) for o in refs if o.get("kind") == "ExecutionGrant"]
+        entry = next((ctx.tracker.grants[u] for u in owners if u in ctx.tracker.grants), None)
+        if entry is None or entry.final_at is not None or entry.job_done is not None:
             return
-        kind, reason = finished
-        if kind == "Complete":
-            await finish(ctx, grant, "Failed", "GatewayNoResult",
-                         "the gateway Job completed without recording a result; see its pod log")
-        else:
-            why = "DeadlineExceeded" if reason == "DeadlineExceeded" else "GatewayFailed"
-            await finish(ctx, grant, "Failed", why,
-                         f"the gateway Job failed ({reason or 'no reason'}) before recording "
-                         "a result; see its pod log")
-
-    def not_terminal(body: kopf.Body, **_: Any) -> bool:
-        return not grant_rules.is_terminal(body)
-
-    @kopf.timer(*res, interval=ctx.settings.expiry_interval_seconds, when=not_terminal,
-                registry=registry)
-    async def grant_expiry(body: kopf.Body, **_: Any) -> None:
-        status = body.get("status") or {}
-        if status.get("phase") != "TokenIssued":
-            return
-        expires = rules.parse_time(status.get("tokenExpirationTime"))
-        leeway = dt.timedelta(seconds=ctx.settings.leeway_seconds)
-        if expires is None or _now() < expires + leeway:
-            return
-        job = await ctx.call(ctx.kube.get_or_none, JOBS, body["metadata"]["namespace"],
-                             names.grant_job_name(body))
-        if job is not None and ((job.get("status") or {}).get("active") or 0) > 0:
-            return  # a gateway pod is running; it will refuse the expired token itself
-        fresh = await ctx.call(ctx.kube.get, GRANTS, body["metadata"]["namespace"],
-                               body["metadata"]["name"])
-        if grant_rules.phase(fresh) != "TokenIssued":
-            return
-        await finish(ctx, fresh, "Expired", "TokenExpired",
-                     "the token expired before the gateway ran; create a new grant")
-        # only the Secret: a gateway that already started is bounded by the Job's deadline
-        await remove_artifacts(ctx, fresh, job=False)
+        entry.job_done = finished
+        ctx.tracker.settle(entry, "result", _now())
+        if ctx.leading:
+            await ctx.resync("grant", entry.namespace, entry.name, entry.uid)
 
 
-__all__ = ["STEPS", "authorize", "bind", "claim", "claim_command", "crashpoint", "create_job",
-           "deny", "find_secret", "finish", "issue", "mint", "record_issued", "register",
-           "release", "remove_artifacts"]
+__all__ = ["MINTED_ANNOTATION", "STEPS", "Grants", "authorize", "bind", "claim",
+           "claim_command", "crashpoint", "create_job", "deny", "expire_token", "find_secret",
+           "finish", "issue", "job_result", "mint", "record_issued", "register", "release",
+           "remove_artifacts"]

@@ -1,5 +1,23 @@
-"""Background duties: the pending-approval gauges, key reload (every few seconds), burn-marker
-garbage collection (every few minutes).
+"""The shared sweep: one loop instead of a timer per object.
+
+Every ``sweepIntervalSeconds`` (and at once when this replica becomes the leader) it:
+
+- expires requests past their ``expirationTime`` (and warns before a pending one does) and
+  grants whose token expired unused;
+- re-syncs every request and grant that still needs work and was not attempted for
+  ``resyncSeconds`` (an event lost to an outage, a write answered with an error although the
+  server applied it): it is read afresh and reconciled again. On a takeover every unsettled
+  object is re-synced at once;
+- removes the token Secrets (and Denied grants' Jobs) of grants that were final when the
+  operator started, with one list instead of one read per grant;
+- retires finished requests and grants older than the policy's ``retentionSeconds``: a
+  ``...Retired`` audit record, then the object is deleted (its Job and Secret follow by owner
+  reference); ``kubectl wingman describe`` points at the audit trail for them. Grants of a
+  request that names rollbacks stay for ``rollbackWindowSeconds`` too, and a request goes only
+  after its grants;
+- exports the gauges (requests by phase, pending approvals, the age of the oldest object
+  still waiting for the operator), reloads rotated signing keys (every few seconds) and
+  collects burn markers (every few minutes).
 
 Burn markers (Leases ``wingman-burn-<jti>``) prove a token was used; one deleted too early
 would let its token be used again, so a marker is removed only when its token has been
@@ -11,34 +29,49 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import kopf
 
 from wingman.capability import keyring as keyring
-from wingman.kube import LEASES, SECRETS
+from wingman.errors import AuditUnavailable, ClusterError
+from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, SECRETS, ApiError
 from wingman.model import names
-from wingman.operator.context import Context
+from wingman.operator.context import KINDS, Context, NotLeading, subject_of
+from wingman.operator.handlers.grants import owned_by
+from wingman.operator.state import Entry, due_for_retirement
 
 log = logging.getLogger("wingman.operator.housekeeping")
 MARKER_GRACE_SECONDS = 3600
-GAUGE_INTERVAL = 5.0
+KEY_RELOAD_SECONDS = 5.0
 GC_INTERVAL = 300.0
+RESYNC_CONCURRENCY = 16
 PHASES = ("Pending", "Reviewing", "AwaitingDecision", "AutoApproved", "Approved", "Rejected",
           "Expired")
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 def update_gauges(ctx: Context, now: dt.datetime) -> None:
-    counts = Counter(phase for phase, _ in ctx.approvals.values())
+    approvals = list(ctx.tracker.approvals.values())
+    counts = Counter(e.phase for e in approvals)
     for phase in PHASES:
         ctx.metrics.requests.labels(environment=ctx.env, phase=phase).set(counts.get(phase, 0))
-    pending = [created for phase, created in ctx.approvals.values()
-               if phase == "AwaitingDecision"]
+    pending = [e.created for e in approvals if e.phase == "AwaitingDecision"]
     ctx.metrics.pending.labels(environment=ctx.env).set(len(pending))
     oldest = max(((now - c).total_seconds() for c in pending), default=0.0)
     ctx.metrics.oldest_pending.labels(environment=ctx.env).set(max(0.0, oldest))
+    for kind in ("approval", "grant"):
+        resource = KINDS[kind].plural
+        unsettled = sum(1 for e in ctx.tracker.all() if e.kind == kind and e.needs)
+        ctx.metrics.unprocessed.labels(environment=ctx.env, resource=resource).set(unsettled)
+        ctx.metrics.oldest_unprocessed.labels(environment=ctx.env, resource=resource).set(
+            ctx.tracker.oldest_unsettled(kind, now))
+    ctx.metrics.active.set(1 if ctx.leading else 0)
 
 
 def expired_markers(leases: list[dict[str, Any]], now: float, leeway: int) -> list[str]:
@@ -61,6 +94,7 @@ def collect_markers(ctx: Context) -> int:
     expired = expired_markers(leases, dt.datetime.now(dt.UTC).timestamp(),
                               ctx.settings.leeway_seconds)
     for name in expired:
+        ctx.check_leading()
         ctx.kube.delete(LEASES, ns, name)
     return len(expired)
 
@@ -71,6 +105,7 @@ def reload_keys(ctx: Context) -> None:
                           ctx.settings.signing_key_secret)
     ring = keyring.ring_from_secret(secret, ctx.settings.signing_key_secret)
     if set(ring.keys) != set(ctx.ring.keys) or ring.active != ctx.ring.active:
+        ctx.check_leading()
         keyring.publish(ctx.kube, ctx.settings.namespace, ctx.settings.public_keys_configmap,
                         ring, labels=ctx.settings.object_labels)
         ctx.ring = ring
@@ -79,41 +114,182 @@ def reload_keys(ctx: Context) -> None:
                                                  "kids": sorted(ring.keys)})
 
 
-async def _loop(ctx: Context, stopped: asyncio.Event) -> None:
-    ticks = 0
-    while not stopped.is_set():
-        update_gauges(ctx, dt.datetime.now(dt.UTC))
-        ticks += 1
-        duties: list[Callable[[Context], object]] = [reload_keys]
-        if ticks % int(GC_INTERVAL / GAUGE_INTERVAL) == 1:
-            duties.append(collect_markers)
-        for duty in duties:
-            try:
-                await ctx.call(duty, ctx)
-            except Exception as exc:  # noqa: BLE001 - retried next round, counted
-                ctx.metrics.reconcile_errors.labels(resource="housekeeping").inc()
-                log.warning("housekeeping failed", extra={"duty": duty.__name__,
-                                                          "error": type(exc).__name__})
+def due_for_resync(ctx: Context, now: dt.datetime, mono: float, everything: bool
+                   ) -> list[Entry]:
+    """Objects the sweep reconciles now: due expiries, and unsettled objects not attempted
+    for ``resyncSeconds`` (every unsettled one on a takeover)."""
+    leeway = dt.timedelta(seconds=ctx.settings.leeway_seconds)
+    out: list[Entry] = []
+    for e in ctx.tracker.all():
+        if e.final_at is None and e.expires_at is not None and (
+                (e.kind == "approval" and now >= e.expires_at)
+                or (e.kind == "grant" and e.phase == "TokenIssued"
+                    and now >= e.expires_at + leeway)):
+            out.append(e)
+        elif e.final_at is None and e.warn_at is not None and now >= e.warn_at:
+            out.append(e)
+        elif e.needs is not None and e.needs != "cleanup" and (
+                everything or mono - e.attempted >= ctx.settings.resync_seconds):
+            out.append(e)
+    return out
+
+
+async def resync_all(ctx: Context, entries: list[Entry]) -> None:
+    gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
+
+    async def one(e: Entry) -> None:
+        async with gate:
+            e.attempted = time.monotonic()
+            await ctx.resync(e.kind, e.namespace, e.name, e.uid)
+    for result in await asyncio.gather(*(one(e) for e in entries), return_exceptions=True):
+        if isinstance(result, Exception):  # Context.run handles failures; this is a bug
+            log.error("re-sync failed", exc_info=result)
+
+
+async def clean_leftovers(ctx: Context) -> None:
+    """Token Secrets (and Denied grants' Jobs) of grants that were already final when this
+    replica started: one list of each instead of one read per grant."""
+    waiting = [e for e in ctx.tracker.grants.values()
+               if e.needs == "cleanup" and e.attempted == 0.0]
+    if not waiting:
+        return
+    ns = ctx.settings.namespace
+    secrets = await ctx.call(ctx.kube.list, SECRETS, ns,
+                             label_selector=names.GRANT_LABEL)
+    jobs = await ctx.call(ctx.kube.list, JOBS, ns, label_selector=f"{names.ROLE_LABEL}=gateway")
+    by_owner: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+    for res, items in ((SECRETS, secrets), (JOBS, jobs)):
+        for obj in items:
+            if res is SECRETS and obj.get("type") != names.SECRET_TYPE:
+                continue
+            for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+                by_owner.setdefault(str(ref.get("uid")), []).append((res, obj))
+    for e in waiting:
+        e.attempted = time.monotonic()
+        grant = {"metadata": {"uid": e.uid, "name": e.name, "namespace": e.namespace}}
+        for res, obj in by_owner.get(e.uid, []):
+            if res is JOBS and e.phase != "Denied":
+                continue  # a finished grant's Job stays (its pod log) until retention
+            if owned_by(obj, grant):
+                await ctx.write(ctx.kube.delete, res, ns, obj["metadata"]["name"],
+                                uid=obj["metadata"]["uid"])
+        e.cleaned = True
+        ctx.tracker.settle(e, None, _now())
+
+
+async def retire(ctx: Context, now: dt.datetime) -> int:
+    """Delete finished requests and grants older than the retention, after auditing it."""
+    seconds = ctx.settings.policy.retention_seconds
+    if seconds <= 0:
+        return 0
+    retired = 0
+    window = dt.timedelta(seconds=ctx.settings.policy.rollback_window_seconds)
+    for e in due_for_retirement(ctx.tracker, dt.timedelta(seconds=seconds), now,
+                                rollback_window=window):
+        res = APPROVALS if e.kind == "approval" else GRANTS
+        kind = "ApprovalRequest" if e.kind == "approval" else "ExecutionGrant"
+        subject = subject_of({"kind": kind, "metadata": {
+            "namespace": e.namespace, "name": e.name, "uid": e.uid}})
+        await ctx.audit(f"{'Approval' if e.kind == 'approval' else 'Grant'}Retired", subject, {
+            "phase": e.phase, "finishedAt": e.final_at.isoformat() if e.final_at else None,
+            "retentionSeconds": seconds})
         try:
-            await asyncio.wait_for(stopped.wait(), GAUGE_INTERVAL)
-        except TimeoutError:
-            pass
+            await ctx.write(ctx.kube.delete, res, e.namespace, e.name, uid=e.uid)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+        ctx.tracker.forget(e.kind, e.uid)
+        ctx.metrics.retired.labels(environment=ctx.env, resource=res.plural).inc()
+        retired += 1
+    if retired:
+        log.info("retired finished objects", extra={"count": retired,
+                                                    "retention_seconds": seconds})
+    return retired
 
 
-def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
-    stopped = asyncio.Event()
-    tasks: list[asyncio.Task[None]] = []
+class Sweeper:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.stopped = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.takeover = False
+        self.task: asyncio.Task[None] | None = None
+        self._keys_at = 0.0
+        self._gc_at = 0.0
+
+    def leadership_changed(self, leading: bool) -> None:
+        """Called from the election thread."""
+        if leading and self.task is not None:
+            loop = self.task.get_loop()
+            loop.call_soon_threadsafe(self._takeover)
+
+    def _takeover(self) -> None:
+        self.takeover = True
+        self.wake.set()
+
+    async def loop(self) -> None:
+        ctx = self.ctx
+        while not self.stopped.is_set():
+            try:
+                await self.once()
+            except NotLeading:
+                pass
+            except (ClusterError, AuditUnavailable) as exc:
+                ctx.metrics.reconcile_errors.labels(resource="housekeeping").inc()
+                log.warning("sweep failed; it runs again shortly",
+                            extra={"error": str(exc)[:300]})
+            except Exception:
+                ctx.metrics.reconcile_errors.labels(resource="housekeeping").inc()
+                log.exception("sweep failed")
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), ctx.settings.sweep_interval_seconds)
+            except TimeoutError:
+                pass
+
+    async def once(self) -> None:
+        ctx = self.ctx
+        now, mono = _now(), time.monotonic()
+        update_gauges(ctx, now)
+        if not ctx.leading:
+            return
+        everything, self.takeover = self.takeover, False
+        if everything:
+            log.info("leading: re-syncing every object that still needs work",
+                     extra={"objects": len(ctx.tracker.unsettled())})
+        await resync_all(ctx, due_for_resync(ctx, now, mono, everything))
+        await clean_leftovers(ctx)
+        await retire(ctx, now)
+        if mono - self._keys_at >= KEY_RELOAD_SECONDS:
+            self._keys_at = mono
+            await ctx.call(reload_keys, ctx)
+        if mono - self._gc_at >= GC_INTERVAL:
+            self._gc_at = mono
+            await ctx.call(collect_markers, ctx)
+
+
+def register(registry: kopf.OperatorRegistry, ctx: Context) -> Sweeper:
+    sweeper = Sweeper(ctx)
 
     @kopf.on.startup(registry=registry)
     async def start_housekeeping(**_: Any) -> None:
-        tasks.append(asyncio.create_task(_loop(ctx, stopped)))
+        if ctx.events is not None:
+            ctx.events.start()
+        sweeper.task = asyncio.create_task(sweeper.loop(), name="sweep")
+        if ctx.leading:
+            sweeper._takeover()
 
     @kopf.on.cleanup(registry=registry)
     async def stop_housekeeping(**_: Any) -> None:
-        stopped.set()
-        for task in tasks:
-            await task
+        sweeper.stopped.set()
+        sweeper.wake.set()
+        if sweeper.task is not None:
+            await sweeper.task
+        if ctx.events is not None:
+            await ctx.events.stop()
+
+    return sweeper
 
 
-__all__ = ["MARKER_GRACE_SECONDS", "collect_markers", "expired_markers", "register",
-           "reload_keys", "update_gauges"]
+__all__ = ["MARKER_GRACE_SECONDS", "Sweeper", "collect_markers", "due_for_resync",
+           "expired_markers", "register", "reload_keys", "retire", "update_gauges"]

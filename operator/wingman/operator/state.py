@@ -1,0 +1,236 @@
+"""What the operator knows about every ApprovalRequest and ExecutionGrant it watches (pure).
+
+The watch streams feed ``Tracker`` with every object they carry; the handlers and the shared
+sweep read it to decide what needs doing without asking the API server again:
+
+- which objects still need work (``needs``: a review, decisions to count, an expiry, a
+  grant to issue or release, a finished grant's token Secret to remove) and since when, for
+  the re-sync of objects whose event was lost and for the oldest-unprocessed gauge;
+- which requests and grants are due to expire, and which finished ones are due for retirement
+  (retention);
+- a trimmed copy of every ApprovalRequest that is not final, so a grant is authorized against
+  the approval the watch delivered instead of a fresh read. That copy may be stale: the
+  operator acts on it only through a write guarded by the copy's resourceVersion (the claim of
+  the command), and re-reads before it refuses anything on its strength.
+
+Nothing here is a source of truth: the objects are. A restarted operator rebuilds all of it
+from the watches' initial listing. Imports neither kopf nor kubernetes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wingman import conditions as cond
+from wingman.model import approvals as rules
+from wingman.model import grants as grant_rules
+
+Body = Mapping[str, Any]
+
+#: Status fields of an ApprovalRequest that grant authorization never reads (the largest ones).
+_UNUSED_STATUS = ("consensus",)
+
+
+@dataclass
+class Entry:
+    """One object: its identity, what it still needs, and the times the sweep compares."""
+
+    kind: str  # "approval" | "grant"
+    namespace: str
+    name: str
+    uid: str
+    created: dt.datetime
+    phase: str
+    needs: str | None = None  # what is left to do, None when settled
+    needs_since: dt.datetime | None = None
+    final_at: dt.datetime | None = None  # when it became final (retention counts from here)
+    expires_at: dt.datetime | None = None  # approval: expirationTime; grant: token expiry
+    warn_at: dt.datetime | None = None  # approval: when its pending-expiry warning is due
+    rollbacks: bool = False  # approval: it names rollbacks (spec.rollbacks)
+    approval: str = ""  # grant: the ApprovalRequest it names
+    attempted: float = 0.0  # monotonic time of the last reconcile attempt
+    body: dict[str, Any] | None = None  # approvals that are not final: a trimmed copy
+    released: bool = False  # grant: its Job was released (by this process)
+    cleaned: bool = False  # grant: its token Secret (and Denied Job) are known to be gone
+    secret_uid: str | None = None  # grant: the uid of the token Secret this process made
+    job_done: tuple[str, str] | None = None  # grant: its Job finished (condition, reason)
+
+
+def _time(text: object) -> dt.datetime | None:
+    return rules.parse_time(text)
+
+
+def _conds(body: Body) -> list[Mapping[str, Any]]:
+    return list((body.get("status") or {}).get("conditions") or [])
+
+
+def trimmed(body: Body) -> dict[str, Any]:
+    """The parts of an ApprovalRequest a grant's authorization reads."""
+    meta = body.get("metadata") or {}
+    status = {k: v for k, v in (body.get("status") or {}).items() if k not in _UNUSED_STATUS}
+    keep = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp")
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+            "metadata": {k: meta[k] for k in keep if k in meta},
+            "spec": dict(body.get("spec") or {}), "status": status}
+
+
+def approval_final_at(body: Body) -> dt.datetime | None:
+    """When a request became final (Rejected, Revoked or Expired), from its conditions."""
+    times = [_time(c.get("lastTransitionTime")) for c in _conds(body)
+             if c.get("type") in ("Rejected", "Revoked", "Expired") and c.get("status") == "True"]
+    found = [t for t in times if t is not None]
+    return min(found) if found else None
+
+
+def approval_needs(body: Body, pending_decisions: bool, now: dt.datetime,
+                   warn_at: dt.datetime | None = None) -> str | None:
+    """What is left to do for a request: ``review``, ``decisions``, ``expiry``, ``warning``
+    (the one before a pending request expires, due at ``warn_at``) or None."""
+    conds = _conds(body)
+    if cond.get(conds, "Reviewed") is None:
+        return "review"
+    if rules.is_final(body):
+        return None
+    if pending_decisions:
+        return "decisions"
+    expires = _time((body.get("status") or {}).get("expirationTime"))
+    if expires is not None and now >= expires:
+        return "expiry"
+    if warn_at is not None and now >= warn_at:
+        return "warning"
+    return None
+
+
+def grant_needs(body: Body, entry: Entry | None) -> str | None:
+    """What is left to do for a grant: ``issue``, ``release``, ``result`` (its Job finished
+    without a final phase), ``cleanup`` or None."""
+    phase = grant_rules.phase(body)
+    if not grant_rules.is_terminal(body) and entry is not None and entry.job_done is not None:
+        return "result"
+    if phase == "Pending":
+        return "issue"
+    if phase == "TokenIssued":
+        return None if entry is not None and entry.released else "release"
+    if grant_rules.is_terminal(body):
+        return None if entry is not None and entry.cleaned else "cleanup"
+    return None
+
+
+@dataclass
+class Tracker:
+    """Every request and grant of the namespace, by uid (see the module docstring)."""
+
+    approvals: dict[str, Entry] = field(default_factory=dict)
+    grants: dict[str, Entry] = field(default_factory=dict)
+    approval_uids: dict[str, str] = field(default_factory=dict)  # name -> uid
+
+    # -- feeding -------------------------------------------------------------------------
+    def observe_approval(self, body: Body, pending_decisions: bool, now: dt.datetime, *,
+                         warn_at: dt.datetime | None = None) -> Entry:
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid", ""))
+        status = body.get("status") or {}
+        entry = self.approvals.get(uid)
+        if entry is None:
+            entry = Entry("approval", str(meta.get("namespace", "")), str(meta.get("name", "")),
+                          uid, _time(meta.get("creationTimestamp")) or now, "Pending")
+            self.approvals[uid] = entry
+            self.approval_uids[entry.name] = uid
+        entry.phase = str(status.get("phase") or "Pending")
+        entry.expires_at = _time(status.get("expirationTime"))
+        entry.warn_at = warn_at
+        entry.rollbacks = bool((body.get("spec") or {}).get("rollbacks"))
+        final = rules.is_final(body)
+        entry.final_at = (approval_final_at(body) or entry.final_at or now) if final else None
+        entry.body = None if final else trimmed(body)
+        self._needs(entry, approval_needs(body, pending_decisions, now, warn_at), now)
+        return entry
+
+    def observe_grant(self, body: Body, now: dt.datetime) -> Entry:
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid", ""))
+        status = body.get("status") or {}
+        entry = self.grants.get(uid)
+        if entry is None:
+            entry = Entry("grant", str(meta.get("namespace", "")), str(meta.get("name", "")),
+                          uid, _time(meta.get("creationTimestamp")) or now, "Pending",
+                          approval=str(((body.get("spec") or {}).get("approvalRef") or {})
+                                       .get("name", "")))
+            self.grants[uid] = entry
+        entry.phase = grant_rules.phase(body)
+        entry.expires_at = _time(status.get("tokenExpirationTime"))
+        if grant_rules.is_terminal(body):
+            entry.final_at = _time(status.get("completionTime")) or entry.final_at or now
+        else:
+            entry.final_at = None
+        self._needs(entry, grant_needs(body, entry), now)
+        return entry
+
+    def forget(self, kind: str, uid: str) -> None:
+        table = self.approvals if kind == "approval" else self.grants
+        entry = table.pop(uid, None)
+        if entry is not None and kind == "approval" \
+                and self.approval_uids.get(entry.name) == uid:
+            del self.approval_uids[entry.name]
+
+    @staticmethod
+    def _needs(entry: Entry, needs: str | None, now: dt.datetime) -> None:
+        if needs is None:
+            entry.needs, entry.needs_since = None, None
+        elif entry.needs != needs or entry.needs_since is None:
+            entry.needs, entry.needs_since = needs, entry.needs_since or now
+
+    def settle(self, entry: Entry, needs: str | None, now: dt.datetime) -> None:
+        self._needs(entry, needs, now)
+
+    # -- reading -------------------------------------------------------------------------
+    def approval(self, name: str) -> Entry | None:
+        uid = self.approval_uids.get(name)
+        return self.approvals.get(uid) if uid else None
+
+    def all(self) -> Iterator[Entry]:
+        yield from list(self.approvals.values())
+        yield from list(self.grants.values())
+
+    def unsettled(self) -> list[Entry]:
+        return [e for e in self.all() if e.needs is not None]
+
+    def oldest_unsettled(self, kind: str, now: dt.datetime) -> float:
+        """Age in seconds of the oldest object of ``kind`` that still needs work (0: none)."""
+        ages = [(now - e.needs_since).total_seconds() for e in self.all()
+                if e.kind == kind and e.needs is not None and e.needs_since is not None]
+        return max([0.0, *ages])
+
+    def grants_of(self, approval: str) -> list[Entry]:
+        return [g for g in self.grants.values() if g.approval == approval]
+
+
+def due_for_retirement(tracker: Tracker, retention: dt.timedelta, now: dt.datetime, *,
+                        rollback_window: dt.timedelta = dt.timedelta(0)) -> list[Entry]:
+    """Finished objects older than the retention. A grant of a request that names rollbacks
+    is kept for the rollback window too (a rollback needs the grant that ran the command); a
+    request is retired only once all its grants are gone, so it outlives them."""
+    out: list[Entry] = []
+    for g in tracker.grants.values():
+        if g.final_at is None or g.needs is not None:
+            continue
+        request = tracker.approval(g.approval)
+        keep = max(retention, rollback_window) if request is not None and request.rollbacks \
+            else retention
+        if now - g.final_at >= keep:
+            out.append(g)
+    retiring = {g.uid for g in out}
+    for a in tracker.approvals.values():
+        if a.final_at is None or now - a.final_at < retention:
+            continue
+        if any(g.uid not in retiring for g in tracker.grants_of(a.name)):
+            continue
+        out.append(a)
+    return out
+
+
+__all__ = ["Entry", "Tracker", "approval_final_at", "approval_needs", "due_for_retirement",
+           "grant_needs", "trimmed"]

@@ -1,0 +1,129 @@
+"""What the operator remembers between events: what each object still needs, retirement."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from wingman.operator import state
+
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+def approval(name: str = "req", *conds: tuple[str, str, str], **status: Any) -> dict[str, Any]:
+    return {"apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+            "metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}",
+                         "resourceVersion": "7", "creationTimestamp": "2026-11-25T11:00:00Z"},
+            "spec": {"requester": "alice", "commands": ["c"]},
+            "status": {**status, "conditions": [
+                {"type": t, "status": s, "lastTransitionTime": at} for t, s, at in conds]}}
+
+
+def grant(name: str = "g", phase: str | None = None, **status: Any) -> dict[str, Any]:
+    st = {**status, **({"phase": phase} if phase else {})}
+    return {"metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}",
+                         "creationTimestamp": "2026-11-25T11:00:00Z"},
+            "spec": {"approvalRef": {"name": "req"}}, "status": st}
+
+
+REVIEWED = ("Reviewed", "True", "2026-11-25T11:00:01Z")
+
+
+def test_an_unreviewed_request_needs_a_review_and_says_since_when() -> None:
+    t = state.Tracker()
+    e = t.observe_approval(approval(), False, NOW)
+    assert e.needs == "review" and e.needs_since == NOW
+    later = NOW + dt.timedelta(seconds=30)
+    t.observe_approval(approval(), False, later)
+    assert e.needs_since == NOW, "the wait counts from when it started"
+    assert t.oldest_unsettled("approval", later) == 30.0
+    t.observe_approval(approval("req", REVIEWED, phase="AwaitingDecision"), False, later)
+    assert e.needs is None and t.oldest_unsettled("approval", later) == 0.0
+
+
+def test_decisions_and_expiry_are_work_but_a_final_request_needs_nothing() -> None:
+    t = state.Tracker()
+    assert t.observe_approval(approval("req", REVIEWED), True, NOW).needs == "decisions"
+    past = approval("req", REVIEWED, expirationTime="2026-11-25T11:59:00Z")
+    assert t.observe_approval(past, False, NOW).needs == "expiry"
+    final = approval("req", REVIEWED, ("Rejected", "True", "2026-11-25T11:30:00Z"),
+                     expirationTime="2026-11-25T11:59:00Z")
+    e = t.observe_approval(final, True, NOW)
+    assert e.needs is None
+    assert e.final_at == dt.datetime(2026, 11, 25, 11, 30, tzinfo=dt.UTC)
+    assert e.body is None, "no copy of final requests is kept"
+
+
+def test_the_copy_kept_for_grants_leaves_out_the_panels_votes() -> None:
+    body = approval("req", REVIEWED, consensus={"votes": ["x" * 1000]}, grants=[{"c": 1}])
+    e = state.Tracker().observe_approval(body, False, NOW)
+    assert e.body is not None
+    assert "consensus" not in e.body["status"] and e.body["status"]["grants"] == [{"c": 1}]
+    assert e.body["metadata"]["resourceVersion"] == "7"
+
+
+def test_grants_need_issuing_releasing_and_cleaning_up_until_done() -> None:
+    t = state.Tracker()
+    e = t.observe_grant(grant(), NOW)
+    assert e.needs == "issue"
+    assert t.observe_grant(grant(phase="TokenIssued"), NOW).needs == "release"
+    e.released = True
+    assert t.observe_grant(grant(phase="TokenIssued"), NOW).needs is None
+    assert t.observe_grant(grant(phase="Running"), NOW).needs is None
+    e.job_done = ("Failed", "DeadlineExceeded")
+    assert t.observe_grant(grant(phase="Running"), NOW).needs == "result"
+    done = t.observe_grant(grant(phase="Succeeded", completionTime="2026-11-25T11:10:00Z"), NOW)
+    assert done.needs == "cleanup" and done.final_at == dt.datetime(2026, 11, 25, 11, 10,
+                                                                    tzinfo=dt.UTC)
+    e.cleaned = True
+    assert t.observe_grant(grant(phase="Succeeded"), NOW).needs is None
+
+
+def test_retirement_waits_for_the_retention_and_a_request_outlives_its_grants() -> None:
+    t = state.Tracker()
+    rejected = approval("req", REVIEWED, ("Rejected", "True", "2026-11-24T10:00:00Z"))
+    t.observe_approval(rejected, False, NOW)
+    running = t.observe_grant(grant("g1", phase="Running"), NOW)
+    day = dt.timedelta(days=1)
+    assert state.due_for_retirement(t, day, NOW) == [], "a grant of it is still running"
+    done = grant("g1", phase="Failed", completionTime="2026-11-25T11:00:00Z")
+    t.observe_grant(done, NOW)
+    running.cleaned = True
+    t.observe_grant(done, NOW)
+    assert state.due_for_retirement(t, day, NOW) == [], "its grant is not due yet"
+    later = NOW + dt.timedelta(hours=23)
+    assert [e.name for e in state.due_for_retirement(t, day, later)] == ["g1", "req"]
+    assert state.due_for_retirement(t, dt.timedelta(days=30), later) == []
+
+
+def test_grants_of_requests_with_rollbacks_stay_for_the_rollback_window() -> None:
+    t = state.Tracker()
+    body = approval("req", REVIEWED, ("Expired", "True", "2026-11-25T11:00:00Z"))
+    body["spec"]["rollbacks"] = [{"command": "c", "rollback": "undo"}]
+    assert t.observe_approval(body, False, NOW).rollbacks
+    g = t.observe_grant(grant("g1", phase="Succeeded", completionTime="2026-11-25T11:00:00Z"),
+                        NOW)
+    g.cleaned = True
+    t.observe_grant(grant("g1", phase="Succeeded", completionTime="2026-11-25T11:00:00Z"), NOW)
+    hour, window = dt.timedelta(hours=1), dt.timedelta(hours=6)
+    soon = NOW + dt.timedelta(hours=2)
+    assert state.due_for_retirement(t, hour, soon, rollback_window=window) == []
+    late = NOW + dt.timedelta(hours=6)
+    assert [e.name for e in state.due_for_retirement(t, hour, late, rollback_window=window)] \
+        == ["g1", "req"]
+
+
+def test_the_warning_before_a_pending_request_expires_is_work_once_due() -> None:
+    t = state.Tracker()
+    body = approval("req", REVIEWED, expirationTime="2026-11-25T13:00:00Z")
+    warn = dt.datetime(2026, 11, 25, 12, 30, tzinfo=dt.UTC)
+    assert t.observe_approval(body, False, NOW, warn_at=warn).needs is None
+    assert t.observe_approval(body, False, warn, warn_at=warn).needs == "warning"
+
+
+def test_forgetting_a_request_forgets_its_name() -> None:
+    t = state.Tracker()
+    t.observe_approval(approval(), False, NOW)
+    assert t.approval("req") is not None
+    t.forget("approval", "u-req")
+    assert t.approval("req") is None and not t.approvals
