@@ -156,3 +156,45 @@ def test_a_stopped_engine_is_a_clear_audited_failure(env: Env, web: str) -> None
     (executed,) = [r for r in env.audit_records() if r["event"] == "GatewayExecuted"]
     assert executed["data"]["exit_code"] is None
     assert executed["data"]["reason"] == "DockerUnavailable"
+
+
+def test_a_docker_preview_reads_the_container_and_a_restart_since_is_target_changed(
+        env: Env, engine: DockerEngine, web: str) -> None:
+    import time
+
+    from wingman.model import preview as pv
+    from wingman.preview.runner import _Run
+    from wingman.settings import PreviewSettings
+
+    command = f"docker restart {web}"
+    preview_settings = dataclasses.replace(PreviewSettings.from_env({
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1", "WINGMAN_APPROVAL_NAME": "r",
+        "WINGMAN_APPROVAL_UID": "u", "WINGMAN_POLICY_FILE": str(env.policy_file)}),
+        docker_enabled=True, docker_host=engine.host)
+    seen = _Run(preview_settings, time.time).docker(command, command.split())
+    assert seen.outcome is pv.Outcome.PREVIEWED, seen.message
+    (target,) = seen.targets
+    state = _state(engine, web)
+    assert target.uid == json.loads(engine.docker("inspect", web).stdout)[0]["Id"]
+    assert target.resource_version.startswith(state["StartedAt"][:19])
+    assert "running" in seen.diff and "would be stopped and started again" in seen.message
+    missing = _Run(preview_settings, time.time).docker("docker restart ghost-x",
+                                                       ["docker", "restart", "ghost-x"])
+    assert missing.outcome is pv.Outcome.TARGET_MISSING
+
+    # the approval binds the container as the preview saw it; restarted by hand since, the
+    # gateway refuses before it spends the token
+    settings, grant = _settings(env, command, engine.host)
+    approval = env.grant(grant)["spec"]["approvalRef"]["name"]
+    env.cluster.kubectl("patch", "approvalrequests", approval, "-n", env.ns,
+                        "--subresource=status", "--type=merge", "-p", json.dumps({"status": {
+                            "preview": pv.status(pv.Preview("u", (seen,)), job="j",
+                                                 started="2030-01-01T00:00:00Z",
+                                                 completed="2030-01-01T00:00:01Z")}}))
+    engine.docker("restart", "-t", "1", web)
+    restarted = _state(engine, web)["StartedAt"]
+    assert run_gateway(settings) == EXIT_REFUSED
+    status = env.grant(grant)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "TargetChanged")
+    assert f"containers.docker {web} changed since the preview" in status["message"]
+    assert _state(engine, web)["StartedAt"] == restarted, "not restarted again"
