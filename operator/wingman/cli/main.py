@@ -33,9 +33,14 @@ from typing import Any
 from wingman import __version__
 from wingman.errors import WingmanError
 
+#: Commands that run inside Wingman's own pods: hidden from the kubectl plugin's help and
+#: completion (still runnable: they are the image's entrypoints).
+POD_ONLY = ("operator", "gateway", "chat")
+
 
 def _plugin() -> bool:
-    return bool(sys.argv) and Path(sys.argv[0]).name.startswith("kubectl-wingman")
+    name = Path(sys.argv[0]).name if sys.argv else ""
+    return name.startswith(("kubectl-wingman", "kubectl_complete-wingman"))
 
 
 def _exit_codes() -> str:
@@ -236,6 +241,43 @@ def _names(kind: str) -> Any:
         fn = requests.request_names if kind == "request" else requests.grant_names
         return fn(prefix, parsed_args, **kw)
     return complete
+
+
+def kubectl_complete(argv: Sequence[str] | None = None) -> int:
+    """``kubectl_complete-wingman``: completion of ``kubectl wingman ...`` for kubectl's plugin
+    completion (kubectl 1.26+ runs it with the words typed after ``wingman``, the last one
+    partial, and reads one candidate a line, then ``:<directive>``)."""
+    import io
+    import os
+    import shlex
+
+    import argcomplete
+
+    words = list(sys.argv[1:] if argv is None else argv) or [""]
+    line = " ".join(["kubectl-wingman", *(shlex.quote(w) for w in words[:-1]), words[-1]])
+    # argcomplete's protocol: the line being completed comes in the environment
+    os.environ.update({"_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
+                       "_ARGCOMPLETE_IFS": "\n"})
+    os.environ.pop("_ARGCOMPLETE_SHELL", None)
+    found = io.StringIO()
+
+    class _Done(Exception):
+        pass
+
+    def stop(code: int = 0) -> None:
+        raise _Done
+
+    try:
+        argcomplete.autocomplete(_parser(), output_stream=found, exit_method=stop)
+    except _Done:
+        pass
+    top = len(words) == 1  # completing the command itself
+    for candidate in found.getvalue().splitlines():
+        word = candidate.strip()
+        if word and not (top and word in POD_ONLY):
+            print(word)
+    print(":4")  # ShellCompDirectiveNoFileComp: no file names
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -148,3 +148,30 @@ def test_describe_shows_the_preview_and_its_diff() -> None:
     assert "Preview:      1 object(s) would change (Deployment) in apps" in text
     assert "  1. Previewed: Update Deployment apps/web (generation 4)" in text
     assert "    -  replicas: 1\n    +  replicas: 3" in text
+
+
+def test_kubectl_completes_the_plugins_commands_and_options_without_pod_only_ones() -> None:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from wingman.dev import tools as devtools
+
+    kubectl = devtools.find_tool("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not provisioned; run `bash .ci/provision-tools.sh`")
+    venv_bin = Path(sys.executable).parent
+    assert (venv_bin / "kubectl_complete-wingman").exists(), "pip install the package"
+    env = {"PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+           "HOME": os.environ.get("HOME", "/tmp")}
+
+    def complete(*words: str) -> list[str]:
+        proc = subprocess.run([str(kubectl), "__complete", "wingman", *words], env=env,
+                              capture_output=True, text=True, timeout=60, check=True)
+        return proc.stdout.splitlines()
+
+    assert complete("re") == ["request", "reject", "result", ":4"]
+    top = complete("")
+    assert {"request", "exec", "describe", "mcp", "policy"} <= set(top)
+    assert not {"operator", "gateway", "chat"} & set(top)
+    assert complete("request", "--untr") == ["--untrusted-input", ":4"]
