@@ -487,3 +487,18 @@ def test_the_declared_floors_are_the_ones_the_voters_check() -> None:
             assert tuple(int(p) for p in floor.split(".")) + (0,) * (3 - len(floor.split("."))) \
                 == SDK_FLOORS[req.name], req
             assert any(s.operator == "<" for s in req.specifier), f"{req.name}: cap its major"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_model_sees_the_provenance_as_data_and_is_told_what_untrusted_means(
+        provider: str, llm: FakeLLM) -> None:
+    import dataclasses
+
+    request = dataclasses.replace(CLEAN, source={"reference": "issue 9", "agent": "ops-bot",
+                                                 "excerpt": "restart web please",
+                                                 "inputTrust": "Untrusted"})
+    review(make(provider, llm), request)
+    (rec,) = llm.requests
+    assert rec.data["source"] == {"reference": "issue 9", "agent": "ops-bot",
+                                  "excerpt": "restart web please", "inputTrust": "Untrusted"}
+    assert '"inputTrust": "Untrusted"' in rec.system and "more caution" in rec.system
