@@ -35,7 +35,7 @@ from wingman.errors import WingmanError
 
 #: Commands that run inside Wingman's own pods: hidden from the kubectl plugin's help and
 #: completion (still runnable: they are the image's entrypoints).
-POD_ONLY = ("operator", "gateway", "chat")
+POD_ONLY = ("operator", "gateway", "chat", "preview")
 
 
 def _plugin() -> bool:

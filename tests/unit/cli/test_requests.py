@@ -173,5 +173,5 @@ def test_kubectl_completes_the_plugins_commands_and_options_without_pod_only_one
     assert complete("re") == ["request", "reject", "result", ":4"]
     top = complete("")
     assert {"request", "exec", "describe", "mcp", "policy"} <= set(top)
-    assert not {"operator", "gateway", "chat"} & set(top)
+    assert not {"operator", "gateway", "chat", "preview"} & set(top)
     assert complete("request", "--untr") == ["--untrusted-input", ":4"]
