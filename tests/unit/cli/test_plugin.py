@@ -31,8 +31,10 @@ ARCH = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(os.uname().
 def test_the_distribution_is_not_named_like_an_unrelated_project() -> None:
     """'wingman' on the Python Package Index is someone else's; the import package stays."""
     assert PYPROJECT["project"]["name"] == "wingman-operator"
-    assert PYPROJECT["project"]["scripts"] == {"wingman": "wingman.cli.main:main",
-                                               "kubectl-wingman": "wingman.cli.main:main"}
+    assert PYPROJECT["project"]["scripts"] == {
+        "wingman": "wingman.cli.main:main", "kubectl-wingman": "wingman.cli.main:main",
+        # kubectl's plugin completion (`kubectl wingman <TAB>`)
+        "kubectl_complete-wingman": "wingman.cli.main:kubectl_complete"}
 
 
 @pytest.fixture(scope="module")
