@@ -360,6 +360,8 @@ class OperatorSettings:
             gateway_image=_get(env, "WINGMAN_GATEWAY_IMAGE", "ghcr.io/wingman-dev/wingman:0.1.0"),
             gateway_service_account=_name(env, "WINGMAN_GATEWAY_SERVICE_ACCOUNT",
                                           "wingman-gateway"),
+            preview_service_account=_name(env, "WINGMAN_PREVIEW_SERVICE_ACCOUNT",
+                                          "wingman-preview"),
             policy_configmap=_name(env, "WINGMAN_POLICY_CONFIGMAP", "wingman-policy"),
             metrics_port=_int(env, "WINGMAN_METRICS_PORT", 9090, 0, 65535),
             health_port=_int(env, "WINGMAN_HEALTH_PORT", 8080, 0, 65535),

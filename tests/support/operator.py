@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from support.chart import DEFAULT_GATEWAY_IMAGE
 
 
@@ -35,7 +37,10 @@ class OperatorProcess:
     """One operator process at a time; ``kill()`` + ``start()`` simulate a crash."""
 
     def __init__(self, cluster: Any, namespace: str, workdir: Path, *,
-                 environment: str = "test", extra_env: Mapping[str, str] | None = None) -> None:
+                 environment: str = "test", extra_env: Mapping[str, str] | None = None,
+                 preview: bool = False) -> None:
+        """``preview``: run the chart's previews (only where a node harness runs the preview
+        Jobs); off, the operator reviews at once, as with ``policy.preview.enabled: false``."""
         self.cluster = cluster
         self.namespace = namespace
         self.workdir = workdir
@@ -51,7 +56,10 @@ class OperatorProcess:
         policy = cluster.kubectl("get", "configmap", "wingman-policy", "-n", namespace, "-o",
                                  "jsonpath={.data.policy\\.yaml}").stdout
         self.policy_path = workdir / "policy.yaml"
-        self.policy_path.write_text(policy)
+        data = yaml.safe_load(policy) or {}
+        if not preview:
+            data["preview"] = {**(data.get("preview") or {}), "enabled": False}
+        self.policy_path.write_text(yaml.safe_dump(data))
         token = cluster.sa_token(namespace, "wingman-operator", expiration_seconds=7200)
         self.kubeconfig = cluster.token_kubeconfig(token, f"operator-{namespace}")
         self.chart_env = _chart_env(cluster, namespace)

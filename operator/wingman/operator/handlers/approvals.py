@@ -1,4 +1,11 @@
-"""ApprovalRequest: review, count decisions, warn, expire — one level-triggered reconcile.
+"""ApprovalRequest: preview, review, count decisions, warn, expire — one level-triggered
+reconcile.
+
+Where the policy previews, a new request first gets its preview Job (``manifests.preview_job``,
+the transitions in ``wingman.operator.previews``); the panel votes once the preview is
+recorded, from the request with its preview, so the voters and people see it. The Job's
+completion (or failure) is watched and reconciles the request at once; the sweep catches a
+preview that outlives its deadline.
 
 Every watch event of a request feeds the tracker; when the request still needs something
 (``state.approval_needs``: a review, decisions not yet counted, the warning before a pending
@@ -23,8 +30,10 @@ from typing import Any
 import kopf
 
 from wingman import GROUP, VERSION
-from wingman.kube import APPROVALS, ApiError
+from wingman.kube import APPROVALS, JOBS, PODS, ApiError, create_or_adopt
+from wingman.model import names
 from wingman.operator import approvals as logic
+from wingman.operator import manifests, previews
 from wingman.operator.context import Context, Retry, subject_of
 from wingman.review.consensus import Consensus, run_panel
 
@@ -66,19 +75,26 @@ class Approvals:
             if t is not None:
                 transitions.append(t)
         elif not logic.is_reviewed(body):
+            if previews.needs_preview(body, ctx.settings.policy):
+                t = await preview_step(ctx, body, now)
+                if t is not None:
+                    transitions.append(t)
+                    current = logic.merged(current, t)
+        if not fields and not logic.is_reviewed(current) and \
+                previews.ready_for_review(current, ctx.settings.policy):
             consensus = self.results.get(uid)
             if consensus is None:
-                consensus = await run_panel(ctx.panel, logic.review_input(body))
+                consensus = await run_panel(ctx.panel, logic.review_input(current))
                 self.results[uid] = consensus
                 ctx.metrics.consensus_latency.labels(environment=ctx.env).observe(
                     consensus.duration_seconds)
                 for vote in consensus.votes:
                     ctx.metrics.votes.labels(environment=ctx.env, voter=vote.voter,
                                              verdict=vote.verdict.value).inc()
-            t = logic.reviewed(body, consensus, ctx.settings.policy, now)
+            t = logic.reviewed(current, consensus, ctx.settings.policy, now)
             if t is not None:
                 transitions.append(t)
-                current = logic.merged(body, t)
+                current = logic.merged(current, t)
         if not fields:
             t = logic.decided(current, ctx.settings.policy, now)
             if t is not None:
@@ -97,6 +113,40 @@ class Approvals:
         t = logic.refused(body, reason, message, _now())
         if t is not None:
             await apply(ctx, body, [t])
+
+
+def _owns(obj: dict[str, Any], body: dict[str, Any]) -> bool:
+    uid = body["metadata"]["uid"]
+    return any(o.get("uid") == uid for o in (obj.get("metadata") or {}).get("ownerReferences")
+               or [])
+
+
+async def preview_step(ctx: Context, body: dict[str, Any], now: dt.datetime
+                       ) -> logic.Transition | None:
+    """Start the request's preview Job, or read its result once its pod has terminated."""
+    meta = body["metadata"]
+    ns = meta["namespace"]
+    if not previews.phase_of(body):
+        made, _ = await ctx.write(create_or_adopt, ctx.kube, JOBS, ns,
+                                  manifests.preview_job(body, ctx.settings))
+        if not _owns(made, body):
+            return previews.failed(body, "PreviewJobConflict",
+                                   f"Job {made['metadata']['name']} exists and belongs to "
+                                   "another object; the request is reviewed without a preview",
+                                   now)
+        return previews.started(body, str(made["metadata"]["name"]), now)
+    name = str((body.get("status") or {}).get("preview", {}).get("jobName")
+               or names.preview_job_name(meta["name"]))
+    job: dict[str, Any] | None = await ctx.call(ctx.kube.get_or_none, JOBS, ns, name)
+    if job is None or not _owns(job, body):
+        return previews.timed_out(body, ctx.settings.policy, now) or previews.failed(
+            body, "PreviewJobMissing", f"the preview Job {name} is gone without a result", now)
+    pods = await ctx.call(ctx.kube.list, PODS, ns, label_selector=(
+        f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"))
+    failed = any(c.get("type") == "Failed" and c.get("status") == "True"
+                 for c in (job.get("status") or {}).get("conditions") or [])
+    return (previews.finished(body, pods, job_failed=failed, now=now)
+            or previews.timed_out(body, ctx.settings.policy, now))
 
 
 async def apply(ctx: Context, body: dict[str, Any], transitions: list[logic.Transition]
@@ -136,6 +186,22 @@ async def apply(ctx: Context, body: dict[str, Any], transitions: list[logic.Tran
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     res = (GROUP, VERSION, "approvalrequests")
     ctx.reconcilers["approval"] = Approvals()
+
+    @kopf.on.event("batch", "v1", "jobs", labels={names.ROLE_LABEL: "preview"},
+                   registry=registry)
+    async def preview_job_event(event: kopf.RawEvent, **_: Any) -> None:
+        """A preview Job that finished: its request is reconciled now (its result is read)."""
+        job: dict[str, Any] = dict(event.get("object") or {})
+        if event.get("type") == "DELETED" or not ctx.leading:
+            return
+        if not any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                   for c in (job.get("status") or {}).get("conditions") or []):
+            return
+        for ref in (job.get("metadata") or {}).get("ownerReferences") or []:
+            entry = ctx.tracker.approvals.get(str(ref.get("uid")))
+            if ref.get("kind") == "ApprovalRequest" and entry is not None \
+                    and entry.needs == "review":
+                await ctx.resync("approval", entry.namespace, entry.name, entry.uid)
 
     @kopf.on.event(*res, registry=registry)
     async def approval_event(event: kopf.RawEvent, **_: Any) -> None:
