@@ -434,7 +434,6 @@ class GatewaySettings:
         grant = env.get("WINGMAN_GRANT_NAME", "").strip()
         if not grant:
             raise ConfigError("WINGMAN_GRANT_NAME is not set: the gateway Job names its grant")
-        timing = _lease_timing(env)
         return cls(
             namespace=_name(env, "WINGMAN_NAMESPACE", "wingman"),
             environment=environment,
