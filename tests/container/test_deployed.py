@@ -129,7 +129,14 @@ def test_the_operator_pod_takes_a_request_to_an_executed_audited_restart(
     body = approval_request("restart-web", requester=WORKER, environment="test",
                             commands=[f"kubectl rollout restart deployment/web -n {d.apps}"])
     d.as_worker("apply", "-f", "-", input=json.dumps(body))
-    d.wait_phase("ar", "restart-web", "AutoApproved")
+    ar = d.wait_phase("ar", "restart-web", "AutoApproved")
+    # previewed first, by the image's `wingman preview` as a real container of the preview Job
+    preview = ar["status"]["preview"]
+    assert preview["phase"] == "Completed", (preview, d.logs())
+    assert preview["commands"][0]["outcome"] == "Previewed", preview
+    assert "kubectl.kubernetes.io/restartedAt" in preview["commands"][0]["diff"]
+    (prun,) = d.runs(names.preview_job_name("restart-web"))
+    assert prun.exit_code == 0 and prun.argv == ("wingman", "preview")
     d.as_worker("apply", "-f", "-", input=json.dumps({
         "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
         "metadata": {"name": "restart-web-1"},
