@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 def test_dev_run_starts_a_control_plane_and_the_demo_executes(tmp_path: Path) -> None:
@@ -53,3 +57,41 @@ def test_dev_run_uses_a_configured_cluster_instead(cluster: Any, crds: Path,
         cluster.helm("uninstall", "wingman", "-n", "wingman-test", "--wait=false", check=False)
         for ns in ("wingman-test", "apps"):
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_dev_run_stops_everything_it_started_on_sigterm_and_sighup(tmp_path: Path,
+                                                                  sig: int) -> None:
+    from wingman.dev.tools import cache_dir
+
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env.update({"WINGMAN_CACHE": str(cache_dir()), "HOME": str(tmp_path),
+                "TMPDIR": str(tmp_path)})
+    log = (tmp_path / "dev-run.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "dev", "run", "--no-demo"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "operator running" not in (tmp_path / "dev-run.log").read_text():
+            assert proc.poll() is None, (tmp_path / "dev-run.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "wingman dev run did not start in time"
+            time.sleep(1)
+        started = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True,
+                                 text=True, check=False).stdout.split()
+        assert len(started) >= 3, "etcd, kube-apiserver and kube-controller-manager run"
+        text = (tmp_path / "dev-run.log").read_text()
+        operator_pid = int(text.split("operator running (pid ", 1)[1].split(")", 1)[0])
+        assert Path(f"/proc/{operator_pid}").exists()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    out = (tmp_path / "dev-run.log").read_text()
+    assert f"{signal.Signals(sig).name}: stopped everything this command started" in out, out
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True,
+                               check=False)
+    assert leftovers.stdout.strip() == "", "no stray processes"
+    assert not Path(f"/proc/{operator_pid}").exists(), "the operator was stopped too"

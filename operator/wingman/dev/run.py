@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,17 +65,55 @@ def _say(msg: str) -> None:
     print(f"wingman dev: {msg}", flush=True)
 
 
-def cluster_main() -> int:
-    """Start a local control plane and wait until interrupted."""
-    cluster = LocalCluster.start()
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: stop everything this command started, as Ctrl-C does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`Stopped` (a KeyboardInterrupt) for the duration,
+    so that every ``finally`` and ExitStack callback runs: the control plane, the node
+    harness and the operator are stopped whatever ends the command."""
+    def raise_stopped(signum: int, _frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # a second signal never cuts the clean-up
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        _say(f"local control plane at {cluster.server}")
-        _say(f"export KUBECONFIG={cluster.kubeconfig}")
-        _say("press Ctrl-C to stop")
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        yield
     finally:
-        cluster.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stopped(exc: KeyboardInterrupt) -> int:
+    name = exc.args[0] if isinstance(exc, Stopped) else "Ctrl-C"
+    _say(f"{name}: stopped everything this command started")
     return 0
+
+
+def cluster_main() -> int:
+    """Start a local control plane and wait until interrupted (Ctrl-C, SIGTERM, SIGHUP)."""
+    with stopping_on_signals():
+        try:
+            cluster = LocalCluster.start()
+        except KeyboardInterrupt as exc:
+            return _stopped(exc)
+        try:
+            _say(f"local control plane at {cluster.server}")
+            _say(f"export KUBECONFIG={cluster.kubeconfig}")
+            _say("press Ctrl-C to stop")
+            while True:
+                signal.pause()
+        except KeyboardInterrupt as exc:
+            return _stopped(exc)
+        finally:
+            cluster.stop()
 
 
 def _operator_env(kubeconfig: Path, audit_path: Path, gateway_image: str) -> dict[str, str]:
@@ -113,9 +152,18 @@ def _wait_phase(cluster_kubectl: Any, kind: str, name: str, phases: tuple[str, .
 
 
 def run_main(*, demo: bool = True, exit_after_demo: bool = False) -> int:
-    """Start (or use) a cluster, install Wingman, run the operator, and show a demo."""
-    if configured_kubeconfig() is not None:
-        return _run_on_configured_cluster(exit_after_start=exit_after_demo)
+    """Start (or use) a cluster, install Wingman, run the operator, and show a demo. Ctrl-C,
+    SIGTERM and SIGHUP stop everything it started."""
+    with stopping_on_signals():
+        try:
+            if configured_kubeconfig() is not None:
+                return _run_on_configured_cluster(exit_after_start=exit_after_demo)
+            return _run_locally(demo=demo, exit_after_demo=exit_after_demo)
+        except KeyboardInterrupt as exc:
+            return _stopped(exc)
+
+
+def _run_locally(*, demo: bool, exit_after_demo: bool) -> int:
     with contextlib.ExitStack() as stack:
         _say("no cluster configured (KUBECONFIG unset, no ~/.kube/config): "
              "starting a local control plane")
@@ -166,10 +214,10 @@ def run_main(*, demo: bool = True, exit_after_demo: bool = False) -> int:
         ok = _demo(cluster, audit_path) if demo else True
         if exit_after_demo:
             return 0 if ok else 1
-        _say(f"export KUBECONFIG={cluster.kubeconfig} to look around; Ctrl-C stops everything")
-        with contextlib.suppress(KeyboardInterrupt):
-            while operator.poll() is None:
-                time.sleep(1)
+        _say(f"export KUBECONFIG={cluster.kubeconfig} to look around; Ctrl-C (or SIGTERM, "
+             "SIGHUP) stops everything")
+        while operator.poll() is None:
+            time.sleep(1)
         return 0 if operator.returncode in (None, 0) else 1
 
 
@@ -290,8 +338,7 @@ def _run_on_configured_cluster(*, exit_after_start: bool = False) -> int:
                     return 0
                 time.sleep(1)
             return 1
-        with contextlib.suppress(KeyboardInterrupt):
-            proc.wait()
+        proc.wait()
         return 0 if proc.returncode in (None, 0) else 1
     finally:
         _terminate(proc)

@@ -6,6 +6,9 @@ Real API server, the chart's identities; the operator runs as its ServiceAccount
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +17,10 @@ from typing import Any
 import pytest
 
 from integration.operator.test_operator import RESTART, Env
-from support.chart import installed
-from support.operator import OperatorProcess
+from support.chart import DEFAULT_GATEWAY_IMAGE, installed
+from support.operator import OperatorProcess, get, phase_of, wait_for
 from wingman.audit import verify
+from wingman.dev.node import NodeHarness
 
 JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl"
 
@@ -135,3 +139,95 @@ def test_a_write_the_api_server_will_never_accept_ends_the_object_instead_of_loo
     finally:
         env.cluster.kubectl("delete", "validatingadmissionpolicybinding,"
                             "validatingadmissionpolicy", name, check=False)
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB filesystem (tmpfs) for the audit trail, so it can run full."""
+    mount = tmp_path / "audit-volume"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs",
+                           str(mount)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:  # the tier runs as root on CI; say so plainly when it cannot
+        pytest.fail(f"cannot mount a small tmpfs for the audit volume (needs root): "
+                    f"{done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(volume: Path) -> Path:
+    filler = volume / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 512)
+    except OSError:
+        pass  # ENOSPC: the volume is full
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_audit_volume_mid_flow_leaves_no_state_change_without_its_record(
+        cluster: Any, crds: Path, tmp_path: Path, small_volume: Path) -> None:
+    """Issue 17 item 4: with the volume full the operator fails closed; once space returns,
+    every claim, mint and execution has its record and the trail verifies."""
+    ns = f"wm-full-{uuid.uuid4().hex[:8]}"
+    apps = f"{ns}-apps"
+    audit = small_volume / "audit.jsonl"
+    values = {"operator.replicas": 0,
+              "policy.allowlist": [f"kubectl rollout restart deployment/{{name}} -n {apps}"]}
+    with installed(cluster, "test", namespace=ns, target_namespace=apps, values=values):
+        cluster.kubectl("create", "deployment", "web", "-n", apps,
+                        "--image=registry.k8s.io/pause:3.9")
+        op = OperatorProcess(cluster, ns, tmp_path / "operator", extra_env={
+            "WINGMAN_AUDIT_TARGET": str(audit), "WINGMAN_AUDIT_VOLUME_CLAIM": "wingman-audit"})
+        op.audit_path = audit
+        op.start()
+        env = Env(cluster, ns, op)
+        command = f"kubectl rollout restart deployment/web -n {apps}"
+        try:
+            requests = [f"r{i}" for i in range(8)]
+            for r in requests:
+                env.request(r, commands=(command,))
+            for r in requests:
+                env.wait_phase("ar", r, "AutoApproved")
+            filler = _fill(small_volume)
+            for i, r in enumerate(requests):
+                env.grant(f"g{i}", r, command)
+            # the claims reach the API server, their records cannot: nothing is issued
+            wait_for("claims recorded on the approvals", lambda: all(
+                (get(cluster, "ar", ns, r) or {}).get("status", {}).get("grants")
+                for r in requests), 60, on_timeout=op.log_tail)
+            time.sleep(3)
+            assert all(phase_of(cluster, "eg", ns, f"g{i}") in (None, "Pending")
+                       for i in range(len(requests))), "fail closed: no token without records"
+            assert "wingman_audit_errors_total" in op.metrics()
+            filler.unlink()
+            with NodeHarness(cluster=cluster, namespaces=[ns], workdir=tmp_path / "node",
+                             gateway_image=DEFAULT_GATEWAY_IMAGE,
+                             volume_dirs={"wingman-audit": small_volume}):
+                for i in range(len(requests)):  # (restarts racing on one Deployment may
+                    # fail with a conflict: what matters is that each command ran, once)
+                    eg = env.wait_phase("eg", f"g{i}", "Succeeded", "Failed", timeout=120)
+                    assert isinstance(eg["status"].get("exitCode"), int), eg["status"]
+            records = [json.loads(line) for line in audit.read_text().splitlines()]
+            assert verify(str(audit)).ok
+            # completeness: each claim, mint and execution has its record
+            claimed = {(r["data"]["grantUID"]) for r in records
+                       if r["event"] == "ApprovalCommandGranted"}
+            minted = {r["data"]["tokenSHA256"] for r in records if r["event"] == "TokenMinted"}
+            executed = {r["subject"]["name"] for r in records if r["event"] == "GatewayExecuted"}
+            for r in requests:
+                for entry in (get(cluster, "ar", ns, r) or {})["status"]["grants"]:
+                    assert entry["grantUID"] in claimed, f"claim of {entry['grant']} unrecorded"
+            for i in range(len(requests)):
+                eg = get(cluster, "eg", ns, f"g{i}")
+                assert eg is not None
+                assert eg["status"]["tokenSHA256"] in minted, f"mint of g{i} unrecorded"
+                assert f"g{i}" in executed, f"execution of g{i} unrecorded"
+            _no_tracebacks(env)
+        finally:
+            op.stop()

@@ -57,6 +57,7 @@ ALERTS = {
     "WingmanAuditCheckpointFailed": "critical",
     "WingmanAuditWitnessFailing": "warning",
     "WingmanApprovalBacklog": "warning",
+    "WingmanObjectsStuck": "warning",
     "WingmanReconcileErrors": "warning",
     "WingmanGrantFailures": "warning",
     "WingmanDenialSpike": "warning",
