@@ -9,7 +9,9 @@
 
 May import: the shared top-level modules (``errors``, ``conditions``, ``kube``, ``settings``),
 ``wingman.model`` and ``wingman.review.policy`` (to read the environment's policy);
-``status`` is pure (neither kopf nor kubernetes). Never the operator, the gateway or the CLI.
+``status`` is pure (neither kopf nor kubernetes). Never the token code (``capability``), the
+audit trail, the operator, the gateway, the verifier or the CLI: an agent's tools hold no more
+than the worker's rights.
 
     from wingman.client import WingmanClient, connect
     client = WingmanClient(connect(namespace="wingman-test"))

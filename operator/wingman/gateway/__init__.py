@@ -5,6 +5,6 @@ Owns the run (``run``: verify, re-check, burn once, audit, execute, record), its
 (``executors``) and output redaction (``redaction``).
 
 May import: ``wingman.model``, ``wingman.capability``, ``wingman.audit`` and the shared
-top-level modules. Never ``wingman.operator``, ``wingman.review``, ``wingman.cli`` or
-``wingman.dev``.
+top-level modules. Never ``wingman.operator``, ``wingman.review``, ``wingman.preview``,
+``wingman.mcp``, ``wingman.cli`` or ``wingman.dev``.
 """

@@ -7,5 +7,6 @@ list_requests) and resources (the environment's policy, the status protocol) on 
 worker's rights, has no tool to decide a request, and never reads a capability token.
 
 May import: ``wingman.client``, the shared top-level modules (``errors``, ``settings``), the
-``mcp`` SDK and its ASGI stack. Never the operator, the gateway, the review panel or the CLI.
+``mcp`` SDK and its ASGI stack. Never the token code (``capability``), the audit trail, the
+operator, the gateway, the review panel, the verifier or the CLI.
 """

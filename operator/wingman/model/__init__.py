@@ -2,8 +2,9 @@
 
 What the operator and the gateway must agree on lives here, so neither imports the other:
 the names and labels of the objects the operator makes and the gateway finds (``names``), when
-an approval may be acted on and which grant its command went to (``approvals``), and the phases
-of a grant (``grants``).
+an approval may be acted on and which grant its command went to (``approvals``), the phases
+of a grant (``grants``), and the preview's result, its channel from the preview Job to the
+operator and the state-binding rule the gateway applies (``preview``).
 
 May import: ``wingman.conditions`` and the standard library. Pure.
 """
