@@ -1,6 +1,6 @@
 """``wingman mcp``: the Model Context Protocol server through which agents use Wingman.
 
-``server`` builds the tools (request_approval, get_request, execute, get_result,
+``server`` builds the tools (request_approval, get_request, execute, rollback, get_result,
 list_requests) and resources (the environment's policy, the status protocol) on the official
 ``mcp`` SDK and serves them over stdio or streamable HTTP. Every call runs through
 ``wingman.client`` with the agent's own Kubernetes identity: the server holds no more than the
