@@ -1,7 +1,8 @@
 """Leader election over a coordination.k8s.io Lease: one operator replica acts at a time.
 
-Every replica runs the same watches; only the one holding the Lease (``operator.leaderLease``,
-created by the chart, so the operator never needs the right to create Leases) reconciles.
+Every replica runs the same watches; only the one holding the Lease ``wingman-operator-leader``
+(``settings.leader_lease``; created by the chart when ``operator.leaderElection.enabled``, so the
+operator never needs the right to create Leases) reconciles.
 The rules are those of client-go's leader election:
 
 - the holder renews every ``retry`` seconds, each write guarded by the Lease's
