@@ -11,6 +11,10 @@
   with the same admission policy as ``kubectl wingman approve``, on the impersonated person.
 - ``StepUp``: TOTP (pyotp, RFC 6238, 30 s steps, one step of clock drift either side), each
   code accepted once per person; a decision waiting for its code expires after the window.
+  Wrong codes are throttled (RFC 6238 section 5.2): after ``STEP_UP_MAX_FAILURES`` in a row a
+  person's codes are refused (``StepUpLocked``, even the right one) for
+  ``STEP_UP_LOCKOUT_SECONDS``, so whoever holds a person's chat session cannot guess the six
+  digits by trying.
 - ``ReplayGuard``: remembers what was already handled (Telegram callback ids, Slack signatures)
   for longer than the channels' replay windows.
 """
@@ -32,6 +36,9 @@ from wingman.errors import WingmanError
 from wingman.settings import ChatPerson
 
 VERBS = {"a": "approve", "r": "reject"}
+#: Wrong step-up codes in a row that lock a person's step-up for ``STEP_UP_LOCKOUT_SECONDS``.
+STEP_UP_MAX_FAILURES = 5
+STEP_UP_LOCKOUT_SECONDS = 300
 _MAC_CHARS = 8  # 6 bytes, base64url
 _UID_CHARS = 22  # 16 bytes, base64url
 
@@ -135,33 +142,58 @@ class StepUp:
     clock: Callable[[], float] | None = None
     _last_step: dict[str, int] = field(default_factory=dict)
     _pending: dict[tuple[str, str], PendingStepUp] = field(default_factory=dict)
+    _failures: dict[str, int] = field(default_factory=dict)  # wrong codes in a row, by user
+    _locked_until: dict[str, float] = field(default_factory=dict)
 
     def _now(self) -> float:
         return time.time() if self.clock is None else self.clock()
 
     def verify(self, user: str, code: str) -> None:
-        """Refusal(StepUpFailed) unless ``code`` is ``user``'s current, unused TOTP code."""
+        """Refusal(StepUpFailed) unless ``code`` is ``user``'s current, unused TOTP code;
+        Refusal(StepUpLocked) while ``user`` is locked out after too many wrong codes."""
         secret = self.secrets.get(user)
         if not secret:
             raise refuse("StepUpNotEnrolled", f"{user} has no enrolled authenticator: ask an "
                          "administrator to add a TOTP secret for you to the chat Secret")
+        now = self._now()
+        locked_until = self._locked_until.get(user, 0.0)
+        if now < locked_until:
+            raise refuse("StepUpLocked", f"too many wrong one-time codes for {user}: step-up is "
+                         f"locked for {int(locked_until - now) + 1} more seconds; then use the "
+                         "current code (or decide with kubectl wingman)")
         code = code.strip().replace(" ", "")
         if not code.isdigit() or len(code) != 6:
-            raise refuse("StepUpFailed", "the one-time code must be the 6 digits your "
-                         "authenticator shows")
+            raise self._failed(user, now, refuse(
+                "StepUpFailed", "the one-time code must be the 6 digits your authenticator "
+                "shows"))
         totp = pyotp.TOTP(secret)
-        now = self._now()
         for drift in (0, -1, 1):
             at = now + drift * totp.interval
             step = totp.timecode(dt.datetime.fromtimestamp(at, dt.UTC))
             if hmac.compare_digest(totp.at(at), code):
                 if step <= self._last_step.get(user, -1):
-                    raise refuse("StepUpReplayed", "that one-time code was used already: wait "
-                                 "for the next one")
+                    raise self._failed(user, now, refuse(
+                        "StepUpReplayed", "that one-time code was used already: wait for the "
+                        "next one"))
                 self._last_step[user] = step
+                self._failures.pop(user, None)
                 return
-        raise refuse("StepUpFailed", "the one-time code is wrong or too old: try the current "
-                     "one (is your device's clock right?)")
+        raise self._failed(user, now, refuse(
+            "StepUpFailed", "the one-time code is wrong or too old: try the current one (is "
+            "your device's clock right?)"))
+
+    def _failed(self, user: str, now: float, refusal: Refusal) -> Refusal:
+        """Count a wrong code; the ``STEP_UP_MAX_FAILURES``-th in a row locks ``user`` out."""
+        failures = self._failures.get(user, 0) + 1
+        if failures >= STEP_UP_MAX_FAILURES:
+            self._failures.pop(user, None)
+            self._locked_until[user] = now + STEP_UP_LOCKOUT_SECONDS
+            return refuse("StepUpLocked", f"wrong one-time code, the {STEP_UP_MAX_FAILURES}th in "
+                          f"a row: step-up for {user} is locked for {STEP_UP_LOCKOUT_SECONDS} "
+                          "seconds; then use the current code (or decide with kubectl "
+                          "wingman)")
+        self._failures[user] = failures
+        return refusal
 
     def hold(self, channel_user: str, pending: PendingStepUp) -> None:
         self._pending[(channel_user, "")] = pending
@@ -195,5 +227,5 @@ class ReplayGuard:
         return False
 
 
-__all__ = ["VERBS", "Button", "ButtonSigner", "PendingStepUp", "Refusal", "ReplayGuard",
-           "StepUp", "check_decision", "refuse"]
+__all__ = ["STEP_UP_LOCKOUT_SECONDS", "STEP_UP_MAX_FAILURES", "VERBS", "Button", "ButtonSigner",
+           "PendingStepUp", "Refusal", "ReplayGuard", "StepUp", "check_decision", "refuse"]

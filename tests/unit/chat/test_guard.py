@@ -8,7 +8,15 @@ import pyotp
 import pytest
 
 from wingman.chat import render
-from wingman.chat.guard import ButtonSigner, Refusal, ReplayGuard, StepUp, check_decision
+from wingman.chat.guard import (
+    STEP_UP_LOCKOUT_SECONDS,
+    STEP_UP_MAX_FAILURES,
+    ButtonSigner,
+    Refusal,
+    ReplayGuard,
+    StepUp,
+    check_decision,
+)
 from wingman.settings import ChatPerson
 
 from .test_render import NOW, request
@@ -52,6 +60,45 @@ def test_step_up_accepts_each_current_code_once() -> None:
     assert exc.value.reason == "StepUpNotEnrolled"
     now[0] += 30
     step.verify("bob", pyotp.TOTP(secret).at(now[0]))
+
+
+def test_step_up_locks_out_guessing() -> None:
+    """Whoever holds a person's chat session must not be able to guess the code: after a few
+    wrong codes in a row even the right one is refused until the lockout ends; another person
+    is not affected, and a right code resets the count."""
+    secret, other = pyotp.random_base32(), pyotp.random_base32()
+    now = [1_900_000_000.0]
+    step = StepUp({"bob": secret, "carol": other}, clock=lambda: now[0])
+    right = pyotp.TOTP(secret).at(now[0])
+    wrong = "000000" if right != "000000" else "111111"
+    reasons = []
+    for _ in range(STEP_UP_MAX_FAILURES):
+        with pytest.raises(Refusal) as exc:
+            step.verify("bob", wrong)
+        reasons.append(exc.value.reason)
+    assert reasons == ["StepUpFailed"] * (STEP_UP_MAX_FAILURES - 1) + ["StepUpLocked"]
+    with pytest.raises(Refusal) as exc:
+        step.verify("bob", right)  # the right code, but locked
+    assert exc.value.reason == "StepUpLocked"
+    assert "locked" in exc.value.message
+    step.verify("carol", pyotp.TOTP(other).at(now[0]))  # only bob is locked
+    now[0] += STEP_UP_LOCKOUT_SECONDS - 31
+    with pytest.raises(Refusal) as exc:
+        step.verify("bob", pyotp.TOTP(secret).at(now[0]))
+    assert exc.value.reason == "StepUpLocked"
+    now[0] += 31
+    step.verify("bob", pyotp.TOTP(secret).at(now[0]))
+    # a right code resets the count: the next wrong ones start from zero again
+    for _ in range(STEP_UP_MAX_FAILURES - 1):
+        with pytest.raises(Refusal) as exc:
+            step.verify("bob", "12345")  # not even six digits: still a wrong guess
+        assert exc.value.reason == "StepUpFailed"
+    now[0] += 30
+    step.verify("bob", pyotp.TOTP(secret).at(now[0]))
+    for _ in range(STEP_UP_MAX_FAILURES - 1):
+        with pytest.raises(Refusal) as exc:
+            step.verify("bob", wrong)
+        assert exc.value.reason == "StepUpFailed"
 
 
 def test_decision_preconditions() -> None:
