@@ -144,6 +144,11 @@ class LeaderElector:
                         extra={"lease": self.name, "error": str(exc)})
 
     def _tick(self) -> None:
+        # The renew deadline counts from before the read: the write may be applied at once and
+        # answered late, and a standby counts the Lease's duration from when it saw the write.
+        # Counting from the answer would let this replica act past the moment the standby
+        # takes over; counting from here it stops renew_deadline after, at the latest.
+        started = time.monotonic()
         lease = self.kube.get(LEASES, self.namespace, self.name)
         mono = time.monotonic()
         action = decide(lease, self.identity, self._seen, mono, self.timing)
@@ -166,7 +171,7 @@ class LeaderElector:
             if exc.conflict:  # someone else wrote first; look again next tick
                 return
             raise
-        self._renewed = time.monotonic()
+        self._renewed = started
         if not self._leading:
             log.info("leader lease acquired; this replica acts",
                      extra={"identity": self.identity, "lease": self.name})
