@@ -203,7 +203,8 @@ def witness_main(argv: Sequence[str]) -> int:
     p.add_argument("--hmac-key-file", required=True, help="file holding the shared HMAC key")
     p.add_argument("--audit-key", action="append", default=[],
                    help="audit public key PEM file (repeatable); checkpoints must verify")
-    p.add_argument("--path", default="/checkpoints")
+    p.add_argument("--path", default="/checkpoints",
+                   help="the HTTP path checkpoints are POSTed to (default %(default)s)")
     args = p.parse_args(list(argv))
     host, _, port = args.listen.rpartition(":")
     try:

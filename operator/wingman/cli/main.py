@@ -111,8 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--rollback", action=_RollbackFor, metavar="COMMAND",
                     help="the exact command that undoes the --command just before it, reviewed "
                     "with it (kubectl wingman rollback <grant> runs it once that command ran)")
-    sp.add_argument("--justification")
-    sp.add_argument("--expires-after-seconds", type=int)
+    sp.add_argument("--justification", help="why this is needed, shown to reviewers")
+    sp.add_argument("--expires-after-seconds", type=int,
+                    help="how long the request may wait for a decision, in seconds (default "
+                    "and upper bound: the policy's requestTTLSeconds)")
     sp.add_argument("--name", help="name of the ApprovalRequest (default: generated)")
     sp.add_argument("--source-reference", help="provenance: the task or ticket this is for")
     sp.add_argument("--agent", help="provenance: the agent's name")
@@ -134,7 +136,9 @@ def _parser() -> argparse.ArgumentParser:
         _names("request"))
     sp.add_argument("--command", dest="grant_command", required=True,
                     help="exactly one of the approved commands")
-    sp.add_argument("--ttl-seconds", type=int)
+    sp.add_argument("--ttl-seconds", type=int,
+                    help="the token's lifetime in seconds (default: the policy's tokenTTLSeconds; "
+                    "above its maxTokenTTLSeconds the grant is denied)")
     wait_args(sp, "the command has run, and print its output")
 
     sp = command("rollback", "start the reviewed rollback of a command that ran: create its "
@@ -142,7 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     client_args(sp)
     sp.add_argument("name", help="the ExecutionGrant that ran the command"
                     ).completer = _names("grant")  # type: ignore[attr-defined]
-    sp.add_argument("--ttl-seconds", type=int)
+    sp.add_argument("--ttl-seconds", type=int,
+                    help="the token's lifetime in seconds (default: the policy's tokenTTLSeconds; "
+                    "above its maxTokenTTLSeconds the grant is denied)")
     wait_args(sp, "the rollback has run, and print its output")
 
     sp = command("describe", "show a request's state, review, decisions, provenance and grants")
@@ -205,7 +211,8 @@ def _parser() -> argparse.ArgumentParser:
                           "they signed have expired)")):
         kp = ksub.add_parser(action, help=text)
         client_args(kp, output=False)
-        kp.add_argument("--secret", default="wingman-signing-key")
+        kp.add_argument("--secret", default="wingman-signing-key",
+                        help="the Secret holding the signing keys (default %(default)s)")
         kp.add_argument("--configmap", default="wingman-public-keys",
                         help="the ConfigMap the public keys are published to ('' for none: "
                         "the audit key's are published by the operator with its checkpoints)")

@@ -53,6 +53,8 @@ Wingman lets you run infrastructure commands only after review. The flow:
    the same request unchanged.
 4. execute(...) then get_result(grant) for the exit code and output. Each approved command
    runs at most once; running it again needs a new request.
+5. A command requested with a rollback (`rollbacks`) can be undone once it ran: rollback(grant)
+   starts the reviewed rollback without a new decision, once, within the policy's window.
 You cannot approve requests, yours or anyone's; people decide."""
 
 PROTOCOL = """\
