@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from wingman.audit import AuditSink
@@ -376,7 +377,8 @@ class ChatService:
                          "decided; try again shortly or use kubectl wingman") from exc
         client = self.cluster.client_as(person, ChatHints(_prefix(channel)))
         try:
-            await asyncio.to_thread(client.decide, v.name, verdict, reason[:1000])
+            await asyncio.to_thread(partial(client.decide, uid=v.uid), v.name, verdict,
+                                    reason[:1000])
         except ClientError as exc:
             raise refuse("NotAllowed" if isinstance(exc, Forbidden | Invalid) else "ApiError",
                          f"the API server refused your decision as {person.user}: "

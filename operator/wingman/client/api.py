@@ -365,8 +365,12 @@ class WingmanClient:
         """Poll until the request leaves the waiting states or ``timeout`` passes."""
         return self._wait(lambda: self.request_status(name), timeout, on_tick)
 
-    def decide(self, name: str, verdict: str, reason: str = "") -> st.Status:
-        """Append the caller's decision (approvers only: admission checks it)."""
+    def decide(self, name: str, verdict: str, reason: str = "", *,
+               uid: str | None = None) -> st.Status:
+        """Append the caller's decision (approvers only: admission checks it).
+
+        With ``uid``, the decision lands only on that very object: a request deleted and
+        created again under the same name since the caller looked is refused (StaleRequest)."""
         if verdict not in ("Approve", "Reject"):
             raise Invalid(f"verdict must be Approve or Reject, got {verdict!r}")
         if verdict == "Reject" and not reason.strip():
@@ -374,13 +378,19 @@ class WingmanClient:
         entry = {"verdict": verdict, "by": self.whoami(), "reason": reason}
         for attempt in range(3):
             obj = self.get_request_object(name)
-            patch: list[dict[str, Any]]
+            if uid is not None and obj["metadata"].get("uid") != uid:
+                raise Invalid(f"ApprovalRequest {name} was deleted and created again since you "
+                              "looked at it: read the new one before deciding",
+                              reason="StaleRequest")
+            # the uid is tested in the patch too: the object cannot be swapped in between
+            patch: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid",
+                                            "value": obj["metadata"]["uid"]}]
             if obj["spec"].get("decisions"):
-                patch = [{"op": "add", "path": "/spec/decisions/-", "value": entry}]
+                patch.append({"op": "add", "path": "/spec/decisions/-", "value": entry})
             else:  # first decision: never replace a concurrent first decision
-                patch = [{"op": "test", "path": "/metadata/resourceVersion",
-                          "value": obj["metadata"]["resourceVersion"]},
-                         {"op": "add", "path": "/spec/decisions", "value": [entry]}]
+                patch += [{"op": "test", "path": "/metadata/resourceVersion",
+                           "value": obj["metadata"]["resourceVersion"]},
+                          {"op": "add", "path": "/spec/decisions", "value": [entry]}]
             try:
                 self._call(f"recording your decision on {name}", self.kube.patch, APPROVALS,
                            self.namespace, name, patch, content_type=JSON_PATCH)
