@@ -157,10 +157,20 @@ def check_targets(approval: Body, command: str, *, allow_drift: bool,
     (:func:`wingman.model.preview.drift`). Unless ``allow_drift`` (the policy's
     ``targetDrift: Allow``) any change, or a target that cannot be read, raises
     GrantDenied(TargetChanged / TargetUnreadable); with it the changes are returned, for the
-    audit record. A command
-    the preview recorded no targets for (read-only, not previewable, no preview) binds nothing.
+    audit record. A command the preview recorded no targets for (read-only, not previewable,
+    a failed preview, no preview) binds nothing. A record that cannot be trusted (previewed,
+    but the preview is gone, unfinished, unreadable or lacks the command) refuses with
+    GrantDenied(PreviewUnusable), whatever ``allow_drift`` says: the drift policy is about
+    targets that changed, not about an approval whose coverage is unknown.
     """
     plan = previews.binding(approval, command)
+    name = (approval.get("metadata") or {}).get("name")
+    if plan.unusable:
+        raise GrantDenied(
+            f"the preview of ApprovalRequest {name} cannot tell which state the approval "
+            f"covers: {plan.unusable}. Nothing was executed and the token was not spent; "
+            "submit a new request (it is previewed and reviewed again)",
+            reason="PreviewUnusable")
     if plan.missing:
         return []
     changed: list[str] = []
@@ -175,7 +185,6 @@ def check_targets(approval: Body, command: str, *, allow_drift: bool,
             changed.append(change.describe())
     if allow_drift:
         return changed + [f"unreadable {u}" for u in unreadable]
-    name = (approval.get("metadata") or {}).get("name")
     if changed:
         raise GrantDenied(
             f"{len(changed)} target(s) changed since the preview ApprovalRequest {name} was "

@@ -543,27 +543,49 @@ def changes(pairs: Iterable[tuple[Target, Mapping[str, Any] | None]]) -> list[Ch
 
 @dataclass(frozen=True)
 class BindingPlan:
-    """What the gateway must compare before it executes ``command``."""
+    """What the gateway must compare before it executes ``command``.
+
+    ``missing``: the approval binds no state, legitimately (no preview was made when it was
+    reviewed, or the preview failed and its reviewers saw that finding); ``unusable``: the
+    record cannot be trusted to say what the approval covers (it was previewed, but the record
+    is gone, unfinished, unreadable or has no entry for the command), so the gateway refuses.
+    """
 
     targets: tuple[Target, ...] = ()
-    missing: str = ""  # set when nothing recorded can bind the command (the reason why)
+    missing: str = ""  # set when nothing recorded binds the command (the reason why)
+    unusable: str = ""  # set when the record cannot be trusted (the reason why)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _was_previewed(body: Mapping[str, Any]) -> bool:
+    conds = (body.get("status") or {}).get("conditions") or []
+    return any(isinstance(c, Mapping) and c.get("type") == "Previewed" for c in conds)
+
+
 def binding(body: Mapping[str, Any], command: str) -> BindingPlan:
-    """The targets an approval's preview bound ``command`` to (see the module docstring)."""
+    """The targets an approval's preview bound ``command`` to (see :class:`BindingPlan`).
+
+    An approved request's preview is always finished: the panel votes, and decisions count,
+    only once it is ``Completed`` or ``Failed``. A ``Completed`` preview has an entry for every
+    command of the request (it holds as many as the request may have)."""
     data = status_of(body)
     if not data:
+        if _was_previewed(body):
+            return BindingPlan(unusable="the request was previewed (condition Previewed) but "
+                                        "its status.preview is gone")
         return BindingPlan(missing="the request has no preview")
-    if data.get("phase") != Phase.COMPLETED.value:
-        return BindingPlan(missing=f"its preview is {data.get('phase') or 'unknown'}, not "
-                                   "Completed")
+    phase = data.get("phase")
+    if phase == Phase.FAILED.value:
+        return BindingPlan(missing="its preview failed (a finding its reviewers saw)")
+    if phase != Phase.COMPLETED.value:
+        return BindingPlan(unusable=f"its preview is {str(phase or 'unknown')[:40]}, not "
+                                    "finished, although the request was decided")
     preview = recorded(body)
     if preview is None:
-        return BindingPlan(missing="its recorded preview is unreadable")
+        return BindingPlan(unusable="its recorded preview is unreadable")
     entry = preview.for_command(command)
     if entry is None:
-        return BindingPlan(missing="its preview has no entry for this command")
+        return BindingPlan(unusable="its preview has no entry for this command")
     notes: list[str] = []
     if entry.targets_truncated:
         notes.append(f"{entry.targets_truncated} targets beyond the first "

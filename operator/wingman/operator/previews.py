@@ -8,7 +8,8 @@ terminated, its termination message is the result (:func:`finished`): decoded an
 strictly (``wingman.model.preview.decode``), bound to this request's uid, and recorded as
 ``status.preview`` (``Completed``) with ``Previewed=True`` (reason ``PreviewSucceeded``, or
 ``PreviewFindings`` when some command could not be previewed cleanly: the finding is in the
-condition's message and the Warning Event). A pod that ended without a valid result, a Job that
+condition's message and the Warning Event); only a pod of that Job, running as the preview
+ServiceAccount, is read (:func:`job_pods`). A pod that ended without a valid result, a Job that
 failed, or a preview that outlived its deadline (:func:`timed_out`) is recorded as ``Failed``
 with ``Previewed=False``: a finding too. Only then does the panel vote (:func:`ready_for_review`):
 the panel sees the preview; a preview never blocks a request for longer than its timeout.
@@ -85,9 +86,31 @@ def started(body: Body, job: str, now: dt.datetime) -> Transition | None:
                       "before the panel votes", False, "ApprovalPreviewStarted", {"job": job})
 
 
+def job_pods(pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any],
+             service_account: str) -> list[Mapping[str, Any]]:
+    """The pods whose termination message may be taken as the preview's result: those the Job
+    controller made for this Job (controller owner reference with the Job's uid) that run as
+    the preview ServiceAccount. Admission lets only the Job controller create pods with that
+    ServiceAccount, only with the pinned image running ``wingman preview``; a label is not
+    enough (anyone who may create pods could copy the Job's labels and write a forged result
+    into their own pod's termination message)."""
+    uid = (job.get("metadata") or {}).get("uid")
+    out = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        spec = pod.get("spec") or {}
+        owned = any(ref.get("controller") is True and ref.get("kind") == "Job"
+                    and ref.get("uid") == uid for ref in meta.get("ownerReferences") or [])
+        if owned and uid and spec.get("serviceAccountName") == service_account:
+            out.append(pod)
+    return out
+
+
 def _terminated(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     for pod in pods:
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") != "preview":
+                continue
             state = (status.get("state") or {}).get("terminated")
             if isinstance(state, Mapping):
                 return state
@@ -186,5 +209,5 @@ def timed_out(body: Body, policy: EnvironmentPolicy, now: dt.datetime) -> Transi
                   "panel votes without it", now)
 
 
-__all__ = ["GRACE_SECONDS", "deadline", "failed", "finished", "needs_preview", "phase_of",
-           "ready_for_review", "recorded", "started", "timed_out"]
+__all__ = ["GRACE_SECONDS", "deadline", "failed", "finished", "job_pods", "needs_preview",
+           "phase_of", "ready_for_review", "recorded", "started", "timed_out"]

@@ -8,6 +8,9 @@ grammar what the dry run is:
 - ``dry-run``: the verb supports ``--dry-run``; the runner appends ``--dry-run=server`` (the
   last occurrence of a flag wins, so the command cannot switch it off) and runs the exact argv
   through the recording proxy, which also marks every write ``dryRun=All``;
+- every command that runs also gets ``--v=0`` appended: at ``-v=8`` and above kubectl logs
+  the API server's response bodies on stderr, which the preview reads for its errors
+  (``--vmodule``, which raises the level per source file, is refused);
 - ``proxy``: the verb writes but has no ``--dry-run`` flag (``rollout restart``, ``pause``,
   ``resume``); the proxy alone makes each of its writes a dry run;
 - ``read-only``: the verb only reads (``get``, ``describe``, ``rollout status``...): nothing
@@ -77,8 +80,14 @@ CONNECTION_FLAGS = frozenset({
 #: Flags that read local files or remote URLs.
 FILE_FLAGS = frozenset({
     "-f", "--filename", "-k", "--kustomize", "--from-file", "--from-env-file", "--env-file",
-    "-R", "--recursive",
+    "-R", "--recursive", "--kuberc",
 })
+#: Flags that raise kubectl's logging per source file: at high levels kubectl logs the API
+#: server's response bodies (a Secret's data) on stderr, which the preview reads.
+LOGGING_FLAGS = frozenset({"--vmodule"})
+#: Appended to every command the preview runs, after the command's own flags (the last
+#: occurrence of a flag wins): kubectl logs nothing beyond its errors and warnings.
+QUIET = "--v=0"
 _SHORT_FILE = ("-f", "-k", "-s")  # also as -fVALUE / -f=VALUE
 
 
@@ -103,6 +112,9 @@ def _refused_flag(arg: str) -> str | None:
                 "(and the gateway) use their own identity")
     if name in FILE_FLAGS:
         return f"it sets {name}, which reads local files or remote content"
+    if name in LOGGING_FLAGS:
+        return (f"it sets {name}, which makes kubectl log what the API server answers (object "
+                "contents) where the preview reads its errors")
     if not arg.startswith("--") and any(arg.startswith(s) and len(arg) > 2 for s in _SHORT_FILE):
         return f"it sets {arg[:2]}, which reads local files or changes the server"
     return None
@@ -168,9 +180,9 @@ def plan(argv: Sequence[str]) -> Plan:
                     "knows how to dry-run")
     if mode is Mode.READ_ONLY:
         return Plan(mode, label, reason="it only reads; nothing would change")
-    run = tuple(argv) + (("--dry-run=server",) if mode is Mode.DRY_RUN else ())
+    run = tuple(argv) + (("--dry-run=server",) if mode is Mode.DRY_RUN else ()) + (QUIET,)
     return Plan(mode, label, run)
 
 
-__all__ = ["CONNECTION_FLAGS", "DRY_RUN_VERBS", "FILE_FLAGS", "READ_ONLY_VERBS", "Mode", "Plan",
-           "plan"]
+__all__ = ["CONNECTION_FLAGS", "DRY_RUN_VERBS", "FILE_FLAGS", "LOGGING_FLAGS", "QUIET",
+           "READ_ONLY_VERBS", "Mode", "Plan", "plan"]

@@ -11,7 +11,10 @@ way before they are compared:
   object, Secrets included);
 - a Secret's ``data`` and ``stringData`` values are never shown: each value becomes
   ``[REDACTED]``, and a value the write changes ``[REDACTED] (changed)`` on the after side, so
-  reviewers see which keys are added, removed or changed and never a value.
+  reviewers see which keys are added, removed or changed and never a value. A write can also
+  move or copy a value elsewhere in the Secret (a JSON patch ``copy`` from ``/data/password``
+  to an annotation), so every occurrence of any of its values, base64 or decoded, is redacted
+  from the Secret's whole diff as well.
 
 The diff is a unified diff of the two objects as YAML (keys sorted), then redacted by the
 gateway's output redaction (tokens, bearer credentials, key=value secrets and every string the
@@ -20,6 +23,8 @@ caller names, such as the preview's own ServiceAccount token), then cut to a byt
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import difflib
 from collections.abc import Iterable, Mapping
@@ -74,6 +79,30 @@ def _mask_secrets(before: dict[str, Any] | None, after: dict[str, Any] | None) -
                 side[field] = REDACTED
 
 
+def _secret_values(*sides: Mapping[str, Any] | None) -> list[str]:
+    """Every value a Secret side holds in ``data`` (base64 and decoded) or ``stringData``."""
+    values: list[str] = []
+    for side in sides:
+        if side is None or side.get("kind") != "Secret":
+            continue
+        for field in _SECRET_FIELDS:
+            entries = side.get(field)
+            if not isinstance(entries, Mapping):
+                continue
+            for value in entries.values():
+                if not isinstance(value, str) or not value:
+                    continue
+                values.append(value)
+                if field == "data":
+                    try:
+                        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+                    except (binascii.Error, ValueError):
+                        continue
+                    if decoded:
+                        values.append(decoded)
+    return values
+
+
 def _yaml(obj: Mapping[str, Any] | None) -> list[str]:
     if obj is None:
         return []
@@ -87,6 +116,7 @@ def object_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | Non
     """The unified diff between two versions of one object (None: absent); '' when equal."""
     old = clean(before, keep_status=keep_status)
     new = clean(after, keep_status=keep_status)
+    hidden = _secret_values(old, new)
     _mask_secrets(old, new)
     if old == new:
         return ""
@@ -94,7 +124,8 @@ def object_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | Non
                                  fromfile=f"{label} (live)" if old is not None else "/dev/null",
                                  tofile=f"{label} (after)" if new is not None else "/dev/null",
                                  n=2, lineterm="")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return redact(text, hidden) if hidden else text
 
 
 def bounded(text: str, limit: int, secrets: Iterable[str] = ()) -> tuple[str, bool]:

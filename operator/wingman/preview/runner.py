@@ -16,8 +16,9 @@ dry runs). The run:
    (``/dev/termination-log``), where the kubelet hands it to the operator, and exits 0.
 
 kubectl runs with a private HOME and a kubeconfig that points at the proxy with a random
-per-run token; it never sees the ServiceAccount token. Its output is bounded, redacted and only
-summarised. Logs are JSON lines on stderr; they name commands by hash, never by text.
+per-run token; it never sees the ServiceAccount token. Its stdout is discarded unread (an output
+format such as ``-o jsonpath`` could print a Secret's data); its stderr is bounded, redacted and
+only summarised. Logs are JSON lines on stderr; they name commands by hash, never by text.
 """
 
 from __future__ import annotations
@@ -72,16 +73,22 @@ def _log(settings: PreviewSettings, event: str, **fields: Any) -> None:
 
 def collect(argv: Sequence[str], *, env: dict[str, str], cwd: Path, timeout: float,
             limit: int = MAX_OUTPUT_BYTES) -> tuple[int | None, str, bool]:
-    """Run argv (no shell) to its end or the deadline: (exit code, bounded output, timed out).
-    The child runs in its own process group, which is killed at the deadline."""
-    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, cwd=cwd, close_fds=True,
+    """Run argv (no shell) to its end or the deadline: (exit code, bounded stderr, timed out).
+
+    Only the child's stderr (kubectl's errors and warnings) is kept; its stdout is discarded
+    unread: a command's output format is the requester's to choose (``-o yaml``,
+    ``-o jsonpath=...``), and what kubectl prints of an object (a Secret's data among it) must
+    never reach the preview everyone reads. What would change is shown by the diff, which the
+    preview builds itself. The child runs in its own process group, which is killed at the
+    deadline."""
+    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env, cwd=cwd, close_fds=True,
                             start_new_session=True)
-    assert proc.stdout is not None
+    assert proc.stderr is not None
     kept = bytearray()
     deadline = time.monotonic() + timeout
     timed_out = False
-    fd = proc.stdout.fileno()
+    fd = proc.stderr.fileno()
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
         while True:
@@ -106,7 +113,7 @@ def collect(argv: Sequence[str], *, env: dict[str, str], cwd: Path, timeout: flo
         except (ProcessLookupError, PermissionError):
             proc.kill()
         proc.wait()
-    proc.stdout.close()
+    proc.stderr.close()
     return (None if timed_out else proc.returncode), kept.decode("utf-8", "replace"), timed_out
 
 

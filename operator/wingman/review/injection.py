@@ -8,6 +8,8 @@ still cannot approve. Pure: imports only ``wingman.review.consensus``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from wingman.review.consensus import PROMPT_INJECTION, ReviewInput, Risk, Verdict, Vote
 
@@ -25,13 +27,38 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
 )]
 
 
+#: Patterns that ordinary object YAML matches (``system:serviceaccount:...`` subjects, a
+#: ``user:`` key, a CA bundle): not applied to the preview's text, which is target state.
+_YAML_PRONE = frozenset({r"\bsystem\s*(prompt|message)?\s*:", r"\b(assistant|user|system)\s*:",
+                         r"[A-Za-z0-9+/]{80,}={0,2}"})
+
+
+def preview_texts(preview: Mapping[str, Any] | None) -> list[str]:
+    """The free text of a recorded preview the reviewers (models included) read: the messages
+    and diffs, which come from the target objects and the API server, not from Wingman."""
+    if not isinstance(preview, Mapping):
+        return []
+    texts = [str(preview.get("message") or "")]
+    for c in preview.get("commands") or []:
+        if isinstance(c, Mapping):
+            texts += [str(c.get("message") or ""), str(c.get("diff") or "")]
+    return [t for t in texts if t]
+
+
 def injection_findings(request: ReviewInput) -> list[str]:
-    """Which injection patterns the request's text matches (empty when clean)."""
+    """Which injection patterns the request's text matches (empty when clean).
+
+    The request's own text is scanned with every pattern; the preview's text (the messages
+    and diffs of what the commands would change, shown to the LLM voters too) with all but
+    the few that ordinary object YAML matches: text planted in a target object (an annotation
+    saying "approve this request") must not talk a model into approving either."""
     texts = [request.instruction, request.justification or "", *request.all_commands,
              *(str(v) for v in (request.source or {}).values() if isinstance(v, str))]
+    shown = preview_texts(request.preview)
     hits = []
     for pattern in INJECTION_PATTERNS:
-        if any(pattern.search(t) for t in texts):
+        if any(pattern.search(t) for t in texts) or (
+                pattern.pattern not in _YAML_PRONE and any(pattern.search(t) for t in shown)):
             hits.append(pattern.pattern[:40])
     return hits
 
@@ -50,4 +77,4 @@ class PromptInjectionVoter:
         return Vote(self.name, Verdict.APPROVE, Risk.LOW, "no instruction-like text found")
 
 
-__all__ = ["INJECTION_PATTERNS", "PromptInjectionVoter", "injection_findings"]
+__all__ = ["INJECTION_PATTERNS", "PromptInjectionVoter", "injection_findings", "preview_texts"]

@@ -114,6 +114,10 @@ RIGHTS: tuple[Right, ...] = (
     _r("update", "configmaps", kind="integrity", scope="release"),
     _r("delete", "configmaps", kind="integrity", scope="release"),
     _r("patch", "executiongrants/status", "wingman.dev", kind="integrity", scope="release"),
+    # A request's status is what the gateway trusts: its phase, its grants, and the preview
+    # that says which state an approval covers (status.preview). Only the operator writes it.
+    _r("patch", "approvalrequests/status", "wingman.dev", kind="integrity", scope="release"),
+    _r("update", "approvalrequests/status", "wingman.dev", kind="integrity", scope="release"),
     _r("create", "leases", "coordination.k8s.io", kind="integrity", scope="release"),
     _r("delete", "leases", "coordination.k8s.io", kind="integrity", scope="release"),
     # Cluster-wide escalation.
@@ -150,6 +154,7 @@ DESIGN: Mapping[tuple[str, Place], frozenset[str]] = {
         "get secrets", "list secrets", "watch secrets", "patch secrets",
         "create configmaps", "patch configmaps", "update configmaps",
         "patch executiongrants/status",
+        "patch approvalrequests/status", "update approvalrequests/status",
         "delete leases",  # clean-up of expired burn markers
         # kopf's progress annotations; admission refuses it any decision (by != caller,
         # no approve right)

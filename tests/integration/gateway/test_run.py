@@ -350,6 +350,30 @@ def test_with_drift_allowed_a_changed_target_runs_and_the_drift_is_audited(
     assert "changed since the preview" in executing["data"]["targetDrift"][0]
 
 
+def test_a_preview_record_without_the_command_is_refused_and_the_token_stays_unspent(
+    env: Env
+) -> None:
+    # a Completed preview always has an entry for each command; one that lacks it (rewritten,
+    # or recorded for other commands) cannot say what the approval covers: fail closed, even
+    # where drift is allowed
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    _record_preview(env, g)
+    env.cluster.kubectl("patch", "approvalrequests", g.approval["metadata"]["name"], "-n",
+                        env.ns, "--subresource=status", "--type=json", "-p", json.dumps(
+                            [{"op": "replace", "path": "/status/preview/commands/0/command",
+                              "value": f"kubectl get deployments -n {env.target}"}]))
+    policy = yaml.safe_load(env.policy_file.read_text())
+    env.policy_file.write_text(yaml.safe_dump({**policy, "targetDrift": "Allow"}))
+    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_REFUSED
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "PreviewUnusable")
+    assert "no entry for this command" in status["message"]
+    assert env.leases() == [], "the token stays unspent"
+    assert env.replicas() == 1, "nothing ran"
+    assert [(r["event"], r["data"]["reason"]) for r in env.audit_records()] == [
+        ("GatewayRefused", "PreviewUnusable")]
+
+
 def test_an_unchanged_target_runs(env: Env) -> None:
     g = make_grant(env, f"kubectl scale deployment/web --replicas=3 -n {env.target}")
     _record_preview(env, g)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,11 +87,29 @@ def env(cluster: LocalCluster, crds: Path, tmp_path_factory: pytest.TempPathFact
         f"kubectl scale deployment/{{name}} --replicas={{int:0..10}} -n {apps}",
         f"kubectl rollout restart deployment/{{name}} -n {apps}",
         f"kubectl delete deployment/{{name}} -n {apps}",
+        f"kubectl scale deployment/{{name}} --replicas={{int:0..10}} -n {apps} -o yaml",
+        f"kubectl scale deployment/{{name}} --replicas={{int:0..10}} -n {apps} --v=9",
     ]}
     with installed(cluster, "test", namespace=ns, target_namespace=apps, values=values):
         cluster.kubectl("create", "deployment", "web", "-n", apps,
                         "--image=registry.k8s.io/pause:3.9", "--replicas=1")
-        yield Env(cluster, ns, apps, tmp_path_factory.mktemp("preview"))
+        found = Env(cluster, ns, apps, tmp_path_factory.mktemp("preview"))
+        _settled(found)
+        yield found
+
+
+def _settled(env: Env, timeout: float = 30) -> None:
+    """Wait until the controllers stopped writing the new Deployment's status (its
+    resourceVersion holds still), so a test compares the version the preview saw."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        meta = env.deployment()["metadata"]
+        if meta["resourceVersion"] == last:
+            return
+        last = meta["resourceVersion"]
+        time.sleep(1.5)
+    raise AssertionError("the Deployment's status kept changing")
 
 
 def test_a_scale_preview_shows_the_replica_change_and_the_targets_version(env: Env) -> None:
@@ -132,6 +151,25 @@ def test_a_scale_preview_shows_the_replica_change_and_the_targets_version(env: E
     token = (env.work.glob("sa-wingman-preview-*/token"))
     for path in token:
         assert path.read_text() not in proc.stderr
+
+
+def test_what_kubectl_prints_never_reaches_the_preview(env: Env) -> None:
+    # the requester chooses the output format; kubectl would print the whole object (for a
+    # Secret: its data). The preview reads kubectl's errors, never its stdout.
+    # kubectl's verbosity is the preview's: at --v=9 it would log every response body on
+    # stderr, which the preview reads for errors
+    live = env.deployment()["metadata"]
+    printing = f"kubectl scale deployment/web --replicas=2 -n {env.apps} -o yaml"
+    logging = f"kubectl scale deployment/web --replicas=2 -n {env.apps} --v=9"
+    name, uid = env.request(printing, logging)
+    proc, result = env.preview(name, uid)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert result is not None
+    for command in result.commands:
+        assert command.outcome is pv.Outcome.PREVIEWED, command
+        assert command.message == "dry run accepted", command.message
+        assert "-  replicas: 1\n+  replicas: 2" in command.diff
+        assert live["uid"] not in command.message and "apiVersion" not in command.message
 
 
 def test_the_proxy_makes_every_write_a_dry_run_whoever_it_acts_for(env: Env) -> None:

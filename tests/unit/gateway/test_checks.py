@@ -109,3 +109,46 @@ def test_a_command_without_recorded_targets_binds_nothing() -> None:
     assert check_targets(_previewed(), CMD, allow_drift=False, read=never) == []
     assert check_targets({"metadata": {"name": "req"}}, CMD, allow_drift=False,
                          read=never) == []
+
+
+def test_a_failed_preview_binds_nothing_its_reviewers_saw_the_finding() -> None:
+    def never(_: pv.Target) -> dict[str, Any]:
+        raise AssertionError("nothing to read")
+
+    failed = {"metadata": {"name": "req", "uid": "u"},
+              "status": {"preview": {"phase": "Failed", "message": "timed out"},
+                         "conditions": [{"type": "Previewed", "status": "False"}]}}
+    assert check_targets(failed, CMD, allow_drift=False, read=never) == []
+
+
+def _tampered(case: str) -> dict[str, Any]:
+    body = _previewed(WEB)
+    body["status"]["conditions"] = [{"type": "Previewed", "status": "True",
+                                     "reason": "PreviewSucceeded"}]
+    if case == "removed":
+        del body["status"]["preview"]
+    elif case == "unfinished":
+        body["status"]["preview"]["phase"] = "Running"
+    elif case == "unreadable":
+        body["status"]["preview"]["commands"][0]["targets"][0]["uid"] = "bad uid!"
+    elif case == "other-command":
+        body["status"]["preview"]["commands"][0]["command"] = "kubectl get pods -n apps"
+    elif case == "no-commands":
+        body["status"]["preview"]["commands"] = []
+    return body
+
+
+@pytest.mark.parametrize("case", ["removed", "unfinished", "unreadable", "other-command",
+                                  "no-commands"])
+@pytest.mark.parametrize("allow_drift", [False, True])
+def test_a_preview_record_that_cannot_be_trusted_refuses_even_where_drift_is_allowed(
+        case: str, allow_drift: bool) -> None:
+    # a previewed request whose record is gone, unfinished, malformed or lacks the command
+    # would otherwise bind nothing: the gateway fails closed instead
+    def never(_: pv.Target) -> dict[str, Any]:
+        raise AssertionError("nothing is read before the record is trusted")
+
+    with pytest.raises(GrantDenied) as err:
+        check_targets(_tampered(case), CMD, allow_drift=allow_drift, read=never)
+    assert err.value.reason == "PreviewUnusable"
+    assert "Nothing was executed" in err.value.message and "new request" in err.value.message

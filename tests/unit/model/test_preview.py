@@ -121,8 +121,10 @@ def test_the_binding_of_a_command_comes_from_the_recorded_preview_only() -> None
                                             started="t", completed="t")}}
     plan = pv.binding(body, "kubectl scale deployment/web --replicas=3 -n apps")
     assert not plan.missing and [t.name for t in plan.targets] == ["web-0"]
-    assert "no entry" in pv.binding(body, "kubectl other").missing
+    assert "no entry" in pv.binding(body, "kubectl other").unusable
     body["status"]["preview"]["phase"] = "Failed"
-    assert "Failed" in pv.binding(body, "kubectl scale deployment/web --replicas=3 -n apps").missing
+    assert "failed" in pv.binding(body, "kubectl scale deployment/web --replicas=3 -n apps").missing
     assert pv.binding({"status": {}}, "x").missing == "the request has no preview"
+    gone = {"status": {"conditions": [{"type": "Previewed", "status": "True"}]}}
+    assert "gone" in pv.binding(gone, "x").unusable
     assert pv.target_path(DEPLOY) == "/apis/apps/v1/namespaces/apps/deployments/web"

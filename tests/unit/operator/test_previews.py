@@ -36,6 +36,21 @@ def pod(message: str | None, code: int = 0) -> dict[str, Any]:
                                               "state": {"terminated": term}}]}}
 
 
+JOB = {"metadata": {"name": "r-preview", "uid": "job-1"}}
+
+
+def job_pod(message: str, *, owner: str = "job-1", controller: bool = True,
+            account: str = "wingman-preview", container: str = "preview") -> dict[str, Any]:
+    made = pod(message)
+    made["metadata"] = {"name": "r-preview-abcde", "labels": {
+        "batch.kubernetes.io/controller-uid": "job-1"}, "ownerReferences": [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "r-preview", "uid": owner,
+         "controller": controller}]}
+    made["spec"] = {"serviceAccountName": account}
+    made["status"]["containerStatuses"][0]["name"] = container
+    return made
+
+
 def result(*outcomes: pv.Outcome, uid: str = "u1") -> pv.Preview:
     target = pv.Target(group="apps", version="v1", resource="deployments", kind="Deployment",
                        name="web", namespace="apps", uid="d1", resource_version="7",
@@ -128,3 +143,25 @@ def test_the_preview_job_runs_wingman_preview_as_the_dry_run_identity() -> None:
     assert env["WINGMAN_TERMINATION_LOG"] == container["terminationMessagePath"]
     assert job["spec"]["backoffLimit"] == 0 and "suspend" not in job["spec"]
     assert not [v for v in spec["volumes"] if "secret" in v], "a preview holds no secret"
+
+
+def test_only_the_jobs_own_pod_as_the_preview_identity_is_read() -> None:
+    # whoever may create pods could copy the Job's labels and write a forged "all clear" into
+    # their own pod's termination message: only the Job controller's pod running as
+    # wingman-preview (which admission reserves to the Job controller) is believed
+    _, forged = pv.fit(pv.Preview("u1", ()))
+    _, real = pv.fit(result(pv.Outcome.TARGET_MISSING))
+    impostors = [job_pod(forged, account="default"), job_pod(forged, owner="other-job"),
+                 job_pod(forged, controller=False), {**job_pod(forged), "metadata": {
+                     "labels": {"batch.kubernetes.io/controller-uid": "job-1"}}}]
+    assert previews.job_pods(impostors, JOB, "wingman-preview") == []
+    genuine = job_pod(real)
+    assert previews.job_pods([*impostors, genuine], JOB, "wingman-preview") == [genuine]
+    t = previews.finished(running(), previews.job_pods([*impostors, genuine], JOB,
+                                                       "wingman-preview"),
+                          job_failed=False, now=NOW)
+    assert t is not None and t.event_reason == "PreviewFindings"
+    # a sidecar-like container of another name is not the preview's result either
+    other = job_pod(forged, container="helper")
+    assert previews.finished(running(), previews.job_pods([other], JOB, "wingman-preview"),
+                             job_failed=False, now=NOW) is None

@@ -24,17 +24,29 @@ def test_writes_are_dry_runs_and_reads_are_not_run(command: str, mode: Mode, ver
     p = plan(argv)
     assert (p.mode, p.verb) == (mode, verb)
     if mode is Mode.DRY_RUN:
-        # the exact argv, then --dry-run=server last, where kubectl's last flag wins
-        assert p.argv == (*argv, "--dry-run=server")
+        # the exact argv, then --dry-run=server and --v=0 last, where kubectl's last flag wins
+        assert p.argv == (*argv, "--dry-run=server", "--v=0")
     elif mode is Mode.PROXY:
-        assert p.argv == tuple(argv)  # the proxy alone makes its writes dry runs
+        assert p.argv == (*argv, "--v=0")  # the proxy alone makes its writes dry runs
     else:
         assert p.argv == ()
 
 
 def test_a_command_cannot_switch_the_dry_run_off() -> None:
     p = plan(parse("kubectl scale deployment/web --replicas=3 --dry-run=none -n apps"))
-    assert p.argv[-1] == "--dry-run=server"
+    assert p.argv[-2:] == ("--dry-run=server", "--v=0")
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl -v=9 label secret db a=b -n apps",
+    "kubectl label secret db a=b -n apps --v 8",
+    "kubectl rollout restart deployment/web -n apps -v9",
+])
+def test_a_command_cannot_make_kubectl_log_response_bodies(command: str) -> None:
+    # at -v=8 and above kubectl logs the API server's answers (a Secret's data) on stderr,
+    # which the preview reads for its errors: its own --v=0 comes last and wins
+    p = plan(parse(command))
+    assert p.mode in (Mode.DRY_RUN, Mode.PROXY) and p.argv[-1] == "--v=0"
 
 
 @pytest.mark.parametrize(("command", "why"), [
@@ -52,6 +64,8 @@ def test_a_command_cannot_switch_the_dry_run_off() -> None:
     ("kubectl rollout frob deployment/web", "not a subcommand"),
     ("kubectl --cheese scale deployment/web", "before the verb"),
     ("kubectl -n apps", "names no kubectl verb"),
+    ("kubectl label secret db a=b -n apps --vmodule=round_trippers=9", "--vmodule"),
+    ("kubectl scale deployment/web --replicas=3 --kuberc=/tmp/k", "--kuberc"),
 ])
 def test_what_cannot_be_dry_run_safely_is_refused_with_a_reason(command: str, why: str) -> None:
     p = plan(parse(command))

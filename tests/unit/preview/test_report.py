@@ -115,3 +115,33 @@ def test_a_docker_preview_shows_the_containers_current_state() -> None:
                           ).message.endswith("nothing would change")
     assert docker_preview("docker restart gone", "restart", "gone",
                           None).outcome is Outcome.TARGET_MISSING
+
+
+def test_a_secret_value_copied_elsewhere_in_the_secret_is_redacted_too() -> None:
+    # a JSON patch can copy /data/password into an annotation, label or type: the value must
+    # not reach the diff in any field, base64 or decoded
+    api = ApiPath.parse("/api/v1/namespaces/apps/secrets/db")
+    before = {"kind": "Secret", "metadata": {"name": "db", "namespace": "apps", "uid": "s"},
+              "data": {"password": "aHVudGVyMg=="}, "type": "Opaque"}
+    after = {"kind": "Secret",
+             "metadata": {"name": "db", "namespace": "apps", "uid": "s",
+                          "annotations": {"copied": "aHVudGVyMg==", "plain": "hunter2",
+                                          "note": "kept"}},
+             "data": {"password": "aHVudGVyMg=="}, "type": "hunter2"}
+    ex = Exchange("PATCH", "/api/v1/namespaces/apps/secrets/db", 200, api, before=before,
+                  parent=before, after=after)
+    result = kubectl_preview("kubectl patch secret db -n apps --type=json -p ...", [ex],
+                             exit_code=0, timed_out=False, output="")
+    assert "hunter2" not in result.diff and "aHVudGVyMg" not in result.diff, result.diff
+    assert "copied:" in result.diff and "note: kept" in result.diff, result.diff
+
+
+def test_kubectls_informational_log_lines_are_not_the_message() -> None:
+    api = ApiPath.parse("/apis/apps/v1/namespaces/apps/deployments/web/scale")
+    ex = Exchange("PATCH", "/apis/apps/v1/namespaces/apps/deployments/web/scale", 200, api,
+                  before=_deploy(1), parent=_deploy(1), after=_deploy(3))
+    log = ("I1201 04:11:40.580456   24214 cmd.go:527] kubectl command headers turned on\n"
+           "Warning: spec.replicas is high\n")
+    result = kubectl_preview("kubectl scale ...", [ex], exit_code=0, timed_out=False,
+                             output=log)
+    assert result.message == "dry run: Warning: spec.replicas is high"

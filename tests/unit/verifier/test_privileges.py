@@ -111,6 +111,11 @@ def test_the_designed_matrix_has_no_violations() -> None:
     ("verifier", NS, "list secrets"),
     ("default-sa", NS, "create pods"),
     ("default-sa", NS, "patch executiongrants/status"),
+    # status.preview says which state an approval covers: nobody but the operator writes it
+    ("worker", NS, "patch approvalrequests/status"),
+    ("approver", NS, "update approvalrequests/status"),
+    ("gateway", NS, "patch approvalrequests/status"),
+    ("preview", NS, "patch approvalrequests/status"),
     ("any-user", NS, "update configmaps"),  # the gateway's public keys
     ("anonymous", TARGET, "create deployments"),
     ("operator", None, "impersonate users"),
@@ -148,6 +153,7 @@ def test_designed_holders() -> None:
     assert designed("gateway", "release", _right("patch executiongrants/status"))
     assert designed("operator", "release", _right("create jobs"))
     assert designed("operator", "release", _right("get secrets"))
+    assert designed("operator", "release", _right("patch approvalrequests/status"))
     assert not designed("operator", "target", _right("create jobs"))
     assert not designed("gateway", "release", _right("patch deployments"))
     assert not designed("worker", "release", _right("create pods"))

@@ -141,8 +141,9 @@ async def preview_step(ctx: Context, body: dict[str, Any], now: dt.datetime
     if job is None or not _owns(job, body):
         return previews.timed_out(body, ctx.settings.policy, now) or previews.failed(
             body, "PreviewJobMissing", f"the preview Job {name} is gone without a result", now)
-    pods = await ctx.call(ctx.kube.list, PODS, ns, label_selector=(
+    listed = await ctx.call(ctx.kube.list, PODS, ns, label_selector=(
         f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"))
+    pods = previews.job_pods(listed, job, ctx.settings.preview_service_account)
     failed = any(c.get("type") == "Failed" and c.get("status") == "True"
                  for c in (job.get("status") or {}).get("conditions") or [])
     return (previews.finished(body, pods, job_failed=failed, now=now)
