@@ -10,6 +10,9 @@ release namespace (preview Jobs and gateway Jobs) for the whole module.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +84,17 @@ class World:
         return name, ar
 
 
+def _cli(world: World, *argv: str) -> str:
+    kubeconfig = str(world.cluster.kubeconfig_for(WORKER, worker_groups("test")))
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBERNETES_SERVICE_HOST",
+                                                            "KUBECONFIG")}
+    proc = subprocess.run([sys.executable, "-m", "wingman.cli", *argv, "-n", world.ns,
+                           "--kubeconfig", kubeconfig], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 @pytest.fixture(scope="module")
 def world(cluster: Any, crds: Path, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[World]:
@@ -130,6 +144,15 @@ def test_the_preview_of_a_scale_shows_the_replica_change_and_the_targets_version
     events = [r["event"] for r in world.op.audit_events() if r["subject"].get("name") == name]
     assert events.index("ApprovalPreviewStarted") < events.index("ApprovalPreviewed") \
         < events.index("ApprovalReviewed")
+    # people and agents see it: kubectl wingman describe, and the status protocol the MCP
+    # server answers with (describe -o json), as the worker, from the live object
+    text = _cli(world, "describe", name)
+    assert f"Preview:      1 object(s) would change (Deployment) in {world.apps}" in text
+    assert f"Previewed: Update Deployment {world.apps}/web (generation " \
+        f"{before['generation']})" in text
+    assert "-  replicas: 1" in text and "+  replicas: 3" in text
+    answer = json.loads(_cli(world, "describe", name, "-o", "json"))
+    assert answer["preview"]["commands"][0]["targets"][0]["uid"] == before["uid"]
 
 
 def test_a_missing_target_is_a_finding_the_panel_sees(world: World) -> None:
