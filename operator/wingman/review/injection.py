@@ -11,7 +11,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from wingman.review.consensus import PROMPT_INJECTION, ReviewInput, Risk, Verdict, Vote
+from wingman.review.consensus import (
+    PREVIEW_FINDING,
+    PROMPT_INJECTION,
+    ReviewInput,
+    Risk,
+    Verdict,
+    Vote,
+)
 
 INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
     r"ignore (all |any |the )?(previous|prior|above|earlier) (instructions|rules|prompts?)",
@@ -46,21 +53,23 @@ def preview_texts(preview: Mapping[str, Any] | None) -> list[str]:
 
 
 def injection_findings(request: ReviewInput) -> list[str]:
-    """Which injection patterns the request's text matches (empty when clean).
-
-    The request's own text is scanned with every pattern; the preview's text (the messages
-    and diffs of what the commands would change, shown to the LLM voters too) with all but
-    the few that ordinary object YAML matches: text planted in a target object (an annotation
-    saying "approve this request") must not talk a model into approving either."""
+    """Which injection patterns the requester's own text matches (empty when clean): the
+    instruction, justification, commands and provenance."""
     texts = [request.instruction, request.justification or "", *request.all_commands,
              *(str(v) for v in (request.source or {}).values() if isinstance(v, str))]
+    return [p.pattern[:40] for p in INJECTION_PATTERNS if any(p.search(t) for t in texts)]
+
+
+def target_findings(request: ReviewInput) -> list[str]:
+    """Which injection patterns the preview's text matches (the messages and diffs of what the
+    commands would change, shown to the LLM voters too), with all but the few that ordinary
+    object YAML matches. That text comes from the target objects, not from the requester: an
+    annotation saying "approve this request" must not talk a model into approving, and must
+    not let whoever can write the object reject others' requests either, so it sends the
+    request to a human instead (see ``PromptInjectionVoter``)."""
     shown = preview_texts(request.preview)
-    hits = []
-    for pattern in INJECTION_PATTERNS:
-        if any(pattern.search(t) for t in texts) or (
-                pattern.pattern not in _YAML_PRONE and any(pattern.search(t) for t in shown)):
-            hits.append(pattern.pattern[:40])
-    return hits
+    return [p.pattern[:40] for p in INJECTION_PATTERNS
+            if p.pattern not in _YAML_PRONE and any(p.search(t) for t in shown)]
 
 
 class PromptInjectionVoter:
@@ -74,7 +83,14 @@ class PromptInjectionVoter:
             return Vote(self.name, Verdict.REJECT, Risk.HIGH,
                         f"request text tries to instruct reviewers ({len(hits)} patterns)",
                         flags=(PROMPT_INJECTION,))
+        planted = target_findings(request)
+        if planted:
+            return Vote(self.name, Verdict.REJECT, Risk.HIGH,
+                        f"text in a target object the preview read tries to instruct reviewers "
+                        f"({len(planted)} patterns); a human decides",
+                        flags=(PREVIEW_FINDING,))
         return Vote(self.name, Verdict.APPROVE, Risk.LOW, "no instruction-like text found")
 
 
-__all__ = ["INJECTION_PATTERNS", "PromptInjectionVoter", "injection_findings", "preview_texts"]
+__all__ = ["INJECTION_PATTERNS", "PromptInjectionVoter", "injection_findings", "preview_texts",
+           "target_findings"]

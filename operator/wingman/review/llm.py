@@ -41,6 +41,7 @@ import openai
 
 from wingman.errors import ConfigError
 from wingman.review.consensus import (
+    PREVIEW_FINDING,
     PROMPT_INJECTION,
     ReviewInput,
     Risk,
@@ -49,7 +50,7 @@ from wingman.review.consensus import (
     abstain,
     clean_rationale,
 )
-from wingman.review.injection import injection_findings
+from wingman.review.injection import injection_findings, target_findings
 
 logger = logging.getLogger(__name__)
 
@@ -355,19 +356,25 @@ class _LLMVoter:
             vote = Vote(self.name, answer.verdict, answer.risk,
                         clean_rationale(answer.rationale) or "no rationale given",
                         time.monotonic() - start, answer.flags)
-        return guard(vote, findings) if findings else vote
+        if findings:
+            return guard(vote, findings)
+        planted = target_findings(request)
+        return guard(vote, planted, flag=PREVIEW_FINDING, where="a target object the preview "
+                     "read") if planted else vote
 
 
-def guard(vote: Vote, findings: list[str]) -> Vote:
+def guard(vote: Vote, findings: list[str], *, flag: str = PROMPT_INJECTION,
+          where: str = "the request text") -> Vote:
     """Apply the deterministic injection detector's findings to a model's vote.
 
-    The vote gains the ``PromptInjection`` flag (which alone keeps the panel from approving);
-    an approval becomes a rejection at high risk or more.
+    The vote gains ``flag``: ``PromptInjection`` for the request's own text (which rejects the
+    request), ``PreviewFinding`` for text planted in a target object (a human decides); an
+    approval becomes a rejection at high risk or more.
     """
-    flags = tuple(dict.fromkeys((*vote.flags, PROMPT_INJECTION)))
+    flags = tuple(dict.fromkeys((*vote.flags, flag)))
     if vote.verdict is Verdict.APPROVE:
         return Vote(vote.voter, Verdict.REJECT, max(vote.risk, Risk.HIGH, key=lambda r: r.rank),
-                    f"the request text matches {len(findings)} prompt-injection pattern(s); "
+                    f"{where} matches {len(findings)} prompt-injection pattern(s); "
                     "the model's approval is overridden", vote.latency_seconds, flags)
     risk = vote.risk if vote.verdict is Verdict.ABSTAIN \
         else max(vote.risk, Risk.HIGH, key=lambda r: r.rank)

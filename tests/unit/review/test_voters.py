@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from wingman.review.consensus import (
+    PREVIEW_FINDING,
     PROMPT_INJECTION,
     Outcome,
     PanelConfig,
@@ -328,7 +329,16 @@ def test_text_planted_in_a_target_object_is_scanned_for_injection_in_the_preview
                       preview=_previewed({"command": SCALE, "outcome": "Previewed",
                                           "diff": planted}))
     result = _panel_of(req)
-    assert PROMPT_INJECTION in result.flags  # type: ignore[attr-defined]
+    # whoever can write the target object wrote it, not the requester: a human decides; the
+    # request is neither auto-approved nor rejected for text its requester did not write
+    assert PROMPT_INJECTION not in result.flags  # type: ignore[attr-defined]
+    assert PREVIEW_FINDING in result.flags  # type: ignore[attr-defined]
+    vote = next(v for v in result.votes if v.voter == "prompt-injection")  # type: ignore[attr-defined]
+    assert vote.verdict is Verdict.REJECT and "target object" in vote.rationale
+    lenient = EnvironmentPolicy(name="test", auto_approve=True,
+                                auto_approve_max_risk=Risk.CRITICAL)
+    decided = auto_approval(result, lenient)  # type: ignore[arg-type]
+    assert decided.decision is AutoDecision.AWAIT_HUMAN, decided
     # ordinary object YAML is not mistaken for it: subjects named system:..., a user: key and
     # a CA bundle are what Kubernetes objects hold
     ordinary = ("+subjects:\n+- kind: User\n+  name: system:serviceaccount:apps:web\n"
@@ -336,4 +346,4 @@ def test_text_planted_in_a_target_object_is_scanned_for_injection_in_the_preview
     clean = ReviewInput("ns", "r", "test", "alice", "scale for the sale", (SCALE,),
                         preview=_previewed({"command": SCALE, "outcome": "Previewed",
                                             "diff": ordinary}))
-    assert PROMPT_INJECTION not in _panel_of(clean).flags  # type: ignore[attr-defined]
+    assert not {PROMPT_INJECTION, PREVIEW_FINDING} & set(_panel_of(clean).flags)  # type: ignore[attr-defined]
