@@ -7,6 +7,8 @@
 #                with the pinned release's version as upstream's builds are (`kubectl version`
 #                says v1.34.4 for client and server; helm's kubeVersion checks see it), and the
 #                image ships this very kubectl
+#                kubelet, kube-scheduler, kube-proxy (the same module and version stamp) make the
+#                local node a real one: wingman.dev.kubelet runs them beside Debian's containerd
 #   etcd/        etcd (go.etcd.io/etcd/server/v3)
 #   helm/        helm (helm.sh/helm/v3)
 #   prometheus/  promtool (github.com/prometheus/prometheus)
@@ -102,6 +104,9 @@ else
     if [ -e "$bin/$n" ]; then ln -sfn "$(readlink "$bin/$n")" "$bin/etcd"; rm -f "$bin/$n"; fi
   done
 fi
+# The node's components (wingman.dev.kubelet), under their own cache name: the key covers the
+# pins, not the package list, so a set's packages never change under an existing name.
+NAME=kube-node build_kube k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
 build helm helm.sh/helm/v3/cmd/helm
 build prometheus github.com/prometheus/prometheus/cmd/promtool
 build helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs

@@ -2,8 +2,9 @@
 
 Wingman's local control plane, its tests and ``make run`` need kube-apiserver, etcd,
 kube-controller-manager, kubectl, helm and promtool; the chart's tests also helm-docs,
-kubeconform and podsecurity (and the pinned Kubernetes OpenAPI document). This module finds
-them, in order:
+kubeconform and podsecurity (and the pinned Kubernetes OpenAPI document); the real node
+(``wingman.dev.kubelet``) kubelet, kube-scheduler and kube-proxy. This module finds them, in
+order:
 
 1. ``KUBEBUILDER_ASSETS`` (the envtest convention) for the control-plane binaries;
 2. ``WINGMAN_TOOLS_DIR`` when set;
@@ -28,7 +29,9 @@ from wingman.errors import ClusterError
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kubectl")
 #: The checkers the tests run over the chart (helm-docs, kubeconform, the Pod Security evaluator).
 CHECKERS = ("helm-docs", "kubeconform", "podsecurity", "healthcheck")
-TOOLS = (*CONTROL_PLANE, "helm", "promtool", *CHECKERS)
+#: The real node's components (wingman.dev.kubelet), built from the same pinned module.
+NODE = ("kubelet", "kube-scheduler", "kube-proxy")
+TOOLS = (*CONTROL_PLANE, "helm", "promtool", *CHECKERS, *NODE)
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 PROVISION_SCRIPT = _REPO_ROOT / ".ci" / "provision-tools.sh"
@@ -112,5 +115,5 @@ def provision() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-__all__ = ["CHECKERS", "TOOLS", "cache_dir", "find_tool", "kubernetes_openapi", "provision",
+__all__ = ["CHECKERS", "NODE", "TOOLS", "cache_dir", "find_tool", "kubernetes_openapi", "provision",
            "tool_path"]
