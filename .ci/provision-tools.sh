@@ -16,6 +16,8 @@
 #   kubeconform/ kubeconform (github.com/yannh/kubeconform): the chart against strict schemas
 #   podsecurity/ podsecurity, a small command over the upstream Pod Security evaluator
 #                (k8s.io/pod-security-admission); its source is .ci/tools/podsecurity/main.go
+#   pause/       pause, the pod sandbox's process (what registry.k8s.io/pause runs), which
+#                wingman.dev.kubelet packs as the real node's sandbox image: .ci/tools/pause/main.go
 #   healthcheck/ healthcheck, a small command over the engines Argo CD and Flux run custom
 #                health checks with (gopher-lua, cel-go): .ci/tools/healthcheck/main.go
 #
@@ -113,6 +115,7 @@ build helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs
 build kubeconform github.com/yannh/kubeconform/cmd/kubeconform
 build podsecurity .
 build healthcheck .
+build pause .
 
 # The OpenAPI document of the pinned Kubernetes release (what kubeconform validates against).
 share="$cache/share"

@@ -7,7 +7,9 @@ ValidatingAdmissionPolicy admission plugin, and kube-controller-manager runs the
 garbage-collector, namespace and ServiceAccount controllers (with per-controller credentials,
 so the Job controller acts as ``system:serviceaccount:kube-system:job-controller``).
 
-No node runs containers here; ``wingman.dev.node`` plays the node for gateway pods.
+A real node (kubelet, kube-proxy, kube-scheduler, containerd: ``wingman.dev.kubelet``) joins
+a cluster started with ``nodes=True`` on an address the node's network reaches; without one,
+``wingman.dev.node`` plays the node for gateway pods.
 
 Identities: every user is a real x509 client certificate signed by the cluster CA
 (CN = user name, O = groups), so the API server authenticates them exactly as it would a
@@ -65,11 +67,17 @@ CONTROLLERS = (
     "clusterrole-aggregation-controller",
     "validatingadmissionpolicy-status-controller",
 )
+#: What a cluster with real nodes needs besides: node-lifecycle marks nodes (un)ready and lifts
+#: the not-ready taint a kubelet registers with; the PersistentVolume binder binds claims.
+NODE_CONTROLLERS = (
+    "node-lifecycle-controller",
+    "persistentvolume-binder-controller",
+)
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -164,6 +172,8 @@ class LocalCluster:
     _owns_workdir: bool = True
     _audit: bool = False
     _argv: dict[str, list[str]] = field(default_factory=dict)
+    address: str = "127.0.0.1"
+    nodes: bool = False
 
     @property
     def audit_log_path(self) -> Path:
@@ -200,20 +210,35 @@ class LocalCluster:
 
     @classmethod
     def start(cls, workdir: Path | None = None, *, timeout: float = 120.0,
-              audit_log: bool = False) -> LocalCluster:
+              audit_log: bool = False, address: str = "127.0.0.1",
+              nodes: bool = False) -> LocalCluster:
         """Start etcd, kube-apiserver and kube-controller-manager; wait until they serve.
 
         With ``audit_log`` the API server writes every request's metadata (user, verb,
         resource, response code) as JSON lines to :attr:`audit_log_path`, which the benchmarks
-        count API requests from."""
+        count API requests from.
+
+        ``address`` is the one the API server listens on and advertises (the endpoint of the
+        ``kubernetes`` Service); loopback unless real nodes must reach it. With ``nodes`` the
+        cluster is ready for kubelets (``wingman.dev.kubelet``): the Node authorizer and the
+        NodeRestriction admission plugin (a node's credentials reach only its own pods and
+        their Secrets), the node-lifecycle and PersistentVolume binder controllers, and the API
+        server's client certificate for the kubelets' API (logs, exec)."""
         devtools.provision()
         owns = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="wingman-cluster-")) if workdir is None else workdir
         wd.mkdir(parents=True, exist_ok=True)
         ca = _CA.create()
-        port = _free_port()
-        server = f"https://127.0.0.1:{port}"
-        cluster = cls(wd, server, wd / "admin.kubeconfig", ca, _owns_workdir=owns)
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ClusterError(f"the API server address must be an IP address, got "
+                               f"{address!r}") from None
+        port = _free_port(address)
+        host = f"[{address}]" if ":" in address else address
+        server = f"https://{host}:{port}"
+        cluster = cls(wd, server, wd / "admin.kubeconfig", ca, _owns_workdir=owns,
+                      address=address, nodes=nodes)
         cluster._audit = audit_log
         try:
             cluster._boot(port, timeout)
@@ -261,7 +286,7 @@ class LocalCluster:
             "kube-apiserver",
             server_names=["localhost", "kubernetes", "kubernetes.default",
                           "kubernetes.default.svc"],
-            server_ips=["127.0.0.1", "10.0.0.1"],
+            server_ips=list(dict.fromkeys(["127.0.0.1", "10.0.0.1", self.address])),
         )
         self._write("apiserver.crt", crt, 0o644)
         self._write("apiserver.key", key)
@@ -293,22 +318,23 @@ class LocalCluster:
         self._spawn("kube-apiserver", [
             str(devtools.tool_path("kube-apiserver")),
             "--etcd-servers", etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+            "--bind-address", self.address, "--advertise-address", self.address,
             "--secure-port", str(port),
             "--tls-cert-file", str(wd / "apiserver.crt"),
             "--tls-private-key-file", str(wd / "apiserver.key"),
             "--client-ca-file", str(ca_path),
-            "--authorization-mode", "RBAC",
+            "--authorization-mode", "Node,RBAC" if self.nodes else "RBAC",
             "--service-account-issuer", SERVICE_ACCOUNT_ISSUER,
             "--service-account-key-file", str(wd / "sa.pub"),
             "--service-account-signing-key-file", str(wd / "sa.key"),
             "--api-audiences", SERVICE_ACCOUNT_ISSUER,
             "--service-cluster-ip-range", "10.0.0.0/24",
             "--enable-admission-plugins", "ValidatingAdmissionPolicy,NamespaceLifecycle,"
-            "ServiceAccount",
+            "ServiceAccount" + (",NodeRestriction" if self.nodes else ""),
             "--allow-privileged=true",
             "--cert-dir", str(wd / "certs"),
             *self._audit_flags(),
+            *self._kubelet_client_flags(),
             "--v", "1",
         ])
         self._wait_ready(timeout)
@@ -322,13 +348,23 @@ class LocalCluster:
             "--root-ca-file", str(ca_path),
             "--cluster-signing-cert-file", str(ca_path),
             "--cluster-signing-key-file", str(ca_key_path),
-            "--controllers", ",".join(CONTROLLERS),
+            "--controllers", ",".join(CONTROLLERS + (NODE_CONTROLLERS if self.nodes else ())),
             "--leader-elect=false",
             "--bind-address", "127.0.0.1", "--secure-port", str(_free_port()),
             "--concurrent-job-syncs", "10",
             "--v", "1",
         ])
         self._wait_controllers(timeout)
+
+    def _kubelet_client_flags(self) -> list[str]:
+        """The API server's identity towards kubelets (pod logs, exec), with real nodes."""
+        if not self.nodes:
+            return []
+        crt, key = self._ca.issue("kube-apiserver-kubelet-client", ["system:masters"])
+        return ["--kubelet-preferred-address-types", "InternalIP",
+                "--kubelet-client-certificate",
+                str(self._write("apiserver-kubelet-client.crt", crt, 0o644)),
+                "--kubelet-client-key", str(self._write("apiserver-kubelet-client.key", key))]
 
     def _audit_flags(self) -> list[str]:
         if not self._audit:
@@ -552,4 +588,4 @@ def running(workdir: Path | None = None) -> Iterator[LocalCluster]:
         cluster.stop()
 
 
-__all__ = ["SERVICE_ACCOUNT_ISSUER", "LocalCluster", "running"]
+__all__ = ["NODE_CONTROLLERS", "SERVICE_ACCOUNT_ISSUER", "LocalCluster", "running"]

@@ -30,7 +30,7 @@ CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kubectl")
 #: The checkers the tests run over the chart (helm-docs, kubeconform, the Pod Security evaluator).
 CHECKERS = ("helm-docs", "kubeconform", "podsecurity", "healthcheck")
 #: The real node's components (wingman.dev.kubelet), built from the same pinned module.
-NODE = ("kubelet", "kube-scheduler", "kube-proxy")
+NODE = ("kubelet", "kube-scheduler", "kube-proxy", "pause")
 TOOLS = (*CONTROL_PLANE, "helm", "promtool", *CHECKERS, *NODE)
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
