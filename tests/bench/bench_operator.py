@@ -1,236 +1,949 @@
-"""Operator figures at scale, beside a no-op kopf operator on the same control plane.
+"""What users wait for, beside a no-op kopf operator on the same control plane, in one run.
 
-    .venv/bin/python tests/bench/bench_operator.py [--count 1000] [--workers 8]
+    .venv/bin/python tests/bench/bench_operator.py [--count 1000] [--execute 50]
+    .venv/bin/python tests/bench/bench_operator.py execute [--execute 50]
+    .venv/bin/python tests/bench/bench_operator.py soak [--total 10000] [--minutes 10]
 
-Creates COUNT ApprovalRequests (as the worker) and COUNT ExecutionGrants (as the approver)
-in a fresh Helm release, first with the real operator, then, in a second release, with a
-no-op kopf operator whose handlers do the least comparable work (write a status field; create
-a suspended Job). Prints throughput, latency percentiles (create → consensus written; grant →
-Job created) and each operator's peak RSS, and the ratios real / no-op.
+**burst** (default). On one local control plane (the API server writing an audit log, from
+which every API request is counted by caller, verb and resource), for the real operator and
+then for a no-op kopf operator (the same watches; the least comparable work: write a status
+field, create a suspended Job), each in a fresh Helm release and authenticated as the chart's
+operator ServiceAccount:
+
+1. COUNT ApprovalRequests arrive at once (as the worker): create → consensus written;
+2. COUNT ExecutionGrants arrive at once (as the approver): grant → Job created, and for the
+   real operator grant → Job released with the token Secret in place;
+3. (real operator) the short TTLs and retention of the bench's policy then expire, fail and
+   retire everything: RSS is read again once nothing is left;
+4. (real operator, ``--execute``) a separate release with the node harness running gateway
+   pods: grant → Succeeded.
+
+Printed side by side: latency percentiles, API requests per object by verb/resource,
+kube-apiserver and operator CPU seconds per phase, operator RSS (idle, peak, after
+retention), and the issue's targets with their measured ratios.
+
+**soak**. TOTAL requests, each followed by its grant, created at a steady rate over MINUTES;
+short TTLs and retention make objects cycle through every path (review, issue, Job deadline,
+clean-up, retirement). Printed per minute: operator RSS, create → consensus and grant →
+released p95, kube-apiserver and operator CPU, objects alive.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes import client, watch
 
-from support.chart import APPROVER, WORKER, approver_groups, installed, worker_groups
+from support.chart import (
+    APPROVER,
+    DEFAULT_GATEWAY_IMAGE,
+    WORKER,
+    approver_groups,
+    installed,
+    worker_groups,
+)
 from support.operator import OperatorProcess
 from wingman.dev.cluster import LocalCluster
+from wingman.dev.run import stopping_on_signals
 
 GROUP, VERSION = "wingman.dev", "v1alpha1"
 COMMAND = "kubectl rollout restart deployment/web -n apps"
+TICK = os.sysconf("SC_CLK_TCK")
+# the bench's policy: everything expires, fails and is retired within a few minutes
+BENCH_VALUES = {"operator.replicas": 0, "policy.requestTTLSeconds": 120,
+                "policy.approvalTTLSeconds": 120, "policy.expiryWarningSeconds": 0,
+                "policy.tokenTTLSeconds": 30, "policy.maxTokenTTLSeconds": 30,
+                "policy.retentionSeconds": 10, "gateway.timeoutSeconds": 10}
 
 NOOP = textwrap.dedent('''
-    """The framework's floor: the same watches, the least work per object."""
+    """The framework's floor: the same watches and kopf settings as the operator (event
+    handlers, no kopf bookkeeping on the objects, no Events), the least work per object."""
     import kopf
     from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
 
     config.load_kube_config()
     batch = client.BatchV1Api()
+    handled = set()
 
     @kopf.on.startup()
     def configure(settings: kopf.OperatorSettings, **_):
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix="noop.wingman.dev")
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="noop.wingman.dev", key="last")
-        settings.posting.level = 40
+        settings.posting.enabled = False
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.reconnect_backoff = 0.5
+        settings.batching.batch_window = 0.02
 
-    @kopf.on.create("wingman.dev", "v1alpha1", "approvalrequests")
-    def review(patch, **_):
-        patch.status["phase"] = "Reviewing"
+    @kopf.on.event("wingman.dev", "v1alpha1", "approvalrequests")
+    def review(type, status, patch, **_):
+        if type != "DELETED" and not status.get("phase"):
+            patch.status["phase"] = "Reviewing"
 
-    @kopf.on.create("wingman.dev", "v1alpha1", "executiongrants")
-    def grant(name, namespace, uid, **_):
-        batch.create_namespaced_job(namespace, {
-            "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name + "-gw", "labels": {"wingman.dev/grant": name},
-                         "ownerReferences": [{"apiVersion": "wingman.dev/v1alpha1",
-                                              "kind": "ExecutionGrant", "name": name,
-                                              "uid": uid}]},
-            "spec": {"suspend": True, "template": {"spec": {
-                "restartPolicy": "Never", "serviceAccountName": "default",
-                "containers": [{"name": "x", "image": "example.test/noop:1"}]}}}})
+    @kopf.on.event("wingman.dev", "v1alpha1", "executiongrants")
+    def grant(type, name, namespace, uid, **_):
+        if type == "DELETED" or uid in handled:
+            return
+        try:
+            batch.create_namespaced_job(namespace, {
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": name + "-gw", "labels": {"wingman.dev/grant": name},
+                             "ownerReferences": [{"apiVersion": "wingman.dev/v1alpha1",
+                                                  "kind": "ExecutionGrant", "name": name,
+                                                  "uid": uid}]},
+                "spec": {"suspend": True, "template": {"spec": {
+                    "restartPolicy": "Never", "serviceAccountName": "default",
+                    "containers": [{"name": "x", "image": "example.test/noop:1"}]}}}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        handled.add(uid)
 ''')
 
 
-class Recorder:
-    """Client-side timestamps: when each object was created and when its effect appeared."""
-
-    def __init__(self) -> None:
-        self.created: dict[str, float] = {}
-        self.done: dict[str, float] = {}
-        self.lock = threading.Lock()
-
-    def latencies(self) -> list[float]:
-        return sorted(self.done[k] - self.created[k] for k in self.done if k in self.created)
+# --------------------------------------------------------------------------- measuring
 
 
-def _watch(api: client.ApiClient, ns: str, stop: threading.Event, recorder: Recorder,
-           lister: Callable[..., Any], done: Callable[[dict[str, Any]], str | None]) -> None:
-    w = watch.Watch()
-    while not stop.is_set():
-        for event in w.stream(lister, namespace=ns, timeout_seconds=2, **(
-                {"group": GROUP, "version": VERSION, "plural": "approvalrequests"}
-                if lister.__name__ == "list_namespaced_custom_object" else {})):
-            obj = event["object"]
-            obj = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
-            key = done(obj)
-            if key:
-                with recorder.lock:
-                    recorder.done.setdefault(key, time.monotonic())
-            if stop.is_set():
-                break
+def cpu_seconds(pid: int | None) -> float:
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def _pct(values: list[float], p: float) -> float:
+def rss_mib(pid: int | None, key: str = "VmRSS") -> float:
+    if not pid:
+        return 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler:
+    """Samples a process's RSS twice a second; keeps the peak and the series."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0.0
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            value = rss_mib(self.pid)
+            if value:
+                self.peak = max(self.peak, value)
+                self.samples.append((time.monotonic(), value))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class ApiRequests:
+    """API requests by caller, from the API server's audit log (one JSON line per request)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def mark(self) -> None:
+        time.sleep(1.5)  # the log is written in batches of at most a second
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def since_mark(self, user: str) -> Counter[str]:
+        time.sleep(1.5)
+        counts: Counter[str] = Counter()
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            for raw in f:
+                if user.encode() not in raw:
+                    continue
+                try:
+                    ev = json.loads(raw)
+                except ValueError:
+                    continue
+                if ev.get("user", {}).get("username") != user or \
+                        ev.get("stage") != "ResponseComplete":
+                    continue
+                ref = ev.get("objectRef") or {}
+                res = ref.get("resource", "?") + (f"/{ref['subresource']}"
+                                                  if ref.get("subresource") else "")
+                counts[f"{ev.get('verb')} {res}"] += 1
+        return counts
+
+
+@dataclass
+class Timeline:
+    """When each object was created (client clock) and when each effect was first seen."""
+
+    created: dict[str, float] = field(default_factory=dict)
+    seen: dict[str, dict[str, float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def mark(self, what: str, key: str, at: float | None = None) -> None:
+        with self.lock:
+            self.seen.setdefault(what, {}).setdefault(key, at or time.monotonic())
+
+    def latencies(self, what: str, keys: set[str] | None = None) -> list[float]:
+        with self.lock:
+            done = self.seen.get(what, {})
+            return sorted(done[k] - self.created[k] for k in done
+                          if k in self.created and (keys is None or k in keys))
+
+    def count(self, what: str) -> int:
+        with self.lock:
+            return len(self.seen.get(what, {}))
+
+
+def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     return values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000
 
 
-def run_round(cluster: LocalCluster, label: str, count: int, workers: int,
-              start_operator: Callable[[str], Callable[[], int]],
-              consensus_done: Callable[[dict[str, Any]], bool]) -> dict[str, float]:
+def _stream(api: client.ApiClient, ns: str, stop: threading.Event, kind: str,
+            on_event: Callable[[str, dict[str, Any]], None]) -> None:
+    custom, batch, core = (client.CustomObjectsApi(api), client.BatchV1Api(api),
+                           client.CoreV1Api(api))
+    listers: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+        "approvalrequests": (custom.list_namespaced_custom_object,
+                             {"group": GROUP, "version": VERSION, "plural": "approvalrequests"}),
+        "executiongrants": (custom.list_namespaced_custom_object,
+                            {"group": GROUP, "version": VERSION, "plural": "executiongrants"}),
+        "jobs": (batch.list_namespaced_job, {}),
+        "secrets": (core.list_namespaced_secret, {}),
+    }
+    fn, extra = listers[kind]
+    while not stop.is_set():
+        try:
+            for event in watch.Watch().stream(fn, namespace=ns, timeout_seconds=5, **extra):
+                obj = event["object"]
+                obj = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
+                on_event(event["type"], obj)
+                if stop.is_set():
+                    break
+        except Exception:  # noqa: BLE001 - a bench watcher reconnects
+            time.sleep(0.5)
+
+
+@contextmanager
+def watching(api: client.ApiClient, ns: str, timeline: Timeline) -> Iterator[None]:
+    """Marks: consensus, reviewing (no-op), job-created, job-released, secret, succeeded."""
+    stop = threading.Event()
+
+    def on_request(kind: str, o: dict[str, Any]) -> None:
+        st, name = o.get("status") or {}, o["metadata"]["name"]
+        if st.get("consensus"):
+            timeline.mark("consensus", name)
+        if st.get("phase") == "Reviewing":
+            timeline.mark("reviewing", name)
+
+    def on_grant(kind: str, o: dict[str, Any]) -> None:
+        st, name = o.get("status") or {}, o["metadata"]["name"]
+        if st.get("phase") == "Succeeded":
+            timeline.mark("succeeded", name)
+        if st.get("phase") in ("Failed", "Denied", "Expired"):
+            timeline.mark("failed", name)
+
+    def on_job(kind: str, o: dict[str, Any]) -> None:
+        grant = (o["metadata"].get("labels") or {}).get("wingman.dev/grant")
+        if not grant:
+            return
+        timeline.mark("job-created", grant)
+        if not (o.get("spec") or {}).get("suspend"):
+            timeline.mark("job-released", grant)
+
+    def on_secret(kind: str, o: dict[str, Any]) -> None:
+        grant = (o["metadata"].get("labels") or {}).get("wingman.dev/grant")
+        if grant and o.get("type") == "wingman.dev/capability-token":
+            timeline.mark("secret", grant)
+
+    threads = [threading.Thread(target=_stream, args=(api, ns, stop, kind, fn), daemon=True)
+               for kind, fn in (("approvalrequests", on_request), ("executiongrants", on_grant),
+                                ("jobs", on_job), ("secrets", on_secret))]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def released_with_token(timeline: Timeline) -> list[float]:
+    """grant → Job released with its token Secret in place (the later of the two)."""
+    with timeline.lock:
+        rel, sec = timeline.seen.get("job-released", {}), timeline.seen.get("secret", {})
+        return sorted(max(rel[k], sec[k]) - timeline.created[k]
+                      for k in rel if k in sec and k in timeline.created)
+
+
+def progress(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def wait_until(done: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# --------------------------------------------------------------------------- objects
+
+
+def request_body(name: str) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ApprovalRequest",
+            "metadata": {"name": name},
+            "spec": {"requester": WORKER, "environment": "test", "instruction": "bench",
+                     "commands": [COMMAND]}}
+
+
+def grant_body(name: str, request: str) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ExecutionGrant",
+            "metadata": {"name": name},
+            "spec": {"approvalRef": {"name": request}, "command": COMMAND}}
+
+
+class Clients:
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.worker = client.CustomObjectsApi(cluster.api_client(WORKER, worker_groups("test")))
+        self.approver = client.CustomObjectsApi(
+            cluster.api_client(APPROVER, approver_groups("test")))
+        self.admin_api = cluster.api_client()
+        self.admin = client.CustomObjectsApi(self.admin_api)
+
+    def create_request(self, ns: str, name: str) -> None:
+        self.worker.create_namespaced_custom_object(GROUP, VERSION, ns, "approvalrequests",
+                                                    request_body(name))
+
+    def create_grant(self, ns: str, name: str, request: str) -> None:
+        self.approver.create_namespaced_custom_object(GROUP, VERSION, ns, "executiongrants",
+                                                      grant_body(name, request))
+
+    def count(self, ns: str, plural: str) -> int:
+        listed = self.admin.list_namespaced_custom_object(GROUP, VERSION, ns, plural)
+        return len(cast(dict[str, Any], listed)["items"])
+
+
+def burst(timeline: Timeline, workers: int, names: list[str], create: Callable[[str], None]
+          ) -> None:
+    def one(name: str) -> None:
+        with timeline.lock:
+            timeline.created[name] = time.monotonic()
+        create(name)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, names))
+
+
+# --------------------------------------------------------------------------- operators
+
+
+@dataclass
+class Running:
+    pid: int
+    stop: Callable[[], None]
+    user: str
+
+
+def start_real(cluster: LocalCluster, ns: str, work: Path, *, audit_volume: bool = False
+               ) -> Running:
+    env = {"WINGMAN_LOG_FORMAT": "json", "WINGMAN_SWEEP_INTERVAL_SECONDS": "10"}
+    if audit_volume:  # gateway pods write to the same audit file (the node harness mounts it)
+        env["WINGMAN_AUDIT_VOLUME_CLAIM"] = "wingman-audit"
+    op = OperatorProcess(cluster, ns, work / f"real-{ns}", extra_env=env)
+    op.start()
+    assert op.proc is not None
+    return Running(op.proc.pid, op.stop, f"system:serviceaccount:{ns}:wingman-operator")
+
+
+def start_noop(cluster: LocalCluster, ns: str, work: Path) -> Running:
+    script = work / "noop.py"
+    script.write_text(NOOP)
+    token = cluster.sa_token(ns, "wingman-operator", expiration_seconds=7200)
+    kubeconfig = cluster.token_kubeconfig(token, "noop")
+    log = (work / "noop.log").open("wb")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "kopf"), "run", "--standalone", "-n", ns,
+         str(script)], env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"},
+        stdout=log, stderr=subprocess.STDOUT)
+    time.sleep(4)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    return Running(proc.pid, stop, f"system:serviceaccount:{ns}:wingman-operator")
+
+
+# --------------------------------------------------------------------------- burst
+
+
+def phase(cluster: LocalCluster, audit: ApiRequests, op: Running) -> Callable[[], dict[str, Any]]:
+    """Start measuring a phase; the returned function ends it."""
+    audit.mark()
+    api_pid = cluster.pid("kube-apiserver")
+    t0, api0, op0 = time.monotonic(), cpu_seconds(api_pid), cpu_seconds(op.pid)
+
+    def end() -> dict[str, Any]:
+        api1, op1, t1 = cpu_seconds(api_pid), cpu_seconds(op.pid), time.monotonic()
+        return {"seconds": t1 - t0, "apiserver_cpu": api1 - api0, "operator_cpu": op1 - op0,
+                "requests": dict(audit.since_mark(op.user))}
+    return end
+
+
+def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers: int,
+              start: Callable[[LocalCluster, str, Path], Running]) -> dict[str, Any]:
     ns = f"bench-{label}-{int(time.time())}"
+    audit = ApiRequests(cluster.audit_log_path)
+    out: dict[str, Any] = {"count": count}
+    with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
+                   values=BENCH_VALUES):
+        clients = Clients(cluster)
+        op = start(cluster, ns, work)
+        sampler = RssSampler(op.pid)
+        try:
+            time.sleep(5)
+            out["rss_idle_mib"] = rss_mib(op.pid)
+            timeline = Timeline()
+            requests = [f"r{i:05d}" for i in range(count)]
+            grants = [f"g{i:05d}" for i in range(count)]
+            done_key = "consensus" if label == "real" else "reviewing"
+            with watching(clients.admin_api, ns, timeline):
+                progress(f"{label}: {count} requests")
+                end = phase(cluster, audit, op)
+                burst(timeline, workers, requests, lambda n: clients.create_request(ns, n))
+                if not wait_until(lambda: timeline.count(done_key) >= count, 900):
+                    progress(f"{label}: only {timeline.count(done_key)} reviewed in 900 s")
+                out["requests_phase"] = end()
+                lat = timeline.latencies(done_key)
+                out["consensus_ms"] = {p: pct(lat, p) for p in (50, 95, 99)}
+                out["consensus_n"] = len(lat)
+                progress(f"{label}: {count} grants")
+                end = phase(cluster, audit, op)
+                burst(timeline, workers, grants,
+                      lambda n: clients.create_grant(ns, n, "r" + n[1:]))
+                key = "job-released" if label == "real" else "job-created"
+                wait_until(lambda: timeline.count(key) >= count and (
+                    label != "real" or timeline.count("secret") >= count), 900)
+                out["grants_phase"] = end()
+                lat = timeline.latencies("job-created")
+                out["job_created_ms"] = {p: pct(lat, p) for p in (50, 95, 99)}
+                out["job_created_n"] = len(lat)
+                if label == "real":
+                    lat = released_with_token(timeline)
+                    out["job_released_ms"] = {p: pct(lat, p) for p in (50, 95, 99)}
+                    out["job_released_n"] = len(lat)
+            out["rss_peak_mib"] = sampler.peak
+            if label == "real":
+                progress(f"{label}: waiting for expiry and retention")
+                end = phase(cluster, audit, op)
+                gone = wait_until(lambda: clients.count(ns, "executiongrants") == 0
+                                  and clients.count(ns, "approvalrequests") == 0, 900)
+                out["retention_phase"] = end()
+                out["retired_all"] = gone
+                time.sleep(15)  # a sweep or two with nothing left
+                out["rss_after_retention_mib"] = rss_mib(op.pid)
+        finally:
+            sampler.stop()
+            op.stop()
+    return out
+
+
+def run_execution(cluster: LocalCluster, work: Path, count: int, workers: int
+                  ) -> dict[str, Any]:
+    """grant → Succeeded with the node harness running the gateway pods."""
+    from wingman.dev.node import NodeHarness
+
+    ns = f"bench-exec-{int(time.time())}"
+    audit = ApiRequests(cluster.audit_log_path)
+    allowlist = [f"kubectl rollout restart deployment/{{name}} -n {ns}-apps"]
+    with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
+                   values={"operator.replicas": 0, "policy.allowlist": allowlist}):
+        # one Deployment per flow: concurrent restarts of one Deployment conflict (exit 1)
+        cluster.kubectl("apply", "-n", f"{ns}-apps", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "List", "items": [{
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": f"web-{i}"},
+                "spec": {"selector": {"matchLabels": {"app": f"web-{i}"}},
+                         "template": {"metadata": {"labels": {"app": f"web-{i}"}},
+                                      "spec": {"containers": [{"name": "web",
+                                                               "image": "nginx:1.27"}]}}}}
+                for i in range(count)]}))
+        clients = Clients(cluster)
+        op = start_real(cluster, ns, work, audit_volume=True)
+        audit_dir = work / f"real-{ns}"
+        harness = NodeHarness(cluster=cluster, namespaces=[ns], workdir=work / "node",
+                              gateway_image=DEFAULT_GATEWAY_IMAGE,
+                              volume_dirs={"wingman-audit": audit_dir})
+        harness.start()
+        try:
+            timeline = Timeline()
+            with watching(clients.admin_api, ns, timeline):
+                end = phase(cluster, audit, op)
+
+                def flow(i: int) -> None:
+                    command = f"kubectl rollout restart deployment/web-{i} -n {ns}-apps"
+                    body = request_body(f"x{i:04d}")
+                    body["spec"]["commands"] = [command]
+                    clients.worker.create_namespaced_custom_object(
+                        GROUP, VERSION, ns, "approvalrequests", body)
+                    wait_until(lambda: f"x{i:04d}" in timeline.seen.get("consensus", {}), 120)
+                    grant = grant_body(f"y{i:04d}", f"x{i:04d}")
+                    grant["spec"]["command"] = command
+                    with timeline.lock:
+                        timeline.created[f"y{i:04d}"] = time.monotonic()
+                    clients.approver.create_namespaced_custom_object(
+                        GROUP, VERSION, ns, "executiongrants", grant)
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(flow, range(count)))
+                if not wait_until(lambda: timeline.count("succeeded")
+                                  + timeline.count("failed") >= count, 900):
+                    progress(f"execution: only {timeline.count('succeeded')} of {count} "
+                             "succeeded in 900 s")
+                time.sleep(5)  # the operator removes the token Secrets of final grants
+                result = end()
+            lat = timeline.latencies("succeeded")
+            return {"count": count, "succeeded_n": len(lat),
+                    "failed_n": timeline.count("failed"),
+                    "succeeded_ms": {p: pct(lat, p) for p in (50, 95, 99)}, "phase": result}
+        finally:
+            harness.stop()
+            op.stop()
+
+
+def per_object(requests: dict[str, int], count: int) -> dict[str, float]:
+    return {k: v / count for k, v in sorted(requests.items())}
+
+
+def report(real: dict[str, Any], noop: dict[str, Any]) -> None:
+    n = real["count"]
+    rows: list[tuple[str, float, float]] = []
+    for p in (50, 95, 99):
+        rows.append((f"create→consensus p{p} ms", real["consensus_ms"][p],
+                     noop["consensus_ms"][p]))
+    for p in (50, 95, 99):
+        rows.append((f"grant→Job created p{p} ms", real["job_created_ms"][p],
+                     noop["job_created_ms"][p]))
+    for p in (50, 95, 99):
+        rows.append((f"grant→Job released p{p} ms", real["job_released_ms"][p],
+                     noop["job_created_ms"][p]))
+    for key in ("requests_phase", "grants_phase"):
+        what = key.split("_")[0]
+        rows.append((f"{what}: API requests/object", sum(real[key]["requests"].values()) / n,
+                     sum(noop[key]["requests"].values()) / n))
+        rows.append((f"{what}: apiserver CPU s", real[key]["apiserver_cpu"],
+                     noop[key]["apiserver_cpu"]))
+        rows.append((f"{what}: operator CPU s", real[key]["operator_cpu"],
+                     noop[key]["operator_cpu"]))
+        rows.append((f"{what}: wall s", real[key]["seconds"], noop[key]["seconds"]))
+    rows.append(("operator RSS idle MiB", real["rss_idle_mib"], noop["rss_idle_mib"]))
+    rows.append(("operator RSS peak MiB", real["rss_peak_mib"], noop["rss_peak_mib"]))
+    print(f"\n{n} requests + {n} grants at once")
+    print(f"{'figure':<34}{'wingman':>12}{'no-op kopf':>12}{'ratio':>8}")
+    for name, a, b in rows:
+        ratio = a / b if b else float("nan")
+        print(f"{name:<34}{a:>12.1f}{b:>12.1f}{ratio:>8.2f}")
+    print(f"{'RSS after retention MiB':<34}{real.get('rss_after_retention_mib', 0):>12.1f}"
+          f"   (all retired: {real.get('retired_all')})")
+    if "retention_phase" in real:
+        rp = real["retention_phase"]
+        print(f"{'expiry+retention: apiserver CPU s':<34}{rp['apiserver_cpu']:>12.1f}")
+        print(f"{'expiry+retention: operator CPU s':<34}{rp['operator_cpu']:>12.1f}")
+        print(f"{'expiry+retention: API req/object':<34}"
+              f"{sum(rp['requests'].values()) / (2 * n):>12.2f}")
+    for key in ("requests_phase", "grants_phase"):
+        print(f"\nAPI requests per object, {key.split('_')[0]} phase (operator identity):")
+        ours, floor = per_object(real[key]["requests"], n), per_object(noop[key]["requests"], n)
+        for k in sorted(set(ours) | set(floor)):
+            print(f"  {k:<40}{ours.get(k, 0):>8.2f}{floor.get(k, 0):>8.2f}")
+    target = [
+        ("create→consensus p95 ≤ 1.5x no-op",
+         real["consensus_ms"][95] / noop["consensus_ms"][95], 1.5),
+        ("grant→Job released p95 ≤ 3x no-op Job created p95",
+         real["job_released_ms"][95] / noop["job_created_ms"][95], 3.0),
+        ("API requests per grant ≤ 3x no-op",
+         sum(real["grants_phase"]["requests"].values())
+         / max(1, sum(noop["grants_phase"]["requests"].values())), 3.0),
+        ("operator peak RSS ≤ 150 MiB", real["rss_peak_mib"] / 150, 1.0),
+        ("RSS after retention within 20 % of idle",
+         real.get("rss_after_retention_mib", 0) / max(1.0, real["rss_idle_mib"]), 1.2),
+    ]
+    print("\ntargets")
+    for name, value, limit in target:
+        print(f"  {'PASS' if value <= limit else 'MISS'}  {name}: {value:.2f} (limit {limit})")
+
+
+def report_execution(execution: dict[str, Any]) -> None:
+    print(f"\ngrant→Succeeded with the node harness ({execution['succeeded_n']} of "
+          f"{execution['count']}; failed {execution['failed_n']}): " + ", ".join(
+              f"p{p} {execution['succeeded_ms'][p]:.0f} ms" for p in (50, 95, 99)))
+    ex = per_object(execution["phase"]["requests"], execution["count"])
+    print("  operator API requests per request+grant through Succeeded: "
+          f"{sum(ex.values()):.2f} ({', '.join(f'{k} {v:.2f}' for k, v in ex.items())})")
+
+
+# --------------------------------------------------------------------------- soak
+
+
+def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, workers: int
+             ) -> None:
+    ns = f"bench-soak-{int(time.time())}"
+    values = {**BENCH_VALUES, "policy.retentionSeconds": 30}
+    with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
+                   values=values):
+        clients = Clients(cluster)
+        op = start_real(cluster, ns, work)
+        sampler = RssSampler(op.pid)
+        timeline = Timeline()
+        rate = total / (minutes * 60)
+        started = time.monotonic()
+        api_pid = cluster.pid("kube-apiserver")
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(workers)
+        idle = rss_mib(op.pid)
+        print(f"soak: {total} requests + grants over {minutes:.0f} min ({rate:.1f}/s each); "
+              f"operator RSS idle {idle:.1f} MiB")
+        print(f"{'min':>4}{'created':>9}{'RSS MiB':>9}{'peak':>7}{'cons p95 ms':>12}"
+              f"{'rel p95 ms':>11}{'api CPU s':>10}{'op CPU s':>9}{'alive AR/EG':>13}")
+
+        def produce() -> None:
+            for i in range(total):
+                due = started + i / rate
+                while time.monotonic() < due and not stop.is_set():
+                    time.sleep(min(0.05, due - time.monotonic()))
+                if stop.is_set():
+                    return
+                pool.submit(one, i)
+
+        def one(i: int) -> None:
+            r, g = f"r{i:06d}", f"g{i:06d}"
+            with timeline.lock:
+                timeline.created[r] = time.monotonic()
+            try:
+                clients.create_request(ns, r)
+                wait_until(lambda: r in timeline.seen.get("consensus", {}), 120)
+                with timeline.lock:
+                    timeline.created[g] = time.monotonic()
+                clients.create_grant(ns, g, r)
+            except Exception as exc:  # noqa: BLE001 - counted, the soak goes on
+                print(f"  create failed: {exc}", file=sys.stderr)
+
+        try:
+            with watching(clients.admin_api, ns, timeline):
+                producer = threading.Thread(target=produce, daemon=True)
+                producer.start()
+                minute, last_api, last_op = 0, cpu_seconds(api_pid), cpu_seconds(op.pid)
+                window_start = time.monotonic()
+                while producer.is_alive() or minute < minutes + 3:
+                    time.sleep(max(0.0, window_start + 60 - time.monotonic()))
+                    now = time.monotonic()
+                    minute += 1
+                    with timeline.lock:
+                        cons = sorted(timeline.seen.get("consensus", {})[k]
+                                      - timeline.created[k]
+                                      for k, t in timeline.seen.get("consensus", {}).items()
+                                      if window_start <= t < now and k in timeline.created)
+                        rel = sorted(timeline.seen.get("job-released", {})[k]
+                                     - timeline.created[k]
+                                     for k, t in timeline.seen.get("job-released", {}).items()
+                                     if window_start <= t < now and k in timeline.created)
+                        created = sum(1 for k, t in timeline.created.items()
+                                      if window_start <= t < now and k.startswith("r"))
+                    api, opc = cpu_seconds(api_pid), cpu_seconds(op.pid)
+                    alive = (f"{clients.count(ns, 'approvalrequests')}/"
+                             f"{clients.count(ns, 'executiongrants')}")
+                    print(f"{minute:>4}{created:>9}{rss_mib(op.pid):>9.1f}{sampler.peak:>7.1f}"
+                          f"{pct(cons, 95):>12.0f}{pct(rel, 95):>11.0f}{api - last_api:>10.1f}"
+                          f"{opc - last_op:>9.1f}{alive:>13}", flush=True)
+                    last_api, last_op, window_start = api, opc, now
+                    if not producer.is_alive() and minute >= minutes + 3:
+                        break
+        finally:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            sampler.stop()
+            op.stop()
+        samples = [v for _, v in sampler.samples]
+        if samples:
+            print(f"RSS: idle {idle:.1f}, median {statistics.median(samples):.1f}, "
+                  f"peak {sampler.peak:.1f}, last {samples[-1]:.1f} MiB")
+
+
+# --------------------------------------------------------------------------- failover
+
+
+def _ready(op: OperatorProcess) -> bool:
+    return op.readiness()[0] == 200
+
+
+def _probe(clients: Clients, ns: str, timeline: Timeline, name: str) -> None:
+    with timeline.lock:
+        timeline.created[name] = time.monotonic()
+    clients.create_request(ns, name)
+
+
+def _time_to_act(clients: Clients, ns: str, timeline: Timeline, since: float, tag: str,
+                 timeout: float = 120) -> float:
+    """From ``since``, create a probe request every half second until one is reviewed; the
+    time from ``since`` to the first review written is how long nobody acted."""
+    i = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _probe(clients, ns, timeline, f"{tag}-{i:03d}")
+        i += 1
+        with timeline.lock:
+            seen = [t for k, t in timeline.seen.get("consensus", {}).items()
+                    if k.startswith(tag + "-")]
+        if seen:
+            return min(seen) - since
+        time.sleep(0.5)
+    return float("nan")
+
+
+def run_failover(cluster: LocalCluster, work: Path, rounds: int) -> None:
+    ns = f"bench-failover-{int(time.time())}"
     with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
                    values={"operator.replicas": 0}):
-        peak_rss = start_operator(ns)
-        worker_api = cluster.api_client(WORKER, worker_groups("test"))
-        approver_api = cluster.api_client(APPROVER, approver_groups("test"))
-        admin = cluster.api_client()
-        reviews, jobs = Recorder(), Recorder()
-        stop = threading.Event()
-        custom = client.CustomObjectsApi(admin)
-        batch = client.BatchV1Api(admin)
-        t1 = threading.Thread(target=_watch, daemon=True, args=(
-            admin, ns, stop, reviews, custom.list_namespaced_custom_object,
-            lambda o: o["metadata"]["name"] if consensus_done(o) else None))
-        t2 = threading.Thread(target=_watch, daemon=True, args=(
-            admin, ns, stop, jobs, batch.list_namespaced_job,
-            lambda o: (o["metadata"].get("labels") or {}).get("wingman.dev/grant")))
-        t1.start()
-        t2.start()
+        clients = Clients(cluster)
+        timeline = Timeline()
+        ops = [OperatorProcess(cluster, ns, work / f"replica-{x}",
+                               extra_env={"WINGMAN_LOG_FORMAT": "json"}) for x in "ab"]
+        results: dict[str, list[float]] = {"SIGKILL of the active replica, standby takes over": [],
+                                           "SIGTERM of the active replica": [],
+                                           "single replica SIGKILLed, restarted (same pod)": [],
+                                           "single replica SIGKILLed, new pod": []}
+        try:
+            with watching(clients.admin_api, ns, timeline):
+                for op in ops:
+                    op.start()
+                for r in range(rounds):
+                    for kind, key in (("kill", "SIGKILL of the active replica, standby takes "
+                                               "over"),
+                                      ("term", "SIGTERM of the active replica")):
+                        wait_until(lambda: any(op.readiness()[0] == 200 for op in ops), 60)
+                        active = next(op for op in ops if op.readiness()[0] == 200)
+                        burst(timeline, 4, [f"{kind}{r}-load-{i:03d}" for i in range(30)],
+                              lambda n: clients.create_request(ns, n))
+                        t0 = time.monotonic()
+                        active.kill() if kind == "kill" else active.stop()
+                        results[key].append(_time_to_act(clients, ns, timeline, t0,
+                                                         f"{kind}{r}"))
+                        active.start()  # back as the standby
+                    for op in ops[1:]:
+                        op.stop()
+                    single = ops[0]
+                    if single.readiness()[0] != 200:
+                        wait_until(partial(_ready, single), 60)
+                    single.kill()
+                    t0 = time.monotonic()
+                    single.start()
+                    results["single replica SIGKILLed, restarted (same pod)"].append(
+                        _time_to_act(clients, ns, timeline, t0, f"same{r}"))
+                    single.kill()
+                    t0 = time.monotonic()
+                    fresh = OperatorProcess(cluster, ns, work / f"replica-new-{r}",
+                                            extra_env={"WINGMAN_LOG_FORMAT": "json"})
+                    fresh.start()
+                    results["single replica SIGKILLed, new pod"].append(
+                        _time_to_act(clients, ns, timeline, t0, f"new{r}"))
+                    fresh.stop()
+                    for op in ops:
+                        if op.proc is None or op.proc.poll() is not None:
+                            op.start()
+        finally:
+            for op in ops:
+                op.stop()
+        print(f"\nfailover ({rounds} rounds): seconds from the event until a request is "
+              "reviewed again (target <= 15)")
+        for key, values in results.items():
+            shown = ", ".join(f"{v:.1f}" for v in values)
+            worst = max(values) if values else float("nan")
+            print(f"  {key:<52} worst {worst:5.1f}  ({shown})")
+        events = [json.loads(line) for op in ops for line in
+                  op.audit_path.read_text().splitlines() if line] if ops else []
+        reviewed = Counter(r["subject"]["name"] for r in events
+                           if r["event"] == "ApprovalReviewed")
+        twice = [k for k, v in reviewed.items() if v > 1]
+        print(f"  requests reviewed: {len(reviewed)}; reviewed twice (a kill between the "
+              f"record and the status write): {len(twice)}")
 
-        def create_request(i: int) -> None:
-            name = f"r{i:05d}"
-            body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ApprovalRequest",
-                    "metadata": {"name": name},
-                    "spec": {"requester": WORKER, "environment": "test",
-                             "instruction": "bench", "commands": [COMMAND]}}
-            with reviews.lock:
-                reviews.created[name] = time.monotonic()
-            client.CustomObjectsApi(worker_api).create_namespaced_custom_object(
-                GROUP, VERSION, ns, "approvalrequests", body)
 
-        def create_grant(i: int) -> None:
-            name = f"g{i:05d}"
-            body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ExecutionGrant",
-                    "metadata": {"name": name},
-                    "spec": {"approvalRef": {"name": f"r{i:05d}"}, "command": COMMAND}}
-            with jobs.lock:
-                jobs.created[name] = time.monotonic()
-            client.CustomObjectsApi(approver_api).create_namespaced_custom_object(
-                GROUP, VERSION, ns, "executiongrants", body)
-
-        def drain(recorder: Recorder, timeout: float) -> float:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and len(recorder.done) < count:
-                time.sleep(0.2)
-            return max(recorder.done.values(), default=time.monotonic())
-
-        start = time.monotonic()
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(create_request, range(count)))
-        end_reviews = drain(reviews, 600)
-        review_span = end_reviews - start
-        gstart = time.monotonic()
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(create_grant, range(count)))
-        end_jobs = drain(jobs, 600)
-        grant_span = end_jobs - gstart
-        stop.set()
-        rss = peak_rss()
-        rl, jl = reviews.latencies(), jobs.latencies()
-        return {"reviews": len(rl), "review_rate": len(rl) / review_span if review_span else 0,
-                "review_p50": _pct(rl, 50), "review_p95": _pct(rl, 95),
-                "review_p99": _pct(rl, 99), "jobs": len(jl),
-                "grant_rate": len(jl) / grant_span if grant_span else 0,
-                "grant_p50": _pct(jl, 50), "grant_p95": _pct(jl, 95), "grant_p99": _pct(jl, 99),
-                "peak_rss_mib": rss / 1024}
+# --------------------------------------------------------------------------- outage
 
 
-def _peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+def run_outage(cluster: LocalCluster, work: Path, count: int, seconds: float,
+               component: str) -> None:
+    ns = f"bench-outage-{int(time.time())}"
+    with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
+                   values={"operator.replicas": 0}):
+        clients = Clients(cluster)
+        timeline = Timeline()
+        op = start_real(cluster, ns, work)
+        try:
+            with watching(clients.admin_api, ns, timeline):
+                requests = [f"o{i:04d}" for i in range(count)]
+                burst(timeline, 8, requests, lambda n: clients.create_request(ns, n))
+                if component == "kube-apiserver":
+                    cluster.kill("kube-apiserver")
+                else:
+                    cluster.pause(component)
+                print(f"{component} down for {seconds:.0f}s with "
+                      f"{count - timeline.count('consensus')} of {count} requests unreviewed")
+                time.sleep(seconds)
+                if component == "kube-apiserver":
+                    cluster.restart("kube-apiserver")
+                else:
+                    cluster.resume(component)
+                back = time.monotonic()
+                done = wait_until(lambda: timeline.count("consensus") >= count, 600)
+                with timeline.lock:
+                    last = max(timeline.seen.get("consensus", {}).values(), default=back)
+                grants = [f"p{i:04d}" for i in range(count)]
+                burst(timeline, 8, grants, lambda n: clients.create_grant(ns, n, "o" + n[1:]))
+                wait_until(lambda: timeline.count("job-released") >= count, 600)
+        finally:
+            op.stop()
+        log = (work / f"real-{ns}" / "operator.log").read_text(errors="replace")
+        events = [json.loads(line) for line in
+                  (work / f"real-{ns}" / "audit.jsonl").read_text().splitlines() if line]
+        reviewed = Counter(r["subject"]["name"] for r in events
+                           if r["event"] == "ApprovalReviewed")
+        minted = Counter(r["subject"]["name"] for r in events if r["event"] == "TokenMinted")
+        print(f"after {component} came back: all {count} settled: {done}; the last "
+              f"{max(0.0, last - back):.1f}s later (target < 15)")
+        print(f"  reviewed twice: {sum(1 for v in reviewed.values() if v > 1)}; tokens minted "
+              f"twice: {sum(1 for v in minted.values() if v > 1)}; grants released: "
+              f"{timeline.count('job-released')} of {count}")
+        print(f"  tracebacks in the operator log: {log.count('Traceback')}; log lines: "
+              f"{len(log.splitlines())}")
+
+
+def run_fuzz_mode(cluster: LocalCluster, work: Path, count: int, seed: int | None) -> None:
+    """The fuzz tier's big run (``tests/integration/operator/test_fuzz.py`` at scale)."""
+    import random
+
+    from integration.operator.test_fuzz import run_fuzz
+
+    ns = f"bench-fuzz-{int(time.time())}"
+    apps = f"{ns}-apps"
+    values = {"operator.replicas": 0,
+              "policy.allowlist": [f"kubectl rollout restart deployment/{{name}} -n {apps}",
+                                   f"kubectl scale deployment/{{name}} --replicas={{int:0..10}} "
+                                   f"-n {apps}"]}
+    with installed(cluster, "test", namespace=ns, target_namespace=apps, values=values):
+        cluster.kubectl("create", "deployment", "web", "-n", apps,
+                        "--image=registry.k8s.io/pause:3.9")
+        op = OperatorProcess(cluster, ns, work / "fuzz-operator",
+                             extra_env={"WINGMAN_AUDIT_VOLUME_CLAIM": "wingman-audit",
+                                        "WINGMAN_LOG_FORMAT": "json"})
+        op.start()
+        try:
+            figures = run_fuzz(cluster, ns, apps, op, work, count,
+                               seed if seed is not None else random.randrange(2**31),
+                               settle_seconds=max(300.0, count / 5))
+        finally:
+            op.stop()
+    print(json.dumps(figures, indent=2, sort_keys=True))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("mode", nargs="?", default="burst",
+                        choices=["burst", "execute", "soak", "failover", "outage", "fuzz"])
+    parser.add_argument("--count", type=int, default=1000, help="burst: objects of each kind")
+    parser.add_argument("--workers", type=int, default=8, help="client threads creating")
+    parser.add_argument("--execute", type=int, default=50,
+                        help="burst: grants executed by the node harness (0: skip)")
+    parser.add_argument("--skip-noop", action="store_true")
+    parser.add_argument("--total", type=int, default=10000, help="soak: requests (+ grants)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="soak: duration")
+    parser.add_argument("--rounds", type=int, default=3, help="failover: rounds")
+    parser.add_argument("--outage-seconds", type=float, default=60.0, help="outage: length")
+    parser.add_argument("--component", default="kube-apiserver",
+                        choices=["kube-apiserver", "etcd"],
+                        help="outage: kube-apiserver is killed and restarted, etcd paused")
+    parser.add_argument("--seed", type=int, default=None, help="fuzz: the seed")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    try:
+        with stopping_on_signals():  # SIGTERM/SIGHUP stop the control plane as Ctrl-C does
+            return run(args)
+    except KeyboardInterrupt as exc:
+        print(f"bench stopped ({exc.args[0] if exc.args else 'Ctrl-C'}); everything it "
+              "started is stopped", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="wingman-bench-"))
-    with LocalCluster.start(work / "cluster") as cluster:
+    progress(f"work directory (operator logs, audit, API server audit log): {work}")
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"{os.cpu_count()} CPUs")
+    with LocalCluster.start(work / "cluster", audit_log=True) as cluster:
         cluster.apply_crds(Path(__file__).resolve().parents[2] / "crds")
-        procs: list[Any] = []
-
-        def real(ns: str) -> Callable[[], int]:
-            op = OperatorProcess(cluster, ns, work / "real", extra_env={
-                "WINGMAN_LOG_FORMAT": "json", "WINGMAN_EXPIRY_INTERVAL_SECONDS": "60"})
-            op.start()
-            procs.append(op)
-            return lambda: _peak_rss_kib(op.proc.pid) if op.proc else 0
-
-        def noop(ns: str) -> Callable[[], int]:
-            script = work / "noop.py"
-            script.write_text(NOOP)
-            token = cluster.sa_token(ns, "wingman-operator", expiration_seconds=7200)
-            kubeconfig = cluster.token_kubeconfig(token, "noop")
-            log = (work / "noop.log").open("wb")
-            proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "kopf"), "run", "--standalone", "-n", ns,
-                 str(script)], env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"},
-                stdout=log, stderr=subprocess.STDOUT)
-            procs.append(proc)
-            time.sleep(3)
-            return lambda: _peak_rss_kib(proc.pid)
-
-        figures = {}
-        try:
-            figures["wingman"] = run_round(
-                cluster, "real", args.count, args.workers, real,
-                lambda o: bool((o.get("status") or {}).get("consensus")))
-            for p in procs:
-                p.stop() if isinstance(p, OperatorProcess) else p.terminate()
-            figures["noop"] = run_round(
-                cluster, "noop", args.count, args.workers, noop,
-                lambda o: (o.get("status") or {}).get("phase") == "Reviewing")
-        finally:
-            for p in procs:
-                p.stop() if isinstance(p, OperatorProcess) else p.terminate()
-    real_f, floor = figures["wingman"], figures["noop"]
-    print(f"{'figure':<22}{'wingman':>12}{'no-op kopf':>14}{'ratio':>10}")
-    for key in real_f:
-        ratio = real_f[key] / floor[key] if floor.get(key) else float("nan")
-        print(f"{key:<22}{real_f[key]:>12.1f}{floor[key]:>14.1f}{ratio:>10.2f}")
-    print(json.dumps(figures))
+        if args.mode == "soak":
+            run_soak(cluster, work, args.total, args.minutes, args.workers)
+            return 0
+        if args.mode == "failover":
+            run_failover(cluster, work, args.rounds)
+            return 0
+        if args.mode == "outage":
+            run_outage(cluster, work, min(args.count, 100), args.outage_seconds,
+                       args.component)
+            return 0
+        if args.mode == "execute":
+            report_execution(run_execution(cluster, work, args.execute, 4))
+            return 0
+        if args.mode == "fuzz":
+            run_fuzz_mode(cluster, work, args.count, args.seed)
+            return 0
+        real = run_burst(cluster, work, "real", args.count, args.workers, start_real)
+        noop = real if args.skip_noop else run_burst(cluster, work, "noop", args.count,
+                                                     args.workers, start_noop)
+        report(real, noop)
+        print(json.dumps({"wingman": real, "noop": noop}, default=str))
+        if args.execute:
+            progress(f"execution: {args.execute} requests + grants run by the node harness")
+            execution = run_execution(cluster, work, args.execute, 4)
+            report_execution(execution)
+            print(json.dumps({"execution": execution}, default=str))
+    load = os.getloadavg()
+    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0
 
 
