@@ -88,9 +88,15 @@ class Kube:
         return Kube(self.api, self.timeout, impersonate=(user, tuple(groups)))
 
     @classmethod
-    def from_environment(cls) -> Kube:
-        """In-cluster credentials when in a pod, else KUBECONFIG / ~/.kube/config."""
+    def from_environment(cls, *, retries: bool = True) -> Kube:
+        """In-cluster credentials when in a pod, else KUBECONFIG / ~/.kube/config.
+
+        ``retries=False``: a failed connection is reported at once instead of after the HTTP
+        library's own silent retries (and a warning line each), for callers that retry
+        themselves."""
         configuration = k8s.Configuration()
+        if not retries:
+            configuration.retries = False
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:

@@ -306,7 +306,8 @@ def subject_of(body: Any) -> dict[str, Any]:
 
 def build_context(settings: OperatorSettings, kube: Kube | None = None) -> Context:
     """Everything the handlers share; ConfigError / ClusterError / AuditUnavailable if not."""
-    kube = kube or Kube.from_environment()
+    # Context.run and the election retry failed calls themselves, quietly
+    kube = kube or Kube.from_environment(retries=False)
     labels = {**settings.object_labels, "wingman.dev/environment": settings.environment}
     ring, created = keyring.load_or_create(kube, settings.namespace,
                                            settings.signing_key_secret, labels=labels)

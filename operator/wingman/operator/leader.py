@@ -13,7 +13,10 @@ The rules are those of client-go's leader election:
   between replicas does not matter); ``renew_deadline`` < ``duration``, so the old holder has
   stopped acting before anyone else starts;
 - the identity is the pod name: a container restarted in the same pod (after a crash or a
-  SIGKILL) is the holder already and resumes at once.
+  SIGKILL) is the holder already and resumes at once;
+- a renewal that hangs (etcd stalled behind a live API server) makes ``leading`` false once
+  the renew deadline passes; when it completes, the replica acts again and ``on_change(True)``
+  is called as after a takeover, so what arrived meanwhile is re-synced.
 
 The defaults (10 s / 7 s / 2 s) put a takeover after a SIGKILL at about 10 to 12 s, and after a
 graceful stop at one ``retry`` period. The election runs in a thread of its own, so a busy
@@ -171,16 +174,28 @@ class LeaderElector:
             if exc.conflict:  # someone else wrote first; look again next tick
                 return
             raise
+        # leading was false meanwhile when the previous renewal is older than the deadline
+        lapsed = self._leading and \
+            time.monotonic() - self._renewed >= self.timing.renew_deadline
         self._renewed = started
         if not self._leading:
             log.info("leader lease acquired; this replica acts",
                      extra={"identity": self.identity, "lease": self.name})
             self._set(True)
+        elif lapsed:
+            # a renewal that hung past the renew deadline (etcd stalled): ``leading`` was false
+            # meanwhile and what arrived then was not acted on; act as after a takeover
+            log.info("leader lease renewed after a lapse; this replica acts again",
+                     extra={"identity": self.identity, "lease": self.name})
+            self._notify(True)
 
     def _set(self, leading: bool) -> None:
         if leading == self._leading:
             return
         self._leading = leading
+        self._notify(leading)
+
+    def _notify(self, leading: bool) -> None:
         if self.on_change is not None:
             try:
                 self.on_change(leading)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from typing import Any
 
 import kopf
@@ -64,6 +65,29 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.batching.batch_window = 0.02
 
 
+class QuietRetries(logging.Filter):
+    """kopf logs every failed attempt of every API request at ERROR: while the API server is
+    away that is each watch (five of them), seven attempts a round, round after round. Keep
+    one such line per ``period`` seconds, as a warning (the operator retries on its own; the
+    ``transient failure`` line and ``wingman_retries_total`` say so)."""
+
+    def __init__(self, period: float = 10.0) -> None:
+        super().__init__()
+        self.period = period
+        self._next = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kopf") or not str(record.msg).startswith(
+                "Request attempt"):
+            return True
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.period
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | None = None,
                  ready_flag: threading.Event | None = None) -> int:
     """Run until stopped; 2 on a configuration or startup error (message on stderr).
@@ -72,6 +96,10 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     ``/metrics`` on the metrics port) is true only while this replica acts (holds the leader
     Lease)."""
     setup_logging(settings.log_format, settings.log_level, component="operator")
+    if settings.log_level != "debug":
+        quiet = QuietRetries()
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(quiet)
     try:
         ctx = build_context(settings)
     except WingmanError as exc:
@@ -120,4 +148,4 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     return 0
 
 
-__all__ = ["EVENT_SOURCE", "configure_kopf", "make_registry", "run_operator"]
+__all__ = ["EVENT_SOURCE", "QuietRetries", "configure_kopf", "make_registry", "run_operator"]

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from wingman import GROUP, VERSION
+from wingman.audit import AuditRecord
 from wingman.kube import APPROVALS, JOBS, PODS, ApiError, create_or_adopt
 from wingman.model import names
 from wingman.operator import approvals as logic
@@ -59,6 +61,9 @@ class Approvals:
 
     def __init__(self) -> None:
         self.results: dict[str, Consensus] = {}  # panel results not yet written, by uid
+        # transitions audited whose status write failed (an outage), by uid: written again
+        # with the same record instead of a second one
+        self.unwritten: dict[str, list[Recorded]] = {}
 
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
         now = _now()
@@ -104,15 +109,18 @@ class Approvals:
             if t is not None:
                 transitions.append(t)
         if transitions:
-            await apply(ctx, body, transitions)
+            await apply(ctx, body, transitions, self.unwritten.setdefault(uid, []))
         self.results.pop(uid, None)
+        self.unwritten.pop(uid, None)
 
     async def abandon(self, ctx: Context, body: dict[str, Any], reason: str,
                       message: str) -> None:
-        self.results.pop(str(body["metadata"]["uid"]), None)
+        uid = str(body["metadata"]["uid"])
+        self.results.pop(uid, None)
         t = logic.refused(body, reason, message, _now())
         if t is not None:
-            await apply(ctx, body, [t])
+            await apply(ctx, body, [t], self.unwritten.setdefault(uid, []))
+        self.unwritten.pop(uid, None)
 
 
 def _owns(obj: dict[str, Any], body: dict[str, Any]) -> bool:
@@ -150,14 +158,36 @@ async def preview_step(ctx: Context, body: dict[str, Any], now: dt.datetime
             or previews.timed_out(body, ctx.settings.policy, now))
 
 
-async def apply(ctx: Context, body: dict[str, Any], transitions: list[logic.Transition]
-                ) -> dict[str, Any]:
-    """Audit each transition (durably), write the status once, then Events and metrics."""
+@dataclass(frozen=True)
+class Recorded:
+    """A transition whose audit record was appended, with the status it stands for."""
+
+    event: str
+    record: AuditRecord
+    status: dict[str, Any]
+
+
+async def apply(ctx: Context, body: dict[str, Any], transitions: list[logic.Transition],
+                unwritten: list[Recorded] | None = None) -> dict[str, Any]:
+    """Audit each transition (durably), write the status once, then Events and metrics.
+
+    ``unwritten`` holds what an earlier attempt audited but could not write (the API server
+    went away between the record and the status write): transitions that repeat it, in order,
+    are written with that record and its status (its timestamps) instead of being audited
+    again, so an outage leaves one record per transition. The list is extended with this
+    attempt's records; the caller drops it once the write landed."""
     subject = subject_of(body)
+    done = unwritten if unwritten is not None else []
     record = None
     status: dict[str, Any] = {}
-    for t in transitions:
+    for i, t in enumerate(transitions):
+        if i < len(done) and done[i].event == t.audit_event:
+            record = done[i].record
+            status.update(done[i].status)
+            continue
+        del done[i:]
         record = await ctx.audit(t.audit_event, subject, {**t.audit_data, "phase": t.phase})
+        done.append(Recorded(t.audit_event, record, dict(t.status)))
         status.update(t.status)
     assert record is not None
     status["auditHead"] = f"sha256:{record.hash}"

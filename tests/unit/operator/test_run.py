@@ -1,0 +1,51 @@
+"""The operator's log stays readable while the API server is away."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from wingman.logs import setup_logging
+from wingman.operator.run import QuietRetries
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    setup_logging("json", "info", stream=stream, component="operator")
+    yield stream
+    setup_logging("json", "info", component="operator")
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, str]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_the_frameworks_failed_attempts_are_one_warning_per_period(
+        captured: io.StringIO) -> None:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(QuietRetries(period=60.0))
+    watching = logging.getLogger("kopf._cogs.clients.watching")
+    for i in range(35):  # five watches, seven attempts each
+        watching.error(f"Request attempt #{i % 7 + 1}/7 failed; will retry: GET "
+                       f"https://127.0.0.1:6443/apis/x?watch=true -> ClientConnectorError()")
+    watching.error("Stopping the watch-stream: something else")
+    logging.getLogger("wingman.operator").error("Request attempt: our own line stays")
+    lines = _lines(captured)
+    attempts = [r for r in lines if r["message"].startswith("Request attempt #")]
+    assert len(attempts) == 1 and attempts[0]["level"] == "warning"
+    assert [r["message"] for r in lines[1:]] == ["Stopping the watch-stream: something else",
+                                                 "Request attempt: our own line stays"]
+
+
+def test_a_new_line_after_the_period(captured: io.StringIO) -> None:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(QuietRetries(period=0.0))
+    api = logging.getLogger("kopf._cogs.clients.api")
+    api.error("Request attempt #1/7 failed; will retry: GET https://x")
+    api.error("Request attempt #2/7 failed; will retry: GET https://x")
+    assert len(_lines(captured)) == 2
