@@ -1,6 +1,8 @@
 # The two commands a newcomer needs (see README.md):
-#   make run    set up, install Wingman on a local control plane (or the cluster KUBECONFIG
-#               or ~/.kube/config names), run the operator and, locally, a demo request
+#   make run    set up, install Wingman on a local control plane with a real node (kubelet +
+#               containerd run the image built here; WINGMAN_DEV_NODE=harness: the node
+#               harness instead), or on the cluster KUBECONFIG or ~/.kube/config names; run
+#               the operator and, locally, a demo request
 #   make test   set up and run every test tier (unit, PostgreSQL, integration, container, e2e)
 #   make image  build the image (wingman:<version>) with the local Docker (see .ci/image)
 #   make docs   regenerate charts/wingman/README.md from values.yaml's comments (helm-docs;

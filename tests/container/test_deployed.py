@@ -1,4 +1,10 @@
-"""Wingman as it is deployed: the chart installed, every pod a real container of the image.
+"""Wingman as it is deployed, through the node harness: the fallback of test_real_node.py.
+
+Runs where the real node cannot (``wingman.dev.kubelet.unavailable()``) or with
+``WINGMAN_DEV_NODE=harness``; otherwise test_real_node.py runs the same flow on kubelet and
+containerd.
+
+The chart installed, every pod a real container of the image.
 
 ``helm install`` with the test values and the locally built image (``image.repository`` and
 ``image.tag``). The node harness runs pods as containers in the real Docker Engine, with
@@ -27,12 +33,19 @@ from support.chart import worker_groups as groups_of_workers
 from support.containers import Image
 from support.operator import free_port, get, wait_for
 from wingman.audit import verify
+from wingman.dev import kubelet
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.engine import DockerEngine
 from wingman.dev.node import NodeHarness, PodRun
+from wingman.dev.run import NODE_ENV, node_mode
 from wingman.model import names
 
-pytestmark = pytest.mark.nodeharness
+pytestmark = [
+    pytest.mark.nodeharness,
+    pytest.mark.skipif(node_mode() == "real" and kubelet.unavailable() is None,
+                       reason="a real node runs the deployed image here (test_real_node.py); "
+                              f"the node harness is the fallback, {NODE_ENV}=harness selects it"),
+]
 
 
 @dataclass

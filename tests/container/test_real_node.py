@@ -32,6 +32,7 @@ from wingman.audit import verify
 from wingman.dev import kubelet
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.engine import DockerEngine
+from wingman.dev.run import NODE_ENV, node_mode
 from wingman.model import names
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,9 +89,12 @@ class OnNode:
 @pytest.fixture(scope="module")
 def on_node(engine: DockerEngine, image: Image, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[OnNode]:
+    if node_mode() == "harness":
+        pytest.skip(f"{NODE_ENV}=harness: the node harness runs this tier (test_deployed.py)")
     reason = kubelet.unavailable()
     if reason is not None:
-        pytest.skip(f"a real node cannot run on this machine: {reason}")
+        pytest.skip(f"a real node cannot run on this machine: {reason} (test_deployed.py runs "
+                    "the image through the node harness instead)")
     work = tmp_path_factory.mktemp("real-node")
     archive = work / "image.tar"
     engine.docker("save", "-o", str(archive), image.tag, timeout=600)
@@ -221,3 +225,18 @@ def test_a_released_gateway_job_runs_as_a_real_pod_and_the_restart_is_audited(
     for event in ("ApprovalReviewed", "TokenMinted", "GrantAuthorized", "GatewayTokenBurned",
                   "GatewayExecuting", "GatewayExecuted"):
         assert event in events, event
+
+
+def test_helm_test_runs_verify_privileges_as_a_real_pod(on_node: OnNode) -> None:
+    d = on_node
+    _running(d, "app.kubernetes.io/component=operator")
+    result = d.cluster.helm("test", "wingman", "-n", d.ns, "--logs", "--timeout", "4m",
+                            check=False, timeout=300)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr, d.logs())
+    pod = get(d.cluster, "pod", d.ns, "wingman-verify-privileges")
+    assert pod is not None and pod["status"]["phase"] == "Succeeded"
+    (status,) = pod["status"]["containerStatuses"]
+    spec = d.oci_spec(status["containerID"])
+    _assert_restricted(spec)
+    assert spec["process"]["args"][:2] == ["wingman", "verify-privileges"]
+    assert "wingman-gateway" in result.stdout and "wingman-verifier" in result.stdout

@@ -85,7 +85,9 @@ LINK_RANGE = "10.201.0.0/16"
 CNI_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-_LOCK = Path(tempfile.gettempdir()) / "wingman-node-network.lock"
+#: Machine-wide (not under TMPDIR): nodes started with different TMPDIRs pick links in turn.
+_RUN = Path("/run")
+_LOCK = _RUN / "wingman-node-network.lock"
 _MNT_DETACH = 2
 
 
@@ -354,7 +356,10 @@ class RealNode:
         self.id = uuid.uuid4().hex[:8]
         self.netns = f"wingman-node-{self.id}"
         self.cgroup = f"wingman-node-{self.id}"
-        self.socket = self.workdir / "containerd" / "containerd.sock"
+        # unix socket paths are limited to 107 bytes: containerd's socket and the kubelet's
+        # directory (its sockets, its pods' volumes) live in a short directory
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"wingman-node-{self.id}-", dir=_RUN))
+        self.socket = self.run_dir / "containerd.sock"
         self._host_link = f"wmn{self.id}"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._cluster: LocalCluster | None = None
@@ -494,7 +499,8 @@ class RealNode:
             cgroup_root=f"/{self.cgroup}")))
         self._spawn("kubelet", [
             str(devtools.tool_path("kubelet")), "--config", str(wd / "kubelet.yaml"),
-            "--kubeconfig", str(kubelet_kc), "--root-dir", str(wd / "kubelet"),
+            # its sockets (pod-resources, device and plugin registration) live under it
+            "--kubeconfig", str(kubelet_kc), "--root-dir", str(self.run_dir / "kubelet"),
             "--cert-dir", str(wd / "kubelet-pki"), "--hostname-override", self.node_name,
             "--node-ip", self.node_ip, "--v", "1"])
         self._wait_node_ready(deadline)
@@ -539,6 +545,7 @@ class RealNode:
         with contextlib.suppress(Exception):
             _run(_which("ip"), "link", "delete", self._host_link, check=False)
         _remove_cgroups(self.cgroup)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -553,6 +560,7 @@ class RealNode:
             self._kill_containers()
         self._terminate("containerd")
         self._kill_shims()
+        _unmount_all(self.run_dir)
         _unmount_all(self.workdir)
 
     def _terminate(self, name: str) -> None:

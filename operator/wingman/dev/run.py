@@ -1,11 +1,19 @@
 """``wingman dev run``: Wingman live in one command, on a local control plane or your cluster.
 
 When no cluster is configured (no ``KUBECONFIG``, no ``~/.kube/config``), it starts the real
-local control plane (``wingman.dev.cluster``), plays the node for gateway pods
-(``wingman.dev.node``), installs the chart with the TEST values, runs the operator as a local
-process with the operator ServiceAccount's own token (so RBAC applies to it exactly as in a
-cluster), and submits a demo request as a worker: a rollout restart of a demo Deployment that
-is reviewed, auto-approved, granted, executed by the gateway and audited.
+local control plane (``wingman.dev.cluster``) with a real node joined (``wingman.dev.kubelet``:
+kubelet, kube-proxy, kube-scheduler, containerd), builds the image from the Dockerfile
+(``.ci/image`` in a private Docker Engine) and imports it into the node, installs the chart
+with the TEST values and that image, so the operator, preview and gateway pods run as real
+containers as they would in a cluster, and submits a demo request as a worker: a rollout
+restart of a demo Deployment that is reviewed, auto-approved, granted, executed by the gateway
+and audited (on a real PersistentVolume).
+
+``WINGMAN_DEV_NODE=harness`` (or a machine where the real node cannot run: not root, no
+containerd/CNI plugins, no dockerd to build the image; it says why) falls back to the node
+harness (``wingman.dev.node``): the operator runs as a local process with the operator
+ServiceAccount's own token (so RBAC applies to it exactly as in a cluster) and gateway pods run
+as local processes.
 
 With a configured cluster it installs the chart there with the operator's Deployment scaled to
 zero and runs the operator locally against it (the gateway Jobs then run on the cluster's
@@ -17,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from wingman.dev.cluster import LocalCluster
-from wingman.errors import ClusterError
+from wingman.errors import ClusterError, ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "wingman"
@@ -36,6 +45,11 @@ NAMESPACE = "wingman-test"
 APPS = "apps"
 WORKER = ("alice", ["wingman:workers"])
 DEMO_COMMAND = f"kubectl rollout restart deployment/web -n {APPS}"
+#: Who runs the pods of the local control plane: "real" (kubelet + containerd, the default) or
+#: "harness" (the node harness, the fallback).
+NODE_ENV = "WINGMAN_DEV_NODE"
+NODE_MODES = ("real", "harness")
+IMAGE_TAG = "wingman:dev"
 
 DEMO_DEPLOYMENT = {
     "apiVersion": "apps/v1",
@@ -163,7 +177,137 @@ def run_main(*, demo: bool = True, exit_after_demo: bool = False) -> int:
             return _stopped(exc)
 
 
+def node_mode() -> str:
+    """The node the local control plane gets: ``WINGMAN_DEV_NODE``, "real" by default."""
+    mode = os.environ.get(NODE_ENV, "real").strip() or "real"
+    if mode not in NODE_MODES:
+        raise ConfigError(f"{NODE_ENV}={mode!r} must be one of {', '.join(NODE_MODES)} "
+                          "(real: kubelet and containerd run the pods; harness: the node "
+                          "harness plays the node)")
+    return mode
+
+
+def _real_node_unavailable() -> str | None:
+    from wingman.dev import kubelet
+    from wingman.dev.engine import _need
+
+    reason = kubelet.unavailable()
+    if reason is not None:
+        return reason
+    try:
+        _need("dockerd", "docker.io")  # builds the image the node runs
+    except ClusterError as exc:
+        return exc.message
+    if not (REPO / ".ci" / "image").is_file():
+        return "the image is built from a repository checkout (.ci/image), and there is none"
+    return None
+
+
+def _build_image(work: Path) -> Path:
+    """The image from this checkout's Dockerfile on the locally made Debian base (what the
+    container tier builds), saved as an archive for containerd."""
+    from wingman.dev.engine import DockerEngine, docker_cli
+
+    def script(*argv: str, env: dict[str, str] | None = None) -> str:
+        res = subprocess.run(["bash", *argv], capture_output=True, text=True, cwd=REPO,
+                             env=env, timeout=1800, check=False)
+        if res.returncode != 0:
+            raise ClusterError(f"{' '.join(argv)} failed (exit {res.returncode}):\n"
+                               f"{res.stderr.strip()[-3000:]}", reason="ImageBuildFailed")
+        return res.stdout.strip().splitlines()[-1]
+
+    with DockerEngine.start() as engine:
+        base_tar = Path(script(str(REPO / ".ci" / "base-image")))
+        base = f"wingman-base:{base_tar.parent.name}"
+        engine.import_rootfs(base_tar, base)
+        env = engine.env()
+        env.update(DOCKER=docker_cli(), BASE=base)
+        script(str(REPO / ".ci" / "image"), IMAGE_TAG, env=env)
+        archive = work / "image.tar"
+        engine.docker("save", "-o", str(archive), IMAGE_TAG, timeout=900)
+    return archive
+
+
 def _run_locally(*, demo: bool, exit_after_demo: bool) -> int:
+    mode = node_mode()
+    if mode == "real":
+        reason = _real_node_unavailable()
+        if reason is None:
+            return _run_on_real_node(demo=demo, exit_after_demo=exit_after_demo)
+        _say(f"the real node cannot run here ({reason}); falling back to the node harness "
+             f"({NODE_ENV}=harness selects it directly)")
+    return _run_with_harness(demo=demo, exit_after_demo=exit_after_demo)
+
+
+def _run_on_real_node(*, demo: bool, exit_after_demo: bool) -> int:
+    from wingman.dev.kubelet import PAUSE_IMAGE, RealNode
+
+    with contextlib.ExitStack() as stack:
+        _say("no cluster configured (KUBECONFIG unset, no ~/.kube/config): "
+             "starting a local control plane with a real node")
+        work = Path(tempfile.mkdtemp(prefix="wingman-dev-"))
+        stack.callback(shutil.rmtree, work, True)
+        _say("building the image from the Dockerfile (.ci/image; cached layers make a "
+             "rebuild quick)")
+        started = time.monotonic()
+        archive = _build_image(work)
+        _say(f"image {IMAGE_TAG} built in {time.monotonic() - started:.0f}s")
+        node = RealNode()
+        stack.callback(node.stop)
+        cluster = LocalCluster.start(address=node.api_address, nodes=True)
+        stack.callback(cluster.stop)
+        stack.callback(node.stop_processes)  # before the cluster stops: see RealNode.stop
+        _say(f"control plane ready at {cluster.server}; "
+             f"admin kubeconfig: {cluster.kubeconfig}")
+        node.start(cluster)
+        node.import_image(archive)
+        archive.unlink()
+        _say(f"node {node.node_name} Ready (kubelet, kube-proxy, kube-scheduler, containerd "
+             f"in network namespace {node.netns}; logs in {node.workdir})")
+        audit_dir = work / "audit"
+        audit_dir.mkdir()
+        os.chown(audit_dir, 65532, 65532)  # a hostPath volume: the pods' user writes it
+        cluster.apply_crds(REPO / "crds")
+        cluster.kubectl("create", "namespace", APPS)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "wingman-audit"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "persistentVolumeReclaimPolicy": "Retain",
+                     "hostPath": {"path": str(audit_dir), "type": "Directory"},
+                     "claimRef": {"namespace": NAMESPACE, "name": "wingman-audit"}}}))
+        repo, tag = IMAGE_TAG.rsplit(":", 1)
+        cluster.helm("install", "wingman", str(CHART), "-n", NAMESPACE, "--create-namespace",
+                     "-f", str(TEST_VALUES), "--set", "operator.replicas=1",
+                     "--set", "audit.file.persistence.enabled=true",
+                     "--set", f"image.repository={repo}", "--set", f"image.tag={tag}")
+        _say(f"chart installed in namespace {NAMESPACE} (test values, image {IMAGE_TAG})")
+        web = json.loads(json.dumps(DEMO_DEPLOYMENT))
+        web["spec"]["template"]["spec"]["containers"][0].update(
+            image=PAUSE_IMAGE, imagePullPolicy="Never")  # no registry here: a local image
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(web))
+        deadline = time.monotonic() + 300
+        while True:
+            pods = json.loads(cluster.kubectl(
+                "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=operator",
+                "-o", "json").stdout)["items"]
+            if any(p["status"].get("phase") == "Running" for p in pods):
+                break
+            if time.monotonic() > deadline:
+                raise ClusterError("the operator pod did not start within 300s: "
+                                   + cluster.kubectl("get", "pods", "-A", "-o", "wide").stdout)
+            time.sleep(1)
+        _say(f"operator pod running on {node.node_name}; "
+             f"kubectl logs -n {NAMESPACE} deploy/wingman-operator")
+        ok = _demo(cluster, audit_dir / "audit.jsonl") if demo else True
+        if exit_after_demo:
+            return 0 if ok else 1
+        _say(f"export KUBECONFIG={cluster.kubeconfig} to look around; Ctrl-C (or SIGTERM, "
+             "SIGHUP) stops everything")
+        while True:
+            signal.pause()
+
+
+def _run_with_harness(*, demo: bool, exit_after_demo: bool) -> int:
     with contextlib.ExitStack() as stack:
         _say("no cluster configured (KUBECONFIG unset, no ~/.kube/config): "
              "starting a local control plane")
@@ -344,4 +488,5 @@ def _run_on_configured_cluster(*, exit_after_start: bool = False) -> int:
         _terminate(proc)
 
 
-__all__ = ["cluster_main", "configured_kubeconfig", "run_main"]
+__all__ = ["NODE_ENV", "NODE_MODES", "cluster_main", "configured_kubeconfig", "node_mode",
+           "run_main"]

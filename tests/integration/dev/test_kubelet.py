@@ -99,6 +99,7 @@ def test_stopping_the_node_leaves_nothing_running_or_mounted(
     work = tmp_path_factory.mktemp("kubelet-stop")
     with kubelet.cluster_with_node(work) as (cluster, real):
         sleeper = _job("sleeper", ["/pause"])
+        sleeper["spec"]["template"]["spec"]["automountServiceAccountToken"] = True  # a volume
         cluster.kubectl("apply", "-f", "-", input=json.dumps(sleeper))
         deadline = time.monotonic() + 120
         while _pod_of(cluster, "sleeper")["status"].get("phase") != "Running":
@@ -109,8 +110,11 @@ def test_stopping_the_node_leaves_nothing_running_or_mounted(
         assert pids  # containerd and the pod's shim
         cgroups = kubelet._cgroup_dirs(real.cgroup)
         assert any(d.is_dir() for d in cgroups)
+        run_dir = real.run_dir
+        assert kubelet._mounts_under(run_dir)  # the pod's volumes, mounted by the kubelet
     assert not kubelet.RealNode._pids_with(socket)
     assert not kubelet.RealNode._pids_with(str(work).encode())
     assert not kubelet._mounts_under(work)
+    assert not run_dir.exists()
     assert not Path("/run/netns", netns).exists()
     assert not any(d.exists() for d in cgroups)
