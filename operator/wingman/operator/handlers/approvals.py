@@ -113,6 +113,11 @@ class Approvals:
         self.results.pop(uid, None)
         self.unwritten.pop(uid, None)
 
+    def forget(self, uid: str) -> None:
+        """A deleted request: drop what was kept for its next attempt."""
+        self.results.pop(uid, None)
+        self.unwritten.pop(uid, None)
+
     async def abandon(self, ctx: Context, body: dict[str, Any], reason: str,
                       message: str) -> None:
         uid = str(body["metadata"]["uid"])
@@ -216,7 +221,8 @@ async def apply(ctx: Context, body: dict[str, Any], transitions: list[logic.Tran
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     res = (GROUP, VERSION, "approvalrequests")
-    ctx.reconcilers["approval"] = Approvals()
+    reconciler = Approvals()
+    ctx.reconcilers["approval"] = reconciler
 
     @kopf.on.event("batch", "v1", "jobs", labels={names.ROLE_LABEL: "preview"},
                    registry=registry)
@@ -242,6 +248,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             return
         if event.get("type") == "DELETED":
             ctx.tracker.forget("approval", uid)
+            reconciler.forget(str(uid))
             return
         entry = observe(ctx, obj)
         if entry.needs is not None and ctx.leading:
