@@ -31,8 +31,11 @@ own, and the kubelet is told to leave its own score alone (``oomScoreAdj: 0``).
 
 Stopping (also on Ctrl-C, SIGTERM and SIGHUP through the caller's clean-up) kills every
 container of the node, stops the processes, unmounts what they mounted under the node's
-directory, deletes the network namespace (and with it the bridge, veths and iptables rules)
-and removes the node's cgroups: nothing is left running or mounted.
+directories, deletes the network namespace (and with it the bridge, veths and iptables rules)
+and removes the node's cgroups: nothing is left running or mounted. When the owner dies by
+SIGKILL, its components get SIGTERM (``setpriv --pdeathsig``) and the next node started on the
+machine removes the rest (:func:`sweep_stale_nodes`, from the record each node keeps in its
+run directory; nodes whose owner lives are left alone).
 
     node = RealNode(workdir)
     cluster = LocalCluster.start(address=node.api_address, nodes=True)
@@ -102,7 +105,8 @@ def unavailable() -> str | None:
     """Why a real node cannot run on this machine (what to install), or None when it can."""
     if os.geteuid() != 0:
         return "a real node needs root (containerd, network namespaces, cgroups, mounts)"
-    missing = [p for p in ("containerd", "ctr", "runc", "nsenter", "ip", "iptables-restore")
+    missing = [p for p in ("containerd", "ctr", "runc", "nsenter", "setpriv", "ip",
+                           "iptables-restore")
                if shutil.which(p) is None and not Path("/usr/sbin", p).exists()]
     if _cni_dir() is None:
         missing.append("the CNI plugins (" + ", ".join(CNI_PLUGINS) + ")")
@@ -333,6 +337,90 @@ def _remove_cgroups(name: str) -> None:
             top.rmdir()
 
 
+def _kill_cgroup_members(name: str) -> None:
+    """SIGKILL every process in the node's cgroups (its containers), by pid."""
+    for top in _cgroup_dirs(name):
+        if not top.is_dir():
+            continue
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(int(pid), signal.SIGKILL)
+
+
+def _pids_with(marker: bytes) -> list[int]:
+    """Processes whose command line contains ``marker`` (a node's private path)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+    return [p for p in pids if p != os.getpid()]
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot), to tell a pid from its reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _teardown(owner: dict[str, Any]) -> None:
+    """Kill whatever of a node is still running (its containers by cgroup, its shims and
+    components by their private paths), unmount, delete its network and cgroups, remove its
+    directories. ``owner`` is what the node recorded in its run directory."""
+    cgroup, run_dir, workdir = owner["cgroup"], Path(owner["run_dir"]), Path(owner["workdir"])
+    for _ in range(3):
+        _kill_cgroup_members(cgroup)
+        # "<dir>/": a path inside the node's directories, never a sibling sharing a prefix
+        pids = _pids_with(f"{run_dir}/".encode()) + _pids_with(f"{workdir}/".encode())
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if not pids:
+            break
+        time.sleep(0.2)
+    _unmount_all(run_dir)
+    _unmount_all(workdir)
+    with contextlib.suppress(Exception):
+        _run(_which("ip"), "netns", "delete", owner["netns"], check=False)
+    with contextlib.suppress(Exception):
+        _run(_which("ip"), "link", "delete", owner["host_link"], check=False)
+    for _ in range(10):
+        _remove_cgroups(cgroup)
+        if not any(d.exists() for d in _cgroup_dirs(cgroup)):
+            break
+        time.sleep(0.2)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if owner.get("owns_workdir"):
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def sweep_stale_nodes() -> list[str]:
+    """Tear down nodes whose owner died without stopping them (SIGKILL): their containers,
+    mounts, network namespaces and cgroups. Nodes of live processes are left alone. Returns
+    the network namespaces removed."""
+    removed = []
+    for run_dir in sorted(_RUN.glob("wingman-node-*")):
+        record = run_dir / "owner.json"
+        try:
+            owner = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if _start_time(int(owner["pid"])) == owner.get("start"):
+            continue  # its owner is alive
+        log.warning("removing node %s left behind by process %s", owner["netns"],
+                    owner["pid"])
+        _teardown(owner)
+        removed.append(str(owner["netns"]))
+    return removed
+
+
 # --------------------------------------------------------------------------- the node
 
 
@@ -361,6 +449,12 @@ class RealNode:
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"wingman-node-{self.id}-", dir=_RUN))
         self.socket = self.run_dir / "containerd.sock"
         self._host_link = f"wmn{self.id}"
+        self._owner = {"pid": os.getpid(), "start": _start_time(os.getpid()),
+                       "netns": self.netns, "host_link": self._host_link, "cgroup": self.cgroup,
+                       "run_dir": str(self.run_dir), "workdir": str(self.workdir),
+                       "owns_workdir": self._owns_workdir}
+        # what sweep_stale_nodes() needs to remove this node should its owner be SIGKILLed
+        (self.run_dir / "owner.json").write_text(json.dumps(self._owner))
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._cluster: LocalCluster | None = None
         self._stopped = False
@@ -369,6 +463,7 @@ class RealNode:
         self.snapshotter = "overlayfs" if storage_driver(self.workdir) == "overlay2" \
             else "native"
         try:
+            sweep_stale_nodes()
             self.api_address, self.node_ip = self._create_network()
         except BaseException:
             self.stop()
@@ -410,10 +505,13 @@ class RealNode:
     # ------------------------------------------------------------------ processes
 
     def _spawn(self, name: str, argv: Sequence[str], *, netns: bool = True) -> None:
+        """Start a component in its own session; ``setpriv --pdeathsig TERM`` stops it when the
+        process that started it dies, even by SIGKILL."""
         logfile = open(self.workdir / f"{name}.log", "ab")
+        command = self._in_netns(argv) if netns else list(argv)
         try:
             proc = subprocess.Popen(
-                self._in_netns(argv) if netns else list(argv), stdout=logfile,
+                [_which("setpriv"), "--pdeathsig", "TERM", "--", *command], stdout=logfile,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 cwd=self.workdir)
         finally:
@@ -540,14 +638,7 @@ class RealNode:
             return
         self._stopped = True
         self.stop_processes()
-        with contextlib.suppress(Exception):
-            _run(_which("ip"), "netns", "delete", self.netns, check=False)
-        with contextlib.suppress(Exception):
-            _run(_which("ip"), "link", "delete", self._host_link, check=False)
-        _remove_cgroups(self.cgroup)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        _teardown(self._owner)
 
     def stop_processes(self) -> None:
         """Kill every container of the node, stop its processes and unmount what they
@@ -587,22 +678,11 @@ class RealNode:
         """Shims of this containerd that outlived it (found by its socket) and their
         children: SIGKILL, by pid."""
         marker = str(self.socket).encode()
-        for pid in self._pids_with(marker):
+        for pid in _pids_with(marker):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-
-    @staticmethod
-    def _pids_with(marker: bytes) -> list[int]:
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                if marker in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-        return [p for p in pids if p != os.getpid()]
 
     def __enter__(self) -> RealNode:
         return self
@@ -635,4 +715,4 @@ def cluster_with_node(workdir: Path | None = None, *, images: Sequence[Path] = (
 
 __all__ = ["NODE_NAME", "PAUSE_IMAGE", "POD_SUBNET", "RealNode", "cluster_with_node",
            "cni_config", "containerd_config", "kube_proxy_config", "kubelet_config",
-           "pause_image_archive", "unavailable"]
+           "pause_image_archive", "sweep_stale_nodes", "unavailable"]

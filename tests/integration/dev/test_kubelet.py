@@ -8,7 +8,12 @@ no image build; the container tier runs Wingman's own image on the node.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,15 +111,71 @@ def test_stopping_the_node_leaves_nothing_running_or_mounted(
             assert time.monotonic() < deadline, cluster.kubectl("get", "pods").stdout
             time.sleep(0.5)
         netns, socket = real.netns, str(real.socket).encode()
-        pids = kubelet.RealNode._pids_with(socket)
+        pids = kubelet._pids_with(socket)
         assert pids  # containerd and the pod's shim
         cgroups = kubelet._cgroup_dirs(real.cgroup)
         assert any(d.is_dir() for d in cgroups)
         run_dir = real.run_dir
         assert kubelet._mounts_under(run_dir)  # the pod's volumes, mounted by the kubelet
-    assert not kubelet.RealNode._pids_with(socket)
-    assert not kubelet.RealNode._pids_with(str(work).encode())
+    assert not kubelet._pids_with(socket)
+    assert not kubelet._pids_with(str(work).encode())
     assert not kubelet._mounts_under(work)
     assert not run_dir.exists()
     assert not Path("/run/netns", netns).exists()
     assert not any(d.exists() for d in cgroups)
+
+
+_OWNER = r"""
+import json, sys, time
+from pathlib import Path
+from wingman.dev import kubelet
+with kubelet.cluster_with_node(Path(sys.argv[1])) as (cluster, node):
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": "left", "namespace": "default"},
+           "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+               {"name": "c", "image": kubelet.PAUSE_IMAGE, "imagePullPolicy": "Never",
+                "command": ["/pause"]}]}}}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
+    while "Running" not in cluster.kubectl("get", "pods", "-l", "job-name=left").stdout:
+        time.sleep(0.5)
+    print(json.dumps({"netns": node.netns, "run_dir": str(node.run_dir),
+                      "cgroup": node.cgroup}), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_node_whose_owner_was_killed_is_removed_by_the_next_one(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGKILL leaves no chance to clean up: the node's components stop with their owner
+    (parent-death signal), and the next node started on the machine removes the rest (its
+    containers, mounts, network namespace and cgroups); live nodes are left alone."""
+    if kubelet.unavailable() is not None:
+        pytest.skip(f"a real node cannot run on this machine: {kubelet.unavailable()}")
+    work = tmp_path_factory.mktemp("kubelet-killed")
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(work)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        line = owner.stdout.readline() if owner.stdout else ""
+        assert line, "the node did not start"
+        node = json.loads(line)
+        with kubelet.RealNode() as live:  # a live node: the sweep must spare it
+            os.kill(owner.pid, signal.SIGKILL)
+            owner.wait(timeout=30)
+            assert Path("/run/netns", node["netns"]).exists()
+            removed = kubelet.sweep_stale_nodes()
+            assert node["netns"] in removed and live.netns not in removed
+            assert Path("/run/netns", live.netns).exists()
+        assert not Path("/run/netns", node["netns"]).exists()
+        assert not kubelet._pids_with(f"{node['run_dir']}/".encode())
+        assert not kubelet._pids_with(f"{work}/node/".encode())
+        assert not kubelet._mounts_under(Path(node["run_dir"]))
+        assert not kubelet._mounts_under(work)
+        assert not any(d.exists() for d in kubelet._cgroup_dirs(node["cgroup"]))
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        # the killed owner's control plane (LocalCluster has no parent-death signal)
+        for pid in kubelet._pids_with(f"{work}/cluster/".encode()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
