@@ -119,6 +119,24 @@ def grant_needs(body: Body, entry: Entry | None) -> str | None:
     return None
 
 
+def expiry_due(e: Entry, now: dt.datetime, mono: float, leeway: dt.timedelta,
+               resync_seconds: float) -> bool:
+    """Whether the sweep should look at ``e``'s expiry now: a request past its expiration
+    time; a TokenIssued grant whose token expired (plus leeway), at once and then only every
+    ``resync_seconds``: a grant still TokenIssued after that first look had a gateway pod
+    running, and its Job's end (a watch event, bounded by the Job's deadline) settles it, so
+    reading it and its Job again every sweep would only load the API server."""
+    if e.final_at is not None or e.expires_at is None:
+        return False
+    if e.kind == "approval":
+        return now >= e.expires_at
+    due = e.expires_at + leeway
+    if e.phase != "TokenIssued" or now < due:
+        return False
+    looked_at = now - dt.timedelta(seconds=max(0.0, mono - e.attempted))
+    return e.attempted == 0.0 or looked_at < due or mono - e.attempted >= resync_seconds
+
+
 @dataclass
 class Tracker:
     """Every request and grant of the namespace, by uid (see the module docstring)."""
@@ -233,4 +251,4 @@ def due_for_retirement(tracker: Tracker, retention: dt.timedelta, now: dt.dateti
 
 
 __all__ = ["Entry", "Tracker", "approval_final_at", "approval_needs", "due_for_retirement",
-           "grant_needs", "trimmed"]
+           "expiry_due", "grant_needs", "trimmed"]

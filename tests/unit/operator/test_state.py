@@ -127,3 +127,37 @@ def test_forgetting_a_request_forgets_its_name() -> None:
     assert t.approval("req") is not None
     t.forget("approval", "u-req")
     assert t.approval("req") is None and not t.approvals
+
+
+def test_an_expired_token_is_looked_at_once_then_only_every_resync_interval() -> None:
+    leeway, resync = dt.timedelta(seconds=5), 30.0
+    t = state.Tracker()
+    e = t.observe_grant(grant(phase="TokenIssued",
+                              tokenExpirationTime="2026-11-25T11:59:00Z"), NOW)
+    e.released = True
+    expired = dt.datetime(2026, 11, 25, 11, 59, 5, tzinfo=dt.UTC)
+    assert e.expires_at == dt.datetime(2026, 11, 25, 11, 59, tzinfo=dt.UTC)
+    # not yet past expiry + leeway: nothing to do
+    assert not state.expiry_due(e, expired - dt.timedelta(seconds=1), 1000.0, leeway, resync)
+    # past it and never looked at (or last looked at before it): look now
+    assert state.expiry_due(e, NOW, 1000.0, leeway, resync)
+    e.attempted = 900.0  # 100 s ago, i.e. before the token expired
+    assert state.expiry_due(e, NOW, 1000.0, leeway, resync)
+    # looked at after it expired (a gateway pod was running): its Job's end settles it; the
+    # sweep looks again only once the resync interval has passed
+    e.attempted = 990.0
+    assert not state.expiry_due(e, NOW, 1000.0, leeway, resync)
+    assert state.expiry_due(e, NOW + dt.timedelta(seconds=30), 1030.0, leeway, resync)
+    # a final grant, or one that is not TokenIssued, never
+    e.final_at = NOW
+    assert not state.expiry_due(e, NOW, 2000.0, leeway, resync)
+
+
+def test_an_expired_request_is_due_at_every_sweep_until_final() -> None:
+    t = state.Tracker()
+    e = t.observe_approval(approval("req", REVIEWED, phase="AwaitingDecision",
+                                    expirationTime="2026-11-25T11:30:00Z"), False, NOW)
+    e.attempted = 999.0
+    assert state.expiry_due(e, NOW, 1000.0, dt.timedelta(seconds=5), 30.0)
+    assert not state.expiry_due(e, dt.datetime(2026, 11, 25, 11, 29, tzinfo=dt.UTC), 1000.0,
+                                dt.timedelta(seconds=5), 30.0)

@@ -41,7 +41,7 @@ from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, SECRETS, ApiError
 from wingman.model import names
 from wingman.operator.context import KINDS, Context, NotLeading, subject_of
 from wingman.operator.handlers.grants import owned_by
-from wingman.operator.state import Entry, due_for_retirement
+from wingman.operator.state import Entry, due_for_retirement, expiry_due
 
 log = logging.getLogger("wingman.operator.housekeeping")
 MARKER_GRACE_SECONDS = 3600
@@ -116,15 +116,12 @@ def reload_keys(ctx: Context) -> None:
 
 def due_for_resync(ctx: Context, now: dt.datetime, mono: float, everything: bool
                    ) -> list[Entry]:
-    """Objects the sweep reconciles now: due expiries, and unsettled objects not attempted
-    for ``resyncSeconds`` (every unsettled one on a takeover)."""
+    """Objects the sweep reconciles now: due expiries (:func:`expiry_due`), and unsettled
+    objects not attempted for ``resyncSeconds`` (every unsettled one on a takeover)."""
     leeway = dt.timedelta(seconds=ctx.settings.leeway_seconds)
     out: list[Entry] = []
     for e in ctx.tracker.all():
-        if e.final_at is None and e.expires_at is not None and (
-                (e.kind == "approval" and now >= e.expires_at)
-                or (e.kind == "grant" and e.phase == "TokenIssued"
-                    and now >= e.expires_at + leeway)):
+        if expiry_due(e, now, mono, leeway, ctx.settings.resync_seconds):
             out.append(e)
         elif e.final_at is None and e.warn_at is not None and now >= e.warn_at:
             out.append(e)
