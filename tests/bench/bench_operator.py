@@ -217,6 +217,10 @@ class Timeline:
             return sorted(done[k] - self.created[k] for k in done
                           if k in self.created and (keys is None or k in keys))
 
+    def count_created(self, prefix: str) -> int:
+        with self.lock:
+            return sum(1 for k in self.created if k.startswith(prefix))
+
     def count(self, what: str) -> int:
         with self.lock:
             return len(self.seen.get(what, {}))
@@ -637,8 +641,19 @@ def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, work
         idle = rss_mib(op.pid)
         print(f"soak: {total} requests + grants over {minutes:.0f} min ({rate:.1f}/s each); "
               f"operator RSS idle {idle:.1f} MiB")
-        print(f"{'min':>4}{'created':>9}{'RSS MiB':>9}{'peak':>7}{'cons p95 ms':>12}"
+        print(f"{'min':>4}{'new AR/EG':>11}{'RSS MiB':>9}{'peak':>7}{'cons p95 ms':>12}"
               f"{'rel p95 ms':>11}{'api CPU s':>10}{'op CPU s':>9}{'alive AR/EG':>13}")
+
+        pending: dict[str, str] = {}  # request → its grant, created once it is reviewed
+        failures: Counter[str] = Counter()
+
+        def create(name: str, fn: Callable[[], None]) -> None:
+            with timeline.lock:
+                timeline.created[name] = time.monotonic()
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - counted, the soak goes on
+                failures[type(exc).__name__] += 1
 
         def produce() -> None:
             for i in range(total):
@@ -647,28 +662,27 @@ def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, work
                     time.sleep(min(0.05, due - time.monotonic()))
                 if stop.is_set():
                     return
-                pool.submit(one, i)
-
-        def one(i: int) -> None:
-            r, g = f"r{i:06d}", f"g{i:06d}"
-            with timeline.lock:
-                timeline.created[r] = time.monotonic()
-            try:
-                clients.create_request(ns, r)
-                wait_until(lambda: r in timeline.seen.get("consensus", {}), 120)
+                r = f"r{i:06d}"
                 with timeline.lock:
-                    timeline.created[g] = time.monotonic()
-                clients.create_grant(ns, g, r)
-            except Exception as exc:  # noqa: BLE001 - counted, the soak goes on
-                print(f"  create failed: {exc}", file=sys.stderr)
+                    pending[r] = f"g{i:06d}"
+                pool.submit(create, r, partial(clients.create_request, ns, r))
+
+        def grant_reviewed() -> None:
+            while not stop.wait(0.2):
+                with timeline.lock:
+                    reviewed = [r for r in pending if r in timeline.seen.get("consensus", {})]
+                    grants = [(r, pending.pop(r)) for r in reviewed]
+                for r, g in grants:
+                    pool.submit(create, g, partial(clients.create_grant, ns, g, r))
 
         try:
             with watching(clients.admin_api, ns, timeline):
                 producer = threading.Thread(target=produce, daemon=True)
                 producer.start()
+                threading.Thread(target=grant_reviewed, daemon=True).start()
                 minute, last_api, last_op = 0, cpu_seconds(api_pid), cpu_seconds(op.pid)
                 window_start = time.monotonic()
-                while producer.is_alive() or minute < minutes + 3:
+                while True:
                     time.sleep(max(0.0, window_start + 60 - time.monotonic()))
                     now = time.monotonic()
                     minute += 1
@@ -681,16 +695,20 @@ def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, work
                                      - timeline.created[k]
                                      for k, t in timeline.seen.get("job-released", {}).items()
                                      if window_start <= t < now and k in timeline.created)
-                        created = sum(1 for k, t in timeline.created.items()
-                                      if window_start <= t < now and k.startswith("r"))
+                        made = Counter(k[0] for k, t in timeline.created.items()
+                                       if window_start <= t < now)
+                    created = f"{made['r']}/{made['g']}"
                     api, opc = cpu_seconds(api_pid), cpu_seconds(op.pid)
-                    alive = (f"{clients.count(ns, 'approvalrequests')}/"
-                             f"{clients.count(ns, 'executiongrants')}")
-                    print(f"{minute:>4}{created:>9}{rss_mib(op.pid):>9.1f}{sampler.peak:>7.1f}"
+                    left = (clients.count(ns, "approvalrequests"),
+                            clients.count(ns, "executiongrants"))
+                    alive = f"{left[0]}/{left[1]}"
+                    print(f"{minute:>4}{created:>11}{rss_mib(op.pid):>9.1f}{sampler.peak:>7.1f}"
                           f"{pct(cons, 95):>12.0f}{pct(rel, 95):>11.0f}{api - last_api:>10.1f}"
                           f"{opc - last_op:>9.1f}{alive:>13}", flush=True)
                     last_api, last_op, window_start = api, opc, now
-                    if not producer.is_alive() and minute >= minutes + 3:
+                    # after the last creation: until everything has expired, failed and
+                    # been retired (the bench's policy takes about five minutes)
+                    if not producer.is_alive() and (sum(left) == 0 or minute >= minutes + 6):
                         break
         finally:
             stop.set()
@@ -701,6 +719,10 @@ def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, work
         if samples:
             print(f"RSS: idle {idle:.1f}, median {statistics.median(samples):.1f}, "
                   f"peak {sampler.peak:.1f}, last {samples[-1]:.1f} MiB")
+        print(f"created: {timeline.count_created('r')} requests, "
+              f"{timeline.count_created('g')} grants of {total} each; reviewed "
+              f"{timeline.count('consensus')}, released {timeline.count('job-released')}; "
+              f"create errors: {dict(failures) or 'none'}")
 
 
 # --------------------------------------------------------------------------- failover
