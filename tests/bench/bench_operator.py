@@ -658,8 +658,8 @@ def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, work
         def produce() -> None:
             for i in range(total):
                 due = started + i / rate
-                while time.monotonic() < due and not stop.is_set():
-                    time.sleep(min(0.05, due - time.monotonic()))
+                while (wait := due - time.monotonic()) > 0 and not stop.is_set():
+                    time.sleep(min(0.05, wait))
                 if stop.is_set():
                     return
                 r = f"r{i:06d}"
