@@ -88,15 +88,18 @@ class Kube:
         return Kube(self.api, self.timeout, impersonate=(user, tuple(groups)))
 
     @classmethod
-    def from_environment(cls, *, retries: bool = True) -> Kube:
+    def from_environment(cls, *, retries: bool = True, pool_size: int | None = None) -> Kube:
         """In-cluster credentials when in a pod, else KUBECONFIG / ~/.kube/config.
 
         ``retries=False``: a failed connection is reported at once instead of after the HTTP
         library's own silent retries (and a warning line each), for callers that retry
-        themselves."""
+        themselves. ``pool_size``: connections kept to the API server (the library's default
+        is five per core; match the number of threads that call at once)."""
         configuration = k8s.Configuration()
         if not retries:
             configuration.retries = False
+        if pool_size is not None:  # as many connections as threads that may use them at once
+            configuration.connection_pool_maxsize = pool_size
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:

@@ -329,6 +329,9 @@ class OperatorSettings:
     #: The ServiceAccount preview Jobs run as (confined to dry runs by admission).
     preview_service_account: str = "wingman-preview"
     witness_timeout_seconds: int = 10
+    #: Blocking calls (API requests, audit appends) in flight at once: the operator's thread
+    #: pool and its connections to the API server.
+    api_concurrency: int = 32
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -380,6 +383,7 @@ class OperatorSettings:
             sweep_interval_seconds=float(_int(env, "WINGMAN_SWEEP_INTERVAL_SECONDS", 10, 1,
                                               3600)),
             resync_seconds=float(_int(env, "WINGMAN_RESYNC_SECONDS", 30, 1, 3600)),
+            api_concurrency=_int(env, "WINGMAN_API_CONCURRENCY", 32, 1, 256),
             gateway_docker_socket=_socket(env),
             fault_kill_at=env.get("WINGMAN_FAULT_KILL_AT", "").strip() or None,
             log_level=_log_level(env),

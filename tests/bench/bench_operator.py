@@ -382,6 +382,8 @@ class Running:
 def start_real(cluster: LocalCluster, ns: str, work: Path, *, audit_volume: bool = False
                ) -> Running:
     env = {"WINGMAN_LOG_FORMAT": "json", "WINGMAN_SWEEP_INTERVAL_SECONDS": "10"}
+    if os.environ.get("WINGMAN_API_CONCURRENCY"):  # to compare settings: passed through
+        env["WINGMAN_API_CONCURRENCY"] = os.environ["WINGMAN_API_CONCURRENCY"]
     if audit_volume:  # gateway pods write to the same audit file (the node harness mounts it)
         env["WINGMAN_AUDIT_VOLUME_CLAIM"] = "wingman-audit"
     op = OperatorProcess(cluster, ns, work / f"real-{ns}", extra_env=env)

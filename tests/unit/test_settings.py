@@ -92,6 +92,7 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
     ({"WINGMAN_OBJECT_LABELS": '["team"]'}, "must be a JSON object"),
     ({"WINGMAN_AUDIT_SECRET": "nokey"}, "must be 'name/key'"),
     ({"WINGMAN_LEADER_ELECTION": "maybe"}, "true or false"),
+    ({"WINGMAN_API_CONCURRENCY": "0"}, "WINGMAN_API_CONCURRENCY=0 must be between 1 and 256"),
     ({"WINGMAN_RENEW_DEADLINE_SECONDS": "12"}, "must give up before anyone else"),
 ])
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:

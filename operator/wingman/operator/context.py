@@ -17,12 +17,15 @@ poster, and:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
+import functools
 import logging
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -115,6 +118,8 @@ class Context:
     _attempts: dict[str, int] = field(default_factory=dict)
     _quiet_until: float = 0.0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: The threads blocking calls run on (None: asyncio's default pool).
+    executor: ThreadPoolExecutor | None = None
 
     @property
     def env(self) -> str:
@@ -130,13 +135,17 @@ class Context:
             raise NotLeading
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking call (API, audit) off the event loop."""
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        """Run a blocking call (API, audit) off the event loop, on the operator's own pool
+        (``settings.api_concurrency`` threads; asyncio's default pool has cores + 4)."""
+        if self.executor is None:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        run = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A write to the API server: only while leading."""
         self.check_leading()
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await self.call(fn, *args, **kwargs)
 
     def event(self, obj: Any, type_: str, reason: str, message: str) -> None:
         if self.events is not None:
@@ -307,7 +316,7 @@ def subject_of(body: Any) -> dict[str, Any]:
 def build_context(settings: OperatorSettings, kube: Kube | None = None) -> Context:
     """Everything the handlers share; ConfigError / ClusterError / AuditUnavailable if not."""
     # Context.run and the election retry failed calls themselves, quietly
-    kube = kube or Kube.from_environment(retries=False)
+    kube = kube or Kube.from_environment(retries=False, pool_size=settings.api_concurrency)
     labels = {**settings.object_labels, "wingman.dev/environment": settings.environment}
     ring, created = keyring.load_or_create(kube, settings.namespace,
                                            settings.signing_key_secret, labels=labels)

@@ -13,6 +13,7 @@ import logging
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -105,6 +106,8 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     except WingmanError as exc:
         print(f"wingman operator: cannot start: {exc}", file=sys.stderr)
         return 2
+    ctx.executor = ThreadPoolExecutor(max_workers=settings.api_concurrency,
+                                      thread_name_prefix="wingman-call")
     registry, sweeper = make_registry(ctx)
 
     def changed(leading: bool) -> None:
@@ -143,6 +146,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         ctx.metrics.up.set(0)
         ctx.leader.stop(release=True)
         server.shutdown()
+        ctx.executor.shutdown(wait=True, cancel_futures=True)
         ctx.sink.close()
         ctx.kube.close()
     return 0
