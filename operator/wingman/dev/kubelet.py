@@ -329,12 +329,18 @@ def _remove_cgroups(name: str) -> None:
     for top in _cgroup_dirs(name):
         if not top.is_dir():
             continue
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()),
-                        key=lambda p: len(p.parts), reverse=True):
+        for d in _subdirs(top):
             with contextlib.suppress(OSError):
                 d.rmdir()
         with contextlib.suppress(OSError):
             top.rmdir()
+
+
+def _subdirs(top: Path) -> list[Path]:
+    """``top`` and every directory under it, deepest first. Cgroups vanish while they are
+    walked (the kernel removes a container's as it exits): those are skipped, not errors."""
+    found = [Path(d) for d, _, _ in os.walk(top)]  # os.walk ignores directories that vanish
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 def _kill_cgroup_members(name: str) -> None:
@@ -342,9 +348,9 @@ def _kill_cgroup_members(name: str) -> None:
     for top in _cgroup_dirs(name):
         if not top.is_dir():
             continue
-        for procs in top.rglob("cgroup.procs"):
+        for d in _subdirs(top):
             with contextlib.suppress(OSError):
-                for pid in procs.read_text().split():
+                for pid in (d / "cgroup.procs").read_text().split():
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(int(pid), signal.SIGKILL)
 

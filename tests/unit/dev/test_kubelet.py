@@ -60,3 +60,15 @@ def test_containerd_clamps_oom_score_adj_and_keeps_to_its_own_directories(
                  cri["cni"]["conf_dir"], opt):
         assert Path(path).is_relative_to(tmp_path), path
     assert cri["netns_mounts_under_state_dir"] is True
+
+
+def test_cgroup_trees_are_walked_deepest_first_and_a_vanished_one_is_no_error(
+        tmp_path: Path) -> None:
+    # a SIGKILLed node's containers exit while the next node tears it down: their cgroups
+    # disappear mid-walk, which must not abort the clean-up
+    (tmp_path / "kubepods" / "besteffort" / "pod1" / "c1").mkdir(parents=True)
+    (tmp_path / "kubepods" / "burstable").mkdir()
+    found = kubelet._subdirs(tmp_path)
+    assert found[0] == tmp_path / "kubepods" / "besteffort" / "pod1" / "c1"
+    assert found[-1] == tmp_path and len(found) == 6
+    assert kubelet._subdirs(tmp_path / "gone") == []
