@@ -410,6 +410,15 @@ def dump(obj: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(obj))
 
 
+def client_as(cluster: Any, namespace: str, user: str, groups: list[str]) -> Any:
+    """A WingmanClient authenticated as ``user`` in ``groups`` (the chart's identities)."""
+    from wingman.client import WingmanClient, connect
+    from wingman.client.status import COMMANDS
+
+    conn = connect(kubeconfig=str(cluster.kubeconfig_for(user, groups)), namespace=namespace)
+    return WingmanClient(conn, hints=COMMANDS)
+
+
 __all__ = [
     "APPROVER",
     "CHART_DIR",
@@ -427,6 +436,7 @@ __all__ = [
     "approval_request",
     "approver_groups",
     "can",
+    "client_as",
     "dump",
     "env_values",
     "find",

@@ -13,10 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from support.chart import APPROVER, WORKER, approver_groups, installed, worker_groups
+from support.chart import (
+    APPROVER,
+    WORKER,
+    approver_groups,
+    client_as,
+    installed,
+    worker_groups,
+)
 from support.operator import OperatorProcess
-from wingman.client import State, WingmanClient, connect
-from wingman.client.status import COMMANDS
+from wingman.client import State
 from wingman.dev.cluster import LocalCluster
 
 
@@ -36,17 +42,12 @@ def release(cluster: LocalCluster, crds: object, tmp_path_factory: pytest.TempPa
             op.stop()
 
 
-def _client(cluster: LocalCluster, ns: str, user: str, groups: list[str]) -> WingmanClient:
-    conn = connect(kubeconfig=str(cluster.kubeconfig_for(user, groups)), namespace=ns)
-    return WingmanClient(conn, hints=COMMANDS)
-
-
 def test_the_agent_is_told_an_approver_must_start_it_and_then_sees_the_grant(
         cluster: LocalCluster, release: tuple[str, str]) -> None:
     ns, apps = release
     cmd = f"kubectl rollout restart deployment/web -n {apps}"
-    with _client(cluster, ns, WORKER, worker_groups("test")) as agent, \
-            _client(cluster, ns, APPROVER, approver_groups("test")) as approver:
+    with client_as(cluster, ns, WORKER, worker_groups("test")) as agent, \
+            client_as(cluster, ns, APPROVER, approver_groups("test")) as approver:
         assert agent.policy().workers_may_grant is False
         asked = agent.create_request(instruction="restart web", commands=[cmd])
         decided = agent.wait_request(str(asked.name), 60)

@@ -11,9 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.chart import APPROVER, WORKER, approver_groups, installed, worker_groups
-from wingman.client import WingmanClient, connect
-from wingman.client.status import COMMANDS
+from support.chart import (
+    APPROVER,
+    WORKER,
+    approver_groups,
+    client_as,
+    installed,
+    worker_groups,
+)
 from wingman.dev.cluster import LocalCluster
 from wingman.errors import Invalid
 
@@ -27,17 +32,12 @@ def release(cluster: LocalCluster, crds: object) -> Iterator[tuple[str, str]]:
         yield ns, apps
 
 
-def _client(cluster: LocalCluster, ns: str, user: str, groups: list[str]) -> WingmanClient:
-    conn = connect(kubeconfig=str(cluster.kubeconfig_for(user, groups)), namespace=ns)
-    return WingmanClient(conn, hints=COMMANDS)
-
-
 def test_a_decision_for_a_request_that_was_replaced_is_refused(
         cluster: LocalCluster, release: tuple[str, str]) -> None:
     ns, apps = release
     cmd = f"kubectl scale deployment/web --replicas=3 -n {apps}"
-    with _client(cluster, ns, WORKER, worker_groups("test")) as agent, \
-            _client(cluster, ns, APPROVER, approver_groups("test")) as approver:
+    with client_as(cluster, ns, WORKER, worker_groups("test")) as agent, \
+            client_as(cluster, ns, APPROVER, approver_groups("test")) as approver:
         agent.create_request(instruction="scale web", commands=[cmd], name="same")
         seen = approver.get_request_object("same")["metadata"]["uid"]
         cluster.kubectl("delete", "ar", "same", "-n", ns, "--wait=true")
