@@ -30,9 +30,8 @@ import pytest
 
 from support.chart import WORKER, approval_request, installed
 from support.chart import worker_groups as groups_of_workers
-from support.containers import Image
+from support.containers import Image, assert_one_audited_flow
 from support.operator import free_port, get, wait_for
-from wingman.audit import verify
 from wingman.dev import kubelet
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.engine import DockerEngine
@@ -169,13 +168,7 @@ def test_the_operator_pod_takes_a_request_to_an_executed_audited_restart(
     (run,) = d.runs(names.job_name("restart-web-1"))
     assert run.exit_code == 0 and run.argv == ("wingman", "gateway")
     # operator and gateway wrote one chain through the shared audit volume
-    report = verify(str(d.audit_dir / "audit.jsonl"))
-    assert report.ok, report
-    events = [json.loads(line)["event"] for line in
-              (d.audit_dir / "audit.jsonl").read_text().splitlines()]
-    for event in ("ApprovalReviewed", "TokenMinted", "GrantAuthorized", "GatewayTokenBurned",
-                  "GatewayExecuting", "GatewayExecuted"):
-        assert event in events, event
+    assert_one_audited_flow(d.audit_dir / "audit.jsonl")
 
 
 def test_helm_test_runs_verify_privileges_from_the_image(deployed: Deployed) -> None:

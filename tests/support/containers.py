@@ -99,5 +99,27 @@ def run(engine: DockerEngine, image: Image, *args: str, options: tuple[str, ...]
                          check=False, timeout=timeout)
 
 
-__all__ = ["IMAGE_TAG", "Image", "base_image", "build_image", "engine", "image", "need_root",
-           "run"]
+def assert_one_audited_flow(audit_file: Path) -> None:
+    """The operator and the gateway appended to one chain (a shared audit volume) that
+    verifies and tells the whole story of a reviewed, granted and executed command."""
+    from wingman.audit import verify
+
+    report = verify(str(audit_file))
+    assert report.ok, report
+    events = [json.loads(line)["event"] for line in audit_file.read_text().splitlines()]
+    for event in ("ApprovalReviewed", "TokenMinted", "GrantAuthorized", "GatewayTokenBurned",
+                  "GatewayExecuting", "GatewayExecuted"):
+        assert event in events, event
+
+
+__all__ = [
+    "IMAGE_TAG",
+    "Image",
+    "assert_one_audited_flow",
+    "base_image",
+    "build_image",
+    "engine",
+    "image",
+    "need_root",
+    "run",
+]

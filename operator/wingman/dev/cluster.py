@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wingman.dev import tools as devtools
+from wingman.dev.processes import stop_group
 from wingman.errors import ClusterError
 
 log = logging.getLogger(__name__)
@@ -421,16 +422,7 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every process (TERM, then KILL) and remove the working directory."""
         for name in reversed(list(self._procs)):
-            proc = self._procs[name]
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
+            stop_group(self._procs[name])
         self._procs.clear()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

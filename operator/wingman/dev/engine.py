@@ -40,6 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from wingman.dev.processes import stop_group
 from wingman.errors import ClusterError
 
 DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
@@ -219,14 +220,7 @@ class DockerEngine:
                 ids = self.docker("ps", "-aq", check=False, timeout=20).stdout.split()
                 if ids:
                     self.docker("rm", "-f", *ids, check=False, timeout=60)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+            stop_group(self.proc, timeout=timeout)
         # containerd and its shims run in sessions of their own; they carry our paths.
         for sig in (signal.SIGTERM, signal.SIGKILL):
             pids = self._own_pids()

@@ -74,6 +74,7 @@ import yaml
 from wingman.dev import tools as devtools
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.engine import storage_driver
+from wingman.dev.processes import stop_group
 from wingman.errors import ClusterError
 
 log = logging.getLogger(__name__)
@@ -662,16 +663,8 @@ class RealNode:
 
     def _terminate(self, name: str) -> None:
         proc = self._procs.get(name)
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        if proc is not None:
+            stop_group(proc, timeout=15)
 
     def _kill_containers(self) -> None:
         """Kill and delete every task (container process) of this node's containerd."""
