@@ -154,6 +154,19 @@ def test_gateway_timing_comes_from_the_values(tmp_path: Path) -> None:
     assert gw_env["WINGMAN_LEEWAY_SECONDS"] == "2"
 
 
+def test_operator_throughput_settings_come_from_the_values(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "v").mkdir()
+    defaults, _ = _settings_from(render("test", {}), tmp_path / "d")
+    assert (defaults.api_concurrency, defaults.sweep_interval_seconds,
+            defaults.resync_seconds) == (32, 10.0, 30.0)
+    objs = render("test", {"operator.apiConcurrency": 8, "operator.sweepIntervalSeconds": 5,
+                           "operator.resyncSeconds": 60})
+    settings, _ = _settings_from(objs, tmp_path / "v")
+    assert (settings.api_concurrency, settings.sweep_interval_seconds,
+            settings.resync_seconds) == (8, 5.0, 60.0)
+
+
 def test_a_postgres_gateway_job_reads_the_dsn_from_a_secret_volume(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("environment: test\n")
