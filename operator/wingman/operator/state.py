@@ -57,6 +57,9 @@ class Entry:
     cleaned: bool = False  # grant: its token Secret (and Denied Job) are known to be gone
     secret_uid: str | None = None  # grant: the uid of the token Secret this process made
     job_done: tuple[str, str] | None = None  # grant: its Job finished (condition, reason)
+    #: grant: when its gateway Job, found active after the token expired, runs out of time
+    #: (the Job's end, a watch event, settles the grant by then)
+    job_deadline: dt.datetime | None = None
 
 
 def _time(text: object) -> dt.datetime | None:
@@ -119,13 +122,29 @@ def grant_needs(body: Body, entry: Entry | None) -> str | None:
     return None
 
 
+def job_deadline(job: Body) -> dt.datetime | None:
+    """When a started Job's ``activeDeadlineSeconds`` runs out (``status.startTime`` plus the
+    deadline), or None when it has no start time or no deadline."""
+    start = _time((job.get("status") or {}).get("startTime"))
+    seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
+    if start is None or not isinstance(seconds, int) or isinstance(seconds, bool):
+        return None
+    return start + dt.timedelta(seconds=seconds)
+
+
 def expiry_due(e: Entry, now: dt.datetime, mono: float, leeway: dt.timedelta,
                resync_seconds: float) -> bool:
-    """Whether the sweep should look at ``e``'s expiry now: a request past its expiration
-    time; a TokenIssued grant whose token expired (plus leeway), at once and then only every
-    ``resync_seconds``: a grant still TokenIssued after that first look had a gateway pod
-    running, and its Job's end (a watch event, bounded by the Job's deadline) settles it, so
-    reading it and its Job again every sweep would only load the API server."""
+    """Whether the sweep should look at ``e``'s expiry now.
+
+    A request: once past its expiration time. A TokenIssued grant: once its token expired
+    (plus leeway) and it was not looked at since. A grant still TokenIssued after that look
+    had its gateway Job active (a pod running, or waiting for a node), and the Job's end, a
+    watch event, settles it; reading the grant and its Job again every sweep would only load
+    the API server. So the sweep looks again only in case that event was lost: when the
+    Job's deadline (``job_deadline``) is known, ``resync_seconds`` after it, and if the Job
+    is still active then (its controller is late), after as long again as the last look was
+    past the deadline (30 s, 60 s, 120 s...: at most twice as late as the Job controller);
+    when the deadline is unknown, every ``resync_seconds``."""
     if e.final_at is not None or e.expires_at is None:
         return False
     if e.kind == "approval":
@@ -133,8 +152,18 @@ def expiry_due(e: Entry, now: dt.datetime, mono: float, leeway: dt.timedelta,
     due = e.expires_at + leeway
     if e.phase != "TokenIssued" or now < due:
         return False
-    looked_at = now - dt.timedelta(seconds=max(0.0, mono - e.attempted))
-    return e.attempted == 0.0 or looked_at < due or mono - e.attempted >= resync_seconds
+    if e.attempted == 0.0:
+        return True
+    since = dt.timedelta(seconds=max(0.0, mono - e.attempted))
+    looked_at = now - since
+    if looked_at < due:
+        return True  # not looked at since the token expired
+    resync = dt.timedelta(seconds=resync_seconds)
+    if e.job_deadline is None:
+        return since >= resync
+    if looked_at < e.job_deadline:
+        return now >= e.job_deadline + resync
+    return since >= max(resync, looked_at - e.job_deadline)
 
 
 @dataclass
@@ -144,6 +173,8 @@ class Tracker:
     approvals: dict[str, Entry] = field(default_factory=dict)
     grants: dict[str, Entry] = field(default_factory=dict)
     approval_uids: dict[str, str] = field(default_factory=dict)  # name -> uid
+    #: request name -> the uids of the grants that name it (retirement asks per request)
+    grants_by_approval: dict[str, set[str]] = field(default_factory=dict)
 
     # -- feeding -------------------------------------------------------------------------
     def observe_approval(self, body: Body, pending_decisions: bool, now: dt.datetime, *,
@@ -178,6 +209,7 @@ class Tracker:
                           approval=str(((body.get("spec") or {}).get("approvalRef") or {})
                                        .get("name", "")))
             self.grants[uid] = entry
+            self.grants_by_approval.setdefault(entry.approval, set()).add(uid)
         entry.phase = grant_rules.phase(body)
         entry.expires_at = _time(status.get("tokenExpirationTime"))
         if grant_rules.is_terminal(body):
@@ -190,9 +222,17 @@ class Tracker:
     def forget(self, kind: str, uid: str) -> None:
         table = self.approvals if kind == "approval" else self.grants
         entry = table.pop(uid, None)
-        if entry is not None and kind == "approval" \
-                and self.approval_uids.get(entry.name) == uid:
-            del self.approval_uids[entry.name]
+        if entry is None:
+            return
+        if kind == "approval":
+            if self.approval_uids.get(entry.name) == uid:
+                del self.approval_uids[entry.name]
+            return
+        uids = self.grants_by_approval.get(entry.approval)
+        if uids is not None:
+            uids.discard(uid)
+            if not uids:
+                del self.grants_by_approval[entry.approval]
 
     @staticmethod
     def _needs(entry: Entry, needs: str | None, now: dt.datetime) -> None:
@@ -223,7 +263,8 @@ class Tracker:
         return max([0.0, *ages])
 
     def grants_of(self, approval: str) -> list[Entry]:
-        return [g for g in self.grants.values() if g.approval == approval]
+        """The grants that name the request ``approval`` (from an index, not a scan)."""
+        return [self.grants[u] for u in self.grants_by_approval.get(approval, ())]
 
 
 def due_for_retirement(tracker: Tracker, retention: dt.timedelta, now: dt.datetime, *,
@@ -251,4 +292,4 @@ def due_for_retirement(tracker: Tracker, retention: dt.timedelta, now: dt.dateti
 
 
 __all__ = ["Entry", "Tracker", "approval_final_at", "approval_needs", "due_for_retirement",
-           "expiry_due", "grant_needs", "trimmed"]
+           "expiry_due", "grant_needs", "job_deadline", "trimmed"]

@@ -153,6 +153,73 @@ def test_an_expired_token_is_looked_at_once_then_only_every_resync_interval() ->
     assert not state.expiry_due(e, NOW, 2000.0, leeway, resync)
 
 
+def test_a_grant_whose_job_is_active_is_looked_at_again_only_after_the_jobs_deadline() -> None:
+    leeway, resync = dt.timedelta(seconds=5), 30.0
+    t = state.Tracker()
+    e = t.observe_grant(grant(phase="TokenIssued",
+                              tokenExpirationTime="2026-11-25T11:59:00Z"), NOW)
+    e.released = True
+    job = {"spec": {"activeDeadlineSeconds": 600},
+           "status": {"active": 1, "startTime": "2026-11-25T11:58:30Z"}}
+    e.job_deadline = state.job_deadline(job)
+    assert e.job_deadline == dt.datetime(2026, 11, 25, 12, 8, 30, tzinfo=dt.UTC)
+    e.attempted = 990.0  # looked at 10 s ago, after the token expired: its Job was active
+    # the Job's end (a watch event) settles it before its deadline: no re-reads meanwhile
+    for minutes in (1, 3, 8):
+        at = NOW + dt.timedelta(minutes=minutes)
+        assert not state.expiry_due(e, at, 990.0 + 60 * minutes + 10, leeway, resync)
+    # the event was lost: once the deadline is resync seconds past, it is looked at again
+    deadline = e.job_deadline
+
+    def due_at(seconds_past_deadline: float) -> bool:
+        at = deadline + dt.timedelta(seconds=seconds_past_deadline)
+        return state.expiry_due(e, at, 1000.0 + (at - NOW).total_seconds(), leeway, resync)
+
+    def looked(seconds_past_deadline: float) -> None:
+        e.attempted = 1000.0 + (deadline - NOW).total_seconds() + seconds_past_deadline
+    assert not due_at(29) and due_at(30)
+    looked(30)
+    # its Job is still active (its controller is late): the looks grow apart, each after as
+    # long as the last one was past the deadline
+    assert not due_at(59) and due_at(60)
+    looked(60)
+    assert not due_at(119) and due_at(120)
+    looked(120)
+    assert not due_at(239) and due_at(240)
+    # a grant whose Job's deadline is unknown: every resync interval
+    e.job_deadline = None
+    assert not due_at(130) and due_at(150)
+
+
+def test_a_jobs_deadline_needs_its_start_time_and_its_deadline() -> None:
+    start = "2026-11-25T11:58:30Z"
+    assert state.job_deadline({"spec": {"activeDeadlineSeconds": 90},
+                               "status": {"startTime": start}}) \
+        == dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+    assert state.job_deadline({"spec": {"activeDeadlineSeconds": 90}, "status": {}}) is None
+    assert state.job_deadline({"spec": {}, "status": {"startTime": start}}) is None
+    assert state.job_deadline({"spec": {"activeDeadlineSeconds": "90"},
+                               "status": {"startTime": start}}) is None
+    assert state.job_deadline({}) is None
+
+
+def test_grants_are_found_by_the_request_they_name_until_forgotten() -> None:
+    t = state.Tracker()
+    t.observe_grant(grant("g1"), NOW)
+    t.observe_grant(grant("g2"), NOW)
+    other = grant("g3")
+    other["spec"]["approvalRef"]["name"] = "other"
+    t.observe_grant(other, NOW)
+    t.observe_grant(grant("g1", phase="TokenIssued"), NOW)  # seen again: still one entry
+    assert sorted(g.name for g in t.grants_of("req")) == ["g1", "g2"]
+    assert [g.name for g in t.grants_of("other")] == ["g3"]
+    t.forget("grant", "u-g1")
+    t.forget("grant", "u-g1")  # a second DELETED event, or the sweep after it
+    assert [g.name for g in t.grants_of("req")] == ["g2"]
+    t.forget("grant", "u-g2")
+    assert t.grants_of("req") == [] and "req" not in t.grants_by_approval
+
+
 def test_an_expired_request_is_due_at_every_sweep_until_final() -> None:
     t = state.Tracker()
     e = t.observe_approval(approval("req", REVIEWED, phase="AwaitingDecision",

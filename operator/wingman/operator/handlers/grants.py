@@ -43,7 +43,7 @@ from wingman.operator import approvals as approval_logic
 from wingman.operator import grants as logic
 from wingman.operator import manifests
 from wingman.operator.context import Context, Retry, subject_of
-from wingman.operator.state import Entry
+from wingman.operator.state import Entry, job_deadline
 
 log = logging.getLogger("wingman.operator.grants")
 MINTED_ANNOTATION = "wingman.dev/token-sha256"
@@ -515,7 +515,12 @@ async def expire_token(ctx: Context, grant: Any) -> bool:
     job = await ctx.call(ctx.kube.get_or_none, JOBS, grant["metadata"]["namespace"],
                          names.grant_job_name(grant))
     if job is not None and ((job.get("status") or {}).get("active") or 0) > 0:
-        return True  # a gateway pod is running; it will refuse the expired token itself
+        # a gateway pod is running (or waiting for a node); it refuses the expired token
+        # itself, and the Job's end settles the grant: the sweep waits for its deadline
+        entry = _entry(ctx, grant)
+        if entry is not None:
+            entry.job_deadline = job_deadline(job)
+        return True
     await finish(ctx, grant, "Expired", "TokenExpired",
                  "the token expired before the gateway ran; create a new grant")
     # only the Secret: a gateway that already started is bounded by the Job's deadline

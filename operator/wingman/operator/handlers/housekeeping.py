@@ -174,33 +174,58 @@ async def clean_leftovers(ctx: Context) -> None:
         ctx.tracker.settle(e, None, _now())
 
 
+async def retire_one(ctx: Context, e: Entry, seconds: int) -> None:
+    """Audit ``...Retired``, then delete the object (its Job and Secret follow by owner
+    reference) and forget it."""
+    res = APPROVALS if e.kind == "approval" else GRANTS
+    kind = "ApprovalRequest" if e.kind == "approval" else "ExecutionGrant"
+    subject = subject_of({"kind": kind, "metadata": {
+        "namespace": e.namespace, "name": e.name, "uid": e.uid}})
+    await ctx.audit(f"{'Approval' if e.kind == 'approval' else 'Grant'}Retired", subject, {
+        "phase": e.phase, "finishedAt": e.final_at.isoformat() if e.final_at else None,
+        "retentionSeconds": seconds})
+    try:
+        await ctx.write(ctx.kube.delete, res, e.namespace, e.name, uid=e.uid)
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+    ctx.tracker.forget(e.kind, e.uid)
+    ctx.metrics.retired.labels(environment=ctx.env, resource=res.plural).inc()
+
+
 async def retire(ctx: Context, now: dt.datetime) -> int:
-    """Delete finished requests and grants older than the retention, after auditing it."""
+    """Delete finished requests and grants older than the retention, after auditing it:
+    up to ``RESYNC_CONCURRENCY`` at a time, grants first, then the requests none of whose
+    grants is left (one that failed stays, and so does its request, for the next sweep)."""
     seconds = ctx.settings.policy.retention_seconds
     if seconds <= 0:
         return 0
-    retired = 0
     window = dt.timedelta(seconds=ctx.settings.policy.rollback_window_seconds)
-    for e in due_for_retirement(ctx.tracker, dt.timedelta(seconds=seconds), now,
-                                rollback_window=window):
-        res = APPROVALS if e.kind == "approval" else GRANTS
-        kind = "ApprovalRequest" if e.kind == "approval" else "ExecutionGrant"
-        subject = subject_of({"kind": kind, "metadata": {
-            "namespace": e.namespace, "name": e.name, "uid": e.uid}})
-        await ctx.audit(f"{'Approval' if e.kind == 'approval' else 'Grant'}Retired", subject, {
-            "phase": e.phase, "finishedAt": e.final_at.isoformat() if e.final_at else None,
-            "retentionSeconds": seconds})
-        try:
-            await ctx.write(ctx.kube.delete, res, e.namespace, e.name, uid=e.uid)
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
-        ctx.tracker.forget(e.kind, e.uid)
-        ctx.metrics.retired.labels(environment=ctx.env, resource=res.plural).inc()
-        retired += 1
+    due = due_for_retirement(ctx.tracker, dt.timedelta(seconds=seconds), now,
+                             rollback_window=window)
+    gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
+    failure: BaseException | None = None
+
+    async def one(e: Entry) -> int:
+        nonlocal failure
+        async with gate:
+            if failure is not None:
+                return 0
+            try:
+                await retire_one(ctx, e, seconds)
+            except Exception as exc:  # noqa: BLE001 - raised below, once the others stopped
+                failure = failure or exc
+                return 0
+            return 1
+    retired = sum(await asyncio.gather(*(one(e) for e in due if e.kind == "grant")))
+    if failure is None:
+        requests = [e for e in due if e.kind == "approval" and not ctx.tracker.grants_of(e.name)]
+        retired += sum(await asyncio.gather(*(one(e) for e in requests)))
     if retired:
         log.info("retired finished objects", extra={"count": retired,
                                                     "retention_seconds": seconds})
+    if failure is not None:
+        raise failure
     return retired
 
 
@@ -289,4 +314,5 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> Sweeper:
 
 
 __all__ = ["MARKER_GRACE_SECONDS", "Sweeper", "collect_markers", "due_for_resync",
-           "expired_markers", "register", "reload_keys", "retire", "update_gauges"]
+           "expired_markers", "register", "reload_keys", "retire", "retire_one",
+           "update_gauges"]
