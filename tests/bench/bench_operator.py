@@ -313,12 +313,12 @@ def progress(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def wait_until(done: Callable[[], bool], timeout: float) -> bool:
+def wait_until(done: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if done():
             return True
-        time.sleep(0.2)
+        time.sleep(interval)
     return False
 
 
@@ -477,8 +477,11 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
             if label == "real":
                 progress(f"{label}: waiting for expiry and retention")
                 end = phase(cluster, audit, op)
+                # a LIST of every object left: every few seconds, or the bench's own reads
+                # would be most of the API server's work in this phase
                 gone = wait_until(lambda: clients.count(ns, "executiongrants") == 0
-                                  and clients.count(ns, "approvalrequests") == 0, 900)
+                                  and clients.count(ns, "approvalrequests") == 0, 900,
+                                  interval=5.0)
                 out["retention_phase"] = end()
                 out["retired_all"] = gone
                 time.sleep(15)  # a sweep or two with nothing left
