@@ -1,8 +1,9 @@
 """Kubernetes Events about requests and grants, posted in the background as ``wingman-operator``.
 
 ``Events.post`` never blocks a handler and never fails it: the Event is queued and a single
-background task writes it (``source.component`` and ``reportingComponent``
-``wingman-operator``, ``reportingInstance`` the replica's identity). When the API server is
+background task writes it, one at a time on the operator's own pool of API threads
+(``source.component`` and ``reportingComponent`` ``wingman-operator``, ``reportingInstance``
+the replica's identity). When the API server is
 unreachable an Event is retried a few times and then dropped (counted in
 ``wingman_events_dropped_total``): Events are notifications, the audit trail and the status are
 the record. A full queue drops the newest Event the same way.
@@ -15,6 +16,7 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 from wingman.errors import ClusterError
@@ -55,10 +57,13 @@ def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str, in
 class Events:
     """The background poster (start it inside the operator's event loop)."""
 
-    def __init__(self, kube: Kube, instance: str, dropped: Any = None) -> None:
+    def __init__(self, kube: Kube, instance: str, dropped: Any = None, *,
+                 executor: Executor | None = None) -> None:
         self.kube = kube
         self.instance = instance
         self.dropped = dropped  # a prometheus Counter, or None
+        #: the threads the posts run on (the operator's own pool; None: asyncio's default)
+        self.executor = executor
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,7 +114,8 @@ class Events:
             ns = body["metadata"]["namespace"]
             for delay in (*RETRY_DELAYS, None):
                 try:
-                    await asyncio.to_thread(self.kube.create, EVENTS, ns, body)
+                    await asyncio.get_running_loop().run_in_executor(
+                        self.executor, self.kube.create, EVENTS, ns, body)
                     break
                 except ClusterError as exc:
                     if delay is None or getattr(exc, "status", 0) in (400, 403, 404, 422):

@@ -20,6 +20,7 @@ import kopf
 
 from wingman.errors import WingmanError
 from wingman.logs import setup_logging
+from wingman.model import names
 from wingman.operator.context import Context, build_context
 from wingman.operator.leader import AlwaysLeader, LeaderElector, Timing
 from wingman.operator.metrics import serve
@@ -50,11 +51,31 @@ def make_registry(ctx: Context) -> tuple[kopf.OperatorRegistry, Any]:
     return registry, sweeper
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf keeps a "last handled" copy of every object to find what changed between events,
+    which only its change handlers (``on.create``/``on.update``...) use. The operator has
+    event handlers only, so the copy (a deep copy of every object of every watch event) is
+    neither built nor kept."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """Watches only: no peering (the Lease decides), no Events of kopf's own (the operator
-    posts its own, as ``wingman-operator``), short retries of failed list/watch calls so that
-    the operator is back within seconds of the API server."""
+    posts its own, as ``wingman-operator``), no per-event bookkeeping for change handlers
+    (there are none), only the Jobs the operator makes (selected by the API server, not
+    decoded and dropped here), short retries of failed list/watch calls so that the operator
+    is back within seconds of the API server."""
     settings.posting.enabled = False
+    settings.persistence.diffbase_storage = NoDiffBase()
+    settings.watching.label_selectors["batch", "jobs"] = names.ROLE_LABEL
     settings.posting.reporting_component = EVENT_SOURCE
     settings.peering.standalone = True
     settings.peering.mandatory = False
@@ -108,6 +129,8 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         return 2
     ctx.executor = ThreadPoolExecutor(max_workers=settings.api_concurrency,
                                       thread_name_prefix="wingman-call")
+    if ctx.events is not None:
+        ctx.events.executor = ctx.executor
     registry, sweeper = make_registry(ctx)
 
     def changed(leading: bool) -> None:

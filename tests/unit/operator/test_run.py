@@ -1,4 +1,5 @@
-"""The operator's log stays readable while the API server is away."""
+"""The operator's log stays readable while the API server is away; kopf watches only what the
+operator acts on and keeps no per-event bookkeeping."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import json
 import logging
 from collections.abc import Iterator
 
+import kopf
 import pytest
+from kopf._cogs.structs import references
 
 from wingman.logs import setup_logging
-from wingman.operator.run import QuietRetries
+from wingman.model import names
+from wingman.operator.run import QuietRetries, configure_kopf
 
 
 @pytest.fixture
@@ -49,3 +53,29 @@ def test_a_new_line_after_the_period(captured: io.StringIO) -> None:
     api.error("Request attempt #1/7 failed; will retry: GET https://x")
     api.error("Request attempt #2/7 failed; will retry: GET https://x")
     assert len(_lines(captured)) == 2
+
+
+def _resource(group: str, plural: str, kind: str) -> references.Resource:
+    return references.Resource(group, "v1", plural, kind=kind, singular=kind.lower(),
+                               namespaced=True, verbs=["list", "watch"])
+
+
+def test_only_jobs_with_wingmans_role_label_are_watched() -> None:
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings)
+    jobs = _resource("batch", "jobs", "Job")
+    grants = _resource("wingman.dev", "executiongrants", "ExecutionGrant")
+    assert settings.watching.label_selectors.collect(jobs) == [names.ROLE_LABEL]
+    assert settings.watching.label_selectors.collect(grants) == []
+
+
+def test_no_last_handled_copy_of_objects_is_built_or_kept() -> None:
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings)
+    storage = settings.persistence.diffbase_storage
+    body = kopf.Body({"metadata": {"name": "g", "annotations": {}}, "spec": {"x": 1}})
+    assert storage.build(body=body) == {}
+    assert storage.fetch(body=body) is None
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=kopf.BodyEssence())
+    assert not patch

@@ -9,10 +9,10 @@ second usable token (a token minted but never stored in the Secret is never seen
 The Job is released (unsuspended) only after the grant's status says TokenIssued, so the
 gateway never races the operator's own status write.
 
-Round trips on the way to a released Job: create the Job, read the token Secret's name (a
-name collision must be found before the command is used up), claim the command on the
-approval, create the Secret, write the status, release the Job (which also records the
-token's hash on the Job), plus one Event. The approval is the one the watch delivered:
+Round trips on the way to a released Job: create the Job and, at the same time, read the
+token Secret's name (a name collision must be found before the command is used up), claim
+the command on the approval, create the Secret, write the status, release the Job (which also
+records the token's hash on the Job), plus one Event. The approval is the one the watch delivered:
 the claim is written over its resourceVersion, so a stale copy costs a retry, never a wrong
 token, and nothing is refused on its strength without reading it again.
 
@@ -23,6 +23,7 @@ token Secret is deleted as soon as the grant is final.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import logging
@@ -229,8 +230,15 @@ async def issue(ctx: Context, grant: Any) -> None:
             approval, ttl = await authorize(ctx, grant, now)
         else:
             approval, ttl = None, 0
-        job = await create_job(ctx, grant, ttl)
-        secret = await find_secret(ctx, grant)
+        # the Secret is read while the Job is created (neither depends on the other)
+        reading = asyncio.ensure_future(read_secret(ctx, grant))
+        try:
+            job = await create_job(ctx, grant, ttl)
+        except BaseException:
+            reading.cancel()
+            reading.add_done_callback(_retrieved)
+            raise
+        secret = await check_secret(ctx, grant, await reading)
         if approval is not None:
             approval = await claim(ctx, grant, approval, now)
         if secret is None:
@@ -318,13 +326,24 @@ async def _secret_conflict(ctx: Context, grant: Any) -> None:
     raise _Stop
 
 
-async def find_secret(ctx: Context, grant: Any) -> dict[str, Any] | None:
-    """The grant's token Secret if it exists already (it must be this grant's)."""
-    secret = await ctx.call(ctx.kube.get_or_none, SECRETS, grant["metadata"]["namespace"],
-                            names.secret_name(grant["metadata"]["name"]))
+async def read_secret(ctx: Context, grant: Any) -> dict[str, Any] | None:
+    """The Secret named as the grant's token Secret, if one exists (anyone's)."""
+    return await ctx.call(ctx.kube.get_or_none, SECRETS, grant["metadata"]["namespace"],
+                          names.secret_name(grant["metadata"]["name"]))
+
+
+async def check_secret(ctx: Context, grant: Any, secret: dict[str, Any] | None
+                       ) -> dict[str, Any] | None:
+    """The grant's token Secret if it exists already; denied when it is not this grant's."""
     if secret is not None and not owned_by(secret, grant):
         await _secret_conflict(ctx, grant)
     return secret
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """A read nobody waits for any more: its failure is not an error of its own."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _recheck(ctx: Context, grant: Any, approval: Any, now: dt.datetime
@@ -601,7 +620,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             await ctx.resync("grant", entry.namespace, entry.name, entry.uid)
 
 
-__all__ = ["MINTED_ANNOTATION", "STEPS", "Grants", "authorize", "bind", "claim",
-           "claim_command", "crashpoint", "create_job", "deny", "expire_token", "find_secret",
-           "finish", "issue", "job_result", "mint", "record_issued", "register", "release",
-           "remove_artifacts"]
+__all__ = ["MINTED_ANNOTATION", "STEPS", "Grants", "authorize", "bind", "check_secret",
+           "claim", "claim_command", "crashpoint", "create_job", "deny", "expire_token",
+           "finish", "issue", "job_result", "mint", "read_secret", "record_issued", "register",
+           "release", "remove_artifacts"]
