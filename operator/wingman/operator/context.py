@@ -179,6 +179,13 @@ class Context:
             if slot.users == 0:
                 self._locks.pop(key, None)
 
+    def busy(self, kind: str, uid: str) -> bool:
+        """Whether a reconcile of this object runs or waits for its lock, or a retry of it is
+        scheduled: the sweep need not re-sync it (a re-sync would only read it again and queue
+        behind that run, which is what happens to every object while the operator is behind)."""
+        key = f"{kind}/{uid}"
+        return key in self._locks or key in self._retries
+
     def entry(self, kind: str, uid: str) -> Entry | None:
         table = self.tracker.approvals if kind == "approval" else self.tracker.grants
         return table.get(uid)

@@ -117,10 +117,13 @@ def reload_keys(ctx: Context) -> None:
 def due_for_resync(ctx: Context, now: dt.datetime, mono: float, everything: bool
                    ) -> list[Entry]:
     """Objects the sweep reconciles now: due expiries (:func:`expiry_due`), and unsettled
-    objects not attempted for ``resyncSeconds`` (every unsettled one on a takeover)."""
+    objects not attempted for ``resyncSeconds`` (every unsettled one on a takeover); none
+    that is being reconciled or has a retry scheduled (``Context.busy``)."""
     leeway = dt.timedelta(seconds=ctx.settings.leeway_seconds)
     out: list[Entry] = []
     for e in ctx.tracker.all():
+        if ctx.busy(e.kind, e.uid):
+            continue
         if expiry_due(e, now, mono, leeway, ctx.settings.resync_seconds):
             out.append(e)
         elif e.final_at is None and e.warn_at is not None and now >= e.warn_at:
