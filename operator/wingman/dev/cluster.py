@@ -353,6 +353,9 @@ class LocalCluster:
             "--leader-elect=false",
             "--bind-address", "127.0.0.1", "--secure-port", str(_free_port()),
             "--concurrent-job-syncs", "10",
+            # the default client rate (20 requests/s, bursts of 30) lets the Job controller
+            # start and end about 5 Jobs a second: soaks release more gateway Jobs than that
+            "--kube-api-qps", "200", "--kube-api-burst", "400",
             "--v", "1",
         ])
         self._wait_controllers(timeout)
