@@ -27,17 +27,17 @@ vote ever contains it (``repr`` shows the first 12 hex digits of its SHA-256).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import importlib
 import json
 import logging
 import re
 import time
 import urllib.parse
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, ClassVar
-
-import anthropic
-import openai
 
 from wingman.errors import ConfigError
 from wingman.review.consensus import (
@@ -230,12 +230,25 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def _sdk(provider: str) -> ModuleType:
+    """The provider's SDK, imported on first use: most panels have no LLM reviewer, and the two
+    SDKs (with pydantic and httpx) would otherwise cost every operator ~55 MiB and a second at
+    start."""
+    try:
+        return importlib.import_module(provider)
+    except ImportError as exc:
+        raise ConfigError(
+            f"the {provider} voter needs the {provider} package, which cannot be imported "
+            f"({exc}): install Wingman with its declared dependencies (the image pins them in "
+            "requirements.lock)") from exc
+
+
 def check_sdk(provider: str) -> None:
     """ConfigError when the installed SDK of ``provider`` is older than the voters need."""
-    module = openai if provider == "openai" else anthropic
+    module = _sdk(provider)
     installed = str(getattr(module, "__version__", "0"))
     floor = SDK_FLOORS[provider]
-    if _release(installed) < floor or (provider == "openai" and not hasattr(openai, "omit")):
+    if _release(installed) < floor or (provider == "openai" and not hasattr(module, "omit")):
         raise ConfigError(
             f"the {provider} voter needs the {provider} package {'.'.join(map(str, floor))} or "
             f"later, but {installed} is installed: install Wingman with its declared "
@@ -247,13 +260,21 @@ def key_fingerprint(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
-_TIMEOUTS: tuple[type[BaseException], ...] = (
-    TimeoutError, openai.APITimeoutError, anthropic.APITimeoutError)
-_STATUS: tuple[type[BaseException], ...] = (openai.APIStatusError, anthropic.APIStatusError)
-_CONNECTION: tuple[type[BaseException], ...] = (
-    openai.APIConnectionError, anthropic.APIConnectionError)
-_INVALID_RESPONSE: tuple[type[BaseException], ...] = (
-    openai.APIResponseValidationError, anthropic.APIResponseValidationError)
+@dataclass(frozen=True)
+class _Failures:
+    """The exception classes of one provider's SDK that a review's failure is sorted by."""
+
+    timeouts: tuple[type[BaseException], ...]
+    status: type[BaseException]
+    connection: type[BaseException]
+    invalid_response: type[BaseException]
+
+
+@functools.cache
+def _failures(provider: str) -> _Failures:
+    sdk = _sdk(provider)
+    return _Failures((TimeoutError, sdk.APITimeoutError), sdk.APIStatusError,
+                     sdk.APIConnectionError, sdk.APIResponseValidationError)
 
 
 class _LLMVoter:
@@ -316,11 +337,16 @@ class _LLMVoter:
         """The abstention's error: a CamelCase reason first, never a key or a response body."""
         if isinstance(exc, MalformedOutputError):
             return f"{MALFORMED}: {exc}"
-        if isinstance(exc, _TIMEOUTS):
+        if isinstance(exc, TimeoutError):
             return f"Timeout: no answer within {self.timeout_seconds:g}s"
-        if isinstance(exc, _INVALID_RESPONSE):
+        if self.provider not in SDK_FLOORS:
+            return f"{type(exc).__name__}"
+        failures = _failures(self.provider)
+        if isinstance(exc, failures.timeouts):
+            return f"Timeout: no answer within {self.timeout_seconds:g}s"
+        if isinstance(exc, failures.invalid_response):
             return f"{MALFORMED}: the response does not follow the {self.provider} API schema"
-        if isinstance(exc, _STATUS):
+        if isinstance(exc, failures.status):
             status = int(getattr(exc, "status_code", 0))
             if status == 429:
                 return "RateLimited: HTTP 429 from the model endpoint"
@@ -328,7 +354,7 @@ class _LLMVoter:
                 return (f"AuthenticationFailed: HTTP {status}; check the API key in the voters "
                         "Secret")
             return f"UpstreamError: HTTP {status} from the model endpoint"
-        if isinstance(exc, _CONNECTION):
+        if isinstance(exc, failures.connection):
             host = urllib.parse.urlsplit(self.base_url).hostname
             return f"ConnectionFailed: cannot reach {host}"
         return f"{type(exc).__name__}"
@@ -389,6 +415,8 @@ class OpenAIVoter(_LLMVoter):
     default_base_url = OPENAI_DEFAULT_BASE_URL
 
     async def _complete(self, system: str, user: str) -> str:
+        import openai
+
         async with openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url,
                                       max_retries=0, timeout=self.timeout_seconds) as client:
             completion = await client.chat.completions.create(
@@ -416,6 +444,8 @@ class AnthropicVoter(_LLMVoter):
     default_base_url = ANTHROPIC_DEFAULT_BASE_URL
 
     async def _complete(self, system: str, user: str) -> str:
+        import anthropic
+
         async with anthropic.AsyncAnthropic(api_key=self._api_key, base_url=self.base_url,
                                             max_retries=0,
                                             timeout=self.timeout_seconds) as client:
