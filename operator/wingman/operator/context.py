@@ -7,7 +7,9 @@ poster, and:
 
 - ``audit``: the one way a handler appends to the audit trail (durably, or the transition is
   refused and retried);
-- ``run``: reconcile one object under its own lock, only while this replica leads, and turn
+- ``run``: reconcile one object under its own lock, only while this replica leads, at most
+  ``RUNNING_PER_THREAD`` x ``settings.api_concurrency`` objects at once (a burst of thousands
+  waits its turn instead of holding every object's bodies in memory at once), and turn
   every failure into what it means: a conflict is re-read and retried at once, an unreachable
   or overloaded API server or a full audit volume is retried quietly within seconds, an error
   that retrying cannot fix ends the object with a clear reason (``Reconciler.abandon``), and
@@ -50,6 +52,10 @@ KINDS: dict[str, Resource] = {"approval": APPROVALS, "grant": GRANTS}
 TRANSIENT_DELAYS = (0.5, 1.0, 2.0, 3.0, 5.0)
 #: Delays of the retries after an unexpected error (a bug, logged once with its traceback).
 BUG_DELAYS = (5.0, 10.0, 30.0, 60.0)
+#: Objects reconciled at once per thread of the pool: enough to keep every thread busy (a
+#: reconcile also waits on the audit lock and the event loop), few enough that a burst does not
+#: hold thousands of objects' bodies and responses at once.
+RUNNING_PER_THREAD = 2
 
 
 class NotLeading(Exception):
@@ -118,6 +124,7 @@ class Context:
     _attempts: dict[str, int] = field(default_factory=dict)
     _quiet_until: float = 0.0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _running: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
     #: The threads blocking calls run on (None: asyncio's default pool).
     executor: ThreadPoolExecutor | None = None
 
@@ -186,6 +193,14 @@ class Context:
         key = f"{kind}/{uid}"
         return key in self._locks or key in self._retries
 
+    def _turn(self) -> asyncio.Semaphore:
+        """The slots of ``run`` (one set per event loop: a semaphore belongs to its loop)."""
+        loop = asyncio.get_running_loop()
+        if self._running is None or self._running[0] is not loop:
+            self._running = (loop, asyncio.Semaphore(
+                RUNNING_PER_THREAD * self.settings.api_concurrency))
+        return self._running[1]
+
     def entry(self, kind: str, uid: str) -> Entry | None:
         table = self.tracker.approvals if kind == "approval" else self.tracker.grants
         return table.get(uid)
@@ -206,7 +221,8 @@ class Context:
                 if entry is not None:
                     entry.attempted = time.monotonic()
                 try:
-                    await self.reconcilers[kind].reconcile(self, body)
+                    async with self._turn():
+                        await self.reconcilers[kind].reconcile(self, body)
                 except NotLeading:
                     return
                 except Retry as exc:
