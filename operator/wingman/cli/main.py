@@ -356,6 +356,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return serve(args)
     if cmd == "operator":
+        from wingman.operator.memory import use_malloc
+
+        use_malloc()  # the operator's allocator (see wingman.operator.memory)
         from wingman.operator.run import run_operator
         from wingman.settings import OperatorSettings
 

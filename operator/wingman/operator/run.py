@@ -23,6 +23,7 @@ from wingman.logs import setup_logging
 from wingman.model import names
 from wingman.operator.context import Context, build_context
 from wingman.operator.leader import AlwaysLeader, LeaderElector, Timing
+from wingman.operator.memory import MALLOC_ARENAS, limit_arenas
 from wingman.operator.metrics import serve
 from wingman.operator.readiness import Readiness
 from wingman.settings import OperatorSettings
@@ -117,6 +118,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     Liveness is kopf's ``/healthz`` on the health port; readiness (``/readyz``, beside
     ``/metrics`` on the metrics port) is true only while this replica acts (holds the leader
     Lease)."""
+    limit_arenas(MALLOC_ARENAS)  # before any of the operator's threads allocates
     setup_logging(settings.log_format, settings.log_level, component="operator")
     if settings.log_level != "debug":
         quiet = QuietRetries()

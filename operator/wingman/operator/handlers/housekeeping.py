@@ -15,6 +15,8 @@ Every ``sweepIntervalSeconds`` (and at once when this replica becomes the leader
   reference); ``kubectl wingman describe`` points at the audit trail for them. Grants of a
   request that names rollbacks stay for ``rollbackWindowSeconds`` too, and a request goes only
   after its grants;
+- after a wave of retirements, hands the memory the retired objects held back to the OS
+  (``memory.release``; at most once a minute while retirements go on);
 - exports the gauges (requests by phase, pending approvals, the age of the oldest object
   still waiting for the operator), reloads rotated signing keys (every few seconds) and
   collects burn markers (every few minutes).
@@ -39,6 +41,7 @@ from wingman.capability import keyring as keyring
 from wingman.errors import AuditUnavailable, ClusterError
 from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, SECRETS, ApiError
 from wingman.model import names
+from wingman.operator import memory
 from wingman.operator.context import KINDS, Context, NotLeading, subject_of
 from wingman.operator.handlers.grants import owned_by
 from wingman.operator.state import Entry, due_for_retirement, expiry_due
@@ -47,6 +50,7 @@ log = logging.getLogger("wingman.operator.housekeeping")
 MARKER_GRACE_SECONDS = 3600
 KEY_RELOAD_SECONDS = 5.0
 GC_INTERVAL = 300.0
+RELEASE_INTERVAL = 60.0
 RESYNC_CONCURRENCY = 16
 PHASES = ("Pending", "Reviewing", "AwaitingDecision", "AutoApproved", "Approved", "Rejected",
           "Expired")
@@ -241,6 +245,8 @@ class Sweeper:
         self.task: asyncio.Task[None] | None = None
         self._keys_at = 0.0
         self._gc_at = 0.0
+        self._retired = 0  # retired since memory was last released
+        self._released_at = 0.0
 
     def leadership_changed(self, leading: bool) -> None:
         """Called from the election thread."""
@@ -284,7 +290,12 @@ class Sweeper:
                      extra={"objects": len(ctx.tracker.unsettled())})
         await resync_all(ctx, due_for_resync(ctx, now, mono, everything))
         await clean_leftovers(ctx)
-        await retire(ctx, now)
+        retired = await retire(ctx, now)
+        self._retired += retired
+        if self._retired and (not retired or mono - self._released_at >= RELEASE_INTERVAL):
+            # the wave is over (or has gone on for a while): what it freed goes back
+            self._retired, self._released_at = 0, mono
+            await ctx.call(memory.release)
         if mono - self._keys_at >= KEY_RELOAD_SECONDS:
             self._keys_at = mono
             await ctx.call(reload_keys, ctx)

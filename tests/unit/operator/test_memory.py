@@ -1,0 +1,135 @@
+"""The operator's allocator tuning: capped malloc arenas, freed memory handed back to the OS.
+
+Each case runs in a fresh interpreter (its heap is its own) and reads its RSS from /proc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from wingman.operator import memory
+
+glibc = pytest.mark.skipif(memory._LIBC is None, reason="glibc's allocator only")
+
+
+def run(code: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=120, check=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+PRELUDE = """
+    import ctypes, json, os, tempfile, threading
+    from wingman.operator import memory
+
+    def rss():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+
+    def heaps():
+        # glibc's malloc_info lists one <heap> per arena
+        libc = ctypes.CDLL(None)
+        libc.fopen.restype = ctypes.c_void_p
+        with tempfile.NamedTemporaryFile() as tmp:
+            fp = libc.fopen(tmp.name.encode(), b"w")
+            libc.malloc_info(0, ctypes.c_void_p(fp))
+            libc.fclose(ctypes.c_void_p(fp))
+            return open(tmp.name).read().count("<heap nr=")
+
+    def burst():
+        # what a thread of the API pool does in a burst: allocations that outlive the call
+        kept = [bytearray(2048) for _ in range(2000)]
+        return kept
+"""
+
+
+@glibc
+def test_release_returns_freed_memory_to_the_os() -> None:
+    """Most of a burst's freed memory (with a few survivors scattered through it) leaves the
+    process's RSS after ``release``; without it, it stays."""
+    result = run(PRELUDE + """
+    blocks = [bytearray(4096) for _ in range(20000)]  # ~80 MiB
+    survivors = blocks[::16]
+    del blocks
+    before = rss()
+    released = memory.release()
+    print(json.dumps({"before": before, "after": rss(), "released": released,
+                      "survivors": len(survivors)}))
+    """)
+    assert result["released"]
+    assert result["before"] - result["after"] > 40, result
+
+
+@glibc
+def test_limit_arenas_keeps_threads_to_the_cap() -> None:
+    """Threads share the capped number of arenas instead of getting one each."""
+    code = PRELUDE + """
+    import sys
+    if sys.argv[-1] == "capped":
+        assert memory.limit_arenas(2)
+    kept = []
+    together = threading.Barrier(8)  # all alive at once, as the pool's threads are
+
+    def work():
+        kept.append(burst())
+        together.wait()
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"heaps": heaps()}))
+    """
+    capped = subprocess.run([sys.executable, "-c", textwrap.dedent(code), "capped"],
+                            capture_output=True, text=True, timeout=120, check=True)
+    free = subprocess.run([sys.executable, "-c", textwrap.dedent(code), "free"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(capped.stdout)["heaps"] <= 2
+    assert json.loads(free.stdout)["heaps"] > 2, "without the cap each thread gets an arena"
+
+
+def test_without_glibc_both_are_harmless(monkeypatch: pytest.MonkeyPatch) -> None:
+    """musl or macOS: nothing to tune, nothing fails."""
+    monkeypatch.setattr(memory, "_LIBC", None)
+    assert memory.limit_arenas(2) is False
+    assert memory.release() is False
+
+
+SHOW = """
+import json, os, sys
+from wingman.operator import memory
+print(json.dumps([os.getpid(), os.environ.get("PYTHONMALLOC")]), file=sys.stderr, flush=True)
+memory.use_malloc()
+print(json.dumps([os.getpid(), os.environ.get("PYTHONMALLOC")]))
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
+    return {**env, **extra}
+
+
+@glibc
+def test_use_malloc_reexecutes_the_command_once_with_glibc_malloc() -> None:
+    """The same process (pid) runs the same command again, on glibc's allocator."""
+    out = subprocess.run([sys.executable, "-c", SHOW], capture_output=True, text=True,
+                         timeout=60, check=True, env=_env())
+    first, second = (json.loads(line) for line in out.stderr.splitlines())
+    assert first[1] is None and second == [first[0], "malloc"]
+    assert json.loads(out.stdout) == [first[0], "malloc"]
+
+
+def test_use_malloc_keeps_an_allocator_chosen_explicitly() -> None:
+    """PYTHONMALLOC set by whoever runs the operator (e.g. ``debug``) is left alone."""
+    out = subprocess.run([sys.executable, "-c", SHOW], capture_output=True, text=True,
+                         timeout=60, check=True, env=_env(PYTHONMALLOC="pymalloc"))
+    assert len(out.stderr.splitlines()) == 1
+    assert json.loads(out.stdout)[1] == "pymalloc"
