@@ -245,15 +245,23 @@ def _stream(api: client.ApiClient, ns: str, stop: threading.Event, kind: str,
         "secrets": (core.list_namespaced_secret, {}),
     }
     fn, extra = listers[kind]
+    # each reconnect resumes from the last version seen: starting over would replay every
+    # object alive as ADDED every few seconds, which at thousands of objects is more work than
+    # the bench can parse and a load on the API server that grows with the run
+    version: str | None = None
     while not stop.is_set():
         try:
-            for event in watch.Watch().stream(fn, namespace=ns, timeout_seconds=5, **extra):
+            for event in watch.Watch().stream(fn, namespace=ns, timeout_seconds=5,
+                                              resource_version=version, **extra):
                 obj = event["object"]
                 obj = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
                 on_event(event["type"], obj)
                 if stop.is_set():
                     break
-        except Exception:  # noqa: BLE001 - a bench watcher reconnects
+        except Exception as exc:  # noqa: BLE001 - a bench watcher reconnects
+            if getattr(exc, "status", None) == 410:
+                version = None  # too old: list again
             time.sleep(0.5)
 
 
