@@ -3,6 +3,7 @@ operator acts on and keeps no per-event bookkeeping."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -14,7 +15,7 @@ from kopf._cogs.structs import references
 
 from wingman.logs import setup_logging
 from wingman.model import names
-from wingman.operator.run import QuietRetries, configure_kopf
+from wingman.operator.run import GC_THRESHOLDS, QuietRetries, configure_kopf, tune_gc
 
 
 @pytest.fixture
@@ -79,3 +80,15 @@ def test_no_last_handled_copy_of_objects_is_built_or_kept() -> None:
     patch = kopf.Patch()
     storage.store(body=body, patch=patch, essence=kopf.BodyEssence())
     assert not patch
+
+
+def test_the_start_up_objects_are_kept_out_of_the_collectors_walks() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_freeze_count() > 10_000  # the libraries' start-up objects
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
