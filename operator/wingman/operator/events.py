@@ -90,7 +90,7 @@ class Events:
             return
         try:
             if asyncio.get_running_loop() is loop:
-                queue.put_nowait(body)
+                self._put(body)  # a full queue drops the Event, never the caller's work
                 return
         except RuntimeError:
             pass
