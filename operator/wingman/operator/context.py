@@ -9,7 +9,8 @@ poster, and:
   refused and retried);
 - ``run``: reconcile one object under its own lock, only while this replica leads, at most
   ``RUNNING_PER_THREAD`` x ``settings.api_concurrency`` objects at once (a burst of thousands
-  waits its turn instead of holding every object's bodies in memory at once), and turn
+  waits its turn instead of holding every object's bodies in memory at once; a reconcile that
+  waits for the reviewer panel gives its slot up meanwhile, ``outside_turn``), and turn
   every failure into what it means: a conflict is re-read and retried at once, an unreachable
   or overloaded API server or a full audit volume is retried quietly within seconds, an error
   that retrying cannot fix ends the object with a clear reason (``Reconciler.abandon``), and
@@ -26,9 +27,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -56,6 +57,18 @@ BUG_DELAYS = (5.0, 10.0, 30.0, 60.0)
 #: reconcile also waits on the audit lock and the event loop), few enough that a burst does not
 #: hold thousands of objects' bodies and responses at once.
 RUNNING_PER_THREAD = 2
+
+
+@dataclass
+class _Slot:
+    """The slot of ``Context.run`` the current reconcile holds (or gave up for a while)."""
+
+    semaphore: asyncio.Semaphore
+    held: bool = False
+
+
+_SLOT: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("wingman_run_slot",
+                                                                     default=None)
 
 
 class NotLeading(Exception):
@@ -201,6 +214,25 @@ class Context:
                 RUNNING_PER_THREAD * self.settings.api_concurrency))
         return self._running[1]
 
+    @asynccontextmanager
+    async def outside_turn(self) -> AsyncIterator[None]:
+        """Wait for something slow outside the operator (the reviewer panel: LLM calls of up
+        to their timeout, queued behind each voter's own concurrency) without holding a slot of
+        ``run``: while a burst of requests waits for its reviews, grants, expiries and the
+        sweep's re-syncs still get their turns. The slot is taken again before the block's
+        work goes on."""
+        slot = _SLOT.get()
+        if slot is None or not slot.held:
+            yield
+            return
+        slot.held = False
+        slot.semaphore.release()
+        try:
+            yield
+        finally:
+            await slot.semaphore.acquire()
+            slot.held = True
+
     def entry(self, kind: str, uid: str) -> Entry | None:
         table = self.tracker.approvals if kind == "approval" else self.tracker.grants
         return table.get(uid)
@@ -221,8 +253,7 @@ class Context:
                 if entry is not None:
                     entry.attempted = time.monotonic()
                 try:
-                    async with self._turn():
-                        await self.reconcilers[kind].reconcile(self, body)
+                    await self._in_turn(kind, body)
                 except NotLeading:
                     return
                 except Retry as exc:
@@ -250,6 +281,20 @@ class Context:
                     self._again(kind, meta, delay, type(exc).__name__, quiet=True, bump=True)
                     return
         self._attempts.pop(key, None)
+
+    async def _in_turn(self, kind: str, body: dict[str, Any]) -> None:
+        """Reconcile in one of the slots of ``run`` (given up meanwhile by ``outside_turn``)."""
+        slot = _Slot(self._turn())
+        turn = _SLOT.set(slot)
+        try:
+            await slot.semaphore.acquire()
+            slot.held = True
+            await self.reconcilers[kind].reconcile(self, body)
+        finally:
+            _SLOT.reset(turn)
+            if slot.held:
+                slot.held = False
+                slot.semaphore.release()
 
     def _transient(self, kind: str, meta: dict[str, Any], exc: Exception) -> None:
         key = f"{kind}/{meta.get('uid', '')}"

@@ -6,6 +6,8 @@ import asyncio
 import types
 from typing import Any
 
+import pytest
+
 from wingman.operator.context import RUNNING_PER_THREAD, Context
 from wingman.operator.metrics import Metrics
 
@@ -65,3 +67,49 @@ def test_a_new_event_loop_gets_its_own_turns() -> None:
     for _ in range(2):
         asyncio.run(five())
     assert len(reconciler.done) == 10 and reconciler.most == RUNNING_PER_THREAD
+
+
+def test_a_request_waiting_for_its_review_leaves_its_turn_to_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reviews can take the panel's whole timeout (LLM voters, each with a few calls at once):
+    requests waiting for theirs do not hold every slot, so a grant still runs meanwhile."""
+    from wingman.operator.handlers import approvals as handler
+    from wingman.review.policy import EnvironmentPolicy
+
+    ctx, grants = context(1)  # RUNNING_PER_THREAD slots
+    settings: Any = ctx.settings
+    settings.policy = EnvironmentPolicy.from_dict(
+        {"environment": "test", "preview": {"enabled": False}})
+    ctx.reconcilers["approval"] = handler.Approvals()
+    reviewing: list[str] = []
+    verdicts = asyncio.Event()
+
+    async def slow_panel(panel: Any, request: Any) -> Any:
+        reviewing.append(str(request))
+        await verdicts.wait()
+        raise AssertionError("the test ends before any verdict")
+    monkeypatch.setattr(handler, "run_panel", slow_panel)
+
+    def request(i: int) -> dict[str, Any]:
+        return {"kind": "ApprovalRequest", "apiVersion": "wingman.dev/v1alpha1",
+                "metadata": {"name": f"r{i}", "namespace": "ns", "uid": f"a{i}",
+                             "generation": 1, "resourceVersion": "1",
+                             "creationTimestamp": "2026-11-25T11:00:00Z"},
+                "spec": {"requester": "alice", "environment": "test", "instruction": "x",
+                         "commands": ["kubectl get pods -n apps"]},
+                "status": {}}
+
+    async def scenario() -> None:
+        waiting = [asyncio.ensure_future(ctx.run("approval", request(i)))
+                   for i in range(3 * RUNNING_PER_THREAD)]
+        for _ in range(5000):  # every slot is taken by a request that waits for its review
+            if len(reviewing) >= RUNNING_PER_THREAD:
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.wait_for(ctx.run("grant", body(0)), 2)
+        assert len(reviewing) == 3 * RUNNING_PER_THREAD, "no request waits for a turn"
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+    asyncio.run(scenario())
+    assert grants.done == ["g0"]

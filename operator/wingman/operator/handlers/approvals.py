@@ -89,8 +89,10 @@ class Approvals:
                 previews.ready_for_review(current, ctx.settings.policy):
             consensus = self.results.get(uid)
             if consensus is None:
-                consensus = await run_panel(ctx.panel, logic.review_input(current))
-                self.results[uid] = consensus
+                # the panel may take its whole timeout: other objects take turns meanwhile
+                async with ctx.outside_turn():
+                    consensus = await run_panel(ctx.panel, logic.review_input(current))
+                    self.results[uid] = consensus
                 ctx.metrics.consensus_latency.labels(environment=ctx.env).observe(
                     consensus.duration_seconds)
                 for vote in consensus.votes:
