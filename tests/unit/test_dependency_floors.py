@@ -69,7 +69,7 @@ def test_the_floors_are_what_got_installed(floors: Path) -> None:
     import json
 
     installed = json.loads(done.stdout)
-    for name in ("openai", "anthropic", "httpx", "pyjwt", "cryptography"):
+    for name in ("openai", "anthropic", "httpx", "pyjwt", "cryptography", "kopf"):
         got, floor = installed[name], declared[name]
         assert got.split(".")[: len(floor.split("."))] == floor.split("."), (name, got, floor)
 

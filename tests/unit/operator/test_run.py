@@ -70,6 +70,21 @@ def test_only_jobs_with_wingmans_role_label_are_watched() -> None:
     assert settings.watching.label_selectors.collect(grants) == []
 
 
+def test_the_declared_kopf_floor_has_the_watch_label_selectors() -> None:
+    """``settings.watching.label_selectors`` came with kopf 1.45.0: an older kopf, which
+    the declared floor allowed, failed the operator's start with an AttributeError."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    kopf_req = next(Requirement(d) for d in deps if Requirement(d).name == "kopf")
+    floors = [s.version for s in kopf_req.specifier if s.operator == ">="]
+    assert floors and tuple(int(p) for p in floors[0].split(".")[:2]) >= (1, 45), kopf_req
+
+
 def test_no_last_handled_copy_of_objects_is_built_or_kept() -> None:
     settings = kopf.OperatorSettings()
     configure_kopf(settings)
