@@ -49,14 +49,20 @@ _LIBC = _glibc()
 def use_malloc() -> None:
     """Re-execute this process's command with ``PYTHONMALLOC=malloc`` (glibc only), unless
     ``PYTHONMALLOC`` is set: call it first thing, before any thread or file is opened. Returns
-    only when nothing is to be done (the process image is replaced otherwise)."""
+    only when nothing is to be done or the re-execution failed (the process then goes on as it
+    is, said on stderr); the process image is replaced otherwise."""
     if _LIBC is None or "PYTHONMALLOC" in os.environ or not sys.orig_argv:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    # the same argv, as argv (no shell): this very command again
-    os.execve(sys.executable, sys.orig_argv,  # noqa: S606
-              {**os.environ, "PYTHONMALLOC": "malloc"})
+    try:
+        # the same argv, as argv (no shell): this very command again
+        os.execve(sys.executable, sys.orig_argv,  # noqa: S606
+                  {**os.environ, "PYTHONMALLOC": "malloc"})
+    except OSError as exc:  # no interpreter to run again (embedded, removed, not permitted)
+        print(f"wingman: running on Python's own allocator: cannot re-execute "
+              f"{sys.executable or '(unknown interpreter)'} ({exc.strerror or exc})",
+              file=sys.stderr)
 
 
 def limit_arenas(arenas: int) -> bool:

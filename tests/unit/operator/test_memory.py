@@ -133,3 +133,18 @@ def test_use_malloc_keeps_an_allocator_chosen_explicitly() -> None:
                          timeout=60, check=True, env=_env(PYTHONMALLOC="pymalloc"))
     assert len(out.stderr.splitlines()) == 1
     assert json.loads(out.stdout)[1] == "pymalloc"
+
+
+def test_use_malloc_goes_on_when_the_interpreter_cannot_be_run_again(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """No interpreter to execute (embedded, removed, execve refused): the operator still
+    starts, on Python's own allocator, and says so."""
+    monkeypatch.setattr(memory, "_LIBC", object())
+    monkeypatch.delenv("PYTHONMALLOC", raising=False)
+    monkeypatch.setattr(sys, "executable", "")
+
+    def refused(path: str, argv: list[str], env: dict[str, str]) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+    monkeypatch.setattr(os, "execve", refused)
+    memory.use_malloc()
+    assert "cannot re-execute" in capsys.readouterr().err
