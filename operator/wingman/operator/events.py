@@ -6,7 +6,8 @@ background task writes it, one at a time on the operator's own pool of API threa
 the replica's identity). When the API server is
 unreachable an Event is retried a few times and then dropped (counted in
 ``wingman_events_dropped_total``): Events are notifications, the audit trail and the status are
-the record. A full queue drops the newest Event the same way.
+the record. A full queue drops the newest Event the same way, and so does any other failure
+to post one (the poster itself goes on).
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ class Events:
                             "error": str(exc)[:300]})
                         break
                     await asyncio.sleep(delay)
+                except Exception as exc:  # noqa: BLE001 - one Event lost, never the poster
+                    self._drop()
+                    log.warning("event not posted", extra={
+                        "reason": body["reason"], "object": body["involvedObject"]["name"],
+                        "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+                    break
 
 
 __all__ = ["COMPONENT", "EVENTS", "Events", "event_body"]

@@ -33,6 +33,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -288,21 +289,46 @@ class Sweeper:
         if everything:
             log.info("leading: re-syncing every object that still needs work",
                      extra={"objects": len(ctx.tracker.unsettled())})
-        await resync_all(ctx, due_for_resync(ctx, now, mono, everything))
-        await clean_leftovers(ctx)
-        retired = await retire(ctx, now)
+        await run_stages(
+            lambda: resync_all(ctx, due_for_resync(ctx, now, mono, everything)),
+            lambda: clean_leftovers(ctx),
+            lambda: self._retire(now, mono),
+            lambda: self._keys(mono),
+            lambda: self._markers(mono))
+
+    async def _retire(self, now: dt.datetime, mono: float) -> None:
+        retired = await retire(self.ctx, now)
         self._retired += retired
         if self._retired and (not retired or mono - self._released_at >= RELEASE_INTERVAL):
             # the wave is over (or has gone on for a while): what it freed goes back
             self._retired, self._released_at = 0, mono
-            await ctx.call(memory.release)
+            await self.ctx.call(memory.release)
+
+    async def _keys(self, mono: float) -> None:
         if mono - self._keys_at >= KEY_RELOAD_SECONDS:
             self._keys_at = mono
-            await ctx.call(reload_keys, ctx)
+            await self.ctx.call(reload_keys, self.ctx)
+
+    async def _markers(self, mono: float) -> None:
         if mono - self._gc_at >= GC_INTERVAL:
             self._gc_at = mono
-            await ctx.call(collect_markers, ctx)
+            await self.ctx.call(collect_markers, self.ctx)
 
+
+async def run_stages(*stages: Callable[[], Awaitable[object]]) -> None:
+    """Run the sweep's stages in order, each even when an earlier one failed (a grant that
+    cannot be retired must not keep a rotated key from being noticed), then raise the first
+    failure; ``NotLeading`` stops them at once (nothing else is this replica's to do)."""
+    failure: Exception | None = None
+    for stage in stages:
+        try:
+            await stage()
+        except NotLeading:
+            raise
+        except Exception as exc:  # noqa: BLE001 - raised once every stage had its turn
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> Sweeper:
     sweeper = Sweeper(ctx)
@@ -328,5 +354,5 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> Sweeper:
 
 
 __all__ = ["MARKER_GRACE_SECONDS", "Sweeper", "collect_markers", "due_for_resync",
-           "expired_markers", "register", "reload_keys", "retire", "retire_one",
+           "expired_markers", "register", "reload_keys", "retire", "retire_one", "run_stages",
            "update_gauges"]
