@@ -131,7 +131,7 @@ class Takeover:
 
 def failover(cluster: Any, ns: str, workdir: Path, how: str, *, before: float = 6.0,
              after: float = 6.0, interval: float = 0.25, timeout: float = 90.0) -> Takeover:
-    """``how``: ``SIGKILL`` or ``SIGTERM`` of the active replica."""
+    """``how``: ``SIGKILL``, ``SIGTERM`` or ``SIGHUP`` of the active replica."""
     a = OperatorProcess(cluster, ns, workdir / "a")
     b = OperatorProcess(cluster, ns, workdir / "b")
     result = Takeover(how)
@@ -147,7 +147,7 @@ def failover(cluster: Any, ns: str, workdir: Path, how: str, *, before: float = 
         assert active.proc is not None
         result.active = active.workdir.name
         t0, w0 = time.monotonic(), time.time()
-        active.proc.send_signal(signal.SIGKILL if how == "SIGKILL" else signal.SIGTERM)
+        active.proc.send_signal(getattr(signal, how))
         result.ready_after = wait_ready(standby, 60) - t0
         result.first_action_after = first_record_after(
             standby, w0, ("ApprovalReviewed", "TokenMinted"), 60)
@@ -157,7 +157,7 @@ def failover(cluster: Any, ns: str, workdir: Path, how: str, *, before: float = 
         result.settled_after = done - t0
         result.requests, result.grants = len(feeder.created), len(feeder.granted)
         killed = [active] if how == "SIGKILL" else []
-        survivors = [standby] + ([active] if how == "SIGTERM" else [])
+        survivors = [standby] + ([active] if how != "SIGKILL" else [])
         result.problems = check(snap, feeder.created, feeder.granted, survivors, killed)
     finally:
         if feeder is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import signal
 import sys
 import threading
 import time
@@ -131,6 +133,16 @@ class QuietRetries(logging.Filter):
         return True
 
 
+def hangup_stops() -> bool:
+    """Make SIGHUP (a closed terminal, a supervisor's stop) stop the operator as SIGTERM does:
+    kopf handles SIGINT and SIGTERM only, and SIGHUP's default ends the process on the spot,
+    leaving the Lease to run out. Only the main thread can install it; True if installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    return True
+
+
 def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | None = None,
                  ready_flag: threading.Event | None = None) -> int:
     """Run until stopped; 2 on a configuration or startup error (message on stderr).
@@ -181,6 +193,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     configure_kopf(kopf_settings)
     ctx.metrics.up.set(1)
     ctx.leader.start()
+    hangup_stops()
     try:
         kopf.run(
             registry=registry, settings=kopf_settings, namespaces=[settings.namespace],
@@ -198,5 +211,5 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     return 0
 
 
-__all__ = ["EVENT_SOURCE", "GC_THRESHOLDS", "QuietRetries", "configure_kopf", "make_registry",
-           "run_operator", "tune_gc"]
+__all__ = ["EVENT_SOURCE", "GC_THRESHOLDS", "QuietRetries", "configure_kopf", "hangup_stops",
+           "make_registry", "run_operator", "tune_gc"]

@@ -43,9 +43,10 @@ def test_the_standby_takes_over_when_the_active_replica_is_killed_mid_flow(
     assert result.first_action_after <= TAKEOVER_BOUND, result
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP"])
 def test_a_stopped_active_replica_hands_the_lease_over_at_once(
-        cluster: Any, ns: str, tmp_path: Path) -> None:
-    result = faults.failover(cluster, ns, tmp_path, "SIGTERM", before=4, after=2)
+        cluster: Any, ns: str, tmp_path: Path, how: str) -> None:
+    result = faults.failover(cluster, ns, tmp_path, how, before=4, after=2)
     assert not result.problems, result.problems
     assert "leader lease released" in (tmp_path / result.active / "operator.log").read_text()
     # handed back, not expired: the standby acts before the lease could have run out

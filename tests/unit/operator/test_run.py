@@ -7,6 +7,10 @@ import gc
 import io
 import json
 import logging
+import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 
 import kopf
@@ -15,6 +19,7 @@ from kopf._cogs.structs import references
 
 from wingman.logs import setup_logging
 from wingman.model import names
+from wingman.operator import run
 from wingman.operator.run import GC_THRESHOLDS, QuietRetries, configure_kopf, tune_gc
 
 
@@ -107,3 +112,28 @@ def test_the_start_up_objects_are_kept_out_of_the_collectors_walks() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_hangup_stops_the_operator_as_a_sigterm_does() -> None:
+    got: list[int] = []
+    before = signal.signal(signal.SIGTERM, lambda signum, _frame: got.append(signum))
+    hup = signal.getsignal(signal.SIGHUP)
+    try:
+        assert run.hangup_stops()
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(100):  # delivered to the main thread between bytecodes
+            if got:
+                break
+            time.sleep(0.01)
+        assert got == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGHUP, hup)
+
+
+def test_only_the_main_thread_can_make_a_hangup_stop_the_operator() -> None:
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(run.hangup_stops()))
+    worker.start()
+    worker.join()
+    assert result == [False]
