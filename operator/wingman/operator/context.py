@@ -383,8 +383,11 @@ def subject_of(body: Any) -> dict[str, Any]:
 
 def build_context(settings: OperatorSettings, kube: Kube | None = None) -> Context:
     """Everything the handlers share; ConfigError / ClusterError / AuditUnavailable if not."""
-    # Context.run and the election retry failed calls themselves, quietly
-    kube = kube or Kube.from_environment(retries=False, pool_size=settings.api_concurrency)
+    # Context.run and the election retry failed calls themselves, quietly; a connection for
+    # each of the pool's threads and one for the leader election's own thread (with fewer,
+    # urllib3 discards a connection whenever all are in use, and the next call opens a new one)
+    kube = kube or Kube.from_environment(retries=False,
+                                         pool_size=settings.api_concurrency + 1)
     labels = {**settings.object_labels, "wingman.dev/environment": settings.environment}
     ring, created = keyring.load_or_create(kube, settings.namespace,
                                            settings.signing_key_secret, labels=labels)

@@ -196,6 +196,10 @@ class Grants:
         phase = grant_rules.phase(body)
         entry = _entry(ctx, body)
         if grant_rules.is_terminal(body):
+            if entry is not None and entry.cleaned:
+                # removed already, e.g. by the expiry that ended it, while this event (its
+                # own status write) waited for the object's turn: no read of a Secret gone
+                return
             # e.g. a stale replica's Secret, or what a denial killed mid-way left behind
             # (a Denied grant's Job was never released)
             await remove_artifacts(ctx, body, job=phase == "Denied")
