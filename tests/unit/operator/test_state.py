@@ -129,12 +129,17 @@ def test_forgetting_a_request_forgets_its_name() -> None:
     assert t.approval("req") is None and not t.approvals
 
 
+def released_grant() -> state.Entry:
+    """A released grant whose token expires at 11:59:00."""
+    e = state.Tracker().observe_grant(grant(phase="TokenIssued",
+                                            tokenExpirationTime="2026-11-25T11:59:00Z"), NOW)
+    e.released = True
+    return e
+
+
 def test_an_expired_token_is_looked_at_once_then_only_every_resync_interval() -> None:
     leeway, resync = dt.timedelta(seconds=5), 30.0
-    t = state.Tracker()
-    e = t.observe_grant(grant(phase="TokenIssued",
-                              tokenExpirationTime="2026-11-25T11:59:00Z"), NOW)
-    e.released = True
+    e = released_grant()
     expired = dt.datetime(2026, 11, 25, 11, 59, 5, tzinfo=dt.UTC)
     assert e.expires_at == dt.datetime(2026, 11, 25, 11, 59, tzinfo=dt.UTC)
     # not yet past expiry + leeway: nothing to do
@@ -155,10 +160,7 @@ def test_an_expired_token_is_looked_at_once_then_only_every_resync_interval() ->
 
 def test_a_grant_whose_job_is_active_is_looked_at_again_only_after_the_jobs_deadline() -> None:
     leeway, resync = dt.timedelta(seconds=5), 30.0
-    t = state.Tracker()
-    e = t.observe_grant(grant(phase="TokenIssued",
-                              tokenExpirationTime="2026-11-25T11:59:00Z"), NOW)
-    e.released = True
+    e = released_grant()
     job = {"spec": {"activeDeadlineSeconds": 600},
            "status": {"active": 1, "startTime": "2026-11-25T11:58:30Z"}}
     e.job_deadline = state.job_deadline(job)
