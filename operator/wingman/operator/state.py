@@ -65,6 +65,9 @@ class Entry:
     #: grant: when its gateway Job, found active after the token expired, runs out of time
     #: (the Job's end, a watch event, settles the grant by then)
     job_deadline: dt.datetime | None = None
+    #: its ``...Retired`` audit record is written (a delete the API server refused is retried
+    #: without a second record)
+    retire_recorded: bool = False
 
     @property
     def body(self) -> dict[str, Any] | None:

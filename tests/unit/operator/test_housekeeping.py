@@ -1,14 +1,26 @@
-"""The sweep's stages: one that fails does not keep the later ones from running."""
+"""The sweep: a stage that fails does not keep the later ones from running, and an object
+that cannot be retired does not keep the others."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
+import types
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from wingman.audit.file import FileSink
 from wingman.errors import ClusterError
-from wingman.operator.context import NotLeading
-from wingman.operator.handlers.housekeeping import run_stages
+from wingman.kube import ApiError
+from wingman.operator.context import Context, NotLeading
+from wingman.operator.handlers.housekeeping import retire, run_stages
+from wingman.operator.metrics import Metrics
+from wingman.operator.state import Tracker
+
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
 def test_every_stage_runs_after_one_failed_and_the_first_failure_is_raised() -> None:
@@ -39,3 +51,59 @@ def test_losing_the_lead_stops_the_remaining_stages() -> None:
     with pytest.raises(NotLeading):
         asyncio.run(run_stages(lambda: ok("resync"), lost, lambda: ok("keys")))
     assert ran == ["resync"]
+
+
+class Refusing:
+    """The API server's answers to deletes: 403 for the names in ``refused``."""
+
+    def __init__(self, *refused: str) -> None:
+        self.refused = set(refused)
+        self.deleted: list[str] = []
+
+    def delete(self, res: Any, namespace: str, name: str, *, uid: str) -> bool:
+        if name in self.refused:
+            raise ApiError(403, "Forbidden", f"deleting {name} is forbidden")
+        self.deleted.append(name)
+        return True
+
+
+def finished(tracker: Tracker, request: str, *grants: str) -> None:
+    """A request and its grants, all final for an hour, their Secrets gone."""
+    an_hour_ago = NOW - dt.timedelta(hours=1)
+    a = tracker.observe_approval(
+        {"metadata": {"name": request, "namespace": "ns", "uid": f"u-{request}"},
+         "status": {"phase": "Expired"}}, False, an_hour_ago)
+    a.final_at, a.needs = an_hour_ago, None
+    for g in grants:
+        e = tracker.observe_grant(
+            {"metadata": {"name": g, "namespace": "ns", "uid": f"u-{g}"},
+             "spec": {"approvalRef": {"name": request}}, "status": {"phase": "Succeeded"}},
+            an_hour_ago)
+        e.final_at, e.needs, e.cleaned = an_hour_ago, None, True
+
+
+def test_an_object_that_cannot_be_deleted_keeps_back_only_itself_and_is_audited_once(
+        tmp_path: Path) -> None:
+    settings: Any = types.SimpleNamespace(
+        environment="test", api_concurrency=4,
+        policy=types.SimpleNamespace(retention_seconds=60, rollback_window_seconds=0))
+    kube = Refusing("stuck-1")
+    sink = FileSink(tmp_path / "audit.jsonl")
+    none: Any = None
+    ctx = Context(settings, cast(Any, kube), none, sink, none, none, Metrics())
+    finished(ctx.tracker, "stuck", "stuck-1", "stuck-2")
+    for i in range(40):
+        finished(ctx.tracker, f"r{i}", f"r{i}-g")
+
+    for _ in range(2):  # two sweeps: the refused delete is retried
+        with pytest.raises(ApiError, match="stuck-1"):
+            asyncio.run(retire(ctx, NOW))
+    # everything else is gone, grants before their requests; the stuck grant keeps its request
+    assert sorted(kube.deleted) == sorted(
+        ["stuck-2", *(f"r{i}-g" for i in range(40)), *(f"r{i}" for i in range(40))])
+    assert kube.deleted.index("r0-g") < kube.deleted.index("r0")
+    assert set(ctx.tracker.grants) == {"u-stuck-1"}
+    assert set(ctx.tracker.approvals) == {"u-stuck"}
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    retired = [r["subject"]["name"] for r in records if r["event"] == "GrantRetired"]
+    assert retired.count("stuck-1") == 1 and len(retired) == 42

@@ -189,9 +189,11 @@ async def retire_one(ctx: Context, e: Entry, seconds: int) -> None:
     kind = "ApprovalRequest" if e.kind == "approval" else "ExecutionGrant"
     subject = subject_of({"kind": kind, "metadata": {
         "namespace": e.namespace, "name": e.name, "uid": e.uid}})
-    await ctx.audit(f"{'Approval' if e.kind == 'approval' else 'Grant'}Retired", subject, {
-        "phase": e.phase, "finishedAt": e.final_at.isoformat() if e.final_at else None,
-        "retentionSeconds": seconds})
+    if not e.retire_recorded:  # once, however often a refused delete is retried
+        await ctx.audit(f"{'Approval' if e.kind == 'approval' else 'Grant'}Retired", subject, {
+            "phase": e.phase, "finishedAt": e.final_at.isoformat() if e.final_at else None,
+            "retentionSeconds": seconds})
+        e.retire_recorded = True
     try:
         await ctx.write(ctx.kube.delete, res, e.namespace, e.name, uid=e.uid)
     except ApiError as exc:
@@ -204,7 +206,8 @@ async def retire_one(ctx: Context, e: Entry, seconds: int) -> None:
 async def retire(ctx: Context, now: dt.datetime) -> int:
     """Delete finished requests and grants older than the retention, after auditing it:
     up to ``RESYNC_CONCURRENCY`` at a time, grants first, then the requests none of whose
-    grants is left (one that failed stays, and so does its request, for the next sweep)."""
+    grants is left. One that fails stays (and so does its request) for the next sweep, the
+    others are retired all the same; the first failure is raised at the end."""
     seconds = ctx.settings.policy.retention_seconds
     if seconds <= 0:
         return 0
@@ -217,18 +220,15 @@ async def retire(ctx: Context, now: dt.datetime) -> int:
     async def one(e: Entry) -> int:
         nonlocal failure
         async with gate:
-            if failure is not None:
-                return 0
             try:
                 await retire_one(ctx, e, seconds)
-            except Exception as exc:  # noqa: BLE001 - raised below, once the others stopped
+            except Exception as exc:  # noqa: BLE001 - raised below, after the others
                 failure = failure or exc
                 return 0
             return 1
     retired = sum(await asyncio.gather(*(one(e) for e in due if e.kind == "grant")))
-    if failure is None:
-        requests = [e for e in due if e.kind == "approval" and not ctx.tracker.grants_of(e.name)]
-        retired += sum(await asyncio.gather(*(one(e) for e in requests)))
+    requests = [e for e in due if e.kind == "approval" and not ctx.tracker.grants_of(e.name)]
+    retired += sum(await asyncio.gather(*(one(e) for e in requests)))
     if retired:
         log.info("retired finished objects", extra={"count": retired,
                                                     "retention_seconds": seconds})
