@@ -74,8 +74,9 @@ BENCH_VALUES = {"operator.replicas": 0, "policy.requestTTLSeconds": 120,
                 "policy.retentionSeconds": 10, "gateway.timeoutSeconds": 10}
 
 NOOP = textwrap.dedent('''
-    """The framework's floor: the same watches and kopf settings as the operator (event
-    handlers, no kopf bookkeeping on the objects, no Events), the least work per object."""
+    """The framework's floor: the operator's ApprovalRequest and ExecutionGrant watches (no
+    Jobs watch) with its watch timeouts (event handlers, no kopf bookkeeping on the objects, no
+    Events), the least work per object."""
     import kopf
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
@@ -949,36 +950,38 @@ def run(args: argparse.Namespace) -> int:
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           f"{os.cpu_count()} CPUs")
-    with LocalCluster.start(work / "cluster", audit_log=True) as cluster:
-        cluster.apply_crds(Path(__file__).resolve().parents[2] / "crds")
-        if args.mode == "soak":
-            run_soak(cluster, work, args.total, args.minutes, args.workers)
-            return 0
-        if args.mode == "failover":
-            run_failover(cluster, work, args.rounds)
-            return 0
-        if args.mode == "outage":
-            run_outage(cluster, work, min(args.count, 100), args.outage_seconds,
-                       args.component)
-            return 0
-        if args.mode == "execute":
-            report_execution(run_execution(cluster, work, args.execute, 4))
-            return 0
-        if args.mode == "fuzz":
-            run_fuzz_mode(cluster, work, args.count, args.seed)
-            return 0
-        real = run_burst(cluster, work, "real", args.count, args.workers, start_real)
-        noop = real if args.skip_noop else run_burst(cluster, work, "noop", args.count,
-                                                     args.workers, start_noop)
-        report(real, noop)
-        print(json.dumps({"wingman": real, "noop": noop}, default=str))
-        if args.execute:
-            progress(f"execution: {args.execute} requests + grants run by the node harness")
-            execution = run_execution(cluster, work, args.execute, 4)
-            report_execution(execution)
-            print(json.dumps({"execution": execution}, default=str))
-    load = os.getloadavg()
-    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    try:
+        with LocalCluster.start(work / "cluster", audit_log=True) as cluster:
+            cluster.apply_crds(Path(__file__).resolve().parents[2] / "crds")
+            if args.mode == "soak":
+                run_soak(cluster, work, args.total, args.minutes, args.workers)
+                return 0
+            if args.mode == "failover":
+                run_failover(cluster, work, args.rounds)
+                return 0
+            if args.mode == "outage":
+                run_outage(cluster, work, min(args.count, 100), args.outage_seconds,
+                           args.component)
+                return 0
+            if args.mode == "execute":
+                report_execution(run_execution(cluster, work, args.execute, 4))
+                return 0
+            if args.mode == "fuzz":
+                run_fuzz_mode(cluster, work, args.count, args.seed)
+                return 0
+            real = run_burst(cluster, work, "real", args.count, args.workers, start_real)
+            noop = real if args.skip_noop else run_burst(cluster, work, "noop", args.count,
+                                                         args.workers, start_noop)
+            report(real, noop)
+            print(json.dumps({"wingman": real, "noop": noop}, default=str))
+            if args.execute:
+                progress(f"execution: {args.execute} requests + grants run by the node harness")
+                execution = run_execution(cluster, work, args.execute, 4)
+                report_execution(execution)
+                print(json.dumps({"execution": execution}, default=str))
+    finally:
+        load = os.getloadavg()
+        print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0
 
 
