@@ -108,3 +108,66 @@ def test_finished_objects_are_retired_and_their_story_stays_in_the_audit_trail(
     assert code != 0
     assert "retired after the environment's retention" in text, text
     assert f"wingman audit show <audit target> --subject done -n {ns}" in text
+
+
+def test_a_grant_the_api_server_refuses_to_delete_keeps_back_only_itself_and_its_request(
+        cluster: Any, release: tuple[str, str, OperatorProcess]) -> None:
+    """A cluster's own admission policy refuses to delete one grant (kept for an
+    investigation): the other finished objects are still retired, the refused one and its
+    request stay, and its retirement is audited once however often the sweep retries it."""
+    ns, apps, op = release
+    command = f"kubectl rollout restart deployment/web -n {apps}"
+    worker = {"user": WORKER, "groups": ["wingman:workers"]}
+    approver = {"user": APPROVER, "groups": approver_groups("test")}
+    policy = f"{ns}-keep-stuck"
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                          "items": [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": policy},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [
+                      {"apiGroups": ["wingman.dev"], "apiVersions": ["*"],
+                       "operations": ["DELETE"], "resources": ["executiongrants"]}]},
+                  "validations": [{"expression": "oldObject.metadata.name != 'stuck-1'",
+                                   "message": "kept for an investigation"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1",
+         "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": policy},
+         "spec": {"policyName": policy, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": {"matchLabels": {
+                      "kubernetes.io/metadata.name": ns}}}}}]}))
+    try:
+        for name in ("stuck", "free"):
+            cluster.kubectl("create", "-n", ns, "-f", "-", **worker, input=json.dumps({
+                "apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+                "metadata": {"name": name},
+                "spec": {"requester": WORKER, "environment": "test", "instruction": "restart",
+                         "commands": [command]}}))
+            wait_for(f"{name} auto-approved", lambda n=name: (get(cluster, "ar", ns, n) or {})
+                     .get("status", {}).get("phase") == "AutoApproved", 60,
+                     on_timeout=op.log_tail)
+            # a command the request does not hold: denied at once, final, nothing to run
+            cluster.kubectl("create", "-n", ns, "-f", "-", **worker, input=json.dumps({
+                "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                "metadata": {"name": f"{name}-1"},
+                "spec": {"approvalRef": {"name": name}, "requester": WORKER,
+                         "command": f"kubectl rollout restart deployment/other -n {apps}"}}))
+            wait_for(f"{name}-1 denied", lambda n=name: (get(cluster, "eg", ns, f"{n}-1") or {})
+                     .get("status", {}).get("phase") == "Denied", 60, on_timeout=op.log_tail)
+            reject = [{"op": "add", "path": "/spec/decisions", "value": [
+                {"verdict": "Reject", "by": APPROVER, "reason": "done"}]}]
+            cluster.kubectl("patch", "ar", name, "-n", ns, "--type=json", "-p",
+                            json.dumps(reject), **approver)
+        wait_for("the free request retired", lambda: get(cluster, "ar", ns, "free") is None, 60,
+                 on_timeout=op.log_tail)
+        assert get(cluster, "eg", ns, "free-1") is None
+        wait_for("the refused delete retried", lambda: 'wingman_reconcile_errors_total{'
+                 'resource="housekeeping"} 3.0' in op.metrics(), 60, on_timeout=op.log_tail)
+        assert get(cluster, "eg", ns, "stuck-1") is not None
+        assert get(cluster, "ar", ns, "stuck") is not None  # its grant is still there
+        events = [r["event"] for r in records_about(str(op.audit_path), "stuck-1", ns)]
+        assert events.count("GrantRetired") == 1, events
+        assert "ApprovalRetired" not in [
+            r["event"] for r in records_about(str(op.audit_path), "stuck", ns)]
+    finally:
+        cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy",
+                        policy, "--ignore-not-found")
