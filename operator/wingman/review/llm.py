@@ -264,7 +264,7 @@ def key_fingerprint(api_key: str) -> str:
 class _Failures:
     """The exception classes of one provider's SDK that a review's failure is sorted by."""
 
-    timeouts: tuple[type[BaseException], ...]
+    timeout: type[BaseException]
     status: type[BaseException]
     connection: type[BaseException]
     invalid_response: type[BaseException]
@@ -273,7 +273,7 @@ class _Failures:
 @functools.cache
 def _failures(provider: str) -> _Failures:
     sdk = _sdk(provider)
-    return _Failures((TimeoutError, sdk.APITimeoutError), sdk.APIStatusError,
+    return _Failures(sdk.APITimeoutError, sdk.APIStatusError,
                      sdk.APIConnectionError, sdk.APIResponseValidationError)
 
 
@@ -337,13 +337,11 @@ class _LLMVoter:
         """The abstention's error: a CamelCase reason first, never a key or a response body."""
         if isinstance(exc, MalformedOutputError):
             return f"{MALFORMED}: {exc}"
-        if isinstance(exc, TimeoutError):
+        failures = _failures(self.provider) if self.provider in SDK_FLOORS else None
+        if isinstance(exc, TimeoutError) or (failures and isinstance(exc, failures.timeout)):
             return f"Timeout: no answer within {self.timeout_seconds:g}s"
-        if self.provider not in SDK_FLOORS:
+        if failures is None:
             return f"{type(exc).__name__}"
-        failures = _failures(self.provider)
-        if isinstance(exc, failures.timeouts):
-            return f"Timeout: no answer within {self.timeout_seconds:g}s"
         if isinstance(exc, failures.invalid_response):
             return f"{MALFORMED}: the response does not follow the {self.provider} API schema"
         if isinstance(exc, failures.status):

@@ -330,6 +330,7 @@ async def run_stages(*stages: Callable[[], Awaitable[object]]) -> None:
     if failure is not None:
         raise failure
 
+
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> Sweeper:
     sweeper = Sweeper(ctx)
 
