@@ -9,7 +9,7 @@ import fcntl
 import os
 import stat
 import threading
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,11 +17,15 @@ from wingman.audit.records import (
     GENESIS_HASH,
     MAX_RECORD_BYTES,
     AuditRecord,
+    NewRecord,
     _Clock,
     _Malformed,
     _parse_stored,
     _utcnow,
-    make_record,
+    chain,
+    merge,
+    one,
+    refusal,
 )
 from wingman.audit.verification import _Entry
 from wingman.errors import AuditTampered, AuditUnavailable
@@ -31,7 +35,8 @@ class FileSink:
     """A JSON Lines file shared safely by several processes on one host.
 
     Each append takes an exclusive ``flock``, reads the last record from the end of the file,
-    writes one line and ``fsync``s before returning. The file is created with mode 0600 and
+    writes one line (``append_all``: one line per record, in one write) and ``fsync``s before
+    returning. The file is created with mode 0600 and
     its directory fsynced. A sink is fail-closed for good after an fsync error (the kernel
     may have dropped the pages), and refuses to append when the file ends with a partial
     line, when the last record does not verify, or when the file was removed or replaced.
@@ -105,9 +110,14 @@ class FileSink:
         data: Mapping[str, Any] | None = None,
         now: dt.datetime | None = None,
     ) -> AuditRecord:
-        # Refuse bad content before touching the file (seq/prev are placeholders here).
-        make_record(0, GENESIS_HASH, event, actor=actor, subject=subject, data=data,
-                    now=now or _utcnow())
+        return one(self.append_all([NewRecord(event, actor, subject, data, now)]))
+
+    def append_all(self, entries: Sequence[NewRecord]) -> list[AuditRecord | AuditUnavailable]:
+        # Refuse bad content before touching the file.
+        checked = [refusal(entry) for entry in entries]
+        valid = [entry for entry, refused in zip(entries, checked, strict=True) if refused is None]
+        if not valid:
+            return merge(checked, [])
         with self._lock:
             if os.getpid() != self._pid:  # forked: never share the parent's lock
                 if self._fd >= 0:
@@ -124,19 +134,11 @@ class FileSink:
             except OSError as exc:
                 raise self._unavailable("cannot lock the audit log", exc) from None
             try:
-                return self._append_locked(fd, event, actor, subject, data, now)
+                return merge(checked, self._append_locked(fd, valid))
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _append_locked(
-        self,
-        fd: int,
-        event: str,
-        actor: str,
-        subject: Mapping[str, Any],
-        data: Mapping[str, Any] | None,
-        now: dt.datetime | None,
-    ) -> AuditRecord:
+    def _append_locked(self, fd: int, entries: Sequence[NewRecord]) -> list[AuditRecord]:
         try:
             st = os.fstat(fd)
             try:
@@ -153,11 +155,10 @@ class FileSink:
             )
         size = st.st_size
         seq, prev = self._tail(fd, size)
-        record = make_record(seq, prev, event, actor=actor, subject=subject, data=data,
-                             now=now or self._clock())
-        line = record.to_bytes() + b"\n"
+        records = chain(seq, prev, entries, self._clock)
+        lines = b"".join(record.to_bytes() + b"\n" for record in records)
         try:
-            view = memoryview(line)
+            view = memoryview(lines)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
@@ -174,7 +175,7 @@ class FileSink:
                 "disk, run 'wingman audit verify', then restart the process."
             )
             raise AuditUnavailable(self._broken) from None
-        return record
+        return records
 
     def _rollback(self, fd: int, size: int) -> None:
         """Remove our own unacknowledged partial write so the file stays well-formed."""

@@ -5,18 +5,22 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 from wingman.audit.records import (
     GENESIS_HASH,
     AuditRecord,
+    NewRecord,
     _Clock,
     _loads,
     _Malformed,
     _parse_stored,
     _utcnow,
-    make_record,
+    chain,
+    merge,
+    one,
+    refusal,
 )
 from wingman.audit.verification import _Entry
 from wingman.errors import AuditTampered, AuditUnavailable
@@ -100,10 +104,11 @@ class PostgresSink:
     Table ``wingman_audit(seq bigint primary key, time timestamptz, event text, actor text,
     subject jsonb, data jsonb, prev text, hash text unique, record text)``; ``record`` holds
     the exact canonical bytes that were hashed, and ``verify`` also checks that every column
-    agrees with them. One transaction per append; ``pg_advisory_xact_lock`` serialises the
-    chain head (it needs no table privilege) and the primary key on ``seq`` makes a fork
-    impossible even for a writer that skips the lock. ``synchronous_commit`` is forced on
-    for the transaction, so an acknowledged append survives a server crash.
+    agrees with them. One transaction per append (``append_all``: per group of records);
+    ``pg_advisory_xact_lock`` serialises the chain head (it needs no table privilege) and the
+    primary key on ``seq`` makes a fork impossible even for a writer that skips the lock.
+    ``synchronous_commit`` is forced on for the transaction, so an acknowledged append survives
+    a server crash.
 
     The sink creates the table and two triggers when they are absent: ``BEFORE UPDATE OR
     DELETE`` and ``BEFORE TRUNCATE`` raise, so even the owner cannot change history without
@@ -239,11 +244,16 @@ class PostgresSink:
         data: Mapping[str, Any] | None = None,
         now: dt.datetime | None = None,
     ) -> AuditRecord:
+        return one(self.append_all([NewRecord(event, actor, subject, data, now)]))
+
+    def append_all(self, entries: Sequence[NewRecord]) -> list[AuditRecord | AuditUnavailable]:
         import psycopg
         from psycopg.types.json import Jsonb
 
-        make_record(0, GENESIS_HASH, event, actor=actor, subject=subject, data=data,
-                    now=now or _utcnow())
+        checked = [refusal(entry) for entry in entries]
+        valid = [entry for entry, refused in zip(entries, checked, strict=True) if refused is None]
+        if not valid:
+            return merge(checked, [])
         with self._lock:
             conn = self._connect()
             try:
@@ -258,21 +268,19 @@ class PostgresSink:
                                 "SELECT record FROM wingman_audit ORDER BY seq DESC LIMIT 1"
                             ).fetchone()
                             seq, prev = self._next(row)
-                            record = make_record(
-                                seq, prev, event, actor=actor, subject=subject, data=data,
-                                now=now or self._clock(),
-                            )
-                            conn.execute(
-                                "INSERT INTO wingman_audit (seq, time, event, actor, subject, "
-                                "data, prev, hash, record) "
-                                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                                (
-                                    record.seq, record.at, record.event, record.actor,
-                                    Jsonb(record.subject), Jsonb(record.data), record.prev,
-                                    record.hash, record.to_bytes().decode("utf-8"),
-                                ),
-                            )
-                        return record
+                            records = chain(seq, prev, valid, self._clock)
+                            with conn.cursor() as cur:
+                                cur.executemany(
+                                    "INSERT INTO wingman_audit (seq, time, event, actor, "
+                                    "subject, data, prev, hash, record) "
+                                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                                    [(
+                                        record.seq, record.at, record.event, record.actor,
+                                        Jsonb(record.subject), Jsonb(record.data), record.prev,
+                                        record.hash, record.to_bytes().decode("utf-8"),
+                                    ) for record in records],
+                                )
+                        return merge(checked, records)
                     except psycopg.errors.UniqueViolation:
                         continue  # a writer that skipped the advisory lock won the race
                 raise AuditUnavailable(

@@ -27,7 +27,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -187,6 +187,56 @@ def make_record(
             "fingerprint of bulky values instead"
         )
     return record
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record to append (``AuditSink.append_all``): what ``append`` takes as arguments."""
+
+    event: str
+    actor: str
+    subject: Mapping[str, Any]
+    data: Mapping[str, Any] | None = None
+    now: dt.datetime | None = None
+
+
+def refusal(entry: NewRecord) -> AuditUnavailable | None:
+    """Why a sink would refuse ``entry``'s content (``AuditRecordRejected``), or None; pure.
+    Sinks check every entry before they touch the store."""
+    try:
+        make_record(0, GENESIS_HASH, entry.event, actor=entry.actor, subject=entry.subject,
+                    data=entry.data, now=entry.now or _utcnow())
+    except AuditUnavailable as exc:
+        return exc
+    return None
+
+
+def chain(seq: int, prev: str, entries: Sequence[NewRecord], clock: _Clock
+          ) -> list[AuditRecord]:
+    """The records of ``entries``, in order, following ``prev`` at ``seq``; pure but for
+    ``clock`` (the time of an entry without ``now``)."""
+    out: list[AuditRecord] = []
+    for entry in entries:
+        record = make_record(seq, prev, entry.event, actor=entry.actor, subject=entry.subject,
+                             data=entry.data, now=entry.now or clock())
+        out.append(record)
+        seq, prev = seq + 1, record.hash
+    return out
+
+
+def merge(checked: Sequence[AuditUnavailable | None], written: Sequence[AuditRecord]
+          ) -> list[AuditRecord | AuditUnavailable]:
+    """Per entry: its refusal, or its record (``written`` holds the accepted ones in order)."""
+    records = iter(written)
+    return [refused if refused is not None else next(records) for refused in checked]
+
+
+def one(results: Sequence[AuditRecord | AuditUnavailable]) -> AuditRecord:
+    """The record of a one-entry ``append_all`` (its refusal raised)."""
+    (result,) = results
+    if isinstance(result, AuditUnavailable):
+        raise result
+    return result
 
 
 def _with_hash(record: AuditRecord) -> AuditRecord:
@@ -382,7 +432,8 @@ def _lenient_seq(raw: bytes) -> int | None:
 
 
 class AuditSink(Protocol):
-    """Where records go. ``append`` returns only once the record is durable."""
+    """Where records go. ``append`` and ``append_all`` return only once the records are
+    durable."""
 
     def append(
         self,
@@ -394,6 +445,14 @@ class AuditSink(Protocol):
         now: dt.datetime | None = None,
     ) -> AuditRecord:
         """Durably append one record, or raise ``AuditUnavailable`` (callers fail closed)."""
+        ...
+
+    def append_all(self, entries: Sequence[NewRecord]) -> list[AuditRecord | AuditUnavailable]:
+        """Durably append ``entries`` in order with one commit (one write and fsync, one
+        transaction): a group commit of appends that arrive together. Per entry: its record,
+        or the ``AuditUnavailable`` (``AuditRecordRejected``) that refused its content (the
+        others are appended all the same). A failure of the sink raises ``AuditUnavailable``:
+        then none of them was written."""
         ...
 
     def records(self) -> Iterator[AuditRecord]:

@@ -6,7 +6,7 @@ the metrics, what the watches told us (``state.Tracker``), the leader election a
 poster, and:
 
 - ``audit``: the one way a handler appends to the audit trail (durably, or the transition is
-  refused and retried);
+  refused and retried; appends that arrive together are written together, ``recorder``);
 - ``run``: reconcile one object under its own lock, only while this replica leads, at most
   ``RUNNING_PER_THREAD`` x ``settings.api_concurrency`` objects at once (a burst of thousands
   waits its turn instead of holding every object's bodies in memory at once; a reconcile that
@@ -33,12 +33,13 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from wingman.audit import REJECTED_REASON, AuditRecord, AuditSink, open_sink
+from wingman.audit import REJECTED_REASON, AuditRecord, AuditSink, NewRecord, open_sink
 from wingman.capability import keyring as keyring
 from wingman.errors import AuditUnavailable, ClusterError, WingmanError
 from wingman.kube import APPROVALS, GRANTS, SECRETS, ApiError, Kube, Resource
 from wingman.operator.events import Events
 from wingman.operator.metrics import Metrics
+from wingman.operator.recorder import Recorder
 from wingman.operator.state import Entry, Tracker
 from wingman.review.consensus import PanelConfig
 from wingman.review.panel import voters_from_config
@@ -140,6 +141,7 @@ class Context:
     _running: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
     #: The threads blocking calls run on (None: asyncio's default pool).
     executor: ThreadPoolExecutor | None = None
+    _recorder: Recorder | None = None
 
     @property
     def env(self) -> str:
@@ -173,14 +175,14 @@ class Context:
 
     async def audit(self, event: str, subject: dict[str, Any], data: dict[str, Any]
                     ) -> AuditRecord:
-        """Append durably or raise AuditUnavailable: no transition without its record."""
+        """Append durably or raise AuditUnavailable: no transition without its record.
+        Appends that arrive together are written together (``recorder``: group commit)."""
         self.check_leading()
-
-        def append() -> AuditRecord:
-            with self.audit_lock:
-                return self.sink.append(event, actor="operator", subject=subject, data=data)
+        if self._recorder is None or self._recorder.sink is not self.sink:
+            self._recorder = Recorder(self.sink, self.audit_lock, self.call)
         try:
-            record = await self.call(append)
+            record = await self._recorder.append(
+                NewRecord(event, "operator", subject, data))
         except AuditUnavailable as exc:
             self.metrics.audit_errors.labels(component="operator").inc()
             raise exc from None

@@ -84,6 +84,27 @@ def test_append_and_verify(audit_dsn: str) -> None:
     assert data == more.data and when == more.at
 
 
+def test_append_all_writes_a_group_in_one_transaction_and_refuses_only_bad_entries(
+        audit_dsn: str) -> None:
+    first = _fill(audit_dsn, 2)
+    sink = open_sink(audit_dsn)
+    try:
+        results = sink.append_all([
+            audit.NewRecord("Step", "operator", SUBJECT, {"i": 0}),
+            audit.NewRecord("vote cast", "operator", SUBJECT),  # not CamelCase: refused
+            audit.NewRecord("Step", "operator", SUBJECT, {"i": 1})])
+        stored = list(sink.records())
+    finally:
+        sink.close()
+    one, refused, two = results
+    assert isinstance(refused, AuditUnavailable) and refused.reason == "AuditRecordRejected"
+    assert isinstance(one, audit.AuditRecord) and isinstance(two, audit.AuditRecord)
+    assert (one.seq, one.prev, two.seq, two.prev) == (2, first[-1].hash, 3, one.hash)
+    assert stored[-2:] == [one, two]
+    report = verify(audit_dsn, anchor=two.anchor)
+    assert report.ok and report.records == 4, report.summary()
+
+
 def test_concurrent_writers_keep_a_single_chain(audit_dsn: str) -> None:
     per_writer, errors = 40, []
 

@@ -29,6 +29,7 @@ from wingman.audit import (
     AuditAnchor,
     AuditRecord,
     FileSink,
+    NewRecord,
     ProblemKind,
     fingerprint,
     make_record,
@@ -503,6 +504,56 @@ def test_unauditable_content_is_refused(
         sink.append(event, actor="operator", subject={}, data=data, now=now)
     assert caught.value.reason == "AuditRecordRejected"
     assert path.read_bytes() == b""
+
+
+# --------------------------------------------------------------------------- group commit
+
+
+def test_append_all_writes_a_group_in_order_as_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path, clock=_clock) as sink:
+        first = sink.append("RequestCreated", actor="operator", subject=SUBJECT)
+        group = sink.append_all([NewRecord(f"Step{i}", "operator", SUBJECT, {"i": i})
+                                 for i in range(5)])
+        after = sink.append("RequestDone", actor="operator", subject=SUBJECT)
+    records = [r for r in group if isinstance(r, AuditRecord)]
+    assert len(records) == 5
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5]
+    assert [r.data["i"] for r in records] == [0, 1, 2, 3, 4]
+    assert records[0].prev == first.hash and after.prev == records[-1].hash
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == list(range(7))
+    assert verify(str(path), expected_head=after.hash).ok
+
+
+def test_a_refused_entry_fails_alone_and_the_rest_of_its_group_is_written(
+        tmp_path: Path) -> None:
+    token = _real_jwt()
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink:
+        results = sink.append_all([
+            NewRecord("Before", "operator", SUBJECT),
+            NewRecord("TokenMinted", "operator", SUBJECT, {"token": token}),
+            NewRecord("After", "operator", SUBJECT)])
+        nothing = sink.append_all([NewRecord("vote cast", "operator", SUBJECT)])
+    before, refused, after = results
+    assert isinstance(refused, AuditUnavailable) and refused.reason == "AuditRecordRejected"
+    assert token not in str(refused)
+    assert isinstance(before, AuditRecord) and isinstance(after, AuditRecord)
+    assert (before.seq, after.seq, after.prev) == (0, 1, before.hash)
+    assert isinstance(nothing[0], AuditUnavailable)
+    assert token not in path.read_text()
+    assert len(path.read_text().splitlines()) == 2 and verify(str(path)).ok
+
+
+def test_a_group_the_sink_cannot_write_raises_and_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = FileSink(path)
+    sink.append("RequestCreated", actor="operator", subject=SUBJECT)
+    before = path.read_bytes()
+    sink.close()
+    with pytest.raises(AuditUnavailable, match="closed"):
+        sink.append_all([NewRecord("Step", "operator", SUBJECT) for _ in range(3)])
+    assert path.read_bytes() == before
 
 
 # --------------------------------------------------------------------------- failing closed

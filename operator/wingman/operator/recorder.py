@@ -1,0 +1,101 @@
+"""The operator's audit appends, written together (group commit).
+
+In a burst many reconciles append at once: each transition of a request, a grant's claim,
+its token, its authorization. One at a time, every append is a trip to the thread pool, the
+sink's lock, a read of the chain's head and an fsync (a transaction in PostgreSQL), and the
+appends queue behind each other: that queue was most of what a request waited for before its
+consensus was written. Here an append is queued, and one writer takes everything queued so far
+and hands it to ``AuditSink.append_all``: one head read, one write and one fsync for the lot.
+
+Nothing about durability changes: every caller returns only once its own record is durable,
+records keep the order they were asked for in (a reconcile awaits each of its appends, so its
+own records stay in its order), a record the sink refuses (``AuditRecordRejected``) fails only
+its caller, and a failure of the sink fails every caller of that group (none of its records
+was written). A caller that is cancelled after queueing its record may still have it written,
+as with any append that reached the sink.
+
+Imports ``wingman.audit`` only; the caller passes how to run the blocking append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from wingman.audit import AuditRecord, AuditSink, NewRecord
+from wingman.errors import AuditUnavailable
+
+#: The most records one write carries (a burst larger than this takes several writes).
+MAX_GROUP = 256
+
+Results = list[AuditRecord | AuditUnavailable]
+
+
+class Recorder:
+    """Group commit of appends to ``sink`` (start none of it: the first ``append`` does)."""
+
+    def __init__(self, sink: AuditSink, lock: threading.Lock,
+                 run: Callable[[Callable[[], Results]], Awaitable[Results]]) -> None:
+        self.sink = sink
+        self.lock = lock  # shared with anyone else appending to this sink from this process
+        self._run = run  # runs the blocking append off the event loop
+        self._queue: list[tuple[NewRecord, asyncio.Future[AuditRecord]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def append(self, entry: NewRecord) -> AuditRecord:
+        """Append ``entry`` durably (with whatever else is queued); ``AuditUnavailable`` if it
+        was refused or the sink failed."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop: what the old one queued has no waiter
+            self._loop, self._queue, self._writer = loop, [], None
+        done: asyncio.Future[AuditRecord] = loop.create_future()
+        self._queue.append((entry, done))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write(), name="audit writer")
+        return await done
+
+    async def _write(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+            entries = [entry for entry, _ in group]
+            try:
+                results = await self._run(functools.partial(self._append, entries))
+            except asyncio.CancelledError:
+                for _, done in group + self._queue:
+                    done.cancel()
+                self._queue = []
+                raise
+            except Exception as exc:  # noqa: BLE001 - every caller of the group gets it
+                for _, done in group:
+                    _settle(done, exc)
+                continue
+            for (_, done), result in zip(group, results, strict=True):
+                _settle(done, result)
+
+    def _append(self, entries: Sequence[NewRecord]) -> Results:
+        with self.lock:
+            return self.sink.append_all(entries)
+
+
+def _settle(done: asyncio.Future[AuditRecord], result: Any) -> None:
+    if done.done():  # its caller was cancelled meanwhile
+        return
+    if isinstance(result, BaseException):
+        done.set_exception(_own(result))
+    else:
+        done.set_result(result)
+
+
+def _own(exc: BaseException) -> BaseException:
+    """A copy of a sink failure for each caller (one exception object raised in many tasks
+    would collect all their tracebacks)."""
+    if isinstance(exc, AuditUnavailable):
+        return AuditUnavailable(exc.message, reason=exc.reason)
+    return exc
+
+
+__all__ = ["MAX_GROUP", "Recorder"]

@@ -1,0 +1,154 @@
+"""Group commit of the operator's appends: appends that arrive together are written together,
+every caller still gets its own durable record (or its own refusal), in the order asked."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from wingman.audit import AuditRecord, FileSink, NewRecord, verify
+from wingman.errors import AuditUnavailable
+from wingman.operator import recorder as recorder_module
+from wingman.operator.recorder import Recorder
+
+SUBJECT = {"kind": "ApprovalRequest", "namespace": "ns", "name": "r", "uid": "u"}
+
+
+class CountingSink(FileSink):
+    """The real file sink, noting the size of every group it was handed."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.groups: list[int] = []
+
+    def append_all(self, entries: Sequence[NewRecord]) -> list[AuditRecord | AuditUnavailable]:
+        self.groups.append(len(entries))
+        return super().append_all(entries)
+
+
+def recorder_for(sink: FileSink) -> tuple[Recorder, ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(4)
+
+    async def run(fn: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+    return Recorder(sink, threading.Lock(), run), pool
+
+
+def entry(i: int, **data: Any) -> NewRecord:
+    return NewRecord("Step", "operator", SUBJECT, {"i": i, **data})
+
+
+def test_a_burst_of_appends_is_written_in_a_few_groups_in_the_order_asked(
+        tmp_path: Path) -> None:
+    sink = CountingSink(tmp_path / "audit.jsonl")
+    rec, pool = recorder_for(sink)
+
+    async def burst() -> list[AuditRecord]:
+        return list(await asyncio.gather(*(rec.append(entry(i)) for i in range(300))))
+    try:
+        records = asyncio.run(burst())
+    finally:
+        pool.shutdown()
+        sink.close()
+    assert [r.data["i"] for r in records] == list(range(300))
+    assert [r.seq for r in records] == list(range(300))
+    assert sum(sink.groups) == 300
+    # the first append goes alone; the rest queue behind it and go together (at most
+    # MAX_GROUP at a time)
+    assert len(sink.groups) <= 4 and max(sink.groups) <= recorder_module.MAX_GROUP
+    assert verify(str(tmp_path / "audit.jsonl"), expected_head=records[-1].hash).ok
+
+
+def test_a_refused_record_fails_its_own_caller_only(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "audit.jsonl")
+    rec, pool = recorder_for(sink)
+    token = jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256")
+
+    async def three() -> list[Any]:
+        return list(await asyncio.gather(rec.append(entry(0)), rec.append(entry(1, t=token)),
+                                         rec.append(entry(2)), return_exceptions=True))
+    try:
+        first, refused, last = asyncio.run(three())
+    finally:
+        pool.shutdown()
+        sink.close()
+    assert isinstance(refused, AuditUnavailable) and refused.reason == "AuditRecordRejected"
+    assert isinstance(first, AuditRecord) and isinstance(last, AuditRecord)
+    assert last.prev == first.hash
+    assert token not in (tmp_path / "audit.jsonl").read_text()
+
+
+def test_a_sink_failure_fails_every_caller_of_the_group_each_with_its_own_error(
+        tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "audit.jsonl")
+    sink.close()  # every append now fails: nothing may proceed
+    rec, pool = recorder_for(sink)
+
+    async def five() -> list[Any]:
+        return list(await asyncio.gather(*(rec.append(entry(i)) for i in range(5)),
+                                         return_exceptions=True))
+    try:
+        errors = asyncio.run(five())
+    finally:
+        pool.shutdown()
+    assert all(isinstance(e, AuditUnavailable) and "closed" in str(e) for e in errors)
+    assert len({id(e) for e in errors}) == 5
+    assert (tmp_path / "audit.jsonl").read_bytes() == b""
+
+
+def test_the_recorder_goes_on_in_a_new_event_loop(tmp_path: Path) -> None:
+    """A context outlives an event loop (a restart in the same process)."""
+    sink = FileSink(tmp_path / "audit.jsonl")
+    rec, pool = recorder_for(sink)
+    try:
+        first = asyncio.run(rec.append(entry(0)))
+        second = asyncio.run(rec.append(entry(1)))
+    finally:
+        pool.shutdown()
+        sink.close()
+    assert (first.seq, second.seq, second.prev) == (0, 1, first.hash)
+
+
+def test_a_caller_cancelled_while_its_group_is_written_does_not_stop_the_others(
+        tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "audit.jsonl")
+    rec, pool = recorder_for(sink)
+
+    async def scenario() -> list[Any]:
+        tasks = [asyncio.ensure_future(rec.append(entry(i))) for i in range(4)]
+        await asyncio.sleep(0)
+        tasks[1].cancel()
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        pool.shutdown()
+        sink.close()
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert all(isinstance(r, AuditRecord) for i, r in enumerate(results) if i != 1)
+    assert verify(str(tmp_path / "audit.jsonl")).ok
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_groups_never_exceed_max_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       size: int) -> None:
+    monkeypatch.setattr(recorder_module, "MAX_GROUP", size)
+    sink = CountingSink(tmp_path / "audit.jsonl")
+    rec, pool = recorder_for(sink)
+
+    async def burst() -> list[AuditRecord]:
+        return list(await asyncio.gather(*(rec.append(entry(i)) for i in range(7))))
+    try:
+        records = asyncio.run(burst())
+    finally:
+        pool.shutdown()
+        sink.close()
+    assert [r.seq for r in records] == list(range(7))
+    assert max(sink.groups) == size and sum(sink.groups) == 7
