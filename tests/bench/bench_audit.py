@@ -1,24 +1,42 @@
-"""Audit trail figures: append rate and latency (file with fsync, PostgreSQL), verify time.
+"""Audit trail figures: append rate and latency (file with fsync, PostgreSQL), verify time, and
+the operator's burst of concurrent appends one at a time beside group commit.
 
     PYTHONPATH=tests .venv/bin/python tests/bench/bench_audit.py [--appends 2000]
-        [--pg-appends 1000] [--records 100000] [--dir /path/on/the/target/volume]
+        [--pg-appends 1000] [--records 100000] [--burst 2000] [--dir /path/on/the/volume]
 
 Targets (SECURITY-NOTES P6): append p99 <= 20 ms, sustained >= 500 records/s. Run it on the
 volume the audit log will live on: fsync cost is a property of the device.
+
+Burst: ``--burst`` appends from 64 reconciles at once on a pool of 32 threads (the operator's
+defaults), first each on its own (the lock, then ``append``: how the operator appended before
+group commit), then through ``operator.recorder`` (``append_all`` of whatever is queued).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from wingman.audit import GENESIS_HASH, FileSink, PostgresSink, make_record, verify
+from wingman.audit import (
+    GENESIS_HASH,
+    AuditSink,
+    FileSink,
+    NewRecord,
+    PostgresSink,
+    make_record,
+    verify,
+)
+from wingman.operator.recorder import Recorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.postgres import PostgresServer, PostgresUnavailable
@@ -75,6 +93,75 @@ def bench_postgres(count: int) -> None:
         server.stop()
 
 
+BURST_CALLERS = 64
+BURST_THREADS = 32
+
+
+def _burst(sink: AuditSink, count: int, grouped: bool) -> tuple[float, float, float]:
+    """``count`` appends by BURST_CALLERS concurrent callers: (appends/s, p50 ms, p99 ms)."""
+    pool = ThreadPoolExecutor(BURST_THREADS)
+    lock = threading.Lock()
+
+    async def run(fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+    recorder = Recorder(sink, lock, run)
+    latencies: list[float] = []
+
+    def alone(i: int) -> object:
+        with lock:
+            return sink.append("ExecutionResult", actor="operator", subject=SUBJECT,
+                               data={**DATA, "i": i})
+
+    async def caller(first: int) -> None:
+        for i in range(first, count, BURST_CALLERS):
+            t0 = time.perf_counter()
+            if grouped:
+                await recorder.append(NewRecord("ExecutionResult", "operator", SUBJECT,
+                                                {**DATA, "i": i}))
+            else:
+                await run(lambda i=i: alone(i))
+            latencies.append(time.perf_counter() - t0)
+
+    async def everyone() -> None:
+        await asyncio.gather(*(caller(c) for c in range(BURST_CALLERS)))
+    start = time.perf_counter()
+    try:
+        asyncio.run(everyone())
+    finally:
+        pool.shutdown()
+    total = time.perf_counter() - start
+    latencies.sort()
+    return (count / total, statistics.median(latencies) * 1e3,
+            latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3)
+
+
+def bench_burst(label: str, open_sink: Callable[[str], AuditSink], count: int) -> None:
+    rows = []
+    for grouped in (False, True):
+        sink = open_sink("grouped" if grouped else "alone")
+        try:
+            rows.append(_burst(sink, count, grouped))
+        finally:
+            sink.close()
+    (rate0, p50_0, p99_0), (rate1, p50_1, p99_1) = rows
+    print(f"{label + ', burst':<34} one at a time {rate0:7.0f}/s p50 {p50_0:7.1f} ms "
+          f"p99 {p99_0:7.1f} ms | group commit {rate1:7.0f}/s p50 {p50_1:7.1f} ms "
+          f"p99 {p99_1:7.1f} ms | {rate1 / rate0:4.1f}x the rate")
+
+
+def bench_postgres_burst(count: int) -> None:
+    try:
+        server = PostgresServer.start(durable=True)
+    except PostgresUnavailable as exc:
+        print(f"postgres sink, burst: skipped ({exc})")
+        return
+    try:
+        bench_burst("postgres sink", lambda name: PostgresSink(server.create_database(name)),
+                    count)
+    finally:
+        server.stop()
+
+
 def bench_verify(directory: Path, records: int) -> None:
     path = directory / "bench-verify.jsonl"
     now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -101,6 +188,8 @@ def main() -> None:
     parser.add_argument("--appends", type=int, default=2000)
     parser.add_argument("--pg-appends", type=int, default=1000)
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--burst", type=int, default=2000,
+                        help="appends of the burst comparison (0: skip)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="directory on the volume to measure (default: a temp dir)")
     args = parser.parse_args()
@@ -109,6 +198,10 @@ def main() -> None:
         print(f"python {sys.version.split()[0]}, directory {directory}")
         bench_file(directory, args.appends)
         bench_postgres(args.pg_appends)
+        if args.burst:
+            bench_burst("file sink", lambda name: FileSink(directory / f"burst-{name}.jsonl"),
+                        args.burst)
+            bench_postgres_burst(args.burst)
         bench_verify(directory, args.records)
 
 
