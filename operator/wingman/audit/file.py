@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import errno
 import fcntl
@@ -25,6 +24,7 @@ from wingman.audit.records import (
     chain,
     merge,
     one,
+    records_of,
     refusal,
 )
 from wingman.audit.verification import _Entry
@@ -138,7 +138,8 @@ class FileSink:
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _append_locked(self, fd: int, entries: Sequence[NewRecord]) -> list[AuditRecord]:
+    def _append_locked(self, fd: int, entries: Sequence[NewRecord]
+                       ) -> list[AuditRecord | AuditUnavailable]:
         try:
             st = os.fstat(fd)
             try:
@@ -155,8 +156,10 @@ class FileSink:
             )
         size = st.st_size
         seq, prev = self._tail(fd, size)
-        records = chain(seq, prev, entries, self._clock)
-        lines = b"".join(record.to_bytes() + b"\n" for record in records)
+        results = chain(seq, prev, entries, self._clock)
+        lines = b"".join(record.to_bytes() + b"\n" for record in records_of(results))
+        if not lines:
+            return results
         try:
             view = memoryview(lines)
             while view:
@@ -175,12 +178,23 @@ class FileSink:
                 "disk, run 'wingman audit verify', then restart the process."
             )
             raise AuditUnavailable(self._broken) from None
-        return records
+        return results
 
     def _rollback(self, fd: int, size: int) -> None:
-        """Remove our own unacknowledged partial write so the file stays well-formed."""
-        with contextlib.suppress(OSError):
+        """Remove our own unacknowledged write so the file stays as it was; if that fails, the
+        sink refuses every further append (records nobody was told about may remain)."""
+        try:
             os.ftruncate(fd, size)
+            if os.fstat(fd).st_size == size:
+                return
+            what = "its size did not come back"
+        except OSError as exc:
+            what = exc.strerror or str(exc)
+        self._broken = (
+            f"audit log {self.path}: a failed write could not be removed ({what}); records "
+            "whose append failed may remain, so this sink refuses further appends. Check the "
+            "disk, run 'wingman audit verify', then restart the process."
+        )
 
     def _tail(self, fd: int, size: int) -> tuple[int, str]:
         """(seq, prev) for the next record, read from the end of the file."""

@@ -20,6 +20,7 @@ from wingman.audit.records import (
     chain,
     merge,
     one,
+    records_of,
     refusal,
 )
 from wingman.audit.verification import _Entry
@@ -268,19 +269,21 @@ class PostgresSink:
                                 "SELECT record FROM wingman_audit ORDER BY seq DESC LIMIT 1"
                             ).fetchone()
                             seq, prev = self._next(row)
-                            records = chain(seq, prev, valid, self._clock)
-                            with conn.cursor() as cur:
-                                cur.executemany(
-                                    "INSERT INTO wingman_audit (seq, time, event, actor, "
-                                    "subject, data, prev, hash, record) "
-                                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                                    [(
-                                        record.seq, record.at, record.event, record.actor,
-                                        Jsonb(record.subject), Jsonb(record.data), record.prev,
-                                        record.hash, record.to_bytes().decode("utf-8"),
-                                    ) for record in records],
-                                )
-                        return merge(checked, records)
+                            results = chain(seq, prev, valid, self._clock)
+                            records = records_of(results)
+                            if records:  # else every entry was refused
+                                with conn.cursor() as cur:
+                                    cur.executemany(
+                                        "INSERT INTO wingman_audit (seq, time, event, actor, "
+                                        "subject, data, prev, hash, record) "
+                                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                                        [(
+                                            record.seq, record.at, record.event, record.actor,
+                                            Jsonb(record.subject), Jsonb(record.data), record.prev,
+                                            record.hash, record.to_bytes().decode("utf-8"),
+                                        ) for record in records],
+                                    )
+                        return merge(checked, results)
                     except psycopg.errors.UniqueViolation:
                         continue  # a writer that skipped the advisory lock won the race
                 raise AuditUnavailable(

@@ -13,10 +13,11 @@ of a stored byte is detected (not only changes that alter the parsed value).
 ``fingerprint(value)`` (``sha256:<hex>``) instead. As a defence in depth ``make_record`` refuses
 any string shaped like a JWT (a run of base64url segments whose first starts with ``eyJ``,
 followed by at least two more segments) anywhere in the record. It then raises
-``AuditUnavailable`` with ``reason="AuditRecordRejected"``: nothing was written, the chain is
-unchanged, callers fail closed exactly as for a sink outage, and the message names the field
-(never its value). The same error and reason cover every other invalid record (not JSON-able,
-naive ``now``, too big).
+``AuditUnavailable`` with ``reason="AuditRecordRejected"``: nothing of that record was written
+(in a group, ``AuditSink.append_all``, the others are), the chain is unchanged by it, callers
+fail closed exactly as for a sink outage, and the message names the field (never its value,
+and no message that would repeat a token-shaped text). The same error and reason cover every
+other invalid record (not JSON-able, naive ``now``, too big).
 """
 
 from __future__ import annotations
@@ -212,23 +213,36 @@ def refusal(entry: NewRecord) -> AuditUnavailable | None:
 
 
 def chain(seq: int, prev: str, entries: Sequence[NewRecord], clock: _Clock
-          ) -> list[AuditRecord]:
-    """The records of ``entries``, in order, following ``prev`` at ``seq``; pure but for
-    ``clock`` (the time of an entry without ``now``)."""
-    out: list[AuditRecord] = []
+          ) -> list[AuditRecord | AuditUnavailable]:
+    """The records of ``entries``, in order, following ``prev`` at ``seq``: per entry its record,
+    or the refusal of its content (``AuditRecordRejected``; it takes no place in the chain, so
+    one refused entry never fails the others); pure but for ``clock`` (the time of an entry
+    without ``now``)."""
+    out: list[AuditRecord | AuditUnavailable] = []
     for entry in entries:
-        record = make_record(seq, prev, entry.event, actor=entry.actor, subject=entry.subject,
-                             data=entry.data, now=entry.now or clock())
+        try:
+            record = make_record(seq, prev, entry.event, actor=entry.actor,
+                                 subject=entry.subject, data=entry.data, now=entry.now or clock())
+        except AuditUnavailable as exc:
+            out.append(exc)
+            continue
         out.append(record)
         seq, prev = seq + 1, record.hash
     return out
 
 
-def merge(checked: Sequence[AuditUnavailable | None], written: Sequence[AuditRecord]
+def records_of(results: Sequence[AuditRecord | AuditUnavailable]) -> list[AuditRecord]:
+    """The records among ``chain``'s results (what goes to the store)."""
+    return [r for r in results if isinstance(r, AuditRecord)]
+
+
+def merge(checked: Sequence[AuditUnavailable | None],
+          chained: Sequence[AuditRecord | AuditUnavailable]
           ) -> list[AuditRecord | AuditUnavailable]:
-    """Per entry: its refusal, or its record (``written`` holds the accepted ones in order)."""
-    records = iter(written)
-    return [refused if refused is not None else next(records) for refused in checked]
+    """Per entry: its refusal before the sink was touched, or what ``chain`` made of it
+    (``chained`` holds the results of the entries not refused before, in order)."""
+    results = iter(chained)
+    return [refused if refused is not None else next(results) for refused in checked]
 
 
 def one(results: Sequence[AuditRecord | AuditUnavailable]) -> AuditRecord:
@@ -244,6 +258,9 @@ def _with_hash(record: AuditRecord) -> AuditRecord:
 
 
 def _rejected(what: str) -> AuditUnavailable:
+    if _looks_like_jwt(what):  # a key or an event name that is a token: never repeat it
+        what = ("a token-shaped text where the record's event, a key or a field name belongs "
+                "(not shown)")
     return AuditUnavailable(
         f"audit record refused, nothing was written: {what}. This is a bug in the caller; "
         "retrying cannot help.",

@@ -3,16 +3,20 @@
 In a burst many reconciles append at once: each transition of a request, a grant's claim,
 its token, its authorization. One at a time, every append is a trip to the thread pool, the
 sink's lock, a read of the chain's head and an fsync (a transaction in PostgreSQL), and the
-appends queue behind each other: that queue was most of what a request waited for before its
-consensus was written. Here an append is queued, and one writer takes everything queued so far
-and hands it to ``AuditSink.append_all``: one head read, one write and one fsync for the lot.
+appends queue behind each other. Here an append is queued, and one writer takes everything
+queued so far and hands it to ``AuditSink.append_all``: one head read, one write and one fsync
+for the lot (``tests/bench/bench_audit.py``, 64 appenders: about 5x the rate with the file
+sink, 9x with PostgreSQL).
 
 Nothing about durability changes: every caller returns only once its own record is durable,
 records keep the order they were asked for in (a reconcile awaits each of its appends, so its
 own records stay in its order), a record the sink refuses (``AuditRecordRejected``) fails only
-its caller, and a failure of the sink fails every caller of that group (none of its records
-was written). A caller that is cancelled after queueing its record may still have it written,
-as with any append that reached the sink.
+its caller, and a failure of the sink fails every caller of that group (the sink removes what
+it wrote of the group, or refuses every further append if it cannot). A caller that is
+cancelled after queueing its record may still have it written, as with any append that reached
+the sink; when the writer itself stops (the operator shuts down) or fails unexpectedly, every
+caller still waiting gets ``AuditUnavailable``: no caller waits forever, and none proceeds
+without its record.
 
 Imports ``wingman.audit`` only; the caller passes how to run the blocking append.
 """
@@ -61,20 +65,32 @@ class Recorder:
     async def _write(self) -> None:
         while self._queue:
             group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-            entries = [entry for entry, _ in group]
             try:
-                results = await self._run(functools.partial(self._append, entries))
-            except asyncio.CancelledError:
+                await self._write_group(group)
+            except asyncio.CancelledError:  # the operator stops: nobody is told it is written
                 for _, done in group + self._queue:
-                    done.cancel()
+                    _settle(done, _unknown("the operator is stopping"))
                 self._queue = []
                 raise
-            except Exception as exc:  # noqa: BLE001 - every caller of the group gets it
-                for _, done in group:
-                    _settle(done, exc)
-                continue
-            for (_, done), result in zip(group, results, strict=True):
-                _settle(done, result)
+            finally:
+                for _, done in group:  # whatever went wrong, no caller waits forever
+                    _settle(done, _unknown("the audit writer failed"))
+
+    async def _write_group(self, group: list[tuple[NewRecord, asyncio.Future[AuditRecord]]]
+                           ) -> None:
+        entries = [entry for entry, _ in group]
+        try:
+            results = await self._run(functools.partial(self._append, entries))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every caller of the group gets it
+            for _, done in group:
+                _settle(done, exc)
+            return
+        if len(results) != len(group):
+            return  # a sink that broke its contract: ``_write`` fails them all
+        for (_, done), result in zip(group, results, strict=True):
+            _settle(done, result)
 
     def _append(self, entries: Sequence[NewRecord]) -> Results:
         with self.lock:
@@ -82,12 +98,19 @@ class Recorder:
 
 
 def _settle(done: asyncio.Future[AuditRecord], result: Any) -> None:
-    if done.done():  # its caller was cancelled meanwhile
+    if done.done():  # settled already, or its caller was cancelled meanwhile
         return
     if isinstance(result, BaseException):
         done.set_exception(_own(result))
-    else:
+    elif isinstance(result, AuditRecord):
         done.set_result(result)
+    else:
+        done.set_exception(_unknown(f"the audit sink returned {type(result).__name__}"))
+
+
+def _unknown(why: str) -> AuditUnavailable:
+    return AuditUnavailable(f"{why} before this audit record was confirmed durable; the "
+                            "transition is retried (its record may be written twice)")
 
 
 def _own(exc: BaseException) -> BaseException:

@@ -545,6 +545,69 @@ def test_a_refused_entry_fails_alone_and_the_rest_of_its_group_is_written(
     assert len(path.read_text().splitlines()) == 2 and verify(str(path)).ok
 
 
+def test_an_entry_refused_only_at_its_place_in_the_chain_fails_alone(log: Path) -> None:
+    """Checked before the file is touched, a record just under the size limit passes; at seq
+    10 (one digit more) it is over: it is refused there, and the others are still written."""
+    def fits(pad: str, seq: int) -> bool:
+        try:
+            make_record(seq, GENESIS_HASH, "VoteCast", actor="operator", subject=SUBJECT,
+                        data={"pad": pad}, now=T0)
+        except AuditUnavailable:
+            return False
+        return True
+    empty = len(make_record(0, GENESIS_HASH, "VoteCast", actor="operator", subject=SUBJECT,
+                            data={"pad": ""}, now=T0).to_bytes())
+    pad = "x" * (audit.MAX_RECORD_BYTES - empty)
+    assert fits(pad, 0) and not fits(pad, 10)
+    with FileSink(log, clock=_clock) as sink:
+        before, refused, after = sink.append_all([
+            NewRecord("VoteCast", "operator", SUBJECT, {"i": 1}),
+            NewRecord("VoteCast", "operator", SUBJECT, {"pad": pad}, T0),
+            NewRecord("VoteCast", "operator", SUBJECT, {"i": 2})])
+    assert isinstance(refused, AuditUnavailable) and refused.reason == "AuditRecordRejected"
+    assert isinstance(before, AuditRecord) and isinstance(after, AuditRecord)
+    assert (before.seq, after.seq, after.prev) == (10, 11, before.hash)
+    assert verify(str(log)).records == 12
+
+
+def test_a_group_that_fails_part_way_leaves_none_of_its_records(log: Path) -> None:
+    before = log.read_bytes()
+    line = len(before.splitlines()[-1]) + 1
+
+    def attempt() -> int:
+        # like a full disk: the first record of the group fits, the second does not
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        limit = log.stat().st_size + line + line // 2
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        sink = FileSink(log, clock=_clock)
+        try:
+            sink.append_all([NewRecord("VoteCast", "reviewer-1", SUBJECT, {"i": i})
+                             for i in range(3)])
+        except AuditUnavailable:
+            return 0
+        return 1
+
+    assert _in_child(attempt) == 0
+    assert log.read_bytes() == before
+    assert verify(str(log)).ok
+
+
+def test_a_token_used_as_an_event_or_as_keys_is_never_repeated_in_the_refusal(
+        tmp_path: Path) -> None:
+    token = _real_jwt()
+    header, payload, signature = token.split(".")
+    with FileSink(tmp_path / "audit.jsonl") as sink:
+        results = sink.append_all([
+            NewRecord(token, "operator", SUBJECT),
+            # each key alone is no token; the path to the refused value would spell one
+            NewRecord("VoteCast", "operator", SUBJECT,
+                      {header: {payload: {signature: float("nan")}}})])
+    assert all(isinstance(r, AuditUnavailable) for r in results)
+    for refused in results:
+        assert not audit.looks_like_token(str(refused)) and payload not in str(refused)
+    assert (tmp_path / "audit.jsonl").read_bytes() == b""
+
+
 def test_a_group_the_sink_cannot_write_raises_and_leaves_nothing(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     sink = FileSink(path)

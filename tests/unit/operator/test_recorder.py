@@ -152,3 +152,59 @@ def test_groups_never_exceed_max_group(tmp_path: Path, monkeypatch: pytest.Monke
         sink.close()
     assert [r.seq for r in records] == list(range(7))
     assert max(sink.groups) == size and sum(sink.groups) == 7
+
+
+class MiscountingSink(FileSink):
+    """A sink that breaks its contract: one result fewer than the entries it was given."""
+
+    def append_all(self, entries: Sequence[NewRecord]) -> list[AuditRecord | AuditUnavailable]:
+        return super().append_all(entries)[:-1]
+
+
+def test_no_caller_waits_forever_when_the_sink_answers_wrongly(tmp_path: Path) -> None:
+    sink = MiscountingSink(tmp_path / "audit.jsonl")
+    rec, pool = recorder_for(sink)
+
+    async def three() -> list[Any]:
+        return list(await asyncio.wait_for(asyncio.gather(
+            *(rec.append(entry(i)) for i in range(3)), return_exceptions=True), 10))
+    try:
+        results = asyncio.run(three())
+    finally:
+        pool.shutdown()
+        sink.close()
+    assert all(isinstance(r, AuditUnavailable) and "confirmed durable" in str(r)
+               for r in results)
+
+
+def test_callers_waiting_when_the_operator_stops_get_audit_unavailable(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "audit.jsonl")
+    started, release = threading.Event(), threading.Event()
+    pool = ThreadPoolExecutor(1)
+
+    async def slow(fn: Any) -> Any:
+        def held() -> Any:
+            started.set()
+            release.wait(10)
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(pool, held)
+    rec = Recorder(sink, threading.Lock(), slow)
+
+    async def scenario() -> list[Any]:
+        callers = [asyncio.ensure_future(rec.append(entry(i))) for i in range(3)]
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        later = asyncio.ensure_future(rec.append(entry(3)))  # queued behind the group
+        await asyncio.sleep(0.01)
+        assert rec._writer is not None
+        rec._writer.cancel()
+        results = await asyncio.gather(*callers, later, return_exceptions=True)
+        release.set()
+        return list(results)
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        release.set()
+        pool.shutdown()
+        sink.close()
+    assert all(isinstance(r, AuditUnavailable) and "stopping" in str(r) for r in results)
