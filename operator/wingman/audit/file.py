@@ -36,9 +36,9 @@ class FileSink:
 
     Each append takes an exclusive ``flock``, reads the last record from the end of the file,
     writes one line (``append_all``: one line per record, in one write) and ``fsync``s before
-    returning. The file is created with mode 0600 and
-    its directory fsynced. A sink is fail-closed for good after an fsync error (the kernel
-    may have dropped the pages), and refuses to append when the file ends with a partial
+    returning. The file is created with mode 0600 and its directory fsynced. A sink is
+    fail-closed for good after an fsync error (the kernel may have dropped the pages) or a
+    failed write it could not remove, and refuses to append when the file ends with a partial
     line, when the last record does not verify, or when the file was removed or replaced.
     """
 
