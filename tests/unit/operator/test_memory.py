@@ -111,9 +111,29 @@ memory.use_malloc()
 print(json.dumps([os.getpid(), os.environ.get("PYTHONMALLOC")]))
 """
 
+TCACHE = """
+import ctypes, json
+# a chunk in the per-thread cache still counts as in use in its arena; without the cache, free
+# hands it back to the arena at once
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+chunk = libc.malloc(1000)
+guard = libc.malloc(1000)  # keeps the freed chunk from merging with the heap's top
+used = libc.mallinfo2().uordblks
+libc.free(chunk)
+print(json.dumps(libc.mallinfo2().uordblks < used))
+"""
+
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "GLIBC_TUNABLES")}
     return {**env, **extra}
 
 
@@ -125,6 +145,24 @@ def test_use_malloc_reexecutes_the_command_once_with_glibc_malloc() -> None:
     first, second = (json.loads(line) for line in out.stderr.splitlines())
     assert first[1] is None and second == [first[0], "malloc"]
     assert json.loads(out.stdout) == [first[0], "malloc"]
+
+
+@glibc
+def test_use_malloc_runs_the_operator_without_glibcs_per_thread_cache() -> None:
+    """The re-executed process has no tcache (a freed chunk does not wait in a per-thread
+    cache for the next allocation of its size); a tcache count set explicitly is kept."""
+    out = subprocess.run([sys.executable, "-c", SHOW.replace(
+        'os.environ.get("PYTHONMALLOC")]))', 'os.environ.get("GLIBC_TUNABLES")]))')],
+        capture_output=True, text=True, timeout=60, check=True, env=_env())
+    assert json.loads(out.stdout)[1] == memory.NO_TCACHE
+    plain = subprocess.run([sys.executable, "-c", TCACHE], capture_output=True, text=True,
+                           timeout=60, check=True, env=_env())
+    tuned = subprocess.run([sys.executable, "-c", TCACHE], capture_output=True, text=True,
+                           timeout=60, check=True, env=_env(GLIBC_TUNABLES=memory.NO_TCACHE))
+    assert json.loads(plain.stdout) is False and json.loads(tuned.stdout) is True
+    assert memory.tunables("glibc.malloc.tcache_count=3") == "glibc.malloc.tcache_count=3"
+    assert memory.tunables("glibc.malloc.arena_max=4") == \
+        f"glibc.malloc.arena_max=4:{memory.NO_TCACHE}"
 
 
 def test_use_malloc_keeps_an_allocator_chosen_explicitly() -> None:
