@@ -8,9 +8,11 @@ from a target string. It imports ``wingman.errors`` and nothing else of Wingman,
 ``signing`` and ``witness``, which use ``wingman.capability.keys`` and are imported only by who
 needs them: the operator, the gateway and the CLI all use it, and it uses none of them.
 
-The operator and the gateway call ``open_sink(target).append(...)`` for every transition they
-make, and fail closed when it raises ``AuditUnavailable``; ``wingman audit verify`` calls
-``verify_main``. Sinks are blocking: async callers use ``asyncio.to_thread``.
+The gateway and the chat service call ``open_sink(target).append(...)`` for every transition
+they make, the operator queues its records and writes whatever is queued with ``append_all``
+(``wingman.operator.recorder``: group commit); all of them fail closed when it raises
+``AuditUnavailable``. ``wingman audit verify`` calls ``verify_main``. Sinks are blocking:
+async callers run them on a thread (``asyncio.to_thread``, the operator's pool).
 
 **Record.** ``seq`` (0-based, contiguous), ``time`` (RFC 3339 UTC, microseconds, ``Z``),
 ``event`` (CamelCase), ``actor``, ``subject`` (object), ``data`` (object), ``prev`` (the previous
@@ -25,9 +27,10 @@ of a stored byte is detected (not only changes that alter the parsed value).
 ``fingerprint(value)`` (``sha256:<hex>``) instead. As a defence in depth ``append`` refuses any
 string shaped like a JWT (a run of base64url segments whose first starts with ``eyJ``, followed
 by at least two more segments) anywhere in the record. It then raises ``AuditUnavailable`` with
-``reason="AuditRecordRejected"``: nothing was written, the chain is unchanged, callers fail
-closed exactly as for a sink outage, and the message names the field (never its value). The
-same error and reason cover every other invalid record (not JSON-able, naive ``now``, too big).
+``reason="AuditRecordRejected"``: nothing of that record was written (in a group, the others
+are), the chain is unchanged by it, callers fail closed exactly as for a sink outage, and the
+message names the field (never its value). The same error and reason cover every other invalid
+record (not JSON-able, naive ``now``, too big).
 
 **What the chain proves, and what it cannot.** Any edit, deletion, insertion or reordering of
 stored records is detected and located by ``verify``. Whoever can rewrite the whole store can

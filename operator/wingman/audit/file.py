@@ -167,6 +167,8 @@ class FileSink:
                 view = view[written:]
         except OSError as exc:
             self._rollback(fd, size)
+            if self._broken is not None:  # the failed write could not be removed
+                raise AuditUnavailable(self._broken) from None
             raise self._unavailable("cannot write to the audit log", exc) from None
         try:
             os.fsync(fd)

@@ -469,7 +469,8 @@ class AuditSink(Protocol):
         transaction): a group commit of appends that arrive together. Per entry: its record,
         or the ``AuditUnavailable`` (``AuditRecordRejected``) that refused its content (the
         others are appended all the same). A failure of the sink raises ``AuditUnavailable``:
-        then none of them was written."""
+        then none of them was written, unless the sink could not remove a failed write (it
+        then refuses every further append)."""
         ...
 
     def records(self) -> Iterator[AuditRecord]:

@@ -15,13 +15,13 @@ glibc also gives every thread that allocates its own arena (up to eight per core
 freed in one arena is only reused by the threads on that arena: the operator's pool of API
 threads (``WINGMAN_API_CONCURRENCY``) would spread a burst over many arenas. ``limit_arenas``
 caps them before any of those threads exists (most allocations happen under the GIL anyway,
-so the threads hardly contend for the arenas' locks). For the same reason the re-executed
-process runs without glibc's per-thread cache of freed chunks (``GLIBC_TUNABLES``
+so the threads hardly contend for the arenas' locks). The re-executed process also runs
+without glibc's per-thread cache of freed chunks (``GLIBC_TUNABLES``
 ``glibc.malloc.tcache_count=0``, unless a tcache count is set already): each of the pool's
-threads would keep a few hundred KiB of freed chunks scattered over the heap, and every page
-one of them sits on stays resident after the burst (1,000 burst: peak 155 → 147 MiB, after
-retention 125 → 109 MiB, for 3 to 6 % more operator CPU). Elsewhere (musl, macOS) all of this is
-a no-op.
+threads would keep up to about 230 KiB of freed chunks (seven of each size up to 1 KiB)
+scattered over the heap, and every page one of them sits on stays resident after the burst
+(1,000 burst: peak 155 → 147 MiB, after retention 125 → 109 MiB, for 3 to 6 % more operator
+CPU). Elsewhere (musl, macOS) all of this is a no-op.
 """
 
 from __future__ import annotations

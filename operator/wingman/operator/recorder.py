@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from wingman.audit import AuditRecord, AuditSink, NewRecord
 from wingman.errors import AuditUnavailable
+
+log = logging.getLogger("wingman.operator.recorder")
 
 #: The most records one write carries (a burst larger than this takes several writes).
 MAX_GROUP = 256
@@ -67,13 +70,21 @@ class Recorder:
             group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
             try:
                 await self._write_group(group)
-            except asyncio.CancelledError:  # the operator stops: nobody is told it is written
+            except BaseException as exc:
+                # the operator stops, or a bug: nobody still waiting may wait forever, and
+                # nobody is told a record is durable that may not be
+                stopping = isinstance(exc, asyncio.CancelledError)
                 for _, done in group + self._queue:
-                    _settle(done, _unknown("the operator is stopping"))
+                    _settle(done, _unknown("the operator is stopping" if stopping
+                                           else "the audit writer failed"))
                 self._queue = []
-                raise
+                if stopping or not isinstance(exc, Exception):
+                    raise
+                log.exception("the audit writer failed; the transitions waiting for it are "
+                              "retried")
+                return
             finally:
-                for _, done in group:  # whatever went wrong, no caller waits forever
+                for _, done in group:  # a sink that answered too few: they fail
                     _settle(done, _unknown("the audit writer failed"))
 
     async def _write_group(self, group: list[tuple[NewRecord, asyncio.Future[AuditRecord]]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -208,3 +209,37 @@ def test_callers_waiting_when_the_operator_stops_get_audit_unavailable(tmp_path:
         pool.shutdown()
         sink.close()
     assert all(isinstance(r, AuditUnavailable) and "stopping" in str(r) for r in results)
+
+
+class BrokenSink(FileSink):
+    """A sink with a bug: it answers nothing at all (once)."""
+
+    broken = True
+
+    def append_all(self, entries: Sequence[NewRecord]) -> Any:
+        if self.broken:
+            self.broken = False
+            time.sleep(0.2)  # more callers queue meanwhile
+            return None
+        return super().append_all(entries)
+
+
+def test_a_writer_that_fails_unexpectedly_fails_everyone_waiting_and_the_next_append_works(
+        tmp_path: Path) -> None:
+    sink = BrokenSink(tmp_path / "audit.jsonl")
+    rec, pool = recorder_for(sink)
+
+    async def scenario() -> tuple[list[Any], AuditRecord]:
+        first = asyncio.ensure_future(rec.append(entry(0)))
+        await asyncio.sleep(0.05)  # the first group is being written
+        queued = [asyncio.ensure_future(rec.append(entry(i))) for i in (1, 2)]
+        failed = await asyncio.wait_for(
+            asyncio.gather(first, *queued, return_exceptions=True), 10)
+        return list(failed), await rec.append(entry(3))
+    try:
+        failed, later = asyncio.run(scenario())
+    finally:
+        pool.shutdown()
+        sink.close()
+    assert all(isinstance(r, AuditUnavailable) and "writer failed" in str(r) for r in failed)
+    assert later.seq == 0 and later.data["i"] == 3
