@@ -71,7 +71,7 @@ def bench_file(directory: Path, count: int) -> None:
     assert report.ok and report.records == count, report.summary()
 
 
-def bench_postgres(count: int) -> None:
+def bench_postgres(count: int, burst: int) -> None:
     try:
         server = PostgresServer.start(durable=True)
     except PostgresUnavailable as exc:
@@ -89,6 +89,9 @@ def bench_postgres(count: int) -> None:
         assert report.ok and report.records == count, report.summary()
         print(f"{'verify postgres':<34} {count} records in {took:.2f} s "
               f"({count / took:,.0f} records/s)")
+        if burst:
+            bench_burst("postgres sink", lambda name: PostgresSink(server.create_database(name)),
+                        burst)
     finally:
         server.stop()
 
@@ -149,19 +152,6 @@ def bench_burst(label: str, open_sink: Callable[[str], AuditSink], count: int) -
           f"p99 {p99_1:7.1f} ms | {rate1 / rate0:4.1f}x the rate")
 
 
-def bench_postgres_burst(count: int) -> None:
-    try:
-        server = PostgresServer.start(durable=True)
-    except PostgresUnavailable as exc:
-        print(f"postgres sink, burst: skipped ({exc})")
-        return
-    try:
-        bench_burst("postgres sink", lambda name: PostgresSink(server.create_database(name)),
-                    count)
-    finally:
-        server.stop()
-
-
 def bench_verify(directory: Path, records: int) -> None:
     path = directory / "bench-verify.jsonl"
     now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -197,11 +187,10 @@ def main() -> None:
         directory = Path(tmp)
         print(f"python {sys.version.split()[0]}, directory {directory}")
         bench_file(directory, args.appends)
-        bench_postgres(args.pg_appends)
         if args.burst:
             bench_burst("file sink", lambda name: FileSink(directory / f"burst-{name}.jsonl"),
                         args.burst)
-            bench_postgres_burst(args.burst)
+        bench_postgres(args.pg_appends, args.burst)
         bench_verify(directory, args.records)
 
 

@@ -25,7 +25,7 @@ from wingman.audit.records import (
     merge,
     one,
     records_of,
-    refusal,
+    screen,
 )
 from wingman.audit.verification import _Entry
 from wingman.errors import AuditTampered, AuditUnavailable
@@ -114,8 +114,7 @@ class FileSink:
 
     def append_all(self, entries: Sequence[NewRecord]) -> list[AuditRecord | AuditUnavailable]:
         # Refuse bad content before touching the file.
-        checked = [refusal(entry) for entry in entries]
-        valid = [entry for entry, refused in zip(entries, checked, strict=True) if refused is None]
+        checked, valid = screen(entries)
         if not valid:
             return merge(checked, [])
         with self._lock:

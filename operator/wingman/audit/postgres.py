@@ -21,7 +21,7 @@ from wingman.audit.records import (
     merge,
     one,
     records_of,
-    refusal,
+    screen,
 )
 from wingman.audit.verification import _Entry
 from wingman.errors import AuditTampered, AuditUnavailable
@@ -251,8 +251,7 @@ class PostgresSink:
         import psycopg
         from psycopg.types.json import Jsonb
 
-        checked = [refusal(entry) for entry in entries]
-        valid = [entry for entry, refused in zip(entries, checked, strict=True) if refused is None]
+        checked, valid = screen(entries)
         if not valid:
             return merge(checked, [])
         with self._lock:

@@ -212,6 +212,14 @@ def refusal(entry: NewRecord) -> AuditUnavailable | None:
     return None
 
 
+def screen(entries: Sequence[NewRecord]
+           ) -> tuple[list[AuditUnavailable | None], list[NewRecord]]:
+    """Per entry its refusal (or None), and the entries not refused: what a sink checks before
+    it touches the store (pure)."""
+    checked = [refusal(entry) for entry in entries]
+    return checked, [e for e, refused in zip(entries, checked, strict=True) if refused is None]
+
+
 def chain(seq: int, prev: str, entries: Sequence[NewRecord], clock: _Clock
           ) -> list[AuditRecord | AuditUnavailable]:
     """The records of ``entries``, in order, following ``prev`` at ``seq``: per entry its record,
