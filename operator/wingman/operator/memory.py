@@ -20,8 +20,8 @@ without glibc's per-thread cache of freed chunks (``GLIBC_TUNABLES``
 ``glibc.malloc.tcache_count=0``, unless a tcache count is set already): each of the pool's
 threads would keep up to about 230 KiB of freed chunks (seven of each size up to 1 KiB)
 scattered over the heap, and every page one of them sits on stays resident after the burst
-(1,000 burst: peak 155 → 147 MiB, after retention 125 → 109 MiB, for 3 to 6 % more operator
-CPU). Elsewhere (musl, macOS) all of this is a no-op.
+(1,000 burst: after retention 1.52-1.59 → 1.34-1.42 times idle over several runs, the peak a
+few MiB lower, for 3 to 6 % more operator CPU). Elsewhere (musl, macOS) all of this is a no-op.
 """
 
 from __future__ import annotations
