@@ -107,7 +107,7 @@ def _burst(sink: AuditSink, count: int, grouped: bool) -> tuple[float, float, fl
 
     async def run(fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
-    recorder = Recorder(sink, lock, run)
+    recorder = Recorder(sink, run)
     latencies: list[float] = []
 
     def alone(i: int) -> object:

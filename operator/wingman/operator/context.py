@@ -25,7 +25,6 @@ import datetime as dt
 import functools
 import logging
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -129,7 +128,6 @@ class Context:
     tracker: Tracker = field(default_factory=Tracker)
     # grants whose terminal phase / replay condition has been counted already
     counted: set[str] = field(default_factory=set)
-    audit_lock: threading.Lock = field(default_factory=threading.Lock)
     leader: Leadership | None = None
     events: Events | None = None
     reconcilers: dict[str, Reconciler] = field(default_factory=dict)
@@ -179,7 +177,7 @@ class Context:
         Appends that arrive together are written together (``recorder``: group commit)."""
         self.check_leading()
         if self._recorder is None or self._recorder.sink is not self.sink:
-            self._recorder = Recorder(self.sink, self.audit_lock, self.call)
+            self._recorder = Recorder(self.sink, self.call)
         try:
             record = await self._recorder.append(
                 NewRecord(event, "operator", subject, data))

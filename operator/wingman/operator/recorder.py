@@ -26,8 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from wingman.audit import AuditRecord, AuditSink, NewRecord
@@ -44,10 +43,9 @@ Results = list[AuditRecord | AuditUnavailable]
 class Recorder:
     """Group commit of appends to ``sink`` (start none of it: the first ``append`` does)."""
 
-    def __init__(self, sink: AuditSink, lock: threading.Lock,
+    def __init__(self, sink: AuditSink,
                  run: Callable[[Callable[[], Results]], Awaitable[Results]]) -> None:
-        self.sink = sink
-        self.lock = lock  # shared with anyone else appending to this sink from this process
+        self.sink = sink  # serialises its appends itself (its own lock, then flock or SQL)
         self._run = run  # runs the blocking append off the event loop
         self._queue: list[tuple[NewRecord, asyncio.Future[AuditRecord]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -91,9 +89,7 @@ class Recorder:
                            ) -> None:
         entries = [entry for entry, _ in group]
         try:
-            results = await self._run(functools.partial(self._append, entries))
-        except asyncio.CancelledError:
-            raise
+            results = await self._run(functools.partial(self.sink.append_all, entries))
         except Exception as exc:  # noqa: BLE001 - every caller of the group gets it
             for _, done in group:
                 _settle(done, exc)
@@ -102,10 +98,6 @@ class Recorder:
             return  # a sink that broke its contract: ``_write`` fails them all
         for (_, done), result in zip(group, results, strict=True):
             _settle(done, result)
-
-    def _append(self, entries: Sequence[NewRecord]) -> Results:
-        with self.lock:
-            return self.sink.append_all(entries)
 
 
 def _settle(done: asyncio.Future[AuditRecord], result: Any) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,18 @@ class CountingSink(FileSink):
         return super().append_all(entries)
 
 
-def recorder_for(sink: FileSink) -> tuple[Recorder, ThreadPoolExecutor]:
+@contextmanager
+def recording(sink: FileSink) -> Iterator[Recorder]:
+    """A recorder on ``sink`` with a pool of its own; both are closed afterwards."""
     pool = ThreadPoolExecutor(4)
 
     async def run(fn: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
-    return Recorder(sink, threading.Lock(), run), pool
+    try:
+        yield Recorder(sink, run)
+    finally:
+        pool.shutdown()
+        sink.close()
 
 
 def entry(i: int, **data: Any) -> NewRecord:
@@ -49,15 +56,11 @@ def entry(i: int, **data: Any) -> NewRecord:
 def test_a_burst_of_appends_is_written_in_a_few_groups_in_the_order_asked(
         tmp_path: Path) -> None:
     sink = CountingSink(tmp_path / "audit.jsonl")
-    rec, pool = recorder_for(sink)
 
     async def burst() -> list[AuditRecord]:
         return list(await asyncio.gather(*(rec.append(entry(i)) for i in range(300))))
-    try:
+    with recording(sink) as rec:
         records = asyncio.run(burst())
-    finally:
-        pool.shutdown()
-        sink.close()
     assert [r.data["i"] for r in records] == list(range(300))
     assert [r.seq for r in records] == list(range(300))
     assert sum(sink.groups) == 300
@@ -69,17 +72,13 @@ def test_a_burst_of_appends_is_written_in_a_few_groups_in_the_order_asked(
 
 def test_a_refused_record_fails_its_own_caller_only(tmp_path: Path) -> None:
     sink = FileSink(tmp_path / "audit.jsonl")
-    rec, pool = recorder_for(sink)
     token = jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256")
 
     async def three() -> list[Any]:
         return list(await asyncio.gather(rec.append(entry(0)), rec.append(entry(1, t=token)),
                                          rec.append(entry(2)), return_exceptions=True))
-    try:
+    with recording(sink) as rec:
         first, refused, last = asyncio.run(three())
-    finally:
-        pool.shutdown()
-        sink.close()
     assert isinstance(refused, AuditUnavailable) and refused.reason == "AuditRecordRejected"
     assert isinstance(first, AuditRecord) and isinstance(last, AuditRecord)
     assert last.prev == first.hash
@@ -90,15 +89,12 @@ def test_a_sink_failure_fails_every_caller_of_the_group_each_with_its_own_error(
         tmp_path: Path) -> None:
     sink = FileSink(tmp_path / "audit.jsonl")
     sink.close()  # every append now fails: nothing may proceed
-    rec, pool = recorder_for(sink)
 
     async def five() -> list[Any]:
         return list(await asyncio.gather(*(rec.append(entry(i)) for i in range(5)),
                                          return_exceptions=True))
-    try:
+    with recording(sink) as rec:
         errors = asyncio.run(five())
-    finally:
-        pool.shutdown()
     assert all(isinstance(e, AuditUnavailable) and "closed" in str(e) for e in errors)
     assert len({id(e) for e in errors}) == 5
     assert (tmp_path / "audit.jsonl").read_bytes() == b""
@@ -107,31 +103,23 @@ def test_a_sink_failure_fails_every_caller_of_the_group_each_with_its_own_error(
 def test_the_recorder_goes_on_in_a_new_event_loop(tmp_path: Path) -> None:
     """A context outlives an event loop (a restart in the same process)."""
     sink = FileSink(tmp_path / "audit.jsonl")
-    rec, pool = recorder_for(sink)
-    try:
+    with recording(sink) as rec:
         first = asyncio.run(rec.append(entry(0)))
         second = asyncio.run(rec.append(entry(1)))
-    finally:
-        pool.shutdown()
-        sink.close()
     assert (first.seq, second.seq, second.prev) == (0, 1, first.hash)
 
 
 def test_a_caller_cancelled_while_its_group_is_written_does_not_stop_the_others(
         tmp_path: Path) -> None:
     sink = FileSink(tmp_path / "audit.jsonl")
-    rec, pool = recorder_for(sink)
 
     async def scenario() -> list[Any]:
         tasks = [asyncio.ensure_future(rec.append(entry(i))) for i in range(4)]
         await asyncio.sleep(0)
         tasks[1].cancel()
         return list(await asyncio.gather(*tasks, return_exceptions=True))
-    try:
+    with recording(sink) as rec:
         results = asyncio.run(scenario())
-    finally:
-        pool.shutdown()
-        sink.close()
     assert isinstance(results[1], asyncio.CancelledError)
     assert all(isinstance(r, AuditRecord) for i, r in enumerate(results) if i != 1)
     assert verify(str(tmp_path / "audit.jsonl")).ok
@@ -142,15 +130,11 @@ def test_groups_never_exceed_max_group(tmp_path: Path, monkeypatch: pytest.Monke
                                        size: int) -> None:
     monkeypatch.setattr(recorder_module, "MAX_GROUP", size)
     sink = CountingSink(tmp_path / "audit.jsonl")
-    rec, pool = recorder_for(sink)
 
     async def burst() -> list[AuditRecord]:
         return list(await asyncio.gather(*(rec.append(entry(i)) for i in range(7))))
-    try:
+    with recording(sink) as rec:
         records = asyncio.run(burst())
-    finally:
-        pool.shutdown()
-        sink.close()
     assert [r.seq for r in records] == list(range(7))
     assert max(sink.groups) == size and sum(sink.groups) == 7
 
@@ -164,16 +148,12 @@ class MiscountingSink(FileSink):
 
 def test_no_caller_waits_forever_when_the_sink_answers_wrongly(tmp_path: Path) -> None:
     sink = MiscountingSink(tmp_path / "audit.jsonl")
-    rec, pool = recorder_for(sink)
 
     async def three() -> list[Any]:
         return list(await asyncio.wait_for(asyncio.gather(
             *(rec.append(entry(i)) for i in range(3)), return_exceptions=True), 10))
-    try:
+    with recording(sink) as rec:
         results = asyncio.run(three())
-    finally:
-        pool.shutdown()
-        sink.close()
     assert all(isinstance(r, AuditUnavailable) and "confirmed durable" in str(r)
                for r in results)
 
@@ -189,7 +169,7 @@ def test_callers_waiting_when_the_operator_stops_get_audit_unavailable(tmp_path:
             release.wait(10)
             return fn()
         return await asyncio.get_running_loop().run_in_executor(pool, held)
-    rec = Recorder(sink, threading.Lock(), slow)
+    rec = Recorder(sink, slow)
 
     async def scenario() -> list[Any]:
         callers = [asyncio.ensure_future(rec.append(entry(i))) for i in range(3)]
@@ -227,7 +207,6 @@ class BrokenSink(FileSink):
 def test_a_writer_that_fails_unexpectedly_fails_everyone_waiting_and_the_next_append_works(
         tmp_path: Path) -> None:
     sink = BrokenSink(tmp_path / "audit.jsonl")
-    rec, pool = recorder_for(sink)
 
     async def scenario() -> tuple[list[Any], AuditRecord]:
         first = asyncio.ensure_future(rec.append(entry(0)))
@@ -236,10 +215,7 @@ def test_a_writer_that_fails_unexpectedly_fails_everyone_waiting_and_the_next_ap
         failed = await asyncio.wait_for(
             asyncio.gather(first, *queued, return_exceptions=True), 10)
         return list(failed), await rec.append(entry(3))
-    try:
+    with recording(sink) as rec:
         failed, later = asyncio.run(scenario())
-    finally:
-        pool.shutdown()
-        sink.close()
     assert all(isinstance(r, AuditUnavailable) and "writer failed" in str(r) for r in failed)
     assert later.seq == 0 and later.data["i"] == 3
