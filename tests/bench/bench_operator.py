@@ -1,6 +1,6 @@
 """What users wait for, beside a no-op kopf operator on the same control plane, in one run.
 
-    .venv/bin/python tests/bench/bench_operator.py [--count 1000] [--execute 50]
+    .venv/bin/python tests/bench/bench_operator.py [--count 1000] [--execute 50] [--runs 3]
     .venv/bin/python tests/bench/bench_operator.py execute [--execute 50]
     .venv/bin/python tests/bench/bench_operator.py soak [--total 10000] [--minutes 10]
 
@@ -20,7 +20,9 @@ operator ServiceAccount:
 
 Printed side by side: latency percentiles, API requests per object by verb/resource,
 kube-apiserver and operator CPU seconds per phase, operator RSS (idle, peak, after
-retention), and the issue's targets with their measured ratios.
+retention), and the issue's targets with their measured ratios. With ``--runs N`` each side
+runs N times, alternating, and the medians are printed (with the real operator's range) and
+judged: one run's latencies are 30-60 % off another's on the same idle machine.
 
 **soak**. TOTAL requests, each followed by its grant, created at a steady rate over MINUTES;
 short TTLs and retention make objects cycle through every path (review, issue, Job deadline,
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -388,11 +391,12 @@ class Running:
     user: str
 
 
-def start_real(cluster: LocalCluster, ns: str, work: Path, *, audit_volume: bool = False
-               ) -> Running:
+def start_real(cluster: LocalCluster, ns: str, work: Path, *, audit_volume: bool = False,
+               extra_env: dict[str, str] | None = None) -> Running:
     env = {"WINGMAN_LOG_FORMAT": "json", "WINGMAN_SWEEP_INTERVAL_SECONDS": "10"}
     if os.environ.get("WINGMAN_API_CONCURRENCY"):  # to compare settings: passed through
         env["WINGMAN_API_CONCURRENCY"] = os.environ["WINGMAN_API_CONCURRENCY"]
+    env.update(extra_env or {})  # --operator-env
     if audit_volume:  # gateway pods write to the same audit file (the node harness mounts it)
         env["WINGMAN_AUDIT_VOLUME_CLAIM"] = "wingman-audit"
     op = OperatorProcess(cluster, ns, work / f"real-{ns}", extra_env=env)
@@ -567,62 +571,126 @@ def per_object(requests: dict[str, int], count: int) -> dict[str, float]:
     return {k: v / count for k, v in sorted(requests.items())}
 
 
-def report(real: dict[str, Any], noop: dict[str, Any]) -> None:
-    n = real["count"]
-    rows: list[tuple[str, float, float]] = []
-    for p in (50, 95, 99):
-        rows.append((f"create→consensus p{p} ms", real["consensus_ms"][p],
-                     noop["consensus_ms"][p]))
-    for p in (50, 95, 99):
-        rows.append((f"grant→Job created p{p} ms", real["job_created_ms"][p],
-                     noop["job_created_ms"][p]))
-    for p in (50, 95, 99):
-        rows.append((f"grant→Job released p{p} ms", real["job_released_ms"][p],
-                     noop["job_created_ms"][p]))
-    for key in ("requests_phase", "grants_phase"):
-        what = key.split("_")[0]
-        rows.append((f"{what}: API requests/object", sum(real[key]["requests"].values()) / n,
-                     sum(noop[key]["requests"].values()) / n))
-        rows.append((f"{what}: apiserver CPU s", real[key]["apiserver_cpu"],
-                     noop[key]["apiserver_cpu"]))
-        rows.append((f"{what}: operator CPU s", real[key]["operator_cpu"],
-                     noop[key]["operator_cpu"]))
-        rows.append((f"{what}: wall s", real[key]["seconds"], noop[key]["seconds"]))
-    rows.append(("operator RSS idle MiB", real["rss_idle_mib"], noop["rss_idle_mib"]))
-    rows.append(("operator RSS peak MiB", real["rss_peak_mib"], noop["rss_peak_mib"]))
-    print(f"\n{n} requests + {n} grants at once")
-    print(f"{'figure':<34}{'wingman':>12}{'no-op kopf':>12}{'ratio':>8}")
-    for name, a, b in rows:
-        ratio = a / b if b else float("nan")
-        print(f"{name:<34}{a:>12.1f}{b:>12.1f}{ratio:>8.2f}")
-    print(f"{'RSS after retention MiB':<34}{real.get('rss_after_retention_mib', 0):>12.1f}"
-          f"   (all retired: {real.get('retired_all')})")
-    if "retention_phase" in real:
-        rp = real["retention_phase"]
-        print(f"{'expiry+retention: apiserver CPU s':<34}{rp['apiserver_cpu']:>12.1f}")
-        print(f"{'expiry+retention: operator CPU s':<34}{rp['operator_cpu']:>12.1f}")
-        print(f"{'expiry+retention: API req/object':<34}"
-              f"{sum(rp['requests'].values()) / (2 * n):>12.2f}")
+Figure = Callable[[dict[str, Any]], float]
+
+
+def _total(key: str) -> Figure:
+    return lambda run: float(sum(run[key]["requests"].values())) / run["count"]
+
+
+def _at(*path: Any) -> Figure:
+    def get(run: dict[str, Any]) -> float:
+        value: Any = run
+        for key in path:
+            value = value[key]
+        return float(value)
+    return get
+
+
+def _per_object(phase: str, kind: str) -> Figure:
+    return lambda run: float(run[phase]["requests"].get(kind, 0)) / run["count"]
+
+
+def _released(run: dict[str, Any]) -> float:
+    return float(run["job_released_ms"][95])
+
+
+#: (row, the real operator's figure, the no-op's figure); the no-op has no "released": its
+#: Job created is the floor the real operator's Job released is compared with
+ROWS: list[tuple[str, Figure, Figure]] = [
+    *[(f"create→consensus p{p} ms", _at("consensus_ms", p), _at("consensus_ms", p))
+      for p in (50, 95, 99)],
+    *[(f"grant→Job created p{p} ms", _at("job_created_ms", p), _at("job_created_ms", p))
+      for p in (50, 95, 99)],
+    *[(f"grant→Job released p{p} ms", _at("job_released_ms", p), _at("job_created_ms", p))
+      for p in (50, 95, 99)],
+    *[row for key in ("requests_phase", "grants_phase") for row in (
+        (f"{key.split('_')[0]}: API requests/object", _total(key), _total(key)),
+        (f"{key.split('_')[0]}: apiserver CPU s", _at(key, "apiserver_cpu"),
+         _at(key, "apiserver_cpu")),
+        (f"{key.split('_')[0]}: operator CPU s", _at(key, "operator_cpu"),
+         _at(key, "operator_cpu")),
+        (f"{key.split('_')[0]}: wall s", _at(key, "seconds"), _at(key, "seconds")))],
+    ("operator RSS idle MiB", _at("rss_idle_mib"), _at("rss_idle_mib")),
+    ("operator RSS peak MiB", _at("rss_peak_mib"), _at("rss_peak_mib")),
+]
+
+
+def median(runs: list[dict[str, Any]], figure: Figure) -> float:
+    return float(statistics.median(figure(r) for r in runs))
+
+
+def spread(runs: list[dict[str, Any]], figure: Figure) -> str:
+    """The range over the runs ("" for a single run): how far one run may be off."""
+    if len(runs) < 2:
+        return ""
+    values = [figure(r) for r in runs]
+    return f"{min(values):.1f} to {max(values):.1f}"
+
+
+def _after_retention(run: dict[str, Any]) -> float:
+    return float(run.get("rss_after_retention_mib", 0)) / max(1.0, float(run["rss_idle_mib"]))
+
+
+def targets(reals: list[dict[str, Any]], noops: list[dict[str, Any]]
+            ) -> list[tuple[str, float | None, float]]:
+    """The issue's targets on the medians of the runs: (target, measured, limit); measured is
+    None for a ratio to the no-op when it was not run."""
+    def ratio(ours: Figure, floor: Figure) -> float | None:
+        if not noops:
+            return None
+        return median(reals, ours) / max(1e-9, median(noops, floor))
+    return [
+        ("create→consensus p95 ≤ 1.5x no-op",
+         ratio(_at("consensus_ms", 95), _at("consensus_ms", 95)), 1.5),
+        ("grant→Job released p95 ≤ 3x no-op Job created p95",
+         ratio(_released, _at("job_created_ms", 95)), 3.0),
+        ("API requests per grant ≤ 3x no-op",
+         ratio(_total("grants_phase"), _total("grants_phase")), 3.0),
+        ("operator peak RSS ≤ 150 MiB", median(reals, _at("rss_peak_mib")) / 150, 1.0),
+        ("RSS after retention within 20 % of idle", median(reals, _after_retention), 1.2),
+    ]
+
+
+def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> None:
+    """The medians of the runs side by side (the real operator's range beside them when there
+    was more than one run); no-op columns and ratio targets are left out without a no-op."""
+    n = reals[0]["count"]
+    runs = f"median of {len(reals)} runs" if len(reals) > 1 else "one run"
+    print(f"\n{n} requests + {n} grants at once ({runs} of each side)")
+    print(f"{'figure':<34}{'wingman':>12}{'no-op kopf':>12}{'ratio':>8}"
+          f"{'  wingman range' if len(reals) > 1 else ''}")
+    for name, ours, floor in ROWS:
+        a = median(reals, ours)
+        if noops:
+            b = median(noops, floor)
+            other = f"{b:>12.1f}{(a / b if b else float('nan')):>8.2f}"
+        else:
+            other = f"{'—':>12}{'—':>8}"
+        print(f"{name:<34}{a:>12.1f}{other}  {spread(reals, ours)}".rstrip())
+    after = _at("rss_after_retention_mib")
+    print(f"{'RSS after retention MiB':<34}{median(reals, after):>12.1f}"
+          f"   (all retired: {all(r.get('retired_all') for r in reals)})"
+          f"  {spread(reals, after)}".rstrip())
+    for label, key in (("apiserver CPU s", "apiserver_cpu"), ("operator CPU s", "operator_cpu")):
+        print(f"{'expiry+retention: ' + label:<34}"
+              f"{median(reals, _at('retention_phase', key)):>12.1f}")
+    print(f"{'expiry+retention: API req/object':<34}"
+          f"{median(reals, lambda r: _total('retention_phase')(r) / 2):>12.2f}")
     for key in ("requests_phase", "grants_phase"):
         print(f"\nAPI requests per object, {key.split('_')[0]} phase (operator identity):")
-        ours, floor = per_object(real[key]["requests"], n), per_object(noop[key]["requests"], n)
-        for k in sorted(set(ours) | set(floor)):
-            print(f"  {k:<40}{ours.get(k, 0):>8.2f}{floor.get(k, 0):>8.2f}")
-    target = [
-        ("create→consensus p95 ≤ 1.5x no-op",
-         real["consensus_ms"][95] / noop["consensus_ms"][95], 1.5),
-        ("grant→Job released p95 ≤ 3x no-op Job created p95",
-         real["job_released_ms"][95] / noop["job_created_ms"][95], 3.0),
-        ("API requests per grant ≤ 3x no-op",
-         sum(real["grants_phase"]["requests"].values())
-         / max(1, sum(noop["grants_phase"]["requests"].values())), 3.0),
-        ("operator peak RSS ≤ 150 MiB", real["rss_peak_mib"] / 150, 1.0),
-        ("RSS after retention within 20 % of idle",
-         real.get("rss_after_retention_mib", 0) / max(1.0, real["rss_idle_mib"]), 1.2),
-    ]
-    print("\ntargets")
-    for name, value, limit in target:
-        print(f"  {'PASS' if value <= limit else 'MISS'}  {name}: {value:.2f} (limit {limit})")
+        kinds = sorted({k for r in reals + noops for k in r[key]["requests"]})
+        for k in kinds:
+            per = _per_object(key, k)
+            column = f"{median(noops, per):>8.2f}" if noops else f"{'—':>8}"
+            print(f"  {k:<40}{median(reals, per):>8.2f}{column}")
+    print("\ntargets" + (f" (on the medians of {len(reals)} runs)" if len(reals) > 1 else ""))
+    for name, value, limit in targets(reals, noops):
+        if value is None:
+            print(f"  n/a   {name}: no no-op run (--skip-noop)")
+        else:
+            print(f"  {'PASS' if value <= limit else 'MISS'}  {name}: {value:.2f} "
+                  f"(limit {limit})")
 
 
 def report_execution(execution: dict[str, Any]) -> None:
@@ -637,14 +705,14 @@ def report_execution(execution: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- soak
 
 
-def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, workers: int
-             ) -> None:
+def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, workers: int,
+             operator_env: dict[str, str] | None = None) -> None:
     ns = f"bench-soak-{int(time.time())}"
     values = {**BENCH_VALUES, "policy.retentionSeconds": 30}
     with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
                    values=values):
         clients = Clients(cluster)
-        op = start_real(cluster, ns, work)
+        op = start_real(cluster, ns, work, extra_env=operator_env)
         sampler = RssSampler(op.pid)
         timeline = Timeline()
         rate = total / (minutes * 60)
@@ -924,7 +992,17 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=8, help="client threads creating")
     parser.add_argument("--execute", type=int, default=50,
                         help="burst: grants executed by the node harness (0: skip)")
-    parser.add_argument("--skip-noop", action="store_true")
+    parser.add_argument("--skip-noop", action="store_true",
+                        help="burst: the real operator only (no ratios, no ratio targets)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="burst: run each side this many times, alternating, and print "
+                             "the medians (and the real operator's range)")
+    parser.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="burst/soak: an environment variable for the real operator "
+                             "(repeatable), to compare settings")
+    parser.add_argument("--keep-work", action="store_true",
+                        help="keep the work directory (logs, audit) after a run that "
+                             "succeeded; one that failed is always kept")
     parser.add_argument("--total", type=int, default=10000, help="soak: requests (+ grants)")
     parser.add_argument("--minutes", type=float, default=10.0, help="soak: duration")
     parser.add_argument("--rounds", type=int, default=3, help="failover: rounds")
@@ -934,6 +1012,13 @@ def main() -> int:
                         help="outage: kube-apiserver is killed and restarted, etcd paused")
     parser.add_argument("--seed", type=int, default=None, help="fuzz: the seed")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, not {args.runs}")
+    for item in args.operator_env:
+        name, sep, _ = item.partition("=")
+        if not sep or not name or not name.replace("_", "").isalnum():
+            parser.error(f"--operator-env takes NAME=VALUE (a variable name, '=', its value), "
+                         f"not {item!r}")
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     try:
         with stopping_on_signals():  # SIGTERM/SIGHUP stop the control plane as Ctrl-C does
@@ -945,8 +1030,25 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The mode asked for in a fresh work directory, removed afterwards unless the run failed
+    (or --keep-work): each holds a control plane's data and logs, hundreds of MB."""
     work = Path(tempfile.mkdtemp(prefix="wingman-bench-"))
     progress(f"work directory (operator logs, audit, API server audit log): {work}")
+    finished = False
+    try:
+        code = run_in(args, work)
+        finished = True
+        return code
+    finally:
+        if finished and not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+            progress(f"work directory removed (--keep-work keeps it): {work}")
+        else:
+            progress(f"work directory kept: {work}")
+
+
+def run_in(args: argparse.Namespace, work: Path) -> int:
+    operator_env = dict(item.partition("=")[::2] for item in args.operator_env)
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           f"{os.cpu_count()} CPUs")
@@ -954,7 +1056,7 @@ def run(args: argparse.Namespace) -> int:
         with LocalCluster.start(work / "cluster", audit_log=True) as cluster:
             cluster.apply_crds(Path(__file__).resolve().parents[2] / "crds")
             if args.mode == "soak":
-                run_soak(cluster, work, args.total, args.minutes, args.workers)
+                run_soak(cluster, work, args.total, args.minutes, args.workers, operator_env)
                 return 0
             if args.mode == "failover":
                 run_failover(cluster, work, args.rounds)
@@ -969,11 +1071,18 @@ def run(args: argparse.Namespace) -> int:
             if args.mode == "fuzz":
                 run_fuzz_mode(cluster, work, args.count, args.seed)
                 return 0
-            real = run_burst(cluster, work, "real", args.count, args.workers, start_real)
-            noop = real if args.skip_noop else run_burst(cluster, work, "noop", args.count,
-                                                         args.workers, start_noop)
-            report(real, noop)
-            print(json.dumps({"wingman": real, "noop": noop}, default=str))
+            reals: list[dict[str, Any]] = []
+            noops: list[dict[str, Any]] = []
+            for i in range(args.runs):  # alternating, so a drift of the machine hits both
+                if args.runs > 1:
+                    progress(f"run {i + 1} of {args.runs}")
+                reals.append(run_burst(cluster, work, "real", args.count, args.workers,
+                                       partial(start_real, extra_env=operator_env)))
+                if not args.skip_noop:
+                    noops.append(run_burst(cluster, work, "noop", args.count, args.workers,
+                                           start_noop))
+            report(reals, noops)
+            print(json.dumps({"wingman": reals, "noop": noops}, default=str))
             if args.execute:
                 progress(f"execution: {args.execute} requests + grants run by the node harness")
                 execution = run_execution(cluster, work, args.execute, 4)
