@@ -4,7 +4,8 @@ In a burst many reconciles append at once: each transition of a request, a grant
 its token, its authorization. One at a time, every append is a trip to the thread pool, the
 sink's lock, a read of the chain's head and an fsync (a transaction in PostgreSQL), and the
 appends queue behind each other. Here an append is queued, and one writer takes everything
-queued so far and hands it to ``AuditSink.append_all``: one head read, one write and one fsync
+queued so far (at most ``MAX_GROUP`` records and about ``MAX_GROUP_BYTES``) and hands it to
+``AuditSink.append_all``: one head read, one write and one fsync
 for the lot (``tests/bench/bench_audit.py``, 64 appenders: about 5x the rate with the file
 sink, 9x with PostgreSQL).
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,6 +38,10 @@ log = logging.getLogger("wingman.operator.recorder")
 
 #: The most records one write carries (a burst larger than this takes several writes).
 MAX_GROUP = 256
+#: About the most bytes one write carries: a group is closed once its records' content
+#: reaches this (a single larger record still goes, alone), so a group of large records never
+#: holds the sink's lock, which the gateway's appends also wait for, for one huge write.
+MAX_GROUP_BYTES = 1024 * 1024
 
 Results = list[AuditRecord | AuditUnavailable]
 
@@ -65,7 +71,8 @@ class Recorder:
 
     async def _write(self) -> None:
         while self._queue:
-            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+            taken = _group_size([entry for entry, _ in self._queue[:MAX_GROUP]])
+            group, self._queue = self._queue[:taken], self._queue[taken:]
             try:
                 await self._write_group(group)
             except BaseException as exc:
@@ -100,6 +107,25 @@ class Recorder:
             _settle(done, result)
 
 
+def _group_size(entries: list[NewRecord]) -> int:
+    """How many of ``entries`` (at least one) the next group takes: up to ``MAX_GROUP_BYTES``
+    of content, measured as the sink will serialise it, roughly (pure)."""
+    total = 0
+    for i, entry in enumerate(entries):
+        total += _content_bytes(entry)
+        if total > MAX_GROUP_BYTES:
+            return max(1, i)
+    return len(entries)
+
+
+def _content_bytes(entry: NewRecord) -> int:
+    try:
+        return len(json.dumps([entry.event, entry.actor, entry.subject, entry.data],
+                              default=str, separators=(",", ":")))
+    except (TypeError, ValueError, RecursionError):  # the sink refuses it on its own
+        return 0
+
+
 def _settle(done: asyncio.Future[AuditRecord], result: Any) -> None:
     if done.done():  # settled already, or its caller was cancelled meanwhile
         return
@@ -124,4 +150,4 @@ def _own(exc: BaseException) -> BaseException:
     return exc
 
 
-__all__ = ["MAX_GROUP", "Recorder"]
+__all__ = ["MAX_GROUP", "MAX_GROUP_BYTES", "Recorder"]

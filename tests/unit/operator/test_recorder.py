@@ -139,6 +139,24 @@ def test_groups_never_exceed_max_group(tmp_path: Path, monkeypatch: pytest.Monke
     assert max(sink.groups) == size and sum(sink.groups) == 7
 
 
+def test_large_records_are_written_in_groups_of_about_max_group_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recorder_module, "MAX_GROUP_BYTES", 10_000)
+    sink = CountingSink(tmp_path / "audit.jsonl")
+
+    async def burst() -> list[AuditRecord]:
+        # 4 KB each: two fit in a group; one larger than the cap still goes, alone
+        sizes = [4000] * 6 + [20_000] + [4000] * 2
+        return list(await asyncio.gather(*(rec.append(entry(i, pad="x" * size))
+                                           for i, size in enumerate(sizes))))
+    with recording(sink) as rec:
+        records = asyncio.run(burst())
+    assert [r.seq for r in records] == list(range(9))
+    assert sum(sink.groups) == 9 and max(sink.groups) == 2
+    assert 1 in sink.groups[1:]  # the 20 KB record
+    assert verify(str(tmp_path / "audit.jsonl"), expected_head=records[-1].hash).ok
+
+
 class MiscountingSink(FileSink):
     """A sink that breaks its contract: one result fewer than the entries it was given."""
 
