@@ -66,7 +66,9 @@ ALERTS = {
 #: Labels Prometheus attaches to every scraped series (not exported by the operator).
 TARGET_LABELS = frozenset({"job", "namespace", "instance", "pod", "service", "container",
                            "endpoint"})
-ENABLED = {"metrics.prometheusRule.enabled": True}
+#: The rules, and the chat component whose alert is rendered only with it.
+ENABLED = {"metrics.prometheusRule.enabled": True, "chat.enabled": True,
+           "chat.webhook": {"enabled": True, "url": "https://hooks.example.com/wingman"}}
 
 
 def _namespace(env: str) -> str:
@@ -327,6 +329,11 @@ def test_runbook_url_and_labels_come_from_values() -> None:
     for alert in alert_rules(rule["spec"]):
         assert alert["annotations"]["runbook_url"] == (
             f"https://wiki.example.com/wingman#{alert['alert'].lower()}")
+
+
+def test_the_chat_alert_is_rendered_only_with_the_chat_component() -> None:
+    alerts = [r["alert"] for r in alert_rules(rules_of("prd", {"chat.enabled": False}))]
+    assert alerts == [a for a in ALERTS if a != "WingmanChatDeliveryFailing"]
 
 
 def test_each_alert_can_be_switched_off_and_all_carry_extra_labels(tmp_path: Path) -> None:
