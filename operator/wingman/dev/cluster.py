@@ -255,13 +255,21 @@ class LocalCluster:
         return path
 
     def _spawn(self, name: str, argv: list[str]) -> None:
+        """Start a component in its own session; ``setpriv --pdeathsig TERM`` (util-linux)
+        stops it when the thread that started it dies, even by SIGKILL, so a killed test run,
+        bench or ``wingman dev run`` leaves no control plane behind."""
         self._argv[name] = argv
+        setpriv = shutil.which("setpriv") or (
+            "/usr/bin/setpriv" if os.access("/usr/bin/setpriv", os.X_OK) else None)
+        command = [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
         logfile = open(self.workdir / f"{name}.log", "ab")
-        proc = subprocess.Popen(
-            argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=self.workdir,
-        )
-        logfile.close()
+        try:
+            proc = subprocess.Popen(
+                command, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.workdir,
+            )
+        finally:
+            logfile.close()
         self._procs[name] = proc
 
     def _check_alive(self) -> None:

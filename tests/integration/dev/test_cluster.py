@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from wingman.dev.cluster import LocalCluster
 
@@ -117,3 +124,48 @@ def test_the_control_plane_reports_the_pinned_release(cluster: LocalCluster) -> 
     versions = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     assert versions["serverVersion"]["gitVersion"] == f"v{kube_version()}"
     assert versions["clientVersion"]["gitVersion"] == f"v{kube_version()}"
+
+
+_OWNER = """
+import json, sys, time
+from pathlib import Path
+from wingman.dev.cluster import LocalCluster
+cluster = LocalCluster.start(Path(sys.argv[1]))
+print(json.dumps({name: cluster.pid(name) for name in
+                  ("etcd", "kube-apiserver", "kube-controller-manager")}), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"  # a zombie has stopped; only its parent (init here) may reap it
+
+
+def test_the_control_plane_stops_when_its_owner_is_killed(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A test run, bench or ``wingman dev run`` killed with SIGKILL gets no chance to stop what
+    it started: etcd, kube-apiserver and kube-controller-manager stop with it (parent-death
+    signal) instead of running on and holding their ports and data."""
+    work = tmp_path_factory.mktemp("cluster-owner-killed")
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(work / "cluster")],
+                             stdout=subprocess.PIPE, text=True)
+    pids: dict[str, int] = {}
+    try:
+        line = owner.stdout.readline() if owner.stdout else ""
+        assert line, "the control plane did not start"
+        pids = json.loads(line)
+        assert all(_alive(pid) for pid in pids.values())
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=30)
+        _eventually(lambda: not any(_alive(pid) for pid in pids.values()), timeout=60)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -175,7 +175,7 @@ def test_a_node_whose_owner_was_killed_is_removed_by_the_next_one(
         if owner.poll() is None:
             owner.kill()
             owner.wait()
-        # the killed owner's control plane (LocalCluster has no parent-death signal)
+        # the killed owner's control plane, should its parent-death signal not have stopped it
         for pid in kubelet._pids_with(f"{work}/cluster/".encode()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
