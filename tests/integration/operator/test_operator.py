@@ -7,6 +7,7 @@ the operator reviews, decides, authorizes, mints and launches; the tests read wh
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import time
 import uuid
@@ -674,3 +675,37 @@ def test_operator_state_is_never_taken_from_metadata_others_can_write(env: Env) 
                   "managedFields"):
             meta.pop(k, None)
         env.cluster.kubectl("create", "-f", "-", input=json.dumps(saved))
+
+
+def test_a_token_no_gateway_could_use_expires_and_its_secret_is_removed(env: Env) -> None:
+    """The gateway pod never starts (here a ResourceQuota forbids pods): once the token has
+    expired (plus the leeway), the shared sweep settles the grant as Expired/TokenExpired and
+    deletes the token Secret, and nothing of the grant is made again afterwards."""
+    env.request("no-room")
+    env.wait_phase("ar", "no-room", "AutoApproved")
+    env.cluster.kubectl("create", "quota", "no-pods", "--hard=pods=0", "-n", env.ns)
+    env.grant("no-room-1", "no-room", RESTART, ttlSeconds=30)
+    issued = env.wait_phase("eg", "no-room-1", "TokenIssued")
+    assert env.secret("no-room-1") is not None
+    expires = dt.datetime.fromisoformat(issued["status"]["tokenExpirationTime"])
+    eg = env.wait_phase("eg", "no-room-1", "Expired", timeout=90)
+    st = eg["status"]
+    assert st["reason"] == "TokenExpired" and "create a new grant" in st["message"]
+    # not before the token expired plus the leeway (5 s in the test environment)
+    assert dt.datetime.fromisoformat(st["completionTime"]) >= expires + dt.timedelta(seconds=5)
+    ready = {c["type"]: c for c in st["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "Expired")
+    wait_for("the token Secret deleted", lambda: env.secret("no-room-1") is None, 20,
+             on_timeout=env.op.log_tail)
+    job = env.job("no-room-1")
+    assert job is not None and not (job.get("status") or {}).get("active")
+    assert "TokenExpired" in {e["reason"] for e in env.events("no-room-1")}
+    records = [r for r in env.op.audit_events() if r["subject"].get("name") == "no-room-1"]
+    assert [r["event"] for r in records].count("GrantExpired") == 1
+    assert st["auditRecordHash"] == f"sha256:{records[-1]['hash']}"
+    # the sweeps after it find the grant final: no second token, no Secret made again
+    time.sleep(3)
+    assert env.secret("no-room-1") is None
+    assert [r["event"] for r in env.op.audit_events()].count("TokenMinted") == 1
+    assert "Traceback" not in env.op.log_path.read_text()
+    assert verify(str(env.op.audit_path)).ok
