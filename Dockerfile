@@ -10,6 +10,8 @@
 #   requirements.lock the pinned, hashed dependency list (`bash .ci/lock` regenerates it)
 #   kubectl           built from the pinned Kubernetes module (.ci/tools/kube) with a supported
 #                     Go release by .ci/provision-tools.sh, the same kubectl the tests run
+#   debs/             Debian bookworm's libjemalloc2, checked against its pinned SHA-256: the
+#                     operator's allocator (wingman.operator.memory; WINGMAN_ALLOCATOR)
 # Nothing is fetched from the network during the build: pip installs offline with
 # --require-hashes. tests/container/ builds this file and runs the image the way the chart's
 # Deployment, the operator's gateway Jobs and the helm test pod run it.
@@ -47,6 +49,10 @@ RUN groupadd --gid 65532 wingman \
       /usr/lib/python3/dist-packages/pip /usr/lib/python3/dist-packages/pip-* \
       /usr/lib/python3/dist-packages/setuptools /usr/lib/python3/dist-packages/setuptools-* \
       /usr/lib/python3/dist-packages/pkg_resources /usr/share/python-wheels
+# jemalloc for the operator (it preloads it itself; nothing else in the image uses it). Its
+# dependencies (libstdc++6, libgcc-s1) are in every Debian base that has apt.
+RUN --mount=type=bind,source=debs,target=/build/debs \
+    dpkg --install /build/debs/libjemalloc2_*.deb
 COPY --from=build /opt/wingman /opt/wingman
 COPY kubectl /usr/local/bin/kubectl
 LABEL org.opencontainers.image.title="wingman" \

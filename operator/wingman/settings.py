@@ -74,6 +74,21 @@ def _log_format(env: Mapping[str, str]) -> str:
     return fmt
 
 
+#: The operator's memory allocator (``wingman.operator.memory``): ``auto`` is jemalloc when the
+#: system has it, else glibc's malloc; ``python`` is CPython's own (pymalloc), unchanged.
+ALLOCATORS = ("auto", "jemalloc", "glibc", "python")
+
+
+def allocator(env: Mapping[str, str]) -> str:
+    """``WINGMAN_ALLOCATOR``, checked (read before anything else starts, by the operator's
+    re-execution, and again into ``OperatorSettings``)."""
+    choice = _get(env, "WINGMAN_ALLOCATOR", "auto").lower()
+    if choice not in ALLOCATORS:
+        raise ConfigError(f"WINGMAN_ALLOCATOR={choice!r} must be one of {', '.join(ALLOCATORS)} "
+                          "(auto: jemalloc when installed, else glibc's malloc)")
+    return choice
+
+
 def _log_level(env: Mapping[str, str], default: str = "info") -> str:
     level = _get(env, "WINGMAN_LOG_LEVEL", default).lower()
     if level not in LEVELS:
@@ -332,6 +347,8 @@ class OperatorSettings:
     #: Blocking calls (API requests, audit appends) in flight at once: the operator's thread
     #: pool and its connections to the API server.
     api_concurrency: int = 32
+    #: The memory allocator asked for (``ALLOCATORS``; applied at start by re-execution).
+    allocator: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -384,6 +401,7 @@ class OperatorSettings:
                                               3600)),
             resync_seconds=float(_int(env, "WINGMAN_RESYNC_SECONDS", 30, 1, 3600)),
             api_concurrency=_int(env, "WINGMAN_API_CONCURRENCY", 32, 1, 256),
+            allocator=allocator(env),
             gateway_docker_socket=_socket(env),
             fault_kill_at=env.get("WINGMAN_FAULT_KILL_AT", "").strip() or None,
             log_level=_log_level(env),

@@ -152,3 +152,18 @@ def test_the_image_carries_its_oci_labels(image: Image) -> None:
                           text=True, check=True).stdout.strip()
     assert labels["org.opencontainers.image.revision"] in (head, f"{head}-dirty")
     assert labels["org.opencontainers.image.title"] == "wingman"
+
+
+def test_the_operator_runs_on_jemalloc_in_the_image(engine: DockerEngine, image: Image) -> None:
+    """The image has the allocator the operator chooses by default (``auto``), and the
+    operator's re-execution preloads it on the read-only root the chart runs it on."""
+    locked = ("--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+              "--tmpfs", "/tmp:size=16m")
+    out = _python(engine, image, "from wingman.operator import memory; memory.use_malloc(); "
+                  "print(memory.find_jemalloc(), memory.active(), memory.release())", *locked)
+    assert out.returncode == 0, out.stderr
+    path, active, released = out.stdout.split()
+    assert path.endswith("/libjemalloc.so.2") and active == "jemalloc" and released == "True"
+    dpkg = run(engine, image, "dpkg-query", "-W", "-f", "${Package} ${Version}",
+               "libjemalloc2")
+    assert dpkg.returncode == 0 and dpkg.stdout == "libjemalloc2 5.3.0-1", dpkg.stderr

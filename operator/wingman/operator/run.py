@@ -24,6 +24,7 @@ import kopf
 from wingman.errors import WingmanError
 from wingman.logs import setup_logging
 from wingman.model import names
+from wingman.operator import memory
 from wingman.operator.context import Context, build_context
 from wingman.operator.leader import AlwaysLeader, LeaderElector, Timing
 from wingman.operator.memory import MALLOC_ARENAS, limit_arenas
@@ -188,7 +189,8 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     log.info("operator starting", extra={
         "namespace": settings.namespace, "environment": settings.environment,
         "metrics_port": server.server_port, "signing_kid": ctx.ring.active,
-        "identity": settings.identity, "leader_election": settings.leader_election})
+        "identity": settings.identity, "leader_election": settings.leader_election,
+        "allocator": memory.active()})
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings)
     ctx.metrics.up.set(1)

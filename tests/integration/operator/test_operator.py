@@ -33,6 +33,7 @@ from wingman.capability.keys import KeySet
 from wingman.capability.tokens import Expected, token_sha256
 from wingman.capability.tokens import verify as verify_token
 from wingman.model import names
+from wingman.operator import memory
 from wingman.operator.handlers.grants import STEPS
 
 RESTART = "kubectl rollout restart deployment/frontend -n apps"
@@ -414,6 +415,19 @@ def test_metrics_and_health(env: Env) -> None:
                    "wingman_audit_head_sequence"):
         assert series in text, series
     assert 'wingman_decisions_total{decision="AutoApproved",environment="test"} 1.0' in text
+
+
+def test_the_operator_runs_on_the_allocator_it_chose(env: Env) -> None:
+    """``auto``: jemalloc where it is installed (bash .ci/setup installs it; the image has
+    it), preloaded into the operator process itself; glibc's malloc otherwise."""
+    starting = next(json.loads(line) for line in env.op.log_path.read_text().splitlines()
+                    if '"operator starting"' in line)
+    assert env.op.proc is not None
+    maps = Path(f"/proc/{env.op.proc.pid}/maps").read_text()
+    if memory.find_jemalloc() is not None:
+        assert starting["allocator"] == "jemalloc" and memory.JEMALLOC in maps
+    else:
+        assert starting["allocator"] == "glibc" and memory.JEMALLOC not in maps
 
 
 def _converged(env: Env, grants: list[str]) -> bool:

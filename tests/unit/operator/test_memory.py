@@ -13,7 +13,9 @@ import textwrap
 
 import pytest
 
+from wingman.errors import ConfigError
 from wingman.operator import memory
+from wingman.settings import OperatorSettings
 
 glibc = pytest.mark.skipif(memory._LIBC is None, reason="glibc's allocator only")
 
@@ -99,6 +101,7 @@ def test_limit_arenas_keeps_threads_to_the_cap() -> None:
 def test_without_glibc_both_are_harmless(monkeypatch: pytest.MonkeyPatch) -> None:
     """musl or macOS: nothing to tune, nothing fails."""
     monkeypatch.setattr(memory, "_LIBC", None)
+    monkeypatch.setattr(memory, "_jemalloc_loaded", lambda: False)
     assert memory.limit_arenas(2) is False
     assert memory.release() is False
 
@@ -133,8 +136,12 @@ print(json.dumps(libc.mallinfo2().uordblks < used))
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "GLIBC_TUNABLES")}
-    return {**env, **extra}
+    """This environment without an allocator chosen, on glibc's malloc unless ``extra`` says
+    otherwise."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONMALLOC", "GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF",
+                        "WINGMAN_ALLOCATOR")}
+    return {**env, "WINGMAN_ALLOCATOR": "glibc", **extra}
 
 
 @glibc
@@ -179,6 +186,7 @@ def test_use_malloc_goes_on_when_the_interpreter_cannot_be_run_again(
     starts, on Python's own allocator, and says so."""
     monkeypatch.setattr(memory, "_LIBC", object())
     monkeypatch.delenv("PYTHONMALLOC", raising=False)
+    monkeypatch.setenv("WINGMAN_ALLOCATOR", "glibc")
     monkeypatch.setattr(sys, "executable", "")
 
     def refused(path: str, argv: list[str], env: dict[str, str]) -> None:
@@ -186,3 +194,85 @@ def test_use_malloc_goes_on_when_the_interpreter_cannot_be_run_again(
     monkeypatch.setattr(os, "execve", refused)
     memory.use_malloc()
     assert "cannot re-execute" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the choice
+
+
+def test_auto_preloads_jemalloc_when_the_system_has_it() -> None:
+    env = memory.reexec_env({"PATH": "/bin"}, jemalloc="/usr/lib/x/libjemalloc.so.2",
+                            glibc=True)
+    assert env == {"PATH": "/bin", "PYTHONMALLOC": "malloc",
+                   "LD_PRELOAD": "/usr/lib/x/libjemalloc.so.2",
+                   "MALLOC_CONF": memory.JEMALLOC_CONF}
+    # what whoever starts the operator set is kept: their preloads after it, their options
+    env = memory.reexec_env({"LD_PRELOAD": "/lib/other.so", "MALLOC_CONF": "narenas:4"},
+                            jemalloc="/j.so", glibc=True)
+    assert env is not None
+    assert env["LD_PRELOAD"] == "/j.so /lib/other.so" and env["MALLOC_CONF"] == "narenas:4"
+
+
+def test_auto_without_jemalloc_is_glibc_malloc_without_its_thread_caches() -> None:
+    assert memory.reexec_env({}, jemalloc=None, glibc=True) == {
+        "PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": memory.NO_TCACHE}
+    assert memory.reexec_env({}, jemalloc=None, glibc=False) is None  # musl, macOS
+    # glibc asked for explicitly: jemalloc is not used even when installed
+    env = memory.reexec_env({"WINGMAN_ALLOCATOR": "glibc"}, jemalloc="/j.so", glibc=True)
+    assert env is not None and "LD_PRELOAD" not in env and env["PYTHONMALLOC"] == "malloc"
+
+
+def test_an_allocator_chosen_already_or_pythons_own_means_no_reexecution() -> None:
+    assert memory.reexec_env({"PYTHONMALLOC": "debug"}, jemalloc="/j.so", glibc=True) is None
+    assert memory.reexec_env({"WINGMAN_ALLOCATOR": "python"}, jemalloc="/j.so",
+                             glibc=True) is None
+
+
+def test_jemalloc_asked_for_but_missing_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ConfigError, match=r"libjemalloc2.*WINGMAN_ALLOCATOR=auto"):
+        memory.reexec_env({"WINGMAN_ALLOCATOR": "jemalloc"}, jemalloc=None, glibc=True)
+
+
+def test_an_unknown_allocator_is_refused_by_the_settings() -> None:
+    # the re-execution leaves it alone; the settings name what is wrong and the choices
+    assert memory.reexec_env({"WINGMAN_ALLOCATOR": "tcmalloc"}, jemalloc="/j.so",
+                             glibc=True) is None
+    with pytest.raises(ConfigError, match="WINGMAN_ALLOCATOR='tcmalloc' must be one of auto, "
+                                          "jemalloc, glibc, python"):
+        OperatorSettings.from_env({"WINGMAN_ALLOCATOR": "tcmalloc"})
+
+
+needs_jemalloc = pytest.mark.skipif(
+    memory.find_jemalloc() is None,
+    reason=f"{memory.JEMALLOC} is not installed (bash .ci/setup installs libjemalloc2)")
+
+ON_JEMALLOC = PRELUDE + """
+    memory.use_malloc()
+    blocks = [bytearray(4096) for _ in range(20000)]  # ~80 MiB
+    survivors = blocks[::16]
+    del blocks
+    before = rss()
+    released = memory.release()
+    print(json.dumps({"active": memory.active(), "before": before, "after": rss(),
+                      "released": released, "arenas": memory.limit_arenas(2),
+                      "conf": os.environ.get("MALLOC_CONF")}))
+"""
+
+
+@needs_jemalloc
+def test_the_operator_runs_on_jemalloc_and_gives_freed_memory_back() -> None:
+    """``auto`` with jemalloc installed: the re-executed process runs on it, with the
+    operator's options, and a burst's freed memory leaves the RSS once purged."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(ON_JEMALLOC)],
+                         capture_output=True, text=True, timeout=120, check=True,
+                         env=_env(WINGMAN_ALLOCATOR="auto"))
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["active"] == "jemalloc" and result["conf"] == memory.JEMALLOC_CONF
+    assert result["released"] is True and result["arenas"] is False
+    assert result["before"] - result["after"] > 40, result
+
+
+def test_the_allocator_in_use_is_named() -> None:
+    out = subprocess.run([sys.executable, "-c", SHOW.replace(
+        'os.environ.get("PYTHONMALLOC")]))', 'memory.active()]))')],
+        capture_output=True, text=True, timeout=60, check=True, env=_env())
+    assert json.loads(out.stdout)[1] == ("glibc" if memory._LIBC is not None else "python")
