@@ -692,17 +692,38 @@ def test_operator_state_is_never_taken_from_metadata_others_can_write(env: Env) 
 
 
 def test_a_token_no_gateway_could_use_expires_and_its_secret_is_removed(env: Env) -> None:
-    """The gateway pod never starts (here a ResourceQuota forbids pods): once the token has
-    expired (plus the leeway), the shared sweep settles the grant as Expired/TokenExpired and
-    deletes the token Secret, and nothing of the grant is made again afterwards."""
+    """The gateway pod is never created (here the cluster's own admission policy refuses pods
+    in the namespace): once the token has expired (plus the leeway), the shared sweep settles
+    the grant as Expired/TokenExpired and deletes the token Secret, and nothing of the grant is
+    made again afterwards."""
     env.request("no-room")
     env.wait_phase("ar", "no-room", "AutoApproved")
-    env.cluster.kubectl("create", "quota", "no-pods", "--hard=pods=0", "-n", env.ns)
-    env.grant("no-room-1", "no-room", RESTART, ttlSeconds=30)
-    issued = env.wait_phase("eg", "no-room-1", "TokenIssued")
-    assert env.secret("no-room-1") is not None
-    expires = dt.datetime.fromisoformat(issued["status"]["tokenExpirationTime"])
-    eg = env.wait_phase("eg", "no-room-1", "Expired", timeout=90)
+    policy = f"{env.ns}-no-pods"
+    env.cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "admissionregistration.k8s.io/v1",
+             "kind": "ValidatingAdmissionPolicy", "metadata": {"name": policy},
+             "spec": {"failurePolicy": "Fail",
+                      "matchConstraints": {"resourceRules": [
+                          {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                           "resources": ["pods"]}]},
+                      "validations": [{"expression": "false", "message": "no pods here"}]}},
+            {"apiVersion": "admissionregistration.k8s.io/v1",
+             "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": policy},
+             "spec": {"policyName": policy, "validationActions": ["Deny"],
+                      "matchResources": {"namespaceSelector": {"matchLabels": {
+                          "kubernetes.io/metadata.name": env.ns}}}}}]}))
+    try:
+        env.grant("no-room-1", "no-room", RESTART, ttlSeconds=30)
+        issued = env.wait_phase("eg", "no-room-1", "TokenIssued")
+        assert env.secret("no-room-1") is not None
+        expires = dt.datetime.fromisoformat(issued["status"]["tokenExpirationTime"])
+        eg = env.wait_phase("eg", "no-room-1", "Expired", timeout=90)
+        job = env.job("no-room-1")
+        assert job is not None and not (job.get("status") or {}).get("active"), job
+    finally:
+        env.cluster.kubectl("delete", "validatingadmissionpolicybinding,"
+                            "validatingadmissionpolicy", policy, "--ignore-not-found")
     st = eg["status"]
     assert st["reason"] == "TokenExpired" and "create a new grant" in st["message"]
     # not before the token expired plus the leeway (5 s in the test environment)
@@ -711,8 +732,6 @@ def test_a_token_no_gateway_could_use_expires_and_its_secret_is_removed(env: Env
     assert (ready["status"], ready["reason"]) == ("False", "Expired")
     wait_for("the token Secret deleted", lambda: env.secret("no-room-1") is None, 20,
              on_timeout=env.op.log_tail)
-    job = env.job("no-room-1")
-    assert job is not None and not (job.get("status") or {}).get("active")
     assert "TokenExpired" in {e["reason"] for e in env.events("no-room-1")}
     records = [r for r in env.op.audit_events() if r["subject"].get("name") == "no-room-1"]
     assert [r["event"] for r in records].count("GrantExpired") == 1
