@@ -714,6 +714,10 @@ def test_a_token_no_gateway_could_use_expires_and_its_secret_is_removed(env: Env
                       "matchResources": {"namespaceSelector": {"matchLabels": {
                           "kubernetes.io/metadata.name": env.ns}}}}}]}))
     try:
+        # the API server loads a new policy within a second or so: wait until it refuses
+        wait_for("the policy enforced", lambda: "no pods here" in env.cluster.kubectl(
+            "run", "probe", "--image=registry.k8s.io/pause:3.9", "--dry-run=server", "-n",
+            env.ns, check=False).stderr, 30)
         env.grant("no-room-1", "no-room", RESTART, ttlSeconds=30)
         issued = env.wait_phase("eg", "no-room-1", "TokenIssued")
         assert env.secret("no-room-1") is not None
