@@ -1,4 +1,4 @@
-"""What users wait for, beside a no-op kopf operator on the same control plane, in one run.
+"""What users wait for, beside a no-op kopf operator on the same control plane, in one go.
 
     .venv/bin/python tests/bench/bench_operator.py [--count 1000] [--execute 50] [--runs 3]
     .venv/bin/python tests/bench/bench_operator.py execute [--execute 50]
@@ -505,7 +505,8 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
     return out
 
 
-def run_execution(cluster: LocalCluster, work: Path, count: int, workers: int
+def run_execution(cluster: LocalCluster, work: Path, count: int, workers: int,
+                  operator_env: dict[str, str] | None = None
                   ) -> dict[str, Any]:
     """grant → Succeeded with the node harness running the gateway pods."""
     from wingman.dev.node import NodeHarness
@@ -526,7 +527,7 @@ def run_execution(cluster: LocalCluster, work: Path, count: int, workers: int
                                                                "image": "nginx:1.27"}]}}}}
                 for i in range(count)]}))
         clients = Clients(cluster)
-        op = start_real(cluster, ns, work, audit_volume=True)
+        op = start_real(cluster, ns, work, audit_volume=True, extra_env=operator_env)
         audit_dir = work / f"real-{ns}"
         harness = NodeHarness(cluster=cluster, namespaces=[ns], workdir=work / "node",
                               gateway_image=DEFAULT_GATEWAY_IMAGE,
@@ -998,7 +999,7 @@ def main() -> int:
                         help="burst: run each side this many times, alternating, and print "
                              "the medians (and the real operator's range)")
     parser.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="burst/soak: an environment variable for the real operator "
+                        help="burst, execute, soak: an environment variable for the real operator "
                              "(repeatable), to compare settings")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the work directory (logs, audit) after a run that "
@@ -1066,7 +1067,7 @@ def run_in(args: argparse.Namespace, work: Path) -> int:
                            args.component)
                 return 0
             if args.mode == "execute":
-                report_execution(run_execution(cluster, work, args.execute, 4))
+                report_execution(run_execution(cluster, work, args.execute, 4, operator_env))
                 return 0
             if args.mode == "fuzz":
                 run_fuzz_mode(cluster, work, args.count, args.seed)
@@ -1085,7 +1086,7 @@ def run_in(args: argparse.Namespace, work: Path) -> int:
             print(json.dumps({"wingman": reals, "noop": noops}, default=str))
             if args.execute:
                 progress(f"execution: {args.execute} requests + grants run by the node harness")
-                execution = run_execution(cluster, work, args.execute, 4)
+                execution = run_execution(cluster, work, args.execute, 4, operator_env)
                 report_execution(execution)
                 print(json.dumps({"execution": execution}, default=str))
     finally:

@@ -16,7 +16,7 @@ freed pages back: ``use_malloc`` re-executes the command once with its environme
   ``MALLOC_CONF`` is set: one arena, no per-thread caches, a background thread that returns
   freed pages after a second. Its size-class slabs leave far less free memory stranded between
   live chunks than glibc's heap does, and without caches no idle pool thread keeps freed
-  memory. 1,000 burst: peak RSS 142 against 145-157 MiB with glibc, after retention 1.22-1.23
+  memory. 1,000 burst: peak RSS 142-144 against 145-157 MiB with glibc, after retention 1.22-1.23
   against 1.34-1.42 times idle, operator CPU no higher. A start that asks for it where it is not
   installed is refused with a message saying so.
 - ``glibc``: glibc's malloc with at most ``MALLOC_ARENAS`` arenas (``limit_arenas``, before the
