@@ -259,8 +259,11 @@ class LocalCluster:
         stops it when the thread that started it dies, even by SIGKILL, so a killed test run,
         bench or ``wingman dev run`` leaves no control plane behind."""
         self._argv[name] = argv
-        setpriv = shutil.which("setpriv") or (
-            "/usr/bin/setpriv" if os.access("/usr/bin/setpriv", os.X_OK) else None)
+        setpriv = next((p for p in ("/usr/bin/setpriv", "/bin/setpriv")
+                        if os.access(p, os.X_OK)), None) or shutil.which("setpriv")
+        if setpriv is None:
+            log.warning("setpriv (util-linux) is not installed: %s will outlive this process "
+                        "if it is killed with SIGKILL", name)
         command = [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
         logfile = open(self.workdir / f"{name}.log", "ab")
         try:

@@ -126,7 +126,7 @@ def use_malloc() -> None:
     sys.stderr.flush()
     try:
         # the same argv, as argv (no shell): this very command again
-        os.execve(sys.executable, sys.orig_argv, env)  # noqa: S606
+        os.execve(sys.executable or "", sys.orig_argv, env)  # noqa: S606
     except OSError as exc:  # no interpreter to run again (embedded, removed, not permitted)
         print(f"wingman: running on Python's own allocator: cannot re-execute "
               f"{sys.executable or '(unknown interpreter)'} ({exc.strerror or exc})",
@@ -140,6 +140,23 @@ def active() -> str:
     if os.environ.get("PYTHONMALLOC") == "malloc" and _LIBC is not None:
         return "glibc"
     return "python"
+
+
+def refusal(choice: str, running: str, environ: Mapping[str, str]) -> str | None:
+    """Why the operator must not start on ``running`` when ``choice`` was asked for, or None
+    (pure): ``jemalloc`` is a promise, kept or refused, never silently dropped."""
+    if choice != "jemalloc" or running == "jemalloc":
+        return None
+    why = f"WINGMAN_ALLOCATOR=jemalloc, but the operator runs on {running}: "
+    if "PYTHONMALLOC" not in environ:
+        return why + ("it could not re-execute itself (see the message above); run it with "
+                      "the image's interpreter or set WINGMAN_ALLOCATOR=auto")
+    if JEMALLOC in environ.get("LD_PRELOAD", ""):
+        return why + (f"the dynamic loader did not preload {JEMALLOC} (see its message "
+                      "above); reinstall jemalloc (Debian and Ubuntu: libjemalloc2) or set "
+                      "WINGMAN_ALLOCATOR=auto")
+    return why + ("PYTHONMALLOC was set by whoever started it, so the allocator was not "
+                  "chosen; unset PYTHONMALLOC or set WINGMAN_ALLOCATOR=auto")
 
 
 def _jemalloc_loaded() -> bool:
@@ -181,4 +198,5 @@ def release() -> bool:
 
 
 __all__ = ["JEMALLOC", "JEMALLOC_CONF", "MALLOC_ARENAS", "M_ARENA_MAX", "NO_TCACHE", "active",
-           "find_jemalloc", "limit_arenas", "reexec_env", "release", "tunables", "use_malloc"]
+           "find_jemalloc", "limit_arenas", "reexec_env", "refusal", "release", "tunables",
+           "use_malloc"]

@@ -151,6 +151,10 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     Liveness is kopf's ``/healthz`` on the health port; readiness (``/readyz``, beside
     ``/metrics`` on the metrics port) is true only while this replica acts (holds the leader
     Lease)."""
+    refused = memory.refusal(settings.allocator, memory.active(), os.environ)
+    if refused is not None:
+        print(f"wingman operator: cannot start: {refused}", file=sys.stderr)
+        return 2
     limit_arenas(MALLOC_ARENAS)  # before any of the operator's threads allocates
     setup_logging(settings.log_format, settings.log_level, component="operator")
     if settings.log_level != "debug":

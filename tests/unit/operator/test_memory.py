@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -276,3 +277,30 @@ def test_the_allocator_in_use_is_named() -> None:
         'os.environ.get("PYTHONMALLOC")]))', 'memory.active()]))')],
         capture_output=True, text=True, timeout=60, check=True, env=_env())
     assert json.loads(out.stdout)[1] == ("glibc" if memory._LIBC is not None else "python")
+
+
+def test_jemalloc_asked_for_is_kept_or_the_operator_refuses_to_start() -> None:
+    """A start on another allocator than the jemalloc asked for says why and what to do."""
+    ok = memory.refusal("jemalloc", "jemalloc", {"PYTHONMALLOC": "malloc"})
+    assert ok is None and memory.refusal("auto", "glibc", {}) is None
+    why = memory.refusal("jemalloc", "glibc", {})
+    assert why is not None and "could not re-execute itself" in why
+    why = memory.refusal("jemalloc", "glibc", {"PYTHONMALLOC": "malloc",
+                                               "LD_PRELOAD": "/usr/lib/x/libjemalloc.so.2"})
+    assert why is not None and "did not preload" in why and "WINGMAN_ALLOCATOR=auto" in why
+    why = memory.refusal("jemalloc", "python", {"PYTHONMALLOC": "pymalloc"})
+    assert why is not None and "unset PYTHONMALLOC" in why
+
+
+def test_the_operator_refuses_to_start_without_the_jemalloc_asked_for(tmp_path: Path) -> None:
+    """End to end: ``wingman operator`` with WINGMAN_ALLOCATOR=jemalloc and PYTHONMALLOC set
+    by whoever started it exits 2 before it connects anywhere, saying so."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("environment: test\n")
+    out = subprocess.run([sys.executable, "-m", "wingman.cli", "operator"],
+                         capture_output=True, text=True, timeout=60,
+                         env=_env(WINGMAN_ALLOCATOR="jemalloc", PYTHONMALLOC="pymalloc",
+                                  WINGMAN_POLICY_FILE=str(policy)))
+    assert out.returncode == 2, out.stderr
+    assert "cannot start: WINGMAN_ALLOCATOR=jemalloc, but the operator runs on python" in \
+        out.stderr
