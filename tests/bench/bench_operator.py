@@ -178,11 +178,28 @@ class ApiRequests:
         self.offset = 0
 
     def mark(self) -> None:
-        time.sleep(1.5)  # the log is written in batches of at most a second
-        self.offset = self.path.stat().st_size if self.path.exists() else 0
+        self.settle()
+        self.offset = self._size()
+
+    def _size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def settle(self, quiet: float = 1.5, limit: float = 10.0) -> None:
+        """Wait until the log has caught up: it is written in batches of at most a second, and
+        later than that when the API server is busy, so wait until it has not grown for
+        ``quiet`` seconds (at most ``limit``)."""
+        deadline = time.monotonic() + limit
+        size, since = self._size(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = self._size()
+            if now != size:
+                size, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
 
     def since_mark(self, user: str) -> Counter[str]:
-        time.sleep(1.5)
+        self.settle()
         counts: Counter[str] = Counter()
         with self.path.open("rb") as f:
             f.seek(self.offset)
@@ -685,6 +702,12 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> None:
             per = _per_object(key, k)
             column = f"{median(noops, per):>8.2f}" if noops else f"{'—':>8}"
             print(f"  {k:<40}{median(reals, per):>8.2f}{column}")
+    short = [r["grants_phase"]["requests"].get("create jobs", 0) for r in noops
+             if r["grants_phase"]["requests"].get("create jobs", 0) < r["count"]]
+    if short:
+        print(f"\nWARNING: the API server's audit log holds {short} of the no-op's "
+              f"{n} Job creations in some run: request counts are short (dropped or late "
+              "audit events); do not trust the request rows")
     print("\ntargets" + (f" (on the medians of {len(reals)} runs)" if len(reals) > 1 else ""))
     for name, value, limit in targets(reals, noops):
         if value is None:

@@ -391,7 +391,9 @@ class LocalCluster:
         return ["--audit-policy-file", str(policy), "--audit-log-path",
                 str(self.audit_log_path), "--audit-log-format", "json",
                 "--audit-log-mode", "batch", "--audit-log-batch-max-wait", "1s",
-                "--audit-log-maxsize", "0"]
+                # the default buffer (10,000 events) overflows in a burst of thousands of
+                # objects, and the batch backend then drops events: the counts would be short
+                "--audit-log-batch-buffer-size", "200000", "--audit-log-maxsize", "0"]
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.workdir / "ca.crt"))
