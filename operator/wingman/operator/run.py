@@ -27,7 +27,6 @@ from wingman.model import names
 from wingman.operator import memory
 from wingman.operator.context import Context, build_context
 from wingman.operator.leader import AlwaysLeader, LeaderElector, Timing
-from wingman.operator.memory import MALLOC_ARENAS, limit_arenas
 from wingman.operator.metrics import serve
 from wingman.operator.readiness import Readiness
 from wingman.settings import OperatorSettings
@@ -155,7 +154,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     if refused is not None:
         print(f"wingman operator: cannot start: {refused}", file=sys.stderr)
         return 2
-    limit_arenas(MALLOC_ARENAS)  # before any of the operator's threads allocates
+    memory.limit_arenas(memory.MALLOC_ARENAS)  # before any of the operator's threads allocates
     setup_logging(settings.log_format, settings.log_level, component="operator")
     if settings.log_level != "debug":
         quiet = QuietRetries()
