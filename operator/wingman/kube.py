@@ -132,6 +132,11 @@ class Kube:
     def close(self) -> None:
         self.api.close()
 
+    def drop_connections(self) -> None:
+        """Close the connections kept open to the API server. Calls in flight finish on theirs
+        (closed after); the next call opens a new one."""
+        self.api.rest_client.pool_manager.clear()
+
     # -- raw ------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, *,
                 content_type: str = "application/json",

@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -138,7 +138,7 @@ class Context:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _running: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
     #: The threads blocking calls run on (None: asyncio's default pool).
-    executor: ThreadPoolExecutor | None = None
+    executor: Executor | None = None
     _recorder: Recorder | None = None
 
     @property

@@ -16,7 +16,6 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -28,6 +27,7 @@ from wingman.operator import memory
 from wingman.operator.context import Context, build_context
 from wingman.operator.leader import AlwaysLeader, LeaderElector, Timing
 from wingman.operator.metrics import serve
+from wingman.operator.pool import CallPool
 from wingman.operator.readiness import Readiness
 from wingman.settings import OperatorSettings
 
@@ -165,8 +165,9 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     except WingmanError as exc:
         print(f"wingman operator: cannot start: {exc}", file=sys.stderr)
         return 2
-    ctx.executor = ThreadPoolExecutor(max_workers=settings.api_concurrency,
-                                      thread_name_prefix="wingman-call")
+    # a thread idle for a while ends, and with it the connections the burst opened
+    ctx.executor = CallPool(settings.api_concurrency, thread_name_prefix="wingman-call",
+                            on_shrink=ctx.kube.drop_connections)
     if ctx.events is not None:
         ctx.events.executor = ctx.executor
     registry, sweeper = make_registry(ctx)
