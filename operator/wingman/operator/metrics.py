@@ -122,6 +122,11 @@ class Metrics:
             "wingman_retired_total",
             "Finished ApprovalRequests and ExecutionGrants deleted after the retention "
             "(their story stays in the audit trail).", ["environment", "resource"], registry=r)
+        self.retirement_refused = Counter(
+            "wingman_retirement_refused_total",
+            "Deletes of finished ApprovalRequests and ExecutionGrants after the retention that "
+            "the API server refused (an admission policy or webhook; retried every sweep).",
+            ["environment", "resource"], registry=r)
         self.events_dropped = Counter(
             "wingman_events_dropped_total",
             "Kubernetes Events the operator could not post (the API server refused or was "

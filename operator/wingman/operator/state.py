@@ -68,6 +68,9 @@ class Entry:
     #: its ``...Retired`` audit record is written (a delete the API server refused is retried
     #: without a second record)
     retire_recorded: bool = False
+    #: the API server's refusal to delete it after the retention is reported (a Warning
+    #: Event, once however often the sweep retries it)
+    retire_refusal_reported: bool = False
 
     @property
     def body(self) -> dict[str, Any] | None:

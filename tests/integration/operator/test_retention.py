@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,7 +115,8 @@ def test_a_grant_the_api_server_refuses_to_delete_keeps_back_only_itself_and_its
         cluster: Any, release: tuple[str, str, OperatorProcess]) -> None:
     """A cluster's own admission policy refuses to delete one grant (kept for an
     investigation): the other finished objects are still retired, the refused one and its
-    request stay, and its retirement is audited once however often the sweep retries it."""
+    request stay, and its retirement is audited once and reported by one Warning Event
+    however often the sweep retries it; every refusal is counted."""
     ns, apps, op = release
     command = f"kubectl rollout restart deployment/web -n {apps}"
     worker = {"user": WORKER, "groups": ["wingman:workers"]}
@@ -168,6 +170,27 @@ def test_a_grant_the_api_server_refuses_to_delete_keeps_back_only_itself_and_its
         assert events.count("GrantRetired") == 1, events
         assert "ApprovalRetired" not in [
             r["event"] for r in records_about(str(op.audit_path), "stuck", ns)]
+        refusals = re.search(r'^wingman_retirement_refused_total\{environment="test",'
+                             r'resource="executiongrants"\} (\S+)$', op.metrics(), re.MULTILINE)
+        assert refusals and float(refusals.group(1)) >= 3, refusals
+        assert 'wingman_retirement_refused_total{environment="test",resource="approvalrequests"}' \
+            not in op.metrics()
+        events = wait_for("the refusal reported", lambda: refused_events(cluster, ns), 30,
+                          on_timeout=op.log_tail)
+        assert [(e["involvedObject"]["name"], e["involvedObject"]["kind"], e["type"])
+                for e in events] == [("stuck-1", "ExecutionGrant", "Warning")], events
+        message = events[0]["message"]
+        assert "refused to delete this ExecutionGrant after the retention (3 s)" in message
+        assert "kept for an investigation" in message, message
+        assert "admission policies and webhooks that match DELETE of " \
+            "executiongrants.wingman.dev" in message, message
     finally:
         cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy",
                         policy, "--ignore-not-found")
+
+
+def refused_events(cluster: Any, ns: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "events", "-n", ns, "-o", "json",
+                          "--field-selector", "reason=RetirementRefused").stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items

@@ -61,6 +61,7 @@ ALERTS = {
     "WingmanReconcileErrors": "warning",
     "WingmanGrantFailures": "warning",
     "WingmanDenialSpike": "warning",
+    "WingmanRetirementRefused": "warning",
     "WingmanChatDeliveryFailing": "warning",
 }
 #: Labels Prometheus attaches to every scraped series (not exported by the operator).

@@ -16,6 +16,7 @@ from wingman.audit.file import FileSink
 from wingman.errors import ClusterError
 from wingman.kube import ApiError
 from wingman.operator.context import Context, NotLeading
+from wingman.operator.events import Events
 from wingman.operator.handlers.housekeeping import retire, run_stages
 from wingman.operator.metrics import Metrics
 from wingman.operator.state import Tracker
@@ -54,17 +55,25 @@ def test_losing_the_lead_stops_the_remaining_stages() -> None:
 
 
 class Refusing:
-    """The API server's answers to deletes: 403 for the names in ``refused``."""
+    """The API server's answers to deletes: ``status`` (403) for the names in ``refused``;
+    Events are created and kept in ``events``."""
 
-    def __init__(self, *refused: str) -> None:
+    def __init__(self, *refused: str, status: int = 403) -> None:
         self.refused = set(refused)
+        self.status = status
         self.deleted: list[str] = []
+        self.events: list[dict[str, Any]] = []
 
     def delete(self, res: Any, namespace: str, name: str, *, uid: str) -> bool:
         if name in self.refused:
-            raise ApiError(403, "Forbidden", f"deleting {name} is forbidden")
+            raise ApiError(self.status, "Forbidden" if self.status == 403 else "Busy",
+                           f"API server answered {self.status}: deleting {name} is refused")
         self.deleted.append(name)
         return True
+
+    def create(self, res: Any, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.events.append(body)
+        return body
 
 
 def finished(tracker: Tracker, request: str, *grants: str) -> None:
@@ -82,22 +91,55 @@ def finished(tracker: Tracker, request: str, *grants: str) -> None:
         e.final_at, e.needs, e.cleaned = an_hour_ago, None, True
 
 
-def test_an_object_that_cannot_be_deleted_keeps_back_only_itself_and_is_audited_once(
-        tmp_path: Path) -> None:
+def context(kube: Refusing, tmp_path: Path) -> Context:
     settings: Any = types.SimpleNamespace(
         environment="test", api_concurrency=4,
         policy=types.SimpleNamespace(retention_seconds=60, rollback_window_seconds=0))
-    kube = Refusing("stuck-1")
     sink = FileSink(tmp_path / "audit.jsonl")
     none: Any = None
-    ctx = Context(settings, cast(Any, kube), none, sink, none, none, Metrics())
+    metrics = Metrics()
+    ctx = Context(settings, cast(Any, kube), none, sink, none, none, metrics)
+    ctx.events = Events(cast(Any, kube), "operator-0", metrics.events_dropped)
+    return ctx
+
+
+def sweeps(ctx: Context, kube: Refusing, times: int, events: int) -> None:
+    """``times`` sweeps' retirements, each refused; then the Events they queued are posted
+    (at least ``events`` of them, and a moment for any more)."""
+    async def run() -> None:
+        assert ctx.events is not None
+        ctx.events.start()
+        try:
+            for _ in range(times):
+                with pytest.raises(ApiError, match="stuck-1"):
+                    await retire(ctx, NOW)
+            assert ctx.events._queue is not None
+            for _ in range(500):
+                if ctx.events._queue.empty() and len(kube.events) >= events:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+        finally:
+            await ctx.events.stop()
+    asyncio.run(run())
+
+
+def refused(ctx: Context) -> float:
+    value = ctx.metrics.registry.get_sample_value(
+        "wingman_retirement_refused_total",
+        {"environment": "test", "resource": "executiongrants"})
+    return value or 0.0
+
+
+def test_an_object_that_cannot_be_deleted_keeps_back_only_itself_and_is_audited_once(
+        tmp_path: Path) -> None:
+    kube = Refusing("stuck-1")
+    ctx = context(kube, tmp_path)
     finished(ctx.tracker, "stuck", "stuck-1", "stuck-2")
     for i in range(40):
         finished(ctx.tracker, f"r{i}", f"r{i}-g")
 
-    for _ in range(2):  # two sweeps: the refused delete is retried
-        with pytest.raises(ApiError, match="stuck-1"):
-            asyncio.run(retire(ctx, NOW))
+    sweeps(ctx, kube, 2, events=1)  # two sweeps: the refused delete is retried
     # everything else is gone, grants before their requests; the stuck grant keeps its request
     assert sorted(kube.deleted) == sorted(
         ["stuck-2", *(f"r{i}-g" for i in range(40)), *(f"r{i}" for i in range(40))])
@@ -107,3 +149,26 @@ def test_an_object_that_cannot_be_deleted_keeps_back_only_itself_and_is_audited_
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     retired = [r["subject"]["name"] for r in records if r["event"] == "GrantRetired"]
     assert retired.count("stuck-1") == 1 and len(retired) == 42
+    # each refusal is counted; the object gets one Warning Event that says what to do
+    assert refused(ctx) == 2.0
+    (event,) = kube.events
+    assert event["involvedObject"] == {"apiVersion": "wingman.dev/v1alpha1",
+                                       "kind": "ExecutionGrant", "name": "stuck-1",
+                                       "namespace": "ns", "uid": "u-stuck-1"}
+    assert (event["type"], event["reason"]) == ("Warning", "RetirementRefused")
+    message = event["message"]
+    assert "refused to delete this ExecutionGrant after the retention (60 s)" in message
+    assert "API server answered 403: deleting stuck-1 is refused" in message
+    assert "so does its ApprovalRequest" in message
+    assert "admission policies and webhooks that match DELETE of " \
+        "executiongrants.wingman.dev" in message
+
+
+def test_an_overloaded_api_server_is_not_a_refusal(tmp_path: Path) -> None:
+    kube = Refusing("stuck-1", status=429)
+    ctx = context(kube, tmp_path)
+    finished(ctx.tracker, "stuck", "stuck-1")
+
+    sweeps(ctx, kube, 1, events=0)
+    assert refused(ctx) == 0.0 and kube.events == []
+    assert set(ctx.tracker.grants) == {"u-stuck-1"}  # retried at the next sweep

@@ -14,7 +14,9 @@ Every ``sweepIntervalSeconds`` (and at once when this replica becomes the leader
   ``...Retired`` audit record, then the object is deleted (its Job and Secret follow by owner
   reference); ``kubectl wingman describe`` points at the audit trail for them. Grants of a
   request that names rollbacks stay for ``rollbackWindowSeconds`` too, and a request goes only
-  after its grants;
+  after its grants. A delete the API server refuses (an admission policy or webhook) is
+  retried every sweep, counted in ``wingman_retirement_refused_total`` and reported once per
+  object by a Warning Event ``RetirementRefused``;
 - after a wave of retirements, hands the memory the retired objects held back to the OS
   (``memory.release``; at most once a minute while retirements go on);
 - exports the gauges (requests by phase, pending approvals, the age of the oldest object
@@ -38,6 +40,7 @@ from typing import Any
 
 import kopf
 
+from wingman import API_VERSION, GROUP
 from wingman.capability import keyring as keyring
 from wingman.errors import AuditUnavailable, ClusterError
 from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, SECRETS, ApiError
@@ -53,6 +56,8 @@ KEY_RELOAD_SECONDS = 5.0
 GC_INTERVAL = 300.0
 RELEASE_INTERVAL = 60.0
 RESYNC_CONCURRENCY = 16
+#: Answers that mean "not now" (the API server is overloaded), not that a delete is refused.
+BUSY_STATUSES = (429, 503, 504)
 PHASES = ("Pending", "Reviewing", "AwaitingDecision", "AutoApproved", "Approved", "Rejected",
           "Expired")
 
@@ -198,9 +203,30 @@ async def retire_one(ctx: Context, e: Entry, seconds: int) -> None:
         await ctx.write(ctx.kube.delete, res, e.namespace, e.name, uid=e.uid)
     except ApiError as exc:
         if not exc.not_found:
+            if exc.status not in BUSY_STATUSES:
+                report_refusal(ctx, e, kind, seconds, exc)
             raise
     ctx.tracker.forget(e.kind, e.uid)
     ctx.metrics.retired.labels(environment=ctx.env, resource=res.plural).inc()
+
+
+def report_refusal(ctx: Context, e: Entry, kind: str, seconds: int, exc: ApiError) -> None:
+    """The API server refused to delete ``e`` after the retention: counted every time, and a
+    Warning Event on the object once, however often the sweep retries it."""
+    res = KINDS[e.kind]
+    ctx.metrics.retirement_refused.labels(environment=ctx.env, resource=res.plural).inc()
+    if e.retire_refusal_reported:
+        return
+    e.retire_refusal_reported = True
+    stays = "It stays, and so does its ApprovalRequest" if e.kind == "grant" else "It stays"
+    obj = {"apiVersion": API_VERSION, "kind": kind,
+           "metadata": {"namespace": e.namespace, "name": e.name, "uid": e.uid}}
+    ctx.event(obj, "Warning", "RetirementRefused",
+              f"The API server refused to delete this {kind} after the retention "
+              f"({seconds} s): {str(exc)[:500].rstrip('.')}. {stays}, and the operator "
+              f"retries at every sweep. Unless it is kept on purpose, check the admission "
+              f"policies and webhooks that match DELETE of {res.plural}.{GROUP} (kubectl get "
+              f"validatingadmissionpolicies,validatingwebhookconfigurations).")
 
 
 async def retire(ctx: Context, now: dt.datetime) -> int:
@@ -355,5 +381,5 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> Sweeper:
 
 
 __all__ = ["MARKER_GRACE_SECONDS", "Sweeper", "collect_markers", "due_for_resync",
-           "expired_markers", "register", "reload_keys", "retire", "retire_one", "run_stages",
-           "update_gauges"]
+           "expired_markers", "register", "reload_keys", "report_refusal", "retire", "retire_one",
+           "run_stages", "update_gauges"]
