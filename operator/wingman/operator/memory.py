@@ -27,6 +27,11 @@ freed pages back: ``use_malloc`` re-executes the command once with its environme
   live ones, which no trim can return.
 - ``python``: CPython's own allocator, no re-execution.
 
+An ``LD_PRELOAD`` set by whoever started the operator is kept, after jemalloc. When it names
+another allocator (a library with ``malloc`` in its file name: tcmalloc, mimalloc, a jemalloc
+elsewhere), two allocators are interposed: the operator says so once it logs
+(``warn_other_allocators``) and goes on.
+
 Elsewhere (musl, macOS) without jemalloc, all of this is a no-op.
 """
 
@@ -34,7 +39,9 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import os
+import re
 import sys
 import sysconfig
 from collections.abc import Mapping
@@ -58,6 +65,8 @@ JEMALLOC_CONF = ("background_thread:true,narenas:1,tcache:false,dirty_decay_ms:1
 JEMALLOC = "libjemalloc.so.2"
 #: mallctl: every arena (jemalloc's MALLCTL_ARENAS_ALL).
 _ALL_ARENAS = 4096
+
+log = logging.getLogger("wingman.operator.memory")
 
 
 def _glibc() -> Any | None:
@@ -110,6 +119,28 @@ def reexec_env(environ: Mapping[str, str], *, jemalloc: str | None, glibc: bool
         return None
     env["GLIBC_TUNABLES"] = tunables(environ.get("GLIBC_TUNABLES"))
     return env
+
+
+def other_allocators(preload: str, jemalloc: str | None) -> list[str]:
+    """The libraries of ``preload`` (an ``LD_PRELOAD``) that look like another allocator (a
+    file name with ``malloc`` in it) when it preloads ``jemalloc`` too (pure)."""
+    entries = [p for p in re.split(r"[\s:]+", preload) if p]
+    if jemalloc is None or jemalloc not in entries:
+        return []
+    return [p for p in entries if p != jemalloc and "malloc" in Path(p).name.lower()]
+
+
+def warn_other_allocators(environ: Mapping[str, str], jemalloc: str | None) -> None:
+    """Log a warning when ``LD_PRELOAD`` interposes another allocator beside ``jemalloc``
+    (``other_allocators``; call it once logging is set up)."""
+    others = other_allocators(environ.get("LD_PRELOAD", ""), jemalloc)
+    if others:
+        log.warning(
+            "two allocators are interposed: LD_PRELOAD names another allocator besides the "
+            "jemalloc the operator preloads; unset LD_PRELOAD (or take the other allocator out "
+            "of it) to run on jemalloc alone, or set WINGMAN_ALLOCATOR=glibc or "
+            "WINGMAN_ALLOCATOR=python to leave jemalloc out",
+            extra={"preloaded": others, "jemalloc": jemalloc})
 
 
 def use_malloc() -> None:
@@ -198,5 +229,5 @@ def release() -> bool:
 
 
 __all__ = ["JEMALLOC", "JEMALLOC_CONF", "MALLOC_ARENAS", "M_ARENA_MAX", "NO_TCACHE", "active",
-           "find_jemalloc", "limit_arenas", "reexec_env", "refusal", "release", "tunables",
-           "use_malloc"]
+           "find_jemalloc", "limit_arenas", "other_allocators", "reexec_env", "refusal",
+           "release", "tunables", "use_malloc", "warn_other_allocators"]

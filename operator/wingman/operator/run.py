@@ -156,6 +156,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         return 2
     memory.limit_arenas(memory.MALLOC_ARENAS)  # before any of the operator's threads allocates
     setup_logging(settings.log_format, settings.log_level, component="operator")
+    memory.warn_other_allocators(os.environ, memory.find_jemalloc())
     if settings.log_level != "debug":
         quiet = QuietRetries()
         for handler in logging.getLogger().handlers:

@@ -213,6 +213,37 @@ def test_auto_preloads_jemalloc_when_the_system_has_it() -> None:
     assert env["LD_PRELOAD"] == "/j.so /lib/other.so" and env["MALLOC_CONF"] == "narenas:4"
 
 
+def test_another_allocator_kept_in_ld_preload_is_warned_about_with_what_to_do(
+        caplog: pytest.LogCaptureFixture) -> None:
+    jemalloc = "/usr/lib/x/libjemalloc.so.2"
+    preload = "/opt/lib/libtcmalloc_minimal.so.4:/lib/other.so /opt/jemalloc/libjemalloc.so"
+    env = memory.reexec_env({"LD_PRELOAD": preload}, jemalloc=jemalloc, glibc=True)
+    assert env is not None and env["LD_PRELOAD"] == f"{jemalloc} {preload}"  # kept, as before
+    with caplog.at_level("WARNING", logger="wingman.operator.memory"):
+        memory.warn_other_allocators(env, jemalloc)
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert "two allocators are interposed" in record.getMessage()
+    assert "unset LD_PRELOAD" in record.getMessage()
+    assert "WINGMAN_ALLOCATOR=glibc" in record.getMessage()
+    assert getattr(record, "preloaded") == [  # noqa: B009 - an extra field
+        "/opt/lib/libtcmalloc_minimal.so.4", "/opt/jemalloc/libjemalloc.so"]
+    assert getattr(record, "jemalloc") == jemalloc  # noqa: B009
+
+
+def test_no_warning_without_another_allocator_or_without_jemalloc_preloaded(
+        caplog: pytest.LogCaptureFixture) -> None:
+    j = "/usr/lib/x/libjemalloc.so.2"
+    with caplog.at_level("WARNING", logger="wingman.operator.memory"):
+        memory.warn_other_allocators({"LD_PRELOAD": f"{j} /lib/other.so"}, j)
+        memory.warn_other_allocators({"LD_PRELOAD": f"{j} {j}"}, j)  # the same library twice
+        memory.warn_other_allocators({}, j)
+        # jemalloc not preloaded (WINGMAN_ALLOCATOR=glibc or python): one allocator
+        memory.warn_other_allocators({"LD_PRELOAD": "/opt/lib/libmimalloc.so"}, j)
+        memory.warn_other_allocators({"LD_PRELOAD": "/opt/lib/libmimalloc.so"}, None)
+    assert caplog.records == []
+
+
 def test_auto_without_jemalloc_is_glibc_malloc_without_its_thread_caches() -> None:
     assert memory.reexec_env({}, jemalloc=None, glibc=True) == {
         "PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": memory.NO_TCACHE}
