@@ -46,12 +46,14 @@ def test_dev_run_starts_a_control_plane_and_the_demo_executes(tmp_path: Path,
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True,
                                check=False)
     assert leftovers.stdout.strip() == "", "no stray processes"
+    assert list(tmp_path.glob("wingman-dev-*")) == [], "its working directory is removed"
 
 
 def test_dev_run_uses_a_configured_cluster_instead(cluster: Any, crds: Path,
                                                    tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env["KUBECONFIG"] = str(cluster.kubeconfig)
+    env["TMPDIR"] = str(tmp_path)  # where its working directory is made (and removed)
     try:
         proc = subprocess.run([sys.executable, "-m", "wingman.cli", "dev", "run",
                                "--exit-after-demo"], env=env, capture_output=True, text=True,
@@ -66,6 +68,7 @@ def test_dev_run_uses_a_configured_cluster_instead(cluster: Any, crds: Path,
         secret = cluster.kubectl("get", "secret", "wingman-signing-key", "-n", "wingman-test",
                                  check=False)
         assert secret.returncode == 0, secret.stderr + out[-3000:]
+        assert list(tmp_path.glob("wingman-dev-*")) == [], "its working directory is removed"
     finally:
         cluster.helm("uninstall", "wingman", "-n", "wingman-test", "--wait=false", check=False)
         for ns in ("wingman-test", "apps"):

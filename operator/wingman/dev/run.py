@@ -316,6 +316,7 @@ def _run_with_harness(*, demo: bool, exit_after_demo: bool) -> int:
         _say(f"control plane ready at {cluster.server}; "
              f"admin kubeconfig: {cluster.kubeconfig}")
         work = Path(tempfile.mkdtemp(prefix="wingman-dev-"))
+        stack.callback(shutil.rmtree, work, True)  # last: after the node and the operator
         image = "ghcr.io/wingman-dev/wingman:0.1.0"
         cluster.apply_crds(REPO / "crds")
         cluster.kubectl("create", "namespace", APPS)
@@ -458,9 +459,19 @@ def _run_on_configured_cluster(*, exit_after_start: bool = False) -> int:
     run(helm, "upgrade", "--install", "wingman", str(CHART), "-n", NAMESPACE,
         "--create-namespace", "-f", str(TEST_VALUES), "--set", "operator.replicas=0",
         "--set", "audit.file.persistence.enabled=false")
-    work = Path(tempfile.mkdtemp(prefix="wingman-dev-"))
     policy = run(kubectl, "get", "configmap", "wingman-policy", "-n", NAMESPACE, "-o",
                  "jsonpath={.data.policy\\.yaml}")
+    work = Path(tempfile.mkdtemp(prefix="wingman-dev-"))
+    try:
+        return _run_operator_here(work, policy, kubectl, exit_after_start=exit_after_start)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_operator_here(work: Path, policy: str, kubectl: str, *, exit_after_start: bool
+                       ) -> int:
+    """Run the operator in this terminal against the configured cluster, its policy and audit
+    trail in ``work``, until it stops (or, with ``exit_after_start``, it has started)."""
     (work / "policy.yaml").write_text(policy)
     env = dict(os.environ)
     env.update({"WINGMAN_NAMESPACE": NAMESPACE, "WINGMAN_ENVIRONMENT": "test",
