@@ -1,0 +1,60 @@
+"""The grant reconciler's early return: a final grant whose token Secret this process already
+removed (the expiry that ended it) costs no API call when its own status write comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import types
+from typing import Any, cast
+
+import pytest
+
+from wingman.operator.context import Context
+from wingman.operator.handlers.grants import Grants
+from wingman.operator.metrics import Metrics
+
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+class NoApiServer:
+    """Stands where the API client would be: any use of it fails the test, naming the call."""
+
+    def __getattr__(self, call: str) -> Any:
+        raise AssertionError(f"the reconciler called the API server ({call})")
+
+
+def grant(phase: str) -> dict[str, Any]:
+    return {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": "g", "namespace": "ns", "uid": "g1", "resourceVersion": "7",
+                         "creationTimestamp": "2026-11-25T11:50:00Z"},
+            "spec": {"approvalRef": {"name": "req"},
+                     "command": "kubectl rollout restart deployment/web -n apps"},
+            "status": {"phase": phase, "completionTime": "2026-11-25T11:59:00Z"}}
+
+
+def context() -> Context:
+    settings: Any = types.SimpleNamespace(environment="test", api_concurrency=4)
+    none: Any = None  # no keys, audit sink, panel or allowlist: none may be used either
+    return Context(settings, cast(Any, NoApiServer()), none, none, none, none, Metrics())
+
+
+def test_an_expired_grant_whose_secret_is_gone_already_is_left_alone() -> None:
+    ctx = context()
+    entry = ctx.tracker.observe_grant(grant("TokenIssued"), NOW)
+    entry.cleaned = True  # the expiry removed its token Secret, then wrote Expired
+    entry = ctx.tracker.observe_grant(grant("Expired"), NOW)  # that write, back from the watch
+    assert entry.cleaned and entry.needs is None
+
+    asyncio.run(Grants().reconcile(ctx, grant("Expired")))  # no read, no write, no audit
+    assert ctx.tracker.grants["g1"] is entry and entry.cleaned and entry.needs is None
+
+
+def test_a_final_grant_not_known_to_be_cleaned_up_is_looked_at() -> None:
+    """The other side of the early return: without it, the Secret would be read."""
+    ctx = context()
+    entry = ctx.tracker.observe_grant(grant("Expired"), NOW)  # e.g. final when we started
+    assert not entry.cleaned and entry.needs == "cleanup"
+
+    with pytest.raises(AssertionError, match=r"called the API server \(get_or_none\)"):
+        asyncio.run(Grants().reconcile(ctx, grant("Expired")))
