@@ -11,6 +11,7 @@ operator killed at any point safe to restart.
 from __future__ import annotations
 
 import json
+import queue
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,10 +133,37 @@ class Kube:
     def close(self) -> None:
         self.api.close()
 
-    def drop_connections(self) -> None:
-        """Close the connections kept open to the API server. Calls in flight finish on theirs
-        (closed after); the next call opens a new one."""
-        self.api.rest_client.pool_manager.clear()
+    def drop_connections(self) -> int:
+        """Close the connections kept open to the API server that no call is using now (calls
+        in flight keep theirs; a later call opens a new one). Returns how many were closed.
+
+        Each of urllib3's pools is a queue of idle connections and empty slots: the idle ones
+        are taken out, closed, and their slots put back empty. A call meanwhile finds the queue
+        empty and opens a connection of its own, as it does whenever all are in use. (Closing
+        the pools instead would fail a call that had picked its pool a moment before.)"""
+        manager = self.api.rest_client.pool_manager
+        closed = 0
+        for key in list(manager.pools.keys()):
+            pool = manager.pools.get(key)
+            idle = getattr(pool, "pool", None)  # None: a pool closed meanwhile
+            if idle is None:
+                continue
+            taken = []
+            while True:
+                try:
+                    taken.append(idle.get_nowait())
+                except queue.Empty:
+                    break
+            for conn in taken:
+                if conn is not None:
+                    conn.close()
+                    closed += 1
+            for _ in taken:
+                try:
+                    idle.put_nowait(None)
+                except queue.Full:  # calls meanwhile returned connections they opened
+                    break
+        return closed
 
     # -- raw ------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, *,

@@ -147,6 +147,11 @@ def rss_mib(pid: int | None, key: str = "VmRSS") -> float:
     return 0.0
 
 
+def threads_of(pid: int | None) -> int:
+    """The process's threads now (0 when it is gone)."""
+    return int(rss_mib(pid, "Threads") * 1024)
+
+
 class RssSampler:
     """Samples a process's RSS twice a second; keeps the peak and the series."""
 
@@ -474,6 +479,7 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
         try:
             time.sleep(5)
             out["rss_idle_mib"] = rss_mib(op.pid)
+            out["threads_idle"] = threads_of(op.pid)
             timeline = Timeline()
             requests = [f"r{i:05d}" for i in range(count)]
             grants = [f"g{i:05d}" for i in range(count)]
@@ -516,6 +522,7 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
                 out["retired_all"] = gone
                 time.sleep(15)  # a sweep or two with nothing left
                 out["rss_after_retention_mib"] = rss_mib(op.pid)
+                out["threads_after_retention"] = threads_of(op.pid)
         finally:
             sampler.stop()
             op.stop()
@@ -686,6 +693,9 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> None:
     print(f"{'RSS after retention MiB':<34}{median(reals, after):>12.1f}"
           f"   (all retired: {all(r.get('retired_all') for r in reals)})"
           f"  {spread(reals, after)}".rstrip())
+    idle, left = _at("threads_idle"), _at("threads_after_retention")
+    print(f"{'operator threads idle / after':<34}{median(reals, idle):>7.0f} / "
+          f"{median(reals, left):.0f}")
     for label, key in (("apiserver CPU s", "apiserver_cpu"), ("operator CPU s", "operator_cpu")):
         print(f"{'expiry+retention: ' + label:<34}"
               f"{median(reals, _at('retention_phase', key)):>12.1f}")

@@ -5,7 +5,8 @@ Owns the approval, grant and preview decisions as pure functions of objects and 
 (``manifests``), what the watches delivered (``state``), leader election over a Lease
 (``leader``) and readiness (``readiness``), the Events it posts (``events``), the signed
 checkpoints of the audit head (``checkpoints``), its metrics (``metrics``), the threads its
-blocking calls run on (``pool``), the shared handler ``context`` and the process (``run``). ``handlers/`` holds the thin kopf handlers.
+blocking calls run on (``pool``), the shared handler ``context`` and the process (``run``).
+``handlers/`` holds the thin kopf handlers.
 
 May import: ``wingman.model``, ``wingman.review``, ``wingman.capability``, ``wingman.audit``
 and the shared top-level modules. Never ``wingman.gateway``, ``wingman.cli`` or ``wingman.dev``.

@@ -26,8 +26,8 @@ log = logging.getLogger("wingman.operator.pool")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: a thread with no work this long ends (the default)
-IDLE_SECONDS = 30.0
+#: a thread with no work this long ends (kopf ends an object's idle worker after 5 s)
+IDLE_SECONDS = 10.0
 
 
 class _Work:
@@ -54,7 +54,7 @@ class CallPool(Executor):
 
     def __init__(self, max_workers: int, *, thread_name_prefix: str = "call",
                  idle_seconds: float = IDLE_SECONDS,
-                 on_shrink: Callable[[], None] | None = None) -> None:
+                 on_shrink: Callable[[], object] | None = None) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if idle_seconds <= 0:

@@ -16,6 +16,7 @@ def run(consensus95: float, released95: float, created95: float, grant_requests:
     return {
         "count": 100, "rss_idle_mib": idle, "rss_peak_mib": peak,
         "rss_after_retention_mib": after, "retired_all": True,
+        "threads_idle": 6, "threads_after_retention": 8,
         "consensus_ms": {50: consensus95 / 2, 95: consensus95, 99: consensus95 * 1.1},
         "job_created_ms": {50: created95 / 2, 95: created95, 99: created95 * 1.1},
         "job_released_ms": {50: released95 / 2, 95: released95, 99: released95 * 1.1},
@@ -64,3 +65,6 @@ def test_the_report_shows_how_far_the_runs_were_apart(capsys: pytest.CaptureFixt
     assert "median of 2 runs" in out
     row = next(line for line in out.splitlines() if line.startswith("create→consensus p95"))
     assert row.split()[3:] == ["300.0", "100.0", "3.00", "100.0", "to", "500.0"]
+    # the threads a burst left behind, beside those of the idle operator
+    row = next(line for line in out.splitlines() if line.startswith("operator threads"))
+    assert row.split()[-3:] == ["6", "/", "8"]

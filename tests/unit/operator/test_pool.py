@@ -119,7 +119,7 @@ def test_no_work_is_lost_while_threads_come_and_go() -> None:
             futures.append(pool.submit(bump))
             if i % 50 == 0:
                 time.sleep(0.006)  # let threads reach their deadline now and then
-        done, not_done = wait(futures, 30)
+        _, not_done = wait(futures, 30)
         assert not not_done
         assert counter == 2000
     finally:

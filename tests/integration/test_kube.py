@@ -1,0 +1,64 @@
+"""The API client against the real API server: the connections the operator's pool drops when
+its threads go idle are closed, and dropping them never fails a call."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from wingman.dev.cluster import LocalCluster
+from wingman.kube import Kube, Resource
+
+CONFIGMAPS = Resource("", "v1", "configmaps")
+
+
+def _idle_connections(kube: Kube) -> int:
+    manager = kube.api.rest_client.pool_manager
+    pools = [manager.pools.get(key) for key in list(manager.pools.keys())]
+    return sum(1 for p in pools if p is not None for c in list(p.pool.queue) if c is not None)
+
+
+def test_idle_connections_are_closed_and_the_next_call_opens_one(cluster: LocalCluster,
+                                                                  namespace: str) -> None:
+    kube = Kube(cluster.api_client())
+    with ThreadPoolExecutor(4) as threads:  # four calls at once: four connections kept
+        barrier = threading.Barrier(4)
+
+        def call(_: int) -> Any:
+            barrier.wait(10)
+            return kube.list(CONFIGMAPS, namespace)
+
+        list(threads.map(call, range(4)))
+    assert _idle_connections(kube) == 4
+    assert kube.drop_connections() == 4
+    assert _idle_connections(kube) == 0
+    assert kube.list(CONFIGMAPS, namespace) is not None  # a new connection
+    assert _idle_connections(kube) == 1
+    kube.close()
+
+
+def test_dropping_connections_never_fails_a_call(cluster: LocalCluster, namespace: str
+                                                 ) -> None:
+    kube = Kube(cluster.api_client())
+    kube.create(CONFIGMAPS, namespace, {"metadata": {"name": "c"}, "data": {"k": "v"}})
+    stop = threading.Event()
+    dropped = 0
+
+    def drop() -> None:
+        nonlocal dropped
+        while not stop.is_set():
+            dropped += kube.drop_connections()
+            stop.wait(0.002)
+
+    dropper = threading.Thread(target=drop)
+    dropper.start()
+    try:
+        with ThreadPoolExecutor(8) as threads:
+            got = list(threads.map(lambda _: kube.get(CONFIGMAPS, namespace, "c"), range(400)))
+    finally:
+        stop.set()
+        dropper.join()
+    assert all(c["data"] == {"k": "v"} for c in got)
+    assert dropped > 0  # connections were closed while the calls went on
+    kube.close()
