@@ -7,8 +7,9 @@
 **burst** (default). On one local control plane (the API server writing an audit log, from
 which every API request is counted by caller, verb and resource), for the real operator and
 then for a no-op kopf operator (the same watches; the least comparable work: write a status
-field, create a suspended Job), each in a fresh Helm release and authenticated as the chart's
-operator ServiceAccount:
+field, create a suspended Job; ``--noop-jobs runnable``: a Job its controller makes a pod for at
+once, as for a Job Wingman releases), each in a fresh Helm release and authenticated as the
+chart's operator ServiceAccount:
 
 1. COUNT ApprovalRequests arrive at once (as the worker): create → consensus written;
 2. COUNT ExecutionGrants arrive at once (as the approver): grant → Job created, and for the
@@ -112,7 +113,7 @@ NOOP = textwrap.dedent('''
                              "ownerReferences": [{"apiVersion": "wingman.dev/v1alpha1",
                                                   "kind": "ExecutionGrant", "name": name,
                                                   "uid": uid}]},
-                "spec": {"suspend": True, "template": {"spec": {
+                "spec": {"suspend": SUSPEND, "template": {"spec": {
                     "restartPolicy": "Never", "serviceAccountName": "default",
                     "containers": [{"name": "x", "image": "example.test/noop:1"}]}}}})
         except ApiException as exc:
@@ -427,9 +428,12 @@ def start_real(cluster: LocalCluster, ns: str, work: Path, *, audit_volume: bool
     return Running(op.proc.pid, op.stop, f"system:serviceaccount:{ns}:wingman-operator")
 
 
-def start_noop(cluster: LocalCluster, ns: str, work: Path) -> Running:
+def start_noop(cluster: LocalCluster, ns: str, work: Path, *, runnable: bool = False
+               ) -> Running:
+    """The no-op operator; its Jobs suspended (the floor the targets name), or ``runnable``:
+    then the Job controller makes each Job's pod at once, as it does for a released Job."""
     script = work / "noop.py"
-    script.write_text(NOOP)
+    script.write_text(NOOP.replace("SUSPEND", "False" if runnable else "True"))
     token = cluster.sa_token(ns, "wingman-operator", expiration_seconds=7200)
     kubeconfig = cluster.token_kubeconfig(token, "noop")
     log = (work / "noop.log").open("wb")
@@ -1030,6 +1034,10 @@ def main() -> int:
     parser.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
                         help="burst, execute, soak: an environment variable for the real operator "
                              "(repeatable), to compare settings")
+    parser.add_argument("--noop-jobs", choices=("suspended", "runnable"), default="suspended",
+                        help="burst: the no-op's Jobs suspended (the floor the targets name), "
+                        "or runnable (the Job controller then makes their pods, as it does "
+                        "for the Jobs Wingman releases)")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the work directory (logs, audit) after a run that "
                              "succeeded; one that failed is always kept")
@@ -1110,7 +1118,8 @@ def run_in(args: argparse.Namespace, work: Path) -> int:
                                        partial(start_real, extra_env=operator_env)))
                 if not args.skip_noop:
                     noops.append(run_burst(cluster, work, "noop", args.count, args.workers,
-                                           start_noop))
+                                           partial(start_noop,
+                                                   runnable=args.noop_jobs == "runnable")))
             report(reals, noops)
             print(json.dumps({"wingman": reals, "noop": noops}, default=str))
             if args.execute:
