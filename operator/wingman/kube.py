@@ -11,7 +11,7 @@ operator killed at any point safe to restart.
 from __future__ import annotations
 
 import json
-import queue
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,8 @@ from urllib3 import HTTPHeaderDict
 
 from wingman import GROUP, VERSION
 from wingman.errors import ClusterError
+
+log = logging.getLogger("wingman.kube")
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -133,37 +135,40 @@ class Kube:
     def close(self) -> None:
         self.api.close()
 
-    def drop_connections(self) -> int:
-        """Close the connections kept open to the API server that no call is using now (calls
-        in flight keep theirs; a later call opens a new one). Returns how many were closed.
+    def drop_connections(self, keep: int = 0) -> int:
+        """Close the connections kept open to the API server that no call is using now, all
+        but the ``keep`` most recently used (calls in flight keep theirs; a later call opens a
+        new one). Returns how many were closed.
 
-        Each of urllib3's pools is a queue of idle connections and empty slots: the idle ones
-        are taken out, closed, and their slots put back empty. A call meanwhile finds the queue
-        empty and opens a connection of its own, as it does whenever all are in use. (Closing
-        the pools instead would fail a call that had picked its pool a moment before.)"""
+        Each of urllib3's pools is a queue of idle connections and empty slots; the idle ones
+        are swapped for empty slots in one step under the queue's own lock (the queue never
+        looks empty and never holds more than its size, so no call opens a connection it
+        could not put back), and closed after. Closing the pools instead would fail a call
+        that had picked its pool a moment before."""
         manager = self.api.rest_client.pool_manager
-        closed = 0
+        taken: list[Any] = []
         for key in list(manager.pools.keys()):
             pool = manager.pools.get(key)
             idle = getattr(pool, "pool", None)  # None: a pool closed meanwhile
             if idle is None:
                 continue
-            taken = []
-            while True:
-                try:
-                    taken.append(idle.get_nowait())
-                except queue.Empty:
-                    break
-            for conn in taken:
-                if conn is not None:
-                    conn.close()
-                    closed += 1
-            for _ in taken:
-                try:
-                    idle.put_nowait(None)
-                except queue.Full:  # calls meanwhile returned connections they opened
-                    break
-        return closed
+            with idle.mutex:  # a LifoQueue: the most recently returned connection is last
+                slots = idle.queue
+                for i in range(len(slots) - 1, -1, -1):
+                    if slots[i] is None:
+                        continue
+                    if keep > 0:
+                        keep -= 1
+                        continue
+                    taken.append(slots[i])
+                    slots[i] = None
+        for conn in taken:
+            try:
+                conn.close()
+            except Exception as exc:  # noqa: BLE001 - one socket that will not close is no
+                log.debug("closing an idle API connection failed",  # reason to keep the rest
+                          extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+        return len(taken)
 
     # -- raw ------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, *,

@@ -4,9 +4,10 @@ A burst needs many threads at once (``settings.api_concurrency``, 32 by default)
 operator needs one or two. ``concurrent.futures.ThreadPoolExecutor`` never lets a thread go,
 so after one burst its threads, each thread's last API connection and the memory they pinned
 stayed for the life of the process. Here a thread that found no work for ``idle_seconds``
-ends, and ``on_shrink`` (the operator: close the API connections kept open) runs at most once
-per ``idle_seconds`` after threads ended; the next burst starts threads (and connections)
-again as it needs them.
+ends, and ``on_shrink(threads still alive)`` (the operator: close the idle API connections
+beyond one for each of those threads and the leader election's) runs at most once per
+``idle_seconds`` after threads ended, on the thread that ends (``shutdown`` does not wait
+for it); the next burst starts threads (and connections) again as it needs them.
 
 Imports nothing of Wingman.
 """
@@ -54,7 +55,7 @@ class CallPool(Executor):
 
     def __init__(self, max_workers: int, *, thread_name_prefix: str = "call",
                  idle_seconds: float = IDLE_SECONDS,
-                 on_shrink: Callable[[], object] | None = None) -> None:
+                 on_shrink: Callable[[int], object] | None = None) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if idle_seconds <= 0:
@@ -83,20 +84,27 @@ class CallPool(Executor):
         with self._work_ready:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new calls after shutdown")
-            self._queue.append(_Work(future, fn, args, kwargs))
+            work = _Work(future, fn, args, kwargs)
+            self._queue.append(work)
             if len(self._queue) > self._waiting and len(self._threads) < self.max_workers:
-                self._start()
+                try:
+                    self._start()
+                except RuntimeError:  # the system has no thread to give (a pids limit)
+                    if not self._threads:
+                        self._queue.remove(work)  # nobody would run it: the caller is told
+                        raise
+                    # the threads there are take it in turn
             else:
                 self._work_ready.notify()
         return future
 
     def _start(self) -> None:
-        """A new thread (the lock is held)."""
+        """A new thread (the lock is held; it waits for the lock before it looks for work)."""
         thread = threading.Thread(target=self._work, name=f"{self._prefix}_{self._started}",
                                   daemon=True)
+        thread.start()  # counted only once it runs: a thread that failed to start is not
         self._started += 1
         self._threads.add(thread)
-        thread.start()
 
     def _next(self, me: threading.Thread) -> _Work | None:
         """The next work, or None when this thread ends (idle too long, or shut down)."""
@@ -108,6 +116,7 @@ class CallPool(Executor):
                     self._threads.discard(me)
                     if not self._shutdown and self._shrink_due():
                         self._shrinking = True
+                        alive = len(self._threads)
                         break
                     return None
                 self._waiting += 1
@@ -117,7 +126,7 @@ class CallPool(Executor):
                     self._waiting -= 1
             else:
                 return self._queue.popleft()
-        self._shrink()
+        self._shrink(alive)
         return None
 
     def _work(self) -> None:
@@ -139,10 +148,10 @@ class CallPool(Executor):
         self._shrunk_at = now
         return True
 
-    def _shrink(self) -> None:
+    def _shrink(self, alive: int) -> None:
         try:
             assert self.on_shrink is not None
-            self.on_shrink()
+            self.on_shrink(alive)
         except Exception as exc:  # noqa: BLE001 - a failed clean-up never stops the pool
             log.warning("pool clean-up after idle threads ended failed",
                         extra={"error": f"{type(exc).__name__}: {str(exc)[:300]}"})

@@ -168,7 +168,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         return 2
     # a thread idle for a while ends, and with it the connections the burst opened
     ctx.executor = CallPool(settings.api_concurrency, thread_name_prefix="wingman-call",
-                            on_shrink=ctx.kube.drop_connections)
+                            on_shrink=lambda alive: ctx.kube.drop_connections(keep=alive + 1))
     if ctx.events is not None:
         ctx.events.executor = ctx.executor
     registry, sweeper = make_registry(ctx)

@@ -17,6 +17,7 @@ from wingman.errors import ClusterError
 from wingman.kube import ApiError
 from wingman.operator.context import Context, NotLeading
 from wingman.operator.events import Events
+from wingman.operator.handlers.housekeeping import refused as is_refusal
 from wingman.operator.handlers.housekeeping import retire, run_stages
 from wingman.operator.metrics import Metrics
 from wingman.operator.state import Tracker
@@ -162,6 +163,21 @@ def test_an_object_that_cannot_be_deleted_keeps_back_only_itself_and_is_audited_
     assert "so does its ApprovalRequest" in message
     assert "admission policies and webhooks that match DELETE of " \
         "executiongrants.wingman.dev" in message
+
+
+@pytest.mark.parametrize(("status", "message", "refusal"), [
+    (403, "forbidden: the policy wingman-hold denied the request", True),
+    (422, "ValidatingAdmissionPolicy 'hold' denied request", True),
+    (400, "bad request", True),
+    (500, 'Internal error occurred: failed calling webhook "hold.example.com"', True),
+    (500, "etcdserver: request timed out", False),  # the API server's trouble, not a refusal
+    (409, "Precondition failed: UID in precondition", False),  # replaced meanwhile
+    (429, "too many requests", False),
+    (503, 'failed calling webhook "hold.example.com": service unavailable', False),
+    (504, "timeout", False),
+])
+def test_what_counts_as_a_refused_delete(status: int, message: str, refusal: bool) -> None:
+    assert is_refusal(ApiError(status, "x", message)) is refusal
 
 
 def test_an_overloaded_api_server_is_not_a_refusal(tmp_path: Path) -> None:

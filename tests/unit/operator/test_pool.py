@@ -58,8 +58,8 @@ def test_a_waiting_thread_takes_new_work_instead_of_a_new_thread() -> None:
 
 
 def test_idle_threads_end_and_the_clean_up_runs_once_per_idle_period() -> None:
-    shrinks: list[float] = []
-    pool = CallPool(4, idle_seconds=0.3, on_shrink=lambda: shrinks.append(time.monotonic()))
+    shrinks: list[int] = []
+    pool = CallPool(4, idle_seconds=1.0, on_shrink=shrinks.append)
     gate = threading.Event()
     try:
         futures = [pool.submit(gate.wait, 5) for _ in range(4)]
@@ -67,30 +67,34 @@ def test_idle_threads_end_and_the_clean_up_runs_once_per_idle_period() -> None:
         gate.set()
         wait(futures, 5)
         assert _until(lambda: pool.threads == 0 and len(shrinks) == 1)
-        time.sleep(0.1)
-        assert len(shrinks) == 1  # four threads ended together: one clean-up
+        time.sleep(0.2)
+        # four threads ended together: one clean-up, told how many threads were still alive
+        # when the first of them ended (the operator keeps a connection for each)
+        assert len(shrinks) == 1 and shrinks[0] == 3
         # the pool works again after it shrank to nothing
         assert pool.submit(lambda: "again").result(5) == "again"
         assert pool.threads == 1
         assert _until(lambda: pool.threads == 0 and len(shrinks) == 2)
+        assert shrinks[1] == 0
     finally:
         pool.shutdown()
 
 
 def test_a_busy_thread_is_kept() -> None:
-    pool = CallPool(2, idle_seconds=0.2)
+    pool = CallPool(2, idle_seconds=0.5)
     try:
         for _ in range(8):  # work more often than the idle period
             pool.submit(time.sleep, 0.01).result(5)
             time.sleep(0.05)
         assert pool.threads == 1
+        assert pool._started == 1  # the same thread all along (private: no public need)
     finally:
         pool.shutdown()
 
 
 def test_a_failing_clean_up_is_logged_and_the_pool_goes_on(caplog: pytest.LogCaptureFixture
                                                            ) -> None:
-    def broken() -> None:
+    def broken(alive: int) -> None:
         raise OSError("connection pool gone")
 
     pool = CallPool(1, idle_seconds=0.1, on_shrink=broken)
@@ -148,6 +152,37 @@ def test_shutdown_finishes_queued_work_unless_asked_to_cancel_it() -> None:
     with pytest.raises(CancelledError):
         cancelled.result(0)
     assert pool.threads == 0
+
+
+def test_a_thread_that_cannot_start_loses_no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system has no thread to give (a pids limit): with no thread at all the caller is
+    told and nothing runs later behind its back; with threads, they run it in turn."""
+    real_start = threading.Thread.start
+
+    def no_thread(self: threading.Thread) -> None:
+        if self.name.startswith("call_"):
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    pool = CallPool(2)
+    ran: list[str] = []
+    try:
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            pool.submit(ran.append, "refused")
+        monkeypatch.undo()
+        gate = threading.Event()
+        first = pool.submit(gate.wait, 5)  # one thread, busy
+        assert _until(lambda: first.running())
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        second = pool.submit(ran.append, "queued")  # no second thread: the first takes it
+        monkeypatch.undo()
+        gate.set()
+        assert second.result(5) is None and first.result(5)
+        assert ran == ["queued"] and pool.threads == 1
+    finally:
+        monkeypatch.undo()
+        pool.shutdown()
 
 
 def test_bad_limits_are_refused() -> None:

@@ -56,8 +56,16 @@ KEY_RELOAD_SECONDS = 5.0
 GC_INTERVAL = 300.0
 RELEASE_INTERVAL = 60.0
 RESYNC_CONCURRENCY = 16
-#: Answers that mean "not now" (the API server is overloaded), not that a delete is refused.
-BUSY_STATUSES = (429, 503, 504)
+#: Answers that refuse a delete (an admission policy, RBAC, a webhook's denial); a server
+#: error counts only when it names a webhook (one that failed or timed out): anything else of
+#: 5xx, a 409 (the object was replaced) or 429 is "not now", not a refusal.
+REFUSED_STATUSES = (400, 403, 405, 422)
+
+
+def refused(exc: ApiError) -> bool:
+    """Whether the API server refused a delete (pure)."""
+    return exc.status in REFUSED_STATUSES or (
+        exc.status >= 500 and exc.status not in (503, 504) and "webhook" in str(exc).lower())
 PHASES = ("Pending", "Reviewing", "AwaitingDecision", "AutoApproved", "Approved", "Rejected",
           "Expired")
 
@@ -203,7 +211,7 @@ async def retire_one(ctx: Context, e: Entry, seconds: int) -> None:
         await ctx.write(ctx.kube.delete, res, e.namespace, e.name, uid=e.uid)
     except ApiError as exc:
         if not exc.not_found:
-            if exc.status not in BUSY_STATUSES:
+            if refused(exc):
                 report_refusal(ctx, e, kind, seconds, exc)
             raise
     ctx.tracker.forget(e.kind, e.uid)
@@ -212,7 +220,8 @@ async def retire_one(ctx: Context, e: Entry, seconds: int) -> None:
 
 def report_refusal(ctx: Context, e: Entry, kind: str, seconds: int, exc: ApiError) -> None:
     """The API server refused to delete ``e`` after the retention: counted every time, and a
-    Warning Event on the object once, however often the sweep retries it."""
+    Warning Event on the object once, however often the sweep retries it (once per process:
+    a restarted or new leader reports it once more)."""
     res = KINDS[e.kind]
     ctx.metrics.retirement_refused.labels(environment=ctx.env, resource=res.plural).inc()
     if e.retire_refusal_reported:
@@ -381,5 +390,5 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> Sweeper:
 
 
 __all__ = ["MARKER_GRACE_SECONDS", "Sweeper", "collect_markers", "due_for_resync",
-           "expired_markers", "register", "reload_keys", "report_refusal", "retire", "retire_one",
-           "run_stages", "update_gauges"]
+           "expired_markers", "refused", "register", "reload_keys", "report_refusal", "retire",
+           "retire_one", "run_stages", "update_gauges"]
