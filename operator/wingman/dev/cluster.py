@@ -255,16 +255,19 @@ class LocalCluster:
         return path
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        """Start a component in its own session; ``setpriv --pdeathsig TERM`` (util-linux)
+        """Start a component in its own session; ``setpriv --pdeathsig KILL`` (util-linux)
         stops it when the thread that started it dies, even by SIGKILL, so a killed test run,
-        bench or ``wingman dev run`` leaves no control plane behind."""
+        bench or ``wingman dev run`` leaves no control plane behind. KILL, not TERM: with its
+        owner gone nobody waits for a graceful stop, and after TERM etcd took up to 7 s and
+        kube-apiserver up to 21 s on an idle machine, over a minute on a loaded one (etcd's
+        write-ahead log makes a hard stop safe; ``stop`` still stops them gracefully)."""
         self._argv[name] = argv
         setpriv = next((p for p in ("/usr/bin/setpriv", "/bin/setpriv")
                         if os.access(p, os.X_OK)), None) or shutil.which("setpriv")
         if setpriv is None:
             log.warning("setpriv (util-linux) is not installed: %s will outlive this process "
                         "if it is killed with SIGKILL", name)
-        command = [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
+        command = [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
         logfile = open(self.workdir / f"{name}.log", "ab")
         try:
             proc = subprocess.Popen(
