@@ -150,7 +150,10 @@ def rss_mib(pid: int | None, key: str = "VmRSS") -> float:
 
 def threads_of(pid: int | None) -> int:
     """The process's threads now (0 when it is gone)."""
-    return int(rss_mib(pid, "Threads") * 1024)
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) if pid else 0
+    except OSError:
+        return 0
 
 
 class RssSampler:

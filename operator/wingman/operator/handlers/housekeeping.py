@@ -60,14 +60,14 @@ RESYNC_CONCURRENCY = 16
 #: error counts only when it names a webhook (one that failed or timed out): anything else of
 #: 5xx, a 409 (the object was replaced) or 429 is "not now", not a refusal.
 REFUSED_STATUSES = (400, 403, 405, 422)
+PHASES = ("Pending", "Reviewing", "AwaitingDecision", "AutoApproved", "Approved", "Rejected",
+          "Expired")
 
 
 def refused(exc: ApiError) -> bool:
     """Whether the API server refused a delete (pure)."""
     return exc.status in REFUSED_STATUSES or (
         exc.status >= 500 and exc.status not in (503, 504) and "webhook" in str(exc).lower())
-PHASES = ("Pending", "Reviewing", "AwaitingDecision", "AutoApproved", "Approved", "Rejected",
-          "Expired")
 
 
 def _now() -> dt.datetime:
