@@ -8,12 +8,13 @@
 which every API request is counted by caller, verb and resource), for the real operator and
 then for a no-op kopf operator (the same watches; the least comparable work: write a status
 field, create a suspended Job; ``--noop-jobs runnable``: a Job its controller makes a pod for at
-once, as for a Job Wingman releases), each in a fresh Helm release and authenticated as the
+once, as Wingman's gateway Jobs are), each in a fresh Helm release and authenticated as the
 chart's operator ServiceAccount:
 
 1. COUNT ApprovalRequests arrive at once (as the worker): create → consensus written;
 2. COUNT ExecutionGrants arrive at once (as the approver): grant → Job created, and for the
-   real operator grant → Job released with the token Secret in place;
+   real operator grant → Job released with the token Secret in place (its gateway Jobs are
+   runnable from creation and wait for the Secret, so this is when the Secret is created);
 3. (real operator) the short TTLs and retention of the bench's policy then expire, fail and
    retire everything: RSS is read again once nothing is left;
 4. (real operator, ``--execute``) a separate release with the node harness running gateway
@@ -434,7 +435,8 @@ def start_real(cluster: LocalCluster, ns: str, work: Path, *, audit_volume: bool
 def start_noop(cluster: LocalCluster, ns: str, work: Path, *, runnable: bool = False
                ) -> Running:
     """The no-op operator; its Jobs suspended (the floor the targets name), or ``runnable``:
-    then the Job controller makes each Job's pod at once, as it does for a released Job."""
+    then the Job controller makes each Job's pod at once, as it does for Wingman's gateway
+    Jobs."""
     script = work / "noop.py"
     script.write_text(NOOP.replace("SUSPEND", "False" if runnable else "True"))
     token = cluster.sa_token(ns, "wingman-operator", expiration_seconds=7200)
@@ -1039,8 +1041,8 @@ def main() -> int:
                              "(repeatable), to compare settings")
     parser.add_argument("--noop-jobs", choices=("suspended", "runnable"), default="suspended",
                         help="burst: the no-op's Jobs suspended (the floor the targets name), "
-                        "or runnable (the Job controller then makes their pods, as it does "
-                        "for the Jobs Wingman releases)")
+                        "or runnable (the Job controller then makes their pods at once, as "
+                        "it does for Wingman's gateway Jobs)")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the work directory (logs, audit) after a run that "
                              "succeeded; one that failed is always kept")

@@ -41,12 +41,15 @@ class Snapshot:
                 if (o.get("status") or {}).get("phase") == "AutoApproved"}
 
     def released(self) -> set[str]:
-        """Grants with their token issued and their gateway Job released (the gateway can
-        start)."""
+        """Grants with their token issued, their gateway Job runnable and their token Secret in
+        place (the gateway can start)."""
         released_jobs = {(j["metadata"].get("labels") or {}).get(names.GRANT_LABEL)
                          for j in self.jobs if not (j.get("spec") or {}).get("suspend")}
+        stored = {(s["metadata"].get("labels") or {}).get(names.GRANT_LABEL)
+                  for s in self.secrets}
         return {n for n, o in self.grants.items()
-                if (o.get("status") or {}).get("phase") == "TokenIssued" and n in released_jobs}
+                if (o.get("status") or {}).get("phase") == "TokenIssued" and n in released_jobs
+                and n in stored}
 
     def doubles(self, grants: Iterable[str]) -> list[str]:
         """What was done twice or does not match: each grant must have exactly one Job and one

@@ -1,7 +1,8 @@
 """The gateway's world as the operator leaves it, for tests that run ``wingman gateway``.
 
 Builds what the operator would have made: an approved ApprovalRequest (status set through the
-status subresource), an ExecutionGrant, a suspended Job (for a real Job UID), a capability token
+status subresource), an ExecutionGrant, a Job (for a real Job UID; kept suspended on purpose: the
+tests run the gateway themselves, not through the Job's pod), a capability token
 signed by a fresh key whose public PEM sits in a ConfigMap-style keys directory, and the
 gateway's settings with a real ServiceAccount token of ``wingman-gateway``, whose RBAC mirrors
 the chart's gateway Roles. Used by tests/integration/gateway/ and tests/container/.
@@ -204,7 +205,7 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
         "metadata": {"name": eg_name, "namespace": env.ns},
         "spec": {"approvalRef": {"name": ar_name}, "command": command},
     }))
-    # what the operator writes before it releases the gateway Job: the approval records the
+    # what the operator writes before it stores the token Secret: the approval records the
     # grant as its command's holder, and the grant is TokenIssued
     _record_grant(env, ar_name, command,
                   *(holder or (eg_name, env.grant(eg_name)["metadata"]["uid"])))

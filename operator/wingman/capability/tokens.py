@@ -76,6 +76,7 @@ __all__ = [
     "TOKEN_TYPE",
     "CapabilityClaims",
     "Expected",
+    "grant_jti",
     "mint",
     "token_sha256",
     "verify",
@@ -117,6 +118,26 @@ def token_sha256(token: str) -> str:
     """``sha256:<hex>`` of a token: the only way a token may appear in logs and messages."""
     data = token.encode("utf-8", "surrogatepass") if isinstance(token, str) else bytes(token)
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+_JTI_CONTEXT = b"wingman.dev/jti\x00"
+
+
+def grant_jti(key: SigningKey, grant_uid: str) -> str:
+    """The ``jti`` of every token minted for one grant: 128 bits of SHA-256 over the Ed25519
+    signature of the grant's UID (RFC 8032 signatures are deterministic).
+
+    So every token a grant gets under one key burns the same marker (one execution per grant,
+    however often a token is minted again; a rotated key gives another ``jti``), and nobody
+    without the signing key can predict it (and create the burn marker first). The signed
+    message starts with a NUL-separated context, so it is never a JWS signing input (base64url
+    segments), and only a hash of the signature leaves this function.
+    """
+    if not isinstance(key, SigningKey):
+        raise ConfigError("grant_jti needs a SigningKey")
+    signature = key.private_key.sign(_JTI_CONTEXT + _require_text("grant_uid", grant_uid)
+                                     .encode("utf-8", "surrogatepass"))
+    return hashlib.sha256(signature).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +215,10 @@ def mint(
     """Sign a capability token for one exact command; returns the token and its claims.
 
     ``iat`` = ``nbf`` = ``floor(now)``, ``exp`` = ``iat + ttl_seconds``. ``jti`` defaults to
-    128 random bits. ConfigError for an invalid argument or a TTL outside 1..3600 seconds.
+    128 random bits. Minting is deterministic: the same arguments (with ``jti``) give the same
+    token, byte for byte (Ed25519 signatures and the encoding are), which is what lets the
+    operator store a lost token again without ever making a second one. ConfigError for an
+    invalid argument or a TTL outside 1..3600 seconds.
     """
     if not isinstance(key, SigningKey):
         raise ConfigError("mint needs a SigningKey")

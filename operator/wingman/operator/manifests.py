@@ -5,10 +5,12 @@ an operator killed and restarted at any point finds what it made and adopts it.
 
 - token Secret ``<grant>-token`` (type ``wingman.dev/capability-token``, key ``token``),
   owned by the grant;
-- gateway Job ``<grant>-gw`` (suspended at creation, so the token can carry its UID), owned by
-  the grant; its pod runs ``wingman gateway`` as ServiceAccount ``wingman-gateway`` with the
-  pinned image, no shell, no privileges, a read-only root filesystem; a PostgreSQL audit DSN
-  reaches it as a file on a Secret volume, never as an environment variable;
+- gateway Job ``<grant>-gw``, owned by the grant, created before the token (which carries its
+  UID) and runnable: its pod mounts the token Secret, so the kubelet starts no container before
+  the operator stores the token there; its pod runs ``wingman gateway`` as ServiceAccount
+  ``wingman-gateway`` with the pinned image, no shell, no privileges, a read-only root
+  filesystem; a PostgreSQL audit DSN reaches it as a file on a Secret volume, never as an
+  environment variable;
 - the burn-marker Lease name ``wingman-burn-<jti>`` the gateway creates;
 - preview Job ``<request>-preview``, owned by the ApprovalRequest: its pod runs
   ``wingman preview`` as ServiceAccount ``wingman-preview`` (admission allows it dry runs only)
@@ -83,7 +85,7 @@ def token_secret(grant: dict[str, Any], token: str, claims_exp: int, job_uid: st
 
 def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: int
                 ) -> dict[str, Any]:
-    """The suspended gateway Job for a grant."""
+    """The gateway Job for a grant (its pod waits for the token Secret to exist)."""
     name = grant["metadata"]["name"]
     ns = grant["metadata"]["namespace"]
     labels = {**object_labels(settings, "gateway"), GRANT_LABEL: name, ROLE_LABEL: "gateway"}
@@ -147,7 +149,6 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
         "metadata": {"name": job_name(name), "namespace": ns, "labels": labels,
                      "ownerReferences": [owner_reference(grant)]},
         "spec": {
-            "suspend": True,
             "backoffLimit": 0,
             "parallelism": 1,
             "completions": 1,

@@ -66,7 +66,9 @@ class Metrics:
             "ExecutionGrants reaching a phase (TokenIssued, Succeeded, Failed, Denied, Expired).",
             ["environment", "outcome"], registry=r)
         self.tokens_minted = Counter(
-            "wingman_tokens_minted_total", "Capability tokens minted.", ["environment"],
+            "wingman_tokens_minted_total",
+            "Capability tokens stored for the first time (not a lost token stored again).",
+            ["environment"],
             registry=r)
         self.denials = Counter(
             "wingman_denials_total",
@@ -74,7 +76,8 @@ class Metrics:
             "and reason.", ["environment", "stage", "reason"], registry=r)
         self.grant_latency = Histogram(
             "wingman_grant_to_job_seconds",
-            "Time from an ExecutionGrant's creation to its released gateway Job.",
+            "Time from an ExecutionGrant's creation to its token Secret in place (the gateway "
+            "can start).",
             ["environment"], buckets=LATENCY_BUCKETS, registry=r)
         self.reconcile_errors = Counter(
             "wingman_reconcile_errors_total", "Handler failures (retried by the operator).",

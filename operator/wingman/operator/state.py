@@ -58,7 +58,7 @@ class Entry:
     approval: str = ""  # grant: the ApprovalRequest it names
     attempted: float = 0.0  # monotonic time of the last reconcile attempt
     packed: bytes | None = None  # approvals that are not final: a trimmed copy, as JSON
-    released: bool = False  # grant: its Job was released (by this process)
+    released: bool = False  # grant: its token is in place (stored or checked by this process)
     cleaned: bool = False  # grant: its token Secret (and Denied Job) are known to be gone
     secret_uid: str | None = None  # grant: the uid of the token Secret this process made
     job_done: tuple[str, str] | None = None  # grant: its Job finished (condition, reason)
@@ -161,15 +161,16 @@ def expiry_due(e: Entry, now: dt.datetime, mono: float, leeway: dt.timedelta,
                resync_seconds: float) -> bool:
     """Whether the sweep should look at ``e``'s expiry now.
 
-    A request: once past its expiration time. A TokenIssued grant: once its token expired
-    (plus leeway) and it was not looked at since. A grant still TokenIssued after that look
-    had its gateway Job active (a pod running, or waiting for a node), and the Job's end, a
-    watch event, settles it; reading the grant and its Job again every sweep would only load
-    the API server. So the sweep looks again only in case that event was lost: when the
-    Job's deadline (``job_deadline``) is known, ``resync_seconds`` after it, and if the Job
-    is still active then (its controller is late), after as long again as the last look was
-    past the deadline (30 s, 60 s, 120 s...: at most twice as late as the Job controller);
-    when the deadline is unknown, every ``resync_seconds``."""
+    A request: once past its expiration time. A TokenIssued grant: once its token expired (plus
+    leeway) and it was not looked at since. A grant still TokenIssued after that look had its
+    gateway Job active (a pod running, or waiting for a node or its token Secret), and the Job's
+    end, a watch event, settles it; reading the grant and its Job again every sweep would only
+    load the API server. So the sweep looks again only in case that event was lost: when the
+    Job's deadline (``job_deadline``) is known, ``resync_seconds`` after it, and if the Job is
+    still active then (its controller is late), after as long again as the last look was past
+    the deadline (30 s, 60 s, 120 s...: at most twice as late as the Job controller); when the
+    deadline is unknown, every ``resync_seconds``.
+    """
     if e.final_at is not None or e.expires_at is None:
         return False
     if e.kind == "approval":

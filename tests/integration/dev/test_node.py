@@ -379,7 +379,6 @@ def test_operator_gateway_job_template_runs_with_its_contract_env(
     _apply(cluster,
            {"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": {"name": "wingman-gateway", "namespace": namespace}},
-           secret,
            {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "wingman-public-keys", "namespace": namespace},
             "data": {"k1.pem": "PEM-1", "k2.pem": "PEM-2"}},
@@ -391,11 +390,15 @@ def test_operator_gateway_job_template_runs_with_its_contract_env(
     with NodeHarness(cluster=cluster, namespaces=[namespace], workdir=tmp_path / "node",
                      gateway_image=image, volume_dirs={"wingman-audit": audit_dir},
                      images={image: [sys.executable, "-c", GATEWAY_PROBE]}) as harness:
-        time.sleep(0.5)
-        assert harness.runs == []  # suspended: the Job controller made no pod
         name = names.job_name("g1")
-        cluster.kubectl("patch", "job", name, "-n", namespace, "--type=merge",
-                        "-p", '{"spec":{"suspend":false}}')
+        # the Job is runnable at once, as the operator creates it; its pod waits for the token
+        # Secret, which the operator stores last: nothing runs before it exists
+        waiting = _job_pod(cluster, namespace, name, lambda pod: True)
+        time.sleep(1.5)
+        assert harness.runs == []
+        assert _get(cluster, "pod", waiting["metadata"]["name"], "-n", namespace)["status"].get(
+            "phase") == "Pending"
+        _apply(cluster, secret)
         assert _job_condition(cluster, namespace, name) == "Complete"
         pod = _job_pod(cluster, namespace, name, _phase("Succeeded"))
         harness.wait_idle(10)

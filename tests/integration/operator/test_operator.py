@@ -86,9 +86,10 @@ class Env:
     def wait_phase(self, kind: str, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
             obj = get(self.cluster, kind, self.ns, name)
-            if obj and (obj.get("status") or {}).get("phase") in phases:
-                return obj
-            return None
+            phase = (obj or {}).get("status", {}).get("phase")
+            if phase == "TokenIssued" and kind == "eg" and self.secret(name) is None:
+                return None  # recorded a moment before the token is stored (the last write)
+            return obj if obj and phase in phases else None
         result: dict[str, Any] = wait_for(f"{kind}/{name} in {phases}", probe, timeout,
                                           on_timeout=self.op.log_tail)
         return result
@@ -435,7 +436,7 @@ def _converged(env: Env, grants: list[str]) -> bool:
         eg = get(env.cluster, "eg", env.ns, g)
         job = env.job(g)
         if not eg or eg.get("status", {}).get("phase") != "TokenIssued" or not job \
-                or job["spec"].get("suspend"):
+                or job["spec"].get("suspend") or env.secret(g) is None:
             return False
     return True
 
@@ -619,25 +620,128 @@ def test_a_grant_whose_name_collides_with_anothers_secret_touches_nothing_of_it(
     assert env.job(long_name) is not None
 
 
+def _token(env: Env, grant: str) -> str:
+    secret = env.secret(grant)
+    assert secret is not None
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+def _issued(env: Env, request: str, grant: str) -> str:
+    """An approved request and its grant, TokenIssued with the token stored: the token."""
+    env.request(request)
+    env.wait_phase("ar", request, "AutoApproved")
+    env.grant(grant, request, RESTART)
+    env.wait_phase("eg", grant, "TokenIssued")
+    return _token(env, grant)
+
+
 def test_a_grant_reset_to_pending_after_its_token_was_minted_never_gets_a_second_token(
         env: Env) -> None:
-    env.request("req")
-    env.wait_phase("ar", "req", "AutoApproved")
-    env.grant("g", "req", RESTART)
-    env.wait_phase("eg", "g", "TokenIssued")
-    first = env.secret("g")
-    assert first is not None
+    """What a compromised gateway could do with its status rights, plus a lost Secret: the
+    operator makes the token again, and it is the same token, byte for byte (same jti, same
+    burn marker), never a second one."""
+    first = _issued(env, "req", "g")
     env.op.stop()
-    # what a compromised gateway could do with its status rights, plus a lost Secret
     env.cluster.kubectl("delete", "secret", names.secret_name("g"), "-n", env.ns)
     env.cluster.kubectl("patch", "eg", "g", "-n", env.ns, "--subresource=status",
-                        "--type=merge", "-p", json.dumps({"status": {"phase": "Pending"}}))
+                        "--type=json", "-p", json.dumps([
+                            {"op": "replace", "path": "/status", "value": {"phase": "Pending"}}]))
+    env.op.start()
+    eg = env.wait_phase("eg", "g", "TokenIssued")
+    wait_for("the Secret stored again", lambda: env.secret("g") is not None, 30)
+    assert _token(env, "g") == first
+    assert eg["status"]["tokenSHA256"] == token_sha256(first)
+    minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"]
+    assert {(r["data"]["tokenSHA256"], r["data"]["jti"]) for r in minted} == \
+        {(token_sha256(first), minted[0]["data"]["jti"])} and len(minted) == 2
+    _assert_one_token_and_one_job_each(env, ["g"])
+
+
+def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env) -> None:
+    """TokenIssued, Secret gone: the same token goes back into the Secret. When the token the
+    operator would make again is not the one the status records (a rotated key, a changed
+    lifetime: here the record itself), the grant fails closed and no token is stored."""
+    first = _issued(env, "req", "g1")
+    env.op.stop()
+    env.cluster.kubectl("delete", "secret", names.secret_name("g1"), "-n", env.ns)
+    env.op.start()
+    wait_for("the Secret stored again", lambda: env.secret("g1") is not None, 30,
+             on_timeout=env.op.log_tail)
+    assert _token(env, "g1") == first
+    assert phase_of(env.cluster, "eg", env.ns, "g1") == "TokenIssued"
+    # the same token stored again is not another token minted
+    assert 'wingman_tokens_minted_total{environment="test"} 1.0' not in env.op.metrics()
+
+    _issued(env, "req2", "g2")
+    env.op.stop()
+    env.cluster.kubectl("delete", "secret", names.secret_name("g2"), "-n", env.ns)
+    env.cluster.kubectl("patch", "eg", "g2", "-n", env.ns, "--subresource=status",
+                        "--type=merge", "-p", json.dumps(
+                            {"status": {"tokenSHA256": "sha256:" + "0" * 64}}))
+    env.op.start()
+    eg = env.wait_phase("eg", "g2", "Failed")  # once TokenIssued, never Denied
+    assert eg["status"]["reason"] == "TokenMissing"
+    assert "cannot be made again" in eg["status"]["message"]
+    assert env.secret("g2") is None
+    wait_for("the Job of g2 removed", lambda: env.job("g2") is None, 30)
+
+
+def test_a_token_secret_that_does_not_hold_the_recorded_token_is_refused(env: Env) -> None:
+    _issued(env, "req", "g")
+    env.op.stop()
+    env.cluster.kubectl("patch", "secret", names.secret_name("g"), "-n", env.ns,
+                        "--type=merge", "-p", json.dumps({"stringData": {"token": "x.y.z"}}))
     env.op.start()
     eg = env.wait_phase("eg", "g", "Failed")
-    assert eg["status"]["reason"] == "TokenMissing"
-    assert env.secret("g") is None
-    minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"]
-    assert len(minted) == 1
+    assert eg["status"]["reason"] == "TokenBindingMismatch", eg["status"]
+    assert "does not hold the token recorded" in eg["status"]["message"]
+    wait_for("the grant's Job and Secret removed",
+             lambda: env.job("g") is None and env.secret("g") is None, 30)
+
+
+def test_a_grant_whose_job_is_gone_before_the_gateway_ran_fails_without_a_new_job(
+        env: Env) -> None:
+    """No new Job for an issued token: it is bound to the Job that is gone."""
+    _issued(env, "req", "g")
+    env.op.stop()
+    env.cluster.kubectl("delete", "job", names.job_name("g"), "-n", env.ns, "--wait=true")
+    env.op.start()
+    eg = env.wait_phase("eg", "g", "Failed")
+    assert eg["status"]["reason"] == "JobMissing", eg["status"]
+    wait_for("the token Secret removed", lambda: env.secret("g") is None, 30)
+    assert env.job("g") is None
+
+
+def test_a_pending_grants_job_that_ended_before_its_token_is_replaced(env: Env) -> None:
+    """Killed right after the Job was created; while the operator is down the Job's waiting
+    pod goes (an eviction) and the Job fails (backoffLimit 0). The restarted operator must not
+    claim the command for a Job that can never run: it makes a new Job, then the token."""
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.op.stop()
+    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = "job-created"
+    env.op.start()
+    env.grant("g", "req", RESTART)
+    wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
+             60, on_timeout=env.op.log_tail)
+    del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+    first = env.job("g")
+    assert first is not None
+    selector = f"batch.kubernetes.io/controller-uid={first['metadata']['uid']}"
+    wait_for("the Job's pod", lambda: json.loads(env.cluster.kubectl(
+        "get", "pods", "-n", env.ns, "-l", selector, "-o", "json").stdout)["items"], 30)
+    env.cluster.kubectl("delete", "pods", "-n", env.ns, "-l", selector, "--wait=true")
+
+    def failed() -> bool:
+        job = env.job("g") or {}
+        return any(c.get("type") == "Failed" and c.get("status") == "True"
+                   for c in (job.get("status") or {}).get("conditions") or [])
+    wait_for("the Job failed", failed, 60)
+    env.op.start()
+    env.wait_phase("eg", "g", "TokenIssued")
+    job = env.job("g")
+    assert job is not None and job["metadata"]["uid"] != first["metadata"]["uid"]
+    _assert_one_token_and_one_job_each(env, ["g"])
 
 
 def test_operator_state_is_never_taken_from_metadata_others_can_write(env: Env) -> None:

@@ -28,6 +28,7 @@ from wingman.capability.tokens import (
     TOKEN_TYPE,
     CapabilityClaims,
     Expected,
+    grant_jti,
     mint,
     token_sha256,
     verify,
@@ -164,6 +165,34 @@ def test_mint_floors_fractional_now_and_generates_distinct_jtis() -> None:
     second, c2 = mint_default(now=NOW + 0.9, jti=None)
     assert c1.iat == NOW
     assert c1.jti != c2.jti and first != second
+
+
+def test_minting_is_deterministic_so_a_lost_token_can_be_made_again_exactly() -> None:
+    """The operator stores a token it minted but could not store again only because the same
+    inputs give the same token, byte for byte; any input that differs gives another one."""
+    jti = grant_jti(KEY, "grant-uid-1")
+    first, claims = mint_default(jti=jti, now=NOW + 0.9)
+    again, _ = mint_default(jti=jti, now=NOW)
+    assert again == first and claims.jti == jti and claims.iat == NOW
+    assert mint_default(jti=jti, now=NOW + 1)[0] != first
+    assert mint_default(jti=jti, ttl_seconds=301)[0] != first
+    assert mint_default(key=generate_signing_key(), jti=jti)[0] != first  # a rotated key
+
+
+def test_a_grants_jti_is_fixed_per_grant_and_key_and_unpredictable_without_the_key() -> None:
+    jti = grant_jti(KEY, "grant-uid-1")
+    assert jti == grant_jti(KEY, "grant-uid-1") and len(jti) == 32
+    assert int(jti, 16) >= 0 and jti == jti.lower()  # a DNS-safe burn-marker name
+    assert grant_jti(KEY, "grant-uid-2") != jti
+    assert grant_jti(generate_signing_key(), "grant-uid-1") != jti
+    # not a hash anyone can compute from the grant's UID alone
+    assert jti not in {hashlib.sha256(b"grant-uid-1").hexdigest()[:32],
+                       hashlib.sha256(b"wingman.dev/jti\x00grant-uid-1").hexdigest()[:32]}
+    # and only a hash of the signature leaves the function, never the signature
+    sig = KEY.private_key.sign(b"wingman.dev/jti\x00grant-uid-1")
+    assert jti == hashlib.sha256(sig).hexdigest()[:32] and sig.hex()[:32] != jti
+    with pytest.raises(ConfigError):
+        grant_jti(KEY, "")
 
 
 def test_unbound_token_verifies_when_no_job_is_expected() -> None:

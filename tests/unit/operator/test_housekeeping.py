@@ -188,3 +188,14 @@ def test_an_overloaded_api_server_is_not_a_refusal(tmp_path: Path) -> None:
     sweeps(ctx, kube, 1, events=0)
     assert refused(ctx) == 0.0 and kube.events == []
     assert set(ctx.tracker.grants) == {"u-stuck-1"}  # retried at the next sweep
+
+
+
+def test_a_burn_marker_outlives_every_token_that_shares_its_jti() -> None:
+    """Tokens minted again for one grant share its jti and its iat, each living at most
+    MAX_TTL_SECONDS: the marker, removed MARKER_GRACE_SECONDS after the expiry it records (at
+    least iat + 1 s), must still be there when any of them could be presented."""
+    from wingman.capability.tokens import MAX_TTL_SECONDS
+    from wingman.operator.handlers.housekeeping import MARKER_GRACE_SECONDS
+
+    assert 1 + MARKER_GRACE_SECONDS >= MAX_TTL_SECONDS

@@ -1,20 +1,38 @@
-"""ExecutionGrant: authorize, then Job (suspended) → the approval records the grant → token →
-Secret → status → release; afterwards the Job watcher and clean-up — one level-triggered
-reconcile.
+"""ExecutionGrant: authorize, then Job → the approval records the grant → token → status →
+Secret; afterwards the Job watcher and clean-up — one level-triggered reconcile.
+
+The gateway Job is created runnable, but its pod mounts the token Secret, which does not exist
+yet: the kubelet starts no container before the Secret is in place. The Secret is the last
+write, after the grant's status says TokenIssued, so the gateway never races the operator's own
+status write, and creating the Secret is what releases the gateway.
+
+The token is a pure function of what the flow has recorded where only the operator writes: the
+signing key, the approval, the grant, the Job's UID, and the claim on the approval (its
+``grantedAt`` is the token's ``iat``); its ``jti`` is derived from the grant's UID with the
+signing key (``tokens.grant_jti``). Minting it again gives the same token byte for byte, so a
+token minted but not yet stored (a crash between the status and the Secret) is stored again,
+and only when it hashes to the ``status.tokenSHA256`` recorded for it (a rotated key or
+another issuer fails the grant, closed; the lifetime is taken from the status). Whatever
+happens to the status, the Secret or the Job, every token a grant gets under one signing key
+burns the one marker of its ``jti``: one execution per grant. (A rotated key gives another
+``jti``; a Job deleted and made again after a reset status then gets a token with a marker of
+its own. Burn markers do not span a key rotation, nor earlier releases' random ``jti``.)
+Once a grant is TokenIssued, every ending the operator writes is Failed or Expired, never
+Denied.
 
 Every step is create-if-absent on a deterministic name or a write guarded by the
 resourceVersion that was read, so the flow can be killed at any point and run again: the
-restarted operator adopts the Job and the Secret it finds and never makes a second Job or a
-second usable token (a token minted but never stored in the Secret is never seen by anyone).
-The Job is released (unsuspended) only after the grant's status says TokenIssued, so the
-gateway never races the operator's own status write.
+restarted operator adopts the Job and the Secret it finds and never makes another token, nor
+a second Job beside the first (a Pending grant's Job that ended before its token was issued,
+by its deadline or an evicted pod, is deleted and made again).
 
-Round trips on the way to a released Job: create the Job and, at the same time, read the
+Round trips on the way to a released gateway: create the Job and, at the same time, read the
 token Secret's name (a name collision must be found before the command is used up), claim
-the command on the approval, create the Secret, write the status, release the Job (which also
-records the token's hash on the Job), plus one Event. The approval is the one the watch delivered:
-the claim is written over its resourceVersion, so a stale copy costs a retry, never a wrong
-token, and nothing is refused on its strength without reading it again.
+the command on the approval, write the status, create the Secret. No Event: the status, the
+audit trail and the metrics carry a routine grant; Events are for what went wrong. The
+approval is the one the watch delivered: the claim is written over its resourceVersion, so a
+stale copy costs a retry, never a wrong token, and nothing is refused on its strength without
+reading it again.
 
 The gateway writes the result into the grant's status; the Job watcher fills in a failure the
 gateway could not report (crash, deadline), the shared sweep expires unused tokens, and the
@@ -34,8 +52,9 @@ from typing import Any
 import kopf
 
 from wingman import GROUP, VERSION, conditions
+from wingman.capability.tokens import grant_jti, token_sha256
 from wingman.capability.tokens import mint as mint_token
-from wingman.capability.tokens import token_sha256
+from wingman.errors import ConfigError
 from wingman.kube import APPROVALS, GRANTS, JOBS, SECRETS, ApiError, create_or_adopt
 from wingman.model import approvals as rules
 from wingman.model import grants as grant_rules
@@ -48,14 +67,15 @@ from wingman.operator.state import Entry, job_deadline
 
 log = logging.getLogger("wingman.operator.grants")
 MINTED_ANNOTATION = "wingman.dev/token-sha256"
+"""Set on the Jobs of grants released by earlier releases (which created Jobs suspended): such a
+Job's grant never gets a token minted again."""
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-STEPS = ("job-created", "command-claimed", "token-minted", "secret-created", "status-written",
-         "job-released")
+STEPS = ("job-created", "command-claimed", "token-minted", "status-written", "secret-created")
 
 
 def crashpoint(ctx: Context, step: str) -> None:
@@ -94,10 +114,11 @@ async def read_approval(ctx: Context, name: str, namespace: str) -> Any:
 
 
 async def claim_command(ctx: Context, grant: Any, approval: Any,
-                        entries: list[dict[str, Any]]) -> bool:
+                        entries: list[dict[str, Any]]) -> Any:
     """Record in the approval that its command now belongs to this grant, over the version read
     (of two grants racing for a command exactly one write lands; the loser re-reads and is
-    denied). False when the API server did not keep the record (an outdated CRD)."""
+    denied). Returns the approval as written; None when the API server did not keep the record
+    (an outdated CRD)."""
     meta = approval["metadata"]
     body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
             "status": {"grants": entries}}
@@ -114,9 +135,9 @@ async def claim_command(ctx: Context, grant: Any, approval: Any,
     undoes = logic.undoes(grant, approval)
     holder = rules.granted_to(updated, str(grant["spec"]["command"]), rollback_of=undoes)
     if holder is None or holder.get("grantUID") != grant["metadata"]["uid"]:
-        return False
+        return None
     await audit_claim(ctx, grant, approval)
-    return True
+    return updated
 
 
 async def audit_claim(ctx: Context, grant: Any, approval: Any) -> None:
@@ -201,10 +222,10 @@ class Grants:
                 # own status write) waited for the object's turn: no read of a Secret gone
                 return
             # e.g. a stale replica's Secret, or what a denial killed mid-way left behind
-            # (a Denied grant's Job was never released)
+            # (a Denied grant's Job never got its token: its pod may still be waiting)
             await remove_artifacts(ctx, body, job=phase == "Denied")
             return
-        if entry is not None and entry.job_done is not None:
+        if entry is not None and entry.job_done is not None and phase != "Pending":
             await job_result(ctx, body, entry.job_done)
             return
         if phase == "TokenIssued" and await expire_token(ctx, body):
@@ -246,11 +267,15 @@ async def issue(ctx: Context, grant: Any) -> None:
         if approval is not None:
             approval = await claim(ctx, grant, approval, now)
         if secret is None:
-            secret = await mint(ctx, grant, approval, job, ttl, now)
-        token_hash, expires = await bind(ctx, grant, job, secret)
-        if phase == "Pending":
-            await record_issued(ctx, grant, job, token_hash, expires, now)
-        await release(ctx, grant, job, token_hash)
+            stored = await store_token(ctx, grant, approval, job, ttl, now)
+        else:
+            recorded = (grant.get("status") or {}).get("tokenSHA256") \
+                if phase == "TokenIssued" else None
+            token_hash, expires = await bind(ctx, grant, job, secret, expected=recorded)
+            if phase == "Pending":
+                await record_issued(ctx, grant, job, token_hash, expires, now)
+            stored = False
+        await release(ctx, grant, job, stored=stored)
     except _Stop:
         return
 
@@ -300,12 +325,21 @@ async def authorize(ctx: Context, grant: Any, now: dt.datetime) -> tuple[Any, in
 
 
 async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
-    """The suspended gateway Job (created, or adopted when it is this grant's)."""
+    """The gateway Job (created, or adopted when it is this grant's). A TokenIssued grant whose
+    Job is gone fails: a new Job could never match the token recorded for it. A Pending grant's
+    Job that already ended (its deadline passed while the operator was down, its waiting pod
+    was evicted) is replaced before the command is claimed for it."""
     ns = grant["metadata"]["namespace"]
     name = names.grant_job_name(grant)
+    pending = grant_rules.phase(grant) == "Pending"
     job: dict[str, Any] | None = None
-    if grant_rules.phase(grant) != "Pending":  # issued before: the Job exists, read it
+    if not pending:  # issued before: the Job exists, read it
         job = await ctx.call(ctx.kube.get_or_none, JOBS, ns, name)
+        if job is None:
+            await finish(ctx, grant, "Failed", "JobMissing",
+                         f"the gateway Job {name} disappeared before the gateway ran; create a "
+                         "new grant")
+            raise _Stop
     if job is None:
         job_body = manifests.gateway_job(dict(grant), ctx.settings, max(ttl, 30))
         # the name the grant was issued with (earlier releases let long Job names reach 63)
@@ -319,15 +353,33 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
                    f"Job {job['metadata']['name']} exists and does not belong to this grant; "
                    "use another grant name", cleanup=False)
         raise _Stop
+    if pending and _job_finished(job) is not None:
+        await ctx.write(ctx.kube.delete, JOBS, ns, name, uid=job["metadata"]["uid"])
+        entry = _entry(ctx, grant)
+        if entry is not None:
+            entry.job_done = None
+        raise Retry(f"the grant's gateway Job {name} ended before its token was issued; it is "
+                    "replaced")
     return dict(job)
+
+
+async def refuse(ctx: Context, grant: Any, reason: str, message: str) -> None:
+    """End a grant that cannot go on, with what was made for it: ``Denied`` while ``Pending``;
+    once ``TokenIssued``, every ending is ``Failed`` (or ``Expired``)."""
+    if grant_rules.phase(grant) == "Pending":
+        await deny(ctx, grant, reason, message)
+    else:
+        await finish(ctx, grant, "Failed", reason, message)
+        await remove_artifacts(ctx, grant, job=True)
+    raise _Stop
 
 
 async def _secret_conflict(ctx: Context, grant: Any) -> None:
     secret_name = names.secret_name(grant["metadata"]["name"])
-    await deny(ctx, grant, "SecretConflict",
-               f"Secret {secret_name} exists and does not belong to this grant; use another "
-               "grant name", cleanup=False)
-    raise _Stop
+    # the grant's own Job goes too: its pod would mount that Secret
+    await refuse(ctx, grant, "SecretConflict",
+                 f"Secret {secret_name} exists and does not belong to this grant; use another "
+                 "grant name")
 
 
 async def read_secret(ctx: Context, grant: Any) -> dict[str, Any] | None:
@@ -382,70 +434,121 @@ async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime) -> An
             raise _Stop
         await audit_claim(ctx, grant, approval)
         return approval
-    if not await claim_command(ctx, grant, approval, taken.grants):
+    updated = await claim_command(ctx, grant, approval, taken.grants)
+    if updated is None:
         await deny(ctx, grant, "ApprovalSchemaOutdated",
                    "the API server did not keep status.grants on the ApprovalRequest: "
                    "its CRD is older than this operator; apply the release's CRDs "
                    "(kubectl apply -f crds/) and create a new grant")
         raise _Stop
     crashpoint(ctx, "command-claimed")
-    return approval
+    return updated
 
 
-async def mint(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl: int,
-               now: dt.datetime) -> dict[str, Any]:
-    """Mint the token, bound to the Job's UID, into the grant's Secret; never a second time."""
+async def _cannot_mint(ctx: Context, grant: Any, why: str) -> None:
+    if grant_rules.phase(grant) == "TokenIssued":
+        await refuse(ctx, grant, "TokenMissing",
+                     f"the token Secret disappeared before the gateway ran and {why}; create a "
+                     "new grant")
+    await refuse(ctx, grant, "TokenNotMintable",
+                 f"the grant's token cannot be minted: {why}; create a new grant")
+
+
+async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl: int,
+                      now: dt.datetime) -> bool:
+    """Mint the grant's token, bound to the Job's UID, record it in the status (Pending) and
+    store it in the grant's Secret, which lets the gateway start. For a TokenIssued grant whose
+    Secret is gone, the same token is minted again and stored only if it hashes to the one
+    recorded (see the module docstring); anything else fails the grant, closed. True when this
+    was the token's first store (False: stored again)."""
     meta = grant["metadata"]
-    minted = (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION)
-    if approval is None or minted:  # the Secret is gone after a mint: never mint again
-        await finish(ctx, grant, "Failed", "TokenMissing",
-                     "the token Secret disappeared before the gateway ran; create a new grant")
-        raise _Stop
+    status = grant.get("status") or {}
+    issued = grant_rules.phase(grant) == "TokenIssued"
+    if (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION):
+        await _cannot_mint(ctx, grant, "an earlier release already released its Job")
+    if approval is None:  # TokenIssued: the claim on the approval dates the token
+        approval = await read_approval(ctx, str(grant["spec"]["approvalRef"]["name"]),
+                                       meta["namespace"])
+    entry = None if approval is None else rules.granted_to(
+        approval, str(grant["spec"]["command"]), rollback_of=logic.undoes(grant, approval))
+    issued_at = rules.parse_time((entry or {}).get("grantedAt"))
+    if approval is None or entry is None or entry.get("grantUID") != meta["uid"] \
+            or issued_at is None:
+        await _cannot_mint(ctx, grant, "the approval no longer records this grant's claim")
+    assert approval is not None and issued_at is not None
+    if issued:
+        expires = rules.parse_time(status.get("tokenExpirationTime"))
+        ttl = int((expires - issued_at).total_seconds()) if expires is not None else 0
     job_uid = job["metadata"]["uid"]
-    token, claims = mint_token(
-        ctx.ring.signer, issuer=ctx.settings.issuer, audience=ctx.env,
-        subject=str(approval["spec"]["requester"]), namespace=meta["namespace"],
-        approval_name=approval["metadata"]["name"], approval_uid=approval["metadata"]["uid"],
-        grant_name=meta["name"], grant_uid=meta["uid"], command=str(grant["spec"]["command"]),
-        job_uid=job_uid, ttl_seconds=ttl, now=int(now.timestamp()))
+    try:
+        token, claims = mint_token(
+            ctx.ring.signer, issuer=ctx.settings.issuer, audience=ctx.env,
+            subject=str(approval["spec"]["requester"]), namespace=meta["namespace"],
+            approval_name=approval["metadata"]["name"],
+            approval_uid=approval["metadata"]["uid"], grant_name=meta["name"],
+            grant_uid=meta["uid"], command=str(grant["spec"]["command"]), job_uid=job_uid,
+            ttl_seconds=ttl, now=issued_at.timestamp(),
+            jti=grant_jti(ctx.ring.signer, str(meta["uid"])))
+    except ConfigError as exc:
+        await _cannot_mint(ctx, grant, exc.message)
+        raise  # unreachable: _cannot_mint raises
+    token_hash = token_sha256(token)
+    if issued and token_hash != status.get("tokenSHA256"):
+        del token
+        await _cannot_mint(ctx, grant, "the signing key or the issuer changed since it was "
+                           "issued, so the same token cannot be made again")
+    if not issued and claims.exp <= int(now.timestamp()):
+        del token  # claimed longer than the token's lifetime ago (the operator was down)
+        await finish(ctx, grant, "Expired", "TokenExpired",
+                     "the token expired before it could be issued: the command was claimed "
+                     f"more than its {ttl}s lifetime ago; create a new grant")
+        await remove_artifacts(ctx, grant, job=True)
+        raise _Stop
     await ctx.audit("TokenMinted", subject_of(grant), {
-        "tokenSHA256": token_sha256(token), "jti": claims.jti, "kid": ctx.ring.active,
+        "tokenSHA256": token_hash, "jti": claims.jti, "kid": ctx.ring.active,
         "expires": claims.exp, "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
-        "command": grant["spec"]["command"]})
+        "command": grant["spec"]["command"], **({"again": True} if issued else {})})
     crashpoint(ctx, "token-minted")
+    if not issued:
+        grant = await record_issued(ctx, grant, job, token_hash, claims.exp, now)
     ctx.check_leading()
     secret, created = await ctx.call(
         create_or_adopt, ctx.kube, SECRETS, meta["namespace"],
-        manifests.token_secret(dict(grant), token, claims.exp, job_uid,
-                               ctx.settings))
-    if created:
-        ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
+        manifests.token_secret(dict(grant), token, claims.exp, job_uid, ctx.settings))
     del token
     crashpoint(ctx, "secret-created")
     if not owned_by(secret, grant):
         await _secret_conflict(ctx, grant)
-    return dict(secret)
+    await bind(ctx, grant, job, secret, expected=token_hash)
+    if created and not issued:
+        ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
+    return not issued
 
 
-async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, Any]
-               ) -> tuple[str, int]:
-    """Check the Secret is bound to this Job. Returns (token hash, expiry)."""
+async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, Any], *,
+               expected: str | None = None) -> tuple[str, int]:
+    """Check the Secret is bound to this Job (and holds the ``expected`` token, by its hash,
+    when one is recorded). Returns (token hash, expiry)."""
     annotations = secret["metadata"].get("annotations") or {}
+    token_hash = token_sha256(_secret_token(secret))
     if annotations.get(names.JOB_UID_ANNOTATION) != job["metadata"]["uid"]:
-        await deny(ctx, grant, "TokenBindingMismatch",
-                   "the token Secret is bound to another Job than the grant's; create a new grant")
-        raise _Stop
+        await refuse(ctx, grant, "TokenBindingMismatch",
+                     "the token Secret is bound to another Job than the grant's; create a new "
+                     "grant")
+    if expected is not None and token_hash != expected:
+        await refuse(ctx, grant, "TokenBindingMismatch",
+                     "the token Secret does not hold the token recorded for this grant; create "
+                     "a new grant")
     entry = _entry(ctx, grant)
     if entry is not None:
         entry.secret_uid = str(secret["metadata"]["uid"])
-    return token_sha256(_secret_token(secret)), int(annotations.get(names.EXPIRES_ANNOTATION,
-                                                                    "0"))
+    return token_hash, int(annotations.get(names.EXPIRES_ANNOTATION, "0"))
 
 
 async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], token_hash: str,
-                        expires: int, now: dt.datetime) -> None:
-    """Audit ``GrantAuthorized`` and write ``TokenIssued`` (before the Job is released, so the
-    gateway never races this write)."""
+                        expires: int, now: dt.datetime) -> dict[str, Any]:
+    """Audit ``GrantAuthorized`` and write ``TokenIssued`` (before the token Secret exists, so
+    the gateway never races this write); returns the grant as written."""
     meta = grant["metadata"]
     secret_name = names.secret_name(meta["name"])
     gen = int(meta.get("generation") or 1)
@@ -453,44 +556,37 @@ async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], token_has
                                      "Authorized", True, "Authorized",
                                      "approved command, inside the allowlist", gen, now)
     conds = conditions.set_condition(conds, "TokenIssued", True, "TokenIssued",
-                                     f"single-use token in Secret {secret_name}", gen, now)
+                                     f"single-use token issued; the gateway reads it from Secret "
+                                     f"{secret_name}", gen, now)
     conds = conditions.grant_ready(conds, "TokenIssued", "token issued; waiting for the gateway "
                                    "to run the command", gen, now)
     record = await ctx.audit("GrantAuthorized", subject_of(grant), {
         "tokenSHA256": token_hash, "job": job["metadata"]["name"],
         "jobUID": job["metadata"]["uid"]})
-    await write_status(ctx, grant, {
+    updated = await write_status(ctx, grant, {
         "phase": "TokenIssued", "reason": "TokenIssued",
-        "message": f"gateway Job {job['metadata']['name']} released",
+        "message": f"token issued to gateway Job {job['metadata']['name']}",
         "tokenSecretName": secret_name, "tokenSHA256": token_hash,
         "tokenExpirationTime": conditions.rfc3339(dt.datetime.fromtimestamp(expires, dt.UTC)),
         "jobName": job["metadata"]["name"], "conditions": conds,
         "observedGeneration": gen, "auditRecordHash": f"sha256:{record.hash}"})
     ctx.metrics.grants.labels(environment=ctx.env, outcome="TokenIssued").inc()
     crashpoint(ctx, "status-written")
-    ctx.event(grant, "Normal", "TokenIssued",
-              f"token {token_hash[:19]}… issued; gateway Job released")
+    return updated
 
 
-async def release(ctx: Context, grant: Any, job: dict[str, Any], token_hash: str) -> None:
-    """Unsuspend the Job (the Job controller starts the gateway pod) and record the token's
-    hash on it, where only the operator writes: whatever later happens to the grant's status
-    or the Secret, this grant never gets a second token."""
-    annotations = job["metadata"].get("annotations") or {}
-    patch: dict[str, Any] = {}
-    if annotations.get(MINTED_ANNOTATION) != token_hash:
-        patch["metadata"] = {"annotations": {MINTED_ANNOTATION: token_hash}}
+async def release(ctx: Context, grant: Any, job: dict[str, Any], *, stored: bool) -> None:
+    """The gateway may start: its token is in place (``stored``: by this run). A Job an earlier
+    release created suspended is unsuspended here (the Job controller starts the gateway pod)."""
     if job.get("spec", {}).get("suspend"):
-        patch["spec"] = {"suspend": False}
-    if patch:
         await ctx.write(ctx.kube.patch, JOBS, grant["metadata"]["namespace"],
-                        job["metadata"]["name"], patch)
-    crashpoint(ctx, "job-released")
+                        job["metadata"]["name"], {"spec": {"suspend": False}})
+        stored = True
     entry = _entry(ctx, grant)
     if entry is not None:
         entry.released = True
         ctx.tracker.settle(entry, None, _now())
-    if "spec" in patch:
+    if stored:
         created_at = rules.parse_time(grant["metadata"].get("creationTimestamp"))
         if created_at is not None:
             ctx.metrics.grant_latency.labels(environment=ctx.env).observe(
@@ -626,5 +722,5 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
 
 __all__ = ["MINTED_ANNOTATION", "STEPS", "Grants", "authorize", "bind", "check_secret",
            "claim", "claim_command", "crashpoint", "create_job", "deny", "expire_token",
-           "finish", "issue", "job_result", "mint", "read_secret", "record_issued", "register",
-           "release", "remove_artifacts"]
+           "finish", "issue", "job_result", "read_secret", "record_issued", "register",
+           "release", "remove_artifacts", "store_token"]
