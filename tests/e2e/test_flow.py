@@ -91,8 +91,11 @@ class Story:
         return found
 
     def token(self, grant: str) -> str:
-        secret = wait_for("the token Secret", lambda: get(
-            self.cluster, "secret", self.ns, names.secret_name(grant)), 30)
+        def stored() -> dict[str, Any] | None:
+            name = ((get(self.cluster, "eg", self.ns, grant) or {}).get("status") or {}).get(
+                "tokenSecretName")
+            return get(self.cluster, "secret", self.ns, name) if name else None
+        secret = wait_for("the token Secret", stored, 30)
         token = base64.b64decode(secret["data"]["token"]).decode()
         self.secrets_seen.add(token)
         return token
@@ -225,8 +228,9 @@ def test_an_approved_restart_executes_once_and_shows_in_the_deployment(story: St
     assert st["auditRecordHash"].startswith("sha256:")
     assert story.restarted_at() is not None, "the Deployment was restarted"
     # the token is gone once the grant is final; its burn marker stays
+    assert st["tokenSecretName"].startswith("restart-web-1-token-")
     wait_for("token Secret deleted", lambda: get(story.cluster, "secret", story.ns,
-                                                names.secret_name("restart-web-1")) is None, 30)
+                                                st["tokenSecretName"]) is None, 30)
     leases = json.loads(story.cluster.kubectl("get", "leases", "-n", story.ns, "-o", "json",
                                               "-l", "wingman.dev/role=burn-marker").stdout)
     assert [lease["metadata"]["labels"]["wingman.dev/grant"] for lease in leases["items"]] == \

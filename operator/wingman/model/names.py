@@ -1,7 +1,10 @@
 """Names, labels and annotations of the objects Wingman makes, shared by their makers and readers.
 
 Names are deterministic (a function of the grant's name), so every create is idempotent and
-the gateway finds what the operator made. Pure: the standard library only.
+the gateway finds what the operator made; the one exception is the token Secret's, which has a
+random part nobody can guess, chosen when the gateway Job is made and recorded in the Job's
+pod template (the Job is made first, so a create of that Job is what makes the name known).
+Pure: the standard library only.
 """
 
 from __future__ import annotations
@@ -29,11 +32,19 @@ def _bounded(base: str, suffix: str, limit: int = 63) -> str:
         return name
     digest = hashlib.sha256(base.encode()).hexdigest()[:8]
     keep = limit - len(suffix) - 9
-    return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
+    return f"{base[:keep].rstrip('-.')}-{digest}{suffix}"  # no "-." or ".-" where cut
 
 
-def secret_name(grant: str) -> str:
+def legacy_secret_name(grant: str) -> str:
+    """The token Secret name earlier releases gave every grant (``<grant>-token``): predictable,
+    so anyone allowed to create Secrets could have planted one under it before the grant."""
     return _bounded(grant, "-token")
+
+
+def token_secret_name(grant: str, nonce: str) -> str:
+    """The token Secret a new gateway Job mounts: ``<grant>-token-<nonce>``, where ``nonce``
+    is random (``secrets.token_hex(8)``), so the name is unknown until the Job exists."""
+    return _bounded(grant, f"-token-{nonce}")
 
 
 def job_name(grant: str) -> str:
@@ -87,7 +98,8 @@ __all__ = [
     "burn_marker_name",
     "grant_job_name",
     "job_name",
+    "legacy_secret_name",
     "preview_job_name",
     "rollback_grant_name",
-    "secret_name",
+    "token_secret_name",
 ]

@@ -1,10 +1,13 @@
 """The objects the operator creates for a grant, as pure functions returning manifests.
 
 Names are deterministic (a function of the grant's name), so every create is idempotent:
-an operator killed and restarted at any point finds what it made and adopts it.
+an operator killed and restarted at any point finds what it made and adopts it. The token
+Secret's name is the exception: it has a random part, chosen with the Job and read back from the
+Job the operator created or adopted, so nobody can plant a Secret under it before the Job exists.
 
-- token Secret ``<grant>-token`` (type ``wingman.dev/capability-token``, key ``token``),
-  owned by the grant;
+- token Secret ``<grant>-token-<random>`` (type ``wingman.dev/capability-token``, key
+  ``token``), owned by the grant; the name is the one the gateway Job's pod mounts (Jobs of
+  earlier releases mount ``<grant>-token``);
 - gateway Job ``<grant>-gw``, owned by the grant, created before the token (which carries its
   UID) and runnable: its pod mounts the token Secret, so the kubelet starts no container before
   the operator stores the token there; its pod runs ``wingman gateway`` as ServiceAccount
@@ -25,6 +28,7 @@ scheduling, resources and extra labels and annotations of values ``gateway.pod``
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from wingman.model.names import (
@@ -43,7 +47,7 @@ from wingman.model.names import (
     TOKEN_MOUNT,
     job_name,
     preview_job_name,
-    secret_name,
+    token_secret_name,
 )
 from wingman.settings import OperatorSettings
 
@@ -64,16 +68,17 @@ def owner_reference(grant: dict[str, Any]) -> dict[str, Any]:
             "controller": True}
 
 
-def token_secret(grant: dict[str, Any], token: str, claims_exp: int, job_uid: str,
-                 settings: OperatorSettings) -> dict[str, Any]:
-    """The Secret that carries the token to the gateway pod (and nowhere else)."""
+def token_secret(grant: dict[str, Any], secret_name: str, token: str, claims_exp: int,
+                 job_uid: str, settings: OperatorSettings) -> dict[str, Any]:
+    """The Secret ``secret_name`` (the one the grant's Job mounts) that carries the token to the
+    gateway pod (and nowhere else)."""
     name = grant["metadata"]["name"]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": SECRET_TYPE,
         "metadata": {
-            "name": secret_name(name),
+            "name": secret_name,
             "namespace": grant["metadata"]["namespace"],
             "labels": {**object_labels(settings, "capability-token"), GRANT_LABEL: name},
             "annotations": {EXPIRES_ANNOTATION: str(claims_exp), JOB_UID_ANNOTATION: job_uid},
@@ -83,10 +88,23 @@ def token_secret(grant: dict[str, Any], token: str, claims_exp: int, job_uid: st
     }
 
 
-def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: int
-                ) -> dict[str, Any]:
-    """The gateway Job for a grant (its pod waits for the token Secret to exist)."""
+def job_token_secret(job: dict[str, Any]) -> str | None:
+    """The token Secret a gateway Job's pod mounts (volume ``token``), None if it mounts none."""
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for volume in pod.get("volumes") or []:
+        if volume.get("name") == "token":
+            name = (volume.get("secret") or {}).get("secretName")
+            return str(name) if name else None
+    return None
+
+
+def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: int, *,
+                secret_name: str | None = None) -> dict[str, Any]:
+    """The gateway Job for a grant; its pod mounts the token Secret ``secret_name`` (by default
+    a new name with a random part, ``names.token_secret_name``) and waits for it to exist."""
     name = grant["metadata"]["name"]
+    if secret_name is None:
+        secret_name = token_secret_name(name, secrets.token_hex(8))
     ns = grant["metadata"]["namespace"]
     labels = {**object_labels(settings, "gateway"), GRANT_LABEL: name, ROLE_LABEL: "gateway"}
     pod = settings.gateway_pod
@@ -108,7 +126,7 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
         {"name": "WINGMAN_LOG_LEVEL", "value": settings.log_level},
     ]
     volumes: list[dict[str, Any]] = [
-        {"name": "token", "secret": {"secretName": secret_name(name), "defaultMode": 0o400}},
+        {"name": "token", "secret": {"secretName": secret_name, "defaultMode": 0o400}},
         {"name": "keys", "configMap": {"name": settings.public_keys_configmap}},
         {"name": "policy", "configMap": {"name": settings.policy_configmap,
                                          "items": [{"key": "policy.yaml",
@@ -293,5 +311,5 @@ def _scheduling(settings: OperatorSettings) -> dict[str, Any]:
     return out
 
 
-__all__ = ["MANAGER", "approval_owner", "gateway_job", "object_labels", "owner_reference",
-           "preview_job", "token_secret"]
+__all__ = ["MANAGER", "approval_owner", "gateway_job", "job_token_secret", "object_labels",
+           "owner_reference", "preview_job", "token_secret"]

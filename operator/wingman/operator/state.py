@@ -61,6 +61,7 @@ class Entry:
     released: bool = False  # grant: its token is in place (stored or checked by this process)
     cleaned: bool = False  # grant: its token Secret (and Denied Job) are known to be gone
     secret_uid: str | None = None  # grant: the uid of the token Secret this process made
+    secret_name: str | None = None  # grant: and its name
     job_done: tuple[str, str] | None = None  # grant: its Job finished (condition, reason)
     #: grant: when its gateway Job, found active after the token expired, runs out of time
     #: (the Job's end, a watch event, settles the grant by then)
@@ -240,8 +241,11 @@ class Tracker:
         entry.expires_at = _time(status.get("tokenExpirationTime"))
         if grant_rules.is_terminal(body):
             entry.final_at = _time(status.get("completionTime")) or entry.final_at or now
-        else:
+        else:  # not final (again, after a status reset): nothing of it is known to be done
             entry.final_at = None
+            entry.cleaned = False
+            if entry.phase == "Pending":
+                entry.released = False
         self._needs(entry, grant_needs(body, entry), now)
         return entry
 

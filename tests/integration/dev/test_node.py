@@ -374,7 +374,7 @@ def test_operator_gateway_job_template_runs_with_its_contract_env(
     job = manifests.gateway_job(grant, settings, ttl_seconds=60)
     del job["metadata"]["ownerReferences"]  # no real grant here: keep the GC away
     secret = {"apiVersion": "v1", "kind": "Secret", "type": names.SECRET_TYPE,
-              "metadata": {"name": names.secret_name("g1"), "namespace": namespace},
+              "metadata": {"name": manifests.job_token_secret(job), "namespace": namespace},
               "stringData": {"token": "not.a.jwt"}}
     _apply(cluster,
            {"apiVersion": "v1", "kind": "ServiceAccount",

@@ -33,7 +33,7 @@ from wingman.capability.keys import KeySet
 from wingman.capability.tokens import Expected, token_sha256
 from wingman.capability.tokens import verify as verify_token
 from wingman.model import names
-from wingman.operator import memory
+from wingman.operator import manifests, memory
 from wingman.operator.handlers.grants import STEPS
 
 RESTART = "kubectl rollout restart deployment/frontend -n apps"
@@ -94,8 +94,22 @@ class Env:
                                           on_timeout=self.op.log_tail)
         return result
 
+    def _secret_name(self, grant: str) -> str | None:
+        job = self.job(grant)
+        name = manifests.job_token_secret(job) if job is not None else None
+        recorded = ((get(self.cluster, "eg", self.ns, grant) or {}).get("status") or {}).get(
+            "tokenSecretName")
+        return name or (str(recorded) if recorded else None)
+
+    def secret_name(self, grant: str) -> str:
+        """The token Secret the grant's Job mounts (else the one its status records)."""
+        name = self._secret_name(grant)
+        assert name, f"grant {grant} has neither a Job nor a recorded token Secret"
+        return name
+
     def secret(self, grant: str) -> dict[str, Any] | None:
-        return get(self.cluster, "secret", self.ns, names.secret_name(grant))
+        name = self._secret_name(grant)
+        return get(self.cluster, "secret", self.ns, name) if name else None
 
     def job(self, grant: str) -> dict[str, Any] | None:
         return get(self.cluster, "job", self.ns, names.job_name(grant))
@@ -211,7 +225,9 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["token"]["readOnly"] is True
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["token"]["secret"]["secretName"] == names.secret_name("remove-legacy-1")
+    # the token Secret's name has a random part: nobody could have planted a Secret under it
+    assert volumes["token"]["secret"]["secretName"] == eg["status"]["tokenSecretName"]
+    assert eg["status"]["tokenSecretName"].startswith("remove-legacy-1-token-")
     assert not any("hostPath" in v for v in pod["volumes"])
     # the approval records which grant its command went to, before the token was minted
     ar = get(env.cluster, "ar", env.ns, "remove-legacy")
@@ -450,7 +466,7 @@ def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
         mine = [j for j in jobs["items"]
                 if j["metadata"]["labels"].get(names.GRANT_LABEL) == g]
         tokens = [s for s in secrets["items"]
-                  if s["metadata"]["labels"].get(names.GRANT_LABEL) == g]
+                  if (s["metadata"].get("labels") or {}).get(names.GRANT_LABEL) == g]
         assert len(mine) == 1 and len(tokens) == 1, (g, len(mine), len(tokens))
         eg = get(env.cluster, "eg", env.ns, g)
         assert eg is not None
@@ -597,27 +613,58 @@ def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:
         second.stop()
 
 
-def test_a_grant_whose_name_collides_with_anothers_secret_touches_nothing_of_it(env: Env) -> None:
+def _plant(env: Env, name: str) -> dict[str, Any]:
+    """A Secret someone else made (no owner), shaped like a token Secret."""
+    env.cluster.kubectl("create", "-n", env.ns, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "type": names.SECRET_TYPE,
+        "metadata": {"name": name}, "stringData": {"token": "planted.not.signed"}}))
+    planted = get(env.cluster, "secret", env.ns, name)
+    assert planted is not None
+    return planted
+
+
+def test_a_secret_planted_for_a_grant_is_never_its_token(env: Env) -> None:
+    """A token Secret's name is unknown until its Job exists. A Secret planted under the Job's
+    name after the Job exists (here while the operator is down) is refused, never used, and the
+    grant's Job goes. A Secret planted under the name a grant would once have had
+    (``<grant>-token``, or the truncated form a longer grant's name shares) is simply not the
+    grant's: the grant issues its token beside it and touches nothing of it."""
     env.request("req")
     env.wait_phase("ar", "req", "AutoApproved")
     long_name = "a" * 63
+    env.op.stop()
+    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = "job-created"
+    env.op.start()
     env.grant(long_name, "req", RESTART)
-    env.wait_phase("eg", long_name, "TokenIssued")
-    victim = env.secret(long_name)
-    assert victim is not None
-    # a second grant named so that its own Secret name is the first grant's
-    collider = names.secret_name(long_name)[: -len("-token")]
-    assert names.secret_name(collider) == names.secret_name(long_name)
-    env.grant(collider, "req", RESTART)
-    eg = env.wait_phase("eg", collider, "Denied")
-    assert eg["status"]["reason"] == "SecretConflict"
-    # checked before the command is taken: the collision does not use up anyone's approval
-    ar = get(env.cluster, "ar", env.ns, "req")
-    assert ar is not None
-    assert [e["grant"] for e in ar["status"]["grants"]] == [long_name]
-    still = env.secret(long_name)
-    assert still is not None and still["metadata"]["uid"] == victim["metadata"]["uid"]
-    assert env.job(long_name) is not None
+    wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
+             60, on_timeout=env.op.log_tail)
+    del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+    job = env.job(long_name)
+    assert job is not None
+    target = manifests.job_token_secret(job)
+    assert target is not None and target.startswith("a" * 31)
+    raced = _plant(env, target)
+    env.op.start()
+    eg = env.wait_phase("eg", long_name, "Failed")  # its status said TokenIssued a moment
+    assert eg["status"]["reason"] == "SecretConflict", eg["status"]
+    wait_for("the grant's Job removed", lambda: env.job(long_name) is None, 30)
+    still = get(env.cluster, "secret", env.ns, target)
+    assert still is not None and still["metadata"]["uid"] == raced["metadata"]["uid"]
+    assert still["data"] == raced["data"]
+
+    env.request("req2")
+    env.wait_phase("ar", "req2", "AutoApproved")
+    planted = [_plant(env, names.legacy_secret_name(g)) for g in ("g", long_name)]
+    env.grant("g", "req2", RESTART)
+    env.wait_phase("eg", "g", "TokenIssued")
+    mine = env.secret("g")
+    assert mine is not None and mine["metadata"]["name"] != names.legacy_secret_name("g")
+    assert mine["metadata"]["ownerReferences"][0]["name"] == "g"
+    for secret in planted:
+        kept = get(env.cluster, "secret", env.ns, secret["metadata"]["name"])
+        assert kept is not None and kept["metadata"]["uid"] == secret["metadata"]["uid"]
+        assert kept["data"] == secret["data"]
+    _assert_one_token_and_one_job_each(env, ["g"])
 
 
 def _token(env: Env, grant: str) -> str:
@@ -641,11 +688,25 @@ def test_a_grant_reset_to_pending_after_its_token_was_minted_never_gets_a_second
     operator makes the token again, and it is the same token, byte for byte (same jti, same
     burn marker), never a second one."""
     first = _issued(env, "req", "g")
+    reset = json.dumps([{"op": "replace", "path": "/status", "value": {"phase": "Pending"}}])
+    # the Secret still in place: it is adopted as it is, nothing is minted
     env.op.stop()
-    env.cluster.kubectl("delete", "secret", names.secret_name("g"), "-n", env.ns)
+    secret = env.secret("g")
+    assert secret is not None
     env.cluster.kubectl("patch", "eg", "g", "-n", env.ns, "--subresource=status",
-                        "--type=json", "-p", json.dumps([
-                            {"op": "replace", "path": "/status", "value": {"phase": "Pending"}}]))
+                        "--type=json", "-p", reset)
+    env.op.start()
+    eg = env.wait_phase("eg", "g", "TokenIssued")
+    assert eg["status"]["tokenSHA256"] == token_sha256(first)
+    assert eg["status"]["tokenSecretName"] == secret["metadata"]["name"]
+    kept = env.secret("g")
+    assert kept is not None and kept["metadata"]["uid"] == secret["metadata"]["uid"]
+    assert [r["event"] for r in env.op.audit_events()].count("TokenMinted") == 1
+    # and with the Secret gone too
+    env.op.stop()
+    env.cluster.kubectl("delete", "secret", env.secret_name("g"), "-n", env.ns)
+    env.cluster.kubectl("patch", "eg", "g", "-n", env.ns, "--subresource=status",
+                        "--type=json", "-p", reset)
     env.op.start()
     eg = env.wait_phase("eg", "g", "TokenIssued")
     wait_for("the Secret stored again", lambda: env.secret("g") is not None, 30)
@@ -657,13 +718,110 @@ def test_a_grant_reset_to_pending_after_its_token_was_minted_never_gets_a_second
     _assert_one_token_and_one_job_each(env, ["g"])
 
 
+def _fail_the_job(env: Env, grant: str) -> dict[str, Any]:
+    """Delete the grant's gateway pod (an eviction, say): the Job fails (backoffLimit 0)."""
+    first = env.job(grant)
+    assert first is not None
+    selector = f"batch.kubernetes.io/controller-uid={first['metadata']['uid']}"
+    wait_for("the Job's pod", lambda: json.loads(env.cluster.kubectl(
+        "get", "pods", "-n", env.ns, "-l", selector, "-o", "json").stdout)["items"], 30)
+    env.cluster.kubectl("delete", "pods", "-n", env.ns, "-l", selector, "--wait=true")
+
+    def failed() -> bool:
+        job = env.job(grant) or {}
+        return any(c.get("type") == "Failed" and c.get("status") == "True"
+                   for c in (job.get("status") or {}).get("conditions") or [])
+    wait_for("the Job failed", failed, 60)
+    return first
+
+
+def _reset_to_pending(env: Env, grant: str) -> None:
+    """What someone with the grant's status rights could do: make it look never issued."""
+    env.cluster.kubectl("patch", "eg", grant, "-n", env.ns, "--subresource=status",
+                        "--type=json", "-p", json.dumps([
+                            {"op": "replace", "path": "/status", "value": {"phase": "Pending"}}]))
+
+
+def _refused_without_a_second_token(env: Env, grant: str) -> dict[str, Any]:
+    """The grant is Denied TokenBindingMismatch, its Job and token Secrets are removed, and
+    only the first token was ever minted."""
+    eg = env.wait_phase("eg", grant, "Denied")
+    assert eg["status"]["reason"] == "TokenBindingMismatch", eg["status"]
+    wait_for("the grant's Job and Secrets removed", lambda: env.job(grant) is None and not (
+        json.loads(env.cluster.kubectl("get", "secrets", "-n", env.ns, "-o", "json", "-l",
+                                       f"{names.GRANT_LABEL}={grant}").stdout)["items"]), 30,
+             on_timeout=lambda: f"job: {env.job(grant)}\nsecrets: " + env.cluster.kubectl(
+                 "get", "secrets", "-n", env.ns, "-o", "yaml").stdout)
+    assert [r["event"] for r in env.op.audit_events()].count("TokenMinted") == 1
+    return eg
+
+
+def test_a_grant_reset_to_pending_after_its_job_ended_gets_no_new_job(env: Env) -> None:
+    """The Job that had the grant's token ended (its pod went) and the status was reset to
+    Pending meanwhile: a Pending grant's ended Job is normally replaced, but not one a token
+    was stored for. The grant is refused; no second Job, no second token."""
+    _issued(env, "req", "g")
+    env.op.stop()
+    _fail_the_job(env, "g")
+    _reset_to_pending(env, "g")
+    env.op.start()
+    _refused_without_a_second_token(env, "g")
+
+
+def test_a_grant_reset_to_pending_after_its_job_was_deleted_gets_no_second_token(
+        env: Env) -> None:
+    """The grant's Job is gone, its token Secret is still there, and the status was reset to
+    Pending: a new Job would mount a Secret of another name, so the operator looks for any token
+    Secret the grant owns before it stores one. It refuses the grant and removes that Secret and
+    the new Job: no second Job while a token exists, no second token."""
+    _issued(env, "req", "g")
+    first = env.secret("g")
+    assert first is not None
+    env.op.stop()
+    env.cluster.kubectl("delete", "job", names.job_name("g"), "-n", env.ns, "--wait=true")
+    _reset_to_pending(env, "g")
+    env.op.start()
+    eg = _refused_without_a_second_token(env, "g")
+    assert first["metadata"]["name"] in eg["status"]["message"]
+
+
+def test_a_job_that_does_not_run_as_the_gateway_is_never_given_a_token(env: Env) -> None:
+    """Someone who can create Jobs made one under the grant's Job name, claiming the grant as its
+    owner, running as another ServiceAccount (admission stops anyone but the operator from
+    making Jobs that run as the gateway): the operator does not adopt it."""
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.op.stop()
+    env.grant("g", "req", RESTART)
+    eg = get(env.cluster, "eg", env.ns, "g")
+    assert eg is not None
+    env.cluster.kubectl("create", "-n", env.ns, "-f", "-", input=json.dumps({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": names.job_name("g"), "ownerReferences": [
+            {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant", "name": "g",
+             "uid": eg["metadata"]["uid"]}]},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never", "serviceAccountName": "default",
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9",
+                            "volumeMounts": [{"name": "token", "mountPath": "/t"}]}],
+            "volumes": [{"name": "token", "secret": {"secretName": "g-token-mine"}}]}}}}))
+    env.op.start()
+    eg = env.wait_phase("eg", "g", "Denied")
+    assert eg["status"]["reason"] == "JobConflict", eg["status"]
+    assert "does not run as the gateway" in eg["status"]["message"]
+    assert get(env.cluster, "secret", env.ns, "g-token-mine") is None
+    ar = get(env.cluster, "ar", env.ns, "req")
+    assert ar is not None and not (ar.get("status") or {}).get("grants")
+    assert "TokenMinted" not in [r["event"] for r in env.op.audit_events()]
+
+
 def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env) -> None:
     """TokenIssued, Secret gone: the same token goes back into the Secret. When the token the
     operator would make again is not the one the status records (a rotated key, a changed
     lifetime: here the record itself), the grant fails closed and no token is stored."""
     first = _issued(env, "req", "g1")
     env.op.stop()
-    env.cluster.kubectl("delete", "secret", names.secret_name("g1"), "-n", env.ns)
+    env.cluster.kubectl("delete", "secret", env.secret_name("g1"), "-n", env.ns)
     env.op.start()
     wait_for("the Secret stored again", lambda: env.secret("g1") is not None, 30,
              on_timeout=env.op.log_tail)
@@ -674,7 +832,7 @@ def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env)
 
     _issued(env, "req2", "g2")
     env.op.stop()
-    env.cluster.kubectl("delete", "secret", names.secret_name("g2"), "-n", env.ns)
+    env.cluster.kubectl("delete", "secret", env.secret_name("g2"), "-n", env.ns)
     env.cluster.kubectl("patch", "eg", "g2", "-n", env.ns, "--subresource=status",
                         "--type=merge", "-p", json.dumps(
                             {"status": {"tokenSHA256": "sha256:" + "0" * 64}}))
@@ -689,7 +847,7 @@ def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env)
 def test_a_token_secret_that_does_not_hold_the_recorded_token_is_refused(env: Env) -> None:
     _issued(env, "req", "g")
     env.op.stop()
-    env.cluster.kubectl("patch", "secret", names.secret_name("g"), "-n", env.ns,
+    env.cluster.kubectl("patch", "secret", env.secret_name("g"), "-n", env.ns,
                         "--type=merge", "-p", json.dumps({"stringData": {"token": "x.y.z"}}))
     env.op.start()
     eg = env.wait_phase("eg", "g", "Failed")
@@ -725,18 +883,7 @@ def test_a_pending_grants_job_that_ended_before_its_token_is_replaced(env: Env) 
     wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
              60, on_timeout=env.op.log_tail)
     del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
-    first = env.job("g")
-    assert first is not None
-    selector = f"batch.kubernetes.io/controller-uid={first['metadata']['uid']}"
-    wait_for("the Job's pod", lambda: json.loads(env.cluster.kubectl(
-        "get", "pods", "-n", env.ns, "-l", selector, "-o", "json").stdout)["items"], 30)
-    env.cluster.kubectl("delete", "pods", "-n", env.ns, "-l", selector, "--wait=true")
-
-    def failed() -> bool:
-        job = env.job("g") or {}
-        return any(c.get("type") == "Failed" and c.get("status") == "True"
-                   for c in (job.get("status") or {}).get("conditions") or [])
-    wait_for("the Job failed", failed, 60)
+    first = _fail_the_job(env, "g")
     env.op.start()
     env.wait_phase("eg", "g", "TokenIssued")
     job = env.job("g")

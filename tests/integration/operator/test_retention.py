@@ -19,6 +19,7 @@ from support.operator import OperatorProcess, get, wait_for
 from wingman.audit import records_about, show_main, verify
 from wingman.cli.main import main as cli
 from wingman.dev.node import NodeHarness
+from wingman.operator import manifests
 
 
 @pytest.fixture
@@ -68,7 +69,9 @@ def test_finished_objects_are_retired_and_their_story_stays_in_the_audit_trail(
     wait_for("the grant retired", lambda: get(cluster, "eg", ns, "done-1") is None, 60,
              on_timeout=op.log_tail)
     wait_for("its Job deleted", lambda: get(cluster, "job", ns, "done-1-gw") is None, 60)
-    assert get(cluster, "secret", ns, "done-1-token") is None
+    token_secret = manifests.job_token_secret(job)
+    assert token_secret is not None and token_secret.startswith("done-1-token-")
+    assert get(cluster, "secret", ns, token_secret) is None
     # the approval is still usable (not final), so it stays until it is rejected or expires
     assert get(cluster, "ar", ns, "done") is not None
     reject = [{"op": "add", "path": "/spec/decisions", "value": [

@@ -96,7 +96,8 @@ def test_what_the_operator_creates_conforms(tmp_path: Path) -> None:
     job = _job(tmp_path)
     objects = [job, _job(tmp_path, **TUNED),
                _job(tmp_path, WINGMAN_GATEWAY_DOCKER_SOCKET="/var/run/docker.sock"),
-               manifests.token_secret(grant, "t" * 40, 1_800_000_000, "job-uid",
+               manifests.token_secret(grant, "g-token-0123456789abcdef", "t" * 40,
+                                      1_800_000_000, "job-uid",
                                       OperatorSettings.from_env({}))]
     assert_conforms(objects)
 

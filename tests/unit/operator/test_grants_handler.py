@@ -51,10 +51,50 @@ def test_an_expired_grant_whose_secret_is_gone_already_is_left_alone() -> None:
 
 
 def test_a_final_grant_not_known_to_be_cleaned_up_is_looked_at() -> None:
-    """The other side of the early return: without it, the Secret would be read."""
+    """The other side of the early return: without it, the token Secrets would be listed."""
     ctx = context()
     entry = ctx.tracker.observe_grant(grant("Expired"), NOW)  # e.g. final when we started
     assert not entry.cleaned and entry.needs == "cleanup"
 
-    with pytest.raises(AssertionError, match=r"called the API server \(get_or_none\)"):
+    with pytest.raises(AssertionError, match=r"called the API server \(list\)"):
         asyncio.run(Grants().reconcile(ctx, grant("Expired")))
+
+
+class OneRead(NoApiServer):
+    """An API server that answers reads of the grant with ``current`` and nothing else."""
+
+    def __init__(self, current: dict[str, Any]) -> None:
+        self.current = current
+        self.reads = 0
+
+    def get_or_none(self, res: Any, namespace: str, name: str) -> dict[str, Any] | None:
+        assert res.plural == "executiongrants" and name == "g", (res, name)
+        self.reads += 1
+        return self.current
+
+
+def test_a_copy_older_than_the_final_status_this_process_saw_is_not_acted_on() -> None:
+    """A reconcile that read the grant while it was still Pending and waited for its turn while
+    the grant was denied (its Job and Secret removed) must not act on that copy: it would make
+    a new Job for a Denied grant. It reads the grant once more and goes on with that."""
+    stale = grant("Pending")
+    denied = grant("Denied")
+    denied["metadata"]["resourceVersion"] = "8"
+    api = OneRead(denied)
+    ctx = context()
+    ctx.kube = cast(Any, api)
+    ctx.tracker.observe_grant(stale, NOW)
+    entry = ctx.tracker.observe_grant(denied, NOW)  # the denial, written meanwhile
+    entry.cleaned = True
+
+    asyncio.run(Grants().reconcile(ctx, stale))  # one read; no write, no audit
+    assert api.reads == 1 and entry.phase == "Denied" and entry.cleaned
+
+    # a status reset to Pending since: reconciled again (here: the approval is read)
+    reset = grant("Pending")
+    reset["metadata"]["resourceVersion"] = "9"
+    api.current = reset
+    entry = ctx.tracker.observe_grant(denied, NOW)
+    with pytest.raises(AssertionError, match=r"plural='approvalrequests'"):  # authorizing it
+        asyncio.run(Grants().reconcile(ctx, stale))
+    assert api.reads == 2 and entry.phase == "Pending" and not entry.cleaned

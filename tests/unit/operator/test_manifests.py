@@ -4,6 +4,7 @@ scheduling and resources from values."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,46 @@ def test_a_grant_keeps_the_job_name_it_was_issued_with() -> None:
     assert names.grant_job_name(issued) == "b" * 59 + "-gw"
 
 
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+DOTTED = ["a" * 30 + "." + "b" * 32, "a" * 29 + ".b-" + "c" * 31, "c" * 44 + "." + "d" * 18,
+          "e" * 47 + "." + "f" * 15, "g." * 31 + "h"]
+
+
+@pytest.mark.parametrize("grant", DOTTED)
+def test_shortened_names_of_dotted_grants_are_valid_names(grant: str) -> None:
+    """Where a long name is cut, no "-." or ".-" is left behind (a name the API server refuses,
+    and only at the Secret's create, after the command is used up)."""
+    subdomain = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+    for name in (names.job_name(grant), names.legacy_secret_name(grant),
+                 names.token_secret_name(grant, "0123456789abcdef"),
+                 names.preview_job_name(grant), names.rollback_grant_name(grant)):
+        assert subdomain.fullmatch(name) and len(name) <= 63, name
+
+
+@pytest.mark.parametrize("grant", ["g", "a" * 40, "b" * 63, "x-" * 31 + "y", *DOTTED])
+def test_a_token_secret_name_cannot_be_known_before_its_job_exists(grant: str) -> None:
+    """Each gateway Job gets a token Secret name of its own with 64 random bits, so nobody can
+    plant a Secret under it in advance; the operator reads it back from the Job."""
+    meta = {"metadata": {"name": grant, "namespace": "n", "uid": "u"}}
+    settings = OperatorSettings.from_env({})
+    seen = {manifests.job_token_secret(manifests.gateway_job(meta, settings, 300))
+            for _ in range(50)}
+    assert len(seen) == 50 and None not in seen
+    for name in seen:
+        assert name is not None and len(name) <= 63, name
+        assert all(DNS_LABEL.fullmatch(label) for label in name.split(".")), name
+        assert name != names.legacy_secret_name(grant)
+        assert re.search(r"-token-[0-9a-f]{16}$", name), name
+    chosen = manifests.gateway_job(meta, settings, 300, secret_name="g-token-chosen")
+    assert manifests.job_token_secret(chosen) == "g-token-chosen"
+    # a Job an earlier release made mounts <grant>-token: that is the name read back
+    assert manifests.job_token_secret(chosen | {"spec": {"template": {"spec": {"volumes": [
+        {"name": "token", "secret": {"secretName": "g-token"}}]}}}}) == "g-token"
+    assert manifests.job_token_secret({"spec": {"template": {"spec": {"volumes": []}}}}) is None
+
+
 # --------------------------------------------------------------------------- labels, tuning
 
 RELEASE_LABELS = {"app.kubernetes.io/name": "wingman", "app.kubernetes.io/instance": "wm",
@@ -55,7 +96,7 @@ def _settings(tmp_path: Path, **env: str) -> OperatorSettings:
 def test_what_the_operator_creates_carries_the_release_labels(tmp_path: Path) -> None:
     settings = _settings(tmp_path, WINGMAN_OBJECT_LABELS=json.dumps(RELEASE_LABELS))
     job = manifests.gateway_job(GRANT, settings, 300)
-    secret = manifests.token_secret(GRANT, "t" * 40, 0, "job-uid", settings)
+    secret = manifests.token_secret(GRANT, "g-token-x", "t" * 40, 0, "job-uid", settings)
     pod_labels = job["spec"]["template"]["metadata"]["labels"]
     for obj_labels, component in ((job["metadata"]["labels"], "gateway"), (pod_labels, "gateway"),
                                   (secret["metadata"]["labels"], "capability-token")):

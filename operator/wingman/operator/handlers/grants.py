@@ -20,19 +20,26 @@ its own. Burn markers do not span a key rotation, nor earlier releases' random `
 Once a grant is TokenIssued, every ending the operator writes is Failed or Expired, never
 Denied.
 
-Every step is create-if-absent on a deterministic name or a write guarded by the
+Every step is create-if-absent on a name known before the create, or a write guarded by the
 resourceVersion that was read, so the flow can be killed at any point and run again: the
 restarted operator adopts the Job and the Secret it finds and never makes another token, nor
 a second Job beside the first (a Pending grant's Job that ended before its token was issued,
-by its deadline or an evicted pod, is deleted and made again).
+by its deadline or an evicted pod, is deleted and made again; one a token was stored for is
+not). The token Secret's name is the one the Job's pod mounts: chosen at random with the Job
+(``names.token_secret_name``) and read back from the Job created or adopted, so no Secret can
+be planted under it before the Job exists, and nothing needs reading before the command is
+claimed. The grant's token Secrets are looked for (one list, by label) only when an earlier
+run had claimed the command (a crash or a retry after the claim, a status reset to Pending):
+a token of this grant in place for this Job is adopted when it is the one the operator makes
+for it, and one stored for an earlier Job refuses the grant. A TokenIssued grant's Secret is
+read by name. Jobs of earlier releases mount ``<grant>-token``, a predictable name, which is
+read before the claim as those releases did.
 
-Round trips on the way to a released gateway: create the Job and, at the same time, read the
-token Secret's name (a name collision must be found before the command is used up), claim
-the command on the approval, write the status, create the Secret. No Event: the status, the
-audit trail and the metrics carry a routine grant; Events are for what went wrong. The
-approval is the one the watch delivered: the claim is written over its resourceVersion, so a
-stale copy costs a retry, never a wrong token, and nothing is refused on its strength without
-reading it again.
+Round trips on the way to a released gateway: create the Job, claim the command on the
+approval, write the status, create the Secret. No Event: the status, the audit trail and the
+metrics carry a routine grant; Events are for what went wrong. The approval is the one the
+watch delivered: the claim is written over its resourceVersion, so a stale copy costs a retry,
+never a wrong token, and nothing is refused on its strength without reading it again.
 
 The gateway writes the result into the grant's status; the Job watcher fills in a failure the
 gateway could not report (crash, deadline), the shared sweep expires unused tokens, and the
@@ -41,13 +48,12 @@ token Secret is deleted as soon as the grant is final.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import logging
 import os
 import signal
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 
@@ -173,31 +179,33 @@ async def deny(ctx: Context, grant: Any, reason: str, message: str, *,
 
 
 async def remove_artifacts(ctx: Context, grant: Any, *, job: bool) -> bool:
-    """Delete the grant's token Secret (and Job): only objects this grant owns, by uid."""
+    """Delete the grant's token Secret (and Job): only objects this grant owns, by uid. The
+    Secret goes first (no gateway pod may start with it once the Job is being deleted): the one
+    this process stored, else every token Secret the grant owns (one list by label: whatever
+    they are named, however many earlier Jobs left; nothing is taken from the status, which
+    the gateway can write)."""
     meta = grant["metadata"]
+    ns = meta["namespace"]
     entry = _entry(ctx, grant)
     removed = False
-    secret_name = names.secret_name(meta["name"])
-    known = entry.secret_uid if entry is not None else None
-    if known:  # the Secret this process made: no need to read it first
-        removed |= await ctx.write(ctx.kube.delete, SECRETS, meta["namespace"], secret_name,
-                                   uid=known)
+    if entry is not None and entry.secret_uid is not None and entry.secret_name is not None:
+        # the Secret this process made: no need to read it first
+        removed |= await ctx.write(ctx.kube.delete, SECRETS, ns, entry.secret_name,
+                                   uid=entry.secret_uid)
     else:
-        obj = await ctx.call(ctx.kube.get_or_none, SECRETS, meta["namespace"], secret_name)
-        if owned_by(obj, grant):
-            assert obj is not None
-            removed |= await ctx.write(ctx.kube.delete, SECRETS, meta["namespace"],
-                                       secret_name, uid=obj["metadata"]["uid"])
+        for secret in await token_secrets(ctx, grant):
+            removed |= await ctx.write(ctx.kube.delete, SECRETS, ns, secret["metadata"]["name"],
+                                       uid=secret["metadata"]["uid"])
     if job:
         name = names.grant_job_name(grant)
-        obj = await ctx.call(ctx.kube.get_or_none, JOBS, meta["namespace"], name)
+        obj = await ctx.call(ctx.kube.get_or_none, JOBS, ns, name)
         if owned_by(obj, grant):
             assert obj is not None
-            removed |= await ctx.write(ctx.kube.delete, JOBS, meta["namespace"], name,
+            removed |= await ctx.write(ctx.kube.delete, JOBS, ns, name,
                                        uid=obj["metadata"]["uid"])
     if entry is not None:
         entry.cleaned = True
-        entry.secret_uid = None
+        entry.secret_uid = entry.secret_name = None
         ctx.tracker.settle(entry, None, _now())
     return removed
 
@@ -216,6 +224,18 @@ class Grants:
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
         phase = grant_rules.phase(body)
         entry = _entry(ctx, body)
+        if entry is not None and entry.final_at is not None and not grant_rules.is_terminal(body):
+            # a copy read before a final status this process has seen since (its own denial,
+            # say, while this reconcile waited for the object's turn): acting on it would make
+            # again what the final status removed. Read the grant once more and go on with that
+            # (a status reset to Pending since is a grant to reconcile again)
+            fresh = await ctx.call(ctx.kube.get_or_none, GRANTS, body["metadata"]["namespace"],
+                                   body["metadata"]["name"])
+            if fresh is None or fresh["metadata"].get("uid") != body["metadata"]["uid"]:
+                return
+            body = fresh
+            entry = ctx.tracker.observe_grant(body, _now())
+            phase = grant_rules.phase(body)
         if grant_rules.is_terminal(body):
             if entry is not None and entry.cleaned:
                 # removed already, e.g. by the expiry that ended it, while this event (its
@@ -226,8 +246,12 @@ class Grants:
             await remove_artifacts(ctx, body, job=phase == "Denied")
             return
         if entry is not None and entry.job_done is not None and phase != "Pending":
-            await job_result(ctx, body, entry.job_done)
-            return
+            job = await ctx.call(ctx.kube.get_or_none, JOBS, body["metadata"]["namespace"],
+                                 names.grant_job_name(body))
+            if job is None or _job_finished(job) is not None:
+                await job_result(ctx, body, entry.job_done)
+                return
+            entry.job_done = None  # a late event of a Job since replaced: this one runs
         if phase == "TokenIssued" and await expire_token(ctx, body):
             return
         if phase in ("Pending", "TokenIssued") and not (entry is not None and entry.released):
@@ -255,25 +279,26 @@ async def issue(ctx: Context, grant: Any) -> None:
             approval, ttl = await authorize(ctx, grant, now)
         else:
             approval, ttl = None, 0
-        # the Secret is read while the Job is created (neither depends on the other)
-        reading = asyncio.ensure_future(read_secret(ctx, grant))
-        try:
-            job = await create_job(ctx, grant, ttl)
-        except BaseException:
-            reading.cancel()
-            reading.add_done_callback(_retrieved)
-            raise
-        secret = await check_secret(ctx, grant, await reading)
+        job = await create_job(ctx, grant, ttl)
+        secret_name = await mounted_secret(ctx, grant, job)
+        legacy = secret_name == names.legacy_secret_name(grant["metadata"]["name"])
+        secret = None
+        if phase == "TokenIssued" or legacy:
+            # issued before (a restart): is its token in place? Or an earlier release's Job,
+            # whose Secret's name was predictable: read before the command is claimed, as that
+            # release did, so a Secret planted under it uses nothing up
+            secret = await check_secret(ctx, grant, secret_name,
+                                        await read_secret(ctx, grant, secret_name))
         if approval is not None:
-            approval = await claim(ctx, grant, approval, now)
+            approval, again = await claim(ctx, grant, approval, now)
+            if again and secret is None:
+                # claimed by an earlier run (a crash or a retry after the claim, a status
+                # reset to Pending): a token of this grant may be in place already
+                secret = await stored_before(ctx, grant, secret_name)
         if secret is None:
-            stored = await store_token(ctx, grant, approval, job, ttl, now)
+            stored = await store_token(ctx, grant, approval, job, secret_name, ttl, now)
         else:
-            recorded = (grant.get("status") or {}).get("tokenSHA256") \
-                if phase == "TokenIssued" else None
-            token_hash, expires = await bind(ctx, grant, job, secret, expected=recorded)
-            if phase == "Pending":
-                await record_issued(ctx, grant, job, token_hash, expires, now)
+            await adopt(ctx, grant, approval, job, secret, ttl, now, legacy=legacy)
             stored = False
         await release(ctx, grant, job, stored=stored)
     except _Stop:
@@ -349,21 +374,50 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
     crashpoint(ctx, "job-created")
     assert job is not None
     if not owned_by(job, grant):
-        await deny(ctx, grant, "JobConflict",
-                   f"Job {job['metadata']['name']} exists and does not belong to this grant; "
-                   "use another grant name", cleanup=False)
-        raise _Stop
+        message = (f"Job {job['metadata']['name']} exists and does not belong to this grant; "
+                   "use another grant name")
+        if pending:  # nothing of the grant's was made: nothing to remove
+            await deny(ctx, grant, "JobConflict", message, cleanup=False)
+            raise _Stop
+        await refuse(ctx, grant, "JobConflict", message)
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    if pod.get("serviceAccountName") != ctx.settings.gateway_service_account:
+        # admission lets only the operator create Jobs that run as the gateway: a Job that
+        # does not is not one it made, whatever its owner reference says
+        await refuse(ctx, grant, "JobConflict",
+                     f"Job {job['metadata']['name']} does not run as the gateway's "
+                     f"ServiceAccount {ctx.settings.gateway_service_account}, so it is not a "
+                     "gateway Job the operator made; create a new grant")
     if pending and _job_finished(job) is not None:
+        mounted = manifests.job_token_secret(job)
+        if mounted is not None and owned_by(await read_secret(ctx, grant, mounted), grant):
+            # a token was stored for that Job (the status was reset to Pending since): the
+            # grant never gets another Job, nor another token
+            await refuse(ctx, grant, "TokenBindingMismatch",
+                         f"the grant's gateway Job {name} ended after a token was stored for it "
+                         "and the grant's status no longer records that token; create a new "
+                         "grant")
         await ctx.write(ctx.kube.delete, JOBS, ns, name, uid=job["metadata"]["uid"])
         entry = _entry(ctx, grant)
         if entry is not None:
             entry.job_done = None
+            entry.secret_uid = entry.secret_name = None
         raise Retry(f"the grant's gateway Job {name} ended before its token was issued; it is "
                     "replaced")
     return dict(job)
 
 
-async def refuse(ctx: Context, grant: Any, reason: str, message: str) -> None:
+async def mounted_secret(ctx: Context, grant: Any, job: dict[str, Any]) -> str:
+    """The token Secret the grant's Job mounts: the only name its token is ever stored under."""
+    name = manifests.job_token_secret(job)
+    if name is None:
+        await refuse(ctx, grant, "JobConflict",
+                     f"Job {job['metadata']['name']} mounts no token Secret, so it is not a "
+                     "gateway Job the operator made; create a new grant")
+    return name
+
+
+async def refuse(ctx: Context, grant: Any, reason: str, message: str) -> NoReturn:
     """End a grant that cannot go on, with what was made for it: ``Denied`` while ``Pending``;
     once ``TokenIssued``, every ending is ``Failed`` (or ``Expired``)."""
     if grant_rules.phase(grant) == "Pending":
@@ -374,32 +428,70 @@ async def refuse(ctx: Context, grant: Any, reason: str, message: str) -> None:
     raise _Stop
 
 
-async def _secret_conflict(ctx: Context, grant: Any) -> None:
-    secret_name = names.secret_name(grant["metadata"]["name"])
+async def _secret_conflict(ctx: Context, grant: Any, secret_name: str) -> NoReturn:
     # the grant's own Job goes too: its pod would mount that Secret
     await refuse(ctx, grant, "SecretConflict",
-                 f"Secret {secret_name} exists and does not belong to this grant; use another "
-                 "grant name")
+                 f"Secret {secret_name}, which the grant's gateway Job mounts, exists and does "
+                 "not belong to this grant: someone created it after the Job existed; find out "
+                 "who (the API server's audit log), then create a new grant (a new request if "
+                 "this one's command is used up)")
 
 
-async def read_secret(ctx: Context, grant: Any) -> dict[str, Any] | None:
-    """The Secret named as the grant's token Secret, if one exists (anyone's)."""
+async def read_secret(ctx: Context, grant: Any, secret_name: str) -> dict[str, Any] | None:
+    """The Secret ``secret_name`` (the grant's Job mounts it), if one exists (anyone's)."""
     return await ctx.call(ctx.kube.get_or_none, SECRETS, grant["metadata"]["namespace"],
-                          names.secret_name(grant["metadata"]["name"]))
+                          secret_name)
 
 
-async def check_secret(ctx: Context, grant: Any, secret: dict[str, Any] | None
-                       ) -> dict[str, Any] | None:
-    """The grant's token Secret if it exists already; denied when it is not this grant's."""
+async def check_secret(ctx: Context, grant: Any, secret_name: str,
+                       secret: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The grant's token Secret if it exists already; refused when it is not this grant's."""
     if secret is not None and not owned_by(secret, grant):
-        await _secret_conflict(ctx, grant)
+        await _secret_conflict(ctx, grant, secret_name)
     return secret
 
 
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    """A read nobody waits for any more: its failure is not an error of its own."""
-    if not task.cancelled():
-        task.exception()
+async def token_secrets(ctx: Context, grant: Any) -> list[dict[str, Any]]:
+    """Every token Secret this grant owns, whatever it is named (one list, by label)."""
+    meta = grant["metadata"]
+    items = await ctx.call(ctx.kube.list, SECRETS, meta["namespace"],
+                           label_selector=f"{names.GRANT_LABEL}={meta['name']}")
+    return [s for s in items if s.get("type") == names.SECRET_TYPE and owned_by(s, grant)]
+
+
+async def stored_before(ctx: Context, grant: Any, secret_name: str) -> dict[str, Any] | None:
+    """For a Pending grant an earlier run claimed the command for: its token Secret, if one
+    was stored (then the status was reset, or an earlier release stored it first). One stored
+    for another Job of the grant (a Job since gone) refuses the grant: it never gets a second
+    Job while a token exists, nor a second token."""
+    mine = await token_secrets(ctx, grant)
+    others = sorted(s["metadata"]["name"] for s in mine if s["metadata"]["name"] != secret_name)
+    if others:
+        await refuse(ctx, grant, "TokenBindingMismatch",
+                     f"a token was stored for an earlier gateway Job of this grant (Secret "
+                     f"{', '.join(others)}) and the grant's status no longer records it; create "
+                     "a new grant")
+    return next((s for s in mine if s["metadata"]["name"] == secret_name), None)
+
+
+async def adopt(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
+                secret: dict[str, Any], ttl: int, now: dt.datetime, *, legacy: bool) -> None:
+    """A token Secret of this grant already in place: check it and record it (Pending) instead
+    of storing another. It must hold the very token recorded (TokenIssued) or the one the
+    operator makes for this Job (Pending); an earlier release's random token is taken on its
+    binding to the Job alone, as that release did."""
+    if grant_rules.phase(grant) == "TokenIssued":
+        await bind(ctx, grant, job, secret,
+                   expected=(grant.get("status") or {}).get("tokenSHA256"))
+        return
+    expected, exp = None, None
+    if not legacy:
+        _, token, claims = await mint_for(ctx, grant, approval, job, ttl)
+        expected, exp = token_sha256(token), int(claims.exp)
+        del token
+    token_hash, expires = await bind(ctx, grant, job, secret, expected=expected)
+    await record_issued(ctx, grant, job, str(secret["metadata"]["name"]), token_hash,
+                        expires if exp is None else exp, now)
 
 
 async def _recheck(ctx: Context, grant: Any, approval: Any, now: dt.datetime
@@ -408,9 +500,11 @@ async def _recheck(ctx: Context, grant: Any, approval: Any, now: dt.datetime
                            forward=await forward_of(ctx, grant))
 
 
-async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime) -> Any:
+async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime
+                ) -> tuple[Any, bool]:
     """The last check before a token exists: the approved command is used up by this grant.
-    Returns the approval the claim was checked against."""
+    Returns the approval the claim was checked against, and whether an earlier run had
+    claimed it already."""
     taken = logic.claim(grant, approval, now, undoes=logic.undoes(grant, approval))
     if taken.denial is not None:
         # the copy may be stale: confirm on a fresh read before refusing
@@ -433,7 +527,7 @@ async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime) -> An
             await deny(ctx, grant, auth.reason, auth.message)
             raise _Stop
         await audit_claim(ctx, grant, approval)
-        return approval
+        return approval, True
     updated = await claim_command(ctx, grant, approval, taken.grants)
     if updated is None:
         await deny(ctx, grant, "ApprovalSchemaOutdated",
@@ -442,10 +536,10 @@ async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime) -> An
                    "(kubectl apply -f crds/) and create a new grant")
         raise _Stop
     crashpoint(ctx, "command-claimed")
-    return updated
+    return updated, False
 
 
-async def _cannot_mint(ctx: Context, grant: Any, why: str) -> None:
+async def _cannot_mint(ctx: Context, grant: Any, why: str) -> NoReturn:
     if grant_rules.phase(grant) == "TokenIssued":
         await refuse(ctx, grant, "TokenMissing",
                      f"the token Secret disappeared before the gateway ran and {why}; create a "
@@ -454,18 +548,13 @@ async def _cannot_mint(ctx: Context, grant: Any, why: str) -> None:
                  f"the grant's token cannot be minted: {why}; create a new grant")
 
 
-async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl: int,
-                      now: dt.datetime) -> bool:
-    """Mint the grant's token, bound to the Job's UID, record it in the status (Pending) and
-    store it in the grant's Secret, which lets the gateway start. For a TokenIssued grant whose
-    Secret is gone, the same token is minted again and stored only if it hashes to the one
-    recorded (see the module docstring); anything else fails the grant, closed. True when this
-    was the token's first store (False: stored again)."""
+async def mint_for(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl: int
+                   ) -> tuple[Any, str, Any]:
+    """The grant's token for ``job``, a pure function of what is recorded (the claim on the
+    approval dates it; a TokenIssued grant's lifetime is the one its status records). Returns
+    (approval, token, claims); refuses the grant when it cannot be made."""
     meta = grant["metadata"]
     status = grant.get("status") or {}
-    issued = grant_rules.phase(grant) == "TokenIssued"
-    if (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION):
-        await _cannot_mint(ctx, grant, "an earlier release already released its Job")
     if approval is None:  # TokenIssued: the claim on the approval dates the token
         approval = await read_approval(ctx, str(grant["spec"]["approvalRef"]["name"]),
                                        meta["namespace"])
@@ -476,22 +565,38 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
             or issued_at is None:
         await _cannot_mint(ctx, grant, "the approval no longer records this grant's claim")
     assert approval is not None and issued_at is not None
-    if issued:
+    if grant_rules.phase(grant) == "TokenIssued":
         expires = rules.parse_time(status.get("tokenExpirationTime"))
         ttl = int((expires - issued_at).total_seconds()) if expires is not None else 0
-    job_uid = job["metadata"]["uid"]
     try:
         token, claims = mint_token(
             ctx.ring.signer, issuer=ctx.settings.issuer, audience=ctx.env,
             subject=str(approval["spec"]["requester"]), namespace=meta["namespace"],
             approval_name=approval["metadata"]["name"],
             approval_uid=approval["metadata"]["uid"], grant_name=meta["name"],
-            grant_uid=meta["uid"], command=str(grant["spec"]["command"]), job_uid=job_uid,
-            ttl_seconds=ttl, now=issued_at.timestamp(),
+            grant_uid=meta["uid"], command=str(grant["spec"]["command"]),
+            job_uid=job["metadata"]["uid"], ttl_seconds=ttl, now=issued_at.timestamp(),
             jti=grant_jti(ctx.ring.signer, str(meta["uid"])))
     except ConfigError as exc:
         await _cannot_mint(ctx, grant, exc.message)
-        raise  # unreachable: _cannot_mint raises
+    return approval, token, claims
+
+
+async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
+                      secret_name: str, ttl: int, now: dt.datetime) -> bool:
+    """Mint the grant's token, bound to the Job's UID, record it in the status (Pending) and
+    store it in the Secret ``secret_name`` the Job mounts, which lets the gateway start. For a
+    TokenIssued grant whose Secret is gone, the same token is minted again and stored only if
+    it hashes to the one recorded (see the module docstring); anything else fails the grant,
+    closed. A Secret of this grant already in place (a status reset to Pending) must hold that
+    very token. True when this was the token's first store (False: stored again)."""
+    meta = grant["metadata"]
+    status = grant.get("status") or {}
+    issued = grant_rules.phase(grant) == "TokenIssued"
+    if (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION):
+        await _cannot_mint(ctx, grant, "an earlier release already released its Job")
+    approval, token, claims = await mint_for(ctx, grant, approval, job, ttl)
+    job_uid = job["metadata"]["uid"]
     token_hash = token_sha256(token)
     if issued and token_hash != status.get("tokenSHA256"):
         del token
@@ -510,19 +615,21 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
         "command": grant["spec"]["command"], **({"again": True} if issued else {})})
     crashpoint(ctx, "token-minted")
     if not issued:
-        grant = await record_issued(ctx, grant, job, token_hash, claims.exp, now)
+        grant = await record_issued(ctx, grant, job, secret_name, token_hash, claims.exp, now)
     ctx.check_leading()
     secret, created = await ctx.call(
         create_or_adopt, ctx.kube, SECRETS, meta["namespace"],
-        manifests.token_secret(dict(grant), token, claims.exp, job_uid, ctx.settings))
+        manifests.token_secret(dict(grant), secret_name, token, claims.exp, job_uid,
+                               ctx.settings))
     del token
     crashpoint(ctx, "secret-created")
     if not owned_by(secret, grant):
-        await _secret_conflict(ctx, grant)
+        await _secret_conflict(ctx, grant, secret_name)
     await bind(ctx, grant, job, secret, expected=token_hash)
-    if created and not issued:
+    first = created and not issued
+    if first:
         ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
-    return not issued
+    return first
 
 
 async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, Any], *,
@@ -542,15 +649,16 @@ async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, 
     entry = _entry(ctx, grant)
     if entry is not None:
         entry.secret_uid = str(secret["metadata"]["uid"])
-    return token_hash, int(annotations.get(names.EXPIRES_ANNOTATION, "0"))
+        entry.secret_name = str(secret["metadata"]["name"])
+    expires = str(annotations.get(names.EXPIRES_ANNOTATION, ""))
+    return token_hash, int(expires) if expires.isdigit() else 0  # none or garbled: expired
 
 
-async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], token_hash: str,
-                        expires: int, now: dt.datetime) -> dict[str, Any]:
+async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], secret_name: str,
+                        token_hash: str, expires: int, now: dt.datetime) -> dict[str, Any]:
     """Audit ``GrantAuthorized`` and write ``TokenIssued`` (before the token Secret exists, so
     the gateway never races this write); returns the grant as written."""
     meta = grant["metadata"]
-    secret_name = names.secret_name(meta["name"])
     gen = int(meta.get("generation") or 1)
     conds = conditions.set_condition(grant.get("status", {}).get("conditions") or [],
                                      "Authorized", True, "Authorized",
