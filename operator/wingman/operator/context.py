@@ -364,6 +364,9 @@ class Context:
             await self.reconcilers[kind].abandon(self, body, reason, message[:1000])
         except NotLeading:
             return
+        except Retry as retry:  # the object changed since it was read: end it from a fresh read
+            self._again(kind, meta, retry.delay, str(retry), quiet=True)
+            return
         except (ClusterError, AuditUnavailable) as again:
             if permanent(again):
                 # not even the short refusal could be written: say so where we still can

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from wingman.operator.context import RUNNING_PER_THREAD, Context
+from wingman.kube import ApiError
+from wingman.operator.context import RUNNING_PER_THREAD, Context, Retry
 from wingman.operator.metrics import Metrics
 
 
@@ -113,3 +114,36 @@ def test_a_request_waiting_for_its_review_leaves_its_turn_to_others(
         await asyncio.gather(*waiting, return_exceptions=True)
     asyncio.run(scenario())
     assert grants.done == ["g0"]
+
+
+class Refused(Counting):
+    """Every write is refused for good (a 422), and ending the object meets a conflict: it
+    changed since it was read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.abandoned = 0
+
+    async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
+        raise ApiError(422, "Invalid", "the object is too large")
+
+    async def abandon(self, ctx: Context, body: dict[str, Any], reason: str,
+                      message: str) -> None:
+        self.abandoned += 1
+        raise Retry("the grant changed since it was read")
+
+
+def test_a_conflict_while_ending_an_object_is_retried_from_a_fresh_read() -> None:
+    """The refusal that ends an object is itself a guarded write: a conflict must bring the
+    object back (a resync) rather than escape into the framework and leave it as it is."""
+    ctx, _ = context(1)
+    refused = Refused()
+    ctx.reconcilers["grant"] = refused
+
+    async def once() -> bool:
+        await ctx.run("grant", body(1))  # must not raise
+        scheduled = "grant/u1" in ctx._retries
+        for handle in ctx._retries.values():
+            handle.cancel()
+        return scheduled
+    assert asyncio.run(once()) and refused.abandoned == 1
