@@ -13,8 +13,10 @@ chart's operator ServiceAccount:
 
 1. COUNT ApprovalRequests arrive at once (as the worker): create → consensus written;
 2. COUNT ExecutionGrants arrive at once (as the approver): grant → Job created, and for the
-   real operator grant → Job released with the token Secret in place (its gateway Jobs are
-   runnable from creation and wait for the Secret, so this is when the Secret is created);
+   real operator grant → Job released: the latest of the Job runnable, its token Secret in
+   place and the grant's status recording the token (its gateway Jobs are runnable from
+   creation and wait for the Secret; the gateway spends its token only once the status is
+   written, which the operator does at the same time as the Secret);
 3. (real operator) the short TTLs and retention of the bench's policy then expire, fail and
    retire everything: RSS is read again once nothing is left;
 4. (real operator, ``--execute``) a separate release with the node harness running gateway
@@ -298,8 +300,17 @@ def _stream(api: client.ApiClient, ns: str, stop: threading.Event, kind: str,
 
 @contextmanager
 def watching(api: client.ApiClient, ns: str, timeline: Timeline) -> Iterator[None]:
-    """Marks: consensus, reviewing (no-op), job-created, job-released, secret, succeeded."""
+    """Marks: consensus, reviewing (no-op), job-created, job-released, secret, issued, released
+    (the last of job-released, secret and issued: the gateway can start and spend its token),
+    succeeded, failed."""
     stop = threading.Event()
+
+    def released(grant: str) -> None:
+        with timeline.lock:
+            at = [timeline.seen.get(what, {}).get(grant)
+                  for what in ("job-released", "secret", "issued")]
+        if all(t is not None for t in at):
+            timeline.mark("released", grant, max(t for t in at if t is not None))
 
     def on_request(kind: str, o: dict[str, Any]) -> None:
         st, name = o.get("status") or {}, o["metadata"]["name"]
@@ -314,6 +325,9 @@ def watching(api: client.ApiClient, ns: str, timeline: Timeline) -> Iterator[Non
             timeline.mark("succeeded", name)
         if st.get("phase") in ("Failed", "Denied", "Expired"):
             timeline.mark("failed", name)
+        if st.get("tokenSHA256"):  # written with TokenIssued, kept after it
+            timeline.mark("issued", name)
+            released(name)
 
     def on_job(kind: str, o: dict[str, Any]) -> None:
         grant = (o["metadata"].get("labels") or {}).get("wingman.dev/grant")
@@ -322,11 +336,13 @@ def watching(api: client.ApiClient, ns: str, timeline: Timeline) -> Iterator[Non
         timeline.mark("job-created", grant)
         if not (o.get("spec") or {}).get("suspend"):
             timeline.mark("job-released", grant)
+            released(grant)
 
     def on_secret(kind: str, o: dict[str, Any]) -> None:
         grant = (o["metadata"].get("labels") or {}).get("wingman.dev/grant")
         if grant and o.get("type") == "wingman.dev/capability-token":
             timeline.mark("secret", grant)
+            released(grant)
 
     threads = [threading.Thread(target=_stream, args=(api, ns, stop, kind, fn), daemon=True)
                for kind, fn in (("approvalrequests", on_request), ("executiongrants", on_grant),
@@ -339,13 +355,6 @@ def watching(api: client.ApiClient, ns: str, timeline: Timeline) -> Iterator[Non
     finally:
         stop.set()
 
-
-def released_with_token(timeline: Timeline) -> list[float]:
-    """grant → Job released with its token Secret in place (the later of the two)."""
-    with timeline.lock:
-        rel, sec = timeline.seen.get("job-released", {}), timeline.seen.get("secret", {})
-        return sorted(max(rel[k], sec[k]) - timeline.created[k]
-                      for k in rel if k in sec and k in timeline.created)
 
 
 def progress(msg: str) -> None:
@@ -507,15 +516,14 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
                 end = phase(cluster, audit, op)
                 burst(timeline, workers, grants,
                       lambda n: clients.create_grant(ns, n, "r" + n[1:]))
-                key = "job-released" if label == "real" else "job-created"
-                wait_until(lambda: timeline.count(key) >= count and (
-                    label != "real" or timeline.count("secret") >= count), 900)
+                key = "released" if label == "real" else "job-created"
+                wait_until(lambda: timeline.count(key) >= count, 900)
                 out["grants_phase"] = end()
                 lat = timeline.latencies("job-created")
                 out["job_created_ms"] = {p: pct(lat, p) for p in (50, 95, 99)}
                 out["job_created_n"] = len(lat)
                 if label == "real":
-                    lat = released_with_token(timeline)
+                    lat = timeline.latencies("released")
                     out["job_released_ms"] = {p: pct(lat, p) for p in (50, 95, 99)}
                     out["job_released_n"] = len(lat)
             out["rss_peak_mib"] = sampler.peak
@@ -812,9 +820,9 @@ def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, work
                                       - timeline.created[k]
                                       for k, t in timeline.seen.get("consensus", {}).items()
                                       if window_start <= t < now and k in timeline.created)
-                        rel = sorted(timeline.seen.get("job-released", {})[k]
+                        rel = sorted(timeline.seen.get("released", {})[k]
                                      - timeline.created[k]
-                                     for k, t in timeline.seen.get("job-released", {}).items()
+                                     for k, t in timeline.seen.get("released", {}).items()
                                      if window_start <= t < now and k in timeline.created)
                         made = Counter(k[0] for k, t in timeline.created.items()
                                        if window_start <= t < now)
@@ -842,7 +850,7 @@ def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, work
                   f"peak {sampler.peak:.1f}, last {samples[-1]:.1f} MiB")
         print(f"created: {timeline.count_created('r')} requests, "
               f"{timeline.count_created('g')} grants of {total} each; reviewed "
-              f"{timeline.count('consensus')}, released {timeline.count('job-released')}; "
+              f"{timeline.count('consensus')}, released {timeline.count('released')}; "
               f"create errors: {dict(failures) or 'none'}")
 
 
@@ -977,7 +985,7 @@ def run_outage(cluster: LocalCluster, work: Path, count: int, seconds: float,
                     last = max(timeline.seen.get("consensus", {}).values(), default=back)
                 grants = [f"p{i:04d}" for i in range(count)]
                 burst(timeline, 8, grants, lambda n: clients.create_grant(ns, n, "o" + n[1:]))
-                wait_until(lambda: timeline.count("job-released") >= count, 600)
+                wait_until(lambda: timeline.count("released") >= count, 600)
         finally:
             op.stop()
         log = (work / f"real-{ns}" / "operator.log").read_text(errors="replace")
@@ -990,7 +998,7 @@ def run_outage(cluster: LocalCluster, work: Path, count: int, seconds: float,
               f"{max(0.0, last - back):.1f}s later (target < 15)")
         print(f"  reviewed twice: {sum(1 for v in reviewed.values() if v > 1)}; tokens minted "
               f"twice: {sum(1 for v in minted.values() if v > 1)}; grants released: "
-              f"{timeline.count('job-released')} of {count}")
+              f"{timeline.count('released')} of {count}")
         print(f"  tracebacks in the operator log: {log.count('Traceback')}; log lines: "
               f"{len(log.splitlines())}")
 

@@ -205,8 +205,8 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
         "metadata": {"name": eg_name, "namespace": env.ns},
         "spec": {"approvalRef": {"name": ar_name}, "command": command},
     }))
-    # what the operator writes before it stores the token Secret: the approval records the
-    # grant as its command's holder, and the grant is TokenIssued
+    # what the operator writes with the token Secret: the approval records the grant as its
+    # command's holder (before the token exists), and the grant is TokenIssued
     _record_grant(env, ar_name, command,
                   *(holder or (eg_name, env.grant(eg_name)["metadata"]["uid"])))
     env.cluster.kubectl("patch", "executiongrants", eg_name, "-n", env.ns,
@@ -227,6 +227,8 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
 
 def mint(env: Env, g: Grant, *, audience: str = "test", now: float | None = None,
          job_uid: str | None = None) -> str:
+    """The operator's token for ``g``, its SHA-256 recorded in the grant's status as the
+    operator records it (``status.tokenSHA256``, which the gateway checks)."""
     token, _claims = tokens.mint(
         env.key, issuer="wingman-operator", audience=audience, subject="alice",
         namespace=env.ns, approval_name=g.approval["metadata"]["name"],
@@ -234,6 +236,9 @@ def mint(env: Env, g: Grant, *, audience: str = "test", now: float | None = None
         grant_uid=g.grant["metadata"]["uid"], command=g.command,
         job_uid=job_uid or g.job_uid, ttl_seconds=300,
         now=time.time() if now is None else now)
+    env.cluster.kubectl("patch", "executiongrants", g.name, "-n", env.ns,
+                        "--subresource=status", "--type=merge", "-p",
+                        json.dumps({"status": {"tokenSHA256": tokens.token_sha256(token)}}))
     return token
 
 

@@ -11,19 +11,23 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    times, and every binding (approval, grant, Job, namespace, command); the approval must
    still be approved and unexpired and record this grant as the one its command was granted
    to (``status.grants``), the command one of its commands byte for byte and inside
-   the allowlist (``scope.check``); the executor must be able to run it; every target the
-   request's preview recorded for the command must be the object, at the version, the
-   preview saw (``TargetChanged`` otherwise, unless the policy allows drift);
+   the allowlist (``scope.check``); a grant still ``Pending`` (the operator writes
+   ``TokenIssued`` at the same time as the token Secret, so the pod may start first) is read
+   again until its phase moves on or the token expires (``GrantNotIssued``), and these checks
+   are made again on what is current; a ``TokenIssued`` grant must record this very token
+   (``status.tokenSHA256``, ``BindingMismatch``); the executor must be able to run it; every
+   target the request's preview recorded for the command must be the object, at the version,
+   the preview saw (``TargetChanged`` otherwise, unless the policy allows drift);
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
    grant gets condition ``ReplayDetected`` and nothing else changes);
 5. audit ``GatewayTokenBurned`` and ``GatewayExecuting`` durably, set phase ``Running``,
    execute (``wingman.gateway.executors``), audit ``GatewayExecuted`` and write the result.
 
-A refusal sets phase ``Failed`` with the typed reason (unless an execution already owns the
-grant's status), audits ``GatewayRefused`` and exits 3. Exit 0 means the command ran and its
-result is recorded (whatever its exit code); 1 is an internal error. Logs are JSON lines on
-stderr in the common format (``wingman.logs``) with ``WINGMAN_LOG_FORMAT=json``; they carry
-``token_sha256``, never the token.
+A refusal sets phase ``Failed`` with the typed reason (unless an execution already owns the grant's
+status, or the grant under the name is no longer the one this run read), audits ``GatewayRefused``
+and exits 3. Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is
+an internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
+``WINGMAN_LOG_FORMAT=json``; they carry ``token_sha256``, never the token.
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ EXIT_REFUSED = 3
 EXIT_REPLAY = 4
 
 _STATUS_RETRIES = 5
+ISSUE_POLL_MAX_SECONDS = 2.0
+"""The longest pause between two reads of a grant whose status does not record its token yet
+(the operator writes ``TokenIssued`` and the token Secret at the same time)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,11 +128,16 @@ class _Run:
 
     # -- status -------------------------------------------------------------------------------
     def patch_status(self, build: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
-        """Read-modify-write of the grant's status guarded by resourceVersion; False if skipped."""
+        """Read-modify-write of the grant's status guarded by resourceVersion; False if skipped
+        (also when the grant under the name is no longer the one this run read: deleted and
+        created again, it is not this gateway's to write)."""
         assert self.kube is not None
         s = self.settings
         for attempt in range(_STATUS_RETRIES):
             grant = self.kube.get(GRANTS, s.namespace, s.grant_name)
+            if self.grant is not None and (grant.get("metadata") or {}).get("uid") != \
+                    (self.grant.get("metadata") or {}).get("uid"):
+                return False
             status = build(grant)
             if status is None:
                 return False
@@ -171,7 +183,8 @@ class _Run:
                     lambda g: refused_status(g, reason, message, now, audit_hash))
                 if not written:
                     self.log("StatusLeftAlone", reason=reason,
-                             message="an execution already owns this grant's status")
+                             message="an execution already owns this grant's status, or the "
+                             "grant was deleted and created again")
             except WingmanError as status_exc:
                 self.log("StatusUpdateFailed", level="error", reason=status_exc.reason,
                          message=status_exc.message)
@@ -202,10 +215,9 @@ class _Run:
             now = self.now()
 
             def build(grant: dict[str, Any]) -> dict[str, Any] | None:
-                phase = (grant.get("status") or {}).get("phase")
-                if self.executing and phase == "Running":  # our own Running phase: close it
-                    grant = {**grant, "status": {**(grant.get("status") or {}), "phase": ""}}
-                return refused_status(grant, "GatewayInternalError", message, now, None)
+                # once executing, a Running phase is our own: close it
+                return refused_status(grant, "GatewayInternalError", message, now, None,
+                                      own_running=self.executing)
 
             try:
                 self.patch_status(build)
@@ -234,6 +246,60 @@ def _get(kube: Kube, resource: Any, namespace: str, name: str, kind: str) -> dic
     except WingmanError as exc:
         raise GrantDenied(f"cannot read {kind} {namespace}/{name}: {exc.message}",
                           reason="ApiUnavailable") from None
+
+
+def _phase(grant: Mapping[str, Any]) -> str:
+    return str((grant.get("status") or {}).get("phase") or "Pending")
+
+
+def _issued(run: _Run, grant: dict[str, Any], until: float) -> dict[str, Any]:
+    """The grant once its phase has left ``Pending``. The operator writes ``TokenIssued`` at the
+    same time as the token Secret, not before it, so a gateway may start first: it reads the
+    grant again (backing off from 0.1 s to 2 s) until then, or until ``until`` (the token's
+    expiry with the leeway: it is useless after that anyway), and spends nothing meanwhile.
+    A read that fails is tried again; a grant deleted, or deleted and created again under its
+    name, refuses (the token is for the one deleted)."""
+    s = run.settings
+    assert run.kube is not None
+    uid = (grant.get("metadata") or {}).get("uid")
+    deadline = time.monotonic() + max(0.0, until - run.clock())
+    delay = 0.1
+    while _phase(grant) == "Pending" and not (grant.get("metadata") or {}).get(
+            "deletionTimestamp"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise GrantDenied(
+                f"ExecutionGrant {s.grant_name} was still Pending when its token expired: the "
+                "operator did not record the token it had stored (see the operator's log for "
+                "the grant); the token was not spent and nothing was executed; submit a new "
+                "request", reason="GrantNotIssued")
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, ISSUE_POLL_MAX_SECONDS)
+        try:
+            fresh = run.kube.get(GRANTS, s.namespace, s.grant_name)
+        except ApiError as exc:
+            if exc.not_found:
+                raise GrantDenied(f"ExecutionGrant {s.namespace}/{s.grant_name} was deleted "
+                                  "while its gateway waited for its status",
+                                  reason="ExecutionGrantNotFound") from None
+            continue  # the API server may come back before the token expires
+        except WingmanError:
+            continue
+        if (fresh.get("metadata") or {}).get("uid") != uid:
+            raise _binding("ExecutionGrant")
+        grant = fresh
+    return grant
+
+
+def _check_recorded(grant: Mapping[str, Any], token_ref: str | None) -> None:
+    """A ``TokenIssued`` grant records the SHA-256 of the token the operator stored for it:
+    it must be this token's (a status without one records no token at all)."""
+    recorded = (grant.get("status") or {}).get("tokenSHA256")
+    if not recorded or recorded != token_ref:
+        raise GrantDenied("the grant's status does not record the token this pod holds "
+                          f"(status.tokenSHA256 is {'another' if recorded else 'missing'}); the "
+                          "token was not spent and nothing was executed; create a new grant",
+                          reason="BindingMismatch")
 
 
 def _forward(run: _Run, grant: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -298,6 +364,22 @@ def _execute(run: _Run) -> int:
     forward = _forward(run, grant)
 
     claims, argv = authorize(token, keys, grant, approval, s, run.clock(), forward=forward)
+    if _phase(grant) == "Pending":
+        # the operator writes TokenIssued at the same time as the token Secret: this pod may
+        # have started first. Wait for it, then check everything again on what is current
+        run.log("GatewayWaiting", message="the grant's status does not record the token yet: "
+                "waiting for the operator's TokenIssued")
+        run.grant = grant = _issued(run, grant, claims.exp + s.leeway_seconds)
+        approval = _get(run.kube, APPROVALS, s.namespace, approval_name, "ApprovalRequest")
+        forward = _forward(run, grant)
+        claims, argv = authorize(token, keys, grant, approval, s, run.clock(), forward=forward)
+        if _phase(grant) != "TokenIssued":
+            raise GrantDenied(f"ExecutionGrant {s.grant_name} went from Pending to "
+                              f"{_phase(grant)} while its gateway waited for TokenIssued; the "
+                              "token was not spent and nothing was executed",
+                              reason="GrantNotIssued")
+    if _phase(grant) == "TokenIssued":
+        _check_recorded(grant, run.token_ref)
     undoes = undone_command(grant, forward)
     executor = executors.preflight(argv, settings=s)
     run.open_audit()  # an audit trail that cannot even be opened refuses before the burn
@@ -345,10 +427,12 @@ def _execute(run: _Run) -> int:
                                    "requester": claims.sub, **extra})
 
     def to_running(g: dict[str, Any]) -> dict[str, Any] | None:
-        # only the grant the token names, and only from TokenIssued: never over a result,
-        # a denial or an expiry the operator wrote after this gateway read the grant
+        # only the grant the token names, only from TokenIssued, and only while it records
+        # this token: never over a result, a denial or an expiry the operator wrote after this
+        # gateway read the grant
         ok = (g.get("metadata") or {}).get("uid") == claims.grant_uid and \
-            (g.get("status") or {}).get("phase") == "TokenIssued"
+            (g.get("status") or {}).get("phase") == "TokenIssued" and \
+            (g.get("status") or {}).get("tokenSHA256") == run.token_ref
         return running_status(g, run.now()) if ok else None
 
     try:
@@ -399,8 +483,9 @@ def _record_execution_failure(run: _Run, exc: ExecutionFailed, common: Mapping[s
     now = run.now()
 
     def build(grant: dict[str, Any]) -> dict[str, Any] | None:
-        grant = {**grant, "status": {**(grant.get("status") or {}), "phase": ""}}
-        return refused_status(grant, exc.reason, exc.message, now, audit_hash)
+        # the Running phase this execution wrote is closed; a result anyone wrote is kept
+        return refused_status(grant, exc.reason, exc.message, now, audit_hash,
+                              own_running=True)
 
     run.patch_status(build)
     return EXIT_INTERNAL

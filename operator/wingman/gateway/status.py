@@ -23,9 +23,16 @@ def _conds(grant: Body) -> list[dict[str, Any]]:
 
 
 def refused_status(grant: Body, reason: str, message: str, now: dt.datetime,
-                   audit_hash: str | None) -> dict[str, Any] | None:
-    """The status patch of a refusal, or None when an execution already owns the status."""
-    if str((grant.get("status") or {}).get("phase") or "") in _OWNED_PHASES:
+                   audit_hash: str | None, *, own_running: bool = False
+                   ) -> dict[str, Any] | None:
+    """The status patch of a refusal, or None when an execution already owns the status
+    (``own_running``: a ``Running`` phase is this gateway's own, which it closes), or while the
+    grant is still ``Pending``: until the operator records the token (``TokenIssued``, with
+    ``jobName``) the grant's status is the operator's alone (admission refuses the gateway's
+    write), and its Job watcher reports the gateway's failure."""
+    phase = str((grant.get("status") or {}).get("phase") or "Pending")
+    if phase == "Pending" or (phase in _OWNED_PHASES and not (own_running
+                                                               and phase == "Running")):
         return None
     status: dict[str, Any] = {
         "phase": "Failed", "reason": reason, "message": message,

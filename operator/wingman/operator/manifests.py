@@ -88,10 +88,15 @@ def token_secret(grant: dict[str, Any], secret_name: str, token: str, claims_exp
     }
 
 
+def job_pod_spec(job: dict[str, Any]) -> dict[str, Any]:
+    """A Job's pod template spec (empty when the Job has none)."""
+    pod: dict[str, Any] = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return pod
+
+
 def job_token_secret(job: dict[str, Any]) -> str | None:
     """The token Secret a gateway Job's pod mounts (volume ``token``), None if it mounts none."""
-    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
-    for volume in pod.get("volumes") or []:
+    for volume in job_pod_spec(job).get("volumes") or []:
         if volume.get("name") == "token":
             name = (volume.get("secret") or {}).get("secretName")
             return str(name) if name else None
@@ -311,5 +316,5 @@ def _scheduling(settings: OperatorSettings) -> dict[str, Any]:
     return out
 
 
-__all__ = ["MANAGER", "approval_owner", "gateway_job", "job_token_secret", "object_labels",
-           "owner_reference", "preview_job", "token_secret"]
+__all__ = ["MANAGER", "approval_owner", "gateway_job", "job_pod_spec", "job_token_secret",
+           "object_labels", "owner_reference", "preview_job", "token_secret"]

@@ -76,8 +76,8 @@ class Metrics:
             "and reason.", ["environment", "stage", "reason"], registry=r)
         self.grant_latency = Histogram(
             "wingman_grant_to_job_seconds",
-            "Time from an ExecutionGrant's creation to its token Secret in place (the gateway "
-            "can start).",
+            "Time from an ExecutionGrant's creation to its TokenIssued status and token Secret in "
+            "place (the gateway can start and spend its token).",
             ["environment"], buckets=LATENCY_BUCKETS, registry=r)
         self.reconcile_errors = Counter(
             "wingman_reconcile_errors_total", "Handler failures (retried by the operator).",

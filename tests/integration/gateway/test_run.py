@@ -11,7 +11,9 @@ directory. The gateway then runs in-process with a real ServiceAccount token of
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,6 +38,7 @@ from support.gateway import (
 from wingman import audit
 from wingman.capability import tokens
 from wingman.dev.cluster import LocalCluster
+from wingman.gateway import run as gateway_run
 from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
 
 
@@ -295,6 +298,145 @@ def test_a_grant_no_longer_waiting_for_its_gateway_is_not_executed(
     scale = env.kubectl_json("get", "deployment", "web", "-n", env.target)
     assert scale["spec"]["replicas"] == 1, "nothing ran"
     assert env.grant(g.name)["status"]["reason"] == "TokenExpired", "the status is left alone"
+
+
+def _set_phase(env: Env, g: Grant, phase: str) -> None:
+    env.cluster.kubectl("patch", "executiongrants", g.name, "-n", env.ns,
+                        "--subresource=status", "--type=merge", "-p",
+                        json.dumps({"status": {"phase": phase}}))
+
+
+class _OperatorWritesWhileTheGatewayWaits:
+    """Stands in for ``time`` in ``wingman.gateway.run``: at the gateway's first pause while the
+    grant is Pending, it notes the burn markers (none may exist yet) and applies ``patch`` to the
+    grant's status, as the operator's write landing then would."""
+
+    def __init__(self, env: Env, g: Grant, patch: dict[str, Any]) -> None:
+        self.env, self.g, self.patch = env, g, patch
+        self.pauses = 0
+        self.burnt_before: list[int] = []
+        self.monotonic = time.monotonic
+        self.time = time.time
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses += 1
+        if self.pauses == 1:
+            self.burnt_before.append(len(self.env.leases()))
+            self.env.cluster.kubectl("patch", "executiongrants", self.g.name, "-n",
+                                     self.env.ns, "--subresource=status", "--type=merge", "-p",
+                                     json.dumps({"status": self.patch}))
+
+
+def _pending(env: Env, g: Grant, patch: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+             ) -> tuple[_OperatorWritesWhileTheGatewayWaits, str]:
+    token = mint(env, g)
+    _set_phase(env, g, "Pending")
+    operator = _OperatorWritesWhileTheGatewayWaits(env, g, patch)
+    monkeypatch.setattr(gateway_run, "time", operator)
+    return operator, token
+
+
+def test_a_gateway_that_starts_before_the_status_says_token_issued_waits_for_it(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the operator writes TokenIssued and the token Secret at the same time: the Secret may
+    # land first, and the pod start
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    operator, token = _pending(env, g, {"phase": "TokenIssued"}, monkeypatch)
+    assert run_gateway(settings_for(env, g, token)) == EXIT_OK
+    assert operator.pauses >= 1 and operator.burnt_before == [0], "nothing spent while Pending"
+    assert env.replicas() == 2
+    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+    assert _events(env) == ["GatewayTokenBurned", "GatewayExecuting", "GatewayExecuted"]
+    assert len(env.leases()) == 1
+
+
+@pytest.mark.parametrize(("patch", "reason"), [
+    ({"phase": "Denied", "reason": "ApprovalRevoked"}, "GrantDenied"),
+    ({"phase": "Failed", "reason": "TokenMissing"}, "GrantNotIssued"),
+    ({"phase": "TokenIssued", "tokenSHA256": tokens.token_sha256("another token")},
+     "BindingMismatch"),
+])
+def test_what_ends_the_wait_other_than_this_token_issued_refuses_before_the_burn(
+    env: Env, monkeypatch: pytest.MonkeyPatch, patch: dict[str, Any], reason: str
+) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    operator, token = _pending(env, g, patch, monkeypatch)
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    assert operator.pauses >= 1
+    assert env.leases() == [] and env.replicas() == 1, "the token stays unspent, nothing ran"
+    assert [(r["event"], r["data"]["reason"]) for r in env.audit_records()] == [
+        ("GatewayRefused", reason)]
+    status = env.grant(g.name)["status"]
+    if patch["phase"] != "TokenIssued":
+        assert (status["phase"], status["reason"]) == (patch["phase"], patch["reason"]), \
+            "the operator's ending stays"
+
+
+def test_a_grant_still_pending_when_its_token_expires_is_refused_and_the_token_unspent(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g, now=time.time() - 300 + 3)  # expires in 3 s
+    _set_phase(env, g, "Pending")
+    settings = dataclasses.replace(settings_for(env, g, token), leeway_seconds=0)
+    assert run_gateway(settings) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    # a Pending grant's status is the operator's: its Job watcher reports the failure
+    assert env.grant(g.name)["status"]["phase"] == "Pending"
+    assert env.leases() == [] and env.replicas() == 1
+    records = env.audit_records()
+    assert [(r["event"], r["data"]["reason"]) for r in records] == [
+        ("GatewayRefused", "GrantNotIssued")]
+    assert "still Pending when its token expired" in records[0]["data"]["message"]
+    lines = _json_lines(err)
+    assert any(line["event"] == "GatewayWaiting" for line in lines)
+    assert any(line.get("reason") == "GrantNotIssued" for line in lines)
+    _assert_never_leaked(env, token, err)
+
+
+def test_a_grant_created_again_under_the_name_while_its_gateway_waits_is_left_alone(
+    env: Env
+) -> None:
+    """The token is for the grant deleted: the new one is not this gateway's to run, nor to
+    write a refusal on."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g)
+    _set_phase(env, g, "Pending")
+    spec = env.grant(g.name)["spec"]
+
+    def again() -> None:
+        env.cluster.kubectl("delete", "executiongrants", g.name, "-n", env.ns, "--wait=true")
+        env.cluster.kubectl("create", "-f", "-", input=json.dumps({
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": g.name, "namespace": env.ns}, "spec": spec}))
+
+    recreated = threading.Timer(0.5, again)
+    recreated.start()
+    try:
+        assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    finally:
+        recreated.join()
+    assert env.leases() == [] and env.replicas() == 1
+    fresh = env.grant(g.name)
+    assert fresh["metadata"]["uid"] != g.grant["metadata"]["uid"]
+    assert "phase" not in (fresh.get("status") or {}), fresh.get("status")
+    assert [r["event"] for r in env.audit_records()] == ["GatewayRefused"]
+    assert env.audit_records()[0]["data"]["reason"] in ("ExecutionGrantNotFound",
+                                                        "BindingMismatch")
+
+
+@pytest.mark.parametrize("recorded", [tokens.token_sha256("another token"), None])
+def test_a_token_issued_grant_not_recording_this_token_is_refused_before_the_burn(
+    env: Env, capsys: pytest.CaptureFixture[str], recorded: str | None
+) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g)
+    env.cluster.kubectl("patch", "executiongrants", g.name, "-n", env.ns,
+                        "--subresource=status", "--type=merge", "-p",
+                        json.dumps({"status": {"tokenSHA256": recorded}}))
+    _assert_refused(env, g, token, "BindingMismatch", capsys)
+    assert "does not record the token this pod holds" in env.grant(g.name)["status"]["message"]
 
 
 def _record_preview(env: Env, g: Grant) -> dict[str, Any]:

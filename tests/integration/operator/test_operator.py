@@ -88,7 +88,7 @@ class Env:
             obj = get(self.cluster, kind, self.ns, name)
             phase = (obj or {}).get("status", {}).get("phase")
             if phase == "TokenIssued" and kind == "eg" and self.secret(name) is None:
-                return None  # recorded a moment before the token is stored (the last write)
+                return None  # written at the same time as the token Secret: wait for both
             return obj if obj and phase in phases else None
         result: dict[str, Any] = wait_for(f"{kind}/{name} in {phases}", probe, timeout,
                                           on_timeout=self.op.log_tail)
@@ -476,9 +476,24 @@ def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
             mine[0]["metadata"]["uid"]
 
 
+#: What each kill leaves (the grant's phase, whether its token Secret exists), and how many
+#: ``TokenMinted`` records the grant has once the restarted operator has converged: a token is
+#: minted again only where the killed process's token never reached the API server, or only
+#: its status did (then the same token is stored under a second record, ``again``).
+LEFT_BY_KILL = {
+    "job-created": ("Pending", False, 1),
+    "command-claimed": ("Pending", False, 1),
+    "token-minted": ("Pending", False, 2),
+    "status-written": ("TokenIssued", False, 2),  # the status without the Secret
+    "secret-created": ("Pending", True, 1),  # the Secret without the status: adopted
+    "token-stored": ("TokenIssued", True, 1),
+}
+
+
 @pytest.mark.parametrize("step", STEPS)
 def test_killed_at_each_write_of_the_grant_flow_converges_to_one_job_and_one_token(
         env: Env, step: str) -> None:
+    phase, stored, minted = LEFT_BY_KILL[step]
     env.request("req")
     env.wait_phase("ar", "req", "AutoApproved")
     env.op.stop()
@@ -489,10 +504,34 @@ def test_killed_at_each_write_of_the_grant_flow_converges_to_one_job_and_one_tok
     wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
              60, on_timeout=env.op.log_tail)
     assert env.op.proc.returncode == -9
+    left = get(env.cluster, "eg", env.ns, "g")
+    assert left is not None
+    assert ((left.get("status") or {}).get("phase") or "Pending", env.secret("g") is not None) \
+        == (phase, stored), f"the kill at {step} left {left.get('status')}"
     del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
     env.op.start()
     wait_for("convergence", lambda: _converged(env, ["g"]), 60, on_timeout=env.op.log_tail)
     _assert_one_token_and_one_job_each(env, ["g"])
+    records = [r for r in env.op.audit_events() if r["subject"]["name"] == "g"]
+    assert [r["event"] for r in records].count("TokenMinted") == minted, records
+    assert len({r["data"]["tokenSHA256"] for r in records if r["event"] == "TokenMinted"}) == 1
+
+
+def test_long_dotted_grant_names_get_their_job_and_token(env: Env) -> None:
+    """Names cut to fit (the Job's, the token Secret's) are names the API server takes: a cut
+    that left "-." or ".-" would fail only at the Secret's create, after the command's claim."""
+    dotted = ["a" * 30 + "." + "b" * 32, "g." * 31 + "h"]
+    for i in range(len(dotted)):
+        env.request(f"dotted-{i}")
+    for i, g in enumerate(dotted):
+        env.wait_phase("ar", f"dotted-{i}", "AutoApproved")
+        env.grant(g, f"dotted-{i}", RESTART)
+    wait_for("both issued", lambda: _converged(env, dotted), 60, on_timeout=env.op.log_tail)
+    _assert_one_token_and_one_job_each(env, dotted)
+    for g in dotted:
+        job, secret = env.job(g), env.secret(g)
+        assert job is not None and secret is not None
+        assert len(job["metadata"]["name"]) <= 63 and len(secret["metadata"]["name"]) <= 63
 
 
 def test_killed_at_random_points_over_many_grants_converges(env: Env) -> None:
@@ -766,6 +805,28 @@ def test_a_grant_reset_to_pending_after_its_job_ended_gets_no_new_job(env: Env) 
     _reset_to_pending(env, "g")
     env.op.start()
     _refused_without_a_second_token(env, "g")
+
+
+def test_a_pending_grant_whose_job_ended_after_its_token_expired_is_expired(env: Env) -> None:
+    """The token Secret was stored, the grant's status never recorded it within the token's
+    lifetime, and the gateway, which waits for TokenIssued until its token expires, gave up:
+    the grant ends Expired (not a binding mismatch), with everything it owned removed."""
+    _issued(env, "req", "g")
+    secret = env.secret("g")
+    assert secret is not None
+    env.op.stop()
+    _fail_the_job(env, "g")
+    _reset_to_pending(env, "g")
+    env.cluster.kubectl("annotate", "secret", secret["metadata"]["name"], "-n", env.ns,
+                        "--overwrite", f"{names.EXPIRES_ANNOTATION}={int(time.time()) - 1}")
+    env.op.start()
+    eg = env.wait_phase("eg", "g", "Expired")
+    assert eg["status"]["reason"] == "TokenExpired", eg["status"]
+    assert "expired before the grant's status recorded it" in eg["status"]["message"]
+    wait_for("the grant's Job and Secret removed",
+             lambda: env.job("g") is None and get(env.cluster, "secret", env.ns,
+                                                  secret["metadata"]["name"]) is None, 30)
+    assert [r["event"] for r in env.op.audit_events()].count("TokenMinted") == 1
 
 
 def test_a_grant_reset_to_pending_after_its_job_was_deleted_gets_no_second_token(

@@ -52,3 +52,23 @@ def test_a_refusal_is_not_ready() -> None:
     patch = status.refused_status(grant(), "TokenExpired", "expired", NOW, None)
     assert ready(patch)[:2] == ("False", "Failed")
     assert status.refused_status(grant("Succeeded"), "TokenExpired", "x", NOW, None) is None
+
+
+@pytest.mark.parametrize("phase", ["Pending", ""])
+def test_a_refusal_leaves_a_grant_whose_token_is_not_recorded_yet_to_the_operator(
+        phase: str) -> None:
+    """Until TokenIssued the status is the operator's alone (admission refuses the gateway's
+    write); its Job watcher reports the gateway's failure."""
+    assert status.refused_status(grant(phase), "GrantNotIssued", "x", NOW, None) is None
+
+
+def test_a_failure_after_running_closes_the_gateway_s_own_running_phase_only() -> None:
+    """The execution's own Running phase is closed (Failed); anyone's result is kept, and
+    without ``own_running`` a Running phase belongs to an execution."""
+    patch = status.refused_status(grant("Running"), "DockerUnavailable", "x", NOW, None,
+                                  own_running=True)
+    assert patch is not None and patch["phase"] == "Failed"
+    assert status.refused_status(grant("Running"), "DockerUnavailable", "x", NOW, None) is None
+    for final in ("Succeeded", "Failed", "Expired", "Denied"):
+        assert status.refused_status(grant(final), "DockerUnavailable", "x", NOW, None,
+                                     own_running=True) is None

@@ -1,5 +1,7 @@
-"""The grant reconciler's early return: a final grant whose token Secret this process already
-removed (the expiry that ended it) costs no API call when its own status write comes back."""
+"""The grant reconciler without an API server: the early return (a final grant whose token
+Secret this process already removed costs no API call when its own status write comes back),
+the guard against stale copies, and the TokenIssued status and token Secret written side by
+side."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any, cast
 import pytest
 
 from wingman.operator.context import Context
-from wingman.operator.handlers.grants import Grants
+from wingman.operator.handlers.grants import Grants, side_by_side
 from wingman.operator.metrics import Metrics
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
@@ -98,3 +100,84 @@ def test_a_copy_older_than_the_final_status_this_process_saw_is_not_acted_on() -
     with pytest.raises(AssertionError, match=r"plural='approvalrequests'"):  # authorizing it
         asyncio.run(Grants().reconcile(ctx, stale))
     assert api.reads == 2 and entry.phase == "Pending" and not entry.cleaned
+
+
+def test_the_status_and_the_secret_are_written_at_the_same_time() -> None:
+    """One round trip for both: each write starts before the other has finished."""
+    ctx = context()
+    ctx.settings.fault_kill_at = None
+    started = {"status": asyncio.Event(), "secret": asyncio.Event()}
+
+    async def write() -> dict[str, Any]:
+        started["status"].set()
+        await asyncio.wait_for(started["secret"].wait(), 5)  # a sequential run never gets here
+        return {"status": "written"}
+
+    async def create() -> tuple[dict[str, Any], bool]:
+        started["secret"].set()
+        await asyncio.wait_for(started["status"].wait(), 5)
+        return {"secret": "made"}, True
+
+    assert asyncio.run(side_by_side(ctx, write, create)) == (
+        {"status": "written"}, ({"secret": "made"}, True))
+
+
+def test_an_error_of_one_write_is_raised_once_the_other_has_finished() -> None:
+    """A failed Secret must not cut the status write short (nor the other way round): the next
+    run has to find whatever landed, and nothing may still be on its way when it looks."""
+    ctx = context()
+    ctx.settings.fault_kill_at = None
+    finished: list[str] = []
+
+    async def write() -> dict[str, Any]:
+        await asyncio.sleep(0.05)
+        finished.append("status")
+        return {}
+
+    async def create() -> tuple[dict[str, Any], bool]:
+        finished.append("secret")
+        raise RuntimeError("the Secret's create failed")
+
+    with pytest.raises(RuntimeError, match="the Secret's create failed"):
+        asyncio.run(side_by_side(ctx, write, create))
+    assert finished == ["secret", "status"]
+
+
+@pytest.mark.parametrize(("step", "first"), [("status-written", "status"),
+                                             ("secret-created", "secret")])
+def test_under_fault_injection_the_write_the_crash_follows_goes_first_alone(
+        step: str, first: str) -> None:
+    """So the crash tests leave each half without the other, every time."""
+    ctx = context()
+    ctx.settings.fault_kill_at = step
+    order: list[str] = []
+
+    async def write() -> dict[str, Any]:
+        order.append("status")
+        await asyncio.sleep(0.01)
+        order.append("status done")
+        return {}
+
+    async def create() -> tuple[dict[str, Any], bool]:
+        order.append("secret")
+        await asyncio.sleep(0.01)
+        order.append("secret done")
+        return {}, True
+
+    asyncio.run(side_by_side(ctx, write, create))
+    second = "secret" if first == "status" else "status"
+    assert order == [first, f"{first} done", second, f"{second} done"]
+
+
+def test_when_both_writes_fail_the_status_write_s_error_is_raised() -> None:
+    ctx = context()
+    ctx.settings.fault_kill_at = None
+
+    async def write() -> dict[str, Any]:
+        raise LookupError("the status write failed")
+
+    async def create() -> tuple[dict[str, Any], bool]:
+        raise RuntimeError("the Secret's create failed")
+
+    with pytest.raises(LookupError, match="the status write failed"):
+        asyncio.run(side_by_side(ctx, write, create))

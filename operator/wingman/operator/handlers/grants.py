@@ -1,24 +1,27 @@
-"""ExecutionGrant: authorize, then Job → the approval records the grant → token → status →
-Secret; afterwards the Job watcher and clean-up — one level-triggered reconcile.
+"""ExecutionGrant: authorize, then Job → the approval records the grant → token → status and
+Secret (at the same time); afterwards the Job watcher and clean-up — one level-triggered
+reconcile.
 
 The gateway Job is created runnable, but its pod mounts the token Secret, which does not exist
-yet: the kubelet starts no container before the Secret is in place. The Secret is the last
-write, after the grant's status says TokenIssued, so the gateway never races the operator's own
-status write, and creating the Secret is what releases the gateway.
+yet: the kubelet starts no container before the Secret is in place, so creating the Secret is
+what releases the gateway. The grant's ``TokenIssued`` status is written at the same time as the
+Secret (``side_by_side``: one round trip for both): the gateway spends its token only once the
+grant's phase has left Pending (it waits for that until the token expires,
+``wingman.gateway.run``), and both are written after ``TokenMinted`` and ``GrantAuthorized``
+are in the audit trail.
 
 The token is a pure function of what the flow has recorded where only the operator writes: the
 signing key, the approval, the grant, the Job's UID, and the claim on the approval (its
-``grantedAt`` is the token's ``iat``); its ``jti`` is derived from the grant's UID with the
-signing key (``tokens.grant_jti``). Minting it again gives the same token byte for byte, so a
-token minted but not yet stored (a crash between the status and the Secret) is stored again,
-and only when it hashes to the ``status.tokenSHA256`` recorded for it (a rotated key or
-another issuer fails the grant, closed; the lifetime is taken from the status). Whatever
-happens to the status, the Secret or the Job, every token a grant gets under one signing key
-burns the one marker of its ``jti``: one execution per grant. (A rotated key gives another
-``jti``; a Job deleted and made again after a reset status then gets a token with a marker of
-its own. Burn markers do not span a key rotation, nor earlier releases' random ``jti``.)
-Once a grant is TokenIssued, every ending the operator writes is Failed or Expired, never
-Denied.
+``grantedAt`` is the token's ``iat``); its ``jti`` is derived from the grant's UID with the signing
+key (``tokens.grant_jti``). Minting it again gives the same token byte for byte, so a token minted
+but not yet stored (a run cut short after the status landed but before the Secret did) is stored
+again, and only when it hashes to the ``status.tokenSHA256`` recorded for it (a rotated key or
+another issuer fails the grant, closed; the lifetime is taken from the status). Whatever happens to
+the status, the Secret or the Job, every token a grant gets under one signing key burns the one
+marker of its ``jti``: one execution per grant. (A rotated key gives another ``jti``; a Job deleted
+and made again after a reset status then gets a token with a marker of its own. Burn markers do not
+span a key rotation, nor earlier releases' random ``jti``.) Once a grant is TokenIssued, every
+ending the operator writes is Failed or Expired, never Denied.
 
 Every step is create-if-absent on a name known before the create, or a write guarded by the
 resourceVersion that was read, so the flow can be killed at any point and run again: the
@@ -36,7 +39,8 @@ read by name. Jobs of earlier releases mount ``<grant>-token``, a predictable na
 read before the claim as those releases did.
 
 Round trips on the way to a released gateway: create the Job, claim the command on the
-approval, write the status, create the Secret. No Event: the status, the audit trail and the
+approval, then write the status and create the Secret together (four requests, three round
+trips). No Event: the status, the audit trail and the
 metrics carry a routine grant; Events are for what went wrong. The approval is the one the
 watch delivered: the claim is written over its resourceVersion, so a stale copy costs a retry,
 never a wrong token, and nothing is refused on its strength without reading it again.
@@ -48,11 +52,14 @@ token Secret is deleted as soon as the grant is final.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
+import functools
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import kopf
@@ -81,7 +88,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-STEPS = ("job-created", "command-claimed", "token-minted", "status-written", "secret-created")
+STEPS = ("job-created", "command-claimed", "token-minted", "status-written", "secret-created",
+         "token-stored")
 
 
 def crashpoint(ctx: Context, step: str) -> None:
@@ -380,8 +388,8 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
             await deny(ctx, grant, "JobConflict", message, cleanup=False)
             raise _Stop
         await refuse(ctx, grant, "JobConflict", message)
-    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
-    if pod.get("serviceAccountName") != ctx.settings.gateway_service_account:
+    if manifests.job_pod_spec(job).get("serviceAccountName") != \
+            ctx.settings.gateway_service_account:
         # admission lets only the operator create Jobs that run as the gateway: a Job that
         # does not is not one it made, whatever its owner reference says
         await refuse(ctx, grant, "JobConflict",
@@ -390,13 +398,12 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
                      "gateway Job the operator made; create a new grant")
     if pending and _job_finished(job) is not None:
         mounted = manifests.job_token_secret(job)
-        if mounted is not None and owned_by(await read_secret(ctx, grant, mounted), grant):
-            # a token was stored for that Job (the status was reset to Pending since): the
+        stored = None if mounted is None else await read_secret(ctx, grant, mounted)
+        if owned_by(stored, grant):
+            # a token was stored for that Job and the grant's status does not record it: the
             # grant never gets another Job, nor another token
-            await refuse(ctx, grant, "TokenBindingMismatch",
-                         f"the grant's gateway Job {name} ended after a token was stored for it "
-                         "and the grant's status no longer records that token; create a new "
-                         "grant")
+            assert stored is not None
+            await ended_with_token(ctx, grant, name, stored)
         await ctx.write(ctx.kube.delete, JOBS, ns, name, uid=job["metadata"]["uid"])
         entry = _entry(ctx, grant)
         if entry is not None:
@@ -405,6 +412,28 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
         raise Retry(f"the grant's gateway Job {name} ended before its token was issued; it is "
                     "replaced")
     return dict(job)
+
+
+async def ended_with_token(ctx: Context, grant: Any, job_name: str,
+                           secret: dict[str, Any]) -> NoReturn:
+    """A Pending grant whose gateway Job ended after its token was stored. If the token has
+    expired, the operator did not record it within its lifetime (it was away, or its writes
+    failed) and the gateway gave up waiting for ``TokenIssued``: ``Expired``. Otherwise the
+    status does not record a token that was stored (reset to Pending since, or never written
+    while the gateway ran and gave up): ``TokenBindingMismatch``."""
+    expires = str((secret["metadata"].get("annotations") or {}).get(names.EXPIRES_ANNOTATION, ""))
+    if not expires.isdigit() or int(expires) <= int(_now().timestamp()):
+        await finish(ctx, grant, "Expired", "TokenExpired",
+                     f"the token stored for the grant's gateway Job {job_name} expired before "
+                     "the grant's status recorded it (the operator was away or could not write "
+                     "the status for the token's whole lifetime), and the Job ended; nothing "
+                     "ran; submit a new request (the command is used up)")
+        await remove_artifacts(ctx, grant, job=True)
+        raise _Stop
+    await refuse(ctx, grant, "TokenBindingMismatch",
+                 f"the grant's gateway Job {job_name} ended after a token was stored for it, "
+                 "and the grant's status does not record that token (it was reset to Pending "
+                 "since, or never written while the gateway ran); create a new grant")
 
 
 async def mounted_secret(ctx: Context, grant: Any, job: dict[str, Any]) -> str:
@@ -590,7 +619,6 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     it hashes to the one recorded (see the module docstring); anything else fails the grant,
     closed. A Secret of this grant already in place (a status reset to Pending) must hold that
     very token. True when this was the token's first store (False: stored again)."""
-    meta = grant["metadata"]
     status = grant.get("status") or {}
     issued = grant_rules.phase(grant) == "TokenIssued"
     if (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION):
@@ -614,15 +642,17 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
         "expires": claims.exp, "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
         "command": grant["spec"]["command"], **({"again": True} if issued else {})})
     crashpoint(ctx, "token-minted")
-    if not issued:
-        grant = await record_issued(ctx, grant, job, secret_name, token_hash, claims.exp, now)
-    ctx.check_leading()
-    secret, created = await ctx.call(
-        create_or_adopt, ctx.kube, SECRETS, meta["namespace"],
-        manifests.token_secret(dict(grant), secret_name, token, claims.exp, job_uid,
-                               ctx.settings))
+    create = functools.partial(create_secret, ctx, manifests.token_secret(
+        dict(grant), secret_name, token, claims.exp, job_uid, ctx.settings))
     del token
-    crashpoint(ctx, "secret-created")
+    if issued:
+        secret, created = await create()
+    else:
+        written = await authorized(ctx, grant, job, secret_name, token_hash, claims.exp, now)
+        grant, (secret, created) = await side_by_side(
+            ctx, functools.partial(write_issued, ctx, grant, written), create)
+    del create
+    crashpoint(ctx, "token-stored")
     if not owned_by(secret, grant):
         await _secret_conflict(ctx, grant, secret_name)
     await bind(ctx, grant, job, secret, expected=token_hash)
@@ -630,6 +660,44 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     if first:
         ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
     return first
+
+
+async def create_secret(ctx: Context, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Create the token Secret ``body`` (or adopt the one in its place, whoever's)."""
+    ctx.check_leading()
+    made: tuple[dict[str, Any], bool] = await ctx.call(
+        create_or_adopt, ctx.kube, SECRETS, body["metadata"]["namespace"], body)
+    crashpoint(ctx, "secret-created")
+    return made
+
+
+async def side_by_side(ctx: Context, write: Callable[[], Awaitable[dict[str, Any]]],
+                       create: Callable[[], Awaitable[tuple[dict[str, Any], bool]]]
+                       ) -> tuple[dict[str, Any], tuple[dict[str, Any], bool]]:
+    """The TokenIssued status and the token Secret, written at the same time: one round trip
+    instead of two. Neither needs the other first: the gateway spends its token only once the
+    grant's phase has left Pending (``wingman.gateway.run`` waits for it, until the token
+    expires), and a run cut short between the two finds the other half (a TokenIssued grant
+    stores its Secret again; a Pending grant whose command it claimed adopts the Secret in
+    place). Both writes finish before an error of either is raised (the status write's first;
+    the other one's is logged). Under fault injection at ``status-written`` or
+    ``secret-created`` that write goes first, alone (the second is not made if the first
+    fails), so the crash tests leave each half without the other."""
+    if ctx.settings.fault_kill_at == "status-written":
+        return await write(), await create()
+    if ctx.settings.fault_kill_at == "secret-created":
+        made = await create()
+        return await write(), made
+    written, made = await asyncio.gather(write(), create(), return_exceptions=True)
+    if isinstance(written, BaseException):
+        if isinstance(made, BaseException):
+            # its type and status only: the message of a refused create might echo the body
+            log.warning("the token Secret's create failed as well", extra={
+                "error": type(made).__name__, "status": getattr(made, "status", None)})
+        raise written
+    if isinstance(made, BaseException):
+        raise made
+    return written, made
 
 
 async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, Any], *,
@@ -656,8 +724,14 @@ async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, 
 
 async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], secret_name: str,
                         token_hash: str, expires: int, now: dt.datetime) -> dict[str, Any]:
-    """Audit ``GrantAuthorized`` and write ``TokenIssued`` (before the token Secret exists, so
-    the gateway never races this write); returns the grant as written."""
+    """Audit ``GrantAuthorized`` and write ``TokenIssued``; returns the grant as written."""
+    status = await authorized(ctx, grant, job, secret_name, token_hash, expires, now)
+    return await write_issued(ctx, grant, status)
+
+
+async def authorized(ctx: Context, grant: Any, job: dict[str, Any], secret_name: str,
+                     token_hash: str, expires: int, now: dt.datetime) -> dict[str, Any]:
+    """Audit ``GrantAuthorized``; returns the ``TokenIssued`` status that records it."""
     meta = grant["metadata"]
     gen = int(meta.get("generation") or 1)
     conds = conditions.set_condition(grant.get("status", {}).get("conditions") or [],
@@ -671,13 +745,18 @@ async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], secret_na
     record = await ctx.audit("GrantAuthorized", subject_of(grant), {
         "tokenSHA256": token_hash, "job": job["metadata"]["name"],
         "jobUID": job["metadata"]["uid"]})
-    updated = await write_status(ctx, grant, {
+    return {
         "phase": "TokenIssued", "reason": "TokenIssued",
         "message": f"token issued to gateway Job {job['metadata']['name']}",
         "tokenSecretName": secret_name, "tokenSHA256": token_hash,
         "tokenExpirationTime": conditions.rfc3339(dt.datetime.fromtimestamp(expires, dt.UTC)),
         "jobName": job["metadata"]["name"], "conditions": conds,
-        "observedGeneration": gen, "auditRecordHash": f"sha256:{record.hash}"})
+        "observedGeneration": gen, "auditRecordHash": f"sha256:{record.hash}"}
+
+
+async def write_issued(ctx: Context, grant: Any, status: dict[str, Any]) -> dict[str, Any]:
+    """Write the ``TokenIssued`` status; returns the grant as written."""
+    updated = await write_status(ctx, grant, status)
     ctx.metrics.grants.labels(environment=ctx.env, outcome="TokenIssued").inc()
     crashpoint(ctx, "status-written")
     return updated
@@ -828,7 +907,4 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             await ctx.resync("grant", entry.namespace, entry.name, entry.uid)
 
 
-__all__ = ["MINTED_ANNOTATION", "STEPS", "Grants", "authorize", "bind", "check_secret",
-           "claim", "claim_command", "crashpoint", "create_job", "deny", "expire_token",
-           "finish", "issue", "job_result", "read_secret", "record_issued", "register",
-           "release", "remove_artifacts", "store_token"]
+__all__ = ["MINTED_ANNOTATION", "STEPS", "Grants", "owned_by", "register"]
