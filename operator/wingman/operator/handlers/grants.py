@@ -38,12 +38,12 @@ for it, and one stored for an earlier Job refuses the grant. A TokenIssued grant
 read by name. Jobs of earlier releases mount ``<grant>-token``, a predictable name, which is
 read before the claim as those releases did.
 
-Round trips on the way to a released gateway: create the Job, claim the command on the
-approval, then write the status and create the Secret together (four requests, three round
-trips). No Event: the status, the audit trail and the
-metrics carry a routine grant; Events are for what went wrong. The approval is the one the
-watch delivered: the claim is written over its resourceVersion, so a stale copy costs a retry,
-never a wrong token, and nothing is refused on its strength without reading it again.
+Round trips on the way to a released gateway: create the Job, claim the command on the approval,
+then write the status and create the Secret together (four requests, three round trips). No
+Event: the status, the audit trail and the metrics carry a routine grant; Events are for what
+went wrong. The approval is the one the watch delivered: the claim is written over its
+resourceVersion, so a stale copy costs a retry, never a wrong token, and nothing is refused on
+its strength without reading it again.
 
 The gateway writes the result into the grant's status; the Job watcher fills in a failure the
 gateway could not report (crash, deadline), the shared sweep expires unused tokens, and the
