@@ -187,6 +187,12 @@ def _approved() -> list[dict[str, Any]]:
              "message": "approved by bob", "lastTransitionTime": _now_rfc3339()}]
 
 
+def set_grant_status(env: Env, name: str, status: dict[str, Any]) -> None:
+    """Merge ``status`` into the grant's status (the status subresource, as its writers do)."""
+    env.cluster.kubectl("patch", "executiongrants", name, "-n", env.ns, "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"status": status}))
+
+
 def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
                holder: tuple[str, str] | None = None) -> Grant:
     """An approved request and a TokenIssued grant for ``command``, as the operator leaves them;
@@ -209,9 +215,7 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
     # command's holder (before the token exists), and the grant is TokenIssued
     _record_grant(env, ar_name, command,
                   *(holder or (eg_name, env.grant(eg_name)["metadata"]["uid"])))
-    env.cluster.kubectl("patch", "executiongrants", eg_name, "-n", env.ns,
-                        "--subresource=status", "--type=merge", "-p",
-                        json.dumps({"status": {"phase": "TokenIssued"}}))
+    set_grant_status(env, eg_name, {"phase": "TokenIssued"})
     env.cluster.kubectl("create", "-f", "-", input=json.dumps({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": names.job_name(eg_name), "namespace": env.ns},
@@ -236,9 +240,7 @@ def mint(env: Env, g: Grant, *, audience: str = "test", now: float | None = None
         grant_uid=g.grant["metadata"]["uid"], command=g.command,
         job_uid=job_uid or g.job_uid, ttl_seconds=300,
         now=time.time() if now is None else now)
-    env.cluster.kubectl("patch", "executiongrants", g.name, "-n", env.ns,
-                        "--subresource=status", "--type=merge", "-p",
-                        json.dumps({"status": {"tokenSHA256": tokens.token_sha256(token)}}))
+    set_grant_status(env, g.name, {"tokenSHA256": tokens.token_sha256(token)})
     return token
 
 

@@ -64,6 +64,7 @@ from wingman.gateway.checks import (
 )
 from wingman.gateway.status import final_status, refused_status, replay_status, running_status
 from wingman.kube import APPROVALS, GRANTS, LEASES, ApiError, Kube
+from wingman.model import grants as grant_rules
 from wingman.model import preview as previews
 from wingman.settings import GatewaySettings
 
@@ -248,10 +249,6 @@ def _get(kube: Kube, resource: Any, namespace: str, name: str, kind: str) -> dic
                           reason="ApiUnavailable") from None
 
 
-def _phase(grant: Mapping[str, Any]) -> str:
-    return str((grant.get("status") or {}).get("phase") or "Pending")
-
-
 def _issued(run: _Run, grant: dict[str, Any], until: float) -> dict[str, Any]:
     """The grant once its phase has left ``Pending``. The operator writes ``TokenIssued`` at the
     same time as the token Secret, not before it, so a gateway may start first: it reads the
@@ -264,7 +261,7 @@ def _issued(run: _Run, grant: dict[str, Any], until: float) -> dict[str, Any]:
     uid = (grant.get("metadata") or {}).get("uid")
     deadline = time.monotonic() + max(0.0, until - run.clock())
     delay = 0.1
-    while _phase(grant) == "Pending" and not (grant.get("metadata") or {}).get(
+    while grant_rules.phase(grant) == "Pending" and not (grant.get("metadata") or {}).get(
             "deletionTimestamp"):
         left = deadline - time.monotonic()
         if left <= 0:
@@ -364,7 +361,7 @@ def _execute(run: _Run) -> int:
     forward = _forward(run, grant)
 
     claims, argv = authorize(token, keys, grant, approval, s, run.clock(), forward=forward)
-    if _phase(grant) == "Pending":
+    if grant_rules.phase(grant) == "Pending":
         # the operator writes TokenIssued at the same time as the token Secret: this pod may
         # have started first. Wait for it, then check everything again on what is current
         run.log("GatewayWaiting", message="the grant's status does not record the token yet: "
@@ -373,12 +370,12 @@ def _execute(run: _Run) -> int:
         approval = _get(run.kube, APPROVALS, s.namespace, approval_name, "ApprovalRequest")
         forward = _forward(run, grant)
         claims, argv = authorize(token, keys, grant, approval, s, run.clock(), forward=forward)
-        if _phase(grant) != "TokenIssued":
-            raise GrantDenied(f"ExecutionGrant {s.grant_name} went from Pending to "
-                              f"{_phase(grant)} while its gateway waited for TokenIssued; the "
-                              "token was not spent and nothing was executed",
-                              reason="GrantNotIssued")
-    if _phase(grant) == "TokenIssued":
+        phase = grant_rules.phase(grant)
+        if phase != "TokenIssued":
+            raise GrantDenied(f"ExecutionGrant {s.grant_name} went from Pending to {phase} "
+                              "while its gateway waited for TokenIssued; the token was not "
+                              "spent and nothing was executed", reason="GrantNotIssued")
+    if grant_rules.phase(grant) == "TokenIssued":
         _check_recorded(grant, run.token_ref)
     undoes = undone_command(grant, forward)
     executor = executors.preflight(argv, settings=s)

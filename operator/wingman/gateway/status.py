@@ -8,6 +8,7 @@ from typing import Any
 
 from wingman import conditions
 from wingman.gateway import executors
+from wingman.model import grants as grant_rules
 
 Body = Mapping[str, Any]
 
@@ -30,7 +31,7 @@ def refused_status(grant: Body, reason: str, message: str, now: dt.datetime,
     grant is still ``Pending``: until the operator records the token (``TokenIssued``, with
     ``jobName``) the grant's status is the operator's alone (admission refuses the gateway's
     write), and its Job watcher reports the gateway's failure."""
-    phase = str((grant.get("status") or {}).get("phase") or "Pending")
+    phase = grant_rules.phase(grant)
     if phase == "Pending" or (phase in _OWNED_PHASES and not (own_running
                                                                and phase == "Running")):
         return None

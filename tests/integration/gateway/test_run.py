@@ -33,6 +33,7 @@ from support.gateway import (
     gateway_env,
     make_grant,
     mint,
+    set_grant_status,
     settings_for,
 )
 from wingman import audit
@@ -300,12 +301,6 @@ def test_a_grant_no_longer_waiting_for_its_gateway_is_not_executed(
     assert env.grant(g.name)["status"]["reason"] == "TokenExpired", "the status is left alone"
 
 
-def _set_phase(env: Env, g: Grant, phase: str) -> None:
-    env.cluster.kubectl("patch", "executiongrants", g.name, "-n", env.ns,
-                        "--subresource=status", "--type=merge", "-p",
-                        json.dumps({"status": {"phase": phase}}))
-
-
 class _OperatorWritesWhileTheGatewayWaits:
     """Stands in for ``time`` in ``wingman.gateway.run``: at the gateway's first pause while the
     grant is Pending, it notes the burn markers (none may exist yet) and applies ``patch`` to the
@@ -322,15 +317,13 @@ class _OperatorWritesWhileTheGatewayWaits:
         self.pauses += 1
         if self.pauses == 1:
             self.burnt_before.append(len(self.env.leases()))
-            self.env.cluster.kubectl("patch", "executiongrants", self.g.name, "-n",
-                                     self.env.ns, "--subresource=status", "--type=merge", "-p",
-                                     json.dumps({"status": self.patch}))
+            set_grant_status(self.env, self.g.name, self.patch)
 
 
 def _pending(env: Env, g: Grant, patch: dict[str, Any], monkeypatch: pytest.MonkeyPatch
              ) -> tuple[_OperatorWritesWhileTheGatewayWaits, str]:
     token = mint(env, g)
-    _set_phase(env, g, "Pending")
+    set_grant_status(env, g.name, {"phase": "Pending"})
     operator = _OperatorWritesWhileTheGatewayWaits(env, g, patch)
     monkeypatch.setattr(gateway_run, "time", operator)
     return operator, token
@@ -378,7 +371,7 @@ def test_a_grant_still_pending_when_its_token_expires_is_refused_and_the_token_u
 ) -> None:
     g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
     token = mint(env, g, now=time.time() - 300 + 3)  # expires in 3 s
-    _set_phase(env, g, "Pending")
+    set_grant_status(env, g.name, {"phase": "Pending"})
     settings = dataclasses.replace(settings_for(env, g, token), leeway_seconds=0)
     assert run_gateway(settings) == EXIT_REFUSED
     err = capsys.readouterr().err
@@ -402,7 +395,7 @@ def test_a_grant_created_again_under_the_name_while_its_gateway_waits_is_left_al
     write a refusal on."""
     g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
     token = mint(env, g)
-    _set_phase(env, g, "Pending")
+    set_grant_status(env, g.name, {"phase": "Pending"})
     spec = env.grant(g.name)["spec"]
 
     def again() -> None:
@@ -432,9 +425,7 @@ def test_a_token_issued_grant_not_recording_this_token_is_refused_before_the_bur
 ) -> None:
     g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
     token = mint(env, g)
-    env.cluster.kubectl("patch", "executiongrants", g.name, "-n", env.ns,
-                        "--subresource=status", "--type=merge", "-p",
-                        json.dumps({"status": {"tokenSHA256": recorded}}))
+    set_grant_status(env, g.name, {"tokenSHA256": recorded})
     _assert_refused(env, g, token, "BindingMismatch", capsys)
     assert "does not record the token this pod holds" in env.grant(g.name)["status"]["message"]
 

@@ -421,8 +421,7 @@ async def ended_with_token(ctx: Context, grant: Any, job_name: str,
     failed) and the gateway gave up waiting for ``TokenIssued``: ``Expired``. Otherwise the
     status does not record a token that was stored (reset to Pending since, or never written
     while the gateway ran and gave up): ``TokenBindingMismatch``."""
-    expires = str((secret["metadata"].get("annotations") or {}).get(names.EXPIRES_ANNOTATION, ""))
-    if not expires.isdigit() or int(expires) <= int(_now().timestamp()):
+    if _secret_expiry(secret) <= int(_now().timestamp()):
         await finish(ctx, grant, "Expired", "TokenExpired",
                      f"the token stored for the grant's gateway Job {job_name} expired before "
                      "the grant's status recorded it (the operator was away or could not write "
@@ -718,8 +717,14 @@ async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, 
     if entry is not None:
         entry.secret_uid = str(secret["metadata"]["uid"])
         entry.secret_name = str(secret["metadata"]["name"])
-    expires = str(annotations.get(names.EXPIRES_ANNOTATION, ""))
-    return token_hash, int(expires) if expires.isdigit() else 0  # none or garbled: expired
+    return token_hash, _secret_expiry(secret)
+
+
+def _secret_expiry(secret: dict[str, Any]) -> int:
+    """The token's expiry a token Secret records (0, long past, when none or garbled)."""
+    expires = str((secret["metadata"].get("annotations") or {}).get(names.EXPIRES_ANNOTATION,
+                                                                     ""))
+    return int(expires) if expires.isdigit() else 0
 
 
 async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], secret_name: str,
