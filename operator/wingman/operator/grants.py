@@ -176,6 +176,36 @@ def claim(grant: Body, approval: Body, now: dt.datetime, *, undoes: str | None =
     return Claim(grants=entries)
 
 
+SLACK_SECONDS = 30
+"""The least a gateway Job's deadline must give beyond a token's last moment (its expiry, the
+leeway) and the command's timeout before ``deadline_for`` extends it: the gateway's checks
+before the command and its result after. Half of what a Job is made with, so a claim up to
+30 s after the Job's creation needs no extension."""
+
+
+def deadline_for(job: Body, expires: int, *, leeway: int, exec_timeout: int,
+                 start_seconds: int) -> int | None:
+    """The ``activeDeadlineSeconds`` the gateway ``job`` needs so that a command its gateway
+    starts as late as a token expiring at ``expires`` (epoch seconds) allows (the expiry plus
+    ``leeway``) still ends, its ``exec_timeout`` and its result with it, before the deadline
+    kills the pod; None when the Job's own deadline leaves ``SLACK_SECONDS`` for that, or when
+    it has none, no creation time or is suspended (an earlier release's Job: its deadline counts
+    from its release). The deadline counts from the Job's start, which is no earlier than its
+    creation: counted from the creation here, the new one gives ``start_seconds`` beyond the
+    command's end again, as a Job made at the claim would have. Only a claim made long after
+    the Job (the operator, or the API server, was away in between) needs one."""
+    spec = job.get("spec") or {}
+    seconds = spec.get("activeDeadlineSeconds")
+    created = rules.parse_time((job.get("metadata") or {}).get("creationTimestamp"))
+    if spec.get("suspend") or created is None or not isinstance(seconds, int) \
+            or isinstance(seconds, bool):
+        return None
+    last_end = expires + leeway + exec_timeout - int(created.timestamp())
+    if seconds >= last_end + SLACK_SECONDS:
+        return None
+    return last_end + start_seconds
+
+
 def denied_status(grant: Body, auth: Authorization, now: dt.datetime) -> dict[str, Any]:
     gen = int(grant.get("metadata", {}).get("generation") or 1)
     conds = conditions.set_condition((grant.get("status") or {}).get("conditions") or [],
@@ -186,5 +216,5 @@ def denied_status(grant: Body, auth: Authorization, now: dt.datetime) -> dict[st
             "completionTime": conditions.rfc3339(now)}
 
 
-__all__ = ["Authorization", "Claim", "authorize", "claim", "denied_status", "rollback_of",
-           "undoes"]
+__all__ = ["SLACK_SECONDS", "Authorization", "Claim", "authorize", "claim", "deadline_for",
+           "denied_status", "rollback_of", "undoes"]

@@ -94,6 +94,21 @@ def job_pod_spec(job: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
+def job_gateway_seconds(job: dict[str, Any], name: str) -> int | None:
+    """A whole number of seconds the gateway Job gives its gateway in the environment variable
+    ``name`` (``WINGMAN_EXEC_TIMEOUT_SECONDS``, ``WINGMAN_LEEWAY_SECONDS``), None when absent or
+    not a plain number."""
+    for container in job_pod_spec(job).get("containers") or []:
+        if container.get("name") != "gateway":
+            continue
+        for var in container.get("env") or []:
+            value = var.get("value")
+            if var.get("name") == name and isinstance(value, str) and value.isascii() \
+                    and value.isdigit():
+                return int(value)
+    return None
+
+
 def job_token_secret(job: dict[str, Any]) -> str | None:
     """The token Secret a gateway Job's pod mounts (volume ``token``), None if it mounts none."""
     for volume in job_pod_spec(job).get("volumes") or []:
@@ -101,6 +116,12 @@ def job_token_secret(job: dict[str, Any]) -> str | None:
             name = (volume.get("secret") or {}).get("secretName")
             return str(name) if name else None
     return None
+
+
+START_SECONDS = 60
+"""What a gateway Job's deadline gives beyond the token's life, the clock leeway and the
+command's timeout: the pod's start-up, the gateway's checks before the command and its result
+after."""
 
 
 def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: int, *,
@@ -176,8 +197,9 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
             "parallelism": 1,
             "completions": 1,
             # the token's life, the clock leeway, the command's own timeout and pod start-up
+            # (a claim long after the Job's creation extends it: grants.deadline_for)
             "activeDeadlineSeconds": ttl_seconds + settings.leeway_seconds
-            + settings.gateway_timeout_seconds + 60,
+            + settings.gateway_timeout_seconds + START_SECONDS,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
                 "metadata": {"labels": pod_labels, **(

@@ -931,10 +931,9 @@ def test_a_grant_whose_job_is_gone_before_the_gateway_ran_fails_without_a_new_jo
     assert env.job("g") is None
 
 
-def test_a_pending_grants_job_that_ended_before_its_token_is_replaced(env: Env) -> None:
-    """Killed right after the Job was created; while the operator is down the Job's waiting
-    pod goes (an eviction) and the Job fails (backoffLimit 0). The restarted operator must not
-    claim the command for a Job that can never run: it makes a new Job, then the token."""
+def _killed_after_the_job(env: Env) -> None:
+    """Grant ``g`` of an approved ``req``, the operator killed (SIGKILL) right after it created
+    the grant's Job, and not started again."""
     env.request("req")
     env.wait_phase("ar", "req", "AutoApproved")
     env.op.stop()
@@ -944,11 +943,52 @@ def test_a_pending_grants_job_that_ended_before_its_token_is_replaced(env: Env) 
     wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
              60, on_timeout=env.op.log_tail)
     del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+
+
+def test_a_pending_grants_job_that_ended_before_its_token_is_replaced(env: Env) -> None:
+    """Killed right after the Job was created; while the operator is down the Job's waiting
+    pod goes (an eviction) and the Job fails (backoffLimit 0). The restarted operator must not
+    claim the command for a Job that can never run: it makes a new Job, then the token."""
+    _killed_after_the_job(env)
     first = _fail_the_job(env, "g")
     env.op.start()
     env.wait_phase("eg", "g", "TokenIssued")
     job = env.job("g")
     assert job is not None and job["metadata"]["uid"] != first["metadata"]["uid"]
+    _assert_one_token_and_one_job_each(env, ["g"])
+
+
+def test_a_claim_long_after_the_job_extends_the_job_s_deadline_before_the_token(
+        env: Env) -> None:
+    """Killed right after the Job was created and back more than 30 s later: the Job's
+    deadline, counted from its creation, would kill a command the token lets the gateway start
+    late in its life. The restarted operator claims the command, extends the deadline by a
+    guarded patch before the token exists, and the token keeps its whole lifetime."""
+    _killed_after_the_job(env)
+    first = env.job("g")
+    assert first is not None
+    made = dt.datetime.fromisoformat(first["metadata"]["creationTimestamp"].replace(
+        "Z", "+00:00")).timestamp()
+    time.sleep(max(0.0, made + 32 - time.time()))  # the operator away for over 30 s
+    env.op.start()
+    env.wait_phase("eg", "g", "TokenIssued")
+    job = env.job("g")
+    assert job is not None and job["metadata"]["uid"] == first["metadata"]["uid"]
+    secret = env.secret("g")
+    assert secret is not None
+    claims = jwt.decode(base64.b64decode(secret["data"]["token"]).decode(),
+                        options={"verify_signature": False})
+    gateway_env = {e["name"]: e.get("value") for e in
+                   job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    leeway = int(gateway_env["WINGMAN_LEEWAY_SECONDS"])
+    timeout = int(gateway_env["WINGMAN_EXEC_TIMEOUT_SECONDS"])
+    ttl = int(first["spec"]["activeDeadlineSeconds"]) - leeway - timeout - 60
+    assert int(claims["exp"]) - int(claims["iat"]) == ttl  # the whole lifetime
+    assert int(claims["iat"]) >= made + 32
+    # the command's latest end (expiry + leeway + timeout) and 60 s, from the Job's creation
+    assert job["spec"]["activeDeadlineSeconds"] == \
+        int(claims["exp"]) + leeway + timeout + 60 - int(made)
+    assert '"gateway Job deadline extended for a late claim"' in env.op.log_path.read_text()
     _assert_one_token_and_one_job_each(env, ["g"])
 
 

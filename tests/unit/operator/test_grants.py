@@ -1,4 +1,5 @@
-"""Grant authorization as a pure function: every denial reason, in order, and the happy path."""
+"""Grant authorization as a pure function: every denial reason, in order, and the happy path;
+the gateway Job's deadline a late claim needs."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from wingman.operator import grants
+from wingman.operator import grants, manifests
 from wingman.review.policy import EnvironmentPolicy
 from wingman.scope import Allowlist
+from wingman.settings import OperatorSettings
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 CMD = "kubectl rollout restart deployment/web -n apps"
@@ -223,3 +225,78 @@ def test_each_rollback_is_claimed_once_apart_from_its_command() -> None:
     assert denied is not None and denied.reason == "RollbackAlreadyGranted"
     # the rollback's entry never counts as the command's own grant (and the other way round)
     assert grants.claim(grant(UNDO), claimed, NOW).denial is None
+
+
+# --------------------------------------------------------------------------- Job deadline
+
+CREATED = "2026-11-25T12:00:00Z"
+
+
+def gateway_job(ttl: int = 300, **env: str) -> dict[str, Any]:
+    """The gateway Job as the operator makes it (its deadline by the manifest's formula)."""
+    settings = OperatorSettings.from_env({"WINGMAN_GATEWAY_TIMEOUT_SECONDS": "120",
+                                          "WINGMAN_LEEWAY_SECONDS": "5", **env})
+    job = manifests.gateway_job(grant(), settings, max(ttl, 30))
+    job["metadata"]["creationTimestamp"] = CREATED
+    return job
+
+
+def needed(job: dict[str, Any], claimed_after: int, ttl: int = 300) -> int | None:
+    """What ``deadline_for`` asks of ``job`` for a token claimed ``claimed_after`` seconds after
+    the Job was made, with the leeway and timeout the Job gives its gateway."""
+    expires = int(NOW.timestamp()) + claimed_after + ttl
+    return grants.deadline_for(
+        job, expires, leeway=manifests.job_gateway_seconds(job, "WINGMAN_LEEWAY_SECONDS") or 0,
+        exec_timeout=manifests.job_gateway_seconds(job, "WINGMAN_EXEC_TIMEOUT_SECONDS") or 0,
+        start_seconds=manifests.START_SECONDS)
+
+
+@pytest.mark.parametrize("ttl", [10, 30, 300, 3600])
+def test_a_claim_within_30_s_of_the_job_needs_no_longer_deadline(ttl: int) -> None:
+    job = gateway_job(ttl)
+    assert manifests.job_gateway_seconds(job, "WINGMAN_LEEWAY_SECONDS") == 5
+    assert manifests.job_gateway_seconds(job, "WINGMAN_EXEC_TIMEOUT_SECONDS") == 120
+    for after in (0, 1, 30):
+        assert needed(job, after, ttl) is None, after
+
+
+def test_a_late_claim_gets_a_deadline_a_job_made_at_the_claim_would_have() -> None:
+    job = gateway_job()
+    assert job["spec"]["activeDeadlineSeconds"] == 300 + 5 + 120 + 60
+    assert needed(job, 31) == 31 + 300 + 5 + 120 + 60
+    assert needed(job, 3600) == 3600 + 300 + 5 + 120 + 60
+    # a token expiring at the Job's deadline or after it (the operator away that long)
+    assert needed(job, 500) == 500 + 485
+
+
+def test_the_deadline_counts_the_leeway_and_timeout_the_job_gives_its_gateway() -> None:
+    job = gateway_job(WINGMAN_GATEWAY_TIMEOUT_SECONDS="600", WINGMAN_LEEWAY_SECONDS="0")
+    assert needed(job, 30) is None
+    assert needed(job, 31) == 31 + 300 + 0 + 600 + 60
+
+
+@pytest.mark.parametrize("change", [
+    lambda j: j["spec"].pop("activeDeadlineSeconds"),
+    lambda j: j["metadata"].pop("creationTimestamp"),
+    lambda j: j["metadata"].update(creationTimestamp="not a time"),
+    lambda j: j["spec"].update(suspend=True),
+    lambda j: j["spec"].update(activeDeadlineSeconds=True),
+], ids=["no-deadline", "no-creation", "garbled-creation", "suspended", "bool-deadline"])
+def test_a_job_without_a_deadline_counted_from_its_creation_is_left_alone(
+        change: Any) -> None:
+    # an earlier release's suspended Job counts its deadline from its release
+    job = gateway_job()
+    change(job)
+    assert needed(job, 3600) is None
+
+
+def test_the_gateway_s_seconds_are_read_from_its_own_container_only() -> None:
+    job = gateway_job()
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [{"name": "WINGMAN_LEEWAY_SECONDS", "value": "-5"},
+                        {"name": "WINGMAN_EXEC_TIMEOUT_SECONDS", "valueFrom": {}}]
+    assert manifests.job_gateway_seconds(job, "WINGMAN_LEEWAY_SECONDS") is None
+    assert manifests.job_gateway_seconds(job, "WINGMAN_EXEC_TIMEOUT_SECONDS") is None
+    container["name"] = "sidecar"
+    container["env"] = [{"name": "WINGMAN_LEEWAY_SECONDS", "value": "7"}]
+    assert manifests.job_gateway_seconds(job, "WINGMAN_LEEWAY_SECONDS") is None

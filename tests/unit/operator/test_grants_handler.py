@@ -1,20 +1,24 @@
 """The grant reconciler without an API server: the early return (a final grant whose token
 Secret this process already removed costs no API call when its own status write comes back),
-the guard against stale copies, and the TokenIssued status and token Secret written side by
-side."""
+the guard against stale copies, the TokenIssued status and token Secret written side by
+side, and the Job's deadline extended for a late claim."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import types
 from typing import Any, cast
 
 import pytest
 
-from wingman.operator.context import Context
-from wingman.operator.handlers.grants import Grants, side_by_side
+from wingman.kube import ApiError
+from wingman.operator import manifests
+from wingman.operator.context import Context, Retry
+from wingman.operator.handlers.grants import Grants, cover_deadline, side_by_side
 from wingman.operator.metrics import Metrics
+from wingman.settings import OperatorSettings
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
@@ -181,3 +185,91 @@ def test_when_both_writes_fail_the_status_write_s_error_is_raised() -> None:
 
     with pytest.raises(LookupError, match="the status write failed"):
         asyncio.run(side_by_side(ctx, write, create))
+
+
+# --------------------------------------------------------------------------- late claims
+
+
+class JobApi:
+    """A Job store for ``cover_deadline``: patches answer as listed (``None``: applied), reads
+    return the Job as it is now."""
+
+    def __init__(self, job: dict[str, Any], answers: list[ApiError | None]) -> None:
+        self.job, self.answers = job, answers
+        self.patches: list[dict[str, Any]] = []
+        self.reads = 0
+
+    def patch(self, res: Any, namespace: str, name: str, body: dict[str, Any]) -> Any:
+        self.patches.append(body)
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is not None:
+            raise answer
+        self.job["spec"].update(body["spec"])
+        return self.job
+
+    def get_or_none(self, res: Any, namespace: str, name: str) -> Any:
+        self.reads += 1
+        self.job["metadata"]["resourceVersion"] = str(int(
+            self.job["metadata"]["resourceVersion"]) + 1)  # its controller wrote its status
+        return copy.deepcopy(self.job)
+
+
+def late(answers: list[ApiError | None]) -> tuple[Context, JobApi, dict[str, Any]]:
+    settings = OperatorSettings.from_env({})
+    job = manifests.gateway_job(grant("Pending"), settings, 300)
+    job["metadata"].update(uid="j1", resourceVersion="10", creationTimestamp="2026-11-25T12:00:00Z")
+    api = JobApi(copy.deepcopy(job), answers)
+    ctx = Context(settings, cast(Any, api), cast(Any, None), cast(Any, None), cast(Any, None),
+                  cast(Any, None), Metrics())
+    return ctx, api, job
+
+
+def expiring(claimed_after: int) -> int:
+    return int(dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC).timestamp()) + claimed_after + 300
+
+
+def test_a_token_claimed_soon_after_its_job_costs_no_request() -> None:
+    ctx, api, job = late([])
+    asyncio.run(cover_deadline(ctx, grant("Pending"), job, expiring(30)))
+    assert api.patches == [] and api.reads == 0
+
+
+def test_a_late_claim_extends_the_deadline_over_the_version_read() -> None:
+    ctx, api, job = late([])
+    asyncio.run(cover_deadline(ctx, grant("Pending"), job, expiring(45)))
+    assert api.patches == [{"metadata": {"resourceVersion": "10"},
+                            "spec": {"activeDeadlineSeconds": 45 + 300 + 5 + 120 + 60}}]
+
+
+def test_a_job_its_controller_changed_meanwhile_is_read_again_then_extended() -> None:
+    ctx, api, job = late([ApiError(409, "Conflict", "changed")])
+    asyncio.run(cover_deadline(ctx, grant("Pending"), job, expiring(45)))
+    assert api.reads == 1 and len(api.patches) == 2
+    assert api.patches[1]["metadata"]["resourceVersion"] == "11"
+    assert api.job["spec"]["activeDeadlineSeconds"] == 45 + 485
+
+
+def test_a_job_that_keeps_changing_is_retried_by_the_next_run() -> None:
+    ctx, api, job = late([ApiError(409, "Conflict", "changed")] * 3)
+    with pytest.raises(Retry):
+        asyncio.run(cover_deadline(ctx, grant("Pending"), job, expiring(45)))
+    assert len(api.patches) == 3
+
+
+def test_an_extension_admission_refuses_leaves_the_deadline_and_goes_on() -> None:
+    """After an upgrade that changed the pinned image, admission refuses any change to a Job
+    made before it: the grant goes on with the deadline it has (a Warning Event says so)."""
+    ctx, api, job = late([ApiError(403, "Forbidden", "pinned image")])
+    posted: list[tuple[str, str]] = []
+    ctx.events = cast(Any, types.SimpleNamespace(
+        post=lambda obj, type_, reason, message: posted.append((type_, reason))))
+    asyncio.run(cover_deadline(ctx, grant("Pending"), job, expiring(45)))
+    assert posted == [("Warning", "DeadlineNotExtended")]
+    assert api.job["spec"]["activeDeadlineSeconds"] == 485
+
+
+def test_a_job_that_ended_is_not_extended() -> None:
+    ctx, api, job = late([])
+    job["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
+    asyncio.run(cover_deadline(ctx, grant("Pending"), job, expiring(45)))
+    assert api.patches == []

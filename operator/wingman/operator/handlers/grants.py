@@ -39,7 +39,10 @@ read by name. Jobs of earlier releases mount ``<grant>-token``, a predictable na
 read before the claim as those releases did.
 
 Round trips on the way to a released gateway: create the Job, claim the command on the approval,
-then write the status and create the Secret together (four requests, three round trips). No
+then write the status and create the Secret together (four requests, three round trips). A claim
+made more than 30 s after the Job (the operator or the API server away in between) first
+extends the Job's deadline (``cover_deadline``), so a command the token lets the gateway start
+late still ends before it. No
 Event: the status, the audit trail and the metrics carry a routine grant; Events are for what
 went wrong. The approval is the one the watch delivered: the claim is written over its
 resourceVersion, so a stale copy costs a retry, never a wrong token, and nothing is refused on
@@ -509,8 +512,11 @@ async def adopt(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
     operator makes for this Job (Pending); an earlier release's random token is taken on its
     binding to the Job alone, as that release did."""
     if grant_rules.phase(grant) == "TokenIssued":
-        await bind(ctx, grant, job, secret,
-                   expected=(grant.get("status") or {}).get("tokenSHA256"))
+        status = grant.get("status") or {}
+        await bind(ctx, grant, job, secret, expected=status.get("tokenSHA256"))
+        recorded = rules.parse_time(status.get("tokenExpirationTime"))
+        if recorded is not None:  # the expiry the status records, not the Secret's annotation
+            await cover_deadline(ctx, grant, job, int(recorded.timestamp()))
         return
     expected, exp = None, None
     if not legacy:
@@ -518,8 +524,10 @@ async def adopt(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
         expected, exp = token_sha256(token), int(claims.exp)
         del token
     token_hash, expires = await bind(ctx, grant, job, secret, expected=expected)
-    await record_issued(ctx, grant, job, str(secret["metadata"]["name"]), token_hash,
-                        expires if exp is None else exp, now)
+    expires = expires if exp is None else exp
+    await cover_deadline(ctx, grant, job, expires)
+    await record_issued(ctx, grant, job, str(secret["metadata"]["name"]), token_hash, expires,
+                        now)
 
 
 async def _recheck(ctx: Context, grant: Any, approval: Any, now: dt.datetime
@@ -636,6 +644,7 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
                      f"more than its {ttl}s lifetime ago; create a new grant")
         await remove_artifacts(ctx, grant, job=True)
         raise _Stop
+    await cover_deadline(ctx, grant, job, int(claims.exp))
     await ctx.audit("TokenMinted", subject_of(grant), {
         "tokenSHA256": token_hash, "jti": claims.jti, "kid": ctx.ring.active,
         "expires": claims.exp, "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
@@ -659,6 +668,57 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     if first:
         ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
     return first
+
+
+async def cover_deadline(ctx: Context, grant: Any, job: dict[str, Any], expires: int) -> None:
+    """Before a token expiring at ``expires`` is stored or recorded: extend its Job's
+    ``activeDeadlineSeconds`` when the command was claimed so long after the Job was made (the
+    operator, or the API server, was away in between) that the deadline could cut short a
+    command the token still lets the gateway start (``logic.deadline_for``; the leeway and the
+    timeout are the ones the Job gives its gateway). No request otherwise, nor for a Job that
+    ended. Over the version read; a Job that changed meanwhile (its controller writes its
+    status) is read again. A patch admission refuses (the release's pinned image or pod rules
+    changed since the Job was made) leaves the Job's deadline as it is, with a Warning Event:
+    the grant goes on as it would have without the extension."""
+    meta = job["metadata"]
+    for attempt in range(3):
+        leeway = manifests.job_gateway_seconds(job, "WINGMAN_LEEWAY_SECONDS")
+        timeout = manifests.job_gateway_seconds(job, "WINGMAN_EXEC_TIMEOUT_SECONDS")
+        seconds = logic.deadline_for(
+            job, expires, leeway=ctx.settings.leeway_seconds if leeway is None else leeway,
+            exec_timeout=ctx.settings.gateway_timeout_seconds if timeout is None else timeout,
+            start_seconds=manifests.START_SECONDS)
+        if seconds is None or _job_finished(job) is not None:
+            return
+        body = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]},
+                "spec": {"activeDeadlineSeconds": seconds}}
+        try:
+            await ctx.write(ctx.kube.patch, JOBS, meta["namespace"], meta["name"], body)
+        except ApiError as exc:
+            if exc.conflict and attempt < 2:
+                fresh = await ctx.call(ctx.kube.get_or_none, JOBS, meta["namespace"],
+                                       meta["name"])
+                if fresh is not None and fresh["metadata"].get("uid") == meta["uid"]:
+                    job = fresh
+                    continue
+            if exc.conflict:
+                raise Retry("the gateway Job changed since it was read") from None
+            if exc.status not in (403, 422):
+                raise
+            message = (f"the deadline of gateway Job {meta['name']} could not be extended for "
+                       f"a command claimed long after the Job was made (API server answered "
+                       f"{exc.status}: admission or validation refused the patch); a command "
+                       "started late in the token's life may be stopped by the Job's deadline")
+            log.warning("gateway Job deadline not extended", extra={
+                "grant": grant["metadata"]["name"], "job": meta["name"],
+                "status": exc.status, "error": exc.message[:300]})
+            ctx.event(grant, "Warning", "DeadlineNotExtended", message)
+            return
+        log.info("gateway Job deadline extended for a late claim", extra={
+            "grant": grant["metadata"]["name"], "job": meta["name"],
+            "from_seconds": (job.get("spec") or {}).get("activeDeadlineSeconds"),
+            "to_seconds": seconds})
+        return
 
 
 async def create_secret(ctx: Context, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
