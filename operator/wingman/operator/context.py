@@ -139,6 +139,9 @@ class Context:
     _running: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
     #: The threads blocking calls run on (None: asyncio's default pool).
     executor: Executor | None = None
+    #: The thread the audit appends run on (None: ``executor``): a group commit is one write
+    #: at a time, and on a thread of its own it never waits behind API calls for a thread.
+    audit_executor: Executor | None = None
     _recorder: Recorder | None = None
 
     @property
@@ -162,6 +165,17 @@ class Context:
         run = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
+    async def _append(self, fn: Callable[[], T]) -> T:
+        """Run a blocking audit append on the audit thread (else as ``call``)."""
+        if self.audit_executor is None:
+            return await self.call(fn)
+        run = functools.partial(contextvars.copy_context().run, fn)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self.audit_executor, run)
+        except RuntimeError as exc:  # shut down, or no thread could be started
+            raise AuditUnavailable(f"the audit thread cannot run the append: {exc}") from None
+        return await future
+
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A write to the API server: only while leading."""
         self.check_leading()
@@ -177,7 +191,7 @@ class Context:
         Appends that arrive together are written together (``recorder``: group commit)."""
         self.check_leading()
         if self._recorder is None or self._recorder.sink is not self.sink:
-            self._recorder = Recorder(self.sink, self.call)
+            self._recorder = Recorder(self.sink, self._append)
         try:
             record = await self._recorder.append(
                 NewRecord(event, "operator", subject, data))

@@ -19,7 +19,8 @@ the sink; when the writer itself stops (the operator shuts down) or fails unexpe
 caller still waiting gets ``AuditUnavailable``: no caller waits forever, and none proceeds
 without its record.
 
-Imports ``wingman.audit`` only; the caller passes how to run the blocking append.
+Imports ``wingman.audit`` only; the caller passes how to run the blocking append (the operator:
+on a thread of its own, ``Context.audit_executor``, never behind the API calls of a burst).
 """
 
 from __future__ import annotations

@@ -171,6 +171,9 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
                             on_shrink=lambda alive: ctx.kube.drop_connections(keep=alive + 1))
     if ctx.events is not None:
         ctx.events.executor = ctx.executor
+    # the audit appends on a thread of their own: a burst's API calls, each waiting for the
+    # API server, would otherwise hold every thread while a group commit waits for one
+    ctx.audit_executor = CallPool(1, thread_name_prefix="wingman-audit")
     registry, sweeper = make_registry(ctx)
     tune_gc()
 
@@ -213,6 +216,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         ctx.leader.stop(release=True)
         server.shutdown()
         ctx.executor.shutdown(wait=True, cancel_futures=True)
+        ctx.audit_executor.shutdown(wait=True, cancel_futures=True)
         ctx.sink.close()
         ctx.kube.close()
     return 0

@@ -1,16 +1,21 @@
-"""How ``Context.run`` schedules reconciles: a burst takes turns, each object still runs once."""
+"""How ``Context.run`` schedules reconciles: a burst takes turns, each object still runs once;
+audit appends have a thread of their own."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from wingman.audit import FileSink
 from wingman.kube import ApiError
 from wingman.operator.context import RUNNING_PER_THREAD, Context, Retry
 from wingman.operator.metrics import Metrics
+from wingman.operator.pool import CallPool
 
 
 class Counting:
@@ -147,3 +152,33 @@ def test_a_conflict_while_ending_an_object_is_retried_from_a_fresh_read() -> Non
             handle.cancel()
         return scheduled
     assert asyncio.run(once()) and refused.abandoned == 1
+
+
+def test_an_audit_append_does_not_wait_for_a_thread_behind_api_calls(tmp_path: Path) -> None:
+    """Every API thread is busy (a burst's calls, each waiting for the API server): a
+    transition's audit record is still written at once, on the audit thread."""
+    settings: Any = types.SimpleNamespace(api_concurrency=2, environment="test")
+    none: Any = None
+    sink = FileSink(tmp_path / "audit.jsonl")
+    ctx = Context(settings, none, none, sink, none, none, Metrics())
+    ctx.executor = CallPool(2, thread_name_prefix="api")
+    ctx.audit_executor = CallPool(1, thread_name_prefix="audit")
+    release = threading.Event()
+
+    async def burst() -> str:
+        calls = [asyncio.ensure_future(ctx.call(release.wait, 30)) for _ in range(4)]
+        await asyncio.sleep(0.05)  # both API threads taken, two calls queued for them
+        try:
+            record = await asyncio.wait_for(
+                ctx.audit("ApprovalReviewed", {"kind": "ApprovalRequest", "name": "r"}, {}), 5)
+        finally:
+            release.set()
+            await asyncio.gather(*calls)
+        return record.event
+    try:
+        assert asyncio.run(burst()) == "ApprovalReviewed"
+    finally:
+        ctx.executor.shutdown(wait=True)
+        ctx.audit_executor.shutdown(wait=True)
+        sink.close()
+    assert "ApprovalReviewed" in (tmp_path / "audit.jsonl").read_text()
