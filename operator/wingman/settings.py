@@ -344,8 +344,8 @@ class OperatorSettings:
     #: The ServiceAccount preview Jobs run as (confined to dry runs by admission).
     preview_service_account: str = "wingman-preview"
     witness_timeout_seconds: int = 10
-    #: Blocking calls (API requests, audit appends) in flight at once: the operator's thread
-    #: pool and its connections to the API server.
+    #: Blocking API calls in flight at once: the operator's thread pool and its connections to
+    #: the API server (the audit appends have a thread of their own).
     api_concurrency: int = 32
     #: The memory allocator asked for (``ALLOCATORS``; applied at start by re-execution).
     allocator: str = "auto"

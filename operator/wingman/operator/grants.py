@@ -19,6 +19,9 @@ matter. Its claim is recorded with ``rollbackOf``, so each rollback is granted o
 command is recorded in the approval's ``status.grants`` before any token exists, and every
 later grant for that command is ``CommandAlreadyGranted``. An approved command therefore runs
 at most once, whoever creates grants and however many.
+
+``deadline_for`` says how long a gateway Job's deadline must be for a token claimed long after
+the Job was made.
 """
 
 from __future__ import annotations

@@ -961,9 +961,10 @@ def test_a_pending_grants_job_that_ended_before_its_token_is_replaced(env: Env) 
 def test_a_claim_long_after_the_job_extends_the_job_s_deadline_before_the_token(
         env: Env) -> None:
     """Killed right after the Job was created and back more than 30 s later: the Job's
-    deadline, counted from its creation, would kill a command the token lets the gateway start
-    late in its life. The restarted operator claims the command, extends the deadline by a
-    guarded patch before the token exists, and the token keeps its whole lifetime."""
+    deadline (counted from its start, a moment after its creation) would stop a command the
+    token lets the gateway start late in its life. The restarted operator claims the command,
+    extends the deadline by a guarded patch before the token exists, and the token keeps its
+    whole lifetime."""
     _killed_after_the_job(env)
     first = env.job("g")
     assert first is not None

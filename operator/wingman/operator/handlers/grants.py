@@ -671,9 +671,9 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
 
 
 async def cover_deadline(ctx: Context, grant: Any, job: dict[str, Any], expires: int) -> None:
-    """Before a token expiring at ``expires`` is stored or recorded: extend its Job's
-    ``activeDeadlineSeconds`` when the command was claimed so long after the Job was made (the
-    operator, or the API server, was away in between) that the deadline could cut short a
+    """Before a token expiring at ``expires`` is stored or recorded (or adopted again): extend its
+    Job's ``activeDeadlineSeconds`` when the command was claimed so long after the Job was made
+    (the operator, or the API server, was away in between) that the deadline could cut short a
     command the token still lets the gateway start (``logic.deadline_for``; the leeway and the
     timeout are the ones the Job gives its gateway). No request otherwise, nor for a Job that
     ended. Over the version read; a Job that changed meanwhile (its controller writes its
