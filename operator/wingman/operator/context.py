@@ -108,6 +108,14 @@ def permanent(exc: BaseException) -> bool:
     return False
 
 
+def _submit(executor: Executor, fn: Callable[..., T], *args: Any, **kwargs: Any
+            ) -> asyncio.Future[T]:
+    """Run ``fn`` on ``executor`` with the caller's context variables (the log context); the
+    executor's refusal (shut down) is raised here, not from the future."""
+    run = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return asyncio.get_running_loop().run_in_executor(executor, run)
+
+
 @dataclass
 class _Lock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -162,16 +170,14 @@ class Context:
         (``settings.api_concurrency`` threads; asyncio's default pool has cores + 4)."""
         if self.executor is None:
             return await asyncio.to_thread(fn, *args, **kwargs)
-        run = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        return await _submit(self.executor, fn, *args, **kwargs)
 
     async def _append(self, fn: Callable[[], T]) -> T:
         """Run a blocking audit append on the audit thread (else as ``call``)."""
         if self.audit_executor is None:
             return await self.call(fn)
-        run = functools.partial(contextvars.copy_context().run, fn)
         try:
-            future = asyncio.get_running_loop().run_in_executor(self.audit_executor, run)
+            future = _submit(self.audit_executor, fn)
         except RuntimeError as exc:  # shut down, or no thread could be started
             raise AuditUnavailable(f"the audit thread cannot run the append: {exc}") from None
         return await future

@@ -42,11 +42,10 @@ Round trips on the way to a released gateway: create the Job, claim the command 
 then write the status and create the Secret together (four requests, three round trips). A claim
 made more than 30 s after the Job (the operator or the API server away in between) first
 extends the Job's deadline (``cover_deadline``), so a command the token lets the gateway start
-late still ends before it. No
-Event: the status, the audit trail and the metrics carry a routine grant; Events are for what
-went wrong. The approval is the one the watch delivered: the claim is written over its
-resourceVersion, so a stale copy costs a retry, never a wrong token, and nothing is refused on
-its strength without reading it again.
+late still ends before it. No Event: the status, the audit trail and the metrics carry a
+routine grant; Events are for what went wrong. The approval is the one the watch delivered:
+the claim is written over its resourceVersion, so a stale copy costs a retry, never a wrong
+token, and nothing is refused on its strength without reading it again.
 
 The gateway writes the result into the grant's status; the Job watcher fills in a failure the
 gateway could not report (crash, deadline), the shared sweep expires unused tokens, and the
