@@ -29,7 +29,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wingman.errors import AuditUnavailable, ConfigError
@@ -107,6 +107,10 @@ class AuditRecord:
     data: dict[str, Any]
     prev: str
     hash: str
+    #: the stored form, set only by ``make_record``/``chain`` (made with the hash, so a sink
+    #: does not serialise the record again); never an argument, so a copy with other fields
+    #: (``dataclasses.replace``) serialises its own
+    stored: bytes = field(default=b"", init=False, compare=False, repr=False)
 
     def body(self) -> dict[str, Any]:
         """Every field except ``hash``: what ``hash`` is computed over."""
@@ -125,7 +129,7 @@ class AuditRecord:
 
     def to_bytes(self) -> bytes:
         """The stored form: canonical JSON of all eight fields (no trailing newline)."""
-        return canonical_json({**self.body(), "hash": self.hash})
+        return self.stored or canonical_json({**self.body(), "hash": self.hash})
 
     @property
     def at(self) -> dt.datetime:
@@ -154,10 +158,35 @@ def make_record(
     auditable: not JSON-able, NaN/inf, a JWT-shaped string, a naive ``now``, a non-CamelCase
     event, or more than ``MAX_RECORD_BYTES``.
     """
+    _check_link(seq, prev)
+    return _link(seq, prev, _checked(event, actor, subject, data), _format_time(now))
+
+
+def _check_link(seq: int, prev: str) -> None:
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise _rejected(f"seq must be a non-negative integer, got {seq!r}")
     if not isinstance(prev, str) or not _HEX64.fullmatch(prev):
         raise _rejected("prev must be 64 lowercase hex digits")
+
+
+@dataclass(frozen=True, slots=True)
+class _Content:
+    """A record's content, checked, normalised and serialised (``_checked``): what ``_link``
+    chains. A copy: a caller's mappings changed afterwards change nothing here."""
+
+    event: str
+    actor: str
+    subject: dict[str, Any]
+    data: dict[str, Any]
+    #: ``{"actor":..,"data":..,"event":..,`` : the members before ``hash`` in the stored form
+    head: bytes
+    #: the canonical JSON of ``subject``
+    subject_json: bytes
+
+
+def _checked(event: str, actor: str, subject: Mapping[str, Any],
+             data: Mapping[str, Any] | None) -> _Content:
+    """The content of a record, or its refusal (``AuditRecordRejected``); pure."""
     if not isinstance(event, str) or not _EVENT.fullmatch(event):
         raise _rejected(
             f"event must be a CamelCase name such as 'ExecutionIntent', got {event!r}"
@@ -171,22 +200,30 @@ def make_record(
     if not isinstance(data, Mapping):
         raise _rejected("data must be a JSON object (a mapping)")
     _check_string(actor, "actor")
-    record = AuditRecord(
-        seq=seq,
-        time=_format_time(now),
-        event=event,
-        actor=actor,
-        subject=_normalise(subject, "subject", 0),
-        data=_normalise(data, "data", 0),
-        prev=prev,
-        hash="",
-    )
-    record = _with_hash(record)
-    if len(record.to_bytes()) > MAX_RECORD_BYTES:
+    subject_copy: dict[str, Any] = _normalise(subject, "subject", 0)
+    data_copy: dict[str, Any] = _normalise(data, "data", 0)
+    head = (b'{"actor":' + canonical_json(actor) + b',"data":' + canonical_json(data_copy)
+            + b',"event":' + canonical_json(event) + b",")
+    return _Content(event, actor, subject_copy, data_copy, head, canonical_json(subject_copy))
+
+
+def _link(seq: int, prev: str, content: _Content, time: str) -> AuditRecord:
+    """The record of ``content`` at ``seq`` after ``prev``, hashed. Each field is serialised
+    once (``_checked``): canonical JSON of an object with plain keys is its ``"key":value``
+    members in key order, so the hashed body and the stored form (the same with ``hash``) are
+    put together from the same parts."""
+    tail = (b'"prev":' + canonical_json(prev) + b',"seq":' + canonical_json(seq)
+            + b',"subject":' + content.subject_json + b',"time":' + canonical_json(time) + b"}")
+    digest = hashlib.sha256(content.head + tail).hexdigest()
+    stored = content.head + b'"hash":"' + digest.encode() + b'",' + tail
+    if len(stored) > MAX_RECORD_BYTES:
         raise _rejected(
             f"the record is larger than {MAX_RECORD_BYTES} bytes; audit a summary or a "
             "fingerprint of bulky values instead"
         )
+    record = AuditRecord(seq=seq, time=time, event=content.event, actor=content.actor,
+                         subject=content.subject, data=content.data, prev=prev, hash=digest)
+    object.__setattr__(record, "stored", stored)
     return record
 
 
@@ -201,23 +238,52 @@ class NewRecord:
     now: dt.datetime | None = None
 
 
-def refusal(entry: NewRecord) -> AuditUnavailable | None:
-    """Why a sink would refuse ``entry``'s content (``AuditRecordRejected``), or None; pure.
-    Sinks check every entry before they touch the store."""
-    try:
-        make_record(0, GENESIS_HASH, entry.event, actor=entry.actor, subject=entry.subject,
-                    data=entry.data, now=entry.now or _utcnow())
-    except AuditUnavailable as exc:
-        return exc
-    return None
+@dataclass(frozen=True, slots=True)
+class _Screened:
+    """An entry ``screen`` let through: its content checked once, for ``chain``."""
+
+    content: _Content
+    time: str | None  # the entry's own ``now``, formatted; None: the sink's clock at chaining
+
+
+def _screened(entry: NewRecord) -> _Screened:
+    """``entry``'s content checked, and its record's size at the start of a chain (the
+    shortest ``seq``: a record that fits there may still not fit at its place, where ``chain``
+    refuses it)."""
+    content = _checked(entry.event, entry.actor, entry.subject, entry.data)
+    time = None if entry.now is None else _format_time(entry.now)
+    _link(0, GENESIS_HASH, content, time or _format_time(_utcnow()))
+    return _Screened(content, time)
 
 
 def screen(entries: Sequence[NewRecord]
            ) -> tuple[list[AuditUnavailable | None], list[NewRecord]]:
     """Per entry its refusal (or None), and the entries not refused: what a sink checks before
-    it touches the store (pure)."""
-    checked = [refusal(entry) for entry in entries]
-    return checked, [e for e, refused in zip(entries, checked, strict=True) if refused is None]
+    it touches the store (pure). The entries returned carry their checked content, so
+    ``chain`` does not check it again."""
+    checked: list[AuditUnavailable | None] = []
+    valid: list[NewRecord] = []
+    for entry in entries:
+        try:
+            screened = _screened(entry)
+        except AuditUnavailable as exc:
+            checked.append(exc)
+            continue
+        checked.append(None)
+        valid.append(_Passed(entry, screened))
+    return checked, valid
+
+
+class _Passed(NewRecord):
+    """A ``NewRecord`` as ``screen`` let it through (it keeps the checked content; a copy that
+    lost it is checked again by ``chain``)."""
+
+    __slots__ = ("screened",)
+    screened: _Screened
+
+    def __init__(self, entry: NewRecord, screened: _Screened) -> None:
+        super().__init__(entry.event, entry.actor, entry.subject, entry.data, entry.now)
+        object.__setattr__(self, "screened", screened)
 
 
 def chain(seq: int, prev: str, entries: Sequence[NewRecord], clock: _Clock
@@ -225,12 +291,18 @@ def chain(seq: int, prev: str, entries: Sequence[NewRecord], clock: _Clock
     """The records of ``entries``, in order, following ``prev`` at ``seq``: per entry its record,
     or the refusal of its content (``AuditRecordRejected``; it takes no place in the chain, so
     one refused entry never fails the others); pure but for ``clock`` (the time of an entry
-    without ``now``)."""
+    without ``now``). Entries from ``screen`` are not checked again."""
     out: list[AuditRecord | AuditUnavailable] = []
+    try:
+        _check_link(seq, prev)
+    except AuditUnavailable as exc:
+        return [AuditUnavailable(exc.message, reason=exc.reason) for _ in entries]
     for entry in entries:
         try:
-            record = make_record(seq, prev, entry.event, actor=entry.actor,
-                                 subject=entry.subject, data=entry.data, now=entry.now or clock())
+            screened = getattr(entry, "screened", None) if isinstance(entry, _Passed) else None
+            if screened is None:
+                screened = _screened(entry)
+            record = _link(seq, prev, screened.content, screened.time or _format_time(clock()))
         except AuditUnavailable as exc:
             out.append(exc)
             continue
@@ -259,10 +331,6 @@ def one(results: Sequence[AuditRecord | AuditUnavailable]) -> AuditRecord:
     if isinstance(result, AuditUnavailable):
         raise result
     return result
-
-
-def _with_hash(record: AuditRecord) -> AuditRecord:
-    return AuditRecord(**{**record.body(), "hash": record.compute_hash()})
 
 
 def _rejected(what: str) -> AuditUnavailable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -38,6 +39,7 @@ from wingman.audit import (
     verify_lines,
     verify_main,
 )
+from wingman.audit import records as audit_records
 from wingman.errors import AuditTampered, AuditUnavailable, ConfigError
 
 OPERATOR_SRC = Path(audit.__file__).resolve().parents[2]
@@ -427,10 +429,60 @@ def test_any_json_data_round_trips_through_a_verified_chain(datas: list[dict[str
         record = make_record(seq, prev, "Custom", actor="a", subject={}, data=data, now=T0)
         lines.append(record.to_bytes() + b"\n")
         assert json.loads(record.to_bytes())["data"] == data
+        # made with the hash, the stored form is still the canonical JSON of the eight fields
+        assert record.to_bytes() == _canonical({**record.body(), "hash": record.hash})
+        assert record.hash == hashlib.sha256(_canonical(record.body())).hexdigest()
         prev = record.hash
     report = verify_lines(io.BytesIO(b"".join(lines)))
     assert report.ok, report.summary()
     assert report.head == prev
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+def test_a_copy_of_a_record_with_another_field_stores_its_own_bytes() -> None:
+    record = make_record(0, GENESIS_HASH, "Custom", actor="a", subject={}, data={"n": 1},
+                         now=T0)
+    edited = dataclasses.replace(record, data={"n": 2})
+    assert json.loads(edited.to_bytes())["data"] == {"n": 2}
+    assert edited.to_bytes() == _canonical({**edited.body(), "hash": edited.hash})
+
+
+def test_a_sinks_screen_then_chain_makes_the_same_records_as_make_record() -> None:
+    entries = [NewRecord("VoteCast", "operator", SUBJECT, {"note": "héllo ✓", "n": [1, 2.5]}, T0),
+               NewRecord("VoteCast", "operator", SUBJECT, None, T0)]
+    refused, valid = audit_records.screen(entries)
+    assert refused == [None, None]
+    chained = audit_records.chain(3, GENESIS_HASH, valid, _clock)
+    first = make_record(3, GENESIS_HASH, "VoteCast", actor="operator", subject=SUBJECT,
+                        data=entries[0].data, now=T0)
+    assert chained[0] == first and isinstance(chained[0], AuditRecord)
+    assert chained[0].to_bytes() == first.to_bytes() == _canonical(
+        {**first.body(), "hash": first.hash})
+    assert isinstance(chained[1], AuditRecord) and chained[1].prev == first.hash
+
+
+def test_content_changed_after_the_screen_is_not_what_gets_written() -> None:
+    data: dict[str, Any] = {"note": "checked"}
+    _, valid = audit_records.screen([NewRecord("VoteCast", "operator", SUBJECT, data, T0)])
+    data["note"] = _real_jwt()  # a caller (or another thread) changing its dict afterwards
+    (record,) = audit_records.chain(0, GENESIS_HASH, valid, _clock)
+    assert isinstance(record, AuditRecord) and record.data == {"note": "checked"}
+    assert b"eyJ" not in record.to_bytes()
+
+
+def test_chain_checks_entries_that_did_not_come_through_the_screen() -> None:
+    bad = NewRecord("VoteCast", "operator", SUBJECT, {"token": _real_jwt()}, T0)
+    good = NewRecord("VoteCast", "operator", SUBJECT, {"i": 1}, T0)
+    refused, record = audit_records.chain(0, GENESIS_HASH, [bad, good], _clock)
+    assert isinstance(refused, AuditUnavailable) and refused.reason == "AuditRecordRejected"
+    assert isinstance(record, AuditRecord) and record.seq == 0
+    first, second = audit_records.chain(0, "not-a-hash", [good, good], _clock)
+    assert isinstance(first, AuditUnavailable) and isinstance(second, AuditUnavailable)
+    assert first is not second and "prev must be 64 lowercase hex digits" in first.message
 
 
 # --------------------------------------------------------------------------- secrets & content
