@@ -58,6 +58,7 @@ class Entry:
     approval: str = ""  # grant: the ApprovalRequest it names
     attempted: float = 0.0  # monotonic time of the last reconcile attempt
     packed: bytes | None = None  # approvals that are not final: a trimmed copy, as JSON
+    packed_version: str = ""  # the resourceVersion of that copy
     released: bool = False  # grant: its token is in place (stored or checked by this process)
     cleaned: bool = False  # grant: its token Secret (and Denied Job) are known to be gone
     secret_uid: str | None = None  # grant: the uid of the token Secret this process made
@@ -221,7 +222,13 @@ class Tracker:
         entry.rollbacks = bool((body.get("spec") or {}).get("rollbacks"))
         final = rules.is_final(body)
         entry.final_at = (approval_final_at(body) or entry.final_at or now) if final else None
-        entry.packed = None if final else pack(trimmed(body))
+        version = str(meta.get("resourceVersion") or "")
+        if final:
+            entry.packed, entry.packed_version = None, ""
+        elif entry.packed is None or not version or version != entry.packed_version:
+            # the same version again (the operator's own write, then its watch event): the
+            # same object, already packed
+            entry.packed, entry.packed_version = pack(trimmed(body)), version
         self._needs(entry, approval_needs(body, pending_decisions, now, warn_at), now)
         return entry
 

@@ -230,3 +230,21 @@ def test_an_expired_request_is_due_at_every_sweep_until_final() -> None:
     assert state.expiry_due(e, NOW, 1000.0, dt.timedelta(seconds=5), 30.0)
     assert not state.expiry_due(e, dt.datetime(2026, 11, 25, 11, 29, tzinfo=dt.UTC), 1000.0,
                                 dt.timedelta(seconds=5), 30.0)
+
+
+def test_the_copy_kept_for_grants_follows_each_new_version_of_the_request() -> None:
+    t = state.Tracker()
+    e = t.observe_approval(approval(), False, NOW)
+    assert e.body is not None and e.body["status"].get("phase") is None
+    newer = approval("req", REVIEWED, phase="AutoApproved")
+    newer["metadata"]["resourceVersion"] = "8"
+    t.observe_approval(newer, False, NOW)
+    assert e.body is not None and e.body["status"]["phase"] == "AutoApproved"
+    assert e.body["metadata"]["resourceVersion"] == "8"
+    packed = e.packed
+    t.observe_approval(newer, False, NOW)  # the same version again: the copy is kept
+    assert e.packed is packed
+    unversioned = approval("req", REVIEWED, phase="Rejected")
+    del unversioned["metadata"]["resourceVersion"]
+    t.observe_approval(unversioned, False, NOW)  # no version to compare: copied again
+    assert e.body is not None and e.body["status"]["phase"] == "Rejected"
