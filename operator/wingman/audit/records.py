@@ -10,8 +10,9 @@ canonical JSON of all eight fields, and the verifier demands those exact bytes, 
 of a stored byte is detected (not only changes that alter the parsed value).
 
 **Secrets.** Callers never put a token, a key or a Secret's data into a record; they put
-``fingerprint(value)`` (``sha256:<hex>``) instead. As a defence in depth ``make_record`` refuses
-any string shaped like a JWT (a run of base64url segments whose first starts with ``eyJ``,
+``fingerprint(value)`` (``sha256:<hex>``) instead. As a defence in depth every record's content
+goes through one check (in ``make_record``, and in a sink's ``screen`` then ``chain``), which
+refuses any string shaped like a JWT (a run of base64url segments whose first starts with ``eyJ``,
 followed by at least two more segments) anywhere in the record. It then raises
 ``AuditUnavailable`` with ``reason="AuditRecordRejected"``: nothing of that record was written
 (in a group, ``AuditSink.append_all``, the others are), the chain is unchanged by it, callers
@@ -291,7 +292,8 @@ def chain(seq: int, prev: str, entries: Sequence[NewRecord], clock: _Clock
     """The records of ``entries``, in order, following ``prev`` at ``seq``: per entry its record,
     or the refusal of its content (``AuditRecordRejected``; it takes no place in the chain, so
     one refused entry never fails the others); pure but for ``clock`` (the time of an entry
-    without ``now``). Entries from ``screen`` are not checked again."""
+    without ``now``). The content of entries from ``screen`` is not checked again; their size
+    is, at their place."""
     out: list[AuditRecord | AuditUnavailable] = []
     try:
         _check_link(seq, prev)
