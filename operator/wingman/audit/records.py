@@ -213,19 +213,34 @@ def _link(seq: int, prev: str, content: _Content, time: str) -> AuditRecord:
     once (``_checked``): canonical JSON of an object with plain keys is its ``"key":value``
     members in key order, so the hashed body and the stored form (the same with ``hash``) are
     put together from the same parts."""
-    tail = (b'"prev":' + canonical_json(prev) + b',"seq":' + canonical_json(seq)
-            + b',"subject":' + content.subject_json + b',"time":' + canonical_json(time) + b"}")
+    tail = _tail(seq, prev, content, time)
+    _check_size(content, tail)
     digest = hashlib.sha256(content.head + tail).hexdigest()
     stored = content.head + b'"hash":"' + digest.encode() + b'",' + tail
-    if len(stored) > MAX_RECORD_BYTES:
-        raise _rejected(
-            f"the record is larger than {MAX_RECORD_BYTES} bytes; audit a summary or a "
-            "fingerprint of bulky values instead"
-        )
     record = AuditRecord(seq=seq, time=time, event=content.event, actor=content.actor,
                          subject=content.subject, data=content.data, prev=prev, hash=digest)
     object.__setattr__(record, "stored", stored)
     return record
+
+
+def _tail(seq: int, prev: str, content: _Content, time: str) -> bytes:
+    """The stored form's members after ``hash``."""
+    return (b'"prev":' + canonical_json(prev) + b',"seq":' + canonical_json(seq)
+            + b',"subject":' + content.subject_json + b',"time":' + canonical_json(time) + b"}")
+
+
+#: What ``"hash":"<64 hex digits>",`` adds to the hashed body in the stored form.
+_HASH_MEMBER_BYTES = len(b'"hash":"",') + 64
+
+
+def _check_size(content: _Content, tail: bytes) -> None:
+    """Refuse a record whose stored form would exceed ``MAX_RECORD_BYTES`` (no hash needed:
+    the digest's length is fixed)."""
+    if len(content.head) + _HASH_MEMBER_BYTES + len(tail) > MAX_RECORD_BYTES:
+        raise _rejected(
+            f"the record is larger than {MAX_RECORD_BYTES} bytes; audit a summary or a "
+            "fingerprint of bulky values instead"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +268,7 @@ def _screened(entry: NewRecord) -> _Screened:
     refuses it)."""
     content = _checked(entry.event, entry.actor, entry.subject, entry.data)
     time = None if entry.now is None else _format_time(entry.now)
-    _link(0, GENESIS_HASH, content, time or _format_time(_utcnow()))
+    _check_size(content, _tail(0, GENESIS_HASH, content, time or _format_time(_utcnow())))
     return _Screened(content, time)
 
 
