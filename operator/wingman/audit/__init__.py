@@ -28,8 +28,9 @@ of a stored byte is detected (not only changes that alter the parsed value).
 string shaped like a JWT (a run of base64url segments whose first starts with ``eyJ``, followed
 by at least two more segments) anywhere in the record. It then raises ``AuditUnavailable`` with
 ``reason="AuditRecordRejected"``: nothing of that record was written (in a group, the others
-are), the chain is unchanged by it, callers fail closed exactly as for a sink outage, and the
-message names the field (never its value). The same error and reason cover every other invalid
+are, except those marked to follow it, ``NewRecord.follows``), the chain is unchanged by it,
+callers fail closed exactly as for a sink outage, and the message names the field (never its
+value). The same error and reason cover every other invalid
 record (not JSON-able, naive ``now``, too big).
 
 **What the chain proves, and what it cannot.** Any edit, deletion, insertion or reordering of

@@ -15,7 +15,8 @@ goes through one check (in ``make_record``, and in a sink's ``screen`` then ``ch
 refuses any string shaped like a JWT (a run of base64url segments whose first starts with ``eyJ``,
 followed by at least two more segments) anywhere in the record. It then raises
 ``AuditUnavailable`` with ``reason="AuditRecordRejected"``: nothing of that record was written
-(in a group, ``AuditSink.append_all``, the others are), the chain is unchanged by it, callers
+(in a group, ``AuditSink.append_all``, the others are, except the entries marked to follow it,
+``NewRecord.follows``), the chain is unchanged by it, callers
 fail closed exactly as for a sink outage, and the message names the field (never its value,
 and no message that would repeat a token-shaped text). The same error and reason cover every
 other invalid record (not JSON-able, naive ``now``, too big).
@@ -252,6 +253,17 @@ class NewRecord:
     subject: Mapping[str, Any]
     data: Mapping[str, Any] | None = None
     now: dt.datetime | None = None
+    #: Written only if the entry just before it in the same ``append_all`` was: a caller's
+    #: records that stand for consecutive steps (a unit), where a later one without an earlier
+    #: one would tell a wrong story. When an entry is refused, every ``follows`` entry right
+    #: after it is refused too, as if the caller had appended them one by one and stopped at
+    #: the refusal. (Appended with its unit, in order, in one write.)
+    follows: bool = False
+
+
+def _unit_refused() -> AuditUnavailable:
+    return _rejected("the record before it in its unit (the same append's consecutive "
+                     "records) was refused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,16 +287,22 @@ def _screened(entry: NewRecord) -> _Screened:
 def screen(entries: Sequence[NewRecord]
            ) -> tuple[list[AuditUnavailable | None], list[NewRecord]]:
     """Per entry its refusal (or None), and the entries not refused: what a sink checks before
-    it touches the store (pure). The entries returned carry their checked content, so
-    ``chain`` does not check it again."""
+    it touches the store (pure). A ``follows`` entry right after a refused one is refused too.
+    The entries returned carry their checked content, so ``chain`` does not check it again."""
     checked: list[AuditUnavailable | None] = []
     valid: list[NewRecord] = []
+    refused = False  # the entry before this one
     for entry in entries:
+        if refused and entry.follows:
+            checked.append(_unit_refused())
+            continue
         try:
             screened = _screened(entry)
         except AuditUnavailable as exc:
             checked.append(exc)
+            refused = True
             continue
+        refused = False
         checked.append(None)
         valid.append(_Passed(entry, screened))
     return checked, valid
@@ -298,7 +316,8 @@ class _Passed(NewRecord):
     screened: _Screened
 
     def __init__(self, entry: NewRecord, screened: _Screened) -> None:
-        super().__init__(entry.event, entry.actor, entry.subject, entry.data, entry.now)
+        super().__init__(entry.event, entry.actor, entry.subject, entry.data, entry.now,
+                         entry.follows)
         object.__setattr__(self, "screened", screened)
 
 
@@ -306,7 +325,8 @@ def chain(seq: int, prev: str, entries: Sequence[NewRecord], clock: _Clock
           ) -> list[AuditRecord | AuditUnavailable]:
     """The records of ``entries``, in order, following ``prev`` at ``seq``: per entry its record,
     or the refusal of its content (``AuditRecordRejected``; it takes no place in the chain, so
-    one refused entry never fails the others); pure but for ``clock`` (the time of an entry
+    one refused entry fails no other, but the ``follows`` entries right after it); pure but for
+    ``clock`` (the time of an entry
     without ``now``). The content of entries from ``screen`` is not checked again; their size
     is, at their place."""
     out: list[AuditRecord | AuditUnavailable] = []
@@ -314,7 +334,11 @@ def chain(seq: int, prev: str, entries: Sequence[NewRecord], clock: _Clock
         _check_link(seq, prev)
     except AuditUnavailable as exc:
         return [AuditUnavailable(exc.message, reason=exc.reason) for _ in entries]
+    refused = False  # the entry before this one
     for entry in entries:
+        if refused and entry.follows:
+            out.append(_unit_refused())
+            continue
         try:
             screened = getattr(entry, "screened", None) if isinstance(entry, _Passed) else None
             if screened is None:
@@ -322,7 +346,9 @@ def chain(seq: int, prev: str, entries: Sequence[NewRecord], clock: _Clock
             record = _link(seq, prev, screened.content, screened.time or _format_time(clock()))
         except AuditUnavailable as exc:
             out.append(exc)
+            refused = True
             continue
+        refused = False
         out.append(record)
         seq, prev = seq + 1, record.hash
     return out
@@ -561,7 +587,8 @@ class AuditSink(Protocol):
         """Durably append ``entries`` in order with one commit (one write and fsync, one
         transaction): a group commit of appends that arrive together. Per entry: its record,
         or the ``AuditUnavailable`` (``AuditRecordRejected``) that refused its content (the
-        others are appended all the same). A failure of the sink raises ``AuditUnavailable``:
+        others are appended all the same, but the ``follows`` entries right after a refused
+        one). A failure of the sink raises ``AuditUnavailable``:
         then none of them was written, unless the sink could not remove a failed write (it
         then refuses every further append)."""
         ...

@@ -207,6 +207,23 @@ class Context:
         self.metrics.audit_sequence.set(record.seq)
         return record
 
+    async def audit_unit(self, entries: list[tuple[str, dict[str, Any], dict[str, Any]]]
+                         ) -> list[AuditRecord | AuditUnavailable]:
+        """Append (event, subject, data) records for consecutive steps durably with one wait
+        (``Recorder.append_unit``): per entry its record or its ``AuditUnavailable``; those
+        before the first failure are durable (after a refusal, none after it is written)."""
+        self.check_leading()
+        if self._recorder is None or self._recorder.sink is not self.sink:
+            self._recorder = Recorder(self.sink, self._append)
+        results = await self._recorder.append_unit(
+            [NewRecord(event, "operator", subject, data) for event, subject, data in entries])
+        for result in results:
+            if isinstance(result, AuditUnavailable):
+                self.metrics.audit_errors.labels(component="operator").inc()
+                break
+            self.metrics.audit_sequence.set(result.seq)
+        return results
+
     # -- reconciling ------------------------------------------------------------------------
     @contextmanager
     def _keyed(self, key: str) -> Iterator[asyncio.Lock]:

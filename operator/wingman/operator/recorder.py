@@ -10,10 +10,14 @@ for the lot (``tests/bench/bench_audit.py``, 64 appenders: about 5x the rate wit
 sink, 9x with PostgreSQL).
 
 Nothing about durability changes: every caller returns only once its own record is durable,
-records keep the order they were asked for in (a reconcile awaits each of its appends, so its
-own records stay in its order), a record the sink refuses (``AuditRecordRejected``) fails only
-its caller, and a failure of the sink fails every caller of that group (the sink removes what
-it wrote of the group, or refuses every further append if it cannot). A caller that is
+records keep the order they were asked for in (a caller awaits each of its appends, so its own
+records stay in its order), a record the sink refuses (``AuditRecordRejected``) fails only its
+caller. A caller with several records for consecutive steps (a request's transitions in one
+reconcile, a grant's token and its authorization) appends them as a unit (``append_unit``):
+one wait for all of them instead of one each, in order, in one write, and nothing of the unit
+after a refused record is written (``NewRecord.follows``), as if it had appended them one by
+one and stopped there. A failure of the sink fails every caller of that group (the sink
+removes what it wrote of the group, or refuses every further append if it cannot). A caller that is
 cancelled after queueing its record may still have it written, as with any append that reached
 the sink; when the writer itself stops (the operator shuts down) or fails unexpectedly, every
 caller still waiting gets ``AuditUnavailable``: no caller waits forever, and none proceeds
@@ -26,10 +30,11 @@ on a thread of its own, ``Context.audit_executor``, never behind the API calls o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from wingman.audit import AuditRecord, AuditSink, NewRecord
@@ -37,7 +42,8 @@ from wingman.errors import AuditUnavailable
 
 log = logging.getLogger("wingman.operator.recorder")
 
-#: The most records one write carries (a burst larger than this takes several writes).
+#: The most records one write carries (a burst larger than this takes several writes), but
+#: for the rest of a unit (``append_unit``) that starts within it.
 MAX_GROUP = 256
 #: About the most bytes one write carries: a group is closed once its records' content
 #: reaches this (a single larger record still goes, alone), so a group of large records never
@@ -61,18 +67,50 @@ class Recorder:
     async def append(self, entry: NewRecord) -> AuditRecord:
         """Append ``entry`` durably (with whatever else is queued); ``AuditUnavailable`` if it
         was refused or the sink failed."""
+        # alone: never refused for another caller's record
+        (done,) = self._queue_unit([dataclasses.replace(entry, follows=False)
+                                    if entry.follows else entry])
+        return await done
+
+    async def append_unit(self, entries: Sequence[NewRecord]) -> Results:
+        """Append ``entries``, a caller's consecutive records, durably with one wait instead of
+        one each: in order, in the same write (a unit is never split between groups, so a group
+        may exceed ``MAX_GROUP`` or ``MAX_GROUP_BYTES`` by the rest of a unit), each after the
+        first marked ``follows`` (the first never: it does not follow another caller's record)
+        so that nothing after a refused one is written. Per entry: its record or its
+        ``AuditUnavailable``; the records before the first failure are durable. After a
+        refusal none of the unit is written; after a failure of the sink or of the writer
+        (the operator stopping) any of them may have been, as with single appends."""
+        futures = self._queue_unit([entry if entry.follows == (i > 0) else
+                                    dataclasses.replace(entry, follows=i > 0)
+                                    for i, entry in enumerate(entries)])
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        out: Results = []
+        for result in results:
+            if isinstance(result, AuditRecord | AuditUnavailable):
+                out.append(result)
+            else:  # cancelled, or a bug: raised as it would be for one append
+                raise result
+        return out
+
+    def _queue_unit(self, entries: Sequence[NewRecord]) -> list[asyncio.Future[AuditRecord]]:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop: what the old one queued has no waiter
             self._loop, self._queue, self._writer = loop, [], None
-        done: asyncio.Future[AuditRecord] = loop.create_future()
-        self._queue.append((entry, done))
+        futures: list[asyncio.Future[AuditRecord]] = []
+        for entry in entries:
+            done: asyncio.Future[AuditRecord] = loop.create_future()
+            self._queue.append((entry, done))
+            futures.append(done)
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write(), name="audit writer")
-        return await done
+        return futures
 
     async def _write(self) -> None:
         while self._queue:
             taken = _group_size([entry for entry, _ in self._queue[:MAX_GROUP]])
+            while taken < len(self._queue) and self._queue[taken][0].follows:
+                taken += 1  # the rest of a unit goes with its start
             group, self._queue = self._queue[:taken], self._queue[taken:]
             try:
                 await self._write_group(group)

@@ -477,23 +477,25 @@ def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
 
 
 #: What each kill leaves (the grant's phase, whether its token Secret exists), and how many
-#: ``TokenMinted`` records the grant has once the restarted operator has converged: a token is
-#: minted again only where the killed process's token never reached the API server, or only
-#: its status did (then the same token is stored under a second record, ``again``).
+#: ``TokenMinted`` and ``GrantAuthorized`` records the grant has once the restarted operator
+#: has converged: a token is minted again only where the killed process's token never reached
+#: the API server, or only its status did (then the same token is stored under a second
+#: ``TokenMinted``, ``again``, alone); ``GrantAuthorized`` is written with its ``TokenMinted``
+#: (one unit, before the kill at ``token-minted``) and again when a Secret in place is adopted.
 LEFT_BY_KILL = {
-    "job-created": ("Pending", False, 1),
-    "command-claimed": ("Pending", False, 1),
-    "token-minted": ("Pending", False, 2),
-    "status-written": ("TokenIssued", False, 2),  # the status without the Secret
-    "secret-created": ("Pending", True, 1),  # the Secret without the status: adopted
-    "token-stored": ("TokenIssued", True, 1),
+    "job-created": ("Pending", False, 1, 1),
+    "command-claimed": ("Pending", False, 1, 1),
+    "token-minted": ("Pending", False, 2, 2),
+    "status-written": ("TokenIssued", False, 2, 1),  # the status without the Secret
+    "secret-created": ("Pending", True, 1, 2),  # the Secret without the status: adopted
+    "token-stored": ("TokenIssued", True, 1, 1),
 }
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_killed_at_each_write_of_the_grant_flow_converges_to_one_job_and_one_token(
         env: Env, step: str) -> None:
-    phase, stored, minted = LEFT_BY_KILL[step]
+    phase, stored, minted, authorized = LEFT_BY_KILL[step]
     env.request("req")
     env.wait_phase("ar", "req", "AutoApproved")
     env.op.stop()
@@ -514,6 +516,7 @@ def test_killed_at_each_write_of_the_grant_flow_converges_to_one_job_and_one_tok
     _assert_one_token_and_one_job_each(env, ["g"])
     records = [r for r in env.op.audit_events() if r["subject"]["name"] == "g"]
     assert [r["event"] for r in records].count("TokenMinted") == minted, records
+    assert [r["event"] for r in records].count("GrantAuthorized") == authorized, records
     assert len({r["data"]["tokenSHA256"] for r in records if r["event"] == "TokenMinted"}) == 1
 
 

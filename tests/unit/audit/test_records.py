@@ -622,6 +622,63 @@ def test_an_entry_refused_only_at_its_place_in_the_chain_fails_alone(log: Path) 
     assert verify(str(log)).records == 12
 
 
+def test_entries_that_follow_a_refused_one_are_refused_and_the_rest_is_written(
+        tmp_path: Path) -> None:
+    """A unit (``follows``): as if its caller had appended one by one and stopped at the
+    refusal. An entry that does not follow is written on its own merit."""
+    token = _real_jwt()
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink:
+        results = sink.append_all([
+            NewRecord("Claimed", "operator", SUBJECT),
+            NewRecord("TokenMinted", "operator", SUBJECT, {"token": token}, follows=True),
+            NewRecord("GrantAuthorized", "operator", SUBJECT, follows=True),
+            NewRecord("Again", "operator", SUBJECT, follows=True),
+            NewRecord("Other", "operator", SUBJECT)])
+    claimed, refused, authorized, again, other = results
+    assert isinstance(refused, AuditUnavailable) and "data.token" in refused.message
+    for cascaded in (authorized, again):
+        assert isinstance(cascaded, AuditUnavailable)
+        assert cascaded.reason == "AuditRecordRejected"
+        assert "the record before it in its unit" in cascaded.message
+    assert isinstance(claimed, AuditRecord) and isinstance(other, AuditRecord)
+    assert [json.loads(line)["event"] for line in path.read_text().splitlines()] == \
+        ["Claimed", "Other"]
+    assert verify(str(path)).ok
+
+
+def test_a_following_entry_is_stored_exactly_as_one_appended_alone() -> None:
+    """``follows`` is about whether a record is written, never part of it."""
+    entries = [NewRecord("VoteCast", "operator", SUBJECT, {"i": 0}, T0),
+               NewRecord("VoteCast", "operator", SUBJECT, {"i": 1}, T0, follows=True)]
+    _, valid = audit_records.screen(entries)
+    first, second = audit_records.chain(0, GENESIS_HASH, valid, _clock)
+    assert isinstance(first, AuditRecord) and isinstance(second, AuditRecord)
+    alone = make_record(1, first.hash, "VoteCast", actor="operator", subject=SUBJECT,
+                        data={"i": 1}, now=T0)
+    assert second.to_bytes() == alone.to_bytes() and b"follows" not in second.to_bytes()
+
+
+def test_an_entry_refused_at_its_place_takes_the_entries_that_follow_it(log: Path) -> None:
+    """The size is checked again at the record's place in the chain: a refusal there refuses
+    the entries of its unit after it as well (the screen let all of them through)."""
+    empty = len(make_record(0, GENESIS_HASH, "VoteCast", actor="operator", subject=SUBJECT,
+                            data={"pad": ""}, now=T0).to_bytes())
+    pad = "x" * (audit.MAX_RECORD_BYTES - empty)  # fits at seq 0, not at seq 10
+    with FileSink(log, clock=_clock) as sink:
+        before, refused, follower, other = sink.append_all([
+            NewRecord("VoteCast", "operator", SUBJECT, {"i": 1}),
+            NewRecord("VoteCast", "operator", SUBJECT, {"pad": pad}, T0, follows=True),
+            NewRecord("VoteCast", "operator", SUBJECT, {"i": 2}, follows=True),
+            NewRecord("VoteCast", "operator", SUBJECT, {"i": 3})])
+    assert isinstance(refused, AuditUnavailable) and "larger than" in refused.message
+    assert isinstance(follower, AuditUnavailable)
+    assert "the record before it in its unit" in follower.message
+    assert isinstance(before, AuditRecord) and isinstance(other, AuditRecord)
+    assert (before.seq, other.seq, other.prev) == (10, 11, before.hash)
+    assert verify(str(log)).records == 12
+
+
 def test_a_group_that_fails_part_way_leaves_none_of_its_records(log: Path) -> None:
     before = log.read_bytes()
     line = len(before.splitlines()[-1]) + 1

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from wingman.audit import FileSink
+from wingman.errors import AuditUnavailable
 from wingman.kube import ApiError
 from wingman.operator.context import RUNNING_PER_THREAD, Context, Retry
 from wingman.operator.metrics import Metrics
@@ -182,3 +183,34 @@ def test_an_audit_append_does_not_wait_for_a_thread_behind_api_calls(tmp_path: P
         ctx.audit_executor.shutdown(wait=True)
         sink.close()
     assert "ApprovalReviewed" in (tmp_path / "audit.jsonl").read_text()
+
+
+def test_a_unit_of_records_is_written_through_the_sink_and_counted(tmp_path: Path) -> None:
+    """``audit_unit`` on the real file sink: the records in order, the sequence gauge at the
+    last one, and a refusal counted once, with nothing of the unit after it written."""
+    import jwt
+
+    settings: Any = types.SimpleNamespace(api_concurrency=2, environment="test")
+    none: Any = None
+    sink = FileSink(tmp_path / "audit.jsonl")
+    metrics = Metrics()
+    ctx = Context(settings, none, none, sink, none, none, metrics)
+    subject = {"kind": "ExecutionGrant", "name": "g"}
+    token = jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256")
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        written = await ctx.audit_unit([("TokenMinted", subject, {"n": 1}),
+                                        ("GrantAuthorized", subject, {"n": 2})])
+        refused = await ctx.audit_unit([("TokenMinted", subject, {"t": token}),
+                                        ("GrantAuthorized", subject, {"n": 3})])
+        return written, refused
+    try:
+        written, refused = asyncio.run(both())
+    finally:
+        sink.close()
+    assert [(r.event, r.seq) for r in written] == [("TokenMinted", 0), ("GrantAuthorized", 1)]
+    assert all(isinstance(r, AuditUnavailable) for r in refused)
+    assert metrics.audit_sequence._value.get() == 1
+    assert metrics.audit_errors.labels(component="operator")._value.get() == 1
+    assert [r.event for r in FileSink(tmp_path / "audit.jsonl").records()] == \
+        ["TokenMinted", "GrantAuthorized"]

@@ -237,3 +237,104 @@ def test_a_writer_that_fails_unexpectedly_fails_everyone_waiting_and_the_next_ap
         failed, later = asyncio.run(scenario())
     assert all(isinstance(r, AuditUnavailable) and "writer failed" in str(r) for r in failed)
     assert later.seq == 0 and later.data["i"] == 3
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_a_unit_is_written_in_one_group_in_order_with_one_wait(tmp_path: Path) -> None:
+    """A reconcile's records for consecutive steps: one write for all of them, even behind a
+    queue that fills a whole group (a unit is never split between two writes)."""
+    sink = CountingSink(tmp_path / "audit.jsonl")
+
+    async def queued_then_unit() -> tuple[list[Any], list[Any]]:
+        # queued before the writer runs: the unit starts at the group's last place
+        others = [asyncio.ensure_future(rec.append(entry(i)))
+                  for i in range(recorder_module.MAX_GROUP - 1)]
+        unit = asyncio.ensure_future(rec.append_unit([entry(1000), entry(1001), entry(1002)]))
+        return list(await asyncio.gather(*others)), await unit
+
+    with recording(sink) as rec:
+        others, unit = asyncio.run(queued_then_unit())
+    assert [r.data["i"] for r in unit] == [1000, 1001, 1002]
+    assert [r.seq for r in unit] == [recorder_module.MAX_GROUP - 1 + i for i in range(3)]
+    assert [r.seq for r in others] == list(range(recorder_module.MAX_GROUP - 1))
+    assert sink.groups == [recorder_module.MAX_GROUP + 2]  # the unit's rest went with its start
+    assert verify(str(tmp_path / "audit.jsonl"), expected_head=unit[-1].hash).ok
+
+
+def test_nothing_of_a_unit_after_a_refused_record_is_written(tmp_path: Path) -> None:
+    """As if its caller had appended the records one by one and stopped at the refusal; an
+    append of another caller in the same group is not affected."""
+    sink = FileSink(tmp_path / "audit.jsonl")
+    token = jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256")
+
+    async def both() -> tuple[list[Any], Any]:
+        unit = asyncio.ensure_future(rec.append_unit([entry(0), entry(1, t=token), entry(2)]))
+        other = asyncio.ensure_future(rec.append(entry(3)))
+        return await unit, await other
+
+    with recording(sink) as rec:
+        unit, other = asyncio.run(both())
+    assert isinstance(unit[0], AuditRecord) and unit[0].data["i"] == 0
+    assert isinstance(unit[1], AuditUnavailable) and "data.t" in unit[1].message
+    assert isinstance(unit[2], AuditUnavailable)
+    assert "the record before it in its unit" in unit[2].message
+    assert isinstance(other, AuditRecord) and other.seq == 1
+    written = [r.data["i"] for r in FileSink(tmp_path / "audit.jsonl").records()]
+    assert written == [0, 3]
+
+
+def test_a_single_append_never_follows_another_caller_s_record(tmp_path: Path) -> None:
+    """``follows`` belongs to units: one append marked so is written on its own merit."""
+    import dataclasses
+
+    sink = FileSink(tmp_path / "audit.jsonl")
+    token = jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256")
+
+    async def two() -> list[Any]:
+        return list(await asyncio.gather(
+            rec.append(entry(0, t=token)),
+            rec.append(dataclasses.replace(entry(1), follows=True)), return_exceptions=True))
+
+    with recording(sink) as rec:
+        refused, written = asyncio.run(two())
+    assert isinstance(refused, AuditUnavailable) and isinstance(written, AuditRecord)
+
+
+def test_a_unit_cut_by_the_byte_limit_still_goes_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The byte limit closes a group inside a unit: the rest of the unit goes with it."""
+    monkeypatch.setattr(recorder_module, "MAX_GROUP_BYTES", 200)
+    sink = CountingSink(tmp_path / "audit.jsonl")
+
+    async def queued() -> tuple[Any, list[Any]]:
+        first = asyncio.ensure_future(rec.append(entry(0)))
+        unit = asyncio.ensure_future(rec.append_unit([entry(1), entry(2, pad="y" * 150)]))
+        return await first, await unit
+
+    with recording(sink) as rec:
+        first, unit = asyncio.run(queued())
+    assert [r.seq for r in (first, *unit)] == [0, 1, 2]
+    # by bytes the group would end after the unit's first record (its second goes past the
+    # limit); it takes the whole unit instead
+    assert sink.groups == [3]
+
+
+def test_a_unit_s_first_record_never_follows_another_caller_s(tmp_path: Path) -> None:
+    """A unit starts on its own merit, whatever its first entry says."""
+    import dataclasses
+
+    sink = FileSink(tmp_path / "audit.jsonl")
+    token = jwt.encode({"sub": "x"}, "k" * 32, algorithm="HS256")
+
+    async def two() -> tuple[Any, list[Any]]:
+        refused = asyncio.ensure_future(rec.append(entry(0, t=token)))
+        unit = asyncio.ensure_future(rec.append_unit(
+            [dataclasses.replace(entry(1), follows=True), entry(2)]))
+        return (await asyncio.gather(refused, return_exceptions=True))[0], await unit
+
+    with recording(sink) as rec:
+        refused, unit = asyncio.run(two())
+    assert isinstance(refused, AuditUnavailable)
+    assert [r.data["i"] for r in unit if isinstance(r, AuditRecord)] == [1, 2]

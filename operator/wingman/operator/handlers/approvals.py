@@ -32,6 +32,7 @@ import kopf
 
 from wingman import GROUP, VERSION
 from wingman.audit import AuditRecord
+from wingman.errors import AuditUnavailable
 from wingman.kube import APPROVALS, JOBS, PODS, ApiError, create_or_adopt
 from wingman.model import names
 from wingman.operator import approvals as logic
@@ -176,28 +177,36 @@ class Recorded:
 
 async def apply(ctx: Context, body: dict[str, Any], transitions: list[logic.Transition],
                 unwritten: list[Recorded] | None = None) -> dict[str, Any]:
-    """Audit each transition (durably), write the status once, then Events and metrics.
+    """Audit the transitions (durably, as one unit: one wait), write the status once, then
+    Events and metrics.
 
     ``unwritten`` holds what an earlier attempt audited but could not write (the API server
     went away between the record and the status write): transitions that repeat it, in order,
     are written with that record and its status (its timestamps) instead of being audited
     again, so an outage leaves one record per transition. The list is extended with this
-    attempt's records; the caller drops it once the write landed."""
+    attempt's records; the caller drops it once the write landed. (A reconcile cancelled while
+    its records are written keeps none of them here: they may be written, and the next attempt
+    records them again, at least once as every append.)"""
     subject = subject_of(body)
     done = unwritten if unwritten is not None else []
-    record = None
+    kept = 0  # the transitions an earlier attempt audited, in the same order
+    while kept < min(len(done), len(transitions)) and \
+            done[kept].event == transitions[kept].audit_event:
+        kept += 1
+    fresh = transitions[kept:]
+    if fresh:  # one wait for all of them; those before a failure stay recorded
+        del done[kept:]
+        results = await ctx.audit_unit([(t.audit_event, subject,
+                                         {**t.audit_data, "phase": t.phase}) for t in fresh])
+        for t, result in zip(fresh, results, strict=True):
+            if isinstance(result, AuditUnavailable):
+                raise result
+            done.append(Recorded(t.audit_event, result, dict(t.status)))
+    written = done[:len(transitions)]  # an earlier attempt may have recorded more
     status: dict[str, Any] = {}
-    for i, t in enumerate(transitions):
-        if i < len(done) and done[i].event == t.audit_event:
-            record = done[i].record
-            status.update(done[i].status)
-            continue
-        del done[i:]
-        record = await ctx.audit(t.audit_event, subject, {**t.audit_data, "phase": t.phase})
-        done.append(Recorded(t.audit_event, record, dict(t.status)))
-        status.update(t.status)
-    assert record is not None
-    status["auditHead"] = f"sha256:{record.hash}"
+    for recorded in written:
+        status.update(recorded.status)
+    status["auditHead"] = f"sha256:{written[-1].record.hash}"
     meta = body["metadata"]
     patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
     try:

@@ -67,9 +67,10 @@ from typing import Any, NoReturn
 import kopf
 
 from wingman import GROUP, VERSION, conditions
+from wingman.audit import AuditRecord
 from wingman.capability.tokens import grant_jti, token_sha256
 from wingman.capability.tokens import mint as mint_token
-from wingman.errors import ConfigError
+from wingman.errors import AuditUnavailable, ConfigError
 from wingman.kube import APPROVALS, GRANTS, JOBS, SECRETS, ApiError, create_or_adopt
 from wingman.model import approvals as rules
 from wingman.model import grants as grant_rules
@@ -644,18 +645,21 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
         await remove_artifacts(ctx, grant, job=True)
         raise _Stop
     await cover_deadline(ctx, grant, job, int(claims.exp))
-    await ctx.audit("TokenMinted", subject_of(grant), {
+    minted = ("TokenMinted", subject_of(grant), {
         "tokenSHA256": token_hash, "jti": claims.jti, "kid": ctx.ring.active,
         "expires": claims.exp, "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
         "command": grant["spec"]["command"], **({"again": True} if issued else {})})
-    crashpoint(ctx, "token-minted")
     create = functools.partial(create_secret, ctx, manifests.token_secret(
         dict(grant), secret_name, token, claims.exp, job_uid, ctx.settings))
     del token
     if issued:
+        await ctx.audit(*minted)
+        crashpoint(ctx, "token-minted")
         secret, created = await create()
     else:
-        written = await authorized(ctx, grant, job, secret_name, token_hash, claims.exp, now)
+        # TokenMinted and GrantAuthorized: one unit, one wait
+        written = await authorized(ctx, grant, job, secret_name, token_hash, claims.exp, now,
+                                   minted=minted)
         grant, (secret, created) = await side_by_side(
             ctx, functools.partial(write_issued, ctx, grant, written), create)
     del create
@@ -794,8 +798,12 @@ async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], secret_na
 
 
 async def authorized(ctx: Context, grant: Any, job: dict[str, Any], secret_name: str,
-                     token_hash: str, expires: int, now: dt.datetime) -> dict[str, Any]:
-    """Audit ``GrantAuthorized``; returns the ``TokenIssued`` status that records it."""
+                     token_hash: str, expires: int, now: dt.datetime, *,
+                     minted: tuple[str, dict[str, Any], dict[str, Any]] | None = None
+                     ) -> dict[str, Any]:
+    """Audit ``GrantAuthorized`` (after ``minted``, the ``TokenMinted`` record, when given: one
+    unit, one wait for both, and this GrantAuthorized is not written if that TokenMinted is
+    refused); returns the ``TokenIssued`` status that records it."""
     meta = grant["metadata"]
     gen = int(meta.get("generation") or 1)
     conds = conditions.set_condition(grant.get("status", {}).get("conditions") or [],
@@ -806,9 +814,17 @@ async def authorized(ctx: Context, grant: Any, job: dict[str, Any], secret_name:
                                      f"{secret_name}", gen, now)
     conds = conditions.grant_ready(conds, "TokenIssued", "token issued; waiting for the gateway "
                                    "to run the command", gen, now)
-    record = await ctx.audit("GrantAuthorized", subject_of(grant), {
-        "tokenSHA256": token_hash, "job": job["metadata"]["name"],
-        "jobUID": job["metadata"]["uid"]})
+    results = await ctx.audit_unit([*([minted] if minted is not None else []), (
+        "GrantAuthorized", subject_of(grant), {
+            "tokenSHA256": token_hash, "job": job["metadata"]["name"],
+            "jobUID": job["metadata"]["uid"]})])
+    for result in results:
+        if isinstance(result, AuditUnavailable):
+            raise result
+    if minted is not None:
+        crashpoint(ctx, "token-minted")
+    record = results[-1]
+    assert isinstance(record, AuditRecord)
     return {
         "phase": "TokenIssued", "reason": "TokenIssued",
         "message": f"token issued to gateway Job {job['metadata']['name']}",

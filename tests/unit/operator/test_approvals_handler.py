@@ -1,0 +1,169 @@
+"""The request reconciler's write step without an API server: a reconcile's transitions are
+audited as one unit (one wait), written in one status write, and an attempt cut short keeps
+what it audited, so the next one writes it with the same records instead of auditing again."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import types
+from typing import Any, cast
+
+import pytest
+
+from wingman.audit import AuditRecord, make_record
+from wingman.errors import AuditUnavailable
+from wingman.kube import ApiError
+from wingman.operator.approvals import Transition
+from wingman.operator.context import Context
+from wingman.operator.handlers.approvals import Recorded, apply
+from wingman.operator.metrics import Metrics
+from wingman.settings import OperatorSettings
+
+SUBJECT = {"kind": "ApprovalRequest", "namespace": "ns", "name": "req", "uid": "a1"}
+
+
+def request() -> dict[str, Any]:
+    return {"apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+            "metadata": {"name": "req", "namespace": "ns", "uid": "a1",
+                         "resourceVersion": "5", "creationTimestamp": "2026-12-02T12:00:00Z"},
+            "spec": {"requester": "w", "environment": "test",
+                     "commands": ["kubectl rollout restart deployment/web -n apps"]}}
+
+
+def transition(event: str, phase: str, **status: Any) -> Transition:
+    return Transition(status={"phase": phase, **status}, phase=phase, event_reason=phase,
+                      message=phase, audit_event=event, audit_data={"step": event})
+
+
+REVIEWED = transition("ApprovalReviewed", "Reviewed", consensus={"outcome": "Approve"})
+APPROVED = transition("ApprovalApproved", "AutoApproved", approvedAt="2026-12-02T12:00:01Z")
+
+
+class Api:
+    """Status writes answered as listed (``None``: applied)."""
+
+    def __init__(self, answers: list[ApiError | None]) -> None:
+        self.answers = answers
+        self.patches: list[dict[str, Any]] = []
+
+    def patch(self, res: Any, namespace: str, name: str, body: dict[str, Any], *,
+              subresource: str | None = None) -> dict[str, Any]:
+        assert (res.plural, name, subresource) == ("approvalrequests", "req", "status")
+        self.patches.append(body)
+        answer = self.answers.pop(0)
+        if answer is not None:
+            raise answer
+        written = request()
+        written["metadata"]["resourceVersion"] = "6"
+        written["status"] = body["status"]
+        return written
+
+
+def setup(monkeypatch: pytest.MonkeyPatch, api: Api, fail_at: int | None = None
+          ) -> tuple[Context, list[list[str]]]:
+    """A context whose audit units are recorded (each entry from ``fail_at`` on refused, as
+    the sink refuses the rest of a unit after a refusal)."""
+    ctx = Context(OperatorSettings.from_env({}), cast(Any, api), cast(Any, None),
+                  cast(Any, None), cast(Any, None), cast(Any, None), Metrics())
+    units: list[list[str]] = []
+    seq = [0]
+
+    async def audit_unit(entries: list[tuple[str, dict[str, Any], dict[str, Any]]]
+                         ) -> list[AuditRecord | AuditUnavailable]:
+        units.append([event for event, _, _ in entries])
+        out: list[AuditRecord | AuditUnavailable] = []
+        for i, (event, subject, data) in enumerate(entries):
+            if fail_at is not None and i >= fail_at:
+                out.append(AuditUnavailable("refused", reason="AuditRecordRejected"))
+                continue
+            out.append(make_record(seq[0], "0" * 64, event, actor="operator", subject=subject,
+                                   data=data, now=dt.datetime.now(dt.UTC)))
+            seq[0] += 1
+        return out
+
+    monkeypatch.setattr(ctx, "audit_unit", audit_unit)
+    ctx.events = cast(Any, types.SimpleNamespace(post=lambda *a: None))
+    return ctx, units
+
+
+def test_a_reconcile_s_transitions_are_audited_with_one_wait_and_written_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    api = Api([None])
+    ctx, units = setup(monkeypatch, api)
+    asyncio.run(apply(ctx, request(), [REVIEWED, APPROVED]))
+    assert units == [["ApprovalReviewed", "ApprovalApproved"]]
+    (patch,) = api.patches
+    assert patch["metadata"] == {"resourceVersion": "5"}
+    assert patch["status"]["phase"] == "AutoApproved"
+    assert patch["status"]["consensus"] == {"outcome": "Approve"}
+    assert patch["status"]["auditHead"].startswith("sha256:")
+
+
+def test_a_refusal_in_the_unit_keeps_what_was_recorded_before_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review is recorded, the approval refused: nothing is written to the API server, and
+    the next attempt audits only what is missing."""
+    api = Api([None])
+    ctx, units = setup(monkeypatch, api, fail_at=1)
+    unwritten: list[Recorded] = []
+    with pytest.raises(AuditUnavailable, match="refused"):
+        asyncio.run(apply(ctx, request(), [REVIEWED, APPROVED], unwritten))
+    assert api.patches == [] and [r.event for r in unwritten] == ["ApprovalReviewed"]
+    reviewed = unwritten[0].record
+
+    ctx, units = setup(monkeypatch, api)
+    asyncio.run(apply(ctx, request(), [REVIEWED, APPROVED], unwritten))
+    assert units == [["ApprovalApproved"]]
+    assert [r.event for r in unwritten] == ["ApprovalReviewed", "ApprovalApproved"]
+    assert unwritten[0].record is reviewed
+    assert api.patches[0]["status"]["phase"] == "AutoApproved"
+
+
+def test_a_status_write_that_failed_is_made_again_with_the_same_records(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    api = Api([ApiError(503, "ServiceUnavailable", "the API server is away"), None])
+    ctx, units = setup(monkeypatch, api)
+    unwritten: list[Recorded] = []
+    with pytest.raises(ApiError):
+        asyncio.run(apply(ctx, request(), [REVIEWED, APPROVED], unwritten))
+    assert units == [["ApprovalReviewed", "ApprovalApproved"]]
+    asyncio.run(apply(ctx, request(), [REVIEWED, APPROVED], unwritten))
+    assert units == [["ApprovalReviewed", "ApprovalApproved"]]  # no second record
+    first, second = api.patches
+    assert first["status"] == second["status"]
+
+
+def test_a_transition_that_is_not_the_one_recorded_is_audited_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an earlier attempt recorded is reused only as far as the transitions repeat it in
+    order (the request changed meanwhile: a rejection instead of the approval)."""
+    api = Api([ApiError(503, "ServiceUnavailable", "away"), None])
+    ctx, units = setup(monkeypatch, api)
+    unwritten: list[Recorded] = []
+    with pytest.raises(ApiError):
+        asyncio.run(apply(ctx, request(), [REVIEWED, APPROVED], unwritten))
+    rejected = transition("ApprovalRejected", "Rejected")
+    asyncio.run(apply(ctx, request(), [REVIEWED, rejected], unwritten))
+    assert units == [["ApprovalReviewed", "ApprovalApproved"], ["ApprovalRejected"]]
+    assert [r.event for r in unwritten] == ["ApprovalReviewed", "ApprovalRejected"]
+    assert api.patches[-1]["status"]["phase"] == "Rejected"
+
+
+def test_records_kept_beyond_a_shorter_attempt_are_still_reused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attempt with fewer transitions than were recorded (the request read again before an
+    approval was counted) writes only its own, and keeps the rest for a later attempt."""
+    api = Api([ApiError(503, "ServiceUnavailable", "away"),
+               ApiError(503, "ServiceUnavailable", "away"), None])
+    ctx, units = setup(monkeypatch, api)
+    unwritten: list[Recorded] = []
+    with pytest.raises(ApiError):
+        asyncio.run(apply(ctx, request(), [REVIEWED, APPROVED], unwritten))
+    with pytest.raises(ApiError):
+        asyncio.run(apply(ctx, request(), [REVIEWED], unwritten))
+    assert api.patches[-1]["status"]["phase"] == "Reviewed"  # only what it was asked
+    assert [r.event for r in unwritten] == ["ApprovalReviewed", "ApprovalApproved"]
+    asyncio.run(apply(ctx, request(), [REVIEWED, APPROVED], unwritten))
+    assert units == [["ApprovalReviewed", "ApprovalApproved"]]  # nothing recorded twice
+    assert api.patches[-1]["status"]["phase"] == "AutoApproved"
