@@ -79,8 +79,9 @@ class Recorder:
         first marked ``follows`` (the first never: it does not follow another caller's record)
         so that nothing after a refused one is written. Per entry: its record or its
         ``AuditUnavailable``; the records before the first failure are durable. After a
-        refusal none of the unit is written; after a failure of the sink or of the writer
-        (the operator stopping) any of them may have been, as with single appends."""
+        refusal nothing of the unit after the refused record is written; after a failure of
+        the sink or of the writer (the operator stopping) any of them may have been, as with
+        single appends."""
         futures = self._queue_unit([entry if entry.follows == (i > 0) else
                                     dataclasses.replace(entry, follows=i > 0)
                                     for i, entry in enumerate(entries)])

@@ -11,10 +11,11 @@ Every watch event of a request feeds the tracker; when the request still needs s
 (``state.approval_needs``: a review, decisions not yet counted, the warning before a pending
 request expires, an expiry) the leader
 reconciles it from the body the event carried, without reading it again. All transitions due
-in one pass (a review and the decisions approvers already added, say) are audited one by one
-and written in one status write, guarded by the resourceVersion that was read: a request that
-changed meanwhile is re-read and reconciled again (the panel's result is kept, the panel does
-not run twice). The events of the operator's own writes find nothing to do.
+in one pass (a review and the decisions approvers already added, say) are audited as one unit
+(one wait, ``Context.audit_unit``) and written in one status write, guarded by the
+resourceVersion that was read: a request that changed meanwhile is re-read and reconciled
+again (the panel's result is kept, the panel does not run twice). The events of the
+operator's own writes find nothing to do.
 
 Nothing of the operator's progress lives in the object's metadata: what the operator did is
 its status, which only the operator writes. Expiries and warnings that fall due are found by
