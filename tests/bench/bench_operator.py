@@ -26,7 +26,10 @@ Printed side by side: latency percentiles, API requests per object by verb/resou
 kube-apiserver and operator CPU seconds per phase, operator RSS (idle, peak, after
 retention), and the issue's targets with their measured ratios. With ``--runs N`` each side
 runs N times, alternating, and the medians are printed (with the real operator's range) and
-judged: one run's latencies are 30-60 % off another's on the same idle machine.
+judged: one run's latencies are 30-60 % off another's on the same idle machine. With
+``--profile SECONDS`` kube-apiserver's CPU profile over the first SECONDS of each phase is
+written to the work directory's ``profiles/`` (kept), for ``go tool pprof``; the profiler costs
+CPU, so read no latency from such a run.
 
 **soak**. TOTAL requests, each followed by its grant, created at a steady rate over MINUTES;
 short TTLs and retention make objects cycle through every path (review, issue, Job deadline,
@@ -361,6 +364,33 @@ def progress(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def api_profile(cluster: LocalCluster, path: Path, seconds: int) -> threading.Thread:
+    """Start fetching a CPU profile of kube-apiserver over the next ``seconds`` into ``path``
+    (pprof, gzip: ``go tool pprof <kube-apiserver> <path>``), in the background; join the thread
+    returned to wait for it. A failure is reported, never raised: a profile is an aid."""
+    from wingman.dev import tools as devtools
+
+    def fetch() -> None:
+        try:
+            result = subprocess.run(
+                [str(devtools.tool_path("kubectl")), "--kubeconfig", str(cluster.kubeconfig),
+                 "get", "--raw", f"/debug/pprof/profile?seconds={seconds}"],
+                capture_output=True, timeout=seconds + 60, env=cluster.env(cluster.kubeconfig))
+        except (OSError, subprocess.SubprocessError) as exc:
+            progress(f"profile {path.name} not written: {exc}")
+            return
+        if result.returncode != 0 or not result.stdout:
+            progress(f"profile {path.name} not written: kubectl exited {result.returncode}: "
+                     f"{result.stderr.decode(errors='replace').strip()[:300]}")
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(result.stdout)
+
+    thread = threading.Thread(target=fetch, name=f"profile {path.name}", daemon=True)
+    thread.start()
+    return thread
+
+
 def wait_until(done: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -485,8 +515,18 @@ def phase(cluster: LocalCluster, audit: ApiRequests, op: Running) -> Callable[[]
 
 
 def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers: int,
-              start: Callable[[LocalCluster, str, Path], Running]) -> dict[str, Any]:
+              start: Callable[[LocalCluster, str, Path], Running], profile: int = 0
+              ) -> dict[str, Any]:
+    """One burst of ``count`` requests, then ``count`` grants (see the module docstring); with
+    ``profile``, kube-apiserver's CPU profile over the first ``profile`` seconds of each phase
+    is written to ``work/profiles/`` (the profiler costs CPU: read no latency from that run)."""
     ns = f"bench-{label}-{int(time.time())}"
+    profiles: list[threading.Thread] = []
+
+    def profiled(phase_name: str) -> None:
+        if profile:
+            profiles.append(api_profile(cluster, work / "profiles" / f"{ns}-{phase_name}.pprof",
+                                        profile))
     audit = ApiRequests(cluster.audit_log_path)
     out: dict[str, Any] = {"count": count}
     with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
@@ -505,6 +545,7 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
             with watching(clients.admin_api, ns, timeline):
                 progress(f"{label}: {count} requests")
                 end = phase(cluster, audit, op)
+                profiled("requests")
                 burst(timeline, workers, requests, lambda n: clients.create_request(ns, n))
                 if not wait_until(lambda: timeline.count(done_key) >= count, 900):
                     progress(f"{label}: only {timeline.count(done_key)} reviewed in 900 s")
@@ -514,6 +555,7 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
                 out["consensus_n"] = len(lat)
                 progress(f"{label}: {count} grants")
                 end = phase(cluster, audit, op)
+                profiled("grants")
                 burst(timeline, workers, grants,
                       lambda n: clients.create_grant(ns, n, "r" + n[1:]))
                 key = "released" if label == "real" else "job-created"
@@ -541,6 +583,8 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
                 out["rss_after_retention_mib"] = rss_mib(op.pid)
                 out["threads_after_retention"] = threads_of(op.pid)
         finally:
+            for thread in profiles:  # written before the cluster goes, or not at all
+                thread.join()
             sampler.stop()
             op.stop()
     return out
@@ -1051,6 +1095,11 @@ def main() -> int:
                         help="burst: the no-op's Jobs suspended (the floor the targets name), "
                         "or runnable (the Job controller then makes their pods at once, as "
                         "it does for Wingman's gateway Jobs)")
+    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
+                        help="burst: write kube-apiserver's CPU profile over the first SECONDS "
+                             "of each side's requests and grants phases to the work directory's "
+                             "profiles/ (kept); the profiler costs CPU, so read no latency from "
+                             "such a run")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the work directory (logs, audit) after a run that "
                              "succeeded; one that failed is always kept")
@@ -1065,6 +1114,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, not {args.runs}")
+    if not 0 <= args.profile <= 600:
+        parser.error(f"--profile takes seconds from 1 to 600 (0: no profile), not {args.profile}")
+    if args.profile and args.mode != "burst":
+        parser.error("--profile profiles the burst's phases; it has no effect on "
+                     f"{args.mode}: drop it, or run the burst")
     for item in args.operator_env:
         name, sep, _ = item.partition("=")
         if not sep or not name or not name.replace("_", "").isalnum():
@@ -1091,7 +1145,7 @@ def run(args: argparse.Namespace) -> int:
         finished = True
         return code
     finally:
-        if finished and not args.keep_work:
+        if finished and not args.keep_work and not args.profile:
             shutil.rmtree(work, ignore_errors=True)
             progress(f"work directory removed (--keep-work keeps it): {work}")
         else:
@@ -1128,12 +1182,20 @@ def run_in(args: argparse.Namespace, work: Path) -> int:
                 if args.runs > 1:
                     progress(f"run {i + 1} of {args.runs}")
                 reals.append(run_burst(cluster, work, "real", args.count, args.workers,
-                                       partial(start_real, extra_env=operator_env)))
+                                       partial(start_real, extra_env=operator_env),
+                                       profile=args.profile))
                 if not args.skip_noop:
                     noops.append(run_burst(cluster, work, "noop", args.count, args.workers,
                                            partial(start_noop,
-                                                   runnable=args.noop_jobs == "runnable")))
+                                                   runnable=args.noop_jobs == "runnable"),
+                                           profile=args.profile))
             report(reals, noops)
+            if args.profile:
+                from wingman.dev import tools as devtools
+
+                print(f"\nkube-apiserver CPU profiles (profiled run: latencies not comparable): "
+                      f"{work / 'profiles'}\n  go tool pprof -top "
+                      f"{devtools.tool_path('kube-apiserver')} <file>.pprof")
             print(json.dumps({"wingman": reals, "noop": noops}, default=str))
             if args.execute:
                 progress(f"execution: {args.execute} requests + grants run by the node harness")
