@@ -364,31 +364,53 @@ def progress(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def api_profile(cluster: LocalCluster, path: Path, seconds: int) -> threading.Thread:
+class Profile:
+    """A CPU profile of kube-apiserver being fetched into ``path`` (``api_profile``)."""
+
+    def __init__(self, path: Path, proc: subprocess.Popen[bytes] | None) -> None:
+        self.path, self.proc = path, proc
+        self.thread = threading.Thread(target=self._fetch, name=f"profile {path.name}",
+                                       daemon=True)
+        self.thread.start()
+
+    def _fetch(self) -> None:
+        if self.proc is None:
+            return
+        out, err = self.proc.communicate()
+        if self.proc.returncode != 0 or not out:
+            progress(f"profile {self.path.name} not written: kubectl exited "
+                     f"{self.proc.returncode}: {err.decode(errors='replace').strip()[:300]}")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_bytes(out)
+
+    def join(self) -> None:
+        """Wait until the profile is written (or its failure reported)."""
+        self.thread.join()
+
+    def stop(self) -> None:
+        """The bench is stopping: the fetch goes too, nothing is written."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        self.thread.join(10)
+
+
+def api_profile(cluster: LocalCluster, path: Path, seconds: int) -> Profile:
     """Start fetching a CPU profile of kube-apiserver over the next ``seconds`` into ``path``
-    (pprof, gzip: ``go tool pprof <kube-apiserver> <path>``), in the background; join the thread
-    returned to wait for it. A failure is reported, never raised: a profile is an aid."""
+    (pprof, gzip: ``go tool pprof <kube-apiserver> <path>``), in the background (``join`` waits
+    for it, ``stop`` ends it). A failure is reported, never raised: a profile is an aid."""
     from wingman.dev import tools as devtools
 
-    def fetch() -> None:
-        try:
-            result = subprocess.run(
-                [str(devtools.tool_path("kubectl")), "--kubeconfig", str(cluster.kubeconfig),
-                 "get", "--raw", f"/debug/pprof/profile?seconds={seconds}"],
-                capture_output=True, timeout=seconds + 60, env=cluster.env(cluster.kubeconfig))
-        except (OSError, subprocess.SubprocessError) as exc:
-            progress(f"profile {path.name} not written: {exc}")
-            return
-        if result.returncode != 0 or not result.stdout:
-            progress(f"profile {path.name} not written: kubectl exited {result.returncode}: "
-                     f"{result.stderr.decode(errors='replace').strip()[:300]}")
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(result.stdout)
-
-    thread = threading.Thread(target=fetch, name=f"profile {path.name}", daemon=True)
-    thread.start()
-    return thread
+    try:
+        proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [str(devtools.tool_path("kubectl")), "--kubeconfig", str(cluster.kubeconfig),
+             "get", "--raw", f"/debug/pprof/profile?seconds={seconds}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=cluster.env(cluster.kubeconfig))
+    except OSError as exc:
+        progress(f"profile {path.name} not written: {exc}")
+        proc = None
+    return Profile(path, proc)
 
 
 def wait_until(done: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
@@ -521,7 +543,7 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
     ``profile``, kube-apiserver's CPU profile over the first ``profile`` seconds of each phase
     is written to ``work/profiles/`` (the profiler costs CPU: read no latency from that run)."""
     ns = f"bench-{label}-{int(time.time())}"
-    profiles: list[threading.Thread] = []
+    profiles: list[Profile] = []
 
     def profiled(phase_name: str) -> None:
         if profile:
@@ -582,9 +604,13 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
                 time.sleep(15)  # a sweep or two with nothing left
                 out["rss_after_retention_mib"] = rss_mib(op.pid)
                 out["threads_after_retention"] = threads_of(op.pid)
+        except BaseException:  # Ctrl-C, SIGTERM, a failure: no waiting for a profile
+            for profile_ in profiles:
+                profile_.stop()
+            raise
         finally:
-            for thread in profiles:  # written before the cluster goes, or not at all
-                thread.join()
+            for profile_ in profiles:  # written before the cluster goes, or not at all
+                profile_.join()
             sampler.stop()
             op.stop()
     return out

@@ -18,10 +18,9 @@ def test_a_phase_s_profile_is_a_pprof_file_of_the_api_server(
     if not isinstance(cluster, LocalCluster):
         pytest.skip("profiles the local control plane's API server, not an existing cluster's")
     path = tmp_path / "profiles" / "ns-requests.pprof"
-    thread = bench.api_profile(cluster, path, 1)
+    profile = bench.api_profile(cluster, path, 1)
     cluster.kubectl("get", "namespaces")  # some work for the API server meanwhile
-    thread.join(60)
-    assert not thread.is_alive()
+    profile.join()
     raw = gzip.decompress(path.read_bytes())  # pprof: a gzipped protocol buffer
     assert b"kube-apiserver" in raw or b"k8s.io/apiserver" in raw
 
@@ -39,9 +38,25 @@ def test_a_profile_that_cannot_be_fetched_is_reported_not_raised(
             return {"KUBECONFIG": str(kubeconfig or gone), "PATH": "/usr/bin:/bin"}
 
     path = tmp_path / "profiles" / "ns-grants.pprof"
-    thread = bench.api_profile(cast(LocalCluster, Gone()), path, 1)
-    thread.join(60)
-    assert not thread.is_alive() and not path.exists()
+    profile = bench.api_profile(cast(LocalCluster, Gone()), path, 1)
+    profile.join()
+    assert not path.exists()
     err = capsys.readouterr().err
     assert "profile ns-grants.pprof not written: kubectl exited 1" in err
     assert "gone.kubeconfig" in err
+
+
+def test_a_profile_is_stopped_at_once_when_the_bench_stops(
+        cluster: LocalCluster, tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM mid-phase: the fetch of a long profile ends now, nothing is written."""
+    import time
+
+    if not isinstance(cluster, LocalCluster):
+        pytest.skip("profiles the local control plane's API server, not an existing cluster's")
+    path = tmp_path / "profiles" / "ns-requests.pprof"
+    profile = bench.api_profile(cluster, path, 300)
+    started = time.monotonic()
+    profile.stop()
+    assert time.monotonic() - started < 15 and not profile.thread.is_alive()
+    assert profile.proc is not None and profile.proc.returncode is not None
+    assert not path.exists()
