@@ -196,10 +196,8 @@ class Context:
         """Append durably or raise AuditUnavailable: no transition without its record.
         Appends that arrive together are written together (``recorder``: group commit)."""
         self.check_leading()
-        if self._recorder is None or self._recorder.sink is not self.sink:
-            self._recorder = Recorder(self.sink, self._append)
         try:
-            record = await self._recorder.append(
+            record = await self._recording().append(
                 NewRecord(event, "operator", subject, data))
         except AuditUnavailable as exc:
             self.metrics.audit_errors.labels(component="operator").inc()
@@ -207,15 +205,19 @@ class Context:
         self.metrics.audit_sequence.set(record.seq)
         return record
 
+    def _recording(self) -> Recorder:
+        """The group commit of this context's sink (made again when the sink was replaced)."""
+        if self._recorder is None or self._recorder.sink is not self.sink:
+            self._recorder = Recorder(self.sink, self._append)
+        return self._recorder
+
     async def audit_unit(self, entries: list[tuple[str, dict[str, Any], dict[str, Any]]]
                          ) -> list[AuditRecord | AuditUnavailable]:
         """Append (event, subject, data) records for consecutive steps durably with one wait
         (``Recorder.append_unit``): per entry its record or its ``AuditUnavailable``; those
         before the first failure are durable (after a refusal, none after it is written)."""
         self.check_leading()
-        if self._recorder is None or self._recorder.sink is not self.sink:
-            self._recorder = Recorder(self.sink, self._append)
-        results = await self._recorder.append_unit(
+        results = await self._recording().append_unit(
             [NewRecord(event, "operator", subject, data) for event, subject, data in entries])
         for result in results:
             if isinstance(result, AuditUnavailable):

@@ -67,9 +67,7 @@ class Recorder:
     async def append(self, entry: NewRecord) -> AuditRecord:
         """Append ``entry`` durably (with whatever else is queued); ``AuditUnavailable`` if it
         was refused or the sink failed."""
-        # alone: never refused for another caller's record
-        (done,) = self._queue_unit([dataclasses.replace(entry, follows=False)
-                                    if entry.follows else entry])
+        (done,) = self._queue_unit([entry])  # a unit of one: it follows no other caller's
         return await done
 
     async def append_unit(self, entries: Sequence[NewRecord]) -> Results:
@@ -82,9 +80,7 @@ class Recorder:
         refusal nothing of the unit after the refused record is written; after a failure of
         the sink or of the writer (the operator stopping) any of them may have been, as with
         single appends."""
-        futures = self._queue_unit([entry if entry.follows == (i > 0) else
-                                    dataclasses.replace(entry, follows=i > 0)
-                                    for i, entry in enumerate(entries)])
+        futures = self._queue_unit(entries)
         results = await asyncio.gather(*futures, return_exceptions=True)
         out: Results = []
         for result in results:
@@ -95,11 +91,15 @@ class Recorder:
         return out
 
     def _queue_unit(self, entries: Sequence[NewRecord]) -> list[asyncio.Future[AuditRecord]]:
+        """Queue ``entries`` together, each after the first marked ``follows``, the first
+        never; their futures, in order."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop: what the old one queued has no waiter
             self._loop, self._queue, self._writer = loop, [], None
         futures: list[asyncio.Future[AuditRecord]] = []
-        for entry in entries:
+        for i, entry in enumerate(entries):
+            if entry.follows != (i > 0):
+                entry = dataclasses.replace(entry, follows=i > 0)
             done: asyncio.Future[AuditRecord] = loop.create_future()
             self._queue.append((entry, done))
             futures.append(done)

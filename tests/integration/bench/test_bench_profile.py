@@ -4,6 +4,7 @@ server in the background while a phase runs (tests/bench/bench_operator.py)."""
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 from typing import cast
 
@@ -13,13 +14,19 @@ from bench import bench_operator as bench
 from wingman.dev.cluster import LocalCluster
 
 
-def test_a_phase_s_profile_is_a_pprof_file_of_the_api_server(
-        cluster: LocalCluster, tmp_path: Path) -> None:
+@pytest.fixture
+def local(cluster: LocalCluster) -> LocalCluster:
+    """The session's control plane when it is the local one (its API server is profiled)."""
     if not isinstance(cluster, LocalCluster):
         pytest.skip("profiles the local control plane's API server, not an existing cluster's")
+    return cluster
+
+
+def test_a_phase_s_profile_is_a_pprof_file_of_the_api_server(
+        local: LocalCluster, tmp_path: Path) -> None:
     path = tmp_path / "profiles" / "ns-requests.pprof"
-    profile = bench.api_profile(cluster, path, 1)
-    cluster.kubectl("get", "namespaces")  # some work for the API server meanwhile
+    profile = bench.api_profile(local, path, 1)
+    local.kubectl("get", "namespaces")  # some work for the API server meanwhile
     profile.join()
     raw = gzip.decompress(path.read_bytes())  # pprof: a gzipped protocol buffer
     assert b"kube-apiserver" in raw or b"k8s.io/apiserver" in raw
@@ -47,14 +54,10 @@ def test_a_profile_that_cannot_be_fetched_is_reported_not_raised(
 
 
 def test_a_profile_is_stopped_at_once_when_the_bench_stops(
-        cluster: LocalCluster, tmp_path: Path) -> None:
+        local: LocalCluster, tmp_path: Path) -> None:
     """Ctrl-C or SIGTERM mid-phase: the fetch of a long profile ends now, nothing is written."""
-    import time
-
-    if not isinstance(cluster, LocalCluster):
-        pytest.skip("profiles the local control plane's API server, not an existing cluster's")
     path = tmp_path / "profiles" / "ns-requests.pprof"
-    profile = bench.api_profile(cluster, path, 300)
+    profile = bench.api_profile(local, path, 300)
     started = time.monotonic()
     profile.stop()
     assert time.monotonic() - started < 15 and not profile.thread.is_alive()
