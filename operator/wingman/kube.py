@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,31 @@ class Resource:
         return out
 
 
+#: Told of every call ``Kube`` makes: (verb, resource, code, seconds). The verb is the API
+#: server's (get, list, create, patch, update, delete), the resource its plural with the
+#: subresource (``approvalrequests/status``), the code the HTTP status ("error": no answer).
+Observer = Callable[[str, str, str, float], None]
+#: A Namespace's own subresources (``/api/v1/namespaces/<name>/status``)
+NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+
+
+def call_labels(method: str, path: str) -> tuple[str, str]:
+    """(verb, resource) of a call to ``path`` (pure): ``GET`` of a collection is ``list``, of
+    an object ``get``; the resource is the plural, ``/<subresource>`` when there is one."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # after the group and version
+    if len(rest) >= 3 and rest[0] == "namespaces" and \
+            not (len(rest) == 3 and rest[2] in NAMESPACE_SUBRESOURCES):
+        rest = rest[2:]  # a namespaced resource's path, not a namespace's own subresource
+    resource = rest[0] if rest else "unknown"
+    if len(rest) >= 3:
+        resource += "/" + rest[2]
+    named = len(rest) >= 2
+    verb = {"GET": "get" if named else "list", "POST": "create", "PUT": "update",
+            "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
+    return verb, resource
+
+
 APPROVALS = Resource(GROUP, VERSION, "approvalrequests")
 GRANTS = Resource(GROUP, VERSION, "executiongrants")
 SECRETS = Resource("", "v1", "secrets")
@@ -79,16 +105,20 @@ class Kube:
     """JSON calls on one authenticated connection (thread-safe; blocking)."""
 
     def __init__(self, api_client: k8s.ApiClient, timeout: float = 30.0, *,
-                 impersonate: tuple[str, tuple[str, ...]] | None = None) -> None:
+                 impersonate: tuple[str, tuple[str, ...]] | None = None,
+                 observer: Observer | None = None) -> None:
         self.api = api_client
         self.timeout = timeout
         self.impersonate = impersonate
+        #: told of every call (the operator's metrics); it must not raise
+        self.observer = observer
 
     def as_user(self, user: str, groups: tuple[str, ...] = ()) -> Kube:
         """The same connection, acting as ``user`` in ``groups`` (Kubernetes impersonation:
         the caller needs ``impersonate`` on those users and groups, and the API server then
         authorizes and admits each call as that user)."""
-        return Kube(self.api, self.timeout, impersonate=(user, tuple(groups)))
+        return Kube(self.api, self.timeout, impersonate=(user, tuple(groups)),
+                    observer=self.observer)
 
     @classmethod
     def from_environment(cls, *, retries: bool = True, pool_size: int | None = None) -> Kube:
@@ -174,6 +204,24 @@ class Kube:
     def request(self, method: str, path: str, body: Any = None, *,
                 content_type: str = "application/json",
                 query: Mapping[str, str] | None = None) -> dict[str, Any]:
+        if self.observer is None:
+            return self._request(method, path, body, content_type=content_type, query=query)[1]
+        start, code = time.monotonic(), "error"
+        try:
+            status, out = self._request(method, path, body, content_type=content_type,
+                                        query=query)
+            code = str(status)
+            return out
+        except ApiError as exc:
+            code = str(exc.status)
+            raise
+        finally:
+            self.observer(*call_labels(method, path), code, time.monotonic() - start)
+
+    def _request(self, method: str, path: str, body: Any, *, content_type: str,
+                 query: Mapping[str, str] | None) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, decoded answer) of a call that succeeded; else ``ApiError`` (the
+        server refused) or ``ClusterError`` (no answer)."""
         url = self.api.configuration.host + path
         if query:
             url += "?" + urlencode(query)
@@ -201,9 +249,9 @@ class Kube:
         if resp.status >= 400:
             raise _api_error(resp.status, data, resp.reason)
         if not data:
-            return {}
+            return resp.status, {}
         decoded = json.loads(data)
-        return decoded if isinstance(decoded, dict) else {"items": decoded}
+        return resp.status, decoded if isinstance(decoded, dict) else {"items": decoded}
 
     # -- verbs ----------------------------------------------------------------------------
     def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
@@ -272,4 +320,5 @@ def create_or_adopt(kube: Kube, res: Resource, namespace: str, body: Mapping[str
 
 
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES", "MERGE",
-           "PODS", "SECRETS", "ApiError", "Kube", "Resource", "create_or_adopt"]
+           "PODS", "SECRETS", "ApiError", "Kube", "Observer", "Resource", "call_labels",
+           "create_or_adopt"]

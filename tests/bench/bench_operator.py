@@ -24,12 +24,13 @@ chart's operator ServiceAccount:
 
 Printed side by side: latency percentiles, API requests per object by verb/resource,
 kube-apiserver and operator CPU seconds per phase, operator RSS (idle, peak, after
-retention), and the issue's targets with their measured ratios. With ``--runs N`` each side
-runs N times, alternating, and the medians are printed (with the real operator's range) and
-judged: one run's latencies are 30-60 % off another's on the same idle machine. With
-``--profile SECONDS`` kube-apiserver's CPU profile over the first SECONDS of each phase is
-written to the work directory's ``profiles/`` (kept), for ``go tool pprof``; the profiler costs
-CPU, so read no latency from such a run.
+retention), and the issue's targets with their measured ratios; for the real operator, where
+its time went per phase (its step metrics, scraped before and after each phase). With
+``--runs N`` each side runs N times, alternating, and the medians are printed (with the real
+operator's range) and judged: one run's latencies are 30-60 % off another's on the same idle
+machine. With ``--profile SECONDS`` kube-apiserver's CPU profile over the first SECONDS of
+each phase is written to the work directory's ``profiles/`` (kept), for ``go tool pprof``; the
+profiler costs CPU, so read no latency from such a run.
 
 **soak**. TOTAL requests, each followed by its grant, created at a steady rate over MINUTES;
 short TTLs and retention make objects cycle through every path (review, issue, Job deadline,
@@ -477,6 +478,8 @@ class Running:
     pid: int
     stop: Callable[[], None]
     user: str
+    #: the operator's /metrics text (None: the no-op has none)
+    metrics: Callable[[], str] | None = None
 
 
 def start_real(cluster: LocalCluster, ns: str, work: Path, *, audit_volume: bool = False,
@@ -490,7 +493,8 @@ def start_real(cluster: LocalCluster, ns: str, work: Path, *, audit_volume: bool
     op = OperatorProcess(cluster, ns, work / f"real-{ns}", extra_env=env)
     op.start()
     assert op.proc is not None
-    return Running(op.proc.pid, op.stop, f"system:serviceaccount:{ns}:wingman-operator")
+    return Running(op.proc.pid, op.stop, f"system:serviceaccount:{ns}:wingman-operator",
+                   op.metrics)
 
 
 def start_noop(cluster: LocalCluster, ns: str, work: Path, *, runnable: bool = False
@@ -527,13 +531,103 @@ def phase(cluster: LocalCluster, audit: ApiRequests, op: Running) -> Callable[[]
     """Start measuring a phase; the returned function ends it."""
     audit.mark()
     api_pid = cluster.pid("kube-apiserver")
+    before = scrape(op)
     t0, api0, op0 = time.monotonic(), cpu_seconds(api_pid), cpu_seconds(op.pid)
 
     def end() -> dict[str, Any]:
         api1, op1, t1 = cpu_seconds(api_pid), cpu_seconds(op.pid), time.monotonic()
-        return {"seconds": t1 - t0, "apiserver_cpu": api1 - api0, "operator_cpu": op1 - op0,
-                "requests": dict(audit.since_mark(op.user))}
+        out = {"seconds": t1 - t0, "apiserver_cpu": api1 - api0, "operator_cpu": op1 - op0,
+               "requests": dict(audit.since_mark(op.user))}
+        after = scrape(op)
+        if before is not None and after is not None:
+            out["steps"] = steps(before, after)
+        return out
     return end
+
+
+#: The operator's step histograms the bench reads per phase: (row, series)
+STEP_SERIES = (
+    ("reconcile wait", "wingman_reconcile_wait_seconds"),
+    ("reconcile", "wingman_reconcile_duration_seconds"),
+    ("thread wait", "wingman_call_wait_seconds"),
+    ("API", "wingman_api_request_duration_seconds"),
+    ("audit append (wait)", "wingman_audit_append_seconds"),
+    ("audit write", "wingman_audit_write_seconds"),
+    ("audit records/write", "wingman_audit_write_records"),
+)
+
+Buckets = dict[tuple[str, tuple[tuple[str, str], ...]], dict[float, float]]
+
+
+def scrape(op: Running) -> Buckets | None:
+    """The cumulative buckets (with ``+Inf``), sums and counts of the operator's step
+    histograms, by series and labels; None for the no-op or a scrape that failed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if op.metrics is None:
+        return None
+    try:
+        text = op.metrics()
+    except OSError as exc:
+        progress(f"could not read the operator's metrics ({exc}): no step breakdown")
+        return None
+    wanted = {series for _, series in STEP_SERIES}
+    out: Buckets = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in wanted:
+            continue
+        for sample in family.samples:
+            labels = {k: v for k, v in sample.labels.items() if k != "le"}
+            key = (family.name, tuple(sorted(labels.items())))
+            entry = out.setdefault(key, {})
+            if sample.name.endswith("_bucket"):
+                entry[float(sample.labels["le"])] = sample.value
+            elif sample.name.endswith("_sum"):
+                entry[-1.0] = sample.value  # the sum, under a key no bucket has
+            elif sample.name.endswith("_count"):
+                entry[-2.0] = sample.value
+    return out
+
+
+def quantile(q: float, buckets: dict[float, float]) -> float:
+    """The ``q`` quantile of cumulative histogram ``buckets`` (upper bound → count), linear
+    within a bucket as PromQL's ``histogram_quantile`` (0 when empty; the highest finite
+    bound when it falls in ``+Inf``)."""
+    bounds = sorted(b for b in buckets if b >= 0)
+    total = buckets.get(float("inf"), 0.0)
+    if total <= 0:
+        return 0.0
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
+    return lower
+
+
+def steps(before: Buckets, after: Buckets) -> dict[str, dict[str, float]]:
+    """Per step (row name and labels): count, mean and p95 over what happened between the two
+    scrapes (pure)."""
+    out: dict[str, dict[str, float]] = {}
+    for row, series in STEP_SERIES:
+        for (name, labels), now in sorted(after.items()):
+            if name != series:
+                continue
+            then = before.get((name, labels), {})
+            delta = {k: v - then.get(k, 0.0) for k, v in now.items()}
+            count = delta.get(-2.0, 0.0)
+            if count <= 0:
+                continue
+            label = " ".join(v for _, v in sorted(labels, key=lambda kv: kv[0] != "verb"))
+            unit = 1.0 if series.endswith("_records") else 1000.0
+            out[f"{row} {label}".strip()] = {
+                "count": count, "mean": delta.get(-1.0, 0.0) / count * unit,
+                "p95": quantile(0.95, {k: v for k, v in delta.items() if k >= 0}) * unit}
+    return out
 
 
 def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers: int,
@@ -724,6 +818,16 @@ ROWS: list[tuple[str, Figure, Figure]] = [
 ]
 
 
+def _step(phase: str, step: str, field: str) -> Figure:
+    """A step's figure in a phase ("per object": its count over the burst's size)."""
+    def figure(run: dict[str, Any]) -> float:
+        got = run[phase].get("steps", {}).get(step, {})
+        if field == "per object":
+            return float(got.get("count", 0.0)) / run["count"]
+        return float(got.get(field, 0.0))
+    return figure
+
+
 def median(runs: list[dict[str, Any]], figure: Figure) -> float:
     return float(statistics.median(figure(r) for r in runs))
 
@@ -789,6 +893,15 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> None:
     print(f"{'expiry+retention: API req/object':<34}"
           f"{median(reals, lambda r: _total('retention_phase')(r) / 2):>12.2f}")
     for key in ("requests_phase", "grants_phase"):
+        rows = list(dict.fromkeys(k for r in reals for k in r[key].get("steps", {})))
+        if rows:
+            print(f"\nwhere the operator's time went, {key.split('_')[0]} phase (from its "
+                  "metrics; ms, the audit's size in records):")
+            print(f"  {'step':<46}{'per object':>11}{'mean':>9}{'p95':>9}")
+            for k in rows:
+                per, mean, p95 = (median(reals, _step(key, k, field))
+                                  for field in ("per object", "mean", "p95"))
+                print(f"  {k:<46}{per:>11.2f}{mean:>9.1f}{p95:>9.1f}")
         print(f"\nAPI requests per object, {key.split('_')[0]} phase (operator identity):")
         kinds = sorted({k for r in reals + noops for k in r[key]["requests"]})
         for k in kinds:

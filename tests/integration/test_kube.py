@@ -68,3 +68,33 @@ def test_dropping_connections_never_fails_a_call(cluster: LocalCluster, namespac
     # and the pool never held more than its size (urllib3 would discard one, with a warning)
     assert "Connection pool is full" not in caplog.text
     kube.close()
+
+
+def test_every_call_is_told_to_the_observer_with_its_verb_resource_and_status(
+        cluster: LocalCluster, namespace: str, crds: Any) -> None:
+    """The operator's API metrics come from this: each call once, as the API server's verb,
+    the resource with its subresource, and the HTTP status (a refusal too)."""
+    from wingman.kube import APPROVALS, ApiError
+
+    seen: list[tuple[str, str, str]] = []
+    kube = Kube(cluster.api_client(),
+                observer=lambda verb, res, code, seconds: seen.append((verb, res, code)))
+    body = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+            "metadata": {"name": "r"},
+            "spec": {"requester": "someone", "environment": "test", "instruction": "observed",
+                     "commands": ["kubectl rollout restart deployment/web -n apps"]}}
+    kube.create(APPROVALS, namespace, body)
+    kube.get(APPROVALS, namespace, "r")
+    kube.list(APPROVALS, namespace)
+    kube.patch(APPROVALS, namespace, "r", {"status": {"phase": "Pending"}},
+               subresource="status")
+    assert kube.get_or_none(CONFIGMAPS, namespace, "missing") is None
+    with pytest.raises(ApiError):
+        kube.as_user("system:serviceaccount:nobody:none").list(CONFIGMAPS, namespace)
+    kube.delete(APPROVALS, namespace, "r")
+    assert seen == [("create", "approvalrequests", "201"), ("get", "approvalrequests", "200"),
+                    ("list", "approvalrequests", "200"),
+                    ("patch", "approvalrequests/status", "200"),
+                    ("get", "configmaps", "404"), ("list", "configmaps", "403"),
+                    ("delete", "approvalrequests", "200")]
+    kube.close()

@@ -168,9 +168,14 @@ class Context:
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (API, audit) off the event loop, on the operator's own pool
         (``settings.api_concurrency`` threads; asyncio's default pool has cores + 4)."""
+        queued = time.monotonic()
+
+        def started() -> T:
+            self.metrics.call_wait.observe(time.monotonic() - queued)
+            return fn(*args, **kwargs)
         if self.executor is None:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        return await _submit(self.executor, fn, *args, **kwargs)
+            return await asyncio.to_thread(started)
+        return await _submit(self.executor, started)
 
     async def _append(self, fn: Callable[[], T]) -> T:
         """Run a blocking audit append on the audit thread (else as ``call``)."""
@@ -196,19 +201,22 @@ class Context:
         """Append durably or raise AuditUnavailable: no transition without its record.
         Appends that arrive together are written together (``recorder``: group commit)."""
         self.check_leading()
+        queued = time.monotonic()
         try:
             record = await self._recording().append(
                 NewRecord(event, "operator", subject, data))
         except AuditUnavailable as exc:
             self.metrics.audit_errors.labels(component="operator").inc()
             raise exc from None
+        finally:
+            self.metrics.audit_wait.observe(time.monotonic() - queued)
         self.metrics.audit_sequence.set(record.seq)
         return record
 
     def _recording(self) -> Recorder:
         """The group commit of this context's sink (made again when the sink was replaced)."""
         if self._recorder is None or self._recorder.sink is not self.sink:
-            self._recorder = Recorder(self.sink, self._append)
+            self._recorder = Recorder(self.sink, self._append, self.metrics.audit_written)
         return self._recorder
 
     async def audit_unit(self, entries: list[tuple[str, dict[str, Any], dict[str, Any]]]
@@ -217,8 +225,12 @@ class Context:
         (``Recorder.append_unit``): per entry its record or its ``AuditUnavailable``; those
         before the first failure are durable (after a refusal, none after it is written)."""
         self.check_leading()
-        results = await self._recording().append_unit(
-            [NewRecord(event, "operator", subject, data) for event, subject, data in entries])
+        queued = time.monotonic()
+        try:
+            results = await self._recording().append_unit(
+                [NewRecord(event, "operator", subject, data) for event, subject, data in entries])
+        finally:
+            self.metrics.audit_wait.observe(time.monotonic() - queued)
         for result in results:
             if isinstance(result, AuditUnavailable):
                 self.metrics.audit_errors.labels(component="operator").inc()
@@ -280,6 +292,7 @@ class Context:
         """Reconcile ``body`` (of ``kind``) now; see the module docstring for failures."""
         if not self.leading:
             return
+        asked = time.monotonic()
         meta = body.get("metadata") or {}
         uid, name = str(meta.get("uid", "")), str(meta.get("name", ""))
         key = f"{kind}/{uid}"
@@ -292,7 +305,7 @@ class Context:
                 if entry is not None:
                     entry.attempted = time.monotonic()
                 try:
-                    await self._in_turn(kind, body)
+                    await self._in_turn(kind, body, asked)
                 except NotLeading:
                     return
                 except Retry as exc:
@@ -321,14 +334,22 @@ class Context:
                     return
         self._attempts.pop(key, None)
 
-    async def _in_turn(self, kind: str, body: dict[str, Any]) -> None:
-        """Reconcile in one of the slots of ``run`` (given up meanwhile by ``outside_turn``)."""
+    async def _in_turn(self, kind: str, body: dict[str, Any], asked: float) -> None:
+        """Reconcile in one of the slots of ``run`` (given up meanwhile by ``outside_turn``);
+        ``asked``: when ``run`` was called (the wait is measured from there)."""
         slot = _Slot(self._turn())
         turn = _SLOT.set(slot)
+        resource = KINDS[kind].plural
         try:
             await slot.semaphore.acquire()
             slot.held = True
-            await self.reconcilers[kind].reconcile(self, body)
+            started = time.monotonic()
+            self.metrics.reconcile_wait.labels(resource=resource).observe(started - asked)
+            try:
+                await self.reconcilers[kind].reconcile(self, body)
+            finally:
+                self.metrics.reconcile_duration.labels(resource=resource).observe(
+                    time.monotonic() - started)
         finally:
             _SLOT.reset(turn)
             if slot.held:
@@ -430,6 +451,8 @@ def build_context(settings: OperatorSettings, kube: Kube | None = None) -> Conte
     # urllib3 discards a connection whenever all are in use, and the next call opens a new one)
     kube = kube or Kube.from_environment(retries=False,
                                          pool_size=settings.api_concurrency + 1)
+    metrics = Metrics()
+    kube.observer = metrics.api_call
     labels = {**settings.object_labels, "wingman.dev/environment": settings.environment}
     ring, created = keyring.load_or_create(kube, settings.namespace,
                                            settings.signing_key_secret, labels=labels)
@@ -445,7 +468,6 @@ def build_context(settings: OperatorSettings, kube: Kube | None = None) -> Conte
                                 is_allowed=lambda c: _allowed(allowlist, c))
     panel = PanelConfig(voters, spec.threshold, spec.quorum, spec.timeout_seconds)
     sink = open_sink(settings.audit_target)
-    metrics = Metrics()
     metrics.signing_keys.set(len(ring.keys))
     ctx = Context(settings, kube, ring, sink, panel, allowlist, metrics,
                   identity=settings.identity)

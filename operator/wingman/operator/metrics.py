@@ -24,6 +24,11 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: The operator's own steps: from a millisecond (an audit write, a call to an idle API server)
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0)
+#: Records per audit write (group commit writes up to ``recorder.MAX_GROUP``)
+GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
@@ -134,6 +139,43 @@ class Metrics:
             "wingman_events_dropped_total",
             "Kubernetes Events the operator could not post (the API server refused or was "
             "unreachable).", registry=r)
+        # where a reconcile's time goes (the bench prints these per phase)
+        self.reconcile_wait = Histogram(
+            "wingman_reconcile_wait_seconds",
+            "Time from an event, a retry or the sweep asking for an object's reconcile to its "
+            "start: behind the same object's reconcile, then for one of the operator's slots "
+            "(2 x operator.apiConcurrency objects at once).",
+            ["resource"], buckets=STEP_BUCKETS, registry=r)
+        self.reconcile_duration = Histogram(
+            "wingman_reconcile_duration_seconds",
+            "Time of one reconcile once started (its audit appends and API calls included; a "
+            "reviewer panel's wait too).", ["resource"], buckets=STEP_BUCKETS, registry=r)
+        self.call_wait = Histogram(
+            "wingman_call_wait_seconds",
+            "Time a blocking call (to the API server) waited for one of the operator's "
+            "operator.apiConcurrency threads before it started.",
+            buckets=STEP_BUCKETS, registry=r)
+        self.api_latency = Histogram(
+            "wingman_api_request_duration_seconds",
+            "Time of the operator's calls to the API server, from sending to the answer read, "
+            "by verb and resource (the plural, with its subresource).",
+            ["verb", "resource"], buckets=STEP_BUCKETS, registry=r)
+        self.api_requests = Counter(
+            "wingman_api_requests_total",
+            "The operator's calls to the API server, by verb, resource and HTTP status "
+            "(\"error\": no answer).", ["verb", "resource", "code"], registry=r)
+        self.audit_wait = Histogram(
+            "wingman_audit_append_seconds",
+            "Time a step waited for its audit records to be durable: queued behind the write "
+            "in flight, then written with whatever else was queued (group commit).",
+            buckets=STEP_BUCKETS, registry=r)
+        self.audit_write = Histogram(
+            "wingman_audit_write_seconds",
+            "Time of one write to the audit sink (a group of records: the chain's head, the "
+            "write, the fsync or the transaction).", buckets=STEP_BUCKETS, registry=r)
+        self.audit_group = Histogram(
+            "wingman_audit_write_records", "Records per write to the audit sink.",
+            buckets=GROUP_BUCKETS, registry=r)
         self.up = Gauge("wingman_operator_ready",
                         "1 when the operator has started and holds its configuration.",
                         registry=r)
@@ -144,6 +186,16 @@ class Metrics:
 
     def denial(self, environment: str, stage: str, reason: str) -> None:
         self.denials.labels(environment=environment, stage=stage, reason=reason).inc()
+
+    def api_call(self, verb: str, resource: str, code: str, seconds: float) -> None:
+        """One call to the API server (``kube.Observer``; from any thread)."""
+        self.api_latency.labels(verb=verb, resource=resource).observe(seconds)
+        self.api_requests.labels(verb=verb, resource=resource, code=code).inc()
+
+    def audit_written(self, records: int, seconds: float) -> None:
+        """One write of a group of audit records (``recorder.Recorder``'s observer)."""
+        self.audit_write.observe(seconds)
+        self.audit_group.observe(records)
 
 
 def serve(port: int, metrics: Metrics, ready: Callable[[], tuple[bool, str]],
@@ -183,4 +235,4 @@ def serve(port: int, metrics: Metrics, ready: Callable[[], tuple[bool, str]],
     return server
 
 
-__all__ = ["LATENCY_BUCKETS", "Metrics", "serve"]
+__all__ = ["GROUP_BUCKETS", "LATENCY_BUCKETS", "STEP_BUCKETS", "Metrics", "serve"]

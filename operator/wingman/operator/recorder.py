@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -57,9 +58,11 @@ class Recorder:
     """Group commit of appends to ``sink`` (start none of it: the first ``append`` does)."""
 
     def __init__(self, sink: AuditSink,
-                 run: Callable[[Callable[[], Results]], Awaitable[Results]]) -> None:
+                 run: Callable[[Callable[[], Results]], Awaitable[Results]],
+                 observe: Callable[[int, float], None] | None = None) -> None:
         self.sink = sink  # serialises its appends itself (its own lock, then flock or SQL)
         self._run = run  # runs the blocking append off the event loop
+        self._observe = observe  # told of each write: (records, seconds); must not raise
         self._queue: list[tuple[NewRecord, asyncio.Future[AuditRecord]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -135,12 +138,16 @@ class Recorder:
     async def _write_group(self, group: list[tuple[NewRecord, asyncio.Future[AuditRecord]]]
                            ) -> None:
         entries = [entry for entry, _ in group]
+        start = time.monotonic()
         try:
             results = await self._run(functools.partial(self.sink.append_all, entries))
         except Exception as exc:  # noqa: BLE001 - every caller of the group gets it
             for _, done in group:
                 _settle(done, exc)
             return
+        finally:
+            if self._observe is not None:
+                self._observe(len(entries), time.monotonic() - start)
         if len(results) != len(group):
             return  # a sink that broke its contract: ``_write`` fails them all
         for (_, done), result in zip(group, results, strict=True):

@@ -68,3 +68,49 @@ def test_the_report_shows_how_far_the_runs_were_apart(capsys: pytest.CaptureFixt
     # the threads a burst left behind, beside those of the idle operator
     row = next(line for line in out.splitlines() if line.startswith("operator threads"))
     assert row.split()[-3:] == ["6", "/", "8"]
+
+
+def test_the_operator_s_steps_are_read_per_phase_from_its_metrics(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Between two scrapes of the real operator's metrics: per step how many, their mean and
+    p95 (read from the buckets as PromQL does), for what happened in between only; the
+    report prints them per object."""
+    from prometheus_client import generate_latest
+
+    from wingman.operator.metrics import Metrics
+
+    metrics = Metrics()
+    op = bench.Running(0, lambda: None, "", lambda: generate_latest(metrics.registry).decode())
+    metrics.api_call("patch", "approvalrequests/status", "200", 9.0)  # before the phase
+    before = bench.scrape(op)
+    for i in range(100):  # 1, 2, ... 100 ms
+        metrics.api_call("patch", "approvalrequests/status", "200", (i + 1) / 1000)
+    metrics.reconcile_wait.labels(resource="approvalrequests").observe(0.002)
+    metrics.audit_written(4, 0.003)
+    after = bench.scrape(op)
+    assert before is not None and after is not None
+    got = bench.steps(before, after)
+    patch = got["API patch approvalrequests/status"]
+    assert patch["count"] == 100
+    assert patch["mean"] == pytest.approx(50.5)
+    assert 50 <= patch["p95"] <= 100  # inside the bucket (50, 100] ms that holds the 95th
+    assert got["reconcile wait approvalrequests"]["count"] == 1
+    assert got["audit records/write"]["mean"] == 4  # records, not milliseconds
+    assert "reconcile approvalrequests" not in got  # nothing happened to it
+    assert bench.scrape(bench.Running(0, lambda: None, "")) is None  # the no-op has none
+
+    phase = {"seconds": 5.0, "apiserver_cpu": 6.0, "operator_cpu": 3.0, "steps": got}
+    real = run(100, 900, 0, 300, 140)
+    real["requests_phase"] = {**real["requests_phase"], **phase}
+    bench.report([real], [])
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "API patch approvalrequests/status" in x)
+    assert line.split()[-3:] == ["1.00", "50.5", f"{patch['p95']:.1f}"]
+
+
+def test_a_histogram_s_quantile_is_read_as_promql_reads_it() -> None:
+    buckets = {0.1: 10.0, 0.2: 20.0, float("inf"): 20.0}
+    assert bench.quantile(0.5, buckets) == pytest.approx(0.1)
+    assert bench.quantile(0.75, buckets) == pytest.approx(0.15)
+    assert bench.quantile(0.95, {0.1: 1.0, float("inf"): 2.0}) == pytest.approx(0.1)
+    assert bench.quantile(0.95, {0.1: 0.0, float("inf"): 0.0}) == 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,53 @@ def test_a_burst_is_reconciled_a_bounded_number_at_a_time() -> None:
     asyncio.run(burst())
     assert sorted(reconciler.done) == sorted(f"g{i}" for i in range(1000))
     assert reconciler.most == 4 * RUNNING_PER_THREAD
+
+
+def _histogram(metric: Any, **labels: str) -> tuple[float, float, dict[float, float]]:
+    """(count, sum, cumulative buckets) of a histogram's series."""
+    got: dict[str, float] = {}
+    buckets: dict[float, float] = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            if sample.name.endswith("_bucket"):
+                buckets[float(sample.labels["le"])] = sample.value
+            else:
+                got[sample.name.rsplit("_", 1)[1]] = sample.value
+    return got.get("count", 0.0), got.get("sum", 0.0), buckets
+
+
+def test_each_reconcile_s_wait_for_its_turn_and_its_time_are_measured() -> None:
+    """``wingman_reconcile_wait_seconds`` and ``_duration_seconds``: once per reconcile; in a
+    burst larger than the slots, the objects after the first slots wait for a turn."""
+    ctx, _ = context(1)  # 2 slots; each reconcile takes about 5 ms
+
+    async def burst() -> None:
+        await asyncio.gather(*(ctx.run("grant", body(i)) for i in range(10)))
+    asyncio.run(burst())
+    waits, waited, buckets = _histogram(ctx.metrics.reconcile_wait,
+                                        resource="executiongrants")
+    runs, ran, _ = _histogram(ctx.metrics.reconcile_duration, resource="executiongrants")
+    assert waits == runs == 10
+    assert ran >= 10 * 0.004
+    assert buckets[0.001] <= 2 + 1  # the first two start at once (one more may be quick)
+    assert waited >= 0.005 * (1 + 2 + 3 + 4) * 2 * 0.8  # the other eight queued, in pairs
+
+
+def test_a_blocking_call_s_wait_for_a_thread_is_measured() -> None:
+    """``wingman_call_wait_seconds``: with the one thread busy, the next call waits for it."""
+    ctx, _ = context(1)
+    ctx.executor = CallPool(1, thread_name_prefix="api")
+
+    async def two() -> None:
+        await asyncio.gather(ctx.call(time.sleep, 0.05), ctx.call(time.sleep, 0.0))
+    try:
+        asyncio.run(two())
+    finally:
+        ctx.executor.shutdown(wait=True)
+    count, total, _ = _histogram(ctx.metrics.call_wait)
+    assert count == 2 and total >= 0.04
 
 
 def test_a_new_event_loop_gets_its_own_turns() -> None:
@@ -212,5 +260,9 @@ def test_a_unit_of_records_is_written_through_the_sink_and_counted(tmp_path: Pat
     assert all(isinstance(r, AuditUnavailable) for r in refused)
     assert metrics.audit_sequence._value.get() == 1
     assert metrics.audit_errors.labels(component="operator")._value.get() == 1
+    # each unit's wait once, each write with its records (the refused unit wrote none)
+    assert _histogram(metrics.audit_wait)[0] == 2
+    written, _, sizes = _histogram(metrics.audit_group)
+    assert written == 2 and sizes[2.0] == 2
     assert [r.event for r in FileSink(tmp_path / "audit.jsonl").records()] == \
         ["TokenMinted", "GrantAuthorized"]

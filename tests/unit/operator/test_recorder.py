@@ -338,3 +338,27 @@ def test_a_unit_s_first_record_never_follows_another_caller_s(tmp_path: Path) ->
         refused, unit = asyncio.run(two())
     assert isinstance(refused, AuditUnavailable)
     assert [r.data["i"] for r in unit if isinstance(r, AuditRecord)] == [1, 2]
+
+
+def test_every_write_is_told_to_the_observer_with_its_records_and_time(tmp_path: Path) -> None:
+    """The operator's audit metrics (records per write, time of a write) come from this: each
+    group the sink wrote, once, the sizes adding up to every record."""
+    sink = CountingSink(tmp_path / "audit.jsonl")
+    told: list[tuple[int, float]] = []
+    pool = ThreadPoolExecutor(1)
+
+    async def run(fn: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    async def burst() -> None:
+        rec = Recorder(sink, run, lambda records, seconds: told.append((records, seconds)))
+        await asyncio.gather(*(rec.append(entry(i)) for i in range(100)),
+                             rec.append_unit([entry(100), entry(101)]))
+    try:
+        asyncio.run(burst())
+    finally:
+        pool.shutdown()
+        sink.close()
+    assert [records for records, _ in told] == sink.groups
+    assert sum(sink.groups) == 102
+    assert all(seconds > 0 for _, seconds in told)
