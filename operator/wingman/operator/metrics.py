@@ -176,6 +176,11 @@ class Metrics:
         self.audit_group = Histogram(
             "wingman_audit_write_records", "Records per write to the audit sink.",
             buckets=GROUP_BUCKETS, registry=r)
+        self.loop_lag = Histogram(
+            "wingman_event_loop_lag_seconds",
+            "How late the operator's event loop ran a timer due every 100 ms: how long every "
+            "watch event, reconcile step and answer waited for the loop then.",
+            buckets=STEP_BUCKETS, registry=r)
         self.up = Gauge("wingman_operator_ready",
                         "1 when the operator has started and holds its configuration.",
                         registry=r)

@@ -9,6 +9,7 @@ makes no writes of its own.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -23,7 +24,7 @@ import kopf
 from wingman.errors import WingmanError
 from wingman.logs import setup_logging
 from wingman.model import names
-from wingman.operator import memory
+from wingman.operator import lag, memory
 from wingman.operator.context import Context, build_context
 from wingman.operator.leader import AlwaysLeader, LeaderElector, Timing
 from wingman.operator.metrics import serve
@@ -52,6 +53,18 @@ def make_registry(ctx: Context) -> tuple[kopf.OperatorRegistry, Any]:
     grants.register(registry, ctx)
     sweeper = housekeeping.register(registry, ctx)
     checkpoints.register(registry, ctx)
+    sampling: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def start_lag_sampling(**_: Any) -> None:
+        sampling.append(asyncio.create_task(lag.sample(ctx.metrics.loop_lag.observe),
+                                            name="event loop lag"))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_lag_sampling(**_: Any) -> None:
+        for task in sampling:
+            task.cancel()
+        await asyncio.gather(*sampling, return_exceptions=True)
     return registry, sweeper
 
 
