@@ -69,7 +69,8 @@ class Resource:
 
 #: Told of every call ``Kube`` makes: (verb, resource, code, seconds). The verb is the API
 #: server's (get, list, create, patch, update, delete), the resource its plural with the
-#: subresource (``approvalrequests/status``), the code the HTTP status ("error": no answer).
+#: subresource (``approvalrequests/status``), the code the HTTP status ("error": no answer, or
+#: none that could be read). An observer that raises is logged and ignored.
 Observer = Callable[[str, str, str, float], None]
 #: A Namespace's own subresources (``/api/v1/namespaces/<name>/status``)
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
@@ -79,7 +80,11 @@ def call_labels(method: str, path: str) -> tuple[str, str]:
     """(verb, resource) of a call to ``path`` (pure): ``GET`` of a collection is ``list``, of
     an object ``get``; the resource is the plural, ``/<subresource>`` when there is one."""
     parts = path.split("?", 1)[0].strip("/").split("/")
-    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # after the group and version
+    if parts[0] not in ("api", "apis"):
+        return method.lower(), "unknown"  # not a resource's path (discovery, OpenAPI)
+    rest = parts[2:] if parts[0] == "api" else parts[3:]  # after the group and version
+    if rest[:1] == ["watch"]:
+        rest = rest[1:]  # the old watch paths: the resource's path after "watch"
     if len(rest) >= 3 and rest[0] == "namespaces" and \
             not (len(rest) == 3 and rest[2] in NAMESPACE_SUBRESOURCES):
         rest = rest[2:]  # a namespaced resource's path, not a namespace's own subresource
@@ -110,7 +115,7 @@ class Kube:
         self.api = api_client
         self.timeout = timeout
         self.impersonate = impersonate
-        #: told of every call (the operator's metrics); it must not raise
+        #: told of every call (the operator's metrics)
         self.observer = observer
 
     def as_user(self, user: str, groups: tuple[str, ...] = ()) -> Kube:
@@ -213,10 +218,14 @@ class Kube:
             code = str(status)
             return out
         except ApiError as exc:
-            code = str(exc.status)
+            code = str(exc.status) if exc.status > 0 else "error"  # 0: no HTTP answer
             raise
         finally:
-            self.observer(*call_labels(method, path), code, time.monotonic() - start)
+            try:
+                self.observer(*call_labels(method, path), code, time.monotonic() - start)
+            except Exception as exc:  # noqa: BLE001 - a metric never fails a call
+                log.debug("the API call observer failed",
+                          extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
 
     def _request(self, method: str, path: str, body: Any, *, content_type: str,
                  query: Mapping[str, str] | None) -> tuple[int, dict[str, Any]]:

@@ -25,10 +25,10 @@ chart's operator ServiceAccount:
 Printed side by side: latency percentiles, API requests per object by verb/resource,
 kube-apiserver and operator CPU seconds per phase, operator RSS (idle, peak, after
 retention), and the issue's targets with their measured ratios; for the real operator, where
-its time went per phase (its step metrics, scraped before and after each phase). With
-``--runs N`` each side runs N times, alternating, and the medians are printed (with the real
-operator's range) and judged: one run's latencies are 30-60 % off another's on the same idle
-machine. With ``--profile SECONDS`` kube-apiserver's CPU profile over the first SECONDS of
+its time went in the requests and grants phases (its step metrics, scraped before and after
+each). With ``--runs N`` each side runs N times, alternating, and the medians are printed (with
+the real operator's range) and judged: one run's latencies are 30-60 % off another's on the same
+idle machine. With ``--profile SECONDS`` kube-apiserver's CPU profile over the first SECONDS of
 each phase is written to the work directory's ``profiles/`` (kept), for ``go tool pprof``; the
 profiler costs CPU, so read no latency from such a run.
 
@@ -79,8 +79,8 @@ GROUP, VERSION = "wingman.dev", "v1alpha1"
 COMMAND = "kubectl rollout restart deployment/web -n apps"
 TICK = os.sysconf("SC_CLK_TCK")
 # the bench's policy: everything expires, fails and is retired within a few minutes. Tokens
-# last 60 s: longer than a burst's grants phase, so that no expiry (a read of the grant and of
-# its Job each) is counted among the grants' own requests
+# last 60 s: longer than a 1,000 burst's grants phase here (29-42 s), so that no expiry (a read
+# of the grant and of its Job each) is counted among the grants' own requests
 BENCH_VALUES = {"operator.replicas": 0, "policy.requestTTLSeconds": 120,
                 "policy.approvalTTLSeconds": 120, "policy.expiryWarningSeconds": 0,
                 "policy.tokenTTLSeconds": 60, "policy.maxTokenTTLSeconds": 60,
@@ -573,12 +573,14 @@ def scrape(op: Running) -> Buckets | None:
         return None
     try:
         text = op.metrics()
-    except OSError as exc:
-        progress(f"could not read the operator's metrics ({exc}): no step breakdown")
+        families = list(text_string_to_metric_families(text))
+    except Exception as exc:  # noqa: BLE001 - a breakdown missing never stops a long run
+        progress(f"could not read the operator's metrics ({type(exc).__name__}: {exc}): no "
+                 "step breakdown for this phase")
         return None
     wanted = {series for _, series in STEP_SERIES}
     out: Buckets = {}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         if family.name not in wanted:
             continue
         for sample in family.samples:
@@ -623,6 +625,8 @@ def steps(before: Buckets, after: Buckets) -> dict[str, dict[str, float]]:
             if name != series:
                 continue
             then = before.get((name, labels), {})
+            if now.get(-2.0, 0.0) < then.get(-2.0, 0.0):
+                then = {}  # the operator restarted in between: its counts began again
             delta = {k: v - then.get(k, 0.0) for k, v in now.items()}
             count = delta.get(-2.0, 0.0)
             if count <= 0:
@@ -904,7 +908,8 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> None:
                   "metrics; ms, the audit's size in records):")
             print(f"  {'step':<46}{'per object':>11}{'mean':>9}{'p95':>9}")
             for k in rows:
-                per, mean, p95 = (median(reals, _step(key, k, field))
+                having = [r for r in reals if k in r[key].get("steps", {})]
+                per, mean, p95 = (median(having, _step(key, k, field))
                                   for field in ("per object", "mean", "p95"))
                 column = f"{'—':>11}" if k in SAMPLED else f"{per:>11.2f}"
                 print(f"  {k:<46}{column}{mean:>9.1f}{p95:>9.1f}")

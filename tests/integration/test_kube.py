@@ -98,3 +98,15 @@ def test_every_call_is_told_to_the_observer_with_its_verb_resource_and_status(
                     ("get", "configmaps", "404"), ("list", "configmaps", "403"),
                     ("delete", "approvalrequests", "200")]
     kube.close()
+
+
+def test_an_observer_that_fails_never_changes_a_call_s_result(cluster: LocalCluster,
+                                                             namespace: str) -> None:
+    def broken(verb: str, resource: str, code: str, seconds: float) -> None:
+        raise RuntimeError("metrics are down")
+
+    kube = Kube(cluster.api_client(), observer=broken)
+    assert kube.get_or_none(CONFIGMAPS, namespace, "missing") is None  # the 404 still means it
+    made = kube.create(CONFIGMAPS, namespace, {"metadata": {"name": "c"}, "data": {"k": "v"}})
+    assert made["data"] == {"k": "v"}
+    kube.close()

@@ -21,8 +21,21 @@ from wingman.kube import APPROVALS, JOBS, SECRETS, call_labels
     ("PUT", "/api/v1/namespaces/ns/finalize", ("update", "namespaces/finalize")),
     ("GET", "/api/v1/nodes/n/status", ("get", "nodes/status")),
     ("GET", "/apis/wingman.dev/v1alpha1/executiongrants", ("list", "executiongrants")),
-    ("GET", "/version", ("list", "unknown")),
+    ("GET", "/version", ("get", "unknown")),
 ])
 def test_a_call_is_named_by_the_api_server_s_verb_and_its_resource(
         method: str, path: str, expected: tuple[str, str]) -> None:
     assert call_labels(method, path) == expected
+
+
+@pytest.mark.parametrize("path", [
+    "/openapi/v3/apis/wingman.dev/v1alpha1", "/healthz", "relative/x/y/z/w", "",
+    "https://example.test/api/v1/namespaces/ns/pods",
+])
+def test_a_path_that_is_no_resource_s_is_unknown_never_a_name_from_it(path: str) -> None:
+    """A label is a bounded set: no segment of an odd path (a namespace, a name) becomes one."""
+    assert call_labels("GET", path) == ("get", "unknown")
+
+
+def test_an_old_watch_path_names_the_watched_resource() -> None:
+    assert call_labels("GET", "/api/v1/watch/namespaces/ns/pods") == ("list", "pods")

@@ -452,7 +452,8 @@ def build_context(settings: OperatorSettings, kube: Kube | None = None) -> Conte
     kube = kube or Kube.from_environment(retries=False,
                                          pool_size=settings.api_concurrency + 1)
     metrics = Metrics()
-    kube.observer = metrics.api_call
+    if kube.observer is None:  # every API call in the operator's metrics
+        kube.observer = metrics.api_call
     labels = {**settings.object_labels, "wingman.dev/environment": settings.environment}
     ring, created = keyring.load_or_create(kube, settings.namespace,
                                            settings.signing_key_secret, labels=labels)

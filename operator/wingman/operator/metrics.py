@@ -142,28 +142,31 @@ class Metrics:
         # where a reconcile's time goes (the bench prints these per phase)
         self.reconcile_wait = Histogram(
             "wingman_reconcile_wait_seconds",
-            "Time from an event, a retry or the sweep asking for an object's reconcile to its "
-            "start: behind the same object's reconcile, then for one of the operator's slots "
-            "(2 x operator.apiConcurrency objects at once).",
+            "Time from a reconcile being asked for (an event's handler; a retry or the sweep "
+            "after its fresh read) to its start: behind the same object's reconcile, then for "
+            "one of the operator's slots (2 x operator.apiConcurrency objects at once).",
             ["resource"], buckets=STEP_BUCKETS, registry=r)
         self.reconcile_duration = Histogram(
             "wingman_reconcile_duration_seconds",
             "Time of one reconcile once started (its audit appends and API calls included; a "
-            "reviewer panel's wait too).", ["resource"], buckets=STEP_BUCKETS, registry=r)
+            "reviewer panel's wait and taking a slot again after it too).", ["resource"],
+            buckets=STEP_BUCKETS, registry=r)
         self.call_wait = Histogram(
             "wingman_call_wait_seconds",
-            "Time a blocking call (to the API server) waited for one of the operator's "
+            "Time a blocking call (mostly to the API server) waited for one of the operator's "
             "operator.apiConcurrency threads before it started.",
             buckets=STEP_BUCKETS, registry=r)
         self.api_latency = Histogram(
             "wingman_api_request_duration_seconds",
-            "Time of the operator's calls to the API server, from sending to the answer read, "
-            "by verb and resource (the plural, with its subresource).",
+            "Time of the operator's calls to the API server, from building the request to the "
+            "answer read and decoded, by verb and resource (the plural, with its subresource; "
+            "kopf's watches are not among them).",
             ["verb", "resource"], buckets=STEP_BUCKETS, registry=r)
         self.api_requests = Counter(
             "wingman_api_requests_total",
             "The operator's calls to the API server, by verb, resource and HTTP status "
-            "(\"error\": no answer).", ["verb", "resource", "code"], registry=r)
+            "(\"error\": no answer, or none that could be read; kopf's watches are not among "
+            "them).", ["verb", "resource", "code"], registry=r)
         self.audit_wait = Histogram(
             "wingman_audit_append_seconds",
             "Time a step waited for its audit records to be durable: queued behind the write "
@@ -171,10 +174,12 @@ class Metrics:
             buckets=STEP_BUCKETS, registry=r)
         self.audit_write = Histogram(
             "wingman_audit_write_seconds",
-            "Time of one write to the audit sink (a group of records: the chain's head, the "
-            "write, the fsync or the transaction).", buckets=STEP_BUCKETS, registry=r)
+            "Time of one write to the audit sink that it answered (a group of records: the "
+            "sink's lock, the chain's head, the write, the fsync or the transaction).",
+            buckets=STEP_BUCKETS, registry=r)
         self.audit_group = Histogram(
-            "wingman_audit_write_records", "Records per write to the audit sink.",
+            "wingman_audit_write_records", "Records per write to the audit sink that it "
+            "answered.",
             buckets=GROUP_BUCKETS, registry=r)
         self.loop_lag = Histogram(
             "wingman_event_loop_lag_seconds",

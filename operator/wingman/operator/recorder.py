@@ -23,8 +23,9 @@ the sink; when the writer itself stops (the operator shuts down) or fails unexpe
 caller still waiting gets ``AuditUnavailable``: no caller waits forever, and none proceeds
 without its record.
 
-Imports ``wingman.audit`` only; the caller passes how to run the blocking append (the operator:
-on a thread of its own, ``Context.audit_executor``, never behind the API calls of a burst).
+Imports ``wingman.audit`` and ``wingman.errors`` only; the caller passes how to run the blocking
+append (the operator: on a thread of its own, ``Context.audit_executor``, never behind the API
+calls of a burst) and, optionally, what to tell of each write (the operator's metrics).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Recorder:
                  observe: Callable[[int, float], None] | None = None) -> None:
         self.sink = sink  # serialises its appends itself (its own lock, then flock or SQL)
         self._run = run  # runs the blocking append off the event loop
-        self._observe = observe  # told of each write: (records, seconds); must not raise
+        self._observe = observe  # told of each write the sink answered: (records, seconds)
         self._queue: list[tuple[NewRecord, asyncio.Future[AuditRecord]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,9 +146,12 @@ class Recorder:
             for _, done in group:
                 _settle(done, exc)
             return
-        finally:
-            if self._observe is not None:
+        if self._observe is not None:  # a write the sink answered
+            try:
                 self._observe(len(entries), time.monotonic() - start)
+            except Exception as exc:  # noqa: BLE001 - a metric never fails a durable write
+                log.debug("the audit write observer failed",
+                          extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
         if len(results) != len(group):
             return  # a sink that broke its contract: ``_write`` fails them all
         for (_, done), result in zip(group, results, strict=True):

@@ -114,3 +114,21 @@ def test_a_histogram_s_quantile_is_read_as_promql_reads_it() -> None:
     assert bench.quantile(0.75, buckets) == pytest.approx(0.15)
     assert bench.quantile(0.95, {0.1: 1.0, float("inf"): 2.0}) == pytest.approx(0.1)
     assert bench.quantile(0.95, {0.1: 0.0, float("inf"): 0.0}) == 0.0
+
+
+def test_an_operator_restarted_between_the_scrapes_counts_from_its_restart() -> None:
+    from prometheus_client import generate_latest
+
+    from wingman.operator.metrics import Metrics
+
+    old, new = Metrics(), Metrics()
+    for _ in range(10):
+        old.audit_written(2, 0.004)
+    new.audit_written(3, 0.002)
+    before = bench.scrape(bench.Running(0, lambda: None, "",
+                                        lambda: generate_latest(old.registry).decode()))
+    after = bench.scrape(bench.Running(0, lambda: None, "",
+                                       lambda: generate_latest(new.registry).decode()))
+    assert before is not None and after is not None
+    got = bench.steps(before, after)["audit records/write"]
+    assert got["count"] == 1 and got["mean"] == 3  # not 1 - 10 writes of nonsense

@@ -21,5 +21,5 @@ def test_a_busy_event_loop_shows_as_lag_and_an_idle_one_does_not() -> None:
         await asyncio.gather(task, return_exceptions=True)
     asyncio.run(run())
     assert max(seen) >= 0.25  # the timer due during the blocking step ran that late
-    assert sorted(seen)[len(seen) // 2] < 0.05  # most ran about on time
+    assert sum(1 for s in seen if s >= 0.25) == 1  # and only that one: the others on time
     assert min(seen) >= 0.0

@@ -362,3 +362,23 @@ def test_every_write_is_told_to_the_observer_with_its_records_and_time(tmp_path:
     assert [records for records, _ in told] == sink.groups
     assert sum(sink.groups) == 102
     assert all(seconds > 0 for _, seconds in told)
+
+
+def test_an_observer_that_fails_never_fails_a_durable_write(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "audit.jsonl")
+    pool = ThreadPoolExecutor(1)
+
+    async def run(fn: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    def broken(records: int, seconds: float) -> None:
+        raise RuntimeError("metrics are down")
+
+    async def one() -> AuditRecord:
+        return await Recorder(sink, run, broken).append(entry(0))
+    try:
+        record = asyncio.run(one())
+    finally:
+        pool.shutdown()
+        sink.close()
+    assert record.seq == 0
