@@ -561,12 +561,25 @@ STEP_SERIES = (
 #: Steps sampled in time, not once per object: no "per object" figure
 SAMPLED = frozenset({"event loop lag"})
 
-Buckets = dict[tuple[str, tuple[tuple[str, str], ...]], dict[float, float]]
+@dataclass
+class Series:
+    """One labelled series of a histogram as scraped: its sum and its cumulative buckets (upper
+    bound → count; the ``+Inf`` bucket is its count)."""
+
+    sum: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def count(self) -> float:
+        return self.buckets.get(float("inf"), 0.0)
 
 
-def scrape(op: Running) -> Buckets | None:
-    """The cumulative buckets (with ``+Inf``), sums and counts of the operator's step
-    histograms, by series and labels; None for the no-op or a scrape that failed."""
+Scraped = dict[tuple[str, tuple[tuple[str, str], ...]], Series]
+
+
+def scrape(op: Running) -> Scraped | None:
+    """The operator's step histograms, by series name and labels; None for the no-op or a
+    scrape that failed."""
     from prometheus_client.parser import text_string_to_metric_families
 
     if op.metrics is None:
@@ -579,20 +592,17 @@ def scrape(op: Running) -> Buckets | None:
                  "step breakdown for this phase")
         return None
     wanted = {series for _, series in STEP_SERIES}
-    out: Buckets = {}
+    out: Scraped = {}
     for family in families:
         if family.name not in wanted:
             continue
         for sample in family.samples:
             labels = {k: v for k, v in sample.labels.items() if k != "le"}
-            key = (family.name, tuple(sorted(labels.items())))
-            entry = out.setdefault(key, {})
+            entry = out.setdefault((family.name, tuple(sorted(labels.items()))), Series())
             if sample.name.endswith("_bucket"):
-                entry[float(sample.labels["le"])] = sample.value
+                entry.buckets[float(sample.labels["le"])] = sample.value
             elif sample.name.endswith("_sum"):
-                entry[-1.0] = sample.value  # the sum, under a key no bucket has
-            elif sample.name.endswith("_count"):
-                entry[-2.0] = sample.value
+                entry.sum = sample.value
     return out
 
 
@@ -600,7 +610,7 @@ def quantile(q: float, buckets: dict[float, float]) -> float:
     """The ``q`` quantile of cumulative histogram ``buckets`` (upper bound → count), linear
     within a bucket as PromQL's ``histogram_quantile`` (0 when empty; the highest finite
     bound when it falls in ``+Inf``)."""
-    bounds = sorted(b for b in buckets if b >= 0)
+    bounds = sorted(buckets)
     total = buckets.get(float("inf"), 0.0)
     if total <= 0:
         return 0.0
@@ -616,7 +626,7 @@ def quantile(q: float, buckets: dict[float, float]) -> float:
     return lower
 
 
-def steps(before: Buckets, after: Buckets) -> dict[str, dict[str, float]]:
+def steps(before: Scraped, after: Scraped) -> dict[str, dict[str, float]]:
     """Per step (row name and labels): count, mean and p95 over what happened between the two
     scrapes (pure)."""
     out: dict[str, dict[str, float]] = {}
@@ -624,18 +634,18 @@ def steps(before: Buckets, after: Buckets) -> dict[str, dict[str, float]]:
         for (name, labels), now in sorted(after.items()):
             if name != series:
                 continue
-            then = before.get((name, labels), {})
-            if now.get(-2.0, 0.0) < then.get(-2.0, 0.0):
-                then = {}  # the operator restarted in between: its counts began again
-            delta = {k: v - then.get(k, 0.0) for k, v in now.items()}
-            count = delta.get(-2.0, 0.0)
+            then = before.get((name, labels), Series())
+            if now.count < then.count:
+                then = Series()  # the operator restarted in between: its counts began again
+            count = now.count - then.count
             if count <= 0:
                 continue
             label = " ".join(v for _, v in sorted(labels, key=lambda kv: kv[0] != "verb"))
             unit = 1.0 if series.endswith("_records") else 1000.0
+            buckets = {k: v - then.buckets.get(k, 0.0) for k, v in now.buckets.items()}
             out[f"{row} {label}".strip()] = {
-                "count": count, "mean": delta.get(-1.0, 0.0) / count * unit,
-                "p95": quantile(0.95, {k: v for k, v in delta.items() if k >= 0}) * unit}
+                "count": count, "mean": (now.sum - then.sum) / count * unit,
+                "p95": quantile(0.95, buckets) * unit}
     return out
 
 

@@ -200,18 +200,10 @@ class Context:
                     ) -> AuditRecord:
         """Append durably or raise AuditUnavailable: no transition without its record.
         Appends that arrive together are written together (``recorder``: group commit)."""
-        self.check_leading()
-        queued = time.monotonic()
-        try:
-            record = await self._recording().append(
-                NewRecord(event, "operator", subject, data))
-        except AuditUnavailable as exc:
-            self.metrics.audit_errors.labels(component="operator").inc()
-            raise exc from None
-        finally:
-            self.metrics.audit_wait.observe(time.monotonic() - queued)
-        self.metrics.audit_sequence.set(record.seq)
-        return record
+        (result,) = await self.audit_unit([(event, subject, data)])  # a unit of one
+        if isinstance(result, AuditUnavailable):
+            raise result
+        return result
 
     def _recording(self) -> Recorder:
         """The group commit of this context's sink (made again when the sink was replaced)."""

@@ -434,6 +434,35 @@ def test_metrics_and_health(env: Env) -> None:
     assert 'wingman_decisions_total{decision="AutoApproved",environment="test"} 1.0' in text
 
 
+def test_the_operator_measures_where_a_reconcile_s_time_goes(env: Env) -> None:
+    """The step metrics a platform team reads when objects settle late (runbook: "where the
+    operator's time goes"): after one real request, its reconcile, its status write by verb,
+    resource and status, its audit wait and write, and the event loop's lag are all there."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    env.request("measured")
+    env.wait_phase("ar", "measured", "AutoApproved")
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(env.op.metrics())
+                for s in family.samples}
+    got = wait_for("step metrics", lambda: (m := samples()) and m.get(
+        ("wingman_event_loop_lag_seconds_count", ())) and m, 20)
+    assert got[("wingman_api_requests_total", (("code", "200"),
+                                               ("resource", "approvalrequests/status"),
+                                               ("verb", "patch")))] >= 1
+    assert got[("wingman_api_request_duration_seconds_count",
+                (("resource", "approvalrequests/status"), ("verb", "patch")))] >= 1
+    assert got[("wingman_reconcile_duration_seconds_count",
+                (("resource", "approvalrequests"),))] >= 1
+    assert got[("wingman_reconcile_wait_seconds_count", (("resource", "approvalrequests"),))] >= 1
+    assert got[("wingman_audit_append_seconds_count", ())] >= 1
+    assert got[("wingman_audit_write_records_sum", ())] >= got[
+        ("wingman_audit_write_seconds_count", ())] >= 1
+    assert got[("wingman_call_wait_seconds_count", ())] >= 1
+
+
 def test_the_operator_runs_on_the_allocator_it_chose(env: Env) -> None:
     """``auto``: jemalloc where it is installed (bash .ci/setup installs it; the image has
     it), preloaded into the operator process itself; glibc's malloc otherwise."""
