@@ -12,8 +12,11 @@ then the record's ``extra={...}`` fields as keys of their own (``grant``, ``reas
 of an object, and ``error`` with the traceback of an exception. The framework's own loggers
 (kopf, the API client) go through the same handler, so an operator pod speaks one format.
 
-Callers log hashes of tokens and keys, never their values; as a second line of defence a
-process may register a secret it holds (``never_log``) and every line is scrubbed of it.
+Callers log hashes of tokens and keys, never their values. As a second line of defence every
+line is scrubbed of what looks like a token whoever wrote it (an API server's error message that
+echoes a Secret, a framework's debug line): a JWT (``eyJ<segment>.<segment>.``, the capability
+tokens and ServiceAccount tokens) and the base64 of one (how a Secret's ``data`` carries it); and
+a process may register a secret it holds (``never_log``), which is scrubbed from every line too.
 
 This module imports the standard library only: the gateway and the command line use it without
 the operator's framework.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import sys
 import threading
 from typing import IO, Any
@@ -38,6 +42,12 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 # Framework attributes that are not log fields (kopf's per-object logger adds them).
 _INTERNAL = frozenset({"k8s_ref", "k8s_skip", "settings"})
 _FIRST = ("time", "level", "component", "logger", "message")
+
+#: A run of the characters a JWT, the base64 of one (its padding aside), or a path holding one
+#: is made of; the runs of a line are disjoint, so finding them is linear in its length.
+_RUN = re.compile(r"[A-Za-z0-9_.+/-]+")
+_B64_OF_JWT = "ZXlK"  # the base64 of "eyJ"
+_B64_OF_JWT_MIN = 24  # characters after it: shorter is no token
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -56,7 +66,29 @@ def forget(value: str) -> None:
         _secrets.discard(value)
 
 
+def _token_shaped(run: str) -> bool:
+    """True when ``run`` (no spaces or quotes) holds a JWT (``eyJ<segment>.<segment>.``) or the
+    base64 of one (``ZXlK`` and at least 24 more characters)."""
+    at = run.find(_B64_OF_JWT)
+    if at != -1 and len(run) - at - len(_B64_OF_JWT) >= _B64_OF_JWT_MIN:
+        return True
+    if "eyJ" not in run:
+        return False
+    segments = run.split(".")
+    for i in range(len(segments) - 2):
+        first = segments[i].find("eyJ")
+        if first != -1 and first + 3 < len(segments[i]) and segments[i + 1]:
+            return True
+    return False
+
+
+def _redact_run(match: re.Match[str]) -> str:
+    return REDACTED if _token_shaped(match.group()) else match.group()
+
+
 def _scrub(line: str) -> str:
+    if "eyJ" in line or _B64_OF_JWT in line:
+        line = _RUN.sub(_redact_run, line)
     with _secrets_lock:
         held = list(_secrets)
     for secret in held:

@@ -3,11 +3,13 @@ a configurable level, and secrets a process holds scrubbed from every line."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,6 +102,59 @@ def test_a_registered_secret_never_reaches_a_line(stream: io.StringIO) -> None:
         logs.forget(token)
     assert token not in stream.getvalue()
     assert stream.getvalue().count(logs.REDACTED) >= 3
+
+
+def _jwt() -> str:
+    """A real capability token's shape: three base64url segments, the first ``eyJ``."""
+    header = base64.urlsafe_b64encode(b'{"alg":"EdDSA","typ":"JWT"}').rstrip(b"=").decode()
+    claims = base64.urlsafe_b64encode(b'{"sub":"worker","jti":"0123456789abcdef"}'
+                                      ).rstrip(b"=").decode()
+    return f"{header}.{claims}.{'s' * 86}"
+
+
+@pytest.mark.parametrize("fmt", logs.FORMATS)
+def test_a_token_nobody_registered_is_scrubbed_by_its_shape(stream: io.StringIO,
+                                                            fmt: str) -> None:
+    """An API server's error that echoes a Secret (its ``data`` in base64), or a JWT inside a
+    path or a header: no line carries it, whoever logged it, and the words around it stay."""
+    token = _jwt()
+    encoded = base64.b64encode(token.encode()).decode()
+    logs.setup_logging(fmt, "info", component="operator", stream=stream)
+    log = logging.getLogger("wingman.operator.grants")
+    log.warning('Secret "g-token" is invalid: data[token]: %s', encoded,
+                extra={"detail": f"Authorization: Bearer {token}"})
+    log.warning("GET /api/v1/x/%s failed", token)
+    try:
+        raise ValueError(f"refused: {encoded.rstrip('=')}")
+    except ValueError:
+        log.exception("boom")
+    out = stream.getvalue()
+    assert token not in out and encoded.rstrip("=") not in out
+    for fragment in (token.split(".")[0], token.split(".")[1], encoded[:40]):
+        assert fragment not in out
+    assert "Authorization: Bearer [REDACTED]" in out
+    assert "g-token" in out and "data[token]: [REDACTED]" in out
+    assert "GET [REDACTED] failed" in out  # the path holding it goes with it
+    assert "refused: [REDACTED]" in out
+
+
+def test_words_and_hashes_that_only_resemble_a_token_are_kept(stream: io.StringIO) -> None:
+    logs.setup_logging("json", "info", component="operator", stream=stream)
+    text = ("eyJ alone, eyJ.x without a third part, ZXlK short, sha256:" + "ab" * 32
+            + " ns/eyJob.done")
+    logging.getLogger("wingman.operator").info(text)
+    assert lines(stream)[0]["message"] == text
+
+
+def test_scrubbing_a_hostile_line_takes_linear_time(stream: io.StringIO) -> None:
+    """A line of ``eyJ`` repeated (a request's text, say) is scrubbed in one pass, not one
+    per occurrence."""
+    logs.setup_logging("json", "info", component="operator", stream=stream)
+    hostile = "eyJ" * 200_000 + ".a"
+    started = time.process_time()
+    logging.getLogger("wingman.operator").info(hostile)
+    assert time.process_time() - started < 5.0
+    assert "eyJeyJ" in stream.getvalue()  # no token: two segments only
 
 
 @pytest.mark.parametrize(("fmt", "level"), [("xml", "info"), ("json", "verbose")])
