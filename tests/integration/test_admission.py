@@ -476,6 +476,30 @@ POD_SPEC_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
                      'whose command is ["wingman", "gateway"]'),
     "extraArgs": ({"container": {"args": ["--anything"]}},
                   'whose command is ["wingman", "gateway"]'),
+    # other code run with the gateway's rights by its one allowed command
+    "pythonPath": ({"container": {"env": [{"name": "WINGMAN_NAMESPACE", "value": "x"},
+                                          {"name": "PYTHONPATH", "value": "/tmp/evil"}]}},
+                   "found: PYTHONPATH"),
+    "preload": ({"container": {"env": [{"name": "LD_PRELOAD", "value": "/tmp/x.so"}]}},
+                "take only WINGMAN_* environment variables"),
+    "envFrom": ({"container": {"envFrom": [{"configMapRef": {"name": "evil"}}]}},
+                "no envFrom and no workingDir"),
+    "workingDir": ({"container": {"workingDir": "/tmp"}}, "no envFrom and no workingDir"),
+    "postStart": ({"container": {"lifecycle": {"postStart": {"exec": {
+        "command": ["kubectl", "get", "secrets"]}}}}}, "no lifecycle hooks and no probes"),
+    "execProbe": ({"container": {"livenessProbe": {"exec": {"command": ["sh", "-c", "id"]}}}},
+                  "no lifecycle hooks and no probes"),
+    "mountOverCode": ({"container": {"volumeMounts": [{"name": "x", "mountPath": "/opt/wingman"}]},
+                       "volumes": [{"name": "x", "configMap": {"name": "evil"}}]},
+                      "found: /opt/wingman"),
+    "mountPreload": ({"container": {"volumeMounts": [
+        {"name": "x", "mountPath": "/etc/ld.so.preload", "subPath": "preload"}]},
+                      "volumes": [{"name": "x", "configMap": {"name": "evil"}}]},
+                     "found: /etc/ld.so.preload"),
+    "mountDotDot": ({"container": {"volumeMounts": [
+        {"name": "x", "mountPath": "/etc/wingman/../../usr/lib"}]},
+                     "volumes": [{"name": "x", "configMap": {"name": "evil"}}]},
+                    "as a clean absolute path"),
 }
 
 
@@ -490,6 +514,59 @@ def test_gateway_pod_spec_rules_bind_the_operator_too(
                            input=dump(job))
     assert result.returncode != 0, f"{violation} was admitted"
     assert message in result.stderr, result.stderr
+
+
+def test_the_operators_jobs_run_only_as_the_gateway_or_the_preview(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    """A Job of the operator's that ran as another ServiceAccount (the chat service's, which
+    impersonates approvers; the namespace's default) would hand that identity's token to a pod
+    the operator chose."""
+    ns = test_release.namespace
+    for account in ("wingman-chat", "default"):
+        job = job_manifest(f"as-{account}", service_account=account)
+        result = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                               input=dump(job))
+        assert result.returncode != 0, f"a Job as {account} was admitted"
+        assert "Jobs run only as wingman-gateway or wingman-preview, not as ServiceAccount " \
+            f"'{account}'" in result.stderr, result.stderr
+    unnamed = job_manifest("as-nobody")
+    del unnamed["spec"]["template"]["spec"]["serviceAccountName"]
+    result = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                           input=dump(unnamed))
+    assert result.returncode != 0
+    assert "not as ServiceAccount 'default'" in result.stderr, result.stderr
+
+
+def test_nobody_creates_a_lasting_service_account_token_in_the_release_namespace(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    """The token controller would fill such a Secret with a token of the gateway (or the chat
+    service) bound to no pod and never expiring; whoever created it reads it back."""
+    ns = test_release.namespace
+    for who in ("operator", "admin"):
+        secret = {"apiVersion": "v1", "kind": "Secret",
+                  "type": "kubernetes.io/service-account-token",
+                  "metadata": {"name": f"lasting-{who}", "annotations": {
+                      "kubernetes.io/service-account.name": "wingman-gateway"}}}
+        if who == "operator":
+            result = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f",
+                                   "-", input=dump(secret))
+        else:
+            result = cluster.kubectl("create", "-n", ns, "-f", "-", input=dump(secret),
+                                     check=False)
+        assert result.returncode != 0, f"{who} created a service-account-token Secret"
+        assert "kubernetes.io/service-account-token are refused in namespace " + ns \
+            in result.stderr, result.stderr
+        assert "kubectl create token" in result.stderr
+        assert cluster.kubectl("get", "secret", f"lasting-{who}", "-n", ns,
+                               check=False).returncode != 0
+    opaque = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "plain"},
+              "stringData": {"k": "v"}}
+    made = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                         input=dump(opaque))
+    assert made.returncode == 0, made.stderr
+    cluster.kubectl("delete", "secret", "plain", "-n", ns)
 
 
 def test_docker_socket_is_the_only_hostpath_when_docker_is_enabled(

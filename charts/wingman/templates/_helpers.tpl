@@ -206,6 +206,36 @@ subcommand the pod may run.
   reason: Forbidden
 {{- end }}
 - expression: >-
+    variables.containers.all(c, !has(c.envFrom) && !has(c.workingDir) &&
+    (!has(c.env) || c.env.all(e, e.name.startsWith('WINGMAN_'))))
+  messageExpression: >-
+    "{{ .entry }} containers take only WINGMAN_* environment variables, no envFrom and no " +
+    "workingDir (PATH, PYTHONPATH or LD_PRELOAD would run other code with the {{ .entry }}'s " +
+    "rights); found: " + variables.containers.map(c, (has(c.env) ? c.env : [])
+    .filter(e, !e.name.startsWith('WINGMAN_')).map(e, e.name).join(", ")).join(", ")
+  reason: Forbidden
+- expression: >-
+    variables.containers.all(c, !has(c.lifecycle) && !has(c.livenessProbe) &&
+    !has(c.readinessProbe) && !has(c.startupProbe))
+  message: >-
+    {{ .entry }} containers have no lifecycle hooks and no probes: an exec hook or probe would
+    run another command with the {{ .entry }}'s rights; remove lifecycle and the probes
+  reason: Forbidden
+- expression: >-
+    variables.containers.all(c, !has(c.volumeMounts) || c.volumeMounts.all(m,
+    m.mountPath.startsWith('/') && m.mountPath != '/' && !m.mountPath.contains('//') &&
+    !m.mountPath.matches('(^|/)[.][.]?(/|$)') &&
+    (m.mountPath.startsWith('/etc/wingman/') ||
+    !['/usr', '/lib', '/lib32', '/lib64', '/libx32', '/bin', '/sbin', '/opt', '/etc',
+    '/boot', '/proc', '/sys', '/dev'].exists(r, m.mountPath == r || m.mountPath == r + '/' ||
+    m.mountPath.startsWith(r + '/')))))
+  messageExpression: >-
+    "{{ .entry }} containers mount volumes only outside the image's code and system paths " +
+    "(/usr, /lib*, /bin, /sbin, /opt, /etc except /etc/wingman/, /boot, /proc, /sys, /dev, " +
+    "the root), as a clean absolute path; found: " + variables.containers.map(c,
+    (has(c.volumeMounts) ? c.volumeMounts : []).map(m, m.mountPath).join(", ")).join(", ")
+  reason: Forbidden
+- expression: >-
     size(variables.spec.containers) == 1 &&
     (!has(variables.spec.initContainers) || size(variables.spec.initContainers) == 0) &&
     variables.spec.containers.all(c, has(c.command) && c.command == ['wingman', '{{ .entry }}'] &&

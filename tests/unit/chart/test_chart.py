@@ -428,7 +428,9 @@ def test_admission_policies_are_bound_to_the_release_namespace(
                              f"wingman-{NS}-gateway-writes", f"wingman-{NS}-gateway-pods",
                              f"wingman-{NS}-gateway-jobs", f"wingman-{NS}-preview-pods",
                              f"wingman-{NS}-preview-jobs", f"wingman-{NS}-preview-dry-run",
-                             f"wingman-{NS}-audit-checkpoints", f"wingman-{NS}-metadata"}
+                             f"wingman-{NS}-audit-checkpoints", f"wingman-{NS}-metadata",
+                             f"wingman-{NS}-service-account-tokens",
+                             f"wingman-{NS}-operator-jobs"}
     (writer,) = policies[f"wingman-{NS}-gateway-writes"]["spec"]["matchConditions"]
     assert f"'system:serviceaccount:{NS}:wingman-gateway'" in writer["expression"]
     for policy in policies.values():
@@ -451,6 +453,18 @@ def test_admission_policies_are_bound_to_the_release_namespace(
     grant_vars = {v["name"]: v["expression"]
                   for v in policies[f"wingman-{NS}-executiongrants"]["spec"]["variables"]}
     assert grant_vars["served"] == served
+
+
+def test_the_operators_jobs_run_only_as_the_service_accounts_the_release_uses() -> None:
+    """With the preview off, a Job of the operator's runs as the gateway or not at all."""
+    for preview, accounts in ((True, '["wingman-gateway","wingman-preview"]'),
+                              (False, '["wingman-gateway"]')):
+        objs = render("test", {"policy.preview.enabled": preview}, namespace=NS)
+        (policy,) = find(objs, "ValidatingAdmissionPolicy", f"wingman-{NS}-operator-jobs")
+        (rule,) = policy["spec"]["validations"]
+        assert f"variables.account in {accounts}" in rule["expression"]
+        (who,) = policy["spec"]["matchConditions"]
+        assert f'"system:serviceaccount:{NS}:wingman-operator"' in who["expression"]
 
 
 def test_gateway_image_and_docker_socket_come_from_values() -> None:
