@@ -7,6 +7,12 @@ command. A flag takes its value as ``--flag=value``, ``--flag value``, ``-fvalue
 ``kubectl options``, and the value-taking flags of its commands). Everything after ``--`` is
 the argv of another program (``kubectl exec ... -- sh``).
 
+kubectl accepts other names for some subcommands (``kubectl create deploy``, ``create cj``,
+``top po``) and for every resource type (plural, short names, ``deployments.apps``, lists like
+``po,svc``): ``ParsedCommand.action`` reads a subcommand by its own name and
+``resource_types`` a resource type by its singular name, so risk tables keyed on one name see
+them all.
+
 An unknown flag given without ``=`` is ambiguous: it may take the next word as its value, or
 not. The parse then records ``ambiguous`` and keeps both readings available
 (``verb_candidates``), so a reviewer rates the worse one and a crafted flag cannot hide the
@@ -74,11 +80,37 @@ KUBECTL_BOOL_FLAGS = KUBECTL_GLOBAL_BOOL_FLAGS | frozenset({
     # Optional values: given only as --flag=value, never as a separate word.
     "--dry-run", "--validate", "--record",
 })
-# Subcommands: kubectl verbs whose next word selects what they do.
-KUBECTL_GROUPS = frozenset({
-    "rollout", "set", "create", "auth", "certificate", "config", "apply", "top", "plugin",
-    "cluster-info", "alpha", "events",
-})
+# Subcommands: kubectl verbs whose next word selects what they do (kubectl 1.32 to 1.34), and
+# the other names cobra accepts for a subcommand (its ``Aliases``): ``kubectl create deploy``
+# is ``kubectl create deployment``. ``action`` reads a subcommand by its own name.
+KUBECTL_SUBCOMMANDS: dict[str, frozenset[str]] = {
+    "create": frozenset({
+        "clusterrole", "clusterrolebinding", "configmap", "cronjob", "deployment", "ingress",
+        "job", "namespace", "poddisruptionbudget", "priorityclass", "quota", "role",
+        "rolebinding", "secret", "service", "serviceaccount", "token"}),
+    "rollout": frozenset({"history", "pause", "restart", "resume", "status", "undo"}),
+    "set": frozenset({"env", "image", "resources", "selector", "serviceaccount", "subject"}),
+    "auth": frozenset({"can-i", "reconcile", "whoami"}),
+    "certificate": frozenset({"approve", "deny"}),
+    "config": frozenset({
+        "current-context", "delete-cluster", "delete-context", "delete-user", "get-clusters",
+        "get-contexts", "get-users", "rename-context", "set", "set-cluster", "set-context",
+        "set-credentials", "unset", "use-context", "view"}),
+    "apply": frozenset({"edit-last-applied", "set-last-applied", "view-last-applied"}),
+    "top": frozenset({"node", "pod"}),
+    "plugin": frozenset({"list"}),
+    "cluster-info": frozenset({"dump"}),
+    "alpha": frozenset(),
+}
+KUBECTL_SUBCOMMAND_ALIASES: dict[str, dict[str, str]] = {
+    "create": {"cm": "configmap", "cj": "cronjob", "deploy": "deployment", "ing": "ingress",
+               "ns": "namespace", "pdb": "poddisruptionbudget", "pc": "priorityclass",
+               "resourcequota": "quota", "svc": "service", "sa": "serviceaccount"},
+    "set": {"sa": "serviceaccount"},
+    "top": {"nodes": "node", "no": "node", "pods": "pod", "po": "pod"},
+    "config": {"use": "use-context"},
+}
+KUBECTL_GROUPS = frozenset(KUBECTL_SUBCOMMANDS)
 KUBECTL_VERBS = frozenset({
     "get", "describe", "logs", "top", "explain", "api-resources", "api-versions", "version",
     "cluster-info", "events", "diff", "wait", "completion", "kustomize", "options", "help",
@@ -127,9 +159,12 @@ class ParsedCommand:
     @property
     def action(self) -> tuple[str, ...]:
         """The verb and, for a command group (``rollout``, ``set``, ``create``...), its
-        subcommand: ``("set", "image")``, ``("create", "clusterrolebinding")``."""
+        subcommand, by its own name (``create deploy`` is ``("create", "deployment")``):
+        ``("set", "image")``, ``("create", "clusterrolebinding")``."""
         groups = KUBECTL_GROUPS if self.program == "kubectl" else DOCKER_GROUPS
         if self.verb in groups and len(self.words) > 1:
+            if self.program == "kubectl":
+                return self.verb, subcommand(self.verb, self.words[1])
             return self.words[:2]
         return self.words[:1]
 
@@ -147,6 +182,78 @@ class ParsedCommand:
         if self.ambiguous and len(self.words) > 1:
             out += [w for w in self.words[1:3] if w not in out]
         return tuple(out)
+
+
+def subcommand(group: str, word: str) -> str:
+    """The subcommand ``word`` names in kubectl's command group ``group`` (its aliases read as
+    its own name: ``subcommand("create", "cj")`` is ``"cronjob"``)."""
+    return KUBECTL_SUBCOMMAND_ALIASES.get(group, {}).get(word, word)
+
+
+# kubectl's built-in resource types: the singular name, then the plural and the short names
+# (``kubectl api-resources``). kubectl accepts any of them, in any case, alone or with the
+# API group (``deployments.apps``, ``deployments.v1.apps``), and lists of them (``po,svc``).
+_RESOURCE_NAMES = (
+    ("pod", "pods", "po"), ("service", "services", "svc"), ("configmap", "configmaps", "cm"),
+    ("secret", "secrets"), ("serviceaccount", "serviceaccounts", "sa"),
+    ("namespace", "namespaces", "ns"), ("node", "nodes", "no"),
+    ("persistentvolume", "persistentvolumes", "pv"),
+    ("persistentvolumeclaim", "persistentvolumeclaims", "pvc"),
+    ("endpoints", "ep"), ("event", "events", "ev"), ("limitrange", "limitranges", "limits"),
+    ("resourcequota", "resourcequotas", "quota"),
+    ("replicationcontroller", "replicationcontrollers", "rc"), ("podtemplate", "podtemplates"),
+    ("componentstatus", "componentstatuses", "cs"), ("binding", "bindings"),
+    ("deployment", "deployments", "deploy"), ("daemonset", "daemonsets", "ds"),
+    ("statefulset", "statefulsets", "sts"), ("replicaset", "replicasets", "rs"),
+    ("controllerrevision", "controllerrevisions"),
+    ("job", "jobs"), ("cronjob", "cronjobs", "cj"),
+    ("horizontalpodautoscaler", "horizontalpodautoscalers", "hpa"),
+    ("poddisruptionbudget", "poddisruptionbudgets", "pdb"),
+    ("ingress", "ingresses", "ing"), ("ingressclass", "ingressclasses"),
+    ("networkpolicy", "networkpolicies", "netpol"),
+    ("customresourcedefinition", "customresourcedefinitions", "crd", "crds"),
+    ("apiservice", "apiservices"),
+    ("role", "roles"), ("rolebinding", "rolebindings"), ("clusterrole", "clusterroles"),
+    ("clusterrolebinding", "clusterrolebindings"),
+    ("certificatesigningrequest", "certificatesigningrequests", "csr"),
+    ("priorityclass", "priorityclasses", "pc"), ("storageclass", "storageclasses", "sc"),
+    ("runtimeclass", "runtimeclasses"), ("csidriver", "csidrivers"), ("csinode", "csinodes"),
+    ("csistoragecapacity", "csistoragecapacities"), ("volumeattachment", "volumeattachments"),
+    ("volumeattributesclass", "volumeattributesclasses"),
+    ("validatingwebhookconfiguration", "validatingwebhookconfigurations"),
+    ("mutatingwebhookconfiguration", "mutatingwebhookconfigurations"),
+    ("validatingadmissionpolicy", "validatingadmissionpolicies"),
+    ("validatingadmissionpolicybinding", "validatingadmissionpolicybindings"),
+    ("mutatingadmissionpolicy", "mutatingadmissionpolicies"),
+    ("mutatingadmissionpolicybinding", "mutatingadmissionpolicybindings"),
+    ("flowschema", "flowschemas"),
+    ("prioritylevelconfiguration", "prioritylevelconfigurations"),
+    ("lease", "leases"), ("endpointslice", "endpointslices"),
+    ("ipaddress", "ipaddresses"), ("servicecidr", "servicecidrs"),
+    ("deviceclass", "deviceclasses"), ("resourceclaim", "resourceclaims"),
+    ("resourceclaimtemplate", "resourceclaimtemplates"), ("resourceslice", "resourceslices"),
+    ("tokenreview", "tokenreviews"), ("subjectaccessreview", "subjectaccessreviews"),
+    ("selfsubjectaccessreview", "selfsubjectaccessreviews"),
+    ("selfsubjectrulesreview", "selfsubjectrulesreviews"),
+    ("localsubjectaccessreview", "localsubjectaccessreviews"),
+    ("selfsubjectreview", "selfsubjectreviews"),
+)
+KUBECTL_RESOURCE_ALIASES: dict[str, str] = {
+    name: names[0] for names in _RESOURCE_NAMES for name in names}
+
+
+def resource_types(word: str) -> tuple[str, ...]:
+    """The resource types a kubectl argument names, each by its singular name:
+    ``deploy/web`` -> ``("deployment",)``, ``po,SVC`` -> ``("pod", "service")``,
+    ``clusterroles.rbac.authorization.k8s.io`` -> ``("clusterrole",)``. A word that names no
+    built-in type reads as itself, lower case and without its API group."""
+    out: list[str] = []
+    for part in word.split("/", 1)[0].lower().split(","):
+        name = part.split(".", 1)[0]
+        name = KUBECTL_RESOURCE_ALIASES.get(name, name)
+        if name not in out:
+            out.append(name)
+    return tuple(out)
 
 
 def split(command: str) -> list[str]:
@@ -234,4 +341,5 @@ def parse(command: str) -> ParsedCommand:
     return parse_argv(split(command))
 
 
-__all__ = ["KUBECTL_VERBS", "ParsedCommand", "parse", "parse_argv", "split"]
+__all__ = ["KUBECTL_VERBS", "ParsedCommand", "parse", "parse_argv", "resource_types", "split",
+           "subcommand"]

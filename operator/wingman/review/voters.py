@@ -1,8 +1,9 @@
 """Built-in deterministic voters: the panel works offline, and every review is reproducible.
 
 - ``destructive``: reads each command with kubectl's or docker's grammar
-  (``wingman.review.commands``: flags anywhere, values with ``=`` or separate) and rates its
-  action, flags and targets from the tables below.
+  (``wingman.review.commands``: flags anywhere, values with ``=`` or separate; subcommands and
+  resource types by any name kubectl accepts for them) and rates its action, flags and targets
+  from the tables below.
 - ``blast-radius``: weighs the environment, the number of commands and their reach, and,
   where the request was previewed, what the preview found: how many objects, which kinds and
   namespaces; a command the preview could not show cleanly (target missing, forbidden,
@@ -29,7 +30,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from wingman.errors import ConfigError
-from wingman.review.commands import KUBECTL_VERBS, ParsedCommand, parse
+from wingman.review.commands import (
+    KUBECTL_SUBCOMMANDS,
+    KUBECTL_VERBS,
+    ParsedCommand,
+    parse,
+    resource_types,
+)
 from wingman.review.consensus import (
     DESTRUCTIVE,
     PREVIEW_FINDING,
@@ -43,8 +50,11 @@ from wingman.review.injection import PromptInjectionVoter
 
 L, M, H, C = Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL
 
-# kubectl actions (verb, or verb and subcommand) and what they risk. An action not listed
-# falls back to its verb; a verb kubectl does not have runs a plugin (an arbitrary program).
+# kubectl actions (verb, or verb and subcommand, by its own name: ``create deploy`` is
+# ``("create", "deployment")``) and what they risk. An action not listed falls back to its verb;
+# a verb kubectl does not have runs a plugin (an arbitrary program), and so may a ``create``
+# subcommand kubectl does not have (``kubectl create foo`` runs ``kubectl-create-foo``): both
+# are high.
 KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("get",): L, ("describe",): L, ("logs",): L, ("top",): L, ("explain",): L,
     ("api-resources",): L, ("api-versions",): L, ("version",): L, ("events",): L,
@@ -56,7 +66,10 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("rollout", "resume"): M,
     ("scale",): M, ("autoscale",): M, ("label",): M, ("annotate",): M, ("expose",): M,
     ("uncordon",): M,
-    ("create",): M, ("create", "secret"): H, ("create", "token"): C,
+    ("create",): M, ("create", "configmap"): M, ("create", "ingress"): M,
+    ("create", "namespace"): M, ("create", "poddisruptionbudget"): M,
+    ("create", "priorityclass"): M, ("create", "quota"): M, ("create", "service"): M,
+    ("create", "secret"): H, ("create", "token"): C,
     ("create", "role"): H, ("create", "clusterrole"): H, ("create", "rolebinding"): H,
     ("create", "clusterrolebinding"): H, ("create", "serviceaccount"): H,
     ("create", "deployment"): H, ("create", "job"): H, ("create", "cronjob"): H,
@@ -100,20 +113,19 @@ DANGEROUS_FLAGS: dict[str, Risk] = {
 POWERFUL_ROLES = frozenset({"cluster-admin", "admin", "edit", "system:masters"})
 SECRET_WORDS = ("secret", "serviceaccount", "token", "kubeconfig", "certificatesigningrequest",
                 "csr", "credential", "password")
-SECRET_RESOURCES = frozenset({"sa", "secrets", "secret"})
-# Cluster-scoped resources (with their short names and plurals): changing one reaches every
-# namespace.
+# Resource types by their singular name (``wingman.review.commands.resource_types`` reads
+# plurals, short names and API groups as it: ``sa``, ``secrets.v1``, ``po,ns``).
+SECRET_RESOURCES = frozenset({"secret", "serviceaccount"})
+# Cluster-scoped resources: changing one reaches every namespace.
 CLUSTER_RESOURCES = frozenset({
-    "node", "nodes", "no", "namespace", "namespaces", "ns", "crd", "crds",
-    "customresourcedefinition", "customresourcedefinitions", "clusterrole", "clusterroles",
-    "clusterrolebinding", "clusterrolebindings", "persistentvolume", "persistentvolumes",
-    "pv", "storageclass", "storageclasses", "sc", "priorityclass", "priorityclasses", "pc",
-    "csr", "certificatesigningrequest", "certificatesigningrequests", "apiservice",
-    "apiservices", "validatingwebhookconfiguration", "validatingwebhookconfigurations",
-    "mutatingwebhookconfiguration", "mutatingwebhookconfigurations",
-    "validatingadmissionpolicy", "validatingadmissionpolicies",
-    "validatingadmissionpolicybinding", "validatingadmissionpolicybindings",
-    "runtimeclass", "runtimeclasses", "ingressclass", "ingressclasses",
+    "node", "namespace", "customresourcedefinition", "clusterrole", "clusterrolebinding",
+    "persistentvolume", "storageclass", "priorityclass", "certificatesigningrequest",
+    "apiservice", "validatingwebhookconfiguration", "mutatingwebhookconfiguration",
+    "validatingadmissionpolicy", "validatingadmissionpolicybinding",
+    "mutatingadmissionpolicy", "mutatingadmissionpolicybinding", "runtimeclass",
+    "ingressclass", "csidriver", "csinode", "volumeattachment", "volumeattributesclass",
+    "flowschema", "prioritylevelconfiguration", "ipaddress", "servicecidr", "deviceclass",
+    "componentstatus",
 })
 UNTRUSTED_INPUT = "UntrustedInput"
 _LEVELS = (Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL)
@@ -142,10 +154,9 @@ class _Rating:
             self.reasons.append(reason)
 
 
-def _resource_type(word: str) -> str:
-    """``deployment/web`` -> ``deployment``; ``clusterroles.rbac.authorization.k8s.io`` ->
-    ``clusterroles``."""
-    return word.split("/", 1)[0].split(".", 1)[0].lower()
+def _names(words: Iterable[str], kinds: frozenset[str]) -> bool:
+    """Whether any of ``words`` names a resource type in ``kinds`` (by any of its names)."""
+    return any(t in kinds for w in words for t in resource_types(w))
 
 
 def _values(parsed: ParsedCommand) -> Iterable[str]:
@@ -163,6 +174,10 @@ def _zero(value: str) -> bool:
 def _kubectl_action_risk(action: tuple[str, ...]) -> tuple[Risk, str]:
     if action in KUBECTL_ACTIONS:
         risk = KUBECTL_ACTIONS[action]
+    elif action[0] == "create" and len(action) > 1 \
+            and action[1] not in KUBECTL_SUBCOMMANDS["create"]:
+        return H, f"'create {action[1]}' is not a kubectl create subcommand: it would run a " \
+                  "kubectl plugin, an arbitrary program"
     elif action[:1] in KUBECTL_ACTIONS:
         risk = KUBECTL_ACTIONS[action[:1]]
     else:
@@ -216,9 +231,8 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
             rating.add(H, "changes who may do what (RBAC)")
     if parsed.action == ("config", "view") and (parsed.has("--raw") or parsed.has("--flatten")):
         rating.add(H, "prints credentials from the kubeconfig")
-    if parsed.verb in ("label", "annotate") and any(
-            _resource_type(w) in ("namespace", "namespaces", "ns", "node", "nodes", "no")
-            for w in parsed.words[1:]):
+    if parsed.verb in ("label", "annotate") and _names(parsed.words[1:],
+                                                      frozenset({"namespace", "node"})):
         rating.add(H, "labels a namespace or node (Pod Security, scheduling)")
     if parsed.verb == "debug" and parsed.flag("--profile") and any(
             p in ("sysadmin", "netadmin") for p in parsed.flag("--profile")):
@@ -262,8 +276,7 @@ def command_risk(command: str) -> tuple[Risk, list[str]]:
         rating.add(H, f"'{parsed.program}' is neither kubectl nor docker")
     for word in (*parsed.words, *_values(parsed), *parsed.after_dashes):
         lowered = word.lower()
-        if _resource_type(lowered) in SECRET_RESOURCES or any(
-                w in lowered for w in SECRET_WORDS):
+        if _names((lowered,), SECRET_RESOURCES) or any(w in lowered for w in SECRET_WORDS):
             rating.add(H, f"touches credentials ({word})")
         if re.match(r"https?://", lowered):
             rating.add(H, "loads remote content")
@@ -314,7 +327,7 @@ class BlastRadiusVoter:
             if any(n == "kube-system" or n.endswith("/kube-system") for n in namespaces):
                 risk = max(risk, Risk.CRITICAL, key=lambda x: x.rank)
                 why.append("kube-system")
-            if any(_resource_type(w) in CLUSTER_RESOURCES for w in parsed.words[1:]) or \
+            if _names(parsed.words[1:], CLUSTER_RESOURCES) or \
                     parsed.action in (("create", "clusterrolebinding"),
                                       ("create", "clusterrole")):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)

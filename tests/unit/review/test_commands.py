@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wingman.review.commands import parse
+from wingman.review.commands import parse, resource_types
 
 
 @pytest.mark.parametrize("command", [
@@ -56,3 +56,33 @@ def test_docker_management_commands_read_as_their_subcommand() -> None:
 def test_unbalanced_quotes_still_parse() -> None:
     assert parse("kubectl delete ns 'prod").verb == "delete"
     assert parse("").program == ""
+
+
+@pytest.mark.parametrize(("command", "action"), [
+    ("kubectl create deploy web --image=nginx", ("create", "deployment")),
+    ("kubectl create cj web --image=x --schedule=@hourly", ("create", "cronjob")),
+    ("kubectl create sa robot", ("create", "serviceaccount")),
+    ("kubectl create resourcequota q --hard=pods=1", ("create", "quota")),
+    ("kubectl -n apps set sa deployment/web robot", ("set", "serviceaccount")),
+    ("kubectl top po -A", ("top", "pod")),
+    ("kubectl config use prod", ("config", "use-context")),
+    ("kubectl create frobnicate x", ("create", "frobnicate")),
+])
+def test_a_subcommand_reads_by_its_own_name_whichever_alias_names_it(
+        command: str, action: tuple[str, ...]) -> None:
+    assert parse(command).action == action
+
+
+@pytest.mark.parametrize(("word", "types"), [
+    ("deploy/web", ("deployment",)),
+    ("deployments.apps", ("deployment",)),
+    ("deployments.v1.apps/web", ("deployment",)),
+    ("po,SVC,ns", ("pod", "service", "namespace")),
+    ("no", ("node",)),
+    ("clusterroles.rbac.authorization.k8s.io", ("clusterrole",)),
+    ("CronJobs", ("cronjob",)),
+    ("widgets.example.com", ("widgets",)),
+])
+def test_resource_types_read_short_names_plurals_and_api_groups(
+        word: str, types: tuple[str, ...]) -> None:
+    assert resource_types(word) == types

@@ -244,6 +244,80 @@ def test_blast_radius_reads_the_parsed_command(command: str, risk: Risk) -> None
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
         ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
     assert vote.risk is risk, (command, vote.rationale)
+# ------------------------------------------------------------------- kubectl's aliases
+
+# kubectl create's subcommands and the other names cobra accepts for them (`kubectl create
+# --help`, kubectl 1.32 to 1.34), with the arguments each needs.
+CREATE_ALIASES = [
+    ("deploy", "deployment", "miner --image=xmrig"),
+    ("cj", "cronjob", "miner --image=xmrig --schedule=@hourly"),
+    ("sa", "serviceaccount", "robot"),
+    ("ns", "namespace", "scratch"),
+    ("cm", "configmap", "c --from-literal=a=b"),
+    ("svc", "service", "clusterip web --tcp=80:80"),
+    ("pdb", "poddisruptionbudget", "p --selector=app=web --min-available=1"),
+    ("pc", "priorityclass", "p --value=1000"),
+    ("ing", "ingress", "i --rule=a.example/=web:80"),
+    ("resourcequota", "quota", "q --hard=pods=1"),
+]
+
+
+@pytest.mark.parametrize(("alias", "name", "args"), CREATE_ALIASES,
+                         ids=[a for a, _, _ in CREATE_ALIASES])
+def test_a_create_alias_is_rated_as_the_subcommand_it_names(alias: str, name: str,
+                                                            args: str) -> None:
+    for spelling in (f"kubectl create {alias} {args} -n apps",
+                     f"kubectl -n apps create {alias} {args}"):
+        assert command_risk(spelling)[0] is command_risk(
+            f"kubectl create {name} {args} -n apps")[0], spelling
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl create deploy miner --image=xmrig -n apps",
+    "kubectl create cj miner --image=xmrig --schedule=@hourly -n apps",
+])
+def test_a_workload_created_through_an_alias_is_not_auto_approved(command: str) -> None:
+    assert command_risk(command)[0] is Risk.HIGH
+    policy = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
+                                          "autoApproveMaxRisk": "medium"})
+    result = _panel(ReviewInput("ns", "r", "test", "alice", "do it", (command,)))
+    assert auto_approval(result, policy).decision is AutoDecision.AWAIT_HUMAN  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl create frobnicate x -n apps",
+    "kubectl create networkpolicy deny -n apps",
+    "kubectl -n apps create deployments web --image=nginx",
+])
+def test_a_create_subcommand_kubectl_does_not_have_is_high(command: str) -> None:
+    # kubectl runs a plugin (kubectl-create-frobnicate) for it: an arbitrary program
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH and any("not a kubectl create subcommand" in r for r in reasons)
+
+
+@pytest.mark.parametrize(("command", "risk"), [
+    ("kubectl delete po,no web", Risk.HIGH),
+    ("kubectl get csidrivers", Risk.HIGH),
+    ("kubectl delete flowschemas.flowcontrol.apiserver.k8s.io x", Risk.HIGH),
+    ("kubectl create pc urgent --value=1000000", Risk.HIGH),
+    ("kubectl -n apps get deploy,po", Risk.LOW),
+])
+def test_blast_radius_reads_resources_by_any_of_their_names(command: str, risk: Risk) -> None:
+    vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
+        ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
+    assert vote.risk is risk, (command, vote.rationale)
+
+
+@pytest.mark.parametrize(("command", "risk"), [
+    ("kubectl label po,ns prod pod-security.kubernetes.io/enforce=privileged", Risk.HIGH),
+    ("kubectl annotate Nodes.v1/node-1 x=y", Risk.HIGH),
+    ("kubectl get po,sa -n apps -o yaml", Risk.HIGH),
+    ("kubectl describe pods,secrets.v1 -n apps", Risk.HIGH),
+])
+def test_the_risk_tables_read_resources_by_any_of_their_names(command: str, risk: Risk) -> None:
+    assert command_risk(command)[0] is risk, command_risk(command)
+
+
 # --------------------------------------------------------------------------- preview, rollbacks
 
 SCALE = "kubectl scale deployment/web --replicas=3 -n apps"
