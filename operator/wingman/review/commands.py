@@ -2,84 +2,149 @@
 
 Both CLIs accept flags anywhere (cobra intersperses them): ``kubectl -n apps delete ns prod``,
 ``kubectl delete --namespace=apps ns prod`` and ``kubectl delete ns prod -n apps`` are one
-command. A flag takes its value as ``--flag=value``, ``--flag value``, ``-fvalue`` or
-``-f value``; which flags take a value is in the tables below (kubectl's global options,
-``kubectl options``, and the value-taking flags of its commands). Everything after ``--`` is
-the argv of another program (``kubectl exec ... -- sh``).
+command. A flag takes its value as ``--flag=value``, ``--flag value``, ``-fvalue``,
+``-f=value`` or ``-f value`` (and ``-itn ns`` is ``-i -t -n ns``); which flags take a value is
+in the tables below, from kubectl's own help (1.32 to 1.34), per command where commands differ:
+``-p`` is ``--previous`` for ``logs``, ``--patch`` for ``patch``; ``-f`` is ``--follow`` for
+``logs``, ``--filename`` elsewhere; ``--raw`` is boolean for ``config view``. Everything after
+``--`` is the argv of another program (``kubectl exec ... -- sh``).
+
+kubectl finds its command before it reads any flag (cobra's ``Find``): looking for the verb,
+and then for a group's subcommand, it skips each flag and, unless it is one of kubectl's global
+boolean options (at ``create`` and ``apply``, also one of theirs), the word after it, as the
+flag's value. Only then are the flags read, with that command's own flags. So a flag before
+the verb can hide it from a reader who takes the first word: ``kubectl -i get exec -- sh``
+runs ``exec`` (on a pod named ``get``), ``kubectl -w get proxy`` runs ``proxy``.
+
+The parse therefore keeps every reading kubectl could make (``ParsedCommand.readings``): the
+first takes the first positional words as the command and reads an unknown flag as boolean;
+the others are cobra's (the command as cobra finds it, its words taken out, each flag read with
+that command's flags) and, in each, the other way to read a flag the tables cannot place: an
+unknown flag given without ``=`` taking the next word, and a value flag followed by a word that
+looks like a flag not taking it. A reviewer rates the worst reading, so a crafted flag hides
+neither the verb nor another flag. Past ``MAX_READINGS`` readings (or ``MAX_STEPS`` words
+read) the parse says ``unresolved``. ``ambiguous`` names the words an unknown flag may take as
+its value in the first reading.
 
 kubectl accepts other names for some subcommands (``kubectl create deploy``, ``create cj``,
 ``top po``) and for every resource type (plural, short names, ``deployments.apps``, lists like
 ``po,svc``): ``ParsedCommand.action`` reads a subcommand by its own name and
 ``resource_types`` a resource type by its singular name, so risk tables keyed on one name see
-them all.
-
-An unknown flag given without ``=`` is ambiguous: it may take the next word as its value, or
-not. The parse then records ``ambiguous`` and keeps both readings available
-(``verb_candidates``), so a reviewer rates the worse one and a crafted flag cannot hide the
-verb. Pure: the standard library only.
+them all. docker's commands are read once, with one table. Pure: the standard library only.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-# kubectl's global options (`kubectl options`) that take a value; the rest are boolean.
+# kubectl's flags, from its help (kubectl 1.32 to 1.34: `kubectl options` and every command's
+# `--help`). Global options, which every command has and cobra knows before it has found the
+# command: those that take a value, and the boolean ones.
 KUBECTL_GLOBAL_VALUE_FLAGS = frozenset({
     "--as", "--as-group", "--as-uid", "--cache-dir", "--certificate-authority",
     "--client-certificate", "--client-key", "--cluster", "--context", "--kubeconfig",
-    "--log-flush-frequency", "--namespace", "--password", "--profile", "--profile-output",
-    "--request-timeout", "--server", "--tls-server-name", "--token", "--user", "--username",
-    "--v", "--vmodule", "--log-backtrace-at", "--log-dir", "--log-file",
-    "--log-file-max-size", "--stderrthreshold",
+    "--kuberc", "--log-flush-frequency", "--namespace", "--password", "--profile",
+    "--profile-output", "--request-timeout", "--server", "--tls-server-name", "--token",
+    "--user", "--username", "--v", "--vmodule",
 })
 KUBECTL_GLOBAL_BOOL_FLAGS = frozenset({
-    "--insecure-skip-tls-verify", "--match-server-version", "--disable-compression",
-    "--warnings-as-errors", "--add-dir-header", "--alsologtostderr", "--logtostderr",
-    "--one-output", "--skip-headers", "--skip-log-headers",
+    "--disable-compression", "--insecure-skip-tls-verify", "--match-server-version",
+    "--warnings-as-errors",
 })
-# Value-taking flags of kubectl's commands (those a reviewer's command is likely to carry).
+# The flags of kubectl's commands that take a value in every command that has them.
 KUBECTL_COMMAND_VALUE_FLAGS = frozenset({
-    "--filename", "--selector", "--output", "--container", "--replicas", "--image",
-    "--field-selector", "--type", "--patch", "--grace-period", "--timeout", "--cascade",
-    "--for", "--to-revision", "--clusterrole", "--role", "--group", "--serviceaccount",
-    "--from-literal", "--from-file", "--from-env-file", "--port", "--target-port",
-    "--current-replicas", "--resource-version", "--min", "--max", "--cpu-percent",
-    "--env", "--limits", "--requests", "--restart", "--overrides", "--template",
-    "--field-manager", "--subresource", "--kustomize", "--raw", "--since", "--since-time",
-    "--tail", "--limit-bytes", "--address", "--profile", "--copy-to", "--target",
-    "--share-processes", "--duration", "--bound-object-kind", "--bound-object-name",
-    "--audience", "--prune-allowlist", "--sort-by", "--chunk-size", "--label-columns",
-    "--show-kind", "--from", "--name", "--labels",
-    "--expose", "--schedule", "--resource", "--verb", "--resource-name", "--non-resource-url",
-    "--aggregation-rule", "--docker-server", "--docker-username", "--docker-password",
-    "--docker-email", "--cert", "--key", "--hostport", "--pod-running-timeout",
-    "--selector-overwrite", "--session-affinity", "--external-ip", "--cluster-ip",
-    "--load-balancer-ip", "--protocol", "--generator", "--revision", "--containers",
-    "--local-port", "--namespace-selector", "--path", "--class", "--rule", "--default-backend",
-    "--annotation", "--tcp", "--node-port", "--storage-class", "--ephemeral-storage",
-    "--env-from", "--keys",
+    "--accept-hosts", "--accept-paths", "--address", "--aggregation-rule", "--annotation",
+    "--annotations", "--api-group", "--api-prefix", "--api-version", "--audience",
+    "--auth-provider", "--auth-provider-arg", "--bound-object-kind", "--bound-object-name",
+    "--bound-object-uid", "--categories", "--cert", "--chunk-size", "--class", "--cluster-ip",
+    "--clusterip", "--clusterrole", "--concurrency", "--container", "--copy-to", "--cpu",
+    "--cpu-percent", "--current-replicas", "--custom", "--default-backend", "--description",
+    "--docker-email", "--docker-password", "--docker-server", "--docker-username",
+    "--duration", "--env", "--exec-api-version", "--exec-arg", "--exec-command", "--exec-env",
+    "--exec-interactive-mode", "--external-ip", "--external-name", "--field-manager",
+    "--field-selector", "--filename", "--for", "--from", "--from-env-file", "--from-file",
+    "--from-literal", "--grace-period", "--group", "--hard", "--helm-api-versions",
+    "--helm-command", "--helm-kube-version", "--image", "--image-pull-policy", "--keepalive",
+    "--key", "--keys", "--kustomize", "--label-columns", "--labels", "--limit-bytes",
+    "--limits", "--load-balancer-ip", "--load-restrictor", "--max", "--max-log-requests",
+    "--max-unavailable", "--memory", "--min", "--min-available", "--mount", "--name",
+    "--namespaces", "--network-name", "--node-port", "--non-resource-url", "--output",
+    "--output-directory", "--override-type", "--overrides", "--patch", "--patch-file",
+    "--pod-running-timeout", "--pod-selector", "--port", "--preemption-policy", "--protocol",
+    "--proxy-url", "--prune-allowlist", "--reject-methods", "--reject-paths", "--replicas",
+    "--requests", "--resource", "--resource-name", "--resource-version", "--restart",
+    "--retries", "--revision", "--role", "--rule", "--schedule", "--scopes", "--selector",
+    "--serviceaccount", "--session-affinity", "--set-image", "--since", "--since-time",
+    "--skip-wait-for-delete-timeout", "--sort-by", "--subresource", "--tail", "--target",
+    "--target-port", "--tcp", "--template", "--timeout", "--to-revision", "--type", "--types",
+    "--unix-socket", "--value", "--verb", "--verbs", "--www", "--www-prefix",
+    # Boolean in some commands, a value in others: KUBECTL_COMMAND_BOOL says where not.
+    "--containers", "--prefix", "--raw",
+})
+# The boolean flags of kubectl's commands, with those whose value is optional (given only as
+# --flag=value, never as the next word: --dry-run, --validate, --cascade).
+KUBECTL_COMMAND_BOOL_FLAGS = frozenset({
+    "--all", "--all-containers", "--all-namespaces", "--all-pods",
+    "--allow-missing-template-keys", "--append-hash", "--append-server-path",
+    "--arguments-only", "--as-current-user", "--attach", "--cached", "--cascade", "--client",
+    "--command", "--create-annotation", "--current", "--delete-emptydir-data",
+    "--disable-eviction", "--disable-filter", "--dry-run", "--edit", "--embed-certs",
+    "--enable-alpha-plugins", "--enable-helm", "--exec-provide-cluster-info", "--expose",
+    "--flatten", "--follow", "--force", "--force-conflicts", "--global-default", "--help",
+    "--helm-debug", "--ignore-daemonsets", "--ignore-errors", "--ignore-not-found",
+    "--insecure-skip-tls-verify-backend", "--interactive", "--keep-annotations",
+    "--keep-init-containers", "--keep-labels", "--keep-liveness", "--keep-readiness",
+    "--keep-startup", "--leave-stdin-open", "--list", "--local", "--merge", "--minify",
+    "--name-only", "--namespaced", "--network", "--no-headers", "--no-preserve", "--now",
+    "--openapi-patch", "--output-patch", "--output-watch-events", "--overwrite", "--previous",
+    "--privileged", "--prune", "--quiet", "--recursive", "--remove-extra-permissions",
+    "--remove-extra-subjects", "--replace", "--resolve", "--rm", "--same-node",
+    "--save-config", "--server-print", "--server-side", "--set-raw-bytes",
+    "--share-processes", "--show-capacity", "--show-events", "--show-kind", "--show-labels",
+    "--show-managed-fields", "--show-swap", "--stdin", "--sum", "--timestamps", "--tty",
+    "--use-protocol-buffers", "--validate", "--wait", "--watch", "--watch-only",
+    "--windows-line-endings",
 })
 KUBECTL_SHORT = {
     "-n": "--namespace", "-s": "--server", "-v": "--v", "-f": "--filename", "-l": "--selector",
-    "-o": "--output", "-c": "--container", "-p": "--patch", "-k": "--kustomize",
-    "-A": "--all-namespaces", "-i": "--stdin", "-t": "--tty", "-R": "--recursive",
-    "-w": "--watch", "-q": "--quiet", "-e": "--env", "-L": "--label-columns",
+    "-o": "--output", "-c": "--container", "-k": "--kustomize", "-A": "--all-namespaces",
+    "-i": "--stdin", "-t": "--tty", "-R": "--recursive", "-w": "--watch", "-q": "--quiet",
+    "-e": "--env", "-L": "--label-columns", "-h": "--help",
+}
+# Where a command's flag differs from the tables above (the command by its action).
+KUBECTL_COMMAND_SHORT: dict[tuple[str, ...], dict[str, str]] = {
+    ("logs",): {"-f": "--follow", "-p": "--previous"},
+    ("patch",): {"-p": "--patch"},
+    ("proxy",): {"-p": "--port", "-w": "--www", "-u": "--unix-socket", "-P": "--www-prefix"},
+    ("delete",): {"-i": "--interactive"},
+    ("run",): {"-l": "--labels"},
+    ("expose",): {"-l": "--labels"},
+    ("set", "env"): {"-c": "--containers"},
+    ("set", "resources"): {"-c": "--containers"},
+    ("create", "deployment"): {"-r": "--replicas"},
+}
+KUBECTL_COMMAND_BOOL: dict[tuple[str, ...], frozenset[str]] = {
+    ("logs",): frozenset({"--prefix"}),
+    ("config", "view"): frozenset({"--raw"}),
+    ("top", "pod"): frozenset({"--containers"}),
+}
+# The boolean flags of a command group itself, which cobra knows while it looks for the
+# group's subcommand (`create` and `apply` have their own flags; the other groups none).
+KUBECTL_GROUP_BOOL_FLAGS: dict[str, frozenset[str]] = {
+    "create": frozenset({
+        "--allow-missing-template-keys", "--dry-run", "--edit", "--recursive", "--save-config",
+        "--show-managed-fields", "--validate", "--windows-line-endings", "-R"}),
+    "apply": frozenset({
+        "--all", "--allow-missing-template-keys", "--cascade", "--dry-run", "--force",
+        "--force-conflicts", "--openapi-patch", "--overwrite", "--prune", "--recursive",
+        "--server-side", "--show-managed-fields", "--validate", "--wait", "-R"}),
 }
 KUBECTL_VALUE_FLAGS = KUBECTL_GLOBAL_VALUE_FLAGS | KUBECTL_COMMAND_VALUE_FLAGS
-KUBECTL_BOOL_FLAGS = KUBECTL_GLOBAL_BOOL_FLAGS | frozenset({
-    "--all-namespaces", "--stdin", "--tty", "--recursive", "--watch", "--quiet", "--all",
-    "--force", "--overwrite", "--wait", "--now", "--ignore-not-found", "--prune",
-    "--server-side", "--force-conflicts", "--local", "--ignore-daemonsets",
-    "--delete-emptydir-data", "--disable-eviction", "--privileged", "--show-labels",
-    "--no-headers", "--previous", "--follow", "--timestamps", "--prefix", "--insecure",
-    "--attach", "--rm", "--keep-annotations", "--include-uninitialized", "--openapi-patch",
-    "--allow-missing-template-keys", "--export", "--exact", "--show-managed-fields",
-    "--watch-only", "--ignore-errors", "--all-containers",
-    # Optional values: given only as --flag=value, never as a separate word.
-    "--dry-run", "--validate", "--record",
-})
+KUBECTL_BOOL_FLAGS = KUBECTL_GLOBAL_BOOL_FLAGS | KUBECTL_COMMAND_BOOL_FLAGS
 # Subcommands: kubectl verbs whose next word selects what they do (kubectl 1.32 to 1.34), and
 # the other names cobra accepts for a subcommand (its ``Aliases``): ``kubectl create deploy``
 # is ``kubectl create deployment``. ``action`` reads a subcommand by its own name.
@@ -151,6 +216,15 @@ class ParsedCommand:
     """The argv after ``--`` (another program's)."""
     ambiguous: tuple[str, ...] = ()
     """Words that may be an unknown flag's value rather than positional."""
+    alternatives: tuple[ParsedCommand, ...] = ()
+    """The other ways kubectl may read the same argv (``readings``)."""
+    unresolved: bool = False
+    """Whether the argv has more readings than were read (``MAX_READINGS``, ``MAX_STEPS``)."""
+
+    @property
+    def readings(self) -> tuple[ParsedCommand, ...]:
+        """This reading and every other one: a reviewer rates the worst."""
+        return (self, *self.alternatives)
 
     @property
     def verb(self) -> str:
@@ -177,7 +251,7 @@ class ParsedCommand:
     @property
     def verb_candidates(self) -> tuple[str, ...]:
         """Every word that could be the verb under some reading of ambiguous flags."""
-        out = [self.verb] if self.verb else []
+        out = list(dict.fromkeys(r.verb for r in self.readings if r.verb))
         out += [w for w in self.ambiguous if w not in out]
         if self.ambiguous and len(self.words) > 1:
             out += [w for w in self.words[1:3] if w not in out]
@@ -268,29 +342,299 @@ def _normalise(name: str) -> str:
     return name.replace("_", "-")
 
 
+# A command line with more ways to read its flags than this, or that takes more steps to read
+# every way (a word of one reading is a step), is not read every way: the parse says
+# ``unresolved`` and a reviewer treats it as one it cannot read.
+MAX_READINGS = 64
+MAX_STEPS = 20_000
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """The flags one command knows: short forms, and which take a value."""
+
+    short: Mapping[str, str]
+    value_flags: frozenset[str]
+    bool_flags: frozenset[str]
+
+
+def kubectl_grammar(action: tuple[str, ...] = ()) -> Grammar:
+    """kubectl's flags as the command ``action`` reads them (``()``: any command's)."""
+    if action not in KUBECTL_COMMAND_SHORT and action not in KUBECTL_COMMAND_BOOL:
+        action = ()  # one grammar for every command without flags of its own
+    return _grammar(action)
+
+
+@functools.cache
+def _grammar(action: tuple[str, ...]) -> Grammar:
+    boolean = KUBECTL_COMMAND_BOOL.get(action, frozenset())
+    return Grammar({**KUBECTL_SHORT, **KUBECTL_COMMAND_SHORT.get(action, {})},
+                   KUBECTL_VALUE_FLAGS - boolean, KUBECTL_BOOL_FLAGS | boolean)
+
+
 def parse_argv(argv: list[str]) -> ParsedCommand:
     """Read ``argv`` with kubectl's or docker's grammar (other programs: words only)."""
     if not argv:
         return ParsedCommand("", ())
     program = argv[0].rsplit("/", 1)[-1]
     if program == "kubectl":
-        short, value_flags, bool_flags = KUBECTL_SHORT, KUBECTL_VALUE_FLAGS, KUBECTL_BOOL_FLAGS
-        short_value = frozenset(k for k, v in KUBECTL_SHORT.items() if v in KUBECTL_VALUE_FLAGS)
-    elif program == "docker":
-        short, value_flags, bool_flags = DOCKER_SHORT, DOCKER_VALUE_FLAGS, frozenset()
-        short_value = DOCKER_SHORT_VALUE
-    else:
-        return ParsedCommand(program, tuple(a for a in argv[1:] if not a.startswith("-")))
+        return _parse_kubectl(argv[1:])
+    if program == "docker":
+        return _parse_docker(argv[1:])
+    return ParsedCommand(program, tuple(a for a in argv[1:] if not a.startswith("-")))
+
+
+# ----------------------------------------------------------------------------------- kubectl
+
+_Item = tuple[int, str]
+"""A word of the argv and where it stands in it."""
+
+
+def _parse_kubectl(args: list[str]) -> ParsedCommand:
+    """kubectl's argv ``args`` read every way kubectl could read it.
+
+    The first reading takes the first positional words as the command and every flag as the
+    tables say (an unknown one as boolean). The others are cobra's: the command it finds (a
+    flag before it that is not a global boolean takes the next word), each flag read with that
+    command's own flags; and, in either, a flag the tables cannot place read both ways.
+    """
+    items = list(enumerate(args))
+    starts = [_State(items, False, 0, [])]
+    path, rest = _cobra_command(items)
+    if path:
+        starts.append(_State(rest, True, 0, path))
+    budget = _Budget()
+    readings: dict[object, ParsedCommand] = {}
+    for state in _scan(starts, budget):
+        parsed = ParsedCommand("kubectl", tuple(state.words), _frozen(state.flags),
+                               state.after_dashes, tuple(state.ambiguous))
+        key = (parsed.words, tuple(sorted(parsed.flags.items())), parsed.after_dashes)
+        readings.setdefault(key, parsed)
+    first, *others = readings.values()
+    return replace(first, alternatives=tuple(others), unresolved=budget.exhausted)
+
+
+def _cobra_command(items: list[_Item]) -> tuple[list[str], list[_Item]]:
+    """The command cobra finds in ``items`` (kubectl's verb and, for a command group, the
+    subcommand) and the items left once its words are taken out.
+
+    Looking for the next command word, cobra skips a flag and, unless it knows the flag as
+    boolean there (a global one; at a group, also the group's own), the word after it too.
+    """
+    rest = list(items)
+    at = _next_command(rest, KUBECTL_GLOBAL_BOOL_FLAGS)
+    if at is None:
+        return [], rest
+    verb = rest.pop(at)[1]
+    path = [verb]
+    if verb in KUBECTL_GROUPS:
+        at = _next_command(rest, KUBECTL_GLOBAL_BOOL_FLAGS
+                           | KUBECTL_GROUP_BOOL_FLAGS.get(verb, frozenset()))
+        if at is not None and subcommand(verb, rest[at][1]) in KUBECTL_SUBCOMMANDS[verb]:
+            path.append(rest.pop(at)[1])
+    return path, rest
+
+
+def _next_command(items: list[_Item], boolean: frozenset[str]) -> int | None:
+    """Where cobra's next command word is in ``items`` (cobra's ``stripFlags``)."""
+    at = 0
+    while at < len(items):
+        arg = items[at][1]
+        at += 1
+        if arg == "--":
+            return None
+        if arg.startswith("-") and "=" not in arg and (
+                (arg.startswith("--") and _normalise(arg) not in boolean)
+                or (len(arg) == 2 and arg not in boolean)):
+            at += 1  # cobra takes the next word as this flag's value
+        elif arg and not arg.startswith("-"):
+            return at - 1
+    return None
+
+
+class _Budget:
+    """How many readings one argv may still fork, and how many words read."""
+
+    def __init__(self) -> None:
+        self.forks = 0
+        self.steps = 0
+        self.exhausted = False
+
+    def fork(self) -> bool:
+        if self.forks >= MAX_READINGS:
+            self.exhausted = True
+            return False
+        self.forks += 1
+        return True
+
+    def step(self) -> bool:
+        self.steps += 1
+        if self.steps <= MAX_STEPS:
+            return True
+        self.exhausted = True
+        return False
+
+
+@dataclass
+class _State:
+    """One reading in progress: what it reads, where it is and what it has read.
+
+    ``found``: ``items`` are what is left once the command cobra found (``words`` so far) is
+    taken out, and its own flags apply throughout. Otherwise the first positional words are the
+    command, flags before it are read with any command's flags, and an unknown flag before it
+    is boolean (cobra's reading is the other one).
+    """
+
+    items: list[_Item]
+    found: bool
+    at: int
+    words: list[str]
+    flags: dict[str, list[str]] = field(default_factory=dict)
+    ambiguous: list[str] = field(default_factory=list)
+    after_dashes: tuple[str, ...] = ()
+
+    def fork(self) -> _State:
+        return _State(self.items, self.found, self.at, list(self.words),
+                      {k: list(v) for k, v in self.flags.items()}, list(self.ambiguous),
+                      self.after_dashes)
+
+    def add(self, name: str, value: str) -> None:
+        self.flags.setdefault(name, []).append(value)
+
+
+def _scan(starts: list[_State], budget: _Budget) -> list[_State]:
+    """Every reading from ``starts`` as pflag reads them: ``starts`` first, in order, then the
+    other ways to read their flags."""
+    done: list[_State] = []
+    pending = collections.deque(starts)
+    while pending:
+        state = pending.popleft()
+        _read(state, pending, budget)
+        done.append(state)
+    return done
+
+
+def _is_command(words: list[str]) -> bool:
+    """Whether ``words`` hold the whole command (a group's subcommand too)."""
+    return bool(words) and (words[0] not in KUBECTL_GROUPS or len(words) > 1)
+
+
+def _action(words: list[str]) -> tuple[str, ...]:
+    if words and words[0] in KUBECTL_GROUPS and len(words) > 1:
+        return words[0], subcommand(words[0], words[1])
+    return tuple(words[:1])
+
+
+def _is_flag(word: str) -> bool:
+    return word.startswith("-") and len(word) > 1 and not _is_number(word)
+
+
+def _read(state: _State, pending: collections.deque[_State], budget: _Budget) -> None:
+    """Read ``state`` to the end of its items; each other way to read a flag is a new state in
+    ``pending``."""
+    items = state.items
+    while state.at < len(items) and budget.step():
+        index, arg = items[state.at]
+        state.at += 1
+        following = items[state.at] if state.at < len(items) else None
+        known = state.found or _is_command(state.words)
+        grammar = kubectl_grammar(_action(state.words) if known else ())
+        if arg == "--":
+            state.after_dashes = tuple(a for _, a in items[state.at:])
+            return
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg.partition("=")
+            name = _normalise(name)
+            if eq:
+                state.add(name, value)
+            elif name in grammar.value_flags:
+                _take_value(state, name, following, pending, budget)
+            elif name in grammar.bool_flags:
+                state.add(name, "")
+            else:
+                _unknown(state, name, index, following, known, pending, budget)
+        elif _is_flag(arg):
+            _read_shorts(state, arg, grammar, index, following, known, pending, budget)
+        elif known or arg not in ("", "-"):  # cobra skips these looking for the command
+            state.words.append(arg)
+
+
+def _take_value(state: _State, name: str, following: _Item | None,
+                pending: collections.deque[_State], budget: _Budget) -> None:
+    """A value flag takes the next word, even one that looks like a flag (as pflag does); if
+    it does, the other reading (the tables are wrong, the word is a flag) is kept too."""
+    if following is None:
+        state.add(name, "")
+        return
+    if _is_flag(following[1]) and budget.fork():
+        other = state.fork()
+        other.add(name, "")
+        pending.append(other)
+    state.add(name, following[1])
+    state.at += 1
+
+
+def _unknown(state: _State, name: str, index: int, following: _Item | None, known: bool,
+             pending: collections.deque[_State], budget: _Budget) -> None:
+    """A flag the tables do not have: boolean here, and, once the command is known, taking
+    the next word in another reading."""
+    state.add(name, "")
+    if following is None:
+        return
+    if following[0] == index + 1 and not following[1].startswith("-"):
+        state.ambiguous.append(following[1])  # maybe this unknown flag's value
+    if known and budget.fork():
+        other = state.fork()
+        other.flags[name][-1] = following[1]
+        other.at += 1
+        pending.append(other)
+
+
+def _read_shorts(state: _State, arg: str, grammar: Grammar, index: int,
+                 following: _Item | None, known: bool, pending: collections.deque[_State],
+                 budget: _Budget) -> None:
+    """``-x``, ``-xvalue``, ``-x=value`` and combined ``-itn ns``, as pflag reads them."""
+    chars = arg[1:]
+    for at, char in enumerate(chars):
+        short, rest = f"-{char}", chars[at + 1:]
+        name = grammar.short.get(short)
+        if rest.startswith("="):
+            state.add(name or short, rest[1:])
+            return
+        if name in grammar.value_flags:
+            if rest:
+                state.add(name, rest)
+            else:
+                _take_value(state, name, following, pending, budget)
+            return
+        if name is not None:
+            state.add(name, "")
+            continue
+        if len(chars) == 1:
+            _unknown(state, short, index, following, known, pending, budget)
+            return
+        state.add(short, "")
+        value = rest or (following[1] if following else "")
+        if value and known and budget.fork():  # an unknown value flag would take the rest
+            other = state.fork()
+            other.flags[short][-1] = value
+            other.at += 0 if rest else 1
+            pending.append(other)
+
+
+# ------------------------------------------------------------------------------------ docker
+
+def _parse_docker(rest: list[str]) -> ParsedCommand:
+    short, value_flags, short_value = DOCKER_SHORT, DOCKER_VALUE_FLAGS, DOCKER_SHORT_VALUE
     words: list[str] = []
     flags: dict[str, list[str]] = {}
     ambiguous: list[str] = []
-    rest = argv[1:]
     i = 0
     while i < len(rest):
         arg = rest[i]
         i += 1
         if arg == "--":
-            return ParsedCommand(program, tuple(words), _frozen(flags), tuple(rest[i:]),
+            return ParsedCommand("docker", tuple(words), _frozen(flags), tuple(rest[i:]),
                                  tuple(ambiguous))
         if arg.startswith("--") and len(arg) > 2:
             name, eq, value = arg.partition("=")
@@ -302,8 +646,7 @@ def parse_argv(argv: list[str]) -> ParsedCommand:
                 i += 1
             else:
                 flags.setdefault(name, []).append("")
-                if name not in bool_flags and name not in value_flags and i < len(rest) \
-                        and not rest[i].startswith("-"):
+                if name not in value_flags and i < len(rest) and not rest[i].startswith("-"):
                     ambiguous.append(rest[i])  # maybe this unknown flag's value
             continue
         if arg.startswith("-") and len(arg) > 1 and not _is_number(arg):
@@ -326,7 +669,7 @@ def parse_argv(argv: list[str]) -> ParsedCommand:
                 ambiguous.append(rest[i])  # maybe this unknown flag's value
             continue
         words.append(arg)
-    return ParsedCommand(program, tuple(words), _frozen(flags), (), tuple(ambiguous))
+    return ParsedCommand("docker", tuple(words), _frozen(flags), (), tuple(ambiguous))
 
 
 def _is_number(arg: str) -> bool:

@@ -3,8 +3,10 @@
 - ``destructive``: reads each command with kubectl's or docker's grammar
   (``wingman.review.commands``: flags anywhere, values with ``=`` or separate; subcommands and
   resource types by any name kubectl accepts for them) and rates its action, flags and targets
-  from the tables below.
-- ``blast-radius``: weighs the environment, the number of commands and their reach, and,
+  from the tables below, in every way kubectl could read the command (``readings``: where a
+  flag before the verb or a flag the tables cannot place changes what runs); the worst counts.
+- ``blast-radius``: weighs the environment, the number of commands and their reach (in every
+  reading of each), and,
   where the request was previewed, what the preview found: how many objects, which kinds and
   namespaces; a command the preview could not show cleanly (target missing, forbidden,
   invalid, not previewable) is a finding (``PreviewFinding``) that rejects.
@@ -147,11 +149,20 @@ class _Rating:
     def __init__(self) -> None:
         self.risk = L
         self.reasons: list[str] = []
+        self.found: list[tuple[Risk, str]] = []
 
     def add(self, risk: Risk, reason: str) -> None:
         self.risk = max(self.risk, risk, key=lambda x: x.rank)
         if reason not in self.reasons:
             self.reasons.append(reason)
+            self.found.append((risk, reason))
+
+
+def readings(parsed: ParsedCommand) -> tuple[ParsedCommand, ...]:
+    """The readings of a command a reviewer rates: the first, and every other one kubectl could
+    run (one whose verb is a kubectl command: kubectl runs no plugin named by a word that
+    follows a flag)."""
+    return (parsed, *(r for r in parsed.alternatives if r.verb in KUBECTL_VERBS))
 
 
 def _names(words: Iterable[str], kinds: frozenset[str]) -> bool:
@@ -195,7 +206,8 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
     else:
         risk, why = _kubectl_action_risk(parsed.action)
         rating.add(risk, why)
-    for candidate in parsed.verb_candidates[1:]:
+    candidates = [*parsed.ambiguous, *(parsed.words[1:3] if parsed.ambiguous else ())]
+    for candidate in dict.fromkeys(c for c in candidates if c != parsed.verb):
         if candidate in KUBECTL_VERBS or candidate in {a[0] for a in KUBECTL_ACTIONS}:
             risk, why = _kubectl_action_risk((candidate,))
             if risk >= M:
@@ -270,11 +282,23 @@ def command_risk(command: str) -> tuple[Risk, list[str]]:
     rating = _Rating()
     if parsed.program == "kubectl":
         _rate_kubectl(parsed, rating)
+        for other in readings(parsed)[1:]:
+            alternative = _Rating()
+            _rate_kubectl(other, alternative)
+            read = " ".join(other.words)
+            read = read if len(read) <= 60 else read[:57] + "..."
+            for risk, reason in alternative.found:
+                if risk >= M and reason not in rating.reasons:
+                    rating.add(risk, f"{reason}, if kubectl reads it as 'kubectl {read}'")
+        if parsed.unresolved:
+            rating.add(H, "its flags can be read in too many ways to rate them all")
     elif parsed.program == "docker":
         _rate_docker(parsed, rating)
     else:
         rating.add(H, f"'{parsed.program}' is neither kubectl nor docker")
-    for word in (*parsed.words, *_values(parsed), *parsed.after_dashes):
+    tokens = {w: None for r in readings(parsed)
+              for w in (*r.words, *_values(r), *r.after_dashes)}
+    for word in tokens:
         lowered = word.lower()
         if _names((lowered,), SECRET_RESOURCES) or any(w in lowered for w in SECRET_WORDS):
             rating.add(H, f"touches credentials ({word})")
@@ -318,8 +342,7 @@ class BlastRadiusVoter:
         if len(request.commands) > 3:
             risk = max(risk, Risk.MEDIUM, key=lambda x: x.rank)
             why.append(f"{len(request.commands)} commands")
-        for cmd in request.all_commands:
-            parsed = parse(cmd)
+        for parsed in (r for cmd in request.all_commands for r in readings(parse(cmd))):
             if parsed.has("--all-namespaces"):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("all namespaces")

