@@ -93,13 +93,28 @@ DOCKER_ACTIONS: dict[str, Risk] = {
     "push": H, "commit": H, "build": H, "load": H, "import": H, "login": H, "logout": M,
     "rm": C, "prune": C, "exec": C, "attach": C,
 }
-# Flags that change who acts or which cluster is acted on: a command approved for one
-# identity and cluster must not run as another.
+# Flags that change who acts, which cluster is acted on or how kubectl is configured: a
+# command approved for one identity and cluster must not run as another.
 IDENTITY_FLAGS: dict[str, Risk] = {
     "--as": C, "--as-group": C, "--as-uid": C, "--token": H, "--user": H, "--username": H,
     "--password": H, "--client-key": H, "--client-certificate": H, "--kubeconfig": H,
     "--context": H, "--cluster": H, "--server": H, "--certificate-authority": H,
     "--insecure-skip-tls-verify": H, "--tls-server-name": H,
+    # kubectl's preferences file: aliases and default flags for every command
+    "--kuberc": H,
+}
+# A kustomization (`kubectl kustomize DIR`, `-k DIR`) that kustomize fetches rather than reads
+# from a local directory: a URL (any scheme), a git repository (`git::`, `git@host:`,
+# `user@host:path`, the `gh:` shorthand) or a path that starts with a host name
+# (`github.com/org/repo//dir?ref=v1`). Remote content the reviewer cannot see.
+REMOTE_KUSTOMIZATION = re.compile(
+    r"^(?:[a-z][a-z0-9+.-]*://|git::|gh:|[\w.-]+@[\w.-]+:|[\w-]+(?:\.[\w-]+)+(?::\d+)?/)",
+    re.IGNORECASE)
+# `kubectl kustomize` flags that run programs or read beyond the kustomization.
+KUSTOMIZE_FLAGS: dict[str, str] = {
+    "--enable-alpha-plugins": "lets the kustomization run plugins (programs, containers)",
+    "--enable-helm": "runs helm, which fetches charts",
+    "--helm-command": "names the program kustomize runs as helm",
 }
 DOCKER_TARGET_FLAGS: dict[str, Risk] = {
     "--host": H, "--context": H, "--config": H, "--tlscacert": H, "--tlscert": H,
@@ -218,7 +233,8 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
                and "binding" in parsed.action[1]) or parsed.action == ("set", "subject")
     for flag, risk in IDENTITY_FLAGS.items():
         if parsed.has(flag) and not (binding and flag == "--user"):
-            rating.add(risk, f"{flag} acts as another identity or on another cluster")
+            rating.add(risk, f"{flag} acts as another identity, on another cluster or with "
+                             "another configuration")
     for flag, risk in DANGEROUS_FLAGS.items():
         if parsed.has(flag):
             rating.add(risk, f"flag {flag}")
@@ -246,6 +262,17 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
     if parsed.verb in ("label", "annotate") and _names(parsed.words[1:],
                                                       frozenset({"namespace", "node"})):
         rating.add(H, "labels a namespace or node (Pod Security, scheduling)")
+    targets = [*parsed.flag("--kustomize"),
+               *(parsed.words[1:] if parsed.verb == "kustomize" else ())]
+    for target in targets:
+        if REMOTE_KUSTOMIZATION.match(target):
+            rating.add(H, f"loads remote content (the kustomization {target})")
+    for flag, does in KUSTOMIZE_FLAGS.items():
+        if parsed.has(flag):
+            rating.add(H, f"{flag} {does}")
+    if any(v.lower() == "loadrestrictionsnone" for v in parsed.flag("--load-restrictor")):
+        rating.add(H, "--load-restrictor LoadRestrictionsNone reads files outside the "
+                      "kustomization")
     if parsed.verb == "debug" and parsed.flag("--profile") and any(
             p in ("sysadmin", "netadmin") for p in parsed.flag("--profile")):
         rating.add(C, "debug with a privileged profile")

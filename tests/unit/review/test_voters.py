@@ -316,6 +316,47 @@ def test_a_command_whose_flags_cannot_all_be_read_is_high() -> None:
     assert risk is Risk.HIGH and any("too many ways" in r for r in reasons)
 
 
+# ------------------------------------------------------------------------ remote kustomizations
+
+@pytest.mark.parametrize("command", [
+    "kubectl kustomize github.com/org/repo",
+    "kubectl kustomize github.com/org/repo//overlays/prod?ref=v1.2",
+    "kubectl kustomize git::https://example.com/org/repo",
+    "kubectl kustomize ssh://git@example.com/org/repo.git",
+    "kubectl kustomize git@github.com:org/repo",
+    "kubectl kustomize gh:org/repo",
+    "kubectl kustomize gitlab.example.org:2222/org/repo",
+    "kubectl diff -k github.com/org/repo -n apps",
+    "kubectl get -kgitlab.com/org/repo -n apps",
+    "kubectl delete --kustomize=git::ssh://example.com/repo -n apps",
+])
+def test_a_remote_kustomization_loads_remote_content(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk >= Risk.HIGH and any("loads remote content" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl kustomize ./overlays/prod",
+    "kubectl kustomize overlays/prod",
+    "kubectl kustomize",
+    "kubectl diff -k ../base -n apps",
+])
+def test_a_local_kustomization_stays_routine(command: str) -> None:
+    assert command_risk(command)[0] is Risk.LOW, command_risk(command)
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl kustomize --enable-alpha-plugins ./fn",
+    "kubectl kustomize --enable-helm ./charts",
+    "kubectl kustomize ./x --helm-command=/tmp/payload",
+    "kubectl kustomize ./x --load-restrictor LoadRestrictionsNone",
+    "kubectl --kuberc /tmp/kuberc get pods -n apps",
+])
+def test_kustomize_and_kubectl_flags_that_run_or_read_other_things_are_high(
+        command: str) -> None:
+    assert command_risk(command)[0] is Risk.HIGH, command_risk(command)
+
+
 # ------------------------------------------------------------------- kubectl's aliases
 
 # kubectl create's subcommands and the other names cobra accepts for them (`kubectl create
