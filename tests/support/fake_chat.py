@@ -7,10 +7,14 @@ encodings (query string, form, JSON), the same answers (``{"ok": true, "result":
 ``{"ok": false, "error_code": 400, "description": "Bad Request: ..."}``; Slack's ``{"ok":
 true, ...}`` / ``{"ok": false, "error": "..."}``) and the same behaviours the chat component
 relies on: long-polling ``getUpdates`` with offsets, ``editMessageText`` removing the inline
-keyboard when no ``reply_markup`` is sent and answering "message is not modified", Slack
-message timestamps, ``users.info`` flags for bots and guests. ``down = True`` makes a server
-answer 502 (an outage). Tests drive the users' side: ``press``/``say`` (Telegram updates) and
-``slack_signed`` (Slack's signed interactive payloads and slash commands, v0 signatures).
+keyboard when no ``reply_markup`` is sent and answering "message is not modified", Telegram's
+checks of a message's text (HTML that does not parse: "can't parse entities"; more than 4096
+UTF-16 code units after parsing: "message is too long"), Slack message timestamps,
+``users.info`` flags for bots and guests. ``down = True`` makes a server answer 502 (an
+outage); ``refuse`` (a function of the method and its parameters that answers an error
+description, or None) makes it refuse single messages as the real service would. Tests drive
+the users' side: ``press``/``say`` (Telegram updates) and ``slack_signed`` (Slack's signed
+interactive payloads and slash commands, v0 signatures).
 """
 
 from __future__ import annotations
@@ -24,13 +28,45 @@ import re
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 _TAG = re.compile(r"<[^>]+>")
+#: What Telegram's HTML parse mode accepts: tags it knows, entities, and text without < or &.
+_HTML_TOKEN = re.compile(r"<(/?)([a-z-]+)(?:\s[^<>]*)?>|&(?:[a-z]+|#[0-9]+|#x[0-9a-f]+);|[<&]",
+                         re.IGNORECASE)
+_TELEGRAM_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code",
+                  "pre", "span", "tg-spoiler", "blockquote", "tg-emoji"}
+TELEGRAM_LIMIT = 4096
+
+
+def telegram_html_error(text: str) -> str | None:
+    """Telegram's refusal of an HTML message text, or None when it parses."""
+    stack: list[str] = []
+    for m in _HTML_TOKEN.finditer(text):
+        if m.group(0) in ("<", "&"):
+            return (f"Bad Request: can't parse entities: unexpected {m.group(0)!r} at "
+                    f"offset {m.start()}")
+        if m.group(2) is None:
+            continue  # an entity
+        tag = m.group(2).lower()
+        if tag not in _TELEGRAM_TAGS:
+            return f"Bad Request: can't parse entities: unsupported start tag \"{tag}\""
+        if not m.group(1):
+            stack.append(tag)
+        elif not stack or stack.pop() != tag:
+            return f"Bad Request: can't parse entities: can't find end tag corresponding to {tag}"
+    if stack:
+        return f"Bad Request: can't parse entities: can't find end tag corresponding to {stack[-1]}"
+    plain = html.unescape(_TAG.sub("", text))
+    if not plain.strip():
+        return "Bad Request: message text is empty"
+    if len(plain.encode("utf-16-le")) // 2 > TELEGRAM_LIMIT:
+        return "Bad Request: message is too long"
+    return None
 
 
 class _Server(ThreadingHTTPServer):
@@ -44,6 +80,7 @@ class _Base:
     def __init__(self) -> None:
         self.lock = threading.Condition()
         self.down = False
+        self.refuse: Callable[[str, dict[str, Any]], str | None] | None = None
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.port = int(self.server.server_address[1])
@@ -156,6 +193,11 @@ class FakeTelegram(_Base):
             text = str(params["text"])
             markup = _json_field(params, "reply_markup")
             plain = html.unescape(_TAG.sub("", text)) if params.get("parse_mode") else text
+            error = (telegram_html_error(text) if params.get("parse_mode") == "HTML" else None)
+            if error is None and self.refuse is not None:
+                error = self.refuse(name, params)
+            if error is not None:
+                return 400, {"ok": False, "error_code": 400, "description": error}
             with self.lock:
                 if name == "sendMessage":
                     mid = next(self._ids)
@@ -252,6 +294,9 @@ class FakeSlack(_Base):
         name = path.removeprefix("/api/")
         with self.lock:
             self.requests.append((name, params))
+            error = self.refuse(name, params) if self.refuse is not None else None
+            if error is not None:
+                return 200, {"ok": False, "error": error}
             if name == "chat.postMessage":
                 ts = f"{int(time.time())}.{next(self._ts):06d}"
                 channel = str(params["channel"])
@@ -345,4 +390,4 @@ def serving(server: _Base) -> Iterator[Any]:
 
 
 __all__ = ["FakeSlack", "FakeTelegram", "WebhookReceiver", "post", "serving",
-           "slack_signature", "slack_signed"]
+           "slack_signature", "slack_signed", "telegram_html_error"]

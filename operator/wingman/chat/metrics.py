@@ -23,7 +23,8 @@ class ChatMetrics:
             ["environment", "channel"], registry=r)
         self.messages_failed = Counter(
             "wingman_chat_messages_failed_total",
-            "Attempts to post or update a message that failed (retried with backoff).",
+            "Attempts to post or update a message that failed (retried with backoff; a "
+            "message the chat service refuses for what it is: once, not retried).",
             ["environment", "channel"], registry=r)
         self.backlog = Gauge(
             "wingman_chat_backlog",

@@ -1,7 +1,8 @@
 """What a chat message shows, for each channel, from the objects alone. Pure.
 
 ``view(request, grants, now)`` reads an ApprovalRequest and its ExecutionGrants into a
-``RequestView``; ``telegram_card``, ``slack_card`` and ``webhook_body`` render it;
+``RequestView``; ``telegram_card``, ``slack_card`` and ``webhook_body`` render it
+(``telegram_summary``: the short card of a request too long for one Telegram message);
 ``notices`` says which one-off messages are due (the expiry warning for approvers, every
 terminal state for the requester's channel, with its reason).
 
@@ -345,6 +346,31 @@ def telegram_card(v: RequestView) -> str:
     return "\n".join(lines)
 
 
+def telegram_summary(v: RequestView) -> str:
+    """The short Telegram card of a request whose card does not fit into one message even
+    abridged: who asks, how many commands, where to read them, the state; no request text
+    beyond the requester's name. Always far below Telegram's limit."""
+    e = html.escape
+    icon = STATE_ICON.get(v.state, "")
+    lines = [f"<b>{icon} Wingman approval request</b> <code>{e(v.name)}</code>",
+             f"<b>Environment:</b> <code>{e(v.environment)}</code>",
+             f"<b>Requester:</b> {_tg(v.requester, 120)}",
+             f"<b>Commands:</b> {len(v.commands)}",
+             "⚠️ This request is too long for a chat message: read it in full with "
+             f"<code>kubectl wingman describe {e(v.name)}</code> before deciding",
+             f"<b>Panel:</b> {_tg(v.outcome, 40)}, risk {_tg(v.risk, 40)}",
+             f"<b>Decisions:</b> {len(v.approved_by)} of {v.required} approvals",
+             f"<b>Expires:</b> <code>{e(v.expires or '-')}</code>",
+             f"<b>Status:</b> {icon} {e(v.state)}: {_tg(v.state_reason, 400)}"]
+    if v.grants:
+        done = sum(1 for g in v.grants if g.phase in FINAL_GRANT)
+        lines.append(f"<b>Grants:</b> {len(v.grants)} ({done} finished)")
+    if v.live:
+        lines.append("Decide with the buttons, or /approve or /reject "
+                     f"<code>{e(v.name)}</code>.")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- Slack
 
 
@@ -499,6 +525,7 @@ __all__ = [
     "slack_card",
     "slack_fallback",
     "telegram_card",
+    "telegram_summary",
     "view",
     "visible",
     "webhook_body",

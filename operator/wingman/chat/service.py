@@ -10,7 +10,10 @@ once each. Which message shows which request, and which notices went out, is kep
 ConfigMap ``wingman-chat-state`` (updated after every post), so a restarted component neither
 loses nor repeats messages. Requests never depend on chat: a channel that fails is retried
 with exponential backoff (1 s doubling up to 5 min) and catches up from the objects when it
-returns; the request meanwhile works by CLI as always. Requests that were final before the
+returns; the request meanwhile works by CLI as always. A message the chat service refuses for
+what it is (``MessageRefused``: too long, invalid blocks) is not retried: the refusal is kept
+in the request's state entry, logged and counted, the channel goes on with the next request,
+and the card is tried again only once the request changes. Requests that were final before the
 component first started are not posted.
 
 **Actions.** ``act`` takes an action from a channel that has already authenticated the chat
@@ -18,7 +21,9 @@ user (signature, bot, guest, forwarded, replay checks are the channel's), maps t
 a person, checks the chat-side preconditions, asks for the step-up code where the environment
 wants one, records the intent in the audit trail (no record, no action), then decides or
 grants **as the person** (impersonation) and audits the outcome. Every refusal is answered with
-its reason and audited as ``ChatRefused``.
+its reason and audited as ``ChatRefused``; refusals before a mapped person is known
+(unsigned Slack requests, unmapped Telegram users) are audited at most once a minute per
+channel, reason and chat user, the next record counting the ones left out (``suppressed``).
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ from wingman.settings import ChatConfig, ChatPerson
 log = logging.getLogger("wingman.chat")
 
 MAX_BACKOFF_SECONDS = 300.0
+#: Refusals of unidentified senders: one audit record per channel, reason and chat user in
+#: this many seconds (the metric counts every one).
+REFUSAL_AUDIT_WINDOW_SECONDS = 60.0
+_MAX_REFUSAL_KEYS = 1000
 
 
 class ChannelError(WingmanError):
@@ -68,6 +77,13 @@ class CardGone(ChannelError):
     """The message to edit no longer exists in the chat: it is posted again."""
 
     reason = "MessageGone"
+
+
+class MessageRefused(ChannelError):
+    """The chat service refuses this one message for what it is (too long, invalid): sending
+    it again cannot help, so the request's card fails and the channel goes on."""
+
+    reason = "MessageRefused"
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,12 @@ class _Health:
 
 
 @dataclass
+class _Quiet:
+    until: float
+    suppressed: int = 0
+
+
+@dataclass
 class ChatService:
     config: ChatConfig
     cluster: ChatCluster
@@ -124,6 +146,7 @@ class ChatService:
     state: dict[str, Any] = field(default_factory=dict)
     views: dict[str, RequestView] = field(default_factory=dict)
     _health: dict[str, _Health] = field(default_factory=dict)
+    _quiet: dict[tuple[str, str, str], _Quiet] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -224,9 +247,10 @@ class ChatService:
     def _due(self, v: RequestView, mine: dict[str, Any], now: dt.datetime
              ) -> list[tuple[str, Notice | None]]:
         work: list[tuple[str, Notice | None]] = []
-        if "ref" not in mine:
+        refused = (mine.get("refused") or {}).get("hash") == v.fingerprint()
+        if "ref" not in mine and not refused:
             work.append(("post", None))
-        elif mine.get("hash") != v.fingerprint():
+        elif "ref" in mine and mine.get("hash") != v.fingerprint() and not refused:
             work.append(("update", None))
         sent = set(mine.get("sent") or [])
         for n in render.notices(v, now, self.config.expiry_warning_minutes):
@@ -239,23 +263,37 @@ class ChatService:
                        ) -> None:
         for kind, notice in work:
             mine = entries.setdefault(v.uid, {"name": v.name}).setdefault(ch.name, {})
-            if kind == "post":
-                mine["ref"] = await ch.post_card(v)
-                mine["hash"] = v.fingerprint()
-            elif kind == "update":
-                try:
-                    await ch.update_card(mine["ref"], v)
-                except ChannelError as exc:
-                    if exc.reason != "MessageGone":
-                        raise
-                    mine.pop("ref", None)  # deleted in the chat: posted again next time
-                    mine.pop("hash", None)
-                    await self._save()
-                    continue
-                mine["hash"] = v.fingerprint()
-            elif notice is not None:
-                await ch.notify(v, notice)
-                mine.setdefault("sent", []).append(notice.key)
+            try:
+                if kind == "post":
+                    mine["ref"] = await ch.post_card(v)
+                    mine["hash"] = v.fingerprint()
+                    mine.pop("refused", None)
+                elif kind == "update":
+                    try:
+                        await ch.update_card(mine["ref"], v)
+                    except CardGone:
+                        mine.pop("ref", None)  # deleted in the chat: posted again next time
+                        mine.pop("hash", None)
+                        await self._save()
+                        continue
+                    mine["hash"] = v.fingerprint()
+                    mine.pop("refused", None)
+                elif notice is not None:
+                    await ch.notify(v, notice)
+                    mine.setdefault("sent", []).append(notice.key)
+            except MessageRefused as exc:
+                # Sending it again cannot help: this message fails, the channel goes on.
+                self.metrics.messages_failed.labels(self.env, ch.name).inc()
+                if notice is not None:
+                    mine.setdefault("sent", []).append(notice.key)
+                else:
+                    mine["refused"] = {"hash": v.fingerprint(), "error": exc.message[:300]}
+                log.error("chat message refused by the channel; not retried until the request "
+                          "changes", extra={"channel": ch.name, "request": v.name,
+                                            "what": notice.key if notice else kind,
+                                            "error": exc.message[:300]})
+                await self._save()
+                continue
             self.metrics.messages_sent.labels(self.env, ch.name).inc()
             await self._save()
 
@@ -284,19 +322,44 @@ class ChatService:
 
     async def refused(self, channel: str, chat_user: str, refusal: Refusal, *,
                       request: str = "", person: ChatPerson | None = None) -> Reply:
-        """Count, audit and answer a refusal."""
+        """Count, audit and answer a refusal.
+
+        Every refusal is counted; one of a sender not known as a person (no signature, not in
+        ``chat.people``: anyone can send those) is audited at most once per
+        ``REFUSAL_AUDIT_WINDOW_SECONDS`` per channel, reason and chat user, and the next record
+        says how many were left out in between (``suppressed``)."""
         self.metrics.refusals.labels(self.env, channel, refusal.reason).inc()
+        data: dict[str, Any] = {"channel": channel, "chatUser": chat_user,
+                                "as": person.user if person else None,
+                                "reason": refusal.reason, "message": refusal.message[:500]}
+        if person is None:
+            suppressed = self._quieted((channel, refusal.reason, chat_user))
+            if suppressed is None:
+                return _refusal_reply(refusal)
+            if suppressed:
+                data["suppressed"] = suppressed
         log.info("chat action refused", extra={"channel": channel, "reason": refusal.reason,
                                                "request": request})
         try:
             await self._audit("ChatRefused", "chat", _subject(self.cluster.namespace, request),
-                              {"channel": channel, "chatUser": chat_user,
-                               "as": person.user if person else None,
-                               "reason": refusal.reason, "message": refusal.message[:500]})
+                              data)
         except AuditUnavailable as exc:
             log.error("audit of a chat refusal failed", extra={"reason": exc.reason})
-        return Reply((T(f"Refused ({refusal.reason}): "), C(refusal.message)), ok=False,
-                     reason=refusal.reason)
+        return _refusal_reply(refusal)
+
+    def _quieted(self, key: tuple[str, str, str]) -> int | None:
+        """None while ``key`` was audited less than a window ago (counted as suppressed);
+        else how many were suppressed since its last record (the window starts again)."""
+        now = self.clock().timestamp()
+        quiet = self._quiet.get(key)
+        if quiet is not None and now < quiet.until:
+            quiet.suppressed += 1
+            return None
+        if len(self._quiet) >= _MAX_REFUSAL_KEYS:  # bounded: forget senders gone quiet
+            for k in [k for k, q in self._quiet.items() if q.until <= now]:
+                del self._quiet[k]
+        self._quiet[key] = _Quiet(now + REFUSAL_AUDIT_WINDOW_SECONDS)
+        return quiet.suppressed if quiet is not None else 0
 
     # -- actions -------------------------------------------------------------------------
     def find(self, *, name: str = "", uid: str = "") -> RequestView:
@@ -463,6 +526,11 @@ class ChatService:
         return Reply(tuple(parts))
 
 
+def _refusal_reply(refusal: Refusal) -> Reply:
+    return Reply((T(f"Refused ({refusal.reason}): "), C(refusal.message)), ok=False,
+                 reason=refusal.reason)
+
+
 def _prefix(channel: str) -> str:
     return "/wingman " if channel == "slack" else "/"
 
@@ -471,4 +539,5 @@ def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:
     return {"kind": "ApprovalRequest", "namespace": namespace, "name": name, "uid": uid}
 
 
-__all__ = ["C", "CardGone", "Channel", "ChannelError", "ChatService", "Reply", "Segment", "T"]
+__all__ = ["C", "CardGone", "Channel", "ChannelError", "ChatService", "MessageRefused", "Reply",
+           "Segment", "T"]

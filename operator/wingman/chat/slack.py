@@ -15,17 +15,22 @@ Service, which the Slack app's *Interactivity* and *Slash command* request URLs 
 
 Every inbound request must carry a valid Slack signature (v0: ``X-Slack-Signature`` is
 ``v0=`` + HMAC-SHA256 of ``v0:<X-Slack-Request-Timestamp>:<body>`` with the app's signing
-secret, and the timestamp must be within five minutes) and is handled once: the same signature
-again is a replay (refused, 409). Refused with an answer and an audit record: another
-workspace, bots, guests (multi- and single-channel guests, as ``users.info`` says; when Slack
-cannot say, the action is refused), other channels, buttons that do not verify or belong to
-another environment, and buttons on a message that is not the request's current message.
+secret, and the timestamp must be within five minutes; a missing or malformed timestamp or
+signature is a bad signature, 401) and is handled once: the same signature again is a replay
+(refused, 409). The body is read in full before it is verified, up to 256 KiB (larger: 413).
+Refused with an answer and an audit record: another workspace, bots, guests (multi- and
+single-channel guests, as ``users.info`` says; when Slack cannot say, the action is refused),
+other channels, buttons that do not verify or belong to another environment, and buttons on a
+message that is not the request's current message. Messages Slack refuses for what they are
+(``msg_too_long``, ``invalid_blocks``, ...) fail alone (``MessageRefused``): the service
+records it and goes on with the other requests.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -38,12 +43,26 @@ from slack_sdk.web.async_client import AsyncWebClient
 from wingman.chat import render
 from wingman.chat.guard import Refusal, ReplayGuard, refuse
 from wingman.chat.render import Notice, RequestView
-from wingman.chat.service import CardGone, ChannelError, ChatService, Reply, T
+from wingman.chat.service import (
+    CardGone,
+    ChannelError,
+    ChatService,
+    MessageRefused,
+    Reply,
+    T,
+)
 from wingman.settings import ChatPerson, SlackConfig
 
 log = logging.getLogger("wingman.chat.slack")
 MAX_BODY = 256 * 1024
 DECIDE_VIEW = "wingman_decide"
+#: Web API errors about the message itself: sending it again cannot help.
+REFUSED_MESSAGE = frozenset({
+    "msg_too_long", "no_text", "invalid_blocks", "invalid_blocks_format",
+    "too_many_attachments", "invalid_attachments", "invalid_arguments",
+    "markdown_text_conflict", "invalid_metadata_format", "invalid_metadata_schema",
+    "metadata_too_large"})
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 def reply_blocks(reply: Reply) -> list[dict[str, Any]]:
@@ -76,6 +95,8 @@ class SlackChannel:
             error = str(exc.response.get("error", "")) if exc.response is not None else ""
             if error in ("message_not_found", "cant_update_message"):
                 raise CardGone(f"Slack {what}: {error}") from None
+            if error in REFUSED_MESSAGE:
+                raise MessageRefused(f"Slack refused {what}: {error}") from None
             retry = None
             if exc.response is not None and exc.response.status_code == 429:
                 header = exc.response.headers.get("Retry-After", "")
@@ -121,17 +142,37 @@ class SlackChannel:
 
     async def _verified(self, request: web.Request) -> bytes:
         """The body of a correctly signed, first-seen request, or Refusal."""
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            raise refuse("TooLarge", "request body too large")
+        if (request.content_length or 0) > MAX_BODY:
+            raise refuse("TooLarge", f"the request body is larger than {MAX_BODY} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_BODY:  # read() answers what has arrived: read on until the end
+            chunk = await request.content.read(MAX_BODY + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_BODY:
+            raise refuse("TooLarge", f"the request body is larger than {MAX_BODY} bytes")
+        body = b"".join(chunks)
         ts = request.headers.get("X-Slack-Request-Timestamp", "")
         sig = request.headers.get("X-Slack-Signature", "")
-        if not self.verifier.is_valid(body=body, timestamp=ts, signature=sig):
+        if not self._signed(body, ts, sig):
             raise refuse("BadSignature", "the request's Slack signature does not verify (or "
                          "its timestamp is not within five minutes)")
         if self.replays.seen(f"sig:{sig}"):
             raise refuse("Replayed", "this request was already handled")
         return body
+
+    def _signed(self, body: bytes, timestamp: str, signature: str) -> bool:
+        """Whether the v0 signature verifies; anything malformed (no timestamp, not digits,
+        a body that is not UTF-8) simply does not."""
+        if not _TIMESTAMP.fullmatch(timestamp) or not signature.isascii():
+            return False
+        try:
+            return self.verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
+        except (ValueError, TypeError):
+            return False
 
     async def _actor(self, team: str, user_id: str) -> ChatPerson | None:
         """Refusal for another workspace, bots and guests; else the mapped person (or None)."""
@@ -163,8 +204,7 @@ class SlackChannel:
             body = await self._verified(request)
         except Refusal as refusal:
             await self.service.refused(self.name, user_id, refusal)
-            return web.Response(status=409 if refusal.reason == "Replayed" else 401,
-                                text=refusal.message)
+            return _refused(refusal)
         try:
             payload = json.loads(parse_qs(body.decode())["payload"][0])
         except (KeyError, IndexError, ValueError, UnicodeDecodeError):
@@ -182,6 +222,7 @@ class SlackChannel:
     async def _button(self, payload: dict[str, Any], user_id: str, team: str) -> web.Response:
         channel = str((payload.get("channel") or {}).get("id") or
                       (payload.get("container") or {}).get("channel_id") or "")
+        person: ChatPerson | None = None
         try:
             person = await self._actor(team, user_id)
             if channel != self.config.channel:
@@ -213,8 +254,7 @@ class SlackChannel:
                              trigger_id=str(payload.get("trigger_id", "")),
                              view=self._modal(v, verb, str(actions[0]["value"])))
         except Refusal as refusal:
-            reply = await self.service.refused(self.name, user_id, refusal,
-                                               person=None)
+            reply = await self.service.refused(self.name, user_id, refusal, person=person)
             await self._ephemeral(channel or self.config.channel, user_id, reply)
         except ChannelError as exc:
             log.warning("slack modal failed", extra={"error": exc.message[:200]})
@@ -245,6 +285,7 @@ class SlackChannel:
         values = (view.get("state") or {}).get("values") or {}
         reason = str(((values.get("reason") or {}).get("reason") or {}).get("value") or "")
         code = ((values.get("code") or {}).get("code") or {}).get("value")
+        person: ChatPerson | None = None
         try:
             person = await self._actor(team, user_id)
             button = self.signer.check(str(view.get("private_metadata", "")))
@@ -252,7 +293,7 @@ class SlackChannel:
                 self.name, user_id, person, button.verb, uid=button.uid, reason=reason,
                 code=str(code or "") if self.service.config.step_up else None)
         except Refusal as refusal:
-            reply = await self.service.refused(self.name, user_id, refusal)
+            reply = await self.service.refused(self.name, user_id, refusal, person=person)
         if not reply.ok:
             field = "code" if reply.reason.startswith("StepUp") else "reason"
             return web.json_response({"response_action": "errors",
@@ -274,11 +315,11 @@ class SlackChannel:
             body = await self._verified(request)
         except Refusal as refusal:
             await self.service.refused(self.name, user_id, refusal)
-            return web.Response(status=409 if refusal.reason == "Replayed" else 401,
-                                text=refusal.message)
+            return _refused(refusal)
         form = {k: v[0] for k, v in parse_qs(body.decode(errors="replace"),
                                              keep_blank_values=True).items()}
         user_id = form.get("user_id", "unknown")
+        person: ChatPerson | None = None
         try:
             person = await self._actor(form.get("team_id", ""), user_id)
             if form.get("command") != self.config.command:
@@ -307,9 +348,14 @@ class SlackChannel:
                              "<command> | status <grant> | confirm <code>"),)))})
             reply = await self.service.act(self.name, user_id, person, verb, **kwargs)
         except Refusal as refusal:
-            reply = await self.service.refused(self.name, user_id, refusal)
+            reply = await self.service.refused(self.name, user_id, refusal, person=person)
         return web.json_response({"response_type": "ephemeral",
                                   "blocks": reply_blocks(reply)})
+
+
+def _refused(refusal: Refusal) -> web.Response:
+    status = {"Replayed": 409, "TooLarge": 413}.get(refusal.reason, 401)
+    return web.Response(status=status, text=refusal.message)
 
 
 __all__ = ["SlackChannel", "reply_blocks"]

@@ -15,6 +15,12 @@ callbacks delivered twice (the same callback id), buttons that do not verify or 
 another environment, buttons pressed on a message that is not the request's current message,
 and chats that are not configured. A chat user who is not in ``chat.people`` is refused by the
 service (``Unmapped``).
+
+Every text sent fits into one message (4096 characters after parsing, counted as Telegram
+counts them, in UTF-16 code units): a card too long even abridged is sent as a short card
+(``render.telegram_summary``) with the same buttons, and replies are shortened before they
+are escaped, never in the middle of their HTML. A request Telegram refuses anyway
+(``Bad Request`` about the message itself) fails alone: the service records it and goes on.
 """
 
 from __future__ import annotations
@@ -40,23 +46,63 @@ from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from wingman.chat import render
 from wingman.chat.guard import ButtonSigner, Refusal, ReplayGuard, refuse
 from wingman.chat.render import Notice, RequestView
-from wingman.chat.service import CardGone, ChannelError, ChatService, Reply, T
+from wingman.chat.service import (
+    CardGone,
+    ChannelError,
+    ChatService,
+    MessageRefused,
+    Reply,
+    T,
+)
 from wingman.settings import TelegramConfig
 
 log = logging.getLogger("wingman.chat.telegram")
-MAX_TEXT = 4000
+MAX_TEXT = 4000  # of Telegram's 4096, in UTF-16 code units after parsing
 _TAGS = re.compile(r"<[^>]+>")
 _COMMAND = re.compile(r"^/([a-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.DOTALL)
+#: Bad Requests about the chat or the bot's rights, not the message: every message would
+#: fail alike, so the channel backs off and catches up once they are fixed.
+_CHAT_WIDE = re.compile(r"chat not found|rights|not a member|chat_|peer_id_invalid|"
+                        r"deactivated|upgraded|thread not found|bot was", re.IGNORECASE)
+
+
+def _units(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _shown_length(text: str) -> int:
-    return len(html.unescape(_TAGS.sub("", text)))
+    return _units(html.unescape(_TAGS.sub("", text)))
 
 
-def segments_html(reply: Reply) -> str:
+def _shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-16 code units, marked with … when cut."""
+    if _units(text) <= limit:
+        return text
+    if limit <= 0:
+        return ""
+    out: list[str] = []
+    used = 1  # the …
+    for ch in text:
+        used += _units(ch)
+        if used > limit:
+            break
+        out.append(ch)
+    return "".join(out) + "…"
+
+
+def segments_html(reply: Reply, limit: int = MAX_TEXT) -> str:
+    """The reply as Telegram HTML, its visible text shortened to ``limit`` before escaping
+    (an escaped text is never cut, so the HTML stays valid)."""
     out = []
+    left = limit
     for s in reply.segments:
-        out.append(f"<code>{html.escape(s.text)}</code>" if s.code else html.escape(s.text))
+        text = _shorten(s.text, left)
+        left -= _units(text)
+        if text:
+            out.append(f"<code>{html.escape(text)}</code>" if s.code else html.escape(text))
+        if left <= 0:
+            break
     return "".join(out)
 
 
@@ -86,11 +132,13 @@ class TelegramChannel:
             seconds = delay if isinstance(delay, int | float) else delay.total_seconds()
             raise ChannelError(f"Telegram rate-limited {what}", retry_after=seconds) from None
         except BadRequest as exc:
-            if "message is not modified" in exc.message:
+            if "message is not modified" in exc.message.lower():
                 return None
-            if "message to edit not found" in exc.message:
+            if "message to edit not found" in exc.message.lower():
                 raise CardGone(f"Telegram: {what}: the message was deleted") from None
-            raise ChannelError(f"Telegram refused {what}: {exc.message}") from None
+            if _CHAT_WIDE.search(exc.message):
+                raise ChannelError(f"Telegram refused {what}: {exc.message}") from None
+            raise MessageRefused(f"Telegram refused {what}: {exc.message}") from None
         except (Forbidden, TelegramError) as exc:
             raise ChannelError(f"Telegram {what} failed: {type(exc).__name__}: "
                                f"{exc.message}") from None
@@ -107,32 +155,45 @@ class TelegramChannel:
 
     @staticmethod
     def card_text(v: RequestView) -> str:
+        """The card: in full, else abridged, else the short card; always fits."""
         text = render.telegram_card(v)
         if _shown_length(text) > MAX_TEXT:
             text = render.telegram_card(_compact(v))
+        if _shown_length(text) > MAX_TEXT:
+            text = render.telegram_summary(v)
         return text
 
+    async def _card(self, what: str, send: Any, v: RequestView, **kwargs: Any) -> Any:
+        """Send the card; if Telegram refuses it, the short card (then the refusal stands)."""
+        text = self.card_text(v)
+        options: dict[str, Any] = {
+            "parse_mode": ParseMode.HTML, "reply_markup": self._markup(v),
+            "link_preview_options": LinkPreviewOptions(is_disabled=True), **kwargs}
+        try:
+            return await self._call(what, send, text=text, **options)
+        except MessageRefused as exc:
+            summary = render.telegram_summary(v)
+            if text == summary:
+                raise
+            log.warning("telegram refused a card; sending the short card",
+                        extra={"request": v.name, "error": exc.message[:200]})
+            return await self._call(what, send, text=summary, **options)
+
     async def post_card(self, v: RequestView) -> dict[str, Any]:
-        msg: Message = await self._call(
-            "sendMessage", self.bot.send_message, chat_id=self.config.chat_id,
-            text=self.card_text(v), parse_mode=ParseMode.HTML,
-            link_preview_options=LinkPreviewOptions(is_disabled=True),
-            reply_markup=self._markup(v))
+        msg: Message = await self._card("sendMessage", self.bot.send_message, v,
+                                        chat_id=self.config.chat_id)
         return {"chat": self.config.chat_id, "message": msg.message_id}
 
     async def update_card(self, ref: dict[str, Any], v: RequestView) -> None:
-        # No reply_markup: Telegram removes the buttons from the edited message.
-        await self._call("editMessageText", self.bot.edit_message_text,
-                         chat_id=ref["chat"], message_id=ref["message"],
-                         text=self.card_text(v), parse_mode=ParseMode.HTML,
-                         link_preview_options=LinkPreviewOptions(is_disabled=True),
-                         reply_markup=self._markup(v))
+        # reply_markup is None once decided: Telegram removes the buttons from the message.
+        await self._card("editMessageText", self.bot.edit_message_text, v,
+                         chat_id=ref["chat"], message_id=ref["message"])
 
     async def notify(self, v: RequestView, notice: Notice) -> None:
         chat = (self.config.requester_chat_id or self.config.chat_id
                 if notice.audience == "requester" else self.config.chat_id)
         icon = "⏰" if notice.audience == "approvers" else "📣"
-        text = f"{icon} <code>{html.escape(notice.text)}</code>"
+        text = f"{icon} <code>{html.escape(_shorten(notice.text, MAX_TEXT - 2))}</code>"
         await self._call("sendMessage", self.bot.send_message, chat_id=chat, text=text,
                          parse_mode=ParseMode.HTML,
                          link_preview_options=LinkPreviewOptions(is_disabled=True))
@@ -142,7 +203,7 @@ class TelegramChannel:
                 else segments_html(reply))
         try:
             await self._call("sendMessage", self.bot.send_message, chat_id=chat_id,
-                             text=text[:MAX_TEXT], parse_mode=ParseMode.HTML,
+                             text=text, parse_mode=ParseMode.HTML,
                              link_preview_options=LinkPreviewOptions(is_disabled=True))
         except ChannelError as exc:
             log.warning("telegram reply failed", extra={"error": exc.message[:200]})
@@ -190,6 +251,7 @@ class TelegramChannel:
     async def _callback(self, cq: CallbackQuery) -> None:
         user = cq.from_user
         chat_user = str(user.id)
+        person = None if user.is_bot else self.service.config.person_for_telegram(user.id)
         reply: Reply
         try:
             if self.replays.seen(f"cq:{cq.id}"):
@@ -210,7 +272,6 @@ class TelegramChannel:
             if ref is None or ref.get("message") != msg.message_id:
                 raise refuse("StaleButton", "this is not the request's current message: use "
                              "the latest one, or /pending")
-            person = self.service.config.person_for_telegram(user.id)
             if button.verb == "reject" and person is not None:
                 v = self.service.find(uid=button.uid)
                 reply = Reply((T(f"To reject, send: /reject {v.name} <reason>"),))
@@ -218,7 +279,7 @@ class TelegramChannel:
                 reply = await self.service.act(self.name, chat_user, person, button.verb,
                                                uid=button.uid)
         except Refusal as refusal:
-            reply = await self.service.refused(self.name, chat_user, refusal)
+            reply = await self.service.refused(self.name, chat_user, refusal, person=person)
         try:
             await self._call("answerCallbackQuery", self.bot.answer_callback_query,
                              cq.id, text=reply.plain[:190], show_alert=True)
@@ -238,6 +299,8 @@ class TelegramChannel:
             return
         user = msg.from_user
         chat_user = str(user.id) if user else "unknown"
+        person = (self.service.config.person_for_telegram(user.id)
+                  if user is not None and not user.is_bot and msg.sender_chat is None else None)
         try:
             if msg.sender_chat is not None or user is None:
                 raise refuse("Anonymous", "anonymous messages (sent as a channel or an "
@@ -249,7 +312,6 @@ class TelegramChannel:
             allowed = {self.config.chat_id, self.config.requester_chat_id}
             if msg.chat.id not in allowed and msg.chat.type != "private":
                 raise refuse("WrongChat", "Wingman does not take commands in this chat")
-            person = self.service.config.person_for_telegram(user.id)
             args = rest.strip()
             name, _, tail = args.partition(" ")
             if verb in ("approve", "reject", "describe", "status", "exec") and not name:
@@ -268,7 +330,7 @@ class TelegramChannel:
                 kwargs = {"code": args}
             reply = await self.service.act(self.name, chat_user, person, verb, **kwargs)
         except Refusal as refusal:
-            reply = await self.service.refused(self.name, chat_user, refusal)
+            reply = await self.service.refused(self.name, chat_user, refusal, person=person)
         await self.say(msg.chat.id, reply)
 
 

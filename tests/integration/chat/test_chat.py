@@ -455,6 +455,33 @@ def test_slack_buttons_are_signed_and_decide_as_the_person(test_env: Env) -> Non
     assert status == 200 and "NotFound" in answer
 
 
+def test_a_request_too_long_for_a_message_gets_the_short_card_and_holds_up_nothing(
+        test_env: Env) -> None:
+    env = test_env
+    ns = env.release.target_namespace
+    body = approval_request(
+        "tg-huge", requester=WORKER, environment=env.release.env,
+        instruction="i" * 2000, justification="j" * 2000,
+        commands=[f"kubectl rollout restart deployment/huge{i}\u200b{'x' * 200} -n {ns}"
+                  for i in range(10)],
+        source={"reference": "r" * 512, "agent": "g" * 253, "model": "m" * 253,
+                "excerpt": "e" * 4000, "inputTrust": "Untrusted"})
+    env.cluster.kubectl("create", "-n", env.ns, "-f", "-", input=dump(body), user=WORKER,
+                        groups=worker_groups(env.release.env))
+    env.create("tg-after-huge")
+    # the request after it is posted; the long one as the short card, still with its buttons
+    # while it awaits a decision (Telegram would refuse the full card: it checks the length)
+    env.card("tg-after-huge")
+    card = env.card("tg-huge")
+    assert "too long for a chat message" in card["plain"]
+    assert "kubectl wingman describe tg-huge" in card["plain"]
+    if env.ar("tg-huge")["status"].get("phase") == "AwaitingDecision":
+        assert len(env.buttons(card)) == 2
+    # Slack and the webhook show it whole (their limits are higher)
+    wait_for("slack card", lambda: any("tg-huge" in str(m["text"])
+                                       for _, m in env.slack.cards(CHANNEL)), timeout=40)
+
+
 def post_raw(url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
     from urllib.parse import urlencode
 

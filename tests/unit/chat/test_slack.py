@@ -1,0 +1,157 @@
+"""The Slack channel's HTTP endpoints (aiohttp, slack_sdk's verifier) and its Web API calls
+(slack_sdk against a local Web API server): a signed body is read whole however it arrives,
+anything unsigned or malformed is a 401 (never a 500) audited at most once a minute, and a
+message Slack refuses fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import ClientSession, web
+
+from support.fake_chat import FakeSlack, serving, slack_signature
+from wingman.chat.service import ChatService
+from wingman.chat.slack import MAX_BODY, SlackChannel
+from wingman.settings import SlackConfig
+
+from .world import NOW, audited, metric, request, service
+
+TOKEN = "xoxb-unit-test"
+SECRET = "slack-signing-unit-test-secret"
+TEAM, CHANNEL = "T0WINGMAN", "C0APPROVE"
+
+
+def run(tmp: Path, *objs: dict[str, Any],
+        body: Callable[[str, FakeSlack, ChatService], Awaitable[None]],
+        clock: Any = None) -> None:
+    """``body(url, fake, service)`` with the channel's endpoints served at ``url``."""
+    async def main(fake: FakeSlack) -> None:
+        svc = service(tmp, *objs, clock=clock)
+        channel = SlackChannel(SlackConfig(team_id=TEAM, channel=CHANNEL,
+                                           base_url=fake.base_url), TOKEN, SECRET, "prd", svc)
+        svc.channels = [channel]
+        app = web.Application()
+        channel.routes(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            await body(f"http://127.0.0.1:{port}", fake, svc)
+        finally:
+            await runner.cleanup()
+            await channel.close()
+
+    with serving(FakeSlack(TOKEN, TEAM, {"U0BOB": {"is_bot": False}})) as fake:
+        asyncio.run(main(fake))
+
+
+def signed(body: bytes, ts: str | None = None) -> dict[str, str]:
+    ts = ts or str(int(time.time()))
+    return {"Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": slack_signature(SECRET, ts, body)}
+
+
+def test_a_signed_body_that_arrives_in_pieces_is_read_whole(tmp_path: Path) -> None:
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        form = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                          "command": "/wingman", "text": "pending", "pad": "x" * 20000})
+        data = form.encode()
+        head = "".join(f"{k}: {v}\r\n" for k, v in signed(data).items())
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write((f"POST /slack/commands HTTP/1.1\r\nHost: x\r\n{head}"
+                      f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
+                     + data[:8000])
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the rest in a second TCP segment, later
+        writer.write(data[8000:])
+        await writer.drain()
+        answer = (await reader.read()).decode()
+        writer.close()
+        assert answer.startswith("HTTP/1.1 200"), answer[:300]
+        assert "No request awaits a decision in prd" in answer
+        assert audited(svc) == []
+
+    run(tmp_path, body=body)
+
+
+def test_a_body_over_the_cap_is_refused_with_413(tmp_path: Path) -> None:
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        big = b"payload=" + b"x" * (MAX_BODY + 10)
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked
+            for i in range(0, len(big), 32 * 1024):
+                yield big[i:i + 32 * 1024]
+
+        async with ClientSession() as http:
+            for data in (big, chunks()):
+                async with http.post(f"{url}/slack/interactive", data=data,
+                                     headers=signed(big)) as resp:
+                    assert resp.status == 413
+                    assert f"larger than {MAX_BODY} bytes" in await resp.text()
+        assert metric(svc, "wingman_chat_refusals_total", channel="slack",
+                      reason="TooLarge") == 2
+
+    run(tmp_path, body=body)
+
+
+def test_unsigned_requests_are_401_and_audited_once_a_minute(tmp_path: Path) -> None:
+    now = [NOW]
+
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        fresh = str(int(time.time()))
+        attempts: list[tuple[bytes, dict[str, str]]] = [
+            (b"command=%2Fwingman", {}),  # no signature at all
+            (b"command=%2Fwingman", {"X-Slack-Request-Timestamp": "abc",
+                                     "X-Slack-Signature": "v0=00"}),
+            (b"command=%2Fwingman", {"X-Slack-Request-Timestamp": "\uff11\uff12",
+                                     "X-Slack-Signature": "v0=00"}),  # digits, not ASCII
+            (b"\xff\xfe", {"X-Slack-Request-Timestamp": fresh,
+                           "X-Slack-Signature": "v0=00"}),  # not UTF-8
+            (b"command=%2Fwingman", {**signed(b"command=%2Fwingman"),
+                                     "X-Slack-Signature": "v0=" + "0" * 64}),
+        ]
+        async with ClientSession() as http:
+            for data, headers in attempts:
+                for path in ("/slack/commands", "/slack/interactive"):
+                    async with http.post(url + path, data=data, headers=headers) as resp:
+                        assert resp.status == 401, (headers, await resp.text())
+            assert [d.get("suppressed") for d in audited(svc)] == [None]
+            now[0] += dt.timedelta(seconds=61)
+            async with http.post(url + "/slack/commands", data=b"x") as resp:
+                assert resp.status == 401
+        (first, second) = audited(svc)
+        assert first["reason"] == second["reason"] == "BadSignature"
+        assert second["suppressed"] == 9
+        assert metric(svc, "wingman_chat_refusals_total", channel="slack",
+                      reason="BadSignature") == 11
+
+    run(tmp_path, body=body, clock=lambda: now[0])
+
+
+def test_a_message_slack_refuses_fails_alone(tmp_path: Path) -> None:
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        fake.refuse = lambda method, p: ("invalid_blocks" if method == "chat.postMessage"
+                                         and "poison" in str(p.get("text")) else None)
+        await svc.sync()
+        await svc.sync()
+        assert ["later" in str(m["text"]) for _, m in fake.cards(CHANNEL)] == [True]
+        tries = [p for m, p in fake.requests if m == "chat.postMessage"
+                 and "poison" in str(p.get("text"))]
+        assert len(tries) == 1
+        uid = svc.find(name="poison").uid
+        assert svc.state["requests"][uid]["slack"]["refused"]["error"] == (
+            "Slack refused chat.postMessage: invalid_blocks")
+        assert metric(svc, "wingman_chat_messages_failed_total", channel="slack") == 1
+        assert "refused" not in svc.state["requests"][svc.find(name="later").uid]["slack"]
+
+    run(tmp_path, request("poison", 1), request("later", 2), body=body)

@@ -1,0 +1,192 @@
+"""The Telegram channel with python-telegram-bot against a local Bot API server that checks
+messages as Telegram does (HTML that parses, at most 4096 characters): every card and reply
+fits, one request Telegram refuses never holds up the others, and unidentified senders cannot
+flood the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from support.fake_chat import FakeTelegram, serving, telegram_html_error
+from wingman.chat import render
+from wingman.chat.render import Notice
+from wingman.chat.service import C, ChatService, Reply, T
+from wingman.chat.telegram import MAX_TEXT, TelegramChannel, _shown_length, segments_html
+from wingman.settings import TelegramConfig
+
+from .world import NOW, audited, metric, oversized, request, service
+
+TOKEN = "7000001:AAH-unit-test-token"
+CHAT = -1001
+
+
+def run(tmp: Path, *objs: dict[str, Any],
+        body: Callable[[FakeTelegram, TelegramChannel, ChatService], Awaitable[None]],
+        clock: Any = None) -> None:
+    async def main(fake: FakeTelegram) -> None:
+        svc = service(tmp, *objs, clock=clock)
+        channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url), TOKEN,
+                                  "prd", svc)
+        svc.channels = [channel]
+        try:
+            await body(fake, channel, svc)
+        finally:
+            await channel.close()
+
+    with serving(FakeTelegram(TOKEN)) as fake:
+        asyncio.run(main(fake))
+
+
+def cards(fake: FakeTelegram) -> dict[str, dict[str, Any]]:
+    """The messages in the approvers' chat by request name."""
+    out = {}
+    for m in fake.sent_to(CHAT):
+        first = m["plain"].split("\n")[0]
+        out[first.rsplit(" ", 1)[-1]] = m
+    return out
+
+
+def sends(fake: FakeTelegram, name: str) -> int:
+    return sum(1 for method, p in fake.requests
+               if method in ("sendMessage", "editMessageText") and name in str(p.get("text")))
+
+
+def test_a_card_too_long_even_abridged_goes_out_short_with_its_buttons(tmp_path: Path) -> None:
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.sync()
+        shown = cards(fake)
+        assert set(shown) == {"huge", "later"}  # the later request is not held up
+        short = shown["huge"]["plain"]
+        assert "too long for a chat message" in short
+        assert "kubectl wingman describe huge" in short and "Commands: 10" in short
+        assert len(fake.buttons(CHAT, shown["huge"]["id"])) == 2  # still decidable
+        assert "kubectl rollout restart deployment/web" in shown["later"]["plain"]
+        assert metric(svc, "wingman_chat_backlog", channel="telegram") == 0
+
+    run(tmp_path, oversized("huge", 1), request("later", 2), body=body)
+
+
+def test_an_edited_card_that_grew_too_long_becomes_the_short_card(tmp_path: Path) -> None:
+    # fits at first; ten approvals with long reasons later it does not, even abridged
+    grows = request("grows", 1, instruction="i" * 600,
+                    commands=[f"kubectl get pods -n ns{i} " + "x" * 200 for i in range(10)])
+
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.sync()
+        (card,) = fake.sent_to(CHAT)
+        assert "too long" not in card["plain"] and "ns9" in card["plain"]
+        svc.cluster.objs[0]["spec"]["decisions"] = [  # type: ignore[attr-defined]
+            {"verdict": "Approve", "by": f"approver-{i}-" + "p" * 100, "reason": "r" * 200}
+            for i in range(10)]
+        await svc.sync()
+        (card,) = fake.sent_to(CHAT)
+        assert card["edits"] == 1 and "too long for a chat message" in card["plain"]
+        assert fake.buttons(CHAT, card["id"])
+        assert metric(svc, "wingman_chat_messages_failed_total", channel="telegram") == 0
+
+    run(tmp_path, grows, body=body)
+
+
+def test_a_card_telegram_refuses_fails_alone_and_waits_for_a_change(tmp_path: Path) -> None:
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        fake.refuse = lambda method, p: ("Bad Request: BUTTON_DATA_INVALID"
+                                         if "poison" in str(p.get("text")) else None)
+        for _ in range(3):
+            await svc.sync()
+        assert set(cards(fake)) == {"later"}  # posted at the first sync, not held up
+        assert sends(fake, "poison") == 2  # the card, then the short card; not again
+        entry = svc.state["requests"][svc.find(name="poison").uid]["telegram"]
+        assert entry["refused"]["error"].lower() == ("telegram refused sendmessage: "
+                                                     "button_data_invalid")
+        assert svc.cluster.saved["requests"][  # type: ignore[attr-defined]
+            svc.find(name="poison").uid]["telegram"]["refused"]
+        assert metric(svc, "wingman_chat_messages_failed_total", channel="telegram") == 1
+        assert metric(svc, "wingman_chat_backlog", channel="telegram") == 0
+        # once the request changes, its card is tried again
+        fake.refuse = None
+        svc.cluster.objs[0]["spec"]["decisions"] = [  # type: ignore[attr-defined]
+            {"verdict": "Approve", "by": "carol", "reason": "ok"}]
+        await svc.sync()
+        assert set(cards(fake)) == {"poison", "later"}
+        assert "refused" not in svc.state["requests"][svc.find(name="poison").uid]["telegram"]
+
+    run(tmp_path, request("poison", 1), request("later", 2), body=body)
+
+
+def test_an_outage_still_backs_the_channel_off(tmp_path: Path) -> None:
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        fake.refuse = lambda method, p: "Bad Request: chat not found"
+        await svc.sync()
+        await svc.sync()  # backing off: not even tried
+        assert sends(fake, "alpha") == 1 and sends(fake, "bravo") == 0
+        assert "refused" not in (svc.state["requests"].get(svc.find(name="alpha").uid) or {}
+                                 ).get("telegram", {})
+        assert metric(svc, "wingman_chat_backlog", channel="telegram") == 2
+
+    run(tmp_path, request("alpha", 1), request("bravo", 2), body=body)
+
+
+def test_replies_are_shortened_before_escaping_and_always_parse(tmp_path: Path) -> None:
+    out = json.dumps([{"k": "v", "a": "b&c"} for _ in range(400)])
+    status = Reply((T("Grant g: Succeeded\nCommand: "), C("kubectl get cm -o json"),
+                    T("\nOutput:\n"), C(out[-1500:]), T("\n" + "<&>" * 1500),
+                    T("\nNext: x")))
+    text = segments_html(status)
+    assert telegram_html_error(text) is None and _shown_length(text) <= MAX_TEXT
+    assert text.endswith("…")
+    labels = json.dumps({chr(65 + j): chr(97 + j) for j in range(24)})
+    quoted = [f"kubectl annotate cm c{i} -n shop a='{labels}'" for i in range(10)]
+    many = render.view(request("quoted", 1, instruction="\"web\" & 'api'" * 100,
+                               commands=quoted), [], NOW)
+    long_notice = Notice("grant:g:Failed", "requester", "grant.failed",
+                         "Grant g: Failed. Command: " + "x" * 5000)
+
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await channel.say(CHAT, status)
+        await channel.say(CHAT, Reply((T("Request quoted"),), view=many))
+        await channel.notify(many, long_notice)
+        sent = sorted(fake.sent_to(CHAT), key=lambda m: m["id"])
+        assert [m["plain"][:9] for m in sent] == ["Grant g: ", "⏳ Wingman", "📣 Grant g"]
+        assert "Next: x" not in sent[0]["plain"]  # shortened at the end, visibly
+        assert sent[2]["plain"].endswith("…")
+
+    run(tmp_path, body=body)
+
+
+def test_unmapped_senders_are_audited_once_a_minute_and_counted_always(tmp_path: Path) -> None:
+    now = [NOW]
+
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        async def dm(user: int, times: int) -> None:
+            for _ in range(times):
+                fake.say(FakeTelegram.user(user), user, "/pending")
+            for update in await channel.bot.get_updates(timeout=0):
+                await channel.handle(update)
+            await channel.bot.get_updates(offset=update.update_id + 1, timeout=0)
+
+        await dm(999, 5)
+        await dm(998, 1)  # another sender has a record of its own
+        assert [(d["chatUser"], d.get("suppressed")) for d in audited(svc)] == [
+            ("999", None), ("998", None)]
+        now[0] += dt.timedelta(seconds=61)
+        await dm(999, 2)
+        assert [(d["chatUser"], d.get("suppressed")) for d in audited(svc)][2:] == [
+            ("999", 4)]
+        assert metric(svc, "wingman_chat_refusals_total", channel="telegram",
+                      reason="Unmapped") == 8
+        # every sender was answered
+        assert sum("Unmapped" in m["plain"] for c in (999, 998)
+                   for m in fake.sent_to(c)) == 8
+        # a mapped person's refusals are each audited
+        for _ in range(2):
+            fake.say(FakeTelegram.user(111), CHAT, "/describe nothing")
+        for update in await channel.bot.get_updates(timeout=0):
+            await channel.handle(update)
+        assert [d["reason"] for d in audited(svc) if d["as"] == "bob"] == ["NotFound"] * 2
+
+    run(tmp_path, body=body, clock=lambda: now[0])
