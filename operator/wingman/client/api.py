@@ -14,6 +14,7 @@ The CLI (``wingman.cli``), the MCP server (``wingman.mcp``) and the chat compone
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -360,10 +361,11 @@ class WingmanClient:
         return [self._request_status(o, [g for g in grants if _ref(g) == o["metadata"]["name"]])
                 for o in items]
 
-    def wait_request(self, name: str, timeout: float, on_tick: Tick | None = None
-                     ) -> st.Status:
-        """Poll until the request leaves the waiting states or ``timeout`` passes."""
-        return self._wait(lambda: self.request_status(name), timeout, on_tick)
+    def wait_request(self, name: str, timeout: float, on_tick: Tick | None = None, *,
+                     stop: threading.Event | None = None) -> st.Status:
+        """Poll until the request leaves the waiting states, ``timeout`` passes or ``stop`` is
+        set (a caller that gave up: the wait ends at once)."""
+        return self._wait(lambda: self.request_status(name), timeout, on_tick, stop)
 
     def decide(self, name: str, verdict: str, reason: str = "", *,
                uid: str | None = None) -> st.Status:
@@ -419,9 +421,11 @@ class WingmanClient:
                          self.namespace, name)
         return st.of_grant(obj, now=self.now(), max_output=self.max_output, hints=self.hints)
 
-    def wait_grant(self, name: str, timeout: float, on_tick: Tick | None = None) -> st.Status:
-        """Poll until the grant leaves the waiting states or ``timeout`` passes."""
-        return self._wait(lambda: self.grant_status(name), timeout, on_tick)
+    def wait_grant(self, name: str, timeout: float, on_tick: Tick | None = None, *,
+                   stop: threading.Event | None = None) -> st.Status:
+        """Poll until the grant leaves the waiting states, ``timeout`` passes or ``stop`` is
+        set."""
+        return self._wait(lambda: self.grant_status(name), timeout, on_tick, stop)
 
     def execute(self, request: str, command: str, *, ttl_seconds: int | None = None
                 ) -> st.Status:
@@ -519,18 +523,19 @@ class WingmanClient:
                            hints=self.hints)
 
     # -- waiting ----------------------------------------------------------------------------
-    def _wait(self, probe: Callable[[], st.Status], timeout: float, on_tick: Tick | None
-              ) -> st.Status:
+    def _wait(self, probe: Callable[[], st.Status], timeout: float, on_tick: Tick | None,
+              stop: threading.Event | None = None) -> st.Status:
         start = time.monotonic()
         deadline = start + max(0.0, timeout)
+        pause = stop if stop is not None else threading.Event()
         while True:
             current = probe()
             elapsed = time.monotonic() - start
             if on_tick is not None:
                 on_tick(current, elapsed)
-            if not current.waiting or time.monotonic() >= deadline:
+            if not current.waiting or time.monotonic() >= deadline or pause.is_set():
                 return current.with_wait(elapsed) if timeout > 0 else current
-            time.sleep(min(self.poll_seconds, max(0.0, deadline - time.monotonic())))
+            pause.wait(min(self.poll_seconds, max(0.0, deadline - time.monotonic())))
 
 
 def _ref(grant: Mapping[str, Any]) -> str:

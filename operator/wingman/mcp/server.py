@@ -5,7 +5,9 @@ one ``state`` from a closed set, a ``next`` hint, and the details that state car
 block longer than ``wait_seconds`` (at most ``--max-wait-seconds``, 50 by default, below the
 tool-call timeouts of common MCP clients) and return the current state when the wait ends.
 Errors are answers too (``not_found``, ``forbidden``, ``invalid``, ``unavailable``), so an agent
-always knows whether to wait, act, fix its input or stop.
+always knows whether to wait, act, fix its input or stop. A call that is cancelled (the client
+gave up, the server stops) ends its wait at once, so a signal stops the server within a second
+or two (HTTP: in-flight calls get two seconds, then are cancelled).
 
 The server runs as the agent: ``wingman.client.connect`` with the agent's kubeconfig or its
 pod's ServiceAccount. There is deliberately no tool to approve or reject: deciding is for
@@ -16,8 +18,10 @@ people (and admission refuses a requester's own decision anyway).
 import argparse
 import hmac
 import ipaddress
+import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -113,12 +117,17 @@ class Tools:
         self.client = client
         self.max_wait = max_wait
 
-    async def _answer(self, fn: Callable[[], st.Status], *, kind: str | None = None,
-                      name: str | None = None) -> Answer:
+    async def _answer(self, fn: Callable[[threading.Event], st.Status], *,
+                      kind: str | None = None, name: str | None = None) -> Answer:
+        """``fn(stop)`` in a worker thread; ``stop`` is set when the call ends, so a cancelled
+        call (client gone, server stopping) ends the thread's wait at once, not at its end."""
+        stop = threading.Event()
         try:
-            status = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+            status = await anyio.to_thread.run_sync(fn, stop, abandon_on_cancel=True)
         except WingmanError as exc:
             status = _error(exc, kind, name, self.client.namespace)
+        finally:
+            stop.set()
         return status.to_dict()
 
     def _bound(self, wait_seconds: float | None) -> float:
@@ -134,7 +143,7 @@ class Tools:
     ) -> Answer:
         wait = self._bound(wait_seconds)
 
-        def run() -> st.Status:
+        def run(stop: threading.Event) -> st.Status:
             src = Source.from_mapping(source.model_dump(exclude_none=True)) if source else None
             undo = {r.command: r.rollback for r in rollbacks or []}
             if len(undo) != len(rollbacks or []):
@@ -145,45 +154,45 @@ class Tools:
                 justification=justification, expires_after_seconds=expires_after_seconds,
                 source=src, rollbacks=undo or None)
             if wait > 0:
-                return self.client.wait_request(str(created.name), wait)
+                return self.client.wait_request(str(created.name), wait, stop=stop)
             return created
         return await self._answer(run, kind="ApprovalRequest")
 
     async def get_request(self, name: str, wait_seconds: float = 0) -> Answer:
         wait = self._bound(wait_seconds)
 
-        def run() -> st.Status:
+        def run(stop: threading.Event) -> st.Status:
             if wait > 0:
-                return self.client.wait_request(name, wait)
+                return self.client.wait_request(name, wait, stop=stop)
             return self.client.request_status(name)
         return await self._answer(run, kind="ApprovalRequest", name=name)
 
     async def execute(self, request: str, command: str, wait_seconds: float = 0) -> Answer:
         wait = self._bound(wait_seconds)
 
-        def run() -> st.Status:
+        def run(stop: threading.Event) -> st.Status:
             started = self.client.execute(request, command)
             if wait > 0 and started.state in (st.State.GRANTED, st.State.RUNNING):
-                return self.client.wait_grant(str(started.name), wait)
+                return self.client.wait_grant(str(started.name), wait, stop=stop)
             return started
         return await self._answer(run, kind="ApprovalRequest", name=request)
 
     async def rollback(self, grant: str, wait_seconds: float = 0) -> Answer:
         wait = self._bound(wait_seconds)
 
-        def run() -> st.Status:
+        def run(stop: threading.Event) -> st.Status:
             started = self.client.rollback(grant)
             if wait > 0 and started.state in (st.State.GRANTED, st.State.RUNNING):
-                return self.client.wait_grant(str(started.name), wait)
+                return self.client.wait_grant(str(started.name), wait, stop=stop)
             return started
         return await self._answer(run, kind="ExecutionGrant", name=grant)
 
     async def get_result(self, grant: str, wait_seconds: float = 0) -> Answer:
         wait = self._bound(wait_seconds)
 
-        def run() -> st.Status:
+        def run(stop: threading.Event) -> st.Status:
             if wait > 0:
-                return self.client.wait_grant(grant, wait)
+                return self.client.wait_grant(grant, wait, stop=stop)
             return self.client.grant_status(grant)
         return await self._answer(run, kind="ExecutionGrant", name=grant)
 
@@ -399,14 +408,26 @@ def serve(args: argparse.Namespace) -> int:
     conn = connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
     client = WingmanClient(conn, hints=st.TOOLS)
     server = build_server(client, max_wait=args.max_wait_seconds)
+    hung_up = threading.Event()
+
+    def hang_up(*_: object) -> None:
+        hung_up.set()
+        sys.exit(0)
+
     try:
         if args.transport == "stdio":
-            signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
+            signal.signal(signal.SIGHUP, hang_up)
             anyio.run(server.run_stdio_async)
         else:
             anyio.run(_serve_http, server, args)
     finally:
         client.close()
+        if hung_up.is_set():
+            # The calls were cancelled and their waits ended; what remains is the stdio
+            # transport's thread blocked reading stdin, which only the client's EOF ends.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     return 0
 
 

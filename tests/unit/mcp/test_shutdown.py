@@ -1,0 +1,219 @@
+"""A tool call that waits ends its wait when it is cancelled: the client went away, or the
+server stops (SIGHUP over stdio, SIGHUP or SIGTERM over HTTP) and exits within a second or two, not
+when the wait would have ended. Against a local API server whose request never changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import LATEST_PROTOCOL_VERSION
+
+from support.operator import free_port, wait_for
+from wingman.client import status as st
+from wingman.client.api import WingmanClient
+from wingman.client.connect import connect
+from wingman.mcp.server import Tools
+
+NS = "wm"
+WAIT = 30  # what the calls ask for; none of them may last that long
+
+
+class FakeApi:
+    """Answers the two reads a request's status needs: the request (awaiting a decision,
+    forever) and its grants (none)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                base = f"/apis/wingman.dev/v1alpha1/namespaces/{NS}/"
+                if self.path.startswith(base + "approvalrequests/"):
+                    outer.reads += 1
+                    body: dict[str, Any] = {
+                        "apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+                        "metadata": {"name": "r1", "namespace": NS, "uid": "u1",
+                                     "creationTimestamp": "2030-01-01T00:00:00Z"},
+                        "spec": {"requester": "agent", "environment": "test",
+                                 "instruction": "x", "commands": ["kubectl get pods"]},
+                        "status": {"phase": "AwaitingDecision",
+                                   "expirationTime": "2099-01-01T00:00:00Z"}}
+                    status = 200
+                elif self.path.split("?")[0] == base + "executiongrants":
+                    body, status = {"kind": "ExecutionGrantList", "items": []}, 200
+                else:
+                    body, status = {"kind": "Status", "code": 404, "reason": "NotFound"}, 404
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def kubeconfig(self, tmp: Path) -> Path:
+        path = tmp / "kubeconfig"
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": self.url}}],
+            "users": [{"name": "u", "user": {"token": "agent-token"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u",
+                                                   "namespace": NS}}]}))
+        return path
+
+
+@contextmanager
+def fake_api() -> Iterator[FakeApi]:
+    api = FakeApi()
+    thread = threading.Thread(target=api.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield api
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
+
+
+def test_a_cancelled_wait_stops_polling_at_once(tmp_path: Path) -> None:
+    with fake_api() as api:
+        client = WingmanClient(connect(kubeconfig=str(api.kubeconfig(tmp_path))),
+                               poll_seconds=0.2)
+        tools = Tools(client, max_wait=WAIT)
+
+        async def main() -> None:
+            with anyio.move_on_after(0.6):  # the client gives up
+                await tools.get_request("r1", wait_seconds=WAIT)
+        anyio.run(main)
+        time.sleep(0.5)
+        reads = api.reads
+        time.sleep(1.0)
+        assert reads >= 2 and api.reads == reads  # nobody polls any more
+        # an uncancelled wait still waits and answers the state, with the time it waited
+        start = time.monotonic()
+        answer = anyio.run(tools.get_request, "r1", 0.5)
+        assert answer["waiting"] and answer["state"] in {s.value for s in st.WAITING}
+        assert answer["waited_seconds"] >= 0.5 and time.monotonic() - start < 3
+        client.close()
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp),
+            "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+
+
+def _exits_promptly(proc: subprocess.Popen[bytes], sig: int, log: Path) -> None:
+    start = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    took = time.monotonic() - start
+    assert took < 3, f"exited {took:.1f} s after the signal:\n{log.read_text()[-2000:]}"
+
+
+def test_sighup_stops_the_stdio_server_during_a_wait(tmp_path: Path) -> None:
+    with fake_api() as api:
+        log = tmp_path / "mcp.log"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "wingman.cli", "mcp", "--kubeconfig",
+                 str(api.kubeconfig(tmp_path)), "--max-wait-seconds", str(WAIT)],
+                env=_env(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=err)
+        assert proc.stdin is not None and proc.stdout is not None
+
+        def send(message: dict[str, Any]) -> None:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"jsonrpc": "2.0", **message}).encode() + b"\n")
+            proc.stdin.flush()
+
+        send({"id": 1, "method": "initialize", "params": {
+            "protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"}}})
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        send({"method": "notifications/initialized"})
+        send({"id": 2, "method": "tools/call", "params": {
+            "name": "get_request", "arguments": {"name": "r1", "wait_seconds": WAIT}}})
+        wait_for("the call to wait", lambda: api.reads >= 2, timeout=30)
+        _exits_promptly(proc, signal.SIGHUP, log)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_a_signal_stops_the_http_server_during_a_wait(tmp_path: Path, sig: int) -> None:
+    import httpx2
+
+    with fake_api() as api:
+        port = free_port()
+        token = uuid.uuid4().hex
+        (tmp_path / "token").write_text(token)
+        log = tmp_path / "mcp.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http", "--port",
+                 str(port), "--kubeconfig", str(api.kubeconfig(tmp_path)),
+                 "--max-wait-seconds", str(WAIT), "--auth-token-file",
+                 str(tmp_path / "token")],
+                env=_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+
+        async def call() -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with httpx2.AsyncClient(headers=headers, timeout=60) as http, \
+                    streamable_http_client(f"http://127.0.0.1:{port}/mcp",
+                                           http_client=http) as (read, write), \
+                    ClientSession(read, write) as s:
+                await s.initialize()
+                await s.call_tool("get_request", {"name": "r1", "wait_seconds": WAIT})
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+                async def client() -> None:
+                    try:
+                        await call()
+                    except Exception:  # noqa: BLE001, S110 - the server goes away mid-call
+                        pass
+                start = time.monotonic()
+                while True:  # the server takes a moment to start listening
+                    try:
+                        await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                        break
+                    except OSError:
+                        assert proc.poll() is None, log.read_text()
+                        assert time.monotonic() - start < 30, log.read_text()
+                        await anyio.sleep(0.2)
+                tg.start_soon(client)
+                while api.reads < 2:
+                    assert time.monotonic() - start < 60, log.read_text()
+                    await anyio.sleep(0.1)
+                await anyio.to_thread.run_sync(_exits_promptly, proc, sig, log)
+                tg.cancel_scope.cancel()
+        try:
+            anyio.run(main)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
