@@ -517,7 +517,6 @@ class SlackConfig:
 @dataclass(frozen=True)
 class WebhookConfig:
     url: str
-    max_attempts: int = 5
     timeout_seconds: int = 10
 
 
@@ -582,7 +581,6 @@ class ChatConfig:
         if wh.get("enabled"):
             webhook = WebhookConfig(
                 url=_url(str(wh.get("url") or ""), "chat.webhook.url"),
-                max_attempts=_cfg_range(wh, "maxAttempts", 5, 1, 20, "chat.webhook"),
                 timeout_seconds=_cfg_range(wh, "timeoutSeconds", 10, 1, 120, "chat.webhook"))
         step = data.get("stepUp") or {}
         config = cls(

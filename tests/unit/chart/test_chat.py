@@ -3,6 +3,9 @@ people, and a configuration the chat process accepts as rendered."""
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,7 @@ import pytest
 
 from support.chart import CHART_DIR, find, helm, render, set_args
 from wingman.errors import ConfigError
-from wingman.settings import ChatSettings
+from wingman.settings import ChatSettings, SlackConfig, TelegramConfig, WebhookConfig
 
 PEOPLE = [{"kubernetesUser": "bob", "groups": ["wingman:prd-approvers"],
            "telegramUserId": "123456789012", "slackUserId": "U0BOB", "totpSecretKey": "totp-bob"},
@@ -116,3 +119,13 @@ def test_enabled_chat_without_a_channel_says_what_to_do() -> None:
                   check=False)
     assert result.returncode != 0
     assert "enable chat.telegram, chat.slack or chat.webhook" in result.stderr
+
+
+def test_each_channel_setting_is_a_chart_value_and_each_chart_value_is_used() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    chat = schema["properties"]["chat"]["properties"]
+    for key, config in (("telegram", TelegramConfig), ("slack", SlackConfig),
+                        ("webhook", WebhookConfig)):
+        read = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), f.name)
+                for f in fields(config)}
+        assert read == set(chat[key]["properties"]) - {"enabled"}, key
