@@ -29,6 +29,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+import wingman
 from support.chart import (
     APPROVER,
     DEFAULT_GATEWAY_IMAGE,
@@ -43,6 +44,8 @@ from support.operator import OperatorProcess, free_port, get, wait_for
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.node import NodeHarness
 
+#: ``wingman mcp`` runs the code under test, not an installed copy
+OPERATOR_SRC = Path(wingman.__file__).resolve().parents[1]
 AGENT_SA = "agent"
 MAX_WAIT = 20.0
 TOOLS = {"request_approval", "get_request", "execute", "get_result", "list_requests",
@@ -84,7 +87,8 @@ class World:
             command=sys.executable,
             args=["-m", "wingman.cli", "mcp", "-n", self.ns, "--kubeconfig", str(kubeconfig),
                   "--max-wait-seconds", str(MAX_WAIT)],
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.work)})
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.work),
+                 "PYTHONPATH": str(OPERATOR_SRC)})
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +121,7 @@ def world(cluster: LocalCluster, crds: Path, tmp_path_factory: pytest.TempPathFa
         host, port = cluster.server.rsplit("//", 1)[1].rsplit(":", 1)
         pod_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work),
                    "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
-                   "WINGMAN_SERVICEACCOUNT_DIR": str(sa)}
+                   "WINGMAN_SERVICEACCOUNT_DIR": str(sa), "PYTHONPATH": str(OPERATOR_SRC)}
         op = OperatorProcess(cluster, ns, work / "operator",
                              extra_env={"WINGMAN_AUDIT_VOLUME_CLAIM": "wingman-audit"})
         op.start()

@@ -28,6 +28,7 @@ from typing import Any
 import pyotp
 import pytest
 
+import wingman
 from support.chart import (
     APPROVER,
     SECOND_APPROVER,
@@ -54,6 +55,7 @@ from support.operator import OperatorProcess, free_port, get, wait_for
 from wingman.chat.webhook import signature as webhook_signature
 from wingman.dev.cluster import LocalCluster
 
+OPERATOR_SRC = Path(wingman.__file__).resolve().parents[1]
 TG_TOKEN = "7000001:AAH-test-telegram-bot-token-" + uuid.uuid4().hex
 SLACK_TOKEN = "xoxb-test-" + uuid.uuid4().hex
 SIGNING_SECRET = "slack-signing-" + uuid.uuid4().hex
@@ -208,6 +210,7 @@ def chat_env(cluster: LocalCluster, env: str, tmp: Path, *, step_up: bool = Fals
                 "WINGMAN_CHAT_HTTP_PORT": str(http_port),
                 "WINGMAN_METRICS_PORT": str(free_port()),
                 "WINGMAN_CHAT_SYNC_SECONDS": "1", "WINGMAN_LOG_FORMAT": "json",
+                "PYTHONPATH": str(OPERATOR_SRC),  # the code under test, not an installed copy
             }
             log_path = tmp / "chat.log"
             with log_path.open("wb") as log:

@@ -24,12 +24,14 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import LATEST_PROTOCOL_VERSION
 
+import wingman
 from support.operator import free_port, wait_for
 from wingman.client import status as st
 from wingman.client.api import WingmanClient
 from wingman.client.connect import connect
 from wingman.mcp.server import Tools
 
+OPERATOR_SRC = Path(wingman.__file__).resolve().parents[1]
 NS = "wm"
 WAIT = 30  # what the calls ask for; none of them may last that long
 
@@ -121,7 +123,7 @@ def test_a_cancelled_wait_stops_polling_at_once(tmp_path: Path) -> None:
 
 def _env(tmp: Path) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp),
-            "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+            "PYTHONPATH": str(OPERATOR_SRC)}  # the code under test, not an installed copy
 
 
 def _exits_promptly(proc: subprocess.Popen[bytes], sig: int, log: Path) -> None:
