@@ -15,7 +15,8 @@ of an object, and ``error`` with the traceback of an exception. The framework's 
 Callers log hashes of tokens and keys, never their values. As a second line of defence every
 line is scrubbed of what looks like a token whoever wrote it (an API server's error message that
 echoes a Secret, a framework's debug line): a JWT (``eyJ<segment>.<segment>.``, the capability
-tokens and ServiceAccount tokens) and the base64 of one (how a Secret's ``data`` carries it); and
+tokens and ServiceAccount tokens) and the base64 of one (how a Secret's ``data`` carries it:
+the token alone, or inside other text such as ``Bearer <token>`` or a kubeconfig); and
 a process may register a secret it holds (``never_log``), which is scrubbed from every line too.
 
 This module imports the standard library only: the gateway and the command line use it without
@@ -24,6 +25,7 @@ the operator's framework.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -46,8 +48,21 @@ _FIRST = ("time", "level", "component", "logger", "message")
 #: A run of the characters a JWT, the base64 of one (its padding aside), or a path holding one
 #: is made of; the runs of a line are disjoint, so finding them is linear in its length.
 _RUN = re.compile(r"[A-Za-z0-9_.+/-]+")
-_B64_OF_JWT = "ZXlK"  # the base64 of "eyJ"
+_B64_OF_JWT = "ZXlK"  # the base64 of "eyJ", a token at the start of what was encoded
 _B64_OF_JWT_MIN = 24  # characters after it: shorter is no token
+
+
+def _shifted(prefix: bytes, shift: int) -> str:
+    """What the base64 of text holding ``prefix`` always contains when the prefix starts
+    ``shift`` bytes into a group of three (after ``Bearer ``, inside JSON or a kubeconfig): the
+    groups made of the prefix alone."""
+    whole = prefix[3 - shift:]
+    return base64.b64encode(whole[:len(whole) // 3 * 3]).decode()
+
+
+#: The base64 of a token that does not start a group: JWT headers begin with these fields.
+_B64_SHIFTED = tuple(_shifted(p, shift) for p in (b"eyJhbGciOi", b"eyJ0eXAiOi", b"eyJraWQiOi")
+                     for shift in (1, 2))
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -68,9 +83,12 @@ def forget(value: str) -> None:
 
 def _token_shaped(run: str) -> bool:
     """True when ``run`` (no spaces or quotes) holds a JWT (``eyJ<segment>.<segment>.``) or the
-    base64 of one (``ZXlK`` and at least 24 more characters)."""
+    base64 of one: of text that starts with it (``ZXlK`` and at least 24 more characters), or
+    of text that holds it further in (its header's first field, shifted)."""
     at = run.find(_B64_OF_JWT)
     if at != -1 and len(run) - at - len(_B64_OF_JWT) >= _B64_OF_JWT_MIN:
+        return True
+    if len(run) >= _B64_OF_JWT_MIN and any(m in run for m in _B64_SHIFTED):
         return True
     if "eyJ" not in run:
         return False
@@ -87,7 +105,7 @@ def _redact_run(match: re.Match[str]) -> str:
 
 
 def _scrub(line: str) -> str:
-    if "eyJ" in line or _B64_OF_JWT in line:
+    if "eyJ" in line or _B64_OF_JWT in line or any(m in line for m in _B64_SHIFTED):
         line = _RUN.sub(_redact_run, line)
     with _secrets_lock:
         held = list(_secrets)

@@ -8,8 +8,10 @@
 which every API request is counted by caller, verb and resource), for the real operator and
 then for a no-op kopf operator (the same watches; the least comparable work: write a status
 field, create a suspended Job; ``--noop-jobs runnable``: a Job its controller makes a pod for at
-once, as Wingman's gateway Jobs are), each in a fresh Helm release and authenticated as the
-chart's operator ServiceAccount:
+once, as Wingman's gateway Jobs are), each in a fresh Helm release and with the rights of the
+chart's operator Role (the real operator as its ServiceAccount; the no-op as a ServiceAccount of
+its own bound to that Role, since admission lets the operator's identity run Jobs only as the
+gateway or the preview):
 
 1. COUNT ApprovalRequests arrive at once (as the worker): create → consensus written;
 2. COUNT ExecutionGrants arrive at once (as the approver): grant → Job created, and for the
@@ -499,6 +501,9 @@ def start_real(cluster: LocalCluster, ns: str, work: Path, *, audit_volume: bool
                    op.metrics)
 
 
+NOOP_ACCOUNT = "wingman-noop"
+
+
 def start_noop(cluster: LocalCluster, ns: str, work: Path, *, runnable: bool = False
                ) -> Running:
     """The no-op operator; its Jobs suspended (the floor the targets name), or ``runnable``:
@@ -506,7 +511,16 @@ def start_noop(cluster: LocalCluster, ns: str, work: Path, *, runnable: bool = F
     Jobs."""
     script = work / "noop.py"
     script.write_text(NOOP.replace("SUSPEND", "False" if runnable else "True"))
-    token = cluster.sa_token(ns, "wingman-operator", expiration_seconds=7200)
+    # the operator's rights under another name: admission (...-operator-jobs) lets the
+    # operator's own identity create Jobs only as the gateway or the preview
+    cluster.kubectl("create", "serviceaccount", NOOP_ACCOUNT, "-n", ns)
+    cluster.kubectl("create", "rolebinding", NOOP_ACCOUNT, "-n", ns, "--role=wingman-operator",
+                    f"--serviceaccount={ns}:{NOOP_ACCOUNT}")
+    cluster_binding = f"{ns}-{NOOP_ACCOUNT}"  # the framework's cluster-wide reads
+    cluster.kubectl("create", "clusterrolebinding", cluster_binding,
+                    f"--clusterrole=wingman-{ns}-operator",
+                    f"--serviceaccount={ns}:{NOOP_ACCOUNT}")
+    token = cluster.sa_token(ns, NOOP_ACCOUNT, expiration_seconds=7200)
     kubeconfig = cluster.token_kubeconfig(token, "noop")
     log = (work / "noop.log").open("wb")
     proc = subprocess.Popen(
@@ -523,7 +537,9 @@ def start_noop(cluster: LocalCluster, ns: str, work: Path, *, runnable: bool = F
             proc.kill()
             proc.wait()
         log.close()
-    return Running(proc.pid, stop, f"system:serviceaccount:{ns}:wingman-operator")
+        cluster.kubectl("delete", "clusterrolebinding", cluster_binding, "--ignore-not-found",
+                        check=False)
+    return Running(proc.pid, stop, f"system:serviceaccount:{ns}:{NOOP_ACCOUNT}")
 
 
 # --------------------------------------------------------------------------- burst

@@ -483,8 +483,8 @@ POD_SPEC_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "preload": ({"container": {"env": [{"name": "LD_PRELOAD", "value": "/tmp/x.so"}]}},
                 "take only WINGMAN_* environment variables"),
     "envFrom": ({"container": {"envFrom": [{"configMapRef": {"name": "evil"}}]}},
-                "no envFrom and no workingDir"),
-    "workingDir": ({"container": {"workingDir": "/tmp"}}, "no envFrom and no workingDir"),
+                "have no envFrom and no workingDir"),
+    "workingDir": ({"container": {"workingDir": "/tmp"}}, "have no envFrom and no workingDir"),
     "postStart": ({"container": {"lifecycle": {"postStart": {"exec": {
         "command": ["kubectl", "get", "secrets"]}}}}}, "no lifecycle hooks and no probes"),
     "execProbe": ({"container": {"livenessProbe": {"exec": {"command": ["sh", "-c", "id"]}}}},

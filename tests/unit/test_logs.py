@@ -138,6 +138,20 @@ def test_a_token_nobody_registered_is_scrubbed_by_its_shape(stream: io.StringIO,
     assert "refused: [REDACTED]" in out
 
 
+@pytest.mark.parametrize("before", ["", "B", "Be", "Bearer ", '{"token":"',
+                                    "users:\n- user:\n    token: "])
+def test_a_token_inside_encoded_text_is_scrubbed_at_any_offset(stream: io.StringIO,
+                                                               before: str) -> None:
+    """base64 of a kubeconfig, of ``Bearer <token>`` or of JSON holding a token: the token may
+    start at any of the three offsets of a base64 group."""
+    token = _jwt()
+    encoded = base64.b64encode(f"{before}{token}\n".encode()).decode()
+    logs.setup_logging("json", "info", component="operator", stream=stream)
+    logging.getLogger("wingman.operator").warning("refused data %s", encoded)
+    assert lines(stream)[0]["message"] == f"refused data {logs.REDACTED}" + \
+        "=" * encoded.count("=")
+
+
 def test_words_and_hashes_that_only_resemble_a_token_are_kept(stream: io.StringIO) -> None:
     logs.setup_logging("json", "info", component="operator", stream=stream)
     text = ("eyJ alone, eyJ.x without a third part, ZXlK short, sha256:" + "ab" * 32

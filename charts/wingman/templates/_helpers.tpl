@@ -148,6 +148,21 @@ CEL variables for the gateway pod-spec rules; the including policy defines `vari
   expression: >-
     variables.spec.containers +
     (has(variables.spec.initContainers) ? variables.spec.initContainers : [])
+- name: foreignEnv
+  expression: >-
+    variables.containers.map(c, has(c.env) ?
+    c.env.filter(e, !e.name.startsWith('WINGMAN_')).map(e, e.name).join(", ") : "")
+    .filter(s, s != "")
+- name: mountsOutside
+  expression: >-
+    variables.containers.map(c, has(c.volumeMounts) ? c.volumeMounts.filter(m,
+    !(m.mountPath.startsWith('/') && m.mountPath != '/' && !m.mountPath.contains('//') &&
+    !m.mountPath.matches('(^|/)[.][.]?(/|$)') &&
+    (m.mountPath.startsWith('/etc/wingman/') ||
+    !['/usr', '/lib', '/lib32', '/lib64', '/libx32', '/bin', '/sbin', '/opt', '/etc',
+    '/boot', '/proc', '/sys', '/dev'].exists(r, m.mountPath == r || m.mountPath == r + '/' ||
+    m.mountPath.startsWith(r + '/'))))).map(m, m.mountPath).join(", ") : "")
+    .filter(s, s != "")
 {{- end }}
 
 {{/*
@@ -205,14 +220,16 @@ subcommand the pod may run.
     gateway.docker.enabled is false)
   reason: Forbidden
 {{- end }}
-- expression: >-
-    variables.containers.all(c, !has(c.envFrom) && !has(c.workingDir) &&
-    (!has(c.env) || c.env.all(e, e.name.startsWith('WINGMAN_'))))
+- expression: size(variables.foreignEnv) == 0
   messageExpression: >-
-    "{{ .entry }} containers take only WINGMAN_* environment variables, no envFrom and no " +
-    "workingDir (PATH, PYTHONPATH or LD_PRELOAD would run other code with the {{ .entry }}'s " +
-    "rights); found: " + variables.containers.map(c, (has(c.env) ? c.env : [])
-    .filter(e, !e.name.startsWith('WINGMAN_')).map(e, e.name).join(", ")).join(", ")
+    "{{ .entry }} containers take only WINGMAN_* environment variables (PATH, PYTHONPATH or " +
+    "LD_PRELOAD would run other code with the {{ .entry }}'s rights); found: " +
+    variables.foreignEnv.join(", ")
+  reason: Forbidden
+- expression: variables.containers.all(c, !has(c.envFrom) && !has(c.workingDir))
+  message: >-
+    {{ .entry }} containers have no envFrom and no workingDir (they would set what the
+    {{ .entry }} loads); remove them
   reason: Forbidden
 - expression: >-
     variables.containers.all(c, !has(c.lifecycle) && !has(c.livenessProbe) &&
@@ -221,19 +238,11 @@ subcommand the pod may run.
     {{ .entry }} containers have no lifecycle hooks and no probes: an exec hook or probe would
     run another command with the {{ .entry }}'s rights; remove lifecycle and the probes
   reason: Forbidden
-- expression: >-
-    variables.containers.all(c, !has(c.volumeMounts) || c.volumeMounts.all(m,
-    m.mountPath.startsWith('/') && m.mountPath != '/' && !m.mountPath.contains('//') &&
-    !m.mountPath.matches('(^|/)[.][.]?(/|$)') &&
-    (m.mountPath.startsWith('/etc/wingman/') ||
-    !['/usr', '/lib', '/lib32', '/lib64', '/libx32', '/bin', '/sbin', '/opt', '/etc',
-    '/boot', '/proc', '/sys', '/dev'].exists(r, m.mountPath == r || m.mountPath == r + '/' ||
-    m.mountPath.startsWith(r + '/')))))
+- expression: size(variables.mountsOutside) == 0
   messageExpression: >-
     "{{ .entry }} containers mount volumes only outside the image's code and system paths " +
     "(/usr, /lib*, /bin, /sbin, /opt, /etc except /etc/wingman/, /boot, /proc, /sys, /dev, " +
-    "the root), as a clean absolute path; found: " + variables.containers.map(c,
-    (has(c.volumeMounts) ? c.volumeMounts : []).map(m, m.mountPath).join(", ")).join(", ")
+    "the root), as a clean absolute path; found: " + variables.mountsOutside.join(", ")
   reason: Forbidden
 - expression: >-
     size(variables.spec.containers) == 1 &&

@@ -346,7 +346,7 @@ def _normalise(name: str) -> str:
 # every way (a word of one reading is a step), is not read every way: the parse says
 # ``unresolved`` and a reviewer treats it as one it cannot read.
 MAX_READINGS = 64
-MAX_STEPS = 20_000
+MAX_STEPS = 4_000
 
 
 @dataclass(frozen=True)
@@ -680,7 +680,11 @@ def _frozen(flags: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in flags.items()}
 
 
+@functools.lru_cache(maxsize=32)
 def parse(command: str) -> ParsedCommand:
+    """``command`` read every way (``parse_argv``). The voters of one request read the same
+    commands: the last few parses are kept (a few, as a command may be 4 KiB read 64 ways).
+    Callers must not change what it returns."""
     return parse_argv(split(command))
 
 

@@ -105,10 +105,12 @@ IDENTITY_FLAGS: dict[str, Risk] = {
 }
 # A kustomization (`kubectl kustomize DIR`, `-k DIR`) that kustomize fetches rather than reads
 # from a local directory: a URL (any scheme), a git repository (`git::`, `git@host:`,
-# `user@host:path`, the `gh:` shorthand) or a path that starts with a host name
-# (`github.com/org/repo//dir?ref=v1`). Remote content the reviewer cannot see.
+# `user@host:path`, `host.tld:path` (scp style, no user), the `gh:` shorthand) or a path that
+# starts with a host name (`github.com/org/repo//dir?ref=v1`). Remote content the reviewer
+# cannot see.
 REMOTE_KUSTOMIZATION = re.compile(
-    r"^(?:[a-z][a-z0-9+.-]*://|git::|gh:|[\w.-]+@[\w.-]+:|[\w-]+(?:\.[\w-]+)+(?::\d+)?/)",
+    r"^(?:[a-z][a-z0-9+.-]*://|git::|gh:|[\w.-]+@[\w.-]+:|[\w-]+(?:\.[\w-]+)+:"
+    r"|[\w-]+(?:\.[\w-]+)+/)",
     re.IGNORECASE)
 # `kubectl kustomize` flags that run programs or read beyond the kustomization.
 KUSTOMIZE_FLAGS: dict[str, str] = {

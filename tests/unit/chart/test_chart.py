@@ -210,6 +210,24 @@ def test_postgres_audit_without_secret_fails_with_instructions() -> None:
     assert "audit.postgres.secretName is empty" in result.stderr
 
 
+@pytest.mark.parametrize("path", ["/opt/audit/audit.jsonl", "/etc/audit.jsonl", "/audit.jsonl",
+                                  "/etc/wingman/audit.jsonl", "/var/./audit/audit.jsonl",
+                                  "/var/lib/../../usr/a.jsonl"])
+def test_an_audit_file_gateway_pods_could_not_mount_fails_with_instructions(path: str) -> None:
+    """Gateway pods mount the audit claim at the file's directory, and admission refuses mounts
+    over the image's code and system paths: such a path would refuse every grant's Job."""
+    result = helm(*template_args("test", {"audit.file.path": path}, namespace=NS), check=False)
+    assert result.returncode != 0
+    assert f'audit.file.path "{path}" is in' in result.stderr, result.stderr
+    assert "put the file in a directory such as /var/lib/wingman/audit" in result.stderr
+
+
+@pytest.mark.parametrize("path", ["/var/lib/wingman/audit/audit.jsonl", "/data/audit.jsonl",
+                                  "/etc/wingman/audit/audit.jsonl", "/var/lib/.w/a.jsonl"])
+def test_an_audit_file_outside_system_paths_renders(path: str) -> None:
+    render("test", {"audit.file.path": path}, namespace=NS)
+
+
 def test_a_witness_without_its_hmac_secret_fails_with_instructions() -> None:
     result = helm(*template_args("test", {"audit.checkpoints.witness.url":
                                           "https://witness.example/checkpoints"},

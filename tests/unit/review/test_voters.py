@@ -326,6 +326,8 @@ def test_a_command_whose_flags_cannot_all_be_read_is_high() -> None:
     "kubectl kustomize git@github.com:org/repo",
     "kubectl kustomize gh:org/repo",
     "kubectl kustomize gitlab.example.org:2222/org/repo",
+    "kubectl kustomize github.com:org/repo",
+    "kubectl diff -k GitHub.com:org/repo//base?ref=main -n apps",
     "kubectl diff -k github.com/org/repo -n apps",
     "kubectl get -kgitlab.com/org/repo -n apps",
     "kubectl delete --kustomize=git::ssh://example.com/repo -n apps",
