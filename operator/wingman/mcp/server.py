@@ -6,8 +6,9 @@ block longer than ``wait_seconds`` (at most ``--max-wait-seconds``, 50 by defaul
 tool-call timeouts of common MCP clients) and return the current state when the wait ends.
 Errors are answers too (``not_found``, ``forbidden``, ``invalid``, ``unavailable``), so an agent
 always knows whether to wait, act, fix its input or stop. A call that is cancelled (the client
-gave up, the server stops) ends its wait at once, so a signal stops the server within a second
-or two (HTTP: in-flight calls get two seconds, then are cancelled).
+gave up, the server stops) ends its wait at once, so SIGINT, SIGTERM or SIGHUP stops the server
+cleanly within a second or two, idle or not (HTTP: in-flight calls get two seconds, then are
+cancelled; stdio: it exits without waiting for the client to close stdin).
 
 The server runs as the agent: ``wingman.client.connect`` with the agent's kubeconfig or its
 pod's ServiceAccount. There is deliberately no tool to approve or reject: deciding is for
@@ -16,15 +17,18 @@ people (and admission refuses a requester's own decision anyway).
 
 
 import argparse
+import atexit
+import contextlib
 import hmac
 import ipaddress
+import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -391,7 +395,11 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace) -> None:
     def stop(*_: object) -> None:
         web.should_exit = True
 
-    signal.signal(signal.SIGHUP, stop)  # uvicorn itself handles SIGINT and SIGTERM
+    # uvicorn handles SIGINT and SIGTERM while it serves, then restores these handlers and
+    # raises the signal again: here it only asks again to stop, so the process exits cleanly
+    # (SIGTERM's default would end it at once, skipping the cleanup and the exit hooks).
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     print(f"wingman mcp: serving streamable HTTP on http://{args.host}:{args.port}{args.path}",
           file=sys.stderr, flush=True)
     await web.serve()
@@ -408,27 +416,49 @@ def serve(args: argparse.Namespace) -> int:
     conn = connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
     client = WingmanClient(conn, hints=st.TOOLS)
     server = build_server(client, max_wait=args.max_wait_seconds)
-    hung_up = threading.Event()
-
-    def hang_up(*_: object) -> None:
-        hung_up.set()
-        sys.exit(0)
-
     try:
         if args.transport == "stdio":
-            signal.signal(signal.SIGHUP, hang_up)
-            anyio.run(server.run_stdio_async)
+            anyio.run(_serve_stdio, server, client.close)
         else:
             anyio.run(_serve_http, server, args)
     finally:
         client.close()
-        if hung_up.is_set():
-            # The calls were cancelled and their waits ended; what remains is the stdio
-            # transport's thread blocked reading stdin, which only the client's EOF ends.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
     return 0
+
+
+async def _serve_stdio(server: MCPServer[Any], cleanup: Callable[[], None]) -> None:
+    """Serve over stdio until the client closes stdin; on SIGINT, SIGTERM or SIGHUP, clean up
+    and exit at once.
+
+    Unwinding instead would not end: cancelled, the transport (and then the interpreter's
+    exit) waits for its thread blocked reading stdin, which only the client's EOF ends. Hence
+    ``_exit_now``, called from the event loop between steps (a signal handler raising at any
+    point could leave a task half-switched and the loop stuck), calls in flight or not."""
+    async with anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            await server.run_stdio_async()
+            tg.cancel_scope.cancel()  # EOF: stop watching for signals
+
+        tg.start_soon(run)
+        with anyio.open_signal_receiver(signal.SIGHUP, signal.SIGINT, signal.SIGTERM) as got:
+            async for _ in got:
+                cleanup()
+                _exit_now()
+
+
+def _exit_now() -> NoReturn:
+    """Exit at once, without joining the threads (see ``_serve_stdio``), cleaned up.
+
+    ``os._exit`` alone skips the ``atexit`` hooks, and the kubernetes client deletes the
+    temporary files it wrote from the kubeconfig (``client-key-data``,
+    ``certificate-authority-data``) in one: they run first, then logging shuts down."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # the client closed the pipe
+            stream.flush()
+    os._exit(0)
 
 
 __all__ = ["INSTRUCTIONS", "PROTOCOL", "BearerAuth", "SourceArg", "Tools", "build_server",

@@ -1,12 +1,16 @@
 """A tool call that waits ends its wait when it is cancelled: the client went away, or the
-server stops (SIGHUP over stdio, SIGHUP or SIGTERM over HTTP) and exits within a second or two, not
-when the wait would have ended. Against a local API server whose request never changes."""
+server stops (SIGINT, SIGTERM or SIGHUP) and exits within a second or two, idle or not, not
+when the wait would have ended, and cleanly: the temporary files the kubernetes client wrote
+from the kubeconfig (the client key among them) are gone. Against a local API server (HTTPS,
+with a client certificate, for the processes) whose request never changes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,6 +33,7 @@ from support.operator import free_port, wait_for
 from wingman.client import status as st
 from wingman.client.api import WingmanClient
 from wingman.client.connect import connect
+from wingman.dev.cluster import _CA
 from wingman.mcp.server import Tools
 
 OPERATOR_SRC = Path(wingman.__file__).resolve().parents[1]
@@ -38,10 +43,12 @@ WAIT = 30  # what the calls ask for; none of them may last that long
 
 class FakeApi:
     """Answers the two reads a request's status needs: the request (awaiting a decision,
-    forever) and its grants (none)."""
+    forever) and its grants (none). With ``tls`` (a directory for its files): over HTTPS, and
+    the kubeconfig authenticates with a client certificate, inline (``*-data``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Path | None = None) -> None:
         self.reads = 0
+        self.pems: list[bytes] = []  # what the kubeconfig carries inline: CA, cert, key
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -74,22 +81,45 @@ class FakeApi:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            ca = _CA.create()
+            cert, key = ca.issue("127.0.0.1", server_ips=["127.0.0.1"])
+            (tls / "server.crt").write_bytes(cert)
+            (tls / "server.key").write_bytes(key)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(tls / "server.crt", tls / "server.key")
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.pems = [ca.cert_pem, *ca.issue("agent")]
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def kubeconfig(self, tmp: Path) -> Path:
         path = tmp / "kubeconfig"
+        cluster: dict[str, Any] = {"server": self.url}
+        user: dict[str, Any] = {"token": "agent-token"}
+        if self.pems:
+            ca, cert, key = (base64.b64encode(p).decode() for p in self.pems)
+            cluster["certificate-authority-data"] = ca
+            user = {"client-certificate-data": cert, "client-key-data": key}
         path.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "c",
-            "clusters": [{"name": "c", "cluster": {"server": self.url}}],
-            "users": [{"name": "u", "user": {"token": "agent-token"}}],
+            "clusters": [{"name": "c", "cluster": cluster}],
+            "users": [{"name": "u", "user": user}],
             "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u",
                                                    "namespace": NS}}]}))
         return path
 
+    def written(self, tmpdir: Path) -> list[str]:
+        """The files in ``tmpdir`` holding what the kubeconfig carries inline (the kubernetes
+        client writes them there for the TLS library, and deletes them at exit)."""
+        return sorted(p.name for p in tmpdir.iterdir()
+                      if p.is_file() and p.read_bytes() in self.pems)
+
 
 @contextmanager
-def fake_api() -> Iterator[FakeApi]:
-    api = FakeApi()
+def fake_api(tls: Path | None = None) -> Iterator[FakeApi]:
+    api = FakeApi(tls)
     thread = threading.Thread(target=api.server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -122,7 +152,10 @@ def test_a_cancelled_wait_stops_polling_at_once(tmp_path: Path) -> None:
 
 
 def _env(tmp: Path) -> dict[str, str]:
+    """The process's environment; its temporary files go to ``tmp/tmp``, and nowhere else."""
+    (tmp / "tmp").mkdir(exist_ok=True)
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp),
+            "TMPDIR": str(tmp / "tmp"),
             "PYTHONPATH": str(OPERATOR_SRC)}  # the code under test, not an installed copy
 
 
@@ -133,13 +166,23 @@ def _exits_promptly(proc: subprocess.Popen[bytes], sig: int, log: Path) -> None:
         proc.wait(timeout=WAIT)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise
+        proc.wait()
+        raise AssertionError(f"still running {WAIT} s after the signal:\n"
+                             f"{log.read_text()[-2000:]}") from None
     took = time.monotonic() - start
     assert took < 3, f"exited {took:.1f} s after the signal:\n{log.read_text()[-2000:]}"
+    # a clean exit, not the signal's default action
+    assert proc.returncode == 0, f"exit status {proc.returncode}:\n{log.read_text()[-2000:]}"
 
 
-def test_sighup_stops_the_stdio_server_during_a_wait(tmp_path: Path) -> None:
-    with fake_api() as api:
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["idle", "during-a-wait"])
+@pytest.mark.parametrize("sig", SIGNALS, ids=[s.name for s in SIGNALS])
+def test_a_signal_stops_the_stdio_server_cleanly(tmp_path: Path, sig: signal.Signals,
+                                                 waiting: bool) -> None:
+    with fake_api(tls=tmp_path) as api:
         log = tmp_path / "mcp.log"
         with log.open("wb") as err:
             proc = subprocess.Popen(
@@ -154,22 +197,33 @@ def test_sighup_stops_the_stdio_server_during_a_wait(tmp_path: Path) -> None:
             proc.stdin.write(json.dumps({"jsonrpc": "2.0", **message}).encode() + b"\n")
             proc.stdin.flush()
 
-        send({"id": 1, "method": "initialize", "params": {
-            "protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
-            "clientInfo": {"name": "test", "version": "0"}}})
-        assert json.loads(proc.stdout.readline())["id"] == 1
-        send({"method": "notifications/initialized"})
-        send({"id": 2, "method": "tools/call", "params": {
-            "name": "get_request", "arguments": {"name": "r1", "wait_seconds": WAIT}}})
-        wait_for("the call to wait", lambda: api.reads >= 2, timeout=30)
-        _exits_promptly(proc, signal.SIGHUP, log)
+        try:
+            send({"id": 1, "method": "initialize", "params": {
+                "protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
+                "clientInfo": {"name": "test", "version": "0"}}})
+            assert json.loads(proc.stdout.readline())["id"] == 1, log.read_text()
+            send({"method": "notifications/initialized"})
+            # the client's CA, certificate and key, written for the TLS library
+            assert len(api.written(tmp_path / "tmp")) == 3
+            if waiting:
+                send({"id": 2, "method": "tools/call", "params": {
+                    "name": "get_request", "arguments": {"name": "r1", "wait_seconds": WAIT}}})
+                wait_for("the call to wait", lambda: api.reads >= 2, timeout=30)
+            # stdin stays open: the client did not go away
+            _exits_promptly(proc, sig, log)
+            assert api.written(tmp_path / "tmp") == []  # the client key is not left behind
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
-def test_a_signal_stops_the_http_server_during_a_wait(tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize("sig", SIGNALS, ids=[s.name for s in SIGNALS])
+def test_a_signal_stops_the_http_server_cleanly_during_a_wait(tmp_path: Path,
+                                                             sig: signal.Signals) -> None:
     import httpx2
 
-    with fake_api() as api:
+    with fake_api(tls=tmp_path) as api:
         port = free_port()
         token = uuid.uuid4().hex
         (tmp_path / "token").write_text(token)
@@ -215,6 +269,7 @@ def test_a_signal_stops_the_http_server_during_a_wait(tmp_path: Path, sig: int) 
                 tg.cancel_scope.cancel()
         try:
             anyio.run(main)
+            assert api.written(tmp_path / "tmp") == []
         finally:
             if proc.poll() is None:
                 proc.kill()
