@@ -20,7 +20,9 @@ Every text sent fits into one message (4096 characters after parsing, counted as
 counts them, in UTF-16 code units): a card too long even abridged is sent as a short card
 (``render.telegram_summary``) with the same buttons, and replies are shortened before they
 are escaped, never in the middle of their HTML. A request Telegram refuses anyway
-(``Bad Request`` about the message itself) fails alone: the service records it and goes on.
+(``Bad Request`` about the message itself) fails alone: the service records it and goes on. A
+``Bad Request`` about the chat, its topic or the bot's rights (``_CHAT_WIDE``) would fail every
+message alike: the channel backs off as in an outage.
 """
 
 from __future__ import annotations
@@ -60,10 +62,20 @@ log = logging.getLogger("wingman.chat.telegram")
 MAX_TEXT = 4000  # of Telegram's 4096, in UTF-16 code units after parsing
 _TAGS = re.compile(r"<[^>]+>")
 _COMMAND = re.compile(r"^/([a-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.DOTALL)
-#: Bad Requests about the chat or the bot's rights, not the message: every message would
-#: fail alike, so the channel backs off and catches up once they are fixed.
-_CHAT_WIDE = re.compile(r"chat not found|rights|not a member|chat_|peer_id_invalid|"
-                        r"deactivated|upgraded|thread not found|bot was", re.IGNORECASE)
+#: Bad Requests about the chat, its topic or the bot's rights, not the message: every message
+#: would fail alike, so the channel backs off (and alerts) and catches up once they are fixed.
+#: Deliberately broad (*chat not found*, *TOPIC_CLOSED*, *TOPIC_DELETED*, *message thread not
+#: found*, *CHAT_WRITE_FORBIDDEN*, *not enough rights to send text messages*, *need
+#: administrator rights in the channel chat*, *have no rights to send a message*, *group chat
+#: was upgraded to a supergroup chat*, *bot was kicked*, *CHANNEL_PRIVATE*, *PEER_ID_INVALID*,
+#: *USER_IS_BLOCKED*, ...): an unknown text that mentions any of these fails the channel, not
+#: one message; message errors (*can't parse entities*, *message is too long*,
+#: *BUTTON_DATA_INVALID*) mention none of them. python-telegram-bot drops the ``Bad Request: ``
+#: prefix and capitalizes the rest (*Topic_closed*), so no word boundaries.
+_CHAT_WIDE = re.compile(
+    r"chat|channel|group|topic|thread|peer|rights|admin|member|forbidden|blocked|kicked|"
+    r"banned|deactivated|restricted|private|not enough|bot was|bot is|user is|user_",
+    re.IGNORECASE)
 
 
 def _units(text: str) -> int:

@@ -12,11 +12,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from support.fake_chat import FakeTelegram, serving, telegram_html_error
 from wingman.chat import render
 from wingman.chat.render import Notice
 from wingman.chat.service import C, ChatService, Reply, T
-from wingman.chat.telegram import MAX_TEXT, TelegramChannel, _shown_length, segments_html
+from wingman.chat.telegram import (
+    _CHAT_WIDE,
+    MAX_TEXT,
+    TelegramChannel,
+    _shown_length,
+    segments_html,
+)
 from wingman.settings import TelegramConfig
 
 from .world import NOW, audited, metric, oversized, request, service
@@ -118,9 +126,34 @@ def test_a_card_telegram_refuses_fails_alone_and_waits_for_a_change(tmp_path: Pa
     run(tmp_path, request("poison", 1), request("later", 2), body=body)
 
 
-def test_an_outage_still_backs_the_channel_off(tmp_path: Path) -> None:
+#: Bad Requests about the chat, its topic or the bot's rights, as Telegram words them
+CHAT_WIDE = ["chat not found", "TOPIC_CLOSED", "TOPIC_DELETED", "message thread not found",
+             "CHAT_WRITE_FORBIDDEN", "not enough rights to send text messages to the chat",
+             "need administrator rights in the channel chat", "have no rights to send a message",
+             "group chat was upgraded to a supergroup chat",
+             "bot was kicked from the supergroup chat", "CHANNEL_PRIVATE", "PEER_ID_INVALID",
+             "CHAT_ADMIN_REQUIRED", "CHAT_RESTRICTED", "USER_IS_BLOCKED",
+             "bot is not a member of the channel chat", "CHAT_SEND_PLAIN_FORBIDDEN"]
+#: ... and about the message alone
+MESSAGE = ["can't parse entities: can't find end tag corresponding to start tag \"code\"",
+           "message is too long", "BUTTON_DATA_INVALID", "message text is empty",
+           "message can't be edited", "MESSAGE_ID_INVALID", "reply markup is too long",
+           "query is too old and response timeout expired or query id is invalid",
+           "can't parse inline keyboard button: text buttons are unallowed in the inline "
+           "keyboard", "ENTITIES_TOO_LONG", "text must be non-empty"]
+
+
+def test_bad_requests_about_the_chat_are_told_from_those_about_a_message() -> None:
+    # as python-telegram-bot hands them over: without "Bad Request: ", capitalized
+    assert [t for t in CHAT_WIDE if not _CHAT_WIDE.search(t.capitalize())] == []
+    assert [t for t in MESSAGE if _CHAT_WIDE.search(t.capitalize())] == []
+
+
+@pytest.mark.parametrize("error", ["chat not found", "TOPIC_CLOSED", "TOPIC_DELETED",
+                                   "need administrator rights in the channel chat"])
+def test_an_outage_still_backs_the_channel_off(tmp_path: Path, error: str) -> None:
     async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
-        fake.refuse = lambda method, p: "Bad Request: chat not found"
+        fake.refuse = lambda method, p: f"Bad Request: {error}"
         await svc.sync()
         await svc.sync()  # backing off: not even tried
         assert sends(fake, "alpha") == 1 and sends(fake, "bravo") == 0
