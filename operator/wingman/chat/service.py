@@ -23,7 +23,9 @@ wants one, records the intent in the audit trail (no record, no action), then de
 grants **as the person** (impersonation) and audits the outcome. Every refusal is answered with
 its reason and audited as ``ChatRefused``; refusals before a mapped person is known
 (unsigned Slack requests, unmapped Telegram users) are audited at most once a minute per
-channel, reason and chat user, the next record counting the ones left out (``suppressed``).
+channel, reason and chat user, the next record counting the ones left out (``suppressed``;
+at most ``_MAX_REFUSAL_KEYS`` of those are remembered, and the count of the oldest, forgotten
+to make room, goes into the record then written as ``suppressedOthers``).
 """
 
 from __future__ import annotations
@@ -327,17 +329,23 @@ class ChatService:
         Every refusal is counted; one of a sender not known as a person (no signature, not in
         ``chat.people``: anyone can send those) is audited at most once per
         ``REFUSAL_AUDIT_WINDOW_SECONDS`` per channel, reason and chat user, and the next record
-        says how many were left out in between (``suppressed``)."""
+        says how many were left out in between (``suppressed``). At most
+        ``_MAX_REFUSAL_KEYS`` of those are remembered: a new one makes room by forgetting the
+        oldest, and the left-out refusals it still held go into the record being written
+        (``suppressedOthers``), so every refusal reaches the audit trail, alone or counted."""
         self.metrics.refusals.labels(self.env, channel, refusal.reason).inc()
         data: dict[str, Any] = {"channel": channel, "chatUser": chat_user,
                                 "as": person.user if person else None,
                                 "reason": refusal.reason, "message": refusal.message[:500]}
         if person is None:
-            suppressed = self._quieted((channel, refusal.reason, chat_user))
-            if suppressed is None:
+            quieted = self._quieted((channel, refusal.reason, chat_user))
+            if quieted is None:
                 return _refusal_reply(refusal)
+            suppressed, others = quieted
             if suppressed:
                 data["suppressed"] = suppressed
+            if others:
+                data["suppressedOthers"] = others
         log.info("chat action refused", extra={"channel": channel, "reason": refusal.reason,
                                                "request": request})
         try:
@@ -347,19 +355,22 @@ class ChatService:
             log.error("audit of a chat refusal failed", extra={"reason": exc.reason})
         return _refusal_reply(refusal)
 
-    def _quieted(self, key: tuple[str, str, str]) -> int | None:
-        """None while ``key`` was audited less than a window ago (counted as suppressed);
-        else how many were suppressed since its last record (the window starts again)."""
+    def _quieted(self, key: tuple[str, str, str]) -> tuple[int, int] | None:
+        """None while ``key`` was audited less than a window ago (counted as suppressed); else
+        how many were suppressed since its last record (the window starts again), and how many
+        were suppressed and not yet recorded of the keys forgotten just now to keep at most
+        ``_MAX_REFUSAL_KEYS`` (the oldest first)."""
         now = self.clock().timestamp()
         quiet = self._quiet.get(key)
         if quiet is not None and now < quiet.until:
             quiet.suppressed += 1
             return None
-        if len(self._quiet) >= _MAX_REFUSAL_KEYS:  # bounded: forget senders gone quiet
-            for k in [k for k, q in self._quiet.items() if q.until <= now]:
-                del self._quiet[k]
+        suppressed = self._quiet.pop(key).suppressed if quiet is not None else 0
+        others = 0
+        while len(self._quiet) >= _MAX_REFUSAL_KEYS:  # in the order the windows started
+            others += self._quiet.pop(next(iter(self._quiet))).suppressed
         self._quiet[key] = _Quiet(now + REFUSAL_AUDIT_WINDOW_SECONDS)
-        return quiet.suppressed if quiet is not None else 0
+        return suppressed, others
 
     # -- actions -------------------------------------------------------------------------
     def find(self, *, name: str = "", uid: str = "") -> RequestView:
