@@ -90,6 +90,12 @@ def _token_shaped(run: str) -> bool:
         return True
     if len(run) >= _B64_OF_JWT_MIN and any(m in run for m in _B64_SHIFTED):
         return True
+    return holds_jwt(run)
+
+
+def holds_jwt(run: str) -> bool:
+    """True when ``run`` (no spaces or quotes) holds ``eyJ<segment>.<segment>.``: a JWT (linear
+    time, no regex backtracking). The audit trail refuses text that does; logs scrub it."""
     if "eyJ" not in run:
         return False
     segments = run.split(".")
@@ -203,4 +209,4 @@ def setup_logging(fmt: str = "json", level: str = "info", *, component: str,
 
 
 __all__ = ["FORMATS", "LEVELS", "REDACTED", "JsonFormatter", "TextFormatter", "forget",
-           "never_log", "setup_logging"]
+           "holds_jwt", "never_log", "setup_logging"]

@@ -4,7 +4,8 @@ Owns ``records`` (the record and the chain), ``file`` and ``postgres`` (the two 
 ``verification``, ``checkpoints`` (the format of signed checkpoints of the head), ``signing``
 (signing them and checking signatures, with ``wingman.capability.keys``) and ``witness`` (the
 external witness's client and a reference server); this module opens a sink or verifies one
-from a target string. It imports ``wingman.errors`` and nothing else of Wingman, except
+from a target string. It imports ``wingman.errors`` and ``wingman.logs`` (the standard library
+only: the shape of a token) and nothing else of Wingman, except
 ``signing`` and ``witness``, which use ``wingman.capability.keys`` and are imported only by who
 needs them: the operator, the gateway and the CLI all use it, and it uses none of them.
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wingman.errors import AuditUnavailable, ConfigError
+from wingman.logs import holds_jwt
 
 GENESIS_HASH = "0" * 64
 """The ``prev`` of the first record (seq 0)."""
@@ -440,13 +441,7 @@ def _looks_like_jwt(text: str) -> bool:
     """True when ``text`` contains ``eyJ<seg>.<seg>.`` (linear time, no regex backtracking)."""
     if "eyJ" not in text:
         return False
-    for run in _B64URL_RUN.finditer(text):
-        segments = run.group().split(".")
-        for i in range(len(segments) - 2):
-            first = segments[i].find("eyJ")
-            if first != -1 and first + 3 < len(segments[i]) and segments[i + 1]:
-                return True
-    return False
+    return any(holds_jwt(run.group()) for run in _B64URL_RUN.finditer(text))
 
 
 def _format_time(now: dt.datetime) -> str:
