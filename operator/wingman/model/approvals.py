@@ -3,7 +3,8 @@
 The operator checks an approval with ``usable`` before it issues a token; the gateway checks
 it again with the same function after it burned the token, so the two can never disagree on
 what a usable approval is. ``usable`` reads a Reject from ``spec.decisions`` itself, so a
-revocation holds even when the status the operator writes has not caught up with it.
+revocation holds even when the status the operator writes has not caught up with it. An
+approval being deleted (``metadata.deletionTimestamp``) is never usable (``ApprovalDeleted``).
 ``granted_to`` reads which grant an approved command (or its rollback) went to.
 
 Rollbacks: ``reviewed_rollback`` is the command the request names as the undo of one of its
@@ -65,6 +66,16 @@ def rejection(body: Body) -> Mapping[str, Any] | None:
     return None
 
 
+def _being_deleted(body: Body) -> str:
+    """The refusal for an approval someone is deleting ('' when nobody is): whoever deletes it
+    (an administrator, retention) means nothing more to run under it."""
+    meta = body.get("metadata") or {}
+    if not meta.get("deletionTimestamp"):
+        return ""
+    return (f"ApprovalRequest {meta.get('name', '')} is being deleted; nothing runs under it "
+            "any more: submit a new request if the command is still wanted")
+
+
 def usable(body: Body, now: dt.datetime) -> tuple[bool, str, str]:
     """Whether a grant may act on this approval now: (ok, reason, message).
 
@@ -73,6 +84,9 @@ def usable(body: Body, now: dt.datetime) -> tuple[bool, str, str]:
     status = body.get("status") or {}
     conds = status.get("conditions") or []
     name = body.get("metadata", {}).get("name", "")
+    deleted = _being_deleted(body)
+    if deleted:
+        return False, "ApprovalDeleted", deleted
     if cond.is_true(conds, "Revoked"):
         return False, "ApprovalRevoked", f"ApprovalRequest {name} was revoked by an approver"
     if cond.is_true(conds, "Rejected"):
@@ -132,6 +146,9 @@ def rollback_usable(approval: Body, forward: Body | None, now: dt.datetime,
     """Whether the rollback of ``forward``'s command may be granted now: (ok, reason, message).
     See the module docstring."""
     name = (approval.get("metadata") or {}).get("name", "")
+    deleted = _being_deleted(approval)
+    if deleted:
+        return False, "ApprovalDeleted", deleted
     if window_seconds <= 0:
         return False, "RollbackDisabled", ("this environment grants no rollbacks "
                                            "(policy.rollbackWindowSeconds is 0)")

@@ -71,3 +71,12 @@ def test_conditions_still_decide_first() -> None:
     expired = approval()
     assert usable(expired, dt.datetime(2026, 6, 1, 13, 0, tzinfo=dt.UTC))[1] == \
         "ApprovalExpired"
+
+
+def test_an_approval_being_deleted_is_refused_at_execution_too() -> None:
+    body = approval()
+    body["metadata"]["deletionTimestamp"] = "2026-06-01T11:59:00Z"
+    assert usable(body, NOW)[1] == "ApprovalDeleted"
+    with pytest.raises(GrantDenied) as exc:
+        check_approval(body, NOW)
+    assert exc.value.reason == "ApprovalDeleted" and "nothing was executed" in exc.value.message

@@ -300,3 +300,17 @@ def test_the_gateway_s_seconds_are_read_from_its_own_container_only() -> None:
     container["name"] = "sidecar"
     container["env"] = [{"name": "WINGMAN_LEEWAY_SECONDS", "value": "7"}]
     assert manifests.job_gateway_seconds(job, "WINGMAN_LEEWAY_SECONDS") is None
+
+
+def _deleting(body: dict[str, Any]) -> dict[str, Any]:
+    body["metadata"]["deletionTimestamp"] = "2026-11-25T11:59:00Z"
+    return body
+
+
+def test_nothing_is_granted_under_an_approval_being_deleted() -> None:
+    auth = grants.authorize(grant(), _deleting(approval(APPROVED)), POLICY, ALLOW, NOW)
+    assert (auth.ok, auth.reason) == (False, "ApprovalDeleted")
+    assert "being deleted" in auth.message and "new request" in auth.message
+    rollback = grants.authorize(_rb(), _deleting(_reviewed(APPROVED)), RB_POLICY, RB_ALLOW, NOW,
+                                forward=_forward())
+    assert (rollback.ok, rollback.reason) == (False, "ApprovalDeleted")

@@ -520,7 +520,7 @@ async def adopt(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
         return
     expected, exp = None, None
     if not legacy:
-        _, token, claims = await mint_for(ctx, grant, approval, job, ttl)
+        _, token, claims, _kid = await mint_for(ctx, grant, approval, job, ttl)
         expected, exp = token_sha256(token), int(claims.exp)
         del token
     token_hash, expires = await bind(ctx, grant, job, secret, expected=expected)
@@ -585,10 +585,11 @@ async def _cannot_mint(ctx: Context, grant: Any, why: str) -> NoReturn:
 
 
 async def mint_for(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl: int
-                   ) -> tuple[Any, str, Any]:
+                   ) -> tuple[Any, str, Any, str]:
     """The grant's token for ``job``, a pure function of what is recorded (the claim on the
     approval dates it; a TokenIssued grant's lifetime is the one its status records). Returns
-    (approval, token, claims); refuses the grant when it cannot be made."""
+    (approval, token, claims, kid): ``kid`` names the key that signed it (one read of the
+    ring for the token and its ``jti``); refuses the grant when it cannot be made."""
     meta = grant["metadata"]
     status = grant.get("status") or {}
     if approval is None:  # TokenIssued: the claim on the approval dates the token
@@ -604,18 +605,19 @@ async def mint_for(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
     if grant_rules.phase(grant) == "TokenIssued":
         expires = rules.parse_time(status.get("tokenExpirationTime"))
         ttl = int((expires - issued_at).total_seconds()) if expires is not None else 0
+    signer = ctx.ring.signer  # once: a key reload (another thread) may replace the ring
     try:
         token, claims = mint_token(
-            ctx.ring.signer, issuer=ctx.settings.issuer, audience=ctx.env,
+            signer, issuer=ctx.settings.issuer, audience=ctx.env,
             subject=str(approval["spec"]["requester"]), namespace=meta["namespace"],
             approval_name=approval["metadata"]["name"],
             approval_uid=approval["metadata"]["uid"], grant_name=meta["name"],
             grant_uid=meta["uid"], command=str(grant["spec"]["command"]),
             job_uid=job["metadata"]["uid"], ttl_seconds=ttl, now=issued_at.timestamp(),
-            jti=grant_jti(ctx.ring.signer, str(meta["uid"])))
+            jti=grant_jti(signer, str(meta["uid"])))
     except ConfigError as exc:
         await _cannot_mint(ctx, grant, exc.message)
-    return approval, token, claims
+    return approval, token, claims, signer.kid
 
 
 async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
@@ -630,7 +632,7 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     issued = grant_rules.phase(grant) == "TokenIssued"
     if (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION):
         await _cannot_mint(ctx, grant, "an earlier release already released its Job")
-    approval, token, claims = await mint_for(ctx, grant, approval, job, ttl)
+    approval, token, claims, kid = await mint_for(ctx, grant, approval, job, ttl)
     job_uid = job["metadata"]["uid"]
     token_hash = token_sha256(token)
     if issued and token_hash != status.get("tokenSHA256"):
@@ -646,7 +648,7 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
         raise _Stop
     await cover_deadline(ctx, grant, job, int(claims.exp))
     minted = ("TokenMinted", subject_of(grant), {
-        "tokenSHA256": token_hash, "jti": claims.jti, "kid": ctx.ring.active,
+        "tokenSHA256": token_hash, "jti": claims.jti, "kid": kid,
         "expires": claims.exp, "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
         "command": grant["spec"]["command"], **({"again": True} if issued else {})})
     create = functools.partial(create_secret, ctx, manifests.token_secret(
