@@ -4,8 +4,9 @@ Each raises a typed ``WingmanError`` whose reason becomes the grant's ``Failed``
 token file (``NoToken``, oversized), the public keys (``NoPublicKeys``), the token against the
 live grant and approval (:func:`authorize`), the approval's usability and its record of which
 grant its command went to, and the state the approval was given on (:func:`check_targets`: each
-target the request's preview saw, compared with the live object). :func:`burn_marker` builds the
-Lease whose creation spends a token.
+target the request's preview saw, compared with the live object), and whether the grant, read
+again for the write of ``Running``, may still run (:func:`check_startable`). :func:`burn_marker`
+builds the Lease whose creation spends a token.
 """
 
 from __future__ import annotations
@@ -148,6 +149,24 @@ def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str,
                           f"ExecutionGrant {holder.get('grant')!r}, not to ExecutionGrant "
                           f"{grant_name}; each approved command runs once; nothing was executed",
                           reason="CommandAlreadyGranted")
+
+
+def check_startable(grant: Body, *, grant_uid: str, token_ref: str) -> None:
+    """GrantDenied unless ``grant``, as read for the write of ``Running``, may still run: the
+    grant the token names (``BindingMismatch``), not being deleted (``GrantDeleted``: an
+    approver cancels a grant by deleting it, and a foreground deletion or any finalizer keeps
+    it readable a while), and ``TokenIssued`` with this very token recorded (``GrantNotIssued``:
+    never over a result, a denial or an expiry the operator wrote after the gateway read it)."""
+    meta = grant.get("metadata") or {}
+    status = grant.get("status") or {}
+    if meta.get("uid") != grant_uid:
+        raise _binding("ExecutionGrant")
+    if meta.get("deletionTimestamp"):
+        raise GrantDenied(f"ExecutionGrant {meta.get('name')} is being deleted (cancelled); the "
+                          "command was not executed", reason="GrantDeleted")
+    if status.get("phase") != "TokenIssued" or status.get("tokenSHA256") != token_ref:
+        raise GrantDenied("the grant is no longer waiting for its gateway (its phase is not "
+                          "TokenIssued); the command was not executed", reason="GrantNotIssued")
 
 
 def check_targets(approval: Body, command: str, *, allow_drift: bool,
@@ -300,5 +319,5 @@ def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
 
 
 __all__ = ["MAX_TOKEN_FILE_BYTES", "Replay", "authorize", "burn_marker", "check_approval",
-           "check_granted", "check_targets", "load_keys", "read_token", "refusal_reason",
-           "undone_command"]
+           "check_granted", "check_startable", "check_targets", "load_keys", "read_token",
+           "refusal_reason", "undone_command"]

@@ -20,7 +20,9 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    the preview saw (``TargetChanged`` otherwise, unless the policy allows drift);
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
    grant gets condition ``ReplayDetected`` and nothing else changes);
-5. audit ``GatewayTokenBurned`` and ``GatewayExecuting`` durably, set phase ``Running``,
+5. audit ``GatewayTokenBurned`` and ``GatewayExecuting`` durably, set phase ``Running`` (only
+   on the grant the token names, not being deleted, ``TokenIssued`` with this token:
+   :func:`check_startable`),
    execute (``wingman.gateway.executors``), audit ``GatewayExecuted`` and write the result.
 
 A refusal sets phase ``Failed`` with the typed reason (unless an execution already owns the grant's
@@ -56,6 +58,7 @@ from wingman.gateway.checks import (
     burn_marker,
     check_approval,
     check_granted,
+    check_startable,
     check_targets,
     load_keys,
     read_token,
@@ -423,14 +426,17 @@ def _execute(run: _Run) -> int:
                                    "executor": executor.name, "approval": claims.approval_name,
                                    "requester": claims.sub, **extra})
 
+    refused: list[GrantDenied] = []
+
     def to_running(g: dict[str, Any]) -> dict[str, Any] | None:
-        # only the grant the token names, only from TokenIssued, and only while it records
-        # this token: never over a result, a denial or an expiry the operator wrote after this
-        # gateway read the grant
-        ok = (g.get("metadata") or {}).get("uid") == claims.grant_uid and \
-            (g.get("status") or {}).get("phase") == "TokenIssued" and \
-            (g.get("status") or {}).get("tokenSHA256") == run.token_ref
-        return running_status(g, run.now()) if ok else None
+        # only the grant the token names, not cancelled meanwhile, only from TokenIssued and
+        # only while it records this token (check_startable)
+        try:
+            check_startable(g, grant_uid=claims.grant_uid, token_ref=str(run.token_ref))
+        except GrantDenied as exc:
+            refused.append(exc)
+            return None
+        return running_status(g, run.now())
 
     try:
         running = run.patch_status(to_running)
@@ -438,8 +444,9 @@ def _execute(run: _Run) -> int:
         raise GrantDenied(f"cannot record phase Running on the grant ({exc.message}); the "
                           "command was not executed", reason="StatusUnavailable") from None
     if not running:
-        raise GrantDenied("the grant is no longer waiting for its gateway (its phase is not "
-                          "TokenIssued); the command was not executed", reason="GrantNotIssued")
+        raise refused[-1] if refused else GrantDenied(
+            "the grant is no longer waiting for its gateway (it was deleted and created again "
+            "under its name); the command was not executed", reason="GrantNotIssued")
     run.executing = True
     run.log("GatewayExecuting", executor=executor.name)
 

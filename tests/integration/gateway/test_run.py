@@ -301,6 +301,39 @@ def test_a_grant_no_longer_waiting_for_its_gateway_is_not_executed(
     assert env.grant(g.name)["status"]["reason"] == "TokenExpired", "the status is left alone"
 
 
+def test_a_grant_cancelled_after_the_burn_is_not_executed(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An approver cancels a grant by deleting it (docs/runbook.md). A foreground deletion (or
+    any finalizer) leaves it readable, with a deletionTimestamp, for a while: a gateway that
+    had already burned the token must not run the command on it."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g)
+    real = gateway_run.check_granted
+
+    def cancelled_meanwhile(*args: Any, **kwargs: Any) -> None:
+        # after the burn: the approver deletes the grant; a finalizer keeps it readable
+        env.cluster.kubectl("patch", "executiongrants", g.name, "-n", env.ns, "--type=merge",
+                            "-p", json.dumps({"metadata": {"finalizers": ["test/keep"]}}))
+        env.cluster.kubectl("delete", "executiongrants", g.name, "-n", env.ns, "--wait=false")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(gateway_run, "check_granted", cancelled_meanwhile)
+    try:
+        assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+        assert env.replicas() == 1, "the cancelled grant's command ran"
+        grant = env.grant(g.name)
+        assert grant["metadata"].get("deletionTimestamp")
+        assert grant["status"]["phase"] == "Failed"
+        assert grant["status"]["reason"] == "GrantDeleted"
+        assert [r["event"] for r in env.audit_records()] == [
+            "GatewayTokenBurned", "GatewayExecuting", "GatewayRefused"]
+        assert env.audit_records()[-1]["data"]["reason"] == "GrantDeleted"
+    finally:
+        env.cluster.kubectl("patch", "executiongrants", g.name, "-n", env.ns, "--type=merge",
+                            "-p", json.dumps({"metadata": {"finalizers": None}}), check=False)
+
+
 class _OperatorWritesWhileTheGatewayWaits:
     """Stands in for ``time`` in ``wingman.gateway.run``: at the gateway's first pause while the
     grant is Pending, it notes the burn markers (none may exist yet) and applies ``patch`` to the

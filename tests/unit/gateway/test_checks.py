@@ -9,7 +9,13 @@ import pytest
 
 from wingman.capability import tokens
 from wingman.errors import ClusterError, GrantDenied
-from wingman.gateway.checks import MAX_TOKEN_FILE_BYTES, check_granted, check_targets, read_token
+from wingman.gateway.checks import (
+    MAX_TOKEN_FILE_BYTES,
+    check_granted,
+    check_startable,
+    check_targets,
+    read_token,
+)
 from wingman.model import preview as pv
 
 CMD = "kubectl rollout restart deployment/web -n apps"
@@ -152,3 +158,33 @@ def test_a_preview_record_that_cannot_be_trusted_refuses_even_where_drift_is_all
         check_targets(_tampered(case), CMD, allow_drift=allow_drift, read=never)
     assert err.value.reason == "PreviewUnusable"
     assert "Nothing was executed" in err.value.message and "new request" in err.value.message
+
+
+# --------------------------------------------------------------------------- the Running write
+
+TOKEN_REF = tokens.token_sha256("the token")
+
+
+def issued(**meta: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "g", "uid": "g1", **meta},
+            "status": {"phase": "TokenIssued", "tokenSHA256": TOKEN_REF}}
+
+
+def test_the_grant_waiting_for_this_token_may_start() -> None:
+    check_startable(issued(), grant_uid="g1", token_ref=TOKEN_REF)
+
+
+@pytest.mark.parametrize(("grant", "reason"), [
+    # cancelled (kubectl delete --cascade=foreground, or any finalizer keeps it a while)
+    (issued(deletionTimestamp="2026-11-25T12:00:00Z"), "GrantDeleted"),
+    (issued(uid="another"), "BindingMismatch"),
+    ({**issued(), "status": {"phase": "Failed", "tokenSHA256": TOKEN_REF}}, "GrantNotIssued"),
+    ({**issued(), "status": {"phase": "TokenIssued", "tokenSHA256": "sha256:0"}},
+     "GrantNotIssued"),
+    ({**issued(), "status": {"phase": "TokenIssued"}}, "GrantNotIssued"),
+])
+def test_any_other_grant_does_not_start(grant: dict[str, Any], reason: str) -> None:
+    with pytest.raises(GrantDenied) as err:
+        check_startable(grant, grant_uid="g1", token_ref=TOKEN_REF)
+    assert err.value.reason == reason
+    assert "executed" in err.value.message
