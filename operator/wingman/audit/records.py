@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,7 +48,7 @@ REJECTED_REASON = "AuditRecordRejected"
 _FIELDS = ("seq", "time", "event", "actor", "subject", "data", "prev", "hash")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _EVENT = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _B64URL_RUN = re.compile(r"[A-Za-z0-9_.-]+")
 _MAX_DEPTH = 32
 # A stored record nests at most _MAX_DEPTH levels inside subject/data, plus the record itself.
@@ -111,7 +112,8 @@ class AuditRecord:
     prev: str
     hash: str
     #: the stored form, set only by ``make_record``/``chain`` (made with the hash, so a sink
-    #: does not serialise the record again); never an argument, so a copy with other fields
+    #: does not serialise the record again) and by the parser of stored records (the canonical
+    #: form of what it read); never an argument, so a copy with other fields
     #: (``dataclasses.replace``) serialises its own
     stored: bytes = field(default=b"", init=False, compare=False, repr=False)
 
@@ -520,7 +522,10 @@ def _loads(raw: bytes) -> Any:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise _Malformed(f"is not JSON ({exc.msg} at column {exc.colno})") from None
-    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+    except ValueError as exc:  # an integer with more digits than Python converts
+        if "digits" in str(exc):
+            raise _Malformed(f"holds an integer of more than {sys.get_int_max_str_digits()} "
+                             "digits, which no record has") from None
         raise _Malformed(f"is not a record ({str(exc)[:120]})") from None
     except RecursionError:  # pragma: no cover - the depth check comes first
         raise _Malformed("nests too deeply to parse") from None
@@ -534,7 +539,8 @@ def _parse_stored(raw: bytes) -> AuditRecord:
     if set(obj) != set(_FIELDS):
         missing = sorted(set(_FIELDS) - set(obj))
         extra = sorted(set(obj) - set(_FIELDS))
-        raise _Malformed(f"has the wrong fields (missing {missing}, unexpected {extra})")
+        raise _Malformed(f"has the wrong fields (missing {missing}, unexpected "
+                         f"{_names(extra)})")
     seq = obj["seq"]
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise _Malformed("has a seq that is not a non-negative integer")
@@ -549,7 +555,32 @@ def _parse_stored(raw: bytes) -> AuditRecord:
             raise _Malformed(f"has a {name} that is not 64 lowercase hex digits")
     if not _TIME.fullmatch(obj["time"]):
         raise _Malformed("has a time that is not RFC 3339 UTC with microseconds")
-    return AuditRecord(**obj)
+    try:
+        _parse_time(obj["time"])
+    except ValueError:
+        raise _Malformed(f"has a time, {obj['time']}, that is not a real date and time") from None
+    record = AuditRecord(**obj)
+    # json.loads reads what canonical JSON never writes (1e400 as infinity, an escaped lone
+    # surrogate): such a record has no stored form, so it cannot be the one that was written.
+    try:
+        stored = canonical_json(obj)
+    except ValueError:
+        raise _Malformed("holds a number too large for a float (such as 1e400), which "
+                         "canonical JSON never writes") from None
+    except UnicodeEncodeError:
+        raise _Malformed("holds a lone surrogate escape (such as \\ud800), which is not "
+                         "Unicode and which canonical JSON never writes") from None
+    object.__setattr__(record, "stored", stored)
+    return record
+
+
+def _names(names: Sequence[str], most: int = 5, width: int = 40) -> str:
+    """A few of ``names`` for a message: a hostile record's field names are bounded and never
+    repeat a token-shaped text."""
+    shown = [repr(n if len(n) <= width else n[:width] + "…") for n in names[:most]]
+    shown = ["(a token-shaped name, not shown)" if _looks_like_jwt(n) else n for n in shown]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return "[" + ", ".join(shown) + more + "]"
 
 
 def _lenient_seq(raw: bytes) -> int | None:

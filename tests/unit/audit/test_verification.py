@@ -8,6 +8,7 @@ A writer of the log (the gateway included) can put anything into it. Whatever it
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import resource
 import subprocess
@@ -228,3 +229,76 @@ def test_the_deepest_record_make_record_allows_still_verifies(tmp_path: Path) ->
         sink.append("VoteCast", actor="a", subject={}, data={"v": nest(deepest)})
     report = verify(str(path))
     assert report.ok and report.records == 2, report.summary()
+
+
+# A record any writer can forge at the tail (rehashed, so only its content is wrong): values
+# json.loads accepts but canonical JSON cannot write, and times that are no real instant.
+UNREPRESENTABLE = [
+    ("float-overflow", b'"i":0', b'"i":1e400'),
+    ("negative-overflow", b'"i":0', b'"i":-1e999'),
+    ("lone-surrogate", b'"actor":"reviewer"', b'"actor":"\\ud800"'),
+    ("surrogate-in-key", b'"kind":"X"', b'"\\udfff":"X"'),
+]
+
+
+def _rehash_raw(line: bytes) -> bytes:
+    """``line`` with its hash set to the SHA-256 of its other members, byte for byte (what a
+    forger computes without going through Python's parser)."""
+    body = line.rstrip(b"\n")
+    at = body.index(b'"hash":"')
+    unhashed = body[:at] + body[at + len(b'"hash":"') + 64 + 2:]
+    digest = hashlib.sha256(unhashed).hexdigest().encode()
+    return body[:at] + b'"hash":"' + digest + b'"' + body[at + 8 + 64 + 1:] + b"\n"
+
+
+@pytest.mark.parametrize(("case", "old", "new"), UNREPRESENTABLE,
+                         ids=[c for c, _, _ in UNREPRESENTABLE])
+def test_a_value_canonical_json_cannot_write_is_malformed(
+    tmp_path: Path, case: str, old: bytes, new: bytes
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _fill(path, 3)
+    assert old in lines[0]
+    lines[0] = _rehash_raw(lines[0].replace(old, new))
+    path.write_bytes(b"".join(lines))
+    report = verify(str(path))
+    assert report.problem is not None and report.problem.kind is ProblemKind.MALFORMED, case
+    assert (report.problem.position, report.problem.line) == (0, 1)
+    done = _verify_in_subprocess(path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("TAMPERED at record 0 (line 1): Malformed"), done.stdout
+    assert "Traceback" not in done.stderr
+    # the same record at the tail: a writer refuses to chain onto it, with AuditUnavailable
+    tail = tmp_path / "tail.jsonl"
+    tail.write_bytes(lines[0])
+    with FileSink(tail) as sink, pytest.raises(AuditUnavailable) as caught:
+        sink.append("VoteCast", actor="a", subject={}, data={})
+    assert "last record" in caught.value.message
+
+
+@pytest.mark.parametrize("time", ["2025-13-45T99:99:99.000000Z", "2025-02-30T00:00:00.000000Z",
+                                  "\uff12\uff10\uff12\uff15-01-02T03:04:05.000000Z",
+                                  "2025-01-02T03:04:0\u0665.000000Z"])
+def test_a_time_that_is_no_real_utc_instant_is_malformed(tmp_path: Path, time: str) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _fill(path, 3)
+    lines[2] = _rehashed(lines[2], time=time)
+    path.write_bytes(b"".join(lines))
+    report = verify(str(path))
+    assert report.problem is not None, time
+    assert report.problem.kind is ProblemKind.MALFORMED and report.problem.position == 2
+    assert "time" in report.problem.message
+
+
+def test_a_hostile_field_name_is_neither_echoed_at_length_nor_as_a_token(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _fill(path, 2)
+    token = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
+    extra = {token: 1, "x" * 100_000: 2, **{f"k{i}": i for i in range(50)}}
+    obj = json.loads(lines[1])
+    lines[1] = audit.canonical_json({**obj, **extra}) + b"\n"
+    path.write_bytes(b"".join(lines))
+    report = verify(str(path))
+    assert report.problem is not None and report.problem.kind is ProblemKind.MALFORMED
+    assert "unexpected" in report.problem.message and "more" in report.problem.message
+    assert token not in report.summary() and len(report.summary()) < 1000
