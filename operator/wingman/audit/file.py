@@ -270,12 +270,26 @@ def _file_entries(path: Path, offset: int = 0, first_line: int = 1
     """The lines present when reading began (a writer mid-append is not seen half-done),
     from byte ``offset`` (the start of line ``first_line``) on."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO with no writer returns at once (it is refused below)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise AuditUnavailable(
             f"cannot read audit log {path}: {exc.strerror or exc}; check the path and that "
             "this user may read it"
         ) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            os.set_blocking(fd, True)
+    except OSError as exc:
+        os.close(fd)
+        raise AuditUnavailable(f"cannot read audit log {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise AuditUnavailable(
+            f"audit log {path} is not a regular file (it is {_file_kind(mode)}); point the "
+            "verifier at the audit log file itself"
+        )
     handle: IO[bytes] = os.fdopen(fd, "rb")
     with handle:
         try:
@@ -305,3 +319,13 @@ def _file_entries(path: Path, offset: int = 0, first_line: int = 1
                              offset=start)
                 return
             yield _Entry(raw.removesuffix(b"\n"), raw.endswith(b"\n"), number, offset=start)
+
+
+def _file_kind(mode: int) -> str:
+    """``a directory``, ``a FIFO``... for a message about a path that is not a regular file."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "of another kind"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -302,3 +303,37 @@ def test_a_hostile_field_name_is_neither_echoed_at_length_nor_as_a_token(tmp_pat
     assert report.problem is not None and report.problem.kind is ProblemKind.MALFORMED
     assert "unexpected" in report.problem.message and "more" in report.problem.message
     assert token not in report.summary() and len(report.summary()) < 1000
+
+
+def _special(tmp_path: Path, kind: str) -> Path:
+    if kind == "directory":
+        path = tmp_path / "a-directory"
+        path.mkdir()
+    elif kind == "fifo":
+        path = tmp_path / "a-fifo"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/null")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device"])
+def test_a_target_that_is_not_a_regular_file_is_unreadable(tmp_path: Path, kind: str) -> None:
+    path = _special(tmp_path, kind)
+    done = _verify_in_subprocess(path)  # a FIFO with no writer must not block the verifier
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.startswith(f"UNREADABLE: audit log {path} is not a regular file"), \
+        done.stdout
+    assert "Traceback" not in done.stderr
+    if kind != "fifo":
+        with pytest.raises(AuditUnavailable, match="not a regular file"):
+            verify(str(path))
+
+
+def test_a_symlink_to_the_log_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _fill(path, 3)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(path)
+    report = verify(str(link))
+    assert report.ok and report.records == 3, report.summary()
