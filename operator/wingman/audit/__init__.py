@@ -67,6 +67,8 @@ from wingman.audit.records import (
     AuditSink,
     NewRecord,
     _Clock,
+    _loads,
+    _Malformed,
     canonical_json,
     fingerprint,
     looks_like_token,
@@ -105,6 +107,7 @@ __all__ = [
     "parse_checkpoints",
     "records_about",
     "show_main",
+    "unexpected",
     "verify",
     "verify_lines",
     "verify_main",
@@ -202,8 +205,9 @@ def records_about(target: str, name: str, namespace: str | None = None
     with contextlib.closing(entries):
         for entry in entries:
             try:
-                record = json.loads(entry.raw)
-            except ValueError:
+                record = _loads(entry.raw)  # never recurses deeply, nor reads NaN
+                canonical_json(record)  # nor 1e400 as infinity, nor a lone surrogate
+            except (_Malformed, ValueError):
                 continue
             if not isinstance(record, dict):
                 continue
@@ -255,5 +259,19 @@ def verify_main(
     except (AuditUnavailable, ConfigError) as exc:
         print(f"UNREADABLE: {exc.message}", file=stream)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a verdict line and an exit code, never a traceback
+        print(unexpected(exc), file=stream)
+        return 2
     print(report.summary(), file=stream)
     return 0 if report.ok else 1
+
+
+def unexpected(exc: Exception) -> str:
+    """The ``UNREADABLE`` line of a verification that stopped on an error it did not foresee
+    (a bug, or no memory left): the trail is not verified, and the user is told so."""
+    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    if looks_like_token(detail):
+        detail = "(a message holding a token-shaped text, not shown)"
+    return (f"UNREADABLE: the verifier stopped on an unexpected error ({type(exc).__name__}: "
+            f"{detail}); the trail is NOT verified. Report this as a bug, with the input "
+            "if you can share it.")

@@ -9,17 +9,21 @@ the ConfigMap's. Every checkpoint's signature is checked before any record is re
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
-from pathlib import Path
 from typing import TextIO
 
-from wingman.audit import Checkpoint, parse_checkpoints, verify_main
+from wingman.audit import Checkpoint, parse_checkpoints, unexpected, verify_main
+from wingman.audit.checkpoints import MAX_CHECKPOINTS_BYTES
 from wingman.audit.signing import check_signatures, keyset_from_pems
 from wingman.capability.keys import KeySet
 from wingman.errors import AuditTampered, ClusterError, ConfigError, WingmanError
 
 CHECKPOINTS_CONFIGMAP = "wingman-audit-checkpoints"
 CHECKPOINTS_KEY = "checkpoints.jsonl"
+MAX_KEY_BYTES = 64 * 1024
+"""Largest audit public key file read (an Ed25519 PEM is about 113 bytes)."""
 
 
 def add_verify_arguments(vp: argparse.ArgumentParser) -> None:
@@ -63,6 +67,32 @@ def _from_cluster(namespace: str, configmap: str, kubeconfig: str | None,
     return checkpoints, pems
 
 
+def _read_file(name: str, what: str, most: int) -> bytes:
+    """At most ``most`` bytes of the regular file ``name`` (a FIFO or a device never blocks
+    nor floods the verifier); ``ConfigError`` says what is wrong."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {name}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{what} {name} is not a regular file; pass the file itself")
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        left = most
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {name}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
 def gather(args: argparse.Namespace) -> tuple[list[Checkpoint], list[str]]:
     """The signature-checked checkpoints and where they came from (empty: none asked for)."""
     checkpoints: list[Checkpoint] = []
@@ -74,10 +104,8 @@ def gather(args: argparse.Namespace) -> tuple[list[Checkpoint], list[str]]:
         checkpoints += found
         sources.append(f"ConfigMap {args.namespace}/{args.configmap}")
     for name in args.checkpoints:
-        try:
-            data = Path(name).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read checkpoints file {name}: {exc.strerror}") from None
+        # one byte more than a list may have: parse_checkpoints refuses it as too large
+        data = _read_file(name, "checkpoints file", MAX_CHECKPOINTS_BYTES + 1)
         checkpoints += parse_checkpoints(data, name)
         sources.append(name)
     if not sources:
@@ -85,10 +113,11 @@ def gather(args: argparse.Namespace) -> tuple[list[Checkpoint], list[str]]:
     if args.audit_key:
         pems: list[bytes] = []
         for name in args.audit_key:
-            try:
-                pems.append(Path(name).read_bytes())
-            except OSError as exc:
-                raise ConfigError(f"cannot read audit key {name}: {exc.strerror}") from None
+            pem = _read_file(name, "audit key", MAX_KEY_BYTES + 1)
+            if len(pem) > MAX_KEY_BYTES:
+                raise ConfigError(f"audit key {name} is larger than {MAX_KEY_BYTES} bytes; "
+                                  "pass the audit public key's PEM file")
+            pems.append(pem)
         keys = keyset_from_pems(pems)
     elif published:
         keys = KeySet.from_mapping(published)
@@ -108,6 +137,9 @@ def verify_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 1
     except WingmanError as exc:
         print(f"UNREADABLE: {exc.message}", file=stream)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a verdict line and an exit code, never a traceback
+        print(unexpected(exc), file=stream)
         return 2
     code = verify_main(args.target, expected_head=args.expected_head, checkpoints=checkpoints,
                        out=stream)

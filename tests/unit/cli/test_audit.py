@@ -1,0 +1,148 @@
+"""``wingman audit verify|show`` on hostile inputs: a verdict or a clear error, never a hang,
+unbounded memory or a traceback.
+
+The verifier is run as users run it (``wingman.cli.main``, in a child process whose address
+space is capped where memory is at stake).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wingman import audit
+from wingman.audit import AuditAnchor, FileSink, verify_main
+from wingman.audit.signing import sign_checkpoint
+from wingman.capability.keys import generate_signing_key
+from wingman.cli.main import main
+
+OPERATOR_SRC = Path(audit.__file__).resolve().parents[2]
+T0 = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+MEMORY_LIMIT = 512 * 1024 * 1024
+
+
+def _trail(tmp_path: Path, count: int = 3) -> Path:
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path, clock=lambda: T0) as sink:
+        for i in range(count):
+            sink.append("VoteCast", actor="reviewer", subject={"kind": "X", "name": "g"},
+                        data={"i": i})
+    return path
+
+
+def _signed(tmp_path: Path, path: Path) -> tuple[Path, Path]:
+    """A checkpoints file of the trail's last record and the audit public key's PEM."""
+    key = generate_signing_key()
+    last = list(FileSink(path).records())[-1]
+    checkpoint = sign_checkpoint(key, log="wingman-test", anchor=AuditAnchor(last.seq, last.hash),
+                                 now=T0)
+    checkpoints = tmp_path / "checkpoints.jsonl"
+    checkpoints.write_text(checkpoint.to_line() + "\n")
+    pem = tmp_path / "audit.pem"
+    pem.write_bytes(key.public_pem())
+    return checkpoints, pem
+
+
+def _wingman(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from wingman.cli.main import main; "
+         "sys.exit(main(sys.argv[1:]))", *argv],
+        capture_output=True, text=True, timeout=timeout, preexec_fn=cap, check=False,
+        env={"PYTHONPATH": str(OPERATOR_SRC), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_signed_checkpoints_from_files_verify(tmp_path: Path) -> None:
+    path = _trail(tmp_path)
+    checkpoints, pem = _signed(tmp_path, path)
+    done = _wingman("audit", "verify", str(path), "--checkpoints", str(checkpoints),
+                    "--audit-key", str(pem))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("OK: 3 records"), done.stdout
+
+
+@pytest.mark.parametrize("which", ["--checkpoints", "--audit-key"])
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_checkpoints_or_key_file_that_is_not_a_regular_file_is_refused(
+    tmp_path: Path, which: str, kind: str
+) -> None:
+    path = _trail(tmp_path)
+    checkpoints, pem = _signed(tmp_path, path)
+    special = tmp_path / "special"
+    if kind == "fifo":
+        os.mkfifo(special)  # no writer: reading it would block forever
+    else:
+        special.mkdir()
+    args = {"--checkpoints": str(checkpoints), "--audit-key": str(pem), which: str(special)}
+    done = _wingman("audit", "verify", str(path), *(x for kv in args.items() for x in kv),
+                    timeout=30)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "is not a regular file" in done.stdout and str(special) in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_a_huge_checkpoints_file_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    path = _trail(tmp_path)
+    _, pem = _signed(tmp_path, path)
+    huge = tmp_path / "huge.jsonl"
+    with huge.open("wb") as fh:  # sparse: 4 GiB of NUL bytes on no disk
+        fh.truncate(4 * 1024**3)
+    done = _wingman("audit", "verify", str(path), "--checkpoints", str(huge), "--audit-key",
+                    str(pem))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(f"TAMPERED: checkpoint {huge} list is larger than"), \
+        done.stdout
+    assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
+
+
+def test_a_huge_audit_key_file_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    path = _trail(tmp_path)
+    checkpoints, _ = _signed(tmp_path, path)
+    huge = tmp_path / "huge.pem"
+    with huge.open("wb") as fh:
+        fh.truncate(4 * 1024**3)
+    done = _wingman("audit", "verify", str(path), "--checkpoints", str(checkpoints),
+                    "--audit-key", str(huge))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"audit key {huge} is larger than" in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_show_skips_a_line_nested_too_deeply_to_parse(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    path = _trail(tmp_path)
+    with path.open("ab") as fh:
+        fh.write(b"[" * 200_000 + b"]" * 200_000 + b"\n")
+        fh.write(b'{"subject":{"name":"g"},"data":{"f":1e400},"x":"\\ud800"}\n')
+    assert main(["audit", "show", str(path), "--subject", "g"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and all('"i":' in line for line in out), out
+
+
+def test_an_unexpected_error_is_a_clear_message_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong inside the verifier, the user gets a verdict line and an exit code
+    (here a fault injected into the chain walk)."""
+    path = _trail(tmp_path)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(audit, "_verify_entries", broken)
+    out = io.StringIO()
+    assert verify_main(str(path), out=out) == 2
+    text = out.getvalue()
+    assert text.startswith("UNREADABLE: the verifier stopped on an unexpected error"), text
+    assert "RuntimeError: injected fault" in text and "NOT verified" in text
