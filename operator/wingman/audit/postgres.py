@@ -363,8 +363,9 @@ def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0
             )
             for seq, time, event, actor, subject, data, prev, digest, text in cur:
                 error = None
-                try:
-                    subject_value, data_value = _loads(subject.encode()), _loads(data.encode())
+                try:  # a NULL column (its NOT NULL dropped) disagrees with any record
+                    subject_value = None if subject is None else _loads(subject.encode())
+                    data_value = None if data is None else _loads(data.encode())
                 except _Malformed as exc:
                     subject_value = data_value = None
                     error = f"has a subject or data column that {exc}"

@@ -10,6 +10,7 @@ records from that point on, and the record at that point must still be the one v
 from __future__ import annotations
 
 import contextlib
+import decimal
 import enum
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -511,8 +512,30 @@ def _classify_jump(
 
 def _column_disagreeing(record: AuditRecord, columns: Mapping[str, Any]) -> str | None:
     for name in ("seq", "event", "actor", "subject", "data", "prev", "hash"):
-        if columns.get(name) != getattr(record, name):
+        if not _same(columns.get(name), getattr(record, name)):
             return name
     if columns.get("time") != record.at:
         return "time"
     return None
+
+
+def _same(column: Any, value: Any) -> bool:
+    """Whether a column read back from PostgreSQL holds the record's JSON ``value``: as JSON
+    compares, not as Python does (``True == 1``), except that jsonb writes a float the way
+    it reads its decimal text (``1e300`` comes back as an integer of 301 digits). Nesting is
+    bounded by the parser's depth guard."""
+    if isinstance(column, bool) or isinstance(value, bool):
+        return type(column) is type(value) and column == value
+    if isinstance(column, int | float) and isinstance(value, int | float):
+        if isinstance(column, float) == isinstance(value, float):
+            return column == value
+        number = value if isinstance(value, float) else column
+        whole = column if isinstance(value, float) else value
+        # exactly the decimal the record's canonical JSON wrote for the float
+        return decimal.Decimal(repr(number)) == whole
+    if isinstance(column, dict) and isinstance(value, dict):
+        return column.keys() == value.keys() and all(
+            _same(item, value[key]) for key, item in column.items())
+    if isinstance(column, list) and isinstance(value, list):
+        return len(column) == len(value) and all(map(_same, column, value))
+    return type(column) is type(value) and bool(column == value)

@@ -425,3 +425,46 @@ def test_resumed_verification_in_postgres_reads_from_the_last_point(audit_dsn: s
     _as_superuser(audit_dsn, *_rechain_rows(audit_dsn, 3))
     again = verify(audit_dsn, resume=second.resume)
     assert again.problem is not None and again.problem.kind is ProblemKind.REWRITTEN
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def test_a_column_that_reads_equal_in_python_but_differs_is_edited(audit_dsn: str) -> None:
+    """true is not 1 and false is not 0, although Python's == says so."""
+    with PostgresSink(audit_dsn) as sink:
+        for flag in (True, False, True):
+            sink.append("VoteCast", actor="reviewer", subject=SUBJECT,
+                        data={"approved": flag, "list": [flag]})
+    assert verify(audit_dsn).ok
+    _as_superuser(audit_dsn, "UPDATE wingman_audit SET data = jsonb_set(data, '{approved}', "
+                             "'0') WHERE seq = 1")
+    report = verify(audit_dsn)
+    assert report.problem is not None, report.summary()
+    assert (report.problem.kind, report.problem.position) == (ProblemKind.EDITED, 1)
+    assert "column 'data'" in report.problem.message
+
+
+def test_floats_jsonb_writes_as_integers_still_verify(audit_dsn: str) -> None:
+    """jsonb writes 1e300 as 1 followed by 300 zeros: the same number, not an edit."""
+    with PostgresSink(audit_dsn) as sink:
+        sink.append("VoteCast", actor="reviewer", subject=SUBJECT,
+                    data={"huge": 1e300, "tiny": 5e-324, "max": 1.7976931348623157e308,
+                          "neg": -1.5e200, "list": [2.5e100, 1e22]})
+    report = verify(audit_dsn)
+    assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize("column", ["subject", "data", "record", "time", "event"])
+def test_a_null_column_is_tampering_not_a_crash(audit_dsn: str, column: str) -> None:
+    _fill(audit_dsn, 3)
+    name = sql.Identifier(column)
+    _as_superuser(audit_dsn,
+                  sql.SQL("ALTER TABLE wingman_audit ALTER COLUMN {} DROP NOT NULL").format(name),
+                  sql.SQL("UPDATE wingman_audit SET {} = NULL WHERE seq = 1").format(name))
+    report = verify(audit_dsn)
+    assert report.problem is not None and report.problem.position == 1, report.summary()
+    assert report.problem.kind in (ProblemKind.EDITED, ProblemKind.MALFORMED)
+    out = io.StringIO()
+    assert verify_main(audit_dsn, out=out) == 1
+    assert out.getvalue().startswith("TAMPERED at record 1 (seq 1)"), out.getvalue()
