@@ -53,7 +53,8 @@ _B64URL_RUN = re.compile(r"[A-Za-z0-9_.-]+")
 _MAX_DEPTH = 32
 # A stored record nests at most _MAX_DEPTH levels inside subject/data, plus the record itself.
 _MAX_STORED_DEPTH = _MAX_DEPTH + 4
-_STRUCTURE = re.compile(rb'["\\\[\]{}]')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
 _Clock = Callable[[], dt.datetime]
 
 
@@ -477,33 +478,30 @@ def _reject_constant(name: str) -> Any:
 
 
 def _nesting_depth(raw: bytes) -> int:
-    """How deeply JSON arrays/objects nest in ``raw`` (strings skipped), in linear time.
+    """How deeply JSON arrays/objects nest in ``raw`` (strings skipped), counted up to one
+    past ``_MAX_STORED_DEPTH``; never recurses.
 
-    Cheap when the text has few brackets (the usual record); never recurses.
+    Cheap when the text has few brackets (the usual record). Otherwise the work is a few
+    passes of C over the text, at most ``_MAX_STORED_DEPTH + 1``, whatever the text holds:
+    the escapes ``\\\\`` and ``\\"`` are dropped (JSON reads them pairwise from the left,
+    as ``bytes.replace`` does), the text between quotes goes (the strings), the brackets that
+    remain are kept, ``{}`` as ``[]``, and each pass removes the innermost pairs: one level.
+    Text that is not JSON may be counted short; ``json.loads`` refuses it (and it raises
+    ``RecursionError`` rather than recurse without bound).
     """
-    if raw.count(b"[") + raw.count(b"{") <= _MAX_STORED_DEPTH:
-        return raw.count(b"[") + raw.count(b"{")
-    depth = deepest = 0
-    in_string = False
-    escaped_at = -1
-    for match in _STRUCTURE.finditer(raw):
-        at = match.start()
-        if at == escaped_at:  # the character after a backslash inside a string
-            continue
-        char = raw[at]
-        if in_string:
-            if char == 0x5C:  # backslash
-                escaped_at = at + 1
-            elif char == 0x22:  # closing quote
-                in_string = False
-        elif char == 0x22:
-            in_string = True
-        elif char in (0x5B, 0x7B):  # [ {
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return deepest
+    brackets = raw.count(b"[") + raw.count(b"{")
+    if brackets <= _MAX_STORED_DEPTH:
+        return brackets
+    outside = b"".join(raw.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
+    structure = outside.translate(_AS_BRACKETS, _NOT_BRACKETS)
+    for depth in range(_MAX_STORED_DEPTH + 1):
+        if not structure:
+            return depth
+        inner = structure.replace(b"[]", b"")
+        if len(inner) == len(structure):  # unbalanced: not JSON
+            return depth
+        structure = inner
+    return _MAX_STORED_DEPTH + 1
 
 
 def _loads(raw: bytes) -> Any:
@@ -512,11 +510,10 @@ def _loads(raw: bytes) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _Malformed(f"is not UTF-8 (byte {exc.start})") from None
-    depth = _nesting_depth(raw)
-    if depth > _MAX_STORED_DEPTH:
+    if _nesting_depth(raw) > _MAX_STORED_DEPTH:
         raise _Malformed(
-            f"nests arrays/objects {depth} levels deep; a record never nests more than "
-            f"{_MAX_STORED_DEPTH}"
+            f"nests arrays/objects more than {_MAX_STORED_DEPTH} levels deep, which no record "
+            "does"
         )
     try:
         return json.loads(text, parse_constant=_reject_constant)

@@ -467,6 +467,19 @@ def _next_links_to(entries: Iterator[_Entry], digest: str) -> bool:
 
 JUMP_WINDOW = 4096
 """How many later records a jump in ``seq`` is classified from (memory stays bounded)."""
+JUMP_WINDOW_BYTES = 8 * 1024 * 1024
+"""How many bytes of later records it reads at most (time stays bounded: lines of the largest
+size, packed with brackets, cost tens of milliseconds each to parse)."""
+
+
+def _window(rest: Iterator[_Entry]) -> Iterator[_Entry]:
+    """The next ``JUMP_WINDOW - 1`` entries, ending early past ``JUMP_WINDOW_BYTES``."""
+    budget = JUMP_WINDOW_BYTES
+    for entry in itertools.islice(rest, JUMP_WINDOW - 1):
+        yield entry
+        budget -= len(entry.raw) + 1
+        if budget <= 0:
+            return
 
 
 def _classify_jump(
@@ -474,11 +487,12 @@ def _classify_jump(
 ) -> tuple[ProblemKind, str]:
     """A seq higher than expected: missing records, a reordering or an interloper.
 
-    Looks at most ``JUMP_WINDOW`` records ahead and never enumerates the gap, so a record
-    whose ``seq`` was set to a huge number is classified in bounded time and memory.
+    Looks at most ``JUMP_WINDOW`` records (``JUMP_WINDOW_BYTES``) ahead and never enumerates
+    the gap, so a record whose ``seq`` was set to a huge number is classified in bounded time
+    and memory.
     """
     later: list[int | None] = [found]
-    later += (_lenient_seq(e.raw) for e in itertools.islice(rest, JUMP_WINDOW - 1))
+    later += (_lenient_seq(e.raw) for e in _window(rest))
     seqs = [s for s in later if s is not None]
     present = set(seqs)
     if expected not in present:

@@ -14,6 +14,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -337,3 +338,47 @@ def test_a_symlink_to_the_log_verifies(tmp_path: Path) -> None:
     link.symlink_to(path)
     report = verify(str(link))
     assert report.ok and report.records == 3, report.summary()
+
+
+def test_lines_full_of_brackets_are_classified_in_bounded_time(tmp_path: Path) -> None:
+    """A jump in seq is classified from the following lines: each may be a line of the
+    largest size packed with brackets (valid or not), and each costs little to look at."""
+    path = tmp_path / "audit.jsonl"
+    lines = _fill(path, 4)
+    lines[3] = _rehashed(lines[3], seq=7, prev="ab" * 32)
+    size = audit.MAX_RECORD_BYTES - 100
+    hostile = [
+        b"[" * size,  # never closed
+        b'{"seq":1,"a":[' + b"[]," * (size // 3) + b"[]]}",  # shallow, many
+        b'{"seq":2,"a":[' + (b"[" * 30 + b"]" * 30 + b",") * (size // 61) + b"1]}",  # 31 deep
+        b'{"seq":9,"a":"' + b"[" * size + b'"}',  # inside a string
+        b'{"seq":10,"a":"' + b'\\"[' * (size // 3) + b'"}',  # escaped quotes, brackets
+    ]
+    with path.open("wb") as fh:
+        fh.write(b"".join(lines))
+        for i in range(300):
+            fh.write(hostile[i % len(hostile)] + b"\n")
+    started = time.monotonic()
+    report = verify(str(path))
+    took = time.monotonic() - started
+    assert report.problem is not None and report.problem.kind is ProblemKind.DELETED
+    assert report.problem.position == 3
+    assert took < 8, f"classifying took {took:.1f}s"
+
+
+@pytest.mark.parametrize(("text", "depth"), [
+    ('{"a":[1,{"b":[[]]}]}', 5),
+    ('{"a":"[[[[[' + "[" * 40 + '"}', 1),
+    ('{"a":"\\\\' + "[" * 10 + '","b":[' + "[" * 30 + "]" * 30 + "]}", 32),
+    ('{"a":"\\"[[[[' + "[" * 40 + '","b":[[[]]]}', 4),
+    ('{"a":"\\\\\\"' + "[" * 40 + '"}', 1),
+    ("[" * 36 + "]" * 36, 36),
+    ("[{" * 18 + "}]" * 18, 36),
+    ("[{" * 19 + "}]" * 19, 37),
+    ("[" * 100_000 + "]" * 100_000, 37),
+])
+def test_nesting_depth_skips_strings_and_stops_past_the_limit(text: str, depth: int) -> None:
+    from wingman.audit.records import _MAX_STORED_DEPTH, _nesting_depth
+
+    assert _MAX_STORED_DEPTH == 36
+    assert min(_nesting_depth(text.encode()), _MAX_STORED_DEPTH + 1) == depth
