@@ -10,6 +10,7 @@ from typing import Any
 
 from wingman.audit.records import (
     GENESIS_HASH,
+    MAX_RECORD_BYTES,
     AuditRecord,
     NewRecord,
     _Clock,
@@ -74,6 +75,28 @@ _TRIGGERS_SQL = """
 SELECT tgname, tgenabled FROM pg_trigger
 WHERE tgrelid = to_regclass('wingman_audit')
   AND tgname IN ('wingman_audit_no_update_delete', 'wingman_audit_no_truncate')
+"""
+
+
+_ROW_BYTES = 4 * MAX_RECORD_BYTES
+"""Largest row the verifier fetches: the record, and its subject and data again as jsonb text
+(which spells them with more spaces)."""
+
+_ROWS_SQL = """
+SELECT seq, time, record_bytes, row_bytes,
+       CASE WHEN fits THEN event END, CASE WHEN fits THEN actor END,
+       CASE WHEN fits THEN subject::text END, CASE WHEN fits THEN data::text END,
+       CASE WHEN fits THEN prev END, CASE WHEN fits THEN hash END,
+       CASE WHEN fits THEN record END
+FROM (SELECT *, coalesce(record_bytes, 0) <= %(record)s AND row_bytes <= %(row)s AS fits
+      FROM (SELECT *, octet_length(record) AS record_bytes,
+                   coalesce(octet_length(event), 0) + coalesce(octet_length(actor), 0)
+                   + coalesce(octet_length(subject::text), 0)
+                   + coalesce(octet_length(data::text), 0) + coalesce(octet_length(prev), 0)
+                   + coalesce(octet_length(hash), 0) + coalesce(octet_length(record), 0)
+                   AS row_bytes
+            FROM wingman_audit WHERE seq >= %(from)s) AS sized) AS checked
+ORDER BY seq
 """
 
 
@@ -265,7 +288,9 @@ class PostgresSink:
                             conn.execute("SET LOCAL statement_timeout TO '30s'")
                             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
                             row = conn.execute(
-                                "SELECT record FROM wingman_audit ORDER BY seq DESC LIMIT 1"
+                                "SELECT CASE WHEN octet_length(record) <= %s THEN record END, "
+                                "octet_length(record) FROM wingman_audit ORDER BY seq DESC "
+                                "LIMIT 1", (MAX_RECORD_BYTES,),
                             ).fetchone()
                             seq, prev = self._next(row)
                             results = chain(seq, prev, valid, self._clock)
@@ -296,6 +321,12 @@ class PostgresSink:
     def _next(self, row: Any) -> tuple[int, str]:
         if row is None:
             return 0, GENESIS_HASH
+        if row[0] is None:  # never fetched: a row of any size would be read whole
+            raise AuditUnavailable(
+                f"the last audit record in {self._where} is larger than {MAX_RECORD_BYTES} "
+                f"bytes ({row[1]} bytes, or NULL): no record is. Run 'wingman audit verify'; "
+                "appends are refused."
+            )
         raw = str(row[0]).encode("utf-8")
         try:
             record = _parse_stored(raw)
@@ -353,16 +384,24 @@ def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0
                 f"there is no wingman_audit table in {where}; check the database name"
             )
         with conn.cursor(name="wingman_audit_verify") as cur:
-            cur.itersize = 2000
+            cur.itersize = 256  # rows of at most _ROW_BYTES each: memory stays bounded
             # jsonb columns as text, parsed here with the depth guard: a row written by any
-            # INSERT-holder can nest deeper than json.loads recurses.
-            cur.execute(
-                "SELECT seq, time, event, actor, subject::text, data::text, prev, hash, record "
-                "FROM wingman_audit WHERE seq >= %s ORDER BY seq",
-                (from_seq,),
-            )
-            for seq, time, event, actor, subject, data, prev, digest, text in cur:
+            # INSERT-holder can nest deeper than json.loads recurses. A row larger than any
+            # record can make is never fetched (a field may hold up to 1 GB).
+            cur.execute(_ROWS_SQL, {"from": from_seq, "record": MAX_RECORD_BYTES,
+                                    "row": _ROW_BYTES})
+            for (seq, time, record_bytes, row_bytes, event, actor, subject, data, prev, digest,
+                 text) in cur:
                 error = None
+                if text is None and (record_bytes or 0) > MAX_RECORD_BYTES:
+                    error = f"is larger than {MAX_RECORD_BYTES} bytes ({record_bytes} bytes)"
+                elif text is None and (row_bytes or 0) > _ROW_BYTES:
+                    error = (f"has columns of {row_bytes} bytes, more than a record of at most "
+                             f"{MAX_RECORD_BYTES} bytes needs: larger than any record")
+                if error is not None:
+                    yield _Entry(raw=b"", complete=True, line=None, columns={"seq": seq},
+                                 error=error)
+                    continue
                 try:  # a NULL column (its NOT NULL dropped) disagrees with any record
                     subject_value = None if subject is None else _loads(subject.encode())
                     data_value = None if data is None else _loads(data.encode())
@@ -370,7 +409,7 @@ def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0
                     subject_value = data_value = None
                     error = f"has a subject or data column that {exc}"
                 yield _Entry(
-                    raw=str(text).encode("utf-8"),
+                    raw=b"" if text is None else str(text).encode("utf-8"),
                     complete=True,
                     line=None,
                     columns={

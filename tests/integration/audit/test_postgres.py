@@ -468,3 +468,45 @@ def test_a_null_column_is_tampering_not_a_crash(audit_dsn: str, column: str) -> 
     out = io.StringIO()
     assert verify_main(audit_dsn, out=out) == 1
     assert out.getvalue().startswith("TAMPERED at record 1 (seq 1)"), out.getvalue()
+
+
+def _verify_capped(dsn: str) -> subprocess.CompletedProcess[str]:
+    """``wingman audit verify`` with its address space capped to 768 MiB."""
+
+    def cap() -> None:
+        import resource
+
+        limit = 768 * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from wingman.cli.main import main; "
+         "sys.exit(main(sys.argv[1:]))", "audit", "verify", dsn],
+        capture_output=True, text=True, timeout=300, preexec_fn=cap, check=False,
+        env={"PYTHONPATH": str(OPERATOR_SRC), "PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.mark.parametrize("column", ["record", "data"])
+def test_a_huge_row_is_malformed_in_bounded_memory(audit_dsn: str, column: str) -> None:
+    """Any role that may INSERT can add a row of hundreds of megabytes (PostgreSQL allows a
+    field of up to 1 GB); the verifier never fetches it."""
+    records = _fill(audit_dsn, 2)
+    record = "repeat('x', 400000000)" if column == "record" else "'{}'"
+    # jsonb holds up to 256 MiB, slow to build: 2 MiB is already more than any record needs
+    data = ("jsonb_build_object('x', repeat('x', 2000000))" if column == "data"
+            else "'{}'::jsonb")
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL(
+            "INSERT INTO wingman_audit (seq, time, event, actor, subject, data, prev, hash, "
+            "record) VALUES (2, now(), 'X', 'mallory', '{{}}', {}, %s, %s, {})").format(
+            sql.SQL(data), sql.SQL(record)), (records[-1].hash, "ab" * 32))
+    done = _verify_capped(audit_dsn)
+    assert done.returncode == 1, done.stdout + done.stderr[-2000:]
+    assert done.stdout.startswith("TAMPERED at record 2 (seq 2): Malformed"), done.stdout
+    assert ("larger than 262144 bytes" if column == "record" else "larger than any record"
+            ) in done.stdout
+    with PostgresSink(audit_dsn) as sink, pytest.raises(AuditUnavailable) as caught:
+        sink.append("VoteCast", actor="a", subject={}, data={})
+    if column == "record":  # a sink reads only the record text of the last row
+        assert "larger than" in caught.value.message
