@@ -142,13 +142,20 @@ def _parse_target(target: str) -> tuple[str, str]:
             )
         if parts.query or parts.fragment or not parts.path:
             raise ConfigError(f"audit target {text!r} must be file:///absolute/path")
-        return "file", unquote(parts.path)
+        return "file", _file_path(text, unquote(parts.path))
     if scheme:
         raise ConfigError(
             f"audit target scheme {scheme!r} is not supported; use a file path, file:///path "
             "or a postgresql:// DSN"
         )
-    return "file", text
+    return "file", _file_path(text, text)
+
+
+def _file_path(target: str, path: str) -> str:
+    if "\x00" in path:
+        raise ConfigError(f"audit target {target!r} holds a NUL byte, which no file path can; "
+                          "check how the target was written")
+    return path
 
 
 def open_sink(target: str, *, clock: _Clock | None = None) -> AuditSink:

@@ -35,6 +35,7 @@ from wingman.audit import (
     fingerprint,
     make_record,
     open_sink,
+    show_main,
     verify,
     verify_lines,
     verify_main,
@@ -855,6 +856,19 @@ def test_bad_targets_are_config_errors(target: str) -> None:
     with pytest.raises(ConfigError):
         open_sink(target)
     assert verify_main(target, out=io.StringIO()) == 2
+
+
+@pytest.mark.parametrize("target", ["file:///var/log/a%00b.jsonl", "/var/log/a\x00b.jsonl"])
+def test_a_file_target_with_a_nul_byte_is_a_config_error(target: str,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    with pytest.raises(ConfigError, match="NUL"):
+        open_sink(target)
+    out = io.StringIO()
+    assert verify_main(target, out=out) == 2
+    assert out.getvalue().startswith("UNREADABLE: audit target"), out.getvalue()
+    assert show_main(target, "x") == 2
+    assert "NUL" in capsys.readouterr().err
 
 
 def test_unreachable_database_is_unavailable_and_hides_the_password() -> None:
