@@ -41,6 +41,8 @@ def check_signature(checkpoint: Checkpoint, keys: KeySet, source: str = "") -> N
                               f"of the trusted audit keys ({known})")
     try:
         signature = base64.urlsafe_b64decode(checkpoint.signature + "==")
+        if _b64url(signature) != checkpoint.signature:  # unused bits set: not what was signed
+            raise InvalidSignature
         key.verify(signature, checkpoint.payload())
     except (InvalidSignature, binascii.Error, ValueError):
         raise _invalid(where, "has a signature that does not verify: it was forged or "

@@ -102,6 +102,21 @@ def test_changing_any_signed_field_breaks_the_signature(field: str) -> None:
     assert err.value.reason == "AuditCheckpointInvalid"
 
 
+def test_changing_any_character_of_the_signature_breaks_it() -> None:
+    """The last of its 86 base64url characters carries 4 unused bits: text that decodes to
+    the same signature but is not the one signed is a change, and refused."""
+    cp = sign_checkpoint(KEY, log="wingman-prd", anchor=AuditAnchor(41, "ab" * 32), now=T0)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for at in (0, 42, 84, 85):
+        for char in alphabet:
+            if char == cp.signature[at]:
+                continue
+            changed = cp.signature[:at] + char + cp.signature[at + 1:]
+            forged = Checkpoint(cp.log, cp.seq, cp.hash, cp.time, cp.kid, changed)
+            with pytest.raises(AuditTampered, match="does not verify"):
+                check_signatures([forged], KEYS)
+
+
 def test_a_checkpoint_signed_with_another_key_is_refused() -> None:
     other = generate_signing_key()
     cp = sign_checkpoint(other, log="l", anchor=AuditAnchor(1, "ab" * 32), now=T0)
