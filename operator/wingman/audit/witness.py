@@ -41,6 +41,8 @@ from wingman.errors import AuditTampered, WingmanError
 
 SIGNATURE_HEADER = "X-Wingman-Signature"
 MAX_BODY = 4096
+READ_TIMEOUT_SECONDS = 10.0
+"""How long the reference witness waits on a client's request or body."""
 
 
 class WitnessError(WingmanError):
@@ -126,10 +128,13 @@ class WitnessStore:
             return 201, "witnessed"
 
 
-def _handler(store: WitnessStore, key: bytes, path: str
+def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
              ) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "wingman-witness"
+        # a client that stops sending (before its HMAC is even checked) holds no thread
+        # for longer than this
+        timeout = timeout_seconds
 
         def log_message(self, format: str, *args: Any) -> None:
             sys.stderr.write(json.dumps({"witness": format % args}) + "\n")
@@ -164,7 +169,16 @@ def _handler(store: WitnessStore, key: bytes, path: str
             if not 0 < length <= MAX_BODY:
                 self._answer(413, f"a checkpoint is at most {MAX_BODY} bytes")
                 return
-            body = self.rfile.read(length)
+            try:
+                body = self.rfile.read(length)
+            except TimeoutError:
+                self.close_connection = True
+                self._answer(408, f"the body did not arrive within {timeout_seconds:g}s")
+                return
+            if len(body) != length:
+                self.close_connection = True
+                self._answer(400, "the body is shorter than its Content-Length")
+                return
             given = self.headers.get(SIGNATURE_HEADER, "")
             if not hmac.compare_digest(given.encode(), signature(key, body).encode()):
                 self._answer(401, f"missing or wrong {SIGNATURE_HEADER}")
@@ -184,9 +198,11 @@ def _handler(store: WitnessStore, key: bytes, path: str
 
 
 def make_server(listen: tuple[str, int], store: WitnessStore, key: bytes,
-                path: str = "/checkpoints") -> http.server.ThreadingHTTPServer:
+                path: str = "/checkpoints", timeout_seconds: float = READ_TIMEOUT_SECONDS
+                ) -> http.server.ThreadingHTTPServer:
     """The reference witness server (not started)."""
-    server = http.server.ThreadingHTTPServer(listen, _handler(store, key, path))
+    server = http.server.ThreadingHTTPServer(listen, _handler(store, key, path,
+                                                              timeout_seconds))
     server.daemon_threads = True
     return server
 

@@ -132,3 +132,30 @@ def test_the_witness_command_stops_on_signals(tmp_path: Path, sig: int) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_client_that_stops_sending_is_dropped(tmp_path: Path) -> None:
+    """Before the HMAC is checked anyone may connect: a request whose body never comes
+    holds a thread only for the read timeout."""
+    import socket
+
+    server = make_server(("127.0.0.1", 0), WitnessStore(tmp_path / "w.jsonl", KEYS), HMAC,
+                         timeout_seconds=1.0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for partial in (b"POST /checkpoints HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"a\"",
+                        b"POST /checkpoints HTTP/1.1\r\nContent-Le"):
+            with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
+                sock.sendall(partial)
+                started = time.monotonic()
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+                assert time.monotonic() - started < 5
+                if b"\r\n\r\n{" in partial:
+                    assert answer.startswith(b"HTTP/1.0 408"), answer
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
