@@ -131,6 +131,18 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
          "/gateway/targets/0"),
         ({"rbac.workers.serviceAccounts": [{"name": "agent", "namespace": "Bad NS"}]},
          "/rbac/workers/serviceAccounts/0/namespace"),
+        # names of objects the chart refers to are Kubernetes names: nothing else would work,
+        # and a claim name such as "a: b" must not reach the pod spec as YAML
+        ({"audit.file.persistence.existingClaim": "audit: {}"},
+         "/audit/file/persistence/existingClaim"),
+        ({"audit.file.persistence.existingClaim": "Audit_Claim"},
+         "/audit/file/persistence/existingClaim"),
+        ({"audit.file.persistence.storageClassName": "fast ssd"},
+         "/audit/file/persistence/storageClassName"),
+        ({"audit.postgres.secretName": "pg\n  extra: x"}, "/audit/postgres/secretName"),
+        ({"audit.checkpoints.witness.secretName": "Witness"},
+         "/audit/checkpoints/witness/secretName"),
+        ({"operator.priorityClassName": "High Priority"}, "/operator/priorityClassName"),
     ],
     ids=lambda v: str(v)[:40],
 )
@@ -226,6 +238,21 @@ def test_an_audit_file_gateway_pods_could_not_mount_fails_with_instructions(path
                                   "/etc/wingman/audit/audit.jsonl", "/var/lib/.w/a.jsonl"])
 def test_an_audit_file_outside_system_paths_renders(path: str) -> None:
     render("test", {"audit.file.path": path}, namespace=NS)
+
+
+def test_an_existing_audit_claim_is_what_every_pod_mounts() -> None:
+    claim = "audit.0-claim"
+    objs = render("test", {"audit.file.persistence.existingClaim": claim,
+                           "chat.enabled": True,
+                           "chat.webhook": {"enabled": True, "url": "https://h.example/w"}},
+                  namespace=NS)
+    assert find(objs, "PersistentVolumeClaim") == []
+    for name in ("wingman-operator", "wingman-chat"):
+        (deployment,) = find(objs, "Deployment", name)
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["audit"]["persistentVolumeClaim"] == {"claimName": claim}
+    assert _env(find(objs, "Deployment", "wingman-operator")[0])[
+        "WINGMAN_AUDIT_VOLUME_CLAIM"] == claim
 
 
 def test_a_witness_without_its_hmac_secret_fails_with_instructions() -> None:
