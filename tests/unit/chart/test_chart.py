@@ -143,6 +143,15 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"audit.checkpoints.witness.secretName": "Witness"},
          "/audit/checkpoints/witness/secretName"),
         ({"operator.priorityClassName": "High Priority"}, "/operator/priorityClassName"),
+        # label and node selector values are what the API server accepts
+        ({"commonLabels": {"team": "platform team"}}, "/commonLabels/team"),
+        ({"commonLabels": {"team": "-lead"}}, "/commonLabels/team"),
+        ({"operator.podLabels": {"team": "a\nb"}}, "/operator/podLabels/team"),
+        ({"operator.nodeSelector": {"pool": "gpu nodes"}}, "/operator/nodeSelector/pool"),
+        ({"gateway.podLabels": {"team": "ops/platform"}}, "/gateway/podLabels/team"),
+        ({"chat.nodeSelector": {"pool": "x" * 64}}, "/chat/nodeSelector/pool"),
+        ({"metrics.serviceMonitor.labels": {"release": "kube prometheus"}},
+         "/metrics/serviceMonitor/labels/release"),
     ],
     ids=lambda v: str(v)[:40],
 )
@@ -205,6 +214,34 @@ def test_prd_pins_the_image_by_digest() -> None:
          f'gateway.targets must not list the release namespace "{NS}"'),
         ({"gateway.targets": [{"namespace": "apps"}, {"namespace": "apps"}]},
          'gateway.targets lists namespace "apps" twice'),
+        # keys of label, annotation and node selector maps are valid and never replace the
+        # chart's own labels (a pod template's app.kubernetes.io/instance that is not the
+        # selector's would make the Deployment invalid)
+        ({"commonLabels": {"bad key!": "x"}},
+         'commonLabels: "bad key!" is not a valid label key'),
+        ({"commonLabels": {"Example.com/team": "x"}},
+         'commonLabels: "Example.com/team" is not a valid label key'),
+        ({"commonLabels": {"app.kubernetes.io/name": "other"}},
+         'commonLabels: "app.kubernetes.io/name" is a key the chart sets itself'),
+        ({"commonLabels": {"wingman.dev/environment": "prd"}},
+         'commonLabels: "wingman.dev/environment" is a key the chart sets itself'),
+        ({"operator.podLabels": {"app.kubernetes.io/instance": "other"}},
+         'operator.podLabels: "app.kubernetes.io/instance" is a key the chart sets itself'),
+        ({"operator.podAnnotations": {"wingman.dev/policy-checksum": "0"}},
+         'operator.podAnnotations: "wingman.dev/policy-checksum" is a key the chart sets'),
+        ({"operator.podAnnotations": {"log shipper": "on"}},
+         'operator.podAnnotations: "log shipper" is not a valid annotation key'),
+        ({"gateway.podAnnotations": {"a/b/c": "d"}},
+         'gateway.podAnnotations: "a/b/c" is not a valid annotation key'),
+        ({"gateway.nodeSelector": {"-pool": "gw"}},
+         'gateway.nodeSelector: "-pool" is not a valid node label key'),
+        ({"chat.nodeSelector": {"p" * 64: "gw"}}, "chat.nodeSelector: "),
+        ({"metrics.prometheusRule.labels": {"app.kubernetes.io/component": "rules"}},
+         'metrics.prometheusRule.labels: "app.kubernetes.io/component" is a key the chart'),
+        ({"metrics.dashboard.labels": {"grafana_dashboard": "0"}},
+         'metrics.dashboard.labels: "grafana_dashboard" is a key the chart sets itself'),
+        ({"metrics.dashboard.annotations": {"grafana folder": "Wingman"}},
+         'metrics.dashboard.annotations: "grafana folder" is not a valid annotation key'),
     ],
 )
 def test_inconsistent_values_fail_with_instructions(
@@ -705,3 +742,18 @@ def test_without_previews_the_preview_identity_does_not_exist() -> None:
     assert not [o for o in objs if "preview" in o["metadata"]["name"]]
     assert "pods" not in {r for _, rule in _rules(find(objs, "Role", "wingman-operator"))
                           for r in rule["resources"]}
+
+
+def test_labels_and_annotations_from_values_reach_their_objects() -> None:
+    labels = {"example.com/team": "ops_1.a-b", "empty": ""}
+    objs = render("test", {"commonLabels": labels, "operator.podLabels": {"tier": "control"},
+                           "operator.podAnnotations": {"example.com/scrape": "a: {b}\nc"},
+                           "operator.nodeSelector": {"kubernetes.io/os": "linux"}},
+                  namespace=NS)
+    for obj in objs:
+        assert labels.items() <= obj["metadata"]["labels"].items(), obj["metadata"]["name"]
+    template = find(objs, "Deployment", "wingman-operator")[0]["spec"]["template"]
+    assert template["metadata"]["labels"]["tier"] == "control"
+    assert template["metadata"]["labels"]["app.kubernetes.io/instance"] == "wingman"
+    assert template["metadata"]["annotations"]["example.com/scrape"] == "a: {b}\nc"
+    assert template["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
