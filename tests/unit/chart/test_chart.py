@@ -152,6 +152,21 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"chat.nodeSelector": {"pool": "x" * 64}}, "/chat/nodeSelector/pool"),
         ({"metrics.serviceMonitor.labels": {"release": "kube prometheus"}},
          "/metrics/serviceMonitor/labels/release"),
+        # resources, tolerations and affinity have the shape Kubernetes gives them: the
+        # gateway's reach the operator as JSON and would fail every grant's Job at run time
+        ({"operator.resources": {"request": {"cpu": "1"}}}, "/operator/resources"),
+        ({"operator.resources": {"requests": {"cpu": "lots"}}},
+         "/operator/resources/requests/cpu"),
+        ({"gateway.resources": {"limits": {"memory": -1}}}, "/gateway/resources/limits/memory"),
+        ({"chat.resources": {"limits": {"memory": "1 Gi"}}}, "/chat/resources/limits/memory"),
+        ({"operator.tolerations": [{"key": "k", "operator": "In"}]},
+         "/operator/tolerations/0/operator"),
+        ({"gateway.tolerations": [{"key": "k", "efect": "NoSchedule"}]},
+         "/gateway/tolerations/0"),
+        ({"chat.tolerations": ["dedicated"]}, "/chat/tolerations/0"),
+        ({"gateway.affinity": {"nodeSelector": {"pool": "gw"}}}, "/gateway/affinity"),
+        ({"operator.affinity": {"podAntiAffinity": {"required": []}}},
+         "/operator/affinity/podAntiAffinity"),
     ],
     ids=lambda v: str(v)[:40],
 )
