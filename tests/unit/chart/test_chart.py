@@ -229,6 +229,39 @@ def test_prd_pins_the_image_by_digest() -> None:
          f'gateway.targets must not list the release namespace "{NS}"'),
         ({"gateway.targets": [{"namespace": "apps"}, {"namespace": "apps"}]},
          'gateway.targets lists namespace "apps" twice'),
+        # values valid alone that cannot work together
+        ({"operator.replicas": 2, "operator.leaderElection.enabled": False},
+         "operator.replicas is 2 but operator.leaderElection.enabled is false"),
+        ({"operator.leaderElection.retryPeriodSeconds": 9},
+         "operator.leaderElection needs retryPeriodSeconds (9) < renewDeadlineSeconds (7) < "
+         "leaseDurationSeconds (10)"),
+        ({"operator.leaderElection.leaseDurationSeconds": 7},
+         "renewDeadlineSeconds (7) < leaseDurationSeconds (7)"),
+        ({"operator.healthPort": 9090},
+         "operator.healthPort and operator.metricsPort are both 9090"),
+        ({"chat.enabled": True, "chat.webhook": {"enabled": True, "url": "https://h.example/w"},
+          "chat.httpPort": 9090}, "chat.httpPort and chat.metricsPort are both 9090"),
+        ({"metrics.serviceMonitor": {"enabled": True, "interval": "30s", "scrapeTimeout": "1m"}},
+         "metrics.serviceMonitor.scrapeTimeout (1m) must not exceed"),
+        ({"metrics.serviceMonitor": {"enabled": True, "interval": "0s", "scrapeTimeout": "0s"}},
+         "must be longer than zero"),
+        # one name, one object: the token-signing key never shares a Secret with another key,
+        # nor with the Secret the chat pod mounts whole
+        ({"audit.checkpoints.keySecret": "wingman-signing-key"},
+         'operator.signingKeySecret and audit.checkpoints.keySecret both name the Secret '
+         '"wingman-signing-key"'),
+        ({"chat.enabled": True, "chat.webhook": {"enabled": True, "url": "https://h.example/w"},
+          "chat.secretName": "wingman-signing-key"},
+         'operator.signingKeySecret and chat.secretName both name the Secret'),
+        ({"operator.votersSecret": "wingman-audit-key"},
+         'audit.checkpoints.keySecret and operator.votersSecret both name the Secret'),
+        ({"chat.enabled": True, "chat.webhook": {"enabled": True, "url": "https://h.example/w"},
+          "operator.votersSecret": "wingman-chat"},
+         'chat.secretName and operator.votersSecret both name the Secret "wingman-chat"'),
+        ({"operator.publicKeysConfigMap": "wingman-audit-checkpoints"},
+         'operator.publicKeysConfigMap and audit.checkpoints.configMap both name the ConfigMap'),
+        ({"audit.checkpoints.configMap": "wingman-policy"},
+         "give audit.checkpoints.configMap another name"),
         # keys of label, annotation and node selector maps are valid and never replace the
         # chart's own labels (a pod template's app.kubernetes.io/instance that is not the
         # selector's would make the Deployment invalid)
