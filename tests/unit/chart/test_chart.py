@@ -106,6 +106,8 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"enviroment": "test"}, "enviroment"),
         ({"environment": "Prod_1"}, "/environment"),
         ({"environment": "a" * 40}, "/environment"),
+        # the environment is a label value too: it ends with a letter or digit
+        ({"environment": "prd-"}, "/environment"),
         ({"policy.autoApproveMaxRisk": "extreme"}, "/policy/autoApproveMaxRisk"),
         ({"policy.requiredApprovals": "two"}, "/policy/requiredApprovals"),
         ({"policy.autoApprove": "yes"}, "/policy/autoApprove"),
@@ -805,3 +807,13 @@ def test_labels_and_annotations_from_values_reach_their_objects() -> None:
     assert template["metadata"]["labels"]["app.kubernetes.io/instance"] == "wingman"
     assert template["metadata"]["annotations"]["example.com/scrape"] == "a: {b}\nc"
     assert template["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
+
+
+def test_a_target_with_an_empty_rule_list_is_refused_not_given_the_default_rules() -> None:
+    """`rules: []` reads as "no rights"; rendering the default rules for it would grant what
+    the value says not to."""
+    result = helm(*template_args("test", {"gateway.targets": [{"namespace": "apps",
+                                                                "rules": []}]},
+                                 namespace=NS), check=False)
+    assert result.returncode != 0
+    assert "/gateway/targets/0/rules" in result.stderr, result.stderr

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from support.chart import env_values, find, render
+from support.conformance import assert_conforms
 from wingman.operator import manifests
 from wingman.settings import OperatorSettings
 
@@ -170,10 +171,48 @@ def test_missing_addresses_fail_with_instructions(values: dict[str, Any],
     assert result.returncode != 0 and complaint in result.stderr, result.stderr
 
 
-def test_bad_addresses_are_refused_by_the_schema() -> None:
+@pytest.mark.parametrize(("values", "complaint"), [
+    ({"networkPolicy.apiServer.cidrs": ["kubernetes.default.svc"]},
+     "/networkPolicy/apiServer/cidrs/0"),
+    # what the API server would refuse halfway through an install
+    ({"networkPolicy.apiServer.cidrs": ["10.0.0.300/32"]}, "/networkPolicy/apiServer/cidrs/0"),
+    ({"networkPolicy.database.cidrs": ["10.0.0.3/33"]}, "/networkPolicy/database/cidrs/0"),
+    ({"networkPolicy.llm.cidrs": ["2001:db8::1/129"]}, "/networkPolicy/llm/cidrs/0"),
+    ({"chat.networkPolicy.egressCIDRs": ["192.0.2.1"]}, "/chat/networkPolicy/egressCIDRs/0"),
+    ({"networkPolicy.metricsFrom": [{}]}, "/networkPolicy/metricsFrom/0"),
+    ({"networkPolicy.metricsFrom": [{"ipBlock": {"cidr": "monitoring"}}]},
+     "/networkPolicy/metricsFrom/0/ipBlock/cidr"),
+    ({"networkPolicy.dns": [{"namespaceSelector": {"matchLabels": {"name": "kube system"}}}]},
+     "/networkPolicy/dns/0/namespaceSelector/matchLabels/name"),
+    ({"chat.networkPolicy.ingressFrom": [{"podSelector": {"matchExpressions": [
+        {"key": "app", "operator": "Equals", "values": ["x"]}]}}]},
+     "/chat/networkPolicy/ingressFrom/0/podSelector/matchExpressions/0/operator"),
+])
+def test_bad_addresses_are_refused_by_the_schema(values: dict[str, Any], complaint: str) -> None:
     from support.chart import helm, template_args
 
-    result = helm(*template_args("prd", {**ON, "networkPolicy.apiServer.cidrs":
-                                         ["kubernetes.default.svc"]}, namespace=NS),
-                  check=False)
-    assert result.returncode != 0 and "/networkPolicy/apiServer/cidrs/0" in result.stderr
+    result = helm(*template_args("prd", {**ON, **values}, namespace=NS), check=False)
+    assert result.returncode != 0, "helm accepted invalid values"
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert complaint in result.stderr, result.stderr
+
+
+def test_a_peer_with_an_ip_block_and_a_selector_fails_with_instructions() -> None:
+    from support.chart import helm, template_args
+
+    peer = {"ipBlock": {"cidr": "10.0.0.0/8"},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    result = helm(*template_args("prd", {**ON, "networkPolicy.metricsFrom": [peer]},
+                                 namespace=NS), check=False)
+    assert result.returncode != 0
+    assert "networkPolicy.metricsFrom[0] has an ipBlock and a selector" in result.stderr
+
+
+def test_peers_and_cidrs_of_every_form_render() -> None:
+    objs, _ = _policies({**ON, "networkPolicy.apiServer.cidrs": ["2001:db8::1/128", "10.0.0.1/32"],
+                         "networkPolicy.metricsFrom": [
+                             {"namespaceSelector": {"matchLabels": {"team": "obs"}},
+                              "podSelector": {"matchExpressions": [
+                                  {"key": "app", "operator": "In", "values": ["prometheus"]}]}},
+                             {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]})
+    assert_conforms(objs)
