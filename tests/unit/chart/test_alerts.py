@@ -283,6 +283,16 @@ def test_extra_rules_are_appended_and_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_recording_rule_with_alert_fields_fails_with_instructions() -> None:
+    rule = {"record": "wingman:denials:rate5m", "expr": "sum(rate(wingman_denials_total[5m]))",
+            "for": "5m"}
+    result = helm("template", "wingman", str(CHART_DIR),
+                  *set_args({**ENABLED, "metrics.prometheusRule.extraRules": [rule]}), check=False)
+    assert result.returncode != 0
+    assert ('metrics.prometheusRule.extraRules[0] records wingman:denials:rate5m but has "for"'
+            in result.stderr), result.stderr
+
+
 # --------------------------------------------------------------------------- rule shape
 
 
@@ -406,6 +416,19 @@ def test_scrape_job_comes_from_values() -> None:
     ({"metrics.prometheusRule.thresholds": {}}, "thresholds"),
     ({"metrics.serviceMonitor.interval": "often"}, "interval"),
     ({"metrics.dashboard.labels": {"grafana_dashboard": 1}}, "grafana_dashboard"),
+    # Prometheus expands {{ }} in alert labels and annotations: one brace too many and it
+    # refuses the whole rule group
+    ({"metrics.prometheusRule.alertLabels": {"team": "{{ ops"}},
+     "/metrics/prometheusRule/alertLabels/team"),
+    ({"metrics.prometheusRule.runbookUrl": "https://wiki.example/{{runbook"},
+     "/metrics/prometheusRule/runbookUrl"),
+    # extra rules have the fields of a Prometheus rule, no other
+    ({"metrics.prometheusRule.extraRules": [{"alert": "X", "expr": "up", "severity": "info"}]},
+     "additional properties 'severity' not allowed"),
+    ({"metrics.prometheusRule.extraRules": [{"record": "wingman denials", "expr": "up"}]},
+     "/metrics/prometheusRule/extraRules/0/record"),
+    ({"metrics.prometheusRule.extraRules": [{"alert": "X", "expr": "up", "for": "an hour"}]},
+     "/metrics/prometheusRule/extraRules/0/for"),
 ])
 def test_values_schema_rejects_bad_monitoring_values(values: dict[str, Any],
                                                      complaint: str) -> None:
