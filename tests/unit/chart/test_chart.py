@@ -264,6 +264,21 @@ def test_prd_pins_the_image_by_digest() -> None:
          'operator.publicKeysConfigMap and audit.checkpoints.configMap both name the ConfigMap'),
         ({"audit.checkpoints.configMap": "wingman-policy"},
          "give audit.checkpoints.configMap another name"),
+        # workers and approvers are never everyone, nor the chart's own identities
+        ({"rbac.approvers.groups": ["system:authenticated"]},
+         'rbac.approvers.groups lists "system:authenticated"'),
+        ({"rbac.workers.groups": ["system:unauthenticated"]},
+         'rbac.workers.groups lists "system:unauthenticated"'),
+        ({"rbac.approvers.groups": [f"system:serviceaccounts:{NS}"]},
+         f'rbac.approvers.groups lists "system:serviceaccounts:{NS}"'),
+        ({"rbac.workers.users": ["system:anonymous"]},
+         'rbac.workers.users lists "system:anonymous"'),
+        ({"rbac.approvers.users": [f"system:serviceaccount:{NS}:wingman-chat"]},
+         f'rbac.approvers.users lists "system:serviceaccount:{NS}:wingman-chat"'),
+        ({"rbac.approvers.serviceAccounts": [{"name": "wingman-gateway"}]},
+         f"rbac.approvers.serviceAccounts lists {NS}/wingman-gateway, the chart's own identity"),
+        ({"rbac.workers.serviceAccounts": [{"name": "wingman-operator", "namespace": NS}]},
+         f"rbac.workers.serviceAccounts lists {NS}/wingman-operator"),
         # keys of label, annotation and node selector maps are valid and never replace the
         # chart's own labels (a pod template's app.kubernetes.io/instance that is not the
         # selector's would make the Deployment invalid)
@@ -817,3 +832,15 @@ def test_a_target_with_an_empty_rule_list_is_refused_not_given_the_default_rules
                                  namespace=NS), check=False)
     assert result.returncode != 0
     assert "/gateway/targets/0/rules" in result.stderr, result.stderr
+
+
+def test_agents_and_groups_of_other_namespaces_may_be_workers() -> None:
+    """What the refusal of the chart's own identities must not refuse: an agent's
+    ServiceAccount, one named like the chart's in another namespace, a namespace's group."""
+    objs = render("test", {"rbac.workers.serviceAccounts": [
+        {"name": "agent"}, {"name": "wingman-gateway", "namespace": "agents"}],
+        "rbac.workers.groups": ["system:serviceaccounts:agents"]}, namespace=NS)
+    (binding,) = find(objs, "RoleBinding", "wingman-worker")
+    assert {(s["kind"], s["name"], s.get("namespace")) for s in binding["subjects"]} == {
+        ("ServiceAccount", "agent", NS), ("ServiceAccount", "wingman-gateway", "agents"),
+        ("Group", "system:serviceaccounts:agents", None)}
