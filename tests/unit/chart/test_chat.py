@@ -105,6 +105,13 @@ def test_the_chat_identity_may_impersonate_exactly_the_mapped_people() -> None:
     ({"chat.people": [{"kubernetesUser": "bob"}]}, "people"),
     ({"chat.telegram": {"enabled": True, "chatId": -100123}}, "chatId"),
     ({"chat.slack": {"enabled": True, "teamId": "t1", "channel": "C1"}}, "teamId"),
+    # URLs go into the ConfigMap wingman-chat: no credentials in them, and no whitespace
+    ({"chat.webhook": {"enabled": True, "url": "https://user:pass@hooks.example/w"}},
+     "/chat/webhook/url"),
+    ({"chat.webhook": {"enabled": True, "url": "https://hooks.example/w extra"}},
+     "/chat/webhook/url"),
+    ({"chat.telegram.baseUrl": "https://bot:123@tg.internal/bot"}, "/chat/telegram/baseUrl"),
+    ({"chat.slack.baseUrl": "https://x@slack.internal/api/"}, "/chat/slack/baseUrl"),
 ])
 def test_values_schema_rejects_dangerous_or_malformed_chat_values(
         values: dict[str, Any], complaint: str) -> None:
@@ -112,6 +119,28 @@ def test_values_schema_rejects_dangerous_or_malformed_chat_values(
                   check=False)
     assert result.returncode != 0
     assert complaint in result.stderr
+
+
+@pytest.mark.parametrize(("people", "complaint"), [
+    ([{"kubernetesUser": "bob", "slackUserId": "U1"},
+      {"kubernetesUser": "eve", "slackUserId": "U1"}],
+     'chat.people[0] and chat.people[1] have the same slackUserId "U1"'),
+    ([{"kubernetesUser": "bob", "telegramUserId": "7"},
+      {"kubernetesUser": "eve", "slackUserId": "U2"},
+      {"kubernetesUser": "mallory", "telegramUserId": "7"}],
+     'chat.people[0] and chat.people[2] have the same telegramUserId "7"'),
+    ([{"kubernetesUser": "bob", "telegramUserId": "7"},
+      {"kubernetesUser": "bob", "slackUserId": "U2"}],
+     'chat.people[0] and chat.people[1] have the same kubernetesUser "bob"'),
+])
+def test_a_chat_account_or_user_mapped_twice_fails_with_instructions(
+        people: list[dict[str, str]], complaint: str) -> None:
+    """The chat component acts for the first entry that matches: a second entry for the same
+    account would be ignored, or decide as somebody else."""
+    result = helm("template", "wingman", str(CHART_DIR),
+                  *set_args({**ON, "chat.people": people}), check=False)
+    assert result.returncode != 0
+    assert complaint in result.stderr, result.stderr
 
 
 def test_enabled_chat_without_a_channel_says_what_to_do() -> None:
