@@ -108,6 +108,7 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"environment": "a" * 40}, "/environment"),
         # the environment is a label value too: it ends with a letter or digit
         ({"environment": "prd-"}, "/environment"),
+        ({"image.pullSecrets": ["registry", "registry"]}, "/image/pullSecrets"),
         ({"policy.autoApproveMaxRisk": "extreme"}, "/policy/autoApproveMaxRisk"),
         ({"policy.requiredApprovals": "two"}, "/policy/requiredApprovals"),
         ({"policy.autoApprove": "yes"}, "/policy/autoApprove"),
@@ -844,3 +845,20 @@ def test_agents_and_groups_of_other_namespaces_may_be_workers() -> None:
     assert {(s["kind"], s["name"], s.get("namespace")) for s in binding["subjects"]} == {
         ("ServiceAccount", "agent", NS), ("ServiceAccount", "wingman-gateway", "agents"),
         ("Group", "system:serviceaccounts:agents", None)}
+
+
+@pytest.mark.parametrize("namespace", ["Wingman-Test", "wingman_test", "n" * 64, "wingman-"])
+def test_a_release_namespace_kubernetes_refuses_fails_with_instructions(namespace: str) -> None:
+    """Cluster-scoped names carry the release namespace: an invalid one would render invalid
+    names for every ClusterRole and admission policy."""
+    result = helm(*template_args("test", namespace=namespace), check=False)
+    assert result.returncode != 0
+    assert f'the release namespace "{namespace}" is not a Kubernetes namespace name' in (
+        result.stderr), result.stderr
+
+
+def test_anonymous_requests_may_never_create_gateway_pods() -> None:
+    result = helm(*template_args("test", {"admission.gatewayPodCreators": ["system:anonymous"]},
+                                 namespace=NS), check=False)
+    assert result.returncode != 0
+    assert "admission.gatewayPodCreators lists system:anonymous" in result.stderr
