@@ -615,7 +615,8 @@ def test_prd_notes_flag_the_placeholders_of_the_prd_values(
     names = cluster.kubectl("get", "networkpolicies", "-n", prd_release.namespace, "-o",
                             "name").stdout.split()
     assert sorted(names) == ["networkpolicy.networking.k8s.io/wingman-gateway",
-                             "networkpolicy.networking.k8s.io/wingman-operator"]
+                             "networkpolicy.networking.k8s.io/wingman-operator",
+                             "networkpolicy.networking.k8s.io/wingman-preview"]
 
 
 # --------------------------------------------------------------------------- gateway writes

@@ -69,7 +69,7 @@ def test_off_unless_enabled_and_on_in_prd(env: str | None) -> None:
     assert not find(render(env, namespace=NS), "NetworkPolicy")
     assert env_values("prd")["networkPolicy"]["enabled"] is True
     _, policies = _policies({})
-    assert set(policies) == {"wingman-operator", "wingman-gateway"}
+    assert set(policies) == {"wingman-operator", "wingman-gateway", "wingman-preview"}
 
 
 def test_gateway_pods_get_no_ingress_and_reach_only_the_api_server(tmp_path: Path) -> None:
@@ -84,6 +84,26 @@ def test_gateway_pods_get_no_ingress_and_reach_only_the_api_server(tmp_path: Pat
     assert _selects(gateway, job["spec"]["template"]["metadata"]["labels"])
     for deployment in find(objs, "Deployment"):
         assert not _selects(gateway, deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def test_preview_pods_get_no_ingress_and_reach_only_the_api_server(tmp_path: Path) -> None:
+    """Preview Jobs run requested commands (as dry runs) with the preview identity: like the
+    gateway's, their pods reach the API server and nothing else, whatever the audit store."""
+    for audit in ("postgres", "file"):
+        objs, policies = _policies({**ON, "audit.type": audit})
+        preview = policies["wingman-preview"]
+        assert preview["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        assert preview["spec"]["ingress"] == []
+        assert _egress(preview) == {(c, p) for c in API for p in (443, 6443)}
+    job = manifests.preview_job({"metadata": {"name": "r", "namespace": NS, "uid": "u"}},
+                                _operator_settings(objs, tmp_path))
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert _selects(preview, labels)
+    assert not _selects(policies["wingman-gateway"], labels)
+    for deployment in find(objs, "Deployment"):
+        assert not _selects(preview, deployment["spec"]["template"]["metadata"]["labels"])
+    # no previews, no preview policy
+    assert "wingman-preview" not in _policies({**ON, "policy.preview.enabled": False})[1]
 
 
 def test_with_postgres_the_gateway_also_reaches_the_database_and_dns() -> None:
