@@ -862,3 +862,28 @@ def test_anonymous_requests_may_never_create_gateway_pods() -> None:
                                  namespace=NS), check=False)
     assert result.returncode != 0
     assert "admission.gatewayPodCreators lists system:anonymous" in result.stderr
+
+
+@pytest.mark.parametrize(("key", "where"), [
+    ("image.pullPolicy", "at '/image': missing property 'pullPolicy'"),
+    ("logging.level", "at '/logging': missing property 'level'"),
+    ("operator.healthPort", "at '/operator': missing property 'healthPort'"),
+    ("operator.signingKeySecret", "at '/operator': missing property 'signingKeySecret'"),
+    ("audit.checkpoints.keySecret", "at '/audit/checkpoints': missing property 'keySecret'"),
+    ("chat", "missing property 'chat'"),
+    ("networkPolicy.apiServer", "at '/networkPolicy': missing property 'apiServer'"),
+])
+def test_a_value_set_to_null_is_refused_not_rendered_as_null(key: str, where: str) -> None:
+    """null deletes a default in Helm: the templates would render `imagePullPolicy: null`,
+    env values of null or fail on a nil block. Every value the chart sets must stay set."""
+    result = helm(*template_args("test", {key: None}, namespace=NS), check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert where in result.stderr, result.stderr
+
+
+def test_resources_may_be_set_to_null_for_none() -> None:
+    objs = render("test", {"operator.resources": None}, namespace=NS)
+    container = find(objs, "Deployment", "wingman-operator")[0]["spec"]["template"]["spec"][
+        "containers"][0]
+    assert not container.get("resources")
