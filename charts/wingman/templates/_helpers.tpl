@@ -343,3 +343,20 @@ Each renders list items (or nothing) to place under `egress:` or `ingress:`.
   {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+A Kubernetes quantity (100m, 1.5Gi, 2e9, 3) as a plain number, for comparisons; call with the
+quantity (a string or a number), which the schema has checked.
+*/}}
+{{- define "wingman.quantity" -}}
+{{- $q := toString . }}
+{{- $suffix := regexFind "([KMGTPE]i|[numkMGTPE])$" $q }}
+{{- if regexMatch "[eE][-+]?[0-9]+$" $q }}{{ $suffix = "" }}{{ end }}
+{{- $number := float64 (trimSuffix $suffix $q) }}
+{{- if has $suffix (list "n" "u" "m") }}
+{{- /* divided, not multiplied by 0.001: 300m is then exactly 0.3 */ -}}
+{{- divf $number (get (dict "n" 1e9 "u" 1e6 "m" 1e3) $suffix) }}
+{{- else }}
+{{- mulf $number (get (dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0) $suffix) }}
+{{- end }}
+{{- end }}

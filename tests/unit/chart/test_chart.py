@@ -248,6 +248,14 @@ def test_prd_pins_the_image_by_digest() -> None:
          "metrics.serviceMonitor.scrapeTimeout (1m) must not exceed"),
         ({"metrics.serviceMonitor": {"enabled": True, "interval": "0s", "scrapeTimeout": "0s"}},
          "must be longer than zero"),
+        # a request above its limit: for the gateway, every grant's Job would be refused
+        ({"gateway.resources": {"requests": {"memory": "512Mi"}}},
+         "gateway.resources.requests.memory (512Mi) is more than gateway.resources.limits.memory "
+         "(256Mi)"),
+        ({"operator.resources": {"requests": {"cpu": "301m"}, "limits": {"cpu": "0.3"}}},
+         "operator.resources.requests.cpu (301m) is more than"),
+        ({"chat.resources": {"requests": {"memory": "300e6"}}},
+         "chat.resources.requests.memory (300e6) is more than"),
         # one name, one object: the token-signing key never shares a Secret with another key,
         # nor with the Secret the chat pod mounts whole
         ({"audit.checkpoints.keySecret": "wingman-signing-key"},
@@ -887,3 +895,13 @@ def test_resources_may_be_set_to_null_for_none() -> None:
     container = find(objs, "Deployment", "wingman-operator")[0]["spec"]["template"]["spec"][
         "containers"][0]
     assert not container.get("resources")
+
+
+@pytest.mark.parametrize(("request_", "limit"), [
+    ("300m", "0.3"), ("0.3", "300m"), ("1.5", "1500m"), ("1Ki", "1024"), ("1k", "1000"),
+    ("200e6", "256Mi"), (1, "1"), ("256Mi", 268435456),
+])
+def test_a_request_equal_to_or_below_its_limit_renders(request_: str | int,
+                                                       limit: str | int) -> None:
+    render("test", {"operator.resources": {"requests": {"cpu": request_},
+                                           "limits": {"cpu": limit}}}, namespace=NS)
