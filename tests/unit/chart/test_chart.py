@@ -8,6 +8,7 @@ hands out execution rights to anyone but the gateway.
 from __future__ import annotations
 
 import filecmp
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -905,3 +906,22 @@ def test_a_request_equal_to_or_below_its_limit_renders(request_: str | int,
                                                        limit: str | int) -> None:
     render("test", {"operator.resources": {"requests": {"cpu": request_},
                                            "limits": {"cpu": limit}}}, namespace=NS)
+
+
+def test_a_large_uid_from_a_values_file_renders_as_an_integer(tmp_path: Path) -> None:
+    """Helm reads numbers in values files as floats and prints those of a million and more
+    in exponent form (1.00065e+09), which the API server refuses for an int64 such as
+    runAsUser; OpenShift's UIDs are that large."""
+    values = tmp_path / "values.yaml"
+    values.write_text("operator:\n  runAsUser: 1000650000\n"
+                      "chat:\n  enabled: true\n  webhook: {enabled: true, url: https://h.example/w}\n")
+    out = helm(*template_args("test", namespace=NS), "-f", str(values)).stdout
+    objs = [d for d in yaml.safe_load_all(out) if d]
+    pods = [o["spec"]["template"]["spec"] for o in find(objs, "Deployment")]
+    pods += [o["spec"] for o in find(objs, "Pod")]
+    assert len(pods) == 3
+    for pod in pods:
+        context = pod["securityContext"]
+        assert context["runAsUser"] == context["runAsGroup"] == 1000650000, context
+        assert type(context["runAsUser"]) is int
+        assert context.get("fsGroup", 1000650000) == 1000650000
