@@ -14,6 +14,7 @@ The CLI (``wingman.cli``), the MCP server (``wingman.mcp``) and the chat compone
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 import uuid
@@ -43,6 +44,9 @@ from wingman.review.policy import EnvironmentPolicy
 POLICY_CONFIGMAP = "wingman-policy"
 #: Bounds of the CRD's spec.source (crds/approvalrequests.wingman.dev.yaml).
 SOURCE_LIMITS = {"reference": 512, "agent": 253, "model": 253, "excerpt": 4000}
+#: A Kubernetes object name (RFC 1123 subdomain); ExecutionGrants' are at most 63 characters.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_NAME_LIMITS = {"ApprovalRequest": 253, "ExecutionGrant": 63}
 SELF_SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews")
 
 Tick = Callable[[st.Status, float], None]
@@ -151,6 +155,18 @@ def build_grant(*, request_name: str, namespace: str, command: str, requester: s
     return {"apiVersion": API_VERSION, "kind": "ExecutionGrant",
             "metadata": {"name": st.grant_name(request_name, command), "namespace": namespace},
             "spec": spec}
+
+
+def check_name(kind: str, name: str) -> str:
+    """``name`` if it can name a ``kind``; else Invalid, before any call: an empty name or "."
+    would read the whole collection, ".." or one with "/" another resource."""
+    limit = _NAME_LIMITS[kind]
+    if not (len(name) <= limit and _NAME.fullmatch(name)):
+        shown = repr(name) if len(name) <= 80 else f"{name[:60]!r}... ({len(name)} characters)"
+        raise Invalid(f"{shown} is not a valid {kind} name: a name is 1 to {limit} lowercase "
+                      "letters, digits, '-' and '.', starting and ending with a letter or digit "
+                      "(list shows the names there are)")
+    return name
 
 
 def client_error(exc: WingmanError, what: str) -> ClientError:
@@ -330,6 +346,7 @@ class WingmanClient:
         return self._request_status(obj, [])
 
     def get_request_object(self, name: str) -> dict[str, Any]:
+        check_name("ApprovalRequest", name)
         obj: dict[str, Any] = self._call(f"reading ApprovalRequest {name}", self.kube.get,
                                          APPROVALS, self.namespace, name)
         return obj
@@ -373,6 +390,7 @@ class WingmanClient:
 
         With ``uid``, the decision lands only on that very object: a request deleted and
         created again under the same name since the caller looked is refused (StaleRequest)."""
+        check_name("ApprovalRequest", name)
         if verdict not in ("Approve", "Reject"):
             raise Invalid(f"verdict must be Approve or Reject, got {verdict!r}")
         if verdict == "Reject" and not reason.strip():
@@ -417,6 +435,7 @@ class WingmanClient:
                 for g in grants]
 
     def grant_status(self, name: str) -> st.Status:
+        check_name("ExecutionGrant", name)
         obj = self._call(f"reading ExecutionGrant {name}", self.kube.get, GRANTS,
                          self.namespace, name)
         return st.of_grant(obj, now=self.now(), max_output=self.max_output, hints=self.hints)
@@ -485,6 +504,7 @@ class WingmanClient:
         (``<grant>-rollback``), without a new decision. The operator grants it once, only after
         the command ran and within the environment's rollback window; its answer says so.
         Idempotent: a second call answers the rollback grant's state."""
+        check_name("ExecutionGrant", grant)
         forward = self._call(f"reading ExecutionGrant {grant}", self.kube.get, GRANTS,
                              self.namespace, grant)
         if (forward.get("spec") or {}).get("rollbackOf"):
@@ -549,4 +569,4 @@ def _replace(status: st.Status, **changes: Any) -> st.Status:
 
 
 __all__ = ["POLICY_CONFIGMAP", "SOURCE_LIMITS", "PolicyView", "Source", "WingmanClient",
-           "build_grant", "build_request", "build_rollback", "client_error"]
+           "build_grant", "build_request", "build_rollback", "check_name", "client_error"]

@@ -13,6 +13,7 @@ asks for it (and RBAC allows it), no Secret is read.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,17 @@ from wingman.kube import Kube
 from wingman.settings import ClientSettings
 
 DEFAULT_NAMESPACE = "wingman"
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _check_namespace(namespace: str, source: str) -> str:
+    if not _NAMESPACE.fullmatch(namespace):
+        shown = repr(namespace) if len(namespace) <= 80 else (
+            f"{namespace[:60]!r}... ({len(namespace)} characters)")
+        raise ConfigError(f"{source} {shown} is not a valid namespace: a namespace is 1 to 63 "
+                          "lowercase letters, digits and '-', starting and ending with a letter "
+                          "or digit (the release's namespace, e.g. wingman)")
+    return namespace
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,8 @@ def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = 
             timeout: float = 30.0) -> Connection:
     """Connect as the caller (see the module docstring); ConfigError says what is missing."""
     settings = ClientSettings.from_env() if settings is None else settings
+    if namespace is not None:
+        _check_namespace(namespace, "-n/--namespace")
     configuration = k8s.Configuration()
     paths = _kubeconfig_paths(settings, kubeconfig)
     context_namespace: str | None = None
@@ -109,7 +123,9 @@ def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = 
     kube = Kube(k8s.ApiClient(configuration), timeout=timeout)
     if impersonate:
         kube = kube.as_user(impersonate, tuple(impersonate_groups))
-    ns = namespace or settings.namespace or context_namespace or DEFAULT_NAMESPACE
+    ns = namespace or settings.namespace or (
+        _check_namespace(context_namespace, f"the namespace of {origin}")
+        if context_namespace else DEFAULT_NAMESPACE)
     return Connection(kube, ns, origin)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +177,28 @@ def test_kubectl_completes_the_plugins_commands_and_options_without_pod_only_one
     assert {"request", "exec", "describe", "mcp", "policy"} <= set(top)
     assert not {"operator", "gateway", "chat", "preview"} & set(top)
     assert complete("request", "--untr") == ["--untrusted-input", ":4"]
+
+
+def _nowhere(tmp_path: Path) -> str:
+    """A kubeconfig whose API server never answers: what is tested fails before any call."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    return str(path)
+
+
+@pytest.mark.parametrize("argv", [["describe", ""], ["describe", "."], ["result", ""],
+                                  ["result", "../configmaps/x"], ["approve", "A_B"],
+                                  ["exec", "..", "--command", "kubectl get pods"],
+                                  ["rollback", "a/b"], ["list", "-n", "Bad NS"],
+                                  ["describe", "x", "-n", ""]])
+def test_a_name_that_cannot_exist_is_a_usage_error_not_an_answer(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*argv, "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "is not a valid" in captured.err and "lowercase" in captured.err
+

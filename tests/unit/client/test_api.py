@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
 
-from wingman.client.api import PolicyView, Source, build_grant, build_request
-from wingman.client.connect import connect
+from wingman.client.api import PolicyView, Source, WingmanClient, build_grant, build_request
+from wingman.client.connect import Connection, connect
 from wingman.errors import ConfigError, Invalid
+from wingman.kube import Kube
 from wingman.review.policy import EnvironmentPolicy
 from wingman.settings import ClientSettings
 
@@ -117,3 +119,34 @@ def test_client_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert s.serviceaccount_dir == Path("/sa") and s.namespace == "wm-test"
     with pytest.raises(ConfigError, match="WINGMAN_NAMESPACE"):
         ClientSettings.from_env({"WINGMAN_NAMESPACE": "Bad_NS"})
+
+
+def _unreachable() -> WingmanClient:
+    """A client whose API server is never reached: these refusals come before any call."""
+    conn = Connection(Kube(k8s.ApiClient(k8s.Configuration(host="https://127.0.0.1:1"))),
+                      "wm", "test")
+    return WingmanClient(conn)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "Foo_Bar", "a\nb", "x" * 254, "-a"])
+def test_a_name_that_cannot_exist_is_refused_before_any_call(name: str) -> None:
+    # "" and "." would read the whole collection (answered as if it were one object), ".."
+    # and "a/b" other resources: each must be refused, never answered
+    client = _unreachable()
+    for call in (lambda: client.request_status(name), lambda: client.grant_status(name),
+                 lambda: client.execute(name, "kubectl get pods"),
+                 lambda: client.rollback(name), lambda: client.decide(name, "Approve"),
+                 lambda: client.wait_grant(name, 0), lambda: client.wait_request(name, 0)):
+        with pytest.raises(Invalid, match=r"is not a valid (ApprovalRequest|ExecutionGrant) "
+                                          r"name: .*lowercase"):
+            call()
+
+
+def test_a_namespace_that_cannot_exist_is_refused(tmp_path: Path) -> None:
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("not-a-real-token")
+    (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    for bad in ("BAD NS", "a/b", "x" * 64, ""):
+        with pytest.raises(ConfigError, match="is not a valid namespace"):
+            connect(_settings(tmp_path, service_host="10.0.0.1"), namespace=bad)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 import anyio
 import pytest
 from kubernetes import client as k8s
+from mcp import Client
 
 from wingman.client.api import WingmanClient
 from wingman.client.connect import Connection
@@ -63,3 +65,19 @@ def test_http_beyond_loopback_needs_a_bearer_token() -> None:
         mcp_server.serve(_args())
     with pytest.raises(ConfigError, match="--max-wait-seconds"):
         mcp_server.serve(_args(host="127.0.0.1", max_wait_seconds=0))
+
+
+@pytest.mark.parametrize(("tool", "args"), [
+    ("get_request", {"name": ""}), ("get_request", {"name": "."}),
+    ("get_result", {"grant": ""}), ("get_result", {"grant": "../configmaps/x"}),
+    ("execute", {"request": "..", "command": "kubectl get pods"}), ("rollback", {"grant": ""})])
+def test_a_name_that_cannot_exist_answers_invalid(tool: str, args: dict[str, Any]) -> None:
+    # "" and "." read the whole collection, which must never be answered as one object
+    async def call() -> dict[str, Any]:
+        async with Client(_server()) as client:
+            result = await client.call_tool(tool, args)
+            assert not result.is_error
+            return json.loads(result.content[0].text)  # type: ignore[union-attr]
+    answer = anyio.run(call)
+    assert answer["state"] == "invalid", answer
+    assert "is not a valid" in answer["message"] and "fix the input" in answer["next"]
