@@ -289,6 +289,15 @@ def kubectl_complete(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(raw, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the shell passed that are not UTF-8
+            shown = arg.encode("utf-8", "surrogateescape")
+            print(f"error: argument {i} is not valid UTF-8 text ({shown[:60]!r}): names, "
+                  "commands and texts are sent to Kubernetes as UTF-8; fix the terminal's or "
+                  "the script's encoding", file=sys.stderr)
+            return 2
     if raw[:2] == ["audit", "witness"]:
         from wingman.audit.witness import witness_main
 

@@ -202,3 +202,13 @@ def test_a_name_that_cannot_exist_is_a_usage_error_not_an_answer(
     assert captured.out == ""
     assert "is not a valid" in captured.err and "lowercase" in captured.err
 
+
+@pytest.mark.parametrize("argv", [["describe", "\udcff"],
+                                  ["request", "--instruction", "caf\udce9",
+                                   "--command", "kubectl get pods"]])
+def test_arguments_that_are_not_utf8_are_a_usage_error(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # what the shell passes for bytes that are not UTF-8 (Python's surrogateescape)
+    assert cli.main([*argv, "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "not valid UTF-8" in err and "Traceback" not in err
