@@ -25,6 +25,7 @@ Thin: parses arguments and calls the module that owns the concept.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,33 @@ def _exit_codes() -> str:
 
     return "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in
                                          EXIT_CODES.items())
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse names the option when this refuses)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value}: a port is 1 to 65535")
+    return value
+
+
+def _http_path(text: str) -> str:
+    if not text.startswith("/"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the path starts with '/', e.g. /mcp")
+    return text
 
 
 class _RollbackFor(argparse.Action):
@@ -91,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     def wait_args(sp: argparse.ArgumentParser, what: str) -> None:
         sp.add_argument("--wait", action="store_true", help=f"wait until {what} (shows the "
                         "elapsed time on a terminal)")
-        sp.add_argument("--timeout", type=float, default=600,
+        sp.add_argument("--timeout", type=_seconds, default=600,
                         help="seconds --wait waits at most (default 600); then exit code 6")
 
     def command(name: str, text: str | None, **kw: Any) -> argparse.ArgumentParser:
@@ -174,8 +202,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="stdio (default: the MCP client starts this process) or streamable "
                     "HTTP")
     sp.add_argument("--host", default="127.0.0.1", help="HTTP: address to listen on")
-    sp.add_argument("--port", type=int, default=8765, help="HTTP: port to listen on")
-    sp.add_argument("--path", default="/mcp", help="HTTP: the endpoint's path")
+    sp.add_argument("--port", type=_port, default=8765, help="HTTP: port to listen on")
+    sp.add_argument("--path", type=_http_path, default="/mcp",
+                    help="HTTP: the endpoint's path")
     sp.add_argument("--auth-token-file", help="HTTP: require 'Authorization: Bearer <the "
                     "file's content>' (required when --host is not a loopback address)")
     sp.add_argument("--max-wait-seconds", type=float, default=50,

@@ -400,9 +400,27 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace) -> None:
     # (SIGTERM's default would end it at once, skipping the cleanup and the exit hooks).
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    print(f"wingman mcp: serving streamable HTTP on http://{args.host}:{args.port}{args.path}",
-          file=sys.stderr, flush=True)
-    await web.serve()
+    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address
+
+    async def announce() -> None:  # once it listens, not before
+        while not web.started:
+            await anyio.sleep(0.05)
+        print(f"wingman mcp: serving streamable HTTP on http://{host}:{args.port}{args.path}",
+              file=sys.stderr, flush=True)
+
+    failed = False
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(announce)
+        try:
+            await web.serve()
+        except SystemExit:  # uvicorn's startup failure (its exit code means "expired" here)
+            failed = True
+        finally:
+            tg.cancel_scope.cancel()
+    if failed:
+        raise ConfigError(f"cannot listen on {host}:{args.port} (the error above says why: the "
+                          "port is in use, or the address is not this machine's); choose "
+                          "another --port or --host")
 
 
 def serve(args: argparse.Namespace) -> int:

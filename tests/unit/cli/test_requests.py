@@ -212,3 +212,20 @@ def test_arguments_that_are_not_utf8_are_a_usage_error(
     assert cli.main([*argv, "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_USAGE
     err = capsys.readouterr().err
     assert "not valid UTF-8" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["result", "g", "--wait", "--timeout", "-5"], "--timeout"),
+    (["result", "g", "--wait", "--timeout", "nan"], "--timeout"),
+    (["result", "g", "--wait", "--timeout", "inf"], "--timeout"),
+    (["request", "--instruction", "x", "--command", "c", "--timeout", "0"], "--timeout"),
+    (["mcp", "--transport", "http", "--port", "99999"], "--port"),
+    (["mcp", "--transport", "http", "--port", "-1"], "--port"),
+    (["mcp", "--transport", "http", "--path", "mcp"], "--path"),
+])
+def test_out_of_range_numbers_and_paths_are_usage_errors(
+        argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == requests.EXIT_USAGE
+    assert f"argument {says}" in capsys.readouterr().err

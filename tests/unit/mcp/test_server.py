@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -81,3 +85,23 @@ def test_a_name_that_cannot_exist_answers_invalid(tool: str, args: dict[str, Any
     answer = anyio.run(call)
     assert answer["state"] == "invalid", answer
     assert "is not a valid" in answer["message"] and "fix the input" in answer["next"]
+
+
+def test_http_on_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "wingman.cli", "mcp", "--transport",
+                               "http", "--port", str(port), "--kubeconfig", str(kubeconfig)],
+                              capture_output=True, text=True, timeout=60, check=False)
+    # the usage exit code, not uvicorn's 3 (which is "expired" here), and never "serving"
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "serving" not in proc.stderr and "Traceback" not in proc.stderr
