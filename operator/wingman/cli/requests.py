@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
@@ -76,6 +77,22 @@ def emit(data: Any, fmt: str, out: TextIO) -> None:
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="", file=out)
 
 
+#: What a terminal would act on instead of showing: C0 and C1 controls and the bidirectional
+#: overrides and isolates that reorder what is shown ("Trojan Source").
+_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                         "\u2066-\u2069]")
+
+
+def _t(value: object, indent: str | None = "    ") -> str:
+    """``value`` as text safe for a terminal: what the agent, a voter or a command wrote
+    reaches an approver's screen, and must neither hide nor fake what is reviewed. Control
+    characters are shown escaped (``\\x1b``); a newline starts a line ``indent`` deep (so it
+    cannot fake a field), or is shown escaped too when ``indent`` is None."""
+    text = _UNSHOWABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
+    text = text.replace("\t", "    ")
+    return text.replace("\n", "\\n") if indent is None else text.replace("\n", "\n" + indent)
+
+
 def render(status: st.Status, out: TextIO) -> None:
     """A status answer for people."""
     what = f"{(status.kind or '').lower()} {status.namespace}/{status.name}".strip() \
@@ -85,93 +102,97 @@ def render(status: st.Status, out: TextIO) -> None:
         line += f" ({status.approvals.have} of {status.approvals.need} approvals)"
     if status.by and status.state in (st.State.REJECTED, st.State.REVOKED, st.State.APPROVED):
         line += f" by {status.by}"
-    print(line, file=out)
+    print(_t(line, None), file=out)
     if status.reason or status.message:
-        print(f"  {status.reason or ''}{': ' if status.reason and status.message else ''}"
-              f"{status.message or ''}", file=out)
+        print(f"  {_t(status.reason or '')}{': ' if status.reason and status.message else ''}"
+              f"{_t(status.message or '')}", file=out)
     if status.exit_code is not None:
         print(f"  exit code {status.exit_code}", file=out)
     if status.output:
-        print(status.output.rstrip("\n"), file=out)
+        print(_t(status.output.rstrip("\n"), ""), file=out)
         if status.output_truncated:
             print(f"  (output cut at {len(status.output)} characters)", file=out)
-    print(f"next: {status.next}", file=out)
+    print(f"next: {_t(status.next)}", file=out)
 
 
 def describe(obj: Mapping[str, Any], grants: Sequence[Mapping[str, Any]], out: TextIO,
              status: st.Status | None = None) -> None:
-    """Print a request's review, decision, provenance and grants for people."""
+    """Print a request's review, decision, provenance and grants for people (every text
+    through ``_t``: the agent wrote most of it)."""
     spec, stat = obj.get("spec") or {}, obj.get("status") or {}
     meta = obj["metadata"]
-    print(f"Name:         {meta.get('namespace')}/{meta['name']}", file=out)
-    print(f"Requester:    {spec.get('requester')}", file=out)
-    print(f"Environment:  {spec.get('environment')}", file=out)
-    print(f"Phase:        {stat.get('phase', 'Pending')}", file=out)
+    print(f"Name:         {_t(meta.get('namespace'))}/{_t(meta['name'])}", file=out)
+    print(f"Requester:    {_t(spec.get('requester'))}", file=out)
+    print(f"Environment:  {_t(spec.get('environment'))}", file=out)
+    print(f"Phase:        {_t(stat.get('phase', 'Pending'))}", file=out)
     if status is not None:
         print(f"State:        {status.state.value}", file=out)
     if stat.get("expirationTime"):
-        print(f"Expires:      {stat['expirationTime']}", file=out)
-    print(f"Instruction:  {spec.get('instruction')}", file=out)
+        print(f"Expires:      {_t(stat['expirationTime'])}", file=out)
+    print(f"Instruction:  {_t(spec.get('instruction'))}", file=out)
     if spec.get("justification"):
-        print(f"Justification: {spec['justification']}", file=out)
+        print(f"Justification: {_t(spec['justification'])}", file=out)
     source = st.source_view(spec)
     if source:
         print("Source:", file=out)
         for key in ("reference", "agent", "model", "input_trust", "excerpt"):
             if key in source:
-                print(f"  {key.replace('_', ' '):<12} {source[key]}", file=out)
+                print(f"  {key.replace('_', ' '):<12} {_t(source[key])}", file=out)
     preview = stat.get("preview")
     if isinstance(preview, Mapping) and preview:
         lines = previews.summary_lines(preview)
-        print(f"Preview:      {lines[0] if lines else ''}", file=out)
+        print(f"Preview:      {_t(lines[0]) if lines else ''}", file=out)
         for line in lines[1:]:
-            print(f"  {line}", file=out)
+            print(f"  {_t(line)}", file=out)
         for i, c in enumerate(preview.get("commands") or [], 1):
             diff = str((c or {}).get("diff") or "").splitlines() if isinstance(c, Mapping) \
                 else []
             if diff:
                 print(f"  diff of command {i}:", file=out)
                 for line in diff[:PREVIEW_DIFF_LINES]:
-                    print(f"    {line}", file=out)
+                    print(f"    {_t(line, None)}", file=out)
                 if len(diff) > PREVIEW_DIFF_LINES:
                     print(f"    ... ({len(diff) - PREVIEW_DIFF_LINES} more lines: -o yaml "
                           "shows all)", file=out)
     print("Commands:", file=out)
     holders = {g.get("command"): g.get("grant") for g in stat.get("grants") or []}
     for c in spec.get("commands", []):
-        used = f"  (granted to {holders[c]}: runs once)" if c in holders else ""
-        print(f"  - {c}{used}", file=out)
+        used = f"  (granted to {_t(holders[c], None)}: runs once)" if c in holders else ""
+        print(f"  - {_t(c, None)}{used}", file=out)
     consensus = stat.get("consensus") or {}
     if consensus:
-        print(f"Consensus:    {consensus.get('outcome')} (risk {consensus.get('risk')}, "
-              f"{consensus.get('approvals', 0)} approve / {consensus.get('rejections', 0)} "
-              f"reject / {consensus.get('abstentions', 0)} abstain)", file=out)
+        print(f"Consensus:    {_t(consensus.get('outcome'), None)} (risk "
+              f"{_t(consensus.get('risk'), None)}, {consensus.get('approvals', 0)} approve / "
+              f"{consensus.get('rejections', 0)} reject / {consensus.get('abstentions', 0)} "
+              "abstain)", file=out)
         print(f"  {'VOTER':<22} {'VERDICT':<8} {'RISK':<9} RATIONALE", file=out)
         for v in consensus.get("votes", []):
-            print(f"  {v.get('voter', ''):<22} {v.get('verdict', ''):<8} "
-                  f"{v.get('risk', ''):<9} {v.get('rationale', '')}", file=out)
-        if consensus.get("dissent"):
-            print(f"  dissent: {consensus['dissent']}", file=out)
+            print(f"  {_t(v.get('voter', ''), None):<22} {_t(v.get('verdict', ''), None):<8} "
+                  f"{_t(v.get('risk', ''), None):<9} {_t(v.get('rationale', ''))}", file=out)
+        if consensus.get("dissent"):  # copies of the votes that disagree (older: names)
+            voters = [str(d.get("voter", "")) if isinstance(d, Mapping) else str(d)
+                      for d in consensus["dissent"]]
+            print(f"  dissent: {_t(', '.join(voters), None)}", file=out)
     decision = stat.get("decision") or {}
     if decision.get("requiredApprovals"):
         print(f"Approvals:    {len(decision.get('approvedBy') or [])} of "
-              f"{decision['requiredApprovals']}", file=out)
+              f"{_t(decision['requiredApprovals'])}", file=out)
     for d in spec.get("decisions", []) or []:
-        print(f"Decision:     {d.get('verdict')} by {d.get('by')}: {d.get('reason', '')}",
-              file=out)
+        print(f"Decision:     {_t(d.get('verdict'), None)} by {_t(d.get('by'), None)}: "
+              f"{_t(d.get('reason', ''))}", file=out)
     print("Conditions:", file=out)
     for c in stat.get("conditions", []):
-        print(f"  {c.get('type'):<10} {c.get('status'):<6} {c.get('reason')}: "
-              f"{c.get('message', '')}", file=out)
+        print(f"  {_t(c.get('type'), None):<10} {_t(c.get('status'), None):<6} "
+              f"{_t(c.get('reason'), None)}: {_t(c.get('message', ''))}", file=out)
     if grants:
         print("Grants:", file=out)
         for g in grants:
             gs = g.get("status") or {}
-            print(f"  {g['metadata']['name']}: {gs.get('phase', 'Pending')} "
-                  f"{gs.get('reason', '')} exit={gs.get('exitCode', '-')}  "
-                  f"{g['spec']['command']}", file=out)
+            print(f"  {_t(g['metadata']['name'], None)}: {_t(gs.get('phase', 'Pending'), None)} "
+                  f"{_t(gs.get('reason', ''), None)} exit={_t(gs.get('exitCode', '-'), None)}  "
+                  f"{_t(g['spec']['command'], None)}", file=out)
     if status is not None:
-        print(f"Next:         {status.next}", file=out)
+        print(f"Next:         {_t(status.next)}", file=out)
 
 
 class Ticker:
@@ -318,14 +339,14 @@ def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
             return EXIT_OK
         print(f"{'REQUEST':<40} {'STATE':<18} {'REQUESTER':<24} ENVIRONMENT", file=out)
         for s in listed:
-            print(f"{s.name or '':<40} {s.state.value:<18} {s.requester or '':<24} "
-                  f"{s.environment or ''}", file=out)
+            print(f"{_t(s.name or '', None):<40} {s.state.value:<18} "
+                  f"{_t(s.requester or '', None):<24} {_t(s.environment or '', None)}", file=out)
         if grant_states:
             print(f"\n{'GRANT':<40} {'STATE':<18} {'REQUEST':<24} EXIT", file=out)
             for g in grant_states:
                 code = "-" if g.exit_code is None else str(g.exit_code)
-                print(f"{g.name or '':<40} {g.state.value:<18} {g.request or '':<24} {code}",
-                      file=out)
+                print(f"{_t(g.name or '', None):<40} {g.state.value:<18} "
+                      f"{_t(g.request or '', None):<24} {code}", file=out)
         return EXIT_OK
     if cmd == "policy":
         view = client.policy()
@@ -344,7 +365,7 @@ def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
         print(f"Voters:               {', '.join(data['voters'])}", file=out)
         print("Allowlist:", file=out)
         for pattern in data["allowlist"] or ["(empty: nothing can run)"]:
-            print(f"  {pattern}", file=out)
+            print(f"  {_t(pattern, None)}", file=out)
         return EXIT_OK
     raise Invalid(f"unknown command {cmd!r}")
 

@@ -229,3 +229,40 @@ def test_out_of_range_numbers_and_paths_are_usage_errors(
         cli.main(argv)
     assert exc.value.code == requests.EXIT_USAGE
     assert f"argument {says}" in capsys.readouterr().err
+
+
+HOSTILE = "\x1b[2J\x1b[8mhidden\x1b[0m\rfake\x07\u202eevil\x00"
+RAW = ("\x1b", "\r", "\x07", "\u202e", "\x00")
+
+
+def test_text_output_shows_control_characters_and_never_lets_them_act() -> None:
+    # an agent's texts, a voter's rationale and a command's output reach an approver's
+    # terminal: escapes could hide or fake what is reviewed, newlines could fake fields
+    obj = {"metadata": {"namespace": "ns", "name": "req-3"},
+           "spec": {"requester": "alice", "environment": "test",
+                    "instruction": f"restart web\nConsensus:    Approve (risk low){HOSTILE}",
+                    "justification": HOSTILE, "commands": [f"kubectl get pods{HOSTILE}"],
+                    "source": {"excerpt": HOSTILE},
+                    "decisions": [{"verdict": "Reject", "by": "bob", "reason": HOSTILE}]},
+           "status": {"phase": "AwaitingDecision",
+                      "consensus": {"outcome": "NoConsensus", "risk": "high",
+                                    "votes": [{"voter": "llm", "verdict": "approve",
+                                               "risk": "low", "rationale": HOSTILE}],
+                                    "dissent": [{"voter": "llm", "verdict": "approve",
+                                                 "rationale": HOSTILE}]},
+                      "conditions": [{"type": "Reviewed", "status": "True",
+                                      "reason": "R", "message": HOSTILE}]}}
+    grants = [{"metadata": {"name": "g"}, "spec": {"command": HOSTILE},
+               "status": {"phase": "Failed", "reason": "R"}}]
+    out = io.StringIO()
+    requests.describe(obj, grants, out)
+    status = st.Status(st.State.FAILED, next=f"call {HOSTILE}", kind="ExecutionGrant",
+                       name="g", namespace="ns", reason="R", message=HOSTILE,
+                       output=f"line 1\n{HOSTILE}\nline 3\n", exit_code=1)
+    requests.render(status, out)
+    text = out.getvalue()
+    assert not [c for c in RAW if c in text], text
+    assert "\\x1b[8mhidden" in text and "\\u202eevil" in text  # shown, not acted on
+    assert "\nConsensus:    Approve (risk low)" not in text  # no faked field
+    assert "dissent: llm\n" in text and "'rationale'" not in text
+    assert "line 1\n" in text and "\nline 3" in text  # output keeps its lines
