@@ -218,6 +218,7 @@ class Ticker:
         if self.shown:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+            self.shown = False
 
 
 # --------------------------------------------------------------------------- commands
@@ -247,12 +248,30 @@ def _answer(status: st.Status, args: argparse.Namespace, out: TextIO,
 
 
 def _waited(client: WingmanClient, status: st.Status, args: argparse.Namespace,
-            grant: bool) -> st.Status:
+            grant: bool, *, created: bool = True) -> st.Status:
+    """``--wait``. When the wait fails or is interrupted after this command ``created`` the
+    object, the error says so and how to follow it: the request or grant is under way, and
+    whoever reads only the error would otherwise ask again."""
     ticker = Ticker(sys.stderr)
+    name = str(status.name)
+    kind = "ExecutionGrant" if grant else "ApprovalRequest"
+    follow = st.COMMANDS.get_result(name) if grant else st.COMMANDS.get_request(name)
+    note = f"{kind} {name} exists ({status.state.value}) and stays: follow it with {follow}"
+    if not grant:
+        note += " (running this request again would ask a second time)"
     try:
         if grant:
-            return client.wait_grant(str(status.name), args.timeout, on_tick=ticker)
-        return client.wait_request(str(status.name), args.timeout, on_tick=ticker)
+            return client.wait_grant(name, args.timeout, on_tick=ticker)
+        return client.wait_request(name, args.timeout, on_tick=ticker)
+    except ClientError as exc:
+        if not created:
+            raise
+        raise type(exc)(f"{exc.message}. {note}", reason=exc.reason) from None
+    except KeyboardInterrupt:
+        ticker.done()
+        if created:
+            print(f"interrupted while waiting: {note}", file=sys.stderr)
+        raise
     finally:
         ticker.done()
 
@@ -310,7 +329,7 @@ def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
             raise NotFound(f"{exc.message}. {retired_hint(args.name, client.namespace)}"
                            ) from None
         if args.wait:
-            status = _waited(client, status, args, grant=True)
+            status = _waited(client, status, args, grant=True, created=False)
             return _answer(status, args, out)
         return _answer(status, args, out, EXIT_OK)
     if cmd == "describe":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -91,6 +92,8 @@ def env(cluster: LocalCluster, crds: object, tmp_path_factory: pytest.TempPathFa
         pod_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
                    "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
                    "WINGMAN_SERVICEACCOUNT_DIR": str(sa)}
+        if os.environ.get("PYTHONPATH"):  # the tree under test, not an installed copy
+            pod_env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         op = OperatorProcess(cluster, ns, work / "operator")
         op.start()
         try:
@@ -197,3 +200,27 @@ def test_people_use_their_kubeconfig_and_another_worker_cannot_grant_alices_requ
                               "--command", cmd)
     assert code == cli.EXIT_API
     assert "must be in your own name: set spec.requester to 'mallory'" in err
+
+
+def test_a_wait_interrupted_after_the_request_was_made_names_the_request(env: Env) -> None:
+    risky = f"kubectl scale deployment/web --replicas=0 -n {env.release.target_namespace}"
+    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "request", "--instruction",
+                             "scale web to zero, interrupted", "--command", risky, "--wait", "-o",
+                             "json"],
+                            env=env.pod_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for("the request was made", lambda: "scale web to zero, interrupted" in env.agent(
+            "list", "-o", "json")[1], 60)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    listed = [r for r in _json(env.agent("list", "-o", "json")[1])["requests"]
+              if r["instruction"] == "scale web to zero, interrupted"]
+    assert len(listed) == 1
+    name = listed[0]["name"]
+    assert proc.returncode == cli.EXIT_INTERRUPTED and out == ""
+    # whoever ran it learns that the request exists and how to follow it, not to ask again
+    assert f"ApprovalRequest {name} exists" in err
+    assert f"kubectl wingman describe {name}" in err and "Traceback" not in err
