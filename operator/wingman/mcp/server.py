@@ -32,6 +32,7 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -239,10 +240,31 @@ def _error(exc: WingmanError, kind: str | None, name: str | None, namespace: str
                     namespace=namespace)
 
 
+class _StrictServer(MCPServer[Any]):
+    """Refuses a tool call that names an argument the tool does not take: dropped silently,
+    a misspelt ``source`` would lose the untrusted-input flag, ``rollbacks`` the reviewed
+    rollbacks, ``wait_seconds`` the wait. (The SDK ignores arguments it does not know.)"""
+
+    _arguments: dict[str, frozenset[str]] | None = None
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Any = None) -> Any:
+        if self._arguments is None:
+            self._arguments = {t.name: frozenset((t.input_schema or {}).get("properties") or ())
+                               for t in await self.list_tools()}
+        known = self._arguments.get(name)
+        unknown = sorted(set(arguments or {}) - known) if known is not None else []
+        if unknown:
+            raise ToolError(f"Error executing tool {name}: unknown argument "
+                            f"{', '.join(unknown)}; {name} takes "
+                            f"{', '.join(sorted(known or ())) or 'no arguments'}")
+        return await super().call_tool(name, arguments, context)
+
+
 def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[Any]:
     """The MCP server object with Wingman's tools and resources."""
     tools = Tools(client, max_wait=max_wait)
-    server: MCPServer[Any] = MCPServer("wingman", title="Wingman", version=__version__,
+    server: MCPServer[Any] = _StrictServer("wingman", title="Wingman", version=__version__,
                                        instructions=INSTRUCTIONS, log_level="WARNING")
     wait_doc = (f"Seconds to wait for a change before answering (0, the default: answer now; "
                 f"at most {max_wait:g}). The answer is the state when the wait ends.")

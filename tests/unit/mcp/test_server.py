@@ -105,3 +105,23 @@ def test_http_on_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "serving" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("tool", "args", "unknown"), [
+    # a misspelt argument must not be dropped: the request would go without its provenance
+    # (the untrusted-input flag among it) or its rollbacks, and a wait would not wait
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
+                          "sources": {"untrusted_input": True}}, "sources"),
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
+                          "rollback": [{"command": "a", "rollback": "b"}]}, "rollback"),
+    ("get_request", {"name": "r", "wait_second": 30}, "wait_second"),
+    ("list_requests", {"mine": False, "all": True}, "all")])
+def test_an_unknown_argument_is_refused_not_dropped(tool: str, args: dict[str, Any],
+                                                    unknown: str) -> None:
+    async def call() -> Any:
+        async with Client(_server()) as client:
+            return await client.call_tool(tool, args)
+    result = anyio.run(call)
+    assert result.is_error
+    text = result.content[0].text
+    assert f"unknown argument {unknown}" in text and "takes" in text, text
