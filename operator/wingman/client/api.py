@@ -181,7 +181,16 @@ def client_error(exc: WingmanError, what: str) -> ClientError:
             return Forbidden(text)
         if exc.status in (400, 409, 422):
             return Invalid(text, reason=exc.reason or "Invalid")
+        if exc.status == 401:
+            return Unavailable(f"{text}. The API server did not accept your credentials: they "
+                               "expired or are wrong; renew them (log in again, or fix the "
+                               "kubeconfig's user; in a pod, its ServiceAccount token)",
+                               reason="Unauthorized")
         return Unavailable(text)
+    if exc.reason == "Unreachable":  # the HTTP library's error names no cause
+        return Unavailable(f"{what}: {exc.message}. Is the API server running and does the "
+                           "kubeconfig (or the pod's environment) name the right address?",
+                           reason="Unreachable")
     return Unavailable(f"{what}: {exc.message}")
 
 

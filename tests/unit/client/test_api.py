@@ -7,10 +7,17 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from wingman.client.api import PolicyView, Source, WingmanClient, build_grant, build_request
+from wingman.client.api import (
+    PolicyView,
+    Source,
+    WingmanClient,
+    build_grant,
+    build_request,
+    client_error,
+)
 from wingman.client.connect import Connection, connect
-from wingman.errors import ConfigError, Invalid
-from wingman.kube import Kube
+from wingman.errors import ConfigError, Invalid, Unavailable
+from wingman.kube import ApiError, Kube
 from wingman.review.policy import EnvironmentPolicy
 from wingman.settings import ClientSettings
 
@@ -150,3 +157,14 @@ def test_a_namespace_that_cannot_exist_is_refused(tmp_path: Path) -> None:
     for bad in ("BAD NS", "a/b", "x" * 64, ""):
         with pytest.raises(ConfigError, match="is not a valid namespace"):
             connect(_settings(tmp_path, service_host="10.0.0.1"), namespace=bad)
+
+
+def test_refused_credentials_and_an_unreachable_server_say_what_to_do() -> None:
+    # a 401 is not an outage: retrying with the same expired or wrong credentials never helps
+    err = client_error(ApiError(401, "Unauthorized", "API server answered 401 Unauthorized: "
+                                "Unauthorized"), "listing ApprovalRequests")
+    assert err.reason == "Unauthorized"
+    assert "credentials" in err.message and "renew" in err.message
+    err = _unreachable().list_requests  # the HTTP library's error names no cause
+    with pytest.raises(Unavailable, match=r"Is the API server running and .* the right address"):
+        err()
