@@ -32,7 +32,7 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -219,9 +219,16 @@ class Tools:
             return _error(exc, None, None, self.client.namespace).to_dict()
 
     async def policy(self) -> str:
+        """The policy resource; when it cannot be read, an error in the protocol's terms (a
+        resource has no answer to carry a state in)."""
         import json
 
-        view = await anyio.to_thread.run_sync(self.client.policy, abandon_on_cancel=True)
+        try:
+            view = await anyio.to_thread.run_sync(self.client.policy, abandon_on_cancel=True)
+        except WingmanError as exc:
+            status = _error(exc, "ConfigMap", None, self.client.namespace)
+            raise ResourceError(f"{status.state.value}: {status.message}; next: {status.next}"
+                                ) from None
         return json.dumps(view.to_dict(), indent=2)
 
 

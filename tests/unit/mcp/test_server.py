@@ -14,6 +14,7 @@ import anyio
 import pytest
 from kubernetes import client as k8s
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from wingman.client.api import WingmanClient
 from wingman.client.connect import Connection
@@ -125,3 +126,15 @@ def test_an_unknown_argument_is_refused_not_dropped(tool: str, args: dict[str, A
     assert result.is_error
     text = result.content[0].text
     assert f"unknown argument {unknown}" in text and "takes" in text, text
+
+
+def test_the_policy_resource_says_why_it_cannot_be_read() -> None:
+    # the API server is down: the agent must learn that (and what to do), not a bare "error"
+    async def read() -> str:
+        async with Client(_server()) as client:
+            with pytest.raises(MCPError) as exc:
+                await client.read_resource("wingman://policy")
+            return str(exc.value)
+    text = anyio.run(read)
+    assert "unavailable" in text and "cannot reach the API server" in text, text
+    assert "retry later" in text
