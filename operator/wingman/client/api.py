@@ -340,6 +340,10 @@ class WingmanClient:
             raise Invalid("commands is empty: name at least one exact command line")
         if len(commands) > 10:
             raise Invalid(f"{len(commands)} commands; a request holds at most 10")
+        twice = next((c for i, c in enumerate(commands) if c in commands[:i]), None)
+        if twice is not None:
+            raise Invalid(f"{twice!r} is given twice: each approved command runs at most once, "
+                          "so give it once (a request to run it again later is a new request)")
         if not instruction or not instruction.strip():
             raise Invalid("instruction is empty: say what you want to achieve, for reviewers")
         if environment is None:

@@ -168,3 +168,9 @@ def test_refused_credentials_and_an_unreachable_server_say_what_to_do() -> None:
     err = _unreachable().list_requests  # the HTTP library's error names no cause
     with pytest.raises(Unavailable, match=r"Is the API server running and .* the right address"):
         err()
+
+
+def test_a_command_given_twice_is_refused_before_any_call() -> None:
+    # each approved command runs once (one grant per command): a second copy never could
+    with pytest.raises(Invalid, match="given twice"):
+        _unreachable().create_request(instruction="restart", commands=["kubectl a", "kubectl a"])
