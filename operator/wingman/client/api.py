@@ -181,6 +181,9 @@ def client_error(exc: WingmanError, what: str) -> ClientError:
             return Forbidden(text)
         if exc.status in (400, 409, 422):
             return Invalid(text, reason=exc.reason or "Invalid")
+        if exc.status == 413:
+            return Invalid(f"{text}; shorten the texts (the instruction and the justification "
+                           "hold at most 2000 characters)", reason=exc.reason or "TooLarge")
         if exc.status == 401:
             return Unavailable(f"{text}. The API server did not accept your credentials: they "
                                "expired or are wrong; renew them (log in again, or fix the "

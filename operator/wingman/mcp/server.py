@@ -283,13 +283,15 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
                                              idempotent_hint=False, open_world_hint=False))
     async def request_approval(
         instruction: Annotated[str, Field(description="What you want to achieve and why, for "
-                                          "the reviewers (at most 2000 characters)")],
-        commands: Annotated[list[str], Field(description="1 to 10 exact command lines, each "
-                                             "run later byte for byte without a shell",
-                                             min_length=1, max_length=10)],
+                                          "the reviewers (at most 2000 characters)",
+                                          min_length=1, max_length=2000)],
+        commands: Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(
+            description="1 to 10 exact command lines (each at most 4096 characters), each run "
+                        "later byte for byte without a shell", min_length=1, max_length=10)],
         environment: Annotated[str | None, Field(description="The environment (default: the "
                                                  "one this namespace serves)")] = None,
-        justification: Annotated[str | None, Field(description="Why now, what was tried")] = None,
+        justification: Annotated[str | None, Field(description="Why now, what was tried (at most "
+                                                   "2000 characters)", max_length=2000)] = None,
         source: Annotated[SourceArg | None, Field(description="Provenance: what led you to "
                                                   "ask")] = None,
         expires_after_seconds: Annotated[int | None, Field(

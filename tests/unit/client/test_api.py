@@ -174,3 +174,11 @@ def test_a_command_given_twice_is_refused_before_any_call() -> None:
     # each approved command runs once (one grant per command): a second copy never could
     with pytest.raises(Invalid, match="given twice"):
         _unreachable().create_request(instruction="restart", commands=["kubectl a", "kubectl a"])
+
+
+def test_a_request_too_large_for_the_api_server_is_invalid_input() -> None:
+    # 413 is the input's size, not an outage: retrying it unchanged never helps
+    err = client_error(ApiError(413, "RequestEntityTooLarge", "API server answered 413 "
+                                "RequestEntityTooLarge: limit is 3145728"),
+                       "creating the ApprovalRequest")
+    assert isinstance(err, Invalid) and "shorten" in err.message

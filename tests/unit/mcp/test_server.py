@@ -138,3 +138,19 @@ def test_the_policy_resource_says_why_it_cannot_be_read() -> None:
     text = anyio.run(read)
     assert "unavailable" in text and "cannot reach the API server" in text, text
     assert "retry later" in text
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    ({"instruction": "x" * 2001, "commands": ["kubectl get pods"]}, "instruction"),
+    ({"instruction": "", "commands": ["kubectl get pods"]}, "instruction"),
+    ({"instruction": "x", "commands": ["kubectl get pods"], "justification": "j" * 2001},
+     "justification"),
+    ({"instruction": "x", "commands": ["k" * 4097]}, "commands.0"),
+    ({"instruction": "x", "commands": [""]}, "commands.0")])
+def test_the_schema_bounds_the_texts_as_the_crd_does(args: dict[str, Any], says: str) -> None:
+    # refused by the tool's schema, which the agent sees, not by a 413 or 422 after a call
+    async def call() -> Any:
+        async with Client(_server()) as client:
+            return await client.call_tool("request_approval", args)
+    result = anyio.run(call)
+    assert result.is_error and says in result.content[0].text, result.content[0].text
