@@ -404,9 +404,13 @@ class BearerAuth:
 
 def _read_token(path: str) -> str:
     try:
-        token = Path(path).read_text().strip()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"--auth-token-file {path}: {exc.strerror}") from None
+    token = data.decode("ascii", "replace").strip()
+    if not all("!" <= c <= "~" for c in token):  # what an Authorization header carries
+        raise ConfigError(f"--auth-token-file {path}: the token must be printable ASCII without "
+                          "spaces (e.g. the output of: openssl rand -hex 32)")
     if len(token) < 16:
         raise ConfigError(f"--auth-token-file {path}: the token must be at least 16 "
                           "characters")

@@ -154,3 +154,17 @@ def test_the_schema_bounds_the_texts_as_the_crd_does(args: dict[str, Any], says:
             return await client.call_tool("request_approval", args)
     result = anyio.run(call)
     assert result.is_error and says in result.content[0].text, result.content[0].text
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe" + b"a" * 20,
+                                     "caf\u00e9-token-long-enough".encode(),
+                                     b"a token with spaces in it", b"short"])
+def test_a_bearer_token_file_a_client_cannot_send_is_refused(tmp_path: Path,
+                                                             content: bytes) -> None:
+    # an HTTP header carries printable ASCII: any other token could never match, silently
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="--auth-token-file"):
+        mcp_server._read_token(str(path))
+    path.write_bytes(b"0123456789abcdef0123456789abcdef\n")
+    assert mcp_server._read_token(str(path)) == "0123456789abcdef0123456789abcdef"
