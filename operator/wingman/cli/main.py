@@ -156,7 +156,9 @@ def _parser() -> argparse.ArgumentParser:
         sp = command(verb, f"{verb} an ApprovalRequest (approvers only)")
         client_args(sp)
         sp.add_argument("name").completer = _names("request")  # type: ignore[attr-defined]
-        sp.add_argument("--reason", required=(verb == "reject"), default="")
+        sp.add_argument("--reason", required=(verb == "reject"), default="",
+                        help="why, in words: the requester and the audit trail keep it"
+                        + (" (required: a rejection says why)" if verb == "reject" else ""))
 
     sp = command("exec", "start one approved command: create its ExecutionGrant")
     client_args(sp)

@@ -266,3 +266,15 @@ def test_text_output_shows_control_characters_and_never_lets_them_act() -> None:
     assert "\nConsensus:    Approve (risk low)" not in text  # no faked field
     assert "dissent: llm\n" in text and "'rationale'" not in text
     assert "line 1\n" in text and "\nline 3" in text  # output keeps its lines
+
+
+def test_every_option_of_the_people_facing_commands_has_help() -> None:
+    import argparse
+
+    sub = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {'/'.join(action.option_strings)}"
+               for name in ("request", "approve", "reject", "exec", "rollback", "describe",
+                            "result", "list", "policy", "mcp")
+               for action in sub.choices[name]._actions
+               if action.option_strings and not action.help]
+    assert missing == []
