@@ -357,6 +357,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(log.format, log.level, component="cli")
     try:
         return _dispatch(args)
+    except BrokenPipeError:  # the reader stopped early (| head): no crash, the shell's code
+        import os
+
+        from wingman.cli.requests import EXIT_PIPE
+
+        # the exit's own flush would fail again: send what is left nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except WingmanError as exc:
         from wingman.cli.requests import exit_code_for_error
 

@@ -32,6 +32,7 @@ EXIT_FAILED = 4
 EXIT_API = 5
 EXIT_WAITING = 6
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141  # 128 + SIGPIPE, as the shell reports a program a closed pipe ended
 PREVIEW_DIFF_LINES = 30
 
 #: The documented exit codes (``kubectl wingman --help`` and docs/agents.md print this table).
@@ -44,6 +45,7 @@ EXIT_CODES = {
     EXIT_API: "API error: unreachable, forbidden (RBAC or admission), or not found",
     EXIT_WAITING: "still waiting: --timeout passed, or it waits on someone else (an approver)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_PIPE: "the output was closed early (a reader such as | head stopped)",
 }
 
 _STATE_EXIT = {
@@ -416,6 +418,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_PIPE",
     "EXIT_USAGE",
     "EXIT_WAITING",
     "ClientError",

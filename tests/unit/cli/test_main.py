@@ -25,3 +25,14 @@ def test_the_plugin_help_hides_the_commands_for_pods(program: str, listed: bool)
         result = subprocess.run([str(BIN / program), "gateway", "--help"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0
+
+
+def test_output_closed_early_ends_quietly_with_the_sigpipe_code() -> None:
+    # `kubectl wingman describe x | head -1`: the reader stops, and that is no crash
+    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "completion", "bash"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the program writes: every write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and err == ""
