@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -252,7 +253,7 @@ class Kube:
             raise _api_error(int(exc.status or 0), exc.body, exc.reason) from None
         except Exception as exc:  # noqa: BLE001 - urllib3 and ssl errors, all "unreachable"
             raise ClusterError(f"cannot reach the API server at {self.api.configuration.host}: "
-                               f"{type(exc).__name__}", reason="Unreachable") from None
+                               f"{unreachable_cause(exc)}", reason="Unreachable") from None
         resp.read()
         data = resp.data or b""
         if resp.status >= 400:
@@ -301,6 +302,19 @@ class Kube:
                 return False
             raise
         return True
+
+
+_CAUSE = re.compile(r"certificate verify failed: [^(')\"]+|\[Errno -?\d+\] [^(')\"]+"
+                    r"|(?:Read|Connect) timed out|timed out")
+
+
+def unreachable_cause(exc: BaseException) -> str:
+    """Why a call got no answer, in a few words: the HTTP library's error type, and the cause it
+    wraps (a refused connection, a name that does not resolve, a certificate not trusted, a
+    timeout); never the request, so never a header."""
+    cause = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps what failed
+    found = _CAUSE.search(str(cause if cause is not None else exc))
+    return f"{type(exc).__name__} ({found.group().strip()})" if found else type(exc).__name__
 
 
 def _api_error(status: int, body: Any, reason: str | None) -> ApiError:

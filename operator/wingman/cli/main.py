@@ -355,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error ({exc.reason}): {exc}", file=sys.stderr)
             return 2
         setup_logging(log.format, log.level, component="cli")
+        if log.level != "debug":  # each retry's warning; the error names the cause once
+            import logging
+
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     try:
         return _dispatch(args)
     except BrokenPipeError:  # the reader stopped early (| head): no crash, the shell's code

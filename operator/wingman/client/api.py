@@ -191,9 +191,12 @@ def client_error(exc: WingmanError, what: str) -> ClientError:
                                reason="Unauthorized")
         return Unavailable(text)
     if exc.reason == "Unreachable":  # the HTTP library's error names no cause
-        return Unavailable(f"{what}: {exc.message}. Is the API server running and does the "
-                           "kubeconfig (or the pod's environment) name the right address?",
-                           reason="Unreachable")
+        hint = ("the kubeconfig's certificate authority (certificate-authority-data) did not "
+                "sign the server's certificate: fix it, or the server address"
+                if "certificate verify failed" in exc.message else
+                "is the API server running, and does the kubeconfig (or the pod's environment) "
+                "name the right address?")
+        return Unavailable(f"{what}: {exc.message}; {hint}", reason="Unreachable")
     return Unavailable(f"{what}: {exc.message}")
 
 

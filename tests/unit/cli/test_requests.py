@@ -278,3 +278,15 @@ def test_every_option_of_the_people_facing_commands_has_help() -> None:
                for action in sub.choices[name]._actions
                if action.option_strings and not action.help]
     assert missing == []
+
+
+def test_an_unreachable_api_server_is_one_line_that_names_the_cause(tmp_path: Path) -> None:
+    # not three "Retrying ..." warnings of the HTTP library first, then "MaxRetryError"
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "wingman.cli", "list", "--kubeconfig",
+                           _nowhere(tmp_path)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == requests.EXIT_API
+    assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr
+    assert "Connection refused" in proc.stderr and "is the API server running" in proc.stderr

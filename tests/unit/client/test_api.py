@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from wingman.client.api import (
     client_error,
 )
 from wingman.client.connect import Connection, connect
+from wingman.dev.cluster import _CA
 from wingman.errors import ConfigError, Invalid, Unavailable
 from wingman.kube import ApiError, Kube
 from wingman.review.policy import EnvironmentPolicy
@@ -166,7 +170,7 @@ def test_refused_credentials_and_an_unreachable_server_say_what_to_do() -> None:
     assert err.reason == "Unauthorized"
     assert "credentials" in err.message and "renew" in err.message
     err = _unreachable().list_requests  # the HTTP library's error names no cause
-    with pytest.raises(Unavailable, match=r"Is the API server running and .* the right address"):
+    with pytest.raises(Unavailable, match=r"is the API server running, and .* the right address"):
         err()
 
 
@@ -182,3 +186,29 @@ def test_a_request_too_large_for_the_api_server_is_invalid_input() -> None:
                                 "RequestEntityTooLarge: limit is 3145728"),
                        "creating the ApprovalRequest")
     assert isinstance(err, Invalid) and "shorten" in err.message
+
+
+def test_an_unreachable_api_server_error_names_the_cause(tmp_path: Path) -> None:
+    # "MaxRetryError" said nothing: a refused connection and a certificate the kubeconfig's CA
+    # did not sign need different fixes, and only the second is not an outage
+    with pytest.raises(Unavailable, match=r"Connection refused"):
+        _unreachable().list_requests()
+    ca = _CA.create()
+    cert, key = ca.issue("127.0.0.1", server_ips=["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host = f"https://127.0.0.1:{server.server_address[1]}"  # no CA given: not trusted
+        conn = Connection(Kube(k8s.ApiClient(k8s.Configuration(host=host))), "wm", "test")
+        with pytest.raises(Unavailable, match=r"certificate verify failed.*certificate "
+                                              r"authority"):
+            WingmanClient(conn).list_requests()
+    finally:
+        server.shutdown()
+        server.server_close()
