@@ -370,9 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE
     except WingmanError as exc:
-        from wingman.cli.requests import exit_code_for_error
+        from wingman.cli.requests import exit_code_for_error, terminal_text
 
-        print(f"error ({exc.reason}): {exc}", file=sys.stderr)
+        # messages quote arguments and what requests hold: shown, never acted on
+        print(f"error ({exc.reason}): {terminal_text(str(exc), '  ')}", file=sys.stderr)
         return exit_code_for_error(exc)
     except KeyboardInterrupt:
         return 130

@@ -85,7 +85,7 @@ _UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\
                          "\u2066-\u2069]")
 
 
-def _t(value: object, indent: str | None = "    ") -> str:
+def terminal_text(value: object, indent: str | None = "    ") -> str:
     """``value`` as text safe for a terminal: what the agent, a voter or a command wrote
     reaches an approver's screen, and must neither hide nor fake what is reviewed. Control
     characters are shown escaped (``\\x1b``); a newline starts a line ``indent`` deep (so it
@@ -93,6 +93,9 @@ def _t(value: object, indent: str | None = "    ") -> str:
     text = _UNSHOWABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
     text = text.replace("\t", "    ")
     return text.replace("\n", "\\n") if indent is None else text.replace("\n", "\n" + indent)
+
+
+_t = terminal_text  # short: every print below uses it
 
 
 def render(status: st.Status, out: TextIO) -> None:
@@ -433,4 +436,5 @@ __all__ = [
     "render",
     "request_names",
     "retired_hint",
+    "terminal_text",
 ]

@@ -290,3 +290,12 @@ def test_an_unreachable_api_server_is_one_line_that_names_the_cause(tmp_path: Pa
     assert proc.returncode == requests.EXIT_API
     assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr
     assert "Connection refused" in proc.stderr and "is the API server running" in proc.stderr
+
+
+def test_error_messages_show_control_characters_escaped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # errors quote arguments and what the API server or the request holds (its commands)
+    assert cli.main(["describe", "x", "--context", "\x1b[2Jevil\rfake",
+                     "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err and "\\x1b[2Jevil\\rfake" in err
