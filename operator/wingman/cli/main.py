@@ -466,7 +466,19 @@ def _keys(args: argparse.Namespace) -> int:
     if args.keys_command != "show":
         keys.store(kube, ns, args.secret, ring)
         if args.configmap:
-            keys.publish(kube, ns, args.configmap, ring)
+            try:
+                keys.publish(kube, ns, args.configmap, ring)
+            except WingmanError as exc:  # the Secret changed: say so, or it is done twice
+                from wingman.client.api import client_error
+
+                err = client_error(exc, f"publishing the public keys to ConfigMap "
+                                        f"{ns}/{args.configmap}")
+                done = (f"rotated: {ring.active} signs now" if args.keys_command == "rotate"
+                        else f"pruned: only {ring.active} is left")
+                raise type(err)(f"{err.message}. The Secret {ns}/{args.secret} was "
+                                f"{done}; the operator publishes the public keys when it "
+                                f"reloads them (within minutes): do not "
+                                f"{args.keys_command} again", reason=err.reason) from None
     for kid in sorted(ring.keys):
         print(f"{kid}{'  (active)' if kid == ring.active else ''}")
     return 0
