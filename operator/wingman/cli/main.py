@@ -203,10 +203,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--transport", choices=("stdio", "http"), default="stdio",
                     help="stdio (default: the MCP client starts this process) or streamable "
                     "HTTP")
-    sp.add_argument("--host", default="127.0.0.1", help="HTTP: address to listen on")
-    sp.add_argument("--port", type=_port, default=8765, help="HTTP: port to listen on")
-    sp.add_argument("--path", type=_http_path, default="/mcp",
-                    help="HTTP: the endpoint's path")
+    sp.add_argument("--host", help="HTTP: address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=_port, help="HTTP: port to listen on (default 8765)")
+    sp.add_argument("--path", type=_http_path, help="HTTP: the endpoint's path (default /mcp)")
     sp.add_argument("--auth-token-file", help="HTTP: require 'Authorization: Bearer <the "
                     "file's content>' (required when --host is not a loopback address)")
     sp.add_argument("--max-wait-seconds", type=float, default=50,

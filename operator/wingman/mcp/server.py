@@ -460,6 +460,16 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """``wingman mcp``: connect as the agent, then serve until the client or a signal ends it."""
+    http_only = [f"--{name.replace('_', '-')}" for name in ("host", "port", "path",
+                                                             "auth_token_file")
+                 if getattr(args, name, None) is not None]
+    if args.transport == "stdio" and http_only:
+        raise ConfigError(f"{', '.join(http_only)} only apply to --transport http: add it, or "
+                          "leave them out for stdio (the MCP client starts this process)")
+    given = vars(args)
+    args = argparse.Namespace(**{**given, "host": given.get("host") or "127.0.0.1",
+                                 "port": given.get("port") or 8765,
+                                 "path": given.get("path") or "/mcp"})
     if args.transport == "http" and not _loopback(args.host) and not args.auth_token_file:
         raise ConfigError(f"--host {args.host} is reachable from other machines: anyone who "
                           "reaches the port acts with this identity. Pass --auth-token-file, "

@@ -58,7 +58,8 @@ def test_waits_are_capped_by_the_server() -> None:
 
 
 def _args(**kw: Any) -> argparse.Namespace:
-    base = {"transport": "http", "host": "0.0.0.0",  # noqa: S104 - refused, never bound "port": 1, "path": "/mcp",
+    base = {"transport": "http", "host": "0.0.0.0",  # noqa: S104 - refused, never bound
+            "port": 1, "path": "/mcp",
             "auth_token_file": None, "max_wait_seconds": 50, "kubeconfig": None,
             "context": None, "namespace": None}
     base.update(kw)
@@ -168,3 +169,14 @@ def test_a_bearer_token_file_a_client_cannot_send_is_refused(tmp_path: Path,
         mcp_server._read_token(str(path))
     path.write_bytes(b"0123456789abcdef0123456789abcdef\n")
     assert mcp_server._read_token(str(path)) == "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("argv", [["--port", "9000"], ["--host", "0.0.0.0"],  # noqa: S104
+                                  ["--path", "/x"], ["--auth-token-file", "t"]])
+def test_http_options_without_http_are_refused_not_ignored(argv: list[str]) -> None:
+    # forgotten --transport http: a stdio server would start, waiting on stdin for no one
+    from wingman.cli import main as cli
+
+    args = cli._parser().parse_args(["mcp", *argv])
+    with pytest.raises(ConfigError, match=f"{argv[0]} .*--transport http"):
+        mcp_server.serve(args)
