@@ -91,6 +91,9 @@ class ChatHints:
     def request_approval(self) -> str:
         return "kubectl wingman request ..."
 
+    def list_requests(self) -> str:
+        return f"{self.prefix}pending"
+
     def policy(self) -> str:
         return "kubectl wingman policy"
 

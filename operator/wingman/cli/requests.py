@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import yaml
 
 from wingman.client import status as st
-from wingman.client.api import Source, WingmanClient
+from wingman.client.api import Source, WingmanClient, error_answer
 from wingman.client.connect import connect
 from wingman.errors import ClientError, ConfigError, Invalid, NotFound, WingmanError
 from wingman.model import preview as previews
@@ -281,10 +281,18 @@ def _waited(client: WingmanClient, status: st.Status, args: argparse.Namespace,
         ticker.done()
 
 
-def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Run one command; returns the exit code (:data:`EXIT_CODES`)."""
-    with client_for(args) as client:
-        return _run(client, args, out)
+def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run one command; returns the exit code (:data:`EXIT_CODES`). With ``-o json|yaml`` a
+    call that fails prints its answer too (``invalid``, ``not_found``, ...: what to do next),
+    then raises for the message on stderr and the exit code."""
+    out = sys.stdout if out is None else out
+    try:
+        with client_for(args) as client:
+            return _run(client, args, out)
+    except WingmanError as exc:
+        if getattr(args, "output", "text") != "text":
+            emit(error_answer(exc, hints=st.COMMANDS).to_dict(), args.output, out)
+        raise
 
 
 def retired_hint(name: str, namespace: str) -> str:

@@ -200,6 +200,21 @@ def client_error(exc: WingmanError, what: str) -> ClientError:
     return Unavailable(f"{what}: {exc.message}")
 
 
+def error_answer(exc: WingmanError, *, kind: str | None = None, name: str | None = None,
+                 namespace: str | None = None, hints: st.Hints = st.TOOLS) -> st.Status:
+    """The protocol's answer for a call that failed: ``not_found``, ``forbidden``, ``invalid``
+    (the input or the configuration) or ``unavailable``, with the message and what to do."""
+    state = st.State.UNAVAILABLE
+    if isinstance(exc, NotFound):
+        state = st.State.NOT_FOUND
+    elif isinstance(exc, Forbidden):
+        state = st.State.FORBIDDEN
+    elif isinstance(exc, Invalid | ConfigError):
+        state = st.State.INVALID
+    return st.error(state, str(exc), reason=exc.reason, kind=kind, name=name,
+                    namespace=namespace, hints=hints)
+
+
 @dataclass(frozen=True)
 class PolicyView:
     """The environment's policy as an agent needs it to shape requests that pass."""
@@ -588,4 +603,5 @@ def _replace(status: st.Status, **changes: Any) -> st.Status:
 
 
 __all__ = ["POLICY_CONFIGMAP", "SOURCE_LIMITS", "PolicyView", "Source", "WingmanClient",
-           "build_grant", "build_request", "build_rollback", "check_name", "client_error"]
+           "build_grant", "build_request", "build_rollback", "check_name", "client_error",
+           "error_answer"]

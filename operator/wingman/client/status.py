@@ -77,6 +77,7 @@ class Hints(Protocol):
     def execute(self, request: str, command: str) -> str: ...
     def get_result(self, grant: str) -> str: ...
     def request_approval(self) -> str: ...
+    def list_requests(self) -> str: ...
     def policy(self) -> str: ...
     def approver_exec(self, request: str, command: str) -> str: ...
 
@@ -95,6 +96,9 @@ class ToolHints:
 
     def request_approval(self) -> str:
         return "request_approval(...)"
+
+    def list_requests(self) -> str:
+        return "list_requests"
 
     def policy(self) -> str:
         return "the policy resource (wingman://policy)"
@@ -117,6 +121,9 @@ class CommandHints:
 
     def request_approval(self) -> str:
         return "kubectl wingman request ..."
+
+    def list_requests(self) -> str:
+        return "kubectl wingman list"
 
     def policy(self) -> str:
         return "kubectl wingman policy"
@@ -462,7 +469,8 @@ def error(state: State, message: str, *, reason: str | None = None, kind: str | 
           hints: Hints = TOOLS) -> Status:
     """An answer for a call that has no object to describe (not found, refused, ...)."""
     nexts = {
-        State.NOT_FOUND: "check the name (list_requests shows what exists) or the namespace; "
+        State.NOT_FOUND: f"check the name ({hints.list_requests()} shows what exists) or the "
+                         "namespace; "
                          "a grant an approver has yet to create appears once they have",
         State.FORBIDDEN: "nothing to retry: your identity may not do this (RBAC or an "
                          "admission policy refused it; the message says which). Ask a "

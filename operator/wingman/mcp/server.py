@@ -38,14 +38,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wingman import __version__
 from wingman.client import status as st
-from wingman.client.api import Source, WingmanClient
+from wingman.client.api import Source, WingmanClient, error_answer
 from wingman.client.connect import connect
 from wingman.errors import (
-    ClientError,
     ConfigError,
-    Forbidden,
     Invalid,
-    NotFound,
     WingmanError,
 )
 
@@ -234,17 +231,7 @@ class Tools:
 
 def _error(exc: WingmanError, kind: str | None, name: str | None, namespace: str
            ) -> st.Status:
-    state = st.State.UNAVAILABLE
-    if isinstance(exc, NotFound):
-        state = st.State.NOT_FOUND
-    elif isinstance(exc, Forbidden):
-        state = st.State.FORBIDDEN
-    elif isinstance(exc, Invalid | ConfigError):
-        state = st.State.INVALID
-    elif not isinstance(exc, ClientError):
-        state = st.State.UNAVAILABLE
-    return st.error(state, str(exc), reason=exc.reason, kind=kind, name=name,
-                    namespace=namespace)
+    return error_answer(exc, kind=kind, name=name, namespace=namespace)
 
 
 class _StrictServer(MCPServer[Any]):

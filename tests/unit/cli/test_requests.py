@@ -299,3 +299,21 @@ def test_error_messages_show_control_characters_escaped(
                      "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_USAGE
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\r" not in err and "\\x1b[2Jevil\\rfake" in err
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_with_json_or_yaml_a_failed_call_prints_its_answer_too(
+        fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # an agent that parses stdout learns the state and the next step, as over MCP
+    import yaml
+
+    assert cli.main(["describe", "Bad_Name", "-o", fmt, "--kubeconfig", _nowhere(tmp_path)]
+                    ) == requests.EXIT_USAGE
+    captured = capsys.readouterr()
+    answer = json.loads(captured.out) if fmt == "json" else yaml.safe_load(captured.out)
+    assert answer["state"] == "invalid" and "is not a valid" in answer["message"]
+    assert "kubectl wingman policy" in answer["next"]
+    assert "is not a valid" in captured.err  # people still read it on stderr
+    assert cli.main(["list", "-o", fmt, "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_API
+    answer = json.loads(capsys.readouterr().out) if fmt == "json" else None
+    assert answer is None or answer["state"] == "unavailable"
