@@ -305,7 +305,7 @@ class Kube:
 
 
 _CAUSE = re.compile(r"certificate verify failed: [^(')\"]+|\[Errno -?\d+\] [^(')\"]+"
-                    r"|(?:Read|Connect) timed out|timed out")
+                    r"|\[SSL[^\]]*\][^(')\"]*|(?:Read|Connect) timed out|timed out")
 
 
 def unreachable_cause(exc: BaseException) -> str:

@@ -191,11 +191,18 @@ def client_error(exc: WingmanError, what: str) -> ClientError:
                                reason="Unauthorized")
         return Unavailable(text)
     if exc.reason == "Unreachable":  # the HTTP library's error names no cause
-        hint = ("the kubeconfig's certificate authority (certificate-authority-data) did not "
-                "sign the server's certificate: fix it, or the server address"
-                if "certificate verify failed" in exc.message else
-                "is the API server running, and does the kubeconfig (or the pod's environment) "
-                "name the right address?")
+        if "certificate verify failed" in exc.message:
+            hint = ("the kubeconfig's certificate authority (certificate-authority-data) did "
+                    "not sign the server's certificate: fix it, or the server address")
+        elif "PEM lib" in exc.message:
+            hint = ("the kubeconfig's client certificate or key (client-certificate-data, "
+                    "client-key-data) is not a usable PEM pair: fix or renew them")
+        elif "[SSL" in exc.message:
+            hint = ("TLS with the server failed: check the kubeconfig's certificates, and that "
+                    "the address is the API server's HTTPS port")
+        else:
+            hint = ("is the API server running, and does the kubeconfig (or the pod's "
+                    "environment) name the right address?")
         return Unavailable(f"{what}: {exc.message}; {hint}", reason="Unreachable")
     return Unavailable(f"{what}: {exc.message}")
 

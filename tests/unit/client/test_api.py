@@ -209,6 +209,14 @@ def test_an_unreachable_api_server_error_names_the_cause(tmp_path: Path) -> None
         with pytest.raises(Unavailable, match=r"certificate verify failed.*certificate "
                                               r"authority"):
             WingmanClient(conn).list_requests()
+        # a client certificate and key that are not PEM
+        (tmp_path / "client.crt").write_text("not a certificate")
+        config = k8s.Configuration(host=host)
+        config.verify_ssl = False
+        config.cert_file = config.key_file = str(tmp_path / "client.crt")
+        conn = Connection(Kube(k8s.ApiClient(config)), "wm", "test")
+        with pytest.raises(Unavailable, match=r"PEM lib.*client certificate"):
+            WingmanClient(conn).list_requests()
     finally:
         server.shutdown()
         server.server_close()
