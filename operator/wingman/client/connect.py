@@ -94,7 +94,9 @@ def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = 
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - any kubeconfig problem is the user's to fix
-            raise ConfigError(f"cannot use the kubeconfig {joined}: {exc}") from None
+            raise ConfigError(f"cannot use the kubeconfig {joined}: {exc} (is it a kubeconfig? "
+                              f"'kubectl config view --kubeconfig {joined}' shows what kubectl "
+                              "makes of it)") from None
         origin = f"kubeconfig {joined}" + (f" (context {context})" if context else "")
     else:
         if context is not None:

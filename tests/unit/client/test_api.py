@@ -220,3 +220,11 @@ def test_an_unreachable_api_server_error_names_the_cause(tmp_path: Path) -> None
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("content", ["hello", "garbage: [\n", "\u00ff".encode("latin-1")])
+def test_a_garbled_kubeconfig_says_how_to_check_it(tmp_path: Path, content: str | bytes) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ConfigError, match=r"(?s)cannot use the kubeconfig .*kubectl config view"):
+        connect(_settings(tmp_path), kubeconfig=str(path))
