@@ -369,17 +369,20 @@ def _loopback(host: str) -> bool:
 
 
 class BearerAuth:
-    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``."""
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>`` (the scheme
+    in any letter case, as RFC 6750 reads it; the token exactly)."""
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         if scope.get("type") == "http":
             got = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(got, self.expected):
+            scheme, _, credentials = got.partition(b" ")
+            if not (hmac.compare_digest(credentials, self.expected)
+                    and scheme.lower() == b"bearer"):
                 await send({"type": "http.response.start", "status": 401,
                             "headers": [(b"content-type", b"text/plain"),
                                         (b"www-authenticate", b"Bearer")]})

@@ -180,3 +180,36 @@ def test_http_options_without_http_are_refused_not_ignored(argv: list[str]) -> N
     args = cli._parser().parse_args(["mcp", *argv])
     with pytest.raises(ConfigError, match=f"{argv[0]} .*--transport http"):
         mcp_server.serve(args)
+
+
+@pytest.mark.parametrize(("header", "admitted"), [
+    (b"Bearer s3cret-token", True),
+    (b"bearer s3cret-token", True),  # RFC 6750: the scheme is case-insensitive
+    (b"BEARER s3cret-token", True),
+    (b"Bearer s3cret-tokeN", False),
+    (b"Bearer s3cret-token ", False),
+    (b"Basic s3cret-token", False),
+    (b"s3cret-token", False),
+    (b"", False),
+])
+def test_the_bearer_scheme_in_any_case_and_the_token_exactly(header: bytes,
+                                                             admitted: bool) -> None:
+    seen: list[dict[str, Any]] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    guard = mcp_server.BearerAuth(app, "s3cret-token")
+    headers = [(b"authorization", header)] if header else []
+    anyio.run(guard, {"type": "http", "headers": headers}, receive, send)
+    assert bool(seen) is admitted
+    if not admitted:
+        assert sent[0]["status"] == 401
+        assert b"s3cret" not in b"".join(m.get("body", b"") for m in sent)
