@@ -235,3 +235,32 @@ def test_workers_may_grant_where_the_policy_allows(cluster: LocalCluster, crds: 
         # TEST workers and approvers have no rights in other environments' namespaces.
         assert not can(cluster, user=user, groups=groups, verb="create",
                        resource="approvalrequests", group=W, namespace="default")
+
+
+def test_no_release_reaches_into_another_releases_namespace(cluster: LocalCluster,
+                                                             prd: Release) -> None:
+    """A test release whose gateway.targets names prd's namespace would get rights over prd's
+    operator; a release installed into prd's target namespace would be prd's target. Both
+    fail at install, naming the other release."""
+    from support.chart import CHART_DIR, set_args, values_file
+
+    s = uuid.uuid4().hex[:8]
+    into_prd = cluster.helm(
+        "install", "other", str(CHART_DIR), "--namespace", f"rbac-other-{s}",
+        "-f", str(values_file("test")),
+        *set_args({"gateway.targets": [{"namespace": prd.namespace}],
+                   "audit.file.persistence.enabled": False}), check=False)
+    assert into_prd.returncode != 0
+    assert f'namespace "{prd.namespace}", which holds another Wingman release' in \
+        into_prd.stderr, into_prd.stderr
+    in_target = cluster.helm(
+        "install", "other", str(CHART_DIR), "--namespace", prd.target_namespace,
+        "-f", str(values_file("test")),
+        *set_args({"gateway.targets": [{"namespace": f"rbac-other-apps-{s}"}],
+                   "audit.file.persistence.enabled": False}), check=False)
+    assert in_target.returncode != 0
+    assert (f'namespace "{prd.target_namespace}" is a gateway target of the Wingman release '
+            f'in namespace "{prd.namespace}"') in in_target.stderr, in_target.stderr
+    for ns in (f"rbac-other-{s}", prd.target_namespace):
+        listed = cluster.helm("list", "-q", "--namespace", ns)
+        assert "other" not in listed.stdout.split()
