@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
-from wingman.audit.checkpoints import Checkpoint, parse_checkpoints
+from wingman.audit.checkpoints import Checkpoint, CheckpointIndex, parse_checkpoints
 from wingman.audit.file import FileSink, _file_entries
 from wingman.audit.postgres import PostgresSink, _dsn_parts, _postgres_entries, _redact_dsn
 from wingman.audit.records import (
@@ -93,6 +93,7 @@ __all__ = [
     "AuditRecord",
     "AuditSink",
     "Checkpoint",
+    "CheckpointIndex",
     "FileSink",
     "NewRecord",
     "PostgresSink",
@@ -172,7 +173,7 @@ def verify(
     anchor: AuditAnchor | None = None,
     expected_head: str | None = None,
     expected_count: int | None = None,
-    checkpoints: Sequence[Checkpoint] = (),
+    checkpoints: Sequence[Checkpoint] | CheckpointIndex = (),
     resume: Resume | None = None,
 ) -> VerifyReport:
     """Verify the whole chain at ``target`` and report the first problem.
@@ -252,7 +253,7 @@ def verify_main(
     *,
     expected_head: str | None = None,
     anchor: AuditAnchor | None = None,
-    checkpoints: Sequence[Checkpoint] = (),
+    checkpoints: Sequence[Checkpoint] | CheckpointIndex = (),
     out: TextIO | None = None,
 ) -> int:
     """``wingman audit verify``: print one line; 0 verified, 1 tampered, 2 unreadable.

@@ -15,6 +15,13 @@ signature of the canonical JSON of the other five fields plus ``"type":
 "wingman.dev/audit-checkpoint/v1"``. ``log`` names the trail (the release namespace). A list of
 checkpoints is stored as JSON Lines, oldest first.
 
+**Size.** A witness's copy grows by one line (about 300 bytes) a minute for as long as the
+trail is written: half a million lines a year. ``iter_checkpoints`` reads such a file as a
+stream, one bounded line at a time, and ``CheckpointIndex`` holds what a verification needs of
+every checkpoint (each one's ``seq`` and ``hash`` still detect a rewrite) packed in about 135
+bytes each instead of the Python objects. ``parse_checkpoints`` (whole lists, e.g. the
+ConfigMap's) keeps its size limit.
+
 Signing and checking signatures is ``wingman.audit.signing`` (it needs the Ed25519 keys of
 ``wingman.capability.keys``); this module is the format alone. Pure: imports
 ``wingman.audit.records`` and ``wingman.errors``.
@@ -22,11 +29,15 @@ Signing and checking signatures is ``wingman.audit.signing`` (it needs the Ed255
 
 from __future__ import annotations
 
+import base64
+import bisect
 import datetime as dt
+import io
 import re
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from wingman.audit.records import (
     _HEX64,
@@ -44,7 +55,8 @@ CHECKPOINT_TYPE = "wingman.dev/audit-checkpoint/v1"
 
 MAX_CHECKPOINT_LINE = 1024
 MAX_CHECKPOINTS_BYTES = 4 * 1024 * 1024
-"""Largest list of checkpoints read from one source."""
+"""Largest list of checkpoints ``parse_checkpoints`` reads whole (a ConfigMap's); files are
+streamed by ``iter_checkpoints`` with no limit on their length."""
 
 INVALID_REASON = "AuditCheckpointInvalid"
 _FIELDS = frozenset(("log", "seq", "hash", "time", "kid", "signature"))
@@ -122,26 +134,172 @@ def parse_checkpoint(obj: Any, source: str = "") -> Checkpoint:
     return Checkpoint(log, seq, digest, time, kid, signature)
 
 
-def parse_checkpoints(data: bytes | str, source: str) -> list[Checkpoint]:
-    """Checkpoints from JSON Lines (blank lines skipped), e.g. the ConfigMap's
-    ``checkpoints.jsonl`` or a witness's copy. Anything malformed raises ``AuditTampered``."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    if len(raw) > MAX_CHECKPOINTS_BYTES:
-        raise _invalid(source, f"list is larger than {MAX_CHECKPOINTS_BYTES} bytes")
-    out: list[Checkpoint] = []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
+def iter_checkpoints(stream: IO[bytes], source: str) -> Iterator[tuple[int, Checkpoint]]:
+    """(line number, checkpoint) for each line of a JSON Lines stream (blank lines skipped),
+    read one line at a time: memory stays bounded however long the stream. Anything malformed
+    raises ``AuditTampered`` naming its line. Signatures are not checked here."""
+    for number in range(1, 2**63):
+        line = stream.readline(MAX_CHECKPOINT_LINE + 2)
+        if not line:
+            return
+        where = f"{source} line {number}"
+        if len(line) > MAX_CHECKPOINT_LINE + 1 or (len(line) == MAX_CHECKPOINT_LINE + 1
+                                                    and not line.endswith(b"\n")):
+            raise _invalid(where, f"is longer than {MAX_CHECKPOINT_LINE} bytes")
         line = line.strip()
         if not line:
             continue
-        where = f"{source} line {number}"
-        if len(line) > MAX_CHECKPOINT_LINE:
-            raise _invalid(where, f"is longer than {MAX_CHECKPOINT_LINE} bytes")
         try:
             obj = _loads(line)
         except _Malformed as exc:
             raise _invalid(where, str(exc)) from None
-        out.append(parse_checkpoint(obj, where))
-    return out
+        yield number, parse_checkpoint(obj, where)
+
+
+def parse_checkpoints(data: bytes | str, source: str) -> list[Checkpoint]:
+    """Checkpoints from JSON Lines (blank lines skipped), e.g. the ConfigMap's
+    ``checkpoints.jsonl``. Anything malformed raises ``AuditTampered``; so does a list over
+    ``MAX_CHECKPOINTS_BYTES`` (stream a longer one with ``iter_checkpoints``)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > MAX_CHECKPOINTS_BYTES:
+        raise _invalid(source, f"list is larger than {MAX_CHECKPOINTS_BYTES} bytes")
+    return [checkpoint for _, checkpoint in iter_checkpoints(io.BytesIO(raw), source)]
+
+
+class CheckpointIndex(Mapping[int, Checkpoint]):
+    """Signature-checked checkpoints by ``seq``, packed (about 135 bytes each, against some 700
+    as objects) so that a verification holds every one of a witness's year-long copy.
+
+    ``add`` them (any order); two that disagree about one ``seq`` raise ``AuditTampered`` (the
+    chain they describe was rewritten between them), and of two that agree the earlier signed is
+    kept, as ``wingman.audit.signing.check_signatures`` does."""
+
+    def __init__(self) -> None:
+        self._seqs = array("q")
+        self._hashes = bytearray()  # 32 bytes each
+        self._times = bytearray()  # 27 ASCII bytes each (the _TIME form)
+        self._signatures = bytearray()  # 64 bytes each
+        self._names = array("H")  # (log, kid) pair, an index into _pairs
+        self._pairs: list[tuple[str, str]] = []
+        self._pair_ids: dict[tuple[str, str], int] = {}
+        self._sorted = True
+        self._newest: Checkpoint | None = None
+
+    def add(self, checkpoint: Checkpoint) -> None:
+        """Remember ``checkpoint``, whose signature the caller checked."""
+        signature = base64.urlsafe_b64decode(checkpoint.signature + "==")
+        if base64.urlsafe_b64encode(signature).rstrip(b"=").decode() != checkpoint.signature:
+            raise ValueError("a checkpoint's signature must be checked before it is indexed")
+        seqs = self._seqs
+        if seqs and checkpoint.seq <= seqs[-1]:
+            if checkpoint.seq < seqs[-1]:
+                self._sorted = False
+            else:
+                self._agree(self._at(len(seqs) - 1), checkpoint)
+                if checkpoint.time >= self._times[-27:].decode("ascii"):
+                    return
+                self._drop_last()
+        pair = (checkpoint.log, checkpoint.kid)
+        pair_id = self._pair_ids.get(pair)
+        if pair_id is None:
+            if len(self._pairs) >= 65535:
+                raise _invalid("list", "names more than 65535 logs and audit keys")
+            pair_id = self._pair_ids[pair] = len(self._pairs)
+            self._pairs.append(pair)
+        seqs.append(checkpoint.seq)
+        self._hashes += bytes.fromhex(checkpoint.hash)
+        self._times += checkpoint.time.encode("ascii")
+        self._signatures += signature
+        self._names.append(pair_id)
+        self._newest = None
+
+    def _drop_last(self) -> None:
+        self._seqs.pop()
+        self._names.pop()
+        del self._hashes[-32:], self._times[-27:], self._signatures[-64:]
+
+    @staticmethod
+    def _agree(seen: Checkpoint, checkpoint: Checkpoint) -> None:
+        if seen.hash != checkpoint.hash:
+            raise AuditTampered(
+                f"two signed checkpoints disagree about seq {checkpoint.seq}: "
+                f"{seen.describe()} and {checkpoint.describe()}; the log was rewritten between "
+                "them", reason=INVALID_REASON)
+
+    def _sort(self) -> None:
+        """Order by seq once (after ``add``s out of order), merging those that agree."""
+        if self._sorted:
+            return
+        order = sorted(range(len(self._seqs)),
+                       key=lambda i: (self._seqs[i], self._times[27 * i:27 * i + 27]))
+        old = (self._seqs, self._hashes, self._times, self._signatures, self._names)
+        self._seqs, self._hashes, self._times, self._signatures, self._names = (
+            array("q"), bytearray(), bytearray(), bytearray(), array("H"))
+        self._sorted = True
+        for i in order:
+            seq = old[0][i]
+            if self._seqs and seq == self._seqs[-1]:
+                if old[1][32 * i:32 * i + 32] != self._hashes[-32:]:
+                    self._agree(self._at(len(self._seqs) - 1), self._build(old, i))
+                continue  # sorted by time too: the one kept is the earlier signed
+            self._seqs.append(seq)
+            self._hashes += old[1][32 * i:32 * i + 32]
+            self._times += old[2][27 * i:27 * i + 27]
+            self._signatures += old[3][64 * i:64 * i + 64]
+            self._names.append(old[4][i])
+
+    def _build(self, columns: tuple[array[int], bytearray, bytearray, bytearray, array[int]],
+               i: int) -> Checkpoint:
+        seqs, hashes, times, signatures, names = columns
+        log, kid = self._pairs[names[i]]
+        signature = base64.urlsafe_b64encode(signatures[64 * i:64 * i + 64]).rstrip(b"=")
+        return Checkpoint(log, seqs[i], hashes[32 * i:32 * i + 32].hex(),
+                          times[27 * i:27 * i + 27].decode("ascii"), kid,
+                          signature.decode("ascii"))
+
+    def _at(self, i: int) -> Checkpoint:
+        return self._build((self._seqs, self._hashes, self._times, self._signatures,
+                            self._names), i)
+
+    def __getitem__(self, seq: int) -> Checkpoint:
+        self._sort()
+        i = bisect.bisect_left(self._seqs, seq)
+        if i == len(self._seqs) or self._seqs[i] != seq:
+            raise KeyError(seq)
+        return self._at(i)
+
+    def __iter__(self) -> Iterator[int]:
+        self._sort()
+        return iter(self._seqs)
+
+    def __len__(self) -> int:
+        self._sort()
+        return len(self._seqs)
+
+    def newest(self) -> Checkpoint | None:
+        """The checkpoint with the highest ``seq``."""
+        self._sort()
+        if self._newest is None and self._seqs:
+            self._newest = self._at(len(self._seqs) - 1)
+        return self._newest
+
+    def before(self, seq: int) -> Checkpoint | None:
+        """The checkpoint with the highest ``seq`` below ``seq``."""
+        self._sort()
+        i = bisect.bisect_left(self._seqs, seq)
+        return self._at(i - 1) if i else None
+
+    def checkpoints(self) -> Iterator[Checkpoint]:
+        """Every checkpoint, by ``seq``."""
+        self._sort()
+        return (self._at(i) for i in range(len(self._seqs)))
+
+    @classmethod
+    def of(cls, checkpoints: Iterable[Checkpoint]) -> CheckpointIndex:
+        index = cls()
+        for checkpoint in checkpoints:
+            index.add(checkpoint)
+        return index
 
 
 def newest(checkpoints: Sequence[Checkpoint]) -> Checkpoint | None:
@@ -154,6 +312,8 @@ __all__ = [
     "INVALID_REASON",
     "MAX_CHECKPOINTS_BYTES",
     "Checkpoint",
+    "CheckpointIndex",
+    "iter_checkpoints",
     "newest",
     "parse_checkpoint",
     "parse_checkpoints",

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wingman.audit.checkpoints import Checkpoint
+from wingman.audit.checkpoints import Checkpoint, CheckpointIndex
 from wingman.audit.records import (
     GENESIS_HASH,
     AuditAnchor,
@@ -165,7 +165,7 @@ def verify_lines(
     anchor: AuditAnchor | None = None,
     expected_head: str | None = None,
     expected_count: int | None = None,
-    checkpoints: Sequence[Checkpoint] = (),
+    checkpoints: Sequence[Checkpoint] | CheckpointIndex = (),
 ) -> VerifyReport:
     """Verify stored lines, each with its trailing ``\\n`` (a last one without is partial).
 
@@ -188,7 +188,7 @@ def _verify_entries(
     anchor: AuditAnchor | None,
     expected_head: str | None,
     expected_count: int | None,
-    checkpoints: Sequence[Checkpoint] = (),
+    checkpoints: Sequence[Checkpoint] | CheckpointIndex = (),
     resume: Resume | None = None,
 ) -> VerifyReport:
     """Verify ``entries``; with ``resume``, they start at the record ``resume`` names."""
@@ -209,7 +209,8 @@ class _Checker:
     """Walks the chain once; ``check`` returns a failing report at the first problem."""
 
     def __init__(self, *, anchor: AuditAnchor | None, head_wanted: str | None,
-                 checkpoints: Sequence[Checkpoint] = (), resume: Resume | None = None) -> None:
+                 checkpoints: Sequence[Checkpoint] | CheckpointIndex = (),
+                 resume: Resume | None = None) -> None:
         self.anchor = anchor
         self.head_wanted = head_wanted
         self.head_found = False
@@ -217,16 +218,24 @@ class _Checker:
         self.last = GENESIS_HASH  # hash of the last verified record
         self.before_last = GENESIS_HASH
         self.previous: AuditRecord | None = None
-        self.checkpoints = {c.seq: c for c in checkpoints}
+        self.checkpoints: Mapping[int, Checkpoint]
+        if isinstance(checkpoints, CheckpointIndex):  # a long list, packed
+            self.checkpoints = checkpoints
+            self.newest = checkpoints.newest()
+        else:
+            self.checkpoints = {c.seq: c for c in checkpoints}
+            self.newest = max(checkpoints, key=lambda c: c.seq, default=None)
         self.given = len(checkpoints)
-        self.newest = max(checkpoints, key=lambda c: c.seq, default=None)
         self.verified: Checkpoint | None = None
         self.pinned = resume
         self.resume: Resume | None = None
         if resume is not None:
             self.count = resume.seq
             self.last = self.before_last = resume.prev
-            for checkpoint in checkpoints:  # those before the resume point verified earlier
+            if isinstance(checkpoints, CheckpointIndex):
+                self.verified = checkpoints.before(resume.seq)
+            for checkpoint in () if isinstance(checkpoints, CheckpointIndex) else checkpoints:
+                # those before the resume point verified earlier
                 if checkpoint.seq < resume.seq and (
                         self.verified is None or checkpoint.seq > self.verified.seq):
                     self.verified = checkpoint
@@ -397,8 +406,9 @@ class _Checker:
     def _accept(self, record: AuditRecord, entry: _Entry) -> None:
         if record.hash == self.head_wanted:
             self.head_found = True
-        if record.seq in self.checkpoints:
-            self.verified = self.checkpoints[record.seq]
+        checkpoint = self.checkpoints.get(record.seq)
+        if checkpoint is not None:
+            self.verified = checkpoint
         self.before_last, self.last = self.last, record.hash
         self.previous = record
         self.count += 1

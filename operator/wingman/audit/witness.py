@@ -13,7 +13,11 @@ witness that knows the audit public key can verify it independently of the HMAC.
 given the audit public keys, the signature; refuses a checkpoint that contradicts one it holds
 (same log and seq, another hash: ``409``) and one older than the newest it holds for that log
 (a rollback: ``409``); appends accepted checkpoints to a JSON Lines file (fsynced) and serves
-that file at ``GET <path>`` for ``wingman audit verify --checkpoints``.
+that file at ``GET <path>`` for ``wingman audit verify --checkpoints``. The file grows by a line
+a minute for good; the server holds only the newest checkpoint of each log and the
+``RECENT_PER_LOG`` before it (a re-sent one is answered "already witnessed"), reads the file as
+a stream at start (every line parsed, and signature-checked when given the audit keys) and
+streams it to ``GET``: its memory stays bounded however old the file.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from wingman.audit.checkpoints import Checkpoint, parse_checkpoint, parse_checkpoints
+from wingman.audit.checkpoints import Checkpoint, iter_checkpoints, parse_checkpoint
 from wingman.audit.records import _loads, _Malformed
 from wingman.audit.signing import check_signature, keyset_from_pems
 from wingman.capability.keys import KeySet
@@ -43,6 +48,10 @@ SIGNATURE_HEADER = "X-Wingman-Signature"
 MAX_BODY = 4096
 READ_TIMEOUT_SECONDS = 10.0
 """How long the reference witness waits on a client's request or body."""
+RECENT_PER_LOG = 1024
+"""Checkpoints per log the reference witness remembers besides the newest: one of them sent
+again is "already witnessed" (the operator re-sends only its newest, when the answer was lost);
+an older one is refused as a rollback."""
 
 
 class WitnessError(WingmanError):
@@ -87,13 +96,26 @@ class WitnessStore:
         self.keys = keys
         self.lock = threading.Lock()
         self.newest: dict[str, Checkpoint] = {}
-        self.seen: dict[tuple[str, int], str] = {}
+        self.recent: dict[str, OrderedDict[int, str]] = {}
+        """Per log, seq -> hash of the newest ``RECENT_PER_LOG`` + 1 witnessed."""
         if path.exists():
-            for checkpoint in parse_checkpoints(path.read_bytes(), str(path)):
-                self._remember(checkpoint)
+            with path.open("rb") as fh:
+                for number, checkpoint in iter_checkpoints(fh, str(path)):
+                    if keys is not None:
+                        check_signature(checkpoint, keys, f"{path} line {number}")
+                    self._remember(checkpoint)
 
     def _remember(self, checkpoint: Checkpoint) -> None:
-        self.seen[(checkpoint.log, checkpoint.seq)] = checkpoint.hash
+        recent = self.recent.setdefault(checkpoint.log, OrderedDict())
+        known = recent.get(checkpoint.seq)
+        if known is not None and known != checkpoint.hash:
+            raise AuditTampered(f"checkpoint {self.path} holds two checkpoints of log "
+                                f"{checkpoint.log} seq {checkpoint.seq} that disagree: the "
+                                "store was edited", reason="AuditCheckpointInvalid")
+        recent[checkpoint.seq] = checkpoint.hash
+        recent.move_to_end(checkpoint.seq)
+        while len(recent) > RECENT_PER_LOG + 1:
+            recent.popitem(last=False)
         newest = self.newest.get(checkpoint.log)
         if newest is None or checkpoint.seq > newest.seq:
             self.newest[checkpoint.log] = checkpoint
@@ -106,7 +128,8 @@ class WitnessStore:
             except AuditTampered as exc:
                 return 403, exc.message
         with self.lock:
-            known = self.seen.get((checkpoint.log, checkpoint.seq))
+            recent = self.recent.get(checkpoint.log)
+            known = None if recent is None else recent.get(checkpoint.seq)
             if known is not None:
                 if known != checkpoint.hash:
                     return 409, (f"log {checkpoint.log} seq {checkpoint.seq} was witnessed as "
@@ -153,9 +176,24 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
             if self.path != path:
                 self._answer(404, f"not found; checkpoints are at {path}")
                 return
-            with store.lock:
-                data = store.path.read_bytes() if store.path.exists() else b""
-            self._answer(200, "", data)
+            with store.lock:  # the file only grows: the prefix up to this size is whole
+                try:
+                    fh = store.path.open("rb")
+                except FileNotFoundError:
+                    self._answer(200, "", b"")
+                    return
+                size = os.fstat(fh.fileno()).st_size
+            with fh:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                while size > 0:
+                    chunk = fh.read(min(size, 1 << 16))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    size -= len(chunk)
 
         def do_POST(self) -> None:
             if self.path != path:

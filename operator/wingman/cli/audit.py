@@ -3,7 +3,9 @@
 Checkpoints come from the release's ConfigMap (``-n NAMESPACE``: the operator's checkpoints and
 the audit public keys it publishes), from files (``--checkpoints FILE``: a witness's copy, or
 an export), or both. ``--audit-key FILE`` pins the audit public keys (PEM) instead of trusting
-the ConfigMap's. Every checkpoint's signature is checked before any record is read.
+the ConfigMap's. Every checkpoint's signature is checked before any record is read. A file is
+read as a stream, a line at a time, into a packed ``CheckpointIndex``: a witness's copy of a
+year or more verifies in bounded memory, every checkpoint in it still checked and used.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import argparse
 import os
 import stat
 import sys
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from wingman.audit import Checkpoint, parse_checkpoints, unexpected, verify_main
-from wingman.audit.checkpoints import MAX_CHECKPOINTS_BYTES
-from wingman.audit.signing import check_signatures, keyset_from_pems
+from wingman.audit.checkpoints import CheckpointIndex, iter_checkpoints
+from wingman.audit.signing import check_signature, keyset_from_pems
 from wingman.capability.keys import KeySet
 from wingman.errors import AuditTampered, ClusterError, ConfigError, WingmanError
 
@@ -67,9 +69,9 @@ def _from_cluster(namespace: str, configmap: str, kubeconfig: str | None,
     return checkpoints, pems
 
 
-def _read_file(name: str, what: str, most: int) -> bytes:
-    """At most ``most`` bytes of the regular file ``name`` (a FIFO or a device never blocks
-    nor floods the verifier); ``ConfigError`` says what is wrong."""
+def _open_file(name: str, what: str) -> BinaryIO:
+    """The regular file ``name``, open for reading (a FIFO or a device never blocks nor floods
+    the verifier); ``ConfigError`` says what is wrong."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
@@ -78,38 +80,47 @@ def _read_file(name: str, what: str, most: int) -> bytes:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ConfigError(f"{what} {name} is not a regular file; pass the file itself")
         os.set_blocking(fd, True)
-        chunks: list[bytes] = []
-        left = most
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {name}: {exc.strerror or exc}") from None
-    finally:
+        return os.fdopen(fd, "rb")
+    except BaseException:
         os.close(fd)
+        raise
 
 
-def gather(args: argparse.Namespace) -> tuple[list[Checkpoint], list[str]]:
+def _read_file(name: str, what: str, most: int) -> bytes:
+    """At most ``most`` bytes of the regular file ``name``."""
+    with _open_file(name, what) as fh:
+        try:
+            return fh.read(most)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what} {name}: {exc.strerror or exc}") from None
+
+
+def _stream_file(name: str, keys: KeySet, into: CheckpointIndex) -> None:
+    """Every checkpoint of the file ``name``, a line at a time, signature-checked into
+    ``into``; ``AuditTampered`` names the first bad line."""
+    with _open_file(name, "checkpoints file") as fh:
+        try:
+            for number, checkpoint in iter_checkpoints(fh, name):
+                check_signature(checkpoint, keys, f"{name} line {number}")
+                into.add(checkpoint)
+        except OSError as exc:
+            raise ConfigError(f"cannot read checkpoints file {name}: {exc.strerror or exc}"
+                              ) from None
+
+
+def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str]]:
     """The signature-checked checkpoints and where they came from (empty: none asked for)."""
-    checkpoints: list[Checkpoint] = []
+    found: list[Checkpoint] = []
     sources: list[str] = []
     published: dict[str, str] = {}
     if args.namespace:
         found, published = _from_cluster(args.namespace, args.configmap, args.kubeconfig,
-                                         args.context)
-        checkpoints += found
+                                          args.context)
         sources.append(f"ConfigMap {args.namespace}/{args.configmap}")
-    for name in args.checkpoints:
-        # one byte more than a list may have: parse_checkpoints refuses it as too large
-        data = _read_file(name, "checkpoints file", MAX_CHECKPOINTS_BYTES + 1)
-        checkpoints += parse_checkpoints(data, name)
-        sources.append(name)
+    sources += args.checkpoints
+    index = CheckpointIndex()
     if not sources:
-        return [], []
+        return index, []
     if args.audit_key:
         pems: list[bytes] = []
         for name in args.audit_key:
@@ -124,7 +135,14 @@ def gather(args: argparse.Namespace) -> tuple[list[Checkpoint], list[str]]:
     else:
         raise ConfigError("checkpoints from files need the audit public key: pass --audit-key "
                           "PEM (or -n NAMESPACE to use the keys the operator publishes)")
-    return check_signatures(checkpoints, keys, " and ".join(sources)), sources
+    if args.namespace:
+        for checkpoint in found:
+            check_signature(checkpoint, keys, sources[0])
+            index.add(checkpoint)
+    for name in args.checkpoints:
+        _stream_file(name, keys, index)
+    len(index)  # orders them: two that disagree about a seq are tampering, reported here
+    return index, sources
 
 
 def verify_command(args: argparse.Namespace, out: TextIO | None = None) -> int:

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support import checkpoints as long_checkpoints
 from wingman.audit import (
     AuditAnchor,
     Checkpoint,
@@ -27,7 +28,12 @@ from wingman.audit import (
     verify,
     verify_lines,
 )
-from wingman.audit.checkpoints import parse_checkpoint
+from wingman.audit.checkpoints import (
+    MAX_CHECKPOINTS_BYTES,
+    CheckpointIndex,
+    iter_checkpoints,
+    parse_checkpoint,
+)
 from wingman.audit.signing import check_signatures, keyset_from_pems, sign_checkpoint
 from wingman.capability.keys import KeySet, SigningKey, generate_signing_key
 from wingman.errors import AuditTampered, ConfigError
@@ -293,3 +299,94 @@ def test_resuming_after_an_insertion_before_the_point_is_caught(
     path.write_bytes(b"".join([lines[0], *lines]))  # every offset moves by one line
     report = verify(str(path), resume=first.resume)
     assert report.problem is not None
+
+
+# --------------------------------------------------------------------------- a year-long copy
+# A witness's copy grows by a checkpoint a minute for good (~300 bytes each: 100k lines is
+# ~30 MB, far over the MAX_CHECKPOINTS_BYTES a whole list may have). It is streamed into a
+# packed index, and every checkpoint in it still detects what it detected in a short list.
+
+LONG = 100_000
+
+
+@pytest.fixture(scope="module")
+def long_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[Checkpoint]]:
+    """A trail of LONG records and a witness copy with a checkpoint of each (unsigned: the
+    signature checks are tested on shorter files in tests/unit/cli/test_audit.py)."""
+    where = tmp_path_factory.mktemp("long")
+    path, copy = where / "audit.jsonl", where / "witness.jsonl"
+    checkpoints = long_checkpoints.checkpoints_of(long_checkpoints.write_trail(path, LONG),
+                                                  None)
+    long_checkpoints.write_checkpoints(copy, checkpoints)
+    assert copy.stat().st_size > MAX_CHECKPOINTS_BYTES
+    return path, copy, checkpoints
+
+
+def _index(copy: Path) -> CheckpointIndex:
+    index = CheckpointIndex()
+    with copy.open("rb") as fh:
+        for _, checkpoint in iter_checkpoints(fh, str(copy)):
+            index.add(checkpoint)
+    return index
+
+
+def test_a_year_long_witness_copy_is_streamed_and_verifies(
+        long_copy: tuple[Path, Path, list[Checkpoint]]) -> None:
+    path, copy, checkpoints = long_copy
+    index = _index(copy)
+    assert len(index) == LONG
+    assert index[12_345] == checkpoints[12_345]  # packed without losing a byte
+    assert index.newest() == checkpoints[-1]
+    report = verify(str(path), checkpoints=index)
+    assert report.ok, report.summary()
+    assert report.checkpoints == LONG and report.checkpoint == checkpoints[-1]
+
+
+def test_a_rewrite_re_signed_later_is_caught_by_an_old_checkpoint_of_a_long_copy(
+        long_copy: tuple[Path, Path, list[Checkpoint]], tmp_path: Path) -> None:
+    """Someone rewrites the trail from seq 99,000 and empties the ConfigMap; the operator then
+    signs the forged head, and the witness takes the new checkpoints (they are newer). The
+    newest checkpoint matches the forgery: only the old ones, deep in the copy, expose it."""
+    path, copy, _ = long_copy
+    forged = tmp_path / "audit.jsonl"
+    forged.write_bytes(b"".join(_lines(path)[:99_000]))
+    prev = json.loads(_lines(path)[98_999])["hash"]
+    tail = long_checkpoints.write_trail(forged, 1_500, start=99_000, prev=prev, tag="forged")
+    extended = tmp_path / "witness.jsonl"
+    extended.write_bytes(copy.read_bytes())
+    long_checkpoints.write_checkpoints(
+        extended, long_checkpoints.checkpoints_of(tail[1_000:], None, minutes=LONG))
+    report = verify(str(forged), checkpoints=_index(extended))
+    assert report.problem is not None and report.problem.kind is ProblemKind.REWRITTEN
+    assert report.problem.seq == 99_000, report.summary()
+
+
+def test_a_malformed_line_deep_in_a_long_copy_is_tampering_with_its_line(
+        long_copy: tuple[Path, Path, list[Checkpoint]], tmp_path: Path) -> None:
+    _, copy, _ = long_copy
+    lines = _lines(copy)
+    lines[99_989] = lines[99_989].replace(b'"seq":', b'"seq":"')  # line 99,990
+    broken = tmp_path / "witness.jsonl"
+    broken.write_bytes(b"".join(lines))
+    with pytest.raises(AuditTampered, match=f"{broken} line 99990 "):
+        _index(broken)
+
+
+def test_an_overlong_line_is_refused_before_it_is_read_whole() -> None:
+    stream = io.BytesIO(b"\n" + b"x" * 10 * 1024 * 1024)
+    with pytest.raises(AuditTampered, match="copy line 2 is longer than 1024 bytes"):
+        list(iter_checkpoints(stream, "copy"))
+
+
+def test_the_index_takes_checkpoints_in_any_order_and_refuses_disagreement() -> None:
+    early = sign_checkpoint(KEY, log="l", anchor=AuditAnchor(5, "ab" * 32), now=T0)
+    late = sign_checkpoint(KEY, log="l", anchor=AuditAnchor(5, "ab" * 32),
+                           now=T0 + dt.timedelta(minutes=1))
+    other = sign_checkpoint(KEY, log="l", anchor=AuditAnchor(9, "ef" * 32), now=T0)
+    index = CheckpointIndex.of([other, late, early])
+    assert list(index) == [5, 9] and index[5] == early and index.before(9) == early
+    assert list(index.checkpoints()) == check_signatures([other, late, early], KEYS)
+    forged = sign_checkpoint(KEY, log="l", anchor=AuditAnchor(5, "cd" * 32), now=T0)
+    for order in ([other, early, forged], [early, forged]):
+        with pytest.raises(AuditTampered, match="disagree about seq 5"):
+            len(CheckpointIndex.of(order))

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import http.server
 import signal
 import subprocess
 import sys
@@ -15,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from support import checkpoints as long_checkpoints
 from wingman import audit
 from wingman.audit import AuditAnchor, parse_checkpoints
+from wingman.audit.checkpoints import MAX_CHECKPOINTS_BYTES
 from wingman.audit.signing import sign_checkpoint
 from wingman.audit.witness import (
+    RECENT_PER_LOG,
     SIGNATURE_HEADER,
     WitnessError,
     WitnessStore,
@@ -27,6 +32,7 @@ from wingman.audit.witness import (
     signature,
 )
 from wingman.capability.keys import KeySet, generate_signing_key
+from wingman.errors import AuditTampered
 
 KEY = generate_signing_key()
 KEYS = KeySet.from_mapping({f"{KEY.kid}.pem": KEY.public_pem()})
@@ -159,3 +165,68 @@ def test_a_client_that_stops_sending_is_dropped(tmp_path: Path) -> None:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+# --------------------------------------------------------------------------- a year-long store
+# The store grows by a checkpoint a minute for good: 100k lines is ~30 MB, over what a whole
+# list may be. A restart streams it and keeps only what answering needs.
+
+
+def _serve(store: WitnessStore) -> tuple[http.server.ThreadingHTTPServer, threading.Thread]:
+    server = make_server(("127.0.0.1", 0), store, HMAC)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def test_a_witness_restarts_on_a_year_long_store_and_answers_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "w.jsonl"
+    records = long_checkpoints.write_trail(tmp_path / "audit.jsonl", 100_000)
+    held = long_checkpoints.checkpoints_of(records, None)  # keys=None: no signature to check
+    long_checkpoints.write_checkpoints(path, held)
+    assert path.stat().st_size > MAX_CHECKPOINTS_BYTES
+    store = WitnessStore(path, None)
+    assert store.newest == {"wingman-prd": held[-1]}
+    assert len(store.recent["wingman-prd"]) <= RECENT_PER_LOG + 1  # not every seq it ever saw
+    # the operator sends its newest again when the answer was lost: still "already witnessed"
+    assert store.accept(held[-1]) == (200, "already witnessed")
+    assert store.accept(held[-RECENT_PER_LOG]) == (200, "already witnessed")
+    rewritten = dataclasses.replace(held[-3], hash="cd" * 32)
+    assert store.accept(rewritten)[0] == 409 and "rewritten" in store.accept(rewritten)[1]
+    assert store.accept(held[7])[0] == 409 and "rollback" in store.accept(held[7])[1]
+    server, thread = _serve(store)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/checkpoints"
+        send(url, HMAC, _cp(100_000))
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            served = resp.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert served == path.read_bytes()
+    assert served.count(b"\n") == 100_001
+
+
+def test_a_forged_line_deep_in_the_store_stops_the_witness_from_starting(
+        tmp_path: Path) -> None:
+    path = tmp_path / "w.jsonl"
+    records = long_checkpoints.write_trail(tmp_path / "audit.jsonl", 15_000)
+    held = long_checkpoints.checkpoints_of(records, KEY)
+    held[14_989] = dataclasses.replace(held[14_989], hash="cd" * 32)  # line 14,990
+    long_checkpoints.write_checkpoints(path, held)
+    assert path.stat().st_size > MAX_CHECKPOINTS_BYTES
+    with pytest.raises(AuditTampered, match=f"{path} line 14990 .*does not verify"):
+        WitnessStore(path, KEYS)
+    key = tmp_path / "hmac"
+    key.write_bytes(HMAC)
+    pem = tmp_path / "audit.pem"
+    pem.write_bytes(KEY.public_pem())
+    done = subprocess.run(
+        [sys.executable, "-m", "wingman.cli", "audit", "witness", "--listen", "127.0.0.1:0",
+         "--store", str(path), "--hmac-key-file", str(key), "--audit-key", str(pem)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={"PYTHONPATH": str(OPERATOR_SRC)})
+    assert done.returncode == 2, done.stderr
+    assert "cannot start" in done.stderr and "line 14990" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import resource
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from support import checkpoints as long_checkpoints
 from wingman import audit
 from wingman.audit import AuditAnchor, FileSink, verify_main
 from wingman.audit.signing import sign_checkpoint
@@ -91,7 +93,7 @@ def test_a_checkpoints_or_key_file_that_is_not_a_regular_file_is_refused(
     assert "Traceback" not in done.stderr
 
 
-def test_a_huge_checkpoints_file_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+def test_a_checkpoints_file_of_one_huge_line_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     path = _trail(tmp_path)
     _, pem = _signed(tmp_path, path)
     huge = tmp_path / "huge.jsonl"
@@ -100,8 +102,8 @@ def test_a_huge_checkpoints_file_is_refused_in_bounded_memory(tmp_path: Path) ->
     done = _wingman("audit", "verify", str(path), "--checkpoints", str(huge), "--audit-key",
                     str(pem))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert done.stdout.startswith(f"TAMPERED: checkpoint {huge} list is larger than"), \
-        done.stdout
+    assert done.stdout.startswith(f"TAMPERED: checkpoint {huge} line 1 is longer than 1024 "
+                                  "bytes"), done.stdout
     assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
 
 
@@ -146,3 +148,61 @@ def test_an_unexpected_error_is_a_clear_message_and_exit_2(
     text = out.getvalue()
     assert text.startswith("UNREADABLE: the verifier stopped on an unexpected error"), text
     assert "RuntimeError: injected fault" in text and "NOT verified" in text
+
+
+# A witness's copy grows by a checkpoint a minute for good; verify streams it, checks every
+# line's signature and uses every checkpoint, in bounded memory.
+COPY = 15_000  # ~4.5 MB: more than a whole list may be (MAX_CHECKPOINTS_BYTES)
+
+
+@pytest.fixture(scope="module")
+def witness_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A trail of COPY records, a signed witness copy with a checkpoint of each, the key."""
+    where = tmp_path_factory.mktemp("copy")
+    path, copy, pem = where / "audit.jsonl", where / "witness.jsonl", where / "audit.pem"
+    key = generate_signing_key()
+    records = long_checkpoints.write_trail(path, COPY)
+    long_checkpoints.write_checkpoints(copy, long_checkpoints.checkpoints_of(records, key))
+    assert copy.stat().st_size > audit.checkpoints.MAX_CHECKPOINTS_BYTES
+    pem.write_bytes(key.public_pem())
+    return path, copy, pem
+
+
+def test_a_witness_copy_longer_than_a_list_may_be_verifies(
+        witness_copy: tuple[Path, Path, Path]) -> None:
+    path, copy, pem = witness_copy
+    done = _wingman("audit", "verify", str(path), "--checkpoints", str(copy), "--audit-key",
+                    str(pem), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"OK: {COPY} records"), done.stdout
+    assert f"last verified point: signed checkpoint seq {COPY - 1} " in done.stdout
+
+
+def test_a_forged_line_deep_in_a_witness_copy_is_tampering_with_its_line(
+        witness_copy: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    path, copy, pem = witness_copy
+    lines = copy.read_bytes().splitlines(keepends=True)
+    lines[14_989] = lines[14_989].replace(b'"seq":14989', b'"seq":14990')  # line 14,990
+    forged = tmp_path / "witness.jsonl"
+    forged.write_bytes(b"".join(lines))
+    done = _wingman("audit", "verify", str(path), "--checkpoints", str(forged), "--audit-key",
+                    str(pem), timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(f"TAMPERED: checkpoint {forged} line 14990 "), done.stdout
+    assert "does not verify" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_a_rewrite_deep_in_a_trail_is_located_by_a_long_witness_copy(
+        witness_copy: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    path, copy, pem = witness_copy
+    lines = path.read_bytes().splitlines(keepends=True)
+    rewritten = tmp_path / "audit.jsonl"
+    rewritten.write_bytes(b"".join(lines[:12_345]))
+    prev = json.loads(lines[12_344])["hash"]
+    long_checkpoints.write_trail(rewritten, COPY - 12_345, start=12_345, prev=prev,
+                                 tag="forged")
+    done = _wingman("audit", "verify", str(rewritten), "--checkpoints", str(copy),
+                    "--audit-key", str(pem), timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("TAMPERED at record 12345 (line 12346): Rewritten"), \
+        done.stdout
