@@ -101,17 +101,18 @@ class WitnessStore:
         if path.exists():
             with path.open("rb") as fh:
                 for number, checkpoint in iter_checkpoints(fh, str(path)):
+                    where = f"{path} line {number}"
                     if keys is not None:
-                        check_signature(checkpoint, keys, f"{path} line {number}")
-                    self._remember(checkpoint)
+                        check_signature(checkpoint, keys, where)
+                    self._remember(checkpoint, where)
 
-    def _remember(self, checkpoint: Checkpoint) -> None:
+    def _remember(self, checkpoint: Checkpoint, where: str = "") -> None:
         recent = self.recent.setdefault(checkpoint.log, OrderedDict())
         known = recent.get(checkpoint.seq)
         if known is not None and known != checkpoint.hash:
-            raise AuditTampered(f"checkpoint {self.path} holds two checkpoints of log "
-                                f"{checkpoint.log} seq {checkpoint.seq} that disagree: the "
-                                "store was edited", reason="AuditCheckpointInvalid")
+            raise AuditTampered(f"checkpoint {where} ({checkpoint.describe()}) disagrees with "
+                                f"an earlier line, sha256:{known}: the store was edited",
+                                reason="AuditCheckpointInvalid")
         recent[checkpoint.seq] = checkpoint.hash
         recent.move_to_end(checkpoint.seq)
         while len(recent) > RECENT_PER_LOG + 1:

@@ -230,3 +230,10 @@ def test_a_forged_line_deep_in_the_store_stops_the_witness_from_starting(
     assert done.returncode == 2, done.stderr
     assert "cannot start" in done.stderr and "line 14990" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_store_holding_two_disagreeing_checkpoints_does_not_start(tmp_path: Path) -> None:
+    path = tmp_path / "w.jsonl"
+    path.write_text(f"{_cp(3).to_line()}\n{_cp(4).to_line()}\n{_cp(3, 'cd' * 32).to_line()}\n")
+    with pytest.raises(AuditTampered, match=f"{path} line 3 .*disagrees with an earlier line"):
+        WitnessStore(path, KEYS)
