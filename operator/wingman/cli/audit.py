@@ -41,6 +41,10 @@ def add_verify_arguments(vp: argparse.ArgumentParser) -> None:
     vp.add_argument("--context", help="the kubeconfig context to use")
     vp.add_argument("--checkpoints", action="append", default=[], metavar="FILE",
                     help="signed checkpoints in JSON Lines, e.g. a witness's copy (repeatable)")
+    vp.add_argument("--log", metavar="NAME",
+                    help="verify against the checkpoints of this trail only (the release "
+                    "namespace that wrote it; default: -n's namespace); needed when the "
+                    "checkpoint files hold several trails, as one witness's copy may")
     vp.add_argument("--audit-key", action="append", default=[], metavar="PEM",
                     help="trust only this audit public key (repeatable); default: the keys "
                     "published in the checkpoints ConfigMap")
@@ -95,14 +99,39 @@ def _read_file(name: str, what: str, most: int) -> bytes:
             raise ConfigError(f"cannot read {what} {name}: {exc.strerror or exc}") from None
 
 
-def _stream_file(name: str, keys: KeySet, into: CheckpointIndex) -> None:
-    """Every checkpoint of the file ``name``, a line at a time, signature-checked into
-    ``into``; ``AuditTampered`` names the first bad line."""
+class _Trails:
+    """Which trail's checkpoints count (``want``; None: whichever, as long as there is one) and
+    the names of the trails seen (a few, for the message when there are several)."""
+
+    SHOWN = 5
+
+    def __init__(self, want: str | None) -> None:
+        self.want = want
+        self.seen: set[str] = set()
+
+    def keep(self, checkpoint: Checkpoint) -> bool:
+        if len(self.seen) <= self.SHOWN:
+            self.seen.add(checkpoint.log)
+        return self.want is None or checkpoint.log == self.want
+
+    def check(self) -> None:
+        if self.want is None and len(self.seen) > 1:
+            names = sorted(self.seen)[:self.SHOWN]
+            more = " and more" if len(self.seen) > self.SHOWN else ""
+            raise ConfigError(f"the checkpoints are of several trails ({', '.join(names)}"
+                              f"{more}); name this trail's with --log (the release namespace "
+                              "that wrote it)")
+
+
+def _stream_file(name: str, keys: KeySet, into: CheckpointIndex, trails: _Trails) -> None:
+    """Every checkpoint of the file ``name``, a line at a time, signature-checked; those of the
+    trail ``trails`` wants go into ``into``. ``AuditTampered`` names the first bad line."""
     with _open_file(name, "checkpoints file") as fh:
         try:
             for number, checkpoint in iter_checkpoints(fh, name):
                 check_signature(checkpoint, keys, f"{name} line {number}")
-                into.add(checkpoint)
+                if trails.keep(checkpoint):
+                    into.add(checkpoint)
         except OSError as exc:
             raise ConfigError(f"cannot read checkpoints file {name}: {exc.strerror or exc}"
                               ) from None
@@ -135,12 +164,15 @@ def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str]]:
     else:
         raise ConfigError("checkpoints from files need the audit public key: pass --audit-key "
                           "PEM (or -n NAMESPACE to use the keys the operator publishes)")
+    trails = _Trails(args.log or args.namespace or None)
     if args.namespace:
         for checkpoint in found:
             check_signature(checkpoint, keys, sources[0])
-            index.add(checkpoint)
+            if trails.keep(checkpoint):
+                index.add(checkpoint)
     for name in args.checkpoints:
-        _stream_file(name, keys, index)
+        _stream_file(name, keys, index, trails)
+    trails.check()
     len(index)  # orders them: two that disagree about a seq are tampering, reported here
     return index, sources
 

@@ -206,3 +206,31 @@ def test_a_rewrite_deep_in_a_trail_is_located_by_a_long_witness_copy(
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.startswith("TAMPERED at record 12345 (line 12346): Rewritten"), \
         done.stdout
+
+
+def test_a_witness_copy_of_several_trails_is_read_for_the_one_named(tmp_path: Path) -> None:
+    """One witness may keep the checkpoints of several releases' trails: another trail's
+    checkpoints say nothing of this one's (verified against them, a sound trail would read as
+    rewritten), so the verifier asks which trail this is and uses its checkpoints alone."""
+    path = _trail(tmp_path)
+    key = generate_signing_key()
+    records = list(FileSink(path).records())
+    other = tmp_path / "other.jsonl"
+    other_records = long_checkpoints.write_trail(other, 5)
+    copy = tmp_path / "witness.jsonl"
+    long_checkpoints.write_checkpoints(copy, [
+        *long_checkpoints.checkpoints_of(records, key, log="wingman-test"),
+        *long_checkpoints.checkpoints_of(other_records, key, log="wingman-prd", minutes=10)])
+    pem = tmp_path / "audit.pem"
+    pem.write_bytes(key.public_pem())
+    args = ("--checkpoints", str(copy), "--audit-key", str(pem))
+    unnamed = _wingman("audit", "verify", str(path), *args)
+    assert unnamed.returncode == 2, unnamed.stdout + unnamed.stderr
+    assert "several trails (wingman-prd, wingman-test)" in unnamed.stdout
+    assert "--log" in unnamed.stdout
+    for trail, log in ((path, "wingman-test"), (other, "wingman-prd")):
+        named = _wingman("audit", "verify", str(trail), *args, "--log", log)
+        assert named.returncode == 0, named.stdout + named.stderr
+    crossed = _wingman("audit", "verify", str(path), *args, "--log", "wingman-prd")
+    assert crossed.returncode == 1, crossed.stdout + crossed.stderr
+    assert crossed.stdout.startswith("TAMPERED"), crossed.stdout
