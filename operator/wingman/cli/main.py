@@ -10,7 +10,8 @@ Thin: parses arguments and calls the module that owns the concept.
     wingman describe NAME | result GRANT | list | policy   [-o json|yaml]
     wingman mcp [--transport stdio|http]     (the MCP server for agents)
     wingman completion bash|zsh|fish
-    wingman audit verify TARGET [-n NS] [--checkpoints FILE] [--audit-key PEM] [--expected-head]
+    wingman audit verify TARGET [-n NS] [--checkpoints FILE] [--log NAME] [--audit-key PEM]
+                         [--expected-head H]
     wingman audit witness --store FILE --hmac-key-file F [--audit-key PEM] [--listen H:P]
     wingman audit show TARGET --subject NAME [-n NAMESPACE]
     wingman verify-privileges --namespace NS [--release R]
@@ -207,10 +208,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=_port, help="HTTP: port to listen on (default 8765)")
     sp.add_argument("--path", type=_http_path, help="HTTP: the endpoint's path (default /mcp)")
     sp.add_argument("--auth-token-file", help="HTTP: require 'Authorization: Bearer <the "
-                    "file's content>' (required when --host is not a loopback address)")
+                    "file's content>' (at least 16 printable ASCII characters, no spaces; "
+                    "required when --host is not a loopback address)")
     sp.add_argument("--max-wait-seconds", type=float, default=50,
-                    help="the most any tool call waits (default 50: below common MCP client "
-                    "timeouts)")
+                    help="the most any tool call waits, in seconds above 0 and at most 600 "
+                    "(default 50: below common MCP client timeouts)")
 
     sp = command("completion", "print the shell completion script")
     sp.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh", "powershell"))
@@ -218,7 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     sp = command("audit", "audit trail tools")
     asub = sp.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     vp = asub.add_parser("verify", help="verify the hash chain of an audit trail and its "
-                         "signed checkpoints")
+                         "signed checkpoints",
+                         description="Verify the hash chain of an audit trail against its "
+                         "signed checkpoints (docs/audit.md).",
+                         epilog="exit status: 0 verified, 1 tampered, 2 unreadable or a bad "
+                         "target or argument")
     from wingman.cli.audit import add_verify_arguments
 
     add_verify_arguments(vp)
