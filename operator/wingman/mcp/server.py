@@ -273,8 +273,9 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
                                           "the reviewers (at most 2000 characters)",
                                           min_length=1, max_length=2000)],
         commands: Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(
-            description="1 to 10 exact command lines (each at most 4096 characters), each run "
-                        "later byte for byte without a shell", min_length=1, max_length=10)],
+            description="1 to 10 exact command lines (each at most 4096 characters, none "
+                        "twice), each run later byte for byte without a shell", min_length=1,
+            max_length=10)],
         environment: Annotated[str | None, Field(description="The environment (default: the "
                                                  "one this namespace serves)")] = None,
         justification: Annotated[str | None, Field(description="Why now, what was tried (at most "
