@@ -455,8 +455,9 @@ def serve(args: argparse.Namespace) -> int:
                                                              "auth_token_file")
                  if getattr(args, name, None) is not None]
     if args.transport == "stdio" and http_only:
-        raise ConfigError(f"{', '.join(http_only)} only apply to --transport http: add it, or "
-                          "leave them out for stdio (the MCP client starts this process)")
+        verb, them = ("applies", "it") if len(http_only) == 1 else ("apply", "them")
+        raise ConfigError(f"{', '.join(http_only)} only {verb} to --transport http: add it, "
+                          f"or leave {them} out for stdio (the MCP client starts this process)")
     given = vars(args)
     args = argparse.Namespace(**{**given, "host": given.get("host") or "127.0.0.1",
                                  "port": given.get("port") or 8765,
