@@ -22,12 +22,14 @@ streams it to ``GET``: its memory stays bounded however old the file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.server
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import urllib.error
@@ -157,8 +159,39 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "wingman-witness"
         # a client that stops sending (before its HMAC is even checked) holds no thread
-        # for longer than this
+        # for longer than this; one that trickles a byte at a time neither: the watchdog
+        # ends the reading of the whole request at the same time
         timeout = timeout_seconds
+        _expired = False
+
+        def setup(self) -> None:
+            super().setup()
+            self._guard = threading.Lock()
+            self._reading = True
+            self._watchdog = threading.Timer(timeout_seconds, self._expire)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+        def _expire(self) -> None:
+            """The request was not read in time: end its reading (an answer can still go)."""
+            with self._guard:
+                if not self._reading:
+                    return
+                self._expired = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RD)
+
+        def _read(self) -> bool:
+            """The request is read: the watchdog stands down. False when it had fired."""
+            with self._guard:
+                self._reading = False
+            self._watchdog.cancel()
+            return not self._expired
+
+        def finish(self) -> None:
+            self._watchdog.cancel()
+            with contextlib.suppress(OSError):  # a client gone before its answer
+                super().finish()
 
         def log_message(self, format: str, *args: Any) -> None:
             sys.stderr.write(json.dumps({"witness": format % args}) + "\n")
@@ -174,6 +207,9 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
             self.wfile.write(data)
 
         def do_GET(self) -> None:
+            if not self._read():
+                self.close_connection = True
+                return
             if self.path != path:
                 self._answer(404, f"not found; checkpoints are at {path}")
                 return
@@ -211,6 +247,8 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
             try:
                 body = self.rfile.read(length)
             except TimeoutError:
+                body = None
+            if not self._read() or body is None:
                 self.close_connection = True
                 self._answer(408, f"the body did not arrive within {timeout_seconds:g}s")
                 return

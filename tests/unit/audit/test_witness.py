@@ -167,6 +167,46 @@ def test_a_client_that_stops_sending_is_dropped(tmp_path: Path) -> None:
         thread.join(10)
 
 
+def test_a_client_that_sends_a_byte_at_a_time_is_dropped_at_the_timeout(tmp_path: Path) -> None:
+    """The read timeout bounds the whole request, not each wait for a byte: a client that
+    trickles its headers or its body in under the timeout per byte holds no thread past it."""
+    import socket
+
+    server = make_server(("127.0.0.1", 0), WitnessStore(tmp_path / "w.jsonl", KEYS), HMAC,
+                         timeout_seconds=1.0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for head, trickled in ((b"POST /checkpoints HTTP/1.1\r\nContent-Length: 4000\r\n\r\n",
+                                b"x" * 4000),
+                               (b"POST /checkpoints HTTP/1.1\r\n", b"X-Slow: " + b"y" * 4000)):
+            with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
+                sock.sendall(head)
+                started = time.monotonic()
+                sock.settimeout(0.2)
+                answer = b""
+                for byte in trickled:
+                    if time.monotonic() - started > 8:
+                        break
+                    try:
+                        sock.sendall(bytes([byte]))
+                        chunk = sock.recv(4096)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        break
+                    answer += chunk
+                    if not chunk:
+                        break
+                assert time.monotonic() - started < 4, "the witness kept reading a trickle"
+                if head.endswith(b"\r\n\r\n"):
+                    assert answer.startswith(b"HTTP/1.0 408"), answer
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 # --------------------------------------------------------------------------- a year-long store
 # The store grows by a checkpoint a minute for good: 100k lines is ~30 MB, over what a whole
 # list may be. A restart streams it and keeps only what answering needs.
