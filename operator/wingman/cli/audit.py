@@ -114,6 +114,18 @@ class _Trails:
             self.seen.add(checkpoint.log)
         return self.want is None or checkpoint.log == self.want
 
+    def check_source(self, source: str, held: set[str], kept: int) -> None:
+        """``source`` held checkpoints (of the trails ``held``) but none of the wanted trail:
+        refused, as every checkpoint left out would leave a cut tail or a rewrite unnoticed
+        while the user believes ``source`` was consulted."""
+        if self.want is None or kept or not held:
+            return
+        names = ", ".join(sorted(held)[:self.SHOWN]) + (" and more" if len(held) > self.SHOWN
+                                                         else "")
+        raise ConfigError(f"{source} holds no checkpoint of trail {self.want} (it holds "
+                          f"{names}): name the trail being verified with --log (the release "
+                          "namespace that wrote it), or pass this trail's checkpoints")
+
     def check(self) -> None:
         if self.want is None and len(self.seen) > 1:
             names = sorted(self.seen)[:self.SHOWN]
@@ -126,15 +138,21 @@ class _Trails:
 def _stream_file(name: str, keys: KeySet, into: CheckpointIndex, trails: _Trails) -> None:
     """Every checkpoint of the file ``name``, a line at a time, signature-checked; those of the
     trail ``trails`` wants go into ``into``. ``AuditTampered`` names the first bad line."""
+    held: set[str] = set()
+    kept = 0
     with _open_file(name, "checkpoints file") as fh:
         try:
             for number, checkpoint in iter_checkpoints(fh, name):
                 check_signature(checkpoint, keys, f"{name} line {number}")
+                if len(held) <= trails.SHOWN:
+                    held.add(checkpoint.log)
                 if trails.keep(checkpoint):
                     into.add(checkpoint)
+                    kept += 1
         except OSError as exc:
             raise ConfigError(f"cannot read checkpoints file {name}: {exc.strerror or exc}"
                               ) from None
+    trails.check_source(f"checkpoints file {name}", held, kept)
 
 
 def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str]]:
@@ -166,10 +184,13 @@ def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str]]:
                           "PEM (or -n NAMESPACE to use the keys the operator publishes)")
     trails = _Trails(args.log or args.namespace or None)
     if args.namespace:
+        kept = 0
         for checkpoint in found:
             check_signature(checkpoint, keys, sources[0])
             if trails.keep(checkpoint):
                 index.add(checkpoint)
+                kept += 1
+        trails.check_source(sources[0], {c.log for c in found}, kept)
     for name in args.checkpoints:
         _stream_file(name, keys, index, trails)
     trails.check()

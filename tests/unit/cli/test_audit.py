@@ -234,3 +234,22 @@ def test_a_witness_copy_of_several_trails_is_read_for_the_one_named(tmp_path: Pa
     crossed = _wingman("audit", "verify", str(path), *args, "--log", "wingman-prd")
     assert crossed.returncode == 1, crossed.stdout + crossed.stderr
     assert crossed.stdout.startswith("TAMPERED"), crossed.stdout
+
+
+def test_a_checkpoints_file_of_another_trail_only_is_an_error_not_ignored(tmp_path: Path
+                                                                          ) -> None:
+    """A --log (or -n) that names no trail the file holds would leave every checkpoint out:
+    the trail would verify against none of them, a cut tail unnoticed, while the user believes
+    the witness's copy was consulted. The verifier says so instead and verifies nothing."""
+    path = _trail(tmp_path)
+    checkpoints, pem = _signed(tmp_path, path)  # of trail wingman-test, at its last record
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-1]))  # the tail cut: the checkpoint shows it
+    args = ("--checkpoints", str(checkpoints), "--audit-key", str(pem))
+    named = _wingman("audit", "verify", str(path), *args, "--log", "wingman-test")
+    assert named.returncode == 1, named.stdout + named.stderr
+    mistyped = _wingman("audit", "verify", str(path), *args, "--log", "wingman-tset")
+    assert mistyped.returncode == 2, mistyped.stdout + mistyped.stderr
+    assert mistyped.stdout.startswith("UNREADABLE: "), mistyped.stdout
+    assert "no checkpoint of trail wingman-tset" in mistyped.stdout, mistyped.stdout
+    assert "wingman-test" in mistyped.stdout and "--log" in mistyped.stdout, mistyped.stdout
