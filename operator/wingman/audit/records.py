@@ -24,6 +24,8 @@ other invalid record (not JSON-able, naive ``now``, too big).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import datetime as dt
 import hashlib
@@ -441,10 +443,42 @@ def looks_like_token(text: str) -> bool:
 
 
 def _looks_like_jwt(text: str) -> bool:
-    """True when ``text`` contains ``eyJ<seg>.<seg>.`` (linear time, no regex backtracking)."""
-    if "eyJ" not in text:
+    """True when ``text`` contains ``eyJ<seg>.<seg>.`` or the base64 of text that does (how a
+    Secret's ``data`` or a kubeconfig carries a token), in linear time."""
+    if "eyJ" in text and any(holds_jwt(run.group()) for run in _B64URL_RUN.finditer(text)):
+        return True
+    return _holds_encoded_jwt(text)
+
+
+#: A run of either base64 alphabet long enough to encode ``eyJ<seg>.<seg>.``.
+_B64_ANY_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}")
+#: What the base64 of text holding ``eyJ`` always contains, wherever ``eyJ`` starts in a group
+#: of three bytes (the characters that depend on those three bytes alone; both alphabets).
+_EYJ_ENCODED = ("ZXlK", "V5S", "leU")
+
+
+def _holds_encoded_jwt(text: str) -> bool:
+    """Whether a base64 run of ``text`` decodes (from any of its first four characters, in
+    either alphabet) to text holding a JWT. Only runs holding an encoded ``eyJ`` are decoded,
+    and runs are disjoint, so the cost stays linear."""
+    if not any(marker in text for marker in _EYJ_ENCODED):
         return False
-    return any(holds_jwt(run.group()) for run in _B64URL_RUN.finditer(text))
+    for match in _B64_ANY_RUN.finditer(text):
+        run = match.group()
+        if not any(marker in run for marker in _EYJ_ENCODED):
+            continue
+        for skip in range(4):
+            body = run[skip:]
+            body = body[: len(body) - len(body) % 4]
+            for alphabet in (b"+/", b"-_"):
+                try:
+                    decoded = base64.b64decode(body.encode("ascii"), altchars=alphabet,
+                                               validate=True)
+                except (binascii.Error, ValueError):
+                    continue
+                if holds_jwt(decoded.decode("latin-1")):
+                    return True
+    return False
 
 
 def _format_time(now: dt.datetime) -> str:

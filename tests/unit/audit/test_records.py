@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import hashlib
@@ -524,6 +525,43 @@ def test_jwt_shaped_values_are_refused_and_not_echoed(tmp_path: Path, where: str
     assert token not in str(caught.value)
     assert token.split(".")[1] not in str(caught.value)
     assert path.read_bytes() == before  # nothing was written
+
+
+def _encodings(token: str) -> list[str]:
+    """How a token travels base64-encoded: alone (a Secret's data), after other text (a
+    header, a kubeconfig), in either alphabet, at each alignment."""
+    out = []
+    for before in ("", "B", "Bearer ", '{"token":"', "users:\n- user:\n    token: "):
+        raw = (before + token + '"').encode()
+        out += [base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()]
+    return out
+
+
+def test_the_base64_of_a_token_is_refused_like_the_token(tmp_path: Path) -> None:
+    token = _real_jwt()
+    for encoded in _encodings(token):
+        for text in (encoded, f"kubectl patch secret s -p '{{\"data\":{{\"t\":\"{encoded}\"}}}}'"):
+            assert audit.looks_like_token(text), text
+            with FileSink(tmp_path / "a.jsonl") as sink, pytest.raises(AuditUnavailable) as caught:
+                sink.append("TokenMinted", actor="operator", subject=SUBJECT,
+                            data={"command": text})
+            assert caught.value.reason == "AuditRecordRejected"
+            assert encoded not in str(caught.value)
+    assert not (tmp_path / "a.jsonl").read_bytes()
+
+
+def test_base64_that_holds_no_token_is_recorded(tmp_path: Path) -> None:
+    """Random base64 (a ConfigMap's binaryData, a digest) is recorded, even where it happens to
+    hold what an encoded token starts with: only text that decodes to a token is refused."""
+    noise = [base64.b64encode(os.urandom(3000)).decode() for _ in range(20)]
+    noise += ["ZXlK" + "A" * 40, "xV5S" + "B" * 40, "xxleU" + "C" * 40,
+              base64.b64encode(b'{"eyJ": "not a token"}').decode(),
+              base64.b64encode(b"eyJhbGciOi but no dots").decode()]
+    with FileSink(tmp_path / "a.jsonl") as sink:
+        for text in noise:
+            assert not audit.looks_like_token(text), text
+            sink.append("GatewayExecuted", actor="gateway", subject=SUBJECT,
+                        data={"output": text})
 
 
 def test_token_fingerprints_are_accepted(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Any
 
@@ -229,6 +230,10 @@ def test_token_shaped_text_anywhere_a_worker_writes_is_found_by_its_path() -> No
     b["metadata"]["annotations"] = {"note": JWT, "fine": "plain text"}
     b["metadata"]["labels"] = {"x": "y"}
     assert approvals.token_fields(b) == ["spec.requester", "metadata.annotations.note"]
+    encoded = base64.b64encode(f"Bearer {JWT}".encode()).decode()
+    b = body()
+    b["spec"]["commands"] = [f"kubectl create secret generic t --from-literal=t={encoded}"]
+    assert approvals.token_fields(b) == ["spec.commands[0]"], "base64 of a token is a token"
 
 
 def test_a_refused_request_is_rejected_with_the_reason_and_is_never_reviewed() -> None:
