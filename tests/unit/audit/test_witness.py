@@ -116,12 +116,18 @@ def test_an_unreachable_witness_is_a_witness_error() -> None:
         send("http://127.0.0.1:9/checkpoints", HMAC, _cp(1), timeout=2)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_the_witness_command_stops_on_signals(tmp_path: Path, sig: int) -> None:
+def _key_files(tmp_path: Path) -> tuple[Path, Path]:
+    """The HMAC key file and the audit public key PEM the witness command is given."""
     key = tmp_path / "hmac"
     key.write_bytes(HMAC)
     pem = tmp_path / "audit.pem"
     pem.write_bytes(KEY.public_pem())
+    return key, pem
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_the_witness_command_stops_on_signals(tmp_path: Path, sig: int) -> None:
+    key, pem = _key_files(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "wingman.cli", "audit", "witness", "--listen", "127.0.0.1:0",
          "--store", str(tmp_path / "w.jsonl"), "--hmac-key-file", str(key),
@@ -258,10 +264,7 @@ def test_a_forged_line_deep_in_the_store_stops_the_witness_from_starting(
     assert path.stat().st_size > MAX_CHECKPOINTS_BYTES
     with pytest.raises(AuditTampered, match=f"{path} line 14990 .*does not verify"):
         WitnessStore(path, KEYS)
-    key = tmp_path / "hmac"
-    key.write_bytes(HMAC)
-    pem = tmp_path / "audit.pem"
-    pem.write_bytes(KEY.public_pem())
+    key, pem = _key_files(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "wingman.cli", "audit", "witness", "--listen", "127.0.0.1:0",
          "--store", str(path), "--hmac-key-file", str(key), "--audit-key", str(pem)],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
+from support.tls import serve_tls
 from wingman.client.api import (
     PolicyView,
     Source,
@@ -19,7 +19,6 @@ from wingman.client.api import (
     client_error,
 )
 from wingman.client.connect import Connection, connect
-from wingman.dev.cluster import _CA
 from wingman.errors import ConfigError, Invalid, Unavailable
 from wingman.kube import ApiError, Kube
 from wingman.review.policy import EnvironmentPolicy
@@ -193,14 +192,8 @@ def test_an_unreachable_api_server_error_names_the_cause(tmp_path: Path) -> None
     # did not sign need different fixes, and only the second is not an outage
     with pytest.raises(Unavailable, match=r"Connection refused"):
         _unreachable().list_requests()
-    ca = _CA.create()
-    cert, key = ca.issue("127.0.0.1", server_ips=["127.0.0.1"])
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    serve_tls(server, tmp_path)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

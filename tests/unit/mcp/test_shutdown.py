@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -30,10 +29,10 @@ from mcp.types import LATEST_PROTOCOL_VERSION
 
 import wingman
 from support.operator import free_port, wait_for
+from support.tls import serve_tls
 from wingman.client import status as st
 from wingman.client.api import WingmanClient
 from wingman.client.connect import connect
-from wingman.dev.cluster import _CA
 from wingman.mcp.server import Tools
 
 OPERATOR_SRC = Path(wingman.__file__).resolve().parents[1]
@@ -83,13 +82,7 @@ class FakeApi:
         self.server.daemon_threads = True
         scheme = "http"
         if tls is not None:
-            ca = _CA.create()
-            cert, key = ca.issue("127.0.0.1", server_ips=["127.0.0.1"])
-            (tls / "server.crt").write_bytes(cert)
-            (tls / "server.key").write_bytes(key)
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(tls / "server.crt", tls / "server.key")
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            ca = serve_tls(self.server, tls)
             self.pems = [ca.cert_pem, *ca.issue("agent")]
             scheme = "https"
         self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
