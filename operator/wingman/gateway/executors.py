@@ -16,8 +16,9 @@ unused) and :func:`execute` afterwards.
 - Anything else is refused (``ExecutorNotAllowed``).
 
 Output (stdout and stderr interleaved) is read in chunks; at most ``max_output_bytes`` are kept
-and the rest is drained and dropped (``truncated``). Kept output is redacted (:func:`redact`)
-before anyone sees it; ``output_sha256`` is the SHA-256 of that redacted output.
+and the rest is drained and dropped (``truncated``). Kept output is redacted (:func:`redact`,
+given the argv that printed it) before anyone sees it; ``output_sha256`` is the SHA-256 of that
+redacted output.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class KubectlExecutor:
             shutil.rmtree(workdir, ignore_errors=True)
         output, truncated, digest = bound_output(
             raw, limit=settings.max_output_bytes, truncated=truncated,
-            secrets=credentials.secrets)
+            secrets=credentials.secrets, command=argv)
         if timed_out:
             note = f"\n[wingman: killed after {settings.exec_timeout_seconds}s]"
             if len(output.encode("utf-8")) + len(note) <= settings.max_output_bytes:
@@ -321,7 +322,7 @@ class DockerExecutor:
         finished = _now()
         output, truncated, digest = bound_output(
             text.encode("utf-8"), limit=settings.max_output_bytes, truncated=False,
-            secrets=credentials.secrets)
+            secrets=credentials.secrets, command=argv)
         return ExecResult(code, output, truncated, digest, started, finished, timed_out)
 
 

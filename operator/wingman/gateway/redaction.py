@@ -5,6 +5,9 @@ backtrack) and the input is at most the gateway's output bound. Pure: the standa
 
 The steps, in order (``redact``):
 
+0. **Command.** Output of a kubectl command that names Secrets in a format other than yaml,
+   json, name or wide (``-o jsonpath``, ``go-template``, ``custom-columns``, ``--template``)
+   is withheld whole (``withholds``): bare values, nothing around them to go by.
 1. **Clean.** Terminal escape sequences (ANSI CSI/OSC and the rest), other control characters
    except newline and tab, and invisible format characters (zero-width, bidirectional) are
    removed: they can hide a credential from the rules below, and from a person reading it.
@@ -13,20 +16,28 @@ The steps, in order (``redact``):
    percent- or JSON-escaped.
 3. **Structure.** Output of ``kubectl -o yaml|json`` (and kubeconfigs) is read line by line
    as YAML or JSON: every value in a Secret's ``data``/``stringData`` (and any base64 value in a
-   ``data``/``binaryData`` block) whatever its key; the ``value`` of an environment entry whose
-   ``name`` names a credential (``- name: DB_PASSWORD`` / ``value: ...``); a block scalar under
-   a credential key; and the ``data``/``stringData`` of a Secret inside a one-line JSON (such as
-   the ``last-applied-configuration`` annotation).
+   ``data``/``binaryData`` block) whatever its key, in block or flow style, behind anchors and
+   tags; the ``value`` of an environment entry whose ``name`` names a credential, in either
+   order; a credential flag's value given as the next sequence item; a block scalar, flow
+   collection or continued scalar under a credential key; and the ``data``/``stringData`` of a
+   Secret inside a one-line JSON (such as the ``last-applied-configuration`` annotation).
 4. **Private keys**: PEM ``PRIVATE KEY`` blocks, up to their end (or the end of the output).
 5. **Encoded tokens**: base64 or hex runs and percent-encoded words that decode to a JWT or a
    private key.
 6. **Text rules**: JWT-shaped strings (also a JWT cut short, and its continuation lines when
    wrapped); ``Authorization:`` header values (Bearer, Basic, any scheme) and ``Bearer``/
-   ``Basic`` credentials; the password in a URL (``scheme://user:PASSWORD@host``); the value of
-   a key that names a credential (``password``, ``pwd``, ``passphrase``, ``secret``, ``token``,
-   ``api_key``, ``client-key-data``, ``private_key``, ``credentials``, ``cookie``, ...), quoted
-   values whole (spaces included); and the value of a command-line flag that names one
+   ``Basic`` credentials; the password in a URL (``scheme://user:PASSWORD@host``) and a token
+   as its user; ``env`` lines, quoted assignments and XML naming a credential; password hashes;
+   the value of a key that names a credential (``password``, ``pwd``, ``passphrase``,
+   ``secret``, ``token``, ``api_key``, ``client-key-data``, ``private_key``, ``credentials``,
+   ``cookie``, ...), quoted values whole; and the value of a command-line flag that names one
    (``-p VALUE``, ``--password=VALUE``, ``--token VALUE``).
+7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
+   (not in a certificate, not a public SSH key); tokens known by their shape (GitHub, Slack,
+   AWS key ids, ...).
+
+Text with string escapes (a JSON document inside a JSON string) is read again with them
+decoded; when that finds more, the decoded, redacted text is what is kept.
 
 What redaction cannot promise is documented in docs/architecture.md ("Command output:
 redaction and its limits"): it recognises credentials by shape and by name, so a secret with
@@ -38,6 +49,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 import re
 import unicodedata
@@ -142,11 +154,13 @@ _CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "api
                      "privatekey", "clientkey", "keydata", "accesskey", "credential",
                      "cookie", "sessionid", "authorization", "signingkey", "encryptionkey",
                      "connectionstring", "dsn")
-_CREDENTIAL_SEGMENTS = frozenset({"pwd", "pass", "pw", "auth", "key", "sas", "otp", "pin"})
+_CREDENTIAL_SEGMENTS = frozenset({"pwd", "pass", "pw", "auth", "key", "sas", "otp", "pin",
+                                  "creds", "cred", "sig", "signature"})
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 # A last name segment saying the value is about a credential, not the credential itself.
 _NOT_A_VALUE = frozenset({"id", "file", "path", "size", "type", "length", "count", "bits",
-                          "ttl", "expiry", "expires", "expiration", "version", "mode"})
+                          "ttl", "expiry", "expires", "expiration", "version", "mode",
+                          "algorithm"})
 # Values that carry no secret whatever their key says (automountServiceAccountToken: true).
 _NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "null", "none", "~", ""})
 
@@ -169,8 +183,15 @@ def credential_name(name: str) -> bool:
 
 # ---------------------------------------------------------------------------------- structure
 
-_YAML_KEY = re.compile(r"""^(?P<indent>[ ]*+)(?P<dash>-[ ]++)?(?P<key>"[^"]*+"|'[^']*+'|"""
-                       r"""[^\s:#'"][^:#]*?)[ ]*+:(?:[ ]++(?P<value>.*+))?$""")
+_YAML_KEY = re.compile(r"""^(?P<indent>[ \t]*+)(?P<dash>-[ \t]++)?(?P<key>"[^"]*+"|'[^']*+'|"""
+                       r"""[^\s:#'"][^:#]*?)[ \t]*+:(?:[ \t]++(?P<value>.*+))?$""")
+# YAML node properties before a value: an anchor (``&name``) or a tag (``!!binary``)
+_PROPERTIES = re.compile(r"(?:[&!][^\s,\[\]{}]*+(?:[ \t]++|$))*+")
+_ALIAS = re.compile(r"\*(?P<name>[^\s,\[\]{}]++)\s*+$")
+_ANCHOR = re.compile(r"&(?P<name>[^\s,\[\]{}]++)[ \t]++")
+# where a flow mapping of Secret values opens (``data: {``, ``"stringData":{``)
+_FLOW_OPEN = re.compile(r"""(?<![A-Za-z0-9_])["']?(?P<kind>stringData|data|binaryData)["']?"""
+                        r"""[ \t]*+:[ \t]*+(?:[&!][^\s,\[\]{}]*+[ \t]++)*+\{""")
 _JSON_PAIR = re.compile(r'"(?P<key>(?:[^"\\]|\\.)*+)"\s*+:\s*+'
                         r'(?P<value>"(?:[^"\\]|\\.)*+"?|\{|\[|[^\s,\]}]++)')
 _BASE64_VALUE = re.compile(r"[A-Za-z0-9+/]{4,}+={0,2}")
@@ -181,6 +202,12 @@ _CONFIGMAP_KIND = re.compile(r"""(?:^|[\s{,])"?kind"?\s*+:\s*+"?ConfigMap\b""", 
 _DATA_KEYS = ("data", "stringData", "binaryData")
 _ENV_NAME = re.compile(r"""\bname["']?\s*+:\s*+["']?(?P<name>[A-Za-z0-9_.\-]++)""")
 _ENV_VALUE = re.compile(r"""\bvalue["']?\s*+:\s*+(?P<value>.*+)$""")
+_QUOTED = re.compile(r""""(?:[^"\\]|\\.)*+"?|'(?:[^']|'')*+'?""")
+# ``- --token`` or ``"--token",``: a flag alone as a sequence item; then its value item
+_SEQUENCE_FLAG = re.compile(r"""[ \t]*+(?:-[ \t]++)?(["']?)(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)"""
+                            r"""\1[ \t]*+,?[ \t]*+$""")
+_SEQUENCE_ITEM = re.compile(r"""[ \t]*+(?:-[ \t]++)?["']?"""
+                            r"""(?P<value>(?:[^"'\s,]|[ \t]++[^\s"',])*+)""")
 
 
 def _unquote(key: str) -> str:
@@ -221,6 +248,10 @@ class _Structure:
         self.json_block: int | None = None  # nesting depth of an open JSON data object
         self.json_depth = 0
         self.env_pending = 0  # lines left to find the value of a credential env entry
+        self.env_recent: tuple[int, int, int] | None = None  # (start, end, lines) of a value
+        self.flag_pending = False  # the previous sequence item was a credential flag
+        self.flow_end = 0  # how far flow collections were read (never twice: linear time)
+        self.anchors: dict[str, tuple[int, int]] = {}  # YAML anchor -> its scalar's span
 
     def run(self) -> list[tuple[int, int]]:
         offset = 0
@@ -244,9 +275,74 @@ class _Structure:
         raw = value.strip().strip(",").strip("\"'")
         return len(raw) >= 4 and _BASE64_VALUE.fullmatch(raw) is not None
 
+    def _flow(self, at: int, kind: str) -> None:
+        """A flow collection (``{a: b, c: d}``, ``["x", "y"]``, JSON) opening at ``at``, over
+        as many lines as it takes (to the end of a cut output): its values are redacted by
+        ``kind`` (``all``: everything inside it)."""
+        if at < self.flow_end:
+            return
+        text, depth, i = self.text, 0, at
+        entry, colon = at + 1, 0
+        while i < len(text):
+            char = text[i]
+            if char in "\"'" and (i == entry or text[i - 1] in " \t\n,:[{"):
+                found = _QUOTED.match(text, i)
+                assert found is not None
+                i = found.end()
+                continue
+            if char in "{[":
+                depth += 1
+            elif char in "}]":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif depth == 1 and char == ",":
+                self._flow_entry(entry, colon, i, kind)
+                entry, colon = i + 1, 0
+            elif depth == 1 and char == ":" and not colon and (
+                    i + 1 == len(text) or text[i + 1] in " \t\n\"'" or text[i - 1] in "\"'"):
+                colon = i + 1
+            i += 1
+        self._flow_entry(entry, colon, i, kind)
+        self.flow_end = i + 1
+
+    def _flow_entry(self, start: int, colon: int, end: int, kind: str) -> None:
+        value_at = colon or start
+        raw = self.text[value_at:end]
+        lead = len(raw) - len(raw.lstrip())
+        raw = raw.strip()
+        if not raw or (kind in ("data", "binaryData") and not self._secret_value(kind, raw)):
+            return
+        if raw.strip("\"'").lower() in _NOT_SECRET_VALUES:
+            return
+        begin, finish = value_at + lead, value_at + lead + len(raw)
+        if len(raw) >= 2 and raw[0] in "\"'" and raw[-1] == raw[0]:
+            begin, finish = begin + 1, finish - 1
+        self._add(0, (begin, finish))
+
+    def _flows(self, line: str, base: int) -> None:
+        """Flow mappings of a Secret's values (``data: {a: b}``, ``"stringData":{...}``)."""
+        for opened in _FLOW_OPEN.finditer(line):
+            if base + opened.end() > self.flow_end:
+                self._flow(base + opened.end() - 1, opened.group("kind"))
+
+    def _sequence_flag(self, line: str, base: int, stripped: str) -> None:
+        """``- --token`` (or ``"--token",``) as one item, its value the next item."""
+        if self.flag_pending and stripped:
+            self.flag_pending = False
+            item = _SEQUENCE_ITEM.match(line)
+            if item is not None and item.group("value"):
+                self._add(base, item.span("value"))
+                return
+        flag = _SEQUENCE_FLAG.match(line)
+        self.flag_pending = flag is not None and _credential_flag(flag.group("flag"))
+
     def _line(self, line: str, base: int) -> None:
         stripped = line.strip()
-        indent = len(line) - len(line.lstrip(" "))
+        indent = len(line) - len(line.lstrip(" \t"))
+        self._sequence_flag(line, base, stripped)
+        if "{" in line:
+            self._flows(line, base)
         # a block scalar under a credential key: every more-indented line is its value
         if self.scalar_indent is not None:
             if stripped and indent <= self.scalar_indent:
@@ -262,16 +358,17 @@ class _Structure:
         if self.block is not None and stripped and indent <= self.block[0] and not (
                 match is None and stripped.startswith("- ") and indent == self.block[0]):
             self.block = None
+        value, value_at = self._value(line, base, match)
         if self.block is not None and stripped and not stripped.startswith("#"):
             kind = self.block[1]
-            if match is not None and match.group("value") is not None:
-                value_at = match.start("value")
-                if self._secret_value(kind, match.group("value")):
-                    if _BLOCK_SCALAR.fullmatch(match.group("value").strip()):
-                        self.scalar_indent = indent
-                    else:
+            if match is not None and value is not None:
+                if value.startswith(("{", "[")):
+                    self._flow(base + value_at, kind)
+                elif self._secret_value(kind, value):
+                    if not _BLOCK_SCALAR.fullmatch(value.strip()):
                         self._add(base, _value_span(line, value_at))
-            elif match is not None and match.group("value") is None and (
+                    self.scalar_indent = indent  # a block scalar, or a plain one continued
+            elif match is not None and value is None and (
                     kind == "stringData" or self.secret_kind):
                 pass  # a nested mapping: its own lines are read next
             elif self._secret_value(kind, stripped.lstrip("- ")):
@@ -282,24 +379,63 @@ class _Structure:
             self._env(line, base)
             return
         key = _unquote(match.group("key").strip())
-        value = match.group("value")
         key_indent = indent + (len(match.group("dash")) if match.group("dash") else 0)
-        if key in _DATA_KEYS and (value is None or not value.strip()):
+        if key in _DATA_KEYS and value is None:
             self.block = (key_indent, key)
             return
         if value is not None and credential_name(key):
-            if _BLOCK_SCALAR.fullmatch(value.strip()):
-                self.scalar_indent = key_indent
-            else:
-                self._add(base, _value_span(line, match.start("value")))
+            alias = _ALIAS.match(value)
+            if alias is not None and alias.group("name") in self.anchors:
+                self._add(0, self.anchors[alias.group("name")])
+            elif value.startswith(("{", "[")):
+                self._flow(base + value_at, "all")
+            elif not _BLOCK_SCALAR.fullmatch(value.strip()):
+                self._add(base, _value_span(line, value_at))
+            self.scalar_indent = key_indent  # a block scalar, or a plain one continued
             return
         self._env(line, base)
 
+    def _value(self, line: str, base: int, match: re.Match[str] | None
+               ) -> tuple[str | None, int]:
+        """A YAML key's value without its anchor or tag (None: none, a block opens) and where
+        it starts; an anchored scalar is remembered for the aliases to it."""
+        if match is None or match.group("value") is None:
+            return None, len(line)
+        value, value_at = match.group("value"), match.start("value")
+        properties = _PROPERTIES.match(value)
+        skip = properties.end() if properties is not None else 0
+        anchor = _ANCHOR.match(value)
+        value, value_at = value[skip:], value_at + skip
+        if not value.strip():
+            return None, value_at
+        if anchor is not None and len(self.anchors) < 10000:
+            span = _value_span(line, value_at)
+            if span is not None:
+                self.anchors[anchor.group("name")] = (base + span[0], base + span[1])
+        return value, value_at
+
     def _env(self, line: str, base: int) -> None:
-        """``name: DB_PASSWORD`` then, on this line or one of the next few, ``value: ...``."""
+        """``name: DB_PASSWORD`` then, on this line or one of the next few, ``value: ...``
+        (or the value first: ``- value: ...`` / ``name: DB_PASSWORD`` in the same entry)."""
+        stripped = line.lstrip(" \t")
+        if stripped.startswith(("-", "{", "}")) or (
+                self.env_recent is not None and self.env_recent[2] <= 0):
+            self.env_recent = None
         named = _ENV_NAME.search(line)
         if named is not None and credential_name(named.group("name")):
             self.env_pending = 4
+            if self.env_recent is not None:
+                self._add(0, self.env_recent[:2])
+                self.env_recent = None
+        elif self.env_pending == 0:
+            recent = _ENV_VALUE.search(line)
+            if recent is not None and named is None:
+                raw, at = recent.group("value"), recent.start("value")
+                cut = re.match(r'"(?:[^"\\]|\\.)*+"|\'[^\']*+\'|[^,}\]]*+', raw)
+                length = len(cut.group().rstrip()) if cut else 0
+                self.env_recent = (base + at, base + at + length, 3)
+            elif self.env_recent is not None:
+                self.env_recent = (*self.env_recent[:2], self.env_recent[2] - 1)
         if self.env_pending:
             value = _ENV_VALUE.search(line)
             if value is not None:
@@ -309,14 +445,17 @@ class _Structure:
                     self.scalar_indent = len(line) - len(line.lstrip(" "))
                     self.env_pending = 0
                     return
-                quoted = re.match(r'"(?:[^"\\]|\\.)*+"|\'[^\']*+\'', raw)
+                quoted = re.match(r'"(?:[^"\\]|\\.)*+"?|\'[^\']*+\'?', raw)
                 if quoted is not None:
-                    self._add(base, (at + 1, at + quoted.end() - 1))
+                    closed = quoted.end() > 1 and quoted.group().endswith(raw[0])
+                    self._add(base, (at + 1, at + quoted.end() - (1 if closed else 0)))
                 else:  # plain, or inside a flow mapping: up to the next ',' or '}'
                     cut = re.match(r"[^,}\]]*+", raw)
                     length = len(cut.group().rstrip()) if cut else 0
                     if raw[:length].strip().lower() not in _NOT_SECRET_VALUES:
                         self._add(base, (at, at + length))
+                if line.lstrip(" \t-").startswith(("value", '"value', "'value")):
+                    self.scalar_indent = len(line) - len(line.lstrip(" \t-"))  # continued
                 self.env_pending = 0
             else:
                 self.env_pending -= 1
@@ -384,7 +523,9 @@ _AUTH_HEADER = re.compile(r"(?i)(\bauthorization[\"']?[ \t]*+[:=][ \t]*+[\"']?)"
 _BEARER_RE = re.compile(r"(?i)\b(bearer|token)([ \t]++)(?!\[REDACTED\])([^\s\"',;]++)")
 _BASIC_RE = re.compile(r"(?i)\b(basic)([ \t]++)([A-Za-z0-9+/]{4,}+={0,2})")
 _URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]{0,30}+://)([^\s:/?#@\"'<>]*+):"
-                           r"([^\s/?#@\"'<>]++)@")
+                           r"([^\s/?#@\"'<>]++@(?:[^\s/?#@\"'<>]*+@)*+)")
+# a long user part alone is a token (``https://<token>@github.com``), not a user name
+_URL_TOKEN_USER = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]{0,30}+://)([^\s:/?#@\"'<>]{20,}+)@")
 _KEY_CHARS = r"[A-Za-z0-9_.-]"
 # A key that may name a credential (``credential_name`` decides), then ':' or '=', then its
 # value, quoted (whole, spaces included) or not. Linear time on any output: a key starts only
@@ -392,7 +533,7 @@ _KEY_CHARS = r"[A-Za-z0-9_.-]"
 # possessive quantifiers never backtrack.
 _KEYVALUE_RE = re.compile(
     rf"(?i)(?<!{_KEY_CHARS})(?={_KEY_CHARS}*?(?:token|passw|pass|pwd|pw|secret|key|auth|"
-    r"credential|cookie|session|dsn|pin|otp|sas))"
+    r"cred|cookie|session|dsn|pin|otp|sas|sig))"
     rf"({_KEY_CHARS}++)([\"']?[ \t]*+[:=][ \t]*+)"
     r"(\"(?:[^\"\\\n]|\\.)*+\"?|'[^'\n]*+'?|[^\s\"',;}\]]++)"
 )
@@ -451,6 +592,99 @@ def _redact_encoded(text: str) -> str:
     return _apply(text, spans)
 
 
+# A standalone run of standard base64 (what kubectl prints of a Secret's data, whatever the
+# structure around it: jsonpath, flow style, an anchor, a tab). JSON escapes (``\\u0022``,
+# ``\\n``) are blanked first so they do not join a run.
+_B64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{8,}+={0,2}+(?![A-Za-z0-9+/=])")
+_JSON_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|.)")
+_CERTIFICATES = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}CERTIFICATE-----"
+                           r"(?:(?!-----END)[\s\S])*+(?:-----END)?")
+_ONLY_CERTIFICATES = re.compile(rb"(?:\s*+-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*+"
+                                rb"-----END CERTIFICATE-----)++\s*+")
+_SSH_PUBLIC_KEY = re.compile(r"(?:ssh|ecdsa|sk)-[a-z0-9@.-]{2,40}+ $")
+_CLASS_CHANGE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+                              "A" * 26 + "a" * 26 + "0" * 10 + "++")
+
+
+def _text_like(data: bytes) -> bool:
+    """Whether decoded bytes are text (what a password, a token or a config file is)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    ascii_chars = sum(1 for c in text if c.isascii())
+    return ascii_chars * 4 >= len(text) * 3 and all(
+        c.isprintable() or c in "\t\n\r" for c in text)
+
+
+def _random_like(run: str) -> bool:
+    """Whether a run looks like random bytes in base64 (a binary key): every character class
+    and frequent changes between them (unlike an identifier such as ``V1beta1PodList``)."""
+    classes = run.rstrip("=").translate(_CLASS_CHANGE)
+    if len(classes) < 20 or not all(c in classes for c in "Aa0"):
+        return False
+    changes = sum(1 for a, b in itertools.pairwise(classes) if a != b)
+    return changes * 20 >= (len(classes) - 1) * 9
+
+
+def _encoded_value(run: str, at_end: bool, in_certificate: bool) -> bool:
+    """Whether a base64 run is an encoded value: text (``YWRtaW4=``), a key (DER, OpenSSH) or
+    random bytes. Text is read only in whole quads (or at the end of a cut output); a line of
+    wrapped base64 (70 characters in OpenSSH) only as a key or random bytes. In a certificate
+    block (public, DER) only text is."""
+    whole = len(run) % 4 == 0 or (at_end and "=" not in run)
+    run = run[: len(run) - len(run) % 4] if "=" not in run else run
+    if run == "REDACTED" or len(run) < 8:
+        return False
+    if run.isalpha() and (run.islower() or run[1:].islower()):  # a word: "bindings"
+        return False
+    try:
+        data = base64.b64decode(run, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    if _text_like(data):
+        return whole and _ONLY_CERTIFICATES.fullmatch(data) is None  # certificates: public
+    if in_certificate:
+        return False
+    return data.startswith((b"openssh-key-v1", b"0\x82", b"0\x81")) or _random_like(run)
+
+
+def _redact_base64_values(text: str) -> str:
+    """Base64 runs that decode to text, or to a key or random bytes outside certificates;
+    never a public SSH key (``ssh-ed25519 AAAA...``)."""
+    masked = _JSON_ESCAPE.sub(lambda m: " " * len(m.group()), text) if "\\" in text else text
+    skip = [m.span() for m in _CERTIFICATES.finditer(masked)] if "CERTIFICATE" in text else []
+    end = len(masked.rstrip())
+    spans, k = [], 0
+    for match in _B64_TOKEN.finditer(masked):
+        while k < len(skip) and skip[k][1] <= match.start():
+            k += 1
+        in_certificate = k < len(skip) and skip[k][0] <= match.start()
+        if _SSH_PUBLIC_KEY.search(masked, max(0, match.start() - 48), match.start()):
+            continue
+        if _encoded_value(match.group(), match.end() >= end, in_certificate):
+            spans.append(match.span())
+    return _apply(text, spans)
+
+
+# Credentials recognised by their own shape, whatever the name next to them.
+_TOKEN_SHAPES = re.compile(
+    r"(?<![A-Za-z0-9_])(?:"
+    r"(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}"    # AWS key ids
+    r"|gh[pousr]_[A-Za-z0-9]{20,}+|github_pat_[A-Za-z0-9_]{20,}+"            # GitHub
+    r"|gl[a-z]{1,6}-[A-Za-z0-9_-]{20,}+"                                     # GitLab
+    r"|xox[abceoprs]-[A-Za-z0-9-]{8,}+|xapp-[A-Za-z0-9-]{8,}+"              # Slack
+    r"|[rsp]k_(?:live|test)_[A-Za-z0-9]{10,}+|whsec_[A-Za-z0-9]{16,}+"      # Stripe
+    r"|AIza[A-Za-z0-9_-]{30,}+|ya29\.[A-Za-z0-9_-]{20,}+"                   # Google
+    r"|npm_[A-Za-z0-9]{30,}+|pypi-[A-Za-z0-9_-]{30,}+"                       # registries
+    r"|sk-[A-Za-z0-9_-]{20,}+"                                                # API keys
+    r"|SG\.[A-Za-z0-9_-]{16,}+\.[A-Za-z0-9_-]{16,}+"                         # SendGrid
+    r"|hv[sbr]\.[A-Za-z0-9_-]{20,}+|dop_v1_[a-f0-9]{40,}+"                  # Vault, DO
+    r"|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}"                                   # Shopify
+    r")|(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/[A-Za-z0-9/_-]++"
+    r"|(?<=discord\.com/api/webhooks/)[0-9]++/[A-Za-z0-9_-]++")
+
+
 def _basic(match: re.Match[str]) -> str:
     """``Basic <base64 of user:password>`` (not the English word followed by another)."""
     try:
@@ -494,10 +728,13 @@ def _pairs(text: str, depth: int = 0) -> str:
     return _KEYVALUE_RE.sub(one, text)
 
 
+def _credential_flag(flag: str) -> bool:
+    return flag in _PASSWORD_FLAGS or (flag.startswith("--") and credential_name(flag[2:]))
+
+
 def _flag(match: re.Match[str]) -> str:
     flag, sep, value = match.group(1), match.group(2), match.group(3)
-    if value.lstrip("\"'").startswith(_ALREADY) or not (flag in _PASSWORD_FLAGS or (
-            flag.startswith("--") and credential_name(flag[2:]))) or \
+    if value.lstrip("\"'").startswith(_ALREADY) or not _credential_flag(flag) or \
             value.strip("\"'").lower() in _NOT_SECRET_VALUES:
         return match.group(0)
     if value[:1] in "\"'":
@@ -512,40 +749,182 @@ def _userinfo(match: re.Match[str]) -> str:
     return f"{match.group(1)}{match.group(2)}:{REDACTED}@"
 
 
+def _token_user(match: re.Match[str]) -> str:
+    if match.group(2).startswith(_ALREADY):
+        return match.group(0)
+    return f"{match.group(1)}{REDACTED}@"
+
+
+# ``env`` output (``API_TOKEN=two words``), also quoted (``"API_TOKEN=two words"``: docker
+# inspect): the value of a credential variable runs to the end of its line or its quote.
+_ENV_LINE = re.compile(r"(?m)^([ \t]*+(?:export[ \t]++|declare[ \t]++-x[ \t]++)?"
+                       r"([A-Z_][A-Z0-9_]*+)=)(?!\[REDACTED\]$)([^\n]++)")
+_QUOTED_ASSIGNMENT = re.compile(r"""(?<=["'])([A-Za-z_][A-Za-z0-9_.-]*+=)"""
+                                r"""((?:[^"'\\\n]|\\.)++)(?=["'])""")
+# ``<password>...</password>``, ``<add key="DbPassword" value="..."/>``
+_XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)>(?P<value>[^<\n]++)"
+                          r"</(?P=tag)>")
+_XML_ATTRIBUTES = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+"(?P<name>[^"\n]*+)"[ \t]++"""
+                             r'value[ \t]*+=[ \t]*+"(?P<value>[^"\n]*+)"')
+# password hashes: crypt(3) ($1$, $5$, $6$, $2y$ bcrypt, $apr1$ htpasswd, $argon2id$, ...)
+_PASSWORD_HASH = re.compile(r"(?<![A-Za-z0-9_$])\$(?:2[abxy]?|apr1|[1567]|y|gy|scrypt|"
+                            r"argon2(?:id|i|d)|pbkdf2(?:-sha[0-9]+)?|sha[0-9]+)\$"
+                            r"[./A-Za-z0-9$=,+-]{8,}+")
+
+
+def _named_value(name: str, whole: str, value: str, start: int) -> str:
+    """``whole`` with ``value`` (at ``start`` in it) redacted when ``name`` names a
+    credential."""
+    if not credential_name(name) or value.strip().startswith(_ALREADY) or \
+            value.strip().strip("\"'").lower() in _NOT_SECRET_VALUES:
+        return whole
+    return f"{whole[:start]}{REDACTED}{whole[start + len(value):]}"
+
+
+def _structured_text(text: str) -> str:
+    """Credentials in ``env`` lines, quoted assignments, XML and password hashes."""
+    if "=" in text:
+        text = _ENV_LINE.sub(lambda m: _named_value(
+            m.group(2), m.group(0), m.group(3), len(m.group(1))), text)
+        text = _QUOTED_ASSIGNMENT.sub(lambda m: _named_value(
+            m.group(1)[:-1], m.group(0), m.group(2), len(m.group(1))), text)
+    if "<" in text:
+        text = _XML_ELEMENT.sub(lambda m: _named_value(
+            m.group("tag"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
+        text = _XML_ATTRIBUTES.sub(lambda m: _named_value(
+            m.group("name"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
+    if "$" in text:
+        text = _PASSWORD_HASH.sub(REDACTED, text)
+    return text
+
+
 def _text_rules(text: str) -> str:
     if _PEM_FAST in text:
         text = _PEM.sub(REDACTED, text)
+    text = _structured_text(text)
     text = _JWT_RE.sub(REDACTED, text)
     text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     text = _BEARER_RE.sub(_bearer, text)
     text = _BASIC_RE.sub(_basic, text)
     text = _URL_USERINFO.sub(_userinfo, text)
+    text = _URL_TOKEN_USER.sub(_token_user, text)
     text = _pairs(text)
     return _FLAG_RE.sub(_flag, text)
+
+
+# ---------------------------------------------------------------------------------- command
+
+# kubectl output formats whose output of a Secret is read structurally (the others print its
+# values in a shape the rules above cannot see: jsonpath, go-template, custom-columns, ...).
+_READABLE_FORMATS = frozenset({"", "yaml", "json", "name", "wide"})
+_OUTPUT_FLAGS = ("-o", "--output")
+WITHHELD = (f"{REDACTED} (the whole output is withheld: kubectl printed Secrets in a format "
+            "redaction cannot read; use -o yaml, -o json or -o name for Secrets)\n")
+
+
+def _names_secrets(arg: str) -> bool:
+    """Whether a kubectl resource argument names Secrets (``secret``, ``secrets/db``,
+    ``configmaps,secrets``, ``secrets.v1.``, ``Secret``)."""
+    return any(part.split("/", 1)[0].split(".", 1)[0].strip().lower() in ("secret", "secrets")
+               for part in arg.split(","))
+
+
+def withholds(command: Sequence[str]) -> bool:
+    """Whether the output of ``command`` is withheld whole: a kubectl command naming Secrets
+    (or reading manifests, ``-f``/``-k``, that may hold them) with an output format other than
+    yaml, json, name or wide (``-o jsonpath=...``, ``go-template``, ``custom-columns``,
+    ``--template``), whose values no rule can tell from the rest. Fails closed: an output
+    format it does not know is not readable."""
+    if not command or command[0] != "kubectl":
+        return False
+    formats: list[str] = []
+    secrets = templated = False
+    args = list(command[1:])
+    for i, arg in enumerate(args):
+        flag, eq, inline = arg.partition("=")
+        if arg in _OUTPUT_FLAGS:
+            formats.append(args[i + 1] if i + 1 < len(args) else "")
+        elif eq and flag in _OUTPUT_FLAGS:
+            formats.append(inline)
+        elif arg.startswith("-o") and not arg.startswith("--"):
+            formats.append(arg[2:].lstrip("="))
+        elif flag == "--template":
+            templated = True
+        elif flag in ("--filename", "--kustomize") or (
+                arg.startswith(("-f", "-k")) and not arg.startswith("--")):
+            secrets = True  # manifests: they may hold Secrets
+        elif not arg.startswith("-") and _names_secrets(arg):
+            secrets = True
+    if not secrets:
+        return False
+    return templated or any(f.split("=", 1)[0].strip().lower() not in _READABLE_FORMATS
+                            for f in formats)
 
 
 # ---------------------------------------------------------------------------------- entry
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` cleaned, with credentials replaced by ``[REDACTED]`` (see the module doc)."""
+_STRING_ESCAPE = re.compile(r"""\\(?:u(?P<code>[0-9A-Fa-f]{4})|(?P<char>["'\\/bfnrt]))""")
+_UNESCAPED = {"b": "", "f": "", "n": "\n", "r": "\n", "t": "\t"}
+_MAX_UNESCAPES = 2
+
+
+def _unescape(text: str) -> str:
+    """``text`` with JSON string escapes decoded (``\\"``, ``\\n``, ``\\u0022``), so what
+    an escaped document (a ``last-applied-configuration`` in ``-o json``) holds can be read."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group("code") is not None:
+            char = chr(int(match.group("code"), 16))
+            return char if char.isprintable() or char in "\n\t" else match.group(0)
+        return _UNESCAPED.get(match.group("char"), match.group("char"))
+
+    return _STRING_ESCAPE.sub(one, text)
+
+
+def _redact_once(text: str, secrets: Iterable[str]) -> str:
     text = clean(text)
     text = _redact_known(text, secrets)
     text = _apply(text, _Structure(text).run())
     if _PEM_FAST in text:
         text = _PEM.sub(REDACTED, text)
     text = _redact_encoded(text)
-    return _text_rules(text)
+    text = _text_rules(text)
+    text = _redact_base64_values(text)
+    return _TOKEN_SHAPES.sub(REDACTED, text)
+
+
+def redact(text: str, secrets: Iterable[str] = (), command: Sequence[str] = ()) -> str:
+    """``text`` cleaned, with credentials replaced by ``[REDACTED]`` (see the module doc);
+    withheld whole when ``command`` (the argv that printed it) prints Secrets in a format no
+    rule can read (:func:`withholds`). Text with string escapes is read once more with them
+    decoded; when that finds more, the decoded text is what is kept (fail closed)."""
+    if withholds(command):
+        return WITHHELD
+    secrets = tuple(secrets)
+    text = _redact_once(text, secrets)
+    for _ in range(_MAX_UNESCAPES):
+        if "\\" not in text:
+            break
+        view = _unescape(text)
+        if view == text:
+            break
+        again = _redact_once(view, secrets)
+        if again == clean(view):
+            break
+        text = again
+    return text
 
 
 def output_sha256(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def bound_output(raw: bytes, *, limit: int, truncated: bool, secrets: Sequence[str] = ()
-                 ) -> tuple[str, bool, str]:
-    """(redacted text of at most ``limit`` UTF-8 bytes, truncated, its ``sha256:<hex>``)."""
-    text = redact(raw.decode("utf-8", errors="replace"), secrets)
+def bound_output(raw: bytes, *, limit: int, truncated: bool, secrets: Sequence[str] = (),
+                 command: Sequence[str] = ()) -> tuple[str, bool, str]:
+    """(redacted text of at most ``limit`` UTF-8 bytes, truncated, its ``sha256:<hex>``);
+    ``command`` is the argv that printed ``raw`` (see :func:`redact`)."""
+    text = redact(raw.decode("utf-8", errors="replace"), secrets, command)
     data = text.encode("utf-8")
     if len(data) > limit:
         text = data[:limit].decode("utf-8", errors="ignore")
@@ -553,4 +932,5 @@ def bound_output(raw: bytes, *, limit: int, truncated: bool, secrets: Sequence[s
     return text, truncated, output_sha256(text)
 
 
-__all__ = ["REDACTED", "bound_output", "clean", "credential_name", "output_sha256", "redact"]
+__all__ = ["REDACTED", "WITHHELD", "bound_output", "clean", "credential_name", "output_sha256",
+           "redact", "withholds"]

@@ -209,6 +209,21 @@ def test_stdout_and_stderr_are_redacted_and_exit_code_kept(
     assert result.output_sha256 == _sha(result.output)
 
 
+def test_secrets_in_a_template_format_are_withheld_from_what_the_executor_keeps(
+    fake_kubectl: Path, creds: Credentials
+) -> None:
+    # what `kubectl get secret -o go-template={{.data.password|base64decode}}` prints: a bare
+    # value no rule can recognise, so the executor hands redaction the argv that printed it
+    argv = ["kubectl", "say", "plain-hunter2-value\n", "", "0", "get", "secret", "db", "-o",
+            "go-template={{.data.password|base64decode}}"]
+    result = executors.execute(argv, settings=_settings(), credentials=creds)
+    assert result.output == redaction.WITHHELD and "hunter2" not in result.output
+    assert result.output_sha256 == _sha(result.output)
+    kept = executors.execute([*argv[:5], "get", "secret", "db", "-o", "name"],
+                             settings=_settings(), credentials=creds)
+    assert kept.output == "plain-hunter2-value\n"
+
+
 def _gone_or_zombie(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -11,12 +11,13 @@ import base64
 import json
 import textwrap
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wingman.gateway.redaction import REDACTED, clean, credential_name, redact
+from wingman.gateway.redaction import REDACTED, WITHHELD, clean, credential_name, redact
 
 JWT = ("eyJhbGciOiJSUzI1NiIsImtpZCI6IkNsaWVudEtleSJ9."
        "eyJpc3MiOiJrdWJlcm5ldGVzL3NlcnZpY2VhY2NvdW50Iiwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50In0."
@@ -36,8 +37,9 @@ def leaks(out: str, secret: str) -> bool:
     compact = "".join(out.split())
     if secret in out or "".join(secret.split()) in compact:
         return True
-    if len(secret) >= 24:
-        return any(secret[i:i + 16] in compact for i in range(len(secret) - 15))
+    bare = "".join(secret.split())
+    if len(bare) >= 24:
+        return any(bare[i:i + 16] in compact for i in range(len(bare) - 15))
     return False
 
 
@@ -363,3 +365,165 @@ def test_any_composition_of_hostile_pieces_is_redacted_without_error(pieces: lis
     out = redact("".join(pieces) + "\npassword=hunter2\n")
     assert "hunter2" not in out
     assert "\x1b" not in out and "\u200b" not in out and "\r" not in out
+
+
+# --------------------------------------------------------------------------- a second review
+# Each case is a class of output that leaked before: the values of a Secret in a shape the line
+# reader did not follow, tokens known by their shape only, and credentials behind escapes.
+
+B64 = base64.b64encode(PASSWORD.encode()).decode()
+B64_2 = base64.b64encode(SPACED.encode()).decode()
+RANDOM_KEY = base64.b64encode(bytes(range(7, 255, 7))).decode()  # binary key material
+GITHUB = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z"
+SLACK = "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"
+LAST_APPLIED = json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+                           "stringData": {"conn": SPACED}}, separators=(",", ":"))
+
+SHAPES = {
+    # a Secret's values however the structure around them is written
+    "flow-data": (f"kind: Secret\ndata: {{conn: {B64}, other: {RANDOM_KEY}}}\n",
+                  [B64, RANDOM_KEY]),
+    "flow-stringdata": (f"kind: Secret\nstringData: {{conn: {PASSWORD}, b: '{SPACED}'}}\n",
+                        [PASSWORD, SPACED]),
+    "flow-stringdata-multiline": (f"stringData: {{\n  conn: {PASSWORD},\n  b: \"{SPACED}\"\n}}\n",
+                                  [PASSWORD, SPACED]),
+    "anchored-block": (f"kind: Secret\nstringData: &values\n  conn: {PASSWORD}\n", [PASSWORD]),
+    "anchored-scalar": (f"defaults:\n  conn: &c {PASSWORD}\n  db_password: *c\n", [PASSWORD]),
+    "tab-indented": (f"kind: Secret\ndata:\n\tconn: {B64}\n", [B64]),
+    "raw-api-list": (json.dumps({"kind": "SecretList", "items": [
+        {"metadata": {"name": "a"}, "data": {"conn": B64, "key": RANDOM_KEY}}]},
+        separators=(",", ":")), [B64, RANDOM_KEY]),
+    "json-escaped-key": ('{"kind":"Secret","string\\u0044ata":{"conn":"' + PASSWORD + '"}}',
+                         [PASSWORD]),
+    "json-escaped-quotes": ('{"a":"x\\u0022,\\u0022password\\u0022:\\u0022' + PASSWORD + '"}',
+                            [PASSWORD]),
+    "last-applied-in-json": (json.dumps({"kind": "Secret", "metadata": {"annotations": {
+        "kubectl.kubernetes.io/last-applied-configuration": LAST_APPLIED}}}, indent=4),
+        [SPACED]),
+    # values printed bare (jsonpath, go-template, custom columns), whatever the command
+    "bare-values": (f"{B64}\n{B64_2}\n", [B64, B64_2]),
+    "custom-columns": (f"NAME   DATA\ndb     map[conn:{B64} key:{RANDOM_KEY}]\n",
+                       [B64, RANDOM_KEY]),
+    "cut-short": (f"kind: Secret\ndata:\n  conn: {B64_2[:15]}", [B64_2[:15]]),
+    # environment entries and arguments in any order and shape
+    "value-before-name": (f"env:\n- value: {PASSWORD}\n  name: API_TOKEN\n- name: LOG\n"
+                          "  value: debug\n", [PASSWORD]),
+    "flag-then-item": (f"args:\n- --token\n- {PASSWORD}\n- --db-password\n- '{SPACED}'\n",
+                       [PASSWORD, SPACED]),
+    "flag-then-json-item": (f'"args": [\n    "--token",\n    "{PASSWORD}"\n]', [PASSWORD]),
+    "continued-plain": (f"password: {PASSWORD[:8]}\n  {PASSWORD[8:]}-more\n", [PASSWORD[8:]]),
+    "continued-quoted": (f'    - name: DB_PASS\n      value: "{PASSWORD[:8]}\\\n        '
+                         f'{PASSWORD[8:]}"\n', [PASSWORD[8:]]),
+    "credential-flow-sequence": (f"tokens: [{PASSWORD}, {SPACED}]\n", [PASSWORD, SPACED]),
+    "env-output-spaces": (f"API_TOKEN={SPACED}\nHOME=/root\n", [SPACED]),
+    "docker-inspect-env": (json.dumps({"Config": {"Env": [f"DB_PASSWORD={SPACED}",
+                                                          f"HOOK={GITHUB}"]}}, indent=4),
+                           [SPACED, GITHUB]),
+    "xml": (f'<password>{PASSWORD}</password>\n<add key="DbPassword" value="{SPACED}"/>',
+            [PASSWORD, SPACED]),
+    # credentials known by their shape, under any name
+    "token-shapes": (f"A={GITHUB}\nB={SLACK}\nC=AKIAIOSFODNN7EXAMPLE\nD=glpat-abcdefghij0123456789"
+                     "\nE=sk_live_4eC39HqLyjWDarjtT1zdp7dc\nF=AIzaSyD-abcdefghijklmnopqrstuvwxyz12345"
+                     "\nG=https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX\n",
+                     [GITHUB, SLACK, "AKIAIOSFODNN7EXAMPLE", "glpat-abcdefghij0123456789",
+                      "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "AIzaSyD-abcdefghijklmnopqrstuvwxyz12345",
+                      "XXXXXXXXXXXXXXXXXXXXXXXX"]),
+    "password-hashes": ("admin:$apr1$abcdefgh$ABCDEFGHIJKLMNOPQRSTUV\n"
+                        "root:$6$rounds=5000$saltsalt$0123456789abcdefABCDEF\n",
+                        ["ABCDEFGHIJKLMNOPQRSTUV", "0123456789abcdefABCDEF"]),
+    "url-password-with-at": (f"https://user:p@ss{PASSWORD}@host/x", [PASSWORD]),
+    "url-token-as-user": (f"https://{GITHUB[4:]}@github.com/org/repo.git", [GITHUB[4:]]),
+    "url-signature": (f"https://a.blob.core.windows.net/c?sv=2020&sig={B64}", [B64]),
+    "helm-values-creds": (f"registry:\n  creds: {PASSWORD}\n", [PASSWORD]),
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_credentials_in_every_shape_are_redacted(name: str) -> None:
+    text, secrets = SHAPES[name]
+    out = redact(text)
+    for secret in secrets:
+        assert not leaks(out, secret), out
+
+
+def test_private_key_material_without_its_pem_lines_is_redacted(tmp_path: Path) -> None:
+    # a key's body printed without its BEGIN/END lines, and OpenSSH's 70-column wrapping
+    der = base64.b64encode(b"0\x82\x04\xa4" + bytes(range(256)) * 4).decode()
+    body = "\n".join(der[i:i + 64] for i in range(0, len(der), 64))
+    openssh = base64.b64encode(b"openssh-key-v1\x00" + bytes(range(255, 0, -1))).decode()
+    wrapped = "\n".join(openssh[i:i + 70] for i in range(0, len(openssh), 70))
+    out = redact(f"{body}\n---\n{wrapped}\n")
+    assert not leaks(out, der[:64]) and not leaks(out, openssh[:70]), out
+
+
+def test_public_material_is_kept() -> None:
+    cert_body = base64.b64encode(b"0\x82\x01\x0a" + bytes(range(200))).decode()
+    cert = f"-----BEGIN CERTIFICATE-----\n{cert_body}\n-----END CERTIFICATE-----\n"
+    indented = cert.rstrip().replace("\n", "\n    ")
+    text = (f"apiVersion: v1\ndata:\n  ca.crt: |\n    {indented}\n"
+            f"kind: ConfigMap\n---\ncertificate-authority-data: "
+            f"{base64.b64encode(cert.encode()).decode()}\n"
+            "authorized: ssh-ed25519 "
+            "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl jane@laptop\n"
+            "annotations: V1beta1ResourceSliceList Question bindings 7d9c6b5d4f\n")
+    assert redact(text) == text
+
+
+POD = textwrap.dedent("""\
+    apiVersion: v1
+    kind: Pod
+    metadata:
+      annotations:
+        checksum/config: 3f2504e04f8911d39a0c0305e82c3301a1b2c3d4e5f60718293a4b5c6d7e8f90
+      generateName: web-7d9c6b5d4f-
+      labels:
+        pod-template-hash: 7d9c6b5d4f
+      name: web-7d9c6b5d4f-x2x9k
+      uid: 7c9e6679-7425-40de-944b-e07fc1f90ae7
+    spec:
+      containers:
+      - args:
+        - --log-level
+        - debug
+        image: registry.example.com/web@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c
+        volumeMounts:
+        - mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+          name: kube-api-access-8x2kp
+      nodeName: ip-10-0-1-23.eu-west-1.compute.internal
+    status:
+      containerStatuses:
+      - containerID: containerd://4bd5e3c4f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5
+        ready: true
+    """)
+
+
+def test_an_ordinary_pod_is_kept_as_it_is() -> None:
+    assert redact(POD) == POD
+
+
+@pytest.mark.parametrize("argv", [
+    "kubectl get secret db -o jsonpath={.data.password}",
+    "kubectl get secrets -ojsonpath={.items[0].data}",
+    "kubectl get secret/db -o=go-template={{.data.password|base64decode}}",
+    "kubectl get secret db --template={{.data.password}}",
+    "kubectl get configmaps,secrets -o custom-columns=DATA:.data",
+    "kubectl get Secrets.v1. -n apps --output jsonpath-as-json={.items}",
+    "kubectl get -f manifests.yaml -o go-template-file=t.tmpl",
+    "kubectl create secret generic db --from-literal=a=b --dry-run=client -o jsonpath={.data}",
+])
+def test_secrets_printed_in_a_format_no_rule_can_read_are_withheld_whole(argv: str) -> None:
+    # go-template's base64decode prints the plain value, with nothing around it to go by
+    out = redact(f"{PASSWORD}\n", command=argv.split())
+    assert out == WITHHELD and PASSWORD not in out
+
+
+@pytest.mark.parametrize("argv", [
+    "kubectl get secret db -o yaml", "kubectl get secrets -o json", "kubectl get secrets",
+    "kubectl describe secret db", "kubectl get secret db -o name",
+    "kubectl get pods -o jsonpath={.items[*].metadata.name}",
+])
+def test_readable_output_of_secrets_and_other_templates_is_redacted_not_withheld(
+        argv: str) -> None:
+    assert redact("web-1 web-2\n", command=argv.split()) == "web-1 web-2\n"
+    assert PASSWORD not in redact(f"kind: Secret\nstringData:\n  a: {PASSWORD}\n",
+                                  command=argv.split())
