@@ -191,8 +191,9 @@ _ALIAS = re.compile(r"\*(?P<name>[^\s,\[\]{}]++)\s*+$")
 _ANCHOR = re.compile(r"&(?P<name>[^\s,\[\]{}]++)[ \t]++")
 # where a flow mapping of Secret values opens (``data: {``, ``"stringData":{``)
 _FLOW_OPEN = re.compile(r"""(?<![A-Za-z0-9_])["']?(?P<kind>stringData|data|binaryData)["']?"""
-                        r"""[ \t]*+:[ \t]*+(?:[&!][^\s,\[\]{}]*+[ \t]++)*+\{""")
-_JSON_PAIR = re.compile(r'"(?P<key>(?:[^"\\]|\\.)*+)"\s*+:\s*+'
+                        r"""\s*+:[ \t]*+(?:[&!][^\s,\[\]{}]*+[ \t]++)*+\{""")
+# a string starts only at a quote no backslash escapes: a line of ``\"`` stays linear
+_JSON_PAIR = re.compile(r'(?<!\\)"(?P<key>(?:[^"\\]|\\.)*+)"\s*+:\s*+'
                         r'(?P<value>"(?:[^"\\]|\\.)*+"?|\{|\[|[^\s,\]}]++)')
 _BASE64_VALUE = re.compile(r"[A-Za-z0-9+/]{4,}+={0,2}")
 _BLOCK_SCALAR = re.compile(r"[|>][-+0-9]*+\s*+(?:#.*+)?")
@@ -200,12 +201,30 @@ _SIZE_ONLY = re.compile(r"[0-9]++ bytes")
 _SECRET_KIND = re.compile(r"""(?:^|[\s{,])"?kind"?\s*+:\s*+"?Secret\b""", re.MULTILINE)
 _CONFIGMAP_KIND = re.compile(r"""(?:^|[\s{,])"?kind"?\s*+:\s*+"?ConfigMap\b""", re.MULTILINE)
 _DATA_KEYS = ("data", "stringData", "binaryData")
-_ENV_NAME = re.compile(r"""\bname["']?\s*+:\s*+["']?(?P<name>[A-Za-z0-9_.\-]++)""")
+_TAG = r"(?:![^\s,]*+\s++)?"  # a YAML tag before a value: !!str
+_ENV_NAME = re.compile(r"""\bname["']?\s*+:\s*+""" + _TAG +
+                       r"""["']?(?P<name>[A-Za-z0-9_.\-]++)""")
 _ENV_VALUE = re.compile(r"""\bvalue["']?\s*+:\s*+(?P<value>.*+)$""")
+# an object without nested ones (``{"name": "API_TOKEN", "value": "..."}``, flow or JSON)
+_FLAT_OBJECT = re.compile(r"\{[^{}]*+\}")
+_OBJECT_VALUE = re.compile(r"""\bvalue["']?\s*+:\s*+""" + _TAG +
+                           r"""(?:"(?P<dq>(?:[^"\\]|\\.)*+)"|"""
+                           r"""'(?P<sq>[^']*+)'|(?P<plain>[^,}\]\s][^,}\]]*+))""")
+# ``["--token", "VALUE"]``, ``[-p, VALUE]``: a credential flag, then its value as the next item
+_ARRAY_FLAG = re.compile(r"""(?<![A-Za-z0-9_-])(?P<q>["']?)(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)"""
+                         r"""(?P=q)[ \t]*+,\s*+(?:"(?P<dq>(?:[^"\\]|\\.){0,4096}+)"|"""
+                         r"""'(?P<sq>[^']{0,4096}+)'|(?P<plain>[^\s,\]}][^,\]}]{0,4096}+))""")
+# ``[--token=two words, ...]``: a credential flag and its value as one flow item
+_FLOW_ASSIGNMENT = re.compile(r"(?<=[\[,])[ \t]*+(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)="
+                              r"(?P<value>[^,\]}\n]++)")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"?')
+_COLON = re.compile(r"\s*+:")
 _QUOTED = re.compile(r""""(?:[^"\\]|\\.)*+"?|'(?:[^']|'')*+'?""")
 # ``- --token`` or ``"--token",``: a flag alone as a sequence item; then its value item
 _SEQUENCE_FLAG = re.compile(r"""[ \t]*+(?:-[ \t]++)?(["']?)(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)"""
                             r"""\1[ \t]*+,?[ \t]*+$""")
+_SEQUENCE_ASSIGNMENT = re.compile(r"[ \t]*+-[ \t]++[\"']?(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)="
+                                  r"(?P<value>[^\n]++)")
 _SEQUENCE_ITEM = re.compile(r"""[ \t]*+(?:-[ \t]++)?["']?"""
                             r"""(?P<value>(?:[^"'\s,]|[ \t]++[^\s"',])*+)""")
 
@@ -248,7 +267,8 @@ class _Structure:
         self.json_block: int | None = None  # nesting depth of an open JSON data object
         self.json_depth = 0
         self.env_pending = 0  # lines left to find the value of a credential env entry
-        self.env_recent: tuple[int, int, int] | None = None  # (start, end, lines) of a value
+        # (start, end, lines left, indent) of a value whose entry's name is still to come
+        self.env_recent: tuple[int, int, int, int] | None = None
         self.flag_pending = False  # the previous sequence item was a credential flag
         self.flow_end = 0  # how far flow collections were read (never twice: linear time)
         self.anchors: dict[str, tuple[int, int]] = {}  # YAML anchor -> its scalar's span
@@ -258,12 +278,32 @@ class _Structure:
         for line in self.text.split("\n"):
             self._line(line, offset)
             offset += len(line) + 1
+        if "{" in self.text:
+            self._flows()
+            self._env_objects()
+        if "," in self.text:
+            for flag in _ARRAY_FLAG.finditer(self.text):
+                if _credential_flag(flag.group("flag")):
+                    value = next(g for g in ("dq", "sq", "plain") if flag.group(g) is not None)
+                    start, _ = flag.span(value)
+                    self._add(0, (start, start + len(flag.group(value).rstrip())))
+            for joined in _FLOW_ASSIGNMENT.finditer(self.text):
+                if _credential_flag(joined.group("flag")):
+                    start = joined.start("value")
+                    self._add(0, (start, start + len(joined.group("value").rstrip())))
         return self.spans
 
     def _add(self, base: int, span: tuple[int, int] | None) -> None:
-        if span is not None and span[0] < span[1] and not self.text.startswith(
-                _ALREADY, base + span[0]):
-            self.spans.append((base + span[0], base + span[1]))
+        """Redact ``span`` (relative to ``base``): unless it is one ``[REDACTED]`` already (a
+        value redacted only in part by an earlier rule is redacted whole)."""
+        if span is None or span[0] >= span[1]:
+            return
+        start, end = base + span[0], base + span[1]
+        if self.text.startswith(REDACTED, start):
+            rest = self.text[start + len(REDACTED):end]
+            if not rest.strip("\"', ") or rest.startswith(" ("):
+                return  # redacted already ("[REDACTED] (changed)": a note, not the value)
+        self.spans.append((start, end))
 
     def _secret_value(self, kind: str, value: str) -> bool:
         """Whether a value in a data block is redacted: always in a Secret (and in stringData);
@@ -320,29 +360,49 @@ class _Structure:
             begin, finish = begin + 1, finish - 1
         self._add(0, (begin, finish))
 
-    def _flows(self, line: str, base: int) -> None:
-        """Flow mappings of a Secret's values (``data: {a: b}``, ``"stringData":{...}``)."""
-        for opened in _FLOW_OPEN.finditer(line):
-            if base + opened.end() > self.flow_end:
-                self._flow(base + opened.end() - 1, opened.group("kind"))
+    def _env_objects(self) -> None:
+        """Environment entries as objects, all on one line (compact JSON, flow style): the
+        value of the entry whose name names a credential, whatever the order."""
+        for entry in _FLAT_OBJECT.finditer(self.text):
+            named = _ENV_NAME.search(entry.group())
+            if named is None or not credential_name(named.group("name")):
+                continue
+            value = _OBJECT_VALUE.search(entry.group())
+            if value is not None:
+                group = next(g for g in ("dq", "sq", "plain") if value.group(g) is not None)
+                start = value.start(group)
+                raw = value.group(group).rstrip()
+                if raw.lower() not in _NOT_SECRET_VALUES:
+                    self._add(entry.start(), (start, start + len(raw)))
+
+    def _flows(self) -> None:
+        """Flow mappings of a Secret's values (``data: {a: b}``, ``"stringData":{...}``, also
+        with the key on a line of its own: ``? stringData`` / ``: {``), each read once."""
+        self.flow_end = 0
+        for opened in _FLOW_OPEN.finditer(self.text):
+            if opened.end() > self.flow_end:
+                self._flow(opened.end() - 1, opened.group("kind"))
 
     def _sequence_flag(self, line: str, base: int, stripped: str) -> None:
-        """``- --token`` (or ``"--token",``) as one item, its value the next item."""
+        """``- --token`` (or ``"--token",``) as one item, its value the next item; and
+        ``- --token=VALUE`` with spaces in it."""
         if self.flag_pending and stripped:
             self.flag_pending = False
             item = _SEQUENCE_ITEM.match(line)
             if item is not None and item.group("value"):
-                self._add(base, item.span("value"))
+                self._add(base, (item.start("value"), len(line.rstrip())))
+                self.scalar_indent = len(line) - len(line.lstrip(" \t"))  # continued
                 return
         flag = _SEQUENCE_FLAG.match(line)
         self.flag_pending = flag is not None and _credential_flag(flag.group("flag"))
+        joined = _SEQUENCE_ASSIGNMENT.match(line) if "=" in line else None
+        if joined is not None and _credential_flag(joined.group("flag")):  # - --pw=two words
+            self._add(base, (joined.start("value"), len(line.rstrip())))
+            self.scalar_indent = len(line) - len(line.lstrip(" \t"))  # continued
 
     def _line(self, line: str, base: int) -> None:
         stripped = line.strip()
         indent = len(line) - len(line.lstrip(" \t"))
-        self._sequence_flag(line, base, stripped)
-        if "{" in line:
-            self._flows(line, base)
         # a block scalar under a credential key: every more-indented line is its value
         if self.scalar_indent is not None:
             if stripped and indent <= self.scalar_indent:
@@ -351,6 +411,7 @@ class _Structure:
                 if stripped:
                     self._add(base, (indent, len(line.rstrip())))
                 return
+        self._sequence_flag(line, base, stripped)
         self._json(line, base)
         if self._compact_json_secret(line, base):
             return
@@ -391,6 +452,8 @@ class _Structure:
                 self._flow(base + value_at, "all")
             elif not _BLOCK_SCALAR.fullmatch(value.strip()):
                 self._add(base, _value_span(line, value_at))
+                if " " in match.group("key").strip():  # not YAML: a diff line, a log line
+                    return
             self.scalar_indent = key_indent  # a block scalar, or a plain one continued
             return
         self._env(line, base)
@@ -433,9 +496,15 @@ class _Structure:
                 raw, at = recent.group("value"), recent.start("value")
                 cut = re.match(r'"(?:[^"\\]|\\.)*+"|\'[^\']*+\'|[^,}\]]*+', raw)
                 length = len(cut.group().rstrip()) if cut else 0
-                self.env_recent = (base + at, base + at + length, 3)
+                self.env_recent = (base + at, base + at + length, 3,
+                                   len(line) - len(line.lstrip(" \t-")))
             elif self.env_recent is not None:
-                self.env_recent = (*self.env_recent[:2], self.env_recent[2] - 1)
+                start, end, left, indent = self.env_recent
+                if stripped and len(line) - len(stripped) > indent:  # the value, continued
+                    end = base + len(line.rstrip())
+                else:
+                    left -= 1
+                self.env_recent = (start, end, left, indent)
         if self.env_pending:
             value = _ENV_VALUE.search(line)
             if value is not None:
@@ -495,13 +564,12 @@ class _Structure:
             while at < len(line) and depth:
                 char = line[at]
                 if char == '"':
-                    string = re.match(r'"(?:[^"\\]|\\.)*+"?', line[at:])
+                    string = _JSON_STRING.match(line, at)
                     assert string is not None
-                    after = line[at + string.end():].lstrip()
-                    if not after.startswith(":"):  # a value, not a key
-                        self._add(base, (at + 1, at + string.end() - 1))
+                    if _COLON.match(line, string.end()) is None:  # a value, not a key
+                        self._add(base, (at + 1, string.end() - 1))
                         found = True
-                    at += string.end()
+                    at = string.end()
                     continue
                 depth += {"{": 1, "}": -1}.get(char, 0)
                 at += 1
@@ -759,7 +827,7 @@ def _token_user(match: re.Match[str]) -> str:
 # inspect): the value of a credential variable runs to the end of its line or its quote.
 _ENV_LINE = re.compile(r"(?m)^([ \t]*+(?:export[ \t]++|declare[ \t]++-x[ \t]++)?"
                        r"([A-Z_][A-Z0-9_]*+)=)(?!\[REDACTED\]$)([^\n]++)")
-_QUOTED_ASSIGNMENT = re.compile(r"""(?<=["'])([A-Za-z_][A-Za-z0-9_.-]*+=)"""
+_QUOTED_ASSIGNMENT = re.compile(r"""(?<=(?<!\\)["'])(-{0,2}+[A-Za-z_][A-Za-z0-9_.-]*+=)"""
                                 r"""((?:[^"'\\\n]|\\.)++)(?=["'])""")
 # ``<password>...</password>``, ``<add key="DbPassword" value="..."/>``
 _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)>(?P<value>[^<\n]++)"
@@ -775,7 +843,8 @@ _PASSWORD_HASH = re.compile(r"(?<![A-Za-z0-9_$])\$(?:2[abxy]?|apr1|[1567]|y|gy|s
 def _named_value(name: str, whole: str, value: str, start: int) -> str:
     """``whole`` with ``value`` (at ``start`` in it) redacted when ``name`` names a
     credential."""
-    if not credential_name(name) or value.strip().startswith(_ALREADY) or \
+    if not (credential_name(name) or _credential_flag(name)) or \
+            value.strip().startswith(_ALREADY) or \
             value.strip().strip("\"'").lower() in _NOT_SECRET_VALUES:
         return whole
     return f"{whole[:start]}{REDACTED}{whole[start + len(value):]}"
@@ -864,16 +933,20 @@ def withholds(command: Sequence[str]) -> bool:
 # ---------------------------------------------------------------------------------- entry
 
 
-_STRING_ESCAPE = re.compile(r"""\\(?:u(?P<code>[0-9A-Fa-f]{4})|(?P<char>["'\\/bfnrt]))""")
+_STRING_ESCAPE = re.compile(r"""\\(?:u(?P<code>[0-9A-Fa-f]{4})|(?P<char>["'\\/bfnrt])|"""
+                            r"""(?P<fold>\n[ \t]*+))""")
 _UNESCAPED = {"b": "", "f": "", "n": "\n", "r": "\n", "t": "\t"}
 _MAX_UNESCAPES = 2
 
 
 def _unescape(text: str) -> str:
-    """``text`` with JSON string escapes decoded (``\\"``, ``\\n``, ``\\u0022``), so what
-    an escaped document (a ``last-applied-configuration`` in ``-o json``) holds can be read."""
+    """``text`` with JSON (and YAML double-quoted) string escapes decoded (``\\"``, ``\\n``,
+    ``\\u0022``, an escaped line break), so what an escaped document (a
+    ``last-applied-configuration`` in ``-o json``) holds can be read."""
 
     def one(match: re.Match[str]) -> str:
+        if match.group("fold") is not None:  # a YAML double-quoted line break: joined
+            return ""
         if match.group("code") is not None:
             char = chr(int(match.group("code"), 16))
             return char if char.isprintable() or char in "\n\t" else match.group(0)

@@ -342,6 +342,11 @@ HOSTILE = {
     "quotes": 'password: "' + "\\" * 16000,
     "escapes": "\x1b[" + "1;" * 8000,
     "jwt-continuations": "eyJabcd\n" + "abcdefghij\n" * 1400,
+    "escaped-quotes": '\\"\\u0041\\n' * 1600,
+    "escaped-assignments": '"a=\\"' * 3200,
+    "open-flows": "data: " + "[{" * 8000,
+    "flag-items": '"-p", "' * 2300,
+    "flat-objects": "{name: API_TOKEN, " * 900,
 }
 
 
@@ -527,3 +532,56 @@ def test_readable_output_of_secrets_and_other_templates_is_redacted_not_withheld
     assert redact("web-1 web-2\n", command=argv.split()) == "web-1 web-2\n"
     assert PASSWORD not in redact(f"kind: Secret\nstringData:\n  a: {PASSWORD}\n",
                                   command=argv.split())
+
+
+ENV_SECRET = "Pq7!x 9Zr#Lw2&Vb"
+FLAG_SECRET = "kT4@m 8Yw%Jc3*Hn"
+POD_WITH_CREDENTIALS = {"apiVersion": "v1", "kind": "List", "items": [{
+    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+    "spec": {"containers": [{"name": "web", "image": "web:1", "args": [
+        "--log-level", "debug", "--client-secret", FLAG_SECRET, f"--db-password={FLAG_SECRET}",
+        "-p", FLAG_SECRET], "env": [
+        {"name": "LOG_LEVEL", "value": "debug"}, {"value": ENV_SECRET, "name": "API_TOKEN"},
+        {"name": "REPLICAS", "value": "3"},
+        {"name": "OAUTH_CLIENT_SECRET", "value": ENV_SECRET}]}]},
+}]}
+SECRET_WITH_APPLIED = {"apiVersion": "v1", "kind": "Secret", "metadata": {
+    "name": "db", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": json.dumps(
+        {"apiVersion": "v1", "kind": "Secret", "stringData": {"conn": ENV_SECRET}},
+        separators=(",", ":")) + "\n"}}, "stringData": {"conn": ENV_SECRET}, "type": "Opaque"}
+
+
+@pytest.mark.parametrize("style", [
+    {"default_flow_style": False}, {"default_flow_style": True, "width": 40},
+    {"default_flow_style": True, "width": 10000}, {"canonical": True},
+    {"width": 20, "default_style": '"'}, {"width": 20, "default_style": "'"},
+    {"width": 20}, "json-compact", "json-indented", "json-ascii",
+], ids=str)
+def test_every_serialisation_of_pods_and_secrets_loses_its_credentials(
+        style: dict[str, object] | str) -> None:
+    # env entries in either order and one line each, flags and their values as items of
+    # their own or joined, folded scalars, explicit keys, an annotation holding escaped JSON
+    import yaml
+
+    for obj in (POD_WITH_CREDENTIALS, SECRET_WITH_APPLIED):
+        if style == "json-compact":
+            text = json.dumps(obj, separators=(",", ":"))
+        elif style == "json-indented":
+            text = json.dumps(obj, indent=2)
+        elif style == "json-ascii":
+            text = json.dumps(obj).replace("e", "\\u0065")
+        else:
+            assert isinstance(style, dict)
+            text = yaml.safe_dump(obj, sort_keys=False, **style)  # type: ignore[call-overload]
+        out = redact(text)
+        for secret in (ENV_SECRET, FLAG_SECRET):
+            assert not leaks(out, secret), out
+        assert obj is SECRET_WITH_APPLIED or ("debug" in out and "web" in out), out
+
+
+def test_a_value_redacted_in_part_by_one_rule_is_redacted_whole_by_the_next() -> None:
+    # the random-looking head of the value goes first; the structure must not stop there
+    value = "G8OChJqMexTZaMmdO4F1P!_SZ3AkJM77_64XxQ"
+    applied = json.dumps({"kind": "Secret", "stringData": {"k": value}}, separators=(",", ":"))
+    out = redact(json.dumps({"kind": "Secret", "metadata": {"annotations": {"a": applied}}}))
+    assert "SZ3AkJM77" not in out, out
