@@ -219,6 +219,15 @@ _FLOW_ASSIGNMENT = re.compile(r"(?<=[\[,])[ \t]*+(?P<flag>--?[A-Za-z][A-Za-z0-9_
                               r"(?P<value>[^,\]}\n]++)")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"?')
 _COLON = re.compile(r"\s*+:")
+# a flow mapping's ``key: value`` (after ``{`` or ``,``): a plain value with spaces to the next
+# ``,`` (over lines, short of one that starts a key), a quoted one over lines
+_FLOW_PAIR = re.compile(
+    r"""(?<=[{,])\s*+(?P<key>"[^"\n]{1,200}+"|'[^'\n]{1,200}+'|[A-Za-z0-9_.\-/]{1,200}+)"""
+    r"""\s*+:[ \t]++(?P<value>"(?:[^"\\]|\\.){0,4096}+"?|'[^']{0,4096}+'?|"""
+    r"""[^\s,{}\[\]"'](?:[^,{}\[\]\n]|\n(?![ \t]*+[A-Za-z0-9_.\-"']++[ \t]*+:))*+)""")
+# YAML's explicit keys (``? !!str "password"`` then ``: !!str "VALUE"``)
+_EXPLICIT_KEY = re.compile(r"""[ \t]*+\?[ \t]++(?:![^\s]*+[ \t]++)?(?P<key>[^\n]++)""")
+_EXPLICIT_VALUE = re.compile(r"""[ \t]*+:[ \t]++(?:![^\s]*+[ \t]++)?(?P<value>[^\n]++)""")
 _QUOTED = re.compile(r""""(?:[^"\\]|\\.)*+"?|'(?:[^']|'')*+'?""")
 # ``- --token`` or ``"--token",``: a flag alone as a sequence item; then its value item
 _SEQUENCE_FLAG = re.compile(r"""[ \t]*+(?:-[ \t]++)?(["']?)(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)"""
@@ -270,6 +279,7 @@ class _Structure:
         # (start, end, lines left, indent) of a value whose entry's name is still to come
         self.env_recent: tuple[int, int, int, int] | None = None
         self.flag_pending = False  # the previous sequence item was a credential flag
+        self.explicit_key = False  # the previous line was ``? KEY`` naming a credential
         self.flow_end = 0  # how far flow collections were read (never twice: linear time)
         self.anchors: dict[str, tuple[int, int]] = {}  # YAML anchor -> its scalar's span
 
@@ -281,6 +291,13 @@ class _Structure:
         if "{" in self.text:
             self._flows()
             self._env_objects()
+        if "{" in self.text:
+            for pair in _FLOW_PAIR.finditer(self.text):
+                if credential_name(_unquote(pair.group("key"))):
+                    start, raw = pair.start("value"), pair.group("value").rstrip()
+                    if raw[0] in "\"'":  # the quotes stay
+                        start, raw = start + 1, raw[1:-1] if raw.endswith(raw[0]) else raw[1:]
+                    self._add(0, (start, start + len(raw)))
         if "," in self.text:
             for flag in _ARRAY_FLAG.finditer(self.text):
                 if _credential_flag(flag.group("flag")):
@@ -383,6 +400,20 @@ class _Structure:
             if opened.end() > self.flow_end:
                 self._flow(opened.end() - 1, opened.group("kind"))
 
+    def _explicit(self, line: str, base: int, stripped: str) -> None:
+        """YAML's explicit keys: ``? KEY`` on one line, ``: VALUE`` on the next."""
+        if stripped.startswith(":") and self.explicit_key:
+            value = _EXPLICIT_VALUE.match(line)
+            if value is not None and not value.group("value").strip().startswith(("{", "[")):
+                raw = value.group("value").rstrip().rstrip(",")
+                self._add(base, (value.start("value"), value.start("value") + len(raw)))
+                self.scalar_indent = len(line) - len(stripped)  # continued
+            elif value is not None and value.group("value").lstrip().startswith("["):
+                self._flow(base + value.start("value"), "all")  # a mapping's keys are read
+        key = _EXPLICIT_KEY.match(line) if stripped.startswith("?") else None
+        self.explicit_key = key is not None and credential_name(
+            _unquote(key.group("key").strip().rstrip(",")))
+
     def _sequence_flag(self, line: str, base: int, stripped: str) -> None:
         """``- --token`` (or ``"--token",``) as one item, its value the next item; and
         ``- --token=VALUE`` with spaces in it."""
@@ -412,6 +443,8 @@ class _Structure:
                     self._add(base, (indent, len(line.rstrip())))
                 return
         self._sequence_flag(line, base, stripped)
+        if stripped.startswith(("?", ":")):
+            self._explicit(line, base, stripped)
         self._json(line, base)
         if self._compact_json_secret(line, base):
             return

@@ -347,6 +347,8 @@ HOSTILE = {
     "open-flows": "data: " + "[{" * 8000,
     "flag-items": '"-p", "' * 2300,
     "flat-objects": "{name: API_TOKEN, " * 900,
+    "flow-pairs": "{password: a\n" * 1300,
+    "explicit-keys": "? password\n: " * 1300,
 }
 
 
@@ -585,3 +587,26 @@ def test_a_value_redacted_in_part_by_one_rule_is_redacted_whole_by_the_next() ->
     applied = json.dumps({"kind": "Secret", "stringData": {"k": value}}, separators=(",", ":"))
     out = redact(json.dumps({"kind": "Secret", "metadata": {"annotations": {"a": applied}}}))
     assert "SZ3AkJM77" not in out, out
+
+
+KUBECONFIG_WITH_CREDENTIALS = {"apiVersion": "v1", "kind": "Config", "users": [
+    {"name": "oidc", "user": {"auth-provider": {"config": {
+        "id-token": ENV_SECRET, "refresh-token": FLAG_SECRET, "client-id": "web"}}}},
+    {"name": "basic", "user": {"username": "admin", "password": ENV_SECRET}},
+    {"name": "cloud", "user": {"client-key-data": FLAG_SECRET, "token": ENV_SECRET}}]}
+
+
+@pytest.mark.parametrize("style", [
+    {"default_flow_style": True, "width": 30}, {"default_flow_style": True, "width": 10000},
+    {"canonical": True}, {"width": 15, "default_style": '"'}, {"width": 15},
+], ids=str)
+def test_every_serialisation_of_a_kubeconfig_loses_its_credentials(
+        style: dict[str, object]) -> None:
+    # credential keys in flow mappings (plain values with spaces, folded over lines) and as
+    # YAML's explicit keys (`? !!str "password"` / `: !!str "..."`)
+    import yaml
+
+    out = redact(yaml.safe_dump(KUBECONFIG_WITH_CREDENTIALS, **style))  # type: ignore[call-overload]
+    for secret in (ENV_SECRET, FLAG_SECRET):
+        assert not leaks(out, secret), out
+    assert "admin" in out and "web" in out
