@@ -184,7 +184,8 @@ def credential_name(name: str) -> bool:
 # ---------------------------------------------------------------------------------- structure
 
 _YAML_KEY = re.compile(r"""^(?P<indent>[ \t]*+)(?P<dash>-[ \t]++)?(?P<key>"[^"]*+"|'[^']*+'|"""
-                       r"""[^\s:#'"][^:#]*?)[ \t]*+:(?:[ \t]++(?P<value>.*+))?$""")
+                       r"""[^\s:#'"](?:[^\s:#]++|[ \t]++(?=[^\s:#]))*+)"""
+                       r"""[ \t]*+:(?:[ \t]++(?P<value>.*+))?$""")
 # YAML node properties before a value: an anchor (``&name``) or a tag (``!!binary``)
 _PROPERTIES = re.compile(r"(?:[&!][^\s,\[\]{}]*+(?:[ \t]++|$))*+")
 _ALIAS = re.compile(r"\*(?P<name>[^\s,\[\]{}]++)\s*+$")
@@ -215,8 +216,9 @@ _ARRAY_FLAG = re.compile(r"""(?<![A-Za-z0-9_-])(?P<q>["']?)(?P<flag>--?[A-Za-z][
                          r"""(?P=q)[ \t]*+,\s*+(?:"(?P<dq>(?:[^"\\]|\\.){0,4096}+)"|"""
                          r"""'(?P<sq>[^']{0,4096}+)'|(?P<plain>[^\s,\]}][^,\]}]{0,4096}+))""")
 # ``[--token=two words, ...]``: a credential flag and its value as one flow item
-_FLOW_ASSIGNMENT = re.compile(r"(?<=[\[,])[ \t]*+(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)="
-                              r"(?P<value>[^,\]}\n]++)")
+_FLOW_ASSIGNMENT = re.compile(r"""(?<=[\[,])\s*+(?P<q>["'])?(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)="""
+                              r"""(?P<value>(?(q)[^"']{1,4096}+|(?:[^,\]}\n]|"""
+                              r"""\n(?![ \t]*+[A-Za-z0-9_.\-"']++[ \t]*+:))++))""")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"?')
 _COLON = re.compile(r"\s*+:")
 # a flow mapping's ``key: value`` (after ``{`` or ``,``): a plain value with spaces to the next
@@ -316,6 +318,9 @@ class _Structure:
         if span is None or span[0] >= span[1]:
             return
         start, end = base + span[0], base + span[1]
+        if start and self.text.startswith(REDACTED, start - 1) and \
+                end <= start - 1 + len(REDACTED):
+            return  # inside a [REDACTED] (read as a flow sequence)
         if self.text.startswith(REDACTED, start):
             rest = self.text[start + len(REDACTED):end]
             if not rest.strip("\"', ") or rest.startswith(" ("):
@@ -485,10 +490,9 @@ class _Structure:
                 self._flow(base + value_at, "all")
             elif not _BLOCK_SCALAR.fullmatch(value.strip()):
                 self._add(base, _value_span(line, value_at))
-                if " " in match.group("key").strip():  # not YAML: a diff line, a log line
-                    return
-            self.scalar_indent = key_indent  # a block scalar, or a plain one continued
-            return
+            if _BLOCK_SCALAR.fullmatch(value.strip()) or " " not in match.group("key").strip():
+                self.scalar_indent = key_indent  # a block scalar, or a plain one continued
+            return  # (a key with spaces is no YAML: a diff line, a log line)
         self._env(line, base)
 
     def _value(self, line: str, base: int, match: re.Match[str] | None
@@ -966,8 +970,9 @@ def withholds(command: Sequence[str]) -> bool:
 # ---------------------------------------------------------------------------------- entry
 
 
+# (an escaped line break after a space is a shell's continuation, not a YAML string's)
 _STRING_ESCAPE = re.compile(r"""\\(?:u(?P<code>[0-9A-Fa-f]{4})|(?P<char>["'\\/bfnrt])|"""
-                            r"""(?P<fold>\n[ \t]*+))""")
+                            r"""(?<![ \t]\\)(?P<fold>\n[ \t]*+))""")
 _UNESCAPED = {"b": "", "f": "", "n": "\n", "r": "\n", "t": "\t"}
 _MAX_UNESCAPES = 2
 

@@ -349,6 +349,7 @@ HOSTILE = {
     "flat-objects": "{name: API_TOKEN, " * 900,
     "flow-pairs": "{password: a\n" * 1300,
     "explicit-keys": "? password\n: " * 1300,
+    "key-then-blanks": "x" + " " * 16000,
 }
 
 
@@ -610,3 +611,17 @@ def test_every_serialisation_of_a_kubeconfig_loses_its_credentials(
     for secret in (ENV_SECRET, FLAG_SECRET):
         assert not leaks(out, secret), out
     assert "admin" in out and "web" in out
+
+
+def test_redaction_of_ordinary_text_keeps_its_lines_and_is_idempotent() -> None:
+    # a shell's line continuation is no escaped YAML line break, and [REDACTED] is no flow
+    # sequence: neither may make the decoded second reading win over what was printed
+    text = ("helm install wingman charts/wingman -n test \\\n  -f values.yaml\n"
+            "Pod must start within the token's lifetime: never longer\n"
+            f"  votersSecret: {PASSWORD}\n    and more text, indented\n"
+            f"args: ['--db-password={PASSWORD[:9]}\n    {PASSWORD[9:]}']\n")
+    once = redact(text)
+    assert redact(once) == once
+    assert once.startswith("helm install wingman charts/wingman -n test \\\n  -f values.yaml\n")
+    assert "votersSecret: [REDACTED]\n" in once
+    assert not leaks(once, PASSWORD[9:]) and PASSWORD not in once, once
