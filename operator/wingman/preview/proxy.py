@@ -7,9 +7,10 @@ ServiceAccount's token, and:
 
 - reads (``GET``, ``HEAD``) pass through, except watches (refused: nothing in a preview waits);
 - every write (``POST``, ``PUT``, ``PATCH``, ``DELETE``) gets ``dryRun=All`` (any other
-  ``dryRun`` the caller sent is replaced), whatever kubectl was told: the proxy is the runner's
-  own guarantee, and the preview identity's admission policy refuses a write without it as
-  the backstop;
+  ``dryRun`` the caller sent is replaced; a ``DELETE``'s options body, which the API server
+  reads instead of the query, gets ``"dryRun": ["All"]`` and must be JSON), whatever kubectl
+  was told: the proxy is the runner's own guarantee, and the preview identity's admission
+  policy refuses a write without it as the backstop;
 - before a write to a named object it reads the object (and the parent object of a
   subresource, such as the Deployment of a ``deployments/scale``), so the recorded exchange
   holds the live object before the change, its identity and version, and the dry run's result;
@@ -322,9 +323,19 @@ class DryRunProxy:
                 _, exchange.parent = self._upstream.get(api.object_path(subresource=False))
             else:
                 exchange.parent = exchange.before
+        sent = dict(headers)
+        if method == "DELETE" and body:
+            # the API server reads a DELETE's options from its body when there is one and then
+            # ignores the query: the body must say dryRun too
+            options = _json(body)
+            if options is None:
+                return self._refuse(exchange, "a delete's options must be a JSON object")
+            options["dryRun"] = ["All"]
+            body = json.dumps(options).encode()
+            sent = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            sent["Content-Type"] = "application/json"
         dry = [(k, v) for k, v in query if k != "dryRun"] + [("dryRun", "All")]
         forwarded = api.object_path() + "?" + urlencode(dry)
-        sent = dict(headers)
         sent["Accept"] = "application/json"
         status, keep, data = self._upstream.call(method, forwarded, body, sent)
         exchange.status = status
