@@ -10,7 +10,10 @@ grammar what the dry run is:
   through the recording proxy, which also marks every write ``dryRun=All``;
 - every command that runs also gets ``--v=0`` appended: at ``-v=8`` and above kubectl logs
   the API server's response bodies on stderr, which the preview reads for its errors
-  (``--vmodule``, which raises the level per source file, is refused);
+  (``--vmodule``, which raises the level per source file, is refused); ``--v=0`` also comes
+  first among the appended flags, as the word a trailing flag that takes a value
+  (``--field-manager`` with nothing after it) would consume, so the flags after it always
+  count;
 - ``proxy``: the verb writes but has no ``--dry-run`` flag (``rollout restart``, ``pause``,
   ``resume``); the proxy alone makes each of its writes a dry run;
 - ``read-only``: the verb only reads (``get``, ``describe``, ``rollout status``...): nothing
@@ -170,7 +173,9 @@ def plan(argv: Sequence[str]) -> Plan:
     elif verb in INTERACTIVE_VERBS:
         return Plan(Mode.REFUSED, verb, reason=f"kubectl {verb} is interactive or streams; it "
                     "has no dry run")
-    elif verb == "create" and sub in REFUSED_CREATE:
+    elif verb == "create" and REFUSED_CREATE.intersection(words[1:]):
+        # kubectl finds the subcommand after the values of flags before it
+        # (``create -n apps token``), which the words here still hold
         return Plan(Mode.REFUSED, verb, reason="kubectl create token mints a credential; it is "
                     "never previewed")
     elif verb in DRY_RUN_VERBS:
@@ -180,7 +185,10 @@ def plan(argv: Sequence[str]) -> Plan:
                     "knows how to dry-run")
     if mode is Mode.READ_ONLY:
         return Plan(mode, label, reason="it only reads; nothing would change")
-    run = tuple(argv) + (("--dry-run=server",) if mode is Mode.DRY_RUN else ()) + (QUIET,)
+    # the first QUIET is the value a trailing flag that takes one would consume (pflag takes
+    # the next word whatever it is): what follows it is always read as kubectl's flags
+    run = tuple(argv) + (QUIET,) + (("--dry-run=server",) if mode is Mode.DRY_RUN else ()) \
+        + (QUIET,)
     return Plan(mode, label, run)
 
 

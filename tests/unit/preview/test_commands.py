@@ -25,9 +25,9 @@ def test_writes_are_dry_runs_and_reads_are_not_run(command: str, mode: Mode, ver
     assert (p.mode, p.verb) == (mode, verb)
     if mode is Mode.DRY_RUN:
         # the exact argv, then --dry-run=server and --v=0 last, where kubectl's last flag wins
-        assert p.argv == (*argv, "--dry-run=server", "--v=0")
+        assert p.argv == (*argv, "--v=0", "--dry-run=server", "--v=0")
     elif mode is Mode.PROXY:
-        assert p.argv == (*argv, "--v=0")  # the proxy alone makes its writes dry runs
+        assert p.argv == (*argv, "--v=0", "--v=0")  # the proxy alone makes its writes dry runs
     else:
         assert p.argv == ()
 
@@ -71,3 +71,31 @@ def test_what_cannot_be_dry_run_safely_is_refused_with_a_reason(command: str, wh
     p = plan(parse(command))
     assert p.mode is Mode.REFUSED and p.argv == ()
     assert why in p.reason
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl create -n apps token default",
+    "kubectl create --namespace apps token default",
+    "kubectl create --duration 1h token default -n apps",
+])
+def test_create_token_is_refused_wherever_its_flags_put_it(command: str) -> None:
+    # kubectl finds the subcommand after the values of the flags before it (cobra skips them)
+    p = plan(parse(command))
+    assert p.mode is Mode.REFUSED and p.argv == ()
+    assert "mints a credential" in p.reason
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl label deployment/web a=b -n apps --field-manager",
+    "kubectl delete deployment/web -n apps --cascade",
+    "kubectl rollout restart deployment/web -n apps -v=9 --field-manager",
+])
+def test_a_trailing_flag_cannot_take_the_previews_own_flags_as_its_value(command: str) -> None:
+    # a flag that takes a value consumes the next word whatever it is (pflag): the preview's
+    # --dry-run=server and --v=0 must still be read as flags, last
+    argv = parse(command)
+    p = plan(argv)
+    added = p.argv[len(argv):]
+    assert added[0] == "--v=0"  # the word a trailing value flag may take
+    assert added[1:] == (("--dry-run=server", "--v=0") if p.mode is Mode.DRY_RUN
+                         else ("--v=0",))
