@@ -133,6 +133,17 @@ def _json(data: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _is_watch(path: str, query: list[tuple[str, str]]) -> bool:
+    """Whether the API server serves this read as a watch: a ``watch`` parameter whose value
+    is anything but ``0`` or ``false`` (an empty one included), or the legacy
+    ``/api/<v>/watch/...`` and ``/apis/<g>/<v>/watch/...`` paths."""
+    if any(k == "watch" and v != "0" and v.lower() != "false" for k, v in query):
+        return True
+    parts = [unquote(p) for p in path.split("/") if p]
+    return (len(parts) > 2 and parts[0] == "api" and parts[2] == "watch") or (
+        len(parts) > 3 and parts[0] == "apis" and parts[3] == "watch")
+
+
 @dataclass
 class _Upstream:
     host: str
@@ -289,7 +300,7 @@ class DryRunProxy:
         query = parse_qsl(split.query, keep_blank_values=True)
         api = ApiPath.parse(split.path)
         if method in ("GET", "HEAD"):
-            if any(k == "watch" and v.lower() in ("1", "true") for k, v in query):
+            if _is_watch(split.path, query):
                 return self._refuse(Exchange(method, split.path, api=api),
                                     "a preview does not watch; the command waits for something "
                                     "a dry run never does")

@@ -1,0 +1,49 @@
+"""The preview proxy's own decisions, made before anything reaches the API server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from wingman.preview.proxy import DryRunProxy, self_signed
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> DryRunProxy:
+    ca = tmp_path / "ca"
+    ca.mkdir()
+    _, cert, _ = self_signed(ca)
+    # nothing listens on port 1: a call that reached upstream fails with OSError
+    return DryRunProxy("https://127.0.0.1:1", cert, "sa-token", tmp_path)
+
+
+@pytest.mark.parametrize("target", [
+    "/api/v1/namespaces/apps/pods?watch=true",
+    "/api/v1/namespaces/apps/pods?watch=1",
+    "/api/v1/namespaces/apps/pods?watch=",  # the API server reads any value but 0/false as true
+    "/api/v1/namespaces/apps/pods?watch=yes",
+    "/api/v1/namespaces/apps/pods?watch=0&watch=TRUE",
+    "/api/v1/namespaces/apps/pods?wat%63h=t",
+    "/api/v1/watch/namespaces/apps/pods",  # the legacy watch path
+    "/apis/apps/v1/watch/namespaces/apps/deployments/web",
+])
+def test_a_watch_in_any_spelling_is_refused(proxy: DryRunProxy, target: str) -> None:
+    status, _, body = proxy.handle("GET", target, {}, None)
+    assert status == 403
+    assert "does not watch" in json.loads(body)["message"]
+    (exchange,) = proxy.exchanges()
+    assert exchange.refused
+
+
+@pytest.mark.parametrize("target", [
+    "/api/v1/namespaces/apps/pods?watch=false",
+    "/api/v1/namespaces/apps/pods?watch=0",
+    "/api/v1/namespaces/watch/pods",  # a namespace called watch
+])
+def test_a_read_that_is_not_a_watch_goes_to_the_api_server(proxy: DryRunProxy,
+                                                            target: str) -> None:
+    with pytest.raises(OSError):
+        proxy.handle("GET", target, {}, None)
+    assert proxy.exchanges() == []
