@@ -81,13 +81,14 @@ class ApiPath:
         return cls(group, version, resource, namespace, name, sub)
 
     def object_path(self, *, subresource: bool = True) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        group, version = quote(self.group, safe=""), quote(self.version, safe="")
+        base = f"/apis/{group}/{version}" if self.group else f"/api/{version}"
         where = f"/namespaces/{quote(self.namespace, safe='')}" if self.namespace else ""
         out = f"{base}{where}/{quote(self.resource, safe='')}"
         if self.name:
             out += f"/{quote(self.name, safe='')}"
             if subresource and self.subresource:
-                out += f"/{self.subresource}"
+                out += f"/{quote(self.subresource, safe='')}"
         return out
 
     def named(self, name: str) -> ApiPath:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wingman.preview.proxy import DryRunProxy, self_signed
+from wingman.preview.proxy import ApiPath, DryRunProxy, self_signed
 
 
 @pytest.fixture
@@ -47,3 +47,19 @@ def test_a_read_that_is_not_a_watch_goes_to_the_api_server(proxy: DryRunProxy,
     with pytest.raises(OSError):
         proxy.handle("GET", target, {}, None)
     assert proxy.exchanges() == []
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/namespaces/apps/pods/web/status%3Fx%3D",
+    "/apis/apps/v1/namespaces/apps/deployments/web/scale%23",
+    "/apis/apps%3Fx%3D/v1/namespaces/apps/deployments/web/scale",
+    "/api/v1%3Fx%3D/namespaces/apps/pods/web/eviction",
+])
+def test_each_part_of_a_path_stays_one_segment_before_the_dry_run_query(path: str) -> None:
+    # the proxy appends ?dryRun=All to this path: an encoded '?' or '#' in any part of it
+    # must not start the query (or a fragment) before it
+    api = ApiPath.parse(path)
+    assert api is not None and api.subresource
+    forwarded = api.object_path()
+    assert "?" not in forwarded and "#" not in forwarded
+    assert ApiPath.parse(forwarded) == api
