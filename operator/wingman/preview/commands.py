@@ -24,7 +24,8 @@ grammar what the dry run is:
   ``run``, ``proxy``, ``edit``), ``create token`` (mints a credential), verbs this table does
   not know (kubectl plugins among them), flags that change whom kubectl talks to or as whom
   (``--server``, ``--kubeconfig``, ``--context``, ``--as``, ``--token``...), flags that read
-  local files or remote URLs (``-f``, ``-k``, ``--from-file``...) and a ``--`` separator.
+  local files or remote URLs (``-f``, ``-k``, ``--from-file``...), short flags combined in
+  one word (``-Rf``: kubectl reads each letter as a flag) and a ``--`` separator.
 
 Global flags may come before the verb (``kubectl -n apps scale ...``): kubectl accepts only
 its global flags there, so the verb is the first word that is neither a flag nor the value of
@@ -92,6 +93,10 @@ LOGGING_FLAGS = frozenset({"--vmodule"})
 #: occurrence of a flag wins): kubectl logs nothing beyond its errors and warnings.
 QUIET = "--v=0"
 _SHORT_FILE = ("-f", "-k", "-s")  # also as -fVALUE / -f=VALUE
+#: kubectl's short flags that take a value (the rest of a word such as ``-napps`` is the
+#: value). After any other short flag kubectl reads the next letter as another flag: ``-Rf``
+#: is ``-R -f``, so such words are refused.
+_SHORT_VALUE = frozenset("nvlocpeL")
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,10 @@ def _refused_flag(arg: str) -> str | None:
                 "contents) where the preview reads its errors")
     if not arg.startswith("--") and any(arg.startswith(s) and len(arg) > 2 for s in _SHORT_FILE):
         return f"it sets {arg[:2]}, which reads local files or changes the server"
+    if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2 \
+            and arg[1] not in _SHORT_VALUE:
+        return (f"it combines short flags ({arg[:3]}...), which kubectl reads as several "
+                "flags; write each flag as its own word")
     return None
 
 

