@@ -110,7 +110,10 @@ class Plan:
 
 
 def _flag_name(arg: str) -> str:
-    return arg.split("=", 1)[0]
+    """The flag a word sets, as kubectl reads it: kubectl's flag set turns '_' in a name into
+    '-' (``--from_file`` is ``--from-file``)."""
+    name = arg.split("=", 1)[0]
+    return name.replace("_", "-") if name.startswith("--") else name
 
 
 def _refused_flag(arg: str) -> str | None:

@@ -122,3 +122,17 @@ def test_short_flags_combined_in_one_word_are_refused(command: str) -> None:
 ])
 def test_a_short_flag_with_its_value_attached_is_still_previewed(command: str) -> None:
     assert plan(parse(command)).mode is Mode.DRY_RUN
+
+
+@pytest.mark.parametrize(("command", "why"), [
+    ("kubectl create configmap x --from_file=/etc/hostname -n apps", "--from-file"),
+    ("kubectl create secret generic x --from_env_file=proxy.key -n apps", "--from-env-file"),
+    ("kubectl scale deployment/web --replicas=3 --as_group=system:masters", "--as-group"),
+    ("kubectl scale deployment/web --replicas=3 --insecure_skip_tls_verify", "--insecure"),
+    ("kubectl scale deployment/web --replicas=3 --profile_output=/tmp/x", "--profile-output"),
+])
+def test_a_flag_spelled_with_underscores_is_the_flag_kubectl_reads(command: str, why: str) -> None:
+    # kubectl normalises '_' in flag names to '-' (--from_file is --from-file)
+    p = plan(parse(command))
+    assert p.mode is Mode.REFUSED and p.argv == ()
+    assert why in p.reason
