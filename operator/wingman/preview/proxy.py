@@ -14,9 +14,10 @@ ServiceAccount's token, and:
 - before a write to a named object it reads the object (and the parent object of a
   subresource, such as the Deployment of a ``deployments/scale``), so the recorded exchange
   holds the live object before the change, its identity and version, and the dry run's result;
-- connection upgrades (exec, attach, port-forward), writes that are not to a resource path,
-  deletes of whole collections and more than :data:`MAX_WRITES` writes are refused with a
-  Kubernetes ``Status`` kubectl prints.
+- calls passed on to a pod, service or node (the ``proxy``, ``exec``, ``attach`` and
+  ``portforward`` subresources, reads too), connection upgrades, writes that are not to a
+  resource path, deletes of whole collections and more than :data:`MAX_WRITES` writes are
+  refused with a Kubernetes ``Status`` kubectl prints.
 
 Bodies are bounded (:data:`MAX_REQUEST_BYTES` in, :data:`MAX_RESPONSE_BYTES` out). The proxy
 holds the ServiceAccount token; kubectl never sees it.
@@ -47,6 +48,7 @@ MAX_WRITES = 50
 UPSTREAM_TIMEOUT = 30.0
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+_CONNECT_SUBRESOURCES = frozenset({"proxy", "exec", "attach", "portforward"})
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,22 @@ def _json(data: bytes) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _connects(path: str) -> bool:
+    """Whether the call is passed on to a pod, service or node (``proxy``, ``exec``,
+    ``attach``, ``portforward``), which knows nothing of dryRun: ``<resource>/<name>/<sub>``
+    after the group, version and namespace."""
+    parts = [unquote(p) for p in path.split("/") if p]
+    if parts[:1] == ["api"]:
+        rest = parts[2:]
+    elif parts[:1] == ["apis"]:
+        rest = parts[3:]
+    else:
+        return False
+    if len(rest) > 2 and rest[0] == "namespaces":
+        rest = rest[2:]
+    return len(rest) > 2 and rest[2] in _CONNECT_SUBRESOURCES
 
 
 def _is_watch(path: str, query: list[tuple[str, str]]) -> bool:
@@ -300,6 +318,10 @@ class DryRunProxy:
         split = urlsplit(target)
         query = parse_qsl(split.query, keep_blank_values=True)
         api = ApiPath.parse(split.path)
+        if _connects(split.path):
+            return self._refuse(Exchange(method, split.path, api=api),
+                                "the call reaches a pod, service or node (proxy, exec, attach, "
+                                "port-forward), which has no dry run")
         if method in ("GET", "HEAD"):
             if _is_watch(split.path, query):
                 return self._refuse(Exchange(method, split.path, api=api),

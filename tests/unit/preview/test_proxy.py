@@ -63,3 +63,23 @@ def test_each_part_of_a_path_stays_one_segment_before_the_dry_run_query(path: st
     forwarded = api.object_path()
     assert "?" not in forwarded and "#" not in forwarded
     assert ApiPath.parse(forwarded) == api
+
+
+@pytest.mark.parametrize(("method", "target"), [
+    ("POST", "/api/v1/namespaces/apps/pods/web/proxy"),
+    ("DELETE", "/api/v1/namespaces/apps/services/web:80/proxy"),
+    ("POST", "/api/v1/namespaces/apps/pods/web/exec?command=sh"),
+    ("POST", "/api/v1/namespaces/apps/pods/web/portforward"),
+    ("GET", "/api/v1/namespaces/apps/services/web/proxy/admin/reset"),
+    ("GET", "/api/v1/nodes/node-1/proxy/configz"),
+    ("GET", "/api/v1/namespaces/apps/pods/web/attach?stdin=true"),
+])
+def test_calls_that_reach_a_pod_service_or_node_are_refused(proxy: DryRunProxy, method: str,
+                                                           target: str) -> None:
+    # proxy, exec, attach and portforward pass the request on to the workload itself, which
+    # knows nothing of dryRun
+    status, _, body = proxy.handle(method, target, {}, b"{}" if method != "GET" else None)
+    assert status == 403
+    assert "reaches" in json.loads(body)["message"]
+    (exchange,) = proxy.exchanges()
+    assert exchange.refused
