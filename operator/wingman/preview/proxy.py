@@ -16,8 +16,9 @@ ServiceAccount's token, and:
   holds the live object before the change, its identity and version, and the dry run's result;
 - calls passed on to a pod, service or node (the ``proxy``, ``exec``, ``attach`` and
   ``portforward`` subresources, reads too), connection upgrades, writes that are not to a
-  resource path, deletes of whole collections and more than :data:`MAX_WRITES` writes are
-  refused with a Kubernetes ``Status`` kubectl prints.
+  resource path, deletes of whole collections, calls asking to impersonate someone
+  (``Impersonate-*`` headers) and more than :data:`MAX_WRITES` writes are refused with a
+  Kubernetes ``Status`` kubectl prints.
 
 Bodies are bounded (:data:`MAX_REQUEST_BYTES` in, :data:`MAX_RESPONSE_BYTES` out). The proxy
 holds the ServiceAccount token; kubectl never sees it.
@@ -318,6 +319,9 @@ class DryRunProxy:
         split = urlsplit(target)
         query = parse_qsl(split.query, keep_blank_values=True)
         api = ApiPath.parse(split.path)
+        if any(k.lower().startswith("impersonate-") for k in headers):
+            return self._refuse(Exchange(method, split.path, api=api),
+                                "a preview acts as its own identity, never impersonating another")
         if _connects(split.path):
             return self._refuse(Exchange(method, split.path, api=api),
                                 "the call reaches a pod, service or node (proxy, exec, attach, "

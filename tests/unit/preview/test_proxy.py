@@ -83,3 +83,15 @@ def test_calls_that_reach_a_pod_service_or_node_are_refused(proxy: DryRunProxy, 
     assert "reaches" in json.loads(body)["message"]
     (exchange,) = proxy.exchanges()
     assert exchange.refused
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH"])
+@pytest.mark.parametrize("header", ["Impersonate-User", "impersonate-group",
+                                    "Impersonate-Extra-scopes", "Impersonate-Uid"])
+def test_a_call_that_asks_to_act_as_someone_else_is_refused(proxy: DryRunProxy, method: str,
+                                                            header: str) -> None:
+    # the proxy calls with its own identity's token; impersonation would make it another's
+    status, _, body = proxy.handle(method, "/apis/apps/v1/namespaces/apps/deployments/web",
+                                   {header: "system:admin"}, None if method == "GET" else b"{}")
+    assert status == 403
+    assert "impersonat" in json.loads(body)["message"]
