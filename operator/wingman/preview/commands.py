@@ -135,8 +135,9 @@ def _refused_flag(arg: str) -> str | None:
     return None
 
 
-def _verb_words(args: Sequence[str]) -> tuple[list[str], str | None]:
-    """The non-flag words from the verb on, or (_, why the verb cannot be found)."""
+def _verb_words(args: Sequence[str]) -> tuple[list[str], str | None, int]:
+    """The non-flag words from the verb on and the verb's index in ``args``, or (_, why the
+    verb cannot be found, _)."""
     i = 0
     while i < len(args):
         arg = args[i]
@@ -149,10 +150,10 @@ def _verb_words(args: Sequence[str]) -> tuple[list[str], str | None]:
                                                                     "--warnings-as-errors",
                                                                     "--match-server-version"):
             return [], (f"the flag {arg} before the verb is not one the preview knows, so the "
-                        "verb cannot be told apart from its value")
+                        "verb cannot be told apart from its value"), i
         i += 1
     words = [a for a in args[i:] if not a.startswith("-")]
-    return words, None
+    return words, None, i
 
 
 def plan(argv: Sequence[str]) -> Plan:
@@ -167,13 +168,17 @@ def plan(argv: Sequence[str]) -> Plan:
         why = _refused_flag(arg)
         if why:
             return Plan(Mode.REFUSED, "", reason=why)
-    words, why = _verb_words(args)
+    words, why, at = _verb_words(args)
     if why:
         return Plan(Mode.REFUSED, "", reason=why)
     if not words:
         return Plan(Mode.REFUSED, "", reason="it names no kubectl verb")
     verb = words[0]
     sub = words[1] if len(words) > 1 else ""
+    if verb in ("rollout", "auth") and at + 1 < len(args) and args[at + 1].startswith("-"):
+        # kubectl skips a flag's value to find the subcommand: -n status restart is restart
+        return Plan(Mode.REFUSED, verb, reason=f"a flag comes between kubectl {verb} and its "
+                    "subcommand; write the subcommand right after the verb")
     if (verb, sub) in SUBCOMMANDS:
         mode = SUBCOMMANDS[(verb, sub)]
         label = f"{verb} {sub}"

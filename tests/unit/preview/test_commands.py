@@ -136,3 +136,17 @@ def test_a_flag_spelled_with_underscores_is_the_flag_kubectl_reads(command: str,
     p = plan(parse(command))
     assert p.mode is Mode.REFUSED and p.argv == ()
     assert why in p.reason
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl rollout -n status restart deployment/web",
+    "kubectl rollout --namespace history undo deployment/web",
+    "kubectl auth -v 4 can-i delete pods",
+])
+def test_a_flag_between_a_verb_and_its_subcommand_is_refused(command: str) -> None:
+    # kubectl skips the flag's value to find the subcommand (rollout restart in namespace
+    # "status"), so the word after the verb is not it: the preview must not call the command
+    # read-only on the strength of that word
+    p = plan(parse(command))
+    assert p.mode is Mode.REFUSED and p.argv == ()
+    assert "right after" in p.reason
