@@ -368,6 +368,7 @@ class DryRunProxy:
             options = _json(body)
             if options is None:
                 return self._refuse(exchange, "a delete's options must be a JSON object")
+            options = {k: v for k, v in options.items() if k.lower() != "dryrun"}
             options["dryRun"] = ["All"]
             body = json.dumps(options).encode()
             sent = {k: v for k, v in headers.items() if k.lower() != "content-type"}

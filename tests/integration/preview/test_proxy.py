@@ -53,6 +53,7 @@ def _send(proxy: DryRunProxy, method: str, path: str, body: bytes | None,
 @pytest.mark.parametrize(("body", "content_type"), [
     (b'{"kind":"DeleteOptions","apiVersion":"v1"}', "application/json"),
     (b'{"kind":"DeleteOptions","apiVersion":"v1","dryRun":[]}', "application/json"),
+    (b'{"kind":"DeleteOptions","apiVersion":"v1","dryRun":[],"DryRun":[]}', "application/json"),
     (b"kind: DeleteOptions\napiVersion: v1\n", "application/yaml"),
 ])
 def test_a_delete_whose_body_asks_for_no_dry_run_changes_nothing(
