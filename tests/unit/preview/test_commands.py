@@ -8,6 +8,13 @@ from wingman.preview.commands import Mode, plan
 from wingman.scope import parse
 
 
+def _refusal(command: str) -> str:
+    """The reason the preview gives for refusing ``command`` (which it must refuse, running
+    nothing)."""
+    p = plan(parse(command))
+    assert p.mode is Mode.REFUSED and p.argv == ()
+    return p.reason
+
 @pytest.mark.parametrize(("command", "mode", "verb"), [
     ("kubectl scale deployment/web --replicas=3 -n apps", Mode.DRY_RUN, "scale"),
     ("kubectl -n apps scale deployment/web --replicas=3", Mode.DRY_RUN, "scale"),
@@ -68,9 +75,7 @@ def test_a_command_cannot_make_kubectl_log_response_bodies(command: str) -> None
     ("kubectl scale deployment/web --replicas=3 --kuberc=/tmp/k", "--kuberc"),
 ])
 def test_what_cannot_be_dry_run_safely_is_refused_with_a_reason(command: str, why: str) -> None:
-    p = plan(parse(command))
-    assert p.mode is Mode.REFUSED and p.argv == ()
-    assert why in p.reason
+    assert why in _refusal(command)
 
 
 @pytest.mark.parametrize("command", [
@@ -80,9 +85,7 @@ def test_what_cannot_be_dry_run_safely_is_refused_with_a_reason(command: str, wh
 ])
 def test_create_token_is_refused_wherever_its_flags_put_it(command: str) -> None:
     # kubectl finds the subcommand after the values of the flags before it (cobra skips them)
-    p = plan(parse(command))
-    assert p.mode is Mode.REFUSED and p.argv == ()
-    assert "mints a credential" in p.reason
+    assert "mints a credential" in _refusal(command)
 
 
 @pytest.mark.parametrize("command", [
@@ -109,9 +112,7 @@ def test_a_trailing_flag_cannot_take_the_previews_own_flags_as_its_value(command
 ])
 def test_short_flags_combined_in_one_word_are_refused(command: str) -> None:
     # kubectl reads -Rf as -R then -f (pflag: a flag without a value, then the next letter)
-    p = plan(parse(command))
-    assert p.mode is Mode.REFUSED and p.argv == ()
-    assert "combines short flags" in p.reason
+    assert "combines short flags" in _refusal(command)
 
 
 @pytest.mark.parametrize("command", [
@@ -133,9 +134,7 @@ def test_a_short_flag_with_its_value_attached_is_still_previewed(command: str) -
 ])
 def test_a_flag_spelled_with_underscores_is_the_flag_kubectl_reads(command: str, why: str) -> None:
     # kubectl normalises '_' in flag names to '-' (--from_file is --from-file)
-    p = plan(parse(command))
-    assert p.mode is Mode.REFUSED and p.argv == ()
-    assert why in p.reason
+    assert why in _refusal(command)
 
 
 @pytest.mark.parametrize("command", [
@@ -147,6 +146,4 @@ def test_a_flag_between_a_verb_and_its_subcommand_is_refused(command: str) -> No
     # kubectl skips the flag's value to find the subcommand (rollout restart in namespace
     # "status"), so the word after the verb is not it: the preview must not call the command
     # read-only on the strength of that word
-    p = plan(parse(command))
-    assert p.mode is Mode.REFUSED and p.argv == ()
-    assert "right after" in p.reason
+    assert "right after" in _refusal(command)
