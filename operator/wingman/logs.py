@@ -26,12 +26,14 @@ the operator's framework.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
 import logging
 import re
 import sys
 import threading
+from collections.abc import Iterator
 from typing import IO, Any
 
 FORMATS = ("json", "text")
@@ -91,6 +93,29 @@ def _token_shaped(run: str) -> bool:
     if len(run) >= _B64_OF_JWT_MIN and any(m in run for m in _B64_SHIFTED):
         return True
     return holds_jwt(run)
+
+
+def base64_readings(run: str, *, least: int = 0) -> Iterator[bytes]:
+    """What ``run`` decodes to, read as standard or URL-safe base64 (each alphabet's two
+    characters mapped onto the other's, padding dropped) from each of its first four
+    characters, for bodies of at least ``least`` characters: where the encoding starts in text
+    that is not all of it (``token=...``) is unknown, so every alignment is tried."""
+    for alphabet in ("std", "url"):
+        candidate = run.rstrip("=")
+        if alphabet == "std":
+            candidate = candidate.replace("-", "+").replace("_", "/")
+        else:
+            candidate = candidate.replace("+", "-").replace("/", "_")
+        for skip in range(4):
+            body = candidate[skip:]
+            body = body[: len(body) - len(body) % 4]
+            if len(body) < least:
+                continue
+            try:
+                yield (base64.b64decode(body, validate=True) if alphabet == "std"
+                       else base64.urlsafe_b64decode(body))
+            except (binascii.Error, ValueError):
+                continue
 
 
 def holds_jwt(run: str) -> bool:
@@ -208,5 +233,5 @@ def setup_logging(fmt: str = "json", level: str = "info", *, component: str,
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
-__all__ = ["FORMATS", "LEVELS", "REDACTED", "JsonFormatter", "TextFormatter", "forget",
-           "holds_jwt", "never_log", "setup_logging"]
+__all__ = ["FORMATS", "LEVELS", "REDACTED", "JsonFormatter", "TextFormatter",
+           "base64_readings", "forget", "holds_jwt", "never_log", "setup_logging"]

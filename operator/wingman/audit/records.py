@@ -24,8 +24,6 @@ other invalid record (not JSON-able, naive ``now``, too big).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import datetime as dt
 import hashlib
@@ -38,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wingman.errors import AuditUnavailable, ConfigError
-from wingman.logs import holds_jwt
+from wingman.logs import base64_readings, holds_jwt
 
 GENESIS_HASH = "0" * 64
 """The ``prev`` of the first record (seq 0)."""
@@ -458,8 +456,8 @@ _EYJ_ENCODED = ("ZXlK", "V5S", "leU")
 
 
 def _holds_encoded_jwt(text: str) -> bool:
-    """Whether a base64 run of ``text`` decodes (from any of its first four characters, in
-    either alphabet) to text holding a JWT. Only runs holding an encoded ``eyJ`` are decoded,
+    """Whether a base64 run of ``text`` decodes (``wingman.logs.base64_readings``) to text
+    holding a JWT. Only runs holding an encoded ``eyJ`` are decoded,
     and runs are disjoint, so the cost stays linear."""
     if not any(marker in text for marker in _EYJ_ENCODED):
         return False
@@ -467,17 +465,8 @@ def _holds_encoded_jwt(text: str) -> bool:
         run = match.group()
         if not any(marker in run for marker in _EYJ_ENCODED):
             continue
-        for skip in range(4):
-            body = run[skip:]
-            body = body[: len(body) - len(body) % 4]
-            for alphabet in (b"+/", b"-_"):
-                try:
-                    decoded = base64.b64decode(body.encode("ascii"), altchars=alphabet,
-                                               validate=True)
-                except (binascii.Error, ValueError):
-                    continue
-                if holds_jwt(decoded.decode("latin-1")):
-                    return True
+        if any(holds_jwt(data.decode("latin-1")) for data in base64_readings(run)):
+            return True
     return False
 
 

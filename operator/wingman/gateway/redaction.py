@@ -1,7 +1,8 @@
 """Redaction of command output: what the gateway keeps of what a command printed.
 
 Output is the target's, so hostile: every step runs in linear time (no regular expression can
-backtrack) and the input is at most the gateway's output bound. Pure: the standard library only.
+backtrack) and the input is at most the gateway's output bound. Pure: the standard library and
+``wingman.logs`` (its base64 readings).
 
 The steps, in order (``redact``):
 
@@ -55,6 +56,8 @@ import re
 import unicodedata
 import urllib.parse
 from collections.abc import Iterable, Sequence
+
+from wingman.logs import base64_readings
 
 REDACTED = "[REDACTED]"
 _ALREADY = REDACTED[:-1]  # what a rule sees of a value redacted before it (no closing bracket)
@@ -657,25 +660,7 @@ _DECODED_SECRET = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}+\.|PRIVATE KEY|\"(?:alg|kid
 
 
 def _decodes_to_secret(run: str) -> bool:
-    for alphabet in ("std", "url"):
-        candidate = run.rstrip("=")
-        if alphabet == "std":
-            candidate = candidate.replace("-", "+").replace("_", "/")
-        else:
-            candidate = candidate.replace("+", "-").replace("/", "_")
-        for skip in range(4):
-            body = candidate[skip:]
-            body = body[: len(body) - len(body) % 4]
-            if len(body) < 16:
-                continue
-            try:
-                data = (base64.b64decode(body, validate=True) if alphabet == "std"
-                        else base64.urlsafe_b64decode(body))
-            except (binascii.Error, ValueError):
-                continue
-            if _DECODED_SECRET.search(data):
-                return True
-    return False
+    return any(_DECODED_SECRET.search(data) for data in base64_readings(run, least=16))
 
 
 def _redact_encoded(text: str) -> str:
