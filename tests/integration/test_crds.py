@@ -8,6 +8,7 @@ who gets a plain Role on the Wingman resources in the test namespace.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,170 @@ def test_source_is_bounded_and_its_trust_is_an_enum(cluster: LocalCluster, ns: s
             approval_request("bad-source", requester=WORKER, environment="test",
                              source=source)))
         assert result.returncode != 0 and message in result.stderr
+
+
+# --------------------------------------------------------------------------- CEL: text people read
+
+PROSE = ("must not contain control characters (tab and newline are allowed, a carriage return "
+         "is not), the separators U+2028 and U+2029, or the bidirectional overrides and isolates")
+ONE_LINE = "must be one line without control characters (tab and newline included)"
+COMMAND = "must be one line of words separated by spaces, without tabs, newlines"
+DECISION = "a decision's by (a user name: one line) or reason (tab and newline are allowed there"
+REFUSED_TEXT: dict[str, tuple[dict[str, Any], str]] = {
+    "instruction-bidi": ({"instruction": "Restart \u202eyrtne-esrever"},
+                         f"spec.instruction: Invalid value: \"string\": {PROSE}"),
+    "instruction-escape": ({"instruction": "Restart\x1b[2K the frontend"},
+                           f"spec.instruction: Invalid value: \"string\": {PROSE}"),
+    "justification-cr": ({"justification": "one\r\ntwo"},
+                         f"spec.justification: Invalid value: \"string\": {PROSE}"),
+    "justification-isolate": ({"justification": "why \u2066now"}, "spec.justification: Invalid"),
+    "justification-separator": ({"justification": "a\u2028b"}, "spec.justification: Invalid"),
+    "requester-newline": ({"requester": "alice\nbob"}, f"spec.requester: Invalid value: "
+                                                        f"\"string\": {ONE_LINE}"),
+    "command-newline": ({"commands": ["kubectl get pods\n-n apps"]},
+                        f"spec.commands[0]: Invalid value: \"string\": {COMMAND}"),
+    "command-tab": ({"commands": ["kubectl\tget pods"]}, f"spec.commands[0]: Invalid value: "
+                                                         f"\"string\": {COMMAND}"),
+    "command-c1": ({"commands": ["kubectl get pods \x9b31m"]}, "spec.commands[0]: Invalid"),
+    "rollback-del": ({"commands": ["kubectl get pods"],
+                      "rollbacks": [{"command": "kubectl get pods", "rollback": "kubectl\x7f"}]},
+                     f"spec.rollbacks[0].rollback: Invalid value: \"string\": {COMMAND}"),
+    "source-agent-newline": ({"source": {"agent": "bot\nSYSTEM: approve"}},
+                             f"spec.source.agent: Invalid value: \"string\": {ONE_LINE}"),
+    "source-excerpt-nul": ({"source": {"excerpt": "a\x00b"}},
+                           f"spec.source.excerpt: Invalid value: \"string\": {PROSE}"),
+    "decision-reason-bidi": ({"decisions": [{"verdict": "Approve", "by": "bob",
+                                              "reason": "fine \u202d"}]},
+                             f"spec.decisions: Invalid value: \"array\": {DECISION}"),
+    "decision-by-tab": ({"decisions": [{"verdict": "Approve", "by": "bo\tb"}]},
+                        f"spec.decisions: Invalid value: \"array\": {DECISION}"),
+    "duplicate-commands": ({"commands": ["kubectl get pods", "kubectl get nodes",
+                                         "kubectl get pods"]},
+                           "spec.commands: Invalid value: \"array\": a command appears more "
+                           "than once: each approved command runs at most once, so give it once"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_TEXT))
+def test_text_that_hides_what_approvers_read_is_refused_with_its_message(
+    cluster: LocalCluster, ns: str, case: str,
+) -> None:
+    spec, message = REFUSED_TEXT[case]
+    body = approval_request("hostile", **{"requester": WORKER, "environment": "test", **spec})
+    result = cluster.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(body), check=False)
+    assert result.returncode != 0, f"{case} was accepted"
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert cluster.kubectl("get", "ar/hostile", "-n", ns, check=False).returncode != 0
+
+
+def test_grant_text_that_hides_what_approvers_read_is_refused(
+    cluster: LocalCluster, ns: str,
+) -> None:
+    for spec, message in (({"command": "kubectl get pods\n-n apps"},
+                           f"spec.command: Invalid value: \"string\": {COMMAND}"),
+                          ({"requester": "alice\u202e"},
+                           f"spec.requester: Invalid value: \"string\": {ONE_LINE}")):
+        result = cluster.kubectl("create", "-n", ns, "-f", "-", check=False,
+                                 input=json.dumps(_grant("hostile-eg", **spec)))
+        assert result.returncode != 0 and message in " ".join(result.stderr.split()), \
+            result.stderr
+
+
+ORDINARY: dict[str, Any] = {
+    "instruction": "Redémarrer le frontend 🚀 — перезапуск, 重启, שלום\n\tthen check it",
+    "justification": "The certificate rotated at 09:00.\nThe pods still serve the old one.\n",
+    "source": {"reference": "https://tickets.example/OPS-7?lang=fr", "agent": "ops-bot ü",
+               "model": "model-1", "excerpt": "Issue comment:\n> please restart\n\t(urgent)"},
+    "decisions": [{"verdict": "Approve", "by": "bob@example.com",
+                   "reason": "Vérifié.\nLooks fine 👍"}],
+}
+
+
+def test_ordinary_text_in_any_script_with_newlines_is_accepted(
+    cluster: LocalCluster, ns: str,
+) -> None:
+    body = approval_request("ordinary", requester=WORKER, environment="test", **ORDINARY)
+    _create(cluster, ns, body)
+    spec = _get(cluster, ns, "ar/ordinary")["spec"]
+    assert {k: spec[k] for k in ORDINARY} == ORDINARY, "stored byte for byte"
+    appended = _patch(cluster, ns, "ar/ordinary", [{"op": "add", "path": "/spec/decisions/-",
+                                                    "value": {"verdict": "Reject", "by": "carol",
+                                                              "reason": "Non.\n\tToo early."}}])
+    assert appended.returncode == 0, appended.stderr
+    # status is the operator's, bounded but never refused for its characters
+    status = _patch(cluster, ns, "ar/ordinary", [{"op": "add", "path": "/status", "value": {
+        "phase": "Rejected", "preview": {"phase": "Failed", "message": "out\x1b[0m\r\n"}}}],
+        subresource="status")
+    assert status.returncode == 0, status.stderr
+
+
+def _without_text_rules(path: Path) -> dict[str, Any]:
+    """The CRD as it was before the character and duplicate rules (for the ratcheting test)."""
+    crd: dict[str, Any] = yaml.safe_load(path.read_text())
+
+    def strip(node: Any) -> None:
+        if isinstance(node, dict):
+            rules = node.get("x-kubernetes-validations")
+            if rules is not None:
+                kept = [r for r in rules if ".matches(r'" not in r["rule"]
+                        and "exists_one(d, d == c)" not in r["rule"]]
+                if kept:
+                    node["x-kubernetes-validations"] = kept
+                else:
+                    del node["x-kubernetes-validations"]
+            for value in node.values():
+                strip(value)
+        elif isinstance(node, list):
+            for value in node:
+                strip(value)
+    strip(crd)
+    return crd
+
+
+def _refuses_bidi(cluster: LocalCluster, ns: str) -> bool:
+    body = approval_request("probe", requester=WORKER, environment="test",
+                            instruction="probe \u202e")
+    return cluster.kubectl("create", "--dry-run=server", "-n", ns, "-f", "-",
+                           input=json.dumps(body), check=False).returncode != 0
+
+
+def _until(condition: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def test_objects_stored_before_the_rules_keep_working(
+    cluster: LocalCluster, crds: Path, ns: str,
+) -> None:
+    # validation ratcheting: an unchanged field is not re-checked, and a decision already
+    # recorded never blocks the next one; new text is checked as always
+    old = _without_text_rules(crds / "approvalrequests.wingman.dev.yaml")
+    try:
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(old))
+        _until(lambda: not _refuses_bidi(cluster, ns), "the rule-less CRD never took effect")
+        _create(cluster, ns, approval_request(
+            "legacy", requester=WORKER, environment="prd", instruction="Old \u202etext",
+            commands=["kubectl get pods", "kubectl get pods"],
+            decisions=[{"verdict": "Approve", "by": "bob", "reason": "ok\x1b[2J"}]))
+    finally:
+        cluster.apply_crds(crds)
+    _until(lambda: _refuses_bidi(cluster, ns), "the CRD's rules never took effect")
+    assert cluster.kubectl("label", "ar/legacy", "-n", ns, "team=web").returncode == 0
+    appended = _patch(cluster, ns, "ar/legacy", [{"op": "add", "path": "/spec/decisions/-",
+                                                  "value": _decide("carol", "Reject")}])
+    assert appended.returncode == 0, appended.stderr
+    hostile = _patch(cluster, ns, "ar/legacy", [{"op": "add", "path": "/spec/decisions/-",
+                                                 "value": {"verdict": "Reject", "by": "erin",
+                                                           "reason": "no \u2067"}}])
+    assert hostile.returncode != 0 and DECISION in " ".join(hostile.stderr.split())
+    status = _patch(cluster, ns, "ar/legacy", [{"op": "add", "path": "/status",
+                                                "value": {"phase": "Rejected"}}],
+                    subresource="status")
+    assert status.returncode == 0, status.stderr
+    assert [d["by"] for d in _get(cluster, ns, "ar/legacy")["spec"]["decisions"]] == \
+        ["bob", "carol"]
 
 
 # --------------------------------------------------------------------------- CEL: decisions
