@@ -38,7 +38,7 @@ from wingman.errors import (
 )
 from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, JSON_PATCH, ApiError, Kube, Resource
 from wingman.model import approvals as rules
-from wingman.model import names
+from wingman.model import names, text
 from wingman.review.policy import EnvironmentPolicy
 
 POLICY_CONFIGMAP = "wingman-policy"
@@ -97,6 +97,9 @@ class Source:
             if len(value) > limit:
                 raise Invalid(f"source.{key} is {len(value)} characters; at most {limit} "
                               "(quote the part of the input that matters)")
+            why = text.refusal(f"source.{key}", value, one_line=key != "excerpt")
+            if why:
+                raise Invalid(why, reason="ForbiddenCharacter")
             values[key] = value
         return cls(untrusted_input=untrusted, **values)
 
@@ -155,6 +158,25 @@ def build_grant(*, request_name: str, namespace: str, command: str, requester: s
     return {"apiVersion": API_VERSION, "kind": "ExecutionGrant",
             "metadata": {"name": st.grant_name(request_name, command), "namespace": namespace},
             "spec": spec}
+
+
+def check_texts(spec: Mapping[str, Any]) -> None:
+    """Refuse, before any call, what the CRD refuses in an ApprovalRequest's ``spec``: control
+    characters and bidirectional overrides (``wingman.model.text``), naming the field."""
+    fields: list[tuple[str, object, bool]] = [
+        ("spec.requester", spec.get("requester"), True),
+        ("spec.instruction", spec.get("instruction"), False),
+        ("spec.justification", spec.get("justification"), False)]
+    fields += [(f"spec.commands[{i}]", c, True) for i, c in enumerate(spec.get("commands") or [])]
+    for i, entry in enumerate(spec.get("rollbacks") or []):
+        fields += [(f"spec.rollbacks[{i}].{key}", entry.get(key), True)
+                   for key in ("command", "rollback")]
+    source = spec.get("source") or {}
+    fields += [(f"spec.source.{key}", source.get(key), key != "excerpt") for key in SOURCE_LIMITS]
+    for field, value, one_line in fields:
+        why = text.refusal(field, value, one_line=one_line) if isinstance(value, str) else None
+        if why:
+            raise Invalid(why, reason="ForbiddenCharacter")
 
 
 def check_name(kind: str, name: str) -> str:
@@ -374,6 +396,10 @@ class WingmanClient:
                           "so give it once (a request to run it again later is a new request)")
         if not instruction or not instruction.strip():
             raise Invalid("instruction is empty: say what you want to achieve, for reviewers")
+        check_texts({"instruction": instruction, "justification": justification,
+                     "commands": commands, "source": source.to_spec() if source else {},
+                     "rollbacks": [{"command": c, "rollback": r}
+                                   for c, r in (rollbacks or {}).items()]})
         if environment is None:
             environment = self.policy().environment
         name = name or f"req-{uuid.uuid4().hex[:8]}"
@@ -436,6 +462,9 @@ class WingmanClient:
             raise Invalid(f"verdict must be Approve or Reject, got {verdict!r}")
         if verdict == "Reject" and not reason.strip():
             raise Invalid("a rejection needs a reason: the requester is told it")
+        why = text.refusal("the reason", reason, one_line=False)
+        if why:
+            raise Invalid(why, reason="ForbiddenCharacter")
         entry = {"verdict": verdict, "by": self.whoami(), "reason": reason}
         for attempt in range(3):
             obj = self.get_request_object(name)
