@@ -88,6 +88,58 @@ ReplicaSets kubectl inspects while doing so.
 {{- end }}
 
 {{/*
+What one gateway target rule grants beyond running the reviewed command itself, as
+"<verbs> on <resource>: <why>" parts joined by "; " (empty when nothing): rights that reach
+other identities' credentials or code (pod streams and proxies, Secrets, tokens), that start
+pods able to run as any ServiceAccount of the namespace (creating a pod or workload), or that
+hand out rights (RBAC writes, impersonate, escalate, bind). Resources are matched whatever the
+apiGroup (fail closed). Patching or updating an existing workload controller is not listed:
+`kubectl rollout restart` and `kubectl scale` need it, and admission of the grant's command is
+what reviews it. Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
+*/}}
+{{- define "wingman.gatewayRuleReach" -}}
+{{- $verbs := .verbs | default list }}
+{{- $any := dict
+  "pods/exec" "runs any command in any pod of the namespace, as that pod's ServiceAccount"
+  "pods/attach" "attaches to any pod's running processes, as that pod's ServiceAccount"
+  "pods/ephemeralcontainers" "adds a container to a running pod: any command, as that pod's ServiceAccount"
+  "pods/portforward" "opens connections to any pod's ports, past NetworkPolicies"
+  "pods/proxy" "sends requests to any pod through the API server, past NetworkPolicies"
+  "services/proxy" "sends requests to any service through the API server, past NetworkPolicies"
+  "nodes/proxy" "reaches the kubelet API, which runs commands in any pod of the node"
+  "serviceaccounts/token" "mints tokens of any ServiceAccount of the namespace"
+  "secrets" "reads or writes the namespace's Secrets, other identities' credentials among them" }}
+{{- $workloads := list "pods" "replicationcontrollers" "deployments" "daemonsets" "statefulsets" "replicasets" "jobs" "cronjobs" }}
+{{- $rbac := list "roles" "rolebindings" "clusterroles" "clusterrolebindings" }}
+{{- $writes := list "create" "update" "patch" "delete" "deletecollection" }}
+{{- $out := list }}
+{{- range $r := .resources | default list }}
+{{- if hasKey $any $r }}
+{{- $out = append $out (printf "%s on %s: %s" (join "/" $verbs) $r (get $any $r)) }}
+{{- end }}
+{{- if and (has $r $workloads) (has "create" $verbs) }}
+{{- $out = append $out (printf "create on %s: starts pods that may run as any ServiceAccount of the namespace and mount any of its Secrets" $r) }}
+{{- end }}
+{{- if and (eq $r "pods") (or (has "update" $verbs) (has "patch" $verbs)) }}
+{{- $out = append $out "update/patch on pods: swaps a running pod's image, so any code runs as that pod's ServiceAccount" }}
+{{- end }}
+{{- if has $r $rbac }}
+{{- range $v := $verbs }}
+{{- if has $v $writes }}
+{{- $out = append $out (printf "%s on %s: RBAC objects hand out any right in the namespace" $v $r) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $v := list "impersonate" "escalate" "bind" }}
+{{- if has $v $verbs }}
+{{- $out = append $out (printf "verb %s: %s" $v (ternary "acts as another identity of the namespace" "grants rights the gateway does not hold itself" (eq $v "impersonate"))) }}
+{{- end }}
+{{- end }}
+{{- join "; " $out }}
+{{- end }}
+
+{{/*
 The Wingman image reference every component runs: repository@digest when a digest is pinned
 (the tag is then not used), else repository:tag with the tag defaulting to the appVersion.
 Admission compares gateway pods' images with exactly this string.

@@ -8,6 +8,7 @@ hands out execution rights to anyone but the gateway.
 from __future__ import annotations
 
 import filecmp
+import json
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +127,10 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"policy.panel.voters": [{"type": "magic", "name": "x"}]}, "/policy/panel/voters/0/type"),
         ({"audit.type": "s3"}, "/audit/type"),
         ({"gateway.targets": [{"namespace": "apps", "rules": [
-            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}]}, "/gateway/targets/0"),
-        ({"gateway.targets": [{"namespace": "apps", "rules": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["impersonate"]}]}]},
-         "/gateway/targets/0"),
-        ({"gateway.targets": [{"namespace": "apps", "rules": [
-            {"apiGroups": ["*"], "resources": ["deployments"], "verbs": ["get"]}]}]},
-         "/gateway/targets/0"),
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["use"]}]}]},
+         "/gateway/targets/0/rules/0/verbs/0"),
+        ({"gateway.targets": [{"namespace": "apps", "allowEscalatingRules": "yes"}]},
+         "/gateway/targets/0/allowEscalatingRules"),
         ({"rbac.workers.serviceAccounts": [{"name": "agent", "namespace": "Bad NS"}]},
          "/rbac/workers/serviceAccounts/0/namespace"),
         # names of objects the chart refers to are Kubernetes names: nothing else would work,
@@ -471,6 +469,7 @@ def test_only_the_gateway_and_the_dry_run_preview_get_rights_in_target_namespace
 
 
 def test_gateway_default_rules_cover_restart_and_scale_only() -> None:
+    # the render also proves the defaults pass the chart's check of target rules
     objs = render("test", RENDER_VALUES, namespace=NS)
     (role,) = find(objs, "Role", f"wingman-{NS}-gateway", namespace="apps")
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
@@ -478,6 +477,130 @@ def test_gateway_default_rules_cover_restart_and_scale_only() -> None:
             ("deployments/scale", "patch")} <= granted
     assert all(r in {"deployments", "deployments/scale", "replicasets"} for r, _ in granted)
     assert not any(v in {"create", "delete", "deletecollection"} for _, v in granted)
+
+
+def _rule(resources: list[str], verbs: list[str], group: str = "") -> dict[str, Any]:
+    return {"apiGroups": [group], "resources": resources, "verbs": verbs}
+
+
+SAFE_RULE = _rule(["configmaps"], ["get", "list"])
+
+
+@pytest.mark.parametrize(
+    ("rule", "why"),
+    [
+        (_rule(["pods/exec"], ["create"]), "create on pods/exec: runs any command in any pod"),
+        # websocket exec is authorized as get: any verb on a stream counts
+        (_rule(["pods/exec"], ["get"]), "get on pods/exec"),
+        (_rule(["pods/attach"], ["create"]), "create on pods/attach"),
+        (_rule(["pods/portforward"], ["create"]), "create on pods/portforward"),
+        (_rule(["pods/proxy"], ["get"]), "get on pods/proxy"),
+        (_rule(["pods/ephemeralcontainers"], ["patch"]), "patch on pods/ephemeralcontainers"),
+        (_rule(["services/proxy"], ["get"]), "get on services/proxy"),
+        (_rule(["nodes/proxy"], ["get"]), "get on nodes/proxy"),
+        (_rule(["serviceaccounts/token"], ["create"]),
+         "create on serviceaccounts/token: mints tokens of any ServiceAccount"),
+        (_rule(["secrets"], ["get"]), "get on secrets: reads or writes the namespace's Secrets"),
+        (_rule(["secrets"], ["list"]), "list on secrets"),
+        (_rule(["secrets"], ["create", "patch"]), "create/patch on secrets"),
+        (_rule(["pods"], ["create"]), "create on pods: starts pods that may run as any "
+                                      "ServiceAccount"),
+        (_rule(["replicationcontrollers"], ["create"]), "create on replicationcontrollers"),
+        (_rule(["deployments"], ["create"], "apps"), "create on deployments"),
+        (_rule(["daemonsets"], ["create"], "apps"), "create on daemonsets"),
+        (_rule(["statefulsets"], ["create"], "apps"), "create on statefulsets"),
+        (_rule(["replicasets"], ["create"], "apps"), "create on replicasets"),
+        (_rule(["jobs"], ["create"], "batch"), "create on jobs"),
+        (_rule(["cronjobs"], ["create"], "batch"), "create on cronjobs"),
+        (_rule(["pods"], ["patch"]), "update/patch on pods: swaps a running pod's image"),
+        (_rule(["pods"], ["update"]), "update/patch on pods"),
+        (_rule(["rolebindings"], ["create"], "rbac.authorization.k8s.io"),
+         "create on rolebindings: RBAC objects hand out any right"),
+        (_rule(["roles"], ["patch"], "rbac.authorization.k8s.io"), "patch on roles"),
+        (_rule(["serviceaccounts"], ["impersonate"]), "verb impersonate: acts as another identity"),
+        (_rule(["roles"], ["escalate"], "rbac.authorization.k8s.io"),
+         "verb escalate: grants rights the gateway does not hold itself"),
+        (_rule(["roles"], ["bind"], "rbac.authorization.k8s.io"), "verb bind"),
+        # matched whatever the group: a wrong or made-up group does not slip it through
+        (_rule(["secrets"], ["get"], "apps"), "get on secrets"),
+    ],
+    ids=lambda v: str(v)[:60],
+)
+def test_gateway_rules_that_reach_other_identities_are_refused_with_instructions(
+    rule: dict[str, Any], why: str,
+) -> None:
+    values = {"gateway.targets": [{"namespace": "apps"},
+                                  {"namespace": "batch", "rules": [SAFE_RULE, rule]}]}
+    result = helm(*template_args("test", values, namespace=NS), check=False)
+    assert result.returncode != 0, "a rule reaching beyond itself was rendered"
+    shown = json.dumps(rule, separators=(",", ":"), sort_keys=True)
+    assert f'gateway.targets: namespace "batch", rules[1] {shown}' in result.stderr, result.stderr
+    assert "grants rights that reach beyond what it lists" in result.stderr
+    assert why in result.stderr, result.stderr
+    assert "set allowEscalatingRules: true on this target" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        ({"apiGroups": ["*"], "resources": ["deployments"], "verbs": ["get"]}, "apiGroups"),
+        ({"apiGroups": ["apps"], "resources": ["*"], "verbs": ["get"]}, "resources"),
+        ({"apiGroups": ["apps"], "resources": ["deployments/*"], "verbs": ["get"]}, "resources"),
+        ({"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["*"]}, "verbs"),
+    ],
+    ids=lambda v: str(v)[:60],
+)
+@pytest.mark.parametrize("opt_in", [False, True], ids=["plain", "opted-in"])
+def test_gateway_rule_wildcards_are_refused_even_with_the_opt_in(
+    rule: dict[str, Any], field: str, opt_in: bool,
+) -> None:
+    target: dict[str, Any] = {"namespace": "apps", "rules": [rule]}
+    if opt_in:
+        target["allowEscalatingRules"] = True
+    result = helm(*template_args("test", {"gateway.targets": [target]}, namespace=NS),
+                  check=False)
+    assert result.returncode != 0
+    assert 'gateway.targets: namespace "apps", rules[0]' in result.stderr, result.stderr
+    assert f"in {field} grants everything it matches" in result.stderr
+    assert "wildcards are never granted, not even with allowEscalatingRules" in result.stderr
+
+
+def test_a_target_that_opts_in_gets_its_escalating_rules() -> None:
+    rules = [_rule(["pods/exec"], ["create"]), _rule(["secrets"], ["get"]),
+             _rule(["deployments"], ["create"], "apps")]
+    objs = render("test", {"gateway.targets": [
+        {"namespace": "apps"},
+        {"namespace": "debug", "allowEscalatingRules": True, "rules": rules}]}, namespace=NS)
+    (gateway,) = find(objs, "Role", f"wingman-{NS}-gateway", "debug")
+    assert gateway["rules"] == rules
+    # the opt-in is per target: the other target keeps the default rules
+    (other,) = find(objs, "Role", f"wingman-{NS}-gateway", "apps")
+    assert not {"pods/exec", "secrets"} & {r for rule in other["rules"]
+                                           for r in rule["resources"]}
+
+
+def test_an_opt_in_no_rule_needs_is_refused() -> None:
+    for target in ({"namespace": "apps", "allowEscalatingRules": True},
+                   {"namespace": "apps", "allowEscalatingRules": True, "rules": [SAFE_RULE]}):
+        result = helm(*template_args("test", {"gateway.targets": [target]}, namespace=NS),
+                      check=False)
+        assert result.returncode != 0
+        assert ('gateway.targets: namespace "apps" sets allowEscalatingRules but none of its '
+                "rules needs it") in result.stderr, result.stderr
+
+
+def test_patching_existing_workloads_needs_no_opt_in() -> None:
+    """Rollout restart, scale and image bumps patch existing controllers: deliberately allowed
+    (the default rules do it); only creating them, or pods, can start a new ServiceAccount."""
+    rules = [_rule(["deployments", "statefulsets", "daemonsets", "replicasets"],
+                   ["get", "list", "patch", "update", "delete"], "apps"),
+             _rule(["jobs", "cronjobs"], ["get", "patch", "delete"], "batch"),
+             _rule(["pods"], ["get", "list", "delete"]),
+             _rule(["roles", "rolebindings"], ["get", "list"], "rbac.authorization.k8s.io")]
+    objs = render("test", {"gateway.targets": [{"namespace": "apps", "rules": rules}]},
+                  namespace=NS)
+    (role,) = find(objs, "Role", f"wingman-{NS}-gateway", "apps")
+    assert role["rules"] == rules
 
 
 def test_gateway_target_rules_come_from_values() -> None:
