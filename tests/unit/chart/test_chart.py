@@ -373,12 +373,84 @@ def test_a_witness_without_its_hmac_secret_fails_with_instructions() -> None:
     assert "audit.checkpoints.witness.secretName is empty" in result.stderr
 
 
-@pytest.mark.parametrize("url", ["ftp://w.example/c", "https://user@w.example/c", "witness"])
-def test_a_witness_url_must_be_http_without_credentials(url: str) -> None:
-    result = helm(*template_args("test", {"audit.checkpoints.witness.url": url,
-                                          "audit.checkpoints.witness.secretName": "w"},
-                                 namespace=NS), check=False)
-    assert result.returncode != 0 and "witness" in result.stderr
+SECRET = "s3cr3t-Pa55"
+
+
+def _llm_voter(base_url: str) -> dict[str, Any]:
+    """Values with one OpenAI voter at ``base_url`` (and what an LLM voter needs besides)."""
+    return {"operator.votersSecret": "llm-keys", "policy.panel.threshold": 1,
+            "policy.panel.quorum": 1,
+            "policy.panel.voters": [{"type": "openai", "name": "gpt", "model": "m",
+                                     "apiKeySecretKey": "openai", "baseURL": base_url}]}
+
+
+def _witness(url: str) -> dict[str, Any]:
+    return {"audit.checkpoints.witness.url": url, "audit.checkpoints.witness.secretName": "w"}
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        (_witness(f"https://alice:{SECRET}@w.example/c"),
+         "audit.checkpoints.witness.url has credentials (user:password@); remove them"),
+        (_witness(f"https://{SECRET}@w.example/c"),
+         "audit.checkpoints.witness.url has credentials"),
+        (_witness(f"ftp://alice:{SECRET}@w.example/c"),
+         "audit.checkpoints.witness.url has credentials"),
+        (_llm_voter(f"https://alice:{SECRET}@llm.example/v1"),
+         "policy.panel.voters[0].baseURL has credentials (user:password@); remove them"),
+        (_llm_voter(f"http://{SECRET}@llm.example"),
+         "policy.panel.voters[0].baseURL has credentials"),
+        # whatever else is wrong with a URL, the refusal does not repeat it either
+        (_witness(f"https://w.example/c?token={SECRET}#x"),
+         "audit.checkpoints.witness.url must be an http(s) URL"),
+        (_llm_voter(f"https://llm.example/v1?key={SECRET}"),
+         "policy.panel.voters[0].baseURL must be an http(s) URL"),
+    ],
+    ids=lambda v: str(v)[:50],
+)
+def test_a_url_with_credentials_is_refused_without_repeating_them(
+    values: dict[str, Any], complaint: str,
+) -> None:
+    result = helm(*template_args("test", values, namespace=NS), check=False)
+    assert result.returncode != 0
+    assert complaint in result.stderr, result.stderr
+    assert SECRET not in result.stderr + result.stdout
+    assert "alice" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("values", [_witness(f"https://alice:{SECRET}@w.example/c"),
+                                    _llm_voter(f"https://alice:{SECRET}@llm.example/v1")],
+                         ids=["witness", "voter"])
+def test_other_schema_errors_still_fail_and_do_not_repeat_a_credential(
+    values: dict[str, Any],
+) -> None:
+    result = helm(*template_args("test", {**values, "logging.level": "verbose"}, namespace=NS),
+                  check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert "/logging/level" in result.stderr, result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("url", ["ftp://w.example/c", "witness", "https://w.example/a b"])
+def test_a_witness_url_must_be_http(url: str) -> None:
+    result = helm(*template_args("test", _witness(url), namespace=NS), check=False)
+    assert result.returncode != 0
+    assert "audit.checkpoints.witness.url must be an http(s) URL" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["https://w.example/c", "http://10.0.0.5:8080/checkpoints?x=1"])
+def test_a_plain_witness_url_renders(url: str) -> None:
+    objs = render("test", _witness(url), namespace=NS)
+    assert _env(find(objs, "Deployment", "wingman-operator")[0])[
+        "WINGMAN_AUDIT_WITNESS_URL"] == url
+
+
+def test_a_plain_voter_base_url_renders() -> None:
+    objs = render("test", _llm_voter("https://llm.example/v1/team@eu"), namespace=NS)
+    (cm,) = find(objs, "ConfigMap", "wingman-policy")
+    assert "https://llm.example/v1/team@eu" in str(cm["data"])
 
 
 def test_checkpoint_values_configure_the_operator_and_mount_the_witness_key() -> None:
