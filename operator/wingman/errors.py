@@ -3,7 +3,8 @@
 Every class carries a ``reason`` (CamelCase, specific). The same string becomes the
 condition reason, the Event reason, the metric label and the audit field, so one
 vocabulary runs end to end. Messages are for humans: they say what is wrong and what to
-do. A message never contains a token, a key or a Secret's data.
+do. A message never contains a token, a key or a Secret's data: :func:`without_userinfo` shows
+a URL in one with its ``user:password@`` replaced.
 
     WingmanError
     ├── ConfigError            the settings or a configuration file are invalid
@@ -24,6 +25,17 @@ do. A message never contains a token, a key or a Secret's data.
 """
 
 from __future__ import annotations
+
+import re
+
+#: Everything before the last '@' of a URL's authority (the userinfo), also when the scheme or
+#: its slashes are mistyped (``https:/user:pw@host``) or missing (``user:pw@host``).
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:/*)?[^/?#]*@")
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for messages that show it."""
+    return _USERINFO.sub(lambda m: f"{m.group(1) or ''}***@", url)
 
 
 class WingmanError(Exception):
@@ -148,4 +160,5 @@ __all__ = [
     "TokenRejected",
     "Unavailable",
     "WingmanError",
+    "without_userinfo",
 ]

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from wingman.errors import ConfigError
+from wingman.errors import ConfigError, without_userinfo
 from wingman.logs import FORMATS, LEVELS
 from wingman.review.policy import EnvironmentPolicy
 
@@ -262,9 +262,10 @@ def _witness_url(env: Mapping[str, str]) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
             or parts.password or parts.fragment:
-        raise ConfigError(f"WINGMAN_AUDIT_WITNESS_URL={url!r} must be an http(s) URL without "
-                          "credentials, e.g. https://witness.example/checkpoints (the HMAC key "
-                          "authenticates the operator)")
+        raise ConfigError(f"WINGMAN_AUDIT_WITNESS_URL={without_userinfo(url)!r} must be an "
+                          "http(s) URL without credentials, e.g. "
+                          "https://witness.example/checkpoints (the HMAC key authenticates the "
+                          "operator)")
     return url
 
 
@@ -622,7 +623,7 @@ def _cfg_range(data: Mapping[str, Any], key: str, default: int, lo: int, hi: int
 
 def _url(value: str, where: str) -> str:
     if not re.match(r"^https?://[^\s/]+", value):
-        raise ConfigError(f"{where} must be an http(s) URL, got {value!r}")
+        raise ConfigError(f"{where} must be an http(s) URL, got {without_userinfo(value)!r}")
     return value
 
 

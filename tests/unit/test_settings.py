@@ -238,6 +238,15 @@ def test_bad_checkpoint_settings_name_the_variable(env: dict[str, str], message:
         OperatorSettings.from_env(env)
 
 
+@pytest.mark.parametrize("url", ["https://alice:s3cr3t@w.example/c", "ftp://alice:s3cr3t@w/c",
+                                 "https://alice:s3cr3t@w.example/c#x", "https:/alice:s3cr3t@w/c"])
+def test_a_refused_witness_url_does_not_show_its_credentials(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        OperatorSettings.from_env({"WINGMAN_AUDIT_WITNESS_URL": url})
+    assert "WINGMAN_AUDIT_WITNESS_URL=" in info.value.message
+    assert "s3cr3t" not in info.value.message and "alice" not in info.value.message
+
+
 def test_the_witness_key_comes_from_a_file_and_never_shows(tmp_path: Path) -> None:
     key = tmp_path / "hmac"
     key.write_text("k" * 16 + "\n")

@@ -373,6 +373,9 @@ LLM = {"type": "openai", "name": "gpt", "model": "gpt-test", "apiKeySecretKey": 
     ([{**LLM, "baseUrl": "https://x"}], "unknown field 'baseUrl'"),
     ([{**LLM, "baseURL": "ftp://x"}], "voters[0] (gpt).baseURL must be an http(s) URL"),
     ([{**LLM, "baseURL": "https://user:pw@x/v1"}], "must not carry credentials"),
+    # a URL wrong in another way too is shown, without its credentials
+    ([{**LLM, "baseURL": "https://user:s3cr3t@x/v1?q=1"}], "got 'https://***@x/v1?q=1'"),
+    ([{**LLM, "baseURL": "htps://user:s3cr3t@x/v1"}], "got 'htps://***@x/v1'"),
     ([{**LLM, "timeoutSeconds": 0}], "timeoutSeconds must be a positive number"),
     ([{**LLM, "timeoutSeconds": "20"}], "timeoutSeconds must be a positive number"),
     ([{**LLM, "timeoutSeconds": 301}], "timeoutSeconds must be a positive number"),
@@ -386,7 +389,7 @@ def test_voters_from_config_refuses_bad_specs(specs: list[dict[str, object]],
         voters_from_config(specs, secrets=SECRETS, is_allowed=allow_all)
     assert complaint in info.value.message, info.value.message
     assert "did you mean 'baseURL'" in info.value.message or "baseUrl" not in str(specs)
-    for key in SECRETS.values():
+    for key in (*SECRETS.values(), "s3cr3t"):
         assert key not in info.value.message
 
 
