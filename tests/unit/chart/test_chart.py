@@ -637,14 +637,22 @@ def test_gateway_rule_wildcards_are_refused_even_with_the_opt_in(
     assert "wildcards are never granted, not even with allowEscalatingRules" in result.stderr
 
 
-def test_a_target_that_opts_in_gets_its_escalating_rules() -> None:
-    rules = [_rule(["pods/exec"], ["create"]), _rule(["secrets"], ["get"]),
+def test_a_target_that_opts_in_gets_its_escalating_rules_for_the_gateway_only() -> None:
+    rules = [_rule(["pods/exec"], ["create"]), _rule(["secrets"], ["get"]), SAFE_RULE,
              _rule(["deployments"], ["create"], "apps")]
     objs = render("test", {"gateway.targets": [
         {"namespace": "apps"},
-        {"namespace": "debug", "allowEscalatingRules": True, "rules": rules}]}, namespace=NS)
+        {"namespace": "debug", "allowEscalatingRules": True, "rules": rules},
+        {"namespace": "shell", "allowEscalatingRules": True,
+         "rules": [_rule(["pods/exec"], ["create"])]}]}, namespace=NS)
     (gateway,) = find(objs, "Role", f"wingman-{NS}-gateway", "debug")
     assert gateway["rules"] == rules
+    # the preview acts before any approval, and the dry-run policy confines neither reads nor
+    # impersonation: it keeps only the rules that need no opt-in
+    (preview,) = find(objs, "Role", f"wingman-{NS}-preview", "debug")
+    assert preview["rules"] == [SAFE_RULE]
+    (preview,) = find(objs, "Role", f"wingman-{NS}-preview", "shell")
+    assert preview["rules"] == []
     # the opt-in is per target: the other target keeps the default rules
     (other,) = find(objs, "Role", f"wingman-{NS}-gateway", "apps")
     assert not {"pods/exec", "secrets"} & {r for rule in other["rules"]
