@@ -264,3 +264,44 @@ def test_no_release_reaches_into_another_releases_namespace(cluster: LocalCluste
     for ns in (f"rbac-other-{s}", prd.target_namespace):
         listed = cluster.helm("list", "-q", "--namespace", ns)
         assert "other" not in listed.stdout.split()
+
+
+def test_escalating_target_rules_need_the_opt_in_and_stay_the_gateways(
+    cluster: LocalCluster, prd: Release, crds: Path,
+) -> None:
+    """`helm upgrade` refuses a target rule that reaches other identities, naming the target,
+    the rule and the opt-in, and the gateway's rights stay as they were; with
+    allowEscalatingRules the API server grants the rule to the gateway, never to the preview."""
+    from support.chart import CHART_DIR, set_args, values_file
+
+    exec_rule = {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}
+    read_rule = {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}
+    refused = cluster.helm(
+        "upgrade", "wingman", str(CHART_DIR), "--namespace", prd.namespace,
+        "-f", str(values_file("prd")),
+        *set_args({"gateway.targets": [{"namespace": prd.target_namespace,
+                                        "rules": [exec_rule]}],
+                   "audit.file.persistence.enabled": False}), check=False)
+    assert refused.returncode != 0
+    assert f'gateway.targets: namespace "{prd.target_namespace}", rules[0]' in refused.stderr, \
+        refused.stderr
+    assert "set allowEscalatingRules: true on this target" in refused.stderr
+    user, groups = _identity(prd, "gateway")
+    assert not can(cluster, user=user, groups=groups, verb="create", resource="pods",
+                   subresource="exec", namespace=prd.target_namespace)
+    assert can(cluster, user=user, groups=groups, verb="patch", resource="deployments",
+               group="apps", namespace=prd.target_namespace)
+
+    s = uuid.uuid4().hex[:8]
+    target = f"rbac-opt-apps-{s}"
+    with installed(cluster, "test", namespace=f"rbac-opt-{s}", target_namespace=target,
+                   values={"gateway.targets": [{"namespace": target,
+                                                "allowEscalatingRules": True,
+                                                "rules": [exec_rule, read_rule]}]}) as release:
+        gateway = _identity(release, "gateway")
+        preview = sa_user(release.namespace, "wingman-preview"), sa_groups(release.namespace)
+        for (user, groups), may_exec in ((gateway, True), (preview, False)):
+            assert can(cluster, user=user, groups=groups, verb="create", resource="pods",
+                       subresource="exec", namespace=target) is may_exec, user
+            assert can(cluster, user=user, groups=groups, verb="get", resource="deployments",
+                       group="apps", namespace=target), user
