@@ -94,8 +94,9 @@ other identities' credentials or code (pod streams and proxies, Secrets, tokens)
 pods able to run as any ServiceAccount of the namespace (creating a pod or workload), or that
 hand out rights (RBAC writes, impersonate, escalate, bind). Resources are matched whatever the
 apiGroup (fail closed). Patching or updating an existing workload controller is not listed:
-`kubectl rollout restart` and `kubectl scale` need it, and admission of the grant's command is
-what reviews it. Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
+`kubectl rollout restart` and `kubectl scale` need it (though a patch may point a controller's
+pods at another ServiceAccount of the namespace: the review of each command is what catches
+that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
 */}}
 {{- define "wingman.gatewayRuleReach" -}}
 {{- $verbs := .verbs | default list }}
