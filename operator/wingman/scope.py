@@ -34,6 +34,25 @@ Command rules (:func:`parse`), checked in this order; each failure raises
    and is checked anyway so the validator and the executor never see different argv).
 7. ``TooManyArguments``: more than 64 arguments.
 
+For a ``kubectl`` command two more rules follow, read the way kubectl (pflag) reads its flags:
+``--flag=value`` or ``--flag value``, ``_`` in a long flag's name read as ``-``
+(``--as_group`` is ``--as-group``), short flags combined in one word (``-As`` is ``-A -s``:
+after a letter that takes no value the next letter is another flag; after ``-n``, ``-v``,
+``-l``, ``-o``, ``-c``, ``-e``, ``-L`` or ``-k`` the rest of the word is the value), and flags
+anywhere, before the verb too. Only a ``--`` that follows a positional word (or starts the
+arguments) ends the flags; a ``--`` right after a flag may be that flag's value, so the words
+after it are still read as flags.
+
+8. ``ConnectionFlag``: the command sets a flag in :data:`CONNECTION_FLAGS`, which changes
+   whom kubectl talks to, as whom, or which configuration it reads (``--server``/``-s``,
+   ``--kubeconfig``, ``--context``, ``--cluster``, ``--user``, ``--token``, ``--as``,
+   ``--as-group``, ``--certificate-authority``, ``--insecure-skip-tls-verify``...), however
+   spelt, and any word that contains ``--kuberc=`` (kubectl takes its preferences file from
+   such a word before it parses flags, even from a flag's value). Never allowed, whatever the
+   allowlist says: the gateway acts only as its own ServiceAccount against its own API server.
+9. ``MissingFlagValue``: the last word is a flag that always takes a value
+   (:data:`VALUE_FLAGS`, or a short flag such as ``-n``); kubectl would refuse to run it.
+
 An empty quoted argument (``''``) is a real, empty argv element; it is allowed by ``parse``
 but no allowlist wildcard matches it.
 
@@ -58,7 +77,13 @@ that unquoted ``*`` and ``{...}`` are wildcard syntax. Quoting makes them litera
 - a wildcard never matches an argument that starts with ``-``, nor text that starts with
   ``-``, unless the pattern argument itself starts with ``-``: ``*`` cannot be filled with
   ``--kubeconfig=/evil`` (flag injection), nor ``deployment/*`` with ``deployment/-x``;
-  ``--replicas=*`` is written by the administrator as an option and may be filled.
+  ``--replicas=*`` is written by the administrator as an option and may be filled;
+- a wildcard is never part of a flag's name: ``-*``, ``--*`` or ``--a*`` would let the command
+  choose the flag (``--namespace=other``, ``--all-namespaces``), so such a pattern is a
+  configuration error; a wildcard after a flag must be its value (``--replicas=*``, or
+  ``-l*`` after a short flag that takes the rest of the word as its value);
+- a kubectl pattern that sets a :data:`CONNECTION_FLAGS` flag is a configuration error (no
+  such command ever runs, rule 8).
 
 :func:`check` is the gate used by the operator at grant time and by the gateway before exec:
 the command must be byte-identical to one of the approved commands, parse cleanly, and match
@@ -81,8 +106,10 @@ from typing import Literal
 from wingman.errors import ConfigError, ScopeViolation
 
 __all__ = [
+    "CONNECTION_FLAGS",
     "MAX_ARGUMENTS",
     "MAX_COMMAND_BYTES",
+    "VALUE_FLAGS",
     "Allowlist",
     "AllowlistPattern",
     "Executor",
@@ -112,6 +139,30 @@ _INT_RE = re.compile(r"0|[1-9][0-9]{0,17}")
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _NAME_MAX = 253
 _TYPED_RE = re.compile(r"int:(0|[1-9][0-9]{0,17})\.\.(0|[1-9][0-9]{0,17})|name")
+
+CONNECTION_FLAGS = frozenset({
+    "--kubeconfig", "--context", "--cluster", "--user", "-s", "--server", "--token", "--as",
+    "--as-group", "--as-uid", "--username", "--password", "--certificate-authority",
+    "--client-certificate", "--client-key", "--insecure-skip-tls-verify", "--tls-server-name",
+    "--cache-dir", "--profile", "--profile-output", "--kuberc",
+})
+"""kubectl flags that change whom kubectl talks to, as whom, or which configuration and state
+it uses: a command that sets one never runs (rule 8)."""
+
+VALUE_FLAGS = frozenset({
+    "--namespace", "--v", "--request-timeout", "--log-flush-frequency", "--vmodule",
+    "--selector", "--output", "--container", "--env", "--label-columns", "--kustomize",
+    "--filename", "--field-manager", "--field-selector", "--replicas", "--patch", "--type",
+    "--image", "--grace-period", "--timeout", "--sort-by", "--template", "--since", "--tail",
+    "--to-revision", "--revision", "--current-replicas", "--resource-version", "--max",
+    "--min", "--cpu-percent", "--overrides", "--subresource", "--for",
+})
+"""Long kubectl flags that take a value in every command that has them (rule 9)."""
+
+# Short flags after which the rest of the word is the flag's value, in every kubectl command.
+# Any other letter is read as a flag without a value (``-p`` is ``--previous`` in ``logs``,
+# ``-f`` its ``--follow``, ``-w`` ``--watch``), so the next letter is another flag.
+_SHORT_VALUE = frozenset("nvloceLk")
 
 
 def command_sha256(command: str) -> str:
@@ -284,7 +335,64 @@ def parse(command: str) -> list[str]:
             f"the command ({_ref(command)}) splits ambiguously; quote its arguments plainly",
             reason="Malformed",
         )
+    if argv[0] == "kubectl":
+        _check_kubectl_flags(argv[1:])
     return argv
+
+
+def _flags_in(arg: str) -> tuple[list[str], bool]:
+    """The flags one word sets as kubectl reads it, and whether the last of them still needs
+    its value from the next word. Long names have ``_`` read as ``-``."""
+    if arg.startswith("--"):
+        name = arg.split("=", 1)[0].replace("_", "-")
+        return [name], "=" not in arg and name in VALUE_FLAGS
+    if not arg.startswith("-") or arg == "-":
+        return [], False
+    names: list[str] = []
+    for index in range(1, len(arg)):
+        letter = arg[index]
+        names.append(f"-{letter}")
+        rest = arg[index + 1 :]
+        if letter in _SHORT_VALUE or letter == "s" or rest.startswith("="):
+            return names, letter in _SHORT_VALUE and not rest  # the rest is the value
+    return names, False
+
+
+def _check_kubectl_flags(args: Sequence[str]) -> None:
+    """Rules 8 and 9 on a kubectl command's arguments (``argv[1:]``)."""
+    for index, arg in enumerate(args):
+        if arg == "--kuberc" or "--kuberc=" in arg:
+            # before it parses any flag kubectl takes its preferences file (aliases, flag
+            # defaults) from any word that contains --kuberc= (a selector value too)
+            raise ScopeViolation(
+                f"argument {index + 1} contains --kuberc, from which kubectl reads a "
+                "preferences file before it parses its flags, wherever it appears; Wingman "
+                "never runs such a command: remove it",
+                reason="ConnectionFlag",
+            )
+    for index, arg in enumerate(args):
+        if arg == "--" and (index == 0 or not args[index - 1].startswith("-")
+                            or args[index - 1] == "-"):
+            return  # the flags end here; what follows is passed on as arguments
+        names, needs_value = _flags_in(arg)
+        for name in names:
+            if name in CONNECTION_FLAGS:
+                how = "sets" if len(names) == 1 else (
+                    "combines short flags, which kubectl reads letter by letter, so it may set")
+                shown = "-s (--server)" if name == "-s" else name
+                raise ScopeViolation(
+                    f"argument {index + 1} {how} {shown}, which changes whom kubectl talks to, "
+                    "as whom, or which configuration it reads; Wingman never runs such a "
+                    "command (the gateway acts only as its own identity): remove the flag, "
+                    "and write each short flag and its value as words of their own",
+                    reason="ConnectionFlag",
+                )
+        if needs_value and index == len(args) - 1:
+            raise ScopeViolation(
+                f"the last argument is the flag {names[-1]}, which needs a value after it; "
+                "kubectl would refuse to run the command: give the value or remove the flag",
+                reason="MissingFlagValue",
+            )
 
 
 def executor_for(argv: Sequence[str]) -> Executor:
@@ -350,6 +458,12 @@ def _compile_arg(word: _Word, where: str) -> _ArgPattern:
             "'{name}'); quote literal '*' and '{' characters"
         )
     prefix, suffix = word.text[: starts[0]], word.text[end + 1 :]
+    if prefix.startswith("-") and not _names_its_flag(prefix):
+        raise ConfigError(
+            f"{where}: a wildcard in a flag's name ('-*', '--*', '--a*') lets the command "
+            "choose the flag (--namespace=other, --all-namespaces); write the flag literally "
+            "and put the wildcard in its value ('--replicas=*', '-l *')"
+        )
     if word.text[starts[0]] == "*":
         return _ArgPattern(prefix, "star", suffix)
     form = word.text[starts[0] + 1 : end]
@@ -364,6 +478,17 @@ def _compile_arg(word: _Word, where: str) -> _ArgPattern:
     if low > high:
         raise ConfigError(f"{where}: {{int:{low}..{high}}} is an empty range; write LO <= HI")
     return _ArgPattern(prefix, "int", suffix, low, high)
+
+
+def _names_its_flag(prefix: str) -> bool:
+    """Whether a wildcard after ``prefix`` (which starts with '-') can only be a flag's value:
+    the flag is complete (``--replicas=``, ``-n=``) or a short flag that takes the rest of the
+    word as its value comes first (``-l``, ``-napps``)."""
+    if "=" in prefix:
+        return True
+    if prefix.startswith("--"):
+        return False
+    return any(letter in _SHORT_VALUE for letter in prefix[1:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +516,15 @@ class AllowlistPattern:
                 f"{where}: the first word must be exactly 'kubectl' or 'docker', with no "
                 "wildcard and no path"
             )
+        for arg in args[1:] if first.prefix == "kubectl" else ():
+            flags = _flags_in(arg.prefix)[0]
+            bad = sorted(CONNECTION_FLAGS.intersection(flags))
+            if bad:
+                raise ConfigError(
+                    f"{where}: it sets {bad[0]}, which changes whom kubectl talks to, as whom, "
+                    "or which configuration it reads; no such command ever runs (rule "
+                    "ConnectionFlag): remove it from the pattern"
+                )
         return cls(pattern, args)
 
     def matches(self, argv: Sequence[str]) -> bool:

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from wingman.errors import ConfigError, ScopeViolation
 from wingman.scope import (
+    CONNECTION_FLAGS,
     MAX_ARGUMENTS,
     MAX_COMMAND_BYTES,
+    VALUE_FLAGS,
     Allowlist,
     AllowlistPattern,
     check,
@@ -178,6 +180,115 @@ def test_parse_rejects_non_strings() -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# parse: kubectl's flags, as kubectl reads them
+
+
+@pytest.mark.parametrize(("command", "flag"), [
+    ("kubectl get pods --as=system:admin", "--as"),
+    ("kubectl get pods --as system:admin", "--as"),
+    ("kubectl --as=system:admin get pods", "--as"),
+    ("kubectl get pods --as-group=system:masters", "--as-group"),
+    ("kubectl get pods --as_group=system:masters", "--as-group"),  # kubectl reads _ as -
+    ("kubectl get pods --insecure_skip_tls_verify", "--insecure-skip-tls-verify"),
+    ("kubectl get pods --insecure-skip-tls-verify=true", "--insecure-skip-tls-verify"),
+    ("kubectl --context prod delete pod web", "--context"),
+    ("kubectl delete pod web --cluster=prod", "--cluster"),
+    ("kubectl delete pod web --user=admin", "--user"),
+    ("kubectl --kubeconfig=kubeconfig get pods", "--kubeconfig"),
+    ("kubectl get pods --token=abc", "--token"),
+    ("kubectl get pods --certificate-authority=ca.crt", "--certificate-authority"),
+    ("kubectl get pods --server=evil.example:443", "--server"),
+    ("kubectl -s evil.example:443 get pods", "-s (--server)"),
+    ("kubectl get pods -sevil.example:443", "-s (--server)"),
+    ("kubectl get pods -s=evil.example:443", "-s (--server)"),
+    # combined short flags: after a flag that takes no value kubectl reads the next letter
+    ("kubectl get pods -As evil.example:443", "-s (--server)"),
+    ("kubectl logs web -fs evil.example:443", "-s (--server)"),  # -f is --follow in logs
+    ("kubectl get pods -is=evil.example:443", "-s (--server)"),
+    # a '--' right after a flag is that flag's value: the flags go on after it
+    ("kubectl get pods -l -- --as=system:admin", "--as"),
+    ("kubectl get pods --kuberc=prefs", "--kuberc"),
+    # kubectl takes --kuberc= out of any word, before it parses flags
+    ("kubectl get pods -l app--kuberc=prefs", "--kuberc"),
+    ("kubectl get pods --selector=--kuberc=prefs", "--kuberc"),
+])
+def test_a_flag_that_changes_whom_kubectl_talks_to_or_as_whom_never_runs(
+        command: str, flag: str) -> None:
+    exc = violation(command, "ConnectionFlag")
+    assert flag in exc.message
+    assert ("combines short flags" in exc.message) == command.startswith(
+        ("kubectl get pods -As", "kubectl logs web -fs", "kubectl get pods -is"))
+    assert "evil" not in exc.message and "prefs" not in exc.message
+    with pytest.raises(ScopeViolation) as info:  # whatever the allowlist says
+        check(command, approved=[command], allowlist=ALLOWLIST)
+    assert info.value.reason == "ConnectionFlag"
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl exec web -c app -- nginx -s reload",  # after '--': the program's own argv
+    "kubectl -- get pods --as=x",
+    "kubectl get pods -lapp=sidecars",  # -l takes the rest of the word
+    "kubectl get pods -ojsonpath=status",
+    "kubectl get pods --selector=--as=x",  # the value of --selector
+    "kubectl get pods --server-print=false",
+    "kubectl get pods --as-current-user",  # another flag, not --as
+    "docker restart --as",  # docker: only kubectl's flags are read
+])
+def test_words_that_only_look_like_those_flags_are_not_refused(command: str) -> None:
+    assert parse(command) == shlex.split(command)
+
+
+@pytest.mark.parametrize(("command", "flag"), [
+    ("kubectl get pods -n", "-n"),
+    ("kubectl get pods --namespace", "--namespace"),
+    ("kubectl -n", "-n"),
+    ("kubectl get pods -An", "-n"),
+    ("kubectl label deployment/web a=b --field-manager", "--field-manager"),
+    ("kubectl label deployment/web a=b --field_manager", "--field-manager"),
+    ("kubectl get pods -l", "-l"),
+    ("kubectl get pods -o", "-o"),
+    ("kubectl get pods -v", "-v"),
+])
+def test_a_command_ending_in_a_flag_that_needs_a_value_is_refused(command: str,
+                                                                  flag: str) -> None:
+    # kubectl refuses it ('flag needs an argument'); the preview would hand the flag its own
+    # --v=0 and preview another command
+    exc = violation(command, "MissingFlagValue")
+    assert f"the flag {flag}," in exc.message
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl delete pod web --now",
+    "kubectl delete deployment/web --cascade",
+    "kubectl get pods -A",
+    "kubectl logs web -f",  # --follow here, --filename elsewhere: not refused
+    "kubectl get pods -n=",
+    "kubectl get pods -n apps",
+])
+def test_a_trailing_flag_without_a_value_is_not_refused(command: str) -> None:
+    assert parse(command) == shlex.split(command)
+
+
+def test_the_flag_tables_agree_with_kubectls_grammar() -> None:
+    from wingman.review import commands as grammar
+
+    known = grammar.KUBECTL_GLOBAL_VALUE_FLAGS | grammar.KUBECTL_GLOBAL_BOOL_FLAGS
+    assert CONNECTION_FLAGS - {"-s"} <= known
+    # a flag refused for its missing value takes a value in every command that has it
+    booleans = grammar.KUBECTL_BOOL_FLAGS.union(*grammar.KUBECTL_COMMAND_BOOL.values())
+    assert VALUE_FLAGS <= grammar.KUBECTL_VALUE_FLAGS
+    assert not VALUE_FLAGS & booleans
+    for letter in "nvloceLk":
+        violation(f"kubectl get pods -{letter}", "MissingFlagValue")
+        long = grammar.KUBECTL_SHORT[f"-{letter}"]
+        assert long in grammar.KUBECTL_VALUE_FLAGS and long not in booleans
+        for action, table in grammar.KUBECTL_COMMAND_SHORT.items():  # where a command differs
+            long = table.get(f"-{letter}", "--namespace")
+            assert long in grammar.KUBECTL_VALUE_FLAGS, (letter, action)
+            assert long not in grammar.KUBECTL_COMMAND_BOOL.get(action, ()), (letter, action)
+
+
+# ------------------------------------------------------------------------------------------
 # command_sha256 and executors
 
 
@@ -241,7 +352,7 @@ def test_allowlisted_commands_pass(command: str) -> None:
     "command",
     [
         "kubectl rollout restart deployment/web extra",
-        "kubectl rollout restart deployment/web --kubeconfig=/evil",
+        "kubectl rollout restart deployment/web --namespace=kube-system",
         "kubectl rollout restart",
         "kubectl rollout restart deployment/",
         "kubectl rollout restart deployment/a/b",
@@ -270,7 +381,7 @@ def test_allowlisted_commands_pass(command: str) -> None:
         "kubectl scale deployment/-web --replicas=1",
         "kubectl scale deployment/web- --replicas=1",
         "kubectl scale deployment/" + "a" * 254 + " --replicas=1",
-        "kubectl scale deployment/web --kubeconfig=/evil",
+        "kubectl scale deployment/web --namespace=kube-system",
         "kubectl scale --replicas=1 deployment/web",
     ],
 )
@@ -343,6 +454,33 @@ def test_bad_patterns_are_configuration_errors(pattern: str) -> None:
     with pytest.raises(ConfigError) as info:
         Allowlist.from_patterns(["kubectl get pods", pattern])
     assert "allowlist pattern" in str(info.value)
+
+
+@pytest.mark.parametrize(("pattern", "says"), [
+    ("kubectl get pods -n apps -*", "flag's name"),
+    ("kubectl get pods -n apps --*", "flag's name"),
+    ("kubectl get pods -n apps --a*", "flag's name"),
+    ("kubectl get pods -n apps -A*", "flag's name"),
+    ("kubectl get pods -n apps --{name}", "flag's name"),
+    ("kubectl --context=prod get pods", "--context"),
+    ("kubectl get pods --as=*", "--as"),
+    ("kubectl get pods --as_group=*", "--as-group"),
+    ("kubectl get pods -s *", "-s"),
+])
+def test_patterns_that_let_a_command_choose_its_flag_or_identity_are_refused(
+        pattern: str, says: str) -> None:
+    # before, 'kubectl get pods -n apps -*' admitted --namespace=kube-system (kubectl takes
+    # the last -n) and --server=evil.example:443
+    with pytest.raises(ConfigError) as info:
+        Allowlist.from_patterns([pattern])
+    assert says in str(info.value)
+
+
+def test_a_wildcard_after_a_flag_is_its_value() -> None:
+    allow = Allowlist.from_patterns(["kubectl get pods -l*", "kubectl get pods -n=*",
+                                     "kubectl get pods -lapp=*", "kubectl get pods -Al*"])
+    assert allow.matches(["kubectl", "get", "pods", "-lapp=web"])
+    assert allow.matches(["kubectl", "get", "pods", "-n=apps"])
 
 
 def test_from_patterns_refuses_a_bare_string() -> None:
@@ -499,8 +637,9 @@ SAFE_ARG = st.text(
 @given(st.lists(SAFE_ARG, min_size=1, max_size=10))
 def test_quoted_arguments_round_trip_exactly(argv: list[str]) -> None:
     """Any argv (without substitution look-alikes) survives shlex quoting unchanged."""
-    command = "kubectl " + " ".join(shlex.quote(a) for a in argv)
-    assert parse(command) == ["kubectl", *argv]
+    # docker: kubectl's own flag rules (ConnectionFlag, MissingFlagValue) are tested apart
+    command = "docker " + " ".join(shlex.quote(a) for a in argv)
+    assert parse(command) == ["docker", *argv]
 
 
 NEAR_MISS_CHARS = "abcxyzAZ0123456789-./=_:@%+, "
@@ -526,7 +665,13 @@ def test_fuzz_near_miss_argv_has_no_false_accepts(argv: list[str], quote_all: bo
     """Plausible argv stress the matcher's edges, in both directions: accepted iff allowed."""
     # minimal quoting (shlex.quote leaves safe words bare), or every word single-quoted
     command = " ".join(f"'{a}'" if quote_all else shlex.quote(a) for a in argv)
-    assert parse(command) == argv
+    try:
+        parsed = parse(command)
+    except ScopeViolation as exc:  # kubectl's flag rules: never runs, so never allowed
+        assert exc.reason in ("ConnectionFlag", "MissingFlagValue"), exc.reason
+        assert not oracle(argv), ascii(command)
+        return
+    assert parsed == argv
     try:
         check(command, approved=[command], allowlist=ALLOWLIST)
     except ScopeViolation as exc:

@@ -38,6 +38,8 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from wingman import scope
+
 
 class Mode(enum.StrEnum):
     DRY_RUN = "dry-run"
@@ -74,13 +76,9 @@ REFUSED_CREATE = frozenset({"token"})
 
 #: Global flags that take their value as the next word.
 GLOBAL_VALUE_FLAGS = frozenset({"-n", "--namespace", "-v", "--v", "--request-timeout"})
-#: Flags that change whom kubectl talks to, as whom, or where it keeps state.
-CONNECTION_FLAGS = frozenset({
-    "--kubeconfig", "--context", "--cluster", "--user", "-s", "--server", "--token", "--as",
-    "--as-group", "--as-uid", "--username", "--password", "--certificate-authority",
-    "--client-certificate", "--client-key", "--insecure-skip-tls-verify", "--tls-server-name",
-    "--cache-dir", "--profile", "--profile-output",
-})
+#: Flags that change whom kubectl talks to, as whom, or where it keeps state (the command
+#: rules refuse them before a plan is made; refused here again).
+CONNECTION_FLAGS = scope.CONNECTION_FLAGS
 #: Flags that read local files or remote URLs.
 FILE_FLAGS = frozenset({
     "-f", "--filename", "-k", "--kustomize", "--from-file", "--from-env-file", "--env-file",

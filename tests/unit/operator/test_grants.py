@@ -52,6 +52,9 @@ APPROVED = ("Approved", "True")
     (grant("kubectl delete ns apps"), approval(APPROVED, commands=("kubectl delete ns apps",)),
      "NotInAllowlist"),
     (grant(ttlSeconds=601), approval(APPROVED), "TTLAboveCap"),
+    (grant(CMD + " --as=system:admin"),
+     approval(APPROVED, commands=(CMD + " --as=system:admin",)), "ConnectionFlag"),
+    (grant(CMD + " -n"), approval(APPROVED, commands=(CMD + " -n",)), "MissingFlagValue"),
 ])
 def test_denials(g: dict[str, Any], a: dict[str, Any] | None, reason: str) -> None:
     auth = grants.authorize(g, a, POLICY, ALLOW, NOW)
@@ -77,14 +80,14 @@ def test_a_grant_in_the_requesters_name_or_naming_nobody_is_authorized(
 
 def test_a_command_carrying_a_token_is_denied_before_anything_is_recorded() -> None:
     jwt_like = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln"
-    command = f"kubectl rollout restart deployment/web -n apps --token={jwt_like}"
+    command = f"kubectl rollout restart deployment/web -n apps --selector={jwt_like}"
     auth = grants.authorize(grant(command), approval(APPROVED, commands=(command,)),
                             EnvironmentPolicy.from_dict({
                                 "environment": "test",
                                 "allowlist": ["kubectl rollout restart deployment/{name} -n apps "
-                                              "--token=*"]}),
+                                              "--selector=*"]}),
                             Allowlist.from_patterns(["kubectl rollout restart deployment/{name} "
-                                                     "-n apps --token=*"]), NOW)
+                                                     "-n apps --selector=*"]), NOW)
     assert not auth.ok and auth.reason == "CommandLooksLikeToken"
     assert jwt_like not in auth.message
 
