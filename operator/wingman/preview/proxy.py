@@ -20,8 +20,10 @@ ServiceAccount's token, and:
   (``Impersonate-*`` headers) and more than :data:`MAX_WRITES` writes are refused with a
   Kubernetes ``Status`` kubectl prints.
 
-Bodies are bounded (:data:`MAX_REQUEST_BYTES` in, :data:`MAX_RESPONSE_BYTES` out). The proxy
-holds the ServiceAccount token; kubectl never sees it.
+Bodies are bounded (:data:`MAX_REQUEST_BYTES` in, :data:`MAX_RESPONSE_BYTES` out); a request
+whose ``Content-Length`` is not one decimal number (negative, not a number, given twice) gets
+a ``400`` and the connection is closed. The proxy holds the ServiceAccount token; kubectl
+never sees it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import http.client
 import ipaddress
 import json
 import os
+import re
 import secrets
 import ssl
 import threading
@@ -50,6 +53,7 @@ UPSTREAM_TIMEOUT = 30.0
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 _CONNECT_SUBRESOURCES = frozenset({"proxy", "exec", "attach", "portforward"})
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -428,12 +432,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(411, {"Content-Type": "application/json"},
                        _status_body(411, "LengthRequired", "preview proxy: send a length"))
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_REQUEST_BYTES:
+        lengths = [v.strip() for v in self.headers.get_all("Content-Length") or []]
+        if len(lengths) > 1 or (lengths and _DIGITS.fullmatch(lengths[0]) is None):
+            # the body's end is unknown: answer, and read nothing more from this connection
+            self.close_connection = True
+            self._send(400, {"Content-Type": "application/json"}, _status_body(
+                400, "BadRequest", "preview proxy: the Content-Length header must appear at "
+                "most once, as a decimal number of bytes"))
+            return
+        digits = lengths[0].lstrip("0") if lengths else ""
+        if len(digits) > len(str(MAX_REQUEST_BYTES)) or int(digits or 0) > MAX_REQUEST_BYTES:
             self.close_connection = True
             self._send(413, {"Content-Type": "application/json"}, _status_body(
                 413, "RequestEntityTooLarge", "preview proxy: request body too large"))
             return
+        length = int(digits or 0)
         body = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items()}
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,48 @@ def test_a_call_that_asks_to_act_as_someone_else_is_refused(proxy: DryRunProxy, 
                                    {header: "system:admin"}, None if method == "GET" else b"{}")
     assert status == 403
     assert "impersonat" in json.loads(body)["message"]
+
+
+def _raw(proxy: DryRunProxy, head: str, body: bytes = b"") -> tuple[int, dict[str, object]]:
+    """Send one request as raw bytes (headers no HTTP client would write); the answer's status
+    and JSON body."""
+    host, port = proxy.url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cadata=proxy.certificate.decode())
+    with socket.create_connection((host, int(port)), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as conn:
+        conn.sendall(f"POST /api/v1/namespaces/apps/configmaps HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {proxy.nonce}\r\n{head}\r\n".encode() + body)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    ("Content-Length: -5\r\n", 400),
+    ("Content-Length: abc\r\n", 400),
+    ("Content-Length: 1_0\r\n", 400),  # Python's int() would read 10
+    ("Content-Length: +3\r\n", 400),
+    ("Content-Length: 5\r\nContent-Length: 7\r\n", 400),
+    ("Content-Length: 5\r\nContent-Length: 5\r\n", 400),
+    ("Content-Length: " + "9" * 5000 + "\r\n", 413),  # past int()'s digit limit
+    ("Content-Length: 99999999999999999999999\r\n", 413),
+])
+def test_an_invalid_content_length_is_a_clean_refusal(proxy: DryRunProxy, head: str,
+                                                       status: int,
+                                                       capfd: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    with proxy:
+        got, body = _raw(proxy, head + "Connection: close\r\n")
+    assert got == status and body["code"] == status
+    assert "Content-Length" in str(body["message"]) or "too large" in str(body["message"])
+    assert proxy.exchanges() == []  # nothing was forwarded
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_valid_content_length_reaches_the_api_server(proxy: DryRunProxy) -> None:
+    with proxy:  # the API server (port 1) is unreachable: 502, not 400
+        got, body = _raw(proxy, "Content-Length: 0002\r\nConnection: close\r\n", b"{}")
+    assert got == 502 and body["reason"] == "BadGateway"
+
