@@ -272,6 +272,17 @@ def test_command_outside_the_allowlist_is_refused(
     assert "NotInAllowlist" in json.dumps(env.audit_records()[0]["data"])
 
 
+@pytest.mark.parametrize("extra", ["--as=system:admin", "--as_group=system:masters",
+                                   "-As 127.0.0.1:1"])
+def test_a_command_that_sets_another_identity_or_server_is_refused(
+    env: Env, capsys: pytest.CaptureFixture[str], extra: str
+) -> None:
+    # refused by the command rules whatever the allowlist says, before the token is spent
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target} {extra}")
+    _assert_refused(env, g, mint(env, g), "ScopeViolation", capsys)
+    assert "ConnectionFlag" in json.dumps(env.audit_records()[0]["data"])
+
+
 def test_unavailable_audit_trail_refuses_before_the_token_is_spent(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
