@@ -162,6 +162,11 @@ class Kube:
         if not token or not ca_file.is_file():
             raise ClusterError(f"the ServiceAccount directory {sa_dir} needs a non-empty token "
                                "and ca.crt", reason="NoCredentials")
+        return cls.from_token(server, token, ca_file)
+
+    @classmethod
+    def from_token(cls, server: str, token: str, ca_file: Path) -> Kube:
+        """A client that authenticates with the bearer ``token`` (held in memory only)."""
         configuration = k8s.Configuration(host=server)
         configuration.api_key = {"authorization": token}
         configuration.api_key_prefix = {"authorization": "Bearer"}

@@ -443,6 +443,9 @@ class GatewaySettings:
     leeway_seconds: int
     docker_host: str = "unix:///var/run/docker.sock"
     log_level: str = "info"
+    #: The ServiceAccount kubectl commands run as (a short-lived token the gateway requests);
+    #: the gateway's own account holds no rights in the target namespaces.
+    executor_service_account: str = "wingman-executor"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -478,6 +481,8 @@ class GatewaySettings:
             leeway_seconds=_int(env, "WINGMAN_LEEWAY_SECONDS", 5, 0, 60),
             docker_host=_docker_host(env),
             log_level=_log_level(env),
+            executor_service_account=_name(env, "WINGMAN_EXECUTOR_SERVICE_ACCOUNT",
+                                           "wingman-executor"),
         )
 
 

@@ -94,13 +94,14 @@ def test_as_admin_everything_is_as_designed(cluster: LocalCluster, release: Rele
     code, out, err = _admin(cluster, release)
     assert code == 0, out + err
     rows = _rows(out)
-    gateway = f"gateway sa/{release.namespace}/wingman-gateway"
-    # The target namespace was discovered from the gateway's Role; the gateway is the only
-    # identity that can change workloads there, and it really can.
-    assert _executors(rows, release.target_namespace) == {gateway}
-    patch = [r for r in rows if r["IDENTITY"] == gateway and r["RIGHT"] == "patch deployments"
+    executor = f"executor sa/{release.namespace}/wingman-executor"
+    # The target namespace was discovered from the gateway's Role; the executor (what the
+    # gateway's commands run as) is the only identity that can change workloads there, and it
+    # really can.
+    assert _executors(rows, release.target_namespace) == {executor}
+    patch = [r for r in rows if r["IDENTITY"] == executor and r["RIGHT"] == "patch deployments"
              and r["NAMESPACE"] == release.target_namespace]
-    assert patch == [{"IDENTITY": gateway, "NAMESPACE": release.target_namespace,
+    assert patch == [{"IDENTITY": executor, "NAMESPACE": release.target_namespace,
                       "RIGHT": "patch deployments", "ALLOWED": "yes",
                       "EXPECTED": "by design", "RESULT": "ok"}]
     # The workers and approvers came from the release's RoleBindings.
@@ -123,7 +124,7 @@ def test_as_admin_everything_is_as_designed(cluster: LocalCluster, release: Rele
     assert ("approver group/wingman:approvers", "patch approvalrequests") in held
     assert ("worker group/wingman:workers", "patch approvalrequests") not in held
     assert out.splitlines()[-1].startswith("OK: ")
-    assert f"{release.target_namespace}: {gateway}" in out.splitlines()[-1]
+    assert f"{release.target_namespace}: {executor}" in out.splitlines()[-1]
 
 
 def test_json_output(cluster: LocalCluster, release: Release) -> None:
@@ -133,7 +134,8 @@ def test_json_output(cluster: LocalCluster, release: Release) -> None:
     assert data["ok"] is True and data["violations"] == []
     assert data["targetNamespaces"] == [release.target_namespace]
     assert {i["role"] for i in data["identities"]} >= {
-        "worker", "approver", "operator", "gateway", "verifier", "any-user", "anonymous"}
+        "worker", "approver", "operator", "gateway", "executor", "verifier", "any-user",
+        "anonymous"}
 
 
 def _helm_test_pod(release: Release) -> dict[str, Any]:
@@ -163,7 +165,7 @@ def test_as_the_verifier_exactly_like_helm_test(
         assert code == 0, out + err
         rows = _rows(out)
         assert _executors(rows, release.target_namespace) == {
-            f"gateway sa/{release.namespace}/wingman-gateway"}
+            f"executor sa/{release.namespace}/wingman-executor"}
         assert "(environment test)" in out
 
         # Least privilege: the verifier cannot list Roles cluster-wide, so without the

@@ -681,6 +681,54 @@ def test_a_gateway_pod_writes_only_its_own_grants_status_and_only_burn_markers(
     assert squatter.returncode != 0 and "only burn markers" in squatter.stderr
 
 
+def test_a_gateway_pod_gets_only_short_lived_executor_tokens_and_no_pod_runs_as_it(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    ns, target = test_release.namespace, test_release.target_namespace
+    job = names.job_name(f"tok-{_suffix()}")
+    created = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                            input=dump(job_manifest(job)))
+    assert created.returncode == 0, created.stderr
+    pod_name = _wait_for_pod(cluster, ns, job).split("/", 1)[1]
+    uid = cluster.kubectl("get", "pod", pod_name, "-n", ns, "-o",
+                          "jsonpath={.metadata.uid}").stdout
+    gateway = cluster.sa_token(ns, "wingman-gateway", expiration_seconds=600,
+                               pod=(pod_name, uid))
+
+    def request(account: str, duration: str = "10m", token: str = gateway) -> Any:
+        return _as_token(cluster, token, "create", "token", account, "-n", ns,
+                         f"--duration={duration}")
+
+    issued = request("wingman-executor")
+    assert issued.returncode == 0, issued.stderr
+    executor = issued.stdout.strip()
+    # the executor's token acts in the target namespace, and nowhere in the release namespace
+    can = _as_token(cluster, executor, "auth", "can-i", "patch", "deployments", "-n", target)
+    assert can.stdout.strip() == "yes", can.stdout + can.stderr
+    for verb, resource in (("get", "executiongrants"), ("patch", "executiongrants/status"),
+                           ("create", "leases"), ("create", "serviceaccounts/token")):
+        cannot = _as_token(cluster, executor, "auth", "can-i", verb, resource, "-n", ns)
+        assert cannot.stdout.strip() == "no", (verb, resource, cannot.stdout)
+    # a token bound to nothing lives at most the longest command deadline and a minute
+    lasting = request("wingman-executor", "2h")
+    assert lasting.returncode != 0
+    assert "may request tokens only of ServiceAccount wingman-executor, expiring within " \
+           "3660 s" in lasting.stderr, lasting.stderr
+    # only from a gateway pod: the gateway account's token not bound to a pod gets none
+    loose = request("wingman-executor",
+                    token=cluster.sa_token(ns, "wingman-gateway", expiration_seconds=600))
+    assert loose.returncode != 0 and "pod-bound ServiceAccount token" in loose.stderr, \
+        loose.stderr
+    # any other account: refused by RBAC (resourceNames)
+    other = request("wingman-gateway")
+    assert other.returncode != 0 and "forbidden" in other.stderr.lower(), other.stderr
+    # and nobody, not even an administrator, runs a pod as the executor
+    pod = cluster.kubectl("create", "-n", ns, "-f", "-", check=False, input=dump(
+        pod_manifest(f"exec-{_suffix()}", service_account="wingman-executor")))
+    assert pod.returncode != 0
+    assert "no pod may run as ServiceAccount 'wingman-executor'" in pod.stderr, pod.stderr
+
+
 # --------------------------------------------------------------------------- metadata
 
 

@@ -40,7 +40,7 @@ def prd(cluster: LocalCluster, crds: Path) -> Iterator[Release]:
 class Check:
     """One question: may ``who`` do ``verb`` on ``resource`` ``where``?"""
 
-    who: str  # worker | approver | operator | gateway | verifier
+    who: str  # worker | approver | operator | gateway | executor | verifier
     verb: str
     resource: str
     where: str = "release"  # release | target | other | cluster
@@ -124,6 +124,8 @@ CHECKS = [
     Check("operator", "create", "deployments", group="apps"),
     Check("operator", "create", "cronjobs", group="batch"),
     Check("operator", "create", "serviceaccounts", subresource="token", name="wingman-gateway"),
+    Check("operator", "create", "serviceaccounts", subresource="token",
+          name="wingman-executor"),
     Check("operator", "approve", "environments", group=W, where="cluster", name="prd"),
     Check("operator", "get", "deployments", group="apps", where="target"),
     Check("operator", "patch", "deployments", group="apps", where="target"),
@@ -134,12 +136,31 @@ CHECKS = [
     Check("operator", "escalate", "roles", group="rbac.authorization.k8s.io"),
     Check("operator", "bind", "roles", group="rbac.authorization.k8s.io"),
     Check("operator", "patch", "namespaces", where="cluster"),
-    # The gateway: the only execution rights, only in the target namespace.
-    Check("gateway", "patch", "deployments", group="apps", where="target", expected=True),
-    Check("gateway", "get", "deployments", group="apps", where="target", expected=True),
-    Check("gateway", "patch", "deployments", group="apps", where="target",
+    # The executor (what the gateway's commands run as): the only execution rights, only in
+    # the target namespace, and nothing at all in the release namespace.
+    Check("executor", "patch", "deployments", group="apps", where="target", expected=True),
+    Check("executor", "get", "deployments", group="apps", where="target", expected=True),
+    Check("executor", "patch", "deployments", group="apps", where="target",
           subresource="scale", expected=True),
-    Check("gateway", "list", "replicasets", group="apps", where="target", expected=True),
+    Check("executor", "list", "replicasets", group="apps", where="target", expected=True),
+    Check("executor", "get", "executiongrants", group=W),
+    Check("executor", "get", "approvalrequests", group=W),
+    Check("executor", "patch", "executiongrants", group=W, subresource="status"),
+    Check("executor", "create", "leases", group="coordination.k8s.io"),
+    Check("executor", "create", "serviceaccounts", subresource="token",
+          name="wingman-executor"),
+    Check("executor", "create", "serviceaccounts", subresource="token",
+          name="wingman-gateway"),
+    Check("executor", "delete", "deployments", group="apps", where="target"),
+    Check("executor", "get", "secrets", where="target"),
+    # The gateway: its grant, its burn marker, and tokens of the executor account only.
+    Check("gateway", "create", "serviceaccounts", subresource="token",
+          name="wingman-executor", expected=True),
+    Check("gateway", "create", "serviceaccounts", subresource="token",
+          name="wingman-gateway"),
+    Check("gateway", "create", "serviceaccounts", subresource="token"),
+    Check("gateway", "get", "deployments", group="apps", where="target"),
+    Check("gateway", "patch", "deployments", group="apps", where="target"),
     Check("gateway", "get", "approvalrequests", group=W, expected=True),
     Check("gateway", "get", "executiongrants", group=W, expected=True),
     Check("gateway", "patch", "executiongrants", group=W, subresource="status", expected=True),
@@ -183,7 +204,7 @@ def _identity(release: Release, who: str) -> tuple[str, list[str]]:
     if who == "approver":
         return "bob", approver_groups(release.env)
     name = {"operator": "wingman-operator", "gateway": "wingman-gateway",
-            "verifier": "wingman-verifier"}[who]
+            "executor": "wingman-executor", "verifier": "wingman-verifier"}[who]
     return sa_user(ns, name), sa_groups(ns)
 
 
@@ -204,11 +225,11 @@ def test_access(cluster: LocalCluster, prd: Release, check: Check) -> None:
     )
 
 
-def test_nobody_but_the_gateway_may_change_target_workloads(
+def test_nobody_but_the_executor_may_change_target_workloads(
     cluster: LocalCluster, prd: Release,
 ) -> None:
     """The SAR matrix of SECURITY-NOTES §1.8 for the target namespace."""
-    for who in ("worker", "approver", "operator", "verifier", "gateway"):
+    for who in ("worker", "approver", "operator", "verifier", "gateway", "executor"):
         user, groups = _identity(prd, who)
         for verb, resource, group, sub in [
             ("patch", "deployments", "apps", None),
@@ -219,7 +240,7 @@ def test_nobody_but_the_gateway_may_change_target_workloads(
         ]:
             allowed = can(cluster, user=user, groups=groups, verb=verb, resource=resource,
                           group=group, namespace=prd.target_namespace, subresource=sub)
-            expected = who == "gateway" and resource == "deployments"
+            expected = who == "executor" and resource == "deployments"
             assert allowed is expected, f"{who}: {verb} {resource}/{sub} -> {allowed}"
 
 

@@ -5,7 +5,9 @@ status subresource), an ExecutionGrant, a Job (for a real Job UID; kept suspende
 tests run the gateway themselves, not through the Job's pod), a capability token
 signed by a fresh key whose public PEM sits in a ConfigMap-style keys directory, and the
 gateway's settings with a real ServiceAccount token of ``wingman-gateway``, whose RBAC mirrors
-the chart's gateway Roles. Used by tests/integration/gateway/ and tests/container/.
+the chart's gateway Role; its commands run as ``wingman-executor``, which holds the chart's
+default target rules and nothing in the release namespace. Used by tests/integration/gateway/
+and tests/container/.
 """
 
 from __future__ import annotations
@@ -32,13 +34,18 @@ from wingman.model import names
 from wingman.settings import GatewaySettings
 
 POD = "grant-gw-abcde"
+EXECUTOR = "wingman-executor"
 
 
 def _rbac(ns: str, target: str) -> str:
-    """The chart's gateway Role (release namespace) and default target Role, as plain YAML."""
+    """The chart's gateway Role (release namespace) and default target Role (bound to the
+    executor account), as plain YAML."""
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": "wingman-gateway", "namespace": ns},
+         "automountServiceAccountToken": False},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": EXECUTOR, "namespace": ns},
          "automountServiceAccountToken": False},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
          "metadata": {"name": "wingman-gateway", "namespace": ns},
@@ -49,6 +56,8 @@ def _rbac(ns: str, target: str) -> str:
               "verbs": ["get", "patch", "update"]},
              {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
               "verbs": ["create", "get"]},
+             {"apiGroups": [""], "resources": ["serviceaccounts/token"],
+              "resourceNames": [EXECUTOR], "verbs": ["create"]},
          ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
          "metadata": {"name": "wingman-gateway", "namespace": target},
@@ -60,13 +69,13 @@ def _rbac(ns: str, target: str) -> str:
              {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list"]},
          ]},
     ]
-    for where in (ns, target):
+    for where, account in ((ns, "wingman-gateway"), (target, EXECUTOR)):
         docs.append({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": "wingman-gateway", "namespace": where},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                         "name": "wingman-gateway"},
-            "subjects": [{"kind": "ServiceAccount", "name": "wingman-gateway", "namespace": ns}],
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
         })
     return yaml.safe_dump_all(docs)
 

@@ -7,10 +7,11 @@ before it burns a token (so a command that cannot run is refused while the token
 unused) and :func:`execute` afterwards.
 
 - ``kubectl`` runs the ``kubectl`` binary found on PATH with ``argv[1:]``. Its environment holds
-  only ``KUBECONFIG`` (a kubeconfig generated 0600 in a private temporary directory that points
-  at the gateway's own ServiceAccount token file and CA), ``PATH`` and ``HOME``: the API
-  server's RBAC for the gateway is the final check of what the command may touch. The process
-  runs in its own process group, which is killed at the deadline.
+  only ``KUBECONFIG`` (a kubeconfig generated 0600 in a private temporary directory, next to
+  the executor account's short-lived token written there 0600, ``wingman.gateway.identity``),
+  ``PATH`` and ``HOME``: the API server's RBAC for the executor account, which holds the
+  target namespaces' rules and nothing in the release namespace, is the final check of what
+  the command may touch. The process runs in its own process group, killed at the deadline.
 - ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
   <container>`` through the Docker SDK on a local unix socket.
 - Anything else is refused (``ExecutorNotAllowed``).
@@ -94,15 +95,17 @@ class ExecResult:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """How executors reach the API server as the gateway: its ServiceAccount token and CA.
+    """How executors reach the API server: as the executor account (``token``, a short-lived
+    ServiceAccount token; empty when the command needs none, as Docker's) with the cluster's CA.
 
     ``secrets`` are strings that must never appear in output (the capability token, the
-    ServiceAccount token); they are redacted wherever they occur. Never shown by ``repr``.
+    gateway's and the executor's ServiceAccount tokens); they are redacted wherever they
+    occur. Neither is shown by ``repr``.
     """
 
     server: str
     ca_file: Path
-    token_file: Path
+    token: str = field(default="", repr=False)
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -130,7 +133,7 @@ class Executor(Protocol):
 
 
 class KubectlExecutor:
-    """``kubectl`` as a child process, authenticated as the gateway's ServiceAccount."""
+    """``kubectl`` as a child process, authenticated as the executor ServiceAccount."""
 
     name = "kubernetes"
 
@@ -154,6 +157,11 @@ class KubectlExecutor:
             credentials: Credentials) -> ExecResult:
         self.preflight(argv, settings=settings)
         binary = self._binary()
+        if not credentials.token:
+            raise ExecutionFailed(
+                "the gateway holds no token of the executor ServiceAccount "
+                f"{settings.executor_service_account}, so kubectl cannot run as it",
+                reason="ExecutorTokenUnavailable")
         workdir = Path(tempfile.mkdtemp(prefix="wingman-exec-"))
         try:
             kubeconfig = write_kubeconfig(workdir, credentials)
@@ -190,18 +198,24 @@ class KubectlExecutor:
 
 
 def write_kubeconfig(directory: Path, credentials: Credentials) -> Path:
-    """A kubeconfig (mode 0600) for the gateway's own ServiceAccount; returns its path.
+    """A kubeconfig (mode 0600) for the executor account; returns its path.
 
-    It points at the token file rather than copying the token, so nothing new holds it.
+    The token goes into a file of its own beside it (mode 0600, ``tokenFile``): never into
+    argv or the environment, where ``ps`` and ``/proc`` would show it.
     """
+    token_file = directory / "token"
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(credentials.token)
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "gateway", "cluster": {
             "server": credentials.server, "certificate-authority": str(credentials.ca_file)}}],
-        "users": [{"name": "gateway", "user": {"tokenFile": str(credentials.token_file)}}],
-        "contexts": [{"name": "gateway", "context": {"cluster": "gateway", "user": "gateway"}}],
-        "current-context": "gateway",
+        "users": [{"name": "executor", "user": {"tokenFile": str(token_file)}}],
+        "contexts": [{"name": "executor", "context": {"cluster": "gateway",
+                                                      "user": "executor"}}],
+        "current-context": "executor",
         "preferences": {},
     }
     path = directory / "kubeconfig"

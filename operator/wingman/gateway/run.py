@@ -15,7 +15,9 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    ``TokenIssued`` at the same time as the token Secret, so the pod may start first) is read
    again until its phase moves on or the token expires (``GrantNotIssued``), and these checks
    are made again on what is current; a ``TokenIssued`` grant must record this very token
-   (``status.tokenSHA256``, ``BindingMismatch``); the executor must be able to run it; every
+   (``status.tokenSHA256``, ``BindingMismatch``); the executor must be able to run it; a
+   kubectl command needs a fresh token of the executor account, the identity it runs as
+   (``wingman.gateway.identity``, ``ExecutorTokenUnavailable``); every
    target the request's preview recorded for the command must be the object, at the version,
    the preview saw (``TargetChanged`` otherwise, unless the policy allows drift);
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
@@ -50,7 +52,7 @@ from wingman.errors import (
     GrantDenied,
     WingmanError,
 )
-from wingman.gateway import executors
+from wingman.gateway import executors, identity
 from wingman.gateway.checks import (
     Replay,
     _binding,
@@ -96,6 +98,9 @@ class _Run:
     token: str | None = field(default=None, repr=False)
     token_ref: str | None = None
     kube: Kube | None = None
+    #: the executor account's token and a client that acts as it (kubectl commands only)
+    executor_token: identity.ExecutorToken | None = None
+    executor_kube: Kube | None = None
     grant: dict[str, Any] | None = None
     sink: AuditSink | None = None
     executing: bool = False
@@ -236,6 +241,10 @@ class _Run:
             self.sink.close()
         if self.kube is not None:
             self.kube.close()
+        if self.executor_kube is not None:
+            self.executor_kube.close()
+        if self.executor_token is not None:
+            logs.forget(self.executor_token.token)
 
 
 def _get(kube: Kube, resource: Any, namespace: str, name: str, kind: str) -> dict[str, Any]:
@@ -318,31 +327,39 @@ def _forward(run: _Run, grant: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _read_target(run: _Run, target: previews.Target) -> dict[str, Any] | None:
-    """The live state of a previewed target, as the gateway's own identity reads it."""
+    """The live state of a previewed target, as the executor account (the one that will act
+    on it: the gateway's own holds no rights in the target namespaces) reads it."""
     if target.group == "docker":
         state = executors.inspect_container(target.name, settings=run.settings)
         return None if state is None else previews.container_identity(state)
-    assert run.kube is not None
+    if run.executor_kube is None:
+        raise GrantDenied("a kubectl target is read as the executor account, and the gateway "
+                          "holds no token of it", reason="ExecutorTokenUnavailable")
     try:
-        return run.kube.request("GET", previews.target_path(target))
+        return run.executor_kube.request("GET", previews.target_path(target))
     except ApiError as exc:
         if exc.not_found:
             return None
         raise
 
 
-def _credentials(settings: GatewaySettings, token: str) -> executors.Credentials:
-    token_file = settings.serviceaccount_dir / "token"
+def _credentials(settings: GatewaySettings, token: str,
+                 executor_token: identity.ExecutorToken | None) -> executors.Credentials:
+    """What the executor runs with: the executor account's token (none for Docker), and every
+    secret the gateway holds, to redact from the output."""
     secrets: list[str] = [token]
     try:
-        sa_token = token_file.read_text().strip()
+        sa_token = (settings.serviceaccount_dir / "token").read_text().strip()
     except OSError:
         sa_token = ""
     if sa_token:
         secrets.append(sa_token)
+    if executor_token is not None:
+        secrets.append(executor_token.token)
     return executors.Credentials(server=settings.api_server,
                                  ca_file=settings.serviceaccount_dir / "ca.crt",
-                                 token_file=token_file, secrets=tuple(secrets))
+                                 token=executor_token.token if executor_token else "",
+                                 secrets=tuple(secrets))
 
 
 def _execute(run: _Run) -> int:
@@ -383,6 +400,13 @@ def _execute(run: _Run) -> int:
     undoes = undone_command(grant, forward)
     executor = executors.preflight(argv, settings=s)
     run.open_audit()  # an audit trail that cannot even be opened refuses before the burn
+    if executor.name == "kubernetes":
+        # kubectl runs (and its targets are read) as the executor account: no token of it,
+        # no execution, and the capability token stays unspent
+        run.executor_token = identity.request_token(run.kube, s)
+        logs.never_log(run.executor_token.token)
+        run.executor_kube = Kube.from_token(s.api_server, run.executor_token.token,
+                                            s.serviceaccount_dir / "ca.crt")
     # the state the approval was given on: refused here, the token stays unspent
     allow_drift = s.policy.target_drift.value == "Allow"
     if undoes is None:  # a rollback acts on what its command changed: nothing to bind
@@ -451,7 +475,8 @@ def _execute(run: _Run) -> int:
     run.log("GatewayExecuting", executor=executor.name)
 
     try:
-        result = executor.run(argv, settings=s, credentials=_credentials(s, token))
+        result = executor.run(argv, settings=s,
+                              credentials=_credentials(s, token, run.executor_token))
     except ExecutionFailed as exc:
         return _record_execution_failure(run, exc, common)
 

@@ -1,4 +1,5 @@
-"""``wingman verify-privileges``: proof on a live cluster that only the gateway can execute.
+"""``wingman verify-privileges``: proof on a live cluster that only the gateway's commands can
+execute.
 
 Owns the privilege model (``rights``, pure) and the command that checks a cluster against it
 (``privileges``). May import: ``wingman.errors`` and the standard library and kubernetes.

@@ -1,4 +1,5 @@
-"""``wingman verify-privileges``: proof, on a live cluster, that only the gateway can execute.
+"""``wingman verify-privileges``: proof, on a live cluster, that only the gateway's commands can
+execute (as ``wingman-executor``, whose tokens only the gateway requests).
 
 Owns the privilege model of a Wingman release (which identity may hold which dangerous right,
 where) and the command that checks a live cluster against it; ``cli.py`` dispatches
@@ -9,7 +10,8 @@ where) and the command that checks a live cluster against it; ``cli.py`` dispatc
 SubjectAccessReviews (they store nothing), for every right in :data:`RIGHTS`, in the release
 namespace, in each gateway target namespace and at cluster scope. Identities: the workers and
 approvers bound by the release's RoleBindings (or given as options), the ServiceAccounts
-``wingman-operator``, ``wingman-gateway``, ``wingman-verifier``, ``wingman-chat``,
+``wingman-operator``, ``wingman-gateway``, ``wingman-executor``, ``wingman-verifier``,
+``wingman-chat``,
 ``wingman-preview`` and ``default`` of the release namespace, any authenticated user
 (``system:authenticated``) and anonymous requests.
 
@@ -20,17 +22,19 @@ violation:
   Jobs, pinned image), reads and patches Secrets (tokens, signing key, audit key), creates and
   writes ConfigMaps (the public keys, the signed audit checkpoints), patches
   ``executiongrants/status`` and deletes burn markers (Leases); the gateway patches
-  ``executiongrants/status`` and creates burn markers. Nobody deletes ConfigMaps there.
-- target namespaces: the gateway holds whatever *execution* rights its ``gateway.targets``
-  rules grant (by default patch of Deployments and their scale). Credential rights (read
+  ``executiongrants/status``, creates burn markers and requests tokens of ``wingman-executor``
+  (``serviceaccounts/token``, that name only). Nobody deletes ConfigMaps there.
+- target namespaces: the executor identity (what the gateway's kubectl commands run as) holds
+  whatever *execution* rights the ``gateway.targets`` rules grant (by default patch of
+  Deployments and their scale); the gateway itself holds none. Credential rights (read
   Secrets, mint ServiceAccount tokens) and escalation (impersonate, escalate, bind) are never by
-  design, not even for the gateway. The preview identity holds the gateway's execution rights
+  design, not even for the executor. The preview identity holds the executor's execution rights
   there (a server-side dry run is authorized like the write) as *dry runs only*: by design only
   when the cluster's admission policies prove it can do nothing else (``dry_run_confinement``:
   a ValidatingAdmissionPolicy matching every operation on every resource for exactly its user
   name, requiring ``request.dryRun == true``, failing closed, loaded, and bound with ``Deny``
   and no selector). Without that proof each of its execution rights is a violation; with it the
-  summary still names the gateway as the only identity that can execute.
+  summary still names the executor as the only identity that can execute.
 - cluster scope: nobody (impersonation, RBAC escalation, namespace labels, ``nodes/proxy``,
   PersistentVolumes, admission policies). Impersonation is also asked by name for
   ``system:admin``, ``system:masters`` and the operator's and gateway's users: the chat
@@ -51,8 +55,8 @@ The Job controller, which creates gateway pods, is a Kubernetes component and is
 **Pods.** Every Pod and Job in the release namespace is inspected: privileged containers,
 added capabilities, ``hostNetwork``/``hostPID``/``hostIPC``, ``hostPath`` volumes (the Docker
 socket named as such; gateway pods may mount exactly ``--docker-socket`` when the docker
-executor is enabled), and pods running as ``wingman-gateway`` with another image than the
-pinned gateway image or with ephemeral containers.
+executor is enabled), pods running as ``wingman-gateway`` with another image than the
+pinned gateway image or with ephemeral containers, and any pod running as ``wingman-executor``.
 
 Exit status: 0 everything as designed, 1 violations (listed), 2 usage or connection errors.
 """
@@ -307,7 +311,8 @@ def _targets_from_roles(roles: Sequence[Mapping[str, Any]], namespace: str) -> l
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wingman verify-privileges",
-        description="Prove on a live cluster that only wingman-gateway can execute: "
+        description="Prove on a live cluster that only wingman-executor (the gateway's "
+                    "commands) can execute: "
                     "SubjectAccessReviews for every Wingman identity and an inspection of the "
                     "pod specs in the release namespace. Exit 0: as designed; 1: violations; "
                     "2: usage or connection error.",

@@ -4,11 +4,14 @@ Which identity may hold which dangerous right, where (:data:`RIGHTS`, :func:`des
 SubjectAccessReview questions to ask; the findings they produce; the pod-spec inspection; the
 report and its table. ``wingman.verifier.privileges`` asks a live cluster.
 
-The preview identity (``wingman-preview``) needs the gateway's write verbs in the target
-namespaces, because a server-side dry run is authorized like the write itself; it holds them
-by design only while an admission policy refuses it everything that is not a dry run
-(:func:`dry_run_confinement` checks that policy and its binding, :data:`DRY_RUN_ONLY` names
-those rights). Without that proof each of its write rights is a violation.
+Execution rights in the target namespaces belong to the executor identity
+(``wingman-executor``), whose short-lived tokens only the gateway requests (one per
+command); the gateway itself holds none there. The preview identity
+(``wingman-preview``) needs the executor's write verbs in the target namespaces, because a
+server-side dry run is authorized like the write itself; it holds them by design only while an
+admission policy refuses it everything that is not a dry run (:func:`dry_run_confinement`
+checks that policy and its binding, :data:`DRY_RUN_ONLY` names those rights). Without that
+proof each of its write rights is a violation.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ Place = Literal["release", "target", "cluster"]
 Kind = Literal["execution", "credentials", "escalation", "integrity", "decision"]
 
 GATEWAY_SA = "wingman-gateway"
+EXECUTOR_SA = "wingman-executor"
 PREVIEW_SA = "wingman-preview"
 CHAT_SA = "wingman-chat"
 OPERATOR_SA = "wingman-operator"
@@ -139,6 +143,11 @@ RIGHTS: tuple[Right, ...] = (
        name="system:serviceaccount:{namespace}:wingman-operator"),
     _r("impersonate", "users", kind="escalation", scope="cluster",
        name="system:serviceaccount:{namespace}:wingman-gateway"),
+    _r("impersonate", "users", kind="escalation", scope="cluster",
+       name="system:serviceaccount:{namespace}:wingman-executor"),
+    # A token of the executor account is its execution rights: only the gateway asks for one.
+    _r("create", "serviceaccounts/token", kind="credentials", scope="release",
+       name="wingman-executor"),
     # Deciding: only people (approvers) decide, never a Wingman component (the chat identity
     # relays a person's decision by impersonating that person, and holds no such right).
     _r("patch", "approvalrequests", "wingman.dev", kind="decision", scope="release"),
@@ -160,9 +169,10 @@ DESIGN: Mapping[tuple[str, Place], frozenset[str]] = {
         # no approve right)
         "patch approvalrequests",
     }),
-    ("gateway", "release"): frozenset({"patch executiongrants/status", "create leases"}),
-    ("gateway", "target"): frozenset(r.label for r in RIGHTS
-                                      if r.kind == "execution" and r.scope == "namespace"),
+    ("gateway", "release"): frozenset({"patch executiongrants/status", "create leases",
+                                       "create serviceaccounts/token wingman-executor"}),
+    ("executor", "target"): frozenset(r.label for r in RIGHTS
+                                       if r.kind == "execution" and r.scope == "namespace"),
     ("approver", "release"): frozenset({"patch approvalrequests", "create executiongrants"}),
     ("approver", "cluster"): frozenset({"approve environments {environment}"}),
     # workers create grants for their own approved requests where policy.workersMayGrant
@@ -173,7 +183,7 @@ DESIGN: Mapping[tuple[str, Place], frozenset[str]] = {
 #: (role, place) -> rights that role may hold there only as dry runs: by design only while the
 #: release's admission policy confines the role to dry runs (:func:`dry_run_confinement`).
 DRY_RUN_ONLY: Mapping[tuple[str, Place], frozenset[str]] = {
-    ("preview", "target"): DESIGN[("gateway", "target")],
+    ("preview", "target"): DESIGN[("executor", "target")],
 }
 
 
@@ -335,6 +345,7 @@ def fixed_identities(namespace: str) -> list[Identity]:
     return [
         sa_identity("operator", namespace, OPERATOR_SA),
         sa_identity("gateway", namespace, GATEWAY_SA),
+        sa_identity("executor", namespace, EXECUTOR_SA),
         sa_identity("verifier", namespace, VERIFIER_SA),
         sa_identity("chat", namespace, CHAT_SA),
         sa_identity("preview", namespace, PREVIEW_SA),
@@ -480,6 +491,9 @@ def inspect_pod_spec(obj: str, spec: Mapping[str, Any], *, gateway_image: str,
                                 f"{gateway_image} may")
         if ephemeral:
             problems.append(f"has ephemeral containers while running as {GATEWAY_SA}")
+    if sa == EXECUTOR_SA:
+        problems.append(f"runs as {EXECUTOR_SA}, whose tokens only the gateway may hold (one "
+                        "per command); no pod runs as it")
     return [PodProblem(obj, sa, p) for p in problems]
 
 
@@ -609,6 +623,7 @@ __all__ = [
     "DESIGN",
     "DOCKER_SOCKETS",
     "DRY_RUN_ONLY",
+    "EXECUTOR_SA",
     "GATEWAY_SA",
     "INSTANCE_LABEL",
     "NEEDS",

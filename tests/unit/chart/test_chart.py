@@ -499,12 +499,19 @@ def test_no_role_grants_exec_wildcards_or_escalation(
     _, objs = rendered
     for role, rule in _rules(objs):
         where = f"{role['kind']}/{role['metadata']['name']}"
+        if (role["kind"], role["metadata"]["name"]) == ("Role", "wingman-gateway") and \
+                rule.get("resources") == ["serviceaccounts/token"]:
+            # the one exception: the gateway requests tokens of the executor account only
+            assert role["metadata"]["namespace"] == NS
+            assert rule == {"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                            "resourceNames": ["wingman-executor"], "verbs": ["create"]}
+            continue
         assert not DANGEROUS_RESOURCES & set(rule.get("resources", [])), where
         assert not DANGEROUS_VERBS & set(rule["verbs"]), where
         assert "*" not in rule.get("apiGroups", []), where
 
 
-def test_only_the_gateway_and_the_dry_run_preview_get_rights_in_target_namespaces(
+def test_only_the_executor_and_the_dry_run_preview_get_rights_in_target_namespaces(
     rendered: Rendered,
 ) -> None:
     _, objs = rendered
@@ -518,12 +525,17 @@ def test_only_the_gateway_and_the_dry_run_preview_get_rights_in_target_namespace
         (subject,) = binding["subjects"]
         assert subject["kind"] == "ServiceAccount" and subject["namespace"] == NS
         subjects[subject["name"]] = binding["roleRef"]["name"]
-    assert set(subjects) == {"wingman-gateway", "wingman-preview"}
-    # the preview holds exactly the gateway's rules there (a dry run is authorized like the
+    assert set(subjects) == {"wingman-executor", "wingman-preview"}
+    # the preview holds exactly the executor's rules there (a dry run is authorized like the
     # write), and an admission policy refuses everything it sends that is not a dry run
-    (gateway,) = find(objs, "Role", subjects["wingman-gateway"], "apps")
+    (executor,) = find(objs, "Role", subjects["wingman-executor"], "apps")
     (preview,) = find(objs, "Role", subjects["wingman-preview"], "apps")
-    assert preview["rules"] == gateway["rules"]
+    assert preview["rules"] == executor["rules"]
+    # the executor holds nothing in the release namespace, nor anywhere at cluster scope
+    executor_bindings = [
+        b for b in objs if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and any(s.get("name") == "wingman-executor" for s in b.get("subjects") or [])]
+    assert {b["metadata"].get("namespace") for b in executor_bindings} == {"apps"}
     (dry,) = find(objs, "ValidatingAdmissionPolicy", f"wingman-{NS}-preview-dry-run")
     assert [v["expression"] for v in dry["spec"]["validations"]] == ["request.dryRun == true"]
     # Cluster-wide rights are read-only, review-only or the virtual 'approve' right.
@@ -790,7 +802,7 @@ def test_admission_policies_are_bound_to_the_release_namespace(
                              f"wingman-{NS}-preview-jobs", f"wingman-{NS}-preview-dry-run",
                              f"wingman-{NS}-audit-checkpoints", f"wingman-{NS}-metadata",
                              f"wingman-{NS}-service-account-tokens",
-                             f"wingman-{NS}-operator-jobs"}
+                             f"wingman-{NS}-operator-jobs", f"wingman-{NS}-executor-pods"}
     (writer,) = policies[f"wingman-{NS}-gateway-writes"]["spec"]["matchConditions"]
     assert f"'system:serviceaccount:{NS}:wingman-gateway'" in writer["expression"]
     for policy in policies.values():
@@ -952,6 +964,8 @@ def test_gateway_service_account_does_not_mount_its_token_by_default() -> None:
     objs = render("test", namespace=NS)
     (gateway,) = find(objs, "ServiceAccount", "wingman-gateway")
     assert gateway["automountServiceAccountToken"] is False
+    (executor,) = find(objs, "ServiceAccount", "wingman-executor")
+    assert executor["automountServiceAccountToken"] is False
     (operator,) = find(objs, "ServiceAccount", "wingman-operator")
     assert operator["automountServiceAccountToken"] is True
 

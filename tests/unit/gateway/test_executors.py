@@ -7,6 +7,7 @@ Docker executor meets the real Docker Engine in tests/container/test_docker_exec
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from wingman.errors import ExecutionFailed
 from wingman.gateway import executors, redaction
@@ -22,20 +24,25 @@ from wingman.gateway.executors import Credentials
 from wingman.gateway.redaction import REDACTED, redact
 from wingman.settings import GatewaySettings
 
+EXECUTOR_TOKEN = "executor-token-value-456"
+
 JWT = ("eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImF1ZCI6InRlc3QifQ."
        "c2lnbmF0dXJlLWJ5dGVzLWhlcmUtYW5kLW1vcmU")
 
 FAKE_KUBECTL = r'''
-import json, os, subprocess, sys, time
+import hashlib, json, os, subprocess, sys, time
 args = sys.argv[1:]
 mode = args[0] if args else ""
 if mode == "argv":
     print(json.dumps(args[1:]))
 elif mode == "env":
     path = os.environ.get("KUBECONFIG", "")
-    print(json.dumps({"env": dict(os.environ), "cwd": os.getcwd(),
+    print(json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv,
                       "kubeconfig": open(path).read() if path else None,
-                      "mode": oct(os.stat(path).st_mode & 0o777) if path else None}
+                      "mode": oct(os.stat(path).st_mode & 0o777) if path else None,
+                      "files": {f: [oct(os.stat(f).st_mode & 0o777),
+                                    hashlib.sha256(open(f, "rb").read()).hexdigest()]
+                                for f in sorted(os.listdir("."))}}
                      ).encode().hex())  # hex: redaction must not touch what the test reads
 elif mode == "flood":
     chunk = b"x" * 4096
@@ -82,8 +89,8 @@ def creds(tmp_path: Path) -> Credentials:
     (sa / "token").write_text("sa-token-value-123")
     (sa / "ca.crt").write_text("not a real CA")
     return Credentials(server="https://127.0.0.1:6443", ca_file=sa / "ca.crt",
-                       token_file=sa / "token", secrets=("capability-secret-xyz",
-                                                         "sa-token-value-123"))
+                       token=EXECUTOR_TOKEN, secrets=("capability-secret-xyz",
+                                                      "sa-token-value-123", EXECUTOR_TOKEN))
 
 
 def _sha(text: str) -> str:
@@ -175,9 +182,40 @@ def test_kubectl_gets_only_a_private_kubeconfig_path_and_home(
     assert seen["env"]["KUBECONFIG"].startswith(seen["cwd"])
     assert seen["mode"] == "0o600"
     assert "https://127.0.0.1:6443" in seen["kubeconfig"]
-    assert str(creds.token_file) in seen["kubeconfig"]  # the SA token file, not a copy
-    assert "sa-token-value-123" not in seen["kubeconfig"]
+    # the executor's token sits in a 0600 file of the private directory that the kubeconfig
+    # names; never in the kubeconfig itself, the environment or argv, and never the gateway's
+    config = yaml.safe_load(seen["kubeconfig"])
+    [user] = config["users"]
+    assert user["user"] == {"tokenFile": str(Path(seen["cwd"]) / "token")}
+    assert seen["files"]["token"] == [
+        "0o600", hashlib.sha256(EXECUTOR_TOKEN.encode()).hexdigest()]
+    assert set(seen["files"]) == {"kubeconfig", "token"}
+    assert EXECUTOR_TOKEN not in seen["kubeconfig"] + json.dumps(seen["env"])
+    assert EXECUTOR_TOKEN not in json.dumps(seen["argv"])
+    assert "sa-token-value-123" not in json.dumps(seen)
     assert not Path(seen["cwd"]).exists()  # the private directory is removed afterwards
+
+
+def test_kubectl_without_an_executor_token_fails_closed_and_runs_nothing(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    bare = dataclasses.replace(creds, token="")
+    with pytest.raises(ExecutionFailed) as caught:
+        executors.execute(["kubectl", "hang", str(marker)], settings=_settings(),
+                          credentials=bare)
+    assert caught.value.reason == "ExecutorTokenUnavailable"
+    assert "wingman-executor" in caught.value.message
+    assert not marker.exists()
+
+
+def test_the_executor_token_is_redacted_from_output(
+    fake_kubectl: Path, creds: Credentials
+) -> None:
+    result = executors.execute(["kubectl", "say", f"here {EXECUTOR_TOKEN} there\n"],
+                               settings=_settings(), credentials=creds)
+    assert EXECUTOR_TOKEN not in result.output and "here" in result.output
+    assert EXECUTOR_TOKEN not in repr(creds)
 
 
 def test_output_is_captured_together_bounded_and_drained(

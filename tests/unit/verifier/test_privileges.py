@@ -76,7 +76,7 @@ def test_the_designed_matrix_has_no_violations() -> None:
     assert _violations(findings) == set()
     report = Report(NS, "wingman", "test", [TARGET], IDENTITIES, findings)
     assert report.ok
-    assert report.executors(TARGET) == [_ident("gateway").label]
+    assert report.executors(TARGET) == [_ident("executor").label]
     assert report.executors(NS) == [_ident("operator").label]  # create jobs (gateway Jobs)
 
 
@@ -104,6 +104,15 @@ def test_the_designed_matrix_has_no_violations() -> None:
     ("operator", NS, "create serviceaccounts/token"),
     ("operator", NS, "create leases"),  # forging burn markers
     ("gateway", NS, "patch deployments"),  # execution only in target namespaces
+    ("gateway", TARGET, "patch deployments"),  # the executor acts there, not the gateway
+    ("gateway", TARGET, "create pods/exec"),
+    ("executor", NS, "patch executiongrants/status"),  # nothing in the release namespace
+    ("executor", NS, "create leases"),
+    ("executor", NS, "patch deployments"),
+    ("executor", NS, "create serviceaccounts/token wingman-executor"),
+    ("executor", TARGET, "get secrets"),
+    ("operator", NS, "create serviceaccounts/token wingman-executor"),  # only the gateway
+    ("chat", None, "impersonate users system:serviceaccount:{namespace}:wingman-executor"),
     ("gateway", NS, "create jobs"),
     ("gateway", NS, "delete leases"),  # un-burning a token = replay
     ("gateway", TARGET, "get secrets"),  # never by design, not even in targets
@@ -147,8 +156,12 @@ def test_named_questions_name_the_release_objects() -> None:
 
 
 def test_designed_holders() -> None:
-    assert designed("gateway", "target", _right("patch deployments"))
-    assert designed("gateway", "target", _right("update deployments/scale"))
+    assert designed("executor", "target", _right("patch deployments"))
+    assert designed("executor", "target", _right("update deployments/scale"))
+    assert not designed("gateway", "target", _right("patch deployments"))
+    assert not designed("executor", "release", _right("patch executiongrants/status"))
+    assert designed("gateway", "release",
+                    _right("create serviceaccounts/token wingman-executor"))
     assert designed("gateway", "release", _right("create leases"))
     assert designed("gateway", "release", _right("patch executiongrants/status"))
     assert designed("operator", "release", _right("create jobs"))
@@ -163,17 +176,18 @@ def test_designed_holders() -> None:
             if right.kind == "escalation":  # nobody, anywhere
                 assert not any(designed(role, place, right)
                                for place in ("release", "target", "cluster")), right
-            if right.kind == "credentials":  # only the operator, in its own namespace
-                assert not designed(role, "target", right), (role, right)
+            if right.kind == "credentials":  # the operator's Secrets and the gateway's
+                assert not designed(role, "target", right), (role, right)  # executor token
                 assert designed(role, "release", right) is (
-                    role == "operator" and right.resource == "secrets"), (role, right)
+                    (role == "operator" and right.resource == "secrets")
+                    or (role == "gateway" and right.name == "wingman-executor")), (role, right)
 
 
 def test_a_designed_right_that_is_missing_is_not_a_violation() -> None:
     qs = questions(IDENTITIES, NS, [TARGET])
     findings = evaluate((q, False) for q in qs)
     assert not any(f.violation for f in findings)
-    gateway_patch = [f for f in findings if f.question.identity.role == "gateway"
+    gateway_patch = [f for f in findings if f.question.identity.role == "executor"
                      and f.question.namespace == TARGET
                      and f.question.right.label == "patch deployments"]
     assert [(f.expected, f.allowed, f.result) for f in gateway_patch] == [(True, False, "ok")]
@@ -239,6 +253,11 @@ def test_pod_spec_problems(spec: dict[str, Any], expect: str) -> None:
     assert len(problems) == 1 and expect in problems[0], problems
 
 
+def test_no_pod_runs_as_the_executor_whatever_its_image() -> None:
+    (problem,) = _problems(_spec(serviceAccountName="wingman-executor"))
+    assert problem.startswith("runs as wingman-executor")
+
+
 def test_other_service_accounts_may_use_any_image_but_no_host_access() -> None:
     spec = _spec(serviceAccountName="default", container={"image": "nginx"})
     assert _problems(spec) == []
@@ -288,10 +307,10 @@ def test_table_is_aligned_and_ends_with_the_summary() -> None:
     assert lines[-1].startswith("FAIL: 1 violations")
 
 
-def test_ok_summary_names_the_gateway_as_the_only_executor_in_targets() -> None:
+def test_ok_summary_names_the_executor_as_the_only_one_executing_in_targets() -> None:
     summary = _report().summary()
     assert summary.startswith("OK: ")
-    assert f"{TARGET}: gateway sa/{NS}/wingman-gateway" in summary
+    assert f"{TARGET}: executor sa/{NS}/wingman-executor" in summary
 
 
 def test_json_output_is_complete() -> None:
@@ -412,7 +431,7 @@ def test_the_previews_write_rights_are_by_design_only_while_confined_to_dry_runs
     assert _violations(confined) == set()
     report = Report(NS, "wingman", "test", [TARGET], IDENTITIES, confined)
     assert report.ok
-    assert report.executors(TARGET) == [_ident("gateway").label], "dry runs execute nothing"
+    assert report.executors(TARGET) == [_ident("executor").label], "dry runs execute nothing"
     assert "dry runs only" in render_text(report)
     # without the admission policy proven, the same rights are violations
     assert _violations(evaluate(_as_designed(PREVIEW_WRITES))) == PREVIEW_WRITES

@@ -1,0 +1,87 @@
+"""The executor identity: the short-lived ServiceAccount token kubectl commands run with.
+
+This module owns how the gateway obtains the credentials of the account approved commands run
+as (``GatewaySettings.executor_service_account``, ``wingman-executor`` in the chart). The
+gateway's own account reads approvals and grants, writes its grant's status and burns tokens
+in the release namespace; the executor account holds the target namespaces' rules
+(``gateway.targets``) and nothing in the release namespace. So a command, whatever namespace
+its allowlist pattern reaches, cannot touch Wingman's own objects.
+
+The gateway asks the TokenRequest API (``serviceaccounts/<name>/token``, the one right its
+account has on ServiceAccounts) for a token that expires soon after the command's deadline
+(never less than the API's minimum, :data:`MIN_EXPIRATION_SECONDS`; the ``...-gateway-writes``
+admission policy refuses more than :data:`MAX_EXPIRATION_SECONDS`). The token is bound to no
+object: the API server binds a ServiceAccount's token to a pod only if the pod runs as that
+account, and no pod runs as the executor (admission). It is kept in memory only: the kubectl
+executor writes it 0600 into its private temporary directory, and output is redacted of it. A
+token that cannot be obtained refuses the execution before the capability token is burnt
+(``ExecutorTokenUnavailable``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from wingman.errors import GrantDenied, WingmanError
+from wingman.kube import ApiError, Kube, Resource
+from wingman.settings import GatewaySettings
+
+__all__ = ["MAX_EXPIRATION_SECONDS", "MIN_EXPIRATION_SECONDS", "SERVICEACCOUNTS",
+           "ExecutorToken", "request_token", "token_expiration", "token_request"]
+
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts")
+
+MIN_EXPIRATION_SECONDS = 600
+"""The shortest expiration the TokenRequest API grants (10 minutes)."""
+
+_MARGIN_SECONDS = 60
+"""What the token outlives the command's deadline by: the checks between the request and the
+start of the command (the burn, the approval read again, the Running status)."""
+
+MAX_EXPIRATION_SECONDS = 3600 + _MARGIN_SECONDS
+"""The longest expiration asked for: the longest command deadline (3600 s) and the margin."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorToken:
+    """A token of the executor account; never shown by ``repr``."""
+
+    account: str
+    token: str = field(repr=False)
+
+
+def token_expiration(settings: GatewaySettings) -> int:
+    """The expiration asked for: the API's minimum, or longer when the command's deadline
+    needs it (a token that expires mid-command would fail its later API calls)."""
+    return min(MAX_EXPIRATION_SECONDS,
+               max(MIN_EXPIRATION_SECONDS, settings.exec_timeout_seconds + _MARGIN_SECONDS))
+
+
+def token_request(settings: GatewaySettings) -> dict[str, Any]:
+    """The TokenRequest body (the API server's own audience; bound to no object)."""
+    return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": token_expiration(settings)}}
+
+
+def request_token(kube: Kube, settings: GatewaySettings) -> ExecutorToken:
+    """A fresh token of the executor account; GrantDenied (``ExecutorTokenUnavailable``) when
+    the API server does not give one."""
+    account, ns = settings.executor_service_account, settings.namespace
+    body = token_request(settings)
+    why = ""
+    try:
+        answer = kube.request("POST", SERVICEACCOUNTS.path(ns, account, "token"), body)
+        token = (answer.get("status") or {}).get("token")
+        if isinstance(token, str) and token.strip():
+            return ExecutorToken(account, token.strip())
+        why = "the answer held no token"
+    except ApiError as exc:
+        why = f"HTTP {exc.status}: {exc.message}"
+    except WingmanError as exc:
+        why = exc.message
+    raise GrantDenied(
+        f"cannot obtain a token of the executor ServiceAccount {ns}/{account} ({why}); the "
+        "token was not spent and nothing was executed; check that the ServiceAccount exists "
+        "and that the gateway's Role lets it create serviceaccounts/token for it (see "
+        "docs/troubleshooting.md)", reason="ExecutorTokenUnavailable")

@@ -1,0 +1,47 @@
+"""The executor identity's token request: which account, and how long its token lives.
+
+The request itself meets the real API server in tests/integration/gateway/test_executor.py,
+and the admission policy that bounds it in tests/integration/test_admission.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from wingman.errors import ConfigError
+from wingman.gateway import identity
+from wingman.settings import GatewaySettings
+
+
+def _settings(**env: str) -> GatewaySettings:
+    base = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "WINGMAN_GRANT_NAME": "g1"}
+    return GatewaySettings.from_env({**base, **env})
+
+
+def test_the_executor_account_is_named_by_the_settings() -> None:
+    assert _settings().executor_service_account == "wingman-executor"
+    assert _settings(WINGMAN_EXECUTOR_SERVICE_ACCOUNT="runner").executor_service_account == \
+        "runner"
+    with pytest.raises(ConfigError, match="WINGMAN_EXECUTOR_SERVICE_ACCOUNT"):
+        _settings(WINGMAN_EXECUTOR_SERVICE_ACCOUNT="Not A Name")
+
+
+@pytest.mark.parametrize(("timeout", "expiration"), [
+    ("1", 600), ("120", 600), ("540", 600),  # the TokenRequest API's minimum
+    ("541", 601), ("1800", 1860),  # a token that expired mid-command would fail its calls
+    ("3600", 3660),  # the longest deadline: what admission allows at most
+])
+def test_the_token_lives_the_api_minimum_unless_the_command_needs_longer(
+    timeout: str, expiration: int,
+) -> None:
+    settings = _settings(WINGMAN_EXEC_TIMEOUT_SECONDS=timeout)
+    assert identity.token_expiration(settings) == expiration
+    assert identity.token_request(settings) == {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": expiration}}
+    assert expiration <= identity.MAX_EXPIRATION_SECONDS
+
+
+def test_the_token_is_never_shown_by_repr() -> None:
+    token = identity.ExecutorToken("wingman-executor", "secret-token-value")
+    assert "secret-token-value" not in repr(token)
