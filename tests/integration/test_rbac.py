@@ -287,12 +287,13 @@ def test_no_release_reaches_into_another_releases_namespace(cluster: LocalCluste
         assert "other" not in listed.stdout.split()
 
 
-def test_escalating_target_rules_need_the_opt_in_and_stay_the_gateways(
+def test_escalating_target_rules_need_the_opt_in_and_stay_the_executors(
     cluster: LocalCluster, prd: Release, crds: Path,
 ) -> None:
     """`helm upgrade` refuses a target rule that reaches other identities, naming the target,
-    the rule and the opt-in, and the gateway's rights stay as they were; with
-    allowEscalatingRules the API server grants the rule to the gateway, never to the preview."""
+    the rule and the opt-in, and the executor's rights stay as they were; with
+    allowEscalatingRules the API server grants the rule to the executor (what the gateway's
+    commands run as), never to the gateway itself nor to the preview."""
     from support.chart import CHART_DIR, set_args, values_file
 
     exec_rule = {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}
@@ -307,7 +308,7 @@ def test_escalating_target_rules_need_the_opt_in_and_stay_the_gateways(
     assert f'gateway.targets: namespace "{prd.target_namespace}", rules[0]' in refused.stderr, \
         refused.stderr
     assert "set allowEscalatingRules: true on this target" in refused.stderr
-    user, groups = _identity(prd, "gateway")
+    user, groups = _identity(prd, "executor")
     assert not can(cluster, user=user, groups=groups, verb="create", resource="pods",
                    subresource="exec", namespace=prd.target_namespace)
     assert can(cluster, user=user, groups=groups, verb="patch", resource="deployments",
@@ -319,10 +320,13 @@ def test_escalating_target_rules_need_the_opt_in_and_stay_the_gateways(
                    values={"gateway.targets": [{"namespace": target,
                                                 "allowEscalatingRules": True,
                                                 "rules": [exec_rule, read_rule]}]}) as release:
+        executor = _identity(release, "executor")
         gateway = _identity(release, "gateway")
         preview = sa_user(release.namespace, "wingman-preview"), sa_groups(release.namespace)
-        for (user, groups), may_exec in ((gateway, True), (preview, False)):
+        for (user, groups), may_exec, may_read in ((executor, True, True),
+                                                   (gateway, False, False),
+                                                   (preview, False, True)):
             assert can(cluster, user=user, groups=groups, verb="create", resource="pods",
                        subresource="exec", namespace=target) is may_exec, user
             assert can(cluster, user=user, groups=groups, verb="get", resource="deployments",
-                       group="apps", namespace=target), user
+                       group="apps", namespace=target) is may_read, user
