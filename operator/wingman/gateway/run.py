@@ -22,10 +22,12 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    the preview saw (``TargetChanged`` otherwise, unless the policy allows drift);
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
    grant gets condition ``ReplayDetected`` and nothing else changes);
-5. audit ``GatewayTokenBurned`` and ``GatewayExecuting`` durably, set phase ``Running`` (only
-   on the grant the token names, not being deleted, ``TokenIssued`` with this token:
-   :func:`check_startable`),
-   execute (``wingman.gateway.executors``), audit ``GatewayExecuted`` and write the result.
+5. audit ``GatewayTokenBurned``, check the approval again, audit ``GatewayStarting`` (the intent
+   the ``Running`` phase stands for), set phase ``Running`` (only on the grant the token names,
+   not being deleted, ``TokenIssued`` with this token: :func:`check_startable`), and only then
+   audit ``GatewayExecuting`` (the claim that the command runs: never written for a run that
+   the write of ``Running`` refused), execute (``wingman.gateway.executors``), audit
+   ``GatewayExecuted`` and write the result. Each record is durable before what it stands for.
 
 A refusal sets phase ``Failed`` with the typed reason (unless an execution already owns the grant's
 status, or the grant under the name is no longer the one this run read), audits ``GatewayRefused``
@@ -103,7 +105,10 @@ class _Run:
     executor_kube: Kube | None = None
     grant: dict[str, Any] | None = None
     sink: AuditSink | None = None
+    running: bool = False
+    """This run wrote the grant's ``Running`` phase: a refusal closes it."""
     executing: bool = False
+    """The command was (about to be) started: an error is internal, no more a refusal."""
 
     # -- logging ------------------------------------------------------------------------------
     def log(self, event: str, *, level: str = "info", reason: str = "", message: str = "",
@@ -189,7 +194,8 @@ class _Run:
             try:
                 now = self.now()
                 written = self.patch_status(
-                    lambda g: refused_status(g, reason, message, now, audit_hash))
+                    lambda g: refused_status(g, reason, message, now, audit_hash,
+                                             own_running=self.running))
                 if not written:
                     self.log("StatusLeftAlone", reason=reason,
                              message="an execution already owns this grant's status, or the "
@@ -226,7 +232,7 @@ class _Run:
             def build(grant: dict[str, Any]) -> dict[str, Any] | None:
                 # once executing, a Running phase is our own: close it
                 return refused_status(grant, "GatewayInternalError", message, now, None,
-                                      own_running=self.executing)
+                                      own_running=self.running)
 
             try:
                 self.patch_status(build)
@@ -446,9 +452,11 @@ def _execute(run: _Run) -> int:
                 message="; ".join(drift)[:2000])
     if undoes is not None:
         extra["rollbackOf"] = str((grant.get("spec") or {}).get("rollbackOf", {}).get("name"))
-    run.audit("GatewayExecuting", {**common, "command": claims.command,
-                                   "executor": executor.name, "approval": claims.approval_name,
-                                   "requester": claims.sub, **extra})
+    intent = {**common, "command": claims.command, "executor": executor.name,
+              "approval": claims.approval_name, "requester": claims.sub, **extra}
+    # the record Running stands for: about to start, not yet started (the guarded write of
+    # Running may still refuse, and then the trail must not claim an execution)
+    run.audit("GatewayStarting", intent)
 
     refused: list[GrantDenied] = []
 
@@ -471,6 +479,10 @@ def _execute(run: _Run) -> int:
         raise refused[-1] if refused else GrantDenied(
             "the grant is no longer waiting for its gateway (it was deleted and created again "
             "under its name); the command was not executed", reason="GrantNotIssued")
+    run.running = True
+    # the claim of execution, only once this run owns the grant's Running phase, and before
+    # the child starts: no record, no run (a refusal now closes the Running phase)
+    run.audit("GatewayExecuting", intent)
     run.executing = True
     run.log("GatewayExecuting", executor=executor.name)
 

@@ -101,13 +101,13 @@ def test_executes_once_records_the_result_and_rejects_the_replay(
 
     records = env.audit_records()
     assert [r["event"] for r in records] == [
-        "GatewayTokenBurned", "GatewayExecuting", "GatewayExecuted"]
+        "GatewayTokenBurned", "GatewayStarting", "GatewayExecuting", "GatewayExecuted"]
     assert status["auditRecordHash"] == f"sha256:{records[-1]['hash']}"
     assert all(r["actor"] == f"gateway/{POD}" for r in records)
     assert records[0]["subject"] == {"kind": "ExecutionGrant", "namespace": env.ns,
                                      "name": g.name, "uid": g.grant["metadata"]["uid"]}
-    assert records[2]["data"]["exit_code"] == 0
-    assert records[2]["data"]["output_sha256"] == status["outputSHA256"]
+    assert records[3]["data"]["exit_code"] == 0
+    assert records[3]["data"]["output_sha256"] == status["outputSHA256"]
     assert all(r["data"]["token_sha256"] == tokens.token_sha256(token) for r in records)
 
     [lease] = env.leases()
@@ -135,8 +135,8 @@ def test_executes_once_records_the_result_and_rejects_the_replay(
     assert replay is not None
     assert replay["status"] == "True" and replay["reason"] == "ReplayRejected"
     assert POD in replay["message"]
-    assert _events(env) == ["GatewayTokenBurned", "GatewayExecuting", "GatewayExecuted",
-                            "GatewayReplayRejected"]
+    assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayExecuting",
+                            "GatewayExecuted", "GatewayReplayRejected"]
     assert any(line["event"] == "GatewayReplayRejected" for line in _json_lines(err))
 
     report = audit.verify(str(env.audit_file))
@@ -337,12 +337,63 @@ def test_a_grant_cancelled_after_the_burn_is_not_executed(
         assert grant["metadata"].get("deletionTimestamp")
         assert grant["status"]["phase"] == "Failed"
         assert grant["status"]["reason"] == "GrantDeleted"
+        # the trail says it was about to start and was refused, never that it ran
         assert [r["event"] for r in env.audit_records()] == [
-            "GatewayTokenBurned", "GatewayExecuting", "GatewayRefused"]
+            "GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
         assert env.audit_records()[-1]["data"]["reason"] == "GrantDeleted"
     finally:
         env.cluster.kubectl("patch", "executiongrants", g.name, "-n", env.ns, "--type=merge",
                             "-p", json.dumps({"metadata": {"finalizers": None}}), check=False)
+
+
+def test_a_grant_the_operator_ended_after_the_burn_leaves_no_claim_of_execution(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's write lands between the burn and the gateway's guarded ``Running``: the
+    command does not run, the operator's ending stays, and the trail does not claim it ran."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g)
+    real = gateway_run.check_granted
+
+    def expired_meanwhile(*args: Any, **kwargs: Any) -> None:
+        set_grant_status(env, g.name, {"phase": "Expired", "reason": "TokenExpired"})
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(gateway_run, "check_granted", expired_meanwhile)
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    assert env.replicas() == 1, "the ended grant's command ran"
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Expired", "TokenExpired")
+    records = env.audit_records()
+    assert [r["event"] for r in records] == [
+        "GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
+    assert records[-1]["data"]["reason"] == "GrantNotIssued"
+    assert records[1]["data"]["command"] == g.grant["spec"]["command"]
+
+
+def test_a_claim_of_execution_that_cannot_be_recorded_closes_running_and_runs_nothing(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``GatewayExecuting`` is written after ``Running``: if it cannot be, nothing runs and the
+    Running phase this run wrote is closed, not left for the operator to guess about."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g)
+    real = gateway_run.running_status
+    moved = env.audit_file.with_name("moved.jsonl")
+
+    def then_the_audit_log_goes(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        env.audit_file.rename(moved)  # the open sink refuses a log removed or replaced
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gateway_run, "running_status", then_the_audit_log_goes)
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    assert env.replicas() == 1, "a command ran without its GatewayExecuting record"
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "AuditUnavailable"), status
+    assert [json.loads(line)["event"] for line in moved.read_text().splitlines()] == [
+        "GatewayTokenBurned", "GatewayStarting"]
+    assert any(line.get("reason") == "AuditUnavailable" for line in
+               _json_lines(capsys.readouterr().err) if line["event"] == "GatewayRefused")
 
 
 class _OperatorWritesWhileTheGatewayWaits:
@@ -384,7 +435,8 @@ def test_a_gateway_that_starts_before_the_status_says_token_issued_waits_for_it(
     assert operator.pauses >= 1 and operator.burnt_before == [0], "nothing spent while Pending"
     assert env.replicas() == 2
     assert env.grant(g.name)["status"]["phase"] == "Succeeded"
-    assert _events(env) == ["GatewayTokenBurned", "GatewayExecuting", "GatewayExecuted"]
+    assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayExecuting",
+                            "GatewayExecuted"]
     assert len(env.leases()) == 1
 
 
