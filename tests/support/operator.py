@@ -81,6 +81,8 @@ class OperatorProcess:
             # stable across restarts, as a pod name is across container restarts
             "WINGMAN_POD_NAME": f"operator-{self.workdir.name}",
         }
+        if os.environ.get("PYTHONPATH"):  # the tree under test, not whatever is installed
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         env.update(self.chart_env)
         env.update(self.extra_env)
         return env
