@@ -454,6 +454,8 @@ class ChatService:
             await asyncio.to_thread(partial(client.decide, uid=v.uid), v.name, verdict,
                                     reason[:1000])
         except ClientError as exc:
+            if exc.reason == "AlreadyDecided":  # decided since the card was drawn: say how
+                raise refuse("NotDecidable", exc.message) from exc
             raise refuse("NotAllowed" if isinstance(exc, Forbidden | Invalid) else "ApiError",
                          f"the API server refused your decision as {person.user}: "
                          f"{exc.message}") from exc

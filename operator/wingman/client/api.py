@@ -456,7 +456,10 @@ class WingmanClient:
         """Append the caller's decision (approvers only: admission checks it).
 
         With ``uid``, the decision lands only on that very object: a request deleted and
-        created again under the same name since the caller looked is refused (StaleRequest)."""
+        created again under the same name since the caller looked is refused (StaleRequest).
+        A decision that would change nothing (the request is rejected, revoked or expired, or
+        an Approve of an approved one) is refused before anything is written (AlreadyDecided,
+        saying how it was decided)."""
         check_name("ApprovalRequest", name)
         if verdict not in ("Approve", "Reject"):
             raise Invalid(f"verdict must be Approve or Reject, got {verdict!r}")
@@ -472,6 +475,9 @@ class WingmanClient:
                 raise Invalid(f"ApprovalRequest {name} was deleted and created again since you "
                               "looked at it: read the new one before deciding",
                               reason="StaleRequest")
+            late = st.late_decision(obj, verdict, now=self.now())
+            if late is not None:  # the operator would ignore it: say so, write nothing
+                raise Invalid(late, reason="AlreadyDecided")
             # the uid is tested in the patch too: the object cannot be swapped in between
             patch: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid",
                                             "value": obj["metadata"]["uid"]}]

@@ -304,6 +304,28 @@ def source_view(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     return {out: src[k] for k, out in keys.items() if src.get(k) not in (None, "")}
 
 
+def late_decision(obj: Body, verdict: str, *, now: dt.datetime) -> str | None:
+    """Why ``verdict`` on this request would change nothing, or None when it may count: a
+    rejected, revoked or expired request takes no decision, and an approved one (by approvers
+    or by the policy) no Approve (a Reject still revokes it). Says how it was decided."""
+    s = of_request(obj, now=now)
+    approved = s.state in (State.APPROVED, State.AUTO_APPROVED)
+    if s.state not in (State.REJECTED, State.REVOKED, State.EXPIRED) and not (
+            verdict == "Approve" and approved):
+        return None
+    how = {State.AUTO_APPROVED: "approved automatically by the environment's policy",
+           State.APPROVED: f"approved by {s.by}" if s.by else "approved",
+           State.REJECTED: f"rejected by {s.by}", State.REVOKED: f"revoked by {s.by}",
+           State.EXPIRED: f"expired ({s.message})"}[s.state]
+    if s.state in (State.REJECTED, State.REVOKED) and s.message:
+        how += f" ({s.message})"
+    then = ("its commands may run as approved; to stop that, reject it (a Reject revokes the "
+            "approval)" if approved else "nothing can run under it any more; if the work is "
+            "still needed, a new request must be submitted")
+    return (f"ApprovalRequest {s.name} is already {how}: your {verdict} was not recorded "
+            f"and would change nothing; {then}")
+
+
 def _decision_reason(spec: Mapping[str, Any], by: str | None) -> str | None:
     for d in spec.get("decisions") or ():
         if isinstance(d, Mapping) and d.get("by") == by and d.get("verdict") == "Reject":
@@ -492,5 +514,5 @@ def grant_name(request_name: str, command: str) -> str:
 
 __all__ = ["COMMANDS", "DEFAULT_MAX_OUTPUT", "FINAL", "RETRY_AFTER", "TOOLS", "WAITING",
            "Approvals", "CommandHints", "CommandState", "Hints", "Review", "State", "Status",
-           "ToolHints", "Vote", "bounded_output", "error", "grant_name", "of_grant",
-           "of_request", "source_view"]
+           "ToolHints", "Vote", "bounded_output", "error", "grant_name", "late_decision",
+           "of_grant", "of_request", "source_view"]

@@ -8,7 +8,9 @@ handler re-run after a crash changes nothing).
 - ``reviewed``: the panel's votes and outcome, then the environment policy: AutoApproved,
   Rejected (prompt injection) or AwaitingDecision.
 - ``decided``: human decisions in ``spec.decisions`` (distinct approvers, never the requester;
-  any Reject rejects; a Reject after an approval revokes it).
+  any Reject rejects; a Reject after an approval revokes it). A decision added once the
+  request is rejected, revoked or expired, or an Approve added once it is approved, counts
+  for nothing: ``DecisionIgnored`` (a Warning Event and an audit record) says so, once.
 - ``expired``: past ``status.expirationTime`` and not already final.
 - ``expiring``: a pending request within the policy's ``expiryWarningSeconds`` of its
   expiration gets ``ExpiringSoon`` and a Warning Event, once.
@@ -177,17 +179,69 @@ def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: d
                       final)
 
 
+def _late(body: Body) -> list[dict[str, str]]:
+    """The decisions in ``spec.decisions`` that the status does not count (``approvedBy``,
+    ``rejectedBy``), each approver once, when the spec changed since the operator last wrote
+    the status (``observedGeneration``): what arrived after the request was decided."""
+    status = body.get("status") or {}
+    if _generation(body) <= int(status.get("observedGeneration") or 0):
+        return []
+    decision = status.get("decision") or {}
+    counted = {str(b) for b in decision.get("approvedBy") or []}
+    counted.add(str(decision.get("rejectedBy") or ""))
+    requester = str((body.get("spec") or {}).get("requester", ""))
+    late: dict[str, str] = {}
+    for d in (body.get("spec") or {}).get("decisions") or []:
+        by = str(d.get("by", "")) if isinstance(d, Mapping) else ""
+        if by and by not in counted and by != requester and by not in late:
+            late[by] = str(d.get("verdict", ""))
+    return [{"by": by, "verdict": verdict} for by, verdict in late.items()]
+
+
+def _ignored(body: Body, now: dt.datetime, already: str) -> Transition | None:
+    """``DecisionIgnored``: decisions added to a request that was ``already`` decided (in
+    words) count for nothing, and the trail and an Event say so, once per spec change (the
+    status records the generation seen); None when nothing new arrived."""
+    late = _late(body)
+    if not late:
+        return None
+    who = ", ".join(f"{d['verdict'] or 'a decision'} by {d['by']}" for d in late)
+    message = (f"{who} ignored: the request was already {already}; a decision added after "
+               "that changes nothing")
+    phase = cond.approval_phase(_conditions(body))
+    return Transition({"observedGeneration": _generation(body)}, phase, "DecisionIgnored",
+                      message, True, "DecisionIgnored",
+                      {"ignored": late, "already": already})
+
+
+def _already(body: Body) -> str:
+    """How a final or approved request was decided, in words, for ``DecisionIgnored``."""
+    status = body.get("status") or {}
+    conds = _conditions(body)
+    for kind in ("Revoked", "Rejected", "Expired", "Approved"):
+        found = cond.get(conds, kind)
+        if found is not None and found.get("status") == "True":
+            detail = str(found.get("message") or found.get("reason") or "")
+            if kind == "Approved" and found.get("reason") == "AutoApproved":
+                detail = "automatically, by the environment's policy"
+            return f"{kind.lower()} ({detail})" if detail else kind.lower()
+    return f"past its pending lifetime (expired at {status.get('expirationTime')})"
+
+
 def decided(body: Body, policy: EnvironmentPolicy, now: dt.datetime) -> Transition | None:
-    """Status after a change of ``spec.decisions``; None when it changes nothing."""
-    if not is_reviewed(body):
-        return None  # the review writes first; decisions are counted right after it
+    """Status after a change of ``spec.decisions``; None when it changes nothing. A decision
+    added to a request already rejected, revoked or expired, or an Approve added to one already
+    approved, counts for nothing and is reported as such (``DecisionIgnored``, once)."""
     conds = _conditions(body)
     if any(cond.is_true(conds, t) for t in ("Rejected", "Revoked", "Expired")):
-        return None
+        return _ignored(body, now, _already(body))
+    if not is_reviewed(body):
+        return None  # the review writes first; decisions are counted right after it
     approved = cond.is_true(conds, "Approved")
     deadline = parse_time((body.get("status") or {}).get("expirationTime"))
     if not approved and deadline is not None and now >= deadline:
-        return None  # its pending lifetime is over: ``expired`` ends it, nothing is counted
+        # its pending lifetime is over: ``expired`` ends it, nothing is counted
+        return _ignored(body, now, _already(body))
     spec = body.get("spec", {})
     requester = str(spec.get("requester", ""))
     human = human_decision(spec.get("decisions") or [], policy, requester)
@@ -213,7 +267,7 @@ def decided(body: Body, policy: EnvironmentPolicy, now: dt.datetime) -> Transiti
                            "observedGeneration": gen}, phase, event, human.message, True,
                           audit, data, final)
     if approved:
-        return None
+        return _ignored(body, now, _already(body))
     if human.outcome is HumanOutcome.APPROVED:
         conds = cond.set_condition(conds, "Approved", True, "ApprovedByHumans", human.message,
                                    gen, now)

@@ -122,10 +122,10 @@ def approval_needs(body: Body, pending_decisions: bool, now: dt.datetime,
     conds = _conds(body)
     if cond.get(conds, "Reviewed") is None:
         return "review"
+    if pending_decisions:  # on a final request too: a late decision is reported ignored
+        return "decisions"
     if rules.is_final(body):
         return None
-    if pending_decisions:
-        return "decisions"
     expires = _time((body.get("status") or {}).get("expirationTime"))
     if expires is not None and now >= expires:
         return "expiry"

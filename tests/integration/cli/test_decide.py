@@ -2,10 +2,16 @@
 
 Chat sends the uid of the request a person pressed a button for: a request deleted and created
 again under the same name in between is refused (StaleRequest), and the new one stays undecided.
+A decision that would change nothing (the request is already decided) is refused before it is
+written, saying how the request was decided (AlreadyDecided).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -52,3 +58,59 @@ def test_a_decision_for_a_request_that_was_replaced_is_refused(
         approver.decide("same", "Approve", uid=current)
         decisions = approver.get_request_object("same")["spec"]["decisions"]
         assert [(d["verdict"], d["by"]) for d in decisions] == [("Approve", APPROVER)]
+
+
+def _decided(cluster: LocalCluster, ns: str, name: str, kind: str, reason: str,
+             message: str, **decision: object) -> None:
+    """The status the operator writes once ``name`` is decided (``kind``: Approved, Rejected)."""
+    at = "2026-01-01T00:00:00Z"
+    conds = [{"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": at}
+             for t, r, m in (("Reviewed", "ConsensusReached", "reviewed"),
+                             (kind, reason, message))]
+    status = {"phase": "AutoApproved" if reason == "AutoApproved" else kind,
+              "conditions": conds, "expirationTime": "2099-01-01T00:00:00Z",
+              "decision": {"approvedBy": [], "requiredApprovals": 1, **decision}}
+    cluster.kubectl("patch", "ar", name, "-n", ns, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": status}))
+
+
+def test_a_decision_on_a_request_already_decided_is_refused_saying_how_and_not_written(
+        cluster: LocalCluster, release: tuple[str, str]) -> None:
+    ns, apps = release
+    cmd = f"kubectl scale deployment/web --replicas=3 -n {apps}"
+    with client_as(cluster, ns, WORKER, worker_groups("test")) as agent, \
+            client_as(cluster, ns, APPROVER, approver_groups("test")) as approver:
+        agent.create_request(instruction="scale web", commands=[cmd], name="auto")
+        _decided(cluster, ns, "auto", "Approved", "AutoApproved", "within the policy")
+        with pytest.raises(Invalid) as refused:
+            approver.decide("auto", "Approve")
+        assert refused.value.reason == "AlreadyDecided"
+        assert "auto is already approved automatically by the environment's policy" in \
+            refused.value.message
+        assert "your Approve was not recorded" in refused.value.message
+        assert not approver.get_request_object("auto")["spec"].get("decisions")
+
+        # the command line says the same and exits as for refused input
+        kubeconfig = str(cluster.kubeconfig_for(APPROVER, approver_groups("test")))
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        cli = subprocess.run([sys.executable, "-m", "wingman.cli", "approve", "auto", "-n", ns,
+                              "--kubeconfig", kubeconfig], env=env, capture_output=True,
+                             text=True, timeout=120, check=False)
+        assert cli.returncode == 2, cli.stderr
+        assert "error (AlreadyDecided): ApprovalRequest auto is already approved" in cli.stderr
+        assert not approver.get_request_object("auto")["spec"].get("decisions")
+
+        # a Reject still revokes an approval: it is recorded
+        approver.decide("auto", "Reject", "wrong cluster")
+        decisions = approver.get_request_object("auto")["spec"]["decisions"]
+        assert [(d["verdict"], d["by"]) for d in decisions] == [("Reject", APPROVER)]
+
+        agent.create_request(instruction="scale web", commands=[cmd], name="turned-down")
+        _decided(cluster, ns, "turned-down", "Rejected", "RejectedByApprover",
+                 "rejected by carol: freeze", rejectedBy="carol")
+        for verdict, reason in (("Approve", ""), ("Reject", "no")):
+            with pytest.raises(Invalid) as refused:
+                approver.decide("turned-down", verdict, reason)
+            assert refused.value.reason == "AlreadyDecided"
+            assert "is already rejected by carol" in refused.value.message
+        assert not approver.get_request_object("turned-down")["spec"].get("decisions")

@@ -166,6 +166,36 @@ def test_low_risk_request_is_auto_approved_with_every_vote_recorded(env: Env) ->
     assert "AutoApproved" in table and "test" in table
 
 
+def test_an_approval_added_to_an_auto_approved_request_is_reported_ignored(env: Env) -> None:
+    """An approver who approves a request the policy already approved (with kubectl, not the
+    client, which refuses first) is told by a Warning Event, and the trail says it counted
+    for nothing."""
+    env.request("late-approve")
+    env.wait_phase("ar", "late-approve", "AutoApproved")
+    env.approve("late-approve")
+
+    def ignored() -> list[dict[str, Any]] | None:
+        found = [r for r in env.op.audit_events() if r["event"] == "DecisionIgnored"]
+        return found or None
+
+    [record] = wait_for("DecisionIgnored", ignored, 30, on_timeout=env.op.log_tail)
+    assert record["subject"]["name"] == "late-approve"
+    assert record["data"]["ignored"] == [{"by": APPROVER, "verdict": "Approve"}]
+    assert "automatically" in record["data"]["already"]
+    [event] = wait_for("the Warning Event", lambda: [
+        e for e in env.events("late-approve") if e["reason"] == "DecisionIgnored"] or None, 30)
+    assert event["type"] == "Warning" and f"Approve by {APPROVER} ignored" in event["message"]
+    ar = get(env.cluster, "ar", env.ns, "late-approve")
+    assert ar is not None and ar["status"]["phase"] == "AutoApproved"
+    assert ar["status"]["decision"]["approvedBy"] == [], "it was not counted"
+    assert ar["status"]["observedGeneration"] == ar["metadata"]["generation"]
+    assert ar["status"]["auditHead"] == f"sha256:{record['hash']}"
+    env.cluster.kubectl("label", "ar", "late-approve", "touched=yes", "-n", env.ns)  # no report
+    time.sleep(2)
+    assert [r["event"] for r in env.op.audit_events()].count("DecisionIgnored") == 1
+    assert verify(str(env.op.audit_path)).ok
+
+
 def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: Env) -> None:
     delete = "kubectl delete deployment/legacy -n apps"
     env.request("remove-legacy", commands=(delete, RESTART))

@@ -99,3 +99,62 @@ def test_remembered_refusals_stay_bounded_and_every_one_is_counted(
     held = sum(q.suppressed for q in svc._quiet.values())
     assert sum(1 + r.get("suppressed", 0) + r.get("suppressedOthers", 0)
                for r in records) + held == sent  # each one once
+
+
+class _DecidingCluster(world.Cluster):
+    """The in-memory cluster with the client's own rule for a decision (one that would change
+    nothing is refused before anything is written: ``WingmanClient.decide``), and a change that
+    lands just after the chat read the requests (``after_read``, once)."""
+
+    after_read: Any = None
+
+    def requests(self) -> list[dict[str, Any]]:
+        read = super().requests()
+        if self.after_read is not None:
+            self.after_read(self.objs[0])
+            self.after_read = None
+        return read
+
+    def client_as(self, person: Any, hints: Any) -> Any:
+        cluster = self
+
+        class Client:
+            def decide(self, name: str, verdict: str, reason: str = "", *,
+                       uid: str | None = None) -> None:
+                from wingman.client import status as st
+                from wingman.errors import Invalid
+
+                obj = next(o for o in cluster.objs if o["metadata"]["name"] == name)
+                late = st.late_decision(obj, verdict, now=dt.datetime.now(dt.UTC))
+                if late is not None:
+                    raise Invalid(late, reason="AlreadyDecided")
+                obj["spec"].setdefault("decisions", []).append(
+                    {"verdict": verdict, "by": person.user, "reason": reason})
+
+        return Client()
+
+
+def _rejected_by_carol(obj: dict[str, Any]) -> None:
+    obj["spec"]["decisions"] = [{"verdict": "Reject", "by": "carol", "reason": "freeze"}]
+    obj["status"] = {**obj["status"], "phase": "Rejected",
+                     "decision": {"approvedBy": [], "rejectedBy": "carol"},
+                     "conditions": [{"type": "Rejected", "status": "True",
+                                     "reason": "RejectedByApprover"}]}
+
+
+def test_a_request_decided_while_an_approval_is_relayed_says_how_and_records_nothing(
+        tmp_path: Path) -> None:
+    """Carol's Reject lands between the chat's read (the request awaits a decision) and its
+    write of bob's Approve: bob is told it was decided, by whom, and that his changes nothing."""
+    cluster = _DecidingCluster(world.request("late", 1))
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    cluster.after_read = _rejected_by_carol
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "approve", name="late"))
+    assert not reply.ok and reply.reason == "NotDecidable"
+    assert "already rejected by carol (freeze)" in reply.plain
+    assert "your Approve was not recorded" in reply.plain
+    assert "API server refused" not in reply.plain
+    assert [d["by"] for d in cluster.objs[0]["spec"]["decisions"]] == ["carol"]
+    assert [r["reason"] for r in world.audited(svc)] == ["NotDecidable"]
+    assert world.audited(svc, "ChatDecisionRecorded") == []

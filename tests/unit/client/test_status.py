@@ -121,6 +121,34 @@ def test_expiry_is_read_from_the_clock_too_and_is_not_a_rejection() -> None:
         st.State.AUTO_APPROVED
 
 
+def test_a_decision_that_would_change_nothing_is_named_with_how_the_request_was_decided(
+) -> None:
+    auto = request(cond("Reviewed", "ConsensusReached"), cond("Approved", "AutoApproved"))
+    said = st.late_decision(auto, "Approve", now=NOW)
+    assert said is not None
+    assert "req-1 is already approved automatically by the environment's policy:" \
+        in said and "your Approve was not recorded" in said and "reject it" in said
+    assert st.late_decision(auto, "Reject", now=NOW) is None, "a Reject revokes an approval"
+
+    rejected = request(cond("Reviewed", "ConsensusReached"),
+                       cond("Rejected", "ApprovalRejected", "rejected by bob: no"),
+                       decisions=[{"verdict": "Reject", "by": "bob", "reason": "freeze"}],
+                       decision={"approvedBy": [], "rejectedBy": "bob",
+                                 "requiredApprovals": 1})
+    for verdict in ("Approve", "Reject"):
+        said = st.late_decision(rejected, verdict, now=NOW)
+        assert said is not None and "is already rejected by bob (freeze):" in said
+        assert f"your {verdict} was not recorded" in said and "new request" in said
+
+    pending = request(cond("Reviewed", "ConsensusReached"),
+                      cond("Approved", "HumanApprovalRequired", status="False"),
+                      expires="2026-11-25T11:59:59Z")
+    said = st.late_decision(pending, "Approve", now=NOW)
+    assert said is not None and "is already expired (the request expired at" in said
+    assert st.late_decision(pending, "Approve", now=NOW - dt.timedelta(minutes=1)) is None
+    assert st.late_decision(pending, "Reject", now=NOW - dt.timedelta(minutes=1)) is None
+
+
 def test_a_granted_command_shows_its_grant_and_state() -> None:
     body = request(cond("Approved", "AutoApproved"),
                    grants=[{"command": CMD, "grant": "req-1-abc", "grantUID": "u",

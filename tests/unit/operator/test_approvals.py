@@ -261,3 +261,57 @@ def test_review_and_decisions_already_present_merge_into_one_status() -> None:
     final = approvals.merged(approvals.merged(b, t1), t2)
     assert final["status"]["consensus"] == t1.status["consensus"]
     assert approval_phase(final["status"]["conditions"]) == "Approved"
+
+
+def _late(b: dict[str, Any], verdict: str, by: str) -> dict[str, Any]:
+    """``b`` after an approver added a decision: the spec changed, so its generation moved."""
+    late = {**b, "metadata": {**b["metadata"], "generation": b["metadata"]["generation"] + 1},
+            "spec": {**b["spec"], "decisions": [*(b["spec"].get("decisions") or []),
+                                                {"verdict": verdict, "by": by, "reason": "x"}]}}
+    return late
+
+
+def test_an_approve_on_an_auto_approved_request_is_reported_ignored_once() -> None:
+    auto = merged(body(), approvals.reviewed(body(), panel(Verdict.APPROVE), TEST, NOW))
+    late = _late(auto, "Approve", "carol")
+    t = approvals.decided(late, TEST, NOW)
+    assert t is not None and t.audit_event == "DecisionIgnored" and t.warning
+    assert t.phase == "AutoApproved" and t.decision is None, "nothing was decided by it"
+    assert t.audit_data["ignored"] == [{"by": "carol", "verdict": "Approve"}]
+    assert "approved (automatically, by the environment's policy)" in t.message
+    assert set(t.status) == {"observedGeneration"}, "the decision changes nothing else"
+    assert approvals.decided(merged(late, t), TEST, NOW) is None, "reported once"
+    assert rules.usable(merged(late, t), NOW)[0], "still approved, as before"
+
+
+def test_a_decision_on_a_rejected_or_expired_request_is_reported_ignored() -> None:
+    reviewed = merged(body(), approvals.reviewed(body(), panel(Verdict.APPROVE, Risk.HIGH),
+                                                 TEST, NOW))
+    b = _late(reviewed, "Reject", "bob")
+    rejected = merged(b, approvals.decided(b, TEST, NOW))
+    late = _late(rejected, "Approve", "carol")
+    t = approvals.decided(late, TEST, NOW)
+    assert t is not None and t.audit_event == "DecisionIgnored" and t.phase == "Rejected"
+    assert "rejected by bob" in t.message and "Approve by carol ignored" in t.message
+    assert not rules.usable(merged(late, t), NOW)[0]
+
+    expired = merged(reviewed, approvals.expired(reviewed, NOW + dt.timedelta(days=2)))
+    late = _late(expired, "Approve", "carol")
+    t = approvals.decided(late, TEST, NOW + dt.timedelta(days=2))
+    assert t is not None and t.audit_event == "DecisionIgnored" and t.phase == "Expired"
+    assert "already expired" in t.message
+    # past its pending lifetime, not yet marked Expired: not counted, said so, then expired
+    late = _late(reviewed, "Approve", "carol")
+    t = approvals.decided(late, TEST, NOW + dt.timedelta(days=2))
+    assert t is not None and t.audit_event == "DecisionIgnored"
+    assert "past its pending lifetime" in t.message
+
+
+def test_a_final_request_with_a_late_decision_needs_the_operator() -> None:
+    from wingman.operator.state import approval_needs
+
+    reviewed = merged(body(), approvals.reviewed(body(), panel(Verdict.APPROVE, Risk.HIGH),
+                                                 TEST, NOW))
+    expired = merged(reviewed, approvals.expired(reviewed, NOW + dt.timedelta(days=2)))
+    assert approval_needs(expired, False, NOW) is None
+    assert approval_needs(_late(expired, "Approve", "carol"), True, NOW) == "decisions"

@@ -48,8 +48,10 @@ def test_decisions_and_expiry_are_work_but_a_final_request_needs_nothing() -> No
     assert t.observe_approval(past, False, NOW).needs == "expiry"
     final = approval("req", REVIEWED, ("Rejected", "True", "2026-11-25T11:30:00Z"),
                      expirationTime="2026-11-25T11:59:00Z")
-    e = t.observe_approval(final, True, NOW)
+    e = t.observe_approval(final, False, NOW)
     assert e.needs is None
+    # a decision added to it after all: the operator reports it ignored (DecisionIgnored)
+    assert t.observe_approval(final, True, NOW).needs == "decisions"
     assert e.final_at == dt.datetime(2026, 11, 25, 11, 30, tzinfo=dt.UTC)
     assert e.body is None, "no copy of final requests is kept"
 

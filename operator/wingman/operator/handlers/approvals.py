@@ -49,7 +49,7 @@ def _now() -> dt.datetime:
 
 
 def pending_decisions(ctx: Context, body: Any, now: dt.datetime) -> bool:
-    return logic.is_reviewed(body) and logic.decided(body, ctx.settings.policy, now) is not None
+    return logic.decided(body, ctx.settings.policy, now) is not None
 
 
 def observe(ctx: Context, body: Any) -> Any:
