@@ -169,3 +169,23 @@ def test_records_kept_beyond_a_shorter_attempt_are_still_reused(
     asyncio.run(apply(ctx, request(), [REVIEWED, APPROVED], unwritten))
     assert units == [["ApprovalReviewed", "ApprovalApproved"]]  # nothing recorded twice
     assert api.patches[-1]["status"]["phase"] == "Approved"
+
+
+def test_a_late_decision_is_work_unless_the_reconcile_would_not_look_at_it() -> None:
+    """A decision added to a final request is work (``DecisionIgnored``), except on a request
+    refused for token-shaped text, whose decisions the reconcile never reads: work it would
+    never do would keep the request unsettled for ever."""
+    from wingman.operator.handlers.approvals import pending_decisions
+
+    ctx = Context(OperatorSettings.from_env({}), cast(Any, None), cast(Any, None),
+                  cast(Any, None), cast(Any, None), cast(Any, None), Metrics())
+    body = request()
+    body["metadata"]["generation"] = 2
+    body["spec"]["decisions"] = [{"verdict": "Approve", "by": "carol", "reason": ""}]
+    body["status"] = {"observedGeneration": 1, "phase": "Rejected", "conditions": [
+        {"type": "Reviewed", "status": "True", "reason": "ConsensusReached"},
+        {"type": "Rejected", "status": "True", "reason": "PromptInjection"}]}
+    now = dt.datetime(2026, 12, 2, 12, 5, tzinfo=dt.UTC)
+    assert pending_decisions(ctx, body, now)
+    body["spec"]["instruction"] = "use eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlMTIz"
+    assert not pending_decisions(ctx, body, now)

@@ -49,7 +49,10 @@ def _now() -> dt.datetime:
 
 
 def pending_decisions(ctx: Context, body: Any, now: dt.datetime) -> bool:
-    return logic.decided(body, ctx.settings.policy, now) is not None
+    """Whether ``decided`` has something to write (as ``Approvals.reconcile`` calls it: never
+    for a request refused for token-shaped text, whose decisions it does not look at)."""
+    return logic.decided(body, ctx.settings.policy, now) is not None and \
+        not logic.token_fields(body)
 
 
 def observe(ctx: Context, body: Any) -> Any:
