@@ -11,7 +11,9 @@ unused) and :func:`execute` afterwards.
   the executor account's short-lived token written there 0600, ``wingman.gateway.identity``),
   ``PATH`` and ``HOME``: the API server's RBAC for the executor account, which holds the
   target namespaces' rules and nothing in the release namespace, is the final check of what
-  the command may touch. The process runs in its own process group, killed at the deadline.
+  the command may touch. The process starts in another private directory, empty (also its
+  ``HOME``), so a file the command names by a relative path (``--from-file=token``) is never
+  the token or the kubeconfig. It runs in its own process group, killed at the deadline.
 - ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
   <container>`` through the Docker SDK on a local unix socket.
 - Anything else is refused (``ExecutorNotAllowed``).
@@ -162,9 +164,13 @@ class KubectlExecutor:
                 "the gateway holds no token of the executor ServiceAccount "
                 f"{settings.executor_service_account}, so kubectl cannot run as it",
                 reason="ExecutorTokenUnavailable")
+        # two private directories: the credentials, and an empty one kubectl starts in (its
+        # HOME too). A relative file name in the command (--from-file=token, -f kubeconfig)
+        # then never reaches the token: only a path naming the other, random, directory would
         workdir = Path(tempfile.mkdtemp(prefix="wingman-exec-"))
+        credentials_dir = Path(tempfile.mkdtemp(prefix="wingman-creds-"))
         try:
-            kubeconfig = write_kubeconfig(workdir, credentials)
+            kubeconfig = write_kubeconfig(credentials_dir, credentials)
             env = {
                 "KUBECONFIG": str(kubeconfig),
                 "PATH": f"{Path(binary).parent}:{_SAFE_PATH}",
@@ -184,6 +190,7 @@ class KubectlExecutor:
                 proc, limit=settings.max_output_bytes, timeout=settings.exec_timeout_seconds)
             finished = _now()
         finally:
+            shutil.rmtree(credentials_dir, ignore_errors=True)
             shutil.rmtree(workdir, ignore_errors=True)
         output, truncated, digest = bound_output(
             raw, limit=settings.max_output_bytes, truncated=truncated,

@@ -113,3 +113,19 @@ def test_without_an_executor_token_nothing_runs_and_the_token_stays_unspent(
     assert env.leases() == [], "refused before the burn"
     assert env.replicas() == 1
     assert token not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["token", "kubeconfig"])
+def test_a_command_naming_a_relative_file_never_reads_the_executor_credentials(
+    env: Env, name: str,
+) -> None:
+    # `*` never matches a '/', so a relative name is all an allowlist wildcard can give; had
+    # kubectl started beside its token, this would copy it into a ConfigMap (here printed)
+    command = (f"kubectl create configmap leak --from-file={name} --dry-run=client -o json "
+               f"-n {env.target}")
+    _allow(env, command)
+    g = make_grant(env, command)
+    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_OK
+    status = env.grant(g.name)["status"]
+    assert status["phase"] == "Failed" and status["exitCode"] != 0, status
+    assert f"error reading {name}: no such file or directory" in status["output"], status

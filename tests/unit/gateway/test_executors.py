@@ -40,9 +40,12 @@ elif mode == "env":
     print(json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv,
                       "kubeconfig": open(path).read() if path else None,
                       "mode": oct(os.stat(path).st_mode & 0o777) if path else None,
-                      "files": {f: [oct(os.stat(f).st_mode & 0o777),
-                                    hashlib.sha256(open(f, "rb").read()).hexdigest()]
-                                for f in sorted(os.listdir("."))}}
+                      "cwd_files": sorted(os.listdir(".")),
+                      "files": {f: [oct(os.stat(os.path.join(os.path.dirname(path), f)).st_mode
+                                        & 0o777),
+                                    hashlib.sha256(open(os.path.join(os.path.dirname(path), f),
+                                                        "rb").read()).hexdigest()]
+                                for f in sorted(os.listdir(os.path.dirname(path)))}}
                      ).encode().hex())  # hex: redaction must not touch what the test reads
 elif mode == "flood":
     chunk = b"x" * 4096
@@ -179,21 +182,26 @@ def test_kubectl_gets_only_a_private_kubeconfig_path_and_home(
     # (LC_CTYPE is set by the stand-in's own Python interpreter: PEP 538 locale coercion.)
     assert set(seen["env"]) - {"LC_CTYPE"} == {"KUBECONFIG", "PATH", "HOME"}
     assert seen["env"]["HOME"] == seen["cwd"]
-    assert seen["env"]["KUBECONFIG"].startswith(seen["cwd"])
     assert seen["mode"] == "0o600"
     assert "https://127.0.0.1:6443" in seen["kubeconfig"]
     # the executor's token sits in a 0600 file of the private directory that the kubeconfig
     # names; never in the kubeconfig itself, the environment or argv, and never the gateway's
+    credentials = Path(seen["env"]["KUBECONFIG"]).parent
     config = yaml.safe_load(seen["kubeconfig"])
     [user] = config["users"]
-    assert user["user"] == {"tokenFile": str(Path(seen["cwd"]) / "token")}
+    assert user["user"] == {"tokenFile": str(credentials / "token")}
     assert seen["files"]["token"] == [
         "0o600", hashlib.sha256(EXECUTOR_TOKEN.encode()).hexdigest()]
     assert set(seen["files"]) == {"kubeconfig", "token"}
+    # ... and not where kubectl starts: a relative file name in a command (--from-file=token)
+    # never reaches it
+    assert credentials != Path(seen["cwd"]) and seen["cwd_files"] == []
+    assert not Path(seen["cwd"]).is_relative_to(credentials)
     assert EXECUTOR_TOKEN not in seen["kubeconfig"] + json.dumps(seen["env"])
     assert EXECUTOR_TOKEN not in json.dumps(seen["argv"])
     assert "sa-token-value-123" not in json.dumps(seen)
-    assert not Path(seen["cwd"]).exists()  # the private directory is removed afterwards
+    # both private directories are removed afterwards
+    assert not Path(seen["cwd"]).exists() and not credentials.exists()
 
 
 def test_kubectl_without_an_executor_token_fails_closed_and_runs_nothing(
