@@ -727,6 +727,12 @@ def test_a_gateway_pod_gets_only_short_lived_executor_tokens_and_no_pod_runs_as_
         pod_manifest(f"exec-{_suffix()}", service_account="wingman-executor")))
     assert pod.returncode != 0
     assert "no pod may run as ServiceAccount 'wingman-executor'" in pod.stderr, pod.stderr
+    # ... nor does anyone but the gateway request its tokens, whatever RBAC lets them do
+    minted = cluster.kubectl("create", "token", "wingman-executor", "-n", ns,
+                             "--duration=10m", check=False)
+    assert minted.returncode != 0
+    assert "only the gateway requests tokens of ServiceAccount 'wingman-executor'" \
+        in minted.stderr, minted.stderr
 
 
 # --------------------------------------------------------------------------- metadata

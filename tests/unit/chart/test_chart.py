@@ -802,7 +802,8 @@ def test_admission_policies_are_bound_to_the_release_namespace(
                              f"wingman-{NS}-preview-jobs", f"wingman-{NS}-preview-dry-run",
                              f"wingman-{NS}-audit-checkpoints", f"wingman-{NS}-metadata",
                              f"wingman-{NS}-service-account-tokens",
-                             f"wingman-{NS}-operator-jobs", f"wingman-{NS}-executor-pods"}
+                             f"wingman-{NS}-operator-jobs", f"wingman-{NS}-executor-pods",
+                             f"wingman-{NS}-executor-tokens"}
     (writer,) = policies[f"wingman-{NS}-gateway-writes"]["spec"]["matchConditions"]
     assert f"'system:serviceaccount:{NS}:wingman-gateway'" in writer["expression"]
     for policy in policies.values():
