@@ -52,6 +52,10 @@ after it are still read as flags.
    allowlist says: the gateway acts only as its own ServiceAccount against its own API server.
 9. ``MissingFlagValue``: the last word is a flag that always takes a value
    (:data:`VALUE_FLAGS`, or a short flag such as ``-n``); kubectl would refuse to run it.
+10. ``ServingVerb``: the verb (the first word that is neither a flag nor a flag's value) is
+    one of :data:`SERVING_VERBS` (``proxy``, ``port-forward``): such a command serves the
+    executor's rights, or a pod's port, on a local port for as long as it runs, which is
+    nothing a single approved command is for.
 
 An empty quoted argument (``''``) is a real, empty argv element; it is allowed by ``parse``
 but no allowlist wildcard matches it.
@@ -158,6 +162,10 @@ VALUE_FLAGS = frozenset({
     "--min", "--cpu-percent", "--overrides", "--subresource", "--for",
 })
 """Long kubectl flags that take a value in every command that has them (rule 9)."""
+
+SERVING_VERBS = frozenset({"proxy", "port-forward"})
+"""kubectl verbs that serve an identity's rights or a pod's port on a local port until they
+are stopped: a command with one never runs (rule 10)."""
 
 # Short flags after which the rest of the word is the flag's value, in every kubectl command.
 # Any other letter is read as a flag without a value (``-p`` is ``--previous`` in ``logs``,
@@ -359,7 +367,7 @@ def _flags_in(arg: str) -> tuple[list[str], bool]:
 
 
 def _check_kubectl_flags(args: Sequence[str]) -> None:
-    """Rules 8 and 9 on a kubectl command's arguments (``argv[1:]``)."""
+    """Rules 8, 9 and 10 on a kubectl command's arguments (``argv[1:]``)."""
     for index, arg in enumerate(args):
         if arg == "--kuberc" or "--kuberc=" in arg:
             # before it parses any flag kubectl takes its preferences file (aliases, flag
@@ -370,11 +378,25 @@ def _check_kubectl_flags(args: Sequence[str]) -> None:
                 "never runs such a command: remove it",
                 reason="ConnectionFlag",
             )
+    verb_seen = False
+    value_next = False  # the previous word was a flag whose value this word is
     for index, arg in enumerate(args):
         if arg == "--" and (index == 0 or not args[index - 1].startswith("-")
                             or args[index - 1] == "-"):
             return  # the flags end here; what follows is passed on as arguments
         names, needs_value = _flags_in(arg)
+        if not names and not value_next and not verb_seen:
+            verb_seen = True
+            if arg in SERVING_VERBS:
+                raise ScopeViolation(
+                    f"kubectl {arg} serves "
+                    + ("the API with the executor's rights" if arg == "proxy"
+                       else "a pod's port")
+                    + " on a local port until it is stopped; Wingman never runs it: approve "
+                    "the exact commands to run instead",
+                    reason="ServingVerb",
+                )
+        value_next = needs_value
         for name in names:
             if name in CONNECTION_FLAGS:
                 how = "sets" if len(names) == 1 else (

@@ -668,7 +668,7 @@ def test_fuzz_near_miss_argv_has_no_false_accepts(argv: list[str], quote_all: bo
     try:
         parsed = parse(command)
     except ScopeViolation as exc:  # kubectl's flag rules: never runs, so never allowed
-        assert exc.reason in ("ConnectionFlag", "MissingFlagValue"), exc.reason
+        assert exc.reason in ("ConnectionFlag", "MissingFlagValue", "ServingVerb"), exc.reason
         assert not oracle(argv), ascii(command)
         return
     assert parsed == argv
@@ -679,3 +679,29 @@ def test_fuzz_near_miss_argv_has_no_false_accepts(argv: list[str], quote_all: bo
         assert not oracle(argv), ascii(command)
     else:
         assert oracle(argv), ascii(command)
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl proxy",
+    "kubectl proxy --port=8001 --address=0.0.0.0",
+    "kubectl -n apps proxy",  # flags before the verb
+    "kubectl --namespace apps proxy",
+    "kubectl -v 9 port-forward pod/web 8080:80",
+    "kubectl port-forward -n apps svc/web 8080:80",
+])
+def test_a_command_that_serves_rights_or_a_port_never_runs(command: str) -> None:
+    exc = violation(command, "ServingVerb")
+    assert "never runs it" in exc.message
+    with pytest.raises(ScopeViolation) as info:  # whatever the allowlist says
+        check(command, approved=[command], allowlist=Allowlist.from_patterns([command]))
+    assert info.value.reason == "ServingVerb"
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl get pods -l proxy",  # the value of -l, not the verb
+    "kubectl -n proxy get pods",  # a namespace named proxy
+    "kubectl get service proxy",  # an object named proxy
+    "kubectl logs port-forward",
+])
+def test_proxy_as_a_name_or_a_value_is_not_the_verb(command: str) -> None:
+    assert parse(command)[0] == "kubectl"
