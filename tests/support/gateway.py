@@ -224,7 +224,11 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
     # command's holder (before the token exists), and the grant is TokenIssued
     _record_grant(env, ar_name, command,
                   *(holder or (eg_name, env.grant(eg_name)["metadata"]["uid"])))
-    set_grant_status(env, eg_name, {"phase": "TokenIssued"})
+    # the token Secret the operator stores (the executor's token is bound to it); the gateway
+    # reads its capability token from its own file here, so the Secret holds none
+    secret = f"{eg_name}-token-{uuid.uuid4().hex[:16]}"
+    env.cluster.kubectl("create", "secret", "generic", secret, "-n", env.ns)
+    set_grant_status(env, eg_name, {"phase": "TokenIssued", "tokenSecretName": secret})
     env.cluster.kubectl("create", "-f", "-", input=json.dumps({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": names.job_name(eg_name), "namespace": env.ns},

@@ -10,12 +10,15 @@ its allowlist pattern reaches, cannot touch Wingman's own objects.
 The gateway asks the TokenRequest API (``serviceaccounts/<name>/token``, the one right its
 account has on ServiceAccounts) for a token that expires soon after the command's deadline
 (never less than the API's minimum, :data:`MIN_EXPIRATION_SECONDS`; the ``...-gateway-writes``
-admission policy refuses more than :data:`MAX_EXPIRATION_SECONDS`). The token is bound to no
-object: the API server binds a ServiceAccount's token to a pod only if the pod runs as that
-account, and no pod runs as the executor (admission). It is kept in memory only: the kubectl
+admission policy refuses more than :data:`MAX_EXPIRATION_SECONDS`). The token is bound to the
+grant's token Secret (``status.tokenSecretName``, the Secret the gateway's pod mounts): the API
+server accepts such a token only while that Secret exists, and the operator deletes it when
+the grant ends, so the token dies with the grant whatever is left of its expiration. (It cannot
+be bound to the gateway's pod: the API server binds a token to a pod only if the pod runs as
+that account, and no pod runs as the executor.) It is kept in memory only: the kubectl
 executor writes it 0600 into its private temporary directory, and output is redacted of it. A
 token that cannot be obtained refuses the execution before the capability token is burnt
-(``ExecutorTokenUnavailable``).
+(``ExecutorTokenUnavailable``), as does a grant whose status names no token Secret.
 """
 
 from __future__ import annotations
@@ -58,17 +61,26 @@ def token_expiration(settings: GatewaySettings) -> int:
                max(MIN_EXPIRATION_SECONDS, settings.exec_timeout_seconds + _MARGIN_SECONDS))
 
 
-def token_request(settings: GatewaySettings) -> dict[str, Any]:
-    """The TokenRequest body (the API server's own audience; bound to no object)."""
+def token_request(settings: GatewaySettings, secret_name: str) -> dict[str, Any]:
+    """The TokenRequest body: the API server's own audience, bound to the grant's token Secret
+    ``secret_name`` (the token stops authenticating once that Secret is deleted)."""
     return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {"expirationSeconds": token_expiration(settings)}}
+            "spec": {"expirationSeconds": token_expiration(settings),
+                     "boundObjectRef": {"apiVersion": "v1", "kind": "Secret",
+                                        "name": secret_name}}}
 
 
-def request_token(kube: Kube, settings: GatewaySettings) -> ExecutorToken:
-    """A fresh token of the executor account; GrantDenied (``ExecutorTokenUnavailable``) when
+def request_token(kube: Kube, settings: GatewaySettings, secret_name: str) -> ExecutorToken:
+    """A fresh token of the executor account, bound to the grant's token Secret
+    ``secret_name``; GrantDenied (``ExecutorTokenUnavailable``) when there is no such name or
     the API server does not give one."""
     account, ns = settings.executor_service_account, settings.namespace
-    body = token_request(settings)
+    if not secret_name:
+        raise GrantDenied(
+            f"the grant's status names no token Secret (status.tokenSecretName) to bind a token "
+            f"of the executor ServiceAccount {ns}/{account} to; the token was not spent and "
+            "nothing was executed; create a new grant", reason="ExecutorTokenUnavailable")
+    body = token_request(settings, secret_name)
     why = ""
     try:
         answer = kube.request("POST", SERVICEACCOUNTS.path(ns, account, "token"), body)

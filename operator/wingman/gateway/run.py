@@ -409,7 +409,8 @@ def _execute(run: _Run) -> int:
     if executor.name == "kubernetes":
         # kubectl runs (and its targets are read) as the executor account: no token of it,
         # no execution, and the capability token stays unspent
-        run.executor_token = identity.request_token(run.kube, s)
+        run.executor_token = identity.request_token(
+            run.kube, s, str((grant.get("status") or {}).get("tokenSecretName") or ""))
         logs.never_log(run.executor_token.token)
         run.executor_kube = Kube.from_token(s.api_server, run.executor_token.token,
                                             s.serviceaccount_dir / "ca.crt")

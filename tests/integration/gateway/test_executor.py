@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import yaml
 
 from support.gateway import EXECUTOR, Env, gateway_env, make_grant, mint, settings_for
 from wingman.dev.cluster import LocalCluster
+from wingman.gateway import identity
 from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, run_gateway
+from wingman.kube import Kube
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +132,49 @@ def test_a_command_naming_a_relative_file_never_reads_the_executor_credentials(
     status = env.grant(g.name)["status"]
     assert status["phase"] == "Failed" and status["exitCode"] != 0, status
     assert f"error reading {name}: no such file or directory" in status["output"], status
+
+
+def _as_token(env: Env, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    kubeconfig = env.cluster.token_kubeconfig(token, name="executor")
+    try:
+        return subprocess.run([str(env.cluster.tool("kubectl")), "--kubeconfig",
+                               str(kubeconfig), *args], capture_output=True, text=True,
+                              timeout=60, env=env.cluster.env(kubeconfig), check=False)
+    finally:
+        kubeconfig.unlink(missing_ok=True)
+
+
+def test_the_executor_token_dies_with_the_grants_token_secret(env: Env) -> None:
+    """The executor's token is bound to the grant's token Secret: once the operator deletes it
+    (the grant ended), the token no longer authenticates, whatever its expiration says."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    secret = env.grant(g.name)["status"]["tokenSecretName"]
+    settings = settings_for(env, g, None)
+    gateway = Kube.from_token(settings.api_server, (env.sa_dir / "token").read_text().strip(),
+                              env.sa_dir / "ca.crt")
+    executor = identity.request_token(gateway, settings, secret).token
+    can = _as_token(env, executor, "auth", "can-i", "patch", "deployments", "-n", env.target)
+    assert can.stdout.strip() == "yes", (can.stdout, can.stderr)
+
+    env.cluster.kubectl("delete", "secret", secret, "-n", env.ns)
+    # the API server caches a token's successful authentication for 10 s
+    deadline = time.monotonic() + 30
+    while True:
+        gone = _as_token(env, executor, "auth", "can-i", "patch", "deployments", "-n",
+                         env.target)
+        if gone.returncode != 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert gone.returncode != 0 and "unauthorized" in gone.stderr.lower(), \
+        (gone.stdout, gone.stderr)
+
+
+def test_a_grant_whose_token_secret_is_gone_runs_nothing(env: Env) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    env.cluster.kubectl("delete", "secret", env.grant(g.name)["status"]["tokenSecretName"],
+                        "-n", env.ns)
+    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_REFUSED
+    status = env.grant(g.name)["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "ExecutorTokenUnavailable"
+    assert env.leases() == [], "refused before the burn"
+    assert env.replicas() == 1

@@ -7,9 +7,11 @@ and the admission policy that bounds it in tests/integration/test_admission.py.
 from __future__ import annotations
 
 import pytest
+from kubernetes import client as k8s
 
-from wingman.errors import ConfigError
+from wingman.errors import ConfigError, GrantDenied
 from wingman.gateway import identity
+from wingman.kube import Kube
 from wingman.settings import GatewaySettings
 
 
@@ -36,12 +38,23 @@ def test_the_token_lives_the_api_minimum_unless_the_command_needs_longer(
 ) -> None:
     settings = _settings(WINGMAN_EXEC_TIMEOUT_SECONDS=timeout)
     assert identity.token_expiration(settings) == expiration
-    assert identity.token_request(settings) == {
+    assert identity.token_request(settings, "grant-1-token-0123456789abcdef") == {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"expirationSeconds": expiration}}
+        "spec": {"expirationSeconds": expiration,
+                 "boundObjectRef": {"apiVersion": "v1", "kind": "Secret",
+                                    "name": "grant-1-token-0123456789abcdef"}}}
     assert expiration <= identity.MAX_EXPIRATION_SECONDS
 
 
 def test_the_token_is_never_shown_by_repr() -> None:
     token = identity.ExecutorToken("wingman-executor", "secret-token-value")
     assert "secret-token-value" not in repr(token)
+
+
+def test_a_grant_naming_no_token_secret_gets_no_executor_token() -> None:
+    """The token is bound to the grant's token Secret (it dies when the operator deletes that
+    Secret at the grant's end); with no Secret to bind it to, none is asked for."""
+    with pytest.raises(GrantDenied) as info:
+        identity.request_token(Kube(k8s.ApiClient()), _settings(), "")
+    assert info.value.reason == "ExecutorTokenUnavailable"
+    assert "status.tokenSecretName" in info.value.message
