@@ -49,7 +49,8 @@ after it are still read as flags.
    ``--as-group``, ``--certificate-authority``, ``--insecure-skip-tls-verify``...), however
    spelt, and any word that contains ``--kuberc=`` (kubectl takes its preferences file from
    such a word before it parses flags, even from a flag's value). Never allowed, whatever the
-   allowlist says: the gateway acts only as its own ServiceAccount against its own API server.
+   allowlist says: a command acts only as the executor identity the gateway gives it
+   (``wingman-executor``), against the cluster's own API server.
 9. ``MissingFlagValue``: the last word is a flag that always takes a value
    (:data:`VALUE_FLAGS`, or a short flag such as ``-n``); kubectl would refuse to run it.
 10. ``ServingVerb``: the verb (the first word that is neither a flag nor a flag's value) is
@@ -405,7 +406,7 @@ def _check_kubectl_flags(args: Sequence[str]) -> None:
                 raise ScopeViolation(
                     f"argument {index + 1} {how} {shown}, which changes whom kubectl talks to, "
                     "as whom, or which configuration it reads; Wingman never runs such a "
-                    "command (the gateway acts only as its own identity): remove the flag, "
+                    "command (it acts only as the identity the gateway gives it): remove the flag, "
                     "and write each short flag and its value as words of their own",
                     reason="ConnectionFlag",
                 )
