@@ -253,8 +253,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="the ConfigMap the public keys are published to ('' for none: "
                         "the audit key's are published by the operator with its checkpoints)")
 
-    sp = command("verify-privileges", "prove on a live cluster that only the gateway can "
-                 "execute", add_help=False)
+    sp = command("verify-privileges", "prove on a live cluster that only the gateway's "
+                 "commands (as wingman-executor) can execute", add_help=False)
     sp.add_argument("rest", nargs=argparse.REMAINDER)
 
     # Commands that run inside Wingman's own pods: not in the kubectl plugin's help.
