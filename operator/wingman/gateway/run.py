@@ -22,9 +22,10 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    the preview saw (``TargetChanged`` otherwise, unless the policy allows drift);
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
    grant gets condition ``ReplayDetected`` and nothing else changes);
-5. audit ``GatewayTokenBurned``, check the approval again, audit ``GatewayStarting`` (the intent
-   the ``Running`` phase stands for), set phase ``Running`` (only on the grant the token names,
-   not being deleted, ``TokenIssued`` with this token: :func:`check_startable`), and only then
+5. audit ``GatewayTokenBurned``, check the approval and the previewed targets again, audit
+   ``GatewayStarting`` (the intent the ``Running`` phase stands for), set phase ``Running``
+   (only on the grant the token names, not being deleted, ``TokenIssued`` with this token:
+   :func:`check_startable`), and only then
    audit ``GatewayExecuting`` (the claim that the command runs: never written for a run that
    the write of ``Running`` refused), execute (``wingman.gateway.executors``), audit
    ``GatewayExecuted`` and write the result. Each record is durable before what it stands for.
