@@ -173,12 +173,23 @@ def test_what_kubectl_prints_never_reaches_the_preview(env: Env) -> None:
 
 
 def test_the_proxy_makes_every_write_a_dry_run_whoever_it_acts_for(env: Env) -> None:
-    # the gateway identity may really restart and scale here, and no admission policy confines
-    # it to dry runs: only the proxy stands between the command and the change
+    # an identity holding the executor's rules (it may really restart and scale here), which
+    # no admission policy confines to dry runs: only the proxy stands between the command and
+    # the change. (Not the executor itself: only the gateway may request its tokens.)
+    writer = f"writer-{uuid.uuid4().hex[:6]}"
+    env.cluster.kubectl("create", "serviceaccount", writer, "-n", env.ns)
+    roles = env.cluster.kubectl("get", "roles", "-n", env.apps, "-o", "name").stdout.split()
+    (role,) = [r.removeprefix("role.rbac.authorization.k8s.io/") for r in roles
+               if r.endswith("-gateway")]
+    env.cluster.kubectl("create", "rolebinding", writer, "-n", env.apps, f"--role={role}",
+                        f"--serviceaccount={env.ns}:{writer}")
+    # ... and reads the request it previews, as the preview's own account does
+    env.cluster.kubectl("create", "rolebinding", writer, "-n", env.ns, "--role=wingman-preview",
+                        f"--serviceaccount={env.ns}:{writer}")
     before = env.deployment()
     name, uid = env.request(f"kubectl rollout restart deployment/web -n {env.apps}",
                             f"kubectl scale deployment/web --replicas=4 -n {env.apps}")
-    proc, result = env.preview(name, uid, account="wingman-gateway")
+    proc, result = env.preview(name, uid, account=writer)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert result is not None
     assert [c.outcome for c in result.commands] == [pv.Outcome.PREVIEWED] * 2
