@@ -210,7 +210,7 @@ def test_a_worker_with_edit_in_the_target_is_reported(
         assert {ns for _, ns, _ in bad} == {release.target_namespace}
         assert re.search(rf"^  - {re.escape(worker)} may patch deployments in namespace "
                          rf"{re.escape(release.target_namespace)} \(execution right; "
-                         r"by design: gateway\)$", out, re.MULTILINE)
+                         r"by design: executor\)$", out, re.MULTILINE)
         assert out.splitlines()[-1].startswith("FAIL: ")
     finally:
         cluster.kubectl("delete", "rolebinding", name, "-n", release.target_namespace)

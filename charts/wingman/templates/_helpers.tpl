@@ -134,7 +134,7 @@ that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
 {{- end }}
 {{- range $v := list "impersonate" "escalate" "bind" }}
 {{- if has $v $verbs }}
-{{- $out = append $out (printf "verb %s: %s" $v (ternary "acts as another identity of the namespace" "grants rights the gateway does not hold itself" (eq $v "impersonate"))) }}
+{{- $out = append $out (printf "verb %s: %s" $v (ternary "acts as another identity of the namespace" "grants rights the executor does not hold itself" (eq $v "impersonate"))) }}
 {{- end }}
 {{- end }}
 {{- join "; " $out }}

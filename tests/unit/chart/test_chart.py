@@ -603,7 +603,7 @@ SAFE_RULE = _rule(["configmaps"], ["get", "list"])
         (_rule(["roles"], ["patch"], "rbac.authorization.k8s.io"), "patch on roles"),
         (_rule(["serviceaccounts"], ["impersonate"]), "verb impersonate: acts as another identity"),
         (_rule(["roles"], ["escalate"], "rbac.authorization.k8s.io"),
-         "verb escalate: grants rights the gateway does not hold itself"),
+         "verb escalate: grants rights the executor does not hold itself"),
         (_rule(["roles"], ["bind"], "rbac.authorization.k8s.io"), "verb bind"),
         # matched whatever the group: a wrong or made-up group does not slip it through
         (_rule(["secrets"], ["get"], "apps"), "get on secrets"),
