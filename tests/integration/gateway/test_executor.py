@@ -41,16 +41,20 @@ def _allow(env: Env, *patterns: str) -> None:
         *patterns]}))
 
 
-def _as_gateway(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
-    """kubectl with the gateway's own ServiceAccount token (the one its pod mounts)."""
-    token = (env.sa_dir / "token").read_text()
-    kubeconfig = env.cluster.token_kubeconfig(token, name="gateway")
+def _as_token(env: Env, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """kubectl authenticated by ``token`` alone."""
+    kubeconfig = env.cluster.token_kubeconfig(token, name="token")
     try:
         return subprocess.run([str(env.cluster.tool("kubectl")), "--kubeconfig",
                                str(kubeconfig), *args], capture_output=True, text=True,
                               timeout=60, env=env.cluster.env(kubeconfig), check=False)
     finally:
         kubeconfig.unlink(missing_ok=True)
+
+
+def _as_gateway(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
+    """kubectl with the gateway's own ServiceAccount token (the one its pod mounts)."""
+    return _as_token(env, (env.sa_dir / "token").read_text(), *args)
 
 
 def test_the_command_acts_in_the_target_namespace_as_the_executor_not_the_gateway(
@@ -132,16 +136,6 @@ def test_a_command_naming_a_relative_file_never_reads_the_executor_credentials(
     status = env.grant(g.name)["status"]
     assert status["phase"] == "Failed" and status["exitCode"] != 0, status
     assert f"error reading {name}: no such file or directory" in status["output"], status
-
-
-def _as_token(env: Env, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-    kubeconfig = env.cluster.token_kubeconfig(token, name="executor")
-    try:
-        return subprocess.run([str(env.cluster.tool("kubectl")), "--kubeconfig",
-                               str(kubeconfig), *args], capture_output=True, text=True,
-                              timeout=60, env=env.cluster.env(kubeconfig), check=False)
-    finally:
-        kubeconfig.unlink(missing_ok=True)
 
 
 def test_the_executor_token_dies_with_the_grants_token_secret(env: Env) -> None:
