@@ -54,6 +54,7 @@ from wingman.errors import (
     NotFound,
     WingmanError,
 )
+from wingman.model import text
 from wingman.settings import ChatConfig, ChatPerson
 
 log = logging.getLogger("wingman.chat")
@@ -438,6 +439,9 @@ class ChatService:
                       name: str, reason: str, code: str, *, stepped_up: bool) -> Reply:
         v = self.find(name=name)
         check_decision(v, person, verb, self.clock())
+        why = text.refusal("the reason", reason[:1000], one_line=False)
+        if why is not None:  # what the client and the API server refuse: say so, write nothing
+            raise refuse("ForbiddenCharacter", why)
         if self.config.step_up:
             self.step_up.verify(person.user, code)
         verdict = "Approve" if verb == "approve" else "Reject"
