@@ -333,6 +333,22 @@ def _forward(run: _Run, grant: Mapping[str, Any]) -> dict[str, Any] | None:
                           reason="ApiUnavailable") from None
 
 
+def _raise_if_spent(run: _Run, claims: tokens.CapabilityClaims) -> None:
+    """Replay when another pod already burnt this token. The executor's token is bound to the
+    grant's token Secret, which the operator deletes once that pod's run ended the grant: a
+    second pod with the same token then gets no executor token, and is a replay, not a grant
+    that cannot run. (Whether the marker can be read or not, the caller's refusal stands.)"""
+    if run.kube is None:
+        return
+    name = burn_marker(claims, run.settings, run.token_ref or "")["metadata"]["name"]
+    try:
+        found = run.kube.get_or_none(LEASES, run.settings.namespace, name)
+    except WingmanError:
+        return
+    if found is not None:
+        raise Replay(name)
+
+
 def _read_target(run: _Run, target: previews.Target) -> dict[str, Any] | None:
     """The live state of a previewed target, as the executor account (the one that will act
     on it: the gateway's own holds no rights in the target namespaces) reads it."""
@@ -410,8 +426,12 @@ def _execute(run: _Run) -> int:
     if executor.name == "kubernetes":
         # kubectl runs (and its targets are read) as the executor account: no token of it,
         # no execution, and the capability token stays unspent
-        run.executor_token = identity.request_token(
-            run.kube, s, str((grant.get("status") or {}).get("tokenSecretName") or ""))
+        try:
+            run.executor_token = identity.request_token(
+                run.kube, s, str((grant.get("status") or {}).get("tokenSecretName") or ""))
+        except GrantDenied:
+            _raise_if_spent(run, claims)
+            raise
         logs.never_log(run.executor_token.token)
         run.executor_kube = Kube.from_token(s.api_server, run.executor_token.token,
                                             s.serviceaccount_dir / "ca.crt")

@@ -21,7 +21,7 @@ import yaml
 from support.gateway import EXECUTOR, Env, gateway_env, make_grant, mint, settings_for
 from wingman.dev.cluster import LocalCluster
 from wingman.gateway import identity
-from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, run_gateway
+from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
 from wingman.kube import Kube
 
 pytestmark = pytest.mark.integration
@@ -172,3 +172,20 @@ def test_a_grant_whose_token_secret_is_gone_runs_nothing(env: Env) -> None:
     assert status["phase"] == "Failed" and status["reason"] == "ExecutorTokenUnavailable"
     assert env.leases() == [], "refused before the burn"
     assert env.replicas() == 1
+
+
+def test_a_second_pod_with_a_spent_token_is_a_replay_once_the_grant_ended(env: Env) -> None:
+    """The executor's token is bound to the grant's token Secret, which the operator deletes
+    when the first run ends the grant: a second pod with the same token gets no executor token,
+    and is told it is a replay (the token was spent), not that the grant cannot run."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g)
+    assert run_gateway(settings_for(env, g, token)) == EXIT_OK
+    env.cluster.kubectl("delete", "secret", env.grant(g.name)["status"]["tokenSecretName"],
+                        "-n", env.ns)  # what the operator does when the grant ends
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REPLAY
+    status = env.grant(g.name)["status"]
+    assert status["phase"] == "Succeeded", status
+    conds = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conds.get("ReplayDetected") == "True", status
+    assert env.replicas() == 2
