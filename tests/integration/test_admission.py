@@ -384,6 +384,19 @@ def test_operator_cannot_use_another_image(cluster: LocalCluster, test_release: 
     assert "gateway=ghcr.io/attacker/tool:1.0" in result.stderr
 
 
+def _gateway_pod_token(cluster: LocalCluster, ns: str, job: str) -> tuple[str, str]:
+    """The operator creates gateway Job ``job``; its pod's name and a gateway ServiceAccount
+    token bound to that pod (what the kubelet mounts into it)."""
+    created = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                            input=dump(job_manifest(job)))
+    assert created.returncode == 0, created.stderr
+    pod_name = _wait_for_pod(cluster, ns, job).split("/", 1)[1]
+    uid = cluster.kubectl("get", "pod", pod_name, "-n", ns, "-o",
+                          "jsonpath={.metadata.uid}").stdout
+    return pod_name, cluster.sa_token(ns, "wingman-gateway", expiration_seconds=600,
+                                      pod=(pod_name, uid))
+
+
 def _wait_for_pod(cluster: LocalCluster, ns: str, job: str, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -646,14 +659,7 @@ def test_a_gateway_pod_writes_only_its_own_grants_status_and_only_burn_markers(
         cluster.kubectl("patch", "eg", grant, "-n", ns, "--subresource=status", "--type=merge",
                         "-p", json.dumps({"status": {"phase": "TokenIssued",
                                                      "jobName": names.job_name(grant)}}))
-    job = names.job_name("mine")
-    created = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
-                            input=dump(job_manifest(job)))
-    assert created.returncode == 0, created.stderr
-    pod_name = _wait_for_pod(cluster, ns, job).split("/", 1)[1]
-    uid = cluster.kubectl("get", "pod", pod_name, "-n", ns, "-o",
-                          "jsonpath={.metadata.uid}").stdout
-    bound = cluster.sa_token(ns, "wingman-gateway", expiration_seconds=600, pod=(pod_name, uid))
+    pod_name, bound = _gateway_pod_token(cluster, ns, names.job_name("mine"))
     running = json.dumps({"status": {"phase": "Running"}})
 
     def patch(token: str, grant: str) -> Any:
@@ -685,15 +691,7 @@ def test_a_gateway_pod_gets_only_short_lived_executor_tokens_and_no_pod_runs_as_
     cluster: LocalCluster, test_release: Release,
 ) -> None:
     ns, target = test_release.namespace, test_release.target_namespace
-    job = names.job_name(f"tok-{_suffix()}")
-    created = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
-                            input=dump(job_manifest(job)))
-    assert created.returncode == 0, created.stderr
-    pod_name = _wait_for_pod(cluster, ns, job).split("/", 1)[1]
-    uid = cluster.kubectl("get", "pod", pod_name, "-n", ns, "-o",
-                          "jsonpath={.metadata.uid}").stdout
-    gateway = cluster.sa_token(ns, "wingman-gateway", expiration_seconds=600,
-                               pod=(pod_name, uid))
+    _, gateway = _gateway_pod_token(cluster, ns, names.job_name(f"tok-{_suffix()}"))
 
     def request(account: str, duration: str = "10m", token: str = gateway) -> Any:
         return _as_token(cluster, token, "create", "token", account, "-n", ns,
