@@ -228,7 +228,7 @@ def test_an_approved_restart_executes_once_and_shows_in_the_deployment(story: St
     assert st["auditRecordHash"].startswith("sha256:")
     assert story.restarted_at() is not None, "the Deployment was restarted"
     # the token is gone once the grant is final; its burn marker stays
-    assert st["tokenSecretName"].startswith("restart-web-1-token-")
+    assert st["tokenSecretName"].startswith("restart-web-1-gw-token-")
     wait_for("token Secret deleted", lambda: get(story.cluster, "secret", story.ns,
                                                 st["tokenSecretName"]) is None, 30)
     leases = json.loads(story.cluster.kubectl("get", "leases", "-n", story.ns, "-o", "json",

@@ -8,6 +8,7 @@ ServiceAccount token; the Job controller of the local control plane creates gate
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -687,15 +688,33 @@ def test_a_gateway_pod_writes_only_its_own_grants_status_and_only_burn_markers(
     assert squatter.returncode != 0 and "only burn markers" in squatter.stderr
 
 
+def _audiences(token: str) -> list[str]:
+    """The ``aud`` claim of a ServiceAccount token (a JWT; read, not verified)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    aud = claims["aud"]
+    return [aud] if isinstance(aud, str) else list(aud)
+
+
 def test_a_gateway_pod_gets_only_short_lived_executor_tokens_and_no_pod_runs_as_it(
     cluster: LocalCluster, test_release: Release,
 ) -> None:
     ns, target = test_release.namespace, test_release.target_namespace
-    _, gateway = _gateway_pod_token(cluster, ns, names.job_name(f"tok-{_suffix()}"))
+    grant = f"tok-{_suffix()}"
+    job = names.job_name(grant)
+    pod_name, gateway = _gateway_pod_token(cluster, ns, job)
+    # the grant's token Secret, as the operator names it (after the Job)
+    own = names.token_secret_name(job, uuid.uuid4().hex[:16])
+    cluster.kubectl("create", "secret", "generic", own, "-n", ns)
 
-    def request(account: str, duration: str = "10m", token: str = gateway) -> Any:
+    def request(account: str, duration: str = "10m", *, token: str = gateway,
+                bound: tuple[str, str] | None = ("Secret", own),
+                audiences: tuple[str, ...] = ()) -> Any:
+        args = [f"--bound-object-kind={bound[0]}", f"--bound-object-name={bound[1]}"] \
+            if bound else []
         return _as_token(cluster, token, "create", "token", account, "-n", ns,
-                         f"--duration={duration}")
+                         f"--duration={duration}", *args,
+                         *(f"--audience={a}" for a in audiences))
 
     issued = request("wingman-executor")
     assert issued.returncode == 0, issued.stderr
@@ -707,11 +726,51 @@ def test_a_gateway_pod_gets_only_short_lived_executor_tokens_and_no_pod_runs_as_
                            ("create", "leases"), ("create", "serviceaccounts/token")):
         cannot = _as_token(cluster, executor, "auth", "can-i", verb, resource, "-n", ns)
         assert cannot.stdout.strip() == "no", (verb, resource, cannot.stdout)
-    # a token bound to nothing lives at most the longest command deadline and a minute
+    # a token not bound to the pod lives at most the longest command deadline and a minute
     lasting = request("wingman-executor", "2h")
     assert lasting.returncode != 0
     assert "may request tokens only of ServiceAccount wingman-executor, expiring within " \
            "3660 s" in lasting.stderr, lasting.stderr
+    # ... and only as long as the pod's own grant's token Secret, named after the pod's Job:
+    # not bound to nothing, nor to another Secret of the namespace (another grant's, one named
+    # after the grant as earlier releases did), nor to anything else
+    nonce = uuid.uuid4().hex[:16]
+    others = {"nothing": None,
+              f"'v1/Secret' '{names.token_secret_name(names.job_name('other'), nonce)}'":
+                  ("Secret", names.token_secret_name(names.job_name("other"), nonce)),
+              f"'v1/Secret' '{grant}-token-{nonce}'": ("Secret", f"{grant}-token-{nonce}"),
+              f"'v1/Secret' '{job}-token-{nonce}x'": ("Secret", f"{job}-token-{nonce}x"),
+              f"'v1/Secret' '{job}-token-{nonce[:15]}g'": ("Secret",
+                                                         f"{job}-token-{nonce[:15]}g"),
+              f"'v1/Pod' '{pod_name}'": ("Pod", pod_name)}
+    for bound in others.values():
+        if bound is not None and bound[0] == "Secret":  # they exist: only admission refuses
+            cluster.kubectl("create", "secret", "generic", bound[1], "-n", ns)
+    for shown, bound in others.items():
+        stray = request("wingman-executor", bound=bound)
+        assert stray.returncode != 0, shown
+        message = " ".join(stray.stderr.split())
+        assert (f"gateway pod '{pod_name}' may request tokens of wingman-executor only bound "
+                f"to its own grant's token Secret (spec.boundObjectRef: apiVersion v1, kind "
+                f"Secret, name '{job}-token-<16 hex digits>'), so that the token dies with the "
+                f"grant; this request was bound to {shown}; ") in message, message
+        assert "create a new grant" in message, message
+    # ... and for the API server's own audiences only, those it fills in when none is asked
+    # for (what the gateway does): not for another service that trusts the cluster's issuer
+    api = _audiences(executor)
+    explicit = request("wingman-executor", audiences=tuple(api))
+    assert explicit.returncode == 0, explicit.stderr
+    for audiences in (("vault",), (*api, "sts.amazonaws.com")):
+        replayable = request("wingman-executor", audiences=audiences)
+        assert replayable.returncode != 0, audiences
+        message = " ".join(replayable.stderr.split())
+        assert (f"gateway pod '{pod_name}' may request tokens of wingman-executor only for the "
+                "API server's own audiences (leave spec.audiences unset; the chart value "
+                "admission.executorTokenAudiences lists them: "
+                "'https://kubernetes.default.svc.cluster.local', "
+                "'https://kubernetes.default.svc'); this request was for '"
+                + "', '".join(audiences) + "': if that is what the API server fills in") \
+            in message, message
     # only from a gateway pod: the gateway account's token not bound to a pod gets none
     loose = request("wingman-executor",
                     token=cluster.sa_token(ns, "wingman-gateway", expiration_seconds=600))
@@ -727,7 +786,8 @@ def test_a_gateway_pod_gets_only_short_lived_executor_tokens_and_no_pod_runs_as_
     assert "no pod may run as ServiceAccount 'wingman-executor'" in pod.stderr, pod.stderr
     # ... nor does anyone but the gateway request its tokens, whatever RBAC lets them do
     minted = cluster.kubectl("create", "token", "wingman-executor", "-n", ns,
-                             "--duration=10m", check=False)
+                             "--duration=10m", "--bound-object-kind=Secret",
+                             f"--bound-object-name={own}", check=False)
     assert minted.returncode != 0
     assert "only the gateway requests tokens of ServiceAccount 'wingman-executor'" \
         in minted.stderr, minted.stderr

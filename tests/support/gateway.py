@@ -226,7 +226,7 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
                   *(holder or (eg_name, env.grant(eg_name)["metadata"]["uid"])))
     # the token Secret the operator stores (the executor's token is bound to it); the gateway
     # reads its capability token from its own file here, so the Secret holds none
-    secret = f"{eg_name}-token-{uuid.uuid4().hex[:16]}"
+    secret = names.token_secret_name(names.job_name(eg_name), uuid.uuid4().hex[:16])
     env.cluster.kubectl("create", "secret", "generic", secret, "-n", env.ns)
     set_grant_status(env, eg_name, {"phase": "TokenIssued", "tokenSecretName": secret})
     env.cluster.kubectl("create", "-f", "-", input=json.dumps({

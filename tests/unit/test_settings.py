@@ -74,7 +74,7 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
     # runnable at once: the pod waits for its token because the Secret volume is required
     assert "suspend" not in job["spec"] and job["spec"]["backoffLimit"] == 0
     (token,) = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "token"]
-    assert token["secret"]["secretName"].startswith("g-token-")
+    assert token["secret"]["secretName"].startswith("g-gw-token-")  # after the Job: g-gw
     assert not token["secret"].get("optional")
     (container,) = job["spec"]["template"]["spec"]["containers"]
     env = _env(container, "wingman-test", {"WINGMAN_JOB_UID": "job-uid",

@@ -15,7 +15,14 @@ grant's token Secret (``status.tokenSecretName``, the Secret the gateway's pod m
 server accepts such a token only while that Secret exists, and the operator deletes it when
 the grant ends, so the token dies with the grant whatever is left of its expiration. (It cannot
 be bound to the gateway's pod: the API server binds a token to a pod only if the pod runs as
-that account, and no pod runs as the executor.) It is kept in memory only: the kubectl
+that account, and no pod runs as the executor.) The ``...-gateway-writes`` policy checks both:
+it lets a gateway pod ``<job>-<5 characters>`` bind executor tokens only to a Secret
+``<job>-token-<16 hex digits>`` (``names.token_secret_name``; a gateway Job of an earlier
+release, whose Secret is named after the grant, gets none), and the request asks for no
+audience, so the API server fills in its own (``--api-audiences``) before admission, which
+accepts only those listed in the chart value ``admission.executorTokenAudiences``: a token
+for another audience could be replayed against a service that trusts the cluster's issuer.
+It is kept in memory only: the kubectl
 executor writes it 0600 into its private temporary directory, and output is redacted of it. A
 token that cannot be obtained refuses the execution before the capability token is burnt
 (``ExecutorTokenUnavailable``), as does a grant whose status names no token Secret.
@@ -62,8 +69,9 @@ def token_expiration(settings: GatewaySettings) -> int:
 
 
 def token_request(settings: GatewaySettings, secret_name: str) -> dict[str, Any]:
-    """The TokenRequest body: the API server's own audience, bound to the grant's token Secret
-    ``secret_name`` (the token stops authenticating once that Secret is deleted)."""
+    """The TokenRequest body: no ``audiences`` (the API server fills in its own, the only ones
+    admission accepts), bound to the grant's token Secret ``secret_name`` (the token stops
+    authenticating once that Secret is deleted)."""
     return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
             "spec": {"expirationSeconds": token_expiration(settings),
                      "boundObjectRef": {"apiVersion": "v1", "kind": "Secret",
@@ -94,6 +102,7 @@ def request_token(kube: Kube, settings: GatewaySettings, secret_name: str) -> Ex
         why = exc.message
     raise GrantDenied(
         f"cannot obtain a token of the executor ServiceAccount {ns}/{account} ({why}); the "
-        "token was not spent and nothing was executed; check that the ServiceAccount exists "
-        "and that the gateway's Role lets it create serviceaccounts/token for it (see "
-        "docs/troubleshooting.md)", reason="ExecutorTokenUnavailable")
+        "token was not spent and nothing was executed; check that the ServiceAccount exists, "
+        "that the gateway's Role lets it create serviceaccounts/token for it, and what "
+        "admission said, if it refused the request (see docs/troubleshooting.md, "
+        "ExecutorTokenUnavailable)", reason="ExecutorTokenUnavailable")

@@ -3,7 +3,8 @@
 Names are deterministic (a function of the grant's name), so every create is idempotent and
 the gateway finds what the operator made; the one exception is the token Secret's, which has a
 random part nobody can guess, chosen when the gateway Job is made and recorded in the Job's
-pod template (the Job is made first, so a create of that Job is what makes the name known).
+pod template (the Job is made first, so a create of that Job is what makes the name known),
+after the Job's own name (which admission relates to the gateway pod).
 Pure: the standard library only.
 """
 
@@ -41,10 +42,16 @@ def legacy_secret_name(grant: str) -> str:
     return _bounded(grant, "-token")
 
 
-def token_secret_name(grant: str, nonce: str) -> str:
-    """The token Secret a new gateway Job mounts: ``<grant>-token-<nonce>``, where ``nonce``
-    is random (``secrets.token_hex(8)``), so the name is unknown until the Job exists."""
-    return _bounded(grant, f"-token-{nonce}")
+def token_secret_name(job: str, nonce: str) -> str:
+    """The token Secret a new gateway Job ``job`` mounts: ``<job>-token-<nonce>``, where
+    ``nonce`` is random (``secrets.token_hex(8)``), so the name is unknown until the Job exists.
+
+    It starts with the Job's name (not the grant's, as it did up to this release) so admission
+    can relate it to the gateway pod that binds executor tokens to it: the pod is
+    ``<job>-<5 characters>`` (:func:`job_name`), and the ``...-gateway-writes`` policy lets it
+    request executor tokens bound only to ``<job>-token-<16 hex digits>``. Job names are at
+    most 57 characters, so the name (at most 80) is never cut."""
+    return _bounded(job, f"-token-{nonce}", limit=253)
 
 
 def job_name(grant: str) -> str:

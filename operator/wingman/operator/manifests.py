@@ -5,9 +5,11 @@ an operator killed and restarted at any point finds what it made and adopts it. 
 Secret's name is the exception: it has a random part, chosen with the Job and read back from the
 Job the operator created or adopted, so nobody can plant a Secret under it before the Job exists.
 
-- token Secret ``<grant>-token-<random>`` (type ``wingman.dev/capability-token``, key
-  ``token``), owned by the grant; the name is the one the gateway Job's pod mounts (Jobs of
-  earlier releases mount ``<grant>-token``);
+- token Secret ``<job>-token-<random>`` (type ``wingman.dev/capability-token``, key
+  ``token``), owned by the grant; the name is the one the gateway Job's pod mounts, and starts
+  with the Job's name so admission can tell that a gateway pod binds executor tokens to its own
+  grant's Secret (Jobs of earlier releases mount ``<grant>-token-<random>`` or
+  ``<grant>-token``);
 - gateway Job ``<grant>-gw``, owned by the grant, created before the token (which carries its
   UID) and runnable: its pod mounts the token Secret, so the kubelet starts no container before
   the operator stores the token there; its pod runs ``wingman gateway`` as ServiceAccount
@@ -125,12 +127,14 @@ after."""
 
 
 def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: int, *,
-                secret_name: str | None = None) -> dict[str, Any]:
-    """The gateway Job for a grant; its pod mounts the token Secret ``secret_name`` (by default
-    a new name with a random part, ``names.token_secret_name``) and waits for it to exist."""
+                job: str | None = None, secret_name: str | None = None) -> dict[str, Any]:
+    """The gateway Job ``job`` (by default ``names.job_name``) for a grant; its pod mounts the
+    token Secret ``secret_name`` (by default a new name after the Job's with a random part,
+    ``names.token_secret_name``) and waits for it to exist."""
     name = grant["metadata"]["name"]
+    job = job or job_name(name)
     if secret_name is None:
-        secret_name = token_secret_name(name, secrets.token_hex(8))
+        secret_name = token_secret_name(job, secrets.token_hex(8))
     ns = grant["metadata"]["namespace"]
     labels = {**object_labels(settings, "gateway"), GRANT_LABEL: name, ROLE_LABEL: "gateway"}
     pod = settings.gateway_pod
@@ -190,7 +194,7 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(name), "namespace": ns, "labels": labels,
+        "metadata": {"name": job, "namespace": ns, "labels": labels,
                      "ownerReferences": [owner_reference(grant)]},
         "spec": {
             "backoffLimit": 0,

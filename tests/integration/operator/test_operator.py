@@ -257,7 +257,7 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     volumes = {v["name"]: v for v in pod["volumes"]}
     # the token Secret's name has a random part: nobody could have planted a Secret under it
     assert volumes["token"]["secret"]["secretName"] == eg["status"]["tokenSecretName"]
-    assert eg["status"]["tokenSecretName"].startswith("remove-legacy-1-token-")
+    assert eg["status"]["tokenSecretName"].startswith("remove-legacy-1-gw-token-")
     assert not any("hostPath" in v for v in pod["volumes"])
     # the approval records which grant its command went to, before the token was minted
     ar = get(env.cluster, "ar", env.ns, "remove-legacy")

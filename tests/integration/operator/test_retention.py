@@ -70,7 +70,7 @@ def test_finished_objects_are_retired_and_their_story_stays_in_the_audit_trail(
              on_timeout=op.log_tail)
     wait_for("its Job deleted", lambda: get(cluster, "job", ns, "done-1-gw") is None, 60)
     token_secret = manifests.job_token_secret(job)
-    assert token_secret is not None and token_secret.startswith("done-1-token-")
+    assert token_secret is not None and token_secret.startswith("done-1-gw-token-")
     assert get(cluster, "secret", ns, token_secret) is None
     # the approval is still usable (not final), so it stays until it is rejected or expires
     assert get(cluster, "ar", ns, "done") is not None

@@ -1084,6 +1084,31 @@ def test_a_release_namespace_kubernetes_refuses_fails_with_instructions(namespac
         result.stderr), result.stderr
 
 
+def _writes_variables(values: dict[str, Any]) -> dict[str, str]:
+    objs = render("test", {**RENDER_VALUES, **values}, namespace=NS)
+    (writes,) = [p for p in find(objs, "ValidatingAdmissionPolicy")
+                 if p["metadata"]["name"] == f"wingman-{NS}-gateway-writes"]
+    return {v["name"]: v["expression"] for v in writes["spec"]["variables"]}
+
+
+def test_executor_tokens_are_admitted_only_for_the_configured_api_audiences() -> None:
+    """The API server fills in its own audiences before admission; the gateway-writes policy
+    compares them with admission.executorTokenAudiences, a CEL list literal of exactly those."""
+    default = _writes_variables({})["apiAudiences"]
+    assert json.loads(default) == ["https://kubernetes.default.svc.cluster.local",
+                                   "https://kubernetes.default.svc"]
+    gke = "https://container.googleapis.com/v1/projects/p/locations/l/clusters/c"
+    own = _writes_variables({"admission.executorTokenAudiences": [gke]})["apiAudiences"]
+    assert json.loads(own) == [gke]
+    # none at all (every executor token refused), or one that would break out of the literal
+    for bad in ([], ["a'b"], ['a"b'], ["a b"], [""]):
+        result = helm(*template_args("test", {**RENDER_VALUES,
+                                              "admission.executorTokenAudiences": bad},
+                                     namespace=NS), check=False)
+        assert result.returncode != 0, bad
+        assert "executorTokenAudiences" in result.stderr, result.stderr
+
+
 def test_anonymous_requests_may_never_create_gateway_pods() -> None:
     result = helm(*template_args("test", {"admission.gatewayPodCreators": ["system:anonymous"]},
                                  namespace=NS), check=False)

@@ -38,11 +38,11 @@ def test_the_token_lives_the_api_minimum_unless_the_command_needs_longer(
 ) -> None:
     settings = _settings(WINGMAN_EXEC_TIMEOUT_SECONDS=timeout)
     assert identity.token_expiration(settings) == expiration
-    assert identity.token_request(settings, "grant-1-token-0123456789abcdef") == {
+    assert identity.token_request(settings, "grant-1-gw-token-0123456789abcdef") == {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
         "spec": {"expirationSeconds": expiration,
                  "boundObjectRef": {"apiVersion": "v1", "kind": "Secret",
-                                    "name": "grant-1-token-0123456789abcdef"}}}
+                                    "name": "grant-1-gw-token-0123456789abcdef"}}}
     assert expiration <= identity.MAX_EXPIRATION_SECONDS
 
 

@@ -50,25 +50,36 @@ def test_shortened_names_of_dotted_grants_are_valid_names(grant: str) -> None:
     and only at the Secret's create, after the command is used up)."""
     subdomain = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
     for name in (names.job_name(grant), names.legacy_secret_name(grant),
-                 names.token_secret_name(grant, "0123456789abcdef"),
                  names.preview_job_name(grant), names.rollback_grant_name(grant)):
         assert subdomain.fullmatch(name) and len(name) <= 63, name
+    # a Secret's name may be as long as a subdomain (253): the Job's (57 at most) is kept whole
+    secret = names.token_secret_name(names.job_name(grant), "0123456789abcdef")
+    assert subdomain.fullmatch(secret) and len(secret) <= 80, secret
+    assert secret == f"{names.job_name(grant)}-token-0123456789abcdef"
 
 
 @pytest.mark.parametrize("grant", ["g", "a" * 40, "b" * 63, "x-" * 31 + "y", *DOTTED])
 def test_a_token_secret_name_cannot_be_known_before_its_job_exists(grant: str) -> None:
     """Each gateway Job gets a token Secret name of its own with 64 random bits, so nobody can
-    plant a Secret under it in advance; the operator reads it back from the Job."""
+    plant a Secret under it in advance; the operator reads it back from the Job. It is exactly
+    what the ...-gateway-writes admission policy lets the Job's pod (``<job>-<5 characters>``)
+    bind executor tokens to: the Job's name, ``-token-`` and 16 hex digits."""
     meta = {"metadata": {"name": grant, "namespace": "n", "uid": "u"}}
     settings = OperatorSettings.from_env({})
-    seen = {manifests.job_token_secret(manifests.gateway_job(meta, settings, 300))
-            for _ in range(50)}
+    jobs = [manifests.gateway_job(meta, settings, 300) for _ in range(50)]
+    seen = {manifests.job_token_secret(job) for job in jobs}
     assert len(seen) == 50 and None not in seen
+    job = names.job_name(grant)
+    assert {j["metadata"]["name"] for j in jobs} == {job}
     for name in seen:
-        assert name is not None and len(name) <= 63, name
+        assert name is not None and len(name) <= 80, name
         assert all(DNS_LABEL.fullmatch(label) for label in name.split(".")), name
         assert name != names.legacy_secret_name(grant)
-        assert re.search(r"-token-[0-9a-f]{16}$", name), name
+        assert re.fullmatch(re.escape(job) + r"-token-[0-9a-f]{16}", name), name
+    # the Job name a grant was issued with (status.jobName) names its Secret too
+    issued = manifests.gateway_job(meta, settings, 300, job="issued-gw")
+    assert issued["metadata"]["name"] == "issued-gw"
+    assert re.fullmatch(r"issued-gw-token-[0-9a-f]{16}", str(manifests.job_token_secret(issued)))
     chosen = manifests.gateway_job(meta, settings, 300, secret_name="g-token-chosen")
     assert manifests.job_token_secret(chosen) == "g-token-chosen"
     # a Job an earlier release made mounts <grant>-token: that is the name read back

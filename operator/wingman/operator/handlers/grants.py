@@ -28,15 +28,19 @@ resourceVersion that was read, so the flow can be killed at any point and run ag
 restarted operator adopts the Job and the Secret it finds and never makes another token, nor
 a second Job beside the first (a Pending grant's Job that ended before its token was issued,
 by its deadline or an evicted pod, is deleted and made again; one a token was stored for is
-not). The token Secret's name is the one the Job's pod mounts: chosen at random with the Job
-(``names.token_secret_name``) and read back from the Job created or adopted, so no Secret can
-be planted under it before the Job exists, and nothing needs reading before the command is
-claimed. The grant's token Secrets are looked for (one list, by label) only when an earlier
-run had claimed the command (a crash or a retry after the claim, a status reset to Pending):
-a token of this grant in place for this Job is adopted when it is the one the operator makes
-for it, and one stored for an earlier Job refuses the grant. A TokenIssued grant's Secret is
-read by name. Jobs of earlier releases mount ``<grant>-token``, a predictable name, which is
-read before the claim as those releases did.
+not). The token Secret's name is the one the Job's pod mounts: the Job's name and a random
+part chosen with the Job (``names.token_secret_name``; admission lets a gateway pod bind
+executor tokens only to such a name after its own Job), read back from the Job created or
+adopted, so no Secret can be planted under it before the Job exists, and nothing needs reading
+before the command is claimed. The grant's token Secrets are looked for (one list, by label)
+only when an earlier run had claimed the command (a crash or a retry after the claim, a status
+reset to Pending): a token of this grant in place for this Job is adopted when it is the one
+the operator makes for it, and one stored for an earlier Job refuses the grant. A TokenIssued
+grant's Secret is read by name. Jobs of earlier releases mount ``<grant>-token``, a
+predictable name, which is read before the claim as those releases did, or
+``<grant>-token-<random>``; their grants are still issued, but admission refuses their
+gateways an executor token (bound to a Secret not named after the Job), so a kubectl command
+of theirs fails closed, its token unspent (``ExecutorTokenUnavailable``).
 
 Round trips on the way to a released gateway: create the Job, claim the command on the approval,
 then write the status and create the Secret together (four requests, three round trips). A claim
@@ -377,9 +381,8 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
                          "new grant")
             raise _Stop
     if job is None:
-        job_body = manifests.gateway_job(dict(grant), ctx.settings, max(ttl, 30))
         # the name the grant was issued with (earlier releases let long Job names reach 63)
-        job_body["metadata"]["name"] = name
+        job_body = manifests.gateway_job(dict(grant), ctx.settings, max(ttl, 30), job=name)
         ctx.check_leading()
         job, _ = await ctx.call(create_or_adopt, ctx.kube, JOBS, ns, job_body)
     crashpoint(ctx, "job-created")
