@@ -122,20 +122,31 @@ def test_without_an_executor_token_nothing_runs_and_the_token_stays_unspent(
     assert token not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["token", "kubeconfig"])
-def test_a_command_naming_a_relative_file_never_reads_the_executor_credentials(
-    env: Env, name: str,
+@pytest.mark.parametrize("flag", ["--from-file", "--from_file", "-o go-template-file"])
+def test_a_command_naming_a_file_of_the_gateway_pod_is_refused_before_anything_runs(
+    env: Env, flag: str,
 ) -> None:
-    # `*` never matches a '/', so a relative name is all an allowlist wildcard can give; had
-    # kubectl started beside its token, this would copy it into a ConfigMap (here printed)
-    command = (f"kubectl create configmap leak --from-file={name} --dry-run=client -o json "
-               f"-n {env.target}")
-    _allow(env, command)
+    # kubectl starts in an empty directory, so a relative name (--from-file=token) finds
+    # nothing; an absolute one reaches the pod's files, the gateway's own mounted token here.
+    # The command rules refuse every such flag (LocalFile) before the token is spent.
+    gateway_token = env.sa_dir / "token"
+    assert gateway_token.is_absolute() and gateway_token.read_text()
+    if flag.startswith("-o"):
+        command = f"kubectl get deployment web {flag}={gateway_token} -n {env.target}"
+    else:
+        command = (f"kubectl create configmap leak {flag}={gateway_token} --dry-run=client "
+                   f"-o json -n {env.target}")
     g = make_grant(env, command)
-    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_OK
+    token = mint(env, g)
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
     status = env.grant(g.name)["status"]
-    assert status["phase"] == "Failed" and status["exitCode"] != 0, status
-    assert f"error reading {name}: no such file or directory" in status["output"], status
+    assert status["phase"] == "Failed" and status["reason"] == "ScopeViolation", status
+    assert "gateway pod" in status["message"] and "output" not in status, status
+    assert gateway_token.read_text().strip() not in json.dumps(status)
+    assert env.leases() == [], "refused before the burn"
+    [record] = env.audit_records()
+    assert record["data"]["reason"] == "ScopeViolation"
+    assert record["data"]["detail"] == "LocalFile"
 
 
 def test_the_executor_token_dies_with_the_grants_token_secret(env: Env) -> None:

@@ -516,6 +516,7 @@ def test_an_ordinary_pod_is_kept_as_it_is() -> None:
     "kubectl get secret db --template={{.data.password}}",
     "kubectl get configmaps,secrets -o custom-columns=DATA:.data",
     "kubectl get Secrets.v1. -n apps --output jsonpath-as-json={.items}",
+    # refused before it runs (LocalFile); redaction withholds it all the same, in depth
     "kubectl get -f manifests.yaml -o go-template-file=t.tmpl",
     "kubectl create secret generic db --from-literal=a=b --dry-run=client -o jsonpath={.data}",
 ])
