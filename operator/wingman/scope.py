@@ -491,10 +491,11 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
                 subcommand_next = False
                 if whole and arg not in _CREATE_SUBCOMMANDS:
                     raise ScopeViolation(
-                        f"argument {index + 1} follows create but is not one of its "
-                        "subcommands, so kubectl would look for a plugin program "
-                        "(kubectl-create-...) and run it; Wingman never runs such a command: "
-                        "write a built-in subcommand (kubectl create --help lists them)",
+                        f"argument {index + 1}, the first word after create that is not a "
+                        "flag, is not one of create's subcommands, so kubectl may look for a "
+                        "plugin program (kubectl-create-...) and run it; Wingman never runs "
+                        "such a command: write a built-in subcommand right after create "
+                        "(kubectl create --help lists them), its flags after it",
                         reason="UnknownVerb",
                     )
         if verb == "apply" and arg == "edit-last-applied" and whole:
