@@ -211,10 +211,13 @@ def test_source_is_bounded_and_its_trust_is_an_enum(cluster: LocalCluster, ns: s
 # --------------------------------------------------------------------------- CEL: text people read
 
 PROSE = ("must not contain control characters (tab and newline are allowed, a carriage return "
-         "is not), the separators U+2028 and U+2029, or the bidirectional overrides and isolates")
-ONE_LINE = "must be one line without control characters (tab and newline included)"
+         "is not), the separators U+2028 and U+2029, the bidirectional overrides and isolates "
+         "U+202A-U+202E and U+2066-U+2069, or invisible characters (zero-width space U+200B")
+ONE_LINE = ("must be one line without control characters (tab and newline included), the "
+            "separators U+2028 and U+2029, bidirectional controls")
 COMMAND = "must be one line of words separated by spaces, without tabs, newlines"
-DECISION = "a decision's by (a user name: one line) or reason (tab and newline are allowed there"
+DECISION = ("a decision's by (a user name: one line, no bidirectional mark, joiner or variation "
+            "selector either) or reason (tab and newline are allowed there")
 REFUSED_TEXT: dict[str, tuple[dict[str, Any], str]] = {
     "instruction-bidi": ({"instruction": "Restart \u202eyrtne-esrever"},
                          f"spec.instruction: Invalid value: \"string\": {PROSE}"),
@@ -243,6 +246,35 @@ REFUSED_TEXT: dict[str, tuple[dict[str, Any], str]] = {
                              f"spec.decisions: Invalid value: \"array\": {DECISION}"),
     "decision-by-tab": ({"decisions": [{"verdict": "Approve", "by": "bo\tb"}]},
                         f"spec.decisions: Invalid value: \"array\": {DECISION}"),
+    # invisible characters: a name that looks like another, text an approver cannot see
+    "requester-zero-width-space": ({"requester": "al\u200bice"},
+                                   f"spec.requester: Invalid value: \"string\": {ONE_LINE}"),
+    "requester-zwj": ({"requester": "alice\u200d"}, "spec.requester: Invalid value"),
+    "requester-rlm": ({"requester": "alice\u200f"}, "spec.requester: Invalid value"),
+    "command-word-joiner": ({"commands": ["kubectl get\u2060pods"]},
+                            f"spec.commands[0]: Invalid value: \"string\": {COMMAND}"),
+    "command-bom": ({"commands": ["\ufeffkubectl get pods"]}, "spec.commands[0]: Invalid"),
+    "rollback-soft-hyphen": ({"commands": ["kubectl get pods"], "rollbacks": [
+        {"command": "kubectl get pods", "rollback": "kubectl get po\xadds"}]},
+                             "spec.rollbacks[0].rollback: Invalid"),
+    "source-reference-variation-selector": ({"source": {"reference": "OPS-7\ufe0f"}},
+                                            "spec.source.reference: Invalid"),
+    "source-model-tag": ({"source": {"model": "model-1\U000e0001"}},
+                         "spec.source.model: Invalid"),
+    "instruction-tags": ({"instruction": "Restart web\U000e0061\U000e0070\U000e0070"},
+                         f"spec.instruction: Invalid value: \"string\": {PROSE}"),
+    "instruction-zero-width-space": ({"instruction": "Restart we\u200bb"},
+                                     "spec.instruction: Invalid"),
+    "justification-invisible-times": ({"justification": "a\u2062b"},
+                                      "spec.justification: Invalid"),
+    "justification-hangul-filler": ({"justification": "why \u3164"},
+                                    "spec.justification: Invalid"),
+    "source-excerpt-bom": ({"source": {"excerpt": "quoted\ufeff"}}, "spec.source.excerpt: Invalid"),
+    "decision-reason-tag": ({"decisions": [{"verdict": "Approve", "by": "bob",
+                                             "reason": "fine\U000e0041"}]},
+                            f"spec.decisions: Invalid value: \"array\": {DECISION}"),
+    "decision-by-zero-width": ({"decisions": [{"verdict": "Approve", "by": "b\u200cob"}]},
+                               f"spec.decisions: Invalid value: \"array\": {DECISION}"),
     "duplicate-commands": ({"commands": ["kubectl get pods", "kubectl get nodes",
                                          "kubectl get pods"]},
                            "spec.commands: Invalid value: \"array\": a command appears more "
@@ -268,6 +300,10 @@ def test_grant_text_that_hides_what_approvers_read_is_refused(
     for spec, message in (({"command": "kubectl get pods\n-n apps"},
                            f"spec.command: Invalid value: \"string\": {COMMAND}"),
                           ({"requester": "alice\u202e"},
+                           f"spec.requester: Invalid value: \"string\": {ONE_LINE}"),
+                          ({"command": "kubectl get\u200bpods"},
+                           f"spec.command: Invalid value: \"string\": {COMMAND}"),
+                          ({"requester": "ali\u034fce"},
                            f"spec.requester: Invalid value: \"string\": {ONE_LINE}")):
         result = cluster.kubectl("create", "-n", ns, "-f", "-", check=False,
                                  input=json.dumps(_grant("hostile-eg", **spec)))
@@ -277,11 +313,16 @@ def test_grant_text_that_hides_what_approvers_read_is_refused(
 
 ORDINARY: dict[str, Any] = {
     "instruction": "Redémarrer le frontend 🚀 — перезапуск, 重启, שלום\n\tthen check it",
-    "justification": "The certificate rotated at 09:00.\nThe pods still serve the old one.\n",
+    # what writing needs stays in prose: a Persian ZWNJ, a Hebrew RLM, an Arabic ALM, emoji
+    # joined by a ZWJ and with a variation selector, an ideographic variation sequence
+    "justification": ("The certificate rotated at 09:00.\nThe pods still serve the old one.\n"
+                      "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 "
+                      "\u05d4\u05e4\u05e2\u05dc kubectl\u200f. "
+                      "2\u061c-3 \U0001f469\u200d\U0001f4bb \u2764\ufe0f \u845b\U000e0100"),
     "source": {"reference": "https://tickets.example/OPS-7?lang=fr", "agent": "ops-bot ü",
                "model": "model-1", "excerpt": "Issue comment:\n> please restart\n\t(urgent)"},
     "decisions": [{"verdict": "Approve", "by": "bob@example.com",
-                   "reason": "Vérifié.\nLooks fine 👍"}],
+                   "reason": "Vérifié.\nLooks fine 👍 \u05e1\u05d1\u05d9\u05e8\u200f."}],
 }
 
 
@@ -352,7 +393,8 @@ def test_objects_stored_before_the_rules_keep_working(
         _create(cluster, ns, approval_request(
             "legacy", requester=WORKER, environment="prd", instruction="Old \u202etext",
             commands=["kubectl get pods", "kubectl get pods"],
-            decisions=[{"verdict": "Approve", "by": "bob", "reason": "ok\x1b[2J"}]))
+            justification="Old\u200b text\U000e0041", source={"reference": "OPS\u200d7"},
+            decisions=[{"verdict": "Approve", "by": "b\u200cob", "reason": "ok\x1b[2J\u2060"}]))
     finally:
         cluster.apply_crds(crds)
     _until(lambda: _refuses_bidi(cluster, ns), "the CRD's rules never took effect")
@@ -364,12 +406,16 @@ def test_objects_stored_before_the_rules_keep_working(
                                                  "value": {"verdict": "Reject", "by": "erin",
                                                            "reason": "no \u2067"}}])
     assert hostile.returncode != 0 and DECISION in " ".join(hostile.stderr.split())
+    invisible = _patch(cluster, ns, "ar/legacy", [{"op": "add", "path": "/spec/decisions/-",
+                                                   "value": {"verdict": "Reject", "by": "erin",
+                                                             "reason": "no\u200b"}}])
+    assert invisible.returncode != 0 and DECISION in " ".join(invisible.stderr.split())
     status = _patch(cluster, ns, "ar/legacy", [{"op": "add", "path": "/status",
                                                 "value": {"phase": "Rejected"}}],
                     subresource="status")
     assert status.returncode == 0, status.stderr
     assert [d["by"] for d in _get(cluster, ns, "ar/legacy")["spec"]["decisions"]] == \
-        ["bob", "carol"]
+        ["b\u200cob", "carol"]
 
 
 # --------------------------------------------------------------------------- CEL: decisions

@@ -162,7 +162,8 @@ def build_grant(*, request_name: str, namespace: str, command: str, requester: s
 
 def check_texts(spec: Mapping[str, Any]) -> None:
     """Refuse, before any call, what the CRD refuses in an ApprovalRequest's ``spec``: control
-    characters and bidirectional overrides (``wingman.model.text``), naming the field."""
+    characters, bidirectional overrides and invisible characters (``wingman.model.text``),
+    naming the field."""
     fields: list[tuple[str, object, bool]] = [
         ("spec.requester", spec.get("requester"), True),
         ("spec.instruction", spec.get("instruction"), False),

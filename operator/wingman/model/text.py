@@ -1,30 +1,57 @@
 """The characters the CRDs refuse in the text people and agents write into a spec.
 
 Approvers read what a worker or another approver wrote (instructions, justifications,
-commands, reasons, user names) in chat and in ``kubectl`` output, where a control character
-or a bidirectional override can hide or reorder what is shown. The CRDs (``crds/``) refuse
-such text at the API server, with CEL rules, for every client; the client refuses the same
-before it calls, naming the character and where it is. Two classes, one per kind of field:
+commands, reasons, user names) in chat and in ``kubectl`` output, where a control character,
+a bidirectional override or an invisible character can hide or reorder what is shown, or make
+two different strings look the same (``alice`` and ``al\\u200bice``). The CRDs (``crds/``)
+refuse such text at the API server, with CEL rules, for every client; the client refuses the
+same before it calls, naming the character and where it is. Two classes, one per kind of field:
 
-- prose (``spec.instruction``, ``spec.justification``, ``spec.source.excerpt``,
-  ``spec.decisions[].reason``): C0 controls except tab and newline (a carriage return is
-  refused), DEL, C1, the separators U+2028 and U+2029, and the bidirectional overrides and
-  isolates U+202A-U+202E and U+2066-U+2069;
 - one line (commands, rollbacks, user names, ``spec.source`` reference, agent and model):
-  the same, tab and newline included.
+  C0 controls (tab and newline too), DEL, C1, the separators U+2028 and U+2029, every
+  bidirectional control (the overrides and isolates U+202A-U+202E and U+2066-U+2069, the marks
+  U+200E, U+200F and U+061C), Unicode's default-ignorable code points (zero-width space,
+  joiners, word joiner, BOM, soft hyphen, invisible operators, Hangul fillers, variation
+  selectors, tags: what a renderer shows as nothing) and the interlinear annotation controls
+  U+FFF9-U+FFFB. An identifier is text people compare by eye: nothing in it may be invisible
+  (as in Unicode's identifier profile, UTS #39).
+- prose (``spec.instruction``, ``spec.justification``, ``spec.source.excerpt``,
+  ``spec.decisions[].reason``): the same except tab and newline and what writing needs
+  (``PROSE_KEPT``): the joiners U+200C and U+200D (Persian, Indic scripts, emoji sequences),
+  the bidirectional marks U+200E, U+200F and U+061C (punctuation and numbers in Arabic and
+  Hebrew text; a mark cannot reorder words, an override can) and the variation selectors
+  (emoji presentation, ideographic variants, Mongolian). Tags (U+E0000-U+E007F: an invisible
+  copy of ASCII that a model reads and a person does not) are refused there too.
 
-``tests/unit/model/test_text.py`` checks these classes are exactly the CRDs' rules.
-Pure: the standard library only.
+``tests/unit/model/test_text.py`` checks these classes are exactly the CRDs' rules, code
+point by code point. Pure: the standard library only.
 """
 
 from __future__ import annotations
 
 import re
 
-#: What prose may not contain (the CRDs' rule for instruction, justification, excerpt, reason).
-PROSE_REFUSED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-#: What a one-line field (a command, a user name) may not contain: the same, tab and newline too.
-LINE_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 16): characters
+#: a renderer shows as nothing. The bidirectional controls U+202A-U+202E, U+2066-U+2069,
+#: U+200E, U+200F and U+061C are among them.
+_IGNORABLE = ("\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+              "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+              "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff")
+#: What renders as nothing (``_IGNORABLE``): removed before text is matched against patterns
+#: (``wingman.review.injection``), so a joiner prose keeps cannot split a phrase it looks for.
+IGNORABLE = re.compile(f"[{_IGNORABLE}]")
+#: Ignorable in a one-line field, kept in prose: joiners, bidirectional marks, variation
+#: selectors (the Mongolian ones, the basic ones and the ideographic supplement).
+PROSE_KEPT = re.compile("[\u061c\u180b-\u180d\u180f\u200c-\u200f\ufe00-\ufe0f"
+                        "\U000e0100-\U000e01ef]")
+#: What a one-line field (a command, a user name) may not contain.
+LINE_REFUSED = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufff9-\ufffb{_IGNORABLE}]")
+#: What prose may not contain (the CRDs' rule for instruction, justification, excerpt, reason):
+#: the one-line class without tab, newline and ``PROSE_KEPT``.
+PROSE_REFUSED = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u034f\u115f\u1160\u17b4\u17b5\u180e\u200b\u2028-\u202e"
+    "\u2060-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e00ff\U000e01f0-\U000e0fff]")
 
 
 def _what(code: int) -> str:
@@ -32,8 +59,14 @@ def _what(code: int) -> str:
         return "the line separator"
     if code == 0x2029:
         return "the paragraph separator"
-    if code > 0x9F:
+    if 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
         return "the bidirectional control"
+    if code in (0x200E, 0x200F, 0x061C):
+        return "the bidirectional mark"
+    if 0xE0000 <= code <= 0xE007F:
+        return "the invisible tag character"
+    if code > 0x9F:
+        return "the invisible character"
     return "the control character"
 
 
@@ -46,9 +79,13 @@ def refusal(field: str, value: str, *, one_line: bool) -> str | None:
     where = f"{field} contains {_what(code)} U+{code:04X} at index {found.start()}"
     if one_line:
         return (f"{where}; it must be one line without tabs, newlines, other control "
-                "characters, U+2028, U+2029 or bidirectional overrides and isolates (they can "
-                "hide or reorder what approvers read): remove it")
-    return (f"{where}; tab and newline are allowed, but other control characters (a carriage "
-            "return too), U+2028, U+2029 and bidirectional overrides and isolates can hide or "
-            "reorder what approvers read: remove it (to mention one, write it escaped, "
-            "e.g. \\u202e)")
+                "characters, U+2028, U+2029, bidirectional controls or invisible characters "
+                "(zero-width spaces and joiners, soft hyphens, variation selectors, tags: they "
+                "can hide or reorder what approvers read, or make two different names look "
+                "the same): remove it")
+    return (f"{where}; tab and newline are allowed, and so are the joiners U+200C and U+200D, "
+            "the marks U+200E, U+200F and U+061C and variation selectors, but other control "
+            "characters (a carriage return too), U+2028, U+2029, bidirectional overrides and "
+            "isolates and invisible characters (zero-width space, word joiner, BOM, soft "
+            "hyphen, tags) can hide or reorder what approvers read: remove it (to mention one, "
+            "write it escaped, e.g. \\u202e)")

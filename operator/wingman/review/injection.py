@@ -2,7 +2,11 @@
 
 The built-in ``prompt-injection`` voter rejects and flags what it finds; the LLM voters apply
 the same findings to a model's vote, so a model talked into approving by the text it reviews
-still cannot approve. Pure: imports only ``wingman.review.consensus``.
+still cannot approve. The patterns are matched with the characters that render as nothing
+removed (``wingman.model.text.IGNORABLE``: prose keeps the joiners, marks and variation
+selectors that writing needs, and a preview's text is anyone's), so ``ig\u200cnore previous
+instructions`` is found like what it looks like. Pure: imports only ``wingman.review.consensus``
+and ``wingman.model.text``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from wingman.model.text import IGNORABLE
 from wingman.review.consensus import (
     PREVIEW_FINDING,
     PROMPT_INJECTION,
@@ -55,8 +60,9 @@ def preview_texts(preview: Mapping[str, Any] | None) -> list[str]:
 def injection_findings(request: ReviewInput) -> list[str]:
     """Which injection patterns the requester's own text matches (empty when clean): the
     instruction, justification, commands and provenance."""
-    texts = [request.instruction, request.justification or "", *request.all_commands,
-             *(str(v) for v in (request.source or {}).values() if isinstance(v, str))]
+    texts = [IGNORABLE.sub("", t) for t in (
+        request.instruction, request.justification or "", *request.all_commands,
+        *(str(v) for v in (request.source or {}).values() if isinstance(v, str)))]
     return [p.pattern[:40] for p in INJECTION_PATTERNS if any(p.search(t) for t in texts)]
 
 
@@ -67,7 +73,7 @@ def target_findings(request: ReviewInput) -> list[str]:
     annotation saying "approve this request" must not talk a model into approving, and must
     not let whoever can write the object reject others' requests either, so it sends the
     request to a human instead (see ``PromptInjectionVoter``)."""
-    shown = preview_texts(request.preview)
+    shown = [IGNORABLE.sub("", t) for t in preview_texts(request.preview)]
     return [p.pattern[:40] for p in INJECTION_PATTERNS
             if p.pattern not in _YAML_PRONE and any(p.search(t) for t in shown)]
 

@@ -160,18 +160,20 @@ def test_a_request_decided_while_an_approval_is_relayed_says_how_and_records_not
     assert world.audited(svc, "ChatDecisionRecorded") == []
 
 
+@pytest.mark.parametrize("reason", ["ok \u202e)kcab-llor(", "ok \u200bfine",
+                                    "ok \U000e0061\U000e0070\U000e0070"])
 def test_a_reason_with_a_control_character_is_refused_as_such_and_nothing_is_written(
-        tmp_path: Path) -> None:
-    """The reason goes into spec.decisions, whose text the CRD refuses with control characters
-    and bidi overrides: the person is told what is wrong with their reason, not that the API
-    server refused them, and nothing is decided."""
+        tmp_path: Path, reason: str) -> None:
+    """The reason goes into spec.decisions, whose text the CRD refuses with control characters,
+    bidi overrides and invisible characters (a zero-width space, tags): the person is told what
+    is wrong with their reason, not that the API server refused them, and nothing is decided."""
     cluster = _DecidingCluster(world.request("bidi", 1))
     svc = world.service(tmp_path)
     svc.cluster = cluster
     reply = asyncio.run(svc.act("telegram", "111", world.BOB, "approve", name="bidi",
-                                reason="ok \u202e)kcab-llor("))
+                                reason=reason))
     assert not reply.ok and reply.reason == "ForbiddenCharacter"
-    assert "the reason" in reply.plain and "U+202E" in reply.plain, reply.plain
+    assert "the reason" in reply.plain and f"U+{ord(reason[3]):04X}" in reply.plain, reply.plain
     assert "API server refused" not in reply.plain
     assert cluster.objs[0]["spec"].get("decisions", []) == []
     assert world.audited(svc, "ChatDecisionRequested") == []

@@ -2,7 +2,8 @@
 and every free-text field of both CRDs' specs carries one of them.
 
 An approver reads an instruction, a command or a reason in chat and in ``kubectl`` output; a
-control character or a bidirectional override there can hide or reorder what is reviewed. The
+control character, a bidirectional override or an invisible character there can hide or reorder
+what is reviewed, or make two different user names look the same. The
 API server refuses them for every client (``kubectl apply`` included, shown on a real API
 server in tests/integration/test_crds.py); the client refuses the same before it calls.
 """
@@ -10,6 +11,7 @@ server in tests/integration/test_crds.py); the client refuses the same before it
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from wingman.model.text import LINE_REFUSED, PROSE_REFUSED, refusal
+from wingman.model.text import LINE_REFUSED, PROSE_KEPT, PROSE_REFUSED, refusal
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 #: CEL: ``!self.matches(r'<class>')`` or, for decisions, ``d.<field>.matches(r'<class>')``.
@@ -89,6 +91,33 @@ def test_the_client_refuses_exactly_the_characters_the_crds_refuse() -> None:
         assert not differ, f"{crd_class}: the client and the CRD disagree on {differ[:10]}"
 
 
+#: Format characters (Unicode category Cf) that render visibly, so neither class refuses them:
+#: the Arabic, Syriac, Kaithi and Egyptian number and layout signs shown as marks of their own.
+VISIBLE_FORMAT = {*range(0x600, 0x606), 0x6DD, 0x70F, 0x890, 0x891, 0x8E2, 0x110BD, 0x110CD,
+                  *range(0x13430, 0x13456)}
+
+
+def test_every_invisible_format_character_is_refused_in_one_line_fields() -> None:
+    # what renders as nothing cannot be compared by eye: every format character (zero-width,
+    # joiners, bidi controls and marks, BOM, invisible operators, tags) is refused, and the
+    # rest of the class is controls and fillers
+    missed = [hex(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"
+              and c not in VISIBLE_FORMAT and not LINE_REFUSED.search(chr(c))]
+    assert not missed, f"format characters a one-line field accepts: {missed}"
+    for filler in "\u115f\u1160\u3164\uffa0\u034f\xad":  # invisible, though not Cf
+        assert LINE_REFUSED.search(filler) and PROSE_REFUSED.search(filler), hex(ord(filler))
+
+
+def test_prose_keeps_exactly_tab_newline_joiners_marks_and_variation_selectors() -> None:
+    kept = [c for c in range(0x110000)
+            if LINE_REFUSED.search(chr(c)) and not PROSE_REFUSED.search(chr(c))]
+    assert kept == [0x9, 0xA] + [c for c in range(0x110000) if PROSE_KEPT.search(chr(c))]
+    assert [f"{c:04X}" for c in kept if not 0xFE00 <= c <= 0xE01EF] == [
+        "0009", "000A", "061C", "180B", "180C", "180D", "180F", "200C", "200D", "200E", "200F"]
+    assert not any(PROSE_REFUSED.search(chr(c)) and not LINE_REFUSED.search(chr(c))
+                   for c in range(0x110000)), "prose refuses nothing a one-line field accepts"
+
+
 @pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\r", "\x7f", "\x85", "\x9b",
                                   "\u2028", "\u2029", "\u202a", "\u202e", "\u2066", "\u2069"])
 def test_controls_separators_and_bidi_overrides_are_refused_in_both_classes(char: str) -> None:
@@ -96,6 +125,40 @@ def test_controls_separators_and_bidi_overrides_are_refused_in_both_classes(char
         why = refusal("spec.instruction", f"ok {char} ok", one_line=one_line)
         assert why is not None and f"U+{ord(char):04X} at index 3" in why
         assert why.startswith("spec.instruction contains") and "remove it" in why
+
+
+@pytest.mark.parametrize("char", [
+    "\u200b", "\u2060", "\u2061", "\u2064", "\ufeff", "\xad", "\u034f", "\u180e",
+    "\u3164", "\uffa0", "\u115f", "\u17b4", "\ufff9", "\U000e0001", "\U000e0041",
+    "\U000e007f", "\U0001d173"])
+def test_invisible_characters_are_refused_in_both_classes(char: str) -> None:
+    for one_line in (True, False):
+        why = refusal("spec.justification", f"ok {char} ok", one_line=one_line)
+        assert why is not None and f"U+{ord(char):04X} at index 3" in why, why
+        assert "invisible" in why and "remove it" in why
+
+
+def test_a_name_with_a_zero_width_space_is_not_the_name_it_looks_like() -> None:
+    why = refusal("spec.requester", "al\u200bice", one_line=True)
+    assert why == ("spec.requester contains the invisible character U+200B at index 2; it must "
+                   "be one line without tabs, newlines, other control characters, U+2028, "
+                   "U+2029, bidirectional controls or invisible characters (zero-width spaces "
+                   "and joiners, soft hyphens, variation selectors, tags: they can hide or "
+                   "reorder what approvers read, or make two different names look the same): "
+                   "remove it")
+    tagged = refusal("spec.instruction", "ok\U000e0069\U000e0067", one_line=False)
+    assert tagged is not None and tagged.startswith(
+        "spec.instruction contains the invisible tag character U+E0069 at index 2")
+
+
+@pytest.mark.parametrize("char", ["\u200c", "\u200d", "\u200e", "\u200f", "\u061c", "\ufe0f",
+                                  "\ufe00", "\U000e0100", "\u180b"])
+def test_joiners_marks_and_variation_selectors_are_prose_but_not_one_line(char: str) -> None:
+    assert refusal("spec.reason", f"ok {char}ok", one_line=False) is None
+    why = refusal("spec.requester", f"ok {char}ok", one_line=True)
+    assert why is not None and f"U+{ord(char):04X} at index 3" in why
+    if char in "\u200e\u200f\u061c":
+        assert "the bidirectional mark" in why
 
 
 def test_tab_and_newline_are_prose_but_not_one_line() -> None:
@@ -108,8 +171,20 @@ def test_tab_and_newline_are_prose_but_not_one_line() -> None:
 
 @pytest.mark.parametrize("ordinary", ["Redémarrer le service, s'il vous plaît",
                                       "Перезапустить веб", "שלום עולם", "重启前端 🚀",
-                                      "a\u200db", "x" * 4096])
+                                      "x" * 4096])
 def test_ordinary_text_in_any_script_passes(ordinary: str) -> None:
-    # letters of any script, right-to-left text itself, emoji and joiners are text, not controls
+    # letters of any script, right-to-left text itself and emoji are text, not controls
     assert refusal("spec.instruction", ordinary, one_line=False) is None
     assert refusal("spec.requester", ordinary, one_line=True) is None
+
+
+@pytest.mark.parametrize("prose", [
+    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian: a ZWNJ is spelling
+    "\u0915\u094d\u200d\u0937",  # Devanagari: a ZWJ picks the half form
+    "\u05d4\u05e4\u05e2\u05dc kubectl\u200f.",  # Hebrew: an RLM puts the full stop right
+    "\u0627\u0644\u062e\u0627\u062f\u0645 2\u061c-3",  # Arabic: ALM keeps the numbers apart
+    "\U0001f469\u200d\U0001f4bb \u2764\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308",  # emoji sequences
+    "\u845b\U000e0100",  # an ideographic variation sequence
+])
+def test_prose_keeps_what_scripts_and_emoji_need(prose: str) -> None:
+    assert refusal("spec.instruction", prose, one_line=False) is None
