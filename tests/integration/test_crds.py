@@ -273,6 +273,14 @@ REFUSED_TEXT: dict[str, tuple[dict[str, Any], str]] = {
     "decision-reason-tag": ({"decisions": [{"verdict": "Approve", "by": "bob",
                                              "reason": "fine\U000e0041"}]},
                             f"spec.decisions: Invalid value: \"array\": {DECISION}"),
+    # three joiners, marks or variation selectors in a row: shown as nothing, can hide data
+    "excerpt-variation-selector-run": ({"source": {"excerpt": "see \U0001f600\U000e0100"
+                                                              "\U000e0101\U000e0102"}},
+                                       "spec.source.excerpt: Invalid value: \"string\": must "
+                                       "not contain control characters"),
+    "decision-reason-joiner-run": ({"decisions": [{"verdict": "Approve", "by": "bob",
+                                                    "reason": "ok\u200c\u200d\u200c"}]},
+                                   f"spec.decisions: Invalid value: \"array\": {DECISION}"),
     "decision-by-zero-width": ({"decisions": [{"verdict": "Approve", "by": "b\u200cob"}]},
                                f"spec.decisions: Invalid value: \"array\": {DECISION}"),
     "duplicate-commands": ({"commands": ["kubectl get pods", "kubectl get nodes",
@@ -318,7 +326,8 @@ ORDINARY: dict[str, Any] = {
     "justification": ("The certificate rotated at 09:00.\nThe pods still serve the old one.\n"
                       "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 "
                       "\u05d4\u05e4\u05e2\u05dc kubectl\u200f. "
-                      "2\u061c-3 \U0001f469\u200d\U0001f4bb \u2764\ufe0f \u845b\U000e0100"),
+                      "2\u061c-3 \U0001f469\u200d\U0001f4bb \u2764\ufe0f \u845b\U000e0100 "
+                      "\U0001f3f3\ufe0f\u200d\U0001f308"),
     "source": {"reference": "https://tickets.example/OPS-7?lang=fr", "agent": "ops-bot ü",
                "model": "model-1", "excerpt": "Issue comment:\n> please restart\n\t(urgent)"},
     "decisions": [{"verdict": "Approve", "by": "bob@example.com",

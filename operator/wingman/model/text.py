@@ -21,7 +21,10 @@ same before it calls, naming the character and where it is. Two classes, one per
   the bidirectional marks U+200E, U+200F and U+061C (punctuation and numbers in Arabic and
   Hebrew text; a mark cannot reorder words, an override can) and the variation selectors
   (emoji presentation, ideographic variants, Mongolian). Tags (U+E0000-U+E007F: an invisible
-  copy of ASCII that a model reads and a person does not) are refused there too.
+  copy of ASCII that a model reads and a person does not) are refused there too, and so are
+  three kept characters in a row: no writing needs more than two (U+FE0F U+200D in an emoji
+  sequence), and a run shows as nothing however long it is, so it could carry hidden text (a
+  byte per variation selector after one emoji).
 
 ``tests/unit/model/test_text.py`` checks these classes are exactly the CRDs' rules, code
 point by code point. Pure: the standard library only.
@@ -47,11 +50,12 @@ PROSE_KEPT = re.compile("[\u061c\u180b-\u180d\u180f\u200c-\u200f\ufe00-\ufe0f"
 #: What a one-line field (a command, a user name) may not contain.
 LINE_REFUSED = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufff9-\ufffb{_IGNORABLE}]")
 #: What prose may not contain (the CRDs' rule for instruction, justification, excerpt, reason):
-#: the one-line class without tab, newline and ``PROSE_KEPT``.
+#: a character of the one-line class but tab, newline and ``PROSE_KEPT``, or three of
+#: ``PROSE_KEPT`` in a row.
 PROSE_REFUSED = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u034f\u115f\u1160\u17b4\u17b5\u180e\u200b\u2028-\u202e"
     "\u2060-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    "\U000e0000-\U000e00ff\U000e01f0-\U000e0fff]")
+    f"\U000e0000-\U000e00ff\U000e01f0-\U000e0fff]|{PROSE_KEPT.pattern}{{3}}")
 
 
 def _what(code: int) -> str:
@@ -75,6 +79,12 @@ def refusal(field: str, value: str, *, one_line: bool) -> str | None:
     found = (LINE_REFUSED if one_line else PROSE_REFUSED).search(value)
     if found is None:
         return None
+    if len(found.group()) > 1:
+        run = " ".join(f"U+{ord(c):04X}" for c in found.group())
+        return (f"{field} contains three invisible characters in a row ({run}) at index "
+                f"{found.start()}; joiners, bidirectional marks and variation selectors are "
+                "allowed in prose, at most two together (as in an emoji sequence), since a "
+                "longer run shows as nothing and can carry hidden text: remove them")
     code = ord(found.group())
     where = f"{field} contains {_what(code)} U+{code:04X} at index {found.start()}"
     if one_line:
@@ -84,8 +94,8 @@ def refusal(field: str, value: str, *, one_line: bool) -> str | None:
                 "can hide or reorder what approvers read, or make two different names look "
                 "the same): remove it")
     return (f"{where}; tab and newline are allowed, and so are the joiners U+200C and U+200D, "
-            "the marks U+200E, U+200F and U+061C and variation selectors, but other control "
-            "characters (a carriage return too), U+2028, U+2029, bidirectional overrides and "
-            "isolates and invisible characters (zero-width space, word joiner, BOM, soft "
-            "hyphen, tags) can hide or reorder what approvers read: remove it (to mention one, "
-            "write it escaped, e.g. \\u202e)")
+            "the marks U+200E, U+200F and U+061C and variation selectors (at most two in a row), "
+            "but other control characters (a carriage return too), U+2028, U+2029, "
+            "bidirectional overrides and isolates and invisible characters (zero-width space, "
+            "word joiner, BOM, soft hyphen, tags) can hide or reorder what approvers read: "
+            "remove it (to mention one, write it escaped, e.g. \\u202e)")

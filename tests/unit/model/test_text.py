@@ -89,6 +89,16 @@ def test_the_client_refuses_exactly_the_characters_the_crds_refuse() -> None:
         differ = [hex(c) for c in range(0x110000)
                   if bool(theirs.search(chr(c))) != bool(ours.search(chr(c)))]
         assert not differ, f"{crd_class}: the client and the CRD disagree on {differ[:10]}"
+    # prose: runs of the characters it keeps (joiners, marks, variation selectors)
+    theirs = _python(prose)
+    kept = [chr(c) for c in range(0x110000) if PROSE_KEPT.search(chr(c))]
+    ends = [k for i, k in enumerate(kept) if i in (0, len(kept) - 1)
+            or ord(kept[i - 1]) + 1 != ord(k) or ord(kept[i + 1]) - 1 != ord(k)]
+    runs = [a + b for a in kept for b in kept] + [a + b + c for a in ends for b in ends
+                                                  for c in ends]
+    differ = [r for r in runs if bool(theirs.search(r)) != bool(PROSE_REFUSED.search(r))]
+    assert not differ, f"the client and the CRD disagree on runs {differ[:5]}"
+    assert all(bool(PROSE_REFUSED.search(r)) == (len(r) == 3) for r in runs)
 
 
 #: Format characters (Unicode category Cf) that render visibly, so neither class refuses them:
@@ -161,6 +171,23 @@ def test_joiners_marks_and_variation_selectors_are_prose_but_not_one_line(char: 
         assert "the bidirectional mark" in why
 
 
+def test_three_joiners_marks_or_variation_selectors_in_a_row_are_refused_in_prose() -> None:
+    # a byte per variation selector after one emoji: shown as the emoji alone
+    hidden = "\U0001f600\U000e0100\U000e0101\ufe0f"
+    why = refusal("spec.source.excerpt", f"see {hidden}", one_line=False)
+    assert why == ("spec.source.excerpt contains three invisible characters in a row (U+E0100 "
+                   "U+E0101 U+FE0F) at index 5; joiners, bidirectional marks and variation "
+                   "selectors are allowed in prose, at most two together (as in an emoji "
+                   "sequence), since a longer run shows as nothing and can carry hidden text: "
+                   "remove them")
+    assert refusal("spec.instruction", "a\u200c\u200d\u200cb", one_line=False) is not None
+    assert refusal("spec.instruction", "a\u200f\u200e\u200fb", one_line=False) is not None
+    # two in a row is what emoji need (U+FE0F U+200D in a rainbow flag); apart, any number
+    flag = "\U0001f3f3\ufe0f\u200d\U0001f308"
+    assert refusal("spec.instruction", flag * 3, one_line=False) is None
+    assert refusal("spec.instruction", "a\u200cb\u200cc\u200cd", one_line=False) is None
+
+
 def test_tab_and_newline_are_prose_but_not_one_line() -> None:
     prose = "Restart the web tier.\n\tIt serves the old certificate."
     assert refusal("spec.justification", prose, one_line=False) is None
@@ -185,6 +212,7 @@ def test_ordinary_text_in_any_script_passes(ordinary: str) -> None:
     "\u0627\u0644\u062e\u0627\u062f\u0645 2\u061c-3",  # Arabic: ALM keeps the numbers apart
     "\U0001f469\u200d\U0001f4bb \u2764\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308",  # emoji sequences
     "\u845b\U000e0100",  # an ideographic variation sequence
+    "\U0001f3f3\ufe0f\u200d\U0001f308",  # a rainbow flag: two in a row
 ])
 def test_prose_keeps_what_scripts_and_emoji_need(prose: str) -> None:
     assert refusal("spec.instruction", prose, one_line=False) is None
