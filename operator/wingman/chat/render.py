@@ -38,6 +38,7 @@ from typing import Any
 
 from wingman.model.approvals import parse_time
 from wingman.model.preview import summary_lines
+from wingman.model.text import UNSHOWN
 
 #: Phases in which a request can still be decided from chat.
 DECIDABLE = ("AwaitingDecision",)
@@ -239,7 +240,8 @@ def visible(text: str, *, keep_newlines: bool = False) -> tuple[str, bool]:
             out.append(ch)
             continue
         cat = unicodedata.category(ch)
-        if cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn") or (cat == "Zs" and ch != " "):
+        if cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn") or (cat == "Zs" and ch != " ") \
+                or UNSHOWN.match(ch):  # the Hangul fillers, U+034F, U+17B4: letters, shown blank
             out.append(f"\\u{{{ord(ch):04X}}}")
             changed = True
         else:

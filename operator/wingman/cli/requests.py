@@ -23,6 +23,7 @@ from wingman.client.api import Source, WingmanClient, error_answer
 from wingman.client.connect import connect
 from wingman.errors import ClientError, ConfigError, Invalid, NotFound, WingmanError
 from wingman.model import preview as previews
+from wingman.model.text import UNSHOWN
 
 EXIT_OK = 0
 EXIT_DENIED = 1
@@ -79,10 +80,11 @@ def emit(data: Any, fmt: str, out: TextIO) -> None:
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="", file=out)
 
 
-#: What a terminal would act on instead of showing: C0 and C1 controls and the bidirectional
-#: overrides and isolates that reorder what is shown ("Trojan Source").
-_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
-                         "\u2066-\u2069]")
+#: What a terminal would act on or hide instead of showing: C0 and C1 controls, the
+#: bidirectional controls that reorder what is shown ("Trojan Source") and marks, and what no
+#: spec text may hold because it renders as nothing (zero-width space, BOM, tags, fillers:
+#: ``wingman.model.text.UNSHOWN``), which a status message or an older object may still hold.
+_UNSHOWABLE = re.compile(f"[\u061c\u200e\u200f]|{UNSHOWN.pattern}")
 
 
 def terminal_text(value: object, indent: str | None = "    ") -> str:

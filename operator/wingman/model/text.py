@@ -52,10 +52,14 @@ LINE_REFUSED = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufff9-\ufffb{_IGNORA
 #: What prose may not contain (the CRDs' rule for instruction, justification, excerpt, reason):
 #: a character of the one-line class but tab, newline and ``PROSE_KEPT``, or three of
 #: ``PROSE_KEPT`` in a row.
-PROSE_REFUSED = re.compile(
+_PROSE_CLASS = (
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u034f\u115f\u1160\u17b4\u17b5\u180e\u200b\u2028-\u202e"
     "\u2060-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    f"\U000e0000-\U000e00ff\U000e01f0-\U000e0fff]|{PROSE_KEPT.pattern}{{3}}")
+    "\U000e0000-\U000e00ff\U000e01f0-\U000e0fff]")
+PROSE_REFUSED = re.compile(f"{_PROSE_CLASS}|{PROSE_KEPT.pattern}{{3}}")
+#: A character no spec text may hold (tab and newline aside): what a display of text that
+#: was never checked (a status message, an object stored before these rules) shows escaped.
+UNSHOWN = re.compile(_PROSE_CLASS)
 
 
 def _what(code: int) -> str:

@@ -68,6 +68,11 @@ def test_slack_card_puts_untrusted_text_only_in_plain_text_and_rich_text() -> No
 def test_invisible_characters_are_shown_and_commands_are_never_cut() -> None:
     shown, changed = render.visible("kubectl delete pod x\u202e -n\u200b apps")
     assert changed and shown == "kubectl delete pod x\\u{202E} -n\\u{200B} apps"
+    # the Hangul fillers are letters that show as blank: a name of them looks empty
+    shown, changed = render.visible("\u3164\uffa0bob\u115f")
+    assert changed and shown == "\\u{3164}\\u{FFA0}bob\\u{115F}"
+    prose = "Vérifié 👍 \u2764\ufe0f, שלום"
+    assert render.visible(prose) == (prose, False)
     many = render.shown_commands(["kubectl get pods " + "a" * 1000] * 5, budget=2500)
     assert many.hidden == 3 and all(len(line) == 1017 for line in many.lines)
 

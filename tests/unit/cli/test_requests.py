@@ -231,8 +231,8 @@ def test_out_of_range_numbers_and_paths_are_usage_errors(
     assert f"argument {says}" in capsys.readouterr().err
 
 
-HOSTILE = "\x1b[2J\x1b[8mhidden\x1b[0m\rfake\x07\u202eevil\x00"
-RAW = ("\x1b", "\r", "\x07", "\u202e", "\x00")
+HOSTILE = "\x1b[2J\x1b[8mhidden\x1b[0m\rfake\x07\u202eevil\x00 al\u200bice\U000e0041\u3164"
+RAW = ("\x1b", "\r", "\x07", "\u202e", "\x00", "\u200b", "\U000e0041", "\u3164")
 
 
 def test_text_output_shows_control_characters_and_never_lets_them_act() -> None:
@@ -263,6 +263,7 @@ def test_text_output_shows_control_characters_and_never_lets_them_act() -> None:
     text = out.getvalue()
     assert not [c for c in RAW if c in text], text
     assert "\\x1b[8mhidden" in text and "\\u202eevil" in text  # shown, not acted on
+    assert "al\\u200bice\\U000e0041\\u3164" in text  # what renders as nothing is shown too
     assert "\nConsensus:    Approve (risk low)" not in text  # no faked field
     assert "dissent: llm\n" in text and "'rationale'" not in text
     assert "line 1\n" in text and "\nline 3" in text  # output keeps its lines
