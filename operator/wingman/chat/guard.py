@@ -89,7 +89,9 @@ class ButtonSigner:
         """The button, or Refusal(InvalidButton | ForeignEnvironment)."""
         invalid = refuse("InvalidButton", "this button is not one Wingman posted (or it was "
                          "changed); use the buttons of the current message")
-        if not isinstance(data, str) or len(data) < 2 + _UID_CHARS + _MAC_CHARS + 1:
+        # ASCII only, as signed: compare_digest refuses (TypeError) to compare anything else
+        if (not isinstance(data, str) or not data.isascii()
+                or len(data) < 2 + _UID_CHARS + _MAC_CHARS + 1):
             raise invalid
         code, body_end = data[0], len(data) - _MAC_CHARS
         env = data[1: body_end - _UID_CHARS - 1]

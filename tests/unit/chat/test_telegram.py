@@ -223,3 +223,22 @@ def test_unmapped_senders_are_audited_once_a_minute_and_counted_always(tmp_path:
         assert [d["reason"] for d in audited(svc) if d["as"] == "bob"] == ["NotFound"] * 2
 
     run(tmp_path, body=body, clock=lambda: now[0])
+
+
+def test_a_forged_button_with_any_characters_is_refused_and_answered(tmp_path: Path) -> None:
+    # callback data is whatever a client sends: non-ASCII where the MAC is must be an
+    # InvalidButton like any other forgery, answered, never an exception left unanswered
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.sync()
+        (card,) = fake.sent_to(CHAT)
+        approve = fake.buttons(CHAT, card["id"])[0]
+        forged = [approve[:-1] + "\u00e9", approve[:-8] + "\u00e9" * 8, approve + "\u00e9"]
+        ids = [fake.press(FakeTelegram.user(111), CHAT, card["id"], data) for data in forged]
+        for update in await channel.bot.get_updates(timeout=0):
+            await channel.handle(update)
+        for cid in ids:
+            assert "InvalidButton" in fake.answers[cid]["text"], fake.answers.get(cid)
+        assert [d["reason"] for d in audited(svc)] == ["InvalidButton"] * 3
+        assert svc.cluster.objs[0]["spec"].get("decisions") is None  # type: ignore[attr-defined]
+
+    run(tmp_path, request("forged", 1), body=body)
