@@ -57,7 +57,8 @@ class WebhookChannel:
         if resp.status_code // 100 != 2:
             retry = resp.headers.get("Retry-After", "")
             raise ChannelError(f"webhook answered {resp.status_code}",
-                               retry_after=float(retry) if retry.isdigit() else None)
+                               retry_after=float(retry) if retry.isascii() and retry.isdigit()
+                               else None)
 
     async def post_card(self, v: RequestView) -> dict[str, Any]:
         await self._send(v, "request.created")
