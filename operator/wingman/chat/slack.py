@@ -17,7 +17,8 @@ Every inbound request must carry a valid Slack signature (v0: ``X-Slack-Signatur
 ``v0=`` + HMAC-SHA256 of ``v0:<X-Slack-Request-Timestamp>:<body>`` with the app's signing
 secret, and the timestamp must be within five minutes; a missing or malformed timestamp or
 signature is a bad signature, 401) and is handled once: the same signature again is a replay
-(refused, 409). The body is read in full before it is verified, up to 256 KiB (larger: 413).
+(refused, 409). The body is read in full before it is verified, up to 256 KiB (larger: 413);
+a signed interactive payload that is not a JSON object is a 400.
 Refused with an answer and an audit record: another workspace, bots, guests (multi- and
 single-channel guests, as ``users.info`` says; when Slack cannot say, the action is refused),
 other channels, buttons that do not verify or belong to another environment, and buttons on a
@@ -208,10 +209,13 @@ class SlackChannel:
         try:
             payload = json.loads(parse_qs(body.decode())["payload"][0])
         except (KeyError, IndexError, ValueError, UnicodeDecodeError):
-            return web.Response(status=400, text="expected a form field 'payload' with JSON")
-        user_id = str((payload.get("user") or {}).get("id", "unknown"))
-        team = str((payload.get("team") or {}).get("id") or
-                   (payload.get("user") or {}).get("team_id") or "")
+            payload = None
+        if not isinstance(payload, dict):
+            return web.Response(status=400, text="expected a form field 'payload' with a JSON "
+                                "object")
+        user_id = str(_obj(payload.get("user")).get("id", "unknown"))
+        team = str(_obj(payload.get("team")).get("id") or
+                   _obj(payload.get("user")).get("team_id") or "")
         kind = payload.get("type")
         if kind == "block_actions":
             return await self._button(payload, user_id, team)
@@ -220,15 +224,16 @@ class SlackChannel:
         return web.Response(text="")
 
     async def _button(self, payload: dict[str, Any], user_id: str, team: str) -> web.Response:
-        channel = str((payload.get("channel") or {}).get("id") or
-                      (payload.get("container") or {}).get("channel_id") or "")
+        channel = str(_obj(payload.get("channel")).get("id") or
+                      _obj(payload.get("container")).get("channel_id") or "")
         person: ChatPerson | None = None
         try:
             person = await self._actor(team, user_id)
             if channel != self.config.channel:
                 raise refuse("WrongChannel", "Wingman takes no decisions in this channel")
-            actions = payload.get("actions") or []
-            if len(actions) != 1:
+            actions = payload.get("actions")
+            if not isinstance(actions, list) or len(actions) != 1 or not isinstance(
+                    actions[0], dict):
                 raise refuse("InvalidButton", "one button at a time")
             button = self.signer.check(str(actions[0].get("value", "")))
             verb = {"wingman_approve": "approve", "wingman_reject": "reject"}.get(
@@ -236,8 +241,8 @@ class SlackChannel:
             if verb != button.verb:
                 raise refuse("InvalidButton", "this button is not one Wingman posted")
             ref = self.service.card_ref(button.uid, self.name)
-            ts = str((payload.get("container") or {}).get("message_ts") or
-                     (payload.get("message") or {}).get("ts") or "")
+            ts = str(_obj(payload.get("container")).get("message_ts") or
+                     _obj(payload.get("message")).get("ts") or "")
             if ref is None or ref.get("ts") != ts or ref.get("channel") != channel:
                 raise refuse("StaleButton", "this is not the request's current message: use "
                              "the latest one")
@@ -279,12 +284,12 @@ class SlackChannel:
 
     async def _submission(self, payload: dict[str, Any], user_id: str, team: str
                           ) -> web.Response:
-        view = payload.get("view") or {}
+        view = _obj(payload.get("view"))
         if view.get("callback_id") != DECIDE_VIEW:
             return web.Response(text="")
-        values = (view.get("state") or {}).get("values") or {}
-        reason = str(((values.get("reason") or {}).get("reason") or {}).get("value") or "")
-        code = ((values.get("code") or {}).get("code") or {}).get("value")
+        values = _obj(_obj(view.get("state")).get("values"))
+        reason = str(_obj(_obj(values.get("reason")).get("reason")).get("value") or "")
+        code = _obj(_obj(values.get("code")).get("code")).get("value")
         person: ChatPerson | None = None
         try:
             person = await self._actor(team, user_id)
@@ -351,6 +356,11 @@ class SlackChannel:
             reply = await self.service.refused(self.name, user_id, refusal, person=person)
         return web.json_response({"response_type": "ephemeral",
                                   "blocks": reply_blocks(reply)})
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """A JSON object of a signed payload, or {} for anything else (it names nothing then)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _refused(refusal: Refusal) -> web.Response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -155,3 +156,44 @@ def test_a_message_slack_refuses_fails_alone(tmp_path: Path) -> None:
         assert "refused" not in svc.state["requests"][svc.find(name="later").uid]["slack"]
 
     run(tmp_path, request("poison", 1), request("later", 2), body=body)
+
+
+def test_a_signed_payload_of_the_wrong_shape_is_refused_never_a_500(tmp_path: Path) -> None:
+    # signed, so it passed the first check: every part of it is still only input
+    bob = {"id": "U0BOB"}
+    press = {"type": "block_actions", "user": bob, "team": {"id": TEAM},
+             "channel": {"id": CHANNEL}}
+    cases: list[tuple[Any, int, str]] = [
+        ([], 400, "JSON object"), ("approve", 400, "JSON object"), (None, 400, "JSON object"),
+        ({"type": "block_actions", "user": "U0BOB"}, 200, "ForeignWorkspace"),
+        ({**press, "team": TEAM}, 200, "ForeignWorkspace"),
+        ({**press, "actions": ["wingman_approve"]}, 200, "InvalidButton"),
+        ({**press, "actions": {"0": {"value": "x"}}}, 200, "InvalidButton"),
+        ({**press, "channel": CHANNEL, "container": "C0APPROVE",
+          "actions": [{"value": "x"}]}, 200, "WrongChannel"),
+        ({"type": "view_submission", "user": bob, "team": {"id": TEAM}, "view": "x"}, 200, ""),
+        ({"type": "view_submission", "user": bob, "team": {"id": TEAM},
+          "view": {"callback_id": "wingman_decide", "state": ["x"]}}, 200, "InvalidButton"),
+        ({"type": "view_submission", "user": bob, "team": {"id": TEAM},
+          "view": {"callback_id": "wingman_decide", "state": {"values": {"reason": "x"}}}},
+         200, "InvalidButton")]
+
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        async with ClientSession() as http:
+            for payload, status, says in cases:
+                data = urlencode({"payload": json.dumps(payload)}).encode()
+                async with http.post(f"{url}/slack/interactive", data=data,
+                                     headers=signed(data)) as resp:
+                    text = await resp.text()
+                    assert resp.status == status, (payload, text[:300])
+                    if status == 400:
+                        assert says in text
+        said = " ".join(str(p.get("blocks")) for m, p in fake.requests
+                        if m == "chat.postEphemeral") + str(
+            [d["reason"] for d in audited(svc)])
+        for _, status, says in cases:
+            assert status == 400 or says in said, says
+        assert svc.cluster.objs[0]["spec"].get("decisions") is None  # type: ignore[attr-defined]
+
+    run(tmp_path, request("shaped", 1), body=body)
