@@ -33,7 +33,8 @@ from typing import Annotated, Any, NoReturn
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from mcp.types import ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from wingman import __version__
@@ -237,7 +238,8 @@ def _error(exc: WingmanError, kind: str | None, name: str | None, namespace: str
 class _StrictServer(MCPServer[Any]):
     """Refuses a tool call that names an argument the tool does not take: dropped silently,
     a misspelt ``source`` would lose the untrusted-input flag, ``rollbacks`` the reviewed
-    rollbacks, ``wait_seconds`` the wait. (The SDK ignores arguments it does not know.)"""
+    rollbacks, ``wait_seconds`` the wait. (The SDK ignores arguments it does not know.) And
+    answers a prompt it does not have as invalid params."""
 
     _arguments: dict[str, frozenset[str]] | None = None
 
@@ -253,6 +255,16 @@ class _StrictServer(MCPServer[Any]):
                             f"{', '.join(unknown)}; {name} takes "
                             f"{', '.join(sorted(known or ())) or 'no arguments'}")
         return await super().call_tool(name, arguments, context)
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None,
+                         context: Any = None) -> Any:
+        """An unknown prompt is the client's mistake (invalid params), not an internal error
+        logged with a traceback, as the SDK answers it."""
+        if name not in {p.name for p in await self.list_prompts()}:
+            raise MCPError(INVALID_PARAMS, f"there is no prompt {name}: this server has none; "
+                           "use its tools, and read wingman://policy and "
+                           "wingman://status-protocol")
+        return await super().get_prompt(name, arguments, context)
 
 
 def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from kubernetes import client as k8s
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 
 from wingman.client.api import WingmanClient
 from wingman.client.connect import Connection
@@ -213,3 +215,19 @@ def test_the_bearer_scheme_in_any_case_and_the_token_exactly(header: bytes,
     if not admitted:
         assert sent[0]["status"] == 401
         assert b"s3cret" not in b"".join(m.get("body", b"") for m in sent)
+
+
+def test_an_unknown_prompt_is_invalid_params_not_a_server_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # the server has no prompts: asking for one is the client's mistake, answered as such,
+    # not an internal error logged with a traceback
+    async def get() -> MCPError:
+        async with Client(_server()) as client:
+            with pytest.raises(MCPError) as exc:
+                await client.get_prompt("approve", {"request": "r"})
+            return exc.value
+    with caplog.at_level(logging.WARNING):
+        error = anyio.run(get)
+    assert error.code == INVALID_PARAMS, error
+    assert "no prompt approve" in error.message and "wingman://policy" in error.message
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
