@@ -164,9 +164,9 @@ class StepUp:
                          f"locked for {int(locked_until - now) + 1} more seconds; then use the "
                          "current code (or decide with kubectl wingman)")
         code = code.strip().replace(" ", "")
-        if not code.isdigit() or len(code) != 6:
+        if not (code.isascii() and code.isdigit()) or len(code) != 6:
             raise self._failed(user, now, refuse(
-                "StepUpFailed", "the one-time code must be the 6 digits your authenticator "
+                "StepUpFailed", "the one-time code must be the 6 digits (0-9) your authenticator "
                 "shows"))
         totp = pyotp.TOTP(secret)
         for drift in (0, -1, 1):
