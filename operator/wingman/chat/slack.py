@@ -101,7 +101,8 @@ class SlackChannel:
             retry = None
             if exc.response is not None and exc.response.status_code == 429:
                 header = exc.response.headers.get("Retry-After", "")
-                retry = float(header) if str(header).isdigit() else None
+                header = str(header)
+                retry = float(header) if header.isascii() and header.isdigit() else None
             raise ChannelError(f"Slack {what} failed: {error or exc.response.status_code}",
                                retry_after=retry) from None
         except (ClientError, OSError, TimeoutError) as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from aiohttp import ClientSession, web
 
 from support.fake_chat import FakeSlack, serving, slack_signature
@@ -197,3 +198,38 @@ def test_a_signed_payload_of_the_wrong_shape_is_refused_never_a_500(tmp_path: Pa
         assert svc.cluster.objs[0]["spec"].get("decisions") is None  # type: ignore[attr-defined]
 
     run(tmp_path, request("shaped", 1), body=body)
+
+
+@pytest.mark.parametrize(("retry_after", "backoff"), [("\u00b2", 1.0), ("7", 7.0)])
+def test_a_rate_limit_with_a_retry_after_not_a_number_backs_off(
+        tmp_path: Path, retry_after: str, backoff: float) -> None:
+    # "\u00b2" (the superscript two): str.isdigit says yes, float says no; the reconciler
+    # must back the channel off either way, not stop on a ValueError
+    async def main() -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(65536)
+            data = b'{"ok": false, "error": "ratelimited"}'
+            writer.write(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: "
+                         + retry_after.encode() + b"\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                         + data)
+            await writer.drain()
+            writer.close()
+
+        api = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = api.sockets[0].getsockname()[1]
+        svc = service(tmp_path, request("limited", 1))
+        channel = SlackChannel(SlackConfig(team_id=TEAM, channel=CHANNEL,
+                                           base_url=f"http://127.0.0.1:{port}/api/"),
+                               TOKEN, SECRET, "prd", svc)
+        svc.channels = [channel]
+        try:
+            await svc.sync()
+        finally:
+            await channel.close()
+            api.close()
+        assert metric(svc, "wingman_chat_messages_failed_total", channel="slack") == 1
+        delay = svc._health["slack"].next_try - time.monotonic()
+        assert delay == pytest.approx(backoff, abs=0.5)
+
+    asyncio.run(main())
