@@ -419,21 +419,24 @@ class ChatService:
         if verb in ("approve", "reject"):
             v = self.find(name=name, uid=uid)
             if verb == "reject" and not reason.strip():
-                raise refuse("ReasonRequired", f"say why: /reject {v.name} <reason>")
+                raise refuse("ReasonRequired", f"say why: {_prefix(channel)}reject {v.name} "
+                             "<reason>")
             check_decision(v, person, verb, self.clock())
             if self.config.step_up and code is None:
                 self.step_up.hold(f"{channel}:{chat_user}", PendingStepUp(
                     verb, v.name, v.uid, reason, self.step_up.deadline()))
-                return Reply((T(f"Step-up required for {verb} on {v.name}: send /confirm "
-                                "<6-digit code from your authenticator> within "
+                return Reply((T(f"Step-up required for {verb} on {v.name}: send "
+                                f"{_prefix(channel)}confirm <6-digit code from your "
+                                "authenticator> within "
                                 f"{self.config.step_up_window_seconds} s"),),
                               reason="StepUpRequired")
             return await self._decide(channel, chat_user, person, verb, v.name, reason,
                                       code or "", stepped_up=False)
         if verb == "exec":
             return await self._exec(channel, chat_user, person, name, command)
-        raise refuse("UnknownCommand", f"unknown command {verb!r}: use /pending, /describe, "
-                     "/approve, /reject, /exec or /status")
+        p = _prefix(channel)
+        raise refuse("UnknownCommand", f"unknown command {verb!r}: use {p}pending, "
+                     f"{p}describe, {p}approve, {p}reject, {p}exec or {p}status")
 
     async def _decide(self, channel: str, chat_user: str, person: ChatPerson, verb: str,
                       name: str, reason: str, code: str, *, stepped_up: bool) -> Reply:
@@ -473,7 +476,7 @@ class ChatService:
         v = self.find(name=name)
         if command not in v.commands:
             raise refuse("NotACommandOfTheRequest", f"that is not one of {v.name}'s commands "
-                         f"byte for byte: /describe {v.name} shows them")
+                         f"byte for byte: {_prefix(channel)}describe {v.name} shows them")
         subject = _subject(self.cluster.namespace, v.name, v.uid)
         data = {"channel": channel, "chatUser": chat_user, "command": command}
         client = self.cluster.client_as(person, ChatHints(_prefix(channel)))

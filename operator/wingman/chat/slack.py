@@ -338,6 +338,10 @@ class SlackChannel:
             text = form.get("text", "")
             verb, _, rest = text.strip().partition(" ")
             name, _, tail = rest.strip().partition(" ")
+            if verb in ("approve", "reject", "describe", "status", "exec") and not name:
+                what = "grant" if verb == "status" else "request"
+                extra = {"reject": " <reason>", "exec": " <command>"}.get(verb, "")
+                raise refuse("Usage", f"usage: {self.config.command} {verb} <{what}>{extra}")
             kwargs: dict[str, Any] = {}
             if verb in ("approve", "reject"):
                 kwargs = {"name": name, "reason": tail.strip()}

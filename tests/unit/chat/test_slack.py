@@ -233,3 +233,27 @@ def test_a_rate_limit_with_a_retry_after_not_a_number_backs_off(
         assert delay == pytest.approx(backoff, abs=0.5)
 
     asyncio.run(main())
+
+
+def test_slack_answers_name_slack_commands(tmp_path: Path) -> None:
+    # "/reject" or "/confirm" is not a Slack command here: every hint names /wingman <verb>
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        answers = {}
+        async with ClientSession() as http:
+            for text in ("frobnicate", "reject hinted", "exec hinted nope", "approve",
+                         "status"):
+                data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                                  "command": "/wingman", "text": text}).encode()
+                async with http.post(f"{url}/slack/commands", data=data,
+                                     headers=signed(data)) as resp:
+                    assert resp.status == 200
+                    answers[text] = str((await resp.json())["blocks"])
+        assert "use /wingman pending, /wingman describe" in answers["frobnicate"]
+        assert "say why: /wingman reject hinted <reason>" in answers["reject hinted"]
+        assert "/wingman describe hinted shows them" in answers["exec hinted nope"]
+        assert "usage: /wingman approve <request>" in answers["approve"]
+        assert "usage: /wingman status <grant>" in answers["status"]
+        assert [d["reason"] for d in audited(svc)] == [
+            "UnknownCommand", "ReasonRequired", "NotACommandOfTheRequest", "Usage", "Usage"]
+
+    run(tmp_path, request("hinted", 1), body=body)
