@@ -17,7 +17,8 @@ Every inbound request must carry a valid Slack signature (v0: ``X-Slack-Signatur
 ``v0=`` + HMAC-SHA256 of ``v0:<X-Slack-Request-Timestamp>:<body>`` with the app's signing
 secret, and the timestamp must be within five minutes; a missing or malformed timestamp or
 signature is a bad signature, 401) and is handled once: the same signature again is a replay
-(refused, 409). The body is read in full before it is verified, up to 256 KiB (larger: 413);
+(refused, 409). The body is read in full before it is verified, up to 256 KiB (larger: 413)
+within 10 seconds (else, or when the sender hangs up first: 408);
 a signed interactive payload that is not a JSON object is a 400.
 Refused with an answer and an audit record: another workspace, bots, guests (multi- and
 single-channel guests, as ``users.info`` says; when Slack cannot say, the action is refused),
@@ -29,6 +30,7 @@ records it and goes on with the other requests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -56,6 +58,8 @@ from wingman.settings import ChatPerson, SlackConfig
 
 log = logging.getLogger("wingman.chat.slack")
 MAX_BODY = 256 * 1024
+#: Seconds a request body has to arrive whole (Slack sends it at once).
+BODY_SECONDS = 10.0
 DECIDE_VIEW = "wingman_decide"
 #: Web API errors about the message itself: sending it again cannot help.
 REFUSED_MESSAGE = frozenset({
@@ -148,12 +152,17 @@ class SlackChannel:
             raise refuse("TooLarge", f"the request body is larger than {MAX_BODY} bytes")
         chunks: list[bytes] = []
         size = 0
-        while size <= MAX_BODY:  # read() answers what has arrived: read on until the end
-            chunk = await request.content.read(MAX_BODY + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        try:  # a sender that trickles or stalls must not hold a connection for good
+            async with asyncio.timeout(BODY_SECONDS):
+                while size <= MAX_BODY:  # read() answers what has arrived: read on to the end
+                    chunk = await request.content.read(MAX_BODY + 1 - size)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+        except (TimeoutError, ConnectionError):
+            raise refuse("IncompleteBody", f"the request body did not arrive whole within "
+                         f"{BODY_SECONDS:g} seconds") from None
         if size > MAX_BODY:
             raise refuse("TooLarge", f"the request body is larger than {MAX_BODY} bytes")
         body = b"".join(chunks)
@@ -369,7 +378,7 @@ def _obj(value: Any) -> dict[str, Any]:
 
 
 def _refused(refusal: Refusal) -> web.Response:
-    status = {"Replayed": 409, "TooLarge": 413}.get(refusal.reason, 401)
+    status = {"Replayed": 409, "TooLarge": 413, "IncompleteBody": 408}.get(refusal.reason, 401)
     return web.Response(status=status, text=refusal.message)
 
 

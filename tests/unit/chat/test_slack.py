@@ -18,6 +18,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from support.fake_chat import FakeSlack, serving, slack_signature
+from wingman.chat import slack
 from wingman.chat.service import ChatService
 from wingman.chat.slack import MAX_BODY, SlackChannel
 from wingman.settings import SlackConfig
@@ -257,3 +258,29 @@ def test_slack_answers_name_slack_commands(tmp_path: Path) -> None:
             "UnknownCommand", "ReasonRequired", "NotACommandOfTheRequest", "Usage", "Usage"]
 
     run(tmp_path, request("hinted", 1), body=body)
+
+
+def test_a_body_that_stalls_is_refused_with_408_not_held_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # anyone can reach these endpoints: a sender that announces a body and sends part of it
+    # (or nothing) must not keep the connection, and the handler, for good
+    monkeypatch.setattr(slack, "BODY_SECONDS", 1.0)
+
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        port = int(url.rsplit(":", 1)[1])
+        for sent in (b"payload=", b""):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /slack/interactive HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: 1000\r\nConnection: close\r\n\r\n" + sent)
+            await writer.drain()
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+            length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
+            answer = head + (await reader.readexactly(length)).decode()
+            writer.close()
+            await writer.wait_closed()
+            assert answer.startswith("HTTP/1.1 408"), answer[:200]
+            assert "did not arrive whole within 1 seconds" in answer
+        assert metric(svc, "wingman_chat_refusals_total", channel="slack",
+                      reason="IncompleteBody") == 2
+
+    run(tmp_path, body=body)
