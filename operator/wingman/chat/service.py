@@ -419,14 +419,14 @@ class ChatService:
         if verb in ("approve", "reject"):
             v = self.find(name=name, uid=uid)
             if verb == "reject" and not reason.strip():
-                raise refuse("ReasonRequired", f"say why: {_prefix(channel)}reject {v.name} "
-                             "<reason>")
+                raise refuse("ReasonRequired", f"say why: {self._prefix(channel)}reject "
+                             f"{v.name} <reason>")
             check_decision(v, person, verb, self.clock())
             if self.config.step_up and code is None:
                 self.step_up.hold(f"{channel}:{chat_user}", PendingStepUp(
                     verb, v.name, v.uid, reason, self.step_up.deadline()))
                 return Reply((T(f"Step-up required for {verb} on {v.name}: send "
-                                f"{_prefix(channel)}confirm <6-digit code from your "
+                                f"{self._prefix(channel)}confirm <6-digit code from your "
                                 "authenticator> within "
                                 f"{self.config.step_up_window_seconds} s"),),
                               reason="StepUpRequired")
@@ -434,7 +434,7 @@ class ChatService:
                                       code or "", stepped_up=False)
         if verb == "exec":
             return await self._exec(channel, chat_user, person, name, command)
-        p = _prefix(channel)
+        p = self._prefix(channel)
         raise refuse("UnknownCommand", f"unknown command {verb!r}: use {p}pending, "
                      f"{p}describe, {p}approve, {p}reject, {p}exec or {p}status")
 
@@ -456,7 +456,7 @@ class ChatService:
         except AuditUnavailable as exc:
             raise refuse("AuditUnavailable", "the audit trail is unavailable, so nothing was "
                          "decided; try again shortly or use kubectl wingman") from exc
-        client = self.cluster.client_as(person, ChatHints(_prefix(channel)))
+        client = self.cluster.client_as(person, ChatHints(self._prefix(channel)))
         try:
             await asyncio.to_thread(partial(client.decide, uid=v.uid), v.name, verdict,
                                     reason[:1000])
@@ -476,10 +476,11 @@ class ChatService:
         v = self.find(name=name)
         if command not in v.commands:
             raise refuse("NotACommandOfTheRequest", f"that is not one of {v.name}'s commands "
-                         f"byte for byte: {_prefix(channel)}describe {v.name} shows them")
+                         f"byte for byte: {self._prefix(channel)}describe {v.name} shows "
+                         "them")
         subject = _subject(self.cluster.namespace, v.name, v.uid)
         data = {"channel": channel, "chatUser": chat_user, "command": command}
-        client = self.cluster.client_as(person, ChatHints(_prefix(channel)))
+        client = self.cluster.client_as(person, ChatHints(self._prefix(channel)))
         gname = st.grant_name(v.name, command)
         existed = await asyncio.to_thread(self.cluster.grant, gname) is not None
         if not existed:
@@ -505,6 +506,13 @@ class ChatService:
                         f"{status.state.value}) as "), C(person.user),
                       T(f"; next: {status.next}")))
 
+    def _prefix(self, channel: str) -> str:
+        """How a command starts in ``channel``: /wingman <verb> (the configured slash command)
+        on Slack, /<verb> on Telegram."""
+        if channel == "slack":
+            return f"{self.config.slack.command if self.config.slack else '/wingman'} "
+        return "/"
+
     async def _audit_quietly(self, event: str, actor: str, subject: dict[str, Any],
                              data: dict[str, Any]) -> None:
         try:
@@ -525,7 +533,7 @@ class ChatService:
         return Reply(tuple(parts))
 
     async def _status(self, channel: str, person: ChatPerson, name: str) -> Reply:
-        client = self.cluster.client_as(person, ChatHints(_prefix(channel)))
+        client = self.cluster.client_as(person, ChatHints(self._prefix(channel)))
         try:
             status = await asyncio.to_thread(client.grant_status, name)
         except NotFound as exc:
@@ -551,8 +559,6 @@ def _refusal_reply(refusal: Refusal) -> Reply:
                  reason=refusal.reason)
 
 
-def _prefix(channel: str) -> str:
-    return "/wingman " if channel == "slack" else "/"
 
 
 def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -32,12 +33,14 @@ TEAM, CHANNEL = "T0WINGMAN", "C0APPROVE"
 
 def run(tmp: Path, *objs: dict[str, Any],
         body: Callable[[str, FakeSlack, ChatService], Awaitable[None]],
-        clock: Any = None) -> None:
+        clock: Any = None, command: str = "/wingman") -> None:
     """``body(url, fake, service)`` with the channel's endpoints served at ``url``."""
     async def main(fake: FakeSlack) -> None:
         svc = service(tmp, *objs, clock=clock)
-        channel = SlackChannel(SlackConfig(team_id=TEAM, channel=CHANNEL,
-                                           base_url=fake.base_url), TOKEN, SECRET, "prd", svc)
+        config = SlackConfig(team_id=TEAM, channel=CHANNEL, base_url=fake.base_url,
+                             command=command)
+        svc.config = replace(svc.config, slack=config)
+        channel = SlackChannel(config, TOKEN, SECRET, "prd", svc)
         svc.channels = [channel]
         app = web.Application()
         channel.routes(app)
@@ -236,28 +239,30 @@ def test_a_rate_limit_with_a_retry_after_not_a_number_backs_off(
     asyncio.run(main())
 
 
-def test_slack_answers_name_slack_commands(tmp_path: Path) -> None:
-    # "/reject" or "/confirm" is not a Slack command here: every hint names /wingman <verb>
+@pytest.mark.parametrize("command", ["/wingman", "/wm-prd"])
+def test_slack_answers_name_slack_commands(tmp_path: Path, command: str) -> None:
+    # "/reject" or "/confirm" is not a Slack command here: every hint names the app's slash
+    # command and the verb
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         answers = {}
         async with ClientSession() as http:
             for text in ("frobnicate", "reject hinted", "exec hinted nope", "approve",
                          "status"):
                 data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
-                                  "command": "/wingman", "text": text}).encode()
+                                  "command": command, "text": text}).encode()
                 async with http.post(f"{url}/slack/commands", data=data,
                                      headers=signed(data)) as resp:
                     assert resp.status == 200
                     answers[text] = str((await resp.json())["blocks"])
-        assert "use /wingman pending, /wingman describe" in answers["frobnicate"]
-        assert "say why: /wingman reject hinted <reason>" in answers["reject hinted"]
-        assert "/wingman describe hinted shows them" in answers["exec hinted nope"]
-        assert "usage: /wingman approve <request>" in answers["approve"]
-        assert "usage: /wingman status <grant>" in answers["status"]
+        assert f"use {command} pending, {command} describe" in answers["frobnicate"]
+        assert f"say why: {command} reject hinted <reason>" in answers["reject hinted"]
+        assert f"{command} describe hinted shows them" in answers["exec hinted nope"]
+        assert f"usage: {command} approve <request>" in answers["approve"]
+        assert f"usage: {command} status <grant>" in answers["status"]
         assert [d["reason"] for d in audited(svc)] == [
             "UnknownCommand", "ReasonRequired", "NotACommandOfTheRequest", "Usage", "Usage"]
 
-    run(tmp_path, request("hinted", 1), body=body)
+    run(tmp_path, request("hinted", 1), body=body, command=command)
 
 
 def test_a_body_that_stalls_is_refused_with_408_not_held_open(
