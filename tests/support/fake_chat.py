@@ -216,6 +216,9 @@ class FakeTelegram(_Base):
                                               .get("edits", -1) + 1}
                 return 200, {"ok": True, "result": self._message(chat, mid)}
         if name == "answerCallbackQuery":
+            if len(str(params.get("text", "")).encode("utf-16-le")) // 2 > 200:
+                return 400, {"ok": False, "error_code": 400,
+                             "description": "Bad Request: MESSAGE_TOO_LONG"}
             with self.lock:
                 self.answers[str(params["callback_query_id"])] = params
             return 200, {"ok": True, "result": True}

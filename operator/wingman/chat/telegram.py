@@ -19,7 +19,8 @@ service (``Unmapped``).
 Every text sent fits into one message (4096 characters after parsing, counted as Telegram
 counts them, in UTF-16 code units): a card too long even abridged is sent as a short card
 (``render.telegram_summary``) with the same buttons, and replies are shortened before they
-are escaped, never in the middle of their HTML. A request Telegram refuses anyway
+are escaped, never in the middle of their HTML; the answer to a button press (at most 200)
+is shortened the same way. A request Telegram refuses anyway
 (``Bad Request`` about the message itself) fails alone: the service records it and goes on. A
 ``Bad Request`` about the chat, its topic or the bot's rights (``_CHAT_WIDE``) would fail every
 message alike: the channel backs off as in an outage.
@@ -294,7 +295,7 @@ class TelegramChannel:
             reply = await self.service.refused(self.name, chat_user, refusal, person=person)
         try:
             await self._call("answerCallbackQuery", self.bot.answer_callback_query,
-                             cq.id, text=reply.plain[:190], show_alert=True)
+                             cq.id, text=_shorten(reply.plain, 190), show_alert=True)
         except ChannelError as exc:
             log.warning("telegram callback answer failed", extra={"error": exc.message[:200]})
 

@@ -242,3 +242,25 @@ def test_a_forged_button_with_any_characters_is_refused_and_answered(tmp_path: P
         assert svc.cluster.objs[0]["spec"].get("decisions") is None  # type: ignore[attr-defined]
 
     run(tmp_path, request("forged", 1), body=body)
+
+
+def test_a_button_answer_fits_however_wide_its_characters(tmp_path: Path) -> None:
+    # the answer quotes the rejection's reason: 190 emoji are 380 UTF-16 code units, over
+    # Telegram's 200, and an answer Telegram refuses leaves the approver with nothing
+    rejected = request("wide", 1, decisions=[
+        {"verdict": "Reject", "by": "carol", "reason": "\U0001f645" * 300}])
+    rejected["status"]["conditions"] = [{"type": "Rejected", "status": "True",
+                                         "reason": "RejectedByApprover"}]
+
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.sync()
+        card = cards(fake)["wide"]
+        data = channel.signer.sign("approve", svc.find(name="wide").uid)
+        cid = fake.press(FakeTelegram.user(111), CHAT, card["id"], data)
+        for update in await channel.bot.get_updates(timeout=0):
+            await channel.handle(update)
+        answer = fake.answers[cid]["text"]
+        assert answer.startswith("Refused (NotDecidable): wide can no longer be approved")
+        assert len(answer.encode("utf-16-le")) // 2 <= 200 and answer.endswith("…")
+
+    run(tmp_path, rejected, body=body)
