@@ -44,7 +44,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 
 from wingman.chat import render
 from wingman.chat.guard import ButtonSigner, Refusal, ReplayGuard, refuse
@@ -152,6 +152,9 @@ class TelegramChannel:
             if _CHAT_WIDE.search(exc.message):
                 raise ChannelError(f"Telegram refused {what}: {exc.message}") from None
             raise MessageRefused(f"Telegram refused {what}: {exc.message}") from None
+        except InvalidToken:  # its message quotes the token: never repeat it
+            raise ChannelError(f"Telegram {what} failed: the bot token was rejected; check "
+                               "the chat Secret's telegram-token") from None
         except (Forbidden, TelegramError) as exc:
             raise ChannelError(f"Telegram {what} failed: {type(exc).__name__}: "
                                f"{exc.message}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,29 @@ def test_a_button_answer_fits_however_wide_its_characters(tmp_path: Path) -> Non
         assert len(answer.encode("utf-16-le")) // 2 <= 200 and answer.endswith("…")
 
     run(tmp_path, rejected, body=body)
+
+
+def test_a_rejected_bot_token_is_never_repeated_in_the_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # python-telegram-bot quotes a rejected token in its error: the channel's error (and so
+    # the log) must not; it says which Secret key to check instead
+    wrong = "7000002:AAH-wrong-unit-test-token"
+
+    async def main(fake: FakeTelegram) -> None:
+        svc = service(tmp_path, request("tokened", 1))
+        channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url), wrong,
+                                  "prd", svc)
+        svc.channels = [channel]
+        try:
+            with caplog.at_level(logging.DEBUG):
+                await svc.sync()
+        finally:
+            await channel.close()
+
+    with serving(FakeTelegram(TOKEN)) as fake:
+        asyncio.run(main(fake))
+    (failed,) = [r for r in caplog.records if r.getMessage().startswith("chat delivery failed")]
+    assert "telegram-token" in failed.__dict__["error"], failed.__dict__["error"]
+    # (httpx logs the URL, token and all, at INFO: the component sets it to WARNING)
+    assert not [r for r in caplog.records if r.name.startswith("wingman")
+                and "wrong-unit-test-token" in str(r.__dict__)]
