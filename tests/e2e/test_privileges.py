@@ -35,6 +35,7 @@ from support.chart import (
     installed as chart_installed,
 )
 from wingman.dev.cluster import LocalCluster
+from wingman.verifier import privileges
 from wingman.verifier.privileges import verify_privileges_main
 
 pytestmark = pytest.mark.e2e
@@ -148,7 +149,7 @@ def _helm_test_pod(release: Release) -> dict[str, Any]:
 
 
 def test_as_the_verifier_exactly_like_helm_test(
-    cluster: LocalCluster, release: Release, monkeypatch: pytest.MonkeyPatch,
+    cluster: LocalCluster, release: Release, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     pod = _helm_test_pod(release)
     assert pod["spec"]["serviceAccountName"] == "wingman-verifier"
@@ -160,6 +161,11 @@ def test_as_the_verifier_exactly_like_helm_test(
 
     token = cluster.sa_token(release.namespace, "wingman-verifier", expiration_seconds=600)
     kubeconfig = cluster.token_kubeconfig(token, name="wingman-verifier")
+    # in a pod, the verifier reads its own mounted token's audiences (the API server's)
+    mounted = tmp_path / "token"
+    mounted.write_text(token)
+    monkeypatch.setattr(privileges, "SERVICE_ACCOUNT_TOKEN", mounted)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "in-a-pod")
     try:
         code, out, err = _run(*args[2:], "--kubeconfig", str(kubeconfig))
         assert code == 0, out + err
@@ -174,6 +180,17 @@ def test_as_the_verifier_exactly_like_helm_test(
                               str(kubeconfig))
         assert code == 2 and out == ""
         assert "(403)" in err and "--target-namespace" in err
+
+        # an API server whose tokens carry audiences the chart value does not list: every
+        # executor token would be refused, and helm test says so with the value to set
+        other = cluster.sa_token(release.namespace, "wingman-verifier", expiration_seconds=600,
+                                 audiences=["https://elsewhere.example"])
+        mounted.write_text(other)
+        code, out, err = _run(*args[2:], "--kubeconfig", str(kubeconfig))
+        assert code == 1, out + err
+        assert "ExecutorTokenUnavailable" in out
+        assert 'admission.executorTokenAudiences to ["https://elsewhere.example"]' in out
+        assert other not in out + err
     finally:
         kubeconfig.unlink(missing_ok=True)
     assert token not in err

@@ -58,12 +58,19 @@ socket named as such; gateway pods may mount exactly ``--docker-socket`` when th
 executor is enabled), pods running as ``wingman-gateway`` with another image than the
 pinned gateway image or with ephemeral containers, and any pod running as ``wingman-executor``.
 
+**Executor token audiences.** Run in a pod (the ``helm test`` pod), the verifier reads the
+audiences of its own ServiceAccount token, which are the API server's (the kubelet asks for
+none), and checks that the release's ``...-gateway-writes`` policy admits executor tokens for
+each of them (chart value ``admission.executorTokenAudiences``); otherwise every kubectl command
+of the gateway would fail, and that is reported as a violation with the value to set.
+
 Exit status: 0 everything as designed, 1 violations (listed), 2 usage or connection errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -87,6 +94,7 @@ from wingman.verifier.rights import (
     VerifyError,
     dry_run_confinement,
     evaluate,
+    executor_audience_problems,
     fixed_identities,
     group_identity,
     inspect_pod_spec,
@@ -265,13 +273,54 @@ def _connect(kubeconfig: str | None) -> tuple[_Cluster, str | None]:
     return _Cluster(client.ApiClient(cfg), str(cfg.host)), namespace
 
 
-def _preview_confinement(cluster: _Cluster, namespace: str) -> tuple[str | None, list[str]]:
-    """The admission policy confining the preview identity to dry runs (or why there is none);
-    a verifier that cannot read the policies proves nothing (fail closed)."""
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def token_audiences(token: str) -> list[str]:
+    """The ``aud`` claim of a ServiceAccount token (a JWT), read without verifying it: only
+    to learn which audiences the API server gives its tokens. Empty when it cannot be read."""
+    parts = token.strip().split(".")
+    if len(parts) != 3:
+        return []
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, TypeError):
+        return []
+    aud = claims.get("aud") if isinstance(claims, dict) else None
+    if isinstance(aud, str):
+        return [aud]
+    return [a for a in aud if isinstance(a, str)] if isinstance(aud, list) else []
+
+
+def _own_audiences() -> list[str]:
+    """The audiences of this pod's own ServiceAccount token (the kubelet asks for none, so
+    they are the API server's); empty outside a pod."""
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return []
+    try:
+        return token_audiences(SERVICE_ACCOUNT_TOKEN.read_text())
+    except OSError:
+        return []
+
+
+def _admission(cluster: _Cluster) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]],
+                                        str | None]:
+    """The cluster's admission policies and bindings (one read for every check that needs
+    them), or why they cannot be read."""
     try:
         policies, bindings = cluster.admission()
     except VerifyError as exc:
-        return None, [f"the admission policies cannot be read ({exc.message})"]
+        return [], [], exc.message
+    return policies, bindings, None
+
+
+def _preview_confinement(policies: Sequence[Mapping[str, Any]],
+                         bindings: Sequence[Mapping[str, Any]], unreadable: str | None,
+                         namespace: str) -> tuple[str | None, list[str]]:
+    """The admission policy confining the preview identity to dry runs (or why there is none);
+    a verifier that cannot read the policies proves nothing (fail closed)."""
+    if unreadable is not None:
+        return None, [f"the admission policies cannot be read ({unreadable})"]
     return dry_run_confinement(policies, bindings,
                                f"system:serviceaccount:{namespace}:{PREVIEW_SA}")
 
@@ -403,7 +452,8 @@ def collect(cluster: _Cluster, args: argparse.Namespace, namespace: str) -> Repo
     qs = questions(identities, namespace, targets, environment)
     with ThreadPoolExecutor(max_workers=max(1, min(args.workers, 32))) as pool:
         answers = list(zip(qs, pool.map(cluster.allowed, qs), strict=True))
-    confined, why = _preview_confinement(cluster, namespace)
+    policies, admission_bindings, unreadable = _admission(cluster)
+    confined, why = _preview_confinement(policies, admission_bindings, unreadable, namespace)
     findings = evaluate(answers, confined=["preview"] if confined else [])
     holds = [f for f in findings if f.allowed and f.question.identity.role == "preview"
              and f.question.place == "target"]
@@ -418,13 +468,16 @@ def collect(cluster: _Cluster, args: argparse.Namespace, namespace: str) -> Repo
         held = list(pool.map(lambda pair: cluster.has(pair[0], pair[1], namespace), wanted))
     notes += need_notes(pair for pair, ok in zip(wanted, held, strict=True) if not ok)
 
+    config = executor_audience_problems(policies, namespace, _own_audiences())
+
     specs = cluster.pod_specs(namespace)
     problems = [p for obj, spec in specs
                 for p in inspect_pod_spec(obj, spec, gateway_image=image,
                                           docker_socket=args.docker_socket)]
     return Report(namespace=namespace, release=args.release, environment=environment,
                   targets=targets, identities=identities, findings=findings,
-                  pod_problems=problems, inspected=[o for o, _ in specs], notes=notes)
+                  pod_problems=problems, inspected=[o for o, _ in specs], notes=notes,
+                  config_problems=config)
 
 
 def verify_privileges_main(argv: list[str], *, out: TextIO | None = None,

@@ -16,6 +16,7 @@ proof each of its write rights is a violation.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -301,6 +302,47 @@ def dry_run_confinement(policies: Sequence[Mapping[str, Any]],
     return None, problems
 
 
+def executor_audience_problems(policies: Sequence[Mapping[str, Any]], namespace: str,
+                               audiences: Sequence[str] | None) -> list[str]:
+    """Why the gateways of the release in ``namespace`` would be refused executor tokens: the
+    API server gives a token requested for no audience its own audiences (``audiences``, read
+    off a token it issued, such as the verifier pod's), and the release's
+    ``...-gateway-writes`` policy admits only the audiences its ``apiAudiences`` variable lists
+    (chart value ``admission.executorTokenAudiences``). Every kubectl command would then fail
+    (``ExecutorTokenUnavailable``). Nothing to say when the audiences are unknown (no token of
+    the API server's at hand) or the policy is not found (the other checks report that)."""
+    if not audiences:
+        return []
+    gateway = f"'system:serviceaccount:{namespace}:{GATEWAY_SA}'"
+    for policy in policies:
+        spec = policy.get("spec") or {}
+        if not any(gateway in _normal(c.get("expression")) for c in
+                   spec.get("matchConditions") or [] if isinstance(c, Mapping)):
+            continue
+        listed = next((v.get("expression") for v in spec.get("variables") or []
+                       if isinstance(v, Mapping) and v.get("name") == "apiAudiences"), None)
+        if listed is None:
+            continue
+        name = (policy.get("metadata") or {}).get("name")
+        try:
+            allowed = json.loads(str(listed))
+        except ValueError:
+            allowed = None
+        if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
+            return [f"ValidatingAdmissionPolicy {name}: its apiAudiences variable is not a "
+                    "list of strings, so no executor token is admitted; reinstall the chart"]
+        missing = [a for a in audiences if a not in allowed]
+        if missing:
+            return [f"ValidatingAdmissionPolicy {name} admits executor tokens only for "
+                    f"{', '.join(map(repr, allowed)) or 'no audience'}, but this API server "
+                    f"gives its tokens the audiences {', '.join(map(repr, audiences))}: every "
+                    "kubectl command of the gateway would fail (ExecutorTokenUnavailable); "
+                    "set the chart value admission.executorTokenAudiences to "
+                    f"{json.dumps(list(audiences))} and upgrade the release"]
+        return []
+    return []
+
+
 def holders_by_design(place: Place, right: Right) -> list[str]:
     """The roles that may hold ``right`` in ``place`` (for messages)."""
     return sorted(role for (role, p), labels in DESIGN.items()
@@ -511,11 +553,13 @@ class Report:
     pod_problems: list[PodProblem] = field(default_factory=list)
     inspected: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The release's configuration disagreeing with the cluster (executor_audience_problems).
+    config_problems: list[str] = field(default_factory=list)
 
     @property
     def violations(self) -> list[str]:
         return ([f.describe() for f in self.findings if f.violation]
-                + [p.describe() for p in self.pod_problems])
+                + [p.describe() for p in self.pod_problems] + list(self.config_problems))
 
     @property
     def ok(self) -> bool:
@@ -534,6 +578,7 @@ class Report:
     def summary(self) -> str:
         rights = sum(f.violation for f in self.findings)
         pods = len(self.pod_problems)
+        config = len(self.config_problems)
         counts = (f"{len(self.findings)} access checks for {len(self.identities)} identities, "
                   f"{len(self.inspected)} pods/jobs inspected")
         if self.ok:
@@ -544,8 +589,8 @@ class Report:
             execs = ("; execution rights in target namespaces: " + "; ".join(parts)
                      if parts else "")
             return f"OK: {counts}; everything as designed{execs}"
-        return (f"FAIL: {rights + pods} violations ({rights} access, {pods} pod spec); "
-                f"{counts}")
+        return (f"FAIL: {rights + pods + config} violations ({rights} access, {pods} pod spec"
+                + (f", {config} configuration" if config else "") + f"); {counts}")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -571,6 +616,7 @@ class Report:
             "podProblems": [{"object": p.obj, "serviceAccount": p.service_account,
                              "problem": p.problem} for p in self.pod_problems],
             "notes": self.notes,
+            "configProblems": self.config_problems,
             "violations": self.violations,
             "ok": self.ok,
             "summary": self.summary(),
@@ -647,6 +693,7 @@ __all__ = [
     "designed",
     "dry_run_confinement",
     "evaluate",
+    "executor_audience_problems",
     "fixed_identities",
     "group_identity",
     "holders_by_design",

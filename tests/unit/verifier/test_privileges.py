@@ -6,6 +6,7 @@ live command is tested in ``tests/e2e/test_privileges.py``.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import socket
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from support.chart import find, render
-from wingman.verifier.privileges import verify_privileges_main
+from wingman.verifier.privileges import token_audiences, verify_privileges_main
 from wingman.verifier.rights import (
     RIGHTS,
     Finding,
@@ -28,6 +29,7 @@ from wingman.verifier.rights import (
     designed,
     dry_run_confinement,
     evaluate,
+    executor_audience_problems,
     fixed_identities,
     group_identity,
     inspect_pod_spec,
@@ -499,3 +501,58 @@ def test_a_weakened_dry_run_policy_proves_nothing(change: str, why: str) -> None
     assert name is None and why in problems[0], problems
     assert dry_run_confinement([], [], USER)[1] == [
         f"no ValidatingAdmissionPolicy refuses {USER} requests that are not dry runs"]
+
+
+def _gateway_writes(audiences: list[str] | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = {"gateway.targets": [{"namespace": TARGET}]}
+    if audiences is not None:
+        values["admission.executorTokenAudiences"] = audiences
+    objs = render("test", values, namespace=NS)
+    (policy,) = find(objs, "ValidatingAdmissionPolicy", f"wingman-{NS}-gateway-writes")
+    return policy
+
+
+def _jwt(claims: dict[str, Any]) -> str:
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2ln"
+
+
+def test_the_audiences_of_a_service_account_token_are_read_off_its_claims() -> None:
+    assert token_audiences(_jwt({"aud": ["https://a", "https://b"], "sub": "x"})) == [
+        "https://a", "https://b"]
+    assert token_audiences(_jwt({"aud": "https://a"}) + "\n") == ["https://a"]
+    assert token_audiences("not a token") == []
+    assert token_audiences("a.%%%.c") == []
+    assert token_audiences(_jwt({"sub": "x"})) == []
+
+
+def test_executor_tokens_for_the_api_servers_audiences_pass_with_the_chart_defaults() -> None:
+    policy = _gateway_writes()
+    assert executor_audience_problems(
+        [policy], NS, ["https://kubernetes.default.svc.cluster.local"]) == []
+    # unknown audiences (not run in a pod): nothing to say
+    assert executor_audience_problems([policy], NS, []) == []
+
+
+def test_an_api_server_with_other_audiences_is_a_violation_naming_the_value_to_set() -> None:
+    gke = "https://container.googleapis.com/v1/projects/p/locations/l/clusters/c"
+    policy = _gateway_writes()
+    (problem,) = executor_audience_problems([policy], NS, [gke])
+    assert policy["metadata"]["name"] in problem and "ExecutorTokenUnavailable" in problem
+    assert f'admission.executorTokenAudiences to ["{gke}"]' in problem
+    # once the value lists it, the release agrees with its cluster
+    assert executor_audience_problems([_gateway_writes([gke])], NS, [gke]) == []
+    # another release's policy says nothing about this one's
+    assert executor_audience_problems([policy], "elsewhere", [gke]) == []
+
+
+def test_a_report_with_a_configuration_problem_fails() -> None:
+    report = _report()
+    assert report.ok
+    report.config_problems.append("executor tokens would be refused")
+    assert not report.ok and "executor tokens would be refused" in report.violations
+    assert "1 configuration" in report.summary()
+    assert report.to_json()["configProblems"] == ["executor tokens would be refused"]
+    assert "executor tokens would be refused" in render_text(report)
