@@ -58,7 +58,9 @@ def replay_status(grant: Body, pod: str, token_ref: str, now: dt.datetime) -> di
 
 
 def running_status(grant: Body, now: dt.datetime) -> dict[str, Any]:
-    message = "the gateway verified and spent the token and is executing the command"
+    """``Running``: written just before the command starts (``GatewayExecuting`` is audited once
+    this write landed), so its message says the command is starting, not that it runs."""
+    message = "the gateway verified and spent the token and is starting the command"
     return {"phase": "Running", "startTime": conditions.rfc3339(now), "reason": "Executing",
             "message": message,
             "conditions": conditions.grant_ready(_conds(grant), "Running", message,
