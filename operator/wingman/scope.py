@@ -66,7 +66,9 @@ approvers never saw, or run a program other than kubectl.
     (:data:`GLOBAL_FLAGS`: ``-n``, ``-v``, ``--request-timeout``...). kubectl looks for its
     verb before it reads any flag, and takes the word after such a flag as the flag's value:
     ``kubectl -i get cp ...`` runs ``cp``, ``kubectl --accept-paths get proxy`` runs
-    ``proxy``. Written after the verb, the flag is read as the command's own.
+    ``proxy``. Written after the verb, the flag is read as the command's own. A ``--`` before
+    the verb is refused too: kubectl then runs no command (it prints its help), whatever the
+    words after it show.
 12. ``UnknownVerb``: the verb is not one of kubectl's built-in commands
     (:data:`KUBECTL_VERBS`, from ``kubectl --help`` of the pinned kubectl), or a word right
     after ``create`` is not one of its subcommands: kubectl would look for a plugin program
@@ -474,6 +476,13 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
         whole = known is None or known[index]
         if arg == "--" and whole and (index == 0 or not args[index - 1].startswith("-")
                                       or args[index - 1] == "-"):
+            if not verb_seen:
+                raise ScopeViolation(
+                    f"argument {index + 1} is -- before the verb: kubectl then runs no command "
+                    "at all (it prints its help), whatever the words after it show; write the "
+                    "verb first, and -- only where a command takes arguments after it",
+                    reason="FlagBeforeVerb",
+                )
             return  # the flags end here; what follows is passed on as arguments
         names, needs_value, value = _flags_in(arg, filename=verb not in ("logs", None))
         if not whole:

@@ -230,7 +230,7 @@ def test_a_flag_that_changes_whom_kubectl_talks_to_or_as_whom_never_runs(
 
 @pytest.mark.parametrize("command", [
     "kubectl exec web -c app -- nginx -s reload",  # after '--': the program's own argv
-    "kubectl -- get pods --as=x",
+    "kubectl get -- pods --as=x",
     "kubectl get pods -lapp=sidecars",  # -l takes the rest of the word
     "kubectl get pods -ojsonpath=status",
     "kubectl get pods --selector=--as=x",  # the value of --selector
@@ -816,6 +816,16 @@ def test_a_verb_kubectl_does_not_have_built_in_never_runs(command: str) -> None:
 def test_a_flag_before_the_verb_that_is_no_global_option_is_refused(command: str) -> None:
     exc = violation(command, "FlagBeforeVerb")
     assert "write the flag after the verb" in exc.message
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl -- cp web:/etc/passwd x",  # kubectl prints its help: the verb shown never runs
+    "kubectl -n apps -- proxy",
+    "kubectl -v 9 -- get pods",
+])
+def test_an_end_of_flags_before_the_verb_is_refused(command: str) -> None:
+    exc = violation(command, "FlagBeforeVerb")
+    assert "-- before the verb" in exc.message
 
 
 @pytest.mark.parametrize("command", [
