@@ -18,6 +18,7 @@ from wingman.errors import ConfigError, ScopeViolation
 from wingman.scope import (
     CONNECTION_FLAGS,
     KUBECTL_VERBS,
+    LOCAL_FILE_FLAGS,
     LOCAL_VERBS,
     MAX_ARGUMENTS,
     MAX_COMMAND_BYTES,
@@ -936,3 +937,64 @@ def test_the_verb_tables_agree_with_the_pinned_kubectl() -> None:
     assert commands("create")  # create's subcommands are not plugins
     for sub in commands("create"):
         parse(f"kubectl create {sub} x")
+
+
+# Flags of runnable kubectl commands whose help mentions files, paths or URLs, and why they
+# read or write nothing of the gateway pod.
+_NOT_LOCAL_FILES = {
+    "--raw": "a path on the API server (get/create/replace/delete --raw)",
+    "--recursive": "recurses into the directories -f names, and -f never runs",
+    "--output": "checked by value: a format ending in 'file' is refused",
+    "--template": "inline unless -o names a file format, which is refused",
+    "--local": "patch --local works on -f's objects, and -f never runs",
+    "--patch": "the patch itself, inline",
+    "--tail": "lines of the container's log",
+    "--rule": "an ingress rule's host and path",
+    "--non-resource-url": "a URL path of the API server, in an RBAC rule",
+}
+
+
+def test_every_flag_that_names_a_file_of_the_pinned_kubectl_is_refused() -> None:
+    """A flag of a kubectl command that may run whose help speaks of files, directories, paths
+    or URLs is refused (LOCAL_FILE_FLAGS, CONNECTION_FLAGS), or known not to touch the gateway
+    pod's files: a kubectl upgrade that adds one fails here until it is judged."""
+    import re
+    import subprocess
+
+    from wingman.dev import tools as devtools
+
+    kubectl = devtools.find_tool("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not provisioned; run `bash .ci/provision-tools.sh`")
+
+    def helptext(words: tuple[str, ...]) -> str:
+        return subprocess.run([str(kubectl), *words, "--help"], capture_output=True, text=True,
+                              timeout=60, check=True, env={"KUBECONFIG": "/nonexistent"}).stdout
+
+    mentions = re.compile(r"\bfiles?\b|director|\bpaths?\b|\burls?\b|editor", re.IGNORECASE)
+    found: dict[str, str] = {}
+    todo: list[tuple[str, ...]] = [(verb,) for verb in sorted(KUBECTL_VERBS - LOCAL_VERBS
+                                                              - SERVING_VERBS
+                                                              - {"alpha", "help", "options"})]
+    while todo:
+        words = todo.pop()
+        flag, listing, options = None, False, False
+        for line in helptext(words).splitlines():
+            if not line.strip():
+                continue
+            if not line.startswith((" ", "\t")):
+                listing = "Commands" in line and line.endswith(":")
+                options = line == "Options:"
+                flag = None
+            elif listing and line.strip():
+                todo.append((*words, line.split()[0]))
+            elif options and (m := re.match(r"^ {4}(?:-\w, )?(--[\w-]+)", line)):
+                flag = m.group(1)
+                if mentions.search(line):
+                    found[flag] = " ".join(words)
+            elif options and flag and mentions.search(line):
+                found[flag] = " ".join(words)
+    assert "--from-file" in found and "--filename" in found  # the crawl reads the help
+    unjudged = {f: where for f, where in found.items()
+                if f not in LOCAL_FILE_FLAGS | CONNECTION_FLAGS | _NOT_LOCAL_FILES.keys()}
+    assert not unjudged, unjudged
