@@ -446,6 +446,9 @@ class GatewaySettings:
     #: The ServiceAccount kubectl commands run as (a short-lived token the gateway requests);
     #: the gateway's own account holds no rights in the target namespaces.
     executor_service_account: str = "wingman-executor"
+    #: The UID of the grant the Job was made for (empty for Jobs of earlier releases): a grant
+    #: of another UID under the name is never this gateway's to write.
+    grant_uid: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -483,6 +486,7 @@ class GatewaySettings:
             log_level=_log_level(env),
             executor_service_account=_name(env, "WINGMAN_EXECUTOR_SERVICE_ACCOUNT",
                                            "wingman-executor"),
+            grant_uid=env.get("WINGMAN_GRANT_UID", "").strip(),
         )
 
 

@@ -269,6 +269,7 @@ def settings_for(env: Env, g: Grant, token: str | None) -> GatewaySettings:
         "WINGMAN_NAMESPACE": env.ns,
         "WINGMAN_ENVIRONMENT": "test",
         "WINGMAN_GRANT_NAME": g.name,
+        "WINGMAN_GRANT_UID": str(g.grant["metadata"]["uid"]),
         "WINGMAN_JOB_UID": g.job_uid,
         "WINGMAN_POD_NAME": POD,
         "WINGMAN_TOKEN_FILE": str(token_file),

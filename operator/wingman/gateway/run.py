@@ -144,14 +144,17 @@ class _Run:
     # -- status -------------------------------------------------------------------------------
     def patch_status(self, build: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
         """Read-modify-write of the grant's status guarded by resourceVersion; False if skipped
-        (also when the grant under the name is no longer the one this run read: deleted and
-        created again, it is not this gateway's to write)."""
+        (also when the grant under the name is no longer the one this run read, or, before any
+        read, not the one the Job was made for: deleted and created again, it is not this
+        gateway's to write)."""
         assert self.kube is not None
         s = self.settings
         for attempt in range(_STATUS_RETRIES):
             grant = self.kube.get(GRANTS, s.namespace, s.grant_name)
-            if self.grant is not None and (grant.get("metadata") or {}).get("uid") != \
-                    (self.grant.get("metadata") or {}).get("uid"):
+            uid = (grant.get("metadata") or {}).get("uid")
+            if self.grant is not None and uid != (self.grant.get("metadata") or {}).get("uid"):
+                return False
+            if s.grant_uid and uid != s.grant_uid:
                 return False
             status = build(grant)
             if status is None:

@@ -144,6 +144,7 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
         {"name": "WINGMAN_ENVIRONMENT", "value": settings.environment},
         {"name": "WINGMAN_ISSUER", "value": settings.issuer},
         {"name": "WINGMAN_GRANT_NAME", "value": name},
+        {"name": "WINGMAN_GRANT_UID", "value": str(grant["metadata"]["uid"])},
         {"name": "WINGMAN_JOB_UID", "valueFrom": {"fieldRef": {
             "fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}}},
         {"name": "WINGMAN_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

@@ -264,6 +264,30 @@ def test_missing_token_file_is_refused(env: Env, capsys: pytest.CaptureFixture[s
     _assert_refused(env, g, None, "NoToken", capsys)
 
 
+def test_a_refusal_before_any_read_leaves_a_grant_created_again_under_the_name_alone(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """A gateway refused before it read its grant (here: no token) writes only to the grant its
+    Job was made for: one deleted and created again under the name keeps its status."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    old = env.grant(g.name)
+    env.cluster.kubectl("delete", "executiongrant", g.name, "-n", env.ns, "--wait=true")
+    env.cluster.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": old["apiVersion"], "kind": old["kind"],
+        "metadata": {"name": g.name, "namespace": env.ns}, "spec": old["spec"]}))
+    # the new grant issued too, with a Job of the same name (Job names follow grant names)
+    set_grant_status(env, g.name, {k: v for k, v in old["status"].items()
+                                   if k != "conditions"})
+    again = env.grant(g.name)
+    assert again["metadata"]["uid"] != old["metadata"]["uid"]
+    assert again["status"]["phase"] == "TokenIssued"
+    assert run_gateway(settings_for(env, g, None)) == EXIT_REFUSED
+    lines = _json_lines(capsys.readouterr().err)
+    assert [line["reason"] for line in lines if line["event"] == "GatewayRefused"] == ["NoToken"]
+    assert any(line["event"] == "StatusLeftAlone" for line in lines)
+    assert env.grant(g.name)["status"]["phase"] == "TokenIssued"
+    assert [r["event"] for r in env.audit_records()] == ["GatewayRefused"]
+
+
 def test_command_outside_the_allowlist_is_refused(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:

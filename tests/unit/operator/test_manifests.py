@@ -158,3 +158,12 @@ def test_bad_gateway_pod_settings_are_refused(tmp_path: Path, pod: dict[str, Any
     assert complaint in str(info.value)
     with pytest.raises(ConfigError, match="not valid JSON"):
         _settings(tmp_path, WINGMAN_GATEWAY_POD="{")
+
+
+def test_the_gateway_is_told_which_grant_its_job_was_made_for(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    job = manifests.gateway_job(GRANT, settings, 300)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["WINGMAN_GRANT_NAME"] == GRANT["metadata"]["name"]
+    assert env["WINGMAN_GRANT_UID"] == GRANT["metadata"]["uid"]
