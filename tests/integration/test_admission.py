@@ -793,6 +793,123 @@ def test_a_gateway_pod_gets_only_short_lived_executor_tokens_and_no_pod_runs_as_
         in minted.stderr, minted.stderr
 
 
+def _executor_token(cluster: LocalCluster, ns: str) -> str:
+    """A token of wingman-executor as the gateway obtains it: requested by a gateway pod,
+    bound to its own grant's token Secret (the only way admission lets anyone have one)."""
+    job = names.job_name(f"exe-{_suffix()}")
+    _, gateway = _gateway_pod_token(cluster, ns, job)
+    secret = names.token_secret_name(job, uuid.uuid4().hex[:16])
+    cluster.kubectl("create", "secret", "generic", secret, "-n", ns)
+    issued = _as_token(cluster, gateway, "create", "token", "wingman-executor", "-n", ns,
+                       "--duration=10m", "--bound-object-kind=Secret",
+                       f"--bound-object-name={secret}")
+    assert issued.returncode == 0, issued.stderr
+    return str(issued.stdout.strip())
+
+
+def test_an_approved_command_restarts_scales_and_sets_images_but_switches_no_identity(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    ns, target = test_release.namespace, test_release.target_namespace
+    name = f"web-{_suffix()}"
+    cluster.kubectl("create", "serviceaccount", "admin", "-n", target, check=False)
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"automountServiceAccountToken": False,
+                                       "containers": [{"name": "web", "image": "nginx:1"}]}}}}))
+    executor = _executor_token(cluster, ns)
+
+    def run(*args: str) -> Any:
+        return _as_token(cluster, executor, *args, "-n", target)
+
+    def patch(spec: dict[str, Any]) -> Any:
+        return run("patch", "deployment", name, "--type=strategic", "-p",
+                   json.dumps({"spec": {"template": {"spec": spec}}}))
+
+    # what the default rules are for: restart, scale, a new image
+    for allowed in (run("rollout", "restart", f"deployment/{name}"),
+                    run("scale", f"deployment/{name}", "--replicas=2"),
+                    run("set", "image", f"deployment/{name}", "web=nginx:2")):
+        assert allowed.returncode == 0, allowed.stderr
+    # another ServiceAccount: refused, by either field
+    for switched in (patch({"serviceAccountName": "admin"}),
+                     run("set", "serviceaccount", f"deployment/{name}", "admin")):
+        assert switched.returncode != 0
+        message = " ".join(switched.stderr.split())
+        assert ("an approved command (ServiceAccount wingman-executor) may not change the "
+                f"ServiceAccount the pods of Deployment '{target}/{name}' run as, from "
+                "'default' to 'admin': they would act as another, possibly more privileged "
+                "identity") in message, message
+        assert "have the workload's owners make this change with their own rights" in message
+    # a token, a Secret or the node the pods did not have: refused, each named
+    container = {"name": "web", "image": "nginx:2"}
+    escalations = {
+        "automountServiceAccountToken true (was false)": {"automountServiceAccountToken": True},
+        "hostNetwork": {"hostNetwork": True},
+        "privileged container 'web'": {"containers": [
+            {**container, "securityContext": {"privileged": True}}]},
+        "capability SYS_ADMIN in container 'web'": {"containers": [
+            {**container, "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]},
+        "hostPath volume 'root' (/)": {"volumes": [{"name": "root",
+                                                    "hostPath": {"path": "/"}}]},
+        "Secret 'admin-token'": {"volumes": [{"name": "t",
+                                              "secret": {"secretName": "admin-token"}}]},
+        "a service-account token in volume 'sa'": {"volumes": [{"name": "sa", "projected": {
+            "sources": [{"serviceAccountToken": {"path": "token"}}]}}]},
+    }
+    for shown, spec in escalations.items():
+        refused = patch(spec)
+        assert refused.returncode != 0, shown
+        message = " ".join(refused.stderr.split())
+        assert ("an approved command (ServiceAccount wingman-executor) may not give the pods "
+                f"of Deployment '{target}/{name}' what they did not have: {shown} ") \
+            in message, message
+    # an administrator changes the workload's identity and host access with their own rights
+    admin = cluster.kubectl("patch", "deployment", name, "-n", target, "--type=strategic",
+                            "-p", json.dumps({"spec": {"template": {"spec": {
+                                "serviceAccountName": "admin", "hostNetwork": True}}}}),
+                            check=False)
+    assert admin.returncode == 0, admin.stderr
+    # ... after which the executor still restarts it and sets its image (nothing added)
+    for allowed in (run("rollout", "restart", f"deployment/{name}"),
+                    run("set", "image", f"deployment/{name}", "web=nginx:3")):
+        assert allowed.returncode == 0, allowed.stderr
+    # the preview's dry run of the same command is refused alike, before anyone approves it
+    preview = cluster.sa_token(ns, "wingman-preview", expiration_seconds=600)
+    previewed = _as_token(cluster, preview, "set", "serviceaccount", f"deployment/{name}",
+                          "default", "--dry-run=server", "-n", target)
+    assert previewed.returncode != 0
+    assert ("the preview of an approved command (ServiceAccount wingman-preview) may not "
+            f"change the ServiceAccount the pods of Deployment '{target}/{name}' run as, from "
+            "'admin' to 'default'") in " ".join(previewed.stderr.split()), previewed.stderr
+    new_image = _as_token(cluster, preview, "set", "image", f"deployment/{name}",
+                          "web=nginx:4", "--dry-run=server", "-n", target)
+    assert new_image.returncode == 0, new_image.stderr
+    # a CronJob's pod template is refused the same (a target that grants patching it)
+    cron = f"cron-{_suffix()}"
+    cluster.kubectl("create", "cronjob", cron, "-n", target, "--image=busybox:1",
+                    "--schedule=0 0 * * *")
+    cluster.kubectl("create", "role", cron, "-n", target, "--verb=get,patch",
+                    "--resource=cronjobs.batch")
+    cluster.kubectl("create", "rolebinding", cron, "-n", target, f"--role={cron}",
+                    f"--serviceaccount={ns}:wingman-executor")
+    deadline = time.monotonic() + 10
+    while run("auth", "can-i", "patch", f"cronjob/{cron}").stdout.strip() != "yes":
+        assert time.monotonic() < deadline, "the executor was not granted patch on cronjobs"
+        time.sleep(0.2)
+    cron_patch = run("patch", "cronjob", cron, "--type=merge", "-p", json.dumps(
+        {"spec": {"jobTemplate": {"spec": {"template": {"spec": {
+            "serviceAccountName": "admin"}}}}}}))
+    assert cron_patch.returncode != 0
+    assert (f"ServiceAccount the pods of CronJob '{target}/{cron}' run as, from 'default' to "
+            "'admin'") in " ".join(cron_patch.stderr.split()), cron_patch.stderr
+    suspended = run("patch", "cronjob", cron, "--type=merge", "-p",
+                    json.dumps({"spec": {"suspend": True}}))
+    assert suspended.returncode == 0, suspended.stderr
+
+
 # --------------------------------------------------------------------------- metadata
 
 

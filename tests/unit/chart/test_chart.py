@@ -803,9 +803,12 @@ def test_admission_policies_are_bound_to_the_release_namespace(
                              f"wingman-{NS}-audit-checkpoints", f"wingman-{NS}-metadata",
                              f"wingman-{NS}-service-account-tokens",
                              f"wingman-{NS}-operator-jobs", f"wingman-{NS}-executor-pods",
-                             f"wingman-{NS}-executor-tokens"}
+                             f"wingman-{NS}-executor-tokens",
+                             f"wingman-{NS}-executor-workloads"}
     (writer,) = policies[f"wingman-{NS}-gateway-writes"]["spec"]["matchConditions"]
     assert f"'system:serviceaccount:{NS}:wingman-gateway'" in writer["expression"]
+    (executor,) = policies[f"wingman-{NS}-executor-workloads"]["spec"]["matchConditions"]
+    assert f"'system:serviceaccount:{NS}:wingman-executor'" in executor["expression"]
     for policy in policies.values():
         assert policy["spec"]["failurePolicy"] == "Fail"
         for v in policy["spec"]["validations"]:
@@ -814,8 +817,9 @@ def test_admission_policies_are_bound_to_the_release_namespace(
     assert {b["spec"]["policyName"] for b in bindings} == set(policies)
     for b in bindings:
         assert b["spec"]["validationActions"] == ["Deny"]
-        if b["spec"]["policyName"].endswith("-preview-dry-run"):
-            # the preview identity is confined everywhere: target namespaces, cluster scope
+        if b["spec"]["policyName"].endswith(("-preview-dry-run", "-executor-workloads")):
+            # the preview and executor identities are confined everywhere (the executor acts
+            # in the target namespaces only)
             assert "matchResources" not in b["spec"]
             continue
         assert b["spec"]["matchResources"]["namespaceSelector"] == {
@@ -838,6 +842,21 @@ def test_the_operators_jobs_run_only_as_the_service_accounts_the_release_uses() 
         assert f"variables.account in {accounts}" in rule["expression"]
         (who,) = policy["spec"]["matchConditions"]
         assert f'"system:serviceaccount:{NS}:wingman-operator"' in who["expression"]
+
+
+def test_executor_workload_changes_are_refused_to_the_preview_only_when_it_exists() -> None:
+    """The preview's dry runs are refused alike (approvers see it); with the preview off the
+    policy names no account that the release does not have."""
+    executor = f"'system:serviceaccount:{NS}:wingman-executor'"
+    preview = f"'system:serviceaccount:{NS}:wingman-preview'"
+    for enabled in (True, False):
+        objs = render("test", {"policy.preview.enabled": enabled}, namespace=NS)
+        (policy,) = find(objs, "ValidatingAdmissionPolicy", f"wingman-{NS}-executor-workloads")
+        (who,) = policy["spec"]["matchConditions"]
+        assert executor in who["expression"]
+        assert (preview in who["expression"]) is enabled
+        assert {r["operations"][0] for r in policy["spec"]["matchConstraints"]["resourceRules"]} \
+            == {"UPDATE"}
 
 
 def test_gateway_image_and_docker_socket_come_from_values() -> None:
