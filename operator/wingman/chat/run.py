@@ -3,6 +3,8 @@
 One asyncio loop runs the reconciler, Telegram's long polling and an HTTP server on
 ``WINGMAN_CHAT_HTTP_PORT`` (``/healthz``; Slack's ``/slack/interactive`` and
 ``/slack/commands`` when Slack is enabled); metrics are served on ``WINGMAN_METRICS_PORT``.
+``/healthz`` answers 503, naming it, once the reconciler or Telegram's polling has ended
+(neither should while the process runs), so the probes restart the pod.
 SIGTERM, SIGINT and SIGHUP stop it cleanly. Every log record passes a filter that replaces
 the values of the chat Secret (bot tokens, signing secrets, TOTP secrets) with
 ``[redacted]``, whatever library logged them.
@@ -14,7 +16,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -100,9 +102,9 @@ async def _main(settings: ChatSettings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
-    app = web.Application()
-    app.router.add_get("/healthz", lambda _r: _ok())
     tasks: list[asyncio.Task[Any]] = []
+    app = web.Application()
+    app.router.add_get("/healthz", lambda _r: health(tasks))
     closers: list[Any] = []
     telegram = None
     if config.telegram:
@@ -150,9 +152,10 @@ async def _main(settings: ChatSettings) -> int:
                     await asyncio.wait_for(stop.wait(), timeout=5)
                 except TimeoutError:
                     pass
-        tasks.append(asyncio.create_task(service.run(stop, settings.sync_interval_seconds)))
+        tasks.append(asyncio.create_task(service.run(stop, settings.sync_interval_seconds),
+                                         name="reconciler"))
         if telegram is not None:
-            tasks.append(asyncio.create_task(telegram.poll(stop)))
+            tasks.append(asyncio.create_task(telegram.poll(stop), name="telegram polling"))
         await stop.wait()
     finally:
         for t in tasks:
@@ -169,8 +172,12 @@ async def _main(settings: ChatSettings) -> int:
     return 0
 
 
-async def _ok() -> web.Response:
+async def health(loops: Sequence[asyncio.Task[Any]]) -> web.Response:
+    """200 while every loop runs; 503 naming the ones that ended."""
+    ended = [t.get_name() for t in loops if t.done()]
+    if ended:
+        return web.Response(status=503, text="not running: " + ", ".join(ended))
     return web.Response(text="ok")
 
 
-__all__ = ["RedactSecrets", "install_redaction", "run_chat"]
+__all__ = ["RedactSecrets", "health", "install_redaction", "run_chat"]

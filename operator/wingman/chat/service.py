@@ -301,18 +301,33 @@ class ChatService:
             await self._save()
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
-        """Sync every ``interval`` seconds (or when poked) until ``stop`` is set."""
+        """Sync every ``interval`` seconds (or when poked) until ``stop`` is set.
+
+        A failed sync never ends the loop: the cluster or audit trail being unreachable is
+        retried at the next interval; anything else (a library's bug, an answer of a shape
+        nobody expected) is logged as an error with its type and backs off (the interval,
+        doubling up to ``MAX_BACKOFF_SECONDS``) until a sync succeeds again.
+        """
+        unexpected = 0
         while not stop.is_set():
+            wait = interval
             try:
                 await self.sync()
+                unexpected = 0
             except (WingmanError, OSError) as exc:
                 log.warning("chat sync failed; retrying",
                             extra={"reason": getattr(exc, "reason", type(exc).__name__),
                                    "error": str(exc)[:300]})
+            except Exception as exc:  # noqa: BLE001 - the loop outlives any one sync
+                unexpected += 1
+                wait = min(MAX_BACKOFF_SECONDS, interval * 2.0 ** (unexpected - 1))
+                log.error("chat sync failed unexpectedly; retrying with backoff",
+                          extra={"reason": "Unexpected", "errorType": type(exc).__name__,
+                                 "error": str(exc)[:300], "retry_in_seconds": round(wait, 1)})
             self._wake.clear()
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(
                 self._wake.wait())]
-            _done, pending = await asyncio.wait(waiters, timeout=interval,
+            _done, pending = await asyncio.wait(waiters, timeout=wait,
                                                 return_when=asyncio.FIRST_COMPLETED)
             for p in pending:
                 p.cancel()

@@ -1,11 +1,13 @@
-"""No secret of the chat Secret reaches a log line, whichever library logs it."""
+"""No secret of the chat Secret reaches a log line, whichever library logs it; /healthz fails
+once a loop of the process has ended."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 
-from wingman.chat.run import RedactSecrets
+from wingman.chat.run import RedactSecrets, health
 
 TOKEN = "7000001:AAH-secret-bot-token-value"
 
@@ -31,3 +33,18 @@ def test_secrets_are_redacted_in_messages_arguments_fields_and_tracebacks() -> N
     assert TOKEN not in text
     assert text.count("[redacted]") == 3
     assert "getUpdates failed" in text and "RuntimeError" in text
+
+
+def test_healthz_fails_naming_a_loop_that_ended() -> None:
+    async def main() -> tuple[int, str, int, str]:
+        forever = asyncio.create_task(asyncio.Event().wait(), name="reconciler")
+        ok = await health([forever])
+        ended = asyncio.create_task(asyncio.sleep(0), name="telegram polling")
+        await ended
+        bad = await health([forever, ended])
+        forever.cancel()
+        return ok.status, str(ok.text), bad.status, str(bad.text)
+
+    ok_status, ok_text, bad_status, bad_text = asyncio.run(main())
+    assert (ok_status, ok_text) == (200, "ok")
+    assert bad_status == 503 and bad_text == "not running: telegram polling"

@@ -177,3 +177,41 @@ def test_a_reason_with_a_control_character_is_refused_as_such_and_nothing_is_wri
     assert "API server refused" not in reply.plain
     assert cluster.objs[0]["spec"].get("decisions", []) == []
     assert world.audited(svc, "ChatDecisionRequested") == []
+
+
+class _Flaky(world.Cluster):
+    """A cluster whose first listing fails the way no one planned for (a library's bug)."""
+
+    def __init__(self, *objs: dict[str, Any]) -> None:
+        super().__init__(*objs)
+        self.listings = 0
+
+    def requests(self) -> list[dict[str, Any]]:
+        self.listings += 1
+        if self.listings == 1:
+            raise KeyError("items")
+        return super().requests()
+
+
+def test_an_unexpected_sync_failure_is_logged_and_the_reconciler_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    svc = world.service(tmp_path, world.request("web", 1))
+    cluster = _Flaky(*svc.cluster.objs)  # type: ignore[attr-defined]
+    svc.cluster = cluster  # type: ignore[assignment]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(svc.run(stop, 0.01))
+        for _ in range(500):
+            if cluster.listings >= 2 or loop.done():
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(loop, 5)  # ends because it was stopped, not by the error
+
+    asyncio.run(main())
+    assert cluster.listings >= 2
+    failed = [r for r in caplog.records if r.getMessage().startswith(
+        "chat sync failed unexpectedly")]
+    assert failed and failed[0].levelname == "ERROR"
+    assert vars(failed[0])["errorType"] == "KeyError"
