@@ -67,12 +67,19 @@ _MAX_REFUSAL_KEYS = 1000
 
 
 class ChannelError(WingmanError):
-    """A channel could not deliver (network, rate limit, server error): retried later."""
+    """A channel could not deliver (network, rate limit, server error): retried later.
+
+    ``retry_after`` (the chat service's Retry-After) is capped at ``MAX_BACKOFF_SECONDS``:
+    a huge one (hundreds of digits are infinity as a float) must not block the channel until
+    a restart; one that is negative or not a number is ignored.
+    """
 
     reason = "ChannelUnavailable"
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
+        if retry_after is not None:
+            retry_after = min(retry_after, MAX_BACKOFF_SECONDS) if retry_after >= 0 else None
         self.retry_after = retry_after
 
 

@@ -8,7 +8,7 @@ event and content, for de-duplication), ``X-Wingman-Timestamp`` (Unix seconds) a
 ``X-Wingman-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>" keyed with the Secret's
 webhook-secret>``. Receivers verify the signature and reject timestamps older than five
 minutes. Any answer but 2xx is a failure: the service retries with exponential backoff (a 429
-or 503 ``Retry-After`` is honoured) and never drops an event.
+or 503 ``Retry-After`` is honoured, up to five minutes) and never drops an event.
 """
 
 from __future__ import annotations

@@ -204,11 +204,13 @@ def test_a_signed_payload_of_the_wrong_shape_is_refused_never_a_500(tmp_path: Pa
     run(tmp_path, request("shaped", 1), body=body)
 
 
-@pytest.mark.parametrize(("retry_after", "backoff"), [("\u00b2", 1.0), ("7", 7.0)])
+@pytest.mark.parametrize(("retry_after", "backoff"), [("\u00b2", 1.0), ("7", 7.0),
+                                                      ("9" * 400, 300.0)])
 def test_a_rate_limit_with_a_retry_after_not_a_number_backs_off(
         tmp_path: Path, retry_after: str, backoff: float) -> None:
     # "\u00b2" (the superscript two): str.isdigit says yes, float says no; the reconciler
-    # must back the channel off either way, not stop on a ValueError
+    # must back the channel off either way, not stop on a ValueError; a huge one (float says
+    # infinity) waits the longest backoff, 5 minutes, not until a restart
     async def main() -> None:
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.read(65536)

@@ -15,10 +15,12 @@ from wingman.settings import WebhookConfig
 from .world import metric, request, service
 
 
-@pytest.mark.parametrize(("retry_after", "backoff"), [(b"\xb2", None), (b"7", 7.0)])
+@pytest.mark.parametrize(("retry_after", "backoff"), [(b"\xb2", None), (b"7", 7.0),
+                                                      (b"9" * 400, 300.0)])
 def test_a_retry_after_that_is_not_a_number_is_a_failed_delivery(
         tmp_path: Path, retry_after: bytes, backoff: float | None) -> None:
-    # "\xb2" is the superscript two: str.isdigit says yes, float says no
+    # "\xb2" is the superscript two: str.isdigit says yes, float says no; 400 nines (float
+    # says infinity) wait the longest backoff, not forever
     async def main() -> None:
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.read(65536)
