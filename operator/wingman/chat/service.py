@@ -371,6 +371,9 @@ class ChatService:
                 data["suppressedOthers"] = others
         log.info("chat action refused", extra={"channel": channel, "reason": refusal.reason,
                                                "request": request})
+        # a name as typed may hold a lone surrogate (JSON's "\\ud800"), which the audit trail
+        # cannot store: it is recorded escaped, so the refusal is still audited
+        request = request.encode("utf-8", "backslashreplace").decode("utf-8")
         try:
             await self._audit("ChatRefused", "chat", _subject(self.cluster.namespace, request),
                               data)

@@ -26,8 +26,13 @@ same before it calls, naming the character and where it is. Two classes, one per
   sequence), and a run shows as nothing however long it is, so it could carry hidden text (a
   byte per variation selector after one emoji).
 
+Both classes also refuse lone surrogates (U+D800-U+DFFF): halves of a UTF-16 pair, not
+characters, which JSON escapes (``\\ud800``) and Python strings can hold but UTF-8 cannot: the
+audit trail could not record them, and the API server's JSON decoding replaces each with U+FFFD
+(so a CRD rule never sees one, and what was stored would not be what was sent or audited).
+
 ``tests/unit/model/test_text.py`` checks these classes are exactly the CRDs' rules, code
-point by code point. Pure: the standard library only.
+point by code point (surrogates aside). Pure: the standard library only.
 """
 
 from __future__ import annotations
@@ -47,15 +52,18 @@ IGNORABLE = re.compile(f"[{_IGNORABLE}]")
 #: selectors (the Mongolian ones, the basic ones and the ideographic supplement).
 PROSE_KEPT = re.compile("[\u061c\u180b-\u180d\u180f\u200c-\u200f\ufe00-\ufe0f"
                         "\U000e0100-\U000e01ef]")
+#: Lone surrogates: not characters, no UTF-8 encoding.
+_SURROGATES = "\ud800-\udfff"
 #: What a one-line field (a command, a user name) may not contain.
-LINE_REFUSED = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufff9-\ufffb{_IGNORABLE}]")
+LINE_REFUSED = re.compile(
+    f"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufff9-\ufffb{_SURROGATES}{_IGNORABLE}]")
 #: What prose may not contain (the CRDs' rule for instruction, justification, excerpt, reason):
 #: a character of the one-line class but tab, newline and ``PROSE_KEPT``, or three of
 #: ``PROSE_KEPT`` in a row.
 _PROSE_CLASS = (
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u034f\u115f\u1160\u17b4\u17b5\u180e\u200b\u2028-\u202e"
     "\u2060-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    "\U000e0000-\U000e00ff\U000e01f0-\U000e0fff]")
+    f"{_SURROGATES}\U000e0000-\U000e00ff\U000e01f0-\U000e0fff]")
 PROSE_REFUSED = re.compile(f"{_PROSE_CLASS}|{PROSE_KEPT.pattern}{{3}}")
 #: A character no spec text may hold (tab and newline aside): what a display of text that
 #: was never checked (a status message, an object stored before these rules) shows escaped.
@@ -90,6 +98,10 @@ def refusal(field: str, value: str, *, one_line: bool) -> str | None:
                 "allowed in prose, at most two together (as in an emoji sequence), since a "
                 "longer run shows as nothing and can carry hidden text: remove them")
     code = ord(found.group())
+    if 0xD800 <= code <= 0xDFFF:
+        return (f"{field} contains the lone surrogate U+{code:04X} at index {found.start()}: "
+                "half of a UTF-16 pair, not a character, so it cannot be stored (Kubernetes "
+                "and the audit trail take UTF-8 text); remove it, or send the whole character")
     where = f"{field} contains {_what(code)} U+{code:04X} at index {found.start()}"
     if one_line:
         return (f"{where}; it must be one line without tabs, newlines, other control "

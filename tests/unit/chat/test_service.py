@@ -161,7 +161,7 @@ def test_a_request_decided_while_an_approval_is_relayed_says_how_and_records_not
 
 
 @pytest.mark.parametrize("reason", ["ok \u202e)kcab-llor(", "ok \u200bfine",
-                                    "ok \U000e0061\U000e0070\U000e0070"])
+                                    "ok \U000e0061\U000e0070\U000e0070", "ok \udc00 lone"])
 def test_a_reason_with_a_control_character_is_refused_as_such_and_nothing_is_written(
         tmp_path: Path, reason: str) -> None:
     """The reason goes into spec.decisions, whose text the CRD refuses with control characters,
@@ -177,6 +177,17 @@ def test_a_reason_with_a_control_character_is_refused_as_such_and_nothing_is_wri
     assert "API server refused" not in reply.plain
     assert cluster.objs[0]["spec"].get("decisions", []) == []
     assert world.audited(svc, "ChatDecisionRequested") == []
+    assert [r["reason"] for r in world.audited(svc)] == ["ForbiddenCharacter"]
+
+
+def test_a_refusal_of_a_name_holding_a_lone_surrogate_is_still_audited(tmp_path: Path) -> None:
+    svc = world.service(tmp_path, world.request("web", 1))
+    asyncio.run(svc.refresh())
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "approve", name="web\ud800"))
+    assert not reply.ok and reply.reason == "NotFound" and "'web\\ud800'" in reply.plain
+    assert [r["reason"] for r in world.audited(svc)] == ["NotFound"]
+    subjects = [r.subject for r in svc.sink.records() if r.event == "ChatRefused"]
+    assert subjects[0]["name"] == "web\\ud800"
 
 
 class _Flaky(world.Cluster):

@@ -198,6 +198,9 @@ def test_a_command_given_twice_is_refused_before_any_call() -> None:
      "spec.commands[0] contains the invisible character U+2060 at index 11"),
     ({"instruction": "restart\U000e0020\U000e0061"},
      "spec.instruction contains the invisible tag character U+E0020 at index 7"),
+    # half of a UTF-16 pair (JSON's "\\ud83d"): the API server would store U+FFFD instead
+    ({"commands": ["kubectl get pods -l app=\ud83d"]},
+     "spec.commands[0] contains the lone surrogate U+D83D at index 24"),
 ])
 def test_text_the_crd_refuses_is_refused_before_any_call(kwargs: dict[str, object],
                                                          field: str) -> None:

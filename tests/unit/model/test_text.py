@@ -22,6 +22,8 @@ import yaml
 from wingman.model.text import LINE_REFUSED, PROSE_KEPT, PROSE_REFUSED, refusal
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
+#: Lone surrogates: not Unicode scalar values, so never in text the API server decodes.
+SURROGATES = range(0xD800, 0xE000)
 #: CEL: ``!self.matches(r'<class>')`` or, for decisions, ``d.<field>.matches(r'<class>')``.
 _MATCHES = re.compile(r"(?:self|d\.(by|reason))\.matches\(r'([^']*)'\)")
 
@@ -86,9 +88,14 @@ def test_the_client_refuses_exactly_the_characters_the_crds_refuse() -> None:
     line, prose = sorted(crd_classes, key=lambda c: not _python(c).search("\t"))
     for crd_class, ours in ((line, LINE_REFUSED), (prose, PROSE_REFUSED)):
         theirs = _python(crd_class)
-        differ = [hex(c) for c in range(0x110000)
-                  if bool(theirs.search(chr(c))) != bool(ours.search(chr(c)))]
+        differ = [hex(c) for c in range(0x110000) if c not in SURROGATES
+                  and bool(theirs.search(chr(c))) != bool(ours.search(chr(c)))]
         assert not differ, f"{crd_class}: the client and the CRD disagree on {differ[:10]}"
+        # the API server's JSON decoding makes each lone surrogate U+FFFD before any rule
+        # runs, so the CRDs never see one; the client refuses them all, or what it sent and
+        # audited would not be what was stored
+        assert all(ours.search(chr(c)) for c in SURROGATES)
+        assert not theirs.search("\ufffd") and not ours.search("\ufffd")
     # prose: runs of the characters it keeps (joiners, marks, variation selectors)
     theirs = _python(prose)
     kept = [chr(c) for c in range(0x110000) if PROSE_KEPT.search(chr(c))]
@@ -216,3 +223,14 @@ def test_ordinary_text_in_any_script_passes(ordinary: str) -> None:
 ])
 def test_prose_keeps_what_scripts_and_emoji_need(prose: str) -> None:
     assert refusal("spec.instruction", prose, one_line=False) is None
+
+
+@pytest.mark.parametrize("char", ["\ud800", "\udbff", "\udc00", "\udfff"])
+def test_a_lone_surrogate_is_refused_in_both_classes_as_what_it_is(char: str) -> None:
+    for one_line in (True, False):
+        why = refusal("the reason", f"ok {char} ok", one_line=one_line)
+        assert why is not None and why.startswith(
+            f"the reason contains the lone surrogate U+{ord(char):04X} at index 3: half of a "
+            "UTF-16 pair")
+        assert "remove it" in why
+    assert refusal("the reason", "\U0001f600", one_line=False) is None  # a whole pair's char
