@@ -185,11 +185,16 @@ def check_name(kind: str, name: str) -> str:
     would read the whole collection, ".." or one with "/" another resource."""
     limit = _NAME_LIMITS[kind]
     if not (len(name) <= limit and _NAME.fullmatch(name)):
-        shown = repr(name) if len(name) <= 80 else f"{name[:60]!r}... ({len(name)} characters)"
-        raise Invalid(f"{shown} is not a valid {kind} name: a name is 1 to {limit} lowercase "
-                      "letters, digits, '-' and '.', starting and ending with a letter or digit "
-                      "(list shows the names there are)")
+        raise Invalid(f"{shown(name)} is not a valid {kind} name: a name is 1 to {limit} "
+                      "lowercase letters, digits, '-' and '.', starting and ending with a "
+                      "letter or digit (list shows the names there are)")
     return name
+
+
+def shown(value: str) -> str:
+    """A refused value as an answer quotes it: escaped (``repr``), and when longer than 80
+    characters its first 60 and its length, so a huge or hostile value is never echoed whole."""
+    return repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value)} characters)"
 
 
 def client_error(exc: WingmanError, what: str) -> ClientError:
@@ -536,7 +541,7 @@ class WingmanClient:
         commands = [str(c) for c in (obj.get("spec") or {}).get("commands") or ()]
         if command not in commands:
             listed = "; ".join(commands)
-            raise Invalid(f"{command!r} is not one of the commands of request {request} "
+            raise Invalid(f"{shown(command)} is not one of the commands of request {request} "
                           f"(byte for byte): {listed}")
         gname = st.grant_name(request, command)
         existing = self._call(f"reading ExecutionGrant {gname}", self.kube.get_or_none,
@@ -647,4 +652,4 @@ def _replace(status: st.Status, **changes: Any) -> st.Status:
 
 __all__ = ["POLICY_CONFIGMAP", "SOURCE_LIMITS", "PolicyView", "Source", "WingmanClient",
            "build_grant", "build_request", "build_rollback", "check_name", "client_error",
-           "error_answer"]
+           "error_answer", "shown"]

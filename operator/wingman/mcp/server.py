@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wingman import __version__
 from wingman.client import status as st
-from wingman.client.api import Source, WingmanClient, error_answer
+from wingman.client.api import Source, WingmanClient, check_name, error_answer, shown
 from wingman.client.connect import connect
 from wingman.errors import (
     ConfigError,
@@ -81,16 +81,24 @@ Calls:     awaiting_grant (approved, but only an approver may start the executio
            unavailable (retry later)."""
 
 
+#: What the CRDs allow, in characters: an ApprovalRequest's name (any object's), an
+#: ExecutionGrant's (it names the gateway Job), a command (``spec.commands[]``,
+#: ``spec.command``; the client also holds it to ``scope.MAX_COMMAND_BYTES`` of UTF-8).
+NAME_LIMIT = 253
+GRANT_NAME_LIMIT = 63
+COMMAND_LIMIT = 4096
+
+
 class RollbackArg(BaseModel):
     """For one of the commands, the exact command that undoes it."""
 
     model_config = ConfigDict(extra="forbid")
 
     command: Annotated[str, Field(description="One of the request's commands, byte for byte",
-                                  min_length=1, max_length=4096)]
+                                  min_length=1, max_length=COMMAND_LIMIT)]
     rollback: Annotated[str, Field(description="The exact command that undoes it, run later "
                                    "byte for byte without a shell", min_length=1,
-                                   max_length=4096)]
+                                   max_length=COMMAND_LIMIT)]
 
 
 class SourceArg(BaseModel):
@@ -232,6 +240,11 @@ class Tools:
 
 def _error(exc: WingmanError, kind: str | None, name: str | None, namespace: str
            ) -> st.Status:
+    if kind is not None and name is not None:
+        try:
+            check_name(kind, name)
+        except Invalid:
+            name = shown(name)  # not a name: quoted escaped, and only its start when long
     return error_answer(exc, kind=kind, name=name, namespace=namespace)
 
 
@@ -284,7 +297,8 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
         instruction: Annotated[str, Field(description="What you want to achieve and why, for "
                                           "the reviewers (at most 2000 characters)",
                                           min_length=1, max_length=2000)],
-        commands: Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(
+        commands: Annotated[list[Annotated[str, Field(min_length=1,
+                                                      max_length=COMMAND_LIMIT)]], Field(
             description="1 to 10 exact command lines (each at most 4096 characters, none "
                         "twice), each run later byte for byte without a shell", min_length=1,
             max_length=10)],
@@ -310,7 +324,8 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
                  "(n of m), decision with reason and by whom, each command's grant, next step.",
                  annotations=read_only)
     async def get_request(
-        name: Annotated[str, Field(description="The ApprovalRequest's name")],
+        name: Annotated[str, Field(description="The ApprovalRequest's name",
+                                   max_length=NAME_LIMIT)],
         wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
     ) -> Answer:
         return await tools.get_request(name, wait_seconds)
@@ -321,9 +336,10 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
                  annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True,
                                              idempotent_hint=True, open_world_hint=True))
     async def execute(
-        request: Annotated[str, Field(description="The approved ApprovalRequest's name")],
+        request: Annotated[str, Field(description="The approved ApprovalRequest's name",
+                                      max_length=NAME_LIMIT)],
         command: Annotated[str, Field(description="Exactly one of the request's commands, "
-                                      "byte for byte")],
+                                      "byte for byte", max_length=COMMAND_LIMIT)],
         wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
     ) -> Answer:
         return await tools.execute(request, command, wait_seconds)
@@ -334,7 +350,8 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
                  annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True,
                                              idempotent_hint=True, open_world_hint=True))
     async def rollback(
-        grant: Annotated[str, Field(description="The ExecutionGrant that ran the command")],
+        grant: Annotated[str, Field(description="The ExecutionGrant that ran the command",
+                                    max_length=GRANT_NAME_LIMIT)],
         wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
     ) -> Answer:
         return await tools.rollback(grant, wait_seconds)
@@ -342,7 +359,8 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
     @server.tool(description="The result of an ExecutionGrant: state, exit code and the "
                  "command's output (bounded, secrets redacted).", annotations=read_only)
     async def get_result(
-        grant: Annotated[str, Field(description="The ExecutionGrant's name (execute returns it)")],
+        grant: Annotated[str, Field(description="The ExecutionGrant's name (execute returns it)",
+                                    max_length=GRANT_NAME_LIMIT)],
         wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
     ) -> Answer:
         return await tools.get_result(grant, wait_seconds)

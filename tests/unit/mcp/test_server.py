@@ -8,6 +8,8 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +233,65 @@ def test_an_unknown_prompt_is_invalid_params_not_a_server_error(
     assert error.code == INVALID_PARAMS, error
     assert "no prompt approve" in error.message and "wingman://policy" in error.message
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_names_and_commands_are_bounded_as_the_crds_bound_them() -> None:
+    tools = {t.name: t.input_schema["properties"] for t in anyio.run(_server().list_tools)}
+    assert tools["get_request"]["name"]["maxLength"] == 253
+    assert tools["execute"]["request"]["maxLength"] == 253
+    assert tools["execute"]["command"]["maxLength"] == 4096
+    assert tools["get_result"]["grant"]["maxLength"] == 63
+    assert tools["rollback"]["grant"]["maxLength"] == 63
+
+    async def call(tool: str, args: dict[str, Any]) -> Any:
+        async with Client(_server()) as client:
+            return await client.call_tool(tool, args)
+    for tool, args in [("get_request", {"name": "a" * 3_000_000}),
+                       ("execute", {"request": "r", "command": "k" * 3_000_000})]:
+        result = anyio.run(call, tool, args)
+        text = result.content[0].text
+        assert result.is_error and "at most" in text and len(text) < 1000, text[:1000]
+
+
+def test_a_refused_name_or_command_is_echoed_short_and_escaped() -> None:
+    hostile = "web\u202e" + "a" * 200  # within the schema's bound, not a name
+    async def call(tool: str, args: dict[str, Any], server: Any) -> dict[str, Any]:
+        async with Client(server) as client:
+            result = await client.call_tool(tool, args)
+            assert not result.is_error
+            return json.loads(result.content[0].text)  # type: ignore[union-attr,no-any-return]
+    answer = anyio.run(call, "get_request", {"name": hostile}, _server())
+    assert answer["state"] == "invalid"
+    assert answer["name"] == "'web\\u202e" + "a" * 56 + "'... (204 characters)"
+    assert "\u202e" not in json.dumps(answer, ensure_ascii=False)
+    assert answer["message"].startswith(answer["name"] + " is not a valid ApprovalRequest name")
+
+    class Api(BaseHTTPRequestHandler):  # the API server, holding request "r"
+        def do_GET(self) -> None:
+            body = json.dumps({"apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+                               "metadata": {"name": "r", "namespace": "wm"},
+                               "spec": {"commands": ["kubectl get pods"]}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    thread = threading.Thread(target=api.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host = f"http://127.0.0.1:{api.server_address[1]}"
+        server = mcp_server.build_server(WingmanClient(Connection(
+            Kube(k8s.ApiClient(k8s.Configuration(host=host))), "wm", "test")))
+        answer = anyio.run(call, "execute", {"request": "r", "command": "\u202e" + "k" * 4000},
+                           server)
+    finally:
+        api.shutdown()
+        api.server_close()
+    assert answer["state"] == "invalid", answer
+    assert answer["message"].startswith("'\\u202ekkkkk") and "(4001 characters)" in answer[
+        "message"] and len(answer["message"]) < 300, answer["message"]
