@@ -128,7 +128,8 @@ def _parse_target(target: str) -> tuple[str, str]:
     if scheme in ("postgresql", "postgres"):
         params = _dsn_parts(text)
         ports = [] if params is None else params.get("port", "").split(",")
-        if params is None or not all(p.isdigit() or p == "" for p in ports):
+        if params is None or not all((p.isascii() and p.isdigit()) or p == ""
+                                     for p in ports):
             raise ConfigError(
                 f"audit target {_redact_dsn(text)} is not a valid PostgreSQL URL "
                 "(postgresql://user@host:port/dbname)"

@@ -90,7 +90,7 @@ class AuditAnchor:
     def parse(cls, text: str) -> AuditAnchor:
         """Parse ``SEQ:sha256:HEX`` (the form ``str()`` prints) or ``SEQ:HEX``."""
         seq_text, sep, digest = text.strip().partition(":")
-        if not sep or not seq_text.isdigit():
+        if not sep or not (seq_text.isascii() and seq_text.isdigit()):
             raise ConfigError(
                 f"audit anchor {text!r} is not 'SEQ:sha256:HEX', e.g. '41:sha256:3f2a…'"
             )

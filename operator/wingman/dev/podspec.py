@@ -97,7 +97,7 @@ def _user(sc: Mapping[str, Any], image_user: str) -> str | None:
         user = effective if group in (None, "") else f"{effective}:{group}"
     if sc.get("runAsNonRoot"):
         name = effective.partition(":")[0]
-        if not name.isdigit():
+        if not (name.isascii() and name.isdigit()):
             raise PodSpecNotSupported(f"runAsNonRoot is set and the image's user {name!r} is "
                                       "not numeric: the kubelet cannot verify it is non-root")
         if int(name) == 0:

@@ -673,7 +673,9 @@ def _parse_docker(rest: list[str]) -> ParsedCommand:
 
 
 def _is_number(arg: str) -> bool:
-    return arg[1:].replace(".", "", 1).isdigit()
+    """``-5``, ``-0.5``: a negative number, not a flag (ASCII digits only: ``-²`` is a flag)."""
+    digits = arg[1:].replace(".", "", 1)
+    return digits.isascii() and digits.isdigit()
 
 
 def _frozen(flags: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:

@@ -888,7 +888,8 @@ def test_open_sink_accepts_paths_and_file_urls(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "target",
     ["", "   ", "ftp://host/x", "file://otherhost/var/log/a", "file:///x?y=1",
-     "mysql://u@h/db", "postgresql://u@h:notaport/db"],
+     "mysql://u@h/db", "postgresql://u@h:notaport/db",
+     "postgresql://u@h:\u0665\u0664\u0663\u0662/db"],  # 5432 in Arabic-Indic digits
 )
 def test_bad_targets_are_config_errors(target: str) -> None:
     with pytest.raises(ConfigError):
@@ -962,6 +963,9 @@ def test_anchor_text_round_trips() -> None:
     anchor = AuditAnchor(41, "ab" * 32)
     assert AuditAnchor.parse(str(anchor)) == anchor
     assert AuditAnchor.parse(f"41:{'ab' * 32}") == anchor
-    for bad in ("41", "x:sha256:" + "ab" * 32, "41:sha256:XYZ", "-1:" + "ab" * 32):
+    # str.isdigit also says yes to "\u0664\u0661" (Arabic-Indic 41, which int() reads) and
+    # to "\u00b2" (which int() refuses): a sequence number is ASCII digits
+    for bad in ("41", "x:sha256:" + "ab" * 32, "41:sha256:XYZ", "-1:" + "ab" * 32,
+                "\u0664\u0661:" + "ab" * 32, "\u00b2:" + "ab" * 32):
         with pytest.raises(ConfigError):
             AuditAnchor.parse(bad)

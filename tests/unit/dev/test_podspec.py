@@ -72,8 +72,9 @@ def test_unknown_security_fields_and_root_are_refused() -> None:
             "containers": [{"name": "c"}]}
     with pytest.raises(podspec.PodSpecNotSupported, match="root"):
         _config(root, image_user="0")
-    with pytest.raises(podspec.PodSpecNotSupported, match="not numeric"):
-        _config(root, image_user="nobody")
+    for user in ("nobody", "\u0663", "\u00b2"):  # an Arabic-Indic three, a superscript two
+        with pytest.raises(podspec.PodSpecNotSupported, match="not numeric"):
+            _config(root, image_user=user)
     assert "user" not in _config(root, image_user="1000")
 
 

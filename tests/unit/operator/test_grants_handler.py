@@ -14,9 +14,15 @@ from typing import Any, cast
 import pytest
 
 from wingman.kube import ApiError
+from wingman.model import names
 from wingman.operator import manifests
 from wingman.operator.context import Context, Retry
-from wingman.operator.handlers.grants import Grants, cover_deadline, side_by_side
+from wingman.operator.handlers.grants import (
+    Grants,
+    _secret_expiry,
+    cover_deadline,
+    side_by_side,
+)
 from wingman.operator.metrics import Metrics
 from wingman.settings import OperatorSettings
 
@@ -273,3 +279,13 @@ def test_a_job_that_ended_is_not_extended() -> None:
     job["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
     asyncio.run(cover_deadline(ctx, grant("Pending"), job, expiring(45)))
     assert api.patches == []
+
+
+@pytest.mark.parametrize("expires", ["", "soon", "\u00b2", "\u0661\u0667\u0660\u0660"])
+def test_a_token_secret_with_a_garbled_expiry_counts_as_expired(expires: str) -> None:
+    # str.isdigit also says yes to "\u00b2" (int() refuses it) and to Arabic-Indic digits
+    # (int() reads them): only ASCII digits are an expiry
+    secret = {"metadata": {"annotations": {names.EXPIRES_ANNOTATION: expires}}}
+    assert _secret_expiry(secret) == 0
+    secret["metadata"]["annotations"][names.EXPIRES_ANNOTATION] = "1700000000"
+    assert _secret_expiry(secret) == 1700000000

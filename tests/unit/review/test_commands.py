@@ -121,6 +121,14 @@ def test_flags_are_read_as_the_command_reads_them(command: str, words: tuple[str
     assert {k: parsed.flag(k) for k in flags} == flags
 
 
+@pytest.mark.parametrize("number", ["-\u0663", "-\u00b2", "-\uff11"])
+def test_only_ascii_digits_make_a_negative_number_not_a_flag(number: str) -> None:
+    # str.isdigit also says yes to an Arabic-Indic three, a superscript two, a fullwidth one
+    assert parse("kubectl get pods -1").words == ("get", "pods", "-1")
+    parsed = parse(f"kubectl get pods {number}")
+    assert parsed.words == ("get", "pods") and number in parsed.flags
+
+
 @pytest.mark.parametrize(("command", "flag"), [
     ("kubectl get pods -o --as=system:admin", "--as"),
     ("kubectl get pods --selector --token=abc", "--token"),

@@ -789,10 +789,12 @@ async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, 
 
 
 def _secret_expiry(secret: dict[str, Any]) -> int:
-    """The token's expiry a token Secret records (0, long past, when none or garbled)."""
+    """The token's expiry a token Secret records (0, long past, when none or garbled: ASCII
+    digits only, as ``str.isdigit`` also takes '²', which int() refuses, and other scripts'
+    digits, which it reads)."""
     expires = str((secret["metadata"].get("annotations") or {}).get(names.EXPIRES_ANNOTATION,
                                                                      ""))
-    return int(expires) if expires.isdigit() else 0
+    return int(expires) if expires.isascii() and expires.isdigit() else 0
 
 
 async def record_issued(ctx: Context, grant: Any, job: dict[str, Any], secret_name: str,
