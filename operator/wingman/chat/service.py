@@ -399,13 +399,16 @@ class ChatService:
         return suppressed, others
 
     # -- actions -------------------------------------------------------------------------
-    def find(self, *, name: str = "", uid: str = "") -> RequestView:
+    def find(self, *, name: str = "", uid: str = "", channel: str = "") -> RequestView:
+        """The request named ``name`` (or with ``uid``); NotFound hints at ``channel``'s
+        pending command."""
         for v in self.views.values():
             if (uid and v.uid == uid) or (name and v.name == name):
                 return v
         what = name or uid
         raise refuse("NotFound", f"there is no approval request {what!r} in environment "
-                     f"{self.env} (it may have been deleted): /pending lists the open ones")
+                     f"{self.env} (it may have been deleted): {self._prefix(channel)}pending "
+                     "lists the open ones")
 
     async def act(self, channel: str, chat_user: str, person: ChatPerson | None, verb: str,
                   *, name: str = "", uid: str = "", reason: str = "", code: str | None = None,
@@ -429,20 +432,20 @@ class ChatService:
         if verb == "pending":
             return self._pending()
         if verb == "describe":
-            v = self.find(name=name)
+            v = self.find(name=name, channel=channel)
             return Reply((T(f"Request {v.name}"),), view=v)
         if verb == "status":
             return await self._status(channel, person, name)
         if verb == "confirm":
             held = self.step_up.take(f"{channel}:{chat_user}")
             await self.refresh()
-            if self.find(name=held.request).uid != held.uid:
+            if self.find(name=held.request, channel=channel).uid != held.uid:
                 raise refuse("StaleButton", f"{held.request} was replaced by a new request "
                              "since you started: decide the new one")
             return await self._decide(channel, chat_user, person, held.verb, held.request,
                                       held.reason, code or "", stepped_up=False)
         if verb in ("approve", "reject"):
-            v = self.find(name=name, uid=uid)
+            v = self.find(name=name, uid=uid, channel=channel)
             if verb == "reject" and not reason.strip():
                 raise refuse("ReasonRequired", f"say why: {self._prefix(channel)}reject "
                              f"{v.name} <reason>")
@@ -465,7 +468,7 @@ class ChatService:
 
     async def _decide(self, channel: str, chat_user: str, person: ChatPerson, verb: str,
                       name: str, reason: str, code: str, *, stepped_up: bool) -> Reply:
-        v = self.find(name=name)
+        v = self.find(name=name, channel=channel)
         check_decision(v, person, verb, self.clock())
         why = text.refusal("the reason", reason[:1000], one_line=False)
         if why is not None:  # what the client and the API server refuse: say so, write nothing
@@ -498,7 +501,7 @@ class ChatService:
 
     async def _exec(self, channel: str, chat_user: str, person: ChatPerson, name: str,
                     command: str) -> Reply:
-        v = self.find(name=name)
+        v = self.find(name=name, channel=channel)
         if command not in v.commands:
             raise refuse("NotACommandOfTheRequest", f"that is not one of {v.name}'s commands "
                          f"byte for byte: {self._prefix(channel)}describe {v.name} shows "
@@ -564,8 +567,13 @@ class ChatService:
         except NotFound as exc:
             raise refuse("NotFound", f"there is no ExecutionGrant {name!r} in "
                          f"{self.env}") from exc
-        except ClientError as exc:
+        except Invalid as exc:  # not a grant's name ("../x"): the client's own check
+            raise refuse("Invalid", exc.message) from exc
+        except Forbidden as exc:
             raise refuse("NotAllowed", f"you ({person.user}) may not read {name}: "
+                         f"{exc.message}") from exc
+        except ClientError as exc:
+            raise refuse("ApiError", f"cannot read ExecutionGrant {name}: "
                          f"{exc.message}") from exc
         head = f"Grant {name}: {status.state.value}"
         if status.exit_code is not None:

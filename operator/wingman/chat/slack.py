@@ -261,7 +261,7 @@ class SlackChannel:
                              f"environment {self.environment}: ask an administrator to add "
                              "your Slack id to chat.people")
             await self.service.refresh()
-            v = self.service.find(uid=button.uid)
+            v = self.service.find(uid=button.uid, channel=self.name)
             from wingman.chat.guard import check_decision
 
             check_decision(v, person, verb, self.service.clock())

@@ -289,7 +289,7 @@ class TelegramChannel:
                 raise refuse("StaleButton", "this is not the request's current message: use "
                              "the latest one, or /pending")
             if button.verb == "reject" and person is not None:
-                v = self.service.find(uid=button.uid)
+                v = self.service.find(uid=button.uid, channel=self.name)
                 reply = Reply((T(f"To reject, send: /reject {v.name} <reason>"),))
             else:
                 reply = await self.service.act(self.name, chat_user, person, button.verb,

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 
 from wingman.chat import render
 from wingman.chat import service as service_module
+from wingman.chat.cluster import ChatCluster
 from wingman.chat.guard import StepUp, refuse
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
+from wingman.kube import Kube
 from wingman.settings import ChatConfig
 
 from . import world
@@ -226,3 +229,33 @@ def test_an_unexpected_sync_failure_is_logged_and_the_reconciler_goes_on(
         "chat sync failed unexpectedly")]
     assert failed and failed[0].levelname == "ERROR"
     assert vars(failed[0])["errorType"] == "KeyError"
+
+
+class _ImpersonatingCluster(world.Cluster):
+    """The in-memory cluster, with the chat's real client as the person (over an API server
+    that is not there: what the client checks itself is all these tests reach)."""
+
+    def client_as(self, person: Any, hints: Any) -> Any:
+        kube = Kube(k8s.ApiClient(k8s.Configuration(host="https://127.0.0.1:1")))
+        return ChatCluster(kube, self.namespace, "wingman-chat-state").client_as(person, hints)
+
+
+@pytest.mark.parametrize("grant", ["../x", "a/b", "."])
+def test_status_of_what_cannot_be_a_grant_name_is_refused_as_invalid(
+        tmp_path: Path, grant: str) -> None:
+    svc = world.service(tmp_path)
+    svc.cluster = _ImpersonatingCluster()  # type: ignore[assignment]
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "status", name=grant))
+    assert not reply.ok and reply.reason == "Invalid", reply
+    assert f"{grant!r} is not a valid ExecutionGrant name" in reply.plain
+    assert "may not read" not in reply.plain
+    assert [r["reason"] for r in world.audited(svc)] == ["Invalid"]
+
+
+def test_a_request_not_found_hints_at_the_channel_s_pending_command(tmp_path: Path) -> None:
+    svc = world.service(tmp_path)
+    telegram = asyncio.run(svc.act("telegram", "111", world.BOB, "describe", name="gone"))
+    slack = asyncio.run(svc.act("slack", "U0BOB", world.BOB, "describe", name="gone"))
+    assert telegram.reason == slack.reason == "NotFound"
+    assert telegram.plain.endswith(": /pending lists the open ones")
+    assert slack.plain.endswith(": /wingman pending lists the open ones")

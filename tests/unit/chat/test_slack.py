@@ -249,7 +249,7 @@ def test_slack_answers_name_slack_commands(tmp_path: Path, command: str) -> None
         answers = {}
         async with ClientSession() as http:
             for text in ("frobnicate", "reject hinted", "exec hinted nope", "approve",
-                         "status"):
+                         "status", "describe gone"):
                 data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
                                   "command": command, "text": text}).encode()
                 async with http.post(f"{url}/slack/commands", data=data,
@@ -261,8 +261,10 @@ def test_slack_answers_name_slack_commands(tmp_path: Path, command: str) -> None
         assert f"{command} describe hinted shows them" in answers["exec hinted nope"]
         assert f"usage: {command} approve <request>" in answers["approve"]
         assert f"usage: {command} status <grant>" in answers["status"]
+        assert f"{command} pending lists the open ones" in answers["describe gone"]
         assert [d["reason"] for d in audited(svc)] == [
-            "UnknownCommand", "ReasonRequired", "NotACommandOfTheRequest", "Usage", "Usage"]
+            "UnknownCommand", "ReasonRequired", "NotACommandOfTheRequest", "Usage", "Usage",
+            "NotFound"]
 
     run(tmp_path, request("hinted", 1), body=body, command=command)
 
