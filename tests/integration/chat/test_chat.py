@@ -465,7 +465,7 @@ def test_a_request_too_long_for_a_message_gets_the_short_card_and_holds_up_nothi
     body = approval_request(
         "tg-huge", requester=WORKER, environment=env.release.env,
         instruction="i" * 2000, justification="j" * 2000,
-        commands=[f"kubectl rollout restart deployment/huge{i}\u200b{'x' * 200} -n {ns}"
+        commands=[f"kubectl rollout restart deployment/huge{i}-{'x' * 200} -n {ns}"
                   for i in range(10)],
         source={"reference": "r" * 512, "agent": "g" * 253, "model": "m" * 253,
                 "excerpt": "e" * 4000, "inputTrust": "Untrusted"})
