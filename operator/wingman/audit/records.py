@@ -584,12 +584,12 @@ def _parse_stored(raw: bytes) -> AuditRecord:
     # surrogate): such a record has no stored form, so it cannot be the one that was written.
     try:
         stored = canonical_json(obj)
+    except UnicodeEncodeError:  # a ValueError too: caught first
+        raise _Malformed("holds a lone surrogate escape (such as \\ud800), which is not "
+                         "Unicode and which canonical JSON never writes") from None
     except ValueError:
         raise _Malformed("holds a number too large for a float (such as 1e400), which "
                          "canonical JSON never writes") from None
-    except UnicodeEncodeError:
-        raise _Malformed("holds a lone surrogate escape (such as \\ud800), which is not "
-                         "Unicode and which canonical JSON never writes") from None
     object.__setattr__(record, "stored", stored)
     return record
 

@@ -266,6 +266,11 @@ def test_a_value_canonical_json_cannot_write_is_malformed(
     report = verify(str(path))
     assert report.problem is not None and report.problem.kind is ProblemKind.MALFORMED, case
     assert (report.problem.position, report.problem.line) == (0, 1)
+    # the message names what is wrong: a surrogate is not called a number too large
+    assert ("surrogate" in report.problem.message) == ("surrogate" in case), (
+        report.problem.message)
+    assert ("too large" in report.problem.message) == ("overflow" in case), (
+        report.problem.message)
     done = _verify_in_subprocess(path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.startswith("TAMPERED at record 0 (line 1): Malformed"), done.stdout
