@@ -224,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
                          description="Verify the hash chain of an audit trail against its "
                          "signed checkpoints (docs/audit.md).",
                          epilog="exit status: 0 verified, 1 tampered, 2 unreadable or a bad "
-                         "target or argument")
+                         "target or argument, or the verdict could not be written")
     from wingman.cli.audit import add_verify_arguments
 
     add_verify_arguments(vp)
@@ -374,6 +374,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the exit's own flush would fail again: send what is left nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE
+    except OSError as exc:
+        # the output could not be written (a full disk, a terminal gone); other I/O errors
+        # come as a WingmanError saying what failed
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if exc.filename is not None:  # not the output: a file, named
+            print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        else:
+            print(f"error: cannot write the output: {exc.strerror or exc}; what was not "
+                  "written is lost: free space where the output goes (or redirect it "
+                  "elsewhere) and run the command again", file=sys.stderr)
+        from wingman.cli.requests import EXIT_USAGE
+
+        return EXIT_USAGE
     except WingmanError as exc:
         from wingman.cli.requests import exit_code_for_error, terminal_text
 

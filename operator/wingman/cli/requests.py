@@ -40,7 +40,8 @@ PREVIEW_DIFF_LINES = 30
 EXIT_CODES = {
     EXIT_OK: "done (for request/exec: created, and with --wait approved or succeeded)",
     EXIT_DENIED: "denied: the request was rejected or revoked, or the grant was refused",
-    EXIT_USAGE: "usage: bad arguments or configuration, or input the API server rejects",
+    EXIT_USAGE: "usage: bad arguments or configuration, or input the API server rejects "
+                "(also: output that cannot be written)",
     EXIT_EXPIRED: "expired: the request or the grant's token expired",
     EXIT_FAILED: "failed: the command ran and failed, or did not complete",
     EXIT_API: "API error: unreachable, forbidden (RBAC or admission), or not found",

@@ -36,3 +36,22 @@ def test_output_closed_early_ends_quietly_with_the_sigpipe_code() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, err
     assert "Traceback" not in err and err == ""
+
+
+@pytest.mark.parametrize("argv", [["audit", "verify", "{trail}"],
+                                  ["audit", "show", "{trail}", "--subject", "r"]])
+def test_output_that_cannot_be_written_is_an_error_not_a_verdict(
+        tmp_path: Path, argv: list[str]) -> None:
+    # `wingman audit verify trail > file` on a full disk: exit 1 would read as "tampered"
+    from wingman.audit.file import FileSink
+
+    trail = tmp_path / "audit.jsonl"
+    with FileSink(trail) as sink:
+        sink.append("VoteCast", actor="a", subject={"name": "r"})
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "wingman.cli",
+                               *[a.format(trail=trail) for a in argv]],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    assert "cannot write the output: No space left on device" in done.stderr
