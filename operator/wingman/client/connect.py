@@ -51,7 +51,10 @@ class Connection:
 def _kubeconfig_paths(settings: ClientSettings, explicit: str | None) -> tuple[str, ...]:
     if explicit:
         if not Path(explicit).is_file():
-            raise ConfigError(f"--kubeconfig {explicit}: no such file")
+            if not Path(explicit).exists():
+                raise ConfigError(f"--kubeconfig {explicit}: no such file")
+            raise ConfigError(f"--kubeconfig {explicit} is not a regular file (a directory, a "
+                              "FIFO or a device); pass the kubeconfig file itself")
         return (explicit,)
     if settings.kubeconfig:
         existing = tuple(p for p in settings.kubeconfig if Path(p).is_file())

@@ -94,6 +94,9 @@ def test_in_a_pod_a_missing_token_names_the_directory(tmp_path: Path) -> None:
 def test_a_named_kubeconfig_or_context_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         connect(_settings(tmp_path), kubeconfig=str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="is not a regular file") as caught:
+        connect(_settings(tmp_path), kubeconfig=str(tmp_path))  # a directory exists
+    assert "no such file" not in caught.value.message
     with pytest.raises(ConfigError, match="KUBECONFIG"):
         connect(_settings(tmp_path, kubeconfig=(str(tmp_path / "missing"),)))
     with pytest.raises(ConfigError, match="--context x needs a kubeconfig"):
