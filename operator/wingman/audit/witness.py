@@ -28,8 +28,10 @@ import hmac
 import http.server
 import json
 import os
+import re
 import signal
 import socket
+import stat
 import sys
 import threading
 import urllib.error
@@ -38,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from wingman.audit.checkpoints import Checkpoint, iter_checkpoints, parse_checkpoint
 from wingman.audit.records import _loads, _Malformed
@@ -101,7 +103,7 @@ class WitnessStore:
         self.recent: dict[str, OrderedDict[int, str]] = {}
         """Per log, seq -> hash of the newest ``RECENT_PER_LOG`` + 1 witnessed."""
         if path.exists():
-            with path.open("rb") as fh:
+            with _open_regular(path, "store") as fh:
                 for number, checkpoint in iter_checkpoints(fh, str(path)):
                     where = f"{path} line {number}"
                     if keys is not None:
@@ -284,6 +286,42 @@ def make_server(listen: tuple[str, int], store: WitnessStore, key: bytes,
     return server
 
 
+MAX_KEY_FILE_BYTES = 64 * 1024
+"""Largest HMAC or audit key file the reference witness reads."""
+
+
+def _open_regular(path: Path, what: str) -> IO[bytes]:
+    """The regular file ``path``, open for reading: a FIFO or a device is refused
+    (``WitnessError``), never waited on nor read without end."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise WitnessError(f"{what} {path} is not a regular file; pass the file itself")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _key_file(name: str, what: str) -> bytes:
+    with _open_regular(Path(name), what) as fh:
+        data = fh.read(MAX_KEY_FILE_BYTES + 1)
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise WitnessError(f"{what} {name} is larger than {MAX_KEY_FILE_BYTES} bytes; pass the "
+                           "key file itself")
+    return data
+
+
+def _listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (port 0: any free one); ``WitnessError`` says what is wrong."""
+    host, _, port = text.rpartition(":")
+    if not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        raise WitnessError(f"--listen {text!r} is not HOST:PORT with a port 0 to 65535, e.g. "
+                           "127.0.0.1:8470")
+    return host or "127.0.0.1", int(port)
+
+
 def witness_main(argv: Sequence[str]) -> int:
     """``wingman audit witness``: serve until SIGINT, SIGTERM or SIGHUP."""
     import argparse
@@ -299,15 +337,15 @@ def witness_main(argv: Sequence[str]) -> int:
     p.add_argument("--path", default="/checkpoints",
                    help="the HTTP path checkpoints are POSTed to (default %(default)s)")
     args = p.parse_args(list(argv))
-    host, _, port = args.listen.rpartition(":")
     try:
-        key = Path(args.hmac_key_file).read_bytes().strip()
-        keys = keyset_from_pems([Path(f).read_bytes() for f in args.audit_key]) \
+        host, port = _listen(args.listen)
+        key = _key_file(args.hmac_key_file, "HMAC key file").strip()
+        keys = keyset_from_pems([_key_file(f, "audit key") for f in args.audit_key]) \
             if args.audit_key else None
         if len(key) < 16:
             raise WitnessError("the HMAC key must be at least 16 bytes")
         store = WitnessStore(Path(args.store), keys)
-        server = make_server((host or "127.0.0.1", int(port)), store, key, args.path)
+        server = make_server((host, port), store, key, args.path)
     except (OSError, ValueError, WingmanError) as exc:
         print(f"wingman audit witness: cannot start: {exc}", file=sys.stderr)
         return 2

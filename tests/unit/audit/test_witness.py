@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import http.server
+import os
 import signal
 import subprocess
 import sys
@@ -280,3 +281,34 @@ def test_a_store_holding_two_disagreeing_checkpoints_does_not_start(tmp_path: Pa
     path.write_text(f"{_cp(3).to_line()}\n{_cp(4).to_line()}\n{_cp(3, 'cd' * 32).to_line()}\n")
     with pytest.raises(AuditTampered, match=f"{path} line 3 .*disagrees with an earlier line"):
         WitnessStore(path, KEYS)
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("port-too-large", "port 0 to 65535"),
+    ("no-port", "port 0 to 65535"),
+    ("hmac-key-fifo", "HMAC key file"),
+    ("audit-key-fifo", "audit key"),
+    ("store-fifo", "store"),
+    ("hmac-key-device", "HMAC key file"),
+])
+def test_a_bad_listen_address_or_file_is_a_clear_refusal_not_a_hang(
+        tmp_path: Path, case: str, expected: str) -> None:
+    key, pem = _key_files(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no writer: reading it would wait for good
+    args = {"--listen": "127.0.0.1:0", "--store": str(tmp_path / "w.jsonl"),
+            "--hmac-key-file": str(key), "--audit-key": str(pem)}
+    args.update({"port-too-large": {"--listen": "127.0.0.1:99999"},
+                 "no-port": {"--listen": "localhost"},
+                 "hmac-key-fifo": {"--hmac-key-file": str(fifo)},
+                 "audit-key-fifo": {"--audit-key": str(fifo)},
+                 "store-fifo": {"--store": str(fifo)},
+                 "hmac-key-device": {"--hmac-key-file": "/dev/zero"}}[case])
+    done = subprocess.run(
+        [sys.executable, "-m", "wingman.cli", "audit", "witness",
+         *[item for pair in args.items() for item in pair]],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={"PYTHONPATH": str(OPERATOR_SRC)})
+    assert done.returncode == 2, done.stderr
+    assert "cannot start" in done.stderr and expected in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
