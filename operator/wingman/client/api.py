@@ -402,6 +402,8 @@ class WingmanClient:
                           "so give it once (a request to run it again later is a new request)")
         if not instruction or not instruction.strip():
             raise Invalid("instruction is empty: say what you want to achieve, for reviewers")
+        if name is not None:
+            check_name("ApprovalRequest", name)
         check_texts({"instruction": instruction, "justification": justification,
                      "commands": commands, "source": source.to_spec() if source else {},
                      "rollbacks": [{"command": c, "rollback": r}

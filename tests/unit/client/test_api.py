@@ -183,6 +183,13 @@ def test_a_command_given_twice_is_refused_before_any_call() -> None:
         _unreachable().create_request(instruction="restart", commands=["kubectl a", "kubectl a"])
 
 
+@pytest.mark.parametrize("name", ["", "Req_1", "req-\u0430", "a/b", "x" * 254])
+def test_a_request_name_that_is_no_kubernetes_name_is_refused_before_any_call(name: str) -> None:
+    # --name "" silently became a generated name, and the others reached the API server
+    with pytest.raises(Invalid, match="is not a valid ApprovalRequest name"):
+        _unreachable().create_request(instruction="restart", commands=["kubectl a"], name=name)
+
+
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"instruction": "restart \u202eweb"}, "spec.instruction contains the bidirectional control "
                                            "U+202E at index 8"),
