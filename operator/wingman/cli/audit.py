@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 import sys
 from typing import BinaryIO, TextIO
@@ -24,6 +25,7 @@ from wingman.errors import AuditTampered, ClusterError, ConfigError, WingmanErro
 
 CHECKPOINTS_CONFIGMAP = "wingman-audit-checkpoints"
 CHECKPOINTS_KEY = "checkpoints.jsonl"
+_CONFIGMAP_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 MAX_KEY_BYTES = 64 * 1024
 """Largest audit public key file read (an Ed25519 PEM is about 113 bytes)."""
 
@@ -55,6 +57,11 @@ def _from_cluster(namespace: str, configmap: str, kubeconfig: str | None,
     from wingman.client.connect import connect
     from wingman.kube import CONFIGMAPS, ApiError
 
+    if not (len(configmap) <= 253 and _CONFIGMAP_NAME.fullmatch(configmap)):
+        # "" would read the list of every ConfigMap, "a/b" another resource
+        shown = configmap if len(configmap) <= 80 else configmap[:60] + "..."
+        raise ConfigError(f"--configmap {shown!r} is not a ConfigMap name: 1 to 253 lowercase "
+                          f"letters, digits, '-' and '.' (default {CHECKPOINTS_CONFIGMAP})")
     kube = connect(kubeconfig=kubeconfig, context=context, namespace=namespace).kube
     try:
         obj = kube.get_or_none(CONFIGMAPS, namespace, configmap)

@@ -253,3 +253,20 @@ def test_a_checkpoints_file_of_another_trail_only_is_an_error_not_ignored(tmp_pa
     assert mistyped.stdout.startswith("UNREADABLE: "), mistyped.stdout
     assert "no checkpoint of trail wingman-tset" in mistyped.stdout, mistyped.stdout
     assert "wingman-test" in mistyped.stdout and "--log" in mistyped.stdout, mistyped.stdout
+
+
+@pytest.mark.parametrize("configmap", ["", "a/b", "..", "Checkpoints"])
+def test_a_configmap_that_is_no_configmap_name_is_refused_before_any_call(
+        tmp_path: Path, configmap: str) -> None:
+    # "" would GET the list of every ConfigMap (no data: no checkpoint), "a/b" another resource
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "users: [{name: u, user: {token: not-a-real-token}}]\n")
+    done = _wingman("audit", "verify", str(_trail(tmp_path)), "-n", "wingman", "--configmap",
+                    configmap, "--kubeconfig", str(kubeconfig))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.startswith(f"UNREADABLE: --configmap {configmap!r} is not a ConfigMap "
+                                  "name"), done.stdout
