@@ -204,21 +204,44 @@ def verify(
         )
 
 
-def records_about(target: str, name: str, namespace: str | None = None
-                  ) -> Iterator[dict[str, Any]]:
+class Skipped:
+    """The lines ``records_about`` could not read as records: how many, and the first."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: int | None = None
+        self.stopped: str | None = None
+        """Why reading ended early (a line too long to be a record), if it did."""
+
+    def add(self, line: int | None) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = line
+
+
+def records_about(target: str, name: str, namespace: str | None = None,
+                  skipped: Skipped | None = None) -> Iterator[dict[str, Any]]:
     """The records (parsed, in order) whose subject is the object ``name`` (in ``namespace``
     when given), and those naming it as the grant an approved command went to. Read-only; a
-    line that does not parse is skipped (``verify`` is what judges the chain)."""
+    line that does not parse is skipped, and counted in ``skipped`` (``verify`` is what judges
+    the chain)."""
     kind, where = _parse_target(target)
     entries = _postgres_entries(where) if kind == "postgres" else _file_entries(Path(where))
     with contextlib.closing(entries):
         for entry in entries:
+            if entry.error is not None:  # the last entry: the reader stops there
+                if skipped is not None:
+                    skipped.add(entry.line)
+                    skipped.stopped = f"line {entry.line}, which {entry.error}"
+                continue
             try:
                 record = _loads(entry.raw)  # never recurses deeply, nor reads NaN
                 canonical_json(record)  # nor 1e400 as infinity, nor a lone surrogate
             except (_Malformed, ValueError):
-                continue
+                record = None
             if not isinstance(record, dict):
+                if skipped is not None:
+                    skipped.add(entry.line)
                 continue
             subject = record.get("subject")
             data = record.get("data")
@@ -236,13 +259,22 @@ def show_main(target: str, name: str, namespace: str | None = None,
     found, 1 when none, 2 when the trail cannot be read."""
     stream = out if out is not None else sys.stdout
     found = 0
+    skipped = Skipped()
     try:
-        for record in records_about(target, name, namespace):
+        for record in records_about(target, name, namespace, skipped):
             print(json.dumps(record, sort_keys=True), file=stream)
             found += 1
     except (AuditUnavailable, ConfigError) as exc:
         print(f"UNREADABLE: {exc.message}", file=sys.stderr)
         return 2
+    if skipped.count:  # a damaged line may be one about this object: never silently
+        first = f" (the first at line {skipped.first})" if skipped.first is not None else ""
+        print(f"note: {skipped.count} line{'s' if skipped.count != 1 else ''} of the trail "
+              f"could not be read as records and {'were' if skipped.count != 1 else 'was'} "
+              f"skipped{first}; run 'wingman audit verify' on it", file=sys.stderr)
+    if skipped.stopped is not None:
+        print(f"note: reading stopped at {skipped.stopped}: the lines after it were not read",
+              file=sys.stderr)
     if not found:
         print(f"no audit records about {name!r}", file=sys.stderr)
         return 1

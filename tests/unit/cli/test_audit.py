@@ -125,11 +125,18 @@ def test_show_skips_a_line_nested_too_deeply_to_parse(tmp_path: Path,
                                                       ) -> None:
     path = _trail(tmp_path)
     with path.open("ab") as fh:
-        fh.write(b"[" * 200_000 + b"]" * 200_000 + b"\n")
+        fh.write(b"[" * 100_000 + b"]" * 100_000 + b"\n")
         fh.write(b'{"subject":{"name":"g"},"data":{"f":1e400},"x":"\\ud800"}\n')
+        fh.write(b"[" * 200_000 + b"]" * 200_000 + b"\n")
+        fh.write(b'{"subject":{"name":"g"},"data":{},"x":"after the long line"}\n')
     assert main(["audit", "show", str(path), "--subject", "g"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    shown = capsys.readouterr()
+    out = shown.out.splitlines()
     assert len(out) == 3 and all('"i":' in line for line in out), out
+    # skipped, never silently: a damaged line may be the one about this object
+    assert "3 lines of the trail could not be read as records and were skipped (the first " \
+           "at line 4); run 'wingman audit verify'" in shown.err, shown.err
+    assert "reading stopped at line 6, which is longer than" in shown.err, shown.err
 
 
 def test_an_unexpected_error_is_a_clear_message_and_exit_2(
