@@ -182,6 +182,13 @@ def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str]]:
             if len(pem) > MAX_KEY_BYTES:
                 raise ConfigError(f"audit key {name} is larger than {MAX_KEY_BYTES} bytes; "
                                   "pass the audit public key's PEM file")
+            try:
+                keyset_from_pems([pem])
+            except ConfigError as exc:  # which file, and what it should hold
+                raise ConfigError(f"--audit-key {name}: {exc.message}; pass the audit public "
+                                  "key as an Ed25519 PEM: a *.pem entry of the checkpoints "
+                                  "ConfigMap, or 'openssl pkey -pubout' of the private key"
+                                  ) from None
             pems.append(pem)
         keys = keyset_from_pems(pems)
     elif published:

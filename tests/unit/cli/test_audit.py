@@ -107,6 +107,19 @@ def test_a_checkpoints_file_of_one_huge_line_is_refused_in_bounded_memory(tmp_pa
     assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
 
 
+def test_an_audit_key_file_that_is_no_ed25519_public_key_is_named(tmp_path: Path) -> None:
+    # the second of two: the message names the file, and says what it should hold
+    path = _trail(tmp_path)
+    checkpoints, pem = _signed(tmp_path, path)
+    private = tmp_path / "private.pem"
+    private.write_bytes(generate_signing_key().private_pem())
+    done = _wingman("audit", "verify", str(path), "--checkpoints", str(checkpoints),
+                    "--audit-key", str(pem), "--audit-key", str(private))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.startswith(f"UNREADABLE: --audit-key {private}: "), done.stdout
+    assert "Ed25519 PEM" in done.stdout and "PRIVATE" not in done.stdout, done.stdout
+
+
 def test_a_huge_audit_key_file_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     path = _trail(tmp_path)
     checkpoints, _ = _signed(tmp_path, path)
