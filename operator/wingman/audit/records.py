@@ -541,7 +541,9 @@ def _loads(raw: bytes) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise _Malformed(f"is not JSON ({exc.msg} at column {exc.colno})") from None
+        # json ends some messages with "at" ("Invalid control character at")
+        raise _Malformed(f"is not JSON ({exc.msg.removesuffix(' at')} at column "
+                         f"{exc.colno})") from None
     except ValueError as exc:  # an integer with more digits than Python converts
         if "digits" in str(exc):
             raise _Malformed(f"holds an integer of more than {sys.get_int_max_str_digits()} "

@@ -370,6 +370,16 @@ def test_malformed_or_non_canonical_lines_are_detected(log: Path, mutate: Any, k
     assert (problem.kind, problem.position) == (kind, 5)
 
 
+def test_a_nul_byte_in_a_record_is_reported_readably(log: Path) -> None:
+    lines = _lines(log)
+    lines[2] = lines[2].replace(b'"actor":"', b'"actor":"\x00', 1)
+    _write(log, lines)
+    problem = verify(str(log)).problem
+    assert problem is not None and (problem.kind, problem.line) == (ProblemKind.MALFORMED, 3)
+    assert problem.message.startswith("the stored record is not JSON (Invalid control "
+                                      "character at column "), problem.message
+
+
 def test_same_value_in_another_spelling_is_an_edit(tmp_path: Path) -> None:
     # 1e+16 and 1E+16 parse to the same float: only a byte-exact check sees the change.
     path = tmp_path / "audit.jsonl"
