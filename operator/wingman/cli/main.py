@@ -375,17 +375,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE
     except OSError as exc:
-        # the output could not be written (a full disk, a terminal gone); other I/O errors
-        # come as a WingmanError saying what failed
+        # I/O errors the commands expect come as a WingmanError saying what failed; what is
+        # left is a file (named), the output that could not be written (a full disk, a
+        # terminal gone), or the system refusing something else (a port in use)
+        import errno
         import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         if exc.filename is not None:  # not the output: a file, named
             print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
-        else:
+        elif exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             print(f"error: cannot write the output: {exc.strerror or exc}; what was not "
                   "written is lost: free space where the output goes (or redirect it "
                   "elsewhere) and run the command again", file=sys.stderr)
+        else:
+            print(f"error: {exc.strerror or exc}", file=sys.stderr)
         from wingman.cli.requests import EXIT_USAGE
 
         return EXIT_USAGE

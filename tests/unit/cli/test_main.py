@@ -55,3 +55,25 @@ def test_output_that_cannot_be_written_is_an_error_not_a_verdict(
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
     assert "cannot write the output: No space left on device" in done.stderr
+
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (OSError(98, "Address already in use"), "error: Address already in use"),
+    (OSError(2, "No such file or directory", "/etc/x"), "error: /etc/x: No such file"),
+    (OSError(28, "No space left on device"), "cannot write the output: No space left"),
+])
+def test_an_os_error_is_named_for_what_it_is(
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+        error: OSError, said: str) -> None:
+    # only a full disk or an I/O error on the output is "the output could not be written"
+    from wingman.cli import main as cli
+
+    def fail(*_: object, **__: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "_dispatch", fail)
+    assert cli.main(["completion", "bash"]) == 2
+    err = capfd.readouterr().err
+    assert said in err, err
+    assert ("cannot write the output" in err) == (error.errno == 28)
