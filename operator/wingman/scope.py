@@ -34,14 +34,15 @@ Command rules (:func:`parse`), checked in this order; each failure raises
    and is checked anyway so the validator and the executor never see different argv).
 7. ``TooManyArguments``: more than 64 arguments.
 
-For a ``kubectl`` command two more rules follow, read the way kubectl (pflag) reads its flags:
+For a ``kubectl`` command rules 8 to 14 follow, read the way kubectl (pflag) reads its flags:
 ``--flag=value`` or ``--flag value``, ``_`` in a long flag's name read as ``-``
 (``--as_group`` is ``--as-group``), short flags combined in one word (``-As`` is ``-A -s``:
 after a letter that takes no value the next letter is another flag; after ``-n``, ``-v``,
-``-l``, ``-o``, ``-c``, ``-e``, ``-L`` or ``-k`` the rest of the word is the value), and flags
-anywhere, before the verb too. Only a ``--`` that follows a positional word (or starts the
-arguments) ends the flags; a ``--`` right after a flag may be that flag's value, so the words
-after it are still read as flags.
+``-l``, ``-o``, ``-c``, ``-e``, ``-L`` or ``-k``, and ``-f`` but in ``kubectl logs``, the rest
+of the word is the value), and flags anywhere, before the verb too (where rule 11 allows only
+global options). Only a ``--`` that follows a positional word (or starts the arguments, which
+rule 11 refuses) ends the flags; a ``--`` right after a flag may be that flag's value, so the
+words after it are still read as flags.
 
 8. ``ConnectionFlag``: the command sets a flag in :data:`CONNECTION_FLAGS`, which changes
    whom kubectl talks to, as whom, or which configuration it reads (``--server``/``-s``,

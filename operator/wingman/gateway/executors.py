@@ -13,7 +13,8 @@ unused) and :func:`execute` afterwards.
   target namespaces' rules and nothing in the release namespace, is the final check of what
   the command may touch. The process starts in another private directory, empty (also its
   ``HOME``), so a file the command names by a relative path (``--from-file=token``) is never
-  the token or the kubeconfig. It runs in its own process group, killed at the deadline.
+  the token or the kubeconfig (a second line: the command rules refuse such flags,
+  ``LocalFile``). It runs in its own process group, killed at the deadline.
 - ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
   <container>`` through the Docker SDK on a local unix socket.
 - Anything else is refused (``ExecutorNotAllowed``).

@@ -31,9 +31,10 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    ``GatewayExecuted`` and write the result. Each record is durable before what it stands for.
 
 A refusal sets phase ``Failed`` with the typed reason (unless an execution already owns the grant's
-status, or the grant under the name is no longer the one this run read), audits ``GatewayRefused``
-and exits 3. Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is
-an internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
+status, or the grant under the name is no longer the one this run read, or, before any read, not
+the one its Job was made for: ``WINGMAN_GRANT_UID``), audits ``GatewayRefused`` and exits 3.
+Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is an
+internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
 ``WINGMAN_LOG_FORMAT=json``; they carry ``token_sha256``, never the token.
 """
 
