@@ -28,7 +28,7 @@ from wingman.audit.records import (
     screen,
 )
 from wingman.audit.verification import _Entry
-from wingman.errors import AuditTampered, AuditUnavailable
+from wingman.errors import AuditTampered, AuditUnavailable, ConfigError, WingmanError
 
 
 class FileSink:
@@ -329,3 +329,21 @@ def _file_kind(mode: int) -> str:
         if test(mode):
             return kind
     return "of another kind"
+
+
+def open_regular(name: str | os.PathLike[str], what: str,
+                 error: type[WingmanError] = ConfigError) -> IO[bytes]:
+    """The regular file ``name``, open for reading: a FIFO or a device is refused, never waited
+    on nor read without end; ``error`` says what is wrong (``what`` names the file's role)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise error(f"cannot read {what} {os.fspath(name)}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{what} {os.fspath(name)} is not a regular file; pass the file itself")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

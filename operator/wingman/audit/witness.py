@@ -31,7 +31,6 @@ import os
 import re
 import signal
 import socket
-import stat
 import sys
 import threading
 import urllib.error
@@ -40,9 +39,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 from wingman.audit.checkpoints import Checkpoint, iter_checkpoints, parse_checkpoint
+from wingman.audit.file import open_regular
 from wingman.audit.records import _loads, _Malformed
 from wingman.audit.signing import check_signature, keyset_from_pems
 from wingman.capability.keys import KeySet
@@ -103,7 +103,7 @@ class WitnessStore:
         self.recent: dict[str, OrderedDict[int, str]] = {}
         """Per log, seq -> hash of the newest ``RECENT_PER_LOG`` + 1 witnessed."""
         if path.exists():
-            with _open_regular(path, "store") as fh:
+            with open_regular(path, "store", WitnessError) as fh:
                 for number, checkpoint in iter_checkpoints(fh, str(path)):
                     where = f"{path} line {number}"
                     if keys is not None:
@@ -290,22 +290,8 @@ MAX_KEY_FILE_BYTES = 64 * 1024
 """Largest HMAC or audit key file the reference witness reads."""
 
 
-def _open_regular(path: Path, what: str) -> IO[bytes]:
-    """The regular file ``path``, open for reading: a FIFO or a device is refused
-    (``WitnessError``), never waited on nor read without end."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise WitnessError(f"{what} {path} is not a regular file; pass the file itself")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _key_file(name: str, what: str) -> bytes:
-    with _open_regular(Path(name), what) as fh:
+    with open_regular(name, what, WitnessError) as fh:
         data = fh.read(MAX_KEY_FILE_BYTES + 1)
     if len(data) > MAX_KEY_FILE_BYTES:
         raise WitnessError(f"{what} {name} is larger than {MAX_KEY_FILE_BYTES} bytes; pass the "

@@ -11,14 +11,13 @@ year or more verifies in bounded memory, every checkpoint in it still checked an
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import stat
 import sys
-from typing import BinaryIO, TextIO
+from typing import TextIO
 
 from wingman.audit import Checkpoint, parse_checkpoints, unexpected, verify_main
 from wingman.audit.checkpoints import CheckpointIndex, iter_checkpoints
+from wingman.audit.file import open_regular
 from wingman.audit.signing import check_signature, keyset_from_pems
 from wingman.capability.keys import KeySet
 from wingman.errors import AuditTampered, ClusterError, ConfigError, WingmanError
@@ -80,26 +79,9 @@ def _from_cluster(namespace: str, configmap: str, kubeconfig: str | None,
     return checkpoints, pems
 
 
-def _open_file(name: str, what: str) -> BinaryIO:
-    """The regular file ``name``, open for reading (a FIFO or a device never blocks nor floods
-    the verifier); ``ConfigError`` says what is wrong."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {name}: {exc.strerror or exc}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"{what} {name} is not a regular file; pass the file itself")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _read_file(name: str, what: str, most: int) -> bytes:
     """At most ``most`` bytes of the regular file ``name``."""
-    with _open_file(name, what) as fh:
+    with open_regular(name, what) as fh:
         try:
             return fh.read(most)
         except OSError as exc:
@@ -147,7 +129,7 @@ def _stream_file(name: str, keys: KeySet, into: CheckpointIndex, trails: _Trails
     trail ``trails`` wants go into ``into``. ``AuditTampered`` names the first bad line."""
     held: set[str] = set()
     kept = 0
-    with _open_file(name, "checkpoints file") as fh:
+    with open_regular(name, "checkpoints file") as fh:
         try:
             for number, checkpoint in iter_checkpoints(fh, name):
                 check_signature(checkpoint, keys, f"{name} line {number}")
