@@ -62,6 +62,16 @@ def test_step_up_accepts_each_current_code_once() -> None:
     step.verify("bob", pyotp.TOTP(secret).at(now[0]))
 
 
+def _fail_until_locked(step: StepUp, person: str, code: str) -> list[str]:
+    """The refusal reasons of as many wrong codes in a row as lock a person out."""
+    reasons = []
+    for _ in range(STEP_UP_MAX_FAILURES):
+        with pytest.raises(Refusal) as exc:
+            step.verify(person, code)
+        reasons.append(exc.value.reason)
+    return reasons
+
+
 @pytest.mark.parametrize("code", ["\uff11\uff12\uff13\uff14\uff15\uff16",  # fullwidth
                                   "\u00b2\u00b3\u2074\u2075\u2076\u2077",  # superscript
                                   "\u0661\u0662\u0663\u0664\u0665\u0666"])  # Arabic-Indic
@@ -70,12 +80,8 @@ def test_step_up_digits_that_are_not_ascii_are_a_wrong_code(code: str) -> None:
     # never an exception that leaves the person without an answer
     secret = pyotp.random_base32()
     step = StepUp({"bob": secret}, clock=lambda: 1_900_000_000.0)
-    reasons = []
-    for _ in range(STEP_UP_MAX_FAILURES):
-        with pytest.raises(Refusal) as exc:
-            step.verify("bob", code)
-        reasons.append(exc.value.reason)
-    assert reasons == ["StepUpFailed"] * (STEP_UP_MAX_FAILURES - 1) + ["StepUpLocked"]
+    assert _fail_until_locked(step, "bob", code) == \
+        ["StepUpFailed"] * (STEP_UP_MAX_FAILURES - 1) + ["StepUpLocked"]
     with pytest.raises(Refusal) as exc:
         StepUp({"bob": secret}).verify("bob", code)
     assert "6 digits (0-9)" in exc.value.message
@@ -90,12 +96,8 @@ def test_step_up_locks_out_guessing() -> None:
     step = StepUp({"bob": secret, "carol": other}, clock=lambda: now[0])
     right = pyotp.TOTP(secret).at(now[0])
     wrong = "000000" if right != "000000" else "111111"
-    reasons = []
-    for _ in range(STEP_UP_MAX_FAILURES):
-        with pytest.raises(Refusal) as exc:
-            step.verify("bob", wrong)
-        reasons.append(exc.value.reason)
-    assert reasons == ["StepUpFailed"] * (STEP_UP_MAX_FAILURES - 1) + ["StepUpLocked"]
+    assert _fail_until_locked(step, "bob", wrong) == \
+        ["StepUpFailed"] * (STEP_UP_MAX_FAILURES - 1) + ["StepUpLocked"]
     with pytest.raises(Refusal) as exc:
         step.verify("bob", right)  # the right code, but locked
     assert exc.value.reason == "StepUpLocked"
