@@ -587,6 +587,42 @@ class ChatService:
         return Reply(tuple(parts))
 
 
+#: Verbs that name a request (a grant for ``status``) as their first argument.
+_NAMED = ("approve", "reject", "describe", "status", "exec")
+
+
+def words(text: str) -> tuple[str, str]:
+    """The first word of ``text`` and the rest, as chat users type them: surrounding
+    whitespace, and the run of whitespace (spaces, tabs, no-break spaces, newlines) after the
+    first word, do not count; the rest is otherwise kept exactly as typed."""
+    parts = text.strip().split(None, 1)
+    return (parts[0] if parts else "", parts[1] if len(parts) > 1 else "")
+
+
+def command_args(verb: str, rest: str, usage: str) -> dict[str, Any]:
+    """The keyword arguments of ``act`` for ``verb`` with the text ``rest`` after it (a
+    Telegram ``/verb`` or a Slack slash command's text after its verb); ``usage`` starts the
+    usage message (``/`` or ``/wingman ``). Refusal (``Usage``) when a name is missing.
+
+    The command of ``exec <request> <command>`` is everything after the request's name and the
+    whitespace that follows it, without the surrounding whitespace and otherwise exactly as
+    typed: it must be one of the request's commands byte for byte."""
+    name, tail = words(rest)
+    if verb in _NAMED and not name:
+        what = "grant" if verb == "status" else "request"
+        extra = {"reject": " <reason>", "exec": " <command>"}.get(verb, "")
+        raise refuse("Usage", f"usage: {usage}{verb} <{what}>{extra}")
+    if verb in ("approve", "reject"):
+        return {"name": name, "reason": tail}
+    if verb == "exec":
+        return {"name": name, "command": tail}
+    if verb in ("describe", "status"):
+        return {"name": name}
+    if verb == "confirm":
+        return {"code": rest.strip()}
+    return {}
+
+
 def _refusal_reply(refusal: Refusal) -> Reply:
     return Reply((T(f"Refused ({refusal.reason}): "), C(refusal.message)), ok=False,
                  reason=refusal.reason)
@@ -599,4 +635,4 @@ def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:
 
 
 __all__ = ["C", "CardGone", "Channel", "ChannelError", "ChatService", "MessageRefused", "Reply",
-           "Segment", "T"]
+           "Segment", "T", "command_args", "words"]

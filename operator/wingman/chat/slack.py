@@ -53,6 +53,8 @@ from wingman.chat.service import (
     MessageRefused,
     Reply,
     T,
+    command_args,
+    words,
 )
 from wingman.settings import ChatPerson, SlackConfig
 
@@ -344,23 +346,10 @@ class SlackChannel:
             if channel not in allowed and not channel.startswith("D"):
                 raise refuse("WrongChannel", "Wingman takes no commands in this channel: use "
                              "the Wingman channel or a direct message")
-            text = form.get("text", "")
-            verb, _, rest = text.strip().partition(" ")
-            name, _, tail = rest.strip().partition(" ")
-            if verb in ("approve", "reject", "describe", "status", "exec") and not name:
-                what = "grant" if verb == "status" else "request"
-                extra = {"reject": " <reason>", "exec": " <command>"}.get(verb, "")
-                raise refuse("Usage", f"usage: {self.config.command} {verb} <{what}>{extra}")
-            kwargs: dict[str, Any] = {}
-            if verb in ("approve", "reject"):
-                kwargs = {"name": name, "reason": tail.strip()}
-            elif verb == "exec":
-                kwargs = {"name": name, "command": rest.lstrip().partition(" ")[2]}
-            elif verb in ("describe", "status"):
-                kwargs = {"name": name}
-            elif verb == "confirm":
-                kwargs = {"code": rest.strip()}
-            elif verb in ("", "help"):
+            verb, rest = words(form.get("text", ""))
+            verb = verb.lower()
+            kwargs = command_args(verb, rest, f"{self.config.command} ")
+            if verb in ("", "help"):
                 return web.json_response({"response_type": "ephemeral", "blocks": reply_blocks(
                     Reply((T(f"{self.config.command} pending | describe <request> | approve "
                              "<request> [reason] | reject <request> <reason> | exec <request> "

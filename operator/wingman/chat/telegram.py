@@ -56,13 +56,14 @@ from wingman.chat.service import (
     MessageRefused,
     Reply,
     T,
+    command_args,
 )
 from wingman.settings import TelegramConfig
 
 log = logging.getLogger("wingman.chat.telegram")
 MAX_TEXT = 4000  # of Telegram's 4096, in UTF-16 code units after parsing
 _TAGS = re.compile(r"<[^>]+>")
-_COMMAND = re.compile(r"^/([a-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.DOTALL)
+_COMMAND = re.compile(r"^/([A-Za-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.DOTALL)
 #: Bad Requests about the chat, its topic or the bot's rights, not the message: every message
 #: would fail alike, so the channel backs off (and alerts) and catches up once they are fixed.
 #: Deliberately broad (*chat not found*, *TOPIC_CLOSED*, *TOPIC_DELETED*, *message thread not
@@ -307,7 +308,7 @@ class TelegramChannel:
         m = _COMMAND.match(text.strip())
         if m is None:
             return
-        verb, bot_name, rest = m.group(1), m.group(2), (m.group(3) or "")
+        verb, bot_name, rest = m.group(1).lower(), m.group(2), (m.group(3) or "")
         if bot_name and self.username and bot_name.lower() != self.username.lower():
             return  # addressed to another bot
         if verb in ("start", "help"):
@@ -328,22 +329,7 @@ class TelegramChannel:
             allowed = {self.config.chat_id, self.config.requester_chat_id}
             if msg.chat.id not in allowed and msg.chat.type != "private":
                 raise refuse("WrongChat", "Wingman does not take commands in this chat")
-            args = rest.strip()
-            name, _, tail = args.partition(" ")
-            if verb in ("approve", "reject", "describe", "status", "exec") and not name:
-                what = "grant" if verb == "status" else "request"
-                extra = {"reject": " <reason>", "exec": " <command>"}.get(verb, "")
-                raise refuse("Usage", f"usage: /{verb} <{what}>{extra}")
-            kwargs: dict[str, Any] = {}
-            if verb in ("approve", "reject"):
-                kwargs = {"name": name, "reason": tail.strip()}
-            elif verb == "exec":
-                # the command is everything after the request name, byte for byte
-                kwargs = {"name": name, "command": rest.lstrip().partition(" ")[2]}
-            elif verb in ("describe", "status"):
-                kwargs = {"name": name}
-            elif verb == "confirm":
-                kwargs = {"code": args}
+            kwargs = command_args(verb, rest, "/")
             reply = await self.service.act(self.name, chat_user, person, verb, **kwargs)
         except Refusal as refusal:
             reply = await self.service.refused(self.name, chat_user, refusal, person=person)

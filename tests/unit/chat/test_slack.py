@@ -24,7 +24,18 @@ from wingman.chat.service import ChatService
 from wingman.chat.slack import MAX_BODY, SlackChannel
 from wingman.settings import SlackConfig
 
-from .world import NOW, audited, metric, request, service
+from .world import (
+    EXEC_AS_TYPED,
+    EXEC_NOT_AS_TYPED,
+    NOW,
+    TYPED_COMMAND,
+    VERB_AS_TYPED,
+    Granting,
+    audited,
+    metric,
+    request,
+    service,
+)
 
 TOKEN = "xoxb-unit-test"
 SECRET = "slack-signing-unit-test-secret"
@@ -293,3 +304,31 @@ def test_a_body_that_stalls_is_refused_with_408_not_held_open(
                       reason="IncompleteBody") == 2
 
     run(tmp_path, body=body)
+
+
+def test_exec_takes_the_command_as_typed_whatever_the_spacing_around_it(tmp_path: Path) -> None:
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        cluster = Granting(*svc.cluster.objs)  # type: ignore[attr-defined]
+        svc.cluster = cluster  # type: ignore[assignment]
+
+        async def command(http: ClientSession, text: str) -> str:
+            data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                              "command": "/wingman", "text": text}).encode()
+            async with http.post(f"{url}/slack/commands", data=data,
+                                 headers=signed(data)) as resp:
+                assert resp.status == 200
+                return str((await resp.json())["blocks"])
+
+        async with ClientSession() as http:
+            for verb in VERB_AS_TYPED:
+                for after, expected in EXEC_AS_TYPED:
+                    cluster.granted.clear()
+                    answer = await command(http, "  " + verb + after)
+                    assert cluster.granted == [("typed", expected)], (verb, after, answer)
+            for after in EXEC_NOT_AS_TYPED:
+                cluster.granted.clear()
+                answer = await command(http, "exec " + after)
+                assert cluster.granted == [], after
+                assert "not one of typed's commands byte for byte" in answer, after
+
+    run(tmp_path, request("typed", 1, commands=[TYPED_COMMAND]), body=body)

@@ -28,7 +28,19 @@ from wingman.chat.telegram import (
 )
 from wingman.settings import TelegramConfig
 
-from .world import NOW, audited, metric, oversized, request, service
+from .world import (
+    EXEC_AS_TYPED,
+    EXEC_NOT_AS_TYPED,
+    NOW,
+    TYPED_COMMAND,
+    VERB_AS_TYPED,
+    Granting,
+    audited,
+    metric,
+    oversized,
+    request,
+    service,
+)
 
 TOKEN = "7000001:AAH-unit-test-token"
 CHAT = -1001
@@ -291,3 +303,31 @@ def test_a_rejected_bot_token_is_never_repeated_in_the_error(
     # (httpx logs the URL, token and all, at INFO: the component sets it to WARNING)
     assert not [r for r in caplog.records if r.name.startswith("wingman")
                 and "wrong-unit-test-token" in str(r.__dict__)]
+
+
+def test_exec_takes_the_command_as_typed_whatever_the_spacing_around_it(tmp_path: Path) -> None:
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        cluster = Granting(*svc.cluster.objs)  # type: ignore[attr-defined]
+        svc.cluster = cluster  # type: ignore[assignment]
+        offset = 0
+
+        async def command(text: str) -> str:
+            nonlocal offset
+            fake.say(FakeTelegram.user(111), CHAT, text)
+            for update in await channel.bot.get_updates(offset=offset, timeout=0):
+                offset = update.update_id + 1
+                await channel.handle(update)
+            return str(fake.requests[-1][1].get("text"))
+
+        for verb in VERB_AS_TYPED:
+            for after, expected in EXEC_AS_TYPED:
+                cluster.granted.clear()
+                answer = await command("  /" + verb + after)
+                assert cluster.granted == [("typed", expected)], (verb, after, answer)
+        for after in EXEC_NOT_AS_TYPED:
+            cluster.granted.clear()
+            answer = await command("/exec " + after)
+            assert cluster.granted == [], after
+            assert "not one of typed&#x27;s commands byte for byte" in answer, (after, answer)
+
+    run(tmp_path, request("typed", 1, commands=[TYPED_COMMAND]), body=body)

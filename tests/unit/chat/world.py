@@ -12,6 +12,7 @@ from wingman.audit import open_sink
 from wingman.chat.guard import StepUp
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
+from wingman.client import status as st
 from wingman.settings import ChatConfig, ChatPerson
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -59,6 +60,52 @@ class Cluster:
         self.saved = copy.deepcopy(state)
 
 
+class Granting(Cluster):
+    """The in-memory cluster whose client as the person records each grant it is asked for
+    (``granted``: (request, command)) and answers as the real client does once created."""
+
+    def __init__(self, *objs: dict[str, Any]) -> None:
+        super().__init__(*objs)
+        self.granted: list[tuple[str, str]] = []
+
+    def grant(self, name: str) -> dict[str, Any] | None:
+        return None
+
+    def client_as(self, person: Any, hints: Any) -> Any:
+        cluster = self
+
+        class Client:
+            def execute(self, name: str, command: str) -> st.Status:
+                cluster.granted.append((name, command))
+                return st.Status(state=st.State.GRANTED, next="wait", kind="ExecutionGrant")
+
+        return Client()
+
+
+#: A command with the inner spacing, quotes and flags an approver copies from the card.
+TYPED_COMMAND = "kubectl annotate deploy/web -n apps note='two  spaces'"
+#: (text after the verb as chat users type it, the command that must reach the grant).
+EXEC_AS_TYPED: list[tuple[str, str]] = [
+    ("typed " + TYPED_COMMAND, TYPED_COMMAND),
+    ("typed " + TYPED_COMMAND + "  ", TYPED_COMMAND),  # trailing spaces
+    ("typed " + TYPED_COMMAND + "\t\n", TYPED_COMMAND),  # trailing tab and newline
+    ("  typed   " + TYPED_COMMAND, TYPED_COMMAND),  # runs of spaces around the name
+    ("typed\t" + TYPED_COMMAND, TYPED_COMMAND),  # a tab after the name
+    ("typed\u00a0" + TYPED_COMMAND, TYPED_COMMAND),  # a no-break space after the name
+    ("typed \u00a0\t " + TYPED_COMMAND + " \u00a0", TYPED_COMMAND),
+    ("typed\n" + TYPED_COMMAND, TYPED_COMMAND),  # the command on the next line
+]
+#: The verb as chat users type it, with the whitespace after it.
+VERB_AS_TYPED = ["exec ", "exec\t", "exec\u00a0", "exec   ", "EXEC ", "Exec \t "]
+#: Commands that differ from the request's inside: never matched, whatever the spacing.
+EXEC_NOT_AS_TYPED = [
+    "typed " + TYPED_COMMAND.replace("annotate ", "annotate  "),
+    "typed " + TYPED_COMMAND.replace("two  spaces", "two spaces"),
+    "typed " + TYPED_COMMAND.replace(" -n", "\t-n"),
+    "typed " + TYPED_COMMAND.replace(" -n", "\u00a0-n"),
+]
+
+
 def service(tmp: Path, *objs: dict[str, Any], people: tuple[ChatPerson, ...] = (BOB,),
             clock: Any = None) -> ChatService:
     svc = ChatService(config=ChatConfig(environment="prd", people=people),
@@ -81,4 +128,5 @@ def metric(svc: ChatService, name: str, **labels: str) -> float:
     return float(value or 0.0)
 
 
-__all__ = ["BOB", "NOW", "Cluster", "audited", "metric", "oversized", "request", "service"]
+__all__ = ["BOB", "EXEC_AS_TYPED", "EXEC_NOT_AS_TYPED", "NOW", "TYPED_COMMAND", "VERB_AS_TYPED",
+           "Cluster", "Granting", "audited", "metric", "oversized", "request", "service"]
