@@ -11,7 +11,8 @@ keyboard when no ``reply_markup`` is sent and answering "message is not modified
 checks of a message's text (HTML that does not parse: "can't parse entities"; more than 4096
 UTF-16 code units after parsing: "message is too long"), Slack message timestamps,
 ``users.info`` flags for bots and guests. ``down = True`` makes a server answer 502 (an
-outage); ``refuse`` (a function of the method and its parameters that answers an error
+outage); ``glitches`` makes it answer the next requests with raw answers or a dropped connection
+(transient failures); ``refuse`` (a function of the method and its parameters that answers an error
 description, or None) makes it refuse single messages as the real service would. Tests drive
 the users' side: ``press``/``say`` (Telegram updates) and ``slack_signed`` (Slack's signed
 interactive payloads and slash commands, v0 signatures).
@@ -82,6 +83,11 @@ class _Base:
         self.down = False
         self.refuse: Callable[[str, dict[str, Any]], str | None] | None = None
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        #: Raw answers for the next requests, in order: (status, body), or (0, b"") to drop
+        #: the connection without an answer (a reset); ``glitch_paths`` ends the paths they are
+        #: for (all when empty).
+        self.glitches: list[tuple[int, bytes]] = []
+        self.glitch_paths: tuple[str, ...] = ()
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -116,6 +122,23 @@ class _Base:
                     params.update(json.loads(raw))
                 elif raw:
                     params.update({k: v[0] for k, v in parse_qs(raw.decode()).items()})
+                glitch = None
+                with outer.lock:
+                    if outer.glitches and parts.path.endswith(outer.glitch_paths or ("",)):
+                        glitch = outer.glitches.pop(0)
+                if glitch is not None:
+                    status, raw_answer = glitch
+                    if status == 0:
+                        self.close_connection = True
+                        self.connection.shutdown(2)  # socket.SHUT_RDWR: a reset
+                        return
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json" if
+                                     raw_answer[:1] == b"{" else "text/html")
+                    self.send_header("Content-Length", str(len(raw_answer)))
+                    self.end_headers()
+                    self.wfile.write(raw_answer)
+                    return
                 if outer.down:
                     self.send_response(502)
                     self.end_headers()

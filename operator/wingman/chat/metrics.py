@@ -3,12 +3,20 @@
 Label values are bounded sets: the channel (telegram, slack, webhook), the verdict, and the
 refusal reasons of ``wingman.chat.guard`` and the service; never names of people or objects.
 The chart's alert WingmanChatDeliveryFailing reads ``messages_failed``, ``messages_sent`` and
-``backlog``.
+``backlog``; WingmanChatLoopFailing reads ``loop_failures``.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+#: The loops of ``wingman_chat_loop_failures_total``: the reconciler and Telegram's polling.
+LOOPS = ("reconciler", "telegram-polling")
+#: Its kinds of failure: the cluster, the audit trail or the chat service could not be reached
+#: or failed (``Unavailable``); Telegram's rate limit (``RateLimited``); anything else, logged
+#: with its type (``Unexpected``); one Telegram update that could not be handled
+#: (``UpdateFailed``); the bot token rejected, which ends Telegram's polling (``Unauthorized``).
+FAILURE_KINDS = ("Unavailable", "RateLimited", "Unexpected", "UpdateFailed", "Unauthorized")
 
 
 class ChatMetrics:
@@ -38,8 +46,14 @@ class ChatMetrics:
             "wingman_chat_refusals_total",
             "Chat actions refused, by channel and reason.",
             ["environment", "channel", "reason"], registry=r)
+        self.loop_failures = Counter(
+            "wingman_chat_loop_failures_total",
+            "Failures of the chat component's loops (the reconciler, Telegram's polling), by "
+            "loop and kind; each is retried with backoff but Unauthorized, which ends "
+            "Telegram's polling.",
+            ["environment", "loop", "kind"], registry=r)
         self.up = Gauge("wingman_chat_up", "1 while the chat component runs.",
                         ["environment"], registry=r)
 
 
-__all__ = ["ChatMetrics"]
+__all__ = ["FAILURE_KINDS", "LOOPS", "ChatMetrics"]

@@ -313,7 +313,9 @@ class ChatService:
         A failed sync never ends the loop: the cluster or audit trail being unreachable is
         retried at the next interval; anything else (a library's bug, an answer of a shape
         nobody expected) is logged as an error with its type and backs off (the interval,
-        doubling up to ``MAX_BACKOFF_SECONDS``) until a sync succeeds again.
+        doubling up to ``MAX_BACKOFF_SECONDS``) until a sync succeeds again. Each failed sync
+        is counted in ``wingman_chat_loop_failures_total{loop="reconciler"}`` (``Unavailable``
+        or ``Unexpected``).
         """
         unexpected = 0
         while not stop.is_set():
@@ -322,10 +324,12 @@ class ChatService:
                 await self.sync()
                 unexpected = 0
             except (WingmanError, OSError) as exc:
+                self.metrics.loop_failures.labels(self.env, "reconciler", "Unavailable").inc()
                 log.warning("chat sync failed; retrying",
                             extra={"reason": getattr(exc, "reason", type(exc).__name__),
                                    "error": str(exc)[:300]})
             except Exception as exc:  # noqa: BLE001 - the loop outlives any one sync
+                self.metrics.loop_failures.labels(self.env, "reconciler", "Unexpected").inc()
                 unexpected += 1
                 wait = min(MAX_BACKOFF_SECONDS, interval * 2.0 ** (unexpected - 1))
                 log.error("chat sync failed unexpectedly; retrying with backoff",

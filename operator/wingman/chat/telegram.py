@@ -120,6 +120,13 @@ def segments_html(reply: Reply, limit: int = MAX_TEXT) -> str:
     return "".join(out)
 
 
+class TokenRejected(ChannelError):
+    """Telegram rejected the bot token (401, or 404 for a token of the wrong form): deliveries
+    back off like an outage; polling ends (see ``TelegramChannel.poll``)."""
+
+    reason = "TokenRejected"
+
+
 class TelegramChannel:
     name = "telegram"
 
@@ -154,7 +161,7 @@ class TelegramChannel:
                 raise ChannelError(f"Telegram refused {what}: {exc.message}") from None
             raise MessageRefused(f"Telegram refused {what}: {exc.message}") from None
         except InvalidToken:  # its message quotes the token: never repeat it
-            raise ChannelError(f"Telegram {what} failed: the bot token was rejected; check "
+            raise TokenRejected(f"Telegram {what} failed: the bot token was rejected; check "
                                "the chat Secret's telegram-token") from None
         except (Forbidden, TelegramError) as exc:
             raise ChannelError(f"Telegram {what} failed: {type(exc).__name__}: "
@@ -233,10 +240,22 @@ class TelegramChannel:
                 pass
 
     # -- updates -------------------------------------------------------------------------
-    async def poll(self, stop: asyncio.Event, timeout: int = 20) -> None:
-        """Long-poll getUpdates until ``stop``; failures back off (1 s doubling to 60 s)."""
+    async def poll(self, stop: asyncio.Event, timeout: int = 20,
+                   backoff: float = 1.0) -> None:
+        """Long-poll getUpdates until ``stop``.
+
+        A failed fetch is logged, counted (``wingman_chat_loop_failures_total``,
+        ``loop="telegram-polling"``) and retried with backoff (``backoff`` seconds doubling to
+        60, or Telegram's Retry-After): the network, a timeout, a 5xx, the rate limit
+        (``RateLimited``), and an answer the library cannot read (``Unexpected``, logged as an
+        error with its type). Only Telegram rejecting the bot token ends polling
+        (``Unauthorized``): /healthz then fails and the restarted pod reads the Secret again.
+        An update that cannot be handled is logged and counted (``UpdateFailed``); polling goes
+        on with the next."""
         offset: int | None = None
         failures = 0
+        count = self.service.metrics.loop_failures
+        env = self.service.env
         while not stop.is_set():
             try:
                 updates = await self._call(
@@ -244,9 +263,27 @@ class TelegramChannel:
                     read_timeout=timeout + 10,
                     allowed_updates=["message", "callback_query"])
                 failures = 0
-            except ChannelError as exc:
+            except TokenRejected as exc:
+                count.labels(env, "telegram-polling", "Unauthorized").inc()
+                log.error("telegram polling ends: the bot token was rejected",
+                          extra={"error": exc.message[:300]})
+                return
+            except Exception as exc:  # noqa: BLE001 - polling outlives any one fetch
                 failures += 1
-                delay = exc.retry_after or min(60.0, 2.0 ** (failures - 1))
+                retry_after = exc.retry_after if isinstance(exc, ChannelError) else None
+                delay = retry_after or min(60.0, backoff * 2.0 ** (failures - 1))
+                if isinstance(exc, ChannelError):
+                    kind = "RateLimited" if retry_after is not None else "Unavailable"
+                    log.warning("telegram polling failed; retrying with backoff",
+                                extra={"reason": exc.reason, "error": exc.message[:300],
+                                       "retry_in_seconds": round(delay, 1)})
+                else:
+                    kind = "Unexpected"
+                    log.error("telegram polling failed unexpectedly; retrying with backoff",
+                              extra={"reason": kind, "errorType": type(exc).__name__,
+                                     "error": str(exc)[:300],
+                                     "retry_in_seconds": round(delay, 1)})
+                count.labels(env, "telegram-polling", kind).inc()
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 except TimeoutError:
@@ -257,6 +294,7 @@ class TelegramChannel:
                 try:
                     await self.handle(update)
                 except Exception:
+                    count.labels(env, "telegram-polling", "UpdateFailed").inc()
                     log.exception("telegram update failed")
 
     async def handle(self, update: Update) -> None:
@@ -349,4 +387,4 @@ def _compact(v: RequestView) -> RequestView:
                    votes=votes, dissent=())
 
 
-__all__ = ["TelegramChannel", "segments_html"]
+__all__ = ["TelegramChannel", "TokenRejected", "segments_html"]

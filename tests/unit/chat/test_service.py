@@ -19,6 +19,7 @@ from wingman.chat.cluster import ChatCluster
 from wingman.chat.guard import StepUp, refuse
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
+from wingman.errors import Unavailable
 from wingman.kube import Kube
 from wingman.settings import ChatConfig
 
@@ -229,6 +230,43 @@ def test_an_unexpected_sync_failure_is_logged_and_the_reconciler_goes_on(
         "chat sync failed unexpectedly")]
     assert failed and failed[0].levelname == "ERROR"
     assert vars(failed[0])["errorType"] == "KeyError"
+    assert world.metric(svc, "wingman_chat_loop_failures_total", loop="reconciler",
+                        kind="Unexpected") == 1
+
+
+class _Unreachable(world.Cluster):
+    """A cluster whose API server cannot be reached at the first listing."""
+
+    listings = 0
+
+    def requests(self) -> list[dict[str, Any]]:
+        self.listings += 1
+        if self.listings == 1:
+            raise Unavailable("the API server could not be reached: connection refused")
+        return super().requests()
+
+
+def test_a_sync_that_cannot_reach_the_cluster_is_counted_and_retried(tmp_path: Path) -> None:
+    svc = world.service(tmp_path, world.request("web", 1))
+    cluster = _Unreachable(*svc.cluster.objs)  # type: ignore[attr-defined]
+    svc.cluster = cluster  # type: ignore[assignment]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(svc.run(stop, 0.01))
+        for _ in range(500):
+            if cluster.listings >= 2 or loop.done():
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(loop, 5)
+
+    asyncio.run(main())
+    assert cluster.listings >= 2
+    assert world.metric(svc, "wingman_chat_loop_failures_total", loop="reconciler",
+                        kind="Unavailable") == 1
+    assert world.metric(svc, "wingman_chat_loop_failures_total", loop="reconciler",
+                        kind="Unexpected") == 0
 
 
 class _ImpersonatingCluster(world.Cluster):

@@ -331,3 +331,75 @@ def test_exec_takes_the_command_as_typed_whatever_the_spacing_around_it(tmp_path
             assert "not one of typed&#x27;s commands byte for byte" in answer, (after, answer)
 
     run(tmp_path, request("typed", 1, commands=[TYPED_COMMAND]), body=body)
+
+
+async def _until(check: Callable[[], bool], seconds: float = 20.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+
+
+def _polling_failures(svc: ChatService, kind: str) -> float:
+    return metric(svc, "wingman_chat_loop_failures_total", loop="telegram-polling", kind=kind)
+
+
+# python-telegram-bot itself warns (deprecated: an int) when it builds its RetryAfter
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+def test_polling_outlives_transient_failures_and_delivers_the_next_update(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        fake.glitch_paths = ("/getUpdates",)
+        fake.glitches = [
+            (502, b"<html><body>502 Bad Gateway</body></html>"),  # a proxy in front
+            (0, b""),  # the connection reset
+            (500, b'{"ok": false, "error_code": 500, "description": "Internal Server Error"}'),
+            (200, b"<html>captive portal</html>"),  # not JSON
+            (200, b'{"ok": true}'),  # JSON without a result: the library cannot read it
+            (429, b'{"ok": false, "error_code": 429, "description": "Too Many Requests: retry '
+                  b'after 1", "parameters": {"retry_after": 1}}'),
+        ]
+        fake.say(FakeTelegram.user(111), CHAT, "/pending")
+        stop = asyncio.Event()
+        polling = asyncio.create_task(channel.poll(stop, timeout=1, backoff=0.01))
+        await _until(lambda: polling.done() or any(
+            "No request awaits" in m["plain"] for m in fake.sent_to(CHAT)))
+        running = not polling.done()
+        stop.set()
+        await asyncio.wait_for(polling, 10)
+        assert running, "polling ended"
+        assert any("No request awaits" in m["plain"] for m in fake.sent_to(CHAT))
+        assert not fake.glitches
+        assert _polling_failures(svc, "Unavailable") == 4
+        assert _polling_failures(svc, "Unexpected") == 1
+        assert _polling_failures(svc, "RateLimited") == 1
+        assert _polling_failures(svc, "Unauthorized") == 0
+
+    with caplog.at_level(logging.WARNING, logger="wingman.chat.telegram"):
+        run(tmp_path, body=body)
+    unexpected = [r for r in caplog.records
+                  if r.getMessage().startswith("telegram polling failed unexpectedly")]
+    assert [vars(r)["errorType"] for r in unexpected] == ["KeyError"]
+
+
+def test_a_rejected_bot_token_ends_polling_and_is_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    wrong = "7000001:AAH-a-token-telegram-does-not-know"
+
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        rejected = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url), wrong,
+                                   "prd", svc)
+        try:
+            await asyncio.wait_for(rejected.poll(asyncio.Event(), timeout=1, backoff=0.01), 10)
+        finally:
+            await rejected.close()
+        assert _polling_failures(svc, "Unauthorized") == 1
+        assert _polling_failures(svc, "Unavailable") == 0
+
+    with caplog.at_level(logging.INFO):
+        run(tmp_path, body=body)
+    ended = [r for r in caplog.records if r.getMessage().startswith("telegram polling ends")]
+    assert len(ended) == 1 and ended[0].levelname == "ERROR"
+    assert "telegram-token" in vars(ended[0])["error"]
+    assert not any(wrong in r.getMessage() or wrong in str(vars(r)) for r in caplog.records
+                   if r.name.startswith("wingman"))
