@@ -26,11 +26,12 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
@@ -256,12 +257,16 @@ class _StrictServer(MCPServer[Any]):
 
     _arguments: dict[str, frozenset[str]] | None = None
 
-    async def call_tool(self, name: str, arguments: dict[str, Any],
-                        context: Any = None) -> Any:
+    async def argument_names(self) -> dict[str, frozenset[str]]:
+        """The names of each tool's arguments, by tool."""
         if self._arguments is None:
             self._arguments = {t.name: frozenset((t.input_schema or {}).get("properties") or ())
                                for t in await self.list_tools()}
-        known = self._arguments.get(name)
+        return self._arguments
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Any = None) -> Any:
+        known = (await self.argument_names()).get(name)
         unknown = sorted(set(arguments or {}) - known) if known is not None else []
         if unknown:
             raise ToolError(f"Error executing tool {name}: unknown argument "
@@ -280,11 +285,43 @@ class _StrictServer(MCPServer[Any]):
         return await super().get_prompt(name, arguments, context)
 
 
+_JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def _object_arguments(server: _StrictServer) -> ServerMiddleware[Any]:
+    """Middleware (before the SDK validates a request's params): ``tools/call`` with
+    ``arguments`` that is not a JSON object (an array, a string, a number, a boolean, null) is
+    refused as invalid params, saying what was sent and what to send. The SDK would answer
+    only "Invalid request parameters" (and take null for no arguments)."""
+
+    async def check(ctx: ServerRequestContext[Any, Any], call_next: CallNext
+                    ) -> HandlerResult:
+        params = ctx.params
+        if (ctx.method == "tools/call" and ctx.request_id is not None
+                and isinstance(params, Mapping) and "arguments" in params
+                and not isinstance(params["arguments"], Mapping)):
+            name = params.get("name")
+            known = (await server.argument_names()).get(name) if isinstance(name, str) \
+                else None
+            what = _JSON_TYPES.get(type(params["arguments"]), "not an object")
+            tool = f"tool {name}" if known is not None else "a tool"
+            takes = (f"; {name} takes {', '.join(sorted(known)) or 'no arguments'}"
+                     if known is not None else "")
+            raise MCPError(INVALID_PARAMS, f"the arguments of {tool} must be a JSON object "
+                           f"of named arguments, not {what}: send {{\"<argument>\": <value>, "
+                           f"...}}, or {{}} for none{takes}")
+        return await call_next(ctx)
+
+    return check
+
+
 def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[Any]:
     """The MCP server object with Wingman's tools and resources."""
     tools = Tools(client, max_wait=max_wait)
-    server: MCPServer[Any] = _StrictServer("wingman", title="Wingman", version=__version__,
-                                       instructions=INSTRUCTIONS, log_level="WARNING")
+    server = _StrictServer("wingman", title="Wingman", version=__version__,
+                           instructions=INSTRUCTIONS, log_level="WARNING")
+    server.middleware.append(_object_arguments(server))
     wait_doc = (f"Seconds to wait for a change before answering (0, the default: answer now; "
                 f"at most {max_wait:g}). The answer is the state when the wait ends.")
     read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)

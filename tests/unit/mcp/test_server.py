@@ -295,3 +295,56 @@ def test_a_refused_name_or_command_is_echoed_short_and_escaped() -> None:
     assert answer["state"] == "invalid", answer
     assert answer["message"].startswith("'\\u202ekkkkk") and "(4001 characters)" in answer[
         "message"] and len(answer["message"]) < 300, answer["message"]
+
+
+async def _raw_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each ``tools/call`` params sent as JSON-RPC over the server's streamable HTTP app as
+    written (a client library would not send most of them); the JSON-RPC answers."""
+    import httpx
+
+    server = _server()
+    app = server.streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+
+    def answer(text: str) -> dict[str, Any]:
+        data = [line[5:] for line in text.splitlines() if line.startswith("data:")]
+        return dict(json.loads(data[-1] if data else text))
+
+    async with server.session_manager.run(), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as http:
+        init = await http.post("/mcp", headers=headers, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "raw", "version": "1"}}})
+        assert init.status_code == 200, init.text
+        headers |= {"mcp-session-id": init.headers["mcp-session-id"],
+                    "mcp-protocol-version": "2025-06-18"}
+        await http.post("/mcp", headers=headers,
+                        json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        answers = []
+        for i, params in enumerate(calls, 1):
+            resp = await http.post("/mcp", headers=headers, json={
+                "jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params})
+            answers.append(answer(resp.text))
+        return answers
+
+
+@pytest.mark.parametrize(("arguments", "sent"), [
+    ([["r"]], "an array"), (["r"], "an array"), ("r", "a string"), (7, "a number"),
+    (2.5, "a number"), (True, "a boolean"), (None, "null")])
+def test_arguments_that_are_not_an_object_are_invalid_params_saying_what_to_send(
+        arguments: Any, sent: str) -> None:
+    get, unknown_tool, misspelt = anyio.run(_raw_tool_calls, [
+        {"name": "get_request", "arguments": arguments},
+        {"name": "no_such_tool", "arguments": arguments},
+        {"name": "get_request", "arguments": {"nmae": "r"}}])  # an object still reaches the tool
+    assert get["error"]["code"] == INVALID_PARAMS, get
+    assert get["error"]["message"] == (
+        f"the arguments of tool get_request must be a JSON object of named arguments, not "
+        f"{sent}: send {{\"<argument>\": <value>, ...}}, or {{}} for none; get_request takes "
+        "name, wait_seconds")
+    assert unknown_tool["error"]["code"] == INVALID_PARAMS, unknown_tool
+    assert unknown_tool["error"]["message"].startswith("the arguments of a tool must be a JSON "
+                                                       f"object of named arguments, not {sent}")
+    assert misspelt["result"]["isError"] and "unknown argument nmae" in str(misspelt), misspelt
