@@ -19,7 +19,8 @@ secret, and the timestamp must be within five minutes; a missing or malformed ti
 signature is a bad signature, 401) and is handled once: the same signature again is a replay
 (refused, 409). The body is read in full before it is verified, up to 256 KiB (larger: 413)
 within 10 seconds (else, or when the sender hangs up first: 408);
-a signed interactive payload that is not a JSON object is a 400.
+a signed interactive payload that is not a JSON object (or not one the parser can read: nested
+too deeply, a number too long) is a 400.
 Refused with an answer and an audit record: another workspace, bots, guests (multi- and
 single-channel guests, as ``users.info`` says; when Slack cannot say, the action is refused),
 other channels, buttons that do not verify or belong to another environment, and buttons on a
@@ -220,7 +221,7 @@ class SlackChannel:
             return _refused(refusal)
         try:
             payload = json.loads(parse_qs(body.decode())["payload"][0])
-        except (KeyError, IndexError, ValueError, UnicodeDecodeError):
+        except (KeyError, IndexError, ValueError, RecursionError):  # too deeply nested
             payload = None
         if not isinstance(payload, dict):
             return web.Response(status=400, text="expected a form field 'payload' with a JSON "

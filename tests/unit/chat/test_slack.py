@@ -332,3 +332,23 @@ def test_exec_takes_the_command_as_typed_whatever_the_spacing_around_it(tmp_path
                 assert "not one of typed's commands byte for byte" in answer, after
 
     run(tmp_path, request("typed", 1, commands=[TYPED_COMMAND]), body=body)
+
+
+def test_signed_payloads_json_cannot_parse_sanely_are_400_never_a_500(tmp_path: Path) -> None:
+    # signed (a leaked secret, or Slack misbehaving): a payload nested past what the parser
+    # recurses into, or a number past what it converts, is still only a bad request
+    payloads = ["[" * 20_000 + "]" * 20_000,
+                '{"type": "block_actions", "x": ' + '{"x": ' * 5_000 + "1" + "}" * 5_001,
+                '{"type": "block_actions", "n": ' + "9" * 5000 + "}"]
+
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        async with ClientSession() as http:
+            for payload in payloads:
+                data = urlencode({"payload": payload}).encode()
+                async with http.post(f"{url}/slack/interactive", data=data,
+                                     headers=signed(data)) as resp:
+                    text = await resp.text()
+                    assert resp.status == 400, (payload[:40], resp.status, text[:300])
+                    assert "JSON object" in text
+
+    run(tmp_path, body=body)
