@@ -32,6 +32,8 @@ import asyncio
 import html
 import logging
 import re
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from telegram import (
@@ -45,6 +47,7 @@ from telegram import (
 )
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.warnings import PTBUserWarning
 
 from wingman.chat import render
 from wingman.chat.guard import ButtonSigner, Refusal, ReplayGuard, refuse
@@ -118,6 +121,14 @@ def segments_html(reply: Reply, limit: int = MAX_TEXT) -> str:
         if left <= 0:
             break
     return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """An update the library could not read (``error_type``): skipped."""
+
+    update_id: int
+    error_type: str
 
 
 class TokenRejected(ChannelError):
@@ -250,18 +261,20 @@ class TelegramChannel:
         (``RateLimited``), and an answer the library cannot read (``Unexpected``, logged as an
         error with its type). Only Telegram rejecting the bot token ends polling
         (``Unauthorized``): /healthz then fails and the restarted pod reads the Secret again.
-        An update that cannot be handled is logged and counted (``UpdateFailed``); polling goes
-        on with the next."""
+        An update that cannot be handled, or that the library cannot read (it fails the whole
+        batch: the batch is then read one update at a time), is logged, counted
+        (``UpdateFailed``) and skipped; polling goes on with the next."""
         offset: int | None = None
         failures = 0
         count = self.service.metrics.loop_failures
         env = self.service.env
+        allowed = ["message", "callback_query"]
+        updates: list[Update | _Unreadable]
         while not stop.is_set():
             try:
-                updates = await self._call(
+                updates = list(await self._call(
                     "getUpdates", self.bot.get_updates, offset=offset, timeout=timeout,
-                    read_timeout=timeout + 10,
-                    allowed_updates=["message", "callback_query"])
+                    read_timeout=timeout + 10, allowed_updates=allowed) or [])
                 failures = 0
             except TokenRejected as exc:
                 count.labels(env, "telegram-polling", "Unauthorized").inc()
@@ -269,33 +282,76 @@ class TelegramChannel:
                           extra={"error": exc.message[:300]})
                 return
             except Exception as exc:  # noqa: BLE001 - polling outlives any one fetch
-                failures += 1
-                retry_after = exc.retry_after if isinstance(exc, ChannelError) else None
-                delay = retry_after or min(60.0, backoff * 2.0 ** (failures - 1))
-                if isinstance(exc, ChannelError):
-                    kind = "RateLimited" if retry_after is not None else "Unavailable"
-                    log.warning("telegram polling failed; retrying with backoff",
-                                extra={"reason": exc.reason, "error": exc.message[:300],
-                                       "retry_in_seconds": round(delay, 1)})
+                batch = (None if isinstance(exc, ChannelError)
+                         else await self._one_by_one(offset, allowed))
+                if batch is not None:  # one update the library cannot read: skipped below
+                    updates, failures = batch, 0
                 else:
-                    kind = "Unexpected"
-                    log.error("telegram polling failed unexpectedly; retrying with backoff",
-                              extra={"reason": kind, "errorType": type(exc).__name__,
-                                     "error": str(exc)[:300],
-                                     "retry_in_seconds": round(delay, 1)})
-                count.labels(env, "telegram-polling", kind).inc()
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-                continue
-            for update in updates or []:
+                    failures += 1
+                    await self._back_off(stop, exc, failures, backoff)
+                    continue
+            for update in updates:
+                if isinstance(update, _Unreadable):
+                    offset = update.update_id + 1
+                    count.labels(env, "telegram-polling", "UpdateFailed").inc()
+                    log.error("telegram update unreadable; skipped",
+                              extra={"updateId": update.update_id,
+                                     "errorType": update.error_type})
+                    continue
                 offset = update.update_id + 1
                 try:
                     await self.handle(update)
                 except Exception:
                     count.labels(env, "telegram-polling", "UpdateFailed").inc()
                     log.exception("telegram update failed")
+
+    async def _back_off(self, stop: asyncio.Event, exc: Exception, failures: int,
+                        backoff: float) -> None:
+        """Log and count a failed fetch, then wait (``stop`` ends the wait)."""
+        retry_after = exc.retry_after if isinstance(exc, ChannelError) else None
+        delay = retry_after or min(60.0, backoff * 2.0 ** (failures - 1))
+        if isinstance(exc, ChannelError):
+            kind = "RateLimited" if retry_after is not None else "Unavailable"
+            log.warning("telegram polling failed; retrying with backoff",
+                        extra={"reason": exc.reason, "error": exc.message[:300],
+                               "retry_in_seconds": round(delay, 1)})
+        else:
+            kind = "Unexpected"
+            log.error("telegram polling failed unexpectedly; retrying with backoff",
+                      extra={"reason": kind, "errorType": type(exc).__name__,
+                             "error": str(exc)[:300],
+                             "retry_in_seconds": round(delay, 1)})
+        self.service.metrics.loop_failures.labels(self.service.env, "telegram-polling",
+                                                  kind).inc()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+
+    async def _one_by_one(self, offset: int | None, allowed: list[str]
+                          ) -> list[Update | _Unreadable] | None:
+        """The pending updates read one by one, after the library could not read them as a
+        batch (one of them of a shape it does not know): each unreadable one stands for itself,
+        to be skipped, so that one update cannot stop polling for good. None when the raw
+        answer cannot be read either (not a list, its first update without an id)."""
+        try:
+            with warnings.catch_warnings():  # it asks for get_updates, which just failed
+                warnings.simplefilter("ignore", PTBUserWarning)
+                raw = await self._call("getUpdates", self.bot.do_api_request, "getUpdates",
+                                       api_kwargs={"offset": offset, "timeout": 0,
+                                                   "allowed_updates": allowed})
+        except Exception:  # noqa: BLE001 - then the fetch failed as before: back off
+            return None
+        out: list[Update | _Unreadable] = []
+        for item in raw if isinstance(raw, list) else []:
+            uid = item.get("update_id") if isinstance(item, dict) else None
+            if type(uid) is not int:
+                break  # what has no id cannot be skipped: the ones before it are handled
+            try:
+                out.append(Update.de_json(item, self.bot))
+            except Exception as exc:  # noqa: BLE001 - the library's reading of an update
+                out.append(_Unreadable(uid, type(exc).__name__))
+        return out or None
 
     async def handle(self, update: Update) -> None:
         if update.callback_query is not None:

@@ -355,7 +355,8 @@ def test_polling_outlives_transient_failures_and_delivers_the_next_update(
             (0, b""),  # the connection reset
             (500, b'{"ok": false, "error_code": 500, "description": "Internal Server Error"}'),
             (200, b"<html>captive portal</html>"),  # not JSON
-            (200, b'{"ok": true}'),  # JSON without a result: the library cannot read it
+            (200, b'{"ok": true}'),  # JSON without a result: the library cannot read it,
+            (200, b'{"ok": true}'),  # nor the updates one by one
             (429, b'{"ok": false, "error_code": 429, "description": "Too Many Requests: retry '
                   b'after 1", "parameters": {"retry_after": 1}}'),
         ]
@@ -403,3 +404,28 @@ def test_a_rejected_bot_token_ends_polling_and_is_counted(
     assert "telegram-token" in vars(ended[0])["error"]
     assert not any(wrong in r.getMessage() or wrong in str(vars(r)) for r in caplog.records
                    if r.name.startswith("wingman"))
+
+
+def test_an_update_the_library_cannot_read_is_skipped_and_the_next_delivered(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # python-telegram-bot fails the whole batch on one update of a shape it does not know;
+    # asked again, it would fail again, and polling would deliver nothing ever after
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        fake.say(FakeTelegram.user(111), CHAT, "/pending")
+        with fake.lock:
+            fake.updates.insert(0, {"update_id": 50, "message": "not an object"})
+        stop = asyncio.Event()
+        polling = asyncio.create_task(channel.poll(stop, timeout=1, backoff=0.01))
+        await _until(lambda: polling.done() or any(
+            "No request awaits" in m["plain"] for m in fake.sent_to(CHAT)))
+        stop.set()
+        await asyncio.wait_for(polling, 10)
+        assert any("No request awaits" in m["plain"] for m in fake.sent_to(CHAT))
+        assert _polling_failures(svc, "UpdateFailed") == 1
+        assert _polling_failures(svc, "Unexpected") == 0
+
+    with caplog.at_level(logging.WARNING, logger="wingman.chat.telegram"):
+        run(tmp_path, body=body)
+    skipped = [r for r in caplog.records
+               if r.getMessage() == "telegram update unreadable; skipped"]
+    assert [vars(r)["updateId"] for r in skipped] == [50]
