@@ -352,3 +352,22 @@ def test_signed_payloads_json_cannot_parse_sanely_are_400_never_a_500(tmp_path: 
                     assert "JSON object" in text
 
     run(tmp_path, body=body)
+
+
+def test_a_correct_signature_with_a_timestamp_outside_five_minutes_is_refused(
+        tmp_path: Path) -> None:
+    # a captured request replayed later (or one signed ahead of time) verifies, but its
+    # timestamp is more than five minutes off: refused like a bad signature
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        now = int(time.time())
+        data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                          "command": "/wingman", "text": "pending"}).encode()
+        async with ClientSession() as http:
+            for ts, status in ((now - 400, 401), (now + 400, 401), (0, 401),
+                               (999_999_999_999, 401), (now - 200, 200), (now + 200, 200)):
+                async with http.post(f"{url}/slack/commands", data=data,
+                                     headers=signed(data, str(ts))) as resp:
+                    assert resp.status == status, (ts - now, await resp.text())
+        assert [d["reason"] for d in audited(svc)] == ["BadSignature"]  # once a minute
+
+    run(tmp_path, body=body)
