@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -107,6 +109,57 @@ JOBS = Resource("batch", "v1", "jobs")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
 
+class TokenFile:
+    """A bearer token kept in a file that its issuer replaces (a projected ServiceAccount
+    token: the kubelet writes a new one at 80 % of the old one's life, by swapping the
+    volume's ``..data`` link), read again before a call whenever the file changed.
+
+    A change is seen from the file's identity, modification time and size (one ``stat``
+    per call; the file is read only when these differ). A file that cannot be read, or reads
+    empty, while being replaced leaves the last token in use: the API server, not this
+    client, judges whether it is still valid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._seen: tuple[int, int, int, int] | None = None
+        self._token = ""
+
+    @staticmethod
+    def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+        return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+    def read(self) -> str:
+        """The token in the file now (stripped); ClusterError when it cannot be read."""
+        try:
+            with self.path.open("rb") as f:
+                stamp = self._stamp(os.fstat(f.fileno()))
+                token = f.read().decode("utf-8", "replace").strip()
+        except OSError as exc:
+            raise ClusterError(f"cannot read the ServiceAccount token at {self.path}: "
+                               f"{exc.strerror}", reason="NoCredentials") from None
+        with self._lock:
+            if token:
+                self._seen, self._token = stamp, token
+        return token
+
+    def refresh(self, configuration: k8s.Configuration) -> None:
+        """The client's ``refresh_api_key_hook``: put the file's token in ``configuration``
+        if the file changed since it was last read."""
+        try:
+            stamp = self._stamp(os.stat(self.path))
+        except OSError:
+            return  # being replaced, or gone: keep the last token
+        if stamp == self._seen:
+            return
+        try:
+            token = self.read()
+        except ClusterError:
+            return
+        if token:
+            configuration.api_key["authorization"] = token
+
+
 class Kube:
     """JSON calls on one authenticated connection (thread-safe; blocking)."""
 
@@ -152,17 +205,18 @@ class Kube:
 
     @classmethod
     def from_service_account(cls, server: str, sa_dir: Path) -> Kube:
-        """A client that authenticates with the ServiceAccount token mounted in ``sa_dir``."""
-        token_file, ca_file = sa_dir / "token", sa_dir / "ca.crt"
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise ClusterError(f"cannot read the ServiceAccount token at {token_file}: "
-                               f"{exc.strerror}", reason="NoCredentials") from None
+        """A client that authenticates with the ServiceAccount token mounted in ``sa_dir``,
+        and reads it again whenever the file changes (:class:`TokenFile`): the kubelet
+        replaces a projected token before it expires, so a process that outlives its first
+        token keeps calling with the current one."""
+        token_file, ca_file = TokenFile(sa_dir / "token"), sa_dir / "ca.crt"
+        token = token_file.read()
         if not token or not ca_file.is_file():
             raise ClusterError(f"the ServiceAccount directory {sa_dir} needs a non-empty token "
                                "and ca.crt", reason="NoCredentials")
-        return cls.from_token(server, token, ca_file)
+        kube = cls.from_token(server, token, ca_file)
+        kube.api.configuration.refresh_api_key_hook = token_file.refresh
+        return kube
 
     @classmethod
     def from_token(cls, server: str, token: str, ca_file: Path) -> Kube:
@@ -348,5 +402,5 @@ def create_or_adopt(kube: Kube, res: Resource, namespace: str, body: Mapping[str
 
 
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES", "MERGE",
-           "PODS", "SECRETS", "ApiError", "Kube", "Observer", "Resource", "call_labels",
-           "create_or_adopt"]
+           "PODS", "SECRETS", "ApiError", "Kube", "Observer", "Resource", "TokenFile",
+           "call_labels", "create_or_adopt"]

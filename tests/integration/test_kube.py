@@ -1,10 +1,12 @@
 """The API client against the real API server: the connections the operator's pool drops when
-its threads go idle are closed, and dropping them never fails a call."""
+its threads go idle are closed, and dropping them never fails a call; a client of a mounted
+ServiceAccount calls with the token the kubelet last wrote."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,4 +111,46 @@ def test_an_observer_that_fails_never_changes_a_call_s_result(cluster: LocalClus
     assert kube.get_or_none(CONFIGMAPS, namespace, "missing") is None  # the 404 still means it
     made = kube.create(CONFIGMAPS, namespace, {"metadata": {"name": "c"}, "data": {"k": "v"}})
     assert made["data"] == {"k": "v"}
+    kube.close()
+
+
+def _write_projection(sa_dir: Path, generation: int, token: str, ca: bytes) -> None:
+    """As the kubelet updates a projected volume: a new directory, then ``..data`` swapped."""
+    data = sa_dir / f"..gen{generation}"
+    data.mkdir()
+    (data / "token").write_text(token)
+    (data / "ca.crt").write_bytes(ca)
+    (sa_dir / "..tmp").symlink_to(data.name)
+    (sa_dir / "..tmp").rename(sa_dir / "..data")
+    for name in ("token", "ca.crt"):
+        if not (sa_dir / name).is_symlink():
+            (sa_dir / name).symlink_to(f"..data/{name}")
+
+
+def test_a_service_account_client_calls_with_the_token_the_kubelet_last_wrote(
+        cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    """A gateway whose command outlives its first ServiceAccount token (600 s) writes its
+    result with the token the kubelet wrote meanwhile. The two tokens here are of two
+    accounts, so the API server itself says which one each call carried."""
+    for account in ("first", "second"):
+        cluster.kubectl("create", "serviceaccount", account, "-n", namespace)
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    path = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+    sa_dir = tmp_path / "serviceaccount"
+    sa_dir.mkdir()
+    ca = cluster.ca_file.read_bytes()
+
+    def token(account: str) -> str:
+        return cluster.kubectl("create", "token", account, "-n", namespace,
+                               "--duration=10m").stdout.strip()
+
+    def caller() -> str:
+        return str(kube.request("POST", path, review)["status"]["userInfo"]["username"])
+
+    _write_projection(sa_dir, 1, token("first"), ca)
+    kube = Kube.from_service_account(cluster.server, sa_dir)
+    assert caller() == f"system:serviceaccount:{namespace}:first"
+    _write_projection(sa_dir, 2, token("second"), ca)
+    for _ in range(3):  # every later call, not only the first after the change
+        assert caller() == f"system:serviceaccount:{namespace}:second"
     kube.close()

@@ -1,11 +1,16 @@
 """How the API client names a call for the operator's metrics (``kube.call_labels``): the API
-server's verb and the resource with its subresource, whatever the path's shape."""
+server's verb and the resource with its subresource, whatever the path's shape; and which
+token a client of a mounted ServiceAccount sends (``Kube.from_service_account``)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from wingman.kube import APPROVALS, JOBS, SECRETS, call_labels
+from wingman.errors import ClusterError
+from wingman.kube import APPROVALS, JOBS, SECRETS, Kube, call_labels
 
 
 @pytest.mark.parametrize(("method", "path", "expected"), [
@@ -39,3 +44,52 @@ def test_a_path_that_is_no_resource_s_is_unknown_never_a_name_from_it(path: str)
 
 def test_an_old_watch_path_names_the_watched_resource() -> None:
     assert call_labels("GET", "/api/v1/watch/namespaces/ns/pods") == ("list", "pods")
+
+
+def _project(sa_dir: Path, generation: int, token: str) -> None:
+    """Write ``token`` (and ca.crt) into ``sa_dir`` as the kubelet updates a projected volume:
+    a new timestamped directory, then the ``..data`` link swapped to it in one rename."""
+    data = sa_dir / f"..2026_12_03_12_00_0{generation}"
+    data.mkdir()
+    (data / "token").write_text(token)
+    (data / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    staged = sa_dir / "..data_tmp"
+    staged.symlink_to(data.name)
+    staged.rename(sa_dir / "..data")
+    for name in ("token", "ca.crt"):
+        if not (sa_dir / name).is_symlink():
+            (sa_dir / name).symlink_to(f"..data/{name}")
+
+
+def _sent(kube: Kube) -> str:
+    """The Authorization header the client's next call carries."""
+    return str(kube.api.configuration.auth_settings()["BearerToken"]["value"])
+
+
+def test_a_service_account_client_sends_the_token_the_kubelet_last_wrote(
+        tmp_path: Path) -> None:
+    """The kubelet replaces a projected token at 80 % of its life: a gateway whose command
+    outlives the first token (10 minutes) writes its result with the current one."""
+    _project(tmp_path, 1, "first-token\n")
+    kube = Kube.from_service_account("https://127.0.0.1:6443", tmp_path)
+    assert _sent(kube) == "Bearer first-token"
+    assert _sent(kube.as_user("someone")) == "Bearer first-token"
+    _project(tmp_path, 2, "second-token")
+    assert _sent(kube) == "Bearer second-token"
+    assert _sent(kube.as_user("someone")) == "Bearer second-token"
+    # a file caught empty or unreadable while replaced keeps the last token in use
+    _project(tmp_path, 3, "")
+    assert _sent(kube) == "Bearer second-token"
+    os.unlink(tmp_path / "..data")
+    assert _sent(kube) == "Bearer second-token"
+    _project(tmp_path, 4, "fourth-token")
+    assert _sent(kube) == "Bearer fourth-token"
+    kube.close()
+
+
+def test_a_service_account_directory_without_a_token_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match="cannot read the ServiceAccount token"):
+        Kube.from_service_account("https://127.0.0.1:6443", tmp_path)
+    _project(tmp_path, 1, " ")
+    with pytest.raises(ClusterError, match=r"needs a non-empty token and ca\.crt"):
+        Kube.from_service_account("https://127.0.0.1:6443", tmp_path)
