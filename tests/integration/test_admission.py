@@ -442,6 +442,83 @@ def test_the_operators_preview_job_runs_and_only_the_operator_may_create_one(
     assert shell.returncode != 0 and '["wingman", "preview"]' in shell.stderr
 
 
+def _claims(token: str) -> dict[str, Any]:
+    """The claims of a ServiceAccount token (a JWT; read, not verified)."""
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(
+        payload + "=" * (-len(payload) % 4)))
+    return claims
+
+
+def _projection_token(cluster: LocalCluster, ns: str, account: str, pod: dict[str, Any],
+                      seconds: int) -> str:
+    """The token the kubelet gets for a pod's projected serviceAccountToken source of
+    ``seconds`` and no audience: a TokenRequest bound to the pod, for the API server's own
+    audiences (which it fills in)."""
+    answer = cluster.kubectl(
+        "create", "--raw",
+        f"/api/v1/namespaces/{ns}/serviceaccounts/{account}/token", "-f", "-",
+        input=json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                          "spec": {"expirationSeconds": seconds, "boundObjectRef": {
+                              "apiVersion": "v1", "kind": "Pod",
+                              "name": pod["metadata"]["name"],
+                              "uid": pod["metadata"]["uid"]}}}))
+    return str(json.loads(answer.stdout)["status"]["token"])
+
+
+@pytest.mark.parametrize("kind", ["gateway", "preview"])
+def test_the_operators_pods_hold_their_own_ten_minute_token_not_the_automounted_one(
+    cluster: LocalCluster, test_release: Release, tmp_path: Path, kind: str,
+) -> None:
+    """The Jobs exactly as the operator builds them pass the chart's admission policies, and
+    their pods carry no ``kube-api-access-*`` volume (the automounted token: 3607 s, which the
+    API server extends to a year, valid as long as the finished pod exists) but their own
+    projection of 600 s, which the API server grants as asked."""
+    from wingman.operator import manifests
+    from wingman.settings import OperatorSettings
+
+    ns = test_release.namespace
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("environment: test\n")
+    settings = OperatorSettings.from_env({"WINGMAN_NAMESPACE": ns,
+                                          "WINGMAN_POLICY_FILE": str(policy)})
+    owner = {"metadata": {"name": f"own-token-{kind}", "namespace": ns,
+                          "uid": "00000000-0000-0000-0000-000000000002"}}
+    job = (manifests.gateway_job(owner, settings, 300) if kind == "gateway"
+           else manifests.preview_job(owner, settings))
+    job["metadata"].pop("ownerReferences")  # no such grant or request here
+    created = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                            input=dump(job))
+    assert created.returncode == 0, created.stderr
+    pod = json.loads(cluster.kubectl(
+        "get", _wait_for_pod(cluster, ns, job["metadata"]["name"]), "-n", ns,
+        "-o", "json").stdout)
+    spec = pod["spec"]
+    account = f"wingman-{kind}"
+    assert spec["serviceAccountName"] == account
+    assert spec["automountServiceAccountToken"] is False
+    assert not [v["name"] for v in spec["volumes"] if v["name"].startswith("kube-api-access")]
+    (container,) = spec["containers"]
+    (mount,) = [m for m in container["volumeMounts"]
+                if m["mountPath"].startswith("/var/run/secrets/kubernetes.io/")]
+    assert mount == {"name": "serviceaccount", "readOnly": True,
+                     "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "serviceaccount"]
+    (projection,) = [s["serviceAccountToken"] for s in volume["projected"]["sources"]
+                     if "serviceAccountToken" in s]
+    assert projection == {"path": "token", "expirationSeconds": 600}
+
+    # what the kubelet mounts: a token of the pod's account, bound to the pod, for the API
+    # server, that expires 600 s after it was issued...
+    claims = _claims(_projection_token(cluster, ns, account, pod, 600))
+    assert claims["sub"] == f"system:serviceaccount:{ns}:{account}"
+    assert claims["kubernetes.io"]["pod"]["uid"] == pod["metadata"]["uid"]
+    assert claims["exp"] - claims["iat"] == 600
+    # ... where the automounted projection's 3607 s would have given it a year
+    extended = _claims(_projection_token(cluster, ns, account, pod, 3607))
+    assert extended["exp"] - extended["iat"] > 30 * 86400
+
+
 def test_operator_gateway_job_runs_and_its_pod_is_locked(
     cluster: LocalCluster, test_release: Release,
 ) -> None:

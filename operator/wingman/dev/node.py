@@ -822,6 +822,13 @@ class NodeHarness:
             _write_file(sa_dir, "namespace", pod["metadata"]["namespace"].encode(), 0o444,
                         "namespace")
             env["WINGMAN_SERVICEACCOUNT_DIR"] = str(sa_dir)
+        else:
+            # a pod that mounts its own ServiceAccount volume (a projected token) where
+            # Kubernetes mounts the automounted one: the process finds it through the same
+            # variable, at the volume's directory
+            sa_local = rewrite_path(SERVICEACCOUNT_MOUNT, mounts)
+            if sa_local != SERVICEACCOUNT_MOUNT:
+                env["WINGMAN_SERVICEACCOUNT_DIR"] = sa_local
         declared = source.container_env(container, dict(env))
         env.update({k: rewrite_path(v, mounts) for k, v in declared.items()})
 

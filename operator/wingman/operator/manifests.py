@@ -14,13 +14,15 @@ Job the operator created or adopted, so nobody can plant a Secret under it befor
   UID) and runnable: its pod mounts the token Secret, so the kubelet starts no container before
   the operator stores the token there; its pod runs ``wingman gateway`` as ServiceAccount
   ``wingman-gateway`` with the pinned image, no shell, no privileges, a read-only root
-  filesystem; a PostgreSQL audit DSN reaches it as a file on a Secret volume, never as an
-  environment variable;
+  filesystem, and a ServiceAccount token of its own that lives 10 minutes
+  (``service_account_volume``; not the automounted one, whose life the API server may extend
+  to a year and which stays valid as long as the finished pod exists); a PostgreSQL audit DSN
+  reaches it as a file on a Secret volume, never as an environment variable;
 - the burn-marker Lease name ``wingman-burn-<jti>`` the gateway creates;
 - preview Job ``<request>-preview``, owned by the ApprovalRequest: its pod runs
   ``wingman preview`` as ServiceAccount ``wingman-preview`` (admission allows it dry runs only)
-  with the pinned image and the same restrictions, the policy mounted for the allowlist, and
-  reports its result in its termination message.
+  with the pinned image and the same restrictions (its token included), the policy mounted
+  for the allowlist, and reports its result in its termination message.
 
 Everything made here carries the release's labels (``settings.object_labels``: the chart's
 ``app.kubernetes.io/*`` labels, the environment and ``commonLabels``) with
@@ -51,7 +53,7 @@ from wingman.model.names import (
     preview_job_name,
     token_secret_name,
 )
-from wingman.settings import OperatorSettings
+from wingman.settings import DEFAULT_SERVICEACCOUNT_DIR, OperatorSettings
 
 MANAGER = "wingman-operator"
 
@@ -120,6 +122,38 @@ def job_token_secret(job: dict[str, Any]) -> str | None:
     return None
 
 
+SERVICE_ACCOUNT_TOKEN_SECONDS = 600
+"""The life of the ServiceAccount token a gateway or preview pod holds: the TokenRequest API's
+shortest. The kubelet replaces it at 80 % of its life while the pod runs (the gateway reads it
+again when it changes: ``kube.TokenFile``) and stops once the pod has ended, so a finished
+pod's token, which the pod object keeps valid until the Job's ``ttlSecondsAfterFinished``
+deletes it, expires at most this long after the pod ended. Never 3607 s, the life of the
+default ``kube-api-access-*`` projection, which the API server extends to a year
+(``--service-account-extend-token-expiration``)."""
+
+SERVICE_ACCOUNT_VOLUME = "serviceaccount"
+
+
+def service_account_volume() -> dict[str, Any]:
+    """The pod's own ServiceAccount credentials, where Kubernetes mounts the default ones
+    (``token``, ``ca.crt``, ``namespace``), with a token that lives
+    :data:`SERVICE_ACCOUNT_TOKEN_SECONDS`; the pod sets ``automountServiceAccountToken: false``
+    so the API server adds no ``kube-api-access-*`` volume beside it."""
+    return {"name": SERVICE_ACCOUNT_VOLUME, "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token",
+                                 "expirationSeconds": SERVICE_ACCOUNT_TOKEN_SECONDS}},
+        {"configMap": {"name": "kube-root-ca.crt",
+                       "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+            "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]}}
+
+
+def service_account_mount() -> dict[str, Any]:
+    return {"name": SERVICE_ACCOUNT_VOLUME, "mountPath": DEFAULT_SERVICEACCOUNT_DIR,
+            "readOnly": True}
+
+
 START_SECONDS = 60
 """What a gateway Job's deadline gives beyond the token's life, the clock leeway and the
 command's timeout: the pod's start-up, the gateway's checks before the command and its result
@@ -163,12 +197,14 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
                                          "items": [{"key": "policy.yaml",
                                                     "path": "policy.yaml"}]}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        service_account_volume(),
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "token", "mountPath": TOKEN_MOUNT, "readOnly": True},
         {"name": "keys", "mountPath": KEYS_MOUNT, "readOnly": True},
         {"name": "policy", "mountPath": POLICY_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
+        service_account_mount(),
     ]
     if settings.gateway_docker_socket:
         env += [{"name": "WINGMAN_DOCKER_ENABLED", "value": "true"},
@@ -212,7 +248,7 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
                 "spec": {
                     **_scheduling(settings),
                     "serviceAccountName": settings.gateway_service_account,
-                    "automountServiceAccountToken": True,
+                    "automountServiceAccountToken": False,  # service_account_volume
                     "restartPolicy": "Never",
                     "enableServiceLinks": False,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
@@ -273,10 +309,12 @@ def preview_job(approval: dict[str, Any], settings: OperatorSettings) -> dict[st
                                          "items": [{"key": "policy.yaml",
                                                     "path": "policy.yaml"}]}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        service_account_volume(),
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "policy", "mountPath": POLICY_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
+        service_account_mount(),
     ]
     if settings.gateway_docker_socket:  # docker commands preview the container's state
         env += [{"name": "WINGMAN_DOCKER_ENABLED", "value": "true"},
@@ -301,7 +339,7 @@ def preview_job(approval: dict[str, Any], settings: OperatorSettings) -> dict[st
                 "spec": {
                     **_scheduling(settings),
                     "serviceAccountName": settings.preview_service_account,
-                    "automountServiceAccountToken": True,
+                    "automountServiceAccountToken": False,  # service_account_volume
                     "restartPolicy": "Never",
                     "enableServiceLinks": False,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
@@ -343,5 +381,6 @@ def _scheduling(settings: OperatorSettings) -> dict[str, Any]:
     return out
 
 
-__all__ = ["MANAGER", "approval_owner", "gateway_job", "job_pod_spec", "job_token_secret",
-           "object_labels", "owner_reference", "preview_job", "token_secret"]
+__all__ = ["MANAGER", "SERVICE_ACCOUNT_TOKEN_SECONDS", "approval_owner", "gateway_job",
+           "job_pod_spec", "job_token_secret", "object_labels", "owner_reference", "preview_job",
+           "service_account_mount", "service_account_volume", "token_secret"]

@@ -337,10 +337,12 @@ def test_deleted_pod_is_killed_and_deadline_is_enforced(
 
 
 GATEWAY_PROBE = r"""
-import json, os, sys
+import base64, json, os, sys
 env = os.environ
 token_file = env["WINGMAN_TOKEN_FILE"]
 sa = env["WINGMAN_SERVICEACCOUNT_DIR"]
+jwt = open(os.path.join(sa, "token")).read().strip().split(".")[1]
+claims = json.loads(base64.urlsafe_b64decode(jwt + "=" * (-len(jwt) % 4)))
 audit = env["WINGMAN_AUDIT_TARGET"]
 with open(audit, "a") as fh:
     fh.write("{}\n")
@@ -353,7 +355,11 @@ print(json.dumps({
     "grant": env["WINGMAN_GRANT_NAME"],
     "job_uid": env["WINGMAN_JOB_UID"],
     "pod": env["WINGMAN_POD_NAME"],
-    "sa_files": sorted(os.listdir(sa)),
+    "sa_files": sorted(f for f in os.listdir(sa) if not f.startswith("..")),
+    "sa_namespace": open(os.path.join(sa, "namespace")).read(),
+    "sa_sub": claims["sub"],
+    "sa_pod": claims["kubernetes.io"]["pod"]["name"],
+    "sa_life": claims["exp"] - claims["iat"],
     "api": [env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]],
 }))
 """
@@ -411,7 +417,13 @@ def test_operator_gateway_job_template_runs_with_its_contract_env(
     assert out["grant"] == "g1"
     assert out["pod"] == pod["metadata"]["name"]
     assert out["job_uid"] == pod["metadata"]["labels"]["batch.kubernetes.io/controller-uid"]
+    # its own ServiceAccount volume (no automounted token), found where in-cluster clients
+    # look: a token of wingman-gateway bound to the pod that lives 10 minutes
     assert out["sa_files"] == ["ca.crt", "namespace", "token"]
+    assert out["sa_namespace"] == namespace
+    assert out["sa_sub"] == f"system:serviceaccount:{namespace}:wingman-gateway"
+    assert out["sa_pod"] == pod["metadata"]["name"]
+    assert out["sa_life"] == 600
     assert out["api"][0] == "127.0.0.1"
     assert cluster.server.endswith(f":{out['api'][1]}")
     assert (audit_dir / "audit.jsonl").read_text() == "{}\n"

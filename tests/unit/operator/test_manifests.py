@@ -167,3 +167,37 @@ def test_the_gateway_is_told_which_grant_its_job_was_made_for(tmp_path: Path) ->
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["WINGMAN_GRANT_NAME"] == GRANT["metadata"]["name"]
     assert env["WINGMAN_GRANT_UID"] == GRANT["metadata"]["uid"]
+
+
+def _service_account_mounts(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the volume, the container's mount) of a pod spec's ServiceAccount credentials."""
+    (container,) = spec["containers"]
+    (mount,) = [m for m in container["volumeMounts"]
+                if m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    return volume, mount
+
+
+@pytest.mark.parametrize("kind", ["gateway", "preview"])
+def test_gateway_and_preview_pods_hold_a_token_of_their_own_that_lives_ten_minutes(
+        tmp_path: Path, kind: str) -> None:
+    """Not the automounted token (3607 s, which the API server extends to a year, valid as long
+    as the finished pod exists): a projected one of 600 s, the shortest the API grants, that
+    the kubelet renews while the pod runs, where the in-cluster clients look for it, with the
+    cluster's CA and the namespace beside it."""
+    settings = _settings(tmp_path)
+    approval = {"metadata": {"name": "r", "namespace": "wingman-prd", "uid": "u"}}
+    job = (manifests.gateway_job(GRANT, settings, 300) if kind == "gateway"
+           else manifests.preview_job(approval, settings))
+    spec = job["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    volume, mount = _service_account_mounts(spec)
+    assert mount["readOnly"] is True
+    sources = volume["projected"]["sources"]
+    (token,) = [s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s]
+    assert token == {"path": "token", "expirationSeconds": 600}, "no audience: the API server's"
+    assert manifests.SERVICE_ACCOUNT_TOKEN_SECONDS == 600
+    assert {"configMap": {"name": "kube-root-ca.crt",
+                          "items": [{"key": "ca.crt", "path": "ca.crt"}]}} in sources
+    assert {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+        "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}} in sources
