@@ -103,13 +103,29 @@ class Credentials:
 
     ``secrets`` are strings that must never appear in output (the capability token, the
     gateway's and the executor's ServiceAccount tokens); they are redacted wherever they
-    occur. Neither is shown by ``repr``.
+    occur. Neither is shown by ``repr``. ``secret_files`` hold more of them, read when the
+    command has ended: the gateway's ServiceAccount token, which the kubelet may replace
+    while the command runs.
     """
 
     server: str
     ca_file: Path
     token: str = field(default="", repr=False)
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    secret_files: tuple[Path, ...] = ()
+
+    def all_secrets(self) -> tuple[str, ...]:
+        """``secrets`` and what ``secret_files`` hold now (a file that cannot be read adds
+        nothing)."""
+        found: list[str] = []
+        for path in self.secret_files:
+            try:
+                value = path.read_text().strip()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if value and value not in self.secrets:
+                found.append(value)
+        return self.secrets + tuple(found)
 
 
 def _now() -> dt.datetime:
@@ -195,7 +211,7 @@ class KubectlExecutor:
             shutil.rmtree(workdir, ignore_errors=True)
         output, truncated, digest = bound_output(
             raw, limit=settings.max_output_bytes, truncated=truncated,
-            secrets=credentials.secrets, command=argv)
+            secrets=credentials.all_secrets(), command=argv)
         if timed_out:
             note = f"\n[wingman: killed after {settings.exec_timeout_seconds}s]"
             if len(output.encode("utf-8")) + len(note) <= settings.max_output_bytes:
@@ -344,7 +360,7 @@ class DockerExecutor:
         finished = _now()
         output, truncated, digest = bound_output(
             text.encode("utf-8"), limit=settings.max_output_bytes, truncated=False,
-            secrets=credentials.secrets, command=argv)
+            secrets=credentials.all_secrets(), command=argv)
         return ExecResult(code, output, truncated, digest, started, finished, timed_out)
 
 

@@ -386,7 +386,8 @@ def _credentials(settings: GatewaySettings, token: str,
     return executors.Credentials(server=settings.api_server,
                                  ca_file=settings.serviceaccount_dir / "ca.crt",
                                  token=executor_token.token if executor_token else "",
-                                 secrets=tuple(secrets))
+                                 secrets=tuple(secrets),
+                                 secret_files=(settings.serviceaccount_dir / "token",))
 
 
 def _execute(run: _Run) -> int:

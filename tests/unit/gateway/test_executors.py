@@ -57,6 +57,10 @@ elif mode == "hang":
     with open(args[1], "w") as fh:
         fh.write(str(child.pid))
     time.sleep(60)
+elif mode == "rotate":  # the kubelet replaces a token file while the command runs
+    with open(args[1], "w") as fh:
+        fh.write(args[2] + "\n")
+    print("read back " + open(args[1]).read().strip())
 elif mode == "say":
     sys.stdout.write(args[1])
     sys.stderr.write(args[2] if len(args) > 2 else "")
@@ -224,6 +228,20 @@ def test_the_executor_token_is_redacted_from_output(
                                settings=_settings(), credentials=creds)
     assert EXECUTOR_TOKEN not in result.output and "here" in result.output
     assert EXECUTOR_TOKEN not in repr(creds)
+
+
+def test_a_service_account_token_replaced_during_the_command_is_redacted_too(
+    fake_kubectl: Path, creds: Credentials
+) -> None:
+    """The gateway's own token lives 10 minutes and the kubelet replaces it meanwhile: the one
+    in the file when the command ends is as secret as the one read before it started."""
+    token_file = creds.ca_file.parent / "token"
+    creds = dataclasses.replace(creds, secret_files=(token_file,))
+    result = executors.execute(["kubectl", "rotate", str(token_file), "sa-token-renewed-789"],
+                               settings=_settings(), credentials=creds)
+    assert "sa-token-renewed-789" not in result.output
+    assert result.output.startswith("read back ") and REDACTED in result.output
+    assert "sa-token-renewed-789" not in repr(creds)
 
 
 def test_output_is_captured_together_bounded_and_drained(
