@@ -55,7 +55,7 @@ class ChatCluster:
             return {}
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             return {}
         return data if isinstance(data, dict) else {}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterable, Sequence
@@ -34,8 +35,19 @@ from wingman.settings import ChatSettings
 log = logging.getLogger("wingman.chat")
 
 
+#: the chat libraries' loggers: kept at WARNING, and their records' arguments are withheld
+LIBRARY_LOGGERS = ("httpx", "httpcore", "telegram", "slack_sdk", "aiohttp.access")
+_PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa%]")
+
+
+def _library(name: str) -> bool:
+    return any(name == lib or name.startswith(lib + ".") for lib in LIBRARY_LOGGERS)
+
+
 class RedactSecrets(logging.Filter):
-    """Replaces every secret value in a record's message and arguments."""
+    """Replaces every secret value in a record's message and arguments, and withholds the
+    arguments of the chat libraries' records: python-telegram-bot logs a batch of updates it
+    cannot read whole (at CRITICAL), chat messages such as ``/confirm <code>`` included."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -48,6 +60,10 @@ class RedactSecrets(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and _library(record.name):
+            record.msg = _PLACEHOLDER.sub(
+                lambda m: "%" if m.group() == "%%" else "<withheld>", str(record.msg))
+            record.args = None
         if not self.secrets:
             return True
         message = record.getMessage()
@@ -69,7 +85,7 @@ def install_redaction(secrets: Iterable[str]) -> None:
     for handler in root.handlers:
         handler.addFilter(flt)
     root.addFilter(flt)
-    for name in ("httpx", "httpcore", "telegram", "slack_sdk", "aiohttp.access"):
+    for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

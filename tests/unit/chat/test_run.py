@@ -35,6 +35,28 @@ def test_secrets_are_redacted_in_messages_arguments_fields_and_tracebacks() -> N
     assert "getUpdates failed" in text and "RuntimeError" in text
 
 
+def test_a_chat_librarys_record_never_shows_what_it_received() -> None:
+    """python-telegram-bot logs a batch of updates it cannot read whole: the chat messages in
+    it (a step-up code) must not reach the log; its own words still do."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecrets([]))
+    lib = logging.getLogger("telegram.Bot")
+    lib.addHandler(handler)
+    try:
+        lib.critical("Error while parsing updates! Received data was %r (%d%%)",
+                     [{"update_id": 7, "message": {"text": "/confirm 493817"}}], 50)
+        logging.getLogger("wingman.chat.test").addHandler(handler)
+        logging.getLogger("wingman.chat.test").warning("ours keeps its %s", "arguments")
+    finally:
+        lib.removeHandler(handler)
+        logging.getLogger("wingman.chat.test").removeHandler(handler)
+    text = stream.getvalue()
+    assert "493817" not in text and "/confirm" not in text
+    assert "Received data was <withheld> (<withheld>%)" in text
+    assert "ours keeps its arguments" in text
+
+
 def test_healthz_fails_naming_a_loop_that_ended() -> None:
     async def main() -> tuple[int, str, int, str]:
         forever = asyncio.create_task(asyncio.Event().wait(), name="reconciler")
