@@ -987,6 +987,189 @@ def test_an_approved_command_restarts_scales_and_sets_images_but_switches_no_ide
     assert suspended.returncode == 0, suspended.stderr
 
 
+@pytest.fixture(scope="module")
+def executor(cluster: LocalCluster, test_release: Release) -> Any:
+    """Run kubectl in the test release's target namespace as an approved command does: with a
+    token of wingman-executor, which here may also patch the other workload controllers (a
+    target's rules can grant it)."""
+    ns, target = test_release.namespace, test_release.target_namespace
+    name = f"workloads-{_suffix()}"
+    cluster.kubectl("create", "role", name, "-n", target, "--verb=get,list,patch,update",
+                    "--resource=statefulsets.apps,daemonsets.apps,statefulsets.apps/scale,"
+                    "jobs.batch,replicationcontrollers,replicationcontrollers/scale")
+    cluster.kubectl("create", "rolebinding", name, "-n", target, f"--role={name}",
+                    f"--serviceaccount={ns}:wingman-executor")
+    token = _executor_token(cluster, ns)
+
+    def run(*args: str) -> Any:
+        return _as_token(cluster, token, *args, "-n", target)
+
+    deadline = time.monotonic() + 10
+    while run("auth", "can-i", "patch", "jobs.batch").stdout.strip() != "yes":
+        assert time.monotonic() < deadline, "the executor was not granted patch on jobs"
+        time.sleep(0.2)
+    return run
+
+
+def _refused(result: Any, workload: str, shown: str) -> None:
+    assert result.returncode != 0, shown
+    message = " ".join(result.stderr.split())
+    assert ("an approved command (ServiceAccount wingman-executor) may not give the pods of "
+            f"{workload} what they did not have: {shown} (") in message, message
+
+
+def test_an_approved_command_weakens_no_isolation_and_picks_no_node(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    target = test_release.target_namespace
+    name = f"locked-{_suffix()}"
+    hardened = {"runAsNonRoot": True, "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+    web = {"name": "web", "image": "nginx:1",
+           "securityContext": {"allowPrivilegeEscalation": False}}
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"automountServiceAccountToken": False,
+                                       "securityContext": hardened,
+                                       "initContainers": [{"name": "init",
+                                                           "image": "busybox:1"}],
+                                       "containers": [web]}}}}))
+    workload = f"Deployment '{target}/{name}'"
+
+    def patch(template: dict[str, Any]) -> Any:
+        return executor("patch", "deployment", name, "--type=strategic", "-p",
+                        json.dumps({"spec": {"template": template}}))
+
+    both = "in container 'web' (was {0}), {1} in container 'init' (was {0})"
+    escalations: dict[str, dict[str, Any]] = {
+        # weaker isolation, pod level (every container) or one container's
+        "seccomp profile Unconfined " + both.format("RuntimeDefault", "seccomp profile Unconfined"):
+            {"spec": {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}},
+        "seccomp profile Localhost profiles/any.json in container 'web' (was RuntimeDefault)":
+            {"spec": {"containers": [{"name": "web", "securityContext": {"seccompProfile": {
+                "type": "Localhost", "localhostProfile": "profiles/any.json"}}}]}},
+        "AppArmor profile Unconfined in container 'web' (was unset)":
+            {"spec": {"containers": [{"name": "web", "securityContext": {
+                "appArmorProfile": {"type": "Unconfined"}}}]}},
+        "AppArmor profile Unconfined in container 'init' (was unset)":
+            {"metadata": {"annotations": {
+                "container.apparmor.security.beta.kubernetes.io/init": "unconfined"}}},
+        "SELinux options (user:role:type:level) ::spc_t: in container 'web' (was unset)":
+            {"spec": {"containers": [{"name": "web", "securityContext": {
+                "seLinuxOptions": {"type": "spc_t"}}}]}},
+        "allowPrivilegeEscalation true in container 'web' (was false)":
+            {"spec": {"containers": [{"name": "web", "securityContext": {
+                "allowPrivilegeEscalation": True}}]}},
+        "runAsUser 0 " + both.format("1000", "runAsUser 0"):
+            {"spec": {"securityContext": {"runAsUser": 0}}},
+        "runAsNonRoot false in container 'init' (was true)":
+            {"spec": {"initContainers": [{"name": "init", "securityContext": {
+                "runAsNonRoot": False}}]}},
+        "privileged container 'init'":
+            {"spec": {"initContainers": [{"name": "init", "securityContext": {
+                "privileged": True}}]}},
+        "sysctl kernel.shm_rmid_forced=1":
+            {"spec": {"securityContext": {"sysctls": [{"name": "kernel.shm_rmid_forced",
+                                                        "value": "1"}]}}},
+        # a Secret by another way, and node access by a driver
+        "imagePullSecret 'regcred'": {"spec": {"imagePullSecrets": [{"name": "regcred"}]}},
+        "csi volume 'vault' (driver secrets-store.csi.k8s.io)": {"spec": {"volumes": [
+            {"name": "vault", "csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": True,
+                                      "volumeAttributes": {"secretProviderClass": "db"}}}]}},
+        # a node of the command's choosing
+        "nodeName 'control-plane-1' (was '')": {"spec": {"nodeName": "control-plane-1"}},
+        "toleration of taint 'node-role.kubernetes.io/control-plane'": {"spec": {
+            "tolerations": [{"key": "node-role.kubernetes.io/control-plane",
+                             "operator": "Exists", "effect": "NoSchedule"}]}},
+        "nodeSelector node-role.kubernetes.io/control-plane=": {"spec": {
+            "nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}},
+    }
+    for shown, template in escalations.items():
+        _refused(patch(template), workload, shown)
+    # what the executor is for still works
+    for allowed in (executor("rollout", "restart", f"deployment/{name}"),
+                    executor("scale", f"deployment/{name}", "--replicas=2"),
+                    executor("set", "image", f"deployment/{name}", "web=nginx:2",
+                             "init=busybox:2")):
+        assert allowed.returncode == 0, allowed.stderr
+    # a workload that already runs so (its owners changed it) keeps being restarted and
+    # getting new images
+    cluster.kubectl("patch", "deployment", name, "-n", target, "--type=strategic", "-p",
+                    json.dumps({"spec": {"template": {"spec": {
+                        "nodeName": "control-plane-1",
+                        "securityContext": {"runAsUser": 0, "runAsNonRoot": False,
+                                            "seccompProfile": {"type": "Unconfined"}},
+                        "containers": [{"name": "web", "securityContext": {
+                            "allowPrivilegeEscalation": True}}]}}}}))
+    time.sleep(1)  # kubectl triggers one restart a second
+    for allowed in (executor("rollout", "restart", f"deployment/{name}"),
+                    executor("set", "image", f"deployment/{name}", "web=nginx:3")):
+        assert allowed.returncode == 0, allowed.stderr
+
+
+def _workload(kind: str, name: str) -> dict[str, Any]:
+    pod = {"metadata": {"labels": {"app": name}},
+           "spec": {"automountServiceAccountToken": False,
+                    "containers": [{"name": "main", "image": "busybox:1"}]}}
+    if kind == "Job":
+        pod["spec"]["restartPolicy"] = "Never"
+        return {"apiVersion": "batch/v1", "kind": kind, "metadata": {"name": name},
+                "spec": {"suspend": True, "template": pod}}
+    if kind == "ReplicationController":
+        return {"apiVersion": "v1", "kind": kind, "metadata": {"name": name},
+                "spec": {"replicas": 1, "selector": {"app": name}, "template": pod}}
+    spec: dict[str, Any] = {"selector": {"matchLabels": {"app": name}}, "template": pod}
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+# kind, a refused change of its pod template (the reason shown; '' for another account),
+# what the executor may still do ({} is the workload)
+WORKLOAD_CASES = [
+    ("StatefulSet", {"hostNetwork": True}, "hostNetwork",
+     [["rollout", "restart", "{}"], ["scale", "{}", "--replicas=2"],
+      ["set", "image", "{}", "main=busybox:2"]]),
+    ("DaemonSet", {"containers": [{"name": "main", "securityContext": {"privileged": True}}]},
+     "privileged container 'main'",
+     [["rollout", "restart", "{}"], ["set", "image", "{}", "main=busybox:2"]]),
+    # a Job's pod template is immutable but for where its pods may run, while it is suspended
+    # and has never started: that is what an update could change
+    ("Job", {"nodeSelector": {"kubernetes.io/hostname": "control-plane-1"}},
+     "nodeSelector kubernetes.io/hostname=control-plane-1",
+     [["patch", "{}", "--type=merge", "-p", '{"spec":{"parallelism":2}}'],
+      ["label", "{}", "team=web"]]),
+    ("ReplicationController", {"serviceAccountName": "admin"}, "",
+     [["scale", "{}", "--replicas=2"], ["label", "{}", "team=web"]]),
+]
+
+
+@pytest.mark.parametrize(("kind", "change", "shown", "allowed"), WORKLOAD_CASES,
+                         ids=[c[0] for c in WORKLOAD_CASES])
+def test_every_workload_controller_is_held_to_the_same_rules(
+    cluster: LocalCluster, test_release: Release, executor: Any, kind: str,
+    change: dict[str, Any], shown: str, allowed: list[list[str]],
+) -> None:
+    target = test_release.target_namespace
+    name = f"{kind.lower()}-{_suffix()}"
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump(_workload(kind, name)))
+    workload = f"{kind} '{target}/{name}'"
+    resource = f"{kind.lower()}/{name}"
+    refused = executor("patch", resource, "--type=strategic", "-p",
+                       json.dumps({"spec": {"template": {"spec": change}}}))
+    if shown:
+        _refused(refused, workload, shown)
+    else:
+        assert refused.returncode != 0
+        assert (f"ServiceAccount the pods of {workload} run as, from 'default' to 'admin'"
+                in " ".join(refused.stderr.split())), refused.stderr
+    for args in allowed:
+        done = executor(*(resource if a == "{}" else a for a in args))
+        assert done.returncode == 0, (args, done.stderr)
+
+
 # --------------------------------------------------------------------------- metadata
 
 

@@ -413,3 +413,37 @@ quantity (a string or a number), which the schema has checked.
 {{- mulf $number (get (dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0) $suffix) }}
 {{- end }}
 {{- end }}
+
+{{- /*
+CEL (for policy ...-executor-workloads): the map entries of the security settings a pod spec or
+a container (the CEL expression given, e.g. "c") sets in its securityContext, each a string, ''
+where unset. Pod and container security contexts share these field names; the fields only one
+of them has are '' in the other.
+*/ -}}
+{{- define "wingman.celSecuritySettings" -}}
+{{- $p := printf "%s.securityContext" . -}}
+'seccomp': string(has({{ . }}.securityContext) && has({{ $p }}.seccompProfile) &&
+has({{ $p }}.seccompProfile.type) ? string({{ $p }}.seccompProfile.type) +
+(has({{ $p }}.seccompProfile.localhostProfile)
+? ' ' + string({{ $p }}.seccompProfile.localhostProfile) : '') : ''),
+'apparmor': string(has({{ . }}.securityContext) && has({{ $p }}.appArmorProfile) &&
+has({{ $p }}.appArmorProfile.type) ? string({{ $p }}.appArmorProfile.type) +
+(has({{ $p }}.appArmorProfile.localhostProfile)
+? ' ' + string({{ $p }}.appArmorProfile.localhostProfile) : '') : ''),
+'selinux': string(has({{ . }}.securityContext) && has({{ $p }}.seLinuxOptions) ?
+[string(has({{ $p }}.seLinuxOptions.user) ? {{ $p }}.seLinuxOptions.user : ''),
+string(has({{ $p }}.seLinuxOptions.role) ? {{ $p }}.seLinuxOptions.role : ''),
+string(has({{ $p }}.seLinuxOptions.type) ? {{ $p }}.seLinuxOptions.type : ''),
+string(has({{ $p }}.seLinuxOptions.level) ? {{ $p }}.seLinuxOptions.level : '')].join(':')
+: ''),
+'runAsUser': string(has({{ . }}.securityContext) && has({{ $p }}.runAsUser) ?
+string({{ $p }}.runAsUser) : ''),
+'runAsNonRoot': string(has({{ . }}.securityContext) && has({{ $p }}.runAsNonRoot) ?
+string({{ $p }}.runAsNonRoot) : ''),
+'allowPrivilegeEscalation': string(has({{ . }}.securityContext) &&
+has({{ $p }}.allowPrivilegeEscalation) ? string({{ $p }}.allowPrivilegeEscalation) : ''),
+'procMount': string(has({{ . }}.securityContext) && has({{ $p }}.procMount) ?
+string({{ $p }}.procMount) : ''),
+'hostProcess': string(has({{ . }}.securityContext) && has({{ $p }}.windowsOptions) &&
+has({{ $p }}.windowsOptions.hostProcess) ? string({{ $p }}.windowsOptions.hostProcess) : '')
+{{- end }}
