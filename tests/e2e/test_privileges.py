@@ -4,8 +4,8 @@ The command runs in-process, once with the admin kubeconfig and once exactly as 
 ``helm test`` pod runs it: as ServiceAccount ``wingman-verifier`` (a real token from
 TokenRequest) with the pod's own arguments and environment. Then the cluster is broken on
 purpose, as an administrator could: the workers' group gets ClusterRole ``edit`` in the target
-namespace, and a pod mounting the Docker socket appears in the release namespace. Both must be
-reported, with exit status 1.
+namespace, a pod mounting the Docker socket appears in the release namespace, an admission
+policy's binding is deleted. Each must be reported, with exit status 1.
 """
 
 from __future__ import annotations
@@ -262,6 +262,31 @@ def test_the_preview_may_write_only_while_admission_confines_it_to_dry_runs(
     finally:
         cluster.kubectl("patch", "validatingadmissionpolicybinding", policy, "--type=merge",
                         "-p", json.dumps({"spec": {"validationActions": ["Deny"]}}))
+
+
+def test_a_deleted_admission_binding_is_reported_by_name(
+    cluster: LocalCluster, release: Release,
+) -> None:
+    code, out, err = _admin(cluster, release)
+    assert code == 0, out + err
+    assert "of the release is missing" not in out
+    name = f"wingman-{release.namespace}-executor-workloads"
+    saved = json.loads(cluster.kubectl("get", "validatingadmissionpolicybinding", name,
+                                       "-o", "json").stdout)
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        saved["metadata"].pop(key, None)
+    cluster.kubectl("delete", "validatingadmissionpolicybinding", name)
+    try:
+        code, out, err = _admin(cluster, release)
+        assert code == 1, out + err
+        assert {r["RESULT"] for r in _rows(out)} == {"ok"}  # access is still as designed
+        assert (f"  - ValidatingAdmissionPolicyBinding {name} of the release is missing: "
+                f"policy {name} is not enforced; restore it with `helm upgrade` of the "
+                "release") in out, out
+        assert "1 configuration" in out.splitlines()[-1]
+    finally:
+        cluster.kubectl("create", "-f", "-", input=json.dumps(saved))
+    assert _admin(cluster, release)[0] == 0
 
 
 def test_a_pod_mounting_the_docker_socket_is_reported(

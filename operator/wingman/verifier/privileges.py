@@ -58,6 +58,12 @@ socket named as such; gateway pods may mount exactly ``--docker-socket`` when th
 executor is enabled), pods running as ``wingman-gateway`` with another image than the
 pinned gateway image or with ephemeral containers, and any pod running as ``wingman-executor``.
 
+**Admission policies.** Every ValidatingAdmissionPolicy the release's chart renders
+(``wingman-<namespace>-<name>``, :data:`~wingman.verifier.rights.ADMISSION_POLICIES`, and the
+preview's unless ``--no-preview``) must exist, with its binding of the same name binding it
+with ``validationActions`` including ``Deny``: a missing or disarmed one is a violation that
+names it (RBAC alone does not give what they refuse). Policies that cannot be read are one too.
+
 **Executor token audiences.** Run in a pod (the ``helm test`` pod), the verifier reads the
 audiences of its own ServiceAccount token, which are the API server's (the kubelet asks for
 none), and checks that the release's ``...-gateway-writes`` policy admits executor tokens for
@@ -98,6 +104,7 @@ from wingman.verifier.rights import (
     fixed_identities,
     group_identity,
     inspect_pod_spec,
+    missing_admission,
     need_notes,
     questions,
     render_text,
@@ -388,6 +395,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--docker-socket", default=os.environ.get("WINGMAN_DOCKER_SOCKET") or None,
                    metavar="PATH", help="the one hostPath gateway pods may mount (only when "
                    "the docker executor is enabled)")
+    p.add_argument("--preview", action=argparse.BooleanOptionalAction,
+                   default=os.environ.get("WINGMAN_PREVIEW", "true").strip().lower()
+                   not in ("false", "0", "no"),
+                   help="whether the release runs previews (policy.preview.enabled), and so "
+                   "has the preview's admission policies (default: $WINGMAN_PREVIEW, else "
+                   "true)")
     p.add_argument("--environment", default=os.environ.get("WINGMAN_ENVIRONMENT", ""),
                    help="shown in the report (default: $WINGMAN_ENVIRONMENT)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
@@ -469,6 +482,11 @@ def collect(cluster: _Cluster, args: argparse.Namespace, namespace: str) -> Repo
     notes += need_notes(pair for pair, ok in zip(wanted, held, strict=True) if not ok)
 
     config = executor_audience_problems(policies, namespace, _own_audiences())
+    if unreadable is not None:  # fail closed: what cannot be read proves nothing
+        config.append(f"the release's admission policies cannot be checked ({unreadable})")
+    else:
+        config += missing_admission(policies, admission_bindings, namespace,
+                                    preview=args.preview)
 
     specs = cluster.pod_specs(namespace)
     problems = [p for obj, spec in specs

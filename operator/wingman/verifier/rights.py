@@ -343,6 +343,64 @@ def executor_audience_problems(policies: Sequence[Mapping[str, Any]], namespace:
     return []
 
 
+#: The admission policies every release renders (each with a binding of the same name), as
+#: ``wingman-<release namespace>-<suffix>`` (templates/admission-policies.yaml).
+ADMISSION_POLICIES: tuple[str, ...] = (
+    "approvalrequests", "executiongrants", "gateway-writes", "gateway-pods", "gateway-jobs",
+    "audit-checkpoints", "metadata", "service-account-tokens", "operator-jobs",
+    "executor-pods", "executor-tokens", "executor-workloads",
+)
+#: The ones a release renders only with previews on (``policy.preview.enabled``).
+PREVIEW_ADMISSION_POLICIES: tuple[str, ...] = ("preview-pods", "preview-jobs",
+                                               "preview-dry-run")
+
+
+def admission_policy_names(namespace: str, *, preview: bool) -> list[str]:
+    """The names of the ValidatingAdmissionPolicies (and of their bindings) that the release in
+    ``namespace`` renders."""
+    suffixes = ADMISSION_POLICIES + (PREVIEW_ADMISSION_POLICIES if preview else ())
+    return [f"wingman-{namespace}-{s}" for s in suffixes]
+
+
+def missing_admission(policies: Sequence[Mapping[str, Any]],
+                      bindings: Sequence[Mapping[str, Any]], namespace: str, *,
+                      preview: bool) -> list[str]:
+    """What is missing of the release's admission policies: each policy the chart renders
+    must exist, and so must its binding (same name), binding that policy with
+    ``validationActions`` including ``Deny``. Without them the guarantees they give (who may
+    decide, what a gateway pod may do, what an approved command may change...) are silently
+    gone: RBAC alone does not give them."""
+    have = {str((p.get("metadata") or {}).get("name") or "") for p in policies}
+    bound = {str((b.get("metadata") or {}).get("name") or ""): b.get("spec") or {}
+             for b in bindings}
+    restore = ("; restore it with `helm upgrade` of the release (same values), and find out "
+               "who removed or changed it")
+    flag = "" if not preview else (
+        " (if the release runs without previews, policy.preview.enabled false, run "
+        "verify-privileges with --no-preview)")
+    problems: list[str] = []
+    for name in admission_policy_names(namespace, preview=preview):
+        hint = flag if name.endswith(PREVIEW_ADMISSION_POLICIES) else ""
+        if name not in have:
+            problems.append(f"ValidatingAdmissionPolicy {name} of the release is missing: "
+                            f"what it refuses is no longer refused{restore}{hint}")
+        spec = bound.get(name)
+        if spec is None:
+            problems.append(f"ValidatingAdmissionPolicyBinding {name} of the release is "
+                            f"missing: policy {name} is not enforced{restore}{hint}")
+            continue
+        if spec.get("policyName") != name:
+            problems.append(f"ValidatingAdmissionPolicyBinding {name} binds policy "
+                            f"{spec.get('policyName')!r}, not {name}: policy {name} is not "
+                            f"enforced{restore}")
+        actions = [str(a) for a in spec.get("validationActions") or []]
+        if "Deny" not in actions:
+            problems.append(f"ValidatingAdmissionPolicyBinding {name} has validationActions "
+                            f"{actions}, without Deny: policy {name} refuses nothing"
+                            f"{restore}")
+    return problems
+
+
 def holders_by_design(place: Place, right: Right) -> list[str]:
     """The roles that may hold ``right`` in ``place`` (for messages)."""
     return sorted(role for (role, p), labels in DESIGN.items()
@@ -553,7 +611,8 @@ class Report:
     pod_problems: list[PodProblem] = field(default_factory=list)
     inspected: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    #: The release's configuration disagreeing with the cluster (executor_audience_problems).
+    #: The release's configuration disagreeing with the cluster (executor_audience_problems,
+    #: missing_admission).
     config_problems: list[str] = field(default_factory=list)
 
     @property
@@ -664,6 +723,7 @@ def render_text(report: Report) -> str:
 
 __all__ = [
     "ADMISSION",
+    "ADMISSION_POLICIES",
     "CHAT_SA",
     "COMPONENT_LABEL",
     "DESIGN",
@@ -674,6 +734,7 @@ __all__ = [
     "INSTANCE_LABEL",
     "NEEDS",
     "OPERATOR_SA",
+    "PREVIEW_ADMISSION_POLICIES",
     "PREVIEW_SA",
     "RBAC",
     "RELEASE_NAMESPACE_ANNOTATION",
@@ -690,6 +751,7 @@ __all__ = [
     "Report",
     "Right",
     "VerifyError",
+    "admission_policy_names",
     "designed",
     "dry_run_confinement",
     "evaluate",
@@ -698,6 +760,7 @@ __all__ = [
     "group_identity",
     "holders_by_design",
     "inspect_pod_spec",
+    "missing_admission",
     "need_notes",
     "questions",
     "render_text",

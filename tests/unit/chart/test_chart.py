@@ -27,6 +27,7 @@ from support.chart import (
     template_args,
     values_file,
 )
+from wingman.verifier.rights import admission_policy_names
 
 NS = "wingman-test"
 Rendered = tuple[str | None, list[dict[str, Any]]]
@@ -978,6 +979,25 @@ def test_helm_test_pod_runs_verify_privileges() -> None:
     assert container["args"][2:4] == ["--namespace", NS]
     assert pod["spec"]["serviceAccountName"] == "wingman-verifier"
     assert not find(render("test", {"verify.enabled": False}, namespace=NS), "Pod")
+
+
+def test_helm_test_expects_exactly_the_admission_policies_the_chart_renders() -> None:
+    """verify-privileges fails when one of the release's policies or bindings is missing: its
+    list of names is the chart's, with previews on and off, and the helm test pod tells it
+    which (and may read them)."""
+    for preview in (True, False):
+        objs = render("test", {"policy.preview.enabled": preview}, namespace=NS)
+        rendered = {p["metadata"]["name"] for p in find(objs, "ValidatingAdmissionPolicy")}
+        bindings = {b["metadata"]["name"] for b in find(objs, "ValidatingAdmissionPolicyBinding")}
+        expected = set(admission_policy_names(NS, preview=preview))
+        assert rendered == expected and bindings == expected
+        (pod,) = find(objs, "Pod", "wingman-verify-privileges")
+        env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+        assert env["WINGMAN_PREVIEW"] == str(preview).lower()
+    (role,) = find(objs, "ClusterRole", f"wingman-{NS}-verifier")
+    assert {"apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+            "verbs": ["get", "list"]} in role["rules"]
 
 
 def test_gateway_service_account_does_not_mount_its_token_by_default() -> None:

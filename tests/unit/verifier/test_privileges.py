@@ -33,6 +33,7 @@ from wingman.verifier.rights import (
     fixed_identities,
     group_identity,
     inspect_pod_spec,
+    missing_admission,
     questions,
     render_text,
 )
@@ -556,3 +557,33 @@ def test_a_report_with_a_configuration_problem_fails() -> None:
     assert "1 configuration" in report.summary()
     assert report.to_json()["configProblems"] == ["executor tokens would be refused"]
     assert "executor tokens would be refused" in render_text(report)
+
+
+def test_the_release_admission_policies_must_all_be_there_and_deny() -> None:
+    for preview in (True, False):
+        objs = render("test", {"policy.preview.enabled": preview}, namespace=NS)
+        policies = find(objs, "ValidatingAdmissionPolicy")
+        bindings = find(objs, "ValidatingAdmissionPolicyBinding")
+        assert missing_admission(policies, bindings, NS, preview=preview) == []
+    # a release without previews has no preview policies: verify-privileges expecting them
+    # says how to tell it
+    (problem, *_) = missing_admission(policies, bindings, NS, preview=True)
+    assert problem.startswith(f"ValidatingAdmissionPolicy wingman-{NS}-preview-pods of the "
+                              "release is missing")
+    assert "--no-preview" in problem
+    name = f"wingman-{NS}-executor-workloads"
+    without = [b for b in bindings if b["metadata"]["name"] != name]
+    assert missing_admission(policies, without, NS, preview=False) == [
+        f"ValidatingAdmissionPolicyBinding {name} of the release is missing: policy {name} is "
+        "not enforced; restore it with `helm upgrade` of the release (same values), and find "
+        "out who removed or changed it"]
+    warn = [{**b, "spec": {**b["spec"], "validationActions": ["Warn", "Audit"]}}
+            if b["metadata"]["name"] == name else b for b in bindings]
+    (disarmed,) = missing_admission(policies, warn, NS, preview=False)
+    assert disarmed.startswith(f"ValidatingAdmissionPolicyBinding {name} has "
+                               "validationActions ['Warn', 'Audit'], without Deny")
+    gone = [p for p in policies if p["metadata"]["name"] != name]
+    (missing,) = missing_admission(gone, bindings, NS, preview=False)
+    assert missing.startswith(f"ValidatingAdmissionPolicy {name} of the release is missing")
+    # another release's policies say nothing about this one's
+    assert len(missing_admission(policies, bindings, "elsewhere", preview=False)) == 24
