@@ -1033,6 +1033,7 @@ def test_an_approved_command_weakens_no_isolation_and_picks_no_node(
                  "template": {"metadata": {"labels": {"app": name}},
                               "spec": {"automountServiceAccountToken": False,
                                        "securityContext": hardened,
+                                       "hostUsers": False,
                                        "initContainers": [{"name": "init",
                                                            "image": "busybox:1"}],
                                        "containers": [web]}}}}))
@@ -1067,6 +1068,11 @@ def test_an_approved_command_weakens_no_isolation_and_picks_no_node(
         "runAsNonRoot false in container 'init' (was true)":
             {"spec": {"initContainers": [{"name": "init", "securityContext": {
                 "runAsNonRoot": False}}]}},
+        "procMount Unmasked in container 'web' (was unset)":
+            {"spec": {"containers": [{"name": "web", "securityContext": {
+                "procMount": "Unmasked"}}]}},
+        "hostUsers true (was false: the pods would share the node's user namespace)":
+            {"spec": {"hostUsers": True}},
         "privileged container 'init'":
             {"spec": {"initContainers": [{"name": "init", "securityContext": {
                 "privileged": True}}]}},
@@ -1085,6 +1091,10 @@ def test_an_approved_command_weakens_no_isolation_and_picks_no_node(
                              "operator": "Exists", "effect": "NoSchedule"}]}},
         "nodeSelector node-role.kubernetes.io/control-plane=": {"spec": {
             "nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}},
+        "a new nodeAffinity": {"spec": {"affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane",
+                                       "operator": "Exists"}]}]}}}}},
     }
     for shown, template in escalations.items():
         _refused(patch(template), workload, shown)
@@ -1107,6 +1117,9 @@ def test_an_approved_command_weakens_no_isolation_and_picks_no_node(
     for allowed in (executor("rollout", "restart", f"deployment/{name}"),
                     executor("set", "image", f"deployment/{name}", "web=nginx:3")):
         assert allowed.returncode == 0, allowed.stderr
+    # ... and going back to the node's seccomp default from Unconfined weakens nothing
+    back = patch({"spec": {"securityContext": {"seccompProfile": None}}})
+    assert back.returncode == 0, back.stderr
 
 
 def _workload(kind: str, name: str) -> dict[str, Any]:
