@@ -347,7 +347,7 @@ class SlackChannel:
             if channel not in allowed and not channel.startswith("D"):
                 raise refuse("WrongChannel", "Wingman takes no commands in this channel: use "
                              "the Wingman channel or a direct message")
-            verb, rest = words(form.get("text", ""))
+            verb, rest = words(unescape(form.get("text", "")))
             verb = verb.lower()
             kwargs = command_args(verb, rest, f"{self.config.command} ")
             if verb in ("", "help"):
@@ -360,6 +360,16 @@ class SlackChannel:
             reply = await self.service.refused(self.name, user_id, refusal, person=person)
         return web.json_response({"response_type": "ephemeral",
                                   "blocks": reply_blocks(reply)})
+
+
+_ESCAPED = re.compile(r"&(amp|lt|gt);")
+
+
+def unescape(text: str) -> str:
+    """A slash command's text as typed: Slack sends ``&``, ``<`` and ``>`` as ``&amp;``,
+    ``&lt;`` and ``&gt;`` (its control characters, escaped in every text it sends), and nothing
+    else escaped."""
+    return _ESCAPED.sub(lambda m: {"amp": "&", "lt": "<", "gt": ">"}[m.group(1)], text)
 
 
 def _obj(value: Any) -> dict[str, Any]:

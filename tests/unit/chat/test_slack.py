@@ -334,6 +334,29 @@ def test_exec_takes_the_command_as_typed_whatever_the_spacing_around_it(tmp_path
     run(tmp_path, request("typed", 1, commands=[TYPED_COMMAND]), body=body)
 
 
+ESCAPED_COMMAND = "kubectl annotate deploy/web -n apps note='a<b & c>d &amp;'"
+
+
+def test_exec_takes_the_command_as_typed_though_slack_escapes_its_control_characters(
+        tmp_path: Path) -> None:
+    # Slack sends what a person typed with &, < and > as &amp;, &lt; and &gt; (and an &amp;
+    # typed as &amp;amp;): the command that reaches the grant is the one typed
+    sent = ESCAPED_COMMAND.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        cluster = Granting(*svc.cluster.objs)  # type: ignore[attr-defined]
+        svc.cluster = cluster  # type: ignore[assignment]
+        data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                          "command": "/wingman", "text": f"exec escaped {sent}"}).encode()
+        async with ClientSession() as http, http.post(
+                f"{url}/slack/commands", data=data, headers=signed(data)) as resp:
+            assert resp.status == 200
+            answer = str((await resp.json())["blocks"])
+        assert cluster.granted == [("escaped", ESCAPED_COMMAND)], answer
+
+    run(tmp_path, request("escaped", 1, commands=[ESCAPED_COMMAND]), body=body)
+
+
 def test_signed_payloads_json_cannot_parse_sanely_are_400_never_a_500(tmp_path: Path) -> None:
     # signed (a leaked secret, or Slack misbehaving): a payload nested past what the parser
     # recurses into, or a number past what it converts, is still only a bad request
