@@ -156,7 +156,7 @@ def _redact_known(text: str, secrets: Iterable[str]) -> str:
 _CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "apikey",
                      "privatekey", "clientkey", "keydata", "accesskey", "credential",
                      "cookie", "sessionid", "authorization", "signingkey", "encryptionkey",
-                     "connectionstring", "dsn")
+                     "connectionstring", "dsn", "requirepass", "masterauth")
 _CREDENTIAL_SEGMENTS = frozenset({"pwd", "pass", "pw", "auth", "key", "sas", "otp", "pin",
                                   "creds", "cred", "sig", "signature"})
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -285,12 +285,18 @@ class _Structure:
         self.env_recent: tuple[int, int, int, int] | None = None
         self.flag_pending = False  # the previous sequence item was a credential flag
         self.explicit_key = False  # the previous line was ``? KEY`` naming a credential
+        self.key_pending: int | None = None  # indent of a credential key with its value below
+        self.described = False  # in a ``kubectl describe configmap`` value (``KEY:``/``----``)
+        self.lines: list[str] = []
+        self.index = 0
         self.flow_end = 0  # how far flow collections were read (never twice: linear time)
         self.anchors: dict[str, tuple[int, int]] = {}  # YAML anchor -> its scalar's span
 
     def run(self) -> list[tuple[int, int]]:
         offset = 0
-        for line in self.text.split("\n"):
+        self.lines = self.text.split("\n")
+        for index, line in enumerate(self.lines):
+            self.index = index
             self._line(line, offset)
             offset += len(line) + 1
         if "{" in self.text:
@@ -450,6 +456,11 @@ class _Structure:
                 if stripped:
                     self._add(base, (indent, len(line.rstrip())))
                 return
+        if self.described and self._described(line, base, stripped):
+            return
+        if self.key_pending is not None and stripped and not stripped.startswith("#") and \
+                self._below_key(line, base, stripped, indent):
+            return
         self._sequence_flag(line, base, stripped)
         if stripped.startswith(("?", ":")):
             self._explicit(line, base, stripped)
@@ -466,13 +477,17 @@ class _Structure:
             if match is not None and value is not None:
                 if value.startswith(("{", "[")):
                     self._flow(base + value_at, kind)
-                elif self._secret_value(kind, value):
+                elif self._secret_value(kind, value) or \
+                        credential_name(_unquote(match.group("key").strip())):
                     if not _BLOCK_SCALAR.fullmatch(value.strip()):
                         self._add(base, _value_span(line, value_at))
                     self.scalar_indent = indent  # a block scalar, or a plain one continued
             elif match is not None and value is None and (
                     kind == "stringData" or self.secret_kind):
                 pass  # a nested mapping: its own lines are read next
+            elif match is not None and value is None and \
+                    credential_name(_unquote(match.group("key").strip())):
+                self.key_pending = indent  # a ConfigMap's ``password:``, its value below
             elif self._secret_value(kind, stripped.lstrip("- ")):
                 first = len(line) - len(line.lstrip(" -"))
                 self._add(base, _value_span(line, first))
@@ -485,6 +500,8 @@ class _Structure:
         if key in _DATA_KEYS and value is None:
             self.block = (key_indent, key)
             return
+        if value is None and credential_name(key) and " " not in match.group("key").strip():
+            self.key_pending = key_indent  # ``password:``, its value on the lines below
         if value is not None and credential_name(key):
             alias = _ALIAS.match(value)
             if alias is not None and alias.group("name") in self.anchors:
@@ -497,6 +514,41 @@ class _Structure:
                 self.scalar_indent = key_indent  # a block scalar, or a plain one continued
             return  # (a key with spaces is no YAML: a diff line, a log line)
         self._env(line, base)
+
+    def _below_key(self, line: str, base: int, stripped: str, indent: int) -> bool:
+        """The lines below a credential key without a value (``password:``): a plain scalar
+        (its value, over as many lines as it takes) and the scalar items of a sequence are
+        redacted; a nested mapping or flow collection is read by the other rules. Whether
+        the line was taken."""
+        assert self.key_pending is not None
+        if stripped == "----" and indent == self.key_pending:
+            self.described, self.key_pending = True, None  # kubectl describe configmap
+            return True
+        item = stripped == "-" or stripped.startswith("- ")
+        if (indent > self.key_pending or (item and indent == self.key_pending)) and \
+                _YAML_KEY.match(line) is None and not stripped.lstrip("- ").startswith(
+                    ("{", "[", "&", "*", "!", "|", ">")):
+            first = len(line) - len(line.lstrip(" \t-"))
+            self._add(base, (first, len(line.rstrip())))
+            if not item:
+                self.scalar_indent, self.key_pending = self.key_pending, None  # continued
+            return True
+        self.key_pending = None
+        return False
+
+    def _described(self, line: str, base: int, stripped: str) -> bool:
+        """A value as ``kubectl describe configmap`` prints it (``DB_PASSWORD:``, ``----``,
+        then the value over any number of lines, blank ones too): every line of it, up to the
+        next key (a ``KEY:`` line above a ``----`` one) or the next section. Whether the line
+        was taken."""
+        following = self.lines[self.index + 1] if self.index + 1 < len(self.lines) else ""
+        if line in ("BinaryData", "Events:") or line.startswith("Events:  ") or (
+                stripped.endswith(":") and following.strip() == "----"):
+            self.described = False
+            return False
+        if stripped:
+            self._add(base, (len(line) - len(line.lstrip(" \t")), len(line.rstrip())))
+        return True
 
     def _value(self, line: str, base: int, match: re.Match[str] | None
                ) -> tuple[str | None, int]:
@@ -643,7 +695,10 @@ _KEYVALUE_RE = re.compile(
     rf"(?i)(?<!{_KEY_CHARS})(?={_KEY_CHARS}*?(?:token|passw|pass|pwd|pw|secret|key|auth|"
     r"cred|cookie|session|dsn|pin|otp|sas|sig))"
     rf"({_KEY_CHARS}++)([\"']?[ \t]*+[:=][ \t]*+)"
-    r"(\"(?:[^\"\\\n]|\\.)*+\"?|'[^'\n]*+'?|[^\s\"',;}\]]++)"
+    r"(\"(?:[^\"\\\n]|\\.)*+\"?|'[^'\n]*+'?|[^\s\"',;}\]]++"
+    # an unquoted value goes on over the words after it (``password = two words``), up to
+    # one that starts another pair or a flag (``user=bob``, ``-v``), a ``;`` or the line's end
+    rf"(?:[ \t]++(?![{{\[]|{_KEY_CHARS}*+[:=]|-)[^\s\"',;}}\]]++)*+)"
 )
 _MAX_NESTED_PAIRS = 8
 _FLAG_RE = re.compile(r"(?<!\S)(--?[A-Za-z][A-Za-z0-9_-]*+)(=|[ \t]++)(?!-)"
@@ -856,6 +911,12 @@ _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)>(?P<value>
                           r"</(?P=tag)>")
 _XML_ATTRIBUTES = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+"(?P<name>[^"\n]*+)"[ \t]++"""
                              r'value[ \t]*+=[ \t]*+"(?P<value>[^"\n]*+)"')
+# a two-column line, a name then its value (``password    hunter2``: vault kv get, redis.conf)
+_SPACED_PAIR = re.compile(r"(?m)^([ \t]*+([A-Za-z_][A-Za-z0-9_.-]*+)[ \t]++)"
+                          r"(?!\[REDACTED\])(\S++)[ \t]*+$")
+# a .netrc entry (``machine HOST login USER password VALUE``), on one line or over several
+_NETRC_ENTRY = re.compile(r"(?m)^[ \t]*+(?:machine|default)(?=[ \t\n])[^\n]*+")
+_NETRC_PASSWORD = re.compile(r"(?<!\S)(password|passwd|account)([ \t]++)(?!\[REDACTED\])(\S++)")
 # password hashes: crypt(3) ($1$, $5$, $6$, $2y$ bcrypt, $apr1$ htpasswd, $argon2id$, ...)
 _PASSWORD_HASH = re.compile(r"(?<![A-Za-z0-9_$])\$(?:2[abxy]?|apr1|[1567]|y|gy|scrypt|"
                             r"argon2(?:id|i|d)|pbkdf2(?:-sha[0-9]+)?|sha[0-9]+)\$"
@@ -873,7 +934,8 @@ def _named_value(name: str, whole: str, value: str, start: int) -> str:
 
 
 def _structured_text(text: str) -> str:
-    """Credentials in ``env`` lines, quoted assignments, XML and password hashes."""
+    """Credentials in ``env`` lines, quoted assignments, XML, password hashes, two-column
+    ``name value`` lines and ``.netrc`` entries."""
     if "=" in text:
         text = _ENV_LINE.sub(lambda m: _named_value(
             m.group(2), m.group(0), m.group(3), len(m.group(1))), text)
@@ -886,6 +948,11 @@ def _structured_text(text: str) -> str:
             m.group("name"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
     if "$" in text:
         text = _PASSWORD_HASH.sub(REDACTED, text)
+    text = _SPACED_PAIR.sub(lambda m: _named_value(
+        m.group(2), m.group(0), m.group(3), len(m.group(1))), text)
+    if "machine" in text or "default" in text:
+        text = _NETRC_ENTRY.sub(lambda m: _NETRC_PASSWORD.sub(
+            lambda p: f"{p.group(1)}{p.group(2)}{REDACTED}", m.group()), text)
     return text
 
 
@@ -920,12 +987,28 @@ def _names_secrets(arg: str) -> bool:
                for part in arg.split(","))
 
 
+# Fields whose values a template prints bare: environment values, arguments, a ConfigMap's
+# data, annotations (``-o jsonpath={..env[*].value}`` on pods is as bare as on Secrets).
+_VALUE_FIELDS = frozenset({"env", "value", "data", "stringdata", "binarydata", "args",
+                           "command", "annotations"})
+_TEMPLATE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*+")
+
+
+def _prints_values(template: str) -> bool:
+    """Whether a template (jsonpath, go-template, custom-columns) selects a field that carries
+    values (:data:`_VALUE_FIELDS`) or one whose name names a credential (``.user.token``)."""
+    return any(word.lower() in _VALUE_FIELDS or credential_name(word)
+               for word in _TEMPLATE_WORD.findall(template))
+
+
 def withholds(command: Sequence[str]) -> bool:
     """Whether the output of ``command`` is withheld whole: a kubectl command naming Secrets
     (or reading manifests, ``-f``/``-k``, that may hold them) with an output format other than
     yaml, json, name or wide (``-o jsonpath=...``, ``go-template``, ``custom-columns``,
-    ``--template``), whose values no rule can tell from the rest. Fails closed: an output
-    format it does not know is not readable."""
+    ``--template``), whose values no rule can tell from the rest; and, whatever it names, a
+    kubectl template that selects a field carrying values (``env``, ``value``, ``data``,
+    ``args``, ``annotations``, a credential's name) or is read from a file. Fails closed: an
+    output format it does not know is not readable."""
     if not command or command[0] != "kubectl":
         return False
     formats: list[str] = []
@@ -941,15 +1024,19 @@ def withholds(command: Sequence[str]) -> bool:
             formats.append(arg[2:].lstrip("="))
         elif flag == "--template":
             templated = True
+            formats.append("template=" + (inline if eq else
+                                          args[i + 1] if i + 1 < len(args) else ""))
         elif flag in ("--filename", "--kustomize") or (
                 arg.startswith(("-f", "-k")) and not arg.startswith("--")):
             secrets = True  # manifests: they may hold Secrets
         elif not arg.startswith("-") and _names_secrets(arg):
             secrets = True
-    if not secrets:
-        return False
-    return templated or any(f.split("=", 1)[0].strip().lower() not in _READABLE_FORMATS
-                            for f in formats)
+    templates = [f for f in formats if f.split("=", 1)[0].strip().lower()
+                 not in _READABLE_FORMATS]
+    if any(f.split("=", 1)[0].strip().lower().endswith("-file") or _prints_values(f)
+           for f in templates):
+        return True
+    return secrets and (templated or bool(templates))
 
 
 # ---------------------------------------------------------------------------------- entry

@@ -155,7 +155,7 @@ def test_redaction_needs_a_separator_after_the_key_and_starts_at_the_credential_
 
 def test_bound_output_cuts_after_redaction_and_hashes_what_is_kept() -> None:
     text, truncated, digest = redaction.bound_output(
-        ("password=" + "a" * 10 + " " + "é" * 600).encode(), limit=300, truncated=False)
+        ("password=" + "a" * 10 + "\n" + "é" * 600).encode(), limit=300, truncated=False)
     assert "aaaaaaaaaa" not in text
     assert len(text.encode()) <= 300 and truncated
     assert digest == _sha(text)

@@ -626,3 +626,112 @@ def test_redaction_of_ordinary_text_keeps_its_lines_and_is_idempotent() -> None:
     assert once.startswith("helm install wingman charts/wingman -n test \\\n  -f values.yaml\n")
     assert "votersSecret: [REDACTED]\n" in once
     assert not leaks(once, PASSWORD[9:]) and PASSWORD not in once, once
+
+
+# --------------------------------------------------------------------------- a third review
+# Values a credential name is next to but not joined to by the rules before: words after the
+# first, the line below the key, a column away, and a ConfigMap's values in every printing.
+
+DESCRIBED_CONFIGMAP = textwrap.dedent(f"""\
+    Name:         app
+    Namespace:    default
+    Labels:       <none>
+    Annotations:  <none>
+
+    Data
+    ====
+    DB_PASSWORD:
+    ----
+    {PASSWORD}
+    log.level:
+    ----
+    info
+    smtp.token:
+    ----
+    {SPACED}
+
+    {PASSWORD}-2
+
+    BinaryData
+    ====
+
+    Events:  <none>
+    """)
+
+BESIDE = {
+    # a value with spaces, unquoted: every word of it, up to the next pair
+    "properties-spaced": (f"spring.datasource.password = {SPACED}\n", [SPACED]),
+    "env-lowercase-spaced": (f"db_password={SPACED}\nhome=/root\n", [SPACED]),
+    "connection-string": (f'"Default": "Server=db;User Id=sa;Password={SPACED};Encrypt=true"',
+                          [SPACED]),
+    "docker-env-template": (f"[DB_PASSWORD={SPACED} HOME=/root]\n", [SPACED]),
+    "go-struct": (f"config: &{{Host:db Password:{SPACED} User:app}}\n", [SPACED]),
+    # a ConfigMap's credential keys (its other values stay): spaced, block scalar, below
+    "configmap-spaced": (f"apiVersion: v1\ndata:\n  DB_PASSWORD: {SPACED}\n  level: info\n"
+                         "kind: ConfigMap\n", [SPACED]),
+    "configmap-block": (f"apiVersion: v1\ndata:\n  DB_PASSWORD: |\n    {PASSWORD}\n"
+                        f"  api-token: >-\n    {SPACED}\nkind: ConfigMap\n", [PASSWORD, SPACED]),
+    "configmap-described": (DESCRIBED_CONFIGMAP, [PASSWORD, SPACED, f"{PASSWORD}-2"]),
+    # YAML: the value on the lines below its key, a plain scalar or a sequence's items
+    "value-below-key": (f"auth:\n  password:\n    {PASSWORD}\n    {SPACED}\n  user: app\n",
+                        [PASSWORD, SPACED]),
+    "items-below-key": (f"tokens:\n- {PASSWORD}\n- '{SPACED}'\nname: x\n", [PASSWORD, SPACED]),
+    # a name, then its value a column away (vault kv get, redis.conf, .netrc)
+    "two-columns": (f"Key         Value\n---         -----\npassword    {PASSWORD}\n"
+                    "username    admin\n", [PASSWORD]),
+    "tab-separated": (f"api_token\t{PASSWORD}\n", [PASSWORD]),
+    "redis-conf": (f"requirepass {PASSWORD}\nmasterauth {PASSWORD}-2\n",
+                   [PASSWORD, f"{PASSWORD}-2"]),
+    "netrc-line": (f"machine github.com login bob password {PASSWORD}\n", [PASSWORD]),
+    "netrc-lines": (f"machine api.heroku.com\n  login me@example.com\n  password {PASSWORD}\n",
+                    [PASSWORD]),
+}
+
+
+@pytest.mark.parametrize("name", list(BESIDE))
+def test_credentials_beside_their_names_are_redacted(name: str) -> None:
+    text, secrets = BESIDE[name]
+    out = redact(text)
+    for secret in secrets:
+        assert not leaks(out, secret) and not any(
+            len(word) >= 5 and word in out for word in secret.split()), out
+
+
+def test_the_rest_of_a_configmap_and_its_lines_stay_readable() -> None:
+    out = redact(DESCRIBED_CONFIGMAP)
+    for kept in ("Data\n====\nDB_PASSWORD:\n----\n[REDACTED]\nlog.level:\n----\ninfo\n",
+                 "smtp.token:\n----\n[REDACTED]\n\n[REDACTED]\n\nBinaryData\n====\n",
+                 "Events:  <none>\n"):
+        assert kept in out, out
+    out = redact(BESIDE["configmap-spaced"][0])
+    assert "  level: info\n" in out and "  DB_PASSWORD: [REDACTED]\n" in out, out
+    out = redact("level=warn msg=retry password=x user=bob attempt=3\nToken expired, retrying\n")
+    assert out == "level=warn msg=retry password=[REDACTED] user=bob attempt=3\n" \
+                  "Token expired, retrying\n", out
+
+
+@pytest.mark.parametrize("argv", [
+    "kubectl get pods -o jsonpath={.items[*].spec.containers[*].env[*].value}",
+    "kubectl get configmap app -o jsonpath={.data.DB_PASSWORD}",
+    "kubectl get deploy web -o go-template={{range|.spec.template.spec.containers}}"
+    "{{range|.env}}{{.value}}{{end}}{{end}}",
+    "kubectl get pods -o custom-columns=NAME:.metadata.name,V:.spec.containers[0].args",
+    "kubectl config view --raw -o jsonpath={.users[0].user.token}",
+    "kubectl get pods --template {{range|.items}}{{.metadata.annotations}}{{end}}",
+    "kubectl get pods -o jsonpath-file=template.txt",
+])
+def test_templates_printing_values_of_any_resource_are_withheld_whole(argv: str) -> None:
+    # a pod's environment or a ConfigMap's data printed bare is as bare as a Secret's
+    command = [arg.replace("|", " ") for arg in argv.split(" ")]  # "|": a space in one arg
+    assert redact(f"{PASSWORD} {SPACED}\n", command=command) == WITHHELD
+
+
+@pytest.mark.parametrize("argv", [
+    "kubectl get pods -o jsonpath={.items[*].spec.containers[*].image}",
+    "kubectl get deploy web -o jsonpath={.status.readyReplicas}",
+    "kubectl get pods -o custom-columns=NAME:.metadata.name,NODE:.spec.nodeName",
+    "kubectl get pods -o go-template={{range|.items}}{{.status.phase}}{{end}}",
+])
+def test_templates_printing_no_values_are_kept(argv: str) -> None:
+    command = [arg.replace("|", " ") for arg in argv.split(" ")]
+    assert redact("web-1 nginx:1.27 3\n", command=command) == "web-1 nginx:1.27 3\n"
