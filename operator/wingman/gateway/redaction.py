@@ -9,9 +9,12 @@ The steps, in order (``redact``):
 0. **Command.** Output of a kubectl command that names Secrets in a format other than yaml,
    json, name or wide (``-o jsonpath``, ``go-template``, ``custom-columns``, ``--template``)
    is withheld whole (``withholds``): bare values, nothing around them to go by.
-1. **Clean.** Terminal escape sequences (ANSI CSI/OSC and the rest), other control characters
-   except newline and tab, and invisible format characters (zero-width, bidirectional) are
-   removed: they can hide a credential from the rules below, and from a person reading it.
+1. **Clean.** A line of binary data (bytes that are no UTF-8, control characters no text has)
+   is redacted whole. Terminal escape sequences (ANSI CSI/OSC and the rest), other control
+   characters except newline and tab, and invisible format characters (zero-width,
+   bidirectional) are removed; a carriage return alone and other spaces (no-break, ...)
+   become a space: they can hide a credential from the rules below, and from a person reading
+   it.
 2. **Known secrets** (the caller's: the capability token, the ServiceAccount token): every
    occurrence, also split across lines or spaces, and also base64- (any alignment), hex-,
    percent- or JSON-escaped.
@@ -72,17 +75,30 @@ _ESCAPES = re.compile(
     r"|\x9b[0-?]*+[ -/]*+[@-~]"              # 8-bit CSI
 )
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# A line of binary data: a byte that is no UTF-8 (decoded as U+FFFD) or a control character no
+# text has (escape, bell, backspace and the whitespace ones aside: terminals use those).
+_BINARY_LINE = re.compile(r"(?m)^[^\n]*?[\ufffd\x00-\x06\x0e-\x1a\x7f-\x9f][^\n]*+")
+
+
+def _clean_char(char: str) -> str:
+    category = unicodedata.category(char)
+    if category == "Cf":  # invisible: zero-width, bidirectional
+        return ""
+    # a space that is not ASCII (no-break, em, ideographic; a line or paragraph separator)
+    return " " if category in ("Zs", "Zl", "Zp") else char
 
 
 def clean(text: str) -> str:
     """``text`` without escape sequences, control characters (but newline and tab) and
-    invisible format characters (zero-width, bidirectional: Unicode category Cf); carriage
-    returns become newlines."""
+    invisible format characters (zero-width, bidirectional: Unicode category Cf); a line break
+    (``\\r\\n``) becomes a newline; a carriage return alone (what a terminal overwrites the
+    line with follows it) and other spaces (no-break, em, Unicode's line separator) become a
+    space."""
     text = _ESCAPES.sub("", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", " ")
     text = _CONTROLS.sub("", text)
     if not text.isascii():
-        text = "".join(c for c in text if c.isascii() or unicodedata.category(c) != "Cf")
+        text = "".join(c if c.isascii() else _clean_char(c) for c in text)
     return text
 
 
@@ -1084,6 +1100,7 @@ def redact(text: str, secrets: Iterable[str] = (), command: Sequence[str] = ()) 
     decoded; when that finds more, the decoded text is what is kept (fail closed)."""
     if withholds(command):
         return WITHHELD
+    text = _BINARY_LINE.sub(REDACTED, text)  # a binary file's bytes: a key, a keystore
     secrets = tuple(secrets)
     text = _redact_once(text, secrets)
     for _ in range(_MAX_UNESCAPES):

@@ -17,7 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wingman.gateway.redaction import REDACTED, WITHHELD, clean, credential_name, redact
+from wingman.gateway.redaction import (
+    REDACTED,
+    WITHHELD,
+    bound_output,
+    clean,
+    credential_name,
+    redact,
+)
 
 JWT = ("eyJhbGciOiJSUzI1NiIsImtpZCI6IkNsaWVudEtleSJ9."
        "eyJpc3MiOiJrdWJlcm5ldGVzL3NlcnZpY2VhY2NvdW50Iiwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50In0."
@@ -735,3 +742,32 @@ def test_templates_printing_values_of_any_resource_are_withheld_whole(argv: str)
 def test_templates_printing_no_values_are_kept(argv: str) -> None:
     command = [arg.replace("|", " ") for arg in argv.split(" ")]
     assert redact("web-1 nginx:1.27 3\n", command=command) == "web-1 nginx:1.27 3\n"
+
+
+HIDDEN_BY_CHARACTERS = {
+    # what a terminal shows as a space, and a carriage return it overwrites the line with
+    "no-break-space": f"password:\u00a0{PASSWORD}\n",
+    "no-break-space-env": f"- name: DB_PASSWORD\n  value:\u00a0{PASSWORD}\n",
+    "line-separator": f"password=\u2028{PASSWORD}\n",
+    "ideographic-space": f"token\u3000{PASSWORD}\n",
+    "carriage-return": f"password: ********\r{PASSWORD}\n",
+}
+
+
+@pytest.mark.parametrize("name", list(HIDDEN_BY_CHARACTERS))
+def test_credentials_behind_other_spaces_and_carriage_returns_are_redacted(name: str) -> None:
+    out = redact(HIDDEN_BY_CHARACTERS[name])
+    assert not leaks(out, PASSWORD) and REDACTED in out, out
+
+
+def test_binary_output_is_redacted_and_the_text_around_it_kept() -> None:
+    # `kubectl exec ... cat keystore.p12`: a binary key's bytes, some of them printable
+    import random
+
+    key = random.Random(7).randbytes(4096)
+    text, _, _ = bound_output(b"before\n" + key + b"\nafter\n", limit=16384, truncated=False)
+    assert text.startswith("before\n") and text.endswith("\nafter\n"), text
+    printable = key.decode("latin-1")
+    assert not any(printable[i:i + 4] in text for i in range(len(printable) - 3)
+                   if printable[i:i + 4].isprintable() and printable[i:i + 4].strip()), text
+    assert redact("caf\u00e9 na\u00efve \u6f22\u5b57\n") == "caf\u00e9 na\u00efve \u6f22\u5b57\n"
