@@ -27,15 +27,17 @@ The steps, in order (``redact``):
    Secret inside a one-line JSON (such as the ``last-applied-configuration`` annotation).
 4. **Private keys**: PEM ``PRIVATE KEY`` blocks, up to their end (or the end of the output).
 5. **Encoded tokens**: base64 or hex runs and percent-encoded words that decode to a JWT or a
-   private key.
+   private key; hex runs that decode to text.
 6. **Text rules**: JWT-shaped strings (also a JWT cut short, and its continuation lines when
    wrapped); ``Authorization:`` header values (Bearer, Basic, any scheme) and ``Bearer``/
    ``Basic`` credentials; the password in a URL (``scheme://user:PASSWORD@host``) and a token
    as its user; ``env`` lines, quoted assignments and XML naming a credential; password hashes;
    the value of a key that names a credential (``password``, ``pwd``, ``passphrase``,
    ``secret``, ``token``, ``api_key``, ``client-key-data``, ``private_key``, ``credentials``,
-   ``cookie``, ...), quoted values whole; and the value of a command-line flag that names one
-   (``-p VALUE``, ``--password=VALUE``, ``--token VALUE``).
+   ``cookie``, ``salt``, ...), quoted values whole, unquoted ones up to the next pair; a name
+   and its value a column apart on a line of their own, and ``.netrc`` entries; the value of a
+   command-line flag that names one (``-p VALUE``, ``--password=VALUE``, ``--token VALUE``),
+   and a password joined to a user (``curl -u user:PASSWORD``) or to MySQL's ``-pPASSWORD``.
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
    (not in a certificate, not a public SSH key); tokens known by their shape (GitHub, Slack,
    AWS key ids, ...).
@@ -172,9 +174,9 @@ def _redact_known(text: str, secrets: Iterable[str]) -> str:
 _CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "apikey",
                      "privatekey", "clientkey", "keydata", "accesskey", "credential",
                      "cookie", "sessionid", "authorization", "signingkey", "encryptionkey",
-                     "connectionstring", "dsn", "requirepass", "masterauth")
+                     "connectionstring", "connstr", "dsn", "requirepass", "masterauth")
 _CREDENTIAL_SEGMENTS = frozenset({"pwd", "pass", "pw", "auth", "key", "sas", "otp", "pin",
-                                  "creds", "cred", "sig", "signature"})
+                                  "creds", "cred", "sig", "signature", "salt", "hmac"})
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 # A last name segment saying the value is about a credential, not the credential itself.
 _NOT_A_VALUE = frozenset({"id", "file", "path", "size", "type", "length", "count", "bits",
@@ -709,7 +711,7 @@ _KEY_CHARS = r"[A-Za-z0-9_.-]"
 # possessive quantifiers never backtrack.
 _KEYVALUE_RE = re.compile(
     rf"(?i)(?<!{_KEY_CHARS})(?={_KEY_CHARS}*?(?:token|passw|pass|pwd|pw|secret|key|auth|"
-    r"cred|cookie|session|dsn|pin|otp|sas|sig))"
+    r"cred|cookie|session|dsn|pin|otp|sas|sig|salt|hmac|connstr))"
     rf"({_KEY_CHARS}++)([\"']?[ \t]*+[:=][ \t]*+)"
     r"(\"(?:[^\"\\\n]|\\.)*+\"?|'[^'\n]*+'?|[^\s\"',;}\]]++"
     # an unquoted value goes on over the words after it (``password = two words``), up to
@@ -741,7 +743,8 @@ def _redact_encoded(text: str) -> str:
         for skip in (0, 1):
             body = run[skip:]
             body = body[: len(body) - len(body) % 2]
-            if _DECODED_SECRET.search(bytes.fromhex(body)):
+            data = bytes.fromhex(body)
+            if _DECODED_SECRET.search(data) or (len(data) >= 16 and _text_like(data)):
                 spans.append(match.span())
                 break
     for match in _PERCENT_WORD.finditer(text):
@@ -844,6 +847,13 @@ _TOKEN_SHAPES = re.compile(
     r"|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}"                                   # Shopify
     r")|(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/[A-Za-z0-9/_-]++"
     r"|(?<=discord\.com/api/webhooks/)[0-9]++/[A-Za-z0-9_-]++")
+# ``curl -u user:PASSWORD`` (not ``docker run -u 1000:1000``, a user and a group id)
+_USER_FLAG = re.compile(r"""(?<![^\s"'\[,])(?:-u|-U|--user|--proxy-user)(?:[ \t]++|=)["']?"""
+                        r"""[^\s:"']*+:(?![0-9]++(?![^\s"',\]]))(?!\[REDACTED\])"""
+                        r"""(?P<value>[^\s"',\]]++)""")
+# ``mysql -uroot -pPASSWORD``: the password joined to ``-p`` (MySQL and MariaDB clients)
+_MYSQL_LINE = re.compile(r"(?m)^[^\n]*?\b(?:mysql|mysqldump|mysqladmin|mariadb)[^\n]*+")
+_JOINED_P = re.compile(r"""(?<![^\s"'\[,])-p(?![\s=]|\[REDACTED\])(?P<value>[^\s"',\]]++)""")
 
 
 def _basic(match: re.Match[str]) -> str:
@@ -983,6 +993,12 @@ def _text_rules(text: str) -> str:
     text = _URL_USERINFO.sub(_userinfo, text)
     text = _URL_TOKEN_USER.sub(_token_user, text)
     text = _pairs(text)
+    if "-u" in text or "--user" in text or "-U" in text:
+        text = _USER_FLAG.sub(
+            lambda m: m.group()[:m.start("value") - m.start()] + REDACTED, text)
+    if "mysql" in text or "mariadb" in text:
+        text = _MYSQL_LINE.sub(lambda m: _JOINED_P.sub(
+            lambda p: f"-p{REDACTED}", m.group()), text)
     return _FLAG_RE.sub(_flag, text)
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -30,14 +31,14 @@ JWT = ("eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImF1ZCI6InRlc3Qi
        "c2lnbmF0dXJlLWJ5dGVzLWhlcmUtYW5kLW1vcmU")
 
 FAKE_KUBECTL = r'''
-import hashlib, json, os, subprocess, sys, time
+import hashlib, json, os, subprocess, sys, time, zlib
 args = sys.argv[1:]
 mode = args[0] if args else ""
 if mode == "argv":
     print(json.dumps(args[1:]))
 elif mode == "env":
     path = os.environ.get("KUBECONFIG", "")
-    print(json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv,
+    print(zlib.compress(json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv,
                       "kubeconfig": open(path).read() if path else None,
                       "mode": oct(os.stat(path).st_mode & 0o777) if path else None,
                       "cwd_files": sorted(os.listdir(".")),
@@ -46,7 +47,7 @@ elif mode == "env":
                                     hashlib.sha256(open(os.path.join(os.path.dirname(path), f),
                                                         "rb").read()).hexdigest()]
                                 for f in sorted(os.listdir(os.path.dirname(path)))}}
-                     ).encode().hex())  # hex: redaction must not touch what the test reads
+                     ).encode()).hex())  # compressed: redaction must not touch what is read
 elif mode == "flood":
     chunk = b"x" * 4096
     for i in range(int(args[1]) // 4096):
@@ -182,7 +183,7 @@ def test_kubectl_gets_only_a_private_kubeconfig_path_and_home(
     monkeypatch.setenv("KUBECONFIG", "/should/not/leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
     result = executors.execute(["kubectl", "env"], settings=_settings(), credentials=creds)
-    seen = json.loads(bytes.fromhex(result.output.strip()))
+    seen = json.loads(zlib.decompress(bytes.fromhex(result.output.strip())))
     # (LC_CTYPE is set by the stand-in's own Python interpreter: PEP 538 locale coercion.)
     assert set(seen["env"]) - {"LC_CTYPE"} == {"KUBECONFIG", "PATH", "HOME"}
     assert seen["env"]["HOME"] == seen["cwd"]

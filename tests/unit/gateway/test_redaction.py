@@ -771,3 +771,34 @@ def test_binary_output_is_redacted_and_the_text_around_it_kept() -> None:
     assert not any(printable[i:i + 4] in text for i in range(len(printable) - 3)
                    if printable[i:i + 4].isprintable() and printable[i:i + 4].strip()), text
     assert redact("caf\u00e9 na\u00efve \u6f22\u5b57\n") == "caf\u00e9 na\u00efve \u6f22\u5b57\n"
+
+
+COMMAND_LINES = {
+    # a password joined to its user or its flag, in a process list or a pod's command
+    "curl-user": (f"curl -u admin:{PASSWORD} https://api.internal/v1", PASSWORD),
+    "curl-user-long": (f'  args: ["--user=bob:{PASSWORD}", "https://x"]', PASSWORD),
+    "mysql-joined": (f"root  42  mysql -h db -uroot -p{PASSWORD} app", PASSWORD),
+    "mysqldump-items": (f'  command: ["mysqldump", "-uroot", "-p{PASSWORD}", "app"]', PASSWORD),
+    # names of credentials the rules did not know
+    "salt": (f"WORDPRESS_NONCE_SALT={PASSWORD}\nsigning.salt: {PASSWORD}", PASSWORD),
+    "hmac": (f"HMAC={PASSWORD}", PASSWORD),
+    "connstr": (f"CONN_STR={PASSWORD}\nlog connstr={PASSWORD}", PASSWORD),
+    # hex of text, as base64 of text already is
+    "hex-text": (f"blob {f'password={PASSWORD}'.encode().hex()}",
+                 f"password={PASSWORD}".encode().hex()),
+}
+
+
+@pytest.mark.parametrize("name", list(COMMAND_LINES))
+def test_joined_and_newly_named_credentials_are_redacted(name: str) -> None:
+    text, secret = COMMAND_LINES[name]
+    out = redact(text)
+    assert not leaks(out, secret) and REDACTED in out, out
+
+
+@pytest.mark.parametrize("text", [
+    "docker run -u 1000:1000 web:1", "git log -p -u", "mysql -p -h db app",
+    "sha256:4bd5e3c4f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5",
+])
+def test_user_ids_flags_without_values_and_digests_are_kept(text: str) -> None:
+    assert redact(text) == text
