@@ -8,7 +8,9 @@ The steps, in order (``redact``):
 
 0. **Command.** Output of a kubectl command that names Secrets in a format other than yaml,
    json, name or wide (``-o jsonpath``, ``go-template``, ``custom-columns``, ``--template``)
-   is withheld whole (``withholds``): bare values, nothing around them to go by.
+   is withheld whole (``withholds``): bare values, nothing around them to go by; so is, on any
+   resource, a template selecting a field that carries values (``env``, ``value``, ``data``,
+   ``args``, ``annotations``, a credential's name) or read from a file.
 1. **Clean.** A line of binary data (bytes that are no UTF-8, control characters no text has)
    is redacted whole. Terminal escape sequences (ANSI CSI/OSC and the rest), other control
    characters except newline and tab, and invisible format characters (zero-width,
@@ -23,8 +25,11 @@ The steps, in order (``redact``):
    ``data``/``binaryData`` block) whatever its key, in block or flow style, behind anchors and
    tags; the ``value`` of an environment entry whose ``name`` names a credential, in either
    order; a credential flag's value given as the next sequence item; a block scalar, flow
-   collection or continued scalar under a credential key; and the ``data``/``stringData`` of a
-   Secret inside a one-line JSON (such as the ``last-applied-configuration`` annotation).
+   collection or continued scalar under a credential key, or a plain scalar or sequence items
+   on the lines below one without a value (also in a ConfigMap's ``data``), and the value
+   ``kubectl describe configmap`` prints below a credential key and ``----``; and the
+   ``data``/``stringData`` of a Secret inside a one-line JSON (such as the
+   ``last-applied-configuration`` annotation).
 4. **Private keys**: PEM ``PRIVATE KEY`` blocks, up to their end (or the end of the output).
 5. **Encoded tokens**: base64 or hex runs and percent-encoded words that decode to a JWT or a
    private key; hex runs that decode to text.
