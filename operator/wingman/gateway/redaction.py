@@ -189,6 +189,9 @@ _NOT_A_VALUE = frozenset({"id", "file", "path", "size", "type", "length", "count
                           "algorithm"})
 # Values that carry no secret whatever their key says (automountServiceAccountToken: true).
 _NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "null", "none", "~", ""})
+# What kubectl describe prints in place of a value: it names where the value is, not what
+_PLACEHOLDER = re.compile(r"<(?:none|nil|unset)>[ \t]*+(?:\n|$)|<set to the key '[^'\n]*+' "
+                          r"(?:in secret|of config map) '[^'\n]*+'>")
 
 
 def credential_name(name: str) -> bool:
@@ -275,7 +278,8 @@ def _value_span(line: str, start: int) -> tuple[int, int] | None:
     outside), or None for an empty value, a flow collection or a block indicator."""
     end = len(line)
     value = line[start:end].rstrip()
-    if not value or value[0] in "{[" or value.strip("\"',").lower() in _NOT_SECRET_VALUES:
+    if not value or value[0] in "{[" or value.strip("\"',").lower() in _NOT_SECRET_VALUES or \
+            _PLACEHOLDER.match(value):
         return None
     if _SIZE_ONLY.fullmatch(value):  # kubectl describe secret: "password:  16 bytes"
         return None
@@ -888,7 +892,8 @@ def _pairs(text: str, depth: int = 0) -> str:
         key, sep, value = match.group(1), match.group(2), match.group(3)
         if value.lstrip("\"'").startswith(_ALREADY) or \
                 value.strip("\"'").lower() in _NOT_SECRET_VALUES or \
-                _SIZE_ONLY.match(match.string, match.start(3)):
+                _SIZE_ONLY.match(match.string, match.start(3)) or \
+                _PLACEHOLDER.match(match.string, match.start(3)):
             return match.group(0)
         if not credential_name(key):
             if not any(c in value for c in ":="):
@@ -1141,10 +1146,24 @@ def output_sha256(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _whole_characters(raw: bytes) -> bytes:
+    """``raw`` without a UTF-8 character the output bound cut in two (not binary data)."""
+    for back in range(1, min(4, len(raw)) + 1):
+        byte = raw[-back]
+        if byte < 0x80:
+            return raw
+        if byte >= 0xC0:  # the lead byte of the last character: is it whole?
+            length = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return raw[:-back] if back < length else raw
+    return raw
+
+
 def bound_output(raw: bytes, *, limit: int, truncated: bool, secrets: Sequence[str] = (),
                  command: Sequence[str] = ()) -> tuple[str, bool, str]:
     """(redacted text of at most ``limit`` UTF-8 bytes, truncated, its ``sha256:<hex>``);
     ``command`` is the argv that printed ``raw`` (see :func:`redact`)."""
+    if truncated:
+        raw = _whole_characters(raw)
     text = redact(raw.decode("utf-8", errors="replace"), secrets, command)
     data = text.encode("utf-8")
     if len(data) > limit:

@@ -802,3 +802,21 @@ def test_joined_and_newly_named_credentials_are_redacted(name: str) -> None:
 ])
 def test_user_ids_flags_without_values_and_digests_are_kept(text: str) -> None:
     assert redact(text) == text
+
+
+def test_a_character_cut_by_the_output_bound_is_no_binary_data() -> None:
+    raw = "deployment \u00e9t\u00e9 \u6f22\u5b57\n".encode()
+    for cut in range(len(raw) - 4, len(raw)):
+        text, truncated, _ = bound_output(raw[:cut], limit=16384, truncated=True)
+        assert text.startswith("deployment \u00e9t\u00e9 ") and REDACTED not in text, text
+        assert truncated
+
+
+@pytest.mark.parametrize("text", [
+    "    Environment:\n      DB_PASSWORD:  <set to the key 'password' in secret 'db'>  "
+    "Optional: false\n      API_KEY:      <set to the key 'k' of config map 'app'>  "
+    "Optional: false\n",
+    "Mountable secrets:   <none>\nTokens:              <none>\nEvents:              <none>\n",
+])
+def test_what_kubectl_describe_prints_in_place_of_a_value_is_kept(text: str) -> None:
+    assert redact(text) == text
