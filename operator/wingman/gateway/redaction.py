@@ -235,11 +235,13 @@ _TAG = r"(?:![^\s,]*+\s++)?"  # a YAML tag before a value: !!str
 _ENV_NAME = re.compile(r"""\bname["']?\s*+:\s*+""" + _TAG +
                        r"""["']?(?P<name>[A-Za-z0-9_.\-]++)""")
 _ENV_VALUE = re.compile(r"""\bvalue["']?\s*+:\s*+(?P<value>.*+)$""")
-# an object without nested ones (``{"name": "API_TOKEN", "value": "..."}``, flow or JSON)
-_FLAT_OBJECT = re.compile(r"\{[^{}]*+\}")
+# an object without nested ones (``{"name": "API_TOKEN", "value": "..."}``, flow or JSON;
+# braces inside its quoted strings are no nesting: ``"value": "{x"``)
+_FLAT_OBJECT = re.compile(r"""\{(?:(?<=[\s,:\[{])(?:"(?:[^"\\\n]|\\.){0,4096}+"|"""
+                          r"""'(?:[^'\n]|''){0,4096}+')|[^{}])*+\}""")
 _OBJECT_VALUE = re.compile(r"""\bvalue["']?\s*+:\s*+""" + _TAG +
                            r"""(?:"(?P<dq>(?:[^"\\]|\\.)*+)"|"""
-                           r"""'(?P<sq>[^']*+)'|(?P<plain>[^,}\]\s][^,}\]]*+))""")
+                           r"""'(?P<sq>(?:[^']|'')*+)'|(?P<plain>[^,}\]\s][^,}\]]*+))""")
 # ``["--token", "VALUE"]``, ``[-p, VALUE]``: a credential flag, then its value as the next item
 _ARRAY_FLAG = re.compile(r"""(?<![A-Za-z0-9_-])(?P<q>["']?)(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)"""
                          r"""(?P=q)[ \t]*+,\s*+(?:"(?P<dq>(?:[^"\\]|\\.){0,4096}+)"|"""
@@ -254,7 +256,7 @@ _COLON = re.compile(r"\s*+:")
 # ``,`` (over lines, short of one that starts a key), a quoted one over lines
 _FLOW_PAIR = re.compile(
     r"""(?<=[{,])\s*+(?P<key>"[^"\n]{1,200}+"|'[^'\n]{1,200}+'|[A-Za-z0-9_.\-/]{1,200}+)"""
-    r"""\s*+:[ \t]++(?P<value>"(?:[^"\\]|\\.){0,4096}+"?|'[^']{0,4096}+'?|"""
+    r"""\s*+:[ \t]++(?P<value>"(?:[^"\\]|\\.){0,4096}+"?|'(?:[^']|''){0,4096}+'?|"""
     r"""[^\s,{}\[\]"'](?:[^,{}\[\]\n]|\n(?![ \t]*+[A-Za-z0-9_.\-"']++[ \t]*+:))*+)""")
 # YAML's explicit keys (``? !!str "password"`` then ``: !!str "VALUE"``)
 _EXPLICIT_KEY = re.compile(r"""[ \t]*+\?[ \t]++(?:![^\s]*+[ \t]++)?(?P<key>[^\n]++)""")
@@ -292,6 +294,19 @@ def _value_span(line: str, start: int) -> tuple[int, int] | None:
     if value[0] in "\"'":
         return start + 1, start + len(value)
     return start, start + len(value)
+
+
+# what follows a value in a flow collection: closing brackets, then a ``,`` and a space or the end
+_FLOW_REST = re.compile(r"(?:[}\]][ \t]*+)*+(?:,(?:[ \t]|$)|$)")
+
+
+def _plain_length(raw: str, cut: str) -> int:
+    """The length of a value cut at a flow indicator (``value: abc}, {name: ...``); when what
+    follows the cut is no flow collection's, the value is a block scalar holding the indicator
+    (``value: a}b,c``): all of ``raw``."""
+    if cut[:1] in "\"'" or _FLOW_REST.match(raw, len(cut)) is not None:
+        return len(cut.rstrip())
+    return len(raw.rstrip())
 
 
 class _Structure:
@@ -613,8 +628,8 @@ class _Structure:
             recent = _ENV_VALUE.search(line)
             if recent is not None and named is None:
                 raw, at = recent.group("value"), recent.start("value")
-                cut = re.match(r'"(?:[^"\\]|\\.)*+"|\'[^\']*+\'|[^,}\]]*+', raw)
-                length = len(cut.group().rstrip()) if cut else 0
+                cut = re.match(r'"(?:[^"\\]|\\.)*+"|\'(?:[^\']|\'\')*+\'|[^,}\]]*+', raw)
+                length = _plain_length(raw, cut.group()) if cut else 0
                 self.env_recent = (base + at, base + at + length, 3,
                                    len(line) - len(line.lstrip(" \t-")))
             elif self.env_recent is not None:
@@ -633,13 +648,13 @@ class _Structure:
                     self.scalar_indent = len(line) - len(line.lstrip(" "))
                     self.env_pending = 0
                     return
-                quoted = re.match(r'"(?:[^"\\]|\\.)*+"?|\'[^\']*+\'?', raw)
+                quoted = re.match(r'"(?:[^"\\]|\\.)*+"?|\'(?:[^\']|\'\')*+\'?', raw)
                 if quoted is not None:
                     closed = quoted.end() > 1 and quoted.group().endswith(raw[0])
                     self._add(base, (at + 1, at + quoted.end() - (1 if closed else 0)))
                 else:  # plain, or inside a flow mapping: up to the next ',' or '}'
                     cut = re.match(r"[^,}\]]*+", raw)
-                    length = len(cut.group().rstrip()) if cut else 0
+                    length = _plain_length(raw, cut.group()) if cut else 0
                     if raw[:length].strip().lower() not in _NOT_SECRET_VALUES:
                         self._add(base, (at, at + length))
                 if line.lstrip(" \t-").startswith(("value", '"value', "'value")):

@@ -820,3 +820,33 @@ def test_a_character_cut_by_the_output_bound_is_no_binary_data() -> None:
 ])
 def test_what_kubectl_describe_prints_in_place_of_a_value_is_kept(text: str) -> None:
     assert redact(text) == text
+
+
+QUOTING = {
+    # a plain value holding a flow indicator, in block style: the indicator ends nothing
+    "env-plain-brace": f"env:\n- name: DB_PASSWORD\n  value: ab}}{PASSWORD}\n",
+    "env-plain-comma": f"env:\n- name: DB_PASSWORD\n  value: $.,{PASSWORD}\n",
+    "env-value-first-brace": f"env:\n- value: <}}{PASSWORD}\n  name: API_TOKEN\n",
+    # braces inside a quoted value of one-line JSON and flow style
+    "env-compact-json-brace": json.dumps({"containers": [{"name": "c", "env": [
+        {"name": "DB_PASSWORD", "value": "{" + PASSWORD}]}]}, separators=(",", ":")),
+    "env-flow-quoted-brace": ("containers: [{env: [{name: LEVEL, value: a}, {name: DB_PASSWORD, "
+                              f"value: 'e7}}&{PASSWORD}('}}], name: c}}]\n"),
+    # YAML's escaped single quote ('')
+    "env-single-quote-escape": f"- name: DB_PASSWORD\n  value: 'rP''{PASSWORD}'\n",
+    "flow-single-quote-escape": f"{{data: {{db_password: ':T''{PASSWORD}'}}, kind: ConfigMap}}\n",
+}
+
+
+@pytest.mark.parametrize("name", list(QUOTING))
+def test_values_holding_quotes_and_flow_indicators_are_redacted_whole(name: str) -> None:
+    out = redact(QUOTING[name])
+    assert not leaks(out, PASSWORD) and REDACTED in out, out
+
+
+def test_values_in_flow_style_stay_cut_at_their_indicators() -> None:
+    text = ("env: [{name: DB_PASSWORD, value: abc}, {name: LEVEL, value: debug}]\n"
+            "env:\n- {name: API_TOKEN, value: xyz}\n- {name: MODE, value: fast}\n")
+    assert redact(text) == (
+        f"env: [{{name: DB_PASSWORD, value: {REDACTED}}}, {{name: LEVEL, value: debug}}]\n"
+        f"env:\n- {{name: API_TOKEN, value: {REDACTED}}}\n- {{name: MODE, value: fast}}\n")
