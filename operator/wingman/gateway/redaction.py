@@ -245,7 +245,7 @@ _OBJECT_VALUE = re.compile(r"""\bvalue["']?\s*+:\s*+""" + _TAG +
 # ``["--token", "VALUE"]``, ``[-p, VALUE]``: a credential flag, then its value as the next item
 _ARRAY_FLAG = re.compile(r"""(?<![A-Za-z0-9_-])(?P<q>["']?)(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)"""
                          r"""(?P=q)[ \t]*+,\s*+(?:"(?P<dq>(?:[^"\\]|\\.){0,4096}+)"|"""
-                         r"""'(?P<sq>[^']{0,4096}+)'|(?P<plain>[^\s,\]}][^,\]}]{0,4096}+))""")
+                         r"""'(?P<sq>(?:[^']|''){0,4096}+)'|(?P<plain>[^\s,\]}][^,\]}]{0,4096}+))""")
 # ``[--token=two words, ...]``: a credential flag and its value as one flow item
 _FLOW_ASSIGNMENT = re.compile(r"""(?<=[\[,])\s*+(?P<q>["'])?(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)="""
                               r"""(?P<value>(?(q)[^"']{1,4096}+|(?:[^,\]}\n]|"""
@@ -265,10 +265,10 @@ _QUOTED = re.compile(r""""(?:[^"\\]|\\.)*+"?|'(?:[^']|'')*+'?""")
 # ``- --token`` or ``"--token",``: a flag alone as a sequence item; then its value item
 _SEQUENCE_FLAG = re.compile(r"""[ \t]*+(?:-[ \t]++)?(["']?)(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)"""
                             r"""\1[ \t]*+,?[ \t]*+$""")
-_SEQUENCE_ASSIGNMENT = re.compile(r"[ \t]*+-[ \t]++[\"']?(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)="
-                                  r"(?P<value>[^\n]++)")
+_SEQUENCE_ASSIGNMENT = re.compile(r"[ \t]*+-[ \t]++[\"']?"
+                                  r"(?P<flag>-{0,2}+[A-Za-z_][A-Za-z0-9_.-]*+)=(?P<value>[^\n]++)")
 _SEQUENCE_ITEM = re.compile(r"""[ \t]*+(?:-[ \t]++)?["']?"""
-                            r"""(?P<value>(?:[^"'\s,]|[ \t]++[^\s"',])*+)""")
+                            r"""(?P<value>(?:\S(?:[^"'\s,]|[ \t]++[^\s"',])*+)?)""")
 
 
 def _unquote(key: str) -> str:
@@ -483,7 +483,9 @@ class _Structure:
         flag = _SEQUENCE_FLAG.match(line)
         self.flag_pending = flag is not None and _credential_flag(flag.group("flag"))
         joined = _SEQUENCE_ASSIGNMENT.match(line) if "=" in line else None
-        if joined is not None and _credential_flag(joined.group("flag")):  # - --pw=two words
+        if joined is not None and (  # - --pw=two words, - DB_PASSWORD=a,b (docker's Env)
+                _credential_flag(joined.group("flag")) if joined.group("flag")[0] == "-"
+                else credential_name(joined.group("flag"))):
             self._add(base, (joined.start("value"), len(line.rstrip())))
             self.scalar_indent = len(line) - len(line.lstrip(" \t"))  # continued
 
@@ -733,14 +735,17 @@ _KEY_CHARS = r"[A-Za-z0-9_.-]"
 # value, quoted (whole, spaces included) or not. Linear time on any output: a key starts only
 # where a key character does not precede it, the lookahead stays inside that one key, and the
 # possessive quantifiers never backtrack.
+# a word of an unquoted value: a quote in it ends it only where a closing one would, before
+# a delimiter (``"password=abc", ...``), not inside (``password=ab"cd``)
+_PLAIN_WORD = r"""(?:[^\s"',;}\]]|["'](?=[^\s"',;}\]]))++"""
 _KEYVALUE_RE = re.compile(
     rf"(?i)(?<!{_KEY_CHARS})(?={_KEY_CHARS}*?(?:token|passw|pass|pwd|pw|secret|key|auth|"
     r"cred|cookie|session|dsn|pin|otp|sas|sig|salt|hmac|connstr))"
     rf"({_KEY_CHARS}++)([\"']?[ \t]*+[:=][ \t]*+)"
-    r"(\"(?:[^\"\\\n]|\\.)*+\"?|'[^'\n]*+'?|[^\s\"',;}\]]++"
+    rf"(\"(?:[^\"\\\n]|\\.)*+\"?|'[^'\n]*+'?|{_PLAIN_WORD}"
     # an unquoted value goes on over the words after it (``password = two words``), up to
     # one that starts another pair or a flag (``user=bob``, ``-v``), a ``;`` or the line's end
-    rf"(?:[ \t]++(?![{{\[]|{_KEY_CHARS}*+[:=]|-)[^\s\"',;}}\]]++)*+)"
+    rf"(?:[ \t]++(?![{{\[]|{_KEY_CHARS}*+[:=]|-){_PLAIN_WORD})*+)"
 )
 _MAX_NESTED_PAIRS = 8
 _FLAG_RE = re.compile(r"(?<!\S)(--?[A-Za-z][A-Za-z0-9_-]*+)(=|[ \t]++)(?!-)"
@@ -955,8 +960,10 @@ def _token_user(match: re.Match[str]) -> str:
 # inspect): the value of a credential variable runs to the end of its line or its quote.
 _ENV_LINE = re.compile(r"(?m)^([ \t]*+(?:export[ \t]++|declare[ \t]++-x[ \t]++)?"
                        r"([A-Z_][A-Z0-9_]*+)=)(?!\[REDACTED\]$)([^\n]++)")
-_QUOTED_ASSIGNMENT = re.compile(r"""(?<=(?<!\\)["'])(-{0,2}+[A-Za-z_][A-Za-z0-9_.-]*+=)"""
-                                r"""((?:[^"'\\\n]|\\.)++)(?=["'])""")
+# (to its closing quote: the other quote is part of it, ``"DB_PASSWORD=it's"``)
+_QUOTED_ASSIGNMENTS = tuple(
+    re.compile(rf"""(?<=(?<!\\){q})(-{{0,2}}+[A-Za-z_][A-Za-z0-9_.-]*+=)"""
+               rf"""((?:[^{q}\\\n]|\\.)++)(?={q})""") for q in "\"'")
 # ``<password>...</password>``, ``<add key="DbPassword" value="..."/>``
 _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)>(?P<value>[^<\n]++)"
                           r"</(?P=tag)>")
@@ -990,8 +997,9 @@ def _structured_text(text: str) -> str:
     if "=" in text:
         text = _ENV_LINE.sub(lambda m: _named_value(
             m.group(2), m.group(0), m.group(3), len(m.group(1))), text)
-        text = _QUOTED_ASSIGNMENT.sub(lambda m: _named_value(
-            m.group(1)[:-1], m.group(0), m.group(2), len(m.group(1))), text)
+        for assignment in _QUOTED_ASSIGNMENTS:
+            text = assignment.sub(lambda m: _named_value(
+                m.group(1)[:-1], m.group(0), m.group(2), len(m.group(1))), text)
     if "<" in text:
         text = _XML_ELEMENT.sub(lambda m: _named_value(
             m.group("tag"), m.group(0), m.group("value"), m.start("value") - m.start()), text)

@@ -357,6 +357,17 @@ HOSTILE = {
     "flow-pairs": "{password: a\n" * 1300,
     "explicit-keys": "? password\n: " * 1300,
     "key-then-blanks": "x" + " " * 16000,
+    "value-words": "password=a " + "b " * 8000,
+    "value-quotes": "password=" + "a\"" * 8000,
+    "words-then-pairs": "token=a " + "b=" * 5400,
+    "described-values": "password:\n----\n" + "x\n" * 8000,
+    "keys-below": "password:\n" + "- a\n" * 4000,
+    "column-pairs": "password x\n" * 1450,
+    "netrc-entries": "machine " + "password " * 1800,
+    "mysql-flags": "mysql " + "-p " * 5400,
+    "user-flags": "-u a:" * 3200,
+    "quoted-objects": "{ '" * 5400,
+    "binary-line": "a" * 16000 + "\ufffd",
 }
 
 
@@ -850,3 +861,25 @@ def test_values_in_flow_style_stay_cut_at_their_indicators() -> None:
     assert redact(text) == (
         f"env: [{{name: DB_PASSWORD, value: {REDACTED}}}, {{name: LEVEL, value: debug}}]\n"
         f"env:\n- {{name: API_TOKEN, value: {REDACTED}}}\n- {{name: MODE, value: fast}}\n")
+
+
+INSIDE_VALUES = {
+    # docker inspect: a double-quoted assignment holding a single quote, and the reverse
+    "docker-env-apostrophe": json.dumps({"Config": {"Env": [f"DB_PASSWORD=it's{PASSWORD}",
+                                                            "PATH=/bin"]}}, indent=4),
+    "single-quoted-assignment": f"['DB_PASSWORD=a\"{PASSWORD}', 'PATH=/bin']",
+    # an unquoted value holding a quote
+    "plain-value-quote": f"login failed password=ab\"{PASSWORD} user=bob",
+    # a sequence item assigning a credential: all of the line, commas and brackets too
+    "sequence-env": f"Env:\n- DB_PASSWORD=t0i,{PASSWORD}+@if[D\n- PATH=/bin\n",
+    # a flag's value as the next item, quoted, starting with a flow indicator or an escape
+    "flag-item-comma": f"args:\n- --client-secret\n- ',}}.1{PASSWORD}'\n",
+    "flow-flag-escape": f"args: [--db-password, '''%{PASSWORD}', -v]\n",
+}
+
+
+@pytest.mark.parametrize("name", list(INSIDE_VALUES))
+def test_values_holding_quotes_commas_and_escapes_are_redacted(name: str) -> None:
+    out = redact(INSIDE_VALUES[name])
+    assert not leaks(out, PASSWORD) and REDACTED in out, out
+    assert "PATH=/bin" in out or "PATH" not in INSIDE_VALUES[name], out
