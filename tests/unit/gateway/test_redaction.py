@@ -883,3 +883,20 @@ def test_values_holding_quotes_commas_and_escapes_are_redacted(name: str) -> Non
     out = redact(INSIDE_VALUES[name])
     assert not leaks(out, PASSWORD) and REDACTED in out, out
     assert "PATH=/bin" in out or "PATH" not in INSIDE_VALUES[name], out
+
+
+@pytest.mark.parametrize("text", [
+    f"DATABASE_URL=postgres://app:Ab/Cd+{PASSWORD}==@db:5432/app",
+    f"url: redis://:p#ss?{PASSWORD}@cache:6379/0",
+])
+def test_a_url_password_holding_a_slash_or_a_hash_is_redacted(text: str) -> None:
+    out = redact(text)
+    assert not leaks(out, PASSWORD) and REDACTED in out, out
+
+
+@pytest.mark.parametrize("text", [
+    "https://example.com:443/users?mail=ops@example.com",
+    "imageID: docker-pullable://registry.example.com:5000/web@sha256:0f04e4f646a3f14bf31d8bc8",
+])
+def test_a_port_and_a_path_with_an_at_sign_are_no_password(text: str) -> None:
+    assert redact(text) == text
