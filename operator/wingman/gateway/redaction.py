@@ -718,6 +718,10 @@ _PEM = re.compile(r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY[ A-Z]{0,20}-----"
                   r"(?:(?!-----END)[\s\S])*+"
                   r"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY[ A-Z]{0,20}-----)?")
 _PEM_FAST = "PRIVATE KEY"
+# other armoured keys (``-----BEGIN OpenVPN Static key V1-----``), never a public one
+_KEY_BLOCK = re.compile(r"-----BEGIN (?![A-Za-z0-9 ]{0,40}?(?:PUBLIC|Public|public))"
+                        r"[A-Za-z0-9 ]{0,40}?\b(?:[Kk][Ee][Yy])\b[A-Za-z0-9 ]{0,20}+-----"
+                        r"(?:(?!-----END)[\s\S])*+(?:-----END[A-Za-z0-9 ]{0,64}+-----)?")
 # A JWT (or the start of one cut off by the output bound): base64url JSON header "eyJ..."
 # optionally followed by further dot-separated segments, and lines that continue it.
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}+(?:\.[A-Za-z0-9_-]*+){0,4}+"
@@ -744,7 +748,7 @@ _PLAIN_WORD = r"""(?:[^\s"',;}\]]|["'](?=[^\s"',;}\]]))++"""
 _KEYVALUE_RE = re.compile(
     rf"(?i)(?<!{_KEY_CHARS})(?={_KEY_CHARS}*?(?:token|passw|pass|pwd|pw|secret|key|auth|"
     r"cred|cookie|session|dsn|pin|otp|sas|sig|salt|hmac|connstr))"
-    rf"({_KEY_CHARS}++)([\"']?[ \t]*+[:=][ \t]*+)"
+    rf"({_KEY_CHARS}++)([\"']?[ \t]*+(?:=>|[:=])[ \t]*+)"
     rf"(\"(?:[^\"\\\n]|\\.)*+\"?|'[^'\n]*+'?|{_PLAIN_WORD}"
     # an unquoted value goes on over the words after it (``password = two words``), up to
     # one that starts another pair or a flag (``user=bob``, ``-v``), a ``;`` or the line's end
@@ -913,7 +917,7 @@ def _pairs(text: str, depth: int = 0) -> str:
 
     def one(match: re.Match[str]) -> str:
         key, sep, value = match.group(1), match.group(2), match.group(3)
-        if value.lstrip("\"'").startswith(_ALREADY) or \
+        if value.lstrip("\"'").startswith(_ALREADY) or value.startswith(">") or \
                 value.strip("\"'").lower() in _NOT_SECRET_VALUES or \
                 _SIZE_ONLY.match(match.string, match.start(3)) or \
                 _PLACEHOLDER.match(match.string, match.start(3)):
@@ -973,8 +977,17 @@ _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)>(?P<value>
 _XML_ATTRIBUTES = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+"(?P<name>[^"\n]*+)"[ \t]++"""
                              r'value[ \t]*+=[ \t]*+"(?P<value>[^"\n]*+)"')
 # a two-column line, a name then its value (``password    hunter2``: vault kv get, redis.conf)
-_SPACED_PAIR = re.compile(r"(?m)^([ \t]*+([A-Za-z_][A-Za-z0-9_.-]*+)[ \t]++)"
-                          r"(?!\[REDACTED\])(\S++)[ \t]*+$")
+_SPACED_PAIR = re.compile(r"(?m)^([ \t]*+(?:setenv[ \t]++|set[ \t]++-[A-Za-z]++[ \t]++)?"
+                          r"([A-Za-z_][A-Za-z0-9_.-]*+)[ \t]++)(?!\[REDACTED\])(\S++)[ \t]*+$")
+# a quoted name, then its quoted value: ``define('DB_PASSWORD', 'VALUE')`` (PHP),
+# ``ENV["API_TOKEN"] = "VALUE"``, ``'password' => 'VALUE'``
+_QUOTED_NAME_VALUE = re.compile(
+    r"""(?P<q>["'])(?P<name>[A-Za-z_][A-Za-z0-9_.-]{0,100}+)(?P=q)[ \t]*+\]?[ \t]*+"""
+    r"""(?:,|=>?|:)[ \t]*+(?P<v>["'])(?P<value>(?:(?!(?P=v))[^\\\n]|\\.){1,1024}+)(?P=v)"""
+    r"""(?![ \t]*+:)""")  # (a quoted key after a name is no value: ``"API_TOKEN", "value": ``)
+# SQL: ``IDENTIFIED BY 'VALUE'``, ``WITH PASSWORD 'VALUE'``, ``PASSWORD('VALUE')``
+_SQL_PASSWORD = re.compile(r"""(?i)\b(?:identified[ \t]++by|password)(?:[ \t]++|[ \t]*+\()[ \t]*+"""
+                           r"""(?P<v>["'])(?P<value>(?:(?!(?P=v))[^\\\n]|\\.){1,1024}+)(?P=v)""")
 # a .netrc entry (``machine HOST login USER password VALUE``), on one line or over several
 _NETRC_ENTRY = re.compile(r"(?m)^[ \t]*+(?:machine|default)(?=[ \t\n])[^\n]*+")
 _NETRC_PASSWORD = re.compile(r"(?<!\S)(password|passwd|account)([ \t]++)(?!\[REDACTED\])(\S++)")
@@ -1012,6 +1025,11 @@ def _structured_text(text: str) -> str:
         text = _PASSWORD_HASH.sub(REDACTED, text)
     text = _SPACED_PAIR.sub(lambda m: _named_value(
         m.group(2), m.group(0), m.group(3), len(m.group(1))), text)
+    if "'" in text or '"' in text:
+        text = _QUOTED_NAME_VALUE.sub(lambda m: _named_value(
+            m.group("name"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
+        text = _SQL_PASSWORD.sub(lambda m: _named_value(
+            "password", m.group(0), m.group("value"), m.start("value") - m.start()), text)
     if "machine" in text or "default" in text:
         text = _NETRC_ENTRY.sub(lambda m: _NETRC_PASSWORD.sub(
             lambda p: f"{p.group(1)}{p.group(2)}{REDACTED}", m.group()), text)
@@ -1021,6 +1039,8 @@ def _structured_text(text: str) -> str:
 def _text_rules(text: str) -> str:
     if _PEM_FAST in text:
         text = _PEM.sub(REDACTED, text)
+    if "-----BEGIN " in text:
+        text = _KEY_BLOCK.sub(REDACTED, text)
     text = _structured_text(text)
     text = _JWT_RE.sub(REDACTED, text)
     text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)

@@ -368,6 +368,9 @@ HOSTILE = {
     "user-flags": "-u a:" * 3200,
     "quoted-objects": "{ '" * 5400,
     "binary-line": "a" * 16000 + "\ufffd",
+    "quoted-names": "'password', \"" * 1400,
+    "sql-passwords": "PASSWORD('" * 1600,
+    "key-blocks": "-----BEGIN key-----" * 840,
 }
 
 
@@ -899,4 +902,39 @@ def test_a_url_password_holding_a_slash_or_a_hash_is_redacted(text: str) -> None
     "imageID: docker-pullable://registry.example.com:5000/web@sha256:0f04e4f646a3f14bf31d8bc8",
 ])
 def test_a_port_and_a_path_with_an_at_sign_are_no_password(text: str) -> None:
+    assert redact(text) == text
+
+
+STATIC_KEY = bytes(range(0, 256, 8)).hex()  # 32 bytes of key, in hex
+SOURCE_AND_SQL = {
+    # what kubectl exec ... cat prints of an application's configuration
+    "php-define": f"define( 'DB_PASSWORD', '{PASSWORD}' );",
+    "ruby-env": f'ENV["API_TOKEN"] = "{PASSWORD}"',
+    "python-environ": f'os.environ["API_TOKEN"] = "{PASSWORD}"',
+    "php-array": f"'password' => '{PASSWORD}',",
+    "perl-hash": f"password => {PASSWORD},",
+    "csh-setenv": f"setenv DB_PASSWORD {PASSWORD}",
+    "fish-set": f"set -x DB_PASSWORD {PASSWORD}",
+    # SQL in a migration log or a psql history
+    "sql-identified-by": f"CREATE USER app IDENTIFIED BY '{PASSWORD}';",
+    "sql-with-password": f"ALTER ROLE app WITH LOGIN PASSWORD '{PASSWORD}';",
+    "sql-password-function": f"SET PASSWORD FOR root = PASSWORD('{PASSWORD}');",
+    # an armoured key that is no PEM private key
+    "openvpn-static-key": "-----BEGIN OpenVPN Static key V1-----\n"
+                          f"{STATIC_KEY}\n-----END OpenVPN Static key V1-----\n",
+}
+
+
+@pytest.mark.parametrize("name", list(SOURCE_AND_SQL))
+def test_credentials_in_source_sql_and_key_files_are_redacted(name: str) -> None:
+    out = redact(SOURCE_AND_SQL[name])
+    assert not leaks(out, PASSWORD) and not leaks(out, STATIC_KEY), out
+    assert REDACTED in out, out
+
+
+@pytest.mark.parametrize("text", [
+    '{"name": "web", "image": "nginx:1.27"}', "labels: {'app': 'web', 'tier': 'frontend'}",
+    "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+])
+def test_quoted_names_and_public_blocks_are_kept(text: str) -> None:
     assert redact(text) == text
