@@ -30,7 +30,8 @@ The steps, in order (``redact``):
    ``kubectl describe configmap`` prints below a credential key and ``----``; and the
    ``data``/``stringData`` of a Secret inside a one-line JSON (such as the
    ``last-applied-configuration`` annotation).
-4. **Private keys**: PEM ``PRIVATE KEY`` blocks, up to their end (or the end of the output).
+4. **Private keys**: PEM ``PRIVATE KEY`` blocks, up to their end (or the end of the output);
+   other armoured key blocks but public ones (OpenVPN's static key) among the text rules.
 5. **Encoded tokens**: base64 or hex runs and percent-encoded words that decode to a JWT or a
    private key; hex runs that decode to text.
 6. **Text rules**: JWT-shaped strings (also a JWT cut short, and its continuation lines when
@@ -40,9 +41,11 @@ The steps, in order (``redact``):
    the value of a key that names a credential (``password``, ``pwd``, ``passphrase``,
    ``secret``, ``token``, ``api_key``, ``client-key-data``, ``private_key``, ``credentials``,
    ``cookie``, ``salt``, ...), quoted values whole, unquoted ones up to the next pair; a name
-   and its value a column apart on a line of their own, and ``.netrc`` entries; the value of a
-   command-line flag that names one (``-p VALUE``, ``--password=VALUE``, ``--token VALUE``),
-   and a password joined to a user (``curl -u user:PASSWORD``) or to MySQL's ``-pPASSWORD``.
+   and its value a column apart on a line of their own, ``.netrc`` entries, a quoted name and
+   its quoted value (``define('DB_PASSWORD', '...')``), SQL's ``IDENTIFIED BY '...'``; the
+   value of a command-line flag that names one (``-p VALUE``, ``--password=VALUE``,
+   ``--token VALUE``), and a password joined to a user (``curl -u user:PASSWORD``) or to
+   MySQL's ``-pPASSWORD``.
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
    (not in a certificate, not a public SSH key); tokens known by their shape (GitHub, Slack,
    AWS key ids, ...).
@@ -245,7 +248,8 @@ _OBJECT_VALUE = re.compile(r"""\bvalue["']?\s*+:\s*+""" + _TAG +
 # ``["--token", "VALUE"]``, ``[-p, VALUE]``: a credential flag, then its value as the next item
 _ARRAY_FLAG = re.compile(r"""(?<![A-Za-z0-9_-])(?P<q>["']?)(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)"""
                          r"""(?P=q)[ \t]*+,\s*+(?:"(?P<dq>(?:[^"\\]|\\.){0,4096}+)"|"""
-                         r"""'(?P<sq>(?:[^']|''){0,4096}+)'|(?P<plain>[^\s,\]}][^,\]}]{0,4096}+))""")
+                         r"""'(?P<sq>(?:[^']|''){0,4096}+)'|"""
+                         r"""(?P<plain>[^\s,\]}][^,\]}]{0,4096}+))""")
 # ``[--token=two words, ...]``: a credential flag and its value as one flow item
 _FLOW_ASSIGNMENT = re.compile(r"""(?<=[\[,])\s*+(?P<q>["'])?(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)="""
                               r"""(?P<value>(?(q)[^"']{1,4096}+|(?:[^,\]}\n]|"""
