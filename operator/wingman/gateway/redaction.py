@@ -1106,6 +1106,8 @@ def withholds(command: Sequence[str]) -> bool:
     formats: list[str] = []
     secrets = templated = False
     args = list(command[1:])
+    # what follows ``--`` is the command kubectl exec runs: its ``-o`` is no output format
+    args = args[:args.index("--")] if "--" in args else args
     for i, arg in enumerate(args):
         flag, eq, inline = arg.partition("=")
         if arg in _OUTPUT_FLAGS:

@@ -938,3 +938,8 @@ def test_credentials_in_source_sql_and_key_files_are_redacted(name: str) -> None
 ])
 def test_quoted_names_and_public_blocks_are_kept(text: str) -> None:
     assert redact(text) == text
+
+
+def test_flags_of_the_command_kubectl_exec_runs_are_no_output_format() -> None:
+    argv = ["kubectl", "exec", "web", "--", "ps", "-o", "pid,args"]
+    assert redact("PID COMMAND\n1 nginx\n", command=argv) == "PID COMMAND\n1 nginx\n"
