@@ -249,7 +249,7 @@ _OBJECT_VALUE = re.compile(r"""\bvalue["']?\s*+:\s*+""" + _TAG +
 _ARRAY_FLAG = re.compile(r"""(?<![A-Za-z0-9_-])(?P<q>["']?)(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)"""
                          r"""(?P=q)[ \t]*+,\s*+(?:"(?P<dq>(?:[^"\\]|\\.){0,4096}+)"|"""
                          r"""'(?P<sq>(?:[^']|''){0,4096}+)'|"""
-                         r"""(?P<plain>[^\s,\]}][^,\]}]{0,4096}+))""")
+                         r"""(?P<plain>[^\s,\]}][^,\]}]*+))""")  # (never fails: unbounded)
 # ``[--token=two words, ...]``: a credential flag and its value as one flow item
 _FLOW_ASSIGNMENT = re.compile(r"""(?<=[\[,])\s*+(?P<q>["'])?(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)="""
                               r"""(?P<value>(?(q)[^"']{1,4096}+|(?:[^,\]}\n]|"""
@@ -984,14 +984,17 @@ _XML_ATTRIBUTES = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+"(?P<name>[^"\n]*+
 _SPACED_PAIR = re.compile(r"(?m)^([ \t]*+(?:setenv[ \t]++|set[ \t]++-[A-Za-z]++[ \t]++)?"
                           r"([A-Za-z_][A-Za-z0-9_.-]*+)[ \t]++)(?!\[REDACTED\])(\S++)[ \t]*+$")
 # a quoted name, then its quoted value: ``define('DB_PASSWORD', 'VALUE')`` (PHP),
-# ``ENV["API_TOKEN"] = "VALUE"``, ``'password' => 'VALUE'``
+# ``ENV["API_TOKEN"] = "VALUE"``, ``'password' => 'VALUE'``; a value not closed within its
+# bound (or its line) is redacted to the end of the line (fail closed); a quoted key after a
+# name is no value (``"API_TOKEN", "value": ...``)
 _QUOTED_NAME_VALUE = re.compile(
     r"""(?P<q>["'])(?P<name>[A-Za-z_][A-Za-z0-9_.-]{0,100}+)(?P=q)[ \t]*+\]?[ \t]*+"""
-    r"""(?:,|=>?|:)[ \t]*+(?P<v>["'])(?P<value>(?:(?!(?P=v))[^\\\n]|\\.){1,1024}+)(?P=v)"""
-    r"""(?![ \t]*+:)""")  # (a quoted key after a name is no value: ``"API_TOKEN", "value": ``)
+    r"""(?:,|=>?|:)[ \t]*+(?P<v>["'])(?P<value>(?:(?!(?P=v))[^\\\n]|\\.){1,1024}+"""
+    r"""(?:(?=(?P=v)(?![ \t]*+:))|(?!(?P=v))[^\n]*+))""")
 # SQL: ``IDENTIFIED BY 'VALUE'``, ``WITH PASSWORD 'VALUE'``, ``PASSWORD('VALUE')``
 _SQL_PASSWORD = re.compile(r"""(?i)\b(?:identified[ \t]++by|password)(?:[ \t]++|[ \t]*+\()[ \t]*+"""
-                           r"""(?P<v>["'])(?P<value>(?:(?!(?P=v))[^\\\n]|\\.){1,1024}+)(?P=v)""")
+                           r"""(?P<v>["'])(?P<value>(?:(?!(?P=v))[^\\\n]|\\.){1,1024}+"""
+                           r"""(?:(?=(?P=v))|(?!(?P=v))[^\n]*+))""")
 # a .netrc entry (``machine HOST login USER password VALUE``), on one line or over several
 _NETRC_ENTRY = re.compile(r"(?m)^[ \t]*+(?:machine|default)(?=[ \t\n])[^\n]*+")
 _NETRC_PASSWORD = re.compile(r"(?<!\S)(password|passwd|account)([ \t]++)(?!\[REDACTED\])(\S++)")

@@ -943,3 +943,13 @@ def test_quoted_names_and_public_blocks_are_kept(text: str) -> None:
 def test_flags_of_the_command_kubectl_exec_runs_are_no_output_format() -> None:
     argv = ["kubectl", "exec", "web", "--", "ps", "-o", "pid,args"]
     assert redact("PID COMMAND\n1 nginx\n", command=argv) == "PID COMMAND\n1 nginx\n"
+
+
+@pytest.mark.parametrize("text", [
+    f'["--token", "{SPACED * 200}"]', f"args: [--token, '{SPACED * 200}']",
+    f"define('DB_PASSWORD', '{SPACED * 200}');", f"IDENTIFIED BY '{SPACED * 200}'",
+    f"define('DB_PASSWORD', '{SPACED}",
+])
+def test_a_value_longer_than_a_rule_reads_or_never_closed_is_redacted_whole(text: str) -> None:
+    out = redact(text)
+    assert "horse" not in out and REDACTED in out, out
