@@ -252,7 +252,7 @@ _ARRAY_FLAG = re.compile(r"""(?<![A-Za-z0-9_-])(?P<q>["']?)(?P<flag>--?[A-Za-z][
                          r"""(?P<plain>[^\s,\]}][^,\]}]*+))""")  # (never fails: unbounded)
 # ``[--token=two words, ...]``: a credential flag and its value as one flow item
 _FLOW_ASSIGNMENT = re.compile(r"""(?<=[\[,])\s*+(?P<q>["'])?(?P<flag>--?[A-Za-z][A-Za-z0-9_-]*+)="""
-                              r"""(?P<value>(?(q)[^"']{1,4096}+|(?:[^,\]}\n]|"""
+                              r"""(?P<value>(?(q)[^"']++|(?:[^,\]}\n]|"""
                               r"""\n(?![ \t]*+[A-Za-z0-9_.\-"']++[ \t]*+:))++))""")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"?')
 _COLON = re.compile(r"\s*+:")

@@ -953,3 +953,8 @@ def test_flags_of_the_command_kubectl_exec_runs_are_no_output_format() -> None:
 def test_a_value_longer_than_a_rule_reads_or_never_closed_is_redacted_whole(text: str) -> None:
     out = redact(text)
     assert "horse" not in out and REDACTED in out, out
+
+
+def test_a_long_flag_value_joined_in_a_flow_item_is_redacted_whole() -> None:
+    out = redact(f'["--token={SPACED * 200}", "-v"]')
+    assert "horse" not in out and REDACTED in out, out
