@@ -980,7 +980,8 @@ _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)>(?P<value>
                           r"</(?P=tag)>")
 _XML_ATTRIBUTES = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+"(?P<name>[^"\n]*+)"[ \t]++"""
                              r'value[ \t]*+=[ \t]*+"(?P<value>[^"\n]*+)"')
-# a two-column line, a name then its value (``password    hunter2``: vault kv get, redis.conf)
+# a two-column line, a name then its value (``password    hunter2``: vault kv get, redis.conf);
+# one space apart only for a lowercase name (a directive), not a sentence (``Token expired``)
 _SPACED_PAIR = re.compile(r"(?m)^([ \t]*+(?:setenv[ \t]++|set[ \t]++-[A-Za-z]++[ \t]++)?"
                           r"([A-Za-z_][A-Za-z0-9_.-]*+)[ \t]++)(?!\[REDACTED\])(\S++)[ \t]*+$")
 # a quoted name, then its quoted value: ``define('DB_PASSWORD', 'VALUE')`` (PHP),
@@ -1014,6 +1015,17 @@ def _named_value(name: str, whole: str, value: str, start: int) -> str:
     return f"{whole[:start]}{REDACTED}{whole[start + len(value):]}"
 
 
+def _spaced_pair(match: re.Match[str]) -> str:
+    """``password    VALUE``, ``requirepass VALUE``, ``setenv NAME VALUE``; not a sentence of
+    two words (``Token expired``): one space apart, the name is in one case (``AUTH VALUE``)
+    or set."""
+    lead, name = match.group(1), match.group(2)
+    if not (lead.endswith(("  ", "\t")) or name.islower() or name.isupper() or
+            lead.lstrip().startswith(("setenv", "set "))):
+        return match.group(0)
+    return _named_value(name, match.group(0), match.group(3), len(lead))
+
+
 def _structured_text(text: str) -> str:
     """Credentials in ``env`` lines, quoted assignments, XML, password hashes, two-column
     ``name value`` lines and ``.netrc`` entries."""
@@ -1030,8 +1042,7 @@ def _structured_text(text: str) -> str:
             m.group("name"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
     if "$" in text:
         text = _PASSWORD_HASH.sub(REDACTED, text)
-    text = _SPACED_PAIR.sub(lambda m: _named_value(
-        m.group(2), m.group(0), m.group(3), len(m.group(1))), text)
+    text = _SPACED_PAIR.sub(_spaced_pair, text)
     if "'" in text or '"' in text:
         text = _QUOTED_NAME_VALUE.sub(lambda m: _named_value(
             m.group("name"), m.group(0), m.group("value"), m.start("value") - m.start()), text)

@@ -701,8 +701,8 @@ BESIDE = {
     "two-columns": (f"Key         Value\n---         -----\npassword    {PASSWORD}\n"
                     "username    admin\n", [PASSWORD]),
     "tab-separated": (f"api_token\t{PASSWORD}\n", [PASSWORD]),
-    "redis-conf": (f"requirepass {PASSWORD}\nmasterauth {PASSWORD}-2\n",
-                   [PASSWORD, f"{PASSWORD}-2"]),
+    "redis-conf": (f"requirepass {PASSWORD}\nmasterauth {PASSWORD}-2\nAUTH {PASSWORD}-3\n",
+                   [PASSWORD, f"{PASSWORD}-2", f"{PASSWORD}-3"]),
     "netrc-line": (f"machine github.com login bob password {PASSWORD}\n", [PASSWORD]),
     "netrc-lines": (f"machine api.heroku.com\n  login me@example.com\n  password {PASSWORD}\n",
                     [PASSWORD]),
@@ -958,3 +958,8 @@ def test_a_value_longer_than_a_rule_reads_or_never_closed_is_redacted_whole(text
 def test_a_long_flag_value_joined_in_a_flow_item_is_redacted_whole() -> None:
     out = redact(f'["--token={SPACED * 200}", "-v"]')
     assert "horse" not in out and REDACTED in out, out
+
+
+@pytest.mark.parametrize("text", ["Token expired\n", "Password changed\n", "Secret rotated\n"])
+def test_a_two_word_sentence_starting_with_a_credential_word_is_kept(text: str) -> None:
+    assert redact(text) == text
