@@ -3,8 +3,8 @@
 Every class carries a ``reason`` (CamelCase, specific). The same string becomes the
 condition reason, the Event reason, the metric label and the audit field, so one
 vocabulary runs end to end. Messages are for humans: they say what is wrong and what to
-do. A message never contains a token, a key or a Secret's data: :func:`without_userinfo` shows
-a URL in one with its ``user:password@`` replaced.
+do. A message never contains a token, a key or a Secret's data: :func:`shown_url` shows a URL
+from configuration in one without its ``user:password@``, query and fragment.
 
     WingmanError
     ├── ConfigError            the settings or a configuration file are invalid
@@ -28,14 +28,41 @@ from __future__ import annotations
 
 import re
 
-#: Everything before the last '@' of a URL's authority (the userinfo), also when the scheme or
-#: its slashes are mistyped (``https:/user:pw@host``) or missing (``user:pw@host``).
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:/*)?[^/?#]*@")
+#: A scheme and its slashes at the start of a URL (``https://``, also mistyped ``https:/``).
+_SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*:/+")
+#: '@' and the characters Unicode normalisation (NFKC, which URL parsers apply to a host) turns
+#: into one.
+_AT = ("@", "\ufe6b", "\uff20")
+#: Where a URL's query or fragment begins.
+_QUERY = re.compile("[?#\ufe16\ufe5f\uff03\uff1f]")
 
 
 def without_userinfo(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, for messages that show it."""
-    return _USERINFO.sub(lambda m: f"{m.group(1) or ''}***@", url)
+    """``url`` with its userinfo replaced by ``***``, for messages that show it.
+
+    The userinfo is taken to be everything between the scheme's ``://`` (or the start, when
+    there is no scheme) and the LAST '@': a password may hold an unencoded '/', '?', '#' or
+    '@' that a URL parser would read as the end of the authority, and parsers disagree. When
+    the last '@' is in the path or the query, more than the userinfo is hidden: the message
+    loses a detail, never a secret."""
+    at = max(url.rfind(c) for c in _AT)
+    if at < 0:
+        return url
+    scheme = _SCHEME.match(url)
+    keep = scheme.group() if scheme is not None and scheme.end() <= at else ""
+    return f"{keep}***{url[at:]}"
+
+
+def shown_url(url: str, limit: int = 200) -> str:
+    """``url`` as a message or a log line may show it: without userinfo
+    (:func:`without_userinfo`), query and fragment (``?token=...`` carries a secret as
+    often as a password does; ``?…`` marks that there was one), at most ``limit``
+    characters. Show it with ``!r``, which escapes control characters."""
+    text = without_userinfo(url)
+    cut = _QUERY.search(text)
+    if cut is not None:
+        text = f"{text[:cut.end()]}…"
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 class WingmanError(Exception):
@@ -160,5 +187,6 @@ __all__ = [
     "TokenRejected",
     "Unavailable",
     "WingmanError",
+    "shown_url",
     "without_userinfo",
 ]

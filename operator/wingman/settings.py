@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from wingman.errors import ConfigError, without_userinfo
+from wingman.errors import ConfigError, shown_url, without_userinfo
 from wingman.logs import FORMATS, LEVELS
 from wingman.review.policy import EnvironmentPolicy
 
@@ -259,13 +259,21 @@ def _witness_url(env: Mapping[str, str]) -> str | None:
     url = env.get("WINGMAN_AUDIT_WITNESS_URL", "").strip()
     if not url:
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username \
-            or parts.password or parts.fragment:
-        raise ConfigError(f"WINGMAN_AUDIT_WITNESS_URL={without_userinfo(url)!r} must be an "
-                          "http(s) URL without credentials, e.g. "
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is no number: often a password with an unencoded '/'
+        parts, port_ok = None, False
+    # any '@' (the last one ends a userinfo, however the password is spelt), whitespace or a
+    # control character: refused, never guessed at
+    if parts is None or not port_ok or parts.scheme not in ("http", "https") \
+            or not parts.hostname or without_userinfo(url) != url or parts.fragment \
+            or not url.isprintable() or any(c.isspace() for c in url):
+        raise ConfigError(f"WINGMAN_AUDIT_WITNESS_URL={shown_url(url)!r} must be an "
+                          "http(s) URL without credentials ('@'), fragment, spaces or control "
+                          "characters, with a host and a numeric port if any, e.g. "
                           "https://witness.example/checkpoints (the HMAC key authenticates the "
-                          "operator)")
+                          "operator; percent-encode an '@' the path needs as %40)")
     return url
 
 
@@ -632,7 +640,7 @@ def _cfg_range(data: Mapping[str, Any], key: str, default: int, lo: int, hi: int
 
 def _url(value: str, where: str) -> str:
     if not re.match(r"^https?://[^\s/]+", value):
-        raise ConfigError(f"{where} must be an http(s) URL, got {without_userinfo(value)!r}")
+        raise ConfigError(f"{where} must be an http(s) URL, got {shown_url(value)!r}")
     return value
 
 

@@ -57,7 +57,13 @@ from urllib.parse import unquote, urlsplit
 
 from wingman.audit.checkpoints import Checkpoint, CheckpointIndex, parse_checkpoints
 from wingman.audit.file import FileSink, _file_entries
-from wingman.audit.postgres import PostgresSink, _dsn_parts, _postgres_entries, _redact_dsn
+from wingman.audit.postgres import (
+    PostgresSink,
+    _dsn_parts,
+    _postgres_entries,
+    _redact_dsn,
+    misread_userinfo,
+)
 from wingman.audit.records import (
     GENESIS_HASH,
     MAX_RECORD_BYTES,
@@ -126,6 +132,13 @@ def _parse_target(target: str) -> tuple[str, str]:
     text = target.strip()
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in ("postgresql", "postgres"):
+        if misread_userinfo(text):
+            raise ConfigError(
+                f"audit target {_redact_dsn(text)} has a '/' or an '@' before the '@' that "
+                "ends its user and password, which PostgreSQL would read as the end of the "
+                "password or the host: percent-encode them in the user name and password "
+                "(/ as %2F, @ as %40), and in the query too"
+            )
         params = _dsn_parts(text)
         ports = [] if params is None else params.get("port", "").split(",")
         if params is None or not all((p.isascii() and p.isdigit()) or p == ""

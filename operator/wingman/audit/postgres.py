@@ -25,7 +25,7 @@ from wingman.audit.records import (
     screen,
 )
 from wingman.audit.verification import _Entry
-from wingman.errors import AuditTampered, AuditUnavailable
+from wingman.errors import AuditTampered, AuditUnavailable, shown_url, without_userinfo
 
 # --------------------------------------------------------------------------- PostgreSQL
 
@@ -110,8 +110,29 @@ def _dsn_parts(dsn: str) -> dict[str, str] | None:
         return None
 
 
+def _uri_userinfo(dsn: str) -> str | None:
+    """A ``postgresql://`` URL's userinfo taken the cautious way (everything between ``://``
+    and its LAST '@', :func:`wingman.errors.without_userinfo`), or ``None`` when it has none."""
+    shown = without_userinfo(dsn)
+    if shown == dsn:
+        return None
+    scheme = shown.index("***")  # what was kept before the userinfo
+    return dsn[scheme:len(dsn) - len(shown) + scheme + 3]
+
+
+def misread_userinfo(dsn: str) -> bool:
+    """True when libpq would read a ``postgresql://`` URL's userinfo otherwise than the
+    cautious reading: a '/' or '@' before the last '@' (an unencoded one in the password),
+    which libpq takes for the end of the userinfo or of the host, so part of the password
+    would become the host, the port or the database name (and show in messages)."""
+    userinfo = _uri_userinfo(dsn)
+    return userinfo is not None and ("/" in userinfo or without_userinfo(userinfo) != userinfo)
+
+
 def _redact_dsn(dsn: str) -> str:
     """The DSN without its password, for messages."""
+    if misread_userinfo(dsn):
+        return shown_url(dsn)
     parts = _dsn_parts(dsn)
     if parts is None:
         return "<unparseable PostgreSQL DSN>"

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
 
-from wingman.errors import ConfigError, without_userinfo
+from wingman.errors import ConfigError, shown_url
 from wingman.review.consensus import (
     PREVIEW_FINDING,
     PROMPT_INJECTION,
@@ -207,7 +207,7 @@ def validate_base_url(url: object, field: str) -> str:
             or not parts.hostname or parts.query or parts.fragment:
         raise ConfigError(f"{field} must be an http(s) URL with a host and no query or "
                           f"fragment, such as {OPENAI_DEFAULT_BASE_URL} or "
-                          f"{ANTHROPIC_DEFAULT_BASE_URL}; got {without_userinfo(url)[:200]!r}")
+                          f"{ANTHROPIC_DEFAULT_BASE_URL}; got {shown_url(url)!r}")
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"{field} must not carry credentials; put the API key in the voters "
                           "Secret and name its key in apiKeySecretKey")

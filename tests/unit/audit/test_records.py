@@ -934,6 +934,33 @@ def test_unreachable_database_is_unavailable_and_hides_the_password() -> None:
     assert "s3cr3t-pw" not in out.getvalue()
 
 
+@pytest.mark.parametrize("password", ["s3/cr3t", "s3@cr3t", "s3/c@r/3t", "s3cr3t/"])
+def test_a_dsn_whose_password_libpq_would_misread_is_refused_unseen(password: str) -> None:
+    # libpq ends the password at the first '/' or '@': the rest would become the host, the
+    # port or the database name, be connected to, and show in every message
+    dsn = f"postgresql://wingman:{password}@127.0.0.1:1/audit?sslmode=disable"
+    with pytest.raises(ConfigError) as caught:
+        open_sink(dsn)
+    assert "percent-encode" in caught.value.message
+    assert "postgresql://***@127.0.0.1:1/audit?…" in caught.value.message
+    out = io.StringIO()
+    assert verify_main(dsn, out=out) == 2
+    for shown in (caught.value.message, out.getvalue()):
+        assert "s3" not in shown and "3t" not in shown and "wingman:" not in shown
+
+
+@pytest.mark.parametrize("password", ["s3?cr3t", "s3#cr3t", "s3cr3t"])
+def test_a_dsn_password_libpq_reads_whole_never_shows(password: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dsn = f"postgresql://wingman:{password}@127.0.0.1:{port}/audit"
+    with pytest.raises(AuditUnavailable) as caught:
+        open_sink(dsn)
+    assert "s3" not in str(caught.value) and "cr3t" not in str(caught.value)
+    assert f"wingman@127.0.0.1:{port}/audit" in str(caught.value)
+
+
 def test_verify_main_prints_ok_and_returns_zero(log: Path) -> None:
     out = io.StringIO()
     head = verify(str(log)).head

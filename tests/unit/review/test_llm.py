@@ -373,9 +373,13 @@ LLM = {"type": "openai", "name": "gpt", "model": "gpt-test", "apiKeySecretKey": 
     ([{**LLM, "baseUrl": "https://x"}], "unknown field 'baseUrl'"),
     ([{**LLM, "baseURL": "ftp://x"}], "voters[0] (gpt).baseURL must be an http(s) URL"),
     ([{**LLM, "baseURL": "https://user:pw@x/v1"}], "must not carry credentials"),
-    # a URL wrong in another way too is shown, without its credentials
-    ([{**LLM, "baseURL": "https://user:s3cr3t@x/v1?q=1"}], "got 'https://***@x/v1?q=1'"),
+    # a URL wrong in another way too is shown, without its credentials, query or fragment
+    ([{**LLM, "baseURL": "https://user:s3cr3t@x/v1?q=1"}], "got 'https://***@x/v1?…'"),
     ([{**LLM, "baseURL": "htps://user:s3cr3t@x/v1"}], "got 'htps://***@x/v1'"),
+    ([{**LLM, "baseURL": "https://user:s3/cr3t@x/v1"}], "got 'https://***@x/v1'"),
+    ([{**LLM, "baseURL": "https://user:s3?cr#3t@x/v1"}], "got 'https://***@x/v1'"),
+    ([{**LLM, "baseURL": "https://x/v1?key=s3cr3t"}], "got 'https://x/v1?…'"),
+    ([{**LLM, "baseURL": "https://x/v1#s3cr3t"}], "got 'https://x/v1#…'"),
     ([{**LLM, "timeoutSeconds": 0}], "timeoutSeconds must be a positive number"),
     ([{**LLM, "timeoutSeconds": "20"}], "timeoutSeconds must be a positive number"),
     ([{**LLM, "timeoutSeconds": 301}], "timeoutSeconds must be a positive number"),
