@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import http.client
 import http.server
 import json
 import os
@@ -43,10 +44,11 @@ from typing import Any
 
 from wingman.audit.checkpoints import Checkpoint, iter_checkpoints, parse_checkpoint
 from wingman.audit.file import open_regular
-from wingman.audit.records import _loads, _Malformed
+from wingman.audit.records import _loads, _Malformed, looks_like_token
 from wingman.audit.signing import check_signature, keyset_from_pems
 from wingman.capability.keys import KeySet
-from wingman.errors import AuditTampered, WingmanError
+from wingman.errors import AuditTampered, WingmanError, shown_url
+from wingman.model.text import terminal_text
 
 SIGNATURE_HEADER = "X-Wingman-Signature"
 MAX_BODY = 4096
@@ -56,6 +58,28 @@ RECENT_PER_LOG = 1024
 """Checkpoints per log the reference witness remembers besides the newest: one of them sent
 again is "already witnessed" (the operator re-sends only its newest, when the answer was lost);
 an older one is refused as a rollback."""
+
+
+MAX_REPLY_READ = 300
+"""Bytes of a witness's error reply read for the operator's message."""
+MAX_REPLY_SHOWN = 300
+"""Characters of it shown, escaped."""
+
+
+def _reply(exc: urllib.error.HTTPError) -> str:
+    """The start of a witness's error reply as a message may show it: the witness is another
+    party, and what it answers reaches the operator's logs. Control characters, newlines (a
+    fake log line), ANSI escapes and bidirectional or invisible characters are shown escaped
+    (``\\x1b``), a token-shaped text not at all, and it is cut to ``MAX_REPLY_SHOWN``."""
+    try:
+        raw = exc.read(MAX_REPLY_READ)
+    except (OSError, ValueError):
+        return "(no reply body)"
+    text = raw.decode("utf-8", "replace").strip()
+    if looks_like_token(text):
+        return "(a reply holding a token-shaped text, not shown)"
+    shown = terminal_text(text, None)
+    return shown if len(shown) <= MAX_REPLY_SHOWN else f"{shown[:MAX_REPLY_SHOWN]}…"
 
 
 class WitnessError(WingmanError):
@@ -80,13 +104,17 @@ def send(url: str, key: bytes, checkpoint: Checkpoint, *, timeout: float = 10.0)
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             status = response.status
     except urllib.error.HTTPError as exc:
-        detail = exc.read(300).decode("utf-8", "replace").strip()
         raise WitnessError(f"the audit witness refused checkpoint seq {checkpoint.seq}: HTTP "
-                           f"{exc.code} {detail}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+                           f"{exc.code} {_reply(exc)}") from None
+    except (ValueError, http.client.InvalidURL) as exc:  # its message quotes the URL's query
+        raise WitnessError(f"the audit witness URL {shown_url(url)!r} cannot be used "
+                           f"({type(exc).__name__}); fix WINGMAN_AUDIT_WITNESS_URL "
+                           "(audit.checkpoints.witness.url)") from None
+    except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise WitnessError(f"cannot reach the audit witness: {reason}; the checkpoint is kept "
-                           "in the ConfigMap and sent again next round") from None
+        raise WitnessError(f"cannot reach the audit witness {shown_url(url)!r}: "
+                           f"{terminal_text(reason, None)[:MAX_REPLY_SHOWN]}; the checkpoint "
+                           "is kept in the ConfigMap and sent again next round") from None
     if not 200 <= status < 300:
         raise WitnessError(f"the audit witness answered HTTP {status} for checkpoint seq "
                            f"{checkpoint.seq}")

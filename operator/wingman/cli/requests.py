@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
@@ -23,7 +22,7 @@ from wingman.client.api import Source, WingmanClient, error_answer
 from wingman.client.connect import connect
 from wingman.errors import ClientError, ConfigError, Invalid, NotFound, WingmanError
 from wingman.model import preview as previews
-from wingman.model.text import UNSHOWN
+from wingman.model.text import terminal_text
 
 EXIT_OK = 0
 EXIT_DENIED = 1
@@ -79,23 +78,6 @@ def emit(data: Any, fmt: str, out: TextIO) -> None:
         print(json.dumps(data, indent=2, sort_keys=False), file=out)
     else:
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="", file=out)
-
-
-#: What a terminal would act on or hide instead of showing: C0 and C1 controls, the
-#: bidirectional controls that reorder what is shown ("Trojan Source") and marks, and what no
-#: spec text may hold because it renders as nothing (zero-width space, BOM, tags, fillers:
-#: ``wingman.model.text.UNSHOWN``), which a status message or an older object may still hold.
-_UNSHOWABLE = re.compile(f"[\u061c\u200e\u200f]|{UNSHOWN.pattern}")
-
-
-def terminal_text(value: object, indent: str | None = "    ") -> str:
-    """``value`` as text safe for a terminal: what the agent, a voter or a command wrote
-    reaches an approver's screen, and must neither hide nor fake what is reviewed. Control
-    characters are shown escaped (``\\x1b``); a newline starts a line ``indent`` deep (so it
-    cannot fake a field), or is shown escaped too when ``indent`` is None."""
-    text = _UNSHOWABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
-    text = text.replace("\t", "    ")
-    return text.replace("\n", "\\n") if indent is None else text.replace("\n", "\n" + indent)
 
 
 _t = terminal_text  # short: every print below uses it

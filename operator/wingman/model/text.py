@@ -70,6 +70,23 @@ PROSE_REFUSED = re.compile(f"{_PROSE_CLASS}|{PROSE_KEPT.pattern}{{3}}")
 UNSHOWN = re.compile(_PROSE_CLASS)
 
 
+#: What a terminal would act on or hide instead of showing: C0 and C1 controls, the
+#: bidirectional controls that reorder what is shown ("Trojan Source") and marks, and what no
+#: spec text may hold because it renders as nothing (zero-width space, BOM, tags, fillers:
+#: ``wingman.model.text.UNSHOWN``), which a status message or an older object may still hold.
+_UNSHOWABLE = re.compile(f"[\u061c\u200e\u200f]|{UNSHOWN.pattern}")
+
+
+def terminal_text(value: object, indent: str | None = "    ") -> str:
+    """``value`` as text safe for a terminal: what the agent, a voter or a command wrote
+    reaches an approver's screen, and must neither hide nor fake what is reviewed. Control
+    characters are shown escaped (``\\x1b``); a newline starts a line ``indent`` deep (so it
+    cannot fake a field), or is shown escaped too when ``indent`` is None."""
+    text = _UNSHOWABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
+    text = text.replace("\t", "    ")
+    return text.replace("\n", "\\n") if indent is None else text.replace("\n", "\n" + indent)
+
+
 def _what(code: int) -> str:
     if code == 0x2028:
         return "the line separator"

@@ -117,6 +117,75 @@ def test_an_unreachable_witness_is_a_witness_error() -> None:
         send("http://127.0.0.1:9/checkpoints", HMAC, _cp(1), timeout=2)
 
 
+JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """A witness that refuses with a body meant to fake log lines, recolour or reorder the
+    operator's terminal, or plant a token in its logs."""
+
+    body = b""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(403)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _refusal(body: bytes) -> str:
+    handler = type("Handler", (_Hostile,), {"body": body})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(WitnessError) as caught:
+            send(f"http://127.0.0.1:{server.server_port}/checkpoints", HMAC, _cp(1), timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    return caught.value.message
+
+
+@pytest.mark.parametrize("body", [
+    b'denied\n{"level": "info", "message": "audit checkpoint witnessed"}\r\nok',
+    b"denied \x1b[2J\x1b[32mOK\x1b[0m \x07\x00\x08",
+    "denied \u202eevil\u2066 \u200b\u2028fake\u0085line".encode(),
+    b"\xff\xfe denied \xc3",
+])
+def test_a_witness_reply_is_shown_escaped_on_one_line(body: bytes) -> None:
+    message = _refusal(body)
+    assert message.startswith("the audit witness refused checkpoint seq 1: HTTP 403 denied") \
+        or message.startswith("the audit witness refused checkpoint seq 1: HTTP 403 \ufffd")
+    assert message.isprintable(), repr(message)
+    for char in "\u202e\u2066\u200b\u2028":
+        assert char not in message
+
+
+def test_a_witness_reply_holding_a_token_is_not_shown() -> None:
+    message = _refusal(f"denied {JWT}".encode())
+    assert "eyJ" not in message and "token-shaped" in message
+
+
+def test_a_long_witness_reply_is_cut() -> None:
+    message = _refusal(b"\x1b" * 4000)
+    assert len(message) < 400 and message.endswith("\u2026")
+
+
+def test_a_witness_url_query_never_shows_in_a_delivery_error() -> None:
+    # http.client quotes the URL's path and query when it refuses it
+    for url in ("http://127.0.0.1:9/c?token=s3cr3t\x01", "http://127.0.0.1:9/c?token=s3cr3t"):
+        with pytest.raises(WitnessError) as caught:
+            send(url, HMAC, _cp(1), timeout=2)
+        assert "s3cr3t" not in caught.value.message
+        assert "127.0.0.1:9/c?\u2026" in caught.value.message
+
+
 def _key_files(tmp_path: Path) -> tuple[Path, Path]:
     """The HMAC key file and the audit public key PEM the witness command is given."""
     key = tmp_path / "hmac"
