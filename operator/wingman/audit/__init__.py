@@ -301,11 +301,16 @@ def verify_main(
     anchor: AuditAnchor | None = None,
     checkpoints: Sequence[Checkpoint] | CheckpointIndex = (),
     out: TextIO | None = None,
+    empty_sources: str | None = None,
 ) -> int:
-    """``wingman audit verify``: print one line; 0 verified, 1 tampered, 2 unreadable.
+    """``wingman audit verify``: print one line; 0 verified, 1 tampered (or unverified), 2
+    unreadable.
 
     ``checkpoints`` must have had their signatures checked
-    (``wingman.audit.signing.check_signatures``)."""
+    (``wingman.audit.signing.check_signatures``). ``empty_sources`` names the checkpoint
+    sources the user asked for when they held no checkpoint at all: then a trail that holds
+    records is not verified (exit 1), since deleting the checkpoints would otherwise make any
+    rewritten trail pass; an empty trail still is (a fresh install has nothing to cover)."""
     stream = out if out is not None else sys.stdout
     try:
         report = verify(target, anchor=anchor, expected_head=expected_head,
@@ -316,6 +321,15 @@ def verify_main(
     except Exception as exc:  # noqa: BLE001 - a verdict line and an exit code, never a traceback
         print(unexpected(exc), file=stream)
         return 2
+    if report.ok and empty_sources and report.anchor is not None:
+        records = f"{report.records} record{'' if report.records == 1 else 's'}"
+        print(f"UNVERIFIED: there is no checkpoint in {empty_sources}, yet the trail holds "
+              f"{records} (head sha256:{report.head}): nothing shows it was not rewritten, "
+              "and deleted checkpoints look just like this. Just installed? The operator signs "
+              "its first checkpoint within audit.checkpoints.intervalSeconds of the first "
+              "record: verify again then. Otherwise treat it as an incident (docs/runbook.md)",
+              file=stream)
+        return 1
     print(report.summary(), file=stream)
     return 0 if report.ok else 1
 

@@ -195,7 +195,8 @@ def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str]]:
 
 
 def verify_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """0 verified, 1 tampered (the trail or its checkpoints), 2 unreadable or bad arguments."""
+    """0 verified, 1 tampered (the trail or its checkpoints) or unverified (checkpoints asked
+    for, none there, and the trail holds records), 2 unreadable or bad arguments."""
     stream = out if out is not None else sys.stdout
     try:
         checkpoints, sources = gather(args)
@@ -208,11 +209,13 @@ def verify_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a verdict line and an exit code, never a traceback
         print(unexpected(exc), file=stream)
         return 2
+    empty = " and ".join(sources) if sources and not checkpoints else None
     code = verify_main(args.target, expected_head=args.expected_head, checkpoints=checkpoints,
-                       out=stream)
-    if sources and not checkpoints:
-        print(f"note: {' and '.join(sources)} hold no checkpoint; only the chain itself was "
-              "verified", file=sys.stderr)
+                       out=stream, empty_sources=empty)
+    if empty and code == 0:
+        print(f"note: there is no checkpoint in {empty}, and the trail holds no record yet (a "
+              "fresh install): there is nothing to rewrite; verify again once it has records",
+              file=sys.stderr)
     if not sources and code == 0 and args.expected_head is None:
         print("note: no signed checkpoints were checked, so a consistent rewrite or a cut tail "
               "would go unnoticed; pass -n NAMESPACE (or --checkpoints FILE --audit-key PEM)",

@@ -73,6 +73,47 @@ def test_signed_checkpoints_from_files_verify(tmp_path: Path) -> None:
     assert done.stdout.startswith("OK: 3 records"), done.stdout
 
 
+@pytest.mark.parametrize("content", ["", "\n", "\n\n"])
+def test_an_empty_checkpoints_file_does_not_verify_a_trail_with_records(
+        tmp_path: Path, content: str) -> None:
+    # deleting the checkpoints must not make a rewritten trail "verify"
+    path = _trail(tmp_path)
+    _checkpoints, pem = _signed(tmp_path, path)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(content)
+    done = _wingman("audit", "verify", str(path), "--checkpoints", str(empty),
+                    "--audit-key", str(pem))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(f"UNVERIFIED: there is no checkpoint in {empty}, yet the "
+                                  "trail holds 3 records"), done.stdout
+    assert "verify again" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_an_empty_trail_with_no_checkpoints_verifies_as_a_fresh_install(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_text("")
+    pem = tmp_path / "audit.pem"
+    pem.write_bytes(generate_signing_key().public_pem())
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    done = _wingman("audit", "verify", str(path), "--checkpoints", str(empty),
+                    "--audit-key", str(pem))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("OK: 0 records"), done.stdout
+    assert "the trail holds no record yet (a fresh install)" in done.stderr
+
+
+def test_a_trail_tampered_with_and_no_checkpoints_is_still_tampered(tmp_path: Path) -> None:
+    path = _trail(tmp_path)
+    _checkpoints, pem = _signed(tmp_path, path)
+    path.write_text(path.read_text().replace('"i":1', '"i":7'))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    done = _wingman("audit", "verify", str(path), "--checkpoints", str(empty),
+                    "--audit-key", str(pem))
+    assert done.returncode == 1 and done.stdout.startswith("TAMPERED at record 1"), done.stdout
+
+
 @pytest.mark.parametrize("which", ["--checkpoints", "--audit-key"])
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 def test_a_checkpoints_or_key_file_that_is_not_a_regular_file_is_refused(
