@@ -57,6 +57,11 @@ def _kubeconfig_paths(settings: ClientSettings, explicit: str | None) -> tuple[s
                               "FIFO or a device); pass the kubeconfig file itself")
         return (explicit,)
     if settings.kubeconfig:
+        for name in settings.kubeconfig:  # a missing one is skipped, as kubectl does
+            if Path(name).exists() and not Path(name).is_file():
+                raise ConfigError(f"KUBECONFIG names {name}, which is not a regular file (a "
+                                  "directory, a FIFO or a device); name the kubeconfig files "
+                                  f"themselves, separated by '{os.pathsep}'")
         existing = tuple(p for p in settings.kubeconfig if Path(p).is_file())
         if not existing:
             raise ConfigError(f"KUBECONFIG={os.pathsep.join(settings.kubeconfig)}: no such "
@@ -121,9 +126,17 @@ def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = 
                               f"directory {sa}; set WINGMAN_SERVICEACCOUNT_DIR if it is "
                               "mounted elsewhere)") from None
         try:
-            context_namespace = (sa / "namespace").read_text().strip() or None
+            context_namespace = (sa / "namespace").read_text(encoding="utf-8").strip() or None
         except OSError:
             context_namespace = None
+        except UnicodeDecodeError:
+            if namespace is not None or settings.namespace is not None:
+                context_namespace = None  # not needed: -n or WINGMAN_NAMESPACE names it
+            else:
+                raise ConfigError(f"the ServiceAccount namespace file {sa / 'namespace'} is "
+                                  "not UTF-8 text, while it should hold the pod's namespace: "
+                                  "check what is mounted there (WINGMAN_SERVICEACCOUNT_DIR), "
+                                  "or pass -n NAMESPACE") from None
         origin = f"in-cluster ServiceAccount ({sa})"
     kube = Kube(k8s.ApiClient(configuration), timeout=timeout)
     if impersonate:

@@ -242,9 +242,13 @@ class _Cluster:
         return None
 
 
-def _connect(kubeconfig: str | None) -> tuple[_Cluster, str | None]:
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _connect(kubeconfig: str | None, *, need_namespace: bool = True
+             ) -> tuple[_Cluster, str | None]:
     """An API client (explicit kubeconfig, $KUBECONFIG, in-cluster, ~/.kube/config, in order)
-    and the context's namespace."""
+    and the context's namespace (in a pod, read only when ``need_namespace``)."""
     from kubernetes import client, config
 
     cfg = client.Configuration()
@@ -254,15 +258,25 @@ def _connect(kubeconfig: str | None) -> tuple[_Cluster, str | None]:
     try:
         if in_cluster:
             config.load_incluster_config(client_configuration=cfg)
-            ns_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-            if ns_file.is_file():
-                namespace = ns_file.read_text().strip() or None
+            ns_file = SERVICE_ACCOUNT_NAMESPACE
+            if need_namespace and ns_file.is_file():
+                try:
+                    namespace = ns_file.read_text(encoding="utf-8").strip() or None
+                except UnicodeDecodeError:
+                    raise VerifyError(f"the ServiceAccount namespace file {ns_file} is not "
+                                      "UTF-8 text, while it should hold the pod's namespace; "
+                                      "pass --namespace", reason="NoKubeconfig") from None
         else:
             if path is None and not Path("~/.kube/config").expanduser().is_file():
                 raise VerifyError(
                     "no cluster configured: set KUBECONFIG or pass --kubeconfig (inside a "
                     "pod, the in-cluster ServiceAccount configuration is used)",
                     reason="NoKubeconfig")
+            if path is not None and Path(path).expanduser().exists() \
+                    and not Path(path).expanduser().is_file():
+                raise VerifyError(f"kubeconfig {path} is not a regular file (a directory, a "
+                                  "FIFO or a device): set KUBECONFIG or pass --kubeconfig with "
+                                  "the kubeconfig file itself", reason="NoKubeconfig")
             if path is not None and not Path(path).expanduser().is_file():
                 raise VerifyError(f"kubeconfig {path} does not exist: set KUBECONFIG or pass "
                                   "--kubeconfig with an existing file", reason="NoKubeconfig")
@@ -511,7 +525,7 @@ def verify_privileges_main(argv: list[str], *, out: TextIO | None = None,
         _check_name(args.release, "--release")
         if args.namespace:
             _check_name(args.namespace, "--namespace")
-        cluster, context_ns = _connect(args.kubeconfig)
+        cluster, context_ns = _connect(args.kubeconfig, need_namespace=not args.namespace)
         namespace = args.namespace or context_ns
         if not namespace:
             cluster.api.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -121,6 +122,50 @@ def test_in_cluster_configuration_reads_the_mounted_token_and_namespace(tmp_path
         assert conn.namespace == "explicit"
     finally:
         conn.kube.close()
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfeagents", b"agen\xc3ts\n", b"\x80"])
+def test_a_namespace_file_that_is_no_utf8_text_is_named(tmp_path: Path, content: bytes) -> None:
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("not-a-real-token")
+    (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (sa / "namespace").write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        connect(_settings(tmp_path, service_host="10.0.0.1"))
+    assert f"the ServiceAccount namespace file {sa / 'namespace'} is not UTF-8 text" in \
+        caught.value.message
+    assert "-n NAMESPACE" in caught.value.message
+    # not needed when the namespace is named
+    for named in ({"namespace": "explicit"}, {}):
+        settings = _settings(tmp_path, service_host="10.0.0.1",
+                             namespace=None if named else "wm")
+        conn = connect(settings, **named)  # type: ignore[arg-type]
+        try:
+            assert conn.namespace == named.get("namespace", "wm")
+        finally:
+            conn.kube.close()
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_kubeconfig_path_that_is_no_file_is_named_not_skipped(tmp_path: Path,
+                                                                kind: str) -> None:
+    special = tmp_path / "special"
+    if kind == "directory":
+        special.mkdir()
+    else:
+        os.mkfifo(special)
+    good = tmp_path / "config"
+    good.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    for paths in ((str(special),), (str(special), str(good)), (str(good), str(special))):
+        with pytest.raises(ConfigError) as caught:
+            connect(_settings(tmp_path, kubeconfig=paths))
+        assert f"KUBECONFIG names {special}, which is not a regular file" in \
+            caught.value.message
+    # a missing one is still skipped, as kubectl does
+    with pytest.raises(ConfigError) as caught:
+        connect(_settings(tmp_path, kubeconfig=(str(tmp_path / "missing"), str(good))))
+    assert "missing" not in caught.value.message
 
 
 def test_client_settings_come_from_the_environment(tmp_path: Path) -> None:

@@ -362,10 +362,38 @@ def test_missing_kubeconfig_and_bad_arguments(tmp_path: Path,
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     code, _, err = _run("--namespace", NS, "--kubeconfig", str(tmp_path / "nope"))
     assert code == 2 and "does not exist" in err and "KUBECONFIG" in err
+    code, _, err = _run("--namespace", NS, "--kubeconfig", str(tmp_path))
+    assert code == 2 and f"kubeconfig {tmp_path} is not a regular file" in err
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path))
+    code, _, err = _run("--namespace", NS)
+    assert code == 2 and f"kubeconfig {tmp_path} is not a regular file" in err
+    monkeypatch.delenv("KUBECONFIG")
     code, _, err = _run("--namespace", "Not_A_Name")
     assert code == 2 and "--namespace 'Not_A_Name' is not a valid Kubernetes name" in err
     assert _run("--output", "yaml")[0] == 2  # argparse: invalid choice
     assert _run("--help")[0] == 0
+
+
+def test_a_namespace_file_that_is_no_utf8_text_is_named(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubernetes.config import incluster_config
+
+    from wingman.verifier import privileges
+
+    (tmp_path / "token").write_text("not-a-real-token")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "namespace").write_bytes(b"\xff\xfewingman")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
+    monkeypatch.setattr(privileges, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "namespace")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "9")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    code, _, err = _run()
+    assert code == 2
+    assert f"the ServiceAccount namespace file {tmp_path / 'namespace'} is not UTF-8" in err
+    code, _, err = _run("--namespace", NS)  # not needed: not read
+    assert code == 2 and "namespace file" not in err and "cannot reach" in err, err
 
 
 # --------------------------------------------------------------------------- the chart
