@@ -33,7 +33,7 @@ from wingman.audit import (
 )
 from wingman.audit.signing import check_signatures, sign_checkpoint
 from wingman.capability.keys import KeySet, generate_signing_key
-from wingman.errors import AuditUnavailable
+from wingman.errors import AuditUnavailable, ConfigError
 
 pytestmark = pytest.mark.postgres
 
@@ -284,6 +284,34 @@ def test_password_never_appears_in_errors(audit_dsn: str) -> None:
     out = io.StringIO()
     assert verify_main(dsn, out=out) == 2
     assert "hunter2-pw" not in out.getvalue()
+
+
+def test_a_password_with_slashes_and_ats_works_encoded_and_never_shows_unencoded(
+        audit_dsn: str) -> None:
+    from urllib.parse import quote
+
+    params = conninfo_to_dict(audit_dsn)
+    password = "hun/ter2@pw?x#y"
+    role = f"slashy_{str(params['dbname'])[-8:]}"
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    where = f"{params['host']}:{params['port']}/{params['dbname']}"
+    encoded = f"postgresql://{role}:{quote(password, safe='')}@{where}"
+    with open_sink(encoded) as sink:
+        sink.append("VoteCast", actor="a", subject={})
+    assert verify_main(encoded, out=io.StringIO()) == 0
+    # unencoded, libpq would end the password at the first '/' and take the rest for the
+    # host and port: refused before any connection, the password not shown
+    raw = f"postgresql://{role}:{password}@{where}"
+    with pytest.raises(ConfigError) as caught:
+        open_sink(raw)
+    out = io.StringIO()
+    assert verify_main(raw, out=out) == 2
+    for shown in (caught.value.message, out.getvalue()):
+        assert "percent-encode" in shown and f"postgresql://***@{where}" in shown
+        assert "hun" not in shown and "ter2" not in shown and role not in shown
 
 
 def test_verify_of_a_database_without_the_table_is_unreadable(audit_dsn: str) -> None:
