@@ -27,7 +27,7 @@ from kubernetes import config as k8s_config
 from urllib3 import HTTPHeaderDict
 
 from wingman import GROUP, VERSION
-from wingman.errors import ClusterError
+from wingman.errors import ClusterError, shown_url
 
 log = logging.getLogger("wingman.kube")
 
@@ -311,7 +311,8 @@ class Kube:
         except k8s.ApiException as exc:
             raise _api_error(int(exc.status or 0), exc.body, exc.reason) from None
         except Exception as exc:  # noqa: BLE001 - urllib3 and ssl errors, all "unreachable"
-            raise ClusterError(f"cannot reach the API server at {self.api.configuration.host}: "
+            raise ClusterError(f"cannot reach the API server at "
+                               f"{shown_url(str(self.api.configuration.host))}: "
                                f"{unreachable_cause(exc)}", reason="Unreachable") from None
         resp.read()
         data = resp.data or b""

@@ -211,7 +211,8 @@ def _docker_host(env: Mapping[str, str]) -> str:
     key = "WINGMAN_DOCKER_HOST" if env.get("WINGMAN_DOCKER_HOST", "").strip() else "DOCKER_HOST"
     value = _get(env, key, "unix:///var/run/docker.sock")
     if not value.startswith("unix:///") or len(value) <= len("unix:///"):
-        raise ConfigError(f"{key}={value!r} must be a local socket, unix:///path/to/docker.sock "
+        raise ConfigError(f"{key}={shown_url(value)!r} must be a local socket, "
+                          "unix:///path/to/docker.sock "
                           "(the gateway never talks to a Docker engine over the network)")
     return value
 

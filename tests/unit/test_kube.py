@@ -93,3 +93,22 @@ def test_a_service_account_directory_without_a_token_is_refused(tmp_path: Path) 
     _project(tmp_path, 1, " ")
     with pytest.raises(ClusterError, match=r"needs a non-empty token and ca\.crt"):
         Kube.from_service_account("https://127.0.0.1:6443", tmp_path)
+
+
+@pytest.mark.parametrize("host", ["https://alice:s3/cr3t@127.0.0.1:9",
+                                  "https://127.0.0.1:9/?alice=s3cr3t",
+                                  "https://alice:s3?cr#3t@127.0.0.1:9"])
+def test_an_unreachable_api_server_is_named_without_credentials_or_query(host: str) -> None:
+    from kubernetes import client as k8s
+
+    configuration = k8s.Configuration(host=host)
+    configuration.retries = False
+    kube = Kube(k8s.ApiClient(configuration), timeout=2)
+    try:
+        with pytest.raises(ClusterError) as caught:
+            kube.get(SECRETS, "ns", "x")
+    finally:
+        kube.close()
+    assert "cannot reach the API server at https://" in caught.value.message
+    for part in ("alice", "s3", "cr3t"):
+        assert part not in caught.value.message

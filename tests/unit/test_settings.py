@@ -104,6 +104,18 @@ def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> No
         OperatorSettings.from_env(env)
 
 
+@pytest.mark.parametrize("key", ["WINGMAN_DOCKER_HOST", "DOCKER_HOST"])
+@pytest.mark.parametrize("url", ["tcp://alice:s3cr3t@docker:2376", "ssh://alice:s3/cr3t@docker",
+                                 "https://docker:2376/?alice=s3cr3t"])
+def test_a_refused_docker_host_does_not_show_its_credentials(key: str, url: str) -> None:
+    with pytest.raises(ConfigError, match="must be a local socket") as info:
+        GatewaySettings.from_env({"KUBERNETES_SERVICE_HOST": "h", "WINGMAN_GRANT_NAME": "g",
+                                  key: url})
+    assert f"{key}=" in info.value.message
+    for part in ("s3", "cr3t", "alice"):
+        assert part not in info.value.message
+
+
 def test_gateway_needs_its_api_server_and_grant() -> None:
     with pytest.raises(ConfigError, match="KUBERNETES_SERVICE_HOST"):
         GatewaySettings.from_env({"WINGMAN_GRANT_NAME": "g"})

@@ -85,6 +85,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
+from wingman.errors import shown_url
 from wingman.verifier.rights import (
     COMPONENT_LABEL,
     INSTANCE_LABEL,
@@ -143,7 +144,7 @@ class _Cluster:
                               + (f"; {hint}" if hint else ""), reason="ApiError") from exc
         except (HTTPError, OSError) as exc:
             raise VerifyError(
-                f"cannot reach the API server at {self.server} ({what}: "
+                f"cannot reach the API server at {shown_url(self.server)} ({what}: "
                 f"{type(exc).__name__}): set KUBECONFIG or pass --kubeconfig with a reachable "
                 "cluster (inside a pod, the in-cluster ServiceAccount configuration is used)",
                 reason="Unreachable",

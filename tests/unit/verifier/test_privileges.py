@@ -336,14 +336,16 @@ def _run(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def test_unreachable_api_server_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spelt", ["https://127.0.0.1:{port}",
+                                   "https://alice:s3/cr3t@127.0.0.1:{port}/?alice=s3cr3t"])
+def test_unreachable_api_server_is_a_usage_error(tmp_path: Path, spelt: str) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}",
+        "clusters": [{"name": "c", "cluster": {"server": spelt.format(port=port),
                                                "insecure-skip-tls-verify": True}}],
         "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
@@ -352,9 +354,11 @@ def test_unreachable_api_server_is_a_usage_error(tmp_path: Path) -> None:
     code, out, err = _run("--namespace", NS, "--kubeconfig", str(kubeconfig),
                           "--gateway-image", IMAGE)
     assert code == 2 and out == ""
-    assert f"cannot reach the API server at https://127.0.0.1:{port}" in err
+    assert f"cannot reach the API server at https://{'***@' if '@' in spelt else ''}" \
+        f"127.0.0.1:{port}" in err
     assert "KUBECONFIG" in err
-    assert "not-a-real-token" not in err
+    for part in ("not-a-real-token", "alice", "s3", "cr3t"):
+        assert part not in err
 
 
 def test_missing_kubeconfig_and_bad_arguments(tmp_path: Path,
