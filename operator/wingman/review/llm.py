@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
 
-from wingman.errors import ConfigError, shown_url
+from wingman.errors import ConfigError, shown_url, without_userinfo
 from wingman.review.consensus import (
     PREVIEW_FINDING,
     PROMPT_INJECTION,
@@ -208,7 +208,12 @@ def validate_base_url(url: object, field: str) -> str:
         raise ConfigError(f"{field} must be an http(s) URL with a host and no query or "
                           f"fragment, such as {OPENAI_DEFAULT_BASE_URL} or "
                           f"{ANTHROPIC_DEFAULT_BASE_URL}; got {shown_url(url)!r}")
-    if parts.username is not None or parts.password is not None:
+    # user:password@ also when the password holds an unencoded '/', '?' or '#': then a ':'
+    # comes before the first '/' and an '@' after it (an '@' in a path alone is allowed)
+    authority = url.strip().split("://", 1)[-1]
+    authority = re.split(r"[/?#]", authority, maxsplit=1)[0]
+    if parts.username is not None or parts.password is not None \
+            or (":" in authority and without_userinfo(url) != url):
         raise ConfigError(f"{field} must not carry credentials; put the API key in the voters "
                           "Secret and name its key in apiKeySecretKey")
     return url.strip().rstrip("/")

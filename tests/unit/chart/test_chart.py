@@ -402,6 +402,13 @@ def _witness(url: str) -> dict[str, Any]:
          "policy.panel.voters[0].baseURL has credentials (user:password@); remove them"),
         (_llm_voter(f"http://{SECRET}@llm.example"),
          "policy.panel.voters[0].baseURL has credentials"),
+        # a password with an unencoded '/', '?' or '#': the userinfo runs to the last '@'
+        (_llm_voter(f"https://alice:{SECRET}/x@llm.example/v1"),
+         "policy.panel.voters[0].baseURL has credentials"),
+        (_llm_voter(f"https://alice:{SECRET}?x@llm.example/v1"),
+         "policy.panel.voters[0].baseURL has credentials"),
+        (_witness(f"https://alice:{SECRET}/x#y@w.example/c"),
+         "audit.checkpoints.witness.url has credentials"),
         # whatever else is wrong with a URL, the refusal does not repeat it either
         (_witness(f"https://w.example/c?token={SECRET}#x"),
          "audit.checkpoints.witness.url must be an http(s) URL"),

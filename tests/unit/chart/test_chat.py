@@ -146,6 +146,8 @@ def test_a_chat_account_or_user_mapped_twice_fails_with_instructions(
     ("chat.webhook.url", "https://hooks.example/wingman?key=xoxp-1234-5678"),
     ("chat.webhook.url", "https://user:pa55word@hooks.example/w"),
     ("chat.telegram.baseUrl", "https://bot:secret@tg.internal/bot"),
+    ("chat.webhook.url", "https://user:pa/secret@hooks.example/w"),
+    ("chat.slack.baseUrl", "https://user:pa?secret#x@slack.internal/api/"),
 ])
 def test_a_chat_credential_in_a_url_fails_unrepeated_instead_of_reaching_the_config_map(
         key: str, url: str) -> None:

@@ -41,6 +41,7 @@ from wingman.review.llm import (
     MalformedOutputError,
     OpenAIVoter,
     parse_answer,
+    validate_base_url,
 )
 from wingman.review.panel import voters_from_config
 from wingman.review.voters import AllowlistVoter, DestructivePatternVoter
@@ -373,6 +374,9 @@ LLM = {"type": "openai", "name": "gpt", "model": "gpt-test", "apiKeySecretKey": 
     ([{**LLM, "baseUrl": "https://x"}], "unknown field 'baseUrl'"),
     ([{**LLM, "baseURL": "ftp://x"}], "voters[0] (gpt).baseURL must be an http(s) URL"),
     ([{**LLM, "baseURL": "https://user:pw@x/v1"}], "must not carry credentials"),
+    # a password that starts with digits and holds a '/': a parser reads host 'user', port 123
+    ([{**LLM, "baseURL": "https://user:123/s3cr3t@x/v1"}], "must not carry credentials"),
+    ([{**LLM, "baseURL": "https://user:123?s3cr3t@x/v1"}], "got 'https://***@x/v1'"),
     # a URL wrong in another way too is shown, without its credentials, query or fragment
     ([{**LLM, "baseURL": "https://user:s3cr3t@x/v1?q=1"}], "got 'https://***@x/v1?…'"),
     ([{**LLM, "baseURL": "htps://user:s3cr3t@x/v1"}], "got 'htps://***@x/v1'"),
@@ -529,3 +533,10 @@ def test_the_model_sees_the_provenance_as_data_and_is_told_what_untrusted_means(
     assert rec.data["source"] == {"reference": "issue 9", "agent": "ops-bot",
                                   "excerpt": "restart web please", "inputTrust": "Untrusted"}
     assert '"inputTrust": "Untrusted"' in rec.system and "more caution" in rec.system
+
+
+def test_an_at_in_a_base_url_path_alone_is_no_credential() -> None:
+    assert validate_base_url("https://llm.example/v1/team@eu", "f") == \
+        "https://llm.example/v1/team@eu"
+    with pytest.raises(ConfigError, match="must not carry credentials"):
+        validate_base_url("https://llm.example:8443/v1/team@eu", "f")  # a port: cannot tell
