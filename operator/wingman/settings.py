@@ -349,7 +349,7 @@ class OperatorSettings:
     checkpoint_interval_seconds: int = 60
     checkpoints_kept: int = 500
     #: An external witness every checkpoint is POSTed to (HMAC-SHA256 with the key below).
-    witness_url: str | None = None
+    witness_url: str | None = field(default=None, repr=False)  # its query may hold a token
     witness_hmac_key: str | None = field(default=None, repr=False)
     #: The ServiceAccount preview Jobs run as (confined to dry runs by admission).
     preview_service_account: str = "wingman-preview"

@@ -277,6 +277,11 @@ def test_the_witness_key_comes_from_a_file_and_never_shows(tmp_path: Path) -> No
                                           "WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE": str(key)})
     assert settings.witness_hmac_key == "k" * 16
     assert "kkkk" not in repr(settings)
+    settings = OperatorSettings.from_env({
+        "WINGMAN_AUDIT_WITNESS_URL": "https://w.example/c?token=s3cr3t",
+        "WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE": str(key)})
+    assert settings.witness_url == "https://w.example/c?token=s3cr3t"
+    assert "s3cr3t" not in repr(settings)
     key.write_text("short")
     with pytest.raises(ConfigError, match="shorter than 16"):
         OperatorSettings.from_env({"WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE": str(key)})
