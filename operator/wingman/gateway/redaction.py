@@ -734,11 +734,12 @@ _AUTH_HEADER = re.compile(r"(?i)(\bauthorization[\"']?[ \t]*+[:=][ \t]*+[\"']?)"
                           r"(?!\[REDACTED\])([^\n\"']++)")
 _BEARER_RE = re.compile(r"(?i)\b(bearer|token)([ \t]++)(?!\[REDACTED\])([^\s\"',;]++)")
 _BASIC_RE = re.compile(r"(?i)\b(basic)([ \t]++)([A-Za-z0-9+/]{4,}+={0,2})")
-# (a password may hold '/', '?' or '#' unencoded, as generated ones do: up to its '@'; a port
+# (a password may hold '/', '?', '#' or '@' unencoded, as generated ones do: it runs to the
+# last '@' of the word, and when that '@' is in a path more is redacted, never less; a port
 # followed by a path is no password: ``https://host:8443/?mail=a@b``)
 _URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]{0,30}+://)([^\s:/?#@\"'<>]*+):"
                            r"(?![0-9]{1,5}+[/?#])"
-                           r"([^\s@\"'<>]++@(?:[^\s/?#@\"'<>]*+@)*+)")
+                           r"([^\s@\"'<>]++@(?:[^\s@\"'<>]*+@)*+)")
 # a long user part alone is a token (``https://<token>@github.com``), not a user name
 _URL_TOKEN_USER = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]{0,30}+://)([^\s:/?#@\"'<>]{20,}+)@")
 _KEY_CHARS = r"[A-Za-z0-9_.-]"

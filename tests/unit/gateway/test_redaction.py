@@ -79,6 +79,11 @@ CASES = {
     "redis-url": (f"REDIS_URL=redis://:{PASSWORD}@cache:6379/0", PASSWORD),
     "https-url": (f"remote: https://deploy:{PASSWORD}@git.example.com/x.git", PASSWORD),
     "url-in-json": (f'{{"dsn": "mysql://root:{PASSWORD}@10.0.0.5/db"}}', PASSWORD),
+    # a password with an unencoded '/', '?', '#' or '@' runs to the last '@'
+    "url-slash": (f"connecting to postgresql://app:pa/{PASSWORD}@db:5432/app", PASSWORD),
+    "url-query": (f"POST https://u:p?{PASSWORD}@witness:8443/x failed", PASSWORD),
+    "url-fragment": (f"git clone https://u:p#{PASSWORD}@git.example/x.git", PASSWORD),
+    "url-ats": (f"dsn=postgresql://app:p/@q#{PASSWORD}@db/app sslmode", PASSWORD),
     # key names
     "pwd": (f"Server=db;Database=app;Uid=sa;Pwd={PASSWORD};", PASSWORD),
     "pwd-colon": (f"PWD: {PASSWORD}", PASSWORD),
