@@ -640,8 +640,14 @@ def _cfg_range(data: Mapping[str, Any], key: str, default: int, lo: int, hi: int
 
 
 def _url(value: str, where: str) -> str:
-    if not re.match(r"^https?://[^\s/]+", value):
-        raise ConfigError(f"{where} must be an http(s) URL, got {shown_url(value)!r}")
+    """A chat URL: http(s), with a host, and without credentials (any '@': the chat Secret
+    holds them), spaces or control characters, as the chart refuses them."""
+    if not re.match(r"^https?://[^\s/@]+", value) or "@" in value \
+            or not value.isprintable() or any(c.isspace() for c in value):
+        raise ConfigError(f"{where} must be an http(s) URL without credentials ('@'), spaces "
+                          f"or control characters, got {shown_url(value)!r} (credentials "
+                          "belong in the chat Secret; percent-encode an '@' the path needs "
+                          "as %40)")
     return value
 
 

@@ -10,7 +10,7 @@ import pytest
 from support.chart import find, render
 from wingman.errors import ConfigError
 from wingman.operator import manifests
-from wingman.settings import GatewaySettings, OperatorSettings
+from wingman.settings import ChatConfig, GatewaySettings, OperatorSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -285,3 +285,34 @@ def test_the_witness_key_comes_from_a_file_and_never_shows(tmp_path: Path) -> No
     key.write_text("short")
     with pytest.raises(ConfigError, match="shorter than 16"):
         OperatorSettings.from_env({"WINGMAN_AUDIT_WITNESS_HMAC_KEY_FILE": str(key)})
+
+
+@pytest.mark.parametrize("field, url", [
+    ("webhook", "https://user:pa55word@hooks.example/w"),
+    ("webhook", "https://user:pa/s?s#word@hooks.example/w"),
+    ("webhook", "https://hooks.example/w@x"),
+    ("webhook", "https://hooks.example/w x"),
+    ("webhook", "https://hooks.example/w\u0007"),
+    ("telegram", "https://bot:secret@tg.internal/bot"),
+    ("slack", "https://x:y/z@slack.internal/api/"),
+])
+def test_a_chat_url_with_credentials_or_spaces_is_refused_without_showing_them(
+        field: str, url: str) -> None:
+    section: dict[str, Any] = {"enabled": True, "url": url, "baseUrl": url}
+    if field == "telegram":
+        section["chatId"] = -100
+    if field == "slack":
+        section.update(teamId="T0TEAM", channel="C0CHAN")
+    with pytest.raises(ConfigError, match=r"must be an http\(s\) URL without credentials") \
+            as caught:
+        ChatConfig.from_dict({"environment": "test", field: section}, environment="test")
+    for secret in ("pa55word", "secret", "s?s#word", "y/z"):
+        assert secret not in caught.value.message
+
+
+def test_a_chat_url_without_credentials_is_kept() -> None:
+    config = ChatConfig.from_dict({"environment": "test", "webhook": {
+        "enabled": True, "url": "https://hooks.example/w?team=ops%40example"}},
+        environment="test")
+    assert config.webhook is not None
+    assert config.webhook.url == "https://hooks.example/w?team=ops%40example"
