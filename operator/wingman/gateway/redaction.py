@@ -41,7 +41,9 @@ The steps, in order (``redact``):
    the value of a key that names a credential (``password``, ``pwd``, ``passphrase``,
    ``secret``, ``token``, ``api_key``, ``client-key-data``, ``private_key``, ``credentials``,
    ``cookie``, ``salt``, ...), quoted values whole, unquoted ones up to the next pair; a name
-   and its value a column apart on a line of their own, ``.netrc`` entries, a quoted name and
+   and its value a column apart on a line of their own (one space apart only when the name is
+   in one case or set: ``requirepass VALUE``, ``setenv NAME VALUE``; not ``Token expired``),
+   ``.netrc`` entries, a quoted name and
    its quoted value (``define('DB_PASSWORD', '...')``), SQL's ``IDENTIFIED BY '...'``; the
    value of a command-line flag that names one (``-p VALUE``, ``--password=VALUE``,
    ``--token VALUE``), and a password joined to a user (``curl -u user:PASSWORD``) or to
