@@ -4,10 +4,13 @@ One asyncio loop runs the reconciler, Telegram's long polling and an HTTP server
 ``WINGMAN_CHAT_HTTP_PORT`` (``/healthz``; Slack's ``/slack/interactive`` and
 ``/slack/commands`` when Slack is enabled); metrics are served on ``WINGMAN_METRICS_PORT``.
 ``/healthz`` answers 503, naming it, once the reconciler or Telegram's polling has ended
-(neither should while the process runs), so the probes restart the pod.
+(the reconciler never should; polling ends only when Telegram rejects the bot token), so the
+probes restart the pod, which reads the Secret again.
 SIGTERM, SIGINT and SIGHUP stop it cleanly. Every log record passes a filter that replaces
 the values of the chat Secret (bot tokens, signing secrets, TOTP secrets) with
-``[redacted]``, whatever library logged them.
+``[redacted]``, whatever library logged them; the chat libraries' records (``LIBRARY_LOGGERS``)
+keep their message but not its arguments (``<withheld>``), which carry what the library
+received (a chat message with a step-up code, say).
 """
 
 from __future__ import annotations
