@@ -384,9 +384,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="wingman verify-privileges",
         description="Prove on a live cluster that only wingman-executor (the gateway's "
                     "commands) can execute: "
-                    "SubjectAccessReviews for every Wingman identity and an inspection of the "
-                    "pod specs in the release namespace. Exit 0: as designed; 1: violations; "
-                    "2: usage or connection error.",
+                    "SubjectAccessReviews for every Wingman identity, an inspection of the "
+                    "pod specs in the release namespace, and a check that every admission "
+                    "policy of the release and its binding exist and deny. Exit 0: as "
+                    "designed; 1: violations; 2: usage or connection error.",
     )
     p.add_argument("-n", "--namespace", help="the release namespace (default: the "
                    "kubeconfig context's or the pod's namespace)")
