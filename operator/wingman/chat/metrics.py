@@ -1,7 +1,8 @@
 """The chat component's Prometheus metrics (``wingman_chat_*``), served on its /metrics.
 
-Label values are bounded sets: the channel (telegram, slack, webhook), the verdict, and the
-refusal reasons of ``wingman.chat.guard`` and the service; never names of people or objects.
+Label values are bounded sets: the channel (telegram, slack, webhook), the verdict, the
+refusal reasons of ``wingman.chat.guard`` and the service, and a loop (:data:`LOOPS`) and its
+kind of failure (:data:`FAILURE_KINDS`); never names of people or objects.
 The chart's alert WingmanChatDeliveryFailing reads ``messages_failed``, ``messages_sent`` and
 ``backlog``; WingmanChatLoopFailing reads ``loop_failures``.
 """
