@@ -4,7 +4,8 @@ Label values are bounded sets: the channel (telegram, slack, webhook), the verdi
 refusal reasons of ``wingman.chat.guard`` and the service, and a loop (:data:`LOOPS`) and its
 kind of failure (:data:`FAILURE_KINDS`); never names of people or objects.
 The chart's alert WingmanChatDeliveryFailing reads ``messages_failed``, ``messages_sent`` and
-``backlog``; WingmanChatLoopFailing reads ``loop_failures``.
+``backlog``; WingmanChatLoopFailing and WingmanChatBotTokenRejected (its ``Unauthorized``
+kind) read ``loop_failures``.
 """
 
 from __future__ import annotations

@@ -64,6 +64,7 @@ ALERTS = {
     "WingmanRetirementRefused": "warning",
     "WingmanChatDeliveryFailing": "warning",
     "WingmanChatLoopFailing": "warning",
+    "WingmanChatBotTokenRejected": "warning",
 }
 #: Labels Prometheus attaches to every scraped series (not exported by the operator).
 TARGET_LABELS = frozenset({"job", "namespace", "instance", "pod", "service", "container",
