@@ -131,11 +131,11 @@ class _Unreadable:
     error_type: str
 
 
-class TokenRejected(ChannelError):
+class BotTokenRejected(ChannelError):
     """Telegram rejected the bot token (401, or 404 for a token of the wrong form): deliveries
     back off like an outage; polling ends (see ``TelegramChannel.poll``)."""
 
-    reason = "TokenRejected"
+    reason = "BotTokenRejected"
 
 
 class TelegramChannel:
@@ -172,8 +172,8 @@ class TelegramChannel:
                 raise ChannelError(f"Telegram refused {what}: {exc.message}") from None
             raise MessageRefused(f"Telegram refused {what}: {exc.message}") from None
         except InvalidToken:  # its message quotes the token: never repeat it
-            raise TokenRejected(f"Telegram {what} failed: the bot token was rejected; check "
-                               "the chat Secret's telegram-token") from None
+            raise BotTokenRejected(f"Telegram {what} failed: the bot token was rejected; check "
+                                   "the chat Secret's telegram-token") from None
         except (Forbidden, TelegramError) as exc:
             raise ChannelError(f"Telegram {what} failed: {type(exc).__name__}: "
                                f"{exc.message}") from None
@@ -276,7 +276,7 @@ class TelegramChannel:
                     "getUpdates", self.bot.get_updates, offset=offset, timeout=timeout,
                     read_timeout=timeout + 10, allowed_updates=allowed) or [])
                 failures = 0
-            except TokenRejected as exc:
+            except BotTokenRejected as exc:
                 count.labels(env, "telegram-polling", "Unauthorized").inc()
                 log.error("telegram polling ends: the bot token was rejected",
                           extra={"error": exc.message[:300]})
@@ -443,4 +443,4 @@ def _compact(v: RequestView) -> RequestView:
                    votes=votes, dissent=())
 
 
-__all__ = ["TelegramChannel", "TokenRejected", "segments_html"]
+__all__ = ["BotTokenRejected", "TelegramChannel", "segments_html"]

@@ -300,6 +300,8 @@ def test_a_rejected_bot_token_is_never_repeated_in_the_error(
         asyncio.run(main(fake))
     (failed,) = [r for r in caplog.records if r.getMessage().startswith("chat delivery failed")]
     assert "telegram-token" in failed.__dict__["error"], failed.__dict__["error"]
+    # the bot token's reason, not the capability token's TokenRejected (WingmanTokenRejected)
+    assert failed.__dict__["reason"] == "BotTokenRejected"
     # (httpx logs the URL, token and all, at INFO: the component sets it to WARNING)
     assert not [r for r in caplog.records if r.name.startswith("wingman")
                 and "wrong-unit-test-token" in str(r.__dict__)]
