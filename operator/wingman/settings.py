@@ -51,13 +51,16 @@ def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int) -> in
     return value
 
 
-def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+def env_bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    """A boolean environment variable: 1/true/yes/on or 0/false/no/off (any case; unset or
+    empty: ``default``); anything else is a ConfigError naming the variable."""
     raw = _get(env, key, "true" if default else "false").lower()
     if raw in ("1", "true", "yes", "on"):
         return True
     if raw in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{key}={raw!r} must be true or false")
+    raise ConfigError(f"{key}={raw!r} must be true or false (1, true, yes or on; 0, false, "
+                      "no or off)")
 
 
 def _policy(env: Mapping[str, str], environment: str) -> EnvironmentPolicy:
@@ -401,7 +404,7 @@ class OperatorSettings:
             job_ttl_seconds=_int(env, "WINGMAN_JOB_TTL_SECONDS", 3600, 0, 7 * 86400),
             gateway_timeout_seconds=_int(env, "WINGMAN_GATEWAY_TIMEOUT_SECONDS", 120, 1, 3600),
             leeway_seconds=_int(env, "WINGMAN_LEEWAY_SECONDS", 5, 0, 60),
-            leader_election=_bool(env, "WINGMAN_LEADER_ELECTION", True),
+            leader_election=env_bool(env, "WINGMAN_LEADER_ELECTION", True),
             leader_lease=_name(env, "WINGMAN_LEADER_LEASE", "wingman-operator-leader"),
             identity=_get(env, "WINGMAN_POD_NAME", f"{socket.gethostname()}-{os.getpid()}"),
             lease_duration_seconds=timing["lease_duration_seconds"],
@@ -489,7 +492,7 @@ class GatewaySettings:
             api_server=f"https://{host_part}:{port}",
             exec_timeout_seconds=_int(env, "WINGMAN_EXEC_TIMEOUT_SECONDS", 120, 1, 3600),
             max_output_bytes=_int(env, "WINGMAN_MAX_OUTPUT_BYTES", 16384, 256, 16384),
-            docker_enabled=_bool(env, "WINGMAN_DOCKER_ENABLED", False),
+            docker_enabled=env_bool(env, "WINGMAN_DOCKER_ENABLED", False),
             leeway_seconds=_int(env, "WINGMAN_LEEWAY_SECONDS", 5, 0, 60),
             docker_host=_docker_host(env),
             log_level=_log_level(env),
@@ -838,7 +841,7 @@ class PreviewSettings:
             command_timeout_seconds=_int(env, "WINGMAN_PREVIEW_COMMAND_TIMEOUT_SECONDS",
                                          min(30, timeout), 1, 600),
             termination_log=Path(_get(env, "WINGMAN_TERMINATION_LOG", "/dev/termination-log")),
-            docker_enabled=_bool(env, "WINGMAN_DOCKER_ENABLED", False),
+            docker_enabled=env_bool(env, "WINGMAN_DOCKER_ENABLED", False),
             docker_host=_docker_host(env),
         )
 
@@ -855,4 +858,4 @@ def _api_server(env: Mapping[str, str], who: str) -> str:
 
 __all__ = ["RESERVED_LABEL_PREFIXES", "ChatConfig", "ChatPerson", "ChatSettings", "ClientSettings",
            "GatewayPod", "GatewaySettings", "LogSettings", "OperatorSettings", "PreviewSettings",
-           "SlackConfig", "TelegramConfig", "WebhookConfig"]
+           "SlackConfig", "TelegramConfig", "WebhookConfig", "env_bool"]

@@ -85,7 +85,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
-from wingman.errors import shown_url
+from wingman.errors import ConfigError, shown_url
+from wingman.settings import env_bool
 from wingman.verifier.rights import (
     COMPONENT_LABEL,
     INSTANCE_LABEL,
@@ -411,17 +412,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--docker-socket", default=os.environ.get("WINGMAN_DOCKER_SOCKET") or None,
                    metavar="PATH", help="the one hostPath gateway pods may mount (only when "
                    "the docker executor is enabled)")
-    p.add_argument("--preview", action=argparse.BooleanOptionalAction,
-                   default=os.environ.get("WINGMAN_PREVIEW", "true").strip().lower()
-                   not in ("false", "0", "no"),
+    p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=None,
                    help="whether the release runs previews (policy.preview.enabled), and so "
-                   "has the preview's admission policies (default: $WINGMAN_PREVIEW, else "
-                   "true)")
+                   "has the preview's admission policies (default: $WINGMAN_PREVIEW, true or "
+                   "false, else true)")
     p.add_argument("--environment", default=os.environ.get("WINGMAN_ENVIRONMENT", ""),
                    help="shown in the report (default: $WINGMAN_ENVIRONMENT)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--workers", type=int, default=8, help="concurrent SubjectAccessReviews")
     return p
+
+
+def _preview_from_env(env: Mapping[str, str]) -> bool:
+    """``$WINGMAN_PREVIEW`` (default true), for want of --preview/--no-preview."""
+    try:
+        return env_bool(env, "WINGMAN_PREVIEW", True)
+    except ConfigError as exc:
+        raise VerifyError(f"{exc}; fix it, or pass --preview or --no-preview",
+                          reason="BadArgument") from None
 
 
 def _check_name(value: str, what: str) -> str:
@@ -524,6 +532,8 @@ def verify_privileges_main(argv: list[str], *, out: TextIO | None = None,
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        if args.preview is None:
+            args.preview = _preview_from_env(os.environ)
         _check_name(args.release, "--release")
         if args.namespace:
             _check_name(args.namespace, "--namespace")

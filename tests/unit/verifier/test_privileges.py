@@ -431,6 +431,25 @@ def test_verifier_may_list_rolebindings_in_the_release_namespace_only() -> None:
          "verbs": ["get", "list"]}]
 
 
+@pytest.mark.parametrize("value", ["flase", "disabled", "2", "preview"])
+def test_a_preview_setting_that_is_not_understood_is_an_error(
+        value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read as "true", a typo for false would demand the preview's admission policies of a
+    # release without previews (or the other way round): say what is wrong instead.
+    monkeypatch.setenv("WINGMAN_PREVIEW", value)
+    code, out, err = _run("--namespace", NS, "--gateway-image", IMAGE)
+    assert code == 2 and out == ""
+    assert f"WINGMAN_PREVIEW={value!r} must be true or false" in err
+    for accepted in ("true", "yes", "1", "false", "no", "0"):
+        assert accepted in err
+    assert "--no-preview" in err
+    # given on the command line, the setting is not read
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+    code, _, err = _run("--namespace", NS, "--gateway-image", IMAGE, "--no-preview")
+    assert code == 2 and "does not exist" in err and "WINGMAN_PREVIEW" not in err
+
+
 def test_the_cli_hands_every_argument_to_verify_privileges(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
