@@ -1122,6 +1122,47 @@ def test_an_approved_command_weakens_no_isolation_and_picks_no_node(
     assert back.returncode == 0, back.stderr
 
 
+def test_an_approved_command_gives_back_no_capability_a_container_dropped(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """Dropped capabilities stay dropped: removing a drop gives the container the runtime's
+    defaults back (NET_RAW, SETUID, ...), whether by a JSON patch, a strategic merge patch or a
+    container renamed (a new container drops what every old one dropped)."""
+    target = test_release.target_namespace
+    name = f"caps-{_suffix()}"
+    dropped = {"capabilities": {"drop": ["ALL"]}}
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"automountServiceAccountToken": False,
+                                       "containers": [{"name": "web", "image": "nginx:1",
+                                                       "securityContext": dropped}]}}}}))
+    workload = f"Deployment '{target}/{name}'"
+    container = "/spec/template/spec/containers/0"
+
+    def json_patch(*ops: dict[str, Any]) -> Any:
+        return executor("patch", "deployment", name, "--type=json", "-p", json.dumps(ops))
+
+    _refused(json_patch({"op": "remove", "path": f"{container}/securityContext/capabilities"}),
+             workload, "capability ALL no longer dropped in container 'web'")
+    _refused(executor("patch", "deployment", name, "--type=strategic", "-p", json.dumps(
+        {"spec": {"template": {"spec": {"containers": [{"name": "web", "securityContext": {
+            "capabilities": {"drop": ["NET_RAW"]}}}]}}}})),
+             workload, "capability ALL no longer dropped in container 'web'")
+    _refused(json_patch({"op": "replace", "path": f"{container}/name", "value": "web2"},
+                        {"op": "remove", "path": f"{container}/securityContext"}),
+             workload, "capability ALL no longer dropped in container 'web2'")
+    # dropping more, a new image and a renamed container that drops as much still pass
+    for allowed in (
+        json_patch({"op": "add", "path": f"{container}/securityContext/capabilities/drop/-",
+                    "value": "NET_RAW"}),
+        executor("set", "image", f"deployment/{name}", "web=nginx:2"),
+        json_patch({"op": "replace", "path": f"{container}/name", "value": "web2"}),
+    ):
+        assert allowed.returncode == 0, allowed.stderr
+
+
 def _workload(kind: str, name: str) -> dict[str, Any]:
     pod = {"metadata": {"labels": {"app": name}},
            "spec": {"automountServiceAccountToken": False,

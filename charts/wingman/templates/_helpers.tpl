@@ -420,6 +420,14 @@ a container (the CEL expression given, e.g. "c") sets in its securityContext, ea
 where unset. Pod and container security contexts share these field names; the fields only one
 of them has are '' in the other.
 */ -}}
+{{- /*
+The capabilities a container (the CEL expression given) drops, [] when it drops none (one
+line, to sit inside a folded YAML scalar).
+*/ -}}
+{{- define "wingman.celDrops" -}}
+{{- printf "(has(%[1]s.securityContext) && has(%[1]s.securityContext.capabilities) && has(%[1]s.securityContext.capabilities.drop) ? %[1]s.securityContext.capabilities.drop : [])" . }}
+{{- end }}
+
 {{- define "wingman.celSecuritySettings" -}}
 {{- $p := printf "%s.securityContext" . -}}
 'seccomp': string(has({{ . }}.securityContext) && has({{ $p }}.seccompProfile) &&
