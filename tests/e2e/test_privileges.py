@@ -289,6 +289,35 @@ def test_a_deleted_admission_binding_is_reported_by_name(
     assert _admin(cluster, release)[0] == 0
 
 
+def test_an_admission_policy_edited_to_fail_open_or_match_nothing_is_reported(
+    cluster: LocalCluster, release: Release,
+) -> None:
+    """Present and bound with Deny is not enough: a policy that admits what it cannot evaluate,
+    or a binding narrowed to nothing, refuses nothing either."""
+    name = f"wingman-{release.namespace}-executor-workloads"
+    cluster.kubectl("patch", "validatingadmissionpolicy", name, "--type=merge",
+                    "-p", json.dumps({"spec": {"failurePolicy": "Ignore"}}))
+    cluster.kubectl("patch", "validatingadmissionpolicybinding", name, "--type=merge",
+                    "-p", json.dumps({"spec": {"matchResources": {
+                        "objectSelector": {"matchLabels": {"nothing": "has-this"}}}}}))
+    try:
+        code, out, err = _admin(cluster, release)
+        assert code == 1, out + err
+        text = " ".join(out.split())
+        assert (f"ValidatingAdmissionPolicy {name} has failurePolicy Ignore, not Fail"
+                in text), out
+        assert (f"ValidatingAdmissionPolicyBinding {name} narrows what it matches "
+                "(matchResources.objectSelector)") in text, out
+    finally:
+        cluster.kubectl("patch", "validatingadmissionpolicy", name, "--type=merge",
+                        "-p", json.dumps({"spec": {"failurePolicy": "Fail"}}))
+        cluster.kubectl("patch", "validatingadmissionpolicybinding", name, "--type=json",
+                        "-p", json.dumps([{"op": "replace",
+                                           "path": "/spec/matchResources/objectSelector",
+                                           "value": {}}]))
+    assert _admin(cluster, release)[0] == 0
+
+
 def test_a_pod_mounting_the_docker_socket_is_reported(
     cluster: LocalCluster, release: Release,
 ) -> None:

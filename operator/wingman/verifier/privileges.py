@@ -61,8 +61,10 @@ pinned gateway image or with ephemeral containers, and any pod running as ``wing
 **Admission policies.** Every ValidatingAdmissionPolicy the release's chart renders
 (``wingman-<namespace>-<name>``, :data:`~wingman.verifier.rights.ADMISSION_POLICIES`, and the
 preview's unless ``--no-preview``) must exist, with its binding of the same name binding it
-with ``validationActions`` including ``Deny``: a missing or disarmed one is a violation that
-names it (RBAC alone does not give what they refuse). Policies that cannot be read are one too.
+with ``validationActions`` including ``Deny``; each fails closed and takes no parameters, and
+its binding matches no less than the chart's (``missing_admission``): a missing or disarmed one
+is a violation that names it (RBAC alone does not give what they refuse). Policies that
+cannot be read are one too.
 
 **Executor token audiences.** Run in a pod (the ``helm test`` pod), the verifier reads the
 audiences of its own ServiceAccount token, which are the API server's (the kubelet asks for

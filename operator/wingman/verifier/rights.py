@@ -355,6 +355,12 @@ PREVIEW_ADMISSION_POLICIES: tuple[str, ...] = ("preview-pods", "preview-jobs",
                                                "preview-dry-run")
 
 
+#: The ones whose bindings select every namespace (the identities they follow act in the target
+#: namespaces too); the others are bound to the release namespace only.
+EVERYWHERE_ADMISSION_POLICIES: tuple[str, ...] = ("preview-dry-run", "executor-workloads")
+_NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+
+
 def admission_policy_names(namespace: str, *, preview: bool) -> list[str]:
     """The names of the ValidatingAdmissionPolicies (and of their bindings) that the release in
     ``namespace`` renders."""
@@ -366,11 +372,15 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
                       bindings: Sequence[Mapping[str, Any]], namespace: str, *,
                       preview: bool) -> list[str]:
     """What is missing of the release's admission policies: each policy the chart renders
-    must exist, and so must its binding (same name), binding that policy with
-    ``validationActions`` including ``Deny``. Without them the guarantees they give (who may
-    decide, what a gateway pod may do, what an approved command may change...) are silently
-    gone: RBAC alone does not give them."""
-    have = {str((p.get("metadata") or {}).get("name") or "") for p in policies}
+    must exist, fail closed (``failurePolicy`` Fail) and take no parameters, and so must its
+    binding (same name), binding that policy with ``validationActions`` including ``Deny``, no
+    ``paramRef`` and matching no less than the chart's (no object selector or resource rules;
+    the release namespace's selector, or none for the policies that hold everywhere). Without
+    them the guarantees they give (who may decide, what a gateway pod may do, what an approved
+    command may change...) are silently gone: RBAC alone does not give them."""
+    specs = {str((p.get("metadata") or {}).get("name") or ""): p.get("spec") or {}
+             for p in policies}
+    have = set(specs)
     bound = {str((b.get("metadata") or {}).get("name") or ""): b.get("spec") or {}
              for b in bindings}
     restore = ("; restore it with `helm upgrade` of the release (same values), and find out "
@@ -384,6 +394,16 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
         if name not in have:
             problems.append(f"ValidatingAdmissionPolicy {name} of the release is missing: "
                             f"what it refuses is no longer refused{restore}{hint}")
+        else:
+            failure = specs[name].get("failurePolicy") or "Fail"
+            if failure != "Fail":
+                problems.append(f"ValidatingAdmissionPolicy {name} has failurePolicy "
+                                f"{failure}, not Fail: an expression that cannot be evaluated "
+                                f"admits the request{restore}")
+            if specs[name].get("paramKind"):
+                problems.append(f"ValidatingAdmissionPolicy {name} has a paramKind, which the "
+                                "chart's has not: a binding whose parameters are missing may "
+                                f"skip it{restore}")
         spec = bound.get(name)
         if spec is None:
             problems.append(f"ValidatingAdmissionPolicyBinding {name} of the release is "
@@ -398,7 +418,29 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
             problems.append(f"ValidatingAdmissionPolicyBinding {name} has validationActions "
                             f"{actions}, without Deny: policy {name} refuses nothing"
                             f"{restore}")
+        if spec.get("paramRef"):
+            problems.append(f"ValidatingAdmissionPolicyBinding {name} has a paramRef, which "
+                            f"the chart's has not: policy {name} may be skipped for want of "
+                            f"parameters{restore}")
+        narrowed = _narrowed(spec.get("matchResources") or {}, namespace,
+                             everywhere=name.endswith(EVERYWHERE_ADMISSION_POLICIES))
+        if narrowed:
+            problems.append(f"ValidatingAdmissionPolicyBinding {name} narrows what it matches "
+                            f"(matchResources.{', matchResources.'.join(narrowed)}): policy "
+                            f"{name} does not hold where the chart has it hold{restore}")
     return problems
+
+
+def _narrowed(match: Mapping[str, Any], namespace: str, *, everywhere: bool) -> list[str]:
+    """The fields of a binding's ``matchResources`` that match less than the chart's binding
+    (as read back, with the API server's defaults: empty selectors, ``matchPolicy``)."""
+    out = [key for key in ("objectSelector", "resourceRules", "excludeResourceRules")
+           if match.get(key)]
+    selector = match.get("namespaceSelector") or {}
+    release = {"matchLabels": {_NAMESPACE_LABEL: namespace}}
+    if selector and (everywhere or {k: v for k, v in selector.items() if v} != release):
+        out.insert(0, "namespaceSelector")
+    return out
 
 
 def holders_by_design(place: Place, right: Right) -> list[str]:
@@ -729,6 +771,7 @@ __all__ = [
     "DESIGN",
     "DOCKER_SOCKETS",
     "DRY_RUN_ONLY",
+    "EVERYWHERE_ADMISSION_POLICIES",
     "EXECUTOR_SA",
     "GATEWAY_SA",
     "INSTANCE_LABEL",

@@ -638,3 +638,57 @@ def test_the_release_admission_policies_must_all_be_there_and_deny() -> None:
     assert missing.startswith(f"ValidatingAdmissionPolicy {name} of the release is missing")
     # another release's policies say nothing about this one's
     assert len(missing_admission(policies, bindings, "elsewhere", preview=False)) == 24
+
+
+def test_a_release_admission_policy_that_fails_open_or_matches_less_is_disarmed() -> None:
+    objs = render("test", {"policy.preview.enabled": False}, namespace=NS)
+    policies = find(objs, "ValidatingAdmissionPolicy")
+    bindings = find(objs, "ValidatingAdmissionPolicyBinding")
+    name = f"wingman-{NS}-executor-workloads"
+    grants = f"wingman-{NS}-executiongrants"
+
+    def policy(target: str, **spec: Any) -> list[dict[str, Any]]:
+        return [{**p, "spec": {**p["spec"], **spec}} if p["metadata"]["name"] == target else p
+                for p in policies]
+
+    def binding(target: str, **spec: Any) -> list[dict[str, Any]]:
+        return [{**b, "spec": {**b["spec"], **spec}} if b["metadata"]["name"] == target else b
+                for b in bindings]
+
+    # as the API server returns them (defaults filled in), the release's own pass
+    read_back = [{**b, "spec": {**b["spec"], "matchResources": {
+        "matchPolicy": "Equivalent", "objectSelector": {}, "namespaceSelector": {},
+        **b["spec"].get("matchResources", {})}}} for b in bindings]
+    assert missing_admission(policies, read_back, NS, preview=False) == []
+
+    (ignore,) = missing_admission(policy(name, failurePolicy="Ignore"), bindings, NS,
+                                  preview=False)
+    assert ignore.startswith(f"ValidatingAdmissionPolicy {name} has failurePolicy Ignore, "
+                             "not Fail: an expression that cannot be evaluated admits")
+    params = policy(name, paramKind={"apiVersion": "v1", "kind": "ConfigMap"})
+    (param_kind,) = missing_admission(params, bindings, NS, preview=False)
+    assert param_kind.startswith(f"ValidatingAdmissionPolicy {name} has a paramKind")
+    (param_ref,) = missing_admission(policies, binding(name, paramRef={
+        "name": "none", "parameterNotFoundAction": "Allow"}), NS, preview=False)
+    assert param_ref.startswith(f"ValidatingAdmissionPolicyBinding {name} has a paramRef")
+    narrowed = {
+        "objectSelector": {"matchLabels": {"nobody": "has-this"}},
+        "excludeResourceRules": [{"apiGroups": ["*"], "apiVersions": ["*"],
+                                  "operations": ["*"], "resources": ["*"]}],
+        "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["*"],
+                           "resources": ["configmaps"]}],
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "elsewhere"}},
+    }
+    for key, value in narrowed.items():
+        for target in (name, grants):
+            (problem,) = missing_admission(policies, binding(target, matchResources={
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}}
+                if target == grants and key != "namespaceSelector" else {},
+                key: value}), NS, preview=False)
+            assert problem.startswith(f"ValidatingAdmissionPolicyBinding {target} narrows "
+                                      f"what it matches (matchResources.{key})"), problem
+    # the executor's workloads are guarded in every namespace, not only the release's
+    (only_here,) = missing_admission(policies, binding(name, matchResources={
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}}}), NS,
+        preview=False)
+    assert only_here.startswith(f"ValidatingAdmissionPolicyBinding {name} narrows")
