@@ -119,6 +119,9 @@ class TokenFile:
     empty, while being replaced leaves the last token in use: the API server, not this
     client, judges whether it is still valid."""
 
+    #: far more than any ServiceAccount token (a JWT of a few KiB)
+    MAX_BYTES = 64 * 1024
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
@@ -130,14 +133,20 @@ class TokenFile:
         return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
     def read(self) -> str:
-        """The token in the file now (stripped); ClusterError when it cannot be read."""
+        """The token in the file now (stripped); ClusterError when it cannot be read, or holds
+        more than ``MAX_BYTES`` (read no further: a wrong path, a device that never ends)."""
         try:
             with self.path.open("rb") as f:
                 stamp = self._stamp(os.fstat(f.fileno()))
-                token = f.read().decode("utf-8", "replace").strip()
+                raw = f.read(self.MAX_BYTES + 1)
         except OSError as exc:
             raise ClusterError(f"cannot read the ServiceAccount token at {self.path}: "
                                f"{exc.strerror}", reason="NoCredentials") from None
+        if len(raw) > self.MAX_BYTES:
+            raise ClusterError(f"the ServiceAccount token file {self.path} is larger than "
+                               f"{self.MAX_BYTES // 1024} KiB: not a ServiceAccount token; "
+                               "mount the projected token there", reason="NoCredentials")
+        token = raw.decode("utf-8", "replace").strip()
         with self._lock:
             if token:
                 self._seen, self._token = stamp, token

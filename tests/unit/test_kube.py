@@ -87,6 +87,23 @@ def test_a_service_account_client_sends_the_token_the_kubelet_last_wrote(
     kube.close()
 
 
+def test_a_token_file_larger_than_any_token_is_not_read_whole(tmp_path: Path) -> None:
+    """A ServiceAccount token is a few KiB: a file far larger (a wrong path, a device that
+    never ends) is refused at start and, once running, leaves the last token in use, read no
+    further than the limit."""
+    _project(tmp_path, 1, "x" * (1 << 20))
+    with pytest.raises(ClusterError, match=r"larger than 64 KiB: not a ServiceAccount token"):
+        Kube.from_service_account("https://127.0.0.1:6443", tmp_path)
+    _project(tmp_path, 2, "second-token")
+    kube = Kube.from_service_account("https://127.0.0.1:6443", tmp_path)
+    _project(tmp_path, 3, "y" * (1 << 20))
+    assert _sent(kube) == "Bearer second-token"
+    os.unlink(tmp_path / "token")
+    (tmp_path / "token").symlink_to("/dev/zero")
+    assert _sent(kube) == "Bearer second-token"
+    kube.close()
+
+
 def test_a_service_account_directory_without_a_token_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="cannot read the ServiceAccount token"):
         Kube.from_service_account("https://127.0.0.1:6443", tmp_path)

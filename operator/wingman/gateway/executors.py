@@ -46,6 +46,7 @@ import yaml
 from wingman import scope
 from wingman.errors import ExecutionFailed, ScopeViolation
 from wingman.gateway.redaction import bound_output, output_sha256
+from wingman.kube import TokenFile
 from wingman.settings import GatewaySettings
 
 __all__ = [
@@ -115,13 +116,18 @@ class Credentials:
     secret_files: tuple[Path, ...] = ()
 
     def all_secrets(self) -> tuple[str, ...]:
-        """``secrets`` and what ``secret_files`` hold now (a file that cannot be read adds
-        nothing)."""
+        """``secrets`` and what ``secret_files`` hold now (a file that cannot be read, or that
+        holds more than any token, ``TokenFile.MAX_BYTES``, adds nothing: it is read no
+        further)."""
         found: list[str] = []
         for path in self.secret_files:
             try:
-                value = path.read_text().strip()
+                with path.open("rb") as f:
+                    raw = f.read(TokenFile.MAX_BYTES + 1)
+                value = raw.decode("utf-8").strip()
             except (OSError, UnicodeDecodeError):
+                continue
+            if len(raw) > TokenFile.MAX_BYTES:
                 continue
             if value and value not in self.secrets:
                 found.append(value)

@@ -245,6 +245,17 @@ def test_a_service_account_token_replaced_during_the_command_is_redacted_too(
     assert "sa-token-renewed-789" not in repr(creds)
 
 
+def test_a_secret_file_larger_than_any_token_is_read_no_further(
+    creds: Credentials, tmp_path: Path
+) -> None:
+    """A token file that is no token (a wrong path, a device that never ends) adds nothing to
+    what is redacted, and holds the gateway up no longer than reading 64 KiB."""
+    large = tmp_path / "large"
+    large.write_text("z" * (1 << 20))
+    creds = dataclasses.replace(creds, secret_files=(large, Path("/dev/zero")))
+    assert creds.all_secrets() == creds.secrets
+
+
 def test_output_is_captured_together_bounded_and_drained(
     fake_kubectl: Path, creds: Credentials
 ) -> None:
