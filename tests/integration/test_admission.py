@@ -1163,6 +1163,36 @@ def test_an_approved_command_gives_back_no_capability_a_container_dropped(
         assert allowed.returncode == 0, allowed.stderr
 
 
+def test_an_approved_command_leaves_a_sandbox_and_process_isolation_as_they_are(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """A RuntimeClass (a gVisor or Kata sandbox) is isolation as much as a seccomp profile, and
+    a shared process namespace lets a container read another's environment and files."""
+    target = test_release.target_namespace
+    name = f"sandboxed-{_suffix()}"
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"automountServiceAccountToken": False,
+                                       "runtimeClassName": "gvisor",
+                                       "containers": [{"name": "web", "image": "nginx:1"}]}}}}))
+    workload = f"Deployment '{target}/{name}'"
+
+    def json_patch(*ops: dict[str, Any]) -> Any:
+        return executor("patch", "deployment", name, "--type=json", "-p", json.dumps(ops))
+
+    _refused(json_patch({"op": "remove", "path": "/spec/template/spec/runtimeClassName"}),
+             workload, "runtimeClassName unset (was 'gvisor')")
+    _refused(json_patch({"op": "replace", "path": "/spec/template/spec/runtimeClassName",
+                         "value": "runc"}), workload, "runtimeClassName 'runc' (was 'gvisor')")
+    _refused(json_patch({"op": "add", "path": "/spec/template/spec/shareProcessNamespace",
+                         "value": True}), workload, "shareProcessNamespace")
+    for allowed in (executor("set", "image", f"deployment/{name}", "web=nginx:2"),
+                    executor("rollout", "restart", f"deployment/{name}")):
+        assert allowed.returncode == 0, allowed.stderr
+
+
 def _workload(kind: str, name: str) -> dict[str, Any]:
     pod = {"metadata": {"labels": {"app": name}},
            "spec": {"automountServiceAccountToken": False,
