@@ -1193,6 +1193,46 @@ def test_an_approved_command_leaves_a_sandbox_and_process_isolation_as_they_are(
         assert allowed.returncode == 0, allowed.stderr
 
 
+def test_an_approved_command_changes_no_pod_label_or_annotation_but_the_restart(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """A pod's labels and annotations choose what reaches it and what it reaches (Services and
+    NetworkPolicies select pods by label, a deny-all policy included) and what mutating webhooks
+    inject (the Vault agent's secrets by annotation, a cloud's workload identity by label):
+    only the annotation of ``kubectl rollout restart`` may change."""
+    target = test_release.target_namespace
+    name = f"labelled-{_suffix()}"
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name, "isolated": "true"},
+                                           "annotations": {"team": "web"}},
+                              "spec": {"automountServiceAccountToken": False,
+                                       "containers": [{"name": "web", "image": "nginx:1"}]}}}}))
+    workload = f"Deployment '{target}/{name}'"
+    meta = "/spec/template/metadata"
+
+    def json_patch(*ops: dict[str, Any]) -> Any:
+        return executor("patch", "deployment", name, "--type=json", "-p", json.dumps(ops))
+
+    _refused(json_patch({"op": "add", "path": f"{meta}/annotations/vault.hashicorp.com~1role",
+                         "value": "db-admin"}),
+             workload, "pod annotation vault.hashicorp.com/role=db-admin (was unset)")
+    _refused(json_patch({"op": "add", "path": f"{meta}/labels/azure.workload.identity~1use",
+                         "value": "true"}),
+             workload, "pod label azure.workload.identity/use=true (was unset)")
+    _refused(json_patch({"op": "remove", "path": f"{meta}/labels/isolated"}),
+             workload, "pod label isolated removed (was true)")
+    _refused(json_patch({"op": "replace", "path": f"{meta}/annotations/team", "value": "db"}),
+             workload, "pod annotation team=db (was web)")
+    for allowed in (executor("rollout", "restart", f"deployment/{name}"),
+                    executor("set", "image", f"deployment/{name}", "web=nginx:2")):
+        assert allowed.returncode == 0, allowed.stderr
+    time.sleep(1)  # kubectl triggers one restart a second
+    again = executor("rollout", "restart", f"deployment/{name}")
+    assert again.returncode == 0, again.stderr
+
+
 def _workload(kind: str, name: str) -> dict[str, Any]:
     pod = {"metadata": {"labels": {"app": name}},
            "spec": {"automountServiceAccountToken": False,
