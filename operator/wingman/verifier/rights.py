@@ -372,7 +372,8 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
                       bindings: Sequence[Mapping[str, Any]], namespace: str, *,
                       preview: bool) -> list[str]:
     """What is missing of the release's admission policies: each policy the chart renders
-    must exist, fail closed (``failurePolicy`` Fail) and take no parameters, and so must its
+    must exist, fail closed (``failurePolicy`` Fail), take no parameters and match no less
+    (no selector or exclusion in ``matchConstraints``), and so must its
     binding (same name), binding that policy with ``validationActions`` including ``Deny``, no
     ``paramRef`` and matching no less than the chart's (no object selector or resource rules;
     the release namespace's selector, or none for the policies that hold everywhere). Without
@@ -400,6 +401,13 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
                 problems.append(f"ValidatingAdmissionPolicy {name} has failurePolicy "
                                 f"{failure}, not Fail: an expression that cannot be evaluated "
                                 f"admits the request{restore}")
+            constraints = specs[name].get("matchConstraints") or {}
+            narrows = [k for k in ("namespaceSelector", "objectSelector",
+                                   "excludeResourceRules") if constraints.get(k)]
+            if narrows:
+                problems.append(f"ValidatingAdmissionPolicy {name} narrows what it matches "
+                                f"(matchConstraints.{', matchConstraints.'.join(narrows)}), "
+                                f"which the chart's does not{restore}")
             if specs[name].get("paramKind"):
                 problems.append(f"ValidatingAdmissionPolicy {name} has a paramKind, which the "
                                 "chart's has not: a binding whose parameters are missing may "

@@ -665,6 +665,13 @@ def test_a_release_admission_policy_that_fails_open_or_matches_less_is_disarmed(
                                   preview=False)
     assert ignore.startswith(f"ValidatingAdmissionPolicy {name} has failurePolicy Ignore, "
                              "not Fail: an expression that cannot be evaluated admits")
+    (excluded,) = missing_admission(policy(name, matchConstraints={
+        **policies[0]["spec"]["matchConstraints"], "objectSelector": {},
+        "excludeResourceRules": [{"apiGroups": ["apps"], "apiVersions": ["*"],
+                                  "operations": ["*"], "resources": ["deployments"]}]}),
+        bindings, NS, preview=False)
+    assert excluded.startswith(f"ValidatingAdmissionPolicy {name} narrows what it matches "
+                               "(matchConstraints.excludeResourceRules)")
     params = policy(name, paramKind={"apiVersion": "v1", "kind": "ConfigMap"})
     (param_kind,) = missing_admission(params, bindings, NS, preview=False)
     assert param_kind.startswith(f"ValidatingAdmissionPolicy {name} has a paramKind")
