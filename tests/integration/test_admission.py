@@ -1233,6 +1233,55 @@ def test_an_approved_command_changes_no_pod_label_or_annotation_but_the_restart(
     assert again.returncode == 0, again.stderr
 
 
+def test_a_custom_workload_with_a_pod_template_is_held_to_the_same_rules(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """A custom resource whose ``spec.template`` is a pod template (an Argo Rollout, say) has
+    its controller run pods from it: a target's Role that lets the executor patch it must not
+    let it run them as another ServiceAccount or privileged either."""
+    ns, target = test_release.namespace, test_release.target_namespace
+    group = f"x{_suffix()}.example.com"
+    cluster.kubectl("create", "-f", "-", input=dump({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"rollouts.{group}"},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"plural": "rollouts", "singular": "rollout", "kind": "Rollout"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                     "openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                         "type": "object",
+                         "x-kubernetes-preserve-unknown-fields": True}}}}}]}}))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/rollouts.{group}",
+                    "--timeout=30s")
+    name = f"rollout-{_suffix()}"
+    cluster.kubectl("create", "role", name, "-n", target, "--verb=get,patch,update",
+                    f"--resource=rollouts.{group}")
+    cluster.kubectl("create", "rolebinding", name, "-n", target, f"--role={name}",
+                    f"--serviceaccount={ns}:wingman-executor")
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": f"{group}/v1", "kind": "Rollout", "metadata": {"name": name},
+        "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": name}}, "spec": {
+            "containers": [{"name": "main", "image": "busybox:1"}]}}}}))
+    resource = f"rollouts.{group}/{name}"
+    deadline = time.monotonic() + 10
+    while executor("get", resource).returncode != 0:
+        assert time.monotonic() < deadline, "the executor was not granted patch on rollouts"
+        time.sleep(0.2)
+
+    def patch(spec: dict[str, Any]) -> Any:
+        return executor("patch", resource, "--type=merge", "-p",
+                        json.dumps({"spec": {"template": {"spec": spec}}}))
+
+    switched = patch({"serviceAccountName": "admin"})
+    assert switched.returncode != 0
+    assert (f"ServiceAccount the pods of Rollout '{target}/{name}' run as, from 'default' to "
+            "'admin'") in " ".join(switched.stderr.split()), switched.stderr
+    _refused(patch({"hostNetwork": True}), f"Rollout '{target}/{name}'", "hostNetwork")
+    for allowed in (executor("patch", resource, "--type=merge", "-p",
+                             json.dumps({"spec": {"replicas": 3}})),
+                    patch({"containers": [{"name": "main", "image": "busybox:2"}]})):
+        assert allowed.returncode == 0, allowed.stderr
+
+
 def _workload(kind: str, name: str) -> dict[str, Any]:
     pod = {"metadata": {"labels": {"app": name}},
            "spec": {"automountServiceAccountToken": False,
