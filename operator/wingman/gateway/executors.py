@@ -46,7 +46,6 @@ import yaml
 from wingman import scope
 from wingman.errors import ExecutionFailed, ScopeViolation
 from wingman.gateway.redaction import bound_output, output_sha256
-from wingman.kube import TokenFile
 from wingman.settings import GatewaySettings
 
 __all__ = [
@@ -78,6 +77,11 @@ _CONTAINER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
 # ---------------------------------------------------------------------------------------------
 # Results
+
+
+#: Far more than any ServiceAccount token (a JWT of a few KiB); as ``wingman.kube.TokenFile``
+#: (not imported: this module stays free of the Kubernetes client).
+MAX_TOKEN_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,17 +121,17 @@ class Credentials:
 
     def all_secrets(self) -> tuple[str, ...]:
         """``secrets`` and what ``secret_files`` hold now (a file that cannot be read, or that
-        holds more than any token, ``TokenFile.MAX_BYTES``, adds nothing: it is read no
+        holds more than any token, ``MAX_TOKEN_BYTES``, adds nothing: it is read no
         further)."""
         found: list[str] = []
         for path in self.secret_files:
             try:
                 with path.open("rb") as f:
-                    raw = f.read(TokenFile.MAX_BYTES + 1)
+                    raw = f.read(MAX_TOKEN_BYTES + 1)
                 value = raw.decode("utf-8").strip()
             except (OSError, UnicodeDecodeError):
                 continue
-            if len(raw) > TokenFile.MAX_BYTES:
+            if len(raw) > MAX_TOKEN_BYTES:
                 continue
             if value and value not in self.secrets:
                 found.append(value)
