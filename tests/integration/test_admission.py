@@ -660,6 +660,56 @@ def test_nobody_creates_a_lasting_service_account_token_in_the_release_namespace
     cluster.kubectl("delete", "secret", "plain", "-n", ns)
 
 
+def test_only_the_operator_makes_a_secret_named_like_a_grants_token_secret(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    """A gateway pod binds the executor's tokens to ``<its Job>-token-<16 hex digits>``: a
+    Secret of that name made by anyone else who holds the pod's token would keep such tokens
+    valid after the operator ends the grant."""
+    ns = test_release.namespace
+    role = f"secret-writer-{_suffix()}"
+    cluster.kubectl("create", "role", role, "-n", ns, "--verb=create,get,update,patch,delete",
+                    "--resource=secrets")
+    cluster.kubectl("create", "rolebinding", role, "-n", ns, f"--role={role}",
+                    f"--user={OUTSIDER}")
+
+    def secret(name: str) -> str:
+        return dump({"apiVersion": "v1", "kind": "Secret", "type": names.SECRET_TYPE,
+                     "metadata": {"name": name}, "stringData": {"token": "x"}})
+
+    shaped = "x-token-0123456789abcdef"
+    refused = cluster.kubectl("create", "-n", ns, "-f", "-", input=secret(shaped),
+                              check=False, **_as("test", OUTSIDER))
+    assert refused.returncode != 0, "another user created a token-shaped Secret"
+    assert (f"only the Wingman operator (system:serviceaccount:{ns}:wingman-operator) may "
+            f"create Secret '{shaped}' in namespace {ns}, not '{OUTSIDER}'") in refused.stderr, \
+        refused.stderr
+    assert "reserved for the token Secrets of ExecutionGrants" in refused.stderr
+    other = cluster.kubectl("create", "-n", ns, "-f", "-", input=secret("x-token-other"),
+                            check=False, **_as("test", OUTSIDER))
+    assert other.returncode == 0, other.stderr
+    # the operator creates it, labels it, and it and an admin delete it
+    made = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                         input=secret(shaped))
+    assert made.returncode == 0, made.stderr
+    labelled = kubectl_as_sa(cluster, ns, "wingman-operator", "label", "secret", shaped, "-n",
+                             ns, "note=seen")
+    assert labelled.returncode == 0, labelled.stderr
+    # nobody else changes it (its data, its finalizers), not even an admin
+    for who in (_as("test", OUTSIDER), {}):
+        changed = cluster.kubectl("patch", "secret", shaped, "-n", ns, "--type=merge", "-p",
+                                  json.dumps({"metadata": {"finalizers": ["example.com/keep"]}}),
+                                  check=False, **who)
+        assert changed.returncode != 0, f"{who or 'admin'} changed the token-shaped Secret"
+        assert f"may change Secret '{shaped}'" in changed.stderr, changed.stderr
+    gone = kubectl_as_sa(cluster, ns, "wingman-operator", "delete", "secret", shaped, "-n", ns)
+    assert gone.returncode == 0, gone.stderr
+    assert kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                         input=secret(shaped)).returncode == 0
+    assert cluster.kubectl("delete", "secret", shaped, "-n", ns, check=False).returncode == 0
+    cluster.kubectl("delete", "secret", "x-token-other", "-n", ns)
+
+
 def test_docker_socket_is_the_only_hostpath_when_docker_is_enabled(
     cluster: LocalCluster, crds: Path,
 ) -> None:

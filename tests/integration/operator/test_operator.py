@@ -26,6 +26,7 @@ from support.chart import (
     approval_request,
     approver_groups,
     installed,
+    kubectl_as_sa,
     worker_groups,
 )
 from support.operator import OperatorProcess, get, phase_of, wait_for
@@ -721,10 +722,19 @@ def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:
 
 
 def _plant(env: Env, name: str) -> dict[str, Any]:
-    """A Secret someone else made (no owner), shaped like a token Secret."""
-    env.cluster.kubectl("create", "-n", env.ns, "-f", "-", input=json.dumps({
+    """A Secret no grant owns, shaped like a token Secret. A name ending in
+    ``-token-<16 hex digits>`` only the operator's own ServiceAccount may create (admission,
+    the ``...-service-account-tokens`` policy): planted as it, as a replica racing another
+    would."""
+    body = json.dumps({
         "apiVersion": "v1", "kind": "Secret", "type": names.SECRET_TYPE,
-        "metadata": {"name": name}, "stringData": {"token": "planted.not.signed"}}))
+        "metadata": {"name": name}, "stringData": {"token": "planted.not.signed"}})
+    if re.fullmatch(r".+-token-[0-9a-f]{16}", name):
+        made = kubectl_as_sa(env.cluster, env.ns, "wingman-operator", "create", "-n", env.ns,
+                             "-f", "-", input=body)
+        assert made.returncode == 0, made.stderr
+    else:
+        env.cluster.kubectl("create", "-n", env.ns, "-f", "-", input=body)
     planted = get(env.cluster, "secret", env.ns, name)
     assert planted is not None
     return planted
