@@ -815,6 +815,14 @@ def test_a_gateway_pod_writes_only_its_own_grants_status_and_only_burn_markers(
     assert squatter.returncode != 0 and "only burn markers" in squatter.stderr
 
 
+def _operator_secret(cluster: LocalCluster, ns: str, name: str) -> None:
+    """An empty Secret ``name`` made by the operator (only it may make one named like a
+    grant's token Secret, ``<job>-token-<16 hex digits>``)."""
+    made = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "secret", "generic", name,
+                         "-n", ns)
+    assert made.returncode == 0, made.stderr
+
+
 def _audiences(token: str) -> list[str]:
     """The ``aud`` claim of a ServiceAccount token (a JWT; read, not verified)."""
     payload = token.split(".")[1]
@@ -832,7 +840,7 @@ def test_a_gateway_pod_gets_only_short_lived_executor_tokens_and_no_pod_runs_as_
     pod_name, gateway = _gateway_pod_token(cluster, ns, job)
     # the grant's token Secret, as the operator names it (after the Job)
     own = names.token_secret_name(job, uuid.uuid4().hex[:16])
-    cluster.kubectl("create", "secret", "generic", own, "-n", ns)
+    _operator_secret(cluster, ns, own)
 
     def request(account: str, duration: str = "10m", *, token: str = gateway,
                 bound: tuple[str, str] | None = ("Secret", own),
@@ -872,7 +880,7 @@ def test_a_gateway_pod_gets_only_short_lived_executor_tokens_and_no_pod_runs_as_
               f"'v1/Pod' '{pod_name}'": ("Pod", pod_name)}
     for bound in others.values():
         if bound is not None and bound[0] == "Secret":  # they exist: only admission refuses
-            cluster.kubectl("create", "secret", "generic", bound[1], "-n", ns)
+            _operator_secret(cluster, ns, bound[1])
     for shown, bound in others.items():
         stray = request("wingman-executor", bound=bound)
         assert stray.returncode != 0, shown
@@ -926,7 +934,7 @@ def _executor_token(cluster: LocalCluster, ns: str) -> str:
     job = names.job_name(f"exe-{_suffix()}")
     _, gateway = _gateway_pod_token(cluster, ns, job)
     secret = names.token_secret_name(job, uuid.uuid4().hex[:16])
-    cluster.kubectl("create", "secret", "generic", secret, "-n", ns)
+    _operator_secret(cluster, ns, secret)
     issued = _as_token(cluster, gateway, "create", "token", "wingman-executor", "-n", ns,
                        "--duration=10m", "--bound-object-kind=Secret",
                        f"--bound-object-name={secret}")
