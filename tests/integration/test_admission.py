@@ -551,6 +551,53 @@ def test_operator_gateway_job_runs_and_its_pod_is_locked(
     assert by_operator.returncode == 0, by_operator.stderr
 
 
+def test_the_operator_still_changes_a_gateway_job_an_earlier_release_made(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    """Jobs made before the token rules (automounted token, no projection of their own) stay
+    the operator's to patch (deadline, suspend, annotations) after an upgrade; the rules keep
+    what their pods hold as it was, and refuse a new Job of that shape."""
+    ns = test_release.namespace
+    old = job_manifest("old-release-gw", automountServiceAccountToken=True)
+    old["spec"]["suspend"] = True
+    refused = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                            input=dump(old))
+    assert refused.returncode != 0 and "automountServiceAccountToken to false" in \
+        refused.stderr, refused.stderr
+    # made as the earlier release did, before its policies had the rule
+    binding = f"wingman-{ns}-gateway-jobs"
+    saved = json.loads(cluster.kubectl("get", "validatingadmissionpolicybinding", binding,
+                                       "-o", "json").stdout)
+    cluster.kubectl("delete", "validatingadmissionpolicybinding", binding)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            made = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                                 input=dump(old))
+            if made.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert made.returncode == 0, made.stderr
+    finally:
+        meta = saved["metadata"]
+        for k in ("resourceVersion", "uid", "creationTimestamp", "generation",
+                  "managedFields"):
+            meta.pop(k, None)
+        cluster.kubectl("create", "-f", "-", input=json.dumps(saved))
+    deadline = time.monotonic() + 30
+    while kubectl_as_sa(cluster, ns, "wingman-operator", "create", "--dry-run=server", "-n", ns,
+                        "-f", "-", input=dump({**old, "metadata": {"name": "probe-old"}})
+                        ).returncode == 0:
+        assert time.monotonic() < deadline, "the gateway-jobs policy is not enforced again"
+        time.sleep(0.5)
+    for patch in ({"metadata": {"annotations": {"wingman.dev/note": "seen"}}},
+                  {"spec": {"activeDeadlineSeconds": 900}},
+                  {"spec": {"suspend": False}}):
+        changed = kubectl_as_sa(cluster, ns, "wingman-operator", "patch", "job/old-release-gw",
+                                "-n", ns, "--type=merge", "-p", json.dumps(patch))
+        assert changed.returncode == 0, f"{patch}: {changed.stderr}"
+
+
 POD_SPEC_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "privileged": ({"container": {"securityContext": {"privileged": True}}},
                    "must not be privileged"),
@@ -591,6 +638,22 @@ POD_SPEC_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
         {"name": "x", "mountPath": "/etc/wingman/../../usr/lib"}]},
                      "volumes": [{"name": "x", "configMap": {"name": "evil"}}]},
                     "as a clean absolute path"),
+    # the pod's own token: no automounted one, none for another audience or living longer
+    "automountedToken": ({"automountServiceAccountToken": True},
+                         "set automountServiceAccountToken to false (it is true)"),
+    "automountUnset": ({"automountServiceAccountToken": None},
+                       "set automountServiceAccountToken to false (it is unset)"),
+    "tokenAudience": ({"volumes": [{"name": "sa", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "audience": "vault",
+                                 "expirationSeconds": 600}}]}}]},
+                      "found: volume 'sa' (audience 'vault', expirationSeconds 600)"),
+    "tokenLong": ({"volumes": [{"name": "sa", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 601}}]}}]},
+                  "found: volume 'sa' (audience '', expirationSeconds 601)"),
+    # unset: the API server's default, an hour
+    "tokenDefaultLife": ({"volumes": [{"name": "sa", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token"}}]}}]},
+                         "found: volume 'sa' (audience '', expirationSeconds 3600)"),
 }
 
 
@@ -601,6 +664,9 @@ def test_gateway_pod_spec_rules_bind_the_operator_too(
     ns = test_release.namespace
     spec, message = POD_SPEC_VIOLATIONS[violation]
     job = job_manifest(f"bad-{violation.lower()}", **spec)
+    pod = job["spec"]["template"]["spec"]
+    for key in [k for k, v in pod.items() if v is None]:
+        del pod[key]
     result = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
                            input=dump(job))
     assert result.returncode != 0, f"{violation} was admitted"

@@ -368,7 +368,7 @@ def pod_manifest(
     container.update(spec.pop("container", {}))
     body: dict[str, Any] = {
         "serviceAccountName": service_account,
-        "automountServiceAccountToken": True,
+        "automountServiceAccountToken": False,
         "restartPolicy": "Never",
         "containers": [container],
     }

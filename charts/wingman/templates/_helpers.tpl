@@ -191,8 +191,22 @@ component itself.
 {{- end }}
 
 {{/*
+A pod spec's ServiceAccount token settings, as a CEL list of strings (the argument: the CEL
+expression of the PodSpec): automountServiceAccountToken, then each serviceAccountToken
+projection as '<volume>/<audience>/<expirationSeconds>'.
+*/}}
+{{- define "wingman.celTokenSettings" -}}
+[has({{ . }}.automountServiceAccountToken) ? string({{ . }}.automountServiceAccountToken)
+: 'unset'] + (has({{ . }}.volumes) ? {{ . }}.volumes.filter(v, has(v.projected) &&
+has(v.projected.sources)).map(v, v.projected.sources.filter(s, has(s.serviceAccountToken))
+.map(s, v.name + '/' + (has(s.serviceAccountToken.audience) ? s.serviceAccountToken.audience
+: '') + '/' + (has(s.serviceAccountToken.expirationSeconds)
+? string(s.serviceAccountToken.expirationSeconds) : '')).join(',')).filter(x, x != '') : [])
+{{- end }}
+
+{{/*
 CEL variables for the gateway pod-spec rules; the including policy defines `variables.spec`
-(the PodSpec) first.
+(the PodSpec) and `variables.oldSpec` (the old object's, read on UPDATE only) first.
 */}}
 {{- define "wingman.podSpecVariables" -}}
 - name: image
@@ -216,6 +230,26 @@ CEL variables for the gateway pod-spec rules; the including policy defines `vari
     '/boot', '/proc', '/sys', '/dev'].exists(r, m.mountPath == r || m.mountPath == r + '/' ||
     m.mountPath.startsWith(r + '/'))))).map(m, m.mountPath).join(", ") : "")
     .filter(s, s != "")
+# The pod's own ServiceAccount token: each serviceAccountToken projection that names an
+# audience or lives longer than 600 s (manifests.SERVICE_ACCOUNT_TOKEN_SECONDS; unset is the
+# API server's default, 3600 s).
+- name: longTokens
+  expression: >-
+    has(variables.spec.volumes) ? variables.spec.volumes.filter(v, has(v.projected) &&
+    has(v.projected.sources)).map(v, v.projected.sources.filter(s, has(s.serviceAccountToken) &&
+    ((has(s.serviceAccountToken.audience) && s.serviceAccountToken.audience != '') ||
+    !has(s.serviceAccountToken.expirationSeconds) ||
+    s.serviceAccountToken.expirationSeconds > 600)).map(s, "volume '" + v.name +
+    "' (audience '" + (has(s.serviceAccountToken.audience) ? s.serviceAccountToken.audience
+    : '') + "', expirationSeconds " + (has(s.serviceAccountToken.expirationSeconds)
+    ? string(s.serviceAccountToken.expirationSeconds) : 'unset') + ")").join(", "))
+    .filter(x, x != "") : []
+- name: tokenSettings
+  expression: >-
+    {{- include "wingman.celTokenSettings" "variables.spec" | nindent 4 }}
+- name: oldTokenSettings
+  expression: >-
+    {{- include "wingman.celTokenSettings" "variables.oldSpec" | nindent 4 }}
 {{- end }}
 
 {{/*
@@ -273,6 +307,28 @@ subcommand the pod may run.
     gateway.docker.enabled is false)
   reason: Forbidden
 {{- end }}
+# Only its own short-lived token: no automounted one (3607 s, which the API server extends to
+# a year) and no projection for another audience or of a longer life. Objects made before
+# this rule (an earlier release's Jobs and their pods) may still be updated as long as these
+# settings stay as they were (they are immutable in pods and Jobs anyway).
+- expression: >-
+    (request.operation == 'UPDATE' && variables.tokenSettings == variables.oldTokenSettings) ||
+    (has(variables.spec.automountServiceAccountToken) &&
+    !variables.spec.automountServiceAccountToken && size(variables.longTokens) == 0)
+  messageExpression: >-
+    "{{ .entry }} pods hold only a ServiceAccount token of their own that lives at most 600 s " +
+    "and is for the API server: set automountServiceAccountToken to false (it is " +
+    (has(variables.spec.automountServiceAccountToken)
+    ? string(variables.spec.automountServiceAccountToken) : "unset") + ") and give every " +
+    "serviceAccountToken projection no audience and expirationSeconds of at most 600" +
+    (size(variables.longTokens) > 0 ? "; found: " + variables.longTokens.join(", ") : "") +
+    "; a Job an earlier release of Wingman made holds the automounted token: create a new " +
+    "grant (or request) after the upgrade"
+  message: >-
+    {{ .entry }} pods hold only a ServiceAccount token of their own that lives at most 600 s
+    and is for the API server: automountServiceAccountToken false, and every
+    serviceAccountToken projection with no audience and expirationSeconds of at most 600
+  reason: Forbidden
 - expression: size(variables.foreignEnv) == 0
   messageExpression: >-
     "{{ .entry }} containers take only WINGMAN_* environment variables (PATH, PYTHONPATH or " +

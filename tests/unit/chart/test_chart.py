@@ -786,6 +786,24 @@ def test_subjects_from_values_are_bound() -> None:
             "namespace": NS} in binding["subjects"]
 
 
+def test_gateway_and_preview_pods_may_hold_tokens_no_longer_than_the_operator_gives_them(
+    rendered: Rendered,
+) -> None:
+    """The pod and Job policies refuse a serviceAccountToken projection that lives longer than
+    the one the operator builds (manifests.SERVICE_ACCOUNT_TOKEN_SECONDS), and no shorter."""
+    from wingman.operator.manifests import SERVICE_ACCOUNT_TOKEN_SECONDS
+
+    _, objs = rendered
+    for role in ("gateway", "preview"):
+        for kind in ("pods", "jobs"):
+            policy = next(p for p in find(objs, "ValidatingAdmissionPolicy")
+                          if p["metadata"]["name"] == f"wingman-{NS}-{role}-{kind}")
+            (long_tokens,) = [v["expression"] for v in policy["spec"]["variables"]
+                              if v["name"] == "longTokens"]
+            assert f"s.serviceAccountToken.expirationSeconds > {SERVICE_ACCOUNT_TOKEN_SECONDS})" \
+                in " ".join(long_tokens.split())
+
+
 def test_test_and_prd_releases_do_not_collide_on_cluster_scoped_names() -> None:
     def cluster_names(env: str) -> set[str]:
         objs = render(env, RENDER_VALUES, namespace=f"wingman-{env}")
