@@ -246,7 +246,8 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
         "spec", {}).get("suspend", True), 20)
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "wingman-gateway"
-    assert pod["automountServiceAccountToken"] is True
+    # no automounted token (the API server extends its life to a year): one of its own
+    assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/wingman-dev/wingman:0.1.0"
