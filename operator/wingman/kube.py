@@ -127,6 +127,7 @@ class TokenFile:
         self._lock = threading.Lock()
         self._seen: tuple[int, int, int, int] | None = None
         self._token = ""
+        self._tokens: dict[str, None] = {}
 
     @staticmethod
     def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -150,21 +151,33 @@ class TokenFile:
         with self._lock:
             if token:
                 self._seen, self._token = stamp, token
+                self._tokens[token] = None
         return token
+
+    def current(self) -> str:
+        """The token to call with now: the file's, read again if it changed since it was last
+        read ('' before any token was read)."""
+        try:
+            stamp = self._stamp(os.stat(self.path))
+        except OSError:
+            return self._token  # being replaced, or gone: keep the last token
+        if stamp != self._seen:
+            try:
+                self.read()
+            except ClusterError:
+                pass
+        return self._token
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """Every token read from the file so far, oldest first (to redact them all)."""
+        with self._lock:
+            return tuple(self._tokens)
 
     def refresh(self, configuration: k8s.Configuration) -> None:
         """The client's ``refresh_api_key_hook``: put the file's token in ``configuration``
         if the file changed since it was last read."""
-        try:
-            stamp = self._stamp(os.stat(self.path))
-        except OSError:
-            return  # being replaced, or gone: keep the last token
-        if stamp == self._seen:
-            return
-        try:
-            token = self.read()
-        except ClusterError:
-            return
+        token = self.current()
         if token:
             configuration.api_key["authorization"] = token
 

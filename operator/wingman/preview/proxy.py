@@ -22,8 +22,8 @@ ServiceAccount's token, and:
 
 Bodies are bounded (:data:`MAX_REQUEST_BYTES` in, :data:`MAX_RESPONSE_BYTES` out); a request
 whose ``Content-Length`` is not one decimal number (negative, not a number, given twice) gets
-a ``400`` and the connection is closed. The proxy holds the ServiceAccount token; kubectl
-never sees it.
+a ``400`` and the connection is closed. The proxy holds the ServiceAccount token (read again
+from its file when the kubelet renews it); kubectl never sees it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
@@ -168,12 +168,26 @@ def _is_watch(path: str, query: list[tuple[str, str]]) -> bool:
         len(parts) > 3 and parts[0] == "apis" and parts[3] == "watch")
 
 
+class TokenSource(Protocol):
+    """Where the proxy gets the token to call the API server with
+    (:class:`wingman.kube.TokenFile`: the file the kubelet renews it in)."""
+
+    def current(self) -> str:
+        """The token to call with now."""
+        ...
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """Every token it has given out so far."""
+        ...
+
+
 @dataclass
 class _Upstream:
     host: str
     port: int
     context: ssl.SSLContext
-    token: str = field(repr=False)
+    token: TokenSource | str = field(repr=False)
 
     def call(self, method: str, target: str, body: bytes | None, headers: Mapping[str, str]
              ) -> tuple[int, dict[str, str], bytes]:
@@ -184,7 +198,8 @@ class _Upstream:
                     if k.lower() not in ("authorization", "host", "accept-encoding",
                                          "connection", "content-length", "upgrade",
                                          "proxy-connection", "te", "transfer-encoding")}
-            sent["Authorization"] = f"Bearer {self.token}"
+            token = self.token if isinstance(self.token, str) else self.token.current()
+            sent["Authorization"] = f"Bearer {token}"
             sent["Accept-Encoding"] = "identity"
             if body is not None:
                 sent["Content-Length"] = str(len(body))
@@ -243,10 +258,14 @@ def self_signed(directory: Path) -> tuple[bytes, Path, Path]:
 class DryRunProxy:
     """The proxy for one preview run; use as a context manager, ``begin`` per command.
 
-    ``workdir`` receives the proxy's certificate and key (``certificate`` is the PEM kubectl
-    must trust)."""
+    ``token`` is the ServiceAccount token to call the API server with, or the file the kubelet
+    keeps it in (:class:`wingman.kube.TokenFile`), read again whenever it changes: a preview
+    that outlives its first token (the kubelet renews it at 80 % of its 600 s) keeps calling
+    with the current one. ``workdir`` receives the proxy's certificate and key
+    (``certificate`` is the PEM kubectl must trust)."""
 
-    def __init__(self, server: str, ca_file: Path, token: str, workdir: Path) -> None:
+    def __init__(self, server: str, ca_file: Path, token: TokenSource | str,
+                 workdir: Path) -> None:
         split = urlsplit(server)
         if split.scheme != "https" or not split.hostname:
             raise ValueError(f"the API server must be an https:// URL, got {server!r}")
@@ -286,6 +305,12 @@ class DryRunProxy:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(5)
+
+    def tokens(self) -> tuple[str, ...]:
+        """Every ServiceAccount token the proxy has held (a renewed token's predecessors too):
+        what the preview redacts from anything it reports."""
+        token = self._upstream.token
+        return (token,) if isinstance(token, str) else token.tokens
 
     @property
     def url(self) -> str:
@@ -464,4 +489,4 @@ class _Handler(BaseHTTPRequestHandler):
                    _status_body(405, "MethodNotAllowed", "preview proxy: not allowed"))
 
 
-__all__ = ["MAX_WRITES", "ApiPath", "DryRunProxy", "Exchange"]
+__all__ = ["MAX_WRITES", "ApiPath", "DryRunProxy", "Exchange", "TokenSource"]

@@ -43,7 +43,7 @@ import yaml
 
 from wingman import scope
 from wingman.errors import ScopeViolation, WingmanError
-from wingman.kube import APPROVALS, ApiError, Kube
+from wingman.kube import APPROVALS, ApiError, Kube, TokenFile
 from wingman.model import preview as model
 from wingman.preview import commands as plans
 from wingman.preview import report
@@ -145,6 +145,11 @@ class _Run:
     def remaining(self) -> float:
         return self.deadline - self.clock()
 
+    def redacted(self, proxy: DryRunProxy) -> list[str]:
+        """What is redacted from a command's report: the run's secrets and every
+        ServiceAccount token the proxy has held, renewed ones included."""
+        return [*self.secrets, *proxy.tokens()]
+
     def kubectl(self, command: str, argv: Sequence[str], proxy: DryRunProxy, home: Path,
                 kubeconfig: Path) -> model.CommandPreview:
         planned = plans.plan(argv)
@@ -171,7 +176,7 @@ class _Run:
             if planned.mode is plans.Mode.PROXY else ""
         return report.kubectl_preview(command, proxy.exchanges(), exit_code=code,
                                       output=output, timed_out=timed_out,
-                                      secrets=self.secrets, note=note)
+                                      secrets=self.redacted(proxy), note=note)
 
     def docker(self, command: str, argv: Sequence[str]) -> model.CommandPreview:
         if len(argv) != 3 or argv[1] not in _DOCKER_VERBS or not _CONTAINER.fullmatch(argv[2]):
@@ -240,14 +245,15 @@ def run_preview(settings: PreviewSettings, *, clock: Callable[[], float] = time.
     """The preview process: 0 when a result was written to the termination message."""
     run = _Run(settings, clock)
     sa_dir = settings.serviceaccount_dir
+    # the proxy's token: read again when the kubelet renews it (a preview may outlive one)
+    token = TokenFile(sa_dir / "token")
     try:
-        token = (sa_dir / "token").read_text().strip()
+        token.read()
         kube = Kube.from_service_account(settings.api_server, sa_dir)
     except (OSError, WingmanError) as exc:
         _log(settings, "PreviewFailed", level="error", reason="NoCredentials",
              message=str(exc)[:300])
         return EXIT_FAILED
-    run.secrets.append(token)
     work = Path(tempfile.mkdtemp(prefix="wingman-preview-"))
     try:
         cmds, problem = _read_approval(settings, kube)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from wingman.kube import TokenFile
 from wingman.preview.proxy import ApiPath, DryRunProxy, self_signed
 
 
@@ -142,3 +147,65 @@ def test_a_valid_content_length_reaches_the_api_server(proxy: DryRunProxy) -> No
         got, body = _raw(proxy, "Content-Length: 0002\r\nConnection: close\r\n", b"{}")
     assert got == 502 and body["reason"] == "BadGateway"
 
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
+    """A real HTTPS server standing in for the API server: (its URL, its CA file, the
+    Authorization header of every call it got)."""
+    seen: list[str] = []
+    directory = tmp_path / "upstream"
+    directory.mkdir()
+    _, cert, key = self_signed(directory)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization") or "")
+            body = b'{"kind": "PodList", "items": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", cert, seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _renew(token_file: Path, token: str) -> None:
+    """Replace the token as the kubelet does: a new file swapped in at once."""
+    staged = token_file.with_name("..token_tmp")
+    staged.write_text(token)
+    os.replace(staged, token_file)
+
+
+def test_the_proxy_calls_with_the_token_the_kubelet_last_wrote_and_knows_every_one(
+        tmp_path: Path, upstream: tuple[str, Path, list[str]]) -> None:
+    """The kubelet renews the preview's 600 s token at 80 % of its life: a preview that runs
+    longer calls the API server with the current one, and redacts each it held."""
+    url, ca, seen = upstream
+    token_file = tmp_path / "token"
+    _renew(token_file, "first-token\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    proxy = DryRunProxy(url, ca, TokenFile(token_file), work)
+    assert proxy.handle("GET", "/api/v1/namespaces/apps/pods", {}, None)[0] == 200
+    _renew(token_file, "second-token")
+    assert proxy.handle("GET", "/api/v1/namespaces/apps/pods", {}, None)[0] == 200
+    # a file caught empty while replaced keeps the last token in use
+    _renew(token_file, "")
+    assert proxy.handle("GET", "/api/v1/namespaces/apps/pods", {}, None)[0] == 200
+    assert seen == ["Bearer first-token", "Bearer second-token", "Bearer second-token"]
+    assert proxy.tokens() == ("first-token", "second-token")

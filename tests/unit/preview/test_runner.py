@@ -1,0 +1,49 @@
+"""What the preview run redacts from a command's report."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from wingman.kube import TokenFile
+from wingman.preview import report
+from wingman.preview.proxy import DryRunProxy, self_signed
+from wingman.preview.runner import _Run
+from wingman.settings import PreviewSettings
+
+
+def _renew(token_file: Path, token: str) -> None:
+    staged = token_file.with_name("..token_tmp")
+    staged.write_text(token)
+    os.replace(staged, token_file)
+
+
+def test_every_token_the_proxy_held_is_redacted_from_a_report(tmp_path: Path) -> None:
+    """A preview that outlives its first ServiceAccount token (renewed by the kubelet) redacts
+    the renewed one as well as the first, wherever kubectl's output or the API server's
+    messages would show it."""
+    token_file = tmp_path / "token"
+    _renew(token_file, "first-token")
+    tokens = TokenFile(token_file)
+    tokens.read()
+    _, ca, _ = self_signed(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    proxy = DryRunProxy("https://127.0.0.1:1", ca, tokens, work)
+    _renew(token_file, "second-token")
+    assert tokens.current() == "second-token"  # what the proxy's next call sends
+    settings = PreviewSettings.from_env({"WINGMAN_APPROVAL_NAME": "r",
+                                         "WINGMAN_APPROVAL_UID": "u",
+                                         "KUBERNETES_SERVICE_HOST": "127.0.0.1"})
+    run = _Run(settings, time.time)
+    run.secrets.append(proxy.nonce)
+    said = "error: Unauthorized: Bearer first-token, then Bearer second-token; nonce " + \
+        proxy.nonce
+    preview = report.kubectl_preview("kubectl scale deployment/web --replicas=2 -n apps", [],
+                                     exit_code=1, output=said, timed_out=False,
+                                     secrets=run.redacted(proxy))
+    shown = repr(preview)
+    assert "first-token" not in shown and "second-token" not in shown
+    assert proxy.nonce not in shown
+    assert "Unauthorized" in shown
