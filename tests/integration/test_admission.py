@@ -776,6 +776,42 @@ def test_only_the_operator_makes_a_secret_named_like_a_grants_token_secret(
     cluster.kubectl("delete", "secret", "x-token-other", "-n", ns)
 
 
+def test_a_grant_deleted_with_orphans_leaves_its_token_secret_to_the_garbage_collector(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    """Deleting a grant with ``--cascade=orphan`` has the garbage collector remove the grant's
+    owner reference from its token Secret: an UPDATE by another identity than the operator,
+    which admission lets through because it only removes."""
+    ns = test_release.namespace
+    grant = f"orphan-{_suffix()}"
+    cluster.kubectl("create", "-n", ns, "-f", "-", input=dump({
+        "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+        "metadata": {"name": grant},
+        "spec": {"approvalRef": {"name": "r"}, "command": "kubectl get pods"}}))
+    uid = cluster.kubectl("get", "eg", grant, "-n", ns, "-o",
+                          "jsonpath={.metadata.uid}").stdout
+    name = names.token_secret_name(names.job_name(grant), "0123456789abcdef")
+    made = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                         input=dump({
+                             "apiVersion": "v1", "kind": "Secret", "type": names.SECRET_TYPE,
+                             "metadata": {"name": name, "ownerReferences": [{
+                                 "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                                 "name": grant, "uid": uid, "controller": True}]},
+                             "stringData": {"token": "x"}}))
+    assert made.returncode == 0, made.stderr
+    cluster.kubectl("delete", "eg", grant, "-n", ns, "--cascade=orphan", "--wait=false")
+    deadline = time.monotonic() + 60
+    while True:
+        owners = cluster.kubectl("get", "secret", name, "-n", ns, "-o",
+                                 "jsonpath={.metadata.ownerReferences}").stdout
+        if not owners:
+            break
+        assert time.monotonic() < deadline, f"the garbage collector left {owners}"
+        time.sleep(0.5)
+    assert cluster.kubectl("get", "eg", grant, "-n", ns, check=False).returncode != 0
+    cluster.kubectl("delete", "secret", name, "-n", ns)
+
+
 def test_docker_socket_is_the_only_hostpath_when_docker_is_enabled(
     cluster: LocalCluster, crds: Path,
 ) -> None:
