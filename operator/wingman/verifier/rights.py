@@ -641,10 +641,43 @@ def inspect_pod_spec(obj: str, spec: Mapping[str, Any], *, gateway_image: str,
                                 f"{gateway_image} may")
         if ephemeral:
             problems.append(f"has ephemeral containers while running as {GATEWAY_SA}")
+    if sa in (GATEWAY_SA, PREVIEW_SA):
+        problems += _token_problems(spec)
     if sa == EXECUTOR_SA:
         problems.append(f"runs as {EXECUTOR_SA}, whose tokens only the gateway may hold (one "
                         "per command); no pod runs as it")
     return [PodProblem(obj, sa, p) for p in problems]
+
+
+POD_TOKEN_SECONDS = 600
+"""The longest life of a gateway or preview pod's own ServiceAccount token
+(``operator.manifests.SERVICE_ACCOUNT_TOKEN_SECONDS``; the admission policies' limit too)."""
+
+
+def _token_problems(spec: Mapping[str, Any]) -> list[str]:
+    """A gateway or preview pod spec's ServiceAccount tokens beyond its own short-lived one:
+    the automounted token, a projection for another audience or of a longer life."""
+    problems: list[str] = []
+    if spec.get("automountServiceAccountToken") is not False:
+        problems.append("mounts the automounted ServiceAccount token (automountServiceAccount"
+                        "Token is not false; its life the API server extends to a year); a Job "
+                        "an earlier release made goes after its ttlSecondsAfterFinished")
+    for vol in spec.get("volumes") or []:
+        for source in ((vol or {}).get("projected") or {}).get("sources") or []:
+            token = (source or {}).get("serviceAccountToken")
+            if not isinstance(token, Mapping):
+                continue
+            audience = token.get("audience")
+            seconds = token.get("expirationSeconds")
+            if audience:
+                problems.append(f"projects a ServiceAccount token for audience {audience} in "
+                                f"volume {vol.get('name', '?')}")
+            if not isinstance(seconds, int) or seconds > POD_TOKEN_SECONDS:
+                problems.append(f"projects a ServiceAccount token that lives "
+                                f"{seconds if isinstance(seconds, int) else 'an hour (unset)'}"
+                                f"{' s' if isinstance(seconds, int) else ''}, more than "
+                                f"{POD_TOKEN_SECONDS} s, in volume {vol.get('name', '?')}")
+    return problems
 
 
 # --------------------------------------------------------------------------- the report
@@ -785,6 +818,7 @@ __all__ = [
     "INSTANCE_LABEL",
     "NEEDS",
     "OPERATOR_SA",
+    "POD_TOKEN_SECONDS",
     "PREVIEW_ADMISSION_POLICIES",
     "PREVIEW_SA",
     "RBAC",

@@ -223,7 +223,8 @@ def test_service_account_identities_carry_the_groups_the_api_server_gives_them()
 def _spec(**kw: Any) -> dict[str, Any]:
     container = {"name": "main", "image": IMAGE}
     container.update(kw.pop("container", {}))
-    spec: dict[str, Any] = {"serviceAccountName": "wingman-gateway", "containers": [container]}
+    spec: dict[str, Any] = {"serviceAccountName": "wingman-gateway", "containers": [container],
+                            "automountServiceAccountToken": False}
     spec.update(kw)
     return spec
 
@@ -254,6 +255,41 @@ def test_a_clean_gateway_pod_has_no_problems() -> None:
 def test_pod_spec_problems(spec: dict[str, Any], expect: str) -> None:
     problems = _problems(spec)
     assert len(problems) == 1 and expect in problems[0], problems
+
+
+def _projected(name: str, **token: Any) -> dict[str, Any]:
+    return {"name": name, "projected": {"sources": [{"serviceAccountToken": {
+        "path": "token", **token}}]}}
+
+
+@pytest.mark.parametrize(("spec", "expect"), [
+    (_spec(automountServiceAccountToken=True), "mounts the automounted ServiceAccount token"),
+    (_spec(automountServiceAccountToken=None), "mounts the automounted ServiceAccount token"),
+    (_spec(volumes=[_projected("sa", audience="vault", expirationSeconds=600)]),
+     "projects a ServiceAccount token for audience vault in volume sa"),
+    (_spec(volumes=[_projected("sa", expirationSeconds=601)]),
+     "projects a ServiceAccount token that lives 601 s, more than 600 s, in volume sa"),
+    (_spec(volumes=[_projected("sa")]), "lives an hour (unset), more than 600 s"),
+    (_spec(serviceAccountName="wingman-preview", automountServiceAccountToken=True,
+           container={"image": "other"}), "mounts the automounted ServiceAccount token"),
+])
+def test_gateway_and_preview_pods_hold_only_their_own_short_lived_token(
+        spec: dict[str, Any], expect: str) -> None:
+    if spec.get("automountServiceAccountToken") is None:
+        del spec["automountServiceAccountToken"]
+    problems = _problems(spec)
+    assert len(problems) == 1 and expect in problems[0], problems
+
+
+def test_the_operators_own_pods_pass_the_token_check() -> None:
+    from wingman.operator.manifests import SERVICE_ACCOUNT_TOKEN_SECONDS, service_account_volume
+    from wingman.verifier.rights import POD_TOKEN_SECONDS
+
+    assert POD_TOKEN_SECONDS == SERVICE_ACCOUNT_TOKEN_SECONDS
+    assert _problems(_spec(volumes=[service_account_volume()])) == []
+    # another account may hold whatever token it likes
+    assert _problems(_spec(serviceAccountName="default", automountServiceAccountToken=True,
+                           container={"image": "nginx"})) == []
 
 
 def test_no_pod_runs_as_the_executor_whatever_its_image() -> None:
