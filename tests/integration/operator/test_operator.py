@@ -896,8 +896,11 @@ def test_a_pending_grant_whose_job_ended_after_its_token_expired_is_expired(env:
     env.op.stop()
     _fail_the_job(env, "g")
     _reset_to_pending(env, "g")
-    env.cluster.kubectl("annotate", "secret", secret["metadata"]["name"], "-n", env.ns,
-                        "--overwrite", f"{names.EXPIRES_ANNOTATION}={int(time.time()) - 1}")
+    # (only the operator's identity may change a token Secret: admission)
+    aged = kubectl_as_sa(env.cluster, env.ns, "wingman-operator", "annotate", "secret",
+                         secret["metadata"]["name"], "-n", env.ns, "--overwrite",
+                         f"{names.EXPIRES_ANNOTATION}={int(time.time()) - 1}")
+    assert aged.returncode == 0, aged.stderr
     env.op.start()
     eg = env.wait_phase("eg", "g", "Expired")
     assert eg["status"]["reason"] == "TokenExpired", eg["status"]
@@ -987,8 +990,11 @@ def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env)
 def test_a_token_secret_that_does_not_hold_the_recorded_token_is_refused(env: Env) -> None:
     _issued(env, "req", "g")
     env.op.stop()
-    env.cluster.kubectl("patch", "secret", env.secret_name("g"), "-n", env.ns,
-                        "--type=merge", "-p", json.dumps({"stringData": {"token": "x.y.z"}}))
+    # only the operator's identity may change a token Secret (admission): as if it had
+    changed = kubectl_as_sa(env.cluster, env.ns, "wingman-operator", "patch", "secret",
+                            env.secret_name("g"), "-n", env.ns, "--type=merge", "-p",
+                            json.dumps({"stringData": {"token": "x.y.z"}}))
+    assert changed.returncode == 0, changed.stderr
     env.op.start()
     eg = env.wait_phase("eg", "g", "Failed")
     assert eg["status"]["reason"] == "TokenBindingMismatch", eg["status"]
