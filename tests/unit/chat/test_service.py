@@ -208,12 +208,9 @@ class _Flaky(world.Cluster):
         return super().requests()
 
 
-def test_an_unexpected_sync_failure_is_logged_and_the_reconciler_goes_on(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    svc = world.service(tmp_path, world.request("web", 1))
-    cluster = _Flaky(*svc.cluster.objs)  # type: ignore[attr-defined]
-    svc.cluster = cluster  # type: ignore[assignment]
-
+def _sync_twice(svc: ChatService, cluster: Any) -> None:
+    """Run the reconciler until it has listed requests twice (its first listing fails), then
+    stop it: it ends because it was stopped, not by the error."""
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.create_task(svc.run(stop, 0.01))
@@ -222,10 +219,19 @@ def test_an_unexpected_sync_failure_is_logged_and_the_reconciler_goes_on(
                 break
             await asyncio.sleep(0.01)
         stop.set()
-        await asyncio.wait_for(loop, 5)  # ends because it was stopped, not by the error
+        await asyncio.wait_for(loop, 5)
 
     asyncio.run(main())
     assert cluster.listings >= 2
+
+
+def test_an_unexpected_sync_failure_is_logged_and_the_reconciler_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    svc = world.service(tmp_path, world.request("web", 1))
+    cluster = _Flaky(*svc.cluster.objs)  # type: ignore[attr-defined]
+    svc.cluster = cluster  # type: ignore[assignment]
+
+    _sync_twice(svc, cluster)
     failed = [r for r in caplog.records if r.getMessage().startswith(
         "chat sync failed unexpectedly")]
     assert failed and failed[0].levelname == "ERROR"
@@ -251,18 +257,7 @@ def test_a_sync_that_cannot_reach_the_cluster_is_counted_and_retried(tmp_path: P
     cluster = _Unreachable(*svc.cluster.objs)  # type: ignore[attr-defined]
     svc.cluster = cluster  # type: ignore[assignment]
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.create_task(svc.run(stop, 0.01))
-        for _ in range(500):
-            if cluster.listings >= 2 or loop.done():
-                break
-            await asyncio.sleep(0.01)
-        stop.set()
-        await asyncio.wait_for(loop, 5)
-
-    asyncio.run(main())
-    assert cluster.listings >= 2
+    _sync_twice(svc, cluster)
     assert world.metric(svc, "wingman_chat_loop_failures_total", loop="reconciler",
                         kind="Unavailable") == 1
     assert world.metric(svc, "wingman_chat_loop_failures_total", loop="reconciler",
