@@ -67,10 +67,21 @@ DEMO_DEPLOYMENT = {
 
 
 def configured_kubeconfig() -> Path | None:
-    """The kubeconfig of a configured cluster, or None when there is none."""
-    env = os.environ.get("KUBECONFIG")
-    if env:
-        return Path(env.split(os.pathsep)[0])
+    """The kubeconfig of a configured cluster (the first existing file ``KUBECONFIG`` names),
+    or None when there is none. ``KUBECONFIG`` naming a directory or only missing files is a
+    ConfigError rather than a cluster that kubectl and helm then cannot reach."""
+    names = [name for name in os.environ.get("KUBECONFIG", "").split(os.pathsep) if name]
+    if names:
+        for name in names:  # a missing one is skipped, as kubectl does
+            if Path(name).exists() and not Path(name).is_file():
+                raise ConfigError(f"KUBECONFIG names {name}, which is not a regular file (a "
+                                  "directory, a FIFO or a device); name the kubeconfig files "
+                                  f"themselves, separated by '{os.pathsep}'")
+        existing = [Path(name) for name in names if Path(name).is_file()]
+        if not existing:
+            raise ConfigError(f"KUBECONFIG={os.pathsep.join(names)}: no such file; fix "
+                              "KUBECONFIG, or unset it to start a local control plane")
+        return existing[0]
     default = Path.home() / ".kube" / "config"
     return default if default.is_file() else None
 

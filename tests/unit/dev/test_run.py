@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from wingman.dev import run
@@ -23,3 +25,22 @@ def test_an_unknown_node_mode_says_which_variable_and_the_choices(
         run.node_mode()
     assert "WINGMAN_DEV_NODE='kind'" in err.value.message
     assert "real" in err.value.message and "harness" in err.value.message
+
+
+def test_a_configured_cluster_is_the_first_kubeconfig_file_that_exists(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'missing'}:{config}")
+    assert run.configured_kubeconfig() == config
+
+
+@pytest.mark.parametrize("kind", ["directory", "missing"])
+def test_kubeconfig_naming_no_file_is_refused_with_what_to_do(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str) -> None:
+    name = tmp_path if kind == "directory" else tmp_path / "missing"
+    monkeypatch.setenv("KUBECONFIG", str(name))
+    with pytest.raises(ConfigError) as err:
+        run.configured_kubeconfig()
+    assert str(name) in err.value.message
+    assert ("not a regular file" if kind == "directory" else "unset it") in err.value.message
