@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -324,3 +325,28 @@ def test_a_garbled_kubeconfig_says_how_to_check_it(tmp_path: Path, content: str 
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(ConfigError, match=r"(?s)cannot use the kubeconfig .*kubectl config view"):
         connect(_settings(tmp_path), kubeconfig=str(path))
+
+
+def test_an_exec_plugin_that_fails_is_an_error_not_anonymous_calls(tmp_path: Path) -> None:
+    # the kubernetes library only logs the plugin's failure and calls out with no credentials
+    path = tmp_path / "kubeconfig"
+    path.write_text(textwrap.dedent("""\
+        apiVersion: v1
+        kind: Config
+        clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+        users:
+        - name: other
+          user: {token: abc}
+        - name: u
+          user:
+            exec: {apiVersion: client.authentication.k8s.io/v1, command: "false",
+                   interactiveMode: Never}
+        contexts:
+        - {name: x, context: {cluster: c, user: u}}
+        - {name: y, context: {cluster: c, user: other}}
+        current-context: x
+        """))
+    with pytest.raises(ConfigError, match=r"credentials from the command 'false', which failed"):
+        connect(_settings(tmp_path), kubeconfig=str(path))
+    assert connect(_settings(tmp_path), kubeconfig=str(path), context="y").origin.endswith(
+        "(context y)")
