@@ -506,10 +506,7 @@ class ChatService:
     async def _exec(self, channel: str, chat_user: str, person: ChatPerson, name: str,
                     command: str) -> Reply:
         v = self.find(name=name, channel=channel)
-        if command not in v.commands:
-            raise refuse("NotACommandOfTheRequest", f"that is not one of {v.name}'s commands "
-                         f"byte for byte: {self._prefix(channel)}describe {v.name} shows "
-                         "them")
+        command = self._command_of(v, command, channel)
         subject = _subject(self.cluster.namespace, v.name, v.uid)
         data = {"channel": channel, "chatUser": chat_user, "command": command}
         client = self.cluster.client_as(person, ChatHints(self._prefix(channel)))
@@ -537,6 +534,25 @@ class ChatService:
         return Reply((T(f"ExecutionGrant {gname} ({'already existed, ' if existed else ''}"
                         f"{status.state.value}) as "), C(person.user),
                       T(f"; next: {status.next}")))
+
+    def _command_of(self, v: RequestView, typed: str, channel: str) -> str:
+        """The request's command that ``typed`` names: the one equal to it byte for byte, else
+        the only one equal to it once the spaces before and after it are removed (chat cannot
+        carry whitespace around a command: ``command_args`` drops it). Only ASCII spaces: they
+        leave the argv unchanged, where a no-break space would end up in a word. The stored
+        command is what the grant is made for, byte for byte. Refusal when none matches, or
+        when several differ only by those spaces (``AmbiguousCommand``)."""
+        if typed in v.commands:
+            return typed
+        padded = [c for c in v.commands if c != typed and c.strip(" ") == typed]
+        if len(padded) == 1:
+            return padded[0]
+        if padded:
+            raise refuse("AmbiguousCommand", f"{len(padded)} of {v.name}'s commands differ from "
+                         "that only by spaces before or after them, which chat cannot carry: "
+                         f"use kubectl wingman exec {v.name} --command '<the exact command>'")
+        raise refuse("NotACommandOfTheRequest", f"that is not one of {v.name}'s commands "
+                     f"byte for byte: {self._prefix(channel)}describe {v.name} shows them")
 
     def _prefix(self, channel: str) -> str:
         """How a command starts in ``channel``: /wingman <verb> (the configured slash command)

@@ -292,3 +292,39 @@ def test_a_request_not_found_hints_at_the_channel_s_pending_command(tmp_path: Pa
     assert telegram.reason == slack.reason == "NotFound"
     assert telegram.plain.endswith(": /pending lists the open ones")
     assert slack.plain.endswith(": /wingman pending lists the open ones")
+
+
+def test_exec_names_a_command_stored_with_whitespace_around_it_when_only_one_fits(
+        tmp_path: Path) -> None:
+    """Chat cannot carry whitespace around a command (it is dropped with the spacing after the
+    request's name): a request's command stored with spaces around it is named without them,
+    and the grant is made for the command as stored, byte for byte. Where two commands differ
+    only by that whitespace, the chat cannot say which: refused, pointing to the CLI."""
+    padded = "  kubectl get pods -n apps "
+    cluster = world.Granting(world.request("pad", 1, commands=[padded, "kubectl get ns"]),
+                             world.request("two", 2, commands=["kubectl get ns ",
+                                                               " kubectl get ns"]),
+                             world.request("nbsp", 3, commands=["kubectl get ns\u00a0"]))
+    svc = world.service(tmp_path)
+    svc.cluster = cluster  # type: ignore[assignment]
+
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "exec", name="pad",
+                                command="kubectl get pods -n apps"))
+    assert reply.ok, reply.plain
+    assert cluster.granted == [("pad", padded)]
+    assert [r["command"] for r in world.audited(svc, "ChatGrantRequested")] == [padded]
+
+    cluster.granted.clear()
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "exec", name="two",
+                                command="kubectl get ns"))
+    assert not reply.ok and reply.reason == "AmbiguousCommand", reply.plain
+    assert "kubectl wingman exec two --command" in reply.plain
+    assert cluster.granted == []
+    # inside the command, spacing still counts
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "exec", name="pad",
+                                command="kubectl get  pods -n apps"))
+    assert reply.reason == "NotACommandOfTheRequest" and cluster.granted == []
+    # a no-break space is part of the last word (argv "ns\u00a0"): never matched without it
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "exec", name="nbsp",
+                                command="kubectl get ns"))
+    assert reply.reason == "NotACommandOfTheRequest" and cluster.granted == []
