@@ -5,7 +5,8 @@ One asyncio loop runs the reconciler, Telegram's long polling and an HTTP server
 ``/slack/commands`` when Slack is enabled); metrics are served on ``WINGMAN_METRICS_PORT``.
 ``/healthz`` answers 503, naming it, once the reconciler or Telegram's polling has ended
 (the reconciler never should; polling ends only when Telegram rejects the bot token), so the
-probes restart the pod, which reads the Secret again.
+probes restart the pod, which reads the Secret again. The HTTP server cuts off a connection
+that has not sent a whole request line and headers within ``HEADER_SECONDS`` (``http_runner``).
 SIGTERM, SIGINT and SIGHUP stop it cleanly. Every log record passes a filter that replaces
 the values of the chat Secret (bot tokens, signing secrets, TOTP secrets) with
 ``[redacted]``, whatever library logged them; the chat libraries' records (``LIBRARY_LOGGERS``)
@@ -36,6 +37,14 @@ from wingman.logs import setup_logging
 from wingman.settings import ChatSettings
 
 log = logging.getLogger("wingman.chat")
+
+#: Seconds a connection to the HTTP server has to deliver a request's line and headers whole,
+#: from its opening (or from the answer to its previous request): a client that sends them
+#: slowly, or nothing, is cut off then instead of holding a connection for good (Slack sends
+#: a request at once; the body then has ``slack.BODY_SECONDS``).
+HEADER_SECONDS = 10.0
+#: Longest request line and header line, in bytes (longer: 400). Slack's are far shorter.
+MAX_LINE_BYTES = 8190
 
 
 #: the chat libraries' loggers: kept at WARNING, and their records' arguments are withheld
@@ -92,6 +101,16 @@ def install_redaction(secrets: Iterable[str]) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def http_runner(app: web.Application) -> web.AppRunner:
+    """The runner of the chat's HTTP server, with its limits: aiohttp closes a connection that
+    has not delivered a whole request (line and headers) within ``keepalive_timeout`` of its
+    opening or of its previous answer, which makes that timeout the header read timeout
+    (``HEADER_SECONDS``; aiohttp's default, an hour, is none); request and header lines are
+    limited to ``MAX_LINE_BYTES`` each (aiohttp also limits the number of headers)."""
+    return web.AppRunner(app, access_log=None, keepalive_timeout=HEADER_SECONDS,
+                         max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES)
+
+
 def run_chat(settings: ChatSettings) -> int:
     """Run until SIGTERM/SIGINT/SIGHUP; 2 on a configuration or startup error."""
     setup_logging(settings.log_format, settings.log_level, component="chat")
@@ -123,7 +142,10 @@ async def _main(settings: ChatSettings) -> int:
 
     tasks: list[asyncio.Task[Any]] = []
     app = web.Application()
-    app.router.add_get("/healthz", lambda _r: health(tasks))
+    async def healthz(_request: web.Request) -> web.Response:
+        return await health(tasks)
+
+    app.router.add_get("/healthz", healthz)
     closers: list[Any] = []
     telegram = None
     if config.telegram:
@@ -150,7 +172,7 @@ async def _main(settings: ChatSettings) -> int:
         closers.append(webhook.close)
 
     server, _thread = start_http_server(settings.metrics_port, registry=metrics.registry)
-    runner = web.AppRunner(app, access_log=None)
+    runner = http_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, "0.0.0.0", settings.http_port)  # noqa: S104 - the pod's port
     await site.start()
@@ -199,4 +221,5 @@ async def health(loops: Sequence[asyncio.Task[Any]]) -> web.Response:
     return web.Response(text="ok")
 
 
-__all__ = ["RedactSecrets", "health", "install_redaction", "run_chat"]
+__all__ = ["HEADER_SECONDS", "RedactSecrets", "health", "http_runner", "install_redaction",
+           "run_chat"]

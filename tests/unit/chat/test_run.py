@@ -1,13 +1,19 @@
 """No secret of the chat Secret reaches a log line, whichever library logs it; /healthz fails
-once a loop of the process has ended."""
+once a loop of the process has ended; the HTTP server cuts off clients that send their
+headers slowly."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import logging
+import time
 
-from wingman.chat.run import RedactSecrets, health
+import pytest
+from aiohttp import ClientSession, web
+
+from wingman.chat import run
+from wingman.chat.run import RedactSecrets, health, http_runner
 
 TOKEN = "7000001:AAH-secret-bot-token-value"
 
@@ -70,3 +76,60 @@ def test_healthz_fails_naming_a_loop_that_ended() -> None:
     ok_status, ok_text, bad_status, bad_text = asyncio.run(main())
     assert (ok_status, ok_text) == (200, "ok")
     assert bad_status == 503 and bad_text == "not running: telegram polling"
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
+    runner = http_runner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, int(runner.addresses[0][1])
+
+
+@pytest.mark.parametrize("opening, drip", [
+    (b"", b""),
+    (b"POST /slack/commands?pad=", b"a"),
+    (b"POST /slack/commands HTTP/1.1\r\nHost: x\r\nX-Pad: ", b"a"),
+], ids=["nothing", "request-line-trickled", "headers-trickled"])
+def test_a_client_that_sends_its_headers_slowly_is_cut_off(
+        monkeypatch: pytest.MonkeyPatch, opening: bytes, drip: bytes) -> None:
+    """Anyone can reach the Slack endpoints: a client that opens connections and sends the
+    headers a byte at a time (or nothing) must not hold them for good (slowloris); a request
+    sent at once is answered as always."""
+    monkeypatch.setattr(run, "HEADER_SECONDS", 1.0)
+
+    async def main() -> tuple[float, bytes, int]:
+        app = web.Application()
+        async def healthz(_request: web.Request) -> web.Response:
+            return await health([])
+
+        app.router.add_get("/healthz", healthz)
+        runner, port = await _serve(app)
+        try:
+            async with ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    status = resp.status
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            started = time.monotonic()
+            writer.write(opening)
+            got = b""
+            try:
+                for _ in range(40):  # a byte every 0.1 s: 4 s, were it not cut off
+                    writer.write(drip)
+                    await writer.drain()
+                    try:
+                        got = await asyncio.wait_for(reader.read(1024), 0.1)
+                    except TimeoutError:
+                        continue
+                    break
+            except ConnectionError:
+                got = b""
+            elapsed = time.monotonic() - started
+            writer.close()
+            return elapsed, got, status
+        finally:
+            await runner.cleanup()
+
+    elapsed, got, status = asyncio.run(main())
+    assert status == 200
+    assert got == b"" and elapsed < 3.0, (elapsed, got)
