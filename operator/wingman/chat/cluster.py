@@ -14,6 +14,7 @@ server, answered in the status protocol.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from wingman.client import status as st
@@ -23,6 +24,7 @@ from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, ApiError, Kube
 from wingman.settings import ChatPerson
 
 STATE_KEY = "state.json"
+log = logging.getLogger("wingman.chat")
 
 
 class ChatCluster:
@@ -45,7 +47,10 @@ class ChatCluster:
         return self.kube.get_or_none(GRANTS, self.namespace, name)
 
     # -- state ---------------------------------------------------------------------------
-    def load_state(self) -> dict[str, Any]:
+    def load_state(self) -> Any:
+        """The state as stored: the JSON value of the ConfigMap's ``state.json`` (its shape is
+        the service's to check: ``service.readable_state``), ``{}`` when there is none yet or
+        it is not JSON (logged: the cards are posted again)."""
         cm = self.kube.get_or_none(CONFIGMAPS, self.namespace, self.state_configmap)
         if cm is None:
             raise ApiError(404, "NotFound", f"ConfigMap {self.state_configmap} is missing in "
@@ -54,10 +59,13 @@ class ChatCluster:
         if not raw:
             return {}
         try:
-            data = json.loads(raw)
+            return json.loads(raw)
         except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+            log.warning("chat state ConfigMap does not hold JSON; starting afresh: the cards "
+                        "of open requests are posted again. Nothing else to do; only the chat "
+                        "component should write this ConfigMap",
+                        extra={"configmap": self.state_configmap, "key": STATE_KEY})
             return {}
-        return data if isinstance(data, dict) else {}
 
     def save_state(self, state: dict[str, Any]) -> None:
         body = {"data": {STATE_KEY: json.dumps(state, sort_keys=True, separators=(",", ":"))}}

@@ -8,7 +8,9 @@ changed is edited in place (buttons removed once decided or expired), and the on
 (the expiry warning for approvers, each terminal state for the requester's channel) are sent
 once each. Which message shows which request, and which notices went out, is kept in the
 ConfigMap ``wingman-chat-state`` (updated after every post), so a restarted component neither
-loses nor repeats messages. Requests never depend on chat: a channel that fails is retried
+loses nor repeats messages; what of it has the wrong shape (edited by hand) is dropped at start,
+logged once and saved without (``readable_state``: a card shown twice, never one not shown).
+Requests never depend on chat: a channel that fails is retried
 with exponential backoff (1 s doubling up to 5 min) and catches up from the objects when it
 returns; the request meanwhile works by CLI as always. A message the chat service refuses for
 what it is (``MessageRefused``: too long, invalid blocks) is not retried: the refusal is kept
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -166,10 +169,23 @@ class ChatService:
 
     # -- state -------------------------------------------------------------------------
     async def load(self) -> None:
-        self.state = await asyncio.to_thread(self.cluster.load_state)
+        """Read the state ConfigMap. What of it has the wrong shape (someone edited it: only
+        this component writes it) is dropped, logged once and the state saved without it,
+        so that every sync does not fail on it (see ``readable_state``)."""
+        self.state, problems = readable_state(await asyncio.to_thread(self.cluster.load_state))
+        if problems:
+            log.warning(
+                "chat state ConfigMap held data of the wrong shape; it was dropped and the "
+                "state saved without it: the cards it named are posted again (the old cards' "
+                "buttons are refused as stale) and their notices may be sent again. Nothing "
+                "else to do; only the chat component should write this ConfigMap",
+                extra={"configmap": getattr(self.cluster, "state_configmap", ""),
+                       "problems": problems[:10], "problemCount": len(problems)})
         if "horizon" not in self.state:
             self.state["horizon"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
             self.state.setdefault("requests", {})
+            await self._save()
+        elif problems:
             await self._save()
 
     async def _save(self) -> None:
@@ -607,6 +623,94 @@ class ChatService:
         return Reply(tuple(parts))
 
 
+#: The fields of a card reference, by channel (any other channel's: a JSON object).
+_REF_FIELDS: dict[str, dict[str, type]] = {"slack": {"channel": str, "ts": str},
+                                           "telegram": {"chat": int, "message": int}}
+_HORIZON = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+def _is(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def readable_state(raw: Any) -> tuple[dict[str, Any], list[str]]:
+    """The chat state as the reconciler reads it, and what of ``raw`` was dropped for having
+    the wrong shape (one line each, naming where).
+
+    The state is ``{"horizon": "<RFC 3339 UTC>", "requests": {<uid>: {"name": str,
+    "done": 1} or {"name": str, <channel>: {"ref": {...}, "hash": str, "sent": [str],
+    "refused": {"hash": str, "error": str}}}}}``. Dropping errs on the side of a message
+    shown twice, never of one not shown: an unreadable card reference (or a channel's or a
+    request's whole entry) means the card is posted again, an unreadable ``sent`` that the
+    notices may be sent again; an unreadable horizon is set anew (requests final before it,
+    without an entry, are not posted); a state that is not an object starts afresh. Fields this
+    version does not know are kept."""
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        problems.append(f"the state is a JSON {type(raw).__name__}, not an object: started "
+                        "afresh")
+        return {}, problems
+    state = dict(raw)
+    if "horizon" in state and not (isinstance(state["horizon"], str)
+                                   and _HORIZON.fullmatch(state["horizon"])):
+        problems.append("horizon: not a time like 2026-01-31T12:00:00Z: set anew")
+        del state["horizon"]
+    requests = state.get("requests", {})
+    if not isinstance(requests, dict):
+        problems.append("requests: not an object: every card is posted again")
+        requests = {}
+    entries: dict[str, Any] = {}
+    for uid, entry in requests.items():
+        if not isinstance(entry, dict):
+            problems.append(f"requests.{uid}: not an object: its cards are posted again")
+            continue
+        kept: dict[str, Any] = {}
+        for key, value in entry.items():
+            if key == "name":
+                if isinstance(value, str):
+                    kept[key] = value
+            elif key == "done":
+                if _is(value, int) and value:
+                    kept[key] = 1
+                else:
+                    problems.append(f"requests.{uid}.done: not 1: dropped")
+            elif isinstance(value, dict):
+                kept[key] = _channel_entry(f"requests.{uid}.{key}", key, value, problems)
+            else:
+                problems.append(f"requests.{uid}.{key}: not an object: its card is posted "
+                                "again")
+        entries[str(uid)] = kept
+    state["requests"] = entries
+    return state, problems
+
+
+def _channel_entry(where: str, channel: str, mine: dict[str, Any], problems: list[str]
+                   ) -> dict[str, Any]:
+    out = dict(mine)
+    ref = mine.get("ref")
+    fields = _REF_FIELDS.get(channel, {})
+    if "ref" in mine and not (isinstance(ref, dict)
+                              and all(_is(ref.get(k), t) for k, t in fields.items())):
+        problems.append(f"{where}.ref: not a {channel} message reference: its card is posted "
+                        "again")
+        out.pop("ref", None)
+        out.pop("hash", None)
+    if "hash" in out and not isinstance(out["hash"], str):
+        problems.append(f"{where}.hash: not a string: its card is updated")
+        del out["hash"]
+    sent = mine.get("sent")
+    if "sent" in mine and not (isinstance(sent, list) and all(isinstance(n, str)
+                                                              for n in sent)):
+        problems.append(f"{where}.sent: not a list of strings: its notices may be sent again")
+        out["sent"] = [n for n in sent if isinstance(n, str)] if isinstance(sent, list) else []
+    refused = mine.get("refused")
+    if "refused" in mine and not (isinstance(refused, dict)
+                                  and isinstance(refused.get("hash"), str)):
+        problems.append(f"{where}.refused: not a refusal: the card is tried again")
+        del out["refused"]
+    return out
+
+
 #: Verbs that name a request (a grant for ``status``) as their first argument.
 _NAMED = ("approve", "reject", "describe", "status", "exec")
 
@@ -655,4 +759,4 @@ def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:
 
 
 __all__ = ["C", "CardGone", "Channel", "ChannelError", "ChatService", "MessageRefused", "Reply",
-           "Segment", "T", "command_args", "words"]
+           "Segment", "T", "command_args", "readable_state", "words"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -328,3 +329,84 @@ def test_exec_names_a_command_stored_with_whitespace_around_it_when_only_one_fit
     reply = asyncio.run(svc.act("telegram", "111", world.BOB, "exec", name="nbsp",
                                 command="kubectl get ns"))
     assert reply.reason == "NotACommandOfTheRequest" and cluster.granted == []
+
+
+class _Posting:
+    """A channel that records what it posts, updates and notifies."""
+
+    name = "telegram"
+
+    def __init__(self) -> None:
+        self.posted: list[str] = []
+        self.updated: list[str] = []
+
+    async def post_card(self, v: Any) -> dict[str, Any]:
+        self.posted.append(v.name)
+        return {"chat": -100, "message": 100 + len(self.posted)}
+
+    async def update_card(self, ref: dict[str, Any], v: Any) -> None:
+        self.updated.append(v.name)
+
+    async def notify(self, v: Any, notice: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("stored, problem", [
+    (["a list"], "the state is a JSON list, not an object"),
+    ({"horizon": 5, "requests": []}, "requests: not an object"),
+    ({"requests": {"X": "posted"}}, "requests.X: not an object"),
+    ({"requests": {"X": {"telegram": ["posted"]}}}, "requests.X.telegram: not an object"),
+    ({"requests": {"X": {"telegram": {"ref": {"chat": "-100", "message": 7}}}}},
+     "requests.X.telegram.ref: not a telegram message reference"),
+    ({"requests": {"X": {"telegram": {"ref": {"chat": -100, "message": 7}, "hash": 3,
+                                      "sent": "final", "refused": "yes"}}}},
+     "requests.X.telegram.hash: not a string"),
+], ids=["list", "requests-list", "entry-string", "channel-list", "ref-types", "field-types"])
+def test_a_state_of_the_wrong_shape_is_dropped_once_and_what_is_readable_kept(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, stored: Any, problem: str) -> None:
+    """The state ConfigMap holds valid JSON of the wrong shape (edited by hand): the service
+    says once what it dropped and what that means, saves the state without it, and syncs; a
+    card it can no longer find is posted again, a card it still knows is not."""
+    kept = world.request("kept", 1)
+    lost = world.request("lost", 2)
+    cluster = world.Cluster(kept, lost)
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    uid = lambda obj: str(obj["metadata"]["uid"])  # noqa: E731
+    svc.state = {}
+    problem = problem.replace(".X.", f".{uid(lost)}.").replace(".X:", f".{uid(lost)}:")
+    if isinstance(stored, dict):
+        stored = json.loads(json.dumps(stored).replace('"X"', json.dumps(uid(lost))))
+        stored.setdefault("horizon", (world.NOW - dt.timedelta(days=1)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"))
+        if isinstance(stored.get("requests"), dict):
+            fine = render.view(kept, [], world.NOW)
+            stored["requests"][uid(kept)] = {"name": "kept", "telegram": {
+                "ref": {"chat": -100, "message": 1}, "hash": fine.fingerprint()}}
+    cluster.saved = stored  # type: ignore[assignment]
+    channel = _Posting()
+    svc.channels = [channel]  # type: ignore[list-item]
+
+    async def main() -> None:
+        await svc.load()
+        await svc.sync()
+        await svc.sync()
+
+    asyncio.run(main())
+    warned = [r for r in caplog.records if "wrong shape" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert any(p.startswith(problem) for p in vars(warned[0])["problems"]), vars(warned[0])
+    assert "posted again" in warned[0].getMessage()
+    lost_ref = cluster.saved["requests"][uid(lost)]["telegram"]["ref"]
+    if problem.endswith("hash: not a string"):  # the card is still known: edited, not posted
+        assert (channel.posted, channel.updated) == ([], ["lost"])
+        assert lost_ref == {"chat": -100, "message": 7}
+    elif isinstance(stored, dict) and isinstance(stored.get("requests"), dict):
+        assert channel.posted == ["lost"]  # only the card the state can no longer name
+        assert "kept" not in channel.updated
+        assert lost_ref == {"chat": -100, "message": 101}
+    else:
+        assert sorted(channel.posted) == ["kept", "lost"]
+    assert world.metric(svc, "wingman_chat_messages_failed_total", channel="telegram") == 0
+    # the state as saved reads without a problem: nothing is logged at the next start
+    assert service_module.readable_state(cluster.saved)[1] == []
