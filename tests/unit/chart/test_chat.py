@@ -40,6 +40,8 @@ def test_enabled_chat_runs_as_its_own_identity_with_its_configuration(tmp_path: 
     (dep,) = find(objs, "Deployment", "wingman-chat")
     spec = dep["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == "wingman-chat" and dep["spec"]["replicas"] == 1
+    # one process at a time, even during an upgrade: replay and step-up memory are its own
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
     (container,) = spec["containers"]
     assert container["args"] == ["wingman", "chat"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
