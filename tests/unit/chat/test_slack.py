@@ -20,6 +20,7 @@ from aiohttp import ClientSession, web
 
 from support.fake_chat import FakeSlack, serving, slack_signature
 from wingman.chat import slack
+from wingman.chat.run import http_runner
 from wingman.chat.service import ChatService
 from wingman.chat.slack import MAX_BODY, SlackChannel
 from wingman.settings import SlackConfig
@@ -55,7 +56,7 @@ def run(tmp: Path, *objs: dict[str, Any],
         svc.channels = [channel]
         app = web.Application()
         channel.routes(app)
-        runner = web.AppRunner(app)
+        runner = http_runner(app)  # with the process's limits
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
