@@ -661,8 +661,9 @@ def readable_state(raw: Any) -> tuple[dict[str, Any], list[str]]:
         requests = {}
     entries: dict[str, Any] = {}
     for uid, entry in requests.items():
+        at = f"requests.{str(uid)[:64]}"  # as written by hand: any length
         if not isinstance(entry, dict):
-            problems.append(f"requests.{uid}: not an object: its cards are posted again")
+            problems.append(f"{at}: not an object: its cards are posted again")
             continue
         kept: dict[str, Any] = {}
         for key, value in entry.items():
@@ -673,12 +674,11 @@ def readable_state(raw: Any) -> tuple[dict[str, Any], list[str]]:
                 if _is(value, int) and value:
                     kept[key] = 1
                 else:
-                    problems.append(f"requests.{uid}.done: not 1: dropped")
+                    problems.append(f"{at}.done: not 1: dropped")
             elif isinstance(value, dict):
-                kept[key] = _channel_entry(f"requests.{uid}.{key}", key, value, problems)
+                kept[key] = _channel_entry(f"{at}.{key[:64]}", key, value, problems)
             else:
-                problems.append(f"requests.{uid}.{key}: not an object: its card is posted "
-                                "again")
+                problems.append(f"{at}.{key[:64]}: not an object: its card is posted again")
         entries[str(uid)] = kept
     state["requests"] = entries
     return state, problems
