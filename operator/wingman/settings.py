@@ -696,6 +696,8 @@ class ChatSettings:
     http_port: int
     metrics_port: int
     sync_interval_seconds: float = 5.0
+    #: How long the HTTP server waits for a whole request on a new or idle connection.
+    http_idle_seconds: float = 75.0
     state_configmap: str = "wingman-chat-state"
     #: Secret values read from ``secrets_dir`` at start (never logged).
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -738,6 +740,7 @@ class ChatSettings:
             http_port=_int(env, "WINGMAN_CHAT_HTTP_PORT", 8080, 0, 65535),
             metrics_port=_int(env, "WINGMAN_METRICS_PORT", 9090, 0, 65535),
             sync_interval_seconds=float(_int(env, "WINGMAN_CHAT_SYNC_SECONDS", 5, 1, 300)),
+            http_idle_seconds=float(_int(env, "WINGMAN_CHAT_HTTP_IDLE_SECONDS", 75, 5, 3600)),
             state_configmap=_name(env, "WINGMAN_CHAT_STATE_CONFIGMAP", "wingman-chat-state"),
             secrets=secrets,
         )

@@ -42,7 +42,7 @@ log = logging.getLogger("wingman.chat")
 #: from its opening (or from the answer to its previous request): a client that sends them
 #: slowly, or nothing, is cut off then instead of holding a connection for good (Slack sends
 #: a request at once; the body then has ``slack.BODY_SECONDS``).
-HEADER_SECONDS = 10.0
+HEADER_SECONDS = 75.0
 #: Longest request line and header line, in bytes (longer: 400). Slack's are far shorter.
 MAX_LINE_BYTES = 8190
 
@@ -101,13 +101,14 @@ def install_redaction(secrets: Iterable[str]) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def http_runner(app: web.Application) -> web.AppRunner:
+def http_runner(app: web.Application, idle_seconds: float | None = None) -> web.AppRunner:
     """The runner of the chat's HTTP server, with its limits: aiohttp closes a connection that
     has not delivered a whole request (line and headers) within ``keepalive_timeout`` of its
     opening or of its previous answer, which makes that timeout the header read timeout
     (``HEADER_SECONDS``; aiohttp's default, an hour, is none); request and header lines are
     limited to ``MAX_LINE_BYTES`` each (aiohttp also limits the number of headers)."""
-    return web.AppRunner(app, access_log=None, keepalive_timeout=HEADER_SECONDS,
+    return web.AppRunner(app, access_log=None,
+                         keepalive_timeout=HEADER_SECONDS if idle_seconds is None else idle_seconds,
                          max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES)
 
 
@@ -172,7 +173,7 @@ async def _main(settings: ChatSettings) -> int:
         closers.append(webhook.close)
 
     server, _thread = start_http_server(settings.metrics_port, registry=metrics.registry)
-    runner = http_runner(app)
+    runner = http_runner(app, settings.http_idle_seconds)
     await runner.setup()
     site = web.TCPSite(runner, "0.0.0.0", settings.http_port)  # noqa: S104 - the pod's port
     await site.start()

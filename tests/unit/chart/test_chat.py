@@ -74,6 +74,9 @@ def test_enabled_chat_runs_as_its_own_identity_with_its_configuration(tmp_path: 
     assert config.person_for_telegram(123456789012) == config.person_named("bob")
     assert config.person_for_slack("U0CAROL") is not None
     assert settings.secret("totp-carol") == "s3cr3t-value"
+    assert settings.http_idle_seconds == 75.0  # above ingress-nginx's and ALB's 60 s
+    with pytest.raises(ConfigError, match="WINGMAN_CHAT_HTTP_IDLE_SECONDS"):
+        ChatSettings.from_env(env | {"WINGMAN_CHAT_HTTP_IDLE_SECONDS": "1"})
     (secrets / "webhook-secret").unlink()
     with pytest.raises(ConfigError, match="webhook-secret"):
         ChatSettings.from_env(env)

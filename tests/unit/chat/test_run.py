@@ -12,7 +12,6 @@ import time
 import pytest
 from aiohttp import ClientSession, web
 
-from wingman.chat import run
 from wingman.chat.run import RedactSecrets, health, http_runner
 
 TOKEN = "7000001:AAH-secret-bot-token-value"
@@ -78,8 +77,8 @@ def test_healthz_fails_naming_a_loop_that_ended() -> None:
     assert bad_status == 503 and bad_text == "not running: telegram polling"
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = http_runner(app)
+async def _serve(app: web.Application, idle_seconds: float) -> tuple[web.AppRunner, int]:
+    runner = http_runner(app, idle_seconds)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -92,11 +91,10 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
     (b"POST /slack/commands HTTP/1.1\r\nHost: x\r\nX-Pad: ", b"a"),
 ], ids=["nothing", "request-line-trickled", "headers-trickled"])
 def test_a_client_that_sends_its_headers_slowly_is_cut_off(
-        monkeypatch: pytest.MonkeyPatch, opening: bytes, drip: bytes) -> None:
+        opening: bytes, drip: bytes) -> None:
     """Anyone can reach the Slack endpoints: a client that opens connections and sends the
     headers a byte at a time (or nothing) must not hold them for good (slowloris); a request
     sent at once is answered as always."""
-    monkeypatch.setattr(run, "HEADER_SECONDS", 1.0)
 
     async def main() -> tuple[float, bytes, int]:
         app = web.Application()
@@ -104,7 +102,7 @@ def test_a_client_that_sends_its_headers_slowly_is_cut_off(
             return await health([])
 
         app.router.add_get("/healthz", healthz)
-        runner, port = await _serve(app)
+        runner, port = await _serve(app, 1.0)  # chat.httpIdleTimeoutSeconds
         try:
             async with ClientSession() as http:
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
@@ -133,3 +131,4 @@ def test_a_client_that_sends_its_headers_slowly_is_cut_off(
     elapsed, got, status = asyncio.run(main())
     assert status == 200
     assert got == b"" and elapsed < 3.0, (elapsed, got)
+
