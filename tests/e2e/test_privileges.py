@@ -318,6 +318,61 @@ def test_an_admission_policy_edited_to_fail_open_or_match_nothing_is_reported(
     assert _admin(cluster, release)[0] == 0
 
 
+def test_an_admission_policy_whose_content_was_edited_is_reported_by_helm_test(
+    cluster: LocalCluster, release: Release, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Present, failing closed and bound with Deny, a policy may still refuse nothing: its
+    expression edited to "true", a validation removed, a match condition that never holds.
+    helm test compares each policy's content with the digest the chart put on it."""
+    code, out, err = _admin(cluster, release)
+    assert code == 0, out + err
+    assert "content differs" not in out  # as the API server returns them, with its defaults
+    pods = f"wingman-{release.namespace}-gateway-pods"
+    workloads = f"wingman-{release.namespace}-executor-workloads"
+    edits = {
+        "expression true": (pods, [{"op": "replace", "path": "/spec/validations/0/expression",
+                                    "value": "true"}]),
+        "validation removed": (workloads, [{"op": "remove", "path": "/spec/validations/1"}]),
+        "match condition never holds": (pods, [
+            {"op": "replace", "path": "/spec/matchConditions/0/expression",
+             "value": "false"}]),
+        "variable changed": (workloads, [{"op": "replace",
+                                          "path": "/spec/variables/0/expression",
+                                          "value": "object"}]),
+    }
+    pod = _helm_test_pod(release)
+    (container,) = pod["spec"]["containers"]
+    for env in container["env"]:
+        monkeypatch.setenv(env["name"], env["value"])
+    token = cluster.sa_token(release.namespace, "wingman-verifier", expiration_seconds=600)
+    kubeconfig = cluster.token_kubeconfig(token, name="wingman-verifier")
+    try:
+        for what, (name, patch) in edits.items():
+            saved = json.loads(cluster.kubectl("get", "validatingadmissionpolicy", name,
+                                               "-o", "json").stdout)["spec"]
+            cluster.kubectl("patch", "validatingadmissionpolicy", name, "--type=json",
+                            "-p", json.dumps(patch))
+            try:
+                # exactly as the helm test pod runs it, as ServiceAccount wingman-verifier
+                code, out, err = _run(*container["args"][2:], "--kubeconfig", str(kubeconfig))
+                assert code == 1, f"{what}: {out}{err}"
+                assert {r["RESULT"] for r in _rows(out)} == {"ok"}  # access is as designed
+                text = " ".join(out.split())
+                assert (f"- ValidatingAdmissionPolicy {name}: content differs from the chart "
+                        "(its matchConstraints, matchConditions, variables, validations, "
+                        "auditAnnotations do not hash to its annotation "
+                        "wingman.dev/content-sha256)") in text, f"{what}: {out}"
+                assert "restore it with `helm upgrade` of the release" in text
+                assert "1 configuration" in out.splitlines()[-1], f"{what}: {out}"
+            finally:
+                cluster.kubectl("patch", "validatingadmissionpolicy", name, "--type=json",
+                                "-p", json.dumps([{"op": "replace", "path": "/spec",
+                                                   "value": saved}]))
+    finally:
+        kubeconfig.unlink(missing_ok=True)
+    assert _admin(cluster, release)[0] == 0
+
+
 def test_a_pod_mounting_the_docker_socket_is_reported(
     cluster: LocalCluster, release: Release,
 ) -> None:

@@ -64,7 +64,11 @@ preview's unless ``--no-preview``) must exist, with its binding of the same name
 with ``validationActions`` including ``Deny``; each fails closed and takes no parameters, and
 its binding matches no less than the chart's (``missing_admission``): a missing or disarmed one
 is a violation that names it (RBAC alone does not give what they refuse). Policies that
-cannot be read are one too.
+cannot be read are one too. Each policy's content (what it matches, its match conditions,
+variables, validations and audit annotations) must still be what the chart rendered: its
+digest (``policy_content_digest``) must be the one the chart put in its annotation
+``wingman.dev/content-sha256``, or the policy is reported as edited. That finds drift and
+careless edits; whoever may edit a policy may edit the annotation too.
 
 **Executor token audiences.** Run in a pod (the ``helm test`` pod), the verifier reads the
 audiences of its own ServiceAccount token, which are the API server's (the kubelet asks for
@@ -389,7 +393,8 @@ def _parser() -> argparse.ArgumentParser:
                     "commands) can execute: "
                     "SubjectAccessReviews for every Wingman identity, an inspection of the "
                     "pod specs in the release namespace, and a check that every admission "
-                    "policy of the release and its binding exist and deny. Exit 0: as "
+                    "policy of the release and its binding exist, deny and hold the content "
+                    "the chart rendered. Exit 0: as "
                     "designed; 1: violations; 2: usage or connection error.",
     )
     p.add_argument("-n", "--namespace", help="the release namespace (default: the "

@@ -16,6 +16,7 @@ proof each of its write rights is a violation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -361,6 +362,52 @@ EVERYWHERE_ADMISSION_POLICIES: tuple[str, ...] = ("preview-dry-run", "executor-w
 _NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
 
+#: The annotation on each of the release's policies holding the digest of its content as the
+#: chart rendered it (:func:`policy_content_digest`; templates/admission-policies.yaml).
+CONTENT_DIGEST_ANNOTATION = "wingman.dev/content-sha256"
+#: The fields of a policy's spec that its digest covers: what it matches and what it enforces.
+#: (failurePolicy and paramKind are checked on their own.)
+CONTENT_FIELDS: tuple[str, ...] = ("matchConstraints", "matchConditions", "variables",
+                                   "validations", "auditAnnotations")
+#: What the API server fills into matchConstraints when the chart leaves it out: it is not a
+#: change of content, and is dropped before hashing (:func:`policy_content`).
+_MATCH_DEFAULTS: Mapping[str, Any] = {"matchPolicy": "Equivalent", "namespaceSelector": {},
+                                      "objectSelector": {}}
+_RULE_DEFAULTS: Mapping[str, Any] = {"scope": "*"}
+#: Go's encoding/json (Helm's toJson) escapes these in strings; Python's json does not.
+_GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                             "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _without(obj: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in defaults or v != defaults[k]}
+
+
+def policy_content(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a ValidatingAdmissionPolicy's spec that its content digest covers
+    (:data:`CONTENT_FIELDS`), without the defaults the API server adds to matchConstraints
+    (``matchPolicy: Equivalent``, empty selectors, ``scope: "*"`` in each rule)."""
+    out = {k: spec[k] for k in CONTENT_FIELDS if spec.get(k) is not None}
+    match = out.get("matchConstraints")
+    if isinstance(match, Mapping):
+        match = _without(match, _MATCH_DEFAULTS)
+        for key in ("resourceRules", "excludeResourceRules"):
+            if isinstance(match.get(key), list):
+                match[key] = [_without(r, _RULE_DEFAULTS) if isinstance(r, Mapping) else r
+                              for r in match[key]]
+        out["matchConstraints"] = match
+    return out
+
+
+def policy_content_digest(spec: Mapping[str, Any]) -> str:
+    """The SHA-256 (hex) of :func:`policy_content`, byte for byte what the chart computes with
+    ``toJson | sha256sum`` (Go's encoding/json: keys sorted, no spaces, non-ASCII as UTF-8,
+    ``<``, ``>``, ``&``, U+2028 and U+2029 escaped as ``\\u003c``...)."""
+    text = json.dumps(policy_content(spec), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).translate(_GO_ESCAPES)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def admission_policy_names(namespace: str, *, preview: bool) -> list[str]:
     """The names of the ValidatingAdmissionPolicies (and of their bindings) that the release in
     ``namespace`` renders."""
@@ -376,12 +423,16 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
     (no selector or exclusion in ``matchConstraints``), and so must its
     binding (same name), binding that policy with ``validationActions`` including ``Deny``, no
     ``paramRef`` and matching no less than the chart's (no object selector or resource rules;
-    the release namespace's selector, or none for the policies that hold everywhere). Without
+    the release namespace's selector, or none for the policies that hold everywhere). Each
+    policy's content must hash to the digest the chart put on it
+    (:data:`CONTENT_DIGEST_ANNOTATION`, :func:`policy_content_digest`). Without
     them the guarantees they give (who may decide, what a gateway pod may do, what an approved
     command may change...) are silently gone: RBAC alone does not give them."""
     specs = {str((p.get("metadata") or {}).get("name") or ""): p.get("spec") or {}
              for p in policies}
     have = set(specs)
+    annotations = {str((p.get("metadata") or {}).get("name") or ""):
+                   (p.get("metadata") or {}).get("annotations") or {} for p in policies}
     bound = {str((b.get("metadata") or {}).get("name") or ""): b.get("spec") or {}
              for b in bindings}
     restore = ("; restore it with `helm upgrade` of the release (same values), and find out "
@@ -408,6 +459,14 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
                 problems.append(f"ValidatingAdmissionPolicy {name} narrows what it matches "
                                 f"(matchConstraints.{', matchConstraints.'.join(narrows)}), "
                                 f"which the chart's does not{restore}")
+            expected = annotations[name].get(CONTENT_DIGEST_ANNOTATION)
+            if expected != policy_content_digest(specs[name]):
+                why = (f"it has no annotation {CONTENT_DIGEST_ANNOTATION}" if expected is None
+                       else f"its {', '.join(CONTENT_FIELDS)} do not hash to its annotation "
+                       f"{CONTENT_DIGEST_ANNOTATION}")
+                problems.append(f"ValidatingAdmissionPolicy {name}: content differs from the "
+                                f"chart ({why}): what it matches or enforces was edited, or "
+                                f"an older chart installed it{restore}")
             if specs[name].get("paramKind"):
                 problems.append(f"ValidatingAdmissionPolicy {name} has a paramKind, which the "
                                 "chart's has not: a binding whose parameters are missing may "
@@ -809,6 +868,8 @@ __all__ = [
     "ADMISSION_POLICIES",
     "CHAT_SA",
     "COMPONENT_LABEL",
+    "CONTENT_DIGEST_ANNOTATION",
+    "CONTENT_FIELDS",
     "DESIGN",
     "DOCKER_SOCKETS",
     "DRY_RUN_ONLY",
@@ -847,6 +908,8 @@ __all__ = [
     "inspect_pod_spec",
     "missing_admission",
     "need_notes",
+    "policy_content",
+    "policy_content_digest",
     "questions",
     "render_text",
     "sa_identity",

@@ -27,7 +27,11 @@ from support.chart import (
     template_args,
     values_file,
 )
-from wingman.verifier.rights import admission_policy_names
+from wingman.verifier.rights import (
+    CONTENT_DIGEST_ANNOTATION,
+    admission_policy_names,
+    policy_content_digest,
+)
 
 NS = "wingman-test"
 Rendered = tuple[str | None, list[dict[str, Any]]]
@@ -1023,6 +1027,27 @@ def test_helm_test_expects_exactly_the_admission_policies_the_chart_renders() ->
     assert {"apiGroups": ["admissionregistration.k8s.io"],
             "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
             "verbs": ["get", "list"]} in role["rules"]
+
+
+@pytest.mark.parametrize("env", [None, *ENVIRONMENTS], ids=["defaults", *ENVIRONMENTS])
+@pytest.mark.parametrize("preview", [True, False], ids=["preview", "no-preview"])
+def test_every_admission_policy_carries_the_digest_helm_test_recomputes(
+    env: str | None, preview: bool,
+) -> None:
+    """helm test reports a policy whose content was edited since the chart rendered it: the
+    digest helm puts on each policy is the one verify-privileges computes from the policy,
+    for every policy the chart renders, and only policies carry one."""
+    objs = render(env, {**RENDER_VALUES, "policy.preview.enabled": preview}, namespace=NS)
+    policies = find(objs, "ValidatingAdmissionPolicy")
+    assert {p["metadata"]["name"] for p in policies} == set(
+        admission_policy_names(NS, preview=preview))
+    for policy in policies:
+        digest = policy["metadata"]["annotations"][CONTENT_DIGEST_ANNOTATION]
+        assert digest == policy_content_digest(policy["spec"]), policy["metadata"]["name"]
+    assert len({p["metadata"]["annotations"][CONTENT_DIGEST_ANNOTATION]
+                for p in policies}) == len(policies)
+    assert not [o for o in objs if o["kind"] != "ValidatingAdmissionPolicy"
+                and CONTENT_DIGEST_ANNOTATION in (o["metadata"].get("annotations") or {})]
 
 
 def test_gateway_service_account_does_not_mount_its_token_by_default() -> None:

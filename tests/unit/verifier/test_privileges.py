@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from support.chart import find, render
+from support.chart import find, helm, render
 from wingman.verifier.privileges import token_audiences, verify_privileges_main
 from wingman.verifier.rights import (
+    CONTENT_DIGEST_ANNOTATION,
+    CONTENT_FIELDS,
     RIGHTS,
     Finding,
     Identity,
@@ -34,6 +36,7 @@ from wingman.verifier.rights import (
     group_identity,
     inspect_pod_spec,
     missing_admission,
+    policy_content_digest,
     questions,
     render_text,
 )
@@ -701,13 +704,15 @@ def test_a_release_admission_policy_that_fails_open_or_matches_less_is_disarmed(
                                   preview=False)
     assert ignore.startswith(f"ValidatingAdmissionPolicy {name} has failurePolicy Ignore, "
                              "not Fail: an expression that cannot be evaluated admits")
-    (excluded,) = missing_admission(policy(name, matchConstraints={
+    (excluded, content) = missing_admission(policy(name, matchConstraints={
         **policies[0]["spec"]["matchConstraints"], "objectSelector": {},
         "excludeResourceRules": [{"apiGroups": ["apps"], "apiVersions": ["*"],
                                   "operations": ["*"], "resources": ["deployments"]}]}),
         bindings, NS, preview=False)
     assert excluded.startswith(f"ValidatingAdmissionPolicy {name} narrows what it matches "
                                "(matchConstraints.excludeResourceRules)")
+    assert content.startswith(f"ValidatingAdmissionPolicy {name}: content differs from the "
+                              "chart")
     params = policy(name, paramKind={"apiVersion": "v1", "kind": "ConfigMap"})
     (param_kind,) = missing_admission(params, bindings, NS, preview=False)
     assert param_kind.startswith(f"ValidatingAdmissionPolicy {name} has a paramKind")
@@ -735,3 +740,102 @@ def test_a_release_admission_policy_that_fails_open_or_matches_less_is_disarmed(
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}}}), NS,
         preview=False)
     assert only_here.startswith(f"ValidatingAdmissionPolicyBinding {name} narrows")
+
+
+#: Strings and numbers on which Go's encoding/json (Helm's toJson) and Python's json differ
+#: unless the digest takes care: HTML characters, line and paragraph separators, control
+#: characters, non-ASCII, astral characters, key order, whole and fractional numbers.
+_AWKWARD_SPECS: list[dict[str, Any]] = [
+    {"validations": [{"expression": "a < b && c > d", "message": "x & y"}]},
+    {"validations": [{"expression": "'\u2028' + '\u2029'", "reason": "Invalid"}],
+     "failurePolicy": "Fail"},
+    {"variables": [{"name": "ctl", "expression": "'\x01\x1f\x7f\b\f\n\r\t\"\\\\'"}]},
+    {"auditAnnotations": [{"key": "é", "valueExpression": "'日本 🙂 \u00a0 \ufeff'"}]},
+    {"matchConditions": [{"name": "B", "expression": "true"}, {"name": "a", "expression": "1"}],
+     "matchConstraints": {"resourceRules": [{"resources": ["x"], "apiGroups": [""],
+                                             "operations": ["*"], "apiVersions": ["v1"]}],
+                          "Z": 600, "b": 1.5, "ä": True, "a": None}},
+    {},
+]
+
+
+def test_the_content_digest_is_byte_for_byte_the_charts(tmp_path: Path) -> None:
+    """The chart computes each policy's digest with Helm (``toJson | sha256sum``) and the
+    verifier recomputes it in Python: both must hash the very same bytes, whatever the
+    policy's strings hold."""
+    chart = tmp_path / "digest"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: digest\nversion: 0.1.0\n")
+    fields = " ".join(json.dumps(f) for f in CONTENT_FIELDS)
+    (chart / "templates" / "digests.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: digests\ndata:\n"
+        "{{- range $i, $spec := .Values.specs }}\n"
+        f"  d{{{{ $i }}}}: {{{{ pick $spec {fields} | toJson | sha256sum | quote }}}}\n"
+        "{{- end }}\n")
+    values = tmp_path / "values.json"
+    # JSON is YAML, but YAML takes neither raw control characters nor escaped surrogates
+    text = json.dumps({"specs": _AWKWARD_SPECS}, ensure_ascii=False)
+    values.write_text("".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text),
+                      encoding="utf-8")
+    out = helm("template", "d", str(chart), "-f", str(values)).stdout
+    (cm,) = [d for d in yaml.safe_load_all(out) if d]
+    assert cm["data"] == {f"d{i}": policy_content_digest(spec)
+                          for i, spec in enumerate(_AWKWARD_SPECS)}
+
+
+def test_a_release_admission_policy_whose_content_differs_from_the_chart_is_reported() -> None:
+    """A policy present, failing closed and bound with Deny may still enforce nothing: an
+    expression edited to "true", a validation removed, a match condition that never holds,
+    a variable changed. Its content digest, rendered by the chart, says so."""
+    objs = render("test", {"policy.preview.enabled": True}, namespace=NS)
+    policies = find(objs, "ValidatingAdmissionPolicy")
+    bindings = find(objs, "ValidatingAdmissionPolicyBinding")
+    name = f"wingman-{NS}-gateway-pods"
+    (original,) = [p for p in policies if p["metadata"]["name"] == name]
+    spec = original["spec"]
+
+    # as the API server returns them, with its defaults filled in, the chart's own pass
+    def read_back(p: dict[str, Any]) -> dict[str, Any]:
+        match = p["spec"]["matchConstraints"]
+        return {**p, "spec": {**p["spec"], "matchConstraints": {
+            "matchPolicy": "Equivalent", "namespaceSelector": {}, "objectSelector": {},
+            **match, "resourceRules": [{"scope": "*", **r} for r in match["resourceRules"]]}}}
+    assert missing_admission([read_back(p) for p in policies], bindings, NS,
+                             preview=True) == []
+
+    first, *rest = spec["validations"]
+    condition = spec["matchConditions"][0]
+    variable = spec["variables"][0]
+    edits: dict[str, dict[str, Any]] = {
+        "expression true": {"validations": [{**first, "expression": "true"}, *rest]},
+        "validation removed": {"validations": rest},
+        "match condition never holds": {"matchConditions": [
+            {**condition, "expression": "false"}]},
+        "match condition removed": {"matchConditions": []},
+        "variable changed": {"variables": [{**variable, "expression": "[]"},
+                                           *spec["variables"][1:]]},
+        "audit annotation added": {"auditAnnotations": [{"key": "k",
+                                                          "valueExpression": "'v'"}]},
+        "operation dropped": {"matchConstraints": {**spec["matchConstraints"], "resourceRules": [
+            {**r, "operations": ["UPDATE"]} for r in spec["matchConstraints"]["resourceRules"]]}},
+        "exact match policy": {"matchConstraints": {**spec["matchConstraints"],
+                                                    "matchPolicy": "Exact"}},
+        "message changed": {"validations": [{**first, "message": "ok"}, *rest]},
+    }
+    for what, change in edits.items():
+        edited = [read_back({**p, "spec": {**spec, **change}}) if p is original else p
+                  for p in policies]
+        (problem,) = missing_admission(edited, bindings, NS, preview=True)
+        assert problem.startswith(
+            f"ValidatingAdmissionPolicy {name}: content differs from the chart (its "
+            "matchConstraints, matchConditions, variables, validations, auditAnnotations do "
+            f"not hash to its annotation {CONTENT_DIGEST_ANNOTATION})"), what
+        assert problem.endswith("restore it with `helm upgrade` of the release (same values), "
+                                "and find out who removed or changed it"), what
+    # the annotation edited along with the content does not hide it
+    unannotated = [{**p, "metadata": {**p["metadata"], "annotations": {}}} if p is original
+                   else p for p in policies]
+    (problem,) = missing_admission(unannotated, bindings, NS, preview=True)
+    assert problem.startswith(f"ValidatingAdmissionPolicy {name}: content differs from the "
+                              f"chart (it has no annotation {CONTENT_DIGEST_ANNOTATION})")
+    assert "an older chart installed it" in problem
