@@ -1353,6 +1353,77 @@ def test_an_approved_command_leaves_a_sandbox_and_process_isolation_as_they_are(
         assert allowed.returncode == 0, allowed.stderr
 
 
+def test_an_approved_command_adds_no_root_group_other_claim_or_priority(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """The root group (files of group 0 on the node and in volumes), another workload's
+    PersistentVolumeClaim (its data), an ephemeral volume bound to existing storage, or another
+    PriorityClass (preempting other workloads' pods) are as much a change of isolation as
+    running as root."""
+    target = test_release.target_namespace
+    name = f"grouped-{_suffix()}"
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                     "automountServiceAccountToken": False,
+                     "priorityClassName": "batch-low",
+                     "securityContext": {"runAsGroup": 1000, "fsGroup": 1000,
+                                         "supplementalGroups": [1000]},
+                     "volumes": [{"name": "data",
+                                  "persistentVolumeClaim": {"claimName": "web-data"}}],
+                     "containers": [{"name": "web", "image": "nginx:1", "securityContext": {
+                         "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}]}}}}))
+    workload = f"Deployment '{target}/{name}'"
+
+    def patch(spec: dict[str, Any]) -> Any:
+        return executor("patch", "deployment", name, "--type=strategic", "-p",
+                        json.dumps({"spec": {"template": {"spec": spec}}}))
+
+    claim = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    escalations: list[tuple[str, dict[str, Any]]] = [
+        ("runAsGroup 0 in container 'web' (was 1000)",
+         {"securityContext": {"runAsGroup": 0}}),
+        ("runAsGroup 0 in container 'web' (was 1000)",
+         {"containers": [{"name": "web", "securityContext": {"runAsGroup": 0}}]}),
+        ("fsGroup 0 (was 1000)", {"securityContext": {"fsGroup": 0}}),
+        ("supplementalGroups 0 (the root group)",
+         {"securityContext": {"supplementalGroups": [1000, 0]}}),
+        ("PersistentVolumeClaim 'db-data' in volume 'db'",
+         {"volumes": [{"name": "db", "persistentVolumeClaim": {"claimName": "db-data"}}]}),
+        ("PersistentVolumeClaim 'db-data' in volume 'data'",
+         {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "db-data"}}]}),
+        ("ephemeral volume 'scratch' on existing storage (volumeName)",
+         {"volumes": [{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {
+             "spec": {**claim, "volumeName": "pv-db"}}}}]}),
+        ("ephemeral volume 'clone' on existing storage (dataSource)",
+         {"volumes": [{"name": "clone", "ephemeral": {"volumeClaimTemplate": {"spec": {
+             **claim, "dataSource": {"kind": "PersistentVolumeClaim", "name": "db-data"}}}}}]}),
+        ("priorityClassName 'system-cluster-critical' (was 'batch-low')",
+         {"priorityClassName": "system-cluster-critical"}),
+    ]
+    for shown, spec in escalations:
+        _refused(patch(spec), workload, shown)
+    _refused(executor("patch", "deployment", name, "--type=json", "-p", json.dumps(
+        [{"op": "remove", "path": "/spec/template/spec/priorityClassName"}])),
+        workload, "priorityClassName unset (was 'batch-low')")
+    # a lower-case "all" is no ALL to the container runtime (containerd drops nothing for it)
+    _refused(patch({"containers": [{"name": "web", "securityContext": {
+        "capabilities": {"drop": ["all"]}}}]}),
+        workload, "capability ALL no longer dropped in container 'web'")
+    # what the executor is for still works, the claim it had included; a capability spelled
+    # in lower case is the same capability; new, empty storage of an ephemeral volume is no
+    # one's data
+    for allowed in (executor("rollout", "restart", f"deployment/{name}"),
+                    executor("scale", f"deployment/{name}", "--replicas=2"),
+                    executor("set", "image", f"deployment/{name}", "web=nginx:2"),
+                    patch({"containers": [{"name": "web", "securityContext": {"capabilities": {
+                        "drop": ["ALL"], "add": ["net_bind_service"]}}}]}),
+                    patch({"volumes": [{"name": "cache", "ephemeral": {
+                        "volumeClaimTemplate": {"spec": claim}}}]})):
+        assert allowed.returncode == 0, allowed.stderr
+
+
 def test_an_approved_command_changes_no_pod_label_or_annotation_but_the_restart(
     cluster: LocalCluster, test_release: Release, executor: Any,
 ) -> None:

@@ -481,7 +481,16 @@ The capabilities a container (the CEL expression given) drops, [] when it drops 
 line, to sit inside a folded YAML scalar).
 */ -}}
 {{- define "wingman.celDrops" -}}
-{{- printf "(has(%[1]s.securityContext) && has(%[1]s.securityContext.capabilities) && has(%[1]s.securityContext.capabilities.drop) ? %[1]s.securityContext.capabilities.drop : [])" . }}
+{{- printf "(has(%[1]s.securityContext) && has(%[1]s.securityContext.capabilities) && has(%[1]s.securityContext.capabilities.drop) ? %[1]s.securityContext.capabilities.drop.map(x, %[2]s) : [])" . (include "wingman.celCapability" "x") }}
+{{- end }}
+
+{{- /*
+A capability's name (the CEL expression given) as the container runtime reads it: upper case
+(containerd and CRI-O upper-case each name), but ALL only as written: a lower-case "all" is
+no ALL to containerd (it drops or adds nothing for it), so it stays "all", another name.
+*/ -}}
+{{- define "wingman.celCapability" -}}
+{{- printf "(%[1]s.upperAscii() == 'ALL' ? %[1]s : %[1]s.upperAscii())" . }}
 {{- end }}
 
 {{- define "wingman.celSecuritySettings" -}}
@@ -502,6 +511,8 @@ string(has({{ $p }}.seLinuxOptions.level) ? {{ $p }}.seLinuxOptions.level : '')]
 : ''),
 'runAsUser': string(has({{ . }}.securityContext) && has({{ $p }}.runAsUser) ?
 string({{ $p }}.runAsUser) : ''),
+'runAsGroup': string(has({{ . }}.securityContext) && has({{ $p }}.runAsGroup) ?
+string({{ $p }}.runAsGroup) : ''),
 'runAsNonRoot': string(has({{ . }}.securityContext) && has({{ $p }}.runAsNonRoot) ?
 string({{ $p }}.runAsNonRoot) : ''),
 'allowPrivilegeEscalation': string(has({{ . }}.securityContext) &&
