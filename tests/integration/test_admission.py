@@ -1513,6 +1513,121 @@ def test_a_custom_workload_with_a_pod_template_is_held_to_the_same_rules(
         assert allowed.returncode == 0, allowed.stderr
 
 
+def test_a_custom_workloads_pod_templates_elsewhere_are_judged_or_kept(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """A custom resource's pod template need not be spec.template: a KEDA ScaledJob's is
+    spec.jobTargetRef.template (judged field by field like spec.template), a RayCluster's,
+    JobSet's or PyTorchJob's are several, deeper (kept as they are: any change refused). A
+    projected pod certificate or ClusterTrustBundle hands the pods an identity or a trust
+    they did not have."""
+    ns, target = test_release.namespace, test_release.target_namespace
+    group = f"x{_suffix()}.example.com"
+    cluster.kubectl("create", "-f", "-", input=dump({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"workloads.{group}"},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"plural": "workloads", "singular": "workload", "kind": "Workload"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                     "openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                         "type": "object",
+                         "x-kubernetes-preserve-unknown-fields": True}}}}}]}}))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/workloads.{group}",
+                    "--timeout=30s")
+    role = f"workloads-{_suffix()}"
+    cluster.kubectl("create", "role", role, "-n", target, "--verb=get,patch,update",
+                    f"--resource=workloads.{group}")
+    cluster.kubectl("create", "rolebinding", role, "-n", target, f"--role={role}",
+                    f"--serviceaccount={ns}:wingman-executor")
+
+    def pod(image: str = "busybox:1") -> dict[str, Any]:
+        return {"metadata": {"labels": {"app": "x"}},
+                "spec": {"containers": [{"name": "main", "image": image}]}}
+
+    def create(spec: dict[str, Any]) -> str:
+        name = f"w-{_suffix()}"
+        cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+            "apiVersion": f"{group}/v1", "kind": "Workload", "metadata": {"name": name},
+            "spec": spec}))
+        deadline = time.monotonic() + 10
+        while executor("get", f"workloads.{group}/{name}").returncode != 0:
+            assert time.monotonic() < deadline, "the executor was not granted workloads"
+            time.sleep(0.2)
+        return name
+
+    def json_patch(name: str, *ops: dict[str, Any]) -> Any:
+        return executor("patch", f"workloads.{group}/{name}", "--type=json", "-p",
+                        json.dumps(ops))
+
+    # a KEDA ScaledJob: spec.jobTargetRef.template, judged field by field
+    scaled = create({"pollingInterval": 30, "jobTargetRef": {"template": pod()}})
+    workload = f"Workload '{target}/{scaled}'"
+    template = "/spec/jobTargetRef/template/spec"
+    switched = json_patch(scaled, {"op": "add", "path": f"{template}/serviceAccountName",
+                                   "value": "admin"})
+    assert switched.returncode != 0
+    assert (f"ServiceAccount the pods of {workload} run as, from 'default' to 'admin'"
+            in " ".join(switched.stderr.split())), switched.stderr
+    _refused(json_patch(scaled, {"op": "add", "path": f"{template}/hostNetwork", "value": True}),
+             workload, "hostNetwork")
+    for allowed in (json_patch(scaled, {"op": "replace", "path": "/spec/pollingInterval",
+                                        "value": 60}),
+                    json_patch(scaled, {"op": "replace",
+                                        "path": f"{template}/containers/0/image",
+                                        "value": "busybox:2"})):
+        assert allowed.returncode == 0, allowed.stderr
+
+    # a projected pod certificate or ClusterTrustBundle in spec.template
+    plain = create({"replicas": 1, "template": pod()})
+    for shown, source in (
+        ("a pod certificate in volume 'cert'", {"podCertificate": {
+            "signerName": "example.com/identity", "keyType": "ED25519",
+            "credentialBundlePath": "bundle.pem"}}),
+        ("a ClusterTrustBundle in volume 'cert'", {"clusterTrustBundle": {
+            "signerName": "example.com/identity", "labelSelector": {}, "path": "ca.pem"}}),
+    ):
+        _refused(json_patch(plain, {"op": "add", "path": "/spec/template/spec/volumes",
+                                    "value": [{"name": "cert",
+                                               "projected": {"sources": [source]}}]}),
+                 f"Workload '{target}/{plain}'", shown)
+
+    # pod templates this policy does not judge field by field: any change refused, the rest
+    # of the object still the command's
+    for spec, path, change in (
+        ({"headGroupSpec": {"template": pod()},
+          "workerGroupSpecs": [{"groupName": "w", "replicas": 1, "template": pod()}]},
+         "spec.workerGroupSpecs[].template",
+         "/spec/workerGroupSpecs/0/template/spec/hostNetwork"),
+        ({"headGroupSpec": {"template": pod()}}, "spec.headGroupSpec.template",
+         "/spec/headGroupSpec/template/spec/hostNetwork"),
+        ({"replicatedJobs": [{"name": "r", "replicas": 1,
+                              "template": {"spec": {"template": pod()}}}]},
+         "spec.replicatedJobs[].template",
+         "/spec/replicatedJobs/0/template/spec/template/spec/hostPID"),
+        ({"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": pod()}}},
+         "spec.pytorchReplicaSpecs.Master.template",
+         "/spec/pytorchReplicaSpecs/Master/template/spec/hostIPC"),
+        ({"leaderWorkerTemplate": {"size": 2, "workerTemplate": pod()}},
+         "spec.leaderWorkerTemplate.workerTemplate",
+         "/spec/leaderWorkerTemplate/workerTemplate/spec/hostNetwork"),
+    ):
+        name = create(spec)
+        refused = json_patch(name, {"op": "add", "path": change, "value": True})
+        assert refused.returncode != 0, path
+        message = " ".join(refused.stderr.split())
+        assert ("an approved command (ServiceAccount wingman-executor) may not change the pod "
+                f"template at {path} of Workload '{target}/{name}'") in message, message
+    ray = create({"workerGroupSpecs": [{"groupName": "w", "replicas": 1, "template": pod()}]})
+    scaled_up = json_patch(ray, {"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas",
+                                 "value": 3})
+    assert scaled_up.returncode == 0, scaled_up.stderr
+    # a custom resource with no pod template (a spec.template of another kind) is the
+    # command's to change
+    text = create({"template": "plain text", "size": 1})
+    resized = json_patch(text, {"op": "replace", "path": "/spec/size", "value": 2})
+    assert resized.returncode == 0, resized.stderr
+
+
 def _workload(kind: str, name: str) -> dict[str, Any]:
     pod = {"metadata": {"labels": {"app": name}},
            "spec": {"automountServiceAccountToken": False,

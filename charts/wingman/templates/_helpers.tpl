@@ -493,6 +493,15 @@ no ALL to containerd (it drops or adds nothing for it), so it stays "all", anoth
 {{- printf "(%[1]s.upperAscii() == 'ALL' ? %[1]s : %[1]s.upperAscii())" . }}
 {{- end }}
 
+{{- /*
+CEL (for policy ...-executor-workloads): whether a value (the CEL expression given) of a custom
+resource is shaped like a pod template (spec.containers) or a Job template
+(spec.template.spec.containers): the pods its controller runs.
+*/ -}}
+{{- define "wingman.celPodShaped" -}}
+{{- printf "(type(%[1]s) == map && 'spec' in %[1]s && type(%[1]s.spec) == map && ('containers' in %[1]s.spec || ('template' in %[1]s.spec && type(%[1]s.spec.template) == map && 'spec' in %[1]s.spec.template && type(%[1]s.spec.template.spec) == map && 'containers' in %[1]s.spec.template.spec)))" . }}
+{{- end }}
+
 {{- define "wingman.celSecuritySettings" -}}
 {{- $p := printf "%s.securityContext" . -}}
 'seccomp': string(has({{ . }}.securityContext) && has({{ $p }}.seccompProfile) &&
@@ -521,4 +530,24 @@ has({{ $p }}.allowPrivilegeEscalation) ? string({{ $p }}.allowPrivilegeEscalatio
 string({{ $p }}.procMount) : ''),
 'hostProcess': string(has({{ . }}.securityContext) && has({{ $p }}.windowsOptions) &&
 has({{ $p }}.windowsOptions.hostProcess) ? string({{ $p }}.windowsOptions.hostProcess) : '')
+{{- end }}
+
+{{- /*
+CEL (for policy ...-executor-workloads): the paths, joined by commas, of the pod templates that
+changed in a map M of a custom resource's spec (at path P; CANDS: the old values M may be,
+one for a map, each element for a list's element), looked for in M's values and, where one is
+a map, in its values. Call with (dict "m" M "cands" CANDS "p" P), each a CEL expression.
+*/ -}}
+{{- define "wingman.celUnjudged" -}}
+{{- $m := .m }}{{ $c := .cands }}{{ $p := .p -}}
+{{ $m }}.map(k2, type({{ $m }}[k2]) == map ? ({{ include "wingman.celPodShaped" (printf "%s[k2]" $m) }}
+? ({{ $p }} + '.' + k2 != variables.judgedAt && !{{ $c }}.exists(c, type(c) == map &&
+k2 in c && c[k2] == {{ $m }}[k2]) ? {{ $p }} + '.' + k2 : '')
+: {{ $m }}[k2].map(k3, {{ include "wingman.celPodShaped" (printf "%s[k2][k3]" $m) }} &&
+{{ $p }} + '.' + k2 + '.' + k3 != variables.judgedAt && !{{ $c }}.exists(c, type(c) == map &&
+k2 in c && type(c[k2]) == map && k3 in c[k2] && c[k2][k3] == {{ $m }}[k2][k3])
+? {{ $p }} + '.' + k2 + '.' + k3 : '').join(','))
+: (type({{ $m }}[k2]) == list && {{ $m }}[k2].exists(e2,
+{{ include "wingman.celPodShaped" "e2" }} && !{{ $c }}.exists(c, type(c) == map && k2 in c &&
+type(c[k2]) == list && e2 in c[k2])) ? {{ $p }} + '.' + k2 + '[]' : '')).join(',')
 {{- end }}
