@@ -146,6 +146,10 @@ CLUSTER_RESOURCES = frozenset({
     "flowschema", "prioritylevelconfiguration", "ipaddress", "servicecidr", "deviceclass",
     "componentstatus",
 })
+# From this log level (``-v``, ``--vmodule``) kubectl logs the bodies of the API requests and
+# responses it exchanges: whole objects, whatever the command itself prints.
+BODY_LOG_LEVEL = 8
+_LOG_LEVEL = re.compile(r"[+-]?[0-9]{1,9}")
 UNTRUSTED_INPUT = "UntrustedInput"
 _LEVELS = (Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL)
 
@@ -190,6 +194,12 @@ def _names(words: Iterable[str], kinds: frozenset[str]) -> bool:
 def _values(parsed: ParsedCommand) -> Iterable[str]:
     for values in parsed.flags.values():
         yield from values
+
+
+def _below_bodies(level: str) -> bool:
+    """Whether a kubectl log level (``-v``, or one ``--vmodule`` entry's) is a number, as
+    klog reads it (base 10, an optional sign), below :data:`BODY_LOG_LEVEL`."""
+    return _LOG_LEVEL.fullmatch(level.strip()) is not None and int(level) < BODY_LOG_LEVEL
 
 
 def _zero(value: str) -> bool:
@@ -278,6 +288,14 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
     if parsed.verb == "debug" and parsed.flag("--profile") and any(
             p in ("sysadmin", "netadmin") for p in parsed.flag("--profile")):
         rating.add(C, "debug with a privileged profile")
+    levels = [*parsed.flag("--v"),
+              *(entry.rpartition("=")[2] for value in parsed.flag("--vmodule")
+                for entry in value.split(","))]
+    if any(not _below_bodies(level) for level in levels):
+        rating.add(H, f"log level -v {BODY_LOG_LEVEL} or above (or one it cannot read) makes "
+                      "kubectl print the API requests and response bodies it exchanges (whole "
+                      "objects: a ConfigMap's data, environment values) into the output "
+                      "workers read; leave -v and --vmodule out")
 
 
 def _rate_docker(parsed: ParsedCommand, rating: _Rating) -> None:

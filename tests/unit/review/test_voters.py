@@ -539,3 +539,33 @@ def test_text_planted_in_a_target_object_is_scanned_for_injection_in_the_preview
                         preview=_previewed({"command": SCALE, "outcome": "Previewed",
                                             "diff": ordinary}))
     assert not {PROMPT_INJECTION, PREVIEW_FINDING} & set(_panel_of(clean).flags)  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------- kubectl's log level
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl get configmap app -n apps -o name -v=8",
+    "kubectl rollout restart deployment/web -n apps -v=9",
+    "kubectl -v 10 rollout restart deployment/web -n apps",
+    "kubectl get pods -n apps --v=+09",
+    "kubectl get pods -n apps -Av9",
+    "kubectl get pods -n apps --vmodule=round_trippers=8",
+    "kubectl get pods -n apps --vmodule=request=1,round_trippers=9",
+    "kubectl get pods -n apps -v=x",  # a level kubectl reads some other way: not rated routine
+])
+def test_a_log_level_that_prints_api_bodies_is_not_routine(command: str) -> None:
+    # from -v=8 kubectl logs the API server's request and response bodies (whole objects: a
+    # ConfigMap's data, environment values) into the output workers read
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("response bodies" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl rollout restart deployment/web -n apps -v=7",
+    "kubectl get pods -n apps --v=0",
+    "kubectl get pods -n apps --vmodule=round_trippers=6",
+])
+def test_a_low_log_level_stays_routine(command: str) -> None:
+    assert command_risk(command)[0] is Risk.LOW, command_risk(command)
