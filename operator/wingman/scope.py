@@ -88,6 +88,12 @@ approvers never saw, or run a program other than kubectl.
     ``file``, in any letter case; ``--template`` is then that file's path). Write the change
     as a command instead (``kubectl patch``, ``set``, ``scale``, ``label``,
     ``create configmap --from-literal``...) and inline templates (``-o go-template=...``).
+15. ``RawPath``: the path of ``--raw`` (``kubectl get|delete --raw PATH``) has a ``%``
+    escape or a ``.``/``..`` segment before its query, or does not start with exactly one
+    ``/``. kubectl decodes the path, cleans it and drops a scheme and host before it requests
+    it, so such a path reaches another resource than the one it shows: an allowlisted
+    ``kubectl get --raw /readyz/*`` filled with ``..%2F..%2Fapi%2Fv1%2Fnamespaces%2F...``
+    would read any object, and ``s%65crets`` hides ``secrets`` from its reader.
 
 An empty quoted argument (``''``) is a real, empty argv element; it is allowed by ``parse``
 but no allowlist wildcard matches it.
@@ -473,6 +479,7 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
     subcommand_next = False  # the previous word was the verb create
     value_next = False  # the previous word was a flag whose value this word is
     output_next = False  # ... and that flag was -o/--output
+    raw_next = False  # ... and that flag was --raw
     for index, arg in enumerate(args):
         whole = known is None or known[index]
         if arg == "--" and whole and (index == 0 or not args[index - 1].startswith("-")
@@ -490,6 +497,8 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
             needs_value = False  # a wildcard in a flag's word is the flag's value
         if output_next:
             _check_output(arg, index, whole)
+        if raw_next:
+            _check_raw(arg, index, whole)
         if not names and not value_next:
             if not verb_seen:
                 verb_seen = True
@@ -514,6 +523,8 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
             raise _local_verb("apply edit-last-applied", "opens an editor in the gateway pod")
         value_next = needs_value
         output_next = needs_value and names[-1] in ("-o", "--output")
+        # --raw takes a value in every command that runs (config view's, a boolean, never does)
+        raw_next = names == ["--raw"] and value is None
         for name in names:
             if name in CONNECTION_FLAGS:
                 how = "sets" if len(names) == 1 else (
@@ -546,6 +557,8 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
                 raise _local_file(index, name)
         if names and names[-1] in ("-o", "--output") and value is not None:
             _check_output(value, index, whole)
+        if names == ["--raw"] and value is not None:
+            _check_raw(value, index, whole)
 
 
 def _check_verb(verb: str, pattern: bool) -> None:
@@ -615,6 +628,24 @@ def _check_output(value: str, index: int, whole: bool) -> None:
             "a command: give the template inline (-o go-template=..., -o jsonpath=..., "
             "-o custom-columns=...)",
             reason="LocalFile",
+        )
+
+
+def _check_raw(value: str, index: int, whole: bool) -> None:
+    """Rule 15 on the value of ``--raw`` (for a pattern, on its known prefix)."""
+    path = value.partition("?")[0]
+    # for a pattern, only the segments its literal prefix holds whole
+    segments = path.split("/") if whole else path.split("/")[:-1]
+    if "%" in path or any(s in (".", "..") for s in segments) or (
+            (whole or len(path) >= 2) and (not path.startswith("/") or path.startswith("//"))):
+        raise ScopeViolation(
+            f"argument {index + 1} is a --raw path with %-escapes, a '.' or '..' segment, or "
+            "not one leading '/': kubectl decodes and cleans the path (and drops a scheme and "
+            "host) before it requests it, so it would reach another resource than the path "
+            "shows ('..%2F' leaves the segment an allowlist wildcard stands for); Wingman never "
+            "runs such a command: write the path as requested, starting with a single '/', "
+            "without %-escapes or dot segments (a query after '?' may have %-escapes)",
+            reason="RawPath",
         )
 
 

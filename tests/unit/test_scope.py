@@ -998,3 +998,54 @@ def test_every_flag_that_names_a_file_of_the_pinned_kubectl_is_refused() -> None
     unjudged = {f: where for f, where in found.items()
                 if f not in LOCAL_FILE_FLAGS | CONNECTION_FLAGS | _NOT_LOCAL_FILES.keys()}
     assert not unjudged, unjudged
+
+
+# ----------------------------------------------------------------------- kubectl --raw paths
+
+
+@pytest.mark.parametrize("command", [
+    # kubectl decodes the path and cleans it (path.Join) before it requests it:
+    # /readyz/..%2F..%2Fapi%2Fv1%2Fnamespaces%2Fkube-system%2Fsecrets is
+    # GET /api/v1/namespaces/kube-system/secrets
+    "kubectl get --raw /readyz/..%2F..%2Fapi%2Fv1%2Fnamespaces%2Fkube-system%2Fsecrets",
+    "kubectl get --raw=/api/v1/namespaces/apps/pods/%2E%2E%2F%2E%2E%2Fsecrets%2Fdb",
+    "kubectl get --raw /api/v1/namespaces/apps/s%65crets",  # 'secrets', hidden from a reader
+    "kubectl get --raw /api/v1/namespaces/apps/pods/../../kube-system/secrets",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/./x",
+    "kubectl get --raw=//evil.example/api/v1/namespaces/apps/secrets",  # the host is dropped
+    "kubectl get --raw https://evil.example/api/v1/namespaces/apps/pods",
+    "kubectl get --raw api/v1/namespaces/apps/pods",
+    "kubectl delete --raw /api/v1/namespaces/apps/pods/..%2Fsecrets%2Fdb",
+    "kubectl -n apps get --raw=/api/v1/namespaces/apps/pods --raw /api/v1/%2E%2E",  # last wins
+])
+def test_a_raw_path_kubectl_would_rewrite_never_runs(command: str) -> None:
+    exc = violation(command, "RawPath")
+    assert "--raw" in exc.message and "%-escapes" in exc.message
+    assert "kube-system" not in exc.message and "evil" not in exc.message
+
+
+def test_a_wildcard_in_a_raw_path_stays_in_its_segment() -> None:
+    allowlist = Allowlist.from_patterns(["kubectl get --raw /readyz/*"])
+    command = "kubectl get --raw /readyz/..%2F..%2Fapi%2Fv1%2Fnamespaces%2Fkube-system%2Fsecrets"
+    assert allowlist.matches(shlex.split(command))  # the pattern admits it: the rule refuses it
+    with pytest.raises(ScopeViolation) as info:
+        check(command, approved=[command], allowlist=allowlist)
+    assert info.value.reason == "RawPath"
+    assert check("kubectl get --raw /readyz/etcd", approved=["kubectl get --raw /readyz/etcd"],
+                 allowlist=allowlist) == ["kubectl", "get", "--raw", "/readyz/etcd"]
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl get --raw /readyz/etcd",
+    "kubectl get --raw=/api/v1/namespaces/apps/pods",
+    "kubectl get --raw '/api/v1/namespaces/apps/pods?labelSelector=app%3Dweb'",  # the query
+    "kubectl get --raw /apis/metrics.k8s.io/v1beta1/namespaces/apps/pods",
+])
+def test_a_plain_raw_path_still_runs(command: str) -> None:
+    assert parse(command) == shlex.split(command)
+
+
+def test_a_pattern_whose_raw_path_is_always_rewritten_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        Allowlist.from_patterns(["kubectl get --raw /api/v1/namespaces/apps/pods/../*"])
+    assert "(rule RawPath)" in str(info.value)
