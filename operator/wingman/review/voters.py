@@ -202,6 +202,22 @@ def _below_bodies(level: str) -> bool:
     return _LOG_LEVEL.fullmatch(level.strip()) is not None and int(level) < BODY_LOG_LEVEL
 
 
+def _raw_target(path: str) -> tuple[str, str]:
+    """(namespace, resource) a ``--raw`` API path names (``/api/v1/namespaces/apps/pods``,
+    ``/apis/apps/v1/deployments``); ``("", "")`` for a path that is no resource path
+    (``/readyz``, ``/api/v1``). A namespace's own path names the resource ``namespaces``."""
+    parts = [p for p in path.partition("?")[0].split("/") if p]
+    if parts[:1] == ["api"]:
+        rest = parts[2:]
+    elif parts[:1] == ["apis"]:
+        rest = parts[3:]
+    else:
+        return "", ""
+    if len(rest) >= 2 and rest[0] == "namespaces":
+        return rest[1], rest[2] if len(rest) >= 3 else "namespaces"
+    return "", rest[0] if rest else ""
+
+
 def _zero(value: str) -> bool:
     try:
         return int(value.strip()) == 0
@@ -393,7 +409,9 @@ class BlastRadiusVoter:
             if parsed.has("--all-namespaces"):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("all namespaces")
-            namespaces = [*parsed.flag("--namespace"), *parsed.words]
+            raw = [_raw_target(path) for path in parsed.flag("--raw")]
+            namespaces = [*parsed.flag("--namespace"), *parsed.words,
+                          *(space for space, _ in raw)]
             if any(n == "kube-system" or n.endswith("/kube-system") for n in namespaces):
                 risk = max(risk, Risk.CRITICAL, key=lambda x: x.rank)
                 why.append("kube-system")
@@ -402,6 +420,9 @@ class BlastRadiusVoter:
                                       ("create", "clusterrole")):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("cluster-scoped resource")
+            if any(resource and not space for space, resource in raw):
+                risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
+                why.append("a --raw path to a cluster-scoped resource or every namespace")
             if parsed.program == "kubectl" and any(parsed.has(f) for f in IDENTITY_FLAGS):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("another identity or cluster")

@@ -242,6 +242,13 @@ def test_the_subject_of_a_binding_is_not_the_callers_identity() -> None:
     ("kubectl create clusterrolebinding x --clusterrole=view --user=a", Risk.HIGH),
     ("kubectl get clusterroles.rbac.authorization.k8s.io", Risk.HIGH),
     ("kubectl -n apps rollout restart deployment/web", Risk.LOW),
+    # a --raw path names its namespace and resource in the path
+    ("kubectl get --raw /api/v1/namespaces/kube-system/pods", Risk.CRITICAL),
+    ("kubectl delete --raw=/api/v1/namespaces/kube-system/configmaps/x", Risk.CRITICAL),
+    ("kubectl get --raw /api/v1/namespaces/kube-system", Risk.CRITICAL),
+    ("kubectl get --raw /api/v1/nodes", Risk.HIGH),
+    ("kubectl get --raw /apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Risk.HIGH),
+    ("kubectl get --raw /api/v1/namespaces/apps/pods?limit=1", Risk.LOW),
 ])
 def test_blast_radius_reads_the_parsed_command(command: str, risk: Risk) -> None:
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
