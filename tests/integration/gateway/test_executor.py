@@ -149,6 +149,25 @@ def test_a_command_naming_a_file_of_the_gateway_pod_is_refused_before_anything_r
     assert record["data"]["detail"] == "LocalFile"
 
 
+def test_a_raw_path_that_leaves_its_wildcards_segment_is_refused_before_anything_runs(
+    env: Env,
+) -> None:
+    # kubectl would decode and clean the path: GET /api/v1/namespaces/<target>/secrets, which
+    # the pattern's wildcard (one segment, never '/') was not meant to reach
+    _allow(env, f"kubectl get --raw /api/v1/namespaces/{env.target}/pods/*")
+    command = (f"kubectl get --raw /api/v1/namespaces/{env.target}/pods/"
+               "..%2F..%2Fsecrets")
+    g = make_grant(env, command)
+    token = mint(env, g)
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    status = env.grant(g.name)["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "ScopeViolation", status
+    assert "--raw" in status["message"] and "output" not in status, status
+    assert env.leases() == [], "refused before the burn"
+    [record] = env.audit_records()
+    assert record["data"]["detail"] == "RawPath"
+
+
 def test_the_executor_token_dies_with_the_grants_token_secret(env: Env) -> None:
     """The executor's token is bound to the grant's token Secret: once the operator deletes it
     (the grant ended), the token no longer authenticates, whatever its expiration says."""
