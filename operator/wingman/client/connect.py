@@ -4,7 +4,9 @@ The order is kubectl's: ``--kubeconfig``, else ``$KUBECONFIG`` (several paths me
 ``~/.kube/config``; with none of them, the in-cluster configuration (``KUBERNETES_SERVICE_HOST``
 and ``_PORT``, and the token and CA in the ServiceAccount directory, re-read as the kubelet
 rotates the token). The namespace is ``-n``, else ``$WINGMAN_NAMESPACE``, else the context's
-namespace (in a pod: the pod's own), else ``wingman``.
+namespace (in a pod: the pod's own), else ``wingman``. A kubeconfig whose exec credential plugin
+fails or gives no credentials is a ConfigError (the kubernetes library would only log it and
+call anonymously), naming the kubectl command that shows the plugin's error.
 
 Nothing here ever holds more than the caller's own rights: no impersonation unless the caller
 asks for it (and RBAC allows it), no Secret is read.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +77,15 @@ def _kubeconfig_paths(settings: ClientSettings, explicit: str | None) -> tuple[s
     return ()
 
 
+def _kubectl(paths: Sequence[str], context: str | None, *args: str) -> str:
+    """The kubectl command line that reads the same kubeconfig and context: ``--kubeconfig``
+    takes one file only, so several (a merged ``KUBECONFIG``) are given as kubectl reads them."""
+    where = ([] if len(paths) > 1 else ["--kubeconfig", paths[0]]) + (
+        ["--context", context] if context is not None else [])
+    line = shlex.join(["kubectl", *args, *where])
+    return f"KUBECONFIG={shlex.quote(os.pathsep.join(paths))} {line}" if len(paths) > 1 else line
+
+
 def _failed_exec_plugin(joined: str, chosen: Any, configuration: k8s.Configuration
                         ) -> str | None:
     """The command of the context's exec credential plugin when it gave no credentials.
@@ -127,14 +139,14 @@ def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = 
             raise
         except Exception as exc:  # noqa: BLE001 - any kubeconfig problem is the user's to fix
             raise ConfigError(f"cannot use the kubeconfig {joined}: {exc} (is it a kubeconfig? "
-                              f"'kubectl config view --kubeconfig {joined}' shows what kubectl "
+                              f"'{_kubectl(paths, None, 'config', 'view')}' shows what kubectl "
                               "makes of it)") from None
         command = _failed_exec_plugin(joined, chosen, configuration)
         if command is not None:
             raise ConfigError(
                 f"the kubeconfig {joined} gets its credentials from the command {command!r}, "
                 "which failed or gave none, so every call would go out anonymous; run "
-                f"'kubectl version --kubeconfig {joined}' to see the command's error, and fix "
+                f"'{_kubectl(paths, context, 'version')}' to see the command's error, and fix "
                 "it (log in again, or put the command on PATH)")
         origin = f"kubeconfig {joined}" + (f" (context {context})" if context else "")
     else:

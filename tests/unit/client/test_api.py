@@ -350,3 +350,39 @@ def test_an_exec_plugin_that_fails_is_an_error_not_anonymous_calls(tmp_path: Pat
         connect(_settings(tmp_path), kubeconfig=str(path))
     assert connect(_settings(tmp_path), kubeconfig=str(path), context="y").origin.endswith(
         "(context y)")
+
+
+def test_the_kubectl_a_kubeconfig_error_names_reads_the_same_files_and_context(
+        tmp_path: Path) -> None:
+    # kubectl's --kubeconfig takes one file: 'kubectl version --kubeconfig a:b' fails on its
+    # own ("stat a:b: no such file"), so a merged KUBECONFIG is given as kubectl reads it
+    base = tmp_path / "base"
+    base.write_text("apiVersion: v1\nkind: Config\n")
+    path = tmp_path / "kubeconfig"
+    path.write_text(textwrap.dedent("""\
+        apiVersion: v1
+        kind: Config
+        clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+        users:
+        - name: u
+          user:
+            exec: {apiVersion: client.authentication.k8s.io/v1, command: "false",
+                   interactiveMode: Never}
+        contexts:
+        - {name: x, context: {cluster: c, user: u}}
+        - {name: "with space", context: {cluster: c, user: u}}
+        current-context: x
+        """))
+    merged = _settings(tmp_path, kubeconfig=(str(base), str(path)))
+    with pytest.raises(ConfigError) as err:
+        connect(merged)
+    assert f"run 'KUBECONFIG={base}:{path} kubectl version' to see" in err.value.message
+    with pytest.raises(ConfigError) as err:
+        connect(_settings(tmp_path), kubeconfig=str(path), context="with space")
+    assert (f"run 'kubectl version --kubeconfig {path} --context 'with space'' to see"
+            in err.value.message)
+    garbled = tmp_path / "garbled"
+    garbled.write_text("garbage: [\n")
+    with pytest.raises(ConfigError) as err:
+        connect(_settings(tmp_path, kubeconfig=(str(base), str(garbled))))
+    assert f"'KUBECONFIG={base}:{garbled} kubectl config view' shows" in err.value.message
