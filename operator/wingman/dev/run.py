@@ -80,7 +80,9 @@ def configured_kubeconfig() -> Path | None:
         existing = [Path(name) for name in names if Path(name).is_file()]
         if not existing:
             raise ConfigError(f"KUBECONFIG={os.pathsep.join(names)}: no such file; fix "
-                              "KUBECONFIG, or unset it to start a local control plane")
+                              "KUBECONFIG, or unset it: then the cluster ~/.kube/config "
+                              "names is used or, without that file, a local control plane "
+                              "is started")
         return existing[0]
     default = Path.home() / ".kube" / "config"
     return default if default.is_file() else None

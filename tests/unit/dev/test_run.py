@@ -44,3 +44,5 @@ def test_kubeconfig_naming_no_file_is_refused_with_what_to_do(
         run.configured_kubeconfig()
     assert str(name) in err.value.message
     assert ("not a regular file" if kind == "directory" else "unset it") in err.value.message
+    if kind == "missing":  # unset, ~/.kube/config is the cluster where there is one
+        assert "~/.kube/config" in err.value.message
