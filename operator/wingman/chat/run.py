@@ -6,7 +6,8 @@ One asyncio loop runs the reconciler, Telegram's long polling and an HTTP server
 ``/healthz`` answers 503, naming it, once the reconciler or Telegram's polling has ended
 (the reconciler never should; polling ends only when Telegram rejects the bot token), so the
 probes restart the pod, which reads the Secret again. The HTTP server cuts off a connection
-that has not sent a whole request line and headers within ``HEADER_SECONDS`` (``http_runner``).
+that has not sent a whole request line and headers, or stays idle, for
+``WINGMAN_CHAT_HTTP_IDLE_SECONDS`` (``chat.httpIdleTimeoutSeconds``; ``http_runner``).
 SIGTERM, SIGINT and SIGHUP stop it cleanly. Every log record passes a filter that replaces
 the values of the chat Secret (bot tokens, signing secrets, TOTP secrets) with
 ``[redacted]``, whatever library logged them; the chat libraries' records (``LIBRARY_LOGGERS``)
@@ -38,10 +39,13 @@ from wingman.settings import ChatSettings
 
 log = logging.getLogger("wingman.chat")
 
-#: Seconds a connection to the HTTP server has to deliver a request's line and headers whole,
-#: from its opening (or from the answer to its previous request): a client that sends them
-#: slowly, or nothing, is cut off then instead of holding a connection for good (Slack sends
-#: a request at once; the body then has ``slack.BODY_SECONDS``).
+#: Seconds a connection to the HTTP server has, by default, to deliver a request's line and
+#: headers whole, from its opening (or from the answer to its previous request), which is also
+#: how long it may stay idle: a client that sends them slowly, or nothing, is cut off then
+#: instead of holding a connection for good (Slack sends a request at once; the body then has
+#: ``slack.BODY_SECONDS``). The chart sets it (``chat.httpIdleTimeoutSeconds``, read as
+#: ``ChatSettings.http_idle_seconds``): above the idle timeout of the proxy in front, which
+#: would otherwise reuse a connection the server is closing and answer Slack 502.
 HEADER_SECONDS = 75.0
 #: Longest request line and header line, in bytes (longer: 400). Slack's are far shorter.
 MAX_LINE_BYTES = 8190
@@ -104,9 +108,10 @@ def install_redaction(secrets: Iterable[str]) -> None:
 def http_runner(app: web.Application, idle_seconds: float | None = None) -> web.AppRunner:
     """The runner of the chat's HTTP server, with its limits: aiohttp closes a connection that
     has not delivered a whole request (line and headers) within ``keepalive_timeout`` of its
-    opening or of its previous answer, which makes that timeout the header read timeout
-    (``HEADER_SECONDS``; aiohttp's default, an hour, is none); request and header lines are
-    limited to ``MAX_LINE_BYTES`` each (aiohttp also limits the number of headers)."""
+    opening or of its previous answer, which makes that timeout both the header read timeout
+    and the idle timeout (``idle_seconds``, else ``HEADER_SECONDS``; aiohttp's default, an
+    hour, is none); request and header lines are limited to ``MAX_LINE_BYTES`` each (aiohttp
+    also limits the number of headers)."""
     return web.AppRunner(app, access_log=None,
                          keepalive_timeout=HEADER_SECONDS if idle_seconds is None else idle_seconds,
                          max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES)
