@@ -730,7 +730,8 @@ def command_args(verb: str, rest: str, usage: str) -> dict[str, Any]:
 
     The command of ``exec <request> <command>`` is everything after the request's name and the
     whitespace that follows it, without the surrounding whitespace and otherwise exactly as
-    typed: it must be one of the request's commands byte for byte."""
+    typed: it must be one of the request's commands byte for byte, or the only one that is it
+    with ASCII spaces before or after (``ChatService._command_of``)."""
     name, tail = words(rest)
     if verb in _NAMED and not name:
         what = "grant" if verb == "status" else "request"
