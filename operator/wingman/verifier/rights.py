@@ -2,7 +2,9 @@
 
 Which identity may hold which dangerous right, where (:data:`RIGHTS`, :func:`designed`); the
 SubjectAccessReview questions to ask; the findings they produce; the pod-spec inspection; the
-report and its table. ``wingman.verifier.privileges`` asks a live cluster.
+checks of the release's admission policies and bindings (``missing_admission``: present, bound
+with Deny, and with the content the chart rendered, ``policy_content_digest``); the report and
+its table. ``wingman.verifier.privileges`` asks a live cluster.
 
 Execution rights in the target namespaces belong to the executor identity
 (``wingman-executor``), whose short-lived tokens only the gateway requests (one per
