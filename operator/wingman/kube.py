@@ -218,11 +218,21 @@ class Kube:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:
             try:
-                k8s_config.load_kube_config(client_configuration=configuration)
+                # KUBECONFIG as it is now (the library reads it once, when imported)
+                k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                            client_configuration=configuration)
+                _, active = k8s_config.list_kube_config_contexts(
+                    config_file=os.environ.get("KUBECONFIG") or None)
             except (k8s_config.ConfigException, OSError) as exc:
                 raise ClusterError(
                     f"no Kubernetes credentials: not in a pod and no usable kubeconfig ({exc}); "
                     "set KUBECONFIG", reason="NoCredentials") from None
+            command = failed_exec_plugin(None, active, configuration)
+            if command is not None:
+                raise ClusterError(
+                    f"no Kubernetes credentials: the kubeconfig's exec plugin {command!r} failed "
+                    "or gave none (calls would go out anonymous); run 'kubectl version' to see "
+                    "its error, and fix it", reason="NoCredentials") from None
         return cls(k8s.ApiClient(configuration))
 
     @classmethod
@@ -424,6 +434,32 @@ def create_or_adopt(kube: Kube, res: Resource, namespace: str, body: Mapping[str
     return kube.get(res, namespace, name), False
 
 
+
+def failed_exec_plugin(config_file: str | None, context: Mapping[str, Any] | None,
+                       configuration: k8s.Configuration) -> str | None:
+    """The command of ``context``'s exec credential plugin when it gave no credentials to
+    ``configuration`` (loaded from ``config_file``, None: ``KUBECONFIG`` or ~/.kube/config),
+    else None. The kubernetes library only logs an exec plugin's failure and goes on without
+    credentials, so every call would go out as ``system:anonymous``."""
+    if configuration.api_key.get("authorization") or configuration.cert_file:
+        return None
+    user = ((context or {}).get("context") or {}).get("user")
+    try:
+        merged = k8s_config.kube_config.KubeConfigMerger(
+            config_file or os.environ.get("KUBECONFIG") or
+            os.path.expanduser(k8s_config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION))
+        users = merged.config.value.get("users") or []
+    except Exception:  # noqa: BLE001 - the library read it just before; nothing more to say
+        return None
+    for node in users:
+        entry = getattr(node, "value", node)
+        if isinstance(entry, dict) and entry.get("name") == user:
+            plugin = (getattr(entry.get("user"), "value", entry.get("user")) or {}).get("exec")
+            plugin = getattr(plugin, "value", plugin)
+            if isinstance(plugin, dict):
+                return str(plugin.get("command", ""))
+    return None
+
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES", "MERGE",
            "PODS", "SECRETS", "ApiError", "Kube", "Observer", "Resource", "TokenFile",
-           "call_labels", "create_or_adopt"]
+           "call_labels", "create_or_adopt", "failed_exec_plugin"]

@@ -129,3 +129,20 @@ def test_an_unreachable_api_server_is_named_without_credentials_or_query(host: s
     assert "cannot reach the API server at https://" in caught.value.message
     for part in ("alice", "s3", "cr3t"):
         assert part not in caught.value.message
+
+
+def test_from_environment_refuses_an_exec_plugin_that_gave_no_credentials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the kubernetes library only logs the plugin's failure and calls out anonymous
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1,"
+        " command: 'false', interactiveMode: Never}}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    with pytest.raises(ClusterError, match=r"exec plugin 'false' failed") as err:
+        Kube.from_environment()
+    assert err.value.reason == "NoCredentials"

@@ -20,13 +20,12 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from wingman.errors import ConfigError
-from wingman.kube import Kube
+from wingman.kube import Kube, failed_exec_plugin
 from wingman.settings import ClientSettings
 
 DEFAULT_NAMESPACE = "wingman"
@@ -86,29 +85,6 @@ def _kubectl(paths: Sequence[str], context: str | None, *args: str) -> str:
     return f"KUBECONFIG={shlex.quote(os.pathsep.join(paths))} {line}" if len(paths) > 1 else line
 
 
-def _failed_exec_plugin(joined: str, chosen: Any, configuration: k8s.Configuration
-                        ) -> str | None:
-    """The command of the context's exec credential plugin when it gave no credentials.
-
-    The kubernetes library only logs an exec plugin's failure and goes on without credentials.
-    """
-    if configuration.api_key.get("authorization") or configuration.cert_file:
-        return None
-    user = ((chosen or {}).get("context") or {}).get("user")
-    try:
-        users = k8s_config.kube_config.KubeConfigMerger(joined).config.value.get("users") or []
-    except Exception:  # noqa: BLE001 - load_kube_config read it just before
-        return None
-    for node in users:
-        entry = getattr(node, "value", node)
-        if isinstance(entry, dict) and entry.get("name") == user:
-            plugin = (getattr(entry.get("user"), "value", entry.get("user")) or {}).get("exec")
-            plugin = getattr(plugin, "value", plugin)
-            if isinstance(plugin, dict):
-                return str(plugin.get("command", ""))
-    return None
-
-
 def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = None,
             context: str | None = None, namespace: str | None = None,
             impersonate: str | None = None, impersonate_groups: Sequence[str] = (),
@@ -141,7 +117,7 @@ def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = 
             raise ConfigError(f"cannot use the kubeconfig {joined}: {exc} (is it a kubeconfig? "
                               f"'{_kubectl(paths, None, 'config', 'view')}' shows what kubectl "
                               "makes of it)") from None
-        command = _failed_exec_plugin(joined, chosen, configuration)
+        command = failed_exec_plugin(joined, chosen, configuration)
         if command is not None:
             raise ConfigError(
                 f"the kubeconfig {joined} gets its credentials from the command {command!r}, "

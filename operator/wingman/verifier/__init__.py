@@ -2,5 +2,6 @@
 execute.
 
 Owns the privilege model (``rights``, pure) and the command that checks a cluster against it
-(``privileges``). May import: ``wingman.errors`` and the standard library and kubernetes.
+(``privileges``). May import: ``wingman.errors``, ``wingman.kube`` (its kubeconfig checks) and
+the standard library and kubernetes.
 """

@@ -92,6 +92,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from wingman.errors import ConfigError, shown_url
+from wingman.kube import failed_exec_plugin
 from wingman.settings import env_bool
 from wingman.verifier.rights import (
     COMPONENT_LABEL,
@@ -291,6 +292,13 @@ def _connect(kubeconfig: str | None, *, need_namespace: bool = True
             config.load_kube_config(config_file=path, client_configuration=cfg)
             _, active = config.list_kube_config_contexts(config_file=path)
             namespace = (active or {}).get("context", {}).get("namespace") or None
+            command = failed_exec_plugin(path, active, cfg)
+            if command is not None:
+                raise VerifyError(
+                    f"kubeconfig {path or '~/.kube/config'} gets its credentials from the "
+                    f"command {command!r}, which failed or gave none, so every question would "
+                    "be asked as system:anonymous; run 'kubectl version' with the same "
+                    "kubeconfig to see the command's error, and fix it", reason="NoKubeconfig")
     except VerifyError:
         raise
     except Exception as exc:  # any kubeconfig problem is the user's to fix

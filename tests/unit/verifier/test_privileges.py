@@ -839,3 +839,23 @@ def test_a_release_admission_policy_whose_content_differs_from_the_chart_is_repo
     assert problem.startswith(f"ValidatingAdmissionPolicy {name}: content differs from the "
                               f"chart (it has no annotation {CONTENT_DIGEST_ANNOTATION})")
     assert "an older chart installed it" in problem
+
+
+def test_an_exec_plugin_that_fails_is_a_usage_error_not_anonymous_questions(
+        tmp_path: Path) -> None:
+    # the kubernetes library only logs the plugin's failure: every SelfSubjectAccessReview
+    # would be asked as system:anonymous and answered "denied" (a report that looks clean)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": "false",
+            "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }))
+    code, out, err = _run("--namespace", NS, "--kubeconfig", str(kubeconfig),
+                          "--gateway-image", IMAGE)
+    assert code == 2 and out == ""
+    assert "credentials from the command 'false', which failed" in err
