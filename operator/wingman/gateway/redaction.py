@@ -15,8 +15,8 @@ The steps, in order (``redact``):
    is redacted whole. Terminal escape sequences (ANSI CSI/OSC and the rest), other control
    characters except newline and tab, and invisible format characters (zero-width,
    bidirectional) are removed; a carriage return alone and other spaces (no-break, ...)
-   become a space: they can hide a credential from the rules below, and from a person reading
-   it.
+   become a space, fullwidth forms and other colons and equals signs their ASCII characters:
+   they can hide a credential from the rules below, and from a person reading it.
 2. **Known secrets** (the caller's: the capability token, the ServiceAccount token): every
    occurrence, also split across lines or spaces, and also base64- (any alignment), hex-,
    percent- or JSON-escaped.
@@ -92,6 +92,13 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _BINARY_LINE = re.compile(r"(?m)^[^\n]*?[\ufffd\x00-\x06\x0e-\x1a\x7f-\x9f][^\n]*+")
 
 
+# Characters that read as ASCII punctuation or letters (fullwidth forms, U+FF01 to U+FF5E,
+# other colons and equals signs) become it: a name and its separator are then the rules'.
+_LOOKALIKES = {0xFF01 + i: 0x21 + i for i in range(94)} | {
+    ord(c): ":" for c in "\ufe55\ufe13\u2236\ua789\u02f8\u205a\u1361"} | {
+    ord(c): "=" for c in "\ufe66\u207c\u208c\u2e40\u30a0"}
+
+
 def _clean_char(char: str) -> str:
     category = unicodedata.category(char)
     if category == "Cf":  # invisible: zero-width, bidirectional
@@ -105,11 +112,13 @@ def clean(text: str) -> str:
     invisible format characters (zero-width, bidirectional: Unicode category Cf); a line break
     (``\\r\\n``) becomes a newline; a carriage return alone (what a terminal overwrites the
     line with follows it) and other spaces (no-break, em, Unicode's line separator) become a
-    space."""
+    space; fullwidth forms (U+FF01 to U+FF5E) and other colons and equals signs become
+    their ASCII characters."""
     text = _ESCAPES.sub("", text)
     text = text.replace("\r\n", "\n").replace("\r", " ")
     text = _CONTROLS.sub("", text)
     if not text.isascii():
+        text = text.translate(_LOOKALIKES)
         text = "".join(c if c.isascii() else _clean_char(c) for c in text)
     return text
 

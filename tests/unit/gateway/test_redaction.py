@@ -322,6 +322,7 @@ def test_ordinary_output_is_kept_as_it_is(text: str) -> None:
 def test_cleaning_keeps_text_and_drops_what_a_terminal_would_interpret() -> None:
     assert clean("\x1b[1;31mred\x1b[0m\tok\r\n\x07") == "red\tok\n"
     assert clean("a\u200bb\u202ec\ufeffd é ü 漢字") == "abcd é ü 漢字"
+    assert clean("漢字\uff1a\uff41\uff11") == "漢字:a1"
 
 
 @pytest.mark.parametrize(("name", "credential"), [
@@ -770,6 +771,12 @@ HIDDEN_BY_CHARACTERS = {
     "line-separator": f"password=\u2028{PASSWORD}\n",
     "ideographic-space": f"token\u3000{PASSWORD}\n",
     "carriage-return": f"password: ********\r{PASSWORD}\n",
+    # a name or separator in fullwidth forms or another script's colon reads as ASCII's
+    "fullwidth-colon": f"password\uff1a{PASSWORD}\n",
+    "fullwidth-colon-yaml": f"- name: DB_PASSWORD\n  value\uff1a {PASSWORD}\n",
+    "fullwidth-name": f"\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44={PASSWORD}\n",
+    "ratio-colon": f"DB_PASSWORD\u2236 {PASSWORD}\n",
+    "small-equals": f"api_token\ufe66{PASSWORD}\n",
 }
 
 
