@@ -44,7 +44,8 @@ The steps, in order (``redact``):
    and its value a column apart on a line of their own (one space apart only when the name is
    in one case or set: ``requirepass VALUE``, ``setenv NAME VALUE``; not ``Token expired``),
    ``.netrc`` entries, a quoted name and
-   its quoted value (``define('DB_PASSWORD', '...')``), SQL's ``IDENTIFIED BY '...'``; the
+   its quoted value (``define('DB_PASSWORD', '...')``), SQL's ``IDENTIFIED BY '...'``, a
+   multi-line string under a credential name (TOML's ``password = '''...'''``); the
    value of a command-line flag that names one (``-p VALUE``, ``--password=VALUE``,
    ``--token VALUE``), and a password joined to a user (``curl -u user:PASSWORD``) or to
    MySQL's ``-pPASSWORD``.
@@ -1017,6 +1018,20 @@ _PASSWORD_HASH = re.compile(r"(?<![A-Za-z0-9_$])\$(?:2[abxy]?|apr1|[1567]|y|gy|s
                             r"[./A-Za-z0-9$=,+-]{8,}+")
 
 
+# a multi-line string (TOML's and Python's ``password = """...""" `` or ``'''``): the value
+# runs over lines to its closing delimiter, or to the end of the output (fail closed)
+_MULTILINE_STRING = re.compile(r"""(?<![A-Za-z0-9_.-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*+)"""
+                               r"""["']?[ \t]*+[:=][ \t]*+(?P<q>\"\"\"|''')"""
+                               r"""(?P<value>(?:(?!(?P=q))[\s\S])*+)""")
+
+
+def _multiline_string(match: re.Match[str]) -> str:
+    if not match.group("value").strip() or match.group("value").startswith(_ALREADY):
+        return match.group(0)
+    return _named_value(match.group("name"), match.group(0), match.group("value"),
+                        match.start("value") - match.start())
+
+
 def _named_value(name: str, whole: str, value: str, start: int) -> str:
     """``whole`` with ``value`` (at ``start`` in it) redacted when ``name`` names a
     credential."""
@@ -1071,6 +1086,8 @@ def _text_rules(text: str) -> str:
         text = _PEM.sub(REDACTED, text)
     if "-----BEGIN " in text:
         text = _KEY_BLOCK.sub(REDACTED, text)
+    if '"""' in text or "'''" in text:
+        text = _MULTILINE_STRING.sub(_multiline_string, text)
     text = _structured_text(text)
     text = _JWT_RE.sub(REDACTED, text)
     text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)

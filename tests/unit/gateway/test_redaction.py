@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import textwrap
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -975,3 +976,48 @@ def test_a_long_flag_value_joined_in_a_flow_item_is_redacted_whole() -> None:
 @pytest.mark.parametrize("text", ["Token expired\n", "Password changed\n", "Secret rotated\n"])
 def test_a_two_word_sentence_starting_with_a_credential_word_is_kept(text: str) -> None:
     assert redact(text) == text
+
+
+# --------------------------------------------------------------------------- a fourth review
+
+POSITIONAL = {
+    # TOML's (and Python's) multi-line strings: the value runs to its closing delimiter
+    "toml-multiline-basic": f'[db]\npassword = """\n{SPACED}\n{PASSWORD}\n"""\nport = 5432\n',
+    "toml-multiline-literal": f"api_token = '''{PASSWORD}'''\n",
+    "toml-multiline-unclosed": f'secret = """{PASSWORD}\n',
+    "python-multiline": f'DB_PASSWORD: str = """{PASSWORD}"""\n',
+}
+
+
+@pytest.mark.parametrize("name", list(POSITIONAL))
+def test_credentials_known_by_their_position_are_redacted(name: str) -> None:
+    out = redact(POSITIONAL[name])
+    assert not leaks(out, PASSWORD) and REDACTED in out, out
+
+
+KEPT_AROUND = [
+    ('doc = """\nAll about tokens.\n"""\n', 'doc = """\nAll about tokens.\n"""\n'),
+    ('[db]\npassword = """\nx y\n"""\nport = 5432\n',
+     '[db]\npassword = """[REDACTED]"""\nport = 5432\n'),
+]
+
+
+@pytest.mark.parametrize(("text", "kept"), KEPT_AROUND)
+def test_what_surrounds_a_positional_credential_is_kept(text: str, kept: str) -> None:
+    assert redact(text) == kept
+
+
+# a megabyte of each new rule's worst case: linear time, a few seconds at most on a slow runner
+MEGABYTE_LINES = {
+    "multiline-unclosed": 'password = """' + "a" * 1_000_000,
+    "multiline-openings": 'a = """' * 150_000,
+    "multiline-mixed": "password = '''x" + '"""' * 300_000,
+}
+
+
+@pytest.mark.parametrize("name", list(MEGABYTE_LINES))
+def test_a_megabyte_of_hostile_output_is_redacted_in_linear_time(name: str) -> None:
+    started = time.process_time()
+    out = redact(MEGABYTE_LINES[name] + "\npassword=hunter2\n")
+    assert time.process_time() - started < 20
+    assert "hunter2" not in out
