@@ -48,7 +48,9 @@ The steps, in order (``redact``):
    multi-line string under a credential name (TOML's ``password = '''...'''``); the
    value of a command-line flag that names one (``-p VALUE``, ``--password=VALUE``,
    ``--token VALUE``), and a password joined to a user (``curl -u user:PASSWORD``) or to
-   MySQL's ``-pPASSWORD``.
+   MySQL's ``-pPASSWORD``; by position, a ``.pgpass`` line's last field, ``user:PASSWORD@host``
+   without a scheme, and the cells of a table's column (CSV, TSV, psql, kubectl) whose header
+   names a credential.
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
    (not in a certificate, not a public SSH key); tokens known by their shape (GitHub, Slack,
    AWS key ids, ...).
@@ -1089,6 +1091,7 @@ def _text_rules(text: str) -> str:
     if '"""' in text or "'''" in text:
         text = _MULTILINE_STRING.sub(_multiline_string, text)
     text = _structured_text(text)
+    text = _positional(text)
     text = _JWT_RE.sub(REDACTED, text)
     text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     text = _BEARER_RE.sub(_bearer, text)
@@ -1103,6 +1106,157 @@ def _text_rules(text: str) -> str:
         text = _MYSQL_LINE.sub(lambda m: _JOINED_P.sub(
             lambda p: f"-p{REDACTED}", m.group()), text)
     return _FLAG_RE.sub(_flag, text)
+
+
+# ---------------------------------------------------------------------------------- positions
+
+# a .pgpass line, ``host:port:database:user:password`` (a host with a letter or a dot, or
+# ``*``; a port or ``*``; ``\:`` escapes a colon): the last field is the password
+_PGPASS = re.compile(r"(?m)^[ \t]*+(?=[0-9_-]*+[A-Za-z.*\[])(?:\[[0-9A-Fa-f:.]++\]|"
+                     r"[A-Za-z0-9_.*-]++):(?:[0-9]{1,5}+|\*):(?:[^\s:\\]|\\.)++:"
+                     r"(?:[^\s:\\]|\\.)++:(?!\[REDACTED\])(?P<value>(?:[^:\n\\]|\\.)++)$")
+# ``user:PASSWORD@host`` without a scheme (rsync, a git remote, a proxy setting): not an image
+# digest (``nginx:1.27@sha256:...``), a port and a path, or ``mailto:user@host``
+_BARE_USERINFO = re.compile(r"(?<![A-Za-z0-9_.+/:@%\\-])(?!(?:mailto|sips?|xmpp|tel):)"
+                            r"[A-Za-z0-9_.+-]{1,64}+:(?!\[REDACTED\]|[0-9]{1,5}+/)"
+                            r"(?P<value>[^\s@:\"'<>]{1,256}+)@(?!sha[0-9]{3}+:)"
+                            r"(?=[A-Za-z0-9\[])")
+# a cell of a delimited table (CSV's quotes kept), and a header cell: a name
+_HEADER_CELL = re.compile(r"[ \t]*+[\"']?[A-Za-z_][A-Za-z0-9_ .()/-]{0,63}+[\"']?[ \t]*+")
+_RULE_LINE = re.compile(r"[-+=|: \t]*+")  # psql's ``-----+-----``, mysql's ``+----+``
+# the columns of a whitespace table's header (``NAME   TOKEN   AGE``: two spaces or a tab
+# apart; one space inside a column's name, ``NOMINATED NODE``)
+_COLUMN = re.compile(r"\S++(?: \S++)*+")
+_MAX_COLUMNS = 64
+# what a name :func:`credential_name` takes holds (a cheap test before it)
+_CREDENTIAL_HINT = re.compile(r"(?i)pass|pw|secret|token|key|auth|cred|cookie|session|dsn|"
+                              r"conn|pin|otp|sas|sig|salt|hmac")
+_WORD_END = re.compile(r"\S*+")
+
+
+def _cells(line: str, sep: str) -> list[tuple[int, int]]:
+    """The (start, end) of each cell of a delimited line; a quoted cell holds separators."""
+    cells, at = [], 0
+    while True:
+        if sep == "," and line.startswith('"', at):  # CSV: "a, ""b""", to its closing quote
+            close = at + 1
+            while (close := line.find('"', close)) != -1 and line.startswith('""', close):
+                close += 2
+            end = line.find(sep, close + 1) if close != -1 else -1
+        else:
+            end = line.find(sep, at)
+        cells.append((at, len(line) if end == -1 else end))
+        if end == -1 or len(cells) > 4 * _MAX_COLUMNS:
+            return cells
+        at = end + 1
+
+
+def _delimited(text: str, sep: str) -> list[tuple[int, int]]:
+    """A table whose header names a credential column (``name,password`` then
+    ``alice,VALUE``; also tab-, ``;``- or ``|``-separated, psql's and mysql's tables): every
+    cell of that column, up to a blank line or one without the separator. A row with more or
+    fewer cells than the header is redacted from that column's first cell to its end (a value
+    holding the separator: fail closed)."""
+    spans: list[tuple[int, int]] = []
+    columns: list[int] = []
+    count, offset = 0, 0
+    for line in text.split("\n"):
+        base, offset = offset, offset + len(line) + 1
+        if columns and line.strip() and _RULE_LINE.fullmatch(line):
+            continue  # a table's rule: ``-----+-----``
+        if sep not in line or not line.strip():
+            columns = []
+            continue
+        hinted = _CREDENTIAL_HINT.search(line) is not None
+        if not columns and not hinted:
+            continue
+        cells = _cells(line, sep)
+        names = [line[a:b] for a, b in cells] if hinted and len(cells) <= _MAX_COLUMNS else []
+        credential = [i for i, name in enumerate(names) if name.strip(" \t\"'") and
+                      credential_name(name.strip(" \t\"'"))]
+        if credential and all(
+                _HEADER_CELL.fullmatch(name) or (not name.strip() and i in (0, len(names) - 1))
+                for i, name in enumerate(names)):
+            columns, count = credential, len(cells)  # a header
+            continue
+        if not columns:
+            continue
+        if len(cells) != count:
+            if columns[0] < len(cells):
+                spans.append((base + cells[columns[0]][0], base + len(line.rstrip())))
+            continue
+        for i in columns:
+            start, end = cells[i]
+            value = line[start:end].strip(" \t")
+            bare = value.strip("\"'")
+            if bare.lower() in _NOT_SECRET_VALUES or bare.startswith(_ALREADY):
+                continue
+            start += line[start:end].index(value)
+            if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0]:
+                spans.append((base + start + 1, base + start + len(value) - 1))
+            else:
+                spans.append((base + start, base + start + len(value)))
+    return spans
+
+
+def _whitespace_table(text: str) -> list[tuple[int, int]]:
+    """A table whose uppercase header names a credential column (``NAME  TOKEN  AGE``:
+    kubectl, kubeadm, docker): each row's cell under it, up to a blank line; a count (a
+    number of a few digits, ``SECRETS  1``) is kept."""
+    spans: list[tuple[int, int]] = []
+    starts: list[int] = []
+    credential: list[int] = []
+    offset = 0
+    for line in text.split("\n"):
+        base, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            starts = []
+            continue
+        columns = list(itertools.islice(_COLUMN.finditer(line), _MAX_COLUMNS + 1)) \
+            if line.isupper() else []
+        if 2 <= len(columns) <= _MAX_COLUMNS and all(
+                b.start() - a.end() >= 2 or "\t" in line[a.end():b.start()]
+                for a, b in itertools.pairwise(columns)):
+            names = [c.group() for c in columns] if _CREDENTIAL_HINT.search(line) else []
+            found = [i for i, name in enumerate(names) if credential_name(name)]
+            if found:
+                starts, credential = [c.start() for c in columns], found
+                continue
+        if not starts:
+            continue
+        for i in credential:
+            start = starts[i]
+            if start >= len(line):
+                continue
+            # a value that began left of its column, or ran into the next one: whole
+            start = max(line.rfind(" ", 0, start), line.rfind("\t", 0, start)) + 1
+            end = starts[i + 1] if i + 1 < len(starts) else len(line)
+            if not line[end - 1].isspace():
+                end = _WORD_END.match(line, end).end()  # type: ignore[union-attr]
+            cell = line[start:end]
+            value = cell.strip()
+            if not value or value.lower() in _NOT_SECRET_VALUES or \
+                    value.startswith(_ALREADY) or (value.isdigit() and len(value) < 6) or \
+                    value.startswith("<"):
+                continue
+            start += cell.index(value)
+            spans.append((base + start, base + start + len(value)))
+    return spans
+
+
+def _positional(text: str) -> str:
+    """Credentials known by their position: a ``.pgpass`` line's last field, the password of
+    ``user:PASSWORD@host``, the cells of a table's column whose header names a credential."""
+    spans: list[tuple[int, int]] = []
+    if ":" in text:
+        spans += [m.span("value") for m in _PGPASS.finditer(text)]
+    if "@" in text:
+        spans += [m.span("value") for m in _BARE_USERINFO.finditer(text)]
+    for sep in (",", "\t", ";", "|"):
+        if sep in text:
+            spans += _delimited(text, sep)
+    spans += _whitespace_table(text)
+    return _apply(text, spans)
 
 
 # ---------------------------------------------------------------------------------- command
