@@ -26,7 +26,8 @@ The steps, in order (``redact``):
    tags; the ``value`` of an environment entry whose ``name`` names a credential, in either
    order; a credential flag's value given as the next sequence item; a block scalar, flow
    collection or continued scalar under a credential key, or a plain scalar or sequence items
-   on the lines below one without a value (also in a ConfigMap's ``data``), and the value
+   on the lines below one without a value (also in a ConfigMap's ``data``), the value of a
+   neutral key right under one (``password:`` / ``  value: VALUE``), and the value
    ``kubectl describe configmap`` prints below a credential key and ``----``; and the
    ``data``/``stringData`` of a Secret inside a one-line JSON (such as the
    ``last-applied-configuration`` annotation).
@@ -289,6 +290,21 @@ _SEQUENCE_ITEM = re.compile(r"""[ \t]*+(?:-[ \t]++)?["']?"""
                             r"""(?P<value>(?:\S(?:[^"'\s,]|[ \t]++[^\s"',])*+)?)""")
 
 
+# keys that hold their parent's value (``password:`` / ``  value: VALUE``), and the last
+# segments of a parent that names where a credential is, not what (``secretKeyRef:`` /
+# ``  key: password``, a volume's ``secret:`` / ``  secretName: db``)
+_NEUTRAL_KEYS = frozenset({"value", "val", "key", "data", "content", "contents", "plaintext",
+                           "text", "raw", "string", "base64", "b64"})
+_REFERENCE_SEGMENTS = frozenset({"ref", "refs", "reference", "selector", "name", "names",
+                                 "source", "from"})
+
+
+def _neutral_parent(key: str) -> bool:
+    """Whether a key's neutral children (``value``, ``key``) hold a credential."""
+    segments = re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower())
+    return credential_name(key) and segments[-1] not in _REFERENCE_SEGMENTS
+
+
 def _unquote(key: str) -> str:
     return key[1:-1] if len(key) >= 2 and key[0] == key[-1] and key[0] in "\"'" else key
 
@@ -346,6 +362,9 @@ class _Structure:
         self.flag_pending = False  # the previous sequence item was a credential flag
         self.explicit_key = False  # the previous line was ``? KEY`` naming a credential
         self.key_pending: int | None = None  # indent of a credential key with its value below
+        self.pending_key = ""  # that key
+        # (indent, its children's) of a credential key whose neutral children hold its value
+        self.child_of: tuple[int, int] | None = None
         self.described = False  # in a ``kubectl describe configmap`` value (``KEY:``/``----``)
         self.lines: list[str] = []
         self.index = 0
@@ -518,6 +537,11 @@ class _Structure:
                 if stripped:
                     self._add(base, (indent, len(line.rstrip())))
                 return
+        if self.child_of is not None and stripped and not stripped.startswith("#"):
+            if indent <= self.child_of[0]:
+                self.child_of = None
+            elif indent == self.child_of[1]:
+                self._neutral_child(line, base, indent)
         if self.described and self._described(line, base, stripped):
             return
         if self.key_pending is not None and stripped and not stripped.startswith("#") and \
@@ -550,6 +574,7 @@ class _Structure:
             elif match is not None and value is None and \
                     credential_name(_unquote(match.group("key").strip())):
                 self.key_pending = indent  # a ConfigMap's ``password:``, its value below
+                self.pending_key = _unquote(match.group("key").strip())
             elif self._secret_value(kind, stripped.lstrip("- ")):
                 first = len(line) - len(line.lstrip(" -"))
                 self._add(base, _value_span(line, first))
@@ -564,6 +589,7 @@ class _Structure:
             return
         if value is None and credential_name(key) and " " not in match.group("key").strip():
             self.key_pending = key_indent  # ``password:``, its value on the lines below
+            self.pending_key = key
         if value is not None and credential_name(key):
             alias = _ALIAS.match(value)
             if alias is not None and alias.group("name") in self.anchors:
@@ -576,6 +602,24 @@ class _Structure:
                 self.scalar_indent = key_indent  # a block scalar, or a plain one continued
             return  # (a key with spaces is no YAML: a diff line, a log line)
         self._env(line, base)
+
+    def _neutral_child(self, line: str, base: int, indent: int) -> None:
+        """A key under a credential one that holds its value by a neutral name (``password:``
+        / ``  value: VALUE``, ``credentials:`` / ``  key: VALUE``): redacted as the parent's
+        value would be, also as a block scalar, a flow collection or on the lines below."""
+        match = _YAML_KEY.match(line)
+        if match is None or match.group("dash") or \
+                _unquote(match.group("key").strip()).lower() not in _NEUTRAL_KEYS:
+            return
+        value, value_at = self._value(line, base, match)
+        if value is None:
+            self.key_pending, self.pending_key = indent, ""  # its value on the lines below
+        elif value.startswith(("{", "[")):
+            self._flow(base + value_at, "all")
+        else:
+            if not _BLOCK_SCALAR.fullmatch(value.strip()):
+                self._add(base, _value_span(line, value_at))
+            self.scalar_indent = indent  # a block scalar, or a plain one continued
 
     def _below_key(self, line: str, base: int, stripped: str, indent: int) -> bool:
         """The lines below a credential key without a value (``password:``): a plain scalar
@@ -595,6 +639,12 @@ class _Structure:
             if not item:
                 self.scalar_indent, self.key_pending = self.key_pending, None  # continued
             return True
+        if indent > self.key_pending and _YAML_KEY.match(line) is not None and \
+                _neutral_parent(self.pending_key):
+            self.child_of = (self.key_pending, indent)  # ``password:`` / ``  value: ...``
+            self.key_pending = None
+            self._neutral_child(line, base, indent)
+            return False
         self.key_pending = None
         return False
 

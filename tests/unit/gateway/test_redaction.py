@@ -1005,6 +1005,13 @@ POSITIONAL = {
     "kubeadm-token-list": "TOKEN                     TTL   EXPIRES   USAGES\n"
                           f"{PASSWORD}   23h   <never>   signing\n",
     "table-middle": f"NAME   TOKEN   AGE\nci     {PASSWORD}   5d\n",
+    # a neutral key under a credential one holds its value
+    "yaml-value-under-password": f"db:\n  password:\n    value: {PASSWORD}\n  port: 5432\n",
+    "yaml-key-under-credentials": f"credentials:\n  key: {PASSWORD}\n",
+    "yaml-block-under-secret": f"secret:\n  note: rotated\n  data: |\n    {PASSWORD}\n",
+    "yaml-value-below": f"api_token:\n  value:\n    {PASSWORD}\n",
+    "json-value-under-secret": f'{{"secret": {{"value": "{PASSWORD}"}}}}\n',
+    "json-pretty-value-under-secret": f'{{\n  "secret": {{\n    "value": "{PASSWORD}"\n  }}\n}}\n',
 }
 
 
@@ -1025,7 +1032,13 @@ KEPT_AROUND = [
     ("scp backup.tar alice@host:/srv\n", None), ("mailto:ops@example.com\n", None),
     ("git@github.com:org/repo.git\n", None), ("https://host:8443/a@b\n", None),
     ("NAME      SECRETS   AGE\ndefault   0         5d\n", None),
-    ("id,name,token_count\n1,alice,3\n", None), ("root:x:0:0:root:/root:/bin/bash\n", None),
+    ("id,name,token_count\n1,alice,3\n", None),
+    ("credentials:\n  key: s3cr3t\n  user: bob\nother:\n  key: k\n",
+     "credentials:\n  key: [REDACTED]\n  user: bob\nother:\n  key: k\n"),
+    # a reference to a Secret names where a credential is, not what it is
+    ("valueFrom:\n  secretKeyRef:\n    name: db\n    key: password\n", None),
+    ("volumes:\n- name: v\n  secret:\n    items:\n    - key: password\n      path: pw\n", None),
+    ("root:x:0:0:root:/root:/bin/bash\n", None),
     ('doc = """\nAll about tokens.\n"""\n', 'doc = """\nAll about tokens.\n"""\n'),
     ('[db]\npassword = """\nx y\n"""\nport = 5432\n',
      '[db]\npassword = """[REDACTED]"""\nport = 5432\n'),
@@ -1052,6 +1065,8 @@ MEGABYTE_LINES = {
     "table-row": "NAME  TOKEN\n" + "x" * 1_000_000,
     "table-rows": "NAME  TOKEN\n" + "ab    cd\n" * 110_000,
     "table-headers": "NAME  TOKEN\n" * 80_000,
+    "neutral-children": "password:\n" + "  value: a\n" * 90_000,
+    "neutral-parents": "password:\n  value:\n" * 55_000,
 }
 
 
