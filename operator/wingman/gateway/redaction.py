@@ -346,11 +346,14 @@ def _plain_length(raw: str, cut: str) -> int:
 class _Structure:
     """Line-by-line reading of YAML and pretty JSON, collecting the spans to redact."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, beyond: tuple[bool, bool] = (False, False)) -> None:
+        """``beyond``: whether the text past a head being read names a Secret's kind, and
+        holds the word ``Secret`` at all (see :func:`redact_head`)."""
         self.text = text
-        self.secret_kind = bool(_SECRET_KIND.search(text))
+        self.secret_kind = beyond[0] or bool(_SECRET_KIND.search(text))
         # only ConfigMaps: their data is plain configuration, read by the key rules
-        self.configmaps_only = not self.secret_kind and bool(_CONFIGMAP_KIND.search(text))
+        self.configmaps_only = not self.secret_kind and not beyond[1] and \
+            bool(_CONFIGMAP_KIND.search(text))
         self.spans: list[tuple[int, int]] = []
         self.block: tuple[int, str] | None = None  # (indent, kind) of an open YAML block
         self.scalar_indent: int | None = None  # a block scalar under a credential key
@@ -1406,10 +1409,10 @@ def _unescape(text: str) -> str:
     return _STRING_ESCAPE.sub(one, text)
 
 
-def _redact_once(text: str, secrets: Iterable[str]) -> str:
+def _redact_once(text: str, secrets: Iterable[str], beyond: tuple[bool, bool]) -> str:
     text = clean(text)
     text = _redact_known(text, secrets)
-    text = _apply(text, _Structure(text).run())
+    text = _apply(text, _Structure(text, beyond).run())
     if _PEM_FAST in text:
         text = _PEM.sub(REDACTED, text)
     text = _redact_encoded(text)
@@ -1423,22 +1426,83 @@ def redact(text: str, secrets: Iterable[str] = (), command: Sequence[str] = ()) 
     withheld whole when ``command`` (the argv that printed it) prints Secrets in a format no
     rule can read (:func:`withholds`). Text with string escapes is read once more with them
     decoded; when that finds more, the decoded text is what is kept (fail closed)."""
+    return _redact(text, tuple(secrets), command, (False, False))
+
+
+def _redact(text: str, secrets: tuple[str, ...], command: Sequence[str],
+            beyond: tuple[bool, bool]) -> str:
     if withholds(command):
         return WITHHELD
     text = _BINARY_LINE.sub(REDACTED, text)  # a binary file's bytes: a key, a keystore
-    secrets = tuple(secrets)
-    text = _redact_once(text, secrets)
+    text = _redact_once(text, secrets, beyond)
     for _ in range(_MAX_UNESCAPES):
         if "\\" not in text:
             break
         view = _unescape(text)
         if view == text:
             break
-        again = _redact_once(view, secrets)
+        again = _redact_once(view, secrets, beyond)
         if again == clean(view):
             break
         text = again
     return text
+
+
+# What :func:`redact_head` reads past what it shows: at least this many characters of the
+# input (a known secret's longest form, six times its length, when longer) and these many
+# lines (the rules that look ahead: an environment entry's name below its value, at most four
+# lines down; ``kubectl describe``'s ``----``, one), so that what is shown is redacted as in
+# the whole text. A ``[REDACTED]`` stands for one input character at least: ten output
+# characters per input one are kept in hand.
+_HEAD_MARGIN = 4096
+_HEAD_LINES = 8
+_HEAD_GROWTH = 4
+_HEAD_ROUNDS = 2
+
+
+def _safe_end(out: str, margin: int, last: bool) -> int:
+    """How much of ``out`` (the redaction of a head) is followed by enough of it: the
+    margin and the lines (on the ``last`` head read, the margin alone when its lines are
+    longer than that: one line of megabytes)."""
+    end = len(out) - 10 * margin
+    at = len(out)
+    for _ in range(_HEAD_LINES):
+        at = out.rfind("\n", 0, at)
+        if at == -1:
+            return max(0, end) if last else 0
+    return max(0, min(end, at))
+
+
+def redact_head(text: str, limit: int, secrets: Iterable[str] = (),
+                command: Sequence[str] = ()) -> tuple[str, bool]:
+    """(``text`` redacted and cut to ``limit`` UTF-8 bytes, truncated), reading only a head
+    of a long text: what is shown is followed, in the head read, by at least
+    ``_HEAD_MARGIN`` characters (more for a long known secret) and ``_HEAD_LINES`` lines, and
+    whether the text past the head names a Secret counts as :func:`redact` would count it. A
+    head that redaction shrinks below ``limit`` grows a few times; past that, less than
+    ``limit`` is shown (never more than the whole text's redaction would)."""
+    secrets = tuple(secrets)
+    margin = max([_HEAD_MARGIN] + [6 * len(s) + 64 for s in secrets])
+    size = limit + 11 * margin
+    # (past the first head: what the later, longer ones leave is less, never more)
+    named = text.find("Secret", size) != -1
+    beyond = (named and _SECRET_KIND.search(text, size) is not None, named)
+    for round_ in range(_HEAD_ROUNDS + 1):
+        if size >= len(text):
+            break
+        out = _redact(text[:size], secrets, command, beyond)
+        if out == WITHHELD:
+            return out, False
+        shown = out[:_safe_end(out, margin, round_ == _HEAD_ROUNDS)]
+        data = shown.encode("utf-8")
+        if len(data) >= limit or round_ == _HEAD_ROUNDS:
+            return data[:limit].decode("utf-8", errors="ignore"), True
+        size *= _HEAD_GROWTH
+    out = _redact(text, secrets, command, (False, False))
+    data = out.encode("utf-8")
+    if len(data) <= limit:
+        return out, False
+    return data[:limit].decode("utf-8", errors="ignore"), True
 
 
 def output_sha256(text: str) -> str:
@@ -1472,4 +1536,4 @@ def bound_output(raw: bytes, *, limit: int, truncated: bool, secrets: Sequence[s
 
 
 __all__ = ["REDACTED", "WITHHELD", "bound_output", "clean", "credential_name", "output_sha256",
-           "redact", "withholds"]
+           "redact", "redact_head", "withholds"]

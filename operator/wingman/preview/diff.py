@@ -19,6 +19,8 @@ way before they are compared:
 The diff is a unified diff of the two objects as YAML (keys sorted), then redacted by the
 gateway's output redaction (tokens, bearer credentials, key=value secrets and every string the
 caller names, such as the preview's own ServiceAccount token), then cut to a byte limit.
+Only what can be shown is redacted (a head of the diff, with a margin after it), so the diff
+of a large object costs what its first kilobytes do.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from typing import Any
 
 import yaml
 
-from wingman.gateway.redaction import REDACTED, redact
+from wingman.gateway.redaction import REDACTED, redact_head
 
 _DROP_META = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid",
               "selfLink")
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _SECRET_FIELDS = ("data", "stringData")
 CHANGED = "[REDACTED] (changed)"
+CUT = "! the diff is longer: cut here"
 
 
 def clean(obj: Mapping[str, Any] | None, *, keep_status: bool = False) -> dict[str, Any] | None:
@@ -112,8 +115,9 @@ def _yaml(obj: Mapping[str, Any] | None) -> list[str]:
 
 
 def object_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, *,
-                label: str, keep_status: bool = False) -> str:
-    """The unified diff between two versions of one object (None: absent); '' when equal."""
+                label: str, keep_status: bool = False, limit: int = 1 << 20) -> str:
+    """The unified diff between two versions of one object (None: absent); '' when equal. A
+    Secret's diff is redacted and cut to ``limit`` UTF-8 bytes (a last line says so)."""
     old = clean(before, keep_status=keep_status)
     new = clean(after, keep_status=keep_status)
     hidden = _secret_values(old, new)
@@ -125,16 +129,17 @@ def object_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | Non
                                  tofile=f"{label} (after)" if new is not None else "/dev/null",
                                  n=2, lineterm="")
     text = "\n".join(lines) + "\n"
-    return redact(text, hidden) if hidden else text
+    if not hidden:
+        return text
+    shown, cut = redact_head(text, limit, hidden)
+    return f"{shown}\n{CUT}\n" if cut else shown
 
 
 def bounded(text: str, limit: int, secrets: Iterable[str] = ()) -> tuple[str, bool]:
-    """``text`` redacted and cut to ``limit`` UTF-8 bytes: (text, truncated)."""
-    clean_text = redact(text, secrets)
-    data = clean_text.encode("utf-8")
-    if len(data) <= limit:
-        return clean_text, False
-    return data[:limit].decode("utf-8", errors="ignore"), True
+    """``text`` redacted and cut to ``limit`` UTF-8 bytes: (text, truncated). Only what can
+    be shown is redacted (a head of a long text, with enough after it to redact it as in the
+    whole: ``redact_head``), so a diff of megabytes costs what its first kilobytes do."""
+    return redact_head(text, limit, secrets)
 
 
-__all__ = ["CHANGED", "bounded", "clean", "object_diff"]
+__all__ = ["CHANGED", "CUT", "bounded", "clean", "object_diff"]

@@ -73,7 +73,7 @@ def _target(ex: Exchange) -> tuple[Target, str] | None:
         diff = f"--- {label}\n! would be {verb}\n"
     else:
         diff = object_diff(ex.before, ex.after, label=label,
-                           keep_status=api.subresource == "status")
+                           keep_status=api.subresource == "status", limit=MAX_DIFF_BYTES)
         if not diff:
             diff = f"--- {label}\n= unchanged by the dry run\n"
     return target, diff
