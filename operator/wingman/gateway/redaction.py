@@ -1449,7 +1449,8 @@ def _redact(text: str, secrets: tuple[str, ...], command: Sequence[str],
 
 
 # What :func:`redact_head` reads past what it shows: at least this many characters of the
-# input (a known secret's longest form, six times its length, when longer) and these many
+# input other than whitespace (a known secret's longest form, six times its length, when
+# longer) and these many
 # lines (the rules that look ahead: an environment entry's name below its value, at most four
 # lines down; ``kubectl describe``'s ``----``, one), so that what is shown is redacted as in
 # the whole text. A ``[REDACTED]`` stands for one input character at least: ten output
@@ -1462,9 +1463,15 @@ _HEAD_ROUNDS = 2
 
 def _safe_end(out: str, margin: int, last: bool) -> int:
     """How much of ``out`` (the redaction of a head) is followed by enough of it: the
-    margin and the lines (on the ``last`` head read, the margin alone when its lines are
-    longer than that: one line of megabytes)."""
-    end = len(out) - 10 * margin
+    margin, in characters other than whitespace (a known secret is found across any), and the
+    lines (on the ``last`` head read, the margin alone when its lines are longer than that:
+    one line of megabytes)."""
+    end, need = len(out), 10 * margin
+    while need and end:
+        end -= 1
+        need -= not out[end].isspace()
+    if need:
+        return 0
     at = len(out)
     for _ in range(_HEAD_LINES):
         at = out.rfind("\n", 0, at)

@@ -29,6 +29,9 @@ def _around_the_cut() -> dict[str, str]:
     # a value redacted whole shrinks the text: what is shown then comes from further down
     cases["shrunk"] = ("password: " + "x" * 200_000 + "\n" + FILLER[:LIMIT] + TOKEN + "\n"
                        + FILLER * 14)
+    # a known secret spread over whitespace, from where the shown text ends
+    cases["token-spread-wide"] = (FILLER[:LIMIT - 20] + ("\n" + " " * 1500).join(TOKEN) + "\n"
+                                  + FILLER * 14)
     # an environment entry's value above its name, where the shown text ends
     cases["value-then-name"] = (FILLER[:LIMIT - 20] + "- value: s3cr3t-s3cr3t\n"
                                 "  name: DB_PASSWORD\n" + FILLER * 14)
