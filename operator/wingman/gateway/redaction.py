@@ -204,7 +204,8 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 # A last name segment saying the value is about a credential, not the credential itself.
 _NOT_A_VALUE = frozenset({"id", "file", "path", "size", "type", "length", "count", "bits",
                           "ttl", "expiry", "expires", "expiration", "version", "mode",
-                          "algorithm"})
+                          "algorithm", "seconds", "minutes", "hours", "days", "duration",
+                          "timeout", "interval"})
 # Values that carry no secret whatever their key says (automountServiceAccountToken: true).
 _NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "null", "none", "~", ""})
 # What kubectl describe prints in place of a value: it names where the value is, not what
@@ -869,7 +870,8 @@ def _redact_encoded(text: str) -> str:
 # ``\\n``) are blanked first so they do not join a run.
 _B64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{8,}+={0,2}+(?![A-Za-z0-9+/=])")
 _JSON_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|.)")
-_CERTIFICATES = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}CERTIFICATE-----"
+# (and public keys: ``-----BEGIN PUBLIC KEY-----``, ``RSA PUBLIC KEY``, PGP's key block)
+_CERTIFICATES = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}(?:CERTIFICATE|PUBLIC KEY(?: BLOCK)?)-----"
                            r"(?:(?!-----END)[\s\S])*+(?:-----END)?")
 _ONLY_CERTIFICATES = re.compile(rb"(?:\s*+-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*+"
                                 rb"-----END CERTIFICATE-----)++\s*+")
@@ -925,7 +927,8 @@ def _redact_base64_values(text: str) -> str:
     """Base64 runs that decode to text, or to a key or random bytes outside certificates;
     never a public SSH key (``ssh-ed25519 AAAA...``)."""
     masked = _JSON_ESCAPE.sub(lambda m: " " * len(m.group()), text) if "\\" in text else text
-    skip = [m.span() for m in _CERTIFICATES.finditer(masked)] if "CERTIFICATE" in text else []
+    skip = [m.span() for m in _CERTIFICATES.finditer(masked)] \
+        if "CERTIFICATE" in text or "PUBLIC KEY" in text else []
     end = len(masked.rstrip())
     spans, k = [], 0
     for match in _B64_TOKEN.finditer(masked):

@@ -1039,6 +1039,11 @@ KEPT_AROUND = [
     ("valueFrom:\n  secretKeyRef:\n    name: db\n    key: password\n", None),
     ("volumes:\n- name: v\n  secret:\n    items:\n    - key: password\n      path: pw\n", None),
     ("root:x:0:0:root:/root:/bin/bash\n", None),
+    # what is about a credential, not one: a duration, a public key
+    ("    Type:                    Projected\n    TokenExpirationSeconds:  3607\n", None),
+    ("token_timeout: 30\nsession_duration=3600\n", None),
+    (f"-----BEGIN PUBLIC KEY-----\n{KEY_BODY}\n{KEY_BODY[::-1]}\n-----END PUBLIC KEY-----\n",
+     None),
     ('doc = """\nAll about tokens.\n"""\n', 'doc = """\nAll about tokens.\n"""\n'),
     ('[db]\npassword = """\nx y\n"""\nport = 5432\n',
      '[db]\npassword = """[REDACTED]"""\nport = 5432\n'),
@@ -1046,7 +1051,7 @@ KEPT_AROUND = [
 
 
 @pytest.mark.parametrize(("text", "kept"), KEPT_AROUND)
-def test_what_surrounds_a_positional_credential_is_kept(text: str, kept: str | None) -> None:
+def test_what_is_no_credential_or_around_one_is_kept(text: str, kept: str | None) -> None:
     assert redact(text) == (text if kept is None else kept)
 
 
