@@ -1171,12 +1171,13 @@ def _text_rules(text: str) -> str:
 _PGPASS = re.compile(r"(?m)^[ \t]*+(?=[0-9_-]*+[A-Za-z.*\[])(?:\[[0-9A-Fa-f:.]++\]|"
                      r"[A-Za-z0-9_.*-]++):(?:[0-9]{1,5}+|\*):(?:[^\s:\\]|\\.)++:"
                      r"(?:[^\s:\\]|\\.)++:(?!\[REDACTED\])(?P<value>(?:[^:\n\\]|\\.)++)$")
-# ``user:PASSWORD@host`` without a scheme (rsync, a git remote, a proxy setting): not an image
-# digest (``nginx:1.27@sha256:...``), a port and a path, or ``mailto:user@host``
-_BARE_USERINFO = re.compile(r"(?<![A-Za-z0-9_.+/:@%\\-])(?!(?:mailto|sips?|xmpp|tel):)"
+# ``user:PASSWORD@host`` without a scheme (rsync, a git remote, a proxy setting; a password
+# holding an ``@`` runs to the last one before the host): not an image digest
+# (``nginx:1.27@sha256:...``), a port and a path, or ``mailto:user@host``
+_BARE_USERINFO = re.compile(r"(?<![A-Za-z0-9_.+:@%\\-])(?!(?:mailto|sips?|xmpp|tel):)"
                             r"[A-Za-z0-9_.+-]{1,64}+:(?!\[REDACTED\]|[0-9]{1,5}+/)"
-                            r"(?P<value>[^\s@:\"'<>]{1,256}+)@(?!sha[0-9]{3}+:)"
-                            r"(?=[A-Za-z0-9\[])")
+                            r"(?P<value>[^\s@:\"'<>]{1,256}+(?:@[^\s@:\"'<>]{1,256}+){0,8})"
+                            r"@(?!sha[0-9]{3}+:)(?=[A-Za-z0-9\[])")
 # a cell of a delimited table (CSV's quotes kept), and a header cell: a name
 _HEADER_CELL = re.compile(r"[ \t]*+[\"']?[A-Za-z_][A-Za-z0-9_ .()/-]{0,63}+[\"']?[ \t]*+")
 _RULE_LINE = re.compile(r"[-+=|: \t]*+")  # psql's ``-----+-----``, mysql's ``+----+``

@@ -994,6 +994,8 @@ POSITIONAL = {
     "rsync": f"rsync -av alice:{PASSWORD}@backup.example.com::data /srv\n",
     "git-remote": f"origin\talice:{PASSWORD}@github.com:org/repo.git (fetch)\n",
     "proxy": f"HTTPS_PROXY is proxy:{PASSWORD}@proxy.internal:3128\n",
+    "userinfo-with-at": f"git remote add origin alice:p@ss{PASSWORD}@git.example.com:r.git\n",
+    "protocol-relative": f"fetching //alice:{PASSWORD}@mirror.example.com/pkg\n",
     # a table whose header names a credential column: CSV, TSV, psql, mysql, kubeadm, docker
     "csv": f"name,password,role\nbob,x,user\nalice,{PASSWORD},admin\n",
     "csv-quoted": f'"name","api_token"\n"alice","{PASSWORD}"\n',
@@ -1026,6 +1028,8 @@ KEPT_AROUND = [
      "name,password,role\nalice,[REDACTED],admin\n\nid,name\n1,bob\n"),
     ("NAME   TOKEN   AGE\nci     s3cr3t   5d\n", "NAME   TOKEN   AGE\nci     [REDACTED]   5d\n"),
     ("rsync alice:s3cr3t@host::data\n", "rsync alice:[REDACTED]@host::data\n"),
+    ("rsync alice:s3@cr3t@host::data\n", "rsync alice:[REDACTED]@host::data\n"),
+    ("image: registry.local:5000/app:v1@sha256:0123\n", None),
     ("db:5432:app:alice:s3cr3t\n", "db:5432:app:alice:[REDACTED]\n"),
     # not positional credentials: a digest, scp, mail, counts, columns of no credential
     ("image: nginx:1.27@sha256:0123456789abcdef\n", None),
@@ -1064,6 +1068,7 @@ MEGABYTE_LINES = {
     "pgpass-fields": "a:1:" * 250_000,
     "userinfo-colons": "a:" * 500_000 + "@b",
     "userinfo-runs": "a:b@" * 250_000,
+    "userinfo-ats": " a:" + "b@" * 500_000,
     "csv-rows": "name,password\n" + "a,b\n" * 250_000,
     "csv-headers": "name,password\n" * 70_000,
     "csv-quotes": "password,x\n" + '",' * 500_000,
