@@ -1189,6 +1189,7 @@ _MAX_COLUMNS = 64
 _CREDENTIAL_HINT = re.compile(r"(?i)pass|pw|secret|token|key|auth|cred|cookie|session|dsn|"
                               r"conn|pin|otp|sas|sig|salt|hmac")
 _WORD_END = re.compile(r"\S*+")
+_DASH_RULE = re.compile(r"[ \t]*+-{2,}+(?:[ \t]++-{2,}+)++[ \t]*+")
 
 
 def _cells(line: str, sep: str) -> list[tuple[int, int]]:
@@ -1257,20 +1258,23 @@ def _delimited(text: str, sep: str) -> list[tuple[int, int]]:
 
 
 def _whitespace_table(text: str) -> list[tuple[int, int]]:
-    """A table whose uppercase header names a credential column (``NAME  TOKEN  AGE``:
-    kubectl, kubeadm, docker): each row's cell under it, up to a blank line; a count (a
-    number of a few digits, ``SECRETS  1``) is kept."""
+    """A table whose header names a credential column, in uppercase (``NAME  TOKEN  AGE``:
+    kubectl, kubeadm, docker) or above a rule of dashes (``Name  Password`` / ``----
+    --------``: PowerShell, az, vault): each row's cell under it, up to a blank line; a
+    count (a number of a few digits, ``SECRETS  1``) is kept."""
     spans: list[tuple[int, int]] = []
     starts: list[int] = []
     credential: list[int] = []
     offset = 0
-    for line in text.split("\n"):
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
         base, offset = offset, offset + len(line) + 1
         if not line.strip():
             starts = []
             continue
+        ruled = index + 1 < len(lines) and _DASH_RULE.fullmatch(lines[index + 1]) is not None
         columns = list(itertools.islice(_COLUMN.finditer(line), _MAX_COLUMNS + 1)) \
-            if line.isupper() else []
+            if line.isupper() or ruled else []
         if 2 <= len(columns) <= _MAX_COLUMNS and all(
                 b.start() - a.end() >= 2 or "\t" in line[a.end():b.start()]
                 for a, b in itertools.pairwise(columns)):
@@ -1279,7 +1283,7 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
             if found:
                 starts, credential = [c.start() for c in columns], found
                 continue
-        if not starts:
+        if not starts or _DASH_RULE.fullmatch(line):
             continue
         for i in credential:
             start = starts[i]

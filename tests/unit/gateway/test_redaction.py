@@ -1007,6 +1007,8 @@ POSITIONAL = {
     "kubeadm-token-list": "TOKEN                     TTL   EXPIRES   USAGES\n"
                           f"{PASSWORD}   23h   <never>   signing\n",
     "table-middle": f"NAME   TOKEN   AGE\nci     {PASSWORD}   5d\n",
+    "table-ruled": f"Name   Password            Enabled\n----   --------            -------\n"
+                   f"alice  {PASSWORD}   True\n",
     # a neutral key under a credential one holds its value
     "yaml-value-under-password": f"db:\n  password:\n    value: {PASSWORD}\n  port: 5432\n",
     "yaml-key-under-credentials": f"credentials:\n  key: {PASSWORD}\n",
@@ -1075,6 +1077,7 @@ MEGABYTE_LINES = {
     "table-row": "NAME  TOKEN\n" + "x" * 1_000_000,
     "table-rows": "NAME  TOKEN\n" + "ab    cd\n" * 110_000,
     "table-headers": "NAME  TOKEN\n" * 80_000,
+    "table-ruled-headers": "Name  Token\n----  -----\n" * 40_000,
     "neutral-children": "password:\n" + "  value: a\n" * 90_000,
     "neutral-parents": "password:\n  value:\n" * 55_000,
 }
