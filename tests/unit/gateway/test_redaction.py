@@ -392,7 +392,8 @@ PIECES = ["password", "pwd", "token", "secret", "key", "data:", "stringData:", "
           "  ", '"', "'", "{", "}", "[", "]", ",", "|", ">-", "-----BEGIN PRIVATE KEY-----",
           "-----END PRIVATE KEY-----", "eyJhbGciOi", ".", "%2E", "%", "Basic ", "Bearer ",
           "Authorization:", "://", "@", "-p ", "--password=", "\x1b[", "\x1b]", "\u200b",
-          "\r", "\t", "QUJD", "0a1b", "\\"]
+          "\r", "\t", "QUJD", "0a1b", "\\", '"""', "'''", "|", ";", "NAME  TOKEN",
+          "name,password", "a:b@", "\uff1a", "----  ---", "credentials:", "  value:"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
