@@ -1179,7 +1179,11 @@ _BARE_USERINFO = re.compile(r"(?<![A-Za-z0-9_.+:@%\\-])(?!(?:mailto|sips?|xmpp|t
                             r"(?P<value>[^\s@:\"'<>]{1,256}+(?:@[^\s@:\"'<>]{1,256}+){0,8})"
                             r"@(?!sha[0-9]{3}+:)(?=[A-Za-z0-9\[])")
 # a cell of a delimited table (CSV's quotes kept), and a header cell: a name
-_HEADER_CELL = re.compile(r"[ \t]*+[\"']?[A-Za-z_][A-Za-z0-9_ .()/-]{0,63}+[\"']?[ \t]*+")
+_HEADER_CELL = re.compile(r"[ \t]*+[\"']?[A-Za-z0-9_][A-Za-z0-9_ .()/-]{0,63}+[\"']?[ \t]*+")
+# a name and its value a ``|`` apart on a line of their own (psql's expanded display, ``\x``:
+# ``passwd   | VALUE``; a Markdown table of two columns)
+_PIPE_PAIR = re.compile(r"(?m)^[ \t]*+\|?[ \t]*+(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*+)[ \t]*+\|"
+                        r"[ \t]*+(?P<value>[^|\n]*+)")
 _RULE_LINE = re.compile(r"[-+=|: \t]*+")  # psql's ``-----+-----``, mysql's ``+----+``
 # the columns of a whitespace table's header (``NAME   TOKEN   AGE``: two spaces or a tab
 # apart; one space inside a column's name, ``NOMINATED NODE``)
@@ -1313,6 +1317,12 @@ def _positional(text: str) -> str:
         spans += [m.span("value") for m in _PGPASS.finditer(text)]
     if "@" in text:
         spans += [m.span("value") for m in _BARE_USERINFO.finditer(text)]
+    if "|" in text:
+        for pair in _PIPE_PAIR.finditer(text):
+            value = pair.group("value").rstrip()
+            if value and value.lower() not in _NOT_SECRET_VALUES and \
+                    not value.startswith(_ALREADY) and credential_name(pair.group("name")):
+                spans.append((pair.start("value"), pair.start("value") + len(value)))
     for sep in (",", "\t", ";", "|"):
         if sep in text:
             spans += _delimited(text, sep)

@@ -1008,6 +1008,9 @@ POSITIONAL = {
     "kubeadm-token-list": "TOKEN                     TTL   EXPIRES   USAGES\n"
                           f"{PASSWORD}   23h   <never>   signing\n",
     "table-middle": f"NAME   TOKEN   AGE\nci     {PASSWORD}   5d\n",
+    "csv-digit-header": f"user,2fa_secret\nalice,{PASSWORD}\n",
+    "psql-expanded": f"-[ RECORD 1 ]----\nusename | alice\npasswd  | {PASSWORD}\n",
+    "markdown-pairs": f"| Setting | Value |\n|---|---|\n| api_token | {PASSWORD} |\n",
     "table-ruled": f"Name   Password            Enabled\n----   --------            -------\n"
                    f"alice  {PASSWORD}   True\n",
     # a neutral key under a credential one holds its value
@@ -1079,6 +1082,8 @@ MEGABYTE_LINES = {
     "table-rows": "NAME  TOKEN\n" + "ab    cd\n" * 110_000,
     "table-headers": "NAME  TOKEN\n" * 80_000,
     "table-ruled-headers": "Name  Token\n----  -----\n" * 40_000,
+    "pipe-pairs": "password |" * 100_000,
+    "pipe-names": "a" * 1_000_000 + " |",
     "neutral-children": "password:\n" + "  value: a\n" * 90_000,
     "neutral-parents": "password:\n  value:\n" * 55_000,
 }
