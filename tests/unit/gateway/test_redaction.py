@@ -779,6 +779,8 @@ HIDDEN_BY_CHARACTERS = {
     "fullwidth-name": f"\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44={PASSWORD}\n",
     "ratio-colon": f"DB_PASSWORD\u2236 {PASSWORD}\n",
     "small-equals": f"api_token\ufe66{PASSWORD}\n",
+    "armenian-colon": f"password\u0589 {PASSWORD}\n",
+    "modifier-equals": f"DB_PASSWORD\ua78a{PASSWORD}\n",
 }
 
 
