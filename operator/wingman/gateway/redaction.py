@@ -1509,7 +1509,7 @@ def redact_head(text: str, limit: int, secrets: Iterable[str] = (),
     ``limit`` is shown (never more than the whole text's redaction would)."""
     secrets = tuple(secrets)
     margin = max([_HEAD_MARGIN] + [6 * len(s) + 64 for s in secrets])
-    size = limit + 11 * margin
+    size = 2 * (limit + 10 * margin)  # enough, in most text, for the first head to do
     # (past the first head: what the later, longer ones leave is less, never more)
     named = text.find("Secret", size) != -1
     beyond = (named and _SECRET_KIND.search(text, size) is not None, named)

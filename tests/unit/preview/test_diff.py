@@ -23,20 +23,28 @@ def _around_the_cut() -> dict[str, str]:
     cases = {}
     for shift in (-40, -8, 0, 8, 40):
         at = LIMIT + shift  # a secret straddling where the shown text ends
-        cases[f"token-at-{shift}"] = FILLER[:at] + TOKEN + "\n" + FILLER * 14
-        cases[f"spread-token-at-{shift}"] = (FILLER[:at] + " ".join(TOKEN) + "\n" + FILLER * 14)
-        cases[f"password-at-{shift}"] = FILLER[:at] + "password: s3cr3t-s3cr3t\n" + FILLER * 14
+        cases[f"token-at-{shift}"] = FILLER[:at] + TOKEN + "\n" + FILLER * 24
+        cases[f"spread-token-at-{shift}"] = (FILLER[:at] + " ".join(TOKEN) + "\n" + FILLER * 24)
+        cases[f"password-at-{shift}"] = FILLER[:at] + "password: s3cr3t-s3cr3t\n" + FILLER * 24
     # a value redacted whole shrinks the text: what is shown then comes from further down
     cases["shrunk"] = ("password: " + "x" * 200_000 + "\n" + FILLER[:LIMIT] + TOKEN + "\n"
-                       + FILLER * 14)
+                       + FILLER * 24)
     # a known secret spread over whitespace, from where the shown text ends
     cases["token-spread-wide"] = (FILLER[:LIMIT - 20] + ("\n" + " " * 1500).join(TOKEN) + "\n"
-                                  + FILLER * 14)
+                                  + FILLER * 24)
+    # where the first head read ends (twice the limit and ten margins of 4 KiB) falls right
+    # after what is shown when a value redacted whole shrinks the text before it: a secret
+    # there, or a name below a value, is read whole all the same
+    head = 2 * (LIMIT + 10 * 4096)
+    shrink = "password: " + "x" * (head - LIMIT) + "\n"  # then "password: [REDACTED]\n"
+    cases["token-at-the-head's-end"] = shrink + FILLER[:LIMIT - 31] + TOKEN + "\n" + FILLER * 24
+    cases["name-past-a-long-line"] = (FILLER[:LIMIT - 40] + "- value: s3cr3t-s3cr3t\n  "
+                                      + "y" * head + "\n  name: DB_PASSWORD\n" + FILLER * 24)
     # an environment entry's value above its name, where the shown text ends
     cases["value-then-name"] = (FILLER[:LIMIT - 20] + "- value: s3cr3t-s3cr3t\n"
-                                "  name: DB_PASSWORD\n" + FILLER * 14)
+                                "  name: DB_PASSWORD\n" + FILLER * 24)
     # the kind far below: a Secret's data is redacted whatever its values look like
-    cases["kind-below"] = ("data:\n  username: plainly-kept-if-no-secret\n" + FILLER * 14
+    cases["kind-below"] = ("data:\n  username: plainly-kept-if-no-secret\n" + FILLER * 24
                            + "kind: Secret\n")
     return cases
 
