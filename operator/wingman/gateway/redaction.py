@@ -1077,10 +1077,12 @@ _PASSWORD_HASH = re.compile(r"(?<![A-Za-z0-9_$])\$(?:2[abxy]?|apr1|[1567]|y|gy|s
                             r"[./A-Za-z0-9$=,+-]{8,}+")
 
 
-# a multi-line string (TOML's and Python's ``password = """...""" `` or ``'''``): the value
-# runs over lines to its closing delimiter, or to the end of the output (fail closed)
+# a multi-line string (TOML's and Python's ``password = """...""" `` or ``'''``, also raw
+# ``r"""``; Go's and JavaScript's backquoted ``token := `...` ``): the value runs over lines to
+# its closing delimiter, or to the end of the output (fail closed)
 _MULTILINE_STRING = re.compile(r"""(?<![A-Za-z0-9_.-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*+)"""
-                               r"""["']?[ \t]*+[:=][ \t]*+(?P<q>\"\"\"|''')"""
+                               r"""["']?[ \t]*+(?::=|[:=])[ \t]*+[rRbBuU]{0,2}+"""
+                               r"""(?P<q>\"\"\"|'''|`)"""
                                r"""(?P<value>(?:(?!(?P=q))[\s\S])*+)""")
 
 
@@ -1145,7 +1147,7 @@ def _text_rules(text: str) -> str:
         text = _PEM.sub(REDACTED, text)
     if "-----BEGIN " in text:
         text = _KEY_BLOCK.sub(REDACTED, text)
-    if '"""' in text or "'''" in text:
+    if '"""' in text or "'''" in text or "`" in text:
         text = _MULTILINE_STRING.sub(_multiline_string, text)
     text = _structured_text(text)
     text = _positional(text)
@@ -1296,7 +1298,7 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
                 continue
             # a value that began left of its column, or ran into the next one: whole
             start = max(line.rfind(" ", 0, start), line.rfind("\t", 0, start)) + 1
-            end = starts[i + 1] if i + 1 < len(starts) else len(line)
+            end = min(starts[i + 1], len(line)) if i + 1 < len(starts) else len(line)
             if not line[end - 1].isspace():
                 end = _WORD_END.match(line, end).end()  # type: ignore[union-attr]
             cell = line[start:end]

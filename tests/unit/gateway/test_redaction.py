@@ -989,6 +989,9 @@ POSITIONAL = {
     "toml-multiline-literal": f"api_token = '''{PASSWORD}'''\n",
     "toml-multiline-unclosed": f'secret = """{PASSWORD}\n',
     "python-multiline": f'DB_PASSWORD: str = """{PASSWORD}"""\n',
+    "python-raw-multiline": f'DB_PASSWORD = r"""\n{SPACED}\n"""\n',
+    "go-raw-string": f"const apiToken = `\n{SPACED}\n`\n",
+    "go-short-declaration": f"secret := `{SPACED}\n{PASSWORD}`\n",
     # .pgpass: host:port:database:user:password
     "pgpass": f"db.example.com:5432:app:alice:{PASSWORD}\n",
     "pgpass-wildcards": f"*:*:*:postgres:{PASSWORD}\n",
@@ -1037,6 +1040,8 @@ KEPT_AROUND = [
     ("NAME   TOKEN   AGE\nci     s3cr3t   5d\n", "NAME   TOKEN   AGE\nci     [REDACTED]   5d\n"),
     ("rsync alice:s3cr3t@host::data\n", "rsync alice:[REDACTED]@host::data\n"),
     ("rsync alice:s3@cr3t@host::data\n", "rsync alice:[REDACTED]@host::data\n"),
+    # a row shorter than its header: the column's cell where it reaches
+    ("NAME  TOKEN  AGE\nci    s3cr3t\n", "NAME  TOKEN  AGE\nci    [REDACTED]\n"),
     ("image: registry.local:5000/app:v1@sha256:0123\n", None),
     ("db:5432:app:alice:s3cr3t\n", "db:5432:app:alice:[REDACTED]\n"),
     # not positional credentials: a digest, scp, mail, counts, columns of no credential
@@ -1072,6 +1077,7 @@ MEGABYTE_LINES = {
     "multiline-unclosed": 'password = """' + "a" * 1_000_000,
     "multiline-openings": 'a = """' * 150_000,
     "multiline-mixed": "password = '''x" + '"""' * 300_000,
+    "backquotes": "password = `" * 80_000,
     "pgpass-escapes": "a:1:b:c:" + "\\:" * 500_000,
     "pgpass-fields": "a:1:" * 250_000,
     "userinfo-colons": "a:" * 500_000 + "@b",
