@@ -1312,9 +1312,41 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+# an INI or TOML section (``[credentials]``, ``[db.password]``) and a pair in it
+_SECTION = re.compile(r"[ \t]*+\[\[?+[ \t]*+(?P<name>[^\[\]\n]{1,200}+)\]\]?+[ \t]*+")
+_SECTION_PAIR = re.compile(r"[ \t]*+(?P<key>[A-Za-z0-9_.\"'-]++)[ \t]*+[=:][ \t]*+"
+                           r"(?P<value>[^\n]*+)")
+
+
+def _sections(text: str) -> list[tuple[int, int]]:
+    """The value of a neutral key (``value``, ``key``, ...) in an INI or TOML section named
+    like a credential (``[credentials]`` / ``key = VALUE``), up to the next section."""
+    spans: list[tuple[int, int]] = []
+    named, offset = False, 0
+    for line in text.split("\n"):
+        base, offset = offset, offset + len(line) + 1
+        section = _SECTION.fullmatch(line) if line.lstrip().startswith("[") else None
+        if section is not None:
+            name = section.group("name").strip().strip("\"'").rsplit(".", 1)[-1]
+            named = _neutral_parent(name.strip("\"'"))
+            continue
+        pair = _SECTION_PAIR.fullmatch(line) if named else None
+        if pair is None or _unquote(pair.group("key")).lower() not in _NEUTRAL_KEYS:
+            continue
+        value = pair.group("value").rstrip()
+        if value.strip("\"'").lower() in _NOT_SECRET_VALUES or value.startswith(_ALREADY):
+            continue
+        start = pair.start("value")
+        if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0]:
+            start, value = start + 1, value[1:-1]
+        spans.append((base + start, base + start + len(value)))
+    return spans
+
+
 def _positional(text: str) -> str:
     """Credentials known by their position: a ``.pgpass`` line's last field, the password of
-    ``user:PASSWORD@host``, the cells of a table's column whose header names a credential."""
+    ``user:PASSWORD@host``, the cells of a table's column whose header names a credential, a
+    neutral key's value in a section named like one."""
     spans: list[tuple[int, int]] = []
     if ":" in text:
         spans += [m.span("value") for m in _PGPASS.finditer(text)]
@@ -1330,6 +1362,8 @@ def _positional(text: str) -> str:
         if sep in text:
             spans += _delimited(text, sep)
     spans += _whitespace_table(text)
+    if "[" in text:
+        spans += _sections(text)
     return _apply(text, spans)
 
 

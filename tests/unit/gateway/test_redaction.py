@@ -1024,6 +1024,8 @@ POSITIONAL = {
     "yaml-block-under-secret": f"secret:\n  note: rotated\n  data: |\n    {PASSWORD}\n",
     "yaml-value-below": f"api_token:\n  value:\n    {PASSWORD}\n",
     "json-value-under-secret": f'{{"secret": {{"value": "{PASSWORD}"}}}}\n',
+    "ini-section": f"[credentials]\nkey = {PASSWORD}\n",
+    "toml-section": f'[database.password]\nvalue = "{PASSWORD}"\n',
     "json-pretty-value-under-secret": f'{{\n  "secret": {{\n    "value": "{PASSWORD}"\n  }}\n}}\n',
 }
 
@@ -1050,6 +1052,8 @@ KEPT_AROUND = [
     ("git@github.com:org/repo.git\n", None), ("https://host:8443/a@b\n", None),
     ("NAME      SECRETS   AGE\ndefault   0         5d\n", None),
     ("id,name,token_count\n1,alice,3\n", None),
+    ("[credentials]\nkey = s3cr3t\nregion = eu\n[other]\nkey = k\n",
+     "[credentials]\nkey = [REDACTED]\nregion = eu\n[other]\nkey = k\n"),
     ("credentials:\n  key: s3cr3t\n  user: bob\nother:\n  key: k\n",
      "credentials:\n  key: [REDACTED]\n  user: bob\nother:\n  key: k\n"),
     # a reference to a Secret names where a credential is, not what it is
@@ -1078,6 +1082,8 @@ MEGABYTE_LINES = {
     "multiline-openings": 'a = """' * 150_000,
     "multiline-mixed": "password = '''x" + '"""' * 300_000,
     "backquotes": "password = `" * 80_000,
+    "sections": "[credentials]\nkey = a\n" * 45_000,
+    "section-brackets": "[" * 1_000_000,
     "pgpass-escapes": "a:1:b:c:" + "\\:" * 500_000,
     "pgpass-fields": "a:1:" * 250_000,
     "userinfo-colons": "a:" * 500_000 + "@b",
