@@ -1170,9 +1170,10 @@ def _text_rules(text: str) -> str:
 # ---------------------------------------------------------------------------------- positions
 
 # a .pgpass line, ``host:port:database:user:password`` (a host with a letter or a dot, or
-# ``*``; a port or ``*``; ``\:`` escapes a colon): the last field is the password
+# ``*``; a port of 3 to 5 digits, not a time's minutes, or ``*``; ``\:`` escapes a colon):
+# the last field is the password
 _PGPASS = re.compile(r"(?m)^[ \t]*+(?=[0-9_-]*+[A-Za-z.*\[])(?:\[[0-9A-Fa-f:.]++\]|"
-                     r"[A-Za-z0-9_.*-]++):(?:[0-9]{1,5}+|\*):(?:[^\s:\\]|\\.)++:"
+                     r"[A-Za-z0-9_.*-]++):(?:[0-9]{3,5}+|\*):(?:[^\s:\\]|\\.)++:"
                      r"(?:[^\s:\\]|\\.)++:(?!\[REDACTED\])(?P<value>(?:[^:\n\\]|\\.)++)$")
 # ``user:PASSWORD@host`` without a scheme (rsync, a git remote, a proxy setting; a password
 # holding an ``@`` runs to the last one before the host): not an image digest

@@ -1060,6 +1060,7 @@ KEPT_AROUND = [
     ("valueFrom:\n  secretKeyRef:\n    name: db\n    key: password\n", None),
     ("volumes:\n- name: v\n  secret:\n    items:\n    - key: password\n      path: pw\n", None),
     ("root:x:0:0:root:/root:/bin/bash\n", None),
+    ("2026-12-03T10:00:00.123:INFO:started\n", None),
     # what is about a credential, not one: a duration, a public key
     ("    Type:                    Projected\n    TokenExpirationSeconds:  3607\n", None),
     ("token_timeout: 30\nsession_duration=3600\n", None),
