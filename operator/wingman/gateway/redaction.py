@@ -46,12 +46,14 @@ The steps, in order (``redact``):
    in one case or set: ``requirepass VALUE``, ``setenv NAME VALUE``; not ``Token expired``),
    ``.netrc`` entries, a quoted name and
    its quoted value (``define('DB_PASSWORD', '...')``), SQL's ``IDENTIFIED BY '...'``, a
-   multi-line string under a credential name (TOML's ``password = '''...'''``); the
+   multi-line string under a credential name (TOML's ``password = '''...'''``, Go's
+   backquoted one); the
    value of a command-line flag that names one (``-p VALUE``, ``--password=VALUE``,
    ``--token VALUE``), and a password joined to a user (``curl -u user:PASSWORD``) or to
    MySQL's ``-pPASSWORD``; by position, a ``.pgpass`` line's last field, ``user:PASSWORD@host``
-   without a scheme, and the cells of a table's column (CSV, TSV, psql, kubectl) whose header
-   names a credential.
+   without a scheme, the cells of a table's column (CSV, TSV, psql, kubectl, PowerShell) whose
+   header names a credential, a name and its value a ``|`` apart (psql's ``\\x``), and a
+   neutral key's value in an INI or TOML section named like a credential.
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
    (not in a certificate, not a public SSH key); tokens known by their shape (GitHub, Slack,
    AWS key ids, ...).
