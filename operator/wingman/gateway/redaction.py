@@ -1376,8 +1376,11 @@ def _positional(text: str) -> str:
 # values in a shape the rules above cannot see: jsonpath, go-template, custom-columns, ...).
 _READABLE_FORMATS = frozenset({"", "yaml", "json", "name", "wide"})
 _OUTPUT_FLAGS = ("-o", "--output")
-WITHHELD = (f"{REDACTED} (the whole output is withheld: kubectl printed Secrets in a format "
-            "redaction cannot read; use -o yaml, -o json or -o name for Secrets)\n")
+WITHHELD = (f"{REDACTED} (the whole output is withheld: a kubectl template (jsonpath, "
+            "go-template, custom-columns) printed Secrets, or fields other than scalars such as "
+            ".metadata.name, .status.phase or .spec.replicas, as values redaction cannot read; "
+            "select such scalar fields, or use -o yaml or -o json to get whole objects with "
+            "their credentials redacted)\n")
 
 
 def _names_secrets(arg: str) -> bool:
@@ -1391,14 +1394,292 @@ def _names_secrets(arg: str) -> bool:
 # data, annotations (``-o jsonpath={..env[*].value}`` on pods is as bare as on Secrets).
 _VALUE_FIELDS = frozenset({"env", "value", "data", "stringdata", "binarydata", "args",
                            "command", "annotations"})
-_TEMPLATE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*+")
+# Leaves a template may print: scalar fields whose values are names, counts, states, times,
+# addresses and images, never a map or a list of maps (``.spec`` prints all below it: an
+# environment's values, arguments). ``labels`` (a map of short public strings, which
+# ``kubectl get --show-labels`` prints as text anyway) and one label's value are leaves too.
+_LEAVES = frozenset({
+    # any object
+    "kind", "apiVersion", "name", "namespace", "uid", "resourceVersion", "generation",
+    "generateName", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+    "labels",
+    # status
+    "phase", "replicas", "readyReplicas", "availableReplicas", "updatedReplicas",
+    "unavailableReplicas", "currentReplicas", "desiredReplicas", "fullyLabeledReplicas",
+    "observedGeneration", "type", "status", "reason", "lastTransitionTime", "lastUpdateTime",
+    "lastProbeTime", "lastHeartbeatTime", "podIP", "podIPs", "hostIP", "hostIPs", "ip",
+    "hostname", "address", "nodeName", "nominatedNodeName", "startTime", "qosClass", "ready",
+    "started", "restartCount", "image", "imageID", "containerID", "exitCode", "signal",
+    "startedAt", "finishedAt", "active", "succeeded", "failed", "completionTime",
+    "lastScheduleTime", "lastSuccessfulTime", "currentNumberScheduled", "numberReady",
+    "numberAvailable", "numberUnavailable", "numberMisscheduled", "desiredNumberScheduled",
+    "updatedNumberScheduled", "collisionCount", "kubeletVersion", "kubeProxyVersion",
+    "containerRuntimeVersion", "osImage", "kernelVersion", "architecture", "operatingSystem",
+    "cpu", "memory", "pods", "storage", "ephemeral-storage",
+    # spec
+    "imagePullPolicy", "serviceAccountName", "schedule", "suspend", "timeZone",
+    "concurrencyPolicy", "clusterIP", "clusterIPs", "externalName", "externalIPs",
+    "loadBalancerIP", "sessionAffinity", "port", "targetPort", "nodePort", "containerPort",
+    "hostPort", "protocol", "appProtocol", "schedulerName", "priorityClassName", "priority",
+    "restartPolicy", "dnsPolicy", "hostNetwork", "terminationGracePeriodSeconds",
+    "activeDeadlineSeconds", "backoffLimit", "completions", "parallelism", "paused",
+    "minReadySeconds", "revisionHistoryLimit", "progressDeadlineSeconds", "minReplicas",
+    "maxReplicas", "unschedulable", "podCIDR", "podCIDRs", "providerID", "storageClassName",
+    "volumeName", "volumeMode", "accessModes", "persistentVolumeReclaimPolicy", "claimName",
+    "ingressClassName", "host", "path", "pathType", "holderIdentity", "leaseDurationSeconds",
+    "acquireTime", "renewTime", "leaseTransitions", "current-context", "server",
+})
+_GO_FORMATS = frozenset({"go-template", "template"})
+_JSONPATH_FORMATS = frozenset({"jsonpath", "jsonpath-as-json"})
+_TEMPLATE_FORMATS = _GO_FORMATS | _JSONPATH_FORMATS | {"custom-columns"}
+_FIELD_NAME = re.compile(r"(?:[A-Za-z0-9_/-]|\\.)++")
+_INDEX = re.compile(r"\*|-?[0-9]*+(?::-?[0-9]*+){0,2}")
+_FILTER = re.compile(r"""\?\(@(?P<path>(?:\.[A-Za-z0-9_/-]++)++)[ \t]*+"""
+                     r"""(?:(?P<op>==|!=|<=|>=|<|>)[ \t]*+(?:"[^"\\{}\[\]()]*+"|"""
+                     r"""'[^'\\{}\[\]()]*+'|-?[0-9.]++|true|false))?[ \t]*+\)""")
 
 
-def _prints_values(template: str) -> bool:
-    """Whether a template (jsonpath, go-template, custom-columns) selects a field that carries
-    values (:data:`_VALUE_FIELDS`) or one whose name names a credential (``.user.token``)."""
-    return any(word.lower() in _VALUE_FIELDS or credential_name(word)
-               for word in _TEMPLATE_WORD.findall(template))
+class _Unreadable(Exception):
+    """A template the checks below cannot read (it is withheld)."""
+
+
+def _check_path(fields: Sequence[str], *, printed: bool) -> None:
+    """Raise :class:`_Unreadable` unless ``fields`` (a full path from the object) is safe: no
+    field carrying values or named like a credential on the way, and, when its value is
+    printed (or compared), a leaf of :data:`_LEAVES` (or one label) at its end."""
+    if any(f.lower() in _VALUE_FIELDS or credential_name(f) for f in fields):
+        raise _Unreadable
+    if printed and not (fields and (fields[-1] in _LEAVES or
+                                    (len(fields) > 1 and fields[-2] == "labels"))):
+        raise _Unreadable
+
+
+def _jsonpath_fields(path: str, context: Sequence[str]) -> list[str]:
+    """The fields of a jsonpath expression (``.items[*].metadata.name``, ``@``, ``$.kind``)
+    from the object; its filters' fields are checked (``[?(@.type=="Ready")]``)."""
+    fields = list(context)
+    if path.startswith("$"):
+        fields, path = [], path[1:]
+    elif path.startswith("@"):
+        path = path[1:]
+    at = 0
+    while at < len(path):
+        if path.startswith("..", at):
+            raise _Unreadable  # recursive descent: a field of any name anywhere below
+        if path[at] == ".":
+            name = _FIELD_NAME.match(path, at + 1)
+            if path.startswith("*", at + 1):
+                fields.append("*")
+                at += 2
+            elif name:
+                fields.append(name.group().replace("\\", ""))
+                at = name.end()
+            elif at + 1 == len(path) and at == 0:
+                at += 1  # ``{.}``: the object itself
+            else:
+                raise _Unreadable
+        elif path[at] == "[":
+            close = path.find("]", at)
+            inner = path[at + 1:close] if close > 0 else ""
+            filtered = _FILTER.fullmatch(inner)
+            if close < 0:
+                raise _Unreadable
+            if _INDEX.fullmatch(inner):
+                pass
+            elif filtered:
+                _check_path([*fields, *filtered["path"][1:].split(".")],
+                            printed=bool(filtered["op"]))
+            elif len(inner) > 1 and inner[0] == inner[-1] and inner[0] in "'\"" and \
+                    not any(c in inner[1:-1] for c in "'\","):
+                fields.append(inner[1:-1])
+            else:
+                raise _Unreadable  # a union of fields, or what this cannot read
+            at = close + 1
+        else:
+            raise _Unreadable
+    return fields
+
+
+def _actions(template: str, left: str, right: str) -> Iterable[str]:
+    """The actions of a template (between ``left`` and ``right``), quotes respected."""
+    at = template.find(left)
+    while at >= 0:
+        at += len(left)
+        i, quote = at, ""
+        while i < len(template):
+            char = template[i]
+            if quote:
+                if char == "\\" and quote != "`":
+                    i += 1
+                elif char == quote:
+                    quote = ""
+            elif char in "\"'`":
+                quote = char
+            elif template.startswith(right, i):
+                break
+            i += 1
+        else:
+            raise _Unreadable  # an action never closed
+        yield template[at:i]
+        at = template.find(left, i + len(right))
+
+
+_JSON_STRING_ACTION = re.compile(r'"(?:[^"\\]|\\.)*+"')
+
+
+def _check_jsonpath(template: str) -> None:
+    """Raise :class:`_Unreadable` unless every field a jsonpath template prints is a leaf."""
+    contexts: list[list[str]] = [[]]
+    for action in _actions(template, "{", "}"):
+        action = action.strip()
+        if _JSON_STRING_ACTION.fullmatch(action):
+            continue
+        if action == "end":
+            if len(contexts) == 1:
+                raise _Unreadable
+            contexts.pop()
+        elif action.startswith("range ") or action.startswith("range\t"):
+            fields = _jsonpath_fields(action[6:].strip(), contexts[-1])
+            _check_path(fields, printed=False)
+            contexts.append(fields)
+        else:
+            _check_path(_jsonpath_fields(action, contexts[-1]), printed=True)
+
+
+_GO_TOKEN = re.compile(r"""[ \t\r\n]*+(?:(?P<string>"(?:[^"\\\n]|\\.)*+"|`[^`]*+`)|"""
+                       r"""(?P<field>\.(?:[A-Za-z_][A-Za-z0-9_]*+(?:\.[A-Za-z_][A-Za-z0-9_]*+)*+)?)|"""
+                       r"""(?P<number>-?[0-9][0-9.]*+)|(?P<word>[A-Za-z_][A-Za-z0-9_]*+)|"""
+                       r"""(?P<pipe>\|))""")
+_GO_PRINT = frozenset({"print", "printf", "println"})
+_GO_COMPARE = frozenset({"eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not"})
+
+
+def _go_pipeline(text: str) -> list[list[tuple[str, str]]]:
+    """A go-template pipeline as its commands (``|``-separated), each a list of (kind, text)
+    tokens; anything else (variables, parentheses, ``index``...) is unreadable."""
+    commands: list[list[tuple[str, str]]] = [[]]
+    at = 0
+    text = text.rstrip(" \t\r\n")
+    while at < len(text):
+        token = _GO_TOKEN.match(text, at)
+        if not token or token.end() == at:
+            raise _Unreadable
+        kind = token.lastgroup or ""
+        if kind == "pipe":
+            commands.append([])
+        else:
+            commands[-1].append((kind, token[kind]))
+        at = token.end()
+    if any(not command for command in commands):
+        raise _Unreadable
+    return commands
+
+
+def _go_fields(field: str, context: Sequence[str]) -> list[str]:
+    return [*context, *(f for f in field.split(".") if f)]
+
+
+def _check_go_output(text: str, context: Sequence[str]) -> None:
+    """A printed pipeline: literals, fields ending in a leaf, ``print``/``printf`` of them."""
+    for n, command in enumerate(_go_pipeline(text)):
+        (kind, word), *args = command
+        if kind == "word" and word in _GO_PRINT:
+            pass
+        elif args or kind == "word" or (n and kind != "word"):
+            raise _Unreadable  # a function of its own, or a value piped into no function
+        for kind, word in command:
+            if kind == "field":
+                _check_path(_go_fields(word, context), printed=True)
+            elif kind == "word" and word not in _GO_PRINT:
+                raise _Unreadable
+
+
+def _go_context(text: str, context: Sequence[str], *, condition: bool) -> list[str]:
+    """What ``range``/``with`` (or, ``condition``, ``if``) makes the current item: a field's
+    path; a comparison of leaves (``if eq .status.phase "Running"``) keeps it."""
+    commands = _go_pipeline(text)
+    if len(commands) == 1 and len(commands[0]) == 1 and commands[0][0][0] == "field":
+        fields = _go_fields(commands[0][0][1], context)
+        _check_path(fields, printed=False)
+        return fields if not condition else list(context)
+    if not condition or len(commands) != 1 or commands[0][0] not in {
+            ("word", w) for w in _GO_COMPARE}:
+        raise _Unreadable
+    for kind, word in commands[0][1:]:
+        if kind == "field":
+            _check_path(_go_fields(word, context), printed=True)
+        elif kind == "word":
+            raise _Unreadable
+    return list(context)
+
+
+_GO_TRIM_LEFT = re.compile(r"^-[ \t\r\n]")
+_GO_TRIM_RIGHT = re.compile(r"[ \t\r\n]-$")
+
+
+def _check_go_template(template: str) -> None:
+    """Raise :class:`_Unreadable` unless every field a go-template prints is a leaf."""
+    # each open block: the current item inside it, and the one outside it
+    blocks: list[tuple[list[str], list[str]]] = []
+    context: list[str] = []
+    for action in _actions(template, "{{", "}}"):
+        action = _GO_TRIM_RIGHT.sub("", _GO_TRIM_LEFT.sub("", action)).strip(" \t\r\n")
+        keyword, _, rest = action.partition(" ")
+        if keyword == "end" and not rest and blocks:
+            context = blocks.pop()[1]
+        elif keyword == "else" and blocks:
+            outer = blocks[-1][1]
+            then, _, pipeline = rest.strip().partition(" ")
+            if not then:
+                context = outer
+            elif then in ("if", "with"):
+                context = _go_context(pipeline, outer, condition=then == "if")
+            else:
+                raise _Unreadable
+        elif keyword in ("range", "with", "if"):
+            blocks.append((context, context))
+            context = _go_context(rest, context, condition=keyword == "if")
+            blocks[-1] = (context, blocks[-1][1])
+        elif action and not keyword.startswith("/*") and keyword not in (
+                "end", "else", "template", "define", "block", "break", "continue", "nil"):
+            _check_go_output(action, context)
+        else:
+            raise _Unreadable
+    if blocks:
+        raise _Unreadable
+
+
+def _check_custom_columns(spec: str) -> None:
+    """Raise :class:`_Unreadable` unless each column's path ends in a leaf."""
+    for column in spec.split(","):
+        header, colon, path = column.partition(":")
+        path = path.strip()
+        if path.startswith("{") and path.endswith("}"):
+            path = path[1:-1]
+        elif not path.startswith("."):
+            path = "." + path
+        if not colon or not header.strip():
+            raise _Unreadable
+        _check_path(_jsonpath_fields(path, []), printed=True)
+
+
+def _prints_values(language: str, template: str) -> bool:
+    """Whether a template (``language``: jsonpath, go-template or custom-columns) may print a
+    value that is not a known leaf (:data:`_LEAVES`): it fails closed, so a whole object
+    (``{.spec}``, ``{@}``, ``{{.}}``), a map, a field carrying values, and anything it cannot
+    read (``index``, variables, ``..``, a function it does not know) count as printing values."""
+    try:
+        if language in _JSONPATH_FORMATS:
+            _check_jsonpath(template)
+        elif language in _GO_FORMATS:
+            _check_go_template(template)
+        elif language == "custom-columns":
+            _check_custom_columns(template)
+        else:
+            return True
+    except _Unreadable:
+        return True
+    return False
 
 
 def withholds(command: Sequence[str]) -> bool:
@@ -1406,13 +1687,14 @@ def withholds(command: Sequence[str]) -> bool:
     (or reading manifests, ``-f``/``-k``, that may hold them) with an output format other than
     yaml, json, name or wide (``-o jsonpath=...``, ``go-template``, ``custom-columns``,
     ``--template``), whose values no rule can tell from the rest; and, whatever it names, a
-    kubectl template that selects a field carrying values (``env``, ``value``, ``data``,
-    ``args``, ``annotations``, a credential's name) or is read from a file. Fails closed: an
-    output format it does not know is not readable."""
+    kubectl template that prints anything but known scalar leaves (:func:`_prints_values`:
+    ``{.spec}``, ``{{.}}``, ``{..env}``, a field carrying values, what it cannot read) or is
+    read from a file. Fails closed: an output format it does not know is not readable."""
     if not command or command[0] != "kubectl":
         return False
     formats: list[str] = []
-    secrets = templated = False
+    given: list[str] = []  # --template's text
+    secrets = False
     args = list(command[1:])
     # what follows ``--`` is the command kubectl exec runs: its ``-o`` is no output format
     args = args[:args.index("--")] if "--" in args else args
@@ -1425,9 +1707,7 @@ def withholds(command: Sequence[str]) -> bool:
         elif arg.startswith("-o") and not arg.startswith("--"):
             formats.append(arg[2:].lstrip("="))
         elif flag == "--template":
-            templated = True
-            formats.append("template=" + (inline if eq else
-                                          args[i + 1] if i + 1 < len(args) else ""))
+            given.append(inline if eq else args[i + 1] if i + 1 < len(args) else "")
         elif flag in ("--filename", "--kustomize") or (
                 arg.startswith(("-f", "-k")) and not arg.startswith("--")):
             secrets = True  # manifests: they may hold Secrets
@@ -1435,10 +1715,19 @@ def withholds(command: Sequence[str]) -> bool:
             secrets = True
     templates = [f for f in formats if f.split("=", 1)[0].strip().lower()
                  not in _READABLE_FORMATS]
-    if any(f.split("=", 1)[0].strip().lower().endswith("-file") or _prints_values(f)
-           for f in templates):
+    named = {f.split("=", 1)[0].strip().lower() for f in templates}
+    if secrets and (given or templates):
         return True
-    return secrets and (templated or bool(templates))
+    for template in templates:
+        name, eq, text = template.partition("=")
+        name = name.strip().lower()
+        # a template from a file, or a format this does not know given a text
+        if name.endswith("-file") or (eq and name not in _TEMPLATE_FORMATS) or (
+                eq and _prints_values(name, text)):
+            return True
+    # --template is read in the language -o names (go-template when it names none)
+    languages = (named & _TEMPLATE_FORMATS) or {"go-template"}
+    return any(_prints_values(language, text) for text in given for language in languages)
 
 
 # ---------------------------------------------------------------------------------- entry

@@ -1,0 +1,224 @@
+"""Which kubectl output templates the gateway withholds whole (``redaction.withholds``).
+
+A template prints bare values no text rule can recognise, so it is read before the command's
+output is: only templates whose every printed field is a known scalar leaf
+(``.metadata.name``, ``.status.phase``, ``.spec.replicas``) are shown. One that selects a
+parent (``{.spec}``, ``{@}``, ``{{.}}``) prints everything below it, environment values
+under neutral names among it; one this cannot read is withheld too (fail closed). What each
+template really prints is checked with the real kubectl, on a Deployment whose environment
+holds a value under a name no rule would recognise.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from wingman.gateway.redaction import WITHHELD, redact, withholds
+
+VALUE = "Zq8mW3vX5tK9"  # an environment value under a neutral name: FOO
+DEPLOYMENT = f"""\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {{app: web, app.kubernetes.io/name: web}}
+  annotations: {{note: {VALUE}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      serviceAccountName: web
+      containers:
+      - name: web
+        image: nginx:1.27
+        args: [--config, {VALUE}]
+        ports: [{{containerPort: 8080, protocol: TCP}}]
+        env: [{{name: FOO, value: {VALUE}}}]
+status:
+  conditions: [{{type: Available, status: "True", reason: MinimumReplicasAvailable}}]
+"""
+
+# (output format, runs on the Deployment above: what kubectl prints of it holds VALUE)
+WITHHELD_TEMPLATES = [
+    # a parent field prints everything below it (Go map or JSON form)
+    ("jsonpath={.spec}", True),
+    ("jsonpath={.spec.template}", True),
+    ("jsonpath={.spec.template.spec.containers[0]}", True),
+    ("jsonpath={.spec.template.spec.containers[*]}", True),
+    ("jsonpath={.spec.template.spec.containers[-1:]}", True),
+    ("jsonpath={.items[*].spec}", False),
+    ("jsonpath={@}", True),
+    ("jsonpath={.}", False),
+    ("jsonpath={$}", True),
+    ("jsonpath={.metadata.name}{.spec}", True),
+    ("jsonpath={.metadata.*}", True),
+    ("jsonpath={.spec.template.spec.*}", True),
+    ("jsonpath-as-json={.spec.template.spec}", True),
+    ("jsonpath={.spec.template.spec['containers']}", True),
+    # recursive descent: a field of any name anywhere below
+    ("jsonpath={..containers}", True),
+    ("jsonpath={..env}", True),
+    ("jsonpath={..image}", False),
+    ("jsonpath={..name}", False),
+    # a filter selects, the item it selects is printed whole
+    ('jsonpath={.spec.template.spec.containers[?(@.name=="web")]}', True),
+    ("jsonpath={.spec.template.spec.containers[?(@.image)]}", True),
+    # a filter comparing a value it may not print is an oracle on that value
+    ('jsonpath={.spec.template.spec.containers[?(@.args=="x")].name}', False),
+    # a range makes the current item what it iterates: {@} prints it whole
+    ("jsonpath={range .spec.template.spec.containers[*]}{@}{end}", True),
+    (r'jsonpath={range .spec.template.spec.containers[*]}{.name}{"\t"}{@}{end}', True),
+    ("jsonpath={range .items[*]}{.spec}{end}", False),
+    # a union of fields
+    ("jsonpath={.spec.template.spec.containers[0]['name','env']}", False),
+    # values by their field's name, whatever prints them
+    ("jsonpath={.spec.template.spec.containers[*].env[*].value}", True),
+    ("jsonpath={.spec.template.spec.containers[*].args}", True),
+    ("jsonpath={.metadata.annotations}", True),
+    ("jsonpath={.metadata.annotations.note}", True),
+    # go-templates
+    ("go-template={{.}}", True),
+    ("go-template={{ . }}", True),
+    ("go-template={{.spec}}", True),
+    ("go-template={{range .items}}{{.spec}}{{end}}", False),
+    ("go-template={{with .spec}}{{.}}{{end}}", True),
+    ("go-template={{with .spec.template}}{{.spec}}{{end}}", True),
+    ("go-template={{range .spec.template.spec.containers}}{{.}}{{end}}", True),
+    ("go-template={{range .spec.template.spec.containers}}{{.name}}{{else}}{{.}}{{end}}",
+     False),
+    ("go-template={{if .spec}}{{.}}{{end}}", True),
+    ('go-template={{printf "%v" .spec}}', True),
+    ('go-template={{.spec | printf "%v"}}', True),
+    ("go-template={{print .metadata.name .spec}}", True),
+    ('go-template={{index .spec "template"}}', True),
+    ("go-template={{json .spec}}", False),
+    ("go-template={{toJson .spec}}", False),
+    ("go-template={{.metadata.name}}{{/* comment */}}", False),
+    ("go-template={{$x := .spec}}{{$x}}", True),
+    ("go-template={{range $i, $c := .spec.template.spec.containers}}{{$c}}{{end}}", True),
+    ("go-template={{$.spec}}", True),
+    ('go-template={{define "x"}}{{.}}{{end}}{{template "x" .spec}}', True),
+    ("go-template={{(.spec)}}", True),
+    ("go-template={{.metadata.name", False),
+    ("go-template={{range .spec.template.spec.containers}}{{.name}}", False),
+    ('go-template={{"}}"}}{{.spec}}', True),
+    ("template={{.spec}}", True),
+    # custom columns: each column's path (only ``kubectl get`` prints them: it needs a server)
+    ("custom-columns=X:.spec", False),
+    ("custom-columns=NAME:.metadata.name,SPEC:.spec.template.spec", False),
+    ("custom-columns=X:spec.template.spec.containers[0]", False),
+    ("custom-columns=X:{.spec}", False),
+    ("custom-columns=X:.metadata.annotations", False),
+]
+
+SHOWN_TEMPLATES = [
+    "jsonpath={.metadata.name}",
+    "jsonpath={.items[*].metadata.name}",
+    r'jsonpath={range .items[*]}{.metadata.name}{"\t"}{.status.phase}{"\n"}{end}',
+    "custom-columns=NAME:.metadata.name,READY:.status.readyReplicas",
+    r'go-template={{range .items}}{{.metadata.name}}{{"\n"}}{{end}}',
+    "jsonpath={.spec.template.spec.containers[*].image}",
+    "jsonpath={.spec.replicas}",
+    "jsonpath={.kind} {.apiVersion} {.metadata.namespace}",
+    "jsonpath={.metadata.labels}",
+    "jsonpath={.metadata.labels.app\\.kubernetes\\.io/name}",
+    "jsonpath={.metadata.labels['app.kubernetes.io/name']}",
+    "jsonpath={$.metadata.name}",
+    "jsonpath={.spec.template.spec.serviceAccountName}",
+    "jsonpath={.spec.template.spec.containers[0].ports[*].containerPort}",
+    'jsonpath={.status.conditions[?(@.type=="Available")].status}',
+    "jsonpath={.items[*].status.addresses[?(@.type=='InternalIP')].address}",
+    r'jsonpath={range .spec.template.spec.containers[*]}{@.name}={@.image}{"\n"}{end}',
+    "jsonpath={range .spec.template.spec.containers[*].image}{@}{end}",
+    "jsonpath-as-json={.spec.template.spec.containers[*].name}",
+    "go-template={{.metadata.name}}",
+    "go-template={{ .spec.replicas }}",
+    'go-template={{- range .spec.template.spec.containers }}{{ .name }}{{ "\\n" }}{{- end }}',
+    'go-template={{.metadata.name | printf "%s\\n"}}',
+    'go-template={{printf "%s %v" .metadata.name .spec.replicas}}',
+    "go-template={{with .spec.template.spec}}{{.serviceAccountName}}{{end}}",
+    "go-template={{range .spec.template.spec.containers}}{{.name}}{{else}}none{{end}}",
+    'go-template={{range .items}}{{if eq .status.phase "Running"}}{{.metadata.name}}'
+    "{{end}}{{end}}",
+    "go-template={{if .spec.paused}}paused{{else}}{{.metadata.name}}{{end}}",
+    "template={{.metadata.name}}",
+    "custom-columns=NAME:metadata.name,IMAGE:.spec.template.spec.containers[*].image",
+    "custom-columns=NAME:{.metadata.name}",
+]
+
+
+def _kubectl(manifest: Path, output: str) -> subprocess.CompletedProcess[str]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl must be on PATH ($HOME/.cache/wingman/bin)"
+    # --local: no server; the Deployment is printed back through the output template
+    return subprocess.run([kubectl, "set", "image", "--local", "-f", str(manifest),
+                           "web=nginx:1.28", "-o", output], capture_output=True, text=True,
+                          timeout=60, env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent"})
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("withhold") / "deployment.yaml"
+    path.write_text(DEPLOYMENT)
+    return path
+
+
+@pytest.mark.parametrize(("output", "leaks"), WITHHELD_TEMPLATES)
+def test_templates_printing_more_than_scalar_leaves_are_withheld_whole(
+        output: str, leaks: bool, manifest: Path) -> None:
+    command = ["kubectl", "get", "deployment", "web", "-o", output]
+    assert withholds(command)
+    assert redact(f"map[name:FOO value:{VALUE}]\n", command=command) == WITHHELD
+    if leaks:  # what kubectl really prints of it: the value under a neutral name
+        assert VALUE in _kubectl(manifest, output).stdout
+
+
+@pytest.mark.parametrize("output", SHOWN_TEMPLATES)
+def test_templates_printing_scalar_leaves_are_shown(output: str, manifest: Path) -> None:
+    command = ["kubectl", "get", "deployment", "web", "-o", output]
+    assert not withholds(command)
+    assert redact("web\tRunning\n", command=command) == "web\tRunning\n"
+    printed = _kubectl(manifest, output)
+    assert VALUE not in printed.stdout + printed.stderr
+
+
+@pytest.mark.parametrize(("argv", "shown"), [
+    # --template is read in the language -o names (go-template when it names none)
+    (["--template", "{{.spec}}"], False),
+    (["--template={{.}}"], False),
+    (["-o", "go-template", "--template", "{{with .spec}}{{.}}{{end}}"], False),
+    (["-o", "jsonpath", "--template", "{.spec}"], False),
+    (["-o", "jsonpath", "--template={..env}"], False),
+    (["--template", "{{.metadata.name}}"], True),
+    (["-o", "jsonpath", "--template", "{.metadata.name}"], True),
+    # a format this does not know, given a template: nothing can read it
+    (["-o", "jsonpath-whatever={.spec}"], False),
+    (["-ojsonpath={.spec}"], False),
+    (["-o=jsonpath={.spec}"], False),
+    (["--output", "custom-columns=X:.spec"], False),
+    (["-ojsonpath={.metadata.name}"], True),
+    # a file's template cannot be read before it runs
+    (["-o", "jsonpath-file=t.txt"], False),
+    (["-o", "yaml"], True),
+])
+def test_template_flags_in_any_spelling(argv: list[str], shown: bool) -> None:
+    assert withholds(["kubectl", "get", "deployment", "web", *argv]) is not shown
+
+
+@pytest.mark.parametrize("argv", [
+    "kubectl get secret db -o jsonpath={.metadata.name}",
+    "kubectl get secrets -o go-template={{range|.items}}{{.metadata.name}}{{end}}",
+    "kubectl get secrets -o custom-columns=NAME:.metadata.name",
+])
+def test_templates_over_secrets_are_withheld_whatever_they_select(argv: str) -> None:
+    assert withholds([arg.replace("|", " ") for arg in argv.split(" ")])
+
+
+def test_the_withheld_message_says_what_to_do_instead() -> None:
+    assert ".metadata.name" in WITHHELD and "-o yaml" in WITHHELD and "-o json" in WITHHELD
