@@ -40,6 +40,7 @@ from wingman import audit
 from wingman.capability import tokens
 from wingman.dev.cluster import LocalCluster
 from wingman.gateway import run as gateway_run
+from wingman.gateway.redaction import WITHHELD
 from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
 
 
@@ -145,6 +146,32 @@ def test_executes_once_records_the_result_and_rejects_the_replay(
 
 
 # ------------------------------------------------------------------------------ refusals
+
+
+def test_a_template_printing_a_whole_object_is_withheld_and_one_of_scalar_leaves_is_kept(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an environment value under a name no rule recognises: a template printing the pod spec
+    # prints it bare (custom-columns needs a server: here the real one)
+    value = "Zq8mW3vX5tK9"
+    env.cluster.kubectl("set", "env", "deployment/web", "-n", env.target, f"FOO={value}")
+    whole = "custom-columns=NAME:.metadata.name,SPEC:.spec.template.spec"
+    leaves = "custom-columns=NAME:.metadata.name,REPLICAS:.spec.replicas"
+    assert value in env.cluster.kubectl("get", "deployment", "web", "-n", env.target,
+                                        "-o", whole).stdout
+    commands = [f"kubectl get deployment web -n {env.target} -o {output}"
+                for output in (whole, leaves)]
+    env.policy_file.write_text(yaml.safe_dump({"environment": "test", "allowlist": commands}))
+    outputs = []
+    for command in commands:
+        g = make_grant(env, command)
+        assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_OK
+        status = env.grant(g.name)["status"]
+        assert status["phase"] == "Succeeded"
+        outputs.append(status["output"])
+    capsys.readouterr()
+    assert outputs[0] == WITHHELD
+    assert outputs[1].split() == ["NAME", "REPLICAS", "web", "1"]
 
 
 def _tamper(token: str) -> str:
