@@ -1682,6 +1682,20 @@ def _prints_values(language: str, template: str) -> bool:
     return False
 
 
+# kubectl's one-letter flags that take a value (the rest of the word, or the next word)
+_SHORT_VALUE = frozenset("nvloceLksfp")
+
+
+def _short_flags(arg: str) -> tuple[str, str | None]:
+    """The one-letter flags a word (``-Ao``, ``-Rf``, ``-ojson``) sets as kubectl reads it,
+    and the value its last one takes from the word (``""``: from the next word; ``None``:
+    it takes none)."""
+    for index in range(1, len(arg)):
+        if arg[index] in _SHORT_VALUE or arg[index + 1:].startswith("="):
+            return arg[1:index + 1], arg[index + 1:].removeprefix("=")
+    return arg[1:], None
+
+
 def withholds(command: Sequence[str]) -> bool:
     """Whether the output of ``command`` is withheld whole: a kubectl command naming Secrets
     (or reading manifests, ``-f``/``-k``, that may hold them) with an output format other than
@@ -1704,12 +1718,14 @@ def withholds(command: Sequence[str]) -> bool:
             formats.append(args[i + 1] if i + 1 < len(args) else "")
         elif eq and flag in _OUTPUT_FLAGS:
             formats.append(inline)
-        elif arg.startswith("-o") and not arg.startswith("--"):
-            formats.append(arg[2:].lstrip("="))
+        elif arg.startswith("-") and not arg.startswith("--"):
+            letters, value = _short_flags(arg)  # ``-Ao jsonpath=...``, ``-Rf x.yaml``
+            if letters.endswith("o") and value is not None:
+                formats.append(value or (args[i + 1] if i + 1 < len(args) else ""))
+            secrets = secrets or "f" in letters or "k" in letters
         elif flag == "--template":
             given.append(inline if eq else args[i + 1] if i + 1 < len(args) else "")
-        elif flag in ("--filename", "--kustomize") or (
-                arg.startswith(("-f", "-k")) and not arg.startswith("--")):
+        elif flag in ("--filename", "--kustomize"):
             secrets = True  # manifests: they may hold Secrets
         elif not arg.startswith("-") and _names_secrets(arg):
             secrets = True

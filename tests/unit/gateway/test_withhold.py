@@ -203,6 +203,13 @@ def test_templates_printing_scalar_leaves_are_shown(output: str, manifest: Path)
     (["-o=jsonpath={.spec}"], False),
     (["--output", "custom-columns=X:.spec"], False),
     (["-ojsonpath={.metadata.name}"], True),
+    # one-letter flags joined (kubectl reads -Ao as -A -o)
+    (["-Ao", "jsonpath={.items[*].spec}"], False),
+    (["-Aojsonpath={.items[*].spec}"], False),
+    (["-Ro=go-template={{.}}"], False),
+    (["-Ao", "jsonpath={.items[*].metadata.name}"], True),
+    (["-Ao", "yaml"], True),
+    (["-nfoo", "-o", "jsonpath={.metadata.name}"], True),
     # a file's template cannot be read before it runs
     (["-o", "jsonpath-file=t.txt"], False),
     (["-o", "yaml"], True),
@@ -215,6 +222,9 @@ def test_template_flags_in_any_spelling(argv: list[str], shown: bool) -> None:
     "kubectl get secret db -o jsonpath={.metadata.name}",
     "kubectl get secrets -o go-template={{range|.items}}{{.metadata.name}}{{end}}",
     "kubectl get secrets -o custom-columns=NAME:.metadata.name",
+    "kubectl get secrets -Ao jsonpath={.items[*].metadata.name}",
+    "kubectl get secrets -Aojsonpath={.items[*].metadata.name}",
+    "kubectl get -Rf manifests/ -o jsonpath={.items[*].metadata.name}",
 ])
 def test_templates_over_secrets_are_withheld_whatever_they_select(argv: str) -> None:
     assert withholds([arg.replace("|", " ") for arg in argv.split(" ")])
