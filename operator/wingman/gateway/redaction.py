@@ -1452,6 +1452,9 @@ def _check_path(fields: Sequence[str], *, printed: bool) -> None:
     if printed and not (fields and (fields[-1] in _LEAVES or
                                     (len(fields) > 1 and fields[-2] == "labels"))):
         raise _Unreadable
+    # ``status`` is a leaf in a condition only: an object's own is a map (``{.status}``)
+    if printed and fields[-1] == "status" and fields[-2:-1] != ["conditions"]:
+        raise _Unreadable
 
 
 def _jsonpath_fields(path: str, context: Sequence[str]) -> list[str]:

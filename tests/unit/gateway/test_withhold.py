@@ -77,6 +77,11 @@ WITHHELD_TEMPLATES = [
     ("jsonpath={range .items[*]}{.spec}{end}", False),
     # a union of fields
     ("jsonpath={.spec.template.spec.containers[0]['name','env']}", False),
+    # a leaf's name for the object's own status: a map
+    ("jsonpath={.status}", False),
+    ("jsonpath={.items[*].status}", False),
+    ("go-template={{.status}}", False),
+    ("custom-columns=STATUS:.status", False),
     # values by their field's name, whatever prints them
     ("jsonpath={.spec.template.spec.containers[*].env[*].value}", True),
     ("jsonpath={.spec.template.spec.containers[*].args}", True),
