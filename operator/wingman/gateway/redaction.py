@@ -9,8 +9,9 @@ The steps, in order (``redact``):
 0. **Command.** Output of a kubectl command that names Secrets in a format other than yaml,
    json, name or wide (``-o jsonpath``, ``go-template``, ``custom-columns``, ``--template``)
    is withheld whole (``withholds``): bare values, nothing around them to go by; so is, on any
-   resource, a template selecting a field that carries values (``env``, ``value``, ``data``,
-   ``args``, ``annotations``, a credential's name) or read from a file.
+   resource, a template read from a file, one this module cannot read, or one printing any
+   field that is not a known harmless scalar (``_LEAVES``: names, counts, phases, images,
+   ...): a parent field (``.spec``, ``{@}``, ``{{.}}``) prints every value below it.
 1. **Clean.** A line of binary data (bytes that are no UTF-8, control characters no text has)
    is redacted whole. Terminal escape sequences (ANSI CSI/OSC and the rest), other control
    characters except newline and tab, and invisible format characters (zero-width,
