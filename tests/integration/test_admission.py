@@ -1610,6 +1610,15 @@ def test_a_custom_workloads_pod_templates_elsewhere_are_judged_or_kept(
         ({"leaderWorkerTemplate": {"size": 2, "workerTemplate": pod()}},
          "spec.leaderWorkerTemplate.workerTemplate",
          "/spec/leaderWorkerTemplate/workerTemplate/spec/hostNetwork"),
+        # a pod template without containers (merged into the controller's own, as Flink's
+        # podTemplate is), a bare pod spec (an Argo CronWorkflow's workflowSpec), pod spec
+        # fields in spec itself (a Prometheus's)
+        ({"podTemplate": {"spec": {"serviceAccountName": "default"}}}, "spec.podTemplate",
+         "/spec/podTemplate/spec/hostNetwork"),
+        ({"workflowSpec": {"serviceAccountName": "default"}}, "spec.workflowSpec",
+         "/spec/workflowSpec/hostNetwork"),
+        ({"serviceAccountName": "default", "replicas": 1}, "spec.hostNetwork",
+         "/spec/hostNetwork"),
     ):
         name = create(spec)
         refused = json_patch(name, {"op": "add", "path": change, "value": True})
@@ -1617,10 +1626,40 @@ def test_a_custom_workloads_pod_templates_elsewhere_are_judged_or_kept(
         message = " ".join(refused.stderr.split())
         assert ("an approved command (ServiceAccount wingman-executor) may not change the pod "
                 f"template at {path} of Workload '{target}/{name}'") in message, message
+    # below the levels looked into (a RayService's worker groups, a TrainingRuntime's
+    # JobSet, a list of lists, deeper maps), a changed map or list could hold a pod template:
+    # refused
+    for spec, path, change in (
+        ({"rayClusterConfig": {"workerGroupSpecs": [{"groupName": "w", "replicas": 1,
+                                                      "template": pod()}]}},
+         "spec.rayClusterConfig.workerGroupSpecs[]",
+         "/spec/rayClusterConfig/workerGroupSpecs/0/template/spec/hostNetwork"),
+        ({"template": {"spec": {"replicatedJobs": [{"name": "r", "template": {
+            "spec": {"template": pod()}}}]}}},
+         "spec.template.spec.replicatedJobs",
+         "/spec/template/spec/replicatedJobs/0/template/spec/template/spec/hostNetwork"),
+        ({"groups": [[pod()]]}, "spec.groups[]", "/spec/groups/0/0/spec/hostNetwork"),
+        ({"a": {"b": {"c": {"template": pod()}}}}, "spec.a.b.c",
+         "/spec/a/b/c/template/spec/hostNetwork"),
+    ):
+        name = create(spec)
+        refused = json_patch(name, {"op": "add", "path": change, "value": True})
+        assert refused.returncode != 0, path
+        message = " ".join(refused.stderr.split())
+        assert ("an approved command (ServiceAccount wingman-executor) may not change "
+                f"{path} of Workload '{target}/{name}', below the levels") in message, message
     ray = create({"workerGroupSpecs": [{"groupName": "w", "replicas": 1, "template": pod()}]})
     scaled_up = json_patch(ray, {"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas",
                                  "value": 3})
     assert scaled_up.returncode == 0, scaled_up.stderr
+    # pod spec fields in spec itself are kept, the rest of spec is the command's; a scalar
+    # at the last level looked into holds no pod template
+    monitor = create({"serviceAccountName": "default", "replicas": 1})
+    deep = create({"a": {"b": {"c": 1}}})
+    for allowed in (json_patch(monitor, {"op": "replace", "path": "/spec/replicas",
+                                         "value": 2}),
+                    json_patch(deep, {"op": "replace", "path": "/spec/a/b/c", "value": 2})):
+        assert allowed.returncode == 0, allowed.stderr
     # a custom resource with no pod template (a spec.template of another kind) is the
     # command's to change
     text = create({"template": "plain text", "size": 1})

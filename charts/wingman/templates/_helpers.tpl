@@ -494,12 +494,27 @@ no ALL to containerd (it drops or adds nothing for it), so it stays "all", anoth
 {{- end }}
 
 {{- /*
+CEL (for policy ...-executor-workloads): whether a value (the CEL expression given) is a map
+holding a pod spec's field that gives its pods something (an identity, a Secret, the node,
+isolation, placement): a pod spec, or a part of one a controller merges into its pods'.
+*/ -}}
+{{- define "wingman.celPodSpecLike" -}}
+{{- printf "(type(%[1]s) == map && %[1]s.exists(f, f in %[2]s))" . (include "wingman.celPodKeys" .) }}
+{{- end }}
+
+{{- /* The pod spec's fields of wingman.celPodSpecLike, a CEL list. */ -}}
+{{- define "wingman.celPodKeys" -}}
+['containers', 'initContainers', 'ephemeralContainers', 'volumes', 'serviceAccountName', 'serviceAccount', 'automountServiceAccountToken', 'hostNetwork', 'hostPID', 'hostIPC', 'hostUsers', 'securityContext', 'nodeName', 'nodeSelector', 'affinity', 'tolerations', 'runtimeClassName', 'priorityClassName', 'shareProcessNamespace', 'resourceClaims', 'hostAliases', 'imagePullSecrets']
+{{- end }}
+
+{{- /*
 CEL (for policy ...-executor-workloads): whether a value (the CEL expression given) of a custom
-resource is shaped like a pod template (spec.containers) or a Job template
-(spec.template.spec.containers): the pods its controller runs.
+resource is shaped like what makes pods: a pod spec (wingman.celPodSpecLike), a pod template
+(its spec one) or a Job template (its spec.template.spec one), containers or not (a
+controller may merge a template without containers into its own).
 */ -}}
 {{- define "wingman.celPodShaped" -}}
-{{- printf "(type(%[1]s) == map && 'spec' in %[1]s && type(%[1]s.spec) == map && ('containers' in %[1]s.spec || ('template' in %[1]s.spec && type(%[1]s.spec.template) == map && 'spec' in %[1]s.spec.template && type(%[1]s.spec.template.spec) == map && 'containers' in %[1]s.spec.template.spec)))" . }}
+{{- printf "(type(%[1]s) == map && (%[2]s || ('spec' in %[1]s && (%[3]s || (type(%[1]s.spec) == map && 'template' in %[1]s.spec && type(%[1]s.spec.template) == map && 'spec' in %[1]s.spec.template && %[4]s)))))" . (include "wingman.celPodSpecLike" .) (include "wingman.celPodSpecLike" (printf "%s.spec" .)) (include "wingman.celPodSpecLike" (printf "%s.spec.template.spec" .)) }}
 {{- end }}
 
 {{- define "wingman.celSecuritySettings" -}}
@@ -536,18 +551,24 @@ has({{ $p }}.windowsOptions.hostProcess) ? string({{ $p }}.windowsOptions.hostPr
 CEL (for policy ...-executor-workloads): the paths, joined by commas, of the pod templates that
 changed in a map M of a custom resource's spec (at path P; CANDS: the old values M may be,
 one for a map, each element for a list's element), looked for in M's values and, where one is
-a map, in its values. Call with (dict "m" M "cands" CANDS "p" P), each a CEL expression.
+a map, in its values. Below that (a map's value's value that is a map or a list, a list's
+element that is no pod template) this looks no further: such a value that changed is given
+with a leading '~' (it could hold a pod template). Call with (dict "m" M "cands" CANDS "p" P),
+each a CEL expression.
 */ -}}
 {{- define "wingman.celUnjudged" -}}
 {{- $m := .m }}{{ $c := .cands }}{{ $p := .p -}}
 {{ $m }}.map(k2, type({{ $m }}[k2]) == map ? ({{ include "wingman.celPodShaped" (printf "%s[k2]" $m) }}
 ? ({{ $p }} + '.' + k2 != variables.judgedAt && !{{ $c }}.exists(c, type(c) == map &&
 k2 in c && c[k2] == {{ $m }}[k2]) ? {{ $p }} + '.' + k2 : '')
-: {{ $m }}[k2].map(k3, {{ include "wingman.celPodShaped" (printf "%s[k2][k3]" $m) }} &&
+: {{ $m }}[k2].map(k3, (type({{ $m }}[k2][k3]) == map || type({{ $m }}[k2][k3]) == list) &&
 {{ $p }} + '.' + k2 + '.' + k3 != variables.judgedAt && !{{ $c }}.exists(c, type(c) == map &&
 k2 in c && type(c[k2]) == map && k3 in c[k2] && c[k2][k3] == {{ $m }}[k2][k3])
-? {{ $p }} + '.' + k2 + '.' + k3 : '').join(','))
-: (type({{ $m }}[k2]) == list && {{ $m }}[k2].exists(e2,
+? ({{ include "wingman.celPodShaped" (printf "%s[k2][k3]" $m) }} ? '' : '~') + {{ $p }} + '.' + k2 + '.' + k3 : '').join(','))
+: (type({{ $m }}[k2]) == list ? ({{ $m }}[k2].exists(e2,
 {{ include "wingman.celPodShaped" "e2" }} && !{{ $c }}.exists(c, type(c) == map && k2 in c &&
-type(c[k2]) == list && e2 in c[k2])) ? {{ $p }} + '.' + k2 + '[]' : '')).join(',')
+type(c[k2]) == list && e2 in c[k2])) ? {{ $p }} + '.' + k2 + '[]' : '') + ',' +
+({{ $m }}[k2].exists(e2, (type(e2) == map || type(e2) == list) &&
+!{{ include "wingman.celPodShaped" "e2" }} && !{{ $c }}.exists(c, type(c) == map && k2 in c &&
+type(c[k2]) == list && e2 in c[k2])) ? '~' + {{ $p }} + '.' + k2 + '[]' : '') : '')).join(',')
 {{- end }}
