@@ -1424,6 +1424,47 @@ def test_an_approved_command_adds_no_root_group_other_claim_or_priority(
         assert allowed.returncode == 0, allowed.stderr
 
 
+def test_an_approved_command_makes_no_read_only_host_path_or_claim_writable(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """A hostPath or PersistentVolumeClaim the pods mount read-only is the node's files or
+    another's data they may only read: a writable mount of it is a new right."""
+    target = test_release.target_namespace
+    name = f"readonly-{_suffix()}"
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                     "automountServiceAccountToken": False,
+                     "volumes": [{"name": "logs", "hostPath": {"path": "/var/log"}},
+                                 {"name": "data", "persistentVolumeClaim": {
+                                     "claimName": "web-data", "readOnly": True}}],
+                     "containers": [{"name": "web", "image": "nginx:1", "volumeMounts": [
+                         {"name": "logs", "mountPath": "/logs", "readOnly": True},
+                         {"name": "data", "mountPath": "/data"}]}]}}}}))
+    workload = f"Deployment '{target}/{name}'"
+
+    def patch(spec: dict[str, Any]) -> Any:
+        return executor("patch", "deployment", name, "--type=strategic", "-p",
+                        json.dumps({"spec": {"template": {"spec": spec}}}))
+
+    for shown, spec in (
+        ("volume 'logs' writable in container 'web' (was read-only)",
+         {"containers": [{"name": "web", "volumeMounts": [
+             {"name": "logs", "mountPath": "/logs", "readOnly": False}]}]}),
+        ("volume 'data' writable in container 'web' (was read-only)",
+         {"volumes": [{"name": "data", "persistentVolumeClaim": {
+             "claimName": "web-data", "readOnly": False}}]}),
+        ("volume 'logs' writable in container 'side' (was read-only)",
+         {"containers": [{"name": "side", "image": "busybox:1", "volumeMounts": [
+             {"name": "logs", "mountPath": "/logs"}]}]}),
+    ):
+        _refused(patch(spec), workload, shown)
+    for allowed in (executor("rollout", "restart", f"deployment/{name}"),
+                    executor("set", "image", f"deployment/{name}", "web=nginx:2")):
+        assert allowed.returncode == 0, allowed.stderr
+
+
 def test_an_approved_command_changes_no_pod_label_or_annotation_but_the_restart(
     cluster: LocalCluster, test_release: Release, executor: Any,
 ) -> None:
