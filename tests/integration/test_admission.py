@@ -1465,6 +1465,38 @@ def test_an_approved_command_makes_no_read_only_host_path_or_claim_writable(
         assert allowed.returncode == 0, allowed.stderr
 
 
+def test_an_approved_command_gives_no_device_claim(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """A ResourceClaim the pods did not use is another workload's device (a GPU and what its
+    memory holds), one of a template a new device that may reach the node's hardware."""
+    target = test_release.target_namespace
+    name = f"devices-{_suffix()}"
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                     "automountServiceAccountToken": False,
+                     "resourceClaims": [{"name": "gpu", "resourceClaimName": "web-gpu"}],
+                     "containers": [{"name": "web", "image": "nginx:1", "resources": {
+                         "claims": [{"name": "gpu"}]}}]}}}}))
+    workload = f"Deployment '{target}/{name}'"
+
+    def claims(*entries: dict[str, Any]) -> Any:
+        return executor("patch", "deployment", name, "--type=json", "-p", json.dumps(
+            [{"op": "replace", "path": "/spec/template/spec/resourceClaims",
+              "value": list(entries)}]))
+
+    _refused(claims({"name": "gpu", "resourceClaimName": "db-gpu"}), workload,
+             "resource claim 'gpu' (ResourceClaim 'db-gpu')")
+    _refused(claims({"name": "gpu", "resourceClaimName": "web-gpu"},
+                    {"name": "nic", "resourceClaimTemplateName": "host-nic"}), workload,
+             "resource claim 'nic' (ResourceClaimTemplate 'host-nic')")
+    for allowed in (executor("rollout", "restart", f"deployment/{name}"),
+                    executor("set", "image", f"deployment/{name}", "web=nginx:2")):
+        assert allowed.returncode == 0, allowed.stderr
+
+
 def test_an_approved_command_changes_no_pod_label_or_annotation_but_the_restart(
     cluster: LocalCluster, test_release: Release, executor: Any,
 ) -> None:
