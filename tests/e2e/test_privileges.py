@@ -37,6 +37,7 @@ from support.chart import (
 from wingman.dev.cluster import LocalCluster
 from wingman.verifier import privileges
 from wingman.verifier.privileges import verify_privileges_main
+from wingman.verifier.rights import policy_content_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -368,6 +369,29 @@ def test_an_admission_policy_whose_content_was_edited_is_reported_by_helm_test(
                 cluster.kubectl("patch", "validatingadmissionpolicy", name, "--type=json",
                                 "-p", json.dumps([{"op": "replace", "path": "/spec",
                                                    "value": saved}]))
+        # edited along with its annotation: the digests the chart gave the test pod tell
+        live = json.loads(cluster.kubectl("get", "validatingadmissionpolicy", workloads,
+                                          "-o", "json").stdout)
+        saved, annotation = live["spec"], live["metadata"]["annotations"][
+            "wingman.dev/content-sha256"]
+        edited = {**saved, "validations": saved["validations"][1:]}
+        cluster.kubectl("patch", "validatingadmissionpolicy", workloads, "--type=merge",
+                        "-p", json.dumps({"metadata": {"annotations": {
+                            "wingman.dev/content-sha256": policy_content_digest(edited)}},
+                            "spec": {"validations": edited["validations"]}}))
+        try:
+            code, out, err = _run(*container["args"][2:], "--kubeconfig", str(kubeconfig))
+            assert code == 1, out + err
+            assert (f"- ValidatingAdmissionPolicy {workloads}: content differs from the chart "
+                    "(its matchConstraints, matchConditions, variables, validations, "
+                    "auditAnnotations do not hash to the digest of the release's chart, though "
+                    "they hash to its annotation wingman.dev/content-sha256)"
+                    ) in " ".join(out.split()), out
+        finally:
+            cluster.kubectl("patch", "validatingadmissionpolicy", workloads, "--type=merge",
+                            "-p", json.dumps({"metadata": {"annotations": {
+                                "wingman.dev/content-sha256": annotation}},
+                                "spec": {"validations": saved["validations"]}}))
     finally:
         kubeconfig.unlink(missing_ok=True)
     assert _admin(cluster, release)[0] == 0

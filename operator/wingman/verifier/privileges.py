@@ -67,8 +67,11 @@ is a violation that names it (RBAC alone does not give what they refuse). Polici
 cannot be read are one too. Each policy's content (what it matches, its match conditions,
 variables, validations and audit annotations) must still be what the chart rendered: its
 digest (``policy_content_digest``) must be the one the chart put in its annotation
-``wingman.dev/content-sha256``, or the policy is reported as edited. That finds drift and
-careless edits; whoever may edit a policy may edit the annotation too.
+``wingman.dev/content-sha256``, or the policy is reported as edited; and, given the digests
+the release's chart rendered (``--policy-digests``, ``$WINGMAN_POLICY_DIGESTS``: the helm test
+pod's), that digest too, so that a policy edited along with its annotation is reported. That
+finds drift and careless edits; whoever may edit a policy and the release's Secret may edit
+both.
 
 **Executor token audiences.** Run in a pod (the ``helm test`` pod), the verifier reads the
 audiences of its own ServiceAccount token, which are the API server's (the kubelet asks for
@@ -85,6 +88,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -431,11 +435,35 @@ def _parser() -> argparse.ArgumentParser:
                    help="whether the release runs previews (policy.preview.enabled), and so "
                    "has the preview's admission policies (default: $WINGMAN_PREVIEW, true or "
                    "false, else true)")
+    p.add_argument("--policy-digests", default=os.environ.get("WINGMAN_POLICY_DIGESTS") or None,
+                   metavar="JSON", help="the content digest of each admission policy as the "
+                   "release's chart renders it, a JSON object by policy name (default: "
+                   "$WINGMAN_POLICY_DIGESTS, which the helm test pod sets; without it only each "
+                   "policy's own annotation is compared)")
     p.add_argument("--environment", default=os.environ.get("WINGMAN_ENVIRONMENT", ""),
                    help="shown in the report (default: $WINGMAN_ENVIRONMENT)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--workers", type=int, default=8, help="concurrent SubjectAccessReviews")
     return p
+
+
+def _policy_digests(text: str | None) -> dict[str, str] | None:
+    """``--policy-digests`` read: a JSON object of policy names to SHA-256 hex digests."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        value, why = None, str(exc)
+    else:
+        why = "not an object of policy names to SHA-256 hex digests"
+    if not (isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+            for k, v in value.items())):
+        raise VerifyError(f"--policy-digests ($WINGMAN_POLICY_DIGESTS) is not the chart's "
+                          f"digests ({why}); pass what the chart renders into the helm test "
+                          "pod, or leave it out", reason="BadArgument")
+    return dict(value)
 
 
 def _preview_from_env(env: Mapping[str, str]) -> bool:
@@ -525,7 +553,8 @@ def collect(cluster: _Cluster, args: argparse.Namespace, namespace: str) -> Repo
         config.append(f"the release's admission policies cannot be checked ({unreadable})")
     else:
         config += missing_admission(policies, admission_bindings, namespace,
-                                    preview=args.preview)
+                                    preview=args.preview,
+                                    digests=args.digests)
 
     specs = cluster.pod_specs(namespace)
     problems = [p for obj, spec in specs
@@ -549,6 +578,7 @@ def verify_privileges_main(argv: list[str], *, out: TextIO | None = None,
     try:
         if args.preview is None:
             args.preview = _preview_from_env(os.environ)
+        args.digests = _policy_digests(args.policy_digests)
         _check_name(args.release, "--release")
         if args.namespace:
             _check_name(args.namespace, "--namespace")

@@ -419,7 +419,7 @@ def admission_policy_names(namespace: str, *, preview: bool) -> list[str]:
 
 def missing_admission(policies: Sequence[Mapping[str, Any]],
                       bindings: Sequence[Mapping[str, Any]], namespace: str, *,
-                      preview: bool) -> list[str]:
+                      preview: bool, digests: Mapping[str, str] | None = None) -> list[str]:
     """What is missing of the release's admission policies: each policy the chart renders
     must exist, fail closed (``failurePolicy`` Fail), take no parameters and match no less
     (no selector or exclusion in ``matchConstraints``), and so must its
@@ -427,7 +427,9 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
     ``paramRef`` and matching no less than the chart's (no object selector or resource rules;
     the release namespace's selector, or none for the policies that hold everywhere). Each
     policy's content must hash to the digest the chart put on it
-    (:data:`CONTENT_DIGEST_ANNOTATION`, :func:`policy_content_digest`). Without
+    (:data:`CONTENT_DIGEST_ANNOTATION`, :func:`policy_content_digest`) and, where ``digests``
+    (by policy name: what the chart rendered, which ``helm test`` passes) names it, to that
+    digest too: whoever edits a policy may edit its annotation, not the release. Without
     them the guarantees they give (who may decide, what a gateway pod may do, what an approved
     command may change...) are silently gone: RBAC alone does not give them."""
     specs = {str((p.get("metadata") or {}).get("name") or ""): p.get("spec") or {}
@@ -469,6 +471,13 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
                 problems.append(f"ValidatingAdmissionPolicy {name}: content differs from the "
                                 f"chart ({why}): what it matches or enforces was edited, or "
                                 f"an older chart installed it{restore}")
+            elif digests is not None and name in digests and digests[name] != expected:
+                problems.append(f"ValidatingAdmissionPolicy {name}: content differs from the "
+                                f"chart (its {', '.join(CONTENT_FIELDS)} do not hash to the "
+                                "digest of the release's chart, though they hash to its "
+                                f"annotation {CONTENT_DIGEST_ANNOTATION}): it was edited "
+                                "along with the annotation, or the release was upgraded "
+                                f"without its test pod{restore}")
             if specs[name].get("paramKind"):
                 problems.append(f"ValidatingAdmissionPolicy {name} has a paramKind, which the "
                                 "chart's has not: a binding whose parameters are missing may "

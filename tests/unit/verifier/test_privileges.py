@@ -859,3 +859,41 @@ def test_an_exec_plugin_that_fails_is_a_usage_error_not_anonymous_questions(
                           "--gateway-image", IMAGE)
     assert code == 2 and out == ""
     assert "credentials from the command 'false', which failed" in err
+
+
+def test_a_policy_edited_along_with_its_annotation_is_reported_from_the_charts_digests() -> None:
+    """Whoever may edit a policy may edit its annotation too: the helm test pod carries the
+    digests the release's chart rendered, and a policy whose content and annotation were both
+    edited differs from them."""
+    objs = render("test", {"policy.preview.enabled": True}, namespace=NS)
+    policies = find(objs, "ValidatingAdmissionPolicy")
+    bindings = find(objs, "ValidatingAdmissionPolicyBinding")
+    (pod,) = find(objs, "Pod", "wingman-verify-privileges")
+    (env,) = [e for e in pod["spec"]["containers"][0]["env"]
+              if e["name"] == "WINGMAN_POLICY_DIGESTS"]
+    digests = json.loads(env["value"])
+    assert digests == {p["metadata"]["name"]: p["metadata"]["annotations"][
+        CONTENT_DIGEST_ANNOTATION] for p in policies}
+    assert missing_admission(policies, bindings, NS, preview=True, digests=digests) == []
+
+    name = f"wingman-{NS}-executor-workloads"
+    (original,) = [p for p in policies if p["metadata"]["name"] == name]
+    spec = {**original["spec"], "validations": original["spec"]["validations"][1:]}
+    edited = {**original, "spec": spec, "metadata": {**original["metadata"], "annotations": {
+        CONTENT_DIGEST_ANNOTATION: policy_content_digest(spec)}}}
+    tampered = [edited if p is original else p for p in policies]
+    assert missing_admission(tampered, bindings, NS, preview=True) == []
+    (problem,) = missing_admission(tampered, bindings, NS, preview=True, digests=digests)
+    assert problem.startswith(
+        f"ValidatingAdmissionPolicy {name}: content differs from the chart (its "
+        "matchConstraints, matchConditions, variables, validations, auditAnnotations do not "
+        "hash to the digest of the release's chart, though they hash to its annotation "
+        f"{CONTENT_DIGEST_ANNOTATION})"), problem
+
+
+@pytest.mark.parametrize("digests", ['{"p": "not-a-digest"}', "[]", "{"])
+def test_policy_digests_that_are_not_the_charts_are_a_usage_error(digests: str) -> None:
+    code, out, err = _run("--namespace", NS, "--gateway-image", IMAGE,
+                          "--policy-digests", digests)
+    assert code == 2 and out == ""
+    assert "--policy-digests ($WINGMAN_POLICY_DIGESTS) is not the chart's digests" in err
