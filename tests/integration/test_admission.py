@@ -1407,7 +1407,7 @@ def test_an_approved_command_adds_no_root_group_other_claim_or_priority(
     _refused(executor("patch", "deployment", name, "--type=json", "-p", json.dumps(
         [{"op": "remove", "path": "/spec/template/spec/priorityClassName"}])),
         workload, "priorityClassName unset (was 'batch-low')")
-    # a lower-case "all" is no ALL to the container runtime (containerd drops nothing for it)
+    # a lower-case "all" is taken as another name (the runtimes read it as ALL; write ALL)
     _refused(patch({"containers": [{"name": "web", "securityContext": {
         "capabilities": {"drop": ["all"]}}}]}),
         workload, "capability ALL no longer dropped in container 'web'")

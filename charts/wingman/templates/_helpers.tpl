@@ -486,8 +486,9 @@ line, to sit inside a folded YAML scalar).
 
 {{- /*
 A capability's name (the CEL expression given) as the container runtime reads it: upper case
-(containerd and CRI-O upper-case each name), but ALL only as written: a lower-case "all" is
-no ALL to containerd (it drops or adds nothing for it), so it stays "all", another name.
+(containerd and CRI-O upper-case each name), but ALL only as written: the runtimes take "all"
+in any case as ALL, but here a lower-case "all" stays "all", another name, so that a container
+dropping "all" instead of "ALL" is refused (write ALL) rather than judged by a spelling.
 */ -}}
 {{- define "wingman.celCapability" -}}
 {{- printf "(%[1]s.upperAscii() == 'ALL' ? %[1]s : %[1]s.upperAscii())" . }}
