@@ -327,25 +327,30 @@ def test_a_garbled_kubeconfig_says_how_to_check_it(tmp_path: Path, content: str 
         connect(_settings(tmp_path), kubeconfig=str(path))
 
 
+# a kubeconfig whose context x's user gets credentials from a command that fails
+_FAILING_EXEC = textwrap.dedent("""\
+    apiVersion: v1
+    kind: Config
+    clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+    users:
+    - name: other
+      user: {token: abc}
+    - name: u
+      user:
+        exec: {apiVersion: client.authentication.k8s.io/v1, command: "false",
+               interactiveMode: Never}
+    contexts:
+    - {name: x, context: {cluster: c, user: u}}
+    - {name: y, context: {cluster: c, user: other}}
+    - {name: "with space", context: {cluster: c, user: u}}
+    current-context: x
+    """)
+
+
 def test_an_exec_plugin_that_fails_is_an_error_not_anonymous_calls(tmp_path: Path) -> None:
     # the kubernetes library only logs the plugin's failure and calls out with no credentials
     path = tmp_path / "kubeconfig"
-    path.write_text(textwrap.dedent("""\
-        apiVersion: v1
-        kind: Config
-        clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-        users:
-        - name: other
-          user: {token: abc}
-        - name: u
-          user:
-            exec: {apiVersion: client.authentication.k8s.io/v1, command: "false",
-                   interactiveMode: Never}
-        contexts:
-        - {name: x, context: {cluster: c, user: u}}
-        - {name: y, context: {cluster: c, user: other}}
-        current-context: x
-        """))
+    path.write_text(_FAILING_EXEC)
     with pytest.raises(ConfigError, match=r"credentials from the command 'false', which failed"):
         connect(_settings(tmp_path), kubeconfig=str(path))
     assert connect(_settings(tmp_path), kubeconfig=str(path), context="y").origin.endswith(
@@ -359,20 +364,7 @@ def test_the_kubectl_a_kubeconfig_error_names_reads_the_same_files_and_context(
     base = tmp_path / "base"
     base.write_text("apiVersion: v1\nkind: Config\n")
     path = tmp_path / "kubeconfig"
-    path.write_text(textwrap.dedent("""\
-        apiVersion: v1
-        kind: Config
-        clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-        users:
-        - name: u
-          user:
-            exec: {apiVersion: client.authentication.k8s.io/v1, command: "false",
-                   interactiveMode: Never}
-        contexts:
-        - {name: x, context: {cluster: c, user: u}}
-        - {name: "with space", context: {cluster: c, user: u}}
-        current-context: x
-        """))
+    path.write_text(_FAILING_EXEC)
     merged = _settings(tmp_path, kubeconfig=(str(base), str(path)))
     with pytest.raises(ConfigError) as err:
         connect(merged)
