@@ -1379,7 +1379,8 @@ _READABLE_FORMATS = frozenset({"", "yaml", "json", "name", "wide"})
 _OUTPUT_FLAGS = ("-o", "--output")
 WITHHELD = (f"{REDACTED} (the whole output is withheld: a kubectl template (jsonpath, "
             "go-template, custom-columns) printed Secrets, or fields other than scalars such as "
-            ".metadata.name, .status.phase or .spec.replicas, as values redaction cannot read; "
+            ".metadata.name, .status.phase or .spec.replicas, as values redaction cannot read, "
+            "or failed and printed the whole object; "
             "select such scalar fields, or use -o yaml or -o json to get whole objects with "
             "their credentials redacted)\n")
 
@@ -1473,9 +1474,8 @@ def _jsonpath_fields(path: str, context: Sequence[str]) -> list[str]:
         if path[at] == ".":
             name = _FIELD_NAME.match(path, at + 1)
             if path.startswith("*", at + 1):
-                fields.append("*")
-                at += 2
-            elif name:
+                raise _Unreadable  # a map's values whatever their name (``{.*.name}``: data's)
+            if name:
                 fields.append(name.group().replace("\\", ""))
                 at = name.end()
             elif at + 1 == len(path) and at == 0:
@@ -1700,6 +1700,37 @@ def _short_flags(arg: str) -> tuple[str, str | None]:
     return arg[1:], None
 
 
+# kubectl's long flags that take no value (``--stdin --``: the ``--`` ends the flags)
+_LONG_SWITCHES = frozenset({"--stdin", "--tty", "--quiet", "--all-namespaces", "--watch",
+                            "--watch-only", "--no-headers", "--show-labels", "--show-kind",
+                            "--ignore-not-found", "--recursive", "--wait", "--force",
+                            "--overwrite", "--local", "--all", "--dry-run"})
+
+
+def _kubectl_flags(args: Sequence[str]) -> list[str]:
+    """The words of a kubectl command before the ``--`` that ends its flags (what follows is
+    the command ``kubectl exec`` runs: its ``-o`` is no output format). A ``--`` a flag takes
+    as its value (``--field-manager -- -o jsonpath=...``, ``-l --``) ends nothing: a long flag
+    not known to take no value is read as taking one (fail closed)."""
+    for i, arg in enumerate(args):
+        if arg != "--":
+            continue
+        before = args[i - 1] if i else ""
+        if before.startswith("--") and "=" not in before and before not in _LONG_SWITCHES:
+            continue
+        if before.startswith("-") and not before.startswith("--") and \
+                _short_flags(before)[1] == "":
+            continue
+        return list(args[:i])
+    return list(args)
+
+
+# What kubectl prints when a template fails as it runs (a field of a string, a range over a
+# map of strings): the whole object, in JSON and in Go-map form, for debugging the template.
+_TEMPLATE_DUMP = re.compile(r"(?i)(?:raw data|object given to \w++ engine) was:|"
+                            r"Printing more information for debugging the template")
+
+
 def withholds(command: Sequence[str]) -> bool:
     """Whether the output of ``command`` is withheld whole: a kubectl command naming Secrets
     (or reading manifests, ``-f``/``-k``, that may hold them) with an output format other than
@@ -1713,9 +1744,7 @@ def withholds(command: Sequence[str]) -> bool:
     formats: list[str] = []
     given: list[str] = []  # --template's text
     secrets = False
-    args = list(command[1:])
-    # what follows ``--`` is the command kubectl exec runs: its ``-o`` is no output format
-    args = args[:args.index("--")] if "--" in args else args
+    args = _kubectl_flags(command[1:])
     for i, arg in enumerate(args):
         flag, eq, inline = arg.partition("=")
         if arg in _OUTPUT_FLAGS:
@@ -1798,7 +1827,8 @@ def redact(text: str, secrets: Iterable[str] = (), command: Sequence[str] = ()) 
 
 def _redact(text: str, secrets: tuple[str, ...], command: Sequence[str],
             beyond: tuple[bool, bool]) -> str:
-    if withholds(command):
+    if withholds(command) or (command and command[0] == "kubectl" and
+                              _TEMPLATE_DUMP.search(text) is not None):
         return WITHHELD
     text = _BINARY_LINE.sub(REDACTED, text)  # a binary file's bytes: a key, a keystore
     text = _redact_once(text, secrets, beyond)

@@ -218,6 +218,11 @@ def test_templates_printing_scalar_leaves_are_shown(output: str, manifest: Path)
     # a file's template cannot be read before it runs
     (["-o", "jsonpath-file=t.txt"], False),
     (["-o", "yaml"], True),
+    # a ``--`` a flag takes as its value ends no flags: the -o after it is read
+    (["--field-manager", "--", "-o", "jsonpath={.spec}"], False),
+    (["-l", "--", "-o", "jsonpath={.spec}"], False),
+    (["-n", "--", "-o", "jsonpath={.spec}"], False),
+    (["--", "-o", "jsonpath={.spec}"], True),
 ])
 def test_template_flags_in_any_spelling(argv: list[str], shown: bool) -> None:
     assert withholds(["kubectl", "get", "deployment", "web", *argv]) is not shown
@@ -237,3 +242,39 @@ def test_templates_over_secrets_are_withheld_whatever_they_select(argv: str) -> 
 
 def test_the_withheld_message_says_what_to_do_instead() -> None:
     assert ".metadata.name" in WITHHELD and "-o yaml" in WITHHELD and "-o json" in WITHHELD
+
+
+@pytest.mark.parametrize("argv", [
+    "kubectl exec web -it -- cmd -o a=b",
+    "kubectl exec web -c app -- cmd -o a=b",
+    "kubectl exec web --stdin --tty -- cmd -o jsonpath={.x}",
+])
+def test_what_kubectl_exec_runs_after_the_double_dash_is_no_output_format(argv: str) -> None:
+    assert not withholds(argv.split(" "))
+
+
+def test_a_wildcard_over_a_map_is_withheld(tmp_path: Path) -> None:
+    # ``.*`` is every value of a map whatever its name: a ConfigMap's data among them
+    command = ["kubectl", "create", "configmap", "web", f"--from-literal=name={VALUE}",
+               "--dry-run=client", "-o", "jsonpath={.*.name}"]
+    printed = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                             env={"KUBECONFIG": "/dev/null", "HOME": "/nonexistent",
+                                  "PATH": str(Path(shutil.which("kubectl") or "").parent)})
+    assert VALUE in printed.stdout
+    assert withholds(command)
+    assert withholds(["kubectl", "get", "deployment", "web", "-o", "custom-columns=X:.*.name"])
+
+
+@pytest.mark.parametrize("output", [
+    # leaves only, but a field of a string fails as it runs: kubectl then prints the whole
+    # object, for debugging the template, with the environment's values
+    "go-template={{range .spec.template.spec.containers}}{{.image.name}}{{end}}",
+    "jsonpath={.metadata.name[0]}",
+])
+def test_a_template_failing_as_it_runs_is_withheld(output: str, manifest: Path) -> None:
+    command = ["kubectl", "get", "deployment", "web", "-o", output]
+    assert not withholds(command)
+    printed = _kubectl(manifest, output)
+    assert printed.returncode != 0 and VALUE in printed.stdout + printed.stderr
+    assert redact(printed.stdout + printed.stderr, command=command) == WITHHELD
+    assert redact(printed.stdout + printed.stderr) != WITHHELD  # what only kubectl prints
