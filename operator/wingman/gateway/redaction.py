@@ -103,8 +103,9 @@ _BINARY_LINE = re.compile(r"(?m)^[^\n]*?[\ufffd\x00-\x06\x0e-\x1a\x7f-\x9f][^\n]
 # other colons and equals signs) become it: a name and its separator are then the rules'.
 _LOOKALIKES = {0xFF01 + i: 0x21 + i for i in range(94)} | {
     ord(c): ":" for c in "\ufe55\ufe13\ufe30\u2236\ua789\u02f8\u205a\u1361\u0589\u05c3"
-                         "\u2982\u0703\u0704"} | {
-    ord(c): "=" for c in "\ufe66\u207c\u208c\u2e40\u30a0\ua78a\u1400"}
+                         "\u2982\u0703\u0704\u02d0\u02d1\u0705\u0706\u0707\u0708\u0709"
+                         "\u1365\u1366\u1804\u2254\ua6f4\U00010781\U00010782\U0001da8a"} | {
+    ord(c): "=" for c in "\ufe66\u207c\u208c\u2e40\u30a0\ua78a\u1400\U0001f7f0"}
 
 
 def _clean_char(char: str) -> str:

@@ -781,6 +781,12 @@ HIDDEN_BY_CHARACTERS = {
     "small-equals": f"api_token\ufe66{PASSWORD}\n",
     "armenian-colon": f"password\u0589 {PASSWORD}\n",
     "modifier-equals": f"DB_PASSWORD\ua78a{PASSWORD}\n",
+    "triangular-colon": f"password\u02d0{PASSWORD}\n",
+    "mongolian-colon": f"password\u1804 {PASSWORD}\n",
+    "ethiopic-preface-colon": f"api_token\u1366{PASSWORD}\n",
+    "syriac-colon": f"password\u0705{PASSWORD}\n",
+    "colon-equals": f"password\u2254{PASSWORD}\n",
+    "heavy-equals": f"DB_PASSWORD\U0001f7f0{PASSWORD}\n",
 }
 
 
