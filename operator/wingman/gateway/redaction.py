@@ -1201,6 +1201,7 @@ _MAX_COLUMNS = 64
 _CREDENTIAL_HINT = re.compile(r"(?i)pass|pw|secret|token|key|auth|cred|cookie|session|dsn|"
                               r"conn|pin|otp|sas|sig|salt|hmac")
 _WORD_END = re.compile(r"\S*+")
+_WORD = re.compile(r"\S++")
 _DASH_RULE = re.compile(r"[ \t]*+-{2,}+(?:[ \t]++-{2,}+)++[ \t]*+")
 
 
@@ -1297,6 +1298,14 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
                 continue
         if not starts or _DASH_RULE.fullmatch(line):
             continue
+        # a row of as many words as columns: its word under the column too (a cell that ran
+        # long pushes the rest right of their headers, hand-aligned or cut text)
+        words = list(itertools.islice(_WORD.finditer(line), len(starts) + 1))
+        for i in credential if len(words) == len(starts) else ():
+            value = words[i].group()
+            if not (value.lower() in _NOT_SECRET_VALUES or value.startswith(_ALREADY) or
+                    (value.isdigit() and len(value) < 6) or value.startswith("<")):
+                spans.append((base + words[i].start(), base + words[i].end()))
         for i in credential:
             start = starts[i]
             if start >= len(line):

@@ -1019,6 +1019,7 @@ POSITIONAL = {
     "kubeadm-token-list": "TOKEN                     TTL   EXPIRES   USAGES\n"
                           f"{PASSWORD}   23h   <never>   signing\n",
     "table-middle": f"NAME   TOKEN   AGE\nci     {PASSWORD}   5d\n",
+    "table-row-pushed-right": f"NAME   PASSWORD   AGE\nweb-frontend-canary {PASSWORD} 3d\n",
     "csv-digit-header": f"user,2fa_secret\nalice,{PASSWORD}\n",
     "psql-expanded": f"-[ RECORD 1 ]----\nusename | alice\npasswd  | {PASSWORD}\n",
     "markdown-pairs": f"| Setting | Value |\n|---|---|\n| api_token | {PASSWORD} |\n",
