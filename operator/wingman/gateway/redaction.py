@@ -1608,13 +1608,31 @@ def _check_go_output(text: str, context: Sequence[str]) -> None:
                 raise _Unreadable
 
 
-def _go_context(text: str, context: Sequence[str], *, condition: bool) -> list[str]:
-    """What ``range``/``with`` (or, ``condition``, ``if``) makes the current item: a field's
-    path; a comparison of leaves (``if eq .status.phase "Running"``) keeps it."""
+# Lists a go-template ``range`` iterates: its item is an element. Over a map, ``range`` makes
+# each value current whatever its key (``{{range .spec}}{{.name}}{{end}}`` prints
+# ``.spec.<any>.name``, a key carrying values or named like a credential skipped unseen), so a
+# range over any other field is not read. ``labels`` holds strings only.
+_GO_RANGE_LISTS = frozenset({
+    "items", "containers", "initContainers", "ephemeralContainers", "containerStatuses",
+    "initContainerStatuses", "ephemeralContainerStatuses", "conditions", "ports",
+    "addresses", "podIPs", "hostIPs", "clusterIPs", "externalIPs", "volumes", "volumeMounts",
+    "rules", "paths", "subsets", "endpoints", "ownerReferences", "tolerations", "taints",
+    "images", "finalizers", "subjects", "ingress", "accessModes", "clusters", "contexts",
+    "labels",
+})
+
+
+def _go_context(text: str, context: Sequence[str], *, condition: bool,
+                ranged: bool = False) -> list[str]:
+    """What ``range`` (``ranged``: over a list of :data:`_GO_RANGE_LISTS` only), ``with``
+    (or, ``condition``, ``if``) makes the current item: a field's path; a comparison of
+    leaves (``if eq .status.phase "Running"``) keeps it."""
     commands = _go_pipeline(text)
     if len(commands) == 1 and len(commands[0]) == 1 and commands[0][0][0] == "field":
         fields = _go_fields(commands[0][0][1], context)
         _check_path(fields, printed=False)
+        if ranged and (not fields or fields[-1] not in _GO_RANGE_LISTS):
+            raise _Unreadable
         return fields if not condition else list(context)
     if not condition or len(commands) != 1 or commands[0][0] not in {
             ("word", w) for w in _GO_COMPARE}:
@@ -1652,7 +1670,8 @@ def _check_go_template(template: str) -> None:
                 raise _Unreadable
         elif keyword in ("range", "with", "if"):
             blocks.append((context, context))
-            context = _go_context(rest, context, condition=keyword == "if")
+            context = _go_context(rest, context, condition=keyword == "if",
+                                  ranged=keyword == "range")
             blocks[-1] = (context, blocks[-1][1])
         elif action and not keyword.startswith("/*") and keyword not in (
                 "end", "else", "template", "define", "block", "break", "continue", "nil"):

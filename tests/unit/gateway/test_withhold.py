@@ -114,6 +114,10 @@ WITHHELD_TEMPLATES = [
     ("go-template={{range .spec.template.spec.containers}}{{.name}}", False),
     ('go-template={{"}}"}}{{.spec}}', True),
     ("template={{.spec}}", True),
+    # a range over a map makes each value current whatever its key: annotations' among them
+    ("go-template={{range .metadata}}{{.note}}{{end}}", False),
+    ("go-template={{range .spec.template}}{{.name}}{{end}}", False),
+    ("go-template={{range .}}{{.name}}{{end}}", False),
     # custom columns: each column's path (only ``kubectl get`` prints them: it needs a server)
     ("custom-columns=X:.spec", False),
     ("custom-columns=NAME:.metadata.name,SPEC:.spec.template.spec", False),
@@ -153,6 +157,7 @@ SHOWN_TEMPLATES = [
     "{{end}}{{end}}",
     "go-template={{if .spec.paused}}paused{{else}}{{.metadata.name}}{{end}}",
     "template={{.metadata.name}}",
+    "go-template={{range .metadata.labels}}{{.}} {{end}}",
     "custom-columns=NAME:metadata.name,IMAGE:.spec.template.spec.containers[*].image",
     "custom-columns=NAME:{.metadata.name}",
 ]
@@ -251,6 +256,18 @@ def test_the_withheld_message_says_what_to_do_instead() -> None:
 ])
 def test_what_kubectl_exec_runs_after_the_double_dash_is_no_output_format(argv: str) -> None:
     assert not withholds(argv.split(" "))
+
+
+def test_a_range_over_a_map_is_withheld(tmp_path: Path) -> None:
+    # go-template's range over a map makes each value current, whatever its key: an
+    # annotation's value under a leaf's name is printed as the ``name`` of a map it skipped
+    manifest = tmp_path / "deployment.yaml"
+    manifest.write_text(DEPLOYMENT.replace("metadata: {labels: {app: web}}",
+                                           f"metadata: {{annotations: {{name: {VALUE}}}, "
+                                           "labels: {app: web}}"))
+    output = "go-template={{range .spec.template.metadata}}{{.name}}{{end}}"
+    assert VALUE in _kubectl(manifest, output).stdout
+    assert withholds(["kubectl", "get", "deployment", "web", "-o", output])
 
 
 def test_a_wildcard_over_a_map_is_withheld(tmp_path: Path) -> None:
