@@ -1733,7 +1733,8 @@ def _short_flags(arg: str) -> tuple[str, str | None]:
 _LONG_SWITCHES = frozenset({"--stdin", "--tty", "--quiet", "--all-namespaces", "--watch",
                             "--watch-only", "--no-headers", "--show-labels", "--show-kind",
                             "--ignore-not-found", "--recursive", "--wait", "--force",
-                            "--overwrite", "--local", "--all", "--dry-run"})
+                            "--overwrite", "--local", "--all", "--dry-run", "--rm",
+                            "--attach", "--privileged", "--leave-stdin-open"})
 
 
 def _kubectl_flags(args: Sequence[str]) -> list[str]:

@@ -253,6 +253,7 @@ def test_the_withheld_message_says_what_to_do_instead() -> None:
     "kubectl exec web -it -- cmd -o a=b",
     "kubectl exec web -c app -- cmd -o a=b",
     "kubectl exec web --stdin --tty -- cmd -o jsonpath={.x}",
+    "kubectl run web --image=busybox -it --rm -- cmd -o jsonpath={.x}",
 ])
 def test_what_kubectl_exec_runs_after_the_double_dash_is_no_output_format(argv: str) -> None:
     assert not withholds(argv.split(" "))
