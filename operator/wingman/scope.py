@@ -38,11 +38,16 @@ For a ``kubectl`` command rules 8 to 14 follow, read the way kubectl (pflag) rea
 ``--flag=value`` or ``--flag value``, ``_`` in a long flag's name read as ``-``
 (``--as_group`` is ``--as-group``), short flags combined in one word (``-As`` is ``-A -s``:
 after a letter that takes no value the next letter is another flag; after ``-n``, ``-v``,
-``-l``, ``-o``, ``-c``, ``-e``, ``-L`` or ``-k``, and ``-f`` but in ``kubectl logs``, the rest
-of the word is the value), and flags anywhere, before the verb too (where rule 11 allows only
-global options). Only a ``--`` that follows a positional word (or starts the arguments, which
-rule 11 refuses) ends the flags; a ``--`` right after a flag may be that flag's value, so the
-words after it are still read as flags.
+``-l``, ``-o``, ``-c``, ``-e``, ``-L`` or ``-k``, ``-f`` and ``-p`` but in ``kubectl logs``
+(there ``--follow`` and ``--previous``; ``-p`` is ``patch``'s ``--patch``), and ``-r`` in
+``create`` (``create deployment``'s ``--replicas``), the rest of the word is the value), and
+flags anywhere, before the verb too (where rule 11 allows only global options). A ``--`` ends
+the flags (what follows is another program's argv: ``exec web -it -- ls -s``) when it follows
+a word that is no flag, or a flag that cannot take it as its value: one whose value is in its
+word (``--container=app``, ``-capp``) or one that takes none (:data:`SWITCH_FLAGS`, ``-i``,
+``-t``, ``-q``, ``-A``, ``-R``, ``-h``, ``-w`` but in ``proxy``, ``-f``/``-p`` in ``logs``). A
+``--`` right after any other flag (``-c --``, ``patch -p --``, an unknown flag) may be that
+flag's value, so the words after it are still read as flags.
 
 8. ``ConnectionFlag``: the command sets a flag in :data:`CONNECTION_FLAGS`, which changes
    whom kubectl talks to, as whom, or which configuration it reads (``--server``/``-s``,
@@ -51,7 +56,12 @@ words after it are still read as flags.
    spelt, and any word that contains ``--kuberc=`` (kubectl takes its preferences file from
    such a word before it parses flags, even from a flag's value). Never allowed, whatever the
    allowlist says: a command acts only as the executor identity the gateway gives it
-   (``wingman-executor``), against the cluster's own API server.
+   (``wingman-executor``), against the cluster's own API server. Two commands have flags of
+   their own by those names, which shadow the global ones: ``--user`` (the binding's subject)
+   right after ``create rolebinding``, ``create clusterrolebinding`` or ``set subject``
+   (written right after the verb, with no flag between), and ``debug``'s ``--profile`` with
+   one of its profiles (``legacy``, ``general``, ``baseline``, ``netadmin``, ``restricted``,
+   ``sysadmin``); there they are allowed.
 9. ``MissingFlagValue``: the last word is a flag that always takes a value
    (:data:`VALUE_FLAGS`, or a short flag such as ``-n``); kubectl would refuse to run it.
 10. ``ServingVerb``: the verb (the first word that is neither a flag nor a flag's value) is
@@ -93,7 +103,9 @@ approvers never saw, or run a program other than kubectl.
     ``/``. kubectl decodes the path, cleans it and drops a scheme and host before it requests
     it, so such a path reaches another resource than the one it shows: an allowlisted
     ``kubectl get --raw /readyz/*`` filled with ``..%2F..%2Fapi%2Fv1%2Fnamespaces%2F...``
-    would read any object, and ``s%65crets`` hides ``secrets`` from its reader.
+    would read any object, and ``s%65crets`` hides ``secrets`` from its reader. An empty
+    ``--raw=`` is refused too: kubectl reads it as no ``--raw`` at all (``get --raw= pods``
+    is ``get pods``), which is not what it shows.
 
 An empty quoted argument (``''``) is a real, empty argv element; it is allowed by ``parse``
 but no allowlist wildcard matches it.
@@ -158,6 +170,7 @@ __all__ = [
     "MAX_ARGUMENTS",
     "MAX_COMMAND_BYTES",
     "SERVING_VERBS",
+    "SWITCH_FLAGS",
     "VALUE_FLAGS",
     "Allowlist",
     "AllowlistPattern",
@@ -252,10 +265,56 @@ _CREATE_SUBCOMMANDS = frozenset({
     "service", "svc", "serviceaccount", "sa", "token",
 })
 
+SWITCH_FLAGS = frozenset({
+    "--all", "--all-containers", "--all-namespaces", "--all-pods",
+    "--allow-missing-template-keys", "--append-hash", "--append-server-path",
+    "--arguments-only", "--as-current-user", "--attach", "--cached", "--cascade", "--client",
+    "--command", "--create-annotation", "--current", "--delete-emptydir-data",
+    "--disable-compression", "--disable-eviction", "--disable-filter", "--edit",
+    "--embed-certs", "--enable-alpha-plugins", "--enable-helm", "--exec-provide-cluster-info",
+    "--expose", "--flatten", "--follow", "--force", "--force-conflicts", "--global-default",
+    "--help", "--helm-debug", "--ignore-daemonsets", "--ignore-errors", "--ignore-not-found",
+    "--insecure-skip-tls-verify", "--insecure-skip-tls-verify-backend", "--interactive",
+    "--keep-annotations", "--keep-init-containers", "--keep-labels", "--keep-liveness",
+    "--keep-readiness", "--keep-startup", "--leave-stdin-open", "--list", "--local",
+    "--match-server-version", "--merge", "--minify", "--name-only", "--namespaced",
+    "--network", "--no-headers", "--no-preserve", "--now", "--openapi-patch", "--output-patch",
+    "--output-watch-events", "--overwrite", "--previous", "--privileged", "--prune", "--quiet",
+    "--recursive", "--remove-extra-permissions", "--remove-extra-subjects", "--replace",
+    "--resolve", "--rm", "--same-node", "--save-config", "--server-print", "--server-side",
+    "--set-raw-bytes", "--share-processes", "--show-capacity", "--show-events", "--show-kind",
+    "--show-labels", "--show-managed-fields", "--show-swap", "--stdin", "--sum",
+    "--timestamps", "--tty", "--use-protocol-buffers", "--validate", "--wait",
+    "--warnings-as-errors", "--watch", "--watch-only", "--windows-line-endings",
+})
+"""Long kubectl flags that never take the next word as their value, in every command that has
+them (boolean flags, and ``--cascade``/``--validate``, whose value is optional): a ``--``
+right after one ends kubectl's flags. Any other long flag written without ``=`` may take the
+next word, a ``--`` too, as its value."""
+
 # Short flags after which the rest of the word is the flag's value, in every kubectl command.
-# Any other letter is read as a flag without a value (``-p`` is ``--previous`` in ``logs``,
-# ``-f`` its ``--follow``, ``-w`` ``--watch``), so the next letter is another flag.
 _SHORT_VALUE = frozenset("nvloceLk")
+# ... and in some commands only (kubectl 1.34): ``-f`` is ``--filename`` but in ``logs``
+# (``--follow``), ``-p`` is ``patch``'s ``--patch`` and ``proxy``'s ``--port`` (``logs``'
+# ``--previous``), ``-r`` is ``create deployment``'s ``--replicas``, ``-w``, ``-u`` and ``-P``
+# are ``proxy``'s. Elsewhere a letter is read as a flag without a value, so the next letter is
+# another flag (``-As`` sets ``-s``): kubectl refuses a letter the command does not have.
+_SHORT_VALUE_IN: dict[str, frozenset[str]] = {
+    "p": frozenset({"patch", "proxy"}), "r": frozenset({"create"}),
+    "w": frozenset({"proxy"}), "u": frozenset({"proxy"}), "P": frozenset({"proxy"}),
+}
+# Short flags that never take a value in any command that has them (and ``-w`` but in
+# ``proxy``, ``-f`` and ``-p`` in ``logs``): a ``--`` right after them ends kubectl's flags.
+_SHORT_SWITCHES = frozenset("ARiqth")
+# Global flags that a command's own flag of the same name shadows, in that command only:
+# ``--user`` (a subject: ``create rolebinding x --clusterrole=view --user=alice``) and
+# ``debug``'s ``--profile`` (a security profile), with the values kubectl accepts.
+_SUBJECT_COMMANDS = frozenset({
+    ("create", "rolebinding"), ("create", "clusterrolebinding"), ("set", "subject"),
+})
+_DEBUG_PROFILES = frozenset({
+    "legacy", "general", "baseline", "netadmin", "restricted", "sysadmin",
+})
 
 
 def command_sha256(command: str) -> str:
@@ -433,11 +492,24 @@ def parse(command: str) -> list[str]:
     return argv
 
 
-def _flags_in(arg: str, *, filename: bool = False) -> tuple[list[str], bool, str | None]:
-    """The flags one word sets as kubectl reads it, whether the last of them still needs its
-    value from the next word, and the value the word itself gives the last one (``None``:
-    none). Long names have ``_`` read as ``-``; with ``filename``, ``-f`` is ``--filename``,
-    which takes a value (in ``kubectl logs`` it is ``--follow``, which does not)."""
+def _short_takes_value(letter: str, verb: str | None) -> bool:
+    """Whether the short flag ``-LETTER`` takes a value in the command ``verb`` (None: not
+    known, then only a letter that takes one in every command does)."""
+    if letter in _SHORT_VALUE:
+        return True
+    if verb is None:
+        return False
+    if letter == "f":
+        return verb != "logs"
+    return verb in _SHORT_VALUE_IN.get(letter, ())
+
+
+def _flags_in(arg: str, *, verb: str | None = None) -> tuple[list[str], bool, str | None]:
+    """The flags one word sets as kubectl reads it in the command ``verb``, whether the last
+    of them still needs its value from the next word, and the value the word itself gives the
+    last one (``None``: none). Long names have ``_`` read as ``-``; which short flags take a
+    value depends on the command (:func:`_short_takes_value`: ``-f`` is ``--filename``, but
+    ``--follow`` in ``kubectl logs``)."""
     if arg.startswith("--"):
         name, eq, value = arg.partition("=")
         name = name.replace("_", "-")
@@ -449,11 +521,52 @@ def _flags_in(arg: str, *, filename: bool = False) -> tuple[list[str], bool, str
         letter = arg[index]
         names.append(f"-{letter}")
         rest = arg[index + 1 :]
-        takes_value = letter in _SHORT_VALUE or (filename and letter == "f")
+        takes_value = _short_takes_value(letter, verb)
         if takes_value or letter == "s" or rest.startswith("="):
             # the rest is the value
             return names, takes_value and not rest, rest.removeprefix("=") or None
     return names, False, None
+
+
+def _ends_flags_after(word: str, verb: str | None, whole: bool = True) -> bool:
+    """Whether a ``--`` right after ``word`` ends kubectl's flags (``verb``: the command, None
+    when a pattern leaves it open; ``whole``: false when a wildcard follows ``word``).
+
+    Yes after a word that is no flag (kubectl reads it as an argument, or as a flag's value,
+    after which a ``--`` ends the flags) and after a flag that cannot take the next word as
+    its value: one given its value in the word (``--container=app``, ``-capp``, ``-i=true``)
+    or one that takes none (:data:`SWITCH_FLAGS`; ``-i``, ``-t``, ``-q``... and ``-it``). Any
+    other flag may take the ``--`` as its value (``-c --``, ``patch -p --``), and so may an
+    unknown one: then the words after it are still read as flags (fail closed)."""
+    if not word.startswith("-") or word == "-":
+        return True
+    if not whole:  # the wildcard is the value of a flag that names it (-l*, --selector=*)
+        return _names_its_flag(word)
+    if word.startswith("--"):
+        name, eq, _ = word.partition("=")
+        return bool(eq) or name.replace("_", "-") in SWITCH_FLAGS
+    for index in range(1, len(word)):
+        letter, rest = word[index], word[index + 1 :]
+        if rest.startswith("="):
+            return True
+        switch = letter in _SHORT_SWITCHES or (verb is not None and (
+            (letter == "w" and verb != "proxy") or (letter in "fp" and verb == "logs")))
+        if not switch:
+            # a flag that takes a value has it in the rest of the word, if any
+            return bool(rest) and (letter == "s" or _short_takes_value(letter, verb))
+    return True
+
+
+def _shadowed_global(name: str, names: Sequence[str], verb: str | None,
+                     subcommand: str | None, value: str | None) -> bool:
+    """Whether ``name`` is not the global flag of that name but the command's own: ``--user``
+    after ``create rolebinding|clusterrolebinding`` or ``set subject`` (a subject of the
+    binding), ``--profile`` in ``debug`` with one of its profiles (``value``: the flag's)."""
+    if len(names) != 1:
+        return False
+    if name == "--user":
+        return (verb, subcommand) in _SUBJECT_COMMANDS
+    return name == "--profile" and verb == "debug" and value in _DEBUG_PROFILES
 
 
 def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = None) -> None:
@@ -476,14 +589,17 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
             )
     verb: str | None = ""  # "" before the verb, None when a pattern leaves it open
     verb_seen = False
+    verb_index = -1
+    # the word right after the verb create or set, when it is one (whole) and no flag
+    subcommand: str | None = None
     subcommand_next = False  # the previous word was the verb create
     value_next = False  # the previous word was a flag whose value this word is
     output_next = False  # ... and that flag was -o/--output
     raw_next = False  # ... and that flag was --raw
     for index, arg in enumerate(args):
         whole = known is None or known[index]
-        if arg == "--" and whole and (index == 0 or not args[index - 1].startswith("-")
-                                      or args[index - 1] == "-"):
+        if arg == "--" and whole and (index == 0 or _ends_flags_after(
+                args[index - 1], verb, known is None or known[index - 1])):
             if not verb_seen:
                 raise ScopeViolation(
                     f"argument {index + 1} is -- before the verb: kubectl then runs no command "
@@ -492,7 +608,7 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
                     reason="FlagBeforeVerb",
                 )
             return  # the flags end here; what follows is passed on as arguments
-        names, needs_value, value = _flags_in(arg, filename=verb not in ("logs", None))
+        names, needs_value, value = _flags_in(arg, verb=verb)
         if not whole:
             needs_value = False  # a wildcard in a flag's word is the flag's value
         if output_next:
@@ -502,6 +618,7 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
         if not names and not value_next:
             if not verb_seen:
                 verb_seen = True
+                verb_index = index
                 verb = arg if whole else None
                 if verb is not None:
                     _check_verb(verb, pattern)
@@ -517,6 +634,9 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
                         "(kubectl create --help lists them), its flags after it",
                         reason="UnknownVerb",
                     )
+        if index == verb_index + 1 and not names and whole and verb in ("create", "set"):
+            # the subcommand, as kubectl finds it only with no flag between it and the verb
+            subcommand = arg
         if verb == "apply" and arg == "edit-last-applied" and whole:
             # whether kubectl reads it as the subcommand or as a flag's value depends on the
             # flag before it: refused either way
@@ -525,8 +645,13 @@ def _check_kubectl_flags(args: Sequence[str], known: Sequence[bool] | None = Non
         output_next = needs_value and names[-1] in ("-o", "--output")
         # --raw takes a value in every command that runs (config view's, a boolean, never does)
         raw_next = names == ["--raw"] and value is None
+        profile = value
+        if names == ["--profile"] and value is None and index + 1 < len(args) and (
+                known is None or known[index + 1]):
+            profile = args[index + 1]  # --profile general
         for name in names:
-            if name in CONNECTION_FLAGS:
+            if name in CONNECTION_FLAGS and not _shadowed_global(
+                    name, names, verb, subcommand, profile):
                 how = "sets" if len(names) == 1 else (
                     "combines short flags, which kubectl reads letter by letter, so it may set")
                 shown = "-s (--server)" if name == "-s" else name
@@ -770,15 +895,6 @@ class AllowlistPattern:
                 f"{where}: the first word must be exactly 'kubectl' or 'docker', with no "
                 "wildcard and no path"
             )
-        for arg in args[1:] if first.prefix == "kubectl" else ():
-            flags = _flags_in(arg.prefix)[0]
-            bad = sorted(CONNECTION_FLAGS.intersection(flags))
-            if bad:
-                raise ConfigError(
-                    f"{where}: it sets {bad[0]}, which changes whom kubectl talks to, as whom, "
-                    "or which configuration it reads; no such command ever runs (rule "
-                    "ConnectionFlag): remove it from the pattern"
-                )
         if first.prefix == "kubectl":
             try:
                 _check_kubectl_flags([a.prefix for a in args[1:]],

