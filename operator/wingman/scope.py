@@ -270,7 +270,7 @@ SWITCH_FLAGS = frozenset({
     "--allow-missing-template-keys", "--append-hash", "--append-server-path",
     "--arguments-only", "--as-current-user", "--attach", "--cached", "--cascade", "--client",
     "--command", "--create-annotation", "--current", "--delete-emptydir-data",
-    "--disable-compression", "--disable-eviction", "--disable-filter", "--edit",
+    "--disable-compression", "--disable-eviction", "--disable-filter", "--dry-run", "--edit",
     "--embed-certs", "--enable-alpha-plugins", "--enable-helm", "--exec-provide-cluster-info",
     "--expose", "--flatten", "--follow", "--force", "--force-conflicts", "--global-default",
     "--help", "--helm-debug", "--ignore-daemonsets", "--ignore-errors", "--ignore-not-found",
@@ -288,7 +288,8 @@ SWITCH_FLAGS = frozenset({
     "--warnings-as-errors", "--watch", "--watch-only", "--windows-line-endings",
 })
 """Long kubectl flags that never take the next word as their value, in every command that has
-them (boolean flags, and ``--cascade``/``--validate``, whose value is optional): a ``--``
+them (boolean flags, and ``--cascade``, ``--dry-run``, ``--validate``, whose value is
+optional): a ``--``
 right after one ends kubectl's flags. Any other long flag written without ``=`` may take the
 next word, a ``--`` too, as its value."""
 

