@@ -1537,6 +1537,181 @@ def test_an_approved_command_changes_no_pod_label_or_annotation_but_the_restart(
     assert again.returncode == 0, again.stderr
 
 
+def _refused_all(result: Any, workload: str, *shown: str) -> None:
+    """Refused by the policy, for (at least) each reason shown."""
+    assert result.returncode != 0, shown
+    message = " ".join(result.stderr.split())
+    assert ("an approved command (ServiceAccount wingman-executor) may not give the pods of "
+            f"{workload} what they did not have: ") in message, message
+    for reason in shown:
+        assert reason in message, (reason, message)
+
+
+def _grant_executor(cluster: LocalCluster, release: Release, executor: Any, resource: str,
+                    verbs: str = "get,patch,update") -> None:
+    """Let the executor change RESOURCE in the target namespace (a target's rules can)."""
+    ns, target = release.namespace, release.target_namespace
+    role = f"extra-{_suffix()}"
+    cluster.kubectl("create", "role", role, "-n", target, f"--verb={verbs}",
+                    f"--resource={resource}")
+    cluster.kubectl("create", "rolebinding", role, "-n", target, f"--role={role}",
+                    f"--serviceaccount={ns}:wingman-executor")
+    deadline = time.monotonic() + 10
+    kind, _, sub = resource.partition("/")
+    while executor("auth", "can-i", "patch", kind,
+                   *([f"--subresource={sub}"] if sub else [])).stdout.strip() != "yes":
+        assert time.monotonic() < deadline, f"the executor was not granted patch on {resource}"
+        time.sleep(0.2)
+
+
+def test_an_approved_command_keeps_windows_users_groups_mounts_and_name_resolution(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """A Windows user (ContainerAdministrator is the node's administrator), the image's groups
+    merged in where the pods had only their own (supplementalGroupsPolicy Strict), mounts below
+    a read-only one made writable (recursiveReadOnly) or the node's mounts propagated in, and
+    where the pods' own calls go (hostAliases, dnsPolicy, dnsConfig: a server of the command's
+    choosing would receive them, credentials and all) are the workload's isolation too."""
+    target = test_release.target_namespace
+    name = f"resolved-{_suffix()}"
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                     "automountServiceAccountToken": False,
+                     "securityContext": {"windowsOptions": {"runAsUserName": "ContainerUser"},
+                                         "supplementalGroupsPolicy": "Strict"},
+                     "hostAliases": [{"ip": "10.0.0.1", "hostnames": ["db"]}],
+                     "dnsConfig": {"options": [{"name": "ndots", "value": "2"}]},
+                     "volumes": [{"name": "logs", "hostPath": {"path": "/var/log"}},
+                                 {"name": "cache", "emptyDir": {}}],
+                     "containers": [{"name": "web", "image": "nginx:1", "volumeMounts": [
+                         {"name": "logs", "mountPath": "/logs", "readOnly": True,
+                          "recursiveReadOnly": "Enabled"},
+                         {"name": "cache", "mountPath": "/cache"}]}]}}}}))
+    workload = f"Deployment '{target}/{name}'"
+    spec = "/spec/template/spec"
+
+    def json_patch(*ops: dict[str, Any]) -> Any:
+        return executor("patch", "deployment", name, "--type=json", "-p", json.dumps(ops))
+
+    for shown, ops in (
+        ("windowsOptions.runAsUserName ContainerAdministrator in container 'web' "
+         "(was ContainerUser)",
+         [{"op": "replace", "path": f"{spec}/securityContext/windowsOptions/runAsUserName",
+           "value": "ContainerAdministrator"}]),
+        ("windowsOptions.runAsUserName ContainerAdministrator in container 'web' "
+         "(was ContainerUser)",
+         [{"op": "add", "path": f"{spec}/containers/0/securityContext", "value": {
+             "windowsOptions": {"runAsUserName": "ContainerAdministrator"}}}]),
+        ("windowsOptions.gmsaCredentialSpecName admins in container 'web' (was unset)",
+         [{"op": "add", "path": f"{spec}/securityContext/windowsOptions/gmsaCredentialSpecName",
+           "value": "admins"}]),
+        ("supplementalGroupsPolicy Merge (was Strict",
+         [{"op": "replace", "path": f"{spec}/securityContext/supplementalGroupsPolicy",
+           "value": "Merge"}]),
+        ("(was Strict: the image's groups would join the pods' own)",
+         [{"op": "remove", "path": f"{spec}/securityContext/supplementalGroupsPolicy"}]),
+        ("volume 'logs' not recursively read-only in container 'web' "
+         "(recursiveReadOnly Disabled)",
+         [{"op": "replace", "path": f"{spec}/containers/0/volumeMounts/0/recursiveReadOnly",
+           "value": "Disabled"}]),
+        ("volume 'logs' not recursively read-only in container 'web' (recursiveReadOnly unset)",
+         [{"op": "remove", "path": f"{spec}/containers/0/volumeMounts/0/recursiveReadOnly"}]),
+        ("mountPropagation HostToContainer of volume 'cache' in container 'web'",
+         [{"op": "add", "path": f"{spec}/containers/0/volumeMounts/1/mountPropagation",
+           "value": "HostToContainer"}]),
+        ("hostAliases changed (names the pods resolve)",
+         [{"op": "replace", "path": f"{spec}/hostAliases/0/ip", "value": "10.9.9.9"}]),
+        ("hostAliases changed (names the pods resolve)",
+         [{"op": "remove", "path": f"{spec}/hostAliases"}]),
+        ("dnsPolicy Default (was ClusterFirst)",
+         [{"op": "replace", "path": f"{spec}/dnsPolicy", "value": "Default"}]),
+        ("dnsConfig changed (the pods' name servers)",
+         [{"op": "add", "path": f"{spec}/dnsConfig/nameservers", "value": ["10.9.9.9"]}]),
+    ):
+        _refused_all(json_patch(*ops), workload, shown)
+    for allowed in (executor("rollout", "restart", f"deployment/{name}"),
+                    executor("scale", f"deployment/{name}", "--replicas=2"),
+                    executor("set", "image", f"deployment/{name}", "web=nginx:2")):
+        assert allowed.returncode == 0, allowed.stderr
+
+
+def test_an_approved_command_adds_no_weaker_ephemeral_container_to_a_pod(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """kubectl debug adds a container to a running pod through the pods/ephemeralcontainers
+    subresource: a new container is held to every old one's isolation (--profile=sysadmin's
+    privileged one, root, privilege escalation, capabilities given back refused; a
+    --profile=restricted one passes), and may not join another container's process
+    namespace (--target) where the pod shares none."""
+    target = test_release.target_namespace
+    _grant_executor(cluster, test_release, executor, "pods/ephemeralcontainers")
+    name = f"debugged-{_suffix()}"
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"automountServiceAccountToken": False,
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+                 "containers": [{"name": "web", "image": "nginx:1",
+                                 "securityContext": restricted}]}}))
+    workload = f"Pod '{target}/{name}'"
+
+    def debug(container: dict[str, Any]) -> Any:
+        return executor("patch", "pod", name, "--subresource=ephemeralcontainers",
+                        "--type=strategic", "-p", json.dumps({"spec": {"ephemeralContainers": [
+                            {"image": "busybox:1", "stdin": True, "tty": True, **container}]}}))
+
+    _refused_all(debug({"name": "sysadmin", "securityContext": {"privileged": True}}),
+                 workload, "privileged container 'sysadmin'")
+    _refused_all(debug({"name": "general"}), workload,
+                 "seccomp profile unset in container 'general' (was RuntimeDefault)",
+                 "allowPrivilegeEscalation unset in container 'general' (was false)",
+                 "capability ALL no longer dropped in container 'general'")
+    _refused_all(debug({"name": "root", "securityContext": {
+        **restricted, "runAsUser": 0, "runAsNonRoot": False}}), workload,
+        "runAsUser 0 in container 'root' (was 1000)",
+        "runAsNonRoot false in container 'root' (was true)")
+    _refused_all(debug({"name": "caps", "securityContext": {
+        **restricted, "capabilities": {"drop": ["ALL"], "add": ["SYS_PTRACE"]}}}), workload,
+        "capability SYS_PTRACE in container 'caps'")
+    _refused_all(debug({"name": "target", "targetContainerName": "web",
+                        "securityContext": restricted}), workload,
+                 "the process namespace of container 'web' in container 'target'")
+    # kubectl debug --profile=restricted: as isolated as the pod's own container
+    added = debug({"name": "restricted", "securityContext": restricted})
+    assert added.returncode == 0, added.stderr
+
+
+def test_an_approved_command_changes_a_pod_template_object_only_as_a_workloads(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """A core PodTemplate (its template at the top level, no spec) is what some controllers
+    run pods from: judged like a workload's pod template."""
+    target = test_release.target_namespace
+    _grant_executor(cluster, test_release, executor, "podtemplates")
+    name = f"template-{_suffix()}"
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": {
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "main", "image": "busybox:1"}]}}}))
+    workload = f"PodTemplate '{target}/{name}'"
+
+    def patch(spec: dict[str, Any]) -> Any:
+        return executor("patch", "podtemplate", name, "--type=strategic", "-p",
+                        json.dumps({"template": {"spec": spec}}))
+
+    switched = patch({"serviceAccountName": "admin"})
+    assert switched.returncode != 0
+    assert (f"ServiceAccount the pods of {workload} run as, from 'default' to 'admin'"
+            in " ".join(switched.stderr.split())), switched.stderr
+    _refused_all(patch({"hostNetwork": True}), workload, "hostNetwork")
+    image = patch({"containers": [{"name": "main", "image": "busybox:2"}]})
+    assert image.returncode == 0, image.stderr
+
+
 def test_a_custom_workload_with_a_pod_template_is_held_to_the_same_rules(
     cluster: LocalCluster, test_release: Release, executor: Any,
 ) -> None:

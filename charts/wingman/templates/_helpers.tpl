@@ -545,7 +545,15 @@ has({{ $p }}.allowPrivilegeEscalation) ? string({{ $p }}.allowPrivilegeEscalatio
 'procMount': string(has({{ . }}.securityContext) && has({{ $p }}.procMount) ?
 string({{ $p }}.procMount) : ''),
 'hostProcess': string(has({{ . }}.securityContext) && has({{ $p }}.windowsOptions) &&
-has({{ $p }}.windowsOptions.hostProcess) ? string({{ $p }}.windowsOptions.hostProcess) : '')
+has({{ $p }}.windowsOptions.hostProcess) ? string({{ $p }}.windowsOptions.hostProcess) : ''),
+'runAsUserName': string(has({{ . }}.securityContext) && has({{ $p }}.windowsOptions) &&
+has({{ $p }}.windowsOptions.runAsUserName) ? string({{ $p }}.windowsOptions.runAsUserName) : ''),
+'gmsaCredentialSpecName': string(has({{ . }}.securityContext) &&
+has({{ $p }}.windowsOptions) && has({{ $p }}.windowsOptions.gmsaCredentialSpecName)
+? string({{ $p }}.windowsOptions.gmsaCredentialSpecName) : ''),
+'gmsaCredentialSpec': string(has({{ . }}.securityContext) && has({{ $p }}.windowsOptions) &&
+has({{ $p }}.windowsOptions.gmsaCredentialSpec)
+? string({{ $p }}.windowsOptions.gmsaCredentialSpec) : '')
 {{- end }}
 
 {{- /*
