@@ -1538,13 +1538,13 @@ def test_an_approved_command_changes_no_pod_label_or_annotation_but_the_restart(
 
 
 def _refused_all(result: Any, workload: str, *shown: str) -> None:
-    """Refused by the policy, for (at least) each reason shown."""
+    """Refused by the policy, for (at least) each reason shown, each named once."""
     assert result.returncode != 0, shown
     message = " ".join(result.stderr.split())
     assert ("an approved command (ServiceAccount wingman-executor) may not give the pods of "
             f"{workload} what they did not have: ") in message, message
     for reason in shown:
-        assert reason in message, (reason, message)
+        assert message.count(reason) == 1, (reason, message)
 
 
 def _grant_executor(cluster: LocalCluster, release: Release, executor: Any, resource: str,
@@ -1654,6 +1654,8 @@ def test_an_approved_command_adds_no_weaker_ephemeral_container_to_a_pod(
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {"automountServiceAccountToken": False,
                  "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+                 "initContainers": [{"name": "init", "image": "busybox:1",
+                                     "securityContext": restricted}],
                  "containers": [{"name": "web", "image": "nginx:1",
                                  "securityContext": restricted}]}}))
     workload = f"Pod '{target}/{name}'"
