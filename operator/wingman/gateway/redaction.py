@@ -16,8 +16,9 @@ The steps, in order (``redact``):
    is redacted whole. Terminal escape sequences (ANSI CSI/OSC and the rest), other control
    characters except newline and tab, and invisible format characters (zero-width,
    bidirectional) are removed; a carriage return alone and other spaces (no-break, ...)
-   become a space, fullwidth forms and other colons and equals signs their ASCII characters:
-   they can hide a credential from the rules below, and from a person reading it.
+   become a space, fullwidth forms and other colons and equals signs their ASCII characters,
+   and a word whose letters read as a credential name (``password`` with a Cyrillic a) that
+   name: they can hide a credential from the rules below, and from a person reading it.
 2. **Known secrets** (the caller's: the capability token, the ServiceAccount token): every
    occurrence, also split across lines or spaces, and also base64- (any alignment), hex-,
    percent- or JSON-escaped.
@@ -109,6 +110,54 @@ _LOOKALIKES = {0xFF01 + i: 0x21 + i for i in range(94)} | {
     ord(c): "=" for c in "\ufe66\u207c\u208c\u2e40\u30a0\ua78a\u1400\U0001f7f0"}
 
 
+# Letters of other scripts (and Latin's own variants) that read as a Latin letter: the Latin
+# targets of Unicode's confusables for Cyrillic, Greek, Armenian, small capitals and the
+# like. Mathematical, circled, superscript and fullwidth letters are NFKC's.
+_LATIN_LOOKALIKES = {
+    # Cyrillic (and Latin's script g)
+    0x0430: "a", 0x0435: "e", 0x043E: "o", 0x0440: "p", 0x0441: "c", 0x0443: "y", 0x0445: "x",
+    0x0455: "s", 0x0456: "i", 0x0458: "j", 0x0501: "d", 0x051B: "q", 0x051D: "w", 0x04BB: "h",
+    0x04CF: "l", 0x043A: "k", 0x043C: "m", 0x0442: "t", 0x043F: "n", 0x044C: "b", 0x04AF: "y",
+    0x0432: "b", 0x0433: "r", 0x050D: "g", 0x0261: "g", 0x0410: "A", 0x0412: "B", 0x0415: "E",
+    0x041A: "K", 0x041C: "M", 0x041D: "H", 0x041E: "O", 0x0420: "P", 0x0421: "C", 0x0422: "T",
+    0x0425: "X", 0x0423: "Y", 0x0405: "S", 0x0406: "I", 0x0408: "J", 0x051A: "Q", 0x051C: "W",
+    0x04BA: "h", 0x04C0: "I", 0x04AE: "Y", 0x042C: "b", 0x050C: "G",
+    # Greek
+    0x03B1: "a", 0x03BF: "o", 0x03C1: "p", 0x03BD: "v", 0x03B9: "i", 0x03BA: "k", 0x03C4: "t",
+    0x03C5: "u", 0x03C7: "x", 0x03B5: "e", 0x03B3: "y", 0x03C9: "w", 0x03B7: "n", 0x03F2: "c",
+    0x03F3: "j", 0x03BC: "u", 0x03B2: "b", 0x0391: "A", 0x0392: "B", 0x0395: "E", 0x0396: "Z",
+    0x0397: "H", 0x0399: "I", 0x039A: "K", 0x039C: "M", 0x039D: "N", 0x039F: "O", 0x03A1: "P",
+    0x03A4: "T", 0x03A5: "Y", 0x03A7: "X", 0x03F9: "C", 0x037F: "J",
+    # Armenian
+    0x0585: "o", 0x057D: "u", 0x0581: "g", 0x0570: "h", 0x0578: "n", 0x057C: "n", 0x0561: "w",
+    0x0566: "q", 0x0584: "p", 0x054F: "S", 0x0555: "O", 0x054D: "U", 0x053C: "L", 0x0548: "n",
+    # Latin's dotless, script and small capital letters
+    0x0131: "i", 0x0237: "j", 0x0251: "a", 0x0269: "i", 0x026A: "i", 0x028F: "y", 0x1D00: "a",
+    0x0299: "b", 0x1D04: "c", 0x1D05: "d", 0x1D07: "e", 0x0262: "g", 0x029C: "h", 0x1D0A: "j",
+    0x1D0B: "k", 0x029F: "l", 0x1D0D: "m", 0x0274: "n", 0x1D0F: "o", 0x1D18: "p", 0x0280: "r",
+    0xA731: "s", 0x1D1B: "t", 0x1D1C: "u", 0x1D20: "v", 0x1D21: "w", 0x1D22: "z",
+}
+# a word holding a character that is no ASCII (its letters are read as Latin ones)
+_FOREIGN_WORD = re.compile(r"(?<![\w.\-]|[^\x00-\x7f\s])[A-Za-z0-9_.\-]*+[^\x00-\x7f\s]"
+                           r"(?:[\w.\-]|[^\x00-\x7f\s])*+")
+
+
+def _latin_reading(word: str) -> str:
+    """How ``word`` reads in Latin letters: compatibility forms composed (NFKC), accents
+    dropped, other scripts' look-alikes (a Cyrillic a, a Greek omicron) as their Latin letter."""
+    decomposed = unicodedata.normalize("NFKD", word)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return unicodedata.normalize("NFKC", bare).translate(_LATIN_LOOKALIKES)
+
+
+def _read_as_latin(match: re.Match[str]) -> str:
+    """A word written in look-alike letters (``password`` with a Cyrillic a, in mathematical
+    bold) as the credential name it reads as; any other word as it is."""
+    word = match.group()
+    reading = _latin_reading(word)
+    return reading if credential_name(reading) else word
+
+
 def _clean_char(char: str) -> str:
     category = unicodedata.category(char)
     if category == "Cf":  # invisible: zero-width, bidirectional
@@ -123,13 +172,15 @@ def clean(text: str) -> str:
     (``\\r\\n``) becomes a newline; a carriage return alone (what a terminal overwrites the
     line with follows it) and other spaces (no-break, em, Unicode's line separator) become a
     space; fullwidth forms (U+FF01 to U+FF5E) and other colons and equals signs become
-    their ASCII characters."""
+    their ASCII characters, and a word whose letters read as a credential name (other
+    scripts' look-alikes, mathematical or accented letters) that name."""
     text = _ESCAPES.sub("", text)
     text = text.replace("\r\n", "\n").replace("\r", " ")
     text = _CONTROLS.sub("", text)
     if not text.isascii():
         text = text.translate(_LOOKALIKES)
         text = "".join(c if c.isascii() else _clean_char(c) for c in text)
+        text = _FOREIGN_WORD.sub(_read_as_latin, text)
     return text
 
 

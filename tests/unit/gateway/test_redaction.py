@@ -787,6 +787,18 @@ HIDDEN_BY_CHARACTERS = {
     "syriac-colon": f"password\u0705{PASSWORD}\n",
     "colon-equals": f"password\u2254{PASSWORD}\n",
     "heavy-equals": f"DB_PASSWORD\U0001f7f0{PASSWORD}\n",
+    # a name spelt with other scripts' look-alike letters reads as the Latin name
+    "cyrillic-a": f"p\u0430ssword: {PASSWORD}\n",
+    "greek-omicron": f"passw\u03bfrd: {PASSWORD}\n",
+    "cyrillic-only": f"\u0440\u0430\u0455\u0455 = {PASSWORD}\n",
+    "armenian-o": f"t\u0585ken: {PASSWORD}\n",
+    "cyrillic-camel": f"db\u0420\u0430ss: {PASSWORD}\n",
+    "cyrillic-env": f"- name: DB_P\u0410SSWORD\n  value: {PASSWORD}\n",
+    "math-bold": "\U0001d429\U0001d41a\U0001d42c\U0001d42c\U0001d430\U0001d428\U0001d42b"
+                 f"\U0001d41d: {PASSWORD}\n",
+    "circled": f"\u24e3\u24de\u24da\u24d4\u24dd={PASSWORD}\n",
+    "small-capitals": f"\u1d1b\u1d0f\u1d0b\u1d07\u0274 {PASSWORD}\n",
+    "combining-accent": f"pa\u0301ssword: {PASSWORD}\n",
 }
 
 
@@ -794,6 +806,19 @@ HIDDEN_BY_CHARACTERS = {
 def test_credentials_behind_other_spaces_and_carriage_returns_are_redacted(name: str) -> None:
     out = redact(HIDDEN_BY_CHARACTERS[name])
     assert not leaks(out, PASSWORD) and REDACTED in out, out
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    # a name in look-alike letters is shown as the Latin name it reads as
+    (f"p\u0430ssword: {PASSWORD}\n", "password: [REDACTED]\n"),
+    # other words of other scripts are kept as they are, look-alike letters and all
+    ("\u041f\u0430\u0440\u043e\u043b\u044c \u0438\u0437\u043c\u0435\u043d\u0451\u043d: "
+     "\u0441\u043e\u0440\u0442 \u0440\u0430\u0441\n", None),
+    ("\u03ba\u03c9\u03b4\u03b9\u03ba\u03cc\u03c2: \u03bf\u03ba\n", None),
+    ("caf\u00e9 na\u00efve \U0001d41a\U0001d41b \u0561\u0575\u0578\n", None),
+])
+def test_only_names_in_look_alike_letters_are_read_as_latin(text: str, kept: str | None) -> None:
+    assert redact(text) == (text if kept is None else kept)
 
 
 def test_binary_output_is_redacted_and_the_text_around_it_kept() -> None:
@@ -1108,6 +1133,9 @@ MEGABYTE_LINES = {
     "pipe-names": "a" * 1_000_000 + " |",
     "neutral-children": "password:\n" + "  value: a\n" * 90_000,
     "neutral-parents": "password:\n  value:\n" * 55_000,
+    "look-alike-word": "p\u0430ss" * 250_000,
+    "look-alike-words": "\u0430 " * 500_000,
+    "ascii-word-then-foreign": "a" * 1_000_000 + "\u0430",
 }
 
 
