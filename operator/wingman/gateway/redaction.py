@@ -28,8 +28,9 @@ The steps, in order (``redact``):
    tags; the ``value`` of an environment entry whose ``name`` names a credential, in either
    order; a credential flag's value given as the next sequence item; a block scalar, flow
    collection or continued scalar under a credential key, or a plain scalar or sequence items
-   on the lines below one without a value (also in a ConfigMap's ``data``), the value of a
-   neutral key right under one (``password:`` / ``  value: VALUE``), and the value
+   on the lines below one without a value (also in a ConfigMap's ``data``), every value
+   nested under one at any depth (``password:`` / ``  current:`` / ``    value: VALUE``) but
+   those of keys naming no value (``user``, ``path``) and those under a reference, the value
    ``kubectl describe configmap`` prints below a credential key and ``----``; and the
    ``data``/``stringData`` of a Secret inside a one-line JSON (such as the
    ``last-applied-configuration`` annotation).
@@ -154,7 +155,11 @@ def _read_as_latin(match: re.Match[str]) -> str:
     """A word written in look-alike letters (``password`` with a Cyrillic a, in mathematical
     bold) as the credential name it reads as; any other word as it is."""
     word = match.group()
-    reading = _latin_reading(word)
+    reading = word.translate(_LATIN_LOOKALIKES)
+    if not reading.isascii():
+        reading = _latin_reading(word)
+    if _CREDENTIAL_HINT.search(reading) is None:  # (a cheap test first)
+        return word
     return reading if credential_name(reading) else word
 
 
@@ -357,6 +362,20 @@ _REFERENCE_SEGMENTS = frozenset({"ref", "refs", "reference", "selector", "name",
                                  "source", "from"})
 
 
+# the last segments of a key nested under a credential one that names no value: who it is,
+# where the value is, what it is about (``user``, ``secretName``, ``path``, ``expirySeconds``;
+# a Secret volume's ``items``, each a key and a path)
+_NAMES_NO_VALUE = _REFERENCE_SEGMENTS | _NOT_A_VALUE | {
+    "items", "user", "username", "login", "email", "enabled", "kind", "apiversion",
+    "namespace", "description"}
+
+
+def _nested_value(key: str) -> bool:
+    """Whether a key nested under a credential one holds (part of) its value."""
+    segments = [s for s in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower()) if s]
+    return not segments or segments[-1] not in _NAMES_NO_VALUE
+
+
 def _neutral_parent(key: str) -> bool:
     """Whether a key's neutral children (``value``, ``key``) hold a credential."""
     segments = re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower())
@@ -424,8 +443,10 @@ class _Structure:
         self.explicit_key = False  # the previous line was ``? KEY`` naming a credential
         self.key_pending: int | None = None  # indent of a credential key with its value below
         self.pending_key = ""  # that key
-        # (indent, its children's) of a credential key whose neutral children hold its value
-        self.child_of: tuple[int, int] | None = None
+        # (indent, whether its sequence is at its own indent) of a credential key whose
+        # nested keys hold its value; the indent of a reference among them (not read below)
+        self.nested: tuple[int, bool] | None = None
+        self.nested_skip: int | None = None
         self.described = False  # in a ``kubectl describe configmap`` value (``KEY:``/``----``)
         self.lines: list[str] = []
         self.index = 0
@@ -598,11 +619,15 @@ class _Structure:
                 if stripped:
                     self._add(base, (indent, len(line.rstrip())))
                 return
-        if self.child_of is not None and stripped and not stripped.startswith("#"):
-            if indent <= self.child_of[0]:
-                self.child_of = None
-            elif indent == self.child_of[1]:
-                self._neutral_child(line, base, indent)
+        if self.nested is not None and stripped and not stripped.startswith("#"):
+            parent, items = self.nested
+            if indent < parent or (indent == parent and not (
+                    items and (stripped == "-" or stripped.startswith("- ")))):
+                self.nested = self.nested_skip = None
+            else:
+                self._json(line, base)
+                self._nested_line(line, base, stripped, indent)
+                return
         if self.described and self._described(line, base, stripped):
             return
         if self.key_pending is not None and stripped and not stripped.startswith("#") and \
@@ -664,23 +689,39 @@ class _Structure:
             return  # (a key with spaces is no YAML: a diff line, a log line)
         self._env(line, base)
 
-    def _neutral_child(self, line: str, base: int, indent: int) -> None:
-        """A key under a credential one that holds its value by a neutral name (``password:``
-        / ``  value: VALUE``, ``credentials:`` / ``  key: VALUE``): redacted as the parent's
-        value would be, also as a block scalar, a flow collection or on the lines below."""
+    def _nested_line(self, line: str, base: int, stripped: str, indent: int) -> None:
+        """A line nested, at any depth, under a credential key without a value (``password:``
+        / ``  value: VALUE``, ``db_password:`` / ``  current:`` / ``    value: VALUE``): every
+        value is redacted (also as a block scalar, a flow collection, a sequence item or on
+        the lines below) but a reference's and what names no value (``secretKeyRef:``,
+        ``secretName``, ``path``, ``items``, ``user``): what is below a reference is kept."""
+        if self.nested_skip is not None:
+            if indent > self.nested_skip or (indent == self.nested_skip and (
+                    stripped == "-" or stripped.startswith("- "))):  # its sequence
+                return
+            self.nested_skip = None
         match = _YAML_KEY.match(line)
-        if match is None or match.group("dash") or \
-                _unquote(match.group("key").strip()).lower() not in _NEUTRAL_KEYS:
+        if match is None:  # a plain scalar, a sequence item: a value
+            first = len(line) - len(line.lstrip(" \t-"))
+            if line.startswith(("{", "["), first):
+                self._flow(base + first, "all")
+            elif line[first:].rstrip().strip("\"',").lower() not in _NOT_SECRET_VALUES:
+                self._add(base, (first, len(line.rstrip())))
             return
+        key = _unquote(match.group("key").strip())
+        key_indent = indent + (len(match.group("dash")) if match.group("dash") else 0)
         value, value_at = self._value(line, base, match)
-        if value is None:
-            self.key_pending, self.pending_key = indent, ""  # its value on the lines below
+        if not _nested_value(key):
+            if value is None:
+                self.nested_skip = key_indent
+        elif value is None:
+            pass  # a mapping or a value below: its lines are read next
         elif value.startswith(("{", "[")):
             self._flow(base + value_at, "all")
         else:
             if not _BLOCK_SCALAR.fullmatch(value.strip()):
                 self._add(base, _value_span(line, value_at))
-            self.scalar_indent = indent  # a block scalar, or a plain one continued
+            self.scalar_indent = key_indent  # a block scalar, or a plain one continued
 
     def _below_key(self, line: str, base: int, stripped: str, indent: int) -> bool:
         """The lines below a credential key without a value (``password:``): a plain scalar
@@ -700,12 +741,12 @@ class _Structure:
             if not item:
                 self.scalar_indent, self.key_pending = self.key_pending, None  # continued
             return True
-        if indent > self.key_pending and _YAML_KEY.match(line) is not None and \
+        if (indent > self.key_pending or item) and _YAML_KEY.match(line) is not None and \
                 _neutral_parent(self.pending_key):
-            self.child_of = (self.key_pending, indent)  # ``password:`` / ``  value: ...``
-            self.key_pending = None
-            self._neutral_child(line, base, indent)
-            return False
+            self.nested = (self.key_pending, indent == self.key_pending)  # ``  value: ...``
+            self.nested_skip, self.key_pending = None, None
+            self._nested_line(line, base, stripped, indent)
+            return True
         self.key_pending = None
         return False
 

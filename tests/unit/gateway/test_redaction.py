@@ -1059,6 +1059,19 @@ POSITIONAL = {
     "ini-section": f"[credentials]\nkey = {PASSWORD}\n",
     "toml-section": f'[database.password]\nvalue = "{PASSWORD}"\n',
     "json-pretty-value-under-secret": f'{{\n  "secret": {{\n    "value": "{PASSWORD}"\n  }}\n}}\n',
+    # what is nested deeper under a credential key, under any name, holds its value too
+    "yaml-two-levels-down": f"db_password:\n  current:\n    value: {PASSWORD}\n",
+    "yaml-three-levels-down": f"api_token:\n  v2:\n    primary:\n      data: {PASSWORD}\n",
+    "yaml-named-child": f"db_password:\n  current: {PASSWORD}\n  previous: old\n",
+    "yaml-nested-block": f"secret:\n  current:\n    pem: |\n      {PASSWORD}\n",
+    "yaml-nested-list": f"tokens:\n  active:\n  - {PASSWORD}\n  - other\n",
+    "yaml-nested-flow": f"password:\n  history: [{PASSWORD}, old]\n",
+    "yaml-list-of-maps": f"credentials:\n- current: {PASSWORD}\n",
+    "yaml-below-a-reference": f"password:\n  secretKeyRef:\n    name: db\n  current: {PASSWORD}\n",
+    "json-two-levels-down": f'{{"db_password": {{"current": {{"value": "{PASSWORD}"}}}}}}\n',
+    "json-pretty-two-levels-down":
+        f'{{\n  "db_password": {{\n    "current": {{\n      "value": "{PASSWORD}"\n'
+        '    }\n  }\n}\n',
 }
 
 
@@ -1090,6 +1103,13 @@ KEPT_AROUND = [
      "credentials:\n  key: [REDACTED]\n  user: bob\nother:\n  key: k\n"),
     # a reference to a Secret names where a credential is, not what it is
     ("valueFrom:\n  secretKeyRef:\n    name: db\n    key: password\n", None),
+    # under a credential key: references, names and paths are kept, values at any depth not
+    ("password:\n  valueFrom:\n    secretKeyRef:\n      name: db\n      key: password\n"
+     "  current:\n    value: s3cr3t\n  path: /etc/pw\nport: 5432\n",
+     "password:\n  valueFrom:\n    secretKeyRef:\n      name: db\n      key: password\n"
+     "  current:\n    value: [REDACTED]\n  path: /etc/pw\nport: 5432\n"),
+    ("auth:\n  enabled: true\n  username: app\n  rootPassword: s3cr3t\nimage: db:1\n",
+     "auth:\n  enabled: true\n  username: app\n  rootPassword: [REDACTED]\nimage: db:1\n"),
     ("volumes:\n- name: v\n  secret:\n    items:\n    - key: password\n      path: pw\n", None),
     ("root:x:0:0:root:/root:/bin/bash\n", None),
     ("2026-12-03T10:00:00.123:INFO:started\n", None),
@@ -1133,6 +1153,8 @@ MEGABYTE_LINES = {
     "pipe-names": "a" * 1_000_000 + " |",
     "neutral-children": "password:\n" + "  value: a\n" * 90_000,
     "neutral-parents": "password:\n  value:\n" * 55_000,
+    "nested-values": "password:\n  a:\n" + "    b: c\n" * 100_000,
+    "nested-references": "password:\n" + "  ref:\n  - a: b\n" * 60_000,
     "look-alike-word": "p\u0430ss" * 250_000,
     "look-alike-words": "\u0430 " * 500_000,
     "ascii-word-then-foreign": "a" * 1_000_000 + "\u0430",
