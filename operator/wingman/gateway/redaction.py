@@ -54,9 +54,10 @@ The steps, in order (``redact``):
    value of a command-line flag that names one (``-p VALUE``, ``--password=VALUE``,
    ``--token VALUE``), and a password joined to a user (``curl -u user:PASSWORD``) or to
    MySQL's ``-pPASSWORD``; by position, a ``.pgpass`` line's last field, ``user:PASSWORD@host``
-   without a scheme, the cells of a table's column (CSV, TSV, psql, kubectl, PowerShell) whose
-   header names a credential, a name and its value a ``|`` apart (psql's ``\\x``), and a
-   neutral key's value in an INI or TOML section named like a credential.
+   without a scheme, the cells of a table's column (CSV, TSV, psql, kubectl, PowerShell, a
+   header of single words in any case above an aligned row) whose header names a credential,
+   a name and its value a ``|`` apart (psql's ``\\x``), and a neutral key's value in
+   an INI or TOML section named like a credential.
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
    (not in a certificate, not a public SSH key); tokens known by their shape (GitHub, Slack,
    AWS key ids, ...).
@@ -73,6 +74,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import itertools
 import json
@@ -1296,6 +1298,35 @@ _CREDENTIAL_HINT = re.compile(r"(?i)pass|pw|secret|token|key|auth|cred|cookie|se
 _WORD_END = re.compile(r"\S*+")
 _WORD = re.compile(r"\S++")
 _DASH_RULE = re.compile(r"[ \t]*+-{2,}+(?:[ \t]++-{2,}+)++[ \t]*+")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*+")
+
+
+def _segments(line: str, most: int) -> list[re.Match[str]]:
+    """A whitespace table line's cells (two spaces or a tab apart), at most ``most`` + 1."""
+    return list(itertools.islice(_COLUMN.finditer(line), most + 1))
+
+
+def _crosses(starts: list[int], cell: re.Match[str]) -> bool:
+    """Whether a row's cell runs over where another column starts (``starts``, ascending)."""
+    after = bisect.bisect_right(starts, cell.start())
+    return after < len(starts) and starts[after] < cell.end()
+
+
+def _identifier_header(line: str, following: str) -> bool:
+    """Whether a line in any case is a table's header: two or more names, each one word
+    (``name   secret_key   age``; prose has spaces in its cells), and the next line a row
+    whose first cell and another start where the header's columns do (kubectl aligns them;
+    a cell longer than its header pushes the rest right)."""
+    if _CREDENTIAL_HINT.search(line) is None:
+        return False
+    columns = _segments(line, _MAX_COLUMNS)
+    if not 2 <= len(columns) <= _MAX_COLUMNS or \
+            not all(_IDENTIFIER.fullmatch(c.group()) for c in columns):
+        return False
+    starts = {c.start() for c in columns}
+    cells = _segments(following, len(columns))
+    return len(cells) >= 2 and cells[0].start() == columns[0].start() and \
+        sum(c.start() in starts for c in cells) >= 2
 
 
 def _cells(line: str, sep: str) -> list[tuple[int, int]]:
@@ -1365,8 +1396,10 @@ def _delimited(text: str, sep: str) -> list[tuple[int, int]]:
 
 def _whitespace_table(text: str) -> list[tuple[int, int]]:
     """A table whose header names a credential column, in uppercase (``NAME  TOKEN  AGE``:
-    kubectl, kubeadm, docker) or above a rule of dashes (``Name  Password`` / ``----
-    --------``: PowerShell, az, vault): each row's cell under it, up to a blank line; a
+    kubectl, kubeadm, docker), above a rule of dashes (``Name  Password`` / ``----
+    --------``: PowerShell, az, vault) or of single words above an aligned row
+    (``name  secret_key``): each row's cell under it, up to a blank line (in a row not
+    aligned with the header, by the count of cells or words, else to the line's end); a
     count (a number of a few digits, ``SECRETS  1``) is kept."""
     spans: list[tuple[int, int]] = []
     starts: list[int] = []
@@ -1379,8 +1412,9 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
             starts = []
             continue
         ruled = index + 1 < len(lines) and _DASH_RULE.fullmatch(lines[index + 1]) is not None
-        columns = list(itertools.islice(_COLUMN.finditer(line), _MAX_COLUMNS + 1)) \
-            if line.isupper() or ruled else []
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        columns = _segments(line, _MAX_COLUMNS) \
+            if line.isupper() or ruled or _identifier_header(line, following) else []
         if 2 <= len(columns) <= _MAX_COLUMNS and all(
                 b.start() - a.end() >= 2 or "\t" in line[a.end():b.start()]
                 for a, b in itertools.pairwise(columns)):
@@ -1394,12 +1428,24 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
         # a row of as many words as columns: its word under the column too (a cell that ran
         # long pushes the rest right of their headers, hand-aligned or cut text)
         words = list(itertools.islice(_WORD.finditer(line), len(starts) + 1))
-        for i in credential if len(words) == len(starts) else ():
-            value = words[i].group()
-            if not (value.lower() in _NOT_SECRET_VALUES or value.startswith(_ALREADY) or
-                    (value.isdigit() and len(value) < 6) or value.startswith("<")):
-                spans.append((base + words[i].start(), base + words[i].end()))
-        for i in credential:
+        # a row whose cells do not start where the header's columns do (a cell ran long):
+        # its cell by the count of cells two spaces apart (a value with spaces in it), by
+        # the count of words; else, from the column's word to the line's end (fail closed)
+        cells = _segments(line, len(starts))
+        aligned = all(c.start() in starts and not _crosses(starts, c) for c in cells)
+        for i in credential if not aligned else ():
+            row = cells if len(cells) == len(starts) else \
+                words if len(words) == len(starts) else None
+            if row is not None:
+                value, at = row[i].group(), row[i].start()
+            else:
+                at = max(line.rfind(" ", 0, starts[i]), line.rfind("\t", 0, starts[i])) + 1
+                value = line[at:].rstrip()
+            if value and not (value.lower() in _NOT_SECRET_VALUES or
+                              value.startswith(_ALREADY) or
+                              (value.isdigit() and len(value) < 6) or value.startswith("<")):
+                spans.append((base + at, base + at + len(value)))
+        for i in credential if aligned else ():
             start = starts[i]
             if start >= len(line):
                 continue

@@ -1050,6 +1050,14 @@ POSITIONAL = {
     "markdown-pairs": f"| Setting | Value |\n|---|---|\n| api_token | {PASSWORD} |\n",
     "table-ruled": f"Name   Password            Enabled\n----   --------            -------\n"
                    f"alice  {PASSWORD}   True\n",
+    # a whitespace table's header in any case, without a rule, above a row aligned with it
+    "table-lowercase": f"name   secret_key   age\nweb    {PASSWORD}   3d\n",
+    "table-lowercase-padded": f"name   secret_key          age\nweb    {PASSWORD}   3d\n",
+    "table-title-case": f"Name   Password            Enabled\nalice  {PASSWORD}   True\n",
+    # a row whose first cell ran long, its credential cell with spaces in it
+    "table-cell-with-spaces-pushed":
+        f"NAME   PASSWORD   AGE\nweb-frontend-canary-x   {PASSWORD} two   3d\n",
+    "table-cells-uncountable": f"NAME   PASSWORD   AGE\nweb-canary-x   a  {PASSWORD} b   3d\n",
     # a neutral key under a credential one holds its value
     "yaml-value-under-password": f"db:\n  password:\n    value: {PASSWORD}\n  port: 5432\n",
     "yaml-key-under-credentials": f"credentials:\n  key: {PASSWORD}\n",
@@ -1101,6 +1109,16 @@ KEPT_AROUND = [
      "[credentials]\nkey = [REDACTED]\nregion = eu\n[other]\nkey = k\n"),
     ("credentials:\n  key: s3cr3t\n  user: bob\nother:\n  key: k\n",
      "credentials:\n  key: [REDACTED]\n  user: bob\nother:\n  key: k\n"),
+    # a misaligned row: its cell by the count of cells, else from the column on (fail closed)
+    ("NAME   PASSWORD   AGE\nweb-frontend-canary-x   two words   3d\n",
+     "NAME   PASSWORD   AGE\nweb-frontend-canary-x   [REDACTED]   3d\n"),
+    ("NAME   PASSWORD   AGE\nweb-frontend-canary-x   a  b c   3d\n",
+     "NAME   PASSWORD   AGE\n[REDACTED]\n"),
+    ("name   secret_key   age\nweb    s3cr3t   3d\n",
+     "name   secret_key   age\nweb    [REDACTED]   3d\n"),
+    # prose with wide spaces is no table: cells with spaces, rows not aligned with it
+    ("the token  was refreshed\nand  then  it  expired\n", None),
+    ("password  reset  requested\nfor  alice  today\n", None),
     # a reference to a Secret names where a credential is, not what it is
     ("valueFrom:\n  secretKeyRef:\n    name: db\n    key: password\n", None),
     # under a credential key: references, names and paths are kept, values at any depth not
@@ -1153,6 +1171,10 @@ MEGABYTE_LINES = {
     "pipe-names": "a" * 1_000_000 + " |",
     "neutral-children": "password:\n" + "  value: a\n" * 90_000,
     "neutral-parents": "password:\n  value:\n" * 55_000,
+    "lowercase-headers": "name  token\n" * 80_000,
+    "lowercase-rows": "name  token\n" + "ab    cd\n" * 110_000,
+    "misaligned-rows": "NAME  TOKEN\n" + "abcdefgh  x y z\n" * 60_000,
+    "misaligned-cells": "NAME  TOKEN\n" + "abcdefgh  x  y  z " * 50_000,
     "nested-values": "password:\n  a:\n" + "    b: c\n" * 100_000,
     "nested-references": "password:\n" + "  ref:\n  - a: b\n" * 60_000,
     "look-alike-word": "p\u0430ss" * 250_000,
