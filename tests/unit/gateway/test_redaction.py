@@ -798,6 +798,7 @@ HIDDEN_BY_CHARACTERS = {
                  f"\U0001d41d: {PASSWORD}\n",
     "circled": f"\u24e3\u24de\u24da\u24d4\u24dd={PASSWORD}\n",
     "small-capitals": f"\u1d1b\u1d0f\u1d0b\u1d07\u0274 {PASSWORD}\n",
+    "accented": f"p\u00e1ssword: {PASSWORD}\n",
     "combining-accent": f"pa\u0301ssword: {PASSWORD}\n",
 }
 
