@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,73 @@ def test_a_large_secrets_diff_is_cut_and_says_so() -> None:
     diff = object_diff(before, after, label="secrets/db", limit=LIMIT)
     assert diff.endswith(f"\n{CUT}\n") and len(diff.encode("utf-8")) <= LIMIT + len(CUT) + 2
     assert "c2VjcmV0" not in diff and ": secret\n" not in diff
+
+
+def _deployment(image: str) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "12"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": image,
+                                                           "ports": [{"containerPort": 80}]}]}}}}
+
+
+def test_an_image_change_is_a_two_line_context_diff() -> None:
+    diff = object_diff(_deployment("nginx:1.25"), _deployment("nginx:1.27"),
+                       label="deployments.apps/shop/web")
+    assert diff == ("--- deployments.apps/shop/web (live)\n"
+                    "+++ deployments.apps/shop/web (after)\n"
+                    "@@ -15,5 +15,5 @@\n"
+                    "     spec:\n"
+                    "       containers:\n"
+                    "-      - image: nginx:1.25\n"
+                    "+      - image: nginx:1.27\n"
+                    "         name: web\n"
+                    "         ports:\n")
+
+
+def _configmap(data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": data}
+
+
+def test_a_large_object_with_one_key_changed_costs_what_the_change_does() -> None:
+    data = {f"key-{i:06d}": "v" * 100 for i in range(300_000)}  # 32 MB
+    before = _configmap(data)
+    after = _configmap(dict(data, **{"key-123456": "changed"}))
+    started = time.process_time()
+    diff = object_diff(before, after, label="configmaps/big")
+    assert time.process_time() - started < 20  # about 50 s when both were written out whole
+    assert diff.splitlines()[2:] == [
+        "@@ -2,5 +2,5 @@", " data:", "   # ... 123456 unchanged keys (about 13744 KiB)",
+        f"-  key-123456: {'v' * 100}", "+  key-123456: changed",
+        "   # ... 176543 unchanged keys (about 19654 KiB)", " kind: ConfigMap"]
+
+
+def test_a_large_object_with_many_changes_is_diffed_in_bounded_time() -> None:
+    data = {f"key-{i:06d}": "v" * 100 for i in range(300_000)}
+    started = time.process_time()
+    diff = object_diff(_configmap(data), _configmap({k: "w" * 100 for k in data}),
+                       label="configmaps/big")
+    middle = object_diff(_configmap(dict(list(data.items())[:9_000])),
+                         _configmap({k: ("w" * 100 if i % 2 else "v" * 100)
+                                     for i, k in enumerate(list(data)[:9_000])}),
+                         label="configmaps/big")
+    assert time.process_time() - started < 20
+    assert diff.splitlines()[2].startswith(
+        "! too large to diff line by line (about 33 MiB): 300000 changed at "
+        "/data/key-000000, /data/key-000001, ")
+    assert middle.splitlines()[2] == ("! too many changes to line up: past line 2504, 6499 "
+                                      "lines are shown as removed, then 6499 added")
+    assert middle.splitlines()[3:8] == ["@@ -2,9003 +2,9003 @@", " data:",
+                                        f"   key-000000: {'v' * 100}",
+                                        f"-  key-000001: {'v' * 100}",
+                                        f"+  key-000001: {'w' * 100}"]
+
+
+def test_an_unchanged_part_naming_a_secret_is_written_out() -> None:
+    # the redaction reads the whole diff for a Secret's kind: what names one stays in it
+    for word, collapsed in (("kind: Secret", False), ("kind: Service", True)):
+        value = f"{word}\n" + "x" * 20_000
+        diff = object_diff(_configmap({"a": value, "b": "1"}), _configmap({"a": value, "b": "2"}),
+                           label="configmaps/big")
+        assert ("# ... 1 unchanged key (about 19 KiB)" in diff) is collapsed
