@@ -22,15 +22,16 @@ and every string the caller names, such as the preview's own ServiceAccount toke
 to a byte limit. Only what can be shown is redacted (a head of the diff, with a margin after
 it), so the diff of a large object costs what its first kilobytes do.
 
-A large object with a small change costs what the change does: the two objects are compared
-as trees first, and a run of keys equal on both sides that adds up to ``UNCHANGED_BYTES`` or
-more is written as one line, ``# ... N unchanged keys (about K KiB)`` (an equal item as large,
-``- # ... unchanged (about K KiB)``), unless it holds the word ``Secret`` (which the redaction
-reads the whole text for). Objects of ordinary size are diffed as before. The work left is
-bounded: what is still larger than ``MAX_DIFF_SIZE`` is not written out but summed up (``! too
-large to diff line by line``, with the paths that change), and lines past the common head and
-tail that are more than half ``MAX_ALIGN_LINES`` on a side are lined up up to there and shown as
-removed then added past it (``! too many changes to line up``).
+A large object with a small change costs what the change does: the two objects are compared as
+trees first, and a run of keys equal on both sides that adds up to ``UNCHANGED_BYTES`` or more
+is written as one line, ``# ... N unchanged keys (about K KiB)`` (an equal item as large,
+``- # ... unchanged (about K KiB)``), unless it holds the word ``Secret`` (the redaction reads
+the whole text for a Secret's kind); ``apiVersion`` and ``kind`` are always written. Objects of
+ordinary size are diffed as before. The work left is bounded: what is still larger than
+``MAX_DIFF_SIZE`` is not written out but summed up (``! too large to diff line by line``, with
+the paths that change), and lines past the common head and tail that are more than half
+``MAX_ALIGN_LINES`` on a side are lined up up to there and shown as removed then added past it
+(``! too many changes to line up``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ MAX_ALIGN_LINES = 5_000
 _CONTEXT = 2
 _MAX_PATHS = 20
 _LEAD = re.compile(r"^ *(?:- )*")
+_KIND_KEYS = ("apiVersion", "kind")
 
 
 def clean(obj: Mapping[str, Any] | None, *, keep_status: bool = False) -> dict[str, Any] | None:
@@ -222,8 +224,12 @@ class _Pruner:
 
         for key in sorted(old.keys() | new.keys()):
             if key in old and key in new:
-                if old[key] == new[key]:
+                if old[key] == new[key] and (path or key not in _KIND_KEYS):
                     run.append(key)
+                    continue
+                if old[key] == new[key]:  # the kind stays (the redaction reads it)
+                    flush()
+                    out_old[key] = out_new[key] = old[key]
                     continue
                 flush()
                 out_old[key], out_new[key] = self.prune(old[key], new[key], _pointer(path, key))

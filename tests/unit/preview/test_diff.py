@@ -146,3 +146,13 @@ def test_an_unchanged_part_naming_a_secret_is_written_out() -> None:
         diff = object_diff(_configmap({"a": value, "b": "1"}), _configmap({"a": value, "b": "2"}),
                            label="configmaps/big")
         assert ("# ... 1 unchanged key (about 19 KiB)" in diff) is collapsed
+
+
+def test_the_kind_is_written_out_whatever_is_collapsed_around_it() -> None:
+    # a ConfigMap's kind tells the redaction its data is plain configuration
+    meta = {"name": "big", "annotations": {f"note-{i}": "n" * 100 for i in range(400)}}
+    before = dict(_configmap({"a": "1"}), metadata=meta)
+    diff = object_diff(before, dict(before, data={"a": "2"}), label="configmaps/big")
+    assert diff.splitlines()[2:] == ["@@ -1,5 +1,5 @@", " apiVersion: v1", " data:", "-  a: '1'",
+                                     "+  a: '2'", " kind: ConfigMap",
+                                     " # ... 1 unchanged key (about 45 KiB)"]
