@@ -346,7 +346,7 @@ def object_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | Non
         lines = [f"--- {fromfile}", f"+++ {tofile}",
                  f"! too large to diff line by line (about {size >> 20} MiB): "
                  + (f"{pruner.changes} changed at {paths}" if pruner.changes
-                    else "created or deleted whole")]
+                    else "created" if old is None else "deleted")]
     else:
         lines = _unified(pruner.restore(_yaml(old)), pruner.restore(_yaml(new)),
                          fromfile, tofile)

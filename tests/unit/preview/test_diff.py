@@ -127,7 +127,10 @@ def test_a_large_object_with_many_changes_is_diffed_in_bounded_time() -> None:
                          _configmap({k: ("w" * 100 if i % 2 else "v" * 100)
                                      for i, k in enumerate(list(data)[:9_000])}),
                          label="configmaps/big")
+    created = object_diff(None, _configmap(data), label="configmaps/big")
     assert time.process_time() - started < 20
+    assert created.splitlines()[1:] == [
+        "+++ configmaps/big (after)", "! too large to diff line by line (about 33 MiB): created"]
     assert diff.splitlines()[2].startswith(
         "! too large to diff line by line (about 33 MiB): 300000 changed at "
         "/data/key-000000, /data/key-000001, ")
