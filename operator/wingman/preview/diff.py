@@ -224,10 +224,11 @@ class _Pruner:
 
         for key in sorted(old.keys() | new.keys()):
             if key in old and key in new:
-                if old[key] == new[key] and (path or key not in _KIND_KEYS):
+                same = old[key] == new[key]
+                if same and (path or key not in _KIND_KEYS):
                     run.append(key)
                     continue
-                if old[key] == new[key]:  # the kind stays (the redaction reads it)
+                if same:  # the kind stays (the redaction reads it)
                     flush()
                     out_old[key] = out_new[key] = old[key]
                     continue
