@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -1110,6 +1111,73 @@ def test_every_flag_that_names_a_file_of_the_pinned_kubectl_is_refused() -> None
     unjudged = {f: where for f, where in found.items()
                 if f not in LOCAL_FILE_FLAGS | CONNECTION_FLAGS | _NOT_LOCAL_FILES.keys()}
     assert not unjudged, unjudged
+
+
+def test_the_flags_that_end_at_a_double_dash_agree_with_the_pinned_kubectl(tmp_path: Path) -> None:
+    """Where the rules read a ``--`` right after a flag as the end of kubectl's flags (and stop
+    reading), the pinned kubectl does too: it never takes the ``--`` as that flag's value and
+    reads the words after it as flags (``exec web -c -- -s host`` connects to host). And where
+    they read the rest of a short flag's word as its value (``patch x -pVALUE``), kubectl does
+    too. Crawls every command that may run; a kubectl upgrade that gives a flag of
+    SWITCH_FLAGS a value, or a short letter another meaning, fails here."""
+    import re
+    import subprocess
+
+    from wingman.dev import tools as devtools
+
+    kubectl = devtools.find_tool("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not provisioned; run `bash .ci/provision-tools.sh`")
+    config = tmp_path / "config"
+    config.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "
+                      "'http://127.0.0.1:1'}}]\ncontexts: [{name: c, context: {cluster: c}}]\n"
+                      "current-context: c\n")
+    env = {"KUBECONFIG": str(config), "HOME": str(tmp_path)}
+
+    def helps(*words: str) -> bool:
+        """Whether ``kubectl WORDS`` prints its help (it read the -h in WORDS as a flag)."""
+        done = subprocess.run([str(kubectl), *words], capture_output=True, text=True,
+                              timeout=60, env=env, stdin=subprocess.DEVNULL)
+        return done.returncode == 0 and "Usage:" in done.stdout
+
+    def accepted(command: str) -> bool:
+        try:
+            parse(command)
+        except ScopeViolation:
+            return False
+        return True
+
+    checked = 0
+    todo: list[tuple[str, ...]] = [(verb,) for verb in sorted(KUBECTL_VERBS - LOCAL_VERBS
+                                                              - SERVING_VERBS
+                                                              - {"alpha", "help", "options"})]
+    while todo:
+        words = todo.pop()
+        flags, listing, options = {"--disable-compression", "--match-server-version",
+                                   "--warnings-as-errors"}, False, False
+        out = subprocess.run([str(kubectl), *words, "--help"], capture_output=True, text=True,
+                             timeout=60, check=True, env=env).stdout
+        for line in out.splitlines():
+            if not line.strip():
+                continue
+            if not line.startswith((" ", "\t")):
+                listing = "Commands" in line and line.endswith(":")
+                options = line == "Options:"
+            elif listing and line.strip():
+                todo.append((*words, line.split()[0]))
+            elif options and (m := re.match(r"^ {4}(?:-(\w), )?(--[\w-]+)", line)):
+                flags.update({m.group(2), *([f"-{m.group(1)}"] if m.group(1) else [])})
+        if helps(*words, "--", "-h"):
+            continue  # a group with no command of its own: it prints its help whatever follows
+        command = " ".join(words)
+        for flag in sorted(flags - {"-h", "--help", "-s"}):
+            if accepted(f"kubectl {command} {flag} -- -s host"):
+                checked += 1
+                assert not helps(*words, flag, "--", "-h"), (command, flag)
+            if len(flag) == 2 and accepted(f"kubectl {command} {flag}s host"):
+                checked += 1
+                assert not helps(*words, f"{flag}h"), (command, flag)
+    assert checked > 100  # the crawl read the flags
 
 
 # ----------------------------------------------------------------------- kubectl --raw paths
