@@ -41,6 +41,8 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from wingman.scope import SWITCH_FLAGS
+
 # kubectl's flags, from its help (kubectl 1.32 to 1.34: `kubectl options` and every command's
 # `--help`). Global options, which every command has and cobra knows before it has found the
 # command: those that take a value, and the boolean ones.
@@ -87,28 +89,7 @@ KUBECTL_COMMAND_VALUE_FLAGS = frozenset({
 })
 # The boolean flags of kubectl's commands, with those whose value is optional (given only as
 # --flag=value, never as the next word: --dry-run, --validate, --cascade).
-KUBECTL_COMMAND_BOOL_FLAGS = frozenset({
-    "--all", "--all-containers", "--all-namespaces", "--all-pods",
-    "--allow-missing-template-keys", "--append-hash", "--append-server-path",
-    "--arguments-only", "--as-current-user", "--attach", "--cached", "--cascade", "--client",
-    "--command", "--create-annotation", "--current", "--delete-emptydir-data",
-    "--disable-eviction", "--disable-filter", "--dry-run", "--edit", "--embed-certs",
-    "--enable-alpha-plugins", "--enable-helm", "--exec-provide-cluster-info", "--expose",
-    "--flatten", "--follow", "--force", "--force-conflicts", "--global-default", "--help",
-    "--helm-debug", "--ignore-daemonsets", "--ignore-errors", "--ignore-not-found",
-    "--insecure-skip-tls-verify-backend", "--interactive", "--keep-annotations",
-    "--keep-init-containers", "--keep-labels", "--keep-liveness", "--keep-readiness",
-    "--keep-startup", "--leave-stdin-open", "--list", "--local", "--merge", "--minify",
-    "--name-only", "--namespaced", "--network", "--no-headers", "--no-preserve", "--now",
-    "--openapi-patch", "--output-patch", "--output-watch-events", "--overwrite", "--previous",
-    "--privileged", "--prune", "--quiet", "--recursive", "--remove-extra-permissions",
-    "--remove-extra-subjects", "--replace", "--resolve", "--rm", "--same-node",
-    "--save-config", "--server-print", "--server-side", "--set-raw-bytes",
-    "--share-processes", "--show-capacity", "--show-events", "--show-kind", "--show-labels",
-    "--show-managed-fields", "--show-swap", "--stdin", "--sum", "--timestamps", "--tty",
-    "--use-protocol-buffers", "--validate", "--wait", "--watch", "--watch-only",
-    "--windows-line-endings",
-})
+KUBECTL_COMMAND_BOOL_FLAGS = SWITCH_FLAGS - KUBECTL_GLOBAL_BOOL_FLAGS  # scope's one table
 KUBECTL_SHORT = {
     "-n": "--namespace", "-s": "--server", "-v": "--v", "-f": "--filename", "-l": "--selector",
     "-o": "--output", "-c": "--container", "-k": "--kustomize", "-A": "--all-namespaces",
