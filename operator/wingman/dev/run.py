@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from wingman.dev.cluster import LocalCluster
 from wingman.errors import ClusterError, ConfigError
 
@@ -86,6 +88,31 @@ def configured_kubeconfig() -> Path | None:
         return existing[0]
     default = Path.home() / ".kube" / "config"
     return default if default.is_file() else None
+
+
+def current_context() -> tuple[str, Path]:
+    """The current context kubectl uses and the kubeconfig file it comes from, as kubectl
+    merges the files ``KUBECONFIG`` names: the first file that sets ``current-context`` wins
+    (the kubernetes library's merger keeps the last one, so it is not asked). ConfigError when
+    a file is not YAML or no file sets one: kubectl would then have no cluster to use."""
+    names = [name for name in os.environ.get("KUBECONFIG", "").split(os.pathsep) if name]
+    paths = [Path(name) for name in names] or [Path.home() / ".kube" / "config"]
+    existing = [path for path in paths if path.is_file()]
+    for path in existing:
+        try:
+            config = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read the kubeconfig {path}: {exc}; "
+                              f"'kubectl config view --kubeconfig {path}' shows what is "
+                              "wrong") from None
+        context = config.get("current-context") if isinstance(config, dict) else None
+        if isinstance(context, str) and context:
+            return context, path
+    shown = os.pathsep.join(str(path) for path in existing)
+    raise ConfigError(f"no current context: none of the kubeconfig files ({shown}) sets "
+                      "current-context, so kubectl has no cluster to use; pick one with "
+                      "'kubectl config use-context <name>', or unset KUBECONFIG and move "
+                      "~/.kube/config away for a local control plane")
 
 
 def _say(msg: str) -> None:
@@ -452,8 +479,8 @@ def _run_on_configured_cluster(*, exit_after_start: bool = False) -> int:
     and the audit trail a local file. Gateway Jobs run on the cluster's own nodes with the
     image the values name, so no demo is submitted: try ``kubectl wingman request``.
     """
-    kubeconfig = configured_kubeconfig()
-    _say(f"using the cluster configured in {kubeconfig}")
+    context, kubeconfig = current_context()
+    _say(f"using the cluster configured in {kubeconfig} (its current-context {context})")
     from wingman.dev import tools as devtools
 
     helm, kubectl = str(devtools.tool_path("helm")), str(devtools.tool_path("kubectl"))
@@ -512,5 +539,5 @@ def _run_operator_here(work: Path, policy: str, kubectl: str, *, exit_after_star
         _terminate(proc)
 
 
-__all__ = ["NODE_ENV", "NODE_MODES", "cluster_main", "configured_kubeconfig", "node_mode",
-           "run_main"]
+__all__ = ["NODE_ENV", "NODE_MODES", "cluster_main", "configured_kubeconfig", "current_context",
+           "node_mode", "run_main"]

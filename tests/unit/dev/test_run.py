@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from wingman.dev import run
-from wingman.errors import ConfigError
+from wingman.errors import ClusterError, ConfigError
 
 
 def test_the_real_node_is_the_default_and_the_harness_is_chosen_by_name(
@@ -46,3 +47,76 @@ def test_kubeconfig_naming_no_file_is_refused_with_what_to_do(
     assert ("not a regular file" if kind == "directory" else "unset it") in err.value.message
     if kind == "missing":  # unset, ~/.kube/config is the cluster where there is one
         assert "~/.kube/config" in err.value.message
+
+
+def _kubeconfig(path: Path, current: str | None) -> Path:
+    config: dict[str, object] = {"apiVersion": "v1", "kind": "Config", "clusters": [],
+                                 "contexts": [], "users": []}
+    if current is not None:
+        config["current-context"] = current
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_the_cluster_is_named_by_the_file_whose_current_context_kubectl_uses(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With several files in KUBECONFIG, kubectl uses the current-context of the first file
+    that sets one (an empty one sets none): that file is the one `wingman dev run` names, not
+    the first file that exists."""
+    clusters = _kubeconfig(tmp_path / "clusters", None)
+    empty = _kubeconfig(tmp_path / "empty-context", "")
+    staging = _kubeconfig(tmp_path / "staging", "staging")
+    prod = _kubeconfig(tmp_path / "prod", "prod")
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'missing'}:{clusters}:{empty}:{staging}:{prod}")
+    assert run.configured_kubeconfig() == clusters  # a cluster is configured
+    assert run.current_context() == ("staging", staging)
+
+
+def test_the_default_kubeconfig_holds_the_current_context_without_kubeconfig(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".kube").mkdir()
+    config = _kubeconfig(tmp_path / ".kube" / "config", "home")
+    assert run.current_context() == ("home", config)
+
+
+def test_kubeconfig_files_that_set_no_current_context_are_refused_with_what_to_do(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    first = _kubeconfig(tmp_path / "a", None)
+    second = _kubeconfig(tmp_path / "b", "")
+    monkeypatch.setenv("KUBECONFIG", f"{first}:{second}")
+    with pytest.raises(ConfigError) as err:
+        run.current_context()
+    assert f"{first}:{second}" in err.value.message
+    assert "kubectl config use-context" in err.value.message
+
+
+def test_a_kubeconfig_that_is_not_yaml_is_named(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.write_text("current-context: [\n")
+    monkeypatch.setenv("KUBECONFIG", str(broken))
+    with pytest.raises(ConfigError) as err:
+        run.current_context()
+    assert f"cannot read the kubeconfig {broken}" in err.value.message
+
+
+def test_dev_run_names_the_file_of_the_current_context(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """The message `wingman dev run` prints on a configured cluster names the file kubectl takes
+    the current context from (here no API server answers, so it stops right after)."""
+    clusters = _kubeconfig(tmp_path / "clusters", None)
+    staging = tmp_path / "staging"
+    staging.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "staging",
+        "clusters": [{"name": "s", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "contexts": [{"name": "staging", "context": {"cluster": "s", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}]}))
+    monkeypatch.setenv("KUBECONFIG", f"{clusters}:{staging}")
+    with pytest.raises(ClusterError):
+        run._run_on_configured_cluster()
+    out = capsys.readouterr().out
+    assert f"using the cluster configured in {staging} (its current-context staging)" in out
