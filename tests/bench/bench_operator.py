@@ -1303,9 +1303,17 @@ def main() -> int:
             parser.error(f"--operator-env takes NAME=VALUE (a variable name, '=', its value), "
                          f"not {item!r}")
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    return until_stopped(partial(run, args))
+
+
+def until_stopped(body: Callable[[], int]) -> int:
+    """``body()``, which Ctrl-C (SIGINT), SIGTERM and SIGHUP each interrupt with every clean-up
+    run, as for ``wingman dev run``: the operators, the node harness and the control plane are
+    stopped; 130 then. The handlers are the bench's own: started in the background by a script
+    (``python bench_operator.py &``), it inherits SIGINT ignored."""
     try:
-        with stopping_on_signals():  # SIGTERM/SIGHUP stop the control plane as Ctrl-C does
-            return run(args)
+        with stopping_on_signals():
+            return body()
     except KeyboardInterrupt as exc:
         print(f"bench stopped ({exc.args[0] if exc.args else 'Ctrl-C'}); everything it "
               "started is stopped", file=sys.stderr)

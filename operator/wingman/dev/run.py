@@ -129,15 +129,20 @@ class Stopped(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def stopping_on_signals() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into :class:`Stopped` (a KeyboardInterrupt) for the duration,
-    so that every ``finally`` and ExitStack callback runs: the control plane, the node
-    harness and the operator are stopped whatever ends the command."""
+    """Turn SIGTERM and SIGHUP into :class:`Stopped` (a KeyboardInterrupt) and SIGINT into a
+    KeyboardInterrupt for the duration, so that every ``finally`` and ExitStack callback runs:
+    the control plane, the node harness and the operator are stopped whatever ends the
+    command. SIGINT gets its handler here too: a command started in the background by a
+    non-interactive shell (``cmd &`` in a script) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt of its own, so Ctrl-C or ``kill -INT`` would leave it, and
+    everything it started, running."""
     def raise_stopped(signum: int, _frame: object) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):  # a second signal never cuts the clean-up
             signal.signal(sig, signal.SIG_IGN)
         raise Stopped(signum)
 
     previous = {sig: signal.signal(sig, raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:

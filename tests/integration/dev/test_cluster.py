@@ -169,3 +169,46 @@ def test_the_control_plane_stops_when_its_owner_is_killed(
         for pid in pids.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_background_dev_cluster_stops_the_control_plane_on_each_signal(
+        tmp_path_factory: pytest.TempPathFactory, sig: int) -> None:
+    """``wingman dev cluster &`` in a script: started with SIGINT ignored, as a non-interactive
+    shell starts background jobs; SIGINT (``kill -INT``), SIGTERM and SIGHUP each stop etcd,
+    kube-apiserver and kube-controller-manager, and it says so."""
+    work = tmp_path_factory.mktemp("dev-cluster-signal")
+    out_path = work / "out"
+    env = {**os.environ, "TMPDIR": str(work)}
+    shell = subprocess.Popen(
+        ["sh", "-c", '"$0" -m wingman.cli dev cluster > "$1" 2>&1 & pid=$!; echo "$pid"; '
+                     'wait "$pid"; echo "exit $?" >> "$1"', sys.executable, str(out_path)],
+        stdout=subprocess.PIPE, text=True, env=env)
+    started: list[int] = []
+    owner = 0
+    try:
+        assert shell.stdout is not None
+        owner = int(shell.stdout.readline())
+        _eventually(lambda: "press Ctrl-C to stop" in (
+            out_path.read_text() if out_path.exists() else ""), timeout=120)
+        started = [int(pid) for pid in subprocess.run(
+            ["pgrep", "-f", str(work)], capture_output=True, text=True,
+            check=False).stdout.split()]
+        assert len(started) >= 3, "etcd, kube-apiserver and kube-controller-manager run"
+        os.kill(owner, sig)
+        try:
+            shell.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{signal.Signals(sig).name} left wingman dev cluster "
+                                 f"running: {out_path.read_text()}") from None
+        out = out_path.read_text()
+        assert "stopped everything this command started" in out, out
+        assert "exit 0" in out, out
+        assert not any(_alive(pid) for pid in started), "the control plane is stopped"
+    finally:
+        if shell.poll() is None:
+            for pid in [pid for pid in (*started, owner) if pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            shell.wait()

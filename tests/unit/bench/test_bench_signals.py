@@ -1,0 +1,85 @@
+"""The operator bench stops everything it started on Ctrl-C (SIGINT), SIGTERM and SIGHUP, also
+when a script started it in the background, which leaves SIGINT ignored
+(tests/bench/bench_operator.py, ``until_stopped``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# what the bench runs, in little: a process it started, stopped by its clean-up
+BENCH = """
+import signal, subprocess, sys
+from bench import bench_operator as bench
+
+print("inherited SIGINT ignored:", signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+      flush=True)
+
+def body() -> int:
+    child = subprocess.Popen(["sleep", "300"])
+    try:
+        print("started", child.pid, flush=True)
+        while True:
+            signal.pause()
+    finally:
+        child.terminate()
+        child.wait()
+        print("stopped", child.pid, flush=True)
+
+sys.exit(bench.until_stopped(body))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_background_bench_stops_what_it_started_on_each_signal(tmp_path: Path,
+                                                                 sig: int) -> None:
+    out_path = tmp_path / "out"
+    # `&` in a non-interactive shell: the bench starts with SIGINT ignored
+    shell = subprocess.Popen(
+        ["sh", "-c", '"$0" -c "$1" > "$2" 2>&1 & pid=$!; echo "$pid"; wait "$pid"; '
+                     'echo "exit $?" >> "$2"', sys.executable, BENCH, str(out_path)],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    child = 0
+    try:
+        assert shell.stdout is not None
+        bench = int(shell.stdout.readline())
+        deadline = time.monotonic() + 60
+        while "started" not in (out_path.read_text() if out_path.exists() else ""):
+            assert shell.poll() is None, out_path.read_text()
+            assert time.monotonic() < deadline, "the bench stand-in did not start"
+            time.sleep(0.1)
+        text = out_path.read_text()
+        assert "inherited SIGINT ignored: True" in text, text
+        child = int(text.split("started ", 1)[1].split()[0])
+        os.kill(bench, sig)
+        try:
+            shell.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{signal.Signals(sig).name} left the bench running: "
+                                 f"{out_path.read_text()}") from None
+        out = out_path.read_text()
+        assert f"stopped {child}" in out
+        assert "everything it started is stopped" in out
+        assert "exit 130" in out
+        assert not _alive(child)
+    finally:
+        if shell.poll() is None:
+            for pid in (bench, child):
+                if pid and _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            shell.wait()
