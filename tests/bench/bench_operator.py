@@ -899,9 +899,10 @@ def targets(reals: list[dict[str, Any]], noops: list[dict[str, Any]]
     ]
 
 
-def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> None:
+def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> list[str]:
     """The medians of the runs side by side (the real operator's range beside them when there
-    was more than one run); no-op columns and ratio targets are left out without a no-op."""
+    was more than one run); no-op columns and ratio targets are left out without a no-op.
+    Returns the targets missed."""
     n = reals[0]["count"]
     runs = f"median of {len(reals)} runs" if len(reals) > 1 else "one run"
     print(f"\n{n} requests + {n} grants at once ({runs} of each side)")
@@ -952,12 +953,16 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> None:
               f"{n} Job creations in some run: request counts are short (dropped or late "
               "audit events); do not trust the request rows")
     print("\ntargets" + (f" (on the medians of {len(reals)} runs)" if len(reals) > 1 else ""))
+    missed: list[str] = []
     for name, value, limit in targets(reals, noops):
         if value is None:
             print(f"  n/a   {name}: no no-op run (--skip-noop)")
         else:
+            if value > limit:
+                missed.append(name)
             print(f"  {'PASS' if value <= limit else 'MISS'}  {name}: {value:.2f} "
                   f"(limit {limit})")
+    return missed
 
 
 def report_execution(execution: dict[str, Any]) -> None:
@@ -1280,7 +1285,8 @@ def main() -> int:
                              "such a run")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the work directory (logs, audit) after a run that "
-                             "succeeded; one that failed is always kept")
+                             "met its targets; one that failed, was stopped or missed a "
+                             "target is always kept")
     parser.add_argument("--total", type=int, default=10000, help="soak: requests (+ grants)")
     parser.add_argument("--minutes", type=float, default=10.0, help="soak: duration")
     parser.add_argument("--rounds", type=int, default=3, help="failover: rounds")
@@ -1321,24 +1327,39 @@ def until_stopped(body: Callable[[], int]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The mode asked for in a fresh work directory, removed afterwards unless the run failed
-    (or --keep-work): each holds a control plane's data and logs, hundreds of MB."""
+    """The mode asked for in a fresh work directory, removed afterwards unless the run failed,
+    was stopped or missed a target (or --keep-work, --profile): each holds a control plane's
+    data and logs, hundreds of MB."""
     work = Path(tempfile.mkdtemp(prefix="wingman-bench-"))
     progress(f"work directory (operator logs, audit, API server audit log): {work}")
-    finished = False
+    missed: list[str] | None = None  # None: the run did not finish
     try:
-        code = run_in(args, work)
-        finished = True
-        return code
+        missed = run_in(args, work)
+        return 0
     finally:
-        if finished and not args.keep_work and not args.profile:
-            shutil.rmtree(work, ignore_errors=True)
-            progress(f"work directory removed (--keep-work keeps it): {work}")
-        else:
-            progress(f"work directory kept: {work}")
+        finish_work(work, missed, keep=args.keep_work or bool(args.profile))
 
 
-def run_in(args: argparse.Namespace, work: Path) -> int:
+def finish_work(work: Path, missed: list[str] | None, *, keep: bool) -> None:
+    """Remove the work directory after a run that finished with every target met (``missed``
+    empty) unless ``keep``; keep it, and say where, after a run that did not finish (None) or
+    missed a target: its operator logs, audit trails and the API server's audit log are what
+    to read then."""
+    if missed is None:
+        progress(f"work directory kept (the run did not finish): {work}")
+    elif missed:
+        progress(f"work directory kept ({len(missed)} target(s) missed: {'; '.join(missed)}): "
+                 f"{work}")
+    elif keep:
+        progress(f"work directory kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        progress(f"work directory removed (--keep-work keeps it): {work}")
+
+
+def run_in(args: argparse.Namespace, work: Path) -> list[str]:
+    """The mode asked for, in ``work``; returns the targets it missed (only the burst's
+    targets are judged)."""
     operator_env = dict(item.partition("=")[::2] for item in args.operator_env)
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
@@ -1348,20 +1369,20 @@ def run_in(args: argparse.Namespace, work: Path) -> int:
             cluster.apply_crds(Path(__file__).resolve().parents[2] / "crds")
             if args.mode == "soak":
                 run_soak(cluster, work, args.total, args.minutes, args.workers, operator_env)
-                return 0
+                return []
             if args.mode == "failover":
                 run_failover(cluster, work, args.rounds)
-                return 0
+                return []
             if args.mode == "outage":
                 run_outage(cluster, work, min(args.count, 100), args.outage_seconds,
                            args.component)
-                return 0
+                return []
             if args.mode == "execute":
                 report_execution(run_execution(cluster, work, args.execute, 4, operator_env))
-                return 0
+                return []
             if args.mode == "fuzz":
                 run_fuzz_mode(cluster, work, args.count, args.seed)
-                return 0
+                return []
             reals: list[dict[str, Any]] = []
             noops: list[dict[str, Any]] = []
             for i in range(args.runs):  # alternating, so a drift of the machine hits both
@@ -1375,7 +1396,7 @@ def run_in(args: argparse.Namespace, work: Path) -> int:
                                            partial(start_noop,
                                                    runnable=args.noop_jobs == "runnable"),
                                            profile=args.profile))
-            report(reals, noops)
+            missed = report(reals, noops)
             if args.profile:
                 from wingman.dev import tools as devtools
 
@@ -1391,7 +1412,7 @@ def run_in(args: argparse.Namespace, work: Path) -> int:
     finally:
         load = os.getloadavg()
         print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    return 0
+    return missed
 
 
 if __name__ == "__main__":

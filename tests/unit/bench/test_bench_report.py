@@ -3,6 +3,7 @@ without the no-op claims no ratio (tests/bench/bench_operator.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,3 +133,34 @@ def test_an_operator_restarted_between_the_scrapes_counts_from_its_restart() -> 
     assert before is not None and after is not None
     got = bench.steps(before, after)["audit records/write"]
     assert got["count"] == 1 and got["mean"] == 3  # not 1 - 10 writes of nonsense
+
+
+def test_the_report_returns_the_targets_missed(capsys: pytest.CaptureFixture[str]) -> None:
+    reals = [run(300, 900, 0, 300, 160)]
+    noops = [run(100, 0, 400, 100, 100)]
+    missed = bench.report(reals, noops)
+    assert missed == ["create→consensus p95 ≤ 1.5x no-op", "operator peak RSS ≤ 150 MiB"]
+    assert bench.report([run(100, 900, 0, 300, 140)], noops) == []
+    assert bench.report([run(100, 900, 0, 300, 140)], []) == []  # n/a is no miss
+
+
+@pytest.mark.parametrize(("missed", "keep", "kept", "says"), [
+    (["operator peak RSS ≤ 150 MiB"], False, True,
+     "kept (1 target(s) missed: operator peak RSS ≤ 150 MiB)"),
+    (["operator peak RSS ≤ 150 MiB"], True, True, "target(s) missed"),
+    (None, False, True, "kept (the run did not finish)"),
+    ([], True, True, "work directory kept"),
+    ([], False, False, "work directory removed (--keep-work keeps it)"),
+])
+def test_the_work_directory_is_kept_when_a_target_is_missed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], missed: list[str] | None,
+        keep: bool, kept: bool, says: str) -> None:
+    """A run that missed a target keeps its operator logs and audit trails to read (and says
+    where); one that met them all is removed unless --keep-work."""
+    work = tmp_path / "wingman-bench-x"
+    (work / "real-bench").mkdir(parents=True)
+    (work / "real-bench" / "operator.log").write_text("log\n")
+    bench.finish_work(work, missed, keep=keep)
+    assert work.exists() is kept
+    err = capsys.readouterr().err
+    assert says in err and str(work) in err
