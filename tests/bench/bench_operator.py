@@ -54,7 +54,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -486,11 +486,34 @@ class Running:
     metrics: Callable[[], str] | None = None
 
 
+#: the WINGMAN_* variables the bench itself reads (where the pinned tools are); every other
+#: one in the caller's environment is ignored, and said to be
+BENCH_READS = ("WINGMAN_CACHE", "WINGMAN_TOOLS_DIR")
+
+
+def ignored_environment(environ: Mapping[str, str]) -> list[str]:
+    """The WINGMAN_* variables of ``environ`` the bench ignores: the operators it starts get an
+    environment of their own (the chart's settings, the bench's, then ``--operator-env``), so a
+    variable left set in the shell changes no figure unseen."""
+    return sorted(name for name in environ
+                  if name.startswith("WINGMAN_") and name not in BENCH_READS)
+
+
+def say_ignored(environ: Mapping[str, str]) -> None:
+    """Name the WINGMAN_* variables ignored (names only: a value may be a credential)."""
+    ignored = ignored_environment(environ)
+    if ignored:
+        progress(f"ignoring {', '.join(ignored)} from your environment: the operators the "
+                 "bench starts get an environment of their own; give the real operator a "
+                 "setting with --operator-env NAME=VALUE")
+
+
 def start_real(cluster: LocalCluster, ns: str, work: Path, *, audit_volume: bool = False,
                extra_env: dict[str, str] | None = None) -> Running:
+    """The real operator with the environment OperatorProcess gives it (the chart's settings,
+    none of the caller's WINGMAN_* variables), the bench's settings and ``extra_env``
+    (``--operator-env``) on top."""
     env = {"WINGMAN_LOG_FORMAT": "json", "WINGMAN_SWEEP_INTERVAL_SECONDS": "10"}
-    if os.environ.get("WINGMAN_API_CONCURRENCY"):  # to compare settings: passed through
-        env["WINGMAN_API_CONCURRENCY"] = os.environ["WINGMAN_API_CONCURRENCY"]
     env.update(extra_env or {})  # --operator-env
     if audit_volume:  # gateway pods write to the same audit file (the node harness mounts it)
         env["WINGMAN_AUDIT_VOLUME_CLAIM"] = "wingman-audit"
@@ -1273,7 +1296,8 @@ def main() -> int:
                              "the medians (and the real operator's range)")
     parser.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
                         help="burst, execute, soak: an environment variable for the real operator "
-                             "(repeatable), to compare settings")
+                             "(repeatable), to compare settings; the only way to give it one: "
+                             "WINGMAN_* variables of your environment are ignored (and named)")
     parser.add_argument("--noop-jobs", choices=("suspended", "runnable"), default="suspended",
                         help="burst: the no-op's Jobs suspended (the floor the targets name), "
                         "or runnable (the Job controller then makes their pods at once, as "
@@ -1309,6 +1333,7 @@ def main() -> int:
             parser.error(f"--operator-env takes NAME=VALUE (a variable name, '=', its value), "
                          f"not {item!r}")
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    say_ignored(os.environ)
     return until_stopped(partial(run, args))
 
 
