@@ -30,7 +30,8 @@ The steps, in order (``redact``):
    collection or continued scalar under a credential key, or a plain scalar or sequence items
    on the lines below one without a value (also in a ConfigMap's ``data``), every value
    nested under one at any depth (``password:`` / ``  current:`` / ``    value: VALUE``) but
-   those of keys naming no value (``user``, ``path``) and those under a reference, the value
+   the scalars of keys naming no value (``user``, ``path``) and a Kubernetes reference's
+   fields (``valueFrom:`` / ``  secretKeyRef:`` / ``    name: db``), the value
    ``kubectl describe configmap`` prints below a credential key and ``----``; and the
    ``data``/``stringData`` of a Secret inside a one-line JSON (such as the
    ``last-applied-configuration`` annotation).
@@ -364,12 +365,25 @@ _REFERENCE_SEGMENTS = frozenset({"ref", "refs", "reference", "selector", "name",
                                  "source", "from"})
 
 
-# the last segments of a key nested under a credential one that names no value: who it is,
-# where the value is, what it is about (``user``, ``secretName``, ``path``, ``expirySeconds``;
-# a Secret volume's ``items``, each a key and a path)
+# the last segments of a key nested under a credential one whose scalar value names no value:
+# who it is, where the value is, what it is about (``user``, ``secretName``, ``path``,
+# ``expirySeconds``); what is nested below such a key is read as values all the same
 _NAMES_NO_VALUE = _REFERENCE_SEGMENTS | _NOT_A_VALUE | {
     "items", "user", "username", "login", "email", "enabled", "kind", "apiversion",
     "namespace", "description"}
+# Kubernetes' references, the only mappings under a credential key whose contents are kept:
+# each one's own fields (where a value is: a Secret's name and key, a field's path), and the
+# references nested in it (``valueFrom:`` / ``  secretKeyRef:``; a Secret volume's ``items``,
+# each a key, a path and a mode). Any other child of one holds a value.
+_REFERENCES: dict[str, frozenset[str]] = {
+    "valueFrom": frozenset({"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"}),
+    "secretKeyRef": frozenset({"name", "key", "optional"}),
+    "configMapKeyRef": frozenset({"name", "key", "optional"}),
+    "fieldRef": frozenset({"apiVersion", "fieldPath"}),
+    "resourceFieldRef": frozenset({"containerName", "resource", "divisor"}),
+    "items": frozenset({"key", "path", "mode"}),
+}
+_NO_REFERENCE = "*"  # what is nested in a reference's other child: every scalar a value
 
 
 def _nested_value(key: str) -> bool:
@@ -446,9 +460,11 @@ class _Structure:
         self.key_pending: int | None = None  # indent of a credential key with its value below
         self.pending_key = ""  # that key
         # (indent, whether its sequence is at its own indent) of a credential key whose
-        # nested keys hold its value; the indent of a reference among them (not read below)
+        # nested keys hold its value; the keys open below it, innermost last: (indent, the
+        # reference it is, "" for any other mapping, _NO_REFERENCE below a reference's other
+        # child)
         self.nested: tuple[int, bool] | None = None
-        self.nested_skip: int | None = None
+        self.nested_open: list[tuple[int, str]] = []
         self.described = False  # in a ``kubectl describe configmap`` value (``KEY:``/``----``)
         self.lines: list[str] = []
         self.index = 0
@@ -625,7 +641,7 @@ class _Structure:
             parent, items = self.nested
             if indent < parent or (indent == parent and not (
                     items and (stripped == "-" or stripped.startswith("- ")))):
-                self.nested = self.nested_skip = None
+                self.nested, self.nested_open = None, []
             else:
                 self._json(line, base)
                 self._nested_line(line, base, stripped, indent)
@@ -695,13 +711,16 @@ class _Structure:
         """A line nested, at any depth, under a credential key without a value (``password:``
         / ``  value: VALUE``, ``db_password:`` / ``  current:`` / ``    value: VALUE``): every
         value is redacted (also as a block scalar, a flow collection, a sequence item or on
-        the lines below) but a reference's and what names no value (``secretKeyRef:``,
-        ``secretName``, ``path``, ``items``, ``user``): what is below a reference is kept."""
-        if self.nested_skip is not None:
-            if indent > self.nested_skip or (indent == self.nested_skip and (
-                    stripped == "-" or stripped.startswith("- "))):  # its sequence
-                return
-            self.nested_skip = None
+        the lines below) but the scalar of a key that names no value (``secretName``,
+        ``path``, ``user``) and the fields of a Kubernetes reference (:data:`_REFERENCES`:
+        ``secretKeyRef:`` / ``  name: db``); any other child of a reference, and what is
+        nested below a key that names no value (``valueFrom:`` / ``  x: VALUE``, ``items:`` /
+        ``  - VALUE``), is a value."""
+        opened = self.nested_open
+        item = stripped == "-" or stripped.startswith("- ")
+        while opened and (indent < opened[-1][0] or (indent == opened[-1][0] and not item)):
+            opened.pop()
+        reference = opened[-1][1] if opened else ""
         match = _YAML_KEY.match(line)
         if match is None:  # a plain scalar, a sequence item: a value
             first = len(line) - len(line.lstrip(" \t-"))
@@ -713,14 +732,17 @@ class _Structure:
         key = _unquote(match.group("key").strip())
         key_indent = indent + (len(match.group("dash")) if match.group("dash") else 0)
         value, value_at = self._value(line, base, match)
-        if not _nested_value(key):
-            if value is None:
-                self.nested_skip = key_indent
-        elif value is None:
-            pass  # a mapping or a value below: its lines are read next
+        fields = _REFERENCES.get(reference, frozenset())
+        if value is None:  # a mapping, a sequence or a value below: its lines are read next
+            if reference != _NO_REFERENCE and key in _REFERENCES and (
+                    not reference or key in fields):
+                opened.append((key_indent, key))
+            else:  # below a reference's other child, all is a value (no field kept)
+                opened.append((key_indent, _NO_REFERENCE if reference else ""))
         elif value.startswith(("{", "[")):
             self._flow(base + value_at, "all")
-        else:
+        elif (key not in fields or key in _REFERENCES) if reference \
+                else _nested_value(key) or key in _REFERENCES:
             if not _BLOCK_SCALAR.fullmatch(value.strip()):
                 self._add(base, _value_span(line, value_at))
             self.scalar_indent = key_indent  # a block scalar, or a plain one continued
@@ -746,7 +768,7 @@ class _Structure:
         if (indent > self.key_pending or item) and _YAML_KEY.match(line) is not None and \
                 _neutral_parent(self.pending_key):
             self.nested = (self.key_pending, indent == self.key_pending)  # ``  value: ...``
-            self.nested_skip, self.key_pending = None, None
+            self.nested_open, self.key_pending = [], None
             self._nested_line(line, base, stripped, indent)
             return True
         self.key_pending = None

@@ -1077,6 +1077,21 @@ POSITIONAL = {
     "yaml-nested-flow": f"password:\n  history: [{PASSWORD}, old]\n",
     "yaml-list-of-maps": f"credentials:\n- current: {PASSWORD}\n",
     "yaml-below-a-reference": f"password:\n  secretKeyRef:\n    name: db\n  current: {PASSWORD}\n",
+    # below a key that names no value, or a reference, any child but a reference's own fields
+    "yaml-under-value-from": f"password:\n  valueFrom:\n    x: {PASSWORD}\n",
+    "yaml-under-value-from-deeper": f"token:\n  valueFrom:\n    x:\n      name: {PASSWORD}\n",
+    "yaml-value-from-scalar": f"password:\n  valueFrom: {PASSWORD}\n",
+    "yaml-value-from-items": f"password:\n  valueFrom:\n  - {PASSWORD}\n",
+    "yaml-reference-other-field":
+        f"password:\n  valueFrom:\n    secretKeyRef:\n      name: db\n      value: {PASSWORD}\n",
+    "yaml-reference-as-scalar": f"password:\n  valueFrom:\n    secretKeyRef: {PASSWORD}\n",
+    "yaml-items-list": f"password:\n  items:\n    - {PASSWORD}\n",
+    "yaml-items-list-same-indent": f"api_token:\n  items:\n  - {PASSWORD}\n",
+    "yaml-items-values": f"password:\n  items:\n    - value: {PASSWORD}\n",
+    "yaml-under-user": f"password:\n  user:\n    current: {PASSWORD}\n",
+    "yaml-under-selector": f"secret:\n  selector:\n    x: {PASSWORD}\n",
+    "yaml-under-path-list": f"password:\n  path:\n  - {PASSWORD}\n",
+    "yaml-user-flow": f"password:\n  user: {{name: bob, pw: {PASSWORD}}}\n",
     "json-two-levels-down": f'{{"db_password": {{"current": {{"value": "{PASSWORD}"}}}}}}\n',
     "json-pretty-two-levels-down":
         f'{{\n  "db_password": {{\n    "current": {{\n      "value": "{PASSWORD}"\n'
@@ -1130,6 +1145,13 @@ KEPT_AROUND = [
     ("auth:\n  enabled: true\n  username: app\n  rootPassword: s3cr3t\nimage: db:1\n",
      "auth:\n  enabled: true\n  username: app\n  rootPassword: [REDACTED]\nimage: db:1\n"),
     ("volumes:\n- name: v\n  secret:\n    items:\n    - key: password\n      path: pw\n", None),
+    # Kubernetes' references under a credential key, every field of theirs kept
+    ("password:\n  valueFrom:\n    configMapKeyRef:\n      name: db\n      key: pw\n"
+     "      optional: true\n    fieldRef:\n      apiVersion: v1\n"
+     "      fieldPath: metadata.name\n    resourceFieldRef:\n      containerName: app\n"
+     "      resource: limits.cpu\n      divisor: 1m\n  user: bob\n  name: db\n", None),
+    ("password:\n  secret:\n    items:\n    - key: password\n      path: pw\n      mode: 256\n",
+     None),
     ("root:x:0:0:root:/root:/bin/bash\n", None),
     ("2026-12-03T10:00:00.123:INFO:started\n", None),
     # what is about a credential, not one: a duration, a public key
