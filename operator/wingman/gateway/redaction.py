@@ -21,7 +21,8 @@ The steps, in order (``redact``):
    name: they can hide a credential from the rules below, and from a person reading it.
 2. **Known secrets** (the caller's: the capability token, the ServiceAccount token): every
    occurrence, also split across lines or spaces, and also base64- (any alignment), hex-,
-   percent- or JSON-escaped.
+   percent- or JSON-escaped; at the end of the gateway's output (cut at its bound or its
+   deadline), a start of one of 8 characters or more.
 3. **Structure.** Output of ``kubectl -o yaml|json`` (and kubeconfigs) is read line by line
    as YAML or JSON: every value in a Secret's ``data``/``stringData`` (and any base64 value in a
    ``data``/``binaryData`` block) whatever its key, in block or flow style, behind anchors and
@@ -240,8 +241,36 @@ def _forms(secret: str) -> set[str]:
     return {f for f in forms if len(f) >= 8 or f == secret}
 
 
-def _redact_known(text: str, secrets: Iterable[str]) -> str:
-    """Every occurrence of each secret (and its encodings), whitespace inside ignored."""
+# The least of a known secret's start (or of one of its forms) that, ending a cut output, is
+# redacted: as short as the forms found whole (:func:`_forms`), so that a cut shows at most 7
+# characters of a secret's start (a JWT's header, which is no secret: its signature is), and
+# long enough that an output ending by chance in the start of one is rare.
+_CUT_LEAST = 8
+
+
+def _cut_start(compact: str, form: str) -> int | None:
+    """Where the longest start of ``form`` (``_CUT_LEAST`` characters or more, not all of it)
+    that ends ``compact`` begins; None when none does. Knuth-Morris-Pratt over the last
+    characters only: linear in the form's length, whatever the text."""
+    if len(form) <= _CUT_LEAST:
+        return None
+    fallback, k = [0] * len(form), 0  # the longest start of form ending each of its starts
+    for i in range(1, len(form)):
+        while k and form[i] != form[k]:
+            k = fallback[k - 1]
+        k += form[i] == form[k]
+        fallback[i] = k
+    k = 0
+    for char in compact[-(len(form) - 1):]:
+        while k and char != form[k]:
+            k = fallback[k - 1]
+        k += char == form[k]
+    return len(compact) - k if k >= _CUT_LEAST else None
+
+
+def _redact_known(text: str, secrets: Iterable[str], cut: bool = False) -> str:
+    """Every occurrence of each secret (and its encodings), whitespace inside ignored; and,
+    when the text may end inside one (``cut``), a start of one at its end."""
     wanted = {form for s in secrets if s for form in _forms(s)}
     wanted = {w for w in ("".join(f.split()) for f in wanted) if w}
     if not wanted:
@@ -254,6 +283,9 @@ def _redact_known(text: str, secrets: Iterable[str]) -> str:
         while at != -1:
             spans.append((keep[at], keep[at + len(form) - 1] + 1))
             at = compact.find(form, at + len(form))
+        start = _cut_start(compact, form) if cut else None
+        if start is not None:
+            spans.append((keep[start], keep[-1] + 1))
     return _apply(text, spans)
 
 
@@ -1989,9 +2021,10 @@ def _unescape(text: str) -> str:
     return _STRING_ESCAPE.sub(one, text)
 
 
-def _redact_once(text: str, secrets: Iterable[str], beyond: tuple[bool, bool]) -> str:
+def _redact_once(text: str, secrets: Iterable[str], beyond: tuple[bool, bool],
+                 cut: bool = False) -> str:
     text = clean(text)
-    text = _redact_known(text, secrets)
+    text = _redact_known(text, secrets, cut)
     text = _apply(text, _Structure(text, beyond).run())
     if _PEM_FAST in text:
         text = _PEM.sub(REDACTED, text)
@@ -2001,28 +2034,31 @@ def _redact_once(text: str, secrets: Iterable[str], beyond: tuple[bool, bool]) -
     return _TOKEN_SHAPES.sub(REDACTED, text)
 
 
-def redact(text: str, secrets: Iterable[str] = (), command: Sequence[str] = ()) -> str:
+def redact(text: str, secrets: Iterable[str] = (), command: Sequence[str] = (), *,
+           cut: bool = False) -> str:
     """``text`` cleaned, with credentials replaced by ``[REDACTED]`` (see the module doc);
     withheld whole when ``command`` (the argv that printed it) prints Secrets in a format no
     rule can read (:func:`withholds`). Text with string escapes is read once more with them
-    decoded; when that finds more, the decoded text is what is kept (fail closed)."""
-    return _redact(text, tuple(secrets), command, (False, False))
+    decoded; when that finds more, the decoded text is what is kept (fail closed). ``cut``:
+    the text may end inside one of ``secrets`` (output cut at a bound or a deadline): a start
+    of one (or of its forms) of ``_CUT_LEAST`` characters or more at its end is redacted."""
+    return _redact(text, tuple(secrets), command, (False, False), cut)
 
 
 def _redact(text: str, secrets: tuple[str, ...], command: Sequence[str],
-            beyond: tuple[bool, bool]) -> str:
+            beyond: tuple[bool, bool], cut: bool = False) -> str:
     if withholds(command) or (command and command[0] == "kubectl" and
                               _TEMPLATE_DUMP.search(text) is not None):
         return WITHHELD
     text = _BINARY_LINE.sub(REDACTED, text)  # a binary file's bytes: a key, a keystore
-    text = _redact_once(text, secrets, beyond)
+    text = _redact_once(text, secrets, beyond, cut)
     for _ in range(_MAX_UNESCAPES):
         if "\\" not in text:
             break
         view = _unescape(text)
         if view == text:
             break
-        again = _redact_once(view, secrets, beyond)
+        again = _redact_once(view, secrets, beyond, cut)
         if again == clean(view):
             break
         text = again
@@ -2112,10 +2148,12 @@ def _whole_characters(raw: bytes) -> bytes:
 def bound_output(raw: bytes, *, limit: int, truncated: bool, secrets: Sequence[str] = (),
                  command: Sequence[str] = ()) -> tuple[str, bool, str]:
     """(redacted text of at most ``limit`` UTF-8 bytes, truncated, its ``sha256:<hex>``);
-    ``command`` is the argv that printed ``raw`` (see :func:`redact`)."""
+    ``command`` is the argv that printed ``raw`` (see :func:`redact`). ``raw`` may end inside
+    one of ``secrets`` (cut at the bound, or where the command was killed at its deadline):
+    a start of one at its end is redacted too."""
     if truncated:
         raw = _whole_characters(raw)
-    text = redact(raw.decode("utf-8", errors="replace"), secrets, command)
+    text = redact(raw.decode("utf-8", errors="replace"), secrets, command, cut=True)
     data = text.encode("utf-8")
     if len(data) > limit:
         text = data[:limit].decode("utf-8", errors="ignore")

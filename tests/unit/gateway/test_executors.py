@@ -231,6 +231,19 @@ def test_the_executor_token_is_redacted_from_output(
     assert EXECUTOR_TOKEN not in repr(creds)
 
 
+def test_the_executor_token_cut_by_the_output_bound_is_redacted_from_its_start(
+    fake_kubectl: Path, creds: Credentials
+) -> None:
+    """The bound cuts the output inside the executor's token: its start is no whole token,
+    and no other rule knows it; it is redacted all the same."""
+    settings = _settings(WINGMAN_MAX_OUTPUT_BYTES="1024")
+    result = executors.execute(["kubectl", "say", "a" * 1000 + f" {EXECUTOR_TOKEN}\n"],
+                               settings=settings, credentials=creds)
+    assert result.truncated
+    assert result.output == "a" * 1000 + f" {REDACTED}"
+    assert result.output_sha256 == _sha(result.output)
+
+
 def test_a_service_account_token_replaced_during_the_command_is_redacted_too(
     fake_kubectl: Path, creds: Credentials
 ) -> None:

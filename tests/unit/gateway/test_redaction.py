@@ -195,6 +195,45 @@ def test_a_secret_cut_off_by_the_output_bound_is_still_redacted() -> None:
     assert base64.b64encode(PASSWORD.encode()).decode()[:7] not in out
 
 
+KNOWN = "capability-" + "Zm9vYmFyYmF6cXV4" * 4
+
+
+# (the secret's own characters start 3 characters into its base64 after 2 other bytes)
+@pytest.mark.parametrize(("form", "skip"), [
+    (KNOWN, 0), (KNOWN.encode().hex(), 0), (base64.b64encode(b"xy" + KNOWN.encode()).decode(), 3),
+    (KNOWN[:10] + "\n  " + KNOWN[10:], 0)])
+@pytest.mark.parametrize("shown", [8, 13, 40])
+def test_a_known_secret_cut_by_the_output_bound_loses_its_start_too(form: str, skip: int,
+                                                                      shown: int) -> None:
+    """The bound (or the deadline) cuts the raw output inside a known secret: its start at
+    the end, in any of the forms found whole, is redacted (8 characters or more of it)."""
+    raw = ("before\n" + form).encode()
+    cut = raw.index(form.encode()) + skip + shown + (3 if "\n" in form and shown > 10 else 0)
+    text, truncated, _ = bound_output(raw[:cut], limit=1 << 16, truncated=True,
+                                      secrets=[KNOWN])
+    assert truncated and text.startswith("before\n") and text.endswith(REDACTED), text
+    assert "".join(form.split())[skip:skip + 8] not in "".join(text.split()), text
+
+
+def test_a_megabyte_of_a_known_secret_s_starts_is_read_in_linear_time() -> None:
+    periodic = "ab" * 4096  # a secret whose starts recur in itself: the worst case
+    started = time.process_time()
+    text, _, _ = bound_output(("ab" * 500_000 + "c").encode(), limit=1 << 21, truncated=True,
+                              secrets=[periodic, KNOWN])
+    assert time.process_time() - started < 20
+    assert text.startswith(REDACTED) and text.endswith("ab" * 288 + "c")  # whole copies only
+
+
+def test_a_start_of_a_known_secret_shorter_than_eight_or_not_at_the_end_is_kept() -> None:
+    text, _, _ = bound_output(f"at {KNOWN[:7]}".encode(), limit=1024, truncated=True,
+                              secrets=[KNOWN])
+    assert text == f"at {KNOWN[:7]}"
+    text, _, _ = bound_output(f"{KNOWN[:12]} then more\n".encode(), limit=1024,
+                              truncated=True, secrets=[KNOWN])
+    assert text == f"{KNOWN[:12]} then more\n"
+    assert redact(f"at {KNOWN[:12]}", [KNOWN]) == f"at {KNOWN[:12]}"  # not cut: whole ones
+
+
 def test_a_kubeconfig_keeps_its_shape_and_loses_its_credentials() -> None:
     client_key = base64.b64encode(PEM_KEY.encode()).decode()
     text = textwrap.dedent(f"""\
