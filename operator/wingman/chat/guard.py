@@ -11,6 +11,11 @@
   with the same admission policy as ``kubectl wingman approve``, on the impersonated person.
 - ``StepUp``: TOTP (pyotp, RFC 6238, 30 s steps, one step of clock drift either side), each
   code accepted once per person; a decision waiting for its code expires after the window.
+  Which codes were used is memory, so a restarted process (``started``) accepts no code that
+  the one before it could have accepted: only codes of time steps that no process accepts
+  before ``started`` (a step's code is accepted from one step before it begins, the drift),
+  refusing the others as ``StepUpBeforeStart`` with the time from which the authenticator
+  shows one it takes. That is at most about a minute after a start, and costs no write.
   Wrong codes are throttled (RFC 6238 section 5.2): after ``STEP_UP_MAX_FAILURES`` in a row a
   person's codes are refused (``StepUpLocked``, even the right one) for
   ``STEP_UP_LOCKOUT_SECONDS``, so whoever holds a person's chat session cannot guess the six
@@ -25,6 +30,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -142,17 +148,40 @@ class StepUp:
     secrets: Mapping[str, str]  # Kubernetes user -> base32 TOTP secret
     window_seconds: int = 120
     clock: Callable[[], float] | None = None
+    #: When this process started (epoch seconds; the clock's now by default): codes another
+    #: process could have accepted before then are refused, as their use is not remembered.
+    started: float | None = None
     _last_step: dict[str, int] = field(default_factory=dict)
     _pending: dict[tuple[str, str], PendingStepUp] = field(default_factory=dict)
     _failures: dict[str, int] = field(default_factory=dict)  # wrong codes in a row, by user
     _locked_until: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self._now()
+
     def _now(self) -> float:
         return time.time() if self.clock is None else self.clock()
 
+    def _before_start(self, totp: pyotp.TOTP, step: int) -> Refusal | None:
+        """StepUpBeforeStart if a process before this one could have accepted ``step``'s code:
+        it is accepted from one step before the step begins (the drift allowed), and a
+        process stopped before ``started``."""
+        started = float(self.started or 0.0)
+        if (step - 1) * totp.interval >= started:
+            return None
+        first = (math.ceil(started / totp.interval) + 1) * totp.interval  # the first such step
+        at = dt.datetime.fromtimestamp(first, dt.UTC).strftime("%H:%M:%S")
+        since = dt.datetime.fromtimestamp(started, dt.UTC).strftime("%H:%M:%S")
+        return refuse("StepUpBeforeStart", f"Wingman's chat service restarted at {since} UTC "
+                      "and cannot know whether one-time codes shown before then were used "
+                      f"already: wait for the code your authenticator shows from {at} UTC on "
+                      "and send that one")
+
     def verify(self, user: str, code: str) -> None:
         """Refusal(StepUpFailed) unless ``code`` is ``user``'s current, unused TOTP code;
-        Refusal(StepUpLocked) while ``user`` is locked out after too many wrong codes."""
+        Refusal(StepUpLocked) while ``user`` is locked out after too many wrong codes;
+        Refusal(StepUpBeforeStart) for a right code another process could have accepted."""
         secret = self.secrets.get(user)
         if not secret:
             raise refuse("StepUpNotEnrolled", f"{user} has no enrolled authenticator: ask an "
@@ -169,10 +198,15 @@ class StepUp:
                 "StepUpFailed", "the one-time code must be the 6 digits (0-9) your authenticator "
                 "shows"))
         totp = pyotp.TOTP(secret)
+        early: Refusal | None = None
         for drift in (0, -1, 1):
             at = now + drift * totp.interval
             step = totp.timecode(dt.datetime.fromtimestamp(at, dt.UTC))
             if hmac.compare_digest(totp.at(at), code):
+                too_early = self._before_start(totp, step)
+                if too_early is not None:
+                    early = early or too_early
+                    continue
                 if step <= self._last_step.get(user, -1):
                     raise self._failed(user, now, refuse(
                         "StepUpReplayed", "that one-time code was used already: wait for the "
@@ -180,6 +214,8 @@ class StepUp:
                 self._last_step[user] = step
                 self._failures.pop(user, None)
                 return
+        if early is not None:  # a right code, not a guess: not counted as a failure
+            raise early
         raise self._failed(user, now, refuse(
             "StepUpFailed", "the one-time code is wrong or too old: try the current one (is "
             "your device's clock right?)"))

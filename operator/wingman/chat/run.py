@@ -22,6 +22,7 @@ import logging
 import re
 import signal
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -131,6 +132,9 @@ def run_chat(settings: ChatSettings) -> int:
 async def _main(settings: ChatSettings) -> int:
     from prometheus_client import start_http_server
 
+    # Before anything is served: what was signed or shown before it, an earlier process may
+    # have accepted (step-up codes, Slack requests), and this one cannot know.
+    started = time.time()
     config = settings.config
     kube = Kube.from_environment()
     sink = open_sink(settings.audit_target)
@@ -140,7 +144,8 @@ async def _main(settings: ChatSettings) -> int:
     service = ChatService(config=config, cluster=ChatCluster(kube, settings.namespace,
                                                              settings.state_configmap),
                           sink=sink, metrics=metrics,
-                          step_up=StepUp(totp, config.step_up_window_seconds))
+                          step_up=StepUp(totp, config.step_up_window_seconds,
+                                         started=started))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

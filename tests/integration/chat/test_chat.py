@@ -13,6 +13,7 @@ request, and the messages catch up; no token or secret reaches a log.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -81,6 +82,8 @@ class Env:
     slack: FakeSlack
     webhook: WebhookReceiver
     chat_env: dict[str, str]
+    #: when /healthz first answered: the chat process had started by then
+    healthy_at: float = 0.0
 
     @property
     def ns(self) -> str:
@@ -223,6 +226,7 @@ def chat_env(cluster: LocalCluster, env: str, tmp: Path, *, step_up: bool = Fals
             try:
                 wait_for("chat /healthz", lambda: _healthy(env_obj), timeout=60,
                          on_timeout=env_obj.log_tail)
+                env_obj.healthy_at = time.time()
                 yield env_obj
             finally:
                 proc.terminate()
@@ -556,8 +560,13 @@ def prd_env(cluster: LocalCluster, crds: object,
         yield env
 
 
-def _code(user: str) -> str:
-    return str(pyotp.TOTP(TOTP[user]).now())
+def _code(env: Env, user: str) -> str:
+    """``user``'s current code, once it is one the chat process takes: no code an earlier
+    process could have accepted (its step begins a step after the start, or later)."""
+    totp = pyotp.TOTP(TOTP[user])
+    first = (math.ceil(env.healthy_at / totp.interval) + 1) * totp.interval
+    time.sleep(max(0.0, first - time.time()))
+    return str(totp.now())
 
 
 def test_prd_needs_two_different_people_each_with_their_step_up_code(prd_env: Env) -> None:
@@ -579,7 +588,7 @@ def test_prd_needs_two_different_people_each_with_their_step_up_code(prd_env: En
     # the held decision was used up by the failed attempt: start again, then the right code
     assert "Step-up required" in env.answer(env.telegram.press(bob, CHAT, card["id"], approve))
     n = len(env.telegram.sent_to(CHAT))
-    env.telegram.say(bob, CHAT, f"/confirm {_code(APPROVER)}")
+    env.telegram.say(bob, CHAT, f"/confirm {_code(env, APPROVER)}")
     assert "Approve recorded" in env.reply_after(CHAT, n)
     assert _decisions(env, "prd-two") == [{"verdict": "Approve", "by": APPROVER, "reason": ""}]
     # one approval of two: still awaiting, the card says 1 of 2 and keeps its buttons
@@ -595,7 +604,7 @@ def test_prd_needs_two_different_people_each_with_their_step_up_code(prd_env: En
     env.telegram.say(carol, CHAT, "/approve prd-two second pair of eyes")
     assert "Step-up required" in env.reply_after(CHAT, n)
     n = len(env.telegram.sent_to(CHAT))
-    env.telegram.say(carol, CHAT, f"/confirm {_code(SECOND_APPROVER)}")
+    env.telegram.say(carol, CHAT, f"/confirm {_code(env, SECOND_APPROVER)}")
     assert "Approve recorded" in env.reply_after(CHAT, n)
     wait_for("Approved", lambda: env.ar("prd-two")["status"].get("phase") == "Approved")
     assert [d["by"] for d in _decisions(env, "prd-two")] == [APPROVER, SECOND_APPROVER]

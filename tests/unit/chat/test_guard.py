@@ -22,6 +22,8 @@ from wingman.settings import ChatPerson
 from .test_render import NOW, request
 
 UID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+#: When the step-up's process started, in the tests that are not about its start: long before.
+STARTED = 1_800_000_000.0
 
 
 def test_buttons_verify_only_unchanged_and_only_in_their_environment() -> None:
@@ -46,7 +48,7 @@ def test_buttons_verify_only_unchanged_and_only_in_their_environment() -> None:
 def test_step_up_accepts_each_current_code_once() -> None:
     secret = pyotp.random_base32()
     now = [1_900_000_000.0]
-    step = StepUp({"bob": secret}, clock=lambda: now[0])
+    step = StepUp({"bob": secret}, clock=lambda: now[0], started=STARTED)
     code = pyotp.TOTP(secret).at(now[0])
     step.verify("bob", code)
     with pytest.raises(Refusal) as exc:
@@ -60,6 +62,59 @@ def test_step_up_accepts_each_current_code_once() -> None:
     assert exc.value.reason == "StepUpNotEnrolled"
     now[0] += 30
     step.verify("bob", pyotp.TOTP(secret).at(now[0]))
+
+
+def test_after_a_restart_a_code_the_process_before_could_have_accepted_is_refused() -> None:
+    """Used codes are memory: bob's code, accepted (and shown in the chat) just before a
+    restart, is refused by the restarted process, which cannot know it was used; so is every
+    code a process before the start could have accepted (the next step's too: one step of
+    drift), with the time from which the authenticator shows one that is taken."""
+    secret = pyotp.random_base32()
+    totp = pyotp.TOTP(secret)
+    now = [STARTED]
+    before = StepUp({"bob": secret}, clock=lambda: now[0])  # started long ago
+    now[0] = 1_900_000_010.0  # 20 s into a 30 s step
+    used = totp.at(now[0])
+    before.verify("bob", used)
+    now[0] += 5  # the restart: a fresh guard, which started now
+    after = StepUp({"bob": secret}, clock=lambda: now[0])
+    for code in (used, totp.at(now[0] + 30)):  # the used one; the next (drift) one
+        with pytest.raises(Refusal) as exc:
+            after.verify("bob", code)
+        assert exc.value.reason == "StepUpBeforeStart"
+        assert "restarted at" in exc.value.message and "wait for the code" in exc.value.message
+    # the first step no earlier process could accept begins a step after the start's next
+    first = (int(now[0]) // 30 + 2) * 30
+    assert dt.datetime.fromtimestamp(first, dt.UTC).strftime("%H:%M:%S UTC on") in \
+        exc.value.message
+    # refusals of right codes are no guesses: they do not lock bob out
+    for _ in range(STEP_UP_MAX_FAILURES):
+        with pytest.raises(Refusal) as exc:
+            after.verify("bob", used)
+        assert exc.value.reason == "StepUpBeforeStart"
+    now[0] = first - 30  # one step early, the device ahead: taken (drift), then only once
+    fresh = totp.at(first)
+    after.verify("bob", fresh)
+    with pytest.raises(Refusal) as exc:
+        after.verify("bob", fresh)
+    assert exc.value.reason == "StepUpReplayed"
+    now[0] = first + 30
+    after.verify("bob", totp.at(now[0]))
+
+
+def test_a_process_started_on_a_step_boundary_takes_the_step_after_next() -> None:
+    # started at the very start of a step: that step's code was accepted (drift) before it
+    secret = pyotp.random_base32()
+    totp = pyotp.TOTP(secret)
+    start = 1_900_000_020.0  # a multiple of 30
+    now = [start]
+    step = StepUp({"bob": secret}, clock=lambda: now[0])
+    with pytest.raises(Refusal) as exc:
+        step.verify("bob", totp.at(start))
+    assert exc.value.reason == "StepUpBeforeStart"
+    assert dt.datetime.fromtimestamp(start + 30, dt.UTC).strftime("%H:%M:%S UTC on") in \
+        exc.value.message
+    step.verify("bob", totp.at(start + 30))  # its step begins a step after the start
 
 
 def _fail_until_locked(step: StepUp, person: str, code: str) -> list[str]:
@@ -79,7 +134,7 @@ def test_step_up_digits_that_are_not_ascii_are_a_wrong_code(code: str) -> None:
     # what a phone keyboard or a paste may send: refused and counted like any wrong code,
     # never an exception that leaves the person without an answer
     secret = pyotp.random_base32()
-    step = StepUp({"bob": secret}, clock=lambda: 1_900_000_000.0)
+    step = StepUp({"bob": secret}, clock=lambda: 1_900_000_000.0, started=STARTED)
     assert _fail_until_locked(step, "bob", code) == \
         ["StepUpFailed"] * (STEP_UP_MAX_FAILURES - 1) + ["StepUpLocked"]
     with pytest.raises(Refusal) as exc:
@@ -93,7 +148,7 @@ def test_step_up_locks_out_guessing() -> None:
     is not affected, and a right code resets the count."""
     secret, other = pyotp.random_base32(), pyotp.random_base32()
     now = [1_900_000_000.0]
-    step = StepUp({"bob": secret, "carol": other}, clock=lambda: now[0])
+    step = StepUp({"bob": secret, "carol": other}, clock=lambda: now[0], started=STARTED)
     right = pyotp.TOTP(secret).at(now[0])
     wrong = "000000" if right != "000000" else "111111"
     assert _fail_until_locked(step, "bob", wrong) == \
