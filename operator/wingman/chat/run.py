@@ -171,7 +171,7 @@ async def _main(settings: ChatSettings) -> int:
 
         slack = SlackChannel(config.slack, settings.secret("slack-bot-token"),
                              settings.secret("slack-signing-secret"), settings.environment,
-                             service)
+                             service, started=started)
         slack.routes(app)
         service.channels.append(slack)
         closers.append(slack.close)

@@ -17,7 +17,13 @@ Every inbound request must carry a valid Slack signature (v0: ``X-Slack-Signatur
 ``v0=`` + HMAC-SHA256 of ``v0:<X-Slack-Request-Timestamp>:<body>`` with the app's signing
 secret, and the timestamp must be within five minutes; a missing or malformed timestamp or
 signature is a bad signature, 401) and is handled once: the same signature again is a replay
-(refused, 409). The body is read in full before it is verified, up to 256 KiB (larger: 413)
+(refused, 409). Which signatures were seen is memory, so a request signed before the process
+started (``started``; the timestamp is in whole seconds) is refused too
+(``SignedBeforeStart``, 409): an earlier process may have handled it. Slack does not retry
+slash commands and interactive requests (only the Events API, which Wingman does not use),
+so nothing Slack sends again is lost: the person who sent it in the moment of a restart sees
+Slack's error and does it again, signed anew.
+The body is read in full before it is verified, up to 256 KiB (larger: 413)
 within 10 seconds (else, or when the sender hangs up first: 408);
 a signed interactive payload that is not a JSON object (or not one the parser can read: nested
 too deeply, a number too long) is a 400.
@@ -32,6 +38,7 @@ records it and goes on with the other requests.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import re
@@ -83,7 +90,8 @@ class SlackChannel:
     name = "slack"
 
     def __init__(self, config: SlackConfig, token: str, signing_secret: str,
-                 environment: str, service: ChatService) -> None:
+                 environment: str, service: ChatService, *, started: float | None = None
+                 ) -> None:
         from wingman.chat.guard import ButtonSigner
 
         self.config = config
@@ -93,6 +101,8 @@ class SlackChannel:
         self.environment = environment
         self.service = service
         self.replays = ReplayGuard(ttl=600)
+        #: when this process started (epoch seconds): requests signed before are refused
+        self.started = time.time() if started is None else started
         self._users: dict[str, tuple[float, dict[str, Any]]] = {}
 
     # -- Web API -------------------------------------------------------------------------
@@ -174,6 +184,11 @@ class SlackChannel:
         if not self._signed(body, ts, sig):
             raise refuse("BadSignature", "the request's Slack signature does not verify (or "
                          "its timestamp is not within five minutes)")
+        if int(ts) < self.started:  # an earlier process may have handled it: none is twice
+            raise refuse("SignedBeforeStart", f"this request was signed at {_utc(int(ts))}, "
+                         "before Wingman's chat service started (at "
+                         f"{_utc(self.started)}), and may have been handled already, so it "
+                         "is not handled now: send it again")
         if self.replays.seen(f"sig:{sig}"):
             raise refuse("Replayed", "this request was already handled")
         return body
@@ -377,8 +392,13 @@ def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _utc(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S UTC")
+
+
 def _refused(refusal: Refusal) -> web.Response:
-    status = {"Replayed": 409, "TooLarge": 413, "IncompleteBody": 408}.get(refusal.reason, 401)
+    status = {"Replayed": 409, "SignedBeforeStart": 409, "TooLarge": 413,
+              "IncompleteBody": 408}.get(refusal.reason, 401)
     return web.Response(status=status, text=refusal.message)
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,22 +55,29 @@ def run(tmp: Path, *objs: dict[str, Any],
                              command=command)
         svc.config = replace(svc.config, slack=config)
         channel = SlackChannel(config, TOKEN, SECRET, "prd", svc)
+        channel.started = time.time() - 3600  # running for a while
         svc.channels = [channel]
-        app = web.Application()
-        channel.routes(app)
-        runner = http_runner(app)  # with the process's limits
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
-            await body(f"http://127.0.0.1:{port}", fake, svc)
-        finally:
-            await runner.cleanup()
-            await channel.close()
+        async with served(channel) as url:
+            await body(url, fake, svc)
 
     with serving(FakeSlack(TOKEN, TEAM, {"U0BOB": {"is_bot": False}})) as fake:
         asyncio.run(main(fake))
+
+
+@asynccontextmanager
+async def served(channel: SlackChannel) -> AsyncIterator[str]:
+    """The URL at which ``channel``'s endpoints are served, with the process's limits."""
+    app = web.Application()
+    channel.routes(app)
+    runner = http_runner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+        await channel.close()
 
 
 def signed(body: bytes, ts: str | None = None) -> dict[str, str]:
@@ -395,3 +404,44 @@ def test_a_correct_signature_with_a_timestamp_outside_five_minutes_is_refused(
         assert [d["reason"] for d in audited(svc)] == ["BadSignature"]  # once a minute
 
     run(tmp_path, body=body)
+
+
+def test_after_a_restart_a_request_signed_before_it_is_refused(tmp_path: Path) -> None:
+    """Which signatures were handled is memory: a signed request captured before a restart
+    (its five minutes not over) is refused by the restarted process, which cannot know it was
+    handled; what Slack signs from the second the process started on is handled."""
+    async def main(fake: FakeSlack) -> None:
+        svc = service(tmp_path)
+        config = SlackConfig(team_id=TEAM, channel=CHANNEL, base_url=fake.base_url)
+        svc.config = replace(svc.config, slack=config)
+        data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                          "command": "/wingman", "text": "pending"}).encode()
+        captured = signed(data, str(int(time.time()) - 10))
+
+        async def send(http: ClientSession, url: str, headers: dict[str, str]
+                       ) -> tuple[int, str]:
+            async with http.post(f"{url}/slack/commands", data=data, headers=headers) as resp:
+                return resp.status, await resp.text()
+
+        before = SlackChannel(config, TOKEN, SECRET, "prd", svc)
+        before.started = time.time() - 3600  # running for an hour
+        async with served(before) as url, ClientSession() as http:
+            status, text = await send(http, url, captured)
+            assert status == 200 and "No request awaits a decision" in text, text
+            assert (await send(http, url, captured))[0] == 409  # the same process remembers
+        after = SlackChannel(config, TOKEN, SECRET, "prd", svc)  # the restart: started now
+        async with served(after) as url, ClientSession() as http:
+            status, text = await send(http, url, captured)
+            assert status == 409, text
+            assert "before Wingman's chat service started" in text and "send it again" in text
+            # signed in the second the process started, but before: refused as well
+            if int(after.started) < after.started:
+                assert (await send(http, url, signed(data, str(int(after.started)))))[0] == 409
+            await asyncio.sleep(max(0.0, math.ceil(after.started) - time.time()))
+            status, text = await send(http, url, signed(data))  # signed anew: handled
+            assert status == 200 and "No request awaits a decision" in text, text
+        assert metric(svc, "wingman_chat_refusals_total", channel="slack",
+                      reason="SignedBeforeStart") >= 1
+
+    with serving(FakeSlack(TOKEN, TEAM, {"U0BOB": {"is_bot": False}})) as fake:
+        asyncio.run(main(fake))
