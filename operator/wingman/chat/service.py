@@ -171,9 +171,25 @@ class ChatService:
     async def load(self) -> None:
         """Read the state ConfigMap. What of it has the wrong shape (someone edited it: only
         this component writes it) is dropped, logged once and the state saved without it,
-        so that every sync does not fail on it (see ``readable_state``)."""
+        so that every sync does not fail on it (see ``readable_state``). Should that save
+        fail, the warning says so and the service goes on with the state it read: the next
+        save (after the next message) writes it, and the start is not retried, which would
+        read and log the same data again. A new state that cannot be saved fails the start."""
         self.state, problems = readable_state(await asyncio.to_thread(self.cluster.load_state))
-        if problems:
+        fresh = "horizon" not in self.state
+        if fresh:
+            self.state["horizon"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.state.setdefault("requests", {})
+        if not (fresh or problems):
+            return
+        failed: WingmanError | OSError | None = None
+        try:
+            await self._save()
+        except (WingmanError, OSError) as exc:
+            if not problems:
+                raise
+            failed = exc
+        if failed is None:
             log.warning(
                 "chat state ConfigMap held data of the wrong shape; it was dropped and the "
                 "state saved without it: the cards it named are posted again (the old cards' "
@@ -181,12 +197,20 @@ class ChatService:
                 "else to do; only the chat component should write this ConfigMap",
                 extra={"configmap": getattr(self.cluster, "state_configmap", ""),
                        "problems": problems[:10], "problemCount": len(problems)})
-        if "horizon" not in self.state:
-            self.state["horizon"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-            self.state.setdefault("requests", {})
-            await self._save()
-        elif problems:
-            await self._save()
+        else:
+            log.warning(
+                "chat state ConfigMap held data of the wrong shape; it was dropped, but saving "
+                "the state without it failed: it is saved with the next message the service "
+                "posts or changes (until then, a restart drops it again). The cards it named "
+                "are posted again (the old cards' buttons are refused as stale) and their "
+                "notices may be sent again. Check that the chat ServiceAccount may patch this "
+                "ConfigMap and that the API server is reachable; only the chat component "
+                "should write it",
+                extra={"configmap": getattr(self.cluster, "state_configmap", ""),
+                       "problems": problems[:10], "problemCount": len(problems),
+                       "saved": False, "reason": getattr(failed, "reason",
+                                                         type(failed).__name__),
+                       "error": str(failed)[:300]})
 
     async def _save(self) -> None:
         await asyncio.to_thread(self.cluster.save_state, self.state)

@@ -1,22 +1,28 @@
 """The chat service's memory of what it posted lives in a ConfigMap: whatever that ConfigMap
 holds, the service starts (an unreadable state is forgotten, and messages are posted again);
-state of the wrong shape is dropped once, and the ConfigMap rewritten without it."""
+state of the wrong shape is dropped once, and the ConfigMap rewritten without it (or, when
+it may not be written, logged once saying so, and written with the next save)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.chart import can
+from support.operator import wait_for
+from wingman import GROUP
 from wingman.audit import open_sink
 from wingman.chat.cluster import STATE_KEY, ChatCluster
 from wingman.chat.guard import StepUp
 from wingman.chat.metrics import ChatMetrics
-from wingman.chat.service import ChatService
+from wingman.chat.service import ChatService, readable_state
 from wingman.dev.cluster import LocalCluster
+from wingman.errors import WingmanError
 from wingman.kube import CONFIGMAPS, Kube
 from wingman.settings import ChatConfig
 
@@ -71,3 +77,54 @@ def test_a_state_of_the_wrong_shape_is_rewritten_without_what_cannot_be_read(
     caplog.clear()
     asyncio.run(svc.load())
     assert not [r for r in caplog.records if "wrong shape" in r.getMessage()]
+
+
+def test_a_wrong_shape_that_cannot_be_saved_is_logged_once_and_saved_later(
+        cluster: LocalCluster, crds: object, namespace: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The chat identity may read the state ConfigMap but not patch it (RBAC broken, say):
+    what has the wrong shape is dropped and the start goes on, with one warning that says the
+    save failed (not one per retried start, each claiming it was saved); once the identity
+    may patch it again, the next save writes the state without it."""
+    stored = {"horizon": HORIZON, "requests": {UID: CARD, "u2": ["posted"]}}
+    raw = json.dumps(stored)
+    admin = _store(cluster, namespace, raw)
+    user = f"chat-{uuid.uuid4().hex[:6]}"
+    for role, verbs, resources in (
+            ("read", "get", ["configmaps"]),
+            ("list", "list", [f"approvalrequests.{GROUP}", f"executiongrants.{GROUP}"])):
+        cluster.kubectl("create", "role", f"{user}-{role}", "-n", namespace, f"--verb={verbs}",
+                        *[f"--resource={r}" for r in resources])
+        cluster.kubectl("create", "rolebinding", f"{user}-{role}", "-n", namespace,
+                        f"--role={user}-{role}", f"--user={user}")
+    wait_for("read allowed", lambda: can(cluster, user=user, groups=[], verb="get",
+                                         resource="configmaps", namespace=namespace))
+    chat = ChatCluster(Kube(cluster.api_client(user=user)), namespace, "wingman-chat-state")
+    svc = ChatService(config=ChatConfig(environment="prd"), cluster=chat,
+                      sink=open_sink(str(tmp_path / "audit.log")), metrics=ChatMetrics(),
+                      step_up=StepUp({}))
+    for _ in range(3):  # as the process starts: load until it succeeds
+        try:
+            asyncio.run(svc.load())
+            break
+        except WingmanError:
+            continue
+    warned = [r for r in caplog.records if "wrong shape" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    assert "saving the state without it failed" in warned[0].getMessage()
+    assert vars(warned[0])["saved"] is False and vars(warned[0])["reason"] == "Forbidden"
+    assert "u2" not in svc.state["requests"]  # dropped in memory: the service goes on
+    stored_now = admin.get(CONFIGMAPS, namespace, "wingman-chat-state")["data"][STATE_KEY]
+    assert json.loads(stored_now) == stored  # nothing written
+    # patch allowed again: the next save (here: the request the state named is gone) writes
+    cluster.kubectl("create", "role", f"{user}-patch", "-n", namespace, "--verb=patch",
+                    "--resource=configmaps")
+    cluster.kubectl("create", "rolebinding", f"{user}-patch", "-n", namespace,
+                    f"--role={user}-patch", f"--user={user}")
+    wait_for("patch allowed", lambda: can(cluster, user=user, groups=[], verb="patch",
+                                          resource="configmaps", namespace=namespace))
+    asyncio.run(svc.sync())
+    saved = json.loads(admin.get(CONFIGMAPS, namespace, "wingman-chat-state")["data"][STATE_KEY])
+    assert saved == {"horizon": HORIZON, "requests": {}}
+    assert readable_state(saved)[1] == []
+    assert len([r for r in caplog.records if "wrong shape" in r.getMessage()]) == 1
