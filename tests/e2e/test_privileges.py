@@ -84,7 +84,8 @@ def _rows(text: str) -> list[dict[str, str]]:
 
 def _executors(rows: list[dict[str, str]], namespace: str) -> set[str]:
     execution = {"create pods", "create pods/exec", "create pods/attach",
-                 "patch pods/ephemeralcontainers", "create jobs", "create cronjobs",
+                 "patch pods/ephemeralcontainers", "create pods/binding", "create bindings",
+                 "create jobs", "create cronjobs",
                  "create deployments", "patch deployments", "update deployments/scale"}
     # a right held for dry runs only (the preview, confined by admission) executes nothing
     return {r["IDENTITY"] for r in rows if r["NAMESPACE"] == namespace

@@ -1686,6 +1686,66 @@ def test_an_approved_command_adds_no_weaker_ephemeral_container_to_a_pod(
     assert added.returncode == 0, added.stderr
 
 
+def test_no_target_rule_lets_an_approved_command_bind_a_pod_to_a_node(
+    cluster: LocalCluster, test_release: Release, executor: Any, tmp_path: Path,
+) -> None:
+    """A binding (the pods/binding subresource, or the core bindings resource) puts a pending
+    pod on the node it names, past the scheduler and what admission keeps a workload's pods to
+    (nodeSelector, taints, affinity): the API server does it for whoever may create one, so
+    the chart refuses a target rule granting either without allowEscalatingRules, naming why."""
+    from support.chart import CHART_DIR, set_args, values_file
+
+    ns, target = test_release.namespace, test_release.target_namespace
+    for resource in ("pods/binding", "bindings"):
+        kind, _, sub = resource.partition("/")
+        can_i = ("auth", "can-i", "create", kind, *([f"--subresource={sub}"] if sub else []))
+        rule = {"apiGroups": [""], "resources": [resource], "verbs": ["create"]}
+        refused = cluster.helm(
+            "upgrade", "wingman", str(CHART_DIR), "--namespace", ns, "-f",
+            str(values_file(test_release.env)),
+            *set_args({"gateway.targets": [{"namespace": target, "rules": [rule]}],
+                       "audit.file.persistence.enabled": False}), check=False)
+        assert refused.returncode != 0, f"a target rule granting {resource} was installed"
+        message = " ".join(refused.stderr.split())
+        assert f'gateway.targets: namespace "{target}", rules[0]' in message, message
+        assert (f"create on {resource}: places a pending pod on a node of the caller's "
+                "choosing, past the scheduler") in message, message
+        assert "set allowEscalatingRules: true on this target" in message, message
+        assert executor(*can_i).stdout.strip() == "no"
+        # what such a rule (allowEscalatingRules: true) lets an approved command do
+        role = f"bind-{_suffix()}"
+        cluster.kubectl("create", "role", role, "-n", target, "--verb=create",
+                        f"--resource={resource}")
+        cluster.kubectl("create", "rolebinding", role, "-n", target, f"--role={role}",
+                        f"--serviceaccount={ns}:wingman-executor")
+        try:
+            deadline = time.monotonic() + 10
+            while executor(*can_i).stdout.strip() != "yes":
+                assert time.monotonic() < deadline, f"the executor was not granted {resource}"
+                time.sleep(0.2)
+            pod = f"pending-{_suffix()}"
+            cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
+                "spec": {"automountServiceAccountToken": False,
+                         "schedulerName": "no-scheduler",  # pending until bound
+                         "nodeSelector": {"pool": "apps"},
+                         "containers": [{"name": "web", "image": "nginx:1"}]}}))
+            binding = tmp_path / f"{kind}.json"
+            binding.write_text(json.dumps({
+                "apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": "control-plane-1"}}))
+            bound = (executor("create", "--raw",
+                              f"/api/v1/namespaces/{target}/pods/{pod}/binding",
+                              "-f", str(binding)) if sub
+                     else executor("create", "--validate=false", "-f", str(binding)))
+            assert bound.returncode == 0, bound.stderr
+            node = cluster.kubectl("get", "pod", pod, "-n", target, "-o",
+                                   "jsonpath={.spec.nodeName}").stdout
+            assert node == "control-plane-1", f"{resource}: the pod is on {node!r}"
+        finally:
+            cluster.kubectl("delete", "rolebinding,role", role, "-n", target, check=False)
+
+
 def test_an_approved_command_changes_a_pod_template_object_only_as_a_workloads(
     cluster: LocalCluster, test_release: Release, executor: Any,
 ) -> None:

@@ -91,8 +91,9 @@ ReplicaSets kubectl inspects while doing so.
 What one gateway target rule grants beyond running the reviewed command itself, as
 "<verbs> on <resource>: <why>" parts joined by "; " (empty when nothing): rights that reach
 other identities' credentials or code (pod streams and proxies, Secrets, tokens), that start
-pods able to run as any ServiceAccount of the namespace (creating a pod or workload), or that
-hand out rights (RBAC writes, impersonate, escalate, bind). Resources are matched whatever the
+pods able to run as any ServiceAccount of the namespace (creating a pod or workload), that
+place a pod on a node past the scheduler (a binding: the nodes and taints admission keeps a
+workload's pods off), or that hand out rights (RBAC writes, impersonate, escalate, bind). Resources are matched whatever the
 apiGroup (fail closed). Patching or updating an existing workload controller is not listed:
 `kubectl rollout restart` and `kubectl scale` need it (though a patch may point a controller's
 pods at another ServiceAccount of the namespace: the review of each command is what catches
@@ -104,6 +105,8 @@ that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
   "pods/exec" "runs any command in any pod of the namespace, as that pod's ServiceAccount"
   "pods/attach" "attaches to any pod's running processes, as that pod's ServiceAccount"
   "pods/ephemeralcontainers" "adds a container to a running pod: any command, as that pod's ServiceAccount"
+  "pods/binding" "places a pending pod on a node of the caller's choosing, past the scheduler (nodeSelector, taints, affinity)"
+  "bindings" "places a pending pod on a node of the caller's choosing, past the scheduler (nodeSelector, taints, affinity)"
   "pods/portforward" "opens connections to any pod's ports, past NetworkPolicies"
   "pods/proxy" "sends requests to any pod through the API server, past NetworkPolicies"
   "services/proxy" "sends requests to any service through the API server, past NetworkPolicies"

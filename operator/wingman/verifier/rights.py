@@ -99,6 +99,10 @@ RIGHTS: tuple[Right, ...] = (
     _r("create", "pods/exec", kind="execution"),
     _r("create", "pods/attach", kind="execution"),
     _r("patch", "pods/ephemeralcontainers", kind="execution"),
+    # A binding places a pending pod on a node of the caller's choosing, past the scheduler
+    # (the nodeSelector, taints and affinity admission keeps a workload's pods to).
+    _r("create", "pods/binding", kind="execution"),
+    _r("create", "bindings", kind="execution"),
     _r("create", "jobs", "batch", kind="execution"),
     _r("create", "cronjobs", "batch", kind="execution"),
     _r("create", "deployments", "apps", kind="execution"),

@@ -48,7 +48,7 @@ REQUIRED_LABELS = (
 )
 DANGEROUS_RESOURCES = {
     "pods/exec", "pods/attach", "pods/portforward", "pods/ephemeralcontainers",
-    "nodes/proxy", "serviceaccounts/token", "*",
+    "pods/binding", "bindings", "nodes/proxy", "serviceaccounts/token", "*",
 }
 DANGEROUS_VERBS = {"*", "escalate", "bind", "impersonate"}
 
@@ -592,6 +592,9 @@ SAFE_RULE = _rule(["configmaps"], ["get", "list"])
         (_rule(["pods/portforward"], ["create"]), "create on pods/portforward"),
         (_rule(["pods/proxy"], ["get"]), "get on pods/proxy"),
         (_rule(["pods/ephemeralcontainers"], ["patch"]), "patch on pods/ephemeralcontainers"),
+        (_rule(["pods/binding"], ["create"]),
+         "create on pods/binding: places a pending pod on a node of the caller's choosing"),
+        (_rule(["bindings"], ["create"]), "create on bindings: places a pending pod on a node"),
         (_rule(["services/proxy"], ["get"]), "get on services/proxy"),
         (_rule(["nodes/proxy"], ["get"]), "get on nodes/proxy"),
         (_rule(["serviceaccounts/token"], ["create"]),

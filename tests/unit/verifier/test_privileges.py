@@ -112,6 +112,9 @@ def test_the_designed_matrix_has_no_violations() -> None:
     ("gateway", NS, "patch deployments"),  # execution only in target namespaces
     ("gateway", TARGET, "patch deployments"),  # the executor acts there, not the gateway
     ("gateway", TARGET, "create pods/exec"),
+    ("gateway", TARGET, "create pods/binding"),  # a node of its choosing, past the scheduler
+    ("worker", TARGET, "create bindings"),
+    ("operator", NS, "create pods/binding"),
     ("executor", NS, "patch executiongrants/status"),  # nothing in the release namespace
     ("executor", NS, "create leases"),
     ("executor", NS, "patch deployments"),
