@@ -1323,6 +1323,50 @@ def test_an_approved_command_gives_back_no_capability_a_container_dropped(
         assert allowed.returncode == 0, allowed.stderr
 
 
+def test_an_approved_command_adds_a_capability_the_same_however_it_is_spelled(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """The runtimes read an added capability's name in any case, ALL as any-case all, and
+    CRI-O reads CAP_X as X: a capability the pods had, spelled otherwise, is no new one, and a
+    new one is refused however it is spelled. A capability the pods had only as CAP_X
+    (containerd prefixes CAP_ again, so it gave them nothing there) is new as X."""
+    target = test_release.target_namespace
+    name = f"spelled-{_suffix()}"
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                     "automountServiceAccountToken": False,
+                     "containers": [{"name": "web", "image": "nginx:1", "securityContext": {
+                         "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}]}}}}))
+    workload = f"Deployment '{target}/{name}'"
+
+    def add(*caps: str, admin: bool = False) -> Any:
+        patch = json.dumps({"spec": {"template": {"spec": {"containers": [{
+            "name": "web", "securityContext": {"capabilities": {"drop": ["ALL"],
+                                                                "add": list(caps)}}}]}}}})
+        if admin:  # the workload's owners
+            return cluster.kubectl("patch", "deployment", name, "-n", target,
+                                   "--type=strategic", "-p", patch)
+        return executor("patch", "deployment", name, "--type=strategic", "-p", patch)
+
+    for new in ("CAP_SYS_ADMIN", "cap_sys_admin", "CAP_ALL", "all"):
+        _refused(add("NET_BIND_SERVICE", new), workload,
+                 f"capability {new} in container 'web'")
+    for same in ("Net_Bind_Service", "NET_BIND_SERVICE", "CAP_NET_BIND_SERVICE",
+                 "cap_net_bind_service"):
+        allowed = add(same)
+        assert allowed.returncode == 0, (same, allowed.stderr)
+    add("CAP_NET_ADMIN", admin=True)
+    _refused(add("NET_ADMIN"), workload, "capability NET_ADMIN in container 'web'")
+    kept = add("cap_net_admin")
+    assert kept.returncode == 0, kept.stderr
+    add("ALL", admin=True)
+    for same in ("all", "ALL", "CAP_ALL"):
+        allowed = add(same)
+        assert allowed.returncode == 0, (same, allowed.stderr)
+
+
 def test_an_approved_command_leaves_a_sandbox_and_process_isolation_as_they_are(
     cluster: LocalCluster, test_release: Release, executor: Any,
 ) -> None:

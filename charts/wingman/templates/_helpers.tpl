@@ -498,6 +498,18 @@ dropping "all" instead of "ALL" is refused (write ALL) rather than judged by a s
 {{- end }}
 
 {{- /*
+CEL: whether an added capability (the CEL expression given, "x") is in a container's old add
+list (the CEL expression "o"), however either spells it: in any case, and with or without the
+CAP_ prefix on the added one (CRI-O reads CAP_X as X; containerd prefixes every name with CAP_,
+so CAP_X gives nothing there), so that spelling changes no verdict either way: an added CAP_X
+is judged as X. An old CAP_X does not hold X (under containerd it held nothing). One line, to
+sit inside a folded YAML scalar.
+*/ -}}
+{{- define "wingman.celCapabilityHeld" -}}
+{{- printf "[%[1]s.upperAscii(), %[1]s.upperAscii().startsWith('CAP_') ? %[1]s.upperAscii().substring(4) : %[1]s.upperAscii()].exists(n, n in %[2]s.securityContext.capabilities.add.map(y, y.upperAscii()))" .x .o }}
+{{- end }}
+
+{{- /*
 CEL (for policy ...-executor-workloads): whether a value (the CEL expression given) is a map
 holding a pod spec's field that gives its pods something (an identity, a Secret, the node,
 isolation, placement): a pod spec, or a part of one a controller merges into its pods'.
