@@ -1282,6 +1282,47 @@ def test_an_approved_command_weakens_no_isolation_and_picks_no_node(
     assert back.returncode == 0, back.stderr
 
 
+def test_an_approved_command_removes_a_users_id_only_where_run_as_non_root_holds(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """Without runAsUser a container runs as its image's user, root for many: removing a
+    non-root runAsUser is refused, but not for a container that runAsNonRoot: true (its own,
+    else the pod's) still covers, which the kubelet starts only as another user."""
+    target = test_release.target_namespace
+    name = f"nonroot-{_suffix()}"
+    cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                     "automountServiceAccountToken": False,
+                     "securityContext": {"runAsUser": 1000},
+                     "initContainers": [{"name": "init", "image": "busybox:1"}],
+                     "containers": [{"name": "web", "image": "nginx:1",
+                                     "securityContext": {"runAsNonRoot": True}}]}}}}))
+    workload = f"Deployment '{target}/{name}'"
+    spec = "/spec/template/spec"
+    no_user = {"op": "remove", "path": f"{spec}/securityContext/runAsUser"}
+
+    def json_patch(*ops: dict[str, Any]) -> Any:
+        return executor("patch", "deployment", name, "--type=json", "-p", json.dumps(ops))
+
+    # web runs as non-root by its own setting; init has none
+    only_init = json_patch(no_user)
+    _refused_all(only_init, workload, "runAsUser unset in container 'init' (was 1000)")
+    assert "runAsUser unset in container 'web'" not in " ".join(only_init.stderr.split())
+    # the pod's runAsNonRoot true does not hold where the container's own says false
+    _refused_all(json_patch(no_user, {"op": "add", "path": f"{spec}/securityContext/runAsNonRoot",
+                                      "value": True},
+                            {"op": "replace", "value": False,
+                             "path": f"{spec}/containers/0/securityContext/runAsNonRoot"}),
+                 workload, "runAsUser unset in container 'web' (was 1000)",
+                 "runAsNonRoot false in container 'web' (was true)")
+    # runAsNonRoot true for both, by the pod's setting for init
+    allowed = json_patch(no_user, {"op": "add", "path": f"{spec}/securityContext/runAsNonRoot",
+                                   "value": True})
+    assert allowed.returncode == 0, allowed.stderr
+
+
 def test_an_approved_command_gives_back_no_capability_a_container_dropped(
     cluster: LocalCluster, test_release: Release, executor: Any,
 ) -> None:
