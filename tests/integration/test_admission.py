@@ -1509,6 +1509,40 @@ def test_an_approved_command_adds_no_root_group_other_claim_or_priority(
         assert allowed.returncode == 0, allowed.stderr
 
 
+def test_an_approved_command_mounts_no_host_path_volume_through_an_ephemeral_claim(
+    cluster: LocalCluster, test_release: Release, executor: Any,
+) -> None:
+    """An ephemeral volume's claim template naming a PersistentVolume (volumeName) binds that
+    volume: a hostPath PersistentVolume would give the pods the node's files, which a hostPath
+    volume in the pod spec may not."""
+    target = test_release.target_namespace
+    name = f"ephemeral-{_suffix()}"
+    volume = f"host-root-{_suffix()}"
+    cluster.kubectl("create", "-f", "-", input=dump({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "", "hostPath": {"path": "/"}}}))
+    try:
+        cluster.kubectl("create", "-n", target, "-f", "-", input=dump({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                         "automountServiceAccountToken": False,
+                         "containers": [{"name": "web", "image": "nginx:1"}]}}}}))
+        claim = {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                 "resources": {"requests": {"storage": "1Gi"}}, "volumeName": volume}
+        _refused(executor("patch", "deployment", name, "--type=strategic", "-p", json.dumps(
+            {"spec": {"template": {"spec": {
+                "volumes": [{"name": "host", "ephemeral": {"volumeClaimTemplate": {
+                    "spec": claim}}}],
+                "containers": [{"name": "web", "volumeMounts": [
+                    {"name": "host", "mountPath": "/host"}]}]}}}})),
+            f"Deployment '{target}/{name}'", "ephemeral volume 'host' on existing storage "
+            "(volumeName)")
+    finally:
+        cluster.kubectl("delete", "persistentvolume", volume, "--wait=false", check=False)
+
+
 def test_an_approved_command_makes_no_read_only_host_path_or_claim_writable(
     cluster: LocalCluster, test_release: Release, executor: Any,
 ) -> None:
