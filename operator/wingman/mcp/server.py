@@ -34,6 +34,7 @@ import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
@@ -475,12 +476,35 @@ def _read_token(path: str) -> str:
     return token
 
 
+def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
+    """The ASGI app ``--transport http`` serves: the SDK's streamable HTTP app, behind the
+    bearer check when there is a token.
+
+    On any loopback address (the only ones served without a token), requests must name a
+    loopback host (``Host``) and come from no web page but a loopback one (``Origin``): else a
+    web page the agent's host opens could reach the server through a DNS name rebound to
+    127.0.0.1 and act with its identity (DNS rebinding). The SDK turns this check on by itself
+    only for ``127.0.0.1``, ``localhost`` and ``::1``, not for the rest of 127.0.0.0/8 nor
+    other spellings of ``::1``."""
+    security = None
+    if _loopback(args.host):
+        here = f"[{args.host}]" if ":" in args.host else args.host
+        hosts = list(dict.fromkeys([here, "127.0.0.1", "localhost", "[::1]"]))
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=[f"{h}:*" for h in hosts],
+            allowed_origins=[f"http://{h}:*" for h in hosts])
+    app: Any = server.streamable_http_app(streamable_http_path=args.path, host=args.host,
+                                          transport_security=security)
+    if args.auth_token_file:
+        app = BearerAuth(app, _read_token(args.auth_token_file))
+    return app
+
+
 async def _serve_http(server: MCPServer[Any], args: argparse.Namespace) -> None:
     import uvicorn
 
-    app: Any = server.streamable_http_app(streamable_http_path=args.path, host=args.host)
-    if args.auth_token_file:
-        app = BearerAuth(app, _read_token(args.auth_token_file))
+    app = _http_app(server, args)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                             lifespan="on")
     web = uvicorn.Server(config)

@@ -348,3 +348,50 @@ def test_arguments_that_are_not_an_object_are_invalid_params_saying_what_to_send
     assert unknown_tool["error"]["message"].startswith("the arguments of a tool must be a JSON "
                                                        f"object of named arguments, not {sent}")
     assert misspelt["result"]["isError"] and "unknown argument nmae" in str(misspelt), misspelt
+
+
+async def _initialize(app: Any, server: Any, headers: dict[str, str]) -> int:
+    """The HTTP status of an ``initialize`` POSTed to ``app`` with ``headers``."""
+    import httpx
+
+    async with server.session_manager.run(), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8765") as http:
+        resp = await http.post("/mcp", headers={
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json", **headers}, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "raw", "version": "1"}}})
+        return resp.status_code
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2",
+                                  "0:0:0:0:0:0:0:1"])
+def test_on_any_loopback_address_a_rebound_host_name_or_a_foreign_page_is_refused(
+        host: str) -> None:
+    # served without a token on loopback: a web page whose DNS name was rebound to the
+    # loopback address must not reach the tools (the SDK checks only three spellings)
+    def status(headers: dict[str, str]) -> int:
+        server = _server()
+        app = mcp_server._http_app(server, _args(host=host, path="/mcp"))
+        return anyio.run(_initialize, app, server, headers)
+    here = f"[{host}]" if ":" in host else host
+    assert status({"Host": "evil.example:8765"}) == 421
+    assert status({"Host": f"{here}:8765", "Origin": "http://evil.example:8765"}) == 403
+    assert status({"Host": f"{here}:8765"}) == 200
+    assert status({"Host": "localhost:8765", "Origin": "http://localhost:8765"}) == 200
+
+
+def test_beyond_loopback_the_bearer_token_guards_every_host_name(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef0123456789abcdef")
+    server = _server()
+    app = mcp_server._http_app(server, _args(host="0.0.0.0", path="/mcp",  # noqa: S104
+                                             auth_token_file=str(token)))
+    assert anyio.run(_initialize, app, server, {"Host": "wingman-mcp.agents:8765"}) == 401
+    server = _server()
+    app = mcp_server._http_app(server, _args(host="0.0.0.0", path="/mcp",  # noqa: S104
+                                             auth_token_file=str(token)))
+    assert anyio.run(_initialize, app, server, {
+        "Host": "wingman-mcp.agents:8765",
+        "Authorization": "Bearer 0123456789abcdef0123456789abcdef"}) == 200
