@@ -546,9 +546,12 @@ class WingmanClient:
             raise Invalid(f"{shown(command)} is not one of the commands of request {request} "
                           f"(byte for byte): {listed}")
         gname = st.grant_name(request, command)
+        requester = str((obj.get("spec") or {}).get("requester") or "")
         existing = self._call(f"reading ExecutionGrant {gname}", self.kube.get_or_none,
                               GRANTS, self.namespace, gname)
         if existing is not None:
+            _check_own(existing, request=request, command=command, requester=requester,
+                       namespace=self.namespace)
             return st.of_grant(existing, now=self.now(), max_output=self.max_output,
                                hints=self.hints)
         req_state = self._request_status(obj, self.grants_of(request))
@@ -570,7 +573,7 @@ class WingmanClient:
                 next=f"ask an approver to run: {self.hints.approver_exec(request, command)}; "
                      f"then call {self.hints.get_result(gname)} (that is the grant's name)")
         body = build_grant(request_name=request, namespace=self.namespace, command=command,
-                           requester=str(obj["spec"]["requester"]), ttl_seconds=ttl_seconds)
+                           requester=requester, ttl_seconds=ttl_seconds)
         try:
             created = self.kube.create(GRANTS, self.namespace, body)
         except ApiError as exc:
@@ -578,6 +581,8 @@ class WingmanClient:
                 raise client_error(exc, "creating the ExecutionGrant") from None
             created = self._call(f"reading ExecutionGrant {gname}", self.kube.get, GRANTS,
                                  self.namespace, gname)
+            _check_own(created, request=request, command=command, requester=requester,
+                       namespace=self.namespace)
         except WingmanError as exc:
             raise client_error(exc, "creating the ExecutionGrant") from None
         return st.of_grant(created, now=self.now(), max_output=self.max_output,
@@ -595,9 +600,12 @@ class WingmanClient:
             raise Invalid(f"ExecutionGrant {grant} is itself a rollback; a rollback is not "
                           "rolled back")
         gname = names.rollback_grant_name(grant)
+        requester = str((forward.get("spec") or {}).get("requester") or "")
         existing = self._call(f"reading ExecutionGrant {gname}", self.kube.get_or_none,
                               GRANTS, self.namespace, gname)
         if existing is not None:
+            _check_own(existing, request=_ref(forward), requester=requester,
+                       rollback_of=grant, namespace=self.namespace)
             return st.of_grant(existing, now=self.now(), max_output=self.max_output,
                                hints=self.hints)
         request = self.get_request_object(_ref(forward))
@@ -621,6 +629,8 @@ class WingmanClient:
                 raise client_error(exc, "creating the rollback's ExecutionGrant") from None
             created = self._call(f"reading ExecutionGrant {gname}", self.kube.get, GRANTS,
                                  self.namespace, gname)
+            _check_own(created, request=_ref(forward), requester=requester,
+                       rollback_of=grant, namespace=self.namespace)
         except WingmanError as exc:
             raise client_error(exc, "creating the rollback's ExecutionGrant") from None
         return st.of_grant(created, now=self.now(), max_output=self.max_output,
@@ -640,6 +650,31 @@ class WingmanClient:
             if not current.waiting or time.monotonic() >= deadline or pause.is_set():
                 return current.with_wait(elapsed) if timeout > 0 else current
             pause.wait(min(self.poll_seconds, max(0.0, deadline - time.monotonic())))
+
+
+def _check_own(grant: Mapping[str, Any], *, request: str, requester: str, namespace: str,
+               command: str | None = None, rollback_of: str | None = None) -> None:
+    """Refuse to answer ``grant``, found under the name the grant of ``command`` of
+    ``request`` (or the rollback of the grant ``rollback_of``) takes, as that grant when it is
+    not: any worker who may create grants can take that name first (names are derived from the
+    request and the command, and requests are listed), and the caller would be told that its
+    command was granted, ran or was refused when another's grant was. Invalid
+    (GrantNameTaken) saying whose grant it is and what to do."""
+    spec = grant.get("spec") or {}
+    undoes = str((spec.get("rollbackOf") or {}).get("name") or "") or None
+    if (_ref(grant) == request and spec.get("requester") == requester
+            and (command is None or spec.get("command") == command) and undoes == rollback_of):
+        return
+    name = str((grant.get("metadata") or {}).get("name") or "")
+    what = (f"the rollback of ExecutionGrant {rollback_of}" if rollback_of is not None
+            else "this command")
+    theirs = (f"request {shown(_ref(grant))}, requester {shown(str(spec.get('requester')))}, "
+              f"command {shown(str(spec.get('command')))}"
+              + (f", rollback of {shown(undoes)}" if undoes else ""))
+    raise Invalid(f"ExecutionGrant {name}, the name {what}'s grant takes, is another grant "
+                  f"({theirs}), so it was not started: ask an approver to delete that grant "
+                  f"(kubectl delete executiongrant {name} -n {namespace}), then ask again",
+                  reason="GrantNameTaken")
 
 
 def _ref(grant: Mapping[str, Any]) -> str:

@@ -1,0 +1,112 @@
+"""The MCP server as an agent reaches it, on the real API server with the chart installed.
+
+The agent's tools run as a worker (user alice, her kubeconfig); another worker (mallory) acts
+with her own rights through the Kubernetes API, the way any other agent of the namespace can.
+No operator runs: what is checked here is what the server answers from the objects.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from support.chart import WORKER, Release, client_as, installed, worker_groups
+from wingman.client.api import WingmanClient
+from wingman.client.status import grant_name
+from wingman.dev.cluster import LocalCluster
+from wingman.kube import GRANTS
+from wingman.mcp import server as mcp_server
+
+OTHER_WORKER = "mallory"
+
+
+@pytest.fixture(scope="module")
+def release(cluster: LocalCluster, crds: object) -> Iterator[Release]:
+    suffix = uuid.uuid4().hex[:6]
+    with installed(cluster, "test", namespace=f"wm-mcp-{suffix}",
+                   target_namespace=f"apps-mcp-{suffix}",
+                   values={"operator.replicas": 0}) as rel:
+        yield rel
+
+
+def _call(client: WingmanClient, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def call() -> dict[str, Any]:
+        async with Client(mcp_server.build_server(client)) as session:
+            result = await session.call_tool(tool, args)
+            assert not result.is_error, result
+            return dict(json.loads(result.content[0].text))  # type: ignore[union-attr]
+    return anyio.run(call)
+
+
+def test_a_grant_another_worker_named_after_your_command_is_not_answered_as_yours(
+        cluster: LocalCluster, release: Release) -> None:
+    # grant names are derived from the request and the command, so any worker who can list
+    # requests can create a grant under that name first: the agent must not be told that
+    # its command was granted (then ran, or was refused) when it was someone else's grant
+    ns, groups = release.namespace, worker_groups("test")
+    agent = client_as(cluster, ns, WORKER, groups)
+    other = client_as(cluster, ns, OTHER_WORKER, groups)
+    command = f"kubectl rollout restart deployment/web -n {release.target_namespace}"
+    try:
+        asked = _call(agent, "request_approval", {"instruction": "restart web",
+                                                  "commands": [command]})
+        assert asked["state"] == "pending_review", asked
+        request, taken = asked["name"], grant_name(asked["name"], command)
+        other.kube.create(GRANTS, ns, {
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": taken, "namespace": ns},
+            "spec": {"approvalRef": {"name": request}, "command": command,
+                     "requester": other.whoami()}})
+
+        answer = _call(agent, "execute", {"request": request, "command": command})
+        assert answer["state"] == "invalid", answer
+        assert answer["reason"] == "GrantNameTaken", answer
+        assert f"ExecutionGrant {taken}" in answer["message"], answer
+        assert f"requester '{OTHER_WORKER}'" in answer["message"], answer
+
+        # the rollback's grant name is taken the same way
+        forward = f"{request}-fw"
+        admin = client_as(cluster, ns, "system:admin", ["system:masters"])
+
+        def grant(name: str, **spec: Any) -> None:  # in the agent's name, as an approver may
+            admin.kube.create(GRANTS, ns, {
+                "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"approvalRef": {"name": request}, "command": command,
+                         "requester": agent.whoami(), **spec}})
+        try:
+            grant(forward)
+            # the command's and a rollback's own grants are still answered as theirs
+            again = _call(agent, "request_approval", {"instruction": "restart web again",
+                                                      "commands": [command]})
+            own = grant_name(again["name"], command)
+            admin.kube.create(GRANTS, ns, {
+                "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                "metadata": {"name": own, "namespace": ns},
+                "spec": {"approvalRef": {"name": again["name"]}, "command": command,
+                         "requester": agent.whoami()}})
+            answer = _call(agent, "execute", {"request": again["name"], "command": command})
+            assert (answer["state"], answer["name"]) == ("granted", own), answer
+            grant(f"{request}-fw2")
+            grant(f"{request}-fw2-rollback", rollbackOf={"name": f"{request}-fw2"})
+            answer = _call(agent, "rollback", {"grant": f"{request}-fw2"})
+            assert (answer["state"], answer["name"]) == ("granted", f"{request}-fw2-rollback")
+        finally:
+            admin.close()
+        other.kube.create(GRANTS, ns, {
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": f"{forward}-rollback", "namespace": ns},
+            "spec": {"approvalRef": {"name": request}, "command": command,
+                     "requester": other.whoami(), "rollbackOf": {"name": forward}}})
+        answer = _call(agent, "rollback", {"grant": forward})
+        assert answer["state"] == "invalid", answer
+        assert answer["reason"] == "GrantNameTaken", answer
+    finally:
+        agent.close()
+        other.close()
