@@ -501,12 +501,53 @@ def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
     return app
 
 
+#: Seconds a connection may spend without a request whose line and headers have arrived
+#: (from the connection or the end of the previous response): more, and it is closed.
+HEAD_SECONDS = 10.0
+
+
+def _head_timeout_protocol() -> type[Any]:
+    """uvicorn's HTTP/1.1 protocol, closing a connection that waits longer than
+    ``HEAD_SECONDS`` for a request's headers.
+
+    uvicorn times out only an idle connection after a response (``timeout_keep_alive``), not
+    one whose request headers never end: anyone who reaches the port could hold connections
+    open with a few bytes each (the bearer check needs the headers, so it never runs) until the
+    process runs out of file descriptors, and the agent's own calls fail. A request being
+    answered (an event stream too) or whose body is being read is not affected."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeout(H11Protocol):
+        _head_since: float | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._head_since = self.loop.time()
+            self.loop.call_later(1.0, self._check_head)
+
+        def _check_head(self) -> None:
+            if self.transport.is_closing():
+                return
+            answering = self.cycle is not None and not self.cycle.response_complete
+            if answering or self.conn.their_state not in (h11.IDLE, h11.DONE):
+                self._head_since = None  # a request's headers came
+            elif self._head_since is None:
+                self._head_since = self.loop.time()
+            elif self.loop.time() - self._head_since >= HEAD_SECONDS:
+                self.transport.close()
+                return
+            self.loop.call_later(1.0, self._check_head)
+
+    return HeadTimeout
+
+
 async def _serve_http(server: MCPServer[Any], args: argparse.Namespace) -> None:
     import uvicorn
 
     app = _http_app(server, args)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                            lifespan="on")
+                            lifespan="on", http=_head_timeout_protocol())
     web = uvicorn.Server(config)
 
     def stop(*_: object) -> None:

@@ -395,3 +395,42 @@ def test_beyond_loopback_the_bearer_token_guards_every_host_name(tmp_path: Path)
     assert anyio.run(_initialize, app, server, {
         "Host": "wingman-mcp.agents:8765",
         "Authorization": "Bearer 0123456789abcdef0123456789abcdef"}) == 200
+
+
+def test_a_connection_whose_request_headers_never_end_is_closed(tmp_path: Path) -> None:
+    # the bearer check needs the headers: without a deadline on them, anyone who reaches the
+    # port could hold connections open with a few bytes each until descriptors run out
+    import time
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
+                             "--port", str(port), "--kubeconfig", str(kubeconfig)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None and "serving" in proc.stderr.readline()
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port)) as stalled, \
+                socket.create_connection(("127.0.0.1", port)) as slow:
+            stalled.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            slow.sendall(b"GET /mcp HTTP/1.1\r\n")
+            time.sleep(2)
+            slow.sendall(f"Host: 127.0.0.1:{port}\r\n\r\n".encode())  # headers within time
+            slow.settimeout(10)
+            assert slow.recv(12).startswith(b"HTTP/1.1 "), "a slow but complete request"
+            stalled.settimeout(mcp_server.HEAD_SECONDS + 10)
+            assert stalled.recv(100) == b""  # closed by the server, nothing answered
+            assert mcp_server.HEAD_SECONDS <= time.monotonic() - started \
+                < mcp_server.HEAD_SECONDS + 5
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        assert proc.stderr is not None
+        proc.stderr.close()
