@@ -561,8 +561,14 @@ class WingmanClient:
                 + (f" ({req_state.message})" if req_state.message else "")))
         holder = next((c.grant for c in req_state.commands
                        if c.command == command and c.grant), None)
-        if holder is not None:
-            return self.grant_status(holder)
+        if holder is not None:  # the operator granted it: to a grant of that name then
+            check_name("ExecutionGrant", holder)
+            held = self._call(f"reading ExecutionGrant {holder}", self.kube.get, GRANTS,
+                              self.namespace, holder)
+            _check_own(held, request=request, command=command, requester=requester,
+                       namespace=self.namespace)
+            return st.of_grant(held, now=self.now(), max_output=self.max_output,
+                               hints=self.hints)
         if not self.can("create", GRANTS):
             return st.Status(
                 st.State.AWAITING_GRANT, kind="ExecutionGrant", name=gname,

@@ -20,7 +20,7 @@ from support.chart import WORKER, Release, client_as, installed, worker_groups
 from wingman.client.api import WingmanClient
 from wingman.client.status import grant_name
 from wingman.dev.cluster import LocalCluster
-from wingman.kube import GRANTS
+from wingman.kube import APPROVALS, GRANTS
 from wingman.mcp import server as mcp_server
 
 OTHER_WORKER = "mallory"
@@ -110,3 +110,35 @@ def test_a_grant_another_worker_named_after_your_command_is_not_answered_as_your
     finally:
         agent.close()
         other.close()
+
+
+def test_a_grant_created_again_under_the_name_a_command_went_to_is_not_answered_as_it(
+        cluster: LocalCluster, release: Release) -> None:
+    # the request's status names the grant its command went to; once that grant is gone
+    # (retired, deleted), another worker may create one under its name
+    ns, groups = release.namespace, worker_groups("test")
+    agent = client_as(cluster, ns, WORKER, groups)
+    other = client_as(cluster, ns, OTHER_WORKER, groups)
+    admin = client_as(cluster, ns, "system:admin", ["system:masters"])
+    command = f"kubectl rollout restart deployment/api -n {release.target_namespace}"
+    try:
+        asked = _call(agent, "request_approval", {"instruction": "restart api",
+                                                  "commands": [command]})
+        request, went_to = asked["name"], f"{asked['name']}-by-hand"
+        now = "2026-01-01T00:00:00Z"
+        admin.kube.patch(APPROVALS, ns, request, {"status": {
+            "phase": "Approved",
+            "conditions": [{"type": "Approved", "status": "True", "reason": "HumanApproved",
+                            "message": "approved", "lastTransitionTime": now}],
+            "grants": [{"command": command, "grant": went_to, "grantUID": "gone",
+                        "grantedAt": now}]}}, subresource="status")
+        other.kube.create(GRANTS, ns, {
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": went_to, "namespace": ns},
+            "spec": {"approvalRef": {"name": request}, "command": command,
+                     "requester": other.whoami()}})
+        answer = _call(agent, "execute", {"request": request, "command": command})
+        assert (answer["state"], answer["reason"]) == ("invalid", "GrantNameTaken"), answer
+    finally:
+        for client in (agent, other, admin):
+            client.close()
