@@ -64,8 +64,9 @@ class Entry:
     secret_uid: str | None = None  # grant: the uid of the token Secret this process made
     secret_name: str | None = None  # grant: and its name
     job_done: tuple[str, str] | None = None  # grant: its Job finished (condition, reason)
-    #: grant: when its gateway Job, found active after the token expired, runs out of time
-    #: (the Job's end, a watch event, settles the grant by then)
+    #: grant: when its gateway Job, active as the Jobs watch (or a look after the token
+    #: expired) last showed it, runs out of time (the Job's end, a watch event, settles the
+    #: grant by then); None when the Job is not known to be active
     job_deadline: dt.datetime | None = None
     #: its ``...Retired`` audit record is written (a delete the API server refused is retried
     #: without a second record)
@@ -164,14 +165,15 @@ def expiry_due(e: Entry, now: dt.datetime, mono: float, leeway: dt.timedelta,
     """Whether the sweep should look at ``e``'s expiry now.
 
     A request: once past its expiration time. A TokenIssued grant: once its token expired (plus
-    leeway) and it was not looked at since. A grant still TokenIssued after that look had its
-    gateway Job active (a pod running, or waiting for a node or its token Secret), and the Job's
-    end, a watch event, settles it; reading the grant and its Job again every sweep would only
-    load the API server. So the sweep looks again only in case that event was lost: when the
-    Job's deadline (``job_deadline``) is known, ``resync_seconds`` after it, and if the Job is
-    still active then (its controller is late), after as long again as the last look was past
-    the deadline (30 s, 60 s, 120 s...: at most twice as late as the Job controller); when the
-    deadline is unknown, every ``resync_seconds``.
+    leeway), unless its gateway Job is known to be active (``job_deadline``: a pod running, or
+    waiting for a node or its token Secret; told by the Jobs watch, or found by an earlier
+    look). Such a Job's end, a watch event, settles the grant; reading the grant and its Job
+    at the expiry or every sweep would only load the API server. So the sweep looks only in case
+    that event was lost: ``resync_seconds`` after the Job's deadline, and if the Job is still
+    active then (its controller is late), after as long again as the last look was past the
+    deadline (30 s, 60 s, 120 s...: at most twice as late as the Job controller). A grant whose
+    Job is not known to be active is looked at once its token expired, and then (its deadline
+    unknown) every ``resync_seconds``.
     """
     if e.final_at is not None or e.expires_at is None:
         return False
@@ -180,18 +182,16 @@ def expiry_due(e: Entry, now: dt.datetime, mono: float, leeway: dt.timedelta,
     due = e.expires_at + leeway
     if e.phase != "TokenIssued" or now < due:
         return False
-    if e.attempted == 0.0:
-        return True
     since = dt.timedelta(seconds=max(0.0, mono - e.attempted))
-    looked_at = now - since
-    if looked_at < due:
-        return True  # not looked at since the token expired
+    looked_at = None if e.attempted == 0.0 else now - since
     resync = dt.timedelta(seconds=resync_seconds)
-    if e.job_deadline is None:
-        return since >= resync
-    if looked_at < e.job_deadline:
-        return now >= e.job_deadline + resync
-    return since >= max(resync, looked_at - e.job_deadline)
+    if e.job_deadline is not None:
+        if looked_at is None or looked_at < e.job_deadline:
+            return now >= e.job_deadline + resync
+        return since >= max(resync, looked_at - e.job_deadline)
+    if looked_at is None or looked_at < due:
+        return True  # not looked at since the token expired
+    return since >= resync
 
 
 @dataclass

@@ -1184,3 +1184,62 @@ def test_a_token_no_gateway_could_use_expires_and_its_secret_is_removed(env: Env
     assert [r["event"] for r in env.op.audit_events()].count("TokenMinted") == 1
     assert "Traceback" not in env.op.log_path.read_text()
     assert verify(str(env.op.audit_path)).ok
+
+
+def _api_requests(env: Env) -> dict[str, float]:
+    """The operator's API requests so far, by ``verb resource`` (its own count of every call,
+    ``wingman_api_requests_total``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(env.op.metrics()):
+        for s in family.samples:
+            if s.name == "wingman_api_requests_total":
+                key = f"{s.labels['verb']} {s.labels['resource']}"
+                out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def test_an_expired_token_whose_gateway_waits_costs_one_read_of_the_grant_and_of_its_job(
+        env: Env) -> None:
+    """Grants whose gateway pods wait for a node past their token's expiry (the operator
+    bench's retention phase, at scale): the Jobs watch already says each gateway Job is active,
+    so the sweep reads nothing at the expiry and waits for the Job's end; when the Jobs fail
+    (their pods deleted) each grant is read once and its Job once, before the one status write
+    that ends it, and its token Secret is deleted. One Warning Event per grant, none for the
+    rest."""
+    count = 3
+    grants = [f"slow-{i}" for i in range(count)]
+    for g in grants:
+        env.request(g)
+    for g in grants:
+        env.wait_phase("ar", g, "AutoApproved")
+        env.grant(f"{g}-1", g, RESTART, ttlSeconds=30)
+    issued = [env.wait_phase("eg", f"{g}-1", "TokenIssued") for g in grants]
+    # no node runs the pods: each Job stays active (its pod Pending) past the token's expiry
+    wait_for("the gateway Jobs active", lambda: all(
+        ((env.job(f"{g}-1") or {}).get("status") or {}).get("active") for g in grants), 30)
+    time.sleep(2)  # the watch events of the Jobs' status
+    before = _api_requests(env)
+    expires = max(dt.datetime.fromisoformat(i["status"]["tokenExpirationTime"])
+                  for i in issued)
+    # past the expiry plus the leeway (5 s), and several sweeps (every second here)
+    time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 5 + 4)
+    assert all(phase_of(env.cluster, "eg", env.ns, f"{g}-1") == "TokenIssued" for g in grants)
+    for g in grants:
+        _fail_the_job(env, f"{g}-1")
+    for g in grants:
+        st = env.wait_phase("eg", f"{g}-1", "Failed")["status"]
+        assert st["reason"] == "GatewayFailed", st
+        wait_for("the token Secret deleted", lambda g=g: env.secret(f"{g}-1") is None, 20,
+                 on_timeout=env.op.log_tail)
+    time.sleep(2)  # a few sweeps more: nothing is read again
+    after = _api_requests(env)
+    spent = {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+    assert spent.get("get executiongrants") == count, spent
+    assert spent.get("get jobs") == count, spent
+    assert spent.get("patch executiongrants/status") == count, spent
+    assert spent.get("delete secrets") == count, spent
+    assert spent.get("create events") == count, spent
+    for g in grants:
+        assert [e["reason"] for e in env.events(f"{g}-1")] == ["GatewayFailed"]

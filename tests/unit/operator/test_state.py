@@ -195,6 +195,24 @@ def test_a_grant_whose_job_is_active_is_looked_at_again_only_after_the_jobs_dead
     assert not due_at(130) and due_at(150)
 
 
+def test_a_grant_whose_job_the_watch_shows_active_is_not_read_at_the_tokens_expiry() -> None:
+    """The Jobs watch said the gateway Job is active: at the token's expiry the sweep reads
+    neither the grant nor its Job (the Job's end, a watch event, settles it), and looks only
+    once the Job's deadline is resync seconds past, in case that event was lost."""
+    leeway, resync = dt.timedelta(seconds=5), 30.0
+    e = released_grant()
+    e.attempted = 900.0  # reconciled when issued, before the token expired
+    e.job_deadline = dt.datetime(2026, 11, 25, 12, 8, 30, tzinfo=dt.UTC)
+    assert not state.expiry_due(e, NOW, 1000.0, leeway, resync)
+    at = e.job_deadline + dt.timedelta(seconds=29)
+    assert not state.expiry_due(e, at, 1000.0 + (at - NOW).total_seconds(), leeway, resync)
+    at = e.job_deadline + dt.timedelta(seconds=30)
+    assert state.expiry_due(e, at, 1000.0 + (at - NOW).total_seconds(), leeway, resync)
+    # its Job gone (or never known to be active): looked at once the token expired
+    e.job_deadline = None
+    assert state.expiry_due(e, NOW, 1000.0, leeway, resync)
+
+
 def test_a_jobs_deadline_needs_its_start_time_and_its_deadline() -> None:
     start = "2026-11-25T11:58:30Z"
     assert state.job_deadline({"spec": {"activeDeadlineSeconds": 90},

@@ -413,7 +413,7 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
         await ctx.write(ctx.kube.delete, JOBS, ns, name, uid=job["metadata"]["uid"])
         entry = _entry(ctx, grant)
         if entry is not None:
-            entry.job_done = None
+            entry.job_done = entry.job_deadline = None
             entry.secret_uid = entry.secret_name = None
         raise Retry(f"the grant's gateway Job {name} ended before its token was issued; it is "
                     "replaced")
@@ -977,16 +977,25 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
                    registry=registry)
     async def job_event(event: kopf.RawEvent, **_: Any) -> None:
         job: dict[str, Any] = dict(event.get("object") or {})
-        if event.get("type") == "DELETED":
-            return
-        finished = _job_finished(job)
-        if finished is None:
-            return
         refs: list[dict[str, Any]] = list((job.get("metadata") or {}).get("ownerReferences")
                                           or [])
         owners = [str(o.get("uid")) for o in refs if o.get("kind") == "ExecutionGrant"]
         entry = next((ctx.tracker.grants[u] for u in owners if u in ctx.tracker.grants), None)
-        if entry is None or entry.final_at is not None or entry.job_done is not None:
+        if entry is None:
+            return
+        if event.get("type") == "DELETED":
+            entry.job_deadline = None  # a grant whose Job is gone: the sweep looks at expiry
+            return
+        finished = _job_finished(job)
+        if finished is None:
+            # its gateway pod was made (running, or waiting for a node or its token Secret),
+            # as the watch tells it: the sweep reads nothing at the token's expiry and waits
+            # for the Job's end, a watch event (``state.expiry_due``). Not cleared when the
+            # pod goes (the Job fails then, backoffLimit 0, and its end settles the grant)
+            if ((job.get("status") or {}).get("active") or 0) > 0:
+                entry.job_deadline = job_deadline(job)
+            return
+        if entry.final_at is not None or entry.job_done is not None:
             return
         entry.job_done = finished
         ctx.tracker.settle(entry, "result", _now())
