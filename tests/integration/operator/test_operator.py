@@ -551,7 +551,59 @@ LEFT_BY_KILL = {
     "status-written": ("TokenIssued", False, 2, 1),  # the status without the Secret
     "secret-created": ("Pending", True, 1, 2),  # the Secret without the status: adopted
     "token-stored": ("TokenIssued", True, 1, 1),
+    # the same halves, cut while the two writes were under way together (as they always are
+    # without fault injection)
+    "status-landed": ("TokenIssued", False, 2, 1),
+    "secret-landed": ("Pending", True, 1, 2),
+    "both-landed": ("TokenIssued", True, 1, 1),
 }
+
+
+def _assert_issued_once(env: Env, grant: str) -> None:
+    """What a kill may never break, on top of one Job and one token: the status records the
+    Secret the Job mounts and the token in it; the approval names this grant, once, as its
+    command's holder; the token is one the gateway accepts, and every token ever minted for the
+    grant is that token (one ``jti``: one burn marker, so the gateway runs once); and the audit
+    trail verifies, tells one story (the claim before the token, every record of the same token,
+    the status's record among them) and contradicts nothing (no denial, failure or expiry)."""
+    eg, job, secret = get(env.cluster, "eg", env.ns, grant), env.job(grant), env.secret(grant)
+    assert eg is not None and job is not None and secret is not None
+    st = eg["status"]
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert st["phase"] == "TokenIssued" and st["tokenSHA256"] == token_sha256(token)
+    assert st["tokenSecretName"] == secret["metadata"]["name"] == \
+        manifests.job_token_secret(job)
+    assert st["jobName"] == job["metadata"]["name"]
+    expires = int(secret["metadata"]["annotations"][names.EXPIRES_ANNOTATION])
+    assert dt.datetime.fromisoformat(st["tokenExpirationTime"].replace("Z", "+00:00")) \
+        .timestamp() == expires
+    ar = get(env.cluster, "ar", env.ns, eg["spec"]["approvalRef"]["name"])
+    assert ar is not None
+    holders = [e for e in ar["status"]["grants"] if e["command"] == eg["spec"]["command"]]
+    assert [(e["grant"], e["grantUID"]) for e in holders] == [(grant, eg["metadata"]["uid"])]
+    cm = get(env.cluster, "configmap", env.ns, "wingman-public-keys")
+    assert cm is not None
+    claims = verify_token(token, KeySet.from_mapping(cm["data"]), issuer="wingman-operator",
+                          audience="test", now=time.time(), expected=Expected(
+                              approval_uid=ar["metadata"]["uid"], grant_uid=eg["metadata"]["uid"],
+                              job_uid=job["metadata"]["uid"], namespace=env.ns,
+                              command=eg["spec"]["command"]))
+    assert verify(str(env.op.audit_path)).ok
+    records = [r for r in env.op.audit_events() if r["subject"]["name"] == grant]
+    events = [r["event"] for r in records]
+    assert not {"GrantDenied", "GrantFailed", "GrantExpired"} & set(events), events
+    minted = [r for r in records if r["event"] == "TokenMinted"]
+    authorized = [r for r in records if r["event"] == "GrantAuthorized"]
+    assert minted and authorized, events
+    assert {(r["data"]["tokenSHA256"], r["data"]["jti"], r["data"]["jobUID"]) for r in minted} \
+        == {(st["tokenSHA256"], claims.jti, job["metadata"]["uid"])}
+    assert {(r["data"]["tokenSHA256"], r["data"]["jobUID"]) for r in authorized} == \
+        {(st["tokenSHA256"], job["metadata"]["uid"])}
+    assert st["auditRecordHash"] in {f"sha256:{r['hash']}" for r in authorized}
+    claimed = [r for r in env.op.audit_events() if r["event"] == "ApprovalCommandGranted"
+               and r["data"]["grant"] == grant]
+    assert claimed and {r["data"]["grantUID"] for r in claimed} == {eg["metadata"]["uid"]}
+    assert claimed[0]["seq"] < minted[0]["seq"] < authorized[0]["seq"]
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -576,6 +628,7 @@ def test_killed_at_each_write_of_the_grant_flow_converges_to_one_job_and_one_tok
     env.op.start()
     wait_for("convergence", lambda: _converged(env, ["g"]), 60, on_timeout=env.op.log_tail)
     _assert_one_token_and_one_job_each(env, ["g"])
+    _assert_issued_once(env, "g")
     records = [r for r in env.op.audit_events() if r["subject"]["name"] == "g"]
     assert [r["event"] for r in records].count("TokenMinted") == minted, records
     assert [r["event"] for r in records].count("GrantAuthorized") == authorized, records

@@ -17,6 +17,7 @@ from wingman.kube import ApiError
 from wingman.model import names
 from wingman.operator import manifests
 from wingman.operator.context import Context, Retry
+from wingman.operator.handlers import grants as grants_handler
 from wingman.operator.handlers.grants import (
     Grants,
     _secret_expiry,
@@ -177,6 +178,44 @@ def test_under_fault_injection_the_write_the_crash_follows_goes_first_alone(
     asyncio.run(side_by_side(ctx, write, create))
     second = "secret" if first == "status" else "status"
     assert order == [first, f"{first} done", second, f"{second} done"]
+
+
+class Killed(Exception):
+    """Where the operator's SIGKILL would come."""
+
+
+@pytest.mark.parametrize(("step", "expected"), [
+    ("status-landed", ["status", "status done", "kill"]),
+    ("secret-landed", ["secret", "secret done", "kill"]),
+    ("both-landed", ["status", "secret", "status done", "secret done", "kill"]),
+])
+def test_under_fault_injection_in_flight_the_kill_comes_while_the_writes_are_under_way(
+        step: str, expected: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crash tests' cuts of the concurrent path: both writes are started together; the one
+    that must not land is held back until the other has landed, and the kill comes then (at
+    ``both-landed``, once both have landed)."""
+    ctx = context()
+    ctx.settings.fault_kill_at = step
+    order: list[str] = []
+
+    def crash(_ctx: Context, at: str) -> None:
+        assert at == step
+        order.append("kill")
+        raise Killed
+
+    monkeypatch.setattr(grants_handler, "crashpoint", crash)
+
+    def half(name: str, result: Any) -> Any:
+        async def run() -> Any:
+            order.append(name)
+            await asyncio.sleep(0.01 if name == "status" else 0.02)
+            order.append(f"{name} done")
+            return result
+        return run
+
+    with pytest.raises(Killed):
+        asyncio.run(side_by_side(ctx, half("status", {}), half("secret", ({}, True))))
+    assert order[:order.index("kill") + 1] == expected
 
 
 def test_when_both_writes_fail_the_status_write_s_error_is_raised() -> None:

@@ -95,8 +95,14 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+#: Crash points inside the concurrent writes of the status and the Secret (``side_by_side``):
+#: both writes are started together, as without fault injection, and the operator is killed
+#: once the status has landed while the Secret's create is still held back, once the Secret has
+#: landed while the status write is held back, or once both have landed, before the flow goes
+#: on with either answer.
+IN_FLIGHT = ("status-landed", "secret-landed", "both-landed")
 STEPS = ("job-created", "command-claimed", "token-minted", "status-written", "secret-created",
-         "token-stored")
+         "token-stored", *IN_FLIGHT)
 
 
 def crashpoint(ctx: Context, step: str) -> None:
@@ -749,12 +755,15 @@ async def side_by_side(ctx: Context, write: Callable[[], Awaitable[dict[str, Any
     place). Both writes finish before an error of either is raised (the status write's first;
     the other one's is logged). Under fault injection at ``status-written`` or
     ``secret-created`` that write goes first, alone (the second is not made if the first
-    fails), so the crash tests leave each half without the other."""
+    fails), so the crash tests leave each half without the other; at one of ``IN_FLIGHT`` both
+    are started together and the crash comes while they are under way (``_cut``)."""
     if ctx.settings.fault_kill_at == "status-written":
         return await write(), await create()
     if ctx.settings.fault_kill_at == "secret-created":
         made = await create()
         return await write(), made
+    if ctx.settings.fault_kill_at in IN_FLIGHT:
+        write, create = _cut(ctx, ctx.settings.fault_kill_at, write, create)
     written, made = await asyncio.gather(write(), create(), return_exceptions=True)
     if isinstance(written, BaseException):
         if isinstance(made, BaseException):
@@ -765,6 +774,33 @@ async def side_by_side(ctx: Context, write: Callable[[], Awaitable[dict[str, Any
     if isinstance(made, BaseException):
         raise made
     return written, made
+
+
+def _cut(ctx: Context, step: str, write: Callable[[], Awaitable[dict[str, Any]]],
+         create: Callable[[], Awaitable[tuple[dict[str, Any], bool]]]
+         ) -> tuple[Callable[[], Awaitable[dict[str, Any]]],
+                    Callable[[], Awaitable[tuple[dict[str, Any], bool]]]]:
+    """Fault injection inside ``side_by_side``'s concurrent writes (``IN_FLIGHT``): the half
+    that must not land (the Secret at ``status-landed``, the status at ``secret-landed``) is
+    started with the other and held back until the other has landed, and the kill comes then;
+    at ``both-landed`` both go out at once and the kill comes when both have landed."""
+    landed = {"status": asyncio.Event(), "secret": asyncio.Event()}
+    first = {"status-landed": "status", "secret-landed": "secret"}.get(step)
+
+    def cut(half: str, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        async def run() -> Any:
+            if first is not None and half != first:
+                await landed[first].wait()  # the kill comes as soon as that is set
+            try:
+                result = await fn()
+            finally:  # a write that failed holds nothing back
+                landed[half].set()
+            if first is None:
+                await asyncio.gather(*(e.wait() for e in landed.values()))
+            crashpoint(ctx, step)
+            return result
+        return run
+    return cut("status", write), cut("secret", create)
 
 
 async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, Any], *,
