@@ -40,6 +40,7 @@ from wingman.audit import verify, verify_main
 from wingman.dev import tools as devtools
 from wingman.dev.node import NodeHarness
 from wingman.model import names
+from wingman.operator.handlers.grants import IN_FLIGHT
 
 
 class Story:
@@ -318,6 +319,54 @@ def test_many_concurrent_gateways_with_one_token_execute_exactly_once(story: Sto
     metrics = wait_for("the replay is counted", lambda: (m := story.op.metrics()) and
                        'reason="ReplayRejected"' in m and m, 20)
     assert 'stage="gateway"' in metrics
+
+
+@pytest.mark.parametrize("step", IN_FLIGHT)
+def test_killed_while_the_status_and_the_secret_are_written_the_gateway_runs_once(
+        story: Story, step: str) -> None:
+    """The operator SIGKILLed inside its concurrent writes of the TokenIssued status and the
+    token Secret (after the status landed, after the Secret landed, or once both had), then
+    started again: the grant gets its one token, and two gateways given it run the command
+    exactly once between them, as the first of them reports."""
+    name, grant = f"cut-{step}", f"cut-{step}-1"
+    story.request(name)
+    story.wait_phase("ar", name, "AutoApproved")
+    story.op.stop()
+    story.op.extra_env["WINGMAN_FAULT_KILL_AT"] = step
+    try:
+        story.op.start()
+        story.grant(grant, name, story.restart)
+        wait_for("the SIGKILL", lambda: story.op.proc is not None and
+                 story.op.proc.poll() is not None, 60, on_timeout=story.op.log_tail)
+        assert story.op.proc is not None and story.op.proc.returncode == -9
+    finally:
+        del story.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+        story.op.stop()
+        story.op.start()
+    story.wait_phase("eg", grant, "TokenIssued")
+    token = story.token(grant)
+    generation = story.deployment()["metadata"]["generation"]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(story.run_gateway,
+                                [story.gateway_env(grant, token) for _ in range(2)]))
+    assert sorted(r.returncode for r in results) == [0, 4], \
+        [(r.returncode, r.stderr[-300:]) for r in results]
+    assert story.deployment()["metadata"]["generation"] == generation + 1, "exactly one restart"
+    eg = story.wait_phase("eg", grant, "Succeeded")
+    assert eg["status"]["exitCode"] == 0
+    leases = json.loads(story.cluster.kubectl("get", "leases", "-n", story.ns, "-o", "json",
+                                              "-l", f"wingman.dev/grant={grant}").stdout)
+    assert len(leases["items"]) == 1, "one burn marker"
+    records = story.audit_events(grant)
+    events = [r["event"] for r in records]
+    for event, count in (("GatewayTokenBurned", 1), ("GatewayExecuting", 1),
+                         ("GatewayExecuted", 1), ("GatewayReplayRejected", 1)):
+        assert events.count(event) == count, (event, events)
+    assert not {"GrantDenied", "GrantFailed", "GrantExpired"} & set(events), events
+    assert {r["data"]["tokenSHA256"] for r in records
+            if r["event"] in ("TokenMinted", "GrantAuthorized")} == {eg["status"]["tokenSHA256"]}
+    assert events.index("GrantAuthorized") < events.index("GatewayTokenBurned")
+    assert verify(str(story.op.audit_path)).ok
 
 
 @pytest.mark.nodeharness
