@@ -691,6 +691,8 @@ def test_killed_at_random_points_over_many_grants_converges(env: Env) -> None:
     winners = wait_for("every pair settles on one token", settled, 120,
                        on_timeout=env.op.log_tail)
     _assert_one_token_and_one_job_each(env, winners)
+    for g in winners:
+        _assert_issued_once(env, g)
     for a, b, r in pairs:
         loser = b if a in winners else a
         eg = get(env.cluster, "eg", env.ns, loser)
