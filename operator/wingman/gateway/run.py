@@ -13,9 +13,10 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    to (``status.grants``), the command one of its commands byte for byte and inside
    the allowlist (``scope.check``); a grant still ``Pending`` (the operator writes
    ``TokenIssued`` at the same time as the token Secret, so the pod may start first) is read
-   again until its phase moves on or the token expires (``GrantNotIssued``), and these checks
-   are made again on what is current; a ``TokenIssued`` grant must record this very token
-   (``status.tokenSHA256``, ``BindingMismatch``); the executor must be able to run it; a
+   again until its phase moves on or the token expires (``GrantNotIssued``; moved on past
+   ``TokenIssued`` while this token's burn marker exists: another pod ran it, a replay), and
+   these checks are made again on what is current; a ``TokenIssued`` grant must record this
+   very token (``status.tokenSHA256``, ``BindingMismatch``); the executor must be able to run it; a
    kubectl command needs a fresh token of the executor account, the identity it runs as
    (``wingman.gateway.identity``, ``ExecutorTokenUnavailable``); every
    target the request's preview recorded for the command must be the object, at the version,
@@ -420,6 +421,7 @@ def _execute(run: _Run) -> int:
         claims, argv = authorize(token, keys, grant, approval, s, run.clock(), forward=forward)
         phase = grant_rules.phase(grant)
         if phase != "TokenIssued":
+            _raise_if_spent(run, claims)  # another pod ran this token meanwhile: a replay
             raise GrantDenied(f"ExecutionGrant {s.grant_name} went from Pending to {phase} "
                               "while its gateway waited for TokenIssued; the token was not "
                               "spent and nothing was executed", reason="GrantNotIssued")

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import yaml
 
@@ -42,6 +43,7 @@ from wingman.dev.cluster import LocalCluster
 from wingman.gateway import run as gateway_run
 from wingman.gateway.redaction import WITHHELD
 from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
+from wingman.model import names
 
 
 @pytest.fixture
@@ -511,6 +513,31 @@ def test_what_ends_the_wait_other_than_this_token_issued_refuses_before_the_burn
     if patch["phase"] != "TokenIssued":
         assert (status["phase"], status["reason"]) == (patch["phase"], patch["reason"]), \
             "the operator's ending stays"
+
+
+def test_a_gateway_whose_token_another_pod_ran_while_it_waited_is_a_replay(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pods with one token, the first started while the grant was Pending (the Secret landed
+    before the status): the other one ran the token meanwhile (its burn marker, the grant
+    Succeeded). The waiting one is a replay, counted and marked as one, not a grant that was
+    never issued."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    operator, token = _pending(env, g, {"phase": "Succeeded", "reason": "CommandSucceeded"},
+                               monkeypatch)
+    marker = names.burn_marker_name(jwt.decode(token, options={"verify_signature": False})["jti"])
+    env.cluster.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": marker, "namespace": env.ns, "labels": {
+            "wingman.dev/role": "burn-marker", names.GRANT_LABEL: g.name}}}))
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REPLAY
+    assert operator.pauses >= 1
+    assert env.replicas() == 1, "nothing ran a second time"
+    assert [(r["event"], r["data"]["reason"]) for r in env.audit_records()] == [
+        ("GatewayReplayRejected", "ReplayRejected")]
+    status = env.grant(g.name)["status"]
+    assert status["phase"] == "Succeeded", "the first run's result stays"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["ReplayDetected"] == "True"
 
 
 def test_a_grant_still_pending_when_its_token_expires_is_refused_and_the_token_unspent(
