@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from urllib3 import HTTPHeaderDict
@@ -203,7 +204,8 @@ class Kube:
 
     @classmethod
     def from_environment(cls, *, retries: bool = True, pool_size: int | None = None) -> Kube:
-        """In-cluster credentials when in a pod, else KUBECONFIG / ~/.kube/config.
+        """In-cluster credentials when in a pod, else KUBECONFIG / ~/.kube/config as kubectl
+        reads them (several files: the first that sets ``current-context`` wins).
 
         ``retries=False``: a failed connection is reported at once instead of after the HTTP
         library's own silent retries (and a warning line each), for callers that retry
@@ -218,11 +220,9 @@ class Kube:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:
             try:
-                # KUBECONFIG as it is now (the library reads it once, when imported)
-                k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
-                                            client_configuration=configuration)
-                _, active = k8s_config.list_kube_config_contexts(
-                    config_file=os.environ.get("KUBECONFIG") or None)
+                # KUBECONFIG as it is now (the library reads it once, when imported), with
+                # kubectl's current context
+                active = load_kubeconfig(configuration)
             except (k8s_config.ConfigException, OSError) as exc:
                 raise ClusterError(
                     f"no Kubernetes credentials: not in a pod and no usable kubeconfig ({exc}); "
@@ -435,6 +435,62 @@ def create_or_adopt(kube: Kube, res: Resource, namespace: str, body: Mapping[str
 
 
 
+def _kubeconfig_names(config_file: str | None) -> list[str]:
+    """The kubeconfig files ``config_file`` names (several joined by ``os.pathsep``, as in
+    ``KUBECONFIG``; None: ``KUBECONFIG``, else ~/.kube/config), in kubectl's order."""
+    joined = os.environ.get("KUBECONFIG", "") if config_file is None else config_file
+    return [name for name in joined.split(os.pathsep) if name] or [
+        os.path.expanduser(k8s_config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION)]
+
+
+def current_context(config_file: str | None = None) -> tuple[str, Path] | None:
+    """The current context kubectl uses with the kubeconfig ``config_file`` (several files
+    joined by ``os.pathsep``; None: ``KUBECONFIG``, else ~/.kube/config) and the file it comes
+    from, or None when no file sets one. kubectl merges several files so that the first file
+    that sets ``current-context`` wins; the kubernetes library's merger keeps the last one, so
+    it is not asked. A missing file is skipped, as kubectl does; one that is not a YAML
+    kubeconfig is a ConfigException naming it."""
+    for name in _kubeconfig_names(config_file):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            continue
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise k8s_config.ConfigException(
+                f"cannot read the kubeconfig {path}: {exc}") from None
+        context = config.get("current-context") if isinstance(config, dict) else None
+        if isinstance(context, str) and context:
+            return context, path
+    return None
+
+
+def load_kubeconfig(configuration: k8s.Configuration, config_file: str | None = None,
+                    context: str | None = None, *, persist_config: bool = True
+                    ) -> dict[str, Any] | None:
+    """Load the kubeconfig ``config_file`` (several files joined by ``os.pathsep``; None:
+    ``KUBECONFIG``, else ~/.kube/config) into ``configuration`` as kubectl reads it, and return
+    the entry of the context used (``{"name": ..., "context": {...}}``, for its namespace and
+    for :func:`failed_exec_plugin`), None when there is none.
+
+    The context is ``context`` when given, else kubectl's current context (the first file that
+    sets one, see :func:`current_context`). Every cluster, context and user name is the first
+    file's that defines it, as in kubectl (the library's merger does the same), and a relative
+    path in a file (a certificate, a key) is relative to that file's directory. A kubeconfig
+    that cannot be used raises ConfigException (or OSError)."""
+    joined = os.pathsep.join(_kubeconfig_names(config_file))
+    if context is None:
+        current = current_context(joined)
+        context = current[0] if current is not None else None
+    k8s_config.load_kube_config(config_file=joined, context=context,
+                                client_configuration=configuration,
+                                persist_config=persist_config)
+    contexts, active = k8s_config.list_kube_config_contexts(config_file=joined)
+    entry = active if context is None else next(
+        (c for c in contexts or [] if c.get("name") == context), None)
+    return entry if isinstance(entry, dict) else None
+
+
 def failed_exec_plugin(config_file: str | None, context: Mapping[str, Any] | None,
                        configuration: k8s.Configuration) -> str | None:
     """The command of ``context``'s exec credential plugin when it gave no credentials to
@@ -462,4 +518,5 @@ def failed_exec_plugin(config_file: str | None, context: Mapping[str, Any] | Non
 
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES", "MERGE",
            "PODS", "SECRETS", "ApiError", "Kube", "Observer", "Resource", "TokenFile",
-           "call_labels", "create_or_adopt", "failed_exec_plugin"]
+           "call_labels", "create_or_adopt", "current_context", "failed_exec_plugin",
+           "load_kubeconfig"]

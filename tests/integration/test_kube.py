@@ -4,6 +4,7 @@ ServiceAccount calls with the token the kubelet last wrote."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from support.kubeconfigs import one_per_user, whoami
 from wingman.dev.cluster import LocalCluster
 from wingman.kube import Kube, Resource
 
@@ -154,3 +156,22 @@ def test_a_service_account_client_calls_with_the_token_the_kubelet_last_wrote(
     for _ in range(3):  # every later call, not only the first after the change
         assert caller() == f"system:serviceaccount:{namespace}:second"
     kube.close()
+
+
+def test_from_environment_acts_as_the_user_kubectl_does_with_several_kubeconfigs(
+        cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # kubectl takes the current context of the first file that sets one; the kubernetes
+    # library alone takes the last file's, and would act as another user than kubectl does
+    first, second = one_per_user(cluster, tmp_path, "kctx-first", "kctx-second")
+    monkeypatch.setenv("KUBECONFIG", f"{first}:{second}")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    kubectl = subprocess.run(
+        [str(cluster.tool("kubectl")), "auth", "whoami", "-o",
+         "jsonpath={.status.userInfo.username}"], capture_output=True, text=True, timeout=60,
+        check=True, env={**cluster.env(), "KUBECONFIG": f"{first}:{second}"}).stdout
+    assert kubectl == "kctx-first"
+    kube = Kube.from_environment()
+    try:
+        assert whoami(kube.api) == kubectl
+    finally:
+        kube.close()

@@ -1,12 +1,14 @@
 """Connecting as the caller: a kubeconfig when there is one, else the pod's ServiceAccount.
 
-The order is kubectl's: ``--kubeconfig``, else ``$KUBECONFIG`` (several paths merge), else
-``~/.kube/config``; with none of them, the in-cluster configuration (``KUBERNETES_SERVICE_HOST``
-and ``_PORT``, and the token and CA in the ServiceAccount directory, re-read as the kubelet
-rotates the token). The namespace is ``-n``, else ``$WINGMAN_NAMESPACE``, else the context's
-namespace (in a pod: the pod's own), else ``wingman``. A kubeconfig whose exec credential plugin
-fails or gives no credentials is a ConfigError (the kubernetes library would only log it and
-call anonymously), naming the kubectl command that shows the plugin's error.
+The order is kubectl's: ``--kubeconfig``, else ``$KUBECONFIG`` (several paths merge as kubectl
+merges them: the first file that sets ``current-context``, or that defines a cluster, context or
+user name, wins), else ``~/.kube/config``, with ``--context`` over the current context; with
+none of them, the in-cluster configuration (``KUBERNETES_SERVICE_HOST`` and ``_PORT``, and the
+token and CA in the ServiceAccount directory, re-read as the kubelet rotates the token). The
+namespace is ``-n``, else ``$WINGMAN_NAMESPACE``, else the context's namespace (in a pod: the
+pod's own), else ``wingman``. A kubeconfig whose exec credential plugin fails or gives no
+credentials is a ConfigError (the kubernetes library would only log it and call anonymously),
+naming the kubectl command that shows the plugin's error.
 
 Nothing here ever holds more than the caller's own rights: no impersonation unless the caller
 asks for it (and RBAC allows it), no Secret is read.
@@ -25,7 +27,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from wingman.errors import ConfigError
-from wingman.kube import Kube, failed_exec_plugin
+from wingman.kube import Kube, failed_exec_plugin, load_kubeconfig
 from wingman.settings import ClientSettings
 
 DEFAULT_NAMESPACE = "wingman"
@@ -99,18 +101,15 @@ def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = 
     if paths:
         joined = os.pathsep.join(paths)
         try:
-            contexts, active = k8s_config.list_kube_config_contexts(config_file=joined)
-            chosen = active
             if context is not None:
-                chosen = next((c for c in contexts or [] if c.get("name") == context), None)
-                if chosen is None:
+                contexts, _ = k8s_config.list_kube_config_contexts(config_file=joined)
+                if not any(c.get("name") == context for c in contexts or []):
                     names = ", ".join(sorted(str(c.get("name")) for c in contexts or []))
                     raise ConfigError(f"--context {context}: no such context in {joined} "
                                       f"(contexts: {names or 'none'})")
+            # kubectl's current context (the first file that sets one), not the library's
+            chosen = load_kubeconfig(configuration, joined, context, persist_config=False)
             context_namespace = (chosen or {}).get("context", {}).get("namespace")
-            k8s_config.load_kube_config(config_file=joined, context=context,
-                                        client_configuration=configuration,
-                                        persist_config=False)
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - any kubeconfig problem is the user's to fix

@@ -35,8 +35,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
+from kubernetes import config as k8s_config
 
+from wingman import kube
 from wingman.dev.cluster import LocalCluster
 from wingman.errors import ClusterError, ConfigError
 
@@ -91,24 +92,20 @@ def configured_kubeconfig() -> Path | None:
 
 
 def current_context() -> tuple[str, Path]:
-    """The current context kubectl uses and the kubeconfig file it comes from, as kubectl
-    merges the files ``KUBECONFIG`` names: the first file that sets ``current-context`` wins
-    (the kubernetes library's merger keeps the last one, so it is not asked). ConfigError when
-    a file is not YAML or no file sets one: kubectl would then have no cluster to use."""
+    """The current context kubectl uses and the kubeconfig file it comes from
+    (:func:`wingman.kube.current_context`: the first file ``KUBECONFIG`` names that sets
+    ``current-context`` wins). ConfigError when a file is not YAML or no file sets one: kubectl
+    would then have no cluster to use."""
     names = [name for name in os.environ.get("KUBECONFIG", "").split(os.pathsep) if name]
     paths = [Path(name) for name in names] or [Path.home() / ".kube" / "config"]
-    existing = [path for path in paths if path.is_file()]
-    for path in existing:
-        try:
-            config = yaml.safe_load(path.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read the kubeconfig {path}: {exc}; "
-                              f"'kubectl config view --kubeconfig {path}' shows what is "
-                              "wrong") from None
-        context = config.get("current-context") if isinstance(config, dict) else None
-        if isinstance(context, str) and context:
-            return context, path
-    shown = os.pathsep.join(str(path) for path in existing)
+    try:
+        found = kube.current_context(os.pathsep.join(str(path) for path in paths))
+    except k8s_config.ConfigException as exc:
+        raise ConfigError(f"{exc}; 'kubectl config view --kubeconfig <file>' shows what is "
+                          "wrong") from None
+    if found is not None:
+        return found
+    shown = os.pathsep.join(str(path) for path in paths if path.is_file())
     raise ConfigError(f"no current context: none of the kubeconfig files ({shown}) sets "
                       "current-context, so kubectl has no cluster to use; pick one with "
                       "'kubectl config use-context <name>', or unset KUBECONFIG and move "

@@ -96,7 +96,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from wingman.errors import ConfigError, shown_url
-from wingman.kube import failed_exec_plugin
+from wingman.kube import failed_exec_plugin, load_kubeconfig
 from wingman.settings import env_bool
 from wingman.verifier.rights import (
     COMPONENT_LABEL,
@@ -285,16 +285,18 @@ def _connect(kubeconfig: str | None, *, need_namespace: bool = True
                     "no cluster configured: set KUBECONFIG or pass --kubeconfig (inside a "
                     "pod, the in-cluster ServiceAccount configuration is used)",
                     reason="NoKubeconfig")
-            if path is not None and Path(path).expanduser().exists() \
-                    and not Path(path).expanduser().is_file():
-                raise VerifyError(f"kubeconfig {path} is not a regular file (a directory, a "
-                                  "FIFO or a device): set KUBECONFIG or pass --kubeconfig with "
-                                  "the kubeconfig file itself", reason="NoKubeconfig")
-            if path is not None and not Path(path).expanduser().is_file():
+            # --kubeconfig names one file; KUBECONFIG may name several, merged as kubectl does
+            names = ([path] if kubeconfig else path.split(os.pathsep)) if path else []
+            for name in filter(None, names):
+                if Path(name).expanduser().exists() and not Path(name).expanduser().is_file():
+                    raise VerifyError(f"kubeconfig {name} is not a regular file (a directory, "
+                                      "a FIFO or a device): set KUBECONFIG or pass --kubeconfig "
+                                      "with the kubeconfig file itself", reason="NoKubeconfig")
+            if names and not any(Path(n).expanduser().is_file() for n in names if n):
                 raise VerifyError(f"kubeconfig {path} does not exist: set KUBECONFIG or pass "
                                   "--kubeconfig with an existing file", reason="NoKubeconfig")
-            config.load_kube_config(config_file=path, client_configuration=cfg)
-            _, active = config.list_kube_config_contexts(config_file=path)
+            # kubectl's current context (the first file that sets one), not the library's
+            active = load_kubeconfig(cfg, path)
             namespace = (active or {}).get("context", {}).get("namespace") or None
             command = failed_exec_plugin(path, active, cfg)
             if command is not None:
