@@ -443,6 +443,33 @@ def _kubeconfig_names(config_file: str | None) -> list[str]:
         os.path.expanduser(k8s_config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION)]
 
 
+def _kubeconfig_files(config_file: str | None) -> list[tuple[Path, Any]]:
+    """The existing files of :func:`_kubeconfig_names`, each with its YAML (None: the file is
+    empty). A missing file is skipped, as kubectl does; one that is not YAML is a
+    ConfigException naming it."""
+    files = []
+    for name in _kubeconfig_names(config_file):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            continue
+        try:
+            files.append((path, yaml.safe_load(path.read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise k8s_config.ConfigException(
+                f"cannot read the kubeconfig {path}: {exc}") from None
+    return files
+
+
+def kubeconfig_files(config_file: str | None = None) -> str:
+    """The files of the kubeconfig ``config_file`` (several joined by ``os.pathsep``; None:
+    ``KUBECONFIG``, else ~/.kube/config) to give the kubernetes library, joined the same way:
+    those that exist and are not empty. kubectl skips both, while the library refuses an empty
+    one. When none is left, ``config_file`` as it is, for the library to say what is wrong."""
+    usable = os.pathsep.join(str(path) for path, config in _kubeconfig_files(config_file)
+                             if config is not None)
+    return usable or os.pathsep.join(_kubeconfig_names(config_file))
+
+
 def current_context(config_file: str | None = None) -> tuple[str, Path] | None:
     """The current context kubectl uses with the kubeconfig ``config_file`` (several files
     joined by ``os.pathsep``; None: ``KUBECONFIG``, else ~/.kube/config) and the file it comes
@@ -450,15 +477,7 @@ def current_context(config_file: str | None = None) -> tuple[str, Path] | None:
     that sets ``current-context`` wins; the kubernetes library's merger keeps the last one, so
     it is not asked. A missing file is skipped, as kubectl does; one that is not a YAML
     kubeconfig is a ConfigException naming it."""
-    for name in _kubeconfig_names(config_file):
-        path = Path(name).expanduser()
-        if not path.is_file():
-            continue
-        try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise k8s_config.ConfigException(
-                f"cannot read the kubeconfig {path}: {exc}") from None
+    for path, config in _kubeconfig_files(config_file):
         context = config.get("current-context") if isinstance(config, dict) else None
         if isinstance(context, str) and context:
             return context, path
@@ -477,11 +496,13 @@ def load_kubeconfig(configuration: k8s.Configuration, config_file: str | None = 
     sets one, see :func:`current_context`). Every cluster, context and user name is the first
     file's that defines it, as in kubectl (the library's merger does the same), and a relative
     path in a file (a certificate, a key) is relative to that file's directory. A kubeconfig
-    that cannot be used raises ConfigException (or OSError)."""
+    that cannot be used raises ConfigException (or OSError); an empty file is skipped, as
+    kubectl skips it."""
     joined = os.pathsep.join(_kubeconfig_names(config_file))
     if context is None:
         current = current_context(joined)
         context = current[0] if current is not None else None
+    joined = kubeconfig_files(joined)
     k8s_config.load_kube_config(config_file=joined, context=context,
                                 client_configuration=configuration,
                                 persist_config=persist_config)
@@ -501,9 +522,7 @@ def failed_exec_plugin(config_file: str | None, context: Mapping[str, Any] | Non
         return None
     user = ((context or {}).get("context") or {}).get("user")
     try:
-        merged = k8s_config.kube_config.KubeConfigMerger(
-            config_file or os.environ.get("KUBECONFIG") or
-            os.path.expanduser(k8s_config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION))
+        merged = k8s_config.kube_config.KubeConfigMerger(kubeconfig_files(config_file))
         users = merged.config.value.get("users") or []
     except Exception:  # noqa: BLE001 - the library read it just before; nothing more to say
         return None
@@ -519,4 +538,4 @@ def failed_exec_plugin(config_file: str | None, context: Mapping[str, Any] | Non
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES", "MERGE",
            "PODS", "SECRETS", "ApiError", "Kube", "Observer", "Resource", "TokenFile",
            "call_labels", "create_or_adopt", "current_context", "failed_exec_plugin",
-           "load_kubeconfig"]
+           "kubeconfig_files", "load_kubeconfig"]

@@ -8,9 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
+from kubernetes import client as k8s
 
 from wingman.errors import ClusterError
-from wingman.kube import APPROVALS, JOBS, SECRETS, Kube, call_labels
+from wingman.kube import APPROVALS, JOBS, SECRETS, Kube, call_labels, load_kubeconfig
 
 
 @pytest.mark.parametrize(("method", "path", "expected"), [
@@ -146,3 +148,54 @@ def test_from_environment_refuses_an_exec_plugin_that_gave_no_credentials(
     with pytest.raises(ClusterError, match=r"exec plugin 'false' failed") as err:
         Kube.from_environment()
     assert err.value.reason == "NoCredentials"
+
+
+def _kubeconfig(path: Path, context: str, server: str, user: dict[str, object],
+                ca: str | None = None) -> Path:
+    cluster: dict[str, object] = {"server": server}
+    if ca is not None:
+        cluster["certificate-authority"] = ca
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": context, "cluster": cluster}],
+        "users": [{"name": context, "user": user}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+        "current-context": context}))
+    return path
+
+
+@pytest.mark.parametrize("empty_first", [False, True])
+def test_the_exec_plugin_checked_is_that_of_kubectls_current_context(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_first: bool) -> None:
+    # the first file's context (kubectl's) gets its credentials from a failing plugin; the
+    # last file's has a token, which the library alone would have used instead (an empty
+    # file, which kubectl skips, changes nothing)
+    plugin = _kubeconfig(tmp_path / "plugin", "plugin", "https://127.0.0.1:1", {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1", "command": "false",
+        "interactiveMode": "Never"}})
+    token = _kubeconfig(tmp_path / "token", "token", "https://127.0.0.2:2", {"token": "t"})
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    monkeypatch.setenv("KUBECONFIG", f"{empty}:" * empty_first + f"{plugin}:{token}")
+    with pytest.raises(ClusterError, match=r"exec plugin 'false' failed") as err:
+        Kube.from_environment()
+    assert err.value.reason == "NoCredentials"
+
+
+def test_an_empty_kubeconfig_file_is_skipped_as_kubectl_skips_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    # relative paths in a file are relative to that file's directory, as in kubectl
+    (tmp_path / "b" / "ca.crt").parent.mkdir()
+    (tmp_path / "b" / "ca.crt").write_text("not read before the first call\n")
+    second = _kubeconfig(tmp_path / "b" / "config", "b", "https://127.0.0.2:2",
+                         {"token": "t"}, ca="ca.crt")
+    monkeypatch.setenv("KUBECONFIG", f"{empty}:{second}")
+    configuration = k8s.Configuration()
+    entry = load_kubeconfig(configuration)
+    assert entry is not None and entry["name"] == "b"
+    assert configuration.host == "https://127.0.0.2:2"
+    assert configuration.ssl_ca_cert == str(tmp_path / "b" / "ca.crt")

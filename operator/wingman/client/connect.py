@@ -27,7 +27,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from wingman.errors import ConfigError
-from wingman.kube import Kube, failed_exec_plugin, load_kubeconfig
+from wingman.kube import Kube, failed_exec_plugin, kubeconfig_files, load_kubeconfig
 from wingman.settings import ClientSettings
 
 DEFAULT_NAMESPACE = "wingman"
@@ -102,7 +102,8 @@ def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = 
         joined = os.pathsep.join(paths)
         try:
             if context is not None:
-                contexts, _ = k8s_config.list_kube_config_contexts(config_file=joined)
+                contexts, _ = k8s_config.list_kube_config_contexts(
+                    config_file=kubeconfig_files(joined))
                 if not any(c.get("name") == context for c in contexts or []):
                     names = ", ".join(sorted(str(c.get("name")) for c in contexts or []))
                     raise ConfigError(f"--context {context}: no such context in {joined} "

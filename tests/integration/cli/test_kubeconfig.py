@@ -46,8 +46,11 @@ def test_the_cli_acts_as_the_user_of_kubectls_current_context(
 def test_connect_uses_kubectls_current_context_and_an_explicit_one(
         cluster: LocalCluster, tmp_path: Path) -> None:
     first, second = one_per_user(cluster, tmp_path, "kctx-one", "kctx-two")
-    settings = ClientSettings.from_env({"KUBECONFIG": f"{first}{os.pathsep}{second}",
-                                        "HOME": str(tmp_path)})
+    empty = tmp_path / "empty.kubeconfig"  # adds nothing, for kubectl as for Wingman
+    empty.write_text("")
+    settings = ClientSettings.from_env(
+        {"KUBECONFIG": os.pathsep.join(map(str, (empty, first, second))),
+         "HOME": str(tmp_path)})
     for context, user in ((None, "kctx-one"), ("kctx-two", "kctx-two")):
         connection = connect(settings, context=context)
         try:
