@@ -513,9 +513,9 @@ def _head_timeout_protocol() -> type[Any]:
     uvicorn times out only an idle connection after a response (``timeout_keep_alive``), not
     one whose request headers never end: anyone who reaches the port could hold connections
     open with a few bytes each (the bearer check needs the headers, so it never runs) until the
-    process runs out of file descriptors, and the agent's own calls fail. A request being
-    answered (an event stream too) or whose body is being read is not affected."""
-    import h11
+    process runs out of file descriptors, and the agent's own calls fail; nor one that, once
+    refused, sends the rest of a long body a byte at a time. A request being answered (an
+    event stream too, or a body the app is reading) is not affected."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeadTimeout(H11Protocol):
@@ -529,8 +529,10 @@ def _head_timeout_protocol() -> type[Any]:
         def _check_head(self) -> None:
             if self.transport.is_closing():
                 return
-            answering = self.cycle is not None and not self.cycle.response_complete
-            if answering or self.conn.their_state not in (h11.IDLE, h11.DONE):
+            # only a request being answered stops the clock: once its response is complete,
+            # what remains of its body (sent after the bearer check refused it, say) is waited
+            # for no longer than the next request's headers would be
+            if self.cycle is not None and not self.cycle.response_complete:
                 self._head_since = None  # a request's headers came
             elif self._head_since is None:
                 self._head_since = self.loop.time()

@@ -434,3 +434,47 @@ def test_a_connection_whose_request_headers_never_end_is_closed(tmp_path: Path) 
         proc.wait(30)
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def test_a_refused_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> None:
+    # refused on its headers (no bearer token), a request that announced a long body could
+    # otherwise hold its connection open by sending that body a byte at a time
+    import time
+
+    kubeconfig, token = tmp_path / "kubeconfig", tmp_path / "token"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    token.write_text("0123456789abcdef0123456789abcdef")
+    token.chmod(0o600)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
+                             "--port", str(port), "--kubeconfig", str(kubeconfig),
+                             "--auth-token-file", str(token)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None and "serving" in proc.stderr.readline()
+        with socket.create_connection(("127.0.0.1", port)) as trickle:
+            trickle.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                            "Content-Length: 100000000\r\n\r\n".encode())
+            trickle.settimeout(10)
+            assert trickle.recv(12) == b"HTTP/1.1 401"
+            started = time.monotonic()
+            closed = False
+            while not closed and time.monotonic() - started < mcp_server.HEAD_SECONDS + 10:
+                try:
+                    trickle.sendall(b"x")
+                    time.sleep(1)
+                except OSError:
+                    closed = True
+            assert closed, "a refused request's trickling body keeps its connection open"
+            assert time.monotonic() - started < mcp_server.HEAD_SECONDS + 5
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        assert proc.stderr is not None
+        proc.stderr.close()
