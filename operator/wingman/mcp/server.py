@@ -504,6 +504,9 @@ def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
 #: Seconds a connection may spend without a request whose line and headers have arrived
 #: (from the connection or the end of the previous response): more, and it is closed.
 HEAD_SECONDS = 10.0
+#: Seconds an answer may wait, in full, for the client to read what was sent before it (the
+#: write buffer over its high mark all along): more, and the connection is dropped.
+STALL_SECONDS = 30.0
 
 
 def _head_timeout_protocol() -> type[Any]:
@@ -514,20 +517,36 @@ def _head_timeout_protocol() -> type[Any]:
     one whose request headers never end: anyone who reaches the port could hold connections
     open with a few bytes each (the bearer check needs the headers, so it never runs) until the
     process runs out of file descriptors, and the agent's own calls fail; nor one that, once
-    refused, sends the rest of a long body a byte at a time. A request being answered (an
-    event stream too, or a body the app is reading) is not affected."""
+    refused, sends the rest of a long body a byte at a time. Nor, as answers are waited
+    for, one that sends requests and never reads their answers (a refusal each, once the
+    buffers are full): an answer that cannot be written for ``STALL_SECONDS`` drops the
+    connection. A request being answered to a client that reads (an event stream too, or a
+    body the app is reading) is not affected."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeadTimeout(H11Protocol):
         _head_since: float | None = None
+        _stalled_since: float | None = None  # since when writes wait for the client to read
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._head_since = self.loop.time()
             self.loop.call_later(1.0, self._check_head)
 
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self._stalled_since = self.loop.time()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self._stalled_since = None
+
         def _check_head(self) -> None:
             if self.transport.is_closing():
+                return
+            if (self._stalled_since is not None
+                    and self.loop.time() - self._stalled_since >= STALL_SECONDS):
+                self.transport.abort()  # close() would wait for the buffer to be read
                 return
             # only a request being answered stops the clock: once its response is complete,
             # what remains of its body (sent after the bearer check refused it, say) is waited

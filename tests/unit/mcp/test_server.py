@@ -478,3 +478,53 @@ def test_a_refused_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> N
         proc.wait(30)
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def test_a_client_that_never_reads_its_answers_is_dropped(tmp_path: Path) -> None:
+    # requests sent one after another and never read: once the buffers are full, the next
+    # answer (a refusal, here) waits for the client to read, which must not hold the
+    # connection for good
+    import errno
+    import time
+
+    kubeconfig, token = tmp_path / "kubeconfig", tmp_path / "token"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    token.write_text("0123456789abcdef0123456789abcdef")
+    token.chmod(0o600)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
+                             "--port", str(port), "--kubeconfig", str(kubeconfig),
+                             "--auth-token-file", str(token)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None and "serving" in proc.stderr.readline()
+        with socket.socket() as deaf:
+            deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            deaf.connect(("127.0.0.1", port))
+            deaf.setblocking(False)
+            requests = f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode() * 100
+            blocked = 0
+            while blocked < 20:  # until the server has stopped reading for 2 s
+                try:
+                    deaf.send(requests)
+                    blocked = 0
+                except BlockingIOError:
+                    blocked += 1
+                    time.sleep(0.1)
+            deadline, error = time.monotonic() + mcp_server.STALL_SECONDS + 10, 0
+            while time.monotonic() < deadline and error == 0:  # reading it clears it
+                time.sleep(1)
+                error = deaf.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            # the server dropped it (a reset: what it had not sent is not sent)
+            assert error == errno.ECONNRESET, errno.errorcode.get(error, error)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        assert proc.stderr is not None
+        proc.stderr.close()
