@@ -561,6 +561,8 @@ class ChatService:
         try:
             status = await asyncio.to_thread(client.execute, v.name, command)
         except ClientError as exc:
+            if exc.reason == "GrantNameTaken":  # the client's own check, not the API server's
+                raise refuse("GrantNameTaken", exc.message) from exc
             raise refuse("NotAllowed" if isinstance(exc, Forbidden | Invalid) else "ApiError",
                          f"the API server refused the grant as {person.user}: "
                          f"{exc.message}") from exc

@@ -54,6 +54,7 @@ from support.fake_chat import (
 )
 from support.operator import OperatorProcess, free_port, get, wait_for
 from wingman.chat.webhook import signature as webhook_signature
+from wingman.client.status import grant_name
 from wingman.dev.cluster import LocalCluster
 
 OPERATOR_SRC = Path(wingman.__file__).resolve().parents[1]
@@ -388,6 +389,34 @@ def test_telegram_commands_decide_and_grant_as_the_person(test_env: Env) -> None
     env.telegram.say(carol, CHAT, f"/status {mine[0]['metadata']['name']}")
     reply = env.reply_after(CHAT, n)
     assert f"Grant {mine[0]['metadata']['name']}: " in reply and "Next: " in reply
+
+
+def test_exec_refuses_a_grant_another_worker_made_under_the_commands_name(
+        test_env: Env) -> None:
+    # a grant's name is derived from the request and the command, so any worker can take it
+    # first: /exec must say so (GrantNameTaken, whose grant it is), not answer that grant as
+    # the command's nor blame the API server
+    env = test_env
+    env.create("tg-taken")
+    env.card("tg-taken")
+    carol = FakeTelegram.user(IDS[SECOND_APPROVER])
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(carol, CHAT, "/approve tg-taken change window 8")
+    assert "Approve recorded" in env.reply_after(CHAT, n)
+    wait_for("Approved", lambda: env.ar("tg-taken")["status"].get("phase") == "Approved")
+    command = env.ar("tg-taken")["spec"]["commands"][0]
+    taken = grant_name("tg-taken", command)
+    env.cluster.kubectl("create", "-n", env.ns, "-f", "-", user="mallory",
+                        groups=worker_groups(env.release.env), input=json.dumps({
+                            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                            "metadata": {"name": taken, "namespace": env.ns},
+                            "spec": {"approvalRef": {"name": "tg-taken"}, "command": command,
+                                     "requester": "mallory"}}))
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(carol, CHAT, "/exec tg-taken " + command)
+    reply = env.reply_after(CHAT, n)
+    assert "GrantNameTaken" in reply and "requester 'mallory'" in reply, reply
+    assert "API server" not in reply, reply
 
 
 def test_slack_buttons_are_signed_and_decide_as_the_person(test_env: Env) -> None:
