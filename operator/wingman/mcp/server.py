@@ -492,8 +492,9 @@ def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
         hosts = list(dict.fromkeys([here, "127.0.0.1", "localhost", "[::1]"]))
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
-            allowed_hosts=[f"{h}:*" for h in hosts],
-            allowed_origins=[f"http://{h}:*" for h in hosts])
+            # with any port, or none (port 80: clients then send none)
+            allowed_hosts=[n for h in hosts for n in (h, f"{h}:*")],
+            allowed_origins=[n for h in hosts for n in (f"http://{h}", f"http://{h}:*")])
     app: Any = server.streamable_http_app(streamable_http_path=args.path, host=args.host,
                                           transport_security=security)
     if args.auth_token_file:

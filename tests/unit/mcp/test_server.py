@@ -528,3 +528,15 @@ def test_a_client_that_never_reads_its_answers_is_dropped(tmp_path: Path) -> Non
         proc.wait(30)
         assert proc.stderr is not None
         proc.stderr.close()
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_on_loopback_a_host_named_without_a_port_is_taken(host: str) -> None:
+    # on port 80 clients send the Host (and a page its Origin) without the port
+    def status(headers: dict[str, str]) -> int:
+        server = _server()
+        app = mcp_server._http_app(server, _args(host=host, path="/mcp"))
+        return anyio.run(_initialize, app, server, headers)
+    here = f"[{host}]" if ":" in host else host
+    assert status({"Host": here}) == 200
+    assert status({"Host": "localhost", "Origin": "http://localhost"}) == 200
+    assert status({"Host": "evil.example"}) == 421
+    assert status({"Host": here, "Origin": "http://evil.example"}) == 403
