@@ -966,6 +966,34 @@ def test_a_pending_grant_whose_job_ended_after_its_token_expired_is_expired(env:
     assert [r["event"] for r in env.op.audit_events()].count("TokenMinted") == 1
 
 
+def test_a_token_secret_adopted_after_its_token_expired_is_not_issued(env: Env) -> None:
+    """A run cut short after the token Secret was stored and before the status recorded it
+    (here: the status reset to Pending), and the operator away for longer than the token's
+    lifetime: the Secret in place is not adopted into a TokenIssued status (the gateway would
+    only refuse the token late). The grant ends Expired, as a token minted now would be, with
+    no second GrantAuthorized, and its Job and Secret are removed."""
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.grant("g", "req", RESTART, ttlSeconds=30)
+    eg = env.wait_phase("eg", "g", "TokenIssued")
+    secret = env.secret("g")
+    assert secret is not None
+    env.op.stop()
+    _reset_to_pending(env, "g")
+    expires = dt.datetime.fromisoformat(eg["status"]["tokenExpirationTime"])
+    time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
+    env.op.start()
+    eg = env.wait_phase("eg", "g", "Expired")
+    assert eg["status"]["reason"] == "TokenExpired", eg["status"]
+    assert "expired before it could be issued" in eg["status"]["message"]
+    wait_for("the grant's Job and Secret removed",
+             lambda: env.job("g") is None and get(env.cluster, "secret", env.ns,
+                                                  secret["metadata"]["name"]) is None, 30)
+    events = [r["event"] for r in env.op.audit_events()]
+    assert events.count("TokenMinted") == 1 and events.count("GrantAuthorized") == 1, events
+    assert 'outcome="TokenIssued"} 1.0' not in env.op.metrics()
+
+
 def test_a_grant_reset_to_pending_after_its_job_was_deleted_gets_no_second_token(
         env: Env) -> None:
     """The grant's Job is gone, its token Secret is still there, and the status was reset to

@@ -534,9 +534,25 @@ async def adopt(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
         del token
     token_hash, expires = await bind(ctx, grant, job, secret, expected=expected)
     expires = expires if exp is None else exp
+    if expires <= int(now.timestamp()):
+        # stored by a run cut short before the status recorded it, and claimed longer than
+        # the token's lifetime ago: as a token minted now would be, it is born expired
+        await born_expired(ctx, grant, ttl)
     await cover_deadline(ctx, grant, job, expires)
     await record_issued(ctx, grant, job, str(secret["metadata"]["name"]), token_hash, expires,
                         now)
+
+
+async def born_expired(ctx: Context, grant: Any, ttl: int) -> NoReturn:
+    """A Pending grant whose token (minted now, or adopted from a Secret an interrupted run
+    stored) expired before its status could record it: the command was claimed more than the
+    token's lifetime ago (the operator was down). ``Expired``, with the Job and the Secret;
+    no ``TokenIssued``, no ``GrantAuthorized`` for a token nobody can use."""
+    await finish(ctx, grant, "Expired", "TokenExpired",
+                 "the token expired before it could be issued: the command was claimed "
+                 f"more than its {ttl}s lifetime ago; create a new grant")
+    await remove_artifacts(ctx, grant, job=True)
+    raise _Stop
 
 
 async def _recheck(ctx: Context, grant: Any, approval: Any, now: dt.datetime
@@ -650,11 +666,7 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
                            "issued, so the same token cannot be made again")
     if not issued and claims.exp <= int(now.timestamp()):
         del token  # claimed longer than the token's lifetime ago (the operator was down)
-        await finish(ctx, grant, "Expired", "TokenExpired",
-                     "the token expired before it could be issued: the command was claimed "
-                     f"more than its {ttl}s lifetime ago; create a new grant")
-        await remove_artifacts(ctx, grant, job=True)
-        raise _Stop
+        await born_expired(ctx, grant, ttl)
     await cover_deadline(ctx, grant, job, int(claims.exp))
     minted = ("TokenMinted", subject_of(grant), {
         "tokenSHA256": token_hash, "jti": claims.jti, "kid": kid,
