@@ -72,7 +72,9 @@ class Metrics:
             ["environment", "outcome"], registry=r)
         self.tokens_minted = Counter(
             "wingman_tokens_minted_total",
-            "Capability tokens stored for the first time (not a lost token stored again).",
+            "Capability tokens issued: counted once, as the grant's status first records the "
+            "token (TokenIssued), also for a token Secret adopted after an interrupted run; not "
+            "a lost token stored again.",
             ["environment"],
             registry=r)
         self.denials = Counter(

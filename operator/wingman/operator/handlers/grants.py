@@ -690,10 +690,7 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     if not owned_by(secret, grant):
         await _secret_conflict(ctx, grant, secret_name)
     await bind(ctx, grant, job, secret, expected=token_hash)
-    first = created and not issued
-    if first:
-        ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
-    return first
+    return created and not issued
 
 
 async def cover_deadline(ctx: Context, grant: Any, job: dict[str, Any], expires: int) -> None:
@@ -890,9 +887,13 @@ async def authorized(ctx: Context, grant: Any, job: dict[str, Any], secret_name:
 
 
 async def write_issued(ctx: Context, grant: Any, status: dict[str, Any]) -> dict[str, Any]:
-    """Write the ``TokenIssued`` status; returns the grant as written."""
+    """Write the ``TokenIssued`` status; returns the grant as written. The token it records is
+    counted as minted here, once: whether this run stores its Secret or adopts the one an
+    interrupted run stored (which counted nothing: it did not get as far as the status); a
+    token stored again after its Secret was lost is not written here."""
     updated = await write_status(ctx, grant, status)
     ctx.metrics.grants.labels(environment=ctx.env, outcome="TokenIssued").inc()
+    ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
     crashpoint(ctx, "status-written")
     return updated
 
