@@ -556,6 +556,30 @@ def test_granted_commands_stay_granted(cluster: LocalCluster, ns: str) -> None:
     assert [e["grant"] for e in _get(cluster, ns, "ar/once")["status"]["grants"]] == ["a", "b"]
 
 
+def test_a_recorded_token_hash_stays(cluster: LocalCluster, ns: str) -> None:
+    """The gateway spends only the token whose hash the grant records, and the operator gives a
+    grant no other token: once written, status.tokenSHA256 can be neither changed nor removed,
+    not even by resetting the whole status; the rest of the status still moves on."""
+    _create(cluster, ns, _grant("hashed"))
+    recorded = "sha256:" + "a" * 64
+    first = _patch(cluster, ns, "eg/hashed", [{"op": "add", "path": "/status", "value": {
+        "phase": "TokenIssued", "tokenSHA256": recorded}}], subresource="status")
+    assert first.returncode == 0, first.stderr
+    on = _patch(cluster, ns, "eg/hashed", [{"op": "replace", "path": "/status/phase",
+                                           "value": "Running"}], subresource="status")
+    assert on.returncode == 0, on.stderr
+    for ops in ([{"op": "replace", "path": "/status/tokenSHA256",
+                  "value": "sha256:" + "b" * 64}],
+                [{"op": "remove", "path": "/status/tokenSHA256"}],
+                [{"op": "replace", "path": "/status", "value": {"phase": "Pending"}}],
+                [{"op": "remove", "path": "/status"}]):
+        refused = _patch(cluster, ns, "eg/hashed", ops, subresource="status")
+        assert refused.returncode != 0, ops
+        assert "status.tokenSHA256 cannot be changed or removed" in refused.stderr, refused.stderr
+    status = _get(cluster, ns, "eg/hashed")["status"]
+    assert (status["phase"], status["tokenSHA256"]) == ("Running", recorded)
+
+
 def test_grant_output_is_bounded(cluster: LocalCluster, ns: str) -> None:
     _create(cluster, ns, _grant("bounded"))
     ok = _patch(cluster, ns, "eg/bounded", [{"op": "add", "path": "/status", "value": {

@@ -243,9 +243,10 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
 
 
 def mint(env: Env, g: Grant, *, audience: str = "test", now: float | None = None,
-         job_uid: str | None = None) -> str:
+         job_uid: str | None = None, record: bool = True) -> str:
     """The operator's token for ``g``, its SHA-256 recorded in the grant's status as the
-    operator records it (``status.tokenSHA256``, which the gateway checks)."""
+    operator records it (``status.tokenSHA256``, which the gateway checks; unless not
+    ``record``: the CRD lets a recorded hash neither change nor go)."""
     token, _claims = tokens.mint(
         env.key, issuer="wingman-operator", audience=audience, subject="alice",
         namespace=env.ns, approval_name=g.approval["metadata"]["name"],
@@ -253,7 +254,8 @@ def mint(env: Env, g: Grant, *, audience: str = "test", now: float | None = None
         grant_uid=g.grant["metadata"]["uid"], command=g.command,
         job_uid=job_uid or g.job_uid, ttl_seconds=300,
         now=time.time() if now is None else now)
-    set_grant_status(env, g.name, {"tokenSHA256": tokens.token_sha256(token)})
+    if record:
+        set_grant_status(env, g.name, {"tokenSHA256": tokens.token_sha256(token)})
     return token
 
 

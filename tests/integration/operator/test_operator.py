@@ -865,7 +865,8 @@ def test_a_grant_reset_to_pending_after_its_token_was_minted_never_gets_a_second
     operator makes the token again, and it is the same token, byte for byte (same jti, same
     burn marker), never a second one."""
     first = _issued(env, "req", "g")
-    reset = json.dumps([{"op": "replace", "path": "/status", "value": {"phase": "Pending"}}])
+    reset = json.dumps([{"op": "replace", "path": "/status", "value": {
+        "phase": "Pending", "tokenSHA256": token_sha256(first)}}])
     # the Secret still in place: it is adopted as it is, nothing is minted
     env.op.stop()
     secret = env.secret("g")
@@ -913,10 +914,15 @@ def _fail_the_job(env: Env, grant: str) -> dict[str, Any]:
 
 
 def _reset_to_pending(env: Env, grant: str) -> None:
-    """What someone with the grant's status rights could do: make it look never issued."""
+    """What someone with the grant's status rights could do: make it look never issued (all but
+    its token's hash, which the CRD keeps once recorded)."""
+    eg = get(env.cluster, "eg", env.ns, grant)
+    assert eg is not None
     env.cluster.kubectl("patch", "eg", grant, "-n", env.ns, "--subresource=status",
                         "--type=json", "-p", json.dumps([
-                            {"op": "replace", "path": "/status", "value": {"phase": "Pending"}}]))
+                            {"op": "replace", "path": "/status", "value": {
+                                "phase": "Pending",
+                                "tokenSHA256": eg["status"]["tokenSHA256"]}}]))
 
 
 def _refused_without_a_second_token(env: Env, grant: str) -> dict[str, Any]:
@@ -1047,8 +1053,11 @@ def test_a_job_that_does_not_run_as_the_gateway_is_never_given_a_token(env: Env)
 
 def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env) -> None:
     """TokenIssued, Secret gone: the same token goes back into the Secret. When the token the
-    operator would make again is not the one the status records (a rotated key, a changed
-    lifetime: here the record itself), the grant fails closed and no token is stored."""
+    operator would make again is not the one the status records (here: the signing key was
+    rotated; the record itself can no longer change), the grant fails closed and no token is
+    stored."""
+    from wingman.cli.main import main as cli
+
     first = _issued(env, "req", "g1")
     env.op.stop()
     env.cluster.kubectl("delete", "secret", env.secret_name("g1"), "-n", env.ns)
@@ -1063,9 +1072,7 @@ def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env)
     _issued(env, "req2", "g2")
     env.op.stop()
     env.cluster.kubectl("delete", "secret", env.secret_name("g2"), "-n", env.ns)
-    env.cluster.kubectl("patch", "eg", "g2", "-n", env.ns, "--subresource=status",
-                        "--type=merge", "-p", json.dumps(
-                            {"status": {"tokenSHA256": "sha256:" + "0" * 64}}))
+    assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", str(env.cluster.kubeconfig)]) == 0
     env.op.start()
     eg = env.wait_phase("eg", "g2", "Failed")  # once TokenIssued, never Denied
     assert eg["status"]["reason"] == "TokenMissing"
