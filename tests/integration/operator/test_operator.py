@@ -925,6 +925,28 @@ def _reset_to_pending(env: Env, grant: str) -> None:
                                 "tokenSHA256": eg["status"]["tokenSHA256"]}}]))
 
 
+def test_a_grant_reset_to_pending_after_a_key_rotation_never_gets_a_second_token(
+        env: Env) -> None:
+    """Burn markers do not span a key rotation: the token made again under the new key has
+    another jti, so a second token would burn a marker of its own and could run the command a
+    second time. A grant whose status was reset to Pending after its token was issued gets that
+    very token or none: refused, nothing stored, no second TokenMinted."""
+    from wingman.cli.main import main as cli
+
+    first = _issued(env, "req", "g")
+    secret = env.secret("g")
+    assert secret is not None
+    env.op.stop()
+    assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", str(env.cluster.kubeconfig)]) == 0
+    # the first run over: its Secret gone, and the status reset
+    env.cluster.kubectl("delete", "secret", secret["metadata"]["name"], "-n", env.ns)
+    _reset_to_pending(env, "g")
+    env.op.start()
+    eg = _refused_without_a_second_token(env, "g")
+    assert "signing key was rotated" in eg["status"]["message"], eg["status"]
+    assert eg["status"]["tokenSHA256"] == token_sha256(first)
+
+
 def _refused_without_a_second_token(env: Env, grant: str) -> dict[str, Any]:
     """The grant is Denied TokenBindingMismatch, its Job and token Secrets are removed, and
     only the first token was ever minted."""

@@ -18,10 +18,13 @@ but not yet stored (a run cut short after the status landed but before the Secre
 again, and only when it hashes to the ``status.tokenSHA256`` recorded for it (a rotated key or
 another issuer fails the grant, closed; the lifetime is taken from the status). Whatever happens to
 the status, the Secret or the Job, every token a grant gets under one signing key burns the one
-marker of its ``jti``: one execution per grant. (A rotated key gives another ``jti``; a Job deleted
-and made again after a reset status then gets a token with a marker of its own. Burn markers do not
-span a key rotation, nor earlier releases' random ``jti``.) Once a grant is TokenIssued, every
-ending the operator writes is Failed or Expired, never Denied.
+marker of its ``jti``: one execution per grant. A rotated key gives another ``jti``, so burn
+markers do not span a key rotation (nor earlier releases' random ``jti``): what does is the
+grant's ``status.tokenSHA256``, which the CRD lets nobody change or remove once written. A grant
+whose status was reset to Pending after a token was issued gets that very token again or none
+(``only_the_recorded_token``), so neither a rotated key nor a new Job gives it a second token with
+a marker of its own. Once a grant is TokenIssued, every ending the operator writes is Failed or
+Expired, never Denied.
 
 Every step is create-if-absent on a name known before the create, or a write guarded by the
 resourceVersion that was read, so the flow can be killed at any point and run again: the
@@ -533,6 +536,7 @@ async def adopt(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
         expected, exp = token_sha256(token), int(claims.exp)
         del token
     token_hash, expires = await bind(ctx, grant, job, secret, expected=expected)
+    await only_the_recorded_token(ctx, grant, token_hash)
     expires = expires if exp is None else exp
     if expires <= int(now.timestamp()):
         # stored by a run cut short before the status recorded it, and claimed longer than
@@ -541,6 +545,20 @@ async def adopt(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
     await cover_deadline(ctx, grant, job, expires)
     await record_issued(ctx, grant, job, str(secret["metadata"]["name"]), token_hash, expires,
                         now)
+
+
+async def only_the_recorded_token(ctx: Context, grant: Any, token_hash: str) -> None:
+    """A Pending grant whose status records a token (``status.tokenSHA256``, which the CRD
+    keeps once written) had one issued before, and its status was reset since: it gets that
+    very token or none. Another one (a rotated signing key gives another ``jti``, so another
+    burn marker; a new Job another binding) could run the command a second time."""
+    recorded = (grant.get("status") or {}).get("tokenSHA256")
+    if recorded and token_hash != recorded:
+        await refuse(ctx, grant, "TokenBindingMismatch",
+                     "a token was issued to this grant before (status.tokenSHA256) and its "
+                     "status was reset to Pending since; the token the operator makes now is "
+                     "another one (the signing key was rotated, or the gateway Job is another), "
+                     "and a grant never gets a second token; create a new grant")
 
 
 async def born_expired(ctx: Context, grant: Any, ttl: int) -> NoReturn:
@@ -664,6 +682,8 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
         del token
         await _cannot_mint(ctx, grant, "the signing key or the issuer changed since it was "
                            "issued, so the same token cannot be made again")
+    if not issued:
+        await only_the_recorded_token(ctx, grant, token_hash)
     if not issued and claims.exp <= int(now.timestamp()):
         del token  # claimed longer than the token's lifetime ago (the operator was down)
         await born_expired(ctx, grant, ttl)
