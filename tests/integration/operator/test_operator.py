@@ -639,6 +639,38 @@ def test_killed_at_each_write_of_the_grant_flow_converges_to_one_job_and_one_tok
         == counted, env.op.metrics()
 
 
+def test_a_token_stored_just_before_a_key_rotation_is_adopted(env: Env) -> None:
+    """The operator killed after the token Secret landed and before the status, and the signing
+    key rotated before it restarts: the token in place is the one the operator made (with the
+    key it names, still in the ring and still verified by the gateway), so it is adopted as it
+    is, never refused for the rotation, and no other token is made."""
+    from wingman.cli.main import main as cli
+
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.op.stop()
+    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = "secret-created"
+    env.op.start()
+    env.grant("g", "req", RESTART)
+    wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
+             60, on_timeout=env.op.log_tail)
+    secret = env.secret("g")
+    assert secret is not None and phase_of(env.cluster, "eg", env.ns, "g") in (None, "Pending")
+    del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+    assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", str(env.cluster.kubeconfig)]) == 0
+    env.op.start()
+    eg = env.wait_phase("eg", "g", "TokenIssued")
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert eg["status"]["tokenSHA256"] == token_sha256(token)
+    kept = env.secret("g")
+    assert kept is not None and kept["metadata"]["uid"] == secret["metadata"]["uid"]
+    assert [r["event"] for r in env.op.audit_events()].count("TokenMinted") == 1
+    keys = get(env.cluster, "secret", env.ns, "wingman-signing-key")
+    assert keys is not None
+    active = base64.b64decode(keys["data"]["active"]).decode()
+    assert jwt.get_unverified_header(token)["kid"] != active, "signed before the rotation"
+
+
 def test_long_dotted_grant_names_get_their_job_and_token(env: Env) -> None:
     """Names cut to fit (the Job's, the token Secret's) are names the API server takes: a cut
     that left "-." or ".-" would fail only at the Secret's create, after the command's claim."""

@@ -65,6 +65,7 @@ import asyncio
 import base64
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import signal
@@ -75,6 +76,7 @@ import kopf
 
 from wingman import GROUP, VERSION, conditions
 from wingman.audit import AuditRecord
+from wingman.capability.keys import SigningKey
 from wingman.capability.tokens import grant_jti, token_sha256
 from wingman.capability.tokens import mint as mint_token
 from wingman.errors import AuditUnavailable, ConfigError
@@ -532,7 +534,8 @@ async def adopt(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
         return
     expected, exp = None, None
     if not legacy:
-        _, token, claims, _kid = await mint_for(ctx, grant, approval, job, ttl)
+        _, token, claims, _kid = await mint_for(ctx, grant, approval, job, ttl,
+                                                signer=_signer_of(ctx, secret))
         expected, exp = token_sha256(token), int(claims.exp)
         del token
     token_hash, expires = await bind(ctx, grant, job, secret, expected=expected)
@@ -627,12 +630,29 @@ async def _cannot_mint(ctx: Context, grant: Any, why: str) -> NoReturn:
                  f"the grant's token cannot be minted: {why}; create a new grant")
 
 
-async def mint_for(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl: int
-                   ) -> tuple[Any, str, Any, str]:
+def _signer_of(ctx: Context, secret: dict[str, Any]) -> SigningKey:
+    """The ring's key that the token stored in ``secret`` names (its header's ``kid``), else
+    the active one. A token an interrupted run stored just before a key rotation is made again
+    with the key that signed it, to be compared with what the Secret holds (the same bytes or
+    nothing is adopted): a rotation does not refuse a token the operator made, which the
+    gateway verifies until the retired key is pruned."""
+    ring = ctx.ring  # once: a key reload (another thread) may replace the ring
+    head = _secret_token(secret).split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except ValueError:
+        return ring.signer
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return ring.keys.get(kid, ring.signer) if isinstance(kid, str) else ring.signer
+
+
+async def mint_for(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl: int, *,
+                   signer: SigningKey | None = None) -> tuple[Any, str, Any, str]:
     """The grant's token for ``job``, a pure function of what is recorded (the claim on the
-    approval dates it; a TokenIssued grant's lifetime is the one its status records). Returns
-    (approval, token, claims, kid): ``kid`` names the key that signed it (one read of the
-    ring for the token and its ``jti``); refuses the grant when it cannot be made."""
+    approval dates it; a TokenIssued grant's lifetime is the one its status records), signed
+    by ``signer`` (default: the active key). Returns (approval, token, claims, kid): ``kid``
+    names the key that signed it (one read of the ring for the token and its ``jti``);
+    refuses the grant when it cannot be made."""
     meta = grant["metadata"]
     status = grant.get("status") or {}
     if approval is None:  # TokenIssued: the claim on the approval dates the token
@@ -648,7 +668,8 @@ async def mint_for(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
     if grant_rules.phase(grant) == "TokenIssued":
         expires = rules.parse_time(status.get("tokenExpirationTime"))
         ttl = int((expires - issued_at).total_seconds()) if expires is not None else 0
-    signer = ctx.ring.signer  # once: a key reload (another thread) may replace the ring
+    if signer is None:
+        signer = ctx.ring.signer  # once: a key reload (another thread) may replace the ring
     try:
         token, claims = mint_token(
             signer, issuer=ctx.settings.issuer, audience=ctx.env,
