@@ -518,17 +518,42 @@ class WingmanClient:
         return [st.of_grant(g, now=self.now(), max_output=self.max_output, hints=self.hints)
                 for g in grants]
 
-    def grant_status(self, name: str) -> st.Status:
+    def grant_status(self, name: str, *, requester: str | None = None) -> st.Status:
+        """The grant's state. With ``requester`` (a worker reading its own command's result:
+        the MCP server's get_result), a grant in another's name is refused, not answered
+        (Invalid, NotYourGrant): once the worker's grant is retired after the retention, any
+        worker who may create grants can create one under its name, and the worker would read
+        that grant's result as its command's. Approvers create grants in the requester's name,
+        so a grant an approver started for the worker is its own."""
         check_name("ExecutionGrant", name)
         obj = self._call(f"reading ExecutionGrant {name}", self.kube.get, GRANTS,
                          self.namespace, name)
+        if requester is not None:
+            self._check_requester(obj, requester)
         return st.of_grant(obj, now=self.now(), max_output=self.max_output, hints=self.hints)
 
+    def _check_requester(self, grant: Mapping[str, Any], requester: str) -> None:
+        spec = grant.get("spec") or {}
+        theirs = str(spec.get("requester") or "")
+        if theirs == requester:
+            return
+        name = str((grant.get("metadata") or {}).get("name") or "")
+        raise Invalid(
+            f"ExecutionGrant {name} is not yours: it was created for requester {shown(theirs)} "
+            f"(request {shown(_ref(grant))}), you are {shown(requester)}, so its result is not "
+            f"your command's. If a grant of yours had this name, it finished and was retired "
+            f"after the environment's retention, and another took the name: "
+            f"{self.hints.list_requests()} and {self.hints.get_request('<request>')} show your "
+            "requests and the grants of their commands; the audit trail keeps the retired "
+            "grant's result (ask an operator of Wingman)", reason="NotYourGrant")
+
     def wait_grant(self, name: str, timeout: float, on_tick: Tick | None = None, *,
-                   stop: threading.Event | None = None) -> st.Status:
+                   stop: threading.Event | None = None,
+                   requester: str | None = None) -> st.Status:
         """Poll until the grant leaves the waiting states, ``timeout`` passes or ``stop`` is
-        set."""
-        return self._wait(lambda: self.grant_status(name), timeout, on_tick, stop)
+        set. ``requester``: as for ``grant_status``, checked at every poll."""
+        return self._wait(lambda: self.grant_status(name, requester=requester), timeout,
+                          on_tick, stop)
 
     def execute(self, request: str, command: str, *, ttl_seconds: int | None = None
                 ) -> st.Status:

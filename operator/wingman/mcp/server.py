@@ -204,9 +204,11 @@ class Tools:
         wait = self._bound(wait_seconds)
 
         def run(stop: threading.Event) -> st.Status:
+            check_name("ExecutionGrant", grant)
+            me = self.client.whoami()  # only the agent's own grants: see grant_status
             if wait > 0:
-                return self.client.wait_grant(grant, wait, stop=stop)
-            return self.client.grant_status(grant)
+                return self.client.wait_grant(grant, wait, stop=stop, requester=me)
+            return self.client.grant_status(grant, requester=me)
         return await self._answer(run, kind="ExecutionGrant", name=grant)
 
     async def list_requests(self, mine: bool = True) -> Answer:

@@ -142,3 +142,41 @@ def test_a_grant_created_again_under_the_name_a_command_went_to_is_not_answered_
     finally:
         for client in (agent, other, admin):
             client.close()
+
+
+def test_a_grant_created_again_in_another_name_is_not_answered_as_your_result(
+        cluster: LocalCluster, release: Release) -> None:
+    # a finished grant is retired (deleted) after the retention; then any worker may create
+    # one under its name, and the agent that asks for its command's result must not be told
+    # that other grant's (its exit code and output)
+    ns, groups = release.namespace, worker_groups("test")
+    agent = client_as(cluster, ns, WORKER, groups)
+    other = client_as(cluster, ns, OTHER_WORKER, groups)
+    admin = client_as(cluster, ns, "system:admin", ["system:masters"])
+    command = f"kubectl rollout restart deployment/db -n {release.target_namespace}"
+    try:
+        asked = _call(agent, "request_approval", {"instruction": "restart db",
+                                                  "commands": [command]})
+        request = asked["name"]
+        name = grant_name(request, command)
+        body = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"approvalRef": {"name": request}, "command": command,
+                         "requester": agent.whoami()}}
+        # a grant an approver created in the agent's name is the agent's own
+        admin.kube.create(GRANTS, ns, body)
+        answer = _call(agent, "get_result", {"grant": name})
+        assert (answer["state"], answer["name"]) == ("granted", name), answer
+
+        admin.kube.delete(GRANTS, ns, name)  # retired
+        other.kube.create(GRANTS, ns, {**body, "spec": {**body["spec"],
+                                                        "requester": other.whoami()}})
+        for args in ({"grant": name}, {"grant": name, "wait_seconds": 1}):
+            answer = _call(agent, "get_result", args)
+            assert (answer["state"], answer.get("reason")) == ("invalid", "NotYourGrant"), answer
+            assert f"ExecutionGrant {name} is not yours" in answer["message"], answer
+            assert f"requester '{OTHER_WORKER}'" in answer["message"], answer
+            assert "exit_code" not in answer and "output" not in answer, answer
+    finally:
+        for client in (agent, other, admin):
+            client.close()
