@@ -36,7 +36,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, ToolAnnotations
+from mcp.types import INVALID_PARAMS, INVALID_REQUEST, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from wingman import __version__
@@ -463,6 +463,56 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+#: The answer to a JSON-RPC batch (the MCP specification removed batching in its 2025-06-18
+#: revision; the SDK never took batches).
+BATCH_REFUSAL = ("JSON-RPC batches are not supported: send one JSON-RPC request or "
+                 "notification per HTTP request, as a JSON object, not an array (MCP removed "
+                 "batching in its 2025-06-18 revision)")
+
+
+class NoBatches:
+    """ASGI middleware: a POST to the MCP path whose body is a JSON array (a JSON-RPC batch)
+    is refused with HTTP 400 and JSON-RPC -32600 (invalid request), saying to send one request
+    per HTTP request. The SDK would answer invalid params (-32602) with a raw validation error
+    that quotes the body back. Only the body's first byte but whitespace is looked at: the
+    body is passed on as it came, to be parsed once, by the SDK."""
+
+    def __init__(self, app: Any, path: str) -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if not (scope.get("type") == "http" and scope.get("method") == "POST"
+                and scope.get("path") == self.path):
+            await self.app(scope, receive, send)
+            return
+        held: list[dict[str, Any]] = []
+        first = b""
+        while not first:
+            message = await receive()
+            held.append(message)
+            if message.get("type") != "http.request":  # the client went away
+                break
+            first = bytes(message.get("body") or b"").lstrip(b" \t\r\n")[:1]
+            if not message.get("more_body"):
+                break
+        if first == b"[":
+            import json
+
+            body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+                "code": INVALID_REQUEST, "message": BATCH_REFUSAL}}).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        async def replay() -> Any:
+            return held.pop(0) if held else await receive()
+        await self.app(scope, replay, send)
+
+
 def _read_token(path: str) -> str:
     try:
         data = Path(path).read_bytes()
@@ -479,8 +529,8 @@ def _read_token(path: str) -> str:
 
 
 def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
-    """The ASGI app ``--transport http`` serves: the SDK's streamable HTTP app, behind the
-    bearer check when there is a token.
+    """The ASGI app ``--transport http`` serves: the SDK's streamable HTTP app, refusing
+    JSON-RPC batches clearly (``NoBatches``), behind the bearer check when there is a token.
 
     On any loopback address (the only ones served without a token), requests must name a
     loopback host (``Host``) and come from no web page but a loopback one (``Origin``): else a
@@ -499,6 +549,7 @@ def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
             allowed_origins=[n for h in hosts for n in (f"http://{h}", f"http://{h}:*")])
     app: Any = server.streamable_http_app(streamable_http_path=args.path, host=args.host,
                                           transport_security=security)
+    app = NoBatches(app, args.path)
     if args.auth_token_file:
         app = BearerAuth(app, _read_token(args.auth_token_file))
     return app
@@ -672,5 +723,5 @@ def _exit_now() -> NoReturn:
     os._exit(0)
 
 
-__all__ = ["INSTRUCTIONS", "PROTOCOL", "BearerAuth", "SourceArg", "Tools", "build_server",
-           "serve"]
+__all__ = ["BATCH_REFUSAL", "INSTRUCTIONS", "PROTOCOL", "BearerAuth", "NoBatches", "SourceArg",
+           "Tools", "build_server", "serve"]

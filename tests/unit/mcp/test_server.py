@@ -540,3 +540,68 @@ def test_on_loopback_a_host_named_without_a_port_is_taken(host: str) -> None:
     assert status({"Host": "localhost", "Origin": "http://localhost"}) == 200
     assert status({"Host": "evil.example"}) == 421
     assert status({"Host": here, "Origin": "http://evil.example"}) == 403
+
+
+def test_a_json_rpc_batch_is_refused_saying_to_send_one_request_per_http_request(
+        tmp_path: Path) -> None:
+    # MCP removed batching (2025-06-18) and the SDK takes none: it would answer invalid params
+    # with a raw validation error quoting the body back
+    import httpx
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
+                             "--port", str(port), "--kubeconfig", str(kubeconfig)],
+                            stderr=subprocess.PIPE, text=True)
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+    secret = "s3cr3t-" + "x" * 20
+    batch = json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                         "params": {"name": "get_request", "arguments": {"name": secret}}}])
+
+    def refused(resp: httpx.Response) -> None:
+        assert resp.status_code == 400, resp.text
+        answer = resp.json()
+        assert (answer["id"], answer["error"]["code"]) == (None, -32600), answer
+        assert answer["error"]["message"].startswith(
+            "JSON-RPC batches are not supported: send one JSON-RPC request or notification "
+            "per HTTP request"), answer
+        assert secret not in resp.text
+
+    def chunks() -> Any:  # the first bytes but whitespace come later
+        yield b" \r\n"
+        yield b"\t" + batch.encode()
+
+    try:
+        assert proc.stderr is not None and "serving" in proc.stderr.readline()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            refused(http.post("/mcp", headers=headers, content=batch))  # before initialize
+            init = http.post("/mcp", headers=headers, json={
+                "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "raw", "version": "1"}}})
+            assert init.status_code == 200, init.text
+            session = headers | {"mcp-session-id": init.headers["mcp-session-id"],
+                                 "mcp-protocol-version": "2025-06-18"}
+            http.post("/mcp", headers=session,
+                      json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            refused(http.post("/mcp", headers=session, content=batch))
+            refused(http.post("/mcp", headers=session, content=chunks()))
+            # one request per HTTP request is answered as before, whitespace first or not
+            for body in ('{"jsonrpc": "2.0", "id": 3, "method": "ping"}',
+                         ' \n{"jsonrpc": "2.0", "id": 4, "method": "ping"}'):
+                pong = http.post("/mcp", headers=session, content=body)
+                assert pong.status_code == 200 and '"result":{}' in pong.text, pong.text
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        assert proc.stderr is not None
+        proc.stderr.close()
