@@ -441,7 +441,9 @@ def _loopback(host: str) -> bool:
 
 class BearerAuth:
     """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>`` (the scheme
-    in any letter case, as RFC 6750 reads it; the token exactly)."""
+    in any letter case, as RFC 6750 reads it; the token exactly). The server's start and stop
+    (``lifespan``) pass; any other kind of connection (a WebSocket, should a server library
+    ever upgrade one) is refused unanswered, never let through unchecked."""
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
@@ -449,7 +451,14 @@ class BearerAuth:
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        if scope.get("type") == "http":
+        kind = scope.get("type")
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # policy violation
+            return
+        if kind not in ("http", "lifespan"):
+            raise RuntimeError(f"refusing an ASGI connection of type {kind!r}: only HTTP "
+                               "requests are served, each with the bearer token")
+        if kind == "http":
             got = dict(scope.get("headers") or []).get(b"authorization", b"")
             scheme, _, credentials = got.partition(b" ")
             if not (hmac.compare_digest(credentials, self.expected)

@@ -219,6 +219,31 @@ def test_the_bearer_scheme_in_any_case_and_the_token_exactly(header: bytes,
         assert b"s3cret" not in b"".join(m.get("body", b"") for m in sent)
 
 
+def test_the_bearer_check_lets_no_websocket_or_other_connection_through_unchecked() -> None:
+    # only HTTP carries the token header the check reads: a WebSocket (were a server library
+    # ever to upgrade one) or an unknown kind of connection must not reach the tools unchecked
+    seen: list[dict[str, Any]] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    guard = mcp_server.BearerAuth(app, "s3cret-token")
+    anyio.run(guard, {"type": "websocket", "headers": []}, receive, send)
+    assert seen == [] and sent == [{"type": "websocket.close", "code": 1008}]
+    with pytest.raises(RuntimeError, match="type 'webtransport'"):
+        anyio.run(guard, {"type": "webtransport", "headers": []}, receive, send)
+    assert seen == []
+    anyio.run(guard, {"type": "lifespan"}, receive, send)  # the server's own start and stop
+    assert [s["type"] for s in seen] == ["lifespan"]
+
+
 def test_an_unknown_prompt_is_invalid_params_not_a_server_error(
         caplog: pytest.LogCaptureFixture) -> None:
     # the server has no prompts: asking for one is the client's mistake, answered as such,
