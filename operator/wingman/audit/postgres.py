@@ -153,7 +153,11 @@ class PostgresSink:
     ``pg_advisory_xact_lock`` serialises the chain head (it needs no table privilege) and the
     primary key on ``seq`` makes a fork impossible even for a writer that skips the lock.
     ``synchronous_commit`` is forced on for the transaction, so an acknowledged append survives
-    a server crash.
+    a server crash. When the connection breaks during a group's transaction (during its
+    COMMIT, the server may have committed it without saying so), the sink reads on a new
+    connection, once the advisory lock shows that transaction ended, whether the group's last
+    record stands at its ``seq``: if so the group is reported recorded (a retry would record
+    it twice), else it failed and nothing of it was written.
 
     The sink creates the table and two triggers when they are absent: ``BEFORE UPDATE OR
     DELETE`` and ``BEFORE TRUNCATE`` raise, so even the owner cannot change history without
@@ -302,6 +306,8 @@ class PostgresSink:
             conn = self._connect()
             try:
                 for _attempt in range(3):
+                    records: list[AuditRecord] = []
+                    results: list[AuditRecord | AuditUnavailable] = []
                     try:
                         with conn.transaction():
                             conn.execute("SET LOCAL synchronous_commit TO on")
@@ -331,6 +337,10 @@ class PostgresSink:
                         return merge(checked, results)
                     except psycopg.errors.UniqueViolation:
                         continue  # a writer that skipped the advisory lock won the race
+                    except psycopg.OperationalError:
+                        if records and conn.broken and self._landed(records[-1]):
+                            return merge(checked, results)
+                        raise
                 raise AuditUnavailable(
                     f"audit head in {self._where} kept moving during three attempts; a writer "
                     "is not taking the advisory lock"
@@ -338,6 +348,22 @@ class PostgresSink:
             except psycopg.Error as exc:
                 self._drop()
                 raise self._error("cannot append to the audit table", exc) from None
+
+    def _landed(self, last: AuditRecord) -> bool:
+        """Whether a group whose connection broke was committed all the same (the connection
+        dropped during COMMIT, say: the server may have committed it and never said so), read
+        on a new connection: ``last``, its last record, stands at its ``seq``. The advisory
+        lock is taken first, so the broken transaction has ended, committed or rolled back,
+        before the read. ``False`` when it did not land; the error when it cannot be told."""
+        self._drop()
+        conn = self._connect()
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout TO '10s'")
+            conn.execute("SET LOCAL statement_timeout TO '30s'")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+            row = conn.execute("SELECT hash FROM wingman_audit WHERE seq = %s",
+                               (last.seq,)).fetchone()
+        return row is not None and row[0] == last.hash
 
     def _next(self, row: Any) -> tuple[int, str]:
         if row is None:

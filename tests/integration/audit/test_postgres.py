@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -538,3 +540,137 @@ def test_a_huge_row_is_malformed_in_bounded_memory(audit_dsn: str, column: str) 
         sink.append("VoteCast", actor="a", subject={}, data={})
     if column == "record":  # a sink reads only the record text of the last row
         assert "larger than" in caught.value.message
+
+
+class _CommitBreaker:
+    """A TCP proxy to PostgreSQL that breaks the connection at the next COMMIT once armed:
+    ``after`` passes the COMMIT to the server and drops its answer (the group is committed,
+    the client never hears so), ``before`` drops the COMMIT itself (nothing is committed)."""
+
+    def __init__(self, dsn: str) -> None:
+        parts = conninfo_to_dict(dsn)
+        self._server = (str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        port = self._listener.getsockname()[1]
+        self.dsn = psycopg.conninfo.make_conninfo(dsn, host="127.0.0.1", port=port)
+        self.mode: str | None = None  # armed: "after" or "before"; None: a plain proxy
+        self.broken = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._start(self._accept)
+
+    def _start(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self._server)
+            self._sockets += [client, server]
+            swallow = threading.Event()
+            self._start(self._to_server, client, server, swallow)
+            self._start(self._to_client, server, client, swallow)
+
+    def _cut(self, *socks: socket.socket) -> None:
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.broken.set()
+
+    def _to_server(self, client: socket.socket, server: socket.socket,
+                   swallow: threading.Event) -> None:
+        while chunk := _recv(client):
+            if self.mode is not None and b"COMMIT" in chunk:
+                mode, self.mode = self.mode, None
+                if mode == "before":
+                    self._cut(client, server)
+                    return
+                swallow.set()  # the server's answer to this COMMIT never reaches the client
+            with contextlib.suppress(OSError):
+                server.sendall(chunk)
+
+    def _to_client(self, server: socket.socket, client: socket.socket,
+                   swallow: threading.Event) -> None:
+        while chunk := _recv(server):
+            if swallow.is_set():
+                self._cut(client, server)
+                return
+            with contextlib.suppress(OSError):
+                client.sendall(chunk)
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+@pytest.fixture
+def breaker(audit_dsn: str) -> Iterator[_CommitBreaker]:
+    proxy = _CommitBreaker(audit_dsn)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def _group(*steps: int) -> list[audit.NewRecord]:
+    return [audit.NewRecord("Step", "operator", SUBJECT, {"i": i}, follows=n > 0)
+            for n, i in enumerate(steps)]
+
+
+def test_a_group_committed_while_the_connection_broke_is_recorded_once(
+        audit_dsn: str, breaker: _CommitBreaker) -> None:
+    """The connection breaks after the server got the COMMIT, before its answer: the group is
+    in the table, so the sink reports it recorded instead of failing it (the caller would
+    append it again: the same steps twice)."""
+    first = _fill(audit_dsn, 2)
+    with PostgresSink(breaker.dsn) as sink:
+        breaker.mode = "after"
+        results = sink.append_all(_group(0, 1))
+        assert breaker.broken.is_set()  # the connection did break at COMMIT
+        assert all(isinstance(r, audit.AuditRecord) for r in results), results
+        one, two = results
+        assert isinstance(one, audit.AuditRecord) and isinstance(two, audit.AuditRecord)
+        assert (one.seq, one.prev, two.seq, two.prev) == (2, first[-1].hash, 3, one.hash)
+        after = sink.append("Step", actor="operator", subject=SUBJECT, data={"i": 2})
+        stored = list(sink.records())
+    assert after.seq == 4 and after.prev == two.hash
+    assert [(r.event, r.data.get("i")) for r in stored[2:]] == [("Step", 0), ("Step", 1),
+                                                                ("Step", 2)]
+    report = verify(audit_dsn, anchor=after.anchor)
+    assert report.ok and report.records == 5, report.summary()
+
+
+def test_a_group_whose_commit_never_arrived_fails_and_is_recorded_once_when_retried(
+        audit_dsn: str, breaker: _CommitBreaker) -> None:
+    """The connection breaks before the server got the COMMIT: nothing was recorded, so the
+    sink fails the group (fail closed) and the retry records it, once."""
+    _fill(audit_dsn, 1)
+    with PostgresSink(breaker.dsn) as sink:
+        breaker.mode = "before"
+        with pytest.raises(AuditUnavailable, match="cannot append to the audit table"):
+            sink.append_all(_group(0, 1))
+        assert breaker.broken.is_set()
+        assert [r.seq for r in sink.records()] == [0]
+        retried = sink.append_all(_group(0, 1))
+        stored = list(sink.records())
+    assert [r.seq for r in retried if isinstance(r, audit.AuditRecord)] == [1, 2]
+    assert [r.seq for r in stored] == [0, 1, 2]
+    report = verify(audit_dsn)
+    assert report.ok and report.records == 3, report.summary()
