@@ -17,11 +17,12 @@ reconcile, a grant's token and its authorization) appends them as a unit (``appe
 one wait for all of them instead of one each, in order, in one write, and nothing of the unit
 after a refused record is written (``NewRecord.follows``), as if it had appended them one by
 one and stopped there. A failure of the sink fails every caller of that group (the sink
-removes what it wrote of the group, or refuses every further append if it cannot). A caller that is
-cancelled after queueing its record may still have it written, as with any append that reached
-the sink; when the writer itself stops (the operator shuts down) or fails unexpectedly, every
-caller still waiting gets ``AuditUnavailable``: no caller waits forever, and none proceeds
-without its record.
+removes what it wrote of the group, or refuses every further append if it cannot). A caller
+cancelled while its records wait in the queue has none of them written (its retry records
+them once); one cancelled once its group was handed to the sink may still have them written,
+as with any append that reached the sink (its retry records them again); when the writer
+itself stops (the operator shuts down) or fails unexpectedly, every caller still waiting
+gets ``AuditUnavailable``: no caller waits forever, and none proceeds without its record.
 
 Imports ``wingman.audit`` and ``wingman.errors`` only; the caller passes how to run the blocking
 append (the operator: on a thread of its own, ``Context.audit_executor``, never behind the API
@@ -113,6 +114,9 @@ class Recorder:
 
     async def _write(self) -> None:
         while self._queue:
+            self._queue = _uncancelled(self._queue)
+            if not self._queue:
+                break
             taken = _group_size([entry for entry, _ in self._queue[:MAX_GROUP]])
             while taken < len(self._queue) and self._queue[taken][0].follows:
                 taken += 1  # the rest of a unit goes with its start
@@ -156,6 +160,30 @@ class Recorder:
             return  # a sink that broke its contract: ``_write`` fails them all
         for (_, done), result in zip(group, results, strict=True):
             _settle(done, result)
+
+
+def _uncancelled(queue: list[tuple[NewRecord, asyncio.Future[AuditRecord]]]
+                 ) -> list[tuple[NewRecord, asyncio.Future[AuditRecord]]]:
+    """``queue`` without the units of cancelled callers: a unit not yet handed to the sink is
+    not written once its caller is gone (nobody would write the status it stands for, and the
+    retry would record it again). The rest of such a unit, if any was not cancelled, fails
+    with nothing of it written."""
+    kept: list[tuple[NewRecord, asyncio.Future[AuditRecord]]] = []
+    i = 0
+    while i < len(queue):
+        end = i + 1
+        while end < len(queue) and queue[end][0].follows:
+            end += 1
+        unit = queue[i:end]
+        if any(done.cancelled() for _, done in unit):
+            for _, done in unit:
+                _settle(done, AuditUnavailable(
+                    "the audit unit of this record was cancelled before it was written; "
+                    "nothing of it was written"))
+        else:
+            kept += unit
+        i = end
+    return kept
 
 
 def _group_size(entries: list[NewRecord]) -> int:

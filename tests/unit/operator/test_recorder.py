@@ -4,6 +4,7 @@ every caller still gets its own durable record (or its own refusal), in the orde
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -382,3 +383,80 @@ def test_an_observer_that_fails_never_fails_a_durable_write(tmp_path: Path) -> N
         pool.shutdown()
         sink.close()
     assert record.seq == 0
+
+
+@contextmanager
+def held_recording(sink: FileSink) -> Iterator[tuple[Recorder, threading.Event,
+                                                    threading.Event]]:
+    """A recorder whose writes wait for ``release`` (``started`` once one does)."""
+    started, release = threading.Event(), threading.Event()
+    pool = ThreadPoolExecutor(1)
+
+    async def slow(fn: Any) -> Any:
+        def held() -> Any:
+            started.set()
+            release.wait(10)
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(pool, held)
+    try:
+        yield Recorder(sink, slow), started, release
+    finally:
+        release.set()
+        pool.shutdown()
+        sink.close()
+
+
+async def _until(started: threading.Event) -> None:
+    while not started.is_set():
+        await asyncio.sleep(0.01)
+
+
+def test_a_unit_whose_caller_was_cancelled_while_queued_is_not_written(tmp_path: Path) -> None:
+    """A reconcile cancelled while its unit waits behind another write: nothing of the unit
+    is written, so its retry records each step once (not twice), and the chain goes on."""
+    path = tmp_path / "audit.jsonl"
+
+    async def scenario() -> tuple[Any, ...]:
+        first = asyncio.ensure_future(rec.append(entry(0)))
+        await _until(started)  # the first group is at the sink
+        cancelled = asyncio.ensure_future(rec.append_unit([entry(1), entry(2)]))
+        single = asyncio.ensure_future(rec.append(entry(3)))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        release.set()
+        done = await asyncio.gather(first, cancelled, single, return_exceptions=True)
+        retried = await rec.append_unit([entry(1), entry(2)])  # the reconcile's retry
+        return (*done, retried)
+    with held_recording(FileSink(path)) as (rec, started, release):
+        first, cancelled, single, retried = asyncio.run(scenario())
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert isinstance(first, AuditRecord) and isinstance(single, AuditRecord)
+    assert [r.data["i"] for r in retried] == [1, 2]
+    lines = path.read_text().splitlines()
+
+    assert [json.loads(line)["data"]["i"] for line in lines] == [0, 3, 1, 2]
+    assert verify(str(path)).ok
+
+
+def test_a_unit_whose_caller_was_cancelled_while_it_is_written_is_recorded_at_least_once(
+        tmp_path: Path) -> None:
+    """A reconcile cancelled once its unit is at the sink: the write is not recalled, so the
+    records land (never missing) and the retry records the steps again (documented: at least
+    once); both copies are valid records of the chain."""
+    path = tmp_path / "audit.jsonl"
+
+    async def scenario() -> list[AuditRecord | AuditUnavailable]:
+        cancelled = asyncio.ensure_future(rec.append_unit([entry(1), entry(2)]))
+        await _until(started)
+        cancelled.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        return await rec.append_unit([entry(1), entry(2)])
+    with held_recording(FileSink(path)) as (rec, started, release):
+        retried = asyncio.run(scenario())
+    assert [r.seq for r in retried if isinstance(r, AuditRecord)] == [2, 3]
+
+    assert [json.loads(line)["data"]["i"] for line in path.read_text().splitlines()] == \
+        [1, 2, 1, 2]
+    assert verify(str(path)).ok
