@@ -197,10 +197,16 @@ class PostgresSink:
                 self._drop()
                 raise
 
-    def _error(self, what: str, exc: BaseException) -> AuditUnavailable:
+    def _said(self, exc: BaseException) -> str:
+        """What ``exc`` says, in one line, without the password (of one of ours: what failed,
+        without its advice)."""
+        if isinstance(exc, AuditUnavailable):
+            return exc.message.split(". Check", 1)[0]
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if self._password:
-            text = text.replace(self._password, "***")
+        return text.replace(self._password, "***") if self._password else text
+
+    def _error(self, what: str, exc: BaseException) -> AuditUnavailable:
+        text = self._said(exc)
         return AuditUnavailable(
             f"{what} ({self._where}): {text}. Check that PostgreSQL is up and reachable and "
             "that the role may INSERT and SELECT on wingman_audit; nothing was recorded, so "
@@ -337,8 +343,8 @@ class PostgresSink:
                         return merge(checked, results)
                     except psycopg.errors.UniqueViolation:
                         continue  # a writer that skipped the advisory lock won the race
-                    except psycopg.OperationalError:
-                        if records and conn.broken and self._landed(records[-1]):
+                    except psycopg.OperationalError as exc:
+                        if records and conn.broken and self._landed(records[-1], exc):
                             return merge(checked, results)
                         raise
                 raise AuditUnavailable(
@@ -349,20 +355,33 @@ class PostgresSink:
                 self._drop()
                 raise self._error("cannot append to the audit table", exc) from None
 
-    def _landed(self, last: AuditRecord) -> bool:
+    def _landed(self, last: AuditRecord, broke: BaseException) -> bool:
         """Whether a group whose connection broke was committed all the same (the connection
         dropped during COMMIT, say: the server may have committed it and never said so), read
         on a new connection: ``last``, its last record, stands at its ``seq``. The advisory
         lock is taken first, so the broken transaction has ended, committed or rolled back,
-        before the read. ``False`` when it did not land; the error when it cannot be told."""
+        before the read. ``False`` when it did not land; ``AuditUnavailable`` saying that the
+        records may have been written when it cannot be told."""
+        import psycopg
+
         self._drop()
-        conn = self._connect()
-        with conn.transaction():
-            conn.execute("SET LOCAL lock_timeout TO '10s'")
-            conn.execute("SET LOCAL statement_timeout TO '30s'")
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
-            row = conn.execute("SELECT hash FROM wingman_audit WHERE seq = %s",
-                               (last.seq,)).fetchone()
+        try:
+            conn = self._connect()
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout TO '10s'")
+                conn.execute("SET LOCAL statement_timeout TO '30s'")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+                row = conn.execute("SELECT hash FROM wingman_audit WHERE seq = %s",
+                                   (last.seq,)).fetchone()
+        except (psycopg.Error, AuditUnavailable) as exc:
+            self._drop()
+            raise AuditUnavailable(
+                f"the connection to the audit database ({self._where}) broke while these audit "
+                f"records were written ({self._said(broke)}), and whether they were committed "
+                f"cannot be told ({self._said(exc)}). Check that PostgreSQL is up and "
+                "reachable; they may have been written: the action must not proceed, and its "
+                "retry may record them a second time."
+            ) from None
         return row is not None and row[0] == last.hash
 
     def _next(self, row: Any) -> tuple[int, str]:

@@ -555,6 +555,7 @@ class _CommitBreaker:
         self.dsn = psycopg.conninfo.make_conninfo(dsn, host="127.0.0.1", port=port)
         self.mode: str | None = None  # armed: "after" or "before"; None: a plain proxy
         self.broken = threading.Event()
+        self.refuse_after = False  # set: no new connection once the break happened
         self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []
         self._start(self._accept)
@@ -570,6 +571,9 @@ class _CommitBreaker:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
+            if self.refuse_after and self.broken.is_set():
+                client.close()  # the database is out of reach from now on
+                continue
             server = socket.create_connection(self._server)
             self._sockets += [client, server]
             swallow = threading.Event()
@@ -674,3 +678,21 @@ def test_a_group_whose_commit_never_arrived_fails_and_is_recorded_once_when_retr
     assert [r.seq for r in stored] == [0, 1, 2]
     report = verify(audit_dsn)
     assert report.ok and report.records == 3, report.summary()
+
+
+def test_a_group_whose_commit_cannot_be_looked_up_fails_saying_it_may_be_written(
+        audit_dsn: str, breaker: _CommitBreaker) -> None:
+    """The connection breaks after the server got the COMMIT and the database cannot be
+    reached again to look: the append fails (fail closed) and says that its records may have
+    been written, never that nothing was."""
+    _fill(audit_dsn, 1)
+    with PostgresSink(breaker.dsn) as sink:
+        breaker.mode, breaker.refuse_after = "after", True
+        with pytest.raises(AuditUnavailable) as failed:
+            sink.append_all(_group(0, 1))
+    message = str(failed.value)
+    assert "nothing was recorded" not in message
+    assert "may have been written" in message and "whether they were committed" in message
+    assert "second time" in message
+    with PostgresSink(audit_dsn) as direct:
+        assert [r.seq for r in direct.records()] == [0, 1, 2]  # it was committed
