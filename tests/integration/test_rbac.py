@@ -180,6 +180,9 @@ CHECKS = [
     Check("gateway", "create", "pods"),
     Check("gateway", "create", "pods", where="target"),
     Check("gateway", "create", "pods", subresource="exec", where="target"),
+    Check("gateway", "get", "jobs", group="batch", expected=True),  # its own Job's deadline
+    Check("gateway", "list", "jobs", group="batch"),
+    Check("gateway", "patch", "jobs", group="batch"),
     Check("gateway", "create", "jobs", group="batch"),
     Check("gateway", "update", "configmaps"),
     # The signed audit checkpoints (a ConfigMap) are out of reach of the trail's writers.

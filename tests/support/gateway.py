@@ -56,6 +56,7 @@ def _rbac(ns: str, target: str) -> str:
               "verbs": ["get", "patch", "update"]},
              {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
               "verbs": ["create", "get"]},
+             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
              {"apiGroups": [""], "resources": ["serviceaccounts/token"],
               "resourceNames": [EXECUTOR], "verbs": ["create"]},
          ]},

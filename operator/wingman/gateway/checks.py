@@ -286,6 +286,57 @@ def authorize(token: str, keys: KeySet, grant: Body, approval: Body,
     return claims, argv
 
 
+RESULT_SECONDS = 15
+"""What the gateway keeps between the end of its command's timeout and its Job's deadline: the
+writes of the result (audit record, grant status) after the command. Less than the operator's
+``SLACK_SECONDS`` (``wingman.operator.grants``), so a Job whose deadline the operator left as it
+was, or extended, always fits a command started while its token is valid."""
+
+
+def job_stop_time(job: Body) -> dt.datetime | None:
+    """When the Job controller stops ``job`` for its ``activeDeadlineSeconds`` (None: it has
+    none). Counted from ``status.startTime``; from the Job's creation, an earlier moment, while
+    the start is not recorded yet (the Job controller records it with its first pod's creation):
+    never later than the real deadline."""
+    seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
+    if seconds is None:
+        return None
+    if not isinstance(seconds, int) or isinstance(seconds, bool):
+        raise GrantDenied(f"the gateway Job's spec.activeDeadlineSeconds is {seconds!r}, not a "
+                          "number of seconds; the token was not spent and nothing was executed",
+                          reason="DeadlineUnknown")
+    start = rules.parse_time((job.get("status") or {}).get("startTime")) or rules.parse_time(
+        (job.get("metadata") or {}).get("creationTimestamp"))
+    if start is None:
+        raise GrantDenied("the gateway Job records neither its start nor its creation time, so "
+                          "when its deadline stops it is unknown; the token was not spent and "
+                          "nothing was executed", reason="DeadlineUnknown")
+    return start + dt.timedelta(seconds=seconds)
+
+
+def check_deadline(job: Body, now: dt.datetime, exec_timeout: int) -> None:
+    """GrantDenied ``DeadlineTooClose`` unless a command started ``now`` ends, killed at its
+    ``exec_timeout`` at the latest, and its result is written (``RESULT_SECONDS``) before the
+    Job's deadline stops the pod: otherwise the deadline could stop it half-way."""
+    stop = job_stop_time(job)
+    if stop is None:
+        return
+    needed = exec_timeout + RESULT_SECONDS
+    left = (stop - now).total_seconds()
+    if left >= needed:
+        return
+    name = (job.get("metadata") or {}).get("name")
+    raise GrantDenied(
+        f"gateway Job {name} is stopped by its deadline at {stop.strftime('%Y-%m-%dT%H:%M:%SZ')} "
+        f"({max(0, int(left))} s from now), and the command may take up to {exec_timeout} s "
+        f"plus {RESULT_SECONDS} s to record its result ({needed} s): it could be stopped "
+        "half-way, so it was not started; the token was not spent and nothing was executed. "
+        "The Job started late or its deadline was not extended for a late claim (see the "
+        "grant's Warning Event DeadlineNotExtended); the approval granted its command to this "
+        "grant, so submit a new request to run it",
+        reason="DeadlineTooClose")
+
+
 def refusal_reason(exc: WingmanError) -> tuple[str, str]:
     """(the grant's reason, the detailed reason) for an error that refuses execution."""
     if isinstance(exc, TokenRejected):
@@ -318,6 +369,6 @@ def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
     }
 
 
-__all__ = ["MAX_TOKEN_FILE_BYTES", "Replay", "authorize", "burn_marker", "check_approval",
-           "check_granted", "check_startable", "check_targets", "load_keys", "read_token",
-           "refusal_reason", "undone_command"]
+__all__ = ["MAX_TOKEN_FILE_BYTES", "RESULT_SECONDS", "Replay", "authorize", "burn_marker",
+           "check_approval", "check_deadline", "check_granted", "check_startable", "check_targets",
+           "job_stop_time", "load_keys", "read_token", "refusal_reason", "undone_command"]

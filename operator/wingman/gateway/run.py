@@ -20,7 +20,10 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    kubectl command needs a fresh token of the executor account, the identity it runs as
    (``wingman.gateway.identity``, ``ExecutorTokenUnavailable``); every
    target the request's preview recorded for the command must be the object, at the version,
-   the preview saw (``TargetChanged`` otherwise, unless the policy allows drift);
+   the preview saw (``TargetChanged`` otherwise, unless the policy allows drift); the
+   command's timeout and the writes of its result must end before the deadline of the pod's
+   own Job, read from the Job (``DeadlineTooClose``; ``DeadlineUnknown`` when it cannot be
+   read): a deadline that stops the command half-way would leave a half-done change;
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
    grant gets condition ``ReplayDetected`` and nothing else changes);
 5. audit ``GatewayTokenBurned``, check the approval and the previewed targets again, audit
@@ -64,6 +67,7 @@ from wingman.gateway.checks import (
     authorize,
     burn_marker,
     check_approval,
+    check_deadline,
     check_granted,
     check_startable,
     check_targets,
@@ -73,8 +77,9 @@ from wingman.gateway.checks import (
     undone_command,
 )
 from wingman.gateway.status import final_status, refused_status, replay_status, running_status
-from wingman.kube import APPROVALS, GRANTS, LEASES, ApiError, Kube
+from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, ApiError, Kube
 from wingman.model import grants as grant_rules
+from wingman.model import names
 from wingman.model import preview as previews
 from wingman.settings import GatewaySettings
 
@@ -354,6 +359,32 @@ def _raise_if_spent(run: _Run, claims: tokens.CapabilityClaims) -> None:
         raise Replay(name)
 
 
+def _check_job_deadline(run: _Run, grant: Mapping[str, Any]) -> None:
+    """Refuse (``DeadlineTooClose``) a command its own Job's deadline could stop half-way. The
+    deadline is read from the Job itself (its start and ``activeDeadlineSeconds``, which the
+    operator may have extended since the pod started), the one whose UID the pod carries. A Job
+    that cannot be read refuses (``DeadlineUnknown``): the gateway cannot tell whether the
+    command would be cut short, and refusing leaves the token unspent and nothing changed."""
+    assert run.kube is not None
+    s = run.settings
+    name = names.grant_job_name(grant)
+    try:
+        job = run.kube.get(JOBS, s.namespace, name)
+    except WingmanError as exc:
+        hint = ("the gateway Role needs get on jobs (batch) in the release namespace: helm "
+                "upgrade restores it; " if isinstance(exc, ApiError) and exc.status == 403
+                else "")
+        raise GrantDenied(
+            f"cannot read the gateway Job {s.namespace}/{name} for its deadline "
+            f"({exc.message}); the gateway does not start a command its Job's deadline could "
+            "stop half-way, so the token was not spent and nothing was executed; "
+            f"{hint}submit a new request to run the command", reason="DeadlineUnknown"
+        ) from None
+    if (job.get("metadata") or {}).get("uid") != s.job_uid:
+        raise _binding("Job")
+    check_deadline(job, run.now(), s.exec_timeout_seconds)
+
+
 def _read_target(run: _Run, target: previews.Target) -> dict[str, Any] | None:
     """The live state of a previewed target, as the executor account (the one that will act
     on it: the gateway's own holds no rights in the target namespaces) reads it."""
@@ -447,6 +478,9 @@ def _execute(run: _Run) -> int:
     if undoes is None:  # a rollback acts on what its command changed: nothing to bind
         check_targets(approval, claims.command, allow_drift=allow_drift,
                       read=lambda t: _read_target(run, t))
+
+    # the last check before the burn: the command and its result fit before the Job's deadline
+    _check_job_deadline(run, grant)
 
     lease = burn_marker(claims, s, run.token_ref)
     lease_name = lease["metadata"]["name"]

@@ -10,6 +10,7 @@ directory. The gateway then runs in-process with a real ServiceAccount token of
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -18,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jwt
 import pytest
@@ -41,9 +42,16 @@ from wingman import audit
 from wingman.capability import tokens
 from wingman.dev.cluster import LocalCluster
 from wingman.gateway import run as gateway_run
+from wingman.gateway.checks import RESULT_SECONDS
 from wingman.gateway.redaction import WITHHELD
 from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
+from wingman.kube import Kube
 from wingman.model import names
+from wingman.operator.context import Context
+from wingman.operator.events import Events
+from wingman.operator.handlers.grants import cover_deadline
+from wingman.operator.metrics import Metrics
+from wingman.settings import OperatorSettings
 
 
 @pytest.fixture
@@ -689,3 +697,158 @@ def test_an_unchanged_target_runs(env: Env) -> None:
     assert env.replicas() == 3
     assert "targetDrift" not in next(r for r in env.audit_records()
                                      if r["event"] == "GatewayExecuting")["data"]
+
+
+# ------------------------------------------------------------------------------ the Job deadline
+
+SCALE = "kubectl scale deployment/web --replicas=2 -n {target}"
+
+
+def _start_job(env: Env, g: Grant, seconds: int) -> dict[str, Any]:
+    """The grant's Job released with ``activeDeadlineSeconds``: the real Job controller records
+    its start (its pod never runs here: the test runs the gateway itself)."""
+    name = names.job_name(g.name)
+    env.cluster.kubectl("patch", "job", name, "-n", env.ns, "--type=merge", "-p", json.dumps(
+        {"spec": {"suspend": False, "activeDeadlineSeconds": seconds}}))
+    for _ in range(100):
+        job = env.kubectl_json("get", "job", name, "-n", env.ns)
+        if (job.get("status") or {}).get("startTime"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"the Job controller did not start Job {name}")
+
+
+def test_a_command_its_jobs_deadline_could_stop_half_way_is_refused_before_the_burn(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    # the command may take 60 s (settings_for) and its result 15 s more: 70 s do not fit
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 70)
+    _assert_refused(env, g, mint(env, g), "DeadlineTooClose", capsys)
+    message = env.grant(g.name)["status"]["message"]
+    assert names.job_name(g.name) in message and "60 s" in message and "not spent" in message
+
+
+def test_a_command_that_fits_before_its_jobs_deadline_runs(env: Env) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_OK
+    assert env.replicas() == 2
+
+
+def test_a_job_the_gateway_cannot_read_refuses_before_the_burn(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    role = env.kubectl_json("get", "role", "wingman-gateway", "-n", env.ns)
+    role["rules"] = [r for r in role["rules"] if r.get("resources") != ["jobs"]]
+    env.cluster.kubectl("replace", "-f", "-", input=json.dumps(role))
+    user = f"system:serviceaccount:{env.ns}:wingman-gateway"
+    for _ in range(50):  # the authorizer sees Role changes through an informer
+        if env.cluster.kubectl("auth", "can-i", "get", "jobs.batch", "-n", env.ns, "--as",
+                               user, check=False).stdout.strip() == "no":
+            break
+        time.sleep(0.1)
+    _assert_refused(env, g, mint(env, g), "DeadlineUnknown", capsys)
+    assert "get on jobs" in env.grant(g.name)["status"]["message"]
+
+
+def _operator_kube(env: Env) -> Kube:
+    """A client with what ``cover_deadline`` needs of the operator's rights: patch Jobs and
+    post Events in the release namespace."""
+    docs = [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "wingman-operator", "namespace": env.ns}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "deadline", "namespace": env.ns},
+         "rules": [{"apiGroups": ["batch"], "resources": ["jobs"],
+                    "verbs": ["get", "patch"]},
+                   {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "deadline", "namespace": env.ns},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": "deadline"},
+         "subjects": [{"kind": "ServiceAccount", "name": "wingman-operator",
+                       "namespace": env.ns}]},
+    ]
+    env.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    return Kube.from_token(env.cluster.server, env.cluster.sa_token(env.ns, "wingman-operator"),
+                           env.cluster.ca_file)
+
+
+def _refuse_job_updates(env: Env) -> str:
+    """A real admission policy refusing every update of a Job in the namespace (as the
+    release's own policies refuse one made before an upgrade that changed the pinned image)."""
+    name = f"no-job-updates-{env.ns}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+            "apiGroups": ["batch"], "apiVersions": ["*"], "operations": ["UPDATE"],
+            "resources": ["jobs"]}]},
+            "validations": [{"expression": "false", "reason": "Forbidden",
+                             "message": "refused by the test's admission policy"}]}}
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns}}}}}
+    env.cluster.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": [policy, binding]}))
+    return name
+
+
+def _cover_late_claim(env: Env, g: Grant, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The operator's ``cover_deadline`` for a token claimed now (expiring in 300 s), long
+    after a Job whose deadline is 70 s: the Events it posted on the grant."""
+    kube = _operator_kube(env)
+    settings = OperatorSettings.from_env({"WINGMAN_GATEWAY_TIMEOUT_SECONDS": "60"})
+    grant = env.grant(g.name)
+
+    async def cover() -> list[dict[str, Any]]:
+        events = Events(kube, "test")
+        events.start()
+        ctx = Context(settings, kube, cast(Any, None), cast(Any, None), cast(Any, None),
+                      cast(Any, None), Metrics(), events=events)
+        try:
+            await cover_deadline(ctx, grant, job, int(time.time()) + 300)
+            for _ in range(50):  # the poster writes in the background
+                found = [e for e in env.kubectl_json("get", "events", "-n", env.ns)["items"]
+                         if e["involvedObject"].get("name") == g.name]
+                if found:
+                    return found
+                await asyncio.sleep(0.1)
+            return []
+        finally:
+            await events.stop()
+
+    try:
+        return asyncio.run(cover())
+    finally:
+        kube.close()
+
+
+def test_a_deadline_admission_did_not_extend_refuses_the_late_command_before_the_burn(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    job = _start_job(env, g, 70)
+    policy = _refuse_job_updates(env)
+    try:
+        time.sleep(2)  # the API server loads new policies through an informer
+        events = _cover_late_claim(env, g, job)
+    finally:
+        env.cluster.kubectl("delete", "validatingadmissionpolicybinding,"
+                            "validatingadmissionpolicy", policy, check=False)
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "DeadlineNotExtended")]
+    assert "could not be extended" in events[0]["message"]
+    live = env.kubectl_json("get", "job", names.job_name(g.name), "-n", env.ns)
+    assert live["spec"]["activeDeadlineSeconds"] == 70, "admission refused the extension"
+    _assert_refused(env, g, mint(env, g), "DeadlineTooClose", capsys)
+
+
+def test_a_deadline_extended_for_a_late_claim_lets_the_command_run(env: Env) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    job = _start_job(env, g, 70)
+    assert _cover_late_claim(env, g, job) == []
+    live = env.kubectl_json("get", "job", names.job_name(g.name), "-n", env.ns)
+    assert live["spec"]["activeDeadlineSeconds"] > 70 + 300
+    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_OK
+    assert env.replicas() == 2

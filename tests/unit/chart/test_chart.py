@@ -757,6 +757,10 @@ def test_secrets_and_jobs_belong_to_the_operator_only(
     _, objs = rendered
     for role, rule in _rules(objs):
         touches = {"secrets", "jobs", "pods"} & set(rule["resources"])
+        if role["metadata"]["name"] == "wingman-gateway" and touches == {"jobs"}:
+            # it reads its own Job's deadline, nothing more
+            assert rule["verbs"] == ["get"] and rule["resources"] == ["jobs"]
+            continue
         if touches and role["metadata"]["name"] not in ("wingman-operator", "wingman-verifier"):
             pytest.fail(f"{role['kind']}/{role['metadata']['name']} grants {sorted(touches)}")
         if role["metadata"]["name"] == "wingman-verifier":

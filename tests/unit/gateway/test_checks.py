@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,15 @@ from wingman.capability import tokens
 from wingman.errors import ClusterError, GrantDenied
 from wingman.gateway.checks import (
     MAX_TOKEN_FILE_BYTES,
+    RESULT_SECONDS,
+    check_deadline,
     check_granted,
     check_startable,
     check_targets,
     read_token,
 )
 from wingman.model import preview as pv
+from wingman.operator import grants as operator_grants
 
 CMD = "kubectl rollout restart deployment/web -n apps"
 
@@ -188,3 +192,51 @@ def test_any_other_grant_does_not_start(grant: dict[str, Any], reason: str) -> N
         check_startable(grant, grant_uid="g1", token_ref=TOKEN_REF)
     assert err.value.reason == reason
     assert "executed" in err.value.message
+
+
+# ------------------------------------------------------------------------------ the Job deadline
+
+START = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+def job(seconds: object = 600, *, started: str | None = "2026-11-25T12:00:00Z",
+        created: str | None = "2026-11-25T11:59:00Z") -> dict[str, Any]:
+    return {"metadata": {"name": "g-gw", **({"creationTimestamp": created} if created else {})},
+            "spec": {"activeDeadlineSeconds": seconds},
+            "status": {"startTime": started} if started else {}}
+
+
+def test_a_command_and_its_result_that_fit_before_the_deadline_may_start() -> None:
+    # 600 s from the start: at 400 s, 120 s of command and the result's writes still fit
+    check_deadline(job(), START + dt.timedelta(seconds=600 - 120 - RESULT_SECONDS), 120)
+    check_deadline(job(seconds=None), START + dt.timedelta(days=1), 120)  # no deadline
+
+
+@pytest.mark.parametrize(("the_job", "late"), [
+    (job(), 600 - 120 - RESULT_SECONDS + 1),  # the result would not be written
+    (job(), 600 - 60),  # the command could be stopped half-way
+    (job(), 700),  # past the deadline already
+    # no start recorded yet: counted from the creation, a minute earlier
+    (job(started=None), 600 - 60 - 120 - RESULT_SECONDS + 1),
+])
+def test_a_command_the_deadline_could_stop_half_way_is_refused(the_job: dict[str, Any],
+                                                               late: int) -> None:
+    with pytest.raises(GrantDenied) as err:
+        check_deadline(the_job, START + dt.timedelta(seconds=late), 120)
+    assert err.value.reason == "DeadlineTooClose"
+    assert "g-gw" in err.value.message and "120 s" in err.value.message
+    assert "not spent" in err.value.message and "new request" in err.value.message
+
+
+@pytest.mark.parametrize("the_job", [job(seconds="600"), job(seconds=True),
+                                     job(started=None, created=None)])
+def test_a_deadline_that_cannot_be_told_refuses(the_job: dict[str, Any]) -> None:
+    with pytest.raises(GrantDenied) as err:
+        check_deadline(the_job, START, 120)
+    assert err.value.reason == "DeadlineUnknown"
+
+
+def test_a_deadline_the_operator_left_as_it_was_fits_a_command_started_at_the_tokens_end() -> None:
+    # the operator extends a Job's deadline only when it leaves less than SLACK_SECONDS after
+    # the last command a token allows: what it leaves must never be refused here
+    assert RESULT_SECONDS < operator_grants.SLACK_SECONDS
