@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -94,12 +96,7 @@ def test_a_name_that_cannot_exist_answers_invalid(tool: str, args: dict[str, Any
 
 
 def test_http_on_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    kubeconfig = _kubeconfig(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -422,25 +419,48 @@ def test_beyond_loopback_the_bearer_token_guards_every_host_name(tmp_path: Path)
         "Authorization": "Bearer 0123456789abcdef0123456789abcdef"}) == 200
 
 
-def test_a_connection_whose_request_headers_never_end_is_closed(tmp_path: Path) -> None:
-    # the bearer check needs the headers: without a deadline on them, anyone who reaches the
-    # port could hold connections open with a few bytes each until descriptors run out
-    import time
-
+def _kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig naming an API server nobody listens on (the tests here never reach one)."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "c",
         "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    return kubeconfig
+
+
+@contextmanager
+def _serving_http(tmp_path: Path, *, token: bool = False) -> Iterator[int]:
+    """``wingman mcp --transport http`` as a process on a free loopback port (with
+    ``--auth-token-file`` when ``token``): the port once it serves; stopped afterwards."""
+    argv = [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
+            "--kubeconfig", str(_kubeconfig(tmp_path))]
+    if token:
+        path = tmp_path / "token"
+        path.write_text("0123456789abcdef0123456789abcdef")
+        path.chmod(0o600)
+        argv += ["--auth-token-file", str(path)]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
-                             "--port", str(port), "--kubeconfig", str(kubeconfig)],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*argv, "--port", str(port)], stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None and "serving" in proc.stderr.readline()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def test_a_connection_whose_request_headers_never_end_is_closed(tmp_path: Path) -> None:
+    # the bearer check needs the headers: without a deadline on them, anyone who reaches the
+    # port could hold connections open with a few bytes each until descriptors run out
+    import time
+
+    with _serving_http(tmp_path) as port:
         started = time.monotonic()
         with socket.create_connection(("127.0.0.1", port)) as stalled, \
                 socket.create_connection(("127.0.0.1", port)) as slow:
@@ -454,11 +474,6 @@ def test_a_connection_whose_request_headers_never_end_is_closed(tmp_path: Path) 
             assert stalled.recv(100) == b""  # closed by the server, nothing answered
             assert mcp_server.HEAD_SECONDS <= time.monotonic() - started \
                 < mcp_server.HEAD_SECONDS + 5
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        assert proc.stderr is not None
-        proc.stderr.close()
 
 
 def test_a_refused_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> None:
@@ -466,23 +481,7 @@ def test_a_refused_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> N
     # otherwise hold its connection open by sending that body a byte at a time
     import time
 
-    kubeconfig, token = tmp_path / "kubeconfig", tmp_path / "token"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
-    token.write_text("0123456789abcdef0123456789abcdef")
-    token.chmod(0o600)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
-                             "--port", str(port), "--kubeconfig", str(kubeconfig),
-                             "--auth-token-file", str(token)],
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None and "serving" in proc.stderr.readline()
+    with _serving_http(tmp_path, token=True) as port:
         with socket.create_connection(("127.0.0.1", port)) as trickle:
             trickle.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                             "Content-Length: 100000000\r\n\r\n".encode())
@@ -498,11 +497,6 @@ def test_a_refused_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> N
                     closed = True
             assert closed, "a refused request's trickling body keeps its connection open"
             assert time.monotonic() - started < mcp_server.HEAD_SECONDS + 5
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        assert proc.stderr is not None
-        proc.stderr.close()
 
 
 def test_a_client_that_never_reads_its_answers_is_dropped(tmp_path: Path) -> None:
@@ -512,23 +506,7 @@ def test_a_client_that_never_reads_its_answers_is_dropped(tmp_path: Path) -> Non
     import errno
     import time
 
-    kubeconfig, token = tmp_path / "kubeconfig", tmp_path / "token"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
-    token.write_text("0123456789abcdef0123456789abcdef")
-    token.chmod(0o600)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
-                             "--port", str(port), "--kubeconfig", str(kubeconfig),
-                             "--auth-token-file", str(token)],
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None and "serving" in proc.stderr.readline()
+    with _serving_http(tmp_path, token=True) as port:
         with socket.socket() as deaf:
             deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             deaf.connect(("127.0.0.1", port))
@@ -548,11 +526,6 @@ def test_a_client_that_never_reads_its_answers_is_dropped(tmp_path: Path) -> Non
                 error = deaf.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             # the server dropped it (a reset: what it had not sent is not sent)
             assert error == errno.ECONNRESET, errno.errorcode.get(error, error)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        assert proc.stderr is not None
-        proc.stderr.close()
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_on_loopback_a_host_named_without_a_port_is_taken(host: str) -> None:
     # on port 80 clients send the Host (and a page its Origin) without the port
@@ -573,18 +546,6 @@ def test_a_json_rpc_batch_is_refused_saying_to_send_one_request_per_http_request
     # with a raw validation error quoting the body back
     import httpx
 
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
-                             "--port", str(port), "--kubeconfig", str(kubeconfig)],
-                            stderr=subprocess.PIPE, text=True)
     headers = {"Accept": "application/json, text/event-stream",
                "Content-Type": "application/json"}
     secret = "s3cr3t-" + "x" * 20
@@ -605,8 +566,7 @@ def test_a_json_rpc_batch_is_refused_saying_to_send_one_request_per_http_request
         yield b" \r\n"
         yield b"\t" + batch.encode()
 
-    try:
-        assert proc.stderr is not None and "serving" in proc.stderr.readline()
+    with _serving_http(tmp_path) as port:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             refused(http.post("/mcp", headers=headers, content=batch))  # before initialize
             init = http.post("/mcp", headers=headers, json={
@@ -625,8 +585,3 @@ def test_a_json_rpc_batch_is_refused_saying_to_send_one_request_per_http_request
                          ' \n{"jsonrpc": "2.0", "id": 4, "method": "ping"}'):
                 pong = http.post("/mcp", headers=session, content=body)
                 assert pong.status_code == 200 and '"result":{}' in pong.text, pong.text
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        assert proc.stderr is not None
-        proc.stderr.close()
