@@ -36,6 +36,15 @@ sys.exit(bench.until_stopped(body))
 """
 
 
+#: the directory ``bench`` is imported from (pytest puts it on its own path, not a child's)
+TESTS = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    paths = [str(TESTS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -53,7 +62,7 @@ def test_a_background_bench_stops_what_it_started_on_each_signal(tmp_path: Path,
     shell = subprocess.Popen(
         ["sh", "-c", '"$0" -c "$1" > "$2" 2>&1 & pid=$!; echo "$pid"; wait "$pid"; '
                      'echo "exit $?" >> "$2"', sys.executable, BENCH, str(out_path)],
-        stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+        stdout=subprocess.PIPE, text=True, env=_env())
     child = 0
     try:
         assert shell.stdout is not None
