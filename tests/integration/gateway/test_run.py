@@ -25,6 +25,7 @@ import jwt
 import pytest
 import yaml
 
+from support.admission import refuse_updates
 from support.gateway import (
     POD,
     Env,
@@ -778,21 +779,7 @@ def _refuse_job_updates(env: Env) -> str:
     """A real admission policy refusing every update of a Job in the namespace (as the
     release's own policies refuse one made before an upgrade that changed the pinned image)."""
     name = f"no-job-updates-{env.ns}"
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
-            "apiGroups": ["batch"], "apiVersions": ["*"], "operations": ["UPDATE"],
-            "resources": ["jobs"]}]},
-            "validations": [{"expression": "false", "reason": "Forbidden",
-                             "message": "refused by the test's admission policy"}]}}
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns}}}}}
-    env.cluster.kubectl("apply", "-f", "-", input=json.dumps(
-        {"apiVersion": "v1", "kind": "List", "items": [policy, binding]}))
+    refuse_updates(env.cluster, env.ns, name, group="batch", resources=["jobs"])
     return name
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from integration.operator.test_operator import RESTART, Env
+from support.admission import refuse_updates
 from support.chart import DEFAULT_GATEWAY_IMAGE, installed
 from support.operator import OperatorProcess, get, phase_of, wait_for
 from wingman.audit import verify
@@ -93,21 +94,9 @@ def test_annotations_near_the_api_servers_limit_do_not_stop_the_flow(env: Env) -
 def _refuse_status_writes(env: Env, name: str, expression: str) -> None:
     """A real admission policy that makes the API server refuse some of the operator's status
     writes (422), the kind of error retrying can never fix."""
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
-            "apiGroups": ["wingman.dev"], "apiVersions": ["*"], "operations": ["UPDATE"],
-            "resources": ["approvalrequests/status", "executiongrants/status"]}]},
-            "validations": [{"expression": expression, "reason": "Invalid",
-                             "message": "refused by the test's admission policy"}]}}
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"], "matchResources": {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns}}}}}
-    env.cluster.kubectl("apply", "-f", "-", input=json.dumps(
-        {"apiVersion": "v1", "kind": "List", "items": [policy, binding]}))
+    refuse_updates(env.cluster, env.ns, name, group="wingman.dev",
+                   resources=["approvalrequests/status", "executiongrants/status"],
+                   expression=expression, reason="Invalid")
 
 
 def test_a_write_the_api_server_will_never_accept_ends_the_object_instead_of_looping(

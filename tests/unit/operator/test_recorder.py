@@ -179,18 +179,9 @@ def test_no_caller_waits_forever_when_the_sink_answers_wrongly(tmp_path: Path) -
 
 def test_callers_waiting_when_the_operator_stops_get_audit_unavailable(tmp_path: Path) -> None:
     sink = FileSink(tmp_path / "audit.jsonl")
-    started, release = threading.Event(), threading.Event()
-    pool = ThreadPoolExecutor(1)
 
-    async def slow(fn: Any) -> Any:
-        def held() -> Any:
-            started.set()
-            release.wait(10)
-            return fn()
-        return await asyncio.get_running_loop().run_in_executor(pool, held)
-    rec = Recorder(sink, slow)
-
-    async def scenario() -> list[Any]:
+    async def scenario(rec: Recorder, started: threading.Event,
+                       release: threading.Event) -> list[Any]:
         callers = [asyncio.ensure_future(rec.append(entry(i))) for i in range(3)]
         while not started.is_set():
             await asyncio.sleep(0.01)
@@ -202,10 +193,9 @@ def test_callers_waiting_when_the_operator_stops_get_audit_unavailable(tmp_path:
         release.set()
         return list(results)
     try:
-        results = asyncio.run(scenario())
+        with held_recording(sink) as held:
+            results = asyncio.run(scenario(*held))
     finally:
-        release.set()
-        pool.shutdown()
         sink.close()
     assert all(isinstance(r, AuditUnavailable) and "stopping" in str(r) for r in results)
 
