@@ -183,6 +183,20 @@ def test_http_options_without_http_are_refused_not_ignored(argv: list[str]) -> N
         mcp_server.serve(args)
 
 
+def _guarded(token: str) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]], Any]:
+    """``BearerAuth`` in front of an app that records what reaches it: the guard, the scopes
+    the app saw, the messages sent back, and the ``send`` that records them."""
+    seen: list[dict[str, Any]] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+    return mcp_server.BearerAuth(app, token), seen, sent, send
+
+
 @pytest.mark.parametrize(("header", "admitted"), [
     (b"Bearer s3cret-token", True),
     (b"bearer s3cret-token", True),  # RFC 6750: the scheme is case-insensitive
@@ -195,19 +209,11 @@ def test_http_options_without_http_are_refused_not_ignored(argv: list[str]) -> N
 ])
 def test_the_bearer_scheme_in_any_case_and_the_token_exactly(header: bytes,
                                                              admitted: bool) -> None:
-    seen: list[dict[str, Any]] = []
-    sent: list[dict[str, Any]] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        seen.append(scope)
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    guard, seen, sent, send = _guarded("s3cret-token")
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b""}
 
-    guard = mcp_server.BearerAuth(app, "s3cret-token")
     headers = [(b"authorization", header)] if header else []
     anyio.run(guard, {"type": "http", "headers": headers}, receive, send)
     assert bool(seen) is admitted
@@ -219,19 +225,11 @@ def test_the_bearer_scheme_in_any_case_and_the_token_exactly(header: bytes,
 def test_the_bearer_check_lets_no_websocket_or_other_connection_through_unchecked() -> None:
     # only HTTP carries the token header the check reads: a WebSocket (were a server library
     # ever to upgrade one) or an unknown kind of connection must not reach the tools unchecked
-    seen: list[dict[str, Any]] = []
-    sent: list[dict[str, Any]] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        seen.append(scope)
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    guard, seen, sent, send = _guarded("s3cret-token")
 
     async def receive() -> dict[str, Any]:
         return {"type": "websocket.connect"}
 
-    guard = mcp_server.BearerAuth(app, "s3cret-token")
     anyio.run(guard, {"type": "websocket", "headers": []}, receive, send)
     assert seen == [] and sent == [{"type": "websocket.close", "code": 1008}]
     with pytest.raises(RuntimeError, match="type 'webtransport'"):
