@@ -26,18 +26,31 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, BinaryIO, NoReturn, Protocol, cast
 
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import (
+    DEFAULT_MAX_REQUEST_BODY_SIZE,
+    TransportSecuritySettings,
+)
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, INVALID_REQUEST, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field
+from mcp.shared.message import SessionMessage
+from mcp.types import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    ErrorData,
+    JSONRPCError,
+    ToolAnnotations,
+    jsonrpc_message_adapter,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wingman import __version__
 from wingman.client import status as st
@@ -277,6 +290,21 @@ class _StrictServer(MCPServer[Any]):
                             f"{', '.join(sorted(known or ())) or 'no arguments'}")
         return await super().call_tool(name, arguments, context)
 
+    async def run_stdio_async(self) -> None:
+        """The SDK's stdio transport, reading stdin through ``_StdinLines``: a batch, a line
+        that is no JSON-RPC message or longer than ``MESSAGE_LIMIT`` is answered with an error
+        (the SDK would drop it silently, and the client wait for an answer forever)."""
+        with _stdin_wire() as wire:
+            lines = _StdinLines(wire)
+            # stdio_server only iterates its stdin, by lines
+            async with stdio_server(stdin=cast("anyio.AsyncFile[str]", lines)) as (read, write):
+                lines.answer(write.clone())
+                try:
+                    await self._lowlevel_server.run(
+                        read, write, self._lowlevel_server.create_initialization_options())
+                finally:
+                    lines.close()
+
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None,
                          context: Any = None) -> Any:
         """An unknown prompt is the client's mistake (invalid params), not an internal error
@@ -286,6 +314,100 @@ class _StrictServer(MCPServer[Any]):
                            "use its tools, and read wingman://policy and "
                            "wingman://status-protocol")
         return await super().get_prompt(name, arguments, context)
+
+
+@contextlib.contextmanager
+def _stdin_wire() -> Iterator[BinaryIO]:
+    """The client's stdin, read from a descriptor of its own while descriptor 0 points at the
+    null device, as the SDK's ``stdio_server`` does when it opens stdin itself: a process the
+    server starts (a kubeconfig's exec credential plugin) reads nothing of the client's
+    messages. Descriptor 0 is the client's again afterwards. (When descriptors cannot be
+    duplicated, stdin is read in place, as the SDK then does.)"""
+    import fcntl
+
+    try:
+        wire = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        wire = -1
+    if wire < 0:
+        yield sys.stdin.buffer
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+        try:
+            os.dup2(null, 0)
+        finally:
+            os.close(null)
+    except OSError:
+        pass  # fd 0 still is the client's: read from either, it is the same pipe
+    try:
+        # never closed: the thread reading it may still wait in a read when the server stops
+        yield os.fdopen(wire, "rb", closefd=False)
+    finally:
+        os.dup2(wire, 0)
+
+
+def _skip_line(wire: BinaryIO) -> None:
+    """Reads the rest of a line, up to its newline or the end, holding 64 KiB at a time."""
+    while (chunk := wire.readline(65536)) and not chunk.endswith(b"\n"):
+        pass
+
+
+class _Answers(Protocol):
+    async def send(self, item: SessionMessage) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _StdinLines:
+    """The lines the SDK's ``stdio_server`` reads, one JSON-RPC message each: the well-formed
+    ones are passed on as they came; a batch, JSON that is no JSON-RPC message, what is not
+    JSON (``_refusal``) and a line longer than ``MESSAGE_LIMIT`` bytes (read on without being
+    held) are answered with a JSON-RPC error instead, and logged as a warning without their
+    content. Blank lines are skipped."""
+
+    def __init__(self, wire: BinaryIO) -> None:
+        self.wire = wire
+        self._ready = anyio.Event()
+        self._answers: _Answers | None = None
+
+    def answer(self, stream: _Answers) -> None:
+        """Errors go to ``stream`` (the transport's, to stdout), closed at the end."""
+        self._answers = stream
+        self._ready.set()
+
+    def close(self) -> None:
+        if self._answers is not None:
+            self._answers.close()
+
+    def __aiter__(self) -> "_StdinLines":
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            line = await anyio.to_thread.run_sync(self.wire.readline, MESSAGE_LIMIT + 2)
+            if not line:
+                self.close()
+                raise StopAsyncIteration
+            refusal: JSONRPCError | None
+            if len(line.rstrip(b"\r\n")) > MESSAGE_LIMIT:
+                if not line.endswith(b"\n"):
+                    await anyio.to_thread.run_sync(_skip_line, self.wire)
+                refusal = _error_message(None, INVALID_REQUEST, (
+                    f"the line is longer than {MESSAGE_LIMIT} bytes, the most one JSON-RPC "
+                    "message may take here: it was dropped unread; send shorter messages"))
+            elif not line.strip():
+                continue
+            else:
+                text = line.decode("utf-8", "replace")  # as the SDK reads it
+                refusal = _refusal(text, "line", "line")
+                if refusal is None:
+                    return text
+            _log.warning("wingman mcp: answered a line on stdin with error %d (the line is not "
+                         "shown): %s", refusal.error.code, refusal.error.message)
+            await self._ready.wait()
+            if self._answers is not None:
+                await self._answers.send(SessionMessage(refusal))
 
 
 _JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
@@ -472,19 +594,74 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+#: The most bytes one JSON-RPC message may take: an HTTP request's body (the SDK answers a
+#: longer one 413) and a stdio line (without its newline; a longer one is answered with an error
+#: and dropped as it is read, never held). A tool call takes far less: its texts are bounded
+#: (``COMMAND_LIMIT``, the schema's lengths) to some 100 KiB, escaped 6-fold at the very most.
+MESSAGE_LIMIT = DEFAULT_MAX_REQUEST_BODY_SIZE
+
+
+def _batch_refusal(per: str) -> str:
+    return (f"JSON-RPC batches are not supported: send one JSON-RPC request or notification "
+            f"per {per}, as a JSON object, not an array (MCP removed batching in its "
+            "2025-06-18 revision)")
+
+
 #: The answer to a JSON-RPC batch (the MCP specification removed batching in its 2025-06-18
-#: revision; the SDK never took batches).
-BATCH_REFUSAL = ("JSON-RPC batches are not supported: send one JSON-RPC request or "
-                 "notification per HTTP request, as a JSON object, not an array (MCP removed "
-                 "batching in its 2025-06-18 revision)")
+#: revision; the SDK never took batches): over HTTP, and over stdio.
+BATCH_REFUSAL = _batch_refusal("HTTP request")
+STDIO_BATCH_REFUSAL = _batch_refusal("line")
+#: The answer to JSON that is not a JSON-RPC message (the input is not quoted back).
+INVALID_MESSAGE = ('Invalid Request: a JSON-RPC request must be a JSON object with "jsonrpc": '
+                   '"2.0", a "method" string, an "id" (a string or an integer; none for a '
+                   'notification) and, if any, "params" as a JSON object')
+
+_log = logging.getLogger(__name__)
+
+
+def _refusal(data: str | bytes, what: str, per: str) -> JSONRPCError | None:
+    """The error answering ``data`` (one HTTP request's body, one stdio line: ``what``), or
+    None when it is one JSON-RPC message, left to the SDK to parse and answer. A batch (a JSON
+    array), JSON that is no JSON-RPC message and what is not JSON are refused here, saying what
+    to send, without quoting the input: the SDK would drop them silently (stdio) or answer
+    invalid params quoting the input back (HTTP). The error carries the request's ``id`` when
+    the input is an object with a ``method`` and a valid ``id`` (over stdio, the client then
+    stops waiting for it), else null."""
+    import pydantic_core
+
+    head = data.lstrip(b" \t\r\n")[:1] if isinstance(data, bytes) else data.lstrip()[:1]
+    if head in (b"[", "["):
+        return _error_message(None, INVALID_REQUEST, _batch_refusal(per))
+    try:
+        jsonrpc_message_adapter.validate_json(data, by_name=False)
+        return None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            where = first["msg"].removeprefix("Invalid JSON: ")  # where, never the input
+            return _error_message(None, PARSE_ERROR, (
+                f"Parse error: the {what} is not JSON ({where}): send one JSON-RPC request or "
+                f"notification per {per}, as a JSON object"))
+    given = pydantic_core.from_json(data)
+    ident = given.get("id") if isinstance(given, dict) and "method" in given else None
+    if isinstance(ident, bool) or not isinstance(ident, (int, str)):
+        ident = None
+    return _error_message(ident, INVALID_REQUEST, INVALID_MESSAGE)
+
+
+def _error_message(ident: int | str | None, code: int, message: str) -> JSONRPCError:
+    return JSONRPCError(jsonrpc="2.0", id=ident, error=ErrorData(code=code, message=message))
 
 
 class NoBatches:
-    """ASGI middleware: a POST to the MCP path whose body is a JSON array (a JSON-RPC batch)
-    is refused with HTTP 400 and JSON-RPC -32600 (invalid request), saying to send one request
-    per HTTP request. The SDK would answer invalid params (-32602) with a raw validation error
-    that quotes the body back. Only the body's first byte but whitespace is looked at: the
-    body is passed on as it came, to be parsed once, by the SDK."""
+    """ASGI middleware: a POST to the MCP path whose body is not one JSON-RPC message is
+    refused with HTTP 400 and a JSON-RPC error saying what to send (``_refusal``), the body not
+    quoted back: a JSON array (a JSON-RPC batch) with -32600 (invalid request), saying to send
+    one request per HTTP request, as soon as its first byte but whitespace came; JSON that is
+    no JSON-RPC message with -32600 too, saying what a request must have; what is not JSON
+    with -32700 (parse error). The SDK would answer invalid params (-32602) with a raw
+    validation error quoting the body back. A body of more than ``MESSAGE_LIMIT`` bytes is
+    passed on unread past that, for the SDK to refuse (413); any other as it came."""
 
     def __init__(self, app: Any, path: str) -> None:
         self.app = app
@@ -497,24 +674,28 @@ class NoBatches:
             await self.app(scope, receive, send)
             return
         held: list[dict[str, Any]] = []
+        chunks: list[bytes] = []
+        size = 0
         first = b""
-        while not first:
+        refusal = None
+        while size <= MESSAGE_LIMIT:  # beyond: passed on, for the SDK to refuse (413)
             message = await receive()
             held.append(message)
             if message.get("type") != "http.request":  # the client went away
                 break
-            first = bytes(message.get("body") or b"").lstrip(b" \t\r\n")[:1]
-            if not message.get("more_body"):
+            chunk = bytes(message.get("body") or b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            first = first or chunk.lstrip(b" \t\r\n")[:1]
+            if first == b"[" or not (message.get("more_body") or size > MESSAGE_LIMIT):
+                refusal = _refusal(b"".join(chunks), "body", "HTTP request")
                 break
-        if first == b"[":
-            import json
-
-            body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
-                "code": INVALID_REQUEST, "message": BATCH_REFUSAL}}).encode()
+        if refusal is not None:
+            data = refusal.model_dump_json(by_alias=True, exclude_unset=True).encode()
             await send({"type": "http.response.start", "status": 400,
                         "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+                                    (b"content-length", str(len(data)).encode())]})
+            await send({"type": "http.response.body", "body": data})
             return
 
         async def replay() -> Any:
@@ -539,7 +720,8 @@ def _read_token(path: str) -> str:
 
 def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
     """The ASGI app ``--transport http`` serves: the SDK's streamable HTTP app, refusing
-    JSON-RPC batches clearly (``NoBatches``), behind the bearer check when there is a token.
+    what is not one JSON-RPC message clearly (``NoBatches``), behind the bearer check when
+    there is a token.
 
     On any loopback address (the only ones served without a token), requests must name a
     loopback host (``Host``) and come from no web page but a loopback one (``Origin``): else a
@@ -732,5 +914,6 @@ def _exit_now() -> NoReturn:
     os._exit(0)
 
 
-__all__ = ["BATCH_REFUSAL", "INSTRUCTIONS", "PROTOCOL", "BearerAuth", "NoBatches", "SourceArg",
-           "Tools", "build_server", "serve"]
+__all__ = ["BATCH_REFUSAL", "INSTRUCTIONS", "INVALID_MESSAGE", "MESSAGE_LIMIT", "PROTOCOL",
+           "STDIO_BATCH_REFUSAL", "BearerAuth", "NoBatches", "SourceArg", "Tools",
+           "build_server", "serve"]

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -583,3 +583,144 @@ def test_a_json_rpc_batch_is_refused_saying_to_send_one_request_per_http_request
                          ' \n{"jsonrpc": "2.0", "id": 4, "method": "ping"}'):
                 pong = http.post("/mcp", headers=session, content=body)
                 assert pong.status_code == 200 and '"result":{}' in pong.text, pong.text
+
+
+def test_a_body_that_is_json_but_no_json_rpc_message_is_an_invalid_request_not_quoted(
+        tmp_path: Path) -> None:
+    # the SDK would answer invalid params with a raw validation error quoting the body back
+    import httpx
+
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+    secret = "s3cr3t-" + "x" * 20
+
+    def refused(resp: httpx.Response, code: int, ident: Any = None) -> str:
+        assert resp.status_code == 400, resp.text
+        answer = resp.json()
+        assert (answer["id"], answer["error"]["code"]) == (ident, code), answer
+        assert secret not in resp.text
+        return str(answer["error"]["message"])
+
+    with _serving_http(tmp_path) as port, httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        for body in ({"password": secret}, {"jsonrpc": "2.0", "method": 7, "params": secret},
+                     "just " + secret, 42):
+            assert refused(http.post("/mcp", headers=headers, json=body),
+                           -32600) == mcp_server.INVALID_MESSAGE
+        # a request the client waits for gets its id back
+        assert refused(http.post("/mcp", headers=headers, json={
+            "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": secret}),
+                       -32600, 3) == mcp_server.INVALID_MESSAGE
+        assert refused(http.post("/mcp", headers=headers, content='{"x": "' + secret),
+                       -32700).startswith("Parse error: the body is not JSON (")
+        # a body beyond the limit is still the SDK's to refuse, unread past it
+        big = http.post("/mcp", headers=headers, content=b" " * (mcp_server.MESSAGE_LIMIT + 1))
+        assert big.status_code == 413, big.text
+        init = http.post("/mcp", headers=headers, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "raw", "version": "1"}}})
+        assert init.status_code == 200, init.text
+
+
+@contextmanager
+def _serving_stdio(tmp_path: Path) -> Iterator[tuple[Callable[[bytes], None],
+                                                     Callable[[], dict[str, Any]],
+                                                     Callable[[], str]]]:
+    """``wingman mcp`` (stdio) as a process, initialized: a function writing a line to its
+    stdin, one reading its next answer (failing after 30 s), one its stderr so far."""
+    import queue
+
+    err = (tmp_path / "stderr").open("w+b")
+    proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "mcp", "--kubeconfig",
+                             str(_kubeconfig(tmp_path))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+    assert proc.stdin is not None and proc.stdout is not None
+    answers: queue.Queue[bytes] = queue.Queue()
+
+    def read() -> None:  # until the process closes its stdout
+        for line in proc.stdout or ():
+            answers.put(line)
+    threading.Thread(target=read, daemon=True).start()
+
+    def write(line: bytes) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(line + b"\n")
+        proc.stdin.flush()
+
+    def answer() -> dict[str, Any]:
+        try:
+            return dict(json.loads(answers.get(timeout=30)))
+        except queue.Empty:
+            raise AssertionError("no answer in 30 s") from None
+
+    def stderr() -> str:
+        return (tmp_path / "stderr").read_text()
+
+    try:
+        write(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}}).encode())
+        assert answer()["id"] == 0
+        write(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+        yield write, answer, stderr
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            err.close()
+
+
+def test_over_stdio_a_malformed_line_is_answered_not_dropped(tmp_path: Path) -> None:
+    # the SDK drops such a line without a word: the client waits forever for the ids in it
+    secret = "s3cr3t-" + "x" * 20
+    ping = b'{"jsonrpc": "2.0", "id": 9, "method": "ping"}'
+    with _serving_stdio(tmp_path) as (write, answer, stderr):
+        write(json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                          {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                           "params": {"name": "get_request",
+                                      "arguments": {"name": secret}}}]).encode())
+        got = answer()
+        assert (got["id"], got["error"]["code"]) == (None, -32600), got
+        assert got["error"]["message"] == mcp_server.STDIO_BATCH_REFUSAL
+        assert "per line" in mcp_server.STDIO_BATCH_REFUSAL
+        write(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                          "params": secret}).encode())
+        assert answer() == {"jsonrpc": "2.0", "id": 3, "error": {
+            "code": -32600, "message": mcp_server.INVALID_MESSAGE}}
+        write(json.dumps({"password": secret}).encode())
+        assert answer()["error"] == {"code": -32600, "message": mcp_server.INVALID_MESSAGE}
+        write(b"not json " + secret.encode())
+        got = answer()
+        assert (got["id"], got["error"]["code"]) == (None, -32700), got
+        assert got["error"]["message"].startswith("Parse error: the line is not JSON (")
+        assert secret not in json.dumps(got)
+        write(ping)  # the server goes on answering
+        assert answer() == {"jsonrpc": "2.0", "id": 9, "result": {}}
+        log = stderr()
+        assert log.count("WARNING") >= 4 and "JSON-RPC batches are not supported" in log, log
+        assert secret not in log
+
+
+def test_over_stdio_a_line_longer_than_the_limit_is_refused_not_held(tmp_path: Path) -> None:
+    filler = "a" * mcp_server.MESSAGE_LIMIT
+    with _serving_stdio(tmp_path) as (write, answer, _):
+        write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping",
+                          "params": {"_meta": {"x": filler}}}).encode())
+        got = answer()
+        assert (got["id"], got["error"]["code"]) == (None, -32600), got
+        assert got["error"]["message"].startswith(
+            f"the line is longer than {mcp_server.MESSAGE_LIMIT} bytes"), got
+        # the rest of that line was read past, not taken for a message; the next one is
+        write(b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}')
+        assert answer() == {"jsonrpc": "2.0", "id": 2, "result": {}}
+        # a line at the limit is taken
+        line = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "ping",
+                           "params": {"_meta": {"x": ""}}}).encode()
+        write(line.replace(b'"x": ""', b'"x": "' + b"a" * (mcp_server.MESSAGE_LIMIT
+                                                         - len(line)) + b'"'))
+        assert answer() == {"jsonrpc": "2.0", "id": 3, "result": {}}
