@@ -10,6 +10,8 @@ operator killed at any point safe to restart.
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
 import logging
 import os
@@ -301,14 +303,20 @@ class Kube:
     def request(self, method: str, path: str, body: Any = None, *,
                 content_type: str = "application/json",
                 query: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return self._observed(method, path, body, content_type=content_type, query=query)[0]
+
+    def _observed(self, method: str, path: str, body: Any, *, content_type: str,
+                  query: Mapping[str, str] | None) -> tuple[dict[str, Any], dt.datetime | None]:
+        """(decoded answer, the API server's clock when it answered) of a call, told to the
+        observer."""
         if self.observer is None:
-            return self._request(method, path, body, content_type=content_type, query=query)[1]
+            return self._request(method, path, body, content_type=content_type, query=query)[1:]
         start, code = time.monotonic(), "error"
         try:
-            status, out = self._request(method, path, body, content_type=content_type,
-                                        query=query)
+            status, out, date = self._request(method, path, body, content_type=content_type,
+                                              query=query)
             code = str(status)
-            return out
+            return out, date
         except ApiError as exc:
             code = str(exc.status) if exc.status > 0 else "error"  # 0: no HTTP answer
             raise
@@ -320,9 +328,10 @@ class Kube:
                           extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
 
     def _request(self, method: str, path: str, body: Any, *, content_type: str,
-                 query: Mapping[str, str] | None) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, decoded answer) of a call that succeeded; else ``ApiError`` (the
-        server refused) or ``ClusterError`` (no answer)."""
+                 query: Mapping[str, str] | None
+                 ) -> tuple[int, dict[str, Any], dt.datetime | None]:
+        """(HTTP status, decoded answer, its ``Date``) of a call that succeeded; else
+        ``ApiError`` (the server refused) or ``ClusterError`` (no answer)."""
         url = self.api.configuration.host + path
         if query:
             url += "?" + urlencode(query)
@@ -350,14 +359,22 @@ class Kube:
         data = resp.data or b""
         if resp.status >= 400:
             raise _api_error(resp.status, data, resp.reason)
+        date = server_date(resp.headers.get("Date"))
         if not data:
-            return resp.status, {}
+            return resp.status, {}, date
         decoded = json.loads(data)
-        return resp.status, decoded if isinstance(decoded, dict) else {"items": decoded}
+        return resp.status, decoded if isinstance(decoded, dict) else {"items": decoded}, date
 
     # -- verbs ----------------------------------------------------------------------------
     def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
         return self.request("GET", res.path(namespace, name))
+
+    def get_dated(self, res: Resource, namespace: str, name: str
+                  ) -> tuple[dict[str, Any], dt.datetime | None]:
+        """The object and the API server's clock when it answered: its HTTP ``Date``, whole
+        seconds (None when the answer had none that parses)."""
+        return self._observed("GET", res.path(namespace, name), None,
+                              content_type="application/json", query=None)
 
     def get_or_none(self, res: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -407,6 +424,29 @@ def unreachable_cause(exc: BaseException) -> str:
     cause = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps what failed
     found = _CAUSE.search(str(cause if cause is not None else exc))
     return f"{type(exc).__name__} ({found.group().strip()})" if found else type(exc).__name__
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a call that failed with ``exc`` may succeed when made again a moment later: no
+    answer from the API server (unreachable, reset, timed out), 429 (too many requests) or a
+    server error (5xx). Anything else (403, 404, 409, 422...) is the server's answer to this
+    very request, and asking again gets the same."""
+    if isinstance(exc, ApiError):
+        return exc.status == 0 or exc.status == 429 or exc.status >= 500
+    return isinstance(exc, ClusterError)
+
+
+def server_date(value: str | None) -> dt.datetime | None:
+    """An HTTP ``Date`` header as an aware UTC time (None: absent or not a date)."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:  # "-0000": UTC by RFC 5322, no zone in Python's reading
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
 
 
 def _api_error(status: int, body: Any, reason: str | None) -> ApiError:
@@ -538,4 +578,4 @@ def failed_exec_plugin(config_file: str | None, context: Mapping[str, Any] | Non
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES", "MERGE",
            "PODS", "SECRETS", "ApiError", "Kube", "Observer", "Resource", "TokenFile",
            "call_labels", "create_or_adopt", "current_context", "failed_exec_plugin",
-           "kubeconfig_files", "load_kubeconfig"]
+           "kubeconfig_files", "load_kubeconfig", "server_date", "transient"]

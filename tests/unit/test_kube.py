@@ -4,6 +4,7 @@ token a client of a mounted ServiceAccount sends (``Kube.from_service_account``)
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -12,7 +13,17 @@ import yaml
 from kubernetes import client as k8s
 
 from wingman.errors import ClusterError
-from wingman.kube import APPROVALS, JOBS, SECRETS, Kube, call_labels, load_kubeconfig
+from wingman.kube import (
+    APPROVALS,
+    JOBS,
+    SECRETS,
+    ApiError,
+    Kube,
+    call_labels,
+    load_kubeconfig,
+    server_date,
+    transient,
+)
 
 
 @pytest.mark.parametrize(("method", "path", "expected"), [
@@ -199,3 +210,26 @@ def test_an_empty_kubeconfig_file_is_skipped_as_kubectl_skips_it(
     assert entry is not None and entry["name"] == "b"
     assert configuration.host == "https://127.0.0.2:2"
     assert configuration.ssl_ca_cert == str(tmp_path / "b" / "ca.crt")
+
+
+@pytest.mark.parametrize(("exc", "again"), [
+    (ApiError(503, "ServiceUnavailable", "x"), True),
+    (ApiError(500, "InternalError", "x"), True),
+    (ApiError(429, "TooManyRequests", "x"), True),
+    (ApiError(0, "", "no HTTP answer"), True),
+    (ClusterError("cannot reach the API server", reason="Unreachable"), True),
+    (ApiError(403, "Forbidden", "x"), False),
+    (ApiError(404, "NotFound", "x"), False),
+    (ApiError(409, "Conflict", "x"), False),
+    (ApiError(422, "Invalid", "x"), False),
+    (ValueError("a bug"), False),
+])
+def test_only_a_failure_that_may_pass_is_transient(exc: BaseException, again: bool) -> None:
+    assert transient(exc) is again
+
+
+def test_the_api_servers_date_is_read_as_utc() -> None:
+    assert server_date("Thu, 03 Dec 2026 22:30:05 GMT") == dt.datetime(
+        2026, 12, 3, 22, 30, 5, tzinfo=dt.UTC)
+    assert server_date(None) is None
+    assert server_date("yesterday") is None
