@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -314,10 +315,12 @@ def job_stop_time(job: Body) -> dt.datetime | None:
     return start + dt.timedelta(seconds=seconds)
 
 
-def check_deadline(job: Body, now: dt.datetime, exec_timeout: int) -> None:
+def check_deadline(job: Body, now: dt.datetime, exec_timeout: int, *,
+                   spent: bool = False) -> None:
     """GrantDenied ``DeadlineTooClose`` unless a command started ``now`` ends, killed at its
     ``exec_timeout`` at the latest, and its result is written (``RESULT_SECONDS``) before the
-    Job's deadline stops the pod: otherwise the deadline could stop it half-way."""
+    Job's deadline stops the pod: otherwise the deadline could stop it half-way. ``spent``:
+    measured again after the burn (the refusal says the token is spent)."""
     stop = job_stop_time(job)
     if stop is None:
         return
@@ -326,15 +329,44 @@ def check_deadline(job: Body, now: dt.datetime, exec_timeout: int) -> None:
     if left >= needed:
         return
     name = (job.get("metadata") or {}).get("name")
+    token = ("the token was spent (its burn marker exists) but nothing was executed. The "
+             "checks after the burn took too long (a slow API server or audit trail)"
+             if spent else "the token was not spent and nothing was executed. The Job "
+             "started late or its deadline was not extended for a late claim (see the "
+             "grant's Warning Event DeadlineNotExtended)")
     raise GrantDenied(
         f"gateway Job {name} is stopped by its deadline at {stop.strftime('%Y-%m-%dT%H:%M:%SZ')} "
         f"({max(0, int(left))} s from now), and the command may take up to {exec_timeout} s "
         f"plus {RESULT_SECONDS} s to record its result ({needed} s): it could be stopped "
-        "half-way, so it was not started; the token was not spent and nothing was executed. "
-        "The Job started late or its deadline was not extended for a late claim (see the "
-        "grant's Warning Event DeadlineNotExtended); the approval granted its command to this "
+        f"half-way, so it was not started; {token}; the approval granted its command to this "
         "grant, so submit a new request to run it",
         reason="DeadlineTooClose")
+
+
+@dataclass(frozen=True)
+class JobDeadline:
+    """The gateway's Job as read for its deadline, and the clock the deadline is measured on:
+    the later of the gateway's own clock and the API server's when it answered (its ``Date``,
+    whole seconds, so one second is added), carried on from ``read_at`` by the monotonic clock
+    (no API call, and no step of the wall clock, when it is measured again). The later clock
+    fails closed: a gateway whose clock is behind the control plane's (which wrote the Job's
+    ``startTime`` and enforces its deadline) would see more time left than there is."""
+
+    job: Body
+    read_at: dt.datetime
+    read_monotonic: float
+
+    @classmethod
+    def read(cls, job: Body, local_now: dt.datetime, server_now: dt.datetime | None,
+             monotonic: float) -> JobDeadline:
+        at = local_now
+        if server_now is not None:
+            at = max(at, server_now + dt.timedelta(seconds=1))
+        return cls(job, at, monotonic)
+
+    def now(self, monotonic: float) -> dt.datetime:
+        """The clock the deadline is measured on, at ``monotonic``."""
+        return self.read_at + dt.timedelta(seconds=max(0.0, monotonic - self.read_monotonic))
 
 
 def refusal_reason(exc: WingmanError) -> tuple[str, str]:
@@ -369,6 +401,7 @@ def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
     }
 
 
-__all__ = ["MAX_TOKEN_FILE_BYTES", "RESULT_SECONDS", "Replay", "authorize", "burn_marker",
-           "check_approval", "check_deadline", "check_granted", "check_startable", "check_targets",
-           "job_stop_time", "load_keys", "read_token", "refusal_reason", "undone_command"]
+__all__ = ["MAX_TOKEN_FILE_BYTES", "RESULT_SECONDS", "JobDeadline", "Replay", "authorize",
+           "burn_marker", "check_approval", "check_deadline", "check_granted", "check_startable",
+           "check_targets", "job_stop_time", "load_keys", "read_token", "refusal_reason",
+           "undone_command"]

@@ -22,14 +22,17 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    target the request's preview recorded for the command must be the object, at the version,
    the preview saw (``TargetChanged`` otherwise, unless the policy allows drift); the
    command's timeout and the writes of its result must end before the deadline of the pod's
-   own Job, read from the Job (``DeadlineTooClose``; ``DeadlineUnknown`` when it cannot be
-   read): a deadline that stops the command half-way would leave a half-done change;
+   own Job, read from the Job and measured on the later of the gateway's clock and the API
+   server's (``DeadlineTooClose``; ``DeadlineUnknown`` when it cannot be read, after a few
+   quick tries when the failure may pass): a deadline that stops the command half-way would
+   leave a half-done change;
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
    grant gets condition ``ReplayDetected`` and nothing else changes);
 5. audit ``GatewayTokenBurned``, check the approval and the previewed targets again, audit
    ``GatewayStarting`` (the intent the ``Running`` phase stands for), set phase ``Running``
    (only on the grant the token names, not being deleted, ``TokenIssued`` with this token:
-   :func:`check_startable`), and only then
+   :func:`check_startable`), measure the Job's deadline again (``DeadlineTooClose``, the
+   token spent: what came after the first look may have taken long), and only then
    audit ``GatewayExecuting`` (the claim that the command runs: never written for a run that
    the write of ``Running`` refused), execute (``wingman.gateway.executors``), audit
    ``GatewayExecuted`` and write the result. Each record is durable before what it stands for.
@@ -62,6 +65,7 @@ from wingman.errors import (
 )
 from wingman.gateway import executors, identity
 from wingman.gateway.checks import (
+    JobDeadline,
     Replay,
     _binding,
     authorize,
@@ -77,7 +81,7 @@ from wingman.gateway.checks import (
     undone_command,
 )
 from wingman.gateway.status import final_status, refused_status, replay_status, running_status
-from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, ApiError, Kube
+from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, ApiError, Kube, transient
 from wingman.model import grants as grant_rules
 from wingman.model import names
 from wingman.model import preview as previews
@@ -95,6 +99,13 @@ _STATUS_RETRIES = 5
 ISSUE_POLL_MAX_SECONDS = 2.0
 """The longest pause between two reads of a grant whose status does not record its token yet
 (the operator writes ``TokenIssued`` and the token Secret at the same time)."""
+JOB_READ_RETRY_SECONDS = 3.0
+"""How long a read of the gateway's own Job that failed in a way that may pass (no answer,
+429, 5xx) is tried again before the gateway refuses ``DeadlineUnknown``: a few tries, small
+next to the time the operator's deadline leaves beyond the command's (``RESULT_SECONDS``), and
+whatever it takes is measured by the deadline check that follows."""
+JOB_READ_FIRST_DELAY = 0.2
+"""The first pause before the Job is read again (doubling after each failed try)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,17 +370,42 @@ def _raise_if_spent(run: _Run, claims: tokens.CapabilityClaims) -> None:
         raise Replay(name)
 
 
-def _check_job_deadline(run: _Run, grant: Mapping[str, Any]) -> None:
+def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]:
+    """The gateway's own Job and the API server's clock when it answered. A failure that may
+    pass (no answer, 429, 5xx: ``wingman.kube.transient``) is tried again, backing off, for
+    ``JOB_READ_RETRY_SECONDS`` at most; any other answer (403, 404...) at once."""
+    assert run.kube is not None
+    give_up = time.monotonic() + JOB_READ_RETRY_SECONDS
+    delay = JOB_READ_FIRST_DELAY
+    while True:
+        try:
+            return run.kube.get_dated(JOBS, run.settings.namespace, name)
+        except WingmanError as exc:
+            left = give_up - time.monotonic()
+            if not transient(exc) or left < delay:
+                raise
+            run.log("JobReadRetried", level="warning", reason=exc.reason,
+                    message=f"reading the gateway Job failed ({exc.message}); trying again in "
+                    f"{delay:.2f} s")
+        time.sleep(delay)
+        delay *= 2
+
+
+def _check_job_deadline(run: _Run, grant: Mapping[str, Any]) -> JobDeadline:
     """Refuse (``DeadlineTooClose``) a command its own Job's deadline could stop half-way. The
     deadline is read from the Job itself (its start and ``activeDeadlineSeconds``, which the
-    operator may have extended since the pod started), the one whose UID the pod carries. A Job
-    that cannot be read refuses (``DeadlineUnknown``): the gateway cannot tell whether the
-    command would be cut short, and refusing leaves the token unspent and nothing changed."""
+    operator may have extended since the pod started), the one whose UID the pod carries, and
+    measured on the later of the gateway's clock and the API server's (a gateway whose clock is
+    behind the control plane's must not see more time left than there is). A Job that cannot
+    be read, after a few quick tries when the failure may pass, refuses (``DeadlineUnknown``):
+    the gateway cannot tell whether the command would be cut short, and refusing leaves the
+    token unspent and nothing changed. Returns the deadline, to measure again before the
+    command starts."""
     assert run.kube is not None
     s = run.settings
     name = names.grant_job_name(grant)
     try:
-        job = run.kube.get(JOBS, s.namespace, name)
+        job, server_now = _read_job(run, name)
     except WingmanError as exc:
         hint = ("the gateway Role needs get on jobs (batch) in the release namespace: helm "
                 "upgrade restores it; " if isinstance(exc, ApiError) and exc.status == 403
@@ -382,7 +418,9 @@ def _check_job_deadline(run: _Run, grant: Mapping[str, Any]) -> None:
         ) from None
     if (job.get("metadata") or {}).get("uid") != s.job_uid:
         raise _binding("Job")
-    check_deadline(job, run.now(), s.exec_timeout_seconds)
+    deadline = JobDeadline.read(job, run.now(), server_now, time.monotonic())
+    check_deadline(job, deadline.now(time.monotonic()), s.exec_timeout_seconds)
+    return deadline
 
 
 def _read_target(run: _Run, target: previews.Target) -> dict[str, Any] | None:
@@ -480,7 +518,7 @@ def _execute(run: _Run) -> int:
                       read=lambda t: _read_target(run, t))
 
     # the last check before the burn: the command and its result fit before the Job's deadline
-    _check_job_deadline(run, grant)
+    deadline = _check_job_deadline(run, grant)
 
     lease = burn_marker(claims, s, run.token_ref)
     lease_name = lease["metadata"]["name"]
@@ -543,6 +581,11 @@ def _execute(run: _Run) -> int:
             "the grant is no longer waiting for its gateway (it was deleted and created again "
             "under its name); the command was not executed", reason="GrantNotIssued")
     run.running = True
+    # the burn, its records, the approval read again and the write of Running took time since
+    # the deadline was measured: measure again (on the same clock, no API call) before the
+    # claim of execution; a refusal now closes the Running phase, the token spent
+    check_deadline(deadline.job, deadline.now(time.monotonic()), s.exec_timeout_seconds,
+                   spent=True)
     # the claim of execution, only once this run owns the grant's Running phase, and before
     # the child starts: no record, no run (a refusal now closes the Running phase)
     run.audit("GatewayExecuting", intent)

@@ -14,10 +14,11 @@ import asyncio
 import base64
 import dataclasses
 import json
+import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ import pytest
 import yaml
 
 from support.admission import refuse_updates
+from support.apiproxy import FaultyApiProxy
 from support.gateway import (
     POD,
     Env,
@@ -52,7 +54,7 @@ from wingman.operator.context import Context
 from wingman.operator.events import Events
 from wingman.operator.handlers.grants import cover_deadline
 from wingman.operator.metrics import Metrics
-from wingman.settings import OperatorSettings
+from wingman.settings import GatewaySettings, OperatorSettings
 
 
 @pytest.fixture
@@ -195,8 +197,9 @@ def _tamper(token: str) -> str:
 
 
 def _assert_refused(env: Env, g: Grant, token: str | None, reason: str,
-                    capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+                    capsys: pytest.CaptureFixture[str], *,
+                    clock: Callable[[], float] = time.time) -> None:
+    assert run_gateway(settings_for(env, g, token), clock=clock) == EXIT_REFUSED
     err = capsys.readouterr().err
     status = env.grant(g.name)["status"]
     assert status["phase"] == "Failed"
@@ -750,6 +753,100 @@ def test_a_job_the_gateway_cannot_read_refuses_before_the_burn(
         time.sleep(0.1)
     _assert_refused(env, g, mint(env, g), "DeadlineUnknown", capsys)
     assert "get on jobs" in env.grant(g.name)["status"]["message"]
+
+
+@pytest.fixture
+def proxy(env: Env) -> Iterator[FaultyApiProxy]:
+    directory = env.tmp / "proxy"
+    directory.mkdir()
+    with FaultyApiProxy(env.cluster.server, env.cluster.ca_file, directory) as made:
+        yield made
+
+
+def _through(env: Env, proxy: FaultyApiProxy, g: Grant, token: str) -> GatewaySettings:
+    """The gateway's settings for ``g`` with every call (its own, kubectl's) through ``proxy``:
+    its API server address, and a ServiceAccount directory whose ca.crt trusts the proxy."""
+    sa_dir = env.tmp / "serviceaccount-proxied"
+    sa_dir.mkdir(exist_ok=True)
+    shutil.copy(env.sa_dir / "token", sa_dir / "token")
+    shutil.copy(proxy.ca_file, sa_dir / "ca.crt")
+    return dataclasses.replace(settings_for(env, g, token), api_server=proxy.url,
+                               serviceaccount_dir=sa_dir)
+
+
+def _job_path(env: Env, g: Grant) -> str:
+    return f"/apis/batch/v1/namespaces/{env.ns}/jobs/{names.job_name(g.name)}"
+
+
+@pytest.mark.parametrize("status", [503, 429, 500])
+def test_a_job_read_that_fails_for_a_moment_is_tried_again_and_the_command_runs(
+        env: Env, proxy: FaultyApiProxy, status: int) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.fail("GET", _job_path(env, g), times=3, status=status)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
+    assert env.replicas() == 2
+    assert proxy.count("GET", _job_path(env, g)) == 4
+    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+
+
+def test_a_job_read_that_keeps_failing_refuses_within_a_few_seconds_before_the_burn(
+        env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.fail("GET", _job_path(env, g), times=1000, status=503)
+    token = mint(env, g)
+    started = time.monotonic()
+    assert run_gateway(_through(env, proxy, g, token)) == EXIT_REFUSED
+    assert proxy.count("GET", _job_path(env, g)) > 1, "a 503 is tried again"
+    assert time.monotonic() - started < gateway_run.JOB_READ_RETRY_SECONDS + 5
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "DeadlineUnknown")
+    assert "503" in status["message"] and "not spent" in status["message"]
+    assert env.leases() == [] and env.replicas() == 1
+    assert _events(env) == ["GatewayRefused"]
+    _assert_never_leaked(env, token, capsys.readouterr().err)
+
+
+def test_a_job_read_refused_as_forbidden_is_not_tried_again(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.fail("GET", _job_path(env, g), times=1, status=403)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert proxy.count("GET", _job_path(env, g)) == 1
+    assert env.grant(g.name)["status"]["reason"] == "DeadlineUnknown"
+    assert env.leases() == [] and env.replicas() == 1
+
+
+def test_a_gateway_whose_clock_is_behind_measures_the_deadline_on_the_api_servers(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    # 70 s do not fit a command of 60 s and 15 s for its result; the gateway's clock, 60 s
+    # behind the control plane's, would see 130 s
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 70)
+    token = mint(env, g, now=time.time() - 60)  # valid on the gateway's clock
+    _assert_refused(env, g, token, "DeadlineTooClose", capsys,
+                    clock=lambda: time.time() - 60)
+
+
+def test_checks_after_the_burn_that_outlast_the_margin_end_the_grant_before_the_command(
+        env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
+    # the first look sees about 80 s left, enough for 75 s; the burn then takes 10 s
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 8)
+    proxy.hold("POST", f"/apis/coordination.k8s.io/v1/namespaces/{env.ns}/leases", seconds=10)
+    token = mint(env, g)
+    assert run_gateway(_through(env, proxy, g, token)) == EXIT_REFUSED
+    assert env.replicas() == 1, "the command ran though its Job's deadline could cut it"
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "DeadlineTooClose")
+    assert "token was spent" in status["message"]
+    assert "exitCode" not in status and "output" not in status
+    assert len(env.leases()) == 1, "the token was burnt before the second look"
+    assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
+    assert audit.verify(str(env.audit_file)).ok
+    _assert_never_leaked(env, token, capsys.readouterr().err)
 
 
 def _operator_kube(env: Env) -> Kube:

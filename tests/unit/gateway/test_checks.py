@@ -13,6 +13,7 @@ from wingman.errors import ClusterError, GrantDenied
 from wingman.gateway.checks import (
     MAX_TOKEN_FILE_BYTES,
     RESULT_SECONDS,
+    JobDeadline,
     check_deadline,
     check_granted,
     check_startable,
@@ -226,6 +227,29 @@ def test_a_command_the_deadline_could_stop_half_way_is_refused(the_job: dict[str
     assert err.value.reason == "DeadlineTooClose"
     assert "g-gw" in err.value.message and "120 s" in err.value.message
     assert "not spent" in err.value.message and "new request" in err.value.message
+
+
+def test_after_the_burn_the_refusal_says_the_token_was_spent() -> None:
+    with pytest.raises(GrantDenied) as err:
+        check_deadline(job(), START + dt.timedelta(seconds=600 - 60), 120, spent=True)
+    assert err.value.reason == "DeadlineTooClose"
+    assert "token was spent" in err.value.message and "not spent" not in err.value.message
+
+
+@pytest.mark.parametrize(("local", "server", "measured"), [
+    (0, 30, 31),  # the gateway's clock behind: the API server's, plus its Date's second
+    (30, 0, 30),  # ahead: its own (the earlier deadline of the two)
+    (0, None, 0),  # no Date in the answer: the gateway's own
+])
+def test_the_deadline_is_measured_on_the_later_clock(local: int, server: int | None,
+                                                     measured: int) -> None:
+    at = JobDeadline.read(job(), START + dt.timedelta(seconds=local),
+                          None if server is None else START + dt.timedelta(seconds=server),
+                          100.0)
+    assert at.now(100.0) == START + dt.timedelta(seconds=measured)
+    # carried on by the monotonic clock, never backwards
+    assert at.now(110.5) == START + dt.timedelta(seconds=measured + 10.5)
+    assert at.now(90.0) == START + dt.timedelta(seconds=measured)
 
 
 @pytest.mark.parametrize("the_job", [job(seconds="600"), job(seconds=True),
