@@ -1106,10 +1106,10 @@ def test_a_job_that_does_not_run_as_the_gateway_is_never_given_a_token(env: Env)
 
 
 def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env) -> None:
-    """TokenIssued, Secret gone: the same token goes back into the Secret. When the token the
-    operator would make again is not the one the status records (here: the signing key was
-    rotated; the record itself can no longer change), the grant fails closed and no token is
-    stored."""
+    """TokenIssued, Secret gone: the same token goes back into the Secret. When no key the
+    operator holds makes the token the status records again (here: the key that signed it was
+    rotated out and pruned; the record itself can no longer change), the grant fails closed
+    and no token is stored."""
     from wingman.cli.main import main as cli
 
     first = _issued(env, "req", "g1")
@@ -1126,13 +1126,54 @@ def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env)
     _issued(env, "req2", "g2")
     env.op.stop()
     env.cluster.kubectl("delete", "secret", env.secret_name("g2"), "-n", env.ns)
-    assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", str(env.cluster.kubeconfig)]) == 0
+    kubeconfig = str(env.cluster.kubeconfig)
+    assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", kubeconfig]) == 0
+    assert cli(["keys", "prune", "-n", env.ns, "--kubeconfig", kubeconfig]) == 0
     env.op.start()
     eg = env.wait_phase("eg", "g2", "Failed")  # once TokenIssued, never Denied
     assert eg["status"]["reason"] == "TokenMissing"
     assert "cannot be made again" in eg["status"]["message"]
+    assert "was pruned" in eg["status"]["message"], eg["status"]["message"]
     assert env.secret("g2") is None
     wait_for("the Job of g2 removed", lambda: env.job("g2") is None, 30)
+    minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"
+              and r["subject"]["name"] == "g2"]
+    assert len(minted) == 1, "no token made with the active key is ever stored or audited"
+
+
+def test_a_token_lost_after_a_key_rotation_is_stored_again_with_the_key_that_signed_it(
+        env: Env) -> None:
+    """TokenIssued, the signing key rotated since, then the Secret deleted: the status records
+    the token's hash, not its key, so the operator makes the token again with each key still in
+    the ring and stores the one that hashes to the record: the very token (same jti, same burn
+    marker), which the gateway still verifies with the retired key's public half. Audited as a
+    TokenMinted ``again`` that names the retired key; nothing counted as minted."""
+    from wingman.cli.main import main as cli
+
+    first = _issued(env, "req", "g")
+    signed_by = jwt.get_unverified_header(first)["kid"]
+    secret = env.secret("g")
+    assert secret is not None
+    env.op.stop()
+    assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", str(env.cluster.kubeconfig)]) == 0
+    env.cluster.kubectl("delete", "secret", secret["metadata"]["name"], "-n", env.ns)
+    env.op.start()
+    wait_for("the Secret stored again", lambda: env.secret("g") is not None, 30,
+             on_timeout=env.op.log_tail)
+    assert _token(env, "g") == first
+    stored = env.secret("g")
+    assert stored is not None and stored["metadata"]["name"] == secret["metadata"]["name"]
+    assert stored["metadata"]["uid"] != secret["metadata"]["uid"], "a new Secret, same token"
+    keys = get(env.cluster, "secret", env.ns, "wingman-signing-key")
+    assert keys is not None
+    assert base64.b64decode(keys["data"]["active"]).decode() != signed_by, "rotated"
+    _assert_issued_once(env, "g")  # verifies with the published keys; one jti, one story
+    minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"
+              and r["subject"]["name"] == "g"]
+    assert [(r["data"].get("again"), r["data"]["kid"]) for r in minted] == \
+        [(None, signed_by), (True, signed_by)], minted
+    assert 'wingman_tokens_minted_total{environment="test"} 1.0' not in env.op.metrics()
+    _assert_one_token_and_one_job_each(env, ["g"])
 
 
 def test_a_token_secret_that_does_not_hold_the_recorded_token_is_refused(env: Env) -> None:

@@ -15,8 +15,9 @@ signing key, the approval, the grant, the Job's UID, and the claim on the approv
 ``grantedAt`` is the token's ``iat``); its ``jti`` is derived from the grant's UID with the signing
 key (``tokens.grant_jti``). Minting it again gives the same token byte for byte, so a token minted
 but not yet stored (a run cut short after the status landed but before the Secret did) is stored
-again, and only when it hashes to the ``status.tokenSHA256`` recorded for it (a rotated key or
-another issuer fails the grant, closed; the lifetime is taken from the status). Whatever happens to
+again, and only when it hashes to the ``status.tokenSHA256`` recorded for it: made with each key
+still in the ring, as the status does not say which one signed it (a key pruned since, or another
+issuer, fails the grant, closed; the lifetime is taken from the status). Whatever happens to
 the status, the Secret or the Job, every token a grant gets under one signing key burns the one
 marker of its ``jti``: one execution per grant. A rotated key gives another ``jti``, so burn
 markers do not span a key rotation (nor earlier releases' random ``jti``): what does is the
@@ -684,25 +685,60 @@ async def mint_for(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
     return approval, token, claims, signer.kid
 
 
+async def remint_recorded(ctx: Context, grant: Any, job: dict[str, Any], ttl: int
+                          ) -> tuple[Any, str, Any, str]:
+    """A TokenIssued grant whose Secret is gone: its token made again, byte for byte. The status
+    records the token's hash, not the key that signed it, so the token is made again with every
+    key in the ring (the active one first) and kept only when exactly one of them gives the
+    recorded hash: a rotation since the token was issued does not lose it (the retired key
+    still signs the same token, with the same ``jti``, so the same burn marker, and the gateway
+    verifies it until the key is pruned). No key giving it (the one that signed it was pruned,
+    or the issuer changed) fails the grant, closed: no other token is ever stored. Returns what
+    ``mint_for`` returns."""
+    recorded = (grant.get("status") or {}).get("tokenSHA256")
+    ring = ctx.ring  # once: a key reload (another thread) may replace the ring
+    signers = [ring.signer, *(key for kid, key in sorted(ring.keys.items())
+                              if kid != ring.active)]
+    approval = None
+    found: list[tuple[Any, str, Any, str]] = []
+    for signer in signers:
+        approval, token, claims, kid = await mint_for(ctx, grant, approval, job, ttl,
+                                                      signer=signer)
+        if recorded and token_sha256(token) == recorded:
+            found.append((approval, token, claims, kid))
+        del token
+    if not found:
+        await _cannot_mint(
+            ctx, grant, f"none of the {len(signers)} signing key(s) in the ring makes the token "
+            "recorded for it (status.tokenSHA256) again: the key that signed it was pruned "
+            "(wingman keys prune) or the issuer changed since it was issued, so the same token "
+            "cannot be made again")
+    if len(found) > 1:
+        found.clear()
+        await _cannot_mint(ctx, grant, "more than one signing key in the ring makes a token "
+                           "with the hash recorded for it, so which one was issued is not "
+                           "certain")
+    return found[0]
+
+
 async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
                       secret_name: str, ttl: int, now: dt.datetime) -> bool:
     """Mint the grant's token, bound to the Job's UID, record it in the status (Pending) and
     store it in the Secret ``secret_name`` the Job mounts, which lets the gateway start. For a
-    TokenIssued grant whose Secret is gone, the same token is minted again and stored only if
-    it hashes to the one recorded (see the module docstring); anything else fails the grant,
-    closed. A Secret of this grant already in place (a status reset to Pending) must hold that
-    very token. True when this was the token's first store (False: stored again)."""
-    status = grant.get("status") or {}
+    TokenIssued grant whose Secret is gone, the same token is minted again (with the ring's key
+    that signed it, ``remint_recorded``) and stored only if it hashes to the one recorded (see
+    the module docstring); anything else fails the grant, closed. A Secret of this grant already
+    in place (a status reset to Pending) must hold that very token. True when this was the
+    token's first store (False: stored again)."""
     issued = grant_rules.phase(grant) == "TokenIssued"
     if (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION):
         await _cannot_mint(ctx, grant, "an earlier release already released its Job")
-    approval, token, claims, kid = await mint_for(ctx, grant, approval, job, ttl)
+    if issued:
+        approval, token, claims, kid = await remint_recorded(ctx, grant, job, ttl)
+    else:
+        approval, token, claims, kid = await mint_for(ctx, grant, approval, job, ttl)
     job_uid = job["metadata"]["uid"]
     token_hash = token_sha256(token)
-    if issued and token_hash != status.get("tokenSHA256"):
-        del token
-        await _cannot_mint(ctx, grant, "the signing key or the issuer changed since it was "
-                           "issued, so the same token cannot be made again")
     if not issued:
         await only_the_recorded_token(ctx, grant, token_hash)
     if not issued and claims.exp <= int(now.timestamp()):
