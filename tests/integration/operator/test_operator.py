@@ -545,7 +545,10 @@ def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
 #: ``TokenMinted``, ``again``, alone); ``GrantAuthorized`` is written with its ``TokenMinted``
 #: (one unit, before the kill at ``token-minted``) and again when a Secret in place is adopted.
 #: Last, whether the restarted operator counts the token in ``wingman_tokens_minted_total``:
-#: the process that writes its ``TokenIssued`` does (the killed one did, when it wrote it).
+#: the process that writes its ``TokenIssued`` does (the killed one did, when it wrote it); the
+#: same process observes the grant's ``wingman_grant_to_job_seconds`` (whether it stores the
+#: Secret or adopts the one the killed process stored), a process that stores a token again
+#: does not.
 LEFT_BY_KILL = {
     "job-created": ("Pending", False, 1, 1, True),
     "command-claimed": ("Pending", False, 1, 1, True),
@@ -635,8 +638,10 @@ def test_killed_at_each_write_of_the_grant_flow_converges_to_one_job_and_one_tok
     assert [r["event"] for r in records].count("TokenMinted") == minted, records
     assert [r["event"] for r in records].count("GrantAuthorized") == authorized, records
     assert len({r["data"]["tokenSHA256"] for r in records if r["event"] == "TokenMinted"}) == 1
-    assert ('wingman_tokens_minted_total{environment="test"} 1.0' in env.op.metrics()) \
-        == counted, env.op.metrics()
+    metrics = env.op.metrics()
+    assert ('wingman_tokens_minted_total{environment="test"} 1.0' in metrics) == counted, metrics
+    assert ('wingman_grant_to_job_seconds_count{environment="test"} 1.0' in metrics) \
+        == counted, metrics
 
 
 def test_a_token_stored_just_before_a_key_rotation_is_adopted(env: Env) -> None:

@@ -325,8 +325,7 @@ async def issue(ctx: Context, grant: Any) -> None:
         if secret is None:
             stored = await store_token(ctx, grant, approval, job, secret_name, ttl, now)
         else:
-            await adopt(ctx, grant, approval, job, secret, ttl, now, legacy=legacy)
-            stored = False
+            stored = await adopt(ctx, grant, approval, job, secret, ttl, now, legacy=legacy)
         await release(ctx, grant, job, stored=stored)
     except _Stop:
         return
@@ -521,18 +520,20 @@ async def stored_before(ctx: Context, grant: Any, secret_name: str) -> dict[str,
 
 
 async def adopt(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
-                secret: dict[str, Any], ttl: int, now: dt.datetime, *, legacy: bool) -> None:
+                secret: dict[str, Any], ttl: int, now: dt.datetime, *, legacy: bool) -> bool:
     """A token Secret of this grant already in place: check it and record it (Pending) instead
     of storing another. It must hold the very token recorded (TokenIssued) or the one the
     operator makes for this Job (Pending); an earlier release's random token is taken on its
-    binding to the Job alone, as that release did."""
+    binding to the Job alone, as that release did. True when this run recorded ``TokenIssued``
+    (the Secret of a run cut short before its status): then, as when it stores the token, the
+    gateway can start from now on, and ``release`` measures the grant's time to it."""
     if grant_rules.phase(grant) == "TokenIssued":
         status = grant.get("status") or {}
         await bind(ctx, grant, job, secret, expected=status.get("tokenSHA256"))
         recorded = rules.parse_time(status.get("tokenExpirationTime"))
         if recorded is not None:  # the expiry the status records, not the Secret's annotation
             await cover_deadline(ctx, grant, job, int(recorded.timestamp()))
-        return
+        return False
     expected, exp = None, None
     if not legacy:
         _, token, claims, _kid = await mint_for(ctx, grant, approval, job, ttl,
@@ -549,6 +550,7 @@ async def adopt(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
     await cover_deadline(ctx, grant, job, expires)
     await record_issued(ctx, grant, job, str(secret["metadata"]["name"]), token_hash, expires,
                         now)
+    return True
 
 
 async def only_the_recorded_token(ctx: Context, grant: Any, token_hash: str) -> None:
@@ -976,8 +978,10 @@ async def write_issued(ctx: Context, grant: Any, status: dict[str, Any]) -> dict
 
 
 async def release(ctx: Context, grant: Any, job: dict[str, Any], *, stored: bool) -> None:
-    """The gateway may start: its token is in place (``stored``: by this run). A Job an earlier
-    release created suspended is unsuspended here (the Job controller starts the gateway pod)."""
+    """The gateway may start: its token is in place (``stored``: by this run, or this run
+    recorded the ``TokenIssued`` of a Secret an interrupted run stored; the grant's time from
+    its creation to this is observed). A Job an earlier release created suspended is unsuspended
+    here (the Job controller starts the gateway pod)."""
     if job.get("spec", {}).get("suspend"):
         await ctx.write(ctx.kube.patch, JOBS, grant["metadata"]["namespace"],
                         job["metadata"]["name"], {"spec": {"suspend": False}})
