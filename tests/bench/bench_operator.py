@@ -38,6 +38,11 @@ profiler costs CPU, so read no latency from such a run.
 short TTLs and retention make objects cycle through every path (review, issue, Job deadline,
 clean-up, retirement). Printed per minute: operator RSS, create → consensus and grant →
 released p95, kube-apiserver and operator CPU, objects alive.
+
+**Exit codes**, for a job that runs the bench: 0 the run finished and met every target it
+judges (only the burst's are judged); 2 it finished but missed a target (each printed as a
+``MISS`` line); 1 it failed (an error, with its traceback); 130 it was stopped (Ctrl-C, SIGTERM,
+SIGHUP) after stopping everything it started.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ from wingman.dev.cluster import LocalCluster
 from wingman.dev.run import stopping_on_signals
 
 GROUP, VERSION = "wingman.dev", "v1alpha1"
+#: The exit code of a run that finished but missed a target (1: it failed; 130: stopped).
+MISSED = 2
 COMMAND = "kubectl rollout restart deployment/web -n apps"
 TICK = os.sysconf("SC_CLK_TCK")
 # the bench's policy: everything expires, fails and is retired within a few minutes. Tokens
@@ -1360,9 +1367,15 @@ def run(args: argparse.Namespace) -> int:
     missed: list[str] | None = None  # None: the run did not finish
     try:
         missed = run_in(args, work)
-        return 0
+        return exit_code(missed)
     finally:
         finish_work(work, missed, keep=args.keep_work or bool(args.profile))
+
+
+def exit_code(missed: list[str]) -> int:
+    """The exit code of a run that finished: 0 when every target judged was met,
+    :data:`MISSED` when one was missed (a job running the bench fails on it)."""
+    return MISSED if missed else 0
 
 
 def finish_work(work: Path, missed: list[str] | None, *, keep: bool) -> None:

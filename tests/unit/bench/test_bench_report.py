@@ -144,6 +144,14 @@ def test_the_report_returns_the_targets_missed(capsys: pytest.CaptureFixture[str
     assert bench.report([run(100, 900, 0, 300, 140)], []) == []  # n/a is no miss
 
 
+def test_a_missed_target_fails_the_run_with_its_own_exit_code(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A job running the bench fails on a miss: 2, neither 1 (an error) nor 130 (stopped)."""
+    noops = [run(100, 0, 400, 100, 100)]
+    assert bench.exit_code(bench.report([run(300, 900, 0, 300, 160)], noops)) == 2
+    assert bench.exit_code(bench.report([run(100, 900, 0, 300, 140)], noops)) == 0
+
+
 @pytest.mark.parametrize(("missed", "keep", "kept", "says"), [
     (["operator peak RSS ≤ 150 MiB"], False, True,
      "kept (1 target(s) missed: operator peak RSS ≤ 150 MiB)"),
