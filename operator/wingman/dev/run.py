@@ -124,6 +124,10 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+#: The signals that stop ``wingman dev run``, ``wingman dev cluster`` and the benches.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
 def stopping_on_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP into :class:`Stopped` (a KeyboardInterrupt) and SIGINT into a
@@ -132,14 +136,28 @@ def stopping_on_signals() -> Iterator[None]:
     command. SIGINT gets its handler here too: a command started in the background by a
     non-interactive shell (``cmd &`` in a script) inherits SIGINT ignored, and Python then
     installs no KeyboardInterrupt of its own, so Ctrl-C or ``kill -INT`` would leave it, and
-    everything it started, running."""
+    everything it started, running.
+
+    Once one of them arrived, the clean-up runs to its end: a further SIGINT, SIGTERM or SIGHUP
+    (an impatient second Ctrl-C) is ignored, and the first one says so on stderr."""
+    said = False
+
+    def cleaning_up(signum: int, _frame: object) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            # os.write: the main thread may be inside a print when the handler runs
+            os.write(2, f"{signal.Signals(signum).name} ignored: clean-up in progress "
+                        "(everything started is being stopped), wait for it\n".encode())
+
     def raise_stopped(signum: int, _frame: object) -> None:
-        for sig in (signal.SIGTERM, signal.SIGHUP):  # a second signal never cuts the clean-up
-            signal.signal(sig, signal.SIG_IGN)
+        for sig in SIGNALS:  # a second signal never cuts the clean-up
+            signal.signal(sig, cleaning_up)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Stopped(signum)
 
-    previous = {sig: signal.signal(sig, raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = {sig: signal.signal(sig, raise_stopped) for sig in SIGNALS}
     try:
         yield
     finally:

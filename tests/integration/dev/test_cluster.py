@@ -212,3 +212,45 @@ def test_a_background_dev_cluster_stops_the_control_plane_on_each_signal(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             shell.wait()
+
+
+def test_a_second_ctrl_c_does_not_cut_the_dev_cluster_s_clean_up_short(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Ctrl-C, then Ctrl-C again (and SIGTERM, SIGHUP) while ``wingman dev cluster`` stops
+    the control plane: the further signals are ignored, it says so once, and every process
+    and its data are gone when it exits."""
+    work = tmp_path_factory.mktemp("dev-cluster-second-signal")
+    out_path = work / "out"
+    env = {**os.environ, "TMPDIR": str(work)}
+    with out_path.open("w") as out:
+        owner = subprocess.Popen([sys.executable, "-m", "wingman.cli", "dev", "cluster"],
+                                 stdout=out, stderr=subprocess.STDOUT, env=env)
+    started: list[int] = []
+    try:
+        _eventually(lambda: "press Ctrl-C to stop" in out_path.read_text(), timeout=120)
+        started = [int(pid) for pid in subprocess.run(
+            ["pgrep", "-f", str(work)], capture_output=True, text=True,
+            check=False).stdout.split()]
+        first = next(pid for pid in started  # the last started, so the first stopped
+                     if b"kube-controller-manager" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        os.kill(owner.pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while _alive(first):  # the clean-up has begun; kube-apiserver and etcd run still
+            assert time.monotonic() < deadline, "the clean-up did not begin"
+            time.sleep(0.01)
+        assert any(_alive(pid) for pid in started), "the clean-up was over too soon to test"
+        for again in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            os.kill(owner.pid, again)
+        assert owner.wait(timeout=60) == 0, out_path.read_text()
+        out = out_path.read_text()
+        assert out.count("clean-up in progress") == 1, out
+        assert "Ctrl-C: stopped everything this command started" in out, out
+        assert not any(_alive(pid) for pid in started), "the control plane is stopped"
+        assert not [p for p in work.iterdir() if p.name.startswith("wingman-cluster")], \
+            "its data is removed"
+    finally:
+        if owner.poll() is None:
+            for pid in [*started, owner.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        owner.wait()
