@@ -374,9 +374,15 @@ def test_telegram_commands_decide_and_grant_as_the_person(test_env: Env) -> None
     mine = [g for g in grants["items"] if g["spec"]["approvalRef"]["name"] == "tg-cmd"]
     assert [g["spec"]["command"] for g in mine] == [command]
     # the requester may grant her own approved request here (workersMayGrant), as herself
+    env.create("tg-mine")
+    env.card("tg-mine")
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(carol, CHAT, "/approve tg-mine change window 8")
+    assert "Approve recorded" in env.reply_after(CHAT, n)
+    wait_for("Approved", lambda: env.ar("tg-mine")["status"].get("phase") == "Approved")
     alice = FakeTelegram.user(IDS[WORKER])
     n = len(env.telegram.sent_to(CHAT))
-    env.telegram.say(alice, CHAT, "/exec tg-one " + env.ar("tg-one")["spec"]["commands"][0])
+    env.telegram.say(alice, CHAT, "/exec tg-mine " + env.ar("tg-mine")["spec"]["commands"][0])
     assert "as alice" in env.reply_after(CHAT, n)
     # the same command again: the one grant it has is answered, no second one exists
     n = len(env.telegram.sent_to(CHAT))
