@@ -10,6 +10,7 @@ operator killed at any point safe to restart.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import email.utils
 import json
@@ -18,7 +19,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -475,21 +476,33 @@ def create_or_adopt(kube: Kube, res: Resource, namespace: str, body: Mapping[str
 
 
 
-def _kubeconfig_names(config_file: str | None) -> list[str]:
-    """The kubeconfig files ``config_file`` names (several joined by ``os.pathsep``, as in
-    ``KUBECONFIG``; None: ``KUBECONFIG``, else ~/.kube/config), in kubectl's order."""
-    joined = os.environ.get("KUBECONFIG", "") if config_file is None else config_file
-    return [name for name in joined.split(os.pathsep) if name] or [
+#: Which kubeconfig files: a str names several joined by ``os.pathsep``, as ``KUBECONFIG`` does;
+#: a sequence names the files themselves (``--kubeconfig``: one file, never split, as kubectl
+#: takes it); None: ``KUBECONFIG``, else ~/.kube/config.
+KubeconfigFiles = str | Sequence[str] | None
+
+
+def _kubeconfig_names(config_file: KubeconfigFiles) -> list[str]:
+    """The kubeconfig files ``config_file`` names (see :data:`KubeconfigFiles`), in kubectl's
+    order. Each is a path as it is, as kubectl's loader (client-go's clientcmd) takes it: a
+    ``~`` in ``KUBECONFIG`` or ``--kubeconfig`` is not expanded (only the default is in the
+    home directory), and a ``--kubeconfig`` holding ``os.pathsep`` is one file."""
+    if config_file is None or isinstance(config_file, str):
+        joined = os.environ.get("KUBECONFIG", "") if config_file is None else config_file
+        names = joined.split(os.pathsep)
+    else:
+        names = list(config_file)
+    return [name for name in names if name] or [
         os.path.expanduser(k8s_config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION)]
 
 
-def _kubeconfig_files(config_file: str | None) -> list[tuple[Path, Any]]:
+def _kubeconfig_files(config_file: KubeconfigFiles) -> list[tuple[Path, Any]]:
     """The existing files of :func:`_kubeconfig_names`, each with its YAML (None: the file is
     empty). A missing file is skipped, as kubectl does; one that is not YAML is a
     ConfigException naming it."""
     files = []
     for name in _kubeconfig_names(config_file):
-        path = Path(name).expanduser()
+        path = Path(name)
         if not path.is_file():
             continue
         try:
@@ -500,23 +513,40 @@ def _kubeconfig_files(config_file: str | None) -> list[tuple[Path, Any]]:
     return files
 
 
-def kubeconfig_files(config_file: str | None = None) -> str:
-    """The files of the kubeconfig ``config_file`` (several joined by ``os.pathsep``; None:
-    ``KUBECONFIG``, else ~/.kube/config) to give the kubernetes library, joined the same way:
-    those that exist and are not empty. kubectl skips both, while the library refuses an empty
-    one. When none is left, ``config_file`` as it is, for the library to say what is wrong."""
-    usable = os.pathsep.join(str(path) for path, config in _kubeconfig_files(config_file)
-                             if config is not None)
-    return usable or os.pathsep.join(_kubeconfig_names(config_file))
+def _merged(config_file: KubeconfigFiles) -> Any:
+    """The kubernetes library's merger (``KubeConfigMerger``) of the files of ``config_file``
+    that exist and are not empty (kubectl skips both, while the library refuses an empty one),
+    each given to it as one path: its own reading of a joined string would split a path
+    holding ``os.pathsep`` and expand ``~``, which kubectl does not. ConfigException when no
+    file is left."""
+    merger = k8s_config.kube_config.KubeConfigMerger("")  # "": no file read yet
+    for path, config in _kubeconfig_files(config_file):
+        if config is not None:
+            merger.paths.append(str(path))
+            merger.load_config(str(path))
+    merger.config_saved = copy.deepcopy(merger.config_files)
+    if merger.config is None:
+        raise k8s_config.ConfigException(
+            f"no kubeconfig to use: {', '.join(_kubeconfig_names(config_file))} is missing or "
+            "empty")
+    return merger
 
 
-def current_context(config_file: str | None = None) -> tuple[str, Path] | None:
-    """The current context kubectl uses with the kubeconfig ``config_file`` (several files
-    joined by ``os.pathsep``; None: ``KUBECONFIG``, else ~/.kube/config) and the file it comes
-    from, or None when no file sets one. kubectl merges several files so that the first file
-    that sets ``current-context`` wins; the kubernetes library's merger keeps the last one, so
-    it is not asked. A missing file is skipped, as kubectl does; one that is not a YAML
-    kubeconfig is a ConfigException naming it."""
+def kubeconfig_contexts(config_file: KubeconfigFiles = None) -> list[dict[str, Any]]:
+    """The contexts of the kubeconfig ``config_file`` (see :data:`KubeconfigFiles`), merged as
+    kubectl merges them (the first file's entry of each name)."""
+    loader = k8s_config.kube_config.KubeConfigLoader(config_dict=_merged(config_file).config,
+                                                     config_base_path=None)
+    return list(loader.list_contexts())
+
+
+def current_context(config_file: KubeconfigFiles = None) -> tuple[str, Path] | None:
+    """The current context kubectl uses with the kubeconfig ``config_file`` (see
+    :data:`KubeconfigFiles`) and the file it comes from, or None when no file sets one.
+    kubectl merges several files so that the first file that sets ``current-context`` wins;
+    the kubernetes library's merger keeps the last one, so it is not asked. A missing file is
+    skipped, as kubectl does; one that is not a YAML kubeconfig is a ConfigException naming
+    it."""
     for path, config in _kubeconfig_files(config_file):
         context = config.get("current-context") if isinstance(config, dict) else None
         if isinstance(context, str) and context:
@@ -524,13 +554,13 @@ def current_context(config_file: str | None = None) -> tuple[str, Path] | None:
     return None
 
 
-def load_kubeconfig(configuration: k8s.Configuration, config_file: str | None = None,
+def load_kubeconfig(configuration: k8s.Configuration, config_file: KubeconfigFiles = None,
                     context: str | None = None, *, persist_config: bool = True
                     ) -> dict[str, Any] | None:
-    """Load the kubeconfig ``config_file`` (several files joined by ``os.pathsep``; None:
-    ``KUBECONFIG``, else ~/.kube/config) into ``configuration`` as kubectl reads it, and return
-    the entry of the context used (``{"name": ..., "context": {...}}``, for its namespace and
-    for :func:`failed_exec_plugin`), None when there is none.
+    """Load the kubeconfig ``config_file`` (see :data:`KubeconfigFiles`) into
+    ``configuration`` as kubectl reads it, and return the entry of the context used
+    (``{"name": ..., "context": {...}}``, for its namespace and for
+    :func:`failed_exec_plugin`), None when there is none.
 
     The context is ``context`` when given, else kubectl's current context (the first file that
     sets one, see :func:`current_context`). Every cluster, context and user name is the first
@@ -538,21 +568,20 @@ def load_kubeconfig(configuration: k8s.Configuration, config_file: str | None = 
     path in a file (a certificate, a key) is relative to that file's directory. A kubeconfig
     that cannot be used raises ConfigException (or OSError); an empty file is skipped, as
     kubectl skips it."""
-    joined = os.pathsep.join(_kubeconfig_names(config_file))
+    names = _kubeconfig_names(config_file)
     if context is None:
-        current = current_context(joined)
+        current = current_context(names)
         context = current[0] if current is not None else None
-    joined = kubeconfig_files(joined)
-    k8s_config.load_kube_config(config_file=joined, context=context,
-                                client_configuration=configuration,
-                                persist_config=persist_config)
-    contexts, active = k8s_config.list_kube_config_contexts(config_file=joined)
-    entry = active if context is None else next(
-        (c for c in contexts or [] if c.get("name") == context), None)
+    merger = _merged(names)
+    loader = k8s_config.kube_config.KubeConfigLoader(
+        config_dict=merger.config, config_base_path=None, active_context=context,
+        config_persister=merger.save_changes if persist_config else None)
+    loader.load_and_set(configuration)
+    entry = loader.current_context
     return entry if isinstance(entry, dict) else None
 
 
-def failed_exec_plugin(config_file: str | None, context: Mapping[str, Any] | None,
+def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] | None,
                        configuration: k8s.Configuration) -> str | None:
     """The command of ``context``'s exec credential plugin when it gave no credentials to
     ``configuration`` (loaded from ``config_file``, None: ``KUBECONFIG`` or ~/.kube/config),
@@ -562,7 +591,7 @@ def failed_exec_plugin(config_file: str | None, context: Mapping[str, Any] | Non
         return None
     user = ((context or {}).get("context") or {}).get("user")
     try:
-        merged = k8s_config.kube_config.KubeConfigMerger(kubeconfig_files(config_file))
+        merged = _merged(config_file)
         users = merged.config.value.get("users") or []
     except Exception:  # noqa: BLE001 - the library read it just before; nothing more to say
         return None
@@ -578,4 +607,4 @@ def failed_exec_plugin(config_file: str | None, context: Mapping[str, Any] | Non
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES", "MERGE",
            "PODS", "SECRETS", "ApiError", "Kube", "Observer", "Resource", "TokenFile",
            "call_labels", "create_or_adopt", "current_context", "failed_exec_plugin",
-           "kubeconfig_files", "load_kubeconfig", "server_date", "transient"]
+           "kubeconfig_contexts", "load_kubeconfig", "server_date", "transient"]

@@ -20,6 +20,8 @@ from wingman.kube import (
     ApiError,
     Kube,
     call_labels,
+    current_context,
+    kubeconfig_contexts,
     load_kubeconfig,
     server_date,
     transient,
@@ -233,3 +235,41 @@ def test_the_api_servers_date_is_read_as_utc() -> None:
         2026, 12, 3, 22, 30, 5, tzinfo=dt.UTC)
     assert server_date(None) is None
     assert server_date("yesterday") is None
+
+
+def test_kubeconfig_names_are_paths_as_they_are_as_kubectl_takes_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kubectl (client-go's loader) expands no ``~`` in KUBECONFIG: ``~/cfg`` is the file
+    ``cfg`` in a directory ``~`` of the working directory, not one in the home directory."""
+    home = tmp_path / "home"
+    _kubeconfig(home / "cfg", "home", "https://127.0.0.1:1", {"token": "h"})
+    literal = _kubeconfig(tmp_path / "~" / "cfg", "literal", "https://127.0.0.2:2", {"token": "l"})
+    other = _kubeconfig(tmp_path / "other", "other", "https://127.0.0.3:3", {"token": "o"})
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KUBECONFIG", f"~/cfg{os.pathsep}{other}")
+    assert current_context() == ("literal", Path("~/cfg"))
+    configuration = k8s.Configuration()
+    entry = load_kubeconfig(configuration)
+    assert entry is not None and entry["name"] == "literal"
+    assert configuration.host == "https://127.0.0.2:2"
+    literal.unlink()  # a missing file is skipped, as kubectl skips it
+    assert current_context() == ("other", other)
+    entry = load_kubeconfig(k8s.Configuration())
+    assert entry is not None and entry["name"] == "other"
+
+
+def test_an_explicit_kubeconfig_is_one_file_even_with_a_colon_in_its_path(
+        tmp_path: Path) -> None:
+    """``--kubeconfig d:e/cfg`` is the file ``d:e/cfg``, as kubectl takes it, never the files
+    ``d`` and ``e/cfg`` that KUBECONFIG=d:e/cfg would name."""
+    colon = _kubeconfig(tmp_path / "d:e" / "cfg", "colon", "https://127.0.0.1:1", {"token": "c"})
+    _kubeconfig(tmp_path / "d", "d", "https://127.0.0.2:2", {"token": "d"})
+    assert current_context([str(colon)]) == ("colon", colon)
+    configuration = k8s.Configuration()
+    entry = load_kubeconfig(configuration, [str(colon)])
+    assert entry is not None and entry["name"] == "colon"
+    assert configuration.host == "https://127.0.0.1:1"
+    assert [c["name"] for c in kubeconfig_contexts([str(colon)])] == ["colon"]
+    # the same path as a KUBECONFIG list is split, as kubectl splits it
+    assert current_context(str(colon)) == ("d", tmp_path / "d")

@@ -27,7 +27,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from wingman.errors import ConfigError
-from wingman.kube import Kube, failed_exec_plugin, kubeconfig_files, load_kubeconfig
+from wingman.kube import Kube, failed_exec_plugin, kubeconfig_contexts, load_kubeconfig
 from wingman.settings import ClientSettings
 
 DEFAULT_NAMESPACE = "wingman"
@@ -102,14 +102,13 @@ def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = 
         joined = os.pathsep.join(paths)
         try:
             if context is not None:
-                contexts, _ = k8s_config.list_kube_config_contexts(
-                    config_file=kubeconfig_files(joined))
-                if not any(c.get("name") == context for c in contexts or []):
-                    names = ", ".join(sorted(str(c.get("name")) for c in contexts or []))
+                contexts = kubeconfig_contexts(paths)
+                if not any(c.get("name") == context for c in contexts):
+                    names = ", ".join(sorted(str(c.get("name")) for c in contexts))
                     raise ConfigError(f"--context {context}: no such context in {joined} "
                                       f"(contexts: {names or 'none'})")
             # kubectl's current context (the first file that sets one), not the library's
-            chosen = load_kubeconfig(configuration, joined, context, persist_config=False)
+            chosen = load_kubeconfig(configuration, paths, context, persist_config=False)
             context_namespace = (chosen or {}).get("context", {}).get("namespace")
         except ConfigError:
             raise
@@ -117,7 +116,7 @@ def connect(settings: ClientSettings | None = None, *, kubeconfig: str | None = 
             raise ConfigError(f"cannot use the kubeconfig {joined}: {exc} (is it a kubeconfig? "
                               f"'{_kubectl(paths, None, 'config', 'view')}' shows what kubectl "
                               "makes of it)") from None
-        command = failed_exec_plugin(joined, chosen, configuration)
+        command = failed_exec_plugin(paths, chosen, configuration)
         if command is not None:
             raise ConfigError(
                 f"the kubeconfig {joined} gets its credentials from the command {command!r}, "

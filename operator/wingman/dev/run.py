@@ -99,7 +99,7 @@ def current_context() -> tuple[str, Path]:
     names = [name for name in os.environ.get("KUBECONFIG", "").split(os.pathsep) if name]
     paths = [Path(name) for name in names] or [Path.home() / ".kube" / "config"]
     try:
-        found = kube.current_context(os.pathsep.join(str(path) for path in paths))
+        found = kube.current_context([str(path) for path in paths])
     except k8s_config.ConfigException as exc:
         raise ConfigError(f"{exc}; 'kubectl config view --kubeconfig <file>' shows what is "
                           "wrong") from None

@@ -285,20 +285,22 @@ def _connect(kubeconfig: str | None, *, need_namespace: bool = True
                     "no cluster configured: set KUBECONFIG or pass --kubeconfig (inside a "
                     "pod, the in-cluster ServiceAccount configuration is used)",
                     reason="NoKubeconfig")
-            # --kubeconfig names one file; KUBECONFIG may name several, merged as kubectl does
+            # --kubeconfig names one file, never split; KUBECONFIG may name several, merged as
+            # kubectl does; neither expands ~ (kubectl does not)
             names = ([path] if kubeconfig else path.split(os.pathsep)) if path else []
             for name in filter(None, names):
-                if Path(name).expanduser().exists() and not Path(name).expanduser().is_file():
+                if Path(name).exists() and not Path(name).is_file():
                     raise VerifyError(f"kubeconfig {name} is not a regular file (a directory, "
                                       "a FIFO or a device): set KUBECONFIG or pass --kubeconfig "
                                       "with the kubeconfig file itself", reason="NoKubeconfig")
-            if names and not any(Path(n).expanduser().is_file() for n in names if n):
+            if names and not any(Path(n).is_file() for n in names if n):
                 raise VerifyError(f"kubeconfig {path} does not exist: set KUBECONFIG or pass "
                                   "--kubeconfig with an existing file", reason="NoKubeconfig")
             # kubectl's current context (the first file that sets one), not the library's
-            active = load_kubeconfig(cfg, path)
+            files = [path] if kubeconfig and path else path
+            active = load_kubeconfig(cfg, files)
             namespace = (active or {}).get("context", {}).get("namespace") or None
-            command = failed_exec_plugin(path, active, cfg)
+            command = failed_exec_plugin(files, active, cfg)
             if command is not None:
                 raise VerifyError(
                     f"kubeconfig {path or '~/.kube/config'} gets its credentials from the "

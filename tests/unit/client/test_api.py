@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from support.tls import serve_tls
@@ -378,3 +379,24 @@ def test_the_kubectl_a_kubeconfig_error_names_reads_the_same_files_and_context(
     with pytest.raises(ConfigError) as err:
         connect(_settings(tmp_path, kubeconfig=(str(base), str(garbled))))
     assert f"'KUBECONFIG={base}:{garbled} kubectl config view' shows" in err.value.message
+
+
+def test_kubeconfig_with_a_colon_in_its_path_is_one_file(tmp_path: Path) -> None:
+    """``--kubeconfig d:e/cfg`` is one file, as kubectl takes it (client-go's ExplicitPath):
+    its context is found and its server used, not those of a file ``d``."""
+    def write(path: Path, name: str, server: str) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": name, "cluster": {"server": server}}],
+            "users": [{"name": name, "user": {"token": "t"}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+            "current-context": name}))
+        return path
+
+    colon = write(tmp_path / "d:e" / "cfg", "colon", "https://127.0.0.1:1")
+    write(tmp_path / "d", "d", "https://127.0.0.2:2")
+    conn = connect(_settings(tmp_path), kubeconfig=str(colon))
+    assert conn.kube.api.configuration.host == "https://127.0.0.1:1"
+    conn = connect(_settings(tmp_path), kubeconfig=str(colon), context="colon")
+    assert conn.origin == f"kubeconfig {colon} (context colon)"
