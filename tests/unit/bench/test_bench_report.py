@@ -172,3 +172,14 @@ def test_the_work_directory_is_kept_when_a_target_is_missed(
     assert work.exists() is kept
     err = capsys.readouterr().err
     assert says in err and str(work) in err
+
+
+def test_failover_and_outage_figures_over_their_target_are_missed() -> None:
+    """The failover and outage modes judge their worst round against 15 s, as the burst judges
+    its targets: a miss fails the run (exit 2)."""
+    missed = bench.recovery_missed({"SIGKILL of the active replica": [9.0, 15.5, 11.0],
+                                    "SIGTERM of the active replica": [2.0, 15.0],
+                                    "single replica SIGKILLed, new pod": []})
+    assert missed == ["SIGKILL of the active replica: worst 15.5 s (target ≤ 15 s)"]
+    assert bench.exit_code(missed) == 2
+    assert bench.recovery_missed({"etcd back -> last request reviewed": [3.4]}) == []
