@@ -218,11 +218,36 @@ def _raw_target(path: str) -> tuple[str, str]:
     return "", rest[0] if rest else ""
 
 
-def _zero(value: str) -> bool:
+_GO_BASES = {"0x": 16, "0o": 8, "0b": 2}
+
+
+def _go_int(value: str) -> int | None:
+    """An integer flag's value as kubectl and docker read it (pflag: Go's ``ParseInt`` with
+    base 0): an optional sign, then ``0x``/``0o``/``0b`` or a leading ``0`` (octal) choosing
+    the base, ``_`` between digits (``0x0``, ``0b0``, ``0_0``, ``00`` are all zero). None for
+    a value it is not (kubectl then refuses to run). Reads ``_`` more loosely than Go: a value
+    Go refuses only runs nothing."""
+    text = value.strip()
+    sign = -1 if text.startswith("-") else 1
+    digits = text[1:] if text[:1] in "+-" else text
+    base = _GO_BASES.get(digits[:2].lower(), 0)
+    if base:
+        digits = digits[2:]
+    elif len(digits) > 1 and digits.startswith("0"):
+        base, digits = 8, digits[1:]
+    else:
+        base = 10
+    digits = digits.replace("_", "")
+    if not digits.isascii() or not digits.isalnum():
+        return None
     try:
-        return int(value.strip()) == 0
+        return sign * int(digits, base)
     except ValueError:
-        return False
+        return None
+
+
+def _zero(value: str) -> bool:
+    return _go_int(value) == 0
 
 
 def _kubectl_action_risk(action: tuple[str, ...]) -> tuple[Risk, str]:
@@ -273,7 +298,8 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
         if value == "orphan":
             rating.add(H, "--cascade orphan leaves dependents behind")
     for value in parsed.flag("--replicas"):
-        if _zero(value) or value.strip().startswith("-"):
+        number = _go_int(value)
+        if (number is not None and number <= 0) or value.strip().startswith("-"):
             rating.add(H, f"scales to zero (--replicas {value})")
     if parsed.has("--all-namespaces") and rating.risk >= M:
         rating.add(H, "changes objects in every namespace")

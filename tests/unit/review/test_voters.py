@@ -576,3 +576,37 @@ def test_a_log_level_that_prints_api_bodies_is_not_routine(command: str) -> None
 ])
 def test_a_low_log_level_stays_routine(command: str) -> None:
     assert command_risk(command)[0] is Risk.LOW, command_risk(command)
+
+
+# ------------------------------------------------------------ integer values, as pflag reads them
+
+
+@pytest.mark.parametrize("command", [
+    # pflag reads an int flag with Go's ParseInt, base 0: a prefix chooses the base
+    "kubectl scale deployment/web --replicas=0x0 -n apps",
+    "kubectl scale deployment/web --replicas 0b0 -n apps",
+    "kubectl scale deployment/web --replicas=0o0 -n apps",
+    "kubectl scale deployment/web --replicas=0_0 -n apps",
+    "kubectl scale deployment/web --replicas=00 -n apps",
+    "kubectl scale deployment/web --replicas=-0x1 -n apps",
+])
+def test_scaling_to_zero_is_high_however_the_number_is_written(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("scales to zero" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl scale deployment/web --replicas=3 -n apps",
+    "kubectl scale deployment/web --replicas=0x3 -n apps",
+    "kubectl scale deployment/web --replicas=010 -n apps",  # octal 8
+])
+def test_scaling_to_some_replicas_stays_a_change(command: str) -> None:
+    assert command_risk(command)[0] is Risk.MEDIUM, command_risk(command)
+
+
+@pytest.mark.parametrize("command", ["docker restart -t 0x0 web", "docker stop --time=0b0 web"])
+def test_a_docker_stop_without_grace_is_high_however_the_number_is_written(command: str
+                                                                           ) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
