@@ -30,7 +30,8 @@ kubectl accepts other names for some subcommands (``kubectl create deploy``, ``c
 ``top po``) and for every resource type (plural, short names, ``deployments.apps``, lists like
 ``po,svc``): ``ParsedCommand.action`` reads a subcommand by its own name and
 ``resource_types`` a resource type by its singular name, so risk tables keyed on one name see
-them all. docker's commands are read once, with one table. Pure: the standard library only.
+them all. docker's commands are read once, with one table (combined short flags as pflag
+reads them: ``-Dl debug`` is ``--debug --log-level debug``). Pure: the standard library only.
 """
 
 from __future__ import annotations
@@ -168,8 +169,8 @@ KUBECTL_VERBS = frozenset({
 
 DOCKER_VALUE_FLAGS = frozenset({
     "--host", "--context", "--config", "--log-level", "--tlscacert", "--tlscert", "--tlskey",
-    "--filter", "--format", "--time", "--signal", "--tail", "--since", "--until", "--name",
-    "--user", "--workdir", "--env", "--volume", "--mount", "--network", "--publish",
+    "--filter", "--format", "--time", "--timeout", "--signal", "--tail", "--since", "--until",
+    "--name", "--user", "--workdir", "--env", "--volume", "--mount", "--network", "--publish",
     "--entrypoint", "--restart", "--memory", "--cpus", "--label", "--cap-add", "--cap-drop",
     "--device", "--pid", "--ipc", "--userns", "--security-opt", "--platform",
 })
@@ -631,23 +632,26 @@ def _parse_docker(rest: list[str]) -> ParsedCommand:
                     ambiguous.append(rest[i])  # maybe this unknown flag's value
             continue
         if arg.startswith("-") and len(arg) > 1 and not _is_number(arg):
-            head = arg[:2]
-            if head in short_value:
-                long = short[head]
-                if len(arg) > 2:
-                    value = arg[2:].removeprefix("=")
-                    flags.setdefault(long, []).append(value)
+            # combined short flags, as pflag reads them: booleans (-it) until one that takes
+            # a value, which takes the rest of the word or the next one (-Dl debug, -t0)
+            for at, char in enumerate(arg[1:], start=2):
+                letter = f"-{char}"
+                long = short.get(letter, letter)
+                if letter not in short_value:
+                    flags.setdefault(long, []).append("")
+                    continue
+                if at < len(arg):
+                    flags.setdefault(long, []).append(arg[at:].removeprefix("="))
                 elif i < len(rest):
                     flags.setdefault(long, []).append(rest[i])
                     i += 1
                 else:
                     flags.setdefault(long, []).append("")
-                continue
-            for char in arg[1:]:  # combined booleans: -it
-                flags.setdefault(short.get(f"-{char}", f"-{char}"), []).append("")
-            if len(arg) == 2 and head not in short and i < len(rest) \
-                    and not rest[i].startswith("-"):
-                ambiguous.append(rest[i])  # maybe this unknown flag's value
+                break
+            else:
+                if len(arg) == 2 and arg not in short and i < len(rest) \
+                        and not rest[i].startswith("-"):
+                    ambiguous.append(rest[i])  # maybe this unknown flag's value
             continue
         words.append(arg)
     return ParsedCommand("docker", tuple(words), _frozen(flags), (), tuple(ambiguous))

@@ -85,9 +85,12 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("delete",): C, ("exec",): C, ("attach",): C, ("debug",): C,
 }
 # docker actions; a management command (``docker container rm``) is read as its subcommand.
+# A command not listed (``docker plugin install``, ``docker compose down``) is high: nothing
+# says what it does, so a human reads it.
 DOCKER_ACTIONS: dict[str, Risk] = {
     "ps": L, "logs": L, "inspect": L, "images": L, "version": L, "info": L, "top": L,
-    "stats": L, "port": L, "diff": L, "history": L, "ls": L, "events": L,
+    "stats": L, "port": L, "diff": L, "history": L, "ls": L, "events": L, "df": L,
+    "wait": L, "search": L,
     "restart": L, "start": L, "stop": M, "pause": M, "unpause": M, "pull": M, "tag": M,
     "rename": M, "update": H, "create": H, "run": H, "cp": H, "kill": H, "rmi": H,
     "push": H, "commit": H, "build": H, "load": H, "import": H, "login": H, "logout": M,
@@ -351,16 +354,17 @@ def _rate_docker(parsed: ParsedCommand, rating: _Rating) -> None:
                          f"{'destructive or invasive' if risk >= H else 'routine'} "
                          f"({risk.value})")
     else:
-        rating.add(M, f"'docker {' '.join(action)}' is not a known docker command")
+        rating.add(H, f"'docker {' '.join(action)}' is not a docker command the reviewers "
+                      "know: what it does is unknown")
     for flag, risk in DOCKER_TARGET_FLAGS.items():
         if parsed.has(flag):
             rating.add(risk, f"{flag} acts on another engine or widens the container's rights")
     for flag in ("--force", "--all", "--volumes"):
         if parsed.has(flag) and verb in ("rm", "rmi", "prune", "kill"):
             rating.add(C, f"flag {flag}")
-    for value in parsed.flag("--time"):
+    for value in (*parsed.flag("--time"), *parsed.flag("--timeout")):
         if _zero(value):
-            rating.add(H, "--time 0 kills without a graceful stop")
+            rating.add(H, "-t 0 (--timeout, --time) kills without a graceful stop")
 
 
 def command_risk(command: str) -> tuple[Risk, list[str]]:

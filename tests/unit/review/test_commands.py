@@ -53,6 +53,25 @@ def test_docker_management_commands_read_as_their_subcommand() -> None:
     assert parsed.flag("--host") == ("unix:///x",) and parsed.has("--force")
 
 
+@pytest.mark.parametrize(("command", "flags"), [
+    # pflag: booleans combined until a flag that takes a value, which takes the rest of the
+    # word or the next word; the verb is what follows
+    ("docker -Dl debug rm -f web", {"--debug": ("",), "--log-level": ("debug",)}),
+    ("docker -DH unix:///x rm -f web", {"--debug": ("",), "--host": ("unix:///x",)}),
+    ("docker -Dlinfo rm -f web", {"--debug": ("",), "--log-level": ("info",)}),
+])
+def test_docker_combined_short_flags_take_their_value_where_pflag_does(
+        command: str, flags: dict[str, tuple[str, ...]]) -> None:
+    parsed = parse(command)
+    assert parsed.action == ("rm",) and parsed.words == ("rm", "web"), parsed
+    assert {k: parsed.flag(k) for k in flags} == flags
+
+
+def test_docker_timeout_takes_its_value() -> None:
+    parsed = parse("docker restart --timeout 0 web")
+    assert parsed.words == ("restart", "web") and parsed.flag("--timeout") == ("0",)
+
+
 def test_unbalanced_quotes_still_parse() -> None:
     assert parse("kubectl delete ns 'prod").verb == "delete"
     assert parse("").program == ""

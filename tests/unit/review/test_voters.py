@@ -610,3 +610,36 @@ def test_a_docker_stop_without_grace_is_high_however_the_number_is_written(comma
                                                                            ) -> None:
     risk, reasons = command_risk(command)
     assert risk is Risk.HIGH, (risk, reasons)
+
+
+@pytest.mark.parametrize("command", [
+    "docker restart --timeout 0 web",  # docker 25+: -t is --timeout, --time its old name
+    "docker restart --timeout=0 web",
+    "docker stop --timeout 0 web",
+])
+def test_a_docker_stop_without_grace_is_high_by_any_flag_name(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("graceful" in r for r in reasons), reasons
+
+
+def test_a_docker_flag_combined_before_the_verb_does_not_hide_it() -> None:
+    risk, reasons = command_risk("docker -Dl debug rm -f web")
+    assert risk is Risk.CRITICAL, (risk, reasons)
+
+
+@pytest.mark.parametrize("command", [
+    "docker plugin install --grant-all-permissions vieux/sshfs",
+    "docker compose down",
+    "docker swarm leave --force",
+    "docker frobnicate web",
+])
+def test_a_docker_command_the_tables_do_not_know_is_high(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+
+
+@pytest.mark.parametrize("command", ["docker system df", "docker container ls",
+                                     "docker restart web", "docker logs -ft web"])
+def test_routine_docker_commands_stay_low(command: str) -> None:
+    assert command_risk(command)[0] is Risk.LOW, command_risk(command)
