@@ -249,6 +249,21 @@ def _go_int(value: str) -> int | None:
         return None
 
 
+# Subresources through which the API server connects to what runs behind it: a GET on one
+# (``kubectl get --raw .../services/web:80/proxy/admin``) is a request to the application,
+# a pod or a node, whose effect no table knows.
+CONNECT_SUBRESOURCES = frozenset({"proxy", "exec", "attach", "portforward"})
+
+
+def _raw_subresource(path: str) -> str:
+    """The subresource a ``--raw`` API path names (``/api/v1/namespaces/apps/pods/web/log``
+    -> ``log``, ``/api/v1/nodes/n1/proxy/metrics`` -> ``proxy``); ``""`` for none."""
+    parts = [p for p in path.partition("?")[0].split("/") if p]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:] if parts[:1] == ["apis"] else []
+    at = 4 if rest[:1] == ["namespaces"] and len(rest) >= 4 else 2
+    return rest[at].lower() if len(rest) > at else ""
+
+
 def _zero(value: str) -> bool:
     return _go_int(value) == 0
 
@@ -314,6 +329,10 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
                           "(cluster-wide power)")
         else:
             rating.add(H, "changes who may do what (RBAC)")
+    for path in parsed.flag("--raw"):
+        if _raw_subresource(path) in CONNECT_SUBRESOURCES:
+            rating.add(H, f"--raw {_raw_subresource(path)} reaches the application, pod or node "
+                          "behind the API server: what the request does there is unknown")
     if parsed.action == ("config", "view") and (parsed.has("--raw") or parsed.has("--flatten")):
         rating.add(H, "prints credentials from the kubeconfig")
     if parsed.verb in ("label", "annotate") and _names(parsed.words[1:],

@@ -643,3 +643,29 @@ def test_a_docker_command_the_tables_do_not_know_is_high(command: str) -> None:
                                      "docker restart web", "docker logs -ft web"])
 def test_routine_docker_commands_stay_low(command: str) -> None:
     assert command_risk(command)[0] is Risk.LOW, command_risk(command)
+
+
+# ------------------------------------------------------- --raw through the API server's proxy
+
+
+@pytest.mark.parametrize("command", [
+    # a GET through a proxy subresource is an HTTP request to the application behind it
+    "kubectl get --raw /api/v1/namespaces/apps/services/web:80/proxy/admin/shutdown",
+    "kubectl get --raw=/api/v1/namespaces/apps/pods/web/proxy",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/web:8080/proxy/debug/pprof/heap",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/web/portforward",
+])
+def test_a_raw_path_through_the_api_servers_proxy_is_high(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("behind the API server" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl get --raw /api/v1/namespaces/apps/pods/web/log",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/proxy",  # a pod named proxy
+    "kubectl get --raw /apis/apps/v1/namespaces/apps/deployments/web/scale",
+    "kubectl get --raw /readyz",
+])
+def test_other_raw_paths_stay_routine(command: str) -> None:
+    assert command_risk(command)[0] is Risk.LOW, command_risk(command)
