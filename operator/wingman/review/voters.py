@@ -446,10 +446,17 @@ class BlastRadiusVoter:
     """Weighs reach: production, many commands, all namespaces, kube-system, cluster scope."""
 
     name = "blast-radius"
+    #: An environment is production when one of the '-'-separated parts of its name is one of
+    #: these (``prd``, ``prod-eu``, ``eu-production-2``).
     PRODUCTION = ("prd", "prod", "production")
 
+    @classmethod
+    def production(cls, environment: str) -> bool:
+        return any(part in cls.PRODUCTION
+                   for part in re.split(r"[^a-z0-9]+", environment.lower()))
+
     async def review(self, request: ReviewInput) -> Vote:
-        risk = Risk.MEDIUM if request.environment in self.PRODUCTION else Risk.LOW
+        risk = Risk.MEDIUM if self.production(request.environment) else Risk.LOW
         why = [f"environment {request.environment}"]
         if len(request.commands) > 3:
             risk = max(risk, Risk.MEDIUM, key=lambda x: x.rank)

@@ -669,3 +669,15 @@ def test_a_raw_path_through_the_api_servers_proxy_is_high(command: str) -> None:
 ])
 def test_other_raw_paths_stay_routine(command: str) -> None:
     assert command_risk(command)[0] is Risk.LOW, command_risk(command)
+
+
+@pytest.mark.parametrize(("environment", "risk"), [
+    ("prd", Risk.MEDIUM), ("prod-eu", Risk.MEDIUM), ("eu-production-2", Risk.MEDIUM),
+    ("prd2", Risk.LOW), ("test", Risk.LOW), ("product-test", Risk.LOW),
+])
+def test_a_production_environment_is_known_by_any_part_of_its_name(environment: str,
+                                                                   risk: Risk) -> None:
+    c = _panel(ReviewInput("ns", "r", environment, "alice", "restart",
+                           ("kubectl rollout restart deployment/web -n apps",)))
+    votes = {v.voter: v for v in c.votes}  # type: ignore[attr-defined]
+    assert votes["blast-radius"].risk is risk, votes["blast-radius"]
