@@ -84,6 +84,10 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("plugin",): M, ("alpha",): H,
     ("delete",): C, ("exec",): C, ("attach",): C, ("debug",): C,
 }
+# kubectl actions that, given a resource type and no name or selector, act on every object of
+# that type in the namespace (``kubectl rollout restart deployment -n apps`` restarts them all).
+EVERY_OBJECT_ACTIONS = frozenset({("rollout", "restart"), ("rollout", "undo"),
+                                  ("rollout", "pause"), ("rollout", "resume")})
 # docker actions; a management command (``docker container rm``) is read as its subcommand.
 # A command not listed (``docker plugin install``, ``docker compose down``) is high: nothing
 # says what it does, so a human reads it.
@@ -319,6 +323,12 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
         number = _go_int(value)
         if (number is not None and number <= 0) or value.strip().startswith("-"):
             rating.add(H, f"scales to zero (--replicas {value})")
+    named = parsed.words[len(parsed.action):]
+    if parsed.action in EVERY_OBJECT_ACTIONS and len(named) <= 1 \
+            and not any("/" in t for t in named) \
+            and not any(v.strip() for v in parsed.flag("--selector")):  # '-l ""' selects all
+        rating.add(H, f"'{' '.join(parsed.action)}' names no object: kubectl acts on every "
+                      f"{named[0] if named else 'object'} in the namespace, as with --all")
     if parsed.has("--all-namespaces") and rating.risk >= M:
         rating.add(H, "changes objects in every namespace")
     if binding:

@@ -681,3 +681,45 @@ def test_a_production_environment_is_known_by_any_part_of_its_name(environment: 
                            ("kubectl rollout restart deployment/web -n apps",)))
     votes = {v.voter: v for v in c.votes}  # type: ignore[attr-defined]
     assert votes["blast-radius"].risk is risk, votes["blast-radius"]
+
+
+# ---------------------------------------------------------- a type without a name is every object
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl rollout restart deployment -n apps",  # kubectl's own example: restart them all
+    "kubectl -n apps rollout restart deploy,sts",
+    "kubectl rollout restart deployment -n apps -l ''",
+    "kubectl rollout undo deployment -n apps",
+    "kubectl rollout pause deployments -n apps",
+])
+def test_a_rollout_that_names_no_object_acts_on_all_of_them(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("names no object" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl rollout restart deployment/web -n apps",
+    "kubectl rollout restart deployment web -n apps",
+    "kubectl rollout restart deployment -n apps -l app=web",
+    "kubectl rollout status deployment -n apps",
+])
+def test_a_rollout_of_named_objects_stays_routine(command: str) -> None:
+    assert command_risk(command)[0] is Risk.LOW, command_risk(command)
+
+
+def test_restarting_every_deployment_is_not_auto_approved() -> None:
+    every = "kubectl rollout restart deployment -n apps"
+    policy = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
+                                          "allowlist": [every]})
+    allow = Allowlist.from_patterns(policy.allowlist)
+
+    def is_allowed(cmd: str) -> bool:
+        from wingman.scope import parse
+        return allow.matches(parse(cmd))
+
+    req = ReviewInput("ns", "r", "test", "alice", "restart", (every,))
+    c = asyncio.run(run_panel(PanelConfig(builtin_panel(is_allowed), threshold=3, quorum=3),
+                              req))
+    assert auto_approval(c, policy).decision is AutoDecision.AWAIT_HUMAN  # type: ignore[arg-type]
