@@ -84,6 +84,9 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("plugin",): M, ("alpha",): H,
     ("delete",): C, ("exec",): C, ("attach",): C, ("debug",): C,
 }
+# Service types that open a workload to outside the cluster (or, ExternalName, send a cluster
+# name's traffic outside it): ``kubectl expose --type``, ``kubectl create service TYPE``.
+OUTSIDE_SERVICE_TYPES = frozenset({"loadbalancer", "nodeport", "externalname"})
 # kubectl actions that, given a resource type and no name or selector, act on every object of
 # that type in the namespace (``kubectl rollout restart deployment -n apps`` restarts them all).
 EVERY_OBJECT_ACTIONS = frozenset({("rollout", "restart"), ("rollout", "undo"),
@@ -323,6 +326,18 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
         number = _go_int(value)
         if (number is not None and number <= 0) or value.strip().startswith("-"):
             rating.add(H, f"scales to zero (--replicas {value})")
+    outside = [t for t in parsed.flag("--type") if t.strip().lower() in OUTSIDE_SERVICE_TYPES] \
+        if parsed.verb == "expose" else []
+    if parsed.action == ("create", "service") and len(parsed.words) > 2 \
+            and parsed.words[2].lower() in OUTSIDE_SERVICE_TYPES:
+        outside.append(parsed.words[2])
+    if parsed.verb == "expose" and (parsed.has("--external-ip")
+                                    or parsed.has("--load-balancer-ip")):
+        outside.append("an external IP")
+    if parsed.action == ("create", "ingress"):
+        outside.append("an Ingress")
+    for how in outside:
+        rating.add(H, f"opens a workload to outside the cluster ({how})")
     named = parsed.words[len(parsed.action):]
     if parsed.action in EVERY_OBJECT_ACTIONS and len(named) <= 1 \
             and not any("/" in t for t in named) \

@@ -723,3 +723,30 @@ def test_restarting_every_deployment_is_not_auto_approved() -> None:
     c = asyncio.run(run_panel(PanelConfig(builtin_panel(is_allowed), threshold=3, quorum=3),
                               req))
     assert auto_approval(c, policy).decision is AutoDecision.AWAIT_HUMAN  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------- opening a workload to the outside
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl expose deployment web -n apps --type=LoadBalancer --port=80",
+    "kubectl expose deployment web -n apps --type NodePort --port=80",
+    "kubectl expose deployment web -n apps --port=80 --external-ip=203.0.113.7",
+    "kubectl create service loadbalancer web -n apps --tcp=80:80",
+    "kubectl create svc nodeport web -n apps --tcp=80:80",
+    "kubectl create service externalname web -n apps --external-name=evil.example",
+    "kubectl create ingress web -n apps --rule=a.example/=web:80",
+])
+def test_opening_a_workload_to_outside_the_cluster_is_high(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("outside the cluster" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl expose deployment web -n apps --port=80",
+    "kubectl expose deployment web -n apps --port=80 --type=ClusterIP",
+    "kubectl create service clusterip web -n apps --tcp=80:80",
+])
+def test_a_service_inside_the_cluster_stays_a_change(command: str) -> None:
+    assert command_risk(command)[0] is Risk.MEDIUM, command_risk(command)
