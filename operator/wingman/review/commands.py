@@ -179,6 +179,8 @@ DOCKER_SHORT = {"-H": "--host", "-c": "--context", "-l": "--log-level", "-D": "-
                 "-e": "--env", "-v": "--volume", "-u": "--user", "-w": "--workdir",
                 "-p": "--publish", "-i": "--interactive", "-d": "--detach"}
 DOCKER_SHORT_VALUE = frozenset({"-H", "-c", "-l", "-t", "-s", "-e", "-v", "-u", "-w", "-p"})
+# The commands whose -t is a boolean (--tty, --timestamps), not --time's value.
+DOCKER_TTY_VERBS = frozenset({"run", "exec", "create", "logs"})
 DOCKER_GROUPS = frozenset({"container", "image", "network", "volume", "system", "builder",
                            "compose", "context", "plugin", "secret", "service", "stack",
                            "swarm", "node", "config", "trust", "manifest", "buildx"})
@@ -634,10 +636,12 @@ def _parse_docker(rest: list[str]) -> ParsedCommand:
         if arg.startswith("-") and len(arg) > 1 and not _is_number(arg):
             # combined short flags, as pflag reads them: booleans (-it) until one that takes
             # a value, which takes the rest of the word or the next one (-Dl debug, -t0)
+            verb = words[-1] if len(words) > 1 and words[0] in DOCKER_GROUPS \
+                else words[0] if words else ""
             for at, char in enumerate(arg[1:], start=2):
                 letter = f"-{char}"
                 long = short.get(letter, letter)
-                if letter not in short_value:
+                if letter not in short_value or (letter == "-t" and verb in DOCKER_TTY_VERBS):
                     flags.setdefault(long, []).append("")
                     continue
                 if at < len(arg):

@@ -750,3 +750,12 @@ def test_opening_a_workload_to_outside_the_cluster_is_high(command: str) -> None
 ])
 def test_a_service_inside_the_cluster_stays_a_change(command: str) -> None:
     assert command_risk(command)[0] is Risk.MEDIUM, command_risk(command)
+
+
+@pytest.mark.parametrize("command", ["docker run -it --privileged ubuntu",
+                                     "docker run -t --privileged ubuntu",
+                                     "docker container run -it --privileged ubuntu"])
+def test_a_tty_flag_does_not_hide_the_flag_after_it(command: str) -> None:
+    # in run, exec, create and logs -t is a boolean (--tty, --timestamps), not --time
+    risk, reasons = command_risk(command)
+    assert risk is Risk.CRITICAL, (risk, reasons)
