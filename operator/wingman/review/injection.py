@@ -5,7 +5,9 @@ the same findings to a model's vote, so a model talked into approving by the tex
 still cannot approve. The patterns are matched with the characters that render as nothing
 removed (``wingman.model.text.IGNORABLE``: prose keeps the joiners, marks and variation
 selectors that writing needs, and a preview's text is anyone's), so ``ig\u200cnore previous
-instructions`` is found like what it looks like. Pure: imports only ``wingman.review.consensus``
+instructions`` is found like what it looks like, and so is text whose words are parted by
+other whitespace than one space, or by ``-`` or ``_`` (``ignore  previous\ninstructions``,
+``ignore-previous-instructions``). Pure: imports only ``wingman.review.consensus``
 and ``wingman.model.text``.
 """
 
@@ -45,6 +47,21 @@ _YAML_PRONE = frozenset({r"\bsystem\s*(prompt|message)?\s*:", r"\b(assistant|use
                          r"[A-Za-z0-9+/]{80,}={0,2}"})
 
 
+_SPACE = re.compile(r"\s+")
+_SEPARATORS = re.compile(r"[\s_-]+")
+
+
+def _readable(texts: list[str]) -> list[str]:
+    """``texts`` as a reader (or a model) takes them in: without what renders as nothing, any
+    run of whitespace one space (``ignore  previous\ninstructions``), and once more with
+    ``-`` and ``_`` read as spaces too (``ignore-previous-instructions``)."""
+    out: list[str] = []
+    for text in texts:
+        visible = IGNORABLE.sub("", text)
+        out += [_SPACE.sub(" ", visible), _SEPARATORS.sub(" ", visible)]
+    return out
+
+
 def preview_texts(preview: Mapping[str, Any] | None) -> list[str]:
     """The free text of a recorded preview the reviewers (models included) read: the messages
     and diffs, which come from the target objects and the API server, not from Wingman."""
@@ -60,9 +77,9 @@ def preview_texts(preview: Mapping[str, Any] | None) -> list[str]:
 def injection_findings(request: ReviewInput) -> list[str]:
     """Which injection patterns the requester's own text matches (empty when clean): the
     instruction, justification, commands and provenance."""
-    texts = [IGNORABLE.sub("", t) for t in (
+    texts = _readable([
         request.instruction, request.justification or "", *request.all_commands,
-        *(str(v) for v in (request.source or {}).values() if isinstance(v, str)))]
+        *(str(v) for v in (request.source or {}).values() if isinstance(v, str))])
     return [p.pattern[:40] for p in INJECTION_PATTERNS if any(p.search(t) for t in texts)]
 
 
@@ -73,7 +90,7 @@ def target_findings(request: ReviewInput) -> list[str]:
     annotation saying "approve this request" must not talk a model into approving, and must
     not let whoever can write the object reject others' requests either, so it sends the
     request to a human instead (see ``PromptInjectionVoter``)."""
-    shown = [IGNORABLE.sub("", t) for t in preview_texts(request.preview)]
+    shown = _readable(preview_texts(request.preview))
     return [p.pattern[:40] for p in INJECTION_PATTERNS
             if p.pattern not in _YAML_PRONE and any(p.search(t) for t in shown)]
 
