@@ -14,7 +14,9 @@ unused) and :func:`execute` afterwards.
   the command may touch. The process starts in another private directory, empty (also its
   ``HOME``), so a file the command names by a relative path (``--from-file=token``) is never
   the token or the kubeconfig (a second line: the command rules refuse such flags,
-  ``LocalFile``). It runs in its own process group, killed at the deadline.
+  ``LocalFile``). It runs in its own process group, killed at the deadline, or as soon as the
+  gateway is asked to stop (SIGTERM: :data:`TERMINATION`), so a command never runs on unrecorded
+  while the kubelet waits to kill the pod.
 - ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
   <container>`` through the Docker SDK on a local unix socket.
 - Anything else is refused (``ExecutorNotAllowed``).
@@ -35,8 +37,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,12 +53,14 @@ from wingman.settings import GatewaySettings
 
 __all__ = [
     "DOCKER_VERBS",
+    "TERMINATION",
     "TIMEOUT_EXIT_CODE",
     "Credentials",
     "DockerExecutor",
     "ExecResult",
     "Executor",
     "KubectlExecutor",
+    "Termination",
     "execute",
     "executor_for",
     "inspect_container",
@@ -95,6 +100,8 @@ class ExecResult:
     started: dt.datetime
     finished: dt.datetime
     timed_out: bool = False
+    interrupted: bool = False
+    """The gateway was asked to stop (SIGTERM) while the command ran, and killed it."""
 
     @property
     def duration_seconds(self) -> float:
@@ -140,6 +147,70 @@ class Credentials:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class Termination:
+    """SIGTERM made a request the gateway acts on, not a death it cannot record.
+
+    The kubelet sends SIGTERM when the pod must stop: its grant was deleted (a cancel, which
+    deletes the Job and its pod), its Job's deadline passed, its node is drained. The gateway
+    is its container's first process, and the kernel delivers no signal to that process unless
+    it handles it: without a handler the SIGTERM is lost, the command runs on until the SIGKILL
+    at the end of the grace period, and neither its end nor its output is recorded. Once
+    :meth:`install` ed, a SIGTERM sets :attr:`requested` and wakes :func:`_collect` through a
+    pipe (:meth:`fileno`): the running command's process group is killed at once and its
+    result recorded as interrupted; the gateway checks :attr:`requested` before it spends the
+    token and before it starts the command, and refuses then.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._pipe: tuple[int, int] | None = None
+
+    def fileno(self) -> int | None:
+        """The end a SIGTERM makes readable (None: not installed)."""
+        return self._pipe[0] if self._pipe is not None else None
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self._pipe is not None:
+            try:
+                os.write(self._pipe[1], b"\0")
+            except OSError:  # full: one byte is enough to wake the reader
+                pass
+
+    def install(self) -> Callable[[], None]:
+        """Handle SIGTERM from now on (the main thread only: elsewhere Python cannot, and this
+        does nothing); returns what restores the previous handler."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        if self._pipe is None:
+            read, write = os.pipe()
+            os.set_blocking(read, False)
+            os.set_blocking(write, False)
+            self._pipe = (read, write)
+        self._drain()
+        previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+        def restore() -> None:
+            signal.signal(signal.SIGTERM, previous)
+            self._drain()
+
+        return restore
+
+    def _drain(self) -> None:
+        """Forget a SIGTERM received before: a new run starts unasked (tests run many)."""
+        self.requested = False
+        while self._pipe is not None:
+            try:
+                if not os.read(self._pipe[0], 64):
+                    break
+            except BlockingIOError:
+                break
+
+
+TERMINATION = Termination()
+"""The gateway process's one :class:`Termination` (``run_gateway`` installs it)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +284,7 @@ class KubectlExecutor:
             except OSError as exc:
                 raise ExecutionFailed(f"cannot start kubectl ({binary}): {exc.strerror}",
                                       reason="ExecutionFailed") from None
-            raw, truncated, timed_out = _collect(
+            raw, truncated, timed_out, interrupted = _collect(
                 proc, limit=settings.max_output_bytes, timeout=settings.exec_timeout_seconds)
             finished = _now()
         finally:
@@ -222,13 +293,15 @@ class KubectlExecutor:
         output, truncated, digest = bound_output(
             raw, limit=settings.max_output_bytes, truncated=truncated,
             secrets=credentials.all_secrets(), command=argv)
-        if timed_out:
-            note = f"\n[wingman: killed after {settings.exec_timeout_seconds}s]"
-            if len(output.encode("utf-8")) + len(note) <= settings.max_output_bytes:
-                output += note
-                digest = output_sha256(output)
+        note = ("\n[wingman: killed: the gateway was asked to stop (SIGTERM)]" if interrupted
+                else f"\n[wingman: killed after {settings.exec_timeout_seconds}s]" if timed_out
+                else "")
+        if note and len(output.encode("utf-8")) + len(note) <= settings.max_output_bytes:
+            output += note
+            digest = output_sha256(output)
         code = proc.returncode if proc.returncode is not None else -int(signal.SIGKILL)
-        return ExecResult(code, output, truncated, digest, started, finished, timed_out)
+        return ExecResult(code, output, truncated, digest, started, finished, timed_out,
+                          interrupted)
 
 
 def write_kubeconfig(directory: Path, credentials: Credentials) -> Path:
@@ -260,25 +333,36 @@ def write_kubeconfig(directory: Path, credentials: Credentials) -> Path:
 
 
 def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
-             ) -> tuple[bytes, bool, bool]:
-    """Read the child's output until EOF and exit or the deadline: (kept, truncated, timed_out).
+             ) -> tuple[bytes, bool, bool, bool]:
+    """Read the child's output until EOF and exit, the deadline or a SIGTERM to the gateway
+    (:data:`TERMINATION`): (kept, truncated, timed_out, interrupted).
 
     Keeps at most ``limit`` bytes and keeps draining the pipe after that, so the child never
-    blocks on a full pipe. At the deadline the whole process group is killed.
+    blocks on a full pipe. At the deadline, or on a SIGTERM, the whole process group is killed.
     """
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     kept = bytearray()
-    truncated = timed_out = False
+    truncated = timed_out = interrupted = False
     fd = proc.stdout.fileno()
+    stop = TERMINATION.fileno()
     with selectors.DefaultSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
+        if stop is not None:
+            selector.register(stop, selectors.EVENT_READ)
         while True:
+            if TERMINATION.requested:
+                interrupted = True
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 break
-            if not selector.select(remaining):
+            ready = selector.select(remaining)
+            if stop is not None and any(key.fd == stop for key, _ in ready):
+                interrupted = True
+                break
+            if not ready:
                 continue
             chunk = os.read(fd, _CHUNK)
             if not chunk:
@@ -288,19 +372,19 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
                 kept += chunk[:room]
             if len(chunk) > max(room, 0):
                 truncated = True
-    if not timed_out:
+    if not (timed_out or interrupted):
         try:
             proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
-    if timed_out:
+    if timed_out or interrupted:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             proc.kill()
         proc.wait()
     proc.stdout.close()
-    return bytes(kept), truncated, timed_out
+    return bytes(kept), truncated, timed_out, interrupted
 
 
 class DockerExecutor:

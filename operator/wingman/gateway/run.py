@@ -40,6 +40,10 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
 A refusal sets phase ``Failed`` with the typed reason (unless an execution already owns the grant's
 status, or the grant under the name is no longer the one this run read, or, before any read, not
 the one its Job was made for: ``WINGMAN_GRANT_UID``), audits ``GatewayRefused`` and exits 3.
+A SIGTERM (the kubelet stopping the pod: a cancel, the Job's deadline, a drained node) is
+handled (``executors.TERMINATION``; the container's first process would never see it otherwise):
+before the command starts it refuses (``GatewayTerminating``), while a kubectl command runs it
+kills its process group and the result is recorded (``CommandInterrupted``).
 Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is an
 internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
 ``WINGMAN_LOG_FORMAT=json``; they carry ``token_sha256``, never the token.
@@ -310,6 +314,7 @@ def _issued(run: _Run, grant: dict[str, Any], until: float) -> dict[str, Any]:
                 "operator did not record the token it had stored (see the operator's log for "
                 "the grant); the token was not spent and nothing was executed; submit a new "
                 "request", reason="GrantNotIssued")
+        _refuse_if_terminating("its grant recorded the token")
         time.sleep(min(delay, left))
         delay = min(delay * 2, ISSUE_POLL_MAX_SECONDS)
         try:
@@ -326,6 +331,15 @@ def _issued(run: _Run, grant: dict[str, Any], until: float) -> dict[str, Any]:
             raise _binding("ExecutionGrant")
         grant = fresh
     return grant
+
+
+def _refuse_if_terminating(before: str) -> None:
+    """GrantDenied ``GatewayTerminating`` when the pod was asked to stop (SIGTERM: its grant
+    deleted, its Job's deadline, its node drained): nothing more is started."""
+    if executors.TERMINATION.requested:
+        raise GrantDenied(f"the gateway's pod was asked to stop (SIGTERM) before it {before}; "
+                          "nothing was executed; if the grant was not cancelled, submit a new "
+                          "request to run the command", reason="GatewayTerminating")
 
 
 def _check_recorded(grant: Mapping[str, Any], token_ref: str | None) -> None:
@@ -520,6 +534,7 @@ def _execute(run: _Run) -> int:
     # the last check before the burn: the command and its result fit before the Job's deadline
     deadline = _check_job_deadline(run, grant)
 
+    _refuse_if_terminating("spent the token")
     lease = burn_marker(claims, s, run.token_ref)
     lease_name = lease["metadata"]["name"]
     try:
@@ -586,6 +601,7 @@ def _execute(run: _Run) -> int:
     # claim of execution; a refusal now closes the Running phase, the token spent
     check_deadline(deadline.job, deadline.now(time.monotonic()), s.exec_timeout_seconds,
                    spent=True)
+    _refuse_if_terminating("started the command")
     # the claim of execution, only once this run owns the grant's Running phase, and before
     # the child starts: no record, no run (a refusal now closes the Running phase)
     run.audit("GatewayExecuting", intent)
@@ -603,14 +619,16 @@ def _execute(run: _Run) -> int:
         record = run.audit("GatewayExecuted", {
             **common, "exit_code": result.exit_code, "output_sha256": result.output_sha256,
             "output_truncated": result.truncated, "timed_out": result.timed_out,
+            **({"interrupted": True} if result.interrupted else {}),
             "duration_seconds": result.duration_seconds})
         audit_hash = f"sha256:{record.hash}"
     except WingmanError as exc:
         run.log("AuditFailed", level="error", reason=exc.reason, message=exc.message)
     now = run.now()
     run.patch_status(lambda g: final_status(g, result, audit_hash, now))
-    run.log("GatewayExecuted", reason="CommandSucceeded" if result.exit_code == 0 else
-            "CommandFailed", exit_code=result.exit_code, output_sha256=result.output_sha256,
+    run.log("GatewayExecuted", reason="CommandInterrupted" if result.interrupted else
+            "CommandSucceeded" if result.exit_code == 0 else "CommandFailed",
+            exit_code=result.exit_code, output_sha256=result.output_sha256,
             duration_seconds=result.duration_seconds)
     return EXIT_OK if audit_hash is not None else EXIT_INTERNAL
 
@@ -642,6 +660,9 @@ def run_gateway(settings: GatewaySettings, *, clock: Callable[[], float] = time.
     """The gateway process: 0 ran and recorded, 3 refused, 4 replay, 1 internal error."""
     logs.setup_logging(settings.log_format, settings.log_level, component="gateway")
     run = _Run(settings, clock)
+    # the container's first process gets no SIGTERM it does not handle: handle it, so that a
+    # cancel or the kubelet stopping the pod stops the command and its end is recorded
+    restore = executors.TERMINATION.install()
     try:
         return _execute(run)
     except Replay as exc:
@@ -652,6 +673,7 @@ def run_gateway(settings: GatewaySettings, *, clock: Callable[[], float] = time.
         return run.internal_error(exc)
     finally:
         run.close()
+        restore()
 
 
 __all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_REFUSED", "EXIT_REPLAY", "run_gateway"]

@@ -70,8 +70,13 @@ def running_status(grant: Body, now: dt.datetime) -> dict[str, Any]:
 def final_status(grant: Body, result: executors.ExecResult, audit_hash: str | None,
                  now: dt.datetime) -> dict[str, Any]:
     """The status patch recording an execution's result."""
-    ok = result.exit_code == 0 and not result.timed_out
-    if result.timed_out:
+    ok = result.exit_code == 0 and not result.timed_out and not result.interrupted
+    if result.interrupted:
+        reason, message = "CommandInterrupted", (
+            "the gateway's pod was asked to stop (SIGTERM: the grant deleted, its Job's "
+            "deadline, the node drained) while the command ran, and killed it (exit code "
+            f"{result.exit_code}); what it changed before that is in its output")
+    elif result.timed_out:
         reason, message = "CommandTimedOut", (
             f"the command did not finish within the gateway's deadline and was killed "
             f"(exit code {result.exit_code})")

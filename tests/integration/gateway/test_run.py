@@ -14,7 +14,10 @@ import asyncio
 import base64
 import dataclasses
 import json
+import os
 import shutil
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -459,6 +462,76 @@ def test_a_claim_of_execution_that_cannot_be_recorded_closes_running_and_runs_no
         "GatewayTokenBurned", "GatewayStarting"]
     assert any(line.get("reason") == "AuditUnavailable" for line in
                _json_lines(capsys.readouterr().err) if line["event"] == "GatewayRefused")
+
+
+@pytest.fixture
+def sigterm_dropped() -> Iterator[None]:
+    """SIGTERM as the gateway's container delivers it to its first process (the gateway) that
+    does not handle it: not at all, the kernel drops it. The previous handler is put back."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_STOPPED_KUBECTL = """
+import os, subprocess, sys, time
+done = subprocess.run([{real!r}, *sys.argv[1:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+sys.stdout.buffer.write(done.stdout)
+sys.stdout.flush()
+os.kill(os.getppid(), 15)  # the kubelet stops the gateway's pod while the command runs
+time.sleep(120)
+"""
+
+
+def test_a_command_running_when_the_pod_is_stopped_is_killed_and_recorded(
+    env: Env, monkeypatch: pytest.MonkeyPatch, sigterm_dropped: None
+) -> None:
+    """SIGTERM (a cancel deletes the Job and its pod; the Job's deadline; a drained node) kills
+    the command at once and the gateway records how it ended, instead of the command running on
+    unseen until the kubelet's SIGKILL ends the pod with no result."""
+    shim = env.tmp / "stopped-bin" / "kubectl"
+    shim.parent.mkdir()
+    real = str(env.cluster.tool("kubectl"))
+    shim.write_text(f"#!{sys.executable}\n" + _STOPPED_KUBECTL.format(real=real))
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    settings = dataclasses.replace(settings_for(env, g, mint(env, g)), exec_timeout_seconds=20)
+    started = time.monotonic()
+    assert run_gateway(settings) == EXIT_OK
+    assert time.monotonic() - started < 15, "the command ran on after the pod was stopped"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, "the handler was not put back"
+    assert env.replicas() == 2
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "CommandInterrupted"), status
+    assert "deployment.apps/web scaled" in status["output"]
+    assert "asked to stop (SIGTERM)" in status["output"]
+    records = env.audit_records()
+    assert [r["event"] for r in records] == [
+        "GatewayTokenBurned", "GatewayStarting", "GatewayExecuting", "GatewayExecuted"]
+    assert records[-1]["data"]["interrupted"] is True
+    assert status["auditRecordHash"] == f"sha256:{records[-1]['hash']}"
+
+
+def test_a_pod_stopped_before_the_burn_refuses_and_leaves_the_token_unspent(
+    env: Env, monkeypatch: pytest.MonkeyPatch, sigterm_dropped: None
+) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    real = gateway_run.check_targets
+
+    def and_the_pod_is_stopped(*args: Any, **kwargs: Any) -> list[str]:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gateway_run, "check_targets", and_the_pod_is_stopped)
+    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_REFUSED
+    assert env.replicas() == 1
+    assert env.leases() == [], "the token was spent by a pod that was being stopped"
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "GatewayTerminating"), status
+    assert [r["event"] for r in env.audit_records()] == ["GatewayRefused"]
 
 
 class _OperatorWritesWhileTheGatewayWaits:

@@ -11,9 +11,11 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,10 +55,13 @@ elif mode == "flood":
     for i in range(int(args[1]) // 4096):
         (sys.stdout if i % 2 else sys.stderr).buffer.write(chunk)
         (sys.stdout if i % 2 else sys.stderr).flush()
-elif mode == "hang":
+elif mode in ("hang", "term"):
     child = subprocess.Popen(["sleep", "60"])
     with open(args[1], "w") as fh:
         fh.write(str(child.pid))
+    if mode == "term":  # the kubelet stops the gateway's pod while the command runs
+        print("changed something", flush=True)
+        os.kill(os.getppid(), 15)
     time.sleep(60)
 elif mode == "rotate":  # the kubelet replaces a token file while the command runs
     with open(args[1], "w") as fh:
@@ -338,6 +343,62 @@ def test_deadline_kills_the_whole_process_group(
     while not _gone_or_zombie(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone_or_zombie(grandchild), "the grandchild outlived the deadline"
+
+
+@pytest.fixture
+def sigterm_dropped() -> Iterator[None]:
+    """SIGTERM as the gateway's container delivers it to its first process without a handler:
+    not at all (the kernel drops it); the previous handler is put back afterwards."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_sigterm_to_the_gateway_kills_the_command_at_once_and_says_so(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path, sigterm_dropped: None
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    restore = executors.TERMINATION.install()
+    try:
+        started = time.monotonic()
+        result = executors.execute(["kubectl", "term", str(pidfile)],
+                                   settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="20"),
+                                   credentials=creds)
+        elapsed = time.monotonic() - started
+        assert executors.TERMINATION.requested
+    finally:
+        restore()
+    assert elapsed < 10, "the command ran on after the gateway was asked to stop"
+    assert result.interrupted and not result.timed_out
+    assert result.exit_code == -9
+    assert "changed something" in result.output
+    assert "asked to stop (SIGTERM)" in result.output
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone_or_zombie(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone_or_zombie(grandchild), "the grandchild outlived the SIGTERM"
+    assert not executors.TERMINATION.requested, "a later run would start already stopped"
+
+
+def test_a_sigterm_before_the_install_is_forgotten_and_after_restore_is_not_handled(
+    fake_kubectl: Path, creds: Credentials, sigterm_dropped: None
+) -> None:
+    restore = executors.TERMINATION.install()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert executors.TERMINATION.requested
+    restore()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    assert not executors.TERMINATION.requested
+    restore = executors.TERMINATION.install()
+    try:
+        result = executors.execute(["kubectl", "say", "ok"], settings=_settings(),
+                                   credentials=creds)
+    finally:
+        restore()
+    assert (result.exit_code, result.output, result.interrupted) == (0, "ok", False)
 
 
 def test_missing_kubectl_is_a_clear_error(

@@ -48,6 +48,16 @@ def test_the_result_sets_ready(code: int, timed_out: bool, expected: tuple[str, 
     assert patch["phase"] == expected[1]
 
 
+def test_a_command_killed_because_the_pod_was_stopped_failed_and_says_why() -> None:
+    """Exit 0 or not, a command the gateway killed on SIGTERM did not run to its end."""
+    killed = ExecResult(exit_code=0, output="ok", output_sha256="0" * 64, truncated=False,
+                        started=NOW, finished=NOW, interrupted=True)
+    patch = status.final_status(grant("Running"), killed, "sha256:x", NOW)
+    assert (patch["phase"], patch["reason"]) == ("Failed", "CommandInterrupted")
+    assert "SIGTERM" in patch["message"]
+    assert ready(patch)[:2] == ("False", "Failed")
+
+
 def test_a_refusal_is_not_ready() -> None:
     patch = status.refused_status(grant(), "TokenExpired", "expired", NOW, None)
     assert ready(patch)[:2] == ("False", "Failed")
