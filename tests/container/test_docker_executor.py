@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,9 @@ from wingman.dev.cluster import LocalCluster
 from wingman.dev.engine import DockerEngine
 from wingman.errors import ConfigError
 from wingman.gateway.run import EXIT_INTERNAL, EXIT_OK, EXIT_REFUSED, run_gateway
-from wingman.settings import GatewaySettings
+from wingman.model.preview import Outcome
+from wingman.preview.runner import _Run as PreviewRun
+from wingman.settings import GatewaySettings, PreviewSettings
 
 
 @pytest.fixture
@@ -108,6 +111,47 @@ def test_a_missing_container_is_the_engines_real_answer_on_record(
     (executed,) = [r for r in env.audit_records() if r["event"] == "GatewayExecuted"]
     assert executed["data"]["exit_code"] == 1
     assert status["outputSHA256"] == executed["data"]["output_sha256"]
+
+
+def test_a_name_no_container_has_never_reaches_a_container_whose_id_starts_with_it(
+        env: Env, engine: DockerEngine, web: str) -> None:
+    """The engine takes a name no container has as the start of a container's ID: an approved
+    ``docker restart db`` (or ``cafe``), once no container is called so, would restart another
+    container. The gateway acts only on the container named exactly, or by 12+ ID digits."""
+    before = _state(engine, web)
+    full_id = engine.docker("inspect", "--format", "{{.Id}}", web).stdout.strip()
+    settings, grant = _settings(env, f"docker restart {full_id[:8]}", engine.host)
+    assert run_gateway(settings) == EXIT_OK  # ran and recorded; the engine found no such one
+    assert _state(engine, web)["StartedAt"] == before["StartedAt"], "another container restarted"
+    status = env.grant(grant)["status"]
+    assert status["phase"] == "Failed" and status["exitCode"] == 1
+    assert f"No such container: {full_id[:8]}" in status["output"]
+    assert web in status["output"], "the message names the container it would have reached"
+
+    settings, grant = _settings(env, f"docker restart {full_id[:12]}", engine.host)
+    assert run_gateway(settings) == EXIT_OK
+    assert env.grant(grant)["status"]["phase"] == "Succeeded"
+    assert _state(engine, web)["StartedAt"] != before["StartedAt"]
+
+
+def test_the_preview_reports_such_a_name_missing_instead_of_the_container_it_would_reach(
+        env: Env, engine: DockerEngine, web: str) -> None:
+    """Reviewers see what the gateway would act on: for a name no container has, nothing
+    (``TargetMissing``), not the container whose ID starts with it."""
+    full_id = engine.docker("inspect", "--format", "{{.Id}}", web).stdout.strip()
+    policy = settings_for(env, make_grant(env, f"docker restart {web}"), None).policy
+    preview = PreviewRun(PreviewSettings(
+        namespace=env.ns, environment="test", policy=policy, log_format="json",
+        approval_name="a", approval_uid="u", pod_name="p", serviceaccount_dir=env.sa_dir,
+        api_server="https://127.0.0.1:1", timeout_seconds=60, command_timeout_seconds=30,
+        termination_log=env.tmp / "termination-log", docker_enabled=True,
+        docker_host=engine.host), time.time)
+    short = preview.docker(f"docker restart {full_id[:8]}", ["docker", "restart", full_id[:8]])
+    assert short.outcome == Outcome.TARGET_MISSING, short
+    assert short.targets == ()
+    named = preview.docker(f"docker restart {web}", ["docker", "restart", web])
+    assert named.outcome == Outcome.PREVIEWED
+    assert [t.uid for t in named.targets] == [full_id]
 
 
 @pytest.mark.parametrize("command", ["docker rm {web}", "docker kill {web}",

@@ -18,7 +18,9 @@ unused) and :func:`execute` afterwards.
   gateway is asked to stop (SIGTERM: :data:`TERMINATION`), so a command never runs on unrecorded
   while the kubelet waits to kill the pod.
 - ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
-  <container>`` through the Docker SDK on a local unix socket.
+  <container>`` through the Docker SDK on a local unix socket, on the container of exactly
+  that name or ID (``wingman.model.preview.container_named``: never one whose ID merely
+  starts with a short name), acted on by its full ID.
 - Anything else is refused (``ExecutorNotAllowed``).
 
 Output (stdout and stderr interleaved) is read in chunks; at most ``max_output_bytes`` are kept
@@ -49,6 +51,7 @@ import yaml
 from wingman import scope
 from wingman.errors import ExecutionFailed, ScopeViolation
 from wingman.gateway.redaction import bound_output, output_sha256
+from wingman.model.preview import SHORT_ID_CHARS, container_named
 from wingman.settings import GatewaySettings
 
 __all__ = [
@@ -432,12 +435,23 @@ class DockerExecutor:
                 reason="DockerUnavailable",
             ) from None
         try:
+            # the container the command names, by its exact name or ID, then acted on by its
+            # full ID: the engine itself would also take a short prefix of any container's ID
+            state = client.api.inspect_container(container)
+            if not container_named(state, container):
+                raise docker.errors.NotFound(
+                    f"No such container: {container} (no container has that name; the engine "
+                    "would have taken it as the start of the ID of container "
+                    f"{str(state.get('Name') or '').lstrip('/')!r}, but the gateway acts only "
+                    "on a container named exactly so, or by its ID or at least its first "
+                    f"{SHORT_ID_CHARS} characters)")
+            target = str(state["Id"])
             if verb == "restart":
-                client.api.restart(container, timeout=stop_seconds)
+                client.api.restart(target, timeout=stop_seconds)
             elif verb == "stop":
-                client.api.stop(container, timeout=stop_seconds)
+                client.api.stop(target, timeout=stop_seconds)
             else:
-                client.api.start(container)
+                client.api.start(target)
             code, text = 0, f"{container}\n"
         except docker.errors.APIError as exc:
             code, text = 1, f"Error response from daemon: {exc.explanation or exc}\n"
@@ -477,7 +491,7 @@ def inspect_container(name: str, *, settings: GatewaySettings) -> dict[str, Any]
                               f"{type(exc).__name__}", reason="DockerUnavailable") from None
     try:
         state: dict[str, Any] = client.api.inspect_container(name)
-        return state
+        return state if container_named(state, name) else None
     except docker.errors.NotFound:
         return None
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

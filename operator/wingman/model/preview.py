@@ -481,6 +481,22 @@ def bound_version(obj_or_target: Mapping[str, Any] | Target) -> str:
 _VERSION_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 
 
+SHORT_ID_CHARS = 12
+"""The shortest start of a container's ID taken for it (``docker ps`` shows 12 characters)."""
+
+
+def container_named(state: Mapping[str, Any], name: str) -> bool:
+    """Whether the container the Docker engine found for ``name`` (``state``, as ``docker
+    inspect`` describes it) is the one ``name`` names: the container of that exact name, or
+    whose ID is ``name`` or starts with it (at least :data:`SHORT_ID_CHARS` characters). The
+    engine also takes a name no container has as the start of any container's ID: ``docker
+    restart db`` (or ``cafe``), once no container is called so, would reach another container,
+    which nobody reviewed."""
+    found = str(state.get("Name") or "")
+    cid = str(state.get("Id") or "")
+    return found == f"/{name}" or (len(name) >= SHORT_ID_CHARS and cid.startswith(name))
+
+
 def container_identity(state: Mapping[str, Any]) -> dict[str, Any]:
     """A container as ``docker inspect`` describes it, in the shape :func:`drift` compares:
     its id is the uid, its start time the version (a restart or a new container is a
@@ -603,6 +619,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "MAX_TARGETS",
     "MESSAGE_PREFIX",
+    "SHORT_ID_CHARS",
     "Action",
     "BindingPlan",
     "Change",
@@ -617,6 +634,7 @@ __all__ = [
     "bound_version",
     "changes",
     "container_identity",
+    "container_named",
     "decode",
     "describe_findings",
     "drift",

@@ -200,6 +200,8 @@ class _Run:
                                                f"{type(exc).__name__}")
         try:
             state = client.api.inspect_container(container)
+            if not model.container_named(state, container):
+                state = None  # another container, whose ID starts with the name: not this one
         except docker.errors.NotFound:
             state = None
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

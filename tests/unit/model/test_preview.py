@@ -128,3 +128,20 @@ def test_the_binding_of_a_command_comes_from_the_recorded_preview_only() -> None
     gone = {"status": {"conditions": [{"type": "Previewed", "status": "True"}]}}
     assert "gone" in pv.binding(gone, "x").unusable
     assert pv.target_path(DEPLOY) == "/apis/apps/v1/namespaces/apps/deployments/web"
+
+
+_WEB_ID = "3f2a9c1d" + "0" * 56
+
+
+@pytest.mark.parametrize(("name", "named"), [
+    ("web", True),                # the container of that exact name
+    (_WEB_ID, True),              # its whole ID
+    (_WEB_ID[:12], True),         # its short ID, as docker ps shows it
+    ("3f2a9c1d", False),          # a name no container has, which the engine took as an ID start
+    (_WEB_ID[:11], False),        # eleven characters: still not taken for the ID
+    ("we", False),
+])
+def test_a_container_is_the_one_named_only_by_its_exact_name_or_twelve_id_digits(
+        name: str, named: bool) -> None:
+    state = {"Id": _WEB_ID, "Name": "/web"}
+    assert pv.container_named(state, name) is named
