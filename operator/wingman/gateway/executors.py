@@ -14,9 +14,10 @@ unused) and :func:`execute` afterwards.
   the command may touch. The process starts in another private directory, empty (also its
   ``HOME``), so a file the command names by a relative path (``--from-file=token``) is never
   the token or the kubeconfig (a second line: the command rules refuse such flags,
-  ``LocalFile``). It runs in its own process group, killed at the deadline, or as soon as the
-  gateway is asked to stop (SIGTERM: :data:`TERMINATION`), so a command never runs on unrecorded
-  while the kubelet waits to kill the pod.
+  ``LocalFile``). It runs in its own process group, killed when it exits (nothing it started
+  outlives it), at the deadline, or as soon as the gateway is asked to stop (SIGTERM:
+  :data:`TERMINATION`), so a command never runs on unrecorded while the kubelet waits to kill
+  the pod.
 - ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
   <container>`` through the Docker SDK on a local unix socket, on the container of exactly
   that name or ID (``wingman.model.preview.container_named``: never one whose ID merely
@@ -31,6 +32,7 @@ redacted output.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -341,7 +343,8 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
     (:data:`TERMINATION`): (kept, truncated, timed_out, interrupted).
 
     Keeps at most ``limit`` bytes and keeps draining the pipe after that, so the child never
-    blocks on a full pipe. At the deadline, or on a SIGTERM, the whole process group is killed.
+    blocks on a full pipe. At the deadline, or on a SIGTERM, the whole process group is killed;
+    so is what the command left in it when it exited.
     """
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
@@ -386,6 +389,9 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
         except (ProcessLookupError, PermissionError):
             proc.kill()
         proc.wait()
+    else:  # it exited: what it left in its group does not outlive it
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
     proc.stdout.close()
     return bytes(kept), truncated, timed_out, interrupted
 

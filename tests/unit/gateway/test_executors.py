@@ -55,6 +55,12 @@ elif mode == "flood":
     for i in range(int(args[1]) // 4096):
         (sys.stdout if i % 2 else sys.stderr).buffer.write(chunk)
         (sys.stdout if i % 2 else sys.stderr).flush()
+elif mode == "leave":  # exits at once, leaving a child behind that no longer holds the pipe
+    child = subprocess.Popen(["sleep", "60"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    with open(args[1], "w") as fh:
+        fh.write(str(child.pid))
+    print("done")
 elif mode in ("hang", "term"):
     child = subprocess.Popen(["sleep", "60"])
     with open(args[1], "w") as fh:
@@ -399,6 +405,22 @@ def test_a_sigterm_before_the_install_is_forgotten_and_after_restore_is_not_hand
     finally:
         restore()
     assert (result.exit_code, result.output, result.interrupted) == (0, "ok", False)
+
+
+def test_a_child_the_command_leaves_behind_is_killed_when_it_exits(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path
+) -> None:
+    """Nothing of the command outlives it: a process it left in its group could go on acting
+    as the executor while the gateway records the result."""
+    pidfile = tmp_path / "child.pid"
+    result = executors.execute(["kubectl", "leave", str(pidfile)], settings=_settings(),
+                               credentials=creds)
+    assert (result.exit_code, result.output, result.timed_out) == (0, "done\n", False)
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone_or_zombie(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone_or_zombie(grandchild), "a child of the command outlived it"
 
 
 def test_missing_kubectl_is_a_clear_error(
