@@ -279,6 +279,11 @@ class KubectlExecutor:
                 "PATH": f"{Path(binary).parent}:{_SAFE_PATH}",
                 "HOME": str(workdir),
             }
+            if TERMINATION.requested:  # asked to stop since the gateway's last look: no start
+                raise ExecutionFailed(
+                    "the gateway's pod was asked to stop (SIGTERM) before the command started; "
+                    "it was not started; if the grant was not cancelled, submit a new request",
+                    reason="GatewayTerminating")
             started = _now()
             try:
                 proc = subprocess.Popen(  # no shell: argv goes to execve as it is

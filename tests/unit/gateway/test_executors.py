@@ -407,6 +407,22 @@ def test_a_sigterm_before_the_install_is_forgotten_and_after_restore_is_not_hand
     assert (result.exit_code, result.output, result.interrupted) == (0, "ok", False)
 
 
+def test_a_command_is_not_started_once_the_gateway_was_asked_to_stop(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path, sigterm_dropped: None
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    restore = executors.TERMINATION.install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(ExecutionFailed) as exc:
+            executors.execute(["kubectl", "leave", str(pidfile)], settings=_settings(),
+                              credentials=creds)
+    finally:
+        restore()
+    assert exc.value.reason == "GatewayTerminating"
+    assert not pidfile.exists(), "the command started after the gateway was asked to stop"
+
+
 def test_a_child_the_command_leaves_behind_is_killed_when_it_exits(
     fake_kubectl: Path, creds: Credentials, tmp_path: Path
 ) -> None:
