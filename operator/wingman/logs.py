@@ -145,6 +145,26 @@ def _scrub(line: str) -> str:
     return line
 
 
+# What would break a record into more lines, or act on a terminal that shows it: after
+# ``json.dumps`` (which escapes U+0000..U+001F) DEL, the C1 controls (U+0085 is a line break,
+# U+009B a CSI) and Unicode's line and paragraph separators (``str.splitlines`` splits on them);
+# in text, every control character but the tab too. A message may carry a request's text, an
+# approver's name or an API server's answer: none of it may forge a record after its own.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029]")
+_TEXT_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_TEXT_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _text_escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return _TEXT_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100
+                                       else f"\\u{ord(char):04x}")
+
+
 def _time(record: logging.LogRecord) -> str:
     stamp = dt.datetime.fromtimestamp(record.created, dt.UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
@@ -183,7 +203,8 @@ class JsonFormatter(logging.Formatter):
             out.setdefault(key, value)
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
-        return _scrub(json.dumps(out, default=str, ensure_ascii=False))
+        return _scrub(_JSON_UNSAFE.sub(_json_escaped,
+                                       json.dumps(out, default=str, ensure_ascii=False)))
 
 
 class TextFormatter(logging.Formatter):
@@ -201,7 +222,7 @@ class TextFormatter(logging.Formatter):
             parts.append(f"[{where}]")
         parts.append(record.getMessage())
         parts += [f"{k}={v}" for k, v in _fields(record).items()]
-        line = " ".join(parts)
+        line = _TEXT_UNSAFE.sub(_text_escaped, " ".join(parts))
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return _scrub(line)

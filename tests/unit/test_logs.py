@@ -87,6 +87,33 @@ def test_text_is_one_readable_line(stream: io.StringIO) -> None:
     assert " INFO    cli wingman.cli request created request=r1" in text
 
 
+# what a request's text, an approver's name or an error can carry into a message: a line break
+# (also Unicode's), a terminal escape, whether 7-bit or C1, and a forged record after it
+_FORGED = ('refused by alice\n2026-11-25T12:00:00.000Z INFO    gateway wingman.gateway '
+           'GatewayExecuted\r\u2028{"level": "info", "message": "ok"}\u2029\x85\x1b[2J\x9b2J\x7f')
+
+
+def test_a_text_record_stays_one_line_whatever_its_message_holds(stream: io.StringIO) -> None:
+    logs.setup_logging("text", "info", component="gateway", stream=stream)
+    logging.getLogger("wingman.gateway").warning(_FORGED, extra={"reason": "a\nb"})
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and text.splitlines() == [text.rstrip("\n")], text
+    assert not any(c in text for c in "\r\x1b\x9b\x85\x7f\u2028\u2029"), text
+    assert "refused by alice\\n2026-11-25T12:00:00.000Z INFO" in text
+    assert "reason=a\\nb" in text
+
+
+def test_a_json_record_holds_no_raw_line_break_or_control_character(
+        stream: io.StringIO) -> None:
+    logs.setup_logging("json", "info", component="gateway", stream=stream)
+    logging.getLogger("wingman.gateway").warning(_FORGED, extra={"reason": "a\u2028b"})
+    text = stream.getvalue()
+    assert text.splitlines() == [text.rstrip("\n")], text  # also for str.splitlines' breaks
+    assert not any(c in text for c in "\r\x1b\x9b\x85\x7f\u2028\u2029"), text
+    (line,) = lines(stream)
+    assert (line["message"], line["reason"]) == (_FORGED, "a\u2028b")  # escaped, not lost
+
+
 def test_a_registered_secret_never_reaches_a_line(stream: io.StringIO) -> None:
     token = "eyJhbGciOiJFZERTQSJ9.payload.signature"
     logs.setup_logging("json", "info", component="gateway", stream=stream)
