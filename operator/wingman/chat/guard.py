@@ -19,7 +19,12 @@
   Wrong codes are throttled (RFC 6238 section 5.2): after ``STEP_UP_MAX_FAILURES`` in a row a
   person's codes are refused (``StepUpLocked``, even the right one) for
   ``STEP_UP_LOCKOUT_SECONDS``, so whoever holds a person's chat session cannot guess the six
-  digits by trying.
+  digits by trying. The wrong codes in a row and the lockouts outlive a restart: ``stored()``
+  is what the service keeps in its state ConfigMap (``changed`` says when it must be written:
+  after a wrong code, a lockout, or a right code that ends a count), ``restore()`` reads it back
+  at start (a lockout that has ended is dropped). A ``StepUp`` made with ``restored=False``
+  refuses every code (``StepUpUnavailable``) until ``restore()``: a process that cannot read
+  its state does not hand out fresh tries.
 - ``ReplayGuard``: remembers what was already handled (Telegram callback ids, Slack signatures)
   for longer than the channels' replay windows.
 """
@@ -153,6 +158,11 @@ class StepUp:
     started: float | None = None
     _last_step: dict[str, int] = field(default_factory=dict)
     _pending: dict[tuple[str, str], PendingStepUp] = field(default_factory=dict)
+    #: False until ``restore()`` has read the wrong codes and lockouts kept before a restart:
+    #: until then every code is refused (``StepUpUnavailable``).
+    restored: bool = True
+    #: True when the wrong codes or lockouts changed since ``stored()`` was last saved.
+    changed: bool = False
     _failures: dict[str, int] = field(default_factory=dict)  # wrong codes in a row, by user
     _locked_until: dict[str, float] = field(default_factory=dict)
 
@@ -186,6 +196,11 @@ class StepUp:
         if not secret:
             raise refuse("StepUpNotEnrolled", f"{user} has no enrolled authenticator: ask an "
                          "administrator to add a TOTP secret for you to the chat Secret")
+        if not self.restored:
+            raise refuse("StepUpUnavailable", "Wingman's chat service has not yet read which "
+                         "one-time codes were wrong before it started (its state ConfigMap), so "
+                         "it takes none: nothing was decided; try again shortly, or decide with "
+                         "kubectl wingman")
         now = self._now()
         locked_until = self._locked_until.get(user, 0.0)
         if now < locked_until:
@@ -212,7 +227,8 @@ class StepUp:
                         "StepUpReplayed", "that one-time code was used already: wait for the "
                         "next one"))
                 self._last_step[user] = step
-                self._failures.pop(user, None)
+                if self._failures.pop(user, None) is not None:
+                    self.changed = True
                 return
         if early is not None:  # a right code, not a guess: not counted as a failure
             raise early
@@ -223,6 +239,7 @@ class StepUp:
     def _failed(self, user: str, now: float, refusal: Refusal) -> Refusal:
         """Count a wrong code; the ``STEP_UP_MAX_FAILURES``-th in a row locks ``user`` out."""
         failures = self._failures.get(user, 0) + 1
+        self.changed = True
         if failures >= STEP_UP_MAX_FAILURES:
             self._failures.pop(user, None)
             self._locked_until[user] = now + STEP_UP_LOCKOUT_SECONDS
@@ -232,6 +249,31 @@ class StepUp:
                           "wingman)")
         self._failures[user] = failures
         return refusal
+
+    def stored(self) -> dict[str, dict[str, int]]:
+        """The wrong codes in a row and the running lockouts, by user, as kept in the state
+        ConfigMap: ``{<user>: {"failures": n}}`` or ``{<user>: {"lockedUntil": <epoch s>}}``
+        (rounded up: a lockout is never shortened). Lockouts that have ended are left out."""
+        now = self._now()
+        out: dict[str, dict[str, int]] = {u: {"failures": n} for u, n in self._failures.items()}
+        for user, until in self._locked_until.items():
+            if until > now:
+                out[user] = {"lockedUntil": math.ceil(until)}
+        return out
+
+    def restore(self, stored: Mapping[str, Mapping[str, int]]) -> None:
+        """Take the wrong codes and lockouts kept before a restart (``stored()``'s shape, as
+        checked by the service); a lockout that has ended is dropped. Codes are taken from now
+        on."""
+        now = self._now()
+        for user, entry in stored.items():
+            until = entry.get("lockedUntil")
+            failures = entry.get("failures")
+            if until is not None and until > now:
+                self._locked_until[user] = max(float(until), self._locked_until.get(user, 0.0))
+            elif failures is not None and 0 < failures < STEP_UP_MAX_FAILURES:
+                self._failures[user] = max(failures, self._failures.get(user, 0))
+        self.restored = True
 
     def hold(self, channel_user: str, pending: PendingStepUp) -> None:
         self._pending[(channel_user, "")] = pending

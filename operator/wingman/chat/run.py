@@ -145,7 +145,7 @@ async def _main(settings: ChatSettings) -> int:
                                                              settings.state_configmap),
                           sink=sink, metrics=metrics,
                           step_up=StepUp(totp, config.step_up_window_seconds,
-                                         started=started))
+                                         started=started, restored=False))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

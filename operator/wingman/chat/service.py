@@ -33,6 +33,7 @@ to make room, goes into the record then written as ``suppressedOthers``).
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import logging
 import re
@@ -162,6 +163,7 @@ class ChatService:
     _quiet: dict[tuple[str, str, str], _Quiet] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _save_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def env(self) -> str:
@@ -176,6 +178,7 @@ class ChatService:
         save (after the next message) writes it, and the start is not retried, which would
         read and log the same data again. A new state that cannot be saved fails the start."""
         self.state, problems = readable_state(await asyncio.to_thread(self.cluster.load_state))
+        self.step_up.restore(self.state.get("stepUp", {}))
         fresh = "horizon" not in self.state
         if fresh:
             self.state["horizon"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -213,7 +216,39 @@ class ChatService:
                        "error": str(failed)[:300]})
 
     async def _save(self) -> None:
-        await asyncio.to_thread(self.cluster.save_state, self.state)
+        async with self._save_lock:  # one at a time, each with the state as it is then
+            if self.step_up.changed or "stepUp" in self.state:
+                self.state["stepUp"] = self.step_up.stored()
+                if not self.state["stepUp"]:
+                    del self.state["stepUp"]
+            changed, self.step_up.changed = self.step_up.changed, False
+            try:
+                await asyncio.to_thread(self.cluster.save_state, copy.deepcopy(self.state))
+            except BaseException:
+                self.step_up.changed = self.step_up.changed or changed
+                raise
+
+    async def _verify_step_up(self, user: str, code: str) -> None:
+        """The step-up check; a wrong code (a lockout, or a right code ending a count of wrong
+        ones) is written to the state ConfigMap before the answer, so that a restart does not
+        give fresh tries. Should that write fail, the refusal stands, the failure is logged
+        and the next save writes it; a right code is not refused for it."""
+        try:
+            self.step_up.verify(user, code)
+        finally:
+            if self.step_up.changed:
+                try:
+                    await self._save()
+                except (WingmanError, OSError) as exc:
+                    log.warning(
+                        "saving wrong one-time codes to the chat state ConfigMap failed; it "
+                        "is saved with the next change (until then, a restart forgets them). "
+                        "Check that the chat ServiceAccount may patch this ConfigMap and that "
+                        "the API server is reachable",
+                        extra={"configmap": getattr(self.cluster, "state_configmap", ""),
+                               "saved": False, "reason": getattr(exc, "reason",
+                                                                 type(exc).__name__),
+                               "error": str(exc)[:300]})
 
     def card_ref(self, uid: str, channel: str) -> dict[str, Any] | None:
         entry = self.state.get("requests", {}).get(uid, {}).get(channel) or {}
@@ -518,7 +553,7 @@ class ChatService:
         if why is not None:  # what the client and the API server refuse: say so, write nothing
             raise refuse("ForbiddenCharacter", why)
         if self.config.step_up:
-            self.step_up.verify(person.user, code)
+            await self._verify_step_up(person.user, code)
         verdict = "Approve" if verb == "approve" else "Reject"
         subject = _subject(self.cluster.namespace, v.name, v.uid)
         data = {"channel": channel, "chatUser": chat_user, "verdict": verdict,
@@ -665,7 +700,8 @@ def readable_state(raw: Any) -> tuple[dict[str, Any], list[str]]:
 
     The state is ``{"horizon": "<RFC 3339 UTC>", "requests": {<uid>: {"name": str,
     "done": 1} or {"name": str, <channel>: {"ref": {...}, "hash": str, "sent": [str],
-    "refused": {"hash": str, "error": str}}}}}``. Dropping errs on the side of a message
+    "refused": {"hash": str, "error": str}}}}, "stepUp": {<user>: {"failures": int} or
+    {"lockedUntil": int}}}`` (``stepUp``: ``StepUp.stored``). Dropping errs on the side of a message
     shown twice, never of one not shown: an unreadable card reference (or a channel's or a
     request's whole entry) means the card is posted again, an unreadable ``sent`` that the
     notices may be sent again; an unreadable horizon is set anew (requests final before it,
@@ -707,7 +743,28 @@ def readable_state(raw: Any) -> tuple[dict[str, Any], list[str]]:
                 problems.append(f"{at}.{key[:64]}: not an object: its card is posted again")
         entries[str(uid)] = kept
     state["requests"] = entries
+    if "stepUp" in state:
+        state["stepUp"] = _step_up_entries(state["stepUp"], problems)
     return state, problems
+
+
+def _step_up_entries(raw: Any, problems: list[str]) -> dict[str, dict[str, int]]:
+    """The wrong step-up codes and lockouts kept (``StepUp.stored``); what has the wrong shape
+    is dropped (that person starts with no wrong codes)."""
+    if not isinstance(raw, dict):
+        problems.append("stepUp: not an object: wrong one-time codes and lockouts dropped")
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for user, entry in raw.items():
+        at = f"stepUp.{str(user)[:64]}"
+        if (isinstance(entry, dict) and len(entry) == 1
+                and next(iter(entry)) in ("failures", "lockedUntil")
+                and _is(next(iter(entry.values())), int)):
+            out[str(user)] = dict(entry)
+        else:
+            problems.append(f"{at}: not one whole number, failures or lockedUntil: dropped "
+                            "(no wrong codes kept for that person)")
+    return out
 
 
 def _channel_entry(where: str, channel: str, mine: dict[str, Any], problems: list[str]

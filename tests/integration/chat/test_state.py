@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 
 from support.chart import can
@@ -18,7 +19,7 @@ from support.operator import wait_for
 from wingman import GROUP
 from wingman.audit import open_sink
 from wingman.chat.cluster import STATE_KEY, ChatCluster
-from wingman.chat.guard import StepUp
+from wingman.chat.guard import Refusal, StepUp
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService, readable_state
 from wingman.dev.cluster import LocalCluster
@@ -56,7 +57,9 @@ def test_any_stored_state_loads_without_stopping_the_service(
      {"horizon": HORIZON, "requests": {UID: CARD}}),
     ({"horizon": HORIZON, "requests": {UID: {**CARD, "slack": {"ref": "1712.5"}}}},
      {"horizon": HORIZON, "requests": {UID: {**CARD, "slack": {}}}}),
-], ids=["not-an-object", "entry-not-an-object", "ref-not-a-reference"])
+    ({"horizon": HORIZON, "requests": {}, "stepUp": {"bob": {"failures": "3"}}},
+     {"horizon": HORIZON, "requests": {}}),
+], ids=["not-an-object", "entry-not-an-object", "ref-not-a-reference", "step-up-count"])
 def test_a_state_of_the_wrong_shape_is_rewritten_without_what_cannot_be_read(
         cluster: LocalCluster, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         stored: Any, expected: dict[str, Any] | None) -> None:
@@ -128,3 +131,84 @@ def test_a_wrong_shape_that_cannot_be_saved_is_logged_once_and_saved_later(
     assert saved == {"horizon": HORIZON, "requests": {}}
     assert readable_state(saved)[1] == []
     assert len([r for r in caplog.records if "wrong shape" in r.getMessage()]) == 1
+
+
+SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+T0 = 1_800_000_000.0  # on a 30 s step
+
+
+def _restarted(chat: ChatCluster, tmp: Path, at: list[float], *, started: float,
+               load: bool = True) -> ChatService:
+    """A chat service as a new process starts it: a fresh StepUp that takes no code before
+    it has read the state ConfigMap, then that state read."""
+    svc = ChatService(config=ChatConfig(environment="prd", step_up=True), cluster=chat,
+                      sink=open_sink(str(tmp / "audit.log")), metrics=ChatMetrics(),
+                      step_up=StepUp({"bob": SECRET}, clock=lambda: at[0], started=started,
+                                     restored=False))
+    if load:
+        asyncio.run(svc.load())
+    return svc
+
+
+def _try(svc: ChatService, code: str) -> str:
+    try:
+        asyncio.run(svc._verify_step_up("bob", code))
+    except Refusal as refusal:
+        return refusal.reason
+    return "accepted"
+
+
+def _wrong(at: float) -> str:
+    right = pyotp.TOTP(SECRET)
+    return next(c for c in ("000000", "111111", "222222")
+                if all(right.at(at + d * 30) != c for d in (-1, 0, 1)))
+
+
+def test_wrong_step_up_codes_and_lockouts_outlive_a_restart(
+        cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    """Someone guessing a person's code cannot get fresh tries by restarting the chat service
+    (or waiting for a rollout): the wrong codes in a row and the lockout are kept in the state
+    ConfigMap and read back by the next process; a lockout that has ended is dropped."""
+    kube = _store(cluster, namespace, json.dumps({"horizon": HORIZON, "requests": {}}))
+    chat = ChatCluster(kube, namespace, "wingman-chat-state")
+    at = [T0]
+    first = _restarted(chat, tmp_path, at, started=T0 - 600)
+    for _ in range(3):
+        assert _try(first, _wrong(at[0])) == "StepUpFailed"
+    # restart: two more wrong codes lock bob out, as they would have without the restart
+    at[0] = T0 + 60
+    second = _restarted(chat, tmp_path, at, started=T0 + 30)
+    assert _try(second, _wrong(at[0])) == "StepUpFailed"
+    assert _try(second, _wrong(at[0])) == "StepUpLocked"
+    stored = json.loads(kube.get(CONFIGMAPS, namespace, "wingman-chat-state")["data"][STATE_KEY])
+    assert stored["stepUp"] == {"bob": {"lockedUntil": int(T0) + 60 + 300}}
+    assert stored["horizon"] == HORIZON  # the rest of the state is kept
+    # restart during the lockout: even the right code is refused
+    at[0] = T0 + 180
+    third = _restarted(chat, tmp_path, at, started=T0 + 120)
+    assert _try(third, pyotp.TOTP(SECRET).at(at[0])) == "StepUpLocked"
+    # restart after it ended: dropped, the right code is taken, nothing is left stored
+    at[0] = T0 + 420
+    fourth = _restarted(chat, tmp_path, at, started=T0 + 390)
+    assert _try(fourth, pyotp.TOTP(SECRET).at(at[0])) == "accepted"
+    assert _try(fourth, _wrong(at[0])) == "StepUpFailed"
+    assert _try(fourth, pyotp.TOTP(SECRET).at(at[0] + 30)) == "accepted"  # the count ends
+    stored = json.loads(kube.get(CONFIGMAPS, namespace, "wingman-chat-state")["data"][STATE_KEY])
+    assert "stepUp" not in stored
+
+
+def test_no_step_up_code_is_taken_before_the_state_is_read(
+        cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    """Fail closed: while the state ConfigMap cannot be read (missing, the API server down),
+    the wrong codes and lockouts kept in it are unknown, so every code is refused
+    (StepUpUnavailable) rather than taken with fresh tries; once read, codes are taken."""
+    kube = Kube(cluster.api_client())
+    chat = ChatCluster(kube, namespace, "wingman-chat-state")
+    at = [T0]
+    svc = _restarted(chat, tmp_path, at, started=T0 - 600, load=False)
+    with pytest.raises(WingmanError):
+        asyncio.run(svc.load())  # no ConfigMap yet
+    assert _try(svc, pyotp.TOTP(SECRET).at(at[0])) == "StepUpUnavailable"
+    _store(cluster, namespace, json.dumps({"horizon": HORIZON, "requests": {}}))
+    asyncio.run(svc.load())
+    assert _try(svc, pyotp.TOTP(SECRET).at(at[0])) == "accepted"
