@@ -26,7 +26,9 @@
   refuses every code (``StepUpUnavailable``) until ``restore()``: a process that cannot read
   its state does not hand out fresh tries.
 - ``ReplayGuard``: remembers what was already handled (Telegram callback ids, Slack signatures)
-  for longer than the channels' replay windows.
+  for longer than the channels' replay windows. Memory only: what Telegram delivers again to a
+  restarted process (a batch left unconfirmed) changes nothing twice, as a decision is made
+  once per approver and a grant once per command (docs/chat.md).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from .world import (
     NOW,
     TYPED_COMMAND,
     VERB_AS_TYPED,
+    Deciding,
     Granting,
     audited,
     metric,
@@ -431,3 +432,49 @@ def test_an_update_the_library_cannot_read_is_skipped_and_the_next_delivered(
     skipped = [r for r in caplog.records
                if r.getMessage() == "telegram update unreadable; skipped"]
     assert [vars(r)["updateId"] for r in skipped] == [50]
+
+
+def test_an_update_delivered_again_after_a_restart_decides_nothing_twice(tmp_path: Path) -> None:
+    """A process that stops while handling a batch of updates leaves it unconfirmed (the next
+    getUpdates, with the offset past it, never came), and Telegram delivers it again to the
+    next process, whose replay memory is new. Nothing is done twice: a decision is made once
+    per approver (the API server's admission, checked first from the request), so the
+    redelivered button press and command are refused (AlreadyDecided) and audited as such;
+    no state is kept for it."""
+    cluster = Deciding(request("again", 1))
+
+    def process() -> ChatService:  # a new process over the same cluster and state
+        svc = service(tmp_path)
+        svc.cluster = cluster  # type: ignore[assignment]
+        return svc
+
+    async def main(fake: FakeTelegram) -> None:
+        for n in (1, 2):
+            svc = process()
+            channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
+                                      TOKEN, "prd", svc)
+            svc.channels = [channel]
+            try:
+                if n == 1:
+                    await svc.sync()  # the card, with its reference in the state
+                else:
+                    await svc.load()
+                if n == 1:
+                    (card,) = fake.sent_to(CHAT)
+                    fake.press(FakeTelegram.user(111), CHAT, card["id"],
+                               fake.buttons(CHAT, card["id"])[0], callback_id="cb-again")
+                    fake.say(FakeTelegram.user(111), CHAT, "/approve again")
+                # no offset: the batch is not confirmed, as when the process stopped in it
+                updates = await channel.bot.get_updates(timeout=0)
+                assert len(updates) == 2
+                for update in updates:
+                    await channel.handle(update)
+                # one audit trail for both: the first process refused the command only
+                assert [d["reason"] for d in audited(svc)] == ["AlreadyDecided"] * (2 * n - 1)
+                assert len(audited(svc, "ChatDecisionRecorded")) == 1
+            finally:
+                await channel.close()
+
+    with serving(FakeTelegram(TOKEN)) as fake:
+        asyncio.run(main(fake))
+    assert [d["by"] for d in cluster.objs[0]["spec"]["decisions"]] == ["bob"]

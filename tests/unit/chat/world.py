@@ -13,6 +13,7 @@ from wingman.chat.guard import StepUp
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
 from wingman.client import status as st
+from wingman.errors import ClientError
 from wingman.settings import ChatConfig, ChatPerson
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -78,6 +79,26 @@ class Granting(Cluster):
             def execute(self, name: str, command: str) -> st.Status:
                 cluster.granted.append((name, command))
                 return st.Status(state=st.State.GRANTED, next="wait", kind="ExecutionGrant")
+
+        return Client()
+
+
+class Deciding(Cluster):
+    """The in-memory cluster whose client as the person records each decision in the
+    request's ``spec.decisions``, refusing a second one by the same person as the API server's
+    admission does (one decision per approver)."""
+
+    def client_as(self, person: Any, hints: Any) -> Any:
+        cluster = self
+
+        class Client:
+            def decide(self, name: str, verdict: str, reason: str, *, uid: str) -> None:
+                obj = next(o for o in cluster.objs if o["metadata"]["uid"] == uid)
+                decisions = obj["spec"].setdefault("decisions", [])
+                if any(d["by"] == person.user for d in decisions):
+                    raise ClientError(f"{person.user} already decided {name}",
+                                         reason="AlreadyDecided")
+                decisions.append({"verdict": verdict, "by": person.user, "reason": reason})
 
         return Client()
 
