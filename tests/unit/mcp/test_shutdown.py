@@ -42,8 +42,9 @@ WAIT = 30  # what the calls ask for; none of them may last that long
 
 class FakeApi:
     """Answers the two reads a request's status needs: the request (awaiting a decision,
-    forever) and its grants (none). With ``tls`` (a directory for its files): over HTTPS, and
-    the kubeconfig authenticates with a client certificate, inline (``*-data``)."""
+    forever) and its grants (none); and who the caller is (its requester). With ``tls`` (a
+    directory for its files): over HTTPS, and the kubeconfig authenticates with a client
+    certificate, inline (``*-data``)."""
 
     def __init__(self, tls: Path | None = None) -> None:
         self.reads = 0
@@ -53,6 +54,15 @@ class FakeApi:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def do_POST(self) -> None:  # SelfSubjectReview: the MCP server asks who it is
+                data = json.dumps({"kind": "SelfSubjectReview", "status": {
+                    "userInfo": {"username": "agent"}}}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_GET(self) -> None:
                 base = f"/apis/wingman.dev/v1alpha1/namespaces/{NS}/"
