@@ -244,7 +244,7 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
 
 
 def mint(env: Env, g: Grant, *, audience: str = "test", now: float | None = None,
-         job_uid: str | None = None, record: bool = True) -> str:
+         job_uid: str | None = None, record: bool = True, ttl_seconds: int = 300) -> str:
     """The operator's token for ``g``, its SHA-256 recorded in the grant's status as the
     operator records it (``status.tokenSHA256``, which the gateway checks; unless not
     ``record``: the CRD lets a recorded hash neither change nor go)."""
@@ -253,7 +253,7 @@ def mint(env: Env, g: Grant, *, audience: str = "test", now: float | None = None
         namespace=env.ns, approval_name=g.approval["metadata"]["name"],
         approval_uid=g.approval["metadata"]["uid"], grant_name=g.name,
         grant_uid=g.grant["metadata"]["uid"], command=g.command,
-        job_uid=job_uid or g.job_uid, ttl_seconds=300,
+        job_uid=job_uid or g.job_uid, ttl_seconds=ttl_seconds,
         now=time.time() if now is None else now)
     if record:
         set_grant_status(env, g.name, {"tokenSHA256": tokens.token_sha256(token)})

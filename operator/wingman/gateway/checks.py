@@ -229,7 +229,8 @@ def authorize(token: str, keys: KeySet, grant: Body, approval: Body,
               settings: GatewaySettings, now: float, *, forward: Body | None = None
               ) -> tuple[tokens.CapabilityClaims, list[str]]:
     """Every check between reading the objects and burning the token: (claims, argv).
-    ``forward``: for a rollback grant, the grant that ran the command it undoes.
+    ``forward``: for a rollback grant, the grant that ran the command it undoes. ``now``
+    (epoch seconds) judges the token's times and the approval's (:func:`judged_now`).
 
     Raises TokenRejected (the token's own reason), GrantDenied (bindings, approval state,
     grant state) or ScopeViolation (command not approved byte for byte or not allowlisted).
@@ -343,14 +344,25 @@ def check_deadline(job: Body, now: dt.datetime, exec_timeout: int, *,
         reason="DeadlineTooClose")
 
 
+def judged_now(local_now: dt.datetime, server_now: dt.datetime | None) -> dt.datetime:
+    """The time the gateway's time-bound checks are judged on (the token's ``exp``/``nbf``/
+    ``iat``, the approval's expiry and rollback window, the Job's deadline): the later of its own
+    clock and the API server's when it answered a read (its HTTP ``Date``, whole seconds, so one
+    second is added); its own clock alone when the answer carried no ``Date``. The later clock
+    fails closed: a gateway on a node whose clock is behind the control plane's (which mints the
+    token, expires the approval and enforces the Job's deadline) would otherwise accept what has
+    expired and see more time left than there is; a clock ahead only refuses earlier."""
+    if server_now is None:
+        return local_now
+    return max(local_now, server_now + dt.timedelta(seconds=1))
+
+
 @dataclass(frozen=True)
 class JobDeadline:
     """The gateway's Job as read for its deadline, and the clock the deadline is measured on:
-    the later of the gateway's own clock and the API server's when it answered (its ``Date``,
-    whole seconds, so one second is added), carried on from ``read_at`` by the monotonic clock
-    (no API call, and no step of the wall clock, when it is measured again). The later clock
-    fails closed: a gateway whose clock is behind the control plane's (which wrote the Job's
-    ``startTime`` and enforces its deadline) would see more time left than there is."""
+    :func:`judged_now` when the Job was read, carried on from ``read_at`` by the monotonic
+    clock (no API call, and no step of the wall clock, when it is measured again): the control
+    plane wrote the Job's ``startTime`` and enforces its deadline."""
 
     job: Body
     read_at: dt.datetime
@@ -359,10 +371,7 @@ class JobDeadline:
     @classmethod
     def read(cls, job: Body, local_now: dt.datetime, server_now: dt.datetime | None,
              monotonic: float) -> JobDeadline:
-        at = local_now
-        if server_now is not None:
-            at = max(at, server_now + dt.timedelta(seconds=1))
-        return cls(job, at, monotonic)
+        return cls(job, judged_now(local_now, server_now), monotonic)
 
     def now(self, monotonic: float) -> dt.datetime:
         """The clock the deadline is measured on, at ``monotonic``."""
@@ -403,5 +412,5 @@ def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
 
 __all__ = ["MAX_TOKEN_FILE_BYTES", "RESULT_SECONDS", "JobDeadline", "Replay", "authorize",
            "burn_marker", "check_approval", "check_deadline", "check_granted", "check_startable",
-           "check_targets", "job_stop_time", "load_keys", "read_token", "refusal_reason",
-           "undone_command"]
+           "check_targets", "job_stop_time", "judged_now", "load_keys", "read_token",
+           "refusal_reason", "undone_command"]

@@ -9,7 +9,9 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    the ExecutionGrant and its ApprovalRequest;
 3. verify the token against the live objects: signature, issuer, audience (the environment),
    times, and every binding (approval, grant, Job, namespace, command); the approval must
-   still be approved and unexpired and record this grant as the one its command was granted
+   still be approved and unexpired (these times, like the deadline below, judged on the later
+   of the gateway's clock and the API server's ``Date`` of the approval read:
+   ``checks.judged_now``) and record this grant as the one its command was granted
    to (``status.grants``), the command one of its commands byte for byte and inside
    the allowlist (``scope.check``); a grant still ``Pending`` (the operator writes
    ``TokenIssued`` at the same time as the token Secret, so the pod may start first) is read
@@ -79,6 +81,7 @@ from wingman.gateway.checks import (
     check_granted,
     check_startable,
     check_targets,
+    judged_now,
     load_keys,
     read_token,
     refusal_reason,
@@ -280,8 +283,15 @@ class _Run:
 
 
 def _get(kube: Kube, resource: Any, namespace: str, name: str, kind: str) -> dict[str, Any]:
+    return _get_dated(kube, resource, namespace, name, kind)[0]
+
+
+def _get_dated(kube: Kube, resource: Any, namespace: str, name: str, kind: str
+               ) -> tuple[dict[str, Any], dt.datetime | None]:
+    """The object and the API server's clock when it answered (``Kube.get_dated``), for
+    :func:`wingman.gateway.checks.judged_now`; a refusal when it cannot be read."""
     try:
-        return kube.get(resource, namespace, name)
+        return kube.get_dated(resource, namespace, name)
     except ApiError as exc:
         if exc.not_found:
             raise GrantDenied(f"{kind} {namespace}/{name} does not exist",
@@ -489,19 +499,24 @@ def _execute(run: _Run) -> int:
     if not approval_name:
         raise GrantDenied("the ExecutionGrant has no spec.approvalRef.name",
                           reason="BindingMismatch")
-    approval = _get(run.kube, APPROVALS, s.namespace, approval_name, "ApprovalRequest")
+    approval, server_now = _get_dated(run.kube, APPROVALS, s.namespace, approval_name,
+                                      "ApprovalRequest")
     forward = _forward(run, grant)
 
-    claims, argv = authorize(token, keys, grant, approval, s, run.clock(), forward=forward)
+    # token and approval times on the later of this node's clock and the API server's
+    claims, argv = authorize(token, keys, grant, approval, s,
+                             judged_now(run.now(), server_now).timestamp(), forward=forward)
     if grant_rules.phase(grant) == "Pending":
         # the operator writes TokenIssued at the same time as the token Secret: this pod may
         # have started first. Wait for it, then check everything again on what is current
         run.log("GatewayWaiting", message="the grant's status does not record the token yet: "
                 "waiting for the operator's TokenIssued")
         run.grant = grant = _issued(run, grant, claims.exp + s.leeway_seconds)
-        approval = _get(run.kube, APPROVALS, s.namespace, approval_name, "ApprovalRequest")
+        approval, server_now = _get_dated(run.kube, APPROVALS, s.namespace, approval_name,
+                                          "ApprovalRequest")
         forward = _forward(run, grant)
-        claims, argv = authorize(token, keys, grant, approval, s, run.clock(), forward=forward)
+        claims, argv = authorize(token, keys, grant, approval, s,
+                                 judged_now(run.now(), server_now).timestamp(), forward=forward)
         phase = grant_rules.phase(grant)
         if phase != "TokenIssued":
             _raise_if_spent(run, claims)  # another pod ran this token meanwhile: a replay
@@ -553,10 +568,12 @@ def _execute(run: _Run) -> int:
               "command_sha256": f"sha256:{claims.command_sha256}"}
     run.audit("GatewayTokenBurned", common)
     # the approval may have been revoked while the token was being burned: look once more
-    fresh = _get(run.kube, APPROVALS, s.namespace, approval_name, "ApprovalRequest")
+    fresh, server_now = _get_dated(run.kube, APPROVALS, s.namespace, approval_name,
+                                   "ApprovalRequest")
     if (fresh.get("metadata") or {}).get("uid") != claims.approval_uid:
         raise _binding("ApprovalRequest")
-    check_approval(fresh, run.now(), forward=_forward(run, grant), rollback=undoes is not None,
+    check_approval(fresh, judged_now(run.now(), server_now), forward=_forward(run, grant),
+                   rollback=undoes is not None,
                    window_seconds=s.policy.rollback_window_seconds)
     check_granted(fresh, claims.command, claims.grant_uid, claims.grant_name,
                   rollback_of=undoes)

@@ -903,6 +903,44 @@ def test_a_gateway_whose_clock_is_behind_measures_the_deadline_on_the_api_server
                     clock=lambda: time.time() - 60)
 
 
+BEHIND = 600
+"""How far behind the API server's clock the gateway's runs in the tests below (10 min)."""
+
+
+def _behind() -> float:
+    return time.time() - BEHIND
+
+
+def test_a_gateway_whose_clock_is_behind_refuses_a_token_expired_on_the_api_servers(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    # issued 650 s ago, expired 350 s ago: still valid on a clock 10 min behind
+    g = make_grant(env, SCALE.format(target=env.target))
+    token = mint(env, g, now=time.time() - BEHIND - 50)
+    _assert_refused(env, g, token, "TokenExpired", capsys, clock=_behind)
+
+
+def test_a_gateway_whose_clock_is_behind_refuses_an_approval_expired_on_the_api_servers(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    # the token is valid on both clocks; the approval expired a minute ago, 9 min after the
+    # gateway's clock
+    g = make_grant(env, SCALE.format(target=env.target))
+    token = mint(env, g, now=time.time() - BEHIND - 50, ttl_seconds=1800)
+    env.cluster.kubectl("patch", "approvalrequests", g.approval["metadata"]["name"], "-n",
+                        env.ns, "--subresource=status", "--type=merge", "-p", json.dumps(
+                            {"status": {"expirationTime": _now_rfc3339(-60)}}))
+    _assert_refused(env, g, token, "ApprovalExpired", capsys, clock=_behind)
+
+
+@pytest.mark.parametrize("behind", [0, BEHIND], ids=["correct-clock", "clock-behind"])
+def test_a_token_and_approval_valid_on_the_api_servers_clock_run(env: Env, behind: int) -> None:
+    # a fresh token: on a clock 10 min behind it looked issued in the future
+    g = make_grant(env, SCALE.format(target=env.target))
+    token = mint(env, g)
+    assert run_gateway(settings_for(env, g, token), clock=lambda: time.time() - behind) == EXIT_OK
+    assert env.replicas() == 2
+    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+
+
 def test_checks_after_the_burn_that_outlast_the_margin_end_the_grant_before_the_command(
         env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
     # the first look sees about 80 s left, enough for 75 s; the burn then takes 10 s
