@@ -303,17 +303,18 @@ def _get_dated(kube: Kube, resource: Any, namespace: str, name: str, kind: str
                           reason="ApiUnavailable") from None
 
 
-def _issued(run: _Run, grant: dict[str, Any], until: float) -> dict[str, Any]:
+def _issued(run: _Run, grant: dict[str, Any], until: float, now: float) -> dict[str, Any]:
     """The grant once its phase has left ``Pending``. The operator writes ``TokenIssued`` at the
     same time as the token Secret, not before it, so a gateway may start first: it reads the
     grant again (backing off from 0.1 s to 2 s) until then, or until ``until`` (the token's
-    expiry with the leeway: it is useless after that anyway), and spends nothing meanwhile.
+    expiry with the leeway: it is useless after that anyway; ``now`` is the time the token was
+    judged on, ``checks.judged_now``), and spends nothing meanwhile.
     A read that fails is tried again; a grant deleted, or deleted and created again under its
     name, refuses (the token is for the one deleted)."""
     s = run.settings
     assert run.kube is not None
     uid = (grant.get("metadata") or {}).get("uid")
-    deadline = time.monotonic() + max(0.0, until - run.clock())
+    deadline = time.monotonic() + max(0.0, until - now)
     delay = 0.1
     while grant_rules.phase(grant) == "Pending" and not (grant.get("metadata") or {}).get(
             "deletionTimestamp"):
@@ -504,14 +505,14 @@ def _execute(run: _Run) -> int:
     forward = _forward(run, grant)
 
     # token and approval times on the later of this node's clock and the API server's
-    claims, argv = authorize(token, keys, grant, approval, s,
-                             judged_now(run.now(), server_now).timestamp(), forward=forward)
+    judged = judged_now(run.now(), server_now).timestamp()
+    claims, argv = authorize(token, keys, grant, approval, s, judged, forward=forward)
     if grant_rules.phase(grant) == "Pending":
         # the operator writes TokenIssued at the same time as the token Secret: this pod may
         # have started first. Wait for it, then check everything again on what is current
         run.log("GatewayWaiting", message="the grant's status does not record the token yet: "
                 "waiting for the operator's TokenIssued")
-        run.grant = grant = _issued(run, grant, claims.exp + s.leeway_seconds)
+        run.grant = grant = _issued(run, grant, claims.exp + s.leeway_seconds, judged)
         approval, server_now = _get_dated(run.kube, APPROVALS, s.namespace, approval_name,
                                           "ApprovalRequest")
         forward = _forward(run, grant)
