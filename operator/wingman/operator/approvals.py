@@ -42,7 +42,7 @@ from wingman import conditions as cond
 from wingman.audit import looks_like_token
 from wingman.model import preview as previews
 from wingman.model.approvals import is_final, parse_time
-from wingman.review.consensus import Consensus, ReviewInput
+from wingman.review.consensus import Consensus, ReviewInput, clean_rationale
 from wingman.review.policy import (
     AutoDecision,
     EnvironmentPolicy,
@@ -136,16 +136,19 @@ def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: d
         summary += (f"; lifetime capped at {policy.request_ttl_seconds}s by the environment "
                     f"policy (requestTTLSeconds), not the {asked}s asked for")
     conds = cond.set_condition(conds, "Reviewed", True, f"Consensus{consensus.outcome.value}",
-                               summary, gen, now)
+                               summary if decision.decision is not AutoDecision.AWAIT_HUMAN
+                               else f"{summary}. {decision.message}", gen, now)
     expires = expiration_time(body, policy)
     audit_data: dict[str, Any] = {
         "outcome": consensus.outcome.value, "risk": consensus.risk.value,
         "approvals": consensus.approvals, "rejections": consensus.rejections,
         "abstentions": consensus.abstentions, "flags": list(consensus.flags),
-        "votes": [{"voter": v.voter, "verdict": v.verdict.value, "risk": v.risk.value}
+        "votes": [{"voter": v.voter, "verdict": v.verdict.value, "risk": v.risk.value,
+                   **({"error": clean_rationale(v.error)} if v.error else {})}
                   for v in consensus.votes],
         "dissent": [v.voter for v in consensus.dissent],
         "policyDecision": decision.decision.value, "reason": decision.reason,
+        "message": decision.message,
     }
     final: str | None = None
     warning = False

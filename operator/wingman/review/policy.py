@@ -4,7 +4,9 @@ Both decisions are pure functions of data:
 
 - ``auto_approval(consensus, policy)``: ``AutoApprove`` only when the policy allows
   auto-approval, the panel's outcome is Approve, the aggregated risk is at most
-  ``autoApproveMaxRisk`` and no voter flagged PromptInjection or Destructive. A prompt
+  ``autoApproveMaxRisk``, every voter voted (none abstained, failed or timed out: a
+  request one reviewer could not judge waits for a human) and no voter flagged
+  PromptInjection or Destructive. A prompt
   injection is rejected outright (``AutoReject``): a request that tries to instruct its
   reviewers is not put in front of a human as if it were honest. Everything else, including
   a panel that rejects, waits for a human (``AwaitingDecision``) with the dissent visible:
@@ -42,6 +44,8 @@ from wingman.review.consensus import (
     Consensus,
     Outcome,
     Risk,
+    Verdict,
+    clean_rationale,
 )
 from wingman.scope import Allowlist
 
@@ -238,6 +242,13 @@ def auto_approval(consensus: Consensus, policy: EnvironmentPolicy) -> Decision:
                         f"the panel did not approve ({consensus.approvals} approve, "
                         f"{consensus.rejections} reject, {consensus.abstentions} abstain); "
                         "a human decides")
+    abstained = [v for v in consensus.votes if v.verdict is Verdict.ABSTAIN]
+    if abstained:
+        failed = [v for v in abstained if v.error]
+        who = "; ".join(f"voter {v.voter} failed: {clean_rationale(v.error or '')[:120]}"
+                        if v.error else f"voter {v.voter} abstained" for v in abstained)
+        return Decision(AutoDecision.AWAIT_HUMAN, "VoterFailed" if failed else "VoterAbstained",
+                        f"{who}; auto-approval needs every voter's vote, so a human decides")
     if DESTRUCTIVE in consensus.flags:
         return Decision(AutoDecision.AWAIT_HUMAN, "DestructiveCommand",
                         "a reviewer flagged a destructive command; a human decides")

@@ -8,7 +8,15 @@ import pytest
 import yaml
 
 from wingman.errors import ConfigError
-from wingman.review.consensus import DESTRUCTIVE, PROMPT_INJECTION, Risk, Verdict, Vote, decide
+from wingman.review.consensus import (
+    DESTRUCTIVE,
+    PROMPT_INJECTION,
+    Risk,
+    Verdict,
+    Vote,
+    abstain,
+    decide,
+)
 from wingman.review.policy import (
     AutoDecision,
     EnvironmentPolicy,
@@ -73,6 +81,34 @@ def test_auto_approval_only_within_policy() -> None:
     assert auto_approval(destructive, test).decision is AutoDecision.AWAIT_HUMAN
     injected = approve_all(flags=(PROMPT_INJECTION,))
     assert auto_approval(injected, test).decision is AutoDecision.AUTO_REJECT
+
+
+def test_a_voter_that_failed_or_abstained_blocks_auto_approval() -> None:
+    """3 of 4 approve and the panel's outcome is Approve, but one reviewer could not judge:
+    auto-approval needs every voter's vote, so a human decides, and the message says why."""
+    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM)
+    approving = [Vote(n, Verdict.APPROVE, Risk.LOW, "ok") for n in "abc"]
+    for last, reason, said in (
+            (abstain("llm", "Timeout after 30s"), "VoterFailed",
+             "voter llm failed: Timeout after 30s"),
+            (abstain("builtin", "ValueError"), "VoterFailed", "voter builtin failed: ValueError"),
+            (Vote("llm", Verdict.ABSTAIN, Risk.LOW, "cannot judge"), "VoterAbstained",
+             "voter llm abstained")):
+        consensus = decide([*approving, last], 3, 3)
+        assert consensus.outcome.value == "Approve"
+        decision = auto_approval(consensus, test)
+        assert decision.decision is AutoDecision.AWAIT_HUMAN
+        assert decision.reason == reason
+        assert said in decision.message
+        assert "a human decides" in decision.message
+    # Refusing stays the safe side: a prompt injection is still rejected outright.
+    injected = decide([*approving[:2], Vote("c", Verdict.APPROVE, Risk.LOW, "ok",
+                                            flags=(PROMPT_INJECTION,)),
+                       abstain("llm", "Timeout after 30s")], 3, 3)
+    assert auto_approval(injected, test).decision is AutoDecision.AUTO_REJECT
+    # Every voter voted: auto-approved as before.
+    full = decide([*approving, Vote("d", Verdict.APPROVE, Risk.LOW, "ok")], 3, 3)
+    assert auto_approval(full, test).decision is AutoDecision.AUTO_APPROVE
 
 
 def test_human_decision_needs_distinct_approvers_and_any_reject_rejects() -> None:
