@@ -29,7 +29,7 @@ from support.chart import (
     kubectl_as_sa,
     worker_groups,
 )
-from support.operator import OperatorProcess, get, phase_of, wait_for
+from support.operator import OperatorProcess, free_port, get, phase_of, wait_for
 from wingman.audit import verify
 from wingman.capability.keys import KeySet
 from wingman.capability.tokens import Expected, token_sha256
@@ -1437,3 +1437,49 @@ def test_an_expired_token_whose_gateway_waits_costs_one_read_of_the_grant_and_of
     assert spent.get("create events") == count, spent
     for g in grants:
         assert [e["reason"] for e in env.events(f"{g}-1")] == ["GatewayFailed"]
+
+
+def test_a_failed_voter_leaves_an_auto_approvable_request_to_a_human(
+        cluster: Any, crds: Path, tmp_path: Path) -> None:
+    """An LLM reviewer that cannot be reached abstains; the four built-in voters still approve
+    (3 of 5), but a request one reviewer could not judge is not auto-approved: it waits for a
+    human, says why, and a human's approval moves it on."""
+    ns = f"wm-op-{uuid.uuid4().hex[:8]}"
+    with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
+                   values={"operator.replicas": 0, "operator.votersSecret": "wm-llm-keys"}):
+        cluster.kubectl("create", "secret", "generic", "wm-llm-keys", "-n", ns,
+                        "--from-literal=openai=sk-test-not-a-real-key")
+        op = OperatorProcess(cluster, ns, tmp_path / "operator",
+                             extra_env={"WINGMAN_VOTERS_SECRET": "wm-llm-keys"})
+        policy = yaml.safe_load(op.policy_path.read_text())
+        closed = free_port()  # nothing listens: the voter fails with ConnectionFailed
+        policy["panel"]["voters"].append(
+            {"type": "openai", "name": "gpt-reviewer", "model": "gpt-4o-mini",
+             "apiKeySecretKey": "openai", "baseURL": f"http://127.0.0.1:{closed}/v1",
+             "timeoutSeconds": 5})
+        op.policy_path.write_text(yaml.safe_dump(policy))
+        op.start()
+        try:
+            env = Env(cluster, ns, op)
+            env.request("restart-frontend")
+            ar = env.wait_phase("ar", "restart-frontend", "AwaitingDecision", "AutoApproved")
+            status = ar["status"]
+            assert status["phase"] == "AwaitingDecision", status["conditions"]
+            votes = {v["voter"]: v for v in status["consensus"]["votes"]}
+            assert votes["gpt-reviewer"]["verdict"] == "abstain"
+            assert votes["gpt-reviewer"]["error"]
+            assert status["consensus"]["outcome"] == "Approve", "the others still approved"
+            conds = {c["type"]: c for c in status["conditions"]}
+            assert "Approved" not in conds or conds["Approved"]["status"] != "True"
+            message = conds["Reviewed"]["message"]
+            assert "voter gpt-reviewer failed" in message
+            assert "auto-approval needs every voter's vote, so a human decides" in message
+            records = [json.loads(line) for line in op.audit_path.read_text().splitlines()]
+            (reviewed,) = [r for r in records if r.get("event") == "ApprovalReviewed"
+                           and "restart-frontend" in json.dumps(r)]
+            assert "VoterFailed" in json.dumps(reviewed)
+            assert "voter gpt-reviewer failed" in json.dumps(reviewed)
+            env.approve("restart-frontend")
+            env.wait_phase("ar", "restart-frontend", "Approved")
+        finally:
+            op.stop()
