@@ -7,7 +7,9 @@ environment's policy (``wingman.review.policy``).
 Rules (fail closed):
 
 - A vote is approve, reject or abstain. A voter that raises or times out abstains, with
-  ``error`` set; abstentions and errors never count as approval.
+  ``error`` set; abstentions and errors never count as approval. The outcome may still be
+  ``Approve`` without them; the policy (``wingman.review.policy.auto_approval``) then never
+  auto-approves: a request a voter could not judge waits for a human.
 - Outcome: ``Approve`` when at least ``threshold`` voters approve, quorum (non-abstaining
   votes) is met and no voter flagged ``PromptInjection``; ``Reject`` when rejections reach
   ``threshold`` or form a strict majority of the non-abstaining votes; otherwise
