@@ -99,11 +99,13 @@ approvers never saw, or run a program other than kubectl.
     as a command instead (``kubectl patch``, ``set``, ``scale``, ``label``,
     ``create configmap --from-literal``...) and inline templates (``-o go-template=...``).
 15. ``RawPath``: the path of ``--raw`` (``kubectl get|delete --raw PATH``) has a ``%``
-    escape or a ``.``/``..`` segment before its query, or does not start with exactly one
-    ``/``. kubectl decodes the path, cleans it and drops a scheme and host before it requests
-    it, so such a path reaches another resource than the one it shows: an allowlisted
-    ``kubectl get --raw /readyz/*`` filled with ``..%2F..%2Fapi%2Fv1%2Fnamespaces%2F...``
-    would read any object, and ``s%65crets`` hides ``secrets`` from its reader. An empty
+    escape or a ``.``/``..`` segment before its query, a ``#`` anywhere, or does not start
+    with exactly one ``/``. kubectl decodes the path, cleans it and drops a scheme and host
+    (and a ``#`` with all after it) before it requests it, so such a path reaches another
+    resource than the one it shows: an allowlisted ``kubectl get --raw /readyz/*`` filled
+    with ``..%2F..%2Fapi%2Fv1%2Fnamespaces%2F...`` would read any object, ``s%65crets``
+    hides ``secrets`` from its reader, and ``/api/v1/nodes/n1/proxy#/metrics`` (the node's
+    proxy) is no proxy path to the reviewers. An empty
     ``--raw=`` is refused too: kubectl reads it as no ``--raw`` at all (``get --raw= pods``
     is ``get pods``), which is not what it shows.
 
@@ -762,15 +764,18 @@ def _check_raw(value: str, index: int, whole: bool) -> None:
     path = value.partition("?")[0]
     # for a pattern, only the segments its literal prefix holds whole
     segments = path.split("/") if whole else path.split("/")[:-1]
-    if "%" in path or any(s in (".", "..") for s in segments) or (
+    # kubectl drops a '#' and all after it (a URL's fragment), query or not
+    if "%" in path or "#" in value or any(s in (".", "..") for s in segments) or (
             (whole or len(path) >= 2) and (not path.startswith("/") or path.startswith("//"))):
         raise ScopeViolation(
-            f"argument {index + 1} is a --raw path with %-escapes, a '.' or '..' segment, or "
-            "not one leading '/': kubectl decodes and cleans the path (and drops a scheme and "
-            "host) before it requests it, so it would reach another resource than the path "
-            "shows ('..%2F' leaves the segment an allowlist wildcard stands for); Wingman never "
-            "runs such a command: write the path as requested, starting with a single '/', "
-            "without %-escapes or dot segments (a query after '?' may have %-escapes)",
+            f"argument {index + 1} is a --raw path with %-escapes, a '#', a '.' or '..' "
+            "segment, or not one leading '/': kubectl decodes and cleans the path (and drops a "
+            "scheme and host, and a '#' with all after it) before it requests it, so it would "
+            "reach another resource than the path shows ('..%2F' leaves the segment an "
+            "allowlist wildcard stands for; '/api/v1/nodes/n1/proxy#/metrics' reaches the "
+            "node's proxy); Wingman never runs such a command: write the path as requested, "
+            "starting with a single '/', without %-escapes, '#' or dot segments (a query after "
+            "'?' may have %-escapes)",
             reason="RawPath",
         )
 

@@ -1198,6 +1198,10 @@ def test_the_flags_that_end_at_a_double_dash_agree_with_the_pinned_kubectl(tmp_p
     "kubectl delete --raw /api/v1/namespaces/apps/pods/..%2Fsecrets%2Fdb",
     "kubectl -n apps get --raw=/api/v1/namespaces/apps/pods --raw /api/v1/%2E%2E",  # last wins
     "kubectl get --raw= pods",  # kubectl reads an empty --raw as none: a plain get pods
+    # kubectl drops a '#' and what follows: GET /api/v1/nodes/n1/proxy, the node's proxy
+    "kubectl get --raw '/api/v1/nodes/n1/proxy#/metrics'",
+    "kubectl get --raw '/api/v1/namespaces/apps/services/web/proxy#'",
+    "kubectl get --raw '/api/v1/namespaces/apps/pods?limit=1#x'",
 ])
 def test_a_raw_path_kubectl_would_rewrite_never_runs(command: str) -> None:
     exc = violation(command, "RawPath")
