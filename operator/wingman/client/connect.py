@@ -53,11 +53,20 @@ class Connection:
     origin: str  # "kubeconfig <path> (context <name>)" or "in-cluster ServiceAccount"
 
 
+def _tilde(*paths: str) -> str:
+    """What to add to "no such file" when a path begins with ``~``: it is taken as written, as
+    kubectl takes it (a shell expands ``~`` only unquoted, at the start of a word)."""
+    if not any(p.startswith("~") for p in paths):
+        return ""
+    return (" (a leading ~ is not expanded, as kubectl does not expand it: write $HOME/... "
+            "unquoted, or the full path)")
+
+
 def _kubeconfig_paths(settings: ClientSettings, explicit: str | None) -> tuple[str, ...]:
     if explicit:
         if not Path(explicit).is_file():
             if not Path(explicit).exists():
-                raise ConfigError(f"--kubeconfig {explicit}: no such file")
+                raise ConfigError(f"--kubeconfig {explicit}: no such file{_tilde(explicit)}")
             raise ConfigError(f"--kubeconfig {explicit} is not a regular file (a directory, a "
                               "FIFO or a device); pass the kubeconfig file itself")
         return (explicit,)
@@ -70,8 +79,8 @@ def _kubeconfig_paths(settings: ClientSettings, explicit: str | None) -> tuple[s
         existing = tuple(p for p in settings.kubeconfig if Path(p).is_file())
         if not existing:
             raise ConfigError(f"KUBECONFIG={os.pathsep.join(settings.kubeconfig)}: no such "
-                              "file; fix KUBECONFIG or unset it (in a pod: to use the "
-                              "ServiceAccount)")
+                              f"file{_tilde(*settings.kubeconfig)}; fix KUBECONFIG or unset it "
+                              "(in a pod: to use the ServiceAccount)")
         return existing
     if Path(settings.default_kubeconfig).is_file():
         return (settings.default_kubeconfig,)

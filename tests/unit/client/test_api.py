@@ -400,3 +400,23 @@ def test_kubeconfig_with_a_colon_in_its_path_is_one_file(tmp_path: Path) -> None
     assert conn.kube.api.configuration.host == "https://127.0.0.1:1"
     conn = connect(_settings(tmp_path), kubeconfig=str(colon), context="colon")
     assert conn.origin == f"kubeconfig {colon} (context colon)"
+
+
+def test_a_kubeconfig_path_with_a_leading_tilde_is_not_expanded_and_the_error_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--kubeconfig '~/cfg'`` and ``KUBECONFIG='~/cfg'`` name a file ``cfg`` in a directory
+    ``~``, as kubectl reads them, not one in the home directory: the error says the ``~`` was
+    not expanded and what to write instead."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "cfg").write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.chdir(tmp_path / "..")
+    with pytest.raises(ConfigError) as err:
+        connect(_settings(tmp_path), kubeconfig="~/cfg")
+    assert err.value.message.startswith("--kubeconfig ~/cfg: no such file")
+    assert "~ is not expanded" in err.value.message and "$HOME/" in err.value.message
+    with pytest.raises(ConfigError) as err:
+        connect(_settings(tmp_path, kubeconfig=("~/cfg",)))
+    assert "~ is not expanded" in err.value.message and "fix KUBECONFIG" in err.value.message
+    with pytest.raises(ConfigError) as err:  # no ~: no word about it
+        connect(_settings(tmp_path), kubeconfig=str(tmp_path / "absent"))
+    assert "~" not in err.value.message
