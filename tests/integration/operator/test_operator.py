@@ -1139,6 +1139,9 @@ def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env)
     assert eg["status"]["reason"] == "TokenMissing"
     assert "cannot be made again" in eg["status"]["message"]
     assert "was pruned" in eg["status"]["message"], eg["status"]["message"]
+    # the approval holds the command for g2: the way on is a new request, not a new grant
+    assert "submit a new request" in eg["status"]["message"], eg["status"]["message"]
+    assert "new grant" not in eg["status"]["message"]
     assert env.secret("g2") is None
     wait_for("the Job of g2 removed", lambda: env.job("g2") is None, 30)
     minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"

@@ -624,13 +624,20 @@ async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime
     return updated, False
 
 
+#: What a grant that claimed its command and then cannot get its token leaves to do: the
+#: approval records the command as this grant's, so another grant for it is refused
+#: (``CommandAlreadyGranted``).
+_USED_UP = ("the approval granted its command to this grant, so another grant for it is "
+            "refused (CommandAlreadyGranted): submit a new request to run it")
+
+
 async def _cannot_mint(ctx: Context, grant: Any, why: str) -> NoReturn:
     if grant_rules.phase(grant) == "TokenIssued":
         await refuse(ctx, grant, "TokenMissing",
-                     f"the token Secret disappeared before the gateway ran and {why}; create a "
-                     "new grant")
+                     f"the token Secret disappeared before the gateway ran and {why}; "
+                     f"{_USED_UP}")
     await refuse(ctx, grant, "TokenNotMintable",
-                 f"the grant's token cannot be minted: {why}; create a new grant")
+                 f"the grant's token cannot be minted: {why}; {_USED_UP}")
 
 
 def _signer_of(ctx: Context, secret: dict[str, Any]) -> SigningKey:
