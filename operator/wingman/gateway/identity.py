@@ -87,7 +87,8 @@ def request_token(kube: Kube, settings: GatewaySettings, secret_name: str) -> Ex
         raise GrantDenied(
             f"the grant's status names no token Secret (status.tokenSecretName) to bind a token "
             f"of the executor ServiceAccount {ns}/{account} to; the token was not spent and "
-            "nothing was executed; create a new grant", reason="ExecutorTokenUnavailable")
+            "nothing was executed; the approval granted its command to this grant, so submit "
+            "a new request to run it", reason="ExecutorTokenUnavailable")
     body = token_request(settings, secret_name)
     why = ""
     try:

@@ -360,7 +360,8 @@ def _check_recorded(grant: Mapping[str, Any], token_ref: str | None) -> None:
     if not recorded or recorded != token_ref:
         raise GrantDenied("the grant's status does not record the token this pod holds "
                           f"(status.tokenSHA256 is {'another' if recorded else 'missing'}); the "
-                          "token was not spent and nothing was executed; create a new grant",
+                          "token was not spent and nothing was executed; the approval granted "
+                          "its command to this grant, so submit a new request to run it",
                           reason="BindingMismatch")
 
 

@@ -58,3 +58,6 @@ def test_a_grant_naming_no_token_secret_gets_no_executor_token() -> None:
         identity.request_token(Kube(k8s.ApiClient()), _settings(), "")
     assert info.value.reason == "ExecutorTokenUnavailable"
     assert "status.tokenSecretName" in info.value.message
+    # the approval holds the command for this grant: a new grant for it would be refused
+    assert "submit a new request" in info.value.message
+    assert "new grant" not in info.value.message
