@@ -574,7 +574,7 @@ async def born_expired(ctx: Context, grant: Any, ttl: int) -> NoReturn:
     no ``TokenIssued``, no ``GrantAuthorized`` for a token nobody can use."""
     await finish(ctx, grant, "Expired", "TokenExpired",
                  "the token expired before it could be issued: the command was claimed "
-                 f"more than its {ttl}s lifetime ago; create a new grant")
+                 f"more than its {ttl}s lifetime ago; {_USED_UP}")
     await remove_artifacts(ctx, grant, job=True)
     raise _Stop
 
@@ -1052,7 +1052,7 @@ async def expire_token(ctx: Context, grant: Any) -> bool:
             entry.job_deadline = job_deadline(job)
         return True
     await finish(ctx, grant, "Expired", "TokenExpired",
-                 "the token expired before the gateway ran; create a new grant")
+                 f"the token expired before the gateway ran; {_USED_UP}")
     # only the Secret: a gateway that already started is bounded by the Job's deadline
     await remove_artifacts(ctx, grant, job=False)
     return True
