@@ -981,6 +981,8 @@ def test_a_grant_reset_to_pending_after_a_key_rotation_never_gets_a_second_token
     env.op.start()
     eg = _refused_without_a_second_token(env, "g")
     assert "signing key was rotated" in eg["status"]["message"], eg["status"]
+    # the approval granted its command to this grant: another grant for it is refused
+    assert "submit a new request" in eg["status"]["message"], eg["status"]
     assert eg["status"]["tokenSHA256"] == token_sha256(first)
 
 
@@ -1196,6 +1198,7 @@ def test_a_token_secret_that_does_not_hold_the_recorded_token_is_refused(env: En
     eg = env.wait_phase("eg", "g", "Failed")
     assert eg["status"]["reason"] == "TokenBindingMismatch", eg["status"]
     assert "does not hold the token recorded" in eg["status"]["message"]
+    assert "submit a new request" in eg["status"]["message"], eg["status"]
     wait_for("the grant's Job and Secret removed",
              lambda: env.job("g") is None and env.secret("g") is None, 30)
 

@@ -449,7 +449,7 @@ async def ended_with_token(ctx: Context, grant: Any, job_name: str,
     await refuse(ctx, grant, "TokenBindingMismatch",
                  f"the grant's gateway Job {job_name} ended after a token was stored for it, "
                  "and the grant's status does not record that token (it was reset to Pending "
-                 "since, or never written while the gateway ran); create a new grant")
+                 f"since, or never written while the gateway ran); {_USED_UP}")
 
 
 async def mounted_secret(ctx: Context, grant: Any, job: dict[str, Any]) -> str:
@@ -514,8 +514,8 @@ async def stored_before(ctx: Context, grant: Any, secret_name: str) -> dict[str,
     if others:
         await refuse(ctx, grant, "TokenBindingMismatch",
                      f"a token was stored for an earlier gateway Job of this grant (Secret "
-                     f"{', '.join(others)}) and the grant's status no longer records it; create "
-                     "a new grant")
+                     f"{', '.join(others)}) and the grant's status no longer records it; "
+                     f"{_USED_UP}")
     return next((s for s in mine if s["metadata"]["name"] == secret_name), None)
 
 
@@ -564,7 +564,7 @@ async def only_the_recorded_token(ctx: Context, grant: Any, token_hash: str) -> 
                      "a token was issued to this grant before (status.tokenSHA256) and its "
                      "status was reset to Pending since; the token the operator makes now is "
                      "another one (the signing key was rotated, or the gateway Job is another), "
-                     "and a grant never gets a second token; create a new grant")
+                     f"and a grant never gets a second token; {_USED_UP}")
 
 
 async def born_expired(ctx: Context, grant: Any, ttl: int) -> NoReturn:
@@ -906,12 +906,11 @@ async def bind(ctx: Context, grant: Any, job: dict[str, Any], secret: dict[str, 
     token_hash = token_sha256(_secret_token(secret))
     if annotations.get(names.JOB_UID_ANNOTATION) != job["metadata"]["uid"]:
         await refuse(ctx, grant, "TokenBindingMismatch",
-                     "the token Secret is bound to another Job than the grant's; create a new "
-                     "grant")
+                     f"the token Secret is bound to another Job than the grant's; {_USED_UP}")
     if expected is not None and token_hash != expected:
         await refuse(ctx, grant, "TokenBindingMismatch",
-                     "the token Secret does not hold the token recorded for this grant; create "
-                     "a new grant")
+                     "the token Secret does not hold the token recorded for this grant; "
+                     f"{_USED_UP}")
     entry = _entry(ctx, grant)
     if entry is not None:
         entry.secret_uid = str(secret["metadata"]["uid"])
