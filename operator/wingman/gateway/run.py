@@ -417,6 +417,16 @@ def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]
         delay *= 2
 
 
+def _burn_outcome(exc: WingmanError) -> str:
+    """What a failed create of the burn marker left: a refusal (4xx) wrote nothing; a create
+    with no definite answer (none at all, or a 5xx: the API server may have stored the Lease
+    and then failed) may have spent the token. Nothing was executed either way."""
+    if isinstance(exc, ApiError) and 400 <= exc.status < 500:
+        return "the token was not spent and nothing was executed"
+    return ("the API server gave no definite answer, so the marker may have been stored and "
+            "the token spent; nothing was executed; submit a new request to run the command")
+
+
 def _check_job_deadline(run: _Run, grant: Mapping[str, Any]) -> JobDeadline:
     """Refuse (``DeadlineTooClose``) a command its own Job's deadline could stop half-way. The
     deadline is read from the Job itself (its start and ``activeDeadlineSeconds``, which the
@@ -559,12 +569,11 @@ def _execute(run: _Run) -> int:
     except ApiError as exc:
         if exc.conflict:
             raise Replay(lease_name) from None
-        raise GrantDenied(f"cannot create the burn marker {lease_name}: {exc.message}; the "
-                          "token was not spent and nothing was executed",
-                          reason="BurnFailed") from None
+        raise GrantDenied(f"cannot create the burn marker {lease_name}: {exc.message}; "
+                          f"{_burn_outcome(exc)}", reason="BurnFailed") from None
     except WingmanError as exc:
-        raise GrantDenied(f"cannot create the burn marker {lease_name}: {exc.message}",
-                          reason="BurnFailed") from None
+        raise GrantDenied(f"cannot create the burn marker {lease_name}: {exc.message}; "
+                          f"{_burn_outcome(exc)}", reason="BurnFailed") from None
     run.log("GatewayTokenBurned", lease=lease_name)
     common = {"jti": claims.jti, "lease": lease_name, "job_uid": s.job_uid,
               "command_sha256": f"sha256:{claims.command_sha256}"}

@@ -896,6 +896,26 @@ def test_a_job_read_refused_as_forbidden_is_not_tried_again(
     assert env.leases() == [] and env.replicas() == 1
 
 
+@pytest.mark.parametrize(("status", "says"), [
+    (403, "the token was not spent"),
+    (503, "may have been stored and the token spent"),
+])
+def test_a_burn_marker_not_created_says_whether_the_token_may_be_spent(
+        env: Env, proxy: FaultyApiProxy, status: int, says: str) -> None:
+    """A refusal stored nothing; a 5xx is no definite answer (the API server may have stored
+    the Lease, then failed): the message must not promise an unspent token then."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    leases = f"/apis/coordination.k8s.io/v1/namespaces/{env.ns}/leases"
+    proxy.fail("POST", leases, times=1, status=status)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert proxy.count("POST", leases) == 1
+    status_ = env.grant(g.name)["status"]
+    assert status_["reason"] == "BurnFailed", status_
+    assert says in status_["message"], status_["message"]
+    assert env.replicas() == 1
+
+
 def test_a_gateway_whose_clock_is_behind_measures_the_deadline_on_the_api_servers(
         env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     # 70 s do not fit a command of 60 s and 15 s for its result; the gateway's clock, 60 s
