@@ -433,7 +433,9 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
     policy's content must hash to the digest the chart put on it
     (:data:`CONTENT_DIGEST_ANNOTATION`, :func:`policy_content_digest`) and, where ``digests``
     (by policy name: what the chart rendered, which ``helm test`` passes) names it, to that
-    digest too: whoever edits a policy may edit its annotation, not the release. Without
+    digest too: whoever edits a policy may edit its annotation, not the release. Each policy
+    ``digests`` names is required as well (those the chart renders only for some values, the
+    chat state's with chat enabled). Without
     them the guarantees they give (who may decide, what a gateway pod may do, what an approved
     command may change...) are silently gone: RBAC alone does not give them."""
     specs = {str((p.get("metadata") or {}).get("name") or ""): p.get("spec") or {}
@@ -449,7 +451,11 @@ def missing_admission(policies: Sequence[Mapping[str, Any]],
         " (if the release runs without previews, policy.preview.enabled false, run "
         "verify-privileges with --no-preview)")
     problems: list[str] = []
-    for name in admission_policy_names(namespace, preview=preview):
+    names = admission_policy_names(namespace, preview=preview)
+    # What the chart rendered beyond these (the chat state's policy when chat is enabled)
+    # must be there too.
+    names += sorted(n for n in digests or {} if n not in names)
+    for name in names:
         hint = flag if name.endswith(PREVIEW_ADMISSION_POLICIES) else ""
         if name not in have:
             problems.append(f"ValidatingAdmissionPolicy {name} of the release is missing: "

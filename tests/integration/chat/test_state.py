@@ -14,7 +14,7 @@ from typing import Any
 import pyotp
 import pytest
 
-from support.chart import can
+from support.chart import CHART_DIR, can, installed, kubectl_as_sa
 from support.operator import wait_for
 from wingman import GROUP
 from wingman.audit import open_sink
@@ -212,3 +212,51 @@ def test_no_step_up_code_is_taken_before_the_state_is_read(
     _store(cluster, namespace, json.dumps({"horizon": HORIZON, "requests": {}}))
     asyncio.run(svc.load())
     assert _try(svc, pyotp.TOTP(SECRET).at(at[0])) == "accepted"
+
+
+def test_only_the_chat_component_writes_its_state_so_nobody_else_lifts_a_lockout(
+        cluster: LocalCluster, crds: Path) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    values = {"chat.enabled": True,
+              "chat.webhook": {"enabled": True, "url": "https://hooks.example.com/wingman"}}
+    with installed(cluster, "test", namespace=f"wm-chst-{suffix}",
+                   target_namespace=f"apps-chst-{suffix}", values=values) as release:
+        ns = release.namespace
+        locked = json.dumps({"stepUp": {"bob": {"lockedUntil": 4102444800}}})
+        lift = json.dumps({"data": {STATE_KEY: json.dumps({"stepUp": {}})}})
+        # The chat component writes its state (a lockout)...
+        done = kubectl_as_sa(cluster, ns, "wingman-chat", "-n", ns, "patch", "configmap",
+                             "wingman-chat-state", "-p",
+                             json.dumps({"data": {STATE_KEY: locked}}))
+        assert done.returncode == 0, done.stderr
+        # ...and the operator, whose Role may patch ConfigMaps, may not lift it (once the
+        # policy is loaded: it takes effect a moment after it is created).
+        refused = wait_for("the chat-state policy", lambda: (
+            r := kubectl_as_sa(cluster, ns, "wingman-operator", "-n", ns, "patch", "configmap",
+                               "wingman-chat-state", "-p", lift, "--dry-run=server"))
+            and "ValidatingAdmissionPolicy" in r.stderr and r, 60)
+        assert refused.returncode != 0
+        assert "only the Wingman chat component" in refused.stderr, refused.stderr
+        assert "step-up wrong-code counts and lockouts" in refused.stderr
+        done = kubectl_as_sa(cluster, ns, "wingman-operator", "-n", ns, "patch", "configmap",
+                             "wingman-chat-state", "-p", lift)
+        assert done.returncode != 0 and "only the Wingman chat component" in done.stderr, \
+            done.stderr
+        # Nor may an administrator replace it without the lockout, or delete it.
+        for args in (["patch", "configmap", "wingman-chat-state", "-p", lift],
+                     ["delete", "configmap", "wingman-chat-state"]):
+            done = cluster.kubectl(*args, "-n", ns, check=False)
+            assert done.returncode != 0 and "only the Wingman chat component" in done.stderr, \
+                done.stderr
+        cm = cluster.kubectl("get", "configmap", "wingman-chat-state", "-n", ns, "-o",
+                             "json").stdout
+        assert json.loads(cm)["data"][STATE_KEY] == locked
+        # Labels and annotations stay anyone's to change, so helm upgrades the release.
+        done = cluster.kubectl("label", "configmap", "wingman-chat-state", "-n", ns,
+                               "team=payments", check=False)
+        assert done.returncode == 0, done.stderr
+        cluster.helm("upgrade", "wingman", str(CHART_DIR), "--namespace", ns, "--reuse-values",
+                     "--set", "chat.expiryWarningMinutes=2")
+        cm = cluster.kubectl("get", "configmap", "wingman-chat-state", "-n", ns, "-o",
+                             "json").stdout
+        assert json.loads(cm)["data"][STATE_KEY] == locked

@@ -180,3 +180,22 @@ def test_each_channel_setting_is_a_chart_value_and_each_chart_value_is_used() ->
         read = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), f.name)
                 for f in fields(config)}
         assert read == set(chat[key]["properties"]) - {"enabled"}, key
+
+
+def test_only_the_chat_component_writes_the_data_of_its_state() -> None:
+    """Its state holds the step-up lockouts: an admission policy (with chat only) lets only
+    the chat ServiceAccount write its data, in the release namespace."""
+    ns = "wingman-prd"
+    assert not find(render("prd", namespace=ns), "ValidatingAdmissionPolicy",
+                    f"wingman-{ns}-chat-state")
+    objs = render("prd", ON, namespace=ns)
+    (vap,) = find(objs, "ValidatingAdmissionPolicy", f"wingman-{ns}-chat-state")
+    (binding,) = find(objs, "ValidatingAdmissionPolicyBinding", f"wingman-{ns}-chat-state")
+    assert vap["spec"]["failurePolicy"] == "Fail"
+    (condition,) = vap["spec"]["matchConditions"]
+    assert '"wingman-chat-state"' in condition["expression"]
+    (rule,) = vap["spec"]["validations"]
+    assert f'"system:serviceaccount:{ns}:wingman-chat"' in rule["expression"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": ns}}

@@ -894,6 +894,30 @@ def test_a_policy_edited_along_with_its_annotation_is_reported_from_the_charts_d
         f"{CONTENT_DIGEST_ANNOTATION})"), problem
 
 
+def test_the_chat_state_policy_the_chart_rendered_must_be_there_and_deny() -> None:
+    """The chat state's policy exists only with chat enabled: the helm test's digests name it,
+    so a release that lost it (or its binding) fails the test."""
+    chat = {"chat.enabled": True,
+            "chat.webhook": {"enabled": True, "url": "https://hooks.example.com/wingman"}}
+    objs = render("test", chat, namespace=NS)
+    policies = find(objs, "ValidatingAdmissionPolicy")
+    bindings = find(objs, "ValidatingAdmissionPolicyBinding")
+    (pod,) = find(objs, "Pod", "wingman-verify-privileges")
+    (env,) = [e for e in pod["spec"]["containers"][0]["env"]
+              if e["name"] == "WINGMAN_POLICY_DIGESTS"]
+    digests = json.loads(env["value"])
+    name = f"wingman-{NS}-chat-state"
+    assert name in digests
+    assert missing_admission(policies, bindings, NS, preview=True, digests=digests) == []
+    gone = [p for p in policies if p["metadata"]["name"] != name]
+    (missing,) = missing_admission(gone, bindings, NS, preview=True, digests=digests)
+    assert missing.startswith(f"ValidatingAdmissionPolicy {name} of the release is missing")
+    unbound = [b for b in bindings if b["metadata"]["name"] != name]
+    (missing,) = missing_admission(policies, unbound, NS, preview=True, digests=digests)
+    assert missing.startswith(f"ValidatingAdmissionPolicyBinding {name} of the release is "
+                              "missing")
+
+
 @pytest.mark.parametrize("digests", ['{"p": "not-a-digest"}', "[]", "{"])
 def test_policy_digests_that_are_not_the_charts_are_a_usage_error(digests: str) -> None:
     code, out, err = _run("--namespace", NS, "--gateway-image", IMAGE,
