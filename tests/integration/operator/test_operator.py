@@ -1106,6 +1106,7 @@ def test_a_job_that_does_not_run_as_the_gateway_is_never_given_a_token(env: Env)
     eg = env.wait_phase("eg", "g", "Denied")
     assert eg["status"]["reason"] == "JobConflict", eg["status"]
     assert "does not run as the gateway" in eg["status"]["message"]
+    assert "create a new grant" in eg["status"]["message"], eg["status"]  # nothing claimed
     assert get(env.cluster, "secret", env.ns, "g-token-mine") is None
     ar = get(env.cluster, "ar", env.ns, "req")
     assert ar is not None and not (ar.get("status") or {}).get("grants")
@@ -1212,6 +1213,7 @@ def test_a_grant_whose_job_is_gone_before_the_gateway_ran_fails_without_a_new_jo
     env.op.start()
     eg = env.wait_phase("eg", "g", "Failed")
     assert eg["status"]["reason"] == "JobMissing", eg["status"]
+    assert "submit a new request" in eg["status"]["message"], eg["status"]  # command used up
     wait_for("the token Secret removed", lambda: env.secret("g") is None, 30)
     assert env.job("g") is None
 

@@ -388,8 +388,8 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
         job = await ctx.call(ctx.kube.get_or_none, JOBS, ns, name)
         if job is None:
             await finish(ctx, grant, "Failed", "JobMissing",
-                         f"the gateway Job {name} disappeared before the gateway ran; create a "
-                         "new grant")
+                         f"the gateway Job {name} disappeared before the gateway ran; "
+                         f"{_USED_UP}")
             raise _Stop
     if job is None:
         # the name the grant was issued with (earlier releases let long Job names reach 63)
@@ -404,7 +404,9 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
         if pending:  # nothing of the grant's was made: nothing to remove
             await deny(ctx, grant, "JobConflict", message, cleanup=False)
             raise _Stop
-        await refuse(ctx, grant, "JobConflict", message)
+        await refuse(ctx, grant, "JobConflict",
+                     f"Job {job['metadata']['name']} exists and does not belong to this grant; "
+                     f"{_USED_UP}")
     if manifests.job_pod_spec(job).get("serviceAccountName") != \
             ctx.settings.gateway_service_account:
         # admission lets only the operator create Jobs that run as the gateway: a Job that
@@ -412,7 +414,7 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
         await refuse(ctx, grant, "JobConflict",
                      f"Job {job['metadata']['name']} does not run as the gateway's "
                      f"ServiceAccount {ctx.settings.gateway_service_account}, so it is not a "
-                     "gateway Job the operator made; create a new grant")
+                     f"gateway Job the operator made; {_start_over(grant)}")
     if pending and _job_finished(job) is not None:
         mounted = manifests.job_token_secret(job)
         stored = None if mounted is None else await read_secret(ctx, grant, mounted)
@@ -458,7 +460,7 @@ async def mounted_secret(ctx: Context, grant: Any, job: dict[str, Any]) -> str:
     if name is None:
         await refuse(ctx, grant, "JobConflict",
                      f"Job {job['metadata']['name']} mounts no token Secret, so it is not a "
-                     "gateway Job the operator made; create a new grant")
+                     f"gateway Job the operator made; {_start_over(grant)}")
     return name
 
 
@@ -629,6 +631,15 @@ async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime
 #: (``CommandAlreadyGranted``).
 _USED_UP = ("the approval granted its command to this grant, so another grant for it is "
             "refused (CommandAlreadyGranted): submit a new request to run it")
+
+
+def _start_over(grant: Any) -> str:
+    """What to do after a grant ends on what it found before its token: a ``Pending`` grant may
+    not have claimed its command yet (a new grant can), one past it has (a new request)."""
+    if grant_rules.phase(grant) == "Pending":
+        return ("create a new grant (or submit a new request, if the approval already granted "
+                "its command to this grant: CommandAlreadyGranted)")
+    return _USED_UP
 
 
 async def _cannot_mint(ctx: Context, grant: Any, why: str) -> NoReturn:
