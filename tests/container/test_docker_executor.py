@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +26,8 @@ from support.gateway import Env, gateway_env, make_grant, mint, settings_for
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.engine import DockerEngine
 from wingman.errors import ConfigError
+from wingman.gateway import executors
+from wingman.gateway.executors import Credentials, ExecutionFailed
 from wingman.gateway.run import EXIT_INTERNAL, EXIT_OK, EXIT_REFUSED, run_gateway
 from wingman.model.preview import Outcome
 from wingman.preview.runner import _Run as PreviewRun
@@ -98,6 +102,31 @@ def test_restart_stop_and_start_real_containers_through_the_gateway(
     assert executing == [f"docker restart {web}", f"docker stop {web}", f"docker start {web}"]
     assert {r["data"]["executor"] for r in env.audit_records()
             if r["event"] == "GatewayExecuting"} == {"docker"}
+
+
+def test_a_gateway_asked_to_stop_does_not_ask_the_engine_to_act(
+        env: Env, engine: DockerEngine, web: str, tmp_path: Path) -> None:
+    """SIGTERM (a cancelled grant's pod) before the engine is asked: the container is left as it
+    is, and the failure says why, as kubectl's executor does."""
+    before = _state(engine, web)
+    settings, _ = _settings(env, f"docker stop {web}", engine.host)
+    (tmp_path / "ca.crt").write_text("unused")
+    credentials = Credentials(server="https://127.0.0.1:6443", ca_file=tmp_path / "ca.crt",
+                              token="unused", secrets=())
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    restore = executors.TERMINATION.install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(ExecutionFailed) as exc:
+            executors.execute(["docker", "stop", web], settings=settings,
+                              credentials=credentials)
+    finally:
+        restore()
+        signal.signal(signal.SIGTERM, previous)
+    assert exc.value.reason == "GatewayTerminating"
+    assert "not asked to stop the container" in str(exc.value)
+    after = _state(engine, web)
+    assert after["Running"] is True and after["StartedAt"] == before["StartedAt"]
 
 
 def test_a_missing_container_is_the_engines_real_answer_on_record(

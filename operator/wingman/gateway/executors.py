@@ -457,6 +457,11 @@ class DockerExecutor:
                     "on a container named exactly so, or by its ID or at least its first "
                     f"{SHORT_ID_CHARS} characters)")
             target = str(state["Id"])
+            if TERMINATION.requested:  # asked to stop since the gateway's last look: no action
+                raise ExecutionFailed(
+                    "the gateway's pod was asked to stop (SIGTERM) before the command started; "
+                    f"the engine was not asked to {verb} the container; if the grant was not "
+                    "cancelled, submit a new request", reason="GatewayTerminating")
             if verb == "restart":
                 client.api.restart(target, timeout=stop_seconds)
             elif verb == "stop":
