@@ -598,7 +598,7 @@ class WingmanClient:
             return st.Status(
                 st.State.AWAITING_GRANT, kind="ExecutionGrant", name=gname,
                 namespace=self.namespace, request=request, command=command,
-                phase=None, reason="ApproverMustGrant",
+                phase=None, reason="ApproverMustGrant", requester=requester or None,
                 message=f"you may not create ExecutionGrants in {self.namespace}: in this "
                         "environment only approvers start executions",
                 next=f"ask an approver to run: {self.hints.approver_exec(request, command)}; "
