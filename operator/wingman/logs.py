@@ -148,10 +148,14 @@ def _scrub(line: str) -> str:
 # What would break a record into more lines, or act on a terminal that shows it: after
 # ``json.dumps`` (which escapes U+0000..U+001F) DEL, the C1 controls (U+0085 is a line break,
 # U+009B a CSI) and Unicode's line and paragraph separators (``str.splitlines`` splits on them);
-# in text, every control character but the tab too. A message may carry a request's text, an
-# approver's name or an API server's answer: none of it may forge a record after its own.
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029]")
-_TEXT_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# in text, every control character but the tab too. And in both, Unicode's bidirectional
+# controls (U+061C, U+200E/F, U+202A..E, U+2066..9), which reorder what a viewer shows (a name
+# read backwards, a field seen in another's place). A message may carry a request's text, an
+# approver's name or an API server's answer: none of it may forge a record after its own, or
+# change how its own reads.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u2028\u2029{_BIDI}]")
+_TEXT_UNSAFE = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
 _TEXT_ESCAPES = {"\n": "\\n", "\r": "\\r"}
 
 
@@ -223,8 +227,9 @@ class TextFormatter(logging.Formatter):
         parts.append(record.getMessage())
         parts += [f"{k}={v}" for k, v in _fields(record).items()]
         line = _TEXT_UNSAFE.sub(_text_escaped, " ".join(parts))
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_info:  # many lines, each begun with a tab: no record line starts so
+            line += "".join(f"\n\t{_TEXT_UNSAFE.sub(_text_escaped, part)}" for part in
+                            self.formatException(record.exc_info).splitlines())
         return _scrub(line)
 
 

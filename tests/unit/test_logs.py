@@ -103,6 +103,39 @@ def test_a_text_record_stays_one_line_whatever_its_message_holds(stream: io.Stri
     assert "reason=a\\nb" in text
 
 
+_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_bidirectional_controls_are_shown_escaped_not_applied(stream: io.StringIO,
+                                                              fmt: str) -> None:
+    # "approved by \u202emallory" shows as "approved by yrollam" reversed: a name read backwards
+    logs.setup_logging(fmt, "info", component="chat", stream=stream)
+    logging.getLogger("wingman.chat").info(f"approved by {_BIDI}mallory",
+                                           extra={"approver": "\u202eeve"})
+    text = stream.getvalue()
+    assert not any(c in text for c in _BIDI), ascii(text)
+    assert "\\u202e" in text and "mallory" in text, text
+    if fmt == "json":
+        (line,) = lines(stream)
+        assert line["message"] == f"approved by {_BIDI}mallory"  # escaped, not lost
+        assert line["approver"] == "\u202eeve"
+
+
+def test_a_text_traceback_cannot_forge_a_record(stream: io.StringIO) -> None:
+    logs.setup_logging("text", "info", component="gateway", stream=stream)
+    try:
+        raise RuntimeError(_FORGED)
+    except RuntimeError:
+        logging.getLogger("wingman.gateway").exception("the command failed")
+    first, *rest = stream.getvalue().splitlines()
+    assert "the command failed" in first and "Traceback" not in first
+    assert rest and all(line.startswith("\t") for line in rest), rest  # never a record's start
+    assert "\tRuntimeError: refused by alice" in rest, rest  # the message's lines, indented too
+    assert any(line.startswith("\t2026-11-25T12:00:00.000Z INFO") for line in rest), rest
+    assert not any(c in stream.getvalue() for c in "\r\x1b\x9b\x85\x7f\u2028\u2029")
+
+
 def test_a_json_record_holds_no_raw_line_break_or_control_character(
         stream: io.StringIO) -> None:
     logs.setup_logging("json", "info", component="gateway", stream=stream)
