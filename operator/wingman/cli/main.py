@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -323,6 +324,21 @@ def kubectl_complete(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+#: SIGTERMs the gateway process got before it installed its own handler (``_hold_sigterm``).
+_EARLY_SIGTERM: list[int] = []
+
+
+def _hold_sigterm() -> None:
+    """Note a SIGTERM from the gateway process's first line on. It is its container's first
+    process, and the kernel drops any signal that process does not handle: a SIGTERM during
+    the imports (a grant cancelled as its pod starts) would be lost, and the command run.
+    ``run_gateway`` takes it over (``asked_to_stop``) and refuses, the token unspent."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: _EARLY_SIGTERM.append(signum))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     for i, arg in enumerate(raw, 1):
@@ -334,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "commands and texts are sent to Kubernetes as UTF-8; fix the terminal's or "
                   "the script's encoding", file=sys.stderr)
             return 2
+    if raw[:1] == ["gateway"]:
+        _hold_sigterm()  # before the imports: the gateway is its container's first process
     if raw[:2] == ["audit", "witness"]:
         from wingman.audit.witness import witness_main
 
@@ -444,7 +462,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from wingman.gateway.run import run_gateway
         from wingman.settings import GatewaySettings
 
-        return int(run_gateway(GatewaySettings.from_env()))
+        return int(run_gateway(GatewaySettings.from_env(),
+                               asked_to_stop=lambda: bool(_EARLY_SIGTERM)))
     if cmd == "chat":
         from wingman.chat.run import run_chat
         from wingman.settings import ChatSettings

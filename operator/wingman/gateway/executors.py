@@ -177,6 +177,10 @@ class Termination:
         return self._pipe[0] if self._pipe is not None else None
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        self.request()
+
+    def request(self) -> None:
+        """As a SIGTERM does: the gateway is asked to stop."""
         self.requested = True
         if self._pipe is not None:
             try:

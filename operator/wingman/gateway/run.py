@@ -684,13 +684,18 @@ def _record_execution_failure(run: _Run, exc: ExecutionFailed, common: Mapping[s
     return EXIT_INTERNAL
 
 
-def run_gateway(settings: GatewaySettings, *, clock: Callable[[], float] = time.time) -> int:
-    """The gateway process: 0 ran and recorded, 3 refused, 4 replay, 1 internal error."""
+def run_gateway(settings: GatewaySettings, *, clock: Callable[[], float] = time.time,
+                asked_to_stop: Callable[[], bool] = lambda: False) -> int:
+    """The gateway process: 0 ran and recorded, 3 refused, 4 replay, 1 internal error.
+    ``asked_to_stop``: whether a SIGTERM came before this (``wingman gateway`` notes one from
+    its first line on); then the gateway refuses, as for one that comes later."""
     logs.setup_logging(settings.log_format, settings.log_level, component="gateway")
     run = _Run(settings, clock)
     # the container's first process gets no SIGTERM it does not handle: handle it, so that a
     # cancel or the kubelet stopping the pod stops the command and its end is recorded
     restore = executors.TERMINATION.install()
+    if asked_to_stop():  # (after install: one in between is the new handler's)
+        executors.TERMINATION.request()
     try:
         return _execute(run)
     except Replay as exc:

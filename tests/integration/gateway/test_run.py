@@ -534,6 +534,20 @@ def test_a_pod_stopped_before_the_burn_refuses_and_leaves_the_token_unspent(
     assert [r["event"] for r in env.audit_records()] == ["GatewayRefused"]
 
 
+def test_a_pod_stopped_as_the_gateway_starts_refuses_and_leaves_the_token_unspent(
+    env: Env, sigterm_dropped: None
+) -> None:
+    # the SIGTERM `wingman gateway` noted before run_gateway installed its handler
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    assert run_gateway(settings_for(env, g, mint(env, g)),
+                       asked_to_stop=lambda: True) == EXIT_REFUSED
+    assert env.replicas() == 1
+    assert env.leases() == [], "the token was spent by a pod that was being stopped"
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "GatewayTerminating"), status
+    assert [r["event"] for r in env.audit_records()] == ["GatewayRefused"]
+
+
 class _OperatorWritesWhileTheGatewayWaits:
     """Stands in for ``time`` in ``wingman.gateway.run``: at the gateway's first pause while the
     grant is Pending, it notes the burn markers (none may exist yet) and applies ``patch`` to the

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import wingman
+
 BIN = Path(sys.executable).parent
+OPERATOR_SRC = Path(wingman.__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("program", "listed"), [("kubectl-wingman", False), ("wingman", True)])
@@ -77,3 +81,34 @@ def test_an_os_error_is_named_for_what_it_is(
     err = capfd.readouterr().err
     assert said in err, err
     assert ("cannot write the output" in err) == (error.errno == 28)
+
+
+_EARLY_SIGTERM_SCRIPT = """
+import os, signal, sys
+from wingman.cli import main as cli_main
+from wingman.gateway import run as gateway_run
+from wingman.settings import GatewaySettings
+
+def settings_read_as_the_pod_is_stopped(cls):
+    os.kill(os.getpid(), signal.SIGTERM)  # unhandled, its default action ends this process
+    return object()
+
+def run_gateway(settings, *, asked_to_stop):
+    print("asked to stop:", asked_to_stop())
+    return 0
+
+GatewaySettings.from_env = classmethod(settings_read_as_the_pod_is_stopped)
+gateway_run.run_gateway = run_gateway
+sys.exit(cli_main.main(["gateway"]))
+"""
+
+
+def test_the_gateway_notes_a_sigterm_from_its_first_line() -> None:
+    """The gateway is its container's first process: a SIGTERM it does not handle is dropped.
+    One during its start (the imports, reading its settings) reaches ``run_gateway``, which
+    refuses then (tests/integration/gateway/test_run.py). Its own process here, where an
+    unhandled SIGTERM ends it instead."""
+    done = subprocess.run([sys.executable, "-c", _EARLY_SIGTERM_SCRIPT], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(OPERATOR_SRC)})
+    assert (done.returncode, done.stdout) == (0, "asked to stop: True\n"), done
