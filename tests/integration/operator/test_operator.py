@@ -1113,6 +1113,37 @@ def test_a_job_that_does_not_run_as_the_gateway_is_never_given_a_token(env: Env)
     assert "TokenMinted" not in [r["event"] for r in env.op.audit_events()]
 
 
+def test_a_job_not_of_the_grant_found_after_its_claim_says_to_submit_a_new_request(
+        env: Env) -> None:
+    """An earlier run claimed the command and stopped before the token; the grant's Job was
+    replaced by one that is not the grant's since. The grant is Denied (still Pending), and the
+    approval still grants its command to it: another grant would be refused
+    (CommandAlreadyGranted), so the message names a new request too."""
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.op.stop()
+    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = "command-claimed"
+    env.op.start()
+    env.grant("g", "req", RESTART)
+    wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
+             60, on_timeout=env.op.log_tail)
+    del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+    env.cluster.kubectl("delete", "job", names.job_name("g"), "-n", env.ns, "--wait=true")
+    env.cluster.kubectl("create", "-n", env.ns, "-f", "-", input=json.dumps({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": names.job_name("g")},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never", "serviceAccountName": "default",
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9"}]}}}}))
+    env.op.start()
+    eg = env.wait_phase("eg", "g", "Denied")
+    assert eg["status"]["reason"] == "JobConflict", eg["status"]
+    assert "does not belong to this grant" in eg["status"]["message"], eg["status"]
+    assert "submit a new request" in eg["status"]["message"], eg["status"]  # command used up
+    ar = get(env.cluster, "ar", env.ns, "req")
+    assert ar is not None
+    assert [e["grant"] for e in ar["status"]["grants"]] == ["g"], ar["status"]
+
+
 def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env) -> None:
     """TokenIssued, Secret gone: the same token goes back into the Secret. When no key the
     operator holds makes the token the status records again (here: the key that signed it was

@@ -399,10 +399,13 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
     crashpoint(ctx, "job-created")
     assert job is not None
     if not owned_by(job, grant):
-        message = (f"Job {job['metadata']['name']} exists and does not belong to this grant; "
-                   "use another grant name")
         if pending:  # nothing of the grant's was made: nothing to remove
-            await deny(ctx, grant, "JobConflict", message, cleanup=False)
+            # (an earlier run may have claimed the command: another grant is refused then)
+            await deny(ctx, grant, "JobConflict",
+                       f"Job {job['metadata']['name']} exists and does not belong to this "
+                       "grant; use another grant name (or submit a new request, if the "
+                       "approval already granted its command to this grant: "
+                       "CommandAlreadyGranted)", cleanup=False)
             raise _Stop
         await refuse(ctx, grant, "JobConflict",
                      f"Job {job['metadata']['name']} exists and does not belong to this grant; "
