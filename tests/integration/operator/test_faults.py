@@ -194,10 +194,13 @@ def test_a_full_audit_volume_mid_flow_leaves_no_state_change_without_its_record(
             # fail closed: no token without its records. A full volume still takes the few
             # records that fit in the slack of the trail's last page, so a grant or two may be
             # issued, each with its records already in the trail; the rest wait.
+            # The grants first, then the trail: a grant's record is written before its status,
+            # so one issued between the two reads is then still Pending here (read the other
+            # way round, its status could show a record the trail read before it lacks).
+            grants = [get(cluster, "eg", ns, f"g{i}") for i in range(len(requests))]
             trail = [json.loads(line) for line in audit.read_text().splitlines()]
             held = []
-            for i in range(len(requests)):
-                eg = get(cluster, "eg", ns, f"g{i}")
+            for i, eg in enumerate(grants):
                 if eg is None or (eg.get("status") or {}).get("phase") in (None, "Pending"):
                     held.append(i)
                     continue
