@@ -270,10 +270,14 @@ class FakeTelegram(_Base):
                                        "message": message, "data": data}})
         return cid
 
-    def say(self, user: dict[str, Any], chat: int, text: str, *, forwarded: bool = False
-            ) -> None:
+    def say(self, user: dict[str, Any], chat: int, text: str, *, forwarded: bool = False,
+            date: int | None = None) -> None:
+        """A message from ``user``, sent now or at ``date`` (epoch seconds: one sent earlier
+        and delivered only now, as Telegram delivers again what a restarted bot did not
+        confirm)."""
         message: dict[str, Any] = {
-            "message_id": next(self._ids), "date": int(time.time()), "from": user,
+            "message_id": next(self._ids), "date": int(time.time()) if date is None else date,
+            "from": user,
             "chat": {"id": chat, "type": "supergroup" if chat < 0 else "private"},
             "text": text}
         if text.startswith("/"):

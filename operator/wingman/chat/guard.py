@@ -46,6 +46,7 @@ import pyotp
 
 from wingman.chat.render import RequestView
 from wingman.errors import WingmanError
+from wingman.model.approvals import parse_time
 from wingman.settings import ChatPerson
 
 VERBS = {"a": "approve", "r": "reject"}
@@ -137,6 +138,37 @@ def check_decision(view: RequestView, person: ChatPerson, verb: str, now: dt.dat
     if verb == "reject" and view.state not in ("Open", "Approved", "AutoApproved", "Reviewing"):
         raise refuse("NotDecidable", f"{view.name} can no longer be rejected: {view.state} "
                      f"({view.state_reason})")
+
+
+#: How far the chat service's clock (when a message was sent) and the API server's (when a
+#: request was created) may differ before a message counts as sent before its request existed.
+CLOCK_ALLOWANCE = dt.timedelta(seconds=5)
+
+
+def check_sent(view: RequestView, sent_at: dt.datetime | None, command: str) -> None:
+    """Refusal (``StaleMessage``) when a command naming a request by its name was sent (as the
+    chat service says: ``sent_at``) before that request was created, by more than
+    ``CLOCK_ALLOWANCE``: it was typed for an earlier request of that name (deleted since, and
+    the name taken again), whose approver never saw this one. Telegram delivers a message again
+    when the bot restarted before confirming it. ``command`` is how to send it again. Nothing
+    to check when the channel does not say when it was sent (None); a request whose creation
+    time cannot be read is refused (fail closed)."""
+    if sent_at is None:
+        return
+    if sent_at.tzinfo is None:
+        sent_at = sent_at.replace(tzinfo=dt.UTC)
+    created = parse_time(view.created)
+    if created is None:
+        raise refuse("StaleMessage", f"the creation time of {view.name} cannot be read, so "
+                     "Wingman cannot tell whether your message was meant for it; nothing was "
+                     "done: use kubectl wingman")
+    if sent_at < created - CLOCK_ALLOWANCE:
+        raise refuse("StaleMessage", f"your message was sent at "
+                     f"{sent_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC, before this "
+                     f"request {view.name} existed (created "
+                     f"{created.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC), so it was meant for "
+                     "an earlier request of that name; nothing was done. To act on this one, "
+                     f"send the command again: {command}")
 
 
 @dataclass

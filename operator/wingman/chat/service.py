@@ -46,7 +46,14 @@ from typing import Any, Protocol
 from wingman.audit import AuditSink
 from wingman.chat import render
 from wingman.chat.cluster import ChatCluster, ChatHints
-from wingman.chat.guard import PendingStepUp, Refusal, StepUp, check_decision, refuse
+from wingman.chat.guard import (
+    PendingStepUp,
+    Refusal,
+    StepUp,
+    check_decision,
+    check_sent,
+    refuse,
+)
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.render import Notice, RequestView
 from wingman.client import status as st
@@ -491,21 +498,28 @@ class ChatService:
 
     async def act(self, channel: str, chat_user: str, person: ChatPerson | None, verb: str,
                   *, name: str = "", uid: str = "", reason: str = "", code: str | None = None,
-                  command: str = "") -> Reply:
-        """Carry out one chat action; every refusal is audited and answered."""
+                  command: str = "", sent_at: dt.datetime | None = None) -> Reply:
+        """Carry out one chat action; every refusal is audited and answered.
+
+        ``sent_at`` is when the chat service says the typed command was sent (Telegram's
+        ``message.date``), None when it does not say (buttons, bound to the request's UID):
+        a decision, confirmation or grant sent before the request it names was created is
+        refused (``StaleMessage``, see ``guard.check_sent``)."""
         try:
             if person is None:
                 raise refuse("Unmapped", "you are not mapped to a Kubernetes user for "
                              f"environment {self.env}: ask an administrator to add your chat "
                              "id to chat.people, or use kubectl wingman")
             return await self._act(channel, chat_user, person, verb, name=name, uid=uid,
-                                   reason=reason, code=code, command=command)
+                                   reason=reason, code=code, command=command,
+                                   sent_at=sent_at)
         except Refusal as refusal:
             return await self.refused(channel, chat_user, refusal, request=name or uid,
                                       person=person)
 
     async def _act(self, channel: str, chat_user: str, person: ChatPerson, verb: str, *,
-                   name: str, uid: str, reason: str, code: str | None, command: str) -> Reply:
+                   name: str, uid: str, reason: str, code: str | None, command: str,
+                   sent_at: dt.datetime | None) -> Reply:
         if verb in ("pending", "describe", "status", "approve", "reject", "exec"):
             await self.refresh()
         if verb == "pending":
@@ -518,13 +532,17 @@ class ChatService:
         if verb == "confirm":
             held = self.step_up.take(f"{channel}:{chat_user}")
             await self.refresh()
-            if self.find(name=held.request, channel=channel).uid != held.uid:
+            v = self.find(name=held.request, channel=channel)
+            if v.uid != held.uid:
                 raise refuse("StaleButton", f"{held.request} was replaced by a new request "
                              "since you started: decide the new one")
+            check_sent(v, sent_at, f"{self._prefix(channel)}{held.verb} {v.name}")
             return await self._decide(channel, chat_user, person, held.verb, held.request,
                                       held.reason, code or "", stepped_up=False)
         if verb in ("approve", "reject"):
             v = self.find(name=name, uid=uid, channel=channel)
+            check_sent(v, sent_at, f"{self._prefix(channel)}{verb} {v.name}"
+                       + (" <reason>" if verb == "reject" else ""))
             if verb == "reject" and not reason.strip():
                 raise refuse("ReasonRequired", f"say why: {self._prefix(channel)}reject "
                              f"{v.name} <reason>")
@@ -540,7 +558,7 @@ class ChatService:
             return await self._decide(channel, chat_user, person, verb, v.name, reason,
                                       code or "", stepped_up=False)
         if verb == "exec":
-            return await self._exec(channel, chat_user, person, name, command)
+            return await self._exec(channel, chat_user, person, name, command, sent_at)
         p = self._prefix(channel)
         raise refuse("UnknownCommand", f"unknown command {verb!r}: use {p}pending, "
                      f"{p}describe, {p}approve, {p}reject, {p}exec or {p}status")
@@ -579,8 +597,9 @@ class ChatService:
         return Reply((T(f"{verdict} recorded on {v.name} as "), C(person.user)))
 
     async def _exec(self, channel: str, chat_user: str, person: ChatPerson, name: str,
-                    command: str) -> Reply:
+                    command: str, sent_at: dt.datetime | None) -> Reply:
         v = self.find(name=name, channel=channel)
+        check_sent(v, sent_at, f"{self._prefix(channel)}exec {v.name} <command>")
         command = self._command_of(v, command, channel)
         subject = _subject(self.cluster.namespace, v.name, v.uid)
         data = {"channel": channel, "chatUser": chat_user, "command": command}

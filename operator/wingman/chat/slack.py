@@ -370,7 +370,12 @@ class SlackChannel:
                     Reply((T(f"{self.config.command} pending | describe <request> | approve "
                              "<request> [reason] | reject <request> <reason> | exec <request> "
                              "<command> | status <grant> | confirm <code>"),)))})
-            reply = await self.service.act(self.name, user_id, person, verb, **kwargs)
+            # a slash command carries no time of its own: when Slack signed it (verified, at
+            # most five minutes ago) is when it was sent, at the latest (StaleMessage)
+            signed = dt.datetime.fromtimestamp(
+                int(request.headers["X-Slack-Request-Timestamp"]), dt.UTC)
+            reply = await self.service.act(self.name, user_id, person, verb, sent_at=signed,
+                                           **kwargs)
         except Refusal as refusal:
             reply = await self.service.refused(self.name, user_id, refusal, person=person)
         return web.json_response({"response_type": "ephemeral",

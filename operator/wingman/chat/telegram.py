@@ -424,7 +424,10 @@ class TelegramChannel:
             if msg.chat.id not in allowed and msg.chat.type != "private":
                 raise refuse("WrongChat", "Wingman does not take commands in this chat")
             kwargs = command_args(verb, rest, "/")
-            reply = await self.service.act(self.name, chat_user, person, verb, **kwargs)
+            # when Telegram says it was sent: a message delivered again after a restart may
+            # have been typed for an earlier request of the same name (StaleMessage)
+            reply = await self.service.act(self.name, chat_user, person, verb,
+                                           sent_at=msg.date, **kwargs)
         except Refusal as refusal:
             reply = await self.service.refused(self.name, chat_user, refusal, person=person)
         await self.say(msg.chat.id, reply)

@@ -12,6 +12,7 @@ request, and the messages catch up; no token or secret reaches a log.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -423,6 +424,49 @@ def test_exec_refuses_a_grant_another_worker_made_under_the_commands_name(
     reply = env.reply_after(CHAT, n)
     assert "GrantNameTaken" in reply and "requester 'mallory'" in reply, reply
     assert "API server" not in reply, reply
+
+
+def test_a_command_sent_before_its_request_existed_decides_nothing(test_env: Env) -> None:
+    # Telegram delivers an update again when the chat component restarted before confirming
+    # it (getUpdates' offset). Was the request it names deleted and created anew under the
+    # same name in between, the command was typed for the old one: it must not decide (or
+    # grant) the new one, which its sender never saw; the same command sent now does.
+    env = test_env
+    env.create("tg-again")
+    env.card("tg-again")
+    env.cluster.kubectl("delete", "ar", "tg-again", "-n", env.ns, "--wait=true")
+    created = env.create("tg-again")
+    wait_for("the new request's card", lambda: len([
+        m for m in env.telegram.sent_to(CHAT) if "approval request tg-again\n" in m["plain"]
+    ]) == 2, timeout=30, on_timeout=env.log_tail)
+    born = dt.datetime.strptime(created["metadata"]["creationTimestamp"],
+                                "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    earlier = int(born) - 30  # when the old request stood under that name
+    carol = FakeTelegram.user(IDS[SECOND_APPROVER])
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(carol, CHAT, "/approve tg-again change window 9", date=earlier)
+    reply = env.reply_after(CHAT, n)
+    assert "StaleMessage" in reply and "before this request tg-again existed" in reply, reply
+    assert "send the command again" in reply, reply
+    assert _decisions(env, "tg-again") == []
+    refused = [e for e in env.audit() if e["event"] == "ChatRefused"
+               and e["data"]["reason"] == "StaleMessage"]
+    assert [(e["subject"]["name"], e["data"]["as"]) for e in refused] == [
+        ("tg-again", SECOND_APPROVER)]
+    # sent now, the same command decides the new request
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(carol, CHAT, "/approve tg-again change window 9")
+    assert "Approve recorded" in env.reply_after(CHAT, n)
+    assert _decisions(env, "tg-again") == [
+        {"verdict": "Approve", "by": SECOND_APPROVER, "reason": "change window 9"}]
+    wait_for("Approved", lambda: env.ar("tg-again")["status"].get("phase") == "Approved")
+    # an /exec sent before the new request existed creates no grant for it either
+    command = env.ar("tg-again")["spec"]["commands"][0]
+    n = len(env.telegram.sent_to(CHAT))
+    env.telegram.say(carol, CHAT, "/exec tg-again " + command, date=earlier)
+    assert "StaleMessage" in env.reply_after(CHAT, n)
+    grants = json.loads(env.cluster.kubectl("get", "eg", "-n", env.ns, "-o", "json").stdout)
+    assert [g for g in grants["items"] if g["spec"]["approvalRef"]["name"] == "tg-again"] == []
 
 
 def test_slack_buttons_are_signed_and_decide_as_the_person(test_env: Env) -> None:

@@ -16,6 +16,7 @@ from wingman.chat.guard import (
     ReplayGuard,
     StepUp,
     check_decision,
+    check_sent,
 )
 from wingman.settings import ChatPerson
 
@@ -193,6 +194,30 @@ def test_decision_preconditions() -> None:
     with pytest.raises(Refusal) as exc:
         check_decision(late, bob, "approve", NOW)
     assert exc.value.reason == "NotDecidable"
+
+
+def test_a_message_sent_before_its_request_was_created_is_stale() -> None:
+    """Created at 11:00:00 by the API server's clock: a message the chat service dates more
+    than five seconds earlier was typed for an earlier request of that name."""
+    v = render.view(request(), [], NOW)
+    at = dt.datetime(2030, 1, 1, 11, 0, tzinfo=dt.UTC)
+    for fine in (None, at, at - dt.timedelta(seconds=5), at + dt.timedelta(hours=1),
+                 dt.datetime(2030, 1, 1, 10, 59, 56)):  # without a zone: UTC
+        check_sent(v, fine, "/approve req-1")
+    for stale in (at - dt.timedelta(seconds=6), at - dt.timedelta(days=1),
+                  dt.datetime(2030, 1, 1, 10, 59, 54),
+                  dt.datetime(2030, 1, 1, 12, 59, 54, tzinfo=dt.timezone(dt.timedelta(hours=2)))):
+        with pytest.raises(Refusal) as exc:
+            check_sent(v, stale, "/approve req-1")
+        assert exc.value.reason == "StaleMessage"
+        assert "before this request req-1 existed" in exc.value.message
+        assert exc.value.message.endswith("send the command again: /approve req-1")
+    unknown = request()
+    unknown["metadata"]["creationTimestamp"] = "not a time"
+    with pytest.raises(Refusal) as exc:  # cannot tell: fail closed
+        check_sent(render.view(unknown, [], NOW), at, "/approve req-1")
+    assert exc.value.reason == "StaleMessage"
+    check_sent(render.view(unknown, [], NOW), None, "/approve req-1")  # a button: bound by UID
 
 
 def test_replay_guard() -> None:

@@ -286,6 +286,36 @@ def test_status_of_what_cannot_be_a_grant_name_is_refused_as_invalid(
     assert [r["reason"] for r in world.audited(svc)] == ["Invalid"]
 
 
+@pytest.mark.parametrize(("verb", "args"), [
+    ("approve", {"reason": ""}), ("reject", {"reason": "no"}),
+    ("exec", {"command": "kubectl rollout restart deployment/web -n apps"})])
+def test_a_command_sent_before_its_request_existed_is_refused_and_changes_nothing(
+        tmp_path: Path, verb: str, args: dict[str, str]) -> None:
+    """A command found by name and sent before that request was created was meant for an
+    earlier request of the name: refused (StaleMessage), audited, nothing decided or granted;
+    sent after, it acts."""
+    obj = world.request("again", 1)  # created 59 minutes before NOW
+    cluster = world.Granting(obj) if verb == "exec" else world.Deciding(obj)
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    created = world.NOW - dt.timedelta(minutes=59)
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, verb, name="again",
+                                sent_at=created - dt.timedelta(minutes=1), **args))
+    assert not reply.ok and reply.reason == "StaleMessage", reply
+    assert "before this request again existed" in reply.plain
+    assert "send the command again: /" + verb + " again" in reply.plain
+    assert "decisions" not in cluster.objs[0]["spec"]
+    assert getattr(cluster, "granted", []) == []
+    assert [(r["reason"], r["as"]) for r in world.audited(svc)] == [("StaleMessage", "bob")]
+    assert world.audited(svc, "ChatDecisionRequested") == []
+    assert world.audited(svc, "ChatGrantRequested") == []
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, verb, name="again",
+                                sent_at=created + dt.timedelta(seconds=1), **args))
+    assert reply.ok, reply
+    assert (getattr(cluster, "granted", []) if verb == "exec"
+            else cluster.objs[0]["spec"]["decisions"])
+
+
 def test_a_request_not_found_hints_at_the_channel_s_pending_command(tmp_path: Path) -> None:
     svc = world.service(tmp_path)
     telegram = asyncio.run(svc.act("telegram", "111", world.BOB, "describe", name="gone"))

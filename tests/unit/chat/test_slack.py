@@ -33,6 +33,7 @@ from .world import (
     NOW,
     TYPED_COMMAND,
     VERB_AS_TYPED,
+    Deciding,
     Granting,
     audited,
     metric,
@@ -445,3 +446,37 @@ def test_after_a_restart_a_request_signed_before_it_is_refused(tmp_path: Path) -
 
     with serving(FakeSlack(TOKEN, TEAM, {"U0BOB": {"is_bot": False}})) as fake:
         asyncio.run(main(fake))
+
+
+def test_a_slash_command_signed_before_its_request_existed_decides_nothing(
+        tmp_path: Path) -> None:
+    """A slash command carries no time of its own: when Slack signed it is when it was sent, at
+    the latest. Signed before the request it names was created (the name taken again since),
+    it was meant for the earlier request: refused (StaleMessage), nothing decided; signed
+    after, it decides."""
+    created = int(time.time()) + 120  # the request named: created two minutes from now
+
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        cluster = Deciding(*svc.cluster.objs)  # type: ignore[attr-defined]
+        svc.cluster = cluster  # type: ignore[assignment]
+        data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                          "command": "/wingman", "text": "approve again"}).encode()
+        async with ClientSession() as http:
+            async with http.post(f"{url}/slack/commands", data=data,
+                                 headers=signed(data)) as resp:
+                assert resp.status == 200
+                answer = str((await resp.json())["blocks"])
+            assert "StaleMessage" in answer and "/wingman approve again" in answer, answer
+            assert "decisions" not in cluster.objs[0]["spec"]
+            assert [r["reason"] for r in audited(svc)] == ["StaleMessage"]
+            cluster.objs[0]["metadata"]["creationTimestamp"] = dt.datetime.fromtimestamp(
+                created - 600, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            again = signed(data, str(int(time.time()) - 1))  # signed anew: not a replay
+            async with http.post(f"{url}/slack/commands", data=data, headers=again) as resp:
+                assert "Approve recorded" in str((await resp.json())["blocks"])
+            assert [d["by"] for d in cluster.objs[0]["spec"]["decisions"]] == ["bob"]
+
+    obj = request("again", 1)
+    obj["metadata"]["creationTimestamp"] = dt.datetime.fromtimestamp(
+        created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    run(tmp_path, obj, body=body)

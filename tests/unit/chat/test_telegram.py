@@ -478,3 +478,35 @@ def test_an_update_delivered_again_after_a_restart_decides_nothing_twice(tmp_pat
     with serving(FakeTelegram(TOKEN)) as fake:
         asyncio.run(main(fake))
     assert [d["by"] for d in cluster.objs[0]["spec"]["decisions"]] == ["bob"]
+
+
+def test_a_command_delivered_again_after_its_request_was_replaced_decides_nothing(
+        tmp_path: Path) -> None:
+    """Was the request deleted and created anew under the same name before Telegram delivered
+    a command again (the bot restarted before confirming it), the command was typed for the
+    old request: the new one, which its sender never saw, is not decided (StaleMessage, by
+    the message's date against the request's creation); the sender is told to send it again."""
+    cluster = Deciding(request("again", 1))
+
+    async def main(fake: FakeTelegram) -> None:
+        svc = service(tmp_path)
+        svc.cluster = cluster  # type: ignore[assignment]
+        channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
+                                  TOKEN, "prd", svc)
+        svc.channels = [channel]
+        try:
+            fake.say(FakeTelegram.user(111), CHAT, "/approve again")
+            cluster.objs = [request("again", 62)]  # created two minutes after NOW
+            (update,) = await channel.bot.get_updates(timeout=0)
+            await channel.handle(update)
+            assert [d["reason"] for d in audited(svc)] == ["StaleMessage"]
+            assert audited(svc, "ChatDecisionRequested") == []
+        finally:
+            await channel.close()
+
+    with serving(FakeTelegram(TOKEN)) as fake:
+        asyncio.run(main(fake))
+        (reply,) = fake.sent_to(CHAT)
+    assert "StaleMessage" in reply["plain"] and "send the command again: /approve again" in \
+        reply["plain"]
+    assert "decisions" not in cluster.objs[0]["spec"]
