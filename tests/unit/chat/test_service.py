@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from wingman.chat import render
 from wingman.chat import service as service_module
 from wingman.chat.cluster import ChatCluster
-from wingman.chat.guard import StepUp, refuse
+from wingman.chat.guard import PendingStepUp, StepUp, refuse
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
 from wingman.errors import Unavailable
@@ -314,6 +314,24 @@ def test_a_command_sent_before_its_request_existed_is_refused_and_changes_nothin
     assert reply.ok, reply
     assert (getattr(cluster, "granted", []) if verb == "exec"
             else cluster.objs[0]["spec"]["decisions"])
+
+
+def test_a_confirmation_sent_before_its_request_existed_is_refused(tmp_path: Path) -> None:
+    """``/confirm`` is checked like the decision it completes: sent before the request it
+    was held for was created, it decides nothing (and takes no code)."""
+    obj = world.request("again", 1)
+    cluster = world.Deciding(obj)
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    svc.step_up.hold("telegram:111", PendingStepUp("approve", "again", obj["metadata"]["uid"],
+                                                   "", svc.step_up.deadline()))
+    created = world.NOW - dt.timedelta(minutes=59)
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "confirm", code="123456",
+                                sent_at=created - dt.timedelta(seconds=30)))
+    assert not reply.ok and reply.reason == "StaleMessage", reply
+    assert "send the command again: /approve again" in reply.plain
+    assert "decisions" not in cluster.objs[0]["spec"]
+    assert [r["reason"] for r in world.audited(svc)] == ["StaleMessage"]
 
 
 def test_a_request_not_found_hints_at_the_channel_s_pending_command(tmp_path: Path) -> None:
