@@ -581,11 +581,13 @@ class _CommitBreaker:
             self._start(self._to_client, server, client, swallow)
 
     def _cut(self, *socks: socket.socket) -> None:
+        # broken first: the client sees the cut at once and may connect again before this
+        # thread runs on, and that connection must find the database out of reach
+        self.broken.set()
         for sock in socks:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        self.broken.set()
 
     def _to_server(self, client: socket.socket, server: socket.socket,
                    swallow: threading.Event) -> None:
