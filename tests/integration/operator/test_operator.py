@@ -1119,15 +1119,7 @@ def test_a_job_not_of_the_grant_found_after_its_claim_says_to_submit_a_new_reque
     replaced by one that is not the grant's since. The grant is Denied (still Pending), and the
     approval still grants its command to it: another grant would be refused
     (CommandAlreadyGranted), so the message names a new request too."""
-    env.request("req")
-    env.wait_phase("ar", "req", "AutoApproved")
-    env.op.stop()
-    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = "command-claimed"
-    env.op.start()
-    env.grant("g", "req", RESTART)
-    wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
-             60, on_timeout=env.op.log_tail)
-    del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+    _killed_after_the_job(env, at="command-claimed")
     env.cluster.kubectl("delete", "job", names.job_name("g"), "-n", env.ns, "--wait=true")
     env.cluster.kubectl("create", "-n", env.ns, "-f", "-", input=json.dumps({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": names.job_name("g")},
@@ -1249,13 +1241,13 @@ def test_a_grant_whose_job_is_gone_before_the_gateway_ran_fails_without_a_new_jo
     assert env.job("g") is None
 
 
-def _killed_after_the_job(env: Env) -> None:
+def _killed_after_the_job(env: Env, at: str = "job-created") -> None:
     """Grant ``g`` of an approved ``req``, the operator killed (SIGKILL) right after it created
-    the grant's Job, and not started again."""
+    the grant's Job (or at the crash point ``at``), and not started again."""
     env.request("req")
     env.wait_phase("ar", "req", "AutoApproved")
     env.op.stop()
-    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = "job-created"
+    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = at
     env.op.start()
     env.grant("g", "req", RESTART)
     wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
