@@ -496,7 +496,12 @@ def test_a_command_delivered_again_after_its_request_was_replaced_decides_nothin
         svc.channels = [channel]
         try:
             fake.say(FakeTelegram.user(111), CHAT, "/approve again")
-            cluster.objs = [request("again", 62)]  # created two minutes after NOW
+            # created two minutes after the message was sent (by the real clock: NOW is read
+            # once at import, and a long run reaches it later)
+            replaced = request("again", 62)
+            replaced["metadata"]["creationTimestamp"] = (
+                dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            cluster.objs = [replaced]
             (update,) = await channel.bot.get_updates(timeout=0)
             await channel.handle(update)
             assert [d["reason"] for d in audited(svc)] == ["StaleMessage"]

@@ -16,6 +16,8 @@ from wingman.client import status as st
 from wingman.errors import ClientError
 from wingman.settings import ChatConfig, ChatPerson
 
+# read once, at import: a request built from it expires a day later, so a long run reaches
+# no expiry; what must be later than a message sent now reads the clock itself
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 BOB = ChatPerson(user="bob", groups=("approvers",), telegram_id=111, slack_id="U0BOB")
 
@@ -28,7 +30,7 @@ def request(name: str, n: int, **spec: Any) -> dict[str, Any]:
             "spec": {"requester": "agent", "environment": "prd", "instruction": "restart web",
                      "commands": ["kubectl rollout restart deployment/web -n apps"], **spec},
             "status": {"phase": "AwaitingDecision",
-                       "expirationTime": (NOW + dt.timedelta(hours=1)).strftime(
+                       "expirationTime": (NOW + dt.timedelta(hours=24)).strftime(
                            "%Y-%m-%dT%H:%M:%SZ")}}
 
 
