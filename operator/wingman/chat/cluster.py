@@ -49,8 +49,9 @@ class ChatCluster:
     # -- state ---------------------------------------------------------------------------
     def load_state(self) -> Any:
         """The state as stored: the JSON value of the ConfigMap's ``state.json`` (its shape is
-        the service's to check: ``service.readable_state``), ``{}`` when there is none yet or
-        it is not JSON (logged: the cards are posted again)."""
+        the service's to check: ``service.readable_state``), ``{}`` when there is none yet,
+        None when it is not JSON (logged: the cards are posted again, and step-up codes are
+        refused until it is fixed, as the wrong codes and lockouts it kept are unknown)."""
         cm = self.kube.get_or_none(CONFIGMAPS, self.namespace, self.state_configmap)
         if cm is None:
             raise ApiError(404, "NotFound", f"ConfigMap {self.state_configmap} is missing in "
@@ -62,10 +63,11 @@ class ChatCluster:
             return json.loads(raw)
         except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             log.warning("chat state ConfigMap does not hold JSON; starting afresh: the cards "
-                        "of open requests are posted again. Nothing else to do; only the chat "
+                        "of open requests are posted again, and step-up codes are refused "
+                        "until its stepUp is fixed (see the next error); only the chat "
                         "component should write this ConfigMap",
                         extra={"configmap": self.state_configmap, "key": STATE_KEY})
-            return {}
+            return None
 
     def save_state(self, state: dict[str, Any]) -> None:
         body = {"data": {STATE_KEY: json.dumps(state, sort_keys=True, separators=(",", ":"))}}

@@ -22,9 +22,11 @@
   digits by trying. The wrong codes in a row and the lockouts outlive a restart: ``stored()``
   is what the service keeps in its state ConfigMap (``changed`` says when it must be written:
   after a wrong code, a lockout, or a right code that ends a count), ``restore()`` reads it back
-  at start (a lockout that has ended is dropped). A ``StepUp`` made with ``restored=False``
-  refuses every code (``StepUpUnavailable``) until ``restore()``: a process that cannot read
-  its state does not hand out fresh tries.
+  at start (a lockout that has ended is dropped, one further ahead than a lockout lasts is
+  cut to a whole lockout from now). A ``StepUp`` made with ``restored=False`` refuses every
+  code (``StepUpUnavailable``) until ``restore()``, and so does one whose kept state could not
+  be read (``broken`` says why and what to fix): a process that cannot read its state does not
+  hand out fresh tries.
 - ``ReplayGuard``: remembers what was already handled (Telegram callback ids, Slack signatures)
   for longer than the channels' replay windows. Memory only: what Telegram delivers again to a
   restarted process (a batch left unconfirmed) changes nothing twice, as a decision is made
@@ -197,6 +199,10 @@ class StepUp:
     restored: bool = True
     #: True when the wrong codes or lockouts changed since ``stored()`` was last saved.
     changed: bool = False
+    #: Why the wrong codes and lockouts kept in the state ConfigMap cannot be read (its
+    #: ``stepUp`` of the wrong shape), what to fix: while set, every code is refused
+    #: (``StepUpUnavailable``), as they are unknown.
+    broken: str = ""
     _failures: dict[str, int] = field(default_factory=dict)  # wrong codes in a row, by user
     _locked_until: dict[str, float] = field(default_factory=dict)
 
@@ -235,6 +241,12 @@ class StepUp:
                          "one-time codes were wrong before it started (its state ConfigMap), so "
                          "it takes none: nothing was decided; try again shortly, or decide with "
                          "kubectl wingman")
+        if self.broken:
+            raise refuse("StepUpUnavailable", "Wingman's chat service cannot read the wrong "
+                         f"one-time codes and lockouts kept in its state ConfigMap ({self.broken}),"
+                         " so it takes no code: nothing was decided; decide with kubectl "
+                         "wingman, and ask an administrator to correct or remove the stepUp "
+                         "field of that ConfigMap (see the chat component's log)")
         now = self._now()
         locked_until = self._locked_until.get(user, 0.0)
         if now < locked_until:
@@ -297,14 +309,16 @@ class StepUp:
 
     def restore(self, stored: Mapping[str, Mapping[str, int]]) -> None:
         """Take the wrong codes and lockouts kept before a restart (``stored()``'s shape, as
-        checked by the service); a lockout that has ended is dropped. Codes are taken from now
-        on."""
+        checked by the service); a lockout that has ended is dropped, and one that would end
+        later than a lockout started now (written by hand, or the clock set back) ends a whole
+        lockout from now: never sooner, never unlocked. Codes are taken from now on."""
         now = self._now()
         for user, entry in stored.items():
             until = entry.get("lockedUntil")
             failures = entry.get("failures")
             if until is not None and until > now:
-                self._locked_until[user] = max(float(until), self._locked_until.get(user, 0.0))
+                ends = min(float(until), now + STEP_UP_LOCKOUT_SECONDS)
+                self._locked_until[user] = max(ends, self._locked_until.get(user, 0.0))
             elif failures is not None and 0 < failures < STEP_UP_MAX_FAILURES:
                 self._failures[user] = max(failures, self._failures.get(user, 0))
         self.restored = True

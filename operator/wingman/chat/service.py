@@ -9,7 +9,8 @@ changed is edited in place (buttons removed once decided or expired), and the on
 once each. Which message shows which request, and which notices went out, is kept in the
 ConfigMap ``wingman-chat-state`` (updated after every post), so a restarted component neither
 loses nor repeats messages; what of it has the wrong shape (edited by hand) is dropped at start,
-logged once and saved without (``readable_state``: a card shown twice, never one not shown).
+logged once and saved without (``readable_state``: a card shown twice, never one not shown),
+but for the step-up wrong codes and lockouts, which fail closed (``_take_step_up``).
 Requests never depend on chat: a channel that fails is retried
 with exponential backoff (1 s doubling up to 5 min) and catches up from the objects when it
 returns; the request meanwhile works by CLI as always. A message the chat service refuses for
@@ -47,6 +48,7 @@ from wingman.audit import AuditSink
 from wingman.chat import render
 from wingman.chat.cluster import ChatCluster, ChatHints
 from wingman.chat.guard import (
+    STEP_UP_MAX_FAILURES,
     PendingStepUp,
     Refusal,
     StepUp,
@@ -75,6 +77,10 @@ MAX_BACKOFF_SECONDS = 300.0
 #: this many seconds (the metric counts every one).
 REFUSAL_AUDIT_WINDOW_SECONDS = 60.0
 _MAX_REFUSAL_KEYS = 1000
+#: Tries to write wrong step-up codes before the answer, the waits between them doubling
+#: from ``SAVE_RETRY_SECONDS``.
+SAVE_TRIES = 3
+SAVE_RETRY_SECONDS = 0.2
 
 
 class ChannelError(WingmanError):
@@ -183,9 +189,14 @@ class ChatService:
         so that every sync does not fail on it (see ``readable_state``). Should that save
         fail, the warning says so and the service goes on with the state it read: the next
         save (after the next message) writes it, and the start is not retried, which would
-        read and log the same data again. A new state that cannot be saved fails the start."""
-        self.state, problems = readable_state(await asyncio.to_thread(self.cluster.load_state))
-        self.step_up.restore(self.state.get("stepUp", {}))
+        read and log the same data again. A new state that cannot be saved fails the start.
+
+        The wrong step-up codes and lockouts are never dropped: when they cannot be read (the
+        state not JSON, ``stepUp`` of the wrong shape) every code is refused until they are
+        corrected (``_take_step_up``)."""
+        raw = await asyncio.to_thread(self.cluster.load_state)
+        self.state, problems = readable_state(raw)
+        self._take_step_up(raw)
         fresh = "horizon" not in self.state
         if fresh:
             self.state["horizon"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -222,9 +233,57 @@ class ChatService:
                                                          type(failed).__name__),
                        "error": str(failed)[:300]})
 
+    def _take_step_up(self, raw: Any) -> None:
+        """Restore the wrong step-up codes and lockouts of the state ``raw``; when they cannot
+        be read, fail closed: ``StepUp.broken`` refuses every code (``StepUpUnavailable``),
+        the state keeps ``stepUp`` as it was stored (or, when the whole state could not be
+        read, a note saying so: of the wrong shape too), so that saving it does not forget it
+        either, and the error says what to fix. Read again before every save and every code
+        while broken (``_reread_step_up``): once corrected, codes are taken, no restart
+        needed."""
+        entries, why = stored_step_up(raw)
+        if entries is not None:
+            if self.step_up.broken:
+                log.warning("chat state ConfigMap's stepUp can be read again: step-up codes "
+                            "are taken again",
+                            extra={"configmap": getattr(self.cluster, "state_configmap", "")})
+            self.step_up.broken = ""
+            if isinstance(raw, dict) and "stepUp" in raw:
+                self.state["stepUp"] = raw["stepUp"]
+            else:
+                self.state.pop("stepUp", None)
+            self.step_up.restore(entries)
+            return
+        kept = (raw["stepUp"] if isinstance(raw, dict) and "stepUp" in raw
+                else f"unreadable ({why}): correct this to the wrong codes and lockouts, or "
+                     "remove it to forget them")
+        first = not self.step_up.broken
+        self.step_up.broken = why
+        self.step_up.restored = True
+        self.state["stepUp"] = kept
+        if first:
+            log.error(
+                "chat state ConfigMap's stepUp (the wrong one-time codes and lockouts) cannot "
+                "be read, so every step-up code is refused (StepUpUnavailable) until it is "
+                "fixed: correct stepUp in its state.json to {\"<user>\": {\"failures\": n}} or "
+                "{\"<user>\": {\"lockedUntil\": <epoch seconds>}} entries, or remove it to "
+                "forget them (only the chat component may write this ConfigMap: lift the "
+                "chat-state admission policy's binding for the edit). Meanwhile decide with "
+                "kubectl wingman",
+                extra={"configmap": getattr(self.cluster, "state_configmap", ""),
+                       "problem": why})
+
+    def _reread_step_up(self) -> None:
+        """While ``stepUp`` cannot be read: read the stored state again (an administrator may
+        have fixed it). Raises what reading raises."""
+        if self.step_up.broken:
+            self._take_step_up(self.cluster.load_state())
+
     async def _save(self) -> None:
         async with self._save_lock:  # one at a time, each with the state as it is then
-            if self.step_up.changed or "stepUp" in self.state:
+            if self.step_up.broken:  # never write over a fix made since it was read
+                await asyncio.to_thread(self._reread_step_up)
+            if not self.step_up.broken and (self.step_up.changed or "stepUp" in self.state):
                 self.state["stepUp"] = self.step_up.stored()
                 if not self.state["stepUp"]:
                     del self.state["stepUp"]
@@ -238,24 +297,49 @@ class ChatService:
     async def _verify_step_up(self, user: str, code: str) -> None:
         """The step-up check; a wrong code (a lockout, or a right code ending a count of wrong
         ones) is written to the state ConfigMap before the answer, so that a restart does not
-        give fresh tries. Should that write fail, the refusal stands, the failure is logged
-        and the next save writes it; a right code is not refused for it."""
+        give fresh tries: the write is tried ``SAVE_TRIES`` times. Should it still fail, the
+        refusal stands, the failure is logged, and no further code is taken
+        (``StepUpUnavailable``) until a save succeeds (tried again with each code and each
+        sync): a restart in between forgets at most the one code that could not be written.
+        A right code is not refused for it."""
+        if self.step_up.broken:
+            try:
+                await asyncio.to_thread(self._reread_step_up)
+            except (WingmanError, OSError):
+                pass  # still broken: refused below
+        if self.step_up.changed and not await self._save_step_up():
+            raise refuse("StepUpUnavailable", "Wingman's chat service could not write the wrong "
+                         "one-time codes sent before to its state ConfigMap, so it takes no "
+                         "code until it can: nothing was decided; try again shortly, or "
+                         "decide with kubectl wingman")
         try:
             self.step_up.verify(user, code)
         finally:
             if self.step_up.changed:
-                try:
-                    await self._save()
-                except (WingmanError, OSError) as exc:
-                    log.warning(
-                        "saving wrong one-time codes to the chat state ConfigMap failed; it "
-                        "is saved with the next change (until then, a restart forgets them). "
-                        "Check that the chat ServiceAccount may patch this ConfigMap and that "
-                        "the API server is reachable",
-                        extra={"configmap": getattr(self.cluster, "state_configmap", ""),
-                               "saved": False, "reason": getattr(exc, "reason",
-                                                                 type(exc).__name__),
-                               "error": str(exc)[:300]})
+                await self._save_step_up()
+
+    async def _save_step_up(self) -> bool:
+        """Save the state (the wrong codes) with ``SAVE_TRIES`` tries; False, logged, when
+        none succeeded."""
+        for attempt in range(SAVE_TRIES):
+            try:
+                await self._save()
+                return True
+            except (WingmanError, OSError) as exc:
+                if attempt + 1 < SAVE_TRIES:
+                    await asyncio.sleep(SAVE_RETRY_SECONDS * 2 ** attempt)
+                    continue
+                log.warning(
+                    "saving wrong one-time codes to the chat state ConfigMap failed; no "
+                    "step-up code is taken (StepUpUnavailable) until it is saved, which is "
+                    "tried again with the next code and the next sync. Check that the chat "
+                    "ServiceAccount may patch this ConfigMap and that the API server is "
+                    "reachable",
+                    extra={"configmap": getattr(self.cluster, "state_configmap", ""),
+                           "saved": False, "reason": getattr(exc, "reason",
+                                                             type(exc).__name__),
+                           "error": str(exc)[:300]})
+        return False
 
     def card_ref(self, uid: str, channel: str) -> dict[str, Any] | None:
         entry = self.state.get("requests", {}).get(uid, {}).get(channel) or {}
@@ -720,15 +804,17 @@ def readable_state(raw: Any) -> tuple[dict[str, Any], list[str]]:
     The state is ``{"horizon": "<RFC 3339 UTC>", "requests": {<uid>: {"name": str,
     "done": 1} or {"name": str, <channel>: {"ref": {...}, "hash": str, "sent": [str],
     "refused": {"hash": str, "error": str}}}}, "stepUp": {<user>: {"failures": int} or
-    {"lockedUntil": int}}}`` (``stepUp``: ``StepUp.stored``). Dropping errs on the side of a message
-    shown twice, never of one not shown: an unreadable card reference (or a channel's or a
+    {"lockedUntil": int}}}`` (``stepUp``: ``StepUp.stored``, read by ``stored_step_up`` and
+    kept here as it is, never dropped: see ``ChatService.load``). Dropping errs on the side of
+    a message shown twice, never of one not shown: an unreadable card reference (or a channel's or a
     request's whole entry) means the card is posted again, an unreadable ``sent`` that the
     notices may be sent again; an unreadable horizon is set anew (requests final before it,
     without an entry, are not posted); a state that is not an object starts afresh. Fields this
     version does not know are kept."""
     problems: list[str] = []
     if not isinstance(raw, dict):
-        problems.append(f"the state is a JSON {type(raw).__name__}, not an object: started "
+        problems.append("the state is not JSON: started afresh" if raw is None else
+                        f"the state is a JSON {type(raw).__name__}, not an object: started "
                         "afresh")
         return {}, problems
     state = dict(raw)
@@ -762,28 +848,39 @@ def readable_state(raw: Any) -> tuple[dict[str, Any], list[str]]:
                 problems.append(f"{at}.{key[:64]}: not an object: its card is posted again")
         entries[str(uid)] = kept
     state["requests"] = entries
-    if "stepUp" in state:
-        state["stepUp"] = _step_up_entries(state["stepUp"], problems)
     return state, problems
 
 
-def _step_up_entries(raw: Any, problems: list[str]) -> dict[str, dict[str, int]]:
-    """The wrong step-up codes and lockouts kept (``StepUp.stored``); what has the wrong shape
-    is dropped (that person starts with no wrong codes)."""
+def stored_step_up(raw: Any) -> tuple[dict[str, dict[str, int]] | None, str]:
+    """The wrong step-up codes and lockouts kept in the state ``raw`` (``StepUp.stored``), and
+    why they cannot be read (None then): they must fail closed, never be dropped, as a person
+    whose wrong codes are forgotten gets fresh tries. No ``stepUp`` field: none kept."""
     if not isinstance(raw, dict):
-        problems.append("stepUp: not an object: wrong one-time codes and lockouts dropped")
-        return {}
+        return None, ("the state is not a JSON object" if raw is not None
+                      else "the state is not JSON")
+    if "stepUp" not in raw:
+        return {}, ""
+    entries = raw["stepUp"]
+    if not isinstance(entries, dict):
+        return None, "stepUp is not a JSON object"
     out: dict[str, dict[str, int]] = {}
-    for user, entry in raw.items():
-        at = f"stepUp.{str(user)[:64]}"
-        if (isinstance(entry, dict) and len(entry) == 1
-                and next(iter(entry)) in ("failures", "lockedUntil")
-                and _is(next(iter(entry.values())), int)):
-            out[str(user)] = dict(entry)
-        else:
-            problems.append(f"{at}: not one whole number, failures or lockedUntil: dropped "
-                            "(no wrong codes kept for that person)")
-    return out
+    bad: list[str] = []
+    for user, entry in entries.items():
+        kind, value = (next(iter(entry.items())) if isinstance(entry, dict) and len(entry) == 1
+                       else ("", None))
+        if not isinstance(value, int) or isinstance(value, bool):
+            bad.append(str(user)[:64])
+        elif kind == "failures" and 0 < value < STEP_UP_MAX_FAILURES:
+            out[str(user)] = {"failures": value}
+        elif kind == "lockedUntil":
+            out[str(user)] = {"lockedUntil": value}
+        else:  # a count below 1 or of a lockout (5 and more is written as one), another key
+            bad.append(str(user)[:64])
+    if bad:
+        return None, (f"stepUp.{bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+                      + f": not {{\"failures\": 1 to {STEP_UP_MAX_FAILURES - 1}}} nor "
+                      "{\"lockedUntil\": <epoch seconds>}")
+    return out, ""
 
 
 def _channel_entry(where: str, channel: str, mine: dict[str, Any], problems: list[str]
@@ -862,4 +959,4 @@ def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:
 
 
 __all__ = ["C", "CardGone", "Channel", "ChannelError", "ChatService", "MessageRefused", "Reply",
-           "Segment", "T", "command_args", "readable_state", "words"]
+           "Segment", "T", "command_args", "readable_state", "stored_step_up", "words"]

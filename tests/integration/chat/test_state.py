@@ -1,7 +1,8 @@
 """The chat service's memory of what it posted lives in a ConfigMap: whatever that ConfigMap
 holds, the service starts (an unreadable state is forgotten, and messages are posted again);
 state of the wrong shape is dropped once, and the ConfigMap rewritten without it (or, when
-it may not be written, logged once saying so, and written with the next save)."""
+it may not be written, logged once saying so, and written with the next save). The step-up
+wrong codes and lockouts are the exception: never dropped, they fail closed until fixed."""
 
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ def _store(cluster: LocalCluster, namespace: str, raw: str) -> Kube:
 
 
 @pytest.mark.parametrize("raw, expected", [
-    ("[" * 100_000 + "]" * 100_000, {}),      # past the JSON parser's depth
-    ("{not json", {}),
+    ("[" * 100_000 + "]" * 100_000, None),      # past the JSON parser's depth
+    ("{not json", None),
     (json.dumps({"requests": {"r1": {"ts": "1"}}}), {"requests": {"r1": {"ts": "1"}}}),
 ], ids=["nested", "not-json", "kept"])
 def test_any_stored_state_loads_without_stopping_the_service(
-        cluster: LocalCluster, namespace: str, raw: str, expected: dict[str, object]) -> None:
+        cluster: LocalCluster, namespace: str, raw: str, expected: dict[str, object] | None
+) -> None:
     kube = _store(cluster, namespace, raw)
     assert ChatCluster(kube, namespace, "wingman-chat-state").load_state() == expected
 
@@ -57,9 +59,7 @@ def test_any_stored_state_loads_without_stopping_the_service(
      {"horizon": HORIZON, "requests": {UID: CARD}}),
     ({"horizon": HORIZON, "requests": {UID: {**CARD, "slack": {"ref": "1712.5"}}}},
      {"horizon": HORIZON, "requests": {UID: {**CARD, "slack": {}}}}),
-    ({"horizon": HORIZON, "requests": {}, "stepUp": {"bob": {"failures": "3"}}},
-     {"horizon": HORIZON, "requests": {}}),
-], ids=["not-an-object", "entry-not-an-object", "ref-not-a-reference", "step-up-count"])
+], ids=["not-an-object", "entry-not-an-object", "ref-not-a-reference"])
 def test_a_state_of_the_wrong_shape_is_rewritten_without_what_cannot_be_read(
         cluster: LocalCluster, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         stored: Any, expected: dict[str, Any] | None) -> None:
@@ -212,6 +212,31 @@ def test_no_step_up_code_is_taken_before_the_state_is_read(
     _store(cluster, namespace, json.dumps({"horizon": HORIZON, "requests": {}}))
     asyncio.run(svc.load())
     assert _try(svc, pyotp.TOTP(SECRET).at(at[0])) == "accepted"
+
+
+def test_step_up_state_of_the_wrong_shape_is_kept_and_refuses_codes_until_fixed(
+        cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    """Fail closed: a stepUp the service cannot read (a count that is not a whole number) is
+    not dropped, which would hand out fresh tries: it is kept in the ConfigMap through the
+    start's save, every code is refused (StepUpUnavailable) by this process and the next, and
+    once it is fixed in the ConfigMap codes are taken again."""
+    stored = {"horizon": HORIZON, "requests": {UID: CARD, "u2": ["posted"]},
+              "stepUp": {"bob": {"failures": "3"}}}
+    kube = _store(cluster, namespace, json.dumps(stored))
+    chat = ChatCluster(kube, namespace, "wingman-chat-state")
+    at = [T0]
+    svc = _restarted(chat, tmp_path, at, started=T0 - 600)
+    saved = json.loads(kube.get(CONFIGMAPS, namespace, "wingman-chat-state")["data"][STATE_KEY])
+    assert saved == {**stored, "requests": {UID: CARD}}  # the rest dropped, stepUp kept
+    assert _try(svc, pyotp.TOTP(SECRET).at(at[0])) == "StepUpUnavailable"
+    second = _restarted(chat, tmp_path, at, started=T0 - 600)
+    assert _try(second, pyotp.TOTP(SECRET).at(at[0])) == "StepUpUnavailable"
+    kube.patch(CONFIGMAPS, namespace, "wingman-chat-state", {"data": {STATE_KEY: json.dumps(
+        {**saved, "stepUp": {"bob": {"failures": 3}}})}})
+    assert _try(second, _wrong(at[0])) == "StepUpFailed"
+    assert _try(second, _wrong(at[0])) == "StepUpLocked"  # the fifth in a row
+    saved = json.loads(kube.get(CONFIGMAPS, namespace, "wingman-chat-state")["data"][STATE_KEY])
+    assert saved["stepUp"] == {"bob": {"lockedUntil": int(T0) + 300}}
 
 
 def test_only_the_chat_component_writes_its_state_so_nobody_else_lifts_a_lockout(

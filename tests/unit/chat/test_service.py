@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from kubernetes import client as k8s
 
@@ -458,3 +459,143 @@ def test_a_state_of_the_wrong_shape_is_dropped_once_and_what_is_readable_kept(
     assert world.metric(svc, "wingman_chat_messages_failed_total", channel="telegram") == 0
     # the state as saved reads without a problem: nothing is logged at the next start
     assert service_module.readable_state(cluster.saved)[1] == []
+
+
+# --------------------------------------------------------------------------- step-up state
+
+SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+T0 = 1_800_000_000.0  # on a 30 s step
+HORIZON = "2026-01-01T00:00:00Z"
+
+
+class _FailingSaves(world.Cluster):
+    """The in-memory cluster whose saves fail while ``failing`` (> 0: that many more)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = 0
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        if self.failing:
+            self.failing -= 1
+            raise Unavailable("the API server did not answer")
+        super().save_state(state)
+
+
+def _started(tmp: Path, cluster: world.Cluster, at: list[float]) -> ChatService:
+    """A chat service as a new process starts it (step-up on), its state read."""
+    svc = ChatService(config=ChatConfig(environment="prd", step_up=True), cluster=cluster,
+                      sink=world.open_sink(str(tmp / "audit.log")), metrics=ChatMetrics(),
+                      step_up=StepUp({"bob": SECRET}, clock=lambda: at[0], started=T0 - 600,
+                                     restored=False))
+    asyncio.run(svc.load())
+    return svc
+
+
+def _try(svc: ChatService, code: str) -> str:
+    try:
+        asyncio.run(svc._verify_step_up("bob", code))
+    except service_module.Refusal as refusal:
+        return refusal.reason
+    return "accepted"
+
+
+def _right(at: float) -> str:
+    return str(pyotp.TOTP(SECRET).at(at))
+
+
+def _wrong(at: float) -> str:
+    return next(c for c in ("000000", "111111", "222222")
+                if all(_right(at + d * 30) != c for d in (-1, 0, 1)))
+
+
+@pytest.mark.parametrize("step_up", [
+    "bob: 3", ["bob"], {"bob": {"failures": "3"}}, {"bob": {"failures": -2}},
+    {"bob": {"failures": 0}}, {"bob": {"failures": 9}}, {"bob": {"failures": True}},
+    {"bob": {"lockedUntil": 1.8e9}}, {"bob": {"failures": 2, "lockedUntil": 1_900_000_000}},
+    {"bob": {"tries": 2}}, {"alice": {"failures": 1}, "bob": 4},
+], ids=["string", "list", "count-string", "negative", "zero", "past-lockout", "bool", "float",
+        "both", "other-key", "one-of-two"])
+def test_step_up_state_of_the_wrong_shape_fails_closed_until_it_is_fixed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, step_up: Any) -> None:
+    """Wrong codes and lockouts that cannot be read are not forgotten (which would give
+    whoever guesses fresh tries): every code is refused, saying what to fix, the stored field
+    is kept as it is through every save and restart, and once it is fixed codes are taken
+    again without a restart."""
+    cluster = world.Cluster()
+    cluster.saved = {"horizon": HORIZON, "requests": {}, "stepUp": step_up}
+    at = [T0]
+    svc = _started(tmp_path, cluster, at)
+    assert _try(svc, _right(at[0])) == "StepUpUnavailable"
+    with pytest.raises(service_module.Refusal) as exc:
+        svc.step_up.verify("bob", _right(at[0]))
+    assert "stepUp" in exc.value.message and "kubectl wingman" in exc.value.message
+    errors = [r for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(errors) == 1 and errors[0].levelname == "ERROR"
+    assert "correct stepUp" in errors[0].getMessage() and vars(errors[0])["problem"]
+    asyncio.run(svc._save())  # the reconciler saving: the field is kept, not dropped
+    assert cluster.saved["stepUp"] == step_up
+    again = _started(tmp_path, cluster, at)  # and a restart refuses as well
+    assert _try(again, _right(at[0])) == "StepUpUnavailable"
+    # an administrator removes it (the lockouts are forgotten): taken, no restart needed
+    del cluster.saved["stepUp"]
+    at[0] += 30
+    assert _try(svc, _right(at[0])) == "accepted"
+    assert _try(svc, _wrong(at[0])) == "StepUpFailed"
+    assert cluster.saved["stepUp"] == {"bob": {"failures": 1}}
+
+
+def test_a_state_that_is_not_json_refuses_step_up_codes_also_after_a_restart(
+        tmp_path: Path) -> None:
+    """The whole state unreadable: the cards start afresh, but the wrong codes and lockouts
+    it held are unknown, so codes are refused, and the state saved says so (a restart must not
+    read it as "none kept")."""
+    cluster = world.Cluster()
+    cluster.saved = None  # type: ignore[assignment]  # what load_state answers for not JSON
+    at = [T0]
+    svc = _started(tmp_path, cluster, at)
+    assert _try(svc, _right(at[0])) == "StepUpUnavailable"
+    assert cluster.saved["requests"] == {}
+    assert "unreadable (the state is not JSON)" in cluster.saved["stepUp"]
+    restarted = _started(tmp_path, cluster, at)
+    assert _try(restarted, _right(at[0])) == "StepUpUnavailable"
+
+
+def test_a_lockout_stored_far_ahead_lasts_one_lockout_from_the_start(tmp_path: Path) -> None:
+    """A lockout ending later than one started now (the clock set back, or written by hand)
+    locks, but not for ever: one whole lockout from now."""
+    cluster = world.Cluster()
+    cluster.saved = {"horizon": HORIZON, "requests": {},
+                     "stepUp": {"bob": {"lockedUntil": 4_102_444_800}}}
+    at = [T0]
+    svc = _started(tmp_path, cluster, at)
+    assert _try(svc, _right(at[0])) == "StepUpLocked"
+    at[0] = T0 + 299
+    assert _try(svc, _right(at[0])) == "StepUpLocked"
+    at[0] = T0 + 330
+    assert _try(svc, _right(at[0])) == "accepted"
+
+
+def test_a_wrong_code_is_saved_before_the_answer_or_no_code_is_taken(tmp_path: Path) -> None:
+    """A failed save is tried again before the answer; should every try fail, no further code
+    is taken until the count is written, so a restart then forgets at most that one code."""
+    cluster = _FailingSaves()
+    cluster.saved = {"horizon": HORIZON, "requests": {}}
+    at = [T0]
+    svc = _started(tmp_path, cluster, at)
+    cluster.failing = service_module.SAVE_TRIES - 1  # fails, then succeeds on the last try
+    assert _try(svc, _wrong(at[0])) == "StepUpFailed"
+    assert cluster.saved["stepUp"] == {"bob": {"failures": 1}}  # before the answer
+    cluster.failing = service_module.SAVE_TRIES  # every try fails
+    assert _try(svc, _wrong(at[0])) == "StepUpFailed"
+    assert cluster.saved["stepUp"] == {"bob": {"failures": 1}}
+    at[0] += 30
+    cluster.failing = 10 * service_module.SAVE_TRIES
+    assert _try(svc, _right(at[0])) == "StepUpUnavailable"  # not even the right code
+    assert _try(svc, _wrong(at[0])) == "StepUpUnavailable"  # and no guess counted unsaved
+    cluster.failing = 0
+    assert _try(svc, _wrong(at[0])) == "StepUpFailed"  # saved first, then counted
+    assert cluster.saved["stepUp"] == {"bob": {"failures": 3}}
+    restarted = _started(tmp_path, cluster, at)  # the three saved wrong codes are kept
+    assert _try(restarted, _wrong(at[0])) == "StepUpFailed"
+    assert _try(restarted, _wrong(at[0])) == "StepUpLocked"  # the fifth in a row
