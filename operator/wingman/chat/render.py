@@ -8,15 +8,21 @@ terminal state for the requester's channel, with its reason).
 
 **Request text is untrusted.** Everything a requester, a voter or an approver wrote (the
 instruction, justification, commands, rationales, reasons, the requester's name, the source)
-and what the cluster answered to the preview is shown as literal text and nothing else:
+and what the cluster answered (the preview, a grant's reason) is shown as literal text and
+nothing else, always as code, apart from Wingman's own bold labels and plain words, which it
+therefore cannot fake; request and grant names are code too (``x.example.com`` is a name):
 
 - Telegram: HTML parse mode, every untrusted string escaped and placed inside ``<code>`` or
   ``<pre>`` (Telegram detects no mention, hashtag, command or link inside code entities), link
   previews off. Buttons are the message's reply markup, which text cannot add to.
-- Slack: untrusted text only in ``plain_text`` objects (``emoji: false``) and rich-text
-  ``text`` elements, which Slack never parses for formatting, mentions or links; the
-  notification fallback ``text`` carries no untrusted text at all.
+- Slack: rich-text blocks (``slack_rich``), whose ``text`` elements Slack never parses for
+  formatting, mentions or links: labels bold, untrusted text code, commands preformatted; the
+  header and the notification fallback ``text`` carry no untrusted text at all.
 - Webhook: JSON values.
+
+Free text is cut to a few hundred characters and ``MAX_LINES`` lines (``clip``), so that no
+field pushes the commands, the votes or the state out of view; in a notice it stays on one
+line (``Notice.parts``: a newline shown as ``\\n``).
 
 Commands are shown byte for byte, as code. Characters that would not be visible (controls,
 bidirectional overrides, zero-width and other format characters, line separators) are shown as
@@ -51,6 +57,8 @@ COMMANDS_BUDGET = 2400  # characters of commands in one message
 MAX_VOTES_SHOWN = 12
 #: Lines of the preview a chat message shows (the reach and one per command).
 MAX_PREVIEW_LINES = 11
+#: Lines of one free-text field (instruction, justification, rationale, reason) a card shows.
+MAX_LINES = 8
 
 
 @dataclass(frozen=True)
@@ -249,9 +257,21 @@ def visible(text: str, *, keep_newlines: bool = False) -> tuple[str, bool]:
     return "".join(out), changed
 
 
-def clip(text: str, limit: int) -> str:
-    """Free text (never a command) shortened to ``limit`` characters, marked when cut."""
+def clip(text: str, limit: int, *, lines: int = MAX_LINES, one_line: bool = False) -> str:
+    """Free text (never a command) shortened to ``limit`` characters and ``lines`` lines,
+    marked when cut (``… (N more lines)``), so that no text pushes what follows it (the
+    commands, the votes, the state) out of view. ``one_line``: a newline is shown as ``\\n``,
+    as in the logs, where the text sits inside a line Wingman wrote."""
     shown, _ = visible(text, keep_newlines=True)
+    if one_line:
+        shown = shown.replace("\n", "\\n")
+    else:
+        rows = shown.split("\n")
+        if len(rows) > lines:
+            more = f"… ({len(rows) - lines} more lines)"
+            shown = "\n".join(rows[:lines]) + "\n" + more
+            if len(shown) > limit:
+                return shown[: max(0, limit - len(more) - 1)] + "\n" + more
     if len(shown) <= limit:
         return shown
     return shown[: limit - 1] + "…"
@@ -295,6 +315,9 @@ def _grant_line(g: GrantView) -> str:
 
 
 def _tg(text: str, limit: int = TEXT_LIMIT) -> str:
+    """Untrusted text as Telegram HTML: made visible, cut (``clip``), escaped, inside
+    ``<code>``, where Telegram finds no mention, hashtag, command or link, and which Wingman's
+    own bold labels and plain words stand apart from."""
     return f"<code>{html.escape(clip(text, limit))}</code>"
 
 
@@ -322,11 +345,11 @@ def telegram_card(v: RequestView) -> str:
     if v.preview:
         lines.append(f"<b>Preview</b> (server-side dry run): {_tg(v.preview[0], 300)}")
         lines += [f"• {_tg(line, 300)}" for line in v.preview[1:]]
-    lines.append(f"<b>Panel:</b> {e(v.outcome)}, risk <b>{e(v.risk)}</b>")
+    lines.append(f"<b>Panel:</b> {_tg(v.outcome, 40)}, risk {_tg(v.risk, 40)}")
     for vote in v.votes[:MAX_VOTES_SHOWN]:
         err = f" (abstained: {_tg(vote.error, 120)})" if vote.error else ""
-        lines.append(f"• <code>{e(clip(vote.voter, 60))}</code> {e(vote.verdict)}/"
-                     f"{e(vote.risk)}: {_tg(vote.rationale, RATIONALE_LIMIT)}{err}")
+        lines.append(f"• {_tg(vote.voter, 60)} {_tg(f'{vote.verdict}/{vote.risk}', 70)}: "
+                     f"{_tg(vote.rationale, RATIONALE_LIMIT)}{err}")
     if len(v.votes) > MAX_VOTES_SHOWN:
         lines.append(f"• … {len(v.votes) - MAX_VOTES_SHOWN} more votes")
     if v.dissent:
@@ -335,13 +358,13 @@ def telegram_card(v: RequestView) -> str:
     lines.append(f"<b>Decisions:</b> {len(v.approved_by)} of {v.required} approvals")
     for d in v.decisions:
         reason = f": {_tg(d.reason, 200)}" if d.reason else ""
-        lines.append(f"• {e(d.verdict)} by {_tg(d.by, 120)}{reason}")
+        lines.append(f"• {_tg(d.verdict, 20)} by {_tg(d.by, 120)}{reason}")
     lines.append(f"<b>Expires:</b> <code>{e(v.expires or '-')}</code>")
     lines.append(f"<b>Status:</b> {STATE_ICON.get(v.state, '')} {e(v.state)}: "
                  f"{_tg(v.state_reason, 400)}")
     for g in v.grants:
         lines.append(f"{GRANT_ICON.get(g.phase, '▶️')} grant <code>{e(g.name)}</code>: "
-                     f"{e(_grant_line(g))}")
+                     f"{_tg(_grant_line(g), 300)}")
     if v.live:
         lines.append("Decide with the buttons, or /approve or /reject "
                      f"<code>{e(v.name)}</code>.")
@@ -387,60 +410,107 @@ def slack_fallback(v: RequestView) -> str:
     return esc(f"Wingman: approval request {v.name} ({v.environment}): {v.state}")
 
 
+#: A part of a Slack rich-text line: Wingman's label (bold), Wingman's words, or untrusted
+#: text (code: what a requester, a voter, an approver or the cluster wrote).
+LABEL, OWN, THEIRS = "label", "own", "theirs"
+_STYLE = {LABEL: {"bold": True}, THEIRS: {"code": True}}
+
+
+def slack_rich(parts: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """A rich-text block of (text, LABEL | OWN | THEIRS) parts. Slack parses no text element
+    (no mrkdwn, mention, channel alert or link), and untrusted text is always code: it cannot
+    look like Wingman's own bold labels or plain words, whatever it holds."""
+    elements: list[dict[str, Any]] = []
+    for text, kind in parts:
+        if text:
+            element: dict[str, Any] = {"type": "text", "text": text}
+            if kind in _STYLE:
+                element["style"] = dict(_STYLE[kind])
+            elements.append(element)
+    if not elements:
+        elements.append({"type": "text", "text": " "})
+    return {"type": "rich_text",
+            "elements": [{"type": "rich_text_section", "elements": elements}]}
+
+
 def slack_card(v: RequestView, buttons: Sequence[tuple[str, str, str]] = ()
                ) -> list[dict[str, Any]]:
-    """Block Kit blocks; ``buttons``: (action_id, label, value) while the request is live."""
-    facts = [f"Environment: {v.environment}", f"Requester: {clip(v.requester, 120)}",
-             f"Risk: {v.risk} (panel: {v.outcome})",
-             f"Decisions: {len(v.approved_by)} of {v.required} approvals",
-             f"Expires: {v.expires or '-'}"]
+    """Block Kit blocks; ``buttons``: (action_id, label, value) while the request is live.
+    Wingman's labels are bold, untrusted text is code (``slack_rich``), commands preformatted."""
+    facts: list[tuple[str, str]] = [
+        ("Request: ", LABEL), (v.name, THEIRS), ("\nEnvironment: ", LABEL),
+        (v.environment, THEIRS),
+        ("\nRequester: ", LABEL), (clip(v.requester, 120, one_line=True), THEIRS),
+        ("\nRisk: ", LABEL), (clip(v.risk, 40, one_line=True), THEIRS),
+        (" (panel: ", OWN), (clip(v.outcome, 40, one_line=True), THEIRS), (")", OWN),
+        ("\nDecisions: ", LABEL),
+        (f"{len(v.approved_by)} of {v.required} approvals", OWN),
+        ("\nExpires: ", LABEL), (v.expires or "-", OWN)]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _plain(f"{STATE_ICON.get(v.state, '')} Wingman approval "
-                                          f"request {v.name}"[:150])},
-        {"type": "section", "fields": [_plain(f) for f in facts]},
-        {"type": "section", "text": _plain("Instruction: " + clip(v.instruction, TEXT_LIMIT))},
+                                          "request")},
+        slack_rich(facts),
+        slack_rich([("Instruction: ", LABEL), (clip(v.instruction, TEXT_LIMIT), THEIRS)]),
     ]
     if v.justification:
-        blocks.append({"type": "section",
-                       "text": _plain("Justification: " + clip(v.justification, TEXT_LIMIT))})
+        blocks.append(slack_rich([("Justification: ", LABEL),
+                                  (clip(v.justification, TEXT_LIMIT), THEIRS)]))
     if v.source:
-        blocks.append({"type": "context", "elements": [
-            _plain("Source: " + "; ".join(f"{clip(k, 40)}={clip(val, 200)}"
-                                          for k, val in v.source))]})
+        source: list[tuple[str, str]] = [("Source:", LABEL)]
+        for k, val in v.source:
+            source += [(" ", OWN), (clip(k, 40, one_line=True), THEIRS), ("=", OWN),
+                       (clip(val, 200, one_line=True), THEIRS)]
+        blocks.append(slack_rich(source))
     shown = shown_commands(v.commands)
-    blocks.append({"type": "section", "text": _plain(
-        f"Commands ({len(v.commands)}, exactly as they would run):")})
+    blocks.append(slack_rich([(f"Commands ({len(v.commands)}, exactly as they would run):",
+                               LABEL)]))
     if shown.lines:
         blocks.append({"type": "rich_text", "elements": [
             {"type": "rich_text_preformatted",
              "elements": [{"type": "text", "text": "\n".join(shown.lines)}]}]})
-    warnings = []
     if any(shown.marked):
-        warnings.append("⚠ a command contains invisible characters, shown as \\u{…}")
+        blocks.append(slack_rich([("⚠ a command contains invisible characters, shown as "
+                                   "\\u{…}", OWN)]))
     if shown.hidden:
-        warnings.append(f"⚠ {shown.hidden} more command(s) not shown: read them all with "
-                        f"kubectl wingman describe {v.name} before deciding")
-    for w in warnings:
-        blocks.append({"type": "context", "elements": [_plain(w)]})
+        blocks.append(slack_rich([
+            (f"⚠ {shown.hidden} more command(s) not shown: read them all with ", OWN),
+            (f"kubectl wingman describe {v.name}", THEIRS), (" before deciding", OWN)]))
     if v.preview:
-        blocks.append({"type": "section", "text": _plain(
-            "Preview (server-side dry run): " + "\n".join(clip(line, 300)
-                                                         for line in v.preview))})
-    votes = [f"• {clip(x.voter, 60)} {x.verdict}/{x.risk}: {clip(x.rationale, RATIONALE_LIMIT)}"
-             + (f" (abstained: {clip(x.error, 120)})" if x.error else "")
-             for x in v.votes[:MAX_VOTES_SHOWN]]
-    if votes:
-        blocks.append({"type": "section", "text": _plain("Votes:\n" + "\n".join(votes))})
+        preview: list[tuple[str, str]] = [("Preview", LABEL), (" (server-side dry run):", OWN)]
+        for line in v.preview:
+            preview += [("\n", OWN), (clip(line, 300, one_line=True), THEIRS)]
+        blocks.append(slack_rich(preview))
+    if v.votes:
+        votes: list[tuple[str, str]] = [("Votes:", LABEL)]
+        for x in v.votes[:MAX_VOTES_SHOWN]:
+            votes += [("\n• ", OWN), (clip(x.voter, 60, one_line=True), THEIRS), (" ", OWN),
+                      (clip(f"{x.verdict}/{x.risk}", 70, one_line=True), THEIRS), (": ", OWN),
+                      (clip(x.rationale, RATIONALE_LIMIT), THEIRS)]
+            if x.error:
+                votes += [(" (abstained: ", OWN), (clip(x.error, 120, one_line=True), THEIRS),
+                          (")", OWN)]
+        if len(v.votes) > MAX_VOTES_SHOWN:
+            votes.append((f"\n• … {len(v.votes) - MAX_VOTES_SHOWN} more votes", OWN))
+        blocks.append(slack_rich(votes))
     if v.dissent:
-        blocks.append({"type": "section", "text": _plain(
-            "Dissent: " + ", ".join(clip(d.voter, 60) for d in v.dissent))})
+        dissent: list[tuple[str, str]] = [("Dissent:", LABEL)]
+        for d in v.dissent:
+            dissent += [(" ", OWN), (clip(d.voter, 60, one_line=True), THEIRS)]
+        blocks.append(slack_rich(dissent))
     if v.decisions:
-        blocks.append({"type": "section", "text": _plain("Decisions:\n" + "\n".join(
-            f"• {d.verdict} by {clip(d.by, 120)}" + (f": {clip(d.reason, 200)}" if d.reason
-                                                     else "") for d in v.decisions))})
-    status = f"Status: {v.state}: {clip(v.state_reason, 400)}"
-    grants = [f"grant {g.name}: {_grant_line(g)}" for g in v.grants]
-    blocks.append({"type": "section", "text": _plain("\n".join([status, *grants]))})
+        decisions: list[tuple[str, str]] = [("Decisions:", LABEL)]
+        for dec in v.decisions:
+            decisions += [("\n• ", OWN), (clip(dec.verdict, 20, one_line=True), THEIRS),
+                          (" by ", OWN), (clip(dec.by, 120, one_line=True), THEIRS)]
+            if dec.reason:
+                decisions += [(": ", OWN), (clip(dec.reason, 200), THEIRS)]
+        blocks.append(slack_rich(decisions))
+    status: list[tuple[str, str]] = [("Status: ", LABEL), (v.state, OWN), (": ", OWN),
+                                     (clip(v.state_reason, 400), THEIRS)]
+    for g in v.grants:
+        status += [("\ngrant ", OWN), (g.name, THEIRS), (": ", OWN),
+                   (clip(_grant_line(g), 300, one_line=True), THEIRS)]
+    blocks.append(slack_rich(status))
     if v.live and buttons:
         elements = []
         for action_id, label, value in buttons:
@@ -469,12 +539,34 @@ def webhook_body(v: RequestView, event: str, text: str = "") -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Notice:
-    """A one-off message: ``key`` is sent once per channel; ``audience`` approvers|requester."""
+    """A one-off message: ``key`` is sent once per channel; ``audience`` approvers|requester.
+
+    ``parts``: (text, untrusted) in order; what a requester, an approver or the cluster wrote
+    is untrusted: made visible, on one line (a newline shown as ``\\n``), and shown by the
+    channels as code, apart from Wingman's own words, which it cannot imitate."""
 
     key: str
     audience: str
     event: str
-    text: str  # plain text; untrusted parts already made visible, channels escape it
+    parts: tuple[tuple[str, bool], ...]
+
+    @property
+    def text(self) -> str:
+        """The whole notice as plain text (the webhook's ``text``)."""
+        return "".join(t for t, _ in self.parts)
+
+
+def _own(text: str) -> tuple[str, bool]:
+    return (text, False)
+
+
+def _theirs(text: str, limit: int) -> tuple[str, bool]:
+    return (clip(text, limit, one_line=True), True)
+
+
+def _name(name: str) -> tuple[str, bool]:
+    """A Kubernetes name (``x.example.com`` is one): as code, so no channel makes it a link."""
+    return (name, True)
 
 
 def notices(v: RequestView, now: dt.datetime, warn_minutes: int) -> list[Notice]:
@@ -484,30 +576,36 @@ def notices(v: RequestView, now: dt.datetime, warn_minutes: int) -> list[Notice]
             and now >= expires - dt.timedelta(minutes=warn_minutes)):
         left = max(0, int((expires - now).total_seconds() // 60))
         out.append(Notice(
-            "warn", "approvers", "request.expiring",
-            f"Approval request {v.name} ({v.environment}) expires in {left} minute(s), at "
-            f"{v.expires}, with {len(v.approved_by)} of {v.required} approvals. Decide now or "
-            "it times out."))
+            "warn", "approvers", "request.expiring", (
+                _own("Approval request "), _name(v.name), _own(
+                    f" ({v.environment}) expires in {left} minute(s), at {v.expires}, with "
+                    f"{len(v.approved_by)} of {v.required} approvals. Decide now or it times "
+                    "out."))))
     if v.state in ("Approved", "AutoApproved", "Rejected", "Revoked", "Expired"):
+        run = (_own(" Run a command with: "),
+               _name(f"kubectl wingman exec {v.name} --command '...'"))
         follow = {
-            "Approved": f"Run a command with: kubectl wingman exec {v.name} --command '...'",
-            "AutoApproved": f"Run a command with: kubectl wingman exec {v.name} --command '...'",
-            "Rejected": "Nothing will run.",
-            "Revoked": "Nothing more will run under it.",
-            "Expired": "It timed out; nothing will run under it.",
+            "Approved": run, "AutoApproved": run,
+            "Rejected": (_own(" Nothing will run."),),
+            "Revoked": (_own(" Nothing more will run under it."),),
+            "Expired": (_own(" It timed out; nothing will run under it."),),
         }[v.state]
         out.append(Notice(
-            f"final:{v.state}", "requester", f"request.{v.state.lower()}",
-            f"Request {v.name} ({v.environment}) by {clip(v.requester, 120)}: {v.state}, "
-            f"{clip(v.state_reason, 600)}. {follow}"))
+            f"final:{v.state}", "requester", f"request.{v.state.lower()}", (
+                _own("Request "), _name(v.name), _own(f" ({v.environment}) by "),
+                _theirs(v.requester, 120), _own(f": {v.state}, "),
+                _theirs(v.state_reason, 600), _own("."), *follow)))
     for g in v.grants:
         if g.phase in FINAL_GRANT:
             code = f" with exit code {g.exit_code}" if g.exit_code is not None else ""
-            why = f" ({g.reason})" if g.reason else ""
             cmd, _ = visible(g.command)
-            out.append(Notice(
-                f"grant:{g.name}:{g.phase}", "requester", f"grant.{g.phase.lower()}",
-                f"Grant {g.name} of request {v.name}: {g.phase}{code}{why}. Command: {cmd}"))
+            parts = [_own("Grant "), _name(g.name), _own(" of request "), _name(v.name),
+                     _own(f": {g.phase}{code}")]
+            if g.reason:
+                parts += [_own(" ("), _theirs(g.reason, 200), _own(")")]
+            parts += [_own(". Command: "), (cmd, True)]
+            out.append(Notice(f"grant:{g.name}:{g.phase}", "requester",
+                              f"grant.{g.phase.lower()}", tuple(parts)))
     return out
 
 
@@ -526,6 +624,7 @@ __all__ = [
     "shown_commands",
     "slack_card",
     "slack_fallback",
+    "slack_rich",
     "telegram_card",
     "telegram_summary",
     "view",

@@ -77,6 +77,8 @@ MAX_BACKOFF_SECONDS = 300.0
 #: this many seconds (the metric counts every one).
 REFUSAL_AUDIT_WINDOW_SECONDS = 60.0
 _MAX_REFUSAL_KEYS = 1000
+#: Lines of a grant's output ``status`` shows (its end), as code.
+OUTPUT_LINES = 40
 #: Tries to write wrong step-up codes before the answer, the waits between them doubling
 #: from ``SAVE_RETRY_SECONDS``.
 SAVE_TRIES = 3
@@ -135,8 +137,10 @@ def T(text: str) -> Segment:
     return Segment(text)
 
 
-def C(text: str) -> Segment:
-    return Segment(render.clip(text, 1500), code=True)
+def C(text: str, lines: int = render.MAX_LINES) -> Segment:
+    """Untrusted text (or a name: ``x.example.com`` is one), shown as code, made visible and
+    cut to 1500 characters and ``lines`` lines."""
+    return Segment(render.clip(text, 1500, lines=lines), code=True)
 
 
 class Channel(Protocol):
@@ -610,7 +614,7 @@ class ChatService:
             return self._pending()
         if verb == "describe":
             v = self.find(name=name, channel=channel)
-            return Reply((T(f"Request {v.name}"),), view=v)
+            return Reply((T("Request "), C(v.name)), view=v)
         if verb == "status":
             return await self._status(channel, person, name)
         if verb == "confirm":
@@ -634,11 +638,11 @@ class ChatService:
             if self.config.step_up and code is None:
                 self.step_up.hold(f"{channel}:{chat_user}", PendingStepUp(
                     verb, v.name, v.uid, reason, self.step_up.deadline()))
-                return Reply((T(f"Step-up required for {verb} on {v.name}: send "
-                                f"{self._prefix(channel)}confirm <6-digit code from your "
+                return Reply((T(f"Step-up required for {verb} on "), C(v.name),
+                              T(f": send {self._prefix(channel)}confirm <6-digit code from your "
                                 "authenticator> within "
-                                f"{self.config.step_up_window_seconds} s"),),
-                              reason="StepUpRequired")
+                                f"{self.config.step_up_window_seconds} s")),
+                             reason="StepUpRequired")
             return await self._decide(channel, chat_user, person, verb, v.name, reason,
                                       code or "", stepped_up=False)
         if verb == "exec":
@@ -678,7 +682,7 @@ class ChatService:
         await self._audit_quietly("ChatDecisionRecorded", person.user, subject, data)
         self.metrics.decisions.labels(self.env, channel, verdict).inc()
         self.poke()
-        return Reply((T(f"{verdict} recorded on {v.name} as "), C(person.user)))
+        return Reply((T(f"{verdict} recorded on "), C(v.name), T(" as "), C(person.user)))
 
     async def _exec(self, channel: str, chat_user: str, person: ChatPerson, name: str,
                     command: str, sent_at: dt.datetime | None) -> Reply:
@@ -711,8 +715,9 @@ class ChatService:
             await self._audit_quietly("ChatGrantCreated", person.user, subject,
                                       {**data, "grant": gname})
         self.poke()
-        return Reply((T(f"ExecutionGrant {gname} ({'already existed, ' if existed else ''}"
-                        f"{status.state.value}) as "), C(person.user),
+        return Reply((T("ExecutionGrant "), C(gname),
+                      T(f" ({'already existed, ' if existed else ''}{status.state.value}) as "),
+                      C(person.user),
                       T(f"; next: {status.next}")))
 
     def _command_of(self, v: RequestView, typed: str, channel: str) -> str:
@@ -755,7 +760,7 @@ class ChatService:
             return Reply((T(f"No request awaits a decision in {self.env}."),))
         parts: list[Segment] = [T(f"Awaiting a decision in {self.env}:\n")]
         for v in live[:30]:
-            parts += [T(f"• {v.name} by "), C(v.requester),
+            parts += [T("• "), C(v.name), T(" by "), C(v.requester),
                       T(f", risk {v.risk}, {len(v.approved_by)} of {v.required}, expires "
                         f"{v.expires}\n")]
         return Reply(tuple(parts))
@@ -775,14 +780,16 @@ class ChatService:
         except ClientError as exc:
             raise refuse("ApiError", f"cannot read ExecutionGrant {name}: "
                          f"{exc.message}") from exc
-        head = f"Grant {name}: {status.state.value}"
+        head = f": {status.state.value}"
         if status.exit_code is not None:
             head += f", exit code {status.exit_code}"
+        parts = [T("Grant "), C(name), T(head)]
         if status.reason:
-            head += f" ({status.reason})"
-        parts = [T(head + "\nCommand: "), C(status.command or "")]
+            parts += [T(" ("), C(status.reason), T(")")]
+        parts += [T("\nCommand: "), C(status.command or "")]
         if status.output:
-            parts += [T("\nOutput:\n"), C(status.output[-1500:])]
+            tail = "\n".join(status.output[-1500:].split("\n")[-OUTPUT_LINES:])
+            parts += [T("\nOutput (its end):\n"), C(tail, lines=OUTPUT_LINES)]
         parts.append(T(f"\nNext: {status.next}"))
         return Reply(tuple(parts))
 

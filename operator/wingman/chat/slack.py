@@ -78,12 +78,23 @@ REFUSED_MESSAGE = frozenset({
     "markdown_text_conflict", "invalid_metadata_format", "invalid_metadata_schema",
     "metadata_too_large"})
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
+#: Characters of a reply shown (Slack's limit for a message's text is 40,000; a reply is short).
+REPLY_LIMIT = 3000
 
 
 def reply_blocks(reply: Reply) -> list[dict[str, Any]]:
+    """A reply's blocks: its card, or its text with what was not Wingman's own (names,
+    commands, command output, refusal details) as code (``render.slack_rich``)."""
     if reply.view is not None:
         return render.slack_card(reply.view)
-    return [{"type": "section", "text": render._plain(reply.plain[:2990])}]
+    parts, left = [], REPLY_LIMIT
+    for s in reply.segments:
+        text = s.text if len(s.text) <= left else s.text[:max(0, left - 1)] + "…"
+        parts.append((text, render.THEIRS if s.code else render.OWN))
+        left -= len(text)
+        if left <= 0:
+            break
+    return [render.slack_rich(parts)]
 
 
 class SlackChannel:
@@ -146,7 +157,8 @@ class SlackChannel:
                    if notice.audience == "requester" else self.config.channel)
         await self._call("chat.postMessage", self.client.chat_postMessage, channel=channel,
                          text=render.slack_fallback(v),
-                         blocks=[{"type": "section", "text": render._plain(notice.text)}],
+                         blocks=[render.slack_rich([(t, render.THEIRS if theirs else render.OWN)
+                                                    for t, theirs in notice.parts])],
                          unfurl_links=False, unfurl_media=False)
 
     async def close(self) -> None:

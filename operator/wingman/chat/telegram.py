@@ -58,6 +58,7 @@ from wingman.chat.service import (
     ChatService,
     MessageRefused,
     Reply,
+    Segment,
     T,
     command_args,
 )
@@ -228,7 +229,8 @@ class TelegramChannel:
         chat = (self.config.requester_chat_id or self.config.chat_id
                 if notice.audience == "requester" else self.config.chat_id)
         icon = "⏰" if notice.audience == "approvers" else "📣"
-        text = f"{icon} <code>{html.escape(_shorten(notice.text, MAX_TEXT - 2))}</code>"
+        parts = Reply(tuple(Segment(t, code=theirs) for t, theirs in notice.parts))
+        text = f"{icon} {segments_html(parts, MAX_TEXT - 2)}"
         await self._call("sendMessage", self.bot.send_message, chat_id=chat, text=text,
                          parse_mode=ParseMode.HTML,
                          link_preview_options=LinkPreviewOptions(is_disabled=True))

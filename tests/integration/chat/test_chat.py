@@ -479,7 +479,8 @@ def test_slack_buttons_are_signed_and_decide_as_the_person(test_env: Env) -> Non
     ts, message = wait_for("Slack card", card, timeout=30, on_timeout=env.log_tail)
     actions = next(b for b in message["blocks"] if b["type"] == "actions")
     approve = next(e for e in actions["elements"] if e["action_id"] == "wingman_approve")
-    commands = next(b for b in message["blocks"] if b["type"] == "rich_text")
+    commands = next(b for b in message["blocks"] if b["type"] == "rich_text"
+                    and b["elements"][0]["type"] == "rich_text_preformatted")
     assert commands["elements"][0]["elements"][0]["text"] == env.ar("sl-one")["spec"][
         "commands"][0]
 

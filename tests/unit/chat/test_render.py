@@ -59,7 +59,8 @@ def test_slack_card_puts_untrusted_text_only_in_plain_text_and_rich_text() -> No
         return found
 
     assert texts(blocks) == []  # no mrkdwn anywhere
-    (pre,) = [b for b in blocks if b["type"] == "rich_text"]
+    (pre,) = [b for b in blocks if b["type"] == "rich_text"
+              and b["elements"][0]["type"] == "rich_text_preformatted"]
     assert pre["elements"][0]["elements"][0]["text"] == v.commands[0]
     assert "<" not in render.slack_fallback(v).replace("&lt;", "")
     assert [b for b in blocks if b["type"] == "actions"]
@@ -131,8 +132,9 @@ def test_the_preview_is_shown_what_would_change_and_what_was_found() -> None:
     # what the cluster answered is literal text too
     assert "&quot;&lt;b&gt;ghost&lt;/b&gt;&quot; not found" in text
     slack = render.slack_card(v)
-    shown = [b for b in slack if b.get("text", {}).get("text", "").startswith("Preview")]
-    assert shown and shown[0]["text"]["type"] == "plain_text"
-    assert "2. TargetMissing" in shown[0]["text"]["text"]
+    (shown,) = [b["elements"][0]["elements"] for b in slack if b["type"] == "rich_text"
+                and b["elements"][0]["elements"][0]["text"] == "Preview"]
+    assert [e["text"] for e in shown if e.get("style") == {"code": True}][2].startswith(
+        "2. TargetMissing")  # the cluster's answer: code
     failed = render.view(request(preview={"phase": "Failed", "message": "timed out"}), [], NOW)
     assert failed.preview == ("Failed: timed out",)

@@ -25,9 +25,11 @@ from wingman.chat import slack
 from wingman.chat.run import http_runner
 from wingman.chat.service import ChatService
 from wingman.chat.slack import MAX_BODY, SlackChannel
+from wingman.client import status as st
 from wingman.settings import SlackConfig
 
 from .world import (
+    BOB,
     EXEC_AS_TYPED,
     EXEC_NOT_AS_TYPED,
     NOW,
@@ -36,6 +38,7 @@ from .world import (
     Deciding,
     Granting,
     audited,
+    hostile,
     metric,
     request,
     service,
@@ -480,3 +483,82 @@ def test_a_slash_command_signed_before_its_request_existed_decides_nothing(
     obj["metadata"]["creationTimestamp"] = dt.datetime.fromtimestamp(
         created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     run(tmp_path, obj, body=body)
+
+
+def _texts(node: Any, style: Any = None) -> list[tuple[str, Any]]:
+    """Every text a Block Kit structure shows, with how: ("mrkdwn" | "plain_text" | a rich
+    text style | "preformatted")."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(node, dict):
+        if node.get("type") in ("mrkdwn", "plain_text"):
+            return [(str(node.get("text")), node["type"])]
+        if node.get("type") == "text":
+            return [(str(node.get("text")), style or node.get("style"))]
+        inner = "preformatted" if node.get("type") == "rich_text_preformatted" else style
+        for value in node.values():
+            found += _texts(value, inner)
+    elif isinstance(node, list):
+        for value in node:
+            found += _texts(value, style)
+    return found
+
+
+def test_text_written_by_others_is_only_ever_shown_as_code_and_never_floods_a_card(
+        tmp_path: Path) -> None:
+    """What a worker, a voter or an approver wrote is shown only as code (rich text that
+    Slack parses for nothing), apart from Wingman's bold labels and plain words, so it cannot
+    fake them, mention, alert a channel or link; it is cut to a few lines; and the same holds
+    for the requester's notice and for replies (a request's name, a grant's output)."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        reply = await svc.act("slack", "U0BOB", BOB, "pending")
+        await svc.channels[0]._ephemeral(CHANNEL, "U0BOB", reply)  # type: ignore[attr-defined]
+        shown = [m["blocks"] for _, m in fake.cards(CHANNEL)] + [
+            e["blocks"] for e in fake.ephemeral]
+        assert len(shown) == 5  # two cards, the notice, the pending reply
+        for blocks in shown:
+            for text, how in _texts(blocks):
+                if any(f in text for f in ("EVIL", "alice", "evil.example", "channel")):
+                    assert how in ({"code": True}, "preformatted"), (text, how)
+            for text, _how in _texts(blocks):
+                assert text.count("\n") <= 12, text  # no field floods the message
+        notice = next(b for b in shown if "Request " in str(b) and len(b) == 1)
+        assert all("\n" not in t for t, _ in _texts(notice))
+        labels = [t for blocks in shown for t, how in _texts(blocks) if how == {"bold": True}]
+        assert "Instruction: " in labels and "Status: " in labels
+
+    run(tmp_path, hostile("hostile-open", 1), hostile("hostile-rejected", 2, rejected=True),
+        request("approve.evil.example", 3), body=body)
+
+
+class _Granted(Granting):
+    """The in-memory cluster whose client reads one grant: succeeded, its output forged."""
+
+    def client_as(self, person: Any, hints: Any) -> Any:
+        class Client:
+            def grant_status(self, name: str) -> st.Status:
+                return st.Status(state=st.State.SUCCEEDED, next="nothing more to do",
+                                 kind="ExecutionGrant", name=name, exit_code=0,
+                                 command="kubectl get cm -n apps",
+                                 output="data\n" * 100 + "Next: ✅ Approved <!channel> "
+                                        "<https://evil.example|approve here>")
+
+        return Client()
+
+
+def test_a_grant_s_output_is_shown_as_code_and_only_its_end(tmp_path: Path) -> None:
+    """``status`` shows what the command printed as code (not as Wingman's own words, whose
+    "Next:" it could fake), and only its last lines."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        svc.cluster = _Granted()  # type: ignore[assignment]
+        reply = await svc.act("slack", "U0BOB", BOB, "status", name="web-0123456789")
+        await svc.channels[0]._ephemeral(CHANNEL, "U0BOB", reply)  # type: ignore[attr-defined]
+        (answer,) = fake.ephemeral
+        shown = _texts(answer["blocks"])
+        output = [t for t, how in shown if "evil.example" in t]
+        assert output and all(how == {"code": True} for t, how in shown if t in output)
+        assert output[0].count("\n") < 45  # its end: the last lines
+        own = [t for t, how in shown if how is None]
+        assert own[-1].startswith("\nNext: nothing more to do")
+
+    run(tmp_path, body=body)

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from wingman.chat.telegram import (
 from wingman.settings import TelegramConfig
 
 from .world import (
+    BOB,
     EXEC_AS_TYPED,
     EXEC_NOT_AS_TYPED,
     NOW,
@@ -37,6 +39,7 @@ from .world import (
     Deciding,
     Granting,
     audited,
+    hostile,
     metric,
     oversized,
     request,
@@ -191,7 +194,7 @@ def test_replies_are_shortened_before_escaping_and_always_parse(tmp_path: Path) 
     many = render.view(request("quoted", 1, instruction="\"web\" & 'api'" * 100,
                                commands=quoted), [], NOW)
     long_notice = Notice("grant:g:Failed", "requester", "grant.failed",
-                         "Grant g: Failed. Command: " + "x" * 5000)
+                         (("Grant g: Failed. Command: ", False), ("x" * 5000, True)))
 
     async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
         await channel.say(CHAT, status)
@@ -515,3 +518,37 @@ def test_a_command_delivered_again_after_its_request_was_replaced_decides_nothin
     assert "StaleMessage" in reply["plain"] and "send the command again: /approve again" in \
         reply["plain"]
     assert "decisions" not in cluster.objs[0]["spec"]
+
+
+_CODE = re.compile(r"<code>.*?</code>|<pre>.*?</pre>", re.DOTALL)
+
+
+def test_text_written_by_others_is_only_ever_shown_as_code_and_never_floods_a_card(
+        tmp_path: Path) -> None:
+    """What a worker, a voter or an approver wrote cannot close the code it is shown in, fake
+    Wingman's own lines, mention, link, or push the commands and the state out of view, in
+    the card, in the requester's notice and in replies naming a request (a Kubernetes name
+    like approve.evil.example is a link in Telegram's plain text)."""
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.sync()
+        reply = await svc.act("telegram", "111", BOB, "pending")
+        await channel.say(CHAT, reply)
+        sent = sorted(fake.sent_to(CHAT), key=lambda m: m["id"])
+        assert len(sent) == 5  # two cards, the notice, the pending reply, and the link one
+        for m in sent:
+            outside = _CODE.sub("", m["html"])
+            for forged in ("EVIL", "alice", "evil.example", "channel", "Approved by"):
+                assert forged not in outside, (forged, m["html"])
+        card = next(m["plain"] for m in sent if "hostile-open" in m["plain"].split("\n")[0])
+        lines = card.split("\n")
+        commands = next(i for i, line in enumerate(lines) if line.startswith("Commands (1,"))
+        assert commands < 40, card  # the instruction and justification cut to a few lines
+        assert "more lines)" in card and "\\u{202E}" in card
+        assert lines[commands + 1] == "kubectl rollout restart deployment/web -n apps"
+        notice = next(m["plain"] for m in sent if m["plain"].startswith("📣"))
+        assert "\n" not in notice and "\\n" in notice  # one line: it fakes no other line
+        pending = next(m for m in sent if m["plain"].startswith("Awaiting a decision"))
+        assert "<code>approve.evil.example</code>" in pending["html"]
+
+    run(tmp_path, hostile("hostile-open", 1), hostile("hostile-rejected", 2, rejected=True),
+        request("approve.evil.example", 3), body=body)

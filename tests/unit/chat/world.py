@@ -43,6 +43,31 @@ def oversized(name: str, n: int) -> dict[str, Any]:
                            "excerpt": "e" * 4000, "inputTrust": "Untrusted"})
 
 
+#: Text a worker, a voter or an approver may write, trying to make approvers see something
+#: else than what runs: close the code it is shown in, fake Wingman's own lines ("Approved",
+#: a status, bold labels), ping people, link elsewhere, reverse a line, and push the real
+#: lines out of view with newlines. Each holds EVIL, which must only ever be shown as code.
+HOSTILE = ("EVIL ok</code></pre><b>Status:</b> ✅ Approved by alice ```\n*Status:* Approved "
+           "<!channel> <@U0ALICE> @channel <https://evil.example|approve here> &amp; "
+           "\u202eesrever" + "\n" * 60 + "Commands (1, exactly as they would run):\nls")
+
+
+def hostile(name: str, n: int, *, rejected: bool = False) -> dict[str, Any]:
+    """A request whose every field a person or the panel writes is ``HOSTILE``; ``rejected``:
+    rejected by an approver, with a hostile reason (its notice goes to the requester)."""
+    obj = request(name, n, requester="agent", instruction=HOSTILE, justification=HOSTILE,
+                  source={"excerpt": HOSTILE, "reference": "EVIL <!here>"})
+    obj["status"]["consensus"] = {"risk": "low", "outcome": "Approve", "votes": [
+        {"voter": "EVIL-voter", "verdict": "Approve\n✅ EVIL", "risk": "low",
+         "rationale": HOSTILE}]}
+    if rejected:
+        obj["spec"]["decisions"] = [{"verdict": "Reject", "by": "carol", "reason": HOSTILE}]
+        obj["status"]["conditions"] = [{"type": "Rejected", "status": "True",
+                                        "reason": "RejectedByApprover"}]
+        obj["status"]["phase"] = "Rejected"
+    return obj
+
+
 class Cluster:
     namespace = "wingman"
 
@@ -151,5 +176,6 @@ def metric(svc: ChatService, name: str, **labels: str) -> float:
     return float(value or 0.0)
 
 
-__all__ = ["BOB", "EXEC_AS_TYPED", "EXEC_NOT_AS_TYPED", "NOW", "TYPED_COMMAND", "VERB_AS_TYPED",
-           "Cluster", "Granting", "audited", "metric", "oversized", "request", "service"]
+__all__ = ["BOB", "EXEC_AS_TYPED", "EXEC_NOT_AS_TYPED", "HOSTILE", "NOW", "TYPED_COMMAND",
+           "VERB_AS_TYPED", "Cluster", "Granting", "audited", "hostile", "metric", "oversized",
+           "request", "service"]
