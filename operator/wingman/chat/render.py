@@ -239,8 +239,11 @@ def view(request: Mapping[str, Any], grants: Sequence[Mapping[str, Any]],
 # --------------------------------------------------------------------------- text safety
 
 
-def visible(text: str, *, keep_newlines: bool = False) -> tuple[str, bool]:
-    """``text`` with every invisible character shown as ``\\u{XXXX}``; (text, changed)."""
+def visible(text: str, *, keep_newlines: bool = False, ascii_only: bool = False
+            ) -> tuple[str, bool]:
+    """``text`` with every invisible character shown as ``\\u{XXXX}``; (text, changed).
+    ``ascii_only`` (commands, which the gateway runs only as plain ASCII): every other
+    character too, so that a look-alike (a Cyrillic ``\\u0435`` for an ``e``) is seen."""
     out: list[str] = []
     changed = False
     for ch in text:
@@ -248,8 +251,9 @@ def visible(text: str, *, keep_newlines: bool = False) -> tuple[str, bool]:
             out.append(ch)
             continue
         cat = unicodedata.category(ch)
-        if cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn") or (cat == "Zs" and ch != " ") \
-                or UNSHOWN.match(ch):  # the Hangul fillers, U+034F, U+17B4: letters, shown blank
+        # UNSHOWN: the Hangul fillers, U+034F, U+17B4: letters, shown blank
+        if (ascii_only and not ch.isascii()) or cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn") \
+                or (cat == "Zs" and ch != " ") or UNSHOWN.match(ch):
             out.append(f"\\u{{{ord(ch):04X}}}")
             changed = True
         else:
@@ -289,7 +293,7 @@ def shown_commands(commands: Sequence[str], budget: int = COMMANDS_BUDGET) -> Sh
     marked: list[bool] = []
     used = 0
     for i, c in enumerate(commands):
-        text, changed = visible(c)
+        text, changed = visible(c, ascii_only=True)
         if used + len(text) > budget and lines:
             return ShownCommands(tuple(lines), tuple(marked), len(commands) - i)
         if used + len(text) > budget:  # a single command larger than the budget
@@ -338,7 +342,8 @@ def telegram_card(v: RequestView) -> str:
     for text, marked in zip(shown.lines, shown.marked, strict=True):
         lines.append(f"<pre>{e(text)}</pre>")
         if marked:
-            lines.append("⚠️ contains invisible characters, shown as \\u{…}")
+            lines.append("⚠️ contains invisible or non-ASCII (look-alike) characters, shown as "
+                         "\\u{…}: the gateway runs only plain ASCII commands")
     if shown.hidden:
         lines.append(f"⚠️ {shown.hidden} more command(s) not shown: read them all with "
                      f"<code>kubectl wingman describe {e(v.name)}</code> before deciding")
@@ -469,8 +474,9 @@ def slack_card(v: RequestView, buttons: Sequence[tuple[str, str, str]] = ()
             {"type": "rich_text_preformatted",
              "elements": [{"type": "text", "text": "\n".join(shown.lines)}]}]})
     if any(shown.marked):
-        blocks.append(slack_rich([("⚠ a command contains invisible characters, shown as "
-                                   "\\u{…}", OWN)]))
+        blocks.append(slack_rich([("⚠ a command contains invisible or non-ASCII (look-alike) "
+                                   "characters, shown as \\u{…}: the gateway runs only plain "
+                                   "ASCII commands", OWN)]))
     if shown.hidden:
         blocks.append(slack_rich([
             (f"⚠ {shown.hidden} more command(s) not shown: read them all with ", OWN),
@@ -598,7 +604,7 @@ def notices(v: RequestView, now: dt.datetime, warn_minutes: int) -> list[Notice]
     for g in v.grants:
         if g.phase in FINAL_GRANT:
             code = f" with exit code {g.exit_code}" if g.exit_code is not None else ""
-            cmd, _ = visible(g.command)
+            cmd, _ = visible(g.command, ascii_only=True)
             parts = [_own("Grant "), _name(g.name), _own(" of request "), _name(v.name),
                      _own(f": {g.phase}{code}")]
             if g.reason:

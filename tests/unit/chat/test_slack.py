@@ -562,3 +562,15 @@ def test_a_grant_s_output_is_shown_as_code_and_only_its_end(tmp_path: Path) -> N
         assert own[-1].startswith("\nNext: nothing more to do")
 
     run(tmp_path, body=body)
+
+
+def test_a_look_alike_character_in_a_command_is_shown_as_its_code_point(tmp_path: Path) -> None:
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        ((_, card),) = fake.cards(CHANNEL)
+        shown = _texts(card["blocks"])
+        assert ("kubectl delete pod w\\u{0435}b -n apps", "preformatted") in shown
+        assert any("non-ASCII (look-alike)" in t for t, _ in shown)
+
+    run(tmp_path, request("lookalike", 1, commands=["kubectl delete pod w\u0435b -n apps"]),
+        body=body)

@@ -552,3 +552,16 @@ def test_text_written_by_others_is_only_ever_shown_as_code_and_never_floods_a_ca
 
     run(tmp_path, hostile("hostile-open", 1), hostile("hostile-rejected", 2, rejected=True),
         request("approve.evil.example", 3), body=body)
+
+
+def test_a_look_alike_character_in_a_command_is_shown_as_its_code_point(tmp_path: Path) -> None:
+    """kubectl with a Cyrillic e looks like kubectl: the card shows the code point and says
+    so (the gateway runs only plain ASCII commands), so no approver takes it for another."""
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.sync()
+        (card,) = fake.sent_to(CHAT)
+        assert "<pre>kubectl delete pod w\\u{0435}b -n apps</pre>" in card["html"]
+        assert "non-ASCII (look-alike)" in card["plain"]
+
+    run(tmp_path, request("lookalike", 1, commands=["kubectl delete pod w\u0435b -n apps"]),
+        body=body)
