@@ -409,10 +409,11 @@ def _plain(text: str) -> dict[str, Any]:
 
 
 def slack_fallback(v: RequestView) -> str:
-    """The notification text: only names Kubernetes validated, escaped for mrkdwn anyway."""
+    """The notification text (mrkdwn): only names Kubernetes validated, escaped anyway, the
+    request's name as code, where Slack makes no link of it (``x.example.com`` is a name)."""
     def esc(s: str) -> str:
         return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return esc(f"Wingman: approval request {v.name} ({v.environment}): {v.state}")
+    return esc(f"Wingman: approval request `{v.name}` ({v.environment}): {v.state}")
 
 
 #: A part of a Slack rich-text line: Wingman's label (bold), Wingman's words, or untrusted

@@ -718,7 +718,7 @@ class ChatService:
         return Reply((T("ExecutionGrant "), C(gname),
                       T(f" ({'already existed, ' if existed else ''}{status.state.value}) as "),
                       C(person.user),
-                      T(f"; next: {status.next}")))
+                      T("; next: "), C(status.next)))
 
     def _command_of(self, v: RequestView, typed: str, channel: str) -> str:
         """The request's command that ``typed`` names: the one equal to it byte for byte, else
@@ -790,7 +790,7 @@ class ChatService:
         if status.output:
             tail = "\n".join(status.output[-1500:].split("\n")[-OUTPUT_LINES:])
             parts += [T("\nOutput (its end):\n"), C(tail, lines=OUTPUT_LINES)]
-        parts.append(T(f"\nNext: {status.next}"))
+        parts += [T("\nNext: "), C(status.next)]  # names a grant: x.example.com is one
         return Reply(tuple(parts))
 
 

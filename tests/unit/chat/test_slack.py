@@ -526,6 +526,9 @@ def test_text_written_by_others_is_only_ever_shown_as_code_and_never_floods_a_ca
         assert all("\n" not in t for t, _ in _texts(notice))
         labels = [t for blocks in shown for t, how in _texts(blocks) if how == {"bold": True}]
         assert "Instruction: " in labels and "Status: " in labels
+        # the notification text is mrkdwn: the name in it is code, which Slack links not
+        fallback = [str(p.get("text")) for m, p in fake.requests if m == "chat.postMessage"]
+        assert "Wingman: approval request `approve.evil.example` (prd): Open" in fallback
 
     run(tmp_path, hostile("hostile-open", 1), hostile("hostile-rejected", 2, rejected=True),
         request("approve.evil.example", 3), body=body)
@@ -558,8 +561,7 @@ def test_a_grant_s_output_is_shown_as_code_and_only_its_end(tmp_path: Path) -> N
         output = [t for t, how in shown if "evil.example" in t]
         assert output and all(how == {"code": True} for t, how in shown if t in output)
         assert output[0].count("\n") < 45  # its end: the last lines
-        own = [t for t, how in shown if how is None]
-        assert own[-1].startswith("\nNext: nothing more to do")
+        assert shown[-2:] == [("\nNext: ", None), ("nothing more to do", {"code": True})]
 
     run(tmp_path, body=body)
 
