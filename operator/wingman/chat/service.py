@@ -83,6 +83,7 @@ OUTPUT_LINES = 40
 #: from ``SAVE_RETRY_SECONDS``.
 SAVE_TRIES = 3
 SAVE_RETRY_SECONDS = 0.2
+SAVE_RETRY_BUDGET_SECONDS = 3.0
 
 
 class ChannelError(WingmanError):
@@ -323,14 +324,16 @@ class ChatService:
                 await self._save_step_up()
 
     async def _save_step_up(self) -> bool:
-        """Save the state (the wrong codes) with ``SAVE_TRIES`` tries; False, logged, when
-        none succeeded."""
+        """Save the state (the wrong codes) with up to ``SAVE_TRIES`` tries, a new one only
+        while ``SAVE_RETRY_BUDGET_SECONDS`` have not passed (a person waits for the answer);
+        False, logged, when none succeeded."""
+        until = time.monotonic() + SAVE_RETRY_BUDGET_SECONDS
         for attempt in range(SAVE_TRIES):
             try:
                 await self._save()
                 return True
             except (WingmanError, OSError) as exc:
-                if attempt + 1 < SAVE_TRIES:
+                if attempt + 1 < SAVE_TRIES and time.monotonic() < until:
                     await asyncio.sleep(SAVE_RETRY_SECONDS * 2 ** attempt)
                     continue
                 log.warning(
