@@ -202,9 +202,13 @@ class ChatService:
         raw = await asyncio.to_thread(self.cluster.load_state)
         self.state, problems = readable_state(raw)
         self._take_step_up(raw)
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        if str(self.state.get("horizon", "")) > now:  # it would keep final requests quiet
+            problems.append("horizon: later than now: set to now")
+            self.state["horizon"] = now
         fresh = "horizon" not in self.state
         if fresh:
-            self.state["horizon"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.state["horizon"] = now
             self.state.setdefault("requests", {})
         if not (fresh or problems):
             return

@@ -599,3 +599,18 @@ def test_a_wrong_code_is_saved_before_the_answer_or_no_code_is_taken(tmp_path: P
     restarted = _started(tmp_path, cluster, at)  # the three saved wrong codes are kept
     assert _try(restarted, _wrong(at[0])) == "StepUpFailed"
     assert _try(restarted, _wrong(at[0])) == "StepUpLocked"  # the fifth in a row
+
+
+def test_a_horizon_in_the_future_is_set_to_now(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The horizon says which requests were final before the component first ran (never
+    posted): one in the future would keep every final request's card and notice unsent."""
+    cluster = world.Cluster()
+    cluster.saved = {"horizon": "2999-01-01T00:00:00Z", "requests": {}}
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    asyncio.run(svc.load())
+    now = svc.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert cluster.saved["horizon"] <= now and svc.state["horizon"] <= now
+    (warned,) = [r for r in caplog.records if "wrong shape" in r.getMessage()]
+    assert "horizon: later than now: set to now" in vars(warned)["problems"]
