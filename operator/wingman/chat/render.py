@@ -419,20 +419,30 @@ def slack_fallback(v: RequestView) -> str:
 #: A part of a Slack rich-text line: Wingman's label (bold), Wingman's words, or untrusted
 #: text (code: what a requester, a voter, an approver or the cluster wrote).
 LABEL, OWN, THEIRS = "label", "own", "theirs"
+#: Characters of one rich-text block (a section's text holds at most 3000).
+RICH_LIMIT = 2990
 _STYLE = {LABEL: {"bold": True}, THEIRS: {"code": True}}
 
 
 def slack_rich(parts: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """A rich-text block of (text, LABEL | OWN | THEIRS) parts. Slack parses no text element
     (no mrkdwn, mention, channel alert or link), and untrusted text is always code: it cannot
-    look like Wingman's own bold labels or plain words, whatever it holds."""
+    look like Wingman's own bold labels or plain words, whatever it holds. At most
+    ``RICH_LIMIT`` characters, the last part cut with …"""
     elements: list[dict[str, Any]] = []
+    left = RICH_LIMIT
     for text, kind in parts:
-        if text:
-            element: dict[str, Any] = {"type": "text", "text": text}
-            if kind in _STYLE:
-                element["style"] = dict(_STYLE[kind])
-            elements.append(element)
+        if not text:
+            continue
+        if len(text) > left:  # as a section's text was: a block Slack surely takes
+            text = text[:max(0, left - 1)] + "…"
+        element: dict[str, Any] = {"type": "text", "text": text}
+        if kind in _STYLE:
+            element["style"] = dict(_STYLE[kind])
+        elements.append(element)
+        left -= len(text)
+        if left <= 0:
+            break
     if not elements:
         elements.append({"type": "text", "text": " "})
     return {"type": "rich_text",

@@ -78,8 +78,6 @@ REFUSED_MESSAGE = frozenset({
     "markdown_text_conflict", "invalid_metadata_format", "invalid_metadata_schema",
     "metadata_too_large"})
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
-#: Characters of a reply shown (Slack's limit for a message's text is 40,000; a reply is short).
-REPLY_LIMIT = 3000
 
 
 def reply_blocks(reply: Reply) -> list[dict[str, Any]]:
@@ -87,14 +85,8 @@ def reply_blocks(reply: Reply) -> list[dict[str, Any]]:
     commands, command output, refusal details) as code (``render.slack_rich``)."""
     if reply.view is not None:
         return render.slack_card(reply.view)
-    parts, left = [], REPLY_LIMIT
-    for s in reply.segments:
-        text = s.text if len(s.text) <= left else s.text[:max(0, left - 1)] + "…"
-        parts.append((text, render.THEIRS if s.code else render.OWN))
-        left -= len(text)
-        if left <= 0:
-            break
-    return [render.slack_rich(parts)]
+    return [render.slack_rich([(s.text, render.THEIRS if s.code else render.OWN)
+                               for s in reply.segments])]
 
 
 class SlackChannel:

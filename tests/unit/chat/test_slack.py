@@ -526,11 +526,15 @@ def test_text_written_by_others_is_only_ever_shown_as_code_and_never_floods_a_ca
         assert all("\n" not in t for t, _ in _texts(notice))
         labels = [t for blocks in shown for t, how in _texts(blocks) if how == {"bold": True}]
         assert "Instruction: " in labels and "Status: " in labels
+        for blocks in shown:  # each block within what a section's text may hold
+            assert all(len("".join(t for t, _ in _texts(b))) <= 3000 for b in blocks)
         # the notification text is mrkdwn: the name in it is code, which Slack links not
         fallback = [str(p.get("text")) for m, p in fake.requests if m == "chat.postMessage"]
         assert "Wingman: approval request `approve.evil.example` (prd): Open" in fallback
 
-    run(tmp_path, hostile("hostile-open", 1), hostile("hostile-rejected", 2, rejected=True),
+    many = hostile("hostile-open", 1)
+    many["status"]["consensus"]["votes"] *= 12  # 12 rationales of 300 characters
+    run(tmp_path, many, hostile("hostile-rejected", 2, rejected=True),
         request("approve.evil.example", 3), body=body)
 
 
