@@ -533,7 +533,9 @@ def test_text_written_by_others_is_only_ever_shown_as_code_and_never_floods_a_ca
         assert "Wingman: approval request `approve.evil.example` (prd): Open" in fallback
 
     many = hostile("hostile-open", 1)
-    many["status"]["consensus"]["votes"] *= 12  # 12 rationales of 300 characters
+    many["status"]["consensus"]["votes"] = [  # 12 rationales of 300 characters shown
+        {**vote, "rationale": "EVIL " + "x" * 400}
+        for vote in many["status"]["consensus"]["votes"] * 12]
     run(tmp_path, many, hostile("hostile-rejected", 2, rejected=True),
         request("approve.evil.example", 3), body=body)
 
