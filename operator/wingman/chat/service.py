@@ -282,16 +282,16 @@ class ChatService:
                 extra={"configmap": getattr(self.cluster, "state_configmap", ""),
                        "problem": why})
 
-    def _reread_step_up(self) -> None:
+    async def _reread_step_up(self) -> None:
         """While ``stepUp`` cannot be read: read the stored state again (an administrator may
         have fixed it). Raises what reading raises."""
         if self.step_up.broken:
-            self._take_step_up(self.cluster.load_state())
+            self._take_step_up(await asyncio.to_thread(self.cluster.load_state))
 
     async def _save(self) -> None:
         async with self._save_lock:  # one at a time, each with the state as it is then
             if self.step_up.broken:  # never write over a fix made since it was read
-                await asyncio.to_thread(self._reread_step_up)
+                await self._reread_step_up()
             if not self.step_up.broken and (self.step_up.changed or "stepUp" in self.state):
                 self.state["stepUp"] = self.step_up.stored()
                 if not self.state["stepUp"]:
@@ -313,7 +313,7 @@ class ChatService:
         A right code is not refused for it."""
         if self.step_up.broken:
             try:
-                await asyncio.to_thread(self._reread_step_up)
+                await self._reread_step_up()
             except (WingmanError, OSError):
                 pass  # still broken: refused below
         if self.step_up.changed and not await self._save_step_up():
