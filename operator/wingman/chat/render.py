@@ -318,11 +318,11 @@ def _grant_line(g: GrantView) -> str:
 # --------------------------------------------------------------------------- Telegram
 
 
-def _tg(text: str, limit: int = TEXT_LIMIT) -> str:
+def _tg(text: str, limit: int = TEXT_LIMIT, *, one_line: bool = False) -> str:
     """Untrusted text as Telegram HTML: made visible, cut (``clip``), escaped, inside
     ``<code>``, where Telegram finds no mention, hashtag, command or link, and which Wingman's
     own bold labels and plain words stand apart from."""
-    return f"<code>{html.escape(clip(text, limit))}</code>"
+    return f"<code>{html.escape(clip(text, limit, one_line=one_line))}</code>"
 
 
 def telegram_card(v: RequestView) -> str:
@@ -350,10 +350,12 @@ def telegram_card(v: RequestView) -> str:
     if v.preview:
         lines.append(f"<b>Preview</b> (server-side dry run): {_tg(v.preview[0], 300)}")
         lines += [f"• {_tg(line, 300)}" for line in v.preview[1:]]
-    lines.append(f"<b>Panel:</b> {_tg(v.outcome, 40)}, risk {_tg(v.risk, 40)}")
+    lines.append(f"<b>Panel:</b> {_tg(v.outcome, 40, one_line=True)}, risk "
+                 f"{_tg(v.risk, 40, one_line=True)}")
     for vote in v.votes[:MAX_VOTES_SHOWN]:
         err = f" (abstained: {_tg(vote.error, 120)})" if vote.error else ""
-        lines.append(f"• {_tg(vote.voter, 60)} {_tg(f'{vote.verdict}/{vote.risk}', 70)}: "
+        lines.append(f"• {_tg(vote.voter, 60, one_line=True)} "
+                     f"{_tg(f'{vote.verdict}/{vote.risk}', 70, one_line=True)}: "
                      f"{_tg(vote.rationale, RATIONALE_LIMIT)}{err}")
     if len(v.votes) > MAX_VOTES_SHOWN:
         lines.append(f"• … {len(v.votes) - MAX_VOTES_SHOWN} more votes")
@@ -363,13 +365,14 @@ def telegram_card(v: RequestView) -> str:
     lines.append(f"<b>Decisions:</b> {len(v.approved_by)} of {v.required} approvals")
     for d in v.decisions:
         reason = f": {_tg(d.reason, 200)}" if d.reason else ""
-        lines.append(f"• {_tg(d.verdict, 20)} by {_tg(d.by, 120)}{reason}")
+        lines.append(f"• {_tg(d.verdict, 20, one_line=True)} by "
+                     f"{_tg(d.by, 120, one_line=True)}{reason}")
     lines.append(f"<b>Expires:</b> <code>{e(v.expires or '-')}</code>")
     lines.append(f"<b>Status:</b> {STATE_ICON.get(v.state, '')} {e(v.state)}: "
                  f"{_tg(v.state_reason, 400)}")
     for g in v.grants:
         lines.append(f"{GRANT_ICON.get(g.phase, '▶️')} grant <code>{e(g.name)}</code>: "
-                     f"{_tg(_grant_line(g), 300)}")
+                     f"{_tg(_grant_line(g), 300, one_line=True)}")
     if v.live:
         lines.append("Decide with the buttons, or /approve or /reject "
                      f"<code>{e(v.name)}</code>.")

@@ -545,6 +545,7 @@ def test_text_written_by_others_is_only_ever_shown_as_code_and_never_floods_a_ca
         assert commands < 40, card  # the instruction and justification cut to a few lines
         assert "more lines)" in card and "\\u{202E}" in card
         assert lines[commands + 1] == "kubectl rollout restart deployment/web -n apps"
+        assert "Approve\\n✅ EVIL/low" in card  # a verdict stays on its vote's line
         notice = next(m["plain"] for m in sent if m["plain"].startswith("📣"))
         assert "\n" not in notice and "\\n" in notice  # one line: it fakes no other line
         pending = next(m for m in sent if m["plain"].startswith("Awaiting a decision"))
