@@ -732,17 +732,15 @@ _log = logging.getLogger(__name__)
 
 def _refusal(data: str | bytes, what: str, per: str) -> JSONRPCError | None:
     """The error answering ``data`` (one HTTP request's body, one stdio line: ``what``), or
-    None when it is one JSON-RPC message, left to the SDK to parse and answer. A batch (a JSON
-    array), JSON that is no JSON-RPC message and what is not JSON are refused here, saying what
+    None when it is one JSON-RPC message, left to the SDK to parse and answer. What is not JSON
+    (whatever its first character: ``[{"jsonrpc"`` cut short is no batch), a batch (a
+    well-formed JSON array) and JSON that is no JSON-RPC message are refused here, saying what
     to send, without quoting the input: the SDK would drop them silently (stdio) or answer
     invalid params quoting the input back (HTTP). The error carries the request's ``id`` when
     the input is an object with a ``method`` and a valid ``id`` (over stdio, the client then
     stops waiting for it), else null."""
     import pydantic_core
 
-    head = data.lstrip(b" \t\r\n")[:1] if isinstance(data, bytes) else data.lstrip()[:1]
-    if head in (b"[", "["):
-        return _error_message(None, INVALID_REQUEST, _batch_refusal(per))
     try:
         jsonrpc_message_adapter.validate_json(data, by_name=False)
         return None
@@ -754,6 +752,8 @@ def _refusal(data: str | bytes, what: str, per: str) -> JSONRPCError | None:
                 f"Parse error: the {what} is not JSON ({where}): send one JSON-RPC request or "
                 f"notification per {per}, as a JSON object"))
     given = pydantic_core.from_json(data)
+    if isinstance(given, list):  # well-formed JSON only: a line cut short is a parse error
+        return _error_message(None, INVALID_REQUEST, _batch_refusal(per))
     ident = given.get("id") if isinstance(given, dict) and "method" in given else None
     if isinstance(ident, bool) or not isinstance(ident, (int, str)):
         ident = None
@@ -768,11 +768,12 @@ class NoBatches:
     """ASGI middleware: a POST to the MCP path whose body is not one JSON-RPC message is
     refused with HTTP 400 and a JSON-RPC error saying what to send (``_refusal``), the body not
     quoted back: a JSON array (a JSON-RPC batch) with -32600 (invalid request), saying to send
-    one request per HTTP request, as soon as its first byte but whitespace came; JSON that is
-    no JSON-RPC message with -32600 too, saying what a request must have; what is not JSON
-    with -32700 (parse error). The SDK would answer invalid params (-32602) with a raw
-    validation error quoting the body back. A body of more than ``MESSAGE_LIMIT`` bytes is
-    passed on unread past that, for the SDK to refuse (413); any other as it came."""
+    one request per HTTP request; JSON that is no JSON-RPC message with -32600 too, saying what
+    a request must have; what is not JSON (``[garbage`` too) with -32700 (parse error). The
+    SDK would answer invalid params (-32602) with a raw validation error quoting the body back.
+    Every body is read whole before it is judged (a batch too: it is held no longer than any
+    message, at most ``MESSAGE_LIMIT`` bytes); a longer one is passed on unread past that, for
+    the SDK to refuse (413); one message as it came."""
 
     def __init__(self, app: Any, path: str) -> None:
         self.app = app
@@ -787,7 +788,6 @@ class NoBatches:
         held: list[dict[str, Any]] = []
         chunks: list[bytes] = []
         size = 0
-        first = b""
         refusal = None
         while size <= MESSAGE_LIMIT:  # beyond: passed on, for the SDK to refuse (413)
             message = await receive()
@@ -797,8 +797,7 @@ class NoBatches:
             chunk = bytes(message.get("body") or b"")
             chunks.append(chunk)
             size += len(chunk)
-            first = first or chunk.lstrip(b" \t\r\n")[:1]
-            if first == b"[" or not (message.get("more_body") or size > MESSAGE_LIMIT):
+            if not (message.get("more_body") or size > MESSAGE_LIMIT):
                 refusal = _refusal(b"".join(chunks), "body", "HTTP request")
                 break
         if refusal is not None:

@@ -636,6 +636,15 @@ def test_a_json_rpc_batch_is_refused_saying_to_send_one_request_per_http_request
                       json={"jsonrpc": "2.0", "method": "notifications/initialized"})
             refused(http.post("/mcp", headers=session, content=batch))
             refused(http.post("/mcp", headers=session, content=chunks()))
+            # a body that starts as an array but is not JSON is no batch: it does not parse
+            for cut in ("[garbage " + secret, batch[:-1], batch[:20]):
+                resp = http.post("/mcp", headers=session, content=cut)
+                assert resp.status_code == 400, resp.text
+                answer = resp.json()
+                assert (answer["id"], answer["error"]["code"]) == (None, -32700), (cut, answer)
+                assert answer["error"]["message"].startswith(
+                    "Parse error: the body is not JSON ("), answer
+                assert secret not in resp.text
             # one request per HTTP request is answered as before, whitespace first or not
             for body in ('{"jsonrpc": "2.0", "id": 3, "method": "ping"}',
                          ' \n{"jsonrpc": "2.0", "id": 4, "method": "ping"}'):
@@ -757,6 +766,14 @@ def test_over_stdio_a_malformed_line_is_answered_not_dropped(tmp_path: Path) -> 
         assert (got["id"], got["error"]["code"]) == (None, -32700), got
         assert got["error"]["message"].startswith("Parse error: the line is not JSON (")
         assert secret not in json.dumps(got)
+        # a line that starts as an array but is not JSON is no batch: it does not parse
+        for cut in (b"[garbage " + secret.encode(), b'[{"jsonrpc":"2.0"',
+                    b' [{"jsonrpc": "2.0", "id": 5, "method": "ping"}'):
+            write(cut)
+            got = answer()
+            assert (got["id"], got["error"]["code"]) == (None, -32700), (cut, got)
+            assert got["error"]["message"].startswith("Parse error: the line is not JSON ("), got
+            assert secret not in json.dumps(got)
         write(ping)  # the server goes on answering
         assert answer() == {"jsonrpc": "2.0", "id": 9, "result": {}}
         log = stderr()
