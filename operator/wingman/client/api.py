@@ -304,7 +304,8 @@ class WingmanClient:
 
     def __init__(self, connection: Connection, *, hints: st.Hints = st.TOOLS,
                  max_output: int = st.DEFAULT_MAX_OUTPUT, poll_seconds: float = 1.0,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
+                 clock: Callable[[], dt.datetime] | None = None,
+                 identity_seconds: float = 0.0) -> None:
         self.kube: Kube = connection.kube
         self.namespace = connection.namespace
         self.origin = connection.origin
@@ -313,6 +314,8 @@ class WingmanClient:
         self.poll_seconds = poll_seconds
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._policy: PolicyView | None = None
+        self.identity_seconds = identity_seconds
+        self._identity: tuple[str, float] | None = None  # (user, until: time.monotonic())
 
     def close(self) -> None:
         self.kube.close()
@@ -334,7 +337,13 @@ class WingmanClient:
         return self._clock()
 
     def whoami(self) -> str:
-        """The caller's user name as the API server authenticates it (SelfSubjectReview)."""
+        """The caller's user name as the API server authenticates it (SelfSubjectReview).
+
+        Asked at each call unless ``identity_seconds`` (a long-running process with one
+        credential, as the MCP server) keeps an answer that long; only an answer is kept, so a
+        lookup that fails raises (``Unavailable``...) every time until one succeeds."""
+        if self._identity is not None and time.monotonic() < self._identity[1]:
+            return self._identity[0]
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
         resp = self._call("asking the API server who you are (SelfSubjectReview)",
                           self.kube.request, "POST",
@@ -342,6 +351,8 @@ class WingmanClient:
         user = ((resp.get("status") or {}).get("userInfo") or {}).get("username")
         if not user:
             raise Unavailable("the API server did not say who you are (SelfSubjectReview)")
+        if self.identity_seconds > 0:
+            self._identity = (str(user), time.monotonic() + self.identity_seconds)
         return str(user)
 
     def can(self, verb: str, resource: Resource, name: str | None = None) -> bool:

@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from wingman import __version__
 from wingman.client import status as st
 from wingman.client.api import Source, WingmanClient, check_name, error_answer, shown
-from wingman.client.connect import connect
+from wingman.client.connect import Connection, connect
 from wingman.errors import (
     ConfigError,
     Invalid,
@@ -960,6 +960,22 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace) -> None:
                           "another --port or --host")
 
 
+#: Seconds the server keeps the answer to who it runs as (a SelfSubjectReview), rather than
+#: asking at every call that describes an object. One process has one credential on both
+#: transports (HTTP's bearer token only lets clients in: every call runs as the server's own
+#: identity), but that credential can change under it: an in-cluster token rotates (the same
+#: ServiceAccount), a kubeconfig's exec plugin or token file can hand out another user's after
+#: a new login. So the answer is kept a minute at most, never for the whole session.
+IDENTITY_SECONDS = 60.0
+
+
+def agent_client(conn: Connection) -> WingmanClient:
+    """The client the server's tools run through: the status protocol's hints for tools, and
+    the caller's identity kept ``IDENTITY_SECONDS`` (a lookup that fails is never kept: the
+    call answers ``unavailable``)."""
+    return WingmanClient(conn, hints=st.TOOLS, identity_seconds=IDENTITY_SECONDS)
+
+
 def serve(args: argparse.Namespace) -> int:
     """``wingman mcp``: connect as the agent, then serve until the client or a signal ends it."""
     http_only = [f"--{name.replace('_', '-')}" for name in ("host", "port", "path",
@@ -980,7 +996,7 @@ def serve(args: argparse.Namespace) -> int:
     if not 0 < args.max_wait_seconds <= 600:
         raise ConfigError("--max-wait-seconds must be more than 0 and at most 600")
     conn = connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
-    client = WingmanClient(conn, hints=st.TOOLS)
+    client = agent_client(conn)
     server = build_server(client, max_wait=args.max_wait_seconds)
     try:
         if args.transport == "stdio":
@@ -1027,7 +1043,7 @@ def _exit_now() -> NoReturn:
     os._exit(0)
 
 
-__all__ = ["BATCH_REFUSAL", "INSTRUCTIONS", "INVALID_MESSAGE", "MESSAGE_LIMIT", "PROTOCOL",
-           "STDIO_BATCH_REFUSAL", "WITHHELD_GRANT", "WITHHELD_REQUEST", "WRITTEN_BY_THEM",
-           "BearerAuth", "NoBatches", "SourceArg", "Tools", "as_seen_by", "build_server",
-           "serve"]
+__all__ = ["BATCH_REFUSAL", "IDENTITY_SECONDS", "INSTRUCTIONS", "INVALID_MESSAGE",
+           "MESSAGE_LIMIT", "PROTOCOL", "STDIO_BATCH_REFUSAL", "WITHHELD_GRANT",
+           "WITHHELD_REQUEST", "WRITTEN_BY_THEM", "BearerAuth", "NoBatches", "SourceArg",
+           "Tools", "agent_client", "as_seen_by", "build_server", "serve"]

@@ -8,6 +8,7 @@ No operator runs: what is checked here is what the server answers from the objec
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -271,3 +272,70 @@ def test_another_workers_free_text_does_not_reach_the_agent_its_own_does(
     finally:
         for client in (agent, other, admin):
             client.close()
+
+
+def test_the_server_asks_who_it_runs_as_once_for_many_calls_not_at_each(
+        cluster: LocalCluster, release: Release, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every answer about an object is shown as seen by the caller (another worker's free text
+    # withheld): without keeping the answer, each call cost a SelfSubjectReview more
+    from wingman.client.connect import connect
+
+    ns, groups = release.namespace, worker_groups("test")
+
+    def agent(identity_seconds: float | None = None) -> tuple[WingmanClient, list[str]]:
+        """The server's client as ``wingman mcp`` makes it, counting the reviews it asks."""
+        conn = connect(kubeconfig=str(cluster.kubeconfig_for(WORKER, groups)), namespace=ns)
+        client = mcp_server.agent_client(conn)
+        if identity_seconds is not None:
+            client.identity_seconds = identity_seconds
+        asked: list[str] = []
+        request = client.kube.request
+
+        def counted(method: str, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            if path.endswith("/selfsubjectreviews"):
+                asked.append(path)
+            return request(method, path, *args, **kwargs)
+        monkeypatch.setattr(client.kube, "request", counted)
+        return client, asked
+
+    def session(client: WingmanClient, calls: list[tuple[str, dict[str, Any]]]
+                ) -> list[dict[str, Any]]:
+        async def run() -> list[dict[str, Any]]:
+            async with Client(mcp_server.build_server(client)) as s:
+                out = []
+                for tool, args in calls:
+                    result = await s.call_tool(tool, args)
+                    assert not result.is_error, result
+                    out.append(json.loads(result.content[0].text))  # type: ignore[union-attr]
+                return out
+        return anyio.run(run)
+
+    command = f"kubectl rollout restart deployment/queue -n {release.target_namespace}"
+    client, asked = agent()
+    try:
+        asked_for = session(client, [("request_approval", {"instruction": "restart queue",
+                                                           "commands": [command]})])[0]
+        name = asked_for["name"]
+        answers = session(client, [("get_request", {"name": name}),
+                                   ("get_request", {"name": name}),
+                                   ("list_requests", {"mine": True}),
+                                   ("list_requests", {"mine": False}),
+                                   ("get_result", {"grant": "no-such-grant"})])
+        assert asked_for["requester"] == WORKER, asked_for
+        assert [a["state"] for a in answers] == ["pending_review", "pending_review", "listed",
+                                                 "listed", "not_found"], answers
+        assert "other_worker" not in answers[0], answers[0]  # the agent's own: whole
+        assert len(asked) == 1, asked  # 6 calls (and create_request's requester): one review
+    finally:
+        client.close()
+
+    # kept for a while only: once that passed, the server asks again
+    client, asked = agent(identity_seconds=0.5)
+    try:
+        session(client, [("get_request", {"name": name}), ("get_request", {"name": name})])
+        assert len(asked) == 1, asked
+        time.sleep(0.6)
+        assert session(client, [("get_request", {"name": name})])[0]["requester"] == WORKER
+        assert len(asked) == 2, asked
+    finally:
+        client.close()

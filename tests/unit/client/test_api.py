@@ -420,3 +420,47 @@ def test_a_kubeconfig_path_with_a_leading_tilde_is_not_expanded_and_the_error_sa
     with pytest.raises(ConfigError) as err:  # no ~: no word about it
         connect(_settings(tmp_path), kubeconfig=str(tmp_path / "absent"))
     assert "~" not in err.value.message
+
+
+def test_a_kept_identity_expires_and_a_failed_lookup_is_never_kept() -> None:
+    # the MCP server keeps who it runs as for a while (identity_seconds); once that passed it
+    # asks again, and when the API server cannot say, the call fails (no stale answer)
+    import time
+
+    answers = [200, 503, 200]  # alice, then unavailable, then alice again
+
+    class Api(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status = answers.pop(0)
+            body = (b'{"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",'
+                    b' "status": {"userInfo": {"username": "alice"}}}' if status == 200 else
+                    b'{"kind": "Status", "apiVersion": "v1", "code": 503}')
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{api.server_address[1]}"
+        client = WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=host))),
+                                          "wm", "test"), identity_seconds=0.5)
+        assert client.whoami() == "alice"
+        assert client.whoami() == "alice" and len(answers) == 2  # kept: not asked again
+        time.sleep(0.6)
+        with pytest.raises(Unavailable):
+            client.whoami()  # expired, and the API server cannot say: no stale answer
+        assert client.whoami() == "alice" and answers == []  # the failure was not kept
+        client.close()
+    finally:
+        api.shutdown()
+        api.server_close()
+    # by default (the CLI, chat) every call asks
+    assert WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=host))),
+                                    "wm", "test")).identity_seconds == 0
