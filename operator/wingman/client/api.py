@@ -47,6 +47,8 @@ SOURCE_LIMITS = {"reference": 512, "agent": 253, "model": 253, "excerpt": 4000}
 #: A Kubernetes object name (RFC 1123 subdomain); ExecutionGrants' are at most 63 characters.
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _NAME_LIMITS = {"ApprovalRequest": 253, "ExecutionGrant": 63}
+#: An environment's name (the CRD's ``spec.environment``).
+_ENVIRONMENT = re.compile(r"[a-z][a-z0-9-]{0,30}")
 SELF_SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews")
 
 Tick = Callable[[st.Status, float], None]
@@ -399,20 +401,34 @@ class WingmanClient:
         """Submit an ApprovalRequest in the caller's own name; answers its first state.
         ``rollbacks``: for some commands, the command that undoes it (reviewed with it)."""
         commands = [str(c) for c in commands]
-        for forward in rollbacks or {}:
+        for forward, undo in (rollbacks or {}).items():
             if forward not in commands:
-                raise Invalid(f"a rollback is given for {forward!r}, which is not one of the "
-                              "commands")
+                raise Invalid(f"a rollback is given for {shown(forward)}, which is not one of "
+                              "the commands: give rollbacks only for commands of this request, "
+                              "byte for byte")
+            if not undo.strip():
+                raise Invalid(f"the rollback given for {shown(forward)} is blank: give the "
+                              "exact command line that undoes it, or leave that rollback out")
         if not commands:
             raise Invalid("commands is empty: name at least one exact command line")
         if len(commands) > 10:
             raise Invalid(f"{len(commands)} commands; a request holds at most 10")
+        blank = next((i for i, c in enumerate(commands) if not c.strip()), None)
+        if blank is not None:
+            raise Invalid(f"commands[{blank}] is blank: each command is an exact command line "
+                          "to run (e.g. kubectl get pods -n apps); remove it or write it out")
         twice = next((c for i, c in enumerate(commands) if c in commands[:i]), None)
         if twice is not None:
-            raise Invalid(f"{twice!r} is given twice: each approved command runs at most once, "
-                          "so give it once (a request to run it again later is a new request)")
+            raise Invalid(f"{shown(twice)} is given twice: each approved command runs at most "
+                          "once, so give it once (a request to run it again later is a new "
+                          "request)")
         if not instruction or not instruction.strip():
             raise Invalid("instruction is empty: say what you want to achieve, for reviewers")
+        if environment is not None and not _ENVIRONMENT.fullmatch(environment):
+            raise Invalid(f"environment {shown(environment)} is not an environment name: 1 to "
+                          "31 lowercase letters, digits and '-', starting with a letter (e.g. "
+                          "test); leave it out for the one this namespace serves (the policy "
+                          "names it)")
         if name is not None:
             check_name("ApprovalRequest", name)
         check_texts({"instruction": instruction, "justification": justification,

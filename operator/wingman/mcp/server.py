@@ -111,10 +111,12 @@ approver to start: awaiting_grant on another worker's request carries `other_wor
 requests and grants are answered whole."""
 
 
-#: What the CRDs allow, in characters: an ApprovalRequest's name (any object's), an
-#: ExecutionGrant's (it names the gateway Job), a command (``spec.commands[]``,
-#: ``spec.command``; the client also holds it to ``scope.MAX_COMMAND_BYTES`` of UTF-8).
+#: What the CRDs allow, in characters: an ApprovalRequest's name (any object's), its
+#: ``spec.environment``, an ExecutionGrant's name (it names the gateway Job), a command
+#: (``spec.commands[]``, ``spec.command``; the client also holds it to
+#: ``scope.MAX_COMMAND_BYTES`` of UTF-8).
 NAME_LIMIT = 253
+ENVIRONMENT_LIMIT = 31
 GRANT_NAME_LIMIT = 63
 COMMAND_LIMIT = 4096
 
@@ -579,7 +581,8 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
                         "twice), each run later byte for byte without a shell", min_length=1,
             max_length=10)],
         environment: Annotated[str | None, Field(description="The environment (default: the "
-                                                 "one this namespace serves)")] = None,
+                                                 "one this namespace serves)",
+                                                 max_length=ENVIRONMENT_LIMIT)] = None,
         justification: Annotated[str | None, Field(description="Why now, what was tried (at most "
                                                    "2000 characters)", max_length=2000)] = None,
         source: Annotated[SourceArg | None, Field(description="Provenance: what led you to "

@@ -339,3 +339,30 @@ def test_the_server_asks_who_it_runs_as_once_for_many_calls_not_at_each(
         assert len(asked) == 2, asked
     finally:
         client.close()
+
+
+def test_input_that_can_never_run_is_refused_saying_what_to_give_and_creates_nothing(
+        cluster: LocalCluster, release: Release) -> None:
+    # each refused before anything is created: the API server's raw validation error (or an
+    # approved request whose command can never run) is no answer an agent can act on
+    ns = release.namespace
+    agent = client_as(cluster, ns, WORKER, worker_groups("test"))
+    command = f"kubectl rollout restart deployment/api -n {release.target_namespace}"
+    before = {o["metadata"]["name"] for o in agent.list_request_objects()}
+    try:
+        for args, says in (
+                ({"commands": [command, "   "]}, "commands[1] is blank"),
+                ({"commands": [command],
+                  "rollbacks": [{"command": command, "rollback": " "}]},
+                 f"the rollback given for {command!r} is blank"),
+                ({"commands": [command], "environment": "PRD"},
+                 "environment 'PRD' is not an environment name"),
+                ({"commands": [command], "environment": ""},
+                 "environment '' is not an environment name")):
+            answer = _call(agent, "request_approval", {"instruction": "restart api", **args})
+            assert answer["state"] == "invalid", (args, answer)
+            assert answer["message"].startswith(says), (args, answer)
+            assert "fix the input" in answer["next"], answer
+        assert {o["metadata"]["name"] for o in agent.list_request_objects()} == before
+    finally:
+        agent.close()

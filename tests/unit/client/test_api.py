@@ -230,6 +230,32 @@ def test_a_command_given_twice_is_refused_before_any_call() -> None:
         _unreachable().create_request(instruction="restart", commands=["kubectl a", "kubectl a"])
 
 
+@pytest.mark.parametrize(("kwargs", "says"), [
+    # a blank command can never run: the request would be reviewed, approved and then fail
+    ({"commands": ["kubectl a", "  "]}, "commands[1] is blank: each command is an exact "),
+    ({"commands": ["kubectl a"], "rollbacks": {"kubectl a": " "}},
+     "the rollback given for 'kubectl a' is blank: give the exact command line"),
+    # the CRD's pattern, said before the API server's raw validation error (a lone surrogate
+    # became U+FFFD on its way there; 5000 characters "some validation rules were not checked")
+    ({"commands": ["kubectl a"], "environment": ""}, "environment '' is not an environment "
+     "name: 1 to 31 lowercase letters, digits and '-', starting with a letter"),
+    ({"commands": ["kubectl a"], "environment": "PRD"}, "environment 'PRD' is not an "),
+    ({"commands": ["kubectl a"], "environment": "\ud800"}, "environment '\\ud800' is not an "),
+    ({"commands": ["kubectl a"], "environment": "e" * 5000},
+     "environment 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee'... "
+     "(5000 characters) is not an "),
+    # a refused command is quoted as every refused value is: short, escaped
+    ({"commands": ["\u202e" + "k" * 4000] * 2}, "'\\u202ekkkkk"),
+    ({"commands": ["kubectl a"], "rollbacks": {"\u202e" + "k" * 4000: "kubectl b"}},
+     "a rollback is given for '\\u202ekkkkk")])
+def test_what_can_never_run_is_refused_before_any_call_saying_what_to_give(
+        kwargs: dict[str, object], says: str) -> None:
+    with pytest.raises(Invalid) as refused:
+        _unreachable().create_request(instruction="restart", **kwargs)  # type: ignore[arg-type]
+    assert refused.value.message.startswith(says), refused.value.message
+    assert "\u202e" not in refused.value.message and len(refused.value.message) < 400
+
+
 @pytest.mark.parametrize("name", ["", "Req_1", "req-\u0430", "a/b", "x" * 254])
 def test_a_request_name_that_is_no_kubernetes_name_is_refused_before_any_call(name: str) -> None:
     # --name "" silently became a generated name, and the others reached the API server

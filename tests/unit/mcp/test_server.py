@@ -344,6 +344,7 @@ def test_an_unknown_prompt_is_invalid_params_not_a_server_error(
 def test_names_and_commands_are_bounded_as_the_crds_bound_them() -> None:
     tools = {t.name: t.input_schema["properties"] for t in anyio.run(_server().list_tools)}
     assert tools["get_request"]["name"]["maxLength"] == 253
+    assert tools["request_approval"]["environment"]["anyOf"][0]["maxLength"] == 31
     assert tools["execute"]["request"]["maxLength"] == 253
     assert tools["execute"]["command"]["maxLength"] == 4096
     assert tools["get_result"]["grant"]["maxLength"] == 63
