@@ -27,6 +27,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -381,6 +382,10 @@ def _error(exc: WingmanError, kind: str | None, name: str | None, namespace: str
     return error_answer(exc, kind=kind, name=name, namespace=namespace)
 
 
+#: An argument's name an error names as it is; any other is quoted escaped, its start only.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
 class _StrictServer(MCPServer[Any]):
     """Refuses a tool call that names an argument the tool does not take: dropped silently,
     a misspelt ``source`` would lose the untrusted-input flag, ``rollbacks`` the reviewed
@@ -398,11 +403,17 @@ class _StrictServer(MCPServer[Any]):
 
     async def call_tool(self, name: str, arguments: dict[str, Any],
                         context: Any = None) -> Any:
-        known = (await self.argument_names()).get(name)
+        tools = await self.argument_names()
+        known = tools.get(name)
+        if known is None:  # the SDK would echo the name whole, unescaped
+            raise ToolError(f"Unknown tool: {shown(name)}; this server's tools are "
+                            f"{', '.join(sorted(tools))}")
         unknown = sorted(set(arguments or {}) - known) if known is not None else []
         if unknown:
+            named = [u if _PLAIN_NAME.fullmatch(u) else shown(u) for u in unknown[:10]]
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
             raise ToolError(f"Error executing tool {name}: unknown argument "
-                            f"{', '.join(unknown)}; {name} takes "
+                            f"{', '.join(named)}{more}; {name} takes "
                             f"{', '.join(sorted(known or ())) or 'no arguments'}")
         return await super().call_tool(name, arguments, context)
 
@@ -531,14 +542,21 @@ _JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", int: "a num
 
 
 def _object_arguments(server: _StrictServer) -> ServerMiddleware[Any]:
-    """Middleware (before the SDK validates a request's params): ``tools/call`` with
-    ``arguments`` that is not a JSON object (an array, a string, a number, a boolean, null) is
-    refused as invalid params, saying what was sent and what to send. The SDK would answer
-    only "Invalid request parameters" (and take null for no arguments)."""
+    """Middleware (before the SDK validates a request's params): ``tools/call`` without a
+    tool ``name`` (a string), or with ``arguments`` that is not a JSON object (an array, a
+    string, a number, a boolean, null), is refused as invalid params, saying what was sent and
+    what to send. The SDK would answer only "Invalid request parameters" (and take null for
+    no arguments)."""
 
     async def check(ctx: ServerRequestContext[Any, Any], call_next: CallNext
                     ) -> HandlerResult:
         params = ctx.params
+        if (ctx.method == "tools/call" and ctx.request_id is not None
+                and not (isinstance(params, Mapping) and isinstance(params.get("name"), str))):
+            tools = ", ".join(sorted(await server.argument_names()))
+            raise MCPError(INVALID_PARAMS, "tools/call needs params.name, the tool's name as a "
+                           f"string (one of {tools}), and params.arguments, a JSON object of "
+                           "named arguments ({} for none)")
         if (ctx.method == "tools/call" and ctx.request_id is not None
                 and isinstance(params, Mapping) and "arguments" in params
                 and not isinstance(params["arguments"], Mapping)):

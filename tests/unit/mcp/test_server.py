@@ -457,6 +457,29 @@ def test_arguments_that_are_not_an_object_are_invalid_params_saying_what_to_send
     assert misspelt["result"]["isError"] and "unknown argument nmae" in str(misspelt), misspelt
 
 
+def test_a_call_without_a_tool_name_or_naming_none_says_which_tools_there_are() -> None:
+    # the SDK answered only "Invalid request parameters", or echoed a hostile name whole
+    tools = "execute, get_request, get_result, list_requests, request_approval, rollback"
+    hostile = "get_request\u202e" + "x" * 5000
+    *nameless, unknown, args = anyio.run(_raw_tool_calls, [
+        {}, {"name": 5}, {"arguments": {"name": "r"}},
+        {"name": hostile, "arguments": {}},
+        {"name": "list_requests", "arguments": {hostile: 1, "b": 2}}])
+    for answer in nameless:
+        assert answer["error"] == {"code": INVALID_PARAMS, "message": (
+            f"tools/call needs params.name, the tool's name as a string (one of {tools}), and "
+            "params.arguments, a JSON object of named arguments ({} for none)")}, answer
+    for answer in (unknown, args):
+        text = answer["result"]["content"][0]["text"]
+        assert answer["result"]["isError"] and len(text) < 500, text[:600]
+        assert "\u202e" not in text and "'get_request\\u202exxx" in text, text
+    assert unknown["result"]["content"][0]["text"] == (
+        "Unknown tool: 'get_request\\u202e" + "x" * 48 + "'... (5012 characters); this "
+        f"server's tools are {tools}")
+    assert "unknown argument b, 'get_request\\u202ex" in args["result"]["content"][0]["text"]
+    assert "(5012 characters); list_requests takes mine" in args["result"]["content"][0]["text"]
+
+
 async def _initialize(app: Any, server: Any, headers: dict[str, str]) -> int:
     """The HTTP status of an ``initialize`` POSTed to ``app`` with ``headers``."""
     import httpx
