@@ -38,7 +38,7 @@ from typing import Annotated, Any, BinaryIO, NoReturn, Protocol, cast
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import (
     DEFAULT_MAX_REQUEST_BODY_SIZE,
@@ -431,6 +431,15 @@ class _StrictServer(MCPServer[Any]):
                         read, write, self._lowlevel_server.create_initialization_options())
                 finally:
                     lines.close()
+
+    async def read_resource(self, uri: Any, context: Any = None) -> Any:
+        """An unknown resource is answered naming the server's resources, its URI quoted
+        escaped and short (the SDK echoes it whole, unescaped)."""
+        known = sorted(str(r.uri) for r in await self.list_resources())
+        if str(uri) not in known:
+            raise ResourceNotFoundError(f"Unknown resource: {shown(str(uri))}; this server's "
+                                        f"resources are {', '.join(known)}")
+        return await super().read_resource(uri, context)
 
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None,
                          context: Any = None) -> Any:

@@ -341,6 +341,22 @@ def test_an_unknown_prompt_is_invalid_params_not_a_server_error(
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+def test_an_unknown_resource_names_the_resources_its_uri_quoted_short_and_escaped() -> None:
+    # the SDK echoed the URI whole and unescaped (a bidirectional override, kilobytes)
+    async def read(uri: str) -> MCPError:
+        async with Client(_server()) as client:
+            with pytest.raises(MCPError) as exc:
+                await client.read_resource(uri)
+            return exc.value
+    error = anyio.run(read, "wingman://policy\u202e" + "x" * 3000)
+    assert error.code == INVALID_PARAMS, error
+    assert error.message == (
+        "Unknown resource: 'wingman://policy\\u202e" + "x" * 43 + "'... (3017 characters); "
+        "this server's resources are wingman://policy, wingman://status-protocol"), error
+    assert anyio.run(read, "file:///etc/passwd").message.startswith(
+        "Unknown resource: 'file:///etc/passwd'; this server's resources are wingman://policy")
+
+
 def test_names_and_commands_are_bounded_as_the_crds_bound_them() -> None:
     tools = {t.name: t.input_schema["properties"] for t in anyio.run(_server().list_tools)}
     assert tools["get_request"]["name"]["maxLength"] == 253
