@@ -498,8 +498,10 @@ class _Answers(Protocol):
 class _StdinLines:
     """The lines the SDK's ``stdio_server`` reads, one JSON-RPC message each: the well-formed
     ones are passed on as they came; a batch, JSON that is no JSON-RPC message, what is not
-    JSON (``_refusal``) and a line longer than ``MESSAGE_LIMIT`` bytes (read on without being
-    held) are answered with a JSON-RPC error instead, and logged as a warning without their
+    JSON (``_refusal``), a line that is not UTF-8 (the SDK would replace what is not, so a
+    command could reach a request other than it was sent, as HTTP refuses such a body) and a
+    line longer than ``MESSAGE_LIMIT`` bytes (read on without being held) are answered with a
+    JSON-RPC error instead, and logged as a warning without their
     content. Blank lines are skipped."""
 
     def __init__(self, wire: BinaryIO) -> None:
@@ -535,10 +537,17 @@ class _StdinLines:
             elif not line.strip():
                 continue
             else:
-                text = line.decode("utf-8", "replace")  # as the SDK reads it
-                refusal = _refusal(text, "line", "line")
-                if refusal is None:
-                    return text
+                try:  # strictly: the SDK reads with "replace", changing what the client sent
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    refusal = _error_message(None, PARSE_ERROR, (
+                        f"Parse error: the line is not UTF-8 text (byte {exc.start + 1} is not "
+                        "UTF-8): send one JSON-RPC request or notification per line, as a JSON "
+                        "object in UTF-8"))
+                else:
+                    refusal = _refusal(text, "line", "line")
+                    if refusal is None:
+                        return text
             _log.warning("wingman mcp: answered a line on stdin with error %d (the line is not "
                          "shown): %s", refusal.error.code, refusal.error.message)
             await self._ready.wait()

@@ -842,6 +842,13 @@ def test_over_stdio_a_malformed_line_is_answered_not_dropped(tmp_path: Path) -> 
             assert (got["id"], got["error"]["code"]) == (None, -32700), (cut, got)
             assert got["error"]["message"].startswith("Parse error: the line is not JSON ("), got
             assert secret not in json.dumps(got)
+        # bytes that are not UTF-8 are refused, not replaced (a command would change)
+        write(b'{"jsonrpc": "2.0", "id": 6, "method": "ping", "params": {"_meta": '
+              b'{"x": "ls \xff"}}}')
+        got = answer()
+        assert (got["id"], got["error"]["code"]) == (None, -32700), got
+        assert got["error"]["message"].startswith(
+            "Parse error: the line is not UTF-8 text (byte 77 is not UTF-8)"), got
         write(ping)  # the server goes on answering
         assert answer() == {"jsonrpc": "2.0", "id": 9, "result": {}}
         log = stderr()
