@@ -501,8 +501,8 @@ class _StdinLines:
     JSON (``_refusal``), a line that is not UTF-8 (the SDK would replace what is not, so a
     command could reach a request other than it was sent, as HTTP refuses such a body) and a
     line longer than ``MESSAGE_LIMIT`` bytes (read on without being held) are answered with a
-    JSON-RPC error instead, and logged as a warning without their
-    content. Blank lines are skipped."""
+    JSON-RPC error instead, and logged as a warning without their content. Blank lines are
+    skipped."""
 
     def __init__(self, wire: BinaryIO) -> None:
         self.wire = wire
