@@ -29,6 +29,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from urllib3 import HTTPHeaderDict
+from urllib3 import Timeout as HTTPTimeout
 
 from wingman import GROUP, VERSION
 from wingman.errors import ClusterError, shown_url
@@ -307,15 +308,17 @@ class Kube:
         return self._observed(method, path, body, content_type=content_type, query=query)[0]
 
     def _observed(self, method: str, path: str, body: Any, *, content_type: str,
-                  query: Mapping[str, str] | None) -> tuple[dict[str, Any], dt.datetime | None]:
+                  query: Mapping[str, str] | None, once: float | None = None
+                  ) -> tuple[dict[str, Any], dt.datetime | None]:
         """(decoded answer, the API server's clock when it answered) of a call, told to the
         observer."""
         if self.observer is None:
-            return self._request(method, path, body, content_type=content_type, query=query)[1:]
+            return self._request(method, path, body, content_type=content_type, query=query,
+                                 once=once)[1:]
         start, code = time.monotonic(), "error"
         try:
             status, out, date = self._request(method, path, body, content_type=content_type,
-                                              query=query)
+                                              query=query, once=once)
             code = str(status)
             return out, date
         except ApiError as exc:
@@ -329,10 +332,16 @@ class Kube:
                           extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
 
     def _request(self, method: str, path: str, body: Any, *, content_type: str,
-                 query: Mapping[str, str] | None
+                 query: Mapping[str, str] | None, once: float | None = None
                  ) -> tuple[int, dict[str, Any], dt.datetime | None]:
         """(HTTP status, decoded answer, its ``Date``) of a call that succeeded; else
-        ``ApiError`` (the server refused) or ``ClusterError`` (no answer)."""
+        ``ApiError`` (the server refused) or ``ClusterError`` (no answer).
+
+        ``once`` (a call without a body only): one try, given up (no answer) when connecting
+        or the answer keeps it waiting longer than that many seconds, instead of the client's
+        ``timeout`` per try and the HTTP library's own silent retries of a read: for a caller
+        that has a budget and retries itself, so a call held up counts as a failure that may
+        pass, within the budget."""
         url = self.api.configuration.host + path
         if query:
             url += "?" + urlencode(query)
@@ -347,9 +356,14 @@ class Kube:
         auth: dict[str, Any] = {}
         self.api.update_params_for_auth(headers, auth, ["BearerToken"], path, method, body)
         try:
-            resp = self.api.rest_client.request(
-                method, url, headers=headers,
-                body=body if body is not None else None, _request_timeout=self.timeout)
+            if once is not None and body is None:
+                resp = self.api.rest_client.pool_manager.request(
+                    method, url, headers=headers, timeout=HTTPTimeout(total=once),
+                    retries=False, preload_content=True)  # the answer read within it
+            else:
+                resp = self.api.rest_client.request(
+                    method, url, headers=headers,
+                    body=body if body is not None else None, _request_timeout=self.timeout)
         except k8s.ApiException as exc:
             raise _api_error(int(exc.status or 0), exc.body, exc.reason) from None
         except Exception as exc:  # noqa: BLE001 - urllib3 and ssl errors, all "unreachable"
@@ -370,12 +384,13 @@ class Kube:
     def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
         return self.request("GET", res.path(namespace, name))
 
-    def get_dated(self, res: Resource, namespace: str, name: str
-                  ) -> tuple[dict[str, Any], dt.datetime | None]:
+    def get_dated(self, res: Resource, namespace: str, name: str, *,
+                  once: float | None = None) -> tuple[dict[str, Any], dt.datetime | None]:
         """The object and the API server's clock when it answered: its HTTP ``Date``, whole
-        seconds (None when the answer had none that parses)."""
+        seconds (None when the answer had none that parses). ``once``: one try, given up
+        (``ClusterError`` ``Unreachable``) after that many seconds without an answer."""
         return self._observed("GET", res.path(namespace, name), None,
-                              content_type="application/json", query=None)
+                              content_type="application/json", query=None, once=once)
 
     def get_or_none(self, res: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         try:

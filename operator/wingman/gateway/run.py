@@ -113,6 +113,12 @@ next to the time the operator's deadline leaves beyond the command's (``RESULT_S
 whatever it takes is measured by the deadline check that follows."""
 JOB_READ_FIRST_DELAY = 0.2
 """The first pause before the Job is read again (doubling after each failed try)."""
+JOB_READ_CALL_SECONDS = 2.0
+"""How long one read of the gateway's own Job may wait for the API server (and never past what
+is left of ``JOB_READ_RETRY_SECONDS``, but at least ``JOB_READ_CALL_MIN_SECONDS``): a read held
+up (an API server that accepts the connection and never answers) is a failure that may pass,
+tried again within the budget, not one that takes the client's own 30 s timeout first."""
+JOB_READ_CALL_MIN_SECONDS = 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,14 +404,17 @@ def _raise_if_spent(run: _Run, claims: tokens.CapabilityClaims) -> None:
 
 def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]:
     """The gateway's own Job and the API server's clock when it answered. A failure that may
-    pass (no answer, 429, 5xx: ``wingman.kube.transient``) is tried again, backing off, for
-    ``JOB_READ_RETRY_SECONDS`` at most; any other answer (403, 404...) at once."""
+    pass (no answer, also none within ``JOB_READ_CALL_SECONDS``; 429, 5xx:
+    ``wingman.kube.transient``) is tried again, backing off, for ``JOB_READ_RETRY_SECONDS`` at
+    most; any other answer (403, 404...) at once."""
     assert run.kube is not None
     give_up = time.monotonic() + JOB_READ_RETRY_SECONDS
     delay = JOB_READ_FIRST_DELAY
     while True:
+        once = min(JOB_READ_CALL_SECONDS,
+                   max(JOB_READ_CALL_MIN_SECONDS, give_up - time.monotonic()))
         try:
-            return run.kube.get_dated(JOBS, run.settings.namespace, name)
+            return run.kube.get_dated(JOBS, run.settings.namespace, name, once=once)
         except WingmanError as exc:
             left = give_up - time.monotonic()
             if not transient(exc) or left < delay:

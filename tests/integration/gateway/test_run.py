@@ -899,6 +899,38 @@ def test_a_job_read_that_keeps_failing_refuses_within_a_few_seconds_before_the_b
     _assert_never_leaked(env, token, capsys.readouterr().err)
 
 
+def test_a_job_read_held_up_is_given_up_and_tried_again_within_the_budget(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    """An API server that takes the read and never answers is a failure that may pass: the
+    read is given up after a couple of seconds and tried again, not after the client's own
+    30 s (and the HTTP library's silent retries of it)."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.hold("GET", _job_path(env, g), seconds=45, times=1)
+    started = time.monotonic()
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
+    assert time.monotonic() - started < gateway_run.JOB_READ_RETRY_SECONDS + 5
+    assert proxy.count("GET", _job_path(env, g)) == 2
+    assert env.replicas() == 2
+    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+
+
+def test_a_job_read_that_is_always_held_up_refuses_within_the_budget(
+        env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.hold("GET", _job_path(env, g), seconds=45, times=1000)
+    started = time.monotonic()
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert time.monotonic() - started < gateway_run.JOB_READ_RETRY_SECONDS + 5
+    assert proxy.count("GET", _job_path(env, g)) > 1, "a read held up is tried again"
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "DeadlineUnknown")
+    assert "not spent" in status["message"]
+    assert env.leases() == [] and env.replicas() == 1
+    assert "JobReadRetried" in capsys.readouterr().err
+
+
 def test_a_job_read_refused_as_forbidden_is_not_tried_again(
         env: Env, proxy: FaultyApiProxy) -> None:
     g = make_grant(env, SCALE.format(target=env.target))
