@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -127,6 +128,51 @@ def test_a_gateway_asked_to_stop_does_not_ask_the_engine_to_act(
     assert "not asked to stop the container" in str(exc.value)
     after = _state(engine, web)
     assert after["Running"] is True and after["StartedAt"] == before["StartedAt"]
+
+
+def test_a_sigterm_during_a_docker_call_stops_the_wait_and_records_an_unknown_outcome(
+        env: Env, engine: DockerEngine, base_image: str) -> None:
+    """The engine takes the stop of a container that ignores SIGTERM through its full stop
+    timeout (10 s); a SIGTERM to the gateway meanwhile ends its wait at once (the kubelet's
+    grace period is 30 s), and the record says the engine may still complete the operation."""
+    stubborn = f"stubborn-{uuid.uuid4().hex[:8]}"  # no --init: its PID 1 ignores SIGTERM
+    engine.docker("run", "-d", "--name", stubborn, "--network", "none", base_image,
+                  "sleep", "infinity")
+    try:
+        settings, grant = _settings(env, f"docker stop {stubborn}", engine.host)
+        sent: list[float] = []
+
+        def terminate_once_executing() -> None:
+            for _ in range(300):
+                if any(r["event"] == "GatewayExecuting" for r in env.audit_records()):
+                    time.sleep(1.0)  # the engine is now waiting for the container to stop
+                    sent.append(time.monotonic())
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=terminate_once_executing, daemon=True)
+        killer.start()
+        assert run_gateway(settings) == EXIT_OK  # ran and recorded, as an interrupted run
+        ended = time.monotonic()
+        killer.join(timeout=5)
+        assert sent, "the gateway never audited GatewayExecuting"
+        assert ended - sent[0] < 3, "the gateway waited for the engine after the SIGTERM"
+        status = env.grant(grant)["status"]
+        assert (status["phase"], status["reason"]) == ("Failed", "CommandInterrupted"), status
+        assert "may still have completed the operation" in status["message"]
+        (executed,) = [r for r in env.audit_records() if r["event"] == "GatewayExecuted"]
+        assert executed["data"]["interrupted"] is True
+        assert "may still have completed the operation" in executed["data"]["message"]
+        assert status["outputSHA256"] == executed["data"]["output_sha256"]
+        # the engine carried the stop through all the same: the outcome was indeed unknown
+        for _ in range(200):
+            if _state(engine, stubborn).get("Running") is False:
+                break
+            time.sleep(0.1)
+        assert _state(engine, stubborn)["Running"] is False
+    finally:
+        engine.docker("rm", "-f", stubborn, check=False)
 
 
 def test_a_missing_container_is_the_engines_real_answer_on_record(

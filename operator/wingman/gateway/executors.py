@@ -21,7 +21,10 @@ unused) and :func:`execute` afterwards.
 - ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
   <container>`` through the Docker SDK on a local unix socket, on the container of exactly
   that name or ID (``wingman.model.preview.container_named``: never one whose ID merely
-  starts with a short name), acted on by its full ID.
+  starts with a short name), acted on by its full ID. The engine carries an operation
+  through once asked, so it cannot be killed: it runs in a thread of its own, and a SIGTERM
+  ends the gateway's wait at once, the outcome recorded as unknown (``ExecResult.message``);
+  the call's own timeout then bounds nothing the kubelet's grace period waits for.
 - Anything else is refused (``ExecutorNotAllowed``).
 
 Output (stdout and stderr interleaved) is read in chunks; at most ``max_output_bytes`` are kept
@@ -106,7 +109,11 @@ class ExecResult:
     finished: dt.datetime
     timed_out: bool = False
     interrupted: bool = False
-    """The gateway was asked to stop (SIGTERM) while the command ran, and killed it."""
+    """The gateway was asked to stop (SIGTERM) while the command ran, and killed it (or, for
+    an operation it cannot stop, a Docker engine's, stopped waiting for it: ``message``)."""
+    message: str = ""
+    """What the record of the result must say beyond the exit code and the output (empty: no
+    more): an interrupted Docker operation's outcome is unknown."""
 
     @property
     def duration_seconds(self) -> float:
@@ -437,59 +444,152 @@ class DockerExecutor:
 
         verb, container = argv[1], argv[2]
         stop_seconds = min(10, settings.exec_timeout_seconds // 2)
+        not_asked = ExecutionFailed(
+            "the gateway's pod was asked to stop (SIGTERM) before the command started; the "
+            f"engine was not asked to {verb} the container; if the grant was not cancelled, "
+            "submit a new request", reason="GatewayTerminating")
+        if TERMINATION.requested:  # asked to stop since the gateway's last look: no action
+            raise not_asked
         started = _now()
-        timed_out = False
-        try:
-            client: Any = docker.DockerClient(
-                base_url=settings.docker_host,
-                timeout=max(1, settings.exec_timeout_seconds - stop_seconds))
-        except docker.errors.DockerException as exc:
-            raise ExecutionFailed(
-                f"cannot reach the Docker engine at {settings.docker_host}: "
-                f"{type(exc).__name__}; check gateway.docker.socketPath",
-                reason="DockerUnavailable",
-            ) from None
-        try:
-            # the container the command names, by its exact name or ID, then acted on by its
-            # full ID: the engine itself would also take a short prefix of any container's ID
-            state = client.api.inspect_container(container)
-            if not container_named(state, container):
-                raise docker.errors.NotFound(
-                    f"No such container: {container} (no container has that name; the engine "
-                    "would have taken it as the start of the ID of container "
-                    f"{str(state.get('Name') or '').lstrip('/')!r}, but the gateway acts only "
-                    "on a container named exactly so, or by its ID or at least its first "
-                    f"{SHORT_ID_CHARS} characters)")
-            target = str(state["Id"])
-            if TERMINATION.requested:  # asked to stop since the gateway's last look: no action
+        call = _DockerCall()
+
+        def act() -> tuple[int, str, bool]:
+            try:
+                client: Any = docker.DockerClient(
+                    base_url=settings.docker_host,
+                    timeout=max(1, settings.exec_timeout_seconds - stop_seconds))
+            except docker.errors.DockerException as exc:
                 raise ExecutionFailed(
-                    "the gateway's pod was asked to stop (SIGTERM) before the command started; "
-                    f"the engine was not asked to {verb} the container; if the grant was not "
-                    "cancelled, submit a new request", reason="GatewayTerminating")
-            if verb == "restart":
-                client.api.restart(target, timeout=stop_seconds)
-            elif verb == "stop":
-                client.api.stop(target, timeout=stop_seconds)
-            else:
-                client.api.start(target)
-            code, text = 0, f"{container}\n"
-        except docker.errors.APIError as exc:
-            code, text = 1, f"Error response from daemon: {exc.explanation or exc}\n"
-        except requests.exceptions.Timeout:
-            code, timed_out = TIMEOUT_EXIT_CODE, True
-            text = f"[wingman: the Docker engine did not answer within the deadline ({verb})]\n"
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise ExecutionFailed(
-                f"the Docker engine at {settings.docker_host} failed: {type(exc).__name__}",
-                reason="DockerUnavailable",
-            ) from None
-        finally:
-            client.close()
+                    f"cannot reach the Docker engine at {settings.docker_host}: "
+                    f"{type(exc).__name__}; check gateway.docker.socketPath",
+                    reason="DockerUnavailable",
+                ) from None
+            try:
+                # the container the command names, by its exact name or ID, then acted on by
+                # its full ID: the engine itself would also take a short prefix of any
+                # container's ID
+                state = client.api.inspect_container(container)
+                if not container_named(state, container):
+                    raise docker.errors.NotFound(
+                        f"No such container: {container} (no container has that name; the "
+                        "engine would have taken it as the start of the ID of container "
+                        f"{str(state.get('Name') or '').lstrip('/')!r}, but the gateway acts "
+                        "only on a container named exactly so, or by its ID or at least its "
+                        f"first {SHORT_ID_CHARS} characters)")
+                target = str(state["Id"])
+                if not call.ask():  # asked to stop meanwhile: the engine is not asked to act
+                    raise not_asked
+                if verb == "restart":
+                    client.api.restart(target, timeout=stop_seconds)
+                elif verb == "stop":
+                    client.api.stop(target, timeout=stop_seconds)
+                else:
+                    client.api.start(target)
+                return 0, f"{container}\n", False
+            except docker.errors.APIError as exc:
+                return 1, f"Error response from daemon: {exc.explanation or exc}\n", False
+            except requests.exceptions.Timeout:
+                return (TIMEOUT_EXIT_CODE, "[wingman: the Docker engine did not answer within "
+                        f"the deadline ({verb})]\n", True)
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise ExecutionFailed(
+                    f"the Docker engine at {settings.docker_host} failed: {type(exc).__name__}",
+                    reason="DockerUnavailable",
+                ) from None
+            finally:
+                client.close()
+
+        outcome = call.wait(act, not_asked)
         finished = _now()
+        message = ""
+        if outcome is None:  # SIGTERM while the engine was acting: stopped waiting for it
+            code, timed_out = -int(signal.SIGTERM), False
+            message = (f"the gateway was asked to stop (SIGTERM) while the Docker engine "
+                       f"carried out '{verb}' on the container, and stopped waiting for it: the "
+                       "engine may still have completed the operation, or may complete it "
+                       "later; check the container's state")
+            text = f"[wingman: {message}]\n"
+        else:
+            code, text, timed_out = outcome
         output, truncated, digest = bound_output(
             text.encode("utf-8"), limit=settings.max_output_bytes, truncated=False,
             secrets=credentials.all_secrets(), command=argv)
-        return ExecResult(code, output, truncated, digest, started, finished, timed_out)
+        return ExecResult(code, output, truncated, digest, started, finished, timed_out,
+                          interrupted=outcome is None, message=message)
+
+
+class _DockerCall:
+    """A Docker operation the gateway can stop waiting for.
+
+    The Docker SDK's calls block in a socket read that a SIGTERM does not interrupt, with a
+    timeout of their own (up to the command's), and the engine carries an operation through
+    once asked, whoever waits for it. So the operation runs in a thread of its own, and the
+    gateway waits for it or for a SIGTERM (:data:`TERMINATION`), whichever comes first: on a
+    SIGTERM it stops waiting at once, well inside the kubelet's grace period, and records the
+    outcome as unknown (the engine may still complete it). :meth:`ask` is the line between
+    an operation the engine was never asked for (nothing happened: a refusal) and one it may
+    have carried out: once the gateway has stopped waiting, no operation is asked for.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._asked = False
+        self._abandoned = False
+
+    def ask(self) -> bool:
+        """In the operation's thread, right before the engine is asked to act: False when the
+        gateway was asked to stop meanwhile (then the engine must not be asked)."""
+        with self._lock:
+            if self._abandoned or TERMINATION.requested:
+                return False
+            self._asked = True
+            return True
+
+    def wait(self, act: Callable[[], tuple[int, str, bool]], not_asked: ExecutionFailed
+             ) -> tuple[int, str, bool] | None:
+        """``act()``'s result (its exception raised here), or None when a SIGTERM came while
+        the engine was asked to act (``not_asked`` raised when it came before: the engine was
+        not asked)."""
+        done = threading.Event()
+        box: list[tuple[int, str, bool] | BaseException] = []
+        wake_r, wake_w = os.pipe()
+
+        def work() -> None:
+            try:
+                box.append(act())
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                box.append(exc)
+            finally:
+                with contextlib.suppress(OSError):  # (the reader gone: no one waits)
+                    os.write(wake_w, b"\0")
+                done.set()
+
+        worker = threading.Thread(target=work, name="wingman-docker", daemon=True)
+        try:
+            worker.start()
+            stop = TERMINATION.fileno()
+            with selectors.DefaultSelector() as selector:
+                selector.register(wake_r, selectors.EVENT_READ)
+                if stop is not None:
+                    selector.register(stop, selectors.EVENT_READ)
+                while not done.is_set() and not TERMINATION.requested:
+                    selector.select()
+        finally:
+            if done.is_set():
+                os.close(wake_w)
+            # else the worker may still write to it: it stays open until the process ends
+            os.close(wake_r)
+        if not done.is_set():
+            with self._lock:
+                self._abandoned = True
+                asked = self._asked
+            if asked:
+                return None
+            raise not_asked
+        (result,) = box
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
 
 def inspect_container(name: str, *, settings: GatewaySettings) -> dict[str, Any] | None:

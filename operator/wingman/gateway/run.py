@@ -45,7 +45,8 @@ the one its Job was made for: ``WINGMAN_GRANT_UID``), audits ``GatewayRefused`` 
 A SIGTERM (the kubelet stopping the pod: a cancel, the Job's deadline, a drained node) is
 handled (``executors.TERMINATION``; the container's first process would never see it otherwise):
 before the command starts it refuses (``GatewayTerminating``), while a kubectl command runs it
-kills its process group and the result is recorded (``CommandInterrupted``).
+kills its process group and the result is recorded (``CommandInterrupted``); while the Docker
+engine acts it stops waiting for it, the outcome recorded as unknown (``CommandInterrupted``).
 Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is an
 internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
 ``WINGMAN_LOG_FORMAT=json``; they carry ``token_sha256``, never the token.
@@ -657,6 +658,7 @@ def _execute(run: _Run) -> int:
             **common, "exit_code": result.exit_code, "output_sha256": result.output_sha256,
             "output_truncated": result.truncated, "timed_out": result.timed_out,
             **({"interrupted": True} if result.interrupted else {}),
+            **({"message": result.message} if result.message else {}),
             "duration_seconds": result.duration_seconds})
         audit_hash = f"sha256:{record.hash}"
     except WingmanError as exc:

@@ -72,7 +72,7 @@ def final_status(grant: Body, result: executors.ExecResult, audit_hash: str | No
     """The status patch recording an execution's result."""
     ok = result.exit_code == 0 and not result.timed_out and not result.interrupted
     if result.interrupted:
-        reason, message = "CommandInterrupted", (
+        reason, message = "CommandInterrupted", result.message or (
             "the gateway's pod was asked to stop (SIGTERM: the grant deleted, its Job's "
             "deadline, the node drained) while the command ran, and killed it (exit code "
             f"{result.exit_code}); what it changed before that is in its output")
