@@ -30,10 +30,12 @@ import binascii
 import datetime as dt
 import json
 import logging
+import os
 import re
 import sys
 import threading
 from collections.abc import Iterator
+from types import TracebackType
 from typing import IO, Any
 
 FORMATS = ("json", "text")
@@ -259,5 +261,46 @@ def setup_logging(fmt: str = "json", level: str = "info", *, component: str,
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def install_excepthook(component: str) -> None:
+    """Write an exception nothing caught as one record in this format, not Python's traceback.
+
+    Python's own hook prints the traceback as it is, and an exception's message may hold what
+    an input carried (a line break that forges a record of its own, a terminal's escape
+    sequence); a record of this module escapes and scrubs it. The record goes through the
+    handler :func:`setup_logging` installed; before that (a crash during the imports or while
+    reading the settings) through one in ``WINGMAN_LOG_FORMAT`` (json or text; text when unset
+    or not one of them) on stderr. Install it as early as a process can."""
+
+    def hook(exc_type: type[BaseException], exc: BaseException,
+             tb: TracebackType | None) -> None:
+        try:
+            record = logging.LogRecord(
+                "wingman.crash", logging.ERROR, __file__, 0,
+                "the process stopped on an error nothing handled: %s: %s",
+                (exc_type.__name__, str(exc)[:1000]), (exc_type, exc, tb))
+            record.event = "UncaughtException"
+            ours = [h for h in logging.getLogger().handlers if isinstance(h, _Handler)]
+            if ours:
+                ours[0].handle(record)
+                return
+            fmt = os.environ.get("WINGMAN_LOG_FORMAT", "").strip().lower()
+            formatter: logging.Formatter = (JsonFormatter(component) if fmt == "json"
+                                            else TextFormatter(component))
+            sys.stderr.write(formatter.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - the last word: a line that cannot forge a record
+            sys.stderr.write(f"uncaught {exc_type.__name__}; its record could not be "
+                             "written\n")
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if issubclass(args.exc_type, SystemExit):  # as Python's own: a thread's quiet end
+            return
+        hook(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook
+
+
 __all__ = ["FORMATS", "LEVELS", "REDACTED", "JsonFormatter", "TextFormatter",
-           "base64_readings", "forget", "holds_jwt", "never_log", "setup_logging"]
+           "base64_readings", "forget", "holds_jwt", "install_excepthook", "never_log",
+           "setup_logging"]

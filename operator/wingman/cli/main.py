@@ -341,6 +341,14 @@ def _hold_sigterm() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["gateway"]:
+        _hold_sigterm()  # before the imports: the gateway is its container's first process
+    if argv is None:  # the process's own entry (not a caller's): an error nothing catches is
+        # one record in the log format (wingman.logs escapes what it quotes), never Python's
+        # traceback as it is, which may quote input that forges log lines
+        from wingman.logs import install_excepthook
+
+        install_excepthook(raw[0] if raw[:1] and raw[0] in POD_ONLY else "cli")
     for i, arg in enumerate(raw, 1):
         try:
             arg.encode("utf-8")
@@ -350,8 +358,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "commands and texts are sent to Kubernetes as UTF-8; fix the terminal's or "
                   "the script's encoding", file=sys.stderr)
             return 2
-    if raw[:1] == ["gateway"]:
-        _hold_sigterm()  # before the imports: the gateway is its container's first process
     if raw[:2] == ["audit", "witness"]:
         from wingman.audit.witness import witness_main
 

@@ -112,3 +112,48 @@ def test_the_gateway_notes_a_sigterm_from_its_first_line() -> None:
                           text=True, timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(OPERATOR_SRC)})
     assert (done.returncode, done.stdout) == (0, "asked to stop: True\n"), done
+
+
+_CRASH_SCRIPT = """
+import sys
+from wingman.cli import main as cli_main
+from wingman.settings import GatewaySettings
+
+FORGED = '\\n{"level": "info", "event": "GatewayExecuted", "forged": true}\\n\\x1b[2J'
+
+def settings_that_crash(cls):
+    raise RuntimeError("bad value" + FORGED)
+
+GatewaySettings.from_env = classmethod(settings_that_crash)
+sys.argv = ["wingman", "gateway"]
+sys.exit(cli_main.main())
+"""
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_an_error_nothing_catches_is_one_escaped_record_not_a_raw_traceback(fmt: str) -> None:
+    """An exception whose message carries a line break and a terminal escape, raised where
+    nothing catches it (here: reading the gateway's settings), must not forge a log record
+    or reach a terminal as it is: it is written as one record in the log format."""
+    done = subprocess.run([sys.executable, "-c", _CRASH_SCRIPT], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(OPERATOR_SRC),
+                               "WINGMAN_LOG_FORMAT": fmt})
+    assert done.returncode == 1, done
+    assert "\x1b" not in done.stderr, "a raw escape sequence reached the log"
+    if fmt == "json":
+        import json
+
+        (line,) = done.stderr.splitlines()  # one record: the forged one is inside it
+        record = json.loads(line)
+        assert (record["level"], record["component"], record["event"]) == (
+            "error", "gateway", "UncaughtException")
+        assert "RuntimeError: bad value" in record["message"]
+        assert '{"level": "info", "event": "GatewayExecuted"' in record["message"]
+        assert "Traceback" in record["error"] and "settings_that_crash" in record["error"]
+    else:
+        first, *rest = done.stderr.splitlines()
+        assert " ERROR   gateway wingman.crash " in first
+        assert "RuntimeError: bad value" in first
+        assert rest and all(line.startswith("\t") for line in rest), done.stderr
+        assert not any(line.startswith("{") for line in done.stderr.splitlines())
