@@ -962,15 +962,17 @@ def _reset_to_pending(env: Env, grant: str) -> None:
                                 "tokenSHA256": eg["status"]["tokenSHA256"]}}]))
 
 
-def test_a_grant_reset_to_pending_after_a_key_rotation_never_gets_a_second_token(
+def test_a_grant_reset_to_pending_after_a_key_rotation_gets_that_very_token_again(
         env: Env) -> None:
-    """Burn markers do not span a key rotation: the token made again under the new key has
+    """Burn markers do not span a key rotation: a token made again under the new key has
     another jti, so a second token would burn a marker of its own and could run the command a
     second time. A grant whose status was reset to Pending after its token was issued gets that
-    very token or none: refused, nothing stored, no second TokenMinted."""
+    very token again (made with the ring's retired key that signed it: the same jti, the same
+    burn marker), as a lost token of a TokenIssued grant is, never another."""
     from wingman.cli.main import main as cli
 
     first = _issued(env, "req", "g")
+    signed_by = jwt.get_unverified_header(first)["kid"]
     secret = env.secret("g")
     assert secret is not None
     env.op.stop()
@@ -979,9 +981,37 @@ def test_a_grant_reset_to_pending_after_a_key_rotation_never_gets_a_second_token
     env.cluster.kubectl("delete", "secret", secret["metadata"]["name"], "-n", env.ns)
     _reset_to_pending(env, "g")
     env.op.start()
+    eg = env.wait_phase("eg", "g", "TokenIssued")
+    assert eg["status"]["tokenSHA256"] == token_sha256(first)
+    wait_for("the Secret stored again", lambda: env.secret("g") is not None, 30,
+             on_timeout=env.op.log_tail)
+    assert _token(env, "g") == first
+    minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"]
+    assert [(r["data"]["tokenSHA256"], r["data"]["kid"]) for r in minted] == \
+        [(token_sha256(first), signed_by)] * 2, minted
+    assert len({r["data"]["jti"] for r in minted}) == 1
+    _assert_one_token_and_one_job_each(env, ["g"])
+
+
+def test_a_grant_reset_to_pending_after_its_key_was_pruned_never_gets_a_second_token(
+        env: Env) -> None:
+    """The key that signed the recorded token rotated out and pruned: no key makes that token
+    again, and the active key's would be a second one. Refused, nothing stored, no second
+    TokenMinted."""
+    from wingman.cli.main import main as cli
+
+    first = _issued(env, "req", "g")
+    secret = env.secret("g")
+    assert secret is not None
+    env.op.stop()
+    kubeconfig = str(env.cluster.kubeconfig)
+    assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", kubeconfig]) == 0
+    assert cli(["keys", "prune", "-n", env.ns, "--kubeconfig", kubeconfig]) == 0
+    env.cluster.kubectl("delete", "secret", secret["metadata"]["name"], "-n", env.ns)
+    _reset_to_pending(env, "g")
+    env.op.start()
     eg = _refused_without_a_second_token(env, "g")
-    assert "signing key was rotated" in eg["status"]["message"], eg["status"]
-    # the approval granted its command to this grant: another grant for it is refused
+    assert "no signing key in the ring makes that token again" in eg["status"]["message"]
     assert "submit a new request" in eg["status"]["message"], eg["status"]
     assert eg["status"]["tokenSHA256"] == token_sha256(first)
 

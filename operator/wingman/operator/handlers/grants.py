@@ -23,9 +23,9 @@ marker of its ``jti``: one execution per grant. A rotated key gives another ``jt
 markers do not span a key rotation (nor earlier releases' random ``jti``): what does is the
 grant's ``status.tokenSHA256``, which the CRD lets nobody change or remove once written. A grant
 whose status was reset to Pending after a token was issued gets that very token again or none
-(``only_the_recorded_token``), so neither a rotated key nor a new Job gives it a second token with
-a marker of its own. Once a grant is TokenIssued, every ending the operator writes is Failed or
-Expired, never Denied.
+(``only_the_recorded_token``; made with each key still in the ring, as a lost one is), so neither
+a rotated key nor a new Job gives it a second token with a marker of its own. Once a grant is
+TokenIssued, every ending the operator writes is Failed or Expired, never Denied.
 
 Every step is create-if-absent on a name known before the create, or a write guarded by the
 resourceVersion that was read, so the flow can be killed at any point and run again: the
@@ -567,9 +567,9 @@ async def only_the_recorded_token(ctx: Context, grant: Any, token_hash: str) -> 
     if recorded and token_hash != recorded:
         await refuse(ctx, grant, "TokenBindingMismatch",
                      "a token was issued to this grant before (status.tokenSHA256) and its "
-                     "status was reset to Pending since; the token the operator makes now is "
-                     "another one (the signing key was rotated, or the gateway Job is another), "
-                     f"and a grant never gets a second token; {_USED_UP}")
+                     "status was reset to Pending since; no signing key in the ring makes that "
+                     "token again (the key that signed it was pruned, or the gateway Job is "
+                     f"another), and a grant never gets a second token; {_USED_UP}")
 
 
 async def born_expired(ctx: Context, grant: Any, ttl: int) -> NoReturn:
@@ -718,11 +718,27 @@ async def remint_recorded(ctx: Context, grant: Any, job: dict[str, Any], ttl: in
     verifies it until the key is pruned). No key giving it (the one that signed it was pruned,
     or the issuer changed) fails the grant, closed: no other token is ever stored. Returns what
     ``mint_for`` returns."""
+    found, tried = await _made_by_the_ring(ctx, grant, None, job, ttl)
+    if not found:
+        await _cannot_mint(
+            ctx, grant, f"none of the {tried} signing key(s) in the ring makes the token "
+            "recorded for it (status.tokenSHA256) again: the key that signed it was pruned "
+            "(wingman keys prune) or the issuer changed since it was issued, so the same token "
+            "cannot be made again")
+    return found[0]
+
+
+async def _made_by_the_ring(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
+                            ttl: int) -> tuple[list[tuple[Any, str, Any, str]], int]:
+    """The grant's token for ``job`` made with every key in the ring (the active one first),
+    kept when it hashes to the one its status records (``status.tokenSHA256``): what
+    ``mint_for`` returns for the one key that makes it (an empty list: none does), and how
+    many keys were tried. More than one key making it refuses the grant, closed: which token
+    was issued would not be certain."""
     recorded = (grant.get("status") or {}).get("tokenSHA256")
     ring = ctx.ring  # once: a key reload (another thread) may replace the ring
     signers = [ring.signer, *(key for kid, key in sorted(ring.keys.items())
                               if kid != ring.active)]
-    approval = None
     found: list[tuple[Any, str, Any, str]] = []
     for signer in signers:
         approval, token, claims, kid = await mint_for(ctx, grant, approval, job, ttl,
@@ -730,18 +746,12 @@ async def remint_recorded(ctx: Context, grant: Any, job: dict[str, Any], ttl: in
         if recorded and token_sha256(token) == recorded:
             found.append((approval, token, claims, kid))
         del token
-    if not found:
-        await _cannot_mint(
-            ctx, grant, f"none of the {len(signers)} signing key(s) in the ring makes the token "
-            "recorded for it (status.tokenSHA256) again: the key that signed it was pruned "
-            "(wingman keys prune) or the issuer changed since it was issued, so the same token "
-            "cannot be made again")
     if len(found) > 1:
         found.clear()
         await _cannot_mint(ctx, grant, "more than one signing key in the ring makes a token "
                            "with the hash recorded for it, so which one was issued is not "
                            "certain")
-    return found[0]
+    return found, len(signers)
 
 
 async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
@@ -758,6 +768,14 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
         await _cannot_mint(ctx, grant, "an earlier release already released its Job")
     if issued:
         approval, token, claims, kid = await remint_recorded(ctx, grant, job, ttl)
+    elif (grant.get("status") or {}).get("tokenSHA256"):
+        # reset to Pending after a token was issued: that very token again, with the ring's
+        # key that makes it (a rotation since does not lose it); none does, the active key's
+        # token, which only_the_recorded_token refuses
+        found, _ = await _made_by_the_ring(ctx, grant, approval, job, ttl)
+        approval, token, claims, kid = found[0] if found else await mint_for(
+            ctx, grant, approval, job, ttl)
+        found.clear()
     else:
         approval, token, claims, kid = await mint_for(ctx, grant, approval, job, ttl)
     job_uid = job["metadata"]["uid"]
