@@ -272,12 +272,12 @@ def install_excepthook(component: str) -> None:
     or not one of them) on stderr. Install it as early as a process can."""
 
     def hook(exc_type: type[BaseException], exc: BaseException,
-             tb: TracebackType | None) -> None:
+             tb: TracebackType | None, *, what: str = "the process") -> None:
         try:
             record = logging.LogRecord(
                 "wingman.crash", logging.ERROR, __file__, 0,
-                "the process stopped on an error nothing handled: %s: %s",
-                (exc_type.__name__, str(exc)[:1000]), (exc_type, exc, tb))
+                "%s stopped on an error nothing handled: %s: %s",
+                (what, exc_type.__name__, str(exc)[:1000]), (exc_type, exc, tb))
             record.event = "UncaughtException"
             ours = [h for h in logging.getLogger().handlers if isinstance(h, _Handler)]
             if ours:
@@ -295,7 +295,10 @@ def install_excepthook(component: str) -> None:
     def thread_hook(args: threading.ExceptHookArgs) -> None:
         if issubclass(args.exc_type, SystemExit):  # as Python's own: a thread's quiet end
             return
-        hook(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+        value = args.exc_value  # None only when raised without one: name the type then
+        hook(args.exc_type, value if value is not None else RuntimeError(
+            args.exc_type.__name__), args.exc_traceback,
+             what=f"thread {args.thread.name if args.thread is not None else '?'}")
 
     sys.excepthook = hook
     threading.excepthook = thread_hook
