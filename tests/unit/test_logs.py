@@ -242,3 +242,34 @@ def test_the_logs_module_does_not_need_the_operator_framework() -> None:
     code = ("import sys, wingman.logs as l; l.setup_logging('json', 'info', component='x'); "
             "sys.exit(1 if 'kopf' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+_THREAD_CRASH = """
+import threading
+from wingman.logs import install_excepthook
+
+install_excepthook("gateway")
+def work():
+    raise ValueError("forged\\n{\\"level\\": \\"info\\"}")
+worker = threading.Thread(target=work, name="worker")
+worker.start()
+worker.join()
+print("the process went on")
+"""
+
+
+def test_a_threads_uncaught_error_is_one_record_naming_the_thread() -> None:
+    """A thread's error nothing caught does not stop the process; its record says whose it
+    was, in the log format, its message escaped."""
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", _THREAD_CRASH], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={"PYTHONPATH": str(Path(logs.__file__).resolve().parents[1]),
+                               "WINGMAN_LOG_FORMAT": "json"})
+    assert (done.returncode, done.stdout) == (0, "the process went on\n"), done
+    (line,) = done.stderr.splitlines()
+    record = json.loads(line)
+    assert record["event"] == "UncaughtException" and record["component"] == "gateway"
+    assert record["message"].startswith("thread worker stopped on an error nothing handled")
+    assert 'ValueError: forged\n{"level": "info"}' in record["message"]
