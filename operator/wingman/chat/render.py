@@ -542,6 +542,33 @@ def slack_card(v: RequestView, buttons: Sequence[tuple[str, str, str]] = ()
     return blocks
 
 
+def slack_summary(v: RequestView, buttons: Sequence[tuple[str, str, str]] = ()
+                  ) -> list[dict[str, Any]]:
+    """The short Slack card of a request whose card Slack refused (``msg_too_long``,
+    ``invalid_blocks``, ...): who asks, how many commands, where to read them, the state and
+    the buttons; no request text beyond its names and the requester's, so that approvers are
+    still notified and can decide after reading the request with ``kubectl wingman``."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain(f"{STATE_ICON.get(v.state, '')} Wingman approval "
+                                          "request")},
+        slack_rich([
+            ("Request: ", LABEL), (v.name, THEIRS), ("\nEnvironment: ", LABEL),
+            (v.environment, THEIRS),
+            ("\nRequester: ", LABEL), (clip(v.requester, 120, one_line=True), THEIRS),
+            ("\nCommands: ", LABEL), (str(len(v.commands)), OWN),
+            ("\nDecisions: ", LABEL),
+            (f"{len(v.approved_by)} of {v.required} approvals", OWN),
+            ("\nExpires: ", LABEL), (v.expires or "-", OWN)]),
+        slack_rich([("⚠ Slack refused this request's full card: read it in full with ", OWN),
+                    (f"kubectl wingman describe {v.name}", THEIRS), (" before deciding", OWN)]),
+        slack_rich([("Status: ", LABEL), (v.state, OWN), (": ", OWN),
+                    (clip(v.state_reason, 400, one_line=True), THEIRS)]),
+    ]
+    if v.live and buttons:
+        blocks.append(slack_card(v, buttons)[-1])  # the same buttons
+    return blocks
+
+
 # --------------------------------------------------------------------------- webhook
 
 
@@ -645,6 +672,7 @@ __all__ = [
     "slack_card",
     "slack_fallback",
     "slack_rich",
+    "slack_summary",
     "telegram_card",
     "telegram_summary",
     "view",

@@ -30,9 +30,11 @@ too deeply, a number too long) is a 400.
 Refused with an answer and an audit record: another workspace, bots, guests (multi- and
 single-channel guests, as ``users.info`` says; when Slack cannot say, the action is refused),
 other channels, buttons that do not verify or belong to another environment, and buttons on a
-message that is not the request's current message. Messages Slack refuses for what they are
-(``msg_too_long``, ``invalid_blocks``, ...) fail alone (``MessageRefused``): the service
-records it and goes on with the other requests.
+message that is not the request's current message. A card Slack refuses for what it holds
+(``msg_too_long``, ``invalid_blocks``, ...) is sent again as the short card
+(``render.slack_summary``, with the same buttons), so that approvers are notified all the same;
+messages Slack refuses even so fail alone (``MessageRefused``): the service records it and goes
+on with the other requests.
 """
 
 from __future__ import annotations
@@ -132,17 +134,29 @@ class SlackChannel:
         return [("wingman_approve", "Approve", self.signer.sign("approve", v.uid)),
                 ("wingman_reject", "Reject", self.signer.sign("reject", v.uid))]
 
+    async def _card(self, what: str, method: Any, v: RequestView, **kwargs: Any) -> Any:
+        """Send the card; if Slack refuses it, the short card (``render.slack_summary``, with
+        the same buttons), so that approvers are notified all the same; should Slack refuse
+        that too, the refusal stands."""
+        buttons = self._buttons(v)
+        try:
+            return await self._call(what, method, text=render.slack_fallback(v),
+                                    blocks=render.slack_card(v, buttons), **kwargs)
+        except MessageRefused as exc:
+            log.warning("slack refused a card; sending the short card",
+                        extra={"request": v.name, "error": exc.message[:200]})
+            return await self._call(what, method, text=render.slack_fallback(v),
+                                    blocks=render.slack_summary(v, buttons), **kwargs)
+
     async def post_card(self, v: RequestView) -> dict[str, Any]:
-        resp = await self._call("chat.postMessage", self.client.chat_postMessage,
-                                channel=self.config.channel, text=render.slack_fallback(v),
-                                blocks=render.slack_card(v, self._buttons(v)),
-                                unfurl_links=False, unfurl_media=False)
+        resp = await self._card("chat.postMessage", self.client.chat_postMessage, v,
+                                channel=self.config.channel, unfurl_links=False,
+                                unfurl_media=False)
         return {"channel": str(resp["channel"]), "ts": str(resp["ts"])}
 
     async def update_card(self, ref: dict[str, Any], v: RequestView) -> None:
-        await self._call("chat.update", self.client.chat_update, channel=ref["channel"],
-                         ts=ref["ts"], text=render.slack_fallback(v),
-                         blocks=render.slack_card(v, self._buttons(v)))
+        await self._card("chat.update", self.client.chat_update, v, channel=ref["channel"],
+                         ts=ref["ts"])
 
     async def notify(self, v: RequestView, notice: Notice) -> None:
         channel = (self.config.requester_channel or self.config.channel

@@ -178,7 +178,7 @@ def test_a_message_slack_refuses_fails_alone(tmp_path: Path) -> None:
         assert ["later" in str(m["text"]) for _, m in fake.cards(CHANNEL)] == [True]
         tries = [p for m, p in fake.requests if m == "chat.postMessage"
                  and "poison" in str(p.get("text"))]
-        assert len(tries) == 1
+        assert len(tries) == 2  # the card, then the short card; not again
         uid = svc.find(name="poison").uid
         assert svc.state["requests"][uid]["slack"]["refused"]["error"] == (
             "Slack refused chat.postMessage: invalid_blocks")
@@ -186,6 +186,35 @@ def test_a_message_slack_refuses_fails_alone(tmp_path: Path) -> None:
         assert "refused" not in svc.state["requests"][svc.find(name="later").uid]["slack"]
 
     run(tmp_path, request("poison", 1), request("later", 2), body=body)
+
+
+def test_a_card_slack_refuses_is_sent_as_the_short_card_with_its_buttons(
+        tmp_path: Path) -> None:
+    """Slack refuses a card for what it holds (here: any card with its commands): approvers
+    are still notified, by the short card, whose buttons work; once the request changes, the
+    message is updated the same way."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        fake.refuse = lambda method, p: (
+            "invalid_blocks" if method in ("chat.postMessage", "chat.update")
+            and "rich_text_preformatted" in str(p.get("blocks")) else None)
+        await svc.sync()
+        [(ts, card)] = fake.cards(CHANNEL)
+        shown = json.dumps(card["blocks"])
+        assert "kubectl wingman describe big" in shown and "Slack refused" in shown
+        [actions] = [b for b in card["blocks"] if b["type"] == "actions"]
+        assert [e["action_id"] for e in actions["elements"]] == ["wingman_approve",
+                                                                 "wingman_reject"]
+        uid = svc.find(name="big").uid
+        assert "refused" not in svc.state["requests"][uid]["slack"]
+        assert svc.card_ref(uid, "slack") == {"channel": CHANNEL, "ts": ts}
+        svc.cluster.objs[0]["spec"]["decisions"] = [  # type: ignore[attr-defined]
+            {"verdict": "Reject", "by": "carol", "reason": "no"}]
+        await svc.sync()
+        [(_, card)] = fake.cards(CHANNEL)
+        assert card["edits"] == 1 and "Slack refused" in json.dumps(card["blocks"])
+        assert "refused" not in svc.state["requests"][uid]["slack"]
+
+    run(tmp_path, request("big", 1), body=body)
 
 
 def test_a_signed_payload_of_the_wrong_shape_is_refused_never_a_500(tmp_path: Path) -> None:
