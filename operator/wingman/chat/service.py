@@ -182,6 +182,8 @@ class ChatService:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _save_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: One step-up code at a time, each written before the next is taken.
+    _step_up_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def env(self) -> str:
@@ -292,16 +294,17 @@ class ChatService:
         async with self._save_lock:  # one at a time, each with the state as it is then
             if self.step_up.broken:  # never write over a fix made since it was read
                 await self._reread_step_up()
+            saving: dict[str, Any] | None = None
             if not self.step_up.broken and (self.step_up.changed or "stepUp" in self.state):
-                self.state["stepUp"] = self.step_up.stored()
+                saving = self.step_up.stored()
+                self.state["stepUp"] = saving
                 if not self.state["stepUp"]:
                     del self.state["stepUp"]
-            changed, self.step_up.changed = self.step_up.changed, False
-            try:
-                await asyncio.to_thread(self.cluster.save_state, copy.deepcopy(self.state))
-            except BaseException:
-                self.step_up.changed = self.step_up.changed or changed
-                raise
+            # ``changed`` stays set until the save succeeded (a code checked meanwhile must
+            # see that the wrong codes are not written yet), and then only if none came since
+            await asyncio.to_thread(self.cluster.save_state, copy.deepcopy(self.state))
+            if saving is not None and saving == self.step_up.stored():
+                self.step_up.changed = False
 
     async def _verify_step_up(self, user: str, code: str) -> None:
         """The step-up check; a wrong code (a lockout, or a right code ending a count of wrong
@@ -310,22 +313,24 @@ class ChatService:
         refusal stands, the failure is logged, and no further code is taken
         (``StepUpUnavailable``) until a save succeeds (tried again with each code and each
         sync): a restart in between forgets at most the one code that could not be written.
-        A right code is not refused for it."""
-        if self.step_up.broken:
+        A right code is not refused for it. Codes sent at the same time are checked one after
+        the other (``_step_up_lock``): none is taken while an earlier one is being written."""
+        async with self._step_up_lock:
+            if self.step_up.broken:
+                try:
+                    await self._reread_step_up()
+                except (WingmanError, OSError):
+                    pass  # still broken: refused below
+            if self.step_up.changed and not await self._save_step_up():
+                raise refuse("StepUpUnavailable", "Wingman's chat service could not write the "
+                             "wrong one-time codes sent before to its state ConfigMap, so it "
+                             "takes no code until it can: nothing was decided; try again "
+                             "shortly, or decide with kubectl wingman")
             try:
-                await self._reread_step_up()
-            except (WingmanError, OSError):
-                pass  # still broken: refused below
-        if self.step_up.changed and not await self._save_step_up():
-            raise refuse("StepUpUnavailable", "Wingman's chat service could not write the wrong "
-                         "one-time codes sent before to its state ConfigMap, so it takes no "
-                         "code until it can: nothing was decided; try again shortly, or "
-                         "decide with kubectl wingman")
-        try:
-            self.step_up.verify(user, code)
-        finally:
-            if self.step_up.changed:
-                await self._save_step_up()
+                self.step_up.verify(user, code)
+            finally:
+                if self.step_up.changed:
+                    await self._save_step_up()
 
     async def _save_step_up(self) -> bool:
         """Save the state (the wrong codes) with up to ``SAVE_TRIES`` tries, a new one only

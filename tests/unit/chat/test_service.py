@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -599,6 +600,72 @@ def test_a_wrong_code_is_saved_before_the_answer_or_no_code_is_taken(tmp_path: P
     restarted = _started(tmp_path, cluster, at)  # the three saved wrong codes are kept
     assert _try(restarted, _wrong(at[0])) == "StepUpFailed"
     assert _try(restarted, _wrong(at[0])) == "StepUpLocked"  # the fifth in a row
+
+
+def test_codes_sent_together_while_saves_fail_are_not_all_counted_unsaved(
+        tmp_path: Path) -> None:
+    """Codes sent at the same time (several chat sessions of one person, or of several) are
+    checked one after the other, each written before the next is taken: while the first wrong
+    code's save fails, the others are refused unchecked (StepUpUnavailable), so a restart
+    forgets at most that one code, not as many as were sent before its save gave up."""
+    cluster = _FailingSaves()
+    cluster.saved = {"horizon": HORIZON, "requests": {}}
+    at = [T0]
+    svc = _started(tmp_path, cluster, at)
+    cluster.failing = 100
+
+    async def together() -> list[str]:
+        async def one() -> str:
+            try:
+                await svc._verify_step_up("bob", _wrong(at[0]))
+            except service_module.Refusal as refusal:
+                return refusal.reason
+            return "accepted"
+        return list(await asyncio.gather(*(one() for _ in range(5))))
+
+    answers = asyncio.run(together())
+    assert sorted(answers) == ["StepUpFailed"] + ["StepUpUnavailable"] * 4
+    assert svc.step_up.stored() == {"bob": {"failures": 1}}  # one code counted, not saved
+    cluster.failing = 0
+    assert _try(svc, _wrong(at[0])) == "StepUpFailed"
+    assert cluster.saved["stepUp"] == {"bob": {"failures": 2}}
+
+
+def test_a_code_sent_while_the_reconciler_saves_waits_for_that_save(tmp_path: Path) -> None:
+    """A wrong code whose save failed is still unsaved while the reconciler's own save (which
+    carries it) is under way: a code sent meanwhile is not taken unless that save succeeded."""
+    cluster = _FailingSaves()
+    cluster.saved = {"horizon": HORIZON, "requests": {}}
+    at = [T0]
+    svc = _started(tmp_path, cluster, at)
+    cluster.failing = service_module.SAVE_TRIES
+    assert _try(svc, _wrong(at[0])) == "StepUpFailed"  # counted, not written
+    gate = threading.Event()
+    save_state = cluster.save_state
+
+    def slow(state: dict[str, Any]) -> None:
+        gate.wait(10)
+        save_state(state)
+    cluster.save_state = slow  # type: ignore[method-assign]
+
+    async def main() -> str:
+        cluster.failing = 1  # the reconciler's save fails, the code's own saves too
+        syncing = asyncio.ensure_future(svc._save())
+        await asyncio.sleep(0.05)  # the reconciler's save under way
+        cluster.failing = 1 + service_module.SAVE_TRIES
+        code = asyncio.ensure_future(svc._verify_step_up("bob", _wrong(at[0])))
+        await asyncio.sleep(0.05)
+        gate.set()
+        with pytest.raises(Unavailable):
+            await syncing
+        try:
+            await code
+        except service_module.Refusal as refusal:
+            return refusal.reason
+        return "accepted"
+
+    assert asyncio.run(main()) == "StepUpUnavailable"
+    assert svc.step_up.stored() == {"bob": {"failures": 1}}
 
 
 def test_a_horizon_in_the_future_is_set_to_now(tmp_path: Path,
