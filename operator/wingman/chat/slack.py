@@ -301,9 +301,15 @@ class SlackChannel:
             from wingman.chat.guard import check_decision
 
             check_decision(v, person, verb, self.service.clock())
-            await self._call("views.open", self.client.views_open,
-                             trigger_id=str(payload.get("trigger_id", "")),
-                             view=self._modal(v, verb, str(actions[0]["value"])))
+            trigger, value = str(payload.get("trigger_id", "")), str(actions[0]["value"])
+            try:
+                await self._call("views.open", self.client.views_open, trigger_id=trigger,
+                                 view=self._modal(v, verb, value))
+            except MessageRefused as exc:  # as the card was: the short card's modal
+                log.warning("slack refused a modal; opening it with the short card",
+                            extra={"request": v.name, "error": exc.message[:200]})
+                await self._call("views.open", self.client.views_open, trigger_id=trigger,
+                                 view=self._modal(v, verb, value, short=True))
         except Refusal as refusal:
             reply = await self.service.refused(self.name, user_id, refusal, person=person)
             await self._ephemeral(channel or self.config.channel, user_id, reply)
@@ -311,8 +317,10 @@ class SlackChannel:
             log.warning("slack modal failed", extra={"error": exc.message[:200]})
         return web.Response(text="")
 
-    def _modal(self, v: RequestView, verb: str, value: str) -> dict[str, Any]:
-        blocks = render.slack_card(v)[:20]
+    def _modal(self, v: RequestView, verb: str, value: str, *, short: bool = False
+               ) -> dict[str, Any]:
+        """The decision modal: the card (``short``: the short card) and the inputs."""
+        blocks = render.slack_summary(v) if short else render.slack_card(v)[:20]
         blocks.append({"type": "input", "block_id": "reason", "optional": verb == "approve",
                        "label": render._plain("Reason"),
                        "element": {"type": "plain_text_input", "action_id": "reason",

@@ -217,6 +217,34 @@ def test_a_card_slack_refuses_is_sent_as_the_short_card_with_its_buttons(
     run(tmp_path, request("big", 1), body=body)
 
 
+def test_a_modal_slack_refuses_is_opened_with_the_short_card(tmp_path: Path) -> None:
+    """The short card's button opens the decision modal; should Slack refuse the modal with
+    the full card (as it refused the card), it is opened with the short card: the approver
+    can still decide, and is not left with a button that does nothing."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        fake.refuse = lambda method, p: (
+            "invalid_blocks" if method in ("chat.postMessage", "views.open")
+            and "rich_text_preformatted" in str(p.get("blocks") or p.get("view")) else None)
+        await svc.sync()
+        [(ts, card)] = fake.cards(CHANNEL)
+        [actions] = [b for b in card["blocks"] if b["type"] == "actions"]
+        press = {"type": "block_actions", "user": {"id": "U0BOB"}, "team": {"id": TEAM},
+                 "channel": {"id": CHANNEL}, "trigger_id": "trig-1",
+                 "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL},
+                 "actions": [{"action_id": "wingman_approve",
+                              "value": actions["elements"][0]["value"]}]}
+        data = urlencode({"payload": json.dumps(press)}).encode()
+        async with ClientSession() as http, http.post(
+                f"{url}/slack/interactive", data=data, headers=signed(data)) as resp:
+            assert resp.status == 200
+        [opened] = fake.views
+        shown = json.dumps(opened["view"]["blocks"])
+        assert "kubectl wingman describe big" in shown
+        assert opened["view"]["blocks"][-1]["block_id"] == "reason"
+
+    run(tmp_path, request("big", 1), body=body)
+
+
 def test_a_signed_payload_of_the_wrong_shape_is_refused_never_a_500(tmp_path: Path) -> None:
     # signed, so it passed the first check: every part of it is still only input
     bob = {"id": "U0BOB"}
