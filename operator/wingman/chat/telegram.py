@@ -17,7 +17,9 @@ and chats that are not configured. A chat user who is not in ``chat.people`` is 
 service (``Unmapped``).
 
 Every text sent fits into one message (4096 characters after parsing, counted as Telegram
-counts them, in UTF-16 code units): a card too long even abridged is sent as a short card
+counts them, in UTF-16 code units, and at most 100 entities, the most Telegram formats: the
+text of any further ``<code>`` would be shown plain): a card too long even abridged is sent as
+a short card
 (``render.telegram_summary``) with the same buttons, and replies are shortened before they
 are escaped, never in the middle of their HTML; the answer to a button press (at most 200)
 is shortened the same way. A request Telegram refuses anyway
@@ -66,7 +68,15 @@ from wingman.settings import TelegramConfig
 
 log = logging.getLogger("wingman.chat.telegram")
 MAX_TEXT = 4000  # of Telegram's 4096, in UTF-16 code units after parsing
+#: Telegram formats at most 100 entities of a message and shows the text of the others plain
+#: (without their ``<code>``: text others wrote would look like Wingman's own words, and be
+#: searched for mentions and links): a card with more is sent abridged or short.
+MAX_ENTITIES = 100
 _TAGS = re.compile(r"<[^>]+>")
+_START_TAG = re.compile(r"<[a-z][^>]*>")
+_IN_CODE = re.compile(r"<(code|pre)>.*?</\1>", re.DOTALL)
+#: What Telegram makes an entity of in Wingman's own plain words (``/approve``).
+_DETECTED = re.compile(r"(?<![\w/])/[A-Za-z_]+|@[A-Za-z0-9_]{5,}|#\w+|https?://")
 _COMMAND = re.compile(r"^/([A-Za-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.DOTALL)
 #: Bad Requests about the chat, its topic or the bot's rights, not the message: every message
 #: would fail alike, so the channel backs off (and alerts) and catches up once they are fixed.
@@ -91,6 +101,17 @@ def _units(text: str) -> int:
 
 def _shown_length(text: str) -> int:
     return _units(html.unescape(_TAGS.sub("", text)))
+
+
+def _entities(text: str) -> int:
+    """The entities Telegram makes of an HTML text Wingman wrote: its tags, and what it
+    detects in the words outside code (bot commands, mentions, hashtags, links)."""
+    outside = html.unescape(_TAGS.sub("", _IN_CODE.sub("", text)))
+    return len(_START_TAG.findall(text)) + len(_DETECTED.findall(outside))
+
+
+def _fits(text: str) -> bool:
+    return _shown_length(text) <= MAX_TEXT and _entities(text) <= MAX_ENTITIES
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -191,11 +212,12 @@ class TelegramChannel:
 
     @staticmethod
     def card_text(v: RequestView) -> str:
-        """The card: in full, else abridged, else the short card; always fits."""
+        """The card: in full, else abridged, else the short card; always fits (in length,
+        and in the entities Telegram formats: ``MAX_ENTITIES``)."""
         text = render.telegram_card(v)
-        if _shown_length(text) > MAX_TEXT:
+        if not _fits(text):
             text = render.telegram_card(_compact(v))
-        if _shown_length(text) > MAX_TEXT:
+        if not _fits(text):
             text = render.telegram_summary(v)
         return text
 

@@ -96,6 +96,32 @@ def test_a_card_too_long_even_abridged_goes_out_short_with_its_buttons(tmp_path:
     run(tmp_path, oversized("huge", 1), request("later", 2), body=body)
 
 
+def test_a_card_of_more_entities_than_telegram_formats_goes_out_short(tmp_path: Path) -> None:
+    """Telegram formats the first 100 entities of a message and shows the text of the others
+    plain: a card of many short fields (ten commands, the sources, a dozen votes, ten
+    decisions, each its own code) would show what others wrote after the 100th as if Wingman
+    wrote it. It goes out as a card of at most 100 entities, with its buttons."""
+    many = request("many", 1, commands=[f"kubectl get pods -n ns{i}" for i in range(10)],
+                   source={"reference": "T-1", "agent": "a", "model": "m", "excerpt": "e",
+                           "inputTrust": "Untrusted"},
+                   decisions=[{"verdict": "Approve", "by": f"u{i}", "reason": "ok"}
+                              for i in range(10)])
+    many["status"]["consensus"] = {"risk": "low", "outcome": "Approve", "votes": [
+        {"voter": f"v{i}", "verdict": "Approve", "risk": "low", "rationale": "fine",
+         "error": "late"} for i in range(12)]}
+
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.sync()
+        (card,) = fake.sent_to(CHAT)
+        text = next(str(p["text"]) for m, p in fake.requests if m == "sendMessage")
+        tags = len(re.findall(r"<(?:b|code|pre)>", text))
+        assert tags + text.count(" /approve ") + text.count(" /reject ") <= 100, tags
+        assert _shown_length(text) <= MAX_TEXT
+        assert len(fake.buttons(CHAT, card["id"])) == 2
+
+    run(tmp_path, many, body=body)
+
+
 def test_an_edited_card_that_grew_too_long_becomes_the_short_card(tmp_path: Path) -> None:
     # fits at first; ten approvals with long reasons later it does not, even abridged
     grows = request("grows", 1, instruction="i" * 600,
