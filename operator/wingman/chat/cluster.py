@@ -32,6 +32,8 @@ class ChatCluster:
         self.kube = kube
         self.namespace = namespace
         self.state_configmap = state_configmap
+        #: The state ConfigMap's resourceVersion as last read or written here.
+        self._version = ""
 
     # -- reads, as the chat ServiceAccount ----------------------------------------------
     def requests(self) -> list[dict[str, Any]]:
@@ -56,6 +58,7 @@ class ChatCluster:
         if cm is None:
             raise ApiError(404, "NotFound", f"ConfigMap {self.state_configmap} is missing in "
                            f"{self.namespace}: the chart creates it (chat.enabled=true)")
+        self._version = str((cm.get("metadata") or {}).get("resourceVersion") or "")
         raw = (cm.get("data") or {}).get(STATE_KEY)
         if not raw:
             return {}
@@ -69,9 +72,16 @@ class ChatCluster:
                         extra={"configmap": self.state_configmap, "key": STATE_KEY})
             return None
 
-    def save_state(self, state: dict[str, Any]) -> None:
-        body = {"data": {STATE_KEY: json.dumps(state, sort_keys=True, separators=(",", ":"))}}
-        self.kube.patch(CONFIGMAPS, self.namespace, self.state_configmap, body)
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
+        """Write the state. ``unchanged``: only if the ConfigMap is as last read or written
+        here (ApiError 409 Conflict otherwise), so that an edit made since is not written
+        over."""
+        body: dict[str, Any] = {
+            "data": {STATE_KEY: json.dumps(state, sort_keys=True, separators=(",", ":"))}}
+        if unchanged and self._version:
+            body["metadata"] = {"resourceVersion": self._version}
+        out = self.kube.patch(CONFIGMAPS, self.namespace, self.state_configmap, body)
+        self._version = str((out.get("metadata") or {}).get("resourceVersion") or "")
 
     # -- as the person ---------------------------------------------------------------------
     def client_as(self, person: ChatPerson, hints: st.Hints) -> WingmanClient:

@@ -67,6 +67,7 @@ from wingman.errors import (
     NotFound,
     WingmanError,
 )
+from wingman.kube import ApiError
 from wingman.model import text
 from wingman.settings import ChatConfig, ChatPerson
 
@@ -292,19 +293,32 @@ class ChatService:
 
     async def _save(self) -> None:
         async with self._save_lock:  # one at a time, each with the state as it is then
-            if self.step_up.broken:  # never write over a fix made since it was read
-                await self._reread_step_up()
-            saving: dict[str, Any] | None = None
-            if not self.step_up.broken and (self.step_up.changed or "stepUp" in self.state):
-                saving = self.step_up.stored()
-                self.state["stepUp"] = saving
-                if not self.state["stepUp"]:
-                    del self.state["stepUp"]
-            # ``changed`` stays set until the save succeeded (a code checked meanwhile must
-            # see that the wrong codes are not written yet), and then only if none came since
-            await asyncio.to_thread(self.cluster.save_state, copy.deepcopy(self.state))
-            if saving is not None and saving == self.step_up.stored():
-                self.step_up.changed = False
+            for attempt in range(SAVE_TRIES):
+                try:
+                    await self._save_once()
+                    return
+                except ApiError as exc:  # the ConfigMap changed since it was read: again
+                    if not exc.conflict or attempt + 1 == SAVE_TRIES:
+                        raise
+
+    async def _save_once(self) -> None:
+        """Write the state (``_save_lock`` held). While ``stepUp`` cannot be read it is read
+        again first, and written only if the ConfigMap did not change since (else Conflict):
+        an administrator's fix made meanwhile is never written over."""
+        if self.step_up.broken:
+            await self._reread_step_up()
+        saving: dict[str, Any] | None = None
+        if not self.step_up.broken and (self.step_up.changed or "stepUp" in self.state):
+            saving = self.step_up.stored()
+            self.state["stepUp"] = saving
+            if not self.state["stepUp"]:
+                del self.state["stepUp"]
+        # ``changed`` stays set until the save succeeded (a code checked meanwhile must see
+        # that the wrong codes are not written yet), and then only if none came since
+        await asyncio.to_thread(partial(self.cluster.save_state, copy.deepcopy(self.state),
+                                        unchanged=bool(self.step_up.broken)))
+        if saving is not None and saving == self.step_up.stored():
+            self.step_up.changed = False
 
     async def _verify_step_up(self, user: str, code: str) -> None:
         """The step-up check; a wrong code (a lockout, or a right code ending a count of wrong
@@ -318,7 +332,8 @@ class ChatService:
         async with self._step_up_lock:
             if self.step_up.broken:
                 try:
-                    await self._reread_step_up()
+                    async with self._save_lock:  # not while a save reads and writes it
+                        await self._reread_step_up()
                 except (WingmanError, OSError):
                     pass  # still broken: refused below
             if self.step_up.changed and not await self._save_step_up():

@@ -239,6 +239,42 @@ def test_step_up_state_of_the_wrong_shape_is_kept_and_refuses_codes_until_fixed(
     assert saved["stepUp"] == {"bob": {"lockedUntil": int(T0) + 300}}
 
 
+class _FixedMeanwhile(ChatCluster):
+    """The state ConfigMap, which an administrator fixes (``fix``: the state.json then) right
+    after the service has read it: between its read and its write."""
+
+    fix: dict[str, Any] | None = None
+
+    def load_state(self) -> Any:
+        raw = super().load_state()
+        if self.fix is not None:
+            self.kube.patch(CONFIGMAPS, self.namespace, self.state_configmap,
+                            {"data": {STATE_KEY: json.dumps(self.fix)}})
+            self.fix = None
+        return raw
+
+
+def test_a_step_up_fix_made_while_the_service_saves_is_not_written_over(
+        cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    """While stepUp cannot be read, every save reads it again first; a fix that lands between
+    that read and the write is not written over with the old, unreadable stepUp (which would
+    keep every code refused): the write is made only if the ConfigMap is unchanged, else read
+    and written again, with the fix."""
+    stored = {"horizon": HORIZON, "requests": {UID: CARD},
+              "stepUp": {"bob": {"failures": "3"}}}
+    kube = _store(cluster, namespace, json.dumps(stored))
+    chat = _FixedMeanwhile(kube, namespace, "wingman-chat-state")
+    at = [T0]
+    svc = _restarted(chat, tmp_path, at, started=T0 - 600)
+    assert _try(svc, pyotp.TOTP(SECRET).at(at[0])) == "StepUpUnavailable"
+    chat.fix = {**stored, "stepUp": {"bob": {"failures": 3}}}
+    asyncio.run(svc._save())  # the reconciler saving as the administrator fixes it
+    saved = json.loads(kube.get(CONFIGMAPS, namespace, "wingman-chat-state")["data"][STATE_KEY])
+    assert saved["stepUp"] == {"bob": {"failures": 3}}
+    assert _try(svc, _wrong(at[0])) == "StepUpFailed"
+    assert _try(svc, _wrong(at[0])) == "StepUpLocked"  # the fifth in a row
+
+
 def test_only_the_chat_component_writes_its_state_so_nobody_else_lifts_a_lockout(
         cluster: LocalCluster, crds: Path) -> None:
     suffix = uuid.uuid4().hex[:6]

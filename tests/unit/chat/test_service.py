@@ -476,7 +476,7 @@ class _FailingSaves(world.Cluster):
         super().__init__()
         self.failing = 0
 
-    def save_state(self, state: dict[str, Any]) -> None:
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
         if self.failing:
             self.failing -= 1
             raise Unavailable("the API server did not answer")
@@ -643,7 +643,7 @@ def test_a_code_sent_while_the_reconciler_saves_waits_for_that_save(tmp_path: Pa
     gate = threading.Event()
     save_state = cluster.save_state
 
-    def slow(state: dict[str, Any]) -> None:
+    def slow(state: dict[str, Any], *, unchanged: bool = False) -> None:
         gate.wait(10)
         save_state(state)
     cluster.save_state = slow  # type: ignore[method-assign]

@@ -84,7 +84,7 @@ class Cluster:
     def load_state(self) -> dict[str, Any]:
         return copy.deepcopy(self.saved)
 
-    def save_state(self, state: dict[str, Any]) -> None:
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
         self.saved = copy.deepcopy(state)
 
 
