@@ -565,6 +565,7 @@ class _DockerCall:
                 done.set()
 
         worker = threading.Thread(target=work, name="wingman-docker", daemon=True)
+        abandoned = asked = False
         try:
             worker.start()
             stop = TERMINATION.fileno()
@@ -575,14 +576,17 @@ class _DockerCall:
                 while not done.is_set() and not TERMINATION.requested:
                     selector.select()
         finally:
+            if not done.is_set():
+                # no longer waiting (a SIGTERM, or an error raised here, as a SIGINT's
+                # KeyboardInterrupt): from now on the engine is never asked to act
+                with self._lock:
+                    self._abandoned = abandoned = True
+                    asked = self._asked
             if done.is_set():
                 os.close(wake_w)
             # else the worker may still write to it: it stays open until the process ends
             os.close(wake_r)
-        if not done.is_set():
-            with self._lock:
-                self._abandoned = True
-                asked = self._asked
+        if abandoned:
             if asked:
                 return None
             raise not_asked

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -501,3 +502,40 @@ def test_docker_host_must_be_a_local_socket() -> None:
         _docker_settings("tcp://10.0.0.1:2375")
     assert _settings().docker_host == "unix:///var/run/docker.sock"
     assert _settings(DOCKER_HOST="unix:///run/d.sock").docker_host == "unix:///run/d.sock"
+
+
+class _Interrupted(Exception):
+    """What a signal's handler raises in the waiting thread (as a SIGINT's KeyboardInterrupt)."""
+
+
+def test_a_docker_operation_is_never_asked_for_once_the_wait_for_it_ended_on_an_error() -> None:
+    """The gateway stops waiting for the Docker operation's thread because an error was raised
+    in the wait (a signal's handler: Python turns a SIGINT into a KeyboardInterrupt there):
+    the thread, still looking the container up, must not ask the engine to act afterwards,
+    while nothing waits to record it."""
+    call = executors._DockerCall()
+    looked_up = threading.Event()
+    asked: list[bool] = []
+
+    def act() -> tuple[int, str, bool]:
+        looked_up.wait(10)  # the container's inspect, held up
+        asked.append(call.ask())
+        return 0, "acted\n", False
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        timer.start()
+        with pytest.raises(_Interrupted):
+            call.wait(act, ExecutionFailed("not asked", reason="GatewayTerminating"))
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    looked_up.set()
+    deadline = time.monotonic() + 5
+    while not asked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert asked == [False], "the engine was asked to act after the gateway stopped waiting"
