@@ -274,10 +274,14 @@ def install_excepthook(component: str) -> None:
     def hook(exc_type: type[BaseException], exc: BaseException,
              tb: TracebackType | None, *, what: str = "the process") -> None:
         try:
+            try:
+                said = str(exc)
+            except Exception:  # noqa: BLE001 - its message fails: its traceback still tells
+                said = "<exception str() failed>"  # (as Python's own hook says)
             record = logging.LogRecord(
                 "wingman.crash", logging.ERROR, __file__, 0,
                 "%s stopped on an error nothing handled: %s: %s",
-                (what, exc_type.__name__, str(exc)[:1000]), (exc_type, exc, tb))
+                (what, exc_type.__name__, said[:1000]), (exc_type, exc, tb))
             record.event = "UncaughtException"
             ours = [h for h in logging.getLogger().handlers if isinstance(h, _Handler)]
             if ours:

@@ -273,3 +273,36 @@ def test_a_threads_uncaught_error_is_one_record_naming_the_thread() -> None:
     assert record["event"] == "UncaughtException" and record["component"] == "gateway"
     assert record["message"].startswith("thread worker stopped on an error nothing handled")
     assert 'ValueError: forged\n{"level": "info"}' in record["message"]
+
+
+_UNSAYABLE_CRASH = """
+from wingman.logs import install_excepthook
+
+install_excepthook("cli")
+
+class Unsayable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no message")
+
+def where_it_failed() -> None:
+    raise Unsayable
+
+where_it_failed()
+"""
+
+
+def test_an_uncaught_error_whose_message_fails_is_still_one_record_with_its_traceback() -> None:
+    """An exception whose ``str()`` itself raises must not lose the crash: the record names
+    the type and carries the traceback (where it failed), as Python's own hook would."""
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", _UNSAYABLE_CRASH], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={"PYTHONPATH": str(Path(logs.__file__).resolve().parents[1]),
+                               "WINGMAN_LOG_FORMAT": "json"})
+    assert done.returncode == 1, done
+    (line,) = done.stderr.splitlines()
+    record = json.loads(line)
+    assert record["event"] == "UncaughtException", record
+    assert "Unsayable: <exception str() failed>" in record["message"]
+    assert "where_it_failed" in record["error"]
