@@ -63,20 +63,28 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("wait",): L, ("diff",): L, ("kustomize",): L, ("completion",): L, ("options",): L,
     ("help",): L, ("cluster-info",): L, ("cluster-info", "dump"): M,
     ("auth",): M, ("auth", "can-i"): L, ("auth", "whoami"): L, ("auth", "reconcile"): H,
+    # undo rolls back to a revision nobody reviewed; resume rolls out whatever changed while
+    # paused; pause stops every later rollout (a fix too) until someone resumes it.
     ("rollout",): M, ("rollout", "restart"): L, ("rollout", "status"): L,
-    ("rollout", "history"): L, ("rollout", "undo"): M, ("rollout", "pause"): M,
-    ("rollout", "resume"): M,
-    ("scale",): M, ("autoscale",): M, ("label",): M, ("annotate",): M, ("expose",): M,
-    ("uncordon",): M,
+    ("rollout", "history"): L, ("rollout", "undo"): H, ("rollout", "pause"): H,
+    ("rollout", "resume"): H,
+    # autoscale hands the replica count to an autoscaler: --max below today's count (or the
+    # default --min, 1) scales the workload down.
+    ("scale",): M, ("autoscale",): H, ("label",): M, ("annotate",): M, ("expose",): M,
+    ("uncordon",): H,
+    # A quota (--hard=pods=0, a memory cap) stops pods being created; a PodDisruptionBudget
+    # (--min-available=100%, --max-unavailable=0) blocks every drain and eviction.
     ("create",): M, ("create", "configmap"): M, ("create", "ingress"): M,
-    ("create", "namespace"): M, ("create", "poddisruptionbudget"): M,
-    ("create", "priorityclass"): M, ("create", "quota"): M, ("create", "service"): M,
+    ("create", "namespace"): M, ("create", "poddisruptionbudget"): H,
+    ("create", "priorityclass"): M, ("create", "quota"): H, ("create", "service"): M,
     ("create", "secret"): H, ("create", "token"): C,
     ("create", "role"): H, ("create", "clusterrole"): H, ("create", "rolebinding"): H,
     ("create", "clusterrolebinding"): H, ("create", "serviceaccount"): H,
     ("create", "deployment"): H, ("create", "job"): H, ("create", "cronjob"): H,
     ("set",): H, ("set", "image"): H, ("set", "env"): H, ("set", "serviceaccount"): H,
-    ("set", "subject"): H, ("set", "selector"): H, ("set", "resources"): M,
+    # set resources: a limit or request that shrinks a workload (--limits=memory=1Mi,
+    # cpu=1m) gets its pods OOM-killed, throttled or unschedulable.
+    ("set", "subject"): H, ("set", "selector"): H, ("set", "resources"): H,
     ("apply",): H, ("replace",): H, ("patch",): H, ("edit",): H, ("run",): H,
     ("cp",): H, ("drain",): H, ("cordon",): H, ("taint",): H, ("port-forward",): H,
     ("proxy",): H, ("config",): H, ("config", "get-contexts"): L,
@@ -136,8 +144,13 @@ DOCKER_TARGET_FLAGS: dict[str, Risk] = {
 DANGEROUS_FLAGS: dict[str, Risk] = {
     "--force": H, "--all": H, "--prune": C, "--privileged": C, "--now": H,
     "--force-conflicts": H, "--disable-eviction": H, "--delete-emptydir-data": H,
-    "--overwrite": M,
+    # label/annotate --overwrite changes a label a Service, ReplicaSet or NetworkPolicy
+    # selects on: its pods drop out of (or fall into) it.
+    "--overwrite": H,
 }
+# kubectl actions whose --selector (-l) or --field-selector is not what they act on but what
+# they write (a PodDisruptionBudget's, a Service's selector), or that only read.
+SELECTOR_SPEC_VERBS = frozenset({"create", "expose", "run"})
 # Roles whose binding hands out (nearly) everything.
 POWERFUL_ROLES = frozenset({"cluster-admin", "admin", "edit", "system:masters"})
 SECRET_WORDS = ("secret", "serviceaccount", "token", "kubeconfig", "certificatesigningrequest",
@@ -344,6 +357,15 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
             and not any(v.strip() for v in parsed.flag("--selector")):  # '-l ""' selects all
         rating.add(H, f"'{' '.join(parsed.action)}' names no object: kubectl acts on every "
                       f"{named[0] if named else 'object'} in the namespace, as with --all")
+    selectors = [*parsed.flag("--selector"), *parsed.flag("--field-selector")]
+    if selectors and parsed.verb not in SELECTOR_SPEC_VERBS and parsed.words and (
+            _kubectl_action_risk(parsed.action)[0] >= M or parsed.action in EVERY_OBJECT_ACTIONS):
+        rating.add(H, f"selects its objects by selector ({', '.join(selectors)}): a selector "
+                      "matches any number of objects, those created later too, as with --all; "
+                      "name the objects")
+    if parsed.verb == "label" and any(w.endswith("-") and len(w) > 1
+                                      for w in parsed.words[1:]):
+        rating.add(H, "removes a label a Service, ReplicaSet or NetworkPolicy may select on")
     if parsed.has("--all-namespaces") and rating.risk >= M:
         rating.add(H, "changes objects in every namespace")
     if binding:
