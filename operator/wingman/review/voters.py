@@ -106,8 +106,10 @@ DOCKER_ACTIONS: dict[str, Risk] = {
     "ps": L, "logs": L, "inspect": L, "images": L, "version": L, "info": L, "top": L,
     "stats": L, "port": L, "diff": L, "history": L, "ls": L, "events": L, "df": L,
     "wait": L, "search": L,
-    "restart": L, "start": L, "stop": M, "pause": M, "unpause": M, "pull": M, "tag": M,
-    "rename": M, "update": H, "create": H, "run": H, "cp": H, "kill": H, "rmi": H,
+    # stop and pause take the container's service down, as scaling to zero does; rename
+    # breaks whatever reaches it by name (a user network's DNS, --link, scripts).
+    "restart": L, "start": L, "stop": H, "pause": H, "unpause": M, "pull": M, "tag": M,
+    "rename": H, "update": H, "create": H, "run": H, "cp": H, "kill": H, "rmi": H,
     "push": H, "commit": H, "build": H, "load": H, "import": H, "login": H, "logout": M,
     "rm": C, "prune": C, "exec": C, "attach": C,
 }

@@ -605,7 +605,8 @@ def test_scaling_to_some_replicas_stays_a_change(command: str) -> None:
     assert command_risk(command)[0] is Risk.MEDIUM, command_risk(command)
 
 
-@pytest.mark.parametrize("command", ["docker restart -t 0x0 web", "docker stop --time=0b0 web"])
+@pytest.mark.parametrize("command", ["docker restart -t 0x0 web",
+                                     "docker restart --time=0b0 web"])
 def test_a_docker_stop_without_grace_is_high_however_the_number_is_written(command: str
                                                                            ) -> None:
     risk, reasons = command_risk(command)
@@ -643,6 +644,21 @@ def test_a_docker_command_the_tables_do_not_know_is_high(command: str) -> None:
                                      "docker restart web", "docker logs -ft web"])
 def test_routine_docker_commands_stay_low(command: str) -> None:
     assert command_risk(command)[0] is Risk.LOW, command_risk(command)
+
+
+@pytest.mark.parametrize("command", [
+    "docker stop web",
+    "docker container stop web",
+    "docker stop -t 30 web",
+    "docker pause web",
+    "docker container pause web",
+    "docker rename web web-old",
+])
+def test_a_docker_command_that_takes_a_container_out_of_service_is_high(command: str) -> None:
+    # as kubectl scale --replicas=0 is: the service is down until someone starts it again
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert not _auto_approved_in_test(command)
 
 
 # ------------------------------------------------------- --raw through the API server's proxy
