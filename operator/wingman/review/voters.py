@@ -74,7 +74,8 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("uncordon",): H,
     # A quota (--hard=pods=0, a memory cap) stops pods being created; a PodDisruptionBudget
     # (--min-available=100%, --max-unavailable=0) blocks every drain and eviction.
-    ("create",): M, ("create", "configmap"): M, ("create", "ingress"): M,
+    # create with no subcommand creates whatever its files (-f, -k) or body say: as apply.
+    ("create",): H, ("create", "configmap"): M, ("create", "ingress"): M,
     ("create", "namespace"): M, ("create", "poddisruptionbudget"): H,
     ("create", "priorityclass"): M, ("create", "quota"): H, ("create", "service"): M,
     ("create", "secret"): H, ("create", "token"): C,
@@ -150,6 +151,9 @@ DANGEROUS_FLAGS: dict[str, Risk] = {
     # selects on: its pods drop out of (or fall into) it.
     "--overwrite": H,
 }
+# Resource types whose annotations controllers act on: ingress-nginx runs an Ingress's
+# configuration snippets, a cloud controller makes a Service's load balancer internal or not.
+CONTROLLER_ANNOTATED = frozenset({"service", "ingress"})
 # kubectl actions whose --selector (-l) or --field-selector is not what they act on but what
 # they write (a PodDisruptionBudget's, a Service's selector), or that only read.
 SELECTOR_SPEC_VERBS = frozenset({"create", "expose", "run"})
@@ -365,6 +369,9 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
         rating.add(H, f"selects its objects by selector ({', '.join(selectors)}): a selector "
                       "matches any number of objects, those created later too, as with --all; "
                       "name the objects")
+    if parsed.verb == "annotate" and _names(parsed.words[1:2], CONTROLLER_ANNOTATED):
+        rating.add(H, "annotates a Service or Ingress: controllers act on their annotations "
+                      "(an ingress-nginx snippet, a cloud load balancer made external)")
     if parsed.verb == "label" and any(w.endswith("-") and len(w) > 1
                                       for w in parsed.words[1:]):
         rating.add(H, "removes a label a Service, ReplicaSet or NetworkPolicy may select on")

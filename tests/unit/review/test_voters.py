@@ -884,3 +884,28 @@ def test_changing_or_removing_a_label_is_high(command: str) -> None:
 def test_adding_a_label_or_a_service_stays_a_change(command: str) -> None:
     assert command_risk(command)[0] is Risk.MEDIUM, command_risk(command)
     assert _auto_approved_in_test(command)  # a medium change is what the test env auto-approves
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl annotate ingress web -n apps nginx.ingress.kubernetes.io/configuration-snippet=x",
+    "kubectl annotate ing/web -n apps a=b",
+    "kubectl annotate svc web -n apps "
+    "service.beta.kubernetes.io/aws-load-balancer-scheme=internet-facing",
+    "kubectl annotate services.v1 web -n apps a=b",
+])
+def test_annotating_what_a_controller_acts_on_is_high(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("controllers act on" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl create -f web.yaml -n apps",
+    "kubectl -n apps create -k overlays/prod",
+    "kubectl create --filename=web.yaml -n apps",
+])
+def test_creating_whatever_a_file_holds_is_high_as_apply_is(command: str) -> None:
+    # the file may hold a Deployment, a RoleBinding, a Secret: nothing the reviewers read
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert not _auto_approved_in_test(command)
