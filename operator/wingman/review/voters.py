@@ -375,7 +375,8 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
     if parsed.verb == "label" and any(w.endswith("-") and len(w) > 1
                                       for w in parsed.words[1:]):
         rating.add(H, "removes a label a Service, ReplicaSet or NetworkPolicy may select on")
-    if parsed.has("--all-namespaces") and rating.risk >= M:
+    if parsed.has("--all-namespaces") and (rating.risk >= M
+                                           or parsed.action in EVERY_OBJECT_ACTIONS):
         rating.add(H, "changes objects in every namespace")
     if binding:
         roles = {v.lower() for v in parsed.flag("--clusterrole") + parsed.flag("--role")}

@@ -909,3 +909,16 @@ def test_creating_whatever_a_file_holds_is_high_as_apply_is(command: str) -> Non
     risk, reasons = command_risk(command)
     assert risk is Risk.HIGH, (risk, reasons)
     assert not _auto_approved_in_test(command)
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl rollout restart deployment/web -A",
+    "kubectl rollout restart deployment/web --all-namespaces",
+    "kubectl -A rollout restart deployment web",
+])
+def test_a_restart_in_every_namespace_is_high_by_the_destructive_voter_alone(command: str
+                                                                            ) -> None:
+    # a policy may leave blast-radius out: the destructive voter must not call it routine
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("every namespace" in r for r in reasons), reasons
