@@ -61,7 +61,9 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("get",): L, ("describe",): L, ("logs",): L, ("top",): L, ("explain",): L,
     ("api-resources",): L, ("api-versions",): L, ("version",): L, ("events",): L,
     ("wait",): L, ("diff",): L, ("kustomize",): L, ("completion",): L, ("options",): L,
-    ("help",): L, ("cluster-info",): L, ("cluster-info", "dump"): M,
+    # cluster-info dump prints every object and every pod's log in kube-system (with -A, in
+    # every namespace) into the output workers read: whatever a log holds, credentials too.
+    ("help",): L, ("cluster-info",): L, ("cluster-info", "dump"): H,
     ("auth",): M, ("auth", "can-i"): L, ("auth", "whoami"): L, ("auth", "reconcile"): H,
     # undo rolls back to a revision nobody reviewed; resume rolls out whatever changed while
     # paused; pause stops every later rollout (a fix too) until someone resumes it.

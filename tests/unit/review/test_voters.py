@@ -922,3 +922,11 @@ def test_a_restart_in_every_namespace_is_high_by_the_destructive_voter_alone(com
     risk, reasons = command_risk(command)
     assert risk is Risk.HIGH, (risk, reasons)
     assert any("every namespace" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("command", ["kubectl cluster-info dump",
+                                     "kubectl cluster-info dump --namespaces apps"])
+def test_dumping_the_clusters_logs_is_high(command: str) -> None:
+    # every pod's log (kube-system's by default) lands in the output workers read
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
