@@ -365,9 +365,10 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
             and not any(v.strip() for v in parsed.flag("--selector")):  # '-l ""' selects all
         rating.add(H, f"'{' '.join(parsed.action)}' names no object: kubectl acts on every "
                       f"{named[0] if named else 'object'} in the namespace, as with --all")
+    writes = bool(parsed.words) and (_kubectl_action_risk(parsed.action)[0] >= M
+                                     or parsed.action in EVERY_OBJECT_ACTIONS)
     selectors = [*parsed.flag("--selector"), *parsed.flag("--field-selector")]
-    if selectors and parsed.verb not in SELECTOR_SPEC_VERBS and parsed.words and (
-            _kubectl_action_risk(parsed.action)[0] >= M or parsed.action in EVERY_OBJECT_ACTIONS):
+    if selectors and parsed.verb not in SELECTOR_SPEC_VERBS and writes:
         rating.add(H, f"selects its objects by selector ({', '.join(selectors)}): a selector "
                       "matches any number of objects, those created later too, as with --all; "
                       "name the objects")
@@ -377,8 +378,11 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
     if parsed.verb == "label" and any(w.endswith("-") and len(w) > 1
                                       for w in parsed.words[1:]):
         rating.add(H, "removes a label a Service, ReplicaSet or NetworkPolicy may select on")
-    if parsed.has("--all-namespaces") and (rating.risk >= M
-                                           or parsed.action in EVERY_OBJECT_ACTIONS):
+    system = [n for n in parsed.flag("--namespace") if n.strip().startswith("kube-")]
+    if system and writes:
+        rating.add(H, f"changes the cluster's own namespace {system[0]}: its components "
+                      "(DNS, networking) serve every workload")
+    if parsed.has("--all-namespaces") and (rating.risk >= M or writes):
         rating.add(H, "changes objects in every namespace")
     if binding:
         roles = {v.lower() for v in parsed.flag("--clusterrole") + parsed.flag("--role")}

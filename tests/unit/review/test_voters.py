@@ -930,3 +930,20 @@ def test_dumping_the_clusters_logs_is_high(command: str) -> None:
     # every pod's log (kube-system's by default) lands in the output workers read
     risk, reasons = command_risk(command)
     assert risk is Risk.HIGH, (risk, reasons)
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl rollout restart deployment/coredns -n kube-system",
+    "kubectl -nkube-system rollout restart deployment coredns",
+    "kubectl scale deployment/coredns --replicas=2 --namespace=kube-system",
+    "kubectl label pod x a=b -n kube-public",
+])
+def test_a_change_in_the_clusters_own_namespaces_is_high_by_the_destructive_voter_alone(
+        command: str) -> None:
+    # blast-radius rates kube-system critical; a panel without it must not call it routine
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+
+
+def test_reading_the_clusters_own_namespace_stays_routine_for_the_destructive_voter() -> None:
+    assert command_risk("kubectl get pods -n kube-system")[0] is Risk.LOW
