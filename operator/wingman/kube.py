@@ -266,6 +266,32 @@ class Kube:
     def close(self) -> None:
         self.api.close()
 
+    def credential(self) -> str:
+        """A digest of what authenticates the next call (the bearer token as the client would
+        send it now, its refresh hook run; the client certificate and key files, as they are
+        on disk; the user it impersonates): it changes when the identity calls are made with
+        may have changed. Never the credential itself. When it cannot be told (a refresh that
+        fails), a value no other call gets, so nothing keyed on it is ever reused."""
+        import hashlib
+        import uuid
+
+        digest = hashlib.sha256()
+        try:
+            headers: dict[str, Any] = {}
+            self.api.update_params_for_auth(headers, [], ["BearerToken"], "/", "GET", None)
+            digest.update(repr(sorted(headers.items())).encode())
+            configuration = self.api.configuration
+            for path in (configuration.cert_file, configuration.key_file):
+                stamp: tuple[int, ...] = ()
+                if path:
+                    st = os.stat(path)
+                    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                digest.update(repr((path, stamp)).encode())
+            digest.update(repr(self.impersonate).encode())
+        except Exception:  # noqa: BLE001 - unknown: matches nothing, not even itself
+            return f"unknown-{uuid.uuid4().hex}"
+        return digest.hexdigest()
+
     def drop_connections(self, keep: int = 0) -> int:
         """Close the connections kept open to the API server that no call is using now, all
         but the ``keep`` most recently used (calls in flight keep theirs; a later call opens a

@@ -317,7 +317,8 @@ class WingmanClient:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._policy: PolicyView | None = None
         self.identity_seconds = identity_seconds
-        self._identity: tuple[str, float] | None = None  # (user, until: time.monotonic())
+        #: (user, the credential's digest it was asked with, until: time.monotonic())
+        self._identity: tuple[str, str, float] | None = None
 
     def close(self) -> None:
         self.kube.close()
@@ -341,11 +342,17 @@ class WingmanClient:
     def whoami(self) -> str:
         """The caller's user name as the API server authenticates it (SelfSubjectReview).
 
-        Asked at each call unless ``identity_seconds`` (a long-running process with one
-        credential, as the MCP server) keeps an answer that long; only an answer is kept, so a
-        lookup that fails raises (``Unavailable``...) every time until one succeeds."""
-        if self._identity is not None and time.monotonic() < self._identity[1]:
-            return self._identity[0]
+        Asked at each call unless ``identity_seconds`` (a long-running process, as the MCP
+        server) keeps an answer that long, and only for as long as the credential calls are
+        made with stays the one the review was made with (``Kube.credential``: a token an exec
+        plugin or a token file hands out after a new login may be another user's). Only an
+        answer is kept, so a lookup that fails raises (``Unavailable``...) every time until
+        one succeeds; an answer whose credential changed while it was asked is not kept."""
+        kept = self._identity
+        credential = self.kube.credential() if self.identity_seconds > 0 else ""
+        if kept is not None and kept[1] == credential and time.monotonic() < kept[2]:
+            return kept[0]
+        since = time.monotonic()
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
         resp = self._call("asking the API server who you are (SelfSubjectReview)",
                           self.kube.request, "POST",
@@ -353,8 +360,8 @@ class WingmanClient:
         user = ((resp.get("status") or {}).get("userInfo") or {}).get("username")
         if not user:
             raise Unavailable("the API server did not say who you are (SelfSubjectReview)")
-        if self.identity_seconds > 0:
-            self._identity = (str(user), time.monotonic() + self.identity_seconds)
+        if self.identity_seconds > 0 and self.kube.credential() == credential:
+            self._identity = (str(user), credential, since + self.identity_seconds)
         return str(user)
 
     def can(self, verb: str, resource: Resource, name: str | None = None) -> bool:

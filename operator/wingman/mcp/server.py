@@ -1004,7 +1004,8 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace) -> None:
 #: transports (HTTP's bearer token only lets clients in: every call runs as the server's own
 #: identity), but that credential can change under it: an in-cluster token rotates (the same
 #: ServiceAccount), a kubeconfig's exec plugin or token file can hand out another user's after
-#: a new login. So the answer is kept a minute at most, never for the whole session.
+#: a new login. So the answer is kept a minute at most, and only while the credential stays
+#: the one it was asked with (``WingmanClient.whoami``).
 IDENTITY_SECONDS = 60.0
 
 

@@ -490,3 +490,54 @@ def test_a_kept_identity_expires_and_a_failed_lookup_is_never_kept() -> None:
     # by default (the CLI, chat) every call asks
     assert WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=host))),
                                     "wm", "test")).identity_seconds == 0
+
+
+def test_a_kept_identity_is_used_only_with_the_credential_it_was_asked_with() -> None:
+    # a token that changes under the process (an exec plugin or token file after a new login)
+    # may be another user's: the identity kept for the old one is not the new one's
+    import json
+
+    changed: list[str] = []  # a token the API server's answer races with
+
+    class Api(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            user = str(self.headers.get("Authorization")).removeprefix("Bearer ")
+            if changed:  # the credential changes while this review is answered
+                configuration.api_key["authorization"] = changed.pop()
+            body = json.dumps({"apiVersion": "authentication.k8s.io/v1",
+                               "kind": "SelfSubjectReview",
+                               "status": {"userInfo": {"username": user}}}).encode()
+            asked.append(user)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    asked: list[str] = []
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    try:
+        configuration = k8s.Configuration(host=f"http://127.0.0.1:{api.server_address[1]}")
+        configuration.api_key = {"authorization": "alice"}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+        client = WingmanClient(Connection(Kube(k8s.ApiClient(configuration)), "wm", "test"),
+                               identity_seconds=60)
+        assert [client.whoami(), client.whoami()] == ["alice", "alice"] and asked == ["alice"]
+        configuration.api_key["authorization"] = "bob"  # e.g. a refresh hook's new token
+        assert [client.whoami(), client.whoami()] == ["bob", "bob"], asked
+        assert asked == ["alice", "bob"]
+        # an answer asked with one credential while another came is not kept for either
+        configuration.api_key["authorization"] = "dave"
+        changed.append("carol")
+        assert client.whoami() == "dave"  # not kept: the token is carol's by now
+        assert client.whoami() == "carol" and asked == ["alice", "bob", "dave", "carol"]
+        assert client.whoami() == "carol" and len(asked) == 4
+        client.close()
+    finally:
+        api.shutdown()
+        api.server_close()
