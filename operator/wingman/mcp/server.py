@@ -540,7 +540,7 @@ class _StdinLines:
                 try:  # strictly: the SDK reads with "replace", changing what the client sent
                     text = line.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    refusal = _error_message(None, PARSE_ERROR, (
+                    refusal = _error_message(_undecoded_id(line), PARSE_ERROR, (
                         f"Parse error: the line is not UTF-8 text (byte {exc.start + 1} is not "
                         "UTF-8): send one JSON-RPC request or notification per line, as a JSON "
                         "object in UTF-8"))
@@ -796,10 +796,29 @@ def _refusal(data: str | bytes, what: str, per: str) -> JSONRPCError | None:
     given = pydantic_core.from_json(data)
     if isinstance(given, list):  # well-formed JSON only: a line cut short is a parse error
         return _error_message(None, INVALID_REQUEST, _batch_refusal(per))
+    return _error_message(_request_id(given), INVALID_REQUEST, INVALID_MESSAGE)
+
+
+def _request_id(given: Any) -> int | str | None:
+    """The ``id`` of ``given`` (parsed JSON) when it is a request's (an object with a
+    ``method``) and valid (a string or an integer), else None."""
     ident = given.get("id") if isinstance(given, dict) and "method" in given else None
     if isinstance(ident, bool) or not isinstance(ident, (int, str)):
-        ident = None
-    return _error_message(ident, INVALID_REQUEST, INVALID_MESSAGE)
+        return None
+    return ident
+
+
+def _undecoded_id(line: bytes) -> int | str | None:
+    """The ``id`` of a line that is not UTF-8 but otherwise one JSON-RPC request, so that the
+    error answering it ends the client's wait for that id; None when it has none, or when the
+    id itself holds what is not UTF-8 (answering another id than the one sent ends no wait)."""
+    import pydantic_core
+
+    try:
+        ident = _request_id(pydantic_core.from_json(line.decode("utf-8", "replace")))
+    except ValueError:
+        return None
+    return None if isinstance(ident, str) and "\ufffd" in ident else ident
 
 
 def _error_message(ident: int | str | None, code: int, message: str) -> JSONRPCError:

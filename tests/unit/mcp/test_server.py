@@ -845,10 +845,18 @@ def test_over_stdio_a_malformed_line_is_answered_not_dropped(tmp_path: Path) -> 
         # bytes that are not UTF-8 are refused, not replaced (a command would change)
         write(b'{"jsonrpc": "2.0", "id": 6, "method": "ping", "params": {"_meta": '
               b'{"x": "ls \xff"}}}')
-        got = answer()
-        assert (got["id"], got["error"]["code"]) == (None, -32700), got
+        got = answer()  # with its id: the client stops waiting for it
+        assert (got["id"], got["error"]["code"]) == (6, -32700), got
         assert got["error"]["message"].startswith(
             "Parse error: the line is not UTF-8 text (byte 77 is not UTF-8)"), got
+        write(b'{"jsonrpc": "2.0", "id": "call-7", "method": "tools/call", "params": {"name": '
+              b'"get_request", "arguments": {"name": "r\xe9"}}}\r')  # a CRLF line too
+        got = answer()
+        assert (got["id"], got["error"]["code"]) == ("call-7", -32700), got
+        # an id that is not UTF-8 itself is no id the client sent: null
+        write(b'{"jsonrpc": "2.0", "id": "c\xff", "method": "ping"}')
+        got = answer()
+        assert (got["id"], got["error"]["code"]) == (None, -32700), got
         write(ping)  # the server goes on answering
         assert answer() == {"jsonrpc": "2.0", "id": 9, "result": {}}
         log = stderr()
