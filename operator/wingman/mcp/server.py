@@ -834,7 +834,9 @@ class NoBatches:
     SDK would answer invalid params (-32602) with a raw validation error quoting the body back.
     Every body is read whole before it is judged (a batch too: it is held no longer than any
     message, at most ``MESSAGE_LIMIT`` bytes); a longer one is passed on unread past that, for
-    the SDK to refuse (413); one message as it came."""
+    the SDK to refuse (413); one message as it came. A body that has not come whole within
+    ``BODY_SECONDS`` is answered 408 and its connection closed: sent a byte at a time, it would
+    hold its connection, and what came of it, for good."""
 
     def __init__(self, app: Any, path: str) -> None:
         self.app = app
@@ -850,22 +852,30 @@ class NoBatches:
         chunks: list[bytes] = []
         size = 0
         refusal = None
-        while size <= MESSAGE_LIMIT:  # beyond: passed on, for the SDK to refuse (413)
-            message = await receive()
-            held.append(message)
-            if message.get("type") != "http.request":  # the client went away
-                break
-            chunk = bytes(message.get("body") or b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            if not (message.get("more_body") or size > MESSAGE_LIMIT):
-                refusal = _refusal(b"".join(chunks), "body", "HTTP request")
-                break
+        status = 400
+        with anyio.move_on_after(BODY_SECONDS) as late:
+            while size <= MESSAGE_LIMIT:  # beyond: passed on, for the SDK to refuse (413)
+                message = await receive()
+                held.append(message)
+                if message.get("type") != "http.request":  # the client went away
+                    break
+                chunk = bytes(message.get("body") or b"")
+                chunks.append(chunk)
+                size += len(chunk)
+                if not (message.get("more_body") or size > MESSAGE_LIMIT):
+                    refusal = _refusal(b"".join(chunks), "body", "HTTP request")
+                    break
+        if late.cancelled_caught:
+            status, refusal = 408, _error_message(None, INVALID_REQUEST, (
+                f"the request's body did not arrive within {BODY_SECONDS:g} seconds: send "
+                "each JSON-RPC message whole, at once"))
         if refusal is not None:
             data = refusal.model_dump_json(by_alias=True, exclude_unset=True).encode()
-            await send({"type": "http.response.start", "status": 400,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(data)).encode())]})
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(data)).encode())]
+            if status == 408:  # what is left of the body is not waited for
+                headers.append((b"connection", b"close"))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": data})
             return
 
@@ -917,6 +927,9 @@ def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
     return app
 
 
+#: Seconds a request's body may take to arrive whole (up to ``MESSAGE_LIMIT``), from when
+#: its headers came: more, and it is answered 408 and its connection closed.
+BODY_SECONDS = 15.0
 #: Seconds a connection may spend without a request whose line and headers have arrived
 #: (from the connection or the end of the previous response): more, and it is closed.
 HEAD_SECONDS = 10.0
@@ -1102,7 +1115,7 @@ def _exit_now() -> NoReturn:
     os._exit(0)
 
 
-__all__ = ["BATCH_REFUSAL", "IDENTITY_SECONDS", "INSTRUCTIONS", "INVALID_MESSAGE",
+__all__ = ["BATCH_REFUSAL", "BODY_SECONDS", "IDENTITY_SECONDS", "INSTRUCTIONS", "INVALID_MESSAGE",
            "MESSAGE_LIMIT", "PROTOCOL", "STDIO_BATCH_REFUSAL", "WITHHELD_GRANT",
            "WITHHELD_REQUEST", "WRITTEN_BY_THEM", "BearerAuth", "NoBatches", "SourceArg",
            "Tools", "agent_client", "as_seen_by", "build_server", "serve"]

@@ -623,6 +623,38 @@ def test_a_refused_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> N
             assert time.monotonic() - started < mcp_server.HEAD_SECONDS + 5
 
 
+def test_a_request_whose_body_trickles_in_is_answered_and_closed(tmp_path: Path) -> None:
+    # past the bearer check (or on loopback, with no token), a request's body is read whole
+    # before it is judged: sent a byte at a time, it held its connection (and what it sent so
+    # far) for good, and enough of them the server's descriptors
+    import time
+
+    with _serving_http(tmp_path, token=True) as port:
+        with socket.create_connection(("127.0.0.1", port)) as trickle:
+            trickle.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                            "Authorization: Bearer 0123456789abcdef0123456789abcdef\r\n"
+                            "Content-Type: application/json\r\n"
+                            "Accept: application/json, text/event-stream\r\n"
+                            "Content-Length: 100000\r\n\r\n{".encode())
+            started, got = time.monotonic(), b""
+            trickle.settimeout(1)
+            while time.monotonic() - started < mcp_server.BODY_SECONDS + 10:
+                try:
+                    trickle.sendall(b" ")
+                    chunk = trickle.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 408"), got[:200]
+            assert b"within" in got and b"connection: close" in got.lower(), got
+            assert mcp_server.BODY_SECONDS <= time.monotonic() - started \
+                < mcp_server.BODY_SECONDS + 5
+
+
 def test_a_client_that_never_reads_its_answers_is_dropped(tmp_path: Path) -> None:
     # requests sent one after another and never read: once the buffers are full, the next
     # answer (a refusal, here) waits for the client to read, which must not hold the
