@@ -529,9 +529,10 @@ class _StdinLines:
                 raise StopAsyncIteration
             refusal: JSONRPCError | None
             if len(line.rstrip(b"\r\n")) > MESSAGE_LIMIT:
+                ident = _leading_id(line)  # before the rest is read past
                 if not line.endswith(b"\n"):
                     await anyio.to_thread.run_sync(_skip_line, self.wire)
-                refusal = _error_message(None, INVALID_REQUEST, (
+                refusal = _error_message(ident, INVALID_REQUEST, (
                     f"the line is longer than {MESSAGE_LIMIT} bytes, the most one JSON-RPC "
                     "message may take here: it was dropped unread; send shorter messages"))
             elif not line.strip():
@@ -806,6 +807,24 @@ def _request_id(given: Any) -> int | str | None:
     if isinstance(ident, bool) or not isinstance(ident, (int, str)):
         return None
     return ident
+
+
+def _leading_id(head: bytes) -> int | str | None:
+    """The ``id`` of a request whose line is too long to be read whole, from its start
+    (``head``), so that the error answering it ends the client's wait for that id: when the
+    start is a JSON object with a ``method`` and a valid ``id``, that id followed by another
+    member (an id last in ``head`` may be cut short), else None. Members nested deeper are
+    never taken for the request's."""
+    import pydantic_core
+
+    try:
+        given = pydantic_core.from_json(head.decode("utf-8", "replace"), allow_partial=True)
+    except ValueError:
+        return None
+    if not isinstance(given, dict) or list(given)[-1:] == ["id"]:
+        return None
+    ident = _request_id(given)
+    return None if isinstance(ident, str) and "\ufffd" in ident else ident
 
 
 def _undecoded_id(line: bytes) -> int | str | None:

@@ -902,12 +902,22 @@ def test_over_stdio_a_line_longer_than_the_limit_is_refused_not_held(tmp_path: P
         write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping",
                           "params": {"_meta": {"x": filler}}}).encode())
         got = answer()
-        assert (got["id"], got["error"]["code"]) == (None, -32600), got
+        assert (got["id"], got["error"]["code"]) == (1, -32600), got
         assert got["error"]["message"].startswith(
             f"the line is longer than {mcp_server.MESSAGE_LIMIT} bytes"), got
         # the rest of that line was read past, not taken for a message; the next one is
         write(b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}')
         assert answer() == {"jsonrpc": "2.0", "id": 2, "result": {}}
+        # its id, when it comes before what is too long, is answered: the client stops
+        # waiting for it (a nested id is not the request's; one after the cut is unknown)
+        for params, ident in (({"id": 7, "x": filler}, "long-4"), ({"x": filler}, 5)):
+            write(json.dumps({"jsonrpc": "2.0", "id": ident, "method": "tools/call",
+                              "params": params}).encode())
+            got = answer()
+            assert (got["id"], got["error"]["code"]) == (ident, -32600), got
+        write(json.dumps({"jsonrpc": "2.0", "method": "ping", "params": {"x": filler},
+                          "id": 6}).encode())
+        assert answer()["id"] is None
         # a line at the limit is taken
         line = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "ping",
                            "params": {"_meta": {"x": ""}}}).encode()
