@@ -296,6 +296,20 @@ def _zero(value: str) -> bool:
     return _go_int(value) == 0
 
 
+def _label_operands(parsed: ParsedCommand) -> tuple[str, ...]:
+    """The arguments of ``kubectl label``/``annotate`` (objects, then ``key=value`` and
+    ``key-``), those after ``--`` too: cobra hands them to the command as arguments."""
+    return (*parsed.words[1:], *parsed.after_dashes)
+
+
+def _label_types(operands: Iterable[str]) -> list[str]:
+    """The words of ``label``/``annotate`` operands that name resource types: the first
+    object word (``svc`` in ``svc web``) and every ``TYPE/NAME`` (``deploy/web svc/web``), not
+    a ``key=value`` or a ``key-`` (an object's name has neither ``=`` nor a final ``-``)."""
+    objects = [w for w in operands if "=" not in w and not w.endswith("-")]
+    return [w for at, w in enumerate(objects) if at == 0 or "/" in w]
+
+
 def _kubectl_action_risk(action: tuple[str, ...]) -> tuple[Risk, str]:
     if action in KUBECTL_ACTIONS:
         risk = KUBECTL_ACTIONS[action]
@@ -372,11 +386,11 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
         rating.add(H, f"selects its objects by selector ({', '.join(selectors)}): a selector "
                       "matches any number of objects, those created later too, as with --all; "
                       "name the objects")
-    if parsed.verb == "annotate" and _names(parsed.words[1:2], CONTROLLER_ANNOTATED):
+    operands = _label_operands(parsed)
+    if parsed.verb == "annotate" and _names(_label_types(operands), CONTROLLER_ANNOTATED):
         rating.add(H, "annotates a Service or Ingress: controllers act on their annotations "
                       "(an ingress-nginx snippet, a cloud load balancer made external)")
-    if parsed.verb == "label" and any(w.endswith("-") and len(w) > 1
-                                      for w in parsed.words[1:]):
+    if parsed.verb == "label" and any(w.endswith("-") and len(w) > 1 for w in operands):
         rating.add(H, "removes a label a Service, ReplicaSet or NetworkPolicy may select on")
     system = [n for n in parsed.flag("--namespace") if n.strip().startswith("kube-")]
     if system and writes:
@@ -398,9 +412,15 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
                           "behind the API server: what the request does there is unknown")
     if parsed.action == ("config", "view") and (parsed.has("--raw") or parsed.has("--flatten")):
         rating.add(H, "prints credentials from the kubeconfig")
-    if parsed.verb in ("label", "annotate") and _names(parsed.words[1:],
-                                                      frozenset({"namespace", "node"})):
+    cluster = [t for w in _label_types(operands) for t in resource_types(w)
+               if t in CLUSTER_RESOURCES] if parsed.verb in ("label", "annotate") else []
+    if {"namespace", "node"} & set(cluster):
         rating.add(H, "labels a namespace or node (Pod Security, scheduling)")
+    elif cluster:
+        rating.add(H, f"labels or annotates a cluster-scoped {cluster[0]}: controllers act on "
+                      "them for the whole cluster (a ClusterRole's aggregate-to labels grant "
+                      "its rights to every admin, edit or view binding; a default StorageClass "
+                      "or IngressClass)")
     targets = [*parsed.flag("--kustomize"),
                *(parsed.words[1:] if parsed.verb == "kustomize" else ())]
     for target in targets:

@@ -947,3 +947,54 @@ def test_a_change_in_the_clusters_own_namespaces_is_high_by_the_destructive_vote
 
 def test_reading_the_clusters_own_namespace_stays_routine_for_the_destructive_voter() -> None:
     assert command_risk("kubectl get pods -n kube-system")[0] is Risk.LOW
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl annotate deploy/web svc/web -n apps a=b",
+    "kubectl annotate deploy/web ingresses.networking.k8s.io/web -n apps a=b",
+    "kubectl annotate -n apps -- svc web a=b",
+])
+def test_annotating_a_service_among_other_objects_or_after_dashes_is_high(command: str
+                                                                         ) -> None:
+    # kubectl annotates every TYPE/NAME it is given, and takes the words after -- as its own
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("controllers act on" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl label pod web -n apps -- app-",
+    "kubectl label -n apps -- pod web app-",
+])
+def test_removing_a_label_after_dashes_is_high(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("removes a label" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("command", [
+    # aggregates the role's rights into every admin, edit or view binding in the cluster
+    "kubectl label clusterrole reader rbac.authorization.k8s.io/aggregate-to-view=true",
+    "kubectl label clusterroles.rbac.authorization.k8s.io/reader "
+    "rbac.authorization.k8s.io/aggregate-to-edit=true",
+    # every new PersistentVolumeClaim, every new Ingress
+    "kubectl annotate sc fast storageclass.kubernetes.io/is-default-class=true",
+    "kubectl annotate ingressclass nginx ingressclass.kubernetes.io/is-default-class=true",
+    # a CA bundle a controller injects into the webhook the API server then trusts
+    "kubectl annotate validatingwebhookconfiguration hook cert-manager.io/inject-ca-from=a/b",
+    "kubectl label -- ns prod pod-security.kubernetes.io/enforce=privileged",
+])
+def test_labelling_or_annotating_a_cluster_scoped_object_is_high(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert not _auto_approved_in_test(command)
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl label pod web -n apps node.kubernetes.io/pool=a",
+    "kubectl annotate deploy web -n apps service.example.com/owner=x",
+])
+def test_a_key_that_starts_like_a_resource_type_is_no_target(command: str) -> None:
+    # the key names no object: the pod and the Deployment are what kubectl changes
+    assert command_risk(command)[0] is Risk.MEDIUM, command_risk(command)
+
