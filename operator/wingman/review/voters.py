@@ -76,10 +76,12 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("uncordon",): H,
     # A quota (--hard=pods=0, a memory cap) stops pods being created; a PodDisruptionBudget
     # (--min-available=100%, --max-unavailable=0) blocks every drain and eviction.
+    # A PriorityClass above the workloads' (or --global-default, every new pod's) has the
+    # scheduler preempt, evict, running pods of lower priority anywhere in the cluster.
     # create with no subcommand creates whatever its files (-f, -k) or body say: as apply.
     ("create",): H, ("create", "configmap"): M, ("create", "ingress"): M,
     ("create", "namespace"): M, ("create", "poddisruptionbudget"): H,
-    ("create", "priorityclass"): M, ("create", "quota"): H, ("create", "service"): M,
+    ("create", "priorityclass"): H, ("create", "quota"): H, ("create", "service"): M,
     ("create", "secret"): H, ("create", "token"): C,
     ("create", "role"): H, ("create", "clusterrole"): H, ("create", "rolebinding"): H,
     ("create", "clusterrolebinding"): H, ("create", "serviceaccount"): H,

@@ -998,3 +998,13 @@ def test_a_key_that_starts_like_a_resource_type_is_no_target(command: str) -> No
     # the key names no object: the pod and the Deployment are what kubectl changes
     assert command_risk(command)[0] is Risk.MEDIUM, command_risk(command)
 
+
+@pytest.mark.parametrize("command", [
+    "kubectl create priorityclass urgent --value=1000000000",
+    "kubectl create pc urgent --value=1000 --global-default",
+])
+def test_a_priority_class_that_preempts_running_pods_is_high(command: str) -> None:
+    # the scheduler evicts lower-priority pods anywhere in the cluster to place its pods
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert not _auto_approved_in_test(command)
