@@ -1,5 +1,6 @@
 # The one image Wingman ships: the operator (`wingman operator`), the gateway
-# (`wingman gateway`, the entrypoint of every gateway Job) and `wingman verify-privileges`
+# (`wingman gateway`, the command of every gateway Job, and `wingman preview`, of every preview
+# Job, both started as `/usr/bin/tini -- wingman <entry>`) and `wingman verify-privileges`
 # (helm test). The chart pins it (operator.image, gateway.image); pin it by digest in
 # production.
 #
@@ -10,8 +11,9 @@
 #   requirements.lock the pinned, hashed dependency list (`bash .ci/lock` regenerates it)
 #   kubectl           built from the pinned Kubernetes module (.ci/tools/kube) with a supported
 #                     Go release by .ci/provision-tools.sh, the same kubectl the tests run
-#   debs/             Debian bookworm's libjemalloc2, checked against its pinned SHA-256: the
-#                     operator's allocator (wingman.operator.memory; WINGMAN_ALLOCATOR)
+#   debs/             Debian bookworm's libjemalloc2 and tini, each checked against its pinned
+#                     SHA-256: the operator's allocator (wingman.operator.memory;
+#                     WINGMAN_ALLOCATOR) and the init of the gateway and preview containers
 # Nothing is fetched from the network during the build: pip installs offline with
 # --require-hashes. tests/container/ builds this file and runs the image the way the chart's
 # Deployment, the operator's gateway Jobs and the helm test pod run it.
@@ -50,9 +52,14 @@ RUN groupadd --gid 65532 wingman \
       /usr/lib/python3/dist-packages/setuptools /usr/lib/python3/dist-packages/setuptools-* \
       /usr/lib/python3/dist-packages/pkg_resources /usr/share/python-wheels
 # jemalloc for the operator (it preloads it itself; nothing else in the image uses it). Its
-# dependencies (libstdc++6, libgcc-s1) are in every Debian base that has apt.
+# dependencies (libstdc++6, libgcc-s1) are in every Debian base that has apt; tini's (libc6)
+# in every Debian base.
+# tini (/usr/bin/tini) is PID 1 of the gateway and preview containers (their Jobs' command):
+# the kernel drops a signal PID 1 has no handler for, so without it a SIGTERM that arrives
+# while Python starts, before the gateway installs its handler, would be lost and the command
+# could run on until the SIGKILL. tini forwards it to `wingman`, which then ends at once.
 RUN --mount=type=bind,source=debs,target=/build/debs \
-    dpkg --install /build/debs/libjemalloc2_*.deb
+    dpkg --install /build/debs/libjemalloc2_*.deb /build/debs/tini_*.deb
 COPY --from=build /opt/wingman /opt/wingman
 COPY kubectl /usr/local/bin/kubectl
 LABEL org.opencontainers.image.title="wingman" \
