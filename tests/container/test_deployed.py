@@ -148,7 +148,7 @@ def test_the_operator_pod_takes_a_request_to_an_executed_audited_restart(
     assert preview["commands"][0]["outcome"] == "Previewed", preview
     assert "kubectl.kubernetes.io/restartedAt" in preview["commands"][0]["diff"]
     (prun,) = d.runs(names.preview_job_name("restart-web"))
-    assert prun.exit_code == 0 and prun.argv == ("wingman", "preview")
+    assert prun.exit_code == 0 and prun.argv == ("/usr/bin/tini", "--", "wingman", "preview")
     d.as_worker("apply", "-f", "-", input=json.dumps({
         "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
         "metadata": {"name": "restart-web-1"},
@@ -166,7 +166,7 @@ def test_the_operator_pod_takes_a_request_to_an_executed_audited_restart(
         d.cluster, "job", d.ns, names.job_name("restart-web-1")) or {}).get(
         "status", {}).get("succeeded") == 1, 60, on_timeout=d.logs)
     (run,) = d.runs(names.job_name("restart-web-1"))
-    assert run.exit_code == 0 and run.argv == ("wingman", "gateway")
+    assert run.exit_code == 0 and run.argv == ("/usr/bin/tini", "--", "wingman", "gateway")
     # operator and gateway wrote one chain through the shared audit volume
     assert_one_audited_flow(d.audit_dir / "audit.jsonl")
 

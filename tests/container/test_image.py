@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import tomllib
+import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 
@@ -33,6 +36,19 @@ def _gateway_pod_spec(tmp_path: Path) -> dict[str, object]:
                                 300)
     spec: dict[str, object] = job["spec"]["template"]["spec"]
     return spec
+
+
+def _preview_pod_spec() -> dict[str, object]:
+    job = manifests.preview_job({"metadata": {"name": "r", "namespace": "n", "uid": "u"}},
+                                OperatorSettings.from_env({}))
+    spec: dict[str, object] = job["spec"]["template"]["spec"]
+    return spec
+
+
+def _command(pod: dict[str, object]) -> list[str]:
+    (container,) = pod["containers"]  # type: ignore[misc]
+    command: list[str] = container["command"]
+    return command
 
 
 def _python(engine: DockerEngine, image: Image, code: str, *options: str
@@ -56,7 +72,7 @@ def test_the_image_runs_as_the_non_root_user_of_the_chart_and_the_gateway_job(
 
 
 def test_the_entrypoints_run_on_a_read_only_root_filesystem(
-        engine: DockerEngine, image: Image) -> None:
+        engine: DockerEngine, image: Image, tmp_path: Path) -> None:
     """What the chart's Deployment, the gateway Job and the helm test pod start: ``wingman``
     with a read-only root, all capabilities dropped, /tmp the only writable place."""
     locked = ("--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
@@ -67,15 +83,18 @@ def test_the_entrypoints_run_on_a_read_only_root_filesystem(
     commands = {
         tuple(deployment["spec"]["template"]["spec"]["containers"][0]["args"][:2]),
         tuple(test_pod["spec"]["containers"][0]["args"][:2]),
-        ("wingman", "gateway"),
+        # the Jobs' wingman runs under the image's init (manifests.INIT)
+        tuple(_command(_gateway_pod_spec(tmp_path))),
+        tuple(_command(_preview_pod_spec())),
     }
     help_text = run(engine, image, "wingman", "--help", options=locked)
     assert help_text.returncode == 0, help_text.stderr
-    for program, sub in commands:
-        assert program == "wingman"
+    for *init, program, sub in commands:
+        assert program == "wingman" and init in ([], list(manifests.INIT))
         assert re.search(rf"\b{sub}\b", help_text.stdout), sub
-        usage = run(engine, image, program, sub, "--help", options=locked)
-        assert usage.returncode == 0, (sub, usage.stderr)
+        usage = run(engine, image, *init, program, sub, "--help", options=locked)
+        assert usage.returncode == 0, (init, sub, usage.stderr)
+        assert f"usage: wingman {sub}" in usage.stdout, usage.stdout
     # nothing but /tmp can be written, not even by the image's own user
     probe = run(engine, image, "python3", "-c",
                 "import pathlib, sys\n"
@@ -167,3 +186,61 @@ def test_the_operator_runs_on_jemalloc_in_the_image(engine: DockerEngine, image:
     dpkg = run(engine, image, "dpkg-query", "-W", "-f", "${Package} ${Version}",
                "libjemalloc2")
     assert dpkg.returncode == 0 and dpkg.stdout == "libjemalloc2 5.3.0-1", dpkg.stderr
+
+
+# Python at start-up, before any of wingman's code (and so before any SIGTERM handler): it says
+# so and waits, as a slow start (a loaded node, cold imports) would
+_SLOW_START = "import time\nprint('python-started', flush=True)\ntime.sleep(60)\n"
+
+
+def _start_slowly(engine: DockerEngine, image: Image, name: str, command: list[str],
+                  hook: Path) -> None:
+    """Start ``command`` in a container whose Python stops in ``sitecustomize`` (before
+    ``wingman`` runs a line) and return once it is there."""
+    engine.docker("create", "--name", name, "--network", "none", "--cap-drop", "ALL",
+                  "--security-opt", "no-new-privileges", "-e", "PYTHONPATH=/tmp/hook",
+                  image.tag, *command)
+    engine.docker("cp", str(hook), f"{name}:/tmp/hook")
+    engine.docker("start", name)
+    deadline = time.monotonic() + 60
+    while "python-started" not in engine.docker("logs", name).stdout:
+        assert time.monotonic() < deadline, engine.docker("logs", name, check=False).stderr
+        time.sleep(0.05)
+
+
+def test_a_sigterm_before_wingman_handles_it_ends_the_jobs_container(
+        engine: DockerEngine, image: Image, tmp_path: Path) -> None:
+    """The kubelet stops a gateway or preview pod (a grant cancelled, a deadline passed, a node
+    drained) with SIGTERM to its container's PID 1, and SIGKILL only 30 s later. One that comes
+    while Python starts, before wingman handles SIGTERM, must end the container at once, not
+    be lost: the kernel drops a signal PID 1 has no handler for, so the Jobs' command starts
+    wingman under the image's tini, which forwards it."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SLOW_START)
+    # wingman itself as PID 1 (what the Jobs ran before): the SIGTERM is dropped
+    bare = f"wingman-sigterm-bare-{uuid.uuid4().hex[:8]}"
+    try:
+        _start_slowly(engine, image, bare, ["wingman", "gateway"], hook)
+        engine.docker("kill", "--signal", "TERM", bare)
+        time.sleep(3)
+        state = json.loads(engine.docker("inspect", bare).stdout)[0]["State"]
+        assert state["Running"], state
+    finally:
+        engine.docker("rm", "--force", bare, check=False)
+    for command in (_command(_gateway_pod_spec(tmp_path)), _command(_preview_pod_spec())):
+        assert command[:len(manifests.INIT)] == list(manifests.INIT), command
+        name = f"wingman-sigterm-{command[-1]}-{uuid.uuid4().hex[:8]}"
+        try:
+            _start_slowly(engine, image, name, command, hook)
+            sent = time.monotonic()
+            engine.docker("kill", "--signal", "TERM", name)
+            try:
+                waited = engine.docker("wait", name, timeout=20)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{command} still ran 20 s after a SIGTERM during Python's start: "
+                            "its PID 1 dropped the signal")
+            assert waited.stdout.strip() == "143", (command, waited.stdout)  # 128 + SIGTERM
+            assert time.monotonic() - sent < 10, command
+        finally:
+            engine.docker("rm", "--force", name, check=False)

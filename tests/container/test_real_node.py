@@ -215,7 +215,10 @@ def test_a_released_gateway_job_runs_as_a_real_pod_and_the_restart_is_audited(
     assert status["state"]["terminated"]["exitCode"] == 0
     assert status["containerID"].startswith("containerd://")
     assert status["imageID"].startswith("sha256:") or "@sha256:" in status["imageID"]
-    _assert_restricted(d.oci_spec(status["containerID"]))
+    spec = d.oci_spec(status["containerID"])
+    _assert_restricted(spec)
+    # the container's first process is the image's init, which forwards the kubelet's SIGTERM
+    assert spec["process"]["args"] == ["/usr/bin/tini", "--", "wingman", "gateway"]
     # operator and gateway appended to one chain on the PersistentVolume
     assert_one_audited_flow(d.audit_dir / "audit.jsonl")
 

@@ -439,7 +439,7 @@ def test_the_operators_preview_job_runs_and_only_the_operator_may_create_one(
     args["spec"]["template"]["spec"]["containers"][0]["args"] = ["--debug"]
     shell = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
                           input=dump(args))
-    assert shell.returncode != 0 and '["wingman", "preview"]' in shell.stderr
+    assert shell.returncode != 0 and '["/usr/bin/tini", "--", "wingman", "preview"]' in shell.stderr
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -611,9 +611,18 @@ POD_SPEC_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "initContainer": ({"initContainers": [{"name": "init", "image": "busybox:1.36"}]},
                       "init=busybox:1.36"),
     "otherCommand": ({"container": {"command": ["kubectl", "get", "secrets"]}},
-                     'whose command is ["wingman", "gateway"]'),
+                     'whose command is ["/usr/bin/tini", "--", "wingman", "gateway"]'),
+    "otherCommandUnderInit": ({"container": {"command": ["/usr/bin/tini", "--", "kubectl", "get",
+                                                         "secrets"]}},
+                              'whose command is ["/usr/bin/tini", "--", "wingman", "gateway"]'),
+    # wingman as PID 1 would lose a SIGTERM that comes before its handler is installed
+    "withoutInit": ({"container": {"command": ["wingman", "gateway"]}},
+                    'whose command is ["/usr/bin/tini", "--", "wingman", "gateway"]'),
+    "initOptions": ({"container": {"command": ["/usr/bin/tini", "-s", "--", "wingman",
+                                               "gateway"]}},
+                    'whose command is ["/usr/bin/tini", "--", "wingman", "gateway"]'),
     "extraArgs": ({"container": {"args": ["--anything"]}},
-                  'whose command is ["wingman", "gateway"]'),
+                  'whose command is ["/usr/bin/tini", "--", "wingman", "gateway"]'),
     # other code run with the gateway's rights by its one allowed command
     "pythonPath": ({"container": {"env": [{"name": "WINGMAN_NAMESPACE", "value": "x"},
                                           {"name": "PYTHONPATH", "value": "/tmp/evil"}]}},

@@ -364,7 +364,8 @@ def pod_manifest(
 ) -> dict[str, Any]:
     """A minimal Pod; ``spec`` keyword arguments are merged into its spec."""
     container: dict[str, Any] = {"name": "gateway", "image": image,
-                                 "command": ["wingman", "gateway"]}
+                                 "command": ["/usr/bin/tini", "--", "wingman",
+                                             "gateway"]}
     container.update(spec.pop("container", {}))
     body: dict[str, Any] = {
         "serviceAccountName": service_account,

@@ -236,7 +236,7 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
         "spec": {"suspend": True, "backoffLimit": 0, "template": {"spec": {
             "restartPolicy": "Never",
             "containers": [{"name": "gateway", "image": "ghcr.io/wingman-dev/wingman:0.1.0",
-                            "command": ["wingman", "gateway"]}]}}},
+                            "command": ["/usr/bin/tini", "--", "wingman", "gateway"]}]}}},
     }))
     job = env.kubectl_json("get", "job", names.job_name(eg_name), "-n", env.ns)
     return Grant(eg_name, env.kubectl_json("get", "approvalrequests", ar_name, "-n", env.ns),

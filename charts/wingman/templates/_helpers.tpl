@@ -359,12 +359,14 @@ subcommand the pod may run.
 - expression: >-
     size(variables.spec.containers) == 1 &&
     (!has(variables.spec.initContainers) || size(variables.spec.initContainers) == 0) &&
-    variables.spec.containers.all(c, has(c.command) && c.command == ['wingman', '{{ .entry }}'] &&
+    variables.spec.containers.all(c, has(c.command) &&
+    c.command == ['/usr/bin/tini', '--', 'wingman', '{{ .entry }}'] &&
     (!has(c.args) || size(c.args) == 0))
   message: >-
-    a {{ .entry }} pod runs exactly one container whose command is ["wingman", "{{ .entry }}"]
-    with no args and no init containers: the pinned image also ships kubectl, which must never
-    run with the {{ .entry }}'s rights outside the {{ .entry }}
+    a {{ .entry }} pod runs exactly one container whose command is
+    ["/usr/bin/tini", "--", "wingman", "{{ .entry }}"] with no args and no init containers: the
+    pinned image also ships kubectl, which must never run with the {{ .entry }}'s rights outside
+    the {{ .entry }}
   reason: Forbidden
 {{- end }}
 

@@ -329,10 +329,11 @@ _EARLY_SIGTERM: list[int] = []
 
 
 def _hold_sigterm() -> None:
-    """Note a SIGTERM from the gateway process's first line on. It is its container's first
-    process, and the kernel drops any signal that process does not handle: a SIGTERM during
-    the imports (a grant cancelled as its pod starts) would be lost, and the command run.
-    ``run_gateway`` takes it over (``asked_to_stop``) and refuses, the token unspent."""
+    """Note a SIGTERM from the gateway process's first line on: one during the imports (a
+    grant cancelled as its pod starts) would otherwise end the process unrecorded (tini, the
+    container's first process, forwards it; one before this line does end it, nothing spent).
+    ``run_gateway`` takes it over (``asked_to_stop``) and refuses, the token unspent, its
+    refusal recorded."""
     import signal
 
     if threading.current_thread() is threading.main_thread():
@@ -342,7 +343,7 @@ def _hold_sigterm() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     if raw[:1] == ["gateway"]:
-        _hold_sigterm()  # before the imports: the gateway is its container's first process
+        _hold_sigterm()  # before the imports, which take a while
     if argv is None:  # the process's own entry (not a caller's): an error nothing catches is
         # one record in the log format (wingman.logs escapes what it quotes), never Python's
         # traceback as it is, which may quote input that forges log lines

@@ -159,13 +159,23 @@ def rewrite_path(value: str, mounts: Sequence[tuple[str, Path]]) -> str:
     return value
 
 
+#: The image's init that the gateway and preview Jobs' command starts with
+#: (``wingman.operator.manifests.INIT``): it only matters as a container's PID 1, so a local
+#: process runs the command after it without it.
+IMAGE_INIT = ("/usr/bin/tini", "--")
+
+
 def build_argv(prefix: Sequence[str], command: Sequence[str], args: Sequence[str]) -> list[str]:
     """The local argv for a container: the image's argv prefix replaces its entrypoint.
 
     With a ``command``, its first element (the executable inside the image) is replaced by the
-    prefix: ``["wingman", "gateway"]`` -> ``[python, -m, wingman.cli, gateway]``; without one the
-    prefix is the image's default entrypoint. ``args`` follow.
+    prefix: ``["wingman", "gateway"]`` -> ``[python, -m, wingman.cli, gateway]``, and so is
+    ``["/usr/bin/tini", "--", "wingman", "gateway"]`` (``IMAGE_INIT`` is dropped: the local
+    process is not a PID 1); without one the prefix is the image's default entrypoint. ``args``
+    follow.
     """
+    if len(command) > len(IMAGE_INIT) and tuple(command[:len(IMAGE_INIT)]) == IMAGE_INIT:
+        command = command[len(IMAGE_INIT):]
     return [*prefix, *command[1:], *args]
 
 
@@ -1413,5 +1423,5 @@ class _Source:
         return out
 
 
-__all__ = ["NODE_NAME", "NodeHarness", "PodRejected", "PodRun", "build_argv", "expand",
-           "rewrite_path"]
+__all__ = ["IMAGE_INIT", "NODE_NAME", "NodeHarness", "PodRejected", "PodRun", "build_argv",
+           "expand", "rewrite_path"]

@@ -165,10 +165,10 @@ class Termination:
     """SIGTERM made a request the gateway acts on, not a death it cannot record.
 
     The kubelet sends SIGTERM when the pod must stop: its grant was deleted (a cancel, which
-    deletes the Job and its pod), its Job's deadline passed, its node is drained. The gateway
-    is its container's first process, and the kernel delivers no signal to that process unless
-    it handles it: without a handler the SIGTERM is lost, the command runs on until the SIGKILL
-    at the end of the grace period, and neither its end nor its output is recorded. Once
+    deletes the Job and its pod), its Job's deadline passed, its node is drained; tini, the
+    container's first process (the Job's command, ``manifests.INIT``), forwards it to the
+    gateway. Without a handler the SIGTERM would end the gateway outright, and neither the
+    command's end nor its output would be recorded. Once
     :meth:`install` ed, a SIGTERM sets :attr:`requested` and wakes :func:`_collect` through a
     pipe (:meth:`fileno`): the running command's process group is killed at once and its
     result recorded as interrupted; the gateway checks :attr:`requested` before it spends the

@@ -43,7 +43,7 @@ A refusal sets phase ``Failed`` with the typed reason (unless an execution alrea
 status, or the grant under the name is no longer the one this run read, or, before any read, not
 the one its Job was made for: ``WINGMAN_GRANT_UID``), audits ``GatewayRefused`` and exits 3.
 A SIGTERM (the kubelet stopping the pod: a cancel, the Job's deadline, a drained node) is
-handled (``executors.TERMINATION``; the container's first process would never see it otherwise):
+handled (``executors.TERMINATION``; tini, the container's first process, forwards it):
 before the command starts it refuses (``GatewayTerminating``), while a kubectl command runs it
 kills its process group and the result is recorded (``CommandInterrupted``); while the Docker
 engine acts it stops waiting for it, the outcome recorded as unknown (``CommandInterrupted``).
@@ -702,8 +702,8 @@ def run_gateway(settings: GatewaySettings, *, clock: Callable[[], float] = time.
     its first line on); then the gateway refuses, as for one that comes later."""
     logs.setup_logging(settings.log_format, settings.log_level, component="gateway")
     run = _Run(settings, clock)
-    # the container's first process gets no SIGTERM it does not handle: handle it, so that a
-    # cancel or the kubelet stopping the pod stops the command and its end is recorded
+    # handle SIGTERM (tini, the container's first process, forwards it), so that a cancel or
+    # the kubelet stopping the pod stops the command and its end is recorded
     restore = executors.TERMINATION.install()
     if asked_to_stop():  # (after install: one in between is the new handler's)
         executors.TERMINATION.request()

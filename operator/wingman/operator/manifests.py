@@ -12,17 +12,17 @@ Job the operator created or adopted, so nobody can plant a Secret under it befor
   ``<grant>-token``);
 - gateway Job ``<grant>-gw``, owned by the grant, created before the token (which carries its
   UID) and runnable: its pod mounts the token Secret, so the kubelet starts no container before
-  the operator stores the token there; its pod runs ``wingman gateway`` as ServiceAccount
-  ``wingman-gateway`` with the pinned image, no shell, no privileges, a read-only root
-  filesystem, and a ServiceAccount token of its own that lives 10 minutes
+  the operator stores the token there; its pod runs ``wingman gateway`` under tini (``INIT``)
+  as ServiceAccount ``wingman-gateway`` with the pinned image, no shell, no privileges, a
+  read-only root filesystem, and a ServiceAccount token of its own that lives 10 minutes
   (``service_account_volume``; not the automounted one, whose life the API server may extend
   to a year and which stays valid as long as the finished pod exists); a PostgreSQL audit DSN
   reaches it as a file on a Secret volume, never as an environment variable;
 - the burn-marker Lease name ``wingman-burn-<jti>`` the gateway creates;
 - preview Job ``<request>-preview``, owned by the ApprovalRequest: its pod runs
-  ``wingman preview`` as ServiceAccount ``wingman-preview`` (admission allows it dry runs only)
-  with the pinned image and the same restrictions (its token included), the policy mounted
-  for the allowlist, and reports its result in its termination message.
+  ``wingman preview`` under tini as ServiceAccount ``wingman-preview`` (admission allows it
+  dry runs only) with the pinned image and the same restrictions (its token included), the
+  policy mounted for the allowlist, and reports its result in its termination message.
 
 Everything made here carries the release's labels (``settings.object_labels``: the chart's
 ``app.kubernetes.io/*`` labels, the environment and ``commonLabels``) with
@@ -56,6 +56,12 @@ from wingman.model.names import (
 from wingman.settings import DEFAULT_SERVICEACCOUNT_DIR, OperatorSettings
 
 MANAGER = "wingman-operator"
+
+#: The image's init, PID 1 of the gateway and preview containers, before ``wingman <entry>`` in
+#: their command. The kernel drops a signal PID 1 has no handler for, so ``wingman`` as PID 1
+#: would lose a SIGTERM that arrives before Python installs its handler and run on until the
+#: SIGKILL; tini forwards it (and reaps orphans). Admission pins the whole command.
+INIT = ("/usr/bin/tini", "--")
 
 
 def object_labels(settings: OperatorSettings, component: str) -> dict[str, str]:
@@ -258,7 +264,7 @@ def gateway_job(grant: dict[str, Any], settings: OperatorSettings, ttl_seconds: 
                         "name": "gateway",
                         "image": settings.gateway_image,
                         "imagePullPolicy": pod.image_pull_policy,
-                        "command": ["wingman", "gateway"],
+                        "command": [*INIT, "wingman", "gateway"],
                         "env": env,
                         "volumeMounts": mounts,
                         "securityContext": {"allowPrivilegeEscalation": False,
@@ -349,7 +355,7 @@ def preview_job(approval: dict[str, Any], settings: OperatorSettings) -> dict[st
                         "name": "preview",
                         "image": settings.gateway_image,
                         "imagePullPolicy": pod.image_pull_policy,
-                        "command": ["wingman", "preview"],
+                        "command": [*INIT, "wingman", "preview"],
                         "env": env,
                         "volumeMounts": mounts,
                         "terminationMessagePath": "/dev/termination-log",

@@ -251,7 +251,7 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     assert pod["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/wingman-dev/wingman:0.1.0"
-    assert container["command"] == ["wingman", "gateway"]
+    assert container["command"] == ["/usr/bin/tini", "--", "wingman", "gateway"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}

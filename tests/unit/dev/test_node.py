@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from wingman.dev.node import NodeHarness, build_argv, expand, rewrite_path
+from wingman.dev.node import IMAGE_INIT, NodeHarness, build_argv, expand, rewrite_path
 from wingman.errors import ConfigError
+from wingman.operator import manifests
 
 
 def test_image_prefix_replaces_the_entrypoint() -> None:
@@ -18,6 +19,19 @@ def test_image_prefix_replaces_the_entrypoint() -> None:
     assert build_argv(prefix, ["wingman", "gateway"], []) == [*prefix, "gateway"]
     assert build_argv(prefix, [], ["gateway", "--x"]) == [*prefix, "gateway", "--x"]
     assert build_argv(prefix, ["wingman"], ["a"]) == [*prefix, "a"]
+
+
+def test_the_images_init_is_left_out_of_a_local_process() -> None:
+    """The gateway and preview Jobs start ``wingman`` under tini, which only a container's PID 1
+    needs: the local process is the command after it."""
+    prefix = [sys.executable, "-m", "wingman.cli"]
+    assert IMAGE_INIT == manifests.INIT
+    for entry in ("gateway", "preview"):
+        assert build_argv(prefix, [*manifests.INIT, "wingman", entry], []) == [*prefix, entry]
+    # only the init's exact prefix is dropped
+    assert build_argv(prefix, ["/usr/bin/tini", "wingman", "gateway"], []) == [
+        *prefix, "wingman", "gateway"]
+    assert build_argv(prefix, ["/usr/bin/tini", "--"], ["x"]) == [*prefix, "--", "x"]
 
 
 def test_expansion_follows_kubernetes_rules() -> None:

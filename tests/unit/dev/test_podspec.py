@@ -44,7 +44,8 @@ def test_the_gateway_job_runs_locked_down(tmp_path: Path) -> None:
     assert config["user"] == "65532:65532" and config["group_add"] == ["65532"]
     assert config["read_only"] is True and config["cap_drop"] == ["ALL"]
     assert config["security_opt"] == ["no-new-privileges"]
-    assert config["entrypoint"] == ["wingman", "gateway"] and config["command"] == []
+    assert config["entrypoint"] == ["/usr/bin/tini", "--", "wingman", "gateway"]
+    assert config["command"] == []
     assert config["mem_limit"] == 256 * 1024**2
     assert config["volumes"]["/host/token"] == {"bind": "/var/run/wingman/token", "mode": "ro"}
     assert config["volumes"]["/host/tmp"] == {"bind": "/tmp", "mode": "rw"}

@@ -41,7 +41,8 @@ def test_the_image_runs_the_entrypoints_the_chart_and_jobs_use(tmp_path: Path) -
     job = manifests.gateway_job(
         {"metadata": {"name": "g", "namespace": "n", "uid": "u"}},
         OperatorSettings.from_env({"WINGMAN_POLICY_FILE": str(policy)}), 300)
-    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["wingman", "gateway"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "/usr/bin/tini", "--", "wingman", "gateway"]
 
 
 def test_the_image_runs_as_the_charts_non_root_user() -> None:

@@ -135,7 +135,8 @@ def test_the_preview_job_runs_wingman_preview_as_the_dry_run_identity() -> None:
     spec = job["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     assert spec["serviceAccountName"] == "wingman-preview"
-    assert container["command"] == ["wingman", "preview"] and "args" not in container
+    assert container["command"] == ["/usr/bin/tini", "--", "wingman", "preview"]
+    assert "args" not in container
     assert container["image"] == settings.gateway_image
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     env = {e["name"]: e.get("value") for e in container["env"]}
