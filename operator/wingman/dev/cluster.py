@@ -26,6 +26,7 @@ import base64
 import contextlib
 import datetime as dt
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -583,10 +584,28 @@ class LocalCluster:
             )
         return result
 
-    def apply_crds(self, crd_dir: Path) -> None:
-        """Apply every CRD in ``crd_dir`` and wait until each is Established."""
+    def apply_crds(self, crd_dir: Path, timeout: float = 60) -> None:
+        """Apply every CRD in ``crd_dir`` and wait until every CRD of the cluster is Established.
+
+        Read by polling, not ``kubectl wait``: a CRD the API server has stored but not yet given
+        any condition fails the wait at once (``.status.conditions accessor error``) on a
+        loaded control plane, where it should wait."""
         self.kubectl("apply", "--server-side", "-f", str(crd_dir))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = json.loads(self.kubectl("get", "crd", "-o", "json").stdout)
+            waiting = sorted(
+                crd["metadata"]["name"] for crd in listed.get("items", [])
+                if not any(c.get("type") == "Established" and c.get("status") == "True"
+                           for c in (crd.get("status") or {}).get("conditions") or []))
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                raise ClusterError(
+                    f"CRDs not Established {timeout:.0f} s after they were applied: "
+                    f"{', '.join(waiting)}; see 'kubectl describe crd NAME' (its conditions "
+                    "say what the API server is waiting for)")
+            time.sleep(0.5)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from wingman.dev.cluster import LocalCluster
+from wingman.errors import ClusterError
 
 
 def _eventually(fn, timeout: float = 60.0, interval: float = 0.5):  # type: ignore[no-untyped-def]
@@ -130,6 +131,7 @@ _OWNER = """
 import json, sys, time
 from pathlib import Path
 from wingman.dev.cluster import LocalCluster
+from wingman.errors import ClusterError
 cluster = LocalCluster.start(Path(sys.argv[1]))
 print(json.dumps({name: cluster.pid(name) for name in
                   ("etcd", "kube-apiserver", "kube-controller-manager")}), flush=True)
@@ -254,3 +256,38 @@ def test_a_second_ctrl_c_does_not_cut_the_dev_cluster_s_clean_up_short(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         owner.wait()
+
+
+def _crd(plural: str, kind: str) -> dict[str, object]:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.clash.wingman.test"},
+            "spec": {"group": "clash.wingman.test", "scope": "Namespaced",
+                     "names": {"plural": plural, "kind": kind},
+                     "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                         "openAPIV3Schema": {"type": "object",
+                                             "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+def test_applying_crds_waits_for_each_and_names_one_that_never_becomes_established(
+        cluster: LocalCluster, tmp_path: Path) -> None:
+    """``apply_crds`` returns once every CRD is Established and, when one never is (here its
+    kind clashes with another CRD's of the group: NamesAccepted False), says which after its
+    timeout, rather than failing at once as ``kubectl wait`` did on a CRD not yet given any
+    condition."""
+    first, clash = tmp_path / "first", tmp_path / "clash"
+    first.mkdir()
+    clash.mkdir()
+    (first / "widgets.json").write_text(json.dumps(_crd("widgets", "Widget")))
+    (clash / "gadgets.json").write_text(json.dumps(_crd("gadgets", "Widget")))
+    try:
+        cluster.apply_crds(first)
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as refused:
+            cluster.apply_crds(clash, timeout=3)
+        assert 3 <= time.monotonic() - started < 30
+        said = str(refused.value)
+        assert "gadgets.clash.wingman.test" in said and "widgets." not in said, said
+        assert "kubectl describe crd" in said
+    finally:
+        cluster.kubectl("delete", "crd", "gadgets.clash.wingman.test",
+                        "widgets.clash.wingman.test", "--ignore-not-found", "--timeout=60s")
