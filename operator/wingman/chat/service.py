@@ -85,6 +85,9 @@ OUTPUT_LINES = 40
 SAVE_TRIES = 3
 SAVE_RETRY_SECONDS = 0.2
 SAVE_RETRY_BUDGET_SECONDS = 3.0
+#: How long a button pressed on a card still being posted waits for the post to end (the
+#: chat shows a message before its sender has the answer with the message's id).
+POSTING_WAIT_SECONDS = 10.0
 
 
 class ChannelError(WingmanError):
@@ -185,6 +188,8 @@ class ChatService:
     _save_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: One step-up code at a time, each written before the next is taken.
     _step_up_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The cards being posted, by request uid and channel: set when the post ended.
+    _posting: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
     @property
     def env(self) -> str:
@@ -377,6 +382,21 @@ class ChatService:
         ref = entry.get("ref")
         return ref if isinstance(ref, dict) else None
 
+    async def current_ref(self, uid: str, channel: str, wait: float = POSTING_WAIT_SECONDS
+                          ) -> dict[str, Any] | None:
+        """The reference of the request's current card in ``channel``, as ``card_ref``, once a
+        post of that card under way has ended (waiting at most ``wait`` seconds): the chat
+        shows a message, buttons and all, before its sender has the answer with the message's
+        id (a slow network, a loaded machine), and a button pressed on it then is a button of
+        the request's one card, not a stale one."""
+        posting = self._posting.get((uid, channel))
+        if posting is not None:
+            try:
+                await asyncio.wait_for(posting.wait(), wait)
+            except TimeoutError:
+                pass  # still no answer: the card is not known yet (StaleButton)
+        return self.card_ref(uid, channel)
+
     def poke(self) -> None:
         """Sync soon (after a decision, so the message changes at once)."""
         self._wake.set()
@@ -472,7 +492,12 @@ class ChatService:
             mine = entries.setdefault(v.uid, {"name": v.name}).setdefault(ch.name, {})
             try:
                 if kind == "post":
-                    mine["ref"] = await ch.post_card(v)
+                    posted = self._posting[(v.uid, ch.name)] = asyncio.Event()
+                    try:
+                        mine["ref"] = await ch.post_card(v)
+                    finally:  # the presses that waited for it see the reference, or none
+                        del self._posting[(v.uid, ch.name)]
+                        posted.set()
                     mine["hash"] = v.fingerprint()
                     mine.pop("refused", None)
                 elif kind == "update":

@@ -73,6 +73,9 @@ MAX_BODY = 256 * 1024
 #: Seconds a request body has to arrive whole (Slack sends it at once).
 BODY_SECONDS = 10.0
 DECIDE_VIEW = "wingman_decide"
+#: How long a button pressed on a card still being posted waits for the post to end: its
+#: modal must open within the 3 seconds the press's trigger_id is valid.
+POSTING_WAIT_SECONDS = 1.5
 #: Web API errors about the message itself: sending it again cannot help.
 REFUSED_MESSAGE = frozenset({
     "msg_too_long", "no_text", "invalid_blocks", "invalid_blocks_format",
@@ -286,7 +289,8 @@ class SlackChannel:
                 str(actions[0].get("action_id")))
             if verb != button.verb:
                 raise refuse("InvalidButton", "this button is not one Wingman posted")
-            ref = self.service.card_ref(button.uid, self.name)
+            ref = await self.service.current_ref(button.uid, self.name,
+                                                 POSTING_WAIT_SECONDS)
             ts = str(_obj(payload.get("container")).get("message_ts") or
                      _obj(payload.get("message")).get("ts") or "")
             if ref is None or ref.get("ts") != ts or ref.get("channel") != channel:

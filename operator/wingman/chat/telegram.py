@@ -403,7 +403,7 @@ class TelegramChannel:
                 raise refuse("Forwarded", "buttons of a forwarded message do nothing: use the "
                              "original message")
             button = self.signer.check(cq.data or "")
-            ref = self.service.card_ref(button.uid, self.name)
+            ref = await self.service.current_ref(button.uid, self.name)
             if ref is None or ref.get("message") != msg.message_id:
                 raise refuse("StaleButton", "this is not the request's current message: use "
                              "the latest one, or /pending")

@@ -245,6 +245,39 @@ def test_a_modal_slack_refuses_is_opened_with_the_short_card(tmp_path: Path) -> 
     run(tmp_path, request("big", 1), body=body)
 
 
+def test_a_button_pressed_while_its_card_is_being_posted_is_taken_as_on_the_card(
+        tmp_path: Path) -> None:
+    """Slack shows a message, buttons and all, before the app has the answer with its ts (a
+    slow network, a loaded machine): a press then is on the request's one card and opens the
+    decision modal once the post ended, never refused as a stale button."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        fake.slow["chat.postMessage"] = 1.0
+        posting = asyncio.create_task(svc.sync())
+        for _ in range(200):
+            if fake.cards(CHANNEL):
+                break
+            await asyncio.sleep(0.02)
+        [(ts, card)] = fake.cards(CHANNEL)
+        [actions] = [b for b in card["blocks"] if b["type"] == "actions"]
+        press = {"type": "block_actions", "user": {"id": "U0BOB"}, "team": {"id": TEAM},
+                 "channel": {"id": CHANNEL}, "trigger_id": "trig-1",
+                 "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL},
+                 "actions": [{"action_id": "wingman_approve",
+                              "value": actions["elements"][0]["value"]}]}
+        data = urlencode({"payload": json.dumps(press)}).encode()
+        assert not posting.done(), "the press came after the post ended"
+        async with ClientSession() as http, http.post(
+                f"{url}/slack/interactive", data=data, headers=signed(data)) as resp:
+            assert resp.status == 200
+        await posting
+        assert fake.ephemeral == []  # no refusal (StaleButton) told
+        [opened] = fake.views
+        assert opened["trigger_id"] == "trig-1"
+        assert [t for t, _ in fake.cards(CHANNEL)] == [ts]  # one card
+
+    run(tmp_path, request("pressed", 1), body=body)
+
+
 def test_a_signed_payload_of_the_wrong_shape_is_refused_never_a_500(tmp_path: Path) -> None:
     # signed, so it passed the first check: every part of it is still only input
     bob = {"id": "U0BOB"}

@@ -287,6 +287,32 @@ def test_a_forged_button_with_any_characters_is_refused_and_answered(tmp_path: P
     run(tmp_path, request("forged", 1), body=body)
 
 
+def test_a_button_pressed_while_its_card_is_being_posted_is_taken_as_on_the_card(
+        tmp_path: Path) -> None:
+    """Telegram shows a message, buttons and all, before the bot has the answer with its id
+    (a slow network, a loaded machine): a press then is on the request's one card and is
+    handled as such once the post ended, never refused as a stale button."""
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        fake.slow["sendMessage"] = 1.5
+        posting = asyncio.create_task(svc.sync())
+        await _until(lambda: bool(fake.sent_to(CHAT)))
+        (card,) = fake.sent_to(CHAT)
+        cid = fake.press(FakeTelegram.user(999), CHAT, card["id"],
+                         fake.buttons(CHAT, card["id"])[0])
+        updates = await channel.bot.get_updates(timeout=0)
+        assert not posting.done(), "the press came after the post ended"
+        for update in updates:
+            await channel.handle(update)
+        await posting
+        assert "Unmapped" in fake.answers[cid]["text"], fake.answers[cid]
+        assert [d["reason"] for d in audited(svc)] == ["Unmapped"]
+        assert [m["id"] for m in fake.sent_to(CHAT)] == [card["id"]]  # one card
+        assert svc.card_ref(request("pressed", 1)["metadata"]["uid"], "telegram") == {
+            "chat": CHAT, "message": card["id"]}
+
+    run(tmp_path, request("pressed", 1), body=body)
+
+
 def test_a_button_answer_fits_however_wide_its_characters(tmp_path: Path) -> None:
     # the answer quotes the rejection's reason: 190 emoji are 380 UTF-16 code units, over
     # Telegram's 200, and an answer Telegram refuses leaves the approver with nothing
