@@ -68,6 +68,9 @@ from wingman.settings import TelegramConfig
 
 log = logging.getLogger("wingman.chat.telegram")
 MAX_TEXT = 4000  # of Telegram's 4096, in UTF-16 code units after parsing
+#: Seconds a card or notice waits for Telegram's answer (the library's default: 5), as long as
+#: Slack's client: one given up on may have been posted all the same, and is then posted again.
+SEND_READ_TIMEOUT = 15.0
 #: Telegram formats at most 100 entities of a message and shows the text of the others plain
 #: (without their ``<code>``: text others wrote would look like Wingman's own words, and be
 #: searched for mentions and links): a card with more is sent abridged or short.
@@ -239,7 +242,8 @@ class TelegramChannel:
 
     async def post_card(self, v: RequestView) -> dict[str, Any]:
         msg: Message = await self._card("sendMessage", self.bot.send_message, v,
-                                        chat_id=self.config.chat_id)
+                                        chat_id=self.config.chat_id,
+                                        read_timeout=SEND_READ_TIMEOUT)
         return {"chat": self.config.chat_id, "message": msg.message_id}
 
     async def update_card(self, ref: dict[str, Any], v: RequestView) -> None:
@@ -254,7 +258,7 @@ class TelegramChannel:
         parts = Reply(tuple(Segment(t, code=theirs) for t, theirs in notice.parts))
         text = f"{icon} {segments_html(parts, MAX_TEXT - 2)}"
         await self._call("sendMessage", self.bot.send_message, chat_id=chat, text=text,
-                         parse_mode=ParseMode.HTML,
+                         parse_mode=ParseMode.HTML, read_timeout=SEND_READ_TIMEOUT,
                          link_preview_options=LinkPreviewOptions(is_disabled=True))
 
     async def say(self, chat_id: int, reply: Reply) -> None:

@@ -313,6 +313,23 @@ def test_a_button_pressed_while_its_card_is_being_posted_is_taken_as_on_the_card
     run(tmp_path, request("pressed", 1), body=body)
 
 
+def test_a_card_telegram_answers_slowly_is_posted_once(tmp_path: Path) -> None:
+    """A card Telegram takes longer than the library's default 5 s to confirm has been posted
+    all the same: the channel waits for the answer (as long as Slack's client), where giving up
+    would post it again, leaving a second card whose buttons are refused as stale."""
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        fake.slow["sendMessage"] = 6.0
+        await svc.sync()
+        fake.slow.clear()
+        await asyncio.sleep(1.1)  # past a failed delivery's first backoff
+        await svc.sync()
+        (card,) = fake.sent_to(CHAT)
+        assert svc.card_ref(request("slow", 1)["metadata"]["uid"], "telegram") == {
+            "chat": CHAT, "message": card["id"]}
+
+    run(tmp_path, request("slow", 1), body=body)
+
+
 def test_a_button_answer_fits_however_wide_its_characters(tmp_path: Path) -> None:
     # the answer quotes the rejection's reason: 190 emoji are 380 UTF-16 code units, over
     # Telegram's 200, and an answer Telegram refuses leaves the approver with nothing
