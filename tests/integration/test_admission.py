@@ -554,11 +554,13 @@ def test_operator_gateway_job_runs_and_its_pod_is_locked(
 def test_the_operator_still_changes_a_gateway_job_an_earlier_release_made(
     cluster: LocalCluster, test_release: Release,
 ) -> None:
-    """Jobs made before the token rules (automounted token, no projection of their own) stay
-    the operator's to patch (deadline, suspend, annotations) after an upgrade; the rules keep
-    what their pods hold as it was, and refuse a new Job of that shape."""
+    """Jobs made before the token rules (automounted token, no projection of their own) and
+    before the image's init (command ``["wingman", "gateway"]``) stay the operator's to patch
+    (deadline, suspend, annotations) after an upgrade; the rules keep what their pods hold and
+    run as it was, and refuse a new Job of that shape."""
     ns = test_release.namespace
-    old = job_manifest("old-release-gw", automountServiceAccountToken=True)
+    old = job_manifest("old-release-gw", automountServiceAccountToken=True,
+                       container={"command": ["wingman", "gateway"]})
     old["spec"]["suspend"] = True
     refused = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
                             input=dump(old))
