@@ -15,6 +15,7 @@ request data sits between Wingman's data delimiters, and records every request f
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -52,6 +53,10 @@ class FakeLLM:
     status: int = 200
     delay: float = 0.0
     finish: str = ""  # "" = the provider's normal stop reason
+    redirect: str = ""  # a URL: answer 307 with Location {redirect}{path}, as a hostile proxy
+    pad: int = 0  # bytes of filler in a JSON field the SDKs ignore, to make the body large
+    gzip: bool = False  # send the body gzip-compressed (Content-Encoding: gzip) regardless
+    lengthless: bool = False  # no Content-Length: the body ends when the connection closes
     requests: list[Recorded] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -95,11 +100,21 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _send(self, status: int, payload: dict[str, Any]) -> None:
+            if fake.pad and status == 200:
+                payload = {**payload, "padding": "x" * fake.pad}
             raw = json.dumps(payload).encode()
+            if fake.gzip:
+                raw = gzip.compress(raw)
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
+                if fake.gzip:
+                    self.send_header("Content-Encoding", "gzip")
+                if fake.lengthless:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(raw)))
                 if status == 429:
                     self.send_header("Retry-After", "1")
                 self.end_headers()
@@ -125,6 +140,15 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                     fake.in_flight -= 1
 
         def _answer(self, path: str, rec: Recorded) -> None:
+            if fake.redirect:
+                try:
+                    self.send_response(307)
+                    self.send_header("Location", fake.redirect + path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                return
             if path not in (OPENAI_PATH, ANTHROPIC_PATH):
                 self._send(404, _error_body(path, 404, f"no route {path}"))
                 return

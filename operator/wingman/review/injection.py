@@ -14,6 +14,7 @@ and ``wingman.model.text``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +36,11 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
     r"\b(must|should|always) (be )?approve",
     r"\bverdict\b\s*[:=]", r'"verdict"', r"\bsystem\s*(prompt|message)?\s*:",
     r"\b(assistant|user|system)\s*:", r"<\s*/?\s*(system|instructions?|prompt|im_start|im_end)",
-    r"\[/?INST\]", r"\bjailbreak\b", r"\bdeveloper mode\b", r"\boverride\b.*\b(policy|rules)\b",
+    r"\[/?INST\]",
+    r"<\s*\|[^|<>\s]{1,40}\|\s*>",  # a chat template's special tokens: <|im_start|>, <|eot_id|>
+    r"\bhuman\s*:",  # a turn in Anthropic's prompt format
+    r"untrusted request (begin|end)",  # the words of Wingman's data delimiters, however written
+    r"\bjailbreak\b", r"\bdeveloper mode\b", r"\boverride\b.*\b(policy|rules)\b",
     r"\brisk\b\s*[:=]\s*\"?low",
     r"[A-Za-z0-9+/]{80,}={0,2}",  # a long base64 blob smuggling instructions
 )]
@@ -44,7 +49,7 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
 #: Patterns that ordinary object YAML matches (``system:serviceaccount:...`` subjects, a
 #: ``user:`` key, a CA bundle): not applied to the preview's text, which is target state.
 _YAML_PRONE = frozenset({r"\bsystem\s*(prompt|message)?\s*:", r"\b(assistant|user|system)\s*:",
-                         r"[A-Za-z0-9+/]{80,}={0,2}"})
+                         r"\bhuman\s*:", r"[A-Za-z0-9+/]{80,}={0,2}"})
 
 
 _SPACE = re.compile(r"\s+")
@@ -52,13 +57,17 @@ _SEPARATORS = re.compile(r"[\s_-]+")
 
 
 def _readable(texts: list[str]) -> list[str]:
-    """``texts`` as a reader (or a model) takes them in: without what renders as nothing, any
+    """``texts`` as a reader (or a model) takes them in: without what renders as nothing, in
+    Unicode's compatibility form (NFKC: fullwidth and styled letters as plain ones), any
     run of whitespace one space (``ignore  previous\ninstructions``), and once more with
     ``-`` and ``_`` read as spaces too (``ignore-previous-instructions``)."""
     out: list[str] = []
     for text in texts:
         visible = IGNORABLE.sub("", text)
-        out += [_SPACE.sub(" ", visible), _SEPARATORS.sub(" ", visible)]
+        # compatibility forms read like their plain letters (fullwidth and mathematical
+        # letters, ligatures): match what the reader sees
+        plain = unicodedata.normalize("NFKC", visible)
+        out += [_SPACE.sub(" ", plain), _SEPARATORS.sub(" ", plain)]
     return out
 
 

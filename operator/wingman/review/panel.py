@@ -3,7 +3,8 @@
 Built-in voters by name, and LLM voters (``type: openai`` for any OpenAI-compatible endpoint,
 ``type: anthropic``; see ``wingman.review.llm``) whose API keys come from the Secret named by
 ``operator.votersSecret``. Every bad spec is a ``ConfigError`` naming the field and what to do;
-no message ever contains a key.
+no message ever contains a key. Two LLM voters of one model are refused (``check_independent``):
+a panel counts independent reviewers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from wingman.review.voters import BUILTIN, builtin_voter
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BUILTIN_FIELDS = ("type", "name")
 _LLM_FIELDS = ("type", "name", "model", "baseURL", "apiKeySecretKey", "timeoutSeconds",
-               "maxConcurrency", "maxTokens")
+               "maxConcurrency", "maxTokens", "allowInsecureHTTP")
 VOTER_TYPES = ("builtin", "openai", "anthropic")
 
 
@@ -44,6 +45,31 @@ def _number(spec: Mapping[str, Any], key: str, where: str, default: float, *,
         raise ConfigError(f"{where}.{key} must be {what} from {low:g} to {high:g}, "
                           f"got {value!r}")
     return value
+
+
+def check_independent(specs: Sequence[Any]) -> None:
+    """ConfigError when two LLM voters of a panel ask the same model.
+
+    A panel counts independent reviewers: two voters of one model (through one endpoint or two,
+    of one provider type or both) share its blind spots and any prompt injection that fools it,
+    so counting them as two votes would let one model's opinion reach a threshold meant for
+    several. The model is compared as written, ignoring case and surrounding spaces."""
+    seen: dict[str, tuple[int, str]] = {}
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, Mapping) or spec.get("type") not in ("openai", "anthropic"):
+            continue
+        model = spec.get("model")
+        if not isinstance(model, str) or not model.strip():
+            continue  # refused with its own message when the voters are built
+        key = model.strip().casefold()
+        if key in seen:
+            j, other = seen[key]
+            raise ConfigError(
+                f"policy.panel.voters[{i}] ({spec.get('name')}) and policy.panel.voters[{j}] "
+                f"({other}) both ask model {model.strip()[:100]!r}: a panel counts independent "
+                "reviewers, and two voters of one model would count its opinion twice; give "
+                "one of them a different model, or remove it (and lower threshold and quorum)")
+        seen[key] = (i, str(spec.get("name")))
 
 
 def voters_from_config(specs: Sequence[Mapping[str, Any]], *, secrets: Mapping[str, str],
@@ -88,7 +114,12 @@ def voters_from_config(specs: Sequence[Mapping[str, Any]], *, secrets: Mapping[s
                               "serves, e.g. gpt-4o-mini or claude-sonnet-4-5")
         default_url = (llm.OPENAI_DEFAULT_BASE_URL if kind == "openai"
                        else llm.ANTHROPIC_DEFAULT_BASE_URL)
-        base_url = llm.validate_base_url(spec.get("baseURL", default_url), f"{where}.baseURL")
+        insecure = spec.get("allowInsecureHTTP", False)
+        if not isinstance(insecure, bool):
+            raise ConfigError(f"{where}.allowInsecureHTTP must be true or false, got "
+                              f"{insecure!r}")
+        base_url = llm.validate_base_url(spec.get("baseURL", default_url), f"{where}.baseURL",
+                                         allow_insecure_http=insecure)
         secret_key = spec.get("apiKeySecretKey")
         if not isinstance(secret_key, str) or not secret_key:
             raise ConfigError(f"{where}.apiKeySecretKey is required: the key, in the Secret "
@@ -109,8 +140,9 @@ def voters_from_config(specs: Sequence[Mapping[str, Any]], *, secrets: Mapping[s
         cls = llm.OpenAIVoter if kind == "openai" else llm.AnthropicVoter
         voters.append(cls(name, model=model, api_key=api_key, base_url=base_url,
                           timeout_seconds=float(timeout), max_concurrency=int(concurrency),
-                          max_tokens=max_tokens))
+                          max_tokens=max_tokens, allow_insecure_http=insecure))
+    check_independent(specs)
     return voters
 
 
-__all__ = ["VOTER_TYPES", "voters_from_config"]
+__all__ = ["VOTER_TYPES", "check_independent", "voters_from_config"]

@@ -47,6 +47,7 @@ from wingman.review.consensus import (
     Verdict,
     clean_rationale,
 )
+from wingman.review.panel import check_independent
 from wingman.scope import Allowlist
 
 HARD_MAX_TTL_SECONDS = 3600
@@ -148,6 +149,7 @@ class EnvironmentPolicy:
         if not isinstance(voters, list) or not voters or not all(
                 isinstance(v, Mapping) for v in voters):
             raise ConfigError("policy.panel.voters must be a non-empty list of voter specs")
+        check_independent(voters)
         threshold = panel_data.get("threshold", min(3, len(voters)))
         quorum = panel_data.get("quorum", threshold)
         for key, value in (("threshold", threshold), ("quorum", quorum)):
