@@ -57,6 +57,7 @@ class FakeLLM:
     pad: int = 0  # bytes of filler in a JSON field the SDKs ignore, to make the body large
     gzip: bool = False  # send the body gzip-compressed (Content-Encoding: gzip) regardless
     lengthless: bool = False  # no Content-Length: the body ends when the connection closes
+    trickle: float = 0.0  # seconds between the body's bytes, sent one at a time
     requests: list[Recorded] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -118,6 +119,13 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 if status == 429:
                     self.send_header("Retry-After", "1")
                 self.end_headers()
+                if fake.trickle:
+                    for i in range(len(raw)):
+                        if fake._stop.wait(fake.trickle):
+                            return
+                        self.wfile.write(raw[i:i + 1])
+                        self.wfile.flush()
+                    return
                 self.wfile.write(raw)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout): nothing to answer

@@ -195,6 +195,12 @@ def test_an_unreachable_endpoint_abstains(provider: str) -> None:
     "```json\n" + APPROVE + "\n```\n```json\n" + APPROVE + "\n```",
     "```json\n" + APPROVE,
     "",
+    APPROVE + "\n" + REJECT,
+    "```json\n```json\n" + APPROVE + "\n```\n```",
+    '{"verdict": " approve", "risk": "low", "rationale": "ok", "flags": []}',
+    '{"verdict": "approve", "risk": NaN, "rationale": "ok", "flags": []}',
+    '{"verdict": "approve", "risk": "low", "rationale": "ok", "flags": [Infinity]}',
+    '{"verdict": "approve", "risk": "low", "rationale": "ok", "flags": [], "flags": []}',
 ])
 def test_malformed_answers_abstain(provider: str, answer: str, llm: FakeLLM) -> None:
     llm.answer = answer
@@ -572,7 +578,6 @@ def test_an_at_in_a_base_url_path_alone_is_no_credential() -> None:
 def test_a_redirect_is_not_followed_so_key_and_request_stay_with_the_endpoint(
         provider: str, llm: FakeLLM) -> None:
     with fake_llm() as elsewhere:
-        llm.redirect = elsewhere.openai_url if provider == "openai" else elsewhere.anthropic_url
         llm.redirect = elsewhere.url  # the path is appended as the request had it
         vote = review(make(provider, llm))
         assert elsewhere.requests == []  # neither the key nor the request text went there
@@ -588,6 +593,16 @@ def test_a_response_larger_than_the_cap_abstains_unread(provider: str, lengthles
     assert_abstains(review(make(provider, llm)), "ResponseTooLarge")
     llm.pad = MAX_RESPONSE_BYTES // 2  # below the cap, the same answer is a vote
     assert review(make(provider, llm)).verdict is Verdict.APPROVE
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_trickled_body_is_bounded_by_the_voters_timeout_as_a_whole(provider: str,
+                                                                     llm: FakeLLM) -> None:
+    # every byte arrives well within the per-read timeout; the whole body never would
+    llm.trickle = 0.05
+    vote = review(make(provider, llm, timeout=0.5))
+    assert_abstains(vote, "Timeout")
+    assert vote.latency_seconds < 5
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
