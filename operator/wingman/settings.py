@@ -2,8 +2,9 @@
 
 This is the only module that reads ``os.environ``. Each process gets one frozen settings
 object (``OperatorSettings``, ``GatewaySettings``, ``ChatSettings`` or, for the CLI and the MCP
-server, ``ClientSettings``) and passes it down; a bad value raises ``ConfigError`` naming the
-variable (or the configuration file's field) and what it accepts.
+server, ``ClientSettings``, with ``McpHttpSettings`` for the MCP server's HTTP transport) and
+passes it down; a bad value raises ``ConfigError`` naming the variable (or the configuration
+file's field, or the flag) and what it accepts.
 """
 
 from __future__ import annotations
@@ -798,6 +799,50 @@ class ClientSettings:
         )
 
 
+#: ``wingman mcp --transport http``: the most connections served at once, and the seconds an
+#: idle connection is kept, by default (a sidecar serves one agent: a few connections).
+MCP_MAX_CONNECTIONS = 100
+MCP_IDLE_TIMEOUT_SECONDS = 5
+
+
+def _limit(given: int | None, flag: str, env: Mapping[str, str], key: str, default: int,
+           lo: int, hi: int) -> int:
+    if given is None:
+        return _int(env, key, default, lo, hi)
+    if not lo <= given <= hi:
+        raise ConfigError(f"{flag} {given} must be between {lo} and {hi}")
+    return given
+
+
+@dataclass(frozen=True)
+class McpHttpSettings:
+    """The bounds of ``wingman mcp --transport http`` on its connections.
+
+    ``max_connections``: the most connections open at once; one more is answered 503 with
+    ``Retry-After`` and closed at once (``--max-connections``, else
+    ``WINGMAN_MCP_MAX_CONNECTIONS``; 1 to 10000, default 100). ``idle_timeout_seconds``: a
+    connection that has sent nothing of a request for this long (since it opened, or since the
+    previous answer) is closed (``--idle-timeout-seconds``, else
+    ``WINGMAN_MCP_IDLE_TIMEOUT_SECONDS``; 1 to 600, default 5). A flag given wins over its
+    variable."""
+
+    max_connections: int = MCP_MAX_CONNECTIONS
+    idle_timeout_seconds: int = MCP_IDLE_TIMEOUT_SECONDS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *,
+                 max_connections: int | None = None,
+                 idle_timeout_seconds: int | None = None) -> McpHttpSettings:
+        env = os.environ if env is None else env
+        return cls(
+            max_connections=_limit(max_connections, "--max-connections", env,
+                                   "WINGMAN_MCP_MAX_CONNECTIONS", MCP_MAX_CONNECTIONS, 1, 10000),
+            idle_timeout_seconds=_limit(idle_timeout_seconds, "--idle-timeout-seconds", env,
+                                        "WINGMAN_MCP_IDLE_TIMEOUT_SECONDS",
+                                        MCP_IDLE_TIMEOUT_SECONDS, 1, 600),
+        )
+
+
 @dataclass(frozen=True)
 class PreviewSettings:
     """The preview Job's settings (``wingman preview``): which request, and how long."""
@@ -860,5 +905,5 @@ def _api_server(env: Mapping[str, str], who: str) -> str:
 
 
 __all__ = ["RESERVED_LABEL_PREFIXES", "ChatConfig", "ChatPerson", "ChatSettings", "ClientSettings",
-           "GatewayPod", "GatewaySettings", "LogSettings", "OperatorSettings", "PreviewSettings",
-           "SlackConfig", "TelegramConfig", "WebhookConfig", "env_bool"]
+           "GatewayPod", "GatewaySettings", "LogSettings", "McpHttpSettings", "OperatorSettings",
+           "PreviewSettings", "SlackConfig", "TelegramConfig", "WebhookConfig", "env_bool"]

@@ -10,7 +10,7 @@ import pytest
 from support.chart import find, render
 from wingman.errors import ConfigError
 from wingman.operator import manifests
-from wingman.settings import ChatConfig, GatewaySettings, OperatorSettings
+from wingman.settings import ChatConfig, GatewaySettings, McpHttpSettings, OperatorSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -316,3 +316,26 @@ def test_a_chat_url_without_credentials_is_kept() -> None:
         environment="test")
     assert config.webhook is not None
     assert config.webhook.url == "https://hooks.example/w?team=ops%40example"
+
+
+def test_the_mcp_servers_http_bounds_come_from_the_flag_else_the_variable_else_the_default(
+        ) -> None:
+    assert McpHttpSettings.from_env({}) == McpHttpSettings(max_connections=100,
+                                                           idle_timeout_seconds=5)
+    env = {"WINGMAN_MCP_MAX_CONNECTIONS": "20", "WINGMAN_MCP_IDLE_TIMEOUT_SECONDS": "30"}
+    assert McpHttpSettings.from_env(env) == McpHttpSettings(20, 30)
+    assert McpHttpSettings.from_env(env, max_connections=7, idle_timeout_seconds=9) == \
+        McpHttpSettings(7, 9)
+
+
+@pytest.mark.parametrize(("env", "flags", "says"), [
+    ({"WINGMAN_MCP_MAX_CONNECTIONS": "0"}, {}, "WINGMAN_MCP_MAX_CONNECTIONS=0 must be between 1"),
+    ({"WINGMAN_MCP_MAX_CONNECTIONS": "many"}, {}, "must be an integer"),
+    ({}, {"max_connections": 10001}, "--max-connections 10001 must be between 1 and 10000"),
+    ({}, {"idle_timeout_seconds": 0}, "--idle-timeout-seconds 0 must be between 1 and 600"),
+    ({"WINGMAN_MCP_IDLE_TIMEOUT_SECONDS": "601"}, {}, "IDLE_TIMEOUT_SECONDS=601 must be"),
+])
+def test_an_mcp_http_bound_out_of_range_names_where_it_came_from(
+        env: dict[str, str], flags: dict[str, int], says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        McpHttpSettings.from_env(env, **flags)

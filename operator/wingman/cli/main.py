@@ -211,6 +211,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--auth-token-file", help="HTTP: require 'Authorization: Bearer <the "
                     "file's content>' (at least 16 printable ASCII characters, no spaces; "
                     "required when --host is not a loopback address)")
+    sp.add_argument("--max-connections", type=int, help="HTTP: the most connections served "
+                    "at once, 1 to 10000 (default $WINGMAN_MCP_MAX_CONNECTIONS, else 100); one "
+                    "more is answered 503 with Retry-After and closed")
+    sp.add_argument("--idle-timeout-seconds", type=int, help="HTTP: close a connection that "
+                    "sends nothing of a request for this long, 1 to 600 (default "
+                    "$WINGMAN_MCP_IDLE_TIMEOUT_SECONDS, else 5)")
     sp.add_argument("--max-wait-seconds", type=float, default=50,
                     help="the most any tool call waits, in seconds above 0 and at most 600 "
                     "(default 50: below common MCP client timeouts)")

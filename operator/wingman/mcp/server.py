@@ -66,6 +66,7 @@ from wingman.errors import (
     Invalid,
     WingmanError,
 )
+from wingman.settings import McpHttpSettings
 
 INSTRUCTIONS = """\
 Wingman lets you run infrastructure commands only after review. The flow:
@@ -949,37 +950,93 @@ def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
 #: Seconds a request's body may take to arrive whole (up to ``MESSAGE_LIMIT``), from when
 #: its headers came: more, and it is answered 408 and its connection closed.
 BODY_SECONDS = 15.0
-#: Seconds a connection may spend without a request whose line and headers have arrived
-#: (from the connection or the end of the previous response): more, and it is closed.
+#: Seconds a request's line and headers may take to arrive whole, from its first byte: more,
+#: and the connection is closed. (Before that first byte, the connection is idle: closed after
+#: ``McpHttpSettings.idle_timeout_seconds``.)
 HEAD_SECONDS = 10.0
 #: Seconds an answer may wait, in full, for the client to read what was sent before it (the
 #: write buffer over its high mark all along): more, and the connection is dropped.
 STALL_SECONDS = 30.0
+#: Seconds a client refused for ``--max-connections`` is told to wait (``Retry-After``).
+RETRY_AFTER_SECONDS = 1
+#: Seconds between two log records about refused connections (a flood of them is counted in
+#: the next record, not logged one by one).
+REFUSAL_LOG_SECONDS = 10.0
 
 
-def _head_timeout_protocol() -> type[Any]:
-    """uvicorn's HTTP/1.1 protocol, closing a connection that waits longer than
+def _busy_response(limit: int) -> bytes:
+    """The whole answer to a connection beyond ``limit``: 503, ``Retry-After``, closed."""
+    body = (f"the MCP server is serving its maximum of {limit} connections "
+            f"(--max-connections): retry after {RETRY_AFTER_SECONDS} s, and keep one connection "
+            "open for your requests rather than opening one each\n").encode()
+    return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"retry-after: %d\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (RETRY_AFTER_SECONDS, len(body), body))
+
+
+class _Refusals:
+    """Counts the connections refused for ``--max-connections`` and logs them: the first at
+    once, the rest at most every ``REFUSAL_LOG_SECONDS``, with how many since the last
+    record (a client opening connections in a loop cannot flood the log)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.unlogged = 0
+        self.logged_at: float | None = None
+
+    def refused(self, now: float) -> None:
+        self.unlogged += 1
+        if self.logged_at is not None and now - self.logged_at < REFUSAL_LOG_SECONDS:
+            return
+        _log.warning("wingman mcp: refused %d connection(s) with 503: already serving the "
+                     "maximum of %d (--max-connections)", self.unlogged, self.limit,
+                     extra={"refused": self.unlogged, "max_connections": self.limit})
+        self.unlogged, self.logged_at = 0, now
+
+
+def _bounded_protocol(limits: McpHttpSettings) -> type[Any]:
+    """uvicorn's HTTP/1.1 protocol, serving at most ``limits.max_connections`` connections at
+    once and closing one that is idle for ``limits.idle_timeout_seconds`` or waits longer than
     ``HEAD_SECONDS`` for a request's headers.
 
-    uvicorn times out only an idle connection after a response (``timeout_keep_alive``), not
-    one whose request headers never end: anyone who reaches the port could hold connections
-    open with a few bytes each (the bearer check needs the headers, so it never runs) until the
-    process runs out of file descriptors, and the agent's own calls fail; nor one that, once
-    refused, sends the rest of a long body a byte at a time. Nor, as answers are waited
-    for, one that sends requests and never reads their answers (a refusal each, once the
-    buffers are full): an answer that cannot be written for ``STALL_SECONDS`` drops the
-    connection. A request being answered to a client that reads (an event stream too, or a
-    body the app is reading) is not affected."""
+    A connection beyond the limit is answered 503 with ``Retry-After`` as soon as it opens,
+    and closed (``_Refusals`` logs it): held open until its request came, each would keep a
+    file descriptor, and enough of them (from one client or many) the process's last one. An
+    idle connection (nothing of a request sent since it opened, or since the previous answer)
+    is closed after the idle timeout: uvicorn times out only one idle after a response
+    (``timeout_keep_alive``, set to the same), not one that never sent a byte.
+
+    Nor does uvicorn time out one whose request headers never end: anyone who reaches the port
+    could hold connections open with a few bytes each (the bearer check needs the headers, so
+    it never runs); nor one that, once refused, sends the rest of a long body a byte at a time.
+    Nor, as answers are waited for, one that sends requests and never reads their answers (a
+    refusal each, once the buffers are full): an answer that cannot be written for
+    ``STALL_SECONDS`` drops the connection. A request being answered to a client that reads (an
+    event stream too, or a body the app is reading) is not affected."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeadTimeout(H11Protocol):
-        _head_since: float | None = None
+    refusals = _Refusals(limits.max_connections)
+    busy = _busy_response(limits.max_connections)
+
+    class Bounded(H11Protocol):
+        _idle_since: float | None = None  # since when nothing of a request was sent
+        _head_since: float | None = None  # since a request's first byte, until it is answered
         _stalled_since: float | None = None  # since when writes wait for the client to read
 
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._head_since = self.loop.time()
+            super().connection_made(transport)  # counted in self.connections (all of them)
+            if len(self.connections) > limits.max_connections:
+                transport.write(busy)
+                transport.close()
+                refusals.refused(self.loop.time())
+                return
+            self._idle_since = self.loop.time()
             self.loop.call_later(1.0, self._check_head)
+
+        def data_received(self, data: bytes) -> None:
+            if self._head_since is None and (self.cycle is None or self.cycle.response_complete):
+                self._head_since = self.loop.time()  # the next request begins
+            super().data_received(data)
 
         def pause_writing(self) -> None:
             super().pause_writing()
@@ -996,27 +1053,35 @@ def _head_timeout_protocol() -> type[Any]:
                     and self.loop.time() - self._stalled_since >= STALL_SECONDS):
                 self.transport.abort()  # close() would wait for the buffer to be read
                 return
-            # only a request being answered stops the clock: once its response is complete,
+            # only a request being answered stops the clocks: once its response is complete,
             # what remains of its body (sent after the bearer check refused it, say) is waited
             # for no longer than the next request's headers would be
+            now = self.loop.time()
             if self.cycle is not None and not self.cycle.response_complete:
-                self._head_since = None  # a request's headers came
-            elif self._head_since is None:
-                self._head_since = self.loop.time()
-            elif self.loop.time() - self._head_since >= HEAD_SECONDS:
+                self._idle_since = self._head_since = None  # a request's headers came
+            elif self._idle_since is None:
+                self._idle_since = now  # its answer is complete: idle from now on
+            if self._head_since is not None and self._idle_since is not None:
+                if now - self._head_since >= HEAD_SECONDS:
+                    self.transport.close()
+                    return
+            elif (self._idle_since is not None
+                  and now - self._idle_since >= limits.idle_timeout_seconds):
                 self.transport.close()
                 return
             self.loop.call_later(1.0, self._check_head)
 
-    return HeadTimeout
+    return Bounded
 
 
-async def _serve_http(server: MCPServer[Any], args: argparse.Namespace) -> None:
+async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
+                      limits: McpHttpSettings) -> None:
     import uvicorn
 
     app = _http_app(server, args)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                            lifespan="on", http=_head_timeout_protocol())
+                            lifespan="on", http=_bounded_protocol(limits),
+                            timeout_keep_alive=limits.idle_timeout_seconds)
     web = uvicorn.Server(config)
 
     def stop(*_: object) -> None:
@@ -1070,7 +1135,9 @@ def agent_client(conn: Connection) -> WingmanClient:
 def serve(args: argparse.Namespace) -> int:
     """``wingman mcp``: connect as the agent, then serve until the client or a signal ends it."""
     http_only = [f"--{name.replace('_', '-')}" for name in ("host", "port", "path",
-                                                             "auth_token_file")
+                                                             "auth_token_file",
+                                                             "max_connections",
+                                                             "idle_timeout_seconds")
                  if getattr(args, name, None) is not None]
     if args.transport == "stdio" and http_only:
         verb, them = ("applies", "it") if len(http_only) == 1 else ("apply", "them")
@@ -1086,6 +1153,10 @@ def serve(args: argparse.Namespace) -> int:
                           "or listen on 127.0.0.1 (a sidecar in the agent's pod)")
     if not 0 < args.max_wait_seconds <= 600:
         raise ConfigError("--max-wait-seconds must be more than 0 and at most 600")
+    limits = McpHttpSettings.from_env(
+        max_connections=getattr(args, "max_connections", None),
+        idle_timeout_seconds=getattr(args, "idle_timeout_seconds", None)
+    ) if args.transport == "http" else McpHttpSettings()
     conn = connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
     client = agent_client(conn)
     server = build_server(client, max_wait=args.max_wait_seconds)
@@ -1093,7 +1164,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.transport == "stdio":
             anyio.run(_serve_stdio, server, client.close)
         else:
-            anyio.run(_serve_http, server, args)
+            anyio.run(_serve_http, server, args, limits)
     finally:
         client.close()
     return 0

@@ -259,7 +259,9 @@ def test_a_bearer_token_file_a_client_cannot_send_is_refused(tmp_path: Path,
 
 
 @pytest.mark.parametrize("argv", [["--port", "9000"], ["--host", "0.0.0.0"],  # noqa: S104
-                                  ["--path", "/x"], ["--auth-token-file", "t"]])
+                                  ["--path", "/x"], ["--auth-token-file", "t"],
+                                  ["--max-connections", "5"],
+                                  ["--idle-timeout-seconds", "9"]])
 def test_http_options_without_http_are_refused_not_ignored(argv: list[str]) -> None:
     # forgotten --transport http: a stdio server would start, waiting on stdin for no one
     from wingman.cli import main as cli
@@ -555,11 +557,13 @@ def _kubeconfig(tmp_path: Path) -> Path:
 
 
 @contextmanager
-def _serving_http(tmp_path: Path, *, token: bool = False) -> Iterator[int]:
+def _serving_http(tmp_path: Path, *, token: bool = False, more: tuple[str, ...] = (),
+                  log: list[str] | None = None) -> Iterator[int]:
     """``wingman mcp --transport http`` as a process on a free loopback port (with
-    ``--auth-token-file`` when ``token``): the port once it serves; stopped afterwards."""
+    ``--auth-token-file`` when ``token``, and ``more`` arguments): the port once it serves;
+    stopped afterwards, what it wrote on stderr then added to ``log``."""
     argv = [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
-            "--kubeconfig", str(_kubeconfig(tmp_path))]
+            "--kubeconfig", str(_kubeconfig(tmp_path)), *more]
     if token:
         path = tmp_path / "token"
         path.write_text("0123456789abcdef0123456789abcdef")
@@ -574,9 +578,95 @@ def _serving_http(tmp_path: Path, *, token: bool = False) -> Iterator[int]:
         yield port
     finally:
         proc.terminate()
-        proc.wait(30)
         assert proc.stderr is not None
+        rest = proc.stderr.read()
+        proc.wait(30)
         proc.stderr.close()
+        if log is not None:
+            log.append(rest)
+
+
+def _answer_head(conn: socket.socket) -> bytes:
+    """What ``conn`` receives up to the end of an answer's headers (or until it is closed)."""
+    got = b""
+    conn.settimeout(30)
+    while b"\r\n\r\n" not in got:
+        try:
+            chunk = conn.recv(4096)
+        except ConnectionResetError:  # closed by the server while the request was sent
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _ask(port: int) -> bytes:
+    """The head of the answer to a request on a new connection, the connection closed after."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        return _answer_head(conn)
+
+
+def test_connections_beyond_the_maximum_are_refused_503_and_served_once_others_close(
+        tmp_path: Path) -> None:
+    # without a bound, a client (or many) could open connections until the process has no
+    # file descriptor left, and the agent's own calls fail
+    from contextlib import ExitStack
+
+    log: list[str] = []
+    with _serving_http(tmp_path, more=("--max-connections", "3",
+                                       "--idle-timeout-seconds", "600"), log=log) as port, \
+            ExitStack() as held:
+        served = []
+        for _ in range(3):  # the most it serves: each is answered, and stays open
+            conn = held.enter_context(socket.create_connection(("127.0.0.1", port)))
+            conn.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            served.append(_answer_head(conn))
+        assert all(h.startswith(b"HTTP/1.1 ") and not h.startswith(b"HTTP/1.1 503")
+                   for h in served), served
+        with socket.create_connection(("127.0.0.1", port)) as extra:
+            extra.settimeout(30)
+            refused = b""  # answered at once, before it sent anything
+            while chunk := extra.recv(4096):
+                refused += chunk
+        head, _, body = refused.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503"), refused
+        assert b"retry-after: 1" in head.lower() and b"connection: close" in head.lower()
+        assert b"maximum of 3 connections (--max-connections)" in body
+        assert _ask(port).startswith(b"HTTP/1.1 503"), "a request on one more is refused too"
+        held.close()  # the three close: it serves again
+        for _ in range(100):
+            again = _ask(port)
+            if not again.startswith(b"HTTP/1.1 503"):
+                break
+        assert again.startswith(b"HTTP/1.1 ") and not again.startswith(b"HTTP/1.1 503"), again
+    assert "refused 1 connection(s) with 503: already serving the maximum of 3" in log[0], log
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    # one that never sent a byte as well as one idle after an answer (keep-alive)
+    import time
+
+    idle = 2
+    with _serving_http(tmp_path, more=("--idle-timeout-seconds", str(idle))) as port:
+        with socket.create_connection(("127.0.0.1", port)) as silent, \
+                socket.create_connection(("127.0.0.1", port)) as kept:
+            started = time.monotonic()
+            kept.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            head, _, rest = _answer_head(kept).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 ") and b"connection: close" not in head.lower()
+            answered = time.monotonic()
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            while len(rest) < length:
+                rest += kept.recv(4096)
+            silent.settimeout(idle + 10)
+            assert silent.recv(100) == b""  # closed by the server, nothing answered
+            assert idle <= time.monotonic() - started < mcp_server.HEAD_SECONDS
+            kept.settimeout(idle + 10)
+            assert kept.recv(100) == b""  # sooner than uvicorn's own keep-alive timeout (5 s)
+            assert idle <= time.monotonic() - answered < idle + 2.5
 
 
 def test_a_connection_whose_request_headers_never_end_is_closed(tmp_path: Path) -> None:
