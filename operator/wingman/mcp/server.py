@@ -904,6 +904,37 @@ class NoBatches:
         await self.app(scope, replay, send)
 
 
+class OneFraming:
+    """ASGI middleware, outermost: a request that carries both ``Transfer-Encoding`` and
+    ``Content-Length`` is answered 400 and its connection closed, before anything else judges
+    it.
+
+    The HTTP parser reads such a body as chunked and keeps the connection open; a proxy in
+    front that reads it by its ``Content-Length`` would then take what follows for another
+    request than this server does (request smuggling: a request slipped past the proxy's own
+    checks). RFC 9112 (section 6.1) lets a server refuse it, and requires it to close the
+    connection after answering. (Two ``Content-Length`` values, or a negative or absurd one,
+    and any transfer coding but ``chunked`` are refused by the parser itself: 400, closed.)"""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope.get("type") == "http":
+            names = {name.lower() for name, _ in scope.get("headers") or ()}
+            if {b"transfer-encoding", b"content-length"} <= names:
+                body = (b"a request must not carry both Transfer-Encoding and Content-Length "
+                        b"(RFC 9112, section 6.1): send one of them\n")
+                await send({"type": "http.response.start", "status": 400,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def _read_token(path: str) -> str:
     try:
         data = Path(path).read_bytes()
@@ -922,7 +953,7 @@ def _read_token(path: str) -> str:
 def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
     """The ASGI app ``--transport http`` serves: the SDK's streamable HTTP app, refusing
     what is not one JSON-RPC message clearly (``NoBatches``), behind the bearer check when
-    there is a token.
+    there is a token, behind the refusal of ambiguous framing (``OneFraming``).
 
     On any loopback address (the only ones served without a token), requests must name a
     loopback host (``Host``) and come from no web page but a loopback one (``Origin``): else a
@@ -944,7 +975,7 @@ def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
     app = NoBatches(app, args.path)
     if args.auth_token_file:
         app = BearerAuth(app, _read_token(args.auth_token_file))
-    return app
+    return OneFraming(app)
 
 
 #: Seconds a request's body may take to arrive whole (up to ``MESSAGE_LIMIT``), from when
@@ -1207,5 +1238,6 @@ def _exit_now() -> NoReturn:
 
 __all__ = ["BATCH_REFUSAL", "BODY_SECONDS", "IDENTITY_SECONDS", "INSTRUCTIONS", "INVALID_MESSAGE",
            "MESSAGE_LIMIT", "PROTOCOL", "STDIO_BATCH_REFUSAL", "WITHHELD_GRANT",
-           "WITHHELD_REQUEST", "WRITTEN_BY_THEM", "BearerAuth", "NoBatches", "SourceArg",
+           "WITHHELD_REQUEST", "WRITTEN_BY_THEM", "BearerAuth", "NoBatches", "OneFraming",
+           "SourceArg",
            "Tools", "agent_client", "as_seen_by", "build_server", "serve"]

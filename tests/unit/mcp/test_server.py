@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import socket
@@ -642,6 +643,30 @@ def test_connections_beyond_the_maximum_are_refused_503_and_served_once_others_c
                 break
         assert again.startswith(b"HTTP/1.1 ") and not again.startswith(b"HTTP/1.1 503"), again
     assert "refused 1 connection(s) with 503: already serving the maximum of 3" in log[0], log
+
+
+@pytest.mark.parametrize("token", [False, True])
+def test_a_request_with_both_transfer_encoding_and_content_length_is_refused_and_closed(
+        tmp_path: Path, token: bool) -> None:
+    # read as chunked by this server and by its Content-Length by a proxy in front, what
+    # follows would be another request for one than for the other (request smuggling)
+    with _serving_http(tmp_path, token=token) as port, \
+            socket.create_connection(("127.0.0.1", port)) as conn:
+        smuggled = f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        conn.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                     "Content-Type: application/json\r\n"
+                     "Accept: application/json, text/event-stream\r\n"
+                     f"Content-Length: {5 + len(smuggled)}\r\n"
+                     f"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}".encode())
+        conn.settimeout(30)
+        got = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := conn.recv(4096):
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 400"), got
+        assert b"both Transfer-Encoding and Content-Length" in got
+        assert b"connection: close" in got.lower()
+        assert got.count(b"HTTP/1.1 ") == 1, "what followed was answered as a request"
 
 
 def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
