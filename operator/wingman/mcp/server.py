@@ -998,8 +998,8 @@ REFUSAL_LOG_SECONDS = 10.0
 def _busy_response(limit: int) -> bytes:
     """The whole answer to a connection beyond ``limit``: 503, ``Retry-After``, closed."""
     body = (f"the MCP server is serving its maximum of {limit} connections "
-            f"(--max-connections): retry after {RETRY_AFTER_SECONDS} s, and keep one connection "
-            "open for your requests rather than opening one each\n").encode()
+            f"(--max-connections): retry after {RETRY_AFTER_SECONDS} s, and reuse connections "
+            "(keep-alive) rather than opening one per request\n").encode()
     return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
             b"retry-after: %d\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
             % (RETRY_AFTER_SECONDS, len(body), body))
