@@ -799,10 +799,13 @@ class ClientSettings:
         )
 
 
-#: ``wingman mcp --transport http``: the most connections served at once, and the seconds an
-#: idle connection is kept, by default (a sidecar serves one agent: a few connections).
+#: ``wingman mcp --transport http``: the most connections served at once, the seconds an
+#: idle connection is kept, and the most MCP sessions open at once, by default (a sidecar
+#: serves one agent: a few connections; a session takes some 40 KB while it lasts, up to 30
+#: minutes idle after its client went away without ending it).
 MCP_MAX_CONNECTIONS = 100
 MCP_IDLE_TIMEOUT_SECONDS = 5
+MCP_MAX_SESSIONS = 1000
 
 
 def _limit(given: int | None, flag: str, env: Mapping[str, str], key: str, default: int,
@@ -823,16 +826,20 @@ class McpHttpSettings:
     ``WINGMAN_MCP_MAX_CONNECTIONS``; 1 to 10000, default 100). ``idle_timeout_seconds``: a
     connection that has sent nothing of a request for this long (since it opened, or since the
     previous answer) is closed (``--idle-timeout-seconds``, else
-    ``WINGMAN_MCP_IDLE_TIMEOUT_SECONDS``; 1 to 600, default 5). A flag given wins over its
-    variable."""
+    ``WINGMAN_MCP_IDLE_TIMEOUT_SECONDS``; 1 to 600, default 5). ``max_sessions``: the most
+    MCP sessions (one per ``initialize``) open at once; one more is answered 503 until one
+    ends or expires (``--max-sessions``, else ``WINGMAN_MCP_MAX_SESSIONS``; 1 to 10000, default
+    1000). A flag given wins over its variable."""
 
     max_connections: int = MCP_MAX_CONNECTIONS
     idle_timeout_seconds: int = MCP_IDLE_TIMEOUT_SECONDS
+    max_sessions: int = MCP_MAX_SESSIONS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *,
                  max_connections: int | None = None,
-                 idle_timeout_seconds: int | None = None) -> McpHttpSettings:
+                 idle_timeout_seconds: int | None = None,
+                 max_sessions: int | None = None) -> McpHttpSettings:
         env = os.environ if env is None else env
         return cls(
             max_connections=_limit(max_connections, "--max-connections", env,
@@ -840,6 +847,8 @@ class McpHttpSettings:
             idle_timeout_seconds=_limit(idle_timeout_seconds, "--idle-timeout-seconds", env,
                                         "WINGMAN_MCP_IDLE_TIMEOUT_SECONDS",
                                         MCP_IDLE_TIMEOUT_SECONDS, 1, 600),
+            max_sessions=_limit(max_sessions, "--max-sessions", env, "WINGMAN_MCP_MAX_SESSIONS",
+                                MCP_MAX_SESSIONS, 1, 10000),
         )
 
 

@@ -320,12 +320,13 @@ def test_a_chat_url_without_credentials_is_kept() -> None:
 
 def test_the_mcp_servers_http_bounds_come_from_the_flag_else_the_variable_else_the_default(
         ) -> None:
-    assert McpHttpSettings.from_env({}) == McpHttpSettings(max_connections=100,
-                                                           idle_timeout_seconds=5)
-    env = {"WINGMAN_MCP_MAX_CONNECTIONS": "20", "WINGMAN_MCP_IDLE_TIMEOUT_SECONDS": "30"}
-    assert McpHttpSettings.from_env(env) == McpHttpSettings(20, 30)
-    assert McpHttpSettings.from_env(env, max_connections=7, idle_timeout_seconds=9) == \
-        McpHttpSettings(7, 9)
+    assert McpHttpSettings.from_env({}) == McpHttpSettings(
+        max_connections=100, idle_timeout_seconds=5, max_sessions=1000)
+    env = {"WINGMAN_MCP_MAX_CONNECTIONS": "20", "WINGMAN_MCP_IDLE_TIMEOUT_SECONDS": "30",
+           "WINGMAN_MCP_MAX_SESSIONS": "40"}
+    assert McpHttpSettings.from_env(env) == McpHttpSettings(20, 30, 40)
+    assert McpHttpSettings.from_env(env, max_connections=7, idle_timeout_seconds=9,
+                                    max_sessions=11) == McpHttpSettings(7, 9, 11)
 
 
 @pytest.mark.parametrize(("env", "flags", "says"), [
@@ -334,6 +335,8 @@ def test_the_mcp_servers_http_bounds_come_from_the_flag_else_the_variable_else_t
     ({}, {"max_connections": 10001}, "--max-connections 10001 must be between 1 and 10000"),
     ({}, {"idle_timeout_seconds": 0}, "--idle-timeout-seconds 0 must be between 1 and 600"),
     ({"WINGMAN_MCP_IDLE_TIMEOUT_SECONDS": "601"}, {}, "IDLE_TIMEOUT_SECONDS=601 must be"),
+    ({}, {"max_sessions": 0}, "--max-sessions 0 must be between 1 and 10000"),
+    ({"WINGMAN_MCP_MAX_SESSIONS": "10001"}, {}, "MAX_SESSIONS=10001 must be"),
 ])
 def test_an_mcp_http_bound_out_of_range_names_where_it_came_from(
         env: dict[str, str], flags: dict[str, int], says: str) -> None:

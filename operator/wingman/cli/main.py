@@ -217,6 +217,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--idle-timeout-seconds", type=int, help="HTTP: close a connection that "
                     "sends nothing of a request for this long, 1 to 600 (default "
                     "$WINGMAN_MCP_IDLE_TIMEOUT_SECONDS, else 5)")
+    sp.add_argument("--max-sessions", type=int, help="HTTP: the most MCP sessions open at "
+                    "once, 1 to 10000 (default $WINGMAN_MCP_MAX_SESSIONS, else 1000); one more "
+                    "is answered 503 until one ends or has been idle 30 minutes")
     sp.add_argument("--max-wait-seconds", type=float, default=50,
                     help="the most any tool call waits, in seconds above 0 and at most 600 "
                     "(default 50: below common MCP client timeouts)")

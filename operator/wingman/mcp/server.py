@@ -950,7 +950,8 @@ def _read_token(path: str) -> str:
     return token
 
 
-def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
+def _http_app(server: MCPServer[Any], args: argparse.Namespace,
+              limits: McpHttpSettings | None = None) -> Any:
     """The ASGI app ``--transport http`` serves: the SDK's streamable HTTP app, refusing
     what is not one JSON-RPC message clearly (``NoBatches``), behind the bearer check when
     there is a token, behind the refusal of ambiguous framing (``OneFraming``).
@@ -970,8 +971,10 @@ def _http_app(server: MCPServer[Any], args: argparse.Namespace) -> Any:
             # with any port, or none (port 80: clients then send none)
             allowed_hosts=[n for h in hosts for n in (h, f"{h}:*")],
             allowed_origins=[n for h in hosts for n in (f"http://{h}", f"http://{h}:*")])
+    limits = limits or McpHttpSettings()
     app: Any = server.streamable_http_app(streamable_http_path=args.path, host=args.host,
-                                          transport_security=security)
+                                          transport_security=security,
+                                          max_sessions=limits.max_sessions)
     app = NoBatches(app, args.path)
     if args.auth_token_file:
         app = BearerAuth(app, _read_token(args.auth_token_file))
@@ -1109,7 +1112,7 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
                       limits: McpHttpSettings) -> None:
     import uvicorn
 
-    app = _http_app(server, args)
+    app = _http_app(server, args, limits)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                             lifespan="on", http=_bounded_protocol(limits),
                             timeout_keep_alive=limits.idle_timeout_seconds)
@@ -1168,7 +1171,8 @@ def serve(args: argparse.Namespace) -> int:
     http_only = [f"--{name.replace('_', '-')}" for name in ("host", "port", "path",
                                                              "auth_token_file",
                                                              "max_connections",
-                                                             "idle_timeout_seconds")
+                                                             "idle_timeout_seconds",
+                                                             "max_sessions")
                  if getattr(args, name, None) is not None]
     if args.transport == "stdio" and http_only:
         verb, them = ("applies", "it") if len(http_only) == 1 else ("apply", "them")
@@ -1186,7 +1190,8 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError("--max-wait-seconds must be more than 0 and at most 600")
     limits = McpHttpSettings.from_env(
         max_connections=getattr(args, "max_connections", None),
-        idle_timeout_seconds=getattr(args, "idle_timeout_seconds", None)
+        idle_timeout_seconds=getattr(args, "idle_timeout_seconds", None),
+        max_sessions=getattr(args, "max_sessions", None),
     ) if args.transport == "http" else McpHttpSettings()
     conn = connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
     client = agent_client(conn)

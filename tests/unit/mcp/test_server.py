@@ -262,7 +262,8 @@ def test_a_bearer_token_file_a_client_cannot_send_is_refused(tmp_path: Path,
 @pytest.mark.parametrize("argv", [["--port", "9000"], ["--host", "0.0.0.0"],  # noqa: S104
                                   ["--path", "/x"], ["--auth-token-file", "t"],
                                   ["--max-connections", "5"],
-                                  ["--idle-timeout-seconds", "9"]])
+                                  ["--idle-timeout-seconds", "9"],
+                                  ["--max-sessions", "9"]])
 def test_http_options_without_http_are_refused_not_ignored(argv: list[str]) -> None:
     # forgotten --transport http: a stdio server would start, waiting on stdin for no one
     from wingman.cli import main as cli
@@ -667,6 +668,44 @@ def test_a_request_with_both_transfer_encoding_and_content_length_is_refused_and
         assert b"both Transfer-Encoding and Content-Length" in got
         assert b"connection: close" in got.lower()
         assert got.count(b"HTTP/1.1 ") == 1, "what followed was answered as a request"
+
+
+def test_sessions_beyond_the_maximum_are_refused_until_one_ends(tmp_path: Path) -> None:
+    # each initialize opens a session that lasts up to 30 minutes idle (some 40 KB each): a
+    # client opening them in a loop would otherwise grow the process to the SDK's 10000
+    def post(conn: socket.socket, port: int, body: bytes, *headers: str) -> bytes:
+        conn.sendall((f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                      "Content-Type: application/json\r\n"
+                      "Accept: application/json, text/event-stream\r\n"
+                      + "".join(f"{h}\r\n" for h in headers)
+                      + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        got = _answer_head(conn)
+        head = got.partition(b"\r\n\r\n")[0]
+        if b"transfer-encoding: chunked" in head.lower():
+            while not got.endswith(b"\r\n0\r\n\r\n"):
+                got += conn.recv(65536)
+        else:
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            while len(got) < len(head) + 4 + length:
+                got += conn.recv(65536)
+        return got
+
+    init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}}).encode()
+    with _serving_http(tmp_path, more=("--max-sessions", "2")) as port, \
+            socket.create_connection(("127.0.0.1", port)) as conn:
+        opened = [post(conn, port, init) for _ in range(2)]
+        assert all(a.startswith(b"HTTP/1.1 200") for a in opened), opened
+        refused = post(conn, port, init)
+        assert refused.startswith(b"HTTP/1.1 503") and b"Too many open sessions" in refused
+        session = next(line.split(b": ")[1].decode() for line in opened[0].split(b"\r\n")
+                       if line.lower().startswith(b"mcp-session-id:"))
+        conn.sendall(f"DELETE /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                     f"Mcp-Session-Id: {session}\r\nContent-Length: 0\r\n\r\n".encode())
+        assert _answer_head(conn).startswith(b"HTTP/1.1 200")
+        assert post(conn, port, init).startswith(b"HTTP/1.1 200"), "one ended: one more"
 
 
 def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
