@@ -21,7 +21,10 @@
   ``STEP_UP_LOCKOUT_SECONDS``, so whoever holds a person's chat session cannot guess the six
   digits by trying. The wrong codes in a row and the lockouts outlive a restart: ``stored()``
   is what the service keeps in its state ConfigMap (``changed`` says when it must be written:
-  after a wrong code, a lockout, or a right code that ends a count), ``restore()`` reads it back
+  after a wrong code, a lockout, or a right code that ends a count). Each code is written
+  ahead as wrong before it is checked (``begin``, then ``end`` once the outcome is known), so
+  a process that stops between the check and the write has handed out no fresh try: the
+  count fails closed. ``restore()`` reads it back
   at start (a lockout that has ended is dropped, one further ahead than a lockout lasts is
   cut to a whole lockout from now). A ``StepUp`` made with ``restored=False`` refuses every
   code (``StepUpUnavailable``) until ``restore()``, and so does one whose kept state could not
@@ -205,6 +208,10 @@ class StepUp:
     broken: str = ""
     _failures: dict[str, int] = field(default_factory=dict)  # wrong codes in a row, by user
     _locked_until: dict[str, float] = field(default_factory=dict)
+    #: Users whose code is being checked (``begin`` to ``end``): ``stored()`` counts that code
+    #: as wrong, so that it is written ahead of the check and a process that stops before the
+    #: outcome is written has not handed out a fresh try.
+    _checking: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.started is None:
@@ -282,6 +289,26 @@ class StepUp:
             "StepUpFailed", "the one-time code is wrong or too old: try the current one (is "
             "your device's clock right?)"))
 
+    def counts(self, user: str) -> bool:
+        """Whether ``verify`` would check ``user``'s code now (and so might count it as
+        wrong): enrolled, the kept wrong codes read, not locked out."""
+        return (bool(self.secrets.get(user)) and self.restored and not self.broken
+                and self._now() >= self._locked_until.get(user, 0.0))
+
+    def begin(self, user: str) -> None:
+        """A code of ``user``'s is about to be checked: until ``end``, ``stored()`` counts it
+        as a wrong code (the one that reaches ``STEP_UP_MAX_FAILURES`` as a lockout from now),
+        to be written before the check (write-ahead)."""
+        self._checking.add(user)
+        self.changed = True
+
+    def end(self, user: str) -> None:
+        """The check ``begin`` announced is over (``verify`` counted it, or not): ``stored()``
+        is what memory holds again, to be written (``changed``) to confirm the outcome."""
+        if user in self._checking:
+            self._checking.discard(user)
+            self.changed = True
+
     def _failed(self, user: str, now: float, refusal: Refusal) -> Refusal:
         """Count a wrong code; the ``STEP_UP_MAX_FAILURES``-th in a row locks ``user`` out."""
         failures = self._failures.get(user, 0) + 1
@@ -299,12 +326,19 @@ class StepUp:
     def stored(self) -> dict[str, dict[str, int]]:
         """The wrong codes in a row and the running lockouts, by user, as kept in the state
         ConfigMap: ``{<user>: {"failures": n}}`` or ``{<user>: {"lockedUntil": <epoch s>}}``
-        (rounded up: a lockout is never shortened). Lockouts that have ended are left out."""
+        (rounded up: a lockout is never shortened). Lockouts that have ended are left out. A
+        code being checked (``begin``) is counted as wrong: the count written ahead."""
         now = self._now()
         out: dict[str, dict[str, int]] = {u: {"failures": n} for u, n in self._failures.items()}
         for user, until in self._locked_until.items():
             if until > now:
                 out[user] = {"lockedUntil": math.ceil(until)}
+        for user in self._checking:
+            if "lockedUntil" in out.get(user, {}):
+                continue
+            failures = self._failures.get(user, 0) + 1
+            out[user] = ({"failures": failures} if failures < STEP_UP_MAX_FAILURES
+                         else {"lockedUntil": math.ceil(now + STEP_UP_LOCKOUT_SECONDS)})
         return out
 
     def restore(self, stored: Mapping[str, Mapping[str, int]]) -> None:

@@ -326,14 +326,19 @@ class ChatService:
             self.step_up.changed = False
 
     async def _verify_step_up(self, user: str, code: str) -> None:
-        """The step-up check; a wrong code (a lockout, or a right code ending a count of wrong
-        ones) is written to the state ConfigMap before the answer, so that a restart does not
-        give fresh tries: the write is tried ``SAVE_TRIES`` times. Should it still fail, the
-        refusal stands, the failure is logged, and no further code is taken
-        (``StepUpUnavailable``) until a save succeeds (tried again with each code and each
-        sync): a restart in between forgets at most the one code that could not be written.
-        A right code is not refused for it. Codes sent at the same time are checked one after
-        the other (``_step_up_lock``): none is taken while an earlier one is being written."""
+        """The step-up check, written ahead: before a code is checked, the state ConfigMap is
+        written with that code counted as wrong (``StepUp.begin``; the fifth in a row as a
+        lockout), and only once that write succeeded is the code checked; its outcome is
+        written after (a right code clears the count again, a wrong one stays as written). So
+        a process that stops at any point (killed, out of memory, a rollout) between the check
+        and the write has handed out no fresh try: after a restart, the code counts as wrong
+        (a right one too, which fails closed). The write is tried ``SAVE_TRIES`` times; should
+        it still fail, the code is refused unchecked (``StepUpUnavailable``), and so is every
+        code until a save succeeds (tried again with each code and each sync). A failed write
+        of the outcome changes no answer (a right code is not refused for it): the state then
+        holds the stricter count until the next save. Codes sent at the same time are checked
+        one after the other (``_step_up_lock``): none is taken while an earlier one is being
+        written."""
         async with self._step_up_lock:
             if self.step_up.broken:
                 try:
@@ -341,14 +346,19 @@ class ChatService:
                         await self._reread_step_up()
                 except (WingmanError, OSError):
                     pass  # still broken: refused below
+            if self.step_up.counts(user):
+                self.step_up.begin(user)
             if self.step_up.changed and not await self._save_step_up():
-                raise refuse("StepUpUnavailable", "Wingman's chat service could not write the "
-                             "wrong one-time codes sent before to its state ConfigMap, so it "
-                             "takes no code until it can: nothing was decided; try again "
-                             "shortly, or decide with kubectl wingman")
+                self.step_up.end(user)  # nothing checked: the next code writes ahead again
+                raise refuse("StepUpUnavailable", "Wingman's chat service could not write to "
+                             "its state ConfigMap that a one-time code is being tried (nor the "
+                             "wrong ones before), so it takes no code until it can: your code "
+                             "was not checked and nothing was decided; try again shortly, or "
+                             "decide with kubectl wingman")
             try:
                 self.step_up.verify(user, code)
             finally:
+                self.step_up.end(user)
                 if self.step_up.changed:
                     await self._save_step_up()
 

@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 from wingman.chat import render
 from wingman.chat import service as service_module
 from wingman.chat.cluster import ChatCluster
-from wingman.chat.guard import PendingStepUp, StepUp, refuse
+from wingman.chat.guard import STEP_UP_MAX_FAILURES, PendingStepUp, StepUp, refuse
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
 from wingman.errors import Unavailable
@@ -577,37 +577,106 @@ def test_a_lockout_stored_far_ahead_lasts_one_lockout_from_the_start(tmp_path: P
     assert _try(svc, _right(at[0])) == "accepted"
 
 
-def test_a_wrong_code_is_saved_before_the_answer_or_no_code_is_taken(tmp_path: Path) -> None:
-    """A failed save is tried again before the answer; should every try fail, no further code
-    is taken until the count is written, so a restart then forgets at most that one code."""
+def test_a_code_is_written_ahead_as_wrong_or_not_checked(tmp_path: Path) -> None:
+    """Before a code is checked, the state says it was a wrong one (write-ahead, tried
+    ``SAVE_TRIES`` times); should every try fail, the code is not checked at all, the right one
+    neither, and nothing is counted that the state does not hold."""
     cluster = _FailingSaves()
     cluster.saved = {"horizon": HORIZON, "requests": {}}
     at = [T0]
     svc = _started(tmp_path, cluster, at)
     cluster.failing = service_module.SAVE_TRIES - 1  # fails, then succeeds on the last try
     assert _try(svc, _wrong(at[0])) == "StepUpFailed"
-    assert cluster.saved["stepUp"] == {"bob": {"failures": 1}}  # before the answer
-    cluster.failing = service_module.SAVE_TRIES  # every try fails
-    assert _try(svc, _wrong(at[0])) == "StepUpFailed"
+    assert cluster.saved["stepUp"] == {"bob": {"failures": 1}}
+    cluster.failing = service_module.SAVE_TRIES  # every try of the write-ahead fails
+    assert _try(svc, _wrong(at[0])) == "StepUpUnavailable"  # not checked
     assert cluster.saved["stepUp"] == {"bob": {"failures": 1}}
     at[0] += 30
     cluster.failing = 10 * service_module.SAVE_TRIES
     assert _try(svc, _right(at[0])) == "StepUpUnavailable"  # not even the right code
-    assert _try(svc, _wrong(at[0])) == "StepUpUnavailable"  # and no guess counted unsaved
+    assert svc.step_up.stored() == {"bob": {"failures": 1}}  # no guess counted unsaved
     cluster.failing = 0
-    assert _try(svc, _wrong(at[0])) == "StepUpFailed"  # saved first, then counted
-    assert cluster.saved["stepUp"] == {"bob": {"failures": 3}}
-    restarted = _started(tmp_path, cluster, at)  # the three saved wrong codes are kept
-    assert _try(restarted, _wrong(at[0])) == "StepUpFailed"
-    assert _try(restarted, _wrong(at[0])) == "StepUpLocked"  # the fifth in a row
+    assert _try(svc, _wrong(at[0])) == "StepUpFailed"  # written ahead, then checked
+    assert cluster.saved["stepUp"] == {"bob": {"failures": 2}}
+    assert _try(svc, _right(at[0])) == "accepted"  # the count cleared once it is known
+    assert "stepUp" not in cluster.saved
 
 
-def test_codes_sent_together_while_saves_fail_are_not_all_counted_unsaved(
-        tmp_path: Path) -> None:
+class _Stopped(BaseException):
+    """The process stops (killed, out of memory, a rollout): nothing after it runs."""
+
+
+class _StopsAtSave(world.Cluster):
+    """The in-memory cluster at whose first save once ``stop_if()`` holds the process stops
+    (the save never happens)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop_if: Any = None
+
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
+        if self.stop_if is not None and self.stop_if():
+            self.stop_if = None
+            raise _Stopped()
+        super().save_state(state)
+
+
+def _stops_once(tmp: Path, cluster: _StopsAtSave, at: list[float], code: str,
+                after_check: bool) -> bool:
+    """A new process takes ``code`` and stops at its first save (``after_check``: its first
+    save once the code was checked); whether the code was checked."""
+    svc = _started(tmp, cluster, at)
+    checked = [False]
+    verify = svc.step_up.verify
+
+    def checking(user: str, code: str) -> None:
+        checked[0] = True
+        verify(user, code)
+    svc.step_up.verify = checking  # type: ignore[method-assign]
+    cluster.stop_if = (lambda: checked[0]) if after_check else (lambda: True)
+    with pytest.raises(_Stopped):
+        asyncio.run(svc._verify_step_up("bob", code))
+    return checked[0]
+
+
+@pytest.mark.parametrize("after_check", [False, True], ids=["at-first-save", "after-check"])
+def test_a_process_that_stops_around_a_wrong_code_gives_no_fresh_try(
+        tmp_path: Path, after_check: bool) -> None:
+    """Whether the process stops at its first write (then the code was not checked either)
+    or between the check and writing its outcome, the restarted process counts every wrong
+    code that was checked: restarting the chat service after each guess buys no tries."""
+    cluster = _StopsAtSave()
+    cluster.saved = {"horizon": HORIZON, "requests": {}}
+    at = [T0]
+    checked = sum(_stops_once(tmp_path, cluster, at, _wrong(at[0]), after_check)
+                  for _ in range(STEP_UP_MAX_FAILURES))
+    restarted = _started(tmp_path, cluster, at)
+    if checked:  # wrong codes checked, each by a process that then stopped: all counted
+        assert checked == STEP_UP_MAX_FAILURES
+        assert cluster.saved["stepUp"] == {"bob": {"lockedUntil": int(T0) + 300}}
+        assert _try(restarted, _right(at[0])) == "StepUpLocked"
+    else:  # none was checked: none counted
+        assert not after_check
+        assert _try(restarted, _right(at[0])) == "accepted"
+
+
+def test_a_process_that_stops_after_a_right_code_fails_closed(tmp_path: Path) -> None:
+    """A right code whose outcome was never written counts as wrong after the restart: after
+    four wrong ones, it locks out (fail closed), never hands out a try."""
+    cluster = _StopsAtSave()
+    cluster.saved = {"horizon": HORIZON, "requests": {},
+                     "stepUp": {"bob": {"failures": STEP_UP_MAX_FAILURES - 1}}}
+    at = [T0]
+    assert _stops_once(tmp_path, cluster, at, _right(at[0]), after_check=True)
+    restarted = _started(tmp_path, cluster, at)
+    at[0] += 30
+    assert _try(restarted, _right(at[0])) == "StepUpLocked"
+
+
+def test_codes_sent_together_while_saves_fail_are_not_checked(tmp_path: Path) -> None:
     """Codes sent at the same time (several chat sessions of one person, or of several) are
-    checked one after the other, each written before the next is taken: while the first wrong
-    code's save fails, the others are refused unchecked (StepUpUnavailable), so a restart
-    forgets at most that one code, not as many as were sent before its save gave up."""
+    taken one after the other, each written ahead before it is checked: while the writes
+    fail, none is checked (StepUpUnavailable), so none is a try the state does not hold."""
     cluster = _FailingSaves()
     cluster.saved = {"horizon": HORIZON, "requests": {}}
     at = [T0]
@@ -624,11 +693,11 @@ def test_codes_sent_together_while_saves_fail_are_not_all_counted_unsaved(
         return list(await asyncio.gather(*(one() for _ in range(5))))
 
     answers = asyncio.run(together())
-    assert sorted(answers) == ["StepUpFailed"] + ["StepUpUnavailable"] * 4
-    assert svc.step_up.stored() == {"bob": {"failures": 1}}  # one code counted, not saved
+    assert answers == ["StepUpUnavailable"] * 5
+    assert svc.step_up.stored() == {}  # no code checked
     cluster.failing = 0
     assert _try(svc, _wrong(at[0])) == "StepUpFailed"
-    assert cluster.saved["stepUp"] == {"bob": {"failures": 2}}
+    assert cluster.saved["stepUp"] == {"bob": {"failures": 1}}
 
 
 def test_a_code_sent_while_the_reconciler_saves_waits_for_that_save(tmp_path: Path) -> None:
@@ -639,7 +708,7 @@ def test_a_code_sent_while_the_reconciler_saves_waits_for_that_save(tmp_path: Pa
     at = [T0]
     svc = _started(tmp_path, cluster, at)
     cluster.failing = service_module.SAVE_TRIES
-    assert _try(svc, _wrong(at[0])) == "StepUpFailed"  # counted, not written
+    assert _try(svc, _wrong(at[0])) == "StepUpUnavailable"  # not written ahead: not checked
     gate = threading.Event()
     save_state = cluster.save_state
 
@@ -665,7 +734,7 @@ def test_a_code_sent_while_the_reconciler_saves_waits_for_that_save(tmp_path: Pa
         return "accepted"
 
     assert asyncio.run(main()) == "StepUpUnavailable"
-    assert svc.step_up.stored() == {"bob": {"failures": 1}}
+    assert svc.step_up.stored() == {}
 
 
 def test_a_horizon_in_the_future_is_set_to_now(tmp_path: Path,
