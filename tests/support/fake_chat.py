@@ -348,6 +348,13 @@ class FakeSlack(_Base):
                                       "blocks": _json_field(params, "blocks"),
                                       "edits": self.messages[key]["edits"] + 1}
                 return 200, {"ok": True, "channel": key[0], "ts": key[1]}
+            if name == "chat.getPermalink":
+                key = (str(params.get("channel")), str(params.get("message_ts")))
+                if key not in self.messages:
+                    return 200, {"ok": False, "error": "message_not_found"}
+                return 200, {"ok": True, "channel": key[0], "permalink": (
+                    f"https://wingman-test.slack.com/archives/{key[0]}/"
+                    f"p{key[1].replace('.', '')}")}
             if name == "chat.postEphemeral":
                 self.ephemeral.append({"channel": params["channel"], "user": params["user"],
                                        "blocks": _json_field(params, "blocks")})

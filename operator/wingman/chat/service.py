@@ -392,6 +392,14 @@ class ChatService:
         ref = entry.get("ref")
         return ref if isinstance(ref, dict) else None
 
+    def request_name(self, uid: str) -> str:
+        """The name of the request with ``uid``, as last seen ("" when unknown)."""
+        v = next((v for v in self.views.values() if v.uid == uid), None)
+        if v is not None:
+            return v.name
+        name = (self.state.get("requests", {}).get(uid) or {}).get("name")
+        return name if isinstance(name, str) else ""
+
     async def current_ref(self, uid: str, channel: str, wait: float = POSTING_WAIT_SECONDS
                           ) -> dict[str, Any] | None:
         """The reference of the request's current card in ``channel``, as ``card_ref``, once a

@@ -294,6 +294,8 @@ class SlackChannel:
             ts = str(_obj(payload.get("container")).get("message_ts") or
                      _obj(payload.get("message")).get("ts") or "")
             if ref is None or ref.get("ts") != ts or ref.get("channel") != channel:
+                if ref is not None and ts:  # a copy (a post given up on, arrived all the same)
+                    await self._retire(channel, ts, ref, self.service.request_name(button.uid))
                 raise refuse("StaleButton", "this is not the request's current message: use "
                              "the latest one")
             if person is None:
@@ -320,6 +322,40 @@ class SlackChannel:
         except ChannelError as exc:
             log.warning("slack modal failed", extra={"error": exc.message[:200]})
         return web.Response(text="")
+
+    async def _retire(self, channel: str, ts: str, ref: dict[str, Any], name: str) -> None:
+        """Make the message ``ts``, a card of a request whose current card is ``ref`` (a copy
+        posted when a post was given up on but arrived all the same), say so, without its
+        buttons, linking to the current card (``chat.getPermalink``; without the link when
+        Slack does not give it). A failure is logged: the press is refused all the same."""
+        link: dict[str, Any] = {"type": "text", "text": "current card"}
+        try:
+            got = await self._call("chat.getPermalink", self.client.chat_getPermalink,
+                                   channel=str(ref.get("channel", "")),
+                                   message_ts=str(ref.get("ts", "")))
+            url = str(got.get("permalink") or "")
+            if url.startswith("https://"):
+                link = {"type": "link", "url": url, "text": "current card"}
+        except ChannelError as exc:
+            log.warning("slack: no link to a request's current card",
+                        extra={"request": name, "error": exc.message[:200]})
+        block = render.slack_rich([
+            ("⚠️ Out of date: this is an old copy of the card of request ", render.OWN),
+            (name or "?", render.THEIRS), (". Its buttons do nothing: use the ", render.OWN)])
+        elements = block["elements"][0]["elements"]
+        elements.append(link)
+        elements += render.slack_rich([
+            (", or ", render.OWN),
+            (f"{self.config.command} describe {name}" if name
+             else f"{self.config.command} pending", render.THEIRS),
+            (".", render.OWN)])["elements"][0]["elements"]
+        try:
+            await self._call("chat.update", self.client.chat_update, channel=channel, ts=ts,
+                             text=f"Wingman: out of date, an old copy of the card of request "
+                                  f"`{name}`", blocks=[block])
+        except ChannelError as exc:
+            log.warning("slack: marking an old copy of a card failed",
+                        extra={"request": name, "error": exc.message[:200]})
 
     def _modal(self, v: RequestView, verb: str, value: str, *, short: bool = False
                ) -> dict[str, Any]:

@@ -251,6 +251,29 @@ class TelegramChannel:
         await self._card("editMessageText", self.bot.edit_message_text, v,
                          chat_id=ref["chat"], message_id=ref["message"])
 
+    async def _retire(self, msg: Message, ref: dict[str, Any], name: str) -> None:
+        """Make the message ``msg``, a card of a request whose current card is ``ref`` (a copy
+        posted when a post was given up on but arrived all the same), say so, without its
+        buttons, linking to the current card where Telegram has links to messages
+        (supergroups). A failure is logged: the press is refused all the same."""
+        parts: list[Segment] = [T("⚠️ Out of date: this is an old copy of the card of request "),
+                                Segment(name or "?", code=True),
+                                T(". Its buttons do nothing: use the current card")]
+        text = segments_html(Reply(tuple(parts)), MAX_TEXT - 200)
+        chat, current = str(ref.get("chat", "")), ref.get("message")
+        if chat.startswith("-100") and _is_int(current):
+            text += f' (<a href="https://t.me/c/{chat[4:]}/{current}">here</a>)'
+        text += segments_html(Reply((T(", or send "), Segment(
+            f"/describe {name}" if name else "/pending", code=True), T("."))))
+        try:
+            await self._call("editMessageText", self.bot.edit_message_text, chat_id=msg.chat.id,
+                             message_id=msg.message_id, text=text, parse_mode=ParseMode.HTML,
+                             reply_markup=None,
+                             link_preview_options=LinkPreviewOptions(is_disabled=True))
+        except ChannelError as exc:
+            log.warning("telegram: marking an old copy of a card failed",
+                        extra={"request": name, "error": exc.message[:200]})
+
     async def notify(self, v: RequestView, notice: Notice) -> None:
         chat = (self.config.requester_chat_id or self.config.chat_id
                 if notice.audience == "requester" else self.config.chat_id)
@@ -409,6 +432,8 @@ class TelegramChannel:
             button = self.signer.check(cq.data or "")
             ref = await self.service.current_ref(button.uid, self.name)
             if ref is None or ref.get("message") != msg.message_id:
+                if ref is not None:  # a copy (a post given up on that arrived all the same)
+                    await self._retire(msg, ref, self.service.request_name(button.uid))
                 raise refuse("StaleButton", "this is not the request's current message: use "
                              "the latest one, or /pending")
             if button.verb == "reject" and person is not None:
@@ -464,6 +489,10 @@ class TelegramChannel:
 HELP = ("Wingman commands: /pending, /describe <request>, /approve <request> [reason], "
         "/reject <request> <reason>, /exec <request> <command>, /status <grant>, "
         "/confirm <code> (step-up).")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _compact(v: RequestView) -> RequestView:

@@ -278,6 +278,46 @@ def test_a_button_pressed_while_its_card_is_being_posted_is_taken_as_on_the_card
     run(tmp_path, request("pressed", 1), body=body)
 
 
+def test_a_press_on_an_old_copy_of_a_card_retires_the_copy(tmp_path: Path) -> None:
+    """A post given up on (no answer within 15 s) may have arrived all the same, and the card
+    is then posted again: the copy's buttons are refused as stale, and the press makes the
+    copy say that it is out of date, without buttons, linking to the current card, so that it
+    never again looks like a live decision."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.refresh()
+        v = svc.find(name="copied")
+        channel = svc.channels[0]
+        await channel.post_card(v)  # the post given up on, arrived all the same
+        await svc.sync()  # the card the service knows
+        current = svc.card_ref(v.uid, "slack")
+        assert current is not None
+        [(ts, card)] = [(t, c) for t, c in fake.cards(CHANNEL) if t != current["ts"]]
+        [actions] = [b for b in card["blocks"] if b["type"] == "actions"]
+        press = {"type": "block_actions", "user": {"id": "U0BOB"}, "team": {"id": TEAM},
+                 "channel": {"id": CHANNEL}, "trigger_id": "trig-1",
+                 "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL},
+                 "actions": [{"action_id": "wingman_approve",
+                              "value": actions["elements"][0]["value"]}]}
+        data = urlencode({"payload": json.dumps(press)}).encode()
+        async with ClientSession() as http, http.post(
+                f"{url}/slack/interactive", data=data, headers=signed(data)) as resp:
+            assert resp.status == 200
+        assert fake.views == []  # no decision modal
+        assert "StaleButton" in json.dumps(fake.ephemeral)
+        retired = dict(fake.cards(CHANNEL))[ts]
+        assert not [b for b in retired["blocks"] if b["type"] == "actions"]
+        assert _texts(retired["blocks"])[:2] == [
+            ("⚠️ Out of date: this is an old copy of the card of request ", None),
+            ("copied", {"code": True})]
+        [link] = [e for e in retired["blocks"][0]["elements"][0]["elements"]
+                  if e["type"] == "link"]
+        assert link["url"].endswith(f"/archives/{CHANNEL}/p{current['ts'].replace('.', '')}")
+        now = dict(fake.cards(CHANNEL))[current["ts"]]
+        assert [b for b in now["blocks"] if b["type"] == "actions"]  # the current card: live
+
+    run(tmp_path, request("copied", 1), body=body)
+
+
 def test_a_signed_payload_of_the_wrong_shape_is_refused_never_a_500(tmp_path: Path) -> None:
     # signed, so it passed the first check: every part of it is still only input
     bob = {"id": "U0BOB"}

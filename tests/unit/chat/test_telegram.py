@@ -313,6 +313,34 @@ def test_a_button_pressed_while_its_card_is_being_posted_is_taken_as_on_the_card
     run(tmp_path, request("pressed", 1), body=body)
 
 
+def test_a_press_on_an_old_copy_of_a_card_retires_the_copy(tmp_path: Path) -> None:
+    """A post given up on (no answer within 15 s) may have arrived all the same, and the card
+    is then posted again: the copy's buttons are refused as stale, and the press makes the
+    copy say that it is out of date, without buttons, and where the current card is, so that
+    it never again looks like a live decision."""
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.refresh()
+        v = svc.find(name="copied")
+        await channel.post_card(v)  # the post given up on, arrived all the same
+        await svc.sync()  # the card the service knows
+        current = svc.card_ref(v.uid, "telegram")
+        assert current is not None
+        (copy,) = [m for m in fake.sent_to(CHAT) if m["id"] != current["message"]]
+        cid = fake.press(FakeTelegram.user(111), CHAT, copy["id"],
+                         fake.buttons(CHAT, copy["id"])[0])
+        for update in await channel.bot.get_updates(timeout=0):
+            await channel.handle(update)
+        assert "StaleButton" in fake.answers[cid]["text"]
+        retired = fake.messages[(CHAT, copy["id"])]
+        assert fake.buttons(CHAT, copy["id"]) == [] and retired["markup"] is None
+        assert "Out of date" in retired["plain"] and "<code>copied</code>" in retired["html"]
+        assert f'href="https://t.me/c/1/{current["message"]}"' in retired["html"]
+        assert len(fake.buttons(CHAT, current["message"])) == 2  # the current card untouched
+        assert [d["reason"] for d in audited(svc)] == ["StaleButton"]
+
+    run(tmp_path, request("copied", 1), body=body)
+
+
 def test_a_card_telegram_answers_slowly_is_posted_once(tmp_path: Path) -> None:
     """A card Telegram takes longer than the library's default 5 s to confirm has been posted
     all the same: the channel waits for the answer (as long as Slack's client), where giving up
