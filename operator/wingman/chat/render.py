@@ -59,6 +59,8 @@ MAX_VOTES_SHOWN = 12
 MAX_PREVIEW_LINES = 11
 #: Lines of one free-text field (instruction, justification, rationale, reason) a card shows.
 MAX_LINES = 8
+#: Combining marks (accents) shown on one character; further ones are shown as \u{XXXX}.
+MAX_MARKS = 3
 
 
 @dataclass(frozen=True)
@@ -243,21 +245,32 @@ def visible(text: str, *, keep_newlines: bool = False, ascii_only: bool = False
             ) -> tuple[str, bool]:
     """``text`` with every invisible character shown as ``\\u{XXXX}``; (text, changed).
     ``ascii_only`` (commands, which the gateway runs only as plain ASCII): every other
-    character too, so that a look-alike (a Cyrillic ``\\u0435`` for an ``e``) is seen."""
+    character too, so that a look-alike (a Cyrillic ``\\u0435`` for an ``e``) is seen.
+
+    Combining marks (accents: categories Mn, Me) are shown as they are up to ``MAX_MARKS`` on
+    one character; the further ones, and one with no character of the text before it to sit
+    on, are shown as ``\\u{XXXX}``: stacked by the dozen ("Zalgo" text) they are drawn over
+    the lines above and below, Wingman's own words included, and one at the start of a
+    field (or of a line) would sit on the character before it, which is Wingman's."""
     out: list[str] = []
     changed = False
+    marks = -1  # combining marks on the character last shown; -1: none to sit on
     for ch in text:
         if keep_newlines and ch == "\n":
             out.append(ch)
+            marks = -1
             continue
         cat = unicodedata.category(ch)
         # UNSHOWN: the Hangul fillers, U+034F, U+17B4: letters, shown blank
         if (ascii_only and not ch.isascii()) or cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn") \
-                or (cat == "Zs" and ch != " ") or UNSHOWN.match(ch):
+                or (cat == "Zs" and ch != " ") or UNSHOWN.match(ch) \
+                or (cat in ("Mn", "Me") and not 0 <= marks < MAX_MARKS):
             out.append(f"\\u{{{ord(ch):04X}}}")
             changed = True
+            marks = 0  # the next mark would sit on the escape's "}"
         else:
             out.append(ch)
+            marks = marks + 1 if cat in ("Mn", "Me") else 0
     return "".join(out), changed
 
 

@@ -5,6 +5,8 @@ called a rejection."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import unicodedata
 from typing import Any
 
 from wingman.chat import render
@@ -76,6 +78,35 @@ def test_invisible_characters_are_shown_and_commands_are_never_cut() -> None:
     assert render.visible(prose) == (prose, False)
     many = render.shown_commands(["kubectl get pods " + "a" * 1000] * 5, budget=2500)
     assert many.hidden == 3 and all(len(line) == 1017 for line in many.lines)
+
+
+def _stacked(text: str) -> int:
+    """The most combining marks (accents) drawn on one character of ``text``."""
+    most = run = 0
+    for ch in text:
+        run = run + 1 if unicodedata.category(ch) in ("Mn", "Me") else 0
+        most = max(most, run)
+    return most
+
+
+def test_stacked_accents_cannot_draw_over_wingman_s_own_lines() -> None:
+    """Dozens of combining marks on one character ("Zalgo" text) are drawn over the lines
+    above and below, Wingman's labels and status included; one at the start of a field sits
+    on Wingman's own character before it. Beyond three on a character, and at a field's
+    start, they are shown as \\u{XXXX}; accents as languages use them are shown as they are."""
+    zalgo = "\u0336" + "Z" + "\u030d\u0311\u0352" * 20 + "\nok\n\u20dd"
+    obj = request()
+    obj["spec"]["instruction"] = zalgo
+    obj["status"]["consensus"]["votes"][0]["rationale"] = zalgo
+    v = render.view(obj, [], NOW)
+    blocks = render.slack_card(v, [("wingman_approve", "Approve", "sig")])
+    slack = json.dumps(blocks, ensure_ascii=False).replace("\\\\", "\\")  # JSON doubles \\
+    for text in (render.telegram_card(v), slack):
+        assert _stacked(text) <= 3
+        assert "\\u{0336}Z" in text  # not on the label before it
+        assert "ok\n\\u{20DD}" in text or "ok\\n\\u{20DD}" in text  # nor on a line's start
+    prose = "Tiếng Việt: re\u0301sume\u0301 \u0915\u094d\u0937 \u2764\ufe0f"
+    assert render.visible(prose) == (prose, False)
 
 
 def test_buttons_die_when_decided_or_expired_and_a_timeout_is_not_a_rejection() -> None:
