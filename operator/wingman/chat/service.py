@@ -856,7 +856,12 @@ class ChatService:
         parts = [T("Grant "), C(name), T(head)]
         if status.reason:
             parts += [T(" ("), C(status.reason), T(")")]
-        parts += [T("\nCommand: "), C(status.command or "")]
+        # as the card shows commands: a look-alike (a Cyrillic e, U+0435) as its code point
+        command, lookalike = render.visible(status.command or "", ascii_only=True)
+        parts += [T("\nCommand: "), C(command)]
+        if lookalike:
+            parts += [T(" (⚠ invisible or non-ASCII characters shown as \\u{…}: the gateway "
+                        "runs only plain ASCII commands)")]
         if status.output:
             tail = "\n".join(status.output[-1500:].split("\n")[-OUTPUT_LINES:])
             parts += [T("\nOutput (its end):\n"), C(tail, lines=OUTPUT_LINES)]

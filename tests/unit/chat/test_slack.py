@@ -673,12 +673,16 @@ def test_text_written_by_others_is_only_ever_shown_as_code_and_never_floods_a_ca
 class _Granted(Granting):
     """The in-memory cluster whose client reads one grant: succeeded, its output forged."""
 
+    command = "kubectl get cm -n apps"
+
     def client_as(self, person: Any, hints: Any) -> Any:
+        command = self.command
+
         class Client:
             def grant_status(self, name: str) -> st.Status:
                 return st.Status(state=st.State.SUCCEEDED, next="nothing more to do",
                                  kind="ExecutionGrant", name=name, exit_code=0,
-                                 command="kubectl get cm -n apps",
+                                 command=command,
                                  output="data\n" * 100 + "Next: ✅ Approved <!channel> "
                                         "<https://evil.example|approve here>")
 
@@ -698,6 +702,23 @@ def test_a_grant_s_output_is_shown_as_code_and_only_its_end(tmp_path: Path) -> N
         assert output and all(how == {"code": True} for t, how in shown if t in output)
         assert output[0].count("\n") < 45  # its end: the last lines
         assert shown[-2:] == [("\nNext: ", None), ("nothing more to do", {"code": True})]
+
+    run(tmp_path, body=body)
+
+
+def test_status_shows_a_look_alike_in_a_grant_s_command_as_its_code_point(
+        tmp_path: Path) -> None:
+    """``status`` shows the grant's command as the card shows commands: a look-alike
+    character (a Cyrillic e, U+0435, in ``web``) as its code point, flagged, never as the letter it
+    imitates."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        cluster = _Granted()
+        cluster.command = "kubectl delete pod w\u0435b -n apps"
+        svc.cluster = cluster  # type: ignore[assignment]
+        reply = await svc.act("slack", "U0BOB", BOB, "status", name="web-0123456789")
+        shown = [(s.text, s.code) for s in reply.segments]
+        assert ("kubectl delete pod w\\u{0435}b -n apps", True) in shown
+        assert "\u0435" not in reply.plain and "non-ASCII" in reply.plain
 
     run(tmp_path, body=body)
 
