@@ -321,3 +321,46 @@ def test_only_the_chat_component_writes_its_state_so_nobody_else_lifts_a_lockout
         cm = cluster.kubectl("get", "configmap", "wingman-chat-state", "-n", ns, "-o",
                              "json").stdout
         assert json.loads(cm)["data"][STATE_KEY] == locked
+
+
+class _Stopped(BaseException):
+    """The process stops (killed, out of memory, a rollout): nothing after it runs."""
+
+
+class _StopsAfterCheck(ChatCluster):
+    """The real state ConfigMap, whose process stops at the first save once ``checked[0]``:
+    between checking a code and writing its outcome."""
+
+    checked: list[bool]
+
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
+        if self.checked[0]:
+            raise _Stopped()
+        super().save_state(state, unchanged=unchanged)
+
+
+def test_a_process_stopped_between_a_check_and_its_write_keeps_every_wrong_code(
+        cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    """Restarting the chat service (a crash, an out-of-memory kill, a rollout) just after a
+    wrong code was checked, before its outcome was written, buys no try: each code was written
+    ahead as wrong, so five such codes, each by a process stopped that way, lock the person
+    out in the ConfigMap the next process reads."""
+    kube = _store(cluster, namespace, json.dumps({"horizon": HORIZON, "requests": {}}))
+    at = [T0]
+    for _ in range(5):
+        chat = _StopsAfterCheck(kube, namespace, "wingman-chat-state")
+        chat.checked = [False]
+        svc = _restarted(chat, tmp_path, at, started=T0 - 600)
+        verify = svc.step_up.verify
+
+        def checking(user: str, code: str, verify: Any = verify, chat: Any = chat) -> None:
+            chat.checked[0] = True
+            verify(user, code)
+        svc.step_up.verify = checking  # type: ignore[method-assign]
+        with pytest.raises(_Stopped):
+            asyncio.run(svc._verify_step_up("bob", _wrong(at[0])))
+    stored = json.loads(kube.get(CONFIGMAPS, namespace, "wingman-chat-state")["data"][STATE_KEY])
+    assert stored["stepUp"] == {"bob": {"lockedUntil": int(T0) + 300}}
+    restarted = _restarted(ChatCluster(kube, namespace, "wingman-chat-state"), tmp_path, at,
+                           started=T0 - 600)
+    assert _try(restarted, pyotp.TOTP(SECRET).at(at[0])) == "StepUpLocked"
