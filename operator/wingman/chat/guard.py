@@ -212,6 +212,10 @@ class StepUp:
     #: as wrong, so that it is written ahead of the check and a process that stops before the
     #: outcome is written has not handed out a fresh try.
     _checking: set[str] = field(default_factory=set)
+    #: Check no code that was not written ahead (``begin``): set by the chat service, which
+    #: writes every code ahead; a code whose lockout ended after ``counts`` said it would not
+    #: be checked (while the state was being written) is refused (``StepUpUnavailable``).
+    write_ahead: bool = False
 
     def __post_init__(self) -> None:
         if self.started is None:
@@ -260,6 +264,11 @@ class StepUp:
             raise refuse("StepUpLocked", f"too many wrong one-time codes for {user}: step-up is "
                          f"locked for {int(locked_until - now) + 1} more seconds; then use the "
                          "current code (or decide with kubectl wingman)")
+        if self.write_ahead and user not in self._checking:
+            raise refuse("StepUpUnavailable", "Wingman's chat service took your code while "
+                         f"{user}'s step-up lockout was ending, before it wrote that a code is "
+                         "being tried: it was not checked and nothing was decided; send the "
+                         "current code again")
         code = code.strip().replace(" ", "")
         if not (code.isascii() and code.isdigit()) or len(code) != 6:
             raise self._failed(user, now, refuse(

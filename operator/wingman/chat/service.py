@@ -191,6 +191,9 @@ class ChatService:
     #: The cards being posted, by request uid and channel: set when the post ended.
     _posting: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.step_up.write_ahead = True  # every code is written ahead (``_verify_step_up``)
+
     @property
     def env(self) -> str:
         return self.config.environment

@@ -673,6 +673,37 @@ def test_a_process_that_stops_after_a_right_code_fails_closed(tmp_path: Path) ->
     assert _try(restarted, _right(at[0])) == "StepUpLocked"
 
 
+def test_a_code_taken_as_a_lockout_ends_is_not_checked_unwritten(tmp_path: Path) -> None:
+    """A code sent while a lockout is running is not written ahead (it is not checked); should
+    the lockout end while the state is being written (an earlier write pending), the code is
+    still not checked, as nothing says it was tried."""
+    cluster = _FailingSaves()
+    cluster.saved = {"horizon": HORIZON, "requests": {},
+                     "stepUp": {"bob": {"failures": STEP_UP_MAX_FAILURES - 1}}}
+    at = [T0]
+    svc = _started(tmp_path, cluster, at)
+    verify = svc.step_up.verify
+
+    def then_saves_fail(user: str, code: str) -> None:
+        cluster.failing = service_module.SAVE_TRIES  # written ahead, the outcome not
+        verify(user, code)
+    svc.step_up.verify = then_saves_fail  # type: ignore[method-assign]
+    assert _try(svc, _wrong(at[0])) == "StepUpLocked"
+    svc.step_up.verify = verify  # type: ignore[method-assign]
+    assert svc.step_up.changed  # the lockout's write pending
+    save_state = cluster.save_state
+
+    def slow(state: dict[str, Any], *, unchanged: bool = False) -> None:
+        at[0] = T0 + 330  # the lockout ends while the state is written
+        save_state(state)
+    cluster.save_state = slow  # type: ignore[method-assign]
+    at[0] = T0 + 299
+    assert _try(svc, _right(T0 + 330)) == "StepUpUnavailable"  # not checked unwritten
+    assert "stepUp" not in cluster.saved  # the lockout ended: nothing counted
+    cluster.save_state = save_state  # type: ignore[method-assign]
+    assert _try(svc, _right(T0 + 330)) == "accepted"  # the next code: written ahead, checked
+
+
 def test_codes_sent_together_while_saves_fail_are_not_checked(tmp_path: Path) -> None:
     """Codes sent at the same time (several chat sessions of one person, or of several) are
     taken one after the other, each written ahead before it is checked: while the writes
