@@ -245,7 +245,9 @@ def visible(text: str, *, keep_newlines: bool = False, ascii_only: bool = False
             ) -> tuple[str, bool]:
     """``text`` with every invisible character shown as ``\\u{XXXX}``; (text, changed).
     ``ascii_only`` (commands, which the gateway runs only as plain ASCII): every other
-    character too, so that a look-alike (a Cyrillic ``\\u0435`` for an ``e``) is seen.
+    character too, so that a look-alike (a Cyrillic ``\\u0435`` for an ``e``) is seen, and a
+    backslash the command itself writes before ``u{`` (``\\u{005C}``), so that a ``\\u{0435}``
+    it spells out is not read as one of these.
 
     Combining marks (accents: categories Mn, Me) are shown as they are up to ``MAX_MARKS`` on
     one character; the further ones, and one with no character of the text before it to sit
@@ -255,14 +257,15 @@ def visible(text: str, *, keep_newlines: bool = False, ascii_only: bool = False
     out: list[str] = []
     changed = False
     marks = -1  # combining marks on the character last shown; -1: none to sit on
-    for ch in text:
+    for i, ch in enumerate(text):
         if keep_newlines and ch == "\n":
             out.append(ch)
             marks = -1
             continue
         cat = unicodedata.category(ch)
         # UNSHOWN: the Hangul fillers, U+034F, U+17B4: letters, shown blank
-        if (ascii_only and not ch.isascii()) or cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn") \
+        if (ascii_only and (not ch.isascii() or (ch == "\\" and text.startswith("u{", i + 1)))) \
+                or cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn") \
                 or (cat == "Zs" and ch != " ") or UNSHOWN.match(ch) \
                 or (cat in ("Mn", "Me") and not 0 <= marks < MAX_MARKS):
             out.append(f"\\u{{{ord(ch):04X}}}")
@@ -356,7 +359,8 @@ def telegram_card(v: RequestView) -> str:
         lines.append(f"<pre>{e(text)}</pre>")
         if marked:
             lines.append("⚠️ contains invisible or non-ASCII (look-alike) characters, shown as "
-                         "\\u{…}: the gateway runs only plain ASCII commands")
+                         "\\u{…}: the gateway runs only plain ASCII commands (a \\u{005C} is a "
+                         "backslash the command writes before u{)")
     if shown.hidden:
         lines.append(f"⚠️ {shown.hidden} more command(s) not shown: read them all with "
                      f"<code>kubectl wingman describe {e(v.name)}</code> before deciding")
@@ -503,7 +507,8 @@ def slack_card(v: RequestView, buttons: Sequence[tuple[str, str, str]] = ()
     if any(shown.marked):
         blocks.append(slack_rich([("⚠ a command contains invisible or non-ASCII (look-alike) "
                                    "characters, shown as \\u{…}: the gateway runs only plain "
-                                   "ASCII commands", OWN)]))
+                                   "ASCII commands (a \\u{005C} is a backslash the command "
+                                   "writes before u{)", OWN)]))
     if shown.hidden:
         blocks.append(slack_rich([
             (f"⚠ {shown.hidden} more command(s) not shown: read them all with ", OWN),

@@ -80,6 +80,20 @@ def test_invisible_characters_are_shown_and_commands_are_never_cut() -> None:
     assert many.hidden == 3 and all(len(line) == 1017 for line in many.lines)
 
 
+def test_a_command_cannot_spell_out_wingman_s_escape_of_a_look_alike() -> None:
+    """A command that writes ``\\u{0435}`` itself (which runs, as plain ASCII) is not shown
+    as a command holding a Cyrillic e, U+0435 (which the gateway refuses): its backslash is shown as
+    \\u{005C} and the command flagged; other backslashes are shown as they are."""
+    spelled = render.visible("printf 'w\\u{0435}b\\n'", ascii_only=True)
+    real = render.visible("printf 'w\u0435b\\n'", ascii_only=True)
+    assert real == ("printf 'w\\u{0435}b\\n'", True)
+    assert spelled == ("printf 'w\\u{005C}u{0435}b\\n'", True)
+    assert render.visible("grep -E 'a\\.b\\u00e9'", ascii_only=True) == (
+        "grep -E 'a\\.b\\u00e9'", False)  # no brace: not Wingman's notation
+    card = render.telegram_card(render.view(request(), [], NOW))
+    assert "\\u{005C}" not in card  # an ordinary command shows no such mark
+
+
 def _stacked(text: str) -> int:
     """The most combining marks (accents) drawn on one character of ``text``."""
     most = run = 0
