@@ -161,6 +161,26 @@ _TEXT_UNSAFE = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
 _TEXT_ESCAPES = {"\n": "\\n", "\r": "\\r"}
 
 
+CRASH_MESSAGE_MAX = 1000
+"""The most characters of an uncaught exception's message its record carries (its traceback,
+in ``error``, carries all of it, scrubbed as a whole)."""
+_RUN_AT_END = re.compile(r"[A-Za-z0-9_.+/-]+\Z")
+
+
+def scrubbed_cut(text: str, limit: int) -> str:
+    """``text`` scrubbed (:func:`_scrub`), then cut to ``limit`` characters and ``…``. Scrubbed
+    first: a token cut in two is no longer recognisable, and its half would stay. And a run of
+    token characters the cut falls inside is dropped whole, so what is kept never ends with the
+    start of something that could be a secret the scrubber would have seen whole."""
+    text = _scrub(text)
+    if len(text) <= limit:
+        return text
+    kept = text[:limit]
+    if _RUN.fullmatch(text[limit - 1:limit + 1]):  # the cut falls inside a run
+        kept = _RUN_AT_END.sub("", kept)
+    return kept + "…"
+
+
 def _json_escaped(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
@@ -281,7 +301,8 @@ def install_excepthook(component: str) -> None:
             record = logging.LogRecord(
                 "wingman.crash", logging.ERROR, __file__, 0,
                 "%s stopped on an error nothing handled: %s: %s",
-                (what, exc_type.__name__, said[:1000]), (exc_type, exc, tb))
+                (what, exc_type.__name__, scrubbed_cut(said, CRASH_MESSAGE_MAX)),
+                (exc_type, exc, tb))
             record.event = "UncaughtException"
             ours = [h for h in logging.getLogger().handlers if isinstance(h, _Handler)]
             if ours:
@@ -308,6 +329,6 @@ def install_excepthook(component: str) -> None:
     threading.excepthook = thread_hook
 
 
-__all__ = ["FORMATS", "LEVELS", "REDACTED", "JsonFormatter", "TextFormatter",
-           "base64_readings", "forget", "holds_jwt", "install_excepthook", "never_log",
-           "setup_logging"]
+__all__ = ["CRASH_MESSAGE_MAX", "FORMATS", "LEVELS", "REDACTED", "JsonFormatter",
+           "TextFormatter", "base64_readings", "forget", "holds_jwt", "install_excepthook",
+           "never_log", "scrubbed_cut", "setup_logging"]

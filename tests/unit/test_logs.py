@@ -306,3 +306,41 @@ def test_an_uncaught_error_whose_message_fails_is_still_one_record_with_its_trac
     assert record["event"] == "UncaughtException", record
     assert "Unsayable: <exception str() failed>" in record["message"]
     assert "where_it_failed" in record["error"]
+
+
+_CUT_CRASH = """
+import sys
+from wingman.logs import CRASH_MESSAGE_MAX, install_excepthook, never_log
+
+install_excepthook("gateway")
+secret, token, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+never_log(secret)
+what = secret if sys.argv[4] == "registered" else token
+raise RuntimeError("x" * (CRASH_MESSAGE_MAX - 1 - at) + " " + what + " and more after it" * 9)
+"""
+
+
+@pytest.mark.parametrize("kind", ["registered", "jwt"])
+@pytest.mark.parametrize("inside", [4, 12, 40])
+def test_an_uncaught_errors_message_is_scrubbed_before_it_is_cut(kind: str, inside: int) -> None:
+    """A secret the length cut falls inside is scrubbed whole, never left half visible: cut
+    first, its first characters were no longer a token the scrubber recognised."""
+    from pathlib import Path
+
+    secret = "k3y-" + "Zq9" * 20
+    token = _jwt()
+    done = subprocess.run([sys.executable, "-c", _CUT_CRASH, secret, token, str(inside), kind],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={"PYTHONPATH": str(Path(logs.__file__).resolve().parents[1]),
+                               "WINGMAN_LOG_FORMAT": "json"})
+    assert done.returncode == 1, done
+    (line,) = done.stderr.splitlines()
+    record = json.loads(line)
+    shown = secret if kind == "registered" else token
+    message = record["message"]
+    # the cut falls `inside` characters into the secret
+    assert message.startswith("the process stopped on an error nothing handled: RuntimeError: ")
+    for n in (4, 8):
+        assert shown[:n] not in message, message[-80:]
+    assert message.endswith("…"), message[-80:]
+    assert shown not in record["error"] and logs.REDACTED in record["error"]
