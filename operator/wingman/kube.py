@@ -192,19 +192,23 @@ class Kube:
 
     def __init__(self, api_client: k8s.ApiClient, timeout: float = 30.0, *,
                  impersonate: tuple[str, tuple[str, ...]] | None = None,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, call_seconds: float | None = None) -> None:
         self.api = api_client
         self.timeout = timeout
         self.impersonate = impersonate
         #: told of every call (the operator's metrics)
         self.observer = observer
+        #: when set, every call is one try given up after that many seconds without an answer
+        #: (as with ``once``), unless a call names its own ``once``: for a process whose every
+        #: call must end within a deadline (the gateway)
+        self.call_seconds = call_seconds
 
     def as_user(self, user: str, groups: tuple[str, ...] = ()) -> Kube:
         """The same connection, acting as ``user`` in ``groups`` (Kubernetes impersonation:
         the caller needs ``impersonate`` on those users and groups, and the API server then
         authorizes and admits each call as that user)."""
         return Kube(self.api, self.timeout, impersonate=(user, tuple(groups)),
-                    observer=self.observer)
+                    observer=self.observer, call_seconds=self.call_seconds)
 
     @classmethod
     def from_environment(cls, *, retries: bool = True, pool_size: int | None = None) -> Kube:
@@ -330,8 +334,10 @@ class Kube:
     # -- raw ------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, *,
                 content_type: str = "application/json",
-                query: Mapping[str, str] | None = None) -> dict[str, Any]:
-        return self._observed(method, path, body, content_type=content_type, query=query)[0]
+                query: Mapping[str, str] | None = None,
+                once: float | None = None) -> dict[str, Any]:
+        return self._observed(method, path, body, content_type=content_type, query=query,
+                              once=once)[0]
 
     def _observed(self, method: str, path: str, body: Any, *, content_type: str,
                   query: Mapping[str, str] | None, once: float | None = None
@@ -363,11 +369,14 @@ class Kube:
         """(HTTP status, decoded answer, its ``Date``) of a call that succeeded; else
         ``ApiError`` (the server refused) or ``ClusterError`` (no answer).
 
-        ``once`` (a call without a body only): one try, given up (no answer) when connecting
-        or the answer keeps it waiting longer than that many seconds, instead of the client's
-        ``timeout`` per try and the HTTP library's own silent retries of a read: for a caller
-        that has a budget and retries itself, so a call held up counts as a failure that may
-        pass, within the budget."""
+        ``once`` (else ``call_seconds``, when set): one try, given up (no answer) when
+        connecting, sending or the answer keeps it waiting longer than that many seconds in
+        all, instead of the client's ``timeout`` per try and the HTTP library's own silent
+        retries: for a caller that has a budget and retries itself, so a call held up counts
+        as a failure that may pass, within the budget. A write given up so has no definite
+        outcome: the API server may have applied it."""
+        if once is None:
+            once = self.call_seconds
         url = self.api.configuration.host + path
         if query:
             url += "?" + urlencode(query)
@@ -382,9 +391,11 @@ class Kube:
         auth: dict[str, Any] = {}
         self.api.update_params_for_auth(headers, auth, ["BearerToken"], path, method, body)
         try:
-            if once is not None and body is None:
+            if once is not None:
                 resp = self.api.rest_client.pool_manager.request(
-                    method, url, headers=headers, timeout=HTTPTimeout(total=once),
+                    method, url, headers=headers,
+                    body=None if body is None else json.dumps(body).encode(),
+                    timeout=HTTPTimeout(total=once),
                     retries=False, preload_content=True)  # the answer read within it
             else:
                 resp = self.api.rest_client.request(
@@ -407,8 +418,9 @@ class Kube:
         return resp.status, decoded if isinstance(decoded, dict) else {"items": decoded}, date
 
     # -- verbs ----------------------------------------------------------------------------
-    def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
-        return self.request("GET", res.path(namespace, name))
+    def get(self, res: Resource, namespace: str, name: str, *,
+            once: float | None = None) -> dict[str, Any]:
+        return self.request("GET", res.path(namespace, name), once=once)
 
     def get_dated(self, res: Resource, namespace: str, name: str, *,
                   once: float | None = None) -> tuple[dict[str, Any], dt.datetime | None]:
@@ -436,9 +448,10 @@ class Kube:
         return self.request("POST", res.path(namespace), dict(body))
 
     def patch(self, res: Resource, namespace: str, name: str, body: Any, *,
-              subresource: str | None = None, content_type: str = MERGE) -> dict[str, Any]:
+              subresource: str | None = None, content_type: str = MERGE,
+              once: float | None = None) -> dict[str, Any]:
         return self.request("PATCH", res.path(namespace, name, subresource), body,
-                            content_type=content_type)
+                            content_type=content_type, once=once)
 
     def delete(self, res: Resource, namespace: str, name: str, *,
                propagation: str = "Background", uid: str | None = None) -> bool:

@@ -36,6 +36,8 @@ class _Rule:
     status: int
     delay: float
     seen: int = 0
+    after: int = 0
+    passed: int = 0
 
 
 class FaultyApiProxy:
@@ -77,11 +79,12 @@ class FaultyApiProxy:
         with self._lock:
             self._rules.append(_Rule(method, path, times, status, 0.0))
 
-    def hold(self, method: str, path: str, *, seconds: float, times: int = 1) -> None:
+    def hold(self, method: str, path: str, *, seconds: float, times: int = 1,
+             after: int = 0) -> None:
         """Hold the first ``times`` calls of ``method`` on a path starting with ``path`` for
-        ``seconds`` before passing them on."""
+        ``seconds`` before passing them on; the first ``after`` such calls pass at once."""
         with self._lock:
-            self._rules.append(_Rule(method, path, times, 0, seconds))
+            self._rules.append(_Rule(method, path, times, 0, seconds, after=after))
 
     def count(self, method: str, path: str) -> int:
         """How many calls of ``method`` on ``path`` reached the proxy."""
@@ -93,6 +96,9 @@ class FaultyApiProxy:
             self.calls.append((method, path))
             for rule in self._rules:
                 hit = path == rule.path if rule.status else path.startswith(rule.path)
+                if rule.method == method and hit and rule.passed < rule.after:
+                    rule.passed += 1
+                    continue
                 if rule.method == method and hit and rule.seen < rule.times:
                     rule.seen += 1
                     return rule

@@ -72,6 +72,7 @@ from wingman.errors import (
 )
 from wingman.gateway import executors, identity
 from wingman.gateway.checks import (
+    RESULT_SECONDS,
     JobDeadline,
     Replay,
     _binding,
@@ -120,6 +121,16 @@ is left of ``JOB_READ_RETRY_SECONDS``, but at least ``JOB_READ_CALL_MIN_SECONDS`
 up (an API server that accepts the connection and never answers) is a failure that may pass,
 tried again within the budget, not one that takes the client's own 30 s timeout first."""
 JOB_READ_CALL_MIN_SECONDS = 0.5
+API_CALL_SECONDS = 5.0
+"""How long any other one call of the gateway to the API server may wait for it (connecting,
+sending, the answer): one try (``Kube.call_seconds``), none of the HTTP library's silent
+retries, given up as a failure with no answer. A check whose read gets none refuses (nothing
+runs on a check that could not be made); a write given up so may or may not have been applied.
+The checks before the command are all measured by the Job's deadline, taken again just before
+it starts; the writes after it have ````checks.RESULT_SECONDS``."""
+STATUS_RETRY_FIRST_DELAY = 0.5
+"""The first pause before a write of the grant's status that got no definite answer is made
+again (doubling after each), within its budget."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,33 +185,62 @@ class _Run:
                            data=payload)
 
     # -- status -------------------------------------------------------------------------------
-    def patch_status(self, build: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+    def patch_status(self, build: Callable[[dict[str, Any]], dict[str, Any] | None], *,
+                     seconds: float = RESULT_SECONDS, retry: bool = True) -> bool:
         """Read-modify-write of the grant's status guarded by resourceVersion; False if skipped
         (also when the grant under the name is no longer the one this run read, or, before any
         read, not the one the Job was made for: deleted and created again, it is not this
-        gateway's to write)."""
+        gateway's to write).
+
+        All of it within ``seconds``: each call waits for the API server at most
+        ``API_CALL_SECONDS`` and never past what is left; a conflict is read and written
+        again, and (``retry``) so is a failure that may pass (no answer, 429, 5xx), backing
+        off, while time is left; then the last error is raised. ``retry=False``: a write with
+        no definite answer is not made again (the ``Running`` write, whose builder refuses a
+        grant that is ``Running`` already)."""
         assert self.kube is not None
         s = self.settings
-        for attempt in range(_STATUS_RETRIES):
-            grant = self.kube.get(GRANTS, s.namespace, s.grant_name)
-            uid = (grant.get("metadata") or {}).get("uid")
-            if self.grant is not None and uid != (self.grant.get("metadata") or {}).get("uid"):
-                return False
-            if s.grant_uid and uid != s.grant_uid:
-                return False
-            status = build(grant)
-            if status is None:
-                return False
-            body = {"metadata": {"resourceVersion": grant["metadata"]["resourceVersion"]},
-                    "status": status}
+        give_up = time.monotonic() + seconds
+        delay = STATUS_RETRY_FIRST_DELAY
+        conflicts = 0
+
+        def once() -> float:
+            return min(API_CALL_SECONDS,
+                       max(JOB_READ_CALL_MIN_SECONDS, give_up - time.monotonic()))
+
+        while True:
             try:
+                grant = self.kube.get(GRANTS, s.namespace, s.grant_name, once=once())
+                uid = (grant.get("metadata") or {}).get("uid")
+                if self.grant is not None and uid != (self.grant.get("metadata") or {}).get(
+                        "uid"):
+                    return False
+                if s.grant_uid and uid != s.grant_uid:
+                    return False
+                status = build(grant)
+                if status is None:
+                    return False
+                body = {"metadata": {"resourceVersion": grant["metadata"]["resourceVersion"]},
+                        "status": status}
                 self.grant = self.kube.patch(GRANTS, s.namespace, s.grant_name, body,
-                                             subresource="status")
+                                             subresource="status", once=once())
                 return True
             except ApiError as exc:
-                if not exc.conflict or attempt == _STATUS_RETRIES - 1:
+                if exc.conflict and conflicts < _STATUS_RETRIES - 1:
+                    conflicts += 1
+                    continue
+                if not (retry and transient(exc)) or give_up - time.monotonic() < delay:
                     raise
-        return False
+                failed: WingmanError = exc
+            except WingmanError as exc:
+                if not (retry and transient(exc)) or give_up - time.monotonic() < delay:
+                    raise
+                failed = exc
+            self.log("StatusWriteRetried", level="warning", reason=failed.reason,
+                     message=f"writing the grant's status failed ({failed.message}); trying "
+                     f"again in {delay:.2f} s")
+            time.sleep(delay)
+            delay *= 2
 
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -221,8 +261,7 @@ class _Run:
                      message=audit_exc.message)
         if self.kube is None:  # refused before connecting (no token, no keys): still report
             try:
-                self.kube = Kube.from_service_account(self.settings.api_server,
-                                                      self.settings.serviceaccount_dir)
+                self.kube = _connect(self.settings)
             except WingmanError as conn_exc:
                 self.log("StatusUpdateFailed", level="error", reason=conn_exc.reason,
                          message=conn_exc.message)
@@ -287,6 +326,13 @@ class _Run:
             self.executor_kube.close()
         if self.executor_token is not None:
             logs.forget(self.executor_token.token)
+
+
+def _connect(settings: GatewaySettings) -> Kube:
+    """The gateway's client: its ServiceAccount, every call bounded (``API_CALL_SECONDS``)."""
+    kube = Kube.from_service_account(settings.api_server, settings.serviceaccount_dir)
+    kube.call_seconds = API_CALL_SECONDS
+    return kube
 
 
 def _get(kube: Kube, resource: Any, namespace: str, name: str, kind: str) -> dict[str, Any]:
@@ -383,6 +429,9 @@ def _forward(run: _Run, grant: Mapping[str, Any]) -> dict[str, Any] | None:
     except ApiError as exc:
         if exc.not_found:
             return None
+        raise GrantDenied(f"cannot read ExecutionGrant {name}: {exc.message}",
+                          reason="ApiUnavailable") from None
+    except WingmanError as exc:  # no answer (within API_CALL_SECONDS): nothing runs on it
         raise GrantDenied(f"cannot read ExecutionGrant {name}: {exc.message}",
                           reason="ApiUnavailable") from None
 
@@ -513,7 +562,7 @@ def _execute(run: _Run) -> int:
     run.token_ref = tokens.token_sha256(token)
     keys = load_keys(s.public_keys_dir)
     try:
-        run.kube = Kube.from_service_account(s.api_server, s.serviceaccount_dir)
+        run.kube = _connect(s)
     except WingmanError as exc:
         raise GrantDenied(exc.message, reason="NoCredentials") from None
     run.grant = grant = _get(run.kube, GRANTS, s.namespace, s.grant_name, "ExecutionGrant")
@@ -562,6 +611,7 @@ def _execute(run: _Run) -> int:
         logs.never_log(run.executor_token.token)
         run.executor_kube = Kube.from_token(s.api_server, run.executor_token.token,
                                             s.serviceaccount_dir / "ca.crt")
+        run.executor_kube.call_seconds = API_CALL_SECONDS
     # the state the approval was given on: refused here, the token stays unspent
     allow_drift = s.policy.target_drift.value == "Allow"
     if undoes is None:  # a rollback acts on what its command changed: nothing to bind
@@ -625,8 +675,10 @@ def _execute(run: _Run) -> int:
         return running_status(g, run.now())
 
     try:
-        running = run.patch_status(to_running)
+        running = run.patch_status(to_running, retry=False)
     except WingmanError as exc:
+        if transient(exc):  # no definite answer: Running may have been written, by this run
+            run.running = True  # (the token is spent: no other run gets past the burn)
         raise GrantDenied(f"cannot record phase Running on the grant ({exc.message}); the "
                           "command was not executed", reason="StatusUnavailable") from None
     if not running:
@@ -650,7 +702,8 @@ def _execute(run: _Run) -> int:
         result = executor.run(argv, settings=s,
                               credentials=_credentials(s, token, run.executor_token))
     except ExecutionFailed as exc:
-        return _record_execution_failure(run, exc, common)
+        return _record_execution_failure(run, exc, common, time.monotonic())
+    ended = time.monotonic()  # the result's writes have RESULT_SECONDS from here
 
     audit_hash: str | None = None
     try:
@@ -664,7 +717,15 @@ def _execute(run: _Run) -> int:
     except WingmanError as exc:
         run.log("AuditFailed", level="error", reason=exc.reason, message=exc.message)
     now = run.now()
-    run.patch_status(lambda g: final_status(g, result, audit_hash, now))
+    outcome = {"exit_code": result.exit_code, "output_sha256": result.output_sha256,
+               "timed_out": result.timed_out,
+               **({"interrupted": True} if result.interrupted else {})}
+    try:
+        run.patch_status(lambda g: final_status(g, result, audit_hash, now),
+                         seconds=_left(ended))
+    except WingmanError as exc:
+        return _result_unrecorded(run, exc, {**common, **outcome},
+                                  f"the command ran (exit code {result.exit_code})")
     run.log("GatewayExecuted", reason="CommandInterrupted" if result.interrupted else
             "CommandSucceeded" if result.exit_code == 0 else "CommandFailed",
             exit_code=result.exit_code, output_sha256=result.output_sha256,
@@ -672,8 +733,39 @@ def _execute(run: _Run) -> int:
     return EXIT_OK if audit_hash is not None else EXIT_INTERNAL
 
 
-def _record_execution_failure(run: _Run, exc: ExecutionFailed, common: Mapping[str, Any]
-                              ) -> int:
+def _left(ended: float) -> float:
+    """What is left of the ``RESULT_SECONDS`` after the command ended (monotonic ``ended``):
+    the deadline check left that much before the Job's deadline, and the kubelet's grace
+    period after a SIGTERM (30 s) is longer."""
+    return max(0.0, RESULT_SECONDS - (time.monotonic() - ended))
+
+
+def _result_unrecorded(run: _Run, exc: WingmanError, data: Mapping[str, Any], what: str
+                       ) -> int:
+    """The grant's status could not be written after the command ran, within its budget: the
+    log and the audit trail (``GatewayResultUnrecorded``) say what is known. Exit 1: the Job
+    fails, and the operator's Job watcher records that on a grant left ``Running``."""
+    if transient(exc):
+        known = ("the last write got no answer within the time left or a server error, so the "
+                 "grant's status may hold the result or may still say Running (the operator "
+                 "then records the Job's failure)")
+    else:
+        known = "the API server refused the write, so the grant's status does not hold it"
+    message = (f"{what}, but its result could not be written to the grant's status within "
+               f"{RESULT_SECONDS} s of its end ({exc.message}); {known}; this record and "
+               "GatewayExecuted hold the result")
+    run.log("StatusUpdateFailed", level="error", reason="StatusUnavailable", message=message)
+    try:
+        run.audit("GatewayResultUnrecorded", {**data, "reason": "StatusUnavailable",
+                                              "message": message[:2000]})
+    except WingmanError as audit_exc:
+        run.log("AuditFailed", level="error", reason=audit_exc.reason,
+                message=audit_exc.message)
+    return EXIT_INTERNAL
+
+
+def _record_execution_failure(run: _Run, exc: ExecutionFailed, common: Mapping[str, Any],
+                              ended: float) -> int:
     """The executor could not run the command after the token was spent."""
     run.log("GatewayExecutionFailed", level="error", reason=exc.reason, message=exc.message)
     audit_hash: str | None = None
@@ -691,7 +783,12 @@ def _record_execution_failure(run: _Run, exc: ExecutionFailed, common: Mapping[s
         return refused_status(grant, exc.reason, exc.message, now, audit_hash,
                               own_running=True)
 
-    run.patch_status(build)
+    try:
+        run.patch_status(build, seconds=_left(ended))
+    except WingmanError as status_exc:
+        return _result_unrecorded(run, status_exc, {**common, "exit_code": None,
+                                                    "reason": exc.reason},
+                                  f"the executor could not run the command ({exc.reason})")
     return EXIT_INTERNAL
 
 

@@ -49,9 +49,10 @@ from wingman.capability import tokens
 from wingman.dev.cluster import LocalCluster
 from wingman.gateway import run as gateway_run
 from wingman.gateway.checks import RESULT_SECONDS
+from wingman.gateway.identity import SERVICEACCOUNTS
 from wingman.gateway.redaction import WITHHELD
 from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
-from wingman.kube import Kube
+from wingman.kube import GRANTS, Kube
 from wingman.model import names
 from wingman.operator.context import Context
 from wingman.operator.events import Events
@@ -929,6 +930,82 @@ def test_a_job_read_that_is_always_held_up_refuses_within_the_budget(
     assert "not spent" in status["message"]
     assert env.leases() == [] and env.replicas() == 1
     assert "JobReadRetried" in capsys.readouterr().err
+
+
+def _status_path(env: Env, g: Grant) -> str:
+    return GRANTS.path(env.ns, g.name, "status")
+
+
+def test_a_result_write_held_up_is_made_again_within_the_result_budget(
+        env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
+    """An API server that takes the write of the result and never answers: the write is given
+    up after a few seconds and made again, the result recorded well within the time the
+    deadline left for it, not after the client's own 30 s."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.hold("PATCH", _status_path(env, g), seconds=60, times=1, after=1)  # Running passes
+    started = time.monotonic()
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
+    assert time.monotonic() - started < RESULT_SECONDS + 10
+    assert proxy.count("PATCH", _status_path(env, g)) == 3
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["exitCode"]) == ("Succeeded", 0)
+    assert env.replicas() == 2
+    assert "StatusWriteRetried" in capsys.readouterr().err
+
+
+def test_a_result_write_always_held_up_ends_in_the_budget_and_the_audit_says_what_is_known(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.hold("PATCH", _status_path(env, g), seconds=60, times=1000, after=1)
+    started = time.monotonic()
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == gateway_run.EXIT_INTERNAL
+    assert time.monotonic() - started < RESULT_SECONDS + 10
+    assert proxy.count("PATCH", _status_path(env, g)) > 2, "a write held up is made again"
+    assert env.replicas() == 2
+    assert env.grant(g.name)["status"]["phase"] == "Running"  # no write landed
+    records = env.audit_records()
+    assert [r["event"] for r in records] == [
+        "GatewayTokenBurned", "GatewayStarting", "GatewayExecuting", "GatewayExecuted",
+        "GatewayResultUnrecorded"]
+    data = records[-1]["data"]
+    assert (data["exit_code"], data["reason"]) == (0, "StatusUnavailable")
+    assert data["output_sha256"] == records[-2]["data"]["output_sha256"]
+    assert "may hold the result or may still say Running" in data["message"]
+
+
+def test_a_running_write_held_up_refuses_and_runs_nothing(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    """No answer to the write of Running: it is not made again (it may have landed), nothing
+    runs, and the refusal closes the grant, within the budget."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.hold("PATCH", _status_path(env, g), seconds=60, times=1)
+    started = time.monotonic()
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert time.monotonic() - started < gateway_run.API_CALL_SECONDS + RESULT_SECONDS
+    assert env.replicas() == 1
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "StatusUnavailable"), status
+    assert "was not executed" in status["message"]
+    assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
+
+
+def test_an_executor_token_request_held_up_refuses_before_the_burn(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    settings = _through(env, proxy, g, mint(env, g))
+    path = SERVICEACCOUNTS.path(env.ns, settings.executor_service_account, "token")
+    proxy.hold("POST", path, seconds=60, times=1000)
+    started = time.monotonic()
+    assert run_gateway(settings) == EXIT_REFUSED
+    assert time.monotonic() - started < gateway_run.API_CALL_SECONDS + RESULT_SECONDS
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "ExecutorTokenUnavailable")
+    assert "timed out" in status["message"] and "not spent" in status["message"]
+    assert env.leases() == [] and env.replicas() == 1
 
 
 def test_a_job_read_refused_as_forbidden_is_not_tried_again(
