@@ -600,6 +600,87 @@ def test_the_operator_still_changes_a_gateway_job_an_earlier_release_made(
         assert changed.returncode == 0, f"{patch}: {changed.stderr}"
 
 
+EARLIER_IMAGE = "ghcr.io/wingman-dev/wingman:0.0.9"
+
+
+def _without_binding(cluster: LocalCluster, binding: str, make: Any) -> None:
+    """``make()`` (returning a CompletedProcess) while the policy binding ``binding`` is away,
+    as an earlier release, whose policies had not this rule, made it; the binding restored."""
+    saved = json.loads(cluster.kubectl("get", "validatingadmissionpolicybinding", binding,
+                                       "-o", "json").stdout)
+    cluster.kubectl("delete", "validatingadmissionpolicybinding", binding)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            made = make()
+            if made.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert made.returncode == 0, made.stderr
+    finally:
+        meta = saved["metadata"]
+        for k in ("resourceVersion", "uid", "creationTimestamp", "generation",
+                  "managedFields"):
+            meta.pop(k, None)
+        cluster.kubectl("create", "-f", "-", input=json.dumps(saved))
+
+
+def test_a_job_and_pod_an_earlier_release_made_with_its_image_can_still_be_finished(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    """After an upgrade that pins a new image, a gateway Job (and its pod) made with the
+    earlier image is still updated with that image unchanged (the operator's patches, a
+    finalizer added and removed by the controllers), so it can be finished and cleaned up;
+    a new Job with the earlier image, and a change of a pod's image to it, are refused."""
+    ns = test_release.namespace
+    old = job_manifest("old-image-gw", image=EARLIER_IMAGE)
+    old["spec"]["suspend"] = True
+    refused = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                            input=dump(old))
+    assert refused.returncode != 0 and "must use the pinned gateway image" in refused.stderr \
+        and f"gateway={EARLIER_IMAGE}" in refused.stderr, refused.stderr
+    _without_binding(cluster, f"wingman-{ns}-gateway-jobs", lambda: kubectl_as_sa(
+        cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-", input=dump(old)))
+    pod = pod_manifest("old-image-gw-pod", image=EARLIER_IMAGE,
+                       nodeSelector={"wingman.dev/no-such-node": "x"})
+    _without_binding(cluster, f"wingman-{ns}-gateway-pods", lambda: cluster.kubectl(
+        "create", "-n", ns, "-f", "-", input=dump(pod), check=False))
+
+    # the pod's image changed (to anything but the pinned one) is refused, once enforced again
+    other = {"spec": {"containers": [{"name": "gateway", "image": "busybox:1.36"}]}}
+    deadline = time.monotonic() + 30
+    while cluster.kubectl("patch", "pod/old-image-gw-pod", "-n", ns, "--dry-run=server",
+                          "-p", json.dumps(other), check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the gateway-pods policy is not enforced again"
+        time.sleep(0.5)
+    changed = cluster.kubectl("patch", "pod/old-image-gw-pod", "-n", ns, "-p", json.dumps(other),
+                              check=False)
+    assert changed.returncode != 0 and "must use the pinned gateway image" in changed.stderr \
+        and "gateway=busybox:1.36" in changed.stderr, changed.stderr
+    assert cluster.kubectl("get", "pod/old-image-gw-pod", "-n", ns, "-o",
+                           "jsonpath={.spec.containers[0].image}").stdout == EARLIER_IMAGE
+    # a new Job with the earlier image is still refused
+    probe = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "--dry-run=server", "-n",
+                          ns, "-f", "-", input=dump({**old, "metadata": {"name": "probe-old"}}))
+    assert probe.returncode != 0 and "must use the pinned gateway image" in probe.stderr
+
+    for kind, name in (("job", "old-image-gw"), ("pod", "old-image-gw-pod")):
+        for patch in ({"metadata": {"finalizers": ["wingman.dev/test-hold"]}},
+                      {"metadata": {"finalizers": None}},
+                      {"metadata": {"labels": {"wingman.dev/seen": "yes"}}}):
+            done = cluster.kubectl("patch", f"{kind}/{name}", "-n", ns, "--type=merge", "-p",
+                                   json.dumps(patch), check=False)
+            assert done.returncode == 0, f"{kind} {patch}: {done.stderr}"
+    for patch in ({"metadata": {"annotations": {"wingman.dev/note": "seen"}}},
+                  {"spec": {"activeDeadlineSeconds": 900}},
+                  {"spec": {"suspend": False}}):
+        changed = kubectl_as_sa(cluster, ns, "wingman-operator", "patch", "job/old-image-gw",
+                                "-n", ns, "--type=merge", "-p", json.dumps(patch))
+        assert changed.returncode == 0, f"{patch}: {changed.stderr}"
+    for kind, name in (("job", "old-image-gw"), ("pod", "old-image-gw-pod")):
+        cluster.kubectl("delete", kind, name, "-n", ns, "--wait=false")
+
+
 POD_SPEC_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "privileged": ({"container": {"securityContext": {"privileged": True}}},
                    "must not be privileged"),

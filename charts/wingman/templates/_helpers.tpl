@@ -218,6 +218,16 @@ CEL variables for the gateway pod-spec rules; the including policy defines `vari
   expression: >-
     variables.spec.containers +
     (has(variables.spec.initContainers) ? variables.spec.initContainers : [])
+# Containers not on the pinned image: on UPDATE, one whose image is the one its namesake had
+# is not counted (a Job, and its pods, made by an earlier release with the image it pinned:
+# the operator, the Job controller and the garbage collector must still finish and clean it up)
+- name: foreignImages
+  expression: >-
+    variables.containers.filter(c, c.image != variables.image &&
+    !(request.operation == 'UPDATE' && (variables.oldSpec.containers +
+    (has(variables.oldSpec.initContainers) ? variables.oldSpec.initContainers : []))
+    .exists(o, o.name == c.name && o.image == c.image)))
+    .map(c, c.name + "=" + c.image)
 - name: foreignEnv
   expression: >-
     variables.containers.map(c, has(c.env) ?
@@ -261,15 +271,17 @@ CEL validations shared by the gateway and preview pod and Job policies; call wit
 subcommand the pod may run.
 */}}
 {{- define "wingman.podSpecValidations" -}}
-- expression: variables.containers.all(c, c.image == variables.image)
+- expression: size(variables.foreignImages) == 0
   messageExpression: >-
     "every container of a {{ .entry }} pod must use the pinned gateway image '" + variables.image +
     "' (values image.repository, image.tag, image.digest); found: " +
-    variables.containers.filter(c, c.image != variables.image)
-    .map(c, c.name + "=" + c.image).join(", ")
+    variables.foreignImages.join(", ") + (request.operation == 'UPDATE' ?
+    "; a Job or pod an earlier release made keeps its own image on update, but its image " +
+    "may only be changed to the pinned one" : "")
   message: >-
     every container of a {{ .entry }} pod must use the pinned gateway image
-    {{ include "wingman.image" .ctx }} (values image.repository, image.tag, image.digest)
+    {{ include "wingman.image" .ctx }} (values image.repository, image.tag, image.digest); one
+    an earlier release made keeps its own image on update
   reason: Forbidden
 - expression: >-
     variables.containers.all(c, !has(c.securityContext) ||
