@@ -47,6 +47,10 @@ handled (``executors.TERMINATION``; tini, the container's first process, forward
 before the command starts it refuses (``GatewayTerminating``), while a kubectl command runs it
 kills its process group and the result is recorded (``CommandInterrupted``); while the Docker
 engine acts it stops waiting for it, the outcome recorded as unknown (``CommandInterrupted``).
+Every call to the API server is one try bounded by ``API_CALL_SECONDS`` (the Job read by its
+own budget): a check that gets no answer refuses; the writes after the command (and of a
+refusal) are made again within ``RESULT_SECONDS``, and a result still unwritten is audited
+``GatewayResultUnrecorded`` (exit 1).
 Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is an
 internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
 ``WINGMAN_LOG_FORMAT=json``; they carry ``token_sha256``, never the token.
@@ -127,7 +131,7 @@ sending, the answer): one try (``Kube.call_seconds``), none of the HTTP library'
 retries, given up as a failure with no answer. A check whose read gets none refuses (nothing
 runs on a check that could not be made); a write given up so may or may not have been applied.
 The checks before the command are all measured by the Job's deadline, taken again just before
-it starts; the writes after it have ````checks.RESULT_SECONDS``."""
+it starts; the writes after it have ``checks.RESULT_SECONDS``."""
 STATUS_RETRY_FIRST_DELAY = 0.5
 """The first pause before a write of the grant's status that got no definite answer is made
 again (doubling after each), within its budget."""
