@@ -200,6 +200,8 @@ def parse_answer(text: object) -> Answer:
         raise MalformedOutputError(f"the answer is not one JSON object ({exc.msg})") from None
     except RecursionError:
         raise MalformedOutputError("the answer is nested too deeply") from None
+    except MalformedOutputError:  # from the hooks (a duplicate key, NaN): says what is wrong
+        raise
     except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
         raise MalformedOutputError("the answer holds a number too long to read") from None
     if not isinstance(obj, dict):

@@ -631,6 +631,18 @@ def test_an_answer_with_a_number_too_long_to_read_is_malformed(provider: str,
     assert_abstains(review(make(provider, llm)), "MalformedOutput: the answer holds a number")
 
 
+@pytest.mark.parametrize(("answer", "complaint"), [
+    (APPROVE.replace('"flags": []', '"flags": [], "flags": []'), "duplicate key 'flags'"),
+    (APPROVE.replace('"flags": []', '"flags": [NaN]'), "non-standard JSON constant NaN"),
+    (APPROVE.replace('"flags": []', '"flags": [-Infinity]'), "constant -Infinity"),
+])
+def test_a_malformed_answer_says_what_is_wrong_with_it(answer: str, complaint: str) -> None:
+    # the abstention's error is what an approver and the troubleshooting guide go by
+    with pytest.raises(MalformedOutputError) as info:
+        parse_answer(answer)
+    assert complaint in str(info.value), str(info.value)
+
+
 @pytest.mark.parametrize("flags", [["<!channel>"], ["*Approved*"], ["Ok Flag"], ["\u202eX"],
                                    ["PreviewFinding"], ["9Lives"], ["A" * 65]])
 def test_flags_are_names_never_markup_nor_wingmans_own(flags: list[str]) -> None:
