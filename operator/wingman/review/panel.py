@@ -47,29 +47,61 @@ def _number(spec: Mapping[str, Any], key: str, where: str, default: float, *,
     return value
 
 
+#: A model ID as endpoints spell them (gpt-4o-mini, meta-llama/Llama-3.1-8B-Instruct,
+#: llama3.1:8b, claude-3-5-sonnet@20240620): printable ASCII, no spaces. Nothing else names a
+#: model, and look-alike letters or invisible characters would let one model pass as two.
+_MODEL = re.compile(r"[!-~]{1,253}", re.ASCII)
+#: What makes another name for the same model: a date snapshot or a "latest" alias at the end.
+_MODEL_ALIAS = re.compile(r"([-@]([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8})|[-:]latest)$")
+
+
+def _model(spec: Mapping[str, Any], where: str) -> str:
+    """The voter's model, stripped; ConfigError unless it is a model ID."""
+    model = spec.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"{where}.model is required: the model name the endpoint "
+                          "serves, e.g. gpt-4o-mini or claude-sonnet-4-5")
+    if not _MODEL.fullmatch(model.strip()):
+        raise ConfigError(f"{where}.model must be the model's ID as the endpoint names it: "
+                          "1 to 253 printable ASCII characters without spaces, e.g. "
+                          "gpt-4o-mini or claude-sonnet-4-5")
+    return model.strip()
+
+
+def model_identity(model: str) -> str:
+    """The model ``model`` names, as the independence check compares it: lowercase, without a
+    provider or organisation prefix (up to the last ``/``: ``openai/gpt-4o`` is ``gpt-4o``)
+    and without a date snapshot or ``latest`` alias at the end (``gpt-4o-2024-08-06``,
+    ``claude-sonnet-4-5-20250929``, ``claude-3-5-sonnet@20240620``, ``llama3:latest``)."""
+    name = model.strip().lower()
+    base = name.rsplit("/", 1)[-1] or name
+    return _MODEL_ALIAS.sub("", base) or base
+
+
 def check_independent(specs: Sequence[Any]) -> None:
     """ConfigError when two LLM voters of a panel ask the same model.
 
     A panel counts independent reviewers: two voters of one model (through one endpoint or two,
     of one provider type or both) share its blind spots and any prompt injection that fools it,
     so counting them as two votes would let one model's opinion reach a threshold meant for
-    several. The model is compared as written, ignoring case and surrounding spaces."""
-    seen: dict[str, tuple[int, str]] = {}
+    several. Models are compared by ``model_identity``; other aliases (a deployment name, a
+    cloud's own model ID) are not recognised."""
+    seen: dict[str, tuple[int, str, str]] = {}
     for i, spec in enumerate(specs):
         if not isinstance(spec, Mapping) or spec.get("type") not in ("openai", "anthropic"):
             continue
-        model = spec.get("model")
-        if not isinstance(model, str) or not model.strip():
-            continue  # refused with its own message when the voters are built
-        key = model.strip().casefold()
+        model = _model(spec, f"policy.panel.voters[{i}] ({spec.get('name')})")
+        key = model_identity(model)
         if key in seen:
-            j, other = seen[key]
+            j, other, other_model = seen[key]
+            written = "" if model == other_model else \
+                f" (written {model[:100]!r} and {other_model[:100]!r})"
             raise ConfigError(
                 f"policy.panel.voters[{i}] ({spec.get('name')}) and policy.panel.voters[{j}] "
-                f"({other}) both ask model {model.strip()[:100]!r}: a panel counts independent "
+                f"({other}) both ask model {key[:100]!r}{written}: a panel counts independent "
                 "reviewers, and two voters of one model would count its opinion twice; give "
                 "one of them a different model, or remove it (and lower threshold and quorum)")
-        seen[key] = (i, str(spec.get("name")))
+        seen[key] = (i, str(spec.get("name")), model)
 
 
 def voters_from_config(specs: Sequence[Mapping[str, Any]], *, secrets: Mapping[str, str],
@@ -108,10 +140,7 @@ def voters_from_config(specs: Sequence[Mapping[str, Any]], *, secrets: Mapping[s
             voters.append(builtin_voter(name, is_allowed))
             continue
         _check_fields(spec, _LLM_FIELDS, where)
-        model = spec.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise ConfigError(f"{where}.model is required: the model name the endpoint "
-                              "serves, e.g. gpt-4o-mini or claude-sonnet-4-5")
+        model = _model(spec, where)
         default_url = (llm.OPENAI_DEFAULT_BASE_URL if kind == "openai"
                        else llm.ANTHROPIC_DEFAULT_BASE_URL)
         insecure = spec.get("allowInsecureHTTP", False)
@@ -145,4 +174,4 @@ def voters_from_config(specs: Sequence[Mapping[str, Any]], *, secrets: Mapping[s
     return voters
 
 
-__all__ = ["VOTER_TYPES", "check_independent", "voters_from_config"]
+__all__ = ["VOTER_TYPES", "check_independent", "model_identity", "voters_from_config"]

@@ -416,7 +416,26 @@ LLM = {"type": "openai", "name": "gpt", "model": "gpt-test", "apiKeySecretKey": 
      "'gpt-test'"),
     ([LLM, {"type": "builtin", "name": "destructive"},
       {**LLM, "type": "anthropic", "name": "claude", "model": " GPT-Test "}],
-     "voters[2] (claude) and policy.panel.voters[0] (gpt) both ask model 'GPT-Test'"),
+     "voters[2] (claude) and policy.panel.voters[0] (gpt) both ask model 'gpt-test' "
+     "(written 'GPT-Test' and 'gpt-test')"),
+    # one model by another name: a provider prefix, a date snapshot, a "latest" alias
+    ([{**LLM, "model": "gpt-4o"}, {**LLM, "name": "gpt-two", "model": "openai/GPT-4o"}],
+     "both ask model 'gpt-4o' (written 'openai/GPT-4o' and 'gpt-4o')"),
+    ([{**LLM, "model": "gpt-4o"}, {**LLM, "name": "gpt-two", "model": "gpt-4o-2024-08-06"}],
+     "both ask model 'gpt-4o'"),
+    ([{**LLM, "model": "claude-sonnet-4-5-20250929"},
+      {**LLM, "name": "claude", "type": "anthropic", "model": "claude-sonnet-4-5"}],
+     "both ask model 'claude-sonnet-4-5'"),
+    ([{**LLM, "model": "vertex/claude-3-5-sonnet@20240620"},
+      {**LLM, "name": "claude", "model": "claude-3-5-sonnet-latest"}],
+     "both ask model 'claude-3-5-sonnet'"),
+    ([{**LLM, "model": "llama3:latest"}, {**LLM, "name": "llama", "model": "llama3"}],
+     "both ask model 'llama3'"),
+    # look-alike letters and invisible characters would let one model pass as two
+    ([{**LLM, "model": "\uff47pt-4o"}], "voters[0] (gpt).model must be the model's ID"),
+    ([{**LLM, "model": "gpt-4o"}, {**LLM, "name": "gpt-two", "model": "gpt\u200b-4o"}],
+     "voters[1] (gpt-two).model must be the model's ID"),
+    ([{**LLM, "model": "gpt 4o"}], "printable ASCII characters without spaces"),
 ])
 def test_voters_from_config_refuses_bad_specs(specs: list[dict[str, object]],
                                               complaint: str) -> None:
@@ -700,17 +719,43 @@ def test_a_policy_with_one_model_twice_is_refused_at_load() -> None:
     assert len(EnvironmentPolicy.from_dict(policy).panel.voters) == 2
 
 
-def test_the_chart_refuses_one_model_twice() -> None:
+@pytest.mark.parametrize(("first", "second"), [
+    ("claude-sonnet-4-5", "Claude-Sonnet-4-5"),
+    ("claude-sonnet-4-5", "anthropic/claude-sonnet-4-5-20250929"),
+    ("claude-3-5-sonnet@20240620", "claude-3-5-sonnet-latest"),
+    ("gpt-4o", "gpt-4o-2024-08-06"),
+    ("claude-sonnet-4-5", "\uff43laude-sonnet-4-5"),  # a fullwidth c
+    ("claude-sonnet-4-5", " claude-sonnet-4-5\u200b"),
+])
+def test_the_chart_refuses_one_model_twice_as_the_operator_does(first: str,
+                                                                 second: str) -> None:
     from support.chart import helm, template_args
 
-    twice = [CHART_LLM_VOTERS[2], {**CHART_LLM_VOTERS[2], "name": "claude-two",
-                                   "model": "Claude-Sonnet-4-5"}]
+    twice = [{**CHART_LLM_VOTERS[2], "model": first},
+             {**CHART_LLM_VOTERS[2], "name": "claude-two", "model": second}]
     values = {"policy.panel.voters": twice, "policy.panel.threshold": 1,
               "policy.panel.quorum": 1}
     result = helm(*template_args("test", values), check=False)
     assert result.returncode != 0, "helm accepted one model twice"
-    assert "policy.panel.voters[1] (claude-two) and policy.panel.voters[0] (claude-reviewer) " \
-           "both ask model" in result.stderr, result.stderr
+    with pytest.raises(ConfigError) as info:
+        voters_from_config(twice, secrets=SECRETS | {"anthropic": "k"}, is_allowed=allow_all)
+    assert info.value.message in " ".join(result.stderr.split()), (info.value.message,
+                                                                  result.stderr)
+
+
+def test_the_chart_and_the_operator_accept_different_models() -> None:
+    from support.chart import find, render
+
+    voters = [{**CHART_LLM_VOTERS[2], "model": model, "name": f"v{i}"} for i, model in
+              enumerate(("claude-sonnet-4-5", "claude-opus-4-1", "gpt-4o", "gpt-4o-mini",
+                         "meta-llama/Llama-3.1-8B-Instruct", "llama3.1:8b"))]
+    values = {"policy.panel.voters": voters, "policy.panel.threshold": 1,
+              "policy.panel.quorum": 1}
+    (cm,) = find(render("test", values), "ConfigMap", "wingman-policy")
+    assert len(cm["data"]["policy.yaml"]) > 0
+    built = voters_from_config(voters, secrets=SECRETS | {"anthropic": "k"},
+                               is_allowed=allow_all)
+    assert len(built) == len(voters)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
