@@ -234,6 +234,9 @@ def parse_answer(text: object) -> Answer:
                   tuple(dict.fromkeys(str(f) for f in flags)))
 
 
+_BLANK = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def _loopback(host: str) -> bool:
     if host.lower() in ("localhost", "localhost."):
         return True
@@ -256,10 +259,13 @@ def validate_base_url(url: object, field: str, *, allow_insecure_http: bool = Fa
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
         parts, port_ok = None, False
+    # a space or control character inside: urlsplit drops tabs and newlines, the HTTP client
+    # refuses them, so every review would fail; the chart refuses them too
     if parts is None or not port_ok or parts.scheme not in ("http", "https") \
-            or not parts.hostname or parts.query or parts.fragment:
-        raise ConfigError(f"{field} must be an http(s) URL with a host and no query or "
-                          f"fragment, such as {OPENAI_DEFAULT_BASE_URL} or "
+            or not parts.hostname or parts.query or parts.fragment \
+            or _BLANK.search(url.strip()):
+        raise ConfigError(f"{field} must be an http(s) URL with a host and no spaces, query "
+                          f"or fragment, such as {OPENAI_DEFAULT_BASE_URL} or "
                           f"{ANTHROPIC_DEFAULT_BASE_URL}; got {shown_url(url)!r}")
     # user:password@ also when the password holds an unencoded '/', '?' or '#': then a ':'
     # comes before the first '/' and an '@' after it (an '@' in a path alone is allowed)

@@ -709,6 +709,45 @@ def test_a_request_too_long_for_a_reviewer_abstains_and_is_not_sent(provider: st
     assert review(make(provider, llm)).verdict is Verdict.APPROVE
 
 
+@pytest.mark.parametrize(("url", "accepted"), [
+    ("http://localhost:8000/v1", True),
+    ("http://localhost.:8000/v1", True),
+    ("http://LOCALHOST/v1", True),
+    ("http://127.0.0.2:8000/v1", True),
+    ("http://[::1]:8000/v1", True),
+    ("http://[0:0:0:0:0:0:0:1]:8000/v1", True),
+    ("http://127.1/v1", False),  # not loopback as written: refused, never guessed
+    ("http://127.0.0.1./v1", False),
+    ("http://127.999.0.1/v1", False),
+    ("http://127.0.0.1.nip.io/v1", False),  # a DNS name, whatever it resolves to
+    ("http://localhost.evil.example/v1", False),
+    ("http://[::ffff:127.0.0.1]/v1", False),
+    ("http://2130706433/v1", False),
+])
+def test_the_chart_and_the_operator_agree_on_what_loopback_is(url: str, accepted: bool) -> None:
+    from support.chart import helm, template_args
+
+    voter = {**CHART_LLM_VOTERS[1], "baseURL": url, "allowInsecureHTTP": False}
+    values = {"policy.panel.voters": [voter], "policy.panel.threshold": 1,
+              "policy.panel.quorum": 1}
+    result = helm(*template_args("test", values), check=False)
+    assert (result.returncode == 0) is accepted, result.stderr
+    if accepted:
+        voters_from_config([voter], secrets=SECRETS, is_allowed=allow_all)
+    else:
+        assert "plain http:// to a host other than loopback" in result.stderr, result.stderr
+        with pytest.raises(ConfigError, match="which is not loopback"):
+            voters_from_config([voter], secrets=SECRETS, is_allowed=allow_all)
+
+
+@pytest.mark.parametrize("url", ["http://local\thost:8000/v1", "https://api.example/\nv1",
+                                 "https://api.example/v 1", "https://api.exa\x00mple/v1"])
+def test_a_base_url_with_a_space_or_control_character_is_refused_at_load(url: str) -> None:
+    # the HTTP client refuses such a URL, so every review would fail; the chart refuses it too
+    with pytest.raises(ConfigError, match="baseURL must be an http"):
+        voters_from_config([{**LLM, "baseURL": url}], secrets=SECRETS, is_allowed=allow_all)
+
+
 def test_a_policy_with_one_model_twice_is_refused_at_load() -> None:
     policy = {"environment": "prd", "panel": {"threshold": 2, "quorum": 2, "voters": [
         LLM, {**LLM, "name": "gpt-backup"}]}}
