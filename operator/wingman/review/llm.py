@@ -12,9 +12,9 @@ turned into a vote:
 - The answer must be exactly one JSON object (optionally inside a single ```json fence) with the
   keys ``verdict`` (approve|reject|abstain), ``risk`` (low|medium|high|critical), ``rationale``
   (string) and ``flags`` (list of names: a letter, then letters, digits, ``-`` or ``_``; never
-  ``PreviewFinding``, which only Wingman sets): nothing more, nothing less. Anything else
-  (duplicate keys, NaN, a number too long to read, a verdict in another case) is an abstention
-  with error ``MalformedOutput``.
+  ``PreviewFinding`` in any case or with ``-``/``_``, which only Wingman sets): nothing more,
+  nothing less. Anything else (duplicate keys, NaN, a number too long to read, a verdict in
+  another case) is an abstention with error ``MalformedOutput``.
 - HTTP: redirects are not followed (``Redirected``: a 3xx to another host would carry the key
   and the request), a response is read uncompressed and at most ``MAX_RESPONSE_BYTES``
   (``ResponseTooLarge``, ``ResponseRefused``), the voter's ``timeoutSeconds`` bounds the whole
@@ -122,8 +122,14 @@ _FENCE = re.compile(r"```(?:json|JSON)?[ \t]*\r?\n(?P<body>.*?)\r?\n?[ \t]*```",
 #: A flag is a name (CamelCase, as the system prompt asks), never free text: flags are shown to
 #: approvers in chat and the CLI, where markup (``<!channel>``, ``*``, links) must not reach.
 _FLAG = re.compile(rf"[A-Za-z][A-Za-z0-9_-]{{0,{MAX_FLAG_CHARS - 1}}}", re.ASCII)
-#: Flags only Wingman's deterministic code sets: a model claiming one is malformed.
+#: Flags only Wingman's deterministic code sets: a model claiming one is malformed, however it
+#: spells it (``previewfinding``, ``Preview-Finding``, ``PREVIEW_FINDING`` read alike in chat).
 RESERVED_FLAGS = frozenset({PREVIEW_FINDING})
+_RESERVED = frozenset(f.casefold() for f in RESERVED_FLAGS)
+
+
+def _flag_key(flag: str) -> str:
+    return flag.replace("-", "").replace("_", "").casefold()
 
 
 class MalformedOutputError(ValueError):
@@ -227,7 +233,7 @@ def parse_answer(text: object) -> Answer:
             raise MalformedOutputError(
                 f"each flag must be a name of 1 to {MAX_FLAG_CHARS} letters, digits, '-' or "
                 "'_' that starts with a letter, such as Destructive")
-        if flag in RESERVED_FLAGS:
+        if _flag_key(flag) in _RESERVED:
             raise MalformedOutputError(
                 f"flag {flag} is one only Wingman sets (from the preview), not a reviewer")
     return Answer(Verdict(verdict), Risk(risk), rationale,

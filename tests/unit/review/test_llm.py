@@ -663,7 +663,9 @@ def test_a_malformed_answer_says_what_is_wrong_with_it(answer: str, complaint: s
 
 
 @pytest.mark.parametrize("flags", [["<!channel>"], ["*Approved*"], ["Ok Flag"], ["\u202eX"],
-                                   ["PreviewFinding"], ["9Lives"], ["A" * 65]])
+                                   ["PreviewFinding"], ["previewfinding"],
+                                   ["Preview-Finding"], ["PREVIEW_FINDING"], ["9Lives"],
+                                   ["A" * 65]])
 def test_flags_are_names_never_markup_nor_wingmans_own(flags: list[str]) -> None:
     answer = json.dumps({"verdict": "reject", "risk": "high", "rationale": "r", "flags": flags})
     with pytest.raises(MalformedOutputError):
