@@ -715,6 +715,8 @@ def test_a_request_too_long_for_a_reviewer_abstains_and_is_not_sent(provider: st
     ("http://localhost:8000/v1", True),
     ("http://localhost.:8000/v1", True),
     ("http://LOCALHOST/v1", True),
+    ("HTTP://LOCALHOST/v1", True),  # a scheme in capitals is still http
+    ("HTTP://10.0.0.7/v1", False),
     ("http://127.0.0.2:8000/v1", True),
     ("http://[::1]:8000/v1", True),
     ("http://[0:0:0:0:0:0:0:1]:8000/v1", True),
