@@ -366,14 +366,19 @@ def _failures(provider: str) -> _Failures:
                      sdk.APIConnectionError, sdk.APIResponseValidationError)
 
 
-def http_client(timeout: float) -> Any:
+def http_client(timeout: float, base_url: str = "") -> Any:
     """The HTTP client of one review: redirects are not followed (a 3xx to another host would
     carry the API key in ``x-api-key`` and the request text along), the response is read at
     most ``MAX_RESPONSE_BYTES`` and uncompressed (a small gzip body may inflate to gigabytes).
     Proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``) and ``SSL_CERT_FILE`` apply as
-    for any client the SDK opens."""
+    for any client the SDK opens, except to a plain ``http://`` loopback endpoint: that is
+    allowed without ``allowInsecureHTTP`` because it never leaves the pod, and ``HTTP_PROXY``
+    would carry its API key across the network in clear text (and reach the proxy's own
+    loopback, not this pod's)."""
+    parts = urllib.parse.urlsplit(base_url)
+    local_http = parts.scheme == "http" and _loopback(parts.hostname or "")
     return _capped_client()(timeout=timeout, follow_redirects=False,
-                            headers={"Accept-Encoding": "identity"})
+                            headers={"Accept-Encoding": "identity"}, trust_env=not local_http)
 
 
 @functools.cache
@@ -570,7 +575,9 @@ class OpenAIVoter(_LLMVoter):
 
         async with openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url,
                                       max_retries=0, timeout=self.timeout_seconds,
-                                      http_client=http_client(self.timeout_seconds)) as client:
+                                      http_client=http_client(self.timeout_seconds,
+                                                              self.base_url),
+                                      ) as client:
             completion = await client.chat.completions.create(
                 model=self.model,
                 messages=[{"role": "system", "content": system},
@@ -600,7 +607,8 @@ class AnthropicVoter(_LLMVoter):
 
         async with anthropic.AsyncAnthropic(api_key=self._api_key, base_url=self.base_url,
                                             max_retries=0, timeout=self.timeout_seconds,
-                                            http_client=http_client(self.timeout_seconds)
+                                            http_client=http_client(self.timeout_seconds,
+                                                                    self.base_url),
                                             ) as client:
             message = await client.messages.create(
                 model=self.model,

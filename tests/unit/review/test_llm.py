@@ -594,6 +594,21 @@ def test_an_at_in_a_base_url_path_alone_is_no_credential() -> None:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_plain_http_loopback_endpoint_is_never_reached_through_a_proxy(
+        provider: str, llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    # plain http to loopback needs no allowInsecureHTTP because it stays in the pod; through
+    # HTTP_PROXY the API key would cross the network in clear text
+    with fake_llm() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("http_proxy", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        # the endpoint answered (it checks the key), the proxy saw nothing
+        assert review(make(provider, llm)).verdict is Verdict.APPROVE
+        assert proxy.requests == []
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_redirect_is_not_followed_so_key_and_request_stay_with_the_endpoint(
         provider: str, llm: FakeLLM) -> None:
     with fake_llm() as elsewhere:
