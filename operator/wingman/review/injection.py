@@ -38,7 +38,9 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
     r"\b(assistant|user|system)\s*:", r"<\s*/?\s*(system|instructions?|prompt|im_start|im_end)",
     r"\[/?INST\]",
     r"<\s*\|[^|<>\s]{1,40}\|\s*>",  # a chat template's special tokens: <|im_start|>, <|eot_id|>
-    r"\bhuman\s*:",  # a turn in Anthropic's prompt format
+    # a turn in Anthropic's prompt format, as written there: "a human: the on-call SRE" in
+    # honest prose is not one (and would reject the request)
+    r"\b(?-i:Human|HUMAN)\s*:",
     r"untrusted request (begin|end)",  # the words of Wingman's data delimiters, however written
     r"\bjailbreak\b", r"\bdeveloper mode\b", r"\boverride\b.*\b(policy|rules)\b",
     r"\brisk\b\s*[:=]\s*\"?low",
@@ -49,7 +51,7 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
 #: Patterns that ordinary object YAML matches (``system:serviceaccount:...`` subjects, a
 #: ``user:`` key, a CA bundle): not applied to the preview's text, which is target state.
 _YAML_PRONE = frozenset({r"\bsystem\s*(prompt|message)?\s*:", r"\b(assistant|user|system)\s*:",
-                         r"\bhuman\s*:", r"[A-Za-z0-9+/]{80,}={0,2}"})
+                         r"\b(?-i:Human|HUMAN)\s*:", r"[A-Za-z0-9+/]{80,}={0,2}"})
 
 
 _SPACE = re.compile(r"\s+")
