@@ -328,7 +328,7 @@ class ChatService:
         if saving is not None and saving == self.step_up.stored():
             self.step_up.changed = False
 
-    async def _verify_step_up(self, user: str, code: str) -> None:
+    async def _verify_step_up(self, user: str, code: str) -> bool:
         """The step-up check, written ahead: before a code is checked, the state ConfigMap is
         written with that code counted as wrong (``StepUp.begin``; the fifth in a row as a
         lockout), and only once that write succeeded is the code checked; its outcome is
@@ -339,7 +339,8 @@ class ChatService:
         it still fail, the code is refused unchecked (``StepUpUnavailable``), and so is every
         code until a save succeeds (tried again with each code and each sync). A failed write
         of the outcome changes no answer (a right code is not refused for it): the state then
-        holds the stricter count until the next save. Codes sent at the same time are checked
+        holds the stricter count until the next save, and False is returned (True once the
+        outcome is written) so that the person is told. Codes sent at the same time are checked
         one after the other (``_step_up_lock``): none is taken while an earlier one is being
         written."""
         async with self._step_up_lock:
@@ -358,12 +359,13 @@ class ChatService:
                              "wrong ones before), so it takes no code until it can: your code "
                              "was not checked and nothing was decided; try again shortly, or "
                              "decide with kubectl wingman")
+            saved = False
             try:
                 self.step_up.verify(user, code)
             finally:
                 self.step_up.end(user)
-                if self.step_up.changed:
-                    await self._save_step_up()
+                saved = not self.step_up.changed or await self._save_step_up()
+            return saved
 
     async def _save_step_up(self) -> bool:
         """Save the state (the wrong codes) with up to ``SAVE_TRIES`` tries, a new one only
@@ -731,8 +733,7 @@ class ChatService:
         why = text.refusal("the reason", reason[:1000], one_line=False)
         if why is not None:  # what the client and the API server refuse: say so, write nothing
             raise refuse("ForbiddenCharacter", why)
-        if self.config.step_up:
-            await self._verify_step_up(person.user, code)
+        unsaved = self.config.step_up and not await self._verify_step_up(person.user, code)
         verdict = "Approve" if verb == "approve" else "Reject"
         subject = _subject(self.cluster.namespace, v.name, v.uid)
         data = {"channel": channel, "chatUser": chat_user, "verdict": verdict,
@@ -755,7 +756,14 @@ class ChatService:
         await self._audit_quietly("ChatDecisionRecorded", person.user, subject, data)
         self.metrics.decisions.labels(self.env, channel, verdict).inc()
         self.poke()
-        return Reply((T(f"{verdict} recorded on "), C(v.name), T(" as "), C(person.user)))
+        said: tuple[Segment, ...] = (T(f"{verdict} recorded on "), C(v.name), T(" as "),
+                                     C(person.user))
+        if unsaved:  # the state still counts the right code as a wrong one: say so
+            said += (T(". Your one-time code was right, but Wingman's chat service could not "
+                       "yet write that to its state ConfigMap: should it restart before it "
+                       "can, that code counts as a wrong one (with wrong ones before it, a "
+                       "lockout)"),)
+        return Reply(said)
 
     async def _exec(self, channel: str, chat_user: str, person: ChatPerson, name: str,
                     command: str, sent_at: dt.datetime | None) -> Reply:

@@ -602,6 +602,49 @@ def test_a_code_is_written_ahead_as_wrong_or_not_checked(tmp_path: Path) -> None
     assert "stepUp" not in cluster.saved
 
 
+class _DecidingFailingSaves(_DecidingCluster):
+    """The deciding cluster whose saves fail while ``failing`` (> 0: that many more)."""
+
+    failing = 0
+
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
+        if self.failing:
+            self.failing -= 1
+            raise Unavailable("the API server did not answer")
+        super().save_state(state)
+
+
+def test_a_right_code_whose_outcome_cannot_be_written_decides_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write-ahead landed, the code is right, but writing that it was right fails: the
+    decision stands, the state keeps the code as a wrong one, and the person is told so (a
+    restart before the next save counts it, which may lock them out), not left to wonder."""
+    monkeypatch.setattr(service_module, "SAVE_RETRY_SECONDS", 0.0)
+    cluster = _DecidingFailingSaves(world.request("web", 1))
+    cluster.saved = {"horizon": HORIZON, "requests": {}}
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    svc.config = ChatConfig(environment="prd", people=(world.BOB,), step_up=True)
+    at = [T0]
+    svc.step_up = StepUp({"bob": SECRET}, clock=lambda: at[0], started=T0 - 600)
+    svc.step_up.write_ahead = True
+    verify = svc.step_up.verify
+
+    def then_saves_fail(user: str, code: str) -> None:
+        assert cluster.saved["stepUp"] == {"bob": {"failures": 1}}  # written ahead
+        cluster.failing = service_module.SAVE_TRIES  # the outcome is not written
+        verify(user, code)
+    svc.step_up.verify = then_saves_fail  # type: ignore[method-assign]
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "approve", name="web",
+                                code=_right(at[0])))
+    assert reply.ok, reply.plain
+    assert [d["by"] for d in cluster.objs[0]["spec"]["decisions"]] == ["bob"]
+    assert "Approve recorded" in reply.plain
+    assert "could not yet write" in reply.plain and "counts as a wrong one" in reply.plain
+    assert cluster.saved["stepUp"] == {"bob": {"failures": 1}}  # the stricter count kept
+    assert svc.step_up.stored() == {}  # memory knows it was right: the next save clears it
+
+
 class _Stopped(BaseException):
     """The process stops (killed, out of memory, a rollout): nothing after it runs."""
 
