@@ -88,6 +88,11 @@ SAVE_RETRY_BUDGET_SECONDS = 3.0
 #: How long a button pressed on a card still being posted waits for the post to end (the
 #: chat shows a message before its sender has the answer with the message's id).
 POSTING_WAIT_SECONDS = 10.0
+#: An old copy of a card is turned into an out-of-date note at most once in this many
+#: seconds, however often its buttons are pressed: a copy whose edit fails (the chat's rate
+#: limit) is not edited again with every press, which would use up the chat's budget for
+#: edits that the current cards need.
+RETIRE_SECONDS = 60.0
 
 
 class ChannelError(WingmanError):

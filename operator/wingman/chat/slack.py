@@ -57,6 +57,7 @@ from wingman.chat import render
 from wingman.chat.guard import Refusal, ReplayGuard, refuse
 from wingman.chat.render import Notice, RequestView
 from wingman.chat.service import (
+    RETIRE_SECONDS,
     CardGone,
     ChannelError,
     ChatService,
@@ -109,6 +110,7 @@ class SlackChannel:
         self.environment = environment
         self.service = service
         self.replays = ReplayGuard(ttl=600)
+        self.retired = ReplayGuard(ttl=RETIRE_SECONDS)  # old copies edited, by message
         #: when this process started (epoch seconds): requests signed before are refused
         self.started = time.time() if started is None else started
         self._users: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -294,7 +296,8 @@ class SlackChannel:
             ts = str(_obj(payload.get("container")).get("message_ts") or
                      _obj(payload.get("message")).get("ts") or "")
             if ref is None or ref.get("ts") != ts or ref.get("channel") != channel:
-                if ref is not None and ts:  # a copy (a post given up on, arrived all the same)
+                if ref is not None and ts and not self.retired.seen(f"{channel}:{ts}"):
+                    # a copy (a post given up on, arrived all the same)
                     await self._retire(channel, ts, ref, self.service.request_name(button.uid))
                 raise refuse("StaleButton", "this is not the request's current message: use "
                              "the latest one")
@@ -327,7 +330,8 @@ class SlackChannel:
         """Make the message ``ts``, a card of a request whose current card is ``ref`` (a copy
         posted when a post was given up on but arrived all the same), say so, without its
         buttons, linking to the current card (``chat.getPermalink``; without the link when
-        Slack does not give it). A failure is logged: the press is refused all the same."""
+        Slack does not give it). A failure is logged: the press is refused all the same. Tried
+        at most once per ``RETIRE_SECONDS`` for one message (``retired``)."""
         link: dict[str, Any] = {"type": "text", "text": "current card"}
         try:
             got = await self._call("chat.getPermalink", self.client.chat_getPermalink,

@@ -55,6 +55,7 @@ from wingman.chat import render
 from wingman.chat.guard import ButtonSigner, Refusal, ReplayGuard, refuse
 from wingman.chat.render import Notice, RequestView
 from wingman.chat.service import (
+    RETIRE_SECONDS,
     CardGone,
     ChannelError,
     ChatService,
@@ -173,6 +174,7 @@ class TelegramChannel:
         self.signer = ButtonSigner(token, self.name, environment)
         self.service = service
         self.replays = ReplayGuard()
+        self.retired = ReplayGuard(ttl=RETIRE_SECONDS)  # old copies edited, by message
         self._ready = False
         self.username = ""
 
@@ -255,7 +257,8 @@ class TelegramChannel:
         """Make the message ``msg``, a card of a request whose current card is ``ref`` (a copy
         posted when a post was given up on but arrived all the same), say so, without its
         buttons, linking to the current card where Telegram has links to messages
-        (supergroups). A failure is logged: the press is refused all the same."""
+        (supergroups). A failure is logged: the press is refused all the same. Tried at most
+        once per ``RETIRE_SECONDS`` for one message (``retired``)."""
         parts: list[Segment] = [T("⚠️ Out of date: this is an old copy of the card of request "),
                                 Segment(name or "?", code=True),
                                 T(". Its buttons do nothing: use the current card")]
@@ -432,7 +435,8 @@ class TelegramChannel:
             button = self.signer.check(cq.data or "")
             ref = await self.service.current_ref(button.uid, self.name)
             if ref is None or ref.get("message") != msg.message_id:
-                if ref is not None:  # a copy (a post given up on that arrived all the same)
+                if ref is not None and not self.retired.seen(f"{msg.chat.id}:{msg.message_id}"):
+                    # a copy (a post given up on that arrived all the same)
                     await self._retire(msg, ref, self.service.request_name(button.uid))
                 raise refuse("StaleButton", "this is not the request's current message: use "
                              "the latest one, or /pending")

@@ -318,6 +318,43 @@ def test_a_press_on_an_old_copy_of_a_card_retires_the_copy(tmp_path: Path) -> No
     run(tmp_path, request("copied", 1), body=body)
 
 
+def test_presses_on_an_old_copy_whose_edit_is_rate_limited_edit_it_once(
+        tmp_path: Path) -> None:
+    """Slack rate-limits the edit that would retire an old copy (429, ratelimited): further
+    presses on that copy are refused as stale without editing it again, so that they do not
+    spend the budget for chat.update that the current cards need."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.refresh()
+        v = svc.find(name="copied")
+        await svc.channels[0].post_card(v)  # the post given up on, arrived all the same
+        await svc.sync()
+        current = svc.card_ref(v.uid, "slack")
+        assert current is not None
+        [(ts, card)] = [(t, c) for t, c in fake.cards(CHANNEL) if t != current["ts"]]
+        [actions] = [b for b in card["blocks"] if b["type"] == "actions"]
+        fake.glitch_paths = ("/chat.update",)
+        fake.glitches = [(429, b'{"ok": false, "error": "ratelimited"}')] * 3
+        async with ClientSession() as http:
+            for n in range(3):
+                press = {"type": "block_actions", "user": {"id": "U0BOB"},
+                         "team": {"id": TEAM}, "channel": {"id": CHANNEL},
+                         "trigger_id": f"trig-{n}",
+                         "container": {"type": "message", "message_ts": ts,
+                                       "channel_id": CHANNEL},
+                         "actions": [{"action_id": "wingman_approve",
+                                      "value": actions["elements"][0]["value"]}]}
+                data = urlencode({"payload": json.dumps(press)}).encode()
+                async with http.post(f"{url}/slack/interactive", data=data,
+                                     headers=signed(data)) as resp:
+                    assert resp.status == 200
+        assert fake.views == []
+        assert json.dumps(fake.ephemeral).count("StaleButton") == 3
+        assert len(fake.glitches) == 2  # one edit tried, not one per press
+        assert dict(fake.cards(CHANNEL))[ts] == card  # the copy as it was
+
+    run(tmp_path, request("copied", 1), body=body)
+
+
 def test_a_signed_payload_of_the_wrong_shape_is_refused_never_a_500(tmp_path: Path) -> None:
     # signed, so it passed the first check: every part of it is still only input
     bob = {"id": "U0BOB"}

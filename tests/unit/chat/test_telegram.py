@@ -341,6 +341,36 @@ def test_a_press_on_an_old_copy_of_a_card_retires_the_copy(tmp_path: Path) -> No
     run(tmp_path, request("copied", 1), body=body)
 
 
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+def test_presses_on_an_old_copy_whose_edit_is_rate_limited_edit_it_once(
+        tmp_path: Path) -> None:
+    """Telegram rate-limits the edit that would retire an old copy (429, retry_after): further
+    presses on that copy are refused as stale without editing it again, so that they do not
+    spend the chat's budget for edits (and prolong the wait) that the current cards need."""
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.refresh()
+        v = svc.find(name="copied")
+        await channel.post_card(v)  # the post given up on, arrived all the same
+        await svc.sync()
+        current = svc.card_ref(v.uid, "telegram")
+        assert current is not None
+        (copy,) = [m for m in fake.sent_to(CHAT) if m["id"] != current["message"]]
+        limited = json.dumps({"ok": False, "error_code": 429, "description": "Too Many "
+                              "Requests: retry after 30", "parameters": {"retry_after": 30}}
+                             ).encode()
+        fake.glitch_paths = ("/editMessageText",)
+        fake.glitches = [(429, limited)] * 3
+        data = fake.buttons(CHAT, copy["id"])[0]
+        presses = [fake.press(FakeTelegram.user(111), CHAT, copy["id"], data) for _ in range(3)]
+        for update in await channel.bot.get_updates(timeout=0):
+            await channel.handle(update)
+        assert all("StaleButton" in fake.answers[cid]["text"] for cid in presses)
+        assert len(fake.glitches) == 2  # one edit tried, not one per press
+        assert fake.buttons(CHAT, copy["id"])[0] == data  # the copy as it was
+
+    run(tmp_path, request("copied", 1), body=body)
+
+
 def test_a_card_telegram_answers_slowly_is_posted_once(tmp_path: Path) -> None:
     """A card Telegram takes longer than the library's default 5 s to confirm has been posted
     all the same: the channel waits for the answer (as long as Slack's client), where giving up
