@@ -270,7 +270,9 @@ def visible(text: str, *, keep_newlines: bool = False, ascii_only: bool = False
                 or (cat in ("Mn", "Me") and not 0 <= marks < MAX_MARKS):
             out.append(f"\\u{{{ord(ch):04X}}}")
             changed = True
-            marks = 0  # the next mark would sit on the escape's "}"
+            # the rest of a run of marks too (else they would stack on the escape's "}");
+            # after an escaped character that is not a mark, the next one sits on that "}"
+            marks = MAX_MARKS if cat in ("Mn", "Me") else 0
         else:
             out.append(ch)
             marks = marks + 1 if cat in ("Mn", "Me") else 0

@@ -123,6 +123,16 @@ def test_stacked_accents_cannot_draw_over_wingman_s_own_lines() -> None:
     assert render.visible(prose) == (prose, False)
 
 
+def test_a_run_of_stacked_accents_is_shown_as_code_points_from_the_fourth_on() -> None:
+    """Beyond three accents on a character, the rest of the run is shown as code points:
+    none of it is stacked on the escapes' own ``}`` instead (Zalgo text drawn in smaller
+    heaps, and escapes that read as accented)."""
+    shown, changed = render.visible("Z" + "\u0301" * 10 + " ok")
+    assert changed and shown == "Z" + "\u0301" * 3 + "\\u{0301}" * 7 + " ok"
+    assert render.visible("\u0301\u0302x\u0303")[0] == "\\u{0301}\\u{0302}x\u0303"
+    assert render.visible("ok \u200b\u0301")[0] == "ok \\u{200B}\u0301"  # one, on the }
+
+
 def test_buttons_die_when_decided_or_expired_and_a_timeout_is_not_a_rejection() -> None:
     approved = render.view(request(phase="Approved", conditions=[
         {"type": "Approved", "status": "True", "reason": "ApprovedByHumans"}],
