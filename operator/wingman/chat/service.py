@@ -877,7 +877,8 @@ class ChatService:
         parts += [T("\nCommand: "), C(command)]
         if lookalike:
             parts += [T(" (⚠ invisible or non-ASCII characters shown as \\u{…}: the gateway "
-                        "runs only plain ASCII commands)")]
+                        "runs only plain ASCII commands; a \\u{005C} is a backslash the "
+                        "command writes before u{)")]
         if status.output:
             tail = "\n".join(status.output[-1500:].split("\n")[-OUTPUT_LINES:])
             parts += [T("\nOutput (its end):\n"), C(tail, lines=OUTPUT_LINES)]

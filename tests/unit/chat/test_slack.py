@@ -760,6 +760,23 @@ def test_status_shows_a_look_alike_in_a_grant_s_command_as_its_code_point(
     run(tmp_path, body=body)
 
 
+def test_status_says_what_a_backslash_shown_as_its_code_point_is(tmp_path: Path) -> None:
+    """A grant's command that spells out ``\\u{41}`` itself: ``status`` shows its backslash as
+    ``\\u{005C}``, as the card does, and says so, as the card does, rather than leaving the
+    person to believe the plain ASCII command holds other characters."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        cluster = _Granted()
+        cluster.command = "kubectl exec web -n apps -- node -e 'console.log(\"\\u{41}\")'"
+        svc.cluster = cluster  # type: ignore[assignment]
+        reply = await svc.act("slack", "U0BOB", BOB, "status", name="web-0123456789")
+        shown = [(s.text, s.code) for s in reply.segments]
+        assert ("kubectl exec web -n apps -- node -e 'console.log(\"\\u{005C}u{41}\")'",
+                True) in shown
+        assert "a \\u{005C} is a backslash the command writes before u{" in reply.plain
+
+    run(tmp_path, body=body)
+
+
 def test_a_look_alike_character_in_a_command_is_shown_as_its_code_point(tmp_path: Path) -> None:
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         await svc.sync()
