@@ -665,12 +665,16 @@ def notices(v: RequestView, now: dt.datetime, warn_minutes: int) -> list[Notice]
     for g in v.grants:
         if g.phase in FINAL_GRANT:
             code = f" with exit code {g.exit_code}" if g.exit_code is not None else ""
-            cmd, _ = visible(g.command, ascii_only=True)
+            cmd, flagged = visible(g.command, ascii_only=True)
             parts = [_own("Grant "), _name(g.name), _own(" of request "), _name(v.name),
                      _own(f": {g.phase}{code}")]
             if g.reason:
                 parts += [_own(" ("), _theirs(g.reason, 200), _own(")")]
             parts += [_own(". Command: "), (cmd, True)]
+            if flagged:  # as the card says it
+                parts += [_own(" (⚠ invisible or non-ASCII characters shown as \\u{…}: the "
+                               "gateway runs only plain ASCII commands; a \\u{005C} is a "
+                               "backslash the command writes before u{)")]
             out.append(Notice(f"grant:{g.name}:{g.phase}", "requester",
                               f"grant.{g.phase.lower()}", tuple(parts)))
     return out

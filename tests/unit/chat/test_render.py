@@ -164,6 +164,24 @@ def test_grant_results_are_reported_with_exit_code() -> None:
     assert "Failed with exit code 3 (CommandFailed)" in keys["grant:req-1-abc:Failed"]
 
 
+def test_a_grant_notice_flags_a_command_shown_with_code_points() -> None:
+    """A grant's notice shows its command as the card does (a look-alike, a Cyrillic e, as
+    ``\\u{0435}``) and says so as the card does: not as a command of other characters."""
+    grant = {"metadata": {"name": "req-1-abc"},
+             "spec": {"approvalRef": {"name": "req-1"}, "command": "kubectl get pods w\u0435b"},
+             "status": {"phase": "Succeeded", "exitCode": 0}}
+    plain = {"metadata": {"name": "req-1-def"},
+             "spec": {"approvalRef": {"name": "req-1"}, "command": "kubectl get pods web"},
+             "status": {"phase": "Succeeded", "exitCode": 0}}
+    v = render.view(request(phase="Approved", conditions=[
+        {"type": "Approved", "status": "True", "reason": "ApprovedByHumans"}]),
+        [grant, plain], NOW)
+    keys = {n.key: n.text for n in render.notices(v, NOW, 15)}
+    flagged = keys["grant:req-1-abc:Succeeded"]
+    assert "kubectl get pods w\\u{0435}b" in flagged and "non-ASCII" in flagged
+    assert "non-ASCII" not in keys["grant:req-1-def:Succeeded"]
+
+
 PREVIEW = {"phase": "Completed",
            "summary": {"objects": 1, "kinds": ["Deployment"], "namespaces": ["apps"],
                        "findings": 1},
