@@ -1072,6 +1072,16 @@ def _bounded_protocol(limits: McpHttpSettings) -> type[Any]:
                 self._head_since = self.loop.time()  # the next request begins
             super().data_received(data)
 
+        def on_response_complete(self) -> None:
+            # an answer is complete: the connection is idle from now, not still waiting for
+            # the headers of the request just answered (a request served between two checks
+            # is never seen by them: its clock ran on, and closed a busy connection)
+            self._head_since, self._idle_since = None, self.loop.time()
+            super().on_response_complete()  # may start a pipelined request's cycle
+            if ((self.cycle is None or self.cycle.response_complete)
+                    and self.conn.trailing_data[0]):
+                self._head_since = self.loop.time()  # part of the next request came already
+
         def pause_writing(self) -> None:
             super().pause_writing()
             self._stalled_since = self.loop.time()

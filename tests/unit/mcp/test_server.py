@@ -733,6 +733,42 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> 
             assert idle <= time.monotonic() - answered < idle + 2.5
 
 
+def _whole_answer(conn: socket.socket) -> bytes:
+    """The head of the next answer on ``conn``, its body (``Content-Length``) read past; b""
+    when the connection was closed before an answer came."""
+    head, _, body = _answer_head(conn).partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 "):
+        return b""
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length and (chunk := conn.recv(65536)):
+        body += chunk
+    return head
+
+
+def test_a_connection_that_keeps_sending_requests_is_not_closed_as_idle(
+        tmp_path: Path) -> None:
+    # the deadline on a request's headers ran on past its answer when no check fell while it
+    # was served (a fast one): a client sending a request every half second had its
+    # connection closed between two of them some 10 s after the first, whatever the idle
+    # timeout, and a request sent as it closed went unanswered
+    import time
+
+    with _serving_http(tmp_path, more=("--idle-timeout-seconds", "60")) as port, \
+            socket.create_connection(("127.0.0.1", port)) as conn:
+        started, answered = time.monotonic(), 0
+        while time.monotonic() - started < mcp_server.HEAD_SECONDS + 5:
+            conn.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            head = _whole_answer(conn)
+            assert head.startswith(b"HTTP/1.1 "), (
+                f"closed after {answered} answers, {time.monotonic() - started:.1f} s")
+            answered += 1
+            time.sleep(0.5)
+        time.sleep(mcp_server.HEAD_SECONDS)  # idle for less than the idle timeout: kept
+        conn.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert _whole_answer(conn).startswith(b"HTTP/1.1 "), "closed before the idle timeout"
+
+
 def test_a_connection_whose_request_headers_never_end_is_closed(tmp_path: Path) -> None:
     # the bearer check needs the headers: without a deadline on them, anyone who reaches the
     # port could hold connections open with a few bytes each until descriptors run out
