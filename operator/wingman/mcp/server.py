@@ -993,6 +993,14 @@ HEAD_SECONDS = 10.0
 STALL_SECONDS = 30.0
 #: Seconds a client refused for ``--max-connections`` is told to wait (``Retry-After``).
 RETRY_AFTER_SECONDS = 1
+#: Seconds a connection refused for ``--max-connections`` is kept after its 503 (and the end
+#: of what it is sent), reading and dropping what the client sends, unless the client closes
+#: it first: closed at once, a request it had sent would lie unread, and the kernel then
+#: resets the connection, so that most clients see "connection reset", not the 503. They are
+#: not counted among the connections served; at most ``max_connections`` of them, or
+#: ``REFUSED_LINGER_LEAST`` if more, linger at once (more: closed at once, in a flood).
+REFUSED_LINGER_SECONDS = 1.0
+REFUSED_LINGER_LEAST = 100
 #: Seconds between two log records about refused connections (a flood of them is counted in
 #: the next record, not logged one by one).
 REFUSAL_LOG_SECONDS = 10.0
@@ -1034,11 +1042,12 @@ def _bounded_protocol(limits: McpHttpSettings) -> type[Any]:
     ``HEAD_SECONDS`` for a request's headers.
 
     A connection beyond the limit is answered 503 with ``Retry-After`` as soon as it opens,
-    and closed (``_Refusals`` logs it): held open until its request came, each would keep a
-    file descriptor, and enough of them (from one client or many) the process's last one. An
-    idle connection (nothing of a request sent since it opened, or since the previous answer)
-    is closed after the idle timeout: uvicorn times out only one idle after a response
-    (``timeout_keep_alive``, set to the same), not one that never sent a byte.
+    and closed once the client has closed it or after ``REFUSED_LINGER_SECONDS`` (``_Refusals``
+    logs it): held open until its request came, each would keep a file descriptor, and enough
+    of them (from one client or many) the process's last one. An idle connection (nothing of
+    a request sent since it opened, or since the previous answer) is closed after the idle
+    timeout: uvicorn times out only one idle after a response (``timeout_keep_alive``, set to
+    the same), not one that never sent a byte.
 
     Nor does uvicorn time out one whose request headers never end: anyone who reaches the port
     could hold connections open with a few bytes each (the bearer check needs the headers, so
@@ -1051,23 +1060,37 @@ def _bounded_protocol(limits: McpHttpSettings) -> type[Any]:
 
     refusals = _Refusals(limits.max_connections)
     busy = _busy_response(limits.max_connections)
+    lingering: set[Any] = set()  # the refused connections kept ``REFUSED_LINGER_SECONDS``
 
     class Bounded(H11Protocol):
         _idle_since: float | None = None  # since when nothing of a request was sent
         _head_since: float | None = None  # since a request's first byte, until it is answered
         _stalled_since: float | None = None  # since when writes wait for the client to read
+        _refused = False  # answered 503 as it opened: what it sends is read and dropped
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)  # counted in self.connections (all of them)
-            if len(self.connections) > limits.max_connections:
-                transport.write(busy)
-                transport.close()
+            if len(self.connections) - len(lingering) > limits.max_connections:
+                self._refused = True
                 refusals.refused(self.loop.time())
+                transport.write(busy)
+                if len(lingering) >= max(limits.max_connections, REFUSED_LINGER_LEAST):
+                    transport.close()  # a flood: no more descriptors held for it
+                    return
+                lingering.add(self)
+                transport.write_eof()  # the 503, then the end of what it is sent
+                self.loop.call_later(REFUSED_LINGER_SECONDS, transport.close)
                 return
             self._idle_since = self.loop.time()
             self.loop.call_later(1.0, self._check_head)
 
+        def connection_lost(self, exc: Exception | None) -> None:
+            lingering.discard(self)
+            super().connection_lost(exc)
+
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # read (a close with it unread would reset the connection) and dropped
             if self._head_since is None and (self.cycle is None or self.cycle.response_complete):
                 self._head_since = self.loop.time()  # the next request begins
             super().data_received(data)

@@ -610,6 +610,19 @@ def _ask(port: int) -> bytes:
         return _answer_head(conn)
 
 
+def _whole_answer(conn: socket.socket) -> bytes:
+    """The head of the next answer on ``conn``, its body (``Content-Length``) read past; b""
+    when the connection was closed before an answer came."""
+    head, _, body = _answer_head(conn).partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 "):
+        return b""
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length and (chunk := conn.recv(65536)):
+        body += chunk
+    return head
+
+
 def test_connections_beyond_the_maximum_are_refused_503_and_served_once_others_close(
         tmp_path: Path) -> None:
     # without a bound, a client (or many) could open connections until the process has no
@@ -644,6 +657,35 @@ def test_connections_beyond_the_maximum_are_refused_503_and_served_once_others_c
                 break
         assert again.startswith(b"HTTP/1.1 ") and not again.startswith(b"HTTP/1.1 503"), again
     assert "refused 1 connection(s) with 503: already serving the maximum of 3" in log[0], log
+
+
+def test_a_client_refused_for_the_maximum_reads_the_503_not_a_reset(tmp_path: Path) -> None:
+    # closed at once, its request unread, a refused connection was reset by the kernel: the
+    # MCP SDK's HTTP client saw "connection reset" (ReadError) most times, not the 503 and
+    # its Retry-After
+    import httpx2
+
+    async def ask(port: int) -> list[str]:
+        got = []
+        async with httpx2.AsyncClient(timeout=30) as http:
+            for _ in range(20):
+                try:
+                    answer = await http.post(f"http://127.0.0.1:{port}/mcp", json={
+                        "jsonrpc": "2.0", "id": 1, "method": "ping"})
+                    got.append(f"{answer.status_code} {answer.headers.get('retry-after')} "
+                               f"{answer.text}")
+                except httpx2.TransportError as exc:
+                    got.append(repr(exc))
+        return got
+
+    with _serving_http(tmp_path, more=("--max-connections", "1",
+                                       "--idle-timeout-seconds", "600")) as port, \
+            socket.create_connection(("127.0.0.1", port)) as held:
+        held.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert _whole_answer(held).startswith(b"HTTP/1.1 4")  # served: the one it serves
+        answers = anyio.run(ask, port)
+    assert all(a.startswith("503 1 the MCP server is serving its maximum of 1 connections")
+               for a in answers), answers
 
 
 @pytest.mark.parametrize("token", [False, True])
@@ -731,19 +773,6 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> 
             kept.settimeout(idle + 10)
             assert kept.recv(100) == b""  # sooner than uvicorn's own keep-alive timeout (5 s)
             assert idle <= time.monotonic() - answered < idle + 2.5
-
-
-def _whole_answer(conn: socket.socket) -> bytes:
-    """The head of the next answer on ``conn``, its body (``Content-Length``) read past; b""
-    when the connection was closed before an answer came."""
-    head, _, body = _answer_head(conn).partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 "):
-        return b""
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")))
-    while len(body) < length and (chunk := conn.recv(65536)):
-        body += chunk
-    return head
 
 
 def test_a_connection_that_keeps_sending_requests_is_not_closed_as_idle(
