@@ -2,7 +2,8 @@
 server stops (SIGINT, SIGTERM or SIGHUP) and exits within a second or two, idle or not, not
 when the wait would have ended, and cleanly: the temporary files the kubernetes client wrote
 from the kubeconfig (the client key among them) are gone. Against a local API server (HTTPS,
-with a client certificate, for the processes) whose request never changes."""
+with a client certificate, for the processes) whose request never changes. Over HTTP, a wait
+(and the client's event stream) is never taken for an idle connection and cut."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from support.tls import serve_tls
 from wingman.client import status as st
 from wingman.client.api import WingmanClient
 from wingman.client.connect import connect
-from wingman.mcp.server import Tools
+from wingman.mcp.server import HEAD_SECONDS, Tools
 
 OPERATOR_SRC = Path(wingman.__file__).resolve().parents[1]
 NS = "wm"
@@ -279,3 +280,47 @@ def test_a_signal_stops_the_http_server_cleanly_during_a_wait(tmp_path: Path,
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_over_http_a_wait_and_the_event_stream_outlast_the_idle_timeout(
+        tmp_path: Path) -> None:
+    # a connection is idle only while it has no request being answered: a tool call that
+    # waits, and the event stream (GET) an MCP client holds open, are not cut however long
+    # they last beyond --idle-timeout-seconds
+    import httpx2
+
+    gets: list[str] = []
+
+    async def count(request: httpx2.Request) -> None:
+        if request.method == "GET":
+            gets.append(str(request.url))
+
+    with fake_api() as api:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http", "--port",
+             str(port), "--kubeconfig", str(api.kubeconfig(tmp_path)),
+             "--idle-timeout-seconds", "1"],
+            env=_env(tmp_path), stderr=subprocess.PIPE, text=True)
+
+        async def main() -> None:
+            async with httpx2.AsyncClient(timeout=60, event_hooks={"request": [count]}) as http, \
+                    streamable_http_client(f"http://127.0.0.1:{port}/mcp",
+                                           http_client=http) as (read, write), \
+                    ClientSession(read, write) as s:
+                await s.initialize()
+                wait = HEAD_SECONDS + 2  # past the idle timeout and the headers' deadline
+                answer = await s.call_tool("get_request", {"name": "r1", "wait_seconds": wait})
+                assert not answer.is_error and answer.structured_content is not None, answer
+                assert answer.structured_content["waited_seconds"] >= wait, answer
+                await anyio.sleep(3)  # the event stream stays open, nothing on it
+                assert {t.name for t in (await s.list_tools()).tools} >= {"get_request"}
+        try:
+            assert proc.stderr is not None and "serving" in proc.stderr.readline()
+            anyio.run(main)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            assert proc.stderr is not None
+            proc.stderr.close()
+    assert len(gets) == 1, f"the event stream was cut and opened again: {gets}"
