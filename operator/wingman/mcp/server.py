@@ -1019,21 +1019,34 @@ def _busy_response(limit: int) -> bytes:
 class _Refusals:
     """Counts the connections refused for ``--max-connections`` and logs them: the first at
     once, the rest at most every ``REFUSAL_LOG_SECONDS``, with how many since the last
-    record (a client opening connections in a loop cannot flood the log)."""
+    record (a client opening connections in a loop cannot flood the log); those refused
+    after a record are logged ``REFUSAL_LOG_SECONDS`` after it, whether more come or not."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.unlogged = 0
         self.logged_at: float | None = None
+        self.pending: Any = None  # the timer that logs those not logged yet
 
-    def refused(self, now: float) -> None:
+    def refused(self, loop: Any) -> None:
         self.unlogged += 1
-        if self.logged_at is not None and now - self.logged_at < REFUSAL_LOG_SECONDS:
+        if self.logged_at is not None and loop.time() - self.logged_at < REFUSAL_LOG_SECONDS:
+            if self.pending is None:
+                self.pending = loop.call_at(self.logged_at + REFUSAL_LOG_SECONDS,
+                                            self._record, loop)
+            return
+        self._record(loop)
+
+    def _record(self, loop: Any) -> None:
+        if self.pending is not None:
+            self.pending.cancel()
+            self.pending = None
+        if not self.unlogged:
             return
         _log.warning("wingman mcp: refused %d connection(s) with 503: already serving the "
                      "maximum of %d (--max-connections)", self.unlogged, self.limit,
                      extra={"refused": self.unlogged, "max_connections": self.limit})
-        self.unlogged, self.logged_at = 0, now
+        self.unlogged, self.logged_at = 0, loop.time()
 
 
 def _bounded_protocol(limits: McpHttpSettings) -> type[Any]:
@@ -1072,7 +1085,7 @@ def _bounded_protocol(limits: McpHttpSettings) -> type[Any]:
             super().connection_made(transport)  # counted in self.connections (all of them)
             if len(self.connections) - len(lingering) > limits.max_connections:
                 self._refused = True
-                refusals.refused(self.loop.time())
+                refusals.refused(self.loop)
                 transport.write(busy)
                 if len(lingering) >= max(limits.max_connections, REFUSED_LINGER_LEAST):
                     transport.close()  # a flood: no more descriptors held for it

@@ -688,6 +688,25 @@ def test_a_client_refused_for_the_maximum_reads_the_503_not_a_reset(tmp_path: Pa
                for a in answers), answers
 
 
+def test_connections_refused_after_the_first_record_are_counted_in_a_later_one(
+        tmp_path: Path) -> None:
+    # the refusals after a record were only counted in the record of a refusal 10 s or more
+    # later: when none came, the log never said they happened
+    import time
+
+    log: list[str] = []
+    with _serving_http(tmp_path, more=("--max-connections", "1",
+                                       "--idle-timeout-seconds", "600"), log=log) as port, \
+            socket.create_connection(("127.0.0.1", port)) as held:
+        held.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert _whole_answer(held).startswith(b"HTTP/1.1 4")  # served: the one it serves
+        for _ in range(3):
+            assert _ask(port).startswith(b"HTTP/1.1 503")
+        time.sleep(mcp_server.REFUSAL_LOG_SECONDS + 2)
+    assert "refused 1 connection(s) with 503" in log[0], log
+    assert "refused 2 connection(s) with 503" in log[0], log
+
+
 @pytest.mark.parametrize("token", [False, True])
 def test_a_request_with_both_transfer_encoding_and_content_length_is_refused_and_closed(
         tmp_path: Path, token: bool) -> None:
