@@ -344,3 +344,38 @@ def test_an_uncaught_errors_message_is_scrubbed_before_it_is_cut(kind: str, insi
         assert shown[:n] not in message, message[-80:]
     assert message.endswith("…"), message[-80:]
     assert shown not in record["error"] and logs.REDACTED in record["error"]
+
+
+def _cut_shapes() -> dict[str, str]:
+    """Every shape of secret the scrubber knows, as it may sit in an exception's message."""
+    jwt = _jwt()
+    return {
+        "registered": "p@ss:w0rd!" + "Zq9" * 12,  # never_log: not token-shaped, any characters
+        "jwt": jwt,
+        "jwt-in-a-path": "/var/run/secrets/" + jwt,
+        "base64-of-a-jwt": base64.b64encode(jwt.encode()).decode(),
+        "base64-of-bearer-jwt": base64.b64encode(f"Bearer {jwt}".encode()).decode(),
+        "base64-of-json-with-a-jwt": base64.b64encode(
+            json.dumps({"token": jwt}).encode()).decode(),
+    }
+
+
+@pytest.mark.parametrize("shape", list(_cut_shapes()))
+def test_a_cut_message_never_keeps_the_start_of_a_secret_at_any_offset(shape: str) -> None:
+    """Whichever character of a secret the length cut falls on (or just before or after it),
+    what is kept holds no part of it that shows, and a whole JSON record still comes out."""
+    secret = _cut_shapes()[shape]
+    limit = 120
+    logs.never_log(_cut_shapes()["registered"])
+    try:
+        for at in range(-2, len(secret) + 3):
+            text = "x" * (limit - at) + secret + " and after it" * 20
+            kept = logs.scrubbed_cut(text, limit)
+            assert len(kept) <= limit + 1 and kept.endswith("…"), (at, kept)
+            pieces = {secret[i:i + 8] for i in range(len(secret) - 7)}
+            assert not [p for p in pieces if p in kept], (at, kept[-40:])
+            record = json.loads(logs.JsonFormatter("gateway").format(logging.LogRecord(
+                "wingman.crash", logging.ERROR, __file__, 0, "%s", (kept,), None)))
+            assert record["message"] == kept
+    finally:
+        logs.forget(_cut_shapes()["registered"])
