@@ -3,7 +3,8 @@
 For tests of what a client does when the API server blips: every call passes through to the
 real API server, answer and headers as they came (its ``Date`` too), but the first calls that
 match a rule (method and path) are answered by the proxy with an error status (a Kubernetes
-``Status``, as the API server answers a 503 or a 429) or held for a while before they pass.
+``Status``, as the API server answers a 503 or a 429), dropped (the connection closed with no
+answer), passed on with their answer lost, or held for a while before they pass.
 Point a client at ``url`` and trust ``ca_file`` (issued for 127.0.0.1 for the proxy).
 """
 
@@ -38,6 +39,8 @@ class _Rule:
     seen: int = 0
     after: int = 0
     passed: int = 0
+    drop: bool = False
+    lose: bool = False
 
 
 class FaultyApiProxy:
@@ -74,10 +77,25 @@ class FaultyApiProxy:
     def url(self) -> str:
         return f"https://127.0.0.1:{self._server.server_address[1]}"
 
-    def fail(self, method: str, path: str, *, times: int, status: int = 503) -> None:
-        """Answer the first ``times`` calls of ``method`` on ``path`` with ``status``."""
+    def fail(self, method: str, path: str, *, times: int, status: int = 503,
+             after: int = 0) -> None:
+        """Answer the first ``times`` calls of ``method`` on ``path`` with ``status``; the
+        first ``after`` such calls that no earlier rule took pass."""
         with self._lock:
-            self._rules.append(_Rule(method, path, times, status, 0.0))
+            self._rules.append(_Rule(method, path, times, status, 0.0, after=after))
+
+    def drop(self, method: str, path: str, *, times: int) -> None:
+        """Close the connection of the first ``times`` calls of ``method`` on ``path``, read
+        and never passed on, without an answer (as an API server that restarts does)."""
+        with self._lock:
+            self._rules.append(_Rule(method, path, times, 0, 0.0, drop=True))
+
+    def lose(self, method: str, path: str, *, times: int, after: int = 0) -> None:
+        """Pass the first ``times`` calls of ``method`` on ``path`` on to the API server, and
+        close the connection instead of giving its answer back (a write that landed, its
+        answer lost); the first ``after`` such calls that no earlier rule took pass."""
+        with self._lock:
+            self._rules.append(_Rule(method, path, times, 0, 0.0, after=after, lose=True))
 
     def hold(self, method: str, path: str, *, seconds: float, times: int = 1,
              after: int = 0) -> None:
@@ -95,7 +113,9 @@ class FaultyApiProxy:
         with self._lock:
             self.calls.append((method, path))
             for rule in self._rules:
-                hit = path == rule.path if rule.status else path.startswith(rule.path)
+                exact = rule.status or rule.drop or rule.lose
+                hit = path == rule.path if exact else path.startswith(
+                    rule.path)
                 if rule.method == method and hit and rule.passed < rule.after:
                     rule.passed += 1
                     continue
@@ -109,6 +129,9 @@ class FaultyApiProxy:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else None
         rule = self._match(method, urlsplit(target).path)
+        if rule is not None and rule.drop:
+            handler.close_connection = True
+            return
         if rule is not None and rule.status:
             data = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                "message": f"injected by the test proxy ({rule.status})",
@@ -125,6 +148,9 @@ class FaultyApiProxy:
             conn.request(method, target, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+            if rule is not None and rule.lose:
+                handler.close_connection = True
+                return
             kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]
             self._reply(handler, resp.status, kept, data)
         finally:

@@ -30,6 +30,7 @@ token that cannot be obtained refuses the execution before the capability token 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,10 +79,16 @@ def token_request(settings: GatewaySettings, secret_name: str) -> dict[str, Any]
                                         "name": secret_name}}}
 
 
-def request_token(kube: Kube, settings: GatewaySettings, secret_name: str) -> ExecutorToken:
+Call = Callable[[float | None], dict[str, Any]]
+
+
+def request_token(kube: Kube, settings: GatewaySettings, secret_name: str, *,
+                  retried: Callable[[Call], dict[str, Any]] | None = None) -> ExecutorToken:
     """A fresh token of the executor account, bound to the grant's token Secret
     ``secret_name``; GrantDenied (``ExecutorTokenUnavailable``) when there is no such name or
-    the API server does not give one."""
+    the API server does not give one. ``retried``: makes the request (a function of how long
+    one try may wait for the answer), again while it fails in a way that may pass: a request
+    whose answer was lost leaves a token nobody holds, bound to the grant's token Secret."""
     account, ns = settings.executor_service_account, settings.namespace
     if not secret_name:
         raise GrantDenied(
@@ -92,7 +99,11 @@ def request_token(kube: Kube, settings: GatewaySettings, secret_name: str) -> Ex
     body = token_request(settings, secret_name)
     why = ""
     try:
-        answer = kube.request("POST", SERVICEACCOUNTS.path(ns, account, "token"), body)
+        def post(once: float | None) -> dict[str, Any]:
+            return kube.request("POST", SERVICEACCOUNTS.path(ns, account, "token"), body,
+                                once=once)
+
+        answer = post(None) if retried is None else retried(post)
         token = (answer.get("status") or {}).get("token")
         if isinstance(token, str) and token.strip():
             return ExecutorToken(account, token.strip())

@@ -48,8 +48,10 @@ before the command starts it refuses (``GatewayTerminating``), while a kubectl c
 kills its process group and the result is recorded (``CommandInterrupted``); while the Docker
 engine acts it stops waiting for it, the outcome recorded as unknown (``CommandInterrupted``).
 Every call to the API server is one try bounded by ``API_CALL_SECONDS`` (the Job read by its
-own budget): a check that gets no answer refuses; the writes after the command (and of a
-refusal) are made again within ``RESULT_SECONDS``, and a result still unwritten is audited
+own budget); the reads and the executor's TokenRequest are made again while they fail in a way
+that may pass, within ``API_RETRY_SECONDS``, the burn and the write of ``Running`` never: a
+check that still gets no answer refuses; the writes after the command (and of a refusal) are
+made again within ``RESULT_SECONDS``, and a result still unwritten is audited
 ``GatewayResultUnrecorded`` (exit 1).
 Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is an
 internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
@@ -63,7 +65,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from wingman import logs
 from wingman.audit import AuditRecord, AuditSink, open_sink
@@ -132,6 +134,17 @@ retries, given up as a failure with no answer. A check whose read gets none refu
 runs on a check that could not be made); a write given up so may or may not have been applied.
 The checks before the command are all measured by the Job's deadline, taken again just before
 it starts; the writes after it have ``checks.RESULT_SECONDS``."""
+API_RETRY_SECONDS = 10.0
+"""How long a read (the grant, its approval, the grant a rollback undoes, a previewed target)
+or the executor's TokenRequest that failed in a way that may pass (no answer within
+``API_CALL_SECONDS``, a reset connection, 429, 5xx: ``wingman.kube.transient``) is made again,
+backing off from ``API_RETRY_FIRST_DELAY``, before the gateway refuses: a briefly slow or
+restarting API server (a rolling upgrade of the control plane, API Priority and Fairness
+shedding load) does not use up an approved command. These calls change nothing (a TokenRequest
+whose answer was lost leaves a token nobody holds, bound to the grant's token Secret), and the
+time they take is measured by the deadline check before the burn and again before the command
+starts. The burn marker and the write of ``Running`` are not made again."""
+API_RETRY_FIRST_DELAY = 0.2
 STATUS_RETRY_FIRST_DELAY = 0.5
 """The first pause before a write of the grant's status that got no definite answer is made
 again (doubling after each), within its budget."""
@@ -339,16 +352,44 @@ def _connect(settings: GatewaySettings) -> Kube:
     return kube
 
 
-def _get(kube: Kube, resource: Any, namespace: str, name: str, kind: str) -> dict[str, Any]:
-    return _get_dated(kube, resource, namespace, name, kind)[0]
+_T = TypeVar("_T")
 
 
-def _get_dated(kube: Kube, resource: Any, namespace: str, name: str, kind: str
+def _retried(run: _Run, what: str, call: Callable[[float], _T]) -> _T:
+    """``call(once)`` (``once``: how long its one try may wait for an answer), made again while
+    it fails in a way that may pass (``wingman.kube.transient``), backing off, for
+    ``API_RETRY_SECONDS`` at most; then, or at once for any other failure or once the pod is
+    asked to stop, its last error. Only for calls that change nothing (``API_RETRY_SECONDS``)."""
+    give_up = time.monotonic() + API_RETRY_SECONDS
+    delay = API_RETRY_FIRST_DELAY
+    while True:
+        once = min(API_CALL_SECONDS, max(JOB_READ_CALL_MIN_SECONDS, give_up - time.monotonic()))
+        try:
+            return call(once)
+        except WingmanError as exc:
+            if (not transient(exc) or give_up - time.monotonic() < delay
+                    or executors.TERMINATION.requested):
+                raise
+            run.log("ApiCallRetried", level="warning", reason=exc.reason,
+                    message=f"{what} failed ({exc.message}); trying again in {delay:.2f} s")
+        time.sleep(delay)
+        delay *= 2
+
+
+def _get(run: _Run, resource: Any, name: str, kind: str) -> dict[str, Any]:
+    return _get_dated(run, resource, name, kind)[0]
+
+
+def _get_dated(run: _Run, resource: Any, name: str, kind: str
                ) -> tuple[dict[str, Any], dt.datetime | None]:
     """The object and the API server's clock when it answered (``Kube.get_dated``), for
-    :func:`wingman.gateway.checks.judged_now`; a refusal when it cannot be read."""
+    :func:`wingman.gateway.checks.judged_now`, read again while the failure may pass
+    (:func:`_retried`); a refusal when it cannot be read."""
+    kube, namespace = run.kube, run.settings.namespace
+    assert kube is not None
     try:
-        return kube.get_dated(resource, namespace, name)
+        return _retried(run, f"reading {kind} {namespace}/{name}",
+                        lambda once: kube.get_dated(resource, namespace, name, once=once))
     except ApiError as exc:
         if exc.not_found:
             raise GrantDenied(f"{kind} {namespace}/{name} does not exist",
@@ -428,8 +469,11 @@ def _forward(run: _Run, grant: Mapping[str, Any]) -> dict[str, Any] | None:
     if not name:
         return None
     assert run.kube is not None
+    kube = run.kube
     try:
-        return run.kube.get(GRANTS, run.settings.namespace, str(name))
+        return _retried(run, f"reading ExecutionGrant {name}",
+                        lambda once: kube.get(GRANTS, run.settings.namespace, str(name),
+                                              once=once))
     except ApiError as exc:
         if exc.not_found:
             return None
@@ -531,8 +575,11 @@ def _read_target(run: _Run, target: previews.Target) -> dict[str, Any] | None:
     if run.executor_kube is None:
         raise GrantDenied("a kubectl target is read as the executor account, and the gateway "
                           "holds no token of it", reason="ExecutorTokenUnavailable")
+    kube = run.executor_kube
     try:
-        return run.executor_kube.request("GET", previews.target_path(target))
+        return _retried(run, f"reading target {target.ref}",
+                        lambda once: kube.request("GET", previews.target_path(target),
+                                                  once=once))
     except ApiError as exc:
         if exc.not_found:
             return None
@@ -569,13 +616,12 @@ def _execute(run: _Run) -> int:
         run.kube = _connect(s)
     except WingmanError as exc:
         raise GrantDenied(exc.message, reason="NoCredentials") from None
-    run.grant = grant = _get(run.kube, GRANTS, s.namespace, s.grant_name, "ExecutionGrant")
+    run.grant = grant = _get(run, GRANTS, s.grant_name, "ExecutionGrant")
     approval_name = str(((grant.get("spec") or {}).get("approvalRef") or {}).get("name") or "")
     if not approval_name:
         raise GrantDenied("the ExecutionGrant has no spec.approvalRef.name",
                           reason="BindingMismatch")
-    approval, server_now = _get_dated(run.kube, APPROVALS, s.namespace, approval_name,
-                                      "ApprovalRequest")
+    approval, server_now = _get_dated(run, APPROVALS, approval_name, "ApprovalRequest")
     forward = _forward(run, grant)
 
     # token and approval times on the later of this node's clock and the API server's
@@ -587,7 +633,7 @@ def _execute(run: _Run) -> int:
         run.log("GatewayWaiting", message="the grant's status does not record the token yet: "
                 "waiting for the operator's TokenIssued")
         run.grant = grant = _issued(run, grant, claims.exp + s.leeway_seconds, judged)
-        approval, server_now = _get_dated(run.kube, APPROVALS, s.namespace, approval_name,
+        approval, server_now = _get_dated(run, APPROVALS, approval_name,
                                           "ApprovalRequest")
         forward = _forward(run, grant)
         claims, argv = authorize(token, keys, grant, approval, s,
@@ -608,7 +654,8 @@ def _execute(run: _Run) -> int:
         # no execution, and the capability token stays unspent
         try:
             run.executor_token = identity.request_token(
-                run.kube, s, str((grant.get("status") or {}).get("tokenSecretName") or ""))
+                run.kube, s, str((grant.get("status") or {}).get("tokenSecretName") or ""),
+                retried=lambda call: _retried(run, "the executor's TokenRequest", call))
         except GrantDenied:
             _raise_if_spent(run, claims)
             raise
@@ -643,8 +690,7 @@ def _execute(run: _Run) -> int:
               "command_sha256": f"sha256:{claims.command_sha256}"}
     run.audit("GatewayTokenBurned", common)
     # the approval may have been revoked while the token was being burned: look once more
-    fresh, server_now = _get_dated(run.kube, APPROVALS, s.namespace, approval_name,
-                                   "ApprovalRequest")
+    fresh, server_now = _get_dated(run, APPROVALS, approval_name, "ApprovalRequest")
     if (fresh.get("metadata") or {}).get("uid") != claims.approval_uid:
         raise _binding("ApprovalRequest")
     check_approval(fresh, judged_now(run.now(), server_now), forward=_forward(run, grant),

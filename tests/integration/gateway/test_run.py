@@ -52,7 +52,7 @@ from wingman.gateway.checks import RESULT_SECONDS
 from wingman.gateway.identity import SERVICEACCOUNTS
 from wingman.gateway.redaction import WITHHELD
 from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
-from wingman.kube import GRANTS, Kube
+from wingman.kube import APPROVALS, GRANTS, Kube
 from wingman.model import names
 from wingman.operator.context import Context
 from wingman.operator.events import Events
@@ -954,6 +954,26 @@ def test_a_result_write_held_up_is_made_again_within_the_result_budget(
     assert "StatusWriteRetried" in capsys.readouterr().err
 
 
+def test_a_result_write_that_landed_with_its_answer_lost_is_recorded_once(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    """The write of the result reached the API server, its answer did not: made again, it
+    finds the result there and writes the same, and the run ends as one that was answered."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.lose("PATCH", _status_path(env, g), times=1, after=1)  # Running passes
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
+    assert proxy.count("PATCH", _status_path(env, g)) == 3
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["exitCode"], status["reason"]) == (
+        "Succeeded", 0, "CommandSucceeded")
+    records = env.audit_records()
+    assert [r["event"] for r in records] == [
+        "GatewayTokenBurned", "GatewayStarting", "GatewayExecuting", "GatewayExecuted"]
+    assert status["auditRecordHash"] == f"sha256:{records[-1]['hash']}"
+    assert status["outputSHA256"] == records[-1]["data"]["output_sha256"]
+    assert env.replicas() == 2
+
+
 def test_a_result_write_always_held_up_ends_in_the_budget_and_the_audit_says_what_is_known(
         env: Env, proxy: FaultyApiProxy) -> None:
     g = make_grant(env, SCALE.format(target=env.target))
@@ -1005,6 +1025,60 @@ def test_an_executor_token_request_held_up_refuses_before_the_burn(
     status = env.grant(g.name)["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "ExecutorTokenUnavailable")
     assert "timed out" in status["message"] and "not spent" in status["message"]
+    assert env.leases() == [] and env.replicas() == 1
+
+
+def test_reads_and_the_executor_token_request_that_blip_are_made_again_and_the_command_runs(
+        env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rolling restart of the API server, or API Priority and Fairness shedding load, does
+    not use up an approved command: a read of the grant, of its approval (before and after the
+    burn) and the executor's TokenRequest that get no answer, a 429 or a 503 are made again."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    settings = _through(env, proxy, g, mint(env, g))
+    grant_path = GRANTS.path(env.ns, g.name)
+    approval_path = APPROVALS.path(env.ns, g.approval["metadata"]["name"])
+    token_path = SERVICEACCOUNTS.path(env.ns, settings.executor_service_account, "token")
+    proxy.drop("GET", grant_path, times=1)
+    proxy.fail("GET", approval_path, times=2, status=429)
+    proxy.fail("GET", approval_path, times=1, status=503, after=1)  # the read after the burn
+    proxy.fail("POST", token_path, times=1, status=503)
+    proxy.drop("POST", token_path, times=1)
+    assert run_gateway(settings) == EXIT_OK
+    assert env.replicas() == 2
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["exitCode"]) == ("Succeeded", 0), status
+    assert proxy.count("GET", approval_path) == 5
+    assert proxy.count("POST", token_path) == 3
+    retried = [r for r in _json_lines(capsys.readouterr().err) if r.get("event") ==
+               "ApiCallRetried"]
+    assert len(retried) == 6, retried
+
+
+def test_a_read_that_keeps_failing_refuses_within_its_budget_and_spends_nothing(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    approval_path = APPROVALS.path(env.ns, g.approval["metadata"]["name"])
+    proxy.fail("GET", approval_path, times=1000, status=503)
+    started = time.monotonic()
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert time.monotonic() - started < gateway_run.API_RETRY_SECONDS + RESULT_SECONDS
+    assert proxy.count("GET", approval_path) > 2
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "ApiUnavailable"), status
+    assert env.leases() == [] and env.replicas() == 1
+
+
+def test_a_read_refused_as_forbidden_is_not_made_again(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    approval_path = APPROVALS.path(env.ns, g.approval["metadata"]["name"])
+    proxy.fail("GET", approval_path, times=1, status=403)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert proxy.count("GET", approval_path) == 1
+    assert env.grant(g.name)["status"]["reason"] == "ApiUnavailable"
     assert env.leases() == [] and env.replicas() == 1
 
 
