@@ -681,6 +681,52 @@ def test_a_job_and_pod_an_earlier_release_made_with_its_image_can_still_be_finis
         cluster.kubectl("delete", kind, name, "-n", ns, "--wait=false")
 
 
+def test_a_pod_an_earlier_release_made_keeps_each_image_only_in_its_own_container(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    """The exception for an earlier release's pod is per container, by name and image: images
+    swapped between two containers, an init container given the image another container had,
+    or a debug container (the ephemeralcontainers subresource) with the earlier image are all
+    refused, each image counted against its own container's (a pod of more than one container
+    is refused on any update by the one-container rule as well)."""
+    ns = test_release.namespace
+    other = "ghcr.io/wingman-dev/wingman:0.0.8"
+    pod = pod_manifest("old-two-gw", image=EARLIER_IMAGE,
+                       nodeSelector={"wingman.dev/no-such-node": "x"},
+                       initContainers=[{"name": "init", "image": EARLIER_IMAGE,
+                                        "command": ["true"]}])
+    pod["spec"]["containers"].append({"name": "side", "image": other, "command": ["true"]})
+    _without_binding(cluster, f"wingman-{ns}-gateway-pods", lambda: cluster.kubectl(
+        "create", "-n", ns, "-f", "-", input=dump(pod), check=False))
+
+    def patched(patch: list[dict[str, Any]], *options: str) -> Any:
+        return cluster.kubectl("patch", "pod/old-two-gw", "-n", ns, "--type=json", "-p",
+                               json.dumps(patch), *options, check=False)
+
+    deadline = time.monotonic() + 30
+    while patched([{"op": "replace", "path": "/spec/containers/1/image",
+                    "value": "busybox:1.36"}], "--dry-run=server").returncode == 0:
+        assert time.monotonic() < deadline, "the gateway-pods policy is not enforced again"
+        time.sleep(0.5)
+    done = patched([{"op": "replace", "path": "/spec/containers/0/image", "value": other},
+                    {"op": "replace", "path": "/spec/containers/1/image",
+                     "value": EARLIER_IMAGE}])
+    assert done.returncode != 0 and "must use the pinned" in done.stderr, done.stderr
+    assert f"gateway={other}" in done.stderr and f"side={EARLIER_IMAGE}" in done.stderr
+    init = patched([{"op": "replace", "path": "/spec/initContainers/0/image", "value": other}])
+    assert init.returncode != 0 and f"init={other}" in init.stderr, init.stderr
+    debug = patched([{"op": "add", "path": "/spec/ephemeralContainers", "value": [
+        {"name": "debug", "image": EARLIER_IMAGE, "command": ["sh"]}]}],
+        "--subresource=ephemeralcontainers")
+    assert debug.returncode != 0 and "must not have ephemeral containers" in debug.stderr, \
+        debug.stderr
+    spec = json.loads(cluster.kubectl("get", "pod/old-two-gw", "-n", ns, "-o", "json").stdout)
+    assert [c["image"] for c in spec["spec"]["containers"] + spec["spec"]["initContainers"]] \
+        == [EARLIER_IMAGE, other, EARLIER_IMAGE]
+    assert not spec["spec"].get("ephemeralContainers")
+    cluster.kubectl("delete", "pod", "old-two-gw", "-n", ns, "--wait=false")
+
+
 POD_SPEC_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "privileged": ({"container": {"securityContext": {"privileged": True}}},
                    "must not be privileged"),
