@@ -49,10 +49,11 @@ kills its process group and the result is recorded (``CommandInterrupted``); whi
 engine acts it stops waiting for it, the outcome recorded as unknown (``CommandInterrupted``).
 Every call to the API server is one try bounded by ``API_CALL_SECONDS`` (the Job read by its
 own budget); the reads and the executor's TokenRequest are made again while they fail in a way
-that may pass, within ``API_RETRY_SECONDS``, the burn and the write of ``Running`` never: a
-check that still gets no answer refuses; the writes after the command (and of a refusal) are
-made again within ``RESULT_SECONDS``, and a result still unwritten is audited
-``GatewayResultUnrecorded`` (exit 1).
+that may pass, within ``API_RETRY_SECONDS``, as is the write of ``Running`` (which knows its
+own, landed with its answer lost), the burn never: a check that still gets no answer
+refuses; the writes after the command (and of a refusal) are made again within
+``RESULT_SECONDS``, and a result still unwritten is audited ``GatewayResultUnrecorded``
+(exit 1).
 Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is an
 internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
 ``WINGMAN_LOG_FORMAT=json``; they carry ``token_sha256``, never the token.
@@ -67,7 +68,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from wingman import logs
+from wingman import conditions, logs
 from wingman.audit import AuditRecord, AuditSink, open_sink
 from wingman.capability import tokens
 from wingman.errors import (
@@ -143,7 +144,8 @@ restarting API server (a rolling upgrade of the control plane, API Priority and 
 shedding load) does not use up an approved command. These calls change nothing (a TokenRequest
 whose answer was lost leaves a token nobody holds, bound to the grant's token Secret), and the
 time they take is measured by the deadline check before the burn and again before the command
-starts. The burn marker and the write of ``Running`` are not made again."""
+starts. The burn marker is not made again (a create that landed would read as a replay); the
+write of ``Running`` is, for this long, knowing its own (:func:`_own_running`)."""
 API_RETRY_FIRST_DELAY = 0.2
 STATUS_RETRY_FIRST_DELAY = 0.5
 """The first pause before a write of the grant's status that got no definite answer is made
@@ -203,7 +205,7 @@ class _Run:
 
     # -- status -------------------------------------------------------------------------------
     def patch_status(self, build: Callable[[dict[str, Any]], dict[str, Any] | None], *,
-                     seconds: float = RESULT_SECONDS, retry: bool = True) -> bool:
+                     seconds: float = RESULT_SECONDS) -> bool:
         """Read-modify-write of the grant's status guarded by resourceVersion; False if skipped
         (also when the grant under the name is no longer the one this run read, or, before any
         read, not the one the Job was made for: deleted and created again, it is not this
@@ -211,10 +213,10 @@ class _Run:
 
         All of it within ``seconds``: each call waits for the API server at most
         ``API_CALL_SECONDS`` and never past what is left; a conflict is read and written
-        again, and (``retry``) so is a failure that may pass (no answer, 429, 5xx), backing
-        off, while time is left; then the last error is raised. ``retry=False``: a write with
-        no definite answer is not made again (the ``Running`` write, whose builder refuses a
-        grant that is ``Running`` already)."""
+        again, and so is a failure that may pass (no answer, 429, 5xx), backing off, while
+        time is left; then the last error is raised. A write with no definite answer may have
+        landed: the builder, given the grant as it is then, must tell its own write (the
+        result, written again the same; ``Running``: :func:`_own_running`)."""
         assert self.kube is not None
         s = self.settings
         give_up = time.monotonic() + seconds
@@ -246,11 +248,11 @@ class _Run:
                 if exc.conflict and conflicts < _STATUS_RETRIES - 1:
                     conflicts += 1
                     continue
-                if not (retry and transient(exc)) or give_up - time.monotonic() < delay:
+                if not transient(exc) or give_up - time.monotonic() < delay:
                     raise
                 failed: WingmanError = exc
             except WingmanError as exc:
-                if not (retry and transient(exc)) or give_up - time.monotonic() < delay:
+                if not transient(exc) or give_up - time.monotonic() < delay:
                     raise
                 failed = exc
             self.log("StatusWriteRetried", level="warning", reason=failed.reason,
@@ -713,8 +715,13 @@ def _execute(run: _Run) -> int:
     run.audit("GatewayStarting", intent)
 
     refused: list[GrantDenied] = []
+    landed: list[bool] = []
+    started = run.now()
 
     def to_running(g: dict[str, Any]) -> dict[str, Any] | None:
+        if _own_running(g, claims.grant_uid, str(run.token_ref), started):
+            landed.append(True)  # an earlier try of this write landed, its answer lost
+            return None
         # only the grant the token names, not cancelled meanwhile, only from TokenIssued and
         # only while it records this token (check_startable)
         try:
@@ -722,10 +729,10 @@ def _execute(run: _Run) -> int:
         except GrantDenied as exc:
             refused.append(exc)
             return None
-        return running_status(g, run.now())
+        return running_status(g, started)
 
     try:
-        running = run.patch_status(to_running, retry=False)
+        running = run.patch_status(to_running, seconds=API_RETRY_SECONDS) or bool(landed)
     except WingmanError as exc:
         if transient(exc):  # no definite answer: Running may have been written, by this run
             run.running = True  # (the token is spent: no other run gets past the burn)
@@ -781,6 +788,18 @@ def _execute(run: _Run) -> int:
             exit_code=result.exit_code, output_sha256=result.output_sha256,
             duration_seconds=result.duration_seconds)
     return EXIT_OK if audit_hash is not None else EXIT_INTERNAL
+
+
+def _own_running(grant: Mapping[str, Any], grant_uid: str, token_ref: str,
+                 started: dt.datetime) -> bool:
+    """Whether ``grant`` is ``Running`` as this run writes it: the grant the token names,
+    recording this token and the start this run wrote. Only the run that burnt the token gets
+    as far as writing ``Running`` with it (a second one is a replay at the burn), so a write of
+    ``Running`` made again after one that got no answer finds its own and goes on."""
+    status = grant.get("status") or {}
+    return ((grant.get("metadata") or {}).get("uid") == grant_uid
+            and status.get("phase") == "Running" and status.get("tokenSHA256") == token_ref
+            and status.get("startTime") == conditions.rfc3339(started))
 
 
 def _left(ended: float) -> float:

@@ -995,16 +995,47 @@ def test_a_result_write_always_held_up_ends_in_the_budget_and_the_audit_says_wha
     assert "may hold the result or may still say Running" in data["message"]
 
 
-def test_a_running_write_held_up_refuses_and_runs_nothing(
-        env: Env, proxy: FaultyApiProxy) -> None:
-    """No answer to the write of Running: it is not made again (it may have landed), nothing
-    runs, and the refusal closes the grant, within the budget."""
+def test_a_running_write_held_up_is_made_again_and_the_command_runs(
+        env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
+    """No answer to the write of Running (it had not landed): made again, it lands, and the
+    command runs once."""
     g = make_grant(env, SCALE.format(target=env.target))
     _start_job(env, g, 60 + RESULT_SECONDS + 30)
     proxy.hold("PATCH", _status_path(env, g), seconds=60, times=1)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
+    assert env.replicas() == 2
+    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+    assert _events(env) == [
+        "GatewayTokenBurned", "GatewayStarting", "GatewayExecuting", "GatewayExecuted"]
+    assert "StatusWriteRetried" in capsys.readouterr().err
+
+
+def test_a_running_write_that_landed_with_its_answer_lost_is_known_as_its_own(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    """The write of Running landed and its answer was lost: made again, it finds its own
+    Running (this token, this start) and goes on, instead of refusing a grant it owns."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.lose("PATCH", _status_path(env, g), times=1)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
+    assert proxy.count("PATCH", _status_path(env, g)) == 2  # Running once, the result once
+    assert env.replicas() == 2
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["exitCode"]) == ("Succeeded", 0), status
+    assert _events(env) == [
+        "GatewayTokenBurned", "GatewayStarting", "GatewayExecuting", "GatewayExecuted"]
+
+
+def test_a_running_write_always_held_up_refuses_and_runs_nothing(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    """No answer to any write of Running: nothing runs, and the refusal closes the grant,
+    within the budget."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.hold("PATCH", _status_path(env, g), seconds=60, times=3)
     started = time.monotonic()
     assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
-    assert time.monotonic() - started < gateway_run.API_CALL_SECONDS + RESULT_SECONDS
+    assert time.monotonic() - started < gateway_run.API_RETRY_SECONDS + RESULT_SECONDS
     assert env.replicas() == 1
     status = env.grant(g.name)["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "StatusUnavailable"), status
