@@ -21,8 +21,9 @@
   ``STEP_UP_LOCKOUT_SECONDS``, so whoever holds a person's chat session cannot guess the six
   digits by trying. The wrong codes in a row and the lockouts outlive a restart: ``stored()``
   is what the service keeps in its state ConfigMap (``changed`` says when it must be written:
-  after a wrong code, a lockout, or a right code that ends a count). Each code is written
-  ahead as wrong before it is checked (``begin``, then ``end`` once the outcome is known), so
+  at the ``begin`` and the ``end`` of each check, and after a wrong code or a lockout). Each
+  code is written ahead as wrong before it is checked (``begin``, then ``end`` once the
+  outcome is known), so
   a process that stops between the check and the write has handed out no fresh try: the
   count fails closed. ``restore()`` reads it back
   at start (a lockout that has ended is dropped, one further ahead than a lockout lasts is
