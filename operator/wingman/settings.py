@@ -822,7 +822,7 @@ class McpHttpSettings:
     """The bounds of ``wingman mcp --transport http`` on its connections.
 
     ``max_connections``: the most connections open at once; one more is answered 503 with
-    ``Retry-After`` and closed at once (``--max-connections``, else
+    ``Retry-After`` as it opens and closed once read, within a second (``--max-connections``, else
     ``WINGMAN_MCP_MAX_CONNECTIONS``; 1 to 10000, default 100). ``idle_timeout_seconds``: a
     connection that has sent nothing of a request for this long (since it opened, or since the
     previous answer) is closed (``--idle-timeout-seconds``, else
