@@ -567,25 +567,8 @@ def test_the_operator_still_changes_a_gateway_job_an_earlier_release_made(
     assert refused.returncode != 0 and "automountServiceAccountToken to false" in \
         refused.stderr, refused.stderr
     # made as the earlier release did, before its policies had the rule
-    binding = f"wingman-{ns}-gateway-jobs"
-    saved = json.loads(cluster.kubectl("get", "validatingadmissionpolicybinding", binding,
-                                       "-o", "json").stdout)
-    cluster.kubectl("delete", "validatingadmissionpolicybinding", binding)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            made = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
-                                 input=dump(old))
-            if made.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert made.returncode == 0, made.stderr
-    finally:
-        meta = saved["metadata"]
-        for k in ("resourceVersion", "uid", "creationTimestamp", "generation",
-                  "managedFields"):
-            meta.pop(k, None)
-        cluster.kubectl("create", "-f", "-", input=json.dumps(saved))
+    _without_binding(cluster, f"wingman-{ns}-gateway-jobs", lambda: kubectl_as_sa(
+        cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-", input=dump(old)))
     deadline = time.monotonic() + 30
     while kubectl_as_sa(cluster, ns, "wingman-operator", "create", "--dry-run=server", "-n", ns,
                         "-f", "-", input=dump({**old, "metadata": {"name": "probe-old"}})

@@ -91,6 +91,17 @@ def signed(body: bytes, ts: str | None = None) -> dict[str, str]:
             "X-Slack-Signature": slack_signature(SECRET, ts, body)}
 
 
+def approve_press(ts: str, card: dict[str, Any], trigger: str = "trig-1") -> bytes:
+    """The signed-ready form body of Bob pressing Approve on the card posted at ``ts``."""
+    [actions] = [b for b in card["blocks"] if b["type"] == "actions"]
+    press = {"type": "block_actions", "user": {"id": "U0BOB"}, "team": {"id": TEAM},
+             "channel": {"id": CHANNEL}, "trigger_id": trigger,
+             "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL},
+             "actions": [{"action_id": "wingman_approve",
+                          "value": actions["elements"][0]["value"]}]}
+    return urlencode({"payload": json.dumps(press)}).encode()
+
+
 def test_a_signed_body_that_arrives_in_pieces_is_read_whole(tmp_path: Path) -> None:
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         form = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
@@ -227,13 +238,7 @@ def test_a_modal_slack_refuses_is_opened_with_the_short_card(tmp_path: Path) -> 
             and "rich_text_preformatted" in str(p.get("blocks") or p.get("view")) else None)
         await svc.sync()
         [(ts, card)] = fake.cards(CHANNEL)
-        [actions] = [b for b in card["blocks"] if b["type"] == "actions"]
-        press = {"type": "block_actions", "user": {"id": "U0BOB"}, "team": {"id": TEAM},
-                 "channel": {"id": CHANNEL}, "trigger_id": "trig-1",
-                 "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL},
-                 "actions": [{"action_id": "wingman_approve",
-                              "value": actions["elements"][0]["value"]}]}
-        data = urlencode({"payload": json.dumps(press)}).encode()
+        data = approve_press(ts, card)
         async with ClientSession() as http, http.post(
                 f"{url}/slack/interactive", data=data, headers=signed(data)) as resp:
             assert resp.status == 200
@@ -258,13 +263,7 @@ def test_a_button_pressed_while_its_card_is_being_posted_is_taken_as_on_the_card
                 break
             await asyncio.sleep(0.02)
         [(ts, card)] = fake.cards(CHANNEL)
-        [actions] = [b for b in card["blocks"] if b["type"] == "actions"]
-        press = {"type": "block_actions", "user": {"id": "U0BOB"}, "team": {"id": TEAM},
-                 "channel": {"id": CHANNEL}, "trigger_id": "trig-1",
-                 "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL},
-                 "actions": [{"action_id": "wingman_approve",
-                              "value": actions["elements"][0]["value"]}]}
-        data = urlencode({"payload": json.dumps(press)}).encode()
+        data = approve_press(ts, card)
         assert not posting.done(), "the press came after the post ended"
         async with ClientSession() as http, http.post(
                 f"{url}/slack/interactive", data=data, headers=signed(data)) as resp:
@@ -292,13 +291,7 @@ def test_a_press_on_an_old_copy_of_a_card_retires_the_copy(tmp_path: Path) -> No
         current = svc.card_ref(v.uid, "slack")
         assert current is not None
         [(ts, card)] = [(t, c) for t, c in fake.cards(CHANNEL) if t != current["ts"]]
-        [actions] = [b for b in card["blocks"] if b["type"] == "actions"]
-        press = {"type": "block_actions", "user": {"id": "U0BOB"}, "team": {"id": TEAM},
-                 "channel": {"id": CHANNEL}, "trigger_id": "trig-1",
-                 "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL},
-                 "actions": [{"action_id": "wingman_approve",
-                              "value": actions["elements"][0]["value"]}]}
-        data = urlencode({"payload": json.dumps(press)}).encode()
+        data = approve_press(ts, card)
         async with ClientSession() as http, http.post(
                 f"{url}/slack/interactive", data=data, headers=signed(data)) as resp:
             assert resp.status == 200
@@ -331,19 +324,11 @@ def test_presses_on_an_old_copy_whose_edit_is_rate_limited_edit_it_once(
         current = svc.card_ref(v.uid, "slack")
         assert current is not None
         [(ts, card)] = [(t, c) for t, c in fake.cards(CHANNEL) if t != current["ts"]]
-        [actions] = [b for b in card["blocks"] if b["type"] == "actions"]
         fake.glitch_paths = ("/chat.update",)
         fake.glitches = [(429, b'{"ok": false, "error": "ratelimited"}')] * 3
         async with ClientSession() as http:
             for n in range(3):
-                press = {"type": "block_actions", "user": {"id": "U0BOB"},
-                         "team": {"id": TEAM}, "channel": {"id": CHANNEL},
-                         "trigger_id": f"trig-{n}",
-                         "container": {"type": "message", "message_ts": ts,
-                                       "channel_id": CHANNEL},
-                         "actions": [{"action_id": "wingman_approve",
-                                      "value": actions["elements"][0]["value"]}]}
-                data = urlencode({"payload": json.dumps(press)}).encode()
+                data = approve_press(ts, card, f"trig-{n}")
                 async with http.post(f"{url}/slack/interactive", data=data,
                                      headers=signed(data)) as resp:
                     assert resp.status == 200
