@@ -366,7 +366,7 @@ def _failures(provider: str) -> _Failures:
                      sdk.APIConnectionError, sdk.APIResponseValidationError)
 
 
-def http_client(timeout: float, base_url: str = "") -> Any:
+def http_client(timeout: float, base_url: str = "", provider: str = "openai") -> Any:
     """The HTTP client of one review: redirects are not followed (a 3xx to another host would
     carry the API key in ``x-api-key`` and the request text along), the response is read at
     most ``MAX_RESPONSE_BYTES`` and uncompressed (a small gzip body may inflate to gigabytes).
@@ -377,16 +377,31 @@ def http_client(timeout: float, base_url: str = "") -> Any:
     loopback, not this pod's)."""
     parts = urllib.parse.urlsplit(base_url)
     local_http = parts.scheme == "http" and _loopback(parts.hostname or "")
-    return _capped_client()(timeout=timeout, follow_redirects=False,
-                            headers={"Accept-Encoding": "identity"}, trust_env=not local_http)
+    return _capped_client(provider)(timeout=timeout, follow_redirects=False,
+                                    headers={"Accept-Encoding": "identity"},
+                                    trust_env=not local_http)
+
+
+def _http_library(provider: str) -> ModuleType:
+    """The HTTP library ``provider``'s SDK sends with: the SDK refuses a client of another
+    (``httpx`` up to openai 2 and anthropic 0.x, ``httpx2`` in later majors), so it is read off
+    the SDK's own default client, whose bases name it."""
+    default = _sdk(provider).DefaultAsyncHttpxClient
+    for base in default.__mro__:
+        if base.__name__ == "AsyncClient":
+            return importlib.import_module(base.__module__.split(".")[0])
+    raise ConfigError(f"the {provider} SDK's default HTTP client is not an AsyncClient of an "
+                      "httpx-like library: install a supported version (see pyproject.toml)")
 
 
 @functools.cache
-def _capped_client() -> type[Any]:
-    import httpx2  # the SDKs' HTTP library; imported with them, on first use
+def _capped_client(provider: str) -> type[Any]:
+    lib = _http_library(provider)  # the SDK's HTTP library (httpx or httpx2)
+    stream_base: Any = lib.AsyncByteStream
+    client_base: Any = lib.AsyncClient
 
-    class CappedStream(httpx2.AsyncByteStream):
-        def __init__(self, inner: httpx2.AsyncByteStream) -> None:
+    class CappedStream(stream_base):  # type: ignore[misc]  # the library is chosen at run time
+        def __init__(self, inner: Any) -> None:
             self._inner = inner
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -402,9 +417,8 @@ def _capped_client() -> type[Any]:
         async def aclose(self) -> None:
             await self._inner.aclose()
 
-    class CappedClient(httpx2.AsyncClient):
-        async def send(self, request: httpx2.Request, *, stream: bool = False,
-                       **kwargs: Any) -> httpx2.Response:
+    class CappedClient(client_base):  # type: ignore[misc]
+        async def send(self, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
             response = await super().send(request, stream=True, **kwargs)
             try:
                 encoding = response.headers.get("content-encoding", "").strip().lower()
@@ -412,7 +426,7 @@ def _capped_client() -> type[Any]:
                     raise ResponseRefusedError(
                         f"ResponseRefused: the endpoint answered {encoding[:20]!r}-encoded "
                         "although the voter asked for an uncompressed response")
-                assert isinstance(response.stream, httpx2.AsyncByteStream)
+                assert isinstance(response.stream, stream_base)
                 response.stream = CappedStream(response.stream)
                 if not stream:
                     await response.aread()
@@ -576,7 +590,7 @@ class OpenAIVoter(_LLMVoter):
         async with openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url,
                                       max_retries=0, timeout=self.timeout_seconds,
                                       http_client=http_client(self.timeout_seconds,
-                                                              self.base_url),
+                                                              self.base_url, self.provider),
                                       ) as client:
             completion = await client.chat.completions.create(
                 model=self.model,
@@ -608,7 +622,8 @@ class AnthropicVoter(_LLMVoter):
         async with anthropic.AsyncAnthropic(api_key=self._api_key, base_url=self.base_url,
                                             max_retries=0, timeout=self.timeout_seconds,
                                             http_client=http_client(self.timeout_seconds,
-                                                                    self.base_url),
+                                                                    self.base_url,
+                                                                    self.provider),
                                             ) as client:
             message = await client.messages.create(
                 model=self.model,
