@@ -1230,7 +1230,9 @@ def test_an_approved_command_restarts_scales_and_sets_images_but_switches_no_ide
                                 "serviceAccountName": "admin", "hostNetwork": True}}}}),
                             check=False)
     assert admin.returncode == 0, admin.stderr
-    # ... after which the executor still restarts it and sets its image (nothing added)
+    # ... after which the executor still restarts it and sets its image (nothing added);
+    # kubectl refuses a second restart within the second of the first (its restartedAt)
+    time.sleep(1.1)
     for allowed in (run("rollout", "restart", f"deployment/{name}"),
                     run("set", "image", f"deployment/{name}", "web=nginx:3")):
         assert allowed.returncode == 0, allowed.stderr
