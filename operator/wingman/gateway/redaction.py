@@ -294,7 +294,7 @@ def _redact_known(text: str, secrets: Iterable[str], cut: bool = False) -> str:
 _CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "apikey",
                      "privatekey", "clientkey", "keydata", "accesskey", "credential",
                      "cookie", "sessionid", "authorization", "signingkey", "encryptionkey",
-                     "connectionstring", "connstr", "dsn", "requirepass", "masterauth")
+                     "connectionstring", "connstr", "requirepass", "masterauth")
 _CREDENTIAL_SEGMENTS = frozenset({"pwd", "pass", "pw", "auth", "key", "sas", "otp", "pin",
                                   "creds", "cred", "sig", "signature", "salt", "hmac"})
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -305,6 +305,27 @@ _NOT_A_VALUE = frozenset({"id", "file", "path", "size", "type", "length", "count
                           "timeout", "interval"})
 # Values that carry no secret whatever their key says (automountServiceAccountToken: true).
 _NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "null", "none", "~", ""})
+# What a table's other columns hold beside a name (``auth-service   Running``, the two columns
+# of ``-o custom-columns``): a state as kubectl, helm and docker print it, a ready count
+# (``1/1``), an age (``5m12s``), an address (``10.0.0.7``, ``10.0.0.7:80``).
+_STATES = frozenset({
+    "running", "pending", "succeeded", "failed", "unknown", "completed", "complete", "error",
+    "containercreating", "crashloopbackoff", "imagepullbackoff", "errimagepull", "terminating",
+    "evicted", "oomkilled", "podinitializing", "createcontainerconfigerror", "invalidimagename",
+    "active", "bound", "available", "released", "lost", "ready", "notready", "suspended",
+    "deployed", "superseded", "uninstalled", "uninstalling", "pending-install",
+    "pending-upgrade", "pending-rollback", "exited", "created", "restarting", "paused", "dead",
+    "healthy", "unhealthy", "clusterip", "nodeport", "loadbalancer", "externalname"})
+_TABLE_CELL = re.compile(r"[0-9]++/[0-9]++|(?:[0-9]++[smhdy])++|"
+                         r"[0-9]{1,3}+(?:\.[0-9]{1,3}+){3}+(?::[0-9]++)?")
+
+
+def _no_secret(value: str) -> bool:
+    """Whether a value named like a credential plainly is none: ``true``, ``<none>``, a state,
+    a ready count, an age or an address (see ``_STATES``)."""
+    plain = value.strip().strip("\"',").lower()
+    return plain in _NOT_SECRET_VALUES or plain in _STATES or plain.startswith("<") or \
+        _TABLE_CELL.fullmatch(plain) is not None
 # What kubectl describe prints in place of a value: it names where the value is, not what
 _PLACEHOLDER = re.compile(r"<(?:none|nil|unset)>[ \t]*+(?:\n|$)|<set to the key '[^'\n]*+' "
                           r"(?:in secret|of config map) '[^'\n]*+'>")
@@ -323,7 +344,10 @@ def credential_name(name: str) -> bool:
     squashed = "".join(segments)
     if any(word in squashed for word in _CREDENTIAL_WORDS):
         return True
-    return any(s in _CREDENTIAL_SEGMENTS for s in segments)
+    # a data source name: SENTRY_DSN, pgdsn, dsnString; not three letters inside a generated
+    # name (web-lkgdsntj)
+    return any(s in _CREDENTIAL_SEGMENTS or s.startswith("dsn") or s.endswith("dsn")
+               for s in segments)
 
 
 # ---------------------------------------------------------------------------------- structure
@@ -1055,6 +1079,29 @@ def _random_like(run: str) -> bool:
     return changes * 20 >= (len(classes) - 1) * 9
 
 
+# Identifiers that are valid base64 and decode to text by chance (about 1 in 300 runs of 8 hex
+# digits does): a run of hex digits in one case (a UUID's parts, a container ID, a commit), a
+# run in the alphabet Kubernetes draws generated names from (a pod-template hash, a pod's
+# suffix: no vowels, no 0, 1 or 3), and a run of lowercase letters and digits joined by a
+# hyphen to more of a name (``web-ej3fmmdd``). Base64 of text almost never takes these shapes:
+# of encoded passwords of 6 to 24 characters, none was all hex and at most 3 in 10,000 were in
+# the generated-name alphabet; a lowercase run standing alone is still read.
+_HEX_IDENTIFIER = re.compile(r"[0-9a-f]++|[0-9A-F]++")
+_GENERATED_NAME = re.compile(r"[bcdfghjklmnpqrstvwxz2456789]++")
+_NAME_PART = re.compile(r"[a-z0-9]++")
+_NAME_CHAR = re.compile(r"[a-z0-9]")
+
+
+def _identifier(run: str, before: str, after: str) -> bool:
+    """Whether a run read as base64 is an identifier: see ``_HEX_IDENTIFIER``. ``before`` and
+    ``after`` are the two characters on each side of it (``-w`` in ``web-ej3fmmdd``)."""
+    if _HEX_IDENTIFIER.fullmatch(run) or _GENERATED_NAME.fullmatch(run):
+        return True
+    return _NAME_PART.fullmatch(run) is not None and any(
+        len(side) == 2 and "-" in side and _NAME_CHAR.fullmatch(side.replace("-", "")) is not None
+        for side in (before, after))
+
+
 def _encoded_value(run: str, at_end: bool, in_certificate: bool) -> bool:
     """Whether a base64 run is an encoded value: text (``YWRtaW4=``), a key (DER, OpenSSH) or
     random bytes. Text is read only in whole quads (or at the end of a cut output); a line of
@@ -1090,6 +1137,9 @@ def _redact_base64_values(text: str) -> str:
             k += 1
         in_certificate = k < len(skip) and skip[k][0] <= match.start()
         if _SSH_PUBLIC_KEY.search(masked, max(0, match.start() - 48), match.start()):
+            continue
+        if _identifier(match.group(), masked[max(0, match.start() - 2):match.start()],
+                       masked[match.end():match.end() + 2]):
             continue
         if _encoded_value(match.group(), match.end() >= end, in_certificate):
             spans.append(match.span())
@@ -1250,8 +1300,7 @@ def _named_value(name: str, whole: str, value: str, start: int) -> str:
     """``whole`` with ``value`` (at ``start`` in it) redacted when ``name`` names a
     credential."""
     if not (credential_name(name) or _credential_flag(name)) or \
-            value.strip().startswith(_ALREADY) or \
-            value.strip().strip("\"'").lower() in _NOT_SECRET_VALUES:
+            value.strip().startswith(_ALREADY) or _no_secret(value):
         return whole
     return f"{whole[:start]}{REDACTED}{whole[start + len(value):]}"
 
@@ -1495,9 +1544,8 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
             else:
                 at = max(line.rfind(" ", 0, starts[i]), line.rfind("\t", 0, starts[i])) + 1
                 value = line[at:].rstrip()
-            if value and not (value.lower() in _NOT_SECRET_VALUES or
-                              value.startswith(_ALREADY) or
-                              (value.isdigit() and len(value) < 6) or value.startswith("<")):
+            if value and not (_no_secret(value) or value.startswith(_ALREADY) or
+                              (value.isdigit() and len(value) < 6)):
                 spans.append((base + at, base + at + len(value)))
         for i in credential if aligned else ():
             start = starts[i]
@@ -1510,9 +1558,8 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
                 end = _WORD_END.match(line, end).end()  # type: ignore[union-attr]
             cell = line[start:end]
             value = cell.strip()
-            if not value or value.lower() in _NOT_SECRET_VALUES or \
-                    value.startswith(_ALREADY) or (value.isdigit() and len(value) < 6) or \
-                    value.startswith("<"):
+            if not value or _no_secret(value) or value.startswith(_ALREADY) or \
+                    (value.isdigit() and len(value) < 6):
                 continue
             start += cell.index(value)
             spans.append((base + start, base + start + len(value)))

@@ -370,9 +370,58 @@ def test_cleaning_keeps_text_and_drops_what_a_terminal_would_interpret() -> None
     ("x-auth-token", True), ("AWS_SECRET_ACCESS_KEY", True), ("passphrase", True),
     ("ssh_key", True), ("private_key_file", False), ("LOG_LEVEL", False), ("name", False),
     ("key", False), ("author", False), ("sessionAffinity", False), ("bypass", False),
+    ("SENTRY_DSN", True), ("pgDsn", True), ("dsnString", True), ("web-lkgdsntj", False),
 ])
 def test_credential_names(name: str, credential: bool) -> None:
     assert credential_name(name) is credential
+
+
+# What Kubernetes and docker generate as names and IDs: identifiers, never encoded values.
+HEX = "0123456789abcdef"
+GENERATED = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet of a pod-template hash and a suffix
+LOWER_DIGITS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(uid=st.uuids(), container=st.text(HEX, min_size=12, max_size=12),
+       commit=st.text(HEX, min_size=7, max_size=40),
+       template_hash=st.text(GENERATED, min_size=8, max_size=10),
+       suffix=st.text(GENERATED, min_size=5, max_size=5),
+       name_part=st.text(LOWER_DIGITS, min_size=8, max_size=16))
+def test_generated_names_and_ids_are_kept(uid: object, container: str, commit: str,
+                                          template_hash: str, suffix: str,
+                                          name_part: str) -> None:
+    # about 1 in 300 runs of 8 hex digits decodes to text as base64: a UUID's first part, a
+    # container's name were redacted as encoded values
+    text = (f"NAME                        READY   STATUS    RESTARTS   AGE\n"
+            f"web-{template_hash}-{suffix}   1/1     Running   0          5m\n"
+            f"metadata:\n  name: web-{name_part}\n  uid: {uid}\n"
+            f"CONTAINER ID   IMAGE   COMMAND   STATUS   NAMES\n"
+            f"{container}   nginx   \"sleep\"   Up 2 seconds   web-{container[:8]}\n"
+            f"rollout to {commit} done\n")
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize("name", ["auth-service", "token-refresher", "api-key-rotator",
+                                  "session-store", "external-secrets", "web-lkgdsntj"])
+@pytest.mark.parametrize("cell", ["Running", "CrashLoopBackOff", "Active", "Bound", "1/1",
+                                  "5m12s", "10.0.0.7", "10.0.0.7:8080", "deployed", "<none>"])
+def test_a_name_beside_what_a_table_shows_of_it_is_kept(name: str, cell: str) -> None:
+    # two columns (``-o custom-columns=NAME:...,STATUS:...``) read like ``password  VALUE``
+    for text in (f"NAME{' ' * 24}STATUS\n{name:<28}{cell}\n", f"{name}    {cell}\n"):
+        assert redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ("auth-service    hunter22\n", "hunter22"),
+    ("SENTRY_DSN    0b1c8fe2d9aa4f37\n", "0b1c8fe2d9aa4f37"),
+    # base64 of text still read where an identifier would not stand: alone, or with capitals
+    (f"{base64.b64encode(b'rx4vy3').decode()}\n", base64.b64encode(b"rx4vy3").decode()),
+    (f"key-{base64.b64encode(b'admin1').decode()}\n", base64.b64encode(b"admin1").decode()),
+])
+def test_values_beside_names_and_encoded_text_are_still_redacted(text: str,
+                                                                 secret: str) -> None:
+    assert secret not in redact(text)
 
 
 # --------------------------------------------------------------------------- hostile output
