@@ -281,10 +281,10 @@ ON_JEMALLOC = PRELUDE + """
     memory.use_malloc()
     blocks = [bytearray(4096) for _ in range(20000)]  # ~80 MiB
     survivors = blocks[::16]
+    peak = rss()
     del blocks
-    before = rss()
     released = memory.release()
-    print(json.dumps({"active": memory.active(), "before": before, "after": rss(),
+    print(json.dumps({"active": memory.active(), "peak": peak, "after": rss(),
                       "released": released, "arenas": memory.limit_arenas(2),
                       "conf": os.environ.get("MALLOC_CONF")}))
 """
@@ -300,7 +300,9 @@ def test_the_operator_runs_on_jemalloc_and_gives_freed_memory_back() -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["active"] == "jemalloc" and result["conf"] == memory.JEMALLOC_CONF
     assert result["released"] is True and result["arenas"] is False
-    assert result["before"] - result["after"] > 40, result
+    # from the peak: on a loaded machine jemalloc's own background thread may purge the freed
+    # pages (after 1 s) before ``release`` does
+    assert result["peak"] - result["after"] > 40, result
 
 
 def test_the_allocator_in_use_is_named() -> None:
