@@ -307,7 +307,9 @@ _NOT_A_VALUE = frozenset({"id", "file", "path", "size", "type", "length", "count
 _NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "null", "none", "~", ""})
 # What a table's other columns hold beside a name (``auth-service   Running``, the two columns
 # of ``-o custom-columns``): a state as kubectl, helm and docker print it, a ready count
-# (``1/1``), an age (``5m12s``), an address (``10.0.0.7``, ``10.0.0.7:80``).
+# (``1/1``), an age as kubectl prints it (``45s``, ``5m12s``, ``2y100d``), an address
+# (``10.0.0.7``, ``10.0.0.7:80``). Only a table's cell is read so: a value a name sets
+# (``<password>Running</password>``, ``IDENTIFIED BY '1/1'``) is the credential whatever it is.
 _STATES = frozenset({
     "running", "pending", "succeeded", "failed", "unknown", "completed", "complete", "error",
     "containercreating", "crashloopbackoff", "imagepullbackoff", "errimagepull", "terminating",
@@ -316,16 +318,28 @@ _STATES = frozenset({
     "deployed", "superseded", "uninstalled", "uninstalling", "pending-install",
     "pending-upgrade", "pending-rollback", "exited", "created", "restarting", "paused", "dead",
     "healthy", "unhealthy", "clusterip", "nodeport", "loadbalancer", "externalname"})
-_TABLE_CELL = re.compile(r"[0-9]++/[0-9]++|(?:[0-9]++[smhdy])++|"
-                         r"[0-9]{1,3}+(?:\.[0-9]{1,3}+){3}+(?::[0-9]++)?")
+_TABLE_CELL = re.compile(r"[0-9]{1,4}+/[0-9]{1,4}+|[0-9]{1,3}+[smhdy](?:[0-9]{1,3}+[smhd])?+|"
+                         r"[0-9]{1,3}+(?:\.[0-9]{1,3}+){3}+(?::[0-9]{1,5}+)?+")
+# What kubectl prints in a cell in place of a value (``<none>``, ``<pending>``, ``<no value>``,
+# ``<set to the key 'k' in secret 's'>``); not any value that starts with ``<`` (a password may)
+_PLACEHOLDER_CELL = re.compile(r"<[a-z]++(?: [a-z]++)*+>|<set to the key '[^'\n]*+' "
+                               r"(?:in secret|of config map) '[^'\n]*+'>")
+# a resource's name of more than one word (``auth-service``, ``token-refresher``): what a row
+# of ``-o custom-columns`` starts with, unlike a directive (``requirepass``, ``AUTH``)
+_RESOURCE_NAME = re.compile(r"[a-z0-9]++(?:-[a-z0-9]++)++")
 
 
-def _no_secret(value: str) -> bool:
-    """Whether a value named like a credential plainly is none: ``true``, ``<none>``, a state,
-    a ready count, an age or an address (see ``_STATES``)."""
+def _no_secret(value: str, *, cell: bool = False) -> bool:
+    """Whether a value named like a credential plainly is none: ``true``, ``no``; in a table's
+    ``cell`` also a placeholder, a state, a ready count, an age or an address (see
+    ``_STATES``)."""
     plain = value.strip().strip("\"',").lower()
-    return plain in _NOT_SECRET_VALUES or plain in _STATES or plain.startswith("<") or \
-        _TABLE_CELL.fullmatch(plain) is not None
+    if plain in _NOT_SECRET_VALUES:
+        return True
+    return cell and (plain in _STATES or _PLACEHOLDER_CELL.fullmatch(plain) is not None or
+                     _TABLE_CELL.fullmatch(plain) is not None)
+
+
 # What kubectl describe prints in place of a value: it names where the value is, not what
 _PLACEHOLDER = re.compile(r"<(?:none|nil|unset)>[ \t]*+(?:\n|$)|<set to the key '[^'\n]*+' "
                           r"(?:in secret|of config map) '[^'\n]*+'>")
@@ -1296,11 +1310,12 @@ def _multiline_string(match: re.Match[str]) -> str:
                         match.start("value") - match.start())
 
 
-def _named_value(name: str, whole: str, value: str, start: int) -> str:
+def _named_value(name: str, whole: str, value: str, start: int, *, cell: bool = False) -> str:
     """``whole`` with ``value`` (at ``start`` in it) redacted when ``name`` names a
-    credential."""
+    credential; what a table shows beside a name is kept when ``value`` is a table's ``cell``
+    (:func:`_no_secret`)."""
     if not (credential_name(name) or _credential_flag(name)) or \
-            value.strip().startswith(_ALREADY) or _no_secret(value):
+            value.strip().startswith(_ALREADY) or _no_secret(value, cell=cell):
         return whole
     return f"{whole[:start]}{REDACTED}{whole[start + len(value):]}"
 
@@ -1310,10 +1325,12 @@ def _spaced_pair(match: re.Match[str]) -> str:
     two words (``Token expired``): one space apart, the name is in one case (``AUTH VALUE``)
     or set."""
     lead, name = match.group(1), match.group(2)
-    if not (lead.endswith(("  ", "\t")) or name.islower() or name.isupper() or
-            lead.lstrip().startswith(("setenv", "set "))):
+    set_ = lead.lstrip().startswith(("setenv", "set "))
+    if not (lead.endswith(("  ", "\t")) or name.islower() or name.isupper() or set_):
         return match.group(0)
-    return _named_value(name, match.group(0), match.group(3), len(lead))
+    # a row of two custom columns (``auth-service   Running``) when the name is a resource's
+    return _named_value(name, match.group(0), match.group(3), len(lead),
+                        cell=not set_ and _RESOURCE_NAME.fullmatch(name) is not None)
 
 
 def _structured_text(text: str) -> str:
@@ -1415,16 +1432,26 @@ def _crosses(starts: list[int], cell: re.Match[str]) -> bool:
     return after < len(starts) and starts[after] < cell.end()
 
 
+# states a row shows and a header does not name (``auth-service   Running`` above
+# ``token-refresher   Pending`` is two rows of custom columns; ``READY``, ``AVAILABLE`` are
+# also kubectl's columns)
+_ROW_STATES = _STATES - {"ready", "available", "active", "created", "error", "failed",
+                         "succeeded", "completed", "complete", "unknown", "healthy",
+                         "suspended", "paused"}
+
+
 def _identifier_header(line: str, following: str) -> bool:
     """Whether a line in any case is a table's header: two or more names, each one word
-    (``name   secret_key   age``; prose has spaces in its cells), and the next line a row
-    whose first cell and another start where the header's columns do (kubectl aligns them;
-    a cell longer than its header pushes the rest right)."""
+    (``name   secret_key   age``; prose has spaces in its cells; none a state a row shows,
+    ``Running``), and the next line a row whose first cell and another start where the
+    header's columns do (kubectl aligns them; a cell longer than its header pushes the rest
+    right)."""
     if _CREDENTIAL_HINT.search(line) is None:
         return False
     columns = _segments(line, _MAX_COLUMNS)
     if not 2 <= len(columns) <= _MAX_COLUMNS or \
-            not all(_IDENTIFIER.fullmatch(c.group()) for c in columns):
+            not all(_IDENTIFIER.fullmatch(c.group()) for c in columns) or \
+            any(c.group().lower() in _ROW_STATES for c in columns):
         return False
     starts = {c.start() for c in columns}
     cells = _segments(following, len(columns))
@@ -1545,6 +1572,7 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
                 at = max(line.rfind(" ", 0, starts[i]), line.rfind("\t", 0, starts[i])) + 1
                 value = line[at:].rstrip()
             if value and not (_no_secret(value) or value.startswith(_ALREADY) or
+                              _PLACEHOLDER_CELL.fullmatch(value.lower()) or
                               (value.isdigit() and len(value) < 6)):
                 spans.append((base + at, base + at + len(value)))
         for i in credential if aligned else ():
@@ -1559,6 +1587,7 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
             cell = line[start:end]
             value = cell.strip()
             if not value or _no_secret(value) or value.startswith(_ALREADY) or \
+                    _PLACEHOLDER_CELL.fullmatch(value.lower()) or \
                     (value.isdigit() and len(value) < 6):
                 continue
             start += cell.index(value)

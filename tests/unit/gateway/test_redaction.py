@@ -424,6 +424,49 @@ def test_values_beside_names_and_encoded_text_are_still_redacted(text: str,
     assert secret not in redact(text)
 
 
+@pytest.mark.parametrize("value", ["Running", "ready", "1/1", "5m12s", "10.0.0.7",
+                                   "10.0.0.7:8080"])
+@pytest.mark.parametrize("line", [
+    "<password>{v}</password>", '<add key="DbPassword" value="{v}"/>',
+    "define('DB_PASSWORD', '{v}');", 'ENV["API_TOKEN"] = "{v}"', "'password' => '{v}'",
+    "CREATE USER app IDENTIFIED BY '{v}';", 'password = """{v}"""', "requirepass {v}",
+    "AUTH {v}", "password    {v}", "setenv DB_PASSWORD {v}", "set -x API_TOKEN {v}",
+    "NAME      TOKEN     AGE\nweb       {v}    5d",
+])
+def test_a_value_a_name_sets_is_redacted_even_when_it_looks_like_a_table_cell(
+        line: str, value: str) -> None:
+    # only a row of custom columns (a resource's name, then a cell) shows a state beside a
+    # name; a value set by a name (XML, SQL, a directive, a column named TOKEN) is the credential
+    text = line.format(v=value) + "\n"
+    assert value not in redact(text).split("\n", 1)[-1 if "NAME" in line else 0]
+
+
+@pytest.mark.parametrize("text", [
+    "password    <Tr0ub4dor&3\n", "define('DB_PASSWORD', '<Tr0ub4dor&3');\n",
+    "auth-service    <Tr0ub4dor&3\n", '<add key="DbPassword" value="<Tr0ub4dor&3"/>\n',
+    "NAME      TOKEN          AGE\nweb       <Tr0ub4dor&3   5d\n",
+    "Name      Password\n----      --------\nadmin     <Tr0ub4dor&3\n",
+    # a ready count, an age, a port as kubectl prints them: a few digits, not any number
+    "auth-service    123456/7890123\n", "auth-service    1234567890s\n",
+    "auth-service    10.0.0.7:12345678901\n",
+])
+def test_a_credential_shaped_like_a_placeholder_or_a_cell_is_redacted(text: str) -> None:
+    # a password may start with ``<``: only kubectl's placeholders (``<none>``) are kept
+    assert REDACTED in redact(text)
+
+
+@pytest.mark.parametrize("rows", [
+    "auth-service      Running\ntoken-refresher   CrashLoopBackOff\n",
+    "NAME              STATUS\nauth-service      Running\nsecret-store      Pending\n",
+    "api-key-rotator   Bound\nsession-token     Pending\n",
+])
+def test_rows_of_custom_columns_are_not_read_as_a_header(rows: str) -> None:
+    # a row (``auth-service   Running``) above another is no header naming a credential
+    # column: the name below it was redacted as that column's value
+    assert redact(rows) == rows
+    assert "hunter22" not in redact(rows + "token-refresher   hunter22\n")
+
+
 # --------------------------------------------------------------------------- hostile output
 
 HOSTILE = {
