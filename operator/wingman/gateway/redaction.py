@@ -1096,12 +1096,13 @@ def _random_like(run: str) -> bool:
 # Identifiers that are valid base64 and decode to text by chance (about 1 in 300 runs of 8 hex
 # digits does): a run of hex digits in one case (a UUID's parts, a container ID, a commit), a
 # run in the alphabet Kubernetes draws generated names from (a pod-template hash, a pod's
-# suffix: no vowels, no 0, 1 or 3), and a run of lowercase letters and digits joined by a
-# hyphen to more of a name (``web-ej3fmmdd``). Base64 of text almost never takes these shapes:
+# suffix: no vowels, no 0, 1 or 3; a hash is a 32-bit number's decimal digits, at most 10),
+# and a run of lowercase letters and digits joined by a hyphen to more of a name
+# (``web-ej3fmmdd``). Base64 of text almost never takes these shapes:
 # of encoded passwords of 6 to 24 characters, none was all hex and at most 3 in 10,000 were in
 # the generated-name alphabet; a lowercase run standing alone is still read.
 _HEX_IDENTIFIER = re.compile(r"[0-9a-f]++|[0-9A-F]++")
-_GENERATED_NAME = re.compile(r"[bcdfghjklmnpqrstvwxz2456789]++")
+_GENERATED_NAME = re.compile(r"[bcdfghjklmnpqrstvwxz2456789]{1,10}+")
 _NAME_PART = re.compile(r"[a-z0-9]++")
 _NAME_CHAR = re.compile(r"[a-z0-9]")
 

@@ -418,6 +418,8 @@ def test_a_name_beside_what_a_table_shows_of_it_is_kept(name: str, cell: str) ->
     # base64 of text still read where an identifier would not stand: alone, or with capitals
     (f"{base64.b64encode(b'rx4vy3').decode()}\n", base64.b64encode(b"rx4vy3").decode()),
     (f"key-{base64.b64encode(b'admin1').decode()}\n", base64.b64encode(b"admin1").decode()),
+    # in the generated-name alphabet, but longer than a pod-template hash (10 at most)
+    (f"{base64.b64encode(b'rnzwipsgi').decode()}\n", base64.b64encode(b"rnzwipsgi").decode()),
 ])
 def test_values_beside_names_and_encoded_text_are_still_redacted(text: str,
                                                                  secret: str) -> None:
