@@ -318,7 +318,8 @@ _STATES = frozenset({
     "deployed", "superseded", "uninstalled", "uninstalling", "pending-install",
     "pending-upgrade", "pending-rollback", "exited", "created", "restarting", "paused", "dead",
     "healthy", "unhealthy", "clusterip", "nodeport", "loadbalancer", "externalname"})
-_TABLE_CELL = re.compile(r"[0-9]{1,4}+/[0-9]{1,4}+|[0-9]{1,3}+[smhdy](?:[0-9]{1,3}+[smhd])?+|"
+_TABLE_CELL = re.compile(r"[0-9]{1,4}+/[0-9]{1,4}+|[0-9]{1,3}+(?:s|m(?:[0-9]{1,2}+s)?+|"
+                         r"h(?:[0-9]{1,2}+m)?+|d(?:[0-9]{1,2}+h)?+|y(?:[0-9]{1,3}+d)?+)|"
                          r"[0-9]{1,3}+(?:\.[0-9]{1,3}+){3}+(?::[0-9]{1,5}+)?+")
 # What kubectl prints in a cell in place of a value (``<none>``, ``<pending>``, ``<no value>``,
 # ``<set to the key 'k' in secret 's'>``); not any value that starts with ``<`` (a password may)
@@ -1094,15 +1095,14 @@ def _random_like(run: str) -> bool:
 
 
 # Identifiers that are valid base64 and decode to text by chance (about 1 in 300 runs of 8 hex
-# digits does): a run of hex digits in one case (a UUID's parts, a container ID, a commit), a
-# run in the alphabet Kubernetes draws generated names from (a pod-template hash, a pod's
-# suffix: no vowels, no 0, 1 or 3; a hash is a 32-bit number's decimal digits, at most 10),
-# and a run of lowercase letters and digits joined by a hyphen to more of a name
-# (``web-ej3fmmdd``). Base64 of text almost never takes these shapes:
-# of encoded passwords of 6 to 24 characters, none was all hex and at most 3 in 10,000 were in
-# the generated-name alphabet; a lowercase run standing alone is still read.
+# digits does): a run of hex digits in one case (a UUID's parts, a container ID, a commit, a
+# pod-template or controller-revision hash: a 32-bit number's decimal digits spelt in
+# ``4-9bcdf``), and a run of lowercase letters and digits joined by a hyphen to more of a
+# name (``web-ej3fmmdd``, a pod's ``-x2k4q``). Base64 of text almost never takes these shapes:
+# of encoded passwords of 6 to 24 characters, 1 in 100,000 was all hex; a lowercase run
+# standing alone is still read (in Kubernetes' whole generated-name alphabet, ``bcdfg...789``,
+# base64 of a 6-letter password is about once in 300).
 _HEX_IDENTIFIER = re.compile(r"[0-9a-f]++|[0-9A-F]++")
-_GENERATED_NAME = re.compile(r"[bcdfghjklmnpqrstvwxz2456789]{1,10}+")
 _NAME_PART = re.compile(r"[a-z0-9]++")
 _NAME_CHAR = re.compile(r"[a-z0-9]")
 
@@ -1110,7 +1110,7 @@ _NAME_CHAR = re.compile(r"[a-z0-9]")
 def _identifier(run: str, before: str, after: str) -> bool:
     """Whether a run read as base64 is an identifier: see ``_HEX_IDENTIFIER``. ``before`` and
     ``after`` are the two characters on each side of it (``-w`` in ``web-ej3fmmdd``)."""
-    if _HEX_IDENTIFIER.fullmatch(run) or _GENERATED_NAME.fullmatch(run):
+    if _HEX_IDENTIFIER.fullmatch(run):
         return True
     return _NAME_PART.fullmatch(run) is not None and any(
         len(side) == 2 and "-" in side and _NAME_CHAR.fullmatch(side.replace("-", "")) is not None

@@ -378,14 +378,18 @@ def test_credential_names(name: str, credential: bool) -> None:
 
 # What Kubernetes and docker generate as names and IDs: identifiers, never encoded values.
 HEX = "0123456789abcdef"
-GENERATED = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet of a pod-template hash and a suffix
+GENERATED = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet of a pod's suffix
+# a pod-template hash: a 32-bit number's decimal digits, each spelt in GENERATED (rand's
+# SafeEncodeString: '0' is 48 % 27, '4')
+TEMPLATE_HASH = st.integers(0, 2**32 - 1).map(lambda n: "".join(GENERATED[ord(d) % 27]
+                                                                 for d in str(n)))
 LOWER_DIGITS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(uid=st.uuids(), container=st.text(HEX, min_size=12, max_size=12),
        commit=st.text(HEX, min_size=7, max_size=40),
-       template_hash=st.text(GENERATED, min_size=8, max_size=10),
+       template_hash=TEMPLATE_HASH,
        suffix=st.text(GENERATED, min_size=5, max_size=5),
        name_part=st.text(LOWER_DIGITS, min_size=8, max_size=16))
 def test_generated_names_and_ids_are_kept(uid: object, container: str, commit: str,
@@ -395,6 +399,7 @@ def test_generated_names_and_ids_are_kept(uid: object, container: str, commit: s
     # container's name were redacted as encoded values
     text = (f"NAME                        READY   STATUS    RESTARTS   AGE\n"
             f"web-{template_hash}-{suffix}   1/1     Running   0          5m\n"
+            f"  labels:\n    pod-template-hash: {template_hash}\n"
             f"metadata:\n  name: web-{name_part}\n  uid: {uid}\n"
             f"CONTAINER ID   IMAGE   COMMAND   STATUS   NAMES\n"
             f"{container}   nginx   \"sleep\"   Up 2 seconds   web-{container[:8]}\n"
@@ -418,8 +423,11 @@ def test_a_name_beside_what_a_table_shows_of_it_is_kept(name: str, cell: str) ->
     # base64 of text still read where an identifier would not stand: alone, or with capitals
     (f"{base64.b64encode(b'rx4vy3').decode()}\n", base64.b64encode(b"rx4vy3").decode()),
     (f"key-{base64.b64encode(b'admin1').decode()}\n", base64.b64encode(b"admin1").decode()),
-    # in the generated-name alphabet, but longer than a pod-template hash (10 at most)
+    # in the alphabet of a pod's generated suffix, but no pod-template hash (those are hex)
     (f"{base64.b64encode(b'rnzwipsgi').decode()}\n", base64.b64encode(b"rnzwipsgi").decode()),
+    (f"[{base64.b64encode(b'vomvik').decode()}]\n", base64.b64encode(b"vomvik").decode()),
+    # an age as kubectl prints it has two units at most, each the next smaller
+    ("db-password   167d2d\n", "167d2d"),
 ])
 def test_values_beside_names_and_encoded_text_are_still_redacted(text: str,
                                                                  secret: str) -> None:
