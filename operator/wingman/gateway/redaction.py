@@ -318,7 +318,7 @@ _STATES = frozenset({
     "deployed", "superseded", "uninstalled", "uninstalling", "pending-install",
     "pending-upgrade", "pending-rollback", "exited", "created", "restarting", "paused", "dead",
     "healthy", "unhealthy", "clusterip", "nodeport", "loadbalancer", "externalname"})
-_TABLE_CELL = re.compile(r"[0-9]{1,4}+/[0-9]{1,4}+|[0-9]{1,3}+(?:s|m(?:[0-9]{1,2}+s)?+|"
+_TABLE_CELL = re.compile(r"[0-9]{1,3}+/[0-9]{1,3}+|[0-9]{1,3}+(?:s|m(?:[0-9]{1,2}+s)?+|"
                          r"h(?:[0-9]{1,2}+m)?+|d(?:[0-9]{1,2}+h)?+|y(?:[0-9]{1,3}+d)?+)|"
                          r"[0-9]{1,3}+(?:\.[0-9]{1,3}+){3}+(?::[0-9]{1,5}+)?+")
 # What kubectl prints in a cell in place of a value (``<none>``, ``<pending>``, ``<no value>``,

@@ -458,6 +458,7 @@ def test_a_value_a_name_sets_is_redacted_even_when_it_looks_like_a_table_cell(
     "Name      Password\n----      --------\nadmin     <Tr0ub4dor&3\n",
     # a ready count, an age, a port as kubectl prints them: a few digits, not any number
     "auth-service    123456/7890123\n", "auth-service    1234567890s\n",
+    "Key            Value\n---            -----\ndb-password    12/2024\n",
     "auth-service    10.0.0.7:12345678901\n",
 ])
 def test_a_credential_shaped_like_a_placeholder_or_a_cell_is_redacted(text: str) -> None:
