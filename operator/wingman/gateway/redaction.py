@@ -308,8 +308,9 @@ _NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "null", "none", "~
 # What a table's other columns hold beside a name (``auth-service   Running``, the two columns
 # of ``-o custom-columns``): a state as kubectl, helm and docker print it, a ready count
 # (``1/1``), an age as kubectl prints it (``45s``, ``5m12s``, ``2y100d``), an address
-# (``10.0.0.7``, ``10.0.0.7:80``). Only a table's cell is read so: a value a name sets
-# (``<password>Running</password>``, ``IDENTIFIED BY '1/1'``) is the credential whatever it is.
+# (``10.0.0.7``, ``10.0.0.7:80``), a time (``2026-12-04T17:00:00Z``: a creationTimestamp).
+# Only a table's cell is read so: a value a name sets (``<password>Running</password>``,
+# ``IDENTIFIED BY '1/1'``) is the credential whatever it is.
 _STATES = frozenset({
     "running", "pending", "succeeded", "failed", "unknown", "completed", "complete", "error",
     "containercreating", "crashloopbackoff", "imagepullbackoff", "errimagepull", "terminating",
@@ -320,7 +321,9 @@ _STATES = frozenset({
     "healthy", "unhealthy", "clusterip", "nodeport", "loadbalancer", "externalname"})
 _TABLE_CELL = re.compile(r"[0-9]{1,3}+/[0-9]{1,3}+|[0-9]{1,3}+(?:s|m(?:[0-9]{1,2}+s)?+|"
                          r"h(?:[0-9]{1,2}+m)?+|d(?:[0-9]{1,2}+h)?+|y(?:[0-9]{1,3}+d)?+)|"
-                         r"[0-9]{1,3}+(?:\.[0-9]{1,3}+){3}+(?::[0-9]{1,5}+)?+")
+                         r"[0-9]{1,3}+(?:\.[0-9]{1,3}+){3}+(?::[0-9]{1,5}+)?+|"
+                         r"[0-9]{4}-[0-9]{2}-[0-9]{2}t[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9}+)?+"
+                         r"(?:z|[+-][0-9]{2}:[0-9]{2})")
 # What kubectl prints in a cell in place of a value (``<none>``, ``<pending>``, ``<no value>``,
 # ``<set to the key 'k' in secret 's'>``); not any value that starts with ``<`` (a password may)
 _PLACEHOLDER_CELL = re.compile(r"<[a-z]++(?: [a-z]++)*+>|<set to the key '[^'\n]*+' "

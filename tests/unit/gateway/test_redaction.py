@@ -410,7 +410,8 @@ def test_generated_names_and_ids_are_kept(uid: object, container: str, commit: s
 @pytest.mark.parametrize("name", ["auth-service", "token-refresher", "api-key-rotator",
                                   "session-store", "external-secrets", "web-lkgdsntj"])
 @pytest.mark.parametrize("cell", ["Running", "CrashLoopBackOff", "Active", "Bound", "1/1",
-                                  "5m12s", "10.0.0.7", "10.0.0.7:8080", "deployed", "<none>"])
+                                  "5m12s", "10.0.0.7", "10.0.0.7:8080", "deployed", "<none>",
+                                  "2026-12-04T17:00:00Z", "2026-12-04T17:00:00.123456+01:00"])
 def test_a_name_beside_what_a_table_shows_of_it_is_kept(name: str, cell: str) -> None:
     # two columns (``-o custom-columns=NAME:...,STATUS:...``) read like ``password  VALUE``
     for text in (f"NAME{' ' * 24}STATUS\n{name:<28}{cell}\n", f"{name}    {cell}\n"):
