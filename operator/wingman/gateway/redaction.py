@@ -362,10 +362,10 @@ def credential_name(name: str) -> bool:
     squashed = "".join(segments)
     if any(word in squashed for word in _CREDENTIAL_WORDS):
         return True
-    # a data source name: SENTRY_DSN, pgdsn, dsnString; not three letters inside a generated
-    # name (web-lkgdsntj)
-    return any(s in _CREDENTIAL_SEGMENTS or s.startswith("dsn") or s.endswith("dsn")
-               for s in segments)
+    # a data source name: SENTRY_DSN, pgdsn, PGDSN2, dsnString; not three letters inside a
+    # generated name (web-lkgdsntj)
+    return any(s in _CREDENTIAL_SEGMENTS or s.startswith("dsn") or
+               s.rstrip("0123456789").endswith("dsn") for s in segments)
 
 
 # ---------------------------------------------------------------------------------- structure

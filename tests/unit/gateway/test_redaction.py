@@ -371,6 +371,7 @@ def test_cleaning_keeps_text_and_drops_what_a_terminal_would_interpret() -> None
     ("ssh_key", True), ("private_key_file", False), ("LOG_LEVEL", False), ("name", False),
     ("key", False), ("author", False), ("sessionAffinity", False), ("bypass", False),
     ("SENTRY_DSN", True), ("pgDsn", True), ("dsnString", True), ("web-lkgdsntj", False),
+    ("PGDSN2", True), ("sentrydsn1", True),
 ])
 def test_credential_names(name: str, credential: bool) -> None:
     assert credential_name(name) is credential
