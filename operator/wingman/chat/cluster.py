@@ -49,15 +49,14 @@ class ChatCluster:
         return self.kube.get_or_none(GRANTS, self.namespace, name)
 
     # -- state ---------------------------------------------------------------------------
-    def load_state(self) -> Any:
+    def load_state(self, *, once: float | None = None) -> Any:
         """The state as stored: the JSON value of the ConfigMap's ``state.json`` (its shape is
         the service's to check: ``service.readable_state``), ``{}`` when there is none yet,
         None when it is not JSON (logged: the cards are posted again, and step-up codes are
-        refused until it is fixed, as the wrong codes and lockouts it kept are unknown)."""
-        cm = self.kube.get_or_none(CONFIGMAPS, self.namespace, self.state_configmap)
-        if cm is None:
-            raise ApiError(404, "NotFound", f"ConfigMap {self.state_configmap} is missing in "
-                           f"{self.namespace}: the chart creates it (chat.enabled=true)")
+        refused until it is fixed, as the wrong codes and lockouts it kept are unknown).
+        ``once``: one try, given up (``ClusterError`` ``Unreachable``) after that many seconds
+        without an answer (``Kube.request``)."""
+        cm = self._read(once)
         self._version = str((cm.get("metadata") or {}).get("resourceVersion") or "")
         raw = (cm.get("data") or {}).get(STATE_KEY)
         if not raw:
@@ -72,15 +71,46 @@ class ChatCluster:
                         extra={"configmap": self.state_configmap, "key": STATE_KEY})
             return None
 
-    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
-        """Write the state. ``unchanged``: only if the ConfigMap is as last read or written
-        here (ApiError 409 Conflict otherwise), so that an edit made since is not written
-        over."""
-        body: dict[str, Any] = {
-            "data": {STATE_KEY: json.dumps(state, sort_keys=True, separators=(",", ":"))}}
-        if unchanged and self._version:
+    def _read(self, once: float | None) -> dict[str, Any]:
+        try:
+            return self.kube.get(CONFIGMAPS, self.namespace, self.state_configmap, once=once)
+        except ApiError as exc:
+            if exc.not_found:
+                raise ApiError(404, "NotFound", f"ConfigMap {self.state_configmap} is missing "
+                               f"in {self.namespace}: the chart creates it (chat.enabled=true)"
+                               ) from None
+            raise
+
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False,
+                   once: float | None = None) -> None:
+        """Write the state, only over the ConfigMap as last read or written here (its
+        ``resourceVersion``): a write given up without an answer (``once``: one try, as
+        ``load_state``) that reaches the API server later, after a newer one, is refused there
+        (Conflict) instead of putting old wrong-code counts back. On a Conflict the ConfigMap
+        is read: when it holds this very state, the write had landed (a try whose answer was
+        lost, or one given up that arrived later) and this one succeeds; otherwise ApiError 409
+        Conflict, the version read taken for the next write (this component is the only
+        writer: an own earlier write that landed) unless ``unchanged``: then an edit made
+        since (an administrator fixing ``stepUp``) must be read by the caller before anything
+        is written over it."""
+        text = json.dumps(state, sort_keys=True, separators=(",", ":"))
+        body: dict[str, Any] = {"data": {STATE_KEY: text}}
+        if self._version:
             body["metadata"] = {"resourceVersion": self._version}
-        out = self.kube.patch(CONFIGMAPS, self.namespace, self.state_configmap, body)
+        try:
+            out = self.kube.patch(CONFIGMAPS, self.namespace, self.state_configmap, body,
+                                  once=once)
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+            cm = self._read(once)
+            version = str((cm.get("metadata") or {}).get("resourceVersion") or "")
+            if (cm.get("data") or {}).get(STATE_KEY) == text:
+                self._version = version  # written already: this state is what it holds
+                return
+            if not unchanged:
+                self._version = version
+            raise
         self._version = str((out.get("metadata") or {}).get("resourceVersion") or "")
 
     # -- as the person ---------------------------------------------------------------------

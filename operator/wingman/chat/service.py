@@ -67,7 +67,7 @@ from wingman.errors import (
     NotFound,
     WingmanError,
 )
-from wingman.kube import ApiError
+from wingman.kube import ApiError, transient
 from wingman.model import text
 from wingman.settings import ChatConfig, ChatPerson
 
@@ -80,11 +80,21 @@ REFUSAL_AUDIT_WINDOW_SECONDS = 60.0
 _MAX_REFUSAL_KEYS = 1000
 #: Lines of a grant's output ``status`` shows (its end), as code.
 OUTPUT_LINES = 40
-#: Tries to write wrong step-up codes before the answer, the waits between them doubling
-#: from ``SAVE_RETRY_SECONDS``.
+#: How long one call on the state ConfigMap (a read, a write) may wait for the API server
+#: (connecting, sending, the answer): one try (``Kube.request``'s ``once``, as the gateway's
+#: ``API_CALL_SECONDS``), none of the HTTP library's silent retries, given up as a failure
+#: with no answer; never past what is left of ``SAVE_BUDGET_SECONDS``, but at least
+#: ``STATE_CALL_MIN_SECONDS``.
+STATE_CALL_SECONDS = 5.0
+STATE_CALL_MIN_SECONDS = 0.5
+#: Tries of a write of the state (``_save``): made again only when it failed in a way that
+#: may pass (no answer, a reset connection, 429, 5xx: ``wingman.kube.transient``) or met a
+#: Conflict, the waits between them doubling from ``SAVE_RETRY_SECONDS``, and a new try only
+#: while ``SAVE_BUDGET_SECONDS`` have not passed since the first: a person waiting for the
+#: answer to a step-up code waits that long at most for a write, however the API server hangs.
 SAVE_TRIES = 3
 SAVE_RETRY_SECONDS = 0.2
-SAVE_RETRY_BUDGET_SECONDS = 3.0
+SAVE_BUDGET_SECONDS = 10.0
 #: How long a button pressed on a card still being posted waits for the post to end (the
 #: chat shows a message before its sender has the answer with the message's id).
 POSTING_WAIT_SECONDS = 10.0
@@ -215,7 +225,8 @@ class ChatService:
         The wrong step-up codes and lockouts are never dropped: when they cannot be read (the
         state not JSON, ``stepUp`` of the wrong shape) every code is refused until they are
         corrected (``_take_step_up``)."""
-        raw = await asyncio.to_thread(self.cluster.load_state)
+        raw = await asyncio.to_thread(partial(self.cluster.load_state,
+                                              once=STATE_CALL_SECONDS))
         self.state, problems = readable_state(raw)
         self._take_step_up(raw)
         now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -298,28 +309,45 @@ class ChatService:
                 extra={"configmap": getattr(self.cluster, "state_configmap", ""),
                        "problem": why})
 
-    async def _reread_step_up(self) -> None:
+    async def _reread_step_up(self, once: float = STATE_CALL_SECONDS) -> None:
         """While ``stepUp`` cannot be read: read the stored state again (an administrator may
-        have fixed it). Raises what reading raises."""
+        have fixed it), waiting ``once`` seconds at most. Raises what reading raises."""
         if self.step_up.broken:
-            self._take_step_up(await asyncio.to_thread(self.cluster.load_state))
+            self._take_step_up(await asyncio.to_thread(partial(self.cluster.load_state,
+                                                               once=once)))
 
     async def _save(self) -> None:
-        async with self._save_lock:  # one at a time, each with the state as it is then
+        """Write the state, one save at a time, each with the state as it is then: up to
+        ``SAVE_TRIES`` tries, a new one only after a failure that may pass or a Conflict and
+        while ``SAVE_BUDGET_SECONDS`` have not passed, each call bounded
+        (``STATE_CALL_SECONDS``); else the last error."""
+        async with self._save_lock:
+            give_up = time.monotonic() + SAVE_BUDGET_SECONDS
+            delay = SAVE_RETRY_SECONDS
             for attempt in range(SAVE_TRIES):
+                once = min(STATE_CALL_SECONDS,
+                           max(STATE_CALL_MIN_SECONDS, give_up - time.monotonic()))
                 try:
-                    await self._save_once()
+                    await self._save_once(once)
                     return
-                except ApiError as exc:  # the ConfigMap changed since it was read: again
-                    if not exc.conflict or attempt + 1 == SAVE_TRIES:
+                except WingmanError as exc:
+                    conflict = isinstance(exc, ApiError) and exc.conflict
+                    if (not (conflict or transient(exc)) or attempt + 1 == SAVE_TRIES
+                            or time.monotonic() + delay > give_up):
                         raise
+                    log.info("writing the chat state failed in a way that may pass; trying "
+                             "again", extra={"reason": exc.reason, "error": str(exc)[:300],
+                                             "retry_in_seconds": round(delay, 2)})
+                await asyncio.sleep(delay)
+                delay *= 2
 
-    async def _save_once(self) -> None:
-        """Write the state (``_save_lock`` held). While ``stepUp`` cannot be read it is read
-        again first, and written only if the ConfigMap did not change since (else Conflict):
-        an administrator's fix made meanwhile is never written over."""
+    async def _save_once(self, once: float = STATE_CALL_SECONDS) -> None:
+        """Write the state (``_save_lock`` held), each call waiting ``once`` seconds at most.
+        While ``stepUp`` cannot be read it is read again first, and written only if the
+        ConfigMap did not change since (else Conflict): an administrator's fix made meanwhile
+        is never written over."""
         if self.step_up.broken:
-            await self._reread_step_up()
+            await self._reread_step_up(once)
         saving: dict[str, Any] | None = None
         if not self.step_up.broken and (self.step_up.changed or "stepUp" in self.state):
             saving = self.step_up.stored()
@@ -329,7 +357,7 @@ class ChatService:
         # ``changed`` stays set until the save succeeded (a code checked meanwhile must see
         # that the wrong codes are not written yet), and then only if none came since
         await asyncio.to_thread(partial(self.cluster.save_state, copy.deepcopy(self.state),
-                                        unchanged=bool(self.step_up.broken)))
+                                        unchanged=bool(self.step_up.broken), once=once))
         if saving is not None and saving == self.step_up.stored():
             self.step_up.changed = False
 
@@ -373,28 +401,21 @@ class ChatService:
             return saved
 
     async def _save_step_up(self) -> bool:
-        """Save the state (the wrong codes) with up to ``SAVE_TRIES`` tries, a new one only
-        while ``SAVE_RETRY_BUDGET_SECONDS`` have not passed (a person waits for the answer);
-        False, logged, when none succeeded."""
-        until = time.monotonic() + SAVE_RETRY_BUDGET_SECONDS
-        for attempt in range(SAVE_TRIES):
-            try:
-                await self._save()
-                return True
-            except (WingmanError, OSError) as exc:
-                if attempt + 1 < SAVE_TRIES and time.monotonic() < until:
-                    await asyncio.sleep(SAVE_RETRY_SECONDS * 2 ** attempt)
-                    continue
-                log.warning(
-                    "saving wrong one-time codes to the chat state ConfigMap failed; no "
-                    "step-up code is taken (StepUpUnavailable) until it is saved, which is "
-                    "tried again with the next code and the next sync. Check that the chat "
-                    "ServiceAccount may patch this ConfigMap and that the API server is "
-                    "reachable",
-                    extra={"configmap": getattr(self.cluster, "state_configmap", ""),
-                           "saved": False, "reason": getattr(exc, "reason",
-                                                             type(exc).__name__),
-                           "error": str(exc)[:300]})
+        """Save the state (the wrong codes: ``_save``, bounded by ``SAVE_BUDGET_SECONDS``, as
+        a person waits for the answer); False, logged, when it failed."""
+        try:
+            await self._save()
+            return True
+        except (WingmanError, OSError) as exc:
+            log.warning(
+                "saving wrong one-time codes to the chat state ConfigMap failed; no "
+                "step-up code is taken (StepUpUnavailable) until it is saved, which is "
+                "tried again with the next code and the next sync. Check that the chat "
+                "ServiceAccount may patch this ConfigMap and that the API server is "
+                "reachable",
+                extra={"configmap": getattr(self.cluster, "state_configmap", ""),
+                       "saved": False, "reason": getattr(exc, "reason", type(exc).__name__),
+                       "error": str(exc)[:300]})
         return False
 
     def card_ref(self, uid: str, channel: str) -> dict[str, Any] | None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
 
+from support.apiproxy import FaultyApiProxy
 from support.chart import CHART_DIR, can, installed, kubectl_as_sa
 from support.operator import wait_for
 from wingman import GROUP
@@ -22,7 +25,12 @@ from wingman.audit import open_sink
 from wingman.chat.cluster import STATE_KEY, ChatCluster
 from wingman.chat.guard import Refusal, StepUp
 from wingman.chat.metrics import ChatMetrics
-from wingman.chat.service import ChatService, readable_state
+from wingman.chat.service import (
+    SAVE_BUDGET_SECONDS,
+    STATE_CALL_SECONDS,
+    ChatService,
+    readable_state,
+)
 from wingman.dev.cluster import LocalCluster
 from wingman.errors import WingmanError
 from wingman.kube import CONFIGMAPS, Kube
@@ -245,8 +253,8 @@ class _FixedMeanwhile(ChatCluster):
 
     fix: dict[str, Any] | None = None
 
-    def load_state(self) -> Any:
-        raw = super().load_state()
+    def load_state(self, *, once: float | None = None) -> Any:
+        raw = super().load_state(once=once)
         if self.fix is not None:
             self.kube.patch(CONFIGMAPS, self.namespace, self.state_configmap,
                             {"data": {STATE_KEY: json.dumps(self.fix)}})
@@ -333,10 +341,11 @@ class _StopsAfterCheck(ChatCluster):
 
     checked: list[bool]
 
-    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False,
+                   once: float | None = None) -> None:
         if self.checked[0]:
             raise _Stopped()
-        super().save_state(state, unchanged=unchanged)
+        super().save_state(state, unchanged=unchanged, once=once)
 
 
 def test_a_process_stopped_between_a_check_and_its_write_keeps_every_wrong_code(
@@ -364,3 +373,75 @@ def test_a_process_stopped_between_a_check_and_its_write_keeps_every_wrong_code(
     restarted = _restarted(ChatCluster(kube, namespace, "wingman-chat-state"), tmp_path, at,
                            started=T0 - 600)
     assert _try(restarted, pyotp.TOTP(SECRET).at(at[0])) == "StepUpLocked"
+
+
+@pytest.fixture
+def proxy(cluster: LocalCluster, tmp_path: Path) -> Iterator[FaultyApiProxy]:
+    directory = tmp_path / "proxy"
+    directory.mkdir()
+    with FaultyApiProxy(cluster.server, cluster.ca_file, directory) as made:
+        yield made
+
+
+def _through(cluster: LocalCluster, namespace: str, proxy: FaultyApiProxy) -> Kube:
+    """A client of a ServiceAccount that may read and patch ConfigMaps in ``namespace`` (as
+    the chat one may its state), every call through ``proxy``."""
+    cluster.kubectl("create", "serviceaccount", "chat", "-n", namespace)
+    cluster.kubectl("create", "role", "chat-state", "-n", namespace, "--verb=get,patch",
+                    "--resource=configmaps")
+    cluster.kubectl("create", "rolebinding", "chat-state", "-n", namespace,
+                    "--role=chat-state", f"--serviceaccount={namespace}:chat")
+    wait_for("patch allowed", lambda: can(
+        cluster, user=f"system:serviceaccount:{namespace}:chat", groups=[], verb="patch",
+        resource="configmaps", namespace=namespace))
+    return Kube.from_token(proxy.url, cluster.sa_token(namespace, "chat"), proxy.ca_file)
+
+
+def test_a_step_up_write_the_api_server_holds_is_refused_within_the_budget(
+        cluster: LocalCluster, namespace: str, tmp_path: Path, proxy: FaultyApiProxy) -> None:
+    """An API server that takes the write ahead of a step-up code and never answers: each
+    try is given up after a few seconds (not the client's own 30 s, retried by the HTTP
+    library), made again within the budget, and then the code is refused unchecked, saying
+    to try again; nothing is decided on a code whose try the state may not hold."""
+    _store(cluster, namespace, json.dumps({"horizon": HORIZON, "requests": {}}))
+    chat = ChatCluster(_through(cluster, namespace, proxy), namespace, "wingman-chat-state")
+    at = [T0]
+    svc = _restarted(chat, tmp_path, at, started=T0 - 600)
+    path = CONFIGMAPS.path(namespace, "wingman-chat-state")
+    proxy.hold("PATCH", path, seconds=60, times=1000)
+    started = time.monotonic()
+    with pytest.raises(Refusal) as refused:
+        asyncio.run(svc._verify_step_up("bob", pyotp.TOTP(SECRET).at(at[0])))
+    assert time.monotonic() - started < SAVE_BUDGET_SECONDS + STATE_CALL_SECONDS
+    assert refused.value.reason == "StepUpUnavailable"
+    assert "your code was not checked" in refused.value.message
+    assert "try again shortly" in refused.value.message
+    assert proxy.count("PATCH", path) > 1, "a write held up is made again"
+    assert svc.step_up.stored() == {}  # nothing checked, nothing counted
+
+
+@pytest.mark.parametrize("fault", ["lose", "drop"])
+@pytest.mark.parametrize("right", [True, False], ids=["right-code", "wrong-code"])
+def test_a_step_up_write_whose_answer_is_lost_is_recognised(
+        cluster: LocalCluster, namespace: str, tmp_path: Path, proxy: FaultyApiProxy,
+        fault: str, right: bool) -> None:
+    """The write ahead of a code reached the API server and its answer was lost (``lose``),
+    or the connection was closed before it reached it (``drop``): made again, it is known to
+    have landed (the ConfigMap holds it) or lands, the code is checked, and the count is the
+    code's own, once (a wrong one counted once, a right one cleared)."""
+    kube = _store(cluster, namespace, json.dumps({"horizon": HORIZON, "requests": {}}))
+    chat = ChatCluster(_through(cluster, namespace, proxy), namespace, "wingman-chat-state")
+    at = [T0]
+    svc = _restarted(chat, tmp_path, at, started=T0 - 600)
+    path = CONFIGMAPS.path(namespace, "wingman-chat-state")
+    reads = proxy.count("GET", path)
+    getattr(proxy, fault)("PATCH", path, times=1)
+    code = pyotp.TOTP(SECRET).at(at[0]) if right else _wrong(at[0])
+    assert _try(svc, code) == ("accepted" if right else "StepUpFailed")
+    stored = json.loads(kube.get(CONFIGMAPS, namespace, "wingman-chat-state")["data"][STATE_KEY])
+    assert stored.get("stepUp") == (None if right else {"bob": {"failures": 1}})
+    # the write ahead twice (the second told Conflict, when the first had landed, and then
+    # the ConfigMap read: it holds that state), and the outcome's write when there is one
+    assert proxy.count("PATCH", path) == 3
+    assert proxy.count("GET", path) - reads == (1 if fault == "lose" else 0)
+    assert stored["horizon"] == HORIZON

@@ -22,7 +22,7 @@ from wingman.chat.cluster import ChatCluster
 from wingman.chat.guard import STEP_UP_MAX_FAILURES, PendingStepUp, StepUp, refuse
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
-from wingman.errors import Unavailable
+from wingman.errors import ClusterError, Unavailable
 from wingman.kube import Kube
 from wingman.settings import ChatConfig
 
@@ -476,10 +476,11 @@ class _FailingSaves(world.Cluster):
         super().__init__()
         self.failing = 0
 
-    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False,
+                   once: float | None = None) -> None:
         if self.failing:
             self.failing -= 1
-            raise Unavailable("the API server did not answer")
+            raise ClusterError("the API server did not answer", reason="Unreachable")
         super().save_state(state)
 
 
@@ -607,10 +608,11 @@ class _DecidingFailingSaves(_DecidingCluster):
 
     failing = 0
 
-    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False,
+                   once: float | None = None) -> None:
         if self.failing:
             self.failing -= 1
-            raise Unavailable("the API server did not answer")
+            raise ClusterError("the API server did not answer", reason="Unreachable")
         super().save_state(state)
 
 
@@ -657,7 +659,8 @@ class _StopsAtSave(world.Cluster):
         super().__init__()
         self.stop_if: Any = None
 
-    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False,
+                   once: float | None = None) -> None:
         if self.stop_if is not None and self.stop_if():
             self.stop_if = None
             raise _Stopped()
@@ -736,7 +739,8 @@ def test_a_code_taken_as_a_lockout_ends_is_not_checked_unwritten(tmp_path: Path)
     assert svc.step_up.changed  # the lockout's write pending
     save_state = cluster.save_state
 
-    def slow(state: dict[str, Any], *, unchanged: bool = False) -> None:
+    def slow(state: dict[str, Any], *, unchanged: bool = False,
+             once: float | None = None) -> None:
         at[0] = T0 + 330  # the lockout ends while the state is written
         save_state(state)
     cluster.save_state = slow  # type: ignore[method-assign]
@@ -786,20 +790,21 @@ def test_a_code_sent_while_the_reconciler_saves_waits_for_that_save(tmp_path: Pa
     gate = threading.Event()
     save_state = cluster.save_state
 
-    def slow(state: dict[str, Any], *, unchanged: bool = False) -> None:
+    def slow(state: dict[str, Any], *, unchanged: bool = False,
+             once: float | None = None) -> None:
         gate.wait(10)
         save_state(state)
     cluster.save_state = slow  # type: ignore[method-assign]
 
     async def main() -> str:
-        cluster.failing = 1  # the reconciler's save fails, the code's own saves too
+        cluster.failing = 1  # every try of the reconciler's save fails, the code's too
         syncing = asyncio.ensure_future(svc._save())
         await asyncio.sleep(0.05)  # the reconciler's save under way
-        cluster.failing = 1 + service_module.SAVE_TRIES
+        cluster.failing = 2 * service_module.SAVE_TRIES
         code = asyncio.ensure_future(svc._verify_step_up("bob", _wrong(at[0])))
         await asyncio.sleep(0.05)
         gate.set()
-        with pytest.raises(Unavailable):
+        with pytest.raises(ClusterError):
             await syncing
         try:
             await code

@@ -81,10 +81,11 @@ class Cluster:
     def grants(self) -> list[dict[str, Any]]:
         return []
 
-    def load_state(self) -> dict[str, Any]:
+    def load_state(self, *, once: float | None = None) -> dict[str, Any]:
         return copy.deepcopy(self.saved)
 
-    def save_state(self, state: dict[str, Any], *, unchanged: bool = False) -> None:
+    def save_state(self, state: dict[str, Any], *, unchanged: bool = False,
+                   once: float | None = None) -> None:
         self.saved = copy.deepcopy(state)
 
 
