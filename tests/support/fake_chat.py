@@ -11,7 +11,8 @@ keyboard when no ``reply_markup`` is sent and answering "message is not modified
 checks of a message's text (HTML that does not parse: "can't parse entities"; more than 4096
 UTF-16 code units after parsing: "message is too long"), Slack message timestamps,
 ``users.info`` flags for bots and guests. ``down = True`` makes a server answer 502 (an
-outage); ``slow`` delays the answers to a method after it took effect (a loaded machine);
+outage); ``slow`` delays the answers to a method after it took effect (a loaded machine),
+``held`` holds them until an event is set;
 ``glitches`` makes it answer the next requests with raw answers or a dropped connection
 (transient failures); ``refuse`` (a function of the method and its parameters that answers an error
 description, or None) makes it refuse single messages as the real service would. Tests drive
@@ -93,6 +94,9 @@ class _Base:
         #: network or a loaded machine, where the message is in the chat (and its buttons can
         #: be pressed) before its sender has the answer.
         self.slow: dict[str, float] = {}
+        #: Methods (by name) whose answers wait, after they took effect, until the event is
+        #: set (or 30 s): a post whose answer is held up for as long as a test needs.
+        self.held: dict[str, threading.Event] = {}
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -150,6 +154,9 @@ class _Base:
                     return
                 status, body = outer.handle(self.command, parts.path, params, self.headers)
                 time.sleep(outer.slow.get(parts.path.rsplit("/", 1)[-1], 0.0))
+                held = outer.held.get(parts.path.rsplit("/", 1)[-1])
+                if held is not None:
+                    held.wait(30)
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -3,7 +3,8 @@ it elsewhere, e.g. a local Bot API server).
 
 Requests are posted to ``chat.telegram.chatId`` with Approve and Reject buttons and edited in
 place; notices for requesters go to ``requesterChatId`` (default: the same chat). Updates are
-fetched by long polling (``getUpdates``: no inbound endpoint to expose).
+fetched by long polling (``getUpdates``: no inbound endpoint to expose) and handled
+concurrently, each person's in order and each card's presses one at a time (``poll``).
 
 Commands (in the configured chats, or in a private chat with the bot): ``/pending``,
 ``/describe <request>``, ``/approve <request> [reason]``, ``/reject <request> <reason>``,
@@ -35,6 +36,8 @@ import html
 import logging
 import re
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +52,7 @@ from telegram import (
 )
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.ext import SimpleUpdateProcessor
 from telegram.warnings import PTBUserWarning
 
 from wingman.chat import render
@@ -76,6 +80,13 @@ SEND_READ_TIMEOUT = 15.0
 #: (without their ``<code>``: text others wrote would look like Wingman's own words, and be
 #: searched for mentions and links): a card with more is sent abridged or short.
 MAX_ENTITIES = 100
+#: Updates handled at the same time (python-telegram-bot's ``SimpleUpdateProcessor``, what an
+#: Application's ``concurrent_updates`` sets up): a press that waits (for its card's post to
+#: end, for the API server) holds up neither polling nor other people's presses and commands.
+MAX_CONCURRENT_UPDATES = 16
+#: Updates taken from Telegram and not yet handled, at most: beyond, polling waits for one to
+#: end before it takes the next (and fetches no more meanwhile).
+MAX_PENDING_UPDATES = 256
 _TAGS = re.compile(r"<[^>]+>")
 _START_TAG = re.compile(r"<[a-z][^>]*>")
 _IN_CODE = re.compile(r"<(code|pre)>.*?</\1>", re.DOTALL)
@@ -177,6 +188,8 @@ class TelegramChannel:
         self.retired = ReplayGuard(ttl=RETIRE_SECONDS)  # old copies edited, by message
         self._ready = False
         self.username = ""
+        self.updates = SimpleUpdateProcessor(MAX_CONCURRENT_UPDATES)
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
 
     # -- calls ---------------------------------------------------------------------------
     async def _call(self, what: str, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -317,7 +330,26 @@ class TelegramChannel:
         (``Unauthorized``): /healthz then fails and the restarted pod reads the Secret again.
         An update that cannot be handled, or that the library cannot read (it fails the whole
         batch: the batch is then read one update at a time), is logged, counted
-        (``UpdateFailed``) and skipped; polling goes on with the next."""
+        (``UpdateFailed``) and skipped; polling goes on with the next.
+
+        Updates are handled concurrently (``_in_turn``), up to ``MAX_CONCURRENT_UPDATES`` at a
+        time, polling going on meanwhile: one person's updates one after the other in the order
+        they came (an ``/approve`` before its ``/confirm``), and the presses on one card one at
+        a time. Each is confirmed to Telegram (the next ``getUpdates``'s offset) once taken,
+        not once handled: one still being handled when the process stops is not delivered
+        again (the person presses or sends it again)."""
+        handling: set[asyncio.Task[None]] = set()
+        try:
+            await self._poll(stop, timeout, backoff, handling)
+        except BaseException:  # cancelled: what is still being handled is given up unanswered
+            for task in list(handling):
+                task.cancel()
+            raise
+        finally:  # else (``stop``, the token rejected) it ends on its own (each wait bounded)
+            await asyncio.gather(*handling, return_exceptions=True)
+
+    async def _poll(self, stop: asyncio.Event, timeout: int, backoff: float,
+                    handling: set[asyncio.Task[None]]) -> None:
         offset: int | None = None
         failures = 0
         count = self.service.metrics.loop_failures
@@ -353,11 +385,11 @@ class TelegramChannel:
                                      "errorType": update.error_type})
                     continue
                 offset = update.update_id + 1
-                try:
-                    await self.handle(update)
-                except Exception:
-                    count.labels(env, "telegram-polling", "UpdateFailed").inc()
-                    log.exception("telegram update failed")
+                while len(handling) >= MAX_PENDING_UPDATES:
+                    await asyncio.wait(handling, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(self._in_turn(update))
+                handling.add(task)
+                task.add_done_callback(handling.discard)
 
     async def _back_off(self, stop: asyncio.Event, exc: Exception, failures: int,
                         backoff: float) -> None:
@@ -406,6 +438,40 @@ class TelegramChannel:
             except Exception as exc:  # noqa: BLE001 - the library's reading of an update
                 out.append(_Unreadable(uid, type(exc).__name__))
         return out or None
+
+    async def _in_turn(self, update: Update) -> None:
+        """Handle ``update`` after the earlier updates of its sender (and, for a press, of its
+        card) have been handled, with python-telegram-bot's update processor bounding how
+        many are handled at once; a failure is logged and counted (``UpdateFailed``)."""
+        try:
+            async with AsyncExitStack() as turns:
+                for key in _turn_keys(update):  # the sender's first, always: no deadlock
+                    await turns.enter_async_context(self._turn(key))
+                handling = self.handle(update)
+                try:
+                    await self.updates.process_update(update, handling)
+                finally:
+                    handling.close()  # not started when cancelled before its turn: no warning
+        except Exception:
+            self.service.metrics.loop_failures.labels(self.service.env, "telegram-polling",
+                                                      "UpdateFailed").inc()
+            log.exception("telegram update failed")
+
+    @asynccontextmanager
+    async def _turn(self, key: str) -> AsyncIterator[None]:
+        """Held while an update of ``key`` is handled; the next one of ``key`` waits (asyncio
+        locks are first come, first served). Forgotten once no update holds or awaits it."""
+        lock, users = self._turns.get(key) or (asyncio.Lock(), 0)
+        self._turns[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._turns[key]
+            if users <= 1:
+                del self._turns[key]
+            else:
+                self._turns[key] = (lock, users - 1)
 
     async def handle(self, update: Update) -> None:
         if update.callback_query is not None:
@@ -493,6 +559,23 @@ class TelegramChannel:
 HELP = ("Wingman commands: /pending, /describe <request>, /approve <request> [reason], "
         "/reject <request> <reason>, /exec <request> <command>, /status <grant>, "
         "/confirm <code> (step-up).")
+
+
+def _turn_keys(update: Update) -> list[str]:
+    """Whose turn an update waits for: its sender's (a chat user, or the chat it was sent as),
+    then, for a press, its card's (the message the button is on)."""
+    keys: list[str] = []
+    cq, msg = update.callback_query, update.message
+    if cq is not None:
+        keys.append(f"user:{cq.from_user.id}")
+        if isinstance(cq.message, Message):
+            keys.append(f"card:{cq.message.chat.id}:{cq.message.message_id}")
+    elif msg is not None:
+        sender = (f"chat:{msg.sender_chat.id}" if msg.sender_chat is not None
+                  else f"user:{msg.from_user.id}" if msg.from_user is not None else "")
+        if sender:
+            keys.append(sender)
+    return keys
 
 
 def _is_int(value: Any) -> bool:

@@ -10,14 +10,18 @@ import datetime as dt
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 
 from support.fake_chat import FakeTelegram, serving, telegram_html_error
 from wingman.chat import render
+from wingman.chat.guard import StepUp
 from wingman.chat.render import Notice
 from wingman.chat.service import C, ChatService, Reply, T
 from wingman.chat.telegram import (
@@ -27,7 +31,7 @@ from wingman.chat.telegram import (
     _shown_length,
     segments_html,
 )
-from wingman.settings import TelegramConfig
+from wingman.settings import ChatConfig, ChatPerson, TelegramConfig
 
 from .world import (
     BOB,
@@ -693,3 +697,90 @@ def test_a_look_alike_character_in_a_command_is_shown_as_its_code_point(tmp_path
 
     run(tmp_path, request("lookalike", 1, commands=["kubectl delete pod w\u0435b -n apps"]),
         body=body)
+
+
+ALICE = ChatPerson(user="alice", groups=("approvers",), telegram_id=222)
+
+
+def test_while_a_press_waits_for_its_card_another_approvers_command_is_answered(
+        tmp_path: Path) -> None:
+    """A press on a card whose post has not yet been answered waits for that answer (up to
+    ``POSTING_WAIT_SECONDS``): meanwhile polling goes on, and another approver's command is
+    answered at once, not after it. The press is then taken as on the card, once: the
+    decision is made, a second press on the same card by the same approver waits its turn
+    and is refused as already decided."""
+    cluster = Deciding(request("web", 1))
+
+    async def main(fake: FakeTelegram) -> None:
+        svc = service(tmp_path, people=(BOB, ALICE))
+        svc.cluster = cluster  # type: ignore[assignment]
+        channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
+                                  TOKEN, "prd", svc)
+        svc.channels = [channel]
+        stop = asyncio.Event()
+        polling = asyncio.create_task(channel.poll(stop, timeout=1, backoff=0.01))
+        released = threading.Event()
+        try:
+            fake.held["sendMessage"] = released
+            posting = asyncio.create_task(svc.sync())  # its answer held up
+            await _until(lambda: bool(fake.sent_to(CHAT)))
+            (card,) = fake.sent_to(CHAT)
+            approve = fake.buttons(CHAT, card["id"])[0]
+            first = fake.press(FakeTelegram.user(111), CHAT, card["id"], approve)
+            second = fake.press(FakeTelegram.user(111), CHAT, card["id"], approve)
+            fake.say(FakeTelegram.user(222), CHAT, "/describe web")
+            await _until(lambda: len(fake.sent_to(CHAT)) > 1)  # alice's answer, in the chat
+            assert first not in fake.answers and second not in fake.answers
+            assert not posting.done(), "the command was answered after the post ended"
+            assert "web" in fake.sent_to(CHAT)[-1]["plain"]
+            released.set()
+            await posting
+            await _until(lambda: first in fake.answers and second in fake.answers)
+        finally:
+            released.set()
+            stop.set()
+            await asyncio.wait_for(polling, 20)
+            await channel.close()
+        assert "Approve recorded" in fake.answers[first]["text"], fake.answers[first]
+        assert "already decided" in fake.answers[second]["text"], fake.answers[second]
+        assert [d["reason"] for d in audited(svc)] == ["AlreadyDecided"]
+
+    with serving(FakeTelegram(TOKEN)) as fake:
+        asyncio.run(main(fake))
+    assert [d["by"] for d in cluster.objs[0]["spec"]["decisions"]] == ["bob"]
+
+
+def test_one_persons_commands_are_handled_in_the_order_they_were_sent(tmp_path: Path) -> None:
+    """Updates are handled concurrently, but one person's in order: an ``/approve`` and its
+    ``/confirm`` fetched together decide (the confirm finds the decision the approve held),
+    never the confirm first (``StepUpExpired``)."""
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    cluster = Deciding(request("web", 1))
+
+    async def main(fake: FakeTelegram) -> None:
+        svc = service(tmp_path)
+        svc.cluster = cluster  # type: ignore[assignment]
+        svc.config = ChatConfig(environment="prd", people=(BOB,), step_up=True)
+        svc.step_up = StepUp({"bob": secret}, started=time.time() - 600)
+        svc.step_up.write_ahead = True
+        channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
+                                  TOKEN, "prd", svc)
+        svc.channels = [channel]
+        await svc.sync()
+        fake.say(FakeTelegram.user(111), CHAT, "/approve web")
+        fake.say(FakeTelegram.user(111), CHAT, f"/confirm {pyotp.TOTP(secret).now()}")
+        stop = asyncio.Event()
+        polling = asyncio.create_task(channel.poll(stop, timeout=1, backoff=0.01))
+        try:
+            await _until(lambda: any("recorded" in m["plain"] or "Refused" in m["plain"]
+                                     for m in fake.sent_to(CHAT)))
+        finally:
+            stop.set()
+            await asyncio.wait_for(polling, 20)
+            await channel.close()
+        replies = [m["plain"] for m in fake.sent_to(CHAT)][1:]
+        assert "Step-up required" in replies[0] and "Approve recorded" in replies[1], replies
+
+    with serving(FakeTelegram(TOKEN)) as fake:
+        asyncio.run(main(fake))
+    assert [d["by"] for d in cluster.objs[0]["spec"]["decisions"]] == ["bob"]
