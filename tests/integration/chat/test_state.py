@@ -33,7 +33,7 @@ from wingman.chat.service import (
 )
 from wingman.dev.cluster import LocalCluster
 from wingman.errors import WingmanError
-from wingman.kube import CONFIGMAPS, Kube
+from wingman.kube import CONFIGMAPS, ApiError, Kube
 from wingman.settings import ChatConfig
 
 HORIZON = "2026-01-01T00:00:00Z"
@@ -445,3 +445,29 @@ def test_a_step_up_write_whose_answer_is_lost_is_recognised(
     assert proxy.count("PATCH", path) == 3
     assert proxy.count("GET", path) - reads == (1 if fault == "lose" else 0)
     assert stored["horizon"] == HORIZON
+
+
+def test_a_state_write_that_arrives_after_a_newer_one_changes_nothing(
+        cluster: LocalCluster, namespace: str) -> None:
+    """A write given up without an answer may still reach the API server later, after the
+    writes made since: it is made over the ConfigMap as it was then (its resourceVersion), so
+    the API server refuses it (Conflict) instead of putting the older counts back (a lockout
+    lifted, fresh tries)."""
+    kube = _store(cluster, namespace, json.dumps({"horizon": HORIZON, "requests": {}}))
+    chat = ChatCluster(kube, namespace, "wingman-chat-state")
+    chat.load_state()
+    late = ChatCluster(kube, namespace, "wingman-chat-state")  # the write given up, as it was
+    late.load_state()
+    landed = ChatCluster(kube, namespace, "wingman-chat-state")  # one of the newer state
+    landed.load_state()
+    locked = {"horizon": HORIZON, "requests": {},
+              "stepUp": {"bob": {"lockedUntil": int(T0) + 300}}}
+    chat.save_state(locked)
+    with pytest.raises(ApiError) as refused:
+        late.save_state({"horizon": HORIZON, "requests": {}, "stepUp": {"bob": {"failures": 1}}})
+    assert refused.value.conflict
+    stored = json.loads(kube.get(CONFIGMAPS, namespace, "wingman-chat-state")["data"][STATE_KEY])
+    assert stored == locked
+    # a write of the state the ConfigMap holds (its own earlier try landed): made
+    landed.save_state(locked)
+    late.save_state(locked)  # and the refused one's writer, having read it, writes again
