@@ -87,6 +87,10 @@ MAX_CONCURRENT_UPDATES = 16
 #: Updates taken from Telegram and not yet handled, at most: beyond, polling waits for one to
 #: end before it takes the next (and fetches no more meanwhile).
 MAX_PENDING_UPDATES = 256
+#: When polling is stopped (the process stops: SIGTERM), how long the updates being handled may
+#: still take to end (a decision made is then audited as recorded and answered) before they are
+#: cancelled; well within the pod's grace period (30 s) before it is killed.
+DRAIN_SECONDS = 15.0
 _TAGS = re.compile(r"<[^>]+>")
 _START_TAG = re.compile(r"<[a-z][^>]*>")
 _IN_CODE = re.compile(r"<(code|pre)>.*?</\1>", re.DOTALL)
@@ -337,13 +341,19 @@ class TelegramChannel:
         they came (an ``/approve`` before its ``/confirm``), and the presses on one card one at
         a time. Each is confirmed to Telegram (the next ``getUpdates``'s offset) once taken,
         not once handled: one still being handled when the process stops is not delivered
-        again (the person presses or sends it again)."""
+        again. Cancelled (the process stops), polling takes no more, and those being handled
+        are given ``DRAIN_SECONDS`` to end (a decision that reached the API server is then
+        audited as recorded, and answered) before they are cancelled."""
         handling: set[asyncio.Task[None]] = set()
         try:
             await self._poll(stop, timeout, backoff, handling)
-        except BaseException:  # cancelled: what is still being handled is given up unanswered
-            for task in list(handling):
-                task.cancel()
+        except BaseException:
+            try:
+                if handling:  # none half done: a decision made is audited and answered
+                    await asyncio.wait(set(handling), timeout=DRAIN_SECONDS)
+            finally:  # what has not ended by then (or cancelled again) is given up unanswered
+                for task in list(handling):
+                    task.cancel()
             raise
         finally:  # else (``stop``, the token rejected) it ends on its own (each wait bounded)
             await asyncio.gather(*handling, return_exceptions=True)

@@ -784,3 +784,62 @@ def test_one_persons_commands_are_handled_in_the_order_they_were_sent(tmp_path: 
     with serving(FakeTelegram(TOKEN)) as fake:
         asyncio.run(main(fake))
     assert [d["by"] for d in cluster.objs[0]["spec"]["decisions"]] == ["bob"]
+
+
+class _SlowDeciding(Deciding):
+    """``Deciding`` whose decisions reach the API server only once ``go`` is set
+    (``reached`` says one is on its way): an API server slow to answer."""
+
+    def __init__(self, *objs: dict[str, Any]) -> None:
+        super().__init__(*objs)
+        self.reached = threading.Event()
+        self.go = threading.Event()
+
+    def client_as(self, person: Any, hints: Any) -> Any:
+        inner, cluster = super().client_as(person, hints), self
+
+        class Client:
+            def decide(self, name: str, verdict: str, reason: str, *, uid: str) -> None:
+                cluster.reached.set()
+                cluster.go.wait(30)
+                inner.decide(name, verdict, reason, uid=uid)
+
+        return Client()
+
+
+def test_a_decision_under_way_when_the_process_stops_is_audited_and_answered(
+        tmp_path: Path) -> None:
+    """Stopping (the polling task cancelled, as on SIGTERM) lets the updates being handled end
+    (within ``DRAIN_SECONDS``): a press whose decision is on its way to the API server is not
+    cut off after it, so the decision made is audited as recorded and the approver told, never
+    a decision in the request that the audit trail shows only as requested."""
+    cluster = _SlowDeciding(request("web", 1))
+
+    async def main(fake: FakeTelegram) -> None:
+        svc = service(tmp_path)
+        svc.cluster = cluster  # type: ignore[assignment]
+        channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
+                                  TOKEN, "prd", svc)
+        svc.channels = [channel]
+        await svc.sync()
+        (card,) = fake.sent_to(CHAT)
+        pressed = fake.press(FakeTelegram.user(111), CHAT, card["id"],
+                             fake.buttons(CHAT, card["id"])[0])
+        polling = asyncio.create_task(channel.poll(asyncio.Event(), timeout=1, backoff=0.01))
+        try:
+            await _until(cluster.reached.is_set)
+            polling.cancel()  # the process stops
+            await asyncio.wait({polling}, timeout=1)  # cut off by now unless it waits
+            cluster.go.set()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(polling, 20)
+        finally:
+            cluster.go.set()
+            polling.cancel()
+            await channel.close()
+        assert [d["verdict"] for d in audited(svc, "ChatDecisionRecorded")] == ["Approve"]
+        assert "Approve recorded" in fake.answers[pressed]["text"], fake.answers
+
+    with serving(FakeTelegram(TOKEN)) as fake:
+        asyncio.run(main(fake))
+    assert [d["by"] for d in cluster.objs[0]["spec"]["decisions"]] == ["bob"]
