@@ -209,6 +209,34 @@ def deadline_for(job: Body, expires: int, *, leeway: int, exec_timeout: int,
     return last_end + start_seconds
 
 
+def job_ended_without_result(grant: Body, job_name: str, kind: str, reason: str
+                              ) -> tuple[str, str]:
+    """(reason, message) of a grant whose gateway Job ended (``kind`` ``Complete`` or
+    ``Failed``, the Job's ``reason``) while the grant records no final phase (pure).
+
+    A Job that failed says only that its gateway exited non-zero or was stopped (by the Job's
+    deadline, a deleted pod...), not when: before the command started, or after it ran with its
+    result not written (the gateway's exit 1, the audit's ``GatewayResultUnrecorded``). So the
+    message says the command may or may not have run, and where the answer is."""
+    meta = grant.get("metadata") or {}
+    name, namespace = str(meta.get("name")), str(meta.get("namespace"))
+    if kind == "Complete":
+        return "GatewayNoResult", (
+            "the gateway Job completed without recording a result; see its pod log "
+            f"(kubectl logs job/{job_name} -n {namespace})")
+    why = "DeadlineExceeded" if reason == "DeadlineExceeded" else "GatewayFailed"
+    ended = ("passed its deadline (DeadlineExceeded) and its gateway was stopped"
+             if why == "DeadlineExceeded" else
+             f"failed ({reason or 'no reason'}): its gateway exited non-zero or was stopped")
+    return why, (
+        f"the gateway Job {ended} without recording a result on the grant, so the command may "
+        "or may not have run. The audit trail tells which: a GatewayExecuting record for this "
+        "grant means the command was started, and a GatewayResultUnrecorded record holds its "
+        "result when the gateway could not write it here (wingman audit show <audit target> "
+        f"--subject {name} -n {namespace}); the Job's log says more (kubectl logs "
+        f"job/{job_name} -n {namespace}). Check the target before running the command again")
+
+
 def denied_status(grant: Body, auth: Authorization, now: dt.datetime) -> dict[str, Any]:
     gen = int(grant.get("metadata", {}).get("generation") or 1)
     conds = conditions.set_condition((grant.get("status") or {}).get("conditions") or [],
@@ -220,4 +248,4 @@ def denied_status(grant: Body, auth: Authorization, now: dt.datetime) -> dict[st
 
 
 __all__ = ["SLACK_SECONDS", "Authorization", "Claim", "authorize", "claim", "deadline_for",
-           "denied_status", "rollback_of", "undoes"]
+           "denied_status", "job_ended_without_result", "rollback_of", "undoes"]

@@ -317,3 +317,34 @@ def test_nothing_is_granted_under_an_approval_being_deleted() -> None:
     rollback = grants.authorize(_rb(), _deleting(_reviewed(APPROVED)), RB_POLICY, RB_ALLOW, NOW,
                                 forward=_forward())
     assert (rollback.ok, rollback.reason) == (False, "ApprovalDeleted")
+
+
+GATEWAY_JOB_GRANT = {"metadata": {"name": "web-restart-1", "namespace": "apps"},
+                     "status": {"phase": "Running", "jobName": "web-restart-1-gw"}}
+
+
+@pytest.mark.parametrize(("reason", "why"), [("BackoffLimitExceeded", "GatewayFailed"),
+                                             ("", "GatewayFailed"),
+                                             ("DeadlineExceeded", "DeadlineExceeded")])
+def test_a_gateway_job_that_failed_without_a_result_says_the_command_may_have_run(
+        reason: str, why: str) -> None:
+    """A gateway that exits 1 after the command ran (its result could not be written) and one
+    that failed before it look the same from the Job: the message says so, and where to tell
+    which (the audit's records for the grant, the Job's log), never that nothing ran."""
+    got, message = grants.job_ended_without_result(GATEWAY_JOB_GRANT, "web-restart-1-gw",
+                                                   "Failed", reason)
+    assert got == why
+    assert "before recording" not in message
+    assert "may or may not have run" in message
+    assert "GatewayResultUnrecorded" in message and "GatewayExecuting" in message
+    assert "--subject web-restart-1 -n apps" in message
+    assert "kubectl logs job/web-restart-1-gw -n apps" in message
+    assert (reason or "no reason") in message
+
+
+def test_a_gateway_job_that_completed_without_a_result_is_no_result() -> None:
+    got, message = grants.job_ended_without_result(GATEWAY_JOB_GRANT, "web-restart-1-gw",
+                                                   "Complete", "")
+    assert got == "GatewayNoResult"
+    assert "completed without recording a result" in message
+    assert "kubectl logs job/web-restart-1-gw -n apps" in message

@@ -1054,15 +1054,8 @@ async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str
 async def job_result(ctx: Context, grant: Any, done: tuple[str, str]) -> None:
     """The gateway Job finished, but the grant has no final phase: the gateway could not say
     why (a crash, the deadline)."""
-    kind, reason = done
-    if kind == "Complete":
-        await finish(ctx, grant, "Failed", "GatewayNoResult",
-                     "the gateway Job completed without recording a result; see its pod log")
-    else:
-        why = "DeadlineExceeded" if reason == "DeadlineExceeded" else "GatewayFailed"
-        await finish(ctx, grant, "Failed", why,
-                     f"the gateway Job failed ({reason or 'no reason'}) before recording "
-                     "a result; see its pod log")
+    why, message = logic.job_ended_without_result(grant, names.grant_job_name(grant), *done)
+    await finish(ctx, grant, "Failed", why, message)
 
 
 async def expire_token(ctx: Context, grant: Any) -> bool:
