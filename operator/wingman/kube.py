@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import email.utils
+import http.client
+import io
 import json
 import logging
 import os
@@ -28,8 +30,9 @@ from urllib.parse import quote, urlencode
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from urllib3 import HTTPHeaderDict
+from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPSConnectionPool
 from urllib3 import Timeout as HTTPTimeout
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from wingman import GROUP, VERSION
 from wingman.errors import ClusterError, shown_url
@@ -112,6 +115,120 @@ CONFIGMAPS = Resource("", "v1", "configmaps")
 PODS = Resource("", "v1", "pods")
 JOBS = Resource("batch", "v1", "jobs")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-call deadlines
+#
+# urllib3's timeouts bound each socket operation, not a call: a server that sends a byte of its
+# answer every few seconds keeps a read "alive" for as long as it likes. A call made with
+# ``once`` sets its deadline here (per thread: the client is shared), and the connections of
+# a ``Kube``'s pools read and send with what is left of it: every receive and send waits at
+# most until the deadline, so connecting, sending and the whole answer (status line, headers,
+# body) end by it, or the call fails as a timeout does. No thread per call.
+
+_CALL = threading.local()
+
+
+def _deadline() -> float | None:
+    """The monotonic deadline of the call this thread is making (None: no deadline)."""
+    value: float | None = getattr(_CALL, "deadline", None)
+    return value
+
+
+def _left(deadline: float) -> float:
+    """Seconds left before ``deadline``; a timeout once none is."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out (the call's deadline passed)")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's own reader (which keeps the socket open while the answer is read, after the
+    connection lets go of it) with each receive waiting at most until the call's deadline (the
+    socket's own timeout is per receive)."""
+
+    def __init__(self, sock: Any, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(_left(self._deadline))
+        read: int | None = self._raw.readinto(buffer)
+        return read
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What ``http.client.HTTPResponse`` is given to read from: the socket, its reads bounded by
+    the deadline."""
+
+    def __init__(self, sock: Any, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        assert mode == "rb", mode
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An HTTP response read, status line to the last byte, by the call's deadline (when the
+    call has one)."""
+
+    def __init__(self, sock: Any, debuglevel: int = 0, method: str | None = None,
+                 url: str | None = None) -> None:
+        deadline = _deadline()
+        read: Any = sock if deadline is None else _DeadlineSocket(sock, deadline)
+        super().__init__(read, debuglevel, method, url)
+
+
+class _DeadlineMixin:
+    """Sends by the call's deadline too (and the answer read so: :class:`_DeadlineResponse`)."""
+
+    sock: Any
+
+    def send(self, data: Any) -> None:
+        deadline = _deadline()
+        if deadline is not None and self.sock is not None:
+            self.sock.settimeout(_left(deadline))
+        super().send(data)  # type: ignore[misc]
+
+
+class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+def _bound_calls(api_client: k8s.ApiClient) -> None:
+    """Make the client's connections keep a call's deadline (pools made from now on)."""
+    manager = api_client.rest_client.pool_manager
+    classes = getattr(manager, "pool_classes_by_scheme", None)
+    if classes is None or classes.get("https") is _DeadlineHTTPSPool:
+        return
+    manager.pool_classes_by_scheme = {**classes, "http": _DeadlineHTTPPool,
+                                      "https": _DeadlineHTTPSPool}
+    manager.clear()  # a pool made before (none, normally) is made again with them
 
 
 class TokenFile:
@@ -202,6 +319,7 @@ class Kube:
         #: (as with ``once``), unless a call names its own ``once``: for a process whose every
         #: call must end within a deadline (the gateway)
         self.call_seconds = call_seconds
+        _bound_calls(api_client)
 
     def as_user(self, user: str, groups: tuple[str, ...] = ()) -> Kube:
         """The same connection, acting as ``user`` in ``groups`` (Kubernetes impersonation:
@@ -392,11 +510,15 @@ class Kube:
         self.api.update_params_for_auth(headers, auth, ["BearerToken"], path, method, body)
         try:
             if once is not None:
-                resp = self.api.rest_client.pool_manager.request(
-                    method, url, headers=headers,
-                    body=None if body is None else json.dumps(body).encode(),
-                    timeout=HTTPTimeout(total=once),
-                    retries=False, preload_content=True)  # the answer read within it
+                _CALL.deadline = time.monotonic() + once
+                try:  # connect within ``once``, then send and read by the deadline
+                    resp = self.api.rest_client.pool_manager.request(
+                        method, url, headers=headers,
+                        body=None if body is None else json.dumps(body).encode(),
+                        timeout=HTTPTimeout(total=once),
+                        retries=False, preload_content=True)  # the answer read within it
+                finally:
+                    _CALL.deadline = None
             else:
                 resp = self.api.rest_client.request(
                     method, url, headers=headers,

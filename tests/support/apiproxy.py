@@ -4,7 +4,9 @@ For tests of what a client does when the API server blips: every call passes thr
 real API server, answer and headers as they came (its ``Date`` too), but the first calls that
 match a rule (method and path) are answered by the proxy with an error status (a Kubernetes
 ``Status``, as the API server answers a 503 or a 429), dropped (the connection closed with no
-answer), passed on with their answer lost, or held for a while before they pass.
+answer), passed on with their answer lost, held for a while before they pass, or passed on
+with their answer trickled back a byte at a time (a server that keeps every read of the
+client waiting a little, never long enough for a timeout of one socket read).
 Point a client at ``url`` and trust ``ca_file`` (issued for 127.0.0.1 for the proxy).
 """
 
@@ -41,6 +43,9 @@ class _Rule:
     passed: int = 0
     drop: bool = False
     lose: bool = False
+    trickle: int = 0
+    """Bytes of the answer given back one at a time, ``delay`` seconds apart."""
+    trickle_from_body: bool = False
 
 
 class FaultyApiProxy:
@@ -104,6 +109,17 @@ class FaultyApiProxy:
         with self._lock:
             self._rules.append(_Rule(method, path, times, 0, seconds, after=after))
 
+    def trickle(self, method: str, path: str, *, every: float, count: int, times: int = 1,
+                after: int = 0, from_body: bool = False) -> None:
+        """Pass the first ``times`` calls of ``method`` on a path starting with ``path`` on to
+        the API server, and give the answer back with its first ``count`` bytes (from its
+        status line, or ``from_body``: from its body, the head sent at once) one at a time,
+        ``every`` seconds apart, then the rest; the first ``after`` such calls pass as they
+        are. A client that gives up meanwhile ends the trickle (its connection closed)."""
+        with self._lock:
+            self._rules.append(_Rule(method, path, times, 0, every, after=after,
+                                     trickle=count, trickle_from_body=from_body))
+
     def count(self, method: str, path: str) -> int:
         """How many calls of ``method`` on ``path`` reached the proxy."""
         with self._lock:
@@ -139,7 +155,7 @@ class FaultyApiProxy:
                                "code": rule.status}).encode()
             self._reply(handler, rule.status, [("Content-Type", "application/json")], data)
             return
-        if rule is not None:
+        if rule is not None and not rule.trickle:
             time.sleep(rule.delay)
         conn = http.client.HTTPSConnection(self._host, self._port, context=self._upstream_ctx,
                                            timeout=60)
@@ -152,9 +168,31 @@ class FaultyApiProxy:
                 handler.close_connection = True
                 return
             kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]
+            if rule is not None and rule.trickle:
+                self._trickle(handler, rule, resp.status, kept, data)
+                return
             self._reply(handler, resp.status, kept, data)
         finally:
             conn.close()
+
+    @staticmethod
+    def _trickle(handler: BaseHTTPRequestHandler, rule: _Rule, status: int,
+                 headers: list[tuple[str, str]], data: bytes) -> None:
+        handler.close_connection = True
+        head = f"HTTP/1.1 {status} {http.client.responses.get(status, '')}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers)
+        head += f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        whole = head.encode("latin-1") + data
+        start = len(head) if rule.trickle_from_body else 0
+        try:
+            handler.wfile.write(whole[:start])
+            for i in range(start, min(start + rule.trickle, len(whole))):
+                handler.wfile.write(whole[i:i + 1])
+                handler.wfile.flush()
+                time.sleep(rule.delay)
+            handler.wfile.write(whole[start + rule.trickle:])
+        except OSError:  # the client gave up and closed its connection
+            return
 
     @staticmethod
     def _reply(handler: BaseHTTPRequestHandler, status: int, headers: list[tuple[str, str]],

@@ -47,12 +47,13 @@ from support.gateway import (
 from wingman import audit
 from wingman.capability import tokens
 from wingman.dev.cluster import LocalCluster
+from wingman.errors import ClusterError
 from wingman.gateway import run as gateway_run
 from wingman.gateway.checks import RESULT_SECONDS
 from wingman.gateway.identity import SERVICEACCOUNTS
 from wingman.gateway.redaction import WITHHELD
 from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
-from wingman.kube import APPROVALS, GRANTS, Kube
+from wingman.kube import APPROVALS, GRANTS, ApiError, Kube, transient
 from wingman.model import names
 from wingman.operator.context import Context
 from wingman.operator.events import Events
@@ -930,6 +931,64 @@ def test_a_job_read_that_is_always_held_up_refuses_within_the_budget(
     assert "not spent" in status["message"]
     assert env.leases() == [] and env.replicas() == 1
     assert "JobReadRetried" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("from_body", [False, True], ids=["head", "body"])
+def test_a_trickled_answer_ends_within_the_calls_bound_and_is_no_answer(
+        env: Env, proxy: FaultyApiProxy, from_body: bool) -> None:
+    """A server that sends its answer a byte at a time, never waiting long enough for one
+    socket read to time out, still has the gateway's calls end within their bound (the whole
+    call: connecting, sending, every byte of the answer), as a failure with no answer."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    settings = _through(env, proxy, g, mint(env, g))
+    kube = Kube.from_service_account(settings.api_server, settings.serviceaccount_dir)
+    kube.call_seconds = gateway_run.API_CALL_SECONDS
+    grant_path = GRANTS.path(env.ns, g.name)
+    bounded: list[tuple[str, float, Callable[[], object]]] = [
+        (grant_path, gateway_run.API_CALL_SECONDS, lambda: kube.get(GRANTS, env.ns, g.name)),
+        (_job_path(env, g), gateway_run.JOB_READ_CALL_SECONDS,
+         lambda: kube.get_dated(gateway_run.JOBS, env.ns, names.job_name(g.name),
+                                once=gateway_run.JOB_READ_CALL_SECONDS))]
+    for path, bound, call in bounded:
+        proxy.trickle("GET", path, every=0.5, count=60, times=1, from_body=from_body)
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as raised:
+            call()
+        assert time.monotonic() - started < bound + 1.0, path
+        assert not isinstance(raised.value, ApiError) and transient(raised.value)
+        assert raised.value.reason == "Unreachable" and "timed out" in raised.value.message
+        assert call() is not None  # the next call, answered at once, goes through
+    kube.close()
+
+
+def test_a_job_read_trickled_is_given_up_and_tried_again_within_the_budget(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.trickle("GET", _job_path(env, g), every=0.5, count=60, times=1)
+    started = time.monotonic()
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
+    assert time.monotonic() - started < gateway_run.JOB_READ_RETRY_SECONDS + 5
+    assert proxy.count("GET", _job_path(env, g)) == 2
+    assert env.replicas() == 2
+    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+
+
+def test_a_read_always_trickled_refuses_within_its_budget_and_spends_nothing(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    approval_path = APPROVALS.path(env.ns, g.approval["metadata"]["name"])
+    proxy.trickle("GET", approval_path, every=0.5, count=60, times=1000)
+    started = time.monotonic()
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert time.monotonic() - started < (gateway_run.API_RETRY_SECONDS
+                                         + gateway_run.API_CALL_SECONDS + 5)
+    assert proxy.count("GET", approval_path) > 1
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "ApiUnavailable"), status
+    assert env.leases() == [] and env.replicas() == 1
 
 
 def _status_path(env: Env, g: Grant) -> str:
