@@ -46,9 +46,13 @@ JSON_PATCH = "application/json-patch+json"
 class ApiError(ClusterError):
     """The API server refused a call; ``status`` is the HTTP code, ``reason`` its reason."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, *,
+                 retry_after: float | None = None) -> None:
         super().__init__(message, reason=reason or "ApiError")
         self.status = status
+        #: the answer's ``Retry-After`` in seconds (a 429 or 503 of API Priority and Fairness
+        #: says when to ask again), None when it had none that parses
+        self.retry_after = retry_after
 
     @property
     def not_found(self) -> bool:
@@ -532,7 +536,9 @@ class Kube:
         resp.read()
         data = resp.data or b""
         if resp.status >= 400:
-            raise _api_error(resp.status, data, resp.reason)
+            error = _api_error(resp.status, data, resp.reason)
+            error.retry_after = retry_after(resp.headers.get("Retry-After"))
+            raise error
         date = server_date(resp.headers.get("Date"))
         if not data:
             return resp.status, {}, date
@@ -611,6 +617,20 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, ApiError):
         return exc.status == 0 or exc.status == 429 or exc.status >= 500
     return isinstance(exc, ClusterError)
+
+
+def retry_after(value: str | None) -> float | None:
+    """An HTTP ``Retry-After`` header in seconds (pure): delay-seconds, or an HTTP date (from
+    now, at least 0); None when absent or neither."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    when = server_date(value)
+    if when is None:
+        return None
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def server_date(value: str | None) -> dt.datetime | None:

@@ -46,6 +46,7 @@ class _Rule:
     trickle: int = 0
     """Bytes of the answer given back one at a time, ``delay`` seconds apart."""
     trickle_from_body: bool = False
+    retry_after: int | None = None
 
 
 class FaultyApiProxy:
@@ -83,11 +84,13 @@ class FaultyApiProxy:
         return f"https://127.0.0.1:{self._server.server_address[1]}"
 
     def fail(self, method: str, path: str, *, times: int, status: int = 503,
-             after: int = 0) -> None:
-        """Answer the first ``times`` calls of ``method`` on ``path`` with ``status``; the
-        first ``after`` such calls that no earlier rule took pass."""
+             after: int = 0, retry_after: int | None = None) -> None:
+        """Answer the first ``times`` calls of ``method`` on ``path`` with ``status`` (and the
+        header ``Retry-After: <retry_after>``, when given, as API Priority and Fairness does);
+        the first ``after`` such calls that no earlier rule took pass."""
         with self._lock:
-            self._rules.append(_Rule(method, path, times, status, 0.0, after=after))
+            self._rules.append(_Rule(method, path, times, status, 0.0, after=after,
+                                     retry_after=retry_after))
 
     def drop(self, method: str, path: str, *, times: int) -> None:
         """Close the connection of the first ``times`` calls of ``method`` on ``path``, read
@@ -153,7 +156,10 @@ class FaultyApiProxy:
                                "message": f"injected by the test proxy ({rule.status})",
                                "reason": "ServiceUnavailable" if rule.status == 503 else "",
                                "code": rule.status}).encode()
-            self._reply(handler, rule.status, [("Content-Type", "application/json")], data)
+            headers = [("Content-Type", "application/json")]
+            if rule.retry_after is not None:
+                headers.append(("Retry-After", str(rule.retry_after)))
+            self._reply(handler, rule.status, headers, data)
             return
         if rule is not None and not rule.trickle:
             time.sleep(rule.delay)

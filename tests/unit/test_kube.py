@@ -23,6 +23,7 @@ from wingman.kube import (
     current_context,
     kubeconfig_contexts,
     load_kubeconfig,
+    retry_after,
     server_date,
     transient,
 )
@@ -235,6 +236,18 @@ def test_the_api_servers_date_is_read_as_utc() -> None:
         2026, 12, 3, 22, 30, 5, tzinfo=dt.UTC)
     assert server_date(None) is None
     assert server_date("yesterday") is None
+
+
+def test_a_retry_after_is_read_in_seconds() -> None:
+    assert retry_after("1") == 1.0
+    assert retry_after(" 30 ") == 30.0
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
+    got = retry_after(later.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+    assert got is not None and 100 < got <= 120
+    assert retry_after("Thu, 03 Dec 2020 22:30:05 GMT") == 0.0  # past: at once
+    assert retry_after(None) is None
+    assert retry_after("soon") is None
+    assert retry_after("-5") is None
 
 
 def test_kubeconfig_names_are_paths_as_they_are_as_kubectl_takes_them(

@@ -361,8 +361,10 @@ _T = TypeVar("_T")
 def _retried(run: _Run, what: str, call: Callable[[float], _T]) -> _T:
     """``call(once)`` (``once``: how long its one try may wait for an answer), made again while
     it fails in a way that may pass (``wingman.kube.transient``), backing off, for
-    ``API_RETRY_SECONDS`` at most; then, or at once for any other failure or once the pod is
-    asked to stop, its last error. Only for calls that change nothing (``API_RETRY_SECONDS``)."""
+    ``API_RETRY_SECONDS`` at most, waiting as long as an answer's ``Retry-After`` asks (and
+    giving up when that is past the budget); then, or at once for any other failure or once
+    the pod is asked to stop, its last error. Only for calls that change nothing
+    (``API_RETRY_SECONDS``)."""
     give_up = time.monotonic() + API_RETRY_SECONDS
     delay = API_RETRY_FIRST_DELAY
     while True:
@@ -370,12 +372,13 @@ def _retried(run: _Run, what: str, call: Callable[[float], _T]) -> _T:
         try:
             return call(once)
         except WingmanError as exc:
-            if (not transient(exc) or give_up - time.monotonic() < delay
+            pause = _pause(exc, delay)
+            if (not transient(exc) or give_up - time.monotonic() < pause
                     or executors.TERMINATION.requested):
                 raise
             run.log("ApiCallRetried", level="warning", reason=exc.reason,
-                    message=f"{what} failed ({exc.message}); trying again in {delay:.2f} s")
-        time.sleep(delay)
+                    message=f"{what} failed ({exc.message}); trying again in {pause:.2f} s")
+        time.sleep(pause)
         delay *= 2
 
 
@@ -507,7 +510,8 @@ def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]
     """The gateway's own Job and the API server's clock when it answered. A failure that may
     pass (no answer, also none within ``JOB_READ_CALL_SECONDS``; 429, 5xx:
     ``wingman.kube.transient``) is tried again, backing off, for ``JOB_READ_RETRY_SECONDS`` at
-    most; any other answer (403, 404...) at once."""
+    most, waiting as long as the answer's ``Retry-After`` asks (and giving up when that is past
+    the budget); any other answer (403, 404...) at once."""
     assert run.kube is not None
     give_up = time.monotonic() + JOB_READ_RETRY_SECONDS
     delay = JOB_READ_FIRST_DELAY
@@ -518,13 +522,22 @@ def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]
             return run.kube.get_dated(JOBS, run.settings.namespace, name, once=once)
         except WingmanError as exc:
             left = give_up - time.monotonic()
-            if not transient(exc) or left < delay:
+            pause = _pause(exc, delay)
+            if not transient(exc) or left < pause:
                 raise
             run.log("JobReadRetried", level="warning", reason=exc.reason,
                     message=f"reading the gateway Job failed ({exc.message}); trying again in "
-                    f"{delay:.2f} s")
-        time.sleep(delay)
+                    f"{pause:.2f} s")
+        time.sleep(pause)
         delay *= 2
+
+
+def _pause(exc: WingmanError, delay: float) -> float:
+    """How long to wait before a call that failed with ``exc`` is made again: the backoff's
+    ``delay``, or longer when the API server said so (``Retry-After``, as API Priority and
+    Fairness does with a 429); the caller gives up instead when that is past its budget."""
+    after = exc.retry_after if isinstance(exc, ApiError) else None
+    return delay if after is None else max(delay, after)
 
 
 def _burn_outcome(exc: WingmanError) -> str:

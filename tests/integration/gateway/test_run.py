@@ -883,6 +883,47 @@ def test_a_job_read_that_fails_for_a_moment_is_tried_again_and_the_command_runs(
     assert env.grant(g.name)["status"]["phase"] == "Succeeded"
 
 
+def test_a_job_read_told_to_retry_after_a_second_waits_that_long_and_the_command_runs(
+        env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 429 with ``Retry-After`` (API Priority and Fairness shedding load) is asked again no
+    sooner than it says, within the read's budget."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.fail("GET", _job_path(env, g), times=1, status=429, retry_after=1)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
+    assert proxy.count("GET", _job_path(env, g)) == 2
+    retried = [line for line in _json_lines(capsys.readouterr().err)
+               if line.get("event") == "JobReadRetried"]
+    assert len(retried) == 1 and "trying again in 1.00 s" in retried[0]["message"], retried
+    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+
+
+def test_a_job_read_told_to_retry_after_the_budget_refuses_without_asking_sooner(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.fail("GET", _job_path(env, g), times=1000, status=429, retry_after=30)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert proxy.count("GET", _job_path(env, g)) == 1, "not asked again before it said"
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "DeadlineUnknown")
+    assert "429" in status["message"] and "not spent" in status["message"]
+    assert env.leases() == [] and env.replicas() == 1
+
+
+def test_a_read_told_to_retry_after_the_budget_refuses_without_asking_sooner(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    approval_path = APPROVALS.path(env.ns, g.approval["metadata"]["name"])
+    proxy.fail("GET", approval_path, times=1000, status=429, retry_after=60)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert proxy.count("GET", approval_path) == 1, "not asked again before it said"
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "ApiUnavailable"), status
+    assert env.leases() == [] and env.replicas() == 1
+
+
 def test_a_job_read_that_keeps_failing_refuses_within_a_few_seconds_before_the_burn(
         env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
     g = make_grant(env, SCALE.format(target=env.target))
