@@ -625,7 +625,7 @@ def retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]+", value):  # ASCII digits only: str.isdigit takes "²" too
         return float(value)
     when = server_date(value)
     if when is None:
@@ -639,11 +639,11 @@ def server_date(value: str | None) -> dt.datetime | None:
         return None
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if parsed.tzinfo is None:  # "-0000": UTC by RFC 5322, no zone in Python's reading
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):  # out of range: year 9999 -2359
         return None
-    if parsed.tzinfo is None:  # "-0000": UTC by RFC 5322, no zone in Python's reading
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
 
 
 def _api_error(status: int, body: Any, reason: str | None) -> ApiError:

@@ -250,6 +250,18 @@ def test_a_retry_after_is_read_in_seconds() -> None:
     assert retry_after("-5") is None
 
 
+@pytest.mark.parametrize("value", [
+    "\u00b2",  # a Latin-1 byte of the header that str.isdigit takes for a digit
+    "1\u00b9",
+    "Fri, 31 Dec 9999 23:59:59 -2359",  # past the last date Python can hold, in UTC
+])
+def test_a_hostile_date_or_retry_after_reads_as_none_never_an_error(value: str) -> None:
+    """An API server (or a proxy before it) that answers with such a header fails no call:
+    the header is taken as absent."""
+    assert retry_after(value) is None
+    assert server_date(value) is None
+
+
 def test_kubeconfig_names_are_paths_as_they_are_as_kubectl_takes_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """kubectl (client-go's loader) expands no ``~`` in KUBECONFIG: ``~/cfg`` is the file
