@@ -30,9 +30,9 @@ from urllib.parse import quote, urlencode
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from urllib3 import HTTPConnectionPool, HTTPHeaderDict, HTTPSConnectionPool
+from urllib3 import HTTPConnectionPool, HTTPHeaderDict
 from urllib3 import Timeout as HTTPTimeout
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connection import HTTPConnection
 
 from wingman import GROUP, VERSION
 from wingman.errors import ClusterError, shown_url
@@ -208,30 +208,43 @@ class _DeadlineMixin:
         super().send(data)  # type: ignore[misc]
 
 
-class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):
-    response_class = _DeadlineResponse
+_DEADLINE_POOLS: dict[type[HTTPConnectionPool], type[HTTPConnectionPool]] = {}
+_DEADLINE_POOLS_LOCK = threading.Lock()
 
 
-class _DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
-    response_class = _DeadlineResponse
-
-
-class _DeadlineHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _DeadlineHTTPConnection
-
-
-class _DeadlineHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _DeadlineHTTPSConnection
+def _deadline_pool(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
+    """``pool`` with connections that keep a call's deadline: a subclass of it and of its own
+    connection class, so whatever those do (a SOCKS proxy's connection, TLS, a proxy tunnel)
+    is kept; ``pool`` itself when its connections read answers in a way of their own."""
+    with _DEADLINE_POOLS_LOCK:
+        made = _DEADLINE_POOLS.get(pool)
+        if made is not None:
+            return made
+        connection: Any = getattr(pool, "ConnectionCls", None)
+        if (isinstance(connection, type) and issubclass(connection, _DeadlineMixin)) or \
+                not (isinstance(connection, type) and issubclass(connection, HTTPConnection)
+                     and connection.response_class is http.client.HTTPResponse):
+            made = pool
+        else:
+            bounded = type(f"Deadline{connection.__name__}", (_DeadlineMixin, connection),
+                           {"response_class": _DeadlineResponse})
+            made = type(f"Deadline{pool.__name__}", (pool,), {"ConnectionCls": bounded})
+        _DEADLINE_POOLS[pool] = made
+        _DEADLINE_POOLS[made] = made
+        return made
 
 
 def _bound_calls(api_client: k8s.ApiClient) -> None:
-    """Make the client's connections keep a call's deadline (pools made from now on)."""
+    """Make the client's connections keep a call's deadline (pools made from now on), each
+    scheme's pool and connection classes kept underneath (those of a proxy's pool manager)."""
     manager = api_client.rest_client.pool_manager
     classes = getattr(manager, "pool_classes_by_scheme", None)
-    if classes is None or classes.get("https") is _DeadlineHTTPSPool:
+    if not isinstance(classes, Mapping):
         return
-    manager.pool_classes_by_scheme = {**classes, "http": _DeadlineHTTPPool,
-                                      "https": _DeadlineHTTPSPool}
+    bounded = {scheme: _deadline_pool(pool) for scheme, pool in classes.items()}
+    if bounded == dict(classes):
+        return
+    manager.pool_classes_by_scheme = bounded
     manager.clear()  # a pool made before (none, normally) is made again with them
 
 

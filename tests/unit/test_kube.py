@@ -5,16 +5,25 @@ token a client of a mounted ServiceAccount sends (``Kube.from_service_account``)
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client as k8s
+from urllib3 import HTTPConnectionPool, PoolManager
+from urllib3.connection import HTTPConnection
 
 from wingman.errors import ClusterError
 from wingman.kube import (
     APPROVALS,
+    CONFIGMAPS,
     JOBS,
     SECRETS,
     ApiError,
@@ -298,3 +307,54 @@ def test_an_explicit_kubeconfig_is_one_file_even_with_a_colon_in_its_path(
     assert [c["name"] for c in kubeconfig_contexts([str(colon)])] == ["colon"]
     # the same path as a KUBECONFIG list is split, as kubectl splits it
     assert current_context(str(colon)) == ("d", tmp_path / "d")
+
+
+class _Api(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"kind": "ConfigMap", "metadata": {"name": "seen"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def local_api() -> Iterator[tuple[str, int]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize("once", [None, 2.0])
+def test_a_pool_manager_s_own_connections_are_kept_under_the_call_deadline(
+        local_api: tuple[str, int], once: float | None) -> None:
+    """A client whose pool manager opens its connections its own way (urllib3's
+    SOCKSProxyManager: each through the proxy) still opens them so once ``Kube`` bounds its
+    calls: here they reach the API server only through that way, the host being unresolvable."""
+    class Routed(HTTPConnection):
+        def _new_conn(self) -> socket.socket:  # as a SOCKS connection: elsewhere than host
+            return socket.create_connection(local_api, timeout=5)
+
+    class RoutedPool(HTTPConnectionPool):
+        ConnectionCls = Routed
+
+    class RoutedManager(PoolManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.pool_classes_by_scheme = {"http": RoutedPool, "https": RoutedPool}
+
+    api = k8s.ApiClient(k8s.Configuration(host="http://kube.invalid"))
+    api.rest_client.pool_manager = RoutedManager()
+    kube = Kube(api)
+    assert kube.get(CONFIGMAPS, "ns", "seen", once=once)["metadata"]["name"] == "seen"
+    assert Kube(api).get(CONFIGMAPS, "ns", "seen", once=once)["metadata"]["name"] == "seen"
