@@ -209,6 +209,13 @@ def deadline_for(job: Body, expires: int, *, leeway: int, exec_timeout: int,
     return last_end + start_seconds
 
 
+#: the most of a Job condition's reason quoted in a grant's message (the Job controller's are
+#: a CamelCase word; with the longest names the message stays within MESSAGE_CHARS)
+JOB_REASON_CHARS = 48
+#: the most of a grant's message kept: its condition's and its audit record's
+MESSAGE_CHARS = 1000
+
+
 def job_ended_without_result(grant: Body, job_name: str, kind: str, reason: str
                               ) -> tuple[str, str]:
     """(reason, message) of a grant whose gateway Job ended (``kind`` ``Complete`` or
@@ -220,6 +227,7 @@ def job_ended_without_result(grant: Body, job_name: str, kind: str, reason: str
     message says the command may or may not have run, and where the answer is."""
     meta = grant.get("metadata") or {}
     name, namespace = str(meta.get("name")), str(meta.get("namespace"))
+    reason = reason[:JOB_REASON_CHARS]  # the Job controller's, short; whoever wrote it
     if kind == "Complete":
         return "GatewayNoResult", (
             "the gateway Job completed without recording a result; see its pod log "
@@ -247,5 +255,6 @@ def denied_status(grant: Body, auth: Authorization, now: dt.datetime) -> dict[st
             "completionTime": conditions.rfc3339(now)}
 
 
-__all__ = ["SLACK_SECONDS", "Authorization", "Claim", "authorize", "claim", "deadline_for",
+__all__ = ["JOB_REASON_CHARS", "MESSAGE_CHARS", "SLACK_SECONDS", "Authorization", "Claim",
+           "authorize", "claim", "deadline_for",
            "denied_status", "job_ended_without_result", "rollback_of", "undoes"]

@@ -348,3 +348,13 @@ def test_a_gateway_job_that_completed_without_a_result_is_no_result() -> None:
     assert got == "GatewayNoResult"
     assert "completed without recording a result" in message
     assert "kubectl logs job/web-restart-1-gw -n apps" in message
+
+
+def test_a_gateway_job_s_message_keeps_its_advice_with_the_longest_names() -> None:
+    """Names at their longest (a grant's 253 characters, a namespace's 63) and a Job reason
+    written by someone else than the Job controller: the message still fits what the grant's
+    condition and audit record keep, down to its last advice."""
+    grant = {"metadata": {"name": "g" * 253, "namespace": "n" * 63}}
+    _, message = grants.job_ended_without_result(grant, "j" * 63, "Failed", "R" * 5000)
+    assert len(message) <= grants.MESSAGE_CHARS
+    assert message.endswith("Check the target before running the command again")

@@ -9,10 +9,12 @@ import asyncio
 import copy
 import datetime as dt
 import types
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from wingman.audit import FileSink
 from wingman.kube import ApiError
 from wingman.model import names
 from wingman.operator import manifests
@@ -328,3 +330,32 @@ def test_a_token_secret_with_a_garbled_expiry_counts_as_expired(expires: str) ->
     assert _secret_expiry(secret) == 0
     secret["metadata"]["annotations"][names.EXPIRES_ANNOTATION] = "1700000000"
     assert _secret_expiry(secret) == 1700000000
+
+
+def test_the_audit_record_of_a_job_that_ended_without_a_result_keeps_all_of_its_message(
+        tmp_path: Path) -> None:
+    """The record an investigator reads (on the real file sink) says all the grant's status
+    says: that the command may or may not have run, where to tell, and to check the target."""
+    written: list[dict[str, Any]] = []
+
+    class Api:
+        def patch(self, res: Any, namespace: str, name: str, body: dict[str, Any],
+                  **kwargs: Any) -> dict[str, Any]:
+            written.append(body["status"])
+            return body
+
+    settings: Any = types.SimpleNamespace(environment="test", api_concurrency=4)
+    none: Any = None
+    sink = FileSink(tmp_path / "audit.jsonl")
+    ctx = Context(settings, cast(Any, Api()), none, sink, none, none, Metrics())
+    running = grant("Running")
+    try:
+        asyncio.run(grants_handler.job_result(ctx, running, ("Failed", "BackoffLimitExceeded")))
+    finally:
+        sink.close()
+    (status,) = written
+    assert status["reason"] == "GatewayFailed"
+    assert status["message"].endswith("Check the target before running the command again")
+    (record,) = [r for r in FileSink(tmp_path / "audit.jsonl").records()
+                 if r.event == "GrantFailed"]
+    assert record.data["message"] == status["message"]

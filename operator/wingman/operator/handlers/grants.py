@@ -1039,8 +1039,8 @@ async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str
     """A final phase the gateway could not write itself (crash, deadline, expiry)."""
     now = _now()
     gen = int(grant["metadata"].get("generation") or 1)
-    record = await ctx.audit(f"Grant{phase}", subject_of(grant), {"reason": reason,
-                                                                  "message": message[:500]})
+    record = await ctx.audit(f"Grant{phase}", subject_of(grant), {  # all of what status keeps
+        "reason": reason, "message": message[:logic.MESSAGE_CHARS]})
     conds = conditions.set_condition(grant.get("status", {}).get("conditions") or [],
                                      "Succeeded", False, reason, message, gen, now)
     conds = conditions.grant_ready(conds, phase, message, gen, now)
