@@ -601,7 +601,7 @@ class WingmanClient:
         obj = self.get_request_object(request)
         commands = [str(c) for c in (obj.get("spec") or {}).get("commands") or ()]
         if command not in commands:
-            listed = "; ".join(commands)
+            listed = "; ".join(shown(c) for c in commands)  # a command may take 4096 characters
             raise Invalid(f"{shown(command)} is not one of the commands of request {request} "
                           f"(byte for byte): {listed}")
         gname = st.grant_name(request, command)
@@ -678,7 +678,7 @@ class WingmanClient:
         rollback = rules.reviewed_rollback(request, command)
         if rollback is None:
             raise Invalid(f"request {_ref(forward)} names no rollback for the command of "
-                          f"{grant} ({command!r}): only a rollback reviewed with the command "
+                          f"{grant} ({shown(command)}): only a rollback reviewed with the command "
                           "can be granted without a new decision; submit a new request")
         if not rules.ran(forward):
             phase = (forward.get("status") or {}).get("phase") or "Pending"

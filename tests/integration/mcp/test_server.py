@@ -426,3 +426,38 @@ def test_when_the_credential_changes_the_kept_identity_is_not_used_for_the_new_o
     finally:
         agent.close()
         admin.close()
+
+
+def test_refusals_quote_stored_commands_short_however_long_they_are(
+        cluster: LocalCluster, release: Release) -> None:
+    # a stored command may take 4096 characters, a request ten of them: execute's refusal
+    # listed them all whole, rollback's quoted its command whole
+    ns, groups = release.namespace, worker_groups("test")
+    agent = client_as(cluster, ns, WORKER, groups)
+    admin = client_as(cluster, ns, "system:admin", ["system:masters"])
+    long = [f"kubectl annotate deployment/web -n {release.target_namespace} note{i}="
+            + "x" * 3900 for i in range(10)]
+    try:
+        asked = _call(agent, "request_approval", {"instruction": "annotate web",
+                                                  "commands": long})
+        assert asked["state"] == "pending_review", asked
+        request = asked["name"]
+        wrong = _call(agent, "execute", {"request": request, "command": "kubectl get pods"})
+        assert wrong["state"] == "invalid", wrong
+        assert "is not one of the commands of request" in wrong["message"], wrong
+        assert len(wrong["message"]) < 2000, len(wrong["message"])
+        assert f"{long[0][:60]!r}... ({len(long[0])} characters)" in wrong["message"]
+        forward = f"{request}-fw"
+        admin.kube.create(GRANTS, ns, {
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": forward, "namespace": ns},
+            "spec": {"approvalRef": {"name": request}, "command": long[3],
+                     "requester": agent.whoami()}})
+        undo = _call(agent, "rollback", {"grant": forward})
+        assert undo["state"] == "invalid", undo
+        assert "names no rollback for the command" in undo["message"], undo
+        assert len(undo["message"]) < 500, len(undo["message"])
+        assert f"{long[3][:60]!r}... ({len(long[3])} characters)" in undo["message"]
+    finally:
+        agent.close()
+        admin.close()
