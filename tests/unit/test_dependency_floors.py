@@ -5,7 +5,8 @@ direct dependency at its floor, theirs at the newest they allow, as a user insta
 old environment could get. The wheels go into a fresh virtual environment (uv's cache makes
 this a few seconds after the first run), and the tests that depend most on the SDKs' and
 libraries' APIs run there: the LLM voters (openai, anthropic, httpx), the review panel, the
-capability tokens and keys (PyJWT, cryptography). A floor that is too low fails here, instead
+capability tokens and keys (PyJWT, cryptography), the MCP server's strict tool arguments
+(the mcp SDK). A floor that is too low fails here, instead
 of voters silently abstaining in production.
 """
 
@@ -19,7 +20,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SUITES = ("tests/unit/review", "tests/unit/capability")
+#: Of the MCP server's tests, those of its tools' strict arguments (the SDK's validation),
+#: which reach no API server.
+MCP = "tests/unit/mcp/test_server.py::test_"
+SUITES = ("tests/unit/review", "tests/unit/capability",
+          f"{MCP}a_wrongly_typed_argument_is_refused_naming_it_what_it_must_be_and_what_came",
+          f"{MCP}an_argument_error_quotes_what_came_short_and_lists_a_bounded_number",
+          f"{MCP}the_schema_bounds_the_texts_as_the_crd_does",
+          f"{MCP}an_unknown_argument_is_refused_not_dropped")
 
 
 def _run(*argv: str | Path, timeout: float = 600, env: dict[str, str] | None = None
@@ -69,7 +77,7 @@ def test_the_floors_are_what_got_installed(floors: Path) -> None:
     import json
 
     installed = json.loads(done.stdout)
-    for name in ("openai", "anthropic", "httpx", "pyjwt", "cryptography", "kopf"):
+    for name in ("openai", "anthropic", "httpx", "pyjwt", "cryptography", "kopf", "mcp"):
         got, floor = installed[name], declared[name]
         assert got.split(".")[: len(floor.split("."))] == floor.split("."), (name, got, floor)
 

@@ -31,14 +31,21 @@ import re
 import signal
 import sys
 import threading
+import types
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, NoReturn, Protocol, cast
+from typing import Annotated, Any, BinaryIO, NoReturn, Protocol, Union, cast, get_args, get_origin
 
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import (
+    ResourceError,
+    ResourceNotFoundError,
+    ToolError,
+    UnexpectedToolError,
+)
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import (
     DEFAULT_MAX_REQUEST_BODY_SIZE,
@@ -126,7 +133,7 @@ COMMAND_LIMIT = 4096
 class RollbackArg(BaseModel):
     """For one of the commands, the exact command that undoes it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     command: Annotated[str, Field(description="One of the request's commands, byte for byte",
                                   min_length=1, max_length=COMMAND_LIMIT)]
@@ -138,7 +145,7 @@ class RollbackArg(BaseModel):
 class SourceArg(BaseModel):
     """Where the request comes from (provenance); every field is optional."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     reference: Annotated[str | None, Field(
         description="The task or ticket this work is for (e.g. JIRA-123, a URL)",
@@ -387,6 +394,156 @@ def _error(exc: WingmanError, kind: str | None, name: str | None, namespace: str
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
+def _takes_text(annotation: Any) -> bool:
+    """Whether an argument of this type may be a string (``str``, ``str | None``)."""
+    if annotation is str:
+        return True
+    return (get_origin(annotation) in (Union, types.UnionType)
+            and any(_takes_text(a) for a in get_args(annotation)))
+
+
+class _StrictArguments(FuncMetadata):
+    """A tool's arguments, validated in pydantic's strict mode: each must come as the JSON
+    type its schema gives. The SDK validates loosely, so an agent's wrongly typed argument
+    would be guessed at: ``"no"``, ``"false"`` or ``0`` read as false (``untrusted_input``
+    among them), ``"30"`` as 30. Here it is refused (``_argument_errors`` says what is wrong).
+
+    One conversion is kept, as the SDK makes it for clients that send it so: an argument
+    that must be an array or an object (``commands``, ``source``, ``rollbacks``), sent as a
+    string holding that array or object in JSON, is read as it. A string is never read so
+    for an argument that takes a string (the SDK would read ``environment: "null"`` as no
+    environment)."""
+
+    def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
+        parsed = self.pre_parse_json(arguments_to_validate)
+        fields = self.arg_model.model_fields
+        given = {key: value if key not in fields or not _takes_text(fields[key].annotation)
+                 else arguments_to_validate[key] for key, value in parsed.items()}
+        return self.arg_model.model_validate(given, strict=True).model_dump_one_level()
+
+
+def _strict(meta: FuncMetadata) -> FuncMetadata:
+    """``meta`` (the SDK's, for a tool) validating its arguments strictly."""
+    return _StrictArguments.model_construct(
+        **{name: getattr(meta, name) for name in type(meta).model_fields})
+
+
+#: What an argument must be, by the error pydantic's strict mode reports for it.
+_MUST_BE = {"string_type": "a string", "bool_type": "a boolean (true or false)",
+            "int_type": "an integer (a number without a fraction)", "float_type": "a number",
+            "list_type": "an array", "model_type": "an object", "dict_type": "an object",
+            "model_attributes_type": "an object", "finite_number": "a finite number"}
+#: Bounds, by the error reporting one: how it reads, and the bound's name in the error.
+_BOUNDS = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
+           "greater_than": ("more than", "gt"), "less_than": ("less than", "lt")}
+#: At most this many of a call's argument errors are listed.
+ARGUMENT_ERRORS_SHOWN = 10
+
+
+def _sent(value: Any) -> str:
+    """What was sent, in JSON's terms: a string quoted escaped (its start only when long)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"the string {shown(value)}"
+    if isinstance(value, (int, float)):
+        text = repr(value)
+        return f"the number {text if len(text) <= 40 else f'{text[:20]}... ({len(text)} digits)'}"
+    if isinstance(value, list):
+        return f"an array of {len(value)} item{'' if len(value) == 1 else 's'}"
+    if isinstance(value, Mapping):
+        return "an object"
+    return "a value of another type"
+
+
+def _model_in(annotation: Any, *, item: bool = False) -> Any:
+    """The model in ``annotation`` (``M``, ``M | None``), or with ``item`` the type of the
+    items of the list in it (``list[M] | None``); None when there is none."""
+    for part in (annotation, *get_args(annotation)):
+        if item and get_origin(part) is list:
+            return get_args(part)[0] if get_args(part) else None
+        if not item and isinstance(part, type) and issubclass(part, BaseModel):
+            return part
+    return None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The names of the fields of the object at ``loc`` in ``model``'s arguments."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            current = _model_in(current, item=True)
+            continue
+        found = _model_in(current)
+        field = found.model_fields.get(part) if found is not None else None
+        if field is None:
+            return []
+        current = field.annotation
+    found = _model_in(current)
+    return list(found.model_fields) if found is not None else []
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """An argument's place as an agent writes it: ``source.untrusted_input``, ``commands[0]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = part if _PLAIN_NAME.fullmatch(str(part)) else shown(str(part))
+            out += f".{name}" if out else name
+    return out
+
+
+def _argument_error(model: type[BaseModel], error: Any) -> str:
+    """One error of pydantic's about a tool's arguments, in words: which argument, what it must
+    be, what was sent."""
+    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
+    where, value = _where(loc), error.get("input")
+    if kind in _MUST_BE:
+        return f"{where} must be {_MUST_BE[kind]}, not {_sent(value)}"
+    if kind == "missing":
+        return f"{where} is missing: it is required"
+    if kind == "extra_forbidden":
+        takes = _fields_at(model, loc[:-1])
+        parent = _where(loc[:-1])
+        return (f"{parent} has no field {_where(loc[-1:])}; it takes "
+                f"{', '.join(takes) or 'no fields'}")
+    if kind == "string_too_short":
+        least = ctx.get("min_length", 1)
+        return (f"{where} must not be empty" if least == 1
+                else f"{where} must be at least {least} characters long")
+    if kind == "string_too_long":
+        length = f", not {len(value)}" if isinstance(value, str) else ""
+        return f"{where} must be at most {ctx.get('max_length')} characters{length}"
+    if kind in ("too_short", "too_long"):
+        bound, limit = (("at least", ctx.get("min_length")) if kind == "too_short"
+                        else ("at most", ctx.get("max_length")))
+        count = ctx.get("actual_length")
+        if count is None and isinstance(value, list):
+            count = len(value)
+        return (f"{where} must have {bound} {limit} item{'' if limit == 1 else 's'}"
+                + (f", not {count}" if count is not None else ""))
+    if kind in _BOUNDS:
+        words, key = _BOUNDS[kind]
+        return f"{where} must be {words} {ctx.get(key)}, not {_sent(value)}"
+    return f"{where} is not valid ({error.get('msg', kind)})"  # never quoting the input
+
+
+def _argument_errors(tool: str, model: type[BaseModel], exc: ValidationError) -> str:
+    """The message refusing a call whose arguments ``exc`` refused: each error in words (the
+    first ``ARGUMENT_ERRORS_SHOWN``), then what to do."""
+    errors = exc.errors(include_url=False)
+    said = [_argument_error(model, e) for e in errors[:ARGUMENT_ERRORS_SHOWN]]
+    more = (f"; and {len(errors) - ARGUMENT_ERRORS_SHOWN} more"
+            if len(errors) > ARGUMENT_ERRORS_SHOWN else "")
+    return (f"Error executing tool {tool}: invalid arguments, nothing was done: "
+            f"{'; '.join(said)}{more}. Send each argument as the JSON type, and within the "
+            "bounds, that the tool's input schema gives (tools/list), and call again")
+
+
 class _StrictServer(MCPServer[Any]):
     """Refuses a tool call that names an argument the tool does not take: dropped silently,
     a misspelt ``source`` would lose the untrusted-input flag, ``rollbacks`` the reviewed
@@ -416,7 +573,22 @@ class _StrictServer(MCPServer[Any]):
             raise ToolError(f"Error executing tool {name}: unknown argument "
                             f"{', '.join(named)}{more}; {name} takes "
                             f"{', '.join(sorted(known or ())) or 'no arguments'}")
-        return await super().call_tool(name, arguments, context)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:  # a tool's own failures are UnexpectedToolError, or no
+            cause = exc.__cause__  # ValidationError's: this is its arguments' validation
+            tool = self._tool_manager.get_tool(name)
+            if (isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError)
+                    or tool is None):
+                raise
+            # pydantic's wording quotes what was sent unbounded and speaks of Python types
+            raise ToolError(_argument_errors(name, tool.fn_metadata.arg_model, cause)
+                            ) from cause
+
+    def strict_arguments(self) -> None:
+        """Every tool's arguments validated strictly from now on (``_StrictArguments``)."""
+        for tool in self._tool_manager.list_tools():
+            tool.fn_metadata = _strict(tool.fn_metadata)
 
     async def run_stdio_async(self) -> None:
         """The SDK's stdio transport, reading stdin through ``_StdinLines``: a batch, a line
@@ -701,6 +873,7 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
     def protocol() -> str:
         return PROTOCOL
 
+    server.strict_arguments()
     return server
 
 
@@ -1287,8 +1460,8 @@ def _exit_now() -> NoReturn:
     os._exit(0)
 
 
-__all__ = ["BATCH_REFUSAL", "BODY_SECONDS", "IDENTITY_SECONDS", "INSTRUCTIONS", "INVALID_MESSAGE",
-           "MESSAGE_LIMIT", "PROTOCOL", "STDIO_BATCH_REFUSAL", "WITHHELD_GRANT",
-           "WITHHELD_REQUEST", "WRITTEN_BY_THEM", "BearerAuth", "NoBatches", "OneFraming",
-           "SourceArg",
-           "Tools", "agent_client", "as_seen_by", "build_server", "serve"]
+__all__ = ["ARGUMENT_ERRORS_SHOWN", "BATCH_REFUSAL", "BODY_SECONDS", "IDENTITY_SECONDS",
+           "INSTRUCTIONS", "INVALID_MESSAGE", "MESSAGE_LIMIT", "PROTOCOL",
+           "STDIO_BATCH_REFUSAL", "WITHHELD_GRANT", "WITHHELD_REQUEST", "WRITTEN_BY_THEM",
+           "BearerAuth", "NoBatches", "OneFraming", "SourceArg", "Tools", "agent_client",
+           "as_seen_by", "build_server", "serve"]

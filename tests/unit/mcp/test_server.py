@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -234,8 +235,9 @@ def test_the_policy_resource_says_why_it_cannot_be_read() -> None:
     ({"instruction": "", "commands": ["kubectl get pods"]}, "instruction"),
     ({"instruction": "x", "commands": ["kubectl get pods"], "justification": "j" * 2001},
      "justification"),
-    ({"instruction": "x", "commands": ["k" * 4097]}, "commands.0"),
-    ({"instruction": "x", "commands": [""]}, "commands.0")])
+    ({"instruction": "x", "commands": ["k" * 4097]},
+     "commands[0] must be at most 4096 characters, not 4097"),
+    ({"instruction": "x", "commands": [""]}, "commands[0] must not be empty")])
 def test_the_schema_bounds_the_texts_as_the_crd_does(args: dict[str, Any], says: str) -> None:
     # refused by the tool's schema, which the agent sees, not by a 413 or 422 after a call
     async def call() -> Any:
@@ -560,10 +562,12 @@ def _kubeconfig(tmp_path: Path) -> Path:
 
 @contextmanager
 def _serving_http(tmp_path: Path, *, token: bool = False, more: tuple[str, ...] = (),
-                  log: list[str] | None = None) -> Iterator[int]:
+                  log: list[str] | None = None, env: dict[str, str] | None = None
+                  ) -> Iterator[int]:
     """``wingman mcp --transport http`` as a process on a free loopback port (with
-    ``--auth-token-file`` when ``token``, and ``more`` arguments): the port once it serves;
-    stopped afterwards, what it wrote on stderr then added to ``log``."""
+    ``--auth-token-file`` when ``token``, and ``more`` arguments; ``env`` added to its
+    environment): the port once it serves; stopped afterwards, all it wrote on stderr then
+    added to ``log``."""
     argv = [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
             "--kubeconfig", str(_kubeconfig(tmp_path)), *more]
     if token:
@@ -574,9 +578,12 @@ def _serving_http(tmp_path: Path, *, token: bool = False, more: tuple[str, ...] 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([*argv, "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*argv, "--port", str(port)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     try:
-        assert proc.stderr is not None and "serving" in proc.stderr.readline()
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "serving" in first, first
         yield port
     finally:
         proc.terminate()
@@ -585,7 +592,7 @@ def _serving_http(tmp_path: Path, *, token: bool = False, more: tuple[str, ...] 
         proc.wait(30)
         proc.stderr.close()
         if log is not None:
-            log.append(rest)
+            log.append(first + rest)
 
 
 def _answer_head(conn: socket.socket) -> bytes:
@@ -1029,17 +1036,19 @@ def test_a_body_that_is_json_but_no_json_rpc_message_is_an_invalid_request_not_q
 
 
 @contextmanager
-def _serving_stdio(tmp_path: Path) -> Iterator[tuple[Callable[[bytes], None],
-                                                     Callable[[], dict[str, Any]],
-                                                     Callable[[], str]]]:
-    """``wingman mcp`` (stdio) as a process, initialized: a function writing a line to its
-    stdin, one reading its next answer (failing after 30 s), one its stderr so far."""
+def _serving_stdio(tmp_path: Path, env: dict[str, str] | None = None
+                   ) -> Iterator[tuple[Callable[[bytes], None], Callable[[], dict[str, Any]],
+                                       Callable[[], str]]]:
+    """``wingman mcp`` (stdio) as a process (``env`` added to its environment), initialized:
+    a function writing a line to its stdin, one reading its next answer (failing after 30 s),
+    one its stderr so far."""
     import queue
 
     err = (tmp_path / "stderr").open("w+b")
     proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "mcp", "--kubeconfig",
                              str(_kubeconfig(tmp_path))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                            env={**os.environ, **(env or {})})
     assert proc.stdin is not None and proc.stdout is not None
     answers: queue.Queue[bytes] = queue.Queue()
 
@@ -1162,3 +1171,91 @@ def test_over_stdio_a_line_longer_than_the_limit_is_refused_not_held(tmp_path: P
         write(line.replace(b'"x": ""', b'"x": "' + b"a" * (mcp_server.MESSAGE_LIMIT
                                                          - len(line)) + b'"'))
         assert answer() == {"jsonrpc": "2.0", "id": 3, "result": {}}
+
+
+def _call(tool: str, args: dict[str, Any]) -> Any:
+    async def call() -> Any:
+        async with Client(_server()) as client:
+            return await client.call_tool(tool, args)
+    return anyio.run(call)
+
+
+@pytest.mark.parametrize(("tool", "args", "says"), [
+    # the SDK read these as false: a request from untrusted input would say it is not
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
+                          "source": {"untrusted_input": "no"}},
+     "source.untrusted_input must be a boolean (true or false), not the string 'no'"),
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
+                          "source": {"untrusted_input": 0}},
+     "source.untrusted_input must be a boolean (true or false), not the number 0"),
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
+                          "source": '{"untrusted_input": "false"}'},
+     "source.untrusted_input must be a boolean (true or false), not the string 'false'"),
+    ("list_requests", {"mine": "false"},
+     "mine must be a boolean (true or false), not the string 'false'"),
+    # and these as numbers
+    ("get_request", {"name": "r", "wait_seconds": "30"},
+     "wait_seconds must be a number, not the string '30'"),
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
+                          "expires_after_seconds": "3600"},
+     "expires_after_seconds must be an integer (a number without a fraction), not the "
+     "string '3600'"),
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
+                          "expires_after_seconds": 3600.5},
+     "expires_after_seconds must be an integer (a number without a fraction), not the "
+     "number 3600.5"),
+    ("execute", {"request": "r", "command": 7, "wait_seconds": True},
+     "command must be a string, not the number 7; wait_seconds must be a number, not true"),
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods", 1],
+                          "rollbacks": [{"command": "kubectl get pods", "undo": "x"}]},
+     "commands[1] must be a string, not the number 1; rollbacks[0].rollback is missing: it "
+     "is required; rollbacks[0] has no field undo; it takes command, rollback"),
+    # a string is never read as JSON for an argument that takes a string
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
+                          "environment": "null", "justification": '["j"]',
+                          "expires_after_seconds": 1},
+     "expires_after_seconds must be at least 60, not the number 1")])
+def test_a_wrongly_typed_argument_is_refused_naming_it_what_it_must_be_and_what_came(
+        tool: str, args: dict[str, Any], says: str) -> None:
+    result = _call(tool, args)
+    assert result.is_error, result
+    text = result.content[0].text
+    assert text == (f"Error executing tool {tool}: invalid arguments, nothing was done: {says}. "
+                    "Send each argument as the JSON type, and within the bounds, that the "
+                    "tool's input schema gives (tools/list), and call again"), text
+    assert "Input should be" not in text and "pydantic" not in text
+
+
+def test_an_argument_error_quotes_what_came_short_and_lists_a_bounded_number() -> None:
+    huge = "x" * 100_000
+    result = _call("request_approval", {"instruction": "x", "commands": [huge],
+                                        "environment": 5, "justification": ["j"] * 500,
+                                        "source": {"agent": 1, "model": 2, "excerpt": 3,
+                                                   "reference": 4, "untrusted_input": huge},
+                                        "wait_seconds": "1", "expires_after_seconds": "2",
+                                        "rollbacks": "3"})
+    text = result.content[0].text
+    assert result.is_error and len(text) < 2000, text
+    assert "commands[0] must be at most 4096 characters, not 100000" in text
+    assert "justification must be a string, not an array of 500 items" in text
+    assert f"the string {huge[:60]!r}... (100000 characters)" in text
+    assert "; and 1 more." in text  # 11 errors, 10 listed
+
+
+def test_well_typed_arguments_still_pass_and_the_schemas_are_unchanged() -> None:
+    tools = {t.name: t.input_schema for t in anyio.run(_server().list_tools)}
+    assert tools["list_requests"]["properties"]["mine"]["type"] == "boolean"
+    assert tools["get_request"]["properties"]["wait_seconds"]["type"] == "number"
+    source = tools["request_approval"]["$defs"]["SourceArg"]["properties"]
+    assert source["untrusted_input"]["anyOf"] == [{"type": "boolean"}, {"type": "null"}]
+    # an integer is a number; an array or object sent as a string of JSON is read as it
+    for tool, args in (("get_request", {"name": "r", "wait_seconds": 0}),
+                       ("list_requests", {"mine": False}),
+                       ("request_approval", {"instruction": "x",
+                                             "commands": '["kubectl get pods"]',
+                                             "source": {"untrusted_input": True},
+                                             "expires_after_seconds": 3600,
+                                             "wait_seconds": 0.0})):
+        result = _call(tool, args)
+        assert not result.is_error, result
+        assert json.loads(result.content[0].text)["state"] == "unavailable"  # no API server
