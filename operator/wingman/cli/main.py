@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # traceback as it is, which may quote input that forges log lines
         from wingman.logs import install_excepthook
 
-        install_excepthook(raw[0] if raw[:1] and raw[0] in POD_ONLY else "cli")
+        install_excepthook(raw[0] if raw[:1] and raw[0] in (*POD_ONLY, "mcp") else "cli")
     for i, arg in enumerate(raw, 1):
         try:
             arg.encode("utf-8")
@@ -388,12 +388,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wingman.logs import setup_logging
         from wingman.settings import LogSettings
 
+        # the MCP server is a service, logging as the operator and the chat service do
+        # (info by default: it says where it serves); a command says only what went wrong
+        service = args.command == "mcp"
         try:
-            log = LogSettings.from_env(level="warning")
+            log = LogSettings.from_env(level="info" if service else "warning")
         except WingmanError as exc:
             print(f"error ({exc.reason}): {exc}", file=sys.stderr)
             return 2
-        setup_logging(log.format, log.level, component="cli")
+        setup_logging(log.format, log.level, component="mcp" if service else "cli")
         if log.level != "debug":  # each retry's warning; the error names the cause once
             import logging
 

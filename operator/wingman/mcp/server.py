@@ -73,6 +73,7 @@ from wingman.errors import (
     Invalid,
     WingmanError,
 )
+from wingman.logs import never_log
 from wingman.settings import McpHttpSettings
 
 INSTRUCTIONS = """\
@@ -1120,6 +1121,7 @@ def _read_token(path: str) -> str:
     if len(token) < 16:
         raise ConfigError(f"--auth-token-file {path}: the token must be at least 16 "
                           "characters")
+    never_log(token)  # should a library ever log a request's headers
     return token
 
 
@@ -1332,8 +1334,13 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
     import uvicorn
 
     app = _http_app(server, args, limits)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                            lifespan="on", http=_bounded_protocol(limits),
+    # log_config=None: uvicorn's records (a malformed request's "Invalid HTTP request
+    # received.", a port in use) go through the root logger's handler, in the project's format
+    # (``quiet_libraries`` sets their level), not through handlers of uvicorn's own; and no
+    # ``server`` header names the web server in every answer
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None,
+                            log_level=None, server_header=False, lifespan="on",
+                            http=_bounded_protocol(limits),
                             timeout_keep_alive=limits.idle_timeout_seconds)
     web = uvicorn.Server(config)
 
@@ -1350,8 +1357,8 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
     async def announce() -> None:  # once it listens, not before
         while not web.started:
             await anyio.sleep(0.05)
-        print(f"wingman mcp: serving streamable HTTP on http://{host}:{args.port}{args.path}",
-              file=sys.stderr, flush=True)
+        url = f"http://{host}:{args.port}{args.path}"
+        _log.info("wingman mcp: serving streamable HTTP on %s", url, extra={"url": url})
 
     failed = False
     async with anyio.create_task_group() as tg:
@@ -1385,6 +1392,22 @@ def agent_client(conn: Connection) -> WingmanClient:
     return WingmanClient(conn, hints=st.TOOLS, identity_seconds=IDENTITY_SECONDS)
 
 
+#: The libraries whose loggers the server's records come from besides its own: the MCP SDK
+#: (at info it logs every request, and the sessions' ids), the web server and what it runs on.
+LIBRARY_LOGGERS = ("mcp", "uvicorn", "starlette", "sse_starlette", "anyio", "httpx", "httpcore")
+
+
+def quiet_libraries() -> None:
+    """The libraries' records at warning and above only (all of them at debug), through the
+    root logger's handler like every record (``wingman.logs``: one format on stderr); and
+    Python's warnings (a library's deprecation, an unclosed resource) as records too, not as
+    lines of their own."""
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.captureWarnings(True)
+
+
 def serve(args: argparse.Namespace) -> int:
     """``wingman mcp``: connect as the agent, then serve until the client or a signal ends it."""
     http_only = [f"--{name.replace('_', '-')}" for name in ("host", "port", "path",
@@ -1412,6 +1435,7 @@ def serve(args: argparse.Namespace) -> int:
         idle_timeout_seconds=getattr(args, "idle_timeout_seconds", None),
         max_sessions=getattr(args, "max_sessions", None),
     ) if args.transport == "http" else McpHttpSettings()
+    quiet_libraries()
     conn = connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
     client = agent_client(conn)
     server = build_server(client, max_wait=args.max_wait_seconds)
@@ -1461,7 +1485,7 @@ def _exit_now() -> NoReturn:
 
 
 __all__ = ["ARGUMENT_ERRORS_SHOWN", "BATCH_REFUSAL", "BODY_SECONDS", "IDENTITY_SECONDS",
-           "INSTRUCTIONS", "INVALID_MESSAGE", "MESSAGE_LIMIT", "PROTOCOL",
+           "INSTRUCTIONS", "INVALID_MESSAGE", "LIBRARY_LOGGERS", "MESSAGE_LIMIT", "PROTOCOL",
            "STDIO_BATCH_REFUSAL", "WITHHELD_GRANT", "WITHHELD_REQUEST", "WRITTEN_BY_THEM",
            "BearerAuth", "NoBatches", "OneFraming", "SourceArg", "Tools", "agent_client",
-           "as_seen_by", "build_server", "serve"]
+           "as_seen_by", "build_server", "quiet_libraries", "serve"]

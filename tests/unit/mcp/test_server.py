@@ -1173,6 +1173,94 @@ def test_over_stdio_a_line_longer_than_the_limit_is_refused_not_held(tmp_path: P
         assert answer() == {"jsonrpc": "2.0", "id": 3, "result": {}}
 
 
+#: The keys every record of the project's JSON log format starts with (``wingman.logs``).
+LOG_KEYS = ("time", "level", "component", "logger", "message")
+
+
+def _records(stderr: str) -> list[dict[str, Any]]:
+    """Every line of ``stderr``, each of which must be one record of the project's JSON log
+    format, by the MCP server."""
+    records = []
+    for line in stderr.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise AssertionError(f"a line on stderr is not a JSON record: {line!r}") from None
+        assert isinstance(record, dict) and tuple(record)[:5] == LOG_KEYS, line
+        assert record["component"] == "mcp", line
+        records.append(record)
+    return records
+
+
+def test_over_http_every_line_on_stderr_is_a_json_record_and_no_answer_names_the_server(
+        tmp_path: Path) -> None:
+    # uvicorn wrote its records in a format of its own ("WARNING:  Invalid HTTP request
+    # received."), the address it serves on was a plain line, and every answer said
+    # "server: uvicorn"
+    import httpx2
+
+    log: list[str] = []
+    token = "0123456789abcdef0123456789abcdef"  # what _serving_http writes
+    with _serving_http(tmp_path, token=True, log=log,
+                       env={"WINGMAN_LOG_FORMAT": "json"}) as port:
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert _answer_head(conn).startswith(b"HTTP/1.1 400"), "a malformed request"
+        heads = []
+        for auth in (f"Bearer {token}", "Bearer wrong-token-wrong-token"):
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                conn.sendall(f"GET /mcp HTTP/1.1\r\nHost: evil.example\r\nAuthorization: "
+                             f"{auth}\r\n\r\n".encode())
+                heads.append(_answer_head(conn))
+        assert heads[0].startswith(b"HTTP/1.1 421") and heads[1].startswith(b"HTTP/1.1 401")
+
+        async def call() -> Any:  # a call from the SDK's client
+            from mcp import ClientSession
+            from mcp.client.streamable_http import streamable_http_client
+
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"},
+                                          timeout=60) as http, \
+                    streamable_http_client(f"http://127.0.0.1:{port}/mcp",
+                                           http_client=http) as (read, write), \
+                    ClientSession(read, write) as session:
+                await session.initialize()
+                return await session.call_tool("list_requests", {"mine": "no"})
+        result = anyio.run(call)
+        assert result.is_error and "mine must be a boolean" in result.content[0].text
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: "
+                         f"Bearer {token}\r\nContent-Length: 1\r\n\r\n[".encode())
+            heads.append(_answer_head(conn))
+    for head in heads:
+        assert not any(line.lower().startswith(b"server:") for line in head.split(b"\r\n")), head
+    records = _records(log[0])
+    said = [r["message"] for r in records]
+    assert said[0] == f"wingman mcp: serving streamable HTTP on http://127.0.0.1:{port}/mcp"
+    assert "Invalid HTTP request received." in said, said  # uvicorn's, in the format
+    assert any(r["logger"].startswith("mcp.") for r in records), said  # the SDK's
+    assert token not in log[0] and "wrong-token-wrong-token" not in log[0]
+
+
+def test_over_stdio_every_line_on_stderr_is_a_json_record(tmp_path: Path) -> None:
+    # stdout is the protocol; stderr, where the SDK and the server log, is the log
+    with _serving_stdio(tmp_path, env={"WINGMAN_LOG_FORMAT": "json",
+                                       "PYTHONWARNINGS": "always"}) as (write, answer, stderr):
+        write(b"[1, 2]")
+        assert answer()["error"]["code"] == -32600
+        write(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "get_request", "arguments": {"name": "r", "wait_seconds": "30"}}}).encode())
+        got = answer()
+        assert got["result"]["isError"], got
+        write(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "prompts/get",
+                          "params": {"name": "nope"}}).encode())
+        assert answer()["error"]["code"] == INVALID_PARAMS
+        write(b'{"jsonrpc": "2.0", "id": 4, "method": "ping"}')
+        assert answer() == {"jsonrpc": "2.0", "id": 4, "result": {}}
+        log = stderr()
+    said = [r["message"] for r in _records(log)]
+    assert any("JSON-RPC batches are not supported" in m for m in said), said
+
+
 def _call(tool: str, args: dict[str, Any]) -> Any:
     async def call() -> Any:
         async with Client(_server()) as client:
