@@ -418,7 +418,9 @@ class _StrictArguments(FuncMetadata):
     def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
         parsed = self.pre_parse_json(arguments_to_validate)
         fields = self.arg_model.model_fields
-        given = {key: value if key not in fields or not _takes_text(fields[key].annotation)
+        # only an array or an object is read from a string: ``"null"`` is no absent ``source``
+        given = {key: value if isinstance(value, (list, dict)) and key in fields
+                 and not _takes_text(fields[key].annotation)
                  else arguments_to_validate[key] for key, value in parsed.items()}
         return self.arg_model.model_validate(given, strict=True).model_dump_one_level()
 
@@ -449,6 +451,8 @@ def _sent(value: Any) -> str:
         return "null"
     if isinstance(value, str):
         return f"the string {shown(value)}"
+    if isinstance(value, int) and value.bit_length() > 1000:  # repr refuses 4300 digits
+        return "an integer of over 300 digits"
     if isinstance(value, (int, float)):
         text = repr(value)
         return f"the number {text if len(text) <= 40 else f'{text[:20]}... ({len(text)} digits)'}"

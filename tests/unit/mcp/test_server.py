@@ -1302,7 +1302,18 @@ def _call(tool: str, args: dict[str, Any]) -> Any:
     ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
                           "environment": "null", "justification": '["j"]',
                           "expires_after_seconds": 1},
-     "expires_after_seconds must be at least 60, not the number 1")])
+     "expires_after_seconds must be at least 60, not the number 1"),
+    # only an array or an object is read from a string of JSON: "null" is not read as null
+    # (no source, no rollbacks), and what was sent is named, not the null read from it
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
+                          "source": "null"},
+     "source must be an object, not the string 'null'"),
+    ("request_approval", {"instruction": "x", "commands": "null"},
+     "commands must be an array, not the string 'null'"),
+    # an integer too long for repr() (over 4300 digits) is described, not a crash's message
+    ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
+                          "expires_after_seconds": 10 ** 5000},
+     "expires_after_seconds must be at most 604800, not an integer of over 300 digits")])
 def test_a_wrongly_typed_argument_is_refused_naming_it_what_it_must_be_and_what_came(
         tool: str, args: dict[str, Any], says: str) -> None:
     result = _call(tool, args)
