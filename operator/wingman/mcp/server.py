@@ -31,6 +31,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import types
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
@@ -1228,6 +1229,42 @@ class _Refusals:
         self.unlogged, self.logged_at = 0, loop.time()
 
 
+#: uvicorn's records, one per request that logs them (a malformed request, an upgrade),
+#: whatever a client sends: ``_PerRequestRecords`` rate-limits them.
+PER_REQUEST_RECORDS = frozenset({
+    "Invalid HTTP request received.", "Unsupported upgrade request.",
+    "No supported WebSocket library detected. Please use \"pip install 'uvicorn[standard]'\", "
+    "or install 'websockets' or 'wsproto' manually."})
+
+
+class _PerRequestRecords(logging.Filter):
+    """Lets through the first of uvicorn's per-request records (``PER_REQUEST_RECORDS``) of
+    each kind, then at most one every ``REFUSAL_LOG_SECONDS``, that one saying how many were
+    left out since (``left_out``): a client sending malformed requests in a loop cannot flood
+    the log, as one opening connections in a loop cannot (``_Refusals``)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.clock = clock
+        self.logged_at: dict[str, float] = {}
+        self.left_out: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.msg if isinstance(record.msg, str) else ""
+        if kind not in PER_REQUEST_RECORDS:
+            return True
+        now, last = self.clock(), self.logged_at.get(kind)
+        if last is not None and now - last < REFUSAL_LOG_SECONDS:
+            self.left_out[kind] = self.left_out.get(kind, 0) + 1
+            return False
+        self.logged_at[kind] = now
+        left_out = self.left_out.pop(kind, 0)
+        if left_out:
+            record.msg = f"{kind} ({left_out} more since the last such record, not logged)"
+            record.left_out = left_out
+        return True
+
+
 def _bounded_protocol(limits: McpHttpSettings) -> type[Any]:
     """uvicorn's HTTP/1.1 protocol, serving at most ``limits.max_connections`` connections at
     once and closing one that is idle for ``limits.idle_timeout_seconds`` or waits longer than
@@ -1347,6 +1384,8 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
                             http=_bounded_protocol(limits),
                             timeout_keep_alive=limits.idle_timeout_seconds)
     web = uvicorn.Server(config)
+    per_request = _PerRequestRecords(time.monotonic)
+    logging.getLogger("uvicorn.error").addFilter(per_request)
 
     def stop(*_: object) -> None:
         web.should_exit = True
@@ -1373,6 +1412,7 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
             failed = True
         finally:
             tg.cancel_scope.cancel()
+            logging.getLogger("uvicorn.error").removeFilter(per_request)
     if failed:
         raise ConfigError(f"cannot listen on {host}:{args.port} (the error above says why: the "
                           "port is in use, or the address is not this machine's); choose "
@@ -1489,7 +1529,8 @@ def _exit_now() -> NoReturn:
 
 
 __all__ = ["ARGUMENT_ERRORS_SHOWN", "BATCH_REFUSAL", "BODY_SECONDS", "IDENTITY_SECONDS",
-           "INSTRUCTIONS", "INVALID_MESSAGE", "LIBRARY_LOGGERS", "MESSAGE_LIMIT", "PROTOCOL",
+           "INSTRUCTIONS", "INVALID_MESSAGE", "LIBRARY_LOGGERS", "MESSAGE_LIMIT",
+           "PER_REQUEST_RECORDS", "PROTOCOL",
            "STDIO_BATCH_REFUSAL", "WITHHELD_GRANT", "WITHHELD_REQUEST", "WRITTEN_BY_THEM",
            "BearerAuth", "NoBatches", "OneFraming", "SourceArg", "Tools", "agent_client",
            "as_seen_by", "build_server", "quiet_libraries", "serve"]

@@ -1241,6 +1241,30 @@ def test_over_http_every_line_on_stderr_is_a_json_record_and_no_answer_names_the
     assert token not in log[0] and "wrong-token-wrong-token" not in log[0]
 
 
+def test_over_http_malformed_requests_in_a_loop_cannot_flood_the_log(tmp_path: Path) -> None:
+    # uvicorn logs a warning for every malformed request, and two for every request asking to
+    # upgrade the connection: a client sending them in a loop wrote a line each
+    log: list[str] = []
+    sent = 40
+    with _serving_http(tmp_path, log=log, env={"WINGMAN_LOG_FORMAT": "json"}) as port:
+        for request in (b"NOT HTTP AT ALL\r\n\r\n",
+                        b"GET /mcp HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n"
+                        b"Upgrade: h2c\r\n\r\n"):
+            for _ in range(sent):
+                with socket.create_connection(("127.0.0.1", port)) as conn:
+                    conn.sendall(request)
+                    assert _answer_head(conn).startswith(b"HTTP/1.1 4")
+    records = _records(log[0])
+    for kind in mcp_server.PER_REQUEST_RECORDS:
+        logged = [r for r in records if r["message"].startswith(kind)]
+        assert len(logged) < sent / 4, (kind, len(logged))  # one every 10 s at most
+    invalid = [r for r in records if r["message"].startswith("Invalid HTTP request received.")]
+    assert invalid, records
+    # what was left out is counted in the next record (when another came 10 s later)
+    assert all(r["message"].endswith("more since the last such record, not logged)")
+               == ("left_out" in r) for r in invalid)
+
+
 def test_over_stdio_every_line_on_stderr_is_a_json_record(tmp_path: Path) -> None:
     # stdout is the protocol; stderr, where the SDK and the server log, is the log
     with _serving_stdio(tmp_path, env={"WINGMAN_LOG_FORMAT": "json",
