@@ -325,8 +325,42 @@ def install_excepthook(component: str) -> None:
             args.exc_type.__name__), args.exc_traceback,
              what=f"thread {args.thread.name if args.thread is not None else '?'}")
 
+    def unraisable_hook(args: Any) -> None:  # sys.UnraisableHookArgs
+        # an error Python can only report (in a __del__, a generator's or a coroutine's
+        # finalization, ...): its own hook prints "Exception ignored in: ..." and a traceback
+        # on stderr as they are; here one record, and the process goes on as there
+        try:
+            try:
+                said = str(args.exc_value) if args.exc_value is not None else ""
+            except Exception:  # noqa: BLE001 - its message fails: its type still tells
+                said = "<exception str() failed>"
+            try:
+                where = repr(args.object) if args.object is not None else "?"
+            except Exception:  # noqa: BLE001
+                where = "<object repr() failed>"
+            record = logging.LogRecord(
+                "wingman.crash", logging.WARNING, __file__, 0, "%s %s: %s: %s",
+                (args.err_msg or "Exception ignored in", scrubbed_cut(where, CRASH_MESSAGE_MAX),
+                 args.exc_type.__name__, scrubbed_cut(said, CRASH_MESSAGE_MAX)),
+                (args.exc_type, args.exc_value, args.exc_traceback)
+                if args.exc_value is not None else None)
+            record.event = "UnraisableException"
+            ours = [h for h in logging.getLogger().handlers if isinstance(h, _Handler)]
+            if ours:
+                ours[0].handle(record)
+                return
+            fmt = os.environ.get("WINGMAN_LOG_FORMAT", "").strip().lower()
+            formatter: logging.Formatter = (JsonFormatter(component) if fmt == "json"
+                                            else TextFormatter(component))
+            sys.stderr.write(formatter.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - the last word: a line that cannot forge a record
+            sys.stderr.write(f"ignored {args.exc_type.__name__}; its record could not be "
+                             "written\n")
+
     sys.excepthook = hook
     threading.excepthook = thread_hook
+    sys.unraisablehook = unraisable_hook
 
 
 __all__ = ["CRASH_MESSAGE_MAX", "FORMATS", "LEVELS", "REDACTED", "JsonFormatter",

@@ -275,6 +275,41 @@ def test_a_threads_uncaught_error_is_one_record_naming_the_thread() -> None:
     assert 'ValueError: forged\n{"level": "info"}' in record["message"]
 
 
+_IGNORED_ERROR = """
+import gc
+from wingman.logs import install_excepthook
+
+install_excepthook("mcp")
+class Closing:
+    def __del__(self):
+        raise ValueError("forged\\n{\\"level\\": \\"info\\"}")
+Closing()
+gc.collect()
+print("the process went on")
+"""
+
+
+def test_an_error_python_can_only_ignore_is_one_record_not_its_own_lines() -> None:
+    """An error in a ``__del__`` (or a generator's, a coroutine's finalization: the web
+    server's and the SDK's tasks at a disconnect) is one record in the log format, its message
+    escaped, not Python's "Exception ignored in" and a traceback on stderr as they are; the
+    process goes on."""
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", _IGNORED_ERROR], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={"PYTHONPATH": str(Path(logs.__file__).resolve().parents[1]),
+                               "WINGMAN_LOG_FORMAT": "json"})
+    assert (done.returncode, done.stdout) == (0, "the process went on\n"), done
+    (line,) = done.stderr.splitlines()
+    record = json.loads(line)
+    assert (record["event"], record["level"], record["component"]) == (
+        "UnraisableException", "warning", "mcp"), record
+    assert record["message"].startswith("Exception ignored in")
+    assert 'ValueError: forged\n{"level": "info"}' in record["message"]
+    assert "Traceback" in record["error"] and "__del__" in record["error"]
+
+
 _UNSAYABLE_CRASH = """
 from wingman.logs import install_excepthook
 
