@@ -1229,19 +1229,27 @@ class _Refusals:
         self.unlogged, self.logged_at = 0, loop.time()
 
 
-#: uvicorn's records, one per request that logs them (a malformed request, an upgrade),
-#: whatever a client sends: ``_PerRequestRecords`` rate-limits them.
-PER_REQUEST_RECORDS = frozenset({
+#: The records the web server and the MCP SDK log at warning for one request each, by how
+#: they start (a malformed request, an upgrade; a Host or Origin header refused, quoted; a
+#: session refused), whatever a client sends: ``_PerRequestRecords`` rate-limits them.
+PER_REQUEST_RECORDS = (
     "Invalid HTTP request received.", "Unsupported upgrade request.",
-    "No supported WebSocket library detected. Please use \"pip install 'uvicorn[standard]'\", "
-    "or install 'websockets' or 'wsproto' manually."})
+    "No supported WebSocket library detected.", "Missing Host header in request",
+    "Invalid Host header: ", "Invalid Origin header: ", "Rejecting request for session ",
+    "Refusing to open a new session: ")
+#: The loggers of those records.
+PER_REQUEST_LOGGERS = ("uvicorn.error", "mcp.server.transport_security",
+                       "mcp.server.streamable_http_manager")
+#: A record of those is cut to this many characters (a quoted header may be kilobytes).
+PER_REQUEST_RECORD_MAX = 200
 
 
 class _PerRequestRecords(logging.Filter):
-    """Lets through the first of uvicorn's per-request records (``PER_REQUEST_RECORDS``) of
-    each kind, then at most one every ``REFUSAL_LOG_SECONDS``, that one saying how many were
-    left out since (``left_out``): a client sending malformed requests in a loop cannot flood
-    the log, as one opening connections in a loop cannot (``_Refusals``)."""
+    """Lets through the first of the per-request records (``PER_REQUEST_RECORDS``) of each
+    kind, then at most one every ``REFUSAL_LOG_SECONDS``, that one saying how many were left
+    out since (``left_out``), each cut to ``PER_REQUEST_RECORD_MAX`` characters: a client
+    sending malformed requests in a loop cannot flood the log, as one opening connections in
+    a loop cannot (``_Refusals``)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         super().__init__()
@@ -1250,18 +1258,23 @@ class _PerRequestRecords(logging.Filter):
         self.left_out: dict[str, int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        kind = record.msg if isinstance(record.msg, str) else ""
-        if kind not in PER_REQUEST_RECORDS:
+        text = record.msg if isinstance(record.msg, str) else ""
+        kind = next((k for k in PER_REQUEST_RECORDS if text.startswith(k)), None)
+        if kind is None:
             return True
         now, last = self.clock(), self.logged_at.get(kind)
         if last is not None and now - last < REFUSAL_LOG_SECONDS:
             self.left_out[kind] = self.left_out.get(kind, 0) + 1
             return False
         self.logged_at[kind] = now
+        said = record.getMessage()
+        if len(said) > PER_REQUEST_RECORD_MAX:
+            said = f"{said[:PER_REQUEST_RECORD_MAX]}... ({len(said)} characters)"
         left_out = self.left_out.pop(kind, 0)
         if left_out:
-            record.msg = f"{kind} ({left_out} more since the last such record, not logged)"
+            said += f" ({left_out} more since the last such record, not logged)"
             record.left_out = left_out
+        record.msg, record.args = said, None
         return True
 
 
@@ -1385,7 +1398,8 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
                             timeout_keep_alive=limits.idle_timeout_seconds)
     web = uvicorn.Server(config)
     per_request = _PerRequestRecords(time.monotonic)
-    logging.getLogger("uvicorn.error").addFilter(per_request)
+    for name in PER_REQUEST_LOGGERS:
+        logging.getLogger(name).addFilter(per_request)
 
     def stop(*_: object) -> None:
         web.should_exit = True
@@ -1412,7 +1426,8 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
             failed = True
         finally:
             tg.cancel_scope.cancel()
-            logging.getLogger("uvicorn.error").removeFilter(per_request)
+            for name in PER_REQUEST_LOGGERS:
+                logging.getLogger(name).removeFilter(per_request)
     if failed:
         raise ConfigError(f"cannot listen on {host}:{args.port} (the error above says why: the "
                           "port is in use, or the address is not this machine's); choose "
@@ -1530,7 +1545,8 @@ def _exit_now() -> NoReturn:
 
 __all__ = ["ARGUMENT_ERRORS_SHOWN", "BATCH_REFUSAL", "BODY_SECONDS", "IDENTITY_SECONDS",
            "INSTRUCTIONS", "INVALID_MESSAGE", "LIBRARY_LOGGERS", "MESSAGE_LIMIT",
-           "PER_REQUEST_RECORDS", "PROTOCOL",
+           "PER_REQUEST_LOGGERS", "PER_REQUEST_RECORDS", "PER_REQUEST_RECORD_MAX",
+           "PROTOCOL",
            "STDIO_BATCH_REFUSAL", "WITHHELD_GRANT", "WITHHELD_REQUEST", "WRITTEN_BY_THEM",
            "BearerAuth", "NoBatches", "OneFraming", "SourceArg", "Tools", "agent_client",
            "as_seen_by", "build_server", "quiet_libraries", "serve"]

@@ -1243,13 +1243,19 @@ def test_over_http_every_line_on_stderr_is_a_json_record_and_no_answer_names_the
 
 def test_over_http_malformed_requests_in_a_loop_cannot_flood_the_log(tmp_path: Path) -> None:
     # uvicorn logs a warning for every malformed request, and two for every request asking to
-    # upgrade the connection: a client sending them in a loop wrote a line each
+    # upgrade the connection; the SDK one for every Host header it refuses, quoting it whole:
+    # a client sending them in a loop wrote a line each
     log: list[str] = []
     sent = 40
-    with _serving_http(tmp_path, log=log, env={"WINGMAN_LOG_FORMAT": "json"}) as port:
+    token = "0123456789abcdef0123456789abcdef"  # what _serving_http writes
+    host = "evil-" + "x" * 5000
+    with _serving_http(tmp_path, token=True, log=log,
+                       env={"WINGMAN_LOG_FORMAT": "json"}) as port:
         for request in (b"NOT HTTP AT ALL\r\n\r\n",
                         b"GET /mcp HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n"
-                        b"Upgrade: h2c\r\n\r\n"):
+                        b"Upgrade: h2c\r\n\r\n",
+                        f"GET /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}"
+                        "\r\n\r\n".encode()):
             for _ in range(sent):
                 with socket.create_connection(("127.0.0.1", port)) as conn:
                     conn.sendall(request)
@@ -1258,6 +1264,8 @@ def test_over_http_malformed_requests_in_a_loop_cannot_flood_the_log(tmp_path: P
     for kind in mcp_server.PER_REQUEST_RECORDS:
         logged = [r for r in records if r["message"].startswith(kind)]
         assert len(logged) < sent / 4, (kind, len(logged))  # one every 10 s at most
+    hosts = [r for r in records if r["message"].startswith("Invalid Host header: evil-xxx")]
+    assert hosts and all(len(r["message"]) < 400 for r in hosts), hosts  # cut, not 5000
     invalid = [r for r in records if r["message"].startswith("Invalid HTTP request received.")]
     assert invalid, records
     # what was left out is counted in the next record (when another came 10 s later)
