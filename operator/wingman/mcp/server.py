@@ -396,12 +396,23 @@ def _error(exc: WingmanError, kind: str | None, name: str | None, namespace: str
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
-def _takes_text(annotation: Any) -> bool:
-    """Whether an argument of this type may be a string (``str``, ``str | None``)."""
-    if annotation is str:
+def _takes_text(annotation: Any, kind: type = str) -> bool:
+    """Whether an argument of this type may be a string (``str``, ``str | None``), or with
+    ``kind`` one of another type (``int``: ``int | None``)."""
+    if annotation is kind:
         return True
     return (get_origin(annotation) in (Union, types.UnionType)
-            and any(_takes_text(a) for a in get_args(annotation)))
+            and any(_takes_text(a, kind) for a in get_args(annotation)))
+
+
+def _integral(value: Any, annotation: Any) -> Any:
+    """``value``, or for an integer argument a number without a fraction (``3600.0``) as the
+    integer it is: JSON Schema's ``integer`` (tools/list) is any such number, and a client
+    may send one so."""
+    if (isinstance(value, float) and value.is_integer() and _takes_text(annotation, int)
+            and not _takes_text(annotation, float)):
+        return int(value)
+    return value
 
 
 class _StrictArguments(FuncMetadata):
@@ -423,6 +434,8 @@ class _StrictArguments(FuncMetadata):
         given = {key: value if isinstance(value, (list, dict)) and key in fields
                  and not _takes_text(fields[key].annotation)
                  else arguments_to_validate[key] for key, value in parsed.items()}
+        given = {key: _integral(value, fields[key].annotation) if key in fields else value
+                 for key, value in given.items()}
         return self.arg_model.model_validate(given, strict=True).model_dump_one_level()
 
 

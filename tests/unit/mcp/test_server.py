@@ -1379,13 +1379,16 @@ def test_well_typed_arguments_still_pass_and_the_schemas_are_unchanged() -> None
     assert tools["get_request"]["properties"]["wait_seconds"]["type"] == "number"
     source = tools["request_approval"]["$defs"]["SourceArg"]["properties"]
     assert source["untrusted_input"]["anyOf"] == [{"type": "boolean"}, {"type": "null"}]
-    # an integer is a number; an array or object sent as a string of JSON is read as it
+    # an integer is a number; a number without a fraction an integer, as JSON Schema's
+    # "integer" the schema gives says; an array or object sent as a string of JSON is read as it
+    assert tools["request_approval"]["properties"]["expires_after_seconds"]["anyOf"][0][
+        "type"] == "integer"
     for tool, args in (("get_request", {"name": "r", "wait_seconds": 0}),
                        ("list_requests", {"mine": False}),
                        ("request_approval", {"instruction": "x",
                                              "commands": '["kubectl get pods"]',
                                              "source": {"untrusted_input": True},
-                                             "expires_after_seconds": 3600,
+                                             "expires_after_seconds": 3600.0,
                                              "wait_seconds": 0.0})):
         result = _call(tool, args)
         assert not result.is_error, result
