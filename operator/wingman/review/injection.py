@@ -61,7 +61,8 @@ _BASE64 = r"[A-Za-z0-9+/]{80,}={0,2}"  # a long base64 blob smuggling instructio
 
 INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     # --- overriding the reviewer's instructions
-    rf"\b(?:ignor(?:e|ing)|disregard(?:ing)?|forget(?:ting)?|overlook|dismiss|bypass|skip) "
+    rf"\b(?:ignor(?:e|ing)|disregard(?:ing)?|forget(?:ting)?|overlook|dismiss|bypass|skip|"
+    rf"pay no (?:attention|heed|mind) to) "
     rf"(?:about )?{_DET}(?:{_PRIOR} )+(?:set of |of )?{_ORDERS}\b",
     rf"\b(?:ignore|disregard|forget|overlook|dismiss|bypass) {_DET}{_ORDERS} (?:above|before "
     r"this|so far|(?:that )?you (?:were|have been|got) (?:given|told)|(?:given|provided) (?:to you|"
@@ -88,7 +89,8 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     rf"|replace) {_DET}(?:(?:previous|prior|above|earlier|original|initial|your) )+{_TOLD}\b",
     r"\b(?:override|overwrite|bypass|set aside|ignore|disregard|forget|break|violate|suspend|"
     r"disable|drop|reset|clear|erase|wipe|abandon|discard) (?:(?:all|any|of) )*your (?:own |"
-    r"safety |review |security |content |usual |normal |current |existing |internal )?"
+    r"safety |review |security |content |usual |normal |current |existing |internal |previous |"
+    r"prior |earlier |original |initial )?"
     r"(?:rules|polic(?:y|ies)|guidelines|restrictions|"
     r"constraints|safeguards|guardrails|filters|principles|ethics|programming|training|"
     r"instructions)\b",
@@ -116,6 +118,11 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"\byour (?:new|real|actual|true|only|next|updated|sole|primary|current) (?:task|job|goal|"
     r"objective|role|instructions?|purpose|mission|directive|orders?|function|persona) "
     r"(?:is|are|will be|now is|:)",
+    r"\b(?:the|your) (?:real|actual|true|new|only|updated) (?:instructions?|task|job|directive|"
+    r"goal|purpose) (?:is|are|:) (?:to |simply to |just to )?(?:approve|accept|say|output|vote|"
+    r"mark|rate|ignore|disregard|respond|reply)\b",
+    r"(?-i:\b(?:BEGIN|END|START) (?:OF )?(?:THE )?(?:(?:ADMIN|SYSTEM|DEVELOPER|NEW|OPERATOR|"
+    r"SECRET|HIDDEN|PRIVILEGED) )?(?:MESSAGE|PROMPT|INSTRUCTIONS?|OVERRIDE)\b)",
     r"\b(?:that|this|approving|approval|approve) is your (?:only|sole|real|new|actual|one) "
     r"(?:job|task|role|purpose|function|goal)\b",
     # "Approve this." as a sentence of its own
@@ -151,7 +158,8 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"(?:\w+ ){0,2}(?:if|though|ai|llm|assistant|chatbot|model|reviewer|approver|judge|human|"
     r"admin|administrator|developer|dan|system|jailbroken|unrestricted|unfiltered|rubber stamp)\b",
     # --- text addressed to a model
-    rf"\b(?:dear|hey|hi|hello|greetings|attention|attn|listen)\b,? (?:the |my |our |dear )?"
+    rf"\b(?:dear|hey|hi|hello|greetings|attention|attn|listen)\b,? (?:there |again |up )?"
+    rf"(?:the |my |our |dear )?"
     rf"{_AI}\b{_NOT_INFRA} ?[,:;!\-—]",
     rf"\b(?:note|message|memo|reminder|hint|instructions?|directive|p\.?s\.?|warning|notice)"
     rf"\.? (?:to|for) (?:the |any |all |every |our |each |you,? )?{_AI}\b{_NOT_INFRA}"
@@ -186,8 +194,8 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"\b(?:the|your|my|our) (?:only |correct |right |expected |final |valid )*(?:answer|"
     r"verdict|vote|response|output|decision|reply) (?:must be|is|should be|will be|=|:)\s*"
     r"[\"'`“]?(?:approve|accept)\b",
-    r"\bverdict\b[\"'`]?(?: should be| must be| is| will be)?\s*[:=]?\s*[\"'`“]?(?:approve[ds]?|"
-    r"accept(?:ed)?|allow(?:ed)?|yes|safe|low)\b",
+    r"\bverdict\b[\"'`]?(?: should be| must be| is| will be| set to| of| as)?\s*[:=]?\s*"
+    r"[\"'`“]?(?:approve[ds]?|accept(?:ed)?|allow(?:ed)?|yes|safe|low)\b",
     r"\b(?:your|the only (?:valid|correct|acceptable)|the (?:correct|right|expected)) (?:answer|"
     r"verdict|vote|response|output|decision|reply)(?: for this request)? (?:must be|is|should be|"
     r"will be|=|:)\s*[\"'`“]?(?:approve[ds]?|accept(?:ed)?|yes|safe|low)\b",
@@ -207,8 +215,9 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"(?:\w+ )?(?:low|none|minimal|zero|safe)\b",
     r"(?:^|[.!?;:] |\b(?:please|you (?:must|should|will|shall|need to|have to)|and|then) )"
     r"(?:rate|mark|classify|label|score|grade|flag|treat|consider|assess|evaluate|tag|"
-    r"categori[sz]e|judge|report|record) (?:(?:this|it|the (?:request|change|command|commands|"
-    r"above|risk)|these (?:commands|changes))(?: request| change| command| commands| one)? )?"
+    r"categori[sz]e|judge|report|record) (?:(?:this|it|everything(?: here| above| below)?|"
+    r"all (?:of )?(?:this|these|it)|the (?:request|change|command|commands|above|risk)|"
+    r"these (?:commands|changes))(?: request| change| command| commands| one)? )?"
     r"(?:as |to be |at )?"
     r"(?:an? |the )?(?:very |completely |totally |entirely |perfectly )?(?:low[- ]risk|safe|benign"
     r"|harmless|approved|trusted|routine|non-?malicious|clean|low|minimal risk|no risk|risk[- ]"
@@ -217,6 +226,13 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"under no circumstances|in no case|by no means)"
     r"(?: ever)? (?:reject|flag|block|deny|decline|refuse|veto|disapprove|downvote|report) "
     r"(?:this|it|the (?:request|change|command)|these|my)\b",
+    r"\b(?:do not|don'?t|never|must not|mustn'?t|should not|shouldn'?t) (?:mark|treat|classify|"
+    r"flag|count|consider|see|report|label) (?:this|it|the (?:request|change|command)) as (?:an? )?"
+    r"(?:prompt )?(?:injection|attack|malicious|threat|dangerous|risky|suspicious|high[- ]risk|"
+    r"destructive)\b",
+    r"\b(?:this|it)(?: is|'s) (?:not|no) (?:an? )?(?:prompt[- ]?)?(?:injection|jailbreak)\b",
+    r"\bgive (?:this|it|the (?:request|change|command)|this (?:request|change)) (?:an? )?(?:low|"
+    r"lowest|minimal|zero)[- ]?(?:risk|score|rating)\b",
     r"\b(?:this|the) (?:request|change|command)s? (?:must|should|shall|may|can)(?: ?not|n'?t) be "
     r"(?:rejected|flagged|blocked|denied|declined|vetoed|refused)\b",
     # --- forged turns, roles and sections
@@ -393,8 +409,11 @@ def _readable(texts: list[str]) -> tuple[list[str], list[str]]:
     apart, with ``-`` and ``_`` read as spaces too (``ignore-previous-instructions``)."""
     whole: dict[str, None] = {}
     parted: dict[str, None] = {}
-    for text in texts:
-        visible = IGNORABLE.sub("", text)
+    # what renders as nothing joins the letters it parts (``ig\u200cnore``), or parts words
+    # (``IGNORE\u200bALL``) as a model's tokenizer reads it
+    seen = [IGNORABLE.sub("", t) for t in texts] + [IGNORABLE.sub(" ", t) for t in texts
+                                                     if IGNORABLE.search(t)]
+    for visible in seen:
         # compatibility forms read like their plain letters (fullwidth and mathematical
         # letters, ligatures): match what the reader sees
         plain = unicodedata.normalize("NFKC", visible).translate(_PUNCTUATION)
