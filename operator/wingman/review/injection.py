@@ -84,7 +84,8 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     # --- overriding the reviewer's instructions
     rf"\b(?:ignor(?:e|ing)|disregard(?:ing)?|forget(?:ting)?|overlook|dismiss|bypass|skip|"
     rf"pay no (?:attention|heed|mind) to) "
-    rf"(?:about )?{_DET}(?:{_PRIOR} )+(?:set of |of )?{_ORDERS}\b",
+    rf"(?:about )?{_DET}(?:{_PRIOR} )+(?:and (?:following|subsequent|later|other) )?"
+    rf"(?:set of |of )?{_ORDERS}\b",
     rf"\b(?:ignore|disregard|forget|overlook|dismiss|bypass) {_DET}{_ORDERS} (?:above|before "
     r"this|so far|(?:that )?you (?:were|have been|got) (?:given|told)|(?:given|provided) (?:to you|"
     r"above|before|earlier))",
@@ -170,7 +171,23 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"(?: now| always| only| simply| just)* (?:approve|accept|vote|output|print|say|comply|obey|"
     r"act as|pretend|role-?play|(?:respond|reply|answer)(?: only)? (?:with|by saying|approve|"
     r"yes))\b",
-    r"\bpretend (?:to be|you|that you)\b", r"\brole-?play(?:ing)? (?:as|that)\b",
+    r"\bpretend (?:to be|you|that you)\b",
+    r"\bnow,? you(?: are|'re) (?:(?:a|an|the|my|our|in) )?(?:\w+ ){0,3}(?:approver|reviewer|judge|"
+    r"voter|assistant|ai|llm|model|bot|agent|dan|rubber stamp|yes-man|mode)\b",
+    r"\bforget (?:about )?(?:everything|all(?: of)? (?:that|this|the above)|all (?:previous|prior)"
+    r"(?: \w+)?)(?: (?:and|now|then)\b|\s*[.!,;:]|$)",
+    r"\b(?:reveal|print|show|repeat|output|tell me|display|leak|spell out|write out) (?:me )?"
+    r"(?:your (?:system prompt|(?:initial |original |hidden |secret |full )?(?:instructions|prompt|"
+    r"rules|guidelines))|the (?:system prompt|(?:initial|original|hidden|secret) (?:instructions|"
+    r"prompt))|(?:all |everything |the (?:text|words|content|prompt) )(?:above|before this))\b",
+    r"\b(?:it is|it's) (?:very |extremely |really |critically |absolutely )?(?:important|crucial|"
+    r"vital|essential|imperative|mandatory|required) (?:that )?you (?:approve|ignore|disregard|"
+    r"forget|output|respond|say|vote|accept)\b",
+    r"\bi (?:need|want|would like|'d like) you to (?:approve|ignore|disregard|forget|output|"
+    r"respond|reply|say|vote|accept|act as|pretend|classify|rate|mark)\b",
+    r"^[ \t]*(?-i:System)\s*:\s*(?:you|your|approve|ignore|disregard|forget|respond|reply|output|"
+    r"always|never|do not|from now on|the (?:assistant|reviewer|model))\b",
+    r"\brole-?play(?:ing)? (?:as|that)\b",
     r"\brole play (?:as|that)\b",
     r"\bimagine (?:you(?:'re| are)|that you are|being) (?:a|an|the)\b",
     # "act as" addressed to the reader, not "the sidecar will act as a proxy"
@@ -271,7 +288,9 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"^[ \t]*#{2,6} ?(?:instructions?|response|system|assistant)\s*:",
     r"(?-i:\bEND OF (?:THE )?(?:REQUEST|INPUT|USER INPUT|PROMPT|SYSTEM PROMPT|INSTRUCTIONS|"
     r"DOCUMENT|DATA|CONTEXT|JUSTIFICATION|MESSAGE|TEXT|CONVERSATION)\b)",
-    r"(?<![-=*#_~<>\[|])[-=*#_~<>\[|]{2,} ?(?:end|begin|start)(?: of)?(?: the)? (?:request|"
+    r"[\[(<{]\s*(?:end|begin|start) of (?:the )?(?:request|input|user input|prompt|system "
+    r"prompt|instructions|data|context|conversation)\b",
+    r"(?<![-=*#_~<>\[|%])[-=*#_~<>\[|%]{2,} ?(?:end|begin|start)(?: of)?(?: the)? (?:request|"
     r"input|user input|"
     r"prompt|system prompt|instructions|data|context|conversation|message|document)\b",
     r"(?<![-=*#_~])[-=*#_~]{3,} ?(?:new|real|actual|updated|hidden|system|admin|developer|"
@@ -305,9 +324,11 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     # --- the common phrasings in other languages (de, fr, es, pt, it, ru, zh, ja)
     r"\b(?:ignorier\w*|vergiss|vergessen|missachte\w*)\b(?: \w+){0,3}? (?:vorherigen?|vorigen?|"
     r"bisherigen?|obigen?|früheren?|allen?|sämtlichen?|deinen?|ihren?|ursprünglichen?) (?:\w+ )?"
-    r"(?:anweisungen|instruktionen|regeln|vorgaben|befehle|anordnungen|richtlinien)\b",
-    r"\bvergiss (?:alles|alle[ns]?)\b[^.]{0,30}\b(?:oben|vorher|zuvor|bisher|bisherige\w*|"
-    r"vorherige\w*|anweisungen)\b",
+    r"(?:anweisungen|instruktionen|regeln|vorgaben|befehle|anordnungen|richtlinien|aufgaben|"
+    r"aufträge)\b",
+    r"\b(?:vergiss|vergessen sie) (?:alles|alle[ns]?)\b[^.]{0,30}\b(?:oben|vorher|zuvor|davor|"
+    r"bisher|bisherige\w*|vorherige\w*|vorangegangene\w*|anweisungen|aufgaben)\b",
+    r"\b(?:deine|ihre) neue aufgabe\b",
     r"\b(?:du bist|sie sind) (?:jetzt|nun|ab sofort|ab jetzt)\b(?! (?:im|in|dran|zuständig|"
     r"an der reihe|auf|für)\b)|\bab (?:sofort|jetzt) bist du\b",
     r"\bneue (?:anweisungen|instruktionen|befehle|aufgabe)\s*:",
