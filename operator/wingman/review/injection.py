@@ -190,6 +190,28 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"\brole-?play(?:ing)? (?:as|that)\b",
     r"\brole play (?:as|that)\b",
     r"\bimagine (?:you(?:'re| are)|that you are|being) (?:a|an|the)\b",
+    # --- telling the reviewer how little to review
+    r"\byou(?: are|'re) (?:an? |the )(?:\w+ ){0,2}(?:reviewer|approver|judge|voter)s? (?:who|that|"
+    r"which) (?:always|never|only|just|simply)\b",
+    r"\byour (?:only |sole |real |main )?(?:job|task|role|purpose|function) is (?:to |simply to |"
+    r"just to |only to )?(?:approve|accept|say (?:yes|approve)|output|vote approve|rubber[- ]stamp)"
+    r"\b",
+    r"\b(?:no need|there is no need|you (?:do not|don'?t) need|it is not necessary|unnecessary) "
+    r"to (?:check|analy[sz]e|review|read|inspect|examine|look at|verify|evaluate|assess|"
+    r"scrutini[sz]e) (?:the |these |this |any |my )?(?:commands?|request|change|text|diff|preview|"
+    r"risk|details)\b",
+    r"\b(?:do not|don'?t|never) (?:analy[sz]e|check|review|inspect|examine|scrutini[sz]e|evaluate"
+    r"|read) (?:the |these |this |any |my )?(?:commands?|request|change|text|diff|preview|risk)\b",
+    r"\b(?:approve|accept|pass|allow)(?: (?:this|it|the request|everything))? without (?:any )?"
+    r"(?:review|reviewing|checks?|checking|analysis|scrutiny|question|inspection|looking)\b",
+    r"\b(?:this|the) (?:request|change|command)s? (?:is|are) (?:exempt|excluded|excepted|exempted)"
+    r" from (?:the )?(?:review|policy|checks?|scrutiny|approval|rules)\b",
+    r"\b(?:treat|consider|regard|assume|take) (?:the |these |all |this )?(?:following |above |"
+    r"below )?(?:commands?|request|changes?)(?: below| above)? (?:as|are|is|to be) (?:already )?"
+    r"(?:reviewed|approved|safe|vetted|verified|checked|harmless|benign|low[- ]risk|pre-?approved|"
+    r"trusted)\b",
+    r"\byou (?:are not|aren'?t|are no longer) (?:allowed|permitted|authori[sz]ed|able) to "
+    r"(?:reject|flag|block|deny|refuse|veto|decline|escalate)\b",
     # "act as" addressed to the reader, not "the sidecar will act as a proxy"
     r"\byou (?:\w+ ){0,2}act as\b",
     r"(?:^|[.!?] )(?:please |now |from now on,? )?act as (?:(?:an?|the|if|though|my|your) )?"
@@ -402,6 +424,12 @@ _NAME_PRONE = frozenset({_ROLE, _SHOUTED})
 
 
 _SPACE = re.compile(r"\s+")
+_TAGS = re.compile("[\U000e0020-\U000e007e]+")
+
+
+def _untagged(tags: re.Match[str]) -> str:
+    """A run of tag characters as the ASCII they copy, a word of its own."""
+    return " " + "".join(chr(ord(c) - 0xE0000) for c in tags.group()) + " "
 _SEPARATORS = re.compile(r"[\s_-]+")
 _BLANKS = re.compile(r"[^\S\n]+")
 #: Typographic quotes and dashes as the plain ones patterns are written with.
@@ -448,13 +476,16 @@ def _readable(texts: list[str]) -> tuple[list[str], list[str]]:
     look-alike letters, digits for letters and letters spelled apart read as what they draw
     (``\u0456gnore``, ``1gn0r3``, ``i g n o r e``), with any run of whitespace one space
     (``ignore  previous\ninstructions``), and once with its lines kept (``### System``); and
-    apart, with ``-`` and ``_`` read as spaces too (``ignore-previous-instructions``)."""
+    apart, with ``-`` and ``_`` read as spaces too (``ignore-previous-instructions``). Tag
+    characters, an invisible copy of ASCII, are read as the ASCII a model reads."""
     whole: dict[str, None] = {}
     parted: dict[str, None] = {}
     # what renders as nothing joins the letters it parts (``ig\u200cnore``), or parts words
     # (``IGNORE\u200bALL``) as a model's tokenizer reads it
     seen = [IGNORABLE.sub("", t) for t in texts] + [IGNORABLE.sub(" ", t) for t in texts
                                                      if IGNORABLE.search(t)]
+    # the tag characters are an invisible copy of ASCII a model reads: read them as it does
+    seen += [_TAGS.sub(_untagged, t) for t in texts if _TAGS.search(t)]
     for visible in seen:
         # compatibility forms read like their plain letters (fullwidth and mathematical
         # letters, ligatures): match what the reader sees
