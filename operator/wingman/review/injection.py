@@ -16,20 +16,22 @@ the same words passes ("the sidecar will act as a proxy", "override the default 
 - forged turns, roles and sections (``SYSTEM:``, ``### System``, ``[SYSTEM]``, ``<admin>``, chat
   template tokens, "END OF REQUEST", "---- new prompt ----");
 - authority claimed over the reviewer ("SYSTEM OVERRIDE", "admin mode", "I am your developer");
+- telling the reviewer how little to review ("no need to check the commands", "approve without
+  review", "treat the commands below as already reviewed");
 - the common phrasings in German, French, Spanish, Portuguese, Italian, Russian, Chinese and
   Japanese.
 
 The patterns are matched on the text as a reader (or a model) takes it in: with the characters
 that render as nothing removed (``wingman.model.text.IGNORABLE``: prose keeps the joiners, marks
 and variation selectors that writing needs, and a preview's text is anyone's), and once read as
-spaces; in Unicode's compatibility form (fullwidth, circled and mathematical letters as plain
-ones); with Cyrillic and Greek look-alikes read as the Latin letters they pass for, digits and
-signs inside a word as the letters they stand for (``1gn0r3``), letters spelled apart as a word
-(``i g n o r e``, ``I.g.n.o.r.e``, ``ig-nore``); with any run of whitespace one space, and once
-with ``-`` and ``_`` read as spaces too (``ignore-previous-instructions``). What fixed patterns
-cannot find (a paraphrase, an instruction encoded or split across fields) is for the LLM voters'
-own judgement and the human path. Pure: imports only ``wingman.review.consensus`` and
-``wingman.model.text``.
+spaces, tag characters once read as the ASCII they copy; in Unicode's compatibility form
+(fullwidth, circled and mathematical letters as plain ones); with Cyrillic and Greek look-alikes
+read as the Latin letters they pass for, digits and signs inside a word as the letters they
+stand for (``1gn0r3``), letters spelled apart as a word (``i g n o r e``, ``I.g.n.o.r.e``,
+``ig-nore``); with any run of whitespace one space, and once with ``-`` and ``_`` read as spaces
+too (``ignore-previous-instructions``). What fixed patterns cannot find (a paraphrase, an
+instruction encoded or split across fields) is for the LLM voters' own judgement and the human
+path. Pure: imports only ``wingman.review.consensus`` and ``wingman.model.text``.
 """
 
 # ruff: noqa: RUF001 - the patterns hold Cyrillic words and the homoglyphs they read as Latin
