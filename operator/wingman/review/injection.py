@@ -220,7 +220,7 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"(?:\w+ ){0,2}(?:if|though|ai|llm|assistant|chatbot|model|reviewer|approver|judge|human|"
     r"admin|administrator|developer|dan|system|jailbroken|unrestricted|unfiltered|rubber stamp)\b",
     # --- text addressed to a model
-    rf"\b(?:dear|hey|hi|hello|greetings|attention|attn|listen)\b,? (?:there |again |up )?"
+    rf"\b(?:dear|hey|hi|hello|greetings|attention|attn|listen|ok|okay)\b,? (?:there |again |up )?"
     rf"(?:the |my |our |dear )?"
     rf"{_AI}\b{_NOT_INFRA} ?[,:;!\-—]",
     rf"\b(?:note|message|memo|reminder|hint|instructions?|directive|p\.?s\.?|warning|notice)"
@@ -251,7 +251,8 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     rf"(?:only|just|solely|exactly|nothing (?:but|else|except)|simply)\b[^.\n]{{0,25}}?\b"
     rf"{_APPROVE}\b",
     r"\b(?:respond|reply|answer|output|return|print|say|emit|vote|end [\w ]{0,20}? with)"
-    r"(?: with| only| just| simply| exactly|:| the word| the verdict| a verdict of)*\s*"
+    r"(?: with| only| just| simply| exactly|:| the(?: single| one)? word| a single word| one word|"
+    r" the verdict| a verdict of)*\s*"
     r"[\"'`“]?(?:approve[ds]?|accept(?:ed)?|lgtm)\b",
     r"\b(?:the|your|my|our) (?:only |correct |right |expected |final |valid )*(?:answer|"
     r"verdict|vote|response|output|decision|reply) (?:must be|is|should be|will be|=|:)\s*"
