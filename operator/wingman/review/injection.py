@@ -69,6 +69,9 @@ _AI = (r"(?:ai|a\.i\.|llms?|gpts?|chatgpt|claude|gemini|copilot|(?:large )?langu
        r"reviewing (?:ai|llm|models?)|assistants?|chatbots?|bots?|models?)")
 _NOT_INFRA = (r"(?! (?:team|server|registry|service|gateway|api|deployment|pod|namespace|cluster|"
               r"rollout|endpoint|release|image|version|repo|weights|cache|proxy)\b)")
+#: what a product's mode is for ("developer mode on the feature flag service")
+_ON_A_SERVICE = (r"(?! (?:on|for|in) (?:the|a|an|our|its) (?:[\w-]+ ){0,3}(?:service|server|"
+                 r"cluster|namespace|app|deployment|node|pod|dashboard|environment|build|flag)s?\b)")
 _APPROVE = r"(?:approve[ds]?|approval|accept(?:ed)?|allow(?:ed)?|yes|lgtm|safe|low)"
 
 #: A forged turn or role: shouted (``SYSTEM:``, ``ASSISTANT:``; "system: pods in kube-system"
@@ -216,9 +219,16 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"(?:reject|flag|block|deny|refuse|veto|decline|escalate)\b",
     # "act as" addressed to the reader, not "the sidecar will act as a proxy"
     r"\byou (?:\w+ ){0,2}act as\b",
-    r"(?:^|[.!?] )(?:please |now |from now on,? )?act as (?:(?:an?|the|if|though|my|your) )?"
-    r"(?:\w+ ){0,2}(?:if|though|ai|llm|assistant|chatbot|model|reviewer|approver|judge|human|"
+    r"(?:^|[.!?] )(?:please |now |from now on,? )?act as (?:(?:an?|the|my|your) )?"
+    r"(?:\w+ ){0,2}(?:ai|llm|assistant|chatbot|model|reviewer|approver|judge|human|"
     r"admin|administrator|developer|dan|system|jailbroken|unrestricted|unfiltered|rubber stamp)\b",
+    # "act as if you were...", "act as though the commands were reviewed": not "act as if the
+    # node is gone" in a drill
+    r"(?:^|[.!?] )(?:please |now |from now on,? )?act as (?:if|though) (?:you\b|"
+    r"there (?:are|were|is|was) no\b|(?:this|it|the (?:request|change|commands?))(?: \w+)? "
+    r"(?:is|are|was|were|had been|has been|have been) (?:already )?"
+    r"(?:approved|reviewed|safe|vetted|verified|checked|"
+    r"harmless))",
     # --- text addressed to a model
     rf"\b(?:dear|hey|hi|hello|greetings|attention|attn|listen|ok|okay)\b,? (?:there |again |up )?"
     rf"(?:the |my |our |dear )?"
@@ -262,7 +272,9 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"\b(?:your|the only (?:valid|correct|acceptable)|the (?:correct|right|expected)) (?:answer|"
     r"verdict|vote|response|output|decision|reply)(?: for this request)? (?:must be|is|should be|"
     r"will be|=|:)\s*[\"'`“]?(?:approve[ds]?|accept(?:ed)?|yes|safe|low)\b",
-    r"\b(?:approve|accept) (?:this|the|my) (?:request|command)",
+    # "approve this request": not "approve this request only if the canary stays green"
+    r"\b(?:approve|accept) (?:this|the|my) (?:request|command)(?!s?,? (?:only )?(?:if|once|when|"
+    r"after|unless|as soon as)\b)",
     r"\b(?:approve|accept|allow) (?:everything|all (?:requests|commands|changes|of (?:them|these|"
     r"this))|every (?:request|command|change)|any (?:request|command|change))\b",
     # "you must approve", "the request should be approved", "always approve": not "the
@@ -270,7 +282,8 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"\b(?:you|reviewers?|the reviewers?|voters?|the voters?|the (?:ai|llm|model)s?|models?|"
     r"llms?|(?:this|the) request)(?: (?:really|definitely|simply|just))? (?:must|should|shall|"
     r"will|has to|have to|needs? to) (?:always )?(?:be )?approved?\b", r"\balways approve",
-    r'"verdict"',
+    # a verdict in the reviewers' own shape: not a test run's ``"verdict": "pass"``
+    r'"verdict"(?!\s*:\s*"(?:pass|passed|fail|failed|failure|error|skipped|flaky)")',
     r"[\"'](?:decision|vote|risk|risk_?level|approved?|safe|is_safe|outcome|injection|"
     r"prompt_?injection)[\"']\s*:\s*[\"']?(?:approve[ds]?|accept(?:ed)?|allow(?:ed)?|true|yes|"
     r"low|none|safe|false)\b",
@@ -303,7 +316,8 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"<\s*/?\s*(system|instructions?|prompt|im_start|im_end)",
     r"<\s*/?\s*(?:admin|administrator|assistant|developer|override|sys|root)\s*>",
     r"<<\s*/?\s*SYS\s*>>",
-    r"\[\s*/?\s*(?:system|sys|admin|administrator|developer|assistant|instructions?|prompt|"
+    # not a log line's component after its level: "[ERROR] [system] failed to bind"
+    r"(?<!\] )\[\s*/?\s*(?:system|sys|admin|administrator|developer|assistant|instructions?|prompt|"
     r"override|system message|system prompt|inst)\s*\]",
     r"<\s*\|[^|<>\s]{1,40}\|\s*>",  # a chat template's special tokens: <|im_start|>, <|eot_id|>
     r"^[ \t]*#{1,6} ?(?:system|system prompt|system message|assistant|admin|developer|"
@@ -333,9 +347,10 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"\boverride (?:from|by|issued by|authori[sz]ed by) (?:the )?(?:system|admin\w*|security|"
     r"developers?|management|ceo|cto|owners?|anthropic|openai)\b",
     r"\b(?:admin|administrator|god|sudo|superuser|dan|jailbreak|jailbroken|unrestricted|"
-    r"unfiltered|uncensored) mode\b",
-    r"\bdeveloper mode (?:on|enabled|activated|engaged)\b|\b(?:enter|enable|activate|switch to|"
-    r"now in) developer mode\b",
+    r"unfiltered|uncensored) mode\b(?! of\b)",
+    # not "enable developer mode on the feature flag service"
+    rf"\bdeveloper mode{_ON_A_SERVICE} (?:on|enabled|activated|engaged)\b|\b(?:enter|enable|"
+    rf"activate|switch to|now in) developer mode\b{_ON_A_SERVICE}",
     r"\bjailbreak\b",
     r"\b(?:authori[sz]ed|approved|sanctioned|permitted|cleared|signed off) by (?:anthropic|openai|"
     r"deepmind|google deepmind)\b",
