@@ -31,13 +31,18 @@ stand for (``1gn0r3``), letters spelled apart as a word (``i g n o r e``, ``I.g.
 ``ig-nore``); with any run of whitespace one space, and once with ``-`` and ``_`` read as spaces
 too (``ignore-previous-instructions``). What fixed patterns cannot find (a paraphrase, an
 instruction encoded or split across fields) is for the LLM voters' own judgement and the human
-path. Pure: imports only ``wingman.review.consensus`` and ``wingman.model.text``.
+path. Each pattern runs only on a reading that holds one of the strings it needs (read from the
+pattern by Python's own parser, so the two never disagree): one scan for all of them instead of
+some 150 patterns over every reading. Pure: imports only ``wingman.review.consensus`` and
+``wingman.model.text`` (and the standard library).
 """
 
 # ruff: noqa: RUF001 - the patterns hold Cyrillic words and the homoglyphs they read as Latin
 from __future__ import annotations
 
+import importlib
 import re
+import sys
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -433,6 +438,163 @@ _JOINED_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
 )]
 
 
+# --- a prefilter: each pattern runs only on a form that holds one of the words it needs
+#: Python's regular expression parser (``re._parser``, ``sre_parse`` before 3.11): what a
+#: pattern needs is read from the pattern itself, so a pattern and its prefilter never disagree.
+_PARSER: Any = importlib.import_module("re._parser" if sys.version_info >= (3, 11) else "sre_parse")
+_MANY = 64  # a finite set of strings larger than this is not spelled out
+
+_SHORTEST = 3  # a needed string lighter than this filters too little to be worth a check
+
+
+def _equal_under_ignorecase() -> dict[int, str]:
+    """A table that maps the characters ``re.IGNORECASE`` holds equal to one of them: ``\u0130``
+    (I with a dot) as ``i``, its simple lowercase, which ``str.lower`` does not give, and the few
+    that ``re`` folds beyond lowercase (dotless ``\u0131`` and ``i``, long ``\u017f`` and ``s``,
+    final and other sigma, ...)."""
+    compiler: Any = importlib.import_module("re._compiler" if sys.version_info >= (3, 11)
+                                            else "sre_compile")
+    parent: dict[int, int] = {}
+
+    def root(c: int) -> int:
+        while parent.get(c, c) != c:
+            c = parent[c]
+        return c
+    for c, others in compiler._EXTRA_CASES.items():  # the table re compiles with
+        for o in others:
+            a, b = sorted((root(c), root(o)))
+            parent[b] = a
+    return {c: chr(root(c)) for c in parent} | {0x130: "i"}
+
+
+_FOLD = _equal_under_ignorecase()
+
+
+def _folded(text: str) -> str:
+    """``text`` as ``re.IGNORECASE`` compares it: lowercased, equal characters as one."""
+    return text.translate(_FOLD).lower().translate(_FOLD)
+
+
+def _exact(items: Any) -> set[str] | None:
+    """The strings a parsed (sub)pattern matches when they are few, else None."""
+    out = {""}
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL":
+            these: set[str] | None = {chr(av)}
+        elif name in ("AT", "ASSERT", "ASSERT_NOT"):
+            continue  # zero width
+        elif name == "SUBPATTERN":
+            these = _exact(av[3])
+        elif name == "ATOMIC_GROUP":
+            these = _exact(av)
+        elif name == "BRANCH":
+            branches = [_exact(b) for b in av[1]]
+            these = None if any(b is None for b in branches) else set().union(*branches)  # type: ignore[arg-type]
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and av[1] <= 1:
+            body = _exact(av[2])
+            these = None if body is None else body | ({""} if av[0] == 0 else set())
+        else:
+            return None
+        if these is None or len(out) * len(these) > _MANY:
+            return None
+        out = {a + b for a in out for b in these}
+    return out
+
+
+def _needed(items: Any) -> list[set[str]]:
+    """Sets of strings of which every match of a parsed (sub)pattern holds one each (none of
+    them lighter than ``_SHORTEST``): ``respond only with approve`` needs one of the verbs, one
+    of the words for "only" and one of the words for approving."""
+    runs: list[set[str]] = []
+    run = {""}
+    for op, av in items:
+        name = str(op)
+        if name in ("AT", "ASSERT", "ASSERT_NOT"):
+            continue
+        these = _exact([(op, av)])
+        if these is not None and len(run) * len(these) <= _MANY:
+            run = {a + b for a in run for b in these}
+            continue
+        runs.append(run)
+        run = these if these is not None else {""}
+        if these is None:
+            if name == "SUBPATTERN":
+                runs += _needed(av[3])
+            elif name == "ATOMIC_GROUP":
+                runs += _needed(av)
+            elif name == "BRANCH":
+                # one branch matches: the union of what each needs most
+                branches = [_best(_needed(b)) for b in av[1]]
+                if all(branches):
+                    runs.append(set().union(*branches))  # type: ignore[arg-type]
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and av[0] >= 1:
+                runs += _needed(av[2])
+    runs.append(run)
+    return [r for r in runs if r and min(map(_weight, r)) >= _SHORTEST]
+
+
+def _best(needed: list[set[str]]) -> set[str] | None:
+    """Of sets a match needs one each of, the one that filters best."""
+    return max(needed, key=lambda r: min(map(_weight, r)), default=None)
+
+
+def _weight(needed: str) -> int:
+    """How well ``needed`` filters: its length, a character outside ASCII (a word of Chinese or
+    Japanese is two) counting double."""
+    return len(needed) + sum(not c.isascii() for c in needed)
+
+
+def _needs(pattern: re.Pattern[str]) -> frozenset[str] | None:
+    """Strings (as ``_folded``) one of which a text must hold for ``pattern`` to match it, the
+    set that filters best (None: a pattern that may match without any)."""
+    best = _best(_needed(_PARSER.parse(pattern.pattern, pattern.flags)))
+    return None if best is None else frozenset(_folded(s) for s in best)
+
+
+#: Each pattern with the strings one of which a form must hold for it to run (None: always).
+_PREFILTERED = [(p, _needs(p)) for p in INJECTION_PATTERNS]
+_NEEDED = sorted({n for _, needs in _PREFILTERED for n in needs or ()})
+
+
+def _trie(words: list[str]) -> str:
+    """A regular expression that matches the longest of ``words`` at a place, as a trie: the
+    engine tries the few characters that may come next, not every word."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for c in word:
+            node = node.setdefault(c, {})
+        node[""] = {}
+
+    def branch(node: dict[str, Any]) -> str:
+        alts = [re.escape(c) + branch(child) for c, child in sorted(node.items()) if c]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if "" in node else body
+    return branch(root)
+
+
+#: Any needed string, the longest where several start at one place, and the needed strings each
+#: one holds as its head (present wherever it is).
+_NEEDED_AT = re.compile(f"(?:{_trie(_NEEDED)})", re.DOTALL)
+_HEADS = {n: frozenset(h for h in _NEEDED if n.startswith(h)) for n in _NEEDED}
+
+
+def _present(text: str) -> frozenset[str]:
+    """The needed strings ``text`` holds, folded as ``re.IGNORECASE`` compares: looked for from
+    each place one starts at (so that none hides another), the engine skipping to the next
+    character any may start with."""
+    folded = _folded(text)
+    present: set[str] = set()
+    found = _NEEDED_AT.search(folded)
+    while found:
+        present |= _HEADS[found.group()]
+        found = _NEEDED_AT.search(folded, found.start() + 1)
+    return frozenset(present)
+
+
 #: Patterns that ordinary object YAML matches (``system:serviceaccount:...`` subjects, an
 #: ``ASSISTANT:`` key, a CA bundle): not applied to the preview's text, which is target state.
 _YAML_PRONE = frozenset({_ROLE, _ASSISTANT_LINE, _SYSTEM_NOTE, _HUMAN_TURN, _BASE64})
@@ -523,11 +685,18 @@ def _spelled_apart(texts: list[str]) -> list[str]:
 
 def _findings(texts: list[str], skip: frozenset[str] = frozenset()) -> list[str]:
     """The patterns ``texts`` match, but those in ``skip``."""
-    whole, parted = _readable(texts)
+    whole, parted = ([(t, _present(t)) for t in forms] for forms in _readable(texts))
     joined = _spelled_apart(texts)
-    return ([p.pattern[:40] for p in INJECTION_PATTERNS if p.pattern not in skip and (
-                any(p.search(t) for t in whole)
-                or (p.pattern not in _NAME_PRONE and any(p.search(t) for t in parted)))]
+
+    anywhere = [frozenset().union(*(present for _, present in forms)) for forms in (whole, parted)]
+
+    def found(p: re.Pattern[str], needs: frozenset[str] | None, at: int) -> bool:
+        if needs is not None and needs.isdisjoint(anywhere[at]):
+            return False  # no form holds what the pattern needs: the usual case, one check
+        return any(p.search(t) for t, present in (whole, parted)[at]
+                   if needs is None or not needs.isdisjoint(present))
+    return ([p.pattern[:40] for p, needs in _PREFILTERED if p.pattern not in skip and (
+                found(p, needs, 0) or (p.pattern not in _NAME_PRONE and found(p, needs, 1)))]
             + [p.pattern[:40] for p in _JOINED_PATTERNS if any(p.search(t) for t in joined)])
 
 
