@@ -107,7 +107,8 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"(?:above|before "
     r"this|prior to this|so far|up to (?:now|here|this point))\b(?! (?!(?:and|then|instead|now|"
     r"this|here|line|text|point|sentence|message)\b)\w)",
-    r"\b(?:forget|ignore|disregard) (?:everything|all|anything|what|whatever) (?:that )?"
+    r"\b(?:forget|ignore|disregard|set aside|discard|drop|throw out) (?:everything|all|anything|"
+    r"what|whatever)(?: (?:guidance|instructions?|rules|directions|orders))? (?:that )?"
     r"you(?:'ve| have| were| had)? (?:been )?(?:told|taught|instructed|given|trained|programmed)",
     rf"\b(?:do not|don'?t|never|stop|no longer|no need to|need not|(?:don'?t|do not|no longer) "
     rf"(?:need|have) to) (?:follow|obey|heed|listen to|comply with|respect|apply)"
@@ -234,7 +235,14 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"(?:is|are|was|were|had been|has been|have been) (?:already )?"
     r"(?:approved|reviewed|safe|vetted|verified|checked|"
     r"harmless))",
+    # "the previous review instructions no longer apply": not "the previous firewall rules"
+    r"\b(?:your|the (?:previous|prior|earlier|original|above) review(?:er'?s)?) (?:instructions|"
+    r"rules|guidelines|directives|prompts?) (?:no longer|do not|don'?t|does not|doesn'?t) apply\b",
     # --- text addressed to a model
+    rf"\b(?:to|for) (?:whichever|whatever|any|every|each) {_AI}{_NOT_INFRA} (?:that |who |which )?"
+    r"(?:reads|reviews|processes|evaluates|sees|checks|parses)\b",
+    r"\b(?:ai|llm|gpt|automated|automatic|machine) (?:reviewers?|voters?|judges?|models?)\s*"
+    r"(?:->|=>|\u2192|:)\s*(?:approve|accept|lgtm)\b",
     rf"\b(?:dear|hey|hi|hello|greetings|attention|attn|listen|ok|okay)\b,? (?:there |again |up )?"
     rf"(?:the |my |our |dear )?"
     rf"{_AI}\b{_NOT_INFRA} ?[,:;!\-—]",
