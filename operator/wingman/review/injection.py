@@ -679,7 +679,9 @@ def _readable(texts: list[str]) -> tuple[list[str], list[str]]:
         # letters, ligatures): match what the reader sees
         plain = unicodedata.normalize("NFKC", visible).translate(_PUNCTUATION)
         for drawn in _skeletons(plain):
-            whole[_SPACE.sub(" ", drawn)] = whole[_BLANKS.sub(" ", drawn)] = None
+            whole[_SPACE.sub(" ", drawn)] = None
+            if "\n" in drawn:  # else the same text
+                whole[_BLANKS.sub(" ", drawn)] = None
             parted[_SEPARATORS.sub(" ", drawn)] = None
     return list(whole), [t for t in parted if t not in whole]
 
