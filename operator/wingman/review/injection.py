@@ -480,6 +480,8 @@ _FOLD = _equal_under_ignorecase()
 
 def _folded(text: str) -> str:
     """``text`` as ``re.IGNORECASE`` compares it: lowercased, equal characters as one."""
+    if text.isascii():
+        return text.lower()
     return text.translate(_FOLD).lower().translate(_FOLD)
 
 
