@@ -287,7 +287,7 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"will be|=|:)\s*[\"'`“]?(?:approve[ds]?|accept(?:ed)?|yes|safe|low)\b",
     # "approve this request": not "approve this request only if the canary stays green"
     r"\b(?:approve|accept) (?:this|the|my) (?:request|command)(?!s?,? (?:only )?(?:if|once|when|"
-    r"after|unless|as soon as)\b)",
+    r"after|unless|as soon as) (?!you\b|reading\b|read\b|done\b|finished\b|it is read\b)\w)",
     r"\b(?:approve|accept|allow) (?:everything|all (?:requests|commands|changes|of (?:them|these|"
     r"this))|every (?:request|command|change)|any (?:request|command|change))\b",
     # "you must approve", "the request should be approved", "always approve": not "the
@@ -329,8 +329,10 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"<\s*/?\s*(system|instructions?|prompt|im_start|im_end)",
     r"<\s*/?\s*(?:admin|administrator|assistant|developer|override|sys|root)\s*>",
     r"<<\s*/?\s*SYS\s*>>",
-    # not a log line's component after its level: "[ERROR] [system] failed to bind"
-    r"(?<!\] )\[\s*/?\s*(?:system|sys|admin|administrator|developer|assistant|instructions?|prompt|"
+    # not a log line's component in lower case after its level: "[ERROR] [system] failed to bind"
+    r"(?:(?<!\[error\] )(?<!\[warn\] )(?<!\[warning\] )(?<!\[info\] )(?<!\[debug\] )"
+    r"(?<!\[trace\] )(?<!\[fatal\] )|(?=\[\s*/?\s*(?-i:[A-Z])))"
+    r"\[\s*/?\s*(?:system|sys|admin|administrator|developer|assistant|instructions?|prompt|"
     r"override|system message|system prompt|inst)\s*\]",
     r"<\s*\|[^|<>\s]{1,40}\|\s*>",  # a chat template's special tokens: <|im_start|>, <|eot_id|>
     r"^[ \t]*#{1,6} ?(?:system|system prompt|system message|assistant|admin|developer|"
@@ -360,7 +362,7 @@ INJECTION_PATTERNS = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"\boverride (?:from|by|issued by|authori[sz]ed by) (?:the )?(?:system|admin\w*|security|"
     r"developers?|management|ceo|cto|owners?|anthropic|openai)\b",
     r"\b(?:admin|administrator|god|sudo|superuser|dan|jailbreak|jailbroken|unrestricted|"
-    r"unfiltered|uncensored) mode\b(?! of\b)",
+    r"unfiltered|uncensored) mode\b(?! of (?:the|a|an|our|its|this|that) )",
     # not "enable developer mode on the feature flag service"
     rf"\bdeveloper mode{_ON_A_SERVICE} (?:on|enabled|activated|engaged)\b|\b(?:enter|enable|"
     rf"activate|switch to|now in) developer mode\b{_ON_A_SERVICE}",
