@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import importlib
 import re
-import sys
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -449,9 +448,16 @@ _JOINED_PATTERNS = [re.compile(p, re.IGNORECASE) for p in (
 
 
 # --- a prefilter: each pattern runs only on a form that holds one of the words it needs
-#: Python's regular expression parser (``re._parser``, ``sre_parse`` before 3.11): what a
-#: pattern needs is read from the pattern itself, so a pattern and its prefilter never disagree.
-_PARSER: Any = importlib.import_module("re._parser" if sys.version_info >= (3, 11) else "sre_parse")
+#: Python's regular expression parser and the characters its IGNORECASE folds beyond lowercase
+#: (``re._parser``, ``re._compiler._EXTRA_CASES``): what a pattern needs is read from the pattern
+#: itself, so a pattern and its prefilter never disagree. A Python without them runs every
+#: pattern on every form, as slowly as before and with the same findings.
+try:
+    _PARSER: Any = importlib.import_module("re._parser")
+    _EXTRA_CASES: dict[int, tuple[int, ...]] = importlib.import_module(
+        "re._compiler")._EXTRA_CASES
+except (ImportError, AttributeError):  # pragma: no cover - another Python's internals
+    _PARSER, _EXTRA_CASES = None, {}
 _MANY = 64  # a finite set of strings larger than this is not spelled out
 
 _SHORTEST = 3  # a needed string lighter than this filters too little to be worth a check
@@ -462,15 +468,13 @@ def _equal_under_ignorecase() -> dict[int, str]:
     (I with a dot) as ``i``, its simple lowercase, which ``str.lower`` does not give, and the few
     that ``re`` folds beyond lowercase (dotless ``\u0131`` and ``i``, long ``\u017f`` and ``s``,
     final and other sigma, ...)."""
-    compiler: Any = importlib.import_module("re._compiler" if sys.version_info >= (3, 11)
-                                            else "sre_compile")
     parent: dict[int, int] = {}
 
     def root(c: int) -> int:
         while parent.get(c, c) != c:
             c = parent[c]
         return c
-    for c, others in compiler._EXTRA_CASES.items():  # the table re compiles with
+    for c, others in _EXTRA_CASES.items():
         for o in others:
             a, b = sorted((root(c), root(o)))
             parent[b] = a
@@ -560,6 +564,8 @@ def _weight(needed: str) -> int:
 def _needs(pattern: re.Pattern[str]) -> frozenset[str] | None:
     """Strings (as ``_folded``) one of which a text must hold for ``pattern`` to match it, the
     set that filters best (None: a pattern that may match without any)."""
+    if _PARSER is None:  # pragma: no cover - see _PARSER
+        return None
     best = _best(_needed(_PARSER.parse(pattern.pattern, pattern.flags)))
     return None if best is None else frozenset(_folded(s) for s in best)
 
