@@ -40,6 +40,7 @@ some 150 patterns over every reading. Pure: imports only ``wingman.review.consen
 # ruff: noqa: RUF001 - the patterns hold Cyrillic words and the homoglyphs they read as Latin
 from __future__ import annotations
 
+import asyncio
 import importlib
 import re
 import unicodedata
@@ -750,18 +751,43 @@ def target_findings(request: ReviewInput) -> list[str]:
     return _findings(preview_texts(request.preview), skip=_YAML_PRONE)
 
 
+#: Characters of a request's text (its own and its preview's) read on the event loop; a larger
+#: request is read on a worker thread. A request at the fields' limits costs the detector
+#: about a tenth of a second of CPU: on the loop, every other request and grant would wait.
+INLINE_CHARS = 8_000
+
+
+def _size(request: ReviewInput) -> int:
+    own = [request.instruction, request.justification or "", *request.all_commands,
+           *(str(v) for v in (request.source or {}).values() if isinstance(v, str))]
+    return sum(map(len, own)) + sum(map(len, preview_texts(request.preview)))
+
+
+def _scan(request: ReviewInput) -> tuple[list[str], list[str]]:
+    hits = injection_findings(request)
+    return hits, [] if hits else target_findings(request)
+
+
+async def scan(request: ReviewInput) -> tuple[list[str], list[str]]:
+    """The request's own findings and, when it has none, its preview's (as
+    ``injection_findings`` and ``target_findings``): on the event loop for an ordinary
+    request, on a worker thread beyond ``INLINE_CHARS``."""
+    if _size(request) <= INLINE_CHARS:
+        return _scan(request)
+    return await asyncio.to_thread(_scan, request)
+
+
 class PromptInjectionVoter:
     """Rejects and flags requests whose text tries to instruct the reviewers."""
 
     name = "prompt-injection"
 
     async def review(self, request: ReviewInput) -> Vote:
-        hits = injection_findings(request)
+        hits, planted = await scan(request)
         if hits:
             return Vote(self.name, Verdict.REJECT, Risk.HIGH,
                         f"request text tries to instruct reviewers ({len(hits)} patterns)",
                         flags=(PROMPT_INJECTION,))
-        planted = target_findings(request)
         if planted:
             return Vote(self.name, Verdict.REJECT, Risk.HIGH,
                         f"text in a target object the preview read tries to instruct reviewers "
@@ -770,5 +796,5 @@ class PromptInjectionVoter:
         return Vote(self.name, Verdict.APPROVE, Risk.LOW, "no instruction-like text found")
 
 
-__all__ = ["INJECTION_PATTERNS", "PromptInjectionVoter", "injection_findings", "preview_texts",
-           "target_findings"]
+__all__ = ["INJECTION_PATTERNS", "INLINE_CHARS", "PromptInjectionVoter", "injection_findings",
+           "preview_texts", "scan", "target_findings"]

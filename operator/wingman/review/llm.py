@@ -61,7 +61,7 @@ from wingman.review.consensus import (
     abstain,
     clean_rationale,
 )
-from wingman.review.injection import injection_findings, target_findings
+from wingman.review.injection import scan
 
 logger = logging.getLogger(__name__)
 
@@ -530,7 +530,7 @@ class _LLMVoter:
 
     async def review(self, request: ReviewInput) -> Vote:
         start = time.monotonic()
-        findings = injection_findings(request)
+        findings, planted = await scan(request)
         try:
             user = frame_request(request)
             async with self._semaphore():
@@ -554,7 +554,6 @@ class _LLMVoter:
                         time.monotonic() - start, answer.flags)
         if findings:
             return guard(vote, findings)
-        planted = target_findings(request)
         return guard(vote, planted, flag=PREVIEW_FINDING, where="a target object the preview "
                      "read") if planted else vote
 

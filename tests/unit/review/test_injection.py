@@ -4,6 +4,8 @@ tries to instruct the reviewers is found, in any field a reviewer reads, and no 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from wingman.review import injection
@@ -98,3 +100,37 @@ def test_the_prefilter_skips_no_pattern_that_matches(text: str) -> None:
 ])
 def test_letters_the_pattern_matching_holds_equal_are_found(text: str) -> None:
     assert injection_findings(_request(instruction=text)), text
+
+
+def test_a_request_at_the_fields_limits_is_read_while_the_event_loop_serves_others() -> None:
+    """About a tenth of a second of CPU at the fields' limits: on the operator's event loop
+    every other request and grant would wait for it."""
+    prose = ("The rollout stalled after the certificate was renewed; restart the pods so they "
+             "read the new Secret and watch the error rate. ")
+    big = ReviewInput("ns", "r", "test", "alice", (prose * 20)[:2000],
+                      tuple(f"kubectl annotate deploy/web-{i} note='{(prose * 40)[:4000]}'"
+                            for i in range(10)),
+                      (prose * 20)[:2000], source={"excerpt": (prose * 40)[:4000]})
+    assert injection._size(big) > injection.INLINE_CHARS
+
+    async def scanned_beside_a_ticker() -> tuple[int, tuple[list[str], list[str]]]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        before = ticks
+        found = await injection.scan(big)
+        ticker.cancel()
+        return ticks - before, found
+
+    served, found = asyncio.run(scanned_beside_a_ticker())
+    assert found == (injection_findings(big), [])
+    assert served > 1  # the loop ran other work while the request was read
+    small = _request(instruction="restart web", justification="INC-12: stale certificate")
+    assert asyncio.run(injection.scan(small)) == ([], [])
