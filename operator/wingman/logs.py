@@ -291,6 +291,19 @@ def install_excepthook(component: str) -> None:
     reading the settings) through one in ``WINGMAN_LOG_FORMAT`` (json or text; text when unset
     or not one of them) on stderr. Install it as early as a process can."""
 
+    def emit(record: logging.LogRecord) -> None:
+        """To our handler once logging is set up; before that, to stderr in the format the
+        environment asks for."""
+        ours = [h for h in logging.getLogger().handlers if isinstance(h, _Handler)]
+        if ours:
+            ours[0].handle(record)
+            return
+        fmt = os.environ.get("WINGMAN_LOG_FORMAT", "").strip().lower()
+        formatter: logging.Formatter = (JsonFormatter(component) if fmt == "json"
+                                        else TextFormatter(component))
+        sys.stderr.write(formatter.format(record) + "\n")
+        sys.stderr.flush()
+
     def hook(exc_type: type[BaseException], exc: BaseException,
              tb: TracebackType | None, *, what: str = "the process") -> None:
         try:
@@ -304,15 +317,7 @@ def install_excepthook(component: str) -> None:
                 (what, exc_type.__name__, scrubbed_cut(said, CRASH_MESSAGE_MAX)),
                 (exc_type, exc, tb))
             record.event = "UncaughtException"
-            ours = [h for h in logging.getLogger().handlers if isinstance(h, _Handler)]
-            if ours:
-                ours[0].handle(record)
-                return
-            fmt = os.environ.get("WINGMAN_LOG_FORMAT", "").strip().lower()
-            formatter: logging.Formatter = (JsonFormatter(component) if fmt == "json"
-                                            else TextFormatter(component))
-            sys.stderr.write(formatter.format(record) + "\n")
-            sys.stderr.flush()
+            emit(record)
         except Exception:  # noqa: BLE001 - the last word: a line that cannot forge a record
             sys.stderr.write(f"uncaught {exc_type.__name__}; its record could not be "
                              "written\n")
@@ -345,15 +350,7 @@ def install_excepthook(component: str) -> None:
                 (args.exc_type, args.exc_value, args.exc_traceback)
                 if args.exc_value is not None else None)
             record.event = "UnraisableException"
-            ours = [h for h in logging.getLogger().handlers if isinstance(h, _Handler)]
-            if ours:
-                ours[0].handle(record)
-                return
-            fmt = os.environ.get("WINGMAN_LOG_FORMAT", "").strip().lower()
-            formatter: logging.Formatter = (JsonFormatter(component) if fmt == "json"
-                                            else TextFormatter(component))
-            sys.stderr.write(formatter.format(record) + "\n")
-            sys.stderr.flush()
+            emit(record)
         except Exception:  # noqa: BLE001 - the last word: a line that cannot forge a record
             sys.stderr.write(f"ignored {args.exc_type.__name__}; its record could not be "
                              "written\n")
