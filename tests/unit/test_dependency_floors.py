@@ -5,9 +5,9 @@ direct dependency at its floor, theirs at the newest they allow, as a user insta
 old environment could get. The wheels go into a fresh virtual environment (uv's cache makes
 this a few seconds after the first run), and the tests that depend most on the SDKs' and
 libraries' APIs run there: the LLM voters (openai, anthropic, httpx), the review panel, the
-capability tokens and keys (PyJWT, cryptography), the MCP server's strict tool arguments
-(the mcp SDK). A floor that is too low fails here, instead
-of voters silently abstaining in production.
+capability tokens and keys (PyJWT, cryptography), the MCP server (the mcp SDK) and the API
+client (kubernetes, urllib3). A floor that is too low fails here, instead of voters silently
+abstaining or every API request failing in production.
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-#: Of the MCP server's tests, those of its tools' strict arguments (the SDK's validation),
-#: which reach no API server.
-MCP = "tests/unit/mcp/test_server.py::test_"
-SUITES = ("tests/unit/review", "tests/unit/capability",
-          f"{MCP}a_wrongly_typed_argument_is_refused_naming_it_what_it_must_be_and_what_came",
-          f"{MCP}an_argument_error_quotes_what_came_short_and_lists_a_bounded_number",
-          f"{MCP}the_schema_bounds_the_texts_as_the_crd_does",
-          f"{MCP}an_unknown_argument_is_refused_not_dropped")
+#: The LLM voters and the panel, the capability tokens, the MCP server (its SDK, and every
+#: tool call through ``wingman.kube`` to the API server), and the API client against the real
+#: API server (the kubernetes client's ApiClient and urllib3's pools, which ``wingman.kube``
+#: reaches into).
+SUITES = ("tests/unit/review", "tests/unit/capability", "tests/unit/mcp",
+          "tests/unit/test_kube.py", "tests/integration/test_kube.py")
 
 
 def _run(*argv: str | Path, timeout: float = 600, env: dict[str, str] | None = None
@@ -77,7 +75,8 @@ def test_the_floors_are_what_got_installed(floors: Path) -> None:
     import json
 
     installed = json.loads(done.stdout)
-    for name in ("openai", "anthropic", "httpx", "pyjwt", "cryptography", "kopf", "mcp"):
+    for name in ("openai", "anthropic", "httpx", "pyjwt", "cryptography", "kopf", "mcp",
+                 "kubernetes"):
         got, floor = installed[name], declared[name]
         assert got.split(".")[: len(floor.split("."))] == floor.split("."), (name, got, floor)
 
