@@ -23,10 +23,11 @@ turned into a vote:
 - Every failure (timeout, HTTP 429/5xx, refused connection, bad credentials, malformed answer)
   is an abstention (``consensus.abstain``); ``review`` never raises. The clients run with
   ``max_retries=0``: the panel's deadline, not a library, decides how long a review may take.
-- Defence in depth against prompt injection: ``injection.injection_findings`` runs on the request
-  first. When it finds anything, the vote carries the ``PromptInjection`` flag, and a model's
-  approval is overridden to a rejection: a model can never approve a request the deterministic
-  detector flags.
+- Defence in depth against prompt injection: ``injection.scan`` runs on the request first (its
+  own text and, when that is clean, its preview's; on a worker thread for a large request).
+  When the request's own text matches, the vote carries the ``PromptInjection`` flag, when only
+  the preview's does ``PreviewFinding``, and either way a model's approval is overridden to a
+  rejection (``guard``): a model can never approve a request the deterministic detector flags.
 - Each voter bounds its concurrent calls (``max_concurrency``, default 4).
 
 The API key lives only inside the voter and the client it opens per review; no message, repr or
