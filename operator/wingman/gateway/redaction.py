@@ -48,7 +48,9 @@ The steps, in order (``redact``):
    ``secret``, ``token``, ``api_key``, ``client-key-data``, ``private_key``, ``credentials``,
    ``cookie``, ``salt``, ...), quoted values whole, unquoted ones up to the next pair; a name
    and its value a column apart on a line of their own (one space apart only when the name is
-   in one case or set: ``requirepass VALUE``, ``setenv NAME VALUE``; not ``Token expired``),
+   in one case or set: ``requirepass VALUE``, ``setenv NAME VALUE``; not ``Token expired``,
+   nor a state, count, age, address, time or placeholder beside a resource's name in two
+   custom columns, ``auth-service   Running``: ``_no_secret``),
    ``.netrc`` entries, a quoted name and
    its quoted value (``define('DB_PASSWORD', '...')``), SQL's ``IDENTIFIED BY '...'``, a
    multi-line string under a credential name (TOML's ``password = '''...'''``, Go's
@@ -61,8 +63,9 @@ The steps, in order (``redact``):
    a name and its value a ``|`` apart (psql's ``\\x``), and a neutral key's value in
    an INI or TOML section named like a credential.
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
-   (not in a certificate, not a public SSH key); tokens known by their shape (GitHub, Slack,
-   AWS key ids, ...).
+   (not in a certificate, not a public SSH key, not an identifier: a run of hex digits, or of
+   lowercase letters and digits joined by a hyphen to more of a name, ``web-ej3fmmdd``);
+   tokens known by their shape (GitHub, Slack, AWS key ids, ...).
 
 Text with string escapes (a JSON document inside a JSON string) is read again with them
 decoded; when that finds more, the decoded, redacted text is what is kept.
