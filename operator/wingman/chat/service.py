@@ -368,12 +368,14 @@ class ChatService:
         written after (a right code clears the count again, a wrong one stays as written). So
         a process that stops at any point (killed, out of memory, a rollout) between the check
         and the write has handed out no fresh try: after a restart, the code counts as wrong
-        (a right one too, which fails closed). The write is tried ``SAVE_TRIES`` times; should
-        it still fail, the code is refused unchecked (``StepUpUnavailable``), and so is every
-        code until a save succeeds (tried again with each code and each sync). A failed write
-        of the outcome changes no answer (a right code is not refused for it): the state then
-        holds the stricter count until the next save, and False is returned (True once the
-        outcome is written) so that the person is told. Codes sent at the same time are checked
+        (a right one too, which fails closed). The write is made as ``_save`` makes it (up to
+        ``SAVE_TRIES`` tries within ``SAVE_BUDGET_SECONDS``, again only after a failure that
+        may pass or a Conflict); should it still fail, the code is refused unchecked
+        (``StepUpUnavailable``), and so is every code until a save succeeds (tried again with
+        each code and each sync). A failed write of the outcome changes no answer (a right
+        code is not refused for it): the state then holds the stricter count until the next
+        save, and False is returned (True once the outcome is written) so that the person is
+        told. Codes sent at the same time are checked
         one after the other (``_step_up_lock``): none is taken while an earlier one is being
         written."""
         async with self._step_up_lock:
