@@ -44,6 +44,7 @@ import os
 import re
 import sys
 import sysconfig
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,10 @@ JEMALLOC_CONF = ("background_thread:true,narenas:1,tcache:false,dirty_decay_ms:1
 JEMALLOC = "libjemalloc.so.2"
 #: mallctl: every arena (jemalloc's MALLCTL_ARENAS_ALL).
 _ALL_ARENAS = 4096
+#: How long ``release`` purges again while jemalloc's background thread has a purge under
+#: way (jemalloc then returns at once without purging), and how few dirty pages are settled.
+RELEASE_WAIT_SECONDS = 1.0
+_SETTLED_PAGES = 256
 
 log = logging.getLogger("wingman.operator.memory")
 
@@ -217,15 +222,44 @@ def limit_arenas(arenas: int) -> bool:
 
 def release() -> bool:
     """Collect cyclic garbage, then return every arena's free pages to the OS; True if any
-    memory was released (under jemalloc: True once every arena was purged)."""
+    memory was released (under jemalloc: True once every arena was purged, which can take up
+    to ``RELEASE_WAIT_SECONDS`` while its background thread purges too: call it off the event
+    loop)."""
     gc.collect()
     if _jemalloc_loaded():
-        mallctl = ctypes.CDLL(None).mallctl
-        return bool(mallctl(f"arena.{_ALL_ARENAS}.purge".encode(), None, None, None,
-                            ctypes.c_size_t(0)) == 0)
+        return _purge_jemalloc(ctypes.CDLL(None).mallctl)
     if _LIBC is None:
         return False
     return bool(_LIBC.malloc_trim(ctypes.c_size_t(0)))
+
+
+def _purge_jemalloc(mallctl: Any) -> bool:
+    """Purge every arena until its freed pages are gone. While the background thread purges
+    (its decay), jemalloc's ``purge`` returns at once having purged nothing, so the dirty
+    pages are read back and the purge tried again for up to ``RELEASE_WAIT_SECONDS`` (a
+    build without statistics: purged once)."""
+    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+    while True:
+        if mallctl(f"arena.{_ALL_ARENAS}.purge".encode(), None, None, None,
+                   ctypes.c_size_t(0)) != 0:
+            return False
+        dirty = _dirty_pages(mallctl)
+        if dirty is None or dirty <= _SETTLED_PAGES or time.monotonic() >= deadline:
+            return True
+        time.sleep(0.005)
+
+
+def _dirty_pages(mallctl: Any) -> int | None:
+    """jemalloc's freed pages not yet given back, over every arena; None without statistics."""
+    epoch = ctypes.c_uint64(1)
+    if mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.c_size_t(8)) != 0:
+        return None
+    pages = ctypes.c_size_t(0)
+    size = ctypes.c_size_t(ctypes.sizeof(pages))
+    if mallctl(f"stats.arenas.{_ALL_ARENAS}.pdirty".encode(), ctypes.byref(pages),
+               ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
+        return None
+    return pages.value
 
 
 __all__ = ["JEMALLOC", "JEMALLOC_CONF", "MALLOC_ARENAS", "M_ARENA_MAX", "NO_TCACHE", "active",

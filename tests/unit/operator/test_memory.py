@@ -279,14 +279,17 @@ needs_jemalloc = pytest.mark.skipif(
 
 ON_JEMALLOC = PRELUDE + """
     memory.use_malloc()
-    blocks = [bytearray(4096) for _ in range(20000)]  # ~80 MiB
-    survivors = blocks[::16]
-    peak = rss()
-    del blocks
-    released = memory.release()
-    print(json.dumps({"active": memory.active(), "peak": peak, "after": rss(),
-                      "released": released, "arenas": memory.limit_arenas(2),
-                      "conf": os.environ.get("MALLOC_CONF")}))
+    freed, released, kept = [], [], []
+    for _ in range(12):  # a burst freed wakes jemalloc's background thread to purge
+        blocks = [bytearray(4096) for _ in range(20000)]  # ~80 MiB
+        kept.append(blocks[::16])
+        peak = rss()
+        del blocks
+        released.append(memory.release())
+        freed.append(peak - rss())
+        kept.pop()
+    print(json.dumps({"active": memory.active(), "freed": freed, "released": released,
+                      "arenas": memory.limit_arenas(2), "conf": os.environ.get("MALLOC_CONF")}))
 """
 
 
@@ -299,10 +302,10 @@ def test_the_operator_runs_on_jemalloc_and_gives_freed_memory_back() -> None:
                          env=_env(WINGMAN_ALLOCATOR="auto"))
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["active"] == "jemalloc" and result["conf"] == memory.JEMALLOC_CONF
-    assert result["released"] is True and result["arenas"] is False
-    # from the peak: on a loaded machine jemalloc's own background thread may purge the freed
-    # pages (after 1 s) before ``release`` does
-    assert result["peak"] - result["after"] > 40, result
+    assert result["released"] == [True] * 12 and result["arenas"] is False
+    # every time: while the background thread purges, jemalloc's own purge returns at once
+    # having purged nothing (about one burst in four), so ``release`` purges again
+    assert min(result["freed"]) > 40, result
 
 
 def test_the_allocator_in_use_is_named() -> None:
