@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from wingman.dev.processes import stop_group
+from wingman.dev.processes import run_apart, stop_group
 from wingman.errors import ClusterError
 
 DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
@@ -205,7 +205,7 @@ class DockerEngine:
             return
         points = [line.split()[4] for line in mounts if len(line.split()) > 4]
         for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+            run_apart(["umount", "-l", point], capture_output=True, check=False)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop dockerd (it stops its containers and containerd), then anything left of it."""
@@ -257,8 +257,8 @@ class DockerEngine:
     def docker(self, *args: str, check: bool = True, timeout: float = 300,
                input: bytes | None = None) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this engine."""
-        result = subprocess.run([docker_cli(), "-H", self.host, *args], capture_output=True,
-                                timeout=timeout, env=self.env(), input=input)
+        result = run_apart([docker_cli(), "-H", self.host, *args], capture_output=True,
+                           timeout=timeout, env=self.env(), input=input)
         out = subprocess.CompletedProcess(
             result.args, result.returncode, result.stdout.decode(errors="replace"),
             result.stderr.decode(errors="replace"))

@@ -74,7 +74,7 @@ import yaml
 from wingman.dev import tools as devtools
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.engine import storage_driver
-from wingman.dev.processes import stop_group
+from wingman.dev.processes import run_apart, stop_group
 from wingman.errors import ClusterError
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ def _which(name: str) -> str:
 
 
 def _run(*argv: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                            stdin=subprocess.DEVNULL)
+    result = run_apart(list(argv), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise ClusterError(f"{' '.join(argv)} failed (exit {result.returncode}): "
                            f"{(result.stderr or result.stdout).strip()[-2000:]}")
