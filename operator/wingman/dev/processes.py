@@ -37,7 +37,8 @@ def run_apart(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any
     Ctrl-C (ignored while cleaning up) does not reach it; an interrupt of the wait still
     kills it (``subprocess.run`` does). Its stdin is /dev/null unless ``input`` or ``stdin``
     is given (a process outside the terminal's group must not read from it)."""
-    if "input" not in kwargs and "stdin" not in kwargs:
+    if kwargs.get("input") is None and "stdin" not in kwargs:
+        kwargs.pop("input", None)
         kwargs["stdin"] = subprocess.DEVNULL
     return subprocess.run(argv, start_new_session=True, **kwargs)
 
