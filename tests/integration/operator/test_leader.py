@@ -29,17 +29,20 @@ def test_a_late_answer_to_a_renewal_never_extends_leadership(cluster: LocalClust
     admin = Kube(cluster.api_client())
     admin.create(LEASES, namespace, {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                                      "metadata": {"name": "leader"},
-                                     "spec": {"leaseDurationSeconds": 4}})
-    timing = Timing(duration=4, renew_deadline=3, retry=1)
+                                     "spec": {"leaseDurationSeconds": 5}})
+    # The renew deadline leaves 1.5 s past the late answer for the read and the write before
+    # it (a loaded machine's API server); counted from the answer instead, the replica would
+    # act until 1.5 s after a standby may take over.
+    timing = Timing(duration=5, renew_deadline=4, retry=1)
     elector = LeaderElector(LateAnswers(cluster.api_client()), namespace, "leader", "pod-a",
                             timing=timing)
     sent = time.monotonic()
     elector._tick()  # one acquisition; the thread is not started, so nothing renews after
+    assert elector.leading  # asked before reading the Lease: that read takes time as well
     answered = time.monotonic()
     assert answered - sent >= LATE
     lease = admin.get(LEASES, namespace, "leader")
     assert lease["spec"]["holderIdentity"] == "pod-a"
-    assert elector.leading
     # A standby saw the write no earlier than it was sent, and takes the Lease over once it
     # has seen it unchanged for the duration: by then this replica must have stopped acting.
     time.sleep(max(0.0, sent + timing.duration - time.monotonic()))
