@@ -29,7 +29,7 @@ import jwt
 import pytest
 import yaml
 
-from support.admission import refuse_updates
+from support.admission import refuse_updates, wait_refused
 from support.apiproxy import FaultyApiProxy
 from support.gateway import (
     POD,
@@ -1382,7 +1382,8 @@ def test_a_deadline_admission_did_not_extend_refuses_the_late_command_before_the
     job = _start_job(env, g, 70)
     policy = _refuse_job_updates(env)
     try:
-        time.sleep(2)  # the API server loads new policies through an informer
+        wait_refused(env.cluster, "annotate", "job", names.job_name(g.name), "-n", env.ns,
+                     "--dry-run=server", "wingman.dev/probe=1")
         events = _cover_late_claim(env, g, job)
     finally:
         env.cluster.kubectl("delete", "validatingadmissionpolicybinding,"
