@@ -142,10 +142,19 @@ def test_a_sigterm_during_a_docker_call_stops_the_wait_and_records_an_unknown_ou
         settings, grant = _settings(env, f"docker stop {stubborn}", engine.host)
         sent: list[float] = []
 
+        since = str(int(time.time()) - 1)
+
+        def stopping() -> bool:
+            # the engine has sent the container its SIGTERM: it now waits out the stop timeout
+            res = engine.docker("events", "--since", since, "--until", str(int(time.time()) + 1),
+                                "--filter", f"container={stubborn}", "--filter", "event=kill",
+                                "--format", "{{.Action}}", check=False, timeout=20)
+            return res.returncode == 0 and "kill" in res.stdout
+
         def terminate_once_executing() -> None:
-            for _ in range(300):
-                if any(r["event"] == "GatewayExecuting" for r in env.audit_records()):
-                    time.sleep(1.0)  # the engine is now waiting for the container to stop
+            for _ in range(600):
+                if any(r["event"] == "GatewayExecuting" for r in env.audit_records()) \
+                        and stopping():
                     sent.append(time.monotonic())
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
