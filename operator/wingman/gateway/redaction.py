@@ -65,6 +65,9 @@ The steps, in order (``redact``):
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
    (not in a certificate, not a public SSH key, not an identifier: a run of hex digits, or of
    lowercase letters and digits joined by a hyphen to more of a name, ``web-ej3fmmdd``);
+   base64 of 4 or 5 bytes of printable ASCII standing alone, padded as an encoder pads
+   (``cGFzcw==``, ``YWRtaW4=``; not ``SERVICE=``, the last line of wrapped base64, a
+   certificate's, or a checksum named on its line);
    tokens known by their shape (GitHub, Slack, AWS key ids, ...).
 
 Text with string escapes (a JSON document inside a JSON string) is read again with them
@@ -1145,6 +1148,35 @@ def _encoded_value(run: str, at_end: bool, in_certificate: bool) -> bool:
     return data.startswith((b"openssh-key-v1", b"0\x82", b"0\x81")) or _random_like(run)
 
 
+# Base64 of 4 or 5 bytes standing alone: 6 characters and ``==`` or 7 and ``=`` (``cGFzcw==``
+# "pass", ``YWRtaW4=`` "admin"); shorter is read as words are. An encoder writes the bits past
+# the last byte as zeros, so its last character before the padding is one of 4 (before
+# ``==``) or 16 (before ``=``) of the 64. Not a name in capitals and digits with an empty
+# value (``SERVICE=``, what ``env`` prints), nor the last line of wrapped base64 (a
+# certificate's, a file's): that continues the line above; nor a checksum named so on its line
+# before it (a CRC32C is 4 bytes: ``Hash (crc32c): n+mQ9A==``, ``"ChecksumCRC32": "..."``).
+_SHORT_B64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/])(?:[A-Za-z0-9+/]{5}[AQgw]==|"
+                              r"[A-Za-z0-9+/]{6}[AEIMQUYcgkosw048]=)(?![A-Za-z0-9+/=])")
+_CAPITALS = re.compile(r"[A-Z]{7}=")
+_WRAPPED_ABOVE = re.compile(r"[A-Za-z0-9+/]{16}[ \t]*+\n[ \t]*+$")
+_CHECKSUM_NAME = re.compile(r"(?i)crc|checksum|hash|digest|etag|md5|sha[0-9]")
+_SHORT_LOOK_BACK = 64  # how far back on its line a checksum's name is looked for
+
+
+def _short_encoded_text(text: str, match: re.Match[str]) -> bool:
+    """Whether a short padded run (``_SHORT_B64_TOKEN``) is encoded text: printable ASCII, not
+    a name in capitals, not the end of wrapped base64, not a checksum named so."""
+    run, start = match.group(), match.start()
+    if _CAPITALS.fullmatch(run) or _WRAPPED_ABOVE.search(text, max(0, start - 40), start):
+        return False
+    line = max(text.rfind("\n", max(0, start - _SHORT_LOOK_BACK), start) + 1,
+               start - _SHORT_LOOK_BACK)
+    if _CHECKSUM_NAME.search(text, line, start):
+        return False
+    data = base64.b64decode(run)
+    return data.isascii() and data.decode("ascii").isprintable()
+
+
 def _redact_base64_values(text: str) -> str:
     """Base64 runs that decode to text, or to a key or random bytes outside certificates;
     never a public SSH key (``ssh-ed25519 AAAA...``)."""
@@ -1164,6 +1196,14 @@ def _redact_base64_values(text: str) -> str:
             continue
         if _encoded_value(match.group(), match.end() >= end, in_certificate):
             spans.append(match.span())
+    if "=" in masked:
+        k = 0
+        for match in _SHORT_B64_TOKEN.finditer(masked):
+            while k < len(skip) and skip[k][1] <= match.start():
+                k += 1
+            if not (k < len(skip) and skip[k][0] <= match.start()) and \
+                    _short_encoded_text(text, match):
+                spans.append(match.span())
     return _apply(text, spans)
 
 

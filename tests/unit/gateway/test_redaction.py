@@ -341,6 +341,14 @@ def test_the_callers_secrets_are_redacted_in_every_shape(shape: str) -> None:
 
 # --------------------------------------------------------------------------- ordinary output
 
+# base64 whose last line is 8 characters that decode to text (``abcd``): wrapped at 76 (a file)
+# and at 64 (a certificate); the line continues the one above it
+WRAPPED_TAIL = "\n".join(textwrap.wrap(base64.b64encode(bytes(range(57, 57 + 114)) + b"abcd")
+                                       .decode(), 76))
+CERTIFICATE_TAIL = ("-----BEGIN CERTIFICATE-----\n" + "\n".join(textwrap.wrap(base64.b64encode(
+    b"0\x82\x01\x0a" + bytes(range(60, 200)) + b"abcd").decode(), 64)) +
+    "\n-----END CERTIFICATE-----\n")
+
 ORDINARY = [
     "deployment.apps/web restarted\n",
     "deployment.apps/web scaled\n",
@@ -351,12 +359,40 @@ ORDINARY = [
     "apiVersion: v1\nkind: Service\nspec:\n  sessionAffinity: None\n  type: ClusterIP\n",
     "tokenization done; nothing to see\n",
     "Events:\n  Normal  Pulled  5m  kubelet  Container image \"nginx:1.27\" already present\n",
+    # short padded base64 that is no encoded text: a name with an empty value as ``env`` prints
+    # it, the last line of wrapped base64, a checksum of 4 bytes named so (``YWJjZA==`` is
+    # ``abcd``), runs whose last character an encoder never writes before the padding
+    "HOME=/root\nSERVICE=\nDISPLAY=\n",
+    CERTIFICATE_TAIL, json.dumps({"ca.crt": CERTIFICATE_TAIL}) + "\n",
+    "gs://bucket/backup.tar:\n    Hash (crc32c):          YWJjZA==\n",
+    '{"ChecksumCRC32C": "YWJjZA==", "ETag": "YWJjZGU="}\n',
+    "a==b YWRtaW5=  cGFzcx==\n",
 ]
 
 
 @pytest.mark.parametrize("text", ORDINARY)
 def test_ordinary_output_is_kept_as_it_is(text: str) -> None:
     assert redact(text) == text
+
+
+@pytest.mark.parametrize("text", [f"{WRAPPED_TAIL}\n", "  " + WRAPPED_TAIL.replace("\n", "\n  ")])
+def test_the_last_line_of_wrapped_base64_is_no_short_encoded_text(text: str) -> None:
+    # the lines above are random-looking bytes (redacted); the last is their continuation
+    assert redact(text).endswith("\n" + text.splitlines()[-1] + "\n"[:text.endswith("\n")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=4,
+                      max_size=5),
+       shape=st.sampled_from(["{}\n", "{} {}\n", "db   {}   5d\n", '{{"a": "{}"}}',
+                              "map[a:{}]", "conn: {}\n", "- {}\n"]))
+def test_base64_of_four_or_five_bytes_of_text_standing_alone_is_redacted(secret: str,
+                                                                        shape: str) -> None:
+    encoded = base64.b64encode(secret.encode()).decode()
+    # (but a name in capitals with an empty value, ``SERVICE=``, what ``env`` prints)
+    if not (encoded.endswith("=") and encoded[:-1].isalpha() and encoded[:-1].isupper()
+            and not encoded.endswith("==")):
+        assert encoded not in redact(shape.format(encoded, encoded))
 
 
 def test_cleaning_keeps_text_and_drops_what_a_terminal_would_interpret() -> None:
@@ -430,6 +466,10 @@ def test_a_name_beside_what_a_table_shows_of_it_is_kept(name: str, cell: str) ->
     (f"[{base64.b64encode(b'vomvik').decode()}]\n", base64.b64encode(b"vomvik").decode()),
     # an age as kubectl prints it has two units at most, each the next smaller
     ("db-password   167d2d\n", "167d2d"),
+    # base64 of 4 or 5 bytes of text standing alone: what ``-o jsonpath`` prints of a ConfigMap
+    ("YWRtaW4=\n", "YWRtaW4="), ("cGFzcw==\n", "cGFzcw=="),
+    ("db-creds   MTIzNDU=   5d\n", "MTIzNDU="), ('{"conn": "cEBzcyE="}\n', "cEBzcyE="),
+    ("map[a:cm9vdA== b:x]\n", "cm9vdA=="), ("conn: dDNzdA==\n", "dDNzdA=="),
 ])
 def test_values_beside_names_and_encoded_text_are_still_redacted(text: str,
                                                                  secret: str) -> None:
