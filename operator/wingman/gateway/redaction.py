@@ -43,7 +43,8 @@ The steps, in order (``redact``):
 6. **Text rules**: JWT-shaped strings (also a JWT cut short, and its continuation lines when
    wrapped); ``Authorization:`` header values (Bearer, Basic, any scheme) and ``Bearer``/
    ``Basic`` credentials; the password in a URL (``scheme://user:PASSWORD@host``) and a token
-   as its user; ``env`` lines, quoted assignments and XML naming a credential; password hashes;
+   as its user; ``env`` lines, quoted assignments and XML naming a credential (a value may
+   start with ``<``: ``<password><secret</password>``); password hashes;
    the value of a key that names a credential (``password``, ``pwd``, ``passphrase``,
    ``secret``, ``token``, ``api_key``, ``client-key-data``, ``private_key``, ``credentials``,
    ``cookie``, ``salt``, ...), quoted values whole, unquoted ones up to the next pair; a name
@@ -1312,8 +1313,10 @@ _QUOTED_ASSIGNMENTS = tuple(
     re.compile(rf"""(?<=(?<!\\){q})(-{{0,2}}+[A-Za-z_][A-Za-z0-9_.-]*+=)"""
                rf"""((?:[^{q}\\\n]|\\.)++)(?={q})""") for q in "\"'")
 # ``<password>...</password>``, ``<add key="DbPassword" value="..."/>``
-_XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)>(?P<value>[^<\n]++)"
-                          r"</(?P=tag)>")
+# (a value may start with ``<`` and hold one not followed by a letter or ``/``: ``<secret``,
+# ``a < b``; one followed by a letter starts an element, so a line of ``<a>`` is linear)
+_XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)>"
+                          r"(?P<value><?+[^<\n]*+(?:<(?![/A-Za-z_])[^<\n]*+)*+)</(?P=tag)>")
 _XML_ATTRIBUTES = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+"(?P<name>[^"\n]*+)"[ \t]++"""
                              r'value[ \t]*+=[ \t]*+"(?P<value>[^"\n]*+)"')
 # a two-column line, a name then its value (``password    hunter2``: vault kv get, redis.conf);

@@ -496,6 +496,8 @@ def test_a_value_a_name_sets_is_redacted_even_when_it_looks_like_a_table_cell(
 @pytest.mark.parametrize("text", [
     "password    <Tr0ub4dor&3\n", "define('DB_PASSWORD', '<Tr0ub4dor&3');\n",
     "auth-service    <Tr0ub4dor&3\n", '<add key="DbPassword" value="<Tr0ub4dor&3"/>\n',
+    "<password><Tr0ub4dor&3</password>\n", "<DbPassword><secret</DbPassword>\n",
+    "<password>a < b</password>\n", "<settings><token><>x</token></settings>\n",
     "NAME      TOKEN          AGE\nweb       <Tr0ub4dor&3   5d\n",
     "Name      Password\n----      --------\nadmin     <Tr0ub4dor&3\n",
     # a ready count, an age, a port as kubectl prints them: a few digits, not any number
@@ -1344,6 +1346,11 @@ KEPT_AROUND = [
     (f"-----BEGIN PUBLIC KEY-----\n{KEY_BODY}\n{KEY_BODY[::-1]}\n-----END PUBLIC KEY-----\n",
      None),
     ('doc = """\nAll about tokens.\n"""\n', 'doc = """\nAll about tokens.\n"""\n'),
+    # XML: a value of no credential, with a ``<`` or empty, is kept; elements inside one are
+    # read on their own
+    ("<description>when a < b, <x></description>\n<password></password>\n", None),
+    ("<config><password><s3cr3t</password><user>bob</user></config>\n",
+     "<config><password>[REDACTED]</password><user>bob</user></config>\n"),
     ('[db]\npassword = """\nx y\n"""\nport = 5432\n',
      '[db]\npassword = """[REDACTED]"""\nport = 5432\n'),
 ]
@@ -1387,6 +1394,9 @@ MEGABYTE_LINES = {
     "look-alike-word": "p\u0430ss" * 250_000,
     "look-alike-words": "\u0430 " * 500_000,
     "ascii-word-then-foreign": "a" * 1_000_000 + "\u0430",
+    "xml-openings": "<a>" * 333_000,
+    "xml-values-of-brackets": "<password><" * 100_000,
+    "xml-brackets": "<password>" + "< " * 500_000,
 }
 
 
