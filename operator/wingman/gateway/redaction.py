@@ -1162,6 +1162,9 @@ _CAPITALS = re.compile(r"[A-Z]{7}=")
 _WRAPPED_ABOVE = re.compile(r"[A-Za-z0-9+/]{16}[ \t]*+\n[ \t]*+$")
 _CHECKSUM_NAME = re.compile(r"(?i)crc|checksum|hash|digest|etag|md5|sha[0-9]")
 _SHORT_LOOK_BACK = 64  # how far back on its line a checksum's name is looked for
+# padded base64 before it on its line: a name in it (``SHA0MA==``, ``Hp40``) names no checksum
+_PADDED_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])(?:[A-Za-z0-9+/_-]{4})++"
+                         r"(?:[A-Za-z0-9+/_-]{3}=|[A-Za-z0-9+/_-]{2}==)(?![A-Za-z0-9+/=_-])")
 
 
 def _short_encoded_text(text: str, match: re.Match[str]) -> bool:
@@ -1172,7 +1175,7 @@ def _short_encoded_text(text: str, match: re.Match[str]) -> bool:
         return False
     line = max(text.rfind("\n", max(0, start - _SHORT_LOOK_BACK), start) + 1,
                start - _SHORT_LOOK_BACK)
-    if _CHECKSUM_NAME.search(text, line, start):
+    if _CHECKSUM_NAME.search(_PADDED_RUN.sub(lambda m: " " * len(m.group()), text[line:start])):
         return False
     data = base64.b64decode(run)
     return data.isascii() and data.decode("ascii").isprintable()
