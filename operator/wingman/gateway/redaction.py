@@ -1156,8 +1156,12 @@ def _encoded_value(run: str, at_end: bool, in_certificate: bool) -> bool:
 # value (``SERVICE=``, what ``env`` prints), nor the last line of wrapped base64 (a
 # certificate's, a file's): that continues the line above; nor a checksum named so on its line
 # before it (a CRC32C is 4 bytes: ``Hash (crc32c): n+mQ9A==``, ``"ChecksumCRC32": "..."``).
+# Also in the URL-safe alphabet (``fn5-fg==``, ``~~~~``): of printable ASCII, only the fourth
+# character can be one of the two it changes (``+/``, ``-_``), so only that one is looked for.
 _SHORT_B64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/])(?:[A-Za-z0-9+/]{5}[AQgw]==|"
-                              r"[A-Za-z0-9+/]{6}[AEIMQUYcgkosw048]=)(?![A-Za-z0-9+/=])")
+                              r"[A-Za-z0-9+/]{6}[AEIMQUYcgkosw048]=)(?![A-Za-z0-9+/=])|"
+                              r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9]{3}[_-](?:[A-Za-z0-9][AQgw]==|"
+                              r"[A-Za-z0-9]{2}[AEIMQUYcgkosw048]=)(?![A-Za-z0-9+/=_-])")
 _CAPITALS = re.compile(r"[A-Z]{7}=")
 _WRAPPED_ABOVE = re.compile(r"[A-Za-z0-9+/]{16}[ \t]*+\n[ \t]*+$")
 _CHECKSUM_NAME = re.compile(r"(?i)crc|checksum|hash|digest|etag|md5|sha[0-9]")
@@ -1177,7 +1181,7 @@ def _short_encoded_text(text: str, match: re.Match[str]) -> bool:
                start - _SHORT_LOOK_BACK)
     if _CHECKSUM_NAME.search(_PADDED_RUN.sub(lambda m: " " * len(m.group()), text[line:start])):
         return False
-    data = base64.b64decode(run)
+    data = base64.urlsafe_b64decode(run) if "-" in run or "_" in run else base64.b64decode(run)
     return data.isascii() and data.decode("ascii").isprintable()
 
 

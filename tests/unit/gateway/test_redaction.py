@@ -388,7 +388,8 @@ def test_the_last_line_of_wrapped_base64_is_no_short_encoded_text(text: str) -> 
                               "map[a:{}]", "conn: {}\n", "- {}\n"]))
 def test_base64_of_four_or_five_bytes_of_text_standing_alone_is_redacted(secret: str,
                                                                         shape: str) -> None:
-    for encoded in {base64.b64encode(secret.encode()).decode()}:
+    for encoded in {base64.b64encode(secret.encode()).decode(),
+                    base64.urlsafe_b64encode(secret.encode()).decode()}:
         # (but a name in capitals with an empty value, ``SERVICE=``, what ``env`` prints)
         if not (encoded.endswith("=") and encoded[:-1].isalpha() and encoded[:-1].isupper()
                 and not encoded.endswith("==")):
@@ -470,6 +471,9 @@ def test_a_name_beside_what_a_table_shows_of_it_is_kept(name: str, cell: str) ->
     ("YWRtaW4=\n", "YWRtaW4="), ("cGFzcw==\n", "cGFzcw=="),
     ("db-creds   MTIzNDU=   5d\n", "MTIzNDU="), ('{"conn": "cEBzcyE="}\n', "cEBzcyE="),
     ("map[a:cm9vdA== b:x]\n", "cm9vdA=="), ("conn: dDNzdA==\n", "dDNzdA=="),
+    # in the URL-safe alphabet (``~~~~>``, ``p?ss``), also in a query string
+    ("conn: fn5-fj4=\n", "fn5-fj4="), ("https://x/?k=cD9zcw==&a=1\n", "cD9zcw=="),
+    ("map[a:fn5-fg== b:x]\n", "fn5-fg=="),
     # a checksum's name inside encoded text before it names no checksum (``SHA0MA==``, ``Hp40``)
     ("a: SHA0MA== b: dDNzdA==\n", "dDNzdA=="), ("SHA0MA==,c2hhMQ==\n", "c2hhMQ=="),
 ])
