@@ -44,7 +44,8 @@ The steps, in order (``redact``):
    wrapped); ``Authorization:`` header values (Bearer, Basic, any scheme) and ``Bearer``/
    ``Basic`` credentials; the password in a URL (``scheme://user:PASSWORD@host``) and a token
    as its user; ``env`` lines, quoted assignments and XML naming a credential (a value may
-   start with ``<``: ``<password><secret</password>``); password hashes;
+   start with ``<``: ``<password><secret</password>``; a start tag may hold attributes; also
+   escaped, ``&lt;password&gt;``); password hashes;
    the value of a key that names a credential (``password``, ``pwd``, ``passphrase``,
    ``secret``, ``token``, ``api_key``, ``client-key-data``, ``private_key``, ``credentials``,
    ``cookie``, ``salt``, ...), quoted values whole, unquoted ones up to the next pair; a name
@@ -1321,9 +1322,16 @@ _QUOTED_ASSIGNMENTS = tuple(
                rf"""((?:[^{q}\\\n]|\\.)++)(?={q})""") for q in "\"'")
 # ``<password>...</password>``, ``<add key="DbPassword" value="..."/>``
 # (a value may start with ``<`` and hold one not followed by a letter or ``/``: ``<secret``,
-# ``a < b``; one followed by a letter starts an element, so a line of ``<a>`` is linear)
-_XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)>"
+# ``a < b``; one followed by a letter starts an element, so a line of ``<a>`` is linear);
+# a start tag may hold attributes (``<password type="plain">``), and XML may be escaped as
+# HTML or a log writes it (``&lt;password&gt;...&lt;/password&gt;``)
+_XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)(?:[ \t][^<>\n]*+)?+(?<!/)>"
                           r"(?P<value><?+[^<\n]*+(?:<(?![/A-Za-z_])[^<\n]*+)*+)</(?P=tag)>")
+# (the same, ``&lt;`` for ``<``: each part stops at the next ``&lt;``, so a line is linear)
+_XML_ESCAPED_ELEMENT = re.compile(
+    r"&lt;(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)(?:[ \t](?:[^&<>\n]|&(?!gt;|lt;))*+)?+"
+    r"(?<!/)&gt;(?P<value>(?:&lt;)?+(?:[^&<\n]|&(?!lt;))*+"
+    r"(?:&lt;(?![/A-Za-z_])(?:[^&<\n]|&(?!lt;))*+)*+)&lt;/(?P=tag)&gt;")
 _XML_ATTRIBUTES = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+"(?P<name>[^"\n]*+)"[ \t]++"""
                              r'value[ \t]*+=[ \t]*+"(?P<value>[^"\n]*+)"')
 # a two-column line, a name then its value (``password    hunter2``: vault kv get, redis.conf);
@@ -1404,6 +1412,9 @@ def _structured_text(text: str) -> str:
             m.group("tag"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
         text = _XML_ATTRIBUTES.sub(lambda m: _named_value(
             m.group("name"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
+    if "&lt;" in text:
+        text = _XML_ESCAPED_ELEMENT.sub(lambda m: _named_value(
+            m.group("tag"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
     if "$" in text:
         text = _PASSWORD_HASH.sub(REDACTED, text)
     text = _SPACED_PAIR.sub(_spaced_pair, text)

@@ -516,6 +516,27 @@ def test_a_credential_shaped_like_a_placeholder_or_a_cell_is_redacted(text: str)
     assert REDACTED in redact(text)
 
 
+@pytest.mark.parametrize("text", [
+    # a start tag with attributes or a space before its ``>`` (a .NET or Maven settings file)
+    '<password type="plain">s3cr3t-Value</password>\n', "<password >s3cr3t-Value</password>\n",
+    "<ns:Token\tencrypted=\"no\">s3cr3t-Value</ns:Token>\n",
+    # XML escaped as HTML or a log writes it
+    "&lt;password&gt;s3cr3t-Value&lt;/password&gt;\n",
+    '&lt;password enc="no"&gt;&lt;s3cr3t-Value&lt;/password&gt;\n',
+    '{"body": "&lt;db&gt;&lt;password&gt;s3cr3t-Value&lt;/password&gt;&lt;/db&gt;"}\n',
+])
+def test_an_xml_elements_value_is_redacted_whatever_its_start_tag_holds(text: str) -> None:
+    assert "s3cr3t-Value" not in redact(text)
+
+
+@pytest.mark.parametrize("text", [
+    '<description lang="en">a password is needed</description>\n',
+    "&lt;b&gt;token&lt;/b&gt; expired\n", '<password hint="x"/>\n<user>bob</user>\n',
+])
+def test_xml_naming_no_credential_is_kept(text: str) -> None:
+    assert redact(text) == text
+
+
 @pytest.mark.parametrize("rows", [
     "auth-service      Running\ntoken-refresher   CrashLoopBackOff\n",
     "NAME              STATUS\nauth-service      Running\nsecret-store      Pending\n",
@@ -1403,6 +1424,10 @@ MEGABYTE_LINES = {
     "xml-openings": "<a>" * 333_000,
     "xml-values-of-brackets": "<password><" * 100_000,
     "xml-brackets": "<password>" + "< " * 500_000,
+    "xml-attributes": '<a b="c" ' * 110_000,
+    "xml-escaped-openings": "&lt;a " * 170_000,
+    "xml-escaped-values": "&lt;password&gt;" * 62_500,
+    "xml-escaped-values-of-brackets": "&lt;password&gt;&lt;" * 50_000,
 }
 
 
