@@ -1164,7 +1164,11 @@ _SHORT_B64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/])(?:[A-Za-z0-9+/]{5}[AQgw]==|"
                               r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9]{3}[_-](?:[A-Za-z0-9][AQgw]==|"
                               r"[A-Za-z0-9]{2}[AEIMQUYcgkosw048]=)(?![A-Za-z0-9+/=_-])")
 _CAPITALS = re.compile(r"[A-Z]{7}=")
-_WRAPPED_ABOVE = re.compile(r"[A-Za-z0-9+/]{16}[ \t]*+\n[ \t]*+$")
+# a line of wrapped base64 is as wide as the encoder wraps: 64 (PEM, ``openssl base64``) or 76
+# (MIME, ``base64``); a value printed on a line of its own above is no such line
+_WRAPPED_ABOVE = re.compile(r"(?:^|\n)[ \t]{0,40}+(?:[A-Za-z0-9+/]{76}|[A-Za-z0-9+/]{64})"
+                            r"[ \t]*+\n[ \t]*+$")
+_WRAPPED_LOOK_BACK = 160
 _CHECKSUM_NAME = re.compile(r"(?i)crc|checksum|hash|digest|etag|md5|sha[0-9]")
 _SHORT_LOOK_BACK = 64  # how far back on its line a checksum's name is looked for
 # padded base64 before it on its line: a name in it (``SHA0MA==``, ``Hp40``) names no checksum
@@ -1176,7 +1180,8 @@ def _short_encoded_text(text: str, match: re.Match[str]) -> bool:
     """Whether a short padded run (``_SHORT_B64_TOKEN``) is encoded text: printable ASCII, not
     a name in capitals, not the end of wrapped base64, not a checksum named so."""
     run, start = match.group(), match.start()
-    if _CAPITALS.fullmatch(run) or _WRAPPED_ABOVE.search(text, max(0, start - 40), start):
+    if _CAPITALS.fullmatch(run) or _WRAPPED_ABOVE.search(
+            text, max(0, start - _WRAPPED_LOOK_BACK), start):
         return False
     line = max(text.rfind("\n", max(0, start - _SHORT_LOOK_BACK), start) + 1,
                start - _SHORT_LOOK_BACK)

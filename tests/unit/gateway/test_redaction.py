@@ -375,6 +375,16 @@ def test_ordinary_output_is_kept_as_it_is(text: str) -> None:
     assert redact(text) == text
 
 
+@pytest.mark.parametrize("above", [
+    # values printed one a line (``printenv A B``, ``-o jsonpath='{.data.a}{"\\n"}{.data.b}'``):
+    # a token, a long value, a digest; not a line of wrapped base64 (64 or 76 characters)
+    "dG9rZW4tb2YtdGhpcnR5LWJ5dGVzLWV4YWN0bHk", base64.b64encode(bytes(range(30, 231))).decode(),
+    "Digest: sha256:" + "0123456789abcdef" * 4, "  ca: " + "QUJD" * 19,
+])
+def test_a_short_run_below_a_line_that_is_no_wrapped_base64_is_redacted(above: str) -> None:
+    assert "cGFzcw==" not in redact(f"{above}\ncGFzcw==\n")
+
+
 @pytest.mark.parametrize("text", [f"{WRAPPED_TAIL}\n", "  " + WRAPPED_TAIL.replace("\n", "\n  ")])
 def test_the_last_line_of_wrapped_base64_is_no_short_encoded_text(text: str) -> None:
     # the lines above are random-looking bytes (redacted); the last is their continuation
