@@ -1153,7 +1153,7 @@ def _encoded_value(run: str, at_end: bool, in_certificate: bool) -> bool:
 # Base64 of 4 or 5 bytes standing alone: 6 characters and ``==`` or 7 and ``=`` (``cGFzcw==``
 # "pass", ``YWRtaW4=`` "admin"); shorter is read as words are. An encoder writes the bits past
 # the last byte as zeros, so its last character before the padding is one of 4 (before
-# ``==``) or 16 (before ``=``) of the 64. Not a name in capitals and digits with an empty
+# ``==``) or 16 (before ``=``) of the 64. Not a name in capitals with an empty
 # value (``SERVICE=``, what ``env`` prints), nor the last line of wrapped base64 (a
 # certificate's, a file's): that continues the line above; nor a checksum named so on its line
 # before it (a CRC32C is 4 bytes: ``Hash (crc32c): n+mQ9A==``, ``"ChecksumCRC32": "..."``).
@@ -1329,9 +1329,11 @@ _QUOTED_ASSIGNMENTS = tuple(
 # (a value may start with ``<`` and hold one not followed by a letter or ``/``: ``<secret``,
 # ``a < b``; one followed by a letter starts an element, so a line of ``<a>`` is linear);
 # a start tag may hold attributes (``<password type="plain">``), and XML may be escaped as
-# HTML or a log writes it (``&lt;password&gt;...&lt;/password&gt;``)
+# HTML or a log writes it (``&lt;password&gt;...&lt;/password&gt;``); a CDATA section holds
+# any character (read to 256 of them, so that a line of its openings is linear)
 _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)(?:[ \t][^<>\n]*+)?+(?<!/)>"
-                          r"(?P<value><?+[^<\n]*+(?:<(?![/A-Za-z_])[^<\n]*+)*+)</(?P=tag)>")
+                          r"(?P<value><!\[CDATA\[(?:[^\]\n]|\](?!\]>)){0,256}+\]\]>|"
+                          r"<?+[^<\n]*+(?:<(?![/A-Za-z_])[^<\n]*+)*+)</(?P=tag)>")
 # (the same, ``&lt;`` for ``<``: each part stops at the next ``&lt;``, so a line is linear)
 _XML_ESCAPED_ELEMENT = re.compile(
     r"&lt;(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)(?:[ \t](?:[^&<>\n]|&(?!gt;|lt;))*+)?+"

@@ -530,6 +530,9 @@ def test_a_credential_shaped_like_a_placeholder_or_a_cell_is_redacted(text: str)
     # a start tag with attributes or a space before its ``>`` (a .NET or Maven settings file)
     '<password type="plain">s3cr3t-Value</password>\n', "<password >s3cr3t-Value</password>\n",
     "<ns:Token\tencrypted=\"no\">s3cr3t-Value</ns:Token>\n",
+    # a CDATA section holds any character, ``<`` and a letter too
+    "<password><![CDATA[s3cr3t-Value<b]]></password>\n",
+    "<password><![CDATA[<s3cr3t-Value</x>]]></password>\n",
     # XML escaped as HTML or a log writes it
     "&lt;password&gt;s3cr3t-Value&lt;/password&gt;\n",
     '&lt;password enc="no"&gt;&lt;s3cr3t-Value&lt;/password&gt;\n',
@@ -1438,6 +1441,7 @@ MEGABYTE_LINES = {
     "xml-escaped-openings": "&lt;a " * 170_000,
     "xml-escaped-values": "&lt;password&gt;" * 62_500,
     "xml-escaped-values-of-brackets": "&lt;password&gt;&lt;" * 50_000,
+    "xml-cdata-openings": "<password><![CDATA[" * 52_000,
 }
 
 
