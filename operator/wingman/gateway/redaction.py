@@ -44,8 +44,9 @@ The steps, in order (``redact``):
    wrapped); ``Authorization:`` header values (Bearer, Basic, any scheme) and ``Bearer``/
    ``Basic`` credentials; the password in a URL (``scheme://user:PASSWORD@host``) and a token
    as its user; ``env`` lines, quoted assignments and XML naming a credential (a value may
-   start with ``<``: ``<password><secret</password>``; a start tag may hold attributes; also
-   escaped, ``&lt;password&gt;``); password hashes;
+   start with ``<``: ``<password><secret</password>``; a start tag may hold attributes, and
+   its ``key`` or ``name`` may name it: ``<entry key="password">``; also escaped,
+   ``&lt;password&gt;``); password hashes;
    the value of a key that names a credential (``password``, ``pwd``, ``passphrase``,
    ``secret``, ``token``, ``api_key``, ``client-key-data``, ``private_key``, ``credentials``,
    ``cookie``, ``salt``, ...), quoted values whole, unquoted ones up to the next pair; a name
@@ -1331,14 +1332,18 @@ _QUOTED_ASSIGNMENTS = tuple(
 # a start tag may hold attributes (``<password type="plain">``), and XML may be escaped as
 # HTML or a log writes it (``&lt;password&gt;...&lt;/password&gt;``); a CDATA section holds
 # any character (read to 256 of them, so that a line of its openings is linear)
-_XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)(?:[ \t][^<>\n]*+)?+(?<!/)>"
+_XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)(?P<attrs>[ \t][^<>\n]*+)?+"
+                          r"(?<!/)>"
                           r"(?P<value><!\[CDATA\[(?:[^\]\n]|\](?!\]>)){0,256}+\]\]>|"
                           r"<?+[^<\n]*+(?:<(?![/A-Za-z_])[^<\n]*+)*+)</(?P=tag)>")
 # (the same, ``&lt;`` for ``<``: each part stops at the next ``&lt;``, so a line is linear)
 _XML_ESCAPED_ELEMENT = re.compile(
-    r"&lt;(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)(?:[ \t](?:[^&<>\n]|&(?!gt;|lt;))*+)?+"
+    r"&lt;(?P<tag>[A-Za-z_][A-Za-z0-9_.:-]{0,60}+)(?P<attrs>[ \t](?:[^&<>\n]|&(?!gt;|lt;))*+)?+"
     r"(?<!/)&gt;(?P<value>(?:&lt;)?+(?:[^&<\n]|&(?!lt;))*+"
     r"(?:&lt;(?![/A-Za-z_])(?:[^&<\n]|&(?!lt;))*+)*+)&lt;/(?P=tag)&gt;")
+# an element named by its attribute (``<entry key="db.password">``: Java's properties XML)
+_XML_NAME_ATTRIBUTE = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+(?:"|'|&quot;)"""
+                                 r"""(?P<name>[^"'&<>\n]*+)""")
 _XML_ATTRIBUTES = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+"(?P<name>[^"\n]*+)"[ \t]++"""
                              r'value[ \t]*+=[ \t]*+"(?P<value>[^"\n]*+)"')
 # a two-column line, a name then its value (``password    hunter2``: vault kv get, redis.conf);
@@ -1405,6 +1410,17 @@ def _spaced_pair(match: re.Match[str]) -> str:
                         cell=not set_ and _RESOURCE_NAME.fullmatch(name) is not None)
 
 
+def _xml_element(match: re.Match[str]) -> str:
+    """An XML element (``_XML_ELEMENT``) with its value redacted when its tag names a credential,
+    or else its ``key`` or ``name`` attribute does."""
+    name = match.group("tag")
+    if not credential_name(name) and match.group("attrs"):
+        named = _XML_NAME_ATTRIBUTE.search(match.group("attrs"))
+        name = named.group("name") if named else name
+    return _named_value(name, match.group(0), match.group("value"),
+                        match.start("value") - match.start())
+
+
 def _structured_text(text: str) -> str:
     """Credentials in ``env`` lines, quoted assignments, XML, password hashes, two-column
     ``name value`` lines and ``.netrc`` entries."""
@@ -1415,13 +1431,11 @@ def _structured_text(text: str) -> str:
             text = assignment.sub(lambda m: _named_value(
                 m.group(1)[:-1], m.group(0), m.group(2), len(m.group(1))), text)
     if "<" in text:
-        text = _XML_ELEMENT.sub(lambda m: _named_value(
-            m.group("tag"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
+        text = _XML_ELEMENT.sub(_xml_element, text)
         text = _XML_ATTRIBUTES.sub(lambda m: _named_value(
             m.group("name"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
     if "&lt;" in text:
-        text = _XML_ESCAPED_ELEMENT.sub(lambda m: _named_value(
-            m.group("tag"), m.group(0), m.group("value"), m.start("value") - m.start()), text)
+        text = _XML_ESCAPED_ELEMENT.sub(_xml_element, text)
     if "$" in text:
         text = _PASSWORD_HASH.sub(REDACTED, text)
     text = _SPACED_PAIR.sub(_spaced_pair, text)

@@ -530,6 +530,10 @@ def test_a_credential_shaped_like_a_placeholder_or_a_cell_is_redacted(text: str)
     # a start tag with attributes or a space before its ``>`` (a .NET or Maven settings file)
     '<password type="plain">s3cr3t-Value</password>\n', "<password >s3cr3t-Value</password>\n",
     "<ns:Token\tencrypted=\"no\">s3cr3t-Value</ns:Token>\n",
+    # named by its ``key`` or ``name`` attribute (Java's properties XML, Hibernate, Spring)
+    '<entry key="db.password">s3cr3t-Value</entry>\n',
+    '<property name="hibernate.connection.password">s3cr3t-Value</property>\n',
+    "&lt;entry key=&quot;token&quot;&gt;s3cr3t-Value&lt;/entry&gt;\n",
     # a CDATA section holds any character, ``<`` and a letter too
     "<password><![CDATA[s3cr3t-Value<b]]></password>\n",
     "<password><![CDATA[<s3cr3t-Value</x>]]></password>\n",
@@ -545,6 +549,7 @@ def test_an_xml_elements_value_is_redacted_whatever_its_start_tag_holds(text: st
 @pytest.mark.parametrize("text", [
     '<description lang="en">a password is needed</description>\n',
     "&lt;b&gt;token&lt;/b&gt; expired\n", '<password hint="x"/>\n<user>bob</user>\n',
+    '<entry key="timeout">30</entry>\n<property name="password.length">12</property>\n',
 ])
 def test_xml_naming_no_credential_is_kept(text: str) -> None:
     assert redact(text) == text
