@@ -127,9 +127,10 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases")
 # urllib3's timeouts bound each socket operation, not a call: a server that sends a byte of its
 # answer every few seconds keeps a read "alive" for as long as it likes. A call made with
 # ``once`` sets its deadline here (per thread: the client is shared), and the connections of
-# a ``Kube``'s pools read and send with what is left of it: every receive and send waits at
-# most until the deadline, so connecting, sending and the whole answer (status line, headers,
-# body) end by it, or the call fails as a timeout does. No thread per call.
+# a ``Kube``'s pools connect, read and send with what is left of it: connecting, the TLS
+# handshake after it, and every receive and send wait at most until the deadline, so
+# connecting, sending and the whole answer (status line, headers, body) end by it, or the call
+# fails as a timeout does. No thread per call.
 
 _CALL = threading.local()
 
@@ -197,9 +198,30 @@ class _DeadlineResponse(http.client.HTTPResponse):
 
 
 class _DeadlineMixin:
-    """Sends by the call's deadline too (and the answer read so: :class:`_DeadlineResponse`)."""
+    """Connects and sends by the call's deadline too (and the answer read so:
+    :class:`_DeadlineResponse`).
+
+    Connecting waits for what is left of the deadline, and so does what follows on the new
+    socket before the request is sent: the TLS handshake (which the ``ssl`` module bounds as
+    a whole by the socket's timeout), a proxy's tunnel. Without this the handshake would wait
+    for the whole bound again however long connecting took (through a proxy slow to connect,
+    to an API server that then trickles its handshake)."""
 
     sock: Any
+    timeout: Any
+
+    def _new_conn(self) -> Any:
+        deadline = _deadline()
+        if deadline is None:
+            return super()._new_conn()  # type: ignore[misc]
+        self.timeout = _left(deadline)
+        sock = super()._new_conn()  # type: ignore[misc]
+        try:
+            sock.settimeout(_left(deadline))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def send(self, data: Any) -> None:
         deadline = _deadline()

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -358,3 +359,77 @@ def test_a_pool_manager_s_own_connections_are_kept_under_the_call_deadline(
     kube = Kube(api)
     assert kube.get(CONFIGMAPS, "ns", "seen", once=once)["metadata"]["name"] == "seen"
     assert Kube(api).get(CONFIGMAPS, "ns", "seen", once=once)["metadata"]["name"] == "seen"
+
+
+@pytest.fixture
+def stalled_tls() -> Iterator[tuple[str, int]]:
+    """A server that accepts TCP connections and trickles the TLS handshake: the head of a
+    16 KiB handshake record, then one byte of it every 0.2 s, never the whole (a client waits
+    for the rest, each read answered long before a timeout of one socket read)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.sendall(bytes([0x16, 0x03, 0x03, 0x40, 0x00]))
+                while not stop.wait(0.2):
+                    conn.sendall(b"\x00")
+            except OSError:
+                pass
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=trickle, args=(conn,), daemon=True)
+            threads.append(thread)
+            thread.start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield server.getsockname()[:2]
+    finally:
+        stop.set()
+        server.close()
+        acceptor.join(5)
+        for thread in threads:
+            thread.join(5)
+
+
+def test_a_tls_handshake_trickled_after_a_slow_connect_ends_by_the_call_s_deadline(
+        stalled_tls: tuple[str, int]) -> None:
+    """The TLS handshake waits only for what is left of the call's deadline once the
+    connection is made, not for the whole bound again: here the connection takes a second
+    (as through a proxy slow to connect), and the API server then trickles its handshake."""
+    from urllib3 import HTTPSConnectionPool
+    from urllib3.connection import HTTPSConnection
+
+    class SlowlyRouted(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            time.sleep(1.0)
+            return socket.create_connection(stalled_tls, timeout=self.timeout)
+
+    class SlowlyRoutedPool(HTTPSConnectionPool):
+        ConnectionCls = SlowlyRouted
+
+    class SlowlyRoutedManager(PoolManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.pool_classes_by_scheme = {"http": SlowlyRoutedPool,
+                                           "https": SlowlyRoutedPool}
+
+    api = k8s.ApiClient(k8s.Configuration(host="https://kube.invalid"))
+    api.rest_client.pool_manager = SlowlyRoutedManager()
+    kube = Kube(api)
+    once = 2.0
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as raised:
+        kube.get(CONFIGMAPS, "ns", "seen", once=once)
+    assert time.monotonic() - started < once + 0.5
+    assert not isinstance(raised.value, ApiError) and transient(raised.value)
+    assert raised.value.reason == "Unreachable" and "timed out" in raised.value.message
