@@ -555,7 +555,8 @@ class Kube:
                         method, url, headers=headers,
                         body=None if body is None else json.dumps(body).encode(),
                         timeout=HTTPTimeout(total=once),
-                        retries=False, preload_content=True)  # the answer read within it
+                        retries=False, preload_content=False)
+                    data = _read_capped(resp, method, path, self.api.configuration.host)
                 finally:
                     _CALL.deadline = None
             else:
@@ -564,12 +565,15 @@ class Kube:
                     body=body if body is not None else None, _request_timeout=self.timeout)
         except k8s.ApiException as exc:
             raise _api_error(int(exc.status or 0), exc.body, exc.reason) from None
+        except AnswerTooLarge:
+            raise
         except Exception as exc:  # noqa: BLE001 - urllib3 and ssl errors, all "unreachable"
             raise ClusterError(f"cannot reach the API server at "
                                f"{shown_url(str(self.api.configuration.host))}: "
                                f"{unreachable_cause(exc)}", reason="Unreachable") from None
-        resp.read()
-        data = resp.data or b""
+        if once is None:
+            resp.read()
+            data = resp.data or b""
         if resp.status >= 400:
             error = _api_error(resp.status, data, resp.reason)
             error.retry_after = retry_after(resp.headers.get("Retry-After"))
@@ -629,6 +633,54 @@ class Kube:
                 return False
             raise
         return True
+
+
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The most a bounded call (``once``, ``call_seconds``) reads of an answer, decoded: far more
+than any object such a call reads (a grant, an approval, a Secret, a Job, a ConfigMap; the API
+server stores none larger than about 1.5 MiB), far less than a broken or hostile server could
+send to exhaust the caller's memory."""
+_READ_CHUNK = 64 * 1024
+
+
+class AnswerTooLarge(ClusterError):
+    """A bounded call's answer was larger than ``MAX_ANSWER_BYTES``: read no further, and
+    treated as no answer (a write's outcome is unknown; the call may be made again)."""
+
+    reason = "AnswerTooLarge"
+
+
+def _read_capped(resp: Any, method: str, path: str, host: str) -> bytes:
+    """The body of ``resp`` (a urllib3 response not yet read), read in chunks and never more
+    than ``MAX_ANSWER_BYTES`` of it held: ``AnswerTooLarge`` as soon as it says (its
+    ``Content-Length``) or turns out to be larger, the connection then closed rather than kept
+    with an answer half read."""
+    def too_large() -> AnswerTooLarge:
+        return AnswerTooLarge(
+            f"the API server at {shown_url(host)} answered {method} "
+            f"{path.split('?', 1)[0]} with more than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB, "
+            "more than any object Wingman reads: no answer it can use, read no further; "
+            "check that the address is the API server's (not a proxy or another service) "
+            "and that it is healthy")
+
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        declared = resp.headers.get("Content-Length")
+        if declared is not None and declared.strip().isascii() and \
+                declared.strip().isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise too_large()
+        for chunk in resp.stream(_READ_CHUNK):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise too_large()
+            chunks.append(chunk)
+    except BaseException:
+        resp.close()  # what is left unread is never read as the next call's answer
+        resp.release_conn()
+        raise
+    resp.release_conn()
+    return b"".join(chunks)
 
 
 _CAUSE = re.compile(r"certificate verify failed: [^(')\"]+|\[Errno -?\d+\] [^(')\"]+"
@@ -835,7 +887,8 @@ def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] 
                 return str(plugin.get("command", ""))
     return None
 
-__all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES", "MERGE",
-           "PODS", "SECRETS", "ApiError", "Kube", "Observer", "Resource", "TokenFile",
-           "call_labels", "create_or_adopt", "current_context", "failed_exec_plugin",
-           "kubeconfig_contexts", "load_kubeconfig", "server_date", "transient"]
+__all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES",
+           "MAX_ANSWER_BYTES", "MERGE", "PODS", "SECRETS", "AnswerTooLarge", "ApiError",
+           "Kube", "Observer", "Resource", "TokenFile", "call_labels", "create_or_adopt",
+           "current_context", "failed_exec_plugin", "kubeconfig_contexts", "load_kubeconfig",
+           "server_date", "transient"]

@@ -26,7 +26,9 @@ from wingman.kube import (
     APPROVALS,
     CONFIGMAPS,
     JOBS,
+    MAX_ANSWER_BYTES,
     SECRETS,
+    AnswerTooLarge,
     ApiError,
     Kube,
     call_labels,
@@ -310,14 +312,39 @@ def test_an_explicit_kubeconfig_is_one_file_even_with_a_colon_in_its_path(
     assert current_context(str(colon)) == ("d", tmp_path / "d")
 
 
+#: what the local API server sends for the paths of answers larger than a bounded call reads
+_HUGE = 24 * 1024 * 1024
+
+
 class _Api(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        if self.path.endswith("/huge-declared"):  # says 1 GiB, sends up to 3 x 24 MiB of it
+            self._huge(declared=True)
+            return
+        if self.path.endswith("/huge"):  # 24 MiB of JSON, its length not said before
+            self._huge(declared=False)
+            return
         body = json.dumps({"kind": "ConfigMap", "metadata": {"name": "seen"}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _huge(self, *, declared: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if declared:
+            self.send_header("Content-Length", str(1024 ** 3))
+        self.end_headers()
+        chunk = b" " * (1024 * 1024)
+        try:
+            self.wfile.write(b'{"kind": "ConfigMap", "data": {"k": "')
+            for _ in range(_HUGE // len(chunk) * (3 if declared else 1)):
+                self.wfile.write(chunk)
+            self.wfile.write(b'"}}')
+        except OSError:  # the client stopped reading and closed the connection
+            pass
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -433,3 +460,22 @@ def test_a_tls_handshake_trickled_after_a_slow_connect_ends_by_the_call_s_deadli
     assert time.monotonic() - started < once + 0.5
     assert not isinstance(raised.value, ApiError) and transient(raised.value)
     assert raised.value.reason == "Unreachable" and "timed out" in raised.value.message
+
+
+@pytest.mark.parametrize("name", ["huge", "huge-declared"])
+def test_a_bounded_call_reads_no_more_than_its_cap_of_an_answer_and_fails_closed(
+        local_api: tuple[str, int], name: str) -> None:
+    """An answer larger than any object a bounded call reads (a broken or hostile server) is
+    read in chunks and given up past ``MAX_ANSWER_BYTES`` (at once when its Content-Length
+    says so): a clear error, as no answer, never the whole of it in memory; and the
+    connection is not reused with the rest of it unread."""
+    host, port = local_api
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://{host}:{port}")))
+    with pytest.raises(AnswerTooLarge) as raised:
+        kube.get(CONFIGMAPS, "ns", name, once=10.0)
+    assert isinstance(raised.value, ClusterError) and not isinstance(raised.value, ApiError)
+    assert raised.value.reason == "AnswerTooLarge"
+    assert f"more than {MAX_ANSWER_BYTES // 2 ** 20} MiB" in raised.value.message
+    assert f"/namespaces/ns/configmaps/{name}" in raised.value.message
+    assert transient(raised.value)  # no answer: a write's outcome is unknown
+    assert kube.get(CONFIGMAPS, "ns", "seen", once=10.0)["metadata"]["name"] == "seen"
