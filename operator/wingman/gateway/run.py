@@ -50,10 +50,11 @@ engine acts it stops waiting for it, the outcome recorded as unknown (``CommandI
 Every call to the API server is one try bounded by ``API_CALL_SECONDS`` (the Job read by its
 own budget); the reads and the executor's TokenRequest are made again while they fail in a way
 that may pass, within ``API_RETRY_SECONDS``, as is the write of ``Running`` (which knows its
-own, landed with its answer lost), the burn never: a check that still gets no answer
-refuses; the writes after the command (and of a refusal) are made again within
-``RESULT_SECONDS``, and a result still unwritten is audited ``GatewayResultUnrecorded``
-(exit 1).
+own, landed with its answer lost; not once the pod was asked to stop), the burn never: a
+check that still gets no answer refuses; the writes after the command (and of a refusal) are
+made again within ``RESULT_SECONDS``, and a result still unwritten is audited
+``GatewayResultUnrecorded`` (exit 1). Each waits as long as a 429's ``Retry-After`` asks
+before it is made again, and is not made again when that is past its budget.
 Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is an
 internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
 ``WINGMAN_LOG_FORMAT=json``; they carry ``token_sha256``, never the token.
@@ -150,7 +151,7 @@ write of ``Running`` is, for this long, knowing its own (:func:`_own_running`)."
 API_RETRY_FIRST_DELAY = 0.2
 STATUS_RETRY_FIRST_DELAY = 0.5
 """The first pause before a write of the grant's status that got no definite answer is made
-again (doubling after each), within its budget."""
+again (doubling after each; longer when the answer's ``Retry-After`` asks), within its budget."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class _Run:
 
     # -- status -------------------------------------------------------------------------------
     def patch_status(self, build: Callable[[dict[str, Any]], dict[str, Any] | None], *,
-                     seconds: float = RESULT_SECONDS) -> bool:
+                     seconds: float = RESULT_SECONDS, until_stopped: bool = False) -> bool:
         """Read-modify-write of the grant's status guarded by resourceVersion; False if skipped
         (also when the grant under the name is no longer the one this run read, or, before any
         read, not the one the Job was made for: deleted and created again, it is not this
@@ -214,10 +215,14 @@ class _Run:
 
         All of it within ``seconds``: each call waits for the API server at most
         ``API_CALL_SECONDS`` and never past what is left; a conflict is read and written
-        again, and so is a failure that may pass (no answer, 429, 5xx), backing off, while
-        time is left; then the last error is raised. A write with no definite answer may have
-        landed: the builder, given the grant as it is then, must tell its own write (the
-        result, written again the same; ``Running``: :func:`_own_running`)."""
+        again, and so is a failure that may pass (no answer, 429, 5xx), backing off, or after
+        as long as the answer's ``Retry-After`` asks (API Priority and Fairness sends one with a
+        429), while time is left; then, or at once when the pause asked for is past the
+        budget, the last error is raised. ``until_stopped`` (the write of ``Running``): not
+        made again either once the pod was asked to stop (SIGTERM), as nothing runs then; the
+        writes of an outcome go on, as they are what records it. A write with no definite
+        answer may have landed: the builder, given the grant as it is then, must tell its own
+        write (the result, written again the same; ``Running``: :func:`_own_running`)."""
         assert self.kube is not None
         s = self.settings
         give_up = time.monotonic() + seconds
@@ -249,17 +254,17 @@ class _Run:
                 if exc.conflict and conflicts < _STATUS_RETRIES - 1:
                     conflicts += 1
                     continue
-                if not transient(exc) or give_up - time.monotonic() < delay:
-                    raise
                 failed: WingmanError = exc
             except WingmanError as exc:
-                if not transient(exc) or give_up - time.monotonic() < delay:
-                    raise
                 failed = exc
+            pause = _pause(failed, delay)
+            if (not transient(failed) or give_up - time.monotonic() < pause
+                    or (until_stopped and executors.TERMINATION.requested)):
+                raise failed
             self.log("StatusWriteRetried", level="warning", reason=failed.reason,
                      message=f"writing the grant's status failed ({failed.message}); trying "
-                     f"again in {delay:.2f} s")
-            time.sleep(delay)
+                     f"again in {pause:.2f} s")
+            time.sleep(pause)
             delay *= 2
 
     def now(self) -> dt.datetime:
@@ -746,10 +751,12 @@ def _execute(run: _Run) -> int:
         return running_status(g, started)
 
     try:
-        running = run.patch_status(to_running, seconds=API_RETRY_SECONDS) or bool(landed)
+        running = run.patch_status(to_running, seconds=API_RETRY_SECONDS,
+                                   until_stopped=True) or bool(landed)
     except WingmanError as exc:
         if transient(exc):  # no definite answer: Running may have been written, by this run
             run.running = True  # (the token is spent: no other run gets past the burn)
+        _refuse_if_terminating("recorded phase Running")  # the write given up for the stop
         raise GrantDenied(f"cannot record phase Running on the grant ({exc.message}); the "
                           "command was not executed", reason="StatusUnavailable") from None
     if not running:

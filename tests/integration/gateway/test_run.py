@@ -1095,6 +1095,66 @@ def test_a_result_write_always_held_up_ends_in_the_budget_and_the_audit_says_wha
     assert "may hold the result or may still say Running" in data["message"]
 
 
+def test_a_result_write_told_to_retry_after_two_seconds_waits_that_long_and_records_it(
+        env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 429 with ``Retry-After`` (API Priority and Fairness shedding load) to the write of
+    the result is made again no sooner than it says, within the result's budget."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.fail("PATCH", _status_path(env, g), times=1, status=429, retry_after=2,
+               after=1)  # Running passes
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
+    assert proxy.count("PATCH", _status_path(env, g)) == 3
+    retried = [line for line in _json_lines(capsys.readouterr().err)
+               if line.get("event") == "StatusWriteRetried"]
+    assert len(retried) == 1 and "trying again in 2.00 s" in retried[0]["message"], retried
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["exitCode"]) == ("Succeeded", 0)
+
+
+def test_a_result_write_told_to_retry_after_the_budget_is_not_made_again_sooner(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.fail("PATCH", _status_path(env, g), times=1000, status=429, retry_after=60,
+               after=1)  # Running passes
+    started = time.monotonic()
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == gateway_run.EXIT_INTERNAL
+    assert time.monotonic() - started < RESULT_SECONDS + 10
+    assert proxy.count("PATCH", _status_path(env, g)) == 2, "not asked again before it said"
+    assert env.replicas() == 2
+    assert env.grant(g.name)["status"]["phase"] == "Running"  # the result was not written
+    records = env.audit_records()
+    assert records[-1]["event"] == "GatewayResultUnrecorded"
+    assert records[-1]["data"]["reason"] == "StatusUnavailable"
+    assert "429" in records[-1]["data"]["message"]
+
+
+def test_a_pod_stopped_while_the_running_write_waits_out_a_retry_after_runs_nothing(
+        env: Env, proxy: FaultyApiProxy, monkeypatch: pytest.MonkeyPatch,
+        sigterm_dropped: None) -> None:
+    """A SIGTERM while the write of Running waits as a 429's ``Retry-After`` asks: the write
+    is not made again (nothing would run after it), the gateway refuses
+    ``GatewayTerminating``, and the refusal's own write still closes the grant."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.fail("PATCH", _status_path(env, g), times=1, status=429, retry_after=5)
+    real = gateway_run.running_status
+
+    def and_the_pod_is_stopped(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gateway_run, "running_status", and_the_pod_is_stopped)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert proxy.count("PATCH", _status_path(env, g)) == 2  # Running once, the refusal once
+    assert env.replicas() == 1
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "GatewayTerminating"), status
+    assert "recorded phase Running" in status["message"]
+    assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
+
+
 def test_a_running_write_held_up_is_made_again_and_the_command_runs(
         env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
     """No answer to the write of Running (it had not landed): made again, it lands, and the
