@@ -578,10 +578,24 @@ class Kube:
             error = _api_error(resp.status, data, resp.reason)
             error.retry_after = retry_after(resp.headers.get("Retry-After"))
             raise error
+        where = (f"the API server at {shown_url(str(self.api.configuration.host))} answered "
+                 f"{method} {path.split('?', 1)[0]} with {resp.status}")
         date = server_date(resp.headers.get("Date"))
         if not data:
             return resp.status, {}, date
-        decoded = json.loads(data)
+        try:
+            decoded = json.loads(data)
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested past reason
+            raise UnusableAnswer(
+                f"{where} and a body that is not JSON ({type(exc).__name__}, {len(data)} "
+                "bytes): no answer it can use (a write's outcome is unknown); check that the "
+                "address is the API server's (not a proxy or another service) and that it is "
+                "healthy") from None
+        if not isinstance(decoded, (dict, list)):
+            raise UnusableAnswer(
+                f"{where} and JSON that is no object ({type(decoded).__name__}): no answer it "
+                "can use (a write's outcome is unknown); check that the address is the API "
+                "server's (not a proxy or another service) and that it is healthy")
         return resp.status, decoded if isinstance(decoded, dict) else {"items": decoded}, date
 
     # -- verbs ----------------------------------------------------------------------------
@@ -641,6 +655,14 @@ than any object such a call reads (a grant, an approval, a Secret, a Job, a Conf
 server stores none larger than about 1.5 MiB), far less than a broken or hostile server could
 send to exhaust the caller's memory."""
 _READ_CHUNK = 64 * 1024
+
+
+class UnusableAnswer(ClusterError):
+    """The API server (or what answers at its address) answered a call in a way no API server
+    does: a body that is not JSON (garbled, an HTML page of a proxy). Treated as no answer:
+    transient (a write's outcome is unknown; the call may be made again)."""
+
+    reason = "UnusableAnswer"
 
 
 class AnswerTooLarge(ClusterError):
@@ -739,7 +761,7 @@ def _api_error(status: int, body: Any, reason: str | None) -> ApiError:
         status_obj = json.loads(body) if body else {}
         message = str(status_obj.get("message", ""))
         why = str(status_obj.get("reason", ""))
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):  # a body not a Status
         pass
     return ApiError(status, why or str(reason or ""),
                     f"API server answered {status} {why or reason or ''}: "
@@ -889,6 +911,6 @@ def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] 
 
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES",
            "MAX_ANSWER_BYTES", "MERGE", "PODS", "SECRETS", "AnswerTooLarge", "ApiError",
-           "Kube", "Observer", "Resource", "TokenFile", "call_labels", "create_or_adopt",
-           "current_context", "failed_exec_plugin", "kubeconfig_contexts", "load_kubeconfig",
-           "server_date", "transient"]
+           "Kube", "Observer", "Resource", "TokenFile", "UnusableAnswer", "call_labels",
+           "create_or_adopt", "current_context", "failed_exec_plugin", "kubeconfig_contexts",
+           "load_kubeconfig", "server_date", "transient"]

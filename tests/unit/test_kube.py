@@ -31,6 +31,7 @@ from wingman.kube import (
     AnswerTooLarge,
     ApiError,
     Kube,
+    UnusableAnswer,
     call_labels,
     current_context,
     kubeconfig_contexts,
@@ -316,6 +317,16 @@ def test_an_explicit_kubeconfig_is_one_file_even_with_a_colon_in_its_path(
 _HUGE = 24 * 1024 * 1024
 
 
+#: answers no API server gives, by the name asked for: (status, body, Location)
+_ODD: dict[str, tuple[int, bytes, str | None]] = {
+    "garbled": (200, b"<html><body>502 Bad Gateway</body></html>", None),
+    "not-utf8": (200, b'{"kind": "ConfigMap", "data": {"k": "\xff\xfe"}}', None),
+    "nested": (200, b"[" * 100_000, None),
+    "scalar": (200, b"42", None),
+    "failed-nested": (500, b"[" * 100_000, None),
+}
+
+
 class _Api(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.endswith("/huge-declared"):  # says 1 GiB, sends up to 3 x 24 MiB of it
@@ -324,9 +335,26 @@ class _Api(BaseHTTPRequestHandler):
         if self.path.endswith("/huge"):  # 24 MiB of JSON, its length not said before
             self._huge(declared=False)
             return
+        if self.path.rsplit("/", 1)[-1] in _ODD:
+            self._odd()
+            return
         body = json.dumps({"kind": "ConfigMap", "metadata": {"name": "seen"}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PATCH(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._odd()
+
+    def _odd(self) -> None:
+        status, body, location = _ODD[self.path.rsplit("/", 1)[-1]]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if location:
+            self.send_header("Location", location)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -479,3 +507,36 @@ def test_a_bounded_call_reads_no_more_than_its_cap_of_an_answer_and_fails_closed
     assert f"/namespaces/ns/configmaps/{name}" in raised.value.message
     assert transient(raised.value)  # no answer: a write's outcome is unknown
     assert kube.get(CONFIGMAPS, "ns", "seen", once=10.0)["metadata"]["name"] == "seen"
+
+
+@pytest.mark.parametrize("once", [None, 2.0])
+@pytest.mark.parametrize("name", ["garbled", "not-utf8", "nested", "scalar"])
+def test_an_answer_that_is_not_json_is_a_clear_cluster_error_never_a_crash(
+        local_api: tuple[str, int], name: str, once: float | None) -> None:
+    """A 200 whose body is not JSON an API server sends (a proxy's HTML page, bytes not UTF-8,
+    arrays nested past the parser's recursion limit, a bare number) fails the call as
+    ``UnusableAnswer``: a ``ClusterError`` every caller handles (no ValueError or
+    RecursionError crashing it with a traceback), counted as no answer (a write's outcome is
+    unknown), naming the call and never the body."""
+    host, port = local_api
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://{host}:{port}")))
+    with pytest.raises(UnusableAnswer) as raised:
+        kube.get(CONFIGMAPS, "ns", name, once=once)
+    assert isinstance(raised.value, ClusterError) and not isinstance(raised.value, ApiError)
+    assert raised.value.reason == "UnusableAnswer" and transient(raised.value)
+    assert f"GET /api/v1/namespaces/ns/configmaps/{name} with 200" in raised.value.message
+    assert "Bad Gateway" not in raised.value.message
+    assert "check that the address is the API server's" in raised.value.message
+    assert kube.get(CONFIGMAPS, "ns", "seen", once=once)["metadata"]["name"] == "seen"
+
+
+@pytest.mark.parametrize("once", [None, 2.0])
+def test_an_error_answer_whose_body_is_nested_past_reason_is_still_the_api_error(
+        local_api: tuple[str, int], once: float | None) -> None:
+    """A 5xx whose body is no Status (here arrays nested past the parser's recursion limit) is
+    the ApiError of its status, never a RecursionError."""
+    host, port = local_api
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://{host}:{port}")))
+    with pytest.raises(ApiError) as raised:
+        kube.get(CONFIGMAPS, "ns", "failed-nested", once=once)
+    assert raised.value.status == 500 and transient(raised.value)
