@@ -555,7 +555,7 @@ class Kube:
                         method, url, headers=headers,
                         body=None if body is None else json.dumps(body).encode(),
                         timeout=HTTPTimeout(total=once),
-                        retries=False, preload_content=False)
+                        retries=False, redirect=False, preload_content=False)
                     data = _read_capped(resp, method, path, self.api.configuration.host)
                 finally:
                     _CALL.deadline = None
@@ -580,6 +580,11 @@ class Kube:
             raise error
         where = (f"the API server at {shown_url(str(self.api.configuration.host))} answered "
                  f"{method} {path.split('?', 1)[0]} with {resp.status}")
+        if not 200 <= resp.status < 300:  # a redirect (never followed), or a 1xx: no answer
+            raise UnusableAnswer(
+                f"{where} {resp.reason or ''}, which an API server never answers: no answer "
+                "it can use (a write's outcome is unknown); check that the address is the API "
+                "server's (not a proxy or another service) and that it is healthy")
         date = server_date(resp.headers.get("Date"))
         if not data:
             return resp.status, {}, date
@@ -659,8 +664,9 @@ _READ_CHUNK = 64 * 1024
 
 class UnusableAnswer(ClusterError):
     """The API server (or what answers at its address) answered a call in a way no API server
-    does: a body that is not JSON (garbled, an HTML page of a proxy). Treated as no answer:
-    transient (a write's outcome is unknown; the call may be made again)."""
+    does: a body that is not JSON (garbled, an HTML page of a proxy), or a status that is neither
+    a success nor an error (a redirect, never followed). Treated as no answer: transient (a
+    write's outcome is unknown; the call may be made again)."""
 
     reason = "UnusableAnswer"
 

@@ -323,6 +323,7 @@ _ODD: dict[str, tuple[int, bytes, str | None]] = {
     "not-utf8": (200, b'{"kind": "ConfigMap", "data": {"k": "\xff\xfe"}}', None),
     "nested": (200, b"[" * 100_000, None),
     "scalar": (200, b"42", None),
+    "redirected": (302, b"{}", "/api/v1/namespaces/ns/configmaps/seen"),
     "failed-nested": (500, b"[" * 100_000, None),
 }
 
@@ -528,6 +529,24 @@ def test_an_answer_that_is_not_json_is_a_clear_cluster_error_never_a_crash(
     assert "Bad Gateway" not in raised.value.message
     assert "check that the address is the API server's" in raised.value.message
     assert kube.get(CONFIGMAPS, "ns", "seen", once=once)["metadata"]["name"] == "seen"
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH"])
+def test_a_bounded_call_answered_with_a_redirect_fails_never_succeeds(
+        local_api: tuple[str, int], method: str) -> None:
+    """A redirect (which an API server never sends: a proxy, another service) is neither
+    followed nor taken for the call's success: a write answered ``302`` with ``{}`` did not
+    land as far as the caller can tell (a burn, a status write), so it fails as no answer."""
+    host, port = local_api
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://{host}:{port}")))
+    with pytest.raises(UnusableAnswer) as raised:
+        if method == "GET":
+            kube.get(CONFIGMAPS, "ns", "redirected", once=2.0)
+        else:
+            kube.patch(CONFIGMAPS, "ns", "redirected", {"data": {"k": "v"}}, once=2.0)
+    assert transient(raised.value)
+    assert f"{method} /api/v1/namespaces/ns/configmaps/redirected with 302" in \
+        raised.value.message
 
 
 @pytest.mark.parametrize("once", [None, 2.0])
