@@ -195,6 +195,22 @@ class Termination:
             except OSError:  # full: one byte is enough to wake the reader
                 pass
 
+    def wait(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less when a SIGTERM comes meanwhile (at once when one came
+        before); whether the gateway was asked to stop. Not installed: a plain sleep."""
+        end = time.monotonic() + seconds
+        while not self.requested:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            if self._pipe is None:
+                time.sleep(left)
+                break
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._pipe[0], selectors.EVENT_READ)
+                selector.select(left)
+        return self.requested
+
     def install(self) -> Callable[[], None]:
         """Handle SIGTERM from now on (the main thread only: elsewhere Python cannot, and this
         does nothing); returns what restores the previous handler."""

@@ -219,10 +219,11 @@ class _Run:
         as long as the answer's ``Retry-After`` asks (API Priority and Fairness sends one with a
         429), while time is left; then, or at once when the pause asked for is past the
         budget, the last error is raised. ``until_stopped`` (the write of ``Running``): not
-        made again either once the pod was asked to stop (SIGTERM), as nothing runs then; the
-        writes of an outcome go on, as they are what records it. A write with no definite
-        answer may have landed: the builder, given the grant as it is then, must tell its own
-        write (the result, written again the same; ``Running``: :func:`_own_running`)."""
+        made again either once the pod was asked to stop (SIGTERM; one during the pause ends
+        it), as nothing runs then; the writes of an outcome go on, as they are what records
+        it. A write with no definite answer may have landed: the builder, given the grant as
+        it is then, must tell its own write (the result, written again the same; ``Running``:
+        :func:`_own_running`)."""
         assert self.kube is not None
         s = self.settings
         give_up = time.monotonic() + seconds
@@ -264,7 +265,11 @@ class _Run:
             self.log("StatusWriteRetried", level="warning", reason=failed.reason,
                      message=f"writing the grant's status failed ({failed.message}); trying "
                      f"again in {pause:.2f} s")
-            time.sleep(pause)
+            if until_stopped:  # a SIGTERM in the pause ends it, and the write is not made
+                if executors.TERMINATION.wait(pause):
+                    raise failed
+            else:
+                time.sleep(pause)
             delay *= 2
 
     def now(self) -> dt.datetime:

@@ -1155,6 +1155,33 @@ def test_a_pod_stopped_while_the_running_write_waits_out_a_retry_after_runs_noth
     assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
 
 
+def test_a_pod_stopped_during_the_running_write_s_retry_after_pause_writes_no_running(
+        env: Env, proxy: FaultyApiProxy, monkeypatch: pytest.MonkeyPatch,
+        sigterm_dropped: None) -> None:
+    """A SIGTERM that comes while the write of Running waits out a 429's ``Retry-After`` (the
+    failure already judged, the pause begun) ends the pause: the write is not made again, so
+    the grant never says ``Running`` for a command that will not start; the gateway refuses
+    ``GatewayTerminating`` and the refusal's own write closes the grant."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    proxy.fail("PATCH", _status_path(env, g), times=1, status=429, retry_after=8)
+    real = gateway_run._Run.log
+
+    def and_the_pod_is_stopped(self: Any, event: str, **fields: Any) -> None:
+        real(self, event, **fields)
+        if event == "StatusWriteRetried":  # the pause about to begin
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(gateway_run._Run, "log", and_the_pod_is_stopped)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert proxy.count("PATCH", _status_path(env, g)) == 2  # Running once, the refusal once
+    assert env.replicas() == 1
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "GatewayTerminating"), status
+    assert "recorded phase Running" in status["message"]
+    assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
+
+
 def test_a_running_write_held_up_is_made_again_and_the_command_runs(
         env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
     """No answer to the write of Running (it had not landed): made again, it lands, and the
