@@ -130,7 +130,8 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases")
 # a ``Kube``'s pools connect, read and send with what is left of it: connecting, the TLS
 # handshake after it, and every receive and send wait at most until the deadline, so
 # connecting, sending and the whole answer (status line, headers, body) end by it, or the call
-# fails as a timeout does. No thread per call.
+# fails as a timeout does. No thread per call. Not bounded so: looking up a host name (the
+# system resolver's own timeouts; a pod's API server address is an IP, so none there).
 
 _CALL = threading.local()
 
