@@ -10,6 +10,7 @@ operator killed at any point safe to restart.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 import email.utils
@@ -21,10 +22,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import yaml
@@ -35,7 +36,7 @@ from urllib3 import Timeout as HTTPTimeout
 from urllib3.connection import HTTPConnection
 
 from wingman import GROUP, VERSION
-from wingman.errors import ClusterError, shown_url
+from wingman.errors import ClusterError, WingmanError, shown_url
 
 log = logging.getLogger("wingman.kube")
 
@@ -735,6 +736,117 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, ClusterError)
 
 
+# ---------------------------------------------------------------------------------------------
+# Bounded retries
+#
+# A call made again while it fails in a way that may pass, within a budget of time: each try is
+# one try (``once``) waiting at most ``call_seconds`` for its answer and never past what is left
+# of the budget (but at least ``call_min_seconds``), the pauses between tries doubling from
+# ``first_delay``, or as long as the answer's ``Retry-After`` asks; no new try when its pause
+# would end past the budget, or after ``tries`` tries. The decisions are the pure functions
+# below; :func:`call_retried` and :func:`call_retried_async` are the loops over them.
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a call on the API server is made again (see :func:`retry_pause`)."""
+
+    #: seconds from the start of the first try: a new try only when its pause ends within them
+    budget: float
+    #: the first pause between two tries, doubling after each
+    first_delay: float
+    #: how long one try may wait for the API server (``once``) ...
+    call_seconds: float
+    #: ... and never past what is left of the budget, but at least this
+    call_min_seconds: float
+    #: at most this many tries (None: as many as the budget allows)
+    tries: int | None = None
+    #: a Conflict (409) is made again too: for a conditional write whose call reads back what
+    #: is stored (a write whose answer was lost, or a newer version to write over)
+    conflicts: bool = False
+
+
+def retryable(exc: BaseException, policy: RetryPolicy) -> bool:
+    """Whether a call that failed with ``exc`` may be made again under ``policy`` (pure): a
+    failure that may pass (:func:`transient`), or a Conflict when the policy says so."""
+    if policy.conflicts and isinstance(exc, ApiError) and exc.conflict:
+        return True
+    return transient(exc)
+
+
+def try_seconds(policy: RetryPolicy, left: float) -> float:
+    """How long the next try may wait for its answer when ``left`` seconds of the budget are
+    left (pure): ``call_seconds``, never more than is left, but at least ``call_min_seconds``."""
+    return min(policy.call_seconds, max(policy.call_min_seconds, left))
+
+
+def retry_pause(policy: RetryPolicy, exc: BaseException, tries: int, left: float
+                ) -> float | None:
+    """How long to wait before the call is made again, after its ``tries``-th try failed with
+    ``exc`` and with ``left`` seconds of the budget left (pure); None: give up (raise ``exc``).
+
+    The pause is the backoff's (``first_delay`` doubled after each failed try), or longer when
+    the answer said so (``Retry-After``: API Priority and Fairness sends one with a 429, and is
+    asked no sooner). Given up: a failure that is the server's answer to this very request
+    (:func:`retryable`), the ``tries``-th try of a policy allowing that many, or a pause that
+    would end past the budget."""
+    if not retryable(exc, policy):
+        return None
+    if policy.tries is not None and tries >= policy.tries:
+        return None
+    pause = policy.first_delay * 2 ** (tries - 1)
+    after = exc.retry_after if isinstance(exc, ApiError) else None
+    if after is not None:
+        pause = max(pause, after)
+    return None if left < pause else pause
+
+
+_T = TypeVar("_T")
+#: Told of each failed try that is made again: the error, and the pause before the next try.
+RetryObserver = Callable[[WingmanError, float], None]
+
+
+def call_retried(policy: RetryPolicy, call: Callable[[float], _T], *,
+                 retrying: RetryObserver | None = None,
+                 stop: Callable[[], bool] | None = None) -> _T:
+    """``call(once)`` (``once``: how long its one try may wait, :func:`try_seconds`), made again
+    as :func:`retry_pause` decides; then, or at once when ``stop()`` says the process is
+    stopping, its last error. Blocking (it sleeps between tries)."""
+    give_up = time.monotonic() + policy.budget
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return call(try_seconds(policy, give_up - time.monotonic()))
+        except WingmanError as exc:
+            pause = retry_pause(policy, exc, tries, give_up - time.monotonic())
+            if pause is None or (stop is not None and stop()):
+                raise
+            if retrying is not None:
+                retrying(exc, pause)
+        time.sleep(pause)
+
+
+async def call_retried_async(policy: RetryPolicy, call: Callable[[float], Awaitable[_T]], *,
+                             retrying: RetryObserver | None = None,
+                             stop: Callable[[], bool] | None = None) -> _T:
+    """:func:`call_retried` for a coroutine: the same tries and pauses, waiting without
+    blocking the event loop."""
+    give_up = time.monotonic() + policy.budget
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await call(try_seconds(policy, give_up - time.monotonic()))
+        except WingmanError as exc:
+            pause = retry_pause(policy, exc, tries, give_up - time.monotonic())
+            if pause is None or (stop is not None and stop()):
+                raise
+            if retrying is not None:
+                retrying(exc, pause)
+        await asyncio.sleep(pause)
+
+
 def retry_after(value: str | None) -> float | None:
     """An HTTP ``Retry-After`` header in seconds (pure): delay-seconds, or an HTTP date (from
     now, at least 0); None when absent or neither."""
@@ -918,6 +1030,8 @@ def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] 
 
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES",
            "MAX_ANSWER_BYTES", "MERGE", "PODS", "SECRETS", "AnswerTooLarge", "ApiError",
-           "Kube", "Observer", "Resource", "TokenFile", "UnusableAnswer", "call_labels",
+           "Kube", "Observer", "Resource", "RetryObserver", "RetryPolicy", "TokenFile",
+           "UnusableAnswer", "call_labels", "call_retried", "call_retried_async",
            "create_or_adopt", "current_context", "failed_exec_plugin", "kubeconfig_contexts",
-           "load_kubeconfig", "server_date", "transient"]
+           "load_kubeconfig", "retry_pause", "retryable", "server_date", "transient",
+           "try_seconds"]

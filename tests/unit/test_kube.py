@@ -1,9 +1,11 @@
 """How the API client names a call for the operator's metrics (``kube.call_labels``): the API
 server's verb and the resource with its subresource, whatever the path's shape; and which
-token a client of a mounted ServiceAccount sends (``Kube.from_service_account``)."""
+token a client of a mounted ServiceAccount sends (``Kube.from_service_account``); and when a
+failed call is made again (``retry_pause``: what may pass, how long to wait, when to give up)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -31,14 +33,19 @@ from wingman.kube import (
     AnswerTooLarge,
     ApiError,
     Kube,
+    RetryPolicy,
     UnusableAnswer,
     call_labels,
+    call_retried,
+    call_retried_async,
     current_context,
     kubeconfig_contexts,
     load_kubeconfig,
     retry_after,
+    retry_pause,
     server_date,
     transient,
+    try_seconds,
 )
 
 
@@ -242,6 +249,119 @@ def test_an_empty_kubeconfig_file_is_skipped_as_kubectl_skips_it(
 ])
 def test_only_a_failure_that_may_pass_is_transient(exc: BaseException, again: bool) -> None:
     assert transient(exc) is again
+
+
+# the gateway's reads (``API_RETRY_SECONDS``) and the chat's state writes (``SAVE_*``)
+READS = RetryPolicy(budget=10.0, first_delay=0.2, call_seconds=5.0, call_min_seconds=0.5)
+WRITES = RetryPolicy(budget=10.0, first_delay=0.2, call_seconds=5.0, call_min_seconds=0.5,
+                     tries=3, conflicts=True)
+UNREACHABLE = ClusterError("cannot reach the API server", reason="Unreachable")
+
+
+def _busy(after: float | None) -> ApiError:
+    return ApiError(429, "TooManyRequests", "x", retry_after=after)
+
+
+def test_a_failure_that_may_pass_is_tried_again_after_a_pause_doubling_each_time() -> None:
+    assert [retry_pause(READS, UNREACHABLE, tries, 10.0) for tries in (1, 2, 3, 4)] == [
+        0.2, 0.4, 0.8, 1.6]
+
+
+@pytest.mark.parametrize("exc", [ApiError(403, "Forbidden", "x"), ApiError(404, "NotFound", "x"),
+                                 ApiError(422, "Invalid", "x")])
+def test_the_servers_answer_to_the_request_itself_is_never_asked_again(exc: ApiError) -> None:
+    assert retry_pause(READS, exc, 1, 10.0) is None
+    assert retry_pause(WRITES, exc, 1, 10.0) is None
+
+
+def test_a_conflict_is_tried_again_only_where_the_call_reads_back_what_is_stored() -> None:
+    conflict = ApiError(409, "Conflict", "x")
+    assert retry_pause(READS, conflict, 1, 10.0) is None
+    assert retry_pause(WRITES, conflict, 1, 10.0) == 0.2
+
+
+def test_retry_after_is_waited_for_when_longer_than_the_backoff_and_gives_up_past_the_budget(
+        ) -> None:
+    assert retry_pause(READS, _busy(3.0), 1, 10.0) == 3.0  # asked no sooner
+    assert retry_pause(READS, _busy(0.0), 2, 10.0) == 0.4  # the backoff is kept
+    assert retry_pause(READS, _busy(None), 1, 10.0) == 0.2
+    assert retry_pause(READS, _busy(30.0), 1, 10.0) is None  # past what is left: give up now
+    assert retry_pause(WRITES, _busy(3.0), 1, 10.0) == 3.0
+
+
+def test_no_new_try_whose_pause_would_end_past_the_budget_or_past_the_tries() -> None:
+    assert retry_pause(READS, UNREACHABLE, 1, 0.19) is None
+    assert retry_pause(READS, UNREACHABLE, 1, 0.2) == 0.2
+    assert retry_pause(READS, UNREACHABLE, 30, 1e12) is not None  # no count: the budget only
+    assert retry_pause(WRITES, UNREACHABLE, 2, 10.0) == 0.4
+    assert retry_pause(WRITES, UNREACHABLE, 3, 10.0) is None  # the third try was the last
+
+
+def test_one_try_waits_its_bound_never_past_the_budget_but_at_least_its_least() -> None:
+    assert try_seconds(READS, 10.0) == 5.0
+    assert try_seconds(READS, 2.0) == 2.0
+    assert try_seconds(READS, 0.1) == 0.5
+    assert try_seconds(READS, -3.0) == 0.5
+
+
+def _flaky(failures: list[BaseException]) -> tuple[list[float], Any]:
+    onces: list[float] = []
+
+    def call(once: float) -> str:
+        onces.append(once)
+        if failures:
+            raise failures.pop(0)
+        return "answer"
+    return onces, call
+
+
+def test_a_call_is_made_again_until_it_answers_and_each_retry_is_told() -> None:
+    fast = RetryPolicy(budget=10.0, first_delay=0.0, call_seconds=5.0, call_min_seconds=0.5)
+    onces, call = _flaky([UNREACHABLE, _busy(None)])
+    told: list[tuple[str, float]] = []
+    assert call_retried(fast, call, retrying=lambda exc, pause: told.append(
+        (exc.reason, pause))) == "answer"
+    assert onces == [5.0, 5.0, 5.0]
+    assert told == [("Unreachable", 0.0), ("TooManyRequests", 0.0)]
+
+
+def test_a_call_given_up_raises_its_last_error() -> None:
+    fast = RetryPolicy(budget=10.0, first_delay=0.0, call_seconds=5.0, call_min_seconds=0.5,
+                       tries=2, conflicts=True)
+    last = ApiError(409, "Conflict", "the last")
+    _, call = _flaky([UNREACHABLE, last, UNREACHABLE])
+    with pytest.raises(ApiError) as raised:
+        call_retried(fast, call)
+    assert raised.value is last
+    forbidden = ApiError(403, "Forbidden", "x")
+    onces, call = _flaky([forbidden])
+    with pytest.raises(ApiError):
+        call_retried(fast, call)
+    assert len(onces) == 1  # not asked again
+
+
+def test_a_process_asked_to_stop_makes_no_new_try() -> None:
+    onces, call = _flaky([UNREACHABLE, UNREACHABLE])
+    with pytest.raises(ClusterError):
+        call_retried(READS, call, stop=lambda: True)
+    assert len(onces) == 1
+
+
+def test_the_async_loop_makes_the_same_tries() -> None:
+    fast = RetryPolicy(budget=10.0, first_delay=0.0, call_seconds=5.0, call_min_seconds=0.5,
+                       tries=3, conflicts=True)
+    onces, call = _flaky([ApiError(409, "Conflict", "x"), UNREACHABLE])
+
+    async def call_async(once: float) -> str:
+        result: str = call(once)
+        return result
+
+    assert asyncio.run(call_retried_async(fast, call_async)) == "answer"
+    assert len(onces) == 3
+    onces, call = _flaky([UNREACHABLE] * 5)
+    with pytest.raises(ClusterError):
+        asyncio.run(call_retried_async(fast, call_async))
+    assert len(onces) == 3  # the tries' limit
 
 
 def test_the_api_servers_date_is_read_as_utc() -> None:

@@ -67,7 +67,7 @@ from wingman.errors import (
     NotFound,
     WingmanError,
 )
-from wingman.kube import ApiError, transient
+from wingman.kube import RetryPolicy, call_retried_async
 from wingman.model import text
 from wingman.settings import ChatConfig, ChatPerson
 
@@ -89,8 +89,9 @@ STATE_CALL_SECONDS = 5.0
 STATE_CALL_MIN_SECONDS = 0.5
 #: Tries of a write of the state (``_save``): made again only when it failed in a way that
 #: may pass (no answer, a reset connection, 429, 5xx: ``wingman.kube.transient``) or met a
-#: Conflict, the waits between them doubling from ``SAVE_RETRY_SECONDS``, and a new try only
-#: while ``SAVE_BUDGET_SECONDS`` have not passed since the first: a person waiting for the
+#: Conflict, the waits between them doubling from ``SAVE_RETRY_SECONDS`` (or as long as the
+#: answer's ``Retry-After`` asks), and a new try only when its wait ends before
+#: ``SAVE_BUDGET_SECONDS`` have passed since the first (``save_policy``): a person waiting for the
 #: answer to a step-up code waits that long at most for a write, however the API server hangs.
 SAVE_TRIES = 3
 SAVE_RETRY_SECONDS = 0.2
@@ -103,6 +104,22 @@ POSTING_WAIT_SECONDS = 10.0
 #: limit) is not edited again with every press, which would use up the chat's budget for
 #: edits that the current cards need.
 RETIRE_SECONDS = 60.0
+
+
+def save_policy() -> RetryPolicy:
+    """How a write of the state is made again (``wingman.kube.retry_pause``): ``SAVE_TRIES``
+    tries within ``SAVE_BUDGET_SECONDS``, each call bounded by ``STATE_CALL_SECONDS``, made
+    again after a failure that may pass or a Conflict (the write reads back what is stored:
+    ``ChatCluster.save_state``), no sooner than the answer's ``Retry-After`` asks."""
+    return RetryPolicy(budget=SAVE_BUDGET_SECONDS, first_delay=SAVE_RETRY_SECONDS,
+                       call_seconds=STATE_CALL_SECONDS, call_min_seconds=STATE_CALL_MIN_SECONDS,
+                       tries=SAVE_TRIES, conflicts=True)
+
+
+def _save_retrying(exc: WingmanError, pause: float) -> None:
+    log.info("writing the chat state failed in a way that may pass; trying again",
+             extra={"reason": exc.reason, "error": str(exc)[:300],
+                    "retry_in_seconds": round(pause, 2)})
 
 
 class ChannelError(WingmanError):
@@ -320,26 +337,9 @@ class ChatService:
         """Write the state, one save at a time, each with the state as it is then: up to
         ``SAVE_TRIES`` tries, a new one only after a failure that may pass or a Conflict and
         while ``SAVE_BUDGET_SECONDS`` have not passed, each call bounded
-        (``STATE_CALL_SECONDS``); else the last error."""
+        (``STATE_CALL_SECONDS``); else the last error (``save_policy``)."""
         async with self._save_lock:
-            give_up = time.monotonic() + SAVE_BUDGET_SECONDS
-            delay = SAVE_RETRY_SECONDS
-            for attempt in range(SAVE_TRIES):
-                once = min(STATE_CALL_SECONDS,
-                           max(STATE_CALL_MIN_SECONDS, give_up - time.monotonic()))
-                try:
-                    await self._save_once(once)
-                    return
-                except WingmanError as exc:
-                    conflict = isinstance(exc, ApiError) and exc.conflict
-                    if (not (conflict or transient(exc)) or attempt + 1 == SAVE_TRIES
-                            or time.monotonic() + delay > give_up):
-                        raise
-                    log.info("writing the chat state failed in a way that may pass; trying "
-                             "again", extra={"reason": exc.reason, "error": str(exc)[:300],
-                                             "retry_in_seconds": round(delay, 2)})
-                await asyncio.sleep(delay)
-                delay *= 2
+            await call_retried_async(save_policy(), self._save_once, retrying=_save_retrying)
 
     async def _save_once(self, once: float = STATE_CALL_SECONDS) -> None:
         """Write the state (``_save_lock`` held), each call waiting ``once`` seconds at most.

@@ -98,7 +98,17 @@ from wingman.gateway.checks import (
     undone_command,
 )
 from wingman.gateway.status import final_status, refused_status, replay_status, running_status
-from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, ApiError, Kube, transient
+from wingman.kube import (
+    APPROVALS,
+    GRANTS,
+    JOBS,
+    LEASES,
+    ApiError,
+    Kube,
+    RetryPolicy,
+    call_retried,
+    transient,
+)
 from wingman.model import grants as grant_rules
 from wingman.model import names
 from wingman.model import preview as previews
@@ -373,23 +383,17 @@ def _retried(run: _Run, what: str, call: Callable[[float], _T]) -> _T:
     it fails in a way that may pass (``wingman.kube.transient``), backing off, for
     ``API_RETRY_SECONDS`` at most, waiting as long as an answer's ``Retry-After`` asks (and
     giving up when that is past the budget); then, or at once for any other failure or once
-    the pod is asked to stop, its last error. Only for calls that change nothing
-    (``API_RETRY_SECONDS``)."""
-    give_up = time.monotonic() + API_RETRY_SECONDS
-    delay = API_RETRY_FIRST_DELAY
-    while True:
-        once = min(API_CALL_SECONDS, max(JOB_READ_CALL_MIN_SECONDS, give_up - time.monotonic()))
-        try:
-            return call(once)
-        except WingmanError as exc:
-            pause = _pause(exc, delay)
-            if (not transient(exc) or give_up - time.monotonic() < pause
-                    or executors.TERMINATION.requested):
-                raise
-            run.log("ApiCallRetried", level="warning", reason=exc.reason,
-                    message=f"{what} failed ({exc.message}); trying again in {pause:.2f} s")
-        time.sleep(pause)
-        delay *= 2
+    the pod is asked to stop, its last error (``wingman.kube.call_retried``). Only for calls
+    that change nothing (``API_RETRY_SECONDS``)."""
+    def retrying(exc: WingmanError, pause: float) -> None:
+        run.log("ApiCallRetried", level="warning", reason=exc.reason,
+                message=f"{what} failed ({exc.message}); trying again in {pause:.2f} s")
+
+    policy = RetryPolicy(budget=API_RETRY_SECONDS, first_delay=API_RETRY_FIRST_DELAY,
+                         call_seconds=API_CALL_SECONDS,
+                         call_min_seconds=JOB_READ_CALL_MIN_SECONDS)
+    return call_retried(policy, call, retrying=retrying,
+                        stop=lambda: executors.TERMINATION.requested)
 
 
 def _get(run: _Run, resource: Any, name: str, kind: str) -> dict[str, Any]:
@@ -522,32 +526,19 @@ def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]
     ``wingman.kube.transient``) is tried again, backing off, for ``JOB_READ_RETRY_SECONDS`` at
     most, waiting as long as the answer's ``Retry-After`` asks (and giving up when that is past
     the budget); any other answer (403, 404...) at once."""
-    assert run.kube is not None
-    give_up = time.monotonic() + JOB_READ_RETRY_SECONDS
-    delay = JOB_READ_FIRST_DELAY
-    while True:
-        once = min(JOB_READ_CALL_SECONDS,
-                   max(JOB_READ_CALL_MIN_SECONDS, give_up - time.monotonic()))
-        try:
-            return run.kube.get_dated(JOBS, run.settings.namespace, name, once=once)
-        except WingmanError as exc:
-            left = give_up - time.monotonic()
-            pause = _pause(exc, delay)
-            if not transient(exc) or left < pause:
-                raise
-            run.log("JobReadRetried", level="warning", reason=exc.reason,
-                    message=f"reading the gateway Job failed ({exc.message}); trying again in "
-                    f"{pause:.2f} s")
-        time.sleep(pause)
-        delay *= 2
+    kube = run.kube
+    assert kube is not None
 
+    def retrying(exc: WingmanError, pause: float) -> None:
+        run.log("JobReadRetried", level="warning", reason=exc.reason,
+                message=f"reading the gateway Job failed ({exc.message}); trying again in "
+                f"{pause:.2f} s")
 
-def _pause(exc: WingmanError, delay: float) -> float:
-    """How long to wait before a call that failed with ``exc`` is made again: the backoff's
-    ``delay``, or longer when the API server said so (``Retry-After``, as API Priority and
-    Fairness does with a 429); the caller gives up instead when that is past its budget."""
-    after = exc.retry_after if isinstance(exc, ApiError) else None
-    return delay if after is None else max(delay, after)
+    policy = RetryPolicy(budget=JOB_READ_RETRY_SECONDS, first_delay=JOB_READ_FIRST_DELAY,
+                         call_seconds=JOB_READ_CALL_SECONDS,
+                         call_min_seconds=JOB_READ_CALL_MIN_SECONDS)
+    return call_retried(policy, lambda once: kube.get_dated(JOBS, run.settings.namespace, name,
+                                                            once=once), retrying=retrying)
 
 
 def _burn_outcome(exc: WingmanError) -> str:

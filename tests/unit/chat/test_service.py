@@ -23,7 +23,7 @@ from wingman.chat.guard import STEP_UP_MAX_FAILURES, PendingStepUp, StepUp, refu
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
 from wingman.errors import ClusterError, Unavailable
-from wingman.kube import Kube
+from wingman.kube import ApiError, Kube
 from wingman.settings import ChatConfig
 
 from . import world
@@ -475,12 +475,14 @@ class _FailingSaves(world.Cluster):
     def __init__(self) -> None:
         super().__init__()
         self.failing = 0
+        self.error: ClusterError = ClusterError("the API server did not answer",
+                                                reason="Unreachable")
 
     def save_state(self, state: dict[str, Any], *, unchanged: bool = False,
                    once: float | None = None) -> None:
         if self.failing:
             self.failing -= 1
-            raise ClusterError("the API server did not answer", reason="Unreachable")
+            raise self.error
         super().save_state(state)
 
 
@@ -600,6 +602,24 @@ def test_a_code_is_written_ahead_as_wrong_or_not_checked(tmp_path: Path) -> None
     assert _try(svc, _wrong(at[0])) == "StepUpFailed"  # written ahead, then checked
     assert cluster.saved["stepUp"] == {"bob": {"failures": 2}}
     assert _try(svc, _right(at[0])) == "accepted"  # the count cleared once it is known
+    assert "stepUp" not in cluster.saved
+
+
+def test_a_write_the_api_server_asks_for_only_after_the_budget_is_not_made_again(
+        tmp_path: Path) -> None:
+    """API Priority and Fairness sheds the write ahead with a 429 whose ``Retry-After`` is past
+    the ``SAVE_BUDGET_SECONDS`` a write may take: it is not made again sooner than asked (more
+    load on an API server shedding it), nor later than the budget: the code is refused at
+    once, not checked."""
+    cluster = _FailingSaves()
+    cluster.saved = {"horizon": HORIZON, "requests": {}}
+    at = [T0]
+    svc = _started(tmp_path, cluster, at)
+    cluster.error = ApiError(429, "TooManyRequests", "too many requests",
+                             retry_after=service_module.SAVE_BUDGET_SECONDS + 50)
+    cluster.failing = service_module.SAVE_TRIES
+    assert _try(svc, _wrong(at[0])) == "StepUpUnavailable"
+    assert cluster.failing == service_module.SAVE_TRIES - 1, "tried once, not again"
     assert "stepUp" not in cluster.saved
 
 
