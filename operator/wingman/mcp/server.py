@@ -21,6 +21,7 @@ people (and admission refuses a requester's own decision anyway).
 
 
 import argparse
+import asyncio
 import atexit
 import contextlib
 import hmac
@@ -516,11 +517,17 @@ def _where(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _argument_error(model: type[BaseModel], error: Any) -> str:
+def _argument_error(model: type[BaseModel], error: Any, max_wait: float | None = None) -> str:
     """One error of pydantic's about a tool's arguments, in words: which argument, what it must
-    be, what was sent."""
+    be, what was sent. (``max_wait``: the longest ``wait_seconds`` waits.)"""
     kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
     where, value = _where(loc), error.get("input")
+    if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool):
+        # a number, but too large for one (over about 1.8e308): "must be a number" misleads
+        if loc == ("wait_seconds",) and max_wait is not None:
+            return (f"{where} must be between 0 and {max_wait:g} seconds (a larger number "
+                    f"waits {max_wait:g} s), not {_sent(value)}")
+        return f"{where} must be a number below 1e308, not {_sent(value)}"
     if kind in _MUST_BE:
         return f"{where} must be {_MUST_BE[kind]}, not {_sent(value)}"
     if kind == "missing":
@@ -551,11 +558,12 @@ def _argument_error(model: type[BaseModel], error: Any) -> str:
     return f"{where} is not valid ({error.get('msg', kind)})"  # never quoting the input
 
 
-def _argument_errors(tool: str, model: type[BaseModel], exc: ValidationError) -> str:
+def _argument_errors(tool: str, model: type[BaseModel], exc: ValidationError,
+                     max_wait: float | None = None) -> str:
     """The message refusing a call whose arguments ``exc`` refused: each error in words (the
     first ``ARGUMENT_ERRORS_SHOWN``), then what to do."""
     errors = exc.errors(include_url=False)
-    said = [_argument_error(model, e) for e in errors[:ARGUMENT_ERRORS_SHOWN]]
+    said = [_argument_error(model, e, max_wait) for e in errors[:ARGUMENT_ERRORS_SHOWN]]
     more = (f"; and {len(errors) - ARGUMENT_ERRORS_SHOWN} more"
             if len(errors) > ARGUMENT_ERRORS_SHOWN else "")
     return (f"Error executing tool {tool}: invalid arguments, nothing was done: "
@@ -570,6 +578,8 @@ class _StrictServer(MCPServer[Any]):
     answers a prompt it does not have as invalid params."""
 
     _arguments: dict[str, frozenset[str]] | None = None
+    #: the longest wait a tool's ``wait_seconds`` asks for (``--max-wait-seconds``)
+    max_wait: float | None = None
 
     async def argument_names(self) -> dict[str, frozenset[str]]:
         """The names of each tool's arguments, by tool."""
@@ -601,8 +611,8 @@ class _StrictServer(MCPServer[Any]):
                     or tool is None):
                 raise
             # pydantic's wording quotes what was sent unbounded and speaks of Python types
-            raise ToolError(_argument_errors(name, tool.fn_metadata.arg_model, cause)
-                            ) from cause
+            raise ToolError(_argument_errors(name, tool.fn_metadata.arg_model, cause,
+                                             self.max_wait)) from cause
 
     def strict_arguments(self) -> None:
         """Every tool's arguments validated strictly from now on (``_StrictArguments``)."""
@@ -791,6 +801,7 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
     tools = Tools(client, max_wait=max_wait)
     server = _StrictServer("wingman", title="Wingman", version=__version__,
                            instructions=INSTRUCTIONS, log_level="WARNING")
+    server.max_wait = max_wait
     server.middleware.append(_object_arguments(server))
     wait_doc = (f"Seconds to wait for a change before answering (0, the default: answer now; "
                 f"at most {max_wait:g}). The answer is the state when the wait ends.")
@@ -1194,8 +1205,9 @@ RETRY_AFTER_SECONDS = 1
 #: ``REFUSED_LINGER_LEAST`` if more, linger at once (more: closed at once, in a flood).
 REFUSED_LINGER_SECONDS = 1.0
 REFUSED_LINGER_LEAST = 100
-#: Seconds between two log records about refused connections (a flood of them is counted in
-#: the next record, not logged one by one).
+#: Seconds between two log records of one kind that a client can cause again and again
+#: (refused connections, malformed requests): what comes between is counted, and the count
+#: logged (``_LogLimiter``).
 REFUSAL_LOG_SECONDS = 10.0
 
 
@@ -1209,37 +1221,121 @@ def _busy_response(limit: int) -> bytes:
             % (RETRY_AFTER_SECONDS, len(body), body))
 
 
-class _Refusals:
-    """Counts the connections refused for ``--max-connections`` and logs them: the first at
-    once, the rest at most every ``REFUSAL_LOG_SECONDS``, with how many since the last
-    record (a client opening connections in a loop cannot flood the log); those refused
-    after a record are logged ``REFUSAL_LOG_SECONDS`` after it, whether more come or not."""
+class _LogLimiter:
+    """At most one log record of each kind every ``seconds``, none of those left out unsaid.
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.unlogged = 0
-        self.logged_at: float | None = None
-        self.pending: Any = None  # the timer that logs those not logged yet
+    The first record of a kind is let through (``admit``); those that come in the ``seconds``
+    after the last record of their kind are left out and counted. The count is reported by the
+    next record of the kind let through (``admit`` returns it), or, when none comes, by a
+    record of its own once the ``seconds`` have passed (``report``, on a timer of the event
+    loop given to ``start``), and on shutdown by ``close``: the last burst's count is logged
+    too. A record of its own counts as the kind's record. Thread-safe."""
 
-    def refused(self, loop: Any) -> None:
-        self.unlogged += 1
-        if self.logged_at is not None and loop.time() - self.logged_at < REFUSAL_LOG_SECONDS:
-            if self.pending is None:
-                self.pending = loop.call_at(self.logged_at + REFUSAL_LOG_SECONDS,
-                                            self._record, loop)
+    def __init__(self, report: Callable[[str, int], None], *,
+                 seconds: float = REFUSAL_LOG_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.report = report
+        self.seconds = seconds
+        self.clock = clock
+        self.logged_at: dict[str, float] = {}
+        self.left_out: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._arming = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Report left-out counts on ``loop``'s timers from now on."""
+        self._loop = loop
+
+    def admit(self, kind: str) -> int | None:
+        """None: a record of ``kind`` now is left out (counted); else it is let through and
+        should say the count returned (those left out since the last record of its kind)."""
+        with self._lock:
+            now, last = self.clock(), self.logged_at.get(kind)
+            if last is None or now - last >= self.seconds:
+                self.logged_at[kind] = now
+                return self.left_out.pop(kind, 0)
+            self.left_out[kind] = self.left_out.get(kind, 0) + 1
+            arm = self._loop is not None and self._timer is None and not self._arming
+            self._arming = self._arming or arm
+        if arm:
+            self._arm_from_any_thread()
+        return None
+
+    def due(self, *, final: bool = False) -> list[tuple[str, int]]:
+        """The counts to report now (taken: their records are due), by kind: of the kinds whose
+        ``seconds`` since their last record have passed, or every kind's when ``final``."""
+        with self._lock:
+            now = self.clock()
+            ready = [(kind, count) for kind, count in self.left_out.items()
+                     if final or now - self.logged_at.get(kind, now) >= self.seconds]
+            for kind, _ in ready:
+                del self.left_out[kind]
+                self.logged_at[kind] = now
+            return ready
+
+    def flush(self, *, final: bool = False) -> None:
+        """Report the counts that are due (``due``)."""
+        for kind, count in self.due(final=final):
+            self.report(kind, count)
+
+    def close(self) -> None:
+        """On shutdown: no timer any more, and every count not reported yet reported now."""
+        with self._lock:
+            timer, self._timer, self._loop = self._timer, None, None
+        if timer is not None:
+            timer.cancel()
+        self.flush(final=True)
+
+    def _arm_from_any_thread(self) -> None:
+        loop = self._loop
+        if loop is None:
             return
-        self._record(loop)
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._arm()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: ``close`` reports
+                loop.call_soon_threadsafe(self._arm)
 
-    def _record(self, loop: Any) -> None:
-        if self.pending is not None:
-            self.pending.cancel()
-            self.pending = None
-        if not self.unlogged:
-            return
+    def _arm(self) -> None:
+        """(On the loop) set the timer for the earliest count that will be due."""
+        with self._lock:
+            self._arming = False
+            loop = self._loop
+            if loop is None or self._timer is not None or not self.left_out:
+                return
+            when = min(self.logged_at.get(kind, 0.0) for kind in self.left_out) + self.seconds
+            self._timer = loop.call_later(max(0.0, when - self.clock()), self._fire)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.flush()
+        self._arm()  # counts of kinds not due yet
+
+
+#: The kind of record ``_LogLimiter`` counts the refused connections under.
+REFUSED = "refused"
+
+
+def _log_refused(limit: int) -> Callable[[str, int], None]:
+    """Logs ``count`` connections refused for ``--max-connections`` (``limit``)."""
+    def report(_kind: str, count: int) -> None:
         _log.warning("wingman mcp: refused %d connection(s) with 503: already serving the "
-                     "maximum of %d (--max-connections)", self.unlogged, self.limit,
-                     extra={"refused": self.unlogged, "max_connections": self.limit})
-        self.unlogged, self.logged_at = 0, loop.time()
+                     "maximum of %d (--max-connections)", count, limit,
+                     extra={"refused": count, "max_connections": limit})
+    return report
+
+
+def _report_left_out(kind: str, count: int) -> None:
+    """Logs that ``count`` per-request records of ``kind`` were left out since the last."""
+    _log.warning("wingman mcp: %d more record(s) starting %r since the last such record, not "
+                 "logged", count, kind, extra={"left_out": count, "kind": kind})
 
 
 #: The records the web server and the MCP SDK log at warning for one request each, by how
@@ -1262,28 +1358,24 @@ class _PerRequestRecords(logging.Filter):
     kind, then at most one every ``REFUSAL_LOG_SECONDS``, that one saying how many were left
     out since (``left_out``), each cut to ``PER_REQUEST_RECORD_MAX`` characters: a client
     sending malformed requests in a loop cannot flood the log, as one opening connections in
-    a loop cannot (``_Refusals``)."""
+    a loop cannot. Those left out after the last record of their kind are logged as a count
+    when no record follows (``_LogLimiter``)."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, limiter: _LogLimiter) -> None:
         super().__init__()
-        self.clock = clock
-        self.logged_at: dict[str, float] = {}
-        self.left_out: dict[str, int] = {}
+        self.limiter = limiter
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.msg if isinstance(record.msg, str) else ""
         kind = next((k for k in PER_REQUEST_RECORDS if text.startswith(k)), None)
         if kind is None:
             return True
-        now, last = self.clock(), self.logged_at.get(kind)
-        if last is not None and now - last < REFUSAL_LOG_SECONDS:
-            self.left_out[kind] = self.left_out.get(kind, 0) + 1
+        left_out = self.limiter.admit(kind)
+        if left_out is None:
             return False
-        self.logged_at[kind] = now
         said = record.getMessage()
         if len(said) > PER_REQUEST_RECORD_MAX:
             said = f"{said[:PER_REQUEST_RECORD_MAX]}... ({len(said)} characters)"
-        left_out = self.left_out.pop(kind, 0)
         if left_out:
             said += f" ({left_out} more since the last such record, not logged)"
             record.left_out = left_out
@@ -1291,18 +1383,19 @@ class _PerRequestRecords(logging.Filter):
         return True
 
 
-def _bounded_protocol(limits: McpHttpSettings) -> type[Any]:
+def _bounded_protocol(limits: McpHttpSettings, refusals: _LogLimiter) -> type[Any]:
     """uvicorn's HTTP/1.1 protocol, serving at most ``limits.max_connections`` connections at
     once and closing one that is idle for ``limits.idle_timeout_seconds`` or waits longer than
     ``HEAD_SECONDS`` for a request's headers.
 
     A connection beyond the limit is answered 503 with ``Retry-After`` as soon as it opens,
-    and closed once the client has closed it or after ``REFUSED_LINGER_SECONDS`` (``_Refusals``
-    logs it): held open until its request came, each would keep a file descriptor, and enough
-    of them (from one client or many) the process's last one. An idle connection (nothing of
-    a request sent since it opened, or since the previous answer) is closed after the idle
-    timeout: uvicorn times out only one idle after a response (``timeout_keep_alive``, set to
-    the same), not one that never sent a byte.
+    and closed once the client has closed it or after ``REFUSED_LINGER_SECONDS``
+    (``refusals`` logs it: the first at once, then a count at most every
+    ``REFUSAL_LOG_SECONDS``): held open until its request came, each would keep a file
+    descriptor, and enough of them (from one client or many) the process's last one. An idle
+    connection (nothing of a request sent since it opened, or since the previous answer) is
+    closed after the idle timeout: uvicorn times out only one idle after a response
+    (``timeout_keep_alive``, set to the same), not one that never sent a byte.
 
     Nor does uvicorn time out one whose request headers never end: anyone who reaches the port
     could hold connections open with a few bytes each (the bearer check needs the headers, so
@@ -1313,7 +1406,7 @@ def _bounded_protocol(limits: McpHttpSettings) -> type[Any]:
     event stream too, or a body the app is reading) is not affected."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    refusals = _Refusals(limits.max_connections)
+    refused = _log_refused(limits.max_connections)
     busy = _busy_response(limits.max_connections)
     lingering: set[Any] = set()  # the refused connections kept ``REFUSED_LINGER_SECONDS``
 
@@ -1327,7 +1420,9 @@ def _bounded_protocol(limits: McpHttpSettings) -> type[Any]:
             super().connection_made(transport)  # counted in self.connections (all of them)
             if len(self.connections) - len(lingering) > limits.max_connections:
                 self._refused = True
-                refusals.refused(self.loop)
+                left_out = refusals.admit(REFUSED)
+                if left_out is not None:
+                    refused(REFUSED, left_out + 1)
                 transport.write(busy)
                 if len(lingering) >= max(limits.max_connections, REFUSED_LINGER_LEAST):
                     transport.close()  # a flood: no more descriptors held for it
@@ -1401,16 +1496,19 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
     import uvicorn
 
     app = _http_app(server, args, limits)
+    refusals = _LogLimiter(_log_refused(limits.max_connections))
     # log_config=None: uvicorn's records (a malformed request's "Invalid HTTP request
     # received.", a port in use) go through the root logger's handler, in the project's format
     # (``quiet_libraries`` sets their level), not through handlers of uvicorn's own; and no
     # ``server`` header names the web server in every answer
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None,
                             log_level=None, server_header=False, lifespan="on",
-                            http=_bounded_protocol(limits),
+                            http=_bounded_protocol(limits, refusals),
                             timeout_keep_alive=limits.idle_timeout_seconds)
     web = uvicorn.Server(config)
-    per_request = _PerRequestRecords(time.monotonic)
+    per_request = _PerRequestRecords(_LogLimiter(_report_left_out))
+    per_request.limiter.start(asyncio.get_running_loop())
+    refusals.start(asyncio.get_running_loop())
     for name in PER_REQUEST_LOGGERS:
         logging.getLogger(name).addFilter(per_request)
 
@@ -1441,6 +1539,8 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
             tg.cancel_scope.cancel()
             for name in PER_REQUEST_LOGGERS:
                 logging.getLogger(name).removeFilter(per_request)
+            refusals.close()  # the counts of the last bursts, not logged yet
+            per_request.limiter.close()
     if failed:
         raise ConfigError(f"cannot listen on {host}:{args.port} (the error above says why: the "
                           "port is in use, or the address is not this machine's); choose "

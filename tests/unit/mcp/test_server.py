@@ -1273,6 +1273,50 @@ def test_over_http_malformed_requests_in_a_loop_cannot_flood_the_log(tmp_path: P
                == ("left_out" in r) for r in invalid)
 
 
+def test_the_count_of_the_last_burst_of_malformed_requests_is_logged(tmp_path: Path) -> None:
+    # the requests left out after a record were counted only in the next record of their
+    # kind: a burst that none followed was never said to have happened
+    log: list[str] = []
+    with _serving_http(tmp_path, log=log, env={"WINGMAN_LOG_FORMAT": "json"}) as port:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                assert _answer_head(conn).startswith(b"HTTP/1.1 4")
+    records = _records(log[0])
+    invalid = [r for r in records if r["message"].startswith("Invalid HTTP request received.")]
+    assert len(invalid) == 1 and "left_out" not in invalid[0], invalid
+    counted = [r for r in records if r.get("kind") == "Invalid HTTP request received."]
+    assert [r["left_out"] for r in counted] == [2], records
+    assert counted[0]["message"] == (
+        "wingman mcp: 2 more record(s) starting 'Invalid HTTP request received.' since the "
+        "last such record, not logged")
+
+
+def test_a_log_limiter_lets_one_record_a_window_through_and_reports_every_count() -> None:
+    now = [100.0]
+    reported: list[tuple[str, int]] = []
+    limiter = mcp_server._LogLimiter(lambda kind, n: reported.append((kind, n)),
+                                     seconds=10.0, clock=lambda: now[0])
+    assert limiter.admit("a") == 0  # the first at once
+    assert [limiter.admit("a") for _ in range(3)] == [None] * 3  # counted
+    assert limiter.admit("b") == 0  # each kind its own window
+    now[0] = 109.9
+    limiter.flush()
+    assert reported == []  # not due yet
+    now[0] = 110.0
+    limiter.flush()
+    assert reported == [("a", 3)]  # due: reported though no record of its kind came
+    now[0] = 115.0
+    assert limiter.admit("a") is None  # the count's record was the kind's record
+    now[0] = 125.0
+    assert limiter.admit("a") == 1  # the next record says how many since
+    assert limiter.admit("a") is None
+    limiter.close()  # on shutdown: the last burst's count, however recent
+    assert reported == [("a", 3), ("a", 1)]
+    limiter.close()
+    assert reported == [("a", 3), ("a", 1)]  # each count once
+
+
 def test_over_stdio_every_line_on_stderr_is_a_json_record(tmp_path: Path) -> None:
     # stdout is the protocol; stderr, where the SDK and the server log, is the log
     with _serving_stdio(tmp_path, env={"WINGMAN_LOG_FORMAT": "json",
@@ -1345,7 +1389,14 @@ def _call(tool: str, args: dict[str, Any]) -> Any:
     # an integer too long for repr() (over 4300 digits) is described, not a crash's message
     ("request_approval", {"instruction": "x", "commands": ["kubectl get pods"],
                           "expires_after_seconds": 10 ** 5000},
-     "expires_after_seconds must be at most 604800, not an integer of over 300 digits")])
+     "expires_after_seconds must be at most 604800, not an integer of over 300 digits"),
+    # a number too large for a float is a number: "must be a number" said what it was not
+    ("get_request", {"name": "r", "wait_seconds": 10 ** 5000},
+     "wait_seconds must be between 0 and 50 seconds (a larger number waits 50 s), not an "
+     "integer of over 300 digits"),
+    ("get_result", {"grant": "g", "wait_seconds": 10 ** 309},
+     "wait_seconds must be between 0 and 50 seconds (a larger number waits 50 s), not an "
+     "integer of over 300 digits")])
 def test_a_wrongly_typed_argument_is_refused_naming_it_what_it_must_be_and_what_came(
         tool: str, args: dict[str, Any], says: str) -> None:
     result = _call(tool, args)
