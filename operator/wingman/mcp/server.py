@@ -1227,15 +1227,19 @@ class _LogLimiter:
     The first record of a kind is let through (``admit``); those that come in the ``seconds``
     after the last record of their kind are left out and counted. The count is reported by the
     next record of the kind let through (``admit`` returns it), or, when none comes, by a
-    record of its own once the ``seconds`` have passed (``report``, on a timer of the event
-    loop given to ``start``), and on shutdown by ``close``: the last burst's count is logged
-    too. A record of its own counts as the kind's record. Thread-safe."""
+    record of its own once ``quiet`` seconds (``seconds`` unless given) have passed since the
+    kind's last record (``report``, on a timer of the event loop given to ``start``), and on
+    shutdown by ``close``: the last burst's count is logged too. A record of its own counts as
+    the kind's record. With ``quiet`` longer than ``seconds``, a flood that goes on is logged
+    as records of its own kind (one a window, each with its count), the count's own record
+    only once it stopped. Thread-safe."""
 
     def __init__(self, report: Callable[[str, int], None], *,
-                 seconds: float = REFUSAL_LOG_SECONDS,
+                 seconds: float = REFUSAL_LOG_SECONDS, quiet: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.report = report
         self.seconds = seconds
+        self.quiet = seconds if quiet is None else quiet
         self.clock = clock
         self.logged_at: dict[str, float] = {}
         self.left_out: dict[str, int] = {}
@@ -1265,11 +1269,11 @@ class _LogLimiter:
 
     def due(self, *, final: bool = False) -> list[tuple[str, int]]:
         """The counts to report now (taken: their records are due), by kind: of the kinds whose
-        ``seconds`` since their last record have passed, or every kind's when ``final``."""
+        ``quiet`` seconds since their last record have passed, or every kind's when ``final``."""
         with self._lock:
             now = self.clock()
             ready = [(kind, count) for kind, count in self.left_out.items()
-                     if final or now - self.logged_at.get(kind, now) >= self.seconds]
+                     if final or now - self.logged_at.get(kind, now) >= self.quiet]
             for kind, _ in ready:
                 del self.left_out[kind]
                 self.logged_at[kind] = now
@@ -1309,7 +1313,7 @@ class _LogLimiter:
             loop = self._loop
             if loop is None or self._timer is not None or not self.left_out:
                 return
-            when = min(self.logged_at.get(kind, 0.0) for kind in self.left_out) + self.seconds
+            when = min(self.logged_at.get(kind, 0.0) for kind in self.left_out) + self.quiet
             self._timer = loop.call_later(max(0.0, when - self.clock()), self._fire)
 
     def _fire(self) -> None:
@@ -1330,6 +1334,16 @@ def _log_refused(limit: int) -> Callable[[str, int], None]:
                      "maximum of %d (--max-connections)", count, limit,
                      extra={"refused": count, "max_connections": limit})
     return report
+
+
+def _per_request_limiter(report: Callable[[str, int], None], *,
+                         clock: Callable[[], float] = time.monotonic) -> _LogLimiter:
+    """The limiter of the per-request records (``_PerRequestRecords``): one of a kind every
+    ``REFUSAL_LOG_SECONDS``, and a count's record of its own only after twice that with none
+    let through. Each record says what one request sent (which Host header was refused, say):
+    while a flood goes on, one still comes through each window, not only counts."""
+    return _LogLimiter(report, seconds=REFUSAL_LOG_SECONDS, quiet=2 * REFUSAL_LOG_SECONDS,
+                       clock=clock)
 
 
 def _report_left_out(kind: str, count: int) -> None:
@@ -1506,7 +1520,7 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
                             http=_bounded_protocol(limits, refusals),
                             timeout_keep_alive=limits.idle_timeout_seconds)
     web = uvicorn.Server(config)
-    per_request = _PerRequestRecords(_LogLimiter(_report_left_out))
+    per_request = _PerRequestRecords(_per_request_limiter(_report_left_out))
     per_request.limiter.start(asyncio.get_running_loop())
     refusals.start(asyncio.get_running_loop())
     for name in PER_REQUEST_LOGGERS:

@@ -1317,6 +1317,36 @@ def test_a_log_limiter_lets_one_record_a_window_through_and_reports_every_count(
     assert reported == [("a", 3), ("a", 1)]  # each count once
 
 
+def test_a_flood_of_malformed_requests_still_logs_one_of_them_each_window() -> None:
+    # the count's own record, due as the window ended, took the window of its kind: while the
+    # flood went on, no record of it came through again (a new Host header refused, say),
+    # only counts; one comes through each window, its count in it, as before the limiter
+    now = [100.0]
+    reported: list[tuple[str, int]] = []
+    limiter = mcp_server._per_request_limiter(lambda kind, n: reported.append((kind, n)),
+                                              clock=lambda: now[0])
+    window = mcp_server.REFUSAL_LOG_SECONDS
+    assert limiter.admit("a") == 0
+    for second in range(1, 3 * int(window)):
+        now[0] = 100.0 + second
+        limiter.flush()  # its timer, were it due
+        left_out = limiter.admit("a")
+        if second % int(window):
+            assert left_out is None, second
+        else:
+            assert left_out == int(window) - 1, second  # a record again, with its count
+    assert reported == []  # no record of a count of its own while records of it come
+    last = 100.0 + 2 * window  # the last record let through
+    now[0] = last + 2 * window - 1
+    limiter.flush()
+    assert reported == []
+    now[0] = last + 2 * window
+    limiter.flush()  # the flood over: its last count said, after a quiet window
+    assert reported == [("a", int(window) - 1)]
+    limiter.close()
+    assert reported == [("a", int(window) - 1)]
+
+
 def test_over_stdio_every_line_on_stderr_is_a_json_record(tmp_path: Path) -> None:
     # stdout is the protocol; stderr, where the SDK and the server log, is the log
     with _serving_stdio(tmp_path, env={"WINGMAN_LOG_FORMAT": "json",
