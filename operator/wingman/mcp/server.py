@@ -525,9 +525,15 @@ def _argument_error(model: type[BaseModel], error: Any, max_wait: float | None =
     if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool):
         # a number, but too large for one (over about 1.8e308): "must be a number" misleads
         if loc == ("wait_seconds",) and max_wait is not None:
-            return (f"{where} must be between 0 and {max_wait:g} seconds (a larger number "
-                    f"waits {max_wait:g} s), not {_sent(value)}")
-        return f"{where} must be a number below 1e308, not {_sent(value)}"
+            if value < 0:
+                return f"{where} must be at least 0, not {_sent(value)}"
+            # any number up to that is taken (one above ``max_wait`` waits that long): saying
+            # it must be at most ``max_wait`` would refuse what is not refused
+            return (f"{where} must be a number of seconds of at most about 1.8e308 (any above "
+                    f"{max_wait:g} waits {max_wait:g} s: send {max_wait:g}), not "
+                    f"{_sent(value)}")
+        return (f"{where} must be a number between about -1.8e308 and 1.8e308, not "
+                f"{_sent(value)}")
     if kind in _MUST_BE:
         return f"{where} must be {_MUST_BE[kind]}, not {_sent(value)}"
     if kind == "missing":

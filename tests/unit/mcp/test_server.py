@@ -1421,12 +1421,15 @@ def _call(tool: str, args: dict[str, Any]) -> Any:
                           "expires_after_seconds": 10 ** 5000},
      "expires_after_seconds must be at most 604800, not an integer of over 300 digits"),
     # a number too large for a float is a number: "must be a number" said what it was not
+    # and is no bound of 50 either: 60 or 1e300 is taken, and waits 50 s
     ("get_request", {"name": "r", "wait_seconds": 10 ** 5000},
-     "wait_seconds must be between 0 and 50 seconds (a larger number waits 50 s), not an "
-     "integer of over 300 digits"),
+     "wait_seconds must be a number of seconds of at most about 1.8e308 (any above 50 waits "
+     "50 s: send 50), not an integer of over 300 digits"),
     ("get_result", {"grant": "g", "wait_seconds": 10 ** 309},
-     "wait_seconds must be between 0 and 50 seconds (a larger number waits 50 s), not an "
-     "integer of over 300 digits")])
+     "wait_seconds must be a number of seconds of at most about 1.8e308 (any above 50 waits "
+     "50 s: send 50), not an integer of over 300 digits"),
+    ("get_result", {"grant": "g", "wait_seconds": -10 ** 309},
+     "wait_seconds must be at least 0, not an integer of over 300 digits")])
 def test_a_wrongly_typed_argument_is_refused_naming_it_what_it_must_be_and_what_came(
         tool: str, args: dict[str, Any], says: str) -> None:
     result = _call(tool, args)
