@@ -364,6 +364,39 @@ def test_the_async_loop_makes_the_same_tries() -> None:
     assert len(onces) == 3  # the tries' limit
 
 
+def test_a_cancelled_async_call_is_cancelled_not_made_again() -> None:
+    # a service stopping (SIGTERM cancels its tasks) must not wait out the budget: the
+    # cancellation goes through the loop, in a try or in a pause, never taken as a failure
+    tries: list[float] = []
+    in_pause = [True]
+
+    async def hangs(once: float) -> str:
+        tries.append(once)
+        if len(tries) == 1:
+            raise UNREACHABLE  # then a pause: cancelled in it
+        if len(tries) == 2 and not in_pause[0]:
+            await asyncio.Event().wait()  # cancelled in the try
+        return "made again"  # a cancellation taken as a failure
+
+    async def cancelled_in(pauses: bool) -> None:
+        in_pause[0] = pauses
+        policy = RetryPolicy(budget=1e6, first_delay=1e5 if pauses else 0.0,
+                             call_seconds=5.0, call_min_seconds=0.5, conflicts=True)
+        tries.clear()
+        task = asyncio.create_task(call_retried_async(policy, hangs))
+        while len(tries) < (1 if pauses else 2):
+            await asyncio.sleep(0)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(tries) == (1 if pauses else 2)
+
+    asyncio.run(cancelled_in(pauses=True))
+    asyncio.run(cancelled_in(pauses=False))
+
+
 def test_the_api_servers_date_is_read_as_utc() -> None:
     assert server_date("Thu, 03 Dec 2026 22:30:05 GMT") == dt.datetime(
         2026, 12, 3, 22, 30, 5, tzinfo=dt.UTC)
