@@ -107,7 +107,9 @@ from wingman.kube import (
     Kube,
     RetryPolicy,
     call_retried,
+    retry_pause,
     transient,
+    try_seconds,
 )
 from wingman.model import grants as grant_rules
 from wingman.model import names
@@ -236,13 +238,14 @@ class _Run:
         :func:`_own_running`)."""
         assert self.kube is not None
         s = self.settings
+        policy = RetryPolicy(budget=seconds, first_delay=STATUS_RETRY_FIRST_DELAY,
+                             call_seconds=API_CALL_SECONDS,
+                             call_min_seconds=JOB_READ_CALL_MIN_SECONDS)
         give_up = time.monotonic() + seconds
-        delay = STATUS_RETRY_FIRST_DELAY
-        conflicts = 0
+        conflicts = tries = 0
 
         def once() -> float:
-            return min(API_CALL_SECONDS,
-                       max(JOB_READ_CALL_MIN_SECONDS, give_up - time.monotonic()))
+            return try_seconds(policy, give_up - time.monotonic())
 
         while True:
             try:
@@ -268,9 +271,9 @@ class _Run:
                 failed: WingmanError = exc
             except WingmanError as exc:
                 failed = exc
-            pause = _pause(failed, delay)
-            if (not transient(failed) or give_up - time.monotonic() < pause
-                    or (until_stopped and executors.TERMINATION.requested)):
+            tries += 1
+            pause = retry_pause(policy, failed, tries, give_up - time.monotonic())
+            if pause is None or (until_stopped and executors.TERMINATION.requested):
                 raise failed
             self.log("StatusWriteRetried", level="warning", reason=failed.reason,
                      message=f"writing the grant's status failed ({failed.message}); trying "
@@ -280,7 +283,6 @@ class _Run:
                     raise failed
             else:
                 time.sleep(pause)
-            delay *= 2
 
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
