@@ -67,9 +67,11 @@ JEMALLOC = "libjemalloc.so.2"
 #: mallctl: every arena (jemalloc's MALLCTL_ARENAS_ALL).
 _ALL_ARENAS = 4096
 #: How long ``release`` purges again while jemalloc's background thread has a purge under
-#: way (jemalloc then returns at once without purging), and how few dirty pages are settled.
+#: way (jemalloc then returns at once without purging), and how little dirty memory is settled
+#: (in bytes: jemalloc counts dirty pages of its own page size, 4 KiB on x86-64 but 16 or
+#: 64 KiB on some arm64 builds).
 RELEASE_WAIT_SECONDS = 1.0
-_SETTLED_PAGES = 256
+_SETTLED_BYTES = 1 << 20
 
 log = logging.getLogger("wingman.operator.memory")
 
@@ -236,23 +238,46 @@ def release() -> bool:
 def _purge_jemalloc(mallctl: Any) -> bool:
     """Purge every arena until its freed pages are gone. While the background thread purges
     (its decay), jemalloc's ``purge`` returns at once having purged nothing, so the dirty
-    pages are read back and the purge tried again for up to ``RELEASE_WAIT_SECONDS`` (a
-    build without statistics: purged once)."""
+    pages are read back and the purge tried again, for up to ``RELEASE_WAIT_SECONDS``, while
+    a purge left them as they were (``purged``); a purge that ran is not repeated, even when
+    other threads dirty new pages meanwhile (a build without statistics: purged once)."""
     deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+    page = _page_size(mallctl)
     while True:
+        before = _dirty_pages(mallctl)
         if mallctl(f"arena.{_ALL_ARENAS}.purge".encode(), None, None, None,
                    ctypes.c_size_t(0)) != 0:
             return False
-        dirty = _dirty_pages(mallctl)
-        if dirty is None or dirty <= _SETTLED_PAGES or time.monotonic() >= deadline:
+        after = _dirty_pages(mallctl)
+        if (before is None or after is None or page is None or purged(before, after, page)
+                or time.monotonic() >= deadline):
             return True
         time.sleep(0.005)
+
+
+def purged(before: int, after: int, page: int) -> bool:
+    """Whether a jemalloc purge ran, from the dirty pages (of ``page`` bytes) before and after
+    it (pure): it did when at most ``_SETTLED_BYTES`` are left, or less than half of those
+    before it (what other threads freed meanwhile is not the purge's to wait for); a purge
+    skipped while the background thread purges leaves them as they were."""
+    return after * page <= _SETTLED_BYTES or after < before / 2
+
+
+def _page_size(mallctl: Any) -> int | None:
+    """jemalloc's page size (``arenas.page``), in which it counts dirty pages; None unread."""
+    page = ctypes.c_size_t(0)
+    size = ctypes.c_size_t(ctypes.sizeof(page))
+    if mallctl(b"arenas.page", ctypes.byref(page), ctypes.byref(size), None,
+               ctypes.c_size_t(0)) != 0 or page.value <= 0:
+        return None
+    return page.value
 
 
 def _dirty_pages(mallctl: Any) -> int | None:
     """jemalloc's freed pages not yet given back, over every arena; None without statistics."""
     epoch = ctypes.c_uint64(1)
-    if mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.c_size_t(8)) != 0:
+    if mallctl(b"epoch", None, None, ctypes.byref(epoch),
+               ctypes.c_size_t(ctypes.sizeof(epoch))) != 0:
         return None
     pages = ctypes.c_size_t(0)
     size = ctypes.c_size_t(ctypes.sizeof(pages))
@@ -263,5 +288,5 @@ def _dirty_pages(mallctl: Any) -> int | None:
 
 
 __all__ = ["JEMALLOC", "JEMALLOC_CONF", "MALLOC_ARENAS", "M_ARENA_MAX", "NO_TCACHE", "active",
-           "find_jemalloc", "limit_arenas", "other_allocators", "reexec_env", "refusal",
+           "find_jemalloc", "limit_arenas", "other_allocators", "purged", "reexec_env", "refusal",
            "release", "tunables", "use_malloc", "warn_other_allocators"]

@@ -340,3 +340,20 @@ def test_the_operator_refuses_to_start_without_the_jemalloc_asked_for(tmp_path: 
     assert out.returncode == 2, out.stderr
     assert "cannot start: WINGMAN_ALLOCATOR=jemalloc, but the operator runs on python" in \
         out.stderr
+
+
+def test_a_purge_that_ran_is_not_repeated_while_other_threads_dirty_new_pages() -> None:
+    """``release`` purges jemalloc again only while a purge was skipped (its background
+    thread purging), not for a second on end because the operator's threads free memory
+    meanwhile; how much is left is judged in bytes, not in jemalloc's pages."""
+    kib = 1024
+    # skipped: the burst's dirty pages are all still there (or nearly)
+    assert not memory.purged(20_000, 20_000, 4 * kib)
+    assert not memory.purged(20_000, 19_000, 4 * kib)
+    # ran: little left, whatever was dirty before
+    assert memory.purged(20_000, 100, 4 * kib)
+    # ran, while other threads freed 2 MiB meanwhile: not purged again
+    assert memory.purged(20_000, 512, 4 * kib)
+    # 256 pages of 64 KiB (arm64 builds) are 16 MiB: a skipped purge, not a settled one
+    assert not memory.purged(300, 256, 64 * kib)
+    assert memory.purged(300, 16, 64 * kib)
