@@ -57,3 +57,64 @@ def test_a_second_ctrl_c_does_not_kill_what_the_clean_up_runs(runner: str) -> No
     assert out.strip() == "child 0 finished", err
     assert proc.returncode == 0
     assert "SIGINT ignored: clean-up in progress" in err
+
+
+# a command in flight that started a process of its own (a CLI's plugin, a mount helper)
+IN_FLIGHT = """
+import signal, subprocess, sys
+from wingman.dev import processes
+from wingman.dev.run import stopping_on_signals
+
+grandchild = (
+    "import subprocess, sys, time; "
+    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+    "open(sys.argv[1], 'w').write(str(p.pid)); time.sleep(600)")
+with stopping_on_signals():
+    try:
+        processes.run_apart([sys.executable, "-c", grandchild, sys.argv[1]],
+                            capture_output=True, text=True, timeout=600)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (gone, or a zombie not yet reaped by init)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_the_first_ctrl_c_ends_the_command_in_flight_and_what_it_started(
+        tmp_path: Path) -> None:
+    """In a session of its own the command no longer gets the terminal's Ctrl-C: interrupted,
+    ``run_apart`` ends its whole process group, not only the command (whose own children
+    would be left running, out of the terminal's reach)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(OPERATOR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+    pid_file = tmp_path / "grandchild.pid"
+    proc = subprocess.Popen([sys.executable, "-c", IN_FLIGHT, str(pid_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    grandchild = None
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.is_file() or not pid_file.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.05)
+        grandchild = int(pid_file.read_text())
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal's group
+        out, err = proc.communicate(timeout=30)
+        assert out.strip() == "interrupted", err
+        deadline = time.monotonic() + 10
+        while not _gone(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(grandchild)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if grandchild is not None and not _gone(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
