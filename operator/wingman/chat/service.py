@@ -335,9 +335,10 @@ class ChatService:
 
     async def _save(self) -> None:
         """Write the state, one save at a time, each with the state as it is then: up to
-        ``SAVE_TRIES`` tries, a new one only after a failure that may pass or a Conflict and
-        while ``SAVE_BUDGET_SECONDS`` have not passed, each call bounded
-        (``STATE_CALL_SECONDS``); else the last error (``save_policy``)."""
+        ``SAVE_TRIES`` tries, a new one only after a failure that may pass or a Conflict, after
+        a pause doubling from ``SAVE_RETRY_SECONDS`` (or as long as the answer's
+        ``Retry-After`` asks) that ends before ``SAVE_BUDGET_SECONDS`` have passed, each call
+        bounded (``STATE_CALL_SECONDS``); else the last error (``save_policy``)."""
         async with self._save_lock:
             await call_retried_async(save_policy(), self._save_once, retrying=_save_retrying)
 
