@@ -533,7 +533,11 @@ class Kube:
         all, instead of the client's ``timeout`` per try and the HTTP library's own silent
         retries: for a caller that has a budget and retries itself, so a call held up counts
         as a failure that may pass, within the budget. A write given up so has no definite
-        outcome: the API server may have applied it."""
+        outcome: the API server may have applied it. Such a call reads at most
+        ``MAX_ANSWER_BYTES`` of the answer (past it ``AnswerTooLarge``) and follows no
+        redirect (``UnusableAnswer``); any call answered with a success whose body is neither
+        empty nor a JSON object or array fails as ``UnusableAnswer``: both ``ClusterError``,
+        no answer."""
         if once is None:
             once = self.call_seconds
         url = self.api.configuration.host + path

@@ -143,9 +143,10 @@ tried again within the budget, not one that takes the client's own 30 s timeout 
 JOB_READ_CALL_MIN_SECONDS = 0.5
 API_CALL_SECONDS = 5.0
 """How long any other one call of the gateway to the API server may wait for it (connecting,
-sending, the whole answer, however slowly it comes: a deadline for the call, not a timeout of
-each socket read): one try (``Kube.call_seconds``), none of the HTTP library's silent
-retries, given up as a failure with no answer. A check whose read gets none refuses (nothing
+the TLS handshake, sending, the whole answer, however slowly it comes, and at most
+``kube.MAX_ANSWER_BYTES`` of it: a deadline for the call, not a timeout of each socket read):
+one try (``Kube.call_seconds``), none of the HTTP library's silent retries, given up as a
+failure with no answer. A check whose read gets none refuses (nothing
 runs on a check that could not be made); a write given up so may or may not have been applied.
 The checks before the command are all measured by the Job's deadline, taken again just before
 it starts; the writes after it have ``checks.RESULT_SECONDS``."""
