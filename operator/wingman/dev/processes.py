@@ -3,11 +3,12 @@
 A terminal's Ctrl-C goes to its whole foreground process group. ``stopping_on_signals``
 turns the first one into a clean-up and ignores the rest, but a child in our group would
 still get each of them: a second Ctrl-C during the clean-up killed the ``ctr tasks delete``
-or ``docker rm`` the clean-up was running, leaving containers behind. So every child the
-harness runs is started in a session of its own (``run_apart``, and ``start_new_session``
-for long-running ones); the first Ctrl-C still ends a command in flight, and what it
-started: ``run_apart`` kills the command's process group when interrupted. Imports nothing
-of Wingman.
+or ``docker rm`` the clean-up was running, leaving containers behind. So every command the
+clean-up runs (the docker CLI, the node's ``ctr``, ``ip`` and ``umount``: ``run_apart``) and
+the long-running processes it stops (the control plane, dockerd, the node's: each started
+with ``start_new_session``) are in a session of their own; the first Ctrl-C still ends a
+command in flight, and what it started: ``run_apart`` kills the command's process group when
+interrupted or past its timeout. Imports nothing of Wingman.
 """
 
 from __future__ import annotations
