@@ -1130,6 +1130,18 @@ def test_a_result_write_told_to_retry_after_the_budget_is_not_made_again_sooner(
     assert "429" in records[-1]["data"]["message"]
 
 
+def _assert_stopped_before_running(env: Env, proxy: FaultyApiProxy, g: Grant) -> None:
+    """The gateway, stopped while its write of Running waited, refuses ``GatewayTerminating``
+    without writing Running again: nothing ran, and the refusal's own write closed the grant."""
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    assert proxy.count("PATCH", _status_path(env, g)) == 2  # Running once, the refusal once
+    assert env.replicas() == 1
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "GatewayTerminating"), status
+    assert "recorded phase Running" in status["message"]
+    assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
+
+
 def test_a_pod_stopped_while_the_running_write_waits_out_a_retry_after_runs_nothing(
         env: Env, proxy: FaultyApiProxy, monkeypatch: pytest.MonkeyPatch,
         sigterm_dropped: None) -> None:
@@ -1146,13 +1158,7 @@ def test_a_pod_stopped_while_the_running_write_waits_out_a_retry_after_runs_noth
         return real(*args, **kwargs)
 
     monkeypatch.setattr(gateway_run, "running_status", and_the_pod_is_stopped)
-    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
-    assert proxy.count("PATCH", _status_path(env, g)) == 2  # Running once, the refusal once
-    assert env.replicas() == 1
-    status = env.grant(g.name)["status"]
-    assert (status["phase"], status["reason"]) == ("Failed", "GatewayTerminating"), status
-    assert "recorded phase Running" in status["message"]
-    assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
+    _assert_stopped_before_running(env, proxy, g)
 
 
 def test_a_pod_stopped_during_the_running_write_s_retry_after_pause_writes_no_running(
@@ -1173,13 +1179,7 @@ def test_a_pod_stopped_during_the_running_write_s_retry_after_pause_writes_no_ru
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(gateway_run._Run, "log", and_the_pod_is_stopped)
-    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
-    assert proxy.count("PATCH", _status_path(env, g)) == 2  # Running once, the refusal once
-    assert env.replicas() == 1
-    status = env.grant(g.name)["status"]
-    assert (status["phase"], status["reason"]) == ("Failed", "GatewayTerminating"), status
-    assert "recorded phase Running" in status["message"]
-    assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
+    _assert_stopped_before_running(env, proxy, g)
 
 
 def test_a_running_write_held_up_is_made_again_and_the_command_runs(
