@@ -588,9 +588,8 @@ class Kube:
                  f"{method} {path.split('?', 1)[0]} with {resp.status}")
         if not 200 <= resp.status < 300:  # a redirect (never followed), or a 1xx: no answer
             raise UnusableAnswer(
-                f"{where} {resp.reason or ''}, which an API server never answers: no answer "
-                "it can use (a write's outcome is unknown); check that the address is the API "
-                "server's (not a proxy or another service) and that it is healthy")
+                f"{where} {resp.reason or ''}, which an API server never answers: "
+                f"{_NO_USABLE_ANSWER}")
         date = server_date(resp.headers.get("Date"))
         if not data:
             return resp.status, {}, date
@@ -599,14 +598,11 @@ class Kube:
         except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested past reason
             raise UnusableAnswer(
                 f"{where} and a body that is not JSON ({type(exc).__name__}, {len(data)} "
-                "bytes): no answer it can use (a write's outcome is unknown); check that the "
-                "address is the API server's (not a proxy or another service) and that it is "
-                "healthy") from None
+                f"bytes): {_NO_USABLE_ANSWER}") from None
         if not isinstance(decoded, (dict, list)):
             raise UnusableAnswer(
-                f"{where} and JSON that is no object ({type(decoded).__name__}): no answer it "
-                "can use (a write's outcome is unknown); check that the address is the API "
-                "server's (not a proxy or another service) and that it is healthy")
+                f"{where} and JSON that is no object ({type(decoded).__name__}): "
+                f"{_NO_USABLE_ANSWER}")
         return resp.status, decoded if isinstance(decoded, dict) else {"items": decoded}, date
 
     # -- verbs ----------------------------------------------------------------------------
@@ -666,6 +662,10 @@ than any object such a call reads (a grant, an approval, a Secret, a Job, a Conf
 server stores none larger than about 1.5 MiB), far less than a broken or hostile server could
 send to exhaust the caller's memory."""
 _READ_CHUNK = 64 * 1024
+#: What the messages of an answer no API server gives say it means, and what to check.
+_CHECK_ADDRESS = ("check that the address is the API server's (not a proxy or another "
+                  "service) and that it is healthy")
+_NO_USABLE_ANSWER = f"no answer it can use (a write's outcome is unknown); {_CHECK_ADDRESS}"
 
 
 class UnusableAnswer(ClusterError):
@@ -693,9 +693,8 @@ def _read_capped(resp: Any, method: str, path: str, host: str) -> bytes:
         return AnswerTooLarge(
             f"the API server at {shown_url(host)} answered {method} "
             f"{path.split('?', 1)[0]} with more than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB, "
-            "more than any object Wingman reads: no answer it can use, read no further; "
-            "check that the address is the API server's (not a proxy or another service) "
-            "and that it is healthy")
+            f"more than any object Wingman reads: no answer it can use, read no further; "
+            f"{_CHECK_ADDRESS}")
 
     chunks: list[bytes] = []
     size = 0
