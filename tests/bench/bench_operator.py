@@ -48,6 +48,7 @@ SIGTERM, SIGHUP) after stopping everything it started.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -81,6 +82,7 @@ from support.chart import (
 from support.operator import OperatorProcess
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.run import stopping_on_signals
+from wingman.model import names
 
 GROUP, VERSION = "wingman.dev", "v1alpha1"
 #: The exit code of a run that finished but missed a target (1: it failed; 130: stopped).
@@ -247,6 +249,85 @@ class ApiRequests:
         return counts
 
 
+#: An object's first successful write of a kind, from the API server's audit log: when the
+#: request arrived and when it was answered (the API server's clock, seconds)
+Written = dict[str, tuple[float, float]]
+
+
+def first_writes(path: Path, offset: int, namespace: str
+                 ) -> dict[tuple[str, str, str], Written]:
+    """The first successful (2xx) request of each verb on each object of ``namespace`` in the
+    API server's audit log from byte ``offset``, by (verb, resource[/subresource], user)."""
+    out: dict[tuple[str, str, str], Written] = {}
+    needle = f'"namespace":"{namespace}"'.encode()
+    with path.open("rb") as f:
+        f.seek(offset)
+        for raw in f:
+            if needle not in raw:
+                continue
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                continue
+            ref = ev.get("objectRef") or {}
+            code = (ev.get("responseStatus") or {}).get("code", 0)
+            if ev.get("stage") != "ResponseComplete" or not 200 <= code < 300 or \
+                    ref.get("namespace") != namespace or not ref.get("name"):
+                continue
+            res = ref.get("resource", "?") + (f"/{ref['subresource']}"
+                                              if ref.get("subresource") else "")
+            times = (_audit_time(ev["requestReceivedTimestamp"]),
+                     _audit_time(ev["stageTimestamp"]))
+            out.setdefault((ev.get("verb", "?"), res, ev.get("user", {}).get("username", "?")),
+                           {}).setdefault(ref["name"], times)
+    return out
+
+
+def _audit_time(stamp: str) -> float:
+    return dt.datetime.fromisoformat(stamp).timestamp()
+
+
+def _writes(writes: dict[tuple[str, str, str], Written], verb: str, resource: str,
+            user: str | None = None) -> Written:
+    """The first of ``writes`` of one verb and resource (by ``user``, or anyone's) per object."""
+    out: Written = {}
+    for (v, r, u), objects in writes.items():
+        if v == verb and r == resource and user in (None, u):
+            for name, times in objects.items():
+                if name not in out or times < out[name]:
+                    out[name] = times
+    return out
+
+
+def written_latencies(writes: dict[tuple[str, str, str], Written], operator: str
+                      ) -> dict[str, list[float]]:
+    """What the API server saw, from each create's arrival to the answer of the operator's
+    write (seconds, sorted): ``consensus`` (the request's first status write: its review),
+    ``job-created`` (the grant's Job) and, where there are token Secrets, ``released`` (the
+    last of the Job, the token Secret and the grant's first status write, ``TokenIssued``).
+    No watch is in between: the bench's own watches deliver late when the bench is busy."""
+    requests, grants = (_writes(writes, "create", "approvalrequests"),
+                        _writes(writes, "create", "executiongrants"))
+    reviewed = _writes(writes, "patch", "approvalrequests/status", operator)
+    jobs = _writes(writes, "create", "jobs", operator)
+    issued = _writes(writes, "patch", "executiongrants/status", operator)
+    grant_of = {names.job_name(g): g for g in grants}
+    tokens: dict[str, float] = {}
+    for name, (_, answered) in _writes(writes, "create", "secrets", operator).items():
+        job, sep, _nonce = name.rpartition("-token-")
+        if sep and job in grant_of:
+            tokens.setdefault(grant_of[job], answered)
+    out = {"consensus": sorted(reviewed[r][1] - requests[r][0] for r in requests
+                               if r in reviewed),
+           "job-created": sorted(jobs[names.job_name(g)][1] - grants[g][0] for g in grants
+                                 if names.job_name(g) in jobs)}
+    if tokens:
+        out["released"] = sorted(
+            max(jobs[names.job_name(g)][1], tokens[g], issued[g][1]) - grants[g][0]
+            for g in grants if names.job_name(g) in jobs and g in tokens and g in issued)
+    return out
+
+
 @dataclass
 class Timeline:
     """When each object was created (client clock) and when each effect was first seen."""
@@ -299,10 +380,12 @@ def _stream(api: client.ApiClient, ns: str, stop: threading.Event, kind: str,
     version: str | None = None
     while not stop.is_set():
         try:
-            for event in watch.Watch().stream(fn, namespace=ns, timeout_seconds=5,
-                                              resource_version=version, **extra):
+            # every object as the JSON it came as: the client's models (a V1Job or V1Secret
+            # built and turned back into a dict) cost about 0.4-0.8 ms an event, several
+            # times a grant, and a bench that falls behind its own watches times its lag
+            for event in watch.Watch(return_type=object).stream(
+                    fn, namespace=ns, timeout_seconds=5, resource_version=version, **extra):
                 obj = event["object"]
-                obj = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
                 version = (obj.get("metadata") or {}).get("resourceVersion") or version
                 on_event(event["type"], obj)
                 if stop.is_set():
@@ -726,6 +809,7 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
             with watching(clients.admin_api, ns, timeline):
                 progress(f"{label}: {count} requests")
                 end = phase(cluster, audit, op)
+                since = audit.offset
                 profiled("requests")
                 burst(timeline, workers, requests, lambda n: clients.create_request(ns, n))
                 if not wait_until(lambda: timeline.count(done_key) >= count, 900):
@@ -749,6 +833,15 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
                     lat = timeline.latencies("released")
                     out["job_released_ms"] = {p: pct(lat, p) for p in (50, 95, 99)}
                     out["job_released_n"] = len(lat)
+                # the same moments as the API server answered them (its audit log, read
+                # once the phase's requests are counted: the log has caught up)
+                written = written_latencies(first_writes(audit.path, since, ns), op.user)
+                if label == "real":
+                    written.setdefault("released", [])
+                for what, lat in written.items():
+                    key = what.replace("-", "_")
+                    out[f"{key}_written_ms"] = {p: pct(lat, p) for p in (50, 95, 99)}
+                    out[f"{key}_written_n"] = len(lat)
             out["rss_peak_mib"] = sampler.peak
             if label == "real":
                 progress(f"{label}: waiting for expiry and retention")
@@ -863,14 +956,18 @@ def _per_object(phase: str, kind: str) -> Figure:
 
 
 #: (row, the real operator's figure, the no-op's figure); the no-op has no "released": its
-#: Job created is the floor the real operator's Job released is compared with
+#: Job created is the floor the real operator's Job released is compared with. The latencies
+#: as the API server answered the writes (its audit log: what the targets judge), then as the
+#: bench's watches saw them (later by however far the bench's own watches lag)
 ROWS: list[tuple[str, Figure, Figure]] = [
-    *[(f"create→consensus p{p} ms", _at("consensus_ms", p), _at("consensus_ms", p))
-      for p in (50, 95, 99)],
-    *[(f"grant→Job created p{p} ms", _at("job_created_ms", p), _at("job_created_ms", p))
-      for p in (50, 95, 99)],
-    *[(f"grant→Job released p{p} ms", _at("job_released_ms", p), _at("job_created_ms", p))
-      for p in (50, 95, 99)],
+    *[row for suffix, seen in (("_written_ms", ""), ("_ms", " seen")) for row in (
+        *[(f"create→consensus{seen} p{p} ms", _at("consensus" + suffix, p),
+           _at("consensus" + suffix, p)) for p in (50, 95, 99)],
+        *[(f"grant→Job created{seen} p{p} ms", _at("job_created" + suffix, p),
+           _at("job_created" + suffix, p)) for p in (50, 95, 99)],
+        *[(f"grant→Job released{seen} p{p} ms",
+           _at(("released" if seen == "" else "job_released") + suffix, p),
+           _at("job_created" + suffix, p)) for p in (50, 95, 99)])],
     *[row for key in ("requests_phase", "grants_phase") for row in (
         (f"{key.split('_')[0]}: API requests/object", _total(key), _total(key)),
         (f"{key.split('_')[0]}: apiserver CPU s", _at(key, "apiserver_cpu"),
@@ -919,9 +1016,9 @@ def targets(reals: list[dict[str, Any]], noops: list[dict[str, Any]]
         return median(reals, ours) / max(1e-9, median(noops, floor))
     return [
         ("create→consensus p95 ≤ 1.5x no-op",
-         ratio(_at("consensus_ms", 95), _at("consensus_ms", 95)), 1.5),
+         ratio(_at("consensus_written_ms", 95), _at("consensus_written_ms", 95)), 1.5),
         ("grant→Job released p95 ≤ 3x no-op Job created p95",
-         ratio(_at("job_released_ms", 95), _at("job_created_ms", 95)), 3.0),
+         ratio(_at("released_written_ms", 95), _at("job_created_written_ms", 95)), 3.0),
         ("API requests per grant ≤ 3x no-op",
          ratio(_total("grants_phase"), _total("grants_phase")), 3.0),
         ("operator peak RSS ≤ 150 MiB", median(reals, _at("rss_peak_mib")) / 150, 1.0),
@@ -976,6 +1073,12 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> list[str
             per = _per_object(key, k)
             column = f"{median(noops, per):>8.2f}" if noops else f"{'—':>8}"
             print(f"  {k:<40}{median(reals, per):>8.2f}{column}")
+    unwritten = sorted({f"{side} {key[:-len('_written_n')]}" for side, runs in (
+        ("wingman", reals), ("no-op", noops)) for r in runs for key, value in r.items()
+        if key.endswith("_written_n") and value < r["count"]})
+    if unwritten:
+        print(f"\nWARNING: the API server's audit log holds fewer than {n} of: "
+              f"{', '.join(unwritten)}; those latencies are over what it holds")
     short = [r["grants_phase"]["requests"].get("create jobs", 0) for r in noops
              if r["grants_phase"]["requests"].get("create jobs", 0) < r["count"]]
     if short:
