@@ -24,7 +24,11 @@ gateway or the preview):
 4. (real operator, ``--execute``) a separate release with the node harness running gateway
    pods: grant → Succeeded.
 
-Printed side by side: latency percentiles, API requests per object by verb/resource,
+Latencies are read twice: as the API server answered the writes (its audit log: from a
+create's arrival to the answer of the operator's write; what the targets judge) and, as
+``seen``, as the bench's own watches saw them (later by however far the bench lags behind its
+watches while it creates a burst). Printed side by side: latency percentiles, API requests per
+object by verb/resource,
 kube-apiserver and operator CPU seconds per phase, operator RSS (idle, peak, after
 retention), and the issue's targets with their measured ratios; for the real operator, where
 its time went in the requests and grants phases (its step metrics, scraped before and after
