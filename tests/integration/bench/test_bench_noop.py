@@ -36,15 +36,21 @@ def test_the_no_op_floor_does_its_work_under_the_charts_admission(
                    values=bench.BENCH_VALUES):
         clients = bench.Clients(cluster)
         noop = bench.start_noop(cluster, ns, tmp_path)
+        timeline = bench.Timeline()
         try:
             assert noop.user == f"system:serviceaccount:{ns}:{bench.NOOP_ACCOUNT}"
-            clients.create_request(ns, "r1")
-            _until("reviewed the request", lambda: (cluster.kubectl(
-                "get", "approvalrequest", "r1", "-n", ns, "-o", "jsonpath={.status.phase}",
-                check=False).stdout == "Reviewing"))
-            clients.create_grant(ns, "g1", "r1")
-            _until("created the grant's Job", lambda: cluster.kubectl(
-                "get", "job", "g1-gw", "-n", ns, check=False).returncode == 0)
+            with bench.watching(clients.admin_api, ns, timeline):
+                clients.create_request(ns, "r1")
+                _until("reviewed the request", lambda: (cluster.kubectl(
+                    "get", "approvalrequest", "r1", "-n", ns, "-o", "jsonpath={.status.phase}",
+                    check=False).stdout == "Reviewing"))
+                clients.create_grant(ns, "g1", "r1")
+                _until("created the grant's Job", lambda: cluster.kubectl(
+                    "get", "job", "g1-gw", "-n", ns, check=False).returncode == 0)
+                # the bench's own watches (objects taken as JSON) saw both, as the bench times
+                _until("was seen by the bench's watches", lambda: "r1" in timeline.seen.get(
+                    "reviewing", {}) and "g1" in timeline.seen.get("job-created", {}), 30)
+            assert "g1" not in timeline.seen.get("job-released", {})  # the no-op's is suspended
         finally:
             noop.stop()
         log = (tmp_path / "noop.log").read_text(errors="replace")
