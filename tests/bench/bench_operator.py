@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import statistics
@@ -995,7 +996,12 @@ def _step(phase: str, step: str, field: str) -> Figure:
 
 
 def median(runs: list[dict[str, Any]], figure: Figure) -> float:
-    return float(statistics.median(figure(r) for r in runs))
+    """The median over the runs; NaN when a run has no such figure (no object measured):
+    sorting NaN among numbers would make the median whatever the order left in the middle."""
+    values = [figure(r) for r in runs]
+    if any(math.isnan(v) for v in values):
+        return float("nan")
+    return float(statistics.median(values))
 
 
 def spread(runs: list[dict[str, Any]], figure: Figure) -> str:
@@ -1095,10 +1101,12 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> list[str
         if value is None:
             print(f"  n/a   {name}: no no-op run (--skip-noop)")
         else:
-            if value > limit:
+            # no figure (NaN: nothing measured) compares below every limit: a miss, too
+            met = value <= limit
+            if not met:
                 missed.append(name)
-            print(f"  {'PASS' if value <= limit else 'MISS'}  {name}: {value:.2f} "
-                  f"(limit {limit})")
+            shown = "no figure" if math.isnan(value) else f"{value:.2f}"
+            print(f"  {'PASS' if met else 'MISS'}  {name}: {shown} (limit {limit})")
     return missed
 
 

@@ -266,3 +266,21 @@ def test_without_token_secrets_nothing_is_released(tmp_path: Path) -> None:
     got = bench.written_latencies(bench.first_writes(log, 0, "bench"), "noop")
     assert got["job-created"] == pytest.approx([0.4])
     assert "released" not in got
+
+
+def test_a_target_without_a_figure_is_missed_not_passed(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """No grant released in the audit log (or in one of the runs) is no figure: NaN compares
+    below every limit, so it must not read as a pass."""
+    nan = float("nan")
+    noops = [run(100, 0, 400, 100, 100)] * 3
+    none = run(100, 900, 0, 300, 140)
+    none["released_written_ms"] = {50: nan, 95: nan, 99: nan}
+    target = "grant→Job released p95 ≤ 3x no-op Job created p95"
+    assert bench.report([none], noops) == [target]
+    out = capsys.readouterr().out
+    assert f"MISS  {target}: no figure (limit 3.0)" in out
+    # one run of three without it: not a median of the other two
+    for order in ([none, run(100, 900, 0, 300, 140), run(100, 900, 0, 300, 140)],
+                  [run(100, 900, 0, 300, 140), none, run(100, 900, 0, 300, 140)]):
+        assert bench.report(order, noops) == [target]
