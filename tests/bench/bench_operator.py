@@ -1036,6 +1036,23 @@ def targets(reals: list[dict[str, Any]], noops: list[dict[str, Any]]
     ]
 
 
+#: the latencies read from the audit log: (key, the row's name, the watch-seen count's key)
+WRITTEN = (("consensus", "create→consensus", "consensus_n"),
+           ("job_created", "grant→Job created", "job_created_n"),
+           ("released", "grant→Job released", "job_released_n"))
+
+
+def short_of_writes(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> list[str]:
+    """Each latency row of a run over fewer writes than objects: its side and row, the writes
+    the audit log held and the objects the watches saw, of the objects created."""
+    return list(dict.fromkeys(
+        f"{side} {row}: {r[key + '_written_n']} written, {r.get(seen, '?')} seen, "
+        f"of {r['count']}"
+        for side, runs in (("wingman", reals), ("no-op", noops)) for r in runs
+        for key, row, seen in WRITTEN
+        if r.get(key + "_written_n", r["count"]) < r["count"]))
+
+
 def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> list[str]:
     """The medians of the runs side by side (the real operator's range beside them when there
     was more than one run); no-op columns and ratio targets are left out without a no-op.
@@ -1083,12 +1100,12 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> list[str
             per = _per_object(key, k)
             column = f"{median(noops, per):>8.2f}" if noops else f"{'—':>8}"
             print(f"  {k:<40}{median(reals, per):>8.2f}{column}")
-    unwritten = sorted({f"{side} {key[:-len('_written_n')]}" for side, runs in (
-        ("wingman", reals), ("no-op", noops)) for r in runs for key, value in r.items()
-        if key.endswith("_written_n") and value < r["count"]})
+    unwritten = short_of_writes(reals, noops)
     if unwritten:
-        print(f"\nWARNING: the API server's audit log holds fewer than {n} of: "
-              f"{', '.join(unwritten)}; those latencies are over what it holds")
+        print("\nWARNING: the API server's audit log holds fewer of these writes than there "
+              f"were objects ({'; '.join(unwritten)}): those latency rows are over the writes "
+              "it holds. Where as few were seen, the operator did not make the rest in time; "
+              "where more were seen, audit events were dropped or late")
     short = [r["grants_phase"]["requests"].get("create jobs", 0) for r in noops
              if r["grants_phase"]["requests"].get("create jobs", 0) < r["count"]]
     if short:

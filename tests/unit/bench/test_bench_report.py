@@ -284,3 +284,22 @@ def test_a_target_without_a_figure_is_missed_not_passed(capsys: pytest.CaptureFi
     for order in ([none, run(100, 900, 0, 300, 140), run(100, 900, 0, 300, 140)],
                   [run(100, 900, 0, 300, 140), none, run(100, 900, 0, 300, 140)]):
         assert bench.report(order, noops) == [target]
+
+
+def test_latencies_over_fewer_writes_than_objects_are_named_by_row_with_their_counts(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The warning names the rows as the report prints them, how many writes the audit log
+    held against how many the watches saw, so a reader can tell an operator that did not
+    finish (as few seen) from audit events dropped or late (more seen)."""
+    real = {**run(100, 900, 0, 300, 140), "consensus_written_n": 100, "consensus_n": 100,
+            "job_created_written_n": 100, "job_created_n": 100,
+            "released_written_n": 97, "job_released_n": 100}
+    noop = {**run(100, 0, 400, 100, 100), "consensus_written_n": 90, "consensus_n": 90,
+            "job_created_written_n": 100, "job_created_n": 100}
+    bench.report([real], [noop])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "WARNING" in out
+    assert "wingman grant→Job released: 97 written, 100 seen, of 100" in out
+    assert "no-op create→consensus: 90 written, 90 seen, of 100" in out
+    assert "wingman create→consensus" not in out.split("WARNING", 1)[1]
+    assert "dropped or late" in out and "did not make" in out
