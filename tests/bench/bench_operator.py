@@ -309,7 +309,8 @@ def written_latencies(writes: dict[tuple[str, str, str], Written], operator: str
     """What the API server saw, from each create's arrival to the answer of the operator's
     write (seconds, sorted): ``consensus`` (the request's first status write: its review),
     ``job-created`` (the grant's Job) and, where there are token Secrets, ``released`` (the
-    last of the Job, the token Secret and the grant's first status write, ``TokenIssued``).
+    last of the Job, the token Secret and the grant's first status write, ``TokenIssued``,
+    when that arrived after the Job's create was answered).
     No watch is in between: the bench's own watches deliver late when the bench is busy."""
     requests, grants = (_writes(writes, "create", "approvalrequests"),
                         _writes(writes, "create", "executiongrants"))
@@ -327,9 +328,14 @@ def written_latencies(writes: dict[tuple[str, str, str], Written], operator: str
            "job-created": sorted(jobs[names.job_name(g)][1] - grants[g][0] for g in grants
                                  if names.job_name(g) in jobs)}
     if tokens:
+        # the log (level Metadata) does not say what a status write held: TokenIssued is
+        # written after the Job's create was answered (then the claim, then the status with
+        # the Secret), so a first status write that arrived before it is another one (a
+        # denial, say), and that grant gets no figure rather than a wrong one
         out["released"] = sorted(
-            max(jobs[names.job_name(g)][1], tokens[g], issued[g][1]) - grants[g][0]
-            for g in grants if names.job_name(g) in jobs and g in tokens and g in issued)
+            max(jobs[job][1], tokens[g], issued[g][1]) - grants[g][0]
+            for g in grants for job in [names.job_name(g)]
+            if job in jobs and g in tokens and g in issued and issued[g][0] >= jobs[job][1])
     return out
 
 

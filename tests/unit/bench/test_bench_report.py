@@ -303,3 +303,26 @@ def test_latencies_over_fewer_writes_than_objects_are_named_by_row_with_their_co
     assert "no-op create→consensus: 90 written, 90 seen, of 100" in out
     assert "wingman create→consensus" not in out.split("WARNING", 1)[1]
     assert "dropped or late" in out and "did not make" in out
+
+
+def test_a_grant_status_write_made_before_its_job_is_not_taken_for_token_issued(
+        tmp_path: Path) -> None:
+    """The audit log (level Metadata) does not say what a status write held. The operator
+    writes TokenIssued after the Job's create was answered (then the claim, then the status
+    with the Secret), so a grant's first status write that arrived before that is another one
+    (a denial, a write of an earlier run): that grant has no released figure rather than a
+    wrong one, and the report's warning counts it."""
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join([
+        audit_line("create", "executiongrants", "g0", "bob", 1.0, 1.01),
+        audit_line("patch", "executiongrants", "g0", OPERATOR, 1.05, 1.1, subresource="status"),
+        audit_line("create", "jobs", "g0-gw", OPERATOR, 1.2, 1.3),
+        audit_line("create", "secrets", "g0-gw-token-0123456789abcdef", OPERATOR, 1.4, 1.5),
+        audit_line("create", "executiongrants", "g1", "bob", 2.0, 2.01),
+        audit_line("create", "jobs", "g1-gw", OPERATOR, 2.1, 2.2),
+        audit_line("create", "secrets", "g1-gw-token-0123456789abcdef", OPERATOR, 2.3, 2.6),
+        audit_line("patch", "executiongrants", "g1", OPERATOR, 2.3, 2.5, subresource="status"),
+    ]) + "\n")
+    got = bench.written_latencies(bench.first_writes(log, 0, "bench"), OPERATOR)
+    assert got["job-created"] == pytest.approx([0.2, 0.3])
+    assert got["released"] == pytest.approx([0.6])  # g1 only
