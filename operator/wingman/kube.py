@@ -533,11 +533,15 @@ class Kube:
         all, instead of the client's ``timeout`` per try and the HTTP library's own silent
         retries: for a caller that has a budget and retries itself, so a call held up counts
         as a failure that may pass, within the budget. A write given up so has no definite
-        outcome: the API server may have applied it. Such a call reads at most
-        ``MAX_ANSWER_BYTES`` of the answer (past it ``AnswerTooLarge``) and follows no
-        redirect (``UnusableAnswer``); any call answered with a success whose body is neither
-        empty nor a JSON object or array fails as ``UnusableAnswer``: both ``ClusterError``,
-        no answer."""
+        outcome: the API server may have applied it. Without a deadline, a call waits
+        ``timeout`` seconds per try, the HTTP library retrying as the client's configuration
+        says.
+
+        Every call, with a deadline or without, is the same request: it reads at most
+        ``MAX_ANSWER_BYTES`` (with a deadline) or ``MAX_UNBOUNDED_ANSWER_BYTES`` (without) of
+        the answer, decoded (past it ``AnswerTooLarge``), follows no redirect (a 3xx is
+        ``UnusableAnswer``), and a success whose body is neither empty nor a JSON object or
+        array fails as ``UnusableAnswer``: both ``ClusterError``, no answer."""
         if once is None:
             once = self.call_seconds
         url = self.api.configuration.host + path
@@ -553,38 +557,35 @@ class Kube:
                 headers.add("Impersonate-Group", group)
         auth: dict[str, Any] = {}
         self.api.update_params_for_auth(headers, auth, ["BearerToken"], path, method, body)
+        host = str(self.api.configuration.host)
+        if once is not None:  # one try: connect within ``once``, then send and read by then
+            timeout: HTTPTimeout | None = HTTPTimeout(total=once)
+            options: dict[str, Any] = {"retries": False}
+            cap = MAX_ANSWER_BYTES
+        else:  # the client's timeout per try, and its own retries (its configuration's)
+            timeout = HTTPTimeout(total=self.timeout) if self.timeout else None
+            options = {}
+            cap = MAX_UNBOUNDED_ANSWER_BYTES
         try:
-            if once is not None:
-                _CALL.deadline = time.monotonic() + once
-                try:  # connect within ``once``, then send and read by the deadline
-                    resp = self.api.rest_client.pool_manager.request(
-                        method, url, headers=headers,
-                        body=None if body is None else json.dumps(body).encode(),
-                        timeout=HTTPTimeout(total=once),
-                        retries=False, redirect=False, preload_content=False)
-                    data = _read_capped(resp, method, path, self.api.configuration.host)
-                finally:
-                    _CALL.deadline = None
-            else:
-                resp = self.api.rest_client.request(
+            _CALL.deadline = None if once is None else time.monotonic() + once
+            try:
+                resp = self.api.rest_client.pool_manager.request(
                     method, url, headers=headers,
-                    body=body if body is not None else None, _request_timeout=self.timeout)
-        except k8s.ApiException as exc:
-            raise _api_error(int(exc.status or 0), exc.body, exc.reason) from None
+                    body=None if body is None else json.dumps(body).encode(),
+                    timeout=timeout, redirect=False, preload_content=False, **options)
+                data = _read_capped(resp, method, path, host, cap)
+            finally:
+                _CALL.deadline = None
         except AnswerTooLarge:
             raise
         except Exception as exc:  # noqa: BLE001 - urllib3 and ssl errors, all "unreachable"
-            raise ClusterError(f"cannot reach the API server at "
-                               f"{shown_url(str(self.api.configuration.host))}: "
+            raise ClusterError(f"cannot reach the API server at {shown_url(host)}: "
                                f"{unreachable_cause(exc)}", reason="Unreachable") from None
-        if once is None:
-            resp.read()
-            data = resp.data or b""
         if resp.status >= 400:
             error = _api_error(resp.status, data, resp.reason)
             error.retry_after = retry_after(resp.headers.get("Retry-After"))
             raise error
-        where = (f"the API server at {shown_url(str(self.api.configuration.host))} answered "
+        where = (f"the API server at {shown_url(host)} answered "
                  f"{method} {path.split('?', 1)[0]} with {resp.status}")
         if not 200 <= resp.status < 300:  # a redirect (never followed), or a 1xx: no answer
             raise UnusableAnswer(
@@ -661,6 +662,15 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 than any object such a call reads (a grant, an approval, a Secret, a Job, a ConfigMap; the API
 server stores none larger than about 1.5 MiB), far less than a broken or hostile server could
 send to exhaust the caller's memory."""
+MAX_UNBOUNDED_ANSWER_BYTES = 64 * 1024 * 1024
+"""The most a call without a deadline reads of an answer, decoded. Larger than
+``MAX_ANSWER_BYTES`` because such calls list whole collections, unpaginated: the
+ApprovalRequests and ExecutionGrants of the namespace (the chat service, the MCP server and the
+CLI) and the gateway Jobs (the operator's cleanup), all kept for the policy's
+``retentionSeconds`` (a week by default, up to a year), a few KiB to a few tens of KiB each: a
+week at a thousand requests a day is tens of MiB. Past it the list fails with what to do (keep
+fewer of them); the cap stays well under what the decoded objects then take in memory
+(several times the answer's size) in the operator's default 512 MiB limit."""
 _READ_CHUNK = 64 * 1024
 #: What the messages of an answer no API server gives say it means, and what to check.
 _CHECK_ADDRESS = ("check that the address is the API server's (not a proxy or another "
@@ -678,35 +688,49 @@ class UnusableAnswer(ClusterError):
 
 
 class AnswerTooLarge(ClusterError):
-    """A bounded call's answer was larger than ``MAX_ANSWER_BYTES``: read no further, and
-    treated as no answer (a write's outcome is unknown; the call may be made again)."""
+    """An answer was larger than a call reads (``MAX_ANSWER_BYTES`` with a deadline,
+    ``MAX_UNBOUNDED_ANSWER_BYTES`` without): read no further, and treated as no answer (a
+    write's outcome is unknown; the call may be made again)."""
 
     reason = "AnswerTooLarge"
 
 
-def _read_capped(resp: Any, method: str, path: str, host: str) -> bytes:
-    """The body of ``resp`` (a urllib3 response not yet read), read in chunks and never more
-    than ``MAX_ANSWER_BYTES`` of it held: ``AnswerTooLarge`` as soon as it says (its
+def _too_large(method: str, path: str, host: str, cap: int) -> AnswerTooLarge:
+    """The error of an answer past ``cap``: what it means, and what to do. A list that large
+    may be legitimate (a collection grown past what Wingman reads in one answer); an object
+    that large never is."""
+    verb, resource = call_labels(method, path)
+    said = (f"the API server at {shown_url(host)} answered {method} {path.split('?', 1)[0]} "
+            f"with more than {cap // (1024 * 1024)} MiB")
+    if verb == "list":
+        return AnswerTooLarge(
+            f"{said}, more than Wingman reads in one answer: read no further; the namespace "
+            f"holds too many {resource} to list at once: delete those no longer needed "
+            f"(finished requests and grants, their Jobs, go after the policy's "
+            f"retentionSeconds: lower it to keep fewer), or, if the cluster holds that many "
+            f"legitimately, report it; {_CHECK_ADDRESS}")
+    return AnswerTooLarge(
+        f"{said}, more than any object Wingman reads: no answer it can use, read no further; "
+        f"{_CHECK_ADDRESS}")
+
+
+def _read_capped(resp: Any, method: str, path: str, host: str,
+                 cap: int = MAX_ANSWER_BYTES) -> bytes:
+    """The body of ``resp`` (a urllib3 response not yet read), decoded (gzip...) and read in
+    chunks, never more than ``cap`` bytes of it held: ``AnswerTooLarge`` as soon as it says (its
     ``Content-Length``) or turns out to be larger, the connection then closed rather than kept
     with an answer half read."""
-    def too_large() -> AnswerTooLarge:
-        return AnswerTooLarge(
-            f"the API server at {shown_url(host)} answered {method} "
-            f"{path.split('?', 1)[0]} with more than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB, "
-            f"more than any object Wingman reads: no answer it can use, read no further; "
-            f"{_CHECK_ADDRESS}")
-
     chunks: list[bytes] = []
     size = 0
     try:
         declared = resp.headers.get("Content-Length")
         if declared is not None and declared.strip().isascii() and \
-                declared.strip().isdigit() and int(declared) > MAX_ANSWER_BYTES:
-            raise too_large()
+                declared.strip().isdigit() and int(declared) > cap:
+            raise _too_large(method, path, host, cap)
         for chunk in resp.stream(_READ_CHUNK):
             size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise too_large()
+            if size > cap:
+                raise _too_large(method, path, host, cap)
             chunks.append(chunk)
     except BaseException:
         resp.close()  # what is left unread is never read as the next call's answer
@@ -1032,8 +1056,9 @@ def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] 
     return None
 
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES",
-           "MAX_ANSWER_BYTES", "MERGE", "PODS", "SECRETS", "AnswerTooLarge", "ApiError",
-           "Kube", "Observer", "Resource", "RetryObserver", "RetryPolicy", "TokenFile",
+           "MAX_ANSWER_BYTES", "MAX_UNBOUNDED_ANSWER_BYTES", "MERGE", "PODS", "SECRETS",
+           "AnswerTooLarge", "ApiError", "Kube", "Observer", "Resource", "RetryObserver",
+           "RetryPolicy", "TokenFile",
            "UnusableAnswer", "call_labels", "call_retried", "call_retried_async",
            "create_or_adopt", "current_context", "failed_exec_plugin", "kubeconfig_contexts",
            "load_kubeconfig", "retry_pause", "retryable", "server_date", "transient",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import gzip
 import json
 import os
 import socket
@@ -29,6 +31,7 @@ from wingman.kube import (
     CONFIGMAPS,
     JOBS,
     MAX_ANSWER_BYTES,
+    MAX_UNBOUNDED_ANSWER_BYTES,
     SECRETS,
     AnswerTooLarge,
     ApiError,
@@ -481,8 +484,28 @@ _ODD: dict[str, tuple[int, bytes, str | None]] = {
 }
 
 
+@functools.cache
+def _bomb() -> bytes:
+    """A gzip answer of a few hundred KiB that decodes to more than either cap: JSON (a list
+    or an object), its length said (the compressed one, under the caps)."""
+    pad = b" " * (MAX_UNBOUNDED_ANSWER_BYTES + 8 * 1024 * 1024)
+    return gzip.compress(b'{"kind": "List", "items": [], "x": "' + pad + b'"}', compresslevel=1)
+
+
 class _Api(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        if self.path.endswith("/bomb") or self.path.endswith("?labelSelector=bomb"):
+            body = _bomb()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except OSError:  # the client stopped reading and closed the connection
+                pass
+            return
         if self.path.endswith("/huge-declared"):  # says 1 GiB, sends up to 3 x 24 MiB of it
             self._huge(declared=True)
             return
@@ -663,6 +686,42 @@ def test_a_bounded_call_reads_no_more_than_its_cap_of_an_answer_and_fails_closed
     assert kube.get(CONFIGMAPS, "ns", "seen", once=10.0)["metadata"]["name"] == "seen"
 
 
+@pytest.mark.parametrize(("once", "cap"), [(None, MAX_UNBOUNDED_ANSWER_BYTES),
+                                           (10.0, MAX_ANSWER_BYTES)])
+@pytest.mark.parametrize("listed", [False, True])
+def test_a_compressed_answer_is_read_no_further_than_the_cap_once_decoded(
+        local_api: tuple[str, int], once: float | None, cap: int, listed: bool) -> None:
+    """A gzip answer a few hundred KiB long that decodes to more than the cap (a broken or
+    hostile server: a gzip bomb) stops at the cap, decoded bytes counted, for a call with a
+    deadline and for one without (the operator's, the chat service's): never its whole in
+    memory. A list that large says what to do (the namespace holds too many of them), an
+    object never legitimately is; and the connection is not reused with the rest unread."""
+    host, port = local_api
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://{host}:{port}")))
+    with pytest.raises(AnswerTooLarge) as raised:
+        if listed:
+            kube.request("GET", CONFIGMAPS.path("ns"), query={"labelSelector": "bomb"},
+                         once=once)
+        else:
+            kube.get(CONFIGMAPS, "ns", "bomb", once=once)
+    assert raised.value.reason == "AnswerTooLarge" and transient(raised.value)
+    assert f"more than {cap // 2 ** 20} MiB" in raised.value.message
+    assert ("too many configmaps to list at once" in raised.value.message) is listed
+    assert "retentionSeconds" in raised.value.message or not listed
+    assert kube.get(CONFIGMAPS, "ns", "seen", once=once)["metadata"]["name"] == "seen"
+
+
+def test_a_call_without_a_deadline_reads_a_list_larger_than_a_bounded_call_s_cap(
+        local_api: tuple[str, int]) -> None:
+    """The operator's, the chat service's and the MCP server's calls list whole collections
+    (requests and grants kept for the retention): an answer past ``MAX_ANSWER_BYTES`` but
+    under their own cap is read whole."""
+    host, port = local_api
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://{host}:{port}")))
+    assert MAX_ANSWER_BYTES < 24 * 2 ** 20 < MAX_UNBOUNDED_ANSWER_BYTES
+    assert kube.get(CONFIGMAPS, "ns", "huge")["kind"] == "ConfigMap"
+
+
 @pytest.mark.parametrize("once", [None, 2.0])
 @pytest.mark.parametrize("name", ["garbled", "not-utf8", "nested", "scalar"])
 def test_an_answer_that_is_not_json_is_a_clear_cluster_error_never_a_crash(
@@ -684,19 +743,22 @@ def test_an_answer_that_is_not_json_is_a_clear_cluster_error_never_a_crash(
     assert kube.get(CONFIGMAPS, "ns", "seen", once=once)["metadata"]["name"] == "seen"
 
 
+@pytest.mark.parametrize("once", [None, 2.0])
 @pytest.mark.parametrize("method", ["GET", "PATCH"])
-def test_a_bounded_call_answered_with_a_redirect_fails_never_succeeds(
-        local_api: tuple[str, int], method: str) -> None:
+def test_a_call_answered_with_a_redirect_fails_never_succeeds(
+        local_api: tuple[str, int], method: str, once: float | None) -> None:
     """A redirect (which an API server never sends: a proxy, another service) is neither
-    followed nor taken for the call's success: a write answered ``302`` with ``{}`` did not
-    land as far as the caller can tell (a burn, a status write), so it fails as no answer."""
+    followed nor taken for the call's success, whether the call has a deadline (the gateway's)
+    or not (the operator's): a read is not answered by what another address says, and a write
+    answered ``302`` with ``{}`` did not land as far as the caller can tell (a burn, a status
+    write, a Job the operator creates), so it fails as no answer."""
     host, port = local_api
     kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://{host}:{port}")))
     with pytest.raises(UnusableAnswer) as raised:
         if method == "GET":
-            kube.get(CONFIGMAPS, "ns", "redirected", once=2.0)
+            kube.get(CONFIGMAPS, "ns", "redirected", once=once)
         else:
-            kube.patch(CONFIGMAPS, "ns", "redirected", {"data": {"k": "v"}}, once=2.0)
+            kube.patch(CONFIGMAPS, "ns", "redirected", {"data": {"k": "v"}}, once=once)
     assert transient(raised.value)
     assert f"{method} /api/v1/namespaces/ns/configmaps/redirected with 302" in \
         raised.value.message
