@@ -835,10 +835,14 @@ RetryObserver = Callable[[WingmanError, float], None]
 
 def call_retried(policy: RetryPolicy, call: Callable[[float], _T], *,
                  retrying: RetryObserver | None = None,
-                 stop: Callable[[], bool] | None = None) -> _T:
+                 stop: Callable[[], bool] | None = None,
+                 wait: Callable[[float], bool] | None = None) -> _T:
     """``call(once)`` (``once``: how long its one try may wait, :func:`try_seconds`), made again
     as :func:`retry_pause` decides; then, or at once when ``stop()`` says the process is
-    stopping, its last error. Blocking (it sleeps between tries)."""
+    stopping, its last error. Blocking: between tries it sleeps the pause, or, with ``wait``,
+    calls ``wait(pause)``, which waits up to the pause and says whether the process was asked to
+    stop meanwhile (the gateway's ``TERMINATION.wait``: a SIGTERM ends the pause at once): then
+    the last error too, and no new try."""
     give_up = time.monotonic() + policy.budget
     tries = 0
     while True:
@@ -851,6 +855,10 @@ def call_retried(policy: RetryPolicy, call: Callable[[float], _T], *,
                 raise
             if retrying is not None:
                 retrying(exc, pause)
+            if wait is not None:
+                if wait(pause):
+                    raise
+                continue
         time.sleep(pause)
 
 

@@ -350,6 +350,32 @@ def test_a_process_asked_to_stop_makes_no_new_try() -> None:
     assert len(onces) == 1
 
 
+def test_a_stop_during_a_pause_ends_the_retries_at_once_with_the_last_error() -> None:
+    """With ``wait`` (the gateway's ``TERMINATION.wait``), a pause is waited through it: one
+    that says the process was asked to stop meanwhile ends the retries there, raising the
+    failed try's error, and no new try is made; one that waited its whole pause goes on."""
+    slow = RetryPolicy(budget=60.0, first_delay=20.0, call_seconds=5.0, call_min_seconds=0.5)
+    last = _busy(None)
+    onces, call = _flaky([last, UNREACHABLE])
+    waited: list[float] = []
+
+    def stopped(seconds: float) -> bool:
+        waited.append(seconds)
+        return True
+    with pytest.raises(ApiError) as raised:
+        call_retried(slow, call, wait=stopped, stop=lambda: False)
+    assert raised.value is last and len(onces) == 1 and waited == [20.0]
+
+    onces, call = _flaky([last])
+    waited.clear()
+
+    def waited_out(seconds: float) -> bool:
+        waited.append(seconds)
+        return False
+    assert call_retried(slow, call, wait=waited_out) == "answer"
+    assert len(onces) == 2 and waited == [20.0]
+
+
 def test_the_async_loop_makes_the_same_tries() -> None:
     fast = RetryPolicy(budget=10.0, first_delay=0.0, call_seconds=5.0, call_min_seconds=0.5,
                        tries=3, conflicts=True)

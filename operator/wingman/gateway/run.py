@@ -386,8 +386,9 @@ def _retried(run: _Run, what: str, call: Callable[[float], _T]) -> _T:
     it fails in a way that may pass (``wingman.kube.transient``), backing off, for
     ``API_RETRY_SECONDS`` at most, waiting as long as an answer's ``Retry-After`` asks (and
     giving up when that is past the budget); then, or at once for any other failure or once
-    the pod is asked to stop, its last error (``wingman.kube.call_retried``). Only for calls
-    that change nothing (``API_RETRY_SECONDS``)."""
+    the pod is asked to stop (a SIGTERM ends a pause at once: ``TERMINATION.wait``), its last
+    error (``wingman.kube.call_retried``). Only for calls that change nothing
+    (``API_RETRY_SECONDS``)."""
     def retrying(exc: WingmanError, pause: float) -> None:
         run.log("ApiCallRetried", level="warning", reason=exc.reason,
                 message=f"{what} failed ({exc.message}); trying again in {pause:.2f} s")
@@ -396,7 +397,8 @@ def _retried(run: _Run, what: str, call: Callable[[float], _T]) -> _T:
                          call_seconds=API_CALL_SECONDS,
                          call_min_seconds=JOB_READ_CALL_MIN_SECONDS)
     return call_retried(policy, call, retrying=retrying,
-                        stop=lambda: executors.TERMINATION.requested)
+                        stop=lambda: executors.TERMINATION.requested,
+                        wait=executors.TERMINATION.wait)
 
 
 def _get(run: _Run, resource: Any, name: str, kind: str) -> dict[str, Any]:
@@ -528,7 +530,8 @@ def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]
     pass (no answer, also none within ``JOB_READ_CALL_SECONDS``; 429, 5xx:
     ``wingman.kube.transient``) is tried again, backing off, for ``JOB_READ_RETRY_SECONDS`` at
     most, waiting as long as the answer's ``Retry-After`` asks (and giving up when that is past
-    the budget); any other answer (403, 404...) at once."""
+    the budget); any other answer (403, 404...) at once, and so is the last error once the pod
+    is asked to stop (a SIGTERM ends a pause at once: ``TERMINATION.wait``)."""
     kube = run.kube
     assert kube is not None
 
@@ -541,7 +544,9 @@ def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]
                          call_seconds=JOB_READ_CALL_SECONDS,
                          call_min_seconds=JOB_READ_CALL_MIN_SECONDS)
     return call_retried(policy, lambda once: kube.get_dated(JOBS, run.settings.namespace, name,
-                                                            once=once), retrying=retrying)
+                                                            once=once), retrying=retrying,
+                        stop=lambda: executors.TERMINATION.requested,
+                        wait=executors.TERMINATION.wait)
 
 
 def _burn_outcome(exc: WingmanError) -> str:

@@ -1,11 +1,24 @@
-"""The gateway run's checks that need no API server."""
+"""The gateway run's checks that need no API server, and its reads' retries on a local one."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
 import pytest
+from kubernetes import client as k8s
 
 from wingman.errors import GrantDenied
-from wingman.gateway import run
+from wingman.gateway import executors, run
+from wingman.kube import GRANTS, Kube
+from wingman.settings import GatewaySettings
 
 
 @pytest.mark.parametrize("recorded", ["sha256:another", None])
@@ -21,3 +34,75 @@ def test_a_token_the_grant_does_not_record_is_refused_and_the_answer_says_a_new_
     assert "the token was not spent and nothing was executed" in info.value.message
     assert "submit a new request" in info.value.message
     assert "new grant" not in info.value.message
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    """An API server that answers every read 503 (a failure that may pass), counting them."""
+
+    reads = 0
+
+    def do_GET(self) -> None:
+        type(self).reads += 1
+        body = json.dumps({"kind": "Status", "status": "Failure", "code": 503,
+                           "reason": "ServiceUnavailable", "message": "etcd is away"}).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _SigtermOnRetry(logging.Handler):
+    """SIGTERM to this process when the gateway logs that it will try again: it arrives as the
+    pause before the next try begins (the kubelet stopping the pod meanwhile)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", "") in ("ApiCallRetried", "JobReadRetried"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.fixture
+def unavailable_run() -> Iterator[run._Run]:
+    _Unavailable.reads = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    handler = _SigtermOnRetry()
+    gateway_log = logging.getLogger("wingman.gateway")
+    gateway_log.addHandler(handler)
+    restore = executors.TERMINATION.install()
+    settings = GatewaySettings.from_env({
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443",
+        "WINGMAN_GRANT_NAME": "g1"})
+    kube = Kube(k8s.ApiClient(k8s.Configuration(
+        host=f"http://127.0.0.1:{server.server_address[1]}")))
+    try:
+        yield run._Run(settings=settings, clock=time.time, kube=kube)
+    finally:
+        restore()
+        gateway_log.removeHandler(handler)
+        kube.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize("read", ["grant", "job"])
+def test_a_sigterm_in_a_retry_pause_ends_the_retries_at_once_and_nothing_runs(
+        unavailable_run: run._Run, read: str) -> None:
+    """A read that failed in a way that may pass is made again after a pause; a SIGTERM during
+    that pause (the grant cancelled, the Job's deadline, a drain) ends it there: the gateway
+    reads no more and refuses with the read's last error (nothing is executed), instead of
+    sleeping through the signal and reading again first."""
+    with pytest.raises(GrantDenied) as info:
+        if read == "grant":
+            run._get(unavailable_run, GRANTS, "g1", "ExecutionGrant")
+        else:
+            run._check_job_deadline(unavailable_run, {"metadata": {"name": "g1", "uid": "u1"}})
+    assert executors.TERMINATION.requested
+    assert _Unavailable.reads == 1, "read again after the SIGTERM"
+    assert info.value.reason == ("ApiUnavailable" if read == "grant" else "DeadlineUnknown")
+    assert "etcd is away" in info.value.message
