@@ -66,13 +66,23 @@ class _SigtermOnRetry(logging.Handler):
 
 @pytest.fixture
 def unavailable_run() -> Iterator[run._Run]:
+    yield from _unavailable_run(signal_on_retry=True)
+
+
+@pytest.fixture
+def unsignalled_run() -> Iterator[run._Run]:
+    yield from _unavailable_run(signal_on_retry=False)
+
+
+def _unavailable_run(*, signal_on_retry: bool) -> Iterator[run._Run]:
     _Unavailable.reads = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     handler = _SigtermOnRetry()
     gateway_log = logging.getLogger("wingman.gateway")
-    gateway_log.addHandler(handler)
+    if signal_on_retry:
+        gateway_log.addHandler(handler)
     restore = executors.TERMINATION.install()
     settings = GatewaySettings.from_env({
         "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443",
@@ -105,4 +115,17 @@ def test_a_sigterm_in_a_retry_pause_ends_the_retries_at_once_and_nothing_runs(
     assert executors.TERMINATION.requested
     assert _Unavailable.reads == 1, "read again after the SIGTERM"
     assert info.value.reason == ("ApiUnavailable" if read == "grant" else "DeadlineUnknown")
+    assert "etcd is away" in info.value.message
+
+
+def test_a_gateway_not_asked_to_stop_keeps_reading_the_job_until_its_budget_ends(
+        unsignalled_run: run._Run) -> None:
+    """The Job read's stop is the SIGTERM only: with the handler installed and no signal, a
+    read that fails in a way that may pass is made again (within ``JOB_READ_RETRY_SECONDS``)
+    before the gateway refuses, instead of giving up after the first answer."""
+    with pytest.raises(GrantDenied) as info:
+        run._check_job_deadline(unsignalled_run, {"metadata": {"name": "g1", "uid": "u1"}})
+    assert not executors.TERMINATION.requested
+    assert _Unavailable.reads >= 2, "gave up after one read though not asked to stop"
+    assert info.value.reason == "DeadlineUnknown"
     assert "etcd is away" in info.value.message
