@@ -669,8 +669,10 @@ ApprovalRequests and ExecutionGrants of the namespace (the chat service, the MCP
 CLI) and the gateway Jobs (the operator's cleanup), all kept for the policy's
 ``retentionSeconds`` (a week by default, up to a year), a few KiB to a few tens of KiB each: a
 week at a thousand requests a day is tens of MiB. Past it the list fails with what to do (keep
-fewer of them); the cap stays well under what the decoded objects then take in memory
-(several times the answer's size) in the operator's default 512 MiB limit."""
+fewer of them). It bounds what is read, not what the decoded objects take: about four to five
+times the answer's size (some 300 MiB for 64 MiB), within the operator's default 512 MiB
+limit for one such list but not within the chat service's 256 MiB, whose pod would run out of
+memory at a list of about 40 MiB before reaching the cap."""
 _READ_CHUNK = 64 * 1024
 #: What the messages of an answer no API server gives say it means, and what to check.
 _CHECK_ADDRESS = ("check that the address is the API server's (not a proxy or another "
