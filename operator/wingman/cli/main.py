@@ -69,8 +69,8 @@ def _port(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value}: a port is 1 to 65535")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value}: a port is 1 to 65535, or 0 for any free one")
     return value
 
 
@@ -206,7 +206,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="stdio (default: the MCP client starts this process) or streamable "
                     "HTTP")
     sp.add_argument("--host", help="HTTP: address to listen on (default 127.0.0.1)")
-    sp.add_argument("--port", type=_port, help="HTTP: port to listen on (default 8765)")
+    sp.add_argument("--port", type=_port, help="HTTP: port to listen on (default 8765; 0: a "
+                    "free one, named in the 'serving' line)")
     sp.add_argument("--path", type=_http_path, help="HTTP: the endpoint's path (default /mcp)")
     sp.add_argument("--auth-token-file", help="HTTP: require 'Authorization: Bearer <the "
                     "file's content>' (at least 16 printable ASCII characters, no spaces; "

@@ -1545,7 +1545,7 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
     async def announce() -> None:  # once it listens, not before
         while not web.started:
             await anyio.sleep(0.05)
-        url = f"http://{host}:{args.port}{args.path}"
+        url = f"http://{host}:{_bound_port(web, args.port)}{args.path}"
         _log.info("wingman mcp: serving streamable HTTP on %s", url, extra={"url": url})
 
     failed = False
@@ -1565,6 +1565,15 @@ async def _serve_http(server: MCPServer[Any], args: argparse.Namespace,
         raise ConfigError(f"cannot listen on {host}:{args.port} (the error above says why: the "
                           "port is in use, or the address is not this machine's); choose "
                           "another --port or --host")
+
+
+def _bound_port(web: Any, asked: int) -> int:
+    """The port ``web`` (a started ``uvicorn.Server``) listens on: ``asked``, or the one the
+    system chose for ``--port 0``."""
+    for server in getattr(web, "servers", ()):
+        for sock in server.sockets:
+            return int(sock.getsockname()[1])
+    return asked
 
 
 #: Seconds the server keeps the answer to who it runs as (a SelfSubjectReview), rather than
@@ -1614,7 +1623,7 @@ def serve(args: argparse.Namespace) -> int:
                           f"or leave {them} out for stdio (the MCP client starts this process)")
     given = vars(args)
     args = argparse.Namespace(**{**given, "host": given.get("host") or "127.0.0.1",
-                                 "port": given.get("port") or 8765,
+                                 "port": 8765 if given.get("port") is None else given["port"],
                                  "path": given.get("path") or "/mcp"})
     if args.transport == "http" and not _loopback(args.host) and not args.auth_token_file:
         raise ConfigError(f"--host {args.host} is reachable from other machines: anyone who "

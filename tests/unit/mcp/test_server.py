@@ -24,6 +24,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 
+from support.ports import serving_port
 from wingman.client.api import WingmanClient
 from wingman.client.connect import Connection
 from wingman.errors import ConfigError
@@ -181,6 +182,18 @@ def test_a_name_that_cannot_exist_answers_invalid(tool: str, args: dict[str, Any
     answer = anyio.run(call)
     assert answer["state"] == "invalid", answer
     assert "is not a valid" in answer["message"] and "fix the input" in answer["next"]
+
+
+def test_http_on_port_0_serves_on_a_free_port_it_names(tmp_path: Path) -> None:
+    # a test harness (or a sidecar sharing a host) lets the server take any free port: two at
+    # once each get their own, named in the "serving" line, and each answers there
+    with _serving_http(tmp_path) as first, _serving_http(tmp_path) as second:
+        assert first != second and 0 not in (first, second)
+        for port in (first, second):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Connection: close\r\n\r\n")
+                assert _answer_head(conn).startswith(b"HTTP/1.1 "), port
 
 
 def test_http_on_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
@@ -575,16 +588,15 @@ def _serving_http(tmp_path: Path, *, token: bool = False, more: tuple[str, ...] 
         path.write_text("0123456789abcdef0123456789abcdef")
         path.chmod(0o600)
         argv += ["--auth-token-file", str(path)]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([*argv, "--port", str(port)], stderr=subprocess.PIPE, text=True,
+    # port 0: the server binds a free port itself and names it; none is picked here and
+    # handed over, which another process could take in between
+    proc = subprocess.Popen([*argv, "--port", "0"], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
     try:
         assert proc.stderr is not None
         first = proc.stderr.readline()
         assert "serving" in first, first
-        yield port
+        yield serving_port(first)
     finally:
         proc.terminate()
         assert proc.stderr is not None

@@ -29,7 +29,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import LATEST_PROTOCOL_VERSION
 
 import wingman
-from support.operator import free_port, wait_for
+from support.operator import wait_for
+from support.ports import serving_port
 from support.tls import serve_tls
 from wingman.client import status as st
 from wingman.client.api import WingmanClient
@@ -230,20 +231,20 @@ def test_a_signal_stops_the_http_server_cleanly_during_a_wait(tmp_path: Path,
     import httpx2
 
     with fake_api(tls=tmp_path) as api:
-        port = free_port()
         token = uuid.uuid4().hex
         (tmp_path / "token").write_text(token)
         log = tmp_path / "mcp.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http", "--port",
-                 str(port), "--kubeconfig", str(api.kubeconfig(tmp_path)),
+                 "0", "--kubeconfig", str(api.kubeconfig(tmp_path)),
                  "--max-wait-seconds", str(WAIT), "--auth-token-file",
                  str(tmp_path / "token")],
                 env=_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
 
         async def call() -> None:
             headers = {"Authorization": f"Bearer {token}"}
+            port = serving_port(log.read_text())
             async with httpx2.AsyncClient(headers=headers, timeout=60) as http, \
                     streamable_http_client(f"http://127.0.0.1:{port}/mcp",
                                            http_client=http) as (read, write), \
@@ -259,14 +260,10 @@ def test_a_signal_stops_the_http_server_cleanly_during_a_wait(tmp_path: Path,
                     except Exception:  # noqa: BLE001, S110 - the server goes away mid-call
                         pass
                 start = time.monotonic()
-                while True:  # the server takes a moment to start listening
-                    try:
-                        await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
-                        break
-                    except OSError:
-                        assert proc.poll() is None, log.read_text()
-                        assert time.monotonic() - start < 30, log.read_text()
-                        await anyio.sleep(0.2)
+                while "serving" not in log.read_text():  # it names its port once it listens
+                    assert proc.poll() is None, log.read_text()
+                    assert time.monotonic() - start < 30, log.read_text()
+                    await anyio.sleep(0.2)
                 tg.start_soon(client)
                 while api.reads < 2:
                     assert time.monotonic() - start < 60, log.read_text()
@@ -296,10 +293,9 @@ def test_over_http_a_wait_and_the_event_stream_outlast_the_idle_timeout(
             gets.append(str(request.url))
 
     with fake_api() as api:
-        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http", "--port",
-             str(port), "--kubeconfig", str(api.kubeconfig(tmp_path)),
+             "0", "--kubeconfig", str(api.kubeconfig(tmp_path)),
              "--idle-timeout-seconds", "1"],
             env=_env(tmp_path), stderr=subprocess.PIPE, text=True)
 
@@ -316,7 +312,8 @@ def test_over_http_a_wait_and_the_event_stream_outlast_the_idle_timeout(
                 await anyio.sleep(3)  # the event stream stays open, nothing on it
                 assert {t.name for t in (await s.list_tools()).tools} >= {"get_request"}
         try:
-            assert proc.stderr is not None and "serving" in proc.stderr.readline()
+            assert proc.stderr is not None
+            port = serving_port(proc.stderr.readline())
             anyio.run(main)
         finally:
             proc.terminate()

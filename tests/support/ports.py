@@ -1,0 +1,58 @@
+"""Ports of the servers the tests start, learnt from the servers, never handed to them.
+
+Picking a free port by binding port 0 and closing it, then telling a server to bind that
+number, races: another process (the suite runs servers in parallel) can take it in between.
+So a server binds port 0 itself and names the port it got (``serving_port``), or, where it
+cannot (kopf's liveness endpoint, PostgreSQL), the start is retried on a new port when the one
+picked was taken, and the port counts only once the server's own process listens on it
+(``listening_ports``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+#: ``wingman mcp --transport http``'s "serving streamable HTTP on http://<host>:<port><path>"
+_SERVING = re.compile(r"serving streamable HTTP on http://(?:\[[^\]]*\]|[^\s:/\"]+):(\d+)/")
+
+
+def serving_port(line: str) -> int:
+    """The port named in the MCP server's "serving" line (it binds ``--port 0`` itself)."""
+    found = _SERVING.search(line)
+    if found is None:
+        raise AssertionError(f"no 'serving streamable HTTP on http://host:port/' in {line!r}")
+    return int(found.group(1))
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on (Linux: its sockets in ``/proc``): a server
+    this process started owns a port only if it is among them, whoever else answers on it."""
+    inodes: set[str] = set()
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        entries = list(fds.iterdir())
+    except OSError:
+        return set()
+    for fd in entries:
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in lines:
+            fields = row.split()
+            # local_address is HEX_ADDR:HEX_PORT; state 0A is LISTEN; the inode is field 9
+            if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+__all__ = ["listening_ports", "serving_port"]
