@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -54,6 +54,10 @@ def find_bindir(root: Path = PG_ROOT) -> Path:
     if not versions:
         raise PostgresUnavailable(f"no PostgreSQL server binaries under {root}; {INSTALL_HINT}")
     return max(versions)[1]
+
+
+#: Starts of one ``PostgresServer.start`` (each on a newly picked port) before it gives up.
+START_ATTEMPTS = 3
 
 
 def _free_port() -> int:
@@ -93,8 +97,12 @@ class PostgresServer:
         )
 
     @classmethod
-    def start(cls, *, durable: bool = False) -> PostgresServer:
-        """Initialise and start a server. ``durable=False`` turns fsync off (tests only)."""
+    def start(cls, *, durable: bool = False,
+              ports: Callable[[], int] = _free_port) -> PostgresServer:
+        """Initialise and start a server. ``durable=False`` turns fsync off (tests only).
+        ``ports`` picks the port of each attempt: PostgreSQL cannot bind port 0 and name the
+        one it got, so a port free when picked may be taken before it binds; the start is
+        then made again on the next pick."""
         bindir = find_bindir()
         owner = None
         if os.geteuid() == 0:
@@ -118,7 +126,7 @@ class PostgresServer:
             )
             if init.returncode != 0:
                 raise PostgresUnavailable(f"initdb failed: {init.stderr.strip()[-2000:]}")
-            server._start_listening(durable)
+            server._start_listening(durable, ports)
         except BaseException:
             server._stopped = True
             shutil.rmtree(root, ignore_errors=True)
@@ -126,13 +134,13 @@ class PostgresServer:
         atexit.register(server.stop)
         return server
 
-    def _start_listening(self, durable: bool) -> None:
+    def _start_listening(self, durable: bool, ports: Callable[[], int]) -> None:
         options = [f"-c unix_socket_directories={self.root}", "-c listen_addresses=127.0.0.1"]
         if not durable:
             options += ["-c fsync=off", "-c full_page_writes=off"]
         last = ""
-        for _attempt in range(3):  # the free port may be taken between probe and bind
-            self.port = _free_port()
+        for _attempt in range(START_ATTEMPTS):  # a port may be taken between pick and bind
+            self.port = ports()
             started = self._run(
                 str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile),
                 "-w", "-t", "60", "-o", " ".join([*options, f"-p {self.port}"]), "start",

@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from support.postgres import PostgresServer, PostgresUnavailable
+from support.postgres import PostgresServer, PostgresUnavailable, find_bindir
 from wingman import audit
 from wingman.audit import (
     GENESIS_HASH,
@@ -698,3 +698,35 @@ def test_a_group_whose_commit_cannot_be_looked_up_fails_saying_it_may_be_written
     assert "second time" in message
     with PostgresSink(audit_dsn) as direct:
         assert [r.seq for r in direct.records()] == [0, 1, 2]  # it was committed
+
+
+def test_a_server_whose_port_was_taken_since_it_was_picked_starts_on_another() -> None:
+    # PostgreSQL cannot bind port 0 and name its port: the suite picks a free one, which
+    # another test's server can take before PostgreSQL binds it; that start fails and the
+    # next one, on a new pick, serves
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        held = int(taken.getsockname()[1])
+        picks = [held]
+
+        def pick() -> int:
+            if picks:
+                return picks.pop()
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                return int(probe.getsockname()[1])
+
+        try:
+            find_bindir()
+        except PostgresUnavailable as exc:
+            pytest.skip(f"PostgreSQL is not available: {exc}")
+        server = PostgresServer.start(ports=pick)  # a start that gives up fails the test
+        try:
+            assert not picks, "the first start was on the taken port"
+            assert "already in use" in server.logfile.read_text(errors="replace")
+            assert server.port != held
+            with psycopg.connect(server.dsn(), connect_timeout=10) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            server.stop()
