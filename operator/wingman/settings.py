@@ -398,7 +398,8 @@ class OperatorSettings:
                                           "wingman-preview"),
             policy_configmap=_name(env, "WINGMAN_POLICY_CONFIGMAP", "wingman-policy"),
             metrics_port=_int(env, "WINGMAN_METRICS_PORT", 9090, 0, 65535),
-            health_port=_int(env, "WINGMAN_HEALTH_PORT", 8080, 0, 65535),
+            # not 0: kopf's liveness endpoint reads port 0 as 80, it cannot bind a free one
+            health_port=_int(env, "WINGMAN_HEALTH_PORT", 8080, 1, 65535),
             voters_secret=env.get("WINGMAN_VOTERS_SECRET", "").strip() or None,
             audit_volume_claim=env.get("WINGMAN_AUDIT_VOLUME_CLAIM", "").strip() or None,
             audit_secret=audit_secret,

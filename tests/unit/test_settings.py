@@ -90,6 +90,8 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("env", "message"), [
     ({"WINGMAN_NAMESPACE": "Bad_Name"}, "not a valid Kubernetes name"),
     ({"WINGMAN_METRICS_PORT": "http"}, "must be an integer"),
+    # port 0 would bind the liveness endpoint on port 80, not a free port
+    ({"WINGMAN_HEALTH_PORT": "0"}, "WINGMAN_HEALTH_PORT=0 must be between 1 and 65535"),
     ({"WINGMAN_LOG_FORMAT": "xml"}, "'json' or 'text'"),
     ({"WINGMAN_LOG_LEVEL": "loud"}, "must be one of debug, info, warning, error"),
     ({"WINGMAN_OBJECT_LABELS": '{"team": 1}'}, "must map strings to strings"),
