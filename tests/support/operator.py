@@ -25,12 +25,20 @@ from typing import Any
 import yaml
 
 from support.chart import DEFAULT_GATEWAY_IMAGE
+from support.ports import listening_ports
 
 
 def free_port() -> int:
+    """A port free now, for a test that needs one nothing listens on; a server given it may
+    find it taken (see ``OperatorProcess.start``): prefer a server that binds port 0 itself."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: Starts of one ``OperatorProcess.start`` whose health port was taken since it was chosen.
+PORT_ATTEMPTS = 5
+_IN_USE = "address already in use"
 
 
 class OperatorProcess:
@@ -48,7 +56,10 @@ class OperatorProcess:
         self.extra_env = dict(extra_env or {})
         self.audit_path = workdir / "audit.jsonl"
         self.log_path = workdir / "operator.log"
-        self.metrics_port = free_port()
+        #: the operator binds port 0 and logs the port it got (``operator starting``)
+        self.metrics_port = 0
+        #: kopf's liveness endpoint cannot bind port 0: a chosen port, another one at the next
+        #: start if it was taken in between
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -75,7 +86,7 @@ class OperatorProcess:
             "WINGMAN_AUDIT_TARGET": str(self.audit_path),
             "WINGMAN_GATEWAY_IMAGE": DEFAULT_GATEWAY_IMAGE,
             "WINGMAN_LOG_FORMAT": "json",
-            "WINGMAN_METRICS_PORT": str(self.metrics_port),
+            "WINGMAN_METRICS_PORT": "0",
             "WINGMAN_HEALTH_PORT": str(self.health_port),
             "WINGMAN_SWEEP_INTERVAL_SECONDS": "1",
             # stable across restarts, as a pod name is across container restarts
@@ -88,7 +99,20 @@ class OperatorProcess:
         return env
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start the operator and wait until it is healthy: its own process listens on the
+        health port and ``/healthz`` answers there. A start whose health port was taken since
+        it was chosen (another test's server) is started again on another."""
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
+        for _attempt in range(PORT_ATTEMPTS):
+            if self._start_once(timeout):
+                return
+            self.health_port = free_port()
+        raise AssertionError(f"operator's health port was taken at each of {PORT_ATTEMPTS} "
+                             f"starts:\n{self.log_tail()}")
+
+    def _start_once(self, timeout: float) -> bool:
+        """False when the operator exited because its health port was in use."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "operator"],
@@ -96,20 +120,34 @@ class OperatorProcess:
         finally:
             log.close()
         self.starts += 1
+        self.metrics_port = 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if _IN_USE in self._log_since(offset).lower():
+                    return False
                 raise AssertionError(f"operator exited with {self.proc.returncode}:\n"
                                      f"{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(
-                        f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
+            if not self.metrics_port:
+                self.metrics_port = _logged_metrics_port(self._log_since(offset))
+            if self.metrics_port and self.health_port in listening_ports(self.proc.pid):
+                try:
+                    with urllib.request.urlopen(
+                            f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+                        if resp.status == 200:
+                            return True
+                except OSError:
+                    pass
             time.sleep(0.2)
         raise AssertionError(f"operator not healthy within {timeout}s:\n{self.log_tail()}")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no graceful shutdown."""
@@ -150,6 +188,20 @@ class OperatorProcess:
         if not self.audit_path.exists():
             return []
         return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
+
+
+def _logged_metrics_port(log: str) -> int:
+    """The port of the ``operator starting`` record in ``log`` (JSON lines), 0 before it."""
+    for line in log.splitlines():
+        if '"operator starting"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("message") == "operator starting":
+            return int(record["metrics_port"])
+    return 0
 
 
 #: What the chart tells the operator beyond where things are (the tests' own paths and ports).

@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import json
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from support.chart import (
     worker_groups,
 )
 from support.operator import OperatorProcess, free_port, get, phase_of, wait_for
+from support.ports import listening_ports
 from wingman.audit import verify
 from wingman.capability.keys import KeySet
 from wingman.capability.tokens import Expected, token_sha256
@@ -784,6 +786,33 @@ def test_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_
     assert cli(["keys", "prune", "-n", env.ns, "--kubeconfig", kubeconfig]) == 0
     wait_for("pruned", lambda: len((get(env.cluster, "configmap", env.ns,
                                         "wingman-public-keys") or {}).get("data", {})) == 1, 30)
+
+
+def test_an_operator_whose_health_port_was_taken_starts_again_on_another(
+        env: Env, tmp_path: Path) -> None:
+    """The suite's servers run in parallel: a health port chosen free can be taken before the
+    operator binds it. The start then fails on it ('address already in use') and is made
+    again on another port; the metrics port is the one the operator bound itself (port 0)."""
+    second = OperatorProcess(env.cluster, env.ns, tmp_path / "second")
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - where kopf binds the health port
+        taken.listen()
+        held = taken.getsockname()[1]
+        second.health_port = held
+        try:
+            second.start()
+            assert second.health_port != held
+            assert second.starts == 2, "the first start met the taken port"
+            assert "address already in use" in second.log_tail(400).lower()
+            assert second.proc is not None
+            assert {second.health_port, second.metrics_port} <= listening_ports(
+                second.proc.pid)
+            assert held not in listening_ports(second.proc.pid)
+            # its own metrics server: a standby replica, the first one leads
+            code, body = second.readiness()
+            assert code == 503 and "standing by" in body, body
+        finally:
+            second.stop()
 
 
 def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:
