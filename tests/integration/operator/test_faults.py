@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from integration.operator.test_operator import RESTART, Env
-from support.admission import refuse_updates
+from support.admission import refuse_updates, wait_refused
 from support.chart import DEFAULT_GATEWAY_IMAGE, installed
 from support.operator import OperatorProcess, get, wait_for
 from wingman.audit import verify
@@ -102,14 +102,19 @@ def _refuse_status_writes(env: Env, name: str, expression: str) -> None:
 def test_a_write_the_api_server_will_never_accept_ends_the_object_instead_of_looping(
         env: Env) -> None:
     name = f"refuse-{env.ns}"
+    # a request the policy's rule matches once it is loaded (its status has a consensus),
+    # settled before there is a policy: a dry run of a write to its status tells when the
+    # API server (its informer) has loaded the policy
+    env.request("doomed-probe")
+    env.wait_phase("ar", "doomed-probe", "AutoApproved")
     _refuse_status_writes(
         env, name, "!(object.metadata.name.startsWith('doomed') && has(object.status) && "
         "(has(object.status.consensus) || (has(object.status.phase) && "
         "object.status.phase == 'TokenIssued')))")
     try:
-        import time
-
-        time.sleep(2)  # the API server loads new policies through an informer
+        wait_refused(env.cluster, "patch", "ar", "doomed-probe", "-n", env.ns,
+                     "--subresource=status", "--type=merge", "--dry-run=server",
+                     "-p", '{"status": {"phase": "AutoApproved"}}')
         env.request("doomed-req")
         ar = env.wait_phase("ar", "doomed-req", "Rejected")
         rejected = {c["type"]: c for c in ar["status"]["conditions"]}["Rejected"]
