@@ -11,6 +11,9 @@ picked was taken, and the port counts only once the server's own process listens
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: ``wingman mcp --transport http``'s "serving streamable HTTP on http://<host>:<port><path>"
@@ -55,4 +58,14 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
-__all__ = ["listening_ports", "serving_port"]
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections while the block runs: bound, never listening,
+    so no other process can take it and answer (a port closed after it was picked could be
+    taken by another test's server before the test connects to it)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
+
+
+__all__ = ["listening_ports", "refused_port", "serving_port"]

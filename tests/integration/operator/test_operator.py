@@ -30,8 +30,8 @@ from support.chart import (
     kubectl_as_sa,
     worker_groups,
 )
-from support.operator import OperatorProcess, free_port, get, phase_of, wait_for
-from support.ports import listening_ports
+from support.operator import OperatorProcess, get, phase_of, wait_for
+from support.ports import listening_ports, refused_port
 from wingman.audit import verify
 from wingman.capability.keys import KeySet
 from wingman.capability.tokens import Expected, token_sha256
@@ -1556,17 +1556,19 @@ def test_a_failed_voter_leaves_an_auto_approvable_request_to_a_human(
     (3 of 5), but a request one reviewer could not judge is not auto-approved: it waits for a
     human, says why, and a human's approval moves it on."""
     ns = f"wm-op-{uuid.uuid4().hex[:8]}"
-    with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
-                   values={"operator.replicas": 0, "operator.votersSecret": "wm-llm-keys"}):
+    # nothing listens on it, nor can start to while it is held: the voter fails with
+    # ConnectionFailed
+    with refused_port() as refusing, installed(
+            cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
+            values={"operator.replicas": 0, "operator.votersSecret": "wm-llm-keys"}):
         cluster.kubectl("create", "secret", "generic", "wm-llm-keys", "-n", ns,
                         "--from-literal=openai=sk-test-not-a-real-key")
         op = OperatorProcess(cluster, ns, tmp_path / "operator",
                              extra_env={"WINGMAN_VOTERS_SECRET": "wm-llm-keys"})
         policy = yaml.safe_load(op.policy_path.read_text())
-        closed = free_port()  # nothing listens: the voter fails with ConnectionFailed
         policy["panel"]["voters"].append(
             {"type": "openai", "name": "gpt-reviewer", "model": "gpt-4o-mini",
-             "apiKeySecretKey": "openai", "baseURL": f"http://127.0.0.1:{closed}/v1",
+             "apiKeySecretKey": "openai", "baseURL": f"http://127.0.0.1:{refusing}/v1",
              "timeoutSeconds": 5})
         op.policy_path.write_text(yaml.safe_dump(policy))
         op.start()

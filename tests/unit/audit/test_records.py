@@ -12,7 +12,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support.ports import refused_port
 from wingman import audit
 from wingman.audit import (
     GENESIS_HASH,
@@ -921,17 +921,15 @@ def test_a_file_target_with_a_nul_byte_is_a_config_error(target: str,
 
 
 def test_unreachable_database_is_unavailable_and_hides_the_password() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    dsn = f"postgresql://wingman:s3cr3t-pw@127.0.0.1:{port}/audit"
-    with pytest.raises(AuditUnavailable) as caught:
-        open_sink(dsn)
-    assert "s3cr3t-pw" not in str(caught.value)
-    assert f"127.0.0.1:{port}/audit" in str(caught.value)
-    out = io.StringIO()
-    assert verify_main(dsn, out=out) == 2
-    assert "s3cr3t-pw" not in out.getvalue()
+    with refused_port() as port:
+        dsn = f"postgresql://wingman:s3cr3t-pw@127.0.0.1:{port}/audit"
+        with pytest.raises(AuditUnavailable) as caught:
+            open_sink(dsn)
+        assert "s3cr3t-pw" not in str(caught.value)
+        assert f"127.0.0.1:{port}/audit" in str(caught.value)
+        out = io.StringIO()
+        assert verify_main(dsn, out=out) == 2
+        assert "s3cr3t-pw" not in out.getvalue()
 
 
 @pytest.mark.parametrize("password", ["s3/cr3t", "s3@cr3t", "s3/c@r/3t", "s3cr3t/"])
@@ -951,11 +949,8 @@ def test_a_dsn_whose_password_libpq_would_misread_is_refused_unseen(password: st
 
 @pytest.mark.parametrize("password", ["s3?cr3t", "s3#cr3t", "s3cr3t"])
 def test_a_dsn_password_libpq_reads_whole_never_shows(password: str) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    dsn = f"postgresql://wingman:{password}@127.0.0.1:{port}/audit"
-    with pytest.raises(AuditUnavailable) as caught:
+    with refused_port() as port, pytest.raises(AuditUnavailable) as caught:
+        dsn = f"postgresql://wingman:{password}@127.0.0.1:{port}/audit"
         open_sink(dsn)
     assert "s3" not in str(caught.value) and "cr3t" not in str(caught.value)
     assert f"wingman@127.0.0.1:{port}/audit" in str(caught.value)

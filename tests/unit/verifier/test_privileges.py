@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from support.chart import find, helm, render
+from support.ports import refused_port
 from wingman.verifier.privileges import token_audiences, verify_privileges_main
 from wingman.verifier.rights import (
     CONTENT_DIGEST_ANNOTATION,
@@ -381,20 +381,18 @@ def _run(*argv: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize("spelt", ["https://127.0.0.1:{port}",
                                    "https://alice:s3/cr3t@127.0.0.1:{port}/?alice=s3cr3t"])
 def test_unreachable_api_server_is_a_usage_error(tmp_path: Path, spelt: str) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": spelt.format(port=port),
-                                               "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "c",
-    }))
-    code, out, err = _run("--namespace", NS, "--kubeconfig", str(kubeconfig),
-                          "--gateway-image", IMAGE)
+    with refused_port() as port:  # nobody listens on it, nor can start to
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": spelt.format(port=port),
+                                                   "insecure-skip-tls-verify": True}}],
+            "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "c",
+        }))
+        code, out, err = _run("--namespace", NS, "--kubeconfig", str(kubeconfig),
+                              "--gateway-image", IMAGE)
     assert code == 2 and out == ""
     assert f"cannot reach the API server at https://{'***@' if '@' in spelt else ''}" \
         f"127.0.0.1:{port}" in err
