@@ -43,7 +43,7 @@ import yaml
 
 from wingman import scope
 from wingman.errors import ScopeViolation, WingmanError
-from wingman.kube import APPROVALS, ApiError, Kube, TokenFile
+from wingman.kube import APPROVALS, Kube, TokenFile
 from wingman.model import preview as model
 from wingman.preview import commands as plans
 from wingman.preview import report
@@ -232,7 +232,7 @@ def _read_approval(settings: PreviewSettings, kube: Kube) -> tuple[list[str], st
     """(the request's commands, '' or why they cannot be previewed)."""
     try:
         approval = kube.get(APPROVALS, settings.namespace, settings.approval_name)
-    except ApiError as exc:
+    except WingmanError as exc:  # refused, unreachable, or an answer no API server gives
         return [], f"cannot read ApprovalRequest {settings.approval_name}: {exc.message}"
     if (approval.get("metadata") or {}).get("uid") != settings.approval_uid:
         return [], (f"ApprovalRequest {settings.approval_name} is not the one this preview was "

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from wingman.kube import TokenFile
+from kubernetes import client as k8s
+
+from wingman.kube import Kube, TokenFile
 from wingman.preview import report
 from wingman.preview.proxy import DryRunProxy, self_signed
-from wingman.preview.runner import _Run
+from wingman.preview.runner import _read_approval, _Run
 from wingman.settings import PreviewSettings
 
 
@@ -47,3 +51,35 @@ def test_every_token_the_proxy_held_is_redacted_from_a_report(tmp_path: Path) ->
     assert "first-token" not in shown and "second-token" not in shown
     assert proxy.nonce not in shown
     assert "Unauthorized" in shown
+
+
+def test_a_request_that_cannot_be_read_is_a_result_saying_why_not_a_crash(
+        tmp_path: Path) -> None:
+    """Whatever keeps the request from being read (here a redirect, which no API server sends,
+    so something else answers at the address) is the preview's recorded problem, naming the
+    request and the answer, as a refusal of the API server is; not an internal error."""
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://example.invalid/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = PreviewSettings.from_env({"WINGMAN_APPROVAL_NAME": "r",
+                                             "WINGMAN_APPROVAL_UID": "u",
+                                             "KUBERNETES_SERVICE_HOST": "127.0.0.1"})
+        kube = Kube(k8s.ApiClient(k8s.Configuration(
+            host=f"http://127.0.0.1:{server.server_address[1]}")))
+        commands, problem = _read_approval(settings, kube)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert commands == []
+    assert problem.startswith("cannot read ApprovalRequest r: ")
+    assert "302" in problem
