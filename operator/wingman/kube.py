@@ -34,6 +34,7 @@ from kubernetes import config as k8s_config
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict
 from urllib3 import Timeout as HTTPTimeout
 from urllib3.connection import HTTPConnection
+from urllib3.util.retry import Retry as HTTPRetry
 
 from wingman import GROUP, VERSION
 from wingman.errors import ClusterError, WingmanError, shown_url
@@ -564,7 +565,7 @@ class Kube:
             cap = MAX_ANSWER_BYTES
         else:  # the client's timeout per try, and its own retries (its configuration's)
             timeout = HTTPTimeout(total=self.timeout) if self.timeout else None
-            options = {}
+            options = {"retries": _without_retry_after(self.api.configuration.retries)}
             cap = MAX_UNBOUNDED_ANSWER_BYTES
         try:
             _CALL.deadline = None if once is None else time.monotonic() + once
@@ -695,6 +696,35 @@ class AnswerTooLarge(ClusterError):
     write's outcome is unknown; the call may be made again)."""
 
     reason = "AnswerTooLarge"
+
+
+#: The longest the HTTP library sleeps on an answer's ``Retry-After`` before trying again (a
+#: client that keeps its retries: the chat service, the CLI, the MCP server). The API server's
+#: own throttling asks for a second; a server asking for hours is not slept on for hours.
+RETRY_AFTER_SLEEP_MAX = 5.0
+
+
+class _ShortRetryAfter(HTTPRetry):
+    """urllib3's retries, sleeping at most ``RETRY_AFTER_SLEEP_MAX`` on an answer's
+    ``Retry-After``, and handing back the last answer (not an error of its own) once its
+    retries are spent, so the caller sees the server's status and ``Retry-After``."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, RETRY_AFTER_SLEEP_MAX)
+
+
+def _without_retry_after(retries: Any) -> Any:
+    """The client's own retries (``False``, or a count: None is urllib3's default, 3) for a call
+    without a deadline, except that the HTTP library sleeps at most ``RETRY_AFTER_SLEEP_MAX``
+    on an answer's ``Retry-After`` (it would sleep as long as the answer asks: hours, if a
+    server says so, three times) and then returns the answer as it is (an ``ApiError`` with
+    its ``retry_after``), for the caller's own retry to weigh against its budget
+    (:func:`retry_pause`)."""
+    if retries is False:
+        return False
+    total = 3 if retries is None else retries
+    return _ShortRetryAfter(total=total, raise_on_status=False)
 
 
 def _too_large(method: str, path: str, host: str, cap: int) -> AnswerTooLarge:

@@ -519,7 +519,33 @@ def _bomb() -> bytes:
 
 
 class _Api(BaseHTTPRequestHandler):
+    throttled = 0  # reads of "throttled" answered
+    throttled_once = 0  # reads of "throttled-once" answered
+
     def do_GET(self) -> None:
+        if self.path.endswith("/throttled-once"):  # the API server's throttling, then an answer
+            type(self).throttled_once += 1
+            if type(self).throttled_once == 1:
+                body = json.dumps({"kind": "Status", "status": "Failure", "code": 429,
+                                   "reason": "TooManyRequests", "message": "slow down"}).encode()
+                self.send_response(429)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+        if self.path.endswith("/throttled"):  # busy: come back in an hour
+            type(self).throttled += 1
+            body = json.dumps({"kind": "Status", "status": "Failure", "code": 503,
+                               "reason": "ServiceUnavailable", "message": "busy"}).encode()
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", "3600")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path.endswith("/bomb") or self.path.endswith("?labelSelector=bomb"):
             body = _bomb()
             self.send_response(200)
@@ -800,3 +826,46 @@ def test_an_error_answer_whose_body_is_nested_past_reason_is_still_the_api_error
     with pytest.raises(ApiError) as raised:
         kube.get(CONFIGMAPS, "ns", "failed-nested", once=once)
     assert raised.value.status == 500 and transient(raised.value)
+
+
+@pytest.mark.parametrize("retries", [None, 2])
+def test_an_answer_s_long_retry_after_is_the_caller_s_to_weigh_not_slept_on_for_hours(
+        local_api: tuple[str, int], retries: int | None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call without a deadline, on a client that keeps the HTTP library's retries (the chat
+    service, the CLI, the MCP server), answered 503 with ``Retry-After: 3600``: the library
+    tries again after at most ``RETRY_AFTER_SLEEP_MAX`` (not the hour it was asked, three
+    times), and then the server's answer comes back as it is, with its ``retry_after``, for
+    the caller's own retry to weigh against its budget (not an error of the library's)."""
+    import wingman.kube as kube_module
+    monkeypatch.setattr(kube_module, "RETRY_AFTER_SLEEP_MAX", 0.05)
+    host, port = local_api
+    configuration = k8s.Configuration(host=f"http://{host}:{port}")
+    configuration.retries = retries
+    kube = Kube(k8s.ApiClient(configuration))
+    _Api.throttled = 0
+    got: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            kube.get(CONFIGMAPS, "ns", "throttled")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            got.append(exc)
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(60)  # a bound for a test that would otherwise sleep hours, not a speed
+    assert not thread.is_alive(), "the HTTP library slept on the answer's Retry-After"
+    assert len(got) == 1 and isinstance(got[0], ApiError), got
+    assert got[0].status == 503 and got[0].retry_after == 3600
+    assert _Api.throttled == 1 + (3 if retries is None else retries)
+
+
+def test_the_api_server_s_throttling_is_still_waited_out_by_the_http_library(
+        local_api: tuple[str, int]) -> None:
+    """The API server's own throttling (429, ``Retry-After: 1``) is still tried again after
+    the second it asks, as before: the call succeeds."""
+    host, port = local_api
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://{host}:{port}")))
+    _Api.throttled_once = 0
+    assert kube.get(CONFIGMAPS, "ns", "throttled-once")["metadata"]["name"] == "seen"
+    assert _Api.throttled_once == 2
