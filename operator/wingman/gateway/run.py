@@ -50,11 +50,12 @@ engine acts it stops waiting for it, the outcome recorded as unknown (``CommandI
 Every call to the API server is one try bounded by ``API_CALL_SECONDS`` (the Job read by its
 own budget); the reads and the executor's TokenRequest are made again while they fail in a way
 that may pass, within ``API_RETRY_SECONDS``, as is the write of ``Running`` (which knows its
-own, landed with its answer lost; not once the pod was asked to stop), the burn never: a
-check that still gets no answer refuses; the writes after the command (and of a refusal) are
-made again within ``RESULT_SECONDS``, and a result still unwritten is audited
-``GatewayResultUnrecorded`` (exit 1). Each waits as long as a 429's ``Retry-After`` asks
-before it is made again, and is not made again when that is past its budget.
+own, landed with its answer lost), none of them once the pod was asked to stop (a SIGTERM
+ends a pause at once), the burn never: a check that still gets no answer refuses; the writes
+after the command (and of a refusal) are made again within ``RESULT_SECONDS``, and a result
+still unwritten is audited ``GatewayResultUnrecorded`` (exit 1). Each waits as long as a
+429's ``Retry-After`` asks before it is made again, and is not made again when that is past
+its budget.
 Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is an
 internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
 ``WINGMAN_LOG_FORMAT=json``; they carry ``token_sha256``, never the token.
@@ -130,9 +131,10 @@ ISSUE_POLL_MAX_SECONDS = 2.0
 (the operator writes ``TokenIssued`` and the token Secret at the same time)."""
 JOB_READ_RETRY_SECONDS = 3.0
 """How long a read of the gateway's own Job that failed in a way that may pass (no answer,
-429, 5xx) is tried again before the gateway refuses ``DeadlineUnknown``: a few tries, small
-next to the time the operator's deadline leaves beyond the command's (``RESULT_SECONDS``), and
-whatever it takes is measured by the deadline check that follows."""
+429, 5xx) is tried again before the gateway refuses ``DeadlineUnknown`` (not once the pod was
+asked to stop): a few tries, small next to the time the operator's deadline leaves beyond the
+command's (``RESULT_SECONDS``), and whatever it takes is measured by the deadline check that
+follows."""
 JOB_READ_FIRST_DELAY = 0.2
 """The first pause before the Job is read again (doubling after each failed try)."""
 JOB_READ_CALL_SECONDS = 2.0
