@@ -4,8 +4,9 @@ Picking a free port by binding port 0 and closing it, then telling a server to b
 number, races: another process (the suite runs servers in parallel) can take it in between.
 So a server binds port 0 itself and names the port it got (``serving_port``), or, where it
 cannot (kopf's liveness endpoint, PostgreSQL), the start is retried on a new port when the one
-picked was taken, and the port counts only once the server's own process listens on it
-(``listening_ports``).
+picked was taken: the operator's port counts only once its own process listens on it
+(``listening_ports``), whoever else answers there; PostgreSQL's start (``pg_ctl -w``) fails
+when it cannot bind its port.
 """
 
 from __future__ import annotations
