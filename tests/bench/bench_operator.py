@@ -1029,7 +1029,10 @@ def targets(reals: list[dict[str, Any]], noops: list[dict[str, Any]]
     def ratio(ours: Figure, floor: Figure) -> float | None:
         if not noops:
             return None
-        return median(reals, ours) / max(1e-9, median(noops, floor))
+        below = median(noops, floor)
+        if math.isnan(below):  # the no-op measured nothing: no ratio (max() would keep 1e-9)
+            return float("nan")
+        return median(reals, ours) / max(1e-9, below)
     return [
         ("create→consensus p95 ≤ 1.5x no-op",
          ratio(_at("consensus_written_ms", 95), _at("consensus_written_ms", 95)), 1.5),

@@ -284,6 +284,12 @@ def test_a_target_without_a_figure_is_missed_not_passed(capsys: pytest.CaptureFi
     for order in ([none, run(100, 900, 0, 300, 140), run(100, 900, 0, 300, 140)],
                   [run(100, 900, 0, 300, 140), none, run(100, 900, 0, 300, 140)]):
         assert bench.report(order, noops) == [target]
+    capsys.readouterr()
+    # the floor without a figure (the no-op's Jobs not in the audit log): no ratio either
+    blind = run(100, 0, 400, 100, 100)
+    blind["job_created_written_ms"] = {50: nan, 95: nan, 99: nan}
+    assert bench.report([run(100, 900, 0, 300, 140)], [blind]) == [target]
+    assert f"MISS  {target}: no figure (limit 3.0)" in capsys.readouterr().out
 
 
 def test_latencies_over_fewer_writes_than_objects_are_named_by_row_with_their_counts(
