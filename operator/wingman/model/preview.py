@@ -360,14 +360,17 @@ def _shrunk(c: CommandPreview, diff_limit: int, target_limit: int) -> CommandPre
 
 def fit(preview: Preview, limit: int = MAX_MESSAGE_BYTES) -> tuple[Preview, str]:
     """The largest form of ``preview`` whose encoding fits ``limit``: diffs are cut first,
-    then targets beyond the first few, then messages; (preview, encoded)."""
+    then targets beyond the first few, then messages; (preview, encoded). A message past
+    ``MAX_MESSAGE_CHARS`` (a problem quoting what answered at the API server's address) is cut
+    to it, as the reader of the result accepts no longer one."""
+    message = preview.message[:MAX_MESSAGE_CHARS]
     for diff_limit in (MAX_DIFF_BYTES, 2048, 1024, 512, 256, 0):
         for target_limit in (MAX_TARGETS, 10, 5, 2):
             if target_limit < MAX_TARGETS and diff_limit > 0:
                 continue  # cut the diffs away before dropping targets
             smaller = Preview(preview.approval_uid,
                               tuple(_shrunk(c, diff_limit, target_limit)
-                                    for c in preview.commands), preview.message)
+                                    for c in preview.commands), message)
             encoded = encode(smaller)
             if len(encoded) <= limit:
                 return smaller, encoded

@@ -11,6 +11,7 @@ from pathlib import Path
 from kubernetes import client as k8s
 
 from wingman.kube import Kube, TokenFile
+from wingman.model import preview as model
 from wingman.preview import report
 from wingman.preview.proxy import DryRunProxy, self_signed
 from wingman.preview.runner import _read_approval, _Run
@@ -83,3 +84,38 @@ def test_a_request_that_cannot_be_read_is_a_result_saying_why_not_a_crash(
     assert commands == []
     assert problem.startswith("cannot read ApprovalRequest r: ")
     assert "302" in problem
+
+
+def test_a_long_reason_the_request_cannot_be_read_is_recorded_cut_not_refused(
+        tmp_path: Path) -> None:
+    """Whatever answers at the API server's address chooses the words of the answer the
+    problem quotes (here a 2,000-character reason phrase of a redirect): the result the preview
+    writes is still one the operator accepts, the problem cut to what a message holds, naming
+    the request; not a result the operator refuses as invalid, losing why."""
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302, "Moved " + "x" * 2000)
+            self.send_header("Location", "http://example.invalid/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = PreviewSettings.from_env({"WINGMAN_APPROVAL_NAME": "r",
+                                             "WINGMAN_APPROVAL_UID": "u",
+                                             "KUBERNETES_SERVICE_HOST": "127.0.0.1"})
+        kube = Kube(k8s.ApiClient(k8s.Configuration(
+            host=f"http://127.0.0.1:{server.server_address[1]}")))
+        commands, problem = _read_approval(settings, kube)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert commands == [] and len(problem) > model.MAX_MESSAGE_CHARS
+    _, encoded = model.fit(model.Preview("u", (), problem))
+    recorded = model.decode(encoded)  # what the operator reads: PreviewInvalid before
+    assert recorded.message.startswith("cannot read ApprovalRequest r: ")
+    assert "302" in recorded.message and len(recorded.message) <= model.MAX_MESSAGE_CHARS
