@@ -715,14 +715,19 @@ class _ShortRetryAfter(HTTPRetry):
 
 
 def _without_retry_after(retries: Any) -> Any:
-    """The client's own retries (``False``, or a count: None is urllib3's default, 3) for a call
-    without a deadline, except that the HTTP library sleeps at most ``RETRY_AFTER_SLEEP_MAX``
-    on an answer's ``Retry-After`` (it would sleep as long as the answer asks: hours, if a
-    server says so, three times) and then returns the answer as it is (an ``ApiError`` with
-    its ``retry_after``), for the caller's own retry to weigh against its budget
-    (:func:`retry_pause`)."""
+    """The client's own retries (``False``, a count: None is urllib3's default, 3, or a
+    ``Retry`` of its own, its settings kept) for a call without a deadline, except that the
+    HTTP library sleeps at most ``RETRY_AFTER_SLEEP_MAX`` on an answer's ``Retry-After`` (it
+    would sleep as long as the answer asks: hours, if a server says so, three times) and then
+    returns the answer as it is (an ``ApiError`` with its ``retry_after``), for the caller's
+    own retry to weigh against its budget (:func:`retry_pause`)."""
     if retries is False:
         return False
+    if isinstance(retries, HTTPRetry):  # every setting of its own, the sleep bounded
+        short = _ShortRetryAfter.__new__(_ShortRetryAfter)
+        short.__dict__.update(vars(retries))
+        short.raise_on_status = False
+        return short
     total = 3 if retries is None else retries
     return _ShortRetryAfter(total=total, raise_on_status=False)
 

@@ -24,6 +24,7 @@ import yaml
 from kubernetes import client as k8s
 from urllib3 import HTTPConnectionPool, PoolManager
 from urllib3.connection import HTTPConnection
+from urllib3.util.retry import Retry
 
 from wingman.errors import ClusterError
 from wingman.kube import (
@@ -869,3 +870,34 @@ def test_the_api_server_s_throttling_is_still_waited_out_by_the_http_library(
     _Api.throttled_once = 0
     assert kube.get(CONFIGMAPS, "ns", "throttled-once")["metadata"]["name"] == "seen"
     assert _Api.throttled_once == 2
+
+
+def test_a_client_configured_with_a_retry_of_its_own_keeps_it_with_short_sleeps(
+        local_api: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client whose configuration's ``retries`` is a ``Retry`` (the kubernetes library
+    accepts one, as an int): its tries are the ones it says (here 2 more), the HTTP library
+    sleeping at most ``RETRY_AFTER_SLEEP_MAX`` on the answer's ``Retry-After``, and the
+    server's answer comes back as it is; not taken for a count, failing every call as
+    'cannot reach the API server'."""
+    import wingman.kube as kube_module
+    monkeypatch.setattr(kube_module, "RETRY_AFTER_SLEEP_MAX", 0.05)
+    host, port = local_api
+    configuration = k8s.Configuration(host=f"http://{host}:{port}")
+    configuration.retries = Retry(total=2)
+    kube = Kube(k8s.ApiClient(configuration))
+    _Api.throttled = 0
+    got: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            kube.get(CONFIGMAPS, "ns", "throttled")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            got.append(exc)
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(60)  # a bound for a test that would otherwise sleep hours, not a speed
+    assert not thread.is_alive(), "the HTTP library slept on the answer's Retry-After"
+    assert len(got) == 1 and isinstance(got[0], ApiError), got
+    assert got[0].status == 503 and got[0].retry_after == 3600
+    assert _Api.throttled == 3
+    assert kube.get(CONFIGMAPS, "ns", "seen")["metadata"]["name"] == "seen"
