@@ -699,8 +699,11 @@ class AnswerTooLarge(ClusterError):
 
 
 #: The longest the HTTP library sleeps on an answer's ``Retry-After`` before trying again (a
-#: client that keeps its retries: the chat service, the CLI, the MCP server). The API server's
-#: own throttling asks for a second; a server asking for hours is not slept on for hours.
+#: client that keeps its retries: the chat service, the CLI, the MCP server). The API server
+#: asks for 1 s when past its max-in-flight limit, 5 s while it shuts down, and 1 to 32 s
+#: under API Priority and Fairness (longer while it keeps rejecting): past 5 s it is tried
+#: again sooner than asked, at most three times, and then the answer (its ``Retry-After``)
+#: is the caller's; a server asking for hours is not slept on for hours.
 RETRY_AFTER_SLEEP_MAX = 5.0
 
 
