@@ -219,6 +219,9 @@ def client_error(exc: WingmanError, what: str) -> ClientError:
                                "expired or are wrong; renew them (log in again, or fix the "
                                "kubeconfig's user; in a pod, its ServiceAccount token)",
                                reason="Unauthorized")
+        if exc.status in (429, 503) and exc.retry_after is not None:  # throttled, or busy
+            return Unavailable(f"{text}; the API server is busy: try again in "
+                               f"{exc.retry_after:g} s, as it asked")
         return Unavailable(text)
     if exc.reason == "Unreachable":  # the HTTP library's error names no cause
         if "certificate verify failed" in exc.message:

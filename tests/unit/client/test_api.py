@@ -224,6 +224,19 @@ def test_refused_credentials_and_an_unreachable_server_say_what_to_do() -> None:
         err()
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_busy_api_server_s_answer_says_when_to_try_again(status: int) -> None:
+    """The API server throttling (API Priority and Fairness asks for up to 32 s), shutting
+    down, or busy: its answer reaches the caller once the HTTP library's few tries are spent,
+    and says when the server asked to be called again; its own message may be none (its
+    429 body is plain text)."""
+    err = client_error(ApiError(status, "", f"API server answered {status} : no message",
+                                retry_after=32.0), "listing ApprovalRequests")
+    assert isinstance(err, Unavailable)
+    assert "listing ApprovalRequests" in err.message
+    assert "try again in 32 s" in err.message
+
+
 def test_a_command_given_twice_is_refused_before_any_call() -> None:
     # each approved command runs once (one grant per command): a second copy never could
     with pytest.raises(Invalid, match="given twice"):
