@@ -829,6 +829,26 @@ def test_an_error_answer_whose_body_is_nested_past_reason_is_still_the_api_error
     assert raised.value.status == 500 and transient(raised.value)
 
 
+def _throttled_answer(kube: Kube) -> ApiError:
+    """The error of a read answered 503 with ``Retry-After: 3600`` (counted in
+    ``_Api.throttled``, reset here), made on a thread so that a client sleeping the hour fails
+    the test instead of hanging it."""
+    _Api.throttled = 0
+    got: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            kube.get(CONFIGMAPS, "ns", "throttled")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            got.append(exc)
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(60)  # a bound for a test that would otherwise sleep hours, not a speed
+    assert not thread.is_alive(), "the HTTP library slept on the answer's Retry-After"
+    assert len(got) == 1 and isinstance(got[0], ApiError), got
+    return got[0]
+
+
 @pytest.mark.parametrize("retries", [None, 2])
 def test_an_answer_s_long_retry_after_is_the_caller_s_to_weigh_not_slept_on_for_hours(
         local_api: tuple[str, int], retries: int | None,
@@ -844,20 +864,8 @@ def test_an_answer_s_long_retry_after_is_the_caller_s_to_weigh_not_slept_on_for_
     configuration = k8s.Configuration(host=f"http://{host}:{port}")
     configuration.retries = retries
     kube = Kube(k8s.ApiClient(configuration))
-    _Api.throttled = 0
-    got: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            kube.get(CONFIGMAPS, "ns", "throttled")
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            got.append(exc)
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(60)  # a bound for a test that would otherwise sleep hours, not a speed
-    assert not thread.is_alive(), "the HTTP library slept on the answer's Retry-After"
-    assert len(got) == 1 and isinstance(got[0], ApiError), got
-    assert got[0].status == 503 and got[0].retry_after == 3600
+    got = _throttled_answer(kube)
+    assert got.status == 503 and got.retry_after == 3600
     assert _Api.throttled == 1 + (3 if retries is None else retries)
 
 
@@ -885,19 +893,7 @@ def test_a_client_configured_with_a_retry_of_its_own_keeps_it_with_short_sleeps(
     configuration = k8s.Configuration(host=f"http://{host}:{port}")
     configuration.retries = Retry(total=2)
     kube = Kube(k8s.ApiClient(configuration))
-    _Api.throttled = 0
-    got: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            kube.get(CONFIGMAPS, "ns", "throttled")
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            got.append(exc)
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(60)  # a bound for a test that would otherwise sleep hours, not a speed
-    assert not thread.is_alive(), "the HTTP library slept on the answer's Retry-After"
-    assert len(got) == 1 and isinstance(got[0], ApiError), got
-    assert got[0].status == 503 and got[0].retry_after == 3600
+    got = _throttled_answer(kube)
+    assert got.status == 503 and got.retry_after == 3600
     assert _Api.throttled == 3
     assert kube.get(CONFIGMAPS, "ns", "seen")["metadata"]["name"] == "seen"

@@ -54,14 +54,12 @@ def test_every_token_the_proxy_held_is_redacted_from_a_report(tmp_path: Path) ->
     assert "Unauthorized" in shown
 
 
-def test_a_request_that_cannot_be_read_is_a_result_saying_why_not_a_crash(
-        tmp_path: Path) -> None:
-    """Whatever keeps the request from being read (here a redirect, which no API server sends,
-    so something else answers at the address) is the preview's recorded problem, naming the
-    request and the answer, as a refusal of the API server is; not an internal error."""
+def _read_through_redirect(reason: str) -> tuple[list[str], str]:
+    """``_read_approval`` of request "r" where a server answers every read with a redirect (its
+    reason phrase ``reason``, or the standard one): something else at the API server's address."""
     class Redirecting(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(302)
+            self.send_response(302, reason or None)
             self.send_header("Location", "http://example.invalid/")
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -77,10 +75,18 @@ def test_a_request_that_cannot_be_read_is_a_result_saying_why_not_a_crash(
                                              "KUBERNETES_SERVICE_HOST": "127.0.0.1"})
         kube = Kube(k8s.ApiClient(k8s.Configuration(
             host=f"http://127.0.0.1:{server.server_address[1]}")))
-        commands, problem = _read_approval(settings, kube)
+        return _read_approval(settings, kube)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_request_that_cannot_be_read_is_a_result_saying_why_not_a_crash(
+        tmp_path: Path) -> None:
+    """Whatever keeps the request from being read (here a redirect, which no API server sends,
+    so something else answers at the address) is the preview's recorded problem, naming the
+    request and the answer, as a refusal of the API server is; not an internal error."""
+    commands, problem = _read_through_redirect("")
     assert commands == []
     assert problem.startswith("cannot read ApprovalRequest r: ")
     assert "302" in problem
@@ -92,28 +98,7 @@ def test_a_long_reason_the_request_cannot_be_read_is_recorded_cut_not_refused(
     problem quotes (here a 2,000-character reason phrase of a redirect): the result the preview
     writes is still one the operator accepts, the problem cut to what a message holds, naming
     the request; not a result the operator refuses as invalid, losing why."""
-    class Redirecting(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(302, "Moved " + "x" * 2000)
-            self.send_header("Location", "http://example.invalid/")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        settings = PreviewSettings.from_env({"WINGMAN_APPROVAL_NAME": "r",
-                                             "WINGMAN_APPROVAL_UID": "u",
-                                             "KUBERNETES_SERVICE_HOST": "127.0.0.1"})
-        kube = Kube(k8s.ApiClient(k8s.Configuration(
-            host=f"http://127.0.0.1:{server.server_address[1]}")))
-        commands, problem = _read_approval(settings, kube)
-    finally:
-        server.shutdown()
-        server.server_close()
+    commands, problem = _read_through_redirect("Moved " + "x" * 2000)
     assert commands == [] and len(problem) > model.MAX_MESSAGE_CHARS
     _, encoded = model.fit(model.Preview("u", (), problem))
     recorded = model.decode(encoded)  # what the operator reads: PreviewInvalid before
