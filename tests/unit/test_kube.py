@@ -527,25 +527,11 @@ class _Api(BaseHTTPRequestHandler):
         if self.path.endswith("/throttled-once"):  # the API server's throttling, then an answer
             type(self).throttled_once += 1
             if type(self).throttled_once == 1:
-                body = json.dumps({"kind": "Status", "status": "Failure", "code": 429,
-                                   "reason": "TooManyRequests", "message": "slow down"}).encode()
-                self.send_response(429)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Retry-After", "1")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self._busy(429, "TooManyRequests", retry_after="1")
                 return
         if self.path.endswith("/throttled"):  # busy: come back in an hour
             type(self).throttled += 1
-            body = json.dumps({"kind": "Status", "status": "Failure", "code": 503,
-                               "reason": "ServiceUnavailable", "message": "busy"}).encode()
-            self.send_response(503)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Retry-After", "3600")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._busy(503, "ServiceUnavailable", retry_after="3600")
             return
         if self.path.endswith("/bomb") or self.path.endswith("?labelSelector=bomb"):
             body = _bomb()
@@ -571,6 +557,17 @@ class _Api(BaseHTTPRequestHandler):
         body = json.dumps({"kind": "ConfigMap", "metadata": {"name": "seen"}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _busy(self, code: int, reason: str, *, retry_after: str) -> None:
+        """A Status failure asking the client to come back after ``retry_after`` seconds."""
+        body = json.dumps({"kind": "Status", "status": "Failure", "code": code,
+                           "reason": reason, "message": "busy"}).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", retry_after)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
