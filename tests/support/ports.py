@@ -2,15 +2,17 @@
 
 Picking a free port by binding port 0 and closing it, then telling a server to bind that
 number, races: another process (the suite runs servers in parallel) can take it in between.
-So a server binds port 0 itself and names the port it got (``serving_port``), or, where it
-cannot (kopf's liveness endpoint, PostgreSQL), the start is retried on a new port when the one
-picked was taken: the operator's port counts only once its own process listens on it
+So a server binds port 0 itself and names the port it got (``serving_port``: the MCP server's
+line; ``logged_ports``: a JSON record, the chat service's), or, where it cannot (kopf's
+liveness endpoint, PostgreSQL), the start is retried on a new port when the one picked was
+taken: the operator's port counts only once its own process listens on it
 (``listening_ports``), whoever else answers there; PostgreSQL's start (``pg_ctl -w``) fails
 when it cannot bind its port.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from collections.abc import Iterator
@@ -27,6 +29,24 @@ def serving_port(line: str) -> int:
     if found is None:
         raise AssertionError(f"no 'serving streamable HTTP on http://host:port/' in {line!r}")
     return int(found.group(1))
+
+
+def logged_ports(log: str, message: str, *keys: str) -> dict[str, int] | None:
+    """The ports named under ``keys`` in the first JSON record of ``log`` whose message is
+    ``message`` (``chat starting``: ``httpPort``, ``metricsPort``); None before that record."""
+    for line in log.splitlines():
+        if f'"{message}"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("message") == message:
+            missing = [k for k in keys if not isinstance(record.get(k), int)]
+            if missing:
+                raise AssertionError(f"the {message!r} record names no port {missing}: {line}")
+            return {k: int(record[k]) for k in keys}
+    return None
 
 
 def listening_ports(pid: int) -> set[int]:
@@ -69,4 +89,4 @@ def refused_port() -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
-__all__ = ["listening_ports", "refused_port", "serving_port"]
+__all__ = ["listening_ports", "logged_ports", "refused_port", "serving_port"]

@@ -3,6 +3,8 @@
 One asyncio loop runs the reconciler, Telegram's long polling and an HTTP server on
 ``WINGMAN_CHAT_HTTP_PORT`` (``/healthz``; Slack's ``/slack/interactive`` and
 ``/slack/commands`` when Slack is enabled); metrics are served on ``WINGMAN_METRICS_PORT``.
+Either port may be 0 (outside the chart, which sets fixed ones): the system picks a free port,
+and the ``chat starting`` record names the ports bound (``httpPort``, ``metricsPort``).
 ``/healthz`` answers 503, naming it, once the reconciler or Telegram's polling has ended
 (the reconciler never should; polling ends only when Telegram rejects the bot token), so the
 probes restart the pod, which reads the Secret again. The HTTP server cuts off a connection
@@ -191,7 +193,9 @@ async def _main(settings: ChatSettings) -> int:
     log.info("chat starting", extra={
         "namespace": settings.namespace, "environment": settings.environment,
         "channels": [c.name for c in service.channels], "stepUp": config.step_up,
-        "people": len(config.people)})
+        "people": len(config.people),
+        # the ports bound: a free one the system picked where the setting was 0
+        "httpPort": bound_port(runner), "metricsPort": int(server.server_port)})
     try:
         while not stop.is_set():  # the state ConfigMap must be readable before anything
             try:
@@ -224,6 +228,11 @@ async def _main(settings: ChatSettings) -> int:
     return 0
 
 
+def bound_port(runner: web.BaseRunner) -> int:
+    """The port ``runner``'s one site listens on (the one the system picked for port 0)."""
+    return int(runner.addresses[0][1])
+
+
 async def health(loops: Sequence[asyncio.Task[Any]]) -> web.Response:
     """200 while every loop runs; 503 naming the ones that ended."""
     ended = [t.get_name() for t in loops if t.done()]
@@ -232,5 +241,5 @@ async def health(loops: Sequence[asyncio.Task[Any]]) -> web.Response:
     return web.Response(text="ok")
 
 
-__all__ = ["HEADER_SECONDS", "RedactSecrets", "health", "http_runner", "install_redaction",
-           "run_chat"]
+__all__ = ["HEADER_SECONDS", "RedactSecrets", "bound_port", "health", "http_runner",
+           "install_redaction", "run_chat"]

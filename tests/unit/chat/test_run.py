@@ -1,17 +1,25 @@
 """No secret of the chat Secret reaches a log line, whichever library logs it; /healthz fails
 once a loop of the process has ended; the HTTP server cuts off clients that send their
-headers slowly."""
+headers slowly; given port 0, the process serves on the free ports it names."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import logging
+import os
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
+import yaml
 from aiohttp import ClientSession, web
 
+import wingman
+from support.ports import listening_ports, logged_ports, refused_port
 from wingman.chat.run import RedactSecrets, health, http_runner
 
 TOKEN = "7000001:AAH-secret-bot-token-value"
@@ -132,3 +140,66 @@ def test_a_client_that_sends_its_headers_slowly_is_cut_off(
     assert status == 200
     assert got == b"" and elapsed < 3.0, (elapsed, got)
 
+
+
+def _started_ports(proc: subprocess.Popen[bytes], log: Path) -> dict[str, int]:
+    deadline = time.monotonic() + 60
+    while True:
+        ports = logged_ports(log.read_text(errors="replace"), "chat starting",
+                             "httpPort", "metricsPort")
+        if ports is not None:
+            return ports
+        assert proc.poll() is None, f"wingman chat exited {proc.returncode}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no 'chat starting' record:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+def test_with_port_0_the_chat_serves_on_the_free_ports_its_starting_record_names(
+        tmp_path: Path) -> None:
+    # A test harness (or several processes on one host) cannot hand the process a port picked
+    # free beforehand: another process may take it before the chat binds it. Port 0 binds a
+    # free one, and the 'chat starting' record tells where /healthz and /metrics are.
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "webhook-secret").write_text("webhook-secret-value\n")
+    with refused_port() as nowhere:  # the API server and the webhook receiver: not reached
+        (tmp_path / "chat.yaml").write_text(yaml.safe_dump({
+            "environment": "test",
+            "webhook": {"enabled": True, "url": f"http://127.0.0.1:{nowhere}/hook"}}))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{nowhere}"}}],
+            "users": [{"name": "u", "user": {"token": "not-used"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+               "KUBECONFIG": str(kubeconfig), "WINGMAN_CHAT_CONFIG": str(tmp_path / "chat.yaml"),
+               "WINGMAN_CHAT_SECRETS_DIR": str(secrets),
+               "WINGMAN_AUDIT_TARGET": str(tmp_path / "audit.jsonl"),
+               "WINGMAN_CHAT_HTTP_PORT": "0", "WINGMAN_METRICS_PORT": "0",
+               "WINGMAN_LOG_FORMAT": "json",
+               # the code under test, not an installed copy
+               "PYTHONPATH": str(Path(wingman.__file__).resolve().parents[1])}
+        log = tmp_path / "chat.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "chat"], env=env,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        try:
+            ports = _started_ports(proc, log)
+            http, scrape = ports["httpPort"], ports["metricsPort"]
+            assert 0 not in (http, scrape) and http != scrape, ports
+            # the process's own sockets, not another server that happens to answer there
+            assert {http, scrape} <= listening_ports(proc.pid), ports
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=10) as resp:
+                assert resp.status == 200 and resp.read() == b"ok"
+            with urllib.request.urlopen(f"http://127.0.0.1:{scrape}/metrics",
+                                        timeout=10) as resp:
+                assert 'wingman_chat_up{environment="test"} 1.0' in resp.read().decode()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, log.read_text()
