@@ -53,7 +53,8 @@ from support.fake_chat import (
     slack_signature,
     slack_signed,
 )
-from support.operator import OperatorProcess, free_port, get, wait_for
+from support.operator import OperatorProcess, get, wait_for
+from support.ports import listening_ports, logged_ports
 from wingman.chat.webhook import signature as webhook_signature
 from wingman.client.status import grant_name
 from wingman.dev.cluster import LocalCluster
@@ -84,6 +85,8 @@ class Env:
     slack: FakeSlack
     webhook: WebhookReceiver
     chat_env: dict[str, str]
+    #: the port of ``/metrics``, which the process bound itself (port 0) and named
+    metrics_port: int
     #: when /healthz first answered: the chat process had started by then
     healthy_at: float = 0.0
 
@@ -135,8 +138,8 @@ class Env:
         return self.operator.audit_events()
 
     def chat_metrics(self) -> str:
-        port = self.chat_env["WINGMAN_METRICS_PORT"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as resp:
             return str(resp.read().decode())
 
     def log_tail(self) -> str:
@@ -205,15 +208,15 @@ def chat_env(cluster: LocalCluster, env: str, tmp: Path, *, step_up: bool = Fals
                 "jsonpath={.data.chat\\.yaml}").stdout)
             token = cluster.sa_token(release.namespace, "wingman-chat",
                                      expiration_seconds=3600)
-            http_port = free_port()
             chat_env_vars = {
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp),
                 "KUBECONFIG": str(cluster.token_kubeconfig(token, "chat")),
                 "WINGMAN_NAMESPACE": release.namespace, "WINGMAN_ENVIRONMENT": env,
                 "WINGMAN_CHAT_CONFIG": str(config), "WINGMAN_CHAT_SECRETS_DIR": str(secrets),
                 "WINGMAN_AUDIT_TARGET": str(operator.audit_path),
-                "WINGMAN_CHAT_HTTP_PORT": str(http_port),
-                "WINGMAN_METRICS_PORT": str(free_port()),
+                # free ports the process binds itself and names in 'chat starting': one
+                # picked here and handed over could be taken by another process in between
+                "WINGMAN_CHAT_HTTP_PORT": "0", "WINGMAN_METRICS_PORT": "0",
                 "WINGMAN_CHAT_SYNC_SECONDS": "1", "WINGMAN_LOG_FORMAT": "json",
                 "PYTHONPATH": str(OPERATOR_SRC),  # the code under test, not an installed copy
             }
@@ -222,10 +225,13 @@ def chat_env(cluster: LocalCluster, env: str, tmp: Path, *, step_up: bool = Fals
                 proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "chat"],
                                         env=chat_env_vars, stdout=log,
                                         stderr=subprocess.STDOUT)
-            env_obj = Env(cluster, release, operator, proc, log_path,
-                          f"http://127.0.0.1:{http_port}", telegram, slack, webhook,
-                          chat_env_vars)
             try:
+                ports = wait_for("chat's 'chat starting' record",
+                                 lambda: _started_ports(proc, log_path), timeout=60,
+                                 on_timeout=lambda: log_path.read_text(errors="replace"))
+                env_obj = Env(cluster, release, operator, proc, log_path,
+                              f"http://127.0.0.1:{ports['httpPort']}", telegram, slack, webhook,
+                              chat_env_vars, ports["metricsPort"])
                 wait_for("chat /healthz", lambda: _healthy(env_obj), timeout=60,
                          on_timeout=env_obj.log_tail)
                 env_obj.healthy_at = time.time()
@@ -238,6 +244,20 @@ def chat_env(cluster: LocalCluster, env: str, tmp: Path, *, step_up: bool = Fals
                     proc.kill()
                     proc.wait()
                 operator.stop()
+
+
+def _started_ports(proc: subprocess.Popen[bytes], log: Path) -> dict[str, int] | None:
+    """The ports the chat process names in its ``chat starting`` record, once its own
+    process listens on them; None before."""
+    if proc.poll() is not None:
+        raise AssertionError(f"wingman chat exited {proc.returncode}:\n"
+                             f"{log.read_text(errors='replace')}")
+    ports = logged_ports(log.read_text(errors="replace"), "chat starting",
+                         "httpPort", "metricsPort")
+    if ports is None:
+        return None
+    assert set(ports.values()) <= listening_ports(proc.pid), ports
+    return ports
 
 
 def _healthy(env: Env) -> bool:
