@@ -7,6 +7,10 @@ ValidatingAdmissionPolicy admission plugin, and kube-controller-manager runs the
 garbage-collector, namespace and ServiceAccount controllers (with per-controller credentials,
 so the Job controller acts as ``system:serviceaccount:kube-system:job-controller``).
 
+Ports: etcd serves on unix sockets in the working directory and kube-controller-manager serves
+no endpoint, so only the API server binds a TCP port; it is picked free, and the API server is
+started again on another when a process took it first ("address already in use").
+
 A real node (kubelet, kube-proxy, kube-scheduler, containerd: ``wingman.dev.kubelet``) joins
 a cluster started with ``nodes=True`` on an address the node's network reaches; without one,
 ``wingman.dev.node`` plays the node for gateway pods.
@@ -77,10 +81,29 @@ NODE_CONTROLLERS = (
 )
 
 
+#: etcd's client and peer sockets: unix sockets in the working directory (etcd and
+#: kube-apiserver run there), named as etcd's flags want them (``unix://NAME:PORT``, the whole
+#: ``NAME:PORT`` being the socket's file name): no TCP port to pick, so none another process
+#: can take between picking and binding it, and nothing else on the host can reach etcd.
+ETCD_CLIENT_URL = "unix://etcd-client.sock:0"
+ETCD_PEER_URL = "unix://etcd-peer.sock:0"
+#: How many ports kube-apiserver is started on before giving up, when each was taken by
+#: another process between being picked and being bound ("address already in use").
+APISERVER_PORT_TRIES = 5
+
+
 def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port nobody listened on a moment ago: the API server's. Picking one and then having
+    kube-apiserver bind it races with every other process binding ports, so the start is
+    retried on a new one when it was taken in between (see ``LocalCluster._boot``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+class _PortTaken(ClusterError):
+    """kube-apiserver could not bind the port picked for it: another process took it."""
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
@@ -236,14 +259,11 @@ class LocalCluster:
         except ValueError:
             raise ClusterError(f"the API server address must be an IP address, got "
                                f"{address!r}") from None
-        port = _free_port(address)
-        host = f"[{address}]" if ":" in address else address
-        server = f"https://{host}:{port}"
-        cluster = cls(wd, server, wd / "admin.kubeconfig", ca, _owns_workdir=owns,
+        cluster = cls(wd, "", wd / "admin.kubeconfig", ca, _owns_workdir=owns,
                       address=address, nodes=nodes)
         cluster._audit = audit_log
         try:
-            cluster._boot(port, timeout)
+            cluster._boot(timeout)
         except BaseException:
             cluster.stop()
             raise
@@ -283,6 +303,11 @@ class LocalCluster:
         for name, proc in self._procs.items():
             if proc.poll() is not None:
                 tail = self.log_tail(name)
+                port = self._argv[name][self._argv[name].index("--secure-port") + 1] if (
+                    name == "kube-apiserver") else ""
+                if port and f":{port}: bind: address already in use" in tail:
+                    raise _PortTaken(f"kube-apiserver could not listen on port {port}: another "
+                                     f"process took it after it was picked; its log:\n{tail}")
                 raise ClusterError(
                     f"{name} exited with code {proc.returncode} during start-up; "
                     f"last lines of its log ({self.workdir / (name + '.log')}):\n{tail}",
@@ -294,7 +319,7 @@ class LocalCluster:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def _boot(self, port: int, timeout: float) -> None:
+    def _boot(self, timeout: float) -> None:
         wd = self.workdir
         ca_path = self._write("ca.crt", self._ca.cert_pem, 0o644)
         ca_key_path = self._write("ca.key", _pem_key(self._ca.key))
@@ -315,30 +340,69 @@ class LocalCluster:
             ),
             0o644,
         )
-        self._write_kubeconfig(self.kubeconfig, "admin", ["system:masters"])
         kcm_kubeconfig = wd / "kcm.kubeconfig"
-        self._write_kubeconfig(kcm_kubeconfig, "system:kube-controller-manager", [])
-
-        etcd_port, peer_port = _free_port(), _free_port()
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
         self._spawn("etcd", [
             str(devtools.tool_path("etcd")),
             "--data-dir", str(wd / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
+            "--listen-client-urls", ETCD_CLIENT_URL, "--advertise-client-urls", ETCD_CLIENT_URL,
+            "--listen-peer-urls", ETCD_PEER_URL,
+            "--initial-advertise-peer-urls", ETCD_PEER_URL,
+            "--initial-cluster", f"default={ETCD_PEER_URL}",
             "--unsafe-no-fsync", "--quota-backend-bytes", str(4 * 1024**3),
             "--log-level", "warn",
         ])
+        for attempt in range(1, APISERVER_PORT_TRIES + 1):
+            port = _free_port(self.address)
+            host = f"[{self.address}]" if ":" in self.address else self.address
+            self.server = f"https://{host}:{port}"
+            self._write_kubeconfig(self.kubeconfig, "admin", ["system:masters"])
+            self._write_kubeconfig(kcm_kubeconfig, "system:kube-controller-manager", [])
+            self._spawn_apiserver(port)
+            try:
+                self._wait_ready(timeout)
+                break
+            except _PortTaken as exc:
+                del self._procs["kube-apiserver"]
+                if attempt == APISERVER_PORT_TRIES:
+                    raise ClusterError(
+                        f"kube-apiserver could not listen on any of {attempt} ports picked for "
+                        f"it: each was taken by another process before it bound it; free up "
+                        f"ports or stop what keeps taking them. The last try: {exc}") from None
+                log.info("kube-apiserver's port %d was taken before it bound it: starting it "
+                         "on another", port)
+        self._spawn("kube-controller-manager", [
+            str(devtools.tool_path("kube-controller-manager")),
+            "--kubeconfig", str(kcm_kubeconfig),
+            "--authentication-kubeconfig", str(kcm_kubeconfig),
+            "--authorization-kubeconfig", str(kcm_kubeconfig),
+            "--use-service-account-credentials=true",
+            "--service-account-private-key-file", str(wd / "sa.key"),
+            "--root-ca-file", str(ca_path),
+            "--cluster-signing-cert-file", str(ca_path),
+            "--cluster-signing-key-file", str(ca_key_path),
+            "--controllers", ",".join(CONTROLLERS + (NODE_CONTROLLERS if self.nodes else ())),
+            "--leader-elect=false",
+            # its health and metrics endpoint: nothing reads it (readiness is the default
+            # ServiceAccount it makes), and a port picked for it could be taken before it binds
+            "--secure-port", "0",
+            "--concurrent-job-syncs", "10",
+            # the default client rate (20 requests/s, bursts of 30) lets the Job controller
+            # start and end about 5 Jobs a second: soaks release more gateway Jobs than that
+            "--kube-api-qps", "200", "--kube-api-burst", "400",
+            "--v", "1",
+        ])
+        self._wait_controllers(timeout)
+
+    def _spawn_apiserver(self, port: int) -> None:
+        wd = self.workdir
         self._spawn("kube-apiserver", [
             str(devtools.tool_path("kube-apiserver")),
-            "--etcd-servers", etcd_url,
+            "--etcd-servers", ETCD_CLIENT_URL,
             "--bind-address", self.address, "--advertise-address", self.address,
             "--secure-port", str(port),
             "--tls-cert-file", str(wd / "apiserver.crt"),
             "--tls-private-key-file", str(wd / "apiserver.key"),
-            "--client-ca-file", str(ca_path),
+            "--client-ca-file", str(wd / "ca.crt"),
             "--authorization-mode", "Node,RBAC" if self.nodes else "RBAC",
             "--service-account-issuer", SERVICE_ACCOUNT_ISSUER,
             "--service-account-key-file", str(wd / "sa.pub"),
@@ -353,27 +417,6 @@ class LocalCluster:
             *self._kubelet_client_flags(),
             "--v", "1",
         ])
-        self._wait_ready(timeout)
-        self._spawn("kube-controller-manager", [
-            str(devtools.tool_path("kube-controller-manager")),
-            "--kubeconfig", str(kcm_kubeconfig),
-            "--authentication-kubeconfig", str(kcm_kubeconfig),
-            "--authorization-kubeconfig", str(kcm_kubeconfig),
-            "--use-service-account-credentials=true",
-            "--service-account-private-key-file", str(wd / "sa.key"),
-            "--root-ca-file", str(ca_path),
-            "--cluster-signing-cert-file", str(ca_path),
-            "--cluster-signing-key-file", str(ca_key_path),
-            "--controllers", ",".join(CONTROLLERS + (NODE_CONTROLLERS if self.nodes else ())),
-            "--leader-elect=false",
-            "--bind-address", "127.0.0.1", "--secure-port", str(_free_port()),
-            "--concurrent-job-syncs", "10",
-            # the default client rate (20 requests/s, bursts of 30) lets the Job controller
-            # start and end about 5 Jobs a second: soaks release more gateway Jobs than that
-            "--kube-api-qps", "200", "--kube-api-burst", "400",
-            "--v", "1",
-        ])
-        self._wait_controllers(timeout)
 
     def _kubelet_client_flags(self) -> list[str]:
         """The API server's identity towards kubelets (pod logs, exec), with real nodes."""

@@ -291,3 +291,50 @@ def test_applying_crds_waits_for_each_and_names_one_that_never_becomes_establish
     finally:
         cluster.kubectl("delete", "crd", "gadgets.clash.wingman.test",
                         "widgets.clash.wingman.test", "--ignore-not-found", "--timeout=60s")
+
+
+def test_the_control_plane_starts_when_the_api_server_s_port_is_taken_after_it_was_picked(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process (a test's server, another control plane) can bind the port picked for
+    kube-apiserver before it does: the control plane starts on another port instead of failing
+    with "address already in use". The picker hands out a port this test holds for the first
+    try, as such a process would."""
+    import socket
+
+    from wingman.dev import cluster as cluster_module
+
+    picked: list[int] = []
+    pick = cluster_module._free_port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = int(taken.getsockname()[1])
+
+        def picker(host: str = "127.0.0.1") -> int:
+            picked.append(taken_port if not picked else pick(host))
+            return picked[-1]
+
+        monkeypatch.setattr(cluster_module, "_free_port", picker)
+        with LocalCluster.start(tmp_path_factory.mktemp("cluster-port-taken")) as started:
+            assert picked[0] == taken_port
+            assert started.server == f"https://127.0.0.1:{picked[-1]}" != (
+                f"https://127.0.0.1:{taken_port}")
+            assert started.kubectl("get", "serviceaccount", "default", "-n",
+                                   "default").returncode == 0
+            assert "address already in use" in started.log_tail("kube-apiserver", 10_000)
+
+
+def test_the_control_plane_s_etcd_and_controller_manager_listen_on_no_tcp_port(
+        cluster: LocalCluster) -> None:
+    """etcd serves kube-apiserver on a unix socket in the control plane's directory and
+    kube-controller-manager serves nothing: no TCP port for them to pick, which another
+    process could take before they bind it, and no etcd another local user can reach."""
+    from support.ports import listening_ports
+
+    for component in ("etcd", "kube-controller-manager"):
+        pid = cluster.pid(component)
+        assert pid is not None, f"{component} is not running"
+        assert listening_ports(pid) == set(), component
+    pid = cluster.pid("kube-apiserver")
+    assert pid is not None
+    assert listening_ports(pid) == {int(cluster.server.rsplit(":", 1)[1])}
