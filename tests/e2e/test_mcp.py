@@ -40,7 +40,8 @@ from support.chart import (
     sa_user,
     worker_groups,
 )
-from support.operator import OperatorProcess, free_port, get, wait_for
+from support.operator import OperatorProcess, get, wait_for
+from support.ports import serving_port
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.node import NodeHarness
 
@@ -302,18 +303,26 @@ def test_waits_are_bounded_and_bad_input_is_an_answer(world: World) -> None:
 
 @pytest.fixture(scope="module")
 def http_server(world: World) -> Iterator[tuple[str, str]]:
-    """``wingman mcp --transport http`` as a sidecar: in-cluster credentials, bearer token."""
-    port = free_port()
+    """``wingman mcp --transport http`` as a sidecar: in-cluster credentials, bearer token.
+    Port 0: the server binds a free port itself and names it in its "serving" line; none is
+    picked here and handed over, which another process could take in between."""
     token = uuid.uuid4().hex
     token_file = world.work / "mcp-token"
     token_file.write_text(token)
     log = (world.work / "mcp-http.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http", "--port", str(port),
+        [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http", "--port", "0",
          "--max-wait-seconds", "3", "--auth-token-file", str(token_file)],
         env=world.pod_env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/mcp"
+    log_path = world.work / "mcp-http.log"
     try:
+        def named() -> bool:
+            return "serving streamable HTTP on" in log_path.read_text(errors="replace") or (
+                proc.poll() is not None)
+        wait_for("the MCP HTTP server to name its port", named, 60)
+        assert proc.poll() is None, log_path.read_text()
+        url = f"http://127.0.0.1:{serving_port(log_path.read_text())}/mcp"
+
         def up() -> bool:
             try:
                 urllib.request.urlopen(
