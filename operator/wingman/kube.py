@@ -873,16 +873,24 @@ _T = TypeVar("_T")
 RetryObserver = Callable[[WingmanError, float], None]
 
 
+#: Told that a call that would have been made again is not, as the process is stopping: the
+#: last error; returns the error to raise instead of it.
+StopObserver = Callable[[WingmanError], BaseException]
+
+
 def call_retried(policy: RetryPolicy, call: Callable[[float], _T], *,
                  retrying: RetryObserver | None = None,
                  stop: Callable[[], bool] | None = None,
-                 wait: Callable[[float], bool] | None = None) -> _T:
+                 wait: Callable[[float], bool] | None = None,
+                 stopped: StopObserver | None = None) -> _T:
     """``call(once)`` (``once``: how long its one try may wait, :func:`try_seconds`), made again
-    as :func:`retry_pause` decides; then, or at once when ``stop()`` says the process is
-    stopping, its last error. Blocking: between tries it sleeps the pause, or, with ``wait``,
-    calls ``wait(pause)``, which waits up to the pause and says whether the process was asked to
-    stop meanwhile (the gateway's ``TERMINATION.wait``: a SIGTERM ends the pause at once): then
-    the last error too, and no new try."""
+    as :func:`retry_pause` decides; then its last error. Blocking: between tries it sleeps the
+    pause, or, with ``wait``, calls ``wait(pause)``, which waits up to the pause and says whether
+    the process was asked to stop meanwhile (the gateway's ``TERMINATION.wait``: a SIGTERM ends
+    the pause at once). A call that would be made again is not when ``stop()`` says the process
+    is stopping, or ``wait`` that it was asked to during the pause: then ``stopped(error)`` is
+    raised (the stop, not the API server, ends the call: the gateway's ``GatewayTerminating``),
+    or the last error when no ``stopped`` is given."""
     give_up = time.monotonic() + policy.budget
     tries = 0
     while True:
@@ -891,13 +899,19 @@ def call_retried(policy: RetryPolicy, call: Callable[[float], _T], *,
             return call(try_seconds(policy, give_up - time.monotonic()))
         except WingmanError as exc:
             pause = retry_pause(policy, exc, tries, give_up - time.monotonic())
-            if pause is None or (stop is not None and stop()):
+            if pause is None:
                 raise
+            if stop is not None and stop():
+                if stopped is None:
+                    raise
+                raise stopped(exc) from None
             if retrying is not None:
                 retrying(exc, pause)
             if wait is not None:
                 if wait(pause):
-                    raise
+                    if stopped is None:
+                        raise
+                    raise stopped(exc) from None
                 continue
         time.sleep(pause)
 
@@ -1106,7 +1120,7 @@ def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] 
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES",
            "MAX_ANSWER_BYTES", "MAX_UNBOUNDED_ANSWER_BYTES", "MERGE", "PODS", "SECRETS",
            "AnswerTooLarge", "ApiError", "Kube", "Observer", "Resource", "RetryObserver",
-           "RetryPolicy", "TokenFile",
+           "RetryPolicy", "StopObserver", "TokenFile",
            "UnusableAnswer", "call_labels", "call_retried", "call_retried_async",
            "create_or_adopt", "current_context", "failed_exec_plugin", "kubeconfig_contexts",
            "load_kubeconfig", "retry_pause", "retryable", "server_date", "transient",

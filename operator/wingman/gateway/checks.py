@@ -55,6 +55,15 @@ class Replay(WingmanError):
     reason = "ReplayRejected"
 
 
+class Terminating(GrantDenied):
+    """The gateway's pod was asked to stop (SIGTERM) before the command started: nothing more
+    is started or read again. Its own type so that a step that turns the errors of its reads
+    into a refusal of its own (``ApiUnavailable``, ``DeadlineUnknown``, ``TargetUnreadable``,
+    ``ExecutorTokenUnavailable``) lets it through: the stop, not the API server, ended them."""
+
+    reason = "GatewayTerminating"
+
+
 # ---------------------------------------------------------------------------------------------
 # Pure steps
 
@@ -198,6 +207,8 @@ def check_targets(approval: Body, command: str, *, allow_drift: bool,
     for target in plan.targets:
         try:
             change = previews.drift(target, read(target))
+        except Terminating:
+            raise
         except WingmanError as exc:
             unreadable.append(f"{target.ref}: {exc.message}")
             continue

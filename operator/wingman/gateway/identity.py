@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wingman.errors import GrantDenied, WingmanError
+from wingman.gateway.checks import Terminating
 from wingman.kube import ApiError, Kube, Resource
 from wingman.settings import GatewaySettings
 
@@ -110,6 +111,8 @@ def request_token(kube: Kube, settings: GatewaySettings, secret_name: str, *,
         why = "the answer held no token"
     except ApiError as exc:
         why = f"HTTP {exc.status}: {exc.message}"
+    except Terminating:  # asked to stop while the request was being made again
+        raise
     except WingmanError as exc:
         why = exc.message
     raise GrantDenied(

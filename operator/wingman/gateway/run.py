@@ -51,11 +51,11 @@ Every call to the API server is one try bounded by ``API_CALL_SECONDS`` (the Job
 own budget); the reads and the executor's TokenRequest are made again while they fail in a way
 that may pass, within ``API_RETRY_SECONDS``, as is the write of ``Running`` (which knows its
 own, landed with its answer lost), none of them once the pod was asked to stop (a SIGTERM
-ends a pause at once), the burn never: a check that still gets no answer refuses; the writes
-after the command (and of a refusal) are made again within ``RESULT_SECONDS``, and a result
-still unwritten is audited ``GatewayResultUnrecorded`` (exit 1). Each waits as long as a
-429's ``Retry-After`` asks before it is made again, and is not made again when that is past
-its budget.
+ends a pause at once, and the gateway refuses ``GatewayTerminating``), the burn never: a
+check that still gets no answer refuses; the writes after the command (and of a refusal)
+are made again within ``RESULT_SECONDS``, and a result still unwritten is audited
+``GatewayResultUnrecorded`` (exit 1). Each waits as long as a 429's ``Retry-After`` asks
+before it is made again, and is not made again when that is past its budget.
 Exit 0 means the command ran and its result is recorded (whatever its exit code); 1 is an
 internal error. Logs are JSON lines on stderr in the common format (``wingman.logs``) with
 ``WINGMAN_LOG_FORMAT=json``; they carry ``token_sha256``, never the token.
@@ -84,6 +84,7 @@ from wingman.gateway.checks import (
     RESULT_SECONDS,
     JobDeadline,
     Replay,
+    Terminating,
     _binding,
     authorize,
     burn_marker,
@@ -389,8 +390,10 @@ def _retried(run: _Run, what: str, call: Callable[[float], _T]) -> _T:
     ``API_RETRY_SECONDS`` at most, waiting as long as an answer's ``Retry-After`` asks (and
     giving up when that is past the budget); then, or at once for any other failure or once
     the pod is asked to stop (a SIGTERM ends a pause at once: ``TERMINATION.wait``), its last
-    error (``wingman.kube.call_retried``). Only for calls that change nothing
-    (``API_RETRY_SECONDS``)."""
+    error (``wingman.kube.call_retried``); a call that would be made again when the pod is
+    asked to stop, or is during the pause, is not, and the gateway refuses
+    ``GatewayTerminating`` (:func:`_stopped`), not with the call's error. Only for calls that
+    change nothing (``API_RETRY_SECONDS``)."""
     def retrying(exc: WingmanError, pause: float) -> None:
         run.log("ApiCallRetried", level="warning", reason=exc.reason,
                 message=f"{what} failed ({exc.message}); trying again in {pause:.2f} s")
@@ -400,7 +403,22 @@ def _retried(run: _Run, what: str, call: Callable[[float], _T]) -> _T:
                          call_min_seconds=JOB_READ_CALL_MIN_SECONDS)
     return call_retried(policy, call, retrying=retrying,
                         stop=lambda: executors.TERMINATION.requested,
-                        wait=executors.TERMINATION.wait)
+                        wait=executors.TERMINATION.wait,
+                        stopped=lambda exc: _stopped(run, "ApiCallStopped", what, exc))
+
+
+def _stopped(run: _Run, event: str, what: str, exc: WingmanError) -> Terminating:
+    """The refusal of a read (or the executor's TokenRequest) that is not made again because the
+    pod was asked to stop (SIGTERM) before its next try: logged as such (``event``: the log
+    line after its ``...Retried``, which said it would be tried again), the last failure
+    kept in the message."""
+    run.log(event, level="warning", reason="GatewayTerminating",
+            message=f"{what} failed ({exc.message}) and is not tried again: the pod was asked "
+            "to stop (SIGTERM)")
+    return Terminating(f"the gateway's pod was asked to stop (SIGTERM) while {what} was "
+                       f"being tried again (it had failed: {exc.message}); nothing was "
+                       "executed; if the grant was not cancelled, submit a new request to run "
+                       "the command")
 
 
 def _get(run: _Run, resource: Any, name: str, kind: str) -> dict[str, Any]:
@@ -423,6 +441,8 @@ def _get_dated(run: _Run, resource: Any, name: str, kind: str
                               reason=f"{kind}NotFound") from None
         raise GrantDenied(f"cannot read {kind} {namespace}/{name}: {exc.message}",
                           reason="ApiUnavailable") from None
+    except Terminating:
+        raise
     except WingmanError as exc:
         raise GrantDenied(f"cannot read {kind} {namespace}/{name}: {exc.message}",
                           reason="ApiUnavailable") from None
@@ -473,9 +493,9 @@ def _refuse_if_terminating(before: str) -> None:
     """GrantDenied ``GatewayTerminating`` when the pod was asked to stop (SIGTERM: its grant
     deleted, its Job's deadline, its node drained): nothing more is started."""
     if executors.TERMINATION.requested:
-        raise GrantDenied(f"the gateway's pod was asked to stop (SIGTERM) before it {before}; "
+        raise Terminating(f"the gateway's pod was asked to stop (SIGTERM) before it {before}; "
                           "nothing was executed; if the grant was not cancelled, submit a new "
-                          "request to run the command", reason="GatewayTerminating")
+                          "request to run the command")
 
 
 def _check_recorded(grant: Mapping[str, Any], token_ref: str | None) -> None:
@@ -506,6 +526,8 @@ def _forward(run: _Run, grant: Mapping[str, Any]) -> dict[str, Any] | None:
             return None
         raise GrantDenied(f"cannot read ExecutionGrant {name}: {exc.message}",
                           reason="ApiUnavailable") from None
+    except Terminating:
+        raise
     except WingmanError as exc:  # no answer (within API_CALL_SECONDS): nothing runs on it
         raise GrantDenied(f"cannot read ExecutionGrant {name}: {exc.message}",
                           reason="ApiUnavailable") from None
@@ -532,8 +554,9 @@ def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]
     pass (no answer, also none within ``JOB_READ_CALL_SECONDS``; 429, 5xx:
     ``wingman.kube.transient``) is tried again, backing off, for ``JOB_READ_RETRY_SECONDS`` at
     most, waiting as long as the answer's ``Retry-After`` asks (and giving up when that is past
-    the budget); any other answer (403, 404...) at once, and so is the last error once the pod
-    is asked to stop (a SIGTERM ends a pause at once: ``TERMINATION.wait``)."""
+    the budget); any other answer (403, 404...) at once. Once the pod is asked to stop (a
+    SIGTERM ends a pause at once: ``TERMINATION.wait``) it is not read again: the refusal is
+    ``GatewayTerminating`` (:func:`_stopped`)."""
     kube = run.kube
     assert kube is not None
 
@@ -548,7 +571,9 @@ def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]
     return call_retried(policy, lambda once: kube.get_dated(JOBS, run.settings.namespace, name,
                                                             once=once), retrying=retrying,
                         stop=lambda: executors.TERMINATION.requested,
-                        wait=executors.TERMINATION.wait)
+                        wait=executors.TERMINATION.wait,
+                        stopped=lambda exc: _stopped(run, "JobReadStopped",
+                                                     "reading the gateway Job", exc))
 
 
 def _burn_outcome(exc: WingmanError) -> str:
@@ -576,6 +601,8 @@ def _check_job_deadline(run: _Run, grant: Mapping[str, Any]) -> JobDeadline:
     name = names.grant_job_name(grant)
     try:
         job, server_now = _read_job(run, name)
+    except Terminating:
+        raise
     except WingmanError as exc:
         hint = ("the gateway Role needs get on jobs (batch) in the release namespace: helm "
                 "upgrade restores it; " if isinstance(exc, ApiError) and exc.status == 403
@@ -683,6 +710,8 @@ def _execute(run: _Run) -> int:
             run.executor_token = identity.request_token(
                 run.kube, s, str((grant.get("status") or {}).get("tokenSecretName") or ""),
                 retried=lambda call: _retried(run, "the executor's TokenRequest", call))
+        except Terminating:
+            raise
         except GrantDenied:
             _raise_if_spent(run, claims)
             raise

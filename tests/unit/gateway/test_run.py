@@ -17,8 +17,11 @@ from kubernetes import client as k8s
 
 from wingman.errors import GrantDenied
 from wingman.gateway import executors, run
+from wingman.gateway.checks import check_targets
 from wingman.kube import GRANTS, Kube
 from wingman.settings import GatewaySettings
+
+from .test_checks import CMD, WEB, _previewed
 
 
 @pytest.mark.parametrize("recorded", ["sha256:another", None])
@@ -100,22 +103,32 @@ def _unavailable_run(*, signal_on_retry: bool) -> Iterator[run._Run]:
         thread.join()
 
 
-@pytest.mark.parametrize("read", ["grant", "job"])
+@pytest.mark.parametrize("read", ["grant", "job", "target"])
 def test_a_sigterm_in_a_retry_pause_ends_the_retries_at_once_and_nothing_runs(
-        unavailable_run: run._Run, read: str) -> None:
+        unavailable_run: run._Run, read: str, caplog: pytest.LogCaptureFixture) -> None:
     """A read that failed in a way that may pass is made again after a pause; a SIGTERM during
     that pause (the grant cancelled, the Job's deadline, a drain) ends it there: the gateway
-    reads no more and refuses with the read's last error (nothing is executed), instead of
-    sleeping through the signal and reading again first."""
-    with pytest.raises(GrantDenied) as info:
+    reads no more and refuses GatewayTerminating (nothing is executed), the stop, not the API
+    server, named as the cause (not ApiUnavailable, DeadlineUnknown or TargetUnreadable, which
+    would send the reader to a healthy API server), and its log says the read was not made
+    again, after the line that said it would be."""
+    with pytest.raises(GrantDenied) as info, caplog.at_level(logging.INFO, "wingman.gateway"):
         if read == "grant":
             run._get(unavailable_run, GRANTS, "g1", "ExecutionGrant")
-        else:
+        elif read == "job":
             run._check_job_deadline(unavailable_run, {"metadata": {"name": "g1", "uid": "u1"}})
+        else:  # check_targets turns a read's failure into TargetUnreadable: not this one
+            unavailable_run.executor_kube = unavailable_run.kube
+            check_targets(_previewed(WEB), CMD, allow_drift=False,
+                          read=lambda t: run._read_target(unavailable_run, t))
     assert executors.TERMINATION.requested
     assert _Unavailable.reads == 1, "read again after the SIGTERM"
-    assert info.value.reason == ("ApiUnavailable" if read == "grant" else "DeadlineUnknown")
-    assert "etcd is away" in info.value.message
+    assert info.value.reason == "GatewayTerminating"
+    assert "asked to stop (SIGTERM)" in info.value.message
+    assert "etcd is away" in info.value.message  # the failure the stop cut short is kept
+    events = [getattr(r, "event", "") for r in caplog.records]
+    stopped = "JobReadStopped" if read == "job" else "ApiCallStopped"
+    assert events[-1] == stopped, events
 
 
 def test_a_gateway_not_asked_to_stop_keeps_reading_the_job_until_its_budget_ends(
