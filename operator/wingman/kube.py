@@ -34,6 +34,7 @@ from kubernetes import config as k8s_config
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict
 from urllib3 import Timeout as HTTPTimeout
 from urllib3.connection import HTTPConnection
+from urllib3.exceptions import HTTPError as HTTPLibraryError
 from urllib3.util.retry import Retry as HTTPRetry
 
 from wingman import GROUP, VERSION
@@ -558,6 +559,7 @@ class Kube:
                 headers.add("Impersonate-Group", group)
         auth: dict[str, Any] = {}
         self.api.update_params_for_auth(headers, auth, ["BearerToken"], path, method, body)
+        _check_headers(headers)
         host = str(self.api.configuration.host)
         if once is not None:  # one try: connect within ``once``, then send and read by then
             timeout: HTTPTimeout | None = HTTPTimeout(total=once)
@@ -577,9 +579,7 @@ class Kube:
                 data = _read_capped(resp, method, path, host, cap)
             finally:
                 _CALL.deadline = None
-        except AnswerTooLarge:
-            raise
-        except Exception as exc:  # noqa: BLE001 - urllib3 and ssl errors, all "unreachable"
+        except _NO_ANSWER as exc:
             raise ClusterError(f"cannot reach the API server at {shown_url(host)}: "
                                f"{unreachable_cause(exc)}", reason="Unreachable") from None
         if resp.status >= 400:
@@ -778,6 +778,47 @@ def _read_capped(resp: Any, method: str, path: str, host: str,
         raise
     resp.release_conn()
     return b"".join(chunks)
+
+
+#: What a call that got no answer fails with: the HTTP library's own errors (a refused or reset
+#: connection, a timeout, a TLS failure, a broken answer: ``NewConnectionError``,
+#: ``ProtocolError``, ``SSLError``, ``ReadTimeoutError``, ``DecodeError``..., and
+#: ``MaxRetryError`` once its retries are spent), and what the socket, ``ssl`` and
+#: ``http.client`` raise beneath it where it does not wrap them (``OSError``, ``ssl.SSLError``
+#: and the call's deadline, ``TimeoutError``, among them; ``HTTPException``). Anything else
+#: (a ``TypeError``, an ``AttributeError``...) is a fault of the caller or of this client, and
+#: is raised as it is, never reported as an API server that cannot be reached.
+_NO_ANSWER = (HTTPLibraryError, OSError, http.client.HTTPException)
+#: A line break in a header value, as ``http.client`` refuses it (with the value in its
+#: message: a token)
+_BAD_HEADER_VALUE = re.compile(r"\n(?![ \t])|\r(?![ \t\n])")
+
+
+def _check_headers(headers: Mapping[str, Any]) -> None:
+    """ClusterError when a header the request would send cannot be sent: a line break in it, or
+    a character outside Latin-1 (``http.client`` refuses the first with a ValueError that
+    quotes the value, a bearer token, and fails on the second with a UnicodeEncodeError). The
+    error names the header, never its value, and what to fix."""
+    for name, value in headers.items():
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("latin-1")
+            bad = _BAD_HEADER_VALUE.search(value) is not None
+        except UnicodeEncodeError:
+            bad = True
+        if not bad:
+            continue
+        if name.lower() == "authorization":
+            raise ClusterError(
+                "cannot send the request to the API server: the bearer token (the kubeconfig "
+                "user's, its exec plugin's, or the ServiceAccount token file's) holds a line "
+                "break or a character an HTTP header cannot carry: fix the credential",
+                reason="InvalidCredentials")
+        raise ClusterError(
+            f"cannot send the request to the API server: its {name} header holds a line break "
+            "or a character an HTTP header cannot carry: fix the name it carries",
+            reason="InvalidRequest")
 
 
 _CAUSE = re.compile(r"certificate verify failed: [^(')\"]+|\[Errno -?\d+\] [^(')\"]+"

@@ -171,6 +171,63 @@ def test_an_unreachable_api_server_is_named_without_credentials_or_query(host: s
         assert part not in caught.value.message
 
 
+def _refusing_port() -> int:
+    """A local port nothing listens on (bound, then closed: connecting is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_a_fault_in_the_call_itself_is_raised_as_it_is_not_as_an_unreachable_api_server(
+        ) -> None:
+    """Only what means the network, TLS or HTTP failed is "cannot reach the API server"
+    (``Unreachable``, a failure that may pass and is made again): a fault of the caller, here
+    a body that is no JSON (a TypeError while the request is made), is raised as it is, for
+    its traceback to show the bug, and not retried as an API server that is away. A refused
+    connection still is ``Unreachable``."""
+    configuration = k8s.Configuration(host=f"http://127.0.0.1:{_refusing_port()}")
+    configuration.retries = False
+    kube = Kube(k8s.ApiClient(configuration), timeout=2)
+    try:
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            kube.create(CONFIGMAPS, "ns", {"data": {"when": object()}})
+        with pytest.raises(ClusterError) as caught:
+            kube.create(CONFIGMAPS, "ns", {"data": {"when": "now"}})
+        assert caught.value.reason == "Unreachable"
+        assert not transient(TypeError("not JSON serializable"))
+        with pytest.raises(ClusterError) as once:
+            kube.get(CONFIGMAPS, "ns", "x", once=2.0)
+        assert once.value.reason == "Unreachable" and "cannot reach the API server" in \
+            once.value.message
+    finally:
+        kube.close()
+
+
+@pytest.mark.parametrize("header", ["token", "impersonate"])
+def test_a_header_http_cannot_carry_is_named_without_its_value(header: str) -> None:
+    """A bearer token (or an impersonated name) holding a line break: http.client would refuse
+    it with a ValueError quoting the value (the token, into a traceback and the log); the call
+    fails with what to fix instead, naming the header, never the value, and sends nothing."""
+    secret = "s3cr3t-t0ken\nInjected: yes"
+    configuration = k8s.Configuration(host=f"http://127.0.0.1:{_refusing_port()}")
+    if header == "token":
+        configuration.api_key = {"authorization": secret}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+    kube = Kube(k8s.ApiClient(configuration), timeout=2)
+    if header == "impersonate":
+        kube = kube.as_user(secret)
+    try:
+        with pytest.raises(ClusterError) as caught:
+            kube.get(CONFIGMAPS, "ns", "x", once=2.0)
+    finally:
+        kube.close()
+    assert caught.value.reason == ("InvalidCredentials" if header == "token"
+                                   else "InvalidRequest")
+    assert "line break" in caught.value.message
+    assert "s3cr3t" not in caught.value.message
+
+
 def test_from_environment_refuses_an_exec_plugin_that_gave_no_credentials(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the kubernetes library only logs the plugin's failure and calls out anonymous
