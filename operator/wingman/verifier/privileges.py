@@ -94,9 +94,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote
 
-from wingman.errors import ConfigError, shown_url
-from wingman.kube import failed_exec_plugin, load_kubeconfig
+from wingman.errors import ClusterError, ConfigError, shown_url
+from wingman.kube import ApiError, Kube, failed_exec_plugin, load_kubeconfig
 from wingman.settings import env_bool
 from wingman.verifier.rights import (
     COMPONENT_LABEL,
@@ -127,131 +128,123 @@ from wingman.verifier.rights import (
 
 
 class _Cluster:
-    """The few reads and reviews verify-privileges makes, with errors turned into VerifyError."""
+    """The few reads and reviews verify-privileges makes, with errors turned into VerifyError.
 
-    def __init__(self, api: Any, server: str) -> None:
-        self.api = api
+    Each is ``wingman.kube.Kube``'s request (as every other call of Wingman's): plain JSON, no
+    redirect followed (a 3xx, which an API server never sends, is no answer), at most
+    ``kube.MAX_UNBOUNDED_ANSWER_BYTES`` of an answer read, ``REQUEST_TIMEOUT_SECONDS`` per
+    try."""
+
+    def __init__(self, kube: Kube, server: str) -> None:
+        self.kube = kube
+        #: the kubernetes ApiClient the calls are made on (its authentication, its pool)
+        self.api = kube.api
         self.server = server
 
-    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
+    def call(self, what: str, method: str, path: str, body: Any = None, *,
+             query: Mapping[str, str] | None = None) -> dict[str, Any]:
         try:
-            return fn(*args, _request_timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
-        except ApiException as exc:
-            detail = str(exc.reason)
-            if isinstance(exc.body, str | bytes) and exc.body:
-                try:
-                    detail = str(json.loads(exc.body).get("message", detail))
-                except (ValueError, AttributeError):
-                    pass
+            return self.kube.request(method, path, body, query=query)
+        except ApiError as exc:
+            detail = exc.message  # "API server answered <status> <reason>: <its message>"
+            if detail.startswith("API server answered "):
+                detail = detail.split(": ", 1)[-1]
+            if detail == "no message":
+                detail = exc.reason
             hint = {
                 401: "the API server did not accept the credentials: check KUBECONFIG or "
                      "--kubeconfig (an expired token?)",
                 403: "the caller lacks a read right verify-privileges needs: run it as "
                      "ServiceAccount wingman-verifier (helm test) or as a cluster admin",
-            }.get(int(exc.status or 0), "")
+            }.get(exc.status, "")
             raise VerifyError(f"{what} failed ({exc.status}): {detail}"
-                              + (f"; {hint}" if hint else ""), reason="ApiError") from exc
-        except (HTTPError, OSError) as exc:
+                              + (f"; {hint}" if hint else ""), reason="ApiError") from None
+        except ClusterError as exc:
+            if exc.reason != "Unreachable":  # an answer no API server gives (a redirect...)
+                raise VerifyError(f"{what} failed: {exc.message}", reason=exc.reason) from None
+            cause = exc.message.rsplit(f"{shown_url(self.server)}: ", 1)[-1]
             raise VerifyError(
                 f"cannot reach the API server at {shown_url(self.server)} ({what}: "
-                f"{type(exc).__name__}): set KUBECONFIG or pass --kubeconfig with a reachable "
+                f"{cause}): set KUBECONFIG or pass --kubeconfig with a reachable "
                 "cluster (inside a pod, the in-cluster ServiceAccount configuration is used)",
                 reason="Unreachable",
-            ) from exc
+            ) from None
+
+    def _review(self, label: str, user: str, groups: Sequence[str],
+                attributes: Mapping[str, Any]) -> bool:
+        spec: dict[str, Any] = {"groups": list(groups),
+                                "resourceAttributes": {k: v for k, v in attributes.items()
+                                                       if v is not None}}
+        if user:
+            spec["user"] = user
+        review = self.call(f"SubjectAccessReview for {label}", "POST",
+                           "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                           {"apiVersion": "authorization.k8s.io/v1",
+                            "kind": "SubjectAccessReview", "spec": spec})
+        return (review.get("status") or {}).get("allowed") is True
 
     def allowed(self, q: Question) -> bool:
-        from kubernetes import client
-
-        attrs = client.V1ResourceAttributes(
-            verb=q.right.verb, group=q.right.group, resource=q.right.resource,
-            subresource=q.right.subresource or None, namespace=q.namespace, name=q.name,
-        )
-        body = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
-            user=q.identity.user or None, groups=list(q.identity.groups),
-            resource_attributes=attrs,
-        ))
-        review = self.call(f"SubjectAccessReview for {q.identity.label}",
-                           client.AuthorizationV1Api(self.api).create_subject_access_review,
-                           body)
-        return bool(review.status is not None and review.status.allowed)
+        return self._review(q.identity.label, q.identity.user, q.identity.groups, {
+            "verb": q.right.verb, "group": q.right.group, "resource": q.right.resource,
+            "subresource": q.right.subresource or None, "namespace": q.namespace,
+            "name": q.name})
 
     def has(self, identity: Identity, need: Need, namespace: str) -> bool:
         """Whether ``identity`` holds ``need`` in ``namespace`` (a SubjectAccessReview)."""
-        from kubernetes import client
+        return self._review(identity.label, identity.user, identity.groups, {
+            "verb": need.verb, "group": need.group, "resource": need.resource,
+            "name": need.name or None, "namespace": namespace})
 
-        attrs = client.V1ResourceAttributes(
-            verb=need.verb, group=need.group, resource=need.resource,
-            name=need.name or None, namespace=namespace)
-        body = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
-            user=identity.user or None, groups=list(identity.groups),
-            resource_attributes=attrs))
-        review = self.call(f"SubjectAccessReview for {identity.label}",
-                           client.AuthorizationV1Api(self.api).create_subject_access_review,
-                           body)
-        return bool(review.status is not None and review.status.allowed)
+    def _items(self, what: str, path: str, *, label_selector: str | None = None
+               ) -> list[dict[str, Any]]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        items = self.call(what, "GET", path, query=query).get("items") or []
+        return [item for item in items if isinstance(item, dict)]
 
     def admission(self) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
         """Every ValidatingAdmissionPolicy and binding of the cluster."""
-        from kubernetes import client
-
-        api = client.AdmissionregistrationV1Api(self.api)
-        policies = self.call("listing ValidatingAdmissionPolicies",
-                             api.list_validating_admission_policy)
-        bindings = self.call("listing ValidatingAdmissionPolicyBindings",
-                             api.list_validating_admission_policy_binding)
-        return ([self.api.sanitize_for_serialization(p) for p in policies.items],
-                [self.api.sanitize_for_serialization(b) for b in bindings.items])
+        base = "/apis/admissionregistration.k8s.io/v1"
+        policies = self._items("listing ValidatingAdmissionPolicies",
+                               f"{base}/validatingadmissionpolicies")
+        bindings = self._items("listing ValidatingAdmissionPolicyBindings",
+                               f"{base}/validatingadmissionpolicybindings")
+        return list(policies), list(bindings)
 
     def rolebindings(self, namespace: str, release: str) -> list[Mapping[str, Any]]:
-        from kubernetes import client
-
-        resp = self.call(f"listing RoleBindings of release {release!r} in {namespace}",
-                         client.RbacAuthorizationV1Api(self.api).list_namespaced_role_binding,
-                         namespace, label_selector=f"{INSTANCE_LABEL}={release}")
-        return [self.api.sanitize_for_serialization(b) for b in resp.items]
+        return list(self._items(
+            f"listing RoleBindings of release {release!r} in {namespace}",
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{quote(namespace, safe='')}"
+            "/rolebindings", label_selector=f"{INSTANCE_LABEL}={release}"))
 
     def gateway_roles(self, release: str) -> list[Mapping[str, Any]]:
-        from kubernetes import client
-
-        resp = self.call(
+        return list(self._items(
             "listing the gateway's Roles in all namespaces (to find the target namespaces; "
-            "or pass --target-namespace)",
-            client.RbacAuthorizationV1Api(self.api).list_role_for_all_namespaces,
-            label_selector=f"{INSTANCE_LABEL}={release},{COMPONENT_LABEL}=gateway",
-        )
-        return [self.api.sanitize_for_serialization(r) for r in resp.items]
+            "or pass --target-namespace)", "/apis/rbac.authorization.k8s.io/v1/roles",
+            label_selector=f"{INSTANCE_LABEL}={release},{COMPONENT_LABEL}=gateway"))
 
     def pod_specs(self, namespace: str) -> list[tuple[str, Mapping[str, Any]]]:
-        from kubernetes import client
-
-        core = client.CoreV1Api(self.api)
-        batch = client.BatchV1Api(self.api)
-        pods = self.call(f"listing pods in {namespace}", core.list_namespaced_pod, namespace)
-        jobs = self.call(f"listing jobs in {namespace}", batch.list_namespaced_job, namespace)
+        ns = quote(namespace, safe="")
+        pods = self._items(f"listing pods in {namespace}", f"/api/v1/namespaces/{ns}/pods")
+        jobs = self._items(f"listing jobs in {namespace}",
+                           f"/apis/batch/v1/namespaces/{ns}/jobs")
         out: list[tuple[str, Mapping[str, Any]]] = []
-        for p in pods.items:
-            data = self.api.sanitize_for_serialization(p)
-            out.append((f"pod/{p.metadata.name}", data.get("spec") or {}))
-        for j in jobs.items:
-            data = self.api.sanitize_for_serialization(j)
-            spec = ((data.get("spec") or {}).get("template") or {}).get("spec") or {}
-            out.append((f"job/{j.metadata.name}", spec))
+        for p in pods:
+            out.append((f"pod/{(p.get('metadata') or {}).get('name')}", p.get("spec") or {}))
+        for j in jobs:
+            spec = ((j.get("spec") or {}).get("template") or {}).get("spec") or {}
+            out.append((f"job/{(j.get('metadata') or {}).get('name')}", spec))
         return out
 
     def operator_gateway_image(self, namespace: str) -> str | None:
-        from kubernetes import client
-
         dep = self.call(f"reading Deployment {OPERATOR_SA} in {namespace} (for the pinned "
-                        "gateway image; or pass --gateway-image)",
-                        client.AppsV1Api(self.api).read_namespaced_deployment,
-                        OPERATOR_SA, namespace)
-        for c in dep.spec.template.spec.containers or []:
-            for e in c.env or []:
-                if e.name == "WINGMAN_GATEWAY_IMAGE" and e.value:
-                    return str(e.value)
+                        "gateway image; or pass --gateway-image)", "GET",
+                        f"/apis/apps/v1/namespaces/{quote(namespace, safe='')}/deployments/"
+                        f"{quote(OPERATOR_SA, safe='')}")
+        spec = ((dep.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for c in spec.get("containers") or []:
+            for e in (c or {}).get("env") or []:
+                if (e or {}).get("name") == "WINGMAN_GATEWAY_IMAGE" and e.get("value"):
+                    return str(e["value"])
         return None
 
 
@@ -315,7 +308,8 @@ def _connect(kubeconfig: str | None, *, need_namespace: bool = True
         raise VerifyError(f"cannot load {where}: {exc}; set KUBECONFIG or pass --kubeconfig",
                           reason="NoKubeconfig") from exc
     cfg.retries = 1
-    return _Cluster(client.ApiClient(cfg), str(cfg.host)), namespace
+    return _Cluster(Kube(client.ApiClient(cfg), timeout=REQUEST_TIMEOUT_SECONDS),
+                    str(cfg.host)), namespace
 
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
