@@ -56,6 +56,7 @@ from wingman.dev import tools as devtools
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.engine import DockerEngine
 from wingman.errors import ConfigError, WingmanError
+from wingman.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +203,18 @@ def _write_file(root: Path, rel: str, data: bytes, mode: int, what: str) -> None
 
 
 class _Rest:
-    """Raw JSON requests over the kubernetes client's authenticated transport."""
+    """JSON requests on the kubernetes client's authenticated transport: the calls through
+    ``wingman.kube.Kube`` (as every other call of Wingman's: no redirect followed, the answer
+    read to a cap, ``CALL_SECONDS`` per try), the pod watch's stream (which ``Kube`` does not
+    make: an answer that lasts as long as the watch) on the connection itself."""
+
+    #: how long one call may wait for the API server, per try
+    CALL_SECONDS = 30.0
 
     def __init__(self, api_client: Any) -> None:
         self.client = api_client
         self.host = str(api_client.configuration.host).rstrip("/")
+        self.kube = Kube(api_client, timeout=self.CALL_SECONDS)
 
     def _send(self, method: str, path: str, query: Mapping[str, str] | None, body: Any,
               content_type: str, timeout: float | tuple[float, float]) -> Any:
@@ -225,17 +233,19 @@ class _Rest:
         return _ApiError(int(raw.status), message)
 
     def call(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
-             body: Any = None, content_type: str = "application/json",
-             timeout: float | tuple[float, float] = (5, 30)) -> dict[str, Any]:
-        raw = self._send(method, path, query, body, content_type, timeout)
+             body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        """The decoded answer; ``_ApiError`` (the status and the API server's message) when it
+        refused, ``ClusterError`` when there was no answer it can use."""
         try:
-            data: bytes = raw.data
-        finally:
-            raw.release_conn()
-        if not 200 <= int(raw.status) < 300:
-            raise self._error(raw, data)
-        result: dict[str, Any] = json.loads(data) if data else {}
-        return result
+            return self.kube.request(method, path, body, content_type=content_type,
+                                     query=query)
+        except ApiError as exc:
+            message = exc.message  # "API server answered <status> <reason>: <its message>"
+            if message.startswith("API server answered "):
+                message = message.split(": ", 1)[-1]
+            if message == "no message":
+                message = exc.reason
+            raise _ApiError(exc.status, message) from None
 
     def get(self, path: str) -> dict[str, Any] | None:
         """GET ``path``; None when it does not exist."""
