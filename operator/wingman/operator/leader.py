@@ -128,6 +128,8 @@ class LeaderElector:
                 self._complained = ""
             except ClusterError as exc:
                 self._complain(exc)
+            except Exception:  # a fault (a Lease not as expected, a bug): never the end of
+                log.exception("leader election: this tick failed; trying again")  # the loop
             if self._leading and time.monotonic() - self._renewed >= self.timing.renew_deadline:
                 log.warning("leader lease not renewed within the renew deadline; this replica "
                             "stops acting until it holds the lease again",

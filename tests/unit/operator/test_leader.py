@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
-from wingman.operator.leader import Observation, Timing, decide
+import pytest
+from kubernetes import client as k8s
+
+from wingman.kube import Kube
+from wingman.operator.leader import LeaderElector, Observation, Timing, decide
 
 TIMING = Timing(duration=10, renew_deadline=7, retry=2)
 
@@ -40,3 +48,53 @@ def test_the_duration_written_on_the_lease_wins() -> None:
     decide(lease("dead", duration=30), "me", seen, 0.0, TIMING)
     assert decide(lease("dead", duration=30), "me", seen, 20.0, TIMING) == "wait"
     assert decide(lease("dead", duration=30), "me", seen, 30.0, TIMING) == "acquire"
+
+
+class _BrokenLease(BaseHTTPRequestHandler):
+    """An API server whose Lease has no resourceVersion (a fault the election cannot write
+    past), counting the reads."""
+
+    reads: ClassVar[list[str]] = []
+    read_twice: ClassVar[threading.Event] = threading.Event()
+
+    def do_GET(self) -> None:
+        type(self).reads.append(self.path)
+        if len(type(self).reads) >= 2:
+            type(self).read_twice.set()
+        body = json.dumps({"kind": "Lease", "metadata": {"name": "l"}, "spec": {}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_tick_that_fails_with_anything_but_a_cluster_error_does_not_end_the_election(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A failure of a tick that is not the API server's (here a Lease without a
+    resourceVersion: a KeyError; a fault of the client is raised as it is, no more reported
+    as an unreachable API server) is logged and the election goes on: the thread that ends
+    would leave this replica campaigning never again."""
+    _BrokenLease.reads = []
+    _BrokenLease.read_twice.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenLease)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kube = Kube(k8s.ApiClient(k8s.Configuration(
+        host=f"http://127.0.0.1:{server.server_address[1]}")))
+    elector = LeaderElector(kube, "ns", "l", "me", timing=Timing(retry=0.05))
+    try:
+        with caplog.at_level(logging.ERROR, "wingman.operator.leader"):
+            elector.start()
+            assert _BrokenLease.read_twice.wait(30), "the election ended after a failed tick"
+    finally:
+        elector.stop(release=False)
+        kube.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert not elector.leading
+    assert any("this tick failed" in r.getMessage() for r in caplog.records)
