@@ -90,6 +90,9 @@ class Resource:
 #: subresource (``approvalrequests/status``), the code the HTTP status ("error": no answer, or
 #: none that could be read). An observer that raises is logged and ignored.
 Observer = Callable[[str, str, str, float], None]
+#: What a list keeps of each object it reads (``Kube.list``): the object, a part of it (the
+#: fields the caller uses), or None to drop it.
+Keep = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 #: A Namespace's own subresources (``/api/v1/namespaces/<name>/status``)
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 
@@ -628,11 +631,56 @@ class Kube:
                 return None
             raise
 
-    def list(self, res: Resource, namespace: str, *, label_selector: str | None = None
-             ) -> list[dict[str, Any]]:
-        query = {"labelSelector": label_selector} if label_selector else None
-        items = self.request("GET", res.path(namespace), query=query).get("items", [])
-        return list(items)
+    def list(self, res: Resource, namespace: str, *, label_selector: str | None = None,
+             field_selector: str | None = None,
+             keep: Keep | None = None) -> list[dict[str, Any]]:
+        """The collection's objects the selectors select (the API server filters), in the API
+        server's order (by name); with ``keep``, what it keeps of each (filtered here, page by
+        page: what it drops is never held).
+
+        Read in pages of at most ``LIST_PAGE_SIZE`` objects (``limit`` and ``continue``: one
+        consistent snapshot, whatever changes meanwhile), each page one answer read to
+        ``MAX_UNBOUNDED_ANSWER_BYTES``; what the list keeps is bounded by ``MAX_LIST_BYTES``
+        (``ListTooLarge`` past it, saying what to do). A continue token the API server no
+        longer honours (410 Gone: its history was compacted while the pages were read) starts
+        the list again from its first page, at most ``LIST_RESTARTS`` times (then
+        ``ListExpired``): never a list stitched from two snapshots."""
+        base = {"limit": str(LIST_PAGE_SIZE)}
+        if label_selector:
+            base["labelSelector"] = label_selector
+        if field_selector:
+            base["fieldSelector"] = field_selector
+        path = res.path(namespace)
+        for _ in range(LIST_RESTARTS + 1):
+            kept: list[dict[str, Any]] = []
+            held, token = 0, ""
+            try:
+                while True:
+                    page = self.request("GET", path, query={**base, "continue": token}
+                                        if token else base)
+                    for item in page.get("items") or []:
+                        if keep is not None:
+                            item = keep(item)
+                            if item is None:
+                                continue
+                        held += len(json.dumps(item, separators=(",", ":")))
+                        if held > MAX_LIST_BYTES:
+                            raise _list_too_large(res, namespace)
+                        kept.append(item)
+                    token = str((page.get("metadata") or {}).get("continue") or "")
+                    if not token:
+                        return kept
+            except ApiError as exc:
+                if exc.status != 410 or not token:
+                    raise
+                log.info("a list's continue token expired; listing again from the start",
+                         extra={"resource": res.plural, "namespace": namespace})
+        raise ListExpired(
+            f"listing {res.plural} in {namespace} failed: {LIST_RESTARTS + 1} times the API "
+            f"server compacted its history before the list's pages were read (410 Gone, an "
+            f"expired continue token); try again, and if it keeps failing, delete the "
+            f"{res.plural} no longer needed (finished ones go after the policy's "
+            f"retentionSeconds: lower it to keep fewer) so the list is read sooner")
 
     def create(self, res: Resource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self.request("POST", res.path(namespace), dict(body))
@@ -665,15 +713,28 @@ server stores none larger than about 1.5 MiB), far less than a broken or hostile
 send to exhaust the caller's memory."""
 MAX_UNBOUNDED_ANSWER_BYTES = 64 * 1024 * 1024
 """The most a call without a deadline reads of an answer, decoded. Larger than
-``MAX_ANSWER_BYTES`` because such calls list whole collections, unpaginated: the
-ApprovalRequests and ExecutionGrants of the namespace (the chat service, the MCP server and the
-CLI) and the gateway Jobs (the operator's cleanup), all kept for the policy's
-``retentionSeconds`` (a week by default, up to a year), a few KiB to a few tens of KiB each: a
-week at a thousand requests a day is tens of MiB. Past it the list fails with what to do (keep
-fewer of them). It bounds what is read, not what the decoded objects take: about four to five
-times the answer's size (some 300 MiB for 64 MiB), within the operator's default 512 MiB
-limit for one such list but not within the chat service's 256 MiB, whose pod would run out of
-memory at a list of about 40 MiB before reaching the cap."""
+``MAX_ANSWER_BYTES`` because such calls read pages of lists (``Kube.list``): up to
+``LIST_PAGE_SIZE`` ApprovalRequests, ExecutionGrants or gateway Jobs, a few KiB to a few tens
+of KiB each (a grant keeps its command's output), so a page is a few MiB to a few tens of MiB;
+past it the page fails with what to do (keep fewer of them). It bounds what one answer holds;
+``MAX_LIST_BYTES`` bounds what a list keeps of all its pages."""
+LIST_PAGE_SIZE = 500
+"""The most objects one page of a list holds (the API server's ``limit``; its own default page
+size for clients that chunk): a page of requests or grants is a few MiB, decoded (the objects
+take about four to five times their JSON's size in memory) and dropped before the next page is
+read."""
+MAX_LIST_BYTES = 32 * 1024 * 1024
+"""The most a list keeps of its objects (their compact JSON, summed over its pages; what its
+``keep`` drops counts for nothing): some 150 MiB decoded, within the operator's default 512 MiB
+and the chat service's 256 MiB. The callers that keep every object are full listings a user
+asked for (``wingman list``, the MCP server's list tools); the chat service and the operator
+keep only what they act on. Past it ``ListTooLarge`` says what to do: the ApprovalRequests and
+ExecutionGrants are kept for the policy's ``retentionSeconds`` (a week by default, up to a
+year): a week at a thousand requests a day is tens of MiB."""
+LIST_RESTARTS = 2
+"""How often a list whose continue token expired (410 Gone) is started again before it fails
+(``ListExpired``): the API server's history is compacted every five minutes, and a list read
+page by page takes seconds."""
 _READ_CHUNK = 64 * 1024
 #: What the messages of an answer no API server gives say it means, and what to check.
 _CHECK_ADDRESS = ("check that the address is the API server's (not a proxy or another "
@@ -696,6 +757,28 @@ class AnswerTooLarge(ClusterError):
     write's outcome is unknown; the call may be made again)."""
 
     reason = "AnswerTooLarge"
+
+
+class ListTooLarge(ClusterError):
+    """A list kept more than ``MAX_LIST_BYTES`` of objects: read no further."""
+
+    reason = "ListTooLarge"
+
+
+class ListExpired(ClusterError):
+    """A list's continue token expired (410 Gone) every time it was read: the API server's
+    history was compacted before its pages were read. Transient: the list may be read again."""
+
+    reason = "Expired"
+
+
+def _list_too_large(res: Resource, namespace: str) -> ListTooLarge:
+    return ListTooLarge(
+        f"the {res.plural} in {namespace} are more than Wingman holds in one list "
+        f"({MAX_LIST_BYTES // (1024 * 1024)} MiB of objects): read no further; delete those "
+        f"no longer needed (finished requests and grants, their Jobs, go after the policy's "
+        f"retentionSeconds: lower it to keep fewer), or, if the namespace holds that many "
+        f"legitimately, report it")
 
 
 #: The longest the HTTP library sleeps on an answer's ``Retry-After`` before trying again (a
@@ -1159,10 +1242,10 @@ def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] 
     return None
 
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES",
-           "MAX_ANSWER_BYTES", "MAX_UNBOUNDED_ANSWER_BYTES", "MERGE", "PODS", "SECRETS",
-           "AnswerTooLarge", "ApiError", "Kube", "Observer", "Resource", "RetryObserver",
-           "RetryPolicy", "StopObserver", "TokenFile",
-           "UnusableAnswer", "call_labels", "call_retried", "call_retried_async",
-           "create_or_adopt", "current_context", "failed_exec_plugin", "kubeconfig_contexts",
-           "load_kubeconfig", "retry_pause", "retryable", "server_date", "transient",
-           "try_seconds"]
+           "LIST_PAGE_SIZE", "LIST_RESTARTS", "MAX_ANSWER_BYTES", "MAX_LIST_BYTES",
+           "MAX_UNBOUNDED_ANSWER_BYTES", "MERGE", "PODS", "SECRETS", "AnswerTooLarge",
+           "ApiError", "Keep", "Kube", "ListExpired", "ListTooLarge", "Observer", "Resource",
+           "RetryObserver", "RetryPolicy", "StopObserver", "TokenFile", "UnusableAnswer",
+           "call_labels", "call_retried", "call_retried_async", "create_or_adopt",
+           "current_context", "failed_exec_plugin", "kubeconfig_contexts", "load_kubeconfig",
+           "retry_pause", "retryable", "server_date", "transient", "try_seconds"]

@@ -1,6 +1,7 @@
 """The API client against the real API server: the connections the operator's pool drops when
 its threads go idle are closed, and dropping them never fails a call; a client of a mounted
-ServiceAccount calls with the token the kubelet last wrote."""
+ServiceAccount calls with the token the kubelet last wrote; lists are read page by page, bounded,
+and the API server selects one request's grants."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from typing import Any
 import pytest
 
 from support.kubeconfigs import one_per_user, whoami
+from wingman import kube as kube_module
+from wingman.client.api import WingmanClient, build_grant
+from wingman.client.connect import Connection
 from wingman.dev.cluster import LocalCluster
-from wingman.kube import Kube, Resource
+from wingman.kube import GRANTS, Kube, ListTooLarge, Resource
 
 CONFIGMAPS = Resource("", "v1", "configmaps")
 
@@ -175,3 +179,87 @@ def test_from_environment_acts_as_the_user_kubectl_does_with_several_kubeconfigs
         assert whoami(kube.api) == kubectl
     finally:
         kube.close()
+
+
+def _listed(cluster: LocalCluster) -> tuple[Kube, list[str]]:
+    """A client and the lists it makes (the observer's calls: one per page)."""
+    calls: list[str] = []
+
+    def observe(verb: str, resource: str, code: str, _seconds: float) -> None:
+        if verb == "list":
+            calls.append(f"{resource} {code}")
+    return Kube(cluster.api_client(), observer=observe), calls
+
+
+def test_a_list_larger_than_a_page_is_read_page_by_page_every_object_once_in_order(
+        cluster: LocalCluster, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each page holds at most ``LIST_PAGE_SIZE`` objects (the API server's chunking, one
+    snapshot): seven objects at three a page are three answers, and the list is every object
+    exactly once, in the API server's order, whatever ``keep`` drops never held."""
+    kube, calls = _listed(cluster)
+    made = [f"cm-{i}" for i in (3, 0, 6, 1, 5, 2, 4)]
+    for name in made:
+        kube.create(CONFIGMAPS, namespace, {"metadata": {"name": name,
+                                                         "labels": {"t": "paged"}}})
+    monkeypatch.setattr(kube_module, "LIST_PAGE_SIZE", 3)
+    listed = kube.list(CONFIGMAPS, namespace, label_selector="t=paged")
+    assert [o["metadata"]["name"] for o in listed] == sorted(made)
+    assert calls == ["configmaps 200"] * 3
+    calls.clear()
+    odd = kube.list(CONFIGMAPS, namespace, label_selector="t=paged",
+                    keep=lambda o: o if int(o["metadata"]["name"][3:]) % 2 else None)
+    assert [o["metadata"]["name"] for o in odd] == ["cm-1", "cm-3", "cm-5"]
+    assert len(calls) == 3
+
+
+def test_a_list_keeping_more_than_it_may_hold_fails_saying_what_to_do(
+        cluster: LocalCluster, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a list keeps is bounded over all its pages, not only per answer: past
+    ``MAX_LIST_BYTES`` it fails (delete finished ones, lower retentionSeconds); what ``keep``
+    drops counts for nothing."""
+    kube = Kube(cluster.api_client())
+    for i in range(4):
+        kube.create(CONFIGMAPS, namespace, {"metadata": {"name": f"big-{i}",
+                                                         "labels": {"t": "big"}},
+                                            "data": {"k": "x" * 4000}})
+    monkeypatch.setattr(kube_module, "LIST_PAGE_SIZE", 2)
+    monkeypatch.setattr(kube_module, "MAX_LIST_BYTES", 4 * 4000)  # three, not four
+    with pytest.raises(ListTooLarge) as raised:
+        kube.list(CONFIGMAPS, namespace, label_selector="t=big")
+    assert "retentionSeconds" in raised.value.message
+    assert "delete those no longer needed" in raised.value.message
+    kept = kube.list(CONFIGMAPS, namespace, label_selector="t=big",
+                     keep=lambda o: o if o["metadata"]["name"] != "big-0" else None)
+    assert len(kept) == 3
+
+
+def test_the_grants_of_one_request_are_selected_by_the_api_server(
+        cluster: LocalCluster, crds: Path, namespace: str) -> None:
+    """The ExecutionGrant CRD declares spec.approvalRef.name selectable: one request's grants
+    are read with a field selector (``kubectl get executiongrants --field-selector``), the API
+    server answering only them, and ``grants_of`` (a request's status, every poll of a wait)
+    reads only them, oldest first as before."""
+    kube, calls = _listed(cluster)
+    client = WingmanClient(Connection(kube, namespace, "test"))
+    for request, commands in (("req-a", ["kubectl get pods", "kubectl get svc"]),
+                              ("req-b", ["kubectl get nodes", "kubectl get ns", "uptime"])):
+        for command in commands:
+            kube.create(GRANTS, namespace, build_grant(
+                request_name=request, namespace=namespace, command=command,
+                requester="someone"))
+    raw = kube.request("GET", GRANTS.path(namespace),
+                       query={"fieldSelector": "spec.approvalRef.name=req-a"})
+    assert sorted(g["spec"]["command"] for g in raw["items"]) == [
+        "kubectl get pods", "kubectl get svc"]
+    out = cluster.kubectl("get", "executiongrants", "-n", namespace, "-o", "name",
+                          "--field-selector", "spec.approvalRef.name=req-b")
+    assert len(out.stdout.split()) == 3
+    calls.clear()
+    mine = client.grants_of("req-a")
+    assert {g["spec"]["approvalRef"]["name"] for g in mine} == {"req-a"}
+    assert sorted(g["spec"]["command"] for g in mine) == ["kubectl get pods", "kubectl get svc"]
+    assert calls == ["executiongrants 200"]  # one selected list, no fallback
+    assert client.grants_of("req-none") == []
+    everything = client.list_grant_objects()
+    assert [g["metadata"]["name"] for g in mine] == [
+        g["metadata"]["name"] for g in everything if g["spec"]["approvalRef"]["name"] == "req-a"]

@@ -30,13 +30,16 @@ from wingman.errors import ClusterError
 from wingman.kube import (
     APPROVALS,
     CONFIGMAPS,
+    GRANTS,
     JOBS,
+    LIST_RESTARTS,
     MAX_ANSWER_BYTES,
     MAX_UNBOUNDED_ANSWER_BYTES,
     SECRETS,
     AnswerTooLarge,
     ApiError,
     Kube,
+    ListExpired,
     RetryPolicy,
     UnusableAnswer,
     call_labels,
@@ -951,3 +954,111 @@ def test_a_client_configured_with_a_retry_of_its_own_keeps_it_with_short_sleeps(
     assert got.status == 503 and got.retry_after == 3600
     assert _Api.throttled == 3
     assert kube.get(CONFIGMAPS, "ns", "seen")["metadata"]["name"] == "seen"
+
+
+class _Chunking(BaseHTTPRequestHandler):
+    """The API server's chunked lists: the ConfigMaps a, b (continue "t1"), then c; a continue
+    token answered 410 Gone (Expired) ``expire`` times, as the API server answers one whose
+    snapshot etcd compacted; a field selector on grants refused as on a CRD without
+    selectableFields."""
+
+    expire = 0
+    firsts = 0  # first pages read (a list started, or started again)
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        params = dict(p.split("=", 1) for p in query.split("&") if p)
+        if path.endswith("/executiongrants"):
+            if "fieldSelector" in params:
+                self._answer(400, {"kind": "Status", "status": "Failure", "code": 400,
+                                   "reason": "BadRequest", "message":
+                                   "field label not supported: spec.approvalRef.name"})
+                return
+            self._answer(200, {"kind": "List", "metadata": {}, "items": [
+                {"metadata": {"name": f"g-{ref}-{i}", "creationTimestamp": f"2026-01-0{i}"},
+                 "spec": {"approvalRef": {"name": ref}}}
+                for i, ref in ((1, "req-b"), (2, "req-a"), (3, "req-b"), (4, "req-a"))]})
+            return
+        if "continue" not in params:
+            type(self).firsts += 1
+            if params.get("labelSelector") == "expired-first":
+                self._expired()
+                return
+            self._answer(200, {"kind": "List", "metadata": {"continue": "t1"}, "items": [
+                {"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]})
+            return
+        if type(self).expire > 0:
+            type(self).expire -= 1
+            self._expired()
+            return
+        self._answer(200, {"kind": "List", "metadata": {}, "items": [{"metadata": {"name": "c"}}]})
+
+    def _expired(self) -> None:
+        self._answer(410, {"kind": "Status", "status": "Failure", "code": 410,
+                           "reason": "Expired", "metadata": {"continue": "inconsistent"},
+                           "message": "The provided continue parameter is too old to display a "
+                                      "consistent list result."})
+
+    def _answer(self, code: int, obj: dict[str, Any]) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def chunking() -> Iterator[Kube]:
+    _Chunking.expire, _Chunking.firsts = 0, 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Chunking)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Kube(k8s.ApiClient(k8s.Configuration(
+            host=f"http://127.0.0.1:{server.server_address[1]}")))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_an_expired_continue_token_starts_the_list_again_never_stitching_two_snapshots(
+        chunking: Kube) -> None:
+    """A 410 Gone on a later page (etcd compacted the list's snapshot) starts the list again
+    from its first page: every object exactly once, in order, none of the first try's pages
+    kept, and never the inconsistent continue token the 410 offers."""
+    _Chunking.expire = 1
+    assert [o["metadata"]["name"] for o in chunking.list(CONFIGMAPS, "ns")] == ["a", "b", "c"]
+    assert _Chunking.firsts == 2
+
+
+def test_a_list_whose_continue_token_keeps_expiring_fails_clearly(chunking: Kube) -> None:
+    _Chunking.expire = 100
+    with pytest.raises(ListExpired) as raised:
+        chunking.list(CONFIGMAPS, "ns")
+    assert _Chunking.firsts == LIST_RESTARTS + 1
+    assert "try again" in raised.value.message and "410 Gone" in raised.value.message
+    assert transient(raised.value)
+    _Chunking.firsts = 0  # a 410 on a first page is the API server's error, never a restart
+    with pytest.raises(ApiError) as refused:
+        chunking.list(CONFIGMAPS, "ns", label_selector="expired-first")
+    assert refused.value.status == 410
+    assert _Chunking.firsts == 1
+
+
+def test_a_request_s_grants_are_filtered_by_the_client_where_the_field_is_not_selectable(
+        chunking: Kube) -> None:
+    """An API server that cannot select grants by spec.approvalRef.name (Kubernetes 1.30, or
+    an older CRD) refuses the field selector: the grants of the request are then those the
+    client keeps of the whole list, the same ones, oldest first."""
+    from wingman.client.api import WingmanClient
+    from wingman.client.connect import Connection
+
+    client = WingmanClient(Connection(chunking, "ns", "test"))
+    assert [g["metadata"]["name"] for g in client.grants_of("req-a")] == ["g-req-a-2",
+                                                                           "g-req-a-4"]
+    assert chunking.list(GRANTS, "ns")  # the whole list, for contrast

@@ -391,8 +391,8 @@ def request_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> lis
     """Shell completion of request names (argcomplete): the caller's view, quietly."""
     try:
         with client_for(parsed_args) as client:
-            return [str(o["metadata"]["name"]) for o in client.list_request_objects()
-                    if str(o["metadata"]["name"]).startswith(prefix)]
+            return [str(o["metadata"]["name"]) for o in client.list_request_objects(
+                lambda o: str(o["metadata"]["name"]).startswith(prefix))]
     except (WingmanError, OSError):
         return []
 
@@ -400,8 +400,8 @@ def request_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> lis
 def grant_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     try:
         with client_for(parsed_args) as client:
-            return [str(o["metadata"]["name"]) for o in client.list_grant_objects()
-                    if str(o["metadata"]["name"]).startswith(prefix)]
+            return [str(o["metadata"]["name"]) for o in client.list_grant_objects(
+                lambda o: str(o["metadata"]["name"]).startswith(prefix))]
     except (WingmanError, OSError):
         return []
 

@@ -36,7 +36,7 @@ from wingman.errors import (
     Unavailable,
     WingmanError,
 )
-from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, JSON_PATCH, ApiError, Kube, Resource
+from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, JSON_PATCH, ApiError, Keep, Kube, Resource
 from wingman.model import approvals as rules
 from wingman.model import names, text
 from wingman.review.policy import EnvironmentPolicy
@@ -475,18 +475,27 @@ class WingmanClient:
         obj = self.get_request_object(name)
         return self._request_status(obj, self.grants_of(name))
 
-    def list_request_objects(self) -> list[dict[str, Any]]:
+    def list_request_objects(self, keep: Callable[[dict[str, Any]], bool] | None = None
+                             ) -> list[dict[str, Any]]:
+        """The namespace's requests (``keep``: those it keeps, filtered page by page), oldest
+        first."""
+        pick = None if keep is None else _picking(keep)
         items: list[dict[str, Any]] = self._call("listing ApprovalRequests", self.kube.list,
-                                                 APPROVALS, self.namespace)
-        return sorted(items, key=lambda o: str(o["metadata"].get("creationTimestamp", "")))
+                                                 APPROVALS, self.namespace, keep=pick)
+        return _oldest_first(items)
 
     def list_requests(self, *, mine: bool = False) -> list[st.Status]:
         """Every request in the namespace (``mine``: only the caller's), oldest first."""
-        items = self.list_request_objects()
+        keep = None
         if mine:
             user = self.whoami()
-            items = [o for o in items if (o.get("spec") or {}).get("requester") == user]
-        grants = self.list_grant_objects()
+
+            def keep(o: dict[str, Any]) -> bool:
+                return (o.get("spec") or {}).get("requester") == user
+
+        items = self.list_request_objects(keep)
+        names = {o["metadata"]["name"] for o in items}
+        grants = self.list_grant_objects(lambda g: _ref(g) in names) if items else []
         return [self._request_status(o, [g for g in grants if _ref(g) == o["metadata"]["name"]])
                 for o in items]
 
@@ -542,13 +551,36 @@ class WingmanClient:
         return self.request_status(name)
 
     # -- grants -----------------------------------------------------------------------------
-    def list_grant_objects(self) -> list[dict[str, Any]]:
+    def list_grant_objects(self, keep: Callable[[dict[str, Any]], bool] | None = None
+                           ) -> list[dict[str, Any]]:
+        """The namespace's grants (``keep``: those it keeps, filtered page by page), oldest
+        first."""
+        pick = None if keep is None else _picking(keep)
         items: list[dict[str, Any]] = self._call("listing ExecutionGrants", self.kube.list,
-                                                 GRANTS, self.namespace)
-        return sorted(items, key=lambda o: str(o["metadata"].get("creationTimestamp", "")))
+                                                 GRANTS, self.namespace, keep=pick)
+        return _oldest_first(items)
 
     def grants_of(self, request: str) -> list[dict[str, Any]]:
-        return [g for g in self.list_grant_objects() if _ref(g) == request]
+        """The grants of one request, oldest first: the API server selects them by
+        ``spec.approvalRef.name`` (the CRD's selectableFields), so a poll reads the request's
+        grants, never the namespace's. An API server that cannot select by that field (before
+        Kubernetes 1.31, or the CRD of an older Wingman) refuses the selector: the grants are
+        then filtered here, page by page."""
+        check_name("ApprovalRequest", request)
+
+        def read() -> list[dict[str, Any]]:
+            try:
+                return self.kube.list(GRANTS, self.namespace,
+                                      field_selector=f"{GRANT_REQUEST_FIELD}={request}")
+            except ApiError as exc:
+                if not _field_not_selectable(exc):
+                    raise
+            return self.kube.list(GRANTS, self.namespace,
+                                  keep=_picking(lambda g: _ref(g) == request))
+
+        items: list[dict[str, Any]] = self._call(f"reading the ExecutionGrants of {request}",
+                                                 read)
+        return _oldest_first(items)
 
     def list_grants(self, request: str | None = None) -> list[st.Status]:
         grants = self.grants_of(request) if request else self.list_grant_objects()
@@ -743,6 +775,27 @@ def _check_own(grant: Mapping[str, Any], *, request: str, requester: str, namesp
                   f"({theirs}), so it was not started: ask an approver to delete that grant "
                   f"(kubectl delete executiongrant {name} -n {namespace}), then ask again",
                   reason="GrantNameTaken")
+
+
+#: The field of an ExecutionGrant the API server selects grants by (the CRD's selectableFields).
+GRANT_REQUEST_FIELD = "spec.approvalRef.name"
+
+
+def _field_not_selectable(exc: ApiError) -> bool:
+    """Whether ``exc`` is the API server's refusal of a field selector on a field the CRD does
+    not declare selectable (400 BadRequest, "field label not supported")."""
+    said = str(exc).lower()
+    return exc.status == 400 and "field label" in said and "not supported" in said
+
+
+def _picking(keep: Callable[[dict[str, Any]], bool]) -> Keep:
+    """The ``Kube.list`` keep of a filter: the whole object where ``keep`` is true."""
+    return lambda o: o if keep(o) else None
+
+
+def _oldest_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Oldest first; objects created in the same second in the API server's order (by name)."""
+    return sorted(items, key=lambda o: str(o["metadata"].get("creationTimestamp", "")))
 
 
 def _ref(grant: Mapping[str, Any]) -> str:
