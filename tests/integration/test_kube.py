@@ -5,6 +5,8 @@ and the API server selects one request's grants."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +17,8 @@ import pytest
 
 from support.kubeconfigs import one_per_user, whoami
 from wingman import kube as kube_module
+from wingman.chat import render
+from wingman.chat.cluster import ChatCluster
 from wingman.client.api import WingmanClient, build_grant
 from wingman.client.connect import Connection
 from wingman.dev.cluster import LocalCluster
@@ -263,3 +267,27 @@ def test_the_grants_of_one_request_are_selected_by_the_api_server(
     everything = client.list_grant_objects()
     assert [g["metadata"]["name"] for g in mine] == [
         g["metadata"]["name"] for g in everything if g["spec"]["approvalRef"]["name"] == "req-a"]
+
+
+def test_the_chat_service_holds_what_its_cards_show_of_grants_never_their_output(
+        cluster: LocalCluster, crds: Path, namespace: str) -> None:
+    """The chat service lists every grant of the retention at each sync: it keeps of each
+    only what a card shows (``grant_summary``), not the command's output (up to 16 KiB a
+    grant), and its cards are the same as from the whole grants."""
+    kube = Kube(cluster.api_client())
+    body = build_grant(request_name="req-a", namespace=namespace, command="kubectl get pods",
+                       requester="someone")
+    kube.create(GRANTS, namespace, body)
+    kube.patch(GRANTS, namespace, body["metadata"]["name"], {"status": {
+        "phase": "Succeeded", "exitCode": 0, "reason": "Succeeded",
+        "output": "pod-1 Running\n" * 1000}}, subresource="status")
+    whole = kube.list(GRANTS, namespace)
+    assert whole[0]["status"]["output"]
+    held = ChatCluster(kube, namespace, "state").grants()
+    assert "output" not in held[0]["status"]
+    assert len(json.dumps(held)) < 1024 < len(json.dumps(whole))
+    request = {"metadata": {"name": "req-a", "uid": "u"}, "spec": {
+        "commands": ["kubectl get pods"]}}
+    now = dt.datetime.now(dt.UTC)
+    assert render.view(request, held, now) == render.view(request, whole, now)
+    assert render.view(request, held, now).grants[0].exit_code == 0

@@ -27,6 +27,15 @@ STATE_KEY = "state.json"
 log = logging.getLogger("wingman.chat")
 
 
+def grant_summary(grant: dict[str, Any]) -> dict[str, Any]:
+    """What the chat service reads of a grant (``render.view``): its name, request, command,
+    requester, phase, reason and exit code."""
+    meta, spec, status = (grant.get(k) or {} for k in ("metadata", "spec", "status"))
+    return {"metadata": {"name": meta.get("name")},
+            "spec": {k: spec[k] for k in ("approvalRef", "command", "requester") if k in spec},
+            "status": {k: status[k] for k in ("phase", "reason", "exitCode") if k in status}}
+
+
 class ChatCluster:
     def __init__(self, kube: Kube, namespace: str, state_configmap: str) -> None:
         self.kube = kube
@@ -40,7 +49,9 @@ class ChatCluster:
         return self.kube.list(APPROVALS, self.namespace)
 
     def grants(self) -> list[dict[str, Any]]:
-        return self.kube.list(GRANTS, self.namespace)
+        """The namespace's grants, each only what a card shows of it (``grant_summary``: not
+        its command's output), so the chat service never holds the grants' outputs."""
+        return self.kube.list(GRANTS, self.namespace, keep=grant_summary)
 
     def request(self, name: str) -> dict[str, Any] | None:
         return self.kube.get_or_none(APPROVALS, self.namespace, name)

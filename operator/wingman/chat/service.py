@@ -458,7 +458,12 @@ class ChatService:
         requests, grants = await asyncio.gather(asyncio.to_thread(self.cluster.requests),
                                                 asyncio.to_thread(self.cluster.grants))
         now = self.clock()
-        self.views = {str(r["metadata"]["uid"]): render.view(r, grants, now) for r in requests}
+        by_request: dict[str, list[dict[str, Any]]] = {}
+        for g in grants:  # each request's grants, not every grant for each request
+            ref = str(((g.get("spec") or {}).get("approvalRef") or {}).get("name", ""))
+            by_request.setdefault(ref, []).append(g)
+        self.views = {str(r["metadata"]["uid"]): render.view(
+            r, by_request.get(str(r["metadata"].get("name", "")), []), now) for r in requests}
         return self.views
 
     async def sync(self) -> None:

@@ -43,7 +43,7 @@ import kopf
 from wingman import API_VERSION, GROUP
 from wingman.capability import keyring as keyring
 from wingman.errors import AuditUnavailable, ClusterError
-from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, SECRETS, ApiError
+from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, SECRETS, ApiError, Keep
 from wingman.model import names
 from wingman.operator import memory
 from wingman.operator.context import KINDS, Context, NotLeading, subject_of
@@ -172,9 +172,19 @@ async def clean_leftovers(ctx: Context) -> None:
     if not waiting:
         return
     ns = ctx.settings.namespace
-    secrets = await ctx.call(ctx.kube.list, SECRETS, ns,
-                             label_selector=names.GRANT_LABEL)
-    jobs = await ctx.call(ctx.kube.list, JOBS, ns, label_selector=f"{names.ROLE_LABEL}=gateway")
+    owners = {e.uid for e in waiting}
+    denied = {e.uid for e in waiting if e.phase == "Denied"}
+
+    def owned(uids: set[str]) -> Keep:
+        """Only what one of ``uids`` owns is kept of a list, page by page: the Jobs of a
+        week's grants are never held at once."""
+        return lambda o: o if any(str(r.get("uid")) in uids for r in (
+            (o.get("metadata") or {}).get("ownerReferences") or [])) else None
+
+    secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=names.GRANT_LABEL,
+                             keep=owned(owners))
+    jobs = await ctx.call(ctx.kube.list, JOBS, ns, label_selector=f"{names.ROLE_LABEL}=gateway",
+                          keep=owned(denied))
     by_owner: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for res, items in ((SECRETS, secrets), (JOBS, jobs)):
         for obj in items:
