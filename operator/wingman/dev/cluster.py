@@ -103,7 +103,12 @@ def _free_port(host: str = "127.0.0.1") -> int:
 
 
 class _PortTaken(ClusterError):
-    """kube-apiserver could not bind the port picked for it: another process took it."""
+    """kube-apiserver could not bind its port: another process holds it."""
+
+    def __init__(self, port: str, tail: str) -> None:
+        super().__init__(f"kube-apiserver could not listen on port {port}: another process "
+                         f"holds it; its log:\n{tail}")
+        self.port = port
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
@@ -226,10 +231,22 @@ class LocalCluster:
         proc.wait(timeout=30)
 
     def restart(self, component: str, timeout: float = 120.0) -> None:
-        """Start a component killed with :meth:`kill` again, with its original arguments."""
+        """Start a component killed with :meth:`kill` again, with its original arguments.
+
+        kube-apiserver comes back on its own port, which every kubeconfig given out names: when
+        another process took that port while it was down, this fails saying so (it cannot move
+        to another); free the port and restart it again."""
         self._spawn(component, self._argv[component])
         if component == "kube-apiserver":
-            self._wait_ready(timeout)
+            try:
+                self._wait_ready(timeout)
+            except _PortTaken as exc:
+                raise ClusterError(
+                    f"kube-apiserver could not listen on its port {exc.port} again: another "
+                    f"process took it while kube-apiserver was stopped. The kubeconfigs given "
+                    f"out name that port, so kube-apiserver cannot move to another: stop the "
+                    f"process holding it ('ss -ltnp' names it) and restart kube-apiserver. "
+                    f"{exc}") from None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -251,7 +268,10 @@ class LocalCluster:
         server's client certificate for the kubelets' API (logs, exec)."""
         devtools.provision()
         owns = workdir is None
-        wd = Path(tempfile.mkdtemp(prefix="wingman-cluster-")) if workdir is None else workdir
+        # absolute: the components run in it (etcd's sockets are named relative to it), and
+        # every path in their arguments must name the same file from there
+        wd = Path(tempfile.mkdtemp(prefix="wingman-cluster-")) if workdir is None else (
+            workdir.absolute())
         wd.mkdir(parents=True, exist_ok=True)
         ca = _CA.create()
         try:
@@ -306,8 +326,7 @@ class LocalCluster:
                 port = self._argv[name][self._argv[name].index("--secure-port") + 1] if (
                     name == "kube-apiserver") else ""
                 if port and f":{port}: bind: address already in use" in tail:
-                    raise _PortTaken(f"kube-apiserver could not listen on port {port}: another "
-                                     f"process took it after it was picked; its log:\n{tail}")
+                    raise _PortTaken(port, tail)
                 raise ClusterError(
                     f"{name} exited with code {proc.returncode} during start-up; "
                     f"last lines of its log ({self.workdir / (name + '.log')}):\n{tail}",

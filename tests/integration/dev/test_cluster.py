@@ -338,3 +338,50 @@ def test_the_control_plane_s_etcd_and_controller_manager_listen_on_no_tcp_port(
     pid = cluster.pid("kube-apiserver")
     assert pid is not None
     assert listening_ports(pid) == {int(cluster.server.rsplit(":", 1)[1])}
+
+
+def test_a_control_plane_in_a_relative_workdir_starts_and_its_components_restart(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The components run in the control plane's directory (etcd's unix sockets are named
+    relative to it), so a directory given relative to the caller's must still name the same
+    files for them, however long its absolute path (a socket's path is limited to 108 bytes).
+    etcd killed leaves its socket files behind and is restarted on them; kube-apiserver comes
+    back only on its own port (the kubeconfigs name it): when that port was taken while it was
+    down, the restart says so, and it restarts once the port is free."""
+    import socket
+    import stat
+
+    monkeypatch.chdir(tmp_path_factory.mktemp("relative"))
+    relative = Path("d" * 60) / ("e" * 60)
+    assert len(str(relative.absolute() / "etcd-client.sock:0")) > 108
+    with LocalCluster.start(relative) as started:
+        assert started.workdir == relative.absolute()
+        started.kubectl("create", "configmap", "before", "-n", "default")
+        for name in ("etcd-client.sock:0", "etcd-peer.sock:0"):
+            assert stat.S_ISSOCK((started.workdir / name).stat().st_mode), name
+
+        started.kill("etcd")
+        assert (started.workdir / "etcd-client.sock:0").exists()
+        started.restart("etcd")
+        deadline = time.monotonic() + 60
+        while started.kubectl("create", "configmap", "after", "-n", "default",
+                              check=False).returncode != 0:
+            assert time.monotonic() < deadline, started.log_tail("etcd")
+            time.sleep(0.5)
+
+        port = int(started.server.rsplit(":", 1)[1])
+        started.kill("kube-apiserver")
+        with socket.socket() as taken:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+            with pytest.raises(ClusterError) as refused:
+                started.restart("kube-apiserver")
+        message = str(refused.value)
+        assert f"could not listen on its port {port} again" in message, message
+        assert "took it while kube-apiserver was stopped" in message, message
+        started.restart("kube-apiserver")
+        assert started.server == f"https://127.0.0.1:{port}"
+        names = started.kubectl("get", "configmap", "-n", "default", "-o",
+                                "jsonpath={.items[*].metadata.name}").stdout.split()
+        assert {"before", "after"} <= set(names), names
