@@ -236,6 +236,14 @@ class LocalCluster:
         kube-apiserver comes back on its own port, which every kubeconfig given out names: when
         another process took that port while it was down, this fails saying so (it cannot move
         to another); free the port and restart it again."""
+        running = self.pid(component)
+        if running is not None:
+            # a second one would not replace it: a second kube-apiserver fails on the port the
+            # first holds; a second etcd replaces the first's socket files and then waits for
+            # its data directory's lock, serving nothing, so new connections to etcd hang; and
+            # the first would run on untracked, outliving stop()
+            raise ClusterError(f"{component} is running (pid {running}): kill it first "
+                               f"(LocalCluster.kill), then restart it")
         self._spawn(component, self._argv[component])
         if component == "kube-apiserver":
             try:

@@ -360,6 +360,10 @@ def test_a_control_plane_in_a_relative_workdir_starts_and_its_components_restart
         for name in ("etcd-client.sock:0", "etcd-peer.sock:0"):
             assert stat.S_ISSOCK((started.workdir / name).stat().st_mode), name
 
+        etcd = started.pid("etcd")
+        with pytest.raises(ClusterError, match=r"etcd is running .*kill it first"):
+            started.restart("etcd")  # not killed: a second etcd would take its sockets
+        assert started.pid("etcd") == etcd
         started.kill("etcd")
         assert (started.workdir / "etcd-client.sock:0").exists()
         started.restart("etcd")
