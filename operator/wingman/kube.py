@@ -35,6 +35,7 @@ from urllib3 import HTTPConnectionPool, HTTPHeaderDict
 from urllib3 import Timeout as HTTPTimeout
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import HTTPError as HTTPLibraryError
+from urllib3.exceptions import ProtocolError
 from urllib3.util.retry import Retry as HTTPRetry
 
 from wingman import GROUP, VERSION
@@ -842,7 +843,11 @@ def _read_capped(resp: Any, method: str, path: str, host: str,
     """The body of ``resp`` (a urllib3 response not yet read), decoded (gzip...) and read in
     chunks, never more than ``cap`` bytes of it held: ``AnswerTooLarge`` as soon as it says (its
     ``Content-Length``) or turns out to be larger, the connection then closed rather than kept
-    with an answer half read."""
+    with an answer half read.
+
+    Everything read here is the server's: an answer the HTTP library fails on in a way of its
+    own (a ``ValueError`` on a chunk of negative size, which urllib3 does not check) is a
+    broken answer, a ``ProtocolError`` as any other, never raised as a fault of the caller."""
     chunks: list[bytes] = []
     size = 0
     try:
@@ -850,11 +855,17 @@ def _read_capped(resp: Any, method: str, path: str, host: str,
         if declared is not None and declared.strip().isascii() and \
                 declared.strip().isdigit() and int(declared) > cap:
             raise _too_large(method, path, host, cap)
-        for chunk in resp.stream(_READ_CHUNK):
-            size += len(chunk)
-            if size > cap:
-                raise _too_large(method, path, host, cap)
-            chunks.append(chunk)
+        try:
+            for chunk in resp.stream(_READ_CHUNK):
+                size += len(chunk)
+                if size > cap:
+                    raise _too_large(method, path, host, cap)
+                chunks.append(chunk)
+        except (AnswerTooLarge, *_NO_ANSWER):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the answer broke the HTTP library's reading
+            raise ProtocolError("the answer's body could not be read "
+                                f"({type(exc).__name__})") from None
     except BaseException:
         resp.close()  # what is left unread is never read as the next call's answer
         resp.release_conn()

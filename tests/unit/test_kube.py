@@ -853,6 +853,61 @@ def test_an_answer_that_is_not_json_is_a_clear_cluster_error_never_a_crash(
     assert kube.get(CONFIGMAPS, "ns", "seen", once=once)["metadata"]["name"] == "seen"
 
 
+@pytest.fixture
+def negative_chunk() -> Iterator[int]:
+    """A server whose answers announce a chunk of negative size (``-2``), a framing no HTTP
+    server sends and urllib3 does not check: a broken or hostile proxy in front of the API
+    server. Its port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            with conn:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n-2\r\n{}\r\n0\r\n\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        server.close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("once", [None, 2.0])
+def test_an_answer_the_http_library_cannot_read_is_no_answer_never_a_fault_of_the_caller(
+        negative_chunk: int, once: float | None) -> None:
+    """An answer whose body breaks the HTTP library's reading in a way of its own (a chunk of
+    negative size: urllib3 raises a bare ValueError) is a broken answer: ``Unreachable``, a
+    ``ClusterError`` that may pass and that every caller handles (the gateway makes the write
+    of a command's result again, then records it unrecorded), never an exception that escapes
+    them as a fault of the caller."""
+    configuration = k8s.Configuration(host=f"http://127.0.0.1:{negative_chunk}")
+    configuration.retries = False
+    kube = Kube(k8s.ApiClient(configuration), timeout=5)
+    try:
+        with pytest.raises(ClusterError) as raised:
+            kube.get(CONFIGMAPS, "ns", "x", once=once)
+    finally:
+        kube.close()
+    assert not isinstance(raised.value, ApiError)
+    assert raised.value.reason == "Unreachable" and transient(raised.value)
+    assert raised.value.message == (f"cannot reach the API server at http://127.0.0.1:"
+                                    f"{negative_chunk}: ProtocolError")
+
+
 @pytest.mark.parametrize("once", [None, 2.0])
 @pytest.mark.parametrize("method", ["GET", "PATCH"])
 def test_a_call_answered_with_a_redirect_fails_never_succeeds(
