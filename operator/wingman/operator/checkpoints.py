@@ -194,7 +194,9 @@ class Checkpointer:
 
 
 def checkpoint_round(ctx: Context, checkpointer: Checkpointer) -> Checkpoint | None:
-    """One round with its metrics and logs; never raises a ``WingmanError``."""
+    """One round with its metrics and logs; never raises (an exception of no known kind, a
+    fault, is counted ``Unexpected`` and logged with its traceback): the loop that calls it
+    every interval outlives it, and the next round checkpoints what this one did not."""
     metrics = ctx.metrics
     if not ctx.leading:  # the replica that acts checkpoints; a standby only watches
         return None
@@ -211,6 +213,11 @@ def checkpoint_round(ctx: Context, checkpointer: Checkpointer) -> Checkpoint | N
             return None
         metrics.audit_checkpoint_failures.labels(reason=exc.reason).inc()
         log.error("audit checkpoint failed", extra={"reason": exc.reason, "error": exc.message})
+        return None
+    except Exception:  # a fault: never the end of the checkpoint loop (nothing signed after it)
+        metrics.audit_checkpoint_failures.labels(reason="Unexpected").inc()
+        log.exception("audit checkpoint failed unexpectedly; tried again next round",
+                      extra={"reason": "Unexpected"})
         return None
     newest = checkpointer.newest
     if newest is not None:
