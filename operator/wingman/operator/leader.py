@@ -119,6 +119,10 @@ class LeaderElector:
             except ClusterError as exc:
                 log.warning("could not release the leader lease; a standby takes over when "
                             "it expires", extra={"error": str(exc)})
+            except Exception:  # a fault (a Lease not as expected, a bug): the release is a
+                # courtesy, never the end of the shutdown that closes the audit sink after it
+                log.exception("could not release the leader lease; a standby takes over when "
+                              "it expires")
 
     # -- the loop --------------------------------------------------------------------------
     def _run(self) -> None:

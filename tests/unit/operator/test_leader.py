@@ -98,3 +98,77 @@ def test_a_tick_that_fails_with_anything_but_a_cluster_error_does_not_end_the_el
         thread.join()
     assert not elector.leading
     assert any("this tick failed" in r.getMessage() for r in caplog.records)
+
+
+class _LeaseServer(BaseHTTPRequestHandler):
+    """An API server holding one Lease that PATCH writes (its holder); once ``broken``, the
+    Lease it answers has no resourceVersion (a fault the release cannot write past)."""
+
+    holder: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    broken: ClassVar[bool] = False
+
+    def _answer(self) -> None:
+        cls = type(self)
+        metadata: dict[str, Any] = {"name": "l", "namespace": "ns"}
+        if not cls.broken:
+            metadata["resourceVersion"] = str(cls.version)
+        body = json.dumps({"kind": "Lease", "metadata": metadata,
+                           "spec": {"holderIdentity": cls.holder}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_PATCH(self) -> None:
+        sent = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        cls = type(self)
+        cls.holder = str((sent.get("spec") or {}).get("holderIdentity") or "")
+        cls.version += 1
+        self._answer()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_release_that_fails_with_anything_but_a_cluster_error_does_not_fail_the_shutdown(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Handing the Lease back at a graceful stop is a courtesy (a standby takes over when it
+    expires anyway): a fault in it (here a Lease without a resourceVersion, a KeyError) is
+    logged and ``stop`` returns, the replica no longer acting, so the shutdown after it (the
+    audit sink closed, the API client) still happens."""
+    _LeaseServer.holder, _LeaseServer.version, _LeaseServer.broken = "", 1, False
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LeaseServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kube = Kube(k8s.ApiClient(k8s.Configuration(
+        host=f"http://127.0.0.1:{server.server_address[1]}")))
+    changes: list[bool] = []
+    acquired = threading.Event()
+
+    def changed(leading: bool) -> None:
+        changes.append(leading)
+        if leading:
+            acquired.set()
+
+    elector = LeaderElector(kube, "ns", "l", "me", timing=Timing(retry=0.05),
+                            on_change=changed)
+    try:
+        elector.start()
+        assert acquired.wait(30), "the free Lease was not taken"
+        _LeaseServer.broken = True
+        with caplog.at_level(logging.ERROR, "wingman.operator.leader"):
+            elector.stop(release=True)
+    finally:
+        elector.stop(release=False)
+        kube.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert not elector.leading and changes == [True, False]
+    assert any("could not release the leader lease" in r.getMessage()
+               for r in caplog.records)
