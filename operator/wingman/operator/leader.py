@@ -132,14 +132,23 @@ class LeaderElector:
                 self._complained = ""
             except ClusterError as exc:
                 self._complain(exc)
-            except Exception:  # a fault (a Lease not as expected, a bug): never the end of
-                log.exception("leader election: this tick failed; trying again")  # the loop
+            except Exception as exc:  # noqa: BLE001 - a fault (a Lease not as expected, a
+                self._fault(exc)  # bug): logged, never the end of the loop
             if self._leading and time.monotonic() - self._renewed >= self.timing.renew_deadline:
                 log.warning("leader lease not renewed within the renew deadline; this replica "
                             "stops acting until it holds the lease again",
                             extra={"identity": self.identity})
                 self._set(False)
             self._stop.wait(self.timing.retry)
+
+    def _fault(self, exc: Exception) -> None:
+        """A tick that failed with anything but a ClusterError: its traceback, once per kind of
+        fault (not every ``retry`` seconds while it lasts), as for the API server's failures."""
+        text = f"{type(exc).__name__}: fault"
+        if text != self._complained:
+            self._complained = text
+            log.exception("leader election: this tick failed; trying again (not logged again "
+                          "while it fails so)", extra={"lease": self.name})
 
     def _complain(self, exc: ClusterError) -> None:
         text = f"{type(exc).__name__}: {exc.reason}"

@@ -56,11 +56,14 @@ class _BrokenLease(BaseHTTPRequestHandler):
 
     reads: ClassVar[list[str]] = []
     read_twice: ClassVar[threading.Event] = threading.Event()
+    read_thrice: ClassVar[threading.Event] = threading.Event()
 
     def do_GET(self) -> None:
         type(self).reads.append(self.path)
         if len(type(self).reads) >= 2:
             type(self).read_twice.set()
+        if len(type(self).reads) >= 3:
+            type(self).read_thrice.set()
         body = json.dumps({"kind": "Lease", "metadata": {"name": "l"}, "spec": {}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -77,9 +80,11 @@ def test_a_tick_that_fails_with_anything_but_a_cluster_error_does_not_end_the_el
     """A failure of a tick that is not the API server's (here a Lease without a
     resourceVersion: a KeyError; a fault of the client is raised as it is, no more reported
     as an unreachable API server) is logged and the election goes on: the thread that ends
-    would leave this replica campaigning never again."""
+    would leave this replica campaigning never again. Its traceback is logged once, not
+    again at every tick while the same fault lasts."""
     _BrokenLease.reads = []
     _BrokenLease.read_twice.clear()
+    _BrokenLease.read_thrice.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenLease)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -90,6 +95,7 @@ def test_a_tick_that_fails_with_anything_but_a_cluster_error_does_not_end_the_el
         with caplog.at_level(logging.ERROR, "wingman.operator.leader"):
             elector.start()
             assert _BrokenLease.read_twice.wait(30), "the election ended after a failed tick"
+            assert _BrokenLease.read_thrice.wait(30)  # two ticks failed (and were logged) by now
     finally:
         elector.stop(release=False)
         kube.close()
@@ -97,7 +103,8 @@ def test_a_tick_that_fails_with_anything_but_a_cluster_error_does_not_end_the_el
         server.server_close()
         thread.join()
     assert not elector.leading
-    assert any("this tick failed" in r.getMessage() for r in caplog.records)
+    failed = [r for r in caplog.records if "this tick failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None
 
 
 class _LeaseServer(BaseHTTPRequestHandler):
