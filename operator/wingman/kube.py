@@ -794,10 +794,17 @@ RETRY_AFTER_SLEEP_MAX = 5.0
 class _ShortRetryAfter(HTTPRetry):
     """urllib3's retries, sleeping at most ``RETRY_AFTER_SLEEP_MAX`` on an answer's
     ``Retry-After``, and handing back the last answer (not an error of its own) once its
-    retries are spent, so the caller sees the server's status and ``Retry-After``."""
+    retries are spent, so the caller sees the server's status and ``Retry-After``.
+
+    A ``Retry-After`` date past what the calendar holds (year 99999: urllib3 raises a bare
+    ``ValueError`` or ``OverflowError`` on it) asks for no wait, as :func:`retry_after`
+    reads it: the answer is the caller's, never an error that escapes it."""
 
     def get_retry_after(self, response: Any) -> float | None:
-        seconds = super().get_retry_after(response)
+        try:
+            seconds = super().get_retry_after(response)
+        except (ValueError, OverflowError):  # an HTTP date no calendar holds
+            return None
         return None if seconds is None else min(seconds, RETRY_AFTER_SLEEP_MAX)
 
 

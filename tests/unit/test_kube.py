@@ -579,6 +579,12 @@ def _bomb() -> bytes:
     return gzip.compress(b'{"kind": "List", "items": [], "x": "' + pad + b'"}', compresslevel=1)
 
 
+#: Retry-After dates no calendar holds (urllib3's parsing fails on them with a bare ValueError,
+#: an OverflowError), by the name of the ConfigMap read
+_PAST_THE_CALENDAR = {"year-99999": "Mon, 01 Jan 99999 00:00:00 GMT",
+                      "year-overflow": "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"}
+
+
 class _Api(BaseHTTPRequestHandler):
     throttled = 0  # reads of "throttled" answered
     throttled_once = 0  # reads of "throttled-once" answered
@@ -589,6 +595,10 @@ class _Api(BaseHTTPRequestHandler):
             if type(self).throttled_once == 1:
                 self._busy(429, "TooManyRequests", retry_after="1")
                 return
+        if self.path.rsplit("/", 1)[-1] in _PAST_THE_CALENDAR:  # busy: come back in year 99999
+            self._busy(503, "ServiceUnavailable",
+                       retry_after=_PAST_THE_CALENDAR[self.path.rsplit("/", 1)[-1]])
+            return
         if self.path.endswith("/throttled"):  # busy: come back in an hour
             type(self).throttled += 1
             self._busy(503, "ServiceUnavailable", retry_after="3600")
@@ -1117,3 +1127,26 @@ def test_a_request_s_grants_are_filtered_by_the_client_where_the_field_is_not_se
     assert [g["metadata"]["name"] for g in client.grants_of("req-a")] == ["g-req-a-2",
                                                                            "g-req-a-4"]
     assert chunking.list(GRANTS, "ns")  # the whole list, for contrast
+
+
+@pytest.mark.parametrize("name", sorted(_PAST_THE_CALENDAR))
+@pytest.mark.parametrize("retries", [None, 1])
+def test_a_retry_after_past_the_calendar_is_the_callers_answer_never_an_error_that_escapes(
+        local_api: tuple[str, int], name: str, retries: int | None) -> None:
+    """A 503 whose ``Retry-After`` is a date no calendar holds (a broken or hostile server) is
+    made again by the HTTP library as one that asks for no wait, then handed to the caller
+    as the server's answer (``ApiError`` 503, no ``retry_after``): a call without a deadline,
+    with the client's own retries (the operator's, the chat service's, verify-privileges'),
+    never fails with the ValueError or OverflowError urllib3 raises on it, which no caller
+    handles."""
+    host, port = local_api
+    configuration = k8s.Configuration(host=f"http://{host}:{port}")
+    configuration.retries = retries
+    kube = Kube(k8s.ApiClient(configuration), timeout=5)
+    try:
+        with pytest.raises(ApiError) as raised:
+            kube.get(CONFIGMAPS, "ns", name)
+    finally:
+        kube.close()
+    assert raised.value.status == 503 and raised.value.retry_after is None
+    assert transient(raised.value)
