@@ -868,7 +868,7 @@ def _read_capped(resp: Any, method: str, path: str, host: str,
                 if size > cap:
                     raise _too_large(method, path, host, cap)
                 chunks.append(chunk)
-        except (AnswerTooLarge, *_NO_ANSWER):
+        except (AnswerTooLarge, MemoryError, *_NO_ANSWER):  # (out of memory: not the answer)
             raise
         except Exception as exc:  # noqa: BLE001 - the answer broke the HTTP library's reading
             raise ProtocolError("the answer's body could not be read "
