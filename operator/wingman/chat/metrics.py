@@ -48,6 +48,14 @@ class ChatMetrics:
             "wingman_chat_refusals_total",
             "Chat actions refused, by channel and reason.",
             ["environment", "channel", "reason"], registry=r)
+        self.updates_refused = Counter(
+            "wingman_chat_updates_refused_total",
+            "Telegram updates dropped before they are handled, by channel and reason: from a "
+            "sender no chat.people entry maps (Unmapped), a bot (Bot), an anonymous sender "
+            "(Anonymous), a chat not configured and not private (WrongChat), or a sender "
+            "with too many updates not yet handled (SenderBusy). The first of each sender a "
+            "minute is still answered and audited as a refusal.",
+            ["environment", "channel", "reason"], registry=r)
         self.loop_failures = Counter(
             "wingman_chat_loop_failures_total",
             "Failures of the chat component's loops (the reconciler, Telegram's polling), by "

@@ -17,6 +17,11 @@ another environment, buttons pressed on a message that is not the request's curr
 and chats that are not configured. A chat user who is not in ``chat.people`` is refused by the
 service (``Unmapped``).
 
+Anyone on Telegram can write to the bot, so an update that cannot lead to anything (a sender
+no ``chat.people`` entry maps, a bot, an anonymous sender, a group not configured) is counted
+and dropped as it is taken (``_screened``), before it takes a pending or concurrent slot: the
+first of each sender a minute is logged and still refused as above, apart from the slots.
+
 Every text sent fits into one message (4096 characters after parsing, counted as Telegram
 counts them, in UTF-16 code units, and at most 100 entities, the most Telegram formats: the
 text of any further ``<code>`` would be shown plain): a card too long even abridged is sent as
@@ -32,6 +37,7 @@ message alike: the channel backs off as in an outage.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
 import re
@@ -49,6 +55,7 @@ from telegram import (
     LinkPreviewOptions,
     Message,
     Update,
+    User,
 )
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
@@ -91,6 +98,21 @@ MAX_PENDING_UPDATES = 256
 #: still take to end (a decision made is then audited as recorded and answered) before they are
 #: cancelled; well within the pod's grace period (30 s) before it is killed.
 DRAIN_SECONDS = 15.0
+#: Updates of one sender (a chat user, or the chat a message was sent as) taken and not yet
+#: handled, at most: beyond, the sender's next ones are dropped before they take a pending
+#: slot (``SenderBusy``), so that one person's flood does not hold up the others'.
+MAX_PENDING_PER_SENDER = 32
+#: An update that cannot lead to anything (``_screened``: a sender no ``chat.people`` entry
+#: maps, a bot, an anonymous sender, a chat that is not configured and not private) is
+#: counted and dropped before it takes a pending slot; the first of each sender in this many
+#: seconds is logged and handled as before (its refusal answered and audited), the others
+#: only counted: anyone can write to the bot, and a flood of them must delay no one.
+REFUSED_QUIET_SECONDS = 60.0
+#: Of those first ones, how many are being answered at once, at most (each is a call to
+#: Telegram, outside the pending and concurrent slots): beyond, they are counted, not answered.
+MAX_REFUSAL_ANSWERS = 4
+#: Senders remembered for ``REFUSED_QUIET_SECONDS``, at most: a new one forgets the oldest.
+_MAX_REFUSED_SENDERS = 1000
 _TAGS = re.compile(r"<[^>]+>")
 _START_TAG = re.compile(r"<[a-z][^>]*>")
 _IN_CODE = re.compile(r"<(code|pre)>.*?</\1>", re.DOTALL)
@@ -194,6 +216,9 @@ class TelegramChannel:
         self.username = ""
         self.updates = SimpleUpdateProcessor(MAX_CONCURRENT_UPDATES)
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._pending: dict[str, int] = {}  # updates taken and not yet handled, by sender
+        self._refused: dict[str, list[float]] = {}  # sender: [quiet until, left out since]
+        self._answering: set[asyncio.Task[None]] = set()
 
     # -- calls ---------------------------------------------------------------------------
     async def _call(self, what: str, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -345,18 +370,19 @@ class TelegramChannel:
         are given ``DRAIN_SECONDS`` to end (a decision that reached the API server is then
         audited as recorded, and answered) before they are cancelled."""
         handling: set[asyncio.Task[None]] = set()
+        answering = self._answering
         try:
             await self._poll(stop, timeout, backoff, handling)
         except BaseException:
             try:
-                if handling:  # none half done: a decision made is audited and answered
-                    await asyncio.wait(set(handling), timeout=DRAIN_SECONDS)
+                if handling or answering:  # none half done: a decision made is audited
+                    await asyncio.wait(handling | answering, timeout=DRAIN_SECONDS)
             finally:  # what has not ended by then (or cancelled again) is given up unanswered
-                for task in list(handling):
+                for task in list(handling | answering):
                     task.cancel()
             raise
         finally:  # else (``stop``, the token rejected) it ends on its own (each wait bounded)
-            await asyncio.gather(*handling, return_exceptions=True)
+            await asyncio.gather(*handling, *answering, return_exceptions=True)
 
     async def _poll(self, stop: asyncio.Event, timeout: int, backoff: float,
                     handling: set[asyncio.Task[None]]) -> None:
@@ -395,11 +421,100 @@ class TelegramChannel:
                                      "errorType": update.error_type})
                     continue
                 offset = update.update_id + 1
+                reason = self._screened(update)
+                if reason is not None:  # before it takes a slot: a flood of them delays no one
+                    if reason:
+                        self._refuse_early(update, reason)
+                    continue
+                sender = _sender(update)
+                if self._pending.get(sender, 0) >= MAX_PENDING_PER_SENDER:
+                    self._refuse_early(update, "SenderBusy", answer=False)
+                    continue
                 while len(handling) >= MAX_PENDING_UPDATES:
                     await asyncio.wait(handling, return_when=asyncio.FIRST_COMPLETED)
+                self._pending[sender] = self._pending.get(sender, 0) + 1
                 task = asyncio.create_task(self._in_turn(update))
                 handling.add(task)
                 task.add_done_callback(handling.discard)
+                task.add_done_callback(functools.partial(self._taken_off, sender))
+
+    def _taken_off(self, sender: str, _task: asyncio.Task[None]) -> None:
+        left = self._pending.get(sender, 0) - 1
+        if left > 0:
+            self._pending[sender] = left
+        else:
+            self._pending.pop(sender, None)
+
+    def _person(self, user: User | None) -> bool:
+        return (user is not None and not user.is_bot
+                and self.service.config.person_for_telegram(user.id) is not None)
+
+    def _screened(self, update: Update) -> str | None:
+        """Why ``update`` cannot lead to anything, checked before it takes a pending slot: the
+        refusal reason it would be handled with (``Unmapped``, ``Bot``, ``Anonymous``,
+        ``WrongChat``), ``""`` for one that handling ignores anyway (not a command, a command
+        for another bot, neither a message nor a press), None for one to handle. Only what the
+        update itself says is read (no call): what needs more (a button's signature, its
+        card) is left to ``handle``."""
+        cq, msg = update.callback_query, update.message
+        if cq is not None:
+            if cq.from_user.is_bot:
+                return "Bot"
+            return None if self._person(cq.from_user) else "Unmapped"
+        if msg is None:
+            return ""
+        m = _COMMAND.match((msg.text or "").strip())
+        if m is None:
+            return ""
+        bot_name = m.group(2)
+        if bot_name and self.username and bot_name.lower() != self.username.lower():
+            return ""
+        if (msg.chat.id not in (self.config.chat_id, self.config.requester_chat_id)
+                and msg.chat.type != "private"):
+            return "WrongChat"
+        if msg.sender_chat is not None or msg.from_user is None:
+            return "Anonymous"
+        if msg.from_user.is_bot:
+            return "Bot"
+        return None if self._person(msg.from_user) else "Unmapped"
+
+    def _refuse_early(self, update: Update, reason: str, *, answer: bool = True) -> None:
+        """Count an update dropped before it took a slot
+        (``wingman_chat_updates_refused_total``); the first of its sender in
+        ``REFUSED_QUIET_SECONDS`` is logged (with how many were left out since the previous
+        line) and, with ``answer`` and fewer than ``MAX_REFUSAL_ANSWERS`` being answered,
+        handled as before, apart (its refusal answered and audited as a single one is)."""
+        env = self.service.env
+        self.service.metrics.updates_refused.labels(env, self.name, reason).inc()
+        sender = _sender(update)
+        now = self.service.clock().timestamp()
+        quiet = self._refused.get(sender)
+        if quiet is not None and now < quiet[0]:
+            quiet[1] += 1
+            return
+        left_out = int(quiet[1]) if quiet is not None else 0
+        self._refused.pop(sender, None)
+        while len(self._refused) >= _MAX_REFUSED_SENDERS:  # the oldest first
+            self._refused.pop(next(iter(self._refused)))
+        self._refused[sender] = [now + REFUSED_QUIET_SECONDS, 0]
+        answered = answer and len(self._answering) < MAX_REFUSAL_ANSWERS
+        log.warning("telegram updates refused before they are handled",
+                    extra={"reason": reason, "sender": sender, "leftOut": left_out,
+                           "answered": answered,
+                           "quietSeconds": REFUSED_QUIET_SECONDS})
+        if answered:
+            task = asyncio.create_task(self._answer(update))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, update: Update) -> None:
+        """Handle a refused update apart from the others (it is refused and answered there)."""
+        try:
+            await self.handle(update)
+        except Exception:
+            self.service.metrics.loop_failures.labels(self.service.env, "telegram-polling",
+                                                      "UpdateFailed").inc()
+            log.exception("telegram update failed")
 
     async def _back_off(self, stop: asyncio.Event, exc: Exception, failures: int,
                         backoff: float) -> None:
@@ -586,6 +701,12 @@ def _turn_keys(update: Update) -> list[str]:
         if sender:
             keys.append(sender)
     return keys
+
+
+def _sender(update: Update) -> str:
+    """Who sent ``update`` (its first turn key), ``unknown`` when it does not say."""
+    keys = _turn_keys(update)
+    return keys[0] if keys else "unknown"
 
 
 def _is_int(value: Any) -> bool:

@@ -26,6 +26,7 @@ from wingman.chat.render import Notice
 from wingman.chat.service import C, ChatService, Reply, T
 from wingman.chat.telegram import (
     _CHAT_WIDE,
+    MAX_PENDING_PER_SENDER,
     MAX_TEXT,
     TelegramChannel,
     _shown_length,
@@ -843,3 +844,83 @@ def test_a_decision_under_way_when_the_process_stops_is_audited_and_answered(
     with serving(FakeTelegram(TOKEN)) as fake:
         asyncio.run(main(fake))
     assert [d["by"] for d in cluster.objs[0]["spec"]["decisions"]] == ["bob"]
+
+
+def test_a_flood_from_someone_not_in_chat_people_does_not_delay_an_approver(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Anyone can write to the bot: 500 private commands from a Telegram user no
+    ``chat.people`` entry maps, and 50 from a group the bot was added to, are counted and
+    dropped before they take a pending slot, so an approver's command sent after them is
+    answered before any but the first of them is handled. The flooder still gets the
+    refusal a single message gets, once; each sender is logged once, not once a message."""
+    async def main(fake: FakeTelegram) -> None:
+        svc = service(tmp_path)
+        channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
+                                  TOKEN, "prd", svc)
+        svc.channels = [channel]
+        for _ in range(500):
+            fake.say(FakeTelegram.user(999), 999, "/pending")
+        for _ in range(50):
+            fake.say(FakeTelegram.user(998), -2002, "/pending")  # a group not configured
+        fake.say(FakeTelegram.user(111), CHAT, "/pending")  # bob, an approver
+        stop = asyncio.Event()
+        polling = asyncio.create_task(channel.poll(stop, timeout=1, backoff=0.01))
+        try:
+            await _until(lambda: any("No request awaits" in m["plain"]
+                                     for m in fake.sent_to(CHAT)))
+            flood_answered = len(fake.sent_to(999))
+            await _until(lambda: len(fake.sent_to(999)) >= 1)
+        finally:
+            stop.set()
+            await asyncio.wait_for(polling, 20)
+            await channel.close()
+        assert any("No request awaits" in m["plain"] for m in fake.sent_to(CHAT))
+        assert flood_answered <= 1, f"{flood_answered} of the flood handled before bob"
+        answers = fake.sent_to(999)
+        assert len(answers) == 1 and "not mapped" in answers[0]["plain"], answers
+        assert len(fake.sent_to(-2002)) == 1, fake.sent_to(-2002)
+        assert metric(svc, "wingman_chat_updates_refused_total", channel="telegram",
+                      reason="Unmapped") == 500
+        assert metric(svc, "wingman_chat_updates_refused_total", channel="telegram",
+                      reason="WrongChat") == 50
+        assert [(d["chatUser"], d["reason"]) for d in audited(svc)] == [
+            ("999", "Unmapped"), ("998", "WrongChat")]
+
+    with caplog.at_level(logging.INFO, logger="wingman"):
+        with serving(FakeTelegram(TOKEN)) as fake:
+            asyncio.run(main(fake))
+    dropped = [vars(r)["sender"] for r in caplog.records
+               if r.getMessage().startswith("telegram updates refused")]
+    assert sorted(dropped) == ["user:998", "user:999"]
+    assert len(caplog.records) < 20, [r.getMessage() for r in caplog.records]
+
+
+def test_one_approvers_flood_does_not_take_every_pending_slot(tmp_path: Path) -> None:
+    """A mapped person's updates beyond ``MAX_PENDING_PER_SENDER`` not yet handled are
+    dropped (``SenderBusy``) rather than filling the pending slots: another approver's
+    command sent after 300 of them is answered before the rest of them."""
+    async def main(fake: FakeTelegram) -> None:
+        svc = service(tmp_path, people=(BOB, ALICE))
+        channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
+                                  TOKEN, "prd", svc)
+        svc.channels = [channel]
+        for _ in range(300):
+            fake.say(FakeTelegram.user(111), 111, "/pending")  # bob, in a private chat
+        fake.say(FakeTelegram.user(222), CHAT, "/pending")  # alice
+        stop = asyncio.Event()
+        polling = asyncio.create_task(channel.poll(stop, timeout=1, backoff=0.01))
+        try:
+            await _until(lambda: bool(fake.sent_to(CHAT)))
+            before = len(fake.sent_to(111))
+            await _until(lambda: len(fake.sent_to(111)) >= MAX_PENDING_PER_SENDER)
+        finally:
+            stop.set()
+            await asyncio.wait_for(polling, 20)
+            await channel.close()
+        assert fake.sent_to(CHAT) and before <= MAX_PENDING_PER_SENDER, before
+        assert len(fake.sent_to(111)) == MAX_PENDING_PER_SENDER
+        assert metric(svc, "wingman_chat_updates_refused_total", channel="telegram",
+                      reason="SenderBusy") == 300 - MAX_PENDING_PER_SENDER
+
+    with serving(FakeTelegram(TOKEN)) as fake:
+        asyncio.run(main(fake))
