@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -35,7 +36,7 @@ from urllib3 import HTTPConnectionPool, HTTPHeaderDict
 from urllib3 import Timeout as HTTPTimeout
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import HTTPError as HTTPLibraryError
-from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import MaxRetryError, ProtocolError, ResponseError
 from urllib3.util.retry import Retry as HTTPRetry
 
 from wingman import GROUP, VERSION
@@ -785,16 +786,18 @@ def _list_too_large(res: Resource, namespace: str) -> ListTooLarge:
 #: The longest the HTTP library sleeps on an answer's ``Retry-After`` before trying again (a
 #: client that keeps its retries: the chat service, the CLI, the MCP server). The API server
 #: asks for 1 s when past its max-in-flight limit, 5 s while it shuts down, and 1 to 32 s
-#: under API Priority and Fairness (longer while it keeps rejecting): past 5 s it is tried
-#: again sooner than asked, at most three times, and then the answer (its ``Retry-After``)
-#: is the caller's; a server asking for hours is not slept on for hours.
+#: under API Priority and Fairness (longer while it keeps rejecting): an answer asking for
+#: more than 5 s is not tried again at all but handed back at once (its ``Retry-After``
+#: the caller's to say or weigh); a server asking for hours is not slept on for hours.
 RETRY_AFTER_SLEEP_MAX = 5.0
 
 
 class _ShortRetryAfter(HTTPRetry):
-    """urllib3's retries, sleeping at most ``RETRY_AFTER_SLEEP_MAX`` on an answer's
-    ``Retry-After``, and handing back the last answer (not an error of its own) once its
-    retries are spent, so the caller sees the server's status and ``Retry-After``.
+    """urllib3's retries, waiting out an answer's ``Retry-After`` of at most
+    ``RETRY_AFTER_SLEEP_MAX`` and trying again as before, but handing back at once an answer
+    whose ``Retry-After`` asks for longer (never tried again sooner than the server asked),
+    and handing back the last answer (not an error of its own) once its retries are spent,
+    so the caller sees the server's status and ``Retry-After``.
 
     A ``Retry-After`` date past what the calendar holds (year 99999: urllib3 raises a bare
     ``ValueError`` or ``OverflowError`` on it) asks for no wait, as :func:`retry_after`
@@ -806,6 +809,23 @@ class _ShortRetryAfter(HTTPRetry):
         except (ValueError, OverflowError):  # an HTTP date no calendar holds
             return None
         return None if seconds is None else min(seconds, RETRY_AFTER_SLEEP_MAX)
+
+    def increment(self, method: str | None = None, url: str | None = None,
+                  response: Any = None, error: Exception | None = None,
+                  _pool: Any = None, _stacktrace: TracebackType | None = None
+                  ) -> _ShortRetryAfter:
+        """The next try's retries; none when the answer asks for a wait past
+        ``RETRY_AFTER_SLEEP_MAX``: urllib3 then hands that answer back as it is (its retries
+        spent, ``raise_on_status`` off), without sleeping or asking again."""
+        if response is not None and self.respect_retry_after_header:
+            try:
+                asked = super().get_retry_after(response)
+            except (ValueError, OverflowError):  # a date no calendar holds: no wait asked
+                asked = None
+            if asked is not None and asked > RETRY_AFTER_SLEEP_MAX:
+                raise MaxRetryError(_pool, url or "", ResponseError(
+                    f"the answer asks for {asked:.0f} s, past {RETRY_AFTER_SLEEP_MAX:.0f} s"))
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 def _without_retry_after(retries: Any) -> Any:

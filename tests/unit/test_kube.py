@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -588,8 +588,16 @@ _PAST_THE_CALENDAR = {"year-99999": "Mon, 01 Jan 99999 00:00:00 GMT",
 class _Api(BaseHTTPRequestHandler):
     throttled = 0  # reads of "throttled" answered
     throttled_once = 0  # reads of "throttled-once" answered
+    busy: ClassVar[dict[str, int]] = {}  # reads of "busy-<status>-<Retry-After>" answered, by name
 
     def do_GET(self) -> None:
+        name = self.path.rsplit("/", 1)[-1]
+        if name.startswith("busy-"):  # always busy: come back in the seconds the name says
+            _Api.busy[name] = _Api.busy.get(name, 0) + 1
+            code, seconds = name.removeprefix("busy-").split("-")
+            self._busy(int(code), "ServiceUnavailable" if code == "503" else "TooManyRequests",
+                       retry_after=seconds)
+            return
         if self.path.endswith("/throttled-once"):  # the API server's throttling, then an answer
             type(self).throttled_once += 1
             if type(self).throttled_once == 1:
@@ -973,22 +981,20 @@ def _throttled_answer(kube: Kube) -> ApiError:
 
 @pytest.mark.parametrize("retries", [None, 2])
 def test_an_answer_s_long_retry_after_is_the_caller_s_to_weigh_not_slept_on_for_hours(
-        local_api: tuple[str, int], retries: int | None,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        local_api: tuple[str, int], retries: int | None) -> None:
     """A call without a deadline, on a client that keeps the HTTP library's retries (the chat
-    service, the CLI, the MCP server), answered 503 with ``Retry-After: 3600``: the library
-    tries again after at most ``RETRY_AFTER_SLEEP_MAX`` (not the hour it was asked, three
-    times), and then the server's answer comes back as it is, with its ``retry_after``, for
-    the caller's own retry to weigh against its budget (not an error of the library's)."""
-    import wingman.kube as kube_module
-    monkeypatch.setattr(kube_module, "RETRY_AFTER_SLEEP_MAX", 0.05)
+    service, the CLI, the MCP server, verify-privileges), answered 503 with
+    ``Retry-After: 3600``, past ``RETRY_AFTER_SLEEP_MAX``: the server's answer comes back at
+    once, asked once (neither slept on for the hour nor asked again sooner than it said),
+    with its ``retry_after``, for the caller to say or weigh against its budget (not an
+    error of the library's)."""
     host, port = local_api
     configuration = k8s.Configuration(host=f"http://{host}:{port}")
     configuration.retries = retries
     kube = Kube(k8s.ApiClient(configuration))
     got = _throttled_answer(kube)
     assert got.status == 503 and got.retry_after == 3600
-    assert _Api.throttled == 1 + (3 if retries is None else retries)
+    assert _Api.throttled == 1
 
 
 def test_the_api_server_s_throttling_is_still_waited_out_by_the_http_library(
@@ -1002,22 +1008,36 @@ def test_the_api_server_s_throttling_is_still_waited_out_by_the_http_library(
     assert _Api.throttled_once == 2
 
 
+def test_an_answer_asking_for_a_wait_within_the_cap_is_still_waited_and_asked_again(
+        local_api: tuple[str, int]) -> None:
+    """A 503 with ``Retry-After: 1`` (within ``RETRY_AFTER_SLEEP_MAX``) on a client that
+    keeps the HTTP library's default retries is waited out and asked again as before, each of its
+    retries, and only then handed back as the server's answer, its ``retry_after`` kept."""
+    host, port = local_api
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://{host}:{port}")))
+    _Api.busy.clear()
+    with pytest.raises(ApiError) as raised:
+        kube.get(CONFIGMAPS, "ns", "busy-503-1")
+    assert raised.value.status == 503 and raised.value.retry_after == 1
+    assert _Api.busy["busy-503-1"] == 1 + 3  # urllib3's default: three retries
+
+
 def test_a_client_configured_with_a_retry_of_its_own_keeps_it_with_short_sleeps(
-        local_api: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+        local_api: tuple[str, int]) -> None:
     """A client whose configuration's ``retries`` is a ``Retry`` (the kubernetes library
     accepts one, as an int): its tries are the ones it says (here 2 more), the HTTP library
-    sleeping at most ``RETRY_AFTER_SLEEP_MAX`` on the answer's ``Retry-After``, and the
-    server's answer comes back as it is; not taken for a count, failing every call as
-    'cannot reach the API server'."""
-    import wingman.kube as kube_module
-    monkeypatch.setattr(kube_module, "RETRY_AFTER_SLEEP_MAX", 0.05)
+    waiting out a ``Retry-After`` within ``RETRY_AFTER_SLEEP_MAX`` (here 0 s) before each,
+    and the server's answer comes back as it is once they are spent; not taken for a count,
+    failing every call as 'cannot reach the API server'."""
     host, port = local_api
     configuration = k8s.Configuration(host=f"http://{host}:{port}")
     configuration.retries = Retry(total=2)
     kube = Kube(k8s.ApiClient(configuration))
-    got = _throttled_answer(kube)
-    assert got.status == 503 and got.retry_after == 3600
-    assert _Api.throttled == 3
+    _Api.busy.clear()
+    with pytest.raises(ApiError) as raised:
+        kube.get(CONFIGMAPS, "ns", "busy-503-0")
+    assert raised.value.status == 503 and raised.value.retry_after == 0
+    assert _Api.busy["busy-503-0"] == 3
     assert kube.get(CONFIGMAPS, "ns", "seen")["metadata"]["name"] == "seen"
 
 
