@@ -22,6 +22,21 @@ from typing import Any
 
 Condition = dict[str, Any]
 
+#: The longest ``status.message`` of an ExecutionGrant (the CRD's ``maxLength``)
+STATUS_MESSAGE_CHARS = 32768
+#: What ends a text :func:`fit` cut
+CUT_MARK = " [cut]"
+
+
+def fit(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters (pure): as it is when it fits, else cut, ending in
+    ``CUT_MARK``. Characters are Unicode code points, as the API server counts a schema's
+    ``maxLength``: a text Wingman does not control (an exception's message quoting an API
+    server's answer) is cut to its field, never the reason the whole write is refused."""
+    if len(text) <= limit:
+        return text
+    return text[:max(0, limit - len(CUT_MARK))] + CUT_MARK[:limit]
+
 
 def rfc3339(now: dt.datetime) -> str:
     return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -117,5 +132,6 @@ def grant_ready(conditions: Sequence[Mapping[str, Any]], phase: str, message: st
                          now)
 
 
-__all__ = ["GRANT_TERMINAL", "READY", "approval_phase", "approval_ready", "get", "grant_ready",
-           "is_approved", "is_true", "rfc3339", "set_condition"]
+__all__ = ["CUT_MARK", "GRANT_TERMINAL", "READY", "STATUS_MESSAGE_CHARS", "approval_phase",
+           "approval_ready", "fit", "get", "grant_ready", "is_approved", "is_true", "rfc3339",
+           "set_condition"]

@@ -47,6 +47,7 @@ class _Rule:
     """Bytes of the answer given back one at a time, ``delay`` seconds apart."""
     trickle_from_body: bool = False
     retry_after: int | None = None
+    message: str | None = None
 
 
 class FaultyApiProxy:
@@ -84,13 +85,15 @@ class FaultyApiProxy:
         return f"https://127.0.0.1:{self._server.server_address[1]}"
 
     def fail(self, method: str, path: str, *, times: int, status: int = 503,
-             after: int = 0, retry_after: int | None = None) -> None:
+             after: int = 0, retry_after: int | None = None,
+             message: str | None = None) -> None:
         """Answer the first ``times`` calls of ``method`` on ``path`` with ``status`` (and the
-        header ``Retry-After: <retry_after>``, when given, as API Priority and Fairness does);
+        header ``Retry-After: <retry_after>``, when given, as API Priority and Fairness does;
+        the Status's ``message``, when given, as an admission webhook's long denial);
         the first ``after`` such calls that no earlier rule took pass."""
         with self._lock:
             self._rules.append(_Rule(method, path, times, status, 0.0, after=after,
-                                     retry_after=retry_after))
+                                     retry_after=retry_after, message=message))
 
     def drop(self, method: str, path: str, *, times: int) -> None:
         """Close the connection of the first ``times`` calls of ``method`` on ``path``, read
@@ -153,7 +156,8 @@ class FaultyApiProxy:
             return
         if rule is not None and rule.status:
             data = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                               "message": f"injected by the test proxy ({rule.status})",
+                               "message": rule.message
+                               or f"injected by the test proxy ({rule.status})",
                                "reason": "ServiceUnavailable" if rule.status == 503 else "",
                                "code": rule.status}).encode()
             headers = [("Content-Type", "application/json")]

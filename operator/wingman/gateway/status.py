@@ -31,6 +31,7 @@ def refused_status(grant: Body, reason: str, message: str, now: dt.datetime,
     grant is still ``Pending``: until the operator records the token (``TokenIssued``, with
     ``jobName``) the grant's status is the operator's alone (admission refuses the gateway's
     write), and its Job watcher reports the gateway's failure."""
+    message = conditions.fit(message, conditions.STATUS_MESSAGE_CHARS)  # an answer it quotes
     phase = grant_rules.phase(grant)
     if phase == "Pending" or (phase in _OWNED_PHASES and not (own_running
                                                                and phase == "Running")):
@@ -87,6 +88,7 @@ def final_status(grant: Body, result: executors.ExecResult, audit_hash: str | No
     if audit_hash is None:
         reason = "AuditUnavailable"
         message += "; the result could not be recorded in the audit trail"
+    message = conditions.fit(message, conditions.STATUS_MESSAGE_CHARS)
     status: dict[str, Any] = {
         "phase": "Succeeded" if ok else "Failed",
         "exitCode": max(-255, min(255, result.exit_code)),

@@ -44,7 +44,7 @@ from support.gateway import (
     set_grant_status,
     settings_for,
 )
-from wingman import audit
+from wingman import audit, conditions
 from wingman.capability import tokens
 from wingman.dev.cluster import LocalCluster
 from wingman.errors import ClusterError
@@ -1297,6 +1297,26 @@ def test_a_read_refused_as_forbidden_is_not_made_again(
     assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
     assert proxy.count("GET", approval_path) == 1
     assert env.grant(g.name)["status"]["reason"] == "ApiUnavailable"
+    assert env.leases() == [] and env.replicas() == 1
+
+
+def test_a_refusal_quoting_an_api_server_answer_longer_than_the_status_holds_is_recorded_cut(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    """A read refused with a Status message longer than the grant's ``status.message`` holds
+    (the CRD's maxLength, 32768 characters: an admission webhook's or a proxy's long answer,
+    in characters of several bytes): the refusal the gateway writes quotes it cut to the field,
+    so the write lands (the API server refused the whole status before: the grant kept saying
+    TokenIssued)."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    approval_path = APPROVALS.path(env.ns, g.approval["metadata"]["name"])
+    proxy.fail("GET", approval_path, times=1, status=403, message="é" * 40000)
+    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    status = env.grant(g.name)["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "ApiUnavailable"
+    assert "éééé" in status["message"]
+    assert len(status["message"]) <= conditions.STATUS_MESSAGE_CHARS
+    assert status["message"].endswith(conditions.CUT_MARK)
     assert env.leases() == [] and env.replicas() == 1
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from wingman import conditions
 from wingman.gateway import status
 from wingman.gateway.executors import ExecResult
 
@@ -82,3 +83,17 @@ def test_a_failure_after_running_closes_the_gateway_s_own_running_phase_only() -
     for final in ("Succeeded", "Failed", "Expired", "Denied"):
         assert status.refused_status(grant(final), "DockerUnavailable", "x", NOW, None,
                                      own_running=True) is None
+
+
+def test_a_refusal_message_past_the_status_field_is_cut_to_it_in_characters() -> None:
+    """An error quoting an API server's answer longer than ``status.message`` holds (32768
+    characters, counted as the API server counts them: code points, not bytes) is cut to the
+    field, marked as cut, so the API server does not refuse the whole status."""
+    long = "é" * (conditions.STATUS_MESSAGE_CHARS + 10)
+    patch = status.refused_status(grant(), "ApiUnavailable", long, NOW, None)
+    assert patch is not None
+    assert len(patch["message"]) == conditions.STATUS_MESSAGE_CHARS
+    assert patch["message"].endswith(conditions.CUT_MARK)
+    fits = "é" * conditions.STATUS_MESSAGE_CHARS  # 64 KiB of UTF-8, yet within the field
+    again = status.refused_status(grant(), "ApiUnavailable", fits, NOW, None)
+    assert again is not None and again["message"] == fits
