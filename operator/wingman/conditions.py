@@ -38,6 +38,19 @@ def fit(text: str, limit: int) -> str:
     return text[:max(0, limit - len(CUT_MARK))] + CUT_MARK[:limit]
 
 
+def fit_bytes(text: str, limit: int) -> str:
+    """``text`` within ``limit`` bytes of UTF-8 (pure), cut on a character's boundary and
+    ending in ``CUT_MARK`` when cut: for the fields the API server counts in bytes (a
+    core/v1 Event's ``message``, 1 KiB), where a text of characters of several bytes within
+    ``limit`` characters is still refused."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    mark = CUT_MARK.encode()[:limit]
+    kept = data[:max(0, limit - len(mark))].decode("utf-8", "ignore")
+    return kept + mark.decode()
+
+
 def rfc3339(now: dt.datetime) -> str:
     return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -133,5 +146,5 @@ def grant_ready(conditions: Sequence[Mapping[str, Any]], phase: str, message: st
 
 
 __all__ = ["CUT_MARK", "GRANT_TERMINAL", "READY", "STATUS_MESSAGE_CHARS", "approval_phase",
-           "approval_ready", "fit", "get", "grant_ready", "is_approved", "is_true", "rfc3339",
-           "set_condition"]
+           "approval_ready", "fit", "fit_bytes", "get", "grant_ready", "is_approved", "is_true",
+           "rfc3339", "set_condition"]

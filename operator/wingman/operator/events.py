@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from concurrent.futures import Executor
 from typing import Any
 
+from wingman import conditions
 from wingman.errors import ClusterError
 from wingman.kube import Kube, Resource
 
@@ -28,6 +29,8 @@ EVENTS = Resource("", "v1", "events")
 COMPONENT = "wingman-operator"
 QUEUE_SIZE = 10000
 RETRY_DELAYS = (1.0, 2.0, 4.0)
+#: The longest message of a core/v1 Event the API server takes, in bytes (not characters)
+MESSAGE_BYTES = 1024
 
 
 def _micro(now: dt.datetime) -> str:
@@ -47,7 +50,8 @@ def event_body(obj: Mapping[str, Any], type_: str, reason: str, message: str, in
         "involvedObject": {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", ""),
                            "name": name, "namespace": meta.get("namespace", ""),
                            "uid": meta.get("uid", "")},
-        "type": type_, "reason": reason[:128], "message": message[:1024],
+        "type": type_, "reason": reason[:128],
+        "message": conditions.fit_bytes(message, MESSAGE_BYTES),
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT, "reportingInstance": instance[:128],
         "firstTimestamp": stamp, "lastTimestamp": stamp, "eventTime": _micro(now),
