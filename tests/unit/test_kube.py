@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 import pytest
 import yaml
@@ -1049,11 +1050,18 @@ class _Chunking(BaseHTTPRequestHandler):
 
     expire = 0
     firsts = 0  # first pages read (a list started, or started again)
+    grant_lists: ClassVar[list[str]] = []  # the field selector of each list of grants ("": none)
 
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
         params = dict(p.split("=", 1) for p in query.split("&") if p)
         if path.endswith("/executiongrants"):
+            type(self).grant_lists.append(unquote(params.get("fieldSelector", "")))
+            if "req-refused" in params.get("fieldSelector", ""):  # a 400 for another cause
+                self._answer(400, {"kind": "Status", "status": "Failure", "code": 400,
+                                   "reason": "BadRequest", "message":
+                                   "the server rejected our request for an unknown reason"})
+                return
             if "fieldSelector" in params:
                 self._answer(400, {"kind": "Status", "status": "Failure", "code": 400,
                                    "reason": "BadRequest", "message":
@@ -1098,7 +1106,7 @@ class _Chunking(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def chunking() -> Iterator[Kube]:
-    _Chunking.expire, _Chunking.firsts = 0, 0
+    _Chunking.expire, _Chunking.firsts, _Chunking.grant_lists = 0, 0, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Chunking)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -1170,3 +1178,21 @@ def test_a_retry_after_past_the_calendar_is_the_callers_answer_never_an_error_th
         kube.close()
     assert raised.value.status == 503 and raised.value.retry_after is None
     assert transient(raised.value)
+
+
+def test_a_field_selector_refused_for_another_cause_fails_never_listing_every_grant(
+        chunking: Kube) -> None:
+    """Only the API server's "field label not supported" falls back to filtering the whole
+    list: a 400 for any other cause is the caller's error (Invalid, the server's message),
+    and no list of every grant is made in its place."""
+    from wingman.client.api import WingmanClient
+    from wingman.client.connect import Connection
+    from wingman.errors import Invalid
+
+    client = WingmanClient(Connection(chunking, "ns", "test"))
+    with pytest.raises(Invalid, match="rejected our request"):
+        client.grants_of("req-refused")
+    assert _Chunking.grant_lists == ["spec.approvalRef.name=req-refused"]
+    assert [g["metadata"]["name"] for g in client.grants_of("req-a")] == ["g-req-a-2",
+                                                                           "g-req-a-4"]
+    assert _Chunking.grant_lists[1:] == ["spec.approvalRef.name=req-a", ""]
