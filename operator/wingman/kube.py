@@ -600,6 +600,7 @@ class Kube:
         date = server_date(resp.headers.get("Date"))
         if not data:
             return resp.status, {}, date
+        _CALL.answer_bytes = len(data)  # what ``list`` counts of a page it keeps whole
         try:
             decoded = json.loads(data)
         except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested past reason
@@ -658,17 +659,24 @@ class Kube:
             held, token = 0, ""
             try:
                 while True:
+                    _CALL.answer_bytes = 0
                     page = self.request("GET", path, query={**base, "continue": token}
                                         if token else base)
-                    for item in page.get("items") or []:
-                        if keep is not None:
-                            item = keep(item)
-                            if item is None:
-                                continue
-                        held += len(json.dumps(item, separators=(",", ":")))
+                    items = page.get("items") or []
+                    if keep is None:  # the page's answer, not each object encoded again
+                        held += int(getattr(_CALL, "answer_bytes", 0) or 0)
                         if held > MAX_LIST_BYTES:
                             raise _list_too_large(res, namespace)
-                        kept.append(item)
+                        kept.extend(items)
+                    else:
+                        for item in items:
+                            part = keep(item)
+                            if part is None:
+                                continue
+                            held += len(json.dumps(part, separators=(",", ":")))
+                            if held > MAX_LIST_BYTES:
+                                raise _list_too_large(res, namespace)
+                            kept.append(part)
                     token = str((page.get("metadata") or {}).get("continue") or "")
                     if not token:
                         return kept
@@ -726,13 +734,15 @@ size for clients that chunk): a page of requests or grants is a few MiB, decoded
 take about four to five times their JSON's size in memory) and dropped before the next page is
 read."""
 MAX_LIST_BYTES = 32 * 1024 * 1024
-"""The most a list keeps of its objects (their compact JSON, summed over its pages; what its
-``keep`` drops counts for nothing): some 150 MiB decoded, within the operator's default 512 MiB
-and the chat service's 256 MiB. The callers that keep every object are full listings a user
-asked for (``wingman list``, the MCP server's list tools); the chat service and the operator
-keep only what they act on. Past it ``ListTooLarge`` says what to do: the ApprovalRequests and
-ExecutionGrants are kept for the policy's ``retentionSeconds`` (a week by default, up to a
-year): a week at a thousand requests a day is tens of MiB."""
+"""The most a list keeps of its objects, summed over its pages: the compact JSON of what its
+``keep`` returns (what it drops counts for nothing), or, without ``keep``, each page's answer
+as read (the API server's compact JSON of the same objects: not encoded again). Some 150 MiB
+decoded, within the operator's default 512 MiB and the chat service's 256 MiB. The lists
+that keep every object are the CLI's ``list``, the MCP server's ``list_requests
+mine=false`` and the chat service's requests; the others keep only what they act on. Past it
+``ListTooLarge`` says what to do: the ApprovalRequests and ExecutionGrants are kept for the
+policy's ``retentionSeconds`` (a week by default, up to a year): a week at a thousand
+requests a day is tens of MiB."""
 LIST_RESTARTS = 2
 """How often a list whose continue token expired (410 Gone) is started again before it fails
 (``ListExpired``): the API server's history is compacted every five minutes, and a list read

@@ -496,7 +496,10 @@ class WingmanClient:
         items = self.list_request_objects(keep)
         names = {o["metadata"]["name"] for o in items}
         grants = self.list_grant_objects(lambda g: _ref(g) in names) if items else []
-        return [self._request_status(o, [g for g in grants if _ref(g) == o["metadata"]["name"]])
+        by_request: dict[str, list[dict[str, Any]]] = {}
+        for g in grants:  # each request's grants once, oldest first: not every grant per request
+            by_request.setdefault(_ref(g), []).append(g)
+        return [self._request_status(o, by_request.get(o["metadata"]["name"], []))
                 for o in items]
 
     def wait_request(self, name: str, timeout: float, on_tick: Tick | None = None, *,
