@@ -52,7 +52,8 @@ class ChatMetrics:
             "wingman_chat_updates_refused_total",
             "Telegram updates dropped before they are handled, by channel and reason: from a "
             "sender no chat.people entry maps (Unmapped), a bot (Bot), an anonymous sender "
-            "(Anonymous), a chat not configured and not private (WrongChat), or a sender "
+            "(Anonymous), a chat not configured and not private, from such a sender "
+            "(WrongChat), or a sender "
             "with too many updates not yet handled (SenderBusy). The first of each sender a "
             "minute is still answered and audited as a refusal.",
             ["environment", "channel", "reason"], registry=r)

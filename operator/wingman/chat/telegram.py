@@ -453,7 +453,9 @@ class TelegramChannel:
         """Why ``update`` cannot lead to anything, checked before it takes a pending slot: the
         refusal reason it would be handled with (``Unmapped``, ``Bot``, ``Anonymous``,
         ``WrongChat``), ``""`` for one that handling ignores anyway (not a command, a command
-        for another bot, neither a message nor a press), None for one to handle. Only what the
+        for another bot, neither a message nor a press), None for one to handle: a mapped
+        person's press or command is always handled (in any chat: a person's refusals are
+        each audited), bounded by ``MAX_PENDING_PER_SENDER`` alone. Only what the
         update itself says is read (no call): what needs more (a button's signature, its
         card) is left to ``handle``."""
         cq, msg = update.callback_query, update.message
@@ -469,6 +471,8 @@ class TelegramChannel:
         bot_name = m.group(2)
         if bot_name and self.username and bot_name.lower() != self.username.lower():
             return ""
+        if msg.sender_chat is None and self._person(msg.from_user):
+            return None  # a person's refusals (a chat not configured too) are each audited
         if (msg.chat.id not in (self.config.chat_id, self.config.requester_chat_id)
                 and msg.chat.type != "private"):
             return "WrongChat"
@@ -476,7 +480,7 @@ class TelegramChannel:
             return "Anonymous"
         if msg.from_user.is_bot:
             return "Bot"
-        return None if self._person(msg.from_user) else "Unmapped"
+        return "Unmapped"
 
     def _refuse_early(self, update: Update, reason: str, *, answer: bool = True) -> None:
         """Count an update dropped before it took a slot

@@ -924,3 +924,34 @@ def test_one_approvers_flood_does_not_take_every_pending_slot(tmp_path: Path) ->
 
     with serving(FakeTelegram(TOKEN)) as fake:
         asyncio.run(main(fake))
+
+
+def test_a_persons_commands_in_a_chat_not_configured_are_each_refused_and_audited(
+        tmp_path: Path) -> None:
+    """A mapped person's refusals are each audited (with ``as``): their commands in a group
+    that is not configured are not dropped before they are handled, each is answered and
+    audited as before (only ``MAX_PENDING_PER_SENDER`` bounds them)."""
+    async def main(fake: FakeTelegram) -> None:
+        svc = service(tmp_path)
+        channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
+                                  TOKEN, "prd", svc)
+        svc.channels = [channel]
+        for _ in range(3):
+            fake.say(FakeTelegram.user(111), -2002, "/pending")  # bob, a group not configured
+        fake.say(FakeTelegram.user(111), -2002, "/help")
+        stop = asyncio.Event()
+        polling = asyncio.create_task(channel.poll(stop, timeout=1, backoff=0.01))
+        try:
+            await _until(lambda: len(fake.sent_to(-2002)) >= 4)
+        finally:
+            stop.set()
+            await asyncio.wait_for(polling, 20)
+            await channel.close()
+        answers = [m["plain"] for m in fake.sent_to(-2002)]
+        assert len(answers) == 4 and "Wingman commands" in answers[-1], answers
+        assert [(d["as"], d["reason"]) for d in audited(svc)] == [("bob", "WrongChat")] * 3
+        assert metric(svc, "wingman_chat_updates_refused_total", channel="telegram",
+                      reason="WrongChat") == 0
+
+    with serving(FakeTelegram(TOKEN)) as fake:
+        asyncio.run(main(fake))
