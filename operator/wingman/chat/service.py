@@ -200,6 +200,9 @@ class _Health:
 class _Quiet:
     until: float
     suppressed: int = 0
+    #: Left out for keys forgotten to make room for this one while no record was written
+    #: (``left_out``): carried by its next record (``suppressedOthers``).
+    others: int = 0
 
 
 @dataclass
@@ -674,12 +677,33 @@ class ChatService:
         if quiet is not None and now < quiet.until:
             quiet.suppressed += 1
             return None
-        suppressed = self._quiet.pop(key).suppressed if quiet is not None else 0
-        others = 0
-        while len(self._quiet) >= _MAX_REFUSAL_KEYS:  # in the order the windows started
-            others += self._quiet.pop(next(iter(self._quiet))).suppressed
+        old = self._quiet.pop(key, None)
+        suppressed, others = (old.suppressed, old.others) if old is not None else (0, 0)
+        others += self._make_room()
         self._quiet[key] = _Quiet(now + REFUSAL_AUDIT_WINDOW_SECONDS)
         return suppressed, others
+
+    def _make_room(self) -> int:
+        """Forget the oldest keys (in the order their windows started) until one more fits
+        within ``_MAX_REFUSAL_KEYS``; how many refusals they left out, not yet recorded."""
+        others = 0
+        while len(self._quiet) >= _MAX_REFUSAL_KEYS:
+            gone = self._quiet.pop(next(iter(self._quiet)))
+            others += gone.suppressed + gone.others
+        return others
+
+    def left_out(self, channel: str, reason: str, chat_user: str) -> None:
+        """Count a refusal of a sender not known as a person that was dropped before it was
+        handled (a Telegram update screened out, see ``TelegramChannel._screened``): not
+        audited by itself, it is carried, like one left out in a window, by the next record
+        of its channel, reason and chat user (``suppressed``), or, once that key is forgotten,
+        by the record then written (``suppressedOthers``): none is lost uncounted."""
+        quiet = self._quiet.get((channel, reason, chat_user))
+        if quiet is not None:  # a window open or ended: its next record carries it
+            quiet.suppressed += 1
+            return
+        others = self._make_room()  # none yet: the next refusal of the key is recorded
+        self._quiet[(channel, reason, chat_user)] = _Quiet(self.clock().timestamp(), 1, others)
 
     # -- actions -------------------------------------------------------------------------
     def find(self, *, name: str = "", uid: str = "", channel: str = "") -> RequestView:

@@ -487,7 +487,8 @@ class TelegramChannel:
         (``wingman_chat_updates_refused_total``); the first of its sender in
         ``REFUSED_QUIET_SECONDS`` is logged (with how many were left out since the previous
         line) and, with ``answer`` and fewer than ``MAX_REFUSAL_ANSWERS`` being answered,
-        handled as before, apart (its refusal answered and audited as a single one is)."""
+        handled as before, apart (its refusal answered and audited as a single one is); a refusal
+        not handled is counted into the audit trail's next record of its kind (``_left_out``)."""
         env = self.service.env
         self.service.metrics.updates_refused.labels(env, self.name, reason).inc()
         sender = _sender(update)
@@ -495,6 +496,7 @@ class TelegramChannel:
         quiet = self._refused.get(sender)
         if quiet is not None and now < quiet[0]:
             quiet[1] += 1
+            self._left_out(update, reason)
             return
         left_out = int(quiet[1]) if quiet is not None else 0
         self._refused.pop(sender, None)
@@ -510,6 +512,18 @@ class TelegramChannel:
             task = asyncio.create_task(self._answer(update))
             self._answering.add(task)
             task.add_done_callback(self._answering.discard)
+        else:
+            self._left_out(update, reason)
+
+    def _left_out(self, update: Update, reason: str) -> None:
+        """A refusal dropped unhandled still reaches the audit trail, counted in the next
+        record of its sender and reason (``ChatService.left_out``); ``SenderBusy`` is no
+        refusal (a mapped person's update, sent again)."""
+        if reason == "SenderBusy":
+            return
+        cq, msg = update.callback_query, update.message
+        user = cq.from_user if cq is not None else msg.from_user if msg is not None else None
+        self.service.left_out(self.name, reason, str(user.id) if user else "unknown")
 
     async def _answer(self, update: Update) -> None:
         """Handle a refused update apart from the others (it is refused and answered there)."""

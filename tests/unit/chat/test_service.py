@@ -108,6 +108,39 @@ def test_remembered_refusals_stay_bounded_and_every_one_is_counted(
                for r in records) + held == sent  # each one once
 
 
+
+def test_refusals_left_out_before_handling_stay_bounded_and_are_each_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refusals dropped before they were handled (``left_out``: Telegram's screening), mixed
+    with refusals handled, of more senders than are remembered: the map stays bounded, and
+    every one is in the audit trail, as a record or in a count, or still held."""
+    cap = 20
+    monkeypatch.setattr(service_module, "_MAX_REFUSAL_KEYS", cap)
+    now = [world.NOW]
+    svc = world.service(tmp_path, clock=lambda: now[0])
+    unmapped = refuse("Unmapped", "not mapped")
+    sizes = []
+
+    async def flood() -> int:
+        sent = 0
+        for i, sender in enumerate([f"s{i % 30}" for i in range(300)]):
+            if i % 7 == 0:
+                await svc.refused("telegram", sender, unmapped)
+            else:
+                svc.left_out("telegram", "Unmapped", sender)
+            sent += 1
+            sizes.append(len(svc._quiet))
+            now[0] += dt.timedelta(seconds=1)
+        return sent
+
+    sent = asyncio.run(flood())
+    assert max(sizes) == cap
+    records = world.audited(svc)
+    held = sum(q.suppressed + q.others for q in svc._quiet.values())
+    assert sum(1 + r.get("suppressed", 0) + r.get("suppressedOthers", 0)
+               for r in records) + held == sent  # each one once
+
+
 class _DecidingCluster(world.Cluster):
     """The in-memory cluster with the client's own rule for a decision (one that would change
     nothing is refused before anything is written: ``WingmanClient.decide``), and a change that

@@ -955,3 +955,39 @@ def test_a_persons_commands_in_a_chat_not_configured_are_each_refused_and_audite
 
     with serving(FakeTelegram(TOKEN)) as fake:
         asyncio.run(main(fake))
+
+
+def test_refusals_dropped_before_they_are_handled_still_reach_the_audit_trail(
+        tmp_path: Path) -> None:
+    """Every refusal reaches the audit trail, alone or counted: of 500 private commands from
+    a user no ``chat.people`` entry maps, dropped before they are handled but the first, the
+    records written (the first, and the next one a minute later) count all 501."""
+    now = [NOW]
+
+    async def main(fake: FakeTelegram) -> None:
+        svc = service(tmp_path, clock=lambda: now[0])
+        channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
+                                  TOKEN, "prd", svc)
+        svc.channels = [channel]
+        for _ in range(500):
+            fake.say(FakeTelegram.user(999), 999, "/pending")
+        stop = asyncio.Event()
+        polling = asyncio.create_task(channel.poll(stop, timeout=1, backoff=0.01))
+        try:
+            await _until(lambda: len(fake.sent_to(999)) >= 1 and metric(
+                svc, "wingman_chat_updates_refused_total", channel="telegram",
+                reason="Unmapped") == 500)
+            now[0] += dt.timedelta(seconds=61)
+            fake.say(FakeTelegram.user(999), 999, "/pending")
+            await _until(lambda: len(fake.sent_to(999)) >= 2)
+        finally:
+            stop.set()
+            await asyncio.wait_for(polling, 20)
+            await channel.close()
+        records = audited(svc)
+        assert [(d["chatUser"], d["reason"]) for d in records] == [("999", "Unmapped")] * 2
+        assert sum(1 + d.get("suppressed", 0) + d.get("suppressedOthers", 0)
+                   for d in records) == 501, records
+
+    with serving(FakeTelegram(TOKEN)) as fake:
+        asyncio.run(main(fake))
