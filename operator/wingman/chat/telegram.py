@@ -18,9 +18,10 @@ and chats that are not configured. A chat user who is not in ``chat.people`` is 
 service (``Unmapped``).
 
 Anyone on Telegram can write to the bot, so an update that cannot lead to anything (a sender
-no ``chat.people`` entry maps, a bot, an anonymous sender, a group not configured) is counted
-and dropped as it is taken (``_screened``), before it takes a pending or concurrent slot: the
-first of each sender a minute is logged and still refused as above, apart from the slots.
+no ``chat.people`` entry maps, a bot, an anonymous sender, a group not configured: a mapped
+person's updates are always handled) is counted and dropped as it is taken (``_screened``),
+before it takes a pending or concurrent slot: the first of each sender a minute is logged and
+still refused as above, apart from the slots; the others are counted into the audit trail.
 
 Every text sent fits into one message (4096 characters after parsing, counted as Telegram
 counts them, in UTF-16 code units, and at most 100 entities, the most Telegram formats: the
