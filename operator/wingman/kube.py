@@ -52,12 +52,23 @@ class ApiError(ClusterError):
     """The API server refused a call; ``status`` is the HTTP code, ``reason`` its reason."""
 
     def __init__(self, status: int, reason: str, message: str, *,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, said: str | None = None) -> None:
         super().__init__(message, reason=reason or "ApiError")
         self.status = status
         #: the answer's ``Retry-After`` in seconds (a 429 or 503 of API Priority and Fairness
         #: says when to ask again), None when it had none that parses
         self.retry_after = retry_after
+        #: the API server's own words (its Status's ``message``, "" when it gave none); None
+        #: for an error made here, not read from an answer
+        self.said = said
+
+    @property
+    def detail(self) -> str:
+        """What the API server said, for a message of the caller's own: its words, else its
+        reason; an error made here, its message."""
+        if self.said is None:
+            return self.message
+        return self.said or self.reason
 
     @property
     def not_found(self) -> bool:
@@ -1145,7 +1156,7 @@ def _api_error(status: int, body: Any, reason: str | None) -> ApiError:
         pass
     return ApiError(status, why or str(reason or ""),
                     f"API server answered {status} {why or reason or ''}: "
-                    f"{message or 'no message'}".strip())
+                    f"{message or 'no message'}".strip(), said=message)
 
 
 def create_or_adopt(kube: Kube, res: Resource, namespace: str, body: Mapping[str, Any]

@@ -43,6 +43,7 @@ from wingman.kube import (
     ListExpired,
     RetryPolicy,
     UnusableAnswer,
+    _api_error,
     call_labels,
     call_retried,
     call_retried_async,
@@ -958,6 +959,24 @@ def test_an_error_answer_whose_body_is_nested_past_reason_is_still_the_api_error
     with pytest.raises(ApiError) as raised:
         kube.get(CONFIGMAPS, "ns", "failed-nested", once=once)
     assert raised.value.status == 500 and transient(raised.value)
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    (b'{"kind": "Status", "reason": "Forbidden", "message": "pods is forbidden: no"}',
+     "pods is forbidden: no"),
+    (b'{"kind": "Status", "reason": "Forbidden"}', "Forbidden"),
+    (b"<html>proxy</html>", "Forbidden"),
+])
+def test_an_api_errors_detail_is_the_api_servers_own_words_else_its_reason(
+        body: bytes, detail: str) -> None:
+    """What callers quote in messages of their own (verify-privileges, the dev node): the
+    Status's message, else its reason (or the HTTP reason phrase), never our "API server
+    answered" framing; an error made here, not read from an answer, is its own message."""
+    error = _api_error(403, body, "Forbidden")
+    assert error.detail == detail
+    assert error.message.startswith("API server answered 403 Forbidden: ")
+    made = ApiError(404, "NotFound", "ConfigMap x is missing in ns: the chart creates it")
+    assert made.detail == made.message
 
 
 def _throttled_answer(kube: Kube) -> ApiError:

@@ -240,12 +240,7 @@ class _Rest:
             return self.kube.request(method, path, body, content_type=content_type,
                                      query=query)
         except ApiError as exc:
-            message = exc.message  # "API server answered <status> <reason>: <its message>"
-            if message.startswith("API server answered "):
-                message = message.split(": ", 1)[-1]
-            if message == "no message":
-                message = exc.reason
-            raise _ApiError(exc.status, message) from None
+            raise _ApiError(exc.status, exc.detail) from None
 
     def get(self, path: str) -> dict[str, Any] | None:
         """GET ``path``; None when it does not exist."""

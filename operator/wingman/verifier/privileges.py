@@ -146,11 +146,7 @@ class _Cluster:
         try:
             return self.kube.request(method, path, body, query=query)
         except ApiError as exc:
-            detail = exc.message  # "API server answered <status> <reason>: <its message>"
-            if detail.startswith("API server answered "):
-                detail = detail.split(": ", 1)[-1]
-            if detail == "no message":
-                detail = exc.reason
+            detail = exc.detail
             hint = {
                 401: "the API server did not accept the credentials: check KUBECONFIG or "
                      "--kubeconfig (an expired token?)",
