@@ -1,11 +1,16 @@
 """A small, typed Kubernetes REST client for the objects Wingman touches, and idempotent creates.
 
-The operator and the gateway need only a handful of calls (get, create, merge/JSON patch,
-delete) on a handful of resources; this module does them as plain JSON over the
-``kubernetes`` package's authenticated connection, returning dicts, and turns API errors into
-``ApiError`` with the server's own message. ``create_or_adopt`` is how every object the
-operator makes is created: a 409 means "it exists already, adopt it", which is what makes an
-operator killed at any point safe to restart.
+The operator's own calls (kopf makes its watches itself), the gateway, the chat service, the
+MCP server, the CLI, ``wingman verify-privileges`` and the dev node harness (but for its pod
+watch) need only a handful of calls (get, list, create, merge/JSON patch, delete) on a
+handful of resources; this module does them as plain JSON over the ``kubernetes`` package's
+authenticated connection, returning dicts, and turns API errors into ``ApiError`` with the
+server's own message. It follows no redirect and reads every answer to a cap; only a failure of
+the network, TLS or HTTP layer is ``Unreachable``. ``Kube.list`` reads in pages
+(``LIST_PAGE_SIZE``), bounded over all pages (``MAX_LIST_BYTES``: ``ListTooLarge``), started
+again when its continue token expires (``LIST_RESTARTS``, then ``ListExpired``).
+``create_or_adopt`` is how every object the operator makes is created: a 409 means "it exists
+already, adopt it", which is what makes an operator killed at any point safe to restart.
 """
 
 from __future__ import annotations
