@@ -881,11 +881,10 @@ def _too_large(method: str, path: str, host: str, cap: int) -> AnswerTooLarge:
             f"with more than {cap // (1024 * 1024)} MiB")
     if verb == "list":
         return AnswerTooLarge(
-            f"{said}, more than Wingman reads in one answer: read no further; the namespace "
-            f"holds too many {resource} to list at once: delete those no longer needed "
-            f"(finished requests and grants, their Jobs, go after the policy's "
-            f"retentionSeconds: lower it to keep fewer), or, if the cluster holds that many "
-            f"legitimately, report it; {_CHECK_ADDRESS}")
+            f"{said}, more than Wingman reads in one answer: read no further; a page of a list "
+            f"holds at most {LIST_PAGE_SIZE} objects, so these {resource} are far larger than "
+            f"Wingman's (a grant is at most a few tens of KiB): {_CHECK_ADDRESS}; if the "
+            f"cluster holds objects that large legitimately, report it")
     return AnswerTooLarge(
         f"{said}, more than any object Wingman reads: no answer it can use, read no further; "
         f"{_CHECK_ADDRESS}")
