@@ -829,11 +829,15 @@ class _ShortRetryAfter(HTTPRetry):
     ``ValueError`` or ``OverflowError`` on it) asks for no wait, as :func:`retry_after`
     reads it: the answer is the caller's, never an error that escapes it."""
 
-    def get_retry_after(self, response: Any) -> float | None:
+    def _asked(self, response: Any) -> float | None:
+        """The wait the answer asks for; None for none, or a date no calendar holds."""
         try:
-            seconds = super().get_retry_after(response)
+            return super().get_retry_after(response)
         except (ValueError, OverflowError):  # an HTTP date no calendar holds
             return None
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = self._asked(response)
         return None if seconds is None else min(seconds, RETRY_AFTER_SLEEP_MAX)
 
     def increment(self, method: str | None = None, url: str | None = None,
@@ -844,10 +848,7 @@ class _ShortRetryAfter(HTTPRetry):
         ``RETRY_AFTER_SLEEP_MAX``: urllib3 then hands that answer back as it is (its retries
         spent, ``raise_on_status`` off), without sleeping or asking again."""
         if response is not None and self.respect_retry_after_header:
-            try:
-                asked = super().get_retry_after(response)
-            except (ValueError, OverflowError):  # a date no calendar holds: no wait asked
-                asked = None
+            asked = self._asked(response)
             if asked is not None and asked > RETRY_AFTER_SLEEP_MAX:
                 raise MaxRetryError(_pool, url or "", ResponseError(
                     f"the answer asks for {asked:.0f} s, past {RETRY_AFTER_SLEEP_MAX:.0f} s"))

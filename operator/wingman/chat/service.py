@@ -59,6 +59,7 @@ from wingman.chat.guard import (
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.render import Notice, RequestView
 from wingman.client import status as st
+from wingman.client.api import grants_by_request
 from wingman.errors import (
     AuditUnavailable,
     ClientError,
@@ -461,10 +462,7 @@ class ChatService:
         requests, grants = await asyncio.gather(asyncio.to_thread(self.cluster.requests),
                                                 asyncio.to_thread(self.cluster.grants))
         now = self.clock()
-        by_request: dict[str, list[dict[str, Any]]] = {}
-        for g in grants:  # each request's grants, not every grant for each request
-            ref = str(((g.get("spec") or {}).get("approvalRef") or {}).get("name", ""))
-            by_request.setdefault(ref, []).append(g)
+        by_request = grants_by_request(grants)
         self.views = {str(r["metadata"]["uid"]): render.view(
             r, by_request.get(str(r["metadata"].get("name", "")), []), now) for r in requests}
         return self.views

@@ -496,9 +496,7 @@ class WingmanClient:
         items = self.list_request_objects(keep)
         names = {o["metadata"]["name"] for o in items}
         grants = self.list_grant_objects(lambda g: _ref(g) in names) if items else []
-        by_request: dict[str, list[dict[str, Any]]] = {}
-        for g in grants:  # each request's grants once, oldest first: not every grant per request
-            by_request.setdefault(_ref(g), []).append(g)
+        by_request = grants_by_request(grants)
         return [self._request_status(o, by_request.get(o["metadata"]["name"], []))
                 for o in items]
 
@@ -805,6 +803,15 @@ def _ref(grant: Mapping[str, Any]) -> str:
     return str(((grant.get("spec") or {}).get("approvalRef") or {}).get("name", ""))
 
 
+def grants_by_request(grants: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """``grants`` grouped by the request each names (``spec.approvalRef.name``), in their
+    order: each request's grants found once, not every grant scanned for every request."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for g in grants:
+        out.setdefault(_ref(g), []).append(g)
+    return out
+
+
 def _replace(status: st.Status, **changes: Any) -> st.Status:
     import dataclasses
 
@@ -813,4 +820,4 @@ def _replace(status: st.Status, **changes: Any) -> st.Status:
 
 __all__ = ["POLICY_CONFIGMAP", "SOURCE_LIMITS", "PolicyView", "Source", "WingmanClient",
            "build_grant", "build_request", "build_rollback", "check_name", "client_error",
-           "error_answer", "shown"]
+           "error_answer", "grants_by_request", "shown"]

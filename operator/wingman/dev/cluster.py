@@ -84,7 +84,8 @@ NODE_CONTROLLERS = (
 #: etcd's client and peer sockets: unix sockets in the working directory (etcd and
 #: kube-apiserver run there), named as etcd's flags want them (``unix://NAME:PORT``, the whole
 #: ``NAME:PORT`` being the socket's file name): no TCP port to pick, so none another process
-#: can take between picking and binding it, and nothing else on the host can reach etcd.
+#: can take between picking and binding it (etcd makes them 0755: the working directory's
+#: mode, 0700 when it is a temporary one, is what keeps other users out).
 ETCD_CLIENT_URL = "unix://etcd-client.sock:0"
 ETCD_PEER_URL = "unix://etcd-peer.sock:0"
 #: How many ports kube-apiserver is started on before giving up, when each was taken by
