@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
+from support.redirects import redirecting_server
 from wingman.dev.node import IMAGE_INIT, NodeHarness, _Rest, build_argv, expand, rewrite_path
 from wingman.errors import ClusterError, ConfigError
 from wingman.operator import manifests
@@ -77,52 +75,22 @@ def test_the_dev_harness_finds_the_checkout_it_runs_from() -> None:
     assert tools.PROVISION_SCRIPT.is_file()
 
 
-class _Redirecting(BaseHTTPRequestHandler):
-    """Answers every call with a redirect to ``/elsewhere``, which answers a pod (counted: it
-    must never be asked)."""
-
-    followed: ClassVar[list[str]] = []
-
-    def _answer(self) -> None:
-        if self.path.startswith("/elsewhere"):
-            type(self).followed.append(self.path)
-            body = json.dumps({"kind": "Pod", "metadata": {"name": "p", "uid": "u"}}).encode()
-            self.send_response(200)
-        else:
-            body = b""
-            self.send_response(302)
-            self.send_header("Location", "/elsewhere" + self.path)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PATCH = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_the_node_harness_calls_follow_no_redirect() -> None:
     """The harness's reads and writes (a pod, its status, a TokenRequest) are
     ``wingman.kube``'s request: a redirect, which an API server never sends, is no answer,
     not followed to wherever it points; a refusal is still the status and the server's
     message."""
-    _Redirecting.followed = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    api = k8s.ApiClient(k8s.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}"))
-    try:
-        rest = _Rest(api)
-        with pytest.raises(ClusterError) as info:
-            rest.get("/api/v1/namespaces/ns/pods/p")
-        with pytest.raises(ClusterError):
-            rest.call("PATCH", "/api/v1/namespaces/ns/pods/p/status", body={"status": {}},
-                      content_type="application/strategic-merge-patch+json")
-    finally:
-        api.close()
-        server.shutdown()
-        server.server_close()
-        thread.join()
-    assert _Redirecting.followed == [], "followed the redirect"
+    with redirecting_server({"kind": "Pod", "metadata": {"name": "p", "uid": "u"}}) as (
+            url, followed):
+        api = k8s.ApiClient(k8s.Configuration(host=url))
+        try:
+            rest = _Rest(api)
+            with pytest.raises(ClusterError) as info:
+                rest.get("/api/v1/namespaces/ns/pods/p")
+            with pytest.raises(ClusterError):
+                rest.call("PATCH", "/api/v1/namespaces/ns/pods/p/status", body={"status": {}},
+                          content_type="application/strategic-merge-patch+json")
+        finally:
+            api.close()
+    assert followed == [], "followed the redirect"
     assert info.value.reason == "UnusableAnswer" and "302" in info.value.message

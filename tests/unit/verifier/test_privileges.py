@@ -9,17 +9,16 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 from collections.abc import Collection
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import yaml
 
 from support.chart import find, helm, render
 from support.ports import refused_port
+from support.redirects import redirecting_server
 from wingman.verifier import privileges
 from wingman.verifier.privileges import token_audiences, verify_privileges_main
 from wingman.verifier.rights import (
@@ -930,52 +929,23 @@ def test_policy_digests_that_are_not_the_charts_are_a_usage_error(digests: str) 
     assert "--policy-digests ($WINGMAN_POLICY_DIGESTS) is not the chart's digests" in err
 
 
-class _Redirecting(BaseHTTPRequestHandler):
-    """What answers at the kubeconfig's address: a redirect (302) of every call to
-    ``/elsewhere``, which answers as an API server would (counted: it must never be asked)."""
-
-    followed: ClassVar[list[str]] = []
-
-    def _answer(self) -> None:
-        if self.path.startswith("/elsewhere"):
-            type(self).followed.append(self.path)
-            body = json.dumps({"kind": "List", "items": [], "status": {"allowed": True},
-                               "spec": {"template": {"spec": {"containers": []}}}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-        else:
-            body = b""
-            self.send_response(302)
-            self.send_header("Location", "/elsewhere" + self.path)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.mark.parametrize("read", ["pods", "deployment", "rolebindings", "review"])
 def test_the_verifiers_reads_follow_no_redirect(tmp_path: Path, read: str) -> None:
     """An answer that redirects (which an API server never sends: a proxy, another service at
     the address) is not followed to wherever it points: the verifier's reads and reviews are
     ``wingman.kube``'s bounded request, and the error names the status, what was asked, and
     what to check."""
-    _Redirecting.followed = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {
-            "server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": NS}}],
-        "current-context": "c"}))
-    try:
+    answer = {"kind": "List", "items": [], "status": {"allowed": True},
+              "spec": {"template": {"spec": {"containers": []}}}}
+    with redirecting_server(answer) as (url, followed):
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": url}}],
+            "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u",
+                                                   "namespace": NS}}],
+            "current-context": "c"}))
         cluster, _ = privileges._connect(str(kubeconfig))
         try:
             with pytest.raises(VerifyError) as info:
@@ -990,11 +960,7 @@ def test_the_verifiers_reads_follow_no_redirect(tmp_path: Path, read: str) -> No
                                 Need("operator", "get", "pods", "", "", "a read"), NS)
         finally:
             cluster.api.close()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-    assert _Redirecting.followed == [], "followed the redirect"
+    assert followed == [], "followed the redirect"
     assert "302" in info.value.message and "never answers" in info.value.message
     assert info.value.reason == "UnusableAnswer"
     assert "not-a-real-token" not in info.value.message
