@@ -16,9 +16,10 @@ gateway or the preview):
 1. COUNT ApprovalRequests arrive at once (as the worker): create → consensus written;
 2. COUNT ExecutionGrants arrive at once (as the approver): grant → Job created, and for the
    real operator grant → Job released: the latest of the Job runnable, its token Secret in
-   place and the grant's status recording the token (its gateway Jobs are runnable from
-   creation and wait for the Secret; the gateway spends its token only once the status is
-   written, which the operator does at the same time as the Secret);
+   place and the token recorded (in the claim on the request, written before the Secret; or,
+   for a grant named over 54 characters, in the grant's status, written with the Secret): its
+   gateway Jobs are runnable from creation and wait for the Secret, and the gateway spends its
+   token only once it is recorded;
 3. (real operator) the short TTLs and retention of the bench's policy then expire, fail and
    retire everything: RSS is read again once nothing is left;
 4. (real operator, ``--execute``) a separate release with the node harness running gateway
@@ -250,8 +251,17 @@ class ApiRequests:
                 ref = ev.get("objectRef") or {}
                 res = ref.get("resource", "?") + (f"/{ref['subresource']}"
                                                   if ref.get("subresource") else "")
-                counts[f"{ev.get('verb')} {res}"] += 1
+                background = (ref.get("resource"), ref.get("name")) in BACKGROUND
+                counts[f"{BACKGROUND_PREFIX if background else ''}{ev.get('verb')} {res}"] += 1
         return counts
+
+
+#: What a replica reads and writes on a clock, whatever its load: the leader Lease's renewal
+#: (every 2 s) and the signing keys' reload (every sweep). Counted apart, as "background", not
+#: as requests an object caused (a phase's count divided by its objects would otherwise
+#: depend on how long the phase lasted).
+BACKGROUND = {("leases", "wingman-operator-leader"), ("secrets", "wingman-signing-key")}
+BACKGROUND_PREFIX = "background: "
 
 
 #: An object's first successful write of a kind, from the API server's audit log: when the
@@ -304,14 +314,19 @@ def _writes(writes: dict[tuple[str, str, str], Written], verb: str, resource: st
     return out
 
 
-def written_latencies(writes: dict[tuple[str, str, str], Written], operator: str
+def written_latencies(writes: dict[tuple[str, str, str], Written], operator: str,
+                      claims: dict[str, list[tuple[float, float]]] | None = None
                       ) -> dict[str, list[float]]:
     """What the API server saw, from each create's arrival to the answer of the operator's
     write (seconds, sorted): ``consensus`` (the request's first status write: its review),
-    ``job-created`` (the grant's Job) and, where there are token Secrets, ``released`` (the
-    last of the Job, the token Secret and the grant's first status write, ``TokenIssued``,
-    when that arrived after the Job's create was answered).
-    No watch is in between: the bench's own watches deliver late when the bench is busy."""
+    ``job-created`` (the grant's Job) and, where there are token Secrets, ``released``: the
+    last of the Job, the token Secret, the claim on the request (its first status write that
+    arrived after the Job's create was answered: the claim records the token) and, where the
+    token is recorded in the grant's own status (``TokenIssued``, written with the Secret),
+    the grant's first status write when it arrived after the Job's create was answered and
+    before the Secret's was (a later one is an expiry, not the issue).
+    No watch is in between: the bench's own watches deliver late when the bench is busy.
+    ``claims`` holds every status write of each request by the operator, in order."""
     requests, grants = (_writes(writes, "create", "approvalrequests"),
                         _writes(writes, "create", "executiongrants"))
     reviewed = _writes(writes, "patch", "approvalrequests/status", operator)
@@ -328,14 +343,52 @@ def written_latencies(writes: dict[tuple[str, str, str], Written], operator: str
            "job-created": sorted(jobs[names.job_name(g)][1] - grants[g][0] for g in grants
                                  if names.job_name(g) in jobs)}
     if tokens:
-        # the log (level Metadata) does not say what a status write held: TokenIssued is
-        # written after the Job's create was answered (then the claim, then the status with
-        # the Secret), so a first status write that arrived before it is another one (a
-        # denial, say), and that grant gets no figure rather than a wrong one
-        out["released"] = sorted(
-            max(jobs[job][1], tokens[g], issued[g][1]) - grants[g][0]
-            for g in grants for job in [names.job_name(g)]
-            if job in jobs and g in tokens and g in issued and issued[g][0] >= jobs[job][1])
+        # the log (level Metadata) does not say what a status write held: the claim is made
+        # after the Job's create was answered, so a request's status write that arrived
+        # before it (its review) is not the claim; a grant without a claim gets no figure
+        # rather than a wrong one
+        released: list[float] = []
+        for g in grants:
+            job, request = names.job_name(g), "r" + g[1:]
+            if job not in jobs or g not in tokens:
+                continue
+            after = jobs[job][1]
+            claim = next((t for t in (claims or {}).get(request, []) if t[0] >= after), None)
+            if claim is None:
+                continue
+            last = max(after, tokens[g], claim[1])
+            if g in issued and after <= issued[g][0] <= tokens[g]:
+                last = max(last, issued[g][1])  # TokenIssued, written with the Secret
+            released.append(last - grants[g][0])
+        out["released"] = sorted(released)
+    return out
+
+
+def status_writes(path: Path, offset: int, namespace: str, resource: str, user: str
+                  ) -> dict[str, list[tuple[float, float]]]:
+    """Every successful status write of ``resource`` by ``user`` in ``namespace`` from byte
+    ``offset`` of the API server's audit log, per object in the order they arrived."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    needle = f'"namespace":"{namespace}"'.encode()
+    with path.open("rb") as f:
+        f.seek(offset)
+        for raw in f:
+            if needle not in raw or b'"subresource":"status"' not in raw:
+                continue
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                continue
+            ref = ev.get("objectRef") or {}
+            code = (ev.get("responseStatus") or {}).get("code", 0)
+            if ev.get("stage") != "ResponseComplete" or not 200 <= code < 300 or \
+                    ref.get("resource") != resource or ref.get("subresource") != "status" or \
+                    (ev.get("user") or {}).get("username") != user or not ref.get("name"):
+                continue
+            out.setdefault(ref["name"], []).append(
+                (_audit_time(ev["requestReceivedTimestamp"]), _audit_time(ev["stageTimestamp"])))
+    for times in out.values():
+        times.sort()
     return out
 
 
@@ -427,6 +480,10 @@ def watching(api: client.ApiClient, ns: str, timeline: Timeline) -> Iterator[Non
             timeline.mark("consensus", name)
         if st.get("phase") == "Reviewing":
             timeline.mark("reviewing", name)
+        for claim in st.get("grants") or []:
+            if isinstance(claim, dict) and claim.get("tokenSHA256") and claim.get("grant"):
+                timeline.mark("issued", str(claim["grant"]))  # issued on the claim
+                released(str(claim["grant"]))
 
     def on_grant(kind: str, o: dict[str, Any]) -> None:
         st, name = o.get("status") or {}, o["metadata"]["name"]
@@ -434,7 +491,7 @@ def watching(api: client.ApiClient, ns: str, timeline: Timeline) -> Iterator[Non
             timeline.mark("succeeded", name)
         if st.get("phase") in ("Failed", "Denied", "Expired"):
             timeline.mark("failed", name)
-        if st.get("tokenSHA256"):  # written with TokenIssued, kept after it
+        if st.get("tokenSHA256"):  # TokenIssued in the grant's own status, kept after it
             timeline.mark("issued", name)
             released(name)
 
@@ -846,7 +903,9 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
                     out["job_released_n"] = len(lat)
                 # the same moments as the API server answered them (its audit log, read
                 # once the phase's requests are counted: the log has caught up)
-                written = written_latencies(first_writes(audit.path, since, ns), op.user)
+                written = written_latencies(
+                    first_writes(audit.path, since, ns), op.user,
+                    status_writes(audit.path, since, ns, "approvalrequests", op.user))
                 if label == "real":
                     written.setdefault("released", [])
                 for what, lat in written.items():
@@ -950,7 +1009,17 @@ Figure = Callable[[dict[str, Any]], float]
 
 
 def _total(key: str) -> Figure:
-    return lambda run: float(sum(run[key]["requests"].values())) / run["count"]
+    """API requests per object in phase ``key``: what the objects caused, without the
+    background (:data:`BACKGROUND`), which ``_background`` counts."""
+    return lambda run: float(sum(n for k, n in run[key]["requests"].items()
+                                 if not k.startswith(BACKGROUND_PREFIX))) / run["count"]
+
+
+def _background(key: str) -> Figure:
+    """The background requests of phase ``key``, per second of it."""
+    return lambda run: float(sum(n for k, n in run[key]["requests"].items()
+                                 if k.startswith(BACKGROUND_PREFIX))) / max(
+        1e-9, float(run[key]["seconds"]))
 
 
 def _at(*path: Any) -> Figure:
@@ -981,6 +1050,7 @@ ROWS: list[tuple[str, Figure, Figure]] = [
            _at("job_created" + suffix, p)) for p in (50, 95, 99)])],
     *[row for key in ("requests_phase", "grants_phase") for row in (
         (f"{key.split('_')[0]}: API requests/object", _total(key), _total(key)),
+        (f"{key.split('_')[0]}: background requests/s", _background(key), _background(key)),
         (f"{key.split('_')[0]}: apiserver CPU s", _at(key, "apiserver_cpu"),
          _at(key, "apiserver_cpu")),
         (f"{key.split('_')[0]}: operator CPU s", _at(key, "operator_cpu"),

@@ -219,7 +219,8 @@ def test_latencies_are_read_as_the_api_server_answered_the_operator_s_writes(
         tmp_path: Path) -> None:
     """From a create's arrival to the answer of the operator's write; the first successful
     write per object, the operator's own, in the bench's namespace; released is the last of
-    the grant's Job, its token Secret and its first status write."""
+    the grant's Job, its token Secret, the claim on its request and (a token recorded in the
+    grant's own status, written with the Secret) that status write."""
     lines = [
         # a line of an earlier run, before the offset: not read
         audit_line("create", "approvalrequests", "r0", "alice", 0.0, 0.1),
@@ -240,6 +241,8 @@ def test_latencies_are_read_as_the_api_server_answered_the_operator_s_writes(
                    subresource="status", namespace="elsewhere"),
         audit_line("create", "executiongrants", "g0", "bob", 20.0, 20.05),
         audit_line("create", "jobs", "g0-gw", OPERATOR, 20.1, 20.3),
+        audit_line("patch", "approvalrequests", "r0", OPERATOR, 20.31, 20.35,
+                   subresource="status"),
         audit_line("create", "secrets", "g0-gw-token-0123456789abcdef", OPERATOR, 20.4, 21.0),
         audit_line("patch", "executiongrants", "g0", OPERATOR, 20.4, 20.7,
                    subresource="status"),
@@ -251,7 +254,9 @@ def test_latencies_are_read_as_the_api_server_answered_the_operator_s_writes(
     log = tmp_path / "audit.jsonl"
     log.write_text("\n".join(lines) + "\n")
     offset = len(lines[0]) + 1
-    got = bench.written_latencies(bench.first_writes(log, offset, "bench"), OPERATOR)
+    got = bench.written_latencies(bench.first_writes(log, offset, "bench"), OPERATOR,
+                                  bench.status_writes(log, offset, "bench", "approvalrequests",
+                                                      OPERATOR))
     assert got["consensus"] == pytest.approx([0.25])  # r1 was never written by the operator
     assert got["job-created"] == pytest.approx([0.3, 0.5])
     assert got["released"] == pytest.approx([1.0])  # the Secret, last of the three
@@ -311,24 +316,89 @@ def test_latencies_over_fewer_writes_than_objects_are_named_by_row_with_their_co
     assert "dropped or late" in out and "did not make" in out
 
 
+def test_released_on_the_claim_is_the_last_of_the_job_the_claim_and_the_secret(
+        tmp_path: Path) -> None:
+    """A token issued on the claim: the operator writes the claim (recording the token) after
+    the Job's create was answered, then the Secret, and nothing to the grant; the grant's
+    first status write, much later, is its expiry and does not count. The request's review,
+    before the Job, is not its claim: a grant with no claim after its Job gets no figure."""
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join([
+        audit_line("create", "approvalrequests", "r2", "alice", 1.0, 1.01),
+        audit_line("patch", "approvalrequests", "r2", OPERATOR, 1.1, 1.2, subresource="status"),
+        audit_line("create", "executiongrants", "g2", "bob", 40.0, 40.01),
+        audit_line("create", "jobs", "g2-gw", OPERATOR, 40.1, 40.2),
+        audit_line("patch", "approvalrequests", "r2", OPERATOR, 40.25, 40.6,
+                   subresource="status"),
+        audit_line("create", "secrets", "g2-gw-token-0123456789abcdef", OPERATOR, 40.65, 40.7),
+        audit_line("patch", "executiongrants", "g2", OPERATOR, 100.0, 100.1,
+                   subresource="status"),
+        # reviewed, Job and Secret made, but no claim after the Job: no figure
+        audit_line("create", "approvalrequests", "r3", "alice", 2.0, 2.01),
+        audit_line("patch", "approvalrequests", "r3", OPERATOR, 2.1, 2.2, subresource="status"),
+        audit_line("create", "executiongrants", "g3", "bob", 41.0, 41.01),
+        audit_line("create", "jobs", "g3-gw", OPERATOR, 41.1, 41.2),
+        audit_line("create", "secrets", "g3-gw-token-0123456789abcdef", OPERATOR, 41.3, 41.4),
+    ]) + "\n")
+    claims = bench.status_writes(log, 0, "bench", "approvalrequests", OPERATOR)
+    assert [t - 1_800_000_000 for pair in claims["r2"] for t in pair] == pytest.approx(
+        [1.1, 1.2, 40.25, 40.6], abs=1e-5)
+    got = bench.written_latencies(bench.first_writes(log, 0, "bench"), OPERATOR, claims)
+    assert got["released"] == pytest.approx([0.7])  # the Secret, after the claim; g3: none
+    assert bench.written_latencies(bench.first_writes(log, 0, "bench"), OPERATOR
+                                   )["released"] == []  # no claims read, no figure
+
+
+def test_background_requests_are_counted_apart_from_what_objects_caused(
+        tmp_path: Path) -> None:
+    """The leader Lease's renewals and the signing keys' reloads come on a clock, not per
+    object: requests per object leave them out, and they are shown per second of the phase."""
+    log = tmp_path / "audit.jsonl"
+    lines = [audit_line("create", "jobs", f"g{i}-gw", OPERATOR, 1.0, 1.1) for i in range(4)]
+    lines += [audit_line("get", "leases", "wingman-operator-leader", OPERATOR, 1.0, 1.1),
+              audit_line("update", "leases", "wingman-operator-leader", OPERATOR, 1.0, 1.1),
+              audit_line("get", "secrets", "wingman-signing-key", OPERATOR, 1.0, 1.1),
+              audit_line("get", "secrets", "g0-gw-token-0123456789abcdef", OPERATOR, 1.0, 1.1),
+              audit_line("create", "leases", "wingman-burn-x", "gateway", 1.0, 1.1)]
+    log.write_text("\n".join(lines) + "\n")
+    requests = bench.ApiRequests(log)
+    counts = requests.since_mark(OPERATOR)
+    assert counts == {"create jobs": 4, "get secrets": 1,
+                      f"{bench.BACKGROUND_PREFIX}get leases": 1,
+                      f"{bench.BACKGROUND_PREFIX}update leases": 1,
+                      f"{bench.BACKGROUND_PREFIX}get secrets": 1}
+    phase = {"count": 4, "grants_phase": {"requests": dict(counts), "seconds": 2.0}}
+    assert bench._total("grants_phase")(phase) == pytest.approx(5 / 4)
+    assert bench._background("grants_phase")(phase) == pytest.approx(3 / 2.0)
+
+
 def test_a_grant_status_write_made_before_its_job_is_not_taken_for_token_issued(
         tmp_path: Path) -> None:
-    """The audit log (level Metadata) does not say what a status write held. The operator
-    writes TokenIssued after the Job's create was answered (then the claim, then the status
-    with the Secret), so a grant's first status write that arrived before that is another one
-    (a denial, a write of an earlier run): that grant has no released figure rather than a
-    wrong one, and the report's warning counts it."""
+    """The audit log (level Metadata) does not say what a status write held. Where the
+    operator records the token in the grant's status (TokenIssued), it writes it after the
+    Job's create was answered (then the claim, then the status with the Secret), so a grant's
+    first status write that arrived before that is another one (a denial, a write of an
+    earlier run) and does not count: released is then the last of the Job, the claim and the
+    Secret."""
     log = tmp_path / "audit.jsonl"
     log.write_text("\n".join([
         audit_line("create", "executiongrants", "g0", "bob", 1.0, 1.01),
         audit_line("patch", "executiongrants", "g0", OPERATOR, 1.05, 1.1, subresource="status"),
         audit_line("create", "jobs", "g0-gw", OPERATOR, 1.2, 1.3),
+        audit_line("patch", "approvalrequests", "r0", OPERATOR, 1.31, 1.35,
+                   subresource="status"),
         audit_line("create", "secrets", "g0-gw-token-0123456789abcdef", OPERATOR, 1.4, 1.5),
         audit_line("create", "executiongrants", "g1", "bob", 2.0, 2.01),
         audit_line("create", "jobs", "g1-gw", OPERATOR, 2.1, 2.2),
+        audit_line("patch", "approvalrequests", "r1", OPERATOR, 2.21, 2.25,
+                   subresource="status"),
         audit_line("create", "secrets", "g1-gw-token-0123456789abcdef", OPERATOR, 2.3, 2.6),
-        audit_line("patch", "executiongrants", "g1", OPERATOR, 2.3, 2.5, subresource="status"),
+        audit_line("patch", "executiongrants", "g1", OPERATOR, 2.3, 2.7, subresource="status"),
     ]) + "\n")
-    got = bench.written_latencies(bench.first_writes(log, 0, "bench"), OPERATOR)
+    got = bench.written_latencies(bench.first_writes(log, 0, "bench"), OPERATOR,
+                                  bench.status_writes(log, 0, "bench", "approvalrequests",
+                                                      OPERATOR))
     assert got["job-created"] == pytest.approx([0.2, 0.3])
-    assert got["released"] == pytest.approx([0.6])  # g1 only
+    # g0: its status write before the Job is not the issue (the Secret is last); g1: the
+    # TokenIssued status, written with the Secret, answered last
+    assert got["released"] == pytest.approx([0.5, 0.7])
