@@ -7,7 +7,10 @@ The rules are those of client-go's leader election:
 
 - the holder renews every ``retry`` seconds, each write guarded by the Lease's
   resourceVersion; when it has not renewed for ``renew_deadline`` seconds it stops acting
-  (``leading`` turns false) until it renews again;
+  (``leading`` turns false) until it renews again. A holder renews with one request, guarded by
+  the resourceVersion its own last write left (as client-go does); only when that write is
+  refused (anyone else wrote the Lease since) does it read the Lease and decide again, so a
+  takeover is never missed;
 - a candidate takes the Lease when it is free (released on a graceful stop) or when it has
   seen the same record, unchanged, for ``duration`` seconds by its own clock (so clock skew
   between replicas does not matter); ``renew_deadline`` < ``duration``, so the old holder has
@@ -89,6 +92,7 @@ class LeaderElector:
         self._leading = False
         self._renewed = 0.0
         self._seen = Observation()
+        self._version = ""  # the Lease's resourceVersion our own last write left
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._complained = ""
@@ -167,6 +171,8 @@ class LeaderElector:
         # Counting from the answer would let this replica act past the moment the standby
         # takes over; counting from here it stops renew_deadline after, at the latest.
         started = time.monotonic()
+        if self._leading and self._version and self._renew(started):
+            return
         lease = self.kube.get(LEASES, self.namespace, self.name)
         mono = time.monotonic()
         action = decide(lease, self.identity, self._seen, mono, self.timing)
@@ -182,13 +188,35 @@ class LeaderElector:
             spec["acquireTime"] = _micro(now)
             spec["leaseTransitions"] = int(current.get("leaseTransitions") or 0) + 1
         try:
-            self.kube.patch(LEASES, self.namespace, self.name, {
+            written = self.kube.patch(LEASES, self.namespace, self.name, {
                 "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
                 "spec": spec})
         except ApiError as exc:
             if exc.conflict:  # someone else wrote first; look again next tick
                 return
             raise
+        self._renewed_at(started, written)
+
+    def _renew(self, started: float) -> bool:
+        """The holder's renewal in one request, over the version its last write left; False
+        when the Lease changed since (anyone's write: the caller reads it and decides)."""
+        now = dt.datetime.now(dt.UTC)
+        try:
+            written = self.kube.patch(LEASES, self.namespace, self.name, {
+                "metadata": {"resourceVersion": self._version},
+                "spec": {"holderIdentity": self.identity, "renewTime": _micro(now),
+                         "leaseDurationSeconds": int(self.timing.duration)}})
+        except ApiError as exc:
+            if exc.conflict or exc.not_found:
+                self._version = ""
+                return False
+            raise
+        self._renewed_at(started, written)
+        return True
+
+    def _renewed_at(self, started: float, written: dict[str, Any]) -> None:
+        """Our write (sent at ``started``) landed: the renew deadline counts from there."""
+        self._version = str((written.get("metadata") or {}).get("resourceVersion") or "")
         # leading was false meanwhile when the previous renewal is older than the deadline
         lapsed = self._leading and \
             time.monotonic() - self._renewed >= self.timing.renew_deadline
