@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import yaml
 
@@ -170,6 +171,8 @@ class Grant:
     grant: dict[str, Any]
     job_uid: str
     command: str
+    secret: str = ""
+    """The token Secret's name (``<job>-token-<16 hex digits>``)."""
 
 
 def _now_rfc3339(offset: float = 0) -> str:
@@ -204,9 +207,12 @@ def set_grant_status(env: Env, name: str, status: dict[str, Any]) -> None:
 
 
 def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
-               holder: tuple[str, str] | None = None) -> Grant:
-    """An approved request and a TokenIssued grant for ``command``, as the operator leaves them;
-    ``holder`` (name, uid) records another grant as the command's holder instead."""
+               holder: tuple[str, str] | None = None, on_claim: bool = False) -> Grant:
+    """An approved request and a TokenIssued grant for ``command``, as the operator leaves them
+    for a grant whose token it records in the grant's status (a name over 54 characters, or an
+    earlier release); ``holder`` (name, uid) records another grant as the command's holder
+    instead. ``on_claim``: the grant stays ``Pending`` and the approval records no claim yet:
+    :func:`issue_on_claim` writes the claim with the token, as the operator issues a token."""
     suffix = uuid.uuid4().hex[:6]
     ar_name, eg_name = f"req-{suffix}", f"grant-{suffix}"
     env.cluster.kubectl("create", "-f", "-", input=json.dumps({
@@ -223,13 +229,15 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
     }))
     # what the operator writes with the token Secret: the approval records the grant as its
     # command's holder (before the token exists), and the grant is TokenIssued
-    _record_grant(env, ar_name, command,
-                  *(holder or (eg_name, env.grant(eg_name)["metadata"]["uid"])))
+    if not on_claim:
+        _record_grant(env, ar_name, command,
+                      *(holder or (eg_name, env.grant(eg_name)["metadata"]["uid"])))
     # the token Secret the operator stores (the executor's token is bound to it); the gateway
     # reads its capability token from its own file here, so the Secret holds none
     secret = names.token_secret_name(names.job_name(eg_name), uuid.uuid4().hex[:16])
     env.cluster.kubectl("create", "secret", "generic", secret, "-n", env.ns)
-    set_grant_status(env, eg_name, {"phase": "TokenIssued", "tokenSecretName": secret})
+    set_grant_status(env, eg_name, {"phase": "Pending"} if on_claim else
+                     {"phase": "TokenIssued", "tokenSecretName": secret})
     env.cluster.kubectl("create", "-f", "-", input=json.dumps({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": names.job_name(eg_name), "namespace": env.ns},
@@ -240,7 +248,27 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
     }))
     job = env.kubectl_json("get", "job", names.job_name(eg_name), "-n", env.ns)
     return Grant(eg_name, env.kubectl_json("get", "approvalrequests", ar_name, "-n", env.ns),
-                 env.grant(eg_name), job["metadata"]["uid"], command)
+                 env.grant(eg_name), job["metadata"]["uid"], command, secret)
+
+
+def issue_on_claim(env: Env, g: Grant, token: str, *, sha256: str | None = None) -> None:
+    """Issue ``token`` on ``g``'s claim, as the operator does: one write of the approval's
+    ``status.grants`` adds the entry that claims the command for the grant with the token's
+    fields (``sha256``: another hash instead; the entries are append-only), and nothing is
+    written to the grant (made ``make_grant(..., on_claim=True)``)."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    name = g.approval["metadata"]["name"]
+    approval = env.kubectl_json("get", "approvalrequests", name, "-n", env.ns)
+    entries = list((approval.get("status") or {}).get("grants") or [])
+    entries.append({
+        "command": g.command, "grant": g.name, "grantUID": g.grant["metadata"]["uid"],
+        "grantedAt": _now_rfc3339(), "tokenSHA256": sha256 or tokens.token_sha256(token),
+        "tokenExpirationTime": dt.datetime.fromtimestamp(
+            claims["exp"], dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "jobName": names.job_name(g.name), "tokenSecretName": g.secret})
+    env.cluster.kubectl("patch", "approvalrequests", name, "-n", env.ns,
+                        "--subresource=status", "--type=merge", "-p",
+                        json.dumps({"status": {"grants": entries}}))
 
 
 def mint(env: Env, g: Grant, *, audience: str = "test", now: float | None = None,

@@ -144,10 +144,12 @@ def undone_command(grant: Body, forward: Body | None) -> str | None:
 
 
 def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str, *,
-                  rollback_of: str | None = None) -> None:
+                  rollback_of: str | None = None, token_ref: str | None = None) -> None:
     """GrantDenied unless the approval records ``command`` (with ``rollback_of``: the rollback
     of that command) as granted to this very grant (the operator writes ``status.grants``
-    before it mints: each approved command, and each rollback, runs once)."""
+    before it mints: each approved command, and each rollback, runs once), and, when that
+    claim records the token issued with it (``tokenSHA256``), unless it is this token
+    (``token_ref``: ``BindingMismatch``)."""
     holder = rules.granted_to(approval, command, rollback_of=rollback_of)
     name = (approval.get("metadata") or {}).get("name")
     if holder is None:
@@ -159,14 +161,23 @@ def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str,
                           f"ExecutionGrant {holder.get('grant')!r}, not to ExecutionGrant "
                           f"{grant_name}; each approved command runs once; nothing was executed",
                           reason="CommandAlreadyGranted")
+    recorded = holder.get("tokenSHA256")
+    if recorded and recorded != token_ref:
+        raise GrantDenied(f"ApprovalRequest {name} records another token as issued to "
+                          f"ExecutionGrant {grant_name} (status.grants[].tokenSHA256) than the "
+                          "one this pod holds; the token was not spent and nothing was "
+                          "executed; the approval granted its command to this grant, so submit "
+                          "a new request to run it", reason="BindingMismatch")
 
 
 def check_startable(grant: Body, *, grant_uid: str, token_ref: str) -> None:
-    """GrantDenied unless ``grant``, as read for the write of ``Running``, may still run: the
-    grant the token names (``BindingMismatch``), not being deleted (``GrantDeleted``: an
-    approver cancels a grant by deleting it, and a foreground deletion or any finalizer keeps
-    it readable a while), and ``TokenIssued`` with this very token recorded (``GrantNotIssued``:
-    never over a result, a denial or an expiry the operator wrote after the gateway read it)."""
+    """GrantDenied unless ``grant``, as read for the write of ``Running`` and judged with its
+    approval (``wingman.model.grants.view``: a ``Pending`` grant whose claim records its token
+    is ``TokenIssued``), may still run: the grant the token names (``BindingMismatch``), not
+    being deleted (``GrantDeleted``: an approver cancels a grant by deleting it, and a
+    foreground deletion or any finalizer keeps it readable a while), and ``TokenIssued`` with
+    this very token recorded (``GrantNotIssued``: never over a result, a denial or an expiry
+    the operator wrote after the gateway read it)."""
     meta = grant.get("metadata") or {}
     status = grant.get("status") or {}
     if meta.get("uid") != grant_uid:
@@ -286,7 +297,7 @@ def authorize(token: str, keys: KeySet, grant: Body, approval: Body,
                    rollback=undoes is not None,
                    window_seconds=settings.policy.rollback_window_seconds)
     check_granted(approval, command, claims.grant_uid, str(meta.get("name")),
-                  rollback_of=undoes)
+                  rollback_of=undoes, token_ref=tokens.token_sha256(token))
     if undoes is not None:
         approved: Any = [rules.reviewed_rollback(approval, undoes) or ""]
     else:

@@ -12,15 +12,20 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    still be approved and unexpired (these times, like the deadline below, judged on the later
    of the gateway's clock and the API server's ``Date`` of the approval read:
    ``checks.judged_now``) and record this grant as the one its command was granted
-   to (``status.grants``), the command one of its commands byte for byte and inside
-   the allowlist (``scope.check``); a grant still ``Pending`` (the operator writes
-   ``TokenIssued`` at the same time as the token Secret, so the pod may start first) is read
-   again until its phase moves on or the token expires (``GrantNotIssued``; moved on past
-   ``TokenIssued`` while this token's burn marker exists: another pod ran it, a replay), and
-   these checks are made again on what is current; a ``TokenIssued`` grant must record this
-   very token (``status.tokenSHA256``, ``BindingMismatch``); the executor must be able to run it; a
-   kubectl command needs a fresh token of the executor account, the identity it runs as
-   (``wingman.gateway.identity``, ``ExecutorTokenUnavailable``); every
+   to (``status.grants``), and when that claim records the token issued with it, record this
+   very token (``BindingMismatch``), the command one of its commands byte for byte and inside
+   the allowlist (``scope.check``); the grant is judged with its approval
+   (``wingman.model.grants.view``): the operator issues a token on the claim, writing nothing
+   to the grant, so a ``Pending`` grant whose claim records its token is ``TokenIssued`` and
+   runs without waiting; a grant still ``Pending`` without one (named over 54 characters, or
+   issued by an earlier release: the operator writes ``TokenIssued`` at the same time as the
+   token Secret, so the pod may start first) is read again, with its approval, until it is
+   judged otherwise or the token expires (``GrantNotIssued``; moved on past ``TokenIssued``
+   while this token's burn marker exists: another pod ran it, a replay), and these checks are
+   made again on what is current; a ``TokenIssued`` grant must record this very token
+   (``status.tokenSHA256``, or its claim's: ``BindingMismatch``); the executor must be able
+   to run it; a kubectl command needs a fresh token of the executor account, the identity it
+   runs as (``wingman.gateway.identity``, ``ExecutorTokenUnavailable``); every
    target the request's preview recorded for the command must be the object, at the version,
    the preview saw (``TargetChanged`` otherwise, unless the policy allows drift); the
    command's timeout and the writes of its result must end before the deadline of the pod's
@@ -32,16 +37,20 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    grant gets condition ``ReplayDetected`` and nothing else changes);
 5. audit ``GatewayTokenBurned``, check the approval and the previewed targets again, audit
    ``GatewayStarting`` (the intent the ``Running`` phase stands for), set phase ``Running``
-   (only on the grant the token names, not being deleted, ``TokenIssued`` with this token:
-   :func:`check_startable`), measure the Job's deadline again (``DeadlineTooClose``, the
-   token spent: what came after the first look may have taken long), and only then
-   audit ``GatewayExecuting`` (the claim that the command runs: never written for a run that
-   the write of ``Running`` refused), execute (``wingman.gateway.executors``), audit
-   ``GatewayExecuted`` and write the result. Each record is durable before what it stands for.
+   (only on the grant the token names, not being deleted, ``TokenIssued`` with this token, as
+   judged with the approval last read: :func:`check_startable`; a grant whose token was issued
+   on its claim gets the token's fields with it), measure the Job's deadline again
+   (``DeadlineTooClose``, the token spent: what came after the first look may have taken
+   long), and only then audit ``GatewayExecuting`` (the claim that the command runs: never
+   written for a run that the write of ``Running`` refused), execute
+   (``wingman.gateway.executors``), audit ``GatewayExecuted`` and write the result. Each
+   record is durable before what it stands for.
 
-A refusal sets phase ``Failed`` with the typed reason (unless an execution already owns the grant's
-status, or the grant under the name is no longer the one this run read, or, before any read, not
-the one its Job was made for: ``WINGMAN_GRANT_UID``), audits ``GatewayRefused`` and exits 3.
+A refusal sets phase ``Failed`` with the typed reason (unless an execution already owns the
+grant's status, or the grant is judged ``Pending``: no token issued, its status is the
+operator's, or the grant under the name is no longer the one this run read, or, before any
+read, not the one its Job was made for: ``WINGMAN_GRANT_UID``), audits ``GatewayRefused``
+and exits 3.
 A SIGTERM (the kubelet stopping the pod: a cancel, the Job's deadline, a drained node) is
 handled (``executors.TERMINATION``; tini, the container's first process, forwards it):
 before the command starts it refuses (``GatewayTerminating``), while a kubectl command runs it
@@ -128,8 +137,8 @@ EXIT_REPLAY = 4
 
 _STATUS_RETRIES = 5
 ISSUE_POLL_MAX_SECONDS = 2.0
-"""The longest pause between two reads of a grant whose status does not record its token yet
-(the operator writes ``TokenIssued`` and the token Secret at the same time)."""
+"""The longest pause between two reads of a grant (and its approval) that records no token yet
+(neither in its status nor in its claim)."""
 JOB_READ_RETRY_SECONDS = 3.0
 """How long a read of the gateway's own Job that failed in a way that may pass (no answer,
 429, 5xx) is tried again before the gateway refuses ``DeadlineUnknown`` (not once the pod was
@@ -185,6 +194,9 @@ class _Run:
     executor_token: identity.ExecutorToken | None = None
     executor_kube: Kube | None = None
     grant: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    """The grant's ApprovalRequest as last read: its claim may record the grant's token
+    (``wingman.model.grants.view``; the claim is append-only)."""
     sink: AuditSink | None = None
     running: bool = False
     """This run wrote the grant's ``Running`` phase: a refusal closes it."""
@@ -315,7 +327,8 @@ class _Run:
             try:
                 now = self.now()
                 written = self.patch_status(
-                    lambda g: refused_status(g, reason, message, now, audit_hash,
+                    lambda g: refused_status(grant_rules.view(g, self.approval), reason,
+                                             message, now, audit_hash,
                                              own_running=self.running))
                 if not written:
                     self.log("StatusLeftAlone", reason=reason,
@@ -352,7 +365,8 @@ class _Run:
 
             def build(grant: dict[str, Any]) -> dict[str, Any] | None:
                 # once executing, a Running phase is our own: close it
-                return refused_status(grant, "GatewayInternalError", message, now, None,
+                return refused_status(grant_rules.view(grant, self.approval),
+                                      "GatewayInternalError", message, now, None,
                                       own_running=self.running)
 
             try:
@@ -448,21 +462,26 @@ def _get_dated(run: _Run, resource: Any, name: str, kind: str
                           reason="ApiUnavailable") from None
 
 
-def _issued(run: _Run, grant: dict[str, Any], until: float, now: float) -> dict[str, Any]:
-    """The grant once its phase has left ``Pending``. The operator writes ``TokenIssued`` at the
-    same time as the token Secret, not before it, so a gateway may start first: it reads the
-    grant again (backing off from 0.1 s to 2 s) until then, or until ``until`` (the token's
+def _issued(run: _Run, grant: dict[str, Any], approval: dict[str, Any], until: float,
+            now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The grant, and its approval, once the grant is no longer judged ``Pending``
+    (``wingman.model.grants.view``: a claim that records its token makes it ``TokenIssued``).
+    For a grant whose token is recorded in its own status (a name over 54 characters, or a grant
+    an earlier release issued) the operator writes ``TokenIssued`` at the same time as the
+    token Secret, not before it, so a gateway may start first: it reads the grant and its
+    approval again (backing off from 0.1 s to 2 s) until then, or until ``until`` (the token's
     expiry with the leeway: it is useless after that anyway; ``now`` is the time the token was
     judged on, ``checks.judged_now``), and spends nothing meanwhile.
     A read that fails is tried again; a grant deleted, or deleted and created again under its
-    name, refuses (the token is for the one deleted)."""
+    name, refuses (the token is for the one deleted), and so does an approval deleted."""
     s = run.settings
     assert run.kube is not None
     uid = (grant.get("metadata") or {}).get("uid")
+    approval_name = str((approval.get("metadata") or {}).get("name") or "")
     deadline = time.monotonic() + max(0.0, until - now)
     delay = 0.1
-    while grant_rules.phase(grant) == "Pending" and not (grant.get("metadata") or {}).get(
-            "deletionTimestamp"):
+    while grant_rules.phase(grant_rules.view(grant, approval)) == "Pending" and not (
+            grant.get("metadata") or {}).get("deletionTimestamp"):
         left = deadline - time.monotonic()
         if left <= 0:
             raise GrantDenied(
@@ -486,7 +505,17 @@ def _issued(run: _Run, grant: dict[str, Any], until: float, now: float) -> dict[
         if (fresh.get("metadata") or {}).get("uid") != uid:
             raise _binding("ExecutionGrant")
         grant = fresh
-    return grant
+        try:
+            approval = run.kube.get(APPROVALS, s.namespace, approval_name)
+        except ApiError as exc:
+            if exc.not_found:
+                raise GrantDenied(f"ApprovalRequest {s.namespace}/{approval_name} was deleted "
+                                  "while the gateway of its grant waited for the token",
+                                  reason="ApprovalRequestNotFound") from None
+            continue
+        except WingmanError:
+            continue
+    return grant, approval
 
 
 def _refuse_if_terminating(before: str) -> None:
@@ -499,8 +528,10 @@ def _refuse_if_terminating(before: str) -> None:
 
 
 def _check_recorded(grant: Mapping[str, Any], token_ref: str | None) -> None:
-    """A ``TokenIssued`` grant records the SHA-256 of the token the operator stored for it:
-    it must be this token's (a status without one records no token at all)."""
+    """A ``TokenIssued`` grant (as judged: ``wingman.model.grants.view``, which gives a grant
+    whose token was issued on its claim the claim's fields) records the SHA-256 of the token
+    the operator stored for it: it must be this token's (a status without one records no token
+    at all)."""
     recorded = (grant.get("status") or {}).get("tokenSHA256")
     if not recorded or recorded != token_ref:
         raise GrantDenied("the grant's status does not record the token this pod holds "
@@ -677,18 +708,25 @@ def _execute(run: _Run) -> int:
                           reason="BindingMismatch")
     approval, server_now = _get_dated(run, APPROVALS, approval_name, "ApprovalRequest")
     forward = _forward(run, grant)
+    # the grant as judged with its approval: a token issued on the claim makes it TokenIssued
+    run.approval = approval
+    grant = dict(grant_rules.view(grant, approval))
 
     # token and approval times on the later of this node's clock and the API server's
     judged = judged_now(run.now(), server_now).timestamp()
     claims, argv = authorize(token, keys, grant, approval, s, judged, forward=forward)
     if grant_rules.phase(grant) == "Pending":
-        # the operator writes TokenIssued at the same time as the token Secret: this pod may
-        # have started first. Wait for it, then check everything again on what is current
-        run.log("GatewayWaiting", message="the grant's status does not record the token yet: "
-                "waiting for the operator's TokenIssued")
-        run.grant = grant = _issued(run, grant, claims.exp + s.leeway_seconds, judged)
+        # neither the grant's status nor its claim records the token yet: for a grant the
+        # operator issues in its status (TokenIssued at the same time as the token Secret),
+        # this pod may have started first. Wait for it, then check everything again on what
+        # is current
+        run.log("GatewayWaiting", message="neither the grant's status nor its claim on the "
+                "approval records the token yet: waiting for the operator to issue it")
+        run.grant, _ = _issued(run, grant, approval, claims.exp + s.leeway_seconds, judged)
         approval, server_now = _get_dated(run, APPROVALS, approval_name,
                                           "ApprovalRequest")
+        run.approval = approval
+        grant = dict(grant_rules.view(run.grant, approval))
         forward = _forward(run, grant)
         claims, argv = authorize(token, keys, grant, approval, s,
                                  judged_now(run.now(), server_now).timestamp(), forward=forward)
@@ -752,8 +790,9 @@ def _execute(run: _Run) -> int:
     check_approval(fresh, judged_now(run.now(), server_now), forward=_forward(run, grant),
                    rollback=undoes is not None,
                    window_seconds=s.policy.rollback_window_seconds)
+    run.approval = fresh
     check_granted(fresh, claims.command, claims.grant_uid, claims.grant_name,
-                  rollback_of=undoes)
+                  rollback_of=undoes, token_ref=run.token_ref)
     drift = [] if undoes is not None else check_targets(
         fresh, claims.command, allow_drift=allow_drift, read=lambda t: _read_target(run, t))
     extra: dict[str, Any] = {"targetDrift": drift} if drift else {}
@@ -777,13 +816,16 @@ def _execute(run: _Run) -> int:
             landed.append(True)  # an earlier try of this write landed, its answer lost
             return None
         # only the grant the token names, not cancelled meanwhile, only from TokenIssued and
-        # only while it records this token (check_startable)
+        # only while it records this token (check_startable), judged with the approval as
+        # last read (its claim is append-only); a token issued on the claim is recorded in
+        # the grant's status with Running
+        judged = grant_rules.view(g, fresh)
         try:
-            check_startable(g, grant_uid=claims.grant_uid, token_ref=str(run.token_ref))
+            check_startable(judged, grant_uid=claims.grant_uid, token_ref=str(run.token_ref))
         except GrantDenied as exc:
             refused.append(exc)
             return None
-        return running_status(g, started)
+        return running_status(judged, started)
 
     try:
         running = run.patch_status(to_running, seconds=API_RETRY_SECONDS,

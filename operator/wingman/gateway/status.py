@@ -23,20 +23,31 @@ def _conds(grant: Body) -> list[dict[str, Any]]:
     return list((grant.get("status") or {}).get("conditions") or [])
 
 
+def _issued_fields(grant: Body) -> dict[str, Any]:
+    """The token fields of ``grant`` as judged (``grants.view``): a grant whose token was issued
+    on its claim gets them in the status the gateway writes, so a grant that ran (or was
+    refused) records its token; for one whose stored status records them they are the same."""
+    status = grant.get("status") or {}
+    return {name: status[name] for name in grant_rules.ISSUED_FIELDS if status.get(name)}
+
+
 def refused_status(grant: Body, reason: str, message: str, now: dt.datetime,
                    audit_hash: str | None, *, own_running: bool = False
                    ) -> dict[str, Any] | None:
     """The status patch of a refusal, or None when an execution already owns the status
     (``own_running``: a ``Running`` phase is this gateway's own, which it closes), or while the
-    grant is still ``Pending``: until the operator records the token (``TokenIssued``, with
-    ``jobName``) the grant's status is the operator's alone (admission refuses the gateway's
-    write), and its Job watcher reports the gateway's failure."""
+    grant is still ``Pending``: until the operator issues the token (a ``Pending`` grant whose
+    claim records it is judged ``TokenIssued``: ``grant`` is given as
+    ``wingman.model.grants.view`` judges it) the grant's status is the operator's alone, and
+    its Job watcher reports the gateway's failure. A refusal of a grant whose token was issued
+    on its claim records the token's fields too."""
     message = conditions.fit(message, conditions.STATUS_MESSAGE_CHARS)  # an answer it quotes
     phase = grant_rules.phase(grant)
     if phase == "Pending" or (phase in _OWNED_PHASES and not (own_running
                                                                and phase == "Running")):
         return None
     status: dict[str, Any] = {
+        **(_issued_fields(grant) if phase == "TokenIssued" else {}),
         "phase": "Failed", "reason": reason, "message": message,
         "completionTime": conditions.rfc3339(now),
         "conditions": conditions.grant_ready(
@@ -60,10 +71,15 @@ def replay_status(grant: Body, pod: str, token_ref: str, now: dt.datetime) -> di
 
 def running_status(grant: Body, now: dt.datetime) -> dict[str, Any]:
     """``Running``: written just before the command starts (``GatewayExecuting`` is audited once
-    this write landed), so its message says the command is starting, not that it runs."""
+    this write landed), so its message says the command is starting, not that it runs.
+    ``grant`` as ``wingman.model.grants.view`` judges it: a grant whose token was issued on its
+    claim (its stored status still ``Pending``, without the token fields) gets the claim's
+    ``tokenSHA256``, ``tokenExpirationTime``, ``jobName`` and ``tokenSecretName`` with this
+    write, so a grant that ran records its token (the CRD lets nobody change
+    ``tokenSHA256`` once set)."""
     message = "the gateway verified and spent the token and is starting the command"
-    return {"phase": "Running", "startTime": conditions.rfc3339(now), "reason": "Executing",
-            "message": message,
+    return {**_issued_fields(grant), "phase": "Running", "startTime": conditions.rfc3339(now),
+            "reason": "Executing", "message": message,
             "conditions": conditions.grant_ready(_conds(grant), "Running", message,
                                                  _generation(grant), now)}
 

@@ -39,6 +39,7 @@ from support.gateway import (
     _now_rfc3339,
     _set_approval_status,
     gateway_env,
+    issue_on_claim,
     make_grant,
     mint,
     set_grant_status,
@@ -582,8 +583,9 @@ def _pending(env: Env, g: Grant, patch: dict[str, Any], monkeypatch: pytest.Monk
 def test_a_gateway_that_starts_before_the_status_says_token_issued_waits_for_it(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the operator writes TokenIssued and the token Secret at the same time: the Secret may
-    # land first, and the pod start
+    # a grant whose claim records no token (named over 54 characters, or issued by an earlier
+    # release): the operator writes TokenIssued and the token Secret at the same time, the
+    # Secret may land first, and the pod start
     g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
     operator, token = _pending(env, g, {"phase": "TokenIssued"}, monkeypatch)
     assert run_gateway(settings_for(env, g, token)) == EXIT_OK
@@ -593,6 +595,60 @@ def test_a_gateway_that_starts_before_the_status_says_token_issued_waits_for_it(
     assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayExecuting",
                             "GatewayExecuted"]
     assert len(env.leases()) == 1
+
+
+# ------------------------------------------------------------------ a token issued on the claim
+
+
+def test_a_grant_whose_claim_records_its_token_runs_at_once_and_records_the_token(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator issues the token on the approval's claim and writes nothing to the grant:
+    its stored phase stays Pending, and the gateway runs it without waiting, its executor token
+    bound to the Secret the claim names; Running records the token's fields in the grant."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}",
+                   on_claim=True)
+    token = mint(env, g, record=False)
+    issue_on_claim(env, g, token)
+    assert env.grant(g.name)["status"]["phase"] == "Pending"
+    operator = _OperatorWritesWhileTheGatewayWaits(env, g, {})
+    monkeypatch.setattr(gateway_run, "time", operator)
+    assert run_gateway(settings_for(env, g, token)) == EXIT_OK
+    assert operator.pauses == 0, "the gateway waited for a token its claim recorded"
+    assert not any(line["event"] == "GatewayWaiting"
+                   for line in _json_lines(capsys.readouterr().err))
+    assert env.replicas() == 2
+    status = env.grant(g.name)["status"]
+    assert status["phase"] == "Succeeded"
+    [claim] = env.kubectl_json("get", "approvalrequests", g.approval["metadata"]["name"], "-n",
+                               env.ns)["status"]["grants"]
+    assert {k: status[k] for k in ("tokenSHA256", "tokenExpirationTime", "jobName",
+                                   "tokenSecretName")} == {
+        "tokenSHA256": tokens.token_sha256(token), "jobName": names.job_name(g.name),
+        "tokenSecretName": g.secret, "tokenExpirationTime": claim["tokenExpirationTime"]}
+    assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayExecuting",
+                            "GatewayExecuted"]
+    assert len(env.leases()) == 1
+
+
+def test_a_claim_that_records_another_token_is_refused_before_the_burn(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}",
+                   on_claim=True)
+    token = mint(env, g, record=False)
+    other = tokens.token_sha256("another token")
+    issue_on_claim(env, g, token, sha256=other)
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    assert env.leases() == [] and env.replicas() == 1, "the token stays unspent, nothing ran"
+    assert [(r["event"], r["data"]["reason"]) for r in env.audit_records()] == [
+        ("GatewayRefused", "BindingMismatch")]
+    status = env.grant(g.name)["status"]
+    # the grant was issued (on its claim): the refusal is recorded, with the claim's token
+    assert (status["phase"], status["reason"]) == ("Failed", "BindingMismatch")
+    assert status["tokenSHA256"] == other
+    assert "records another token" in status["message"]
+    _assert_never_leaked(env, token, capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(("patch", "reason"), [

@@ -20,6 +20,7 @@ from wingman.gateway.checks import (
     check_targets,
     read_token,
 )
+from wingman.model import grants as grant_rules
 from wingman.model import preview as pv
 from wingman.operator import grants as operator_grants
 
@@ -55,6 +56,22 @@ def test_any_other_record_refuses(recorded: tuple[dict[str, str], ...], reason: 
 def test_a_grant_named_like_the_holder_but_with_another_uid_is_refused() -> None:
     with pytest.raises(GrantDenied):
         check_granted(approval(entry()), CMD, "another-uid", "g")
+
+
+def test_a_claim_that_records_this_token_may_run() -> None:
+    """The operator issues a token on the claim: the claim's tokenSHA256 is this token's."""
+    ref = tokens.token_sha256("the token")
+    check_granted(approval({**entry(), "tokenSHA256": ref}), CMD, "g1", "g", token_ref=ref)
+
+
+@pytest.mark.parametrize("held", [tokens.token_sha256("another token"), None])
+def test_a_claim_that_records_another_token_refuses_before_anything_is_spent(
+        held: str | None) -> None:
+    recorded = approval({**entry(), "tokenSHA256": tokens.token_sha256("the token")})
+    with pytest.raises(GrantDenied) as err:
+        check_granted(recorded, CMD, "g1", "g", token_ref=held)
+    assert err.value.reason == "BindingMismatch"
+    assert "another token" in err.value.message and "not spent" in err.value.message
 
 
 # --------------------------------------------------------------------------- the token file
@@ -193,6 +210,21 @@ def test_any_other_grant_does_not_start(grant: dict[str, Any], reason: str) -> N
         check_startable(grant, grant_uid="g1", token_ref=TOKEN_REF)
     assert err.value.reason == reason
     assert "executed" in err.value.message
+
+
+def test_a_pending_grant_whose_claim_records_this_token_may_start_as_judged() -> None:
+    """The operator writes nothing to a grant it issues on the claim: the Running write is
+    judged on ``grants.view`` of the grant read for it; the stored Pending phase alone does
+    not start."""
+    pending = {"metadata": {"name": "g", "uid": "g1"}, "status": {"phase": "Pending"}}
+    claimed = approval({**entry(), "tokenSHA256": TOKEN_REF})
+    check_startable(grant_rules.view(pending, claimed), grant_uid="g1", token_ref=TOKEN_REF)
+    with pytest.raises(GrantDenied) as err:
+        check_startable(pending, grant_uid="g1", token_ref=TOKEN_REF)
+    assert err.value.reason == "GrantNotIssued"
+    other = approval({**entry(), "tokenSHA256": "sha256:0"})
+    with pytest.raises(GrantDenied):
+        check_startable(grant_rules.view(pending, other), grant_uid="g1", token_ref=TOKEN_REF)
 
 
 # ------------------------------------------------------------------------------ the Job deadline

@@ -10,6 +10,7 @@ import pytest
 from wingman import conditions
 from wingman.gateway import status
 from wingman.gateway.executors import ExecResult
+from wingman.model import grants as grant_rules
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
@@ -71,6 +72,39 @@ def test_a_refusal_leaves_a_grant_whose_token_is_not_recorded_yet_to_the_operato
     """Until TokenIssued the status is the operator's alone (admission refuses the gateway's
     write); its Job watcher reports the gateway's failure."""
     assert status.refused_status(grant(phase), "GrantNotIssued", "x", NOW, None) is None
+
+
+ISSUED = {"tokenSHA256": "sha256:" + "a" * 64, "tokenExpirationTime": "2026-11-25T12:05:00Z",
+          "jobName": "g-gw", "tokenSecretName": "g-gw-token-0123456789abcdef"}
+
+
+def claimed(phase: str = "Pending") -> dict[str, Any]:
+    """A grant whose token was issued on its claim, as ``grants.view`` judges it."""
+    g = grant(phase)
+    approval = {"status": {"grants": [{"command": "c", "grant": "g", "grantUID": "g1",
+                                       "grantedAt": "2026-11-25T12:00:00Z", **ISSUED}]}}
+    return dict(grant_rules.view(g, approval))
+
+
+def test_running_over_a_grant_issued_on_its_claim_records_its_token() -> None:
+    """The stored status of such a grant is Pending, without the token fields: the Running
+    write records them (nobody may change tokenSHA256 once set), so a grant that ran says which
+    token it ran with."""
+    patch = status.running_status(claimed(), NOW)
+    assert patch["phase"] == "Running"
+    assert {k: patch[k] for k in ISSUED} == ISSUED
+    # a grant whose own status recorded its token (TokenIssued) writes no other fields
+    own = grant()
+    own["status"].update(ISSUED)
+    assert {k: status.running_status(own, NOW).get(k) for k in ISSUED} == ISSUED
+    assert not set(ISSUED) & set(status.running_status(grant(), NOW))
+
+
+def test_a_refusal_of_a_grant_issued_on_its_claim_fails_it_and_records_its_token() -> None:
+    patch = status.refused_status(claimed(), "BindingMismatch", "x", NOW, None)
+    assert patch is not None and (patch["phase"], patch["reason"]) == ("Failed",
+                                                                       "BindingMismatch")
+    assert {k: patch[k] for k in ISSUED} == ISSUED
 
 
 def test_a_failure_after_running_closes_the_gateway_s_own_running_phase_only() -> None:
