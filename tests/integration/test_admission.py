@@ -1038,6 +1038,62 @@ def test_a_gateway_pod_writes_only_its_own_grants_status_and_only_burn_markers(
     assert squatter.returncode != 0 and "only burn markers" in squatter.stderr
 
 
+def test_a_gateway_pod_writes_running_over_its_own_grant_issued_on_its_claim_only(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    """A grant whose token the operator issued on its claim has a stored status without
+    ``jobName`` (still Pending): its Job is ``<grant>-gw`` for a name of at most 54 characters,
+    and only that Job's pod writes its status, recording no other Job; a longer name's Job
+    cannot be derived, and its status stays the operator's until it records the Job."""
+    ns = test_release.namespace
+    s = _suffix()
+    mine, other, long = f"claimed-{s}", f"other-{s}", f"claimed-{s}-" + "x" * 38
+    assert len(long) == 55 and names.job_name(long) != long + "-gw"
+    for grant in (mine, other, long):
+        cluster.kubectl("create", "-n", ns, "-f", "-", input=dump({
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": grant},
+            "spec": {"approvalRef": {"name": "r"}, "command": "kubectl get pods"}}))
+        cluster.kubectl("patch", "eg", grant, "-n", ns, "--subresource=status", "--type=merge",
+                        "-p", json.dumps({"status": {"phase": "Pending"}}))
+    pod_name, bound = _gateway_pod_token(cluster, ns, names.job_name(mine))
+
+    def running(grant: str, job: str, token: str = bound) -> Any:
+        status = {"phase": "Running", "tokenSHA256": "sha256:" + "a" * 64,
+                  "tokenExpirationTime": "2030-01-01T00:00:00Z", "jobName": job,
+                  "tokenSecretName": f"{job}-token-0123456789abcdef"}
+        return _as_token(cluster, token, "patch", "eg", grant, "-n", ns,
+                         "--subresource=status", "--type=merge",
+                         "-p", json.dumps({"status": status}))
+
+    # not another Job in its own grant's status
+    forged = running(mine, names.job_name(other))
+    assert forged.returncode != 0
+    assert (f"gateway pod '{pod_name}' may record only its own grant's gateway Job in "
+            f"status.jobName: ExecutionGrant '{mine}' belongs to Job '{mine}-gw', not "
+            f"'{other}-gw'") in forged.stderr, forged.stderr
+    # not another grant's status, its Job derived from its name
+    theirs = running(other, names.job_name(other))
+    assert theirs.returncode != 0
+    assert (f"gateway pod '{pod_name}' may write the status of its own grant only" in
+            theirs.stderr and f"belongs to Job '{other}-gw'" in theirs.stderr), theirs.stderr
+    assert cluster.kubectl("get", "eg", other, "-n", ns, "-o",
+                           "jsonpath={.status.phase}").stdout == "Pending"
+    # its own: Running with the token's fields over the Pending status
+    own = running(mine, names.job_name(mine))
+    assert own.returncode == 0, own.stderr
+    assert cluster.kubectl("get", "eg", mine, "-n", ns, "-o",
+                           "jsonpath={.status.phase}/{.status.jobName}").stdout == \
+        f"Running/{mine}-gw"
+    # a name over 54 characters: no Job can be derived, not even by the pod of its own Job
+    long_pod, long_token = _gateway_pod_token(cluster, ns, names.job_name(long))
+    refused = running(long, names.job_name(long), token=long_token)
+    assert refused.returncode != 0
+    assert (f"gateway pod '{long_pod}' may write the status of its own grant only" in
+            refused.stderr and "its name is longer than 54 characters" in refused.stderr), \
+        refused.stderr
+
+
 def _operator_secret(cluster: LocalCluster, ns: str, name: str) -> None:
     """An empty Secret ``name`` made by the operator (only it may make one named like a
     grant's token Secret, ``<job>-token-<16 hex digits>``)."""
