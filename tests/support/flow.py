@@ -21,6 +21,7 @@ from kubernetes import client
 
 from support.chart import APPROVER, WORKER, approver_groups, worker_groups
 from wingman.capability.tokens import token_sha256
+from wingman.model import grants as grant_rules
 from wingman.model import names
 
 GROUP, VERSION = "wingman.dev", "v1alpha1"
@@ -40,6 +41,13 @@ class Snapshot:
         return {n for n, o in self.requests.items()
                 if (o.get("status") or {}).get("phase") == "AutoApproved"}
 
+    def view(self, grant: str) -> dict[str, Any]:
+        """The grant as the operator and the gateway judge it (``grants.view``): TokenIssued
+        when its claim on its request records its token, its stored phase still Pending."""
+        body = self.grants[grant]
+        ref = str(((body.get("spec") or {}).get("approvalRef") or {}).get("name", ""))
+        return dict(grant_rules.view(body, self.requests.get(ref)))
+
     def released(self) -> set[str]:
         """Grants with their token issued, their gateway Job runnable and their token Secret in
         place (the gateway can start)."""
@@ -47,8 +55,8 @@ class Snapshot:
                          for j in self.jobs if not (j.get("spec") or {}).get("suspend")}
         stored = {(s["metadata"].get("labels") or {}).get(names.GRANT_LABEL)
                   for s in self.secrets}
-        return {n for n, o in self.grants.items()
-                if (o.get("status") or {}).get("phase") == "TokenIssued" and n in released_jobs
+        return {n for n in self.grants
+                if grant_rules.phase(self.view(n)) == "TokenIssued" and n in released_jobs
                 and n in stored}
 
     def doubles(self, grants: Iterable[str]) -> list[str]:
@@ -65,7 +73,7 @@ class Snapshot:
                 problems.append(f"{g}: {jobs[g]} Jobs, {len(mine)} token Secrets")
                 continue
             token = base64.b64decode(mine[0]["data"]["token"]).decode()
-            status = self.grants[g].get("status") or {}
+            status = self.view(g).get("status") or {}
             if status.get("tokenSHA256") != token_sha256(token):
                 problems.append(f"{g}: the Secret's token is not the one the grant records")
             job = next(j for j in self.jobs

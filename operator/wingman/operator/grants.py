@@ -16,8 +16,10 @@ command ran, within the policy's ``rollbackWindowSeconds``); the request's own e
 matter. Its claim is recorded with ``rollbackOf``, so each rollback is granted once.
 
 ``claim`` then makes the approval single-use per command: the first authorized grant for a
-command is recorded in the approval's ``status.grants`` before any token exists, and every
-later grant for that command is ``CommandAlreadyGranted``. An approved command therefore runs
+command is recorded in the approval's ``status.grants`` before any token is stored (the entry
+records the token it issues: its hash, expiry, Job and Secret; only for grants named over 54
+characters does it come before the token and record none), and every later grant for that
+command is ``CommandAlreadyGranted``. An approved command therefore runs
 at most once, whoever creates grants and however many.
 
 ``deadline_for`` says how long a gateway Job's deadline must be for a token claimed long after
@@ -35,6 +37,7 @@ from wingman import conditions
 from wingman.audit import looks_like_token
 from wingman.errors import ScopeViolation
 from wingman.model import approvals as rules
+from wingman.model.grants import ISSUED_FIELDS
 from wingman.review.policy import EnvironmentPolicy
 from wingman.scope import Allowlist, check
 
@@ -149,10 +152,12 @@ class Claim:
     denial: Authorization | None = None
 
 
-def claim(grant: Body, approval: Body, now: dt.datetime, *, undoes: str | None = None
-          ) -> Claim:
+def claim(grant: Body, approval: Body, now: dt.datetime, *, undoes: str | None = None,
+          token: Mapping[str, str] | None = None) -> Claim:
     """Whether ``grant`` may take its command of ``approval`` (see the module docstring);
-    ``undoes`` is the forward command when ``grant`` is a rollback."""
+    ``undoes`` is the forward command when ``grant`` is a rollback. ``token``: the token
+    fields (``wingman.model.grants.ISSUED_FIELDS``) the new entry records when the claim
+    issues the grant's token; the entry's ``grantedAt`` is ``now``, the token's ``iat``."""
     meta = grant.get("metadata", {})
     command = str(grant.get("spec", {}).get("command", ""))
     holder = rules.granted_to(approval, command, rollback_of=undoes)
@@ -175,6 +180,9 @@ def claim(grant: Body, approval: Body, now: dt.datetime, *, undoes: str | None =
              "grantUID": str(meta.get("uid", "")), "grantedAt": conditions.rfc3339(now)}
     if undoes is not None:
         entry["rollbackOf"] = undoes
+    for name in ISSUED_FIELDS:
+        if token is not None and token.get(name):
+            entry[name] = str(token[name])
     entries.append(entry)
     return Claim(grants=entries)
 

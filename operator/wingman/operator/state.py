@@ -12,7 +12,12 @@ sweep read it to decide what needs doing without asking the API server again:
   the approval the watch delivered instead of a fresh read. That copy may be stale: the
   operator acts on it only through a write guarded by the copy's resourceVersion (the claim of
   the command), and re-reads before it refuses anything on its strength. It is kept as compact
-  JSON (a tenth of the memory of the decoded objects) and decoded when a grant reads it.
+  JSON (a tenth of the memory of the decoded objects) and decoded when a grant reads it;
+- the token each grant was issued on its claim (the token fields of its entry in the
+  approval's ``status.grants``, ``claims``): such a grant's stored phase stays ``Pending``
+  until the gateway writes ``Running``, and the tracker judges it as
+  ``wingman.model.grants.view`` does, ``TokenIssued`` with the claim's token expiry, whichever
+  of the approval and the grant the watches deliver first (and after the approval is final).
 
 An entry is small (slots, no per-object dicts beyond that copy) and the tracker forgets it when
 its object is deleted or retired: the operator's memory follows the objects that exist.
@@ -203,6 +208,9 @@ class Tracker:
     approval_uids: dict[str, str] = field(default_factory=dict)  # name -> uid
     #: request name -> the uids of the grants that name it (retirement asks per request)
     grants_by_approval: dict[str, set[str]] = field(default_factory=dict)
+    #: grant uid -> the claim that issued its token (``grantUID`` and the token fields of
+    #: the approval's ``status.grants`` entry; ``wingman.model.grants.ISSUED_FIELDS``)
+    claims: dict[str, dict[str, str]] = field(default_factory=dict)
 
     # -- feeding -------------------------------------------------------------------------
     def observe_approval(self, body: Body, pending_decisions: bool, now: dt.datetime, *,
@@ -230,11 +238,35 @@ class Tracker:
             # same object, already packed
             entry.packed, entry.packed_version = pack(trimmed(body)), version
         self._needs(entry, approval_needs(body, pending_decisions, now, warn_at), now)
+        for claim in status.get("grants") or []:
+            grant_uid = claim.get("grantUID") if isinstance(claim, Mapping) else None
+            if not grant_uid or not claim.get("tokenSHA256") or grant_uid in self.claims:
+                continue  # the entries are append-only: a claim recorded once stays as it is
+            self.claims[str(grant_uid)] = {
+                "grantUID": str(grant_uid),
+                **{k: str(claim[k]) for k in grant_rules.ISSUED_FIELDS if claim.get(k)}}
+            known = self.grants.get(str(grant_uid))
+            if known is not None and known.phase == "Pending":
+                # a grant whose token was issued on this claim: TokenIssued from now on
+                known.phase = "TokenIssued"
+                known.expires_at = _time(self.claims[str(grant_uid)].get("tokenExpirationTime"))
+                known.released = False
+                self._needs(known, "release", now)
         return entry
+
+    def view(self, body: Body) -> Body:
+        """The grant ``body`` as ``wingman.model.grants.view`` judges it, with the claim that
+        issued its token as the tracker knows it (``body`` itself when it knows none)."""
+        uid = str((body.get("metadata") or {}).get("uid", ""))
+        claim = self.claims.get(uid)
+        if claim is None:
+            return body
+        return grant_rules.view(body, {"status": {"grants": [claim]}})
 
     def observe_grant(self, body: Body, now: dt.datetime) -> Entry:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
+        body = self.view(body)  # a Pending grant issued on its claim is TokenIssued
         status = body.get("status") or {}
         entry = self.grants.get(uid)
         if entry is None:
@@ -258,6 +290,8 @@ class Tracker:
 
     def forget(self, kind: str, uid: str) -> None:
         table = self.approvals if kind == "approval" else self.grants
+        if kind == "grant":
+            self.claims.pop(uid, None)
         entry = table.pop(uid, None)
         if entry is None:
             return

@@ -13,6 +13,7 @@ import re
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from wingman.audit import verify
 from wingman.capability.keys import KeySet
 from wingman.capability.tokens import Expected, token_sha256
 from wingman.capability.tokens import verify as verify_token
+from wingman.model import grants as grant_rules
 from wingman.model import names
 from wingman.operator import manifests, memory
 from wingman.operator.handlers.grants import STEPS
@@ -87,9 +89,24 @@ class Env:
                  else [{"op": "add", "path": "/spec/decisions", "value": [entry]}])
         self.as_approver("patch", "ar", name, "--type=json", "-p", json.dumps(patch))
 
+    def view(self, grant: str) -> dict[str, Any] | None:
+        """The grant as the operator and the gateway judge it (``grants.view``): a grant whose
+        claim on its request records its token is TokenIssued (its stored phase Pending)."""
+        eg = get(self.cluster, "eg", self.ns, grant)
+        if eg is None:
+            return None
+        ar = get(self.cluster, "ar", self.ns, eg["spec"]["approvalRef"]["name"])
+        return dict(grant_rules.view(eg, ar))
+
+    def grant_phase(self, grant: str) -> str | None:
+        """The phase of the grant's view (None: no such grant)."""
+        eg = self.view(grant)
+        return None if eg is None else grant_rules.phase(eg)
+
     def wait_phase(self, kind: str, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
+        """The object once its phase is one of ``phases``; for a grant, its view (``view``)."""
         def probe() -> dict[str, Any] | None:
-            obj = get(self.cluster, kind, self.ns, name)
+            obj = self.view(name) if kind == "eg" else get(self.cluster, kind, self.ns, name)
             phase = (obj or {}).get("status", {}).get("phase")
             if phase == "TokenIssued" and kind == "eg" and self.secret(name) is None:
                 return None  # written at the same time as the token Secret: wait for both
@@ -101,8 +118,7 @@ class Env:
     def _secret_name(self, grant: str) -> str | None:
         job = self.job(grant)
         name = manifests.job_token_secret(job) if job is not None else None
-        recorded = ((get(self.cluster, "eg", self.ns, grant) or {}).get("status") or {}).get(
-            "tokenSecretName")
+        recorded = ((self.view(grant) or {}).get("status") or {}).get("tokenSecretName")
         return name or (str(recorded) if recorded else None)
 
     def secret_name(self, grant: str) -> str:
@@ -230,8 +246,10 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
         assert labels["app.kubernetes.io/name"] == "wingman"
         assert labels["wingman.dev/environment"] == "test"
         assert labels["app.kubernetes.io/managed-by"] == "wingman-operator"
-    ready = {c["type"]: c for c in st["conditions"]}["Ready"]
-    assert (ready["status"], ready["reason"]) == ("False", "TokenIssued")
+    # issued on its claim: the operator wrote nothing to the grant, which stays Pending (with
+    # no condition) until its gateway writes Running; the approval's claim records the token
+    stored = get(env.cluster, "eg", env.ns, "remove-legacy-1")
+    assert stored is not None and "status" not in stored, stored.get("status")
 
     # the token is bound to this grant, its approval and this Job, and verifies with the
     # public keys the operator published for the gateway
@@ -270,11 +288,78 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     (granted,) = ar["status"]["grants"]
     assert granted["command"] == RESTART and granted["grant"] == "remove-legacy-1"
     assert granted["grantUID"] == eg["metadata"]["uid"] and granted["grantedAt"]
+    assert (granted["tokenSHA256"], granted["tokenSecretName"], granted["jobName"]) == (
+        token_sha256(token), secret["metadata"]["name"], job["metadata"]["name"])
+    assert granted["tokenExpirationTime"] == st["tokenExpirationTime"]
+    assert dt.datetime.fromisoformat(granted["tokenExpirationTime"]).timestamp() == \
+        claims.exp == int(secret["metadata"]["annotations"][names.EXPIRES_ANNOTATION])
+    assert dt.datetime.fromisoformat(granted["grantedAt"]).timestamp() == claims.iat
     events = [r["event"] for r in env.op.audit_events()]
     assert events.count("TokenMinted") == 1 and "GrantAuthorized" in events
-    assert events.index("ApprovalCommandGranted") < events.index("TokenMinted")
+    assert events.index("ApprovalCommandGranted") < events.index("TokenMinted") \
+        < events.index("GrantAuthorized")
     assert token not in env.op.audit_path.read_text()
     assert token not in env.op.log_path.read_text()
+
+
+def _writes(env: Env) -> Counter[tuple[str, str]]:
+    """The operator's writes to grants, Jobs, Secrets and approvals' status so far (its
+    ``wingman_api_requests_total``), by (verb, resource)."""
+    out: Counter[tuple[str, str]] = Counter()
+    for line in env.op.metrics().splitlines():
+        if not line.startswith("wingman_api_requests_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels["verb"] in ("create", "patch", "update", "delete") and labels["resource"] in (
+                "jobs", "secrets", "executiongrants", "executiongrants/status",
+                "approvalrequests/status"):
+            out[(labels["verb"], labels["resource"])] += int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def test_a_grant_costs_the_operator_three_writes_and_none_to_the_grant(env: Env) -> None:
+    """The Job, the claim that issues the token (on the approval), the Secret: the operator
+    writes nothing to the grant, which the gateway finds TokenIssued by its claim."""
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    before = _writes(env)
+    env.grant("g", "req", RESTART)
+    eg = env.wait_phase("eg", "g", "TokenIssued")
+    wait_for("the grant settled", lambda: 'wingman_tokens_minted_total{environment="test"} 1.0'
+             in env.op.metrics(), 30, on_timeout=env.op.log_tail)
+    after = _writes(env)
+    assert after - before == Counter({("create", "jobs"): 1, ("patch",
+                                      "approvalrequests/status"): 1, ("create", "secrets"): 1})
+    stored = get(env.cluster, "eg", env.ns, "g")
+    assert stored is not None and grant_rules.phase(stored) == "Pending"
+    secret = env.secret("g")
+    assert secret is not None
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert eg["status"]["tokenSHA256"] == token_sha256(token)
+
+
+def test_a_grant_named_over_54_characters_gets_its_token_issued_in_its_status(env: Env) -> None:
+    """Admission cannot derive such a grant's Job from its name (it is shortened), so its token
+    is issued as before the claim recorded tokens: the claim records none, and the grant's
+    status says TokenIssued with the token fields, next to its Secret."""
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.grant(LONG, "req", RESTART)
+    eg = wait_for("TokenIssued in the status", lambda: (o := get(
+        env.cluster, "eg", env.ns, LONG)) and (o.get("status") or {}).get("phase")
+        == "TokenIssued" and env.secret(LONG) is not None and o, 60,
+        on_timeout=env.op.log_tail)
+    job, secret = env.job(LONG), env.secret(LONG)
+    assert job is not None and secret is not None
+    assert job["metadata"]["name"] != LONG + "-gw"
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    st = eg["status"]
+    assert (st["tokenSHA256"], st["jobName"], st["tokenSecretName"]) == (
+        token_sha256(token), job["metadata"]["name"], secret["metadata"]["name"])
+    ar = get(env.cluster, "ar", env.ns, "req")
+    assert ar is not None
+    (granted,) = ar["status"]["grants"]
+    assert granted["grant"] == LONG and "tokenSHA256" not in granted
 
 
 def test_a_pending_request_is_warned_before_it_expires_and_an_approval_lasts_from_the_decision(
@@ -513,7 +598,7 @@ def test_the_operator_runs_on_the_allocator_it_chose(env: Env) -> None:
 
 def _converged(env: Env, grants: list[str]) -> bool:
     for g in grants:
-        eg = get(env.cluster, "eg", env.ns, g)
+        eg = env.view(g)
         job = env.job(g)
         if not eg or eg.get("status", {}).get("phase") != "TokenIssued" or not job \
                 or job["spec"].get("suspend") or env.secret(g) is None:
@@ -532,7 +617,7 @@ def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
         tokens = [s for s in secrets["items"]
                   if (s["metadata"].get("labels") or {}).get(names.GRANT_LABEL) == g]
         assert len(mine) == 1 and len(tokens) == 1, (g, len(mine), len(tokens))
-        eg = get(env.cluster, "eg", env.ns, g)
+        eg = env.view(g)
         assert eg is not None
         token = base64.b64decode(tokens[0]["data"]["token"]).decode()
         assert eg["status"]["tokenSHA256"] == token_sha256(token)
@@ -540,18 +625,31 @@ def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
             mine[0]["metadata"]["uid"]
 
 
-#: What each kill leaves (the grant's phase, whether its token Secret exists), and how many
-#: ``TokenMinted`` and ``GrantAuthorized`` records the grant has once the restarted operator
-#: has converged: a token is minted again only where the killed process's token never reached
-#: the API server, or only its status did (then the same token is stored under a second
-#: ``TokenMinted``, ``again``, alone); ``GrantAuthorized`` is written with its ``TokenMinted``
-#: (one unit, before the kill at ``token-minted``) and again when a Secret in place is adopted.
-#: Last, whether the restarted operator counts the token in ``wingman_tokens_minted_total``:
-#: the process that writes its ``TokenIssued`` does (the killed one did, when it wrote it); the
-#: same process observes the grant's ``wingman_grant_to_job_seconds`` (whether it stores the
-#: Secret or adopts the one the killed process stored), a process that stores a token again
-#: does not.
+#: What each kill leaves (the phase of the grant's view, whether its token Secret exists), and
+#: how many ``TokenMinted`` and ``GrantAuthorized`` records the grant has once the restarted
+#: operator has converged, for a grant whose claim issues its token (a name of at most 54
+#: characters; its stored phase stays Pending): the claim records the token before any record,
+#: so a run that finds the claim and no Secret writes the claim's records again (``TokenMinted``
+#: ``again``) before it stores the Secret; a Secret in place is adopted without a record. Last,
+#: whether the restarted operator counts the token in ``wingman_tokens_minted_total`` and
+#: observes the grant's ``wingman_grant_to_job_seconds``: the process that stores the Secret
+#: first does (none does when the killed one stored it).
 LEFT_BY_KILL = {
+    "job-created": ("Pending", False, 1, 1, True),
+    "command-claimed": ("TokenIssued", False, 1, 1, True),  # the claim, no record
+    "token-minted": ("TokenIssued", False, 2, 2, True),  # the records, no Secret
+    "secret-created": ("TokenIssued", True, 1, 1, False),
+    "token-stored": ("TokenIssued", True, 1, 1, False),
+}
+#: The same for a grant named over 54 characters (its Job's name is not ``<grant>-gw``), whose
+#: token is issued as before the claim recorded tokens: the claim, then its ``TokenIssued``
+#: status and its Secret together (the phase is the stored one): a token is minted again only
+#: where the killed process's token never reached the API server, or only its status did (then
+#: the same token is stored under a second ``TokenMinted``, ``again``, alone);
+#: ``GrantAuthorized`` is written with its ``TokenMinted`` (one unit, before the kill at
+#: ``token-minted``) and again when a Secret in place is adopted. The process that writes its
+#: ``TokenIssued`` counts the token (the killed one did, when it wrote it).
+LEFT_BY_KILL_LONG = {
     "job-created": ("Pending", False, 1, 1, True),
     "command-claimed": ("Pending", False, 1, 1, True),
     "token-minted": ("Pending", False, 2, 2, True),
@@ -564,6 +662,9 @@ LEFT_BY_KILL = {
     "secret-landed": ("Pending", True, 1, 2, True),
     "both-landed": ("TokenIssued", True, 1, 1, False),
 }
+#: A grant name of 60 characters: its Job's name is shortened, so its token is not issued on
+#: its claim.
+LONG = "g" * 60
 
 
 def _assert_issued_once(env: Env, grant: str) -> None:
@@ -573,8 +674,9 @@ def _assert_issued_once(env: Env, grant: str) -> None:
     grant is that token (one ``jti``: one burn marker, so the gateway runs once); and the audit
     trail verifies, tells one story (the claim before the token, every record of the same token,
     the status's record among them) and contradicts nothing (no denial, failure or expiry)."""
-    eg, job, secret = get(env.cluster, "eg", env.ns, grant), env.job(grant), env.secret(grant)
-    assert eg is not None and job is not None and secret is not None
+    eg, job, secret = env.view(grant), env.job(grant), env.secret(grant)
+    stored = get(env.cluster, "eg", env.ns, grant)
+    assert eg is not None and job is not None and secret is not None and stored is not None
     st = eg["status"]
     token = base64.b64decode(secret["data"]["token"]).decode()
     assert st["phase"] == "TokenIssued" and st["tokenSHA256"] == token_sha256(token)
@@ -588,6 +690,14 @@ def _assert_issued_once(env: Env, grant: str) -> None:
     assert ar is not None
     holders = [e for e in ar["status"]["grants"] if e["command"] == eg["spec"]["command"]]
     assert [(e["grant"], e["grantUID"]) for e in holders] == [(grant, eg["metadata"]["uid"])]
+    if names.job_name(grant) == grant + "-gw":
+        # issued on its claim: the claim records the token in the Secret, the grant nothing
+        assert holders[0]["tokenSHA256"] == token_sha256(token)
+        assert holders[0]["tokenSecretName"] == secret["metadata"]["name"]
+        assert grant_rules.phase(stored) == "Pending", stored.get("status")
+    else:
+        assert stored["status"]["phase"] == "TokenIssued"
+        assert "tokenSHA256" not in holders[0]
     cm = get(env.cluster, "configmap", env.ns, "wingman-public-keys")
     assert cm is not None
     claims = verify_token(token, KeySet.from_mapping(cm["data"]), issuer="wingman-operator",
@@ -606,37 +716,41 @@ def _assert_issued_once(env: Env, grant: str) -> None:
         == {(st["tokenSHA256"], claims.jti, job["metadata"]["uid"])}
     assert {(r["data"]["tokenSHA256"], r["data"]["jobUID"]) for r in authorized} == \
         {(st["tokenSHA256"], job["metadata"]["uid"])}
-    assert st["auditRecordHash"] in {f"sha256:{r['hash']}" for r in authorized}
+    if "auditRecordHash" in st:  # a TokenIssued status the operator wrote (a long name)
+        assert st["auditRecordHash"] in {f"sha256:{r['hash']}" for r in authorized}
     claimed = [r for r in env.op.audit_events() if r["event"] == "ApprovalCommandGranted"
                and r["data"]["grant"] == grant]
     assert claimed and {r["data"]["grantUID"] for r in claimed} == {eg["metadata"]["uid"]}
     assert claimed[0]["seq"] < minted[0]["seq"] < authorized[0]["seq"]
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize(("grant", "step"), [
+    *(("g", step) for step in LEFT_BY_KILL), *((LONG, step) for step in STEPS)],
+    ids=lambda v: "long" if v == LONG else v)
 def test_killed_at_each_write_of_the_grant_flow_converges_to_one_job_and_one_token(
-        env: Env, step: str) -> None:
-    phase, stored, minted, authorized, counted = LEFT_BY_KILL[step]
+        env: Env, grant: str, step: str) -> None:
+    table = LEFT_BY_KILL if grant == "g" else LEFT_BY_KILL_LONG
+    phase, stored, minted, authorized, counted = table[step]
     env.request("req")
     env.wait_phase("ar", "req", "AutoApproved")
     env.op.stop()
     env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = step
     env.op.start()
-    env.grant("g", "req", RESTART)
+    env.grant(grant, "req", RESTART)
     assert env.op.proc is not None
     wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
              60, on_timeout=env.op.log_tail)
     assert env.op.proc.returncode == -9
-    left = get(env.cluster, "eg", env.ns, "g")
+    left = env.view(grant)
     assert left is not None
-    assert ((left.get("status") or {}).get("phase") or "Pending", env.secret("g") is not None) \
+    assert (grant_rules.phase(left), env.secret(grant) is not None) \
         == (phase, stored), f"the kill at {step} left {left.get('status')}"
     del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
     env.op.start()
-    wait_for("convergence", lambda: _converged(env, ["g"]), 60, on_timeout=env.op.log_tail)
-    _assert_one_token_and_one_job_each(env, ["g"])
-    _assert_issued_once(env, "g")
-    records = [r for r in env.op.audit_events() if r["subject"]["name"] == "g"]
+    wait_for("convergence", lambda: _converged(env, [grant]), 60, on_timeout=env.op.log_tail)
+    _assert_one_token_and_one_job_each(env, [grant])
+    _assert_issued_once(env, grant)
+    records = [r for r in env.op.audit_events() if r["subject"]["name"] == grant]
     assert [r["event"] for r in records].count("TokenMinted") == minted, records
     assert [r["event"] for r in records].count("GrantAuthorized") == authorized, records
     assert len({r["data"]["tokenSHA256"] for r in records if r["event"] == "TokenMinted"}) == 1
@@ -662,7 +776,7 @@ def test_a_token_stored_just_before_a_key_rotation_is_adopted(env: Env) -> None:
     wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
              60, on_timeout=env.op.log_tail)
     secret = env.secret("g")
-    assert secret is not None and phase_of(env.cluster, "eg", env.ns, "g") in (None, "Pending")
+    assert secret is not None and env.grant_phase("g") == "TokenIssued"  # on its claim
     del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
     assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", str(env.cluster.kubeconfig)]) == 0
     env.op.start()
@@ -726,7 +840,7 @@ def test_killed_at_random_points_over_many_grants_converges(env: Env) -> None:
     def settled() -> list[str] | None:
         winners = []
         for a, b, _ in pairs:
-            phases = {g: phase_of(env.cluster, "eg", env.ns, g) or "Pending" for g in (a, b)}
+            phases = {g: env.grant_phase(g) or "Pending" for g in (a, b)}
             if sorted(phases.values()) != ["Denied", "TokenIssued"]:
                 return None
             winners.append(a if phases[a] == "TokenIssued" else b)
@@ -1209,7 +1323,7 @@ def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env)
     wait_for("the Secret stored again", lambda: env.secret("g1") is not None, 30,
              on_timeout=env.op.log_tail)
     assert _token(env, "g1") == first
-    assert phase_of(env.cluster, "eg", env.ns, "g1") == "TokenIssued"
+    assert env.grant_phase("g1") == "TokenIssued"
     # the same token stored again is not another token minted
     assert 'wingman_tokens_minted_total{environment="test"} 1.0' not in env.op.metrics()
 
@@ -1531,7 +1645,7 @@ def test_an_expired_token_whose_gateway_waits_costs_one_read_of_the_grant_and_of
                   for i in issued)
     # past the expiry plus the leeway (5 s), and several sweeps (every second here)
     time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 5 + 4)
-    assert all(phase_of(env.cluster, "eg", env.ns, f"{g}-1") == "TokenIssued" for g in grants)
+    assert all(env.grant_phase(f"{g}-1") == "TokenIssued" for g in grants)
     for g in grants:
         _fail_the_job(env, f"{g}-1")
     for g in grants:

@@ -114,6 +114,20 @@ def test_the_holder_claims_again_without_a_write_after_a_restart() -> None:
     assert again.denial is None and again.grants is None
 
 
+def test_a_claim_that_issues_the_token_records_its_fields_and_nothing_else() -> None:
+    """The token fields go into the new entry, named as in a grant's status; anything else
+    given is not recorded, and the entries already there are kept as they are."""
+    token = {"tokenSHA256": "ab" * 32, "tokenExpirationTime": "2026-11-25T12:10:00Z",
+             "jobName": "g-gw", "tokenSecretName": "g-gw-token-0123456789abcdef",
+             "token": "never recorded"}
+    taken = grants.claim(grant(), approval(APPROVED), NOW, token=token)
+    assert taken.denial is None and taken.grants is not None
+    (entry,) = taken.grants
+    assert entry == {"command": CMD, "grant": "g", "grantUID": "g1",
+                     "grantedAt": "2026-11-25T12:00:00Z",
+                     **{k: v for k, v in token.items() if k != "token"}}
+
+
 def test_a_second_grant_for_a_granted_command_is_denied_naming_the_holder() -> None:
     a = approval(APPROVED)
     a["status"]["grants"] = grants.claim(grant(), a, NOW).grants

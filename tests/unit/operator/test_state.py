@@ -81,6 +81,54 @@ def test_grants_need_issuing_releasing_and_cleaning_up_until_done() -> None:
     assert t.observe_grant(grant(phase="Succeeded"), NOW).needs is None
 
 
+ISSUED = {"command": "c", "grant": "g", "grantUID": "u-g", "grantedAt": "2026-11-25T11:59:00Z",
+          "tokenSHA256": "ab" * 32, "tokenExpirationTime": "2026-11-25T12:09:00Z",
+          "jobName": "g-gw", "tokenSecretName": "g-gw-token-0123456789abcdef"}
+ISSUED_EXPIRY = dt.datetime(2026, 11, 25, 12, 9, tzinfo=dt.UTC)
+
+
+def test_a_grant_issued_on_its_claim_is_token_issued_whichever_the_watches_deliver_first() -> None:
+    """Its stored phase stays Pending; the claim that records its token makes it TokenIssued,
+    with the claim's expiry, so it needs releasing and its expiry is watched; a raw Pending
+    grant seen again (its own watch event) does not forget it."""
+    claimed = approval("req", REVIEWED, phase="Approved", grants=[ISSUED])
+    grant_first, approval_first = state.Tracker(), state.Tracker()
+    e = grant_first.observe_grant(grant(), NOW)
+    assert (e.phase, e.needs) == ("Pending", "issue")
+    grant_first.observe_approval(claimed, False, NOW)
+    approval_first.observe_approval(claimed, False, NOW)
+    f = approval_first.observe_grant(grant(), NOW)
+    for t, entry in ((grant_first, e), (approval_first, f)):
+        assert (entry.phase, entry.needs, entry.expires_at) == (
+            "TokenIssued", "release", ISSUED_EXPIRY)
+        entry.released = True
+        t.settle(entry, None, NOW)
+        t.observe_grant(grant(), NOW)  # the raw grant again: still TokenIssued, released
+        assert (entry.phase, entry.needs, entry.expires_at) == (
+            "TokenIssued", None, ISSUED_EXPIRY)
+        assert t.view(grant())["status"] == {
+            "phase": "TokenIssued", **{k: ISSUED[k] for k in (
+                "tokenSHA256", "tokenExpirationTime", "jobName", "tokenSecretName")}}
+        later = ISSUED_EXPIRY + dt.timedelta(seconds=31)
+        assert state.expiry_due(entry, later, 1.0, dt.timedelta(seconds=30), 30.0)
+        # the gateway writes Running: the grant's own phase from then on
+        assert t.observe_grant(grant("g", "Running"), NOW).phase == "Running"
+        t.forget("grant", "u-g")
+        assert t.claims == {}
+
+
+def test_a_claim_without_a_token_or_of_a_final_grant_changes_nothing() -> None:
+    """A claim of an earlier release (or of a grant named over 54 characters) records no token:
+    the grant is judged by its own status; a final grant stays final."""
+    t = state.Tracker()
+    plain = {k: ISSUED[k] for k in ("command", "grant", "grantUID", "grantedAt")}
+    t.observe_approval(approval("req", REVIEWED, phase="Approved", grants=[plain]), False, NOW)
+    assert t.observe_grant(grant(), NOW).phase == "Pending" and t.claims == {}
+    t.observe_approval(approval("req", REVIEWED, phase="Approved", grants=[ISSUED]), False, NOW)
+    e = t.observe_grant(grant("g", "Expired", completionTime="2026-11-25T12:10:00Z"), NOW)
+    assert (e.phase, e.needs) == ("Expired", "cleanup")
+
+
 def test_retirement_waits_for_the_retention_and_a_request_outlives_its_grants() -> None:
     t = state.Tracker()
     rejected = approval("req", REVIEWED, ("Rejected", "True", "2026-11-24T10:00:00Z"))

@@ -71,6 +71,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import kopf
@@ -147,11 +148,12 @@ async def read_approval(ctx: Context, name: str, namespace: str) -> Any:
 
 
 async def claim_command(ctx: Context, grant: Any, approval: Any,
-                        entries: list[dict[str, Any]]) -> Any:
+                        entries: list[dict[str, Any]], *, audit: bool = True) -> Any:
     """Record in the approval that its command now belongs to this grant, over the version read
     (of two grants racing for a command exactly one write lands; the loser re-reads and is
-    denied). Returns the approval as written; None when the API server did not keep the record
-    (an outdated CRD)."""
+    denied), and audit it (unless not ``audit``: a claim that issues the token is audited with
+    the token, ``store_claimed``). Returns the approval as written; None when the API server did
+    not keep the record (an outdated CRD)."""
     meta = approval["metadata"]
     body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
             "status": {"grants": entries}}
@@ -169,16 +171,44 @@ async def claim_command(ctx: Context, grant: Any, approval: Any,
     holder = rules.granted_to(updated, str(grant["spec"]["command"]), rollback_of=undoes)
     if holder is None or holder.get("grantUID") != grant["metadata"]["uid"]:
         return None
-    await audit_claim(ctx, grant, approval)
+    if audit:
+        await audit_claim(ctx, grant, approval)
     return updated
 
 
-async def audit_claim(ctx: Context, grant: Any, approval: Any) -> None:
+def claim_record(grant: Any, approval: Any) -> tuple[str, Any, dict[str, Any]]:
+    """The ``ApprovalCommandGranted`` record of the grant's claim on ``approval``."""
     undoes = logic.undoes(grant, approval)
-    await ctx.audit("ApprovalCommandGranted", subject_of(approval), {
+    return ("ApprovalCommandGranted", subject_of(approval), {
         "command": grant["spec"]["command"], "grant": grant["metadata"]["name"],
         "grantUID": grant["metadata"]["uid"],
         **({"rollbackOf": undoes} if undoes is not None else {})})
+
+
+async def audit_claim(ctx: Context, grant: Any, approval: Any) -> None:
+    await ctx.audit(*claim_record(grant, approval))
+
+
+async def audit_issue(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
+                      token_hash: str, minted: tuple[str, Any, dict[str, Any]]) -> None:
+    """The records of a token issued on the claim, one unit, one wait: the claim
+    (``ApprovalCommandGranted``), ``TokenMinted``, ``GrantAuthorized``; written before the
+    token Secret is stored (again, at least once, by a run that finds the claim but no
+    Secret)."""
+    results = await ctx.audit_unit([claim_record(grant, approval), minted, (
+        "GrantAuthorized", subject_of(grant), {
+            "tokenSHA256": token_hash, "job": job["metadata"]["name"],
+            "jobUID": job["metadata"]["uid"]})])
+    for result in results:
+        if isinstance(result, AuditUnavailable):
+            raise result
+    crashpoint(ctx, "token-minted")
+
+
+def count_issued(ctx: Context) -> None:
+    """A token stored for the first time: the grant is TokenIssued, a token was minted."""
+    ctx.metrics.grants.labels(environment=ctx.env, outcome="TokenIssued").inc()
+    ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
 
 
 def owned_by(obj: Any, grant: Any) -> bool:
@@ -249,6 +279,7 @@ class Grants:
     """The reconciler of ExecutionGrants (``Context.run`` calls it under the object's lock)."""
 
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
+        body = dict(ctx.tracker.view(body))  # a Pending grant issued on its claim: TokenIssued
         phase = grant_rules.phase(body)
         entry = _entry(ctx, body)
         if entry is not None and entry.final_at is not None and not grant_rules.is_terminal(body):
@@ -260,7 +291,7 @@ class Grants:
                                    body["metadata"]["name"])
             if fresh is None or fresh["metadata"].get("uid") != body["metadata"]["uid"]:
                 return
-            body = fresh
+            body = dict(ctx.tracker.view(fresh))
             entry = ctx.tracker.observe_grant(body, _now())
             phase = grant_rules.phase(body)
         if grant_rules.is_terminal(body):
@@ -286,6 +317,7 @@ class Grants:
 
     async def abandon(self, ctx: Context, body: dict[str, Any], reason: str,
                       message: str) -> None:
+        body = dict(ctx.tracker.view(body))  # issued on its claim: never Denied
         phase = grant_rules.phase(body)
         if phase == "Pending":
             await deny(ctx, body, reason, message)
@@ -293,9 +325,58 @@ class Grants:
             await finish(ctx, body, "Failed", reason, message)
 
 
+class _Issued(Exception):
+    """A fresh read of the approval shows that the grant's token was issued on its claim (a
+    run cut short after the claim, whose approval this process had not seen): the grant is
+    ``TokenIssued`` (``grant``, its view) and goes on as such, never Denied."""
+
+    def __init__(self, grant: dict[str, Any]) -> None:
+        super().__init__("the grant's token was issued on its claim")
+        self.grant = grant
+
+
+def _issued_check(ctx: Context, grant: Any) -> None:
+    """Raise ``_Issued`` when the approval just read records a token issued on the claim of
+    the ``Pending`` grant ``grant`` (``read_approval`` told the tracker)."""
+    judged = ctx.tracker.view(grant)
+    if grant_rules.phase(grant) == "Pending" and grant_rules.phase(judged) == "TokenIssued":
+        raise _Issued(dict(judged))
+
+
+def _on_claim(ctx: Context, grant: Any) -> bool:
+    """Whether ``grant``'s token was issued on its claim (the approval's ``status.grants``
+    entry records it; the grant's stored phase is Pending until the gateway writes Running)."""
+    return str(grant["metadata"]["uid"]) in ctx.tracker.claims
+
+
+def _issues_on_claim(grant: Any, job: dict[str, Any], legacy: bool) -> bool:
+    """Whether the claim of ``grant`` issues its token: a grant whose Job name admission
+    derives from its name (``names.job_name(n) == n + "-gw"``: names of at most 54
+    characters), whose Job is that one (not an earlier release's) and whose status records no
+    earlier token. Any other grant is issued as before the claim recorded tokens: the claim,
+    then its ``TokenIssued`` status (which gives admission ``status.jobName``) and its Secret."""
+    name = str(grant["metadata"]["name"])
+    return (names.job_name(name) == name + "-gw" and job["metadata"]["name"] == name + "-gw"
+            and not legacy and not (grant.get("status") or {}).get("tokenSHA256")
+            and not (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION))
+
+
 async def issue(ctx: Context, grant: Any) -> None:
     """The whole flow for a grant that is not final yet, as named steps (idempotent: a re-run
     after a crash at any point continues from what it finds)."""
+    grant = dict(ctx.tracker.view(grant))
+    for _ in range(2):
+        try:
+            await _issue(ctx, grant)
+        except _Issued as issued:  # found issued on a fresh read: go on as TokenIssued
+            grant = issued.grant
+            continue
+        except _Stop:
+            pass
+        return
+
+
+async def _issue(ctx: Context, grant: Any) -> None:
     phase = grant_rules.phase(grant)
     if phase not in ("Pending", "TokenIssued"):
         return  # Running or final: the gateway and the Job watcher take it from here
@@ -317,7 +398,13 @@ async def issue(ctx: Context, grant: Any) -> None:
             secret = await check_secret(ctx, grant, secret_name,
                                         await read_secret(ctx, grant, secret_name))
         if approval is not None:
-            approval, again = await claim(ctx, grant, approval, now)
+            issuing = (job, secret_name, ttl) if _issues_on_claim(grant, job, legacy) else None
+            approval, again, minted = await claim(ctx, grant, approval, now, issuing=issuing)
+            if minted is not None:
+                grant = dict(grant_rules.view(grant, approval))
+                stored = await store_claimed(ctx, grant, approval, job, minted)
+                await release(ctx, grant, job, stored=stored)
+                return
             if again and secret is None:
                 # claimed by an earlier run (a crash or a retry after the claim, a status
                 # reset to Pending): a token of this grant may be in place already
@@ -369,6 +456,7 @@ async def authorize(ctx: Context, grant: Any, now: dt.datetime) -> tuple[Any, in
         auth = logic.authorize(grant, approval, ctx.settings.policy, ctx.allowlist, now,
                                forward=forward)
     if not auth.ok:
+        _issued_check(ctx, grant)  # its claim issued its token: TokenIssued, never Denied
         await deny(ctx, grant, auth.reason, auth.message)
         raise _Stop
     assert approval is not None
@@ -590,11 +678,24 @@ async def _recheck(ctx: Context, grant: Any, approval: Any, now: dt.datetime
                            forward=await forward_of(ctx, grant))
 
 
-async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime
-                ) -> tuple[Any, bool]:
-    """The last check before a token exists: the approved command is used up by this grant.
-    Returns the approval the claim was checked against, and whether an earlier run had
-    claimed it already."""
+@dataclass(frozen=True)
+class _Minted:
+    """A token issued on the claim, to store: its hash, its ``TokenMinted`` record and the
+    create of its Secret (which holds the token; nothing else does)."""
+
+    token_hash: str
+    record: tuple[str, Any, dict[str, Any]]
+    create: Callable[[], Awaitable[tuple[dict[str, Any], bool]]]
+
+
+async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime, *,
+                issuing: tuple[dict[str, Any], str, int] | None = None
+                ) -> tuple[Any, bool, _Minted | None]:
+    """The last check before a token is stored: the approved command is used up by this grant.
+    Returns the approval the claim was checked against, whether an earlier run had claimed it
+    already, and, when ``issuing`` (the Job, its token Secret's name and the token's TTL: a
+    grant ``_issues_on_claim``) and this run made the claim, the token it issued: minted
+    (``grantedAt`` is now), the Job's deadline covered, then recorded in the claim's entry."""
     taken = logic.claim(grant, approval, now, undoes=logic.undoes(grant, approval))
     if taken.denial is not None:
         # the copy may be stale: confirm on a fresh read before refusing
@@ -612,21 +713,69 @@ async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime
         # audit record (the append may be what failed): at least once, never missing
         approval = await read_approval(ctx, approval["metadata"]["name"],
                                        grant["metadata"]["namespace"])
+        _issued_check(ctx, grant)  # its token was issued on the claim: TokenIssued
         auth = await _recheck(ctx, grant, approval, now)
         if not auth.ok:
             await deny(ctx, grant, auth.reason, auth.message)
             raise _Stop
         await audit_claim(ctx, grant, approval)
-        return approval, True
-    updated = await claim_command(ctx, grant, approval, taken.grants)
+        return approval, True, None
+    minted = None
+    if issuing is not None:
+        job, secret_name, ttl = issuing
+        undoes = logic.undoes(grant, approval)
+        # the approval as the claim will make it, which dates the token (grantedAt: now)
+        prospective = {**approval, "status": {**(approval.get("status") or {}),
+                                              "grants": taken.grants}}
+        _, token, claims, kid = await mint_for(ctx, grant, prospective, job, ttl)
+        token_hash = token_sha256(token)
+        await cover_deadline(ctx, grant, job, int(claims.exp))  # before it is recorded
+        taken = logic.claim(grant, approval, now, undoes=undoes, token={
+            "tokenSHA256": token_hash, "jobName": str(job["metadata"]["name"]),
+            "tokenExpirationTime": conditions.rfc3339(
+                dt.datetime.fromtimestamp(claims.exp, dt.UTC)),
+            "tokenSecretName": secret_name})
+        job_uid = job["metadata"]["uid"]
+        minted = _Minted(token_hash, ("TokenMinted", subject_of(grant), {
+            "tokenSHA256": token_hash, "jti": claims.jti, "kid": kid, "expires": claims.exp,
+            "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
+            "command": grant["spec"]["command"]}), functools.partial(
+                create_secret, ctx, manifests.token_secret(
+                    dict(grant), secret_name, token, claims.exp, job_uid, ctx.settings)))
+        del token
+    assert taken.grants is not None
+    updated = await claim_command(ctx, grant, approval, taken.grants, audit=minted is None)
     if updated is None:
         await deny(ctx, grant, "ApprovalSchemaOutdated",
                    "the API server did not keep status.grants on the ApprovalRequest: "
                    "its CRD is older than this operator; apply the release's CRDs "
                    "(kubectl apply -f crds/) and create a new grant")
         raise _Stop
+    if minted is not None and (grant_rules.issued_claim(grant, updated) or {}).get(
+            "tokenSHA256") != minted.token_hash:
+        # the API server kept the claim but not its token fields (a CRD older than the
+        # operator's): the claim issued nothing, the token is issued as for a long name
+        await audit_claim(ctx, grant, approval)
+        minted = None
     crashpoint(ctx, "command-claimed")
-    return updated, False
+    return updated, False, minted
+
+
+async def store_claimed(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
+                        minted: _Minted) -> bool:
+    """The token this run issued on the claim (``grant`` is TokenIssued by it): audited
+    (claim, TokenMinted, GrantAuthorized), then stored in the Secret the Job mounts, which lets
+    the gateway start. Nothing is written to the grant. True when this run created the
+    Secret."""
+    await audit_issue(ctx, grant, approval, job, minted.token_hash, minted.record)
+    secret, created = await minted.create()
+    crashpoint(ctx, "token-stored")
+    if not owned_by(secret, grant):
+        await _secret_conflict(ctx, grant, str(secret["metadata"]["name"]))
+    await bind(ctx, grant, job, secret, expected=minted.token_hash)
+    if created:
+        count_issued(ctx)
+    return created
 
 
 #: What a grant that claimed its command and then cannot get its token leaves to do: the
@@ -793,7 +942,13 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     create = functools.partial(create_secret, ctx, manifests.token_secret(
         dict(grant), secret_name, token, claims.exp, job_uid, ctx.settings))
     del token
-    if issued:
+    on_claim = issued and _on_claim(ctx, grant)
+    if on_claim:
+        # issued on its claim and no Secret: a run cut short after the claim, whose records
+        # may not have been written; they are written (again) before the Secret
+        await audit_issue(ctx, grant, approval, job, token_hash, minted)
+        secret, created = await create()
+    elif issued:
         await ctx.audit(*minted)
         crashpoint(ctx, "token-minted")
         secret, created = await create()
@@ -808,7 +963,9 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     if not owned_by(secret, grant):
         await _secret_conflict(ctx, grant, secret_name)
     await bind(ctx, grant, job, secret, expected=token_hash)
-    return created and not issued
+    if on_claim and created:  # its first store (the run that made the claim was cut short)
+        count_issued(ctx)
+    return created and (on_claim or not issued)
 
 
 async def cover_deadline(ctx: Context, grant: Any, job: dict[str, Any], expires: int) -> None:
@@ -1044,7 +1201,11 @@ async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str
     conds = conditions.set_condition(grant.get("status", {}).get("conditions") or [],
                                      "Succeeded", False, reason, message, gen, now)
     conds = conditions.grant_ready(conds, phase, message, gen, now)
-    await write_status(ctx, grant, {"phase": phase, "reason": reason, "message": message,
+    status = grant.get("status") or {}
+    # a grant issued on its claim (its view): the final status records its token too
+    token = {k: status[k] for k in grant_rules.ISSUED_FIELDS if status.get(k)}
+    await write_status(ctx, grant, {**token, "phase": phase, "reason": reason,
+                                    "message": message,
                                     "completionTime": conditions.rfc3339(now),
                                     "conditions": conds, "observedGeneration": gen,
                                     "auditRecordHash": f"sha256:{record.hash}"})
