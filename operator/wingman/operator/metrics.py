@@ -72,9 +72,10 @@ class Metrics:
             ["environment", "outcome"], registry=r)
         self.tokens_minted = Counter(
             "wingman_tokens_minted_total",
-            "Capability tokens issued: counted once, as the grant's status first records the "
-            "token (TokenIssued), also for a token Secret adopted after an interrupted run; not "
-            "a lost token stored again.",
+            "Capability tokens issued: counted once, as the token's Secret is first stored "
+            "(a token issued on its grant's claim) or the grant's status first records the "
+            "token (TokenIssued; grants named over 54 characters), also for such a Secret "
+            "adopted after an interrupted run; not a lost token stored again.",
             ["environment"],
             registry=r)
         self.denials = Counter(
@@ -83,8 +84,9 @@ class Metrics:
             "and reason.", ["environment", "stage", "reason"], registry=r)
         self.grant_latency = Histogram(
             "wingman_grant_to_job_seconds",
-            "Time from an ExecutionGrant's creation to its TokenIssued status and token Secret in "
-            "place (the gateway can start and spend its token).",
+            "Time from an ExecutionGrant's creation to its token issued (on its claim, or in "
+            "its TokenIssued status) and its token Secret in place (the gateway can start and "
+            "spend its token).",
             ["environment"], buckets=LATENCY_BUCKETS, registry=r)
         self.reconcile_errors = Counter(
             "wingman_reconcile_errors_total", "Handler failures (retried by the operator).",

@@ -1,21 +1,28 @@
-"""ExecutionGrant: authorize, then Job → the approval records the grant → token → status and
-Secret (at the same time); afterwards the Job watcher and clean-up — one level-triggered
-reconcile.
+"""ExecutionGrant: authorize, then Job → the approval's claim records the grant and its token →
+audit → Secret; afterwards the Job watcher and clean-up — one level-triggered reconcile.
 
 The gateway Job is created runnable, but its pod mounts the token Secret, which does not exist
 yet: the kubelet starts no container before the Secret is in place, so creating the Secret is
-what releases the gateway. The grant's ``TokenIssued`` status is written at the same time as the
-Secret (``side_by_side``: one round trip for both): the gateway spends its token only once the
-grant's phase has left Pending (it waits for that until the token expires,
-``wingman.gateway.run``), and both are written after ``TokenMinted`` and ``GrantAuthorized``
-are in the audit trail.
+what releases the gateway. The claim is the issue: the approval's ``status.grants`` entry that
+claims the command for the grant records the token (``tokenSHA256``, ``tokenExpirationTime``,
+``jobName``, ``tokenSecretName``, as a grant's status names them), then ``ApprovalCommandGranted``,
+``TokenMinted`` and ``GrantAuthorized`` go into the audit trail (one unit), then the Secret is
+stored; nothing is written to the grant, whose stored phase stays ``Pending`` until the gateway
+writes ``Running``. The operator and the gateway judge a grant by
+``wingman.model.grants.view``: a Pending grant whose claim records its token is
+``TokenIssued``. Only grants named over 54 characters, whose Job name admission cannot derive
+from their name (``names.job_name``), are issued as before: the claim without a token, then the
+grant's ``TokenIssued`` status written at the same time as the Secret (``side_by_side``; the
+gateway spends its token only once the grant's phase has left Pending, and both are written
+after ``TokenMinted`` and ``GrantAuthorized`` are in the audit trail).
 
 The token is a pure function of what the flow has recorded where only the operator writes: the
 signing key, the approval, the grant, the Job's UID, and the claim on the approval (its
 ``grantedAt`` is the token's ``iat``); its ``jti`` is derived from the grant's UID with the signing
 key (``tokens.grant_jti``). Minting it again gives the same token byte for byte, so a token minted
-but not yet stored (a run cut short after the status landed but before the Secret did) is stored
-again, and only when it hashes to the ``status.tokenSHA256`` recorded for it: made with each key
+but not yet stored (a run cut short after the claim, or the status, landed but before the Secret
+did) is stored again, its records written again first when the claim issued it, and only when it
+hashes to the ``tokenSHA256`` recorded for it (the grant's view's): made with each key
 still in the ring, as the status does not say which one signed it (a key pruned since, or another
 issuer, fails the grant, closed; the lifetime is taken from the status). Whatever happens to
 the status, the Secret or the Job, every token a grant gets under one signing key burns the one
@@ -46,14 +53,15 @@ predictable name, which is read before the claim as those releases did, or
 gateways an executor token (bound to a Secret not named after the Job), so a kubectl command
 of theirs fails closed, its token unspent (``ExecutorTokenUnavailable``).
 
-Round trips on the way to a released gateway: create the Job, claim the command on the approval,
-then write the status and create the Secret together (four requests, three round trips). A claim
-made more than 30 s after the Job (the operator or the API server away in between) first
-extends the Job's deadline (``cover_deadline``), so a command the token lets the gateway start
-late still ends before it. No Event: the status, the audit trail and the metrics carry a
-routine grant; Events are for what went wrong. The approval is the one the watch delivered:
-the claim is written over its resourceVersion, so a stale copy costs a retry, never a wrong
-token, and nothing is refused on its strength without reading it again.
+Requests on the way to a released gateway: create the Job, claim the command on the approval
+with the token, create the Secret (three; a long name's grant writes its status with the
+Secret, four requests in three round trips). A claim made more than 30 s after the Job (the
+operator or the API server away in between) first extends the Job's deadline
+(``cover_deadline``, before the token is recorded anywhere), so a command the token lets the
+gateway start late still ends before it. No Event: the claim (or the status), the audit trail
+and the metrics carry a routine grant; Events are for what went wrong. The approval is the one
+the watch delivered: the claim is written over its resourceVersion, so a stale copy costs a
+retry, never a wrong token, and nothing is refused on its strength without reading it again.
 
 The gateway writes the result into the grant's status; the Job watcher fills in a failure the
 gateway could not report (crash, deadline), the shared sweep expires unused tokens, and the
@@ -102,6 +110,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+#: The crash points of a token issued on its claim are ``job-created``, ``command-claimed`` (the
+#: claim with the token landed, no record), ``token-minted`` (the records written),
+#: ``secret-created`` and ``token-stored``; a long name's grant also passes ``status-written``
+#: and those of ``IN_FLIGHT``.
 #: Crash points inside the concurrent writes of the status and the Secret (``side_by_side``):
 #: both writes are started together, as without fault injection, and the operator is killed
 #: once the status has landed while the Secret's create is still held back, once the Secret has
@@ -905,13 +917,16 @@ async def _made_by_the_ring(ctx: Context, grant: Any, approval: Any, job: dict[s
 
 async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
                       secret_name: str, ttl: int, now: dt.datetime) -> bool:
-    """Mint the grant's token, bound to the Job's UID, record it in the status (Pending) and
-    store it in the Secret ``secret_name`` the Job mounts, which lets the gateway start. For a
-    TokenIssued grant whose Secret is gone, the same token is minted again (with the ring's key
-    that signed it, ``remint_recorded``) and stored only if it hashes to the one recorded (see
-    the module docstring); anything else fails the grant, closed. A Secret of this grant already
-    in place (a status reset to Pending) must hold that very token. True when this was the
-    token's first store (False: stored again)."""
+    """Mint the grant's token, bound to the Job's UID, record it in the status (Pending: a
+    grant not issued on its claim) and store it in the Secret ``secret_name`` the Job mounts,
+    which lets the gateway start. For a TokenIssued grant whose Secret is gone, the same token
+    is minted again (with the ring's key that signed it, ``remint_recorded``) and stored only if
+    it hashes to the one recorded (see the module docstring); anything else fails the grant,
+    closed; one issued on its claim gets the claim's records written again first (the run that
+    made the claim may have been cut short before them). A Secret of this grant already in
+    place (a status reset to Pending) must hold that very token. True when this was the
+    token's first store (False: stored again; a token issued on its claim counts as first
+    stored whenever this run creates its Secret)."""
     issued = grant_rules.phase(grant) == "TokenIssued"
     if (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION):
         await _cannot_mint(ctx, grant, "an earlier release already released its Job")
@@ -1031,16 +1046,16 @@ async def create_secret(ctx: Context, body: dict[str, Any]) -> tuple[dict[str, A
 async def side_by_side(ctx: Context, write: Callable[[], Awaitable[dict[str, Any]]],
                        create: Callable[[], Awaitable[tuple[dict[str, Any], bool]]]
                        ) -> tuple[dict[str, Any], tuple[dict[str, Any], bool]]:
-    """The TokenIssued status and the token Secret, written at the same time: one round trip
-    instead of two. Neither needs the other first: the gateway spends its token only once the
-    grant's phase has left Pending (``wingman.gateway.run`` waits for it, until the token
-    expires), and a run cut short between the two finds the other half (a TokenIssued grant
-    stores its Secret again; a Pending grant whose command it claimed adopts the Secret in
-    place). Both writes finish before an error of either is raised (the status write's first;
-    the other one's is logged). Under fault injection at ``status-written`` or
-    ``secret-created`` that write goes first, alone (the second is not made if the first
-    fails), so the crash tests leave each half without the other; at one of ``IN_FLIGHT`` both
-    are started together and the crash comes while they are under way (``_cut``)."""
+    """The TokenIssued status and the token Secret of a grant not issued on its claim (a long name),
+    written at the same time: one round trip instead of two. Neither needs the other first: the
+    gateway spends its token only once the grant's phase has left Pending (``wingman.gateway.run``
+    waits for it, until the token expires), and a run cut short between the two finds the other half
+    (a TokenIssued grant stores its Secret again; a Pending grant whose command it claimed adopts
+    the Secret in place). Both writes finish before an error of either is raised (the status write's
+    first; the other one's is logged). Under fault injection at ``status-written`` or
+    ``secret-created`` that write goes first, alone (the second is not made if the first fails), so
+    the crash tests leave each half without the other; at one of ``IN_FLIGHT`` both are started
+    together and the crash comes while they are under way (``_cut``)."""
     if ctx.settings.fault_kill_at == "status-written":
         return await write(), await create()
     if ctx.settings.fault_kill_at == "secret-created":
@@ -1174,9 +1189,10 @@ async def write_issued(ctx: Context, grant: Any, status: dict[str, Any]) -> dict
 
 async def release(ctx: Context, grant: Any, job: dict[str, Any], *, stored: bool) -> None:
     """The gateway may start: its token is in place (``stored``: by this run, or this run
-    recorded the ``TokenIssued`` of a Secret an interrupted run stored; the grant's time from
-    its creation to this is observed). A Job an earlier release created suspended is unsuspended
-    here (the Job controller starts the gateway pod)."""
+    recorded the ``TokenIssued`` of a Secret an interrupted run stored, or created the Secret
+    of a token issued on its claim; the grant's time from its creation to this is observed).
+    A Job an earlier release created suspended is unsuspended here (the Job controller starts
+    the gateway pod)."""
     if job.get("spec", {}).get("suspend"):
         await ctx.write(ctx.kube.patch, JOBS, grant["metadata"]["namespace"],
                         job["metadata"]["name"], {"spec": {"suspend": False}})
@@ -1193,7 +1209,8 @@ async def release(ctx: Context, grant: Any, job: dict[str, Any], *, stored: bool
 
 
 async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str) -> None:
-    """A final phase the gateway could not write itself (crash, deadline, expiry)."""
+    """A final phase the gateway could not write itself (crash, deadline, expiry). ``grant`` is
+    its view: the final status of a grant issued on its claim records its token's fields."""
     now = _now()
     gen = int(grant["metadata"].get("generation") or 1)
     record = await ctx.audit(f"Grant{phase}", subject_of(grant), {  # all of what status keeps
@@ -1220,8 +1237,8 @@ async def job_result(ctx: Context, grant: Any, done: tuple[str, str]) -> None:
 
 
 async def expire_token(ctx: Context, grant: Any) -> bool:
-    """A TokenIssued grant whose token expired (plus leeway) while no gateway pod is active
-    becomes Expired; True when that happened."""
+    """A TokenIssued grant (its view: issued on its claim, or by its status) whose token expired
+    (plus leeway) while no gateway pod is active becomes Expired; True when that happened."""
     status = grant.get("status") or {}
     expires = rules.parse_time(status.get("tokenExpirationTime"))
     leeway = dt.timedelta(seconds=ctx.settings.leeway_seconds)
