@@ -5,6 +5,7 @@ Real API server, the chart's identities; the operator runs as its ServiceAccount
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from support.admission import refuse_updates, wait_refused
 from support.chart import DEFAULT_GATEWAY_IMAGE, installed
 from support.operator import OperatorProcess, get, wait_for
 from wingman.audit import verify
+from wingman.capability.tokens import token_sha256
 from wingman.dev.node import NodeHarness
 
 JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl"
@@ -122,10 +124,13 @@ def test_a_write_the_api_server_will_never_accept_ends_the_object_instead_of_loo
         assert "refused by the test's admission policy" in rejected["message"]
         env.request("ok-req")
         env.wait_phase("ar", "ok-req", "AutoApproved")
-        env.grant("doomed-g", "ok-req", RESTART)
-        eg = env.wait_phase("eg", "doomed-g", "Denied")
+        # named over 54 characters, so its token is issued in its TokenIssued status (which the
+        # policy refuses), not on its claim
+        doomed = "doomed-" + "g" * 53
+        env.grant(doomed, "ok-req", RESTART)
+        eg = env.wait_phase("eg", doomed, "Denied")
         assert eg["status"]["reason"] == "OperatorWriteRejected"
-        assert env.secret("doomed-g") is None
+        assert env.secret(doomed) is None
         events = [r["event"] for r in env.op.audit_events()]
         assert "ApprovalRejected" in events and "GrantDenied" in events
         assert verify(str(env.op.audit_path)).ok
@@ -196,22 +201,24 @@ def test_a_full_audit_volume_mid_flow_leaves_no_state_change_without_its_record(
                 (get(cluster, "ar", ns, r) or {}).get("status", {}).get("grants")
                 for r in requests), 60, on_timeout=op.log_tail)
             time.sleep(3)
-            # fail closed: no token without its records. A full volume still takes the few
-            # records that fit in the slack of the trail's last page, so a grant or two may be
-            # issued, each with its records already in the trail; the rest wait.
-            # The grants first, then the trail: a grant's record is written before its status,
-            # so one issued between the two reads is then still Pending here (read the other
-            # way round, its status could show a record the trail read before it lacks).
-            grants = [get(cluster, "eg", ns, f"g{i}") for i in range(len(requests))]
+            # fail closed: no token stored without its records. A full volume still takes the
+            # few records that fit in the slack of the trail's last page, so a grant or two may
+            # get its token Secret, each with its records already in the trail; the rest wait
+            # (their claims record their tokens, which no gateway can hold).
+            # The Secrets first, then the trail: a grant's records are written before its
+            # Secret, so one stored between the two reads is then missing here (read the other
+            # way round, a Secret could show a token the trail read before it lacks).
+            secrets = [env.secret(f"g{i}") for i in range(len(requests))]
             trail = [json.loads(line) for line in audit.read_text().splitlines()]
             held = []
-            for i, eg in enumerate(grants):
-                if eg is None or (eg.get("status") or {}).get("phase") in (None, "Pending"):
+            for i, secret in enumerate(secrets):
+                if secret is None:
                     held.append(i)
                     continue
-                assert eg["status"]["tokenSHA256"] in {
+                token = base64.b64decode(secret["data"]["token"]).decode()
+                assert token_sha256(token) in {
                     r["data"]["tokenSHA256"] for r in trail if r["event"] == "TokenMinted"}, (
-                    f"g{i} issued a token the full trail has no record of: {eg['status']}")
+                    f"g{i}'s token Secret holds a token the full trail has no record of")
             assert held, "the volume ran full, yet every grant got its token"
             assert "wingman_audit_errors_total" in op.metrics()
             filler.unlink()

@@ -632,12 +632,12 @@ def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
 #: so a run that finds the claim and no Secret writes the claim's records again (``TokenMinted``
 #: ``again``) before it stores the Secret; a Secret in place is adopted without a record. Last,
 #: whether the restarted operator counts the token in ``wingman_tokens_minted_total`` and
-#: observes the grant's ``wingman_grant_to_job_seconds``: the process that stores the Secret
-#: first does (none does when the killed one stored it).
+#: observes the grant's ``wingman_grant_to_job_seconds``: the process that makes the claim
+#: does, when it stores the Secret (a later one storing that token is not counted again).
 LEFT_BY_KILL = {
     "job-created": ("Pending", False, 1, 1, True),
-    "command-claimed": ("TokenIssued", False, 1, 1, True),  # the claim, no record
-    "token-minted": ("TokenIssued", False, 2, 2, True),  # the records, no Secret
+    "command-claimed": ("TokenIssued", False, 1, 1, False),  # the claim, no record
+    "token-minted": ("TokenIssued", False, 2, 2, False),  # the records, no Secret
     "secret-created": ("TokenIssued", True, 1, 1, False),
     "token-stored": ("TokenIssued", True, 1, 1, False),
 }
@@ -1095,7 +1095,9 @@ def _fail_the_job(env: Env, grant: str) -> dict[str, Any]:
 
 def _reset_to_pending(env: Env, grant: str) -> None:
     """What someone with the grant's status rights could do: make it look never issued (all but
-    its token's hash, which the CRD keeps once recorded)."""
+    its token's hash, which the CRD keeps once recorded). Only a grant whose status records its
+    token can be reset so (one named over 54 characters, ``LONG``): one issued on its claim is
+    Pending already, and its claim, which only the operator writes, keeps it TokenIssued."""
     eg = get(env.cluster, "eg", env.ns, grant)
     assert eg is not None
     env.cluster.kubectl("patch", "eg", grant, "-n", env.ns, "--subresource=status",
@@ -1114,26 +1116,26 @@ def test_a_grant_reset_to_pending_after_a_key_rotation_gets_that_very_token_agai
     burn marker), as a lost token of a TokenIssued grant is, never another."""
     from wingman.cli.main import main as cli
 
-    first = _issued(env, "req", "g")
+    first = _issued(env, "req", LONG)
     signed_by = jwt.get_unverified_header(first)["kid"]
-    secret = env.secret("g")
+    secret = env.secret(LONG)
     assert secret is not None
     env.op.stop()
     assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", str(env.cluster.kubeconfig)]) == 0
     # the first run over: its Secret gone, and the status reset
     env.cluster.kubectl("delete", "secret", secret["metadata"]["name"], "-n", env.ns)
-    _reset_to_pending(env, "g")
+    _reset_to_pending(env, LONG)
     env.op.start()
-    eg = env.wait_phase("eg", "g", "TokenIssued")
+    eg = env.wait_phase("eg", LONG, "TokenIssued")
     assert eg["status"]["tokenSHA256"] == token_sha256(first)
-    wait_for("the Secret stored again", lambda: env.secret("g") is not None, 30,
+    wait_for("the Secret stored again", lambda: env.secret(LONG) is not None, 30,
              on_timeout=env.op.log_tail)
-    assert _token(env, "g") == first
+    assert _token(env, LONG) == first
     minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"]
     assert [(r["data"]["tokenSHA256"], r["data"]["kid"]) for r in minted] == \
         [(token_sha256(first), signed_by)] * 2, minted
     assert len({r["data"]["jti"] for r in minted}) == 1
-    _assert_one_token_and_one_job_each(env, ["g"])
+    _assert_one_token_and_one_job_each(env, [LONG])
 
 
 def test_a_grant_reset_to_pending_after_its_key_was_pruned_never_gets_a_second_token(
@@ -1143,17 +1145,17 @@ def test_a_grant_reset_to_pending_after_its_key_was_pruned_never_gets_a_second_t
     TokenMinted."""
     from wingman.cli.main import main as cli
 
-    first = _issued(env, "req", "g")
-    secret = env.secret("g")
+    first = _issued(env, "req", LONG)
+    secret = env.secret(LONG)
     assert secret is not None
     env.op.stop()
     kubeconfig = str(env.cluster.kubeconfig)
     assert cli(["keys", "rotate", "-n", env.ns, "--kubeconfig", kubeconfig]) == 0
     assert cli(["keys", "prune", "-n", env.ns, "--kubeconfig", kubeconfig]) == 0
     env.cluster.kubectl("delete", "secret", secret["metadata"]["name"], "-n", env.ns)
-    _reset_to_pending(env, "g")
+    _reset_to_pending(env, LONG)
     env.op.start()
-    eg = _refused_without_a_second_token(env, "g")
+    eg = _refused_without_a_second_token(env, LONG)
     assert "no signing key in the ring makes that token again" in eg["status"]["message"]
     assert "submit a new request" in eg["status"]["message"], eg["status"]
     assert eg["status"]["tokenSHA256"] == token_sha256(first)
@@ -1177,35 +1179,35 @@ def test_a_grant_reset_to_pending_after_its_job_ended_gets_no_new_job(env: Env) 
     """The Job that had the grant's token ended (its pod went) and the status was reset to
     Pending meanwhile: a Pending grant's ended Job is normally replaced, but not one a token
     was stored for. The grant is refused; no second Job, no second token."""
-    _issued(env, "req", "g")
+    _issued(env, "req", LONG)
     env.op.stop()
-    _fail_the_job(env, "g")
-    _reset_to_pending(env, "g")
+    _fail_the_job(env, LONG)
+    _reset_to_pending(env, LONG)
     env.op.start()
-    _refused_without_a_second_token(env, "g")
+    _refused_without_a_second_token(env, LONG)
 
 
 def test_a_pending_grant_whose_job_ended_after_its_token_expired_is_expired(env: Env) -> None:
     """The token Secret was stored, the grant's status never recorded it within the token's
     lifetime, and the gateway, which waits for TokenIssued until its token expires, gave up:
     the grant ends Expired (not a binding mismatch), with everything it owned removed."""
-    _issued(env, "req", "g")
-    secret = env.secret("g")
+    _issued(env, "req", LONG)
+    secret = env.secret(LONG)
     assert secret is not None
     env.op.stop()
-    _fail_the_job(env, "g")
-    _reset_to_pending(env, "g")
+    _fail_the_job(env, LONG)
+    _reset_to_pending(env, LONG)
     # (only the operator's identity may change a token Secret: admission)
     aged = kubectl_as_sa(env.cluster, env.ns, "wingman-operator", "annotate", "secret",
                          secret["metadata"]["name"], "-n", env.ns, "--overwrite",
                          f"{names.EXPIRES_ANNOTATION}={int(time.time()) - 1}")
     assert aged.returncode == 0, aged.stderr
     env.op.start()
-    eg = env.wait_phase("eg", "g", "Expired")
+    eg = env.wait_phase("eg", LONG, "Expired")
     assert eg["status"]["reason"] == "TokenExpired", eg["status"]
     assert "expired before the grant's status recorded it" in eg["status"]["message"]
     wait_for("the grant's Job and Secret removed",
-             lambda: env.job("g") is None and get(env.cluster, "secret", env.ns,
+             lambda: env.job(LONG) is None and get(env.cluster, "secret", env.ns,
                                                   secret["metadata"]["name"]) is None, 30)
     assert [r["event"] for r in env.op.audit_events()].count("TokenMinted") == 1
 
@@ -1218,20 +1220,20 @@ def test_a_token_secret_adopted_after_its_token_expired_is_not_issued(env: Env) 
     no second GrantAuthorized, and its Job and Secret are removed."""
     env.request("req")
     env.wait_phase("ar", "req", "AutoApproved")
-    env.grant("g", "req", RESTART, ttlSeconds=30)
-    eg = env.wait_phase("eg", "g", "TokenIssued")
-    secret = env.secret("g")
+    env.grant(LONG, "req", RESTART, ttlSeconds=30)
+    eg = env.wait_phase("eg", LONG, "TokenIssued")
+    secret = env.secret(LONG)
     assert secret is not None
     env.op.stop()
-    _reset_to_pending(env, "g")
+    _reset_to_pending(env, LONG)
     expires = dt.datetime.fromisoformat(eg["status"]["tokenExpirationTime"])
     time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
     env.op.start()
-    eg = env.wait_phase("eg", "g", "Expired")
+    eg = env.wait_phase("eg", LONG, "Expired")
     assert eg["status"]["reason"] == "TokenExpired", eg["status"]
     assert "expired before it could be issued" in eg["status"]["message"]
     wait_for("the grant's Job and Secret removed",
-             lambda: env.job("g") is None and get(env.cluster, "secret", env.ns,
+             lambda: env.job(LONG) is None and get(env.cluster, "secret", env.ns,
                                                   secret["metadata"]["name"]) is None, 30)
     events = [r["event"] for r in env.op.audit_events()]
     assert events.count("TokenMinted") == 1 and events.count("GrantAuthorized") == 1, events
@@ -1244,14 +1246,14 @@ def test_a_grant_reset_to_pending_after_its_job_was_deleted_gets_no_second_token
     Pending: a new Job would mount a Secret of another name, so the operator looks for any token
     Secret the grant owns before it stores one. It refuses the grant and removes that Secret and
     the new Job: no second Job while a token exists, no second token."""
-    _issued(env, "req", "g")
-    first = env.secret("g")
+    _issued(env, "req", LONG)
+    first = env.secret(LONG)
     assert first is not None
     env.op.stop()
-    env.cluster.kubectl("delete", "job", names.job_name("g"), "-n", env.ns, "--wait=true")
-    _reset_to_pending(env, "g")
+    env.cluster.kubectl("delete", "job", names.job_name(LONG), "-n", env.ns, "--wait=true")
+    _reset_to_pending(env, LONG)
     env.op.start()
-    eg = _refused_without_a_second_token(env, "g")
+    eg = _refused_without_a_second_token(env, LONG)
     assert first["metadata"]["name"] in eg["status"]["message"]
 
 

@@ -472,6 +472,11 @@ async def authorize(ctx: Context, grant: Any, now: dt.datetime) -> tuple[Any, in
         await deny(ctx, grant, auth.reason, auth.message)
         raise _Stop
     assert approval is not None
+    judged = grant_rules.view(grant, approval)
+    if grant_rules.phase(judged) != grant_rules.phase(grant):
+        # its token was issued on its claim (a run cut short, whose approval this process had
+        # not seen yet): TokenIssued, before a Job is made for it
+        raise _Issued(dict(judged))
     return approval, auth.ttl_seconds
 
 
@@ -925,8 +930,9 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     closed; one issued on its claim gets the claim's records written again first (the run that
     made the claim may have been cut short before them). A Secret of this grant already in
     place (a status reset to Pending) must hold that very token. True when this was the
-    token's first store (False: stored again; a token issued on its claim counts as first
-    stored whenever this run creates its Secret)."""
+    token's first store (False: stored again; a token issued on its claim is first stored by
+    the run that made the claim, ``store_claimed``, which counts it: one stored by a later run,
+    after a crash or a lost Secret, is not counted again)."""
     issued = grant_rules.phase(grant) == "TokenIssued"
     if (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION):
         await _cannot_mint(ctx, grant, "an earlier release already released its Job")
@@ -978,9 +984,7 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     if not owned_by(secret, grant):
         await _secret_conflict(ctx, grant, secret_name)
     await bind(ctx, grant, job, secret, expected=token_hash)
-    if on_claim and created:  # its first store (the run that made the claim was cut short)
-        count_issued(ctx)
-    return created and (on_claim or not issued)
+    return created and not issued
 
 
 async def cover_deadline(ctx: Context, grant: Any, job: dict[str, Any], expires: int) -> None:
