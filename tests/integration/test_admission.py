@@ -1094,6 +1094,55 @@ def test_a_gateway_pod_writes_running_over_its_own_grant_issued_on_its_claim_onl
         refused.stderr
 
 
+def test_a_gateway_pod_neither_rewrites_a_grant_closed_without_its_job_nor_drops_its_job(
+    cluster: LocalCluster, test_release: Release,
+) -> None:
+    """Only a grant still Pending is related to its gateway Job by its name: once the operator
+    closed it before any token was recorded in its status (``Denied``: its claim never issued
+    one), the pod of ``<grant>-gw`` cannot write its status, say over it ``Succeeded`` with an
+    output nothing produced; and a Job its status records stays recorded (not removed, not
+    emptied), so the grant is never related to a Job by its name again."""
+    ns = test_release.namespace
+    grant = f"closed-{_suffix()}"
+    cluster.kubectl("create", "-n", ns, "-f", "-", input=dump({
+        "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+        "metadata": {"name": grant},
+        "spec": {"approvalRef": {"name": "r"}, "command": "kubectl get pods"}}))
+
+    def operator_writes(status: dict[str, Any]) -> None:
+        cluster.kubectl("patch", "eg", grant, "-n", ns, "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"status": status}))
+
+    operator_writes({"phase": "Denied", "reason": "CommandAlreadyGranted"})
+    pod_name, bound = _gateway_pod_token(cluster, ns, names.job_name(grant))
+
+    def pod_writes(status: dict[str, Any]) -> Any:
+        return _as_token(cluster, bound, "patch", "eg", grant, "-n", ns, "--subresource=status",
+                         "--type=merge", "-p", json.dumps({"status": status}))
+
+    forged = pod_writes({"phase": "Succeeded", "reason": "Executed", "exitCode": 0,
+                         "output": "done"})
+    assert forged.returncode != 0
+    assert (f"gateway pod '{pod_name}' may write the status of its own grant only" in
+            forged.stderr and f"ExecutionGrant '{grant}' records no gateway Job "
+            "(status.jobName) and is Denied: the operator closed it" in forged.stderr), \
+        forged.stderr
+    assert cluster.kubectl("get", "eg", grant, "-n", ns, "-o",
+                           "jsonpath={.status.phase}").stdout == "Denied"
+    # a status that records the Job: the pod writes it, but never without the Job
+    operator_writes({"phase": "Running", "jobName": names.job_name(grant)})
+    for dropped in (None, ""):
+        refused = pod_writes({"phase": "Succeeded", "jobName": dropped})
+        assert refused.returncode != 0
+        assert (f"ExecutionGrant '{grant}' belongs to Job '{grant}-gw', which its status "
+                "records and keeps (status.jobName may not be removed or emptied)") in \
+            refused.stderr, refused.stderr
+    assert pod_writes({"phase": "Succeeded", "reason": "Executed"}).returncode == 0
+    assert cluster.kubectl("get", "eg", grant, "-n", ns, "-o",
+                           "jsonpath={.status.phase}/{.status.jobName}").stdout == \
+        f"Succeeded/{grant}-gw"
+
+
 def _operator_secret(cluster: LocalCluster, ns: str, name: str) -> None:
     """An empty Secret ``name`` made by the operator (only it may make one named like a
     grant's token Secret, ``<job>-token-<16 hex digits>``)."""
