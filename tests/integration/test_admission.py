@@ -1092,6 +1092,22 @@ def test_a_gateway_pod_writes_running_over_its_own_grant_issued_on_its_claim_onl
     assert (f"gateway pod '{long_pod}' may write the status of its own grant only" in
             refused.stderr and "its name is longer than 54 characters" in refused.stderr), \
         refused.stderr
+    # a shorter grant named as the long grant's hashed Job is named (its base ends in '-' and
+    # nine hex digits): not related to that Job by its name, so the long grant's pod cannot
+    # write it (nor can any pod: such a grant's Job is hashed too and recorded with TokenIssued)
+    base = names.job_name(long)[:-len("-gw")]
+    assert len(base) <= 54 and not names.derived_job(base)
+    cluster.kubectl("create", "-n", ns, "-f", "-", input=dump({
+        "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+        "metadata": {"name": base},
+        "spec": {"approvalRef": {"name": "r"}, "command": "kubectl get pods"}}))
+    cluster.kubectl("patch", "eg", base, "-n", ns, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"phase": "Pending"}}))
+    squatted = running(base, names.job_name(long), token=long_token)
+    assert squatted.returncode != 0
+    assert "ends in '-' and nine hex digits" in squatted.stderr, squatted.stderr
+    assert cluster.kubectl("get", "eg", base, "-n", ns, "-o",
+                           "jsonpath={.status.phase}").stdout == "Pending"
 
 
 def test_a_gateway_pod_neither_rewrites_a_grant_closed_without_its_job_nor_drops_its_job(

@@ -11,6 +11,7 @@ Pure: the standard library only.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,10 +55,30 @@ def token_secret_name(job: str, nonce: str) -> str:
     return _bounded(job, f"-token-{nonce}", limit=253)
 
 
+#: The end of a name whose Job name is hashed: ``-`` and nine lowercase hex digits.
+_HASHED_END = re.compile(r"-[0-9a-f]{9}\Z")
+
+
 def job_name(grant: str) -> str:
     """At most 57 characters: the Job controller then names its pods exactly
-    ``<job>-<5 characters>``, which the gateway-writes admission policy relies on."""
-    return _bounded(grant, "-gw", limit=57)
+    ``<job>-<5 characters>``, which the gateway-writes admission policy relies on.
+
+    ``<grant>-gw`` for a name of at most 54 characters that does not end in ``-`` and nine
+    hex digits: admission derives that Job from the grant's name alone. Any other name gets
+    ``<grant[:44]>-<9 hex digits of its SHA-256>-gw``, which ends so: no name whose Job is
+    derived can name another grant's hashed Job (the CLI's and MCP's grant names end in ``-``
+    and eight hex digits, so they are derived)."""
+    name = f"{grant}-gw"
+    if len(name) <= 57 and not _HASHED_END.search(grant):
+        return name
+    digest = hashlib.sha256(grant.encode()).hexdigest()[:9]
+    return f"{grant[:44].rstrip('-.')}-{digest}-gw"
+
+
+def derived_job(grant: str) -> bool:
+    """Whether admission derives ``grant``'s Job from its name (``job_name`` is
+    ``<grant>-gw``): a grant's token can then be issued on its claim."""
+    return job_name(grant) == f"{grant}-gw"
 
 
 def grant_job_name(grant: Mapping[str, Any]) -> str:
@@ -103,6 +124,7 @@ __all__ = [
     "SECRET_TYPE",
     "TOKEN_MOUNT",
     "burn_marker_name",
+    "derived_job",
     "grant_job_name",
     "job_name",
     "legacy_secret_name",

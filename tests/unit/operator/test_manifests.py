@@ -24,10 +24,37 @@ def test_job_names_are_deterministic_distinct_and_leave_room_for_the_pod_suffix(
     # the Job controller names pods <job>-<5 characters> only while <job>- fits in 58
     assert len(job) <= 57
     assert job == f"{grant}-gw" or len(grant) > 54
+    assert names.derived_job(grant) == (job == f"{grant}-gw")
 
 
 def test_long_grant_names_that_share_a_prefix_get_different_jobs() -> None:
     assert names.job_name("a" * 60 + "x") != names.job_name("a" * 60 + "y")
+
+
+@pytest.mark.parametrize("grant", ["a" * 55, "b" * 63, "x-" * 31 + "y", "c" * 44 + "-" * 11,
+                                   "d" * 44 + "." + "e" * 10, "job-012345678"])
+def test_no_grant_whose_job_is_derived_from_its_name_names_another_grants_job(
+        grant: str) -> None:
+    """Admission relates a grant whose status records no Job to ``<grant>-gw``. A hashed Job
+    name's base ends in ``-`` and nine hex digits, and no name so ending is derived: so no
+    grant can be named after another grant's hashed Job and be taken for its owner, however
+    short (the cut drops trailing ``-`` and ``.``)."""
+    job = names.job_name(grant)
+    assert job != f"{grant}-gw"
+    base = job[:-len("-gw")]
+    assert re.search(r"-[0-9a-f]{9}\Z", base), base
+    assert not names.derived_job(base)
+    assert names.job_name(base) != job  # the base's own Job is hashed again, elsewhere
+
+
+def test_the_cli_s_grant_names_are_derived() -> None:
+    """``kubectl wingman`` and the MCP server name a grant ``<request[:50]>-<8 hex>``: up to 54
+    characters they are issued on the claim."""
+    from wingman.client.status import grant_name
+
+    for request in ("req-0123abcd", "r" * 45, "deploy-web-2026"):
+        name = grant_name(request, "kubectl rollout restart deployment/web -n apps")
+        assert names.derived_job(name) and names.job_name(name) == f"{name}-gw", name
 
 
 def test_a_grant_keeps_the_job_name_it_was_issued_with() -> None:

@@ -10,8 +10,9 @@ claims the command for the grant records the token (``tokenSHA256``, ``tokenExpi
 stored; nothing is written to the grant, whose stored phase stays ``Pending`` until the gateway
 writes ``Running``. The operator and the gateway judge a grant by
 ``wingman.model.grants.view``: a Pending grant whose claim records its token is
-``TokenIssued``. Only grants named over 54 characters, whose Job name admission cannot derive
-from their name (``names.job_name``), are issued as before: the claim without a token, then the
+``TokenIssued``. Only grants whose Job name admission cannot derive from their name
+(``names.derived_job``: names over 54 characters, or ending in ``-`` and nine hex digits, whose
+Job's name carries a digest), are issued as before: the claim without a token, then the
 grant's ``TokenIssued`` status written at the same time as the Secret (``side_by_side``; the
 gateway spends its token only once the grant's phase has left Pending, and both are written
 after ``TokenMinted`` and ``GrantAuthorized`` are in the audit trail).
@@ -363,12 +364,13 @@ def _on_claim(ctx: Context, grant: Any) -> bool:
 
 def _issues_on_claim(grant: Any, job: dict[str, Any], legacy: bool) -> bool:
     """Whether the claim of ``grant`` issues its token: a grant whose Job name admission
-    derives from its name (``names.job_name(n) == n + "-gw"``: names of at most 54
-    characters), whose Job is that one (not an earlier release's) and whose status records no
-    earlier token. Any other grant is issued as before the claim recorded tokens: the claim,
-    then its ``TokenIssued`` status (which gives admission ``status.jobName``) and its Secret."""
+    derives from its name (``names.derived_job``: names of at most 54 characters that do not
+    end in ``-`` and nine hex digits), whose Job is that one (not an earlier release's) and
+    whose status records no earlier token. Any other grant is issued as before the claim
+    recorded tokens: the claim, then its ``TokenIssued`` status (which gives admission
+    ``status.jobName``) and its Secret."""
     name = str(grant["metadata"]["name"])
-    return (names.job_name(name) == name + "-gw" and job["metadata"]["name"] == name + "-gw"
+    return (names.derived_job(name) and job["metadata"]["name"] == name + "-gw"
             and not legacy and not (grant.get("status") or {}).get("tokenSHA256")
             and not (job["metadata"].get("annotations") or {}).get(MINTED_ANNOTATION))
 
