@@ -8,31 +8,30 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
 2. connect to the API server as the gateway's ServiceAccount (never a kubeconfig) and re-read
    the ExecutionGrant and its ApprovalRequest;
 3. verify the token against the live objects: signature, issuer, audience (the environment),
-   times, and every binding (approval, grant, Job, namespace, command); the approval must
-   still be approved and unexpired (these times, like the deadline below, judged on the later
-   of the gateway's clock and the API server's ``Date`` of the approval read:
-   ``checks.judged_now``) and record this grant as the one its command was granted
-   to (``status.grants``), and when that claim records the token issued with it, record this
-   very token (``BindingMismatch``), the command one of its commands byte for byte and inside
-   the allowlist (``scope.check``); the grant is judged with its approval
-   (``wingman.model.grants.view``): the operator issues a token on the claim, writing nothing
-   to the grant, so a ``Pending`` grant whose claim records its token is ``TokenIssued`` and
-   runs without waiting; a grant still ``Pending`` without one (named over 54 characters, or
-   issued by an earlier release: the operator writes ``TokenIssued`` at the same time as the
-   token Secret, so the pod may start first) is read again, with its approval, until it is
-   judged otherwise or the token expires (``GrantNotIssued``; moved on past ``TokenIssued``
-   while this token's burn marker exists: another pod ran it, a replay), and these checks are
-   made again on what is current; a ``TokenIssued`` grant must record this very token
-   (``status.tokenSHA256``, or its claim's: ``BindingMismatch``); the executor must be able
-   to run it; a kubectl command needs a fresh token of the executor account, the identity it
-   runs as (``wingman.gateway.identity``, ``ExecutorTokenUnavailable``); every
-   target the request's preview recorded for the command must be the object, at the version,
-   the preview saw (``TargetChanged`` otherwise, unless the policy allows drift); the
-   command's timeout and the writes of its result must end before the deadline of the pod's
-   own Job, read from the Job and measured on the later of the gateway's clock and the API
-   server's (``DeadlineTooClose``; ``DeadlineUnknown`` when it cannot be read, after a few
-   quick tries when the failure may pass): a deadline that stops the command half-way would
-   leave a half-done change;
+   times, and every binding (approval, grant, Job, namespace, command); the approval must still
+   be approved and unexpired (these times, like the deadline below, judged on the later of the
+   gateway's clock and the API server's ``Date`` of the approval read: ``checks.judged_now``)
+   and record this grant as the one its command was granted to (``status.grants``), and when
+   that claim records the token issued with it, record this very token (``BindingMismatch``),
+   the command one of its commands byte for byte and inside the allowlist (``scope.check``); the
+   grant is judged with its approval (``wingman.model.grants.view``): the operator issues a
+   token on the claim, writing nothing to the grant, so a ``Pending`` grant whose claim records
+   its token is ``TokenIssued`` and runs without waiting; a grant still ``Pending`` without one
+   (its Job not derived from its name, or issued by an earlier release: the operator writes
+   ``TokenIssued`` at the same time as the token Secret, so the pod may start first) is read
+   again, with its approval, until it is judged otherwise or the token expires
+   (``GrantNotIssued``; moved on past ``TokenIssued`` while this token's burn marker exists:
+   another pod ran it, a replay), and these checks are made again on what is current; a
+   ``TokenIssued`` grant must record this very token (``status.tokenSHA256``, or its claim's:
+   ``BindingMismatch``); the executor must be able to run it; a kubectl command needs a fresh
+   token of the executor account, the identity it runs as (``wingman.gateway.identity``,
+   ``ExecutorTokenUnavailable``); every target the request's preview recorded for the command
+   must be the object, at the version, the preview saw (``TargetChanged`` otherwise, unless the
+   policy allows drift); the command's timeout and the writes of its result must end before the
+   deadline of the pod's own Job, read from the Job and measured on the later of the gateway's
+   clock and the API server's (``DeadlineTooClose``; ``DeadlineUnknown`` when it cannot be read,
+   after a few quick tries when the failure may pass): a deadline that stops the command
+   half-way would leave a half-done change;
 4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
    grant gets condition ``ReplayDetected`` and nothing else changes);
 5. audit ``GatewayTokenBurned``, check the approval and the previewed targets again, audit
@@ -466,10 +465,10 @@ def _issued(run: _Run, grant: dict[str, Any], approval: dict[str, Any], until: f
             now: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """The grant, and its approval, once the grant is no longer judged ``Pending``
     (``wingman.model.grants.view``: a claim that records its token makes it ``TokenIssued``).
-    For a grant whose token is recorded in its own status (a name over 54 characters, or a grant
-    an earlier release issued) the operator writes ``TokenIssued`` at the same time as the
-    token Secret, not before it, so a gateway may start first: it reads the grant and its
-    approval again (backing off from 0.1 s to 2 s) until then, or until ``until`` (the token's
+    For a grant whose token is recorded in its own status (its Job not derived from its name,
+    or a grant an earlier release issued) the operator writes ``TokenIssued`` at the same time
+    as the token Secret, not before it, so a gateway may start first: it reads the grant and
+    its approval again (backing off from 0.1 s to 2 s) until then, or until ``until`` (the token's
     expiry with the leeway: it is useless after that anyway; ``now`` is the time the token was
     judged on, ``checks.judged_now``), and spends nothing meanwhile.
     A read that fails is tried again; a grant deleted, or deleted and created again under its

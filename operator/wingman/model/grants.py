@@ -6,7 +6,7 @@ grant, and writes nothing to the grant itself; the gateway writes the grant's fi
 ``Running``. So a grant whose stored phase is ``Pending`` may already hold a token, and both
 the operator and the gateway judge a grant by :func:`view`, which reads that claim: such a
 grant is ``TokenIssued``, with the claim's token fields. Grants an earlier release issued
-(and grants named over 54 characters, whose Job name admission cannot derive) have
+(and grants whose Job name admission cannot derive, ``names.derived_job``) have
 ``TokenIssued`` and the token fields in their own status, which :func:`view` leaves as it finds.
 """
 

@@ -17,10 +17,10 @@ matter. Its claim is recorded with ``rollbackOf``, so each rollback is granted o
 
 ``claim`` then makes the approval single-use per command: the first authorized grant for a
 command is recorded in the approval's ``status.grants`` before any token is stored (the entry
-records the token it issues: its hash, expiry, Job and Secret; only for grants named over 54
-characters does it come before the token and record none), and every later grant for that
-command is ``CommandAlreadyGranted``. An approved command therefore runs
-at most once, whoever creates grants and however many.
+records the token it issues: its hash, expiry, Job and Secret; only for grants whose Job is
+not named after them, ``names.derived_job``, does it come before the token and record none),
+and every later grant for that command is ``CommandAlreadyGranted``. An approved command
+therefore runs at most once, whoever creates grants and however many.
 
 ``deadline_for`` says how long a gateway Job's deadline must be for a token claimed long after
 the Job was made.

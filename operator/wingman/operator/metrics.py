@@ -74,7 +74,7 @@ class Metrics:
             "wingman_tokens_minted_total",
             "Capability tokens issued: counted once, as the token's Secret is first stored "
             "(a token issued on its grant's claim) or the grant's status first records the "
-            "token (TokenIssued; grants named over 54 characters), also for such a Secret "
+            "token (TokenIssued; grants whose Job is not named after them), also for such a Secret "
             "adopted after an interrupted run; not a lost token stored again.",
             ["environment"],
             registry=r)
