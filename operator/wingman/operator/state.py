@@ -211,6 +211,9 @@ class Tracker:
     #: grant uid -> the claim that issued its token (``grantUID`` and the token fields of
     #: the approval's ``status.grants`` entry; ``wingman.model.grants.ISSUED_FIELDS``)
     claims: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: request uid -> the uids of the grants its claims issued tokens to (a claim of a grant
+    #: deleted meanwhile, listed again by the request's next version, goes with the request)
+    claimed: dict[str, set[str]] = field(default_factory=dict)
 
     # -- feeding -------------------------------------------------------------------------
     def observe_approval(self, body: Body, pending_decisions: bool, now: dt.datetime, *,
@@ -242,6 +245,7 @@ class Tracker:
             grant_uid = claim.get("grantUID") if isinstance(claim, Mapping) else None
             if not grant_uid or not claim.get("tokenSHA256") or grant_uid in self.claims:
                 continue  # the entries are append-only: a claim recorded once stays as it is
+            self.claimed.setdefault(uid, set()).add(str(grant_uid))
             self.claims[str(grant_uid)] = {
                 "grantUID": str(grant_uid),
                 **{k: str(claim[k]) for k in grant_rules.ISSUED_FIELDS if claim.get(k)}}
@@ -296,6 +300,9 @@ class Tracker:
         if entry is None:
             return
         if kind == "approval":
+            for grant_uid in self.claimed.pop(uid, set()):
+                if grant_uid not in self.grants:  # deleted: its claim goes too
+                    self.claims.pop(grant_uid, None)
             if self.approval_uids.get(entry.name) == uid:
                 del self.approval_uids[entry.name]
             return

@@ -316,3 +316,25 @@ def test_the_copy_kept_for_grants_follows_each_new_version_of_the_request() -> N
     del unversioned["metadata"]["resourceVersion"]
     t.observe_approval(unversioned, False, NOW)  # no version to compare: copied again
     assert e.body is not None and e.body["status"]["phase"] == "Rejected"
+
+
+def test_the_claims_of_deleted_grants_are_forgotten_with_their_request() -> None:
+    """A grant deleted while its request lives is forgotten, and the request's next version
+    lists its claim again; once the request is forgotten too, nothing of that claim stays in
+    memory (the operator's memory follows the objects that exist). A grant still known keeps
+    its claim: it stays TokenIssued, never judged Pending (and Denied) for want of it."""
+    t = state.Tracker()
+    other = {**ISSUED, "command": "d", "grant": "h", "grantUID": "u-h"}
+    claimed = approval("req", REVIEWED, phase="Approved", grants=[ISSUED, other])
+    t.observe_approval(claimed, False, NOW)
+    t.observe_grant(grant(), NOW)
+    t.observe_grant(grant("h"), NOW)
+    t.forget("grant", "u-h")  # deleted
+    again = approval("req", REVIEWED, phase="Approved", grants=[ISSUED, other])
+    again["metadata"]["resourceVersion"] = "8"
+    t.observe_approval(again, False, NOW)  # the request's next version lists h's claim again
+    t.forget("approval", "u-req")
+    assert set(t.claims) == {"u-g"}
+    assert t.observe_grant(grant(), NOW).phase == "TokenIssued"
+    t.forget("grant", "u-g")
+    assert t.claims == {}
