@@ -359,3 +359,22 @@ def test_the_audit_record_of_a_job_that_ended_without_a_result_keeps_all_of_its_
     (record,) = [r for r in FileSink(tmp_path / "audit.jsonl").records()
                  if r.event == "GrantFailed"]
     assert record.data["message"] == status["message"]
+
+
+def test_a_token_to_store_never_shows_in_a_repr() -> None:
+    """The token issued on the claim travels to its Secret's create inside the operator; its
+    repr (a log line, a traceback's locals) names its hash and record, never the manifest
+    that holds the token."""
+    import functools
+
+    from wingman.operator.handlers.grants import _Minted
+
+    secret = {"data": {"token": "ZXlKaGJHY2lPaUpGWkVSVFFTSjkuc2VjcmV0"}}
+
+    async def create(body: dict[str, object]) -> tuple[dict[str, object], bool]:
+        return body, True
+
+    minted = _Minted("sha256:ab", ("TokenMinted", {}, {"tokenSHA256": "sha256:ab"}),
+                     functools.partial(create, secret))
+    assert "sha256:ab" in repr(minted)
+    assert "ZXlK" not in repr(minted) and "create" not in repr(minted)

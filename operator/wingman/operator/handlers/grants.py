@@ -80,7 +80,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import kopf
@@ -704,7 +704,8 @@ class _Minted:
 
     token_hash: str
     record: tuple[str, Any, dict[str, Any]]
-    create: Callable[[], Awaitable[tuple[dict[str, Any], bool]]]
+    # the create holds the Secret's manifest, the token in it: never in a repr
+    create: Callable[[], Awaitable[tuple[dict[str, Any], bool]]] = field(repr=False)
 
 
 async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime, *,
