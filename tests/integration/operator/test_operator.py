@@ -1288,27 +1288,35 @@ def test_a_job_that_does_not_run_as_the_gateway_is_never_given_a_token(env: Env)
     assert "TokenMinted" not in [r["event"] for r in env.op.audit_events()]
 
 
+@pytest.mark.parametrize("grant", ["g", LONG], ids=["claim", "long"])
 def test_a_job_not_of_the_grant_found_after_its_claim_says_to_submit_a_new_request(
-        env: Env) -> None:
-    """An earlier run claimed the command and stopped before the token; the grant's Job was
-    replaced by one that is not the grant's since. The grant is Denied (still Pending), and the
-    approval still grants its command to it: another grant would be refused
-    (CommandAlreadyGranted), so the message names a new request too."""
-    _killed_after_the_job(env, at="command-claimed")
-    env.cluster.kubectl("delete", "job", names.job_name("g"), "-n", env.ns, "--wait=true")
+        env: Env, grant: str) -> None:
+    """An earlier run claimed the command and stopped; the grant's Job was replaced by one
+    that is not the grant's since. The approval still grants its command to it: another grant
+    would be refused (CommandAlreadyGranted), so the message names a new request. A grant
+    whose claim recorded its token (issued on the claim) is never Denied: it ends Failed; a
+    grant whose Job is not named after it was claimed before its token, so it is Denied (still
+    Pending)."""
+    _killed_after_the_job(env, at="command-claimed", grant=grant)
+    job = names.job_name(grant)
+    env.cluster.kubectl("delete", "job", job, "-n", env.ns, "--wait=true")
     env.cluster.kubectl("create", "-n", env.ns, "-f", "-", input=json.dumps({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": names.job_name("g")},
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job},
         "spec": {"backoffLimit": 0, "template": {"spec": {
             "restartPolicy": "Never", "serviceAccountName": "default",
             "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9"}]}}}}))
     env.op.start()
-    eg = env.wait_phase("eg", "g", "Denied")
+    ended = "Failed" if grant == "g" else "Denied"
+    wait_for(f"eg/{grant} {ended}", lambda: (get(env.cluster, "eg", env.ns, grant) or {}).get(
+        "status", {}).get("phase") == ended, 60, on_timeout=env.op.log_tail)
+    eg = get(env.cluster, "eg", env.ns, grant)
+    assert eg is not None
     assert eg["status"]["reason"] == "JobConflict", eg["status"]
     assert "does not belong to this grant" in eg["status"]["message"], eg["status"]
     assert "submit a new request" in eg["status"]["message"], eg["status"]  # command used up
     ar = get(env.cluster, "ar", env.ns, "req")
     assert ar is not None
-    assert [e["grant"] for e in ar["status"]["grants"]] == ["g"], ar["status"]
+    assert [e["grant"] for e in ar["status"]["grants"]] == [grant], ar["status"]
 
 
 def test_a_lost_token_is_stored_again_only_when_it_is_the_one_recorded(env: Env) -> None:
@@ -1416,15 +1424,15 @@ def test_a_grant_whose_job_is_gone_before_the_gateway_ran_fails_without_a_new_jo
     assert env.job("g") is None
 
 
-def _killed_after_the_job(env: Env, at: str = "job-created") -> None:
-    """Grant ``g`` of an approved ``req``, the operator killed (SIGKILL) right after it created
-    the grant's Job (or at the crash point ``at``), and not started again."""
+def _killed_after_the_job(env: Env, at: str = "job-created", grant: str = "g") -> None:
+    """Grant ``grant`` of an approved ``req``, the operator killed (SIGKILL) right after it
+    created the grant's Job (or at the crash point ``at``), and not started again."""
     env.request("req")
     env.wait_phase("ar", "req", "AutoApproved")
     env.op.stop()
     env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = at
     env.op.start()
-    env.grant("g", "req", RESTART)
+    env.grant(grant, "req", RESTART)
     wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
              60, on_timeout=env.op.log_tail)
     del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
