@@ -269,11 +269,11 @@ BACKGROUND_PREFIX = "background: "
 Written = dict[str, tuple[float, float]]
 
 
-def first_writes(path: Path, offset: int, namespace: str
-                 ) -> dict[tuple[str, str, str], Written]:
-    """The first successful (2xx) request of each verb on each object of ``namespace`` in the
-    API server's audit log from byte ``offset``, by (verb, resource[/subresource], user)."""
-    out: dict[tuple[str, str, str], Written] = {}
+def _succeeded(path: Path, offset: int, namespace: str
+               ) -> Iterator[tuple[str, str, str, str, tuple[float, float]]]:
+    """Each successful (2xx) request on a named object of ``namespace`` in the API server's
+    audit log from byte ``offset``, in the log's order: (verb, resource[/subresource], user,
+    name, (arrived, answered) on the API server's clock)."""
     needle = f'"namespace":"{namespace}"'.encode()
     with path.open("rb") as f:
         f.seek(offset)
@@ -291,10 +291,18 @@ def first_writes(path: Path, offset: int, namespace: str
                 continue
             res = ref.get("resource", "?") + (f"/{ref['subresource']}"
                                               if ref.get("subresource") else "")
-            times = (_audit_time(ev["requestReceivedTimestamp"]),
-                     _audit_time(ev["stageTimestamp"]))
-            out.setdefault((ev.get("verb", "?"), res, ev.get("user", {}).get("username", "?")),
-                           {}).setdefault(ref["name"], times)
+            yield (ev.get("verb", "?"), res, (ev.get("user") or {}).get("username", "?"),
+                   ref["name"], (_audit_time(ev["requestReceivedTimestamp"]),
+                                 _audit_time(ev["stageTimestamp"])))
+
+
+def first_writes(path: Path, offset: int, namespace: str
+                 ) -> dict[tuple[str, str, str], Written]:
+    """The first successful (2xx) request of each verb on each object of ``namespace`` in the
+    API server's audit log from byte ``offset``, by (verb, resource[/subresource], user)."""
+    out: dict[tuple[str, str, str], Written] = {}
+    for verb, res, user, name, times in _succeeded(path, offset, namespace):
+        out.setdefault((verb, res, user), {}).setdefault(name, times)
     return out
 
 
@@ -369,24 +377,9 @@ def status_writes(path: Path, offset: int, namespace: str, resource: str, user: 
     """Every successful status write of ``resource`` by ``user`` in ``namespace`` from byte
     ``offset`` of the API server's audit log, per object in the order they arrived."""
     out: dict[str, list[tuple[float, float]]] = {}
-    needle = f'"namespace":"{namespace}"'.encode()
-    with path.open("rb") as f:
-        f.seek(offset)
-        for raw in f:
-            if needle not in raw or b'"subresource":"status"' not in raw:
-                continue
-            try:
-                ev = json.loads(raw)
-            except ValueError:
-                continue
-            ref = ev.get("objectRef") or {}
-            code = (ev.get("responseStatus") or {}).get("code", 0)
-            if ev.get("stage") != "ResponseComplete" or not 200 <= code < 300 or \
-                    ref.get("resource") != resource or ref.get("subresource") != "status" or \
-                    (ev.get("user") or {}).get("username") != user or not ref.get("name"):
-                continue
-            out.setdefault(ref["name"], []).append(
-                (_audit_time(ev["requestReceivedTimestamp"]), _audit_time(ev["stageTimestamp"])))
+    for _, res, by, name, times in _succeeded(path, offset, namespace):
+        if res == f"{resource}/status" and by == user:
+            out.setdefault(name, []).append(times)
     for times in out.values():
         times.sort()
     return out

@@ -208,14 +208,20 @@ async def audit_issue(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     (``ApprovalCommandGranted``), ``TokenMinted``, ``GrantAuthorized``; written before the
     token Secret is stored (again, at least once, by a run that finds the claim but no
     Secret)."""
-    results = await ctx.audit_unit([claim_record(grant, approval), minted, (
-        "GrantAuthorized", subject_of(grant), {
-            "tokenSHA256": token_hash, "job": job["metadata"]["name"],
-            "jobUID": job["metadata"]["uid"]})])
+    results = await ctx.audit_unit([claim_record(grant, approval), minted,
+                                    authorized_record(grant, job, token_hash)])
     for result in results:
         if isinstance(result, AuditUnavailable):
             raise result
     crashpoint(ctx, "token-minted")
+
+
+def authorized_record(grant: Any, job: dict[str, Any], token_hash: str
+                      ) -> tuple[str, Any, dict[str, Any]]:
+    """The ``GrantAuthorized`` record of ``grant``'s token (by its hash) for ``job``."""
+    return ("GrantAuthorized", subject_of(grant), {
+        "tokenSHA256": token_hash, "job": job["metadata"]["name"],
+        "jobUID": job["metadata"]["uid"]})
 
 
 def count_issued(ctx: Context) -> None:
@@ -1162,10 +1168,8 @@ async def authorized(ctx: Context, grant: Any, job: dict[str, Any], secret_name:
                                      f"{secret_name}", gen, now)
     conds = conditions.grant_ready(conds, "TokenIssued", "token issued; waiting for the gateway "
                                    "to run the command", gen, now)
-    results = await ctx.audit_unit([*([minted] if minted is not None else []), (
-        "GrantAuthorized", subject_of(grant), {
-            "tokenSHA256": token_hash, "job": job["metadata"]["name"],
-            "jobUID": job["metadata"]["uid"]})])
+    results = await ctx.audit_unit([*([minted] if minted is not None else []),
+                                    authorized_record(grant, job, token_hash)])
     for result in results:
         if isinstance(result, AuditUnavailable):
             raise result
