@@ -251,11 +251,56 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
                  env.grant(eg_name), job["metadata"]["uid"], command, secret)
 
 
-def issue_on_claim(env: Env, g: Grant, token: str, *, sha256: str | None = None) -> None:
+def make_rollback_grant(env: Env, command: str, rollback: str) -> tuple[Grant, str]:
+    """A request for ``command`` naming ``rollback`` as its reviewed rollback, its forward
+    grant, which ran ``command`` (Succeeded, claimed), and a ``Pending`` rollback grant of it,
+    with its Job and Secret, as ``make_grant(..., on_claim=True)`` leaves a grant: issue its
+    token with ``issue_on_claim(..., rollback_of=command)``. Returns (the rollback grant, the
+    forward grant's name)."""
+    suffix = uuid.uuid4().hex[:6]
+    ar_name, fwd_name, eg_name = f"req-{suffix}", f"grant-{suffix}", f"grant-{suffix}-undo"
+    env.cluster.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+        "metadata": {"name": ar_name, "namespace": env.ns},
+        "spec": {"requester": "alice", "environment": "test",
+                 "instruction": "scale web for the sale", "commands": [command],
+                 "rollbacks": [{"command": command, "rollback": rollback}]},
+    }))
+    _set_approval_status(env, ar_name, _approved(), "Approved")
+    for name, spec in ((fwd_name, {"command": command}),
+                       (eg_name, {"command": rollback, "rollbackOf": {"name": fwd_name}})):
+        env.cluster.kubectl("create", "-f", "-", input=json.dumps({
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": name, "namespace": env.ns},
+            "spec": {"approvalRef": {"name": ar_name}, **spec}}))
+    # the forward grant's claim, and its gateway's result: the command ran
+    _record_grant(env, ar_name, command, fwd_name, env.grant(fwd_name)["metadata"]["uid"])
+    set_grant_status(env, fwd_name, {"phase": "Succeeded", "reason": "CommandSucceeded",
+                                     "exitCode": 0, "startTime": _now_rfc3339(),
+                                     "completionTime": _now_rfc3339()})
+    secret = names.token_secret_name(names.job_name(eg_name), uuid.uuid4().hex[:16])
+    env.cluster.kubectl("create", "secret", "generic", secret, "-n", env.ns)
+    set_grant_status(env, eg_name, {"phase": "Pending"})
+    env.cluster.kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": names.job_name(eg_name), "namespace": env.ns},
+        "spec": {"suspend": True, "backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "gateway", "image": "ghcr.io/wingman-dev/wingman:0.1.0",
+                            "command": ["/usr/bin/tini", "--", "wingman", "gateway"]}]}}},
+    }))
+    job = env.kubectl_json("get", "job", names.job_name(eg_name), "-n", env.ns)
+    return Grant(eg_name, env.kubectl_json("get", "approvalrequests", ar_name, "-n", env.ns),
+                 env.grant(eg_name), job["metadata"]["uid"], rollback, secret), fwd_name
+
+
+def issue_on_claim(env: Env, g: Grant, token: str, *, sha256: str | None = None,
+                   rollback_of: str | None = None) -> None:
     """Issue ``token`` on ``g``'s claim, as the operator does: one write of the approval's
     ``status.grants`` adds the entry that claims the command for the grant with the token's
-    fields (``sha256``: another hash instead; the entries are append-only), and nothing is
-    written to the grant (made ``make_grant(..., on_claim=True)``)."""
+    fields (``sha256``: another hash instead; the entries are append-only; ``rollback_of``:
+    the command a rollback grant undoes), and nothing is written to the grant (made
+    ``make_grant(..., on_claim=True)`` or ``make_rollback_grant``)."""
     claims = jwt.decode(token, options={"verify_signature": False})
     name = g.approval["metadata"]["name"]
     approval = env.kubectl_json("get", "approvalrequests", name, "-n", env.ns)
@@ -265,7 +310,8 @@ def issue_on_claim(env: Env, g: Grant, token: str, *, sha256: str | None = None)
         "grantedAt": _now_rfc3339(), "tokenSHA256": sha256 or tokens.token_sha256(token),
         "tokenExpirationTime": dt.datetime.fromtimestamp(
             claims["exp"], dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "jobName": names.job_name(g.name), "tokenSecretName": g.secret})
+        "jobName": names.job_name(g.name), "tokenSecretName": g.secret,
+        **({"rollbackOf": rollback_of} if rollback_of is not None else {})})
     env.cluster.kubectl("patch", "approvalrequests", name, "-n", env.ns,
                         "--subresource=status", "--type=merge", "-p",
                         json.dumps({"status": {"grants": entries}}))

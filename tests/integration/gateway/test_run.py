@@ -41,6 +41,7 @@ from support.gateway import (
     gateway_env,
     issue_on_claim,
     make_grant,
+    make_rollback_grant,
     mint,
     set_grant_status,
     settings_for,
@@ -648,6 +649,62 @@ def test_a_claim_that_records_another_token_is_refused_before_the_burn(
     assert (status["phase"], status["reason"]) == ("Failed", "BindingMismatch")
     assert status["tokenSHA256"] == other
     assert "records another token" in status["message"]
+    _assert_never_leaked(env, token, capsys.readouterr().err)
+
+
+def _rollback(env: Env) -> tuple[Grant, str, str]:
+    """A rollback grant (scale web back to 2) of a forward grant that ran, Pending, its token
+    minted: (grant, token, the forward command)."""
+    forward = f"kubectl scale deployment/web --replicas=3 -n {env.target}"
+    g, _ = make_rollback_grant(env, forward,
+                               f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    return g, mint(env, g, record=False), forward
+
+
+def test_a_rollback_grant_whose_claim_records_its_token_runs_once(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rollback grant issued on its claim (the entry records ``rollbackOf``, the command it
+    undoes, and its token) runs its reviewed rollback at once; the same token again is a
+    replay."""
+    g, token, forward = _rollback(env)
+    issue_on_claim(env, g, token, rollback_of=forward)
+    settings = settings_for(env, g, token)
+    assert run_gateway(settings) == EXIT_OK
+    assert env.replicas() == 2
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["tokenSHA256"]) == ("Succeeded", tokens.token_sha256(token))
+    executing = [r for r in env.audit_records() if r["event"] == "GatewayExecuting"]
+    assert executing and executing[0]["data"]["rollbackOf"] == \
+        g.grant["spec"]["rollbackOf"]["name"]
+    env.cluster.kubectl("scale", "deployment/web", "--replicas=1", "-n", env.target)
+    assert run_gateway(settings) == EXIT_REPLAY
+    assert env.replicas() == 1, "the rollback ran a second time"
+    assert len(env.leases()) == 1
+    _assert_never_leaked(env, token, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("claim", ["another-token", "as-the-command"])
+def test_a_rollback_grant_whose_claim_is_not_its_token_s_rollback_claim_is_refused(
+    env: Env, capsys: pytest.CaptureFixture[str], claim: str
+) -> None:
+    """The rollback's claim records another token (``BindingMismatch``), or the entry claims
+    the rollback command as a command of its own, not as the rollback of the forward command
+    (no claim of the rollback: ``CommandNotGranted``): refused before the burn."""
+    g, token, forward = _rollback(env)
+    if claim == "another-token":
+        issue_on_claim(env, g, token, sha256=tokens.token_sha256("another token"),
+                       rollback_of=forward)
+        reason = "BindingMismatch"
+    else:
+        issue_on_claim(env, g, token)
+        reason = "CommandNotGranted"
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    assert env.leases() == [] and env.replicas() == 1, "the token stays unspent, nothing ran"
+    assert [(r["event"], r["data"]["reason"]) for r in env.audit_records()] == [
+        ("GatewayRefused", reason)]
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", reason), status
     _assert_never_leaked(env, token, capsys.readouterr().err)
 
 

@@ -1720,3 +1720,142 @@ def test_a_failed_voter_leaves_an_auto_approvable_request_to_a_human(
             env.wait_phase("ar", "restart-frontend", "Approved")
         finally:
             op.stop()
+
+
+# ------------------------------------------------------------------ rollbacks on the claim path
+
+UNDO_SCALE = "kubectl scale deployment/checkout --replicas=1 -n apps"
+
+
+def _rollback_request(env: Env, name: str) -> None:
+    """An approved request for SCALE naming UNDO_SCALE as its reviewed rollback."""
+    env.request(name, commands=(SCALE,), rollbacks=[{"command": SCALE, "rollback": UNDO_SCALE}])
+    ar = env.wait_phase("ar", name, "AutoApproved", "AwaitingDecision")
+    if ar["status"]["phase"] == "AwaitingDecision":
+        env.approve(name)
+        env.wait_phase("ar", name, "Approved")
+
+
+def _ran(env: Env, grant: str, *, finished: dt.datetime | None = None) -> None:
+    """What the gateway writes once the grant's command ran: Succeeded, exit code 0."""
+    when = finished or dt.datetime.now(dt.UTC)
+    env.cluster.kubectl("patch", "eg", grant, "-n", env.ns, "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"status": {
+                            "phase": "Succeeded", "reason": "CommandSucceeded", "exitCode": 0,
+                            "startTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "completionTime": when.strftime("%Y-%m-%dT%H:%M:%SZ")}}))
+
+
+def _denied_without_a_claim(env: Env, request: str, grant: str, reason: str) -> None:
+    eg = env.wait_phase("eg", grant, "Denied")
+    assert eg["status"]["reason"] == reason, eg["status"]
+    assert env.secret(grant) is None and env.job(grant) is None
+    ar = get(env.cluster, "ar", env.ns, request)
+    assert ar is not None
+    assert grant not in [e["grant"] for e in ar["status"].get("grants") or []], \
+        "a refused rollback claims nothing"
+
+
+def test_a_rollback_grant_is_issued_on_its_claim_once_and_only_after_its_command_ran(
+        env: Env) -> None:
+    """A rollback grant takes the claim path of any grant: its claim on the request records
+    its token (with ``rollbackOf``, the command it undoes), the operator writes nothing to the
+    grant, the Secret holds that very token, and the audit records name the rollback command.
+    Refused before the forward command ran, and a second time."""
+    _rollback_request(env, "req")
+    env.grant("fwd", "req", SCALE)
+    env.wait_phase("eg", "fwd", "TokenIssued")
+    # issued, but its gateway never ran the command: nothing to undo yet
+    env.grant("rb-early", "req", UNDO_SCALE, rollbackOf={"name": "fwd"})
+    _denied_without_a_claim(env, "req", "rb-early", "ForwardNotRun")
+
+    _ran(env, "fwd")
+    env.grant("rb", "req", UNDO_SCALE, rollbackOf={"name": "fwd"})
+    eg = env.wait_phase("eg", "rb", "TokenIssued")
+    st = eg["status"]
+    # issued on its claim: no TokenIssued (nor any) status written to the grant
+    stored = get(env.cluster, "eg", env.ns, "rb")
+    assert stored is not None and "status" not in stored, stored.get("status")
+    secret, job = env.secret("rb"), env.job("rb")
+    assert secret is not None and job is not None
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    ar = get(env.cluster, "ar", env.ns, "req")
+    assert ar is not None
+    forward, rollback = ar["status"]["grants"]
+    assert (forward["grant"], forward["command"], forward.get("rollbackOf")) == \
+        ("fwd", SCALE, None)
+    assert (rollback["grant"], rollback["grantUID"], rollback["command"],
+            rollback["rollbackOf"]) == ("rb", eg["metadata"]["uid"], UNDO_SCALE, SCALE)
+    assert {k: rollback[k] for k in grant_rules.ISSUED_FIELDS} == {
+        "tokenSHA256": token_sha256(token), "jobName": job["metadata"]["name"],
+        "tokenSecretName": secret["metadata"]["name"],
+        "tokenExpirationTime": st["tokenExpirationTime"]}
+    assert st["tokenSHA256"] == token_sha256(token)
+    cm = get(env.cluster, "configmap", env.ns, "wingman-public-keys")
+    assert cm is not None
+    claims = verify_token(token, KeySet.from_mapping(cm["data"]), issuer="wingman-operator",
+                          audience="test", now=time.time(), expected=Expected(
+                              approval_uid=ar["metadata"]["uid"], grant_uid=eg["metadata"]["uid"],
+                              job_uid=job["metadata"]["uid"], namespace=env.ns,
+                              command=UNDO_SCALE))
+    assert dt.datetime.fromisoformat(rollback["tokenExpirationTime"]).timestamp() == claims.exp
+    assert dt.datetime.fromisoformat(rollback["grantedAt"]).timestamp() == claims.iat
+
+    def of_rb(event: str) -> list[dict[str, Any]]:
+        return [r for r in env.op.audit_events() if r["event"] == event and (
+            r["subject"]["name"] == "rb" or r["data"].get("grant") == "rb")]
+    wait_for("the rollback's records", lambda: of_rb("GrantAuthorized"), 30)
+    (granted,) = of_rb("ApprovalCommandGranted")
+    assert (granted["data"]["command"], granted["data"]["rollbackOf"],
+            granted["data"]["grantUID"]) == (UNDO_SCALE, SCALE, eg["metadata"]["uid"])
+    (minted,) = of_rb("TokenMinted")
+    assert (minted["data"]["command"], minted["data"]["tokenSHA256"], minted["data"]["jobUID"]) \
+        == (UNDO_SCALE, token_sha256(token), job["metadata"]["uid"])
+    (authorized,) = of_rb("GrantAuthorized")
+    assert (authorized["subject"]["uid"], authorized["data"]["tokenSHA256"],
+            authorized["data"]["jobUID"]) == (eg["metadata"]["uid"], token_sha256(token),
+                                              job["metadata"]["uid"])
+    events = [r["event"] for r in env.op.audit_events() if r in (granted, minted, authorized)]
+    assert events == ["ApprovalCommandGranted", "TokenMinted", "GrantAuthorized"]
+    assert token not in env.op.audit_path.read_text()
+    assert token not in env.op.log_path.read_text()
+
+    # each reviewed rollback is claimed once; a rollback is not rolled back
+    env.grant("rb-again", "req", UNDO_SCALE, rollbackOf={"name": "fwd"})
+    _denied_without_a_claim(env, "req", "rb-again", "RollbackAlreadyGranted")
+    _ran(env, "rb")
+    env.grant("rb-of-rb", "req", SCALE, rollbackOf={"name": "rb"})
+    _denied_without_a_claim(env, "req", "rb-of-rb", "ForwardGrantMismatch")
+    # the rollback's claim is not the command's: the command stays used up by its grant
+    env.grant("fwd-again", "req", SCALE)
+    _denied_without_a_claim(env, "req", "fwd-again", "CommandAlreadyGranted")
+
+
+@pytest.mark.parametrize("case", ["refused", "window-closed", "other-request"])
+def test_a_rollback_of_a_command_that_did_not_run_in_its_window_claims_nothing(
+        env: Env, case: str) -> None:
+    """The forward grant's gateway refused it (Failed without an exit code: the command never
+    ran), it ran longer ago than the rollback window, or it is another request's grant."""
+    _rollback_request(env, "req")
+    env.grant("fwd", "req", SCALE)
+    env.wait_phase("eg", "fwd", "TokenIssued")
+    reason = {"refused": "ForwardNotRun", "window-closed": "RollbackWindowClosed",
+              "other-request": "ForwardGrantMismatch"}[case]
+    request = "req"
+    if case == "refused":
+        env.cluster.kubectl("patch", "eg", "fwd", "-n", env.ns, "--subresource=status",
+                            "--type=merge", "-p", json.dumps({"status": {
+                                "phase": "Failed", "reason": "TargetChanged",
+                                "completionTime": dt.datetime.now(dt.UTC).strftime(
+                                    "%Y-%m-%dT%H:%M:%SZ")}}))
+    elif case == "window-closed":
+        window = int(yaml.safe_load(env.op.policy_path.read_text())["rollbackWindowSeconds"])
+        _ran(env, "fwd", finished=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window + 60))
+    else:
+        _ran(env, "fwd")
+        _rollback_request(env, "other")
+        request = "other"
+    env.grant("rb", request, UNDO_SCALE, rollbackOf={"name": "fwd"})
+    _denied_without_a_claim(env, request, "rb", reason)
+    denied = [r for r in env.op.audit_events() if r["event"] == "GrantDenied"]
+    assert [r["data"]["reason"] for r in denied] == [reason]
