@@ -1831,7 +1831,7 @@ def test_a_rollback_grant_is_issued_on_its_claim_once_and_only_after_its_command
     _denied_without_a_claim(env, "req", "fwd-again", "CommandAlreadyGranted")
 
 
-@pytest.mark.parametrize("case", ["refused", "window-closed", "other-request"])
+@pytest.mark.parametrize("case", ["refused", "window-closed", "other-request", "revoked"])
 def test_a_rollback_of_a_command_that_did_not_run_in_its_window_claims_nothing(
         env: Env, case: str) -> None:
     """The forward grant's gateway refused it (Failed without an exit code: the command never
@@ -1840,7 +1840,7 @@ def test_a_rollback_of_a_command_that_did_not_run_in_its_window_claims_nothing(
     env.grant("fwd", "req", SCALE)
     env.wait_phase("eg", "fwd", "TokenIssued")
     reason = {"refused": "ForwardNotRun", "window-closed": "RollbackWindowClosed",
-              "other-request": "ForwardGrantMismatch"}[case]
+              "other-request": "ForwardGrantMismatch", "revoked": "ApprovalRevoked"}[case]
     request = "req"
     if case == "refused":
         env.cluster.kubectl("patch", "eg", "fwd", "-n", env.ns, "--subresource=status",
@@ -1851,11 +1851,35 @@ def test_a_rollback_of_a_command_that_did_not_run_in_its_window_claims_nothing(
     elif case == "window-closed":
         window = int(yaml.safe_load(env.op.policy_path.read_text())["rollbackWindowSeconds"])
         _ran(env, "fwd", finished=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window + 60))
-    else:
+    elif case == "other-request":
         _ran(env, "fwd")
         _rollback_request(env, "other")
         request = "other"
+    else:  # a Reject after the command ran revokes the approval, and its rollbacks with it
+        _ran(env, "fwd")
+        env.reject("req")
+        env.wait_phase("ar", "req", "Rejected")
     env.grant("rb", request, UNDO_SCALE, rollbackOf={"name": "fwd"})
     _denied_without_a_claim(env, request, "rb", reason)
     denied = [r for r in env.op.audit_events() if r["event"] == "GrantDenied"]
     assert [r["data"]["reason"] for r in denied] == [reason]
+
+
+def test_a_rollback_is_issued_on_its_claim_after_its_request_expired(env: Env) -> None:
+    """The request's own expiry does not end its rollback's window: a rollback grant of a
+    command that ran is issued on its claim after the request expired."""
+    _rollback_request(env, "req")
+    env.grant("fwd", "req", SCALE)
+    env.wait_phase("eg", "fwd", "TokenIssued")
+    _ran(env, "fwd")
+    env.cluster.kubectl("patch", "ar", "req", "-n", env.ns, "--subresource=status",
+                        "--type=merge", "-p",
+                        json.dumps({"status": {"expirationTime": "2020-01-01T00:00:00Z"}}))
+    env.wait_phase("ar", "req", "Expired")
+    env.grant("rb", "req", UNDO_SCALE, rollbackOf={"name": "fwd"})
+    eg = env.wait_phase("eg", "rb", "TokenIssued")
+    ar = get(env.cluster, "ar", env.ns, "req")
+    assert ar is not None and ar["status"]["phase"] == "Expired"
+    (claim,) = [e for e in ar["status"]["grants"] if e["grant"] == "rb"]
+    assert (claim["rollbackOf"], claim["tokenSHA256"]) == (SCALE, token_sha256(_token(env, "rb")))
+    assert eg["status"]["tokenSHA256"] == claim["tokenSHA256"]
