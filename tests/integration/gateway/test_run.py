@@ -684,6 +684,23 @@ def test_a_rollback_grant_whose_claim_records_its_token_runs_once(
     _assert_never_leaked(env, token, capsys.readouterr().err)
 
 
+def test_a_rollback_grant_runs_after_its_request_expired(env: Env) -> None:
+    """The request's expiry does not end its rollback window: the gateway's rollback rule, not
+    the request's, judges a rollback grant."""
+    g, token, forward = _rollback(env)
+    issue_on_claim(env, g, token, rollback_of=forward)
+    env.cluster.kubectl("patch", "approvalrequests", g.approval["metadata"]["name"], "-n",
+                        env.ns, "--subresource=status", "--type=merge", "-p", json.dumps({
+                            "status": {"phase": "Expired", "expirationTime": _now_rfc3339(-60),
+                                       "conditions": [*_approved(), {
+                                           "type": "Expired", "status": "True",
+                                           "reason": "Expired", "message": "expired",
+                                           "lastTransitionTime": _now_rfc3339()}]}}))
+    assert run_gateway(settings_for(env, g, token)) == EXIT_OK
+    assert env.replicas() == 2
+    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+
+
 @pytest.mark.parametrize("claim", ["another-token", "as-the-command"])
 def test_a_rollback_grant_whose_claim_is_not_its_token_s_rollback_claim_is_refused(
     env: Env, capsys: pytest.CaptureFixture[str], claim: str
