@@ -1883,3 +1883,43 @@ def test_a_rollback_is_issued_on_its_claim_after_its_request_expired(env: Env) -
     (claim,) = [e for e in ar["status"]["grants"] if e["grant"] == "rb"]
     assert (claim["rollbackOf"], claim["tokenSHA256"]) == (SCALE, token_sha256(_token(env, "rb")))
     assert eg["status"]["tokenSHA256"] == claim["tokenSHA256"]
+
+
+@pytest.mark.parametrize("step", list(LEFT_BY_KILL))
+def test_a_rollback_grant_killed_at_each_write_converges_to_one_job_and_one_token(
+        env: Env, step: str) -> None:
+    """The crash table of a grant issued on its claim holds for a rollback grant: the restarted
+    operator finds the rollback's claim (``rollbackOf``) and stores that very token, once."""
+    phase, stored, minted, authorized, _ = LEFT_BY_KILL[step]
+    _rollback_request(env, "req")
+    env.grant("fwd", "req", SCALE)
+    env.wait_phase("eg", "fwd", "TokenIssued")
+    _ran(env, "fwd")
+    wait_for("the forward grant's Secret removed", lambda: env.secret("fwd") is None, 30,
+             on_timeout=env.op.log_tail)
+    env.op.stop()
+    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = step
+    env.op.start()
+    env.grant("rb", "req", UNDO_SCALE, rollbackOf={"name": "fwd"})
+    assert env.op.proc is not None
+    wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
+             60, on_timeout=env.op.log_tail)
+    assert env.op.proc.returncode == -9
+    left = env.view("rb")
+    assert left is not None
+    assert (grant_rules.phase(left), env.secret("rb") is not None) \
+        == (phase, stored), f"the kill at {step} left {left.get('status')}"
+    del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+    env.op.start()
+    wait_for("convergence", lambda: _converged(env, ["rb"]), 60, on_timeout=env.op.log_tail)
+    _assert_one_token_and_one_job_each(env, ["rb"])
+    _assert_issued_once(env, "rb")
+    records = [r for r in env.op.audit_events() if r["subject"]["name"] == "rb"]
+    assert [r["event"] for r in records].count("TokenMinted") == minted, records
+    assert [r["event"] for r in records].count("GrantAuthorized") == authorized, records
+    ar = get(env.cluster, "ar", env.ns, "req")
+    assert ar is not None
+    assert [(e["grant"], e.get("rollbackOf")) for e in ar["status"]["grants"]] == [
+        ("fwd", None), ("rb", SCALE)]
+    assert {r["data"].get("rollbackOf") for r in env.op.audit_events()
+            if r["event"] == "ApprovalCommandGranted" and r["data"]["grant"] == "rb"} == {SCALE}
