@@ -336,19 +336,22 @@ def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
         except NotFound as exc:
             raise NotFound(f"{exc.message}. {retired_hint(args.name, client.namespace)}"
                            ) from None
+        # one read of the request and one of its grants: everything below is shown from them
+        # (the state too), so the grants table and the state cannot disagree
         grants = client.grants_of(args.name)
-        status = client.request_status(args.name)
+        status = client.request_state(obj, grants)
         if args.output == "text":
             describe(obj, grants, out, status)
         else:
             data = status.to_dict()
-            data["grants"] = [st.of_grant(g, now=client.now(), hints=st.COMMANDS).to_dict()
+            now = client.now()
+            data["grants"] = [st.of_grant(g, now=now, hints=st.COMMANDS).to_dict()
                               for g in grants]
             emit(data, args.output, out)
         return EXIT_OK
     if cmd == "list":
-        listed = client.list_requests(mine=args.mine)
-        grant_states = client.list_grants()
+        # one list of the requests and one of the grants: a grant shows one state in both
+        listed, grant_states = client.list_requests_and_grants(mine=args.mine)
         if args.output != "text":
             emit({"namespace": client.namespace,
                   "requests": [s.to_dict() for s in listed],

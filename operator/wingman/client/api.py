@@ -471,6 +471,13 @@ class WingmanClient:
         return st.of_request(obj, grants, now=self.now(), workers_may_grant=may_grant,
                              hints=self.hints)
 
+    def request_state(self, obj: Mapping[str, Any], grants: Sequence[Mapping[str, Any]]
+                      ) -> st.Status:
+        """The state of the request ``obj`` with its ``grants`` as read: whoever shows the
+        objects and the state (``describe``) computes it from the very objects it shows, never
+        from a second read, where a grant that changed meanwhile would show two states."""
+        return self._request_status(obj, grants)
+
     def request_status(self, name: str) -> st.Status:
         obj = self.get_request_object(name)
         return self._request_status(obj, self.grants_of(name))
@@ -484,15 +491,32 @@ class WingmanClient:
                                                  APPROVALS, self.namespace, keep=pick)
         return _oldest_first(items)
 
+    def _callers(self) -> Callable[[dict[str, Any]], bool]:
+        """Keeps the caller's own requests."""
+        user = self.whoami()
+
+        def keep(o: dict[str, Any]) -> bool:
+            return (o.get("spec") or {}).get("requester") == user
+        return keep
+
+    def list_requests_and_grants(self, *, mine: bool = False
+                                 ) -> tuple[list[st.Status], list[st.Status]]:
+        """Every request in the namespace (``mine``: only the caller's) and every grant in it,
+        oldest first, from one list of each: the requests' states are computed from the very
+        grants returned, so a grant never shows one state in its request's and another in its
+        own (``kubectl wingman list``)."""
+        keep = self._callers() if mine else None
+        items = self.list_request_objects(keep)
+        grants = self.list_grant_objects()
+        by_request = grants_by_request(grants)
+        requests = [self._request_status(o, by_request.get(o["metadata"]["name"], []))
+                    for o in items]
+        return requests, [st.of_grant(g, now=self.now(), max_output=self.max_output,
+                                      hints=self.hints) for g in grants]
+
     def list_requests(self, *, mine: bool = False) -> list[st.Status]:
         """Every request in the namespace (``mine``: only the caller's), oldest first."""
-        keep = None
-        if mine:
-            user = self.whoami()
-
-            def keep(o: dict[str, Any]) -> bool:
-                return (o.get("spec") or {}).get("requester") == user
-
+        keep = self._callers() if mine else None
         items = self.list_request_objects(keep)
         names = {o["metadata"]["name"] for o in items}
         grants = self.list_grant_objects(lambda g: _ref(g) in names) if items else []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support.apiproxy import FaultyApiProxy
 from support.chart import (
     APPROVER,
     WORKER,
@@ -35,6 +37,7 @@ from support.chart import (
 from support.operator import OperatorProcess, wait_for
 from wingman.cli import requests as cli
 from wingman.dev.cluster import LocalCluster
+from wingman.kube import APPROVALS, GRANTS
 
 AGENT_SA = "agent"
 
@@ -55,6 +58,22 @@ class Env:
     def agent(self, *argv: str) -> tuple[int, str, str]:
         """The CLI in the pod-like environment (the agent's ServiceAccount)."""
         proc = subprocess.run([sys.executable, "-m", "wingman.cli", *argv], env=self.pod_env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def agent_through(self, proxy: FaultyApiProxy, *argv: str) -> tuple[int, str, str]:
+        """The agent's CLI with every API call through ``proxy`` (which counts them): the pod's
+        API server address is the proxy's, and its ServiceAccount directory trusts the proxy."""
+        sa = Path(self.pod_env["WINGMAN_SERVICEACCOUNT_DIR"])
+        proxied = sa.with_name("serviceaccount-proxied")
+        proxied.mkdir(exist_ok=True)
+        for name in ("token", "namespace"):
+            shutil.copy(sa / name, proxied / name)
+        shutil.copy(proxy.ca_file, proxied / "ca.crt")
+        host, port = proxy.url.rsplit("//", 1)[1].rsplit(":", 1)
+        env = {**self.pod_env, "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
+               "WINGMAN_SERVICEACCOUNT_DIR": str(proxied)}
+        proc = subprocess.run([sys.executable, "-m", "wingman.cli", *argv], env=env,
                               capture_output=True, text=True, timeout=120, check=False)
         return proc.returncode, proc.stdout, proc.stderr
 
@@ -149,6 +168,54 @@ def test_in_a_pod_the_agent_requests_waits_and_executes_with_its_serviceaccount(
     assert env.restart("{name}") in policy["allowlist"]
     code, out, _ = env.agent("describe", "pod-req")
     assert code == 0 and "reference    OPS-1" in out and "State:        auto_approved" in out
+
+
+def test_describe_and_list_read_each_object_once_and_show_everything_from_that_read(
+        env: Env, tmp_path: Path) -> None:
+    """``describe`` reads the request once and its grants once, and prints the grants table
+    and the state from those reads (a second read could find a grant changed: two states on
+    one page); ``list`` lists the requests once and the grants once. Counted on the wire, at a
+    proxy in front of the real API server."""
+    cmd = env.restart("reads")
+    code, out, err = env.agent("request", "--instruction", "restart reads", "--command", cmd,
+                               "--name", "reads-req", "--wait", "--timeout", "60",
+                               "-o", "json")
+    assert code == cli.EXIT_OK and _json(out)["state"] == "auto_approved", err
+    code, out, err = env.agent("exec", "reads-req", "--command", cmd, "-o", "json")
+    assert code == cli.EXIT_OK, err
+    grant = _json(out)["name"]
+    request_path = APPROVALS.path(env.ns, "reads-req")
+    requests_path, grants_path = APPROVALS.path(env.ns), GRANTS.path(env.ns)
+
+    def reads(proxy: FaultyApiProxy) -> dict[str, int]:
+        return {path: proxy.count("GET", path)
+                for path in (request_path, requests_path, grants_path)}
+
+    (tmp_path / "proxy").mkdir()
+    with FaultyApiProxy(env.cluster.server, env.cluster.ca_file, tmp_path / "proxy") as proxy:
+        for fmt in ("text", "json", "yaml"):
+            proxy.calls.clear()
+            code, out, err = env.agent_through(proxy, "describe", "reads-req", "-o", fmt)
+            assert code == cli.EXIT_OK, err
+            assert grant in out
+            assert reads(proxy) == {request_path: 1, requests_path: 0, grants_path: 1}, \
+                (fmt, proxy.calls)
+        for argv in (["list"], ["list", "--mine"], ["list", "-o", "json"]):
+            proxy.calls.clear()
+            code, out, err = env.agent_through(proxy, *argv)
+            assert code == cli.EXIT_OK, err
+            assert "reads-req" in out and grant in out
+            assert reads(proxy) == {request_path: 0, requests_path: 1, grants_path: 1}, \
+                (argv, proxy.calls)
+        # a retired (deleted) request: one read, and describe says where its story is
+        env.cluster.kubectl("delete", "executiongrant", grant, "-n", env.ns, "--wait=true")
+        env.cluster.kubectl("delete", "approvalrequest", "reads-req", "-n", env.ns,
+                            "--wait=true")
+        proxy.calls.clear()
+        code, _, err = env.agent_through(proxy, "describe", "reads-req")
+        assert code == cli.EXIT_API and "wingman audit show" in err, err
+        assert "--subject reads-req" in err
+        assert reads(proxy) == {request_path: 1, requests_path: 0, grants_path: 0}, proxy.calls
 
 
 def test_exit_codes_tell_waiting_denied_and_api_errors_apart(env: Env) -> None:
