@@ -18,11 +18,14 @@ import anyio
 import pytest
 from mcp import Client
 
-from support.chart import WORKER, Release, client_as, installed, worker_groups
+from support.apiproxy import FaultyApiProxy
+from support.chart import WORKER, Release, can, client_as, installed, worker_groups
+from support.operator import wait_for
 from wingman.client.api import WingmanClient
+from wingman.client.connect import Connection
 from wingman.client.status import grant_name
 from wingman.dev.cluster import LocalCluster
-from wingman.kube import APPROVALS, GRANTS, Resource
+from wingman.kube import APPROVALS, GRANTS, Kube, Resource
 from wingman.mcp import server as mcp_server
 
 OTHER_WORKER = "mallory"
@@ -340,6 +343,62 @@ def test_the_server_asks_who_it_runs_as_once_for_many_calls_not_at_each(
         assert len(asked) == 2, asked
     finally:
         client.close()
+
+
+def test_get_request_and_list_requests_read_each_object_once(
+        cluster: LocalCluster, release: Release, tmp_path: Path) -> None:
+    # an answer that shows a request with its grants computes the request's state from the
+    # grants it shows: one read of each, counted on the wire at a proxy in front of the real
+    # API server (a second read could find a grant changed and show it in two states)
+    ns, groups = release.namespace, worker_groups("test")
+    command = f"kubectl rollout restart deployment/reads -n {release.target_namespace}"
+    with client_as(cluster, ns, WORKER, groups) as agent, \
+            client_as(cluster, ns, "system:admin", ["system:masters"]) as admin:
+        name = str(agent.create_request(instruction="restart reads", commands=[command]).name)
+        grant = grant_name(name, command)
+        admin.kube.create(GRANTS, ns, {
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": grant, "namespace": ns},
+            "spec": {"approvalRef": {"name": name}, "command": command,
+                     "requester": agent.whoami()}})
+        now = "2026-01-01T00:00:00Z"
+        admin.kube.patch(APPROVALS, ns, name, {"status": {
+            "phase": "Approved",
+            "conditions": [{"type": "Approved", "status": "True", "reason": "HumanApproved",
+                            "message": "approved", "lastTransitionTime": now}],
+            "grants": [{"command": command, "grant": grant, "grantUID": "x",
+                        "grantedAt": now}]}}, subresource="status")
+    # a worker's ServiceAccount: a bearer token passes the proxy (a client certificate ends
+    # at it)
+    cluster.kubectl("create", "serviceaccount", "reader", "-n", ns)
+    cluster.kubectl("create", "rolebinding", "reader-worker", "-n", ns, "--role=wingman-worker",
+                    f"--serviceaccount={ns}:reader")
+    wait_for("list allowed", lambda: can(
+        cluster, user=f"system:serviceaccount:{ns}:reader", groups=[], verb="list",
+        resource="executiongrants", group="wingman.dev", namespace=ns))
+    (tmp_path / "proxy").mkdir()
+    with FaultyApiProxy(cluster.server, cluster.ca_file, tmp_path / "proxy") as proxy:
+        kube = Kube.from_token(proxy.url, cluster.sa_token(ns, "reader"), proxy.ca_file)
+        client = mcp_server.agent_client(Connection(kube, ns, "a token, through the proxy"))
+        request_path = APPROVALS.path(ns, name)
+        requests_path, grants_path = APPROVALS.path(ns), GRANTS.path(ns)
+
+        def reads() -> dict[str, int]:
+            return {path: proxy.count("GET", path)
+                    for path in (request_path, requests_path, grants_path)}
+        try:
+            proxy.calls.clear()
+            answer = _call(client, "get_request", {"name": name})
+            assert [(c["grant"], c["state"]) for c in answer["commands"]] == \
+                [(grant, "granted")], answer
+            assert reads() == {request_path: 1, requests_path: 0, grants_path: 1}, proxy.calls
+            proxy.calls.clear()
+            listed = _call(client, "list_requests", {"mine": False})
+            assert [(c["grant"], c["state"]) for r in listed["requests"] if r["name"] == name
+                    for c in r["commands"]] == [(grant, "granted")], listed
+            assert reads() == {request_path: 0, requests_path: 1, grants_path: 1}, proxy.calls
+        finally:
+            client.close()
 
 
 def test_input_that_can_never_run_is_refused_saying_what_to_give_and_creates_nothing(
