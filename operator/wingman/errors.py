@@ -21,6 +21,7 @@ from configuration in one without its ``user:password@``, query and fragment.
         ├── NotFound           the object does not exist
         ├── Forbidden          RBAC or an admission policy refused the caller
         ├── Invalid            the input is wrong (the client's checks, the CRD schema or CEL)
+        ├── TooLarge           an answer or a list is larger than Wingman reads (lasting)
         └── Unavailable        the API server could not be reached or failed
 """
 
@@ -164,6 +165,15 @@ class Invalid(ClientError):
     reason = "Invalid"
 
 
+class TooLarge(ClientError):
+    """An answer of the API server, or a list over its pages, is larger than Wingman reads
+    (``wingman.kube.AnswerTooLarge``, ``ListTooLarge``): asking again gets the same, so it is
+    not reported as a failure that may pass; the message says what to do. ``reason`` is the
+    one of the error it stands for."""
+
+    reason = "TooLarge"
+
+
 class Unavailable(ClientError):
     """The API server could not be reached, or failed; retrying later may help."""
 
@@ -185,6 +195,7 @@ __all__ = [
     "ReplayRejected",
     "ScopeViolation",
     "TokenRejected",
+    "TooLarge",
     "Unavailable",
     "WingmanError",
     "shown_url",

@@ -69,7 +69,7 @@ from wingman.errors import (
     WingmanError,
 )
 from wingman.kube import RetryPolicy, call_retried_async
-from wingman.model import text
+from wingman.model import limits, text
 from wingman.settings import ChatConfig, ChatPerson
 
 log = logging.getLogger("wingman.chat")
@@ -765,6 +765,7 @@ class ChatService:
             if verb == "reject" and not reason.strip():
                 raise refuse("ReasonRequired", f"say why: {self._prefix(channel)}reject "
                              f"{v.name} <reason>")
+            _check_reason_length(reason)
             check_decision(v, person, verb, self.clock())
             if self.config.step_up and code is None:
                 self.step_up.hold(f"{channel}:{chat_user}", PendingStepUp(
@@ -786,14 +787,15 @@ class ChatService:
                       name: str, reason: str, code: str, *, stepped_up: bool) -> Reply:
         v = self.find(name=name, channel=channel)
         check_decision(v, person, verb, self.clock())
-        why = text.refusal("the reason", reason[:1000], one_line=False)
+        _check_reason_length(reason)
+        why = text.refusal("the reason", reason, one_line=False)
         if why is not None:  # what the client and the API server refuse: say so, write nothing
             raise refuse("ForbiddenCharacter", why)
         unsaved = self.config.step_up and not await self._verify_step_up(person.user, code)
         verdict = "Approve" if verb == "approve" else "Reject"
         subject = _subject(self.cluster.namespace, v.name, v.uid)
         data = {"channel": channel, "chatUser": chat_user, "verdict": verdict,
-                "stepUp": self.config.step_up, "reason": reason[:1000]}
+                "stepUp": self.config.step_up, "reason": reason}
         try:
             await self._audit("ChatDecisionRequested", person.user, subject, data)
         except AuditUnavailable as exc:
@@ -802,7 +804,7 @@ class ChatService:
         client = self.cluster.client_as(person, ChatHints(self._prefix(channel)))
         try:
             await asyncio.to_thread(partial(client.decide, uid=v.uid), v.name, verdict,
-                                    reason[:1000])
+                                    reason)
         except ClientError as exc:
             if exc.reason == "AlreadyDecided":  # decided since the card was drawn: say how
                 raise refuse("NotDecidable", exc.message) from exc
@@ -1102,6 +1104,15 @@ def _refusal_reply(refusal: Refusal) -> Reply:
                  reason=refusal.reason)
 
 
+
+
+def _check_reason_length(reason: str) -> None:
+    """Refuse a decision's reason longer than the CRD holds (``limits.REASON`` characters),
+    saying so: never cut it short and record a reason the approver did not give."""
+    long = limits.too_long("the reason", reason, limits.REASON,
+                           "shorten it and decide again")
+    if long is not None:
+        raise refuse("ReasonTooLong", long)
 
 
 def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:

@@ -67,6 +67,7 @@ from wingman.chat.service import (
     command_args,
     words,
 )
+from wingman.model import limits
 from wingman.settings import ChatPerson, SlackConfig
 
 log = logging.getLogger("wingman.chat.slack")
@@ -368,7 +369,7 @@ class SlackChannel:
         blocks.append({"type": "input", "block_id": "reason", "optional": verb == "approve",
                        "label": render._plain("Reason"),
                        "element": {"type": "plain_text_input", "action_id": "reason",
-                                   "max_length": 1000}})
+                                   "max_length": limits.REASON}})
         if self.service.config.step_up:
             blocks.append({"type": "input", "block_id": "code",
                            "label": render._plain("One-time code from your authenticator"),

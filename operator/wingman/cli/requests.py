@@ -20,7 +20,8 @@ import yaml
 from wingman.client import status as st
 from wingman.client.api import Source, WingmanClient, error_answer
 from wingman.client.connect import connect
-from wingman.errors import ClientError, ConfigError, Invalid, NotFound, WingmanError
+from wingman.errors import ClientError, ConfigError, Invalid, NotFound, TooLarge, WingmanError
+from wingman.model import limits
 from wingman.model import preview as previews
 from wingman.model.text import terminal_text
 
@@ -31,6 +32,7 @@ EXIT_EXPIRED = 3
 EXIT_FAILED = 4
 EXIT_API = 5
 EXIT_WAITING = 6
+EXIT_TOO_LARGE = 7
 EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141  # 128 + SIGPIPE, as the shell reports a program a closed pipe ended
 PREVIEW_DIFF_LINES = 30
@@ -45,6 +47,8 @@ EXIT_CODES = {
     EXIT_FAILED: "failed: the command ran and failed, or did not complete",
     EXIT_API: "API error: unreachable, forbidden (RBAC or admission), or not found",
     EXIT_WAITING: "still waiting: --timeout passed, or it waits on someone else (an approver)",
+    EXIT_TOO_LARGE: "too large: the API server's answer or the list is more than Wingman "
+                    "reads; trying again does not mend it (the message says what to do)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
     EXIT_PIPE: "the output was closed early (a reader such as | head stopped)",
 }
@@ -62,6 +66,8 @@ def exit_code_for_error(exc: WingmanError) -> int:
     """The exit code of a failed command."""
     if isinstance(exc, ConfigError | Invalid):
         return EXIT_USAGE
+    if isinstance(exc, TooLarge):
+        return EXIT_TOO_LARGE
     return EXIT_API
 
 
@@ -266,12 +272,60 @@ def _waited(client: WingmanClient, status: st.Status, args: argparse.Namespace,
         ticker.done()
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before any call (and before the kubeconfig is read), an option's value the
+    CRDs' schemas bound (``wingman.model.limits``) and the API server would refuse: naming
+    the option, the limit and what to do (Invalid: exit code 2)."""
+    cmd = args.command
+    found: list[str | None] = []
+    if cmd == "request":
+        commands = list(args.commands or [])
+        if len(commands) > limits.COMMANDS:
+            found.append(f"--command is given {len(commands)} times; a request holds at most "
+                         f"{limits.COMMANDS} commands: split the work into several requests")
+        found += [
+            limits.too_long("--instruction", args.instruction, limits.INSTRUCTION,
+                            "shorten it (say what and why; the commands say how)"),
+            limits.too_long("--justification", args.justification, limits.JUSTIFICATION,
+                            "shorten it")]
+        found += [limits.too_long(f"--command {i}" if len(commands) > 1 else "--command", c,
+                                  limits.COMMAND, "a longer command line cannot be approved: "
+                                  "split the work into several commands")
+                  for i, c in enumerate(commands, 1)]
+        found += [limits.too_long("--rollback", r, limits.ROLLBACK, "shorten it: a longer "
+                                  "command line cannot be approved")
+                  for r in (getattr(args, "rollbacks", None) or {}).values()]
+        for option, attr, key in (("--source-reference", "source_reference", "reference"),
+                                  ("--agent", "agent", "agent"), ("--model", "model", "model"),
+                                  ("--excerpt", "excerpt", "excerpt")):
+            found.append(limits.too_long(
+                option, getattr(args, attr), limits.SOURCE[key],
+                "shorten it (quote the part of the input that matters)" if key == "excerpt"
+                else "shorten it"))
+    elif cmd in ("approve", "reject"):
+        found.append(limits.too_long("--reason", args.reason, limits.REASON, "shorten it"))
+    why = next((w for w in found if w), None)
+    if why:
+        raise Invalid(why, reason="TooLong")
+    if cmd == "request":
+        why = limits.out_of_range(
+            "--expires-after-seconds", args.expires_after_seconds, limits.EXPIRES_AFTER_SECONDS,
+            "give a lifetime in that range, or leave it out for the policy's")
+    elif cmd in ("exec", "rollback"):
+        why = limits.out_of_range(
+            "--ttl-seconds", args.ttl_seconds, limits.TTL_SECONDS,
+            "give a lifetime in that range, or leave it out for the policy's tokenTTLSeconds")
+    if why:
+        raise Invalid(why, reason="OutOfRange")
+
+
 def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run one command; returns the exit code (:data:`EXIT_CODES`). With ``-o json|yaml`` a
     call that fails prints its answer too (``invalid``, ``not_found``, ...: what to do next),
     then raises for the message on stderr and the exit code."""
     out = sys.stdout if out is None else out
     try:
+        check_arguments(args)
         with client_for(args) as client:
             return _run(client, args, out)
     except WingmanError as exc:
@@ -418,11 +472,13 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PIPE",
+    "EXIT_TOO_LARGE",
     "EXIT_USAGE",
     "EXIT_WAITING",
     "ClientError",
     "NotFound",
     "Ticker",
+    "check_arguments",
     "client_for",
     "describe",
     "emit",

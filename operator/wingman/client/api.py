@@ -33,17 +33,29 @@ from wingman.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    TooLarge,
     Unavailable,
     WingmanError,
 )
-from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, JSON_PATCH, ApiError, Keep, Kube, Resource
+from wingman.kube import (
+    APPROVALS,
+    CONFIGMAPS,
+    GRANTS,
+    JSON_PATCH,
+    AnswerTooLarge,
+    ApiError,
+    Keep,
+    Kube,
+    ListTooLarge,
+    Resource,
+)
 from wingman.model import approvals as rules
-from wingman.model import names, text
+from wingman.model import limits, names, text
 from wingman.review.policy import EnvironmentPolicy
 
 POLICY_CONFIGMAP = "wingman-policy"
 #: Bounds of the CRD's spec.source (crds/approvalrequests.wingman.dev.yaml).
-SOURCE_LIMITS = {"reference": 512, "agent": 253, "model": 253, "excerpt": 4000}
+SOURCE_LIMITS = limits.SOURCE
 #: A Kubernetes object name (RFC 1123 subdomain); ExecutionGrants' are at most 63 characters.
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _NAME_LIMITS = {"ApprovalRequest": 253, "ExecutionGrant": 63}
@@ -96,9 +108,10 @@ class Source:
                 continue
             if not isinstance(value, str):
                 raise Invalid(f"source.{key} must be text, got {type(value).__name__}")
-            if len(value) > limit:
-                raise Invalid(f"source.{key} is {len(value)} characters; at most {limit} "
-                              "(quote the part of the input that matters)")
+            long = limits.too_long(f"source.{key}", value, limit,
+                                   "shorten it (quote the part of the input that matters)")
+            if long:
+                raise Invalid(long, reason="TooLong")
             why = text.refusal(f"source.{key}", value, one_line=key != "excerpt")
             if why:
                 raise Invalid(why, reason="ForbiddenCharacter")
@@ -182,6 +195,59 @@ def check_texts(spec: Mapping[str, Any]) -> None:
             raise Invalid(why, reason="ForbiddenCharacter")
 
 
+def check_sizes(*, instruction: str | None = None, justification: str | None = None,
+                commands: Sequence[str] = (), rollbacks: Mapping[str, str] | None = None,
+                expires_after_seconds: int | None = None) -> None:
+    """Refuse, before any call, what the CRD's schema bounds in an ApprovalRequest's ``spec``
+    (``wingman.model.limits``): each text's length as the API server counts it (code points),
+    the number of commands, the request's lifetime; naming the field, the limit and what to
+    do (Invalid, TooLong or OutOfRange)."""
+    if len(commands) > limits.COMMANDS:
+        raise Invalid(f"{len(commands)} commands; a request holds at most {limits.COMMANDS}: "
+                      "split the work into several requests", reason="TooLong")
+    found = [
+        limits.too_long("instruction", instruction, limits.INSTRUCTION,
+                        "shorten it (say what and why; the commands say how)"),
+        limits.too_long("justification", justification, limits.JUSTIFICATION,
+                        "shorten it")]
+    found += [limits.too_long(f"commands[{i}]", c, limits.COMMAND,
+                              "a longer command line cannot be approved: split the work "
+                              "into several commands") for i, c in enumerate(commands)]
+    listed = list(commands)
+    found += [limits.too_long(
+        f"the rollback of commands[{listed.index(c) if c in listed else '?'}]", r,
+        limits.ROLLBACK, "shorten it: a longer command line cannot be approved")
+        for c, r in (rollbacks or {}).items()]
+    for why in found:
+        if why:
+            raise Invalid(why, reason="TooLong")
+    why = limits.out_of_range("expires_after_seconds", expires_after_seconds,
+                              limits.EXPIRES_AFTER_SECONDS,
+                              "give a lifetime in that range, or leave it out for the policy's")
+    if why:
+        raise Invalid(why, reason="OutOfRange")
+
+
+def check_ttl(ttl_seconds: int | None) -> None:
+    """Refuse, before any call, a grant's token lifetime the CRD's schema refuses."""
+    why = limits.out_of_range("ttl_seconds", ttl_seconds, limits.TTL_SECONDS,
+                              "give a lifetime in that range, or leave it out for the "
+                              "policy's tokenTTLSeconds")
+    if why:
+        raise Invalid(why, reason="OutOfRange")
+
+
+def check_reason(reason: str) -> None:
+    """Refuse, before any call, a decision's reason the CRD's schema refuses: too long, or
+    holding characters it refuses."""
+    long = limits.too_long("the reason", reason, limits.REASON, "shorten it")
+    if long:
+        raise Invalid(long, reason="TooLong")
+    why = text.refusal("the reason", reason, one_line=False)
+    if why:
+        raise Invalid(why, reason="ForbiddenCharacter")
+
+
 def check_name(kind: str, name: str) -> str:
     """``name`` if it can name a ``kind``; else Invalid, before any call: an empty name or "."
     would read the whole collection, ".." or one with "/" another resource."""
@@ -223,6 +289,8 @@ def client_error(exc: WingmanError, what: str) -> ClientError:
             return Unavailable(f"{text}; the API server is busy: try again in "
                                f"{exc.retry_after:g} s, as it asked")
         return Unavailable(text)
+    if isinstance(exc, AnswerTooLarge | ListTooLarge):  # asking again gets the same
+        return TooLarge(f"{what}: {exc.message}", reason=exc.reason)
     if exc.reason == "Unreachable":  # the HTTP library's error names no cause
         if "certificate verify failed" in exc.message:
             hint = ("the kubeconfig's certificate authority (certificate-authority-data) did "
@@ -243,9 +311,12 @@ def client_error(exc: WingmanError, what: str) -> ClientError:
 def error_answer(exc: WingmanError, *, kind: str | None = None, name: str | None = None,
                  namespace: str | None = None, hints: st.Hints = st.TOOLS) -> st.Status:
     """The protocol's answer for a call that failed: ``not_found``, ``forbidden``, ``invalid``
-    (the input or the configuration) or ``unavailable``, with the message and what to do."""
+    (the input or the configuration), ``too_large`` or ``unavailable``, with the message and
+    what to do."""
     state = st.State.UNAVAILABLE
-    if isinstance(exc, NotFound):
+    if isinstance(exc, TooLarge):
+        state = st.State.TOO_LARGE
+    elif isinstance(exc, NotFound):
         state = st.State.NOT_FOUND
     elif isinstance(exc, Forbidden):
         state = st.State.FORBIDDEN
@@ -421,8 +492,8 @@ class WingmanClient:
                               "exact command line that undoes it, or leave that rollback out")
         if not commands:
             raise Invalid("commands is empty: name at least one exact command line")
-        if len(commands) > 10:
-            raise Invalid(f"{len(commands)} commands; a request holds at most 10")
+        check_sizes(instruction=instruction, justification=justification, commands=commands,
+                    rollbacks=rollbacks, expires_after_seconds=expires_after_seconds)
         blank = next((i for i, c in enumerate(commands) if not c.strip()), None)
         if blank is not None:
             raise Invalid(f"commands[{blank}] is blank: each command is an exact command line "
@@ -544,9 +615,7 @@ class WingmanClient:
             raise Invalid(f"verdict must be Approve or Reject, got {verdict!r}")
         if verdict == "Reject" and not reason.strip():
             raise Invalid("a rejection needs a reason: the requester is told it")
-        why = text.refusal("the reason", reason, one_line=False)
-        if why:
-            raise Invalid(why, reason="ForbiddenCharacter")
+        check_reason(reason)
         entry = {"verdict": verdict, "by": self.whoami(), "reason": reason}
         for attempt in range(3):
             obj = self.get_request_object(name)
@@ -560,6 +629,10 @@ class WingmanClient:
             # the uid is tested in the patch too: the object cannot be swapped in between
             patch: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid",
                                             "value": obj["metadata"]["uid"]}]
+            if len(obj["spec"].get("decisions") or []) >= limits.DECISIONS:
+                raise Invalid(f"ApprovalRequest {name} holds {limits.DECISIONS} decisions, as "
+                              "many as a request holds: no further decision can be recorded; "
+                              "a new request can be decided anew", reason="TooManyDecisions")
             if obj["spec"].get("decisions"):
                 patch.append({"op": "add", "path": "/spec/decisions/-", "value": entry})
             else:  # first decision: never replace a concurrent first decision
@@ -658,6 +731,7 @@ class WingmanClient:
         the request's state and creates nothing. When the caller may not create grants in this
         environment, answers ``awaiting_grant``: an approver must start it.
         """
+        check_ttl(ttl_seconds)
         obj = self.get_request_object(request)
         commands = [str(c) for c in (obj.get("spec") or {}).get("commands") or ()]
         if command not in commands:
@@ -719,6 +793,7 @@ class WingmanClient:
         the command ran and within the environment's rollback window; its answer says so.
         Idempotent: a second call answers the rollback grant's state."""
         check_name("ExecutionGrant", grant)
+        check_ttl(ttl_seconds)
         forward = self._call(f"reading ExecutionGrant {grant}", self.kube.get, GRANTS,
                              self.namespace, grant)
         if (forward.get("spec") or {}).get("rollbackOf"):

@@ -56,6 +56,7 @@ class State(enum.StrEnum):
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
     INVALID = "invalid"
+    TOO_LARGE = "too_large"
     UNAVAILABLE = "unavailable"
 
 
@@ -499,6 +500,9 @@ def error(state: State, message: str, *, reason: str | None = None, kind: str | 
                          "person with the right to act",
         State.INVALID: f"fix the input as the message says and call again; "
                        f"{hints.policy()} lists what this environment accepts",
+        State.TOO_LARGE: "nothing to retry: asking again gets the same answer, larger than "
+                         "Wingman reads; do what the message says (or ask a person who runs "
+                         "Wingman)",
         State.UNAVAILABLE: "retry later: the Kubernetes API could not be reached or failed",
     }
     return Status(state, next=nexts.get(state, "see message"), reason=reason, message=message,

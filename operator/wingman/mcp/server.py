@@ -76,6 +76,7 @@ from wingman.errors import (
     WingmanError,
 )
 from wingman.logs import never_log
+from wingman.model import limits
 from wingman.settings import McpHttpSettings
 
 INSTRUCTIONS = """\
@@ -111,7 +112,8 @@ Grants:    granted (issued, the gateway starts), running, succeeded (`exit_code`
            operator refused to issue it: `reason`), expired (the token expired unused).
 Calls:     awaiting_grant (approved, but only an approver may start the execution here),
            not_found, forbidden (RBAC or admission refused you), invalid (fix the input),
-           unavailable (retry later).
+           too_large (an answer larger than Wingman reads: retrying gets the same; the
+           message says what to do), unavailable (retry later).
 
 Another worker's request or grant (`requester` is not you) is answered without the free text
 that worker wrote (a request's `instruction`, `source` but `input_trust`, the votes'
@@ -128,9 +130,9 @@ requests and grants are answered whole."""
 #: (``spec.commands[]``, ``spec.command``; the client also holds it to
 #: ``scope.MAX_COMMAND_BYTES`` of UTF-8).
 NAME_LIMIT = 253
-ENVIRONMENT_LIMIT = 31
+ENVIRONMENT_LIMIT = limits.ENVIRONMENT
 GRANT_NAME_LIMIT = 63
-COMMAND_LIMIT = 4096
+COMMAND_LIMIT = limits.COMMAND
 
 
 class RollbackArg(BaseModel):
@@ -142,7 +144,7 @@ class RollbackArg(BaseModel):
                                   min_length=1, max_length=COMMAND_LIMIT)]
     rollback: Annotated[str, Field(description="The exact command that undoes it, run later "
                                    "byte for byte without a shell", min_length=1,
-                                   max_length=COMMAND_LIMIT)]
+                                   max_length=limits.ROLLBACK)]
 
 
 class SourceArg(BaseModel):
@@ -152,11 +154,14 @@ class SourceArg(BaseModel):
 
     reference: Annotated[str | None, Field(
         description="The task or ticket this work is for (e.g. JIRA-123, a URL)",
-        max_length=512)] = None
-    agent: Annotated[str | None, Field(description="Your name as an agent", max_length=253)] = None
-    model: Annotated[str | None, Field(description="The model you run on", max_length=253)] = None
+        max_length=limits.SOURCE["reference"])] = None
+    agent: Annotated[str | None, Field(description="Your name as an agent",
+                                       max_length=limits.SOURCE["agent"])] = None
+    model: Annotated[str | None, Field(description="The model you run on",
+                                       max_length=limits.SOURCE["model"])] = None
     excerpt: Annotated[str | None, Field(
-        description="The input that led to this action, quoted", max_length=4000)] = None
+        description="The input that led to this action, quoted",
+        max_length=limits.SOURCE["excerpt"])] = None
     untrusted_input: Annotated[bool | None, Field(
         description="True when that input came from content you read and do not trust (a web "
                     "page, an issue comment, an e-mail, a tool result)")] = None
@@ -819,27 +824,31 @@ def build_server(client: WingmanClient, *, max_wait: float = 50.0) -> MCPServer[
                                              idempotent_hint=False, open_world_hint=False))
     async def request_approval(
         instruction: Annotated[str, Field(description="What you want to achieve and why, for "
-                                          "the reviewers (at most 2000 characters)",
-                                          min_length=1, max_length=2000)],
+                                          f"the reviewers (at most {limits.INSTRUCTION} "
+                                          "characters)",
+                                          min_length=1, max_length=limits.INSTRUCTION)],
         commands: Annotated[list[Annotated[str, Field(min_length=1,
                                                       max_length=COMMAND_LIMIT)]], Field(
-            description="1 to 10 exact command lines (each at most 4096 characters, none "
-                        "twice), each run later byte for byte without a shell", min_length=1,
-            max_length=10)],
+            description=f"1 to {limits.COMMANDS} exact command lines (each at most "
+                        f"{limits.COMMAND} characters, none twice), each run later byte for "
+                        "byte without a shell", min_length=1, max_length=limits.COMMANDS)],
         environment: Annotated[str | None, Field(description="The environment (default: the "
                                                  "one this namespace serves)",
                                                  max_length=ENVIRONMENT_LIMIT)] = None,
-        justification: Annotated[str | None, Field(description="Why now, what was tried (at most "
-                                                   "2000 characters)", max_length=2000)] = None,
+        justification: Annotated[str | None, Field(
+            description=f"Why now, what was tried (at most {limits.JUSTIFICATION} characters)",
+            max_length=limits.JUSTIFICATION)] = None,
         source: Annotated[SourceArg | None, Field(description="Provenance: what led you to "
                                                   "ask")] = None,
         expires_after_seconds: Annotated[int | None, Field(
-            description="How long the request stays valid (60..604800; default: the "
-                        "policy's)", ge=60, le=604800)] = None,
+            description=f"How long the request stays valid ({limits.EXPIRES_AFTER_SECONDS[0]}.."
+                        f"{limits.EXPIRES_AFTER_SECONDS[1]}; default: the policy's)",
+            ge=limits.EXPIRES_AFTER_SECONDS[0], le=limits.EXPIRES_AFTER_SECONDS[1])] = None,
         wait_seconds: Annotated[float, Field(description=wait_doc, ge=0)] = 0,
         rollbacks: Annotated[list[RollbackArg] | None, Field(
             description="Optional: for some commands, the command that undoes it, reviewed "
-                        "with it (start it later with rollback)", max_length=10)] = None,
+                        "with it (start it later with rollback)",
+            max_length=limits.ROLLBACKS)] = None,
     ) -> Answer:
         return await tools.request_approval(instruction, commands, environment, justification,
                                             source, expires_after_seconds, wait_seconds,

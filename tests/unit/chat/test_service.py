@@ -220,6 +220,35 @@ def test_a_reason_with_a_control_character_is_refused_as_such_and_nothing_is_wri
     assert [r["reason"] for r in world.audited(svc)] == ["ForbiddenCharacter"]
 
 
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_a_reason_too_long_for_the_crd_is_refused_saying_so_never_cut(
+        tmp_path: Path, verb: str) -> None:
+    """spec.decisions[].reason holds 1,000 characters (code points): a longer reason is refused
+    with its length and the limit, nothing decided or audited as requested, rather than cut
+    short and recorded as a reason the approver did not give."""
+    cluster = _DecidingCluster(world.request("long", 1))
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, verb, name="long",
+                                reason="é" * 1001))
+    assert not reply.ok and reply.reason == "ReasonTooLong"
+    assert "the reason is 1,001 characters; the limit is 1,000: shorten it" in reply.plain
+    assert cluster.objs[0]["spec"].get("decisions", []) == []
+    assert world.audited(svc, "ChatDecisionRequested") == []
+
+
+def test_a_multibyte_reason_of_exactly_the_limit_is_recorded_whole(tmp_path: Path) -> None:
+    reason = "🙂" * 1000  # 4,000 bytes of UTF-8, 1,000 code points: what the CRD counts
+    cluster = _DecidingCluster(world.request("whole", 1))
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "approve", name="whole",
+                                reason=reason))
+    assert reply.ok, reply.plain
+    assert cluster.objs[0]["spec"]["decisions"] == [
+        {"verdict": "Approve", "by": world.BOB.user, "reason": reason}]
+
+
 def test_a_refusal_of_a_name_holding_a_lone_surrogate_is_still_audited(tmp_path: Path) -> None:
     svc = world.service(tmp_path, world.request("web", 1))
     asyncio.run(svc.refresh())

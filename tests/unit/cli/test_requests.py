@@ -12,6 +12,9 @@ import pytest
 from wingman.cli import main as cli
 from wingman.cli import requests
 from wingman.client import status as st
+from wingman.client.api import client_error, error_answer
+from wingman.errors import WingmanError
+from wingman.kube import AnswerTooLarge, ListTooLarge
 
 
 def test_describe_shows_votes_dissent_decisions_provenance_and_grants() -> None:
@@ -74,10 +77,10 @@ def test_the_plugins_help_hides_the_commands_that_run_in_pods(
 
 def test_help_documents_distinct_exit_codes() -> None:
     codes = requests.EXIT_CODES
-    assert len(set(codes)) == len(codes) == 9
+    assert len(set(codes)) == len(codes) == 10
     text = cli._parser().format_help()
     for code, meaning in ((1, "denied"), (2, "usage"), (3, "expired"), (4, "failed"),
-                          (5, "API error"), (6, "still waiting")):
+                          (5, "API error"), (6, "still waiting"), (7, "too large")):
         assert meaning in codes[code] and f"{code}" in text
 
 
@@ -318,3 +321,75 @@ def test_with_json_or_yaml_a_failed_call_prints_its_answer_too(
     assert cli.main(["list", "-o", fmt, "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_API
     answer = json.loads(capsys.readouterr().out) if fmt == "json" else None
     assert answer is None or answer["state"] == "unavailable"
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["approve", "req-1", "--reason", "é" * 1234], "--reason is 1,234 characters; the limit is "
+                                                   "1,000: shorten it"),
+    (["reject", "req-1", "--reason", "x" * 1001], "--reason is 1,001 characters; the limit is "
+                                                  "1,000"),
+    (["request", "--instruction", "é" * 2001, "--command", "kubectl get pods"],
+     "--instruction is 2,001 characters; the limit is 2,000"),
+    (["request", "--instruction", "i", "--command", "kubectl get pods", "--justification",
+      "j" * 2001], "--justification is 2,001 characters; the limit is 2,000"),
+    (["request", "--instruction", "i", "--command", "kubectl get pods " + "x" * 4080],
+     "--command is 4,097 characters; the limit is 4,096"),
+    (["request", "--instruction", "i", "--command", "kubectl get pods", "--rollback",
+      "r" * 4097], "--rollback is 4,097 characters; the limit is 4,096"),
+    (["request", "--instruction", "i", *[a for n in range(11)
+                                         for a in ("--command", f"kubectl get pod p{n}")]],
+     "--command is given 11 times; a request holds at most 10"),
+    (["request", "--instruction", "i", "--command", "c", "--excerpt", "e" * 4001],
+     "--excerpt is 4,001 characters; the limit is 4,000"),
+    (["request", "--instruction", "i", "--command", "c", "--agent", "a" * 254],
+     "--agent is 254 characters; the limit is 253"),
+    (["request", "--instruction", "i", "--command", "c", "--expires-after-seconds", "59"],
+     "--expires-after-seconds is 59; it must be 60 to 604,800"),
+    (["exec", "req-1", "--command", "c", "--ttl-seconds", "3601"],
+     "--ttl-seconds is 3,601; it must be 30 to 3,600"),
+    (["rollback", "g-1", "--ttl-seconds", "0"], "--ttl-seconds is 0; it must be 30 to 3,600"),
+])
+def test_a_value_over_the_crds_limits_is_a_usage_error_before_any_call(
+        argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # not the API server's 422 (nor, here, an unreachable one: no call is made at all)
+    assert cli.main([*argv, "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert says in captured.err and "Connection refused" not in captured.err
+
+
+def test_a_value_over_the_limits_answers_invalid_with_json_too(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["approve", "req-1", "--reason", "x" * 1001, "-o", "json",
+                     "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_USAGE
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["state"] == "invalid" and answer["reason"] == "TooLong"
+    assert "--reason is 1,001 characters" in answer["message"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["approve", "req-1", "--reason", "🙂" * 1000],  # 4,000 bytes, 1,000 code points
+    ["request", "--instruction", "é" * 2000, "--command", "kubectl get pods",
+     "--justification", "ü" * 2000, "--excerpt", "日" * 4000],
+    ["exec", "req-1", "--command", "c", "--ttl-seconds", "3600"],
+])
+def test_values_of_exactly_the_limit_in_multibyte_characters_are_sent(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # accepted: the command goes on to call the API server (here one that never answers)
+    assert cli.main([*argv, "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_API
+    err = capsys.readouterr().err
+    assert "Connection refused" in err and "the limit is" not in err
+
+
+@pytest.mark.parametrize("error", [
+    ListTooLarge("the approvalrequests in wm are more than Wingman holds in one list: delete "
+                 "those no longer needed"),
+    AnswerTooLarge("the API server answered GET /x with more than 4 MiB: check the address")])
+def test_an_answer_too_large_is_its_own_exit_code_not_try_again(
+        error: WingmanError, capsys: pytest.CaptureFixture[str]) -> None:
+    exc = client_error(error, "listing ApprovalRequests")
+    assert requests.exit_code_for_error(exc) == requests.EXIT_TOO_LARGE != requests.EXIT_API
+    answer = error_answer(exc, hints=st.COMMANDS).to_dict()
+    assert answer["state"] == "too_large" and answer["reason"] == error.reason
+    assert answer["next"].startswith("nothing to retry: asking again gets the same")
+    assert error.message in answer["message"]  # what to do: kept

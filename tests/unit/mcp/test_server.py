@@ -1492,3 +1492,70 @@ def test_well_typed_arguments_still_pass_and_the_schemas_are_unchanged() -> None
         result = _call(tool, args)
         assert not result.is_error, result
         assert json.loads(result.content[0].text)["state"] == "unavailable"  # no API server
+
+
+def test_the_schemas_bound_what_a_request_holds_as_the_crd_does() -> None:
+    from wingman.model import limits  # equal to the CRD's: tests/unit/model/test_limits.py
+
+    tools = {t.name: t.input_schema for t in anyio.run(_server().list_tools)}
+    ask = tools["request_approval"]
+    props = ask["properties"]
+    assert props["instruction"]["maxLength"] == limits.INSTRUCTION
+    assert props["justification"]["anyOf"][0]["maxLength"] == limits.JUSTIFICATION
+    assert props["commands"]["maxItems"] == limits.COMMANDS
+    assert props["commands"]["items"]["maxLength"] == limits.COMMAND
+    assert props["rollbacks"]["anyOf"][0]["maxItems"] == limits.ROLLBACKS
+    window = props["expires_after_seconds"]["anyOf"][0]
+    assert (window["minimum"], window["maximum"]) == limits.EXPIRES_AFTER_SECONDS
+    defs = ask["$defs"]
+    assert defs["RollbackArg"]["properties"]["rollback"]["maxLength"] == limits.ROLLBACK
+    assert {k: defs["SourceArg"]["properties"][k]["anyOf"][0]["maxLength"]
+            for k in limits.SOURCE} == dict(limits.SOURCE)
+
+
+def test_a_multibyte_instruction_of_exactly_the_limit_passes_the_schema() -> None:
+    # the schema counts code points, as the API server does: 2,000 of a 4-byte character pass
+    # (and the call goes on to the API server, here one that never answers)
+    async def call() -> dict[str, Any]:
+        async with Client(_server()) as client:
+            result = await client.call_tool("request_approval", {
+                "instruction": "🙂" * 2000, "commands": ["kubectl get pods"],
+                "source": {"excerpt": "日" * 4000}})
+            assert not result.is_error, result.content[0].text  # type: ignore[union-attr]
+            return json.loads(result.content[0].text)  # type: ignore[union-attr]
+    answer = anyio.run(call)
+    assert answer["state"] == "unavailable" and "cannot reach" in answer["message"], answer
+
+
+def test_an_answer_larger_than_wingman_reads_is_too_large_not_retry_later() -> None:
+    """What answers at the API server's address sends more than any object Wingman reads:
+    asking again gets the same, so the answer says what to do instead of "retry later"."""
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(2 ** 30))
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    async def call(server: Any) -> dict[str, Any]:
+        async with Client(server) as client:
+            result = await client.call_tool("get_request", {"name": "r"})
+            return json.loads(result.content[0].text)  # type: ignore[union-attr]
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    thread = threading.Thread(target=api.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host = f"http://127.0.0.1:{api.server_address[1]}"
+        server = mcp_server.build_server(WingmanClient(Connection(
+            Kube(k8s.ApiClient(k8s.Configuration(host=host))), "wm", "test")))
+        answer = anyio.run(call, server)
+    finally:
+        api.shutdown()
+        api.server_close()
+    assert answer["state"] == "too_large" and answer["reason"] == "AnswerTooLarge", answer
+    assert "check that the address is the API server's" in answer["message"]
+    assert answer["next"].startswith("nothing to retry") and "retry later" not in answer["next"]

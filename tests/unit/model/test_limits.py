@@ -1,0 +1,59 @@
+"""The bounds the client, the command line, the MCP server and chat check before any call
+are the CRDs' own (crds/ and the chart's copy): they cannot drift apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wingman.model import limits
+
+REPO = Path(__file__).resolve().parents[3]
+CRD_DIRS = [REPO / "crds", REPO / "charts" / "wingman" / "crds"]
+
+
+def _spec(directory: Path, plural: str) -> dict[str, Any]:
+    crd = yaml.safe_load((directory / f"{plural}.wingman.dev.yaml").read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v.get("storage")]
+    spec: dict[str, Any] = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return spec
+
+
+@pytest.mark.parametrize("directory", CRD_DIRS, ids=["crds", "chart"])
+def test_the_limits_are_the_crds_own(directory: Path) -> None:
+    request = _spec(directory, "approvalrequests")["properties"]
+    grant = _spec(directory, "executiongrants")["properties"]
+    assert limits.ENVIRONMENT == request["environment"]["maxLength"]
+    assert limits.INSTRUCTION == request["instruction"]["maxLength"]
+    assert limits.JUSTIFICATION == request["justification"]["maxLength"]
+    assert limits.COMMANDS == request["commands"]["maxItems"]
+    assert limits.COMMAND == request["commands"]["items"]["maxLength"]
+    assert limits.COMMAND == grant["command"]["maxLength"]
+    rollbacks = request["rollbacks"]
+    assert limits.ROLLBACKS == rollbacks["maxItems"]
+    assert limits.ROLLBACK == rollbacks["items"]["properties"]["rollback"]["maxLength"]
+    assert limits.COMMAND == rollbacks["items"]["properties"]["command"]["maxLength"]
+    source = request["source"]["properties"]
+    assert dict(limits.SOURCE) == {k: source[k]["maxLength"] for k in limits.SOURCE}
+    assert {k for k, v in source.items() if "maxLength" in v} == set(limits.SOURCE)
+    decisions = request["decisions"]
+    assert limits.DECISIONS == decisions["maxItems"]
+    assert limits.REASON == decisions["items"]["properties"]["reason"]["maxLength"]
+    expires = request["expiresAfterSeconds"]
+    assert limits.EXPIRES_AFTER_SECONDS == (expires["minimum"], expires["maximum"])
+    ttl = grant["ttlSeconds"]
+    assert limits.TTL_SECONDS == (ttl["minimum"], ttl["maximum"])
+
+
+def test_lengths_are_counted_in_code_points_as_the_api_server_counts_them() -> None:
+    # maxLength counts Unicode code points: 1,000 of a 4-byte character fit in 1,000
+    assert limits.too_long("the reason", "🙂" * limits.REASON, limits.REASON, "x") is None
+    assert limits.too_long("the reason", "é" * (limits.REASON + 1), limits.REASON,
+                           "shorten it") == ("the reason is 1,001 characters; the limit is "
+                                             "1,000: shorten it")
+    assert limits.out_of_range("--ttl-seconds", 29, limits.TTL_SECONDS, "fix") == (
+        "--ttl-seconds is 29; it must be 30 to 3,600: fix")
+    assert limits.out_of_range("--ttl-seconds", 30, limits.TTL_SECONDS, "fix") is None
