@@ -114,3 +114,26 @@ def test_a_decision_on_a_request_already_decided_is_refused_saying_how_and_not_w
             assert refused.value.reason == "AlreadyDecided"
             assert "is already rejected by carol" in refused.value.message
         assert not approver.get_request_object("turned-down")["spec"].get("decisions")
+
+
+def test_a_reason_of_the_limit_in_emoji_is_kept_whole_and_one_more_is_refused_first(
+        cluster: LocalCluster, release: tuple[str, str]) -> None:
+    """spec.decisions[].reason holds 1,000 characters, counted by the API server in code points:
+    1,000 emoji (4,000 bytes of UTF-8) are accepted whole by the real API server; 1,001 are
+    refused by the client before any call, naming the limit, and nothing is written."""
+    from wingman.model import limits
+
+    ns, apps = release
+    cmd = f"kubectl scale deployment/web --replicas=2 -n {apps}"
+    with client_as(cluster, ns, WORKER, worker_groups("test")) as agent, \
+            client_as(cluster, ns, APPROVER, approver_groups("test")) as approver:
+        agent.create_request(instruction="scale web", commands=[cmd], name="long-reason")
+        with pytest.raises(Invalid) as refused:
+            approver.decide("long-reason", "Reject", "🙂" * (limits.REASON + 1))
+        assert refused.value.reason == "TooLong"
+        assert "the reason is 1,001 characters; the limit is 1,000" in refused.value.message
+        assert not approver.get_request_object("long-reason")["spec"].get("decisions")
+        reason = "🙂" * limits.REASON
+        approver.decide("long-reason", "Reject", reason)
+        decisions = approver.get_request_object("long-reason")["spec"]["decisions"]
+        assert [(d["verdict"], d["reason"]) for d in decisions] == [("Reject", reason)]
