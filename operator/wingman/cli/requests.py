@@ -304,6 +304,10 @@ def check_arguments(args: argparse.Namespace) -> None:
                 else "shorten it"))
     elif cmd in ("approve", "reject"):
         found.append(limits.too_long("--reason", args.reason, limits.REASON, "shorten it"))
+    elif cmd == "exec":
+        found.append(limits.too_long("--command", args.grant_command, limits.COMMAND,
+                                     "give one of the request's commands, byte for byte "
+                                     "(kubectl wingman describe lists them)"))
     why = next((w for w in found if w), None)
     if why:
         raise Invalid(why, reason="TooLong")

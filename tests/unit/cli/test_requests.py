@@ -345,6 +345,8 @@ def test_with_json_or_yaml_a_failed_call_prints_its_answer_too(
      "--agent is 254 characters; the limit is 253"),
     (["request", "--instruction", "i", "--command", "c", "--expires-after-seconds", "59"],
      "--expires-after-seconds is 59; it must be 60 to 604,800"),
+    (["exec", "req-1", "--command", "k" * 4097], "--command is 4,097 characters; the limit is "
+                                                  "4,096: give one of the request's commands"),
     (["exec", "req-1", "--command", "c", "--ttl-seconds", "3601"],
      "--ttl-seconds is 3,601; it must be 30 to 3,600"),
     (["rollback", "g-1", "--ttl-seconds", "0"], "--ttl-seconds is 0; it must be 30 to 3,600"),
