@@ -137,3 +137,24 @@ def test_a_reason_of_the_limit_in_emoji_is_kept_whole_and_one_more_is_refused_fi
         approver.decide("long-reason", "Reject", reason)
         decisions = approver.get_request_object("long-reason")["spec"]["decisions"]
         assert [(d["verdict"], d["reason"]) for d in decisions] == [("Reject", reason)]
+
+
+def test_a_decision_past_the_number_a_request_holds_is_refused_before_it_is_written(
+        cluster: LocalCluster, release: tuple[str, str]) -> None:
+    """spec.decisions holds at most 10 decisions: an eleventh is refused by the client saying
+    so (TooManyDecisions), not by the API server's 422."""
+    from wingman.model import limits
+
+    ns, apps = release
+    cmd = f"kubectl scale deployment/web --replicas=4 -n {apps}"
+    with client_as(cluster, ns, WORKER, worker_groups("test")) as agent, \
+            client_as(cluster, ns, APPROVER, approver_groups("test")) as approver:
+        agent.create_request(instruction="scale web", commands=[cmd], name="many")
+        for i in range(limits.DECISIONS):  # ten approvers (no operator runs: still pending)
+            with client_as(cluster, ns, f"approver-{i}", approver_groups("test")) as one:
+                one.decide("many", "Approve")
+        with pytest.raises(Invalid) as refused:
+            approver.decide("many", "Reject", "no")
+        assert refused.value.reason == "TooManyDecisions", refused.value.message
+        assert "holds 10 decisions" in refused.value.message
+        assert len(approver.get_request_object("many")["spec"]["decisions"]) == limits.DECISIONS
