@@ -765,8 +765,8 @@ class ChatService:
             if verb == "reject" and not reason.strip():
                 raise refuse("ReasonRequired", f"say why: {self._prefix(channel)}reject "
                              f"{v.name} <reason>")
-            _check_reason_length(reason)
             check_decision(v, person, verb, self.clock())
+            _check_reason_length(reason)
             if self.config.step_up and code is None:
                 self.step_up.hold(f"{channel}:{chat_user}", PendingStepUp(
                     verb, v.name, v.uid, reason, self.step_up.deadline()))

@@ -237,6 +237,25 @@ def test_a_reason_too_long_for_the_crd_is_refused_saying_so_never_cut(
     assert world.audited(svc, "ChatDecisionRequested") == []
 
 
+@pytest.mark.parametrize(("spec", "refused"), [
+    ({"requester": "bob"}, "OwnRequest"),
+    ({"decisions": [{"verdict": "Approve", "by": "bob", "reason": "ok"}]}, "AlreadyDecided")])
+def test_who_may_decide_is_judged_before_the_reason_s_length(
+        tmp_path: Path, spec: dict[str, Any], refused: str) -> None:
+    """A person who may not make this decision at all (the requester approving their own
+    request, an approver deciding twice) is told so, and the ChatRefused record says so, even
+    with a reason too long: not told to shorten a reason that could never be recorded, nor
+    audited as if the length were all that was wrong."""
+    cluster = _DecidingCluster(world.request("mine", 1, **spec))
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "reject", name="mine",
+                                reason="x" * 1001))
+    assert not reply.ok and reply.reason == refused, reply.plain
+    assert [r["reason"] for r in world.audited(svc)] == [refused]
+    assert world.audited(svc, "ChatDecisionRequested") == []
+
+
 def test_a_multibyte_reason_of_exactly_the_limit_is_recorded_whole(tmp_path: Path) -> None:
     reason = "🙂" * 1000  # 4,000 bytes of UTF-8, 1,000 code points: what the CRD counts
     cluster = _DecidingCluster(world.request("whole", 1))
