@@ -766,7 +766,7 @@ class ChatService:
                 raise refuse("ReasonRequired", f"say why: {self._prefix(channel)}reject "
                              f"{v.name} <reason>")
             check_decision(v, person, verb, self.clock())
-            _check_reason_length(reason)
+            _check_reason(reason)
             if self.config.step_up and code is None:
                 self.step_up.hold(f"{channel}:{chat_user}", PendingStepUp(
                     verb, v.name, v.uid, reason, self.step_up.deadline()))
@@ -787,10 +787,7 @@ class ChatService:
                       name: str, reason: str, code: str, *, stepped_up: bool) -> Reply:
         v = self.find(name=name, channel=channel)
         check_decision(v, person, verb, self.clock())
-        _check_reason_length(reason)
-        why = text.refusal("the reason", reason, one_line=False)
-        if why is not None:  # what the client and the API server refuse: say so, write nothing
-            raise refuse("ForbiddenCharacter", why)
+        _check_reason(reason)
         unsaved = self.config.step_up and not await self._verify_step_up(person.user, code)
         verdict = "Approve" if verb == "approve" else "Reject"
         subject = _subject(self.cluster.namespace, v.name, v.uid)
@@ -1106,13 +1103,18 @@ def _refusal_reply(refusal: Refusal) -> Reply:
 
 
 
-def _check_reason_length(reason: str) -> None:
-    """Refuse a decision's reason longer than the CRD holds (``limits.REASON`` characters),
-    saying so: never cut it short and record a reason the approver did not give."""
+def _check_reason(reason: str) -> None:
+    """Refuse a decision's reason the API server would refuse in ``spec.decisions``, saying
+    what is wrong, before anything is audited as requested or held for a step-up code: longer
+    than the CRD holds (``limits.REASON`` characters; never cut short and recorded as a
+    reason the approver did not give), or holding a character it refuses."""
     long = limits.too_long("the reason", reason, limits.REASON,
                            "shorten it and decide again")
     if long is not None:
         raise refuse("ReasonTooLong", long)
+    why = text.refusal("the reason", reason, one_line=False)
+    if why is not None:  # what the client and the API server refuse: say so, write nothing
+        raise refuse("ForbiddenCharacter", why)
 
 
 def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:

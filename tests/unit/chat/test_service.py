@@ -268,6 +268,26 @@ def test_a_multibyte_reason_of_exactly_the_limit_is_recorded_whole(tmp_path: Pat
         {"verdict": "Approve", "by": world.BOB.user, "reason": reason}]
 
 
+@pytest.mark.parametrize(("reason", "refused"), [("ok \u202e)kcab-llor(", "ForbiddenCharacter"),
+                                              ("x" * 1001, "ReasonTooLong")])
+def test_with_step_up_a_reason_that_cannot_be_recorded_is_refused_before_a_code_is_asked(
+        tmp_path: Path, reason: str, refused: str) -> None:
+    """Step-up on: a reason the API server would refuse is refused when the decision is sent,
+    not held for a one-time code that the person would type only to be refused then."""
+    cluster = _DecidingCluster(world.request("held", 1))
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    svc.config = ChatConfig(environment="prd", people=(world.BOB,), step_up=True)
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "approve", name="held",
+                                reason=reason))
+    assert not reply.ok and reply.reason == refused, reply.plain
+    assert "confirm" not in reply.plain
+    assert [r["reason"] for r in world.audited(svc)] == [refused]
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "confirm", code="123456"))
+    assert not reply.ok and reply.reason == "StepUpExpired"  # nothing was held
+    assert cluster.objs[0]["spec"].get("decisions", []) == []
+
+
 def test_a_refusal_of_a_name_holding_a_lone_surrogate_is_still_audited(tmp_path: Path) -> None:
     svc = world.service(tmp_path, world.request("web", 1))
     asyncio.run(svc.refresh())
