@@ -7,8 +7,9 @@
 - ``Refusal``: every refusal has a reason (the metric label and the audit field) and a message
   for the person, saying what to do instead.
 - ``check_decision``: the chat-side preconditions (mapped, not the requester, not decided yet,
-  the request still decidable). They only give a clear answer early: the API server decides,
-  with the same admission policy as ``kubectl wingman approve``, on the impersonated person.
+  the request still decidable and not holding as many decisions as the CRD allows). They only
+  give a clear answer early: the API server decides, with the same admission policy as
+  ``kubectl wingman approve``, on the impersonated person.
 - ``StepUp``: TOTP (pyotp, RFC 6238, 30 s steps, one step of clock drift either side), each
   code accepted once per person; a decision waiting for its code expires after the window.
   Which codes were used is memory, so a restarted process (``started``) accepts no code that
@@ -52,6 +53,7 @@ import pyotp
 
 from wingman.chat.render import RequestView
 from wingman.errors import WingmanError
+from wingman.model import limits
 from wingman.model.approvals import parse_time
 from wingman.settings import ChatPerson
 
@@ -144,6 +146,10 @@ def check_decision(view: RequestView, person: ChatPerson, verb: str, now: dt.dat
     if verb == "reject" and view.state not in ("Open", "Approved", "AutoApproved", "Reviewing"):
         raise refuse("NotDecidable", f"{view.name} can no longer be rejected: {view.state} "
                      f"({view.state_reason})")
+    if len(view.decisions) >= limits.DECISIONS:  # spec.decisions' maxItems: the CRD's bound
+        raise refuse("TooManyDecisions", f"{view.name} holds {limits.DECISIONS} decisions, as "
+                     "many as a request holds: no further decision can be recorded on it (nor "
+                     "with kubectl wingman); a new request can be decided anew")
 
 
 #: How far the chat service's clock (when a message was sent) and the API server's (when a

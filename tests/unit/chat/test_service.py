@@ -288,6 +288,32 @@ def test_with_step_up_a_reason_that_cannot_be_recorded_is_refused_before_a_code_
     assert cluster.objs[0]["spec"].get("decisions", []) == []
 
 
+@pytest.mark.parametrize("step_up", [False, True])
+def test_a_decision_on_a_request_holding_as_many_as_the_crd_allows_is_refused_first(
+        tmp_path: Path, step_up: bool) -> None:
+    """spec.decisions holds at most 10: an eleventh (here bob revoking an approval that ten
+    approvers gave) is refused saying so, before it is audited as requested, held for a
+    step-up code or sent, not answered as the API server's refusal after the code was spent."""
+    from wingman.model import limits
+
+    full = [{"verdict": "Approve", "by": f"approver-{i}"} for i in range(limits.DECISIONS)]
+    obj = world.request("full", 1, decisions=full)
+    obj["status"] = {**obj["status"], "phase": "Approved",
+                     "conditions": [{"type": "Approved", "status": "True",
+                                     "reason": "HumanApproved"}]}
+    cluster = _DecidingCluster(obj)
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    svc.config = ChatConfig(environment="prd", people=(world.BOB,), step_up=step_up)
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "reject", name="full",
+                                reason="the sale was called off"))
+    assert not reply.ok and reply.reason == "TooManyDecisions", reply.plain
+    assert "holds 10 decisions" in reply.plain and "API server" not in reply.plain
+    assert [r["reason"] for r in world.audited(svc)] == ["TooManyDecisions"]
+    assert world.audited(svc, "ChatDecisionRequested") == []
+    assert len(cluster.objs[0]["spec"]["decisions"]) == limits.DECISIONS
+
+
 def test_a_refusal_of_a_name_holding_a_lone_surrogate_is_still_audited(tmp_path: Path) -> None:
     svc = world.service(tmp_path, world.request("web", 1))
     asyncio.run(svc.refresh())
