@@ -9,7 +9,7 @@ the objects (and the caller's clock). The states are documented in ``docs/agents
     grants    granted, running, succeeded (exit code, output), failed (reason, exit code,
               output), refused (reason), expired
     calls     awaiting_grant (approved, but only an approver may start the execution),
-              not_found, forbidden, invalid, unavailable
+              not_found, forbidden, invalid, too_large, unavailable
 
 ``waiting`` states change on their own (wait, then ask again); ``final`` states never change.
 ``approved`` and ``auto_approved`` are neither: they last until the request expires or an

@@ -4,11 +4,12 @@ Every tool answers with the status protocol (``wingman.client.status``; ``docs/a
 one ``state`` from a closed set, a ``next`` hint, and the details that state carries. Tools never
 block longer than ``wait_seconds`` (at most ``--max-wait-seconds``, 50 by default, below the
 tool-call timeouts of common MCP clients) and return the current state when the wait ends.
-Errors are answers too (``not_found``, ``forbidden``, ``invalid``, ``unavailable``), so an agent
-always knows whether to wait, act, fix its input or stop. A call that is cancelled (the client
-gave up, the server stops) ends its wait at once, so SIGINT, SIGTERM or SIGHUP stops the server
-cleanly within a second or two, idle or not (HTTP: in-flight calls get two seconds, then are
-cancelled; stdio: it exits without waiting for the client to close stdin).
+Errors are answers too (``not_found``, ``forbidden``, ``invalid``, ``too_large``,
+``unavailable``), so an agent always knows whether to wait, act, fix its input or stop. A call
+that is cancelled (the client gave up, the server stops) ends its wait at once, so SIGINT,
+SIGTERM or SIGHUP stops the server cleanly within a second or two, idle or not (HTTP: in-flight
+calls get two seconds, then are cancelled; stdio: it exits without waiting for the client to
+close stdin).
 
 An answer about another worker's request or grant leaves out the free text that worker wrote
 (``as_seen_by``): every worker may read every request, and an excerpt of untrusted input quoted
