@@ -886,9 +886,11 @@ def _too_large(method: str, path: str, host: str, cap: int) -> AnswerTooLarge:
             f"holds at most {LIST_PAGE_SIZE} objects, so these {resource} are far larger than "
             f"Wingman's (a grant is at most a few tens of KiB): {_CHECK_ADDRESS}; if the "
             f"cluster holds objects that large legitimately, report it")
+    landed = ("" if method in ("GET", "HEAD") else
+              f"; the {method} may have landed: read the object before trying it again")
     return AnswerTooLarge(
-        f"{said}, more than any object Wingman reads: no answer it can use, read no further; "
-        f"{_CHECK_ADDRESS}")
+        f"{said}, more than any object Wingman reads: no answer it can use, read no further"
+        f"{landed}; {_CHECK_ADDRESS}")
 
 
 def _read_capped(resp: Any, method: str, path: str, host: str,

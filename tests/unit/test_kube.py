@@ -44,6 +44,7 @@ from wingman.kube import (
     RetryPolicy,
     UnusableAnswer,
     _api_error,
+    _too_large,
     call_labels,
     call_retried,
     call_retried_async,
@@ -814,6 +815,21 @@ def test_a_bounded_call_reads_no_more_than_its_cap_of_an_answer_and_fails_closed
     assert f"/namespaces/ns/configmaps/{name}" in raised.value.message
     assert transient(raised.value)  # no answer: a write's outcome is unknown
     assert kube.get(CONFIGMAPS, "ns", "seen", once=10.0)["metadata"]["name"] == "seen"
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "PUT", "DELETE"])
+def test_a_write_answered_past_the_cap_says_it_may_have_landed(method: str) -> None:
+    """A write whose answer is too large to read has an unknown outcome: the error says it may
+    have landed and to read the object before trying again (the CLI and the MCP server answer
+    it as ``too_large``, "nothing to retry", which must not read as "nothing happened"); a
+    read's says no such thing."""
+    path = "/apis/wingman.dev/v1alpha1/namespaces/ns/approvalrequests/r"
+    wrote = _too_large(method, path, "https://10.0.0.1:6443", MAX_ANSWER_BYTES)
+    read = _too_large("GET", path, "https://10.0.0.1:6443", MAX_ANSWER_BYTES)
+    assert f"the {method} may have landed: read the object before trying it again" \
+        in wrote.message
+    assert "may have landed" not in read.message
+    assert wrote.reason == read.reason == "AnswerTooLarge"
 
 
 @pytest.mark.parametrize(("once", "cap"), [(None, MAX_UNBOUNDED_ANSWER_BYTES),

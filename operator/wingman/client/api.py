@@ -279,7 +279,8 @@ def client_error(exc: WingmanError, what: str) -> ClientError:
             return Invalid(text, reason=exc.reason or "Invalid")
         if exc.status == 413:
             return Invalid(f"{text}; shorten the texts (the instruction and the justification "
-                           "hold at most 2000 characters)", reason=exc.reason or "TooLarge")
+                           f"hold at most {limits.INSTRUCTION:,} and {limits.JUSTIFICATION:,} "
+                           "characters)", reason=exc.reason or "TooLarge")
         if exc.status == 401:
             return Unavailable(f"{text}. The API server did not accept your credentials: they "
                                "expired or are wrong; renew them (log in again, or fix the "

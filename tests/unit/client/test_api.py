@@ -25,6 +25,7 @@ from wingman.client.api import (
 from wingman.client.connect import Connection, connect
 from wingman.errors import ConfigError, Invalid, Unavailable
 from wingman.kube import ApiError, Kube
+from wingman.model import limits
 from wingman.review.policy import EnvironmentPolicy
 from wingman.settings import ClientSettings
 
@@ -329,6 +330,9 @@ def test_a_request_too_large_for_the_api_server_is_invalid_input() -> None:
                                 "RequestEntityTooLarge: limit is 3145728"),
                        "creating the ApprovalRequest")
     assert isinstance(err, Invalid) and "shorten" in err.message
+    # the limits it names are the CRD's (wingman.model.limits), never a copy that can drift
+    assert f"at most {limits.INSTRUCTION:,} and {limits.JUSTIFICATION:,} characters" \
+        in err.message
 
 
 def test_an_unreachable_api_server_error_names_the_cause(tmp_path: Path) -> None:
