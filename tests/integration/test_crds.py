@@ -478,6 +478,31 @@ def test_decisions_are_append_only(
     assert _get(cluster, ns, decided)["spec"]["decisions"] == before
 
 
+@pytest.mark.parametrize("verdict", ["Approve", "Reject"])
+def test_the_tenth_decision_is_kept_for_a_rejection(
+    cluster: LocalCluster, ns: str, decided: str, verdict: str,
+) -> None:
+    """However many approvers approved, one can still revoke: the tenth (last) entry of
+    spec.decisions can only be a Reject, appended or written at once."""
+    more = [{"op": "add", "path": "/spec/decisions/-", "value": _decide(f"approver-{i}")}
+            for i in range(7)]
+    assert _patch(cluster, ns, decided, more).returncode == 0  # nine decisions now
+    result = _patch(cluster, ns, decided, [
+        {"op": "add", "path": "/spec/decisions/-", "value": _decide("erin", verdict)}])
+    decisions = _get(cluster, ns, decided)["spec"]["decisions"]
+    if verdict == "Reject":
+        assert result.returncode == 0, result.stderr
+        assert len(decisions) == 10 and decisions[-1]["verdict"] == "Reject"
+    else:
+        assert result.returncode != 0
+        assert "the tenth decision must be a Reject" in " ".join(result.stderr.split())
+        assert len(decisions) == 9
+    _create(cluster, ns, approval_request("ten", requester=WORKER, environment="prd"))
+    ten = _patch(cluster, ns, "ar/ten", [{"op": "add", "path": "/spec/decisions", "value": [
+        _decide(f"approver-{i}") for i in range(9)] + [_decide("erin", verdict)]}])
+    assert (ten.returncode == 0) is (verdict == "Reject"), ten.stderr
+
+
 def test_one_approver_decides_at_most_once(cluster: LocalCluster, ns: str, decided: str) -> None:
     result = _patch(cluster, ns, decided, [
         {"op": "add", "path": "/spec/decisions/-", "value": _decide("bob", "Reject")}])

@@ -52,6 +52,10 @@ from wingman.scope import Allowlist
 
 HARD_MAX_TTL_SECONDS = 3600
 MAX_LIFETIME_SECONDS = 604800
+#: The most ``requiredApprovals`` may be: a request holds ten decisions (the CRD's
+#: ``spec.decisions`` ``maxItems``), and the CRD keeps the tenth for a Reject, so that an
+#: approval can always be revoked however many approvers approved.
+MAX_REQUIRED_APPROVALS = 9
 
 
 class Drift(enum.StrEnum):
@@ -167,11 +171,18 @@ class EnvironmentPolicy:
         except ValueError:
             raise ConfigError(f"policy.targetDrift must be Refuse or Allow, got {drift_text!r}"
                               ) from None
+        required = data.get("requiredApprovals", 1)
+        if isinstance(required, int) and not isinstance(required, bool) and \
+                required > MAX_REQUIRED_APPROVALS:
+            raise ConfigError(
+                f"policy.requiredApprovals must be an integer from 1 to {MAX_REQUIRED_APPROVALS}, "
+                f"got {required}: a request holds ten decisions and the last is kept for a "
+                "rejection, so that an approval can always be revoked; require fewer approvals")
         return cls(
             name=name,
             auto_approve=boolean("autoApprove", False),
             auto_approve_max_risk=max_risk,
-            required_approvals=integer("requiredApprovals", 1, 1, 10),
+            required_approvals=integer("requiredApprovals", 1, 1, MAX_REQUIRED_APPROVALS),
             token_ttl_seconds=token_ttl,
             max_token_ttl_seconds=max_ttl,
             request_ttl_seconds=integer("requestTTLSeconds", 86400, 60, 604800),
@@ -307,6 +318,7 @@ def human_decision(decisions: Sequence[Mapping[str, Any]], policy: EnvironmentPo
 
 
 __all__ = [
+    "MAX_REQUIRED_APPROVALS",
     "AutoDecision",
     "Decision",
     "Drift",

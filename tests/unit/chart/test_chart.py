@@ -118,6 +118,8 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"image.pullSecrets": ["registry", "registry"]}, "/image/pullSecrets"),
         ({"policy.autoApproveMaxRisk": "extreme"}, "/policy/autoApproveMaxRisk"),
         ({"policy.requiredApprovals": "two"}, "/policy/requiredApprovals"),
+        # ten decisions a request, the last kept for a rejection that revokes
+        ({"policy.requiredApprovals": 10}, "/policy/requiredApprovals"),
         ({"policy.autoApprove": "yes"}, "/policy/autoApprove"),
         ({"image.tag": "latest"}, "/image/tag"),
         ({"image.repository": "ghcr.io/wingman-dev/wingman:0.1.0"}, "/image/repository"),

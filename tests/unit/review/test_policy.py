@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from wingman.errors import ConfigError
+from wingman.model import limits
 from wingman.review.consensus import (
     DESTRUCTIVE,
     PROMPT_INJECTION,
@@ -18,6 +19,7 @@ from wingman.review.consensus import (
     decide,
 )
 from wingman.review.policy import (
+    MAX_REQUIRED_APPROVALS,
     AutoDecision,
     EnvironmentPolicy,
     HumanOutcome,
@@ -39,6 +41,19 @@ def test_shipped_values_parse_into_a_policy(env: str) -> None:
     policy = EnvironmentPolicy.from_dict({"environment": env, **values["policy"]})
     assert policy.name == env
     assert policy.allowlist
+
+
+def test_required_approvals_leave_the_last_decision_for_a_revocation() -> None:
+    """A request holds ten decisions and the CRD keeps the tenth for a Reject: a policy that
+    needs ten approvals would leave no room to revoke one, so at most nine, with a message
+    that says why; nine and one are taken."""
+    assert MAX_REQUIRED_APPROVALS == limits.DECISIONS - 1
+    with pytest.raises(ConfigError, match=r"requiredApprovals must be an integer from 1 to 9, "
+                                          r"got 10: .*an approval can always be revoked"):
+        EnvironmentPolicy.from_dict({"environment": "prd", "requiredApprovals": 10})
+    for required in (1, MAX_REQUIRED_APPROVALS):
+        assert EnvironmentPolicy.from_dict(
+            {"environment": "prd", "requiredApprovals": required}).required_approvals == required
 
 
 def test_bad_policy_names_the_field() -> None:
