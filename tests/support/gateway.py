@@ -238,6 +238,14 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
     env.cluster.kubectl("create", "secret", "generic", secret, "-n", env.ns)
     set_grant_status(env, eg_name, {"phase": "Pending"} if on_claim else
                      {"phase": "TokenIssued", "tokenSecretName": secret})
+    job_uid = _suspended_job(env, eg_name)
+    return Grant(eg_name, env.kubectl_json("get", "approvalrequests", ar_name, "-n", env.ns),
+                 env.grant(eg_name), job_uid, command, secret)
+
+
+def _suspended_job(env: Env, eg_name: str) -> str:
+    """The grant's gateway Job as the operator names it, suspended (the test runs the gateway
+    in-process): its uid."""
     env.cluster.kubectl("create", "-f", "-", input=json.dumps({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": names.job_name(eg_name), "namespace": env.ns},
@@ -246,9 +254,8 @@ def make_grant(env: Env, command: str, *, approved: list[str] | None = None,
             "containers": [{"name": "gateway", "image": "ghcr.io/wingman-dev/wingman:0.1.0",
                             "command": ["/usr/bin/tini", "--", "wingman", "gateway"]}]}}},
     }))
-    job = env.kubectl_json("get", "job", names.job_name(eg_name), "-n", env.ns)
-    return Grant(eg_name, env.kubectl_json("get", "approvalrequests", ar_name, "-n", env.ns),
-                 env.grant(eg_name), job["metadata"]["uid"], command, secret)
+    return str(env.kubectl_json("get", "job", names.job_name(eg_name), "-n", env.ns)
+               ["metadata"]["uid"])
 
 
 def make_rollback_grant(env: Env, command: str, rollback: str) -> tuple[Grant, str]:
@@ -281,17 +288,9 @@ def make_rollback_grant(env: Env, command: str, rollback: str) -> tuple[Grant, s
     secret = names.token_secret_name(names.job_name(eg_name), uuid.uuid4().hex[:16])
     env.cluster.kubectl("create", "secret", "generic", secret, "-n", env.ns)
     set_grant_status(env, eg_name, {"phase": "Pending"})
-    env.cluster.kubectl("create", "-f", "-", input=json.dumps({
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": names.job_name(eg_name), "namespace": env.ns},
-        "spec": {"suspend": True, "backoffLimit": 0, "template": {"spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "gateway", "image": "ghcr.io/wingman-dev/wingman:0.1.0",
-                            "command": ["/usr/bin/tini", "--", "wingman", "gateway"]}]}}},
-    }))
-    job = env.kubectl_json("get", "job", names.job_name(eg_name), "-n", env.ns)
+    job_uid = _suspended_job(env, eg_name)
     return Grant(eg_name, env.kubectl_json("get", "approvalrequests", ar_name, "-n", env.ns),
-                 env.grant(eg_name), job["metadata"]["uid"], rollback, secret), fwd_name
+                 env.grant(eg_name), job_uid, rollback, secret), fwd_name
 
 
 def issue_on_claim(env: Env, g: Grant, token: str, *, sha256: str | None = None,
