@@ -141,8 +141,8 @@ def test_a_reason_of_the_limit_in_emoji_is_kept_whole_and_one_more_is_refused_fi
 
 def test_a_decision_past_the_number_a_request_holds_is_refused_before_it_is_written(
         cluster: LocalCluster, release: tuple[str, str]) -> None:
-    """spec.decisions holds at most 10 decisions: an eleventh is refused by the client saying
-    so (TooManyDecisions), not by the API server's 422."""
+    """spec.decisions holds at most 10 decisions, the tenth a Reject: an eleventh is refused by
+    the client saying so (TooManyDecisions), not by the API server's 422."""
     from wingman.model import limits
 
     ns, apps = release
@@ -150,9 +150,16 @@ def test_a_decision_past_the_number_a_request_holds_is_refused_before_it_is_writ
     with client_as(cluster, ns, WORKER, worker_groups("test")) as agent, \
             client_as(cluster, ns, APPROVER, approver_groups("test")) as approver:
         agent.create_request(instruction="scale web", commands=[cmd], name="many")
-        for i in range(limits.DECISIONS):  # ten approvers (no operator runs: still pending)
+        for i in range(limits.DECISIONS - 1):  # nine approvers (no operator runs: pending)
             with client_as(cluster, ns, f"approver-{i}", approver_groups("test")) as one:
                 one.decide("many", "Approve")
+        last = f"approver-{limits.DECISIONS - 1}"
+        with client_as(cluster, ns, last, approver_groups("test")) as one:
+            # the tenth is kept for a rejection (the CRD's rule): an approval can be revoked
+            with pytest.raises(Invalid) as approving:
+                one.decide("many", "Approve")
+            assert "the tenth decision must be a Reject" in approving.value.message
+            one.decide("many", "Reject", "revoked")
         with pytest.raises(Invalid) as refused:
             approver.decide("many", "Reject", "no")
         assert refused.value.reason == "TooManyDecisions", refused.value.message
