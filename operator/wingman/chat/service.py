@@ -59,7 +59,7 @@ from wingman.chat.guard import (
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.render import Notice, RequestView
 from wingman.client import status as st
-from wingman.client.api import grants_by_request
+from wingman.client.api import check_reason, grants_by_request
 from wingman.errors import (
     AuditUnavailable,
     ClientError,
@@ -69,7 +69,6 @@ from wingman.errors import (
     WingmanError,
 )
 from wingman.kube import RetryPolicy, call_retried_async
-from wingman.model import limits, text
 from wingman.settings import ChatConfig, ChatPerson
 
 log = logging.getLogger("wingman.chat")
@@ -1105,16 +1104,15 @@ def _refusal_reply(refusal: Refusal) -> Reply:
 
 def _check_reason(reason: str) -> None:
     """Refuse a decision's reason the API server would refuse in ``spec.decisions``, saying
-    what is wrong, before anything is audited as requested or held for a step-up code: longer
-    than the CRD holds (``limits.REASON`` characters; never cut short and recorded as a
-    reason the approver did not give), or holding a character it refuses."""
-    long = limits.too_long("the reason", reason, limits.REASON,
-                           "shorten it and decide again")
-    if long is not None:
-        raise refuse("ReasonTooLong", long)
-    why = text.refusal("the reason", reason, one_line=False)
-    if why is not None:  # what the client and the API server refuse: say so, write nothing
-        raise refuse("ForbiddenCharacter", why)
+    what is wrong, before anything is audited as requested or held for a step-up code: the
+    client's own check (``check_reason``: longer than the CRD holds, never cut short and
+    recorded as a reason the approver did not give; or holding a character it refuses)."""
+    try:
+        check_reason(reason)
+    except Invalid as exc:
+        if exc.reason == "TooLong":
+            raise refuse("ReasonTooLong", exc.message) from None
+        raise refuse("ForbiddenCharacter", exc.message) from None
 
 
 def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:
