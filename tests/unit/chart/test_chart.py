@@ -294,6 +294,11 @@ def test_prd_pins_the_image_by_digest() -> None:
          f"rbac.approvers.serviceAccounts lists {NS}/wingman-gateway, the chart's own identity"),
         ({"rbac.workers.serviceAccounts": [{"name": "wingman-operator", "namespace": NS}]},
          f"rbac.workers.serviceAccounts lists {NS}/wingman-operator"),
+        # the identity approved commands run as holds nothing in the release namespace
+        ({"rbac.approvers.serviceAccounts": [{"name": "wingman-executor"}]},
+         f"rbac.approvers.serviceAccounts lists {NS}/wingman-executor, the chart's own identity"),
+        ({"rbac.workers.users": [f"system:serviceaccount:{NS}:wingman-executor"]},
+         f'rbac.workers.users lists "system:serviceaccount:{NS}:wingman-executor"'),
         # keys of label, annotation and node selector maps are valid and never replace the
         # chart's own labels (a pod template's app.kubernetes.io/instance that is not the
         # selector's would make the Deployment invalid)
