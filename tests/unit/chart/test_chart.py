@@ -318,6 +318,15 @@ def test_prd_pins_the_image_by_digest() -> None:
          'operator.podAnnotations: "log shipper" is not a valid annotation key'),
         ({"gateway.podAnnotations": {"a/b/c": "d"}},
          'gateway.podAnnotations: "a/b/c" is not a valid annotation key'),
+        # no annotation that takes the pods' AppArmor profile away (the API server applies it)
+        ({"gateway.podAnnotations": {
+            "container.apparmor.security.beta.kubernetes.io/gateway": "unconfined"}},
+         'gateway.podAnnotations: "container.apparmor.security.beta.kubernetes.io/gateway" is '
+         '"unconfined": the API server applies this (deprecated) AppArmor annotation'),
+        ({"operator.podAnnotations": {
+            "container.apparmor.security.beta.kubernetes.io/operator": "localhost/loose"}},
+         'operator.podAnnotations: "container.apparmor.security.beta.kubernetes.io/operator" '
+         'is "localhost/loose"'),
         ({"gateway.nodeSelector": {"-pool": "gw"}},
          'gateway.nodeSelector: "-pool" is not a valid node label key'),
         ({"chat.nodeSelector": {"p" * 64: "gw"}}, "chat.nodeSelector: "),
@@ -1163,6 +1172,14 @@ def test_a_target_with_an_empty_rule_list_is_refused_not_given_the_default_rules
                                  namespace=NS), check=False)
     assert result.returncode != 0
     assert "/gateway/targets/0/rules" in result.stderr, result.stderr
+
+
+def test_the_runtime_default_apparmor_annotation_reaches_the_pods() -> None:
+    """The one AppArmor annotation that keeps the pods' isolation is passed on as given."""
+    key = "container.apparmor.security.beta.kubernetes.io/gateway"
+    objs = render("test", {"gateway.podAnnotations": {key: "runtime/default"}}, namespace=NS)
+    pod = json.loads(_env(find(objs, "Deployment")[0])["WINGMAN_GATEWAY_POD"])
+    assert pod["annotations"] == {key: "runtime/default"}
 
 
 def test_agents_and_groups_of_other_namespaces_may_be_workers() -> None:
