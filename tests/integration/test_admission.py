@@ -442,6 +442,36 @@ def test_the_operators_preview_job_runs_and_only_the_operator_may_create_one(
     assert shell.returncode != 0 and '["/usr/bin/tini", "--", "wingman", "preview"]' in shell.stderr
 
 
+def test_a_request_named_past_a_label_value_s_length_gets_its_preview_job(
+    cluster: LocalCluster, test_release: Release, tmp_path: Path,
+) -> None:
+    """An ApprovalRequest's name may have up to 253 characters, a label value at most 63: the
+    preview Job labels a longer name shortened (else the API server refuses the Job, and the
+    request ends unreviewed, OperatorWriteRejected)."""
+    from wingman.operator import manifests
+    from wingman.settings import OperatorSettings
+
+    ns = test_release.namespace
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("environment: test\n")
+    settings = OperatorSettings.from_env({"WINGMAN_NAMESPACE": ns,
+                                          "WINGMAN_POLICY_FILE": str(policy)})
+    request = "restart-the-frontend-so-it-picks-up-the-rotated-certificate." + "x" * 40
+    job = manifests.preview_job({"apiVersion": "wingman.dev/v1alpha1",
+                                 "kind": "ApprovalRequest",
+                                 "metadata": {"name": request, "namespace": ns,
+                                              "uid": "00000000-0000-0000-0000-000000000002"}},
+                                settings)
+    job["metadata"].pop("ownerReferences")  # no such request here; the Job is the point
+    made = kubectl_as_sa(cluster, ns, "wingman-operator", "create", "-n", ns, "-f", "-",
+                         input=dump(job))
+    assert made.returncode == 0, made.stderr
+    label = cluster.kubectl("get", "job", names.preview_job_name(request), "-n", ns, "-o",
+                            "jsonpath={.metadata.labels.wingman\\.dev/approval}").stdout
+    assert label == names.label_value(request) and label.startswith(request[:50]), label
+    cluster.kubectl("delete", "job", names.preview_job_name(request), "-n", ns)
+
+
 def _claims(token: str) -> dict[str, Any]:
     """The claims of a ServiceAccount token (a JWT; read, not verified)."""
     payload = token.split(".")[1]

@@ -90,6 +90,14 @@ def grant_job_name(grant: Mapping[str, Any]) -> str:
 APPROVAL_LABEL = "wingman.dev/approval"
 
 
+def label_value(name: str) -> str:
+    """An object's name as a label value (``APPROVAL_LABEL``): the name itself when it fits a
+    label value's 63 characters, else its first characters and 8 hex digits of its SHA-256. An
+    ApprovalRequest's name may be as long as a subdomain (253), and the API server refuses a
+    Job whose label value is longer."""
+    return name if len(name) <= 63 else _bounded(name, "")
+
+
 def preview_job_name(approval: str) -> str:
     """The preview Job of an ApprovalRequest (57 characters at most, like gateway Jobs)."""
     return _bounded(approval, "-preview", limit=57)
@@ -127,6 +135,7 @@ __all__ = [
     "derived_job",
     "grant_job_name",
     "job_name",
+    "label_value",
     "legacy_secret_name",
     "preview_job_name",
     "rollback_grant_name",

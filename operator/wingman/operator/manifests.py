@@ -50,6 +50,7 @@ from wingman.model.names import (
     SECRET_TYPE,
     TOKEN_MOUNT,
     job_name,
+    label_value,
     preview_job_name,
     token_secret_name,
 )
@@ -294,7 +295,7 @@ def preview_job(approval: dict[str, Any], settings: OperatorSettings) -> dict[st
     pod's termination message (``/dev/termination-log``), read by the kubelet."""
     name = approval["metadata"]["name"]
     ns = approval["metadata"]["namespace"]
-    labels = {**object_labels(settings, "preview"), APPROVAL_LABEL: name,
+    labels = {**object_labels(settings, "preview"), APPROVAL_LABEL: label_value(name),
               ROLE_LABEL: "preview"}
     pod = settings.gateway_pod
     timeout = settings.policy.preview.timeout_seconds
