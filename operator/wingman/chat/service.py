@@ -466,6 +466,16 @@ class ChatService:
             r, by_request.get(str(r["metadata"].get("name", "")), []), now) for r in requests}
         return self.views
 
+    async def refreshed(self) -> dict[str, RequestView]:
+        """``refresh`` for a person's action: the requests and grants as they are now, or a
+        Refusal (``ClusterUnavailable``) when the API server cannot be read (unreachable,
+        failing, a namespace past ``ListTooLarge``), so that the person is answered and the
+        refusal audited instead of their command being dropped unanswered."""
+        try:
+            return await self.refresh()
+        except (WingmanError, OSError) as exc:
+            raise _unreadable(exc, "read the requests") from exc
+
     async def sync(self) -> None:
         async with self._lock:
             views = await self.refresh()
@@ -739,7 +749,7 @@ class ChatService:
                    name: str, uid: str, reason: str, code: str | None, command: str,
                    sent_at: dt.datetime | None) -> Reply:
         if verb in ("pending", "describe", "status", "approve", "reject", "exec"):
-            await self.refresh()
+            await self.refreshed()
         if verb == "pending":
             return self._pending()
         if verb == "describe":
@@ -749,7 +759,7 @@ class ChatService:
             return await self._status(channel, person, name)
         if verb == "confirm":
             held = self.step_up.take(f"{channel}:{chat_user}")
-            await self.refresh()
+            await self.refreshed()
             v = self.find(name=held.request, channel=channel)
             if v.uid != held.uid:
                 raise refuse("StaleButton", f"{held.request} was replaced by a new request "
@@ -828,7 +838,10 @@ class ChatService:
         data = {"channel": channel, "chatUser": chat_user, "command": command}
         client = self.cluster.client_as(person, ChatHints(self._prefix(channel)))
         gname = st.grant_name(v.name, command)
-        existed = await asyncio.to_thread(self.cluster.grant, gname) is not None
+        try:
+            existed = await asyncio.to_thread(self.cluster.grant, gname) is not None
+        except (WingmanError, OSError) as exc:
+            raise _unreadable(exc, f"read the ExecutionGrant {gname}") from exc
         if not existed:
             try:
                 await self._audit("ChatGrantRequested", person.user, subject, data)
@@ -1113,6 +1126,18 @@ def _check_reason(reason: str) -> None:
         if exc.reason == "TooLong":
             raise refuse("ReasonTooLong", exc.message) from None
         raise refuse("ForbiddenCharacter", exc.message) from None
+
+
+def _unreadable(exc: WingmanError | OSError, what: str) -> Refusal:
+    """The refusal of an action whose read of the cluster (as the chat ServiceAccount) failed:
+    nothing was done; the error is logged (its text names the API server, which the chat is
+    not told)."""
+    reason = getattr(exc, "reason", type(exc).__name__)
+    log.warning("a chat action could not read the cluster; refused",
+                extra={"reason": reason, "error": str(exc)[:300]})
+    return refuse("ClusterUnavailable", f"Wingman's chat service could not {what} from the "
+                  f"API server ({reason}), so nothing was done: try again shortly, or use "
+                  "kubectl wingman")
 
 
 def _subject(namespace: str, name: str, uid: str = "") -> dict[str, Any]:

@@ -306,7 +306,7 @@ class SlackChannel:
                 raise refuse("Unmapped", "you are not mapped to a Kubernetes user for "
                              f"environment {self.environment}: ask an administrator to add "
                              "your Slack id to chat.people")
-            await self.service.refresh()
+            await self.service.refreshed()
             v = self.service.find(uid=button.uid, channel=self.name)
             from wingman.chat.guard import check_decision
 

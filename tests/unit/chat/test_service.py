@@ -394,6 +394,51 @@ def test_a_sync_that_cannot_reach_the_cluster_is_counted_and_retried(tmp_path: P
                         kind="Unexpected") == 0
 
 
+class _UnreachableReads(world.Cluster):
+    """The in-memory cluster, read through the chat's real ``ChatCluster`` over an API server
+    that is not there (connection refused): every listing and read fails as it does then."""
+
+    def __init__(self, *objs: dict[str, Any]) -> None:
+        super().__init__(*objs)
+        kube = Kube(k8s.ApiClient(k8s.Configuration(host="https://127.0.0.1:1")))
+        self.real = ChatCluster(kube, self.namespace, "wingman-chat-state")
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.real.requests()
+
+    def grants(self) -> list[dict[str, Any]]:
+        return self.real.grants()
+
+    def grant(self, name: str) -> dict[str, Any] | None:
+        return self.real.grant(name)
+
+
+@pytest.mark.parametrize(("verb", "args"), [
+    ("approve", {"name": "web"}), ("reject", {"name": "web", "reason": "no"}),
+    ("describe", {"name": "web"}), ("pending", {}),
+    ("exec", {"name": "web", "command": "kubectl rollout restart deployment/web -n apps"}),
+    ("confirm", {"code": "123456"})])
+def test_a_command_while_the_api_server_cannot_be_read_is_answered_and_audited(
+        tmp_path: Path, verb: str, args: dict[str, str]) -> None:
+    """The API server unreachable when a person sends a command: they are answered that
+    nothing was done and to try again (ClusterUnavailable), and the refusal is audited, never
+    a command dropped unanswered (Telegram: no reply at all; Slack: an HTTP 500)."""
+    svc = world.service(tmp_path, world.request("web", 1))
+    svc.views = {"0f8fad5b-d9cb-469f-a165-000000000001": render.view(
+        world.request("web", 1), [], world.NOW)}  # as read by an earlier sync
+    svc.cluster = _UnreachableReads(world.request("web", 1))  # type: ignore[assignment]
+    svc.step_up.hold("telegram:111", PendingStepUp(
+        "approve", "web", "0f8fad5b-d9cb-469f-a165-000000000001", "", svc.step_up.deadline()))
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, verb, **args))
+    assert not reply.ok and reply.reason == "ClusterUnavailable", reply
+    assert "nothing was done: try again shortly" in reply.plain
+    assert "127.0.0.1" not in reply.plain  # the API server's address is not the chat's
+    assert [(r["reason"], r["as"]) for r in world.audited(svc)] == [
+        ("ClusterUnavailable", "bob")]
+    assert world.audited(svc, "ChatDecisionRequested") == []
+    assert world.audited(svc, "ChatGrantRequested") == []
+
+
 class _ImpersonatingCluster(world.Cluster):
     """The in-memory cluster, with the chat's real client as the person (over an API server
     that is not there: what the client checks itself is all these tests reach)."""

@@ -772,3 +772,24 @@ def test_a_look_alike_character_in_a_command_is_shown_as_its_code_point(tmp_path
 
     run(tmp_path, request("lookalike", 1, commands=["kubectl delete pod w\u0435b -n apps"]),
         body=body)
+
+
+def test_a_press_while_the_api_server_cannot_be_read_is_answered_never_a_500(
+        tmp_path: Path) -> None:
+    """The API server unreachable when an approver presses a button: the press is answered
+    (ClusterUnavailable, ephemerally) and audited, not failed with an HTTP 500 and no word."""
+    from .test_service import _UnreachableReads
+
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        [(ts, card)] = fake.cards(CHANNEL)
+        svc.cluster = _UnreachableReads()  # type: ignore[assignment]
+        data = approve_press(ts, card)
+        async with ClientSession() as http, http.post(
+                f"{url}/slack/interactive", data=data, headers=signed(data)) as resp:
+            assert resp.status == 200
+        assert fake.views == []
+        assert "ClusterUnavailable" in json.dumps(fake.ephemeral)
+        assert [(r["reason"], r["as"]) for r in audited(svc)] == [("ClusterUnavailable", "bob")]
+
+    run(tmp_path, request("pressed", 1), body=body)
