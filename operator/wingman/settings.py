@@ -757,10 +757,32 @@ class ChatSettings:
             needed += [p.totp_key for p in config.people if p.totp_key]
         for key in needed:
             settings.secret(key)
+        if config.step_up:
+            for person in config.people:
+                if person.totp_key:
+                    _check_totp(person.totp_key, person.user, settings.secret(person.totp_key))
         if not (config.telegram or config.slack or config.webhook):
             raise ConfigError("no chat channel is enabled: enable chat.telegram, chat.slack "
                               "or chat.webhook")
         return settings
+
+
+def _check_totp(key: str, user: str, secret: str) -> None:
+    """ConfigError unless ``secret`` is a TOTP secret step-up can check codes with (pyotp:
+    base32, at least 112 bits), naming its key and what is wrong, never its value: else
+    every code of that person would fail unanswered, each counted as a wrong one."""
+    import pyotp
+
+    try:
+        pyotp.TOTP(secret)
+    except (ValueError, TypeError):  # binascii.Error, too short
+        raise ConfigError(
+            f"the chat Secret's key {key!r} ({user}'s TOTP secret) is not a secret step-up "
+            "can use: it must be base32 (the letters A-Z and the digits 2-7, without spaces "
+            "or an otpauth:// URI around it) of at least 112 bits (23 characters; 32, as "
+            "pyotp.random_base32() makes, is usual; the 16 some apps make are too few): "
+            "generate a new one, put it in the Secret and enrol it in their authenticator "
+            "app") from None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,13 @@ import pytest
 from support.chart import find, render
 from wingman.errors import ConfigError
 from wingman.operator import manifests
-from wingman.settings import ChatConfig, GatewaySettings, McpHttpSettings, OperatorSettings
+from wingman.settings import (
+    ChatConfig,
+    ChatSettings,
+    GatewaySettings,
+    McpHttpSettings,
+    OperatorSettings,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -344,3 +351,33 @@ def test_an_mcp_http_bound_out_of_range_names_where_it_came_from(
         env: dict[str, str], flags: dict[str, int], says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         McpHttpSettings.from_env(env, **flags)
+
+
+@pytest.mark.parametrize("secret", [
+    "JBSWY3DPEHPK3PXP",  # 80 bits: fewer than the 112 pyotp takes
+    "JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP",  # as an authenticator app shows it
+    "otpauth://totp/bob?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",  # the enrolment URI
+    "0123456789abcdef0123456789abcdef",  # hex, not base32
+])
+def test_a_totp_secret_step_up_cannot_use_is_refused_at_start_without_showing_it(
+        tmp_path: Path, secret: str) -> None:
+    """Else the chat component starts, and every code of that person fails unanswered (the
+    library refuses the secret), each counted as a wrong one until a lockout."""
+    (tmp_path / "chat.yaml").write_text(json.dumps({
+        "environment": "prd", "stepUp": {"enabled": True},
+        "webhook": {"enabled": True, "url": "https://hooks.example/w"},
+        "people": [{"kubernetesUser": "bob", "slackUserId": "U0BOB",
+                    "totpSecretKey": "totp-bob"}]}))
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "webhook-secret").write_text("webhook-secret-value\n")
+    env = {"WINGMAN_ENVIRONMENT": "prd", "WINGMAN_CHAT_CONFIG": str(tmp_path / "chat.yaml"),
+           "WINGMAN_CHAT_SECRETS_DIR": str(secrets),
+           "WINGMAN_AUDIT_TARGET": str(tmp_path / "audit.log")}
+    (secrets / "totp-bob").write_text("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n")  # 160 bits
+    assert ChatSettings.from_env(env).secret("totp-bob") == "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    (secrets / "totp-bob").write_text(secret + "\n")
+    with pytest.raises(ConfigError, match=r"'totp-bob' \(bob's TOTP secret\).*base32") \
+            as caught:
+        ChatSettings.from_env(env)
+    assert secret not in caught.value.message and "JBSW" not in caught.value.message

@@ -52,9 +52,10 @@ def test_enabled_chat_runs_as_its_own_identity_with_its_configuration(tmp_path: 
     (tmp_path / "chat.yaml").write_text(cm["data"]["chat.yaml"])
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    for key in ("telegram-token", "slack-bot-token", "slack-signing-secret", "webhook-secret",
-                "totp-bob", "totp-carol"):
+    for key in ("telegram-token", "slack-bot-token", "slack-signing-secret", "webhook-secret"):
         (secrets / key).write_text("s3cr3t-value\n")
+    for key in ("totp-bob", "totp-carol"):  # base32, 160 bits (pyotp.random_base32())
+        (secrets / key).write_text("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n")
     # the audit DSN: a file on a volume of its Secret, never an environment variable
     assert not any("secretKeyRef" in str(e) for e in container["env"])
     assert _env(container)["WINGMAN_AUDIT_TARGET_FILE"] == "/etc/wingman/audit-dsn/dsn"
@@ -73,10 +74,21 @@ def test_enabled_chat_runs_as_its_own_identity_with_its_configuration(tmp_path: 
     assert config.telegram is not None and config.telegram.chat_id == -1001234567890123
     assert config.person_for_telegram(123456789012) == config.person_named("bob")
     assert config.person_for_slack("U0CAROL") is not None
-    assert settings.secret("totp-carol") == "s3cr3t-value"
+    assert settings.secret("totp-carol") == "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
     assert settings.http_idle_seconds == 75.0  # above ingress-nginx's and ALB's 60 s
     with pytest.raises(ConfigError, match="WINGMAN_CHAT_HTTP_IDLE_SECONDS"):
         ChatSettings.from_env(env | {"WINGMAN_CHAT_HTTP_IDLE_SECONDS": "1"})
+    # a TOTP secret step-up cannot use is refused at start, naming its key, never its value:
+    # else every code of that person failed unanswered, each counted as a wrong one
+    for bad in ("JBSWY3DPEHPK3PXP",  # 80 bits: fewer than the 112 pyotp takes
+                "JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP",  # as an app shows it, in groups
+                "otpauth://totp/bob?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+                "0123456789abcdef0123456789abcdef"):  # hex, not base32
+        (secrets / "totp-carol").write_text(bad + "\n")
+        with pytest.raises(ConfigError, match=r"'totp-carol'.*carol.*base32") as caught:
+            ChatSettings.from_env(env)
+        assert bad not in caught.value.message and "JBSW" not in caught.value.message
+    (secrets / "totp-carol").write_text("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n")
     (secrets / "webhook-secret").unlink()
     with pytest.raises(ConfigError, match="webhook-secret"):
         ChatSettings.from_env(env)
