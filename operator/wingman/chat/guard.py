@@ -97,6 +97,9 @@ class ButtonSigner:
         self._key = hashlib.sha256(
             f"wingman-chat-button\0{channel}\0{environment}\0{secret}".encode()).digest()
         self.environment = environment
+        #: Names the key (a MAC of a constant: it says nothing of the key or the secret), so
+        #: that the buttons a rotated secret no longer verifies are signed anew.
+        self.key_id = _b64(hmac.new(self._key, b"key-id", hashlib.sha256).digest()[:9])
 
     def _mac(self, body: str) -> str:
         return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:6])

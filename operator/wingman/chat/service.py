@@ -483,7 +483,9 @@ class ChatService:
             entries: dict[str, Any] = self.state.setdefault("requests", {})
             horizon = str(self.state.get("horizon", ""))
             ordered = sorted(views.values(), key=lambda v: (v.created, v.name))
+            keyed = False  # a key recorded for a card sent before keys were: to be saved
             for ch in self.channels:
+                key = _button_key(ch)
                 health = self._health.setdefault(ch.name, _Health())
                 due = 0
                 blocked = time.monotonic() < health.next_try
@@ -494,7 +496,10 @@ class ChatService:
                     mine = entry.get(ch.name) or {}
                     if not mine and v.state not in ("Open", "Reviewing") and v.created < horizon:
                         continue  # final before this component first ran: never posted
-                    work = self._due(v, mine, now)
+                    if key and "ref" in mine and "key" not in mine:
+                        mine["key"] = key  # posted before keys were kept: by this key
+                        keyed = True
+                    work = self._due(v, mine, now, key)
                     if not work:
                         continue
                     due += len(work)
@@ -525,7 +530,7 @@ class ChatService:
                                                                             now)]
             for v in settled:  # keep the state ConfigMap small: one marker per old request
                 entries[v.uid] = {"name": v.name, "done": 1}
-            if gone or settled:
+            if gone or settled or keyed:
                 await self._save()
 
     def _settled(self, v: RequestView, entry: dict[str, Any], now: dt.datetime) -> bool:
@@ -535,16 +540,22 @@ class ChatService:
                 or now - expires < dt.timedelta(hours=1)
                 or any(g.phase not in render.FINAL_GRANT for g in v.grants)):
             return False
-        return all(entry.get(ch.name) and not self._due(v, entry[ch.name], now)
+        return all(entry.get(ch.name)
+                   and not self._due(v, entry[ch.name], now, _button_key(ch))
                    for ch in self.channels)
 
-    def _due(self, v: RequestView, mine: dict[str, Any], now: dt.datetime
+    def _due(self, v: RequestView, mine: dict[str, Any], now: dt.datetime, key: str = ""
              ) -> list[tuple[str, Notice | None]]:
+        """What ``mine`` (a channel's entry) lacks to show ``v``: its card posted, or edited
+        when the request changed, or when it awaits a decision with buttons signed by another
+        key than the channel's ``key`` (a rotated bot token or signing secret: those buttons
+        are refused), and the notices not yet sent."""
         work: list[tuple[str, Notice | None]] = []
         refused = (mine.get("refused") or {}).get("hash") == v.fingerprint()
+        resign = bool(key) and v.live and mine.get("key", key) != key
         if "ref" not in mine and not refused:
             work.append(("post", None))
-        elif "ref" in mine and mine.get("hash") != v.fingerprint() and not refused:
+        elif "ref" in mine and (mine.get("hash") != v.fingerprint() or resign) and not refused:
             work.append(("update", None))
         sent = set(mine.get("sent") or [])
         for n in render.notices(v, now, self.config.expiry_warning_minutes):
@@ -567,6 +578,7 @@ class ChatService:
                         posted.set()
                     mine["hash"] = v.fingerprint()
                     mine.pop("refused", None)
+                    _keep_key(mine, ch)
                 elif kind == "update":
                     try:
                         await ch.update_card(mine["ref"], v)
@@ -577,6 +589,7 @@ class ChatService:
                         continue
                     mine["hash"] = v.fingerprint()
                     mine.pop("refused", None)
+                    _keep_key(mine, ch)
                 elif notice is not None:
                     await ch.notify(v, notice)
                     mine.setdefault("sent", []).append(notice.key)
@@ -964,8 +977,9 @@ def readable_state(raw: Any) -> tuple[dict[str, Any], list[str]]:
 
     The state is ``{"horizon": "<RFC 3339 UTC>", "requests": {<uid>: {"name": str,
     "done": 1} or {"name": str, <channel>: {"ref": {...}, "hash": str, "sent": [str],
-    "refused": {"hash": str, "error": str}}}}, "stepUp": {<user>: {"failures": int} or
-    {"lockedUntil": int}}}`` (``stepUp``: ``StepUp.stored``, read by ``stored_step_up`` and
+    "refused": {"hash": str, "error": str}, "key": str}}}, "stepUp": {<user>: {"failures":
+    int} or {"lockedUntil": int}}}`` (``key``: which key signed the card's buttons, a card
+    of another edited; ``stepUp``: ``StepUp.stored``, read by ``stored_step_up`` and
     kept here as it is, never dropped: see ``ChatService.load``). Dropping errs on the side of
     a message shown twice, never of one not shown: an unreadable card reference (or a channel's or a
     request's whole entry) means the card is posted again, an unreadable ``sent`` that the
@@ -1126,6 +1140,19 @@ def _check_reason(reason: str) -> None:
         if exc.reason == "TooLong":
             raise refuse("ReasonTooLong", exc.message) from None
         raise refuse("ForbiddenCharacter", exc.message) from None
+
+
+def _button_key(ch: Channel) -> str:
+    """What names the key ``ch`` signs its buttons with (``ButtonSigner.key_id``); "" for a
+    channel without buttons (the webhook)."""
+    return str(getattr(ch, "button_key", "") or "")
+
+
+def _keep_key(mine: dict[str, Any], ch: Channel) -> None:
+    """Record in a channel's entry which key signed the buttons of the card just sent."""
+    key = _button_key(ch)
+    if key:
+        mine["key"] = key
 
 
 def _unreadable(exc: WingmanError | OSError, what: str) -> Refusal:

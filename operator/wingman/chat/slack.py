@@ -108,6 +108,7 @@ class SlackChannel:
         self.client = AsyncWebClient(token=token, base_url=config.base_url, timeout=15)
         self.verifier = SignatureVerifier(signing_secret)
         self.signer = ButtonSigner(signing_secret, self.name, environment)
+        self.button_key = self.signer.key_id  # cards whose buttons it did not sign: edited
         self.environment = environment
         self.service = service
         self.replays = ReplayGuard(ttl=600)

@@ -210,6 +210,7 @@ class TelegramChannel:
         self.config = config
         self.bot = Bot(token, base_url=config.base_url)
         self.signer = ButtonSigner(token, self.name, environment)
+        self.button_key = self.signer.key_id  # cards whose buttons it did not sign: edited
         self.service = service
         self.replays = ReplayGuard()
         self.retired = ReplayGuard(ttl=RETIRE_SECONDS)  # old copies edited, by message

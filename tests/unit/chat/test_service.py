@@ -51,6 +51,42 @@ def test_a_new_request_needs_its_card_and_a_changed_one_an_edit() -> None:
     assert svc._due(v, {"ref": {}, "hash": v.fingerprint()}, NOW) == []
 
 
+def test_a_card_awaiting_a_decision_whose_buttons_another_key_signed_is_edited() -> None:
+    """A rotated bot token or signing secret: the buttons of an open card no longer verify.
+    A card recorded without its key (sent by an earlier version) counts as signed by the
+    current one, which the next sync records (and saves); a decided card has no buttons."""
+    svc = service()
+    v = render.view(request(), [], NOW)
+    mine = {"ref": {}, "hash": v.fingerprint()}
+    assert svc._due(v, {**mine, "key": "old"}, NOW, "new") == [("update", None)]
+    assert svc._due(v, {**mine, "key": "new"}, NOW, "new") == []
+    assert svc._due(v, mine, NOW, "new") == []
+    assert svc._due(v, {**mine, "key": "old"}, NOW, "") == []  # a channel without buttons
+    expired = request()
+    expired["status"]["conditions"] = [{"type": "Expired", "status": "True"}]
+    done = render.view(expired, [], NOW)
+    assert svc._due(done, {"ref": {}, "hash": done.fingerprint(), "key": "old",
+                           "sent": ["final:Expired"]}, NOW, "new") == []
+
+
+def test_a_card_sent_before_keys_were_recorded_gets_the_current_key_saved(
+        tmp_path: Path) -> None:
+    svc = world.service(tmp_path, world.request("web", 1))
+    uid = "0f8fad5b-d9cb-469f-a165-000000000001"
+    v = render.view(world.request("web", 1), [], world.NOW)
+
+    @dataclass
+    class Keyed:
+        name: str = "telegram"
+        button_key: str = "current"
+
+    svc.channels = [Keyed()]  # type: ignore[list-item]
+    svc.state["requests"] = {uid: {"name": "web", "telegram": {
+        "ref": {"chat": -1, "message": 1}, "hash": v.fingerprint()}}}
+    asyncio.run(svc.sync())
+    assert svc.cluster.saved["requests"][uid]["telegram"]["key"] == "current"  # type: ignore[attr-defined]
+
+
 def test_only_long_final_requests_with_everything_delivered_are_settled() -> None:
     svc = service()
     expired = request()

@@ -793,3 +793,33 @@ def test_a_press_while_the_api_server_cannot_be_read_is_answered_never_a_500(
         assert [(r["reason"], r["as"]) for r in audited(svc)] == [("ClusterUnavailable", "bob")]
 
     run(tmp_path, request("pressed", 1), body=body)
+
+
+def test_after_the_signing_secret_changes_open_cards_get_buttons_signed_anew(
+        tmp_path: Path) -> None:
+    """The buttons are signed with a key derived from the signing secret: once it is rotated
+    (in the Slack app and the Secret), every button of a card still awaiting a decision was
+    refused (InvalidButton) until the request changed. The card is edited once with buttons
+    the new key signs, and a press on it opens the decision modal."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        config = svc.channels[0].config  # type: ignore[attr-defined]
+        rotated = SlackChannel(config, TOKEN, "rotated-signing-secret", "prd", svc)
+        rotated.started = time.time() - 3600
+        svc.channels = [rotated]
+        await svc.sync()
+        [(ts, card)] = fake.cards(CHANNEL)
+        assert card["edits"] == 1
+        data = approve_press(ts, card)
+        now = str(int(time.time()))
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   "X-Slack-Request-Timestamp": now,
+                   "X-Slack-Signature": slack_signature("rotated-signing-secret", now, data)}
+        async with served(rotated) as rotated_url, ClientSession() as http, http.post(
+                f"{rotated_url}/slack/interactive", data=data, headers=headers) as resp:
+            assert resp.status == 200
+        assert fake.ephemeral == [], fake.ephemeral  # no InvalidButton told
+        [opened] = fake.views
+        assert opened["trigger_id"] == "trig-1"
+
+    run(tmp_path, request("pressed", 1), body=body)

@@ -991,3 +991,32 @@ def test_refusals_dropped_before_they_are_handled_still_reach_the_audit_trail(
 
     with serving(FakeTelegram(TOKEN)) as fake:
         asyncio.run(main(fake))
+
+
+def test_after_the_bot_token_changes_open_cards_get_buttons_signed_anew(tmp_path: Path) -> None:
+    """The buttons are signed with a key derived from the bot token: once it is rotated (at
+    BotFather, then in the Secret: the runbook's steps), the buttons of a card still awaiting
+    a decision would all be refused (InvalidButton) until the request changed. The card is
+    edited once with buttons the new key signs; a decided one is left alone."""
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.sync()
+        fake.token = "7000001:AAH-rotated-unit-test-token"
+        rotated = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
+                                  fake.token, "prd", svc)
+        svc.channels = [rotated]
+        try:
+            edits = len([m for m, _ in fake.requests if m == "editMessageText"])
+            await svc.sync()
+            await svc.sync()  # once: the second sync finds nothing to do
+            assert len([m for m, _ in fake.requests if m == "editMessageText"]) == edits + 1
+            markup = cards(fake)["open"]["markup"]
+            for row in markup["inline_keyboard"]:
+                for button in row:
+                    assert rotated.signer.check(button["callback_data"]).environment == "prd"
+            assert cards(fake)["decided"]["markup"] is None
+        finally:
+            await rotated.close()
+
+    decided = request("decided", 2)
+    decided["status"]["conditions"] = [{"type": "Expired", "status": "True"}]
+    run(tmp_path, request("open", 1), decided, body=body)
