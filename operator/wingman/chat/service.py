@@ -771,8 +771,8 @@ class ChatService:
         if verb == "status":
             return await self._status(channel, person, name)
         if verb == "confirm":
+            await self.refreshed()  # first: refused so, the decision still waits for a code
             held = self.step_up.take(f"{channel}:{chat_user}")
-            await self.refreshed()
             v = self.find(name=held.request, channel=channel)
             if v.uid != held.uid:
                 raise refuse("StaleButton", f"{held.request} was replaced by a new request "

@@ -475,6 +475,20 @@ def test_a_command_while_the_api_server_cannot_be_read_is_answered_and_audited(
     assert world.audited(svc, "ChatGrantRequested") == []
 
 
+def test_a_confirm_while_the_api_server_cannot_be_read_keeps_its_decision_waiting(
+        tmp_path: Path) -> None:
+    """Told to try again shortly, the person sends the code again: it finds the decision it
+    was meant for still waiting (not StepUpExpired, which would have them start anew)."""
+    svc = world.service(tmp_path, world.request("web", 1))
+    svc.cluster = _UnreachableReads(world.request("web", 1))  # type: ignore[assignment]
+    uid = "0f8fad5b-d9cb-469f-a165-000000000001"
+    svc.step_up.hold("telegram:111", PendingStepUp("approve", "web", uid, "",
+                                                   svc.step_up.deadline()))
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "confirm", code="123456"))
+    assert reply.reason == "ClusterUnavailable", reply
+    assert svc.step_up.take("telegram:111").uid == uid
+
+
 class _ImpersonatingCluster(world.Cluster):
     """The in-memory cluster, with the chat's real client as the person (over an API server
     that is not there: what the client checks itself is all these tests reach)."""
