@@ -209,6 +209,9 @@ class TelegramChannel:
                  service: ChatService) -> None:
         self.config = config
         self.bot = Bot(token, base_url=config.base_url)
+        #: What of the token an error must never repeat: it whole, and its secret part
+        self._token_parts = sorted({p for p in (token, token.partition(":")[2]) if p},
+                                   key=len, reverse=True)
         self.signer = ButtonSigner(token, self.name, environment)
         self.button_key = self.signer.key_id  # cards whose buttons it did not sign: edited
         self.service = service
@@ -235,21 +238,31 @@ class TelegramChannel:
             seconds = delay if isinstance(delay, int | float) else delay.total_seconds()
             raise ChannelError(f"Telegram rate-limited {what}", retry_after=seconds) from None
         except BadRequest as exc:
-            if "message is not modified" in exc.message.lower():
+            message = self._scrubbed(exc.message)
+            if "message is not modified" in message.lower():
                 return None
-            if "message to edit not found" in exc.message.lower():
+            if "message to edit not found" in message.lower():
                 raise CardGone(f"Telegram: {what}: the message was deleted") from None
-            if _CHAT_WIDE.search(exc.message):
-                raise ChannelError(f"Telegram refused {what}: {exc.message}") from None
-            raise MessageRefused(f"Telegram refused {what}: {exc.message}") from None
+            if _CHAT_WIDE.search(message):
+                raise ChannelError(f"Telegram refused {what}: {message}") from None
+            raise MessageRefused(f"Telegram refused {what}: {message}") from None
         except InvalidToken:  # its message quotes the token: never repeat it
             raise BotTokenRejected(f"Telegram {what} failed: the bot token was rejected; check "
                                    "the chat Secret's telegram-token") from None
         except (Forbidden, TelegramError) as exc:
             raise ChannelError(f"Telegram {what} failed: {type(exc).__name__}: "
-                               f"{exc.message}") from None
+                               f"{self._scrubbed(exc.message)}") from None
         except (OSError, RuntimeError) as exc:
             raise ChannelError(f"Telegram {what} failed: {type(exc).__name__}") from None
+
+    def _scrubbed(self, message: str) -> str:
+        """An error python-telegram-bot wrote, without the bot token: an answer that is not
+        the Bot API's JSON (a proxy's error page naming the URL it was asked for, the token in
+        its path) is quoted in it, and from there would reach the state ConfigMap (a refused
+        card's ``error``) and log lines cut short, where the log filter no longer finds it."""
+        for part in self._token_parts:
+            message = message.replace(part, "[redacted]")
+        return message
 
     def _markup(self, v: RequestView) -> InlineKeyboardMarkup | None:
         if not v.live:

@@ -23,6 +23,7 @@ from support.fake_chat import FakeTelegram, serving, telegram_html_error
 from wingman.chat import render
 from wingman.chat.guard import StepUp
 from wingman.chat.render import Notice
+from wingman.chat.run import RedactSecrets
 from wingman.chat.service import C, ChatService, Reply, T
 from wingman.chat.telegram import (
     _CHAT_WIDE,
@@ -1020,3 +1021,39 @@ def test_after_the_bot_token_changes_open_cards_get_buttons_signed_anew(tmp_path
     decided = request("decided", 2)
     decided["status"]["conditions"] = [{"type": "Expired", "status": "True"}]
     run(tmp_path, request("open", 1), decided, body=body)
+
+
+def test_an_answer_that_repeats_the_bot_token_never_reaches_the_state_or_a_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The bot token is part of every Bot API URL. An answer that is not Telegram's JSON (a
+    proxy's or a local Bot API server's error page naming the URL it was asked for) is quoted
+    by python-telegram-bot in its error: the token must not go on from there into the state
+    ConfigMap (a refused card's ``error``, which no log filter reaches) or a log line, where
+    it is cut to 300 characters: a token cut in two escapes the filter (installed here as
+    the process installs it), which looks for it whole."""
+    secret = TOKEN.split(":", 1)[1]
+    caplog.handler.addFilter(RedactSecrets([TOKEN]))
+    lead = ("Telegram refused sendMessage: Bad Request (400). Parsing the server response "
+            "b'<html>")
+    page = f"<html>{'x' * (284 - len(lead) - len('/bot'))}/bot{TOKEN}/sendMessage</html>"
+    assert (lead + page[6:])[284:300] == TOKEN[:16]  # the token cut at 300, in two
+
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await channel._call("getMe", channel.bot.get_me)  # initialized: its calls are sends
+        fake.glitch_paths = ("/sendMessage",)
+        fake.glitches = [(400, page.encode())] * 2  # the card, then the short card
+        with caplog.at_level(logging.INFO):
+            await svc.sync()
+            entry = svc.state["requests"][svc.find(name="web").uid]["telegram"]
+            assert "Parsing the server response" in entry["refused"]["error"]
+            fake.glitches = [(502, page.replace("x", "y").encode())]
+            svc.cluster.objs[0]["spec"]["decisions"] = [  # type: ignore[attr-defined]
+                {"verdict": "Approve", "by": "carol", "reason": "ok"}]
+            await svc.sync()
+        saved = json.dumps(svc.cluster.saved)  # type: ignore[attr-defined]
+        assert "yyyy" not in saved and "xxxx" in saved
+        assert secret[:6] not in saved, saved
+        logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+        assert "yyyy" in logged and secret[:6] not in logged, logged
+
+    run(tmp_path, request("web", 1), body=body)
