@@ -284,10 +284,10 @@ class FakeTelegram(_Base):
         return cid
 
     def say(self, user: dict[str, Any], chat: int, text: str, *, forwarded: bool = False,
-            date: int | None = None) -> None:
+            date: int | None = None, via_bot: bool = False) -> None:
         """A message from ``user``, sent now or at ``date`` (epoch seconds: one sent earlier
         and delivered only now, as Telegram delivers again what a restarted bot did not
-        confirm)."""
+        confirm); ``via_bot``: an inline bot's result the user picked (its text the bot's)."""
         message: dict[str, Any] = {
             "message_id": next(self._ids), "date": int(time.time()) if date is None else date,
             "from": user,
@@ -299,6 +299,9 @@ class FakeTelegram(_Base):
         if forwarded:
             message["forward_origin"] = {"type": "user", "date": int(time.time()),
                                          "sender_user": user}
+        if via_bot:
+            message["via_bot"] = {"id": 7000099, "is_bot": True, "first_name": "Gifs",
+                                  "username": "some_gif_bot"}
         self._push({"message": message})
 
     def sent_to(self, chat: int) -> list[dict[str, Any]]:

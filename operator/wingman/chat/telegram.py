@@ -12,6 +12,7 @@ Commands (in the configured chats, or in a private chat with the bot): ``/pendin
 
 Refused before anything else, with an answer and an audit record: messages and button presses
 from bots, from anonymous senders (a channel or an anonymous group admin), forwarded messages,
+commands sent through another bot's inline mode (``via @bot``: that bot wrote their text),
 callbacks delivered twice (the same callback id), buttons that do not verify or belong to
 another environment, buttons pressed on a message that is not the request's current message,
 and chats that are not configured. A chat user who is not in ``chat.people`` is refused by the
@@ -701,6 +702,10 @@ class TelegramChannel:
                 raise refuse("Bot", "bots cannot act on requests")
             if msg.forward_origin is not None:
                 raise refuse("Forwarded", "forwarded commands do nothing: send your own")
+            if msg.via_bot is not None:  # an inline bot's result: its text is that bot's
+                raise refuse("ViaBot", "commands sent through another bot (via "
+                             f"@{msg.via_bot.username or msg.via_bot.id}) do nothing: type "
+                             "your own")
             allowed = {self.config.chat_id, self.config.requester_chat_id}
             if msg.chat.id not in allowed and msg.chat.type != "private":
                 raise refuse("WrongChat", "Wingman does not take commands in this chat")

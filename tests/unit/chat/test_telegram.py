@@ -1057,3 +1057,31 @@ def test_an_answer_that_repeats_the_bot_token_never_reaches_the_state_or_a_log(
         assert "yyyy" in logged and secret[:6] not in logged, logged
 
     run(tmp_path, request("web", 1), body=body)
+
+
+def test_a_command_sent_through_another_bots_inline_mode_decides_nothing(
+        tmp_path: Path) -> None:
+    """An inline bot's result (``via @bot``) is sent as the person who picked it, with the
+    text the other bot chose: a result that shows a picture can send ``/approve <request>``.
+    Not typed by the person, it is refused as a forwarded command is; typed, it decides."""
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        cluster = Deciding(*svc.cluster.objs)  # type: ignore[attr-defined]
+        svc.cluster = cluster
+        offset = 0
+
+        async def command(text: str, *, via_bot: bool = False) -> str:
+            nonlocal offset
+            fake.say(FakeTelegram.user(111), CHAT, text, via_bot=via_bot)
+            for update in await channel.bot.get_updates(offset=offset, timeout=0):
+                offset = update.update_id + 1
+                await channel.handle(update)
+            return str(fake.requests[-1][1].get("text"))
+
+        answer = await command("/approve web looks fine", via_bot=True)
+        assert "ViaBot" in answer, answer
+        assert "decisions" not in cluster.objs[0]["spec"]
+        assert [(r["reason"], r["as"]) for r in audited(svc)] == [("ViaBot", "bob")]
+        answer = await command("/approve web looks fine")
+        assert "Approve recorded" in answer, answer
+
+    run(tmp_path, request("web", 1), body=body)
