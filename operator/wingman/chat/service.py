@@ -78,6 +78,8 @@ MAX_BACKOFF_SECONDS = 300.0
 #: this many seconds (the metric counts every one).
 REFUSAL_AUDIT_WINDOW_SECONDS = 60.0
 _MAX_REFUSAL_KEYS = 1000
+#: Requests ``pending`` lists (those that expire first), at most; it says how many more wait.
+PENDING_SHOWN = 30
 #: Lines of a grant's output ``status`` shows (its end), as code.
 OUTPUT_LINES = 40
 #: How long one call on the state ConfigMap (a read, a write) may wait for the API server
@@ -920,10 +922,13 @@ class ChatService:
         if not live:
             return Reply((T(f"No request awaits a decision in {self.env}."),))
         parts: list[Segment] = [T(f"Awaiting a decision in {self.env}:\n")]
-        for v in live[:30]:
+        for v in live[:PENDING_SHOWN]:
             parts += [T("• "), C(v.name), T(" by "), C(v.requester),
                       T(f", risk {v.risk}, {len(v.approved_by)} of {v.required}, expires "
                         f"{v.expires}\n")]
+        if len(live) > PENDING_SHOWN:  # the first to expire are listed: say the rest wait
+            parts += [T(f"… and {len(live) - PENDING_SHOWN} more awaiting a decision, "
+                        "expiring later: "), C("kubectl wingman list"), T(" lists them all")]
         return Reply(tuple(parts))
 
     async def _status(self, channel: str, person: ChatPerson, name: str) -> Reply:

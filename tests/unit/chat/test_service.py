@@ -1071,3 +1071,16 @@ def test_a_horizon_in_the_future_is_set_to_now(tmp_path: Path,
     assert cluster.saved["horizon"] <= now and svc.state["horizon"] <= now
     (warned,) = [r for r in caplog.records if "wrong shape" in r.getMessage()]
     assert "horizon: later than now: set to now" in vars(warned)["problems"]
+
+
+def test_pending_says_how_many_requests_it_does_not_list(tmp_path: Path) -> None:
+    """/pending lists the 30 that expire first; an approver is told that more wait (and where
+    to see them all), not left to think those 30 are all."""
+    svc = world.service(tmp_path, *(world.request(f"r{n:02d}", n) for n in range(1, 33)))
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "pending"))
+    assert reply.ok, reply
+    assert reply.plain.count("• ") == 30
+    assert "and 2 more awaiting a decision" in reply.plain
+    assert "kubectl wingman list" in reply.plain
+    few = world.service(tmp_path, world.request("r01", 1))
+    assert "more" not in asyncio.run(few.act("telegram", "111", world.BOB, "pending")).plain
