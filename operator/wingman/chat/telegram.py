@@ -666,6 +666,7 @@ class TelegramChannel:
                 raise refuse("StaleButton", "this is not the request's current message: use "
                              "the latest one, or /pending")
             if button.verb == "reject" and person is not None:
+                await self.service.refreshed()  # the views of a sync may not be there yet
                 v = self.service.find(uid=button.uid, channel=self.name)
                 reply = Reply((T(f"To reject, send: /reject {v.name} <reason>"),))
             else:

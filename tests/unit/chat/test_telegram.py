@@ -1085,3 +1085,23 @@ def test_a_command_sent_through_another_bots_inline_mode_decides_nothing(
         assert "Approve recorded" in answer, answer
 
     run(tmp_path, request("web", 1), body=body)
+
+
+def test_reject_pressed_before_the_first_sync_after_a_start_says_how_to_reject(
+        tmp_path: Path) -> None:
+    """After a restart the cards are known from the state ConfigMap before the first sync has
+    read the requests: Reject pressed then is answered with the /reject to send, not refused
+    as a request that does not exist (named by its UID)."""
+    async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
+        await svc.sync()
+        (card,) = fake.sent_to(CHAT)
+        svc.views = {}  # a new process: the state read, no sync yet
+        reject = fake.buttons(CHAT, card["id"])[1]
+        cid = fake.press(FakeTelegram.user(111), CHAT, card["id"], reject)
+        for update in await channel.bot.get_updates(timeout=0):
+            await channel.handle(update)
+        assert fake.answers[cid]["text"] == "To reject, send: /reject web <reason>", \
+            fake.answers[cid]
+        assert audited(svc) == []
+
+    run(tmp_path, request("web", 1), body=body)
