@@ -12,7 +12,8 @@ witness that knows the audit public key can verify it independently of the HMAC.
 **Reference server** (``wingman audit witness``): checks the HMAC (constant time) and, when
 given the audit public keys, the signature; refuses a checkpoint that contradicts one it holds
 (same log and seq, another hash: ``409``) and one older than the newest it holds for that log
-(a rollback: ``409``); appends accepted checkpoints to a JSON Lines file (fsynced) and serves
+(a rollback: ``409``); appends accepted checkpoints to a JSON Lines file (fsynced; one it
+cannot store whole is answered ``503`` and nothing of it stays in the file) and serves
 that file at ``GET <path>`` for ``wingman audit verify --checkpoints``. The file grows by a line
 a minute for good; the server holds only the newest checkpoint of each log and the
 ``RECENT_PER_LOG`` before it (a re-sent one is answered "already witnessed"), reads the file as
@@ -130,6 +131,8 @@ class WitnessStore:
         self.newest: dict[str, Checkpoint] = {}
         self.recent: dict[str, OrderedDict[int, str]] = {}
         """Per log, seq -> hash of the newest ``RECENT_PER_LOG`` + 1 witnessed."""
+        self.broken: str | None = None
+        """Why no checkpoint is stored any more (a failed write that could not be removed)."""
         if path.exists():
             with open_regular(path, "store", WitnessError) as fh:
                 for number, checkpoint in iter_checkpoints(fh, str(path)):
@@ -173,15 +176,44 @@ class WitnessStore:
             if newest is not None and checkpoint.seq < newest.seq:
                 return 409, (f"log {checkpoint.log} was witnessed up to seq {newest.seq}; seq "
                              f"{checkpoint.seq} is a rollback")
-            line = (checkpoint.to_line() + "\n").encode("ascii")
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if self.broken is not None:
+                return 503, self.broken
+            failed = self._append((checkpoint.to_line() + "\n").encode("ascii"))
+            if failed is not None:
+                return 503, failed
             self._remember(checkpoint)
             return 201, "witnessed"
+
+    def _append(self, line: bytes) -> str | None:
+        """Append ``line`` whole and fsync it; else remove what was written of it and say why
+        (a torn line would stop every later start and every verification against the copy).
+        When even that fails, every later checkpoint is refused until a restart."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            return f"cannot store the checkpoint (cannot open the store: {exc.strerror})"
+        try:
+            try:
+                size = os.fstat(fd).st_size
+            except OSError as exc:
+                return f"cannot store the checkpoint (cannot stat the store: {exc.strerror})"
+            try:
+                view = memoryview(line)
+                while view:  # a write cut short (a full disk) goes on, or raises
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError as undo:
+                    self.broken = ("cannot store checkpoints: a failed write to the store could "
+                                   f"not be removed ({undo.strerror}); repair the store and "
+                                   "restart the witness")
+                    return self.broken
+                return f"cannot store the checkpoint ({exc.strerror}); nothing of it was kept"
+            return None
+        finally:
+            os.close(fd)
 
 
 def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -381,3 +382,49 @@ def test_a_bad_listen_address_or_file_is_a_clear_refusal_not_a_hang(
     assert done.returncode == 2, done.stderr
     assert "cannot start" in done.stderr and expected in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_checkpoint_the_disk_cannot_hold_is_refused_and_leaves_the_store_whole(
+        tmp_path: Path) -> None:
+    """A full disk (here the file size limit, RLIMIT_FSIZE, which cuts a write short and then
+    refuses it as ENOSPC would) while a checkpoint is appended: the witness answers that it did
+    not store it, the store keeps no part of it (a torn line would stop every later start and
+    every verification against the copy), and the operator's next sending stores it."""
+    import resource
+
+    key, pem = _key_files(tmp_path)
+    store = tmp_path / "w.jsonl"
+    store.write_text(f"{_cp(1).to_line()}\n")
+    before = store.read_bytes()
+    limit = len(before) + 100  # the next line (about 300 bytes) is cut a third of the way
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wingman.cli", "audit", "witness", "--listen", "127.0.0.1:0",
+         "--store", str(store), "--hmac-key-file", str(key), "--audit-key", str(pem)],
+        stderr=subprocess.PIPE, text=True, preexec_fn=limited,
+        env={"PYTHONPATH": str(OPERATOR_SRC), "PYTHONDONTWRITEBYTECODE": "1"})
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert '"listening"' in line, line
+        address = json.loads(line)["address"]
+        url = f"http://{address}/checkpoints"
+        with pytest.raises(WitnessError, match=r"HTTP 503 .*cannot store"):
+            send(url, HMAC, _cp(2), timeout=10)
+        assert store.read_bytes() == before
+        assert [c.seq for c in parse_checkpoints(store.read_bytes(), "w")] == [1]
+        # space again: the operator sends its newest checkpoint again next round
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        send(url, HMAC, _cp(2), timeout=10)
+        assert [c.seq for c in parse_checkpoints(store.read_bytes(), "w")] == [1, 2]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
