@@ -6,8 +6,9 @@ as transparency logs do, so not even an administrator of both can rewrite histor
 **Protocol.** ``POST <url>`` with the checkpoint's stored form (``Checkpoint.to_line()``, one
 JSON object) as the body, ``Content-Type: application/json`` and the header
 ``X-Wingman-Signature: sha256=<hex HMAC-SHA256 of the body with the shared key>``. Any 2xx
-answer means the witness stored it. The checkpoint is also signed with the audit key, so a
-witness that knows the audit public key can verify it independently of the HMAC.
+answer means the witness stored it; a redirect is a failure, never followed. The checkpoint
+is also signed with the audit key, so a witness that knows the audit public key can verify it
+independently of the HMAC.
 
 **Reference server** (``wingman audit witness``): checks the HMAC (constant time) and, when
 given the audit public keys, the signature; refuses a checkpoint that contradicts one it holds
@@ -39,9 +40,10 @@ import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Sequence
+from email.message import Message
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from wingman.audit.checkpoints import Checkpoint, iter_checkpoints, parse_checkpoint
 from wingman.audit.file import open_regular
@@ -89,6 +91,18 @@ class WitnessError(WingmanError):
     reason = "AuditWitnessUnavailable"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers, never followed: urllib would follow a 301, 302 or 303 to a POST
+    with a GET (whose 2xx would pass for a stored checkpoint), to any host."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int,
+                         msg: str, headers: Message, newurl: str) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def signature(key: bytes, body: bytes) -> str:
     """The ``X-Wingman-Signature`` value of ``body``."""
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
@@ -102,9 +116,15 @@ def send(url: str, key: bytes, checkpoint: Checkpoint, *, timeout: float = 10.0)
         headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature(key, body),
                  "User-Agent": "wingman-operator"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with _OPENER.open(request, timeout=timeout) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise WitnessError(f"the audit witness answered checkpoint seq {checkpoint.seq} with "
+                               f"HTTP {exc.code}, a redirect: redirects are not followed (a "
+                               "301, 302 or 303 would turn the POST into a GET, whose answer "
+                               "does not say the checkpoint was stored); set "
+                               "audit.checkpoints.witness.url to the URL that answers") from None
         raise WitnessError(f"the audit witness refused checkpoint seq {checkpoint.seq}: HTTP "
                            f"{exc.code} {_reply(exc)}") from None
     except (ValueError, http.client.InvalidURL) as exc:  # its message quotes the URL's query

@@ -178,6 +178,43 @@ def test_a_long_witness_reply_is_cut() -> None:
     assert len(message) < 400 and message.endswith("\u2026")
 
 
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """A server in front of the witness that answers a POST with a redirect (an http-to-https
+    or trailing-slash rule of a proxy, say) to where the witness serves its copy."""
+
+    location = ""
+    code = 302
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(self.code)
+        self.send_header("Location", self.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_taken_for_a_witnessed_checkpoint(witness: Running, code: int) -> None:
+    """urllib would follow a 301, 302 or 303 to a POST with a GET, whose 200 (here the witness's
+    own copy) would count as stored: the checkpoint never reached the witness, yet no delivery
+    failure would be counted or alerted on."""
+    handler = type("Handler", (_Redirecting,), {"location": witness.url, "code": code})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(WitnessError, match=f"HTTP {code}.*redirects are not followed"):
+            send(f"http://127.0.0.1:{server.server_port}/checkpoints", HMAC, _cp(1), timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert not witness.store.path.exists()
+
+
 def test_a_witness_url_query_never_shows_in_a_delivery_error() -> None:
     # http.client quotes the URL's path and query when it refuses it
     for url in ("http://127.0.0.1:9/c?token=s3cr3t\x01", "http://127.0.0.1:9/c?token=s3cr3t"):
