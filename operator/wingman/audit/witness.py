@@ -100,7 +100,91 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class _Deadline:
+    """Ends a delivery at its deadline, whatever it waits for: a socket timeout bounds each
+    wait for a byte, so a witness that answers a byte at a time would hold the delivery (and
+    the operator's checkpoint round, its later rounds and its shutdown) for as long as it
+    likes. At the deadline the connection is shut down, through a descriptor of its own (a
+    ``dup``, closed once the delivery is over: never a number the process may have reused)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._fds: list[int] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = []
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down at the deadline (at once when it passed)."""
+        with self._lock:
+            fd = os.dup(sock.fileno())
+            self._fds.append(fd)
+            if self.expired:
+                _shut_down(fd)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for fd in self._fds:
+                _shut_down(fd)
+
+
+def _shut_down(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()  # the descriptor stays the deadline's, closed by it
+
+
+def _watched(base: type[http.client.HTTPConnection], deadline: _Deadline
+             ) -> type[http.client.HTTPConnection]:
+    """``base`` whose socket ``deadline`` shuts down (the TCP socket, under TLS too)."""
+
+    class Watched(base):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._create_connection = self._connect_watched
+
+        @staticmethod
+        def _connect_watched(address: tuple[str, int], timeout: Any = None,
+                             source_address: Any = None) -> socket.socket:
+            sock = socket.create_connection(address, timeout, source_address)
+            try:
+                deadline.watch(sock)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+
+    return Watched
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """An opener whose connections end at ``deadline`` and that follows no redirect."""
+
+    class Plain(urllib.request.HTTPHandler):
+        def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+            return super().do_open(_watched(http_class, deadline), req, **kwargs)
+
+    class Secure(urllib.request.HTTPSHandler):
+        def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+            return super().do_open(_watched(http_class, deadline), req, **kwargs)
+
+    return urllib.request.build_opener(Plain, Secure, _NoRedirect)
 
 
 def signature(key: bytes, body: bytes) -> str:
@@ -109,36 +193,50 @@ def signature(key: bytes, body: bytes) -> str:
 
 
 def send(url: str, key: bytes, checkpoint: Checkpoint, *, timeout: float = 10.0) -> None:
-    """POST ``checkpoint`` to the witness at ``url``; ``WitnessError`` unless it answers 2xx."""
+    """POST ``checkpoint`` to the witness at ``url``; ``WitnessError`` unless it answers 2xx
+    within ``timeout`` seconds (the whole delivery, its answer read included)."""
     body = checkpoint.to_line().encode("ascii")
     request = urllib.request.Request(  # noqa: S310 - the URL's scheme is checked by settings
         url, data=body, method="POST",
         headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature(key, body),
                  "User-Agent": "wingman-operator"})
+    with _Deadline(timeout) as deadline:
+        failure = _deliver(request, deadline, url, checkpoint.seq)
+    if deadline.expired:  # whatever came of it, an answer cut short says nothing
+        raise WitnessError(f"the audit witness {shown_url(url)!r} did not answer checkpoint "
+                           f"seq {checkpoint.seq} within {timeout:g}s (the timeout bounds the "
+                           "whole delivery); it is sent again next round")
+    if failure is not None:
+        raise failure
+
+
+def _deliver(request: urllib.request.Request, deadline: _Deadline, url: str, seq: int
+             ) -> WitnessError | None:
+    """The delivery of ``request`` (before ``deadline``): None when the witness stored it."""
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with _opener(deadline).open(request, timeout=deadline.seconds) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         if 300 <= exc.code < 400:
-            raise WitnessError(f"the audit witness answered checkpoint seq {checkpoint.seq} with "
-                               f"HTTP {exc.code}, a redirect: redirects are not followed (a "
-                               "301, 302 or 303 would turn the POST into a GET, whose answer "
-                               "does not say the checkpoint was stored); set "
-                               "audit.checkpoints.witness.url to the URL that answers") from None
-        raise WitnessError(f"the audit witness refused checkpoint seq {checkpoint.seq}: HTTP "
-                           f"{exc.code} {_reply(exc)}") from None
+            return WitnessError(f"the audit witness answered checkpoint seq {seq} with HTTP "
+                                f"{exc.code}, a redirect: redirects are not followed (a 301, "
+                                "302 or 303 would turn the POST into a GET, whose answer does "
+                                "not say the checkpoint was stored); set "
+                                "audit.checkpoints.witness.url to the URL that answers")
+        return WitnessError(f"the audit witness refused checkpoint seq {seq}: HTTP "
+                            f"{exc.code} {_reply(exc)}")
     except (ValueError, http.client.InvalidURL) as exc:  # its message quotes the URL's query
-        raise WitnessError(f"the audit witness URL {shown_url(url)!r} cannot be used "
-                           f"({type(exc).__name__}); fix WINGMAN_AUDIT_WITNESS_URL "
-                           "(audit.checkpoints.witness.url)") from None
-    except (urllib.error.URLError, OSError) as exc:
+        return WitnessError(f"the audit witness URL {shown_url(url)!r} cannot be used "
+                            f"({type(exc).__name__}); fix WINGMAN_AUDIT_WITNESS_URL "
+                            "(audit.checkpoints.witness.url)")
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
-        raise WitnessError(f"cannot reach the audit witness {shown_url(url)!r}: "
-                           f"{terminal_text(reason, None)[:MAX_REPLY_SHOWN]}; the checkpoint "
-                           "is kept in the ConfigMap and sent again next round") from None
+        return WitnessError(f"cannot reach the audit witness {shown_url(url)!r}: "
+                            f"{terminal_text(reason, None)[:MAX_REPLY_SHOWN]}; the checkpoint "
+                            "is kept in the ConfigMap and sent again next round")
     if not 200 <= status < 300:
-        raise WitnessError(f"the audit witness answered HTTP {status} for checkpoint seq "
-                           f"{checkpoint.seq}")
+        return WitnessError(f"the audit witness answered HTTP {status} for checkpoint seq {seq}")
+    return None
 
 
 class WitnessStore:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import http.server
@@ -213,6 +214,49 @@ def test_a_redirect_is_not_taken_for_a_witnessed_checkpoint(witness: Running, co
         server.server_close()
         thread.join(10)
     assert not witness.store.path.exists()
+
+
+class _Trickling(http.server.BaseHTTPRequestHandler):
+    """A witness that answers a byte at a time, each within the delivery's timeout."""
+
+    answer = b""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with contextlib.suppress(OSError):
+            for byte in self.answer:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.3)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 201 Created\r\nX-Slow: " + b"y" * 100,
+    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 200\r\n\r\n" + b"n" * 200,
+], ids=["headers", "refusal"])
+def test_a_witness_that_answers_a_byte_at_a_time_is_given_up_at_the_timeout(
+        answer: bytes) -> None:
+    """The delivery's timeout bounds the whole delivery, not each wait for a byte: a witness
+    (another party) that trickles its answer would otherwise hold the operator's checkpoint
+    round, and with it every later checkpoint and the operator's shutdown, for as long as it
+    likes."""
+    handler = type("Handler", (_Trickling,), {"answer": answer})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(WitnessError, match="within 1s"):
+            send(f"http://127.0.0.1:{server.server_port}/checkpoints", HMAC, _cp(1), timeout=1)
+        assert time.monotonic() - started < 4
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 def test_a_witness_url_query_never_shows_in_a_delivery_error() -> None:
