@@ -33,6 +33,15 @@ _TABLE = "wingman_audit"
 _APPEND_LOCK = 0x77696E676D616E  # "wingman": pg_advisory_xact_lock key serialising the head
 _SCHEMA_LOCK = _APPEND_LOCK + 1
 
+_REFUSE_BODY = """
+BEGIN
+    RAISE EXCEPTION 'wingman_audit is append-only: % is refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Audit records are never changed or removed.';
+END
+"""
+"""The body of ``wingman_audit_refuse_change()``, which both triggers run."""
+
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS wingman_audit (
     seq     bigint      PRIMARY KEY CHECK (seq >= 0),
@@ -46,13 +55,7 @@ CREATE TABLE IF NOT EXISTS wingman_audit (
     record  text        NOT NULL
 );
 CREATE OR REPLACE FUNCTION wingman_audit_refuse_change() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
-BEGIN
-    RAISE EXCEPTION 'wingman_audit is append-only: % is refused', TG_OP
-        USING ERRCODE = 'insufficient_privilege',
-              HINT = 'Audit records are never changed or removed.';
-END
-$fn$;
+LANGUAGE plpgsql AS $fn${body}$fn$;
 DO $do$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'wingman_audit'::regclass
@@ -69,13 +72,19 @@ BEGIN
     END IF;
 END
 $do$;
-"""
+""".replace("{body}", _REFUSE_BODY)
 
 _TRIGGERS_SQL = """
-SELECT tgname, tgenabled FROM pg_trigger
-WHERE tgrelid = to_regclass('wingman_audit')
-  AND tgname IN ('wingman_audit_no_update_delete', 'wingman_audit_no_truncate')
+SELECT t.tgname, t.tgenabled, t.tgtype, t.tgqual IS NULL AND cardinality(t.tgattr::int2[]) = 0,
+       l.lanname, p.prosrc
+FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_language l ON l.oid = p.prolang
+WHERE t.tgrelid = to_regclass('wingman_audit')
+  AND t.tgname IN ('wingman_audit_no_update_delete', 'wingman_audit_no_truncate')
 """
+#: pg_trigger.tgtype of each trigger as the sink creates it: BEFORE (2), for each statement,
+#: on DELETE (8) and UPDATE (16), or on TRUNCATE (32).
+_TRIGGER_TYPES = {"wingman_audit_no_update_delete": 2 | 8 | 16,
+                  "wingman_audit_no_truncate": 2 | 32}
 
 
 _ROW_BYTES = 4 * MAX_RECORD_BYTES
@@ -143,6 +152,20 @@ def _redact_dsn(dsn: str) -> str:
     return f"postgresql://{user + '@' if user else ''}{host}{':' + port if port else ''}/{db}"
 
 
+def _disarmed(name: str, enabled: str, kind: int, unconditional: bool, language: str,
+              body: str) -> str:
+    """What makes an append-only trigger (a ``_TRIGGERS_SQL`` row) let a change through, or
+    ``""``: a trigger fired only in replication (``R``), for other events or with a condition,
+    or one whose function no longer raises, is as good as disabled."""
+    if enabled not in ("O", "A"):
+        return f"{name} is enabled for replication only"
+    if kind != _TRIGGER_TYPES[name] or not unconditional:
+        return f"{name} was recreated for other events or with a condition"
+    if language != "plpgsql" or body.strip() != _REFUSE_BODY.strip():
+        return f"{name} runs a function that is not wingman_audit_refuse_change() as created"
+    return ""
+
+
 class PostgresSink:
     """The audit trail in a PostgreSQL table, shared by any number of writers.
 
@@ -162,7 +185,8 @@ class PostgresSink:
     The sink creates the table and two triggers when they are absent: ``BEFORE UPDATE OR
     DELETE`` and ``BEFORE TRUNCATE`` raise, so even the owner cannot change history without
     first disabling them (which takes ``ALTER TABLE`` and leaves the chain to catch it). It
-    refuses to start when those triggers exist but are disabled.
+    refuses to start when those triggers exist but are disabled, or changed so that they no
+    longer refuse (enabled for replication only, other events, a condition, another function).
 
     Least privilege, as the database owner (once)::
 
@@ -266,16 +290,26 @@ class PostgresSink:
         exists = conn.execute("SELECT to_regclass('wingman_audit') IS NOT NULL").fetchone()[0]
         if not exists:
             return False
-        triggers = dict(conn.execute(_TRIGGERS_SQL).fetchall())
-        if len(triggers) < 2:
+        rows = conn.execute(_TRIGGERS_SQL).fetchall()
+        if len(rows) < 2:
             return False
-        disabled = sorted(name for name, enabled in triggers.items() if enabled == "D")
+        disabled = sorted(name for name, enabled, *_ in rows if enabled == "D")
         if disabled:
             raise AuditUnavailable(
                 f"the append-only triggers {disabled} on wingman_audit in {self._where} are "
                 "disabled: someone turned off tamper protection. Find out who (the chain may "
                 "have been edited: run 'wingman audit verify'), re-enable them with ALTER "
                 "TABLE wingman_audit ENABLE TRIGGER ALL, then restart."
+            )
+        changed = sorted(_disarmed(*row) for row in rows if _disarmed(*row))
+        if changed:
+            raise AuditUnavailable(
+                f"the append-only triggers on wingman_audit in {self._where} no longer refuse "
+                f"every change: {'; '.join(changed)}. Someone turned off tamper protection. "
+                "Find out who (the chain may have been edited: run 'wingman audit verify'); "
+                "re-enable them (ALTER TABLE wingman_audit ENABLE TRIGGER ALL) or, if they "
+                "were changed, drop them and wingman_audit_refuse_change() and start a sink "
+                "once as the table owner to create them again, then restart."
             )
         return True
 

@@ -248,6 +248,38 @@ def test_sink_refuses_to_start_with_disabled_triggers(audit_dsn: str) -> None:
     _fill(audit_dsn, 1)
 
 
+DISARMED = {
+    "enabled for replication only": [
+        "ALTER TABLE wingman_audit ENABLE REPLICA TRIGGER wingman_audit_no_update_delete",
+        "ALTER TABLE wingman_audit ENABLE REPLICA TRIGGER wingman_audit_no_truncate"],
+    "their function made a no-op": [
+        "CREATE OR REPLACE FUNCTION wingman_audit_refuse_change() RETURNS trigger "
+        "LANGUAGE plpgsql AS $fn$ BEGIN RETURN NULL; END $fn$"],
+    "recreated under their names doing nothing": [
+        "CREATE FUNCTION wingman_audit_noop() RETURNS trigger LANGUAGE plpgsql "
+        "AS $fn$ BEGIN RETURN NULL; END $fn$",
+        "DROP TRIGGER wingman_audit_no_update_delete ON wingman_audit",
+        "CREATE TRIGGER wingman_audit_no_update_delete BEFORE UPDATE OR DELETE ON wingman_audit "
+        "FOR EACH STATEMENT EXECUTE FUNCTION wingman_audit_noop()"],
+    "recreated under their names for other events": [
+        "DROP TRIGGER wingman_audit_no_truncate ON wingman_audit",
+        "CREATE TRIGGER wingman_audit_no_truncate BEFORE INSERT ON wingman_audit "
+        "FOR EACH STATEMENT WHEN (false) EXECUTE FUNCTION wingman_audit_refuse_change()"],
+}
+
+
+@pytest.mark.parametrize("statements", DISARMED.values(), ids=DISARMED.keys())
+def test_sink_refuses_to_start_with_triggers_that_no_longer_refuse(
+        audit_dsn: str, statements: list[str]) -> None:
+    """Disabled is not the only way to turn the append-only triggers off: a trigger fired only
+    in replication, a function that no longer raises, or another trigger under the same name
+    lets history be changed as surely, and the sink must say so as it does for disabled ones."""
+    _fill(audit_dsn, 2)
+    _as_superuser(audit_dsn, *statements, disable_triggers=False)
+    with pytest.raises(AuditUnavailable, match="no longer refuse"):
+        PostgresSink(audit_dsn)
+
+
 def test_least_privilege_writer(audit_dsn: str) -> None:
     _fill(audit_dsn, 2)  # the owner creates the table and triggers once
     role = f"writer_{str(conninfo_to_dict(audit_dsn)['dbname'])[-8:]}"
