@@ -1,0 +1,131 @@
+"""What the documentation says a user can type or will see, checked against the code: the
+commands and options of ``wingman``/``kubectl wingman`` the docs use, the exit codes table, the
+status protocol's states, and the CRDs' names and printer columns."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wingman.audit.witness import witness_main
+from wingman.cli import main as cli
+from wingman.cli.requests import EXIT_CODES
+from wingman.client import status as st
+from wingman.verifier.privileges import _parser as verify_privileges_parser
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+        REPO / "charts" / "wingman" / "README.md"]
+AGENTS = REPO / "docs" / "agents.md"
+API = REPO / "docs" / "api.md"
+
+
+def _commands() -> dict[tuple[str, ...], set[str]]:
+    """Every command path of the CLI with its options (the two commands with a parser of their
+    own included)."""
+    tree: dict[tuple[str, ...], set[str]] = {}
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        options: set[str] = set()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*path, name))
+            else:
+                options.update(action.option_strings)
+        tree[path] = options
+
+    walk(cli._parser(), ())
+    walk(verify_privileges_parser(), ("verify-privileges",))
+    usage = io.StringIO()
+    with contextlib.redirect_stdout(usage), pytest.raises(SystemExit):
+        witness_main(["--help"])
+    tree[("audit", "witness")] = set(re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)",
+                                                usage.getvalue()))
+    return tree
+
+
+def _uses(text: str) -> list[tuple[int, tuple[str, ...], list[str]]]:
+    """Each ``wingman <command> ...`` the text shows in code, with the options typed after it
+    (on the same line, or continued with a backslash; not inside quotes)."""
+    commands = _commands()
+    found = []
+    lines = re.sub(r"\\\n\s*", " ", text).splitlines()
+    for n, line in enumerate(lines, 1):
+        for m in re.finditer(r"(?:kubectl[ -]wingman|(?<![\w/.-])wingman)((?: [a-z][a-z-]*)+)",
+                             line):
+            path: tuple[str, ...] = ()
+            for word in m.group(1).split():
+                if (*path, word) not in commands:
+                    break
+                path = (*path, word)
+            if not path:
+                continue
+            rest = re.split(r"`|\s#|\|", line[m.end():])[0]
+            rest = re.sub(r'"[^"]*"|\'[^\']*\'', "", rest)
+            found.append((n, path, re.findall(r"(?<![\w-])(--?[a-zA-Z][a-zA-Z0-9-]*)", rest)))
+    return found
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_options_the_docs_type_are_the_commands_options(doc: Path) -> None:
+    commands = _commands()
+    wrong = [f"{doc.name}:{n}: {' '.join(path)} {option}"
+             for n, path, options in _uses(doc.read_text()) for option in options
+             if option not in commands[path]]
+    assert not wrong, "options the command does not take"
+
+
+def test_the_option_check_sees_commands_and_options() -> None:
+    uses = _uses('`kubectl wingman exec req-1 --command "kubectl get pods -n x" --wait`\n'
+                 "wingman audit verify f \\\n    --checkpoints c --bogus\n")
+    assert uses == [(1, ("exec",), ["--command", "--wait"]),
+                    (2, ("audit", "verify"), ["--checkpoints", "--bogus"])]
+
+
+def test_the_exit_codes_table_is_the_clis() -> None:
+    section = AGENTS.read_text().split("\nExit codes:\n", 1)[1].strip().split("\n\n", 1)[0]
+    documented = [int(code) for code in re.findall(r"^\| (\d+) \|", section, re.M)]
+    assert documented == sorted(EXIT_CODES)
+
+
+def test_the_states_table_is_the_status_protocols() -> None:
+    section = AGENTS.read_text().split("\nThe states:\n", 1)[1].strip().split("\n\n", 1)[0]
+    documented = re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
+    assert sorted(documented) == sorted(state.value for state in st.State)
+
+
+def _crd(name: str) -> dict[str, object]:
+    return yaml.safe_load((REPO / "crds" / f"{name}.wingman.dev.yaml").read_text())  # type: ignore[no-any-return]
+
+
+def _columns(crd: dict[str, object], wide: bool) -> list[str]:
+    (version,) = crd["spec"]["versions"]  # type: ignore[index]
+    return [c["name"].upper() for c in version["additionalPrinterColumns"]
+            if bool(c.get("priority", 0)) == wide]
+
+
+def test_api_md_names_the_crds_short_names_and_printer_columns() -> None:
+    text = API.read_text()
+    ar, eg = _crd("approvalrequests"), _crd("executiongrants")
+    for crd in (ar, eg):
+        names = crd["spec"]["names"]  # type: ignore[index]
+        row = f"| `{names['kind']}` | `{names['plural']}` | `{names['shortNames'][0]}` | " \
+              f"`{names['categories'][0]}` | Namespaced | yes |"
+        assert row in text
+    header = re.search(r"^\$ kubectl get ar -n wingman-test\n(NAME .*)$", text, re.M)
+    assert header is not None and header.group(1).split() == ["NAME", *_columns(ar, False)]
+    adds = re.search(r"kubectl get ar -n wingman-test -o wide +# adds (.*)$", text, re.M)
+    assert adds is not None
+    assert sorted(re.findall(r"[A-Z]+", adds.group(1))) == sorted(_columns(ar, True))
+    eg_line = re.search(r"kubectl get eg -n wingman-test +# (.*) \(\+ (.*) with -o wide\)$",
+                        text, re.M)
+    assert eg_line is not None
+    assert re.findall(r"[A-Z]+", eg_line.group(1)) == _columns(eg, False)
+    assert sorted(re.findall(r"[A-Z]+", eg_line.group(2))) == sorted(_columns(eg, True))
