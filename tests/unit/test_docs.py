@@ -9,6 +9,7 @@ import contextlib
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -129,3 +130,122 @@ def test_api_md_names_the_crds_short_names_and_printer_columns() -> None:
     assert eg_line is not None
     assert re.findall(r"[A-Z]+", eg_line.group(1)) == _columns(eg, False)
     assert sorted(re.findall(r"[A-Z]+", eg_line.group(2))) == sorted(_columns(eg, True))
+
+
+def _code_text() -> str:
+    """The source the docs' names may come from: the package, the chart, the CI scripts."""
+    roots = [REPO / "operator" / "wingman", REPO / "charts" / "wingman" / "templates",
+             REPO / ".ci", REPO / "tests" / "support"]
+    files = [f for root in roots for f in root.rglob("*") if f.is_file()
+             and f.suffix in ("", ".py", ".yaml", ".tpl", ".sh", ".json")]
+    return "\n".join(f.read_text(errors="replace") for f in [*files, REPO / "Makefile"])
+
+
+#: Variables the docs name that Wingman does not read: the agent's own, in an MCP client's
+#: configuration.
+NOT_READ = {"WINGMAN_MCP_TOKEN"}
+
+
+def test_every_environment_variable_the_docs_name_is_read_or_set_somewhere() -> None:
+    code = set(re.findall(r"\bWINGMAN_[A-Z0-9_]*[A-Z0-9]", _code_text()))
+    named = {(doc.name, var) for doc in DOCS
+             for var in re.findall(r"\bWINGMAN_[A-Z0-9_]*[A-Z0-9]", doc.read_text())}
+    assert {(doc, var) for doc, var in named if var not in code | NOT_READ} == set()
+
+
+def _series() -> set[str]:
+    from wingman.chat.metrics import ChatMetrics
+    from wingman.operator.metrics import Metrics
+
+    names = set()
+    for registry in (Metrics().registry, ChatMetrics().registry):
+        for metric in registry.collect():
+            names.add(metric.name + ("_total" if metric.type == "counter" else ""))
+            if metric.type == "histogram":
+                names.update(metric.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def test_every_metric_the_docs_name_is_exported() -> None:
+    """Anywhere in the docs, not only the runbook's table: a wingman_* name is a series the
+    operator or the chat component exports (or a prefix of some, ``wingman_chat_*``), or a
+    name of the code's own (the PostgreSQL sink's roles and triggers)."""
+    series, code = _series(), _code_text()
+    wrong = set()
+    for doc in DOCS:
+        for name in re.findall(r"\bwingman_[a-z0-9_]+", doc.read_text()):
+            if name in series or (name.endswith("_") and any(s.startswith(name) for s in series)):
+                continue
+            if not name.endswith(("_total", "_seconds", "_bucket", "_sum", "_count")) \
+                    and re.search(rf"\b{name}\b", code):
+                continue
+            wrong.add((doc.name, name))
+    assert wrong == set()
+
+
+#: Wingman* names in the docs that are no alert: the Python client's class, and the example of
+#: metrics.prometheusRule.extraRules.
+NOT_ALERTS = {"WingmanClient", "WingmanNoVotes"}
+
+
+def test_every_alert_the_docs_name_is_a_rule_of_the_chart() -> None:
+    rules = (REPO / "charts" / "wingman" / "templates" / "prometheusrule.yaml").read_text()
+    alerts = set(re.findall(r"^\s*- alert: (\w+)$", rules, re.M))
+    assert len(alerts) > 10
+    named = {(doc.name, name) for doc in DOCS
+             for name in re.findall(r"\bWingman[A-Z][A-Za-z]+", doc.read_text())}
+    assert {(doc, name) for doc, name in named if name not in alerts | NOT_ALERTS} == set()
+
+
+#: Dotted names in code spans that start like a value but are something else: Slack's API
+#: methods.
+NOT_VALUES = {"chat.postMessage", "chat.getPermalink", "chat.update"}
+
+
+def _value_exists(schema: dict[str, Any], path: list[str]) -> bool:
+    def resolved(node: dict[str, Any]) -> dict[str, Any]:
+        ref = node.get("$ref", "")
+        return schema["definitions"][ref.rsplit("/", 1)[1]] if ref else node
+
+    node = schema
+    for part in path:
+        key = part.split("[", 1)[0]
+        node = resolved(node)
+        properties = node.get("properties") or {}
+        if key in properties:
+            node = properties[key]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        elif node.get("type") == "object" and not properties:
+            return True  # free-form (labels, resources, ...)
+        else:
+            return False
+        node = resolved(node)
+        if node.get("type") == "array":  # `targets[].rules` and `targets.rules` alike
+            node = node.get("items") or {}
+    return True
+
+
+@pytest.mark.parametrize("doc", [d for d in DOCS if d.name != "architecture.md"],
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_every_value_the_docs_name_is_in_the_charts_schema(doc: Path) -> None:
+    """A dotted name in code (`operator.allocator`, `gateway.targets[].rules`) that starts with
+    a top-level value is a value of the chart (a module of the package, `operator.approvals`,
+    is not)."""
+    import json
+
+    schema = json.loads((REPO / "charts" / "wingman" / "values.schema.json").read_text())
+    tops = set(schema["properties"])
+    wrong = []
+    for n, line in enumerate(doc.read_text().splitlines(), 1):
+        for span in re.findall(r"`([^`]+)`", line):
+            for name in re.findall(r"(?<![\w./-])([a-z][A-Za-z0-9]*(?:\[[^\]]*\])?"
+                                   r"(?:\.[A-Za-z][A-Za-z0-9_-]*(?:\[[^\]]*\])?)+)", span):
+                parts = name.split(".")
+                if parts[0].split("[")[0] not in tops or name in NOT_VALUES or "_" in name \
+                        or name.endswith((".md", ".py", ".yaml", ".json")) \
+                        or (REPO / "operator" / "wingman" / f"{'/'.join(parts)}.py").exists():
+                    continue
+                if not _value_exists(schema, parts):
+                    wrong.append(f"{doc.name}:{n}: {name}")
+    assert wrong == []
