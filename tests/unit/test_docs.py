@@ -249,3 +249,20 @@ def test_every_value_the_docs_name_is_in_the_charts_schema(doc: Path) -> None:
                 if not _value_exists(schema, parts):
                     wrong.append(f"{doc.name}:{n}: {name}")
     assert wrong == []
+
+
+def test_every_key_of_a_status_answer_is_in_the_status_protocols_table() -> None:
+    full = st.Status(
+        st.State.SUCCEEDED, "done", kind="ExecutionGrant", name="n", namespace="ns", phase="p",
+        reason="r", message="m", by="b", approvals=st.Approvals(1, 1, ("b",)),
+        expires_at="t", environment="test", requester="u", instruction="i",
+        commands=(st.CommandState("c", "g", st.State.SUCCEEDED),),
+        review=st.Review("Approve", "low", 1, 0, 0), source={"agent": "a"},
+        preview={"phase": "Succeeded"}, request="r", command="c", exit_code=0, output="o",
+        output_sha256="s", waited_seconds=1.0)
+    keys = set(full.to_dict()) | set(st.Status(st.State.RUNNING, "wait").to_dict())
+    text = AGENTS.read_text()
+    section = text.split("\n## The status protocol\n", 1)[1].split("\nThe states:\n", 1)[0]
+    documented = {key for row in re.findall(r"^\|.*\|$", section, re.M)
+                  for key in re.findall(r"`([a-z_0-9]+)`", row)}
+    assert keys - documented == set(), "answered, but not in agents.md's status protocol table"
