@@ -266,3 +266,15 @@ def test_every_key_of_a_status_answer_is_in_the_status_protocols_table() -> None
     documented = {key for row in re.findall(r"^\|.*\|$", section, re.M)
                   for key in re.findall(r"`([a-z_0-9]+)`", row)}
     assert keys - documented == set(), "answered, but not in agents.md's status protocol table"
+
+
+def test_api_md_lists_every_key_of_the_policy_file() -> None:
+    values = yaml.safe_load((REPO / "charts" / "wingman" / "values.yaml").read_text())
+    text = API.read_text()
+    listed = text.split("keys as in\n  `values.yaml` (", 1)[1].split(").\n", 1)[0]
+    top = re.sub(r"\{[^}]*\}", "", listed)
+    assert sorted(re.findall(r"`(\w+)", top)) == sorted(values["policy"])
+    for key in ("preview", "panel"):
+        nested = re.search(rf"`{key}: \{{([^}}]*)\}}`", listed)
+        assert nested is not None and sorted(re.findall(r"\w+", nested.group(1))) == sorted(
+            values["policy"][key]), key
