@@ -278,3 +278,12 @@ def test_api_md_lists_every_key_of_the_policy_file() -> None:
         nested = re.search(rf"`{key}: \{{([^}}]*)\}}`", listed)
         assert nested is not None and sorted(re.findall(r"\w+", nested.group(1))) == sorted(
             values["policy"][key]), key
+
+
+def test_audit_md_explains_every_kind_of_problem_verify_reports() -> None:
+    from wingman.audit.verification import ProblemKind
+
+    text = (REPO / "docs" / "audit.md").read_text()
+    section = text.split("\n| Kind | Meaning |\n", 1)[1].split("\n\n", 1)[0]
+    documented = re.findall(r"^\| `([A-Za-z]+)` \|", section, re.M)
+    assert sorted(documented) == sorted(kind.value for kind in ProblemKind)
