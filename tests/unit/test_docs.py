@@ -287,3 +287,20 @@ def test_audit_md_explains_every_kind_of_problem_verify_reports() -> None:
     section = text.split("\n| Kind | Meaning |\n", 1)[1].split("\n\n", 1)[0]
     documented = re.findall(r"^\| `([A-Za-z]+)` \|", section, re.M)
     assert sorted(documented) == sorted(kind.value for kind in ProblemKind)
+
+
+def test_api_md_gives_the_phases_the_crds_allow() -> None:
+    text = API.read_text()
+
+    def phases(crd: dict[str, object]) -> list[str]:
+        (version,) = crd["spec"]["versions"]  # type: ignore[index]
+        return list(version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
+            "phase"]["enum"])
+
+    ar_row = re.search(r"^\| `phase` \| ((?:`\w+`, )*`\w+`)\.", text, re.M)
+    assert ar_row is not None
+    assert re.findall(r"`(\w+)`", ar_row.group(1)) == phases(_crd("approvalrequests"))
+    eg = text.split("\n## ExecutionGrant\n", 1)[1]
+    listed = eg.split("status: `phase` (", 1)[1].split("), `reason`", 1)[0]
+    listed = re.sub(r"\([^()]*\)", "", listed)  # the asides
+    assert re.findall(r"`(\w+)`", listed) == phases(_crd("executiongrants"))
