@@ -304,3 +304,28 @@ def test_api_md_gives_the_phases_the_crds_allow() -> None:
     listed = eg.split("status: `phase` (", 1)[1].split("), `reason`", 1)[0]
     listed = re.sub(r"\([^()]*\)", "", listed)  # the asides
     assert re.findall(r"`(\w+)`", listed) == phases(_crd("executiongrants"))
+
+
+WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+         "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+         "fourteen": 14, "fifteen": 15, "sixteen": 16}
+
+
+def test_api_md_counts_the_admission_policies_the_chart_renders() -> None:
+    from support.chart import render
+
+    said = re.search(r"The chart installs (\w+) `admissionregistration\.k8s\.io/v1` policies, "
+                     r"and (\w+) more for the\npreview when `policy\.preview\.enabled` \(the "
+                     r"default\), and (\w+) for the chat state when\n`chat\.enabled`",
+                     API.read_text())
+    assert said is not None, "api.md's sentence counting the admission policies moved"
+    base, preview, chat = (WORDS[word] for word in said.groups())
+
+    def policies(values: dict[str, Any]) -> int:
+        return sum(o["kind"] == "ValidatingAdmissionPolicy" for o in render("test", values))
+
+    chat_on = {"chat.enabled": True, "chat.webhook": {"enabled": True,
+                                                       "url": "https://hooks.example.com/w"}}
+    assert policies({"policy.preview.enabled": False}) == base
+    assert policies({}) == base + preview
+    assert policies(chat_on) == base + preview + chat
