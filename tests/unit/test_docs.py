@@ -329,3 +329,10 @@ def test_api_md_counts_the_admission_policies_the_chart_renders() -> None:
     assert policies({"policy.preview.enabled": False}) == base
     assert policies({}) == base + preview
     assert policies(chat_on) == base + preview + chat
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_kubectl_wingman_command_the_docs_type_exists(doc: Path) -> None:
+    commands = {path[0] for path in _commands() if path}
+    typed = set(re.findall(r"kubectl[ -]wingman ([a-z][a-z-]*)", doc.read_text()))
+    assert typed - commands == set()
