@@ -514,7 +514,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    """Rotation from a workstation: the operator picks the change up within minutes."""
+    """Rotation from a workstation: the operator picks the change up at its next sweep."""
     from wingman.capability import keyring as keys
     from wingman.client.connect import connect
     from wingman.kube import SECRETS
@@ -540,7 +540,7 @@ def _keys(args: argparse.Namespace) -> int:
                         else f"pruned: only {ring.active} is left")
                 raise type(err)(f"{err.message}. The Secret {ns}/{args.secret} was "
                                 f"{done}; the operator publishes the public keys when it "
-                                f"reloads them (within minutes): do not "
+                                f"reloads them (at its next sweep, within seconds): do not "
                                 f"{args.keys_command} again", reason=err.reason) from None
     for kid in sorted(ring.keys):
         print(f"{kid}{'  (active)' if kid == ring.active else ''}")

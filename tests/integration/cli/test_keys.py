@@ -36,4 +36,5 @@ def test_a_rotation_whose_public_keys_are_refused_says_it_was_made(
     assert proc.returncode == cli.EXIT_API and "Traceback" not in proc.stderr
     assert f"rotated: {rotated.active} signs now" in proc.stderr, proc.stderr
     assert "do not rotate again" in proc.stderr
+    assert "at its next sweep, within seconds" in proc.stderr  # as the runbook says
     assert "PRIVATE KEY" not in proc.stderr + proc.stdout
