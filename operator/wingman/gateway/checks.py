@@ -366,6 +366,21 @@ def check_deadline(job: Body, now: dt.datetime, exec_timeout: int, *,
         reason="DeadlineTooClose")
 
 
+def check_unexpired(claims: tokens.CapabilityClaims, now: dt.datetime, leeway: int,
+                    token_ref: str) -> None:
+    """TokenRejected ``Expired`` (the grant's ``TokenExpired``) when the token, valid when it
+    was verified, has expired by ``now`` (with ``leeway``, as ``tokens.verify`` judges it):
+    the checks between its verification and the burn (the executor's token, the previewed
+    targets, the Job, each read again while it fails in a way that may pass) can take many
+    seconds, and a token is never spent after its expiry. Nothing is spent or run."""
+    if now.timestamp() >= claims.exp + leeway:
+        raise TokenRejected(
+            f"capability token {token_ref} rejected: it expired at {claims.exp} (leeway "
+            f"{leeway}s) while the gateway's checks before the burn ran; the token was not "
+            "spent and nothing was executed; the approval granted its command to this grant, "
+            "so submit a new request to run it", reason="Expired")
+
+
 def judged_now(local_now: dt.datetime, server_now: dt.datetime | None) -> dt.datetime:
     """The time the gateway's time-bound checks are judged on (the token's ``exp``/``nbf``/
     ``iat``, the approval's expiry and rollback window, the Job's deadline): the later of its own
@@ -434,5 +449,5 @@ def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
 
 __all__ = ["MAX_TOKEN_FILE_BYTES", "RESULT_SECONDS", "JobDeadline", "Replay", "authorize",
            "burn_marker", "check_approval", "check_deadline", "check_granted", "check_startable",
-           "check_targets", "job_stop_time", "judged_now", "load_keys", "read_token",
-           "refusal_reason", "undone_command"]
+           "check_targets", "check_unexpired", "job_stop_time", "judged_now", "load_keys",
+           "read_token", "refusal_reason", "undone_command"]

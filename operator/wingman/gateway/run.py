@@ -32,8 +32,9 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    clock and the API server's (``DeadlineTooClose``; ``DeadlineUnknown`` when it cannot be read,
    after a few quick tries when the failure may pass): a deadline that stops the command
    half-way would leave a half-done change;
-4. burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay (exit 4: the
-   grant gets condition ``ReplayDetected`` and nothing else changes);
+4. judge the token's expiry again (``TokenExpired``, unspent: the checks above may have taken
+   long), then burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay
+   (exit 4: the grant gets condition ``ReplayDetected`` and nothing else changes);
 5. audit ``GatewayTokenBurned``, check the approval and the previewed targets again, audit
    ``GatewayStarting`` (the intent the ``Running`` phase stands for), set phase ``Running``
    (only on the grant the token names, not being deleted, ``TokenIssued`` with this token, as
@@ -101,6 +102,7 @@ from wingman.gateway.checks import (
     check_granted,
     check_startable,
     check_targets,
+    check_unexpired,
     judged_now,
     load_keys,
     read_token,
@@ -764,6 +766,9 @@ def _execute(run: _Run) -> int:
 
     # the last check before the burn: the command and its result fit before the Job's deadline
     deadline = _check_job_deadline(run, grant)
+    # the checks since the token was verified may have taken long: an expired token is not spent
+    check_unexpired(claims, deadline.now(time.monotonic()), s.leeway_seconds,
+                    str(run.token_ref))
 
     _refuse_if_terminating("spent the token")
     lease = burn_marker(claims, s, run.token_ref)

@@ -1552,6 +1552,28 @@ def test_checks_after_the_burn_that_outlast_the_margin_end_the_grant_before_the_
     _assert_never_leaked(env, token, capsys.readouterr().err)
 
 
+def test_a_token_that_expires_during_the_checks_before_the_burn_is_refused_unspent(
+        env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
+    # valid when verified (expired a second or two ago, within the 5 s leeway); the executor's
+    # TokenRequest and the Job read then take 6 s (each answered within its call's bound, so
+    # neither is given up): by the burn the token has expired, and it is not spent
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    token = mint(env, g, now=time.time() - 301)
+    settings = _through(env, proxy, g, token)
+    proxy.hold("POST", SERVICEACCOUNTS.path(env.ns, settings.executor_service_account,
+                                            "token"), seconds=gateway_run.API_CALL_SECONDS - 0.5)
+    proxy.hold("GET", _job_path(env, g), seconds=gateway_run.JOB_READ_CALL_SECONDS - 0.5)
+    assert run_gateway(settings) == EXIT_REFUSED
+    assert env.replicas() == 1, "the command ran on a token that had expired"
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "TokenExpired"), status
+    assert "not spent" in status["message"] and "new request" in status["message"]
+    assert env.leases() == [], "an expired token was spent"
+    assert _events(env) == ["GatewayRefused"]
+    _assert_never_leaked(env, token, capsys.readouterr().err)
+
+
 def _operator_kube(env: Env) -> Kube:
     """A client with what ``cover_deadline`` needs of the operator's rights: patch Jobs and
     post Events in the release namespace."""

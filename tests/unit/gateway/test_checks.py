@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from wingman.capability import tokens
-from wingman.errors import ClusterError, GrantDenied
+from wingman.errors import ClusterError, GrantDenied, TokenRejected
 from wingman.gateway.checks import (
     MAX_TOKEN_FILE_BYTES,
     RESULT_SECONDS,
@@ -18,7 +18,9 @@ from wingman.gateway.checks import (
     check_granted,
     check_startable,
     check_targets,
+    check_unexpired,
     read_token,
+    refusal_reason,
 )
 from wingman.model import grants as grant_rules
 from wingman.model import preview as pv
@@ -266,6 +268,19 @@ def test_after_the_burn_the_refusal_says_the_token_was_spent() -> None:
         check_deadline(job(), START + dt.timedelta(seconds=600 - 60), 120, spent=True)
     assert err.value.reason == "DeadlineTooClose"
     assert "token was spent" in err.value.message and "not spent" not in err.value.message
+
+
+def test_a_token_that_expired_since_it_was_verified_is_not_spent() -> None:
+    claims = tokens.CapabilityClaims(
+        iss="wingman-operator", aud="test", sub="alice", jti="0" * 32, iat=1000, nbf=1000,
+        exp=1300, approval_name="req", approval_uid="a1", grant_name="g", grant_uid="g1",
+        namespace="wingman", command=CMD, command_sha256="0" * 64)
+    at = dt.datetime.fromtimestamp
+    check_unexpired(claims, at(1304.9, dt.UTC), 5, "sha256:t")  # within the leeway
+    with pytest.raises(TokenRejected) as err:
+        check_unexpired(claims, at(1305, dt.UTC), 5, "sha256:t")
+    assert refusal_reason(err.value) == ("TokenExpired", "Expired")
+    assert "sha256:t" in err.value.message and "not spent" in err.value.message
 
 
 @pytest.mark.parametrize(("local", "server", "measured"), [
