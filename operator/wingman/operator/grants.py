@@ -65,11 +65,15 @@ def rollback_of(grant: Body) -> str:
 
 def undoes(grant: Body, approval: Body) -> str | None:
     """For a rollback grant, the command it undoes (the command the approval records as
-    granted to ``spec.rollbackOf``); None for a forward grant."""
+    granted to ``spec.rollbackOf``); None for a forward grant. The latest such claim: a grant
+    deleted after its command ran leaves its claim, and a grant created again under its name
+    for another of the request's commands claims that one after it; the rollback is of the grant
+    under the name now (the one ``authorize`` judged it by, and whose command the gateway finds
+    the rollback's claim under)."""
     forward = rollback_of(grant)
     if not forward:
         return None
-    for entry in (approval.get("status") or {}).get("grants") or []:
+    for entry in reversed((approval.get("status") or {}).get("grants") or []):
         if isinstance(entry, Mapping) and entry.get("grant") == forward \
                 and entry.get("rollbackOf") is None:
             return str(entry.get("command") or "")

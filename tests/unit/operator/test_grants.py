@@ -244,6 +244,26 @@ def test_each_rollback_is_claimed_once_apart_from_its_command() -> None:
     assert grants.claim(grant(UNDO), claimed, NOW).denial is None
 
 
+def test_a_rollback_undoes_the_command_of_the_grant_now_under_the_forward_name() -> None:
+    # "fwd" ran CMD and was deleted; a grant created again as "fwd" ran the request's other
+    # command: a rollback of "fwd" is the rollback of that one, claimed under its command (the
+    # gateway looks the claim up under the command of the grant it reads as "fwd")
+    other = "kubectl rollout restart deployment/api -n apps"
+    a = _reviewed(APPROVED)
+    a["spec"]["commands"].append(other)
+    a["spec"]["rollbacks"].append({"command": other,
+                                   "rollback": "kubectl rollout undo deployment/api -n apps"})
+    a["status"]["grants"].append({"command": other, "grant": "fwd", "grantUID": "f2",
+                                  "grantedAt": "2026-11-25T11:30:00Z"})
+    rollback = _rb("kubectl rollout undo deployment/api -n apps")
+    forward = {**_forward(), "metadata": {"name": "fwd", "namespace": "ns", "uid": "f2"},
+               "spec": {"approvalRef": {"name": "req"}, "command": other}}
+    assert grants.authorize(rollback, a, RB_POLICY, RB_ALLOW, NOW, forward=forward).ok
+    assert grants.undoes(rollback, a) == other
+    taken = grants.claim(rollback, a, NOW, undoes=grants.undoes(rollback, a))
+    assert taken.grants is not None and taken.grants[-1]["rollbackOf"] == other
+
+
 # --------------------------------------------------------------------------- Job deadline
 
 CREATED = "2026-11-25T12:00:00Z"
