@@ -403,7 +403,7 @@ class OperatorSettings:
             voters_secret=env.get("WINGMAN_VOTERS_SECRET", "").strip() or None,
             audit_volume_claim=env.get("WINGMAN_AUDIT_VOLUME_CLAIM", "").strip() or None,
             audit_secret=audit_secret,
-            job_ttl_seconds=_int(env, "WINGMAN_JOB_TTL_SECONDS", 3600, 0, 7 * 86400),
+            job_ttl_seconds=_int(env, "WINGMAN_JOB_TTL_SECONDS", 3600, 300, 7 * 86400),
             gateway_timeout_seconds=_int(env, "WINGMAN_GATEWAY_TIMEOUT_SECONDS", 120, 1, 3600),
             leeway_seconds=_int(env, "WINGMAN_LEEWAY_SECONDS", 5, 0, 60),
             leader_election=env_bool(env, "WINGMAN_LEADER_ELECTION", True),

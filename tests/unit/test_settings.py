@@ -107,6 +107,8 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
     ({"WINGMAN_LEADER_ELECTION": "maybe"}, "true or false"),
     ({"WINGMAN_API_CONCURRENCY": "0"}, "WINGMAN_API_CONCURRENCY=0 must be between 1 and 256"),
     ({"WINGMAN_RENEW_DEADLINE_SECONDS": "12"}, "must give up before anyone else"),
+    # a finished preview Job must outlive the operator's look at its pod (PreviewJobMissing)
+    ({"WINGMAN_JOB_TTL_SECONDS": "0"}, "WINGMAN_JOB_TTL_SECONDS=0 must be between 300 and"),
 ])
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -176,6 +176,10 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"gateway.affinity": {"nodeSelector": {"pool": "gw"}}}, "/gateway/affinity"),
         ({"operator.affinity": {"podAntiAffinity": {"required": []}}},
          "/operator/affinity/podAntiAffinity"),
+        # the operator reads a preview's result from its finished Job's pod: a Job the TTL
+        # controller removes at once fails the preview (PreviewJobMissing)
+        ({"gateway.jobTTLSecondsAfterFinished": 0}, "/gateway/jobTTLSecondsAfterFinished"),
+        ({"gateway.jobTTLSecondsAfterFinished": 299}, "/gateway/jobTTLSecondsAfterFinished"),
     ],
     ids=lambda v: str(v)[:40],
 )
@@ -336,6 +340,10 @@ def test_prd_pins_the_image_by_digest() -> None:
          'metrics.dashboard.labels: "grafana_dashboard" is a key the chart sets itself'),
         ({"metrics.dashboard.annotations": {"grafana folder": "Wingman"}},
          'metrics.dashboard.annotations: "grafana folder" is not a valid annotation key'),
+        # a finished preview Job must outlive the sweep's next look at its request
+        ({"gateway.jobTTLSecondsAfterFinished": 600, "operator.resyncSeconds": 900},
+         "gateway.jobTTLSecondsAfterFinished (600) must be at least operator.resyncSeconds + "
+         "operator.sweepIntervalSeconds (910)"),
     ],
 )
 def test_inconsistent_values_fail_with_instructions(
