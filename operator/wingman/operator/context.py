@@ -139,6 +139,9 @@ class Context:
     leader: Leadership | None = None
     events: Events | None = None
     reconcilers: dict[str, Reconciler] = field(default_factory=dict)
+    #: Whether the sweep should look for token Secrets and gateway Jobs a deleted grant left
+    #: without an owner (at start, and after a grant was deleted)
+    orphans_due: bool = True
     _locks: dict[str, _Lock] = field(default_factory=dict)
     _retries: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _attempts: dict[str, int] = field(default_factory=dict)

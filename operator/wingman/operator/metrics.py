@@ -134,6 +134,11 @@ class Metrics:
             "wingman_retired_total",
             "Finished ApprovalRequests and ExecutionGrants deleted after the retention "
             "(their story stays in the audit trail).", ["environment", "resource"], registry=r)
+        self.orphans_removed = Counter(
+            "wingman_orphans_removed_total",
+            "Token Secrets and gateway Jobs of deleted ExecutionGrants that the garbage "
+            "collector left without an owner (a deletion with propagation Orphan), removed by "
+            "the operator.", ["environment", "resource"], registry=r)
         self.retirement_refused = Counter(
             "wingman_retirement_refused_total",
             "Deletes of finished ApprovalRequests and ExecutionGrants after the retention that "

@@ -14,11 +14,12 @@ import pytest
 
 from wingman.audit.file import FileSink
 from wingman.errors import ClusterError
-from wingman.kube import ApiError
+from wingman.kube import JOBS, SECRETS, ApiError
+from wingman.model import names
 from wingman.operator.context import Context, NotLeading
 from wingman.operator.events import Events
+from wingman.operator.handlers.housekeeping import orphans, retire, run_stages
 from wingman.operator.handlers.housekeeping import refused as is_refusal
-from wingman.operator.handlers.housekeeping import retire, run_stages
 from wingman.operator.metrics import Metrics
 from wingman.operator.state import Tracker
 
@@ -199,3 +200,52 @@ def test_a_burn_marker_outlives_every_token_that_shares_its_jti() -> None:
     from wingman.operator.handlers.housekeeping import MARKER_GRACE_SECONDS
 
     assert 1 + MARKER_GRACE_SECONDS >= MAX_TTL_SECONDS
+
+
+def _owned(uid: str) -> list[dict[str, Any]]:
+    return [{"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant", "name": "g",
+             "uid": uid}]
+
+
+def _outline(name: str, grant: str, grant_uid: str, *, owners: list[dict[str, Any]] | None = None,
+             role: str = "gateway") -> dict[str, Any]:
+    return {"metadata": {"name": name, "uid": f"job-{name}", "ownerReferences": owners,
+                         "labels": {names.ROLE_LABEL: role, names.GRANT_LABEL: grant}},
+            "grant": grant_uid}
+
+
+def _token_secret(name: str, grant: str, job: str, *, owners: list[dict[str, Any]] | None = None,
+                  type_: str = names.SECRET_TYPE) -> dict[str, Any]:
+    return {"type": type_, "metadata": {
+        "name": name, "uid": f"secret-{name}", "ownerReferences": owners,
+        "labels": {names.GRANT_LABEL: grant},
+        "annotations": {names.JOB_UID_ANNOTATION: f"job-{job}"}}}
+
+
+def test_orphans_are_only_the_unowned_objects_of_grants_that_are_gone() -> None:
+    jobs = [
+        _outline("gone-gw", "gone", "uid-gone"),
+        _outline("live-gw", "live", "uid-live", owners=_owned("uid-live")),
+        # no owner, but made for a grant that is still there: not judged gone
+        _outline("stripped-gw", "stripped", "uid-stripped"),
+        _outline("gone-preview", "gone", "uid-gone", role="preview"),
+        # owned by something else: not the operator's leftover
+        _outline("foreign-gw", "foreign", "uid-foreign", owners=[
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "cm"}]),
+    ]
+    secrets = [
+        _token_secret("gone-token", "gone", "gone-gw"),
+        _token_secret("live-token", "live", "live-gw", owners=_owned("uid-live")),
+        # no owner, but its Job is a live grant's (or was made for one): kept
+        _token_secret("live-token-2", "live", "live-gw"),
+        _token_secret("stripped-token", "stripped", "stripped-gw"),
+        _token_secret("gone-opaque", "gone", "gone-gw", type_="Opaque"),
+        # its Job is gone too: the grant's UID is not known
+        _token_secret("older-token", "older", "older-gw"),
+    ]
+    found = orphans(secrets, jobs, {"uid-live", "uid-stripped"})
+    assert {k: sorted((r.plural, o["metadata"]["name"]) for r, o in v)
+            for k, v in found.items()} == {
+        ("gone", "uid-gone"): [(JOBS.plural, "gone-gw"), (SECRETS.plural, "gone-token")],
+        ("older", ""): [(SECRETS.plural, "older-token")],
+    }

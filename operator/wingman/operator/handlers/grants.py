@@ -1300,6 +1300,16 @@ def count_outcome(ctx: Context, obj: Any) -> None:
                 ctx.metrics.denial(ctx.env, "gateway", str(status.get("reason")))
 
 
+def deleted(ctx: Context, uid: str) -> None:
+    """A grant's deletion, as the watch delivers it: forgotten; deleted with propagation
+    Orphan, its Job and token Secret stay without an owner, so the next sweep looks for them
+    (``housekeeping.remove_orphans``)."""
+    ctx.tracker.forget("grant", uid)
+    ctx.counted.discard(uid)
+    ctx.counted.discard(uid + "/replay")
+    ctx.orphans_due = True
+
+
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     res = (GROUP, VERSION, "executiongrants")
     ctx.reconcilers["grant"] = Grants()
@@ -1311,9 +1321,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         if not uid:
             return
         if event.get("type") == "DELETED":
-            ctx.tracker.forget("grant", uid)
-            ctx.counted.discard(uid)
-            ctx.counted.discard(uid + "/replay")
+            deleted(ctx, str(uid))
             return
         entry = ctx.tracker.observe_grant(obj, _now())
         count_outcome(ctx, obj)
@@ -1353,4 +1361,4 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             await ctx.resync("grant", entry.namespace, entry.name, entry.uid)
 
 
-__all__ = ["MINTED_ANNOTATION", "STEPS", "Grants", "owned_by", "register"]
+__all__ = ["MINTED_ANNOTATION", "STEPS", "Grants", "deleted", "owned_by", "register"]

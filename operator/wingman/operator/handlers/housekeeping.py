@@ -10,6 +10,9 @@ Every ``sweepIntervalSeconds`` (and at once when this replica becomes the leader
   object is re-synced at once;
 - removes the token Secrets (and Denied grants' Jobs) of grants that were final when the
   operator started, with one list instead of one read per grant;
+- removes the token Secrets and gateway Jobs that deleted grants left without an owner (a
+  deletion with propagation Orphan): at start, at the next sweep after a grant's deletion and
+  every ``GC_INTERVAL`` besides, with one list of each (``remove_orphans``);
 - retires finished requests and grants older than the policy's ``retentionSeconds``: a
   ``...Retired`` audit record, then the object is deleted (its Job and Secret follow by owner
   reference); ``kubectl wingman describe`` points at the audit trail for them. Grants of a
@@ -45,7 +48,7 @@ from wingman.capability import keyring as keyring
 from wingman.errors import AuditUnavailable, ClusterError
 from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, SECRETS, ApiError, Keep
 from wingman.model import names
-from wingman.operator import memory
+from wingman.operator import manifests, memory
 from wingman.operator.context import KINDS, Context, NotLeading, subject_of
 from wingman.operator.handlers.grants import owned_by
 from wingman.operator.state import Entry, due_for_retirement, expiry_due
@@ -205,6 +208,101 @@ async def clean_leftovers(ctx: Context) -> None:
         ctx.tracker.settle(e, None, _now())
 
 
+def _owned(obj: dict[str, Any]) -> bool:
+    """Whether anything owns ``obj`` (pure): the operator makes a grant's Job and Secret with
+    the grant's owner reference only, which a deletion with propagation Orphan removes."""
+    return bool((obj.get("metadata") or {}).get("ownerReferences"))
+
+
+def _job_grant_uid(job: dict[str, Any]) -> str:
+    """The UID of the grant a gateway Job was made for (its pod's ``WINGMAN_GRANT_UID``), or ""
+    (pure)."""
+    for container in manifests.job_pod_spec(job).get("containers") or []:
+        for var in container.get("env") or []:
+            if var.get("name") == "WINGMAN_GRANT_UID" and var.get("value"):
+                return str(var["value"])
+    return ""
+
+
+def _job_outline(job: dict[str, Any]) -> dict[str, Any]:
+    """What the orphan sweep keeps of a listed gateway Job: identity, labels, owners, and the
+    UID of its grant (never its pod spec)."""
+    meta = job.get("metadata") or {}
+    return {"metadata": {k: meta.get(k) for k in ("name", "uid", "labels", "ownerReferences")},
+            "grant": _job_grant_uid(job)}
+
+
+def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set[str]
+            ) -> dict[tuple[str, str], list[tuple[Any, dict[str, Any]]]]:
+    """The token Secrets and gateway Jobs (``_job_outline``) that a deleted grant left without
+    an owner, by (grant name, grant UID or "" when unknown) (pure).
+
+    Ours only: a Secret of type ``SECRET_TYPE`` with the grant label, a Job with the gateway
+    role and the grant label. Orphaned only: nothing owns it (the garbage collector removed the
+    owner reference of the grant deleted with propagation Orphan). Never one of a
+    grant that is still there (``live``, by UID: a grant recreated under the old name is
+    another UID): a Job made for it, or a Secret whose Job (``JOB_UID_ANNOTATION``) was made
+    for it or is still owned."""
+    by_uid = {str(j["metadata"].get("uid")): j for j in jobs}
+    out: dict[tuple[str, str], list[tuple[Any, dict[str, Any]]]] = {}
+    for job in jobs:
+        labels = job["metadata"].get("labels") or {}
+        name = labels.get(names.GRANT_LABEL)
+        if (not name or labels.get(names.ROLE_LABEL) != "gateway" or _owned(job)
+                or job["grant"] in live):
+            continue
+        out.setdefault((name, job["grant"]), []).append((JOBS, job))
+    for secret in secrets:
+        meta = secret.get("metadata") or {}
+        name = (meta.get("labels") or {}).get(names.GRANT_LABEL)
+        if not name or secret.get("type") != names.SECRET_TYPE or _owned(secret):
+            continue
+        mounter = by_uid.get(str((meta.get("annotations") or {}).get(
+            names.JOB_UID_ANNOTATION)))
+        grant = "" if mounter is None else str(mounter["grant"])
+        if mounter is not None and (_owned(mounter) or grant in live):
+            continue  # its Job is owned, or a live grant's: not this sweep's to judge
+        out.setdefault((name, grant), []).append((SECRETS, secret))
+    return out
+
+
+async def remove_orphans(ctx: Context) -> int:
+    """Delete the token Secrets and gateway Jobs of deleted grants that were left without an
+    owner (``orphans``; a deletion with propagation Orphan, made while the operator ran or
+    not): one list of each. Per grant, a ``GrantOrphansRemoved`` audit record first, then the
+    Secrets (no gateway pod may start with one once its Job is going), then the Jobs (their
+    pods with them), each with a UID precondition. Returns how many were deleted."""
+    ns = ctx.settings.namespace
+
+    def unowned_secret(o: dict[str, Any]) -> dict[str, Any] | None:
+        return o if o.get("type") == names.SECRET_TYPE and not _owned(o) else None
+
+    secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=names.GRANT_LABEL,
+                             keep=unowned_secret)
+    jobs = await ctx.call(ctx.kube.list, JOBS, ns,
+                          label_selector=f"{names.ROLE_LABEL}=gateway,{names.GRANT_LABEL}",
+                          keep=_job_outline)
+    found = orphans(secrets, jobs, set(ctx.tracker.grants))
+    removed = 0
+    for (name, uid), objs in sorted(found.items()):
+        subject = {"kind": "ExecutionGrant", "namespace": ns, "name": name, "uid": uid}
+        await ctx.audit("GrantOrphansRemoved", subject, {
+            "secrets": sorted(o["metadata"]["name"] for r, o in objs if r is SECRETS),
+            "jobs": sorted(o["metadata"]["name"] for r, o in objs if r is JOBS),
+            "why": "the grant was deleted and its dependents were left without an owner "
+                   "(propagation Orphan)"})
+        for res, obj in sorted(objs, key=lambda ro: ro[0] is JOBS):
+            ctx.check_leading()
+            if await ctx.write(ctx.kube.delete, res, ns, obj["metadata"]["name"],
+                               uid=obj["metadata"]["uid"]):
+                removed += 1
+                ctx.metrics.orphans_removed.labels(environment=ctx.env,
+                                                   resource=res.plural).inc()
+        log.info("removed what a deleted grant left without an owner", extra={
+            "grant": name, "grant_uid": uid, "objects": len(objs)})
+    return removed
+
+
 async def retire_one(ctx: Context, e: Entry, seconds: int) -> None:
     """Audit ``...Retired``, then delete the object (its Job and Secret follow by owner
     reference) and forget it."""
@@ -291,6 +389,7 @@ class Sweeper:
         self.task: asyncio.Task[None] | None = None
         self._keys_at = 0.0
         self._gc_at = 0.0
+        self._orphans_at = 0.0
         self._retired = 0  # retired since memory was last released
         self._released_at = 0.0
 
@@ -302,6 +401,7 @@ class Sweeper:
 
     def _takeover(self) -> None:
         self.takeover = True
+        self.ctx.orphans_due = True
         self.wake.set()
 
     async def loop(self) -> None:
@@ -337,6 +437,7 @@ class Sweeper:
         await run_stages(
             lambda: resync_all(ctx, due_for_resync(ctx, now, mono, everything)),
             lambda: clean_leftovers(ctx),
+            lambda: self._orphans(mono),
             lambda: self._retire(now, mono),
             lambda: self._keys(mono),
             lambda: self._markers(mono))
@@ -348,6 +449,20 @@ class Sweeper:
             # the wave is over (or has gone on for a while): what it freed goes back
             self._retired, self._released_at = 0, mono
             await self.ctx.call(memory.release)
+
+    async def _orphans(self, mono: float) -> None:
+        """Look for what deleted grants left without an owner: at start (and on a takeover),
+        at the next sweep after a grant was deleted, and every ``GC_INTERVAL`` besides (a
+        deletion the watch did not deliver)."""
+        ctx = self.ctx
+        if not ctx.orphans_due and mono - self._orphans_at < GC_INTERVAL:
+            return
+        ctx.orphans_due, self._orphans_at = False, mono  # a deletion from now on: once more
+        try:
+            await remove_orphans(ctx)
+        except BaseException:
+            ctx.orphans_due = True
+            raise
 
     async def _keys(self, mono: float) -> None:
         if mono - self._keys_at >= KEY_RELOAD_SECONDS:
@@ -400,5 +515,5 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> Sweeper:
 
 
 __all__ = ["MARKER_GRACE_SECONDS", "Sweeper", "collect_markers", "due_for_resync",
-           "expired_markers", "refused", "register", "reload_keys", "report_refusal", "retire",
-           "retire_one", "run_stages", "update_gauges"]
+           "expired_markers", "orphans", "refused", "register", "reload_keys", "remove_orphans",
+           "report_refusal", "retire", "retire_one", "run_stages", "update_gauges"]

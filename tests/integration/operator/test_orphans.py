@@ -1,0 +1,172 @@
+"""What a deleted grant leaves behind, against the real API server and the garbage collector of
+kube-controller-manager: a grant deleted with propagation Orphan (``kubectl delete eg X
+--cascade=orphan``) leaves its gateway Job and token Secret without an owner; the sweep removes
+them (the Job's pod with it), whether the operator ran at the deletion or started after it, and
+never what a grant still there owns, a grant recreated under the old name included."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wingman.audit.file import FileSink
+from wingman.client.api import build_grant
+from wingman.dev.cluster import LocalCluster
+from wingman.kube import GRANTS, JOBS, PODS, SECRETS, Kube
+from wingman.model import names
+from wingman.operator.context import Context
+from wingman.operator.handlers import grants
+from wingman.operator.handlers.housekeeping import Sweeper
+from wingman.operator.metrics import Metrics
+
+GC_SECONDS = 60.0
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = GC_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _grant(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    body = build_grant(request_name="req", namespace=namespace, command="kubectl get pods",
+                       requester="someone")
+    body["metadata"] = {"name": name}
+    return kube.create(GRANTS, namespace, body)
+
+
+def _owner(grant: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"apiVersion": grant["apiVersion"], "kind": grant["kind"],
+             "name": grant["metadata"]["name"], "uid": grant["metadata"]["uid"]}]
+
+
+def _job(kube: Kube, namespace: str, name: str, grant: dict[str, Any]) -> dict[str, Any]:
+    """A gateway Job as the operator makes it for ``grant`` (labels, owner, the grant's UID in
+    its pod's environment); runnable, so the Job controller makes its pod (which stays
+    Pending: there is no node)."""
+    return kube.create(JOBS, namespace, {
+        "metadata": {"name": name, "labels": {names.ROLE_LABEL: "gateway",
+                                              names.GRANT_LABEL: grant["metadata"]["name"]},
+                     "ownerReferences": _owner(grant)},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "containers": [{"name": "gateway", "image": "registry.k8s.io/pause:3.9", "env": [
+                {"name": "WINGMAN_GRANT_UID", "value": grant["metadata"]["uid"]}]}]}}}})
+
+
+def _secret(kube: Kube, namespace: str, name: str, grant: dict[str, Any],
+            job: dict[str, Any]) -> dict[str, Any]:
+    return kube.create(SECRETS, namespace, {
+        "metadata": {"name": name, "labels": {names.GRANT_LABEL: grant["metadata"]["name"]},
+                     "annotations": {names.JOB_UID_ANNOTATION: job["metadata"]["uid"]},
+                     "ownerReferences": _owner(grant)},
+        "type": names.SECRET_TYPE, "stringData": {"token": "not-a-real-token"}})
+
+
+def _context(kube: Kube, namespace: str, audit: Path, live: list[dict[str, Any]]) -> Context:
+    """The operator's context at its start: the grants there are tracked (the watch's list)."""
+    settings: Any = types.SimpleNamespace(namespace=namespace, environment="test",
+                                          api_concurrency=4)
+    none: Any = None
+    ctx = Context(settings, kube, none, FileSink(audit), none, none, Metrics())
+    for grant in live:
+        ctx.tracker.observe_grant(grant, dt.datetime.now(dt.UTC))
+    return ctx
+
+
+def _names(kube: Kube, res: Any, namespace: str) -> set[str]:
+    return {o["metadata"]["name"] for o in kube.list(res, namespace)}
+
+
+def _pods_of(kube: Kube, namespace: str, job: dict[str, Any]) -> list[dict[str, Any]]:
+    return kube.list(PODS, namespace, label_selector=(
+        f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"))
+
+
+def _delete_orphaning(kube: Kube, namespace: str, grant: dict[str, Any],
+                      dependents: list[tuple[Any, str]]) -> None:
+    """``kubectl delete eg X --cascade=orphan``, then wait for the garbage collector: the grant
+    gone, its dependents there without an owner."""
+    kube.delete(GRANTS, namespace, grant["metadata"]["name"], propagation="Orphan")
+    _wait("the grant deleted", lambda: kube.get_or_none(
+        GRANTS, namespace, grant["metadata"]["name"]) is None)
+    for res, name in dependents:
+        obj = kube.get_or_none(res, namespace, name)
+        assert obj is not None, f"{name} was deleted, not orphaned"
+        assert not obj["metadata"].get("ownerReferences"), obj["metadata"]
+
+
+def _records(audit: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
+
+
+def test_an_orphaned_job_and_secret_are_removed_at_the_next_sweep(
+        cluster: LocalCluster, crds: Path, namespace: str, tmp_path: Path) -> None:
+    kube = Kube(cluster.api_client())
+    grant = _grant(kube, namespace, "g1")
+    job = _job(kube, namespace, "g1-gw", grant)
+    secret = _secret(kube, namespace, "g1-gw-token-a1", grant, job)
+    _wait("the gateway pod made", lambda: bool(_pods_of(kube, namespace, job)))
+    audit = tmp_path / "audit.jsonl"
+    ctx = _context(kube, namespace, audit, [grant])
+    sweeper = Sweeper(ctx)
+
+    asyncio.run(sweeper._orphans(time.monotonic()))  # at start: the live grant's stay
+    assert {"g1-gw"} <= _names(kube, JOBS, namespace)
+    assert {"g1-gw-token-a1"} <= _names(kube, SECRETS, namespace)
+
+    _delete_orphaning(kube, namespace, grant, [(JOBS, "g1-gw"), (SECRETS, "g1-gw-token-a1")])
+    grants.deleted(ctx, grant["metadata"]["uid"])  # the watch's DELETED event
+    asyncio.run(sweeper._orphans(time.monotonic()))  # the next sweep
+
+    assert "g1-gw" not in _names(kube, JOBS, namespace)
+    assert "g1-gw-token-a1" not in _names(kube, SECRETS, namespace)
+    _wait("the gateway pod deleted with its Job",
+          lambda: not _pods_of(kube, namespace, job))
+    (record,) = [r for r in _records(audit) if r["event"] == "GrantOrphansRemoved"]
+    assert record["subject"]["name"] == "g1"
+    assert record["subject"]["uid"] == grant["metadata"]["uid"]
+    assert record["data"]["jobs"] == ["g1-gw"]
+    assert record["data"]["secrets"] == [secret["metadata"]["name"]]
+    removed = ctx.metrics.orphans_removed
+    assert removed.labels(environment="test", resource="jobs")._value.get() == 1
+    assert removed.labels(environment="test", resource="secrets")._value.get() == 1
+    kube.close()
+
+
+def test_orphans_of_a_deletion_while_stopped_go_at_start_a_recreated_grants_stay(
+        cluster: LocalCluster, crds: Path, namespace: str, tmp_path: Path) -> None:
+    kube = Kube(cluster.api_client())
+    old = _grant(kube, namespace, "g2")
+    old_job = _job(kube, namespace, "g2-old-gw", old)
+    _secret(kube, namespace, "g2-old-gw-token-a1", old, old_job)
+    other = _grant(kube, namespace, "g3")
+    other_job = _job(kube, namespace, "g3-gw", other)
+    _secret(kube, namespace, "g3-gw-token-c3", other, other_job)
+
+    # no operator runs: the grant is deleted orphaning, then recreated under its name
+    _delete_orphaning(kube, namespace, old, [(JOBS, "g2-old-gw"),
+                                             (SECRETS, "g2-old-gw-token-a1")])
+    new = _grant(kube, namespace, "g2")
+    assert new["metadata"]["uid"] != old["metadata"]["uid"]
+    new_job = _job(kube, namespace, "g2-gw", new)
+    _secret(kube, namespace, "g2-gw-token-b2", new, new_job)
+
+    # the operator starts: its first sweep looks for leftovers without an owner
+    ctx = _context(kube, namespace, tmp_path / "audit.jsonl", [new, other])
+    asyncio.run(Sweeper(ctx)._orphans(time.monotonic()))
+
+    assert _names(kube, JOBS, namespace) == {"g2-gw", "g3-gw"}
+    assert {"g2-gw-token-b2", "g3-gw-token-c3"} <= _names(kube, SECRETS, namespace)
+    assert "g2-old-gw-token-a1" not in _names(kube, SECRETS, namespace)
+    _wait("the old gateway pod deleted with its Job",
+          lambda: not _pods_of(kube, namespace, old_job))
+    assert _pods_of(kube, namespace, new_job)
+    kube.close()
