@@ -140,7 +140,7 @@ class Context:
     events: Events | None = None
     reconcilers: dict[str, Reconciler] = field(default_factory=dict)
     #: Whether the sweep should look for token Secrets and gateway Jobs a deleted grant left
-    #: without an owner (at start, and after a grant was deleted)
+    #: without an owner (at start, and after a grant was deleted other than by the retirement)
     orphans_due: bool = True
     _locks: dict[str, _Lock] = field(default_factory=dict)
     _retries: dict[str, asyncio.TimerHandle] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from wingman.kube import JOBS, SECRETS, ApiError
 from wingman.model import names
 from wingman.operator.context import Context, NotLeading
 from wingman.operator.events import Events
+from wingman.operator.handlers import grants
 from wingman.operator.handlers.housekeeping import orphans, retire, run_stages
 from wingman.operator.handlers.housekeeping import refused as is_refusal
 from wingman.operator.metrics import Metrics
@@ -249,3 +250,22 @@ def test_orphans_are_only_the_unowned_objects_of_grants_that_are_gone() -> None:
         ("gone", "uid-gone"): [(JOBS.plural, "gone-gw"), (SECRETS.plural, "gone-token")],
         ("older", ""): [(SECRETS.plural, "older-token")],
     }
+
+
+def test_only_a_deletion_the_retirement_did_not_make_sends_the_sweep_looking_for_orphans(
+        tmp_path: Path) -> None:
+    """A grant deleted by someone (``kubectl delete eg``, maybe ``--cascade=orphan``) makes the
+    next sweep look for what it left without an owner; the retirement's own deletions
+    (background propagation: the garbage collector takes the Job and Secret) do not, so a busy
+    operator does not list every Job and Secret at each sweep."""
+    ctx = context(Refusing(), tmp_path)
+    finished(ctx.tracker, "r1", "by-someone", "retired")
+    ctx.orphans_due = False
+    ctx.tracker.grants["u-retired"].retire_recorded = True  # retire_one, before its delete
+    grants.deleted(ctx, "u-retired")
+    assert not ctx.orphans_due
+    grants.deleted(ctx, "u-unknown")  # forgotten already (retired, or never seen)
+    assert not ctx.orphans_due
+    grants.deleted(ctx, "u-by-someone")
+    assert ctx.orphans_due
+    assert "u-by-someone" not in ctx.tracker.grants

@@ -1301,13 +1301,18 @@ def count_outcome(ctx: Context, obj: Any) -> None:
 
 
 def deleted(ctx: Context, uid: str) -> None:
-    """A grant's deletion, as the watch delivers it: forgotten; deleted with propagation
-    Orphan, its Job and token Secret stay without an owner, so the next sweep looks for them
-    (``housekeeping.remove_orphans``)."""
+    """A grant's deletion, as the watch delivers it: forgotten. Deleted by someone else than
+    the operator's retirement, possibly with propagation Orphan, its Job and token Secret may
+    stay without an owner, so the next sweep looks for them (``housekeeping.remove_orphans``).
+    The retirement's own deletions (the entry's ``retire_recorded``, set before the delete; or
+    already forgotten) use background propagation and leave nothing: they do not make every
+    sweep of a busy operator list every Job and Secret."""
+    entry = ctx.tracker.grants.get(uid)
     ctx.tracker.forget("grant", uid)
     ctx.counted.discard(uid)
     ctx.counted.discard(uid + "/replay")
-    ctx.orphans_due = True
+    if entry is not None and not entry.retire_recorded:
+        ctx.orphans_due = True
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:

@@ -452,8 +452,8 @@ class Sweeper:
 
     async def _orphans(self, mono: float) -> None:
         """Look for what deleted grants left without an owner: at start (and on a takeover),
-        at the next sweep after a grant was deleted, and every ``GC_INTERVAL`` besides (a
-        deletion the watch did not deliver)."""
+        at the next sweep after a grant was deleted by someone else than the retirement, and
+        every ``GC_INTERVAL`` besides (a deletion the watch did not deliver)."""
         ctx = self.ctx
         if not ctx.orphans_due and mono - self._orphans_at < GC_INTERVAL:
             return
