@@ -327,14 +327,24 @@ class FakeSlack(_Base):
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.ephemeral: list[dict[str, Any]] = []
         self.views: list[dict[str, Any]] = []
+        #: what was sent to a slash command's ``response_url`` (``response_url``)
+        self.responses: list[dict[str, Any]] = []
         self._ts = itertools.count(1)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/"
 
+    def response_url(self, name: str) -> str:
+        """A slash command's ``response_url``, where a later answer to it is posted."""
+        return f"http://127.0.0.1:{self.port}/response/{name}"
+
     def handle(self, method: str, path: str, params: dict[str, Any], headers: Any
                ) -> tuple[int, dict[str, Any]]:
+        if path.startswith("/response/"):  # a slash command's response_url
+            with self.lock:
+                self.responses.append({"url": path, **params})
+            return 200, {"ok": True}
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 200, {"ok": False, "error": "invalid_auth"}
         name = path.removeprefix("/api/")

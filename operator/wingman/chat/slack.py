@@ -13,6 +13,12 @@ Service, which the Slack app's *Interactivity* and *Slash command* request URLs 
   [reason] | reject <request> <reason> | exec <request> <command> | status <grant> |
   confirm <code>``, answered ephemerally.
 
+Slack waits 3 seconds for the answer to a button press, a modal's submission and a slash
+command: each is answered within ``ANSWER_SECONDS``, and what is still running then goes on to
+its end (``_keep``; ``close`` lets it end): a decision's result then comes as an ephemeral
+message (the modal says it is being recorded; the same person's further submissions meanwhile
+are not taken, as they would reuse the one-time code), a command's to its ``response_url``.
+
 Every inbound request must carry a valid Slack signature (v0: ``X-Slack-Signature`` is
 ``v0=`` + HMAC-SHA256 of ``v0:<X-Slack-Request-Timestamp>:<body>`` with the app's signing
 secret, and the timestamp must be within five minutes; a missing or malformed timestamp or
@@ -45,19 +51,22 @@ import json
 import logging
 import re
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from aiohttp import ClientError, web
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from wingman.chat import render
 from wingman.chat.guard import Refusal, ReplayGuard, refuse
 from wingman.chat.render import Notice, RequestView
 from wingman.chat.service import (
     RETIRE_SECONDS,
+    C,
     CardGone,
     ChannelError,
     ChatService,
@@ -78,6 +87,17 @@ DECIDE_VIEW = "wingman_decide"
 #: How long a button pressed on a card still being posted waits for the post to end: its
 #: modal must open within the 3 seconds the press's trigger_id is valid.
 POSTING_WAIT_SECONDS = 1.5
+#: Slack shows the person an error when a button press, a modal's submission or a slash
+#: command is not answered within 3 seconds. What is still running after this many seconds
+#: goes on, and its result is sent as a message (the modal's: ephemeral; the command's: to its
+#: ``response_url``) instead of in the answer.
+ANSWER_SECONDS = 2.0
+#: A button's ``trigger_id`` opens a modal only within 3 seconds of the press: a modal not
+#: ready this many seconds after the press arrived is not opened with it (the person is told
+#: to press again).
+TRIGGER_SECONDS = 2.5
+#: Seconds the decisions and answers still running get to end when the process stops.
+CLOSE_SECONDS = 10.0
 #: Web API errors about the message itself: sending it again cannot help.
 REFUSED_MESSAGE = frozenset({
     "msg_too_long", "no_text", "invalid_blocks", "invalid_blocks_format",
@@ -85,6 +105,7 @@ REFUSED_MESSAGE = frozenset({
     "markdown_text_conflict", "invalid_metadata_format", "invalid_metadata_schema",
     "metadata_too_large"})
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_R = TypeVar("_R")
 
 
 def reply_blocks(reply: Reply) -> list[dict[str, Any]]:
@@ -116,6 +137,11 @@ class SlackChannel:
         #: when this process started (epoch seconds): requests signed before are refused
         self.started = time.time() if started is None else started
         self._users: dict[str, tuple[float, dict[str, Any]]] = {}
+        #: the decision submitted in a modal still being made, by Slack user: (the modal's
+        #: button value, the task making it)
+        self._deciding: dict[str, tuple[str, asyncio.Task[Reply]]] = {}
+        #: work that goes on after Slack was answered (kept until done: never dropped)
+        self._later: set[asyncio.Task[Any]] = set()
 
     # -- Web API -------------------------------------------------------------------------
     async def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
@@ -175,6 +201,13 @@ class SlackChannel:
                          unfurl_links=False, unfurl_media=False)
 
     async def close(self) -> None:
+        """Let the decisions and answers still running end (``CLOSE_SECONDS`` at most), then
+        close the client's session."""
+        if self._later:
+            _done, running = await asyncio.wait(set(self._later), timeout=CLOSE_SECONDS)
+            if running:
+                log.warning("slack: work still running when the chat service stopped",
+                            extra={"tasks": len(running)})
         session = getattr(self.client, "session", None)
         if session is not None:
             await session.close()
@@ -253,6 +286,7 @@ class SlackChannel:
         return self.service.config.person_for_slack(user_id)
 
     async def interactive(self, request: web.Request) -> web.Response:
+        arrived = asyncio.get_running_loop().time()
         user_id = "unknown"
         try:
             body = await self._verified(request)
@@ -271,12 +305,40 @@ class SlackChannel:
                    _obj(payload.get("user")).get("team_id") or "")
         kind = payload.get("type")
         if kind == "block_actions":
-            return await self._button(payload, user_id, team)
+            # answered within ANSWER_SECONDS; the press is handled to its end all the same
+            await self._within(self._button(payload, user_id, team, arrived), arrived)
+            return web.Response(text="")
         if kind == "view_submission":
-            return await self._submission(payload, user_id, team)
+            return await self._submission(payload, user_id, team, arrived)
         return web.Response(text="")
 
-    async def _button(self, payload: dict[str, Any], user_id: str, team: str) -> web.Response:
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        """Keep ``task`` until it is done (it goes on after Slack was answered); what it
+        raises is logged."""
+        self._later.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._later.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("slack: handling a request failed after it was answered",
+                          extra={"errorType": type(t.exception()).__name__})
+        task.add_done_callback(done)
+
+    async def _within(self, work: Coroutine[Any, Any, _R] | asyncio.Task[_R], arrived: float
+                      ) -> asyncio.Task[_R]:
+        """``work`` as a task, waited for until ``ANSWER_SECONDS`` after the request
+        ``arrived`` (the loop's time), not longer: done or not, it goes on (``_keep``)."""
+        task = work if isinstance(work, asyncio.Task) else asyncio.create_task(work)
+        self._keep(task)
+        left = arrived + ANSWER_SECONDS - asyncio.get_running_loop().time()
+        await asyncio.wait({task}, timeout=max(left, 0.0))
+        return task
+
+    async def _button(self, payload: dict[str, Any], user_id: str, team: str, arrived: float
+                      ) -> None:
+        """A press: the decision modal opened with its ``trigger_id`` (valid for 3 s: not
+        opened once ``TRIGGER_SECONDS`` have passed since the press arrived, and the person is
+        told to press again, as they are when Slack does not open it), or a refusal told."""
         channel = str(_obj(payload.get("channel")).get("id") or
                       _obj(payload.get("container")).get("channel_id") or "")
         person: ChatPerson | None = None
@@ -313,6 +375,9 @@ class SlackChannel:
 
             check_decision(v, person, verb, self.service.clock())
             trigger, value = str(payload.get("trigger_id", "")), str(actions[0]["value"])
+            if asyncio.get_running_loop().time() > arrived + TRIGGER_SECONDS:
+                raise ChannelError(f"the decision form was not ready within "
+                                   f"{TRIGGER_SECONDS:g} s of the press")
             try:
                 await self._call("views.open", self.client.views_open, trigger_id=trigger,
                                  view=self._modal(v, verb, value))
@@ -324,9 +389,11 @@ class SlackChannel:
         except Refusal as refusal:
             reply = await self.service.refused(self.name, user_id, refusal, person=person)
             await self._ephemeral(channel or self.config.channel, user_id, reply)
-        except ChannelError as exc:
+        except ChannelError as exc:  # nothing was decided: say so, or the press did nothing
             log.warning("slack modal failed", extra={"error": exc.message[:200]})
-        return web.Response(text="")
+            await self._ephemeral(channel or self.config.channel, user_id, Reply((
+                T("The decision form did not open ("), C(exc.message[:200]),
+                T("); nothing was decided: press the button again"))))
 
     async def _retire(self, channel: str, ts: str, ref: dict[str, Any], name: str) -> None:
         """Make the message ``ts``, a card of a request whose current card is ``ref`` (a copy
@@ -382,29 +449,85 @@ class SlackChannel:
                 "submit": render._plain("Approve" if verb == "approve" else "Reject"),
                 "close": render._plain("Cancel"), "blocks": blocks}
 
-    async def _submission(self, payload: dict[str, Any], user_id: str, team: str
-                          ) -> web.Response:
+    async def _submission(self, payload: dict[str, Any], user_id: str, team: str,
+                          arrived: float) -> web.Response:
+        """A modal's submission: the decision. Answered within ``ANSWER_SECONDS``: with the
+        refusal in the modal (``errors``) or ``clear`` and the result as an ephemeral message
+        when the decision is made by then; else with the modal saying it is being recorded,
+        and the result (made or refused) as an ephemeral message once it is. While a person's
+        decision is being made, another submission of theirs is not taken (it would use the
+        same one-time code: ``StepUpReplayed``, a wrong code): the same modal is answered
+        that it is being recorded, another one that it can be submitted once it is."""
         view = _obj(payload.get("view"))
         if view.get("callback_id") != DECIDE_VIEW:
             return web.Response(text="")
         values = _obj(_obj(view.get("state")).get("values"))
         reason = str(_obj(_obj(values.get("reason")).get("reason")).get("value") or "")
         code = _obj(_obj(values.get("code")).get("code")).get("value")
-        person: ChatPerson | None = None
-        try:
-            person = await self._actor(team, user_id)
-            button = self.signer.check(str(view.get("private_metadata", "")))
-            reply = await self.service.act(
-                self.name, user_id, person, button.verb, uid=button.uid, reason=reason,
-                code=str(code or "") if self.service.config.step_up else None)
-        except Refusal as refusal:
-            reply = await self.service.refused(self.name, user_id, refusal, person=person)
+        value = str(view.get("private_metadata", ""))
+        running = self._deciding.get(user_id)
+        if running is not None:
+            if running[0] == value:
+                return web.json_response({"response_action": "update",
+                                          "view": self._recording(value)})
+            field = "code" if self.service.config.step_up else "reason"
+            return web.json_response({"response_action": "errors", "errors": {field: (
+                f"your decision on {self._named(running[0])[1]} is still being recorded: "
+                "submit this one once its result has come")[:290]}})
+        task = asyncio.create_task(self._decision(user_id, team, reason, code, value))
+        self._deciding[user_id] = (value, task)
+        task.add_done_callback(lambda t: self._deciding.pop(user_id, None))
+        await self._within(task, arrived)
+        if not task.done():
+            self._keep(asyncio.create_task(self._result_later(task, user_id)))
+            return web.json_response({"response_action": "update",
+                                      "view": self._recording(value)})
+        reply = task.result()
         if not reply.ok:
             field = "code" if reply.reason.startswith("StepUp") else "reason"
             return web.json_response({"response_action": "errors",
                                       "errors": {field: reply.plain[:290]}})
-        await self._ephemeral(self.config.channel, user_id, reply)
+        self._keep(asyncio.create_task(self._ephemeral(self.config.channel, user_id, reply)))
         return web.json_response({"response_action": "clear"})
+
+    async def _decision(self, user_id: str, team: str, reason: str, code: Any, value: str
+                        ) -> Reply:
+        person: ChatPerson | None = None
+        try:
+            person = await self._actor(team, user_id)
+            button = self.signer.check(value)
+            return await self.service.act(
+                self.name, user_id, person, button.verb, uid=button.uid, reason=reason,
+                code=str(code or "") if self.service.config.step_up else None)
+        except Refusal as refusal:
+            return await self.service.refused(self.name, user_id, refusal, person=person)
+
+    async def _result_later(self, task: asyncio.Task[Reply], user_id: str) -> None:
+        """The result of a decision that outlasted the answer to its submission, told."""
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is None:
+            await self._ephemeral(self.config.channel, user_id, task.result())
+
+    def _named(self, value: str) -> tuple[str, str]:
+        """The verb and request name of a modal's (signed) button value."""
+        try:
+            button = self.signer.check(value)
+        except Refusal:
+            return "decision", "the request"
+        return button.verb, self.service.request_name(button.uid) or "the request"
+
+    def _recording(self, value: str) -> dict[str, Any]:
+        """The modal once its decision outlasted the answer: it is being recorded, and the
+        result comes as a message."""
+        verb, name = self._named(value)
+        return {"type": "modal", "callback_id": f"{DECIDE_VIEW}_recording",
+                "title": render._plain("Approve request" if verb == "approve"
+                                       else "Reject request"),
+                "close": render._plain("Close"),
+                "blocks": [render.slack_rich([
+                    (f"Your {verb} of ", render.OWN), (name, render.THEIRS),
+                    (" is being recorded. Wingman tells you the result in a message in this "
+                     "channel shortly; do not submit it again.", render.OWN)])]}
 
     async def _ephemeral(self, channel: str, user_id: str, reply: Reply) -> None:
         try:
@@ -415,6 +538,10 @@ class SlackChannel:
             log.warning("slack ephemeral reply failed", extra={"error": exc.message[:200]})
 
     async def commands(self, request: web.Request) -> web.Response:
+        """A slash command, answered ephemerally within ``ANSWER_SECONDS``: with its result
+        when it is done by then; else saying it is under way, and the result sent to the
+        command's ``response_url`` (Slack's way of answering later) once it is."""
+        arrived = asyncio.get_running_loop().time()
         user_id = "unknown"
         try:
             body = await self._verified(request)
@@ -423,6 +550,19 @@ class SlackChannel:
             return _refused(refusal)
         form = {k: v[0] for k, v in parse_qs(body.decode(errors="replace"),
                                              keep_blank_values=True).items()}
+        # a slash command carries no time of its own: when Slack signed it (verified, at
+        # most five minutes ago) is when it was sent, at the latest (StaleMessage)
+        signed = dt.datetime.fromtimestamp(
+            int(request.headers["X-Slack-Request-Timestamp"]), dt.UTC)
+        task = await self._within(self._command(form, signed), arrived)
+        if not task.done():
+            self._keep(asyncio.create_task(self._respond_later(task, form)))
+            return web.json_response({"response_type": "ephemeral", "blocks": reply_blocks(
+                Reply((T("Working on it: the answer follows here shortly."),)))})
+        return web.json_response({"response_type": "ephemeral",
+                                  "blocks": reply_blocks(task.result())})
+
+    async def _command(self, form: dict[str, str], signed: dt.datetime) -> Reply:
         user_id = form.get("user_id", "unknown")
         person: ChatPerson | None = None
         try:
@@ -438,20 +578,34 @@ class SlackChannel:
             verb = verb.lower()
             kwargs = command_args(verb, rest, f"{self.config.command} ")
             if verb in ("", "help"):
-                return web.json_response({"response_type": "ephemeral", "blocks": reply_blocks(
-                    Reply((T(f"{self.config.command} pending | describe <request> | approve "
-                             "<request> [reason] | reject <request> <reason> | exec <request> "
-                             "<command> | status <grant> | confirm <code>"),)))})
-            # a slash command carries no time of its own: when Slack signed it (verified, at
-            # most five minutes ago) is when it was sent, at the latest (StaleMessage)
-            signed = dt.datetime.fromtimestamp(
-                int(request.headers["X-Slack-Request-Timestamp"]), dt.UTC)
-            reply = await self.service.act(self.name, user_id, person, verb, sent_at=signed,
-                                           **kwargs)
+                return Reply((T(f"{self.config.command} pending | describe <request> | approve "
+                                "<request> [reason] | reject <request> <reason> | exec "
+                                "<request> <command> | status <grant> | confirm <code>"),))
+            return await self.service.act(self.name, user_id, person, verb, sent_at=signed,
+                                          **kwargs)
         except Refusal as refusal:
-            reply = await self.service.refused(self.name, user_id, refusal, person=person)
-        return web.json_response({"response_type": "ephemeral",
-                                  "blocks": reply_blocks(reply)})
+            return await self.service.refused(self.name, user_id, refusal, person=person)
+
+    async def _respond_later(self, task: asyncio.Task[Reply], form: dict[str, str]) -> None:
+        """The result of a command that outlasted its answer, sent to its ``response_url``
+        (or, without one, as an ephemeral message in its channel)."""
+        await asyncio.wait({task})
+        if task.cancelled() or task.exception() is not None:
+            return
+        reply, url = task.result(), form.get("response_url", "")
+        if not url:
+            await self._ephemeral(form.get("channel_id") or self.config.channel,
+                                  form.get("user_id", ""), reply)
+            return
+        try:
+            resp = await AsyncWebhookClient(url, timeout=15).send(
+                response_type="ephemeral", text="Wingman", blocks=reply_blocks(reply))
+            if resp.status_code != 200:
+                log.warning("slack: answering a command later failed",
+                            extra={"status": resp.status_code, "error": str(resp.body)[:200]})
+        except (ClientError, OSError, TimeoutError) as exc:
+            log.warning("slack: answering a command later failed",
+                        extra={"error": type(exc).__name__})
 
 
 _ESCAPED = re.compile(r"&(amp|lt|gt);")

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import json
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,15 +18,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pyotp
 import pytest
 from aiohttp import ClientSession, web
 
 from support.fake_chat import FakeSlack, serving, slack_signature
 from wingman.chat import slack
+from wingman.chat.guard import StepUp
 from wingman.chat.run import http_runner
 from wingman.chat.service import ChatService
 from wingman.chat.slack import MAX_BODY, SlackChannel
 from wingman.client import status as st
+from wingman.model import limits
 from wingman.settings import SlackConfig
 
 from .world import (
@@ -51,13 +55,17 @@ TEAM, CHANNEL = "T0WINGMAN", "C0APPROVE"
 
 def run(tmp: Path, *objs: dict[str, Any],
         body: Callable[[str, FakeSlack, ChatService], Awaitable[None]],
-        clock: Any = None, command: str = "/wingman") -> None:
-    """``body(url, fake, service)`` with the channel's endpoints served at ``url``."""
+        clock: Any = None, command: str = "/wingman",
+        prepare: Callable[[ChatService], None] | None = None) -> None:
+    """``body(url, fake, service)`` with the channel's endpoints served at ``url``
+    (``prepare(service)`` first)."""
     async def main(fake: FakeSlack) -> None:
         svc = service(tmp, *objs, clock=clock)
         config = SlackConfig(team_id=TEAM, channel=CHANNEL, base_url=fake.base_url,
                              command=command)
         svc.config = replace(svc.config, slack=config)
+        if prepare is not None:
+            prepare(svc)
         channel = SlackChannel(config, TOKEN, SECRET, "prd", svc)
         channel.started = time.time() - 3600  # running for a while
         svc.channels = [channel]
@@ -823,3 +831,199 @@ def test_after_the_signing_secret_changes_open_cards_get_buttons_signed_anew(
         assert opened["trigger_id"] == "trig-1"
 
     run(tmp_path, request("pressed", 1), body=body)
+
+
+TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+#: Longer than Slack waits for an answer (3 s).
+SLOW_SECONDS = 4.0
+
+
+class _SlowDeciding(Deciding):
+    """The in-memory cluster whose decisions take ``SLOW_SECONDS`` (an API server under
+    load) unless ``go`` is set first; ``slow_reads``: reading the requests takes as long."""
+
+    def __init__(self, *objs: dict[str, Any]) -> None:
+        super().__init__(*objs)
+        self.go = threading.Event()
+        self.slow_reads = False
+
+    def requests(self) -> list[dict[str, Any]]:
+        if self.slow_reads:
+            time.sleep(SLOW_SECONDS)
+        return super().requests()
+
+    def client_as(self, person: Any, hints: Any) -> Any:
+        client = super().client_as(person, hints)
+        go = self.go
+
+        class Slow:
+            def decide(self, name: str, verdict: str, reason: str, *, uid: str) -> None:
+                go.wait(SLOW_SECONDS)
+                client.decide(name, verdict, reason, uid=uid)
+
+        return Slow()
+
+
+def _slow_step_up(svc: ChatService) -> None:
+    svc.cluster = _SlowDeciding(*svc.cluster.objs)  # type: ignore[attr-defined]
+    svc.config = replace(svc.config, step_up=True)
+    svc.step_up = StepUp({"bob": TOTP_SECRET}, started=time.time() - 600)
+
+
+async def _post(http: ClientSession, url: str, payload: dict[str, Any]
+                ) -> tuple[float, int, str]:
+    """(seconds until answered, status, body) of the signed interactive ``payload``."""
+    data = urlencode({"payload": json.dumps(payload)}).encode()
+    began = time.monotonic()
+    async with http.post(f"{url}/slack/interactive", data=data, headers=signed(data)) as resp:
+        return time.monotonic() - began, resp.status, await resp.text()
+
+
+def _submitted(view: dict[str, Any], reason: str, code: str, view_hash: str
+               ) -> dict[str, Any]:
+    """Bob submitting the decision modal ``view`` (each submission has its own hash)."""
+    return {"type": "view_submission", "user": {"id": "U0BOB"}, "team": {"id": TEAM},
+            "view": {"id": "V1", "hash": view_hash, "callback_id": view["callback_id"],
+                     "private_metadata": view["private_metadata"],
+                     "state": {"values": {"reason": {"reason": {"value": reason}},
+                                          "code": {"code": {"value": code}}}}}}
+
+
+def test_a_decision_slower_than_slacks_three_seconds_is_answered_in_time_and_made_once(
+        tmp_path: Path) -> None:
+    """Slack shows an error when a modal's submission is not answered within 3 s, though the
+    decision goes on: a person who submits again sends the same one-time code, which would be
+    refused as used (a wrong code, towards a lockout). A refusal known at once is still shown
+    in the modal; a decision that takes longer is answered in time with the modal saying it
+    is being recorded, its result follows as a message, and the same modal submitted again
+    meanwhile is answered so, never taken as a wrong code; the decision is made once."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        [(ts, card)] = fake.cards(CHANNEL)
+        data = approve_press(ts, card)
+        async with ClientSession() as http:
+            async with http.post(f"{url}/slack/interactive", data=data,
+                                 headers=signed(data)) as resp:
+                assert resp.status == 200
+            [opened] = fake.views
+            view = opened["view"]
+            # known at once: in the modal, as before
+            took, status, text = await _post(http, url, _submitted(
+                view, "r" * (limits.REASON + 1), "123456", "h1"))
+            answer = json.loads(text)
+            assert answer["response_action"] == "errors" and "reason" in answer["errors"]
+            code = pyotp.TOTP(TOTP_SECRET).now()
+            took, status, text = await _post(http, url, _submitted(view, "ok", code, "h2"))
+            assert status == 200 and took < 2.5, f"answered after {took:.1f} s"
+            answer = json.loads(text)
+            assert answer["response_action"] == "update", answer
+            assert "is being recorded" in json.dumps(answer["view"])
+            assert "submit" not in answer["view"]
+            # submitted again while it is being recorded: not a wrong code
+            took, status, text = await _post(http, url, _submitted(view, "ok", code, "h3"))
+            assert status == 200 and took < 2.5
+            assert json.loads(text)["response_action"] == "update"
+            svc.cluster.go.set()  # type: ignore[attr-defined]
+            for _ in range(200):
+                if "Approve recorded" in json.dumps(fake.ephemeral):
+                    break
+                await asyncio.sleep(0.05)
+        told = json.dumps(fake.ephemeral)
+        assert "Approve recorded" in told and "StepUp" not in told
+        decisions = svc.cluster.objs[0]["spec"]["decisions"]  # type: ignore[attr-defined]
+        assert decisions == [{"verdict": "Approve", "by": "bob", "reason": "ok"}]
+        assert [d["reason"] for d in audited(svc)] == ["ReasonTooLong"]
+        assert svc.step_up.stored() == {}  # no wrong code counted
+
+    run(tmp_path, request("slow", 1), body=body, prepare=_slow_step_up)
+
+
+def test_a_decision_refused_after_the_answer_is_told_as_a_message(tmp_path: Path) -> None:
+    """A decision still running when the submission is answered and then refused (a wrong
+    code, checked once the state is written) reaches the person as a message."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        [(ts, card)] = fake.cards(CHANNEL)
+        data = approve_press(ts, card)
+        async with ClientSession() as http:
+            async with http.post(f"{url}/slack/interactive", data=data,
+                                 headers=signed(data)) as resp:
+                assert resp.status == 200
+            [opened] = fake.views
+            saving = svc.cluster.save_state
+
+            def slow_save(state: dict[str, Any], **kwargs: Any) -> None:
+                time.sleep(SLOW_SECONDS)  # the state ConfigMap write, under load
+                saving(state, **kwargs)
+            svc.cluster.save_state = slow_save  # type: ignore[method-assign]
+            right = pyotp.TOTP(TOTP_SECRET).now()
+            wrong = next(c for c in ("000000", "111111", "222222") if c != right)
+            took, status, text = await _post(http, url, _submitted(
+                opened["view"], "ok", wrong, "h1"))
+            assert status == 200 and took < 2.5, f"answered after {took:.1f} s"
+            assert json.loads(text)["response_action"] == "update"
+            for _ in range(300):
+                if fake.ephemeral:
+                    break
+                await asyncio.sleep(0.05)
+        assert "StepUpFailed" in json.dumps(fake.ephemeral)
+        assert "decisions" not in svc.cluster.objs[0]["spec"]  # type: ignore[attr-defined]
+
+    run(tmp_path, request("refused", 1), body=body, prepare=_slow_step_up)
+
+
+def test_a_press_whose_modal_is_not_ready_in_time_is_answered_and_told_to_press_again(
+        tmp_path: Path) -> None:
+    """A button's trigger_id opens a modal only within 3 s: a press whose request takes
+    longer to read is answered in time, opens no modal with a spent trigger_id, and the
+    person is told that nothing was decided and to press again."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        [(ts, card)] = fake.cards(CHANNEL)
+        svc.cluster.slow_reads = True  # type: ignore[attr-defined]
+        data = approve_press(ts, card)
+        async with ClientSession() as http:
+            began = time.monotonic()
+            async with http.post(f"{url}/slack/interactive", data=data,
+                                 headers=signed(data)) as resp:
+                took = time.monotonic() - began
+                assert resp.status == 200 and took < 2.5, f"answered after {took:.1f} s"
+            for _ in range(200):
+                if fake.ephemeral:
+                    break
+                await asyncio.sleep(0.05)
+        assert fake.views == []
+        assert "press the button again" in json.dumps(fake.ephemeral)
+
+    run(tmp_path, request("late", 1), body=body, prepare=_slow_step_up)
+
+
+def test_a_slash_command_slower_than_slacks_three_seconds_is_answered_at_its_response_url(
+        tmp_path: Path) -> None:
+    """A slash command not answered within 3 s shows the person an error: one that takes
+    longer (a decision, the API server under load) is answered in time that it is under way,
+    and its result is sent to the command's response_url."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        svc.config = replace(svc.config, step_up=False)
+        form = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                          "command": "/wingman", "text": "approve cmd fine",
+                          "response_url": fake.response_url("cmd-1")}).encode()
+        async with ClientSession() as http:
+            began = time.monotonic()
+            async with http.post(f"{url}/slack/commands", data=form,
+                                 headers=signed(form)) as resp:
+                took = time.monotonic() - began
+                assert resp.status == 200 and took < 2.5, f"answered after {took:.1f} s"
+                assert "Working on it" in await resp.text()
+            for _ in range(200):
+                if fake.responses:
+                    break
+                await asyncio.sleep(0.05)
+        [answer] = fake.responses
+        assert answer["url"] == "/response/cmd-1" and answer["response_type"] == "ephemeral"
+        assert "Approve recorded" in json.dumps(answer["blocks"])
+        decisions = svc.cluster.objs[0]["spec"]["decisions"]  # type: ignore[attr-defined]
+        assert decisions == [{"verdict": "Approve", "by": "bob", "reason": "fine"}]
+
+    run(tmp_path, request("cmd", 1), body=body, prepare=_slow_step_up)
