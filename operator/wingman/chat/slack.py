@@ -52,6 +52,7 @@ import logging
 import re
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -137,9 +138,8 @@ class SlackChannel:
         #: when this process started (epoch seconds): requests signed before are refused
         self.started = time.time() if started is None else started
         self._users: dict[str, tuple[float, dict[str, Any]]] = {}
-        #: the decision submitted in a modal still being made, by Slack user: (the modal's
-        #: button value, the task making it)
-        self._deciding: dict[str, tuple[str, asyncio.Task[Reply]]] = {}
+        #: the decision submitted in a modal still being made, by Slack user
+        self._deciding: dict[str, _Deciding] = {}
         #: work that goes on after Slack was answered (kept until done: never dropped)
         self._later: set[asyncio.Task[Any]] = set()
 
@@ -467,19 +467,21 @@ class SlackChannel:
         value = str(view.get("private_metadata", ""))
         running = self._deciding.get(user_id)
         if running is not None:
-            if running[0] == value:
+            if running.value == value:
+                self._tell_later(running, user_id)
                 return web.json_response({"response_action": "update",
                                           "view": self._recording(value)})
             field = "code" if self.service.config.step_up else "reason"
             return web.json_response({"response_action": "errors", "errors": {field: (
-                f"your decision on {self._named(running[0])[1]} is still being recorded: "
+                f"your decision on {self._named(running.value)[1]} is still being recorded: "
                 "submit this one once its result has come")[:290]}})
-        task = asyncio.create_task(self._decision(user_id, team, reason, code, value))
-        self._deciding[user_id] = (value, task)
-        task.add_done_callback(lambda t: self._deciding.pop(user_id, None))
-        await self._within(task, arrived)
+        deciding = _Deciding(value, asyncio.create_task(
+            self._decision(user_id, team, reason, code, value)))
+        self._deciding[user_id] = deciding
+        deciding.task.add_done_callback(lambda t: self._deciding.pop(user_id, None))
+        task = await self._within(deciding.task, arrived)
         if not task.done():
-            self._keep(asyncio.create_task(self._result_later(task, user_id)))
+            self._tell_later(deciding, user_id)
             return web.json_response({"response_action": "update",
                                       "view": self._recording(value)})
         reply = task.result()
@@ -487,8 +489,16 @@ class SlackChannel:
             field = "code" if reply.reason.startswith("StepUp") else "reason"
             return web.json_response({"response_action": "errors",
                                       "errors": {field: reply.plain[:290]}})
-        self._keep(asyncio.create_task(self._ephemeral(self.config.channel, user_id, reply)))
+        if not deciding.told:  # else told already (a submission again said it would be)
+            self._keep(asyncio.create_task(self._ephemeral(self.config.channel, user_id,
+                                                           reply)))
         return web.json_response({"response_action": "clear"})
+
+    def _tell_later(self, deciding: _Deciding, user_id: str) -> None:
+        """Send the decision's result as an ephemeral message once it is made (once)."""
+        if not deciding.told:
+            deciding.told = True
+            self._keep(asyncio.create_task(self._result_later(deciding.task, user_id)))
 
     async def _decision(self, user_id: str, team: str, reason: str, code: Any, value: str
                         ) -> Reply:
@@ -606,6 +616,16 @@ class SlackChannel:
         except (ClientError, OSError, TimeoutError) as exc:
             log.warning("slack: answering a command later failed",
                         extra={"error": type(exc).__name__})
+
+
+@dataclass
+class _Deciding:
+    """A decision submitted in a modal, being made: the modal's (signed) button value, the
+    task making it, and whether its result is to be sent as a message (``told``)."""
+
+    value: str
+    task: asyncio.Task[Reply]
+    told: bool = False
 
 
 _ESCAPED = re.compile(r"&(amp|lt|gt);")

@@ -1027,3 +1027,45 @@ def test_a_slash_command_slower_than_slacks_three_seconds_is_answered_at_its_res
         assert decisions == [{"verdict": "Approve", "by": "bob", "reason": "fine"}]
 
     run(tmp_path, request("cmd", 1), body=body, prepare=_slow_step_up)
+
+
+def test_a_modal_submitted_twice_in_a_moment_is_decided_once_and_its_result_told(
+        tmp_path: Path) -> None:
+    """A second submission of the modal while its decision is being made (a double click)
+    is answered that it is being recorded, not checked as a used code; the result then
+    reaches the person as a message even when the first answer showed it in the modal."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        [(ts, card)] = fake.cards(CHANNEL)
+        data = approve_press(ts, card)
+        async with ClientSession() as http:
+            async with http.post(f"{url}/slack/interactive", data=data,
+                                 headers=signed(data)) as resp:
+                assert resp.status == 200
+            [opened] = fake.views
+            saving = svc.cluster.save_state
+
+            def slow_save(state: dict[str, Any], **kwargs: Any) -> None:
+                time.sleep(0.4)  # the state ConfigMap write: a moment
+                saving(state, **kwargs)
+            svc.cluster.save_state = slow_save  # type: ignore[method-assign]
+            right = pyotp.TOTP(TOTP_SECRET).now()
+            wrong = next(c for c in ("000000", "111111", "222222") if c != right)
+            first = asyncio.create_task(_post(http, url, _submitted(
+                opened["view"], "ok", wrong, "h1")))
+            await asyncio.sleep(0.2)
+            _, status, again = await _post(http, url, _submitted(
+                opened["view"], "ok", wrong, "h2"))
+            assert status == 200 and json.loads(again)["response_action"] == "update"
+            _, status, text = await first
+            assert status == 200
+            assert json.loads(text)["response_action"] == "errors"  # shown in the modal
+            for _ in range(100):
+                if fake.ephemeral:
+                    break
+                await asyncio.sleep(0.05)
+        assert "StepUpFailed" in json.dumps(fake.ephemeral)  # and told, as promised
+        assert [d["reason"] for d in audited(svc)] == ["StepUpFailed"]  # checked once
+        assert svc.step_up.stored() == {"bob": {"failures": 1}}
+
+    run(tmp_path, request("twice", 1), body=body, prepare=_slow_step_up)
