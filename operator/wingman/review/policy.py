@@ -47,6 +47,8 @@ from wingman.review.consensus import (
     Verdict,
     clean_rationale,
 )
+from wingman.review.llm import DEFAULT_TIMEOUT_SECONDS as VOTER_DEFAULT_TIMEOUT_SECONDS
+from wingman.review.llm import MAX_TIMEOUT_SECONDS as VOTER_MAX_TIMEOUT_SECONDS
 from wingman.review.panel import check_independent
 from wingman.scope import Allowlist
 
@@ -56,6 +58,9 @@ MAX_LIFETIME_SECONDS = 604800
 #: ``spec.decisions`` ``maxItems``), and the CRD keeps the tenth for a Reject, so that an
 #: approval can always be revoked however many approvers approved.
 MAX_REQUIRED_APPROVALS = 9
+#: The most ``panel.timeoutSeconds`` may be: the longest a voter's own ``timeoutSeconds`` may
+#: be (a longer panel would wait for nothing).
+MAX_PANEL_TIMEOUT_SECONDS = VOTER_MAX_TIMEOUT_SECONDS
 
 
 class Drift(enum.StrEnum):
@@ -162,8 +167,11 @@ class EnvironmentPolicy:
                 raise ConfigError(f"policy.panel.{key} must be from 1 to the number of voters "
                                   f"({len(voters)}), got {value!r}")
         timeout = panel_data.get("timeoutSeconds", 30)
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-            raise ConfigError(f"policy.panel.timeoutSeconds must be positive, got {timeout!r}")
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) \
+                or not 0 < timeout <= MAX_PANEL_TIMEOUT_SECONDS:
+            raise ConfigError(f"policy.panel.timeoutSeconds must be a number greater than 0 and "
+                              f"at most {MAX_PANEL_TIMEOUT_SECONDS:g}, got {timeout!r}")
+        _check_voter_timeouts(voters, float(timeout))
         preview = _preview_spec(data.get("preview", {}))
         drift_text = data.get("targetDrift", Drift.REFUSE.value)
         try:
@@ -208,6 +216,27 @@ class EnvironmentPolicy:
         except yaml.YAMLError as exc:
             raise ConfigError(f"the policy file {path} is not valid YAML: {exc}") from None
         return cls.from_dict(data or {}, environment=environment)
+
+
+def _check_voter_timeouts(voters: Sequence[Mapping[str, Any]], panel_timeout: float) -> None:
+    """ConfigError naming the first LLM voter whose ``timeoutSeconds`` (given, or its default)
+    exceeds the panel's: the panel cancels every voter at its own timeout, so the voter's
+    longer one would do nothing. A malformed value is left to the voter's own check."""
+    for i, spec in enumerate(voters):
+        if spec.get("type") not in ("openai", "anthropic"):
+            continue
+        value = spec.get("timeoutSeconds", VOTER_DEFAULT_TIMEOUT_SECONDS)
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or value <= panel_timeout:
+            continue
+        given = "" if "timeoutSeconds" in spec else " (its default)"
+        raise ConfigError(
+            f"policy.panel.voters[{i}] ({spec.get('name')}).timeoutSeconds is {value:g}{given}, "
+            f"more than policy.panel.timeoutSeconds ({panel_timeout:g}): the panel stops "
+            f"waiting for every voter after {panel_timeout:g} s, so the voter would abstain "
+            f"(Timeout) before its own timeout; raise policy.panel.timeoutSeconds to at least "
+            f"{value:g} (at most {MAX_PANEL_TIMEOUT_SECONDS:g}), or lower the voter's "
+            "timeoutSeconds")
 
 
 def _preview_spec(data: Any) -> PreviewSpec:

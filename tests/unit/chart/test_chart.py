@@ -27,6 +27,7 @@ from support.chart import (
     template_args,
     values_file,
 )
+from wingman.review.policy import EnvironmentPolicy
 from wingman.verifier.rights import (
     CONTENT_DIGEST_ANNOTATION,
     admission_policy_names,
@@ -487,6 +488,55 @@ def test_a_plain_voter_base_url_renders() -> None:
     objs = render("test", _llm_voter("https://llm.example/v1/team@eu"), namespace=NS)
     (cm,) = find(objs, "ConfigMap", "wingman-policy")
     assert "https://llm.example/v1/team@eu" in str(cm["data"])
+
+
+def _timed_panel(voter_timeout: float | None, panel_timeout: float | None) -> dict[str, Any]:
+    """Values with one OpenAI voter, its timeoutSeconds and the panel's (None: unset)."""
+    values = _llm_voter("https://llm.example/v1")
+    if voter_timeout is not None:
+        values["policy.panel.voters"][0]["timeoutSeconds"] = voter_timeout
+    if panel_timeout is not None:
+        values["policy.panel.timeoutSeconds"] = panel_timeout
+    return values
+
+
+@pytest.mark.parametrize(
+    ("voter_timeout", "panel_timeout", "complaint"),
+    [(120, None, "policy.panel.voters[0] (gpt).timeoutSeconds is 120, more than "
+                 "policy.panel.timeoutSeconds (30): the panel stops waiting for every voter "
+                 "after 30 s, so the voter would abstain (Timeout) before its own timeout; raise "
+                 "policy.panel.timeoutSeconds to at least 120 (at most 300), or lower the "
+                 "voter's timeoutSeconds"),
+     (None, 10, "policy.panel.voters[0] (gpt).timeoutSeconds is 20 (its default), more than "
+                "policy.panel.timeoutSeconds (10)"),
+     (60.5, 60, "timeoutSeconds is 60.5, more than policy.panel.timeoutSeconds (60)")],
+    ids=["voter-120-panel-default", "voter-default-panel-10", "voter-60.5-panel-60"],
+)
+def test_a_voter_timeout_the_panel_would_cut_short_is_refused(
+    voter_timeout: float | None, panel_timeout: float | None, complaint: str,
+) -> None:
+    result = helm(*template_args("test", _timed_panel(voter_timeout, panel_timeout),
+                                 namespace=NS), check=False)
+    assert result.returncode != 0
+    assert complaint in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("panel_timeout", [0, 301, "30"])
+def test_the_panel_timeout_is_bounded(panel_timeout: object) -> None:
+    result = helm(*template_args("test", {"policy.panel.timeoutSeconds": panel_timeout},
+                                 namespace=NS), check=False)
+    assert result.returncode != 0
+    assert "/policy/panel/timeoutSeconds" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("voter_timeout", "panel_timeout"), [(120, 120), (None, 20)])
+def test_the_panel_timeout_reaches_the_operator_policy(
+    voter_timeout: float | None, panel_timeout: float | None,
+) -> None:
+    objs = render("test", _timed_panel(voter_timeout, panel_timeout), namespace=NS)
+    (cm,) = find(objs, "ConfigMap", "wingman-policy")
+    policy = EnvironmentPolicy.from_dict(yaml.safe_load(cm["data"]["policy.yaml"]))
+    assert policy.panel.timeout_seconds == (panel_timeout or 30)
 
 
 def test_checkpoint_values_configure_the_operator_and_mount_the_witness_key() -> None:

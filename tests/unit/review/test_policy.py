@@ -75,6 +75,41 @@ def test_bad_policy_names_the_field() -> None:
             EnvironmentPolicy.from_dict({"environment": "test", **bad})
 
 
+def _llm(name: str, model: str, **extra: object) -> dict[str, object]:
+    return {"type": "openai", "name": name, "model": model, "apiKeySecretKey": name, **extra}
+
+
+def test_a_voter_timeout_the_panel_would_cut_short_is_refused_naming_the_voter() -> None:
+    """The panel stops waiting for every voter at its own timeout: a voter given longer (an LLM
+    allowed 120 s under the default 30 s panel) would abstain at 30 s without a word."""
+    voters = [{"type": "builtin", "name": "destructive"}, _llm("gpt", "gpt-4o"),
+              _llm("claude", "claude-sonnet-4-5", timeoutSeconds=120)]
+    with pytest.raises(ConfigError, match=(
+            r"policy\.panel\.voters\[2\] \(claude\)\.timeoutSeconds is 120, more than "
+            r"policy\.panel\.timeoutSeconds \(30\).*raise policy\.panel\.timeoutSeconds to at "
+            r"least 120 .*or lower the voter's timeoutSeconds")):
+        EnvironmentPolicy.from_dict({"environment": "test", "panel": {
+            "threshold": 1, "voters": voters}})
+    # a voter without timeoutSeconds has its default, 20 s
+    with pytest.raises(ConfigError, match=r"voters\[1\] \(gpt\)\.timeoutSeconds is 20 \(its "
+                                          r"default\), more than policy\.panel\.timeoutSeconds "
+                                          r"\(10\)"):
+        EnvironmentPolicy.from_dict({"environment": "test", "panel": {
+            "threshold": 1, "timeoutSeconds": 10, "voters": voters[:2]}})
+    policy = EnvironmentPolicy.from_dict({"environment": "test", "panel": {
+        "threshold": 1, "timeoutSeconds": 120, "voters": voters}})
+    assert policy.panel.timeout_seconds == 120.0
+    assert EnvironmentPolicy.from_dict({"environment": "test", "panel": {
+        "threshold": 1, "timeoutSeconds": 5, "voters": voters[:1]}}).panel.timeout_seconds == 5
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 301, "30", True])
+def test_the_panel_timeout_is_bounded_by_the_longest_voter_timeout(timeout: object) -> None:
+    with pytest.raises(ConfigError, match=r"policy\.panel\.timeoutSeconds must be a number "
+                                          r"greater than 0 and at most 300, got "):
+        EnvironmentPolicy.from_dict({"environment": "test", "panel": {"timeoutSeconds": timeout}})
+
+
 def test_prd_refuses_drift_and_every_shipped_environment_previews() -> None:
     for env in ("test", "prd"):
         values = yaml.safe_load((REPO / "manifests" / env / "values.yaml").read_text())
