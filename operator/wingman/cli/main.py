@@ -9,7 +9,7 @@ Thin: parses arguments and calls the module that owns the concept.
     wingman rollback GRANT [--wait]          (the reviewed rollback of a command that ran)
     wingman describe NAME | result GRANT | list | policy   [-o json|yaml]
     wingman mcp [--transport stdio|http]     (the MCP server for agents)
-    wingman completion bash|zsh|fish
+    wingman completion bash|zsh|fish|tcsh|powershell
     wingman audit verify TARGET [-n NS] [--checkpoints FILE] [--log NAME] [--audit-key PEM]
                          [--expected-head H]
     wingman audit witness --store FILE --hmac-key-file F [--audit-key PEM] [--listen H:P]
