@@ -45,6 +45,7 @@ from wingman.model.approvals import is_final, parse_time
 from wingman.review.consensus import Consensus, ReviewInput, clean_rationale
 from wingman.review.policy import (
     AutoDecision,
+    Decision,
     EnvironmentPolicy,
     HumanOutcome,
     auto_approval,
@@ -128,6 +129,13 @@ def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: d
     gen = _generation(body)
     conds = _conditions(body)
     decision = auto_approval(consensus, policy)
+    if decision.decision is AutoDecision.AUTO_APPROVE and now >= expiration_time(body, policy):
+        # the review finished after the request's lifetime (the operator down, a backlog, a
+        # slow panel): nothing is approved past it; ``expired`` ends the request in this pass
+        decision = Decision(AutoDecision.AWAIT_HUMAN, "LifetimeEnded",
+                            f"the request's lifetime ended at "
+                            f"{cond.rfc3339(expiration_time(body, policy))}, before its review "
+                            "finished, so it is not auto-approved; create a new request")
     summary = (f"panel {consensus.outcome.value}: {consensus.approvals} approve, "
                f"{consensus.rejections} reject, {consensus.abstentions} abstain; "
                f"risk {consensus.risk.value}")

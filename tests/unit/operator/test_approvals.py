@@ -315,3 +315,24 @@ def test_a_final_request_with_a_late_decision_needs_the_operator() -> None:
     expired = merged(reviewed, approvals.expired(reviewed, NOW + dt.timedelta(days=2)))
     assert approval_needs(expired, False, NOW) is None
     assert approval_needs(_late(expired, "Approve", "carol"), True, NOW) == "decisions"
+
+
+def test_a_review_finished_after_the_requests_lifetime_approves_nothing_and_it_expires() -> None:
+    """The panel (or an operator down, or a backlog) outlived the request: the policy would
+    auto-approve, but nothing is approved past the lifetime the request or its policy set;
+    it awaits no one and ends Expired in the same pass, its approval window never opened."""
+    short = body()
+    short["spec"]["expiresAfterSeconds"] = 600  # created 11:00: its lifetime ends 11:10
+    late = dt.datetime(2026, 11, 25, 11, 10, tzinfo=dt.UTC)
+    t = approvals.reviewed(short, panel(Verdict.APPROVE), TEST, late)
+    assert t is not None and t.decision is None and t.phase != "AutoApproved"
+    assert "approvedAt" not in t.status
+    assert t.status["expirationTime"] == "2026-11-25T11:10:00Z"
+    assert t.audit_data["reason"] == "LifetimeEnded"
+    assert "lifetime ended at 2026-11-25T11:10:00Z" in t.audit_data["message"]
+    ended = approvals.expired(merged(short, t), late)
+    assert ended is not None and ended.phase == "Expired"
+    # a moment earlier it is auto-approved, as before
+    t = approvals.reviewed(short, panel(Verdict.APPROVE), TEST,
+                           late - dt.timedelta(seconds=1))
+    assert t is not None and t.phase == "AutoApproved"

@@ -98,6 +98,7 @@ class Approvals:
                 async with ctx.outside_turn():
                     consensus = await run_panel(ctx.panel, logic.review_input(current))
                     self.results[uid] = consensus
+                now = _now()  # as the review finished: the panel may have outlived the request
                 ctx.metrics.consensus_latency.labels(environment=ctx.env).observe(
                     consensus.duration_seconds)
                 for vote in consensus.votes:
