@@ -1210,10 +1210,26 @@ def _kubeconfig_files(config_file: KubeconfigFiles) -> list[tuple[Path, Any]]:
             continue
         try:
             files.append((path, yaml.safe_load(path.read_text(encoding="utf-8"))))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        except yaml.YAMLError as exc:
+            raise k8s_config.ConfigException(
+                f"cannot read the kubeconfig {path}: {_yaml_problem(exc)}") from None
+        except (OSError, UnicodeDecodeError) as exc:
             raise k8s_config.ConfigException(
                 f"cannot read the kubeconfig {path}: {exc}") from None
     return files
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong with a kubeconfig that is not YAML, and where, never quoting the file: the
+    YAML library's own message shows the line it failed on, and that line may be a token or a
+    key (``token: ...`` indented with a tab)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    # a scanner's or parser's problem quotes at most a character or the kind of YAML token it
+    # found; others (a tag, an alias) may quote what the file holds
+    problem = getattr(exc, "problem", None) if isinstance(
+        exc, yaml.scanner.ScannerError | yaml.parser.ParserError) else None
+    return f"not valid YAML{where}" + (f" ({problem})" if problem else "")
 
 
 def _merged(config_file: KubeconfigFiles) -> Any:

@@ -285,6 +285,35 @@ def test_the_exec_plugin_checked_is_that_of_kubectls_current_context(
     assert err.value.reason == "NoCredentials"
 
 
+#: A credential in a kubeconfig that is not YAML: on the very line the YAML library fails on.
+_BROKEN_SECRET = "sha256~Bn5vQ3rTz8Kw1YpLx0Jm7HdA2sFqE9uR"
+
+
+@pytest.mark.parametrize("line", [
+    f"\ttoken: {_BROKEN_SECRET}",  # indented with a tab
+    f"    token: {_BROKEN_SECRET}: more",  # a value holding ": "
+    f"    client-key-data: \"{_BROKEN_SECRET}",  # a quote never closed
+], ids=["tab", "colon", "unclosed-quote"])
+def test_a_kubeconfig_that_is_not_yaml_is_refused_without_quoting_its_credentials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str) -> None:
+    """The YAML library's message shows the line it failed on: a token or a key must never
+    reach the error a command prints (or the MCP server logs); where it is, is said."""
+    broken = tmp_path / "config"
+    broken.write_text("apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n"
+                      f"{line}\ncurrent-context: x\n")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(broken))
+    with pytest.raises(ClusterError) as err:
+        Kube.from_environment()
+    from wingman.client.connect import connect
+    from wingman.errors import ConfigError
+    with pytest.raises(ConfigError) as refused:
+        connect(kubeconfig=str(broken))
+    for said in (err.value.message, refused.value.message):
+        assert f"cannot read the kubeconfig {broken}: not valid YAML at line " in said
+        assert _BROKEN_SECRET[:12] not in said and _BROKEN_SECRET[-12:] not in said, said
+
+
 def test_an_empty_kubeconfig_file_is_skipped_as_kubectl_skips_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     empty = tmp_path / "empty"
