@@ -511,9 +511,11 @@ def error(state: State, message: str, *, reason: str | None = None, kind: str | 
 
 def grant_name(request_name: str, command: str) -> str:
     """The deterministic grant name for one command of one request (re-running is
-    idempotent: the API server answers AlreadyExists for the second create)."""
+    idempotent: the API server answers AlreadyExists for the second create). The request's
+    name is cut to 50 characters, and a '.' the cut leaves at its end dropped: ``.-`` is no
+    name the API server takes."""
     digest = hashlib.sha256(command.encode()).hexdigest()[:8]
-    return f"{request_name[:50]}-{digest}"
+    return f"{request_name[:50].rstrip('.')}-{digest}"
 
 
 __all__ = ["COMMANDS", "DEFAULT_MAX_OUTPUT", "FINAL", "RETRY_AFTER", "TOOLS", "WAITING",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 
 import pytest
@@ -206,6 +207,31 @@ def test_grant_names_are_deterministic_per_command_and_bounded() -> None:
     assert a == st.grant_name("req-1", "kubectl scale deployment/web --replicas=3 -n apps")
     assert a != st.grant_name("req-1", "kubectl scale deployment/web --replicas=4 -n apps")
     assert len(st.grant_name("r" * 253, "x")) <= 63
+
+
+#: What the API server takes as an object's name (a DNS-1123 subdomain, as Kubernetes checks it).
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+@pytest.mark.parametrize("request_name", [
+    "a" * 49 + ".b",  # the cut at 50 ends in '.'
+    "release.v1.2.3." + "x" * 34 + ".patch-7",
+    "a" * 47 + ".b.c",
+    "req-1", "a" * 49 + "-b", "r" * 253,
+])
+def test_grant_names_are_names_the_api_server_takes(request_name: str) -> None:
+    """Every valid request name gives a grant name the API server takes: a request name with
+    a '.' where it is cut would give ``<...>.-<digest>``, refused, so none of its commands
+    could ever be started."""
+    assert _SUBDOMAIN.fullmatch(request_name)
+    name = st.grant_name(request_name, CMD)
+    assert _SUBDOMAIN.fullmatch(name) and len(name) <= 63, name
+
+
+def test_grant_names_of_names_not_cut_at_a_dot_stay_as_they_were() -> None:
+    # grants created by earlier releases keep being found under the names they got
+    assert st.grant_name("a" * 49 + "-b", "x") == "a" * 49 + "--2d711642"
+    assert st.grant_name("req-1", "x") == "req-1-2d711642"
 
 
 def test_answers_carry_the_preview_the_operator_recorded() -> None:
