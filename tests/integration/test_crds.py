@@ -25,6 +25,7 @@ from support.chart import (
     dump,
     valid_samples,
 )
+from wingman.client.status import grant_name
 from wingman.dev.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -538,6 +539,15 @@ def test_grant_names_fit_a_job_name(cluster: LocalCluster, ns: str) -> None:
                              check=False)
     assert result.returncode != 0 and "at most 63 characters" in result.stderr
     _create(cluster, ns, _grant("g" * 63))
+
+
+def test_the_grant_name_of_a_request_name_cut_at_a_dot_is_taken(cluster: LocalCluster,
+                                                                ns: str) -> None:
+    # kubectl wingman exec and the MCP server's execute name a grant <request[:50]>-<digest>:
+    # a request name with a '.' where it is cut must still give a name the API server takes
+    request = "a" * 49 + ".b"
+    _create(cluster, ns, _grant(grant_name(request, "kubectl get pods"),
+                                approvalRef={"name": request}))
 
 
 # --------------------------------------------------------------------------- status
