@@ -434,8 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WingmanError as exc:
         from wingman.cli.requests import exit_code_for_error, terminal_text
 
-        # messages quote arguments and what requests hold: shown, never acted on
-        print(f"error ({exc.reason}): {terminal_text(str(exc), '  ')}", file=sys.stderr)
+        # messages quote arguments and what requests hold, and a reason may be what answered
+        # at the API server's address said: shown, never acted on
+        print(f"error ({terminal_text(exc.reason, None)}): {terminal_text(str(exc), '  ')}",
+              file=sys.stderr)
         return exit_code_for_error(exc)
     except KeyboardInterrupt:
         return 130

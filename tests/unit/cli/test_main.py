@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 import wingman
 
@@ -157,3 +161,51 @@ def test_an_error_nothing_catches_is_one_escaped_record_not_a_raw_traceback(fmt:
         assert "RuntimeError: bad value" in first
         assert rest and all(line.startswith("\t") for line in rest), done.stderr
         assert not any(line.startswith("{") for line in done.stderr.splitlines())
+
+
+class _HostileApi(BaseHTTPRequestHandler):
+    """Answers every call with a Status whose reason carries terminal control sequences (a real
+    API server's reasons are CamelCase words: this is what answers at its address instead)."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"kind": "Status", "status": "Failure", "code": 422,
+                           "reason": "Invalid\x1b]0;owned\x07\x1b[2J", "message": "no"}).encode()
+        self.send_response(422)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_error_s_reason_from_the_api_server_reaches_the_terminal_escaped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """The error line a command prints shows the reason the answer gave escaped, as it shows
+    the message: what answers at the API server's address cannot retitle the terminal or
+    clear what it shows."""
+    from wingman.cli import main as cli
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {
+                "server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "c"}))
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+        assert cli.main(["describe", "req-1", "-n", "ns", "--kubeconfig", str(kubeconfig)]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    err = capfd.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err, repr(err)
+    assert "error (Invalid\\x1b]0;owned\\x07\\x1b[2J): " in err, err
