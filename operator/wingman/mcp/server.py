@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import hmac
 import ipaddress
 import logging
@@ -223,7 +224,10 @@ class Tools:
                 justification=justification, expires_after_seconds=expires_after_seconds,
                 source=src, rollbacks=undo or None)
             if wait > 0:
-                return self.client.wait_request(str(created.name), wait, stop=stop)
+                try:
+                    return self.client.wait_request(str(created.name), wait, stop=stop)
+                except WingmanError as exc:  # the request exists: never "nothing was done"
+                    return _wait_failed(created, exc, self.client.hints)
             return created
         return await self._answer(run, kind="ApprovalRequest")
 
@@ -297,6 +301,20 @@ class Tools:
             raise ResourceError(f"{status.state.value}: {status.message}; next: {status.next}"
                                 ) from None
         return json.dumps(view.to_dict(), indent=2)
+
+
+def _wait_failed(created: st.Status, exc: WingmanError, hints: st.Hints) -> st.Status:
+    """The answer of a request_approval whose request was created but whose wait then failed
+    (the API server unavailable meanwhile, say): the request's state as created, saying that
+    the wait failed and how to follow the request. Answered as the failure alone, it would
+    read as a call that did nothing, and an agent told to retry later would ask again: a
+    second request for the same work."""
+    name = str(created.name)
+    return dataclasses.replace(created, message=(
+        f"ApprovalRequest {name} was created ({created.state.value}), but waiting for its "
+        f"decision failed ({exc.reason}: {exc}); it exists and stays"), next=(
+        f"follow it with {hints.get_request(name)}; do not call request_approval again for "
+        "this work: that would ask a second time"))
 
 
 #: Of another worker's request or grant, the free text that worker wrote (or that quotes what

@@ -520,3 +520,38 @@ def test_refusals_quote_stored_commands_short_however_long_they_are(
     finally:
         agent.close()
         admin.close()
+
+
+def test_a_request_whose_wait_fails_is_answered_as_created_not_as_nothing_done(
+        cluster: LocalCluster, release: Release, tmp_path: Path) -> None:
+    # request_approval with wait_seconds creates the request, then polls it: a poll that fails
+    # (the API server unavailable for a moment) answered as the failure alone ("unavailable:
+    # retry later", no name) made the agent ask again, a second request for the same work
+    ns = release.namespace
+    cluster.kubectl("create", "serviceaccount", "waiter", "-n", ns)
+    cluster.kubectl("create", "rolebinding", "waiter-worker", "-n", ns, "--role=wingman-worker",
+                    f"--serviceaccount={ns}:waiter")
+    user = f"system:serviceaccount:{ns}:waiter"
+    wait_for("create allowed", lambda: can(
+        cluster, user=user, groups=[], verb="create", resource="approvalrequests",
+        group="wingman.dev", namespace=ns))
+    command = f"kubectl rollout restart deployment/cache -n {release.target_namespace}"
+    (tmp_path / "proxy").mkdir()
+    with FaultyApiProxy(cluster.server, cluster.ca_file, tmp_path / "proxy") as proxy:
+        kube = Kube.from_token(proxy.url, cluster.sa_token(ns, "waiter"), proxy.ca_file)
+        client = mcp_server.agent_client(Connection(kube, ns, "a token, through the proxy"))
+        try:
+            proxy.fail("GET", GRANTS.path(ns), times=1, status=503)  # the wait's first poll
+            answer = _call(client, "request_approval", {
+                "instruction": "restart cache", "commands": [command], "wait_seconds": 5})
+            assert proxy.count("GET", GRANTS.path(ns)) == 1
+            mine = [o for o in client.list_request_objects()
+                    if o["spec"]["requester"] == user]
+        finally:
+            client.close()
+    assert answer["state"] == "pending_review" and answer["requester"] == user, answer
+    assert [o["metadata"]["name"] for o in mine] == [answer["name"]]
+    assert f"ApprovalRequest {answer['name']} was created" in answer["message"], answer
+    assert "waiting for its decision failed (Unavailable: " in answer["message"], answer
+    assert f"get_request(name={answer['name']!r}" in answer["next"], answer
+    assert "do not call request_approval again" in answer["next"], answer
