@@ -525,9 +525,34 @@ class WingmanClient:
             environment=environment, instruction=instruction, commands=commands,
             justification=justification, expires_after_seconds=expires_after_seconds,
             source=source, rollbacks=rollbacks)
-        obj = self._call("creating the ApprovalRequest", self.kube.create, APPROVALS,
-                         self.namespace, body)
+        try:
+            obj = self.kube.create(APPROVALS, self.namespace, body)
+        except WingmanError as exc:
+            obj = self._landed(body, exc)
         return self._request_status(obj, [])
+
+    def _landed(self, body: Mapping[str, Any], exc: WingmanError) -> dict[str, Any]:
+        """The request ``body`` as stored, when its create got no answer (the connection lost,
+        a timeout, a 5xx) but it landed: read back by its name, which the caller could not
+        do with a name generated here, and asking again would make a second request. Raises
+        the create's error when the API server answered it (a 4xx: nothing was created) or
+        nothing landed; when that cannot be told, that error names the request to read."""
+        what = "creating the ApprovalRequest"
+        if isinstance(exc, ApiError) and 0 < exc.status < 500:
+            raise client_error(exc, what) from None  # the server's answer: nothing created
+        name = str(body["metadata"]["name"])
+        try:
+            found = self.kube.get_or_none(APPROVALS, self.namespace, name)
+        except WingmanError:
+            err = client_error(exc, what)
+            raise type(err)(f"{err.message}; ApprovalRequest {name} may have been created "
+                            f"all the same: read it ({self.hints.get_request(name)}) before "
+                            "asking again, which would ask a second time",
+                            reason=err.reason) from None
+        spec = (found or {}).get("spec") or {}
+        if found is None or any(spec.get(k) != v for k, v in body["spec"].items()):
+            raise client_error(exc, what) from None  # nothing landed (or not this request)
+        return found
 
     def get_request_object(self, name: str) -> dict[str, Any]:
         check_name("ApprovalRequest", name)

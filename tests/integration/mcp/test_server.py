@@ -555,3 +555,34 @@ def test_a_request_whose_wait_fails_is_answered_as_created_not_as_nothing_done(
     assert "waiting for its decision failed (Unavailable: " in answer["message"], answer
     assert f"get_request(name={answer['name']!r}" in answer["next"], answer
     assert "do not call request_approval again" in answer["next"], answer
+
+
+def test_a_request_whose_create_lost_its_answer_is_answered_as_created_not_made_twice(
+        cluster: LocalCluster, release: Release, tmp_path: Path) -> None:
+    # the server generates the request's name, so the agent cannot read it back: a create that
+    # landed and lost its answer (the connection closed) answered "unavailable: retry later",
+    # and the agent's retry made a second request for the same work
+    ns = release.namespace
+    cluster.kubectl("create", "serviceaccount", "lost", "-n", ns)
+    cluster.kubectl("create", "rolebinding", "lost-worker", "-n", ns, "--role=wingman-worker",
+                    f"--serviceaccount={ns}:lost")
+    user = f"system:serviceaccount:{ns}:lost"
+    wait_for("create allowed", lambda: can(
+        cluster, user=user, groups=[], verb="create", resource="approvalrequests",
+        group="wingman.dev", namespace=ns))
+    command = f"kubectl rollout restart deployment/mail -n {release.target_namespace}"
+    (tmp_path / "proxy").mkdir()
+    with FaultyApiProxy(cluster.server, cluster.ca_file, tmp_path / "proxy") as proxy:
+        kube = Kube.from_token(proxy.url, cluster.sa_token(ns, "lost"), proxy.ca_file)
+        client = mcp_server.agent_client(Connection(kube, ns, "a token, through the proxy"))
+        try:
+            proxy.lose("POST", APPROVALS.path(ns), times=1)
+            answer = _call(client, "request_approval", {"instruction": "restart mail",
+                                                        "commands": [command]})
+            assert proxy.count("POST", APPROVALS.path(ns)) == 1
+            mine = [o for o in client.list_request_objects()
+                    if o["spec"]["requester"] == user]
+        finally:
+            client.close()
+    assert answer["state"] == "pending_review" and answer["requester"] == user, answer
+    assert [o["metadata"]["name"] for o in mine] == [answer["name"]]
