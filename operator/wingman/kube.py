@@ -156,6 +156,11 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases")
 # connecting, sending and the whole answer (status line, headers, body) end by it, or the call
 # fails as a timeout does. No thread per call. Not bounded so: looking up a host name (the
 # system resolver's own timeouts; a pod's API server address is an IP, so none there).
+#
+# A call without ``once`` is bounded so too, try by try: each try the HTTP library makes (its
+# own retries, as the client's configuration says) has the client's ``timeout`` in all, its
+# deadline set as the try starts (the pool's ``urlopen``, which the library calls again for
+# each retry, after its pause), so a server trickling its answer holds no call past its tries.
 
 _CALL = threading.local()
 
@@ -164,6 +169,14 @@ def _deadline() -> float | None:
     """The monotonic deadline of the call this thread is making (None: no deadline)."""
     value: float | None = getattr(_CALL, "deadline", None)
     return value
+
+
+def _start_try() -> None:
+    """A try of a call bounded per try (``_CALL.per_try`` seconds) starts: its deadline is
+    that many seconds from now."""
+    per_try: float | None = getattr(_CALL, "per_try", None)
+    if per_try is not None:
+        _CALL.deadline = time.monotonic() + per_try
 
 
 def _left(deadline: float) -> float:
@@ -259,6 +272,15 @@ _DEADLINE_POOLS: dict[type[HTTPConnectionPool], type[HTTPConnectionPool]] = {}
 _DEADLINE_POOLS_LOCK = threading.Lock()
 
 
+def _urlopen_per_try(pool: type[HTTPConnectionPool]) -> Callable[..., Any]:
+    """``pool``'s ``urlopen`` (one try; the library calls it again for each retry), starting
+    the try's deadline first when the call is bounded per try."""
+    def urlopen(self: HTTPConnectionPool, *args: Any, **kwargs: Any) -> Any:
+        _start_try()
+        return pool.urlopen(self, *args, **kwargs)
+    return urlopen
+
+
 def _deadline_pool(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
     """``pool`` with connections that keep a call's deadline: a subclass of it and of its own
     connection class, so whatever those do (a SOCKS proxy's connection, TLS, a proxy tunnel)
@@ -275,7 +297,8 @@ def _deadline_pool(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
         else:
             bounded = type(f"Deadline{connection.__name__}", (_DeadlineMixin, connection),
                            {"response_class": _DeadlineResponse})
-            made = type(f"Deadline{pool.__name__}", (pool,), {"ConnectionCls": bounded})
+            made = type(f"Deadline{pool.__name__}", (pool,),
+                        {"ConnectionCls": bounded, "urlopen": _urlopen_per_try(pool)})
         _DEADLINE_POOLS[pool] = made
         _DEADLINE_POOLS[made] = made
         return made
@@ -556,9 +579,9 @@ class Kube:
         all, instead of the client's ``timeout`` per try and the HTTP library's own silent
         retries: for a caller that has a budget and retries itself, so a call held up counts
         as a failure that may pass, within the budget. A write given up so has no definite
-        outcome: the API server may have applied it. Without a deadline, a call waits
-        ``timeout`` seconds per try, the HTTP library retrying as the client's configuration
-        says.
+        outcome: the API server may have applied it. Without ``once``, each try (connecting,
+        sending, the whole answer read) is given up after the client's ``timeout`` seconds in
+        all, the HTTP library retrying as the client's configuration says.
 
         Every call, with a deadline or without, is the same request: it reads at most
         ``MAX_ANSWER_BYTES`` (with a deadline) or ``MAX_UNBOUNDED_ANSWER_BYTES`` (without) of
@@ -592,6 +615,7 @@ class Kube:
             cap = MAX_UNBOUNDED_ANSWER_BYTES
         try:
             _CALL.deadline = None if once is None else time.monotonic() + once
+            _CALL.per_try = self.timeout if once is None and self.timeout else None
             try:
                 resp = self.api.rest_client.pool_manager.request(
                     method, url, headers=headers,
@@ -599,7 +623,7 @@ class Kube:
                     timeout=timeout, redirect=False, preload_content=False, **options)
                 data = _read_capped(resp, method, path, host, cap)
             finally:
-                _CALL.deadline = None
+                _CALL.deadline = _CALL.per_try = None
         except _NO_ANSWER as exc:
             raise ClusterError(f"cannot reach the API server at {shown_url(host)}: "
                                f"{unreachable_cause(exc)}", reason="Unreachable") from None

@@ -617,13 +617,23 @@ _PAST_THE_CALENDAR = {"year-99999": "Mon, 01 Jan 99999 00:00:00 GMT",
                       "year-overflow": "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"}
 
 
+#: how long the local API server trickles an answer before it stops (far past the timeouts of
+#: the calls that read one)
+_TRICKLE_SECONDS = 8.0
+
+
 class _Api(BaseHTTPRequestHandler):
     throttled = 0  # reads of "throttled" answered
     throttled_once = 0  # reads of "throttled-once" answered
     busy: ClassVar[dict[str, int]] = {}  # reads of "busy-<status>-<Retry-After>" answered, by name
+    trickled: ClassVar[dict[str, int]] = {}  # reads of "trickle-head"/"trickle-body", by name
 
     def do_GET(self) -> None:
         name = self.path.rsplit("/", 1)[-1]
+        if name.startswith("trickle-"):
+            _Api.trickled[name] = _Api.trickled.get(name, 0) + 1
+            self._trickle(head=name == "trickle-head")
+            return
         if name.startswith("busy-"):  # always busy: come back in the seconds the name says
             _Api.busy[name] = _Api.busy.get(name, 0) + 1
             code, seconds = name.removeprefix("busy-").split("-")
@@ -685,6 +695,25 @@ class _Api(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self._odd()
+
+    def _trickle(self, *, head: bool) -> None:
+        """An answer sent a byte every 0.2 s for up to ``_TRICKLE_SECONDS`` (each read of it
+        answered long before a timeout of one socket read): in its headers (``head``), else in
+        its body, after the headers say it is 1 KiB long."""
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        if not head:
+            self.wfile.write(b"Content-Length: 1024\r\n\r\n")
+        self.wfile.write(b"X-Slow: " if head else b" ")
+        self.wfile.flush()
+        end = time.monotonic() + _TRICKLE_SECONDS
+        try:
+            while time.monotonic() < end:
+                time.sleep(0.2)
+                self.wfile.write(b"a" if head else b" ")
+                self.wfile.flush()
+        except OSError:  # the client gave up and closed the connection
+            pass
+        self.close_connection = True
 
     def _odd(self) -> None:
         status, body, location = _ODD[self.path.rsplit("/", 1)[-1]]
@@ -824,6 +853,42 @@ def test_a_tls_handshake_trickled_after_a_slow_connect_ends_by_the_call_s_deadli
         kube.get(CONFIGMAPS, "ns", "seen", once=once)
     assert time.monotonic() - started < once + 0.5
     assert not isinstance(raised.value, ApiError) and transient(raised.value)
+    assert raised.value.reason == "Unreachable" and "timed out" in raised.value.message
+
+
+def test_a_call_without_once_whose_answer_trickles_is_given_up_at_its_timeout(
+        local_api: tuple[str, int]) -> None:
+    """A client with no ``once`` (the CLI, the MCP server, the Python client) bounds each try
+    of a call as a whole by its ``timeout``: an API server trickling its answer a byte at a
+    time (each socket read answered within the timeout) cannot hold the call past it."""
+    host, port = local_api
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://{host}:{port}")), timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(ClusterError) as raised:
+        kube.get(CONFIGMAPS, "ns", "trickle-body")
+    assert time.monotonic() - start < 3.0
+    assert not isinstance(raised.value, ApiError) and transient(raised.value)
+    assert raised.value.reason == "Unreachable"
+    assert "cannot reach the API server" in raised.value.message
+    assert "timed out" in raised.value.message
+    assert kube.get(CONFIGMAPS, "ns", "seen")["metadata"]["name"] == "seen"
+
+
+def test_each_try_of_a_call_without_once_has_its_own_timeout_and_retries_are_kept(
+        local_api: tuple[str, int]) -> None:
+    """The HTTP library's retries (the client's configuration: here one) still happen, each
+    try given the whole ``timeout`` again: two tries of a trickled answer, about 2 s in all."""
+    host, port = local_api
+    configuration = k8s.Configuration(host=f"http://{host}:{port}")
+    configuration.retries = 1
+    kube = Kube(k8s.ApiClient(configuration), timeout=1.0)
+    _Api.trickled.clear()
+    start = time.monotonic()
+    with pytest.raises(ClusterError) as raised:
+        kube.get(CONFIGMAPS, "ns", "trickle-head")
+    took = time.monotonic() - start
+    assert _Api.trickled["trickle-head"] == 2
+    assert 1.8 < took < 4.0
     assert raised.value.reason == "Unreachable" and "timed out" in raised.value.message
 
 
