@@ -21,6 +21,7 @@ from wingman.audit.file import open_regular
 from wingman.audit.signing import check_signature, keyset_from_pems
 from wingman.capability.keys import KeySet
 from wingman.errors import AuditTampered, ClusterError, ConfigError, WingmanError
+from wingman.model.text import terminal_text
 
 CHECKPOINTS_CONFIGMAP = "wingman-audit-checkpoints"
 CHECKPOINTS_KEY = "checkpoints.jsonl"
@@ -200,11 +201,13 @@ def verify_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stdout
     try:
         checkpoints, sources = gather(args)
+    # a message may quote what the API server (or whatever answers at its address) said, or
+    # what a checkpoints file holds: shown escaped, never acted on by the terminal
     except AuditTampered as exc:
-        print(f"TAMPERED: {exc.message}", file=stream)
+        print(f"TAMPERED: {terminal_text(exc.message, '  ')}", file=stream)
         return 1
     except WingmanError as exc:
-        print(f"UNREADABLE: {exc.message}", file=stream)
+        print(f"UNREADABLE: {terminal_text(exc.message, '  ')}", file=stream)
         return 2
     except Exception as exc:  # noqa: BLE001 - a verdict line and an exit code, never a traceback
         print(unexpected(exc), file=stream)
