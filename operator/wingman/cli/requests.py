@@ -295,6 +295,13 @@ def check_arguments(args: argparse.Namespace) -> None:
         found += [limits.too_long("--rollback", r, limits.ROLLBACK, "shorten it: a longer "
                                   "command line cannot be approved")
                   for r in (getattr(args, "rollbacks", None) or {}).values()]
+        # the characters the CRD counts fit, yet the operator's scope check counts bytes
+        found += [limits.too_many_bytes(f"--command {i}" if len(commands) > 1 else "--command",
+                                        c, limits.COMMAND_BYTES, limits.COMMAND_BYTES_FIX)
+                  for i, c in enumerate(commands, 1)]
+        found += [limits.too_many_bytes("--rollback", r, limits.COMMAND_BYTES,
+                                        limits.COMMAND_BYTES_FIX)
+                  for r in (getattr(args, "rollbacks", None) or {}).values()]
         for option, attr, key in (("--source-reference", "source_reference", "reference"),
                                   ("--agent", "agent", "agent"), ("--model", "model", "model"),
                                   ("--excerpt", "excerpt", "excerpt")):

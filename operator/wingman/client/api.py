@@ -200,7 +200,8 @@ def check_sizes(*, instruction: str | None = None, justification: str | None = N
                 expires_after_seconds: int | None = None) -> None:
     """Refuse, before any call, what the CRD's schema bounds in an ApprovalRequest's ``spec``
     (``wingman.model.limits``): each text's length as the API server counts it (code points),
-    the number of commands, the request's lifetime; naming the field, the limit and what to
+    the number of commands, the request's lifetime; and each command's and rollback's bytes of
+    UTF-8, which the operator's scope check bounds; naming the field, the limit and what to
     do (Invalid, TooLong or OutOfRange)."""
     if len(commands) > limits.COMMANDS:
         raise Invalid(f"{len(commands)} commands; a request holds at most {limits.COMMANDS}: "
@@ -218,6 +219,12 @@ def check_sizes(*, instruction: str | None = None, justification: str | None = N
         f"the rollback of commands[{listed.index(c) if c in listed else '?'}]", r,
         limits.ROLLBACK, "shorten it: a longer command line cannot be approved")
         for c, r in (rollbacks or {}).items()]
+    # the characters the CRD counts fit, yet the operator's scope check counts bytes of UTF-8
+    found += [limits.too_many_bytes(f"commands[{i}]", c, limits.COMMAND_BYTES,
+                                    limits.COMMAND_BYTES_FIX) for i, c in enumerate(commands)]
+    found += [limits.too_many_bytes(
+        f"the rollback of commands[{listed.index(c) if c in listed else '?'}]", r,
+        limits.COMMAND_BYTES, limits.COMMAND_BYTES_FIX) for c, r in (rollbacks or {}).items()]
     for why in found:
         if why:
             raise Invalid(why, reason="TooLong")

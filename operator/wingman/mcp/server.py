@@ -129,8 +129,8 @@ requests and grants are answered whole."""
 
 #: What the CRDs allow, in characters: an ApprovalRequest's name (any object's), its
 #: ``spec.environment``, an ExecutionGrant's name (it names the gateway Job), a command
-#: (``spec.commands[]``, ``spec.command``; the client also holds it to
-#: ``scope.MAX_COMMAND_BYTES`` of UTF-8).
+#: (``spec.commands[]``, ``spec.command``; the client also holds a request's commands and
+#: rollbacks to ``limits.COMMAND_BYTES`` of UTF-8, ``scope.MAX_COMMAND_BYTES``: ``TooLong``).
 NAME_LIMIT = 253
 ENVIRONMENT_LIMIT = limits.ENVIRONMENT
 GRANT_NAME_LIMIT = 63

@@ -347,6 +347,12 @@ def test_with_json_or_yaml_a_failed_call_prints_its_answer_too(
      "--expires-after-seconds is 59; it must be 60 to 604,800"),
     (["exec", "req-1", "--command", "k" * 4097], "--command is 4,097 characters; the limit is "
                                                   "4,096: give one of the request's commands"),
+    (["request", "--instruction", "i", "--command", "echo " + "é" * 2100],
+     "--command is 4,205 bytes of UTF-8 (2,105 characters); the limit is 4,096 bytes: its "
+     "non-ASCII characters take 2 to 4 bytes each"),
+    (["request", "--instruction", "i", "--command", "kubectl get pods", "--rollback",
+      "echo " + "日" * 1400], "--rollback is 4,205 bytes of UTF-8 (1,405 characters); the "
+                               "limit is 4,096 bytes"),
     (["exec", "req-1", "--command", "c", "--ttl-seconds", "3601"],
      "--ttl-seconds is 3,601; it must be 30 to 3,600"),
     (["rollback", "g-1", "--ttl-seconds", "0"], "--ttl-seconds is 0; it must be 30 to 3,600"),

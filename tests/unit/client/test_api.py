@@ -65,6 +65,23 @@ def test_source_accepts_both_spellings_and_refuses_what_the_crd_would() -> None:
         Source.from_mapping({"untrusted_input": "yes"})
 
 
+def test_a_command_within_the_crds_characters_but_over_its_bytes_is_refused_before_any_call(
+        ) -> None:
+    # 2,105 characters (the CRD would take them) but 4,205 bytes of UTF-8: the scope check
+    # refuses it, so it could never run; the API server here is never reached
+    client = WingmanClient(Connection(
+        Kube(k8s.ApiClient(k8s.Configuration(host="https://127.0.0.1:1"))), "wm", "test"))
+    with pytest.raises(Invalid) as raised:
+        client.create_request(instruction="i", commands=["echo " + "é" * 2100])
+    assert raised.value.reason == "TooLong"
+    assert raised.value.message.startswith(
+        "commands[0] is 4,205 bytes of UTF-8 (2,105 characters); the limit is 4,096 bytes: "
+        "its non-ASCII characters take 2 to 4 bytes each"), raised.value.message
+    with pytest.raises(Invalid, match=r"the rollback of commands\[0\] is 4,205 bytes of UTF-8"):
+        client.create_request(instruction="i", commands=["kubectl get pods"],
+                              rollbacks={"kubectl get pods": "echo " + "日" * 1400})
+
+
 def test_policy_view_explains_what_passes() -> None:
     view = PolicyView.of(EnvironmentPolicy.from_dict({
         "environment": "test", "autoApprove": True, "autoApproveMaxRisk": "medium",

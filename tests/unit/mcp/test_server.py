@@ -184,6 +184,26 @@ def test_a_name_that_cannot_exist_answers_invalid(tool: str, args: dict[str, Any
     assert "is not a valid" in answer["message"] and "fix the input" in answer["next"]
 
 
+@pytest.mark.parametrize("args", [
+    {"instruction": "x", "commands": ["echo " + "é" * 2100]},
+    {"instruction": "x", "commands": ["kubectl get pods"],
+     "rollbacks": [{"command": "kubectl get pods", "rollback": "echo " + "日" * 1400}]}])
+def test_a_command_within_the_crds_characters_but_over_its_bytes_answers_invalid(
+        args: dict[str, Any]) -> None:
+    # the CRD counts characters, so it would take it; the scope check counts bytes of UTF-8,
+    # so it could never run: refused before any call (here none could be made)
+    async def call() -> dict[str, Any]:
+        async with Client(_server()) as client:
+            result = await client.call_tool("request_approval", args)
+            assert not result.is_error
+            return json.loads(result.content[0].text)  # type: ignore[union-attr]
+    answer = anyio.run(call)
+    assert answer["state"] == "invalid" and answer["reason"] == "TooLong", answer
+    assert "bytes of UTF-8" in answer["message"] and "the limit is 4,096 bytes" in \
+        answer["message"] and "plain ASCII" in answer["message"], answer
+    assert "cannot reach" not in answer["message"]
+
+
 def test_http_on_port_0_serves_on_a_free_port_it_names(tmp_path: Path) -> None:
     # a test harness (or a sidecar sharing a host) lets the server take any free port: two at
     # once each get their own, named in the "serving" line, and each answers there

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from wingman import scope
 from wingman.model import limits
 
 REPO = Path(__file__).resolve().parents[3]
@@ -46,6 +47,13 @@ def test_the_limits_are_the_crds_own(directory: Path) -> None:
     assert limits.EXPIRES_AFTER_SECONDS == (expires["minimum"], expires["maximum"])
     ttl = grant["ttlSeconds"]
     assert limits.TTL_SECONDS == (ttl["minimum"], ttl["maximum"])
+
+
+def test_a_commands_bytes_are_bounded_as_the_scope_check_bounds_them() -> None:
+    assert limits.COMMAND_BYTES == scope.MAX_COMMAND_BYTES
+    assert limits.too_many_bytes("c", "a" * 4096, limits.COMMAND_BYTES, "x") is None
+    assert limits.too_many_bytes("c", "é" * 2049, limits.COMMAND_BYTES, "fix") == (
+        "c is 4,098 bytes of UTF-8 (2,049 characters); the limit is 4,096 bytes: fix")
 
 
 def test_lengths_are_counted_in_code_points_as_the_api_server_counts_them() -> None:
