@@ -308,9 +308,11 @@ def verify_main(
 
     ``checkpoints`` must have had their signatures checked
     (``wingman.audit.signing.check_signatures``). ``empty_sources`` names the checkpoint
-    sources the user asked for when they held no checkpoint at all: then a trail that holds
+    sources the user asked for that held no checkpoint of the trail: then a trail that holds
     records is not verified (exit 1), since deleting the checkpoints would otherwise make any
-    rewritten trail pass; an empty trail still is (a fresh install has nothing to cover)."""
+    rewritten trail pass, and a source that adds nothing (a witness's copy emptied, next to
+    the ConfigMap's) was not consulted, whatever the others show; an empty trail with no
+    checkpoint at all still is (a fresh install has nothing to cover)."""
     stream = out if out is not None else sys.stdout
     try:
         report = verify(target, anchor=anchor, expected_head=expected_head,
@@ -321,6 +323,20 @@ def verify_main(
     except Exception as exc:  # noqa: BLE001 - a verdict line and an exit code, never a traceback
         print(unexpected(exc), file=stream)
         return 2
+    if report.ok and empty_sources and report.anchor is not None and report.checkpoints:
+        records = f"{report.records} record{'' if report.records == 1 else 's'}"
+        print(f"UNVERIFIED: there is no checkpoint in {empty_sources}, yet the trail holds "
+              f"{records} (head sha256:{report.head}): that source was not consulted, so "
+              "what it alone would show (a rewrite the other checkpoints were made to agree "
+              f"with) is not checked. The other sources verify it: "
+              f"{report.summary().removeprefix('OK: ')}. A witness newly configured gets its "
+              "first checkpoint of this trail at the operator's first checkpoint round "
+              "(audit.checkpoints.intervalSeconds) after the trail gains a record: just set "
+              "up? verify again then. Otherwise check that the copy is this trail's and "
+              "wingman_audit_witness_failures_total, and treat it as an incident "
+              "(docs/runbook.md); to verify against the other sources alone, leave it out",
+              file=stream)
+        return 1
     if report.ok and empty_sources and report.anchor is not None:
         records = f"{report.records} record{'' if report.records == 1 else 's'}"
         print(f"UNVERIFIED: there is no checkpoint in {empty_sources}, yet the trail holds "

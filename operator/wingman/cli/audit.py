@@ -125,9 +125,10 @@ class _Trails:
                               "that wrote it)")
 
 
-def _stream_file(name: str, keys: KeySet, into: CheckpointIndex, trails: _Trails) -> None:
+def _stream_file(name: str, keys: KeySet, into: CheckpointIndex, trails: _Trails) -> int:
     """Every checkpoint of the file ``name``, a line at a time, signature-checked; those of the
-    trail ``trails`` wants go into ``into``. ``AuditTampered`` names the first bad line."""
+    trail ``trails`` wants go into ``into`` (how many: the result). ``AuditTampered`` names the
+    first bad line."""
     held: set[str] = set()
     kept = 0
     with open_regular(name, "checkpoints file") as fh:
@@ -143,10 +144,13 @@ def _stream_file(name: str, keys: KeySet, into: CheckpointIndex, trails: _Trails
             raise ConfigError(f"cannot read checkpoints file {name}: {exc.strerror or exc}"
                               ) from None
     trails.check_source(f"checkpoints file {name}", held, kept)
+    return kept
 
 
-def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str]]:
-    """The signature-checked checkpoints and where they came from (empty: none asked for)."""
+def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str], list[str]]:
+    """The signature-checked checkpoints, where they came from (empty: none asked for) and
+    which of those sources held no checkpoint of the trail (each must be reported: a source
+    that adds nothing was not consulted, whatever the others show)."""
     found: list[Checkpoint] = []
     sources: list[str] = []
     published: dict[str, str] = {}
@@ -157,7 +161,7 @@ def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str]]:
     sources += args.checkpoints
     index = CheckpointIndex()
     if not sources:
-        return index, []
+        return index, [], []
     if args.audit_key:
         pems: list[bytes] = []
         for name in args.audit_key:
@@ -180,6 +184,7 @@ def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str]]:
         raise ConfigError("checkpoints from files need the audit public key: pass --audit-key "
                           "PEM (or -n NAMESPACE to use the keys the operator publishes)")
     trails = _Trails(args.log or args.namespace or None)
+    empty: list[str] = []
     if args.namespace:
         kept = 0
         for checkpoint in found:
@@ -188,19 +193,23 @@ def gather(args: argparse.Namespace) -> tuple[CheckpointIndex, list[str]]:
                 index.add(checkpoint)
                 kept += 1
         trails.check_source(sources[0], {c.log for c in found}, kept)
+        if not kept:
+            empty.append(sources[0])
     for name in args.checkpoints:
-        _stream_file(name, keys, index, trails)
+        if not _stream_file(name, keys, index, trails):
+            empty.append(name)
     trails.check()
     len(index)  # orders them: two that disagree about a seq are tampering, reported here
-    return index, sources
+    return index, sources, empty
 
 
 def verify_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """0 verified, 1 tampered (the trail or its checkpoints) or unverified (checkpoints asked
-    for, none there, and the trail holds records), 2 unreadable or bad arguments."""
+    """0 verified, 1 tampered (the trail or its checkpoints) or unverified (a checkpoint source
+    asked for holds no checkpoint of the trail, and the trail holds records), 2 unreadable or
+    bad arguments."""
     stream = out if out is not None else sys.stdout
     try:
-        checkpoints, sources = gather(args)
+        checkpoints, sources, empty_sources = gather(args)
     # a message may quote what the API server (or whatever answers at its address) said, or
     # what a checkpoints file holds: shown escaped, never acted on by the terminal
     except AuditTampered as exc:
@@ -212,7 +221,7 @@ def verify_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a verdict line and an exit code, never a traceback
         print(unexpected(exc), file=stream)
         return 2
-    empty = " and ".join(sources) if sources and not checkpoints else None
+    empty = " and ".join(empty_sources) if empty_sources else None
     code = verify_main(args.target, expected_head=args.expected_head, checkpoints=checkpoints,
                        out=stream, empty_sources=empty)
     if empty and code == 0:

@@ -377,3 +377,29 @@ def test_an_unreadable_verdict_shows_the_api_servers_words_escaped(tmp_path: Pat
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stdout
     assert "no\\x1b]0;pwned\\x07\\x1b[2J" in done.stdout, done.stdout
     assert "\nfake: line" not in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("content", ["", "\n"])
+def test_an_empty_checkpoints_source_next_to_one_that_verifies_is_unverified(
+        tmp_path: Path, content: str) -> None:
+    """A witness's copy that holds nothing of this trail was not consulted at all: next to the
+    ConfigMap's (or another file's) checkpoints it must not pass unseen, or a witness emptied
+    to hide a rewrite the cluster's own checkpoints were made to agree with would read OK."""
+    path = _trail(tmp_path)
+    checkpoints, pem = _signed(tmp_path, path)
+    witness = tmp_path / "witness.jsonl"
+    witness.write_text(content)
+    done = _wingman("audit", "verify", str(path), "--checkpoints", str(checkpoints),
+                    "--checkpoints", str(witness), "--audit-key", str(pem))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(f"UNVERIFIED: there is no checkpoint in {witness}, yet the "
+                                  "trail holds 3 records"), done.stdout
+    # what the others showed is still said, and what to do
+    assert "last verified point: signed checkpoint seq 2" in done.stdout, done.stdout
+    assert "verify again" in done.stdout and "Traceback" not in done.stderr
+    # the checkpoints it has still catch tampering first
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-1]))
+    cut = _wingman("audit", "verify", str(path), "--checkpoints", str(checkpoints),
+                   "--checkpoints", str(witness), "--audit-key", str(pem))
+    assert cut.returncode == 1 and cut.stdout.startswith("TAMPERED"), cut.stdout
