@@ -19,7 +19,9 @@ that file at ``GET <path>`` for ``wingman audit verify --checkpoints``. The file
 a minute for good; the server holds only the newest checkpoint of each log and the
 ``RECENT_PER_LOG`` before it (a re-sent one is answered "already witnessed"), reads the file as
 a stream at start (every line parsed, and signature-checked when given the audit keys) and
-streams it to ``GET``: its memory stays bounded however old the file.
+streams it to ``GET``: its memory stays bounded however old the file. ``GET`` is not
+authenticated: at most ``MAX_READERS`` are served at once, each before a deadline, so slow
+readers cannot use up threads and file handles and starve the operator's ``POST``s.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import sys
 import threading
 import urllib.error
@@ -57,6 +60,15 @@ SIGNATURE_HEADER = "X-Wingman-Signature"
 MAX_BODY = 4096
 READ_TIMEOUT_SECONDS = 10.0
 """How long the reference witness waits on a client's request or body."""
+MAX_READERS = 8
+"""``GET``s the reference witness serves at once; one more is answered ``503`` at once, with no
+file opened. ``GET`` is unauthenticated: without a bound, clients that read slowly would each
+hold a thread and a handle of the store until file handles ran out and the operator's ``POST``s
+failed."""
+MIN_SEND_RATE = 64 * 1024
+"""Bytes a second a ``GET``'s client must at least take: the whole answer gets the read timeout
+plus its size at this rate (a busy year's store of 150 MB: some 40 minutes), then the
+connection is reset, its thread and file handle freed."""
 RECENT_PER_LOG = 1024
 """Checkpoints per log the reference witness remembers besides the newest: one of them sent
 again is "already witnessed" (the operator re-sends only its newest, when the answer was lost);
@@ -334,8 +346,11 @@ class WitnessStore:
             os.close(fd)
 
 
-def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
+def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float,
+             max_readers: int, min_send_rate: int
              ) -> type[http.server.BaseHTTPRequestHandler]:
+    readers = threading.BoundedSemaphore(max_readers)
+
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "wingman-witness"
         # a client that stops sending (before its HMAC is even checked) holds no thread
@@ -348,6 +363,8 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
             super().setup()
             self._guard = threading.Lock()
             self._reading = True
+            self._sending = False
+            self._late = False
             self._watchdog = threading.Timer(timeout_seconds, self._expire)
             self._watchdog.daemon = True
             self._watchdog.start()
@@ -367,6 +384,15 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
                 self._reading = False
             self._watchdog.cancel()
             return not self._expired
+
+        def _cut(self) -> None:
+            """The answer was not taken in time: shut the connection down (the write fails,
+            and the thread and the store's handle are freed)."""
+            with self._guard:
+                if self._sending:
+                    self._late = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
 
         def finish(self) -> None:
             self._watchdog.cancel()
@@ -393,6 +419,19 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
             if self.path != path:
                 self._answer(404, f"not found; checkpoints are at {path}")
                 return
+            if not readers.acquire(blocking=False):
+                self.close_connection = True
+                self._answer(503, f"{max_readers} readers are being served already; try again "
+                             "in a minute")
+                return
+            try:
+                self._serve_store()
+            finally:
+                readers.release()
+
+        def _serve_store(self) -> None:
+            """The store, as it is now, before a deadline: the read timeout plus its size at
+            ``min_send_rate``."""
             with store.lock:  # the file only grows: the prefix up to this size is whole
                 try:
                     fh = store.path.open("rb")
@@ -400,17 +439,33 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
                     self._answer(200, "", b"")
                     return
                 size = os.fstat(fh.fileno()).st_size
-            with fh:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-ndjson")
-                self.send_header("Content-Length", str(size))
-                self.end_headers()
-                while size > 0:
-                    chunk = fh.read(min(size, 1 << 16))
-                    if not chunk:
-                        break
-                    self.wfile.write(chunk)
-                    size -= len(chunk)
+            with self._guard:
+                self._sending = True
+            deadline = threading.Timer(timeout_seconds + size / min_send_rate, self._cut)
+            deadline.daemon = True
+            deadline.start()
+            try:
+                with fh:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/x-ndjson")
+                    self.send_header("Content-Length", str(size))
+                    self.end_headers()
+                    while size > 0:
+                        chunk = fh.read(min(size, 1 << 16))
+                        if not chunk:
+                            break
+                        self.wfile.write(chunk)
+                        size -= len(chunk)
+            except OSError:  # cut at the deadline, or the client went away
+                self.close_connection = True
+            finally:
+                deadline.cancel()
+                with self._guard:
+                    self._sending = False
+                if self._late:  # what the kernel still queues for it is dropped: a reset
+                    with contextlib.suppress(OSError):
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                   struct.pack("ii", 1, 0))
 
         def do_POST(self) -> None:
             if self.path != path:
@@ -455,11 +510,12 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float
 
 
 def make_server(listen: tuple[str, int], store: WitnessStore, key: bytes,
-                path: str = "/checkpoints", timeout_seconds: float = READ_TIMEOUT_SECONDS
+                path: str = "/checkpoints", timeout_seconds: float = READ_TIMEOUT_SECONDS,
+                *, max_readers: int = MAX_READERS, min_send_rate: int = MIN_SEND_RATE
                 ) -> http.server.ThreadingHTTPServer:
     """The reference witness server (not started)."""
-    server = http.server.ThreadingHTTPServer(listen, _handler(store, key, path,
-                                                              timeout_seconds))
+    server = http.server.ThreadingHTTPServer(listen, _handler(
+        store, key, path, timeout_seconds, max_readers, min_send_rate))
     server.daemon_threads = True
     return server
 

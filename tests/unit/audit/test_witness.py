@@ -509,3 +509,74 @@ def test_a_checkpoint_the_disk_cannot_hold_is_refused_and_leaves_the_store_whole
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_slow_readers_are_bounded_and_cut_and_the_operator_still_posts(tmp_path: Path) -> None:
+    """GET is unauthenticated: clients that ask for the store and then read it at a trickle
+    (fast enough that no single write waits past the read timeout) must neither pile up (each
+    would hold a thread and a handle of the store until file handles ran out and the operator's
+    POSTs failed) nor be served for as long as they like."""
+    import socket
+
+    path = tmp_path / "w.jsonl"
+    records = long_checkpoints.write_trail(tmp_path / "audit.jsonl", 80_000)
+    long_checkpoints.write_checkpoints(path, long_checkpoints.checkpoints_of(records, None))
+    size = path.stat().st_size
+    # the whole answer is due within 1 s (the read timeout) + 3 s (its size at the rate)
+    server = make_server(("127.0.0.1", 0), WitnessStore(path, None), HMAC,
+                         timeout_seconds=1.0, max_readers=2, min_send_rate=size // 3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/checkpoints"
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(6):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", server.server_port))
+            sock.sendall(b"GET /checkpoints HTTP/1.1\r\nHost: witness\r\n\r\n")
+            slow.append(sock)
+        statuses = [sock.recv(12) for sock in slow]
+        assert sorted(statuses) == [b"HTTP/1.0 200"] * 2 + [b"HTTP/1.0 503"] * 4, statuses
+        handles = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                    handles.append(fd)
+        assert len(handles) <= 2, handles
+        # the operator's POST is stored while the readers hold on
+        send(url, HMAC, _cp(80_000), timeout=5)
+        # the two served read up to 640 KB/s, enough for each write to be taken within the
+        # read timeout: they would be served for some 30 s, and hold on as long again if they
+        # read half as fast
+        readers = {sock: 0 for sock, status in zip(slow, statuses, strict=True)
+                   if status == b"HTTP/1.0 200"}
+        ended: dict[socket.socket, float] = {}
+        started = time.monotonic()
+        while len(ended) < len(readers) and time.monotonic() - started < 10:
+            for sock in readers:
+                if sock in ended:
+                    continue
+                sock.settimeout(0.05)
+                try:
+                    chunk = sock.recv(1 << 16)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    ended[sock] = time.monotonic() - started
+                readers[sock] += len(chunk)
+            time.sleep(0.1)
+        assert len(ended) == 2, f"readers still served after 10 s: {readers}"
+        assert all(got < size for got in readers.values()), readers
+        assert max(ended.values()) < 8, ended
+        with urllib.request.urlopen(url, timeout=10) as resp:  # the slots are free again
+            assert resp.read() == path.read_bytes()
+    finally:
+        for sock in slow:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
