@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
+import os
+import socket
 import threading
+import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +32,69 @@ from wingman.audit.verification import _Entry
 from wingman.errors import AuditTampered, AuditUnavailable, shown_url, without_userinfo
 
 # --------------------------------------------------------------------------- PostgreSQL
+
+ANSWER_TIMEOUT_SECONDS = 40.0
+"""Longest the sinks and the verifier wait for any answer from PostgreSQL (connecting:
+``connect_timeout``). ``statement_timeout`` (30 s) and ``lock_timeout`` (10 s) are the server's
+own; a server that stopped answering, or a network that drops its packets while the kernel's
+TCP connection stays up, is bounded only by this: the connection is then shut down and the
+call fails like an outage (``AuditUnavailable``)."""
+
+
+class _Watchdog:
+    """Shuts a psycopg connection's socket down when PostgreSQL has not answered for
+    ``seconds`` since the last ``beat``: libpq's wait then ends, the call raises
+    ``OperationalError`` and the connection is broken. The socket is reached through a
+    descriptor of its own (a ``dup``, closed on exit: never a number the process may reuse).
+    ``expired`` says whether it fired."""
+
+    def __init__(self, conn: Any, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._fd = os.dup(conn.pgconn.socket)
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True,
+                                        name="wingman-audit-watchdog")
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        os.close(self._fd)
+
+    def beat(self) -> None:
+        """PostgreSQL answered: the next answer gets ``seconds`` again."""
+        self._last = time.monotonic()
+
+    def hold(self) -> None:
+        """No answer is awaited (the caller has the rows read so far) until the next beat."""
+        self._last = math.inf
+
+    def said(self) -> TimeoutError:
+        """What to report instead of the broken connection's message."""
+        return TimeoutError(f"the audit database gave no answer within {self.seconds:g}s (a "
+                            "hung server, or a network that drops its packets); the "
+                            "connection was closed")
+
+    def _watch(self) -> None:
+        while True:
+            left = self._last + self.seconds - time.monotonic()
+            if left <= 0:
+                break
+            if self._stop.wait(min(left, 1.0)):
+                return
+        self.expired = True
+        with contextlib.suppress(OSError):
+            sock = socket.socket(fileno=self._fd)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.detach()  # the descriptor stays the watchdog's, closed on exit
+
 
 _TABLE = "wingman_audit"
 _APPEND_LOCK = 0x77696E676D616E  # "wingman": pg_advisory_xact_lock key serialising the head
@@ -180,7 +247,10 @@ class PostgresSink:
     COMMIT, the server may have committed it without saying so), the sink reads on a new
     connection, once the advisory lock shows that transaction ended, whether the group's last
     record stands at its ``seq``: if so the group is reported recorded (a retry would record
-    it twice), else it failed and nothing of it was written.
+    it twice), else it failed and nothing of it was written. Every wait for the server is
+    bounded on the client too (``connect_timeout``; ``answer_timeout`` for each answer, after
+    which the connection is shut down): a server that hung, or packets dropped on the way,
+    fail an append as an outage instead of holding it for ever.
 
     The sink creates the table and two triggers when they are absent: ``BEFORE UPDATE OR
     DELETE`` and ``BEFORE TRUNCATE`` raise, so even the owner cannot change history without
@@ -203,12 +273,14 @@ class PostgresSink:
     """
 
     def __init__(
-        self, dsn: str, *, clock: _Clock | None = None, connect_timeout: int = 10
+        self, dsn: str, *, clock: _Clock | None = None, connect_timeout: int = 10,
+        answer_timeout: float = ANSWER_TIMEOUT_SECONDS,
     ) -> None:
         self._dsn = dsn
         self._where = _redact_dsn(dsn)
         self._password = (_dsn_parts(dsn) or {}).get("password", "")
         self._connect_timeout = connect_timeout
+        self._answer_timeout = answer_timeout
         self._clock = clock or _utcnow
         self._lock = threading.Lock()
         self._conn: Any = None
@@ -267,23 +339,27 @@ class PostgresSink:
         import psycopg
 
         conn = self._conn
+        dog = _Watchdog(conn, self._answer_timeout)
         try:
-            if not self._schema_ready(conn):
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                    conn.execute(_SCHEMA_SQL)
+            with dog:
                 if not self._schema_ready(conn):
-                    raise AuditUnavailable(
-                        f"audit table wingman_audit in {self._where} lacks its append-only "
-                        "triggers after creation; inspect the database"
-                    )
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise self._error(
-                "cannot create the audit table or its append-only triggers; run the sink "
-                "once as the table owner (see the PostgresSink docstring)",
-                exc,
-            ) from None
+                    with conn.transaction():
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                        conn.execute(_SCHEMA_SQL)
+                    if not self._schema_ready(conn):
+                        raise AuditUnavailable(
+                            f"audit table wingman_audit in {self._where} lacks its "
+                            "append-only triggers after creation; inspect the database"
+                        )
         except psycopg.Error as exc:
+            if dog.expired:
+                raise self._error("cannot prepare the audit table", dog.said()) from None
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                raise self._error(
+                    "cannot create the audit table or its append-only triggers; run the sink "
+                    "once as the table owner (see the PostgresSink docstring)",
+                    exc,
+                ) from None
             raise self._error("cannot prepare the audit table", exc) from None
 
     def _schema_ready(self, conn: Any) -> bool:
@@ -337,57 +413,74 @@ class PostgresSink:
 
     def append_all(self, entries: Sequence[NewRecord]) -> list[AuditRecord | AuditUnavailable]:
         import psycopg
-        from psycopg.types.json import Jsonb
 
         checked, valid = screen(entries)
         if not valid:
             return merge(checked, [])
         with self._lock:
             conn = self._connect()
+            # every answer within answer_timeout: a server that never answers (hung, or
+            # packets dropped on the way) is an outage, not a wait without end
+            dog = _Watchdog(conn, self._answer_timeout)
             try:
-                for _attempt in range(3):
-                    records: list[AuditRecord] = []
-                    results: list[AuditRecord | AuditUnavailable] = []
-                    try:
-                        with conn.transaction():
-                            conn.execute("SET LOCAL synchronous_commit TO on")
-                            conn.execute("SET LOCAL lock_timeout TO '10s'")
-                            conn.execute("SET LOCAL statement_timeout TO '30s'")
-                            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
-                            row = conn.execute(
-                                "SELECT CASE WHEN octet_length(record) <= %s THEN record END, "
-                                "octet_length(record) FROM wingman_audit ORDER BY seq DESC "
-                                "LIMIT 1", (MAX_RECORD_BYTES,),
-                            ).fetchone()
-                            seq, prev = self._next(row)
-                            results = chain(seq, prev, valid, self._clock)
-                            records = records_of(results)
-                            if records:  # else every entry was refused
-                                with conn.cursor() as cur:
-                                    cur.executemany(
-                                        "INSERT INTO wingman_audit (seq, time, event, actor, "
-                                        "subject, data, prev, hash, record) "
-                                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                                        [(
-                                            record.seq, record.at, record.event, record.actor,
-                                            Jsonb(record.subject), Jsonb(record.data), record.prev,
-                                            record.hash, record.to_bytes().decode("utf-8"),
-                                        ) for record in records],
-                                    )
-                        return merge(checked, results)
-                    except psycopg.errors.UniqueViolation:
-                        continue  # a writer that skipped the advisory lock won the race
-                    except psycopg.OperationalError as exc:
-                        if records and conn.broken and self._landed(records[-1], exc):
-                            return merge(checked, results)
-                        raise
-                raise AuditUnavailable(
-                    f"audit head in {self._where} kept moving during three attempts; a writer "
-                    "is not taking the advisory lock"
-                )
+                with dog:
+                    return self._append_all(conn, dog, checked, valid)
             except psycopg.Error as exc:
                 self._drop()
-                raise self._error("cannot append to the audit table", exc) from None
+                raise self._error("cannot append to the audit table",
+                                  dog.said() if dog.expired else exc) from None
+
+    def _append_all(self, conn: Any, dog: _Watchdog, checked: list[AuditUnavailable | None],
+                    valid: list[NewRecord]) -> list[AuditRecord | AuditUnavailable]:
+        import psycopg
+        from psycopg.types.json import Jsonb
+
+        for _attempt in range(3):
+            records: list[AuditRecord] = []
+            results: list[AuditRecord | AuditUnavailable] = []
+            try:
+                with conn.transaction():
+                    dog.beat()
+                    conn.execute("SET LOCAL synchronous_commit TO on")
+                    conn.execute("SET LOCAL lock_timeout TO '10s'")
+                    conn.execute("SET LOCAL statement_timeout TO '30s'")
+                    dog.beat()
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+                    dog.beat()
+                    row = conn.execute(
+                        "SELECT CASE WHEN octet_length(record) <= %s THEN record END, "
+                        "octet_length(record) FROM wingman_audit ORDER BY seq DESC "
+                        "LIMIT 1", (MAX_RECORD_BYTES,),
+                    ).fetchone()
+                    dog.beat()
+                    seq, prev = self._next(row)
+                    results = chain(seq, prev, valid, self._clock)
+                    records = records_of(results)
+                    if records:  # else every entry was refused
+                        with conn.cursor() as cur:
+                            cur.executemany(
+                                "INSERT INTO wingman_audit (seq, time, event, actor, "
+                                "subject, data, prev, hash, record) "
+                                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                                [(
+                                    record.seq, record.at, record.event, record.actor,
+                                    Jsonb(record.subject), Jsonb(record.data), record.prev,
+                                    record.hash, record.to_bytes().decode("utf-8"),
+                                ) for record in records],
+                            )
+                    dog.beat()
+                return merge(checked, results)
+            except psycopg.errors.UniqueViolation:
+                continue  # a writer that skipped the advisory lock won the race
+            except psycopg.OperationalError as exc:
+                broke = dog.said() if dog.expired else exc
+                if records and conn.broken and self._landed(records[-1], broke):
+                    return merge(checked, results)
+                raise
+        raise AuditUnavailable(
+            f"audit head in {self._where} kept moving during three attempts; a writer "
+            "is not taking the advisory lock"
+        )
 
     def _landed(self, last: AuditRecord, broke: BaseException) -> bool:
         """Whether a group whose connection broke was committed all the same (the connection
@@ -399,20 +492,25 @@ class PostgresSink:
         import psycopg
 
         self._drop()
+        dog: _Watchdog | None = None
         try:
             conn = self._connect()
-            with conn.transaction():
+            dog = _Watchdog(conn, self._answer_timeout)
+            with dog, conn.transaction():
                 conn.execute("SET LOCAL lock_timeout TO '10s'")
                 conn.execute("SET LOCAL statement_timeout TO '30s'")
+                dog.beat()
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+                dog.beat()
                 row = conn.execute("SELECT hash FROM wingman_audit WHERE seq = %s",
                                    (last.seq,)).fetchone()
         except (psycopg.Error, AuditUnavailable) as exc:
             self._drop()
+            why: BaseException = dog.said() if dog is not None and dog.expired else exc
             raise AuditUnavailable(
                 f"the connection to the audit database ({self._where}) broke while these audit "
                 f"records were written ({self._said(broke)}), and whether they were committed "
-                f"cannot be told ({self._said(exc)}). Check that PostgreSQL is up and "
+                f"cannot be told ({self._said(why)}). Check that PostgreSQL is up and "
                 "reachable; they may have been written: the action must not proceed, and its "
                 "retry may record them a second time."
             ) from None
@@ -442,7 +540,8 @@ class PostgresSink:
         return record.seq + 1, record.hash
 
     def records(self) -> Iterator[AuditRecord]:
-        with contextlib.closing(_postgres_entries(self._dsn)) as entries:
+        with contextlib.closing(_postgres_entries(self._dsn, answer_timeout=self._answer_timeout)
+                                ) as entries:
             for entry in entries:
                 try:
                     yield _parse_stored(entry.raw)
@@ -454,9 +553,10 @@ class PostgresSink:
                     ) from None
 
 
-def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0
-                      ) -> Generator[_Entry, None, None]:
-    """Rows in seq order from one consistent snapshot, from ``from_seq`` on."""
+def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0,
+                      answer_timeout: float | None = None) -> Generator[_Entry, None, None]:
+    """Rows in seq order from one consistent snapshot, from ``from_seq`` on; PostgreSQL must
+    answer each request within ``answer_timeout`` (default ``ANSWER_TIMEOUT_SECONDS``)."""
     import psycopg
 
     where = _redact_dsn(dsn)
@@ -475,52 +575,71 @@ def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0
         conn = psycopg.connect(dsn, autocommit=False, **extra)
     except psycopg.Error as exc:
         raise unavailable("cannot connect to the audit database", exc) from None
+    dog: _Watchdog | None = None
     try:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        exists = conn.execute("SELECT to_regclass('wingman_audit') IS NOT NULL").fetchone()
-        if not exists or not exists[0]:
-            raise AuditUnavailable(
-                f"there is no wingman_audit table in {where}; check the database name"
-            )
-        with conn.cursor(name="wingman_audit_verify") as cur:
-            cur.itersize = 256  # rows of at most _ROW_BYTES each: memory stays bounded
-            # jsonb columns as text, parsed here with the depth guard: a row written by any
-            # INSERT-holder can nest deeper than json.loads recurses. A row larger than any
-            # record can make is never fetched (a field may hold up to 1 GB).
-            cur.execute(_ROWS_SQL, {"from": from_seq, "record": MAX_RECORD_BYTES,
-                                    "row": _ROW_BYTES})
-            for (seq, time, record_bytes, row_bytes, event, actor, subject, data, prev, digest,
-                 text) in cur:
-                error = None
-                if text is None and (record_bytes or 0) > MAX_RECORD_BYTES:
-                    error = f"is larger than {MAX_RECORD_BYTES} bytes ({record_bytes} bytes)"
-                elif text is None and (row_bytes or 0) > _ROW_BYTES:
-                    error = (f"has columns of {row_bytes} bytes, more than a record of at most "
-                             f"{MAX_RECORD_BYTES} bytes needs: larger than any record")
-                if error is not None:
-                    yield _Entry(raw=b"", complete=True, line=None, columns={"seq": seq},
-                                 error=error)
-                    continue
-                try:  # a NULL column (its NOT NULL dropped) disagrees with any record
-                    subject_value = None if subject is None else _loads(subject.encode())
-                    data_value = None if data is None else _loads(data.encode())
-                except _Malformed as exc:
-                    subject_value = data_value = None
-                    error = f"has a subject or data column that {exc}"
-                yield _Entry(
-                    raw=b"" if text is None else str(text).encode("utf-8"),
-                    complete=True,
-                    line=None,
-                    columns={
-                        "seq": seq, "time": time, "event": event, "actor": actor,
-                        "subject": subject_value, "data": data_value, "prev": prev,
-                        "hash": digest,
-                    },
-                    error=error,
-                )
+        dog = _Watchdog(conn, ANSWER_TIMEOUT_SECONDS if answer_timeout is None
+                        else answer_timeout)
+        with dog:
+            yield from _rows(conn, dog, where, from_seq)
     except psycopg.Error as exc:
-        raise unavailable("cannot read the audit table", exc) from None
+        raise unavailable("cannot read the audit table",
+                          dog.said() if dog is not None and dog.expired else exc) from None
     finally:
         with contextlib.suppress(Exception):
             conn.close()
+
+
+def _rows(conn: Any, dog: _Watchdog, where: str, from_seq: int
+          ) -> Generator[_Entry, None, None]:
+    """``_postgres_entries``' rows, each answer awaited under ``dog`` (the time the caller
+    spends on a row is not counted)."""
+    import psycopg
+
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    exists = conn.execute("SELECT to_regclass('wingman_audit') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        raise AuditUnavailable(
+            f"there is no wingman_audit table in {where}; check the database name"
+        )
+    with conn.cursor(name="wingman_audit_verify") as cur:
+        cur.itersize = 256  # rows of at most _ROW_BYTES each: memory stays bounded
+        # jsonb columns as text, parsed here with the depth guard: a row written by any
+        # INSERT-holder can nest deeper than json.loads recurses. A row larger than any
+        # record can make is never fetched (a field may hold up to 1 GB).
+        dog.beat()
+        cur.execute(_ROWS_SQL, {"from": from_seq, "record": MAX_RECORD_BYTES,
+                                "row": _ROW_BYTES})
+        for (seq, stamp, record_bytes, row_bytes, event, actor, subject, data, prev, digest,
+             text) in cur:
+            dog.hold()
+            error = None
+            if text is None and (record_bytes or 0) > MAX_RECORD_BYTES:
+                error = f"is larger than {MAX_RECORD_BYTES} bytes ({record_bytes} bytes)"
+            elif text is None and (row_bytes or 0) > _ROW_BYTES:
+                error = (f"has columns of {row_bytes} bytes, more than a record of at most "
+                         f"{MAX_RECORD_BYTES} bytes needs: larger than any record")
+            if error is not None:
+                yield _Entry(raw=b"", complete=True, line=None, columns={"seq": seq},
+                             error=error)
+                dog.beat()
+                continue
+            try:  # a NULL column (its NOT NULL dropped) disagrees with any record
+                subject_value = None if subject is None else _loads(subject.encode())
+                data_value = None if data is None else _loads(data.encode())
+            except _Malformed as exc:
+                subject_value = data_value = None
+                error = f"has a subject or data column that {exc}"
+            yield _Entry(
+                raw=b"" if text is None else str(text).encode("utf-8"),
+                complete=True,
+                line=None,
+                columns={
+                    "seq": seq, "time": stamp, "event": event, "actor": actor,
+                    "subject": subject_value, "data": data_value, "prev": prev,
+                    "hash": digest,
+                },
+                error=error,
+            )
+            dog.beat()
+        dog.beat()

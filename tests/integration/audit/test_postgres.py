@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -588,6 +589,11 @@ class _CommitBreaker:
         self.mode: str | None = None  # armed: "after" or "before"; None: a plain proxy
         self.broken = threading.Event()
         self.refuse_after = False  # set: no new connection once the break happened
+        self.hung = threading.Event()  # set: nothing is forwarded any more, either way, and
+        # no connection is closed (a hung server, or a network that drops the packets)
+        self.hang_on: bytes | None = None  # the client's request holding this sets ``hung``
+        self.lose_answer = False  # set: mode "after" drops the COMMIT's answer and keeps the
+        # connection up instead of breaking it
         self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []
         self._start(self._accept)
@@ -624,6 +630,10 @@ class _CommitBreaker:
     def _to_server(self, client: socket.socket, server: socket.socket,
                    swallow: threading.Event) -> None:
         while chunk := _recv(client):
+            if self.hang_on is not None and self.hang_on in chunk:
+                self.hung.set()
+            if self.hung.is_set():
+                continue  # dropped
             if self.mode is not None and b"COMMIT" in chunk:
                 mode, self.mode = self.mode, None
                 if mode == "before":
@@ -636,11 +646,21 @@ class _CommitBreaker:
     def _to_client(self, server: socket.socket, client: socket.socket,
                    swallow: threading.Event) -> None:
         while chunk := _recv(server):
+            if self.hung.is_set():
+                continue  # dropped
+            if swallow.is_set() and self.lose_answer:
+                continue  # the answer to the COMMIT, and all after it, never arrives
             if swallow.is_set():
                 self._cut(client, server)
                 return
             with contextlib.suppress(OSError):
                 client.sendall(chunk)
+
+    def sever(self) -> None:
+        """End every connection now (a shut-down socket wakes whoever waits on it)."""
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._listener.close()
@@ -762,3 +782,87 @@ def test_a_server_whose_port_was_taken_since_it_was_picked_starts_on_another() -
                 assert conn.execute("SELECT 1").fetchone() == (1,)
         finally:
             server.stop()
+
+
+def _within(seconds: float, call: Callable[[], Any], proxy: _CommitBreaker) -> Any:
+    """``call()``'s result or exception, failing the test when it has neither within
+    ``seconds`` (the proxy's connections are ended then: the sink's lock is let go, and the
+    test's teardown does not wait for ever)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        proxy.hung.clear()
+        proxy.sever()
+        thread.join(30)
+        pytest.fail(f"still waiting after {seconds}s for a server that never answers")
+    return outcome[0]
+
+
+def test_a_server_that_never_answers_fails_an_append_within_the_bound(
+        audit_dsn: str, breaker: _CommitBreaker) -> None:
+    """A hung server (or a network that drops the packets while the TCP connection stays up)
+    answers nothing, and statement_timeout is the server's: the append must not wait for ever
+    (every transition waits on it) but fail as an outage, which the operator retries and
+    alerts on; once the server answers again, the next append goes on with the chain."""
+    first = _fill(audit_dsn, 2)
+    with PostgresSink(breaker.dsn, connect_timeout=2, answer_timeout=2) as sink:
+        breaker.hung.set()
+        started = time.monotonic()
+        outcome = _within(20, lambda: sink.append("Step", actor="operator", subject=SUBJECT,
+                                                  data={"i": 0}), breaker)
+        assert isinstance(outcome, AuditUnavailable), outcome
+        assert time.monotonic() - started < 10
+        assert "gave no answer within 2s" in outcome.message, outcome.message
+        again = _within(20, lambda: sink.append("Step", actor="operator", subject=SUBJECT,
+                                                data={"i": 1}), breaker)  # still hung: connecting
+        assert isinstance(again, AuditUnavailable), again
+        breaker.hung.clear()
+        after = sink.append("Step", actor="operator", subject=SUBJECT, data={"i": 2})
+    assert after.seq == 2 and after.prev == first[-1].hash
+    report = verify(audit_dsn, anchor=after.anchor)
+    assert report.ok and report.records == 3, report.summary()
+
+
+def test_a_group_whose_commit_answer_never_comes_is_looked_up_and_recorded_once(
+        audit_dsn: str, breaker: _CommitBreaker) -> None:
+    """The server took the COMMIT and its answer never arrives (the connection stays up): at
+    the bound the sink gives up the connection and looks the group up, as for a connection
+    that broke during COMMIT: recorded, not appended twice."""
+    first = _fill(audit_dsn, 2)
+    with PostgresSink(breaker.dsn, answer_timeout=2) as sink:
+        breaker.mode, breaker.lose_answer = "after", True
+        results = _within(20, lambda: sink.append_all(_group(0, 1)), breaker)
+        assert breaker.mode is None  # the COMMIT went through
+        assert all(isinstance(r, audit.AuditRecord) for r in results), results
+        stored = list(sink.records())
+    assert [r.data.get("i") for r in stored[2:]] == [0, 1]
+    assert stored[2].prev == first[-1].hash
+
+
+def test_a_server_that_stops_answering_a_verification_fails_it_within_the_bound(
+        audit_dsn: str, breaker: _CommitBreaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verifier (``wingman audit verify``, the operator's checkpoint round) reads in one
+    snapshot: a server that stops answering mid-read is UNREADABLE within the bound."""
+    import wingman.audit.postgres as pg
+
+    _fill(audit_dsn, 3)
+    monkeypatch.setattr(pg, "ANSWER_TIMEOUT_SECONDS", 2.0)
+    breaker.hang_on = b"wingman_audit_verify"  # the cursor reading the rows
+    out = io.StringIO()
+    started = time.monotonic()
+    parts = conninfo_to_dict(breaker.dsn)
+    url = f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
+    code = _within(20, lambda: verify_main(url, out=out), breaker)
+    assert breaker.hung.is_set()
+    assert code == 2 and time.monotonic() - started < 10, out.getvalue()
+    assert out.getvalue().startswith("UNREADABLE: cannot read the audit table"), out.getvalue()
+    assert "gave no answer within 2s" in out.getvalue()
