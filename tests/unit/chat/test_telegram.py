@@ -1032,7 +1032,9 @@ def test_an_answer_that_repeats_the_bot_token_never_reaches_the_state_or_a_log(
     it is cut to 300 characters: a token cut in two escapes the filter (installed here as
     the process installs it), which looks for it whole."""
     secret = TOKEN.split(":", 1)[1]
-    caplog.handler.addFilter(RedactSecrets([TOKEN]))
+    # pytest's capture handler is one for the whole session: the filter goes with this test
+    redact = RedactSecrets([TOKEN])
+    caplog.handler.addFilter(redact)
     lead = ("Telegram refused sendMessage: Bad Request (400). Parsing the server response "
             "b'<html>")
     page = f"<html>{'x' * (284 - len(lead) - len('/bot'))}/bot{TOKEN}/sendMessage</html>"
@@ -1056,7 +1058,10 @@ def test_an_answer_that_repeats_the_bot_token_never_reaches_the_state_or_a_log(
         logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
         assert "yyyy" in logged and secret[:6] not in logged, logged
 
-    run(tmp_path, request("web", 1), body=body)
+    try:
+        run(tmp_path, request("web", 1), body=body)
+    finally:
+        caplog.handler.removeFilter(redact)
 
 
 def test_a_command_sent_through_another_bots_inline_mode_decides_nothing(
