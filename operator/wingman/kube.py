@@ -703,6 +703,13 @@ class Kube:
                     page = self.request("GET", path, query={**base, "continue": token}
                                         if token else base)
                     items = page.get("items") or []
+                    meta = page.get("metadata") or {}
+                    if not isinstance(items, list) or not isinstance(meta, dict) or not all(
+                            isinstance(item, dict) for item in items):
+                        raise UnusableAnswer(
+                            f"the API server answered a list of {res.plural} in {namespace} "
+                            f"with a page that is no list of objects (its items or metadata "
+                            f"are of another type): {_NO_USABLE_ANSWER}")
                     if keep is None:  # the page's answer, not each object encoded again
                         held += int(getattr(_CALL, "answer_bytes", 0) or 0)
                         if held > MAX_LIST_BYTES:
@@ -717,7 +724,7 @@ class Kube:
                             if held > MAX_LIST_BYTES:
                                 raise _list_too_large(res, namespace)
                             kept.append(part)
-                    token = str((page.get("metadata") or {}).get("continue") or "")
+                    token = str(meta.get("continue") or "")
                     if not token:
                         return kept
             except ApiError as exc:

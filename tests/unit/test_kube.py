@@ -1198,7 +1198,8 @@ class _Chunking(BaseHTTPRequestHandler):
                                    "field label not supported: spec.approvalRef.name"})
                 return
             self._answer(200, {"kind": "List", "metadata": {}, "items": [
-                {"metadata": {"name": f"g-{ref}-{i}", "creationTimestamp": f"2026-01-0{i}"},
+                {"metadata": {"name": f"g-{ref}-{i}", "creationTimestamp": f"2026-01-0{i}",
+                              "uid": f"uid-{i}", "resourceVersion": str(i)},
                  "spec": {"approvalRef": {"name": ref}}}
                 for i, ref in ((1, "req-b"), (2, "req-a"), (3, "req-b"), (4, "req-a"))]})
             return

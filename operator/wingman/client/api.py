@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from wingman import API_VERSION
+from wingman.client import shape
 from wingman.client import status as st
 from wingman.client.connect import Connection
 from wingman.errors import (
@@ -44,10 +45,10 @@ from wingman.kube import (
     JSON_PATCH,
     AnswerTooLarge,
     ApiError,
-    Keep,
     Kube,
     ListTooLarge,
     Resource,
+    UnusableAnswer,
 )
 from wingman.model import approvals as rules
 from wingman.model import limits, names, text
@@ -418,6 +419,15 @@ class WingmanClient:
         except WingmanError as exc:
             raise client_error(exc, what) from None
 
+    def _object(self, what: str, kind: str, fn: Callable[..., Any], *args: Any,
+                **kwargs: Any) -> Any:
+        """``fn``'s answer (a ``kind``, or None) checked for the shape the client relies on
+        (``shape.checked``: else ``UnusableAnswer``); ClientError as ``_call``'s."""
+        def read() -> Any:
+            obj = fn(*args, **kwargs)
+            return None if obj is None else shape.checked(obj, kind)
+        return self._call(what, read)
+
     def now(self) -> dt.datetime:
         return self._clock()
 
@@ -439,8 +449,10 @@ class WingmanClient:
         resp = self._call("asking the API server who you are (SelfSubjectReview)",
                           self.kube.request, "POST",
                           "/apis/authentication.k8s.io/v1/selfsubjectreviews", body)
-        user = ((resp.get("status") or {}).get("userInfo") or {}).get("username")
-        if not user:
+        status = resp.get("status")
+        info = status.get("userInfo") if isinstance(status, Mapping) else None
+        user = info.get("username") if isinstance(info, Mapping) else None
+        if not user or not isinstance(user, str):
             raise Unavailable("the API server did not say who you are (SelfSubjectReview)")
         if self.identity_seconds > 0 and self.kube.credential() == credential:
             self._identity = (str(user), credential, since + self.identity_seconds)
@@ -457,14 +469,22 @@ class WingmanClient:
         resp = self._call("asking the API server what you may do (SelfSubjectAccessReview)",
                           self.kube.request, "POST",
                           "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body)
-        return bool((resp.get("status") or {}).get("allowed"))
+        status = resp.get("status")
+        return isinstance(status, Mapping) and status.get("allowed") is True
 
     # -- the environment's policy -------------------------------------------------------------
     def policy(self, configmap: str = POLICY_CONFIGMAP) -> PolicyView:
         """The environment's policy (ConfigMap ``wingman-policy``, which workers may read)."""
         cm = self._call(f"reading the policy ConfigMap {self.namespace}/{configmap}",
                         self.kube.get, CONFIGMAPS, self.namespace, configmap)
-        text = (cm.get("data") or {}).get("policy.yaml", "")
+        held = cm.get("data")
+        text = held.get("policy.yaml", "") if isinstance(held, Mapping) else ""
+        if not isinstance(text, str):
+            raise client_error(UnusableAnswer(
+                "the API server answered with a ConfigMap whose data.policy.yaml is no text, "
+                "which no API server answers: check that the address is the API server's (not "
+                "a proxy or another service) and that it is healthy"),
+                f"reading the policy ConfigMap {self.namespace}/{configmap}")
         try:
             data = yaml.safe_load(text) or {}
             view = PolicyView.of(EnvironmentPolicy.from_dict(data))
@@ -536,6 +556,7 @@ class WingmanClient:
             obj = self.kube.create(APPROVALS, self.namespace, body)
         except WingmanError as exc:
             obj = self._landed(body, exc)
+        obj = self._call("creating the ApprovalRequest", shape.checked, obj, "ApprovalRequest")
         return self._request_status(obj, [])
 
     def _landed(self, body: Mapping[str, Any], exc: WingmanError) -> dict[str, Any]:
@@ -550,6 +571,8 @@ class WingmanClient:
         name = str(body["metadata"]["name"])
         try:
             found = self.kube.get_or_none(APPROVALS, self.namespace, name)
+            if found is not None:
+                found = shape.checked(found, "ApprovalRequest")
         except WingmanError:
             err = client_error(exc, what)
             raise type(err)(f"{err.message}; ApprovalRequest {name} may have been created "
@@ -563,8 +586,8 @@ class WingmanClient:
 
     def get_request_object(self, name: str) -> dict[str, Any]:
         check_name("ApprovalRequest", name)
-        obj: dict[str, Any] = self._call(f"reading ApprovalRequest {name}", self.kube.get,
-                                         APPROVALS, self.namespace, name)
+        obj: dict[str, Any] = self._object(f"reading ApprovalRequest {name}", "ApprovalRequest",
+                                           self.kube.get, APPROVALS, self.namespace, name)
         return obj
 
     def _request_status(self, obj: Mapping[str, Any], grants: Sequence[Mapping[str, Any]]
@@ -590,9 +613,9 @@ class WingmanClient:
                              ) -> list[dict[str, Any]]:
         """The namespace's requests (``keep``: those it keeps, filtered page by page), oldest
         first."""
-        pick = None if keep is None else _picking(keep)
-        items: list[dict[str, Any]] = self._call("listing ApprovalRequests", self.kube.list,
-                                                 APPROVALS, self.namespace, keep=pick)
+        items: list[dict[str, Any]] = self._call("listing ApprovalRequests", _listing,
+                                                 self.kube, APPROVALS, "ApprovalRequest",
+                                                 self.namespace, keep)
         return _oldest_first(items)
 
     def _callers(self) -> Callable[[dict[str, Any]], bool]:
@@ -651,7 +674,9 @@ class WingmanClient:
         check_reason(reason)
         entry = {"verdict": verdict, "by": self.whoami(), "reason": reason}
         for attempt in range(3):
-            obj = self.get_request_object(name)
+            obj = self._call(f"reading ApprovalRequest {name}", shape.checked,
+                             self.get_request_object(name), "ApprovalRequest",
+                             ("resourceVersion",))  # the first decision's patch tests it
             if uid is not None and obj["metadata"].get("uid") != uid:
                 raise Invalid(f"ApprovalRequest {name} was deleted and created again since you "
                               "looked at it: read the new one before deciding",
@@ -686,9 +711,9 @@ class WingmanClient:
                            ) -> list[dict[str, Any]]:
         """The namespace's grants (``keep``: those it keeps, filtered page by page), oldest
         first."""
-        pick = None if keep is None else _picking(keep)
-        items: list[dict[str, Any]] = self._call("listing ExecutionGrants", self.kube.list,
-                                                 GRANTS, self.namespace, keep=pick)
+        items: list[dict[str, Any]] = self._call("listing ExecutionGrants", _listing,
+                                                 self.kube, GRANTS, "ExecutionGrant",
+                                                 self.namespace, keep)
         return _oldest_first(items)
 
     def grants_of(self, request: str) -> list[dict[str, Any]]:
@@ -701,13 +726,13 @@ class WingmanClient:
 
         def read() -> list[dict[str, Any]]:
             try:
-                return self.kube.list(GRANTS, self.namespace,
-                                      field_selector=f"{GRANT_REQUEST_FIELD}={request}")
+                return _listing(self.kube, GRANTS, "ExecutionGrant", self.namespace,
+                                field_selector=f"{GRANT_REQUEST_FIELD}={request}")
             except ApiError as exc:
                 if not _field_not_selectable(exc):
                     raise
-            return self.kube.list(GRANTS, self.namespace,
-                                  keep=_picking(lambda g: _ref(g) == request))
+            return _listing(self.kube, GRANTS, "ExecutionGrant", self.namespace,
+                            lambda g: _ref(g) == request)
 
         items: list[dict[str, Any]] = self._call(f"reading the ExecutionGrants of {request}",
                                                  read)
@@ -726,8 +751,8 @@ class WingmanClient:
         that grant's result as its command's. Approvers create grants in the requester's name,
         so a grant an approver started for the worker is its own."""
         check_name("ExecutionGrant", name)
-        obj = self._call(f"reading ExecutionGrant {name}", self.kube.get, GRANTS,
-                         self.namespace, name)
+        obj = self._object(f"reading ExecutionGrant {name}", "ExecutionGrant", self.kube.get,
+                           GRANTS, self.namespace, name)
         if requester is not None:
             self._check_requester(obj, requester)
         return st.of_grant(obj, now=self.now(), max_output=self.max_output, hints=self.hints)
@@ -773,8 +798,8 @@ class WingmanClient:
                           f"(byte for byte): {listed}")
         gname = st.grant_name(request, command)
         requester = str((obj.get("spec") or {}).get("requester") or "")
-        existing = self._call(f"reading ExecutionGrant {gname}", self.kube.get_or_none,
-                              GRANTS, self.namespace, gname)
+        existing = self._object(f"reading ExecutionGrant {gname}", "ExecutionGrant",
+                                self.kube.get_or_none, GRANTS, self.namespace, gname)
         if existing is not None:
             _check_own(existing, request=request, command=command, requester=requester,
                        namespace=self.namespace)
@@ -789,8 +814,8 @@ class WingmanClient:
                        if c.command == command and c.grant), None)
         if holder is not None:  # the operator granted it: to a grant of that name then
             check_name("ExecutionGrant", holder)
-            held = self._call(f"reading ExecutionGrant {holder}", self.kube.get, GRANTS,
-                              self.namespace, holder)
+            held = self._object(f"reading ExecutionGrant {holder}", "ExecutionGrant",
+                                self.kube.get, GRANTS, self.namespace, holder)
             _check_own(held, request=request, command=command, requester=requester,
                        namespace=self.namespace)
             return st.of_grant(held, now=self.now(), max_output=self.max_output,
@@ -811,12 +836,14 @@ class WingmanClient:
         except ApiError as exc:
             if not exc.conflict:
                 raise client_error(exc, "creating the ExecutionGrant") from None
-            created = self._call(f"reading ExecutionGrant {gname}", self.kube.get, GRANTS,
-                                 self.namespace, gname)
+            created = self._object(f"reading ExecutionGrant {gname}", "ExecutionGrant",
+                                   self.kube.get, GRANTS, self.namespace, gname)
             _check_own(created, request=request, command=command, requester=requester,
                        namespace=self.namespace)
         except WingmanError as exc:
             raise client_error(exc, "creating the ExecutionGrant") from None
+        created = self._call("creating the ExecutionGrant", shape.checked, created,
+                             "ExecutionGrant")
         return st.of_grant(created, now=self.now(), max_output=self.max_output,
                            hints=self.hints)
 
@@ -827,15 +854,16 @@ class WingmanClient:
         Idempotent: a second call answers the rollback grant's state."""
         check_name("ExecutionGrant", grant)
         check_ttl(ttl_seconds)
-        forward = self._call(f"reading ExecutionGrant {grant}", self.kube.get, GRANTS,
-                             self.namespace, grant)
+        forward = self._call(f"reading ExecutionGrant {grant}", shape.checked, self._object(
+            f"reading ExecutionGrant {grant}", "ExecutionGrant", self.kube.get, GRANTS,
+            self.namespace, grant), "ExecutionGrant", ("namespace",))  # its rollback's
         if (forward.get("spec") or {}).get("rollbackOf"):
             raise Invalid(f"ExecutionGrant {grant} is itself a rollback; a rollback is not "
                           "rolled back")
         gname = names.rollback_grant_name(grant)
         requester = str((forward.get("spec") or {}).get("requester") or "")
-        existing = self._call(f"reading ExecutionGrant {gname}", self.kube.get_or_none,
-                              GRANTS, self.namespace, gname)
+        existing = self._object(f"reading ExecutionGrant {gname}", "ExecutionGrant",
+                                self.kube.get_or_none, GRANTS, self.namespace, gname)
         if existing is not None:
             _check_own(existing, request=_ref(forward), requester=requester,
                        rollback_of=grant, namespace=self.namespace)
@@ -853,19 +881,21 @@ class WingmanClient:
             raise Invalid(f"the command of {grant} has not run (phase {phase}); a rollback "
                           "is granted only after the command it undoes ran")
         body = build_rollback(forward, rollback=rollback,
-                              requester=str(request["spec"]["requester"]),
+                              requester=str(request["spec"].get("requester") or ""),
                               ttl_seconds=ttl_seconds)
         try:
             created = self.kube.create(GRANTS, self.namespace, body)
         except ApiError as exc:
             if not exc.conflict:
                 raise client_error(exc, "creating the rollback's ExecutionGrant") from None
-            created = self._call(f"reading ExecutionGrant {gname}", self.kube.get, GRANTS,
-                                 self.namespace, gname)
+            created = self._object(f"reading ExecutionGrant {gname}", "ExecutionGrant",
+                                   self.kube.get, GRANTS, self.namespace, gname)
             _check_own(created, request=_ref(forward), requester=requester,
                        rollback_of=grant, namespace=self.namespace)
         except WingmanError as exc:
             raise client_error(exc, "creating the rollback's ExecutionGrant") from None
+        created = self._call("creating the rollback's ExecutionGrant", shape.checked, created,
+                             "ExecutionGrant")
         return st.of_grant(created, now=self.now(), max_output=self.max_output,
                            hints=self.hints)
 
@@ -921,9 +951,17 @@ def _field_not_selectable(exc: ApiError) -> bool:
     return exc.status == 400 and "field label" in said and "not supported" in said
 
 
-def _picking(keep: Callable[[dict[str, Any]], bool]) -> Keep:
-    """The ``Kube.list`` keep of a filter: the whole object where ``keep`` is true."""
-    return lambda o: o if keep(o) else None
+def _listing(kube: Kube, res: Resource, kind: str, namespace: str,
+             keep: Callable[[dict[str, Any]], bool] | None = None, *,
+             field_selector: str | None = None) -> list[dict[str, Any]]:
+    """The ``kind`` objects of ``res`` the selector selects (and ``keep`` keeps, filtered page
+    by page), each checked for the shape the client relies on (``shape.checked``: else
+    ``UnusableAnswer``)."""
+    if keep is None:  # the list counts each page's answer, not each object encoded again
+        return [shape.checked(o, kind)
+                for o in kube.list(res, namespace, field_selector=field_selector)]
+    return kube.list(res, namespace, field_selector=field_selector,
+                     keep=shape.picking(kind, keep))
 
 
 def _oldest_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -209,3 +209,39 @@ def test_an_error_s_reason_from_the_api_server_reaches_the_terminal_escaped(
     err = capfd.readouterr().err
     assert "\x1b" not in err and "\x07" not in err, repr(err)
     assert "error (Invalid\\x1b]0;owned\\x07\\x1b[2J): " in err, err
+
+
+def _kubeconfig_for(tmp_path: Path, url: str) -> Path:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c"}))
+    return kubeconfig
+
+
+@pytest.mark.parametrize("command", [["list"], ["describe", "req-1"],
+                                     ["result", "req-1-0a1b2c3d"]])
+def test_an_answer_of_a_shape_no_api_server_gives_is_an_api_error_not_a_denial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+        command: list[str]) -> None:
+    """A request or a grant without ``metadata``, from whatever answers at the API server's
+    address, is an API error (exit 5) naming what is wrong, never a crash whose exit code (1)
+    the command line documents as a human's denial."""
+    from support.oddapi import GRANTS, REQUESTS, grant, listing, odd_api, request
+    from wingman.cli import main as cli
+    from wingman.cli.requests import EXIT_API
+
+    bare = {k: v for k, v in request().items() if k != "metadata"}
+    bare_grant = {k: v for k, v in grant().items() if k != "metadata"}
+    with odd_api({REQUESTS: listing(bare), REQUESTS + "/req-1": bare,
+                  GRANTS: listing(grant()), GRANTS + "/req-1-0a1b2c3d": bare_grant}) as url:
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+        code = cli.main([*command, "-n", "wm", "--kubeconfig", str(_kubeconfig_for(tmp_path,
+                                                                                   url))])
+    err = capfd.readouterr().err
+    assert code == EXIT_API, err
+    assert "error (Unavailable): " in err and "metadata.name is missing" in err, err
+    assert "Traceback" not in err

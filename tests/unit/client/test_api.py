@@ -6,8 +6,10 @@ import os
 import re
 import textwrap
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -575,3 +577,101 @@ def test_a_kept_identity_is_used_only_with_the_credential_it_was_asked_with() ->
     finally:
         api.shutdown()
         api.server_close()
+
+
+def _odd_cases() -> list[Any]:
+    from support.oddapi import GRANTS, REQUESTS, grant, listing, request
+
+    bare = {k: v for k, v in request().items() if k != "metadata"}
+    return [
+        pytest.param("list", {REQUESTS: listing(bare)}, "listing ApprovalRequests",
+                     "metadata.name is missing", id="listed-request-without-metadata"),
+        pytest.param("list", {REQUESTS: listing(request(metadata="req-1"))},
+                     "listing ApprovalRequests", "metadata is text, not an object",
+                     id="listed-request-metadata-text"),
+        pytest.param("list", {GRANTS: listing("req-1-0a1b2c3d")}, "listing ExecutionGrants",
+                     "a page that is no list of objects", id="listed-grant-not-an-object"),
+        pytest.param("list", {REQUESTS: {"kind": "List", "items": 5}},
+                     "listing ApprovalRequests", "a page that is no list of objects",
+                     id="items-not-a-list"),
+        pytest.param("status", {REQUESTS + "/req-1": request(
+            status={"conditions": {"type": "Approved", "status": "True"}})},
+            "reading ApprovalRequest req-1", "status.conditions is an object, not a list",
+            id="conditions-an-object"),
+        pytest.param("status", {REQUESTS + "/req-1": request(
+            status={"decision": {"requiredApprovals": "two"}})},
+            "reading ApprovalRequest req-1",
+            "status.decision.requiredApprovals is text, not an integer",
+            id="required-approvals-text"),
+        pytest.param("status", {GRANTS: listing({k: v for k, v in grant().items()
+                                                 if k != "metadata"})},
+                     "reading the ExecutionGrants of req-1", "metadata.name is missing",
+                     id="grant-of-request-without-metadata"),
+        pytest.param("decide", {REQUESTS + "/req-1": {k: v for k, v in request().items()
+                                                      if k != "spec"}},
+                     "reading ApprovalRequest req-1", "spec is missing",
+                     id="request-without-spec"),
+        pytest.param("grant", {GRANTS + "/req-1-0a1b2c3d": grant(spec="kubectl get pods")},
+                     "reading ExecutionGrant req-1-0a1b2c3d", "spec is text, not an object",
+                     id="grant-spec-text"),
+        pytest.param("policy", {"/api/v1/namespaces/wm/configmaps/wingman-policy": {
+            "apiVersion": "v1", "kind": "ConfigMap", "data": {"policy.yaml": 5},
+            "metadata": {"name": "wingman-policy", "namespace": "wm", "uid": "u"}}},
+            "reading the policy ConfigMap wm/wingman-policy",
+            "data.policy.yaml is no text", id="policy-not-text"),
+        pytest.param("grant", {GRANTS + "/req-1-0a1b2c3d": grant(status=["Succeeded"])},
+                     "reading ExecutionGrant req-1-0a1b2c3d", "status is a list, not an object",
+                     id="grant-status-a-list"),
+    ]
+
+
+@pytest.mark.parametrize(("call", "odd", "doing", "says"), _odd_cases())
+def test_an_answer_of_a_shape_no_api_server_gives_is_unavailable_saying_what_is_wrong(
+        call: str, odd: dict[str, Any], doing: str, says: str) -> None:
+    """Well-formed JSON of another shape than an API server's (an object without metadata, a
+    field of another type, a list whose items are no objects), from whatever answers at the
+    API server's address, fails the call as no answer it can use (Unavailable: the CLI's API
+    error, the MCP server's ``unavailable``), saying which field is wrong: never a KeyError or
+    TypeError, which the CLI would exit with as if a human had denied the request."""
+    from support.oddapi import GRANTS, REQUESTS, grant, listing, odd_api, request
+    from wingman.client import status as st
+    from wingman.client.api import error_answer
+
+    answers = {REQUESTS: listing(request()), GRANTS: listing(grant()),
+               REQUESTS + "/req-1": request(), GRANTS + "/req-1-0a1b2c3d": grant(), **odd}
+    with odd_api(answers) as url:
+        client = WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=url))),
+                                          "wm", "test"))
+        calls: dict[str, Callable[[], object]] = {
+            "list": client.list_requests_and_grants,
+            "status": lambda: client.request_status("req-1"),
+            "decide": lambda: client.decide("req-1", "Approve", uid="uid-req-1"),
+            "grant": lambda: client.grant_status("req-1-0a1b2c3d"),
+            "policy": client.policy,
+        }
+        if call == "decide":
+            client.whoami = lambda: "bob"  # type: ignore[method-assign]
+        with pytest.raises(Unavailable) as raised:
+            calls[call]()
+        client.close()
+    message = raised.value.message
+    assert message.startswith(f"{doing}: the API server answered "), message
+    assert says in message and "check that the address is the API server's" in message
+    assert error_answer(raised.value).state is st.State.UNAVAILABLE
+
+
+def test_well_formed_answers_pass_the_shape_check() -> None:
+    """The stand-in's well-formed objects (as an API server answers them) are read as they
+    are: the check refuses only what the client cannot read."""
+    from support.oddapi import GRANTS, REQUESTS, grant, listing, odd_api, request
+
+    answers = {REQUESTS: listing(request()), GRANTS: listing(grant()),
+               REQUESTS + "/req-1": request(), GRANTS + "/req-1-0a1b2c3d": grant()}
+    with odd_api(answers) as url:
+        client = WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=url))),
+                                          "wm", "test"))
+        requests, grants = client.list_requests_and_grants()
+        assert [r.name for r in requests] == ["req-1"] and [g.name for g in grants] == [
+            "req-1-0a1b2c3d"]
+        assert client.grant_status("req-1-0a1b2c3d").state.value == "succeeded"
+        client.close()

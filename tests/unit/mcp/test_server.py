@@ -431,7 +431,7 @@ def test_a_refused_name_or_command_is_echoed_short_and_escaped() -> None:
     class Api(BaseHTTPRequestHandler):  # the API server, holding request "r"
         def do_GET(self) -> None:
             body = json.dumps({"apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
-                               "metadata": {"name": "r", "namespace": "wm"},
+                               "metadata": {"name": "r", "namespace": "wm", "uid": "u-r"},
                                "spec": {"commands": ["kubectl get pods"]}}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -1579,3 +1579,26 @@ def test_an_answer_larger_than_wingman_reads_is_too_large_not_retry_later() -> N
     assert answer["state"] == "too_large" and answer["reason"] == "AnswerTooLarge", answer
     assert "check that the address is the API server's" in answer["message"]
     assert answer["next"].startswith("nothing to retry") and "retry later" not in answer["next"]
+
+
+def test_an_answer_of_a_shape_no_api_server_gives_answers_unavailable_saying_what() -> None:
+    """A request without ``metadata`` from whatever answers at the API server's address is
+    answered in the protocol's terms (``unavailable``, the field named, retry later), not as
+    a tool error carrying a Python exception's name."""
+    from support.oddapi import GRANTS, REQUESTS, grant, listing, odd_api, request
+
+    bare = {k: v for k, v in request().items() if k != "metadata"}
+
+    async def call(url: str) -> dict[str, Any]:
+        conn = Connection(Kube(k8s.ApiClient(k8s.Configuration(host=url))), "wm", "test")
+        async with Client(mcp_server.build_server(WingmanClient(conn), max_wait=50)) as client:
+            result = await client.call_tool("list_requests", {"mine": False})
+            assert not result.is_error, result
+            return json.loads(result.content[0].text)  # type: ignore[union-attr,no-any-return]
+
+    with odd_api({REQUESTS: listing(bare), GRANTS: listing(grant())}) as url:
+        answer = anyio.run(call, url)
+    assert answer["state"] == "unavailable", answer
+    assert "listing ApprovalRequests" in answer["message"]
+    assert "metadata.name is missing" in answer["message"]
+    assert answer["next"].startswith("retry later")
