@@ -360,6 +360,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wingman.logs import install_excepthook
 
         install_excepthook(raw[0] if raw[:1] and raw[0] in (*POD_ONLY, "mcp") else "cli")
+        if not (raw[:1] and raw[0] in POD_ONLY):  # the pods' exits keep their own meanings
+            try:
+                return _main(raw, argv)
+            except Exception as exc:  # noqa: BLE001 - the last word: its own exit code
+                # Python would exit 1, which this command line documents as "denied": a
+                # script or an agent would take a crash for a human's rejection. The error is
+                # the one record the hook writes; the code says nothing was decided.
+                from wingman.cli.requests import EXIT_INTERNAL
+
+                sys.excepthook(type(exc), exc, exc.__traceback__)
+                return EXIT_INTERNAL
+    return _main(raw, argv)
+
+
+def _main(raw: list[str], argv: Sequence[str] | None) -> int:
     for i, arg in enumerate(raw, 1):
         try:
             arg.encode("utf-8")

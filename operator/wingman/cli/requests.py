@@ -33,6 +33,7 @@ EXIT_FAILED = 4
 EXIT_API = 5
 EXIT_WAITING = 6
 EXIT_TOO_LARGE = 7
+EXIT_INTERNAL = 8
 EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141  # 128 + SIGPIPE, as the shell reports a program a closed pipe ended
 PREVIEW_DIFF_LINES = 30
@@ -49,6 +50,9 @@ EXIT_CODES = {
     EXIT_WAITING: "still waiting: --timeout passed, or it waits on someone else (an approver)",
     EXIT_TOO_LARGE: "too large: the API server's answer or the list is more than Wingman "
                     "reads; trying again does not mend it (the message says what to do)",
+    EXIT_INTERNAL: "internal error: Wingman stopped on an error it did not expect (the "
+                   "record on stderr says what); it says nothing of a decision: read the "
+                   "request's state (get, describe) before acting",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
     EXIT_PIPE: "the output was closed early (a reader such as | head stopped)",
 }
@@ -480,6 +484,7 @@ __all__ = [
     "EXIT_DENIED",
     "EXIT_EXPIRED",
     "EXIT_FAILED",
+    "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PIPE",

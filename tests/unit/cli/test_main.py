@@ -245,3 +245,37 @@ def test_an_answer_of_a_shape_no_api_server_gives_is_an_api_error_not_a_denial(
     assert code == EXIT_API, err
     assert "error (Unavailable): " in err and "metadata.name is missing" in err, err
     assert "Traceback" not in err
+
+
+_CLI_CRASH_SCRIPT = """
+import sys
+from wingman.cli import main as cli_main
+from wingman.cli import requests
+
+def connect_that_crashes(*args, **kwargs):
+    raise RuntimeError("something nobody expected")
+
+requests.connect = connect_that_crashes
+sys.argv = ["kubectl-wingman", "list", "-n", "wm"]
+sys.exit(cli_main.main())
+"""
+
+
+def test_an_error_nothing_catches_in_a_command_exits_internal_error_never_denied() -> None:
+    """An error nothing in a command catches (a fault of Wingman's) exits with the documented
+    internal error code, never 1, which says a human denied the request: a script or an agent
+    reading the code must not take a crash for a rejection. The error is still the one
+    record in the log format (the gateway's own exits are left as they are: see above)."""
+    from wingman.cli.requests import EXIT_CODES, EXIT_DENIED, EXIT_INTERNAL
+
+    done = subprocess.run([sys.executable, "-c", _CLI_CRASH_SCRIPT], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(OPERATOR_SRC),
+                               "WINGMAN_LOG_FORMAT": "json"})
+    assert done.returncode == EXIT_INTERNAL != EXIT_DENIED, done
+    assert "internal error" in EXIT_CODES[EXIT_INTERNAL]
+    (line,) = done.stderr.splitlines()
+    record = json.loads(line)
+    assert (record["level"], record["component"], record["event"]) == (
+        "error", "cli", "UncaughtException")
+    assert "RuntimeError: something nobody expected" in record["message"]

@@ -77,7 +77,7 @@ def test_the_plugins_help_hides_the_commands_that_run_in_pods(
 
 def test_help_documents_distinct_exit_codes() -> None:
     codes = requests.EXIT_CODES
-    assert len(set(codes)) == len(codes) == 10
+    assert len(set(codes)) == len(codes) == 11
     text = cli._parser().format_help()
     for code, meaning in ((1, "denied"), (2, "usage"), (3, "expired"), (4, "failed"),
                           (5, "API error"), (6, "still waiting"), (7, "too large")):
