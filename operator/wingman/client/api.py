@@ -236,6 +236,24 @@ def check_sizes(*, instruction: str | None = None, justification: str | None = N
         raise Invalid(why, reason="OutOfRange")
 
 
+def check_plain_ascii(commands: Sequence[str], rollbacks: Mapping[str, str] | None) -> None:
+    """Refuse, before any call, a command or a rollback holding a character that is not plain
+    ASCII (Invalid, NonAsciiCharacter): the CRD takes it (what it refuses, ``check_texts``
+    names first), yet the operator's scope check runs only plain ASCII, so such a request
+    would be reviewed and could never run."""
+    listed = list(commands)
+    named = [(f"commands[{i}]", c) for i, c in enumerate(commands)] + [
+        (f"the rollback of commands[{listed.index(c) if c in listed else '?'}]", r)
+        for c, r in (rollbacks or {}).items()]
+    for what, value in named:
+        at = next((i for i, ch in enumerate(value) if ord(ch) > 0x7F), None)
+        if at is not None:
+            raise Invalid(f"{what} contains the non-ASCII character U+{ord(value[at]):04X} at "
+                          f"index {at}; a command runs only in plain ASCII (look-alike, "
+                          "invisible and bidirectional characters are refused, not "
+                          "normalised): retype it in plain ASCII", reason="NonAsciiCharacter")
+
+
 def check_ttl(ttl_seconds: int | None) -> None:
     """Refuse, before any call, a grant's token lifetime the CRD's schema refuses."""
     why = limits.out_of_range("ttl_seconds", ttl_seconds, limits.TTL_SECONDS,
@@ -544,6 +562,7 @@ class WingmanClient:
                      "commands": commands, "source": source.to_spec() if source else {},
                      "rollbacks": [{"command": c, "rollback": r}
                                    for c, r in (rollbacks or {}).items()]})
+        check_plain_ascii(commands, rollbacks)
         if environment is None:
             environment = self.policy().environment
         name = name or f"req-{uuid.uuid4().hex[:8]}"

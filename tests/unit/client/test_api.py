@@ -16,6 +16,7 @@ import yaml
 from kubernetes import client as k8s
 
 from support.tls import serve_tls
+from wingman import scope
 from wingman.client.api import (
     PolicyView,
     Source,
@@ -25,7 +26,7 @@ from wingman.client.api import (
     client_error,
 )
 from wingman.client.connect import Connection, connect
-from wingman.errors import ConfigError, Invalid, Unavailable
+from wingman.errors import ConfigError, Invalid, ScopeViolation, Unavailable
 from wingman.kube import ApiError, Kube
 from wingman.model import limits
 from wingman.review.policy import EnvironmentPolicy
@@ -82,6 +83,32 @@ def test_a_command_within_the_crds_characters_but_over_its_bytes_is_refused_befo
     with pytest.raises(Invalid, match=r"the rollback of commands\[0\] is 4,205 bytes of UTF-8"):
         client.create_request(instruction="i", commands=["kubectl get pods"],
                               rollbacks={"kubectl get pods": "echo " + "日" * 1400})
+
+
+@pytest.mark.parametrize(("commands", "rollbacks", "start"), [
+    (["kubectl scale deployment/w\u0435b --replicas=2 -n apps"], None,  # a Cyrillic ie
+     "commands[0] contains the non-ASCII character U+0435 at index 26;"),
+    (["kubectl get pods", "kubectl get pods -l app=caf\u00e9"], None,
+     "commands[1] contains the non-ASCII character U+00E9 at index 27;"),
+    (["kubectl get pods"], {"kubectl get pods": "kubectl get pods -n app\u0455"},
+     "the rollback of commands[0] contains the non-ASCII character U+0455 at index 23;")])
+def test_a_command_with_a_character_the_scope_check_refuses_is_refused_before_any_call(
+        commands: list[str], rollbacks: dict[str, str] | None, start: str) -> None:
+    """The CRD takes any text, but a command runs only in plain ASCII (the operator's scope
+    check): such a request would be reviewed and could never run. Refused here, before any
+    call (the API server here is never reached), as the scope check would refuse it."""
+    client = WingmanClient(Connection(
+        Kube(k8s.ApiClient(k8s.Configuration(host="https://127.0.0.1:1"))), "wm", "test"))
+    with pytest.raises(Invalid) as raised:
+        client.create_request(instruction="i", commands=commands, rollbacks=rollbacks)
+    assert raised.value.reason == "NonAsciiCharacter"
+    assert raised.value.message.startswith(start), raised.value.message
+    assert raised.value.message.endswith("retype it in plain ASCII")
+    for command in [*commands, *(rollbacks or {}).values()]:
+        if not command.isascii():
+            with pytest.raises(ScopeViolation) as refused:
+                scope.parse(command)  # what the operator's grant and the gateway run first
+            assert refused.value.reason == "NonAsciiCharacter"
 
 
 def test_policy_view_explains_what_passes() -> None:
