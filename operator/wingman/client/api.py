@@ -505,7 +505,9 @@ class WingmanClient:
                 f"reading the policy ConfigMap {self.namespace}/{configmap}")
         try:
             data = yaml.safe_load(text) or {}
-            view = PolicyView.of(EnvironmentPolicy.from_dict(data))
+            # the panel's timeouts are the operator's to judge: a policy of an earlier
+            # release's chart, whose operator runs it, may give a voter longer
+            view = PolicyView.of(EnvironmentPolicy.from_dict(data, voter_timeouts=False))
         except (yaml.YAMLError, ConfigError) as exc:
             raise Invalid(f"the policy ConfigMap {configmap} is not a valid policy: {exc}"
                           ) from None

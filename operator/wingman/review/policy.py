@@ -111,9 +111,13 @@ class EnvironmentPolicy:
     rollback_window_seconds: int = 3600
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, environment: str | None = None
-                  ) -> EnvironmentPolicy:
-        """Parse and validate a policy mapping; ConfigError names the offending field."""
+    def from_dict(cls, data: Mapping[str, Any], *, environment: str | None = None,
+                  voter_timeouts: bool = True) -> EnvironmentPolicy:
+        """Parse and validate a policy mapping; ConfigError names the offending field.
+        ``voter_timeouts``: refuse an LLM voter whose timeout the panel's would cut short (the
+        operator, which runs the panel); a client reading the environment's policy does not,
+        so that a policy an earlier release's chart rendered (no ``panel.timeoutSeconds``, a
+        voter given longer), which that release's operator runs, can still be read."""
         if not isinstance(data, Mapping):
             raise ConfigError("the policy must be a mapping of settings")
         name = str(data.get("environment") or environment or "")
@@ -171,7 +175,8 @@ class EnvironmentPolicy:
                 or not 0 < timeout <= MAX_PANEL_TIMEOUT_SECONDS:
             raise ConfigError(f"policy.panel.timeoutSeconds must be a number greater than 0 and "
                               f"at most {MAX_PANEL_TIMEOUT_SECONDS:g}, got {timeout!r}")
-        _check_voter_timeouts(voters, float(timeout))
+        if voter_timeouts:
+            _check_voter_timeouts(voters, float(timeout))
         preview = _preview_spec(data.get("preview", {}))
         drift_text = data.get("targetDrift", Drift.REFUSE.value)
         try:

@@ -702,3 +702,29 @@ def test_well_formed_answers_pass_the_shape_check() -> None:
             "req-1-0a1b2c3d"]
         assert client.grant_status("req-1-0a1b2c3d").state.value == "succeeded"
         client.close()
+
+
+def test_a_policy_an_earlier_chart_rendered_with_a_longer_voter_timeout_is_read() -> None:
+    """An earlier release's chart rendered no ``panel.timeoutSeconds`` (the panel waited 30 s)
+    and let an LLM voter have a longer ``timeoutSeconds``; its operator runs that policy. A
+    client of this release reads it (``kubectl wingman policy``, and ``request`` and the MCP
+    server's ``request_approval`` without an environment, which take it from the policy):
+    refusing it would stop every such request until the chart is upgraded. Only the operator,
+    which runs the panel, refuses a voter the panel would cut short."""
+    from support.oddapi import odd_api
+
+    policy = {"environment": "test", "panel": {"threshold": 1, "quorum": 1, "voters": [
+        {"type": "builtin", "name": "destructive"},
+        {"type": "openai", "name": "gpt", "model": "gpt-4o-mini",
+         "apiKeySecretKey": "openai", "timeoutSeconds": 60}]}}
+    with pytest.raises(ConfigError, match=r"timeoutSeconds is 60, more than"):
+        EnvironmentPolicy.from_dict(policy)  # the operator's reading of it: refused
+    answers = {"/api/v1/namespaces/wm/configmaps/wingman-policy": {
+        "apiVersion": "v1", "kind": "ConfigMap", "data": {"policy.yaml": yaml.safe_dump(policy)},
+        "metadata": {"name": "wingman-policy", "namespace": "wm", "uid": "u"}}}
+    with odd_api(answers) as url:
+        client = WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=url))),
+                                          "wm", "test"))
+        view = client.policy()
+        client.close()
+    assert view.environment == "test"
