@@ -217,9 +217,11 @@ async def _main(settings: ChatSettings) -> int:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # no new request first (the handlers under way end), then the channels' work that goes
+        # on after its answer (a Slack decision) ends, before the audit and the client close
+        await runner.cleanup()
         for close in closers:
             await close()
-        await runner.cleanup()
         server.shutdown()
         metrics.up.labels(settings.environment).set(0)
         sink.close()

@@ -515,8 +515,9 @@ class SlackChannel:
     async def _result_later(self, task: asyncio.Task[Reply], user_id: str) -> None:
         """The result of a decision that outlasted the answer to its submission, told."""
         await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is None:
-            await self._ephemeral(self.config.channel, user_id, task.result())
+        if task.cancelled():
+            return
+        await self._ephemeral(self.config.channel, user_id, _result(task, "decision"))
 
     def _named(self, value: str) -> tuple[str, str]:
         """The verb and request name of a modal's (signed) button value."""
@@ -600,9 +601,9 @@ class SlackChannel:
         """The result of a command that outlasted its answer, sent to its ``response_url``
         (or, without one, as an ephemeral message in its channel)."""
         await asyncio.wait({task})
-        if task.cancelled() or task.exception() is not None:
+        if task.cancelled():
             return
-        reply, url = task.result(), form.get("response_url", "")
+        reply, url = _result(task, "command"), form.get("response_url", "")
         if not url:
             await self._ephemeral(form.get("channel_id") or self.config.channel,
                                   form.get("user_id", ""), reply)
@@ -616,6 +617,19 @@ class SlackChannel:
         except (ClientError, OSError, TimeoutError) as exc:
             log.warning("slack: answering a command later failed",
                         extra={"error": type(exc).__name__})
+
+
+def _result(task: asyncio.Task[Reply], what: str) -> Reply:
+    """What to tell of work that outlasted its answer: its reply, or, when it failed with an
+    error nothing expected (logged by ``_keep``), that it failed and may have landed: the
+    person was told the result would come."""
+    exc = task.exception()
+    if exc is None:
+        return task.result()
+    return Reply((T(f"Wingman could not finish your {what}: an internal error "
+                    f"({type(exc).__name__}). It may or may not have been recorded: look at the "
+                    "request (describe) before trying again, and tell the Wingman operators."),),
+                 ok=False, reason="InternalError")
 
 
 @dataclass

@@ -1069,3 +1069,37 @@ def test_a_modal_submitted_twice_in_a_moment_is_decided_once_and_its_result_told
         assert svc.step_up.stored() == {"bob": {"failures": 1}}
 
     run(tmp_path, request("twice", 1), body=body, prepare=_slow_step_up)
+
+
+def test_a_decision_that_fails_after_the_answer_is_told_and_close_waits_for_the_telling(
+        tmp_path: Path) -> None:
+    """A decision still running when its submission was answered ("being recorded... Wingman
+    tells you the result") that then fails with an error nothing expected is told as such,
+    saying it may have landed (it was told nothing); the channel's close, as a stopping
+    service calls it, waits for the decision and that message."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        [(ts, card)] = fake.cards(CHANNEL)
+        data = approve_press(ts, card)
+        async with ClientSession() as http:
+            async with http.post(f"{url}/slack/interactive", data=data,
+                                 headers=signed(data)) as resp:
+                assert resp.status == 200
+            [opened] = fake.views
+
+            def broken_save(state: dict[str, Any], **kwargs: Any) -> None:
+                time.sleep(SLOW_SECONDS)
+                raise RuntimeError("a defect")
+            svc.cluster.save_state = broken_save  # type: ignore[method-assign]
+            code = pyotp.TOTP(TOTP_SECRET).now()
+            took, status, text = await _post(http, url, _submitted(
+                opened["view"], "ok", code, "h1"))
+            assert status == 200 and took < 2.5, f"answered after {took:.1f} s"
+            assert json.loads(text)["response_action"] == "update"
+        [channel] = svc.channels
+        await channel.close()  # what a stopping service does
+        told = json.dumps(fake.ephemeral)
+        assert "could not finish your decision" in told and "RuntimeError" in told, told
+        assert "may or may not have been recorded" in told
+
+    run(tmp_path, request("broken", 1), body=body, prepare=_slow_step_up)
