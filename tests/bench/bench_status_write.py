@@ -476,9 +476,12 @@ def run(args: argparse.Namespace, chosen: list[str]) -> None:
 
 
 def approvals_sample() -> dict[str, Any]:
+    """A request as the API server answers its create: made a moment ago (reviewed later than
+    its lifetime, it would be reviewed LifetimeEnded, not approved)."""
     body = request_body("r00000")
+    made = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body["metadata"].update({"namespace": "sw", "uid": "u", "resourceVersion": "1",
-                             "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"})
+                             "generation": 1, "creationTimestamp": made})
     return body
 
 
