@@ -93,8 +93,9 @@ What one gateway target rule grants beyond running the reviewed command itself, 
 other identities' credentials or code (pod streams and proxies, Secrets, tokens), that start
 pods able to run as any ServiceAccount of the namespace (creating a pod or workload), that
 place a pod on a node past the scheduler (a binding: the nodes and taints admission keeps a
-workload's pods off), or that hand out rights (RBAC writes, impersonate, escalate, bind). Resources are matched whatever the
-apiGroup (fail closed). Patching or updating an existing workload controller is not listed:
+workload's pods off), that redirect or unshield other workloads' traffic (writes to Services,
+Endpoints, EndpointSlices and NetworkPolicies), or that hand out rights (RBAC writes,
+impersonate, escalate, bind). Resources are matched whatever the apiGroup (fail closed). Patching or updating an existing workload controller is not listed:
 `kubectl rollout restart` and `kubectl scale` need it (though a patch may point a controller's
 pods at another ServiceAccount of the namespace: the review of each command is what catches
 that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
@@ -116,6 +117,12 @@ that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
 {{- $workloads := list "pods" "replicationcontrollers" "deployments" "daemonsets" "statefulsets" "replicasets" "jobs" "cronjobs" }}
 {{- $rbac := list "roles" "rolebindings" "clusterroles" "clusterrolebindings" }}
 {{- $writes := list "create" "update" "patch" "delete" "deletecollection" }}
+{{- $traffic := dict
+  "services" "a Service's selector, externalIPs or ExternalName send traffic meant for other workloads anywhere"
+  "services/status" "a LoadBalancer Service's status sends traffic for its addresses anywhere"
+  "endpoints" "points a Service's traffic, other workloads' among it, at any address"
+  "endpointslices" "points a Service's traffic, other workloads' among it, at any address"
+  "networkpolicies" "removes or widens what shields other workloads' pods from traffic" }}
 {{- $out := list }}
 {{- range $r := .resources | default list }}
 {{- if hasKey $any $r }}
@@ -126,6 +133,13 @@ that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
 {{- end }}
 {{- if and (eq $r "pods") (or (has "update" $verbs) (has "patch" $verbs)) }}
 {{- $out = append $out "update/patch on pods: swaps a running pod's image, so any code runs as that pod's ServiceAccount" }}
+{{- end }}
+{{- if hasKey $traffic $r }}
+{{- $w := list }}
+{{- range $v := $verbs }}{{ if has $v $writes }}{{ $w = append $w $v }}{{ end }}{{ end }}
+{{- if $w }}
+{{- $out = append $out (printf "%s on %s: %s" (join "/" $w) $r (get $traffic $r)) }}
+{{- end }}
 {{- end }}
 {{- if has $r $rbac }}
 {{- range $v := $verbs }}

@@ -696,6 +696,21 @@ SAFE_RULE = _rule(["configmaps"], ["get", "list"])
         (_rule(["roles"], ["bind"], "rbac.authorization.k8s.io"), "verb bind"),
         # matched whatever the group: a wrong or made-up group does not slip it through
         (_rule(["secrets"], ["get"], "apps"), "get on secrets"),
+        # traffic: a Service, its endpoints or a NetworkPolicy redirect or unshield other
+        # workloads' traffic
+        (_rule(["services"], ["create"]),
+         "create on services: a Service's selector, externalIPs or ExternalName send traffic "
+         "meant for other workloads anywhere"),
+        (_rule(["services"], ["get", "patch", "update"]), "patch/update on services"),
+        (_rule(["services/status"], ["patch"]), "patch on services/status"),
+        (_rule(["endpoints"], ["create"]),
+         "create on endpoints: points a Service's traffic, other workloads' among it, at any "
+         "address"),
+        (_rule(["endpointslices"], ["update"], "discovery.k8s.io"), "update on endpointslices"),
+        (_rule(["networkpolicies"], ["delete"], "networking.k8s.io"),
+         "delete on networkpolicies: removes or widens what shields other workloads' pods"),
+        (_rule(["networkpolicies"], ["deletecollection"], "networking.k8s.io"),
+         "deletecollection on networkpolicies"),
     ],
     ids=lambda v: str(v)[:60],
 )
@@ -778,6 +793,16 @@ def test_patching_existing_workloads_needs_no_opt_in() -> None:
              _rule(["jobs", "cronjobs"], ["get", "patch", "delete"], "batch"),
              _rule(["pods"], ["get", "list", "delete"]),
              _rule(["roles", "rolebindings"], ["get", "list"], "rbac.authorization.k8s.io")]
+    objs = render("test", {"gateway.targets": [{"namespace": "apps", "rules": rules}]},
+                  namespace=NS)
+    (role,) = find(objs, "Role", f"wingman-{NS}-gateway", "apps")
+    assert role["rules"] == rules
+
+
+def test_reading_services_endpoints_and_network_policies_needs_no_opt_in() -> None:
+    rules = [_rule(["services", "endpoints"], ["get", "list", "watch"]),
+             _rule(["endpointslices"], ["get", "list"], "discovery.k8s.io"),
+             _rule(["networkpolicies"], ["get", "list"], "networking.k8s.io")]
     objs = render("test", {"gateway.targets": [{"namespace": "apps", "rules": rules}]},
                   namespace=NS)
     (role,) = find(objs, "Role", f"wingman-{NS}-gateway", "apps")
