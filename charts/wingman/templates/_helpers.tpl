@@ -91,17 +91,20 @@ ReplicaSets kubectl inspects while doing so.
 What one gateway target rule grants beyond running the reviewed command itself, as
 "<verbs> on <resource>: <why>" parts joined by "; " (empty when nothing): rights that reach
 other identities' credentials or code (pod streams and proxies, Secrets, tokens), that start
-pods able to run as any ServiceAccount of the namespace (creating a pod or workload), that
+pods able to run as any ServiceAccount of the namespace (creating a pod or workload, built-in
+or custom: wingman.customWorkloads and values gateway.customWorkloads), that
 place a pod on a node past the scheduler (a binding: the nodes and taints admission keeps a
 workload's pods off), that redirect or unshield other workloads' traffic (writes to Services,
 Endpoints, EndpointSlices and NetworkPolicies), or that hand out rights (RBAC writes,
 impersonate, escalate, bind). Resources are matched whatever the apiGroup (fail closed). Patching or updating an existing workload controller is not listed:
 `kubectl rollout restart` and `kubectl scale` need it (though a patch may point a controller's
 pods at another ServiceAccount of the namespace: the review of each command is what catches
-that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
+that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted. Call with
+(dict "ctx" $ "rule" <the rule>).
 */}}
 {{- define "wingman.gatewayRuleReach" -}}
-{{- $verbs := .verbs | default list }}
+{{- $rule := .rule }}
+{{- $verbs := $rule.verbs | default list }}
 {{- $any := dict
   "pods/exec" "runs any command in any pod of the namespace, as that pod's ServiceAccount"
   "pods/attach" "attaches to any pod's running processes, as that pod's ServiceAccount"
@@ -123,8 +126,18 @@ that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
   "endpoints" "points a Service's traffic, other workloads' among it, at any address"
   "endpointslices" "points a Service's traffic, other workloads' among it, at any address"
   "networkpolicies" "removes or widens what shields other workloads' pods from traffic" }}
+{{- $custom := concat (include "wingman.customWorkloads" . | fromYamlArray) (.ctx.Values.gateway.customWorkloads | default list) }}
 {{- $out := list }}
-{{- range $r := .resources | default list }}
+{{- if has "create" $verbs }}
+{{- range $r := $rule.resources | default list }}
+{{- range $g := $rule.apiGroups | default list }}
+{{- if has (printf "%s.%s" $r $g) $custom }}
+{{- $out = append $out (printf "create on %s.%s: starts pods (through its controller) that may run as any ServiceAccount of the namespace and mount any of its Secrets" $r $g) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $r := $rule.resources | default list }}
 {{- if hasKey $any $r }}
 {{- $out = append $out (printf "%s on %s: %s" (join "/" $verbs) $r (get $any $r)) }}
 {{- end }}
@@ -155,6 +168,46 @@ that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted.
 {{- end }}
 {{- end }}
 {{- join "; " $out }}
+{{- end }}
+
+{{/*
+Custom resources (<plural>.<group>) whose controllers start pods from what the object says,
+its ServiceAccount included: creating one escalates like creating a Deployment. The well-known
+ones; values gateway.customWorkloads adds a cluster's own. Other custom resources are not
+counted (most start no pods: refusing every one would refuse ordinary rules).
+*/}}
+{{- define "wingman.customWorkloads" -}}
+- rollouts.argoproj.io
+- workflows.argoproj.io
+- cronworkflows.argoproj.io
+- sensors.argoproj.io
+- eventsources.argoproj.io
+- scaledjobs.keda.sh
+- taskruns.tekton.dev
+- pipelineruns.tekton.dev
+- services.serving.knative.dev
+- configurations.serving.knative.dev
+- virtualmachines.kubevirt.io
+- virtualmachineinstances.kubevirt.io
+- virtualmachineinstancereplicasets.kubevirt.io
+- virtualmachinepools.pool.kubevirt.io
+- sparkapplications.sparkoperator.k8s.io
+- scheduledsparkapplications.sparkoperator.k8s.io
+- rayclusters.ray.io
+- rayjobs.ray.io
+- rayservices.ray.io
+- jobsets.jobset.x-k8s.io
+- pytorchjobs.kubeflow.org
+- tfjobs.kubeflow.org
+- mpijobs.kubeflow.org
+- xgboostjobs.kubeflow.org
+- paddlejobs.kubeflow.org
+- notebooks.kubeflow.org
+- trainjobs.trainer.kubeflow.org
+- flinkdeployments.flink.apache.org
+- clonesets.apps.kruise.io
+- broadcastjobs.apps.kruise.io
+- advancedcronjobs.apps.kruise.io
 {{- end }}
 
 {{/*

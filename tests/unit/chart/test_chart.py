@@ -139,6 +139,10 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
          "/gateway/targets/0/rules/0/verbs/0"),
         ({"gateway.targets": [{"namespace": "apps", "allowEscalatingRules": "yes"}]},
          "/gateway/targets/0/allowEscalatingRules"),
+        # a custom workload is named with its group, as kubectl names it
+        ({"gateway.customWorkloads": ["myjobs"]}, "/gateway/customWorkloads/0"),
+        ({"gateway.customWorkloads": ["MyJobs.batch.example.com"]},
+         "/gateway/customWorkloads/0"),
         ({"rbac.workers.serviceAccounts": [{"name": "agent", "namespace": "Bad NS"}]},
          "/rbac/workers/serviceAccounts/0/namespace"),
         # names of objects the chart refers to are Kubernetes names: nothing else would work,
@@ -711,6 +715,20 @@ SAFE_RULE = _rule(["configmaps"], ["get", "list"])
          "delete on networkpolicies: removes or widens what shields other workloads' pods"),
         (_rule(["networkpolicies"], ["deletecollection"], "networking.k8s.io"),
          "deletecollection on networkpolicies"),
+
+        # custom resources whose controllers start pods with any ServiceAccount
+        (_rule(["rollouts"], ["create"], "argoproj.io"),
+         "create on rollouts.argoproj.io: starts pods (through its controller) that may run as "
+         "any ServiceAccount of the namespace"),
+        (_rule(["workflows", "configmaps"], ["get", "create"], "argoproj.io"),
+         "create on workflows.argoproj.io"),
+        (_rule(["scaledjobs"], ["create"], "keda.sh"), "create on scaledjobs.keda.sh"),
+        (_rule(["taskruns", "pipelineruns"], ["create"], "tekton.dev"),
+         "create on pipelineruns.tekton.dev"),
+        (_rule(["services"], ["create"], "serving.knative.dev"),
+         "create on services.serving.knative.dev: starts pods"),
+        (_rule(["virtualmachines"], ["create"], "kubevirt.io"),
+         "create on virtualmachines.kubevirt.io"),
     ],
     ids=lambda v: str(v)[:60],
 )
@@ -807,6 +825,37 @@ def test_reading_services_endpoints_and_network_policies_needs_no_opt_in() -> No
                   namespace=NS)
     (role,) = find(objs, "Role", f"wingman-{NS}-gateway", "apps")
     assert role["rules"] == rules
+
+
+def test_custom_workloads_from_values_need_the_opt_in_and_other_custom_resources_do_not(
+) -> None:
+    """A platform team names its own pod-making kinds (gateway.customWorkloads); a custom
+    resource that starts no pods (a cert-manager Certificate) is granted without the opt-in,
+    and so is patching a known custom workload (an Argo Rollout's restart)."""
+    create = _rule(["myjobs"], ["create"], "batch.example.com")
+    ordinary = [_rule(["certificates"], ["get", "create", "delete"], "cert-manager.io"),
+                _rule(["rollouts"], ["get", "patch"], "argoproj.io")]
+    target = {"namespace": "apps", "rules": [*ordinary, create]}
+    objs = render("test", {"gateway.targets": [target]}, namespace=NS)
+    (role,) = find(objs, "Role", f"wingman-{NS}-gateway", "apps")
+    assert role["rules"] == [*ordinary, create]
+
+    named = {"gateway.targets": [target],
+             "gateway.customWorkloads": ["myjobs.batch.example.com"]}
+    result = helm(*template_args("test", named, namespace=NS), check=False)
+    assert result.returncode != 0, "a rule creating a listed custom workload was rendered"
+    assert 'gateway.targets: namespace "apps", rules[2]' in result.stderr, result.stderr
+    assert ("create on myjobs.batch.example.com: starts pods (through its controller) that "
+            "may run as any ServiceAccount of the namespace") in result.stderr
+    assert "set allowEscalatingRules: true on this target" in result.stderr
+
+    objs = render("test", {**named, "gateway.targets": [{**target,
+                                                        "allowEscalatingRules": True}]},
+                  namespace=NS)
+    (role,) = find(objs, "Role", f"wingman-{NS}-gateway", "apps")
+    assert role["rules"] == [*ordinary, create]
+    (preview,) = find(objs, "Role", f"wingman-{NS}-preview", "apps")
+    assert preview["rules"] == ordinary
 
 
 def test_gateway_target_rules_come_from_values() -> None:
