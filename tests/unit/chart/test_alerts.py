@@ -267,7 +267,9 @@ def test_alerts_fire_on_trouble_and_only_then(env: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_thresholds_come_from_values(env: str, tmp_path: Path) -> None:
     spec = rules_of(env, {"metrics.prometheusRule.approvalBacklogSeconds": 600,
-                          "metrics.prometheusRule.denialSpikePerSecond": 0.01})
+                          "metrics.prometheusRule.denialSpikePerSecond": 0.01,
+                          "metrics.prometheusRule.stuckObjectSeconds": 900,
+                          "operator.resyncSeconds": 120})
     unit_test("thresholds.yaml", env, spec, tmp_path)
 
 
