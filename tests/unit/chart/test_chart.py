@@ -336,6 +336,26 @@ def test_prd_pins_the_image_by_digest() -> None:
             "container.apparmor.security.beta.kubernetes.io/operator": "localhost/loose"}},
          'operator.podAnnotations: "container.apparmor.security.beta.kubernetes.io/operator" '
          'is "localhost/loose"'),
+        ({"gateway.podAnnotations": {
+            "container.apparmor.security.beta.kubernetes.io/preview": "unconfined"}},
+         'gateway.podAnnotations: "container.apparmor.security.beta.kubernetes.io/preview" is '
+         '"unconfined"'),
+        # the API server refuses a pod template whose AppArmor annotation names a container
+        # it does not have: a sidecar injected later, or the gateway's in a preview pod
+        ({"operator.podAnnotations": {
+            "container.apparmor.security.beta.kubernetes.io/istio-proxy": "unconfined"}},
+         'operator.podAnnotations: "container.apparmor.security.beta.kubernetes.io/istio-proxy" '
+         'names container "istio-proxy", but these annotations go on the operator pod '
+         "(container operator): the API server refuses a pod or pod template whose AppArmor "
+         "annotation names a container it does not have (container not found)"),
+        ({"gateway.podAnnotations": {
+            "container.apparmor.security.beta.kubernetes.io/gateway": "runtime/default"}},
+         'gateway.podAnnotations: "container.apparmor.security.beta.kubernetes.io/gateway" '
+         'names container "gateway", but these annotations go on gateway pods (container '
+         "gateway) and preview pods (container preview)"),
+        ({"gateway.podAnnotations": {
+            "container.apparmor.security.beta.kubernetes.io/preview": "runtime/default"}},
+         'names container "preview", but these annotations go on gateway pods'),
         ({"gateway.nodeSelector": {"-pool": "gw"}},
          'gateway.nodeSelector: "-pool" is not a valid node label key'),
         ({"chat.nodeSelector": {"p" * 64: "gw"}}, "chat.nodeSelector: "),
@@ -1307,11 +1327,18 @@ def test_a_target_with_an_empty_rule_list_is_refused_not_given_the_default_rules
 
 
 def test_the_runtime_default_apparmor_annotation_reaches_the_pods() -> None:
-    """The one AppArmor annotation that keeps the pods' isolation is passed on as given."""
-    key = "container.apparmor.security.beta.kubernetes.io/gateway"
-    objs = render("test", {"gateway.podAnnotations": {key: "runtime/default"}}, namespace=NS)
-    pod = json.loads(_env(find(objs, "Deployment")[0])["WINGMAN_GATEWAY_POD"])
-    assert pod["annotations"] == {key: "runtime/default"}
+    """The one AppArmor annotation that keeps the pods' isolation is passed on as given, for
+    the container every pod the value reaches has: the operator's, and the gateway's when no
+    preview pod gets the gateway's annotations."""
+    key = "container.apparmor.security.beta.kubernetes.io/"
+    objs = render("test", {"operator.podAnnotations": {key + "operator": "runtime/default"},
+                           "gateway.podAnnotations": {key + "gateway": "runtime/default"},
+                           "policy.preview.enabled": False}, namespace=NS)
+    (deployment,) = find(objs, "Deployment", "wingman-operator")
+    assert deployment["spec"]["template"]["metadata"]["annotations"][key + "operator"] == \
+        "runtime/default"
+    pod = json.loads(_env(deployment)["WINGMAN_GATEWAY_POD"])
+    assert pod["annotations"] == {key + "gateway": "runtime/default"}
 
 
 def test_agents_and_groups_of_other_namespaces_may_be_workers() -> None:
