@@ -19,7 +19,7 @@ PEOPLE = [{"kubernetesUser": "bob", "groups": ["wingman:prd-approvers"],
            "telegramUserId": "123456789012", "slackUserId": "U0BOB", "totpSecretKey": "totp-bob"},
           {"kubernetesUser": "carol", "groups": ["wingman:prd-approvers", "oncall"],
            "slackUserId": "U0CAROL", "totpSecretKey": "totp-carol"}]
-ON = {"chat.enabled": True, "chat.people": PEOPLE,
+ON = {"chat.enabled": True, "chat.people": PEOPLE, "chat.allowedGroups": ["oncall"],
       "chat.telegram": {"enabled": True, "chatId": "-1001234567890123"},
       "chat.slack": {"enabled": True, "teamId": "T0TEAM", "channel": "C0APPROVE"},
       "chat.webhook": {"enabled": True, "url": "https://hooks.example.com/wingman"}}
@@ -120,6 +120,7 @@ def test_the_chat_identity_may_impersonate_exactly_the_mapped_people() -> None:
     ({"chat.people": [{"kubernetesUser": "bob", "groups": ["system:masters"],
                        "slackUserId": "U1"}]}, "groups"),
     ({"chat.people": [{"kubernetesUser": "bob"}]}, "people"),
+    ({"chat.allowedGroups": ["system:masters"]}, "/chat/allowedGroups/0"),
     ({"chat.telegram": {"enabled": True, "chatId": -100123}}, "chatId"),
     ({"chat.slack": {"enabled": True, "teamId": "t1", "channel": "C1"}}, "teamId"),
     ({"chat.webhook": {"enabled": True, "url": "https://hooks.example/w extra"}},
@@ -132,6 +133,40 @@ def test_values_schema_rejects_dangerous_or_malformed_chat_values(
                   check=False)
     assert result.returncode != 0
     assert complaint in result.stderr
+
+
+@pytest.mark.parametrize("group", ["cluster-admins", "oncall"])
+def test_a_person_mapped_to_a_group_the_chart_does_not_know_fails_with_instructions(
+        group: str) -> None:
+    """The chat component impersonates the groups it maps: a group bound to cluster-admin
+    would hand cluster-admin to the chat pod. Only the release's approver and worker groups,
+    and those chat.allowedGroups names, may be mapped."""
+    people = [PEOPLE[0], {"kubernetesUser": "eve", "groups": ["wingman:prd-approvers", group],
+                          "slackUserId": "U0EVE"}]
+    result = helm("template", "wingman", str(CHART_DIR), "-f",
+                  str(CHART_DIR.parents[1] / "manifests" / "prd" / "values.yaml"),
+                  *set_args({**ON, "chat.allowedGroups": [], "chat.people": people}),
+                  check=False)
+    assert result.returncode != 0, "a person mapped to an unknown group was rendered"
+    assert (f'chat.people[1] (eve) is mapped to group "{group}", which is neither in '
+            "rbac.approvers.groups nor in rbac.workers.groups") in result.stderr, result.stderr
+    assert "add it to chat.allowedGroups" in result.stderr
+    # named by the platform team: rendered, and impersonable
+    objs = render("prd", {**ON, "chat.allowedGroups": [group], "chat.people": people},
+                  namespace="wingman-prd")
+    (role,) = find(objs, "ClusterRole", "wingman-wingman-prd-chat-impersonate")
+    (groups,) = [r for r in role["rules"] if r["resources"] == ["groups"]]
+    assert groups["resourceNames"] == ["wingman:prd-approvers", group]
+
+
+def test_people_mapped_to_the_release_s_own_groups_need_no_allowed_groups() -> None:
+    people = [{"kubernetesUser": "bob", "groups": ["wingman:prd-approvers"],
+               "slackUserId": "U0BOB"},
+              {"kubernetesUser": "agent", "groups": ["wingman:prd-workers"],
+               "slackUserId": "U0AGENT"}]
+    objs = render("prd", {**ON, "chat.allowedGroups": [], "chat.people": people},
+                  namespace="wingman-prd")
+    assert find(objs, "ClusterRole", "wingman-wingman-prd-chat-impersonate")
 
 
 @pytest.mark.parametrize(("people", "complaint"), [
