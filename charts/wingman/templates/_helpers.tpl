@@ -95,7 +95,7 @@ pods able to run as any ServiceAccount of the namespace (creating a pod or workl
 or custom: wingman.customWorkloads and values gateway.customWorkloads), that
 place a pod on a node past the scheduler (a binding: the nodes and taints admission keeps a
 workload's pods off), that redirect or unshield other workloads' traffic (writes to Services,
-Endpoints, EndpointSlices and NetworkPolicies), or that hand out rights (RBAC writes,
+Endpoints, EndpointSlices, NetworkPolicies, Ingresses and Gateway API routes), or that hand out rights (RBAC writes,
 impersonate, escalate, bind). Resources are matched whatever the apiGroup (fail closed). Patching or updating an existing workload controller is not listed:
 `kubectl rollout restart` and `kubectl scale` need it (though a patch may point a controller's
 pods at another ServiceAccount of the namespace: the review of each command is what catches
@@ -125,7 +125,14 @@ that). Wildcards are checked apart (rbac-gateway.yaml): they are never granted. 
   "services/status" "a LoadBalancer Service's status sends traffic for its addresses anywhere"
   "endpoints" "points a Service's traffic, other workloads' among it, at any address"
   "endpointslices" "points a Service's traffic, other workloads' among it, at any address"
-  "networkpolicies" "removes or widens what shields other workloads' pods from traffic" }}
+  "networkpolicies" "removes or widens what shields other workloads' pods from traffic"
+  "ingresses" "routes outside traffic to any Service of the namespace (and ingress controllers act on their annotations, snippets of their own configuration among them, with the controller's rights)"
+  "httproutes" "routes a Gateway's traffic, other workloads' among it, to any Service of the namespace"
+  "grpcroutes" "routes a Gateway's traffic, other workloads' among it, to any Service of the namespace"
+  "tlsroutes" "routes a Gateway's traffic, other workloads' among it, to any Service of the namespace"
+  "tcproutes" "routes a Gateway's traffic, other workloads' among it, to any Service of the namespace"
+  "udproutes" "routes a Gateway's traffic, other workloads' among it, to any Service of the namespace"
+  "referencegrants" "lets routes of other namespaces send traffic to the namespace's Services" }}
 {{- $custom := concat (include "wingman.customWorkloads" . | fromYamlArray) (.ctx.Values.gateway.customWorkloads | default list) }}
 {{- $out := list }}
 {{- if has "create" $verbs }}

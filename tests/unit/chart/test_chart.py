@@ -735,6 +735,14 @@ SAFE_RULE = _rule(["configmaps"], ["get", "list"])
          "delete on networkpolicies: removes or widens what shields other workloads' pods"),
         (_rule(["networkpolicies"], ["deletecollection"], "networking.k8s.io"),
          "deletecollection on networkpolicies"),
+        (_rule(["ingresses"], ["create", "patch"], "networking.k8s.io"),
+         "create/patch on ingresses: routes outside traffic to any Service of the namespace"),
+        (_rule(["httproutes"], ["create"], "gateway.networking.k8s.io"),
+         "create on httproutes: routes a Gateway's traffic"),
+        (_rule(["grpcroutes", "tlsroutes"], ["update"], "gateway.networking.k8s.io"),
+         "update on tlsroutes"),
+        (_rule(["referencegrants"], ["create"], "gateway.networking.k8s.io"),
+         "create on referencegrants: lets routes of other namespaces send traffic"),
 
         # custom resources whose controllers start pods with any ServiceAccount
         (_rule(["rollouts"], ["create"], "argoproj.io"),
@@ -837,10 +845,11 @@ def test_patching_existing_workloads_needs_no_opt_in() -> None:
     assert role["rules"] == rules
 
 
-def test_reading_services_endpoints_and_network_policies_needs_no_opt_in() -> None:
+def test_reading_services_endpoints_network_policies_and_routes_needs_no_opt_in() -> None:
     rules = [_rule(["services", "endpoints"], ["get", "list", "watch"]),
              _rule(["endpointslices"], ["get", "list"], "discovery.k8s.io"),
-             _rule(["networkpolicies"], ["get", "list"], "networking.k8s.io")]
+             _rule(["networkpolicies", "ingresses"], ["get", "list"], "networking.k8s.io"),
+             _rule(["httproutes"], ["get", "list"], "gateway.networking.k8s.io")]
     objs = render("test", {"gateway.targets": [{"namespace": "apps", "rules": rules}]},
                   namespace=NS)
     (role,) = find(objs, "Role", f"wingman-{NS}-gateway", "apps")
