@@ -17,7 +17,9 @@ Slack waits 3 seconds for the answer to a button press, a modal's submission and
 command: each is answered within ``ANSWER_SECONDS``, and what is still running then goes on to
 its end (``_keep``; ``close`` lets it end): a decision's result then comes as an ephemeral
 message (the modal says it is being recorded; the same person's further submissions meanwhile
-are not taken, as they would reuse the one-time code), a command's to its ``response_url``.
+are not taken, as they would reuse the one-time code), a command's to its ``response_url``
+when that is Slack's (``response_url_allowed``; another is refused, ``ForeignResponseUrl``,
+and nothing is sent to it: the answer is an ephemeral message instead).
 
 Every inbound request must carry a valid Slack signature (v0: ``X-Slack-Signature`` is
 ``v0=`` + HMAC-SHA256 of ``v0:<X-Slack-Request-Timestamp>:<body>`` with the app's signing
@@ -54,7 +56,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import ClientError, web
 from slack_sdk.errors import SlackApiError
@@ -106,6 +108,12 @@ REFUSED_MESSAGE = frozenset({
     "markdown_text_conflict", "invalid_metadata_format", "invalid_metadata_schema",
     "metadata_too_large"})
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
+#: Where Slack's ``response_url`` points (``https://hooks.slack.com/commands/...``; GovSlack's
+#: hooks host): a later answer is posted only there, or to ``baseUrl``'s scheme, host and port.
+RESPONSE_HOSTS = ("hooks.slack.com", "hooks.slack-gov.com")
+#: What may follow the host of a response URL: a path (and query) of plain URL characters,
+#: none that parsers read differently (``@``, a backslash, ``#``, whitespace, ``:``).
+_RESPONSE_REST = re.compile(r"/[A-Za-z0-9/_.~%+=&?-]*")
 _R = TypeVar("_R")
 
 
@@ -604,6 +612,9 @@ class SlackChannel:
         if task.cancelled():
             return
         reply, url = _result(task, "command"), form.get("response_url", "")
+        if url and not response_url_allowed(url, self.config.base_url):
+            await self._foreign_response_url(url, form.get("user_id", "unknown"))
+            url = ""
         if not url:
             await self._ephemeral(form.get("channel_id") or self.config.channel,
                                   form.get("user_id", ""), reply)
@@ -617,6 +628,36 @@ class SlackChannel:
         except (ClientError, OSError, TimeoutError) as exc:
             log.warning("slack: answering a command later failed",
                         extra={"error": type(exc).__name__})
+
+    async def _foreign_response_url(self, url: str, user_id: str) -> None:
+        """Refuse, log and audit a command's ``response_url`` that is not Slack's (nor
+        ``baseUrl``'s): nothing is sent to it. Slack sends only its own, so a signed request
+        with another came from whoever holds the signing secret, aiming the chat service at
+        an address of their choosing; the path (Slack's hold a token) is never logged."""
+        parts = urlsplit(url) if url.isascii() and url.isprintable() else None
+        where = f"{parts.scheme}://{parts.hostname}" if parts and parts.hostname else "?"
+        log.warning("slack: a command's response_url is not Slack's; nothing was sent to it "
+                    "and the answer goes to its channel instead. Slack sends only "
+                    f"https://{RESPONSE_HOSTS[0]}/... ones: whoever signed this request may "
+                    "hold the signing secret (rotate it)",
+                    extra={"user": user_id, "responseUrl": where[:200]})
+        await self.service.refused(
+            self.name, user_id, refuse("ForeignResponseUrl", f"the command's response_url "
+                                       f"({where[:200]}) is not Slack's, so the answer was not "
+                                       "sent there"),
+            person=self.service.config.person_for_slack(user_id))
+
+
+def response_url_allowed(url: str, base_url: str) -> bool:
+    """Whether a later answer may be posted to ``url``: https on one of Slack's
+    ``RESPONSE_HOSTS`` (port 443), or the scheme, host and port of the configured ``baseUrl``
+    (a Slack proxy; the tests' local Slack), followed by a path of plain URL characters."""
+    base = urlsplit(base_url)
+    origins = [f"https://{host}{port}" for host in RESPONSE_HOSTS for port in ("", ":443")]
+    if base.scheme in ("http", "https") and base.netloc:
+        origins.append(f"{base.scheme}://{base.netloc}")
+    return any(url.startswith(origin) and _RESPONSE_REST.fullmatch(url[len(origin):])
+               for origin in origins)
 
 
 def _result(task: asyncio.Task[Reply], what: str) -> Reply:
@@ -667,4 +708,4 @@ def _refused(refusal: Refusal) -> web.Response:
     return web.Response(status=status, text=refusal.message)
 
 
-__all__ = ["SlackChannel", "reply_blocks"]
+__all__ = ["SlackChannel", "reply_blocks", "response_url_allowed"]

@@ -22,7 +22,7 @@ import pyotp
 import pytest
 from aiohttp import ClientSession, web
 
-from support.fake_chat import FakeSlack, serving, slack_signature
+from support.fake_chat import FakeSlack, WebhookReceiver, serving, slack_signature
 from wingman.chat import slack
 from wingman.chat.guard import StepUp
 from wingman.chat.run import http_runner
@@ -1103,3 +1103,62 @@ def test_a_decision_that_fails_after_the_answer_is_told_and_close_waits_for_the_
         assert "may or may not have been recorded" in told
 
     run(tmp_path, request("broken", 1), body=body, prepare=_slow_step_up)
+
+
+def test_a_response_url_that_is_not_slacks_gets_no_request_and_is_refused_audited(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A signed slash command (whoever holds the signing secret can sign one) whose
+    response_url points elsewhere than Slack, such as a service inside the cluster: once the
+    command outlasts its answer, nothing is sent there (no request the chat service can be
+    aimed with); the refusal is logged and audited, and the person gets the result in the
+    channel instead."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        svc.config = replace(svc.config, step_up=False)
+        with serving(WebhookReceiver()) as inside:
+            form = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                              "command": "/wingman", "text": "approve inside fine",
+                              "response_url": inside.url}).encode()
+            async with ClientSession() as http:
+                async with http.post(f"{url}/slack/commands", data=form,
+                                     headers=signed(form)) as resp:
+                    assert resp.status == 200 and "Working on it" in await resp.text()
+                for _ in range(200):
+                    if fake.ephemeral:
+                        break
+                    await asyncio.sleep(0.05)
+            assert inside.deliveries == []
+        assert fake.responses == []
+        [told] = fake.ephemeral
+        assert told["channel"] == CHANNEL and told["user"] == "U0BOB"
+        assert "Approve recorded" in json.dumps(told["blocks"])
+        [refusal] = audited(svc)
+        assert refusal["reason"] == "ForeignResponseUrl" and refusal["as"] == "bob"
+        assert "http://127.0.0.1" in refusal["message"] and "/hook" not in refusal["message"]
+        assert any("response_url is not Slack's" in r.getMessage() for r in caplog.records)
+
+    run(tmp_path, request("inside", 1), body=body, prepare=_slow_step_up)
+
+
+@pytest.mark.parametrize(("url", "allowed"), [
+    ("https://hooks.slack.com/commands/T0WINGMAN/123/AbC-x_9", True),
+    ("https://hooks.slack.com:443/commands/T0WINGMAN/123/abc", True),
+    ("https://hooks.slack-gov.com/commands/T0WINGMAN/123/abc", True),
+    ("http://127.0.0.1:8099/response/cmd-1", True),  # the configured baseUrl's host
+    ("http://hooks.slack.com/commands/T/1/abc", False),  # not https
+    ("https://hooks.slack.com:8443/commands/T/1/abc", False),
+    ("https://hooks.slack.com.evil.example/commands", False),
+    ("https://hooks.slack.com@evil.example/commands", False),
+    ("https://hooks.slack.com\\@evil.example/", False),
+    ("https://hooks.slack.com#@evil.example/", False),
+    ("https://hooks.slack.com\t.evil.example/", False),
+    ("https://evil.example/?https://hooks.slack.com/", False),
+    ("http://127.0.0.1:8098/response/cmd-1", False),  # another port of the same host
+    ("http://127.0.0.1:8099.evil.example/response", False),
+    ("http://169.254.169.254/latest/meta-data/", False),
+    ("", False),
+])
+def test_only_slacks_response_urls_are_answered(url: str, allowed: bool) -> None:
+    assert slack.response_url_allowed(url, "http://127.0.0.1:8099/api/") is allowed
+    if "127.0.0.1" not in url:
+        assert slack.response_url_allowed(url, "https://slack.com/api/") is allowed
