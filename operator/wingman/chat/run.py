@@ -12,9 +12,10 @@ that has not sent a whole request line and headers, or stays idle, for
 ``WINGMAN_CHAT_HTTP_IDLE_SECONDS`` (``chat.httpIdleTimeoutSeconds``; ``http_runner``).
 SIGTERM, SIGINT and SIGHUP stop it cleanly. Every log record passes a filter that replaces
 the values of the chat Secret (bot tokens, signing secrets, TOTP secrets) with
-``[redacted]``, whatever library logged them; the chat libraries' records (``LIBRARY_LOGGERS``)
-keep their message but not its arguments (``<withheld>``), which carry what the library
-received (a chat message with a step-up code, say).
+``[redacted]`` wherever they appear in it, whatever library logged them; the chat
+libraries' records (``LIBRARY_LOGGERS``) keep their message but not its arguments
+(``<withheld>``), which carry what the library received (a chat message with a step-up
+code, say).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -64,13 +66,20 @@ def _library(name: str) -> bool:
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces every secret value in a record's message and arguments, and withholds the
-    arguments of the chat libraries' records: python-telegram-bot logs a batch of updates it
-    cannot read whole (at CRITICAL), chat messages such as ``/confirm <code>`` included."""
+    """Replaces every occurrence of a secret value (and of its URL-encoded form: a bot token's
+    ``:`` is ``%3A`` in a query) in a record's message, arguments, traceback and fields,
+    whatever text holds it (an error, a URL), and withholds the arguments of the chat
+    libraries' records: python-telegram-bot logs a batch of updates it cannot read whole (at
+    CRITICAL), chat messages such as ``/confirm <code>`` included. A field that is not a
+    string (a list, a dict, an exception, bytes) is checked as the log line shows it (its
+    ``str``) and, when that holds a secret, becomes that text redacted. One pass over the text
+    per secret: linear in its length, whatever it holds."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+        values = {s for s in secrets if len(s) >= 6}
+        values |= {quote(s, safe="") for s in values}
+        self.secrets = sorted(values, key=len, reverse=True)
 
     def _clean(self, text: str) -> str:
         for s in self.secrets:
@@ -93,8 +102,20 @@ class RedactSecrets(logging.Filter):
             record.exc_text = self._clean(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         for key, value in list(vars(record).items()):
-            if isinstance(value, str) and key not in ("msg", "exc_text"):
+            if key in ("msg", "exc_text", "args", "exc_info") or value is None or isinstance(
+                    value, int | float):
+                continue
+            if isinstance(value, str):
                 setattr(record, key, self._clean(value))
+                continue
+            try:
+                text = str(value)  # as the line shows it (the JSON format's default=str too)
+            except Exception:  # noqa: BLE001 - a filter that raises fails the caller's log call
+                setattr(record, key, "<unprintable>")
+                continue
+            cleaned = self._clean(text)
+            if cleaned != text:
+                setattr(record, key, cleaned)
         return True
 
 

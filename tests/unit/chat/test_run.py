@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -21,6 +22,7 @@ from aiohttp import ClientSession, web
 import wingman
 from support.ports import listening_ports, logged_ports, refused_port
 from wingman.chat.run import RedactSecrets, health, http_runner
+from wingman.logs import JsonFormatter, TextFormatter
 
 TOKEN = "7000001:AAH-secret-bot-token-value"
 
@@ -46,6 +48,38 @@ def test_secrets_are_redacted_in_messages_arguments_fields_and_tracebacks() -> N
     assert TOKEN not in text
     assert text.count("[redacted]") == 3
     assert "getUpdates failed" in text and "RuntimeError" in text
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter("chat"), TextFormatter("chat")])
+def test_a_secret_inside_any_field_of_a_record_is_redacted_as_the_line_shows_it(
+        formatter: logging.Formatter) -> None:
+    """A field that is not a string (the problems listed, a library's parameters, an exception
+    or bytes passed as a field) shows the token inside its text on the line: redacted there
+    too, and so is the token URL-encoded in a query; the line keeps the rest."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactSecrets([TOKEN]))
+    log = logging.getLogger("test.redaction.fields")
+    log.addHandler(handler)
+    log.propagate = False
+    url = f"https://api.telegram.org/bot{TOKEN}/getMe"
+    try:
+        log.warning("listed", extra={"problems": [f"GET {url} failed", "other"]})
+        log.warning("nested", extra={"params": {"request": {"url": url}}, "count": 3})
+        log.warning("exception", extra={"failure": RuntimeError(f"connecting to {url}")})
+        log.warning("bytes", extra={"raw": url.encode()})
+        log.warning("encoded", extra={"query": f"token={quote(TOKEN, safe='')}&x=1"})
+    finally:
+        log.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 5
+    for line in lines:
+        assert TOKEN not in line and quote(TOKEN, safe="") not in line, line
+        assert "AAH-secret" not in line, line
+        assert "[redacted]" in line, line
+    assert "failed" in lines[0] and "other" in lines[0] and "count" in lines[1]
+    assert "&x=1" in lines[4]
 
 
 def test_a_chat_librarys_record_never_shows_what_it_received() -> None:
