@@ -17,6 +17,7 @@ import json
 import logging
 from typing import Any
 
+from wingman.client import shape
 from wingman.client import status as st
 from wingman.client.api import WingmanClient
 from wingman.client.connect import Connection
@@ -46,12 +47,18 @@ class ChatCluster:
 
     # -- reads, as the chat ServiceAccount ----------------------------------------------
     def requests(self) -> list[dict[str, Any]]:
-        return self.kube.list(APPROVALS, self.namespace)
+        """The namespace's requests, each checked for the shape the chat reads
+        (``shape.checked``, as the client checks them: else ``UnusableAnswer``, saying which
+        field is wrong)."""
+        return [shape.checked(o, "ApprovalRequest")
+                for o in self.kube.list(APPROVALS, self.namespace)]
 
     def grants(self) -> list[dict[str, Any]]:
-        """The namespace's grants, each only what a card shows of it (``grant_summary``: not
-        its command's output), so the chat service never holds the grants' outputs."""
-        return self.kube.list(GRANTS, self.namespace, keep=grant_summary)
+        """The namespace's grants, each checked (as ``requests``), and only what a card shows
+        of it kept (``grant_summary``: not its command's output), so the chat service never
+        holds the grants' outputs."""
+        return self.kube.list(GRANTS, self.namespace, keep=lambda g: grant_summary(
+            shape.checked(g, "ExecutionGrant")))
 
     def request(self, name: str) -> dict[str, Any] | None:
         return self.kube.get_or_none(APPROVALS, self.namespace, name)

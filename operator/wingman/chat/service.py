@@ -460,6 +460,8 @@ class ChatService:
 
     # -- reconciler ----------------------------------------------------------------------
     async def refresh(self) -> dict[str, RequestView]:
+        """Read the requests and grants (each of the shape the chat reads, ``ChatCluster``
+        checks it: else ``UnusableAnswer``) and draw their views."""
         requests, grants = await asyncio.gather(asyncio.to_thread(self.cluster.requests),
                                                 asyncio.to_thread(self.cluster.grants))
         now = self.clock()

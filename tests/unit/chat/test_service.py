@@ -1084,3 +1084,51 @@ def test_pending_says_how_many_requests_it_does_not_list(tmp_path: Path) -> None
     assert "kubectl wingman list" in reply.plain
     few = world.service(tmp_path, world.request("r01", 1))
     assert "more" not in asyncio.run(few.act("telegram", "111", world.BOB, "pending")).plain
+
+
+def _odd_cases() -> list[Any]:
+    from support.oddapi import GRANTS, REQUESTS, grant, listing, request
+
+    meta = {"name": "req-1", "namespace": "wm", "resourceVersion": "1",
+            "creationTimestamp": "2026-01-01T00:00:00Z"}
+    return [
+        pytest.param({REQUESTS: listing(request(metadata=meta))}, "metadata.uid is missing",
+                     id="request-without-uid"),
+        pytest.param({REQUESTS: listing(request(metadata="req-1"))},
+                     "metadata is text, not an object", id="request-metadata-text"),
+        pytest.param({REQUESTS: listing(request(spec="restart web"))},
+                     "spec is text, not an object", id="request-spec-text"),
+        pytest.param({REQUESTS: listing(request(status={"consensus": {"votes": "all"}}))},
+                     "status.consensus.votes is text, not a list", id="votes-text"),
+        pytest.param({GRANTS: listing(grant(metadata=["req-1-0a1b2c3d"]))},
+                     "metadata is a list, not an object", id="grant-metadata-list"),
+        pytest.param({GRANTS: listing(grant(spec={"approvalRef": "req-1"}))},
+                     "spec.approvalRef is text, not an object", id="grant-ref-text"),
+    ]
+
+
+@pytest.mark.parametrize(("odd", "says"), _odd_cases())
+def test_an_object_of_a_shape_no_api_server_answers_is_refused_never_a_crash(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, odd: dict[str, Any], says: str
+        ) -> None:
+    """What answers at the API server's address (a proxy, another service, CRDs changed by
+    hand) gives a request or a grant the chat cannot read: a person's command is answered
+    that nothing was done (ClusterUnavailable, naming UnusableAnswer) and audited, the log
+    says which field is wrong, and the reconciler's sync fails as the cluster being unusable
+    (retried), never with a KeyError or a TypeError that drops the command unanswered."""
+    from support.oddapi import GRANTS, REQUESTS, grant, listing, odd_api, request
+
+    answers = {REQUESTS: listing(request()), GRANTS: listing(grant()), **odd}
+    svc = world.service(tmp_path)
+    with odd_api(answers) as url:
+        kube = Kube(k8s.ApiClient(k8s.Configuration(host=url)))
+        svc.cluster = ChatCluster(kube, "wm", "wingman-chat-state")
+        reply = asyncio.run(svc.act("telegram", "111", world.BOB, "pending"))
+        with pytest.raises(ClusterError) as raised:
+            asyncio.run(svc.refresh())
+    assert not reply.ok and reply.reason == "ClusterUnavailable", reply
+    assert "(UnusableAnswer), so nothing was done" in reply.plain, reply.plain
+    assert [(r["reason"], r["as"]) for r in world.audited(svc)] == [
+        ("ClusterUnavailable", "bob")]
+    assert raised.value.reason == "UnusableAnswer" and says in raised.value.message
+    assert any(says in str(getattr(r, "error", "")) for r in caplog.records), says
