@@ -21,7 +21,7 @@ from wingman.client import shape
 from wingman.client import status as st
 from wingman.client.api import WingmanClient
 from wingman.client.connect import Connection
-from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, ApiError, Kube
+from wingman.kube import APPROVALS, CONFIGMAPS, GRANTS, ApiError, Kube, UnusableAnswer
 from wingman.settings import ChatPerson
 
 STATE_KEY = "state.json"
@@ -74,9 +74,7 @@ class ChatCluster:
         refused until it is fixed, as the wrong codes and lockouts it kept are unknown).
         ``once``: one try, given up (``ClusterError`` ``Unreachable``) after that many seconds
         without an answer (``Kube.request``)."""
-        cm = self._read(once)
-        self._version = str((cm.get("metadata") or {}).get("resourceVersion") or "")
-        raw = (cm.get("data") or {}).get(STATE_KEY)
+        self._version, raw = self._read(once)
         if not raw:
             return {}
         try:
@@ -89,15 +87,39 @@ class ChatCluster:
                         extra={"configmap": self.state_configmap, "key": STATE_KEY})
             return None
 
-    def _read(self, once: float | None) -> dict[str, Any]:
+    def _read(self, once: float | None) -> tuple[str, str]:
+        """The state ConfigMap's resourceVersion and ``state.json`` ("" for none)."""
         try:
-            return self.kube.get(CONFIGMAPS, self.namespace, self.state_configmap, once=once)
+            cm = self.kube.get(CONFIGMAPS, self.namespace, self.state_configmap, once=once)
         except ApiError as exc:
             if exc.not_found:
                 raise ApiError(404, "NotFound", f"ConfigMap {self.state_configmap} is missing "
                                f"in {self.namespace}: the chart creates it (chat.enabled=true)"
                                ) from None
             raise
+        return self._version_and_state(cm)
+
+    def _version_and_state(self, cm: dict[str, Any]) -> tuple[str, str]:
+        """The resourceVersion and ``state.json`` ("" for none) of the state ConfigMap as the
+        API server answered it; ``UnusableAnswer`` (a ``ClusterError``: tried again, as when
+        the API server cannot be reached) for a shape no API server gives, naming the field."""
+        meta, data = cm.get("metadata") or {}, cm.get("data") or {}
+        why = ""
+        if not isinstance(meta, dict):
+            why = "metadata is not an object"
+        elif not isinstance(data, dict):
+            why = "data is not an object"
+        elif not isinstance(meta.get("resourceVersion") or "", str):
+            why = "metadata.resourceVersion is not text"
+        elif not isinstance(data.get(STATE_KEY) or "", str):
+            why = f"data.{STATE_KEY} is not text"
+        if why:
+            raise UnusableAnswer(
+                f"the API server answered the ConfigMap {self.namespace}/"
+                f"{self.state_configmap} in a shape no API server gives: {why}. Check that "
+                "the address is the API server's (not a proxy or another service) and that "
+                "it is healthy")
+        return str(meta.get("resourceVersion") or ""), str(data.get(STATE_KEY) or "")
 
     def save_state(self, state: dict[str, Any], *, unchanged: bool = False,
                    once: float | None = None) -> None:
@@ -121,15 +143,14 @@ class ChatCluster:
         except ApiError as exc:
             if not exc.conflict:
                 raise
-            cm = self._read(once)
-            version = str((cm.get("metadata") or {}).get("resourceVersion") or "")
-            if (cm.get("data") or {}).get(STATE_KEY) == text:
+            version, stored = self._read(once)
+            if stored == text:
                 self._version = version  # written already: this state is what it holds
                 return
             if not unchanged:
                 self._version = version
             raise
-        self._version = str((out.get("metadata") or {}).get("resourceVersion") or "")
+        self._version = self._version_and_state(out)[0]
 
     # -- as the person ---------------------------------------------------------------------
     def client_as(self, person: ChatPerson, hints: st.Hints) -> WingmanClient:

@@ -224,7 +224,8 @@ async def _main(settings: ChatSettings) -> int:
                 break
             except (WingmanError, OSError) as exc:
                 log.warning("cannot read the chat state yet; retrying",
-                            extra={"error": str(exc)[:300]})
+                            extra={"reason": getattr(exc, "reason", type(exc).__name__),
+                                   "error": str(exc)[:300]})
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=5)
                 except TimeoutError:

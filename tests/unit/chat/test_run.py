@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -20,6 +24,7 @@ import yaml
 from aiohttp import ClientSession, web
 
 import wingman
+from support.oddapi import odd_api
 from support.ports import listening_ports, logged_ports, refused_port
 from wingman.chat.run import RedactSecrets, health, http_runner
 from wingman.logs import JsonFormatter, TextFormatter
@@ -188,37 +193,54 @@ def _started_ports(proc: subprocess.Popen[bytes], log: Path) -> dict[str, int]:
         time.sleep(0.1)
 
 
+@contextmanager
+def _chat_process(tmp_path: Path, api: str, hook: str) -> Iterator[tuple[
+        subprocess.Popen[bytes], Path]]:
+    """``wingman chat`` (this tree's code) with only the webhook channel (to ``hook``), its
+    API server at ``api``, ports 0 and JSON logs: the process and its log; stopped (SIGTERM)
+    at the end."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "webhook-secret").write_text("webhook-secret-value\n")
+    (tmp_path / "chat.yaml").write_text(yaml.safe_dump({
+        "environment": "test", "webhook": {"enabled": True, "url": hook}}))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": api}}],
+        "users": [{"name": "u", "user": {"token": "not-used"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+           "KUBECONFIG": str(kubeconfig), "WINGMAN_CHAT_CONFIG": str(tmp_path / "chat.yaml"),
+           "WINGMAN_CHAT_SECRETS_DIR": str(secrets),
+           "WINGMAN_AUDIT_TARGET": str(tmp_path / "audit.jsonl"),
+           "WINGMAN_CHAT_HTTP_PORT": "0", "WINGMAN_METRICS_PORT": "0",
+           "WINGMAN_LOG_FORMAT": "json",
+           # the code under test, not an installed copy
+           "PYTHONPATH": str(Path(wingman.__file__).resolve().parents[1])}
+    log = tmp_path / "chat.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "chat"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def test_with_port_0_the_chat_serves_on_the_free_ports_its_starting_record_names(
         tmp_path: Path) -> None:
     # A test harness (or several processes on one host) cannot hand the process a port picked
     # free beforehand: another process may take it before the chat binds it. Port 0 binds a
     # free one, and the 'chat starting' record tells where /healthz and /metrics are.
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "webhook-secret").write_text("webhook-secret-value\n")
     with refused_port() as nowhere:  # the API server and the webhook receiver: not reached
-        (tmp_path / "chat.yaml").write_text(yaml.safe_dump({
-            "environment": "test",
-            "webhook": {"enabled": True, "url": f"http://127.0.0.1:{nowhere}/hook"}}))
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "c",
-            "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{nowhere}"}}],
-            "users": [{"name": "u", "user": {"token": "not-used"}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-               "KUBECONFIG": str(kubeconfig), "WINGMAN_CHAT_CONFIG": str(tmp_path / "chat.yaml"),
-               "WINGMAN_CHAT_SECRETS_DIR": str(secrets),
-               "WINGMAN_AUDIT_TARGET": str(tmp_path / "audit.jsonl"),
-               "WINGMAN_CHAT_HTTP_PORT": "0", "WINGMAN_METRICS_PORT": "0",
-               "WINGMAN_LOG_FORMAT": "json",
-               # the code under test, not an installed copy
-               "PYTHONPATH": str(Path(wingman.__file__).resolve().parents[1])}
-        log = tmp_path / "chat.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "chat"], env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
-        try:
+        with _chat_process(tmp_path, f"https://127.0.0.1:{nowhere}",
+                           f"http://127.0.0.1:{nowhere}/hook") as (proc, log):
             ports = _started_ports(proc, log)
             http, scrape = ports["httpPort"], ports["metricsPort"]
             assert 0 not in (http, scrape) and http != scrape, ports
@@ -229,11 +251,51 @@ def test_with_port_0_the_chat_serves_on_the_free_ports_its_starting_record_names
             with urllib.request.urlopen(f"http://127.0.0.1:{scrape}/metrics",
                                         timeout=10) as resp:
                 assert 'wingman_chat_up{environment="test"} 1.0' in resp.read().decode()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 0, log.read_text()
+    assert proc.returncode == 0, log.read_text()
+
+
+def _records(log: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def test_a_state_configmap_answered_in_a_shape_no_api_server_gives_is_retried_saying_why(
+        tmp_path: Path) -> None:
+    """What answers at the API server's address (a proxy, another service) gives the state
+    ConfigMap in a shape no API server does: the process does not crash on it (a restart loop
+    whose record names only a TypeError), it goes on trying, each try logged with the reason
+    and what is wrong; once the answer is right it starts its reconciler, no restart needed."""
+    path = "/api/v1/namespaces/wingman/configmaps/wingman-chat-state"
+    good = {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "wingman-chat-state", "namespace": "wingman",
+                         "resourceVersion": "7"},
+            "data": {"state.json": json.dumps({"horizon": "2026-01-01T00:00:00Z"})}}
+    answers: dict[str, Any] = {path: {**good, "data": {"state.json": 5}}}
+    with odd_api(answers) as api, refused_port() as nowhere:
+        with _chat_process(tmp_path, api, f"http://127.0.0.1:{nowhere}/hook") as (proc, log):
+            _started_ports(proc, log)
+
+            def retried() -> list[dict[str, Any]]:
+                return [r for r in _records(log)
+                        if r["message"] == "cannot read the chat state yet; retrying"]
+            deadline = time.monotonic() + 30
+            while len(retried()) < 2:  # tried again, not stopped
+                assert proc.poll() is None, f"exited {proc.returncode}:\n{log.read_text()}"
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            record = retried()[0]
+            assert record["reason"] == "UnusableAnswer", record
+            assert "ConfigMap wingman/wingman-chat-state" in record["error"], record
+            assert "data.state.json is not text" in record["error"], record
+            answers[path] = good  # the proxy fixed: the reconciler starts
+            while not any(r["message"] == "chat sync failed; retrying" for r in _records(log)):
+                assert proc.poll() is None, f"exited {proc.returncode}:\n{log.read_text()}"
+                assert time.monotonic() < deadline + 30, log.read_text()
+                time.sleep(0.1)
+    assert proc.returncode == 0, log.read_text()
+    assert not any(r.get("event") == "UncaughtException" for r in _records(log))
