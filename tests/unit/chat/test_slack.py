@@ -889,6 +889,60 @@ def _submitted(view: dict[str, Any], reason: str, code: str, view_hash: str
                                           "code": {"code": {"value": code}}}}}}
 
 
+async def _modal(http: ClientSession, url: str, fake: FakeSlack, svc: ChatService
+                 ) -> dict[str, Any]:
+    """Bob pressing Approve on the request's one card (posted by a sync): the decision modal
+    it opened."""
+    await svc.sync()
+    [(ts, card)] = fake.cards(CHANNEL)
+    data = approve_press(ts, card)
+    async with http.post(f"{url}/slack/interactive", data=data, headers=signed(data)) as resp:
+        assert resp.status == 200
+    [opened] = fake.views
+    view: dict[str, Any] = opened["view"]
+    return view
+
+
+def _saving(svc: ChatService, seconds: float, error: Exception | None = None) -> None:
+    """The state ConfigMap's writes take ``seconds`` (under load), then fail with ``error``
+    if given."""
+    saving = svc.cluster.save_state
+
+    def slow_save(state: dict[str, Any], **kwargs: Any) -> None:
+        time.sleep(seconds)
+        if error is not None:
+            raise error
+        saving(state, **kwargs)
+    svc.cluster.save_state = slow_save  # type: ignore[method-assign]
+
+
+def _wrong_code() -> str:
+    right = pyotp.TOTP(TOTP_SECRET).now()
+    return next(c for c in ("000000", "111111", "222222") if c != right)
+
+
+async def _told(fake: FakeSlack, what: str = "", tries: int = 200) -> None:
+    """Wait (at most ``tries`` times 50 ms) until an ephemeral message (holding ``what``) came."""
+    for _ in range(tries):
+        if fake.ephemeral and what in json.dumps(fake.ephemeral):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _command_outlasting(http: ClientSession, url: str, text: str, response_url: str
+                              ) -> None:
+    """Bob's slash command ``text`` (its ``response_url`` given), answered in time (within
+    Slack's 3 s) that it is under way."""
+    form = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                      "command": "/wingman", "text": text,
+                      "response_url": response_url}).encode()
+    began = time.monotonic()
+    async with http.post(f"{url}/slack/commands", data=form, headers=signed(form)) as resp:
+        took = time.monotonic() - began
+        assert resp.status == 200 and took < 2.5, f"answered after {took:.1f} s"
+        assert "Working on it" in await resp.text()
+
+
 def test_a_decision_slower_than_slacks_three_seconds_is_answered_in_time_and_made_once(
         tmp_path: Path) -> None:
     """Slack shows an error when a modal's submission is not answered within 3 s, though the
@@ -898,15 +952,8 @@ def test_a_decision_slower_than_slacks_three_seconds_is_answered_in_time_and_mad
     is being recorded, its result follows as a message, and the same modal submitted again
     meanwhile is answered so, never taken as a wrong code; the decision is made once."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
-        await svc.sync()
-        [(ts, card)] = fake.cards(CHANNEL)
-        data = approve_press(ts, card)
         async with ClientSession() as http:
-            async with http.post(f"{url}/slack/interactive", data=data,
-                                 headers=signed(data)) as resp:
-                assert resp.status == 200
-            [opened] = fake.views
-            view = opened["view"]
+            view = await _modal(http, url, fake, svc)
             # known at once: in the modal, as before
             took, status, text = await _post(http, url, _submitted(
                 view, "r" * (limits.REASON + 1), "123456", "h1"))
@@ -924,10 +971,7 @@ def test_a_decision_slower_than_slacks_three_seconds_is_answered_in_time_and_mad
             assert status == 200 and took < 2.5
             assert json.loads(text)["response_action"] == "update"
             svc.cluster.go.set()  # type: ignore[attr-defined]
-            for _ in range(200):
-                if "Approve recorded" in json.dumps(fake.ephemeral):
-                    break
-                await asyncio.sleep(0.05)
+            await _told(fake, "Approve recorded")
         told = json.dumps(fake.ephemeral)
         assert "Approve recorded" in told and "StepUp" not in told
         decisions = svc.cluster.objs[0]["spec"]["decisions"]  # type: ignore[attr-defined]
@@ -942,30 +986,14 @@ def test_a_decision_refused_after_the_answer_is_told_as_a_message(tmp_path: Path
     """A decision still running when the submission is answered and then refused (a wrong
     code, checked once the state is written) reaches the person as a message."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
-        await svc.sync()
-        [(ts, card)] = fake.cards(CHANNEL)
-        data = approve_press(ts, card)
         async with ClientSession() as http:
-            async with http.post(f"{url}/slack/interactive", data=data,
-                                 headers=signed(data)) as resp:
-                assert resp.status == 200
-            [opened] = fake.views
-            saving = svc.cluster.save_state
-
-            def slow_save(state: dict[str, Any], **kwargs: Any) -> None:
-                time.sleep(SLOW_SECONDS)  # the state ConfigMap write, under load
-                saving(state, **kwargs)
-            svc.cluster.save_state = slow_save  # type: ignore[method-assign]
-            right = pyotp.TOTP(TOTP_SECRET).now()
-            wrong = next(c for c in ("000000", "111111", "222222") if c != right)
+            view = await _modal(http, url, fake, svc)
+            _saving(svc, SLOW_SECONDS)  # the state ConfigMap write, under load
             took, status, text = await _post(http, url, _submitted(
-                opened["view"], "ok", wrong, "h1"))
+                view, "ok", _wrong_code(), "h1"))
             assert status == 200 and took < 2.5, f"answered after {took:.1f} s"
             assert json.loads(text)["response_action"] == "update"
-            for _ in range(300):
-                if fake.ephemeral:
-                    break
-                await asyncio.sleep(0.05)
+            await _told(fake, tries=300)
         assert "StepUpFailed" in json.dumps(fake.ephemeral)
         assert "decisions" not in svc.cluster.objs[0]["spec"]  # type: ignore[attr-defined]
 
@@ -988,10 +1016,7 @@ def test_a_press_whose_modal_is_not_ready_in_time_is_answered_and_told_to_press_
                                  headers=signed(data)) as resp:
                 took = time.monotonic() - began
                 assert resp.status == 200 and took < 2.5, f"answered after {took:.1f} s"
-            for _ in range(200):
-                if fake.ephemeral:
-                    break
-                await asyncio.sleep(0.05)
+            await _told(fake)
         assert fake.views == []
         assert "press the button again" in json.dumps(fake.ephemeral)
 
@@ -1006,16 +1031,8 @@ def test_a_slash_command_slower_than_slacks_three_seconds_is_answered_at_its_res
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         await svc.sync()
         svc.config = replace(svc.config, step_up=False)
-        form = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
-                          "command": "/wingman", "text": "approve cmd fine",
-                          "response_url": fake.response_url("cmd-1")}).encode()
         async with ClientSession() as http:
-            began = time.monotonic()
-            async with http.post(f"{url}/slack/commands", data=form,
-                                 headers=signed(form)) as resp:
-                took = time.monotonic() - began
-                assert resp.status == 200 and took < 2.5, f"answered after {took:.1f} s"
-                assert "Working on it" in await resp.text()
+            await _command_outlasting(http, url, "approve cmd fine", fake.response_url("cmd-1"))
             for _ in range(200):
                 if fake.responses:
                     break
@@ -1035,35 +1052,18 @@ def test_a_modal_submitted_twice_in_a_moment_is_decided_once_and_its_result_told
     is answered that it is being recorded, not checked as a used code; the result then
     reaches the person as a message even when the first answer showed it in the modal."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
-        await svc.sync()
-        [(ts, card)] = fake.cards(CHANNEL)
-        data = approve_press(ts, card)
         async with ClientSession() as http:
-            async with http.post(f"{url}/slack/interactive", data=data,
-                                 headers=signed(data)) as resp:
-                assert resp.status == 200
-            [opened] = fake.views
-            saving = svc.cluster.save_state
-
-            def slow_save(state: dict[str, Any], **kwargs: Any) -> None:
-                time.sleep(0.4)  # the state ConfigMap write: a moment
-                saving(state, **kwargs)
-            svc.cluster.save_state = slow_save  # type: ignore[method-assign]
-            right = pyotp.TOTP(TOTP_SECRET).now()
-            wrong = next(c for c in ("000000", "111111", "222222") if c != right)
-            first = asyncio.create_task(_post(http, url, _submitted(
-                opened["view"], "ok", wrong, "h1")))
+            view = await _modal(http, url, fake, svc)
+            _saving(svc, 0.4)  # the state ConfigMap write: a moment
+            wrong = _wrong_code()
+            first = asyncio.create_task(_post(http, url, _submitted(view, "ok", wrong, "h1")))
             await asyncio.sleep(0.2)
-            _, status, again = await _post(http, url, _submitted(
-                opened["view"], "ok", wrong, "h2"))
+            _, status, again = await _post(http, url, _submitted(view, "ok", wrong, "h2"))
             assert status == 200 and json.loads(again)["response_action"] == "update"
             _, status, text = await first
             assert status == 200
             assert json.loads(text)["response_action"] == "errors"  # shown in the modal
-            for _ in range(100):
-                if fake.ephemeral:
-                    break
-                await asyncio.sleep(0.05)
+            await _told(fake, tries=100)
         assert "StepUpFailed" in json.dumps(fake.ephemeral)  # and told, as promised
         assert [d["reason"] for d in audited(svc)] == ["StepUpFailed"]  # checked once
         assert svc.step_up.stored() == {"bob": {"failures": 1}}
@@ -1078,22 +1078,11 @@ def test_a_decision_that_fails_after_the_answer_is_told_and_close_waits_for_the_
     saying it may have landed (it was told nothing); the channel's close, as a stopping
     service calls it, waits for the decision and that message."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
-        await svc.sync()
-        [(ts, card)] = fake.cards(CHANNEL)
-        data = approve_press(ts, card)
         async with ClientSession() as http:
-            async with http.post(f"{url}/slack/interactive", data=data,
-                                 headers=signed(data)) as resp:
-                assert resp.status == 200
-            [opened] = fake.views
-
-            def broken_save(state: dict[str, Any], **kwargs: Any) -> None:
-                time.sleep(SLOW_SECONDS)
-                raise RuntimeError("a defect")
-            svc.cluster.save_state = broken_save  # type: ignore[method-assign]
+            view = await _modal(http, url, fake, svc)
+            _saving(svc, SLOW_SECONDS, RuntimeError("a defect"))
             code = pyotp.TOTP(TOTP_SECRET).now()
-            took, status, text = await _post(http, url, _submitted(
-                opened["view"], "ok", code, "h1"))
+            took, status, text = await _post(http, url, _submitted(view, "ok", code, "h1"))
             assert status == 200 and took < 2.5, f"answered after {took:.1f} s"
             assert json.loads(text)["response_action"] == "update"
         [channel] = svc.channels
@@ -1116,17 +1105,9 @@ def test_a_response_url_that_is_not_slacks_gets_no_request_and_is_refused_audite
         await svc.sync()
         svc.config = replace(svc.config, step_up=False)
         with serving(WebhookReceiver()) as inside:
-            form = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
-                              "command": "/wingman", "text": "approve inside fine",
-                              "response_url": inside.url}).encode()
             async with ClientSession() as http:
-                async with http.post(f"{url}/slack/commands", data=form,
-                                     headers=signed(form)) as resp:
-                    assert resp.status == 200 and "Working on it" in await resp.text()
-                for _ in range(200):
-                    if fake.ephemeral:
-                        break
-                    await asyncio.sleep(0.05)
+                await _command_outlasting(http, url, "approve inside fine", inside.url)
+                await _told(fake)
             assert inside.deliveries == []
         assert fake.responses == []
         [told] = fake.ephemeral
