@@ -634,8 +634,11 @@ class SlackChannel:
         ``baseUrl``'s): nothing is sent to it. Slack sends only its own, so a signed request
         with another came from whoever holds the signing secret, aiming the chat service at
         an address of their choosing; the path (Slack's hold a token) is never logged."""
-        parts = urlsplit(url) if url.isascii() and url.isprintable() else None
-        where = f"{parts.scheme}://{parts.hostname}" if parts and parts.hostname else "?"
+        try:
+            parts = urlsplit(url) if url.isascii() and url.isprintable() else None
+            where = f"{parts.scheme}://{parts.hostname}" if parts and parts.hostname else "?"
+        except ValueError:  # no URL at all ("https://[x": an unclosed IPv6 address)
+            where = "?"
         log.warning("slack: a command's response_url is not Slack's; nothing was sent to it "
                     "and the answer goes to its channel instead. Slack sends only "
                     f"https://{RESPONSE_HOSTS[0]}/... ones: whoever signed this request may "

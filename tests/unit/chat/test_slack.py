@@ -1094,19 +1094,21 @@ def test_a_decision_that_fails_after_the_answer_is_told_and_close_waits_for_the_
     run(tmp_path, request("broken", 1), body=body, prepare=_slow_step_up)
 
 
+@pytest.mark.parametrize("aimed", ["inside", "https://[hooks.slack.com/commands/T/1/x"])
 def test_a_response_url_that_is_not_slacks_gets_no_request_and_is_refused_audited(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, aimed: str) -> None:
     """A signed slash command (whoever holds the signing secret can sign one) whose
-    response_url points elsewhere than Slack, such as a service inside the cluster: once the
-    command outlasts its answer, nothing is sent there (no request the chat service can be
-    aimed with); the refusal is logged and audited, and the person gets the result in the
-    channel instead."""
+    response_url points elsewhere than Slack, such as a service inside the cluster, or is no
+    URL at all: once the command outlasts its answer, nothing is sent there (no request the
+    chat service can be aimed with); the refusal is logged and audited, and the person gets
+    the result in the channel instead."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         await svc.sync()
         svc.config = replace(svc.config, step_up=False)
         with serving(WebhookReceiver()) as inside:
             async with ClientSession() as http:
-                await _command_outlasting(http, url, "approve inside fine", inside.url)
+                await _command_outlasting(http, url, "approve inside fine",
+                                          inside.url if aimed == "inside" else aimed)
                 await _told(fake)
             assert inside.deliveries == []
         assert fake.responses == []
@@ -1115,7 +1117,8 @@ def test_a_response_url_that_is_not_slacks_gets_no_request_and_is_refused_audite
         assert "Approve recorded" in json.dumps(told["blocks"])
         [refusal] = audited(svc)
         assert refusal["reason"] == "ForeignResponseUrl" and refusal["as"] == "bob"
-        assert "http://127.0.0.1" in refusal["message"] and "/hook" not in refusal["message"]
+        assert ("http://127.0.0.1" if aimed == "inside" else "(?)") in refusal["message"]
+        assert "/hook" not in refusal["message"] and "commands" not in refusal["message"]
         assert any("response_url is not Slack's" in r.getMessage() for r in caplog.records)
 
     run(tmp_path, request("inside", 1), body=body, prepare=_slow_step_up)
