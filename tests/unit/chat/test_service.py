@@ -257,6 +257,26 @@ def test_a_reason_with_a_control_character_is_refused_as_such_and_nothing_is_wri
 
 
 @pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_a_reason_holding_a_token_is_refused_saying_so_and_nothing_is_recorded(
+        tmp_path: Path, verb: str) -> None:
+    """The audit trail never stores a token-shaped text (a JWT), and the record written before
+    a decision holds its reason: a reason holding one is refused saying what is wrong and to
+    remove it (not that the audit trail is unavailable, to try again or use kubectl wingman,
+    which would put the token in spec.decisions), nothing decided, the token nowhere."""
+    cluster = _DecidingCluster(world.request("pasted", 1))
+    svc = world.service(tmp_path)
+    svc.cluster = cluster
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, verb, name="pasted",
+                                reason=TOKEN_REASON))
+    assert not reply.ok and reply.reason == "TokenInReason", reply.plain
+    assert "looks like a token" in reply.plain and "remove it" in reply.plain
+    assert "eyJhbGci" not in reply.plain and "try again shortly" not in reply.plain
+    assert cluster.objs[0]["spec"].get("decisions", []) == []
+    assert world.audited(svc, "ChatDecisionRequested") == []
+    assert [r["reason"] for r in world.audited(svc)] == ["TokenInReason"]
+
+
+@pytest.mark.parametrize("verb", ["approve", "reject"])
 def test_a_reason_too_long_for_the_crd_is_refused_saying_so_never_cut(
         tmp_path: Path, verb: str) -> None:
     """spec.decisions[].reason holds 1,000 characters (code points): a longer reason is refused
@@ -304,8 +324,13 @@ def test_a_multibyte_reason_of_exactly_the_limit_is_recorded_whole(tmp_path: Pat
         {"verdict": "Approve", "by": world.BOB.user, "reason": reason}]
 
 
+#: A reason an approver pasted a token into (a JWT: eyJ<header>.eyJ<claims>.<signature>).
+TOKEN_REASON = "ok, see eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2lnbmF0dXJl"
+
+
 @pytest.mark.parametrize(("reason", "refused"), [("ok \u202e)kcab-llor(", "ForbiddenCharacter"),
-                                              ("x" * 1001, "ReasonTooLong")])
+                                              ("x" * 1001, "ReasonTooLong"),
+                                              (TOKEN_REASON, "TokenInReason")])
 def test_with_step_up_a_reason_that_cannot_be_recorded_is_refused_before_a_code_is_asked(
         tmp_path: Path, reason: str, refused: str) -> None:
     """Step-up on: a reason the API server would refuse is refused when the decision is sent,
