@@ -544,6 +544,13 @@ class Kube:
         return self._observed(method, path, body, content_type=content_type, query=query,
                               once=once)[0]
 
+    def request_dated(self, method: str, path: str, body: Any = None, *,
+                      once: float | None = None) -> tuple[dict[str, Any], dt.datetime | None]:
+        """:meth:`request`, and the API server's clock when it answered (its HTTP ``Date``, as
+        :meth:`get_dated` gives it)."""
+        return self._observed(method, path, body, content_type="application/json", query=None,
+                              once=once)
+
     def _observed(self, method: str, path: str, body: Any, *, content_type: str,
                   query: Mapping[str, str] | None, once: float | None = None
                   ) -> tuple[dict[str, Any], dt.datetime | None]:

@@ -25,13 +25,15 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    ``TokenIssued`` grant must record this very token (``status.tokenSHA256``, or its claim's:
    ``BindingMismatch``); the executor must be able to run it; a kubectl command needs a fresh
    token of the executor account, the identity it runs as (``wingman.gateway.identity``,
-   ``ExecutorTokenUnavailable``); every target the request's preview recorded for the command
-   must be the object, at the version, the preview saw (``TargetChanged`` otherwise, unless the
-   policy allows drift); the command's timeout and the writes of its result must end before the
-   deadline of the pod's own Job, read from the Job and measured on the later of the gateway's
-   clock and the API server's (``DeadlineTooClose``; ``DeadlineUnknown`` when it cannot be read,
-   after a few quick tries when the failure may pass): a deadline that stops the command
-   half-way would leave a half-done change;
+   ``ExecutorTokenUnavailable``; asked for again before the burn when what it has left no
+   longer covers the command's timeout and ``identity.START_MARGIN_SECONDS``); every target
+   the request's preview recorded for the command must be the object, at the version, the
+   preview saw (``TargetChanged`` otherwise, unless the policy allows drift); the command's
+   timeout and the writes of its result must end before the deadline of the pod's own Job,
+   read from the Job and measured on the later of the gateway's clock and the API server's
+   (``DeadlineTooClose``; ``DeadlineUnknown`` when it cannot be read, after a few quick tries
+   when the failure may pass): a deadline that stops the command half-way would leave a
+   half-done change;
 4. judge the token's expiry again (``TokenExpired``, unspent: the checks above may have taken
    long), then burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay
    (exit 4: the grant gets condition ``ReplayDetected`` and nothing else changes);
@@ -41,7 +43,9 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    judged with the approval last read: :func:`check_startable`; a grant whose token was issued
    on its claim gets the token's fields with it), measure the Job's deadline again
    (``DeadlineTooClose``, the token spent: what came after the first look may have taken
-   long), and only then audit ``GatewayExecuting`` (the claim that the command runs: never
+   long) and the executor's token's life (``ExecutorTokenUnavailable``, the token spent: it
+   must outlive the command's timeout from its start), and only then audit
+   ``GatewayExecuting`` (the claim that the command runs: never
    written for a run that the write of ``Running`` refused), execute
    (``wingman.gateway.executors``), audit ``GatewayExecuted`` and write the result. Each
    record is durable before what it stands for.
@@ -194,6 +198,10 @@ class _Run:
     #: the executor account's token and a client that acts as it (kubectl commands only)
     executor_token: identity.ExecutorToken | None = None
     executor_kube: Kube | None = None
+    #: when the executor's token expires (monotonic: asked for at, plus its lifetime)
+    executor_expires: float = 0.0
+    #: executor tokens asked for again were replaced (still scrubbed from the log until the end)
+    retired_tokens: list[str] = field(default_factory=list, repr=False)
     grant: dict[str, Any] | None = None
     approval: dict[str, Any] | None = None
     """The grant's ApprovalRequest as last read: its claim may record the grant's token
@@ -304,6 +312,10 @@ class _Run:
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
 
+    def executor_left(self) -> float:
+        """Seconds the executor's token has left (by the monotonic clock)."""
+        return self.executor_expires - time.monotonic()
+
     # -- outcomes -----------------------------------------------------------------------------
     def refuse(self, exc: WingmanError) -> int:
         reason, detail = refusal_reason(exc)
@@ -387,6 +399,8 @@ class _Run:
             self.executor_kube.close()
         if self.executor_token is not None:
             logs.forget(self.executor_token.token)
+        for retired in self.retired_tokens:
+            logs.forget(retired)
 
 
 def _connect(settings: GatewaySettings) -> Kube:
@@ -652,6 +666,35 @@ def _check_job_deadline(run: _Run, grant: Mapping[str, Any]) -> JobDeadline:
     return deadline
 
 
+def _executor_token(run: _Run, grant: Mapping[str, Any], claims: tokens.CapabilityClaims
+                    ) -> None:
+    """A token of the executor account (``wingman.gateway.identity``), and a client acting as
+    it, for the run (one asked for before replaced); refused (``ExecutorTokenUnavailable``,
+    the capability token unspent) when none is given, a replay when another pod spent it."""
+    s = run.settings
+    assert run.kube is not None
+    asked = time.monotonic()  # its lifetime counts from before the request
+    try:
+        fresh = identity.request_token(
+            run.kube, s, str((grant.get("status") or {}).get("tokenSecretName") or ""),
+            retried=lambda call: _retried(run, "the executor's TokenRequest", call),
+            now=run.now)
+    except Terminating:
+        raise
+    except GrantDenied:
+        _raise_if_spent(run, claims)
+        raise
+    logs.never_log(fresh.token)
+    if run.executor_token is not None:
+        run.retired_tokens.append(run.executor_token.token)
+    if run.executor_kube is not None:
+        run.executor_kube.close()
+    run.executor_token, run.executor_expires = fresh, asked + fresh.lifetime
+    run.executor_kube = Kube.from_token(s.api_server, fresh.token,
+                                        s.serviceaccount_dir / "ca.crt")
+    run.executor_kube.call_seconds = API_CALL_SECONDS
+
+
 def _read_target(run: _Run, target: previews.Target) -> dict[str, Any] | None:
     """The live state of a previewed target, as the executor account (the one that will act
     on it: the gateway's own holds no rights in the target namespaces) reads it."""
@@ -745,19 +788,7 @@ def _execute(run: _Run) -> int:
     if executor.name == "kubernetes":
         # kubectl runs (and its targets are read) as the executor account: no token of it,
         # no execution, and the capability token stays unspent
-        try:
-            run.executor_token = identity.request_token(
-                run.kube, s, str((grant.get("status") or {}).get("tokenSecretName") or ""),
-                retried=lambda call: _retried(run, "the executor's TokenRequest", call))
-        except Terminating:
-            raise
-        except GrantDenied:
-            _raise_if_spent(run, claims)
-            raise
-        logs.never_log(run.executor_token.token)
-        run.executor_kube = Kube.from_token(s.api_server, run.executor_token.token,
-                                            s.serviceaccount_dir / "ca.crt")
-        run.executor_kube.call_seconds = API_CALL_SECONDS
+        _executor_token(run, grant, claims)
     # the state the approval was given on: refused here, the token stays unspent
     allow_drift = s.policy.target_drift.value == "Allow"
     if undoes is None:  # a rollback acts on what its command changed: nothing to bind
@@ -769,6 +800,13 @@ def _execute(run: _Run) -> int:
     # the checks since the token was verified may have taken long: an expired token is not spent
     check_unexpired(claims, deadline.now(time.monotonic()), s.leeway_seconds,
                     str(run.token_ref))
+    if run.executor_token is not None and run.executor_left() < (
+            s.exec_timeout_seconds + identity.START_MARGIN_SECONDS):
+        # they may have eaten the margin the executor's token was asked for with: ask again,
+        # so that it outlives the command from its start (refused unspent if it cannot)
+        _executor_token(run, grant, claims)
+        identity.check_covers(s, run.executor_token, run.executor_left(), spent=False,
+                              margin=identity.START_MARGIN_SECONDS)
 
     _refuse_if_terminating("spent the token")
     lease = burn_marker(claims, s, run.token_ref)
@@ -850,6 +888,8 @@ def _execute(run: _Run) -> int:
     # claim of execution; a refusal now closes the Running phase, the token spent
     check_deadline(deadline.job, deadline.now(time.monotonic()), s.exec_timeout_seconds,
                    spent=True)
+    if run.executor_token is not None:  # and the executor's token outlives the command
+        identity.check_covers(s, run.executor_token, run.executor_left(), spent=True)
     _refuse_if_terminating("started the command")
     # the claim of execution, only once this run owns the grant's Running phase, and before
     # the child starts: no record, no run (a refusal now closes the Running phase)

@@ -1376,6 +1376,61 @@ def test_an_executor_token_request_held_up_refuses_before_the_burn(
     assert env.leases() == [] and env.replicas() == 1
 
 
+class _ClockJumps:
+    """Stands in for ``time`` in ``wingman.gateway.run``: its monotonic clock runs ahead of the
+    real one by ``ahead()`` seconds (what the checks of a slow API server would have taken,
+    without waiting that long)."""
+
+    def __init__(self, ahead: Callable[[], float]) -> None:
+        self.ahead = ahead
+        self.time = time.time
+        self.sleep = time.sleep
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead()
+
+
+@pytest.mark.parametrize("when", ["before-the-burn", "every-request", "after-the-burn"])
+def test_an_executor_token_that_cannot_outlive_the_command_from_its_start_is_not_used(
+        env: Env, proxy: FaultyApiProxy, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """The executor's token is asked for to outlive the command's timeout (60 s here, so the
+    API's minimum, 600 s); 550 s of checks after the request leave it too little for the
+    command. Before the burn it is asked for again, and the command runs with a token that
+    covers it; when the new one is no better (an API server giving shorter tokens), nothing is
+    spent; after the burn, the command is not started on it."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 1200)  # the Job's deadline is not what refuses
+    settings = _through(env, proxy, g, mint(env, g))
+    token_path = SERVICEACCOUNTS.path(env.ns, settings.executor_service_account, "token")
+    burn_path = f"/apis/coordination.k8s.io/v1/namespaces/{env.ns}/leases"
+    jump = 550.0
+    ahead = {
+        "before-the-burn": lambda: jump if proxy.count("POST", token_path) else 0.0,
+        "every-request": lambda: jump * proxy.count("POST", token_path),
+        "after-the-burn": lambda: jump if proxy.count("POST", burn_path) else 0.0,
+    }[when]
+    monkeypatch.setattr(gateway_run, "time", _ClockJumps(ahead))
+    code = run_gateway(settings)
+    status = env.grant(g.name)["status"]
+    if when == "before-the-burn":
+        assert code == EXIT_OK, status
+        assert proxy.count("POST", token_path) == 2, "the token was not asked for again"
+        assert env.replicas() == 2 and status["phase"] == "Succeeded"
+        return
+    assert code == EXIT_REFUSED
+    assert env.replicas() == 1, "the command started on a token expiring before its timeout"
+    assert (status["phase"], status["reason"]) == ("Failed", "ExecutorTokenUnavailable"), status
+    assert "expires in" in status["message"] and "up to 60 s" in status["message"]
+    if when == "every-request":
+        assert proxy.count("POST", token_path) == 2
+        assert "token was not spent" in status["message"]
+        assert env.leases() == [] and _events(env) == ["GatewayRefused"]
+    else:
+        assert "token was spent" in status["message"]
+        assert len(env.leases()) == 1
+        assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
+
+
 def test_reads_and_the_executor_token_request_that_blip_are_made_again_and_the_command_runs(
         env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
     """A rolling restart of the API server, or API Priority and Fairness shedding load, does

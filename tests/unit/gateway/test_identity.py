@@ -6,6 +6,8 @@ and the admission policy that bounds it in tests/integration/test_admission.py.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from kubernetes import client as k8s
 
@@ -61,3 +63,34 @@ def test_a_grant_naming_no_token_secret_gets_no_executor_token() -> None:
     # the approval holds the command for this grant: a new grant for it would be refused
     assert "submit a new request" in info.value.message
     assert "new grant" not in info.value.message
+
+
+@pytest.mark.parametrize(("expires_in", "lifetime"), [
+    (600, 600.0), (600.9, 600.0),  # whole seconds, rounded down
+    (7200, 600.0),  # never more than was asked for
+    (300, 300.0),  # an API server that gives less (--service-account-max-token-expiration)
+    (-5, 0.0),
+])
+def test_the_token_lives_what_the_answer_says_never_more_than_asked(
+    expires_in: float, lifetime: float,
+) -> None:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert identity.lifetime(_settings(), now + dt.timedelta(seconds=expires_in), now) == \
+        lifetime
+
+
+def test_a_token_that_cannot_outlive_the_command_refuses_saying_whether_it_was_spent() -> None:
+    settings = _settings(WINGMAN_EXEC_TIMEOUT_SECONDS="120")
+    token = identity.ExecutorToken("wingman-executor", "secret-token-value", 600.0)
+    identity.check_covers(settings, token, 150.0, spent=False,
+                          margin=identity.START_MARGIN_SECONDS)
+    identity.check_covers(settings, token, 120.0, spent=True)
+    with pytest.raises(GrantDenied) as before:
+        identity.check_covers(settings, token, 149.0, spent=False,
+                              margin=identity.START_MARGIN_SECONDS)
+    with pytest.raises(GrantDenied) as after:
+        identity.check_covers(settings, token, 119.5, spent=True)
+    assert before.value.reason == after.value.reason == "ExecutorTokenUnavailable"
+    assert "expires in 149 s" in before.value.message and "not spent" in before.value.message
+    assert "expires in 119 s" in after.value.message and "was spent" in after.value.message
+    assert "secret-token-value" not in before.value.message + after.value.message
