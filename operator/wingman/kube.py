@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -40,9 +41,18 @@ from kubernetes import config as k8s_config
 from urllib3 import HTTPConnectionPool, HTTPHeaderDict
 from urllib3 import Timeout as HTTPTimeout
 from urllib3.connection import HTTPConnection
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ResponseError,
+)
 from urllib3.exceptions import HTTPError as HTTPLibraryError
-from urllib3.exceptions import MaxRetryError, ProtocolError, ResponseError
+from urllib3.util.connection import allowed_gai_family
 from urllib3.util.retry import Retry as HTTPRetry
+from urllib3.util.ssl_ import is_ipaddress
 
 from wingman import GROUP, VERSION
 from wingman.errors import ClusterError, WingmanError, shown_url
@@ -154,8 +164,11 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases")
 # a ``Kube``'s pools connect, read and send with what is left of it: connecting, the TLS
 # handshake after it, and every receive and send wait at most until the deadline, so
 # connecting, sending and the whole answer (status line, headers, body) end by it, or the call
-# fails as a timeout does. No thread per call. Not bounded so: looking up a host name (the
-# system resolver's own timeouts; a pod's API server address is an IP, so none there).
+# fails as a timeout does. No thread per call, but for looking up a host name: the system
+# resolver keeps its own timeouts (30 s and more), so the lookup runs in a thread of its own,
+# waited for until the deadline (then left to end in the background, the call failed as a
+# timeout); each address it gives is then connected to with what is left, as the HTTP library
+# does. A pod's API server address is an IP: no lookup, no thread there.
 #
 # A call without ``once`` is bounded so too, try by try: each try the HTTP library makes (its
 # own retries, as the client's configuration says) has the client's ``timeout`` in all, its
@@ -252,8 +265,7 @@ class _DeadlineMixin:
         deadline = _deadline()
         if deadline is None:
             return super()._new_conn()  # type: ignore[misc]
-        self.timeout = _left(deadline)
-        sock = super()._new_conn()  # type: ignore[misc]
+        sock = self._connect_by(deadline)
         try:
             sock.settimeout(_left(deadline))
         except BaseException:
@@ -261,11 +273,66 @@ class _DeadlineMixin:
             raise
         return sock
 
+    def _connect_by(self, deadline: float) -> Any:
+        """A connection made by ``deadline``: a host name (not an IP) looked up by then
+        (:func:`_resolve`), then each address it gives tried with what is left, as the HTTP
+        library's own connecting does (a connection class that connects in a way of its own, a
+        SOCKS proxy's, is left to it)."""
+        host: str = getattr(self, "_dns_host", "")
+        plain = getattr(super(), "_new_conn", None)
+        if not host or is_ipaddress(host.strip("[]")) or getattr(
+                plain, "__func__", None) is not HTTPConnection._new_conn:
+            self.timeout = _left(deadline)
+            return super()._new_conn()  # type: ignore[misc]
+        try:
+            found = _resolve(host.strip("[]"), int(getattr(self, "port", 0) or 0), deadline)
+        except socket.gaierror as exc:
+            raise NameResolutionError(host, self, exc) from exc  # type: ignore[arg-type]
+        except TimeoutError:
+            raise ConnectTimeoutError(self, f"Connection to {host} timed out (looking up its "
+                                      "name took past the call's deadline)") from None
+        failed: Exception | None = None
+        for address in dict.fromkeys(str(info[4][0]) for info in found):
+            self._dns_host = address  # connect to it; TLS still checks the name
+            try:
+                self.timeout = _left(deadline)
+                return super()._new_conn()  # type: ignore[misc]
+            except (NewConnectionError, ConnectTimeoutError) as exc:
+                failed = exc
+            finally:
+                self._dns_host = host
+        raise failed or NameResolutionError(host, self, socket.gaierror(  # type: ignore[arg-type]
+            f"{host} has no address"))
+
     def send(self, data: Any) -> None:
         deadline = _deadline()
         if deadline is not None and self.sock is not None:
             self.sock.settimeout(_left(deadline))
         super().send(data)  # type: ignore[misc]
+
+
+def _resolve(host: str, port: int, deadline: float) -> list[Any]:
+    """``getaddrinfo`` of ``host``, waited for until ``deadline`` (``TimeoutError`` then: the
+    lookup, left to the system resolver's own timeouts, ends in its daemon thread)."""
+    done = threading.Event()
+    found: list[Any] = []
+    failed: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, port, allowed_gai_family(),
+                                            socket.SOCK_STREAM))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            failed.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="wingman-lookup", daemon=True).start()
+    if not done.wait(_left(deadline)):
+        raise TimeoutError("timed out (looking up the host name)")
+    if failed:
+        raise failed[0]
+    return found
 
 
 _DEADLINE_POOLS: dict[type[HTTPConnectionPool], type[HTTPConnectionPool]] = {}

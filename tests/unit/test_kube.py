@@ -856,6 +856,75 @@ def test_a_tls_handshake_trickled_after_a_slow_connect_ends_by_the_call_s_deadli
     assert raised.value.reason == "Unreachable" and "timed out" in raised.value.message
 
 
+_SILENT_RESOLVER = """
+import socket, sys, threading, time
+from kubernetes import client as k8s
+from wingman.kube import CONFIGMAPS, Kube
+
+# the name server of this namespace's resolv.conf: takes every query and never answers
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind(("127.0.0.1", 53))
+threading.Thread(target=lambda: [server.recvfrom(4096) for _ in iter(int, 1)],
+                 daemon=True).start()
+kube = Kube(k8s.ApiClient(k8s.Configuration(host="https://api.cluster.wingman.test:6443")))
+started = time.monotonic()
+try:
+    kube.get(CONFIGMAPS, "ns", "seen", once=float(sys.argv[1]))
+except Exception as exc:
+    print(type(exc).__name__, getattr(exc, "reason", ""), exc)
+print(time.monotonic() - started)
+"""
+
+
+def test_looking_up_the_api_server_s_host_name_ends_by_the_call_s_deadline(
+        tmp_path: Path) -> None:
+    """A kubeconfig naming its API server by a host name whose lookup hangs (a name server that
+    does not answer: the system resolver waits its own timeouts, 30 s here): the call is given
+    up by its deadline, as one that gets no answer. Run in a namespace of its own (its own
+    network, loopback only, and a resolv.conf naming a silent name server on it)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare and ip (util-linux, iproute2) for a resolver of its own")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
+    script = tmp_path / "lookup.py"
+    script.write_text(_SILENT_RESOLVER)
+    once = 1.0
+    shell = (f"ip link set lo up && mount --bind {resolv} /etc/resolv.conf && "
+             f"exec {sys.executable} {script} {once}")
+    try:
+        done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "--net",
+                               "sh", "-c", shell], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                              check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the call waited for the resolver, past its deadline and a minute")
+    if done.returncode != 0 and "Operation not permitted" in done.stderr:
+        pytest.skip(f"user namespaces are not allowed here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    outcome, elapsed = done.stdout.strip().splitlines()
+    assert float(elapsed) < once + 1.0, outcome
+    assert outcome.startswith("ClusterError Unreachable"), outcome
+    assert "timed out" in outcome, outcome
+
+
+def test_a_host_name_that_resolves_is_connected_to_within_the_call_s_deadline(
+        local_api: tuple[str, int]) -> None:
+    """The lookup made by the deadline gives the addresses the call connects to (``localhost``),
+    and a name that does not exist fails as no answer."""
+    _, port = local_api
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://localhost:{port}")))
+    assert kube.get(CONFIGMAPS, "ns", "seen", once=2.0)["metadata"]["name"] == "seen"
+    missing = Kube(k8s.ApiClient(k8s.Configuration(host=f"http://kube.invalid:{port}")))
+    with pytest.raises(ClusterError) as raised:
+        missing.get(CONFIGMAPS, "ns", "seen", once=5.0)
+    assert raised.value.reason == "Unreachable" and transient(raised.value)
+    assert "NameResolutionError" in raised.value.message or "Errno" in raised.value.message
+
+
 def test_a_call_without_once_whose_answer_trickles_is_given_up_at_its_timeout(
         local_api: tuple[str, int]) -> None:
     """A client with no ``once`` (the CLI, the MCP server, the Python client) bounds each try
