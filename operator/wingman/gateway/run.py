@@ -88,6 +88,7 @@ from wingman.audit import AuditRecord, AuditSink, open_sink
 from wingman.capability import tokens
 from wingman.errors import (
     AuditUnavailable,
+    ClusterError,
     ExecutionFailed,
     GrantDenied,
     WingmanError,
@@ -182,6 +183,20 @@ API_RETRY_FIRST_DELAY = 0.2
 STATUS_RETRY_FIRST_DELAY = 0.5
 """The first pause before a write of the grant's status that got no definite answer is made
 again (doubling after each; longer when the answer's ``Retry-After`` asks), within its budget."""
+STATUS_CALL_MIN_SECONDS = 0.5
+"""A call of a write of the grant's status is not started with less of its budget left (one
+given less could not be answered): the write ends within its budget, its last failure
+raised."""
+
+
+class NoTimeLeft(ClusterError):
+    """A write of the grant's status given no time: nothing was written (no answer)."""
+
+    reason = "Unreachable"
+
+
+class _OutOfTime(Exception):
+    """Too little of a status write's budget is left for another call."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,11 +266,13 @@ class _Run:
         gateway's to write).
 
         All of it within ``seconds``: each call waits for the API server at most
-        ``API_CALL_SECONDS`` and never past what is left; a conflict is read and written
-        again, and so is a failure that may pass (no answer, 429, 5xx), backing off, or after
-        as long as the answer's ``Retry-After`` asks (API Priority and Fairness sends one with a
-        429), while time is left; then, or at once when the pause asked for is past the
-        budget, the last error is raised. ``until_stopped`` (the write of ``Running``): not
+        ``API_CALL_SECONDS`` and never past what is left, and none is started with less than
+        ``STATUS_CALL_MIN_SECONDS`` left (the last failure is raised then, or ``NoTimeLeft``
+        when no call was made: a call given less could not be answered); a conflict is read
+        and written again, and so is a failure that may pass (no answer, 429, 5xx), backing
+        off, or after as long as the answer's ``Retry-After`` asks (API Priority and Fairness
+        sends one with a 429), while time is left; then, or at once when the pause asked for is
+        past the budget, the last error is raised. ``until_stopped`` (the write of ``Running``): not
         made again either once the pod was asked to stop (SIGTERM; one during the pause ends
         it), as nothing runs then; the writes of an outcome go on, as they are what records
         it. A write with no definite answer may have landed: the builder, given the grant as
@@ -264,13 +281,16 @@ class _Run:
         assert self.kube is not None
         s = self.settings
         policy = RetryPolicy(budget=seconds, first_delay=STATUS_RETRY_FIRST_DELAY,
-                             call_seconds=API_CALL_SECONDS,
-                             call_min_seconds=JOB_READ_CALL_MIN_SECONDS)
+                             call_seconds=API_CALL_SECONDS, call_min_seconds=0.0)
         give_up = time.monotonic() + seconds
         conflicts = tries = 0
+        failed: WingmanError | None = None
 
         def once() -> float:
-            return try_seconds(policy, give_up - time.monotonic())
+            left = give_up - time.monotonic()
+            if left < STATUS_CALL_MIN_SECONDS:  # the budget holds: no call it cannot end
+                raise _OutOfTime
+            return try_seconds(policy, left)
 
         while True:
             try:
@@ -289,11 +309,15 @@ class _Run:
                 self.grant = self.kube.patch(GRANTS, s.namespace, s.grant_name, body,
                                              subresource="status", once=once())
                 return True
+            except _OutOfTime:
+                raise failed or NoTimeLeft(
+                    f"no time was left of the {seconds:g} s for writing the grant's status "
+                    "(nothing was written)") from None
             except ApiError as exc:
+                failed = exc
                 if exc.conflict and conflicts < _STATUS_RETRIES - 1:
                     conflicts += 1
                     continue
-                failed: WingmanError = exc
             except WingmanError as exc:
                 failed = exc
             tries += 1

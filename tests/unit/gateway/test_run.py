@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from wingman.errors import GrantDenied
 from wingman.gateway import executors, run
 from wingman.gateway.checks import check_targets
-from wingman.kube import GRANTS, Kube
+from wingman.kube import GRANTS, ApiError, Kube
 from wingman.settings import GatewaySettings
 
 from .test_checks import CMD, WEB, _previewed
@@ -142,3 +142,66 @@ def test_a_gateway_not_asked_to_stop_keeps_reading_the_job_until_its_budget_ends
     assert _Unavailable.reads >= 2, "gave up after one read though not asked to stop"
     assert info.value.reason == "DeadlineUnknown"
     assert "etcd is away" in info.value.message
+
+
+class _Contended(BaseHTTPRequestHandler):
+    """An API server on which another writer keeps changing the grant: each read answers a
+    little under half a second after it was asked, and each write of its status 409 Conflict
+    (a newer version of it was written meanwhile)."""
+
+    reads = 0
+
+    def _answer(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        type(self).reads += 1
+        time.sleep(0.45)
+        self._answer(200, {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                           "metadata": {"name": "g1", "uid": "u1",
+                                        "resourceVersion": str(type(self).reads)},
+                           "status": {"phase": "Running"}})
+
+    def do_PATCH(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer(409, {"kind": "Status", "status": "Failure", "code": 409,
+                           "reason": "Conflict", "message": "the object has been modified"})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_status_write_ends_within_its_budget_whatever_its_calls_take() -> None:
+    """The writes of the grant's status have a budget (the result's: what the deadline check
+    kept before the Job's deadline): a read and a write made again on each conflict, each
+    answered slowly, stop when too little of it is left for another call, and the write
+    fails with the last answer, within the budget, not a call or two past it."""
+    _Contended.reads = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Contended)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings = GatewaySettings.from_env({
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443",
+        "WINGMAN_GRANT_NAME": "g1"})
+    kube = Kube(k8s.ApiClient(k8s.Configuration(
+        host=f"http://127.0.0.1:{server.server_address[1]}")))
+    budget = 1.0
+    try:
+        started = time.monotonic()
+        with pytest.raises(ApiError) as info:
+            run._Run(settings=settings, clock=time.time, kube=kube).patch_status(
+                lambda grant: {"phase": "Failed"}, seconds=budget)
+        elapsed = time.monotonic() - started
+    finally:
+        kube.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert info.value.conflict
+    assert _Contended.reads >= 2, "the write was not made again on a conflict"
+    assert elapsed <= budget + 0.1, f"the status write took {elapsed:.2f} s of a {budget} s budget"
