@@ -372,7 +372,9 @@ def check_unexpired(claims: tokens.CapabilityClaims, now: dt.datetime, leeway: i
     was verified, has expired by ``now`` (with ``leeway``, as ``tokens.verify`` judges it):
     the checks between its verification and the burn (the executor's token, the previewed
     targets, the Job, each read again while it fails in a way that may pass) can take many
-    seconds, and a token is never spent after its expiry. Nothing is spent or run."""
+    seconds, and a token is never spent after its expiry. Nothing is spent or run. Judged
+    last before the burn, not again before the start: the expiry bounds the burn (what
+    follows it is bounded by the approval's expiry and the Job's deadline, checked again)."""
     if now.timestamp() >= claims.exp + leeway:
         raise TokenRejected(
             f"capability token {token_ref} rejected: it expired at {claims.exp} (leeway "

@@ -35,7 +35,10 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    when the failure may pass): a deadline that stops the command half-way would leave a
    half-done change;
 4. judge the token's expiry again (``TokenExpired``, unspent: the checks above may have taken
-   long), then burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay
+   long; the expiry bounds the burn, not the start: once burnt, the token can never be
+   presented again, and the steps after the burn are bounded by what they check again, the
+   approval's expiry included, while refusing then would use up the approved command), then
+   burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay
    (exit 4: the grant gets condition ``ReplayDetected`` and nothing else changes);
 5. audit ``GatewayTokenBurned``, check the approval and the previewed targets again, audit
    ``GatewayStarting`` (the intent the ``Running`` phase stands for), set phase ``Running``

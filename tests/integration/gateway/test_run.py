@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import datetime as dt
 import json
 import os
 import shutil
@@ -1627,6 +1628,29 @@ def test_a_token_that_expires_during_the_checks_before_the_burn_is_refused_unspe
     assert env.leases() == [], "an expired token was spent"
     assert _events(env) == ["GatewayRefused"]
     _assert_never_leaked(env, token, capsys.readouterr().err)
+
+
+def test_a_token_that_expires_after_its_burn_still_runs_its_command(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    """The token's expiry bounds the burn, not the start: burnt while valid, its command runs
+    though the approval read again and the write of Running (each held 4.5 s here, answered
+    within its call's bound) take the start past the expiry; refusing then would use up the
+    approved command and protect nothing (the burn marker already stops a second use)."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    token = mint(env, g, now=time.time() - 300 + 5)  # expires in 5 s
+    settings = dataclasses.replace(_through(env, proxy, g, token), leeway_seconds=0)
+    held = gateway_run.API_CALL_SECONDS - 0.5
+    proxy.hold("GET", APPROVALS.path(env.ns, g.approval["metadata"]["name"]), seconds=held,
+               after=1)  # the read after the burn
+    proxy.hold("PATCH", _status_path(env, g), seconds=held)  # Running
+    assert run_gateway(settings) == EXIT_OK
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    executing = [r for r in env.audit_records() if r["event"] == "GatewayExecuting"]
+    started = dt.datetime.fromisoformat(executing[0]["time"].replace("Z", "+00:00"))
+    assert started.timestamp() > expires, "the command started before the token's expiry"
+    assert env.replicas() == 2 and len(env.leases()) == 1
+    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
 
 
 def _operator_kube(env: Env) -> Kube:
