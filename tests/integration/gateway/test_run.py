@@ -748,6 +748,42 @@ def test_what_ends_the_wait_other_than_this_token_issued_refuses_before_the_burn
             "the operator's ending stays"
 
 
+class _ApprovalDeletedWhileTheGatewayWaits(_OperatorWritesWhileTheGatewayWaits):
+    """At the gateway's first pause while the grant is Pending, the grant's ApprovalRequest is
+    deleted (a human deleting the request, its grant left waiting)."""
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses += 1
+        if self.pauses == 1:
+            self.burnt_before.append(len(self.env.leases()))
+            self.env.cluster.kubectl("delete", "approvalrequests",
+                                     self.g.approval["metadata"]["name"], "-n", self.env.ns,
+                                     "--wait=true")
+
+
+def test_an_approval_deleted_while_its_gateway_waits_refuses_at_once_and_spends_nothing(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While the grant is Pending the gateway reads its approval again with it, each time: one
+    deleted meanwhile ends the wait at once (``ApprovalRequestNotFound``), not when the token
+    expires (here in 60 s), and nothing is spent."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g, now=time.time() - 300 + 60)
+    set_grant_status(env, g.name, {"phase": "Pending"})
+    waits = _ApprovalDeletedWhileTheGatewayWaits(env, g, {})
+    monkeypatch.setattr(gateway_run, "time", waits)
+    started = time.monotonic()
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    assert time.monotonic() - started < 30, "waited for the token's expiry"
+    assert waits.burnt_before == [0] and env.leases() == [] and env.replicas() == 1
+    records = env.audit_records()
+    assert [(r["event"], r["data"]["reason"]) for r in records] == [
+        ("GatewayRefused", "ApprovalRequestNotFound")]
+    assert "was deleted while the gateway of its grant waited" in records[0]["data"]["message"]
+    assert env.grant(g.name)["status"]["phase"] == "Pending", "the operator's to end"
+    _assert_never_leaked(env, token, capsys.readouterr().err)
+
+
 def test_a_gateway_whose_token_another_pod_ran_while_it_waited_is_a_replay(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
