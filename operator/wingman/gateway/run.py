@@ -822,19 +822,20 @@ def _execute(run: _Run) -> int:
         check_targets(approval, claims.command, allow_drift=allow_drift,
                       read=lambda t: _read_target(run, t))
 
+    if run.executor_token is not None and run.executor_left() < (
+            s.exec_timeout_seconds + identity.START_MARGIN_SECONDS):
+        # the checks since it was asked for may have eaten the margin the executor's token was
+        # asked for with: ask again, so that it outlives the command from its start (refused
+        # unspent if it cannot); before the deadline and the expiry, which measure this too
+        _executor_token(run, grant, claims)
+        identity.check_covers(s, run.executor_token, run.executor_left(), spent=False,
+                              margin=identity.START_MARGIN_SECONDS)
+
     # the last check before the burn: the command and its result fit before the Job's deadline
     deadline = _check_job_deadline(run, grant)
     # the checks since the token was verified may have taken long: an expired token is not spent
     check_unexpired(claims, deadline.now(time.monotonic()), s.leeway_seconds,
                     str(run.token_ref))
-    if run.executor_token is not None and run.executor_left() < (
-            s.exec_timeout_seconds + identity.START_MARGIN_SECONDS):
-        # they may have eaten the margin the executor's token was asked for with: ask again,
-        # so that it outlives the command from its start (refused unspent if it cannot)
-        _executor_token(run, grant, claims)
-        identity.check_covers(s, run.executor_token, run.executor_left(), spent=False,
-                              margin=identity.START_MARGIN_SECONDS)
-
     _refuse_if_terminating("spent the token")
     lease = burn_marker(claims, s, run.token_ref)
     lease_name = lease["metadata"]["name"]

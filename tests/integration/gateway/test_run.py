@@ -1468,6 +1468,27 @@ def test_an_executor_token_that_cannot_outlive_the_command_from_its_start_is_not
         assert _events(env) == ["GatewayTokenBurned", "GatewayStarting", "GatewayRefused"]
 
 
+def test_a_token_that_expires_while_the_executor_s_token_is_asked_for_again_is_not_spent(
+        env: Env, proxy: FaultyApiProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The executor's token asked for again before the burn (what it had left no longer covers
+    the command) takes time like any check before the burn: the capability token, expired
+    meanwhile (the second TokenRequest held 4.5 s here), is refused unspent, never burnt."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 1200)
+    token = mint(env, g, now=time.time() - 300 + 3)  # expires in 3 s
+    settings = dataclasses.replace(_through(env, proxy, g, token), leeway_seconds=0)
+    token_path = SERVICEACCOUNTS.path(env.ns, settings.executor_service_account, "token")
+    proxy.hold("POST", token_path, seconds=gateway_run.API_CALL_SECONDS - 0.5, after=1)
+    monkeypatch.setattr(gateway_run, "time", _ClockJumps(
+        lambda: 550.0 if proxy.count("POST", token_path) else 0.0))
+    assert run_gateway(settings) == EXIT_REFUSED
+    assert proxy.count("POST", token_path) == 2, "the executor's token was not asked again"
+    assert env.leases() == [], "a token that had expired was spent"
+    assert env.replicas() == 1
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "TokenExpired"), status
+
+
 def test_reads_and_the_executor_token_request_that_blip_are_made_again_and_the_command_runs(
         env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
     """A rolling restart of the API server, or API Priority and Fairness shedding load, does
