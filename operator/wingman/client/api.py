@@ -30,6 +30,7 @@ from wingman.client import status as st
 from wingman.client.connect import Connection
 from wingman.errors import (
     ClientError,
+    ClusterError,
     ConfigError,
     Forbidden,
     Invalid,
@@ -332,7 +333,10 @@ def client_error(exc: WingmanError, what: str) -> ClientError:
             hint = ("is the API server running, and does the kubeconfig (or the pod's "
                     "environment) name the right address?")
         return Unavailable(f"{what}: {exc.message}; {hint}", reason="Unreachable")
-    return Unavailable(f"{what}: {exc.message}")
+    # its own reason (UnusableAnswer, Expired, NoCredentials...): the error line and the
+    # protocol's answer say what failed, not only that something did
+    return Unavailable(f"{what}: {exc.message}",
+                       reason=exc.reason if isinstance(exc, ClusterError) else None)
 
 
 def error_answer(exc: WingmanError, *, kind: str | None = None, name: str | None = None,

@@ -228,8 +228,9 @@ def test_an_answer_of_a_shape_no_api_server_gives_is_an_api_error_not_a_denial(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
         command: list[str]) -> None:
     """A request or a grant without ``metadata``, from whatever answers at the API server's
-    address, is an API error (exit 5) naming what is wrong, never a crash whose exit code (1)
-    the command line documents as a human's denial."""
+    address, is an API error (exit 5) naming what is wrong and its reason (UnusableAnswer, not
+    an unreachable server's), never a crash whose exit code (1) the command line documents as
+    a human's denial."""
     from support.oddapi import GRANTS, REQUESTS, grant, listing, odd_api, request
     from wingman.cli import main as cli
     from wingman.cli.requests import EXIT_API
@@ -243,7 +244,7 @@ def test_an_answer_of_a_shape_no_api_server_gives_is_an_api_error_not_a_denial(
                                                                                    url))])
     err = capfd.readouterr().err
     assert code == EXIT_API, err
-    assert "error (Unavailable): " in err and "metadata.name is missing" in err, err
+    assert "error (UnusableAnswer): " in err and "metadata.name is missing" in err, err
     assert "Traceback" not in err
 
 

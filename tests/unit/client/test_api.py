@@ -658,8 +658,9 @@ def test_an_answer_of_a_shape_no_api_server_gives_is_unavailable_saying_what_is_
     """Well-formed JSON of another shape than an API server's (an object without metadata, a
     field of another type, a list whose items are no objects), from whatever answers at the
     API server's address, fails the call as no answer it can use (Unavailable: the CLI's API
-    error, the MCP server's ``unavailable``), saying which field is wrong: never a KeyError or
-    TypeError, which the CLI would exit with as if a human had denied the request."""
+    error, the MCP server's ``unavailable``), with its own reason (UnusableAnswer, which the
+    CLI's error line and the MCP answer show), saying which field is wrong: never a KeyError
+    or TypeError, which the CLI would exit with as if a human had denied the request."""
     from support.oddapi import GRANTS, REQUESTS, grant, listing, odd_api, request
     from wingman.client import status as st
     from wingman.client.api import error_answer
@@ -684,6 +685,7 @@ def test_an_answer_of_a_shape_no_api_server_gives_is_unavailable_saying_what_is_
     message = raised.value.message
     assert message.startswith(f"{doing}: the API server answered "), message
     assert says in message and "check that the address is the API server's" in message
+    assert raised.value.reason == "UnusableAnswer"
     assert error_answer(raised.value).state is st.State.UNAVAILABLE
 
 

@@ -1598,7 +1598,7 @@ def test_an_answer_of_a_shape_no_api_server_gives_answers_unavailable_saying_wha
 
     with odd_api({REQUESTS: listing(bare), GRANTS: listing(grant())}) as url:
         answer = anyio.run(call, url)
-    assert answer["state"] == "unavailable", answer
+    assert answer["state"] == "unavailable" and answer["reason"] == "UnusableAnswer", answer
     assert "listing ApprovalRequests" in answer["message"]
     assert "metadata.name is missing" in answer["message"]
     assert answer["next"].startswith("retry later")
