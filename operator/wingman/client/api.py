@@ -152,7 +152,16 @@ def build_request(
 
 def build_rollback(forward: Mapping[str, Any], *, rollback: str, requester: str,
                    ttl_seconds: int | None = None) -> dict[str, Any]:
-    """The ExecutionGrant for the reviewed rollback of the command ``forward`` ran."""
+    """The ExecutionGrant for the reviewed rollback of the command ``forward`` ran:
+    ``forward`` is that ExecutionGrant as the API server answers it (``WingmanClient.rollback``
+    reads it); anything else is refused (Invalid) naming what is missing."""
+    why = shape.problem(forward, "ExecutionGrant", ("namespace",))
+    if why is None and not _ref(forward):
+        why = "spec.approvalRef.name is missing or empty"
+    if why is not None:
+        raise Invalid("build_rollback needs the ExecutionGrant whose command the rollback "
+                      f"undoes, as the API server answers it: {why}; read it first "
+                      "(WingmanClient.rollback does)")
     meta = forward["metadata"]
     spec: dict[str, Any] = {"approvalRef": {"name": _ref(forward)}, "command": rollback,
                             "requester": requester, "rollbackOf": {"name": meta["name"]}}

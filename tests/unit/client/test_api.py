@@ -23,6 +23,7 @@ from wingman.client.api import (
     WingmanClient,
     build_grant,
     build_request,
+    build_rollback,
     client_error,
 )
 from wingman.client.connect import Connection, connect
@@ -54,6 +55,39 @@ def test_grant_manifest_is_in_the_requesters_name() -> None:
     assert body["spec"] == {"approvalRef": {"name": "req-1"}, "command": "kubectl get pods",
                             "requester": "alice"}
     assert body["metadata"]["name"].startswith("req-1-")
+
+
+def test_rollback_manifest_is_the_reviewed_rollback_of_the_grant_in_its_namespace() -> None:
+    forward = {"metadata": {"name": "req-1-0a1b2c3d", "namespace": "ns", "uid": "u"},
+               "spec": {"approvalRef": {"name": "req-1"}, "command": "kubectl scale ...",
+                        "requester": "alice"}}
+    body = build_rollback(forward, rollback="kubectl scale --replicas=2 ...",
+                          requester="alice", ttl_seconds=60)
+    assert body["metadata"] == {"name": "req-1-0a1b2c3d-rollback", "namespace": "ns"}
+    assert body["spec"] == {"approvalRef": {"name": "req-1"}, "requester": "alice",
+                            "command": "kubectl scale --replicas=2 ...",
+                            "rollbackOf": {"name": "req-1-0a1b2c3d"}, "ttlSeconds": 60}
+
+
+@pytest.mark.parametrize(("forward", "says"), [
+    ({"spec": {"approvalRef": {"name": "req-1"}}}, "metadata.name is missing or empty"),
+    ({"metadata": {"name": "g", "uid": "u"}, "spec": {"approvalRef": {"name": "req-1"}}},
+     "metadata.namespace is missing or empty"),
+    ({"metadata": "g", "spec": {}}, "metadata is text, not an object"),
+    ({"metadata": {"name": "g", "uid": "u", "namespace": "ns"}, "spec": {}},
+     "spec.approvalRef.name is missing or empty"),
+    ("req-1-0a1b2c3d", "it is text, not an object"),
+], ids=["no-metadata", "no-namespace", "metadata-text", "no-request", "a-name"])
+def test_a_rollback_of_what_is_no_grant_as_read_is_refused_saying_what_is_missing(
+        forward: Any, says: str) -> None:
+    """``build_rollback`` called with what is not an ExecutionGrant as the API server answers
+    it (a caller's own mapping, a grant's name) is refused naming the field, never a
+    KeyError or a rollback manifest without a name, a namespace or a request."""
+    with pytest.raises(Invalid) as raised:
+        build_rollback(forward, rollback="kubectl undo", requester="alice")
+    assert raised.value.message.startswith(
+        "build_rollback needs the ExecutionGrant whose command the rollback undoes, as the API "
+        f"server answers it: {says}"), raised.value.message
 
 
 def test_source_accepts_both_spellings_and_refuses_what_the_crd_would() -> None:
