@@ -162,6 +162,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from wingman.errors import ConfigError, ScopeViolation
+from wingman.model import commandline, limits
 
 __all__ = [
     "CONNECTION_FLAGS",
@@ -183,7 +184,7 @@ __all__ = [
     "parse",
 ]
 
-MAX_COMMAND_BYTES = 4096
+MAX_COMMAND_BYTES = limits.COMMAND_BYTES
 """Longest accepted command, in bytes of UTF-8."""
 
 MAX_ARGUMENTS = 64
@@ -347,31 +348,15 @@ def _ref(command: str) -> str:
 
 
 def _check_characters(command: str) -> None:
-    """Rules 1-4: length, control characters, non-ASCII, blank."""
-    if len(command) > MAX_COMMAND_BYTES or (
-        len(command.encode("utf-8", "surrogatepass")) > MAX_COMMAND_BYTES
-    ):
-        raise ScopeViolation(
-            f"the command is longer than {MAX_COMMAND_BYTES} bytes of UTF-8; "
-            "split the work into smaller commands",
-            reason="CommandTooLong",
-        )
-    for index, char in enumerate(command):
-        code = ord(char)
-        if code < 0x20 or 0x7F <= code <= 0x9F:
-            raise ScopeViolation(
-                f"the command contains the control character U+{code:04X} at index {index}; "
-                "tabs, newlines, NUL and other control characters are not allowed, "
-                "separate words with single spaces",
-                reason="ForbiddenCharacter",
-            )
-        if code > 0x7F:
-            raise ScopeViolation(
-                f"the command contains the non-ASCII character U+{code:04X} at index {index}; "
-                "commands must be plain ASCII (look-alike, invisible and bidirectional "
-                "characters are rejected, not normalised)",
-                reason="NonAsciiCharacter",
-            )
+    """Rules 1-4: length, control characters, non-ASCII (``wingman.model.commandline``, which
+    the client applies before any call too), blank."""
+    long = commandline.too_long("the command", command)
+    if long is not None:
+        raise ScopeViolation(long, reason="CommandTooLong")
+    found = commandline.not_plain("the command", command)
+    if found is not None:
+        reason, why = found
+        raise ScopeViolation(why, reason=reason)
     if not command.strip(" "):
         raise ScopeViolation(
             "the command is empty; give the exact command to run", reason="EmptyCommand"

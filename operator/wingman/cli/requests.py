@@ -21,7 +21,7 @@ from wingman.client import status as st
 from wingman.client.api import Source, WingmanClient, error_answer
 from wingman.client.connect import connect
 from wingman.errors import ClientError, ConfigError, Invalid, NotFound, TooLarge, WingmanError
-from wingman.model import limits
+from wingman.model import commandline, limits
 from wingman.model import preview as previews
 from wingman.model.text import terminal_text
 
@@ -300,11 +300,9 @@ def check_arguments(args: argparse.Namespace) -> None:
                                   "command line cannot be approved")
                   for r in (getattr(args, "rollbacks", None) or {}).values()]
         # the characters the CRD counts fit, yet the operator's scope check counts bytes
-        found += [limits.too_many_bytes(f"--command {i}" if len(commands) > 1 else "--command",
-                                        c, limits.COMMAND_BYTES, limits.COMMAND_BYTES_FIX)
-                  for i, c in enumerate(commands, 1)]
-        found += [limits.too_many_bytes("--rollback", r, limits.COMMAND_BYTES,
-                                        limits.COMMAND_BYTES_FIX)
+        found += [commandline.too_long(f"--command {i}" if len(commands) > 1 else "--command",
+                                       c) for i, c in enumerate(commands, 1)]
+        found += [commandline.too_long("--rollback", r)
                   for r in (getattr(args, "rollbacks", None) or {}).values()]
         for option, attr, key in (("--source-reference", "source_reference", "reference"),
                                   ("--agent", "agent", "agent"), ("--model", "model", "model"),

@@ -52,7 +52,7 @@ from wingman.kube import (
     UnusableAnswer,
 )
 from wingman.model import approvals as rules
-from wingman.model import limits, names, text
+from wingman.model import commandline, limits, names, text
 from wingman.review.policy import EnvironmentPolicy
 
 POLICY_CONFIGMAP = "wingman-policy"
@@ -212,8 +212,8 @@ def check_sizes(*, instruction: str | None = None, justification: str | None = N
     """Refuse, before any call, what the CRD's schema bounds in an ApprovalRequest's ``spec``
     (``wingman.model.limits``): each text's length as the API server counts it (code points),
     the number of commands, the request's lifetime; and each command's and rollback's bytes of
-    UTF-8, which the operator's scope check bounds; naming the field, the limit and what to
-    do (Invalid, TooLong or OutOfRange)."""
+    UTF-8, which the operator's scope check bounds (its rule: ``wingman.model.commandline``);
+    naming the field, the limit and what to do (Invalid, TooLong or OutOfRange)."""
     if len(commands) > limits.COMMANDS:
         raise Invalid(f"{len(commands)} commands; a request holds at most {limits.COMMANDS}: "
                       "split the work into several requests", reason="TooLong")
@@ -231,11 +231,10 @@ def check_sizes(*, instruction: str | None = None, justification: str | None = N
         limits.ROLLBACK, "shorten it: a longer command line cannot be approved")
         for c, r in (rollbacks or {}).items()]
     # the characters the CRD counts fit, yet the operator's scope check counts bytes of UTF-8
-    found += [limits.too_many_bytes(f"commands[{i}]", c, limits.COMMAND_BYTES,
-                                    limits.COMMAND_BYTES_FIX) for i, c in enumerate(commands)]
-    found += [limits.too_many_bytes(
-        f"the rollback of commands[{listed.index(c) if c in listed else '?'}]", r,
-        limits.COMMAND_BYTES, limits.COMMAND_BYTES_FIX) for c, r in (rollbacks or {}).items()]
+    found += [commandline.too_long(f"commands[{i}]", c) for i, c in enumerate(commands)]
+    found += [commandline.too_long(
+        f"the rollback of commands[{listed.index(c) if c in listed else '?'}]", r)
+        for c, r in (rollbacks or {}).items()]
     for why in found:
         if why:
             raise Invalid(why, reason="TooLong")
@@ -249,19 +248,17 @@ def check_sizes(*, instruction: str | None = None, justification: str | None = N
 def check_plain_ascii(commands: Sequence[str], rollbacks: Mapping[str, str] | None) -> None:
     """Refuse, before any call, a command or a rollback holding a character that is not plain
     ASCII (Invalid, NonAsciiCharacter): the CRD takes it (what it refuses, ``check_texts``
-    names first), yet the operator's scope check runs only plain ASCII, so such a request
-    would be reviewed and could never run."""
+    names first), yet the operator's scope check runs only plain ASCII (its rule, and words:
+    ``wingman.model.commandline``), so such a request would be reviewed and could never run."""
     listed = list(commands)
     named = [(f"commands[{i}]", c) for i, c in enumerate(commands)] + [
         (f"the rollback of commands[{listed.index(c) if c in listed else '?'}]", r)
         for c, r in (rollbacks or {}).items()]
     for what, value in named:
-        at = next((i for i, ch in enumerate(value) if ord(ch) > 0x7F), None)
-        if at is not None:
-            raise Invalid(f"{what} contains the non-ASCII character U+{ord(value[at]):04X} at "
-                          f"index {at}; a command runs only in plain ASCII (look-alike, "
-                          "invisible and bidirectional characters are refused, not "
-                          "normalised): retype it in plain ASCII", reason="NonAsciiCharacter")
+        found = commandline.not_plain(what, value)
+        if found is not None:
+            reason, why = found
+            raise Invalid(why, reason=reason)
 
 
 def check_ttl(ttl_seconds: int | None) -> None:

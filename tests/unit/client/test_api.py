@@ -145,6 +145,27 @@ def test_a_command_with_a_character_the_scope_check_refuses_is_refused_before_an
             assert refused.value.reason == "NonAsciiCharacter"
 
 
+@pytest.mark.parametrize("command", [
+    "kubectl scale deployment/w\u0435b --replicas=2 -n apps",  # a Cyrillic ie
+    "kubectl get pods\u00a0-A",  # a non-breaking space
+    "echo " + "\u00e9" * 2100,  # 2,105 characters, 4,205 bytes of UTF-8
+], ids=["look-alike", "nbsp", "bytes"])
+def test_the_client_refuses_what_can_never_run_in_the_scope_checks_own_words(
+        command: str) -> None:
+    """The client's refusal, before any call, of a command the operator's scope check would
+    refuse is that check's rule and words (``wingman.model.commandline``), naming the command
+    as the caller gave it: the two never drift apart."""
+    with pytest.raises(ScopeViolation) as refused:
+        scope.parse(command)
+    client = WingmanClient(Connection(
+        Kube(k8s.ApiClient(k8s.Configuration(host="https://127.0.0.1:1"))), "wm", "test"))
+    with pytest.raises(Invalid) as raised:
+        client.create_request(instruction="i", commands=[command])
+    assert raised.value.message == refused.value.message.replace("the command", "commands[0]", 1)
+    assert raised.value.reason == {"CommandTooLong": "TooLong"}.get(refused.value.reason,
+                                                                      refused.value.reason)
+
+
 def test_policy_view_explains_what_passes() -> None:
     view = PolicyView.of(EnvironmentPolicy.from_dict({
         "environment": "test", "autoApprove": True, "autoApproveMaxRisk": "medium",
