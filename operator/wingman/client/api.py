@@ -591,11 +591,13 @@ class WingmanClient:
         return self._request_status(obj, [])
 
     def _landed(self, body: Mapping[str, Any], exc: WingmanError) -> dict[str, Any]:
-        """The request ``body`` as stored, when its create got no answer (the connection lost,
-        a timeout, a 5xx) but it landed: read back by its name, which the caller could not
-        do with a name generated here, and asking again would make a second request. Raises
-        the create's error when the API server answered it (a 4xx: nothing was created) or
-        nothing landed; when that cannot be told, that error names the request to read."""
+        """The request ``body`` as stored, when its create got no answer it can use (the
+        connection lost, a timeout, a 5xx, an answer larger than Wingman reads) but it landed:
+        read back by its name, which the caller could not do with a name generated here, and
+        asking again would make a second request. Raises the create's error when the API server
+        answered it (a 4xx: nothing was created) or nothing landed (after an answer too large,
+        saying so: the create was done with); when that cannot be told, that error names the
+        request to read."""
         what = "creating the ApprovalRequest"
         if isinstance(exc, ApiError) and 0 < exc.status < 500:
             raise client_error(exc, what) from None  # the server's answer: nothing created
@@ -611,6 +613,12 @@ class WingmanClient:
                             "asking again, which would ask a second time",
                             reason=err.reason) from None
         spec = (found or {}).get("spec") or {}
+        if found is None and isinstance(exc, AnswerTooLarge):
+            # answered, if past what is read: the create was done with, and did not land
+            err = client_error(exc, what)
+            raise type(err)(f"{err.message}; read back by its name at once, ApprovalRequest "
+                            f"{name} does not exist: it was not created, and asking again is "
+                            "safe", reason=err.reason) from None
         if found is None or any(spec.get(k) != v for k, v in body["spec"].items()):
             raise client_error(exc, what) from None  # nothing landed (or not this request)
         return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import textwrap
@@ -9,7 +10,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -742,6 +743,88 @@ def test_an_answer_of_a_shape_no_api_server_gives_is_unavailable_saying_what_is_
     assert says in message and "check that the address is the API server's" in message
     assert raised.value.reason == "UnusableAnswer"
     assert error_answer(raised.value).state is st.State.UNAVAILABLE
+
+
+class _TooLargeCreates(BaseHTTPRequestHandler):
+    """An API server's stand-in whose answer to a create is larger than Wingman reads (its
+    ``Content-Length`` says 100 MiB): the create lands (``stored``) or not (``lands`` False);
+    a GET of a stored request answers it; SelfSubjectReview answers alice."""
+
+    lands: ClassVar[bool] = True
+    stored: ClassVar[dict[str, dict[str, Any]]] = {}
+    posts: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _json(self, status: int, obj: object) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path.endswith("/selfsubjectreviews"):
+            self._json(201, {"status": {"userInfo": {"username": "alice"}}})
+            return
+        self.posts.append(self.path)
+        if self.lands:
+            body["metadata"].update(uid="uid-1", resourceVersion="1",
+                                    creationTimestamp="2026-01-01T00:00:00Z")
+            self.stored[body["metadata"]["name"]] = body
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(100 * 1024 * 1024))
+        self.end_headers()
+        self.wfile.write(b"{" * 1024)
+
+    def do_GET(self) -> None:
+        name = self.path.split("?", 1)[0].rsplit("/", 1)[1]
+        if name in self.stored:
+            self._json(200, self.stored[name])
+        else:
+            self._json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                             "reason": "NotFound", "code": 404, "message": "not found"})
+
+
+@pytest.mark.parametrize("lands", [True, False], ids=["landed", "not-created"])
+def test_a_create_answered_larger_than_wingman_reads_is_read_back_by_its_name(
+        lands: bool) -> None:
+    """A create whose answer is larger than Wingman reads (``AnswerTooLarge``: the POST may
+    have landed) is read back by the name the client gave it, as a lost answer is: when it
+    landed, answered as created, never made twice by a caller that asks again under another
+    generated name; when it did not, the error names the request read back and says that
+    nothing was created, not that it may have landed."""
+    from wingman.errors import TooLarge
+
+    handler = type("Handler", (_TooLargeCreates,), {"lands": lands, "stored": {}, "posts": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(
+        host=f"http://127.0.0.1:{server.server_port}"))), "wm", "test"))
+    try:
+        if lands:
+            answer = client.create_request(instruction="look", environment="test",
+                                           commands=["kubectl get pods -n apps"])
+            assert (answer.state.value, answer.requester) == ("pending_review", "alice")
+            assert list(handler.stored) == [answer.name]
+        else:
+            with pytest.raises(TooLarge) as raised:
+                client.create_request(instruction="look", environment="test",
+                                      commands=["kubectl get pods -n apps"])
+            message = raised.value.message
+            assert raised.value.reason == "AnswerTooLarge"
+            assert re.search(r"read back by its name at once, ApprovalRequest req-[0-9a-f]{8} "
+                             r"does not exist: it was not created, and asking again is safe$",
+                             message), message
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert len(handler.posts) == 1
 
 
 def test_well_formed_answers_pass_the_shape_check() -> None:
