@@ -411,9 +411,7 @@ def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
             describe(obj, grants, out, status)
         else:
             data = status.to_dict()
-            now = client.now()
-            data["grants"] = [st.of_grant(g, now=now, hints=st.COMMANDS).to_dict()
-                              for g in grants]
+            data["grants"] = [client.grant_state(g).to_dict() for g in grants]
             emit(data, args.output, out)
         return EXIT_OK
     if cmd == "list":

@@ -644,6 +644,11 @@ class WingmanClient:
         from a second read, where a grant that changed meanwhile would show two states."""
         return self._request_status(obj, grants)
 
+    def grant_state(self, obj: Mapping[str, Any]) -> st.Status:
+        """The state of the grant ``obj`` as read, its output cut at ``max_output`` as every
+        grant this client answers (``describe`` shows the grants it read with the request)."""
+        return st.of_grant(obj, now=self.now(), max_output=self.max_output, hints=self.hints)
+
     def request_status(self, name: str) -> st.Status:
         obj = self.get_request_object(name)
         return self._request_status(obj, self.grants_of(name))

@@ -6,6 +6,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -401,3 +402,37 @@ def test_an_answer_too_large_is_its_own_exit_code_not_try_again(
     assert answer["state"] == "too_large" and answer["reason"] == error.reason
     assert answer["next"].startswith("nothing to retry: asking again gets the same")
     assert error.message in answer["message"]  # what to do: kept
+
+
+def test_describe_in_json_caps_a_grants_output_as_list_does() -> None:
+    """``describe -o json`` shows a request's grants with the output cap the client applies,
+    as ``list`` and ``result`` do: a grant's output is never shown longer in one than in the
+    other."""
+    import argparse
+
+    from kubernetes import client as k8s
+
+    from support.oddapi import GRANTS, REQUESTS, grant, listing, odd_api, request
+    from wingman.client.api import WingmanClient
+    from wingman.client.connect import Connection
+    from wingman.kube import Kube
+
+    long = grant(status={"phase": "Succeeded", "exitCode": 0, "output": "x" * 500})
+    answers = {REQUESTS: listing(request()), REQUESTS + "/req-1": request(),
+               GRANTS: listing(long), GRANTS + "/req-1-0a1b2c3d": long}
+    shown: dict[str, Any] = {}
+    with odd_api(answers) as url:
+        with WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=url))), "wm",
+                                      "test"), hints=st.COMMANDS, max_output=100) as client:
+            for command in ("describe", "list", "result"):
+                out = io.StringIO()
+                args = argparse.Namespace(command=command, name="req-1", output="json",
+                                          mine=False, wait=False)
+                if command == "result":
+                    args.name = "req-1-0a1b2c3d"
+                assert requests._run(client, args, out) == requests.EXIT_OK
+                shown[command] = json.loads(out.getvalue())
+    described = shown["describe"]["grants"][0]
+    assert (len(described["output"]), described["output_truncated"]) == (100, True), described
+    assert described["output"] == shown["list"]["grants"][0]["output"] \
+        == shown["result"]["output"]
