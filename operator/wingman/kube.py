@@ -174,6 +174,11 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases")
 # own retries, as the client's configuration says) has the client's ``timeout`` in all, its
 # deadline set as the try starts (the pool's ``urlopen``, which the library calls again for
 # each retry, after its pause), so a server trickling its answer holds no call past its tries.
+# A page of a list (``Kube.list``) may be tens of MiB, more than a slow link carries in that
+# timeout: such a try's deadline moves on by a second for each ``PAGE_MIN_BYTES_PER_SECOND``
+# bytes of the answer received, so a page that keeps coming at least that fast is read whole,
+# however large (up to ``MAX_UNBOUNDED_ANSWER_BYTES``), while one trickled a byte at a time
+# gains nothing.
 
 _CALL = threading.local()
 
@@ -205,11 +210,13 @@ class _DeadlineReader(io.RawIOBase):
     connection lets go of it) with each receive waiting at most until the call's deadline (the
     socket's own timeout is per receive)."""
 
-    def __init__(self, sock: Any, deadline: float) -> None:
+    def __init__(self, sock: Any, deadline: float, per_byte: float = 0.0) -> None:
         super().__init__()
         self._sock = sock
         self._raw = sock.makefile("rb", buffering=0)
         self._deadline = deadline
+        #: seconds the deadline moves on for each byte received (a page of a list: see above)
+        self._per_byte = per_byte
 
     def readable(self) -> bool:
         return True
@@ -217,6 +224,8 @@ class _DeadlineReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int | None:
         self._sock.settimeout(_left(self._deadline))
         read: int | None = self._raw.readinto(buffer)
+        if read:
+            self._deadline += read * self._per_byte
         return read
 
     def close(self) -> None:
@@ -228,13 +237,14 @@ class _DeadlineSocket:
     """What ``http.client.HTTPResponse`` is given to read from: the socket, its reads bounded by
     the deadline."""
 
-    def __init__(self, sock: Any, deadline: float) -> None:
+    def __init__(self, sock: Any, deadline: float, per_byte: float = 0.0) -> None:
         self._sock = sock
         self._deadline = deadline
+        self._per_byte = per_byte
 
     def makefile(self, mode: str) -> io.BufferedReader:
         assert mode == "rb", mode
-        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline, self._per_byte))
 
 
 class _DeadlineResponse(http.client.HTTPResponse):
@@ -244,7 +254,10 @@ class _DeadlineResponse(http.client.HTTPResponse):
     def __init__(self, sock: Any, debuglevel: int = 0, method: str | None = None,
                  url: str | None = None) -> None:
         deadline = _deadline()
-        read: Any = sock if deadline is None else _DeadlineSocket(sock, deadline)
+        # a page of a list read by the try (never a call with ``once``: its budget is fixed)
+        page = getattr(_CALL, "per_try", None) is not None and getattr(_CALL, "page", False)
+        read: Any = sock if deadline is None else _DeadlineSocket(
+            sock, deadline, 1.0 / PAGE_MIN_BYTES_PER_SECOND if page else 0.0)
         super().__init__(read, debuglevel, method, url)
 
 
@@ -774,8 +787,12 @@ class Kube:
             try:
                 while True:
                     _CALL.answer_bytes = 0
-                    page = self.request("GET", path, query={**base, "continue": token}
-                                        if token else base)
+                    _CALL.page = True  # its try's deadline allows a full page (see above)
+                    try:
+                        page = self.request("GET", path, query={**base, "continue": token}
+                                            if token else base)
+                    finally:
+                        _CALL.page = False
                     items = page.get("items") or []
                     meta = page.get("metadata") or {}
                     if not isinstance(items, list) or not isinstance(meta, dict) or not all(
@@ -864,6 +881,12 @@ mine=false`` and the chat service's requests; the others keep only what they act
 ``ListTooLarge`` says what to do: the ApprovalRequests and ExecutionGrants are kept for the
 policy's ``retentionSeconds`` (a week by default, up to a year): a week at a thousand
 requests a day is tens of MiB."""
+PAGE_MIN_BYTES_PER_SECOND = 128 * 1024
+"""How fast a page of a list read by a client with a timeout per try (the CLI, the MCP server,
+the chat service, the Python client) must keep coming for its try to wait for all of it: each
+such try's deadline moves on by a second for each this many bytes received (1 Mbit/s; a full
+``MAX_UNBOUNDED_ANSWER_BYTES`` page gets 512 s more). A page trickled slower than that (a
+byte at a time) is given up at the try's timeout as any answer is."""
 LIST_RESTARTS = 2
 """How often a list whose continue token expired (410 Gone) is started again before it fails
 (``ListExpired``): the API server's history is compacted every five minutes, and a list read
@@ -1430,7 +1453,8 @@ def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] 
 
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES",
            "LIST_PAGE_SIZE", "LIST_RESTARTS", "MAX_ANSWER_BYTES", "MAX_LIST_BYTES",
-           "MAX_UNBOUNDED_ANSWER_BYTES", "MERGE", "PODS", "SECRETS", "AnswerTooLarge",
+           "MAX_UNBOUNDED_ANSWER_BYTES", "MERGE", "PAGE_MIN_BYTES_PER_SECOND", "PODS",
+           "SECRETS", "AnswerTooLarge",
            "ApiError", "Keep", "Kube", "ListExpired", "ListTooLarge", "Observer", "Resource",
            "RetryObserver", "RetryPolicy", "StopObserver", "TokenFile", "UnusableAnswer",
            "call_labels", "call_retried", "call_retried_async", "create_or_adopt",

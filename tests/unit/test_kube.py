@@ -630,6 +630,9 @@ class _Api(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         name = self.path.rsplit("/", 1)[-1]
+        if "/namespaces/slow-page/" in self.path or "/namespaces/trickled-page/" in self.path:
+            self._slow_page(trickled="/trickled-page/" in self.path)
+            return
         if name.startswith("trickle-"):
             _Api.trickled[name] = _Api.trickled.get(name, 0) + 1
             self._trickle(head=name == "trickle-head")
@@ -695,6 +698,26 @@ class _Api(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self._odd()
+
+    def _slow_page(self, *, trickled: bool) -> None:
+        """A page of a list of 40 ConfigMaps, 1 MiB in all, sent as a slow but healthy link
+        does, 32 KiB every 1/16 s (512 KiB/s: 2 s), or ``trickled``, a byte every 0.2 s."""
+        items = [{"kind": "ConfigMap", "metadata": {"name": f"cm-{i}"},
+                  "data": {"k": "x" * (26 * 1024)}} for i in range(40)]
+        body = json.dumps({"kind": "ConfigMapList", "metadata": {}, "items": items}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        step, pause = (1, 0.2) if trickled else (32 * 1024, 1 / 16)
+        try:
+            for at in range(0, len(body), step):
+                self.wfile.write(body[at:at + step])
+                self.wfile.flush()
+                time.sleep(pause)
+        except OSError:  # the client gave up and closed the connection
+            pass
+        self.close_connection = True
 
     def _trickle(self, *, head: bool) -> None:
         """An answer sent a byte every 0.2 s for up to ``_TRICKLE_SECONDS`` (each read of it
@@ -941,6 +964,32 @@ def test_a_call_without_once_whose_answer_trickles_is_given_up_at_its_timeout(
     assert "cannot reach the API server" in raised.value.message
     assert "timed out" in raised.value.message
     assert kube.get(CONFIGMAPS, "ns", "seen")["metadata"]["name"] == "seen"
+
+
+def test_a_large_page_of_a_list_on_a_slow_link_is_read_whole_past_the_try_s_timeout(
+        local_api: tuple[str, int]) -> None:
+    """A page of a list is the one answer a healthy API server makes large (up to 500 objects,
+    tens of MiB): on a slow link it takes longer than a client's timeout per try (the CLI's,
+    the MCP server's), and was given up at it, try after try, so a big but healthy list never
+    completed. Its try waits as long as the page keeps coming at
+    ``PAGE_MIN_BYTES_PER_SECOND``; a page trickled a byte at a time is still given up at the
+    timeout."""
+    host, port = local_api
+    configuration = k8s.Configuration(host=f"http://{host}:{port}")
+    configuration.retries = 0
+    kube = Kube(k8s.ApiClient(configuration), timeout=1.0)
+    start = time.monotonic()
+    items = kube.list(CONFIGMAPS, "slow-page")
+    assert [o["metadata"]["name"] for o in items] == [f"cm-{i}" for i in range(40)]
+    assert time.monotonic() - start > 1.5  # longer than the timeout: it waited for the page
+    start = time.monotonic()
+    with pytest.raises(ClusterError) as raised:
+        kube.list(CONFIGMAPS, "trickled-page")
+    assert time.monotonic() - start < 3.0
+    assert raised.value.reason == "Unreachable" and "timed out" in raised.value.message
+    # an object (not a page) is bounded by the timeout as before
+    with pytest.raises(ClusterError):
+        kube.get(CONFIGMAPS, "ns", "trickle-body")
 
 
 def test_each_try_of_a_call_without_once_has_its_own_timeout_and_retries_are_kept(
