@@ -301,18 +301,33 @@ def kubectl_complete(argv: Sequence[str] | None = None) -> int:
     """``kubectl_complete-wingman``: completion of ``kubectl wingman ...`` for kubectl's plugin
     completion (kubectl 1.26+ runs it with the words typed after ``wingman``, the last one
     partial, and reads one candidate a line, then ``:<directive>``)."""
-    import io
-    import os
     import shlex
-
-    import argcomplete
 
     words = list(sys.argv[1:] if argv is None else argv) or [""]
     line = " ".join(["kubectl-wingman", *(shlex.quote(w) for w in words[:-1]), words[-1]])
+    top = len(words) == 1  # completing the command itself
+    for word in _candidates(line):
+        if not (top and word in POD_ONLY):
+            print(word)
+    print(":4")  # ShellCompDirectiveNoFileComp: no file names
+    return 0
+
+
+def _candidates(line: str, shell: str | None = None) -> list[str]:
+    """What argcomplete completes the command line ``line`` (the cursor at its end) with, one
+    word each, for ``shell`` (its quoting: tcsh quotes what it inserts itself)."""
+    import io
+    import os
+
+    import argcomplete
+
     # argcomplete's protocol: the line being completed comes in the environment
     os.environ.update({"_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
                        "_ARGCOMPLETE_IFS": "\n"})
-    os.environ.pop("_ARGCOMPLETE_SHELL", None)
+    if shell is None:
+        os.environ.pop("_ARGCOMPLETE_SHELL", None)
+    else:
+        os.environ["_ARGCOMPLETE_SHELL"] = shell
     found = io.StringIO()
 
     class _Done(Exception):
@@ -325,12 +340,28 @@ def kubectl_complete(argv: Sequence[str] | None = None) -> int:
         argcomplete.autocomplete(_parser(), output_stream=found, exit_method=stop)
     except _Done:
         pass
-    top = len(words) == 1  # completing the command itself
-    for candidate in found.getvalue().splitlines():
-        word = candidate.strip()
-        if word and not (top and word in POD_ONLY):
-            print(word)
-    print(":4")  # ShellCompDirectiveNoFileComp: no file names
+    return [w.strip() for w in found.getvalue().splitlines() if w.strip()]
+
+
+#: The environment variable the tcsh completion script sets when it runs the command to ask
+#: for the words that complete the line (tcsh hands the line in ``COMMAND_LINE``).
+TCSH_COMPLETE = "WINGMAN_COMPLETE_TCSH"
+
+
+def tcsh_script() -> str:
+    """``wingman completion tcsh``: argcomplete's own tcsh script runs its helper
+    ``python-argcomplete-tcsh``, which argcomplete 3 no longer installs; this one runs the
+    command itself, which answers the words one a line (:func:`_tcsh_complete`)."""
+    return "\n".join(f"complete \"{name}\" 'p@*@`env {TCSH_COMPLETE}=1 {name}`@' ;"
+                     for name in ("wingman", "kubectl-wingman"))
+
+
+def _tcsh_complete() -> int:
+    """The words that complete the line tcsh is completing (``COMMAND_LINE``), one a line."""
+    import os
+
+    for word in _candidates(os.environ.get("COMMAND_LINE", ""), "tcsh"):
+        print(word)
     return 0
 
 
@@ -352,6 +383,11 @@ def _hold_sigterm() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
+    if argv is None and not raw:
+        import os
+
+        if os.environ.get(TCSH_COMPLETE) == "1":  # tcsh asks for completions (tcsh_script)
+            return _tcsh_complete()
     if raw[:1] == ["gateway"]:
         _hold_sigterm()  # before the imports, which take a while
     if argv is None:  # the process's own entry (not a caller's): an error nothing catches is
@@ -481,7 +517,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "completion":
         from argcomplete.shell_integration import shellcode
 
-        print(shellcode(["wingman", "kubectl-wingman"], shell=args.shell))
+        print(tcsh_script() if args.shell == "tcsh" else
+              shellcode(["wingman", "kubectl-wingman"], shell=args.shell))
         return 0
     if cmd == "mcp":
         from wingman.mcp.server import serve

@@ -129,10 +129,74 @@ def test_the_wait_display_is_live_on_a_terminal_and_quiet_otherwise() -> None:
 
 def test_completion_scripts_are_printed_for_the_common_shells(
         capsys: pytest.CaptureFixture[str]) -> None:
-    for shell in ("bash", "zsh", "fish"):
+    for shell in ("bash", "zsh", "fish", "tcsh", "powershell"):
         assert cli.main(["completion", shell]) == 0
         script = capsys.readouterr().out
         assert "wingman" in script and "kubectl-wingman" in script
+
+
+def _tcsh_completes(tcsh: str, path: str, setup: str, line: str) -> str:
+    """What a real interactive tcsh (on a terminal: its line editor on) lists for ``line``
+    (``^D`` at its end: list-choices) after running ``setup``."""
+    import os
+    import pty
+    import select
+    import time
+
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/tmp"), "TERM": "xterm"}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: tcsh, no startup files
+        os.execve(tcsh, [tcsh, "-f", "-i"], env)  # noqa: S606 - argv, no shell between
+
+    def read(until: str, seconds: float) -> str:
+        out, end = "", time.monotonic() + seconds
+        while time.monotonic() < end and until not in out:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out += os.read(fd, 65536).decode(errors="replace")
+                except OSError:
+                    break
+        return out
+
+    try:
+        os.write(fd, f"set edit; {setup}; echo re''ady\n".encode())  # its echo differs
+        assert "\nready\r" in read("\nready\r", 30), "tcsh did not start"
+        read("# ", 5)  # its prompt
+        os.write(fd, f"{line}\x04".encode())
+        listed = read("\n# ", 60)
+        os.write(fd, b"\x15exit\n")
+        return listed
+    finally:
+        os.close(fd)
+        os.waitpid(pid, 0)
+
+
+def test_the_tcsh_completion_script_completes_in_a_real_tcsh_without_argcomplete_helpers(
+        tmp_path: Path) -> None:
+    """``eval "`wingman completion tcsh`"`` completes commands and options in a real tcsh with
+    only Wingman installed: argcomplete's own tcsh script runs ``python-argcomplete-tcsh``,
+    which argcomplete 3 no longer installs (here: not on ``PATH``)."""
+    import os
+    import shutil
+
+    tcsh = shutil.which("tcsh")
+    if tcsh is None:
+        pytest.skip("tcsh is not installed (apt-get install tcsh)")
+    venv_bin = Path(sys.executable).parent
+    assert (venv_bin / "wingman").exists(), "pip install the package"
+    tools = tmp_path / "bin"  # what the system offers, without any argcomplete helper
+    tools.mkdir()
+    for tool in ("env", "sh"):
+        os.symlink(str(shutil.which(tool)), tools / tool)
+    path = f"{venv_bin}:{tools}"
+    assert shutil.which("python-argcomplete-tcsh", path=path) is None
+    setup = 'eval "`wingman completion tcsh`"'
+    listed = _tcsh_completes(tcsh, path, setup, "wingman re")
+    assert {"reject", "request", "result"} <= set(listed.split()), listed
+    listed = _tcsh_completes(tcsh, path, setup, "kubectl-wingman request --untr")
+    assert "--untrusted-input" in listed, listed
 
 
 def test_describe_shows_the_preview_and_its_diff() -> None:
