@@ -5,8 +5,10 @@ Both decisions are pure functions of data:
 - ``auto_approval(consensus, policy)``: ``AutoApprove`` only when the policy allows
   auto-approval, the panel's outcome is Approve, the aggregated risk is at most
   ``autoApproveMaxRisk``, every voter voted (none abstained, failed or timed out: a
-  request one reviewer could not judge waits for a human) and no voter flagged
-  PromptInjection or Destructive. A prompt
+  request one reviewer could not judge waits for a human), no voter flagged
+  PromptInjection or Destructive, and the request's recorded preview shows a clean change for
+  every command (``preview_finding``, read from the preview itself whichever voters sit on
+  the panel; where the policy previews, no preview is a finding too). A prompt
   injection is rejected outright (``AutoReject``): a request that tries to instruct its
   reviewers is not put in front of a human as if it were honest. Everything else, including
   a panel that rejects, waits for a human (``AwaitingDecision``) with the dissent visible:
@@ -274,8 +276,35 @@ class Decision:
     message: str
 
 
-def auto_approval(consensus: Consensus, policy: EnvironmentPolicy) -> Decision:
-    """What the policy does with the panel's result (see the module docstring)."""
+def preview_finding(preview: Mapping[str, Any] | None, policy: EnvironmentPolicy) -> str:
+    """Why the request's recorded preview (``status.preview``) does not show a clean change for
+    every command, or '' when it does (or when the policy does not preview and none was
+    recorded). Read from the preview itself, not from a voter's flag: a panel without the
+    built-in ``blast-radius`` voter flags nothing, and a finding must still keep the request
+    from auto-approval (fail closed: no preview where the policy previews, one not
+    ``Completed``, or one whose commands cannot be read, is a finding too)."""
+    if not preview:
+        return "no preview was recorded" if policy.preview.enabled else ""
+    phase = str(preview.get("phase") or "")
+    if phase != "Completed":
+        detail = clean_rationale(str(preview.get("message") or ""))[:200]
+        return f"the preview is {phase or 'without a phase'}" + (f": {detail}" if detail else "")
+    commands = preview.get("commands")
+    if not isinstance(commands, list) or not commands:
+        detail = clean_rationale(str(preview.get("message") or ""))[:200]
+        return "the preview recorded no command" + (f": {detail}" if detail else "")
+    for i, entry in enumerate(commands, 1):
+        outcome = entry.get("outcome") if isinstance(entry, Mapping) else None
+        if outcome not in ("Previewed", "ReadOnly"):
+            return f"command {i} was previewed {str(outcome or 'without an outcome')[:40]}"
+    return ""
+
+
+def auto_approval(consensus: Consensus, policy: EnvironmentPolicy,
+                  preview: Mapping[str, Any] | None = None) -> Decision:
+    """What the policy does with the panel's result (see the module docstring). ``preview``:
+    the request's ``status.preview`` as the operator recorded it ({} when none), checked by
+    :func:`preview_finding`; None judges the panel's result alone."""
     if PROMPT_INJECTION in consensus.flags:
         return Decision(AutoDecision.AUTO_REJECT, "PromptInjection",
                         "a reviewer found text that tries to instruct the reviewers; "
@@ -299,10 +328,11 @@ def auto_approval(consensus: Consensus, policy: EnvironmentPolicy) -> Decision:
     if DESTRUCTIVE in consensus.flags:
         return Decision(AutoDecision.AWAIT_HUMAN, "DestructiveCommand",
                         "a reviewer flagged a destructive command; a human decides")
-    if PREVIEW_FINDING in consensus.flags:
+    finding = preview_finding(preview, policy) if preview is not None else ""
+    if PREVIEW_FINDING in consensus.flags or finding:
         return Decision(AutoDecision.AWAIT_HUMAN, "PreviewFinding",
                         "the preview could not show a clean change for every command "
-                        "(see status.preview); a human decides")
+                        f"({finding or 'see status.preview'}); a human decides")
     if consensus.risk > policy.auto_approve_max_risk:
         return Decision(AutoDecision.AWAIT_HUMAN, "RiskAboveAutoApproval",
                         f"aggregated risk {consensus.risk.value} is above the auto-approval "
@@ -363,4 +393,5 @@ __all__ = [
     "PreviewSpec",
     "auto_approval",
     "human_decision",
+    "preview_finding",
 ]

@@ -13,8 +13,10 @@ from wingman.review.consensus import Risk, Verdict, Vote, decide
 from wingman.review.policy import EnvironmentPolicy
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+# these requests carry no preview: a policy that does not preview
 TEST = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
-                                    "autoApproveMaxRisk": "medium"})
+                                    "autoApproveMaxRisk": "medium",
+                                    "preview": {"enabled": False}})
 PRD = EnvironmentPolicy.from_dict({"environment": "prd", "requiredApprovals": 2})
 
 
@@ -335,4 +337,24 @@ def test_a_review_finished_after_the_requests_lifetime_approves_nothing_and_it_e
     # a moment earlier it is auto-approved, as before
     t = approvals.reviewed(short, panel(Verdict.APPROVE), TEST,
                            late - dt.timedelta(seconds=1))
+    assert t is not None and t.phase == "AutoApproved"
+
+
+def test_a_preview_finding_keeps_a_request_the_panel_approved_for_a_human() -> None:
+    """The policy previews; the panel approved unanimously at low risk without flagging the
+    preview (a panel without the blast-radius voter): the Forbidden dry run the operator
+    recorded still keeps the request from auto-approval."""
+    previewing = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
+                                              "autoApproveMaxRisk": "medium"})
+    command = "kubectl rollout restart deployment/web -n apps"
+    forbidden = {"phase": "Completed", "commands": [
+        {"command": command, "executor": "kubectl", "outcome": "Forbidden",
+         "message": "deployments.apps is forbidden"}]}
+    t = approvals.reviewed(body(preview=forbidden), panel(Verdict.APPROVE), previewing, NOW)
+    assert t is not None and t.phase == "AwaitingDecision" and t.decision is None
+    assert t.audit_data["reason"] == "PreviewFinding"
+    assert "command 1 was previewed Forbidden" in t.message
+    clean = {"phase": "Completed", "commands": [
+        {"command": command, "executor": "kubectl", "outcome": "Previewed"}]}
+    t = approvals.reviewed(body(preview=clean), panel(Verdict.APPROVE), previewing, NOW)
     assert t is not None and t.phase == "AutoApproved"

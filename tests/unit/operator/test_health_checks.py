@@ -24,8 +24,10 @@ from wingman.review.policy import EnvironmentPolicy
 REPO = Path(__file__).resolve().parents[3]
 CHECKS = REPO / "docs" / "health-checks"
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+# these requests carry no preview: a policy that does not preview
 POLICY = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
-                                      "autoApproveMaxRisk": "medium"})
+                                      "autoApproveMaxRisk": "medium",
+                                      "preview": {"enabled": False}})
 
 
 def _request(name: str, **status: Any) -> dict[str, Any]:

@@ -23,8 +23,10 @@ from wingman.review.policy import (
     AutoDecision,
     EnvironmentPolicy,
     HumanOutcome,
+    PreviewSpec,
     auto_approval,
     human_decision,
+    preview_finding,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -174,3 +176,44 @@ def test_human_decision_needs_distinct_approvers_and_any_reject_rejects() -> Non
     assert d.outcome is HumanOutcome.APPROVED and d.approved_by == ("bob", "carol")
     rejected = [*one, {"verdict": "Reject", "by": "carol", "reason": "no"}]
     assert human_decision(rejected, prd, "alice").outcome is HumanOutcome.REJECTED
+
+
+def _preview(*outcomes: str, phase: str = "Completed") -> dict[str, object]:
+    return {"phase": phase, "commands": [{"command": f"kubectl c{i}", "executor": "kubectl",
+                                          "outcome": o} for i, o in enumerate(outcomes)]}
+
+
+@pytest.mark.parametrize(("preview", "said"), [
+    (_preview("Previewed", "Forbidden"), "command 2 was previewed Forbidden"),
+    (_preview("TargetMissing"), "command 1 was previewed TargetMissing"),
+    ({"phase": "Failed", "message": "the preview did not report"},
+     "the preview is Failed: the preview did not report"),
+    ({"phase": "Running"}, "the preview is Running"),
+    ({"phase": "Completed", "message": "the request could not be read"},
+     "the preview recorded no command: the request could not be read"),
+    ({"phase": "Completed", "commands": ["not an entry"]},
+     "command 1 was previewed without an outcome"),
+    ({}, "no preview was recorded"),
+])
+def test_a_preview_finding_blocks_auto_approval_whichever_voters_sit(
+        preview: dict[str, object], said: str) -> None:
+    """The panel approves unanimously and nobody flagged PreviewFinding (no blast-radius voter
+    on this panel): the recorded preview still keeps the request for a human."""
+    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM)
+    decision = auto_approval(approve_all(), test, preview)
+    assert decision.decision is AutoDecision.AWAIT_HUMAN
+    assert decision.reason == "PreviewFinding"
+    assert said in decision.message and "a human decides" in decision.message
+
+
+def test_a_clean_preview_or_none_where_the_policy_does_not_preview_auto_approves() -> None:
+    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM)
+    clean = _preview("Previewed", "ReadOnly")
+    assert preview_finding(clean, test) == ""
+    assert auto_approval(approve_all(), test, clean).decision is AutoDecision.AUTO_APPROVE
+    unpreviewed = EnvironmentPolicy(name="test", auto_approve=True,
+                                    preview=PreviewSpec(enabled=False))
+    assert auto_approval(approve_all(), unpreviewed, {}).decision is AutoDecision.AUTO_APPROVE
+    # a preview recorded while the policy previewed still counts after previews were turned off
+    assert auto_approval(approve_all(), unpreviewed, _preview("Forbidden")
+                         ).reason == "PreviewFinding"
