@@ -614,9 +614,14 @@ class BlastRadiusVoter:
         for c in findings[:5]:
             why.append(f"preview finding {c.get('outcome')}: "
                        f"{str(c.get('message') or '')[:200]}")
-        if findings:
+        # a result without a command (the preview could not read its request) showed nothing
+        unread = not preview.get("commands")
+        if unread:
+            why.append(f"preview recorded no command: "
+                       f"{str(preview.get('message') or 'no result')[:200]}")
+        if findings or unread:
             risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
-        return risk, bool(findings)
+        return risk, bool(findings) or unread
 
 
 class AllowlistVoter:

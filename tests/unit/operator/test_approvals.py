@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 from typing import Any
@@ -9,8 +10,9 @@ from typing import Any
 from wingman.conditions import approval_phase, is_approved
 from wingman.model import approvals as rules
 from wingman.operator import approvals
-from wingman.review.consensus import Risk, Verdict, Vote, decide
+from wingman.review.consensus import PanelConfig, Risk, Verdict, Vote, decide, run_panel
 from wingman.review.policy import EnvironmentPolicy
+from wingman.review.voters import builtin_panel
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 # these requests carry no preview: a policy that does not preview
@@ -358,3 +360,21 @@ def test_a_preview_finding_keeps_a_request_the_panel_approved_for_a_human() -> N
         {"command": command, "executor": "kubectl", "outcome": "Previewed"}]}
     t = approvals.reviewed(body(preview=clean), panel(Verdict.APPROVE), previewing, NOW)
     assert t is not None and t.phase == "AutoApproved"
+
+
+def test_a_preview_that_could_not_read_its_request_is_a_finding_for_the_default_panel() -> None:
+    """The preview pod could not read the request (its result holds a message and no command):
+    the built-in panel flags it, and the policy, which reads the preview itself, keeps it for
+    a human whatever the panel says."""
+    previewing = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
+                                              "autoApproveMaxRisk": "medium"})
+    unread = {"phase": "Completed", "commands": [], "summary": {"objects": 0},
+              "message": "cannot read ApprovalRequest r: Forbidden"}
+    request = body(preview=unread)
+    shipped = PanelConfig(builtin_panel(lambda _: True), threshold=3, quorum=3)
+    consensus = asyncio.run(run_panel(shipped, approvals.review_input(request)))
+    assert "PreviewFinding" in consensus.flags
+    t = approvals.reviewed(request, consensus, previewing, NOW)
+    assert t is not None and t.phase == "AwaitingDecision"
+    assert t.audit_data["reason"] == "PreviewFinding"
+    assert "cannot read ApprovalRequest r: Forbidden" in t.message
