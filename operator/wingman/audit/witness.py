@@ -21,7 +21,9 @@ a minute for good; the server holds only the newest checkpoint of each log and t
 a stream at start (every line parsed, and signature-checked when given the audit keys) and
 streams it to ``GET``: its memory stays bounded however old the file. ``GET`` is not
 authenticated: at most ``MAX_READERS`` are served at once, each before a deadline, so slow
-readers cannot use up threads and file handles and starve the operator's ``POST``s.
+readers cannot use up threads and file handles and starve the operator's ``POST``s. Every
+``503`` carries a ``Retry-After``, and the client sends again after it when that fits in the
+delivery's timeout.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ import socket
 import struct
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Sequence
 from email.message import Message
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -65,6 +69,12 @@ MAX_READERS = 8
 file opened. ``GET`` is unauthenticated: without a bound, clients that read slowly would each
 hold a thread and a handle of the store until file handles ran out and the operator's ``POST``s
 failed."""
+STORE_RETRY_AFTER = 60
+"""The ``Retry-After`` (seconds) of the reference witness's ``503``: the store could not take
+the checkpoint, or ``MAX_READERS`` are being served (the operator sends its newest checkpoint
+again next round anyway)."""
+MIN_RETRY_WAIT = 0.5
+"""Least the client waits before it sends again after a ``503`` (``Retry-After: 0`` too)."""
 MIN_SEND_RATE = 64 * 1024
 """Bytes a second a ``GET``'s client must at least take: the whole answer gets the read timeout
 plus its size at this rate (a busy year's store of 150 MB: some 40 minutes), then the
@@ -206,14 +216,27 @@ def signature(key: bytes, body: bytes) -> str:
 
 def send(url: str, key: bytes, checkpoint: Checkpoint, *, timeout: float = 10.0) -> None:
     """POST ``checkpoint`` to the witness at ``url``; ``WitnessError`` unless it answers 2xx
-    within ``timeout`` seconds (the whole delivery, its answer read included)."""
+    within ``timeout`` seconds (the whole delivery, its answer read included). A ``503`` or
+    ``429`` with a ``Retry-After`` is sent again after it (``MIN_RETRY_WAIT`` at least) while
+    that leaves time before the timeout; past it, it fails at once."""
     body = checkpoint.to_line().encode("ascii")
     request = urllib.request.Request(  # noqa: S310 - the URL's scheme is checked by settings
         url, data=body, method="POST",
         headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature(key, body),
                  "User-Agent": "wingman-operator"})
+    ends = time.monotonic() + timeout
     with _Deadline(timeout) as deadline:
-        failure = _deliver(request, deadline, url, checkpoint.seq)
+        while True:
+            failure, retry_after = _deliver(request, deadline, url, checkpoint.seq)
+            if failure is None or retry_after is None or deadline.expired:
+                break
+            wait = max(retry_after, MIN_RETRY_WAIT)
+            if time.monotonic() + wait >= ends:
+                failure = WitnessError(f"{failure.message} (it asked to be sent again in "
+                                       f"{retry_after:g}s, past the delivery's {timeout:g}s "
+                                       "timeout); it is sent again next round")
+                break
+            time.sleep(wait)
     if deadline.expired:  # whatever came of it, an answer cut short says nothing
         raise WitnessError(f"the audit witness {shown_url(url)!r} did not answer checkpoint "
                            f"seq {checkpoint.seq} within {timeout:g}s (the timeout bounds the "
@@ -222,33 +245,61 @@ def send(url: str, key: bytes, checkpoint: Checkpoint, *, timeout: float = 10.0)
         raise failure
 
 
+MAX_RETRY_AFTER = 24 * 3600
+"""Largest ``Retry-After`` taken as given (a larger one is as good: past any timeout)."""
+
+
+def _retry_after(exc: urllib.error.HTTPError) -> float | None:
+    """The seconds a ``503`` or ``429`` asks to wait before sending again, or ``None``: another
+    answer, no ``Retry-After``, or one that is neither seconds nor an HTTP date."""
+    if exc.code not in (429, 503) or exc.headers is None:
+        return None
+    value = (exc.headers.get("Retry-After") or "").strip()
+    if re.fullmatch(r"[0-9]{1,10}", value):
+        return float(min(int(value), MAX_RETRY_AFTER))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return min(max(when.timestamp() - time.time(), 0.0), float(MAX_RETRY_AFTER))
+
+
 def _deliver(request: urllib.request.Request, deadline: _Deadline, url: str, seq: int
-             ) -> WitnessError | None:
-    """The delivery of ``request`` (before ``deadline``): None when the witness stored it."""
+             ) -> tuple[WitnessError | None, float | None]:
+    """The delivery of ``request`` (before ``deadline``): no error when the witness stored it;
+    with an error, the seconds the witness asked to wait before sending again, if it did."""
     try:
         with _opener(deadline).open(request, timeout=deadline.seconds) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
-        if 300 <= exc.code < 400:
-            return WitnessError(f"the audit witness answered checkpoint seq {seq} with HTTP "
-                                f"{exc.code}, a redirect: redirects are not followed (a 301, "
-                                "302 or 303 would turn the POST into a GET, whose answer does "
-                                "not say the checkpoint was stored); set "
-                                "audit.checkpoints.witness.url to the URL that answers")
-        return WitnessError(f"the audit witness refused checkpoint seq {seq}: HTTP "
-                            f"{exc.code} {_reply(exc)}")
+        return _refused(exc, seq), _retry_after(exc)
     except (ValueError, http.client.InvalidURL) as exc:  # its message quotes the URL's query
         return WitnessError(f"the audit witness URL {shown_url(url)!r} cannot be used "
                             f"({type(exc).__name__}); fix WINGMAN_AUDIT_WITNESS_URL "
-                            "(audit.checkpoints.witness.url)")
+                            "(audit.checkpoints.witness.url)"), None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         return WitnessError(f"cannot reach the audit witness {shown_url(url)!r}: "
                             f"{terminal_text(reason, None)[:MAX_REPLY_SHOWN]}; the checkpoint "
-                            "is kept in the ConfigMap and sent again next round")
+                            "is kept in the ConfigMap and sent again next round"), None
     if not 200 <= status < 300:
-        return WitnessError(f"the audit witness answered HTTP {status} for checkpoint seq {seq}")
-    return None
+        return WitnessError(f"the audit witness answered HTTP {status} for checkpoint seq "
+                            f"{seq}"), None
+    return None, None
+
+
+def _refused(exc: urllib.error.HTTPError, seq: int) -> WitnessError:
+    """The error of a witness's answer that is not 2xx."""
+    if 300 <= exc.code < 400:
+        return WitnessError(f"the audit witness answered checkpoint seq {seq} with HTTP "
+                            f"{exc.code}, a redirect: redirects are not followed (a 301, "
+                            "302 or 303 would turn the POST into a GET, whose answer does "
+                            "not say the checkpoint was stored); set "
+                            "audit.checkpoints.witness.url to the URL that answers")
+    return WitnessError(f"the audit witness refused checkpoint seq {seq}: HTTP "
+                        f"{exc.code} {_reply(exc)}")
 
 
 class WitnessStore:
@@ -409,6 +460,8 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float,
             self.send_header("Content-Type", "application/json" if body is None
                              else "application/x-ndjson")
             self.send_header("Content-Length", str(len(data)))
+            if status == 503:
+                self.send_header("Retry-After", str(STORE_RETRY_AFTER))
             self.end_headers()
             self.wfile.write(data)
 

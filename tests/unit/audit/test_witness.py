@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -580,3 +581,94 @@ def test_slow_readers_are_bounded_and_cut_and_the_operator_still_posts(tmp_path:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+# --------------------------------------------------------------------------- busy witnesses
+
+
+class _Busy(http.server.BaseHTTPRequestHandler):
+    """A witness in front of which a proxy answers 503 with a Retry-After the first times."""
+
+    retry_after = "1"
+    busy = 1
+    answered: ClassVar[list[int]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        status = 503 if len(self.answered) < self.busy else 201
+        self.answered.append(status)
+        self.send_response(status)
+        if status == 503:
+            self.send_header("Retry-After", self.retry_after)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _busy(retry_after: str, busy: int = 1) -> Iterator[tuple[str, list[int]]]:
+    answered: list[int] = []
+    handler = type("Handler", (_Busy,), {"retry_after": retry_after, "busy": busy,
+                                         "answered": answered})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/checkpoints", answered
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.mark.parametrize("retry_after", ["1", "0"])
+def test_a_busy_witness_is_sent_the_checkpoint_again_after_its_retry_after(
+        retry_after: str) -> None:
+    """A 503 with a Retry-After says the witness will take it soon: the checkpoint is sent
+    again within the delivery, not a failure counted and alerted on until the next round."""
+    with _busy(retry_after, busy=2) as (url, answered):
+        started = time.monotonic()
+        send(url, HMAC, _cp(1), timeout=8)
+        elapsed = time.monotonic() - started
+    assert answered == [503, 503, 201]
+    assert elapsed >= 2 * max(float(retry_after), 0.5) - 0.1, elapsed
+
+
+def test_a_retry_after_past_the_timeout_fails_at_once() -> None:
+    """The wait is bounded by the delivery's timeout: a witness asking for more (or a date in
+    an hour) is not waited for, and the operator's round goes on."""
+    for retry_after in ("30", "Wed, 21 Oct 2065 07:28:00 GMT"):
+        with _busy(retry_after) as (url, answered):
+            started = time.monotonic()
+            with pytest.raises(WitnessError, match=r"HTTP 503.*sent again in .*past the "
+                                                   r"delivery's 2s timeout"):
+                send(url, HMAC, _cp(1), timeout=2)
+            assert time.monotonic() - started < 1
+        assert answered == [503]
+
+
+def test_a_503_without_retry_after_is_not_sent_again() -> None:
+    with _busy("soon") as (url, answered), pytest.raises(WitnessError, match="HTTP 503"):
+        send(url, HMAC, _cp(1), timeout=5)
+    assert answered == [503]
+
+
+def test_the_witness_answers_every_503_with_a_retry_after(tmp_path: Path) -> None:
+    server = make_server(("127.0.0.1", 0), WitnessStore(tmp_path / "w.jsonl", KEYS), HMAC,
+                         max_readers=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/checkpoints",
+                                   timeout=5)
+        assert err.value.code == 503
+        assert err.value.headers["Retry-After"] == "60"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
