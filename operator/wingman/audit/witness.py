@@ -21,9 +21,11 @@ a minute for good; the server holds only the newest checkpoint of each log and t
 a stream at start (every line parsed, and signature-checked when given the audit keys) and
 streams it to ``GET``: its memory stays bounded however old the file. ``GET`` is not
 authenticated: at most ``MAX_READERS`` are served at once, each before a deadline, so slow
-readers cannot use up threads and file handles and starve the operator's ``POST``s. Every
-``503`` carries a ``Retry-After``, and the client sends again after it when that fits in the
-delivery's timeout.
+readers cannot use up threads and file handles and starve the operator's ``POST``s. Anyone may
+connect: at most ``MAX_CONNECTIONS`` connections are served at once (a thread each, for at most
+the read timeout before the request is read); one more is answered ``503`` with
+``Retry-After: 1`` at once, from the accepting thread. Every ``503`` carries a ``Retry-After``,
+and the client sends again after it when that fits in the delivery's timeout.
 """
 
 from __future__ import annotations
@@ -69,10 +71,18 @@ MAX_READERS = 8
 file opened. ``GET`` is unauthenticated: without a bound, clients that read slowly would each
 hold a thread and a handle of the store until file handles ran out and the operator's ``POST``s
 failed."""
+MAX_CONNECTIONS = 32
+"""Connections the reference witness serves at once, each on a thread of its own. Anyone may
+connect, and a connection that sends nothing holds its thread for the read timeout: without a
+bound, a flood of idle connections would start threads without end. One more is answered
+``503`` with ``Retry-After: BUSY_RETRY_AFTER`` at once, and closed."""
+BUSY_RETRY_AFTER = 1
+"""The ``Retry-After`` (seconds) of a connection refused because ``MAX_CONNECTIONS`` are
+served."""
 STORE_RETRY_AFTER = 60
-"""The ``Retry-After`` (seconds) of the reference witness's ``503``: the store could not take
-the checkpoint, or ``MAX_READERS`` are being served (the operator sends its newest checkpoint
-again next round anyway)."""
+"""The ``Retry-After`` (seconds) of the reference witness's other ``503``s: the store could not
+take the checkpoint, or ``MAX_READERS`` are being served (the operator sends its newest
+checkpoint again next round anyway)."""
 MIN_RETRY_WAIT = 0.5
 """Least the client waits before it sends again after a ``503`` (``Retry-After: 0`` too)."""
 MIN_SEND_RATE = 64 * 1024
@@ -562,15 +572,66 @@ def _handler(store: WitnessStore, key: bytes, path: str, timeout_seconds: float,
     return Handler
 
 
+def _busy_answer(max_connections: int) -> bytes:
+    """The whole answer to a connection over ``max_connections``."""
+    body = (json.dumps({"message": f"{max_connections} connections are being served "
+                                   f"already; try again in {BUSY_RETRY_AFTER}s"}) + "\n"
+            ).encode()
+    return (f"HTTP/1.0 503 Service Unavailable\r\nServer: wingman-witness\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Retry-After: {BUSY_RETRY_AFTER}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """Serves at most ``max_connections`` connections at once, a thread each; one more is
+    answered ``503`` at once by the accepting thread (which never waits on it) and closed."""
+
+    daemon_threads = True
+
+    def __init__(self, listen: tuple[str, int],
+                 handler: type[http.server.BaseHTTPRequestHandler], max_connections: int
+                 ) -> None:
+        super().__init__(listen, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._busy = _busy_answer(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (none to be had): the slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        """Answer ``503`` without waiting: what arrived of the request is read first (a
+        connection closed with unread bytes is reset, and the reset may overtake the answer)."""
+        try:
+            request.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                request.recv(MAX_BODY * 4)
+            request.send(self._busy)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+
+
 def make_server(listen: tuple[str, int], store: WitnessStore, key: bytes,
                 path: str = "/checkpoints", timeout_seconds: float = READ_TIMEOUT_SECONDS,
-                *, max_readers: int = MAX_READERS, min_send_rate: int = MIN_SEND_RATE
-                ) -> http.server.ThreadingHTTPServer:
+                *, max_readers: int = MAX_READERS, min_send_rate: int = MIN_SEND_RATE,
+                max_connections: int = MAX_CONNECTIONS) -> http.server.ThreadingHTTPServer:
     """The reference witness server (not started)."""
-    server = http.server.ThreadingHTTPServer(listen, _handler(
-        store, key, path, timeout_seconds, max_readers, min_send_rate))
-    server.daemon_threads = True
-    return server
+    return _Server(listen, _handler(store, key, path, timeout_seconds, max_readers,
+                                    min_send_rate), max_connections)
 
 
 MAX_KEY_FILE_BYTES = 64 * 1024

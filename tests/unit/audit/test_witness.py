@@ -672,3 +672,41 @@ def test_the_witness_answers_every_503_with_a_retry_after(tmp_path: Path) -> Non
         server.server_close()
         thread.join(10)
 
+
+def test_a_flood_of_idle_connections_holds_a_bounded_number_of_threads_and_the_operator_posts(
+        tmp_path: Path) -> None:
+    """Anyone may connect, and a connection that sends nothing holds its thread until the read
+    timeout: a flood of them must not start a thread each. One over the bound is answered 503
+    with a Retry-After at once, and the operator's POST, refused while the flood holds every
+    slot, is sent again after it and stored once the idle connections are dropped."""
+    import socket
+
+    server = make_server(("127.0.0.1", 0), WitnessStore(tmp_path / "w.jsonl", KEYS), HMAC,
+                         timeout_seconds=3.0, max_connections=4)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    baseline = threading.active_count()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(4):  # every slot held, by connections that send nothing
+            idle.append(socket.create_connection(("127.0.0.1", server.server_port), timeout=5))
+        time.sleep(0.3)
+        for _ in range(30):
+            idle.append(socket.create_connection(("127.0.0.1", server.server_port), timeout=5))
+            refused = idle[-1].recv(4096)
+            assert refused.startswith(b"HTTP/1.0 503"), refused
+            assert b"\r\nRetry-After: 1\r\n" in refused
+            assert b"4 connections are being served already" in refused
+        # a thread and its read watchdog for each of the 4 served, none for the rest
+        assert threading.active_count() - baseline <= 2 * 4, threading.active_count()
+        started = time.monotonic()
+        send(f"http://127.0.0.1:{server.server_port}/checkpoints", HMAC, _cp(1), timeout=8)
+        assert 0.9 < time.monotonic() - started < 6  # refused, then sent again and stored
+        stored = (tmp_path / "w.jsonl").read_bytes()
+        assert [c.seq for c in parse_checkpoints(stored, "w")] == [1]
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
