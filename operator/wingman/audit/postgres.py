@@ -46,24 +46,21 @@ class _Watchdog:
     ``seconds`` since the last ``beat``: libpq's wait then ends, the call raises
     ``OperationalError`` and the connection is broken. The socket is reached through a
     descriptor of its own (a ``dup``, closed on exit: never a number the process may reuse).
-    ``expired`` says whether it fired."""
+    ``expired`` says whether it fired. Every watchdog of the process is watched by one
+    long-lived thread (``_WATCHER``): none is started per append or per read."""
 
     def __init__(self, conn: Any, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
         self._fd = os.dup(conn.pgconn.socket)
         self._last = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True,
-                                        name="wingman-audit-watchdog")
 
     def __enter__(self) -> _Watchdog:
-        self._thread.start()
+        _WATCHER.watch(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        _WATCHER.forget(self)  # after which it never fires: the descriptor may be closed
         os.close(self._fd)
 
     def beat(self) -> None:
@@ -80,13 +77,11 @@ class _Watchdog:
                             "hung server, or a network that drops its packets); the "
                             "connection was closed")
 
-    def _watch(self) -> None:
-        while True:
-            left = self._last + self.seconds - time.monotonic()
-            if left <= 0:
-                break
-            if self._stop.wait(min(left, 1.0)):
-                return
+    def due(self) -> float:
+        """When it fires (``math.inf`` while it holds)."""
+        return self._last + self.seconds
+
+    def fire(self) -> None:
         self.expired = True
         with contextlib.suppress(OSError):
             sock = socket.socket(fileno=self._fd)
@@ -94,6 +89,57 @@ class _Watchdog:
                 sock.shutdown(socket.SHUT_RDWR)
             finally:
                 sock.detach()  # the descriptor stays the watchdog's, closed on exit
+
+
+class _Watcher:
+    """The one thread that fires every watchdog of the process that is due. It looks at least
+    every ``POLL_SECONDS`` while any is watched (a ``beat`` only moves a deadline later, and
+    needs no wake-up), and sleeps until the next ``watch`` when none is. Started at the first
+    ``watch`` (again in a forked child, which has none of its parent's threads)."""
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._dogs: set[_Watchdog] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, dog: _Watchdog) -> None:
+        with self._changed:
+            self._dogs.add(dog)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="wingman-audit-watchdog")
+                self._thread.start()
+            self._changed.notify()
+
+    def forget(self, dog: _Watchdog) -> None:
+        with self._changed:
+            self._dogs.discard(dog)
+
+    def _forked(self) -> None:
+        """In a forked child: its parent's watchdogs and thread are not its own, and the lock
+        may have been held by that thread."""
+        self._changed = threading.Condition()
+        self._dogs = set()
+        self._thread = None
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for dog in [dog for dog in self._dogs if dog.due() <= now]:
+                    self._dogs.discard(dog)
+                    dog.fire()
+                if not self._dogs:
+                    self._changed.wait()
+                    continue
+                soonest = min(dog.due() for dog in self._dogs)
+                self._changed.wait(min(max(soonest - now, 0.0), self.POLL_SECONDS))
+
+
+_WATCHER = _Watcher()
+os.register_at_fork(after_in_child=_WATCHER._forked)
 
 
 _TABLE = "wingman_audit"

@@ -866,3 +866,29 @@ def test_a_server_that_stops_answering_a_verification_fails_it_within_the_bound(
     assert code == 2 and time.monotonic() - started < 10, out.getvalue()
     assert out.getvalue().startswith("UNREADABLE: cannot read the audit table"), out.getvalue()
     assert "gave no answer within 2s" in out.getvalue()
+
+
+def test_appends_and_reads_start_no_thread_each(audit_dsn: str) -> None:
+    """Every wait for PostgreSQL is bounded by a watchdog: one thread for the process that
+    watches them all, not a thread started (and joined) per append, per group and per read:
+    the operator and the gateway append on every transition."""
+    _fill(audit_dsn, 1)  # the watchdog's thread, if it starts once, has started
+    started: list[threading.Thread] = []
+
+    def on_start(*_: Any) -> None:  # called at each call in a new thread: count the threads
+        thread = threading.current_thread()
+        if all(seen is not thread for seen in started):
+            started.append(thread)
+
+    with PostgresSink(audit_dsn) as sink:
+        threading.settrace(on_start)  # called in every thread started from now on
+        try:
+            for i in range(20):
+                sink.append("Step", actor="operator", subject=SUBJECT, data={"i": i})
+            sink.append_all(_group(0, 1))
+            stored = list(sink.records())
+        finally:
+            threading.settrace(None)  # type: ignore[arg-type]
+    assert len(stored) == 23
+    assert not started, f"{len(started)} threads started for 22 appends and a read: " \
+        f"{sorted({thread.name for thread in started})}"
