@@ -222,6 +222,20 @@ ORDER BY seq
 """
 
 
+_READ_SETTINGS = (
+    "SET LOCAL enable_sort TO off",
+    "SET LOCAL cursor_tuple_fraction TO 0.01",
+    "SET LOCAL jit TO off",
+    "SET LOCAL statement_timeout TO '30s'",
+)
+"""The verifier's transaction reads by the primary key's index, a fetch at a time: a plan that
+sorts the whole table first (which PostgreSQL may choose for a cursor, e.g. with a DBA's
+``cursor_tuple_fraction`` or ``random_page_cost`` and no statistics yet) would answer the first
+fetch only once every row was sorted, past ``ANSWER_TIMEOUT_SECONDS`` on a large trail. No JIT
+(compiling a plan costly for the whole table takes longer than reading a fetch), and each fetch
+within ``statement_timeout`` (the server's own bound, before the client's)."""
+
+
 def _dsn_parts(dsn: str) -> dict[str, str] | None:
     """The DSN's parameters, or ``None`` when libpq cannot parse it."""
     from psycopg.conninfo import conninfo_to_dict
@@ -648,6 +662,9 @@ def _rows(conn: Any, dog: _Watchdog, where: str, from_seq: int
         raise AuditUnavailable(
             f"there is no wingman_audit table in {where}; check the database name"
         )
+    dog.beat()
+    for setting in _READ_SETTINGS:
+        conn.execute(setting)
     with conn.cursor(name="wingman_audit_verify") as cur:
         cur.itersize = 256  # rows of at most _ROW_BYTES each: memory stays bounded
         # jsonb columns as text, parsed here with the depth guard: a row written by any
