@@ -77,6 +77,7 @@ __all__ = [
     "CapabilityClaims",
     "Expected",
     "grant_jti",
+    "jti_sha256",
     "mint",
     "token_sha256",
     "verify",
@@ -138,6 +139,15 @@ def grant_jti(key: SigningKey, grant_uid: str) -> str:
     signature = key.private_key.sign(_JTI_CONTEXT + _require_text("grant_uid", grant_uid)
                                      .encode("utf-8", "surrogatepass"))
     return hashlib.sha256(signature).hexdigest()[:32]
+
+
+def jti_sha256(jti: str) -> str:
+    """``sha256:<hex>`` of a token's ``jti``: all the audit trail records of it before the
+    token is spent (``TokenMinted``), so that whoever reads the trail (a gateway pod, with the
+    file sink) cannot learn the name of another token's burn marker and create it first; the
+    gateway's records of the burn carry the same digest, which ties the burn to the mint."""
+    return "sha256:" + hashlib.sha256(_require_text("jti", jti).encode("utf-8", "surrogatepass")
+                                        ).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

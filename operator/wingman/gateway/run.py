@@ -850,7 +850,9 @@ def _execute(run: _Run) -> int:
         raise GrantDenied(f"cannot create the burn marker {lease_name}: {exc.message}; "
                           f"{_burn_outcome(exc)}", reason="BurnFailed") from None
     run.log("GatewayTokenBurned", lease=lease_name)
-    common = {"jti": claims.jti, "lease": lease_name, "job_uid": s.job_uid,
+    # the jti itself only now that its marker exists; TokenMinted records its digest alone
+    common = {"jti": claims.jti, "jti_sha256": tokens.jti_sha256(claims.jti),
+              "lease": lease_name, "job_uid": s.job_uid,
               "command_sha256": f"sha256:{claims.command_sha256}"}
     run.audit("GatewayTokenBurned", common)
     # the approval may have been revoked while the token was being burned: look once more

@@ -131,6 +131,11 @@ def test_executes_once_records_the_result_and_rejects_the_replay(
     assert records[3]["data"]["exit_code"] == 0
     assert records[3]["data"]["output_sha256"] == status["outputSHA256"]
     assert all(r["data"]["token_sha256"] == tokens.token_sha256(token) for r in records)
+    # the burn carries the digest of the jti that TokenMinted records (never the jti itself,
+    # which names the burn marker), so the trail ties this burn to its mint
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    assert records[0]["data"]["jti_sha256"] == tokens.jti_sha256(jti)
+    assert records[0]["data"]["jti_sha256"] == records[3]["data"]["jti_sha256"]
 
     [lease] = env.leases()
     assert lease["metadata"]["labels"]["wingman.dev/grant"] == g.name

@@ -35,7 +35,7 @@ from support.operator import OperatorProcess, get, phase_of, wait_for
 from support.ports import listening_ports, refused_port
 from wingman.audit import verify
 from wingman.capability.keys import KeySet
-from wingman.capability.tokens import Expected, token_sha256
+from wingman.capability.tokens import Expected, jti_sha256, token_sha256
 from wingman.capability.tokens import verify as verify_token
 from wingman.model import grants as grant_rules
 from wingman.model import names
@@ -712,8 +712,13 @@ def _assert_issued_once(env: Env, grant: str) -> None:
     minted = [r for r in records if r["event"] == "TokenMinted"]
     authorized = [r for r in records if r["event"] == "GrantAuthorized"]
     assert minted and authorized, events
-    assert {(r["data"]["tokenSHA256"], r["data"]["jti"], r["data"]["jobUID"]) for r in minted} \
-        == {(st["tokenSHA256"], claims.jti, job["metadata"]["uid"])}
+    assert {(r["data"]["tokenSHA256"], r["data"]["jtiSHA256"], r["data"]["jobUID"])
+            for r in minted} == {(st["tokenSHA256"], jti_sha256(claims.jti),
+                                  job["metadata"]["uid"])}
+    # the jti names the token's burn marker: whoever reads the trail (a gateway pod, with the
+    # file sink) must not learn it before the token is spent, or it could create that marker
+    # first and have the token refused as a replay
+    assert claims.jti not in env.op.audit_path.read_text()
     assert {(r["data"]["tokenSHA256"], r["data"]["jobUID"]) for r in authorized} == \
         {(st["tokenSHA256"], job["metadata"]["uid"])}
     if "auditRecordHash" in st:  # a TokenIssued status the operator wrote (a long name)
@@ -1071,8 +1076,8 @@ def test_a_grant_reset_to_pending_after_its_token_was_minted_never_gets_a_second
     assert _token(env, "g") == first
     assert eg["status"]["tokenSHA256"] == token_sha256(first)
     minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"]
-    assert {(r["data"]["tokenSHA256"], r["data"]["jti"]) for r in minted} == \
-        {(token_sha256(first), minted[0]["data"]["jti"])} and len(minted) == 2
+    assert {(r["data"]["tokenSHA256"], r["data"]["jtiSHA256"]) for r in minted} == \
+        {(token_sha256(first), minted[0]["data"]["jtiSHA256"])} and len(minted) == 2
     _assert_one_token_and_one_job_each(env, ["g"])
 
 
@@ -1134,7 +1139,7 @@ def test_a_grant_reset_to_pending_after_a_key_rotation_gets_that_very_token_agai
     minted = [r for r in env.op.audit_events() if r["event"] == "TokenMinted"]
     assert [(r["data"]["tokenSHA256"], r["data"]["kid"]) for r in minted] == \
         [(token_sha256(first), signed_by)] * 2, minted
-    assert len({r["data"]["jti"] for r in minted}) == 1
+    assert len({r["data"]["jtiSHA256"] for r in minted}) == 1
     _assert_one_token_and_one_job_each(env, [LONG])
 
 

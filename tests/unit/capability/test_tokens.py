@@ -29,6 +29,7 @@ from wingman.capability.tokens import (
     CapabilityClaims,
     Expected,
     grant_jti,
+    jti_sha256,
     mint,
     token_sha256,
     verify,
@@ -193,6 +194,15 @@ def test_a_grants_jti_is_fixed_per_grant_and_key_and_unpredictable_without_the_k
     assert jti == hashlib.sha256(sig).hexdigest()[:32] and sig.hex()[:32] != jti
     with pytest.raises(ConfigError):
         grant_jti(KEY, "")
+
+
+def test_what_the_trail_records_of_a_jti_does_not_name_its_burn_marker() -> None:
+    jti = grant_jti(KEY, "grant-uid-1")
+    digest = jti_sha256(jti)
+    assert digest == "sha256:" + hashlib.sha256(jti.encode()).hexdigest()
+    assert jti not in digest and jti_sha256(grant_jti(KEY, "grant-uid-2")) != digest
+    with pytest.raises(ConfigError):
+        jti_sha256("")
 
 
 def test_unbound_token_verifies_when_no_job_is_expected() -> None:

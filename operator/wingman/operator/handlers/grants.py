@@ -88,7 +88,7 @@ import kopf
 from wingman import GROUP, VERSION, conditions
 from wingman.audit import AuditRecord
 from wingman.capability.keys import SigningKey
-from wingman.capability.tokens import grant_jti, token_sha256
+from wingman.capability.tokens import grant_jti, jti_sha256, token_sha256
 from wingman.capability.tokens import mint as mint_token
 from wingman.errors import AuditUnavailable, ConfigError
 from wingman.kube import APPROVALS, GRANTS, JOBS, SECRETS, ApiError, create_or_adopt
@@ -763,8 +763,8 @@ async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime, *,
             "tokenSecretName": secret_name})
         job_uid = job["metadata"]["uid"]
         minted = _Minted(token_hash, ("TokenMinted", subject_of(grant), {
-            "tokenSHA256": token_hash, "jti": claims.jti, "kid": kid, "expires": claims.exp,
-            "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
+            "tokenSHA256": token_hash, "jtiSHA256": jti_sha256(claims.jti), "kid": kid,
+            "expires": claims.exp, "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
             "command": grant["spec"]["command"]}), functools.partial(
                 create_secret, ctx, manifests.token_secret(
                     dict(grant), secret_name, token, claims.exp, job_uid, ctx.settings)))
@@ -966,7 +966,7 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
         await born_expired(ctx, grant, ttl)
     await cover_deadline(ctx, grant, job, int(claims.exp))
     minted = ("TokenMinted", subject_of(grant), {
-        "tokenSHA256": token_hash, "jti": claims.jti, "kid": kid,
+        "tokenSHA256": token_hash, "jtiSHA256": jti_sha256(claims.jti), "kid": kid,
         "expires": claims.exp, "jobUID": job_uid, "approvalUID": approval["metadata"]["uid"],
         "command": grant["spec"]["command"], **({"again": True} if issued else {})})
     create = functools.partial(create_secret, ctx, manifests.token_secret(
