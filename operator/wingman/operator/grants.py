@@ -228,18 +228,49 @@ JOB_REASON_CHARS = 48
 MESSAGE_CHARS = 1000
 
 
-def job_ended_without_result(grant: Body, job_name: str, kind: str, reason: str
-                              ) -> tuple[str, str]:
+def never_running(stored: Body) -> bool:
+    """Whether the grant ``stored`` (as stored, not its view) shows that no gateway ever wrote
+    ``Running`` on it: its phase is ``Pending`` and its status records no token. A gateway
+    writes ``Running``, with the token's fields, before it starts any command (its
+    ``GatewayExecuting`` comes after that write landed), and the CRD lets nobody remove
+    ``status.tokenSHA256`` once written, so a status reset since cannot hide a run. Only a grant
+    whose token was issued on its claim can be so once its Job ran; one whose status records
+    its token (a long name's) never is: for it a reset could, so nothing is known (pure)."""
+    status = stored.get("status") or {}
+    return str(status.get("phase") or "Pending") == "Pending" and not status.get("tokenSHA256")
+
+
+def job_ended_without_result(grant: Body, job_name: str, kind: str, reason: str, *,
+                             ran_nothing: bool = False) -> tuple[str, str]:
     """(reason, message) of a grant whose gateway Job ended (``kind`` ``Complete`` or
     ``Failed``, the Job's ``reason``) while the grant records no final phase (pure).
 
     A Job that failed says only that its gateway exited non-zero or was stopped (by the Job's
     deadline, a deleted pod...), not when: before the command started, or after it ran with its
     result not written (the gateway's exit 1, the audit's ``GatewayResultUnrecorded``). So the
-    message says the command may or may not have run, and where the answer is."""
+    message says the command may or may not have run, and where the answer is; unless
+    ``ran_nothing``: the grant as stored shows no gateway ever got as far as ``Running``
+    (``never_running``; the status written with this message is guarded by that version), for
+    instance its pod waited for a token Secret that was never stored. Then it says plainly that
+    the command did not run."""
     meta = grant.get("metadata") or {}
     name, namespace = str(meta.get("name")), str(meta.get("namespace"))
     reason = reason[:JOB_REASON_CHARS]  # the Job controller's, short; whoever wrote it
+    if ran_nothing:
+        why = ("GatewayNoResult" if kind == "Complete" else
+               "DeadlineExceeded" if reason == "DeadlineExceeded" else "GatewayFailed")
+        ended = {"GatewayNoResult": "completed",
+                 "DeadlineExceeded": "passed its deadline (DeadlineExceeded)",
+                 "GatewayFailed": f"failed ({reason or 'no reason'})"}[why]
+        return why, (
+            f"the gateway Job {ended} before its gateway started the command, so the command "
+            "did not run: the grant never became Running, which a gateway writes before it "
+            "starts any command (its pod may have waited for a token Secret that was never "
+            "stored: the operator was away for the token's lifetime, or the Secret's create "
+            "was refused, see the operator's log; the Job's log says more: kubectl logs "
+            f"job/{job_name} -n {namespace}). The approval granted its command to this grant, "
+            "so another grant for it is refused (CommandAlreadyGranted): submit a new request "
+            "to run it")
     if kind == "Complete":
         return "GatewayNoResult", (
             "the gateway Job completed without recording a result; see its pod log "
@@ -269,4 +300,5 @@ def denied_status(grant: Body, auth: Authorization, now: dt.datetime) -> dict[st
 
 __all__ = ["JOB_REASON_CHARS", "MESSAGE_CHARS", "SLACK_SECONDS", "Authorization", "Claim",
            "authorize", "claim", "deadline_for",
-           "denied_status", "job_ended_without_result", "rollback_of", "undoes"]
+           "denied_status", "job_ended_without_result", "never_running", "rollback_of",
+           "undoes"]

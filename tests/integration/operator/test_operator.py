@@ -1192,6 +1192,43 @@ def test_a_grant_reset_to_pending_after_its_job_ended_gets_no_new_job(env: Env) 
     _refused_without_a_second_token(env, LONG)
 
 
+def test_a_gateway_job_that_ended_before_any_gateway_ran_says_the_command_did_not_run(
+        env: Env) -> None:
+    """The operator was killed once the claim recorded the token, before the Secret was stored,
+    and the gateway Job failed while it was away (its pod, waiting for the Secret, deleted):
+    nothing could have run, since no gateway ever wrote Running (which it does, with the
+    token's hash, before any command), and the grant's message says so plainly. A grant whose
+    status records its token (a long name) cannot tell a status reset from a gateway that
+    never started: its message still says the command may or may not have run."""
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.op.stop()
+    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = "command-claimed"
+    env.op.start()
+    env.grant("g", "req", RESTART)
+    wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
+             60, on_timeout=env.op.log_tail)
+    del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+    assert env.secret("g") is None, "the kill came before the token was stored"
+    _fail_the_job(env, "g")
+    env.op.start()
+    st = env.wait_phase("eg", "g", "Failed")["status"]
+    assert st["reason"] == "GatewayFailed", st
+    assert "so the command did not run" in st["message"], st["message"]
+    assert "may or may not" not in st["message"]
+    [failed] = [r for r in env.op.audit_events()
+                if r["event"] == "GrantFailed" and r["subject"]["name"] == "g"]
+    assert "did not run" in failed["data"]["message"]
+
+    _issued(env, "req2", LONG)
+    env.op.stop()
+    _fail_the_job(env, LONG)
+    env.op.start()
+    st = env.wait_phase("eg", LONG, "Failed")["status"]
+    assert st["reason"] == "GatewayFailed", st
+    assert "may or may not have run" in st["message"], st["message"]
+
+
 def test_a_pending_grant_whose_job_ended_after_its_token_expired_is_expired(env: Env) -> None:
     """The token Secret was stored, the grant's status never recorded it within the token's
     lifetime, and the gateway, which waits for TokenIssued until its token expires, gave up:

@@ -376,6 +376,39 @@ def test_a_gateway_job_that_failed_without_a_result_says_the_command_may_have_ru
     assert (reason or "no reason") in message
 
 
+@pytest.mark.parametrize(("kind", "reason", "why"), [
+    ("Failed", "BackoffLimitExceeded", "GatewayFailed"),
+    ("Failed", "DeadlineExceeded", "DeadlineExceeded"),
+    ("Complete", "", "GatewayNoResult")])
+def test_a_gateway_job_that_ended_before_any_gateway_ran_says_the_command_did_not_run(
+        kind: str, reason: str, why: str) -> None:
+    """A grant whose stored status never became Running (a gateway writes it, with the token's
+    hash, before any command starts): nothing ran, and the message says so plainly."""
+    grant = {"metadata": {"name": "g" * 253, "namespace": "n" * 63}}
+    got, message = grants.job_ended_without_result(grant, "j" * 63, kind, reason,
+                                                   ran_nothing=True)
+    assert got == why
+    assert "so the command did not run" in message and "may or may not" not in message
+    assert f"kubectl logs job/{'j' * 63} -n {'n' * 63}" in message
+    assert message.endswith("submit a new request to run it")
+    assert len(message) <= grants.MESSAGE_CHARS
+
+
+@pytest.mark.parametrize(("status", "known"), [
+    (None, True),
+    ({"phase": "Pending"}, True),
+    # a gateway's Running copies the token's hash, which nobody can remove: a reset shows
+    ({"phase": "Pending", "tokenSHA256": "sha256:" + "a" * 64}, False),
+    ({"phase": "TokenIssued", "tokenSHA256": "sha256:" + "a" * 64}, False),
+    ({"phase": "Running"}, False)])
+def test_only_a_grant_no_gateway_can_have_written_running_on_is_known_to_have_run_nothing(
+        status: dict[str, Any] | None, known: bool) -> None:
+    grant: dict[str, Any] = {"metadata": {"name": "g"}}
+    if status is not None:
+        grant["status"] = status
+    assert grants.never_running(grant) is known
+
+
 def test_a_gateway_job_that_completed_without_a_result_is_no_result() -> None:
     got, message = grants.job_ended_without_result(GATEWAY_JOB_GRANT, "web-restart-1-gw",
                                                    "Complete", "")

@@ -298,6 +298,7 @@ class Grants:
     """The reconciler of ExecutionGrants (``Context.run`` calls it under the object's lock)."""
 
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
+        stored = body
         body = dict(ctx.tracker.view(body))  # a Pending grant issued on its claim: TokenIssued
         phase = grant_rules.phase(body)
         entry = _entry(ctx, body)
@@ -310,7 +311,7 @@ class Grants:
                                    body["metadata"]["name"])
             if fresh is None or fresh["metadata"].get("uid") != body["metadata"]["uid"]:
                 return
-            body = dict(ctx.tracker.view(fresh))
+            stored, body = fresh, dict(ctx.tracker.view(fresh))
             entry = ctx.tracker.observe_grant(body, _now())
             phase = grant_rules.phase(body)
         if grant_rules.is_terminal(body):
@@ -326,7 +327,8 @@ class Grants:
             job = await ctx.call(ctx.kube.get_or_none, JOBS, body["metadata"]["namespace"],
                                  names.grant_job_name(body))
             if job is None or _job_finished(job) is not None:
-                await job_result(ctx, body, entry.job_done)
+                await job_result(ctx, body, entry.job_done,
+                                 ran_nothing=logic.never_running(stored))
                 return
             entry.job_done = None  # a late event of a Job since replaced: this one runs
         if phase == "TokenIssued" and await expire_token(ctx, body):
@@ -1240,10 +1242,14 @@ async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str
     ctx.event(grant, "Warning", reason, message)
 
 
-async def job_result(ctx: Context, grant: Any, done: tuple[str, str]) -> None:
+async def job_result(ctx: Context, grant: Any, done: tuple[str, str], *,
+                     ran_nothing: bool = False) -> None:
     """The gateway Job finished, but the grant has no final phase: the gateway could not say
-    why (a crash, the deadline)."""
-    why, message = logic.job_ended_without_result(grant, names.grant_job_name(grant), *done)
+    why (a crash, the deadline). ``ran_nothing``: the grant as stored shows no gateway ever
+    wrote ``Running`` (``logic.never_running``; the status is written over that version, so
+    one that landed since refuses the write and the grant is read again)."""
+    why, message = logic.job_ended_without_result(grant, names.grant_job_name(grant), *done,
+                                                  ran_nothing=ran_nothing)
     await finish(ctx, grant, "Failed", why, message)
 
 
