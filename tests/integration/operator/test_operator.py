@@ -1229,6 +1229,41 @@ def test_a_gateway_job_that_ended_before_any_gateway_ran_says_the_command_did_no
     assert "may or may not have run" in st["message"], st["message"]
 
 
+def test_a_token_issued_on_its_claim_and_not_stored_within_its_lifetime_is_never_stored(
+        env: Env) -> None:
+    """The operator was killed once the claim recorded the token, before anything was audited
+    or stored, and came back after the token's lifetime (within the leeway, when the sweep
+    does not expire it yet): the token is born expired, as on the earlier flow. The grant ends
+    Expired with its Job, and no Secret, TokenMinted or GrantAuthorized is made for a token
+    nobody could use."""
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.op.stop()
+    env.op.extra_env["WINGMAN_FAULT_KILL_AT"] = "command-claimed"
+    env.op.extra_env["WINGMAN_LEEWAY_SECONDS"] = "60"
+    env.op.start()
+    env.grant("g", "req", RESTART, ttlSeconds=30)
+    wait_for("the SIGKILL", lambda: env.op.proc is not None and env.op.proc.poll() is not None,
+             60, on_timeout=env.op.log_tail)
+    del env.op.extra_env["WINGMAN_FAULT_KILL_AT"]
+    left = env.view("g")
+    assert left is not None and grant_rules.phase(left) == "TokenIssued"
+    assert env.secret("g") is None
+    expires = dt.datetime.fromisoformat(left["status"]["tokenExpirationTime"])
+    time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
+    env.op.start()
+    st = env.wait_phase("eg", "g", "Expired")["status"]
+    assert st["reason"] == "TokenExpired", st
+    assert "expired before it could be stored" in st["message"], st["message"]
+    assert st["tokenSHA256"] == left["status"]["tokenSHA256"]
+    wait_for("the grant's Job removed", lambda: env.job("g") is None, 20,
+             on_timeout=env.op.log_tail)
+    assert get(env.cluster, "secret", env.ns, left["status"]["tokenSecretName"]) is None
+    events = [r["event"] for r in env.op.audit_events() if r["subject"]["name"] == "g"]
+    assert "TokenMinted" not in events and "GrantAuthorized" not in events, events
+    assert events[-1] == "GrantExpired", events
+
+
 def test_a_pending_grant_whose_job_ended_after_its_token_expired_is_expired(env: Env) -> None:
     """The token Secret was stored, the grant's status never recorded it within the token's
     lifetime, and the gateway, which waits for TokenIssued until its token expires, gave up:

@@ -689,11 +689,14 @@ async def only_the_recorded_token(ctx: Context, grant: Any, token_hash: str) -> 
 
 async def born_expired(ctx: Context, grant: Any, ttl: int) -> NoReturn:
     """A Pending grant whose token (minted now, or adopted from a Secret an interrupted run
-    stored) expired before its status could record it: the command was claimed more than the
-    token's lifetime ago (the operator was down). ``Expired``, with the Job and the Secret;
-    no ``TokenIssued``, no ``GrantAuthorized`` for a token nobody can use."""
+    stored) expired before its status could record it, or a grant whose token was issued on its
+    claim and expired before a run stored it (made again now, to be stored): the command was
+    claimed more than the token's lifetime ago (the operator was down). ``Expired``, with the
+    Job and the Secret; no ``TokenIssued``, no ``GrantAuthorized`` (again) and no Secret for a
+    token nobody can use."""
+    stage = "stored" if grant_rules.phase(grant) == "TokenIssued" else "issued"
     await finish(ctx, grant, "Expired", "TokenExpired",
-                 "the token expired before it could be issued: the command was claimed "
+                 f"the token expired before it could be {stage}: the command was claimed "
                  f"more than its {ttl}s lifetime ago; {_USED_UP}")
     await remove_artifacts(ctx, grant, job=True)
     raise _Stop
@@ -963,9 +966,13 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     token_hash = token_sha256(token)
     if not issued:
         await only_the_recorded_token(ctx, grant, token_hash)
-    if not issued and claims.exp <= int(now.timestamp()):
-        del token  # claimed longer than the token's lifetime ago (the operator was down)
-        await born_expired(ctx, grant, ttl)
+    on_claim = issued and _on_claim(ctx, grant)
+    if (not issued or on_claim) and claims.exp <= int(now.timestamp()):
+        # claimed longer than the token's lifetime ago (the operator was down), and never
+        # stored (a token issued on its claim whose Secret an earlier run did not create):
+        # no gateway could ever use it
+        del token
+        await born_expired(ctx, grant, int(claims.exp - claims.iat))
     await cover_deadline(ctx, grant, job, int(claims.exp))
     minted = ("TokenMinted", subject_of(grant), {
         "tokenSHA256": token_hash, "jtiSHA256": jti_sha256(claims.jti), "kid": kid,
@@ -974,7 +981,6 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     create = functools.partial(create_secret, ctx, manifests.token_secret(
         dict(grant), secret_name, token, claims.exp, job_uid, ctx.settings))
     del token
-    on_claim = issued and _on_claim(ctx, grant)
     if on_claim:
         # issued on its claim and no Secret: a run cut short after the claim, whose records
         # may not have been written; they are written (again) before the Secret
