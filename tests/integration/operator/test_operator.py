@@ -1264,6 +1264,30 @@ def test_a_token_issued_on_its_claim_and_not_stored_within_its_lifetime_is_never
     assert events[-1] == "GrantExpired", events
 
 
+def test_a_token_that_cannot_be_minted_before_its_claim_leaves_the_command_unused(
+        env: Env) -> None:
+    """A command the scope check takes whose token would be too long for the gateway (its
+    quotes doubled by JSON's escaping): a token issued on its claim is minted before the
+    command is claimed, so the refusal says the command is not used up, and it is not: the
+    approval records no claim, and another grant for the command is refused for the same
+    reason, not CommandAlreadyGranted."""
+    long_command = "kubectl rollout restart deployment/frontend" + '""' * 1970 + " -n apps"
+    env.request("req", commands=(long_command,))
+    if env.wait_phase("ar", "req", "AutoApproved", "AwaitingDecision")["status"]["phase"] \
+            == "AwaitingDecision":
+        env.approve("req")
+        env.wait_phase("ar", "req", "Approved")
+    env.grant("g", "req", long_command)
+    st = env.wait_phase("eg", "g", "Denied")["status"]
+    assert st["reason"] == "TokenNotMintable", st
+    assert "too long to be carried in a token" in st["message"], st["message"]
+    assert "not used up" in st["message"] and "CommandAlreadyGranted" not in st["message"]
+    ar = get(env.cluster, "ar", env.ns, "req")
+    assert ar is not None and not (ar.get("status") or {}).get("grants"), ar.get("status")
+    env.grant("g2", "req", long_command)
+    assert env.wait_phase("eg", "g2", "Denied")["status"]["reason"] == "TokenNotMintable"
+
+
 def test_a_pending_grant_whose_job_ended_after_its_token_expired_is_expired(env: Env) -> None:
     """The token Secret was stored, the grant's status never recorded it within the token's
     lifetime, and the gateway, which waits for TokenIssued until its token expires, gave up:

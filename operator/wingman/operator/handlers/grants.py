@@ -758,7 +758,8 @@ async def claim(ctx: Context, grant: Any, approval: Any, now: dt.datetime, *,
         # the approval as the claim will make it, which dates the token (grantedAt: now)
         prospective = {**approval, "status": {**(approval.get("status") or {}),
                                               "grants": taken.grants}}
-        _, token, claims, kid = await mint_for(ctx, grant, prospective, job, ttl)
+        _, token, claims, kid = await mint_for(ctx, grant, prospective, job, ttl,
+                                               claimed=False)
         token_hash = token_sha256(token)
         await cover_deadline(ctx, grant, job, int(claims.exp))  # before it is recorded
         taken = logic.claim(grant, approval, now, undoes=undoes, token={
@@ -825,13 +826,22 @@ def _start_over(grant: Any) -> str:
     return _USED_UP
 
 
-async def _cannot_mint(ctx: Context, grant: Any, why: str) -> NoReturn:
+async def _cannot_mint(ctx: Context, grant: Any, why: str, *, claimed: bool = True
+                       ) -> NoReturn:
+    """Refuse a grant whose token cannot be made. ``claimed``: the command was claimed for
+    it before (the long-name path mints after the claim, a token made again after it): the
+    command is used up. Not ``claimed``: minted before the claim (a token issued on its claim),
+    so the approval still holds the command for a new grant."""
     if grant_rules.phase(grant) == "TokenIssued":
         await refuse(ctx, grant, "TokenMissing",
                      f"the token Secret disappeared before the gateway ran and {why}; "
                      f"{_USED_UP}")
+    after = _USED_UP if claimed else (
+        "the command was not claimed for this grant, so it is not used up: remove the cause "
+        "(a shorter command, in a new request, for a command too long), then create a new "
+        "grant")
     await refuse(ctx, grant, "TokenNotMintable",
-                 f"the grant's token cannot be minted: {why}; {_USED_UP}")
+                 f"the grant's token cannot be minted: {why}; {after}")
 
 
 def _signer_of(ctx: Context, secret: dict[str, Any]) -> SigningKey:
@@ -851,12 +861,14 @@ def _signer_of(ctx: Context, secret: dict[str, Any]) -> SigningKey:
 
 
 async def mint_for(ctx: Context, grant: Any, approval: Any, job: dict[str, Any], ttl: int, *,
-                   signer: SigningKey | None = None) -> tuple[Any, str, Any, str]:
+                   signer: SigningKey | None = None, claimed: bool = True
+                   ) -> tuple[Any, str, Any, str]:
     """The grant's token for ``job``, a pure function of what is recorded (the claim on the
     approval dates it; a TokenIssued grant's lifetime is the one its status records), signed
     by ``signer`` (default: the active key). Returns (approval, token, claims, kid): ``kid``
     names the key that signed it (one read of the ring for the token and its ``jti``);
-    refuses the grant when it cannot be made."""
+    refuses the grant when it cannot be made (``claimed``: whether its command was claimed
+    already, which the refusal says: not when ``approval`` is the claim about to be written)."""
     meta = grant["metadata"]
     status = grant.get("status") or {}
     if approval is None:  # TokenIssued: the claim on the approval dates the token
@@ -884,7 +896,7 @@ async def mint_for(ctx: Context, grant: Any, approval: Any, job: dict[str, Any],
             job_uid=job["metadata"]["uid"], ttl_seconds=ttl, now=issued_at.timestamp(),
             jti=grant_jti(signer, str(meta["uid"])))
     except ConfigError as exc:
-        await _cannot_mint(ctx, grant, exc.message)
+        await _cannot_mint(ctx, grant, exc.message, claimed=claimed)
     return approval, token, claims, signer.kid
 
 
