@@ -1288,6 +1288,42 @@ def test_a_token_that_cannot_be_minted_before_its_claim_leaves_the_command_unuse
     assert env.wait_phase("eg", "g2", "Denied")["status"]["reason"] == "TokenNotMintable"
 
 
+def test_a_grant_created_again_under_a_deleted_ones_name_clears_its_orphaned_job(
+        env: Env) -> None:
+    """A grant deleted with propagation Orphan leaves its gateway Job without an owner; a grant
+    created again under its name before the sweep removed it (the sweep waits its interval
+    here) is not refused JobConflict for good: the operator removes the orphan as the sweep
+    would (GrantOrphansRemoved first, its Secret and Job) and issues the new grant's token to a
+    Job of its own."""
+    env.op.stop()
+    env.op.extra_env["WINGMAN_SWEEP_INTERVAL_SECONDS"] = "3600"
+    env.op.start()
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.grant("g", "req", RESTART)
+    env.wait_phase("eg", "g", "TokenIssued")
+    old = get(env.cluster, "eg", env.ns, "g")
+    old_job = env.job("g")
+    assert old is not None and old_job is not None
+    env.as_approver("delete", "eg", "g", "--cascade=orphan")
+    wait_for("the grant deleted", lambda: get(env.cluster, "eg", env.ns, "g") is None, 60)
+    left = env.job("g")
+    assert left is not None and left["metadata"]["uid"] == old_job["metadata"]["uid"]
+    assert not left["metadata"].get("ownerReferences"), "orphaned, not deleted"
+    env.request("req2")
+    env.wait_phase("ar", "req2", "AutoApproved")
+    env.grant("g", "req2", RESTART)
+    eg = env.wait_phase("eg", "g", "TokenIssued", "Denied")
+    assert eg["status"]["phase"] == "TokenIssued", eg["status"]
+    job = env.job("g")
+    assert job is not None and job["metadata"]["uid"] != old_job["metadata"]["uid"]
+    assert [o["uid"] for o in job["metadata"]["ownerReferences"]] == [eg["metadata"]["uid"]]
+    [removed] = [r for r in env.op.audit_events() if r["event"] == "GrantOrphansRemoved"]
+    assert removed["subject"]["uid"] == old["metadata"]["uid"]
+    assert removed["data"]["jobs"] == ["g-gw"] and len(removed["data"]["secrets"]) == 1
+    assert verify(str(env.op.audit_path)).ok
+
+
 def test_a_pending_grant_whose_job_ended_after_its_token_expired_is_expired(env: Env) -> None:
     """The token Secret was stored, the grant's status never recorded it within the token's
     lifetime, and the gateway, which waits for TokenIssued until its token expires, gave up:

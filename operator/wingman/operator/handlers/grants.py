@@ -514,6 +514,9 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
     crashpoint(ctx, "job-created")
     assert job is not None
     if not owned_by(job, grant):
+        if pending and await _deleted_namesakes_job(ctx, grant, job):
+            raise Retry(f"the gateway Job {job['metadata']['name']} of a deleted grant of the "
+                        "same name was in the way: removed, or its removal awaited", delay=1.0)
         if pending:  # nothing of the grant's was made: nothing to remove
             # (an earlier run may have claimed the command: another grant is refused then)
             await deny(ctx, grant, "JobConflict",
@@ -549,6 +552,33 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
         raise Retry(f"the grant's gateway Job {name} ended before its token was issued; it is "
                     "replaced")
     return dict(job)
+
+
+async def _deleted_namesakes_job(ctx: Context, grant: Any, job: dict[str, Any]) -> bool:
+    """Whether ``job``, found in place of the Pending ``grant``'s own, is the gateway Job of a
+    deleted grant of the same name (the operator's: it runs as the gateway, has the gateway
+    role and this grant's name as labels, and was made for another grant UID; its owner can
+    only be gone, as this grant holds the name). Left without an owner (its grant deleted with
+    propagation Orphan) it is removed now as the sweep would (``housekeeping.remove_orphans``:
+    ``GrantOrphansRemoved`` audited first, then its token Secrets and the Job, each with a UID
+    precondition); still naming its deleted grant, the garbage collector deletes it. Either way
+    the grant waits for the name, instead of a final JobConflict."""
+    from wingman.operator.handlers import housekeeping
+
+    name, meta = str(grant["metadata"]["name"]), job["metadata"]
+    labels = meta.get("labels") or {}
+    made_for = housekeeping.job_grant_uid(job)
+    if (labels.get(names.ROLE_LABEL) != "gateway" or labels.get(names.GRANT_LABEL) != name
+            or manifests.job_pod_spec(job).get("serviceAccountName")
+            != ctx.settings.gateway_service_account
+            or not made_for or made_for == grant["metadata"]["uid"]):
+        return False
+    refs = meta.get("ownerReferences") or []
+    if refs:  # its deleted grant's own: the garbage collector removes it
+        return all(r.get("kind") == "ExecutionGrant" and r.get("name") == name
+                   and r.get("uid") == made_for for r in refs)
+    await housekeeping.remove_orphans(ctx, name)
+    return True
 
 
 async def ended_with_token(ctx: Context, grant: Any, job_name: str,

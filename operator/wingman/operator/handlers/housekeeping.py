@@ -214,7 +214,7 @@ def _owned(obj: dict[str, Any]) -> bool:
     return bool((obj.get("metadata") or {}).get("ownerReferences"))
 
 
-def _job_grant_uid(job: dict[str, Any]) -> str:
+def job_grant_uid(job: dict[str, Any]) -> str:
     """The UID of the grant a gateway Job was made for (its pod's ``WINGMAN_GRANT_UID``), or ""
     (pure)."""
     for container in manifests.job_pod_spec(job).get("containers") or []:
@@ -229,7 +229,7 @@ def _job_outline(job: dict[str, Any]) -> dict[str, Any]:
     UID of its grant (never its pod spec)."""
     meta = job.get("metadata") or {}
     return {"metadata": {k: meta.get(k) for k in ("name", "uid", "labels", "ownerReferences")},
-            "grant": _job_grant_uid(job)}
+            "grant": job_grant_uid(job)}
 
 
 def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set[str]
@@ -266,21 +266,24 @@ def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set
     return out
 
 
-async def remove_orphans(ctx: Context) -> int:
+async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
     """Delete the token Secrets and gateway Jobs of deleted grants that were left without an
     owner (``orphans``; a deletion with propagation Orphan, made while the operator ran or
-    not): one list of each. Per grant, a ``GrantOrphansRemoved`` audit record first, then the
-    Secrets (no gateway pod may start with one once its Job is going), then the Jobs (their
-    pods with them), each with a UID precondition. Returns how many were deleted."""
+    not): one list of each (of the grants named ``grant`` only, when given: a grant created
+    again under a deleted one's name, whose orphaned Job is in the way). Per grant, a
+    ``GrantOrphansRemoved`` audit record first, then the Secrets (no gateway pod may start with
+    one once its Job is going), then the Jobs (their pods with them), each with a UID
+    precondition. Returns how many were deleted."""
     ns = ctx.settings.namespace
+    named = names.GRANT_LABEL if grant is None else f"{names.GRANT_LABEL}={grant}"
 
     def unowned_secret(o: dict[str, Any]) -> dict[str, Any] | None:
         return o if o.get("type") == names.SECRET_TYPE and not _owned(o) else None
 
-    secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=names.GRANT_LABEL,
+    secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=named,
                              keep=unowned_secret)
     jobs = await ctx.call(ctx.kube.list, JOBS, ns,
-                          label_selector=f"{names.ROLE_LABEL}=gateway,{names.GRANT_LABEL}",
+                          label_selector=f"{names.ROLE_LABEL}=gateway,{named}",
                           keep=_job_outline)
     found = orphans(secrets, jobs, set(ctx.tracker.grants))
     removed = 0
