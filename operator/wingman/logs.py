@@ -360,6 +360,39 @@ def install_excepthook(component: str) -> None:
     sys.unraisablehook = unraisable_hook
 
 
+def looks_like_token(text: str) -> bool:
+    """True when ``text`` contains ``eyJ<seg>.<seg>.`` or the base64 of text that does (how a
+    Secret's ``data`` or a kubeconfig carries a token), in linear time: such text is never
+    written to the audit trail (``wingman.audit``), and the client refuses it in what it would
+    write into an object, where everyone who may read the object would read it."""
+    if "eyJ" in text and any(holds_jwt(run.group()) for run in _B64URL_RUN.finditer(text)):
+        return True
+    return _holds_encoded_jwt(text)
+
+
+_B64URL_RUN = re.compile(r"[A-Za-z0-9_.-]+")
+#: A run of either base64 alphabet long enough to encode ``eyJ<seg>.<seg>.``.
+_B64_ANY_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}")
+#: What the base64 of text holding ``eyJ`` always contains, wherever ``eyJ`` starts in a group
+#: of three bytes (the characters that depend on those three bytes alone; both alphabets).
+_EYJ_ENCODED = ("ZXlK", "V5S", "leU")
+
+
+def _holds_encoded_jwt(text: str) -> bool:
+    """Whether a base64 run of ``text`` decodes (``base64_readings``) to text holding a JWT.
+    Only runs holding an encoded ``eyJ`` are decoded, and runs are disjoint, so the cost
+    stays linear."""
+    if not any(marker in text for marker in _EYJ_ENCODED):
+        return False
+    for match in _B64_ANY_RUN.finditer(text):
+        run = match.group()
+        if not any(marker in run for marker in _EYJ_ENCODED):
+            continue
+        if any(holds_jwt(data.decode("latin-1")) for data in base64_readings(run)):
+            return True
+    return False
+
+
 __all__ = ["CRASH_MESSAGE_MAX", "FORMATS", "LEVELS", "REDACTED", "JsonFormatter",
            "TextFormatter", "base64_readings", "forget", "holds_jwt", "install_excepthook",
-           "never_log", "scrubbed_cut", "setup_logging"]
+           "looks_like_token", "never_log", "scrubbed_cut", "setup_logging"]

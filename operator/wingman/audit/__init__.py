@@ -77,7 +77,6 @@ from wingman.audit.records import (
     _Malformed,
     canonical_json,
     fingerprint,
-    looks_like_token,
     make_record,
 )
 from wingman.audit.verification import (
@@ -89,6 +88,7 @@ from wingman.audit.verification import (
     verify_lines,
 )
 from wingman.errors import AuditUnavailable, ConfigError
+from wingman.logs import looks_like_token
 
 __all__ = [
     "GENESIS_HASH",

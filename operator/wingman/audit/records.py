@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wingman.errors import AuditUnavailable, ConfigError
-from wingman.logs import base64_readings, holds_jwt
+from wingman.logs import looks_like_token
 
 GENESIS_HASH = "0" * 64
 """The ``prev`` of the first record (seq 0)."""
@@ -49,7 +49,6 @@ _FIELDS = ("seq", "time", "event", "actor", "subject", "data", "prev", "hash")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _EVENT = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
-_B64URL_RUN = re.compile(r"[A-Za-z0-9_.-]+")
 _MAX_DEPTH = 32
 # A stored record nests at most _MAX_DEPTH levels inside subject/data, plus the record itself.
 _MAX_STORED_DEPTH = _MAX_DEPTH + 4
@@ -381,7 +380,7 @@ def one(results: Sequence[AuditRecord | AuditUnavailable]) -> AuditRecord:
 
 
 def _rejected(what: str) -> AuditUnavailable:
-    if _looks_like_jwt(what):  # a key or an event name that is a token: never repeat it
+    if looks_like_token(what):  # a key or an event name that is a token: never repeat it
         what = ("a token-shaped text where the record's event, a key or a field name belongs "
                 "(not shown)")
     return AuditUnavailable(
@@ -427,47 +426,12 @@ def _check_string(value: str, path: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise _rejected(f"{path} is not valid Unicode (a lone surrogate)") from None
-    if _looks_like_jwt(value):
+    if looks_like_token(value):
         raise _rejected(
             f"{path} looks like a JWT (base64url segments starting with 'eyJ'); tokens and "
             "keys never go into the audit trail: record wingman.audit.fingerprint(token) "
             f"instead (here {fingerprint(value)})"
         )
-
-
-def looks_like_token(text: str) -> bool:
-    """True when ``text`` holds a JWT-shaped string: such text is never written to the trail."""
-    return _looks_like_jwt(text)
-
-
-def _looks_like_jwt(text: str) -> bool:
-    """True when ``text`` contains ``eyJ<seg>.<seg>.`` or the base64 of text that does (how a
-    Secret's ``data`` or a kubeconfig carries a token), in linear time."""
-    if "eyJ" in text and any(holds_jwt(run.group()) for run in _B64URL_RUN.finditer(text)):
-        return True
-    return _holds_encoded_jwt(text)
-
-
-#: A run of either base64 alphabet long enough to encode ``eyJ<seg>.<seg>.``.
-_B64_ANY_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}")
-#: What the base64 of text holding ``eyJ`` always contains, wherever ``eyJ`` starts in a group
-#: of three bytes (the characters that depend on those three bytes alone; both alphabets).
-_EYJ_ENCODED = ("ZXlK", "V5S", "leU")
-
-
-def _holds_encoded_jwt(text: str) -> bool:
-    """Whether a base64 run of ``text`` decodes (``wingman.logs.base64_readings``) to text
-    holding a JWT. Only runs holding an encoded ``eyJ`` are decoded,
-    and runs are disjoint, so the cost stays linear."""
-    if not any(marker in text for marker in _EYJ_ENCODED):
-        return False
-    for match in _B64_ANY_RUN.finditer(text):
-        run = match.group()
-        if not any(marker in run for marker in _EYJ_ENCODED):
-            continue
-        if any(holds_jwt(data.decode("latin-1")) for data in base64_readings(run)):
-            return True
-    return False
 
 
 def _format_time(now: dt.datetime) -> str:
@@ -600,7 +564,7 @@ def _names(names: Sequence[str], most: int = 5, width: int = 40) -> str:
     """A few of ``names`` for a message: a hostile record's field names are bounded and never
     repeat a token-shaped text."""
     shown = [repr(n if len(n) <= width else n[:width] + "…") for n in names[:most]]
-    shown = ["(a token-shaped name, not shown)" if _looks_like_jwt(n) else n for n in shown]
+    shown = ["(a token-shaped name, not shown)" if looks_like_token(n) else n for n in shown]
     more = f" and {len(names) - most} more" if len(names) > most else ""
     return "[" + ", ".join(shown) + more + "]"
 

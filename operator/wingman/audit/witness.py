@@ -56,10 +56,11 @@ from typing import IO, Any
 
 from wingman.audit.checkpoints import Checkpoint, iter_checkpoints, parse_checkpoint
 from wingman.audit.file import open_regular
-from wingman.audit.records import _loads, _Malformed, looks_like_token
+from wingman.audit.records import _loads, _Malformed
 from wingman.audit.signing import check_signature, keyset_from_pems
 from wingman.capability.keys import KeySet
 from wingman.errors import AuditTampered, WingmanError, shown_url
+from wingman.logs import looks_like_token
 from wingman.model.text import terminal_text
 
 SIGNATURE_HEADER = "X-Wingman-Signature"

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from wingman.audit import AuditSink, looks_like_token
+from wingman.audit import AuditSink
 from wingman.chat import render
 from wingman.chat.cluster import ChatCluster, ChatHints
 from wingman.chat.guard import (
@@ -1140,19 +1140,19 @@ def _check_reason(reason: str) -> None:
     """Refuse a decision's reason the API server would refuse in ``spec.decisions``, saying
     what is wrong, before anything is audited as requested or held for a step-up code: the
     client's own check (``check_reason``: longer than the CRD holds, never cut short and
-    recorded as a reason the approver did not give; or holding a character it refuses); and
-    one holding a token-shaped text (a JWT pasted in), which the audit trail never stores, so
-    the record written before the decision could not be (``TokenInReason``, never quoted)."""
+    recorded as a reason the approver did not give; or holding a character it refuses; or
+    holding a token-shaped text, a JWT pasted in, which the audit trail never stores, so the
+    record written before the decision could not be: ``TokenInReason``, never quoted)."""
     try:
         check_reason(reason)
     except Invalid as exc:
         if exc.reason == "TooLong":
             raise refuse("ReasonTooLong", exc.message) from None
+        if exc.reason == "LooksLikeToken":
+            raise refuse("TokenInReason", "the reason holds what looks like a token (a JWT, "
+                         "eyJ... with two dots), which Wingman never records: nothing was "
+                         "decided; remove it and decide again") from None
         raise refuse("ForbiddenCharacter", exc.message) from None
-    if looks_like_token(reason):
-        raise refuse("TokenInReason", "the reason holds what looks like a token (a JWT, "
-                     "eyJ... with two dots), which Wingman never records: nothing was decided; "
-                     "remove it and decide again")
 
 
 def _button_key(ch: Channel) -> str:

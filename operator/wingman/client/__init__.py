@@ -7,7 +7,8 @@
 - ``status``: the status protocol, a closed set of states with a ``next`` hint, computed as a
   pure function of the objects (``docs/agents.md``).
 
-May import: the shared top-level modules (``errors``, ``conditions``, ``kube``, ``settings``),
+May import: the shared top-level modules (``errors``, ``conditions``, ``kube``, ``settings``,
+``logs``: its token detector, the audit trail's too),
 ``wingman.model`` and ``wingman.review.policy`` (to read the environment's policy);
 ``status`` is pure (neither kopf nor kubernetes). Never the token code (``capability``), the
 audit trail, the operator, the gateway, the verifier or the CLI: an agent's tools hold no more

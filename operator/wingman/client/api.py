@@ -51,6 +51,7 @@ from wingman.kube import (
     Resource,
     UnusableAnswer,
 )
+from wingman.logs import looks_like_token
 from wingman.model import approvals as rules
 from wingman.model import commandline, limits, names, text
 from wingman.review.policy import EnvironmentPolicy
@@ -186,10 +187,37 @@ def build_grant(*, request_name: str, namespace: str, command: str, requester: s
             "spec": spec}
 
 
+def check_tokens(spec: Mapping[str, Any]) -> None:
+    """Refuse, before any call, an ApprovalRequest's ``spec`` holding token-shaped text (a JWT
+    pasted in; ``wingman.logs.looks_like_token``, the audit trail's own detector): the object
+    would carry it to everyone who may read requests, and the operator rejects the request
+    (LooksLikeToken). Invalid, LooksLikeToken, naming the field, never quoting the text."""
+    for field, value, _ in _spec_texts(spec):
+        if isinstance(value, str):
+            refuse_token(field, value)
+
+
+def refuse_token(field: str, value: str) -> None:
+    """Invalid (LooksLikeToken) when ``value``, to be written as ``field``, holds token-shaped
+    text; the message names the field and never quotes the text."""
+    if looks_like_token(value):
+        raise Invalid(f"{field} holds what looks like a token (a JWT, eyJ... with two dots, or "
+                      "its base64), which Wingman never records or passes: nothing was "
+                      "written; remove it and try again", reason="LooksLikeToken")
+
+
 def check_texts(spec: Mapping[str, Any]) -> None:
     """Refuse, before any call, what the CRD refuses in an ApprovalRequest's ``spec``: control
     characters, bidirectional overrides and invisible characters (``wingman.model.text``),
     naming the field."""
+    for field, value, one_line in _spec_texts(spec):
+        why = text.refusal(field, value, one_line=one_line) if isinstance(value, str) else None
+        if why:
+            raise Invalid(why, reason="ForbiddenCharacter")
+
+
+def _spec_texts(spec: Mapping[str, Any]) -> list[tuple[str, object, bool]]:
+    """The texts of an ApprovalRequest's ``spec``: (field, value, whether one line only)."""
     fields: list[tuple[str, object, bool]] = [
         ("spec.requester", spec.get("requester"), True),
         ("spec.instruction", spec.get("instruction"), False),
@@ -200,10 +228,7 @@ def check_texts(spec: Mapping[str, Any]) -> None:
                    for key in ("command", "rollback")]
     source = spec.get("source") or {}
     fields += [(f"spec.source.{key}", source.get(key), key != "excerpt") for key in SOURCE_LIMITS]
-    for field, value, one_line in fields:
-        why = text.refusal(field, value, one_line=one_line) if isinstance(value, str) else None
-        if why:
-            raise Invalid(why, reason="ForbiddenCharacter")
+    return fields
 
 
 def check_sizes(*, instruction: str | None = None, justification: str | None = None,
@@ -272,13 +297,16 @@ def check_ttl(ttl_seconds: int | None) -> None:
 
 def check_reason(reason: str) -> None:
     """Refuse, before any call, a decision's reason the CRD's schema refuses: too long, or
-    holding characters it refuses."""
+    holding characters it refuses; and one holding token-shaped text (LooksLikeToken): in
+    ``spec.decisions`` everyone who may read requests would read it, and the operator would
+    reject the request for it."""
     long = limits.too_long("the reason", reason, limits.REASON, "shorten it")
     if long:
         raise Invalid(long, reason="TooLong")
     why = text.refusal("the reason", reason, one_line=False)
     if why:
         raise Invalid(why, reason="ForbiddenCharacter")
+    refuse_token("the reason", reason)
 
 
 def check_name(kind: str, name: str) -> str:
@@ -540,6 +568,11 @@ class WingmanClient:
         """Submit an ApprovalRequest in the caller's own name; answers its first state.
         ``rollbacks``: for some commands, the command that undoes it (reviewed with it)."""
         commands = [str(c) for c in commands]
+        # first: the refusals below quote a command, and token-shaped text is never quoted
+        check_tokens({"instruction": instruction, "justification": justification,
+                      "commands": commands, "source": source.to_spec() if source else {},
+                      "rollbacks": [{"command": c, "rollback": r}
+                                    for c, r in (rollbacks or {}).items()]})
         for forward, undo in (rollbacks or {}).items():
             if forward not in commands:
                 raise Invalid(f"a rollback is given for {shown(forward)}, which is not one of "

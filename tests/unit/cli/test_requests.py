@@ -440,6 +440,37 @@ def test_a_value_over_the_limits_answers_invalid_with_json_too(
     assert "--reason is 1,001 characters" in answer["message"]
 
 
+#: A JWT's shape (header.payload.signature), as a token pasted into a text looks.
+_JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+
+
+@pytest.mark.parametrize(("argv", "field"), [
+    (["approve", "req-1", "--reason", f"ok, it was {_JWT}"], "the reason"),
+    (["reject", "req-1", "--reason", f"Bearer {_JWT}"], "the reason"),
+    (["request", "--instruction", "i", "--command", "kubectl get pods", "--justification",
+      f"the token {_JWT} fails"], "spec.justification"),
+    (["request", "--instruction", "i", "--command", "kubectl get pods", "--excerpt",
+      f"log: {_JWT}"], "spec.source.excerpt"),
+    (["request", "--instruction", "i", "--command", "kubectl get pods", "--source-reference",
+      _JWT], "spec.source.reference"),
+])
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_token_shaped_text_is_refused_before_anything_is_written(
+        argv: list[str], field: str, fmt: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # written, it would be read by everyone who may read requests, and the operator would
+    # reject the whole request (LooksLikeToken): refused first, the token never repeated
+    assert cli.main([*argv, "-o", fmt, "--kubeconfig", _nowhere(tmp_path)]
+                    ) == requests.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert f"{field} holds what looks like a token" in captured.err
+    assert "remove it" in captured.err and "Connection refused" not in captured.err
+    assert "eyJhbGci" not in captured.out + captured.err
+    if fmt == "json":
+        answer = json.loads(captured.out)
+        assert answer["state"] == "invalid" and answer["reason"] == "LooksLikeToken", answer
+
+
 @pytest.mark.parametrize("argv", [
     ["approve", "req-1", "--reason", "🙂" * 1000],  # 4,000 bytes, 1,000 code points
     ["request", "--instruction", "é" * 2000, "--command", "kubectl get pods",

@@ -184,6 +184,33 @@ def test_a_name_that_cannot_exist_answers_invalid(tool: str, args: dict[str, Any
     assert "is not a valid" in answer["message"] and "fix the input" in answer["next"]
 
 
+_JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    ({"justification": f"it fails with {_JWT}"}, "spec.justification"),
+    ({"source": {"excerpt": f"Authorization: Bearer {_JWT}"}}, "spec.source.excerpt"),
+    ({"source": {"reference": f"see {_JWT}"}}, "spec.source.reference"),
+    ({"instruction": f"use the token {_JWT}"}, "spec.instruction"),
+])
+def test_token_shaped_text_in_a_request_answers_invalid_before_any_call(
+        args: dict[str, Any], field: str) -> None:
+    # created, everyone who may read requests would read it and the operator would reject the
+    # request (LooksLikeToken): refused first, naming the field, the token never repeated
+    async def call() -> dict[str, Any]:
+        async with Client(_server()) as client:
+            result = await client.call_tool(
+                "request_approval",
+                {"instruction": "x", "commands": ["kubectl get pods"], **args})
+            assert not result.is_error
+            return json.loads(result.content[0].text)  # type: ignore[union-attr]
+    answer = anyio.run(call)
+    assert answer["state"] == "invalid" and answer["reason"] == "LooksLikeToken", answer
+    assert f"{field} holds what looks like a token" in answer["message"], answer
+    assert "remove it" in answer["message"] and "eyJhbGci" not in json.dumps(answer), answer
+    assert "cannot reach" not in answer["message"]
+
+
 @pytest.mark.parametrize("args", [
     {"instruction": "x", "commands": ["echo " + "é" * 2100]},
     {"instruction": "x", "commands": ["kubectl get pods"],
