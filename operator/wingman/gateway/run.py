@@ -505,7 +505,8 @@ def _get_dated(run: _Run, resource: Any, name: str, kind: str
 
 
 def _issued(run: _Run, grant: dict[str, Any], approval: dict[str, Any], until: float,
-            now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+            now: float, forward: Mapping[str, Any] | None = None
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The grant, and its approval, once the grant is no longer judged ``Pending``
     (``wingman.model.grants.view``: a claim that records its token makes it ``TokenIssued``).
     For a grant whose token is recorded in its own status (its Job not derived from its name,
@@ -515,7 +516,10 @@ def _issued(run: _Run, grant: dict[str, Any], approval: dict[str, Any], until: f
     expiry with the leeway: it is useless after that anyway; ``now`` is the time the token was
     judged on, ``checks.judged_now``), and spends nothing meanwhile.
     A read that fails is tried again; a grant deleted, or deleted and created again under its
-    name, refuses (the token is for the one deleted), and so does an approval deleted."""
+    name, refuses (the token is for the one deleted), and so does an approval deleted, or one
+    no longer usable (revoked, rejected, expired: ``checks.check_approval``, the check after the
+    wait, with its reason; ``forward``: for a rollback grant, the grant whose command it
+    undoes)."""
     s = run.settings
     assert run.kube is not None
     uid = (grant.get("metadata") or {}).get("uid")
@@ -548,7 +552,7 @@ def _issued(run: _Run, grant: dict[str, Any], approval: dict[str, Any], until: f
             raise _binding("ExecutionGrant")
         grant = fresh
         try:
-            approval = run.kube.get(APPROVALS, s.namespace, approval_name)
+            approval, server_now = run.kube.get_dated(APPROVALS, s.namespace, approval_name)
         except ApiError as exc:
             if exc.not_found:
                 raise GrantDenied(f"ApprovalRequest {s.namespace}/{approval_name} was deleted "
@@ -557,6 +561,10 @@ def _issued(run: _Run, grant: dict[str, Any], approval: dict[str, Any], until: f
             continue
         except WingmanError:
             continue
+        # revoked, rejected or expired meanwhile: refused now, not when the token expires
+        check_approval(approval, judged_now(run.now(), server_now), forward=forward,
+                       rollback=undone_command(grant, forward) is not None,
+                       window_seconds=s.policy.rollback_window_seconds)
     return grant, approval
 
 
@@ -793,7 +801,8 @@ def _execute(run: _Run) -> int:
         # is current
         run.log("GatewayWaiting", message="neither the grant's status nor its claim on the "
                 "approval records the token yet: waiting for the operator to issue it")
-        run.grant, _ = _issued(run, grant, approval, claims.exp + s.leeway_seconds, judged)
+        run.grant, _ = _issued(run, grant, approval, claims.exp + s.leeway_seconds, judged,
+                               forward)
         approval, server_now = _get_dated(run, APPROVALS, approval_name,
                                           "ApprovalRequest")
         run.approval = approval

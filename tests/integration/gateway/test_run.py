@@ -789,6 +789,59 @@ def test_an_approval_deleted_while_its_gateway_waits_refuses_at_once_and_spends_
     _assert_never_leaked(env, token, capsys.readouterr().err)
 
 
+class _ApprovalEndedWhileTheGatewayWaits(_OperatorWritesWhileTheGatewayWaits):
+    """At the gateway's first pause while the grant is Pending, the grant's ApprovalRequest
+    ends: an approver appends a Reject (a revocation; the operator's bookkeeping may lag), or
+    the operator marks it Expired."""
+
+    def __init__(self, env: Env, g: Grant, how: str) -> None:
+        super().__init__(env, g, {})
+        self.how = how
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses += 1
+        if self.pauses != 1:
+            return
+        self.burnt_before.append(len(self.env.leases()))
+        name = self.g.approval["metadata"]["name"]
+        if self.how == "revoked":
+            self.env.cluster.kubectl("patch", "approvalrequests", name, "-n", self.env.ns,
+                                     "--type=json", "-p", json.dumps([{
+                                         "op": "add", "path": "/spec/decisions", "value": [{
+                                             "verdict": "Reject", "by": "carol",
+                                             "reason": "not during the sale"}]}]))
+        else:
+            _set_approval_status(self.env, name, [
+                *_approved(),
+                {"type": "Expired", "status": "True", "reason": "ApprovalExpired",
+                 "message": "expired", "lastTransitionTime": _now_rfc3339()}], "Expired")
+
+
+@pytest.mark.parametrize(("how", "reason"), [("revoked", "ApprovalRevoked"),
+                                             ("expired", "ApprovalExpired")])
+def test_an_approval_ended_while_its_gateway_waits_refuses_at_once_and_spends_nothing(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    how: str, reason: str
+) -> None:
+    """An approval revoked or expired while the grant is Pending ends the wait at once, with
+    the reason the approval check after it gives, not when the operator denies the grant or
+    the token expires (here in 60 s); nothing is spent."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g, now=time.time() - 300 + 60)
+    set_grant_status(env, g.name, {"phase": "Pending"})
+    waits = _ApprovalEndedWhileTheGatewayWaits(env, g, how)
+    monkeypatch.setattr(gateway_run, "time", waits)
+    started = time.monotonic()
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    assert time.monotonic() - started < 30, "waited for the token's expiry"
+    assert waits.burnt_before == [0] and env.leases() == [] and env.replicas() == 1
+    records = env.audit_records()
+    assert [(r["event"], r["data"]["reason"]) for r in records] == [("GatewayRefused", reason)]
+    assert "nothing was executed" in records[0]["data"]["message"]
+    assert env.grant(g.name)["status"]["phase"] == "Pending", "the operator's to end"
+    _assert_never_leaked(env, token, capsys.readouterr().err)
+
+
 def test_a_gateway_whose_token_another_pod_ran_while_it_waited_is_a_replay(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
