@@ -995,7 +995,11 @@ def _result_unrecorded(run: _Run, exc: WingmanError, data: Mapping[str, Any], wh
     """The grant's status could not be written after the command ran, within its budget: the
     log and the audit trail (``GatewayResultUnrecorded``) say what is known. Exit 1: the Job
     fails, and the operator's Job watcher records that on a grant left ``Running``."""
-    if transient(exc):
+    if isinstance(exc, NoTimeLeft):
+        known = ("no write of the result was made (too little of that time was left for one), "
+                 "so the grant's status does not hold it (the operator then records the Job's "
+                 "failure on a grant left Running)")
+    elif transient(exc):
         known = ("the last write got no answer within the time left or a server error, so the "
                  "grant's status may hold the result or may still say Running (the operator "
                  "then records the Job's failure)")

@@ -1320,6 +1320,24 @@ def test_a_result_write_always_held_up_ends_in_the_budget_and_the_audit_says_wha
     assert "may hold the result or may still say Running" in data["message"]
 
 
+def test_a_result_no_time_was_left_to_write_says_no_write_was_made(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No time left of the result's budget once the command ended (as when the audit record
+    after it took it all): no write is made, and the record says so, not that a write got no
+    answer."""
+    g = make_grant(env, SCALE.format(target=env.target))
+    _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    monkeypatch.setattr(gateway_run, "_left", lambda ended: 0.0)
+    assert run_gateway(settings_for(env, g, mint(env, g))) == gateway_run.EXIT_INTERNAL
+    assert env.replicas() == 2
+    assert env.grant(g.name)["status"]["phase"] == "Running"
+    records = env.audit_records()
+    assert records[-1]["event"] == "GatewayResultUnrecorded"
+    message = records[-1]["data"]["message"]
+    assert "no write of the result was made" in message, message
+    assert "got no answer" not in message and "may hold the result" not in message, message
+
+
 def test_a_result_write_told_to_retry_after_two_seconds_waits_that_long_and_records_it(
         env: Env, proxy: FaultyApiProxy, capsys: pytest.CaptureFixture[str]) -> None:
     """A 429 with ``Retry-After`` (API Priority and Fairness shedding load) to the write of
