@@ -43,6 +43,7 @@ from urllib3 import Timeout as HTTPTimeout
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    LocationParseError,
     MaxRetryError,
     NameResolutionError,
     NewConnectionError,
@@ -301,6 +302,9 @@ class _DeadlineMixin:
             found = _resolve(host.strip("[]"), int(getattr(self, "port", 0) or 0), deadline)
         except socket.gaierror as exc:
             raise NameResolutionError(host, self, exc) from exc  # type: ignore[arg-type]
+        except UnicodeError:  # no lookup can encode it (a label over 63 characters): as the
+            # HTTP library's own connecting says it, an error of its own, not the encoder's
+            raise LocationParseError(f"'{host}', label empty or too long") from None
         except TimeoutError:
             raise ConnectTimeoutError(self, f"Connection to {host} timed out (looking up its "
                                       "name took past the call's deadline)") from None

@@ -948,6 +948,23 @@ def test_a_host_name_that_resolves_is_connected_to_within_the_call_s_deadline(
     assert "NameResolutionError" in raised.value.message or "Errno" in raised.value.message
 
 
+@pytest.mark.parametrize("once", [2.0, None])
+def test_a_host_name_no_lookup_can_encode_fails_as_no_answer(once: float | None) -> None:
+    """A kubeconfig naming its API server by a host name that cannot be looked up at all (a
+    label over 63 characters, which the lookup's IDNA encoding refuses before any name server
+    is asked) fails as the HTTP library fails it, ``cannot reach the API server``, never with
+    the encoder's bare ``UnicodeError``, bounded call or not."""
+    host = "a" * 64 + ".example"
+    kube = Kube(k8s.ApiClient(k8s.Configuration(host=f"https://{host}:6443")))
+    with pytest.raises(ClusterError) as raised:
+        if once is None:
+            kube.get(CONFIGMAPS, "ns", "seen")
+        else:
+            kube.get(CONFIGMAPS, "ns", "seen", once=once)
+    assert raised.value.reason == "Unreachable", raised.value
+    assert "cannot reach the API server" in raised.value.message
+
+
 def test_a_call_without_once_whose_answer_trickles_is_given_up_at_its_timeout(
         local_api: tuple[str, int]) -> None:
     """A client with no ``once`` (the CLI, the MCP server, the Python client) bounds each try
