@@ -388,6 +388,13 @@ def _scheduling(settings: OperatorSettings) -> dict[str, Any]:
     return out
 
 
+def owned_by(obj: Any, grant: Any) -> bool:
+    """Whether ``obj`` (a Job, a Secret; None for none) names ``grant`` among its owners (pure)."""
+    uid = grant["metadata"]["uid"]
+    return obj is not None and any(
+        o.get("uid") == uid for o in obj.get("metadata", {}).get("ownerReferences") or [])
+
+
 __all__ = ["MANAGER", "SERVICE_ACCOUNT_TOKEN_SECONDS", "approval_owner", "gateway_job",
-           "job_pod_spec", "job_token_secret", "object_labels", "owner_reference", "preview_job",
-           "service_account_mount", "service_account_volume", "token_secret"]
+           "job_pod_spec", "job_token_secret", "object_labels", "owned_by", "owner_reference",
+           "preview_job", "service_account_mount", "service_account_volume", "token_secret"]

@@ -99,6 +99,8 @@ from wingman.operator import approvals as approval_logic
 from wingman.operator import grants as logic
 from wingman.operator import manifests
 from wingman.operator.context import Context, Retry, subject_of
+from wingman.operator.handlers import housekeeping
+from wingman.operator.manifests import owned_by
 from wingman.operator.state import Entry, job_deadline
 
 log = logging.getLogger("wingman.operator.grants")
@@ -228,12 +230,6 @@ def count_issued(ctx: Context) -> None:
     """A token stored for the first time: the grant is TokenIssued, a token was minted."""
     ctx.metrics.grants.labels(environment=ctx.env, outcome="TokenIssued").inc()
     ctx.metrics.tokens_minted.labels(environment=ctx.env).inc()
-
-
-def owned_by(obj: Any, grant: Any) -> bool:
-    uid = grant["metadata"]["uid"]
-    return obj is not None and any(
-        o.get("uid") == uid for o in obj.get("metadata", {}).get("ownerReferences") or [])
 
 
 async def deny(ctx: Context, grant: Any, reason: str, message: str, *,
@@ -563,8 +559,6 @@ async def _deleted_namesakes_job(ctx: Context, grant: Any, job: dict[str, Any]) 
     ``GrantOrphansRemoved`` audited first, then its token Secrets and the Job, each with a UID
     precondition); still naming its deleted grant, the garbage collector deletes it. Either way
     the grant waits for the name, instead of a final JobConflict."""
-    from wingman.operator.handlers import housekeeping
-
     name, meta = str(grant["metadata"]["name"]), job["metadata"]
     labels = meta.get("labels") or {}
     made_for = housekeeping.job_grant_uid(job)

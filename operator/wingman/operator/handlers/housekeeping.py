@@ -50,7 +50,7 @@ from wingman.kube import APPROVALS, GRANTS, JOBS, LEASES, SECRETS, ApiError, Kee
 from wingman.model import names
 from wingman.operator import manifests, memory
 from wingman.operator.context import KINDS, Context, NotLeading, subject_of
-from wingman.operator.handlers.grants import owned_by
+from wingman.operator.manifests import owned_by
 from wingman.operator.state import Entry, due_for_retirement, expiry_due
 
 log = logging.getLogger("wingman.operator.housekeeping")
