@@ -112,7 +112,11 @@ def request_body(name: str) -> dict[str, Any]:
 
 
 def test_policy() -> EnvironmentPolicy:
-    return EnvironmentPolicy.from_dict(env_values("test")["policy"], environment="test")
+    """The TEST policy as the operator bench runs it: without previews (its requests carry
+    none, and a policy that previews would hold a request without one from auto-approval)."""
+    data = dict(env_values("test")["policy"])
+    data["preview"] = {**(data.get("preview") or {}), "enabled": False}
+    return EnvironmentPolicy.from_dict(data, environment="test")
 
 
 def real_consensus(policy: EnvironmentPolicy, body: dict[str, Any]) -> Consensus:
