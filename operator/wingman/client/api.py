@@ -628,9 +628,10 @@ class WingmanClient:
         connection lost, a timeout, a 5xx, an answer larger than Wingman reads) but it landed:
         read back by its name, which the caller could not do with a name generated here, and
         asking again would make a second request. Raises the create's error when the API server
-        answered it (a 4xx: nothing was created) or nothing landed (after an answer too large,
-        saying so: the create was done with); when that cannot be told, that error names the
-        request to read."""
+        answered it (a 4xx: nothing was created) or nothing landed when read back (after an
+        answer too large, saying so and naming the request to read: what answered may not be
+        the API server, and the create may land later); when that cannot be told, that error
+        names the request to read."""
         what = "creating the ApprovalRequest"
         if isinstance(exc, ApiError) and 0 < exc.status < 500:
             raise client_error(exc, what) from None  # the server's answer: nothing created
@@ -647,11 +648,13 @@ class WingmanClient:
                             reason=err.reason) from None
         spec = (found or {}).get("spec") or {}
         if found is None and isinstance(exc, AnswerTooLarge):
-            # answered, if past what is read: the create was done with, and did not land
+            # what answered need not be the API server (a proxy's error page can answer while
+            # the POST is still on its way): not found now, it may land later all the same
             err = client_error(exc, what)
-            raise type(err)(f"{err.message}; read back by its name at once, ApprovalRequest "
-                            f"{name} does not exist: it was not created, and asking again is "
-                            "safe", reason=err.reason) from None
+            raise type(err)(f"{err.message}; read back by its name just now, ApprovalRequest "
+                            f"{name} was not found, but the create may still land: read it "
+                            f"({self.hints.get_request(name)}) before asking again, which "
+                            "would ask a second time", reason=err.reason) from None
         if found is None or any(spec.get(k) != v for k, v in body["spec"].items()):
             raise client_error(exc, what) from None  # nothing landed (or not this request)
         return found
