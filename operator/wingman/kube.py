@@ -328,28 +328,53 @@ class _DeadlineMixin:
         super().send(data)  # type: ignore[misc]
 
 
+class _Lookup:
+    """One ``getaddrinfo`` under way in its daemon thread, and what it found or raised."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.found: list[Any] = []
+        self.failed: list[BaseException] = []
+
+
+#: the lookups under way, by (host, port, family): a call whose lookup of the same is already
+#: under way waits on that one, so a name server that never answers holds one thread per name
+#: (until the system resolver's own timeouts), not one per connection tried meanwhile
+_LOOKUPS: dict[tuple[str, int, int], _Lookup] = {}
+_LOOKUPS_LOCK = threading.Lock()
+
+
 def _resolve(host: str, port: int, deadline: float) -> list[Any]:
     """``getaddrinfo`` of ``host``, waited for until ``deadline`` (``TimeoutError`` then: the
-    lookup, left to the system resolver's own timeouts, ends in its daemon thread)."""
-    done = threading.Event()
-    found: list[Any] = []
-    failed: list[BaseException] = []
+    lookup, left to the system resolver's own timeouts, ends in its daemon thread; a call that
+    asks for the same meanwhile waits on it rather than starting another)."""
+    family = allowed_gai_family()
+    key = (host, port, int(family))
+    with _LOOKUPS_LOCK:
+        lookup = _LOOKUPS.get(key)
+        start = lookup is None
+        if lookup is None:
+            lookup = _LOOKUPS[key] = _Lookup()
 
-    def lookup() -> None:
+    def run(lookup: _Lookup) -> None:
         try:
-            found.extend(socket.getaddrinfo(host, port, allowed_gai_family(),
-                                            socket.SOCK_STREAM))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            failed.append(exc)
+            lookup.found.extend(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM))
+        except BaseException as exc:  # noqa: BLE001 - handed to the callers
+            lookup.failed.append(exc)
         finally:
-            done.set()
+            with _LOOKUPS_LOCK:
+                if _LOOKUPS.get(key) is lookup:
+                    del _LOOKUPS[key]  # done: the next call looks up afresh
+            lookup.done.set()
 
-    threading.Thread(target=lookup, name="wingman-lookup", daemon=True).start()
-    if not done.wait(_left(deadline)):
+    if start:
+        threading.Thread(target=run, args=(lookup,), name="wingman-lookup",
+                         daemon=True).start()
+    if not lookup.done.wait(_left(deadline)):
         raise TimeoutError("timed out (looking up the host name)")
-    if failed:
-        raise failed[0]
-    return found
+    if lookup.failed:
+        raise lookup.failed[0]
+    return list(lookup.found)
 
 
 _DEADLINE_POOLS: dict[type[HTTPConnectionPool], type[HTTPConnectionPool]] = {}

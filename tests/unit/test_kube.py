@@ -896,15 +896,19 @@ try:
 except Exception as exc:
     print(type(exc).__name__, getattr(exc, "reason", ""), exc)
 print(time.monotonic() - started)
+for _ in range(int(sys.argv[2]) if len(sys.argv) > 2 else 0):  # the calls after it
+    try:
+        kube.get(CONFIGMAPS, "ns", "seen", once=float(sys.argv[1]))
+    except Exception:
+        pass
+print(sum(t.name == "wingman-lookup" for t in threading.enumerate()))
 """
 
 
-def test_looking_up_the_api_server_s_host_name_ends_by_the_call_s_deadline(
-        tmp_path: Path) -> None:
-    """A kubeconfig naming its API server by a host name whose lookup hangs (a name server that
-    does not answer: the system resolver waits its own timeouts, 30 s here): the call is given
-    up by its deadline, as one that gets no answer. Run in a namespace of its own (its own
-    network, loopback only, and a resolv.conf naming a silent name server on it)."""
+def _run_silent_resolver(tmp_path: Path, once: float, calls_after: int) -> list[str]:
+    """The lines ``_SILENT_RESOLVER`` prints, run in a namespace of its own (its own network,
+    loopback only, and a resolv.conf naming a silent name server on it); skipped where that
+    cannot be made."""
     import shutil
     import subprocess
     import sys
@@ -915,9 +919,8 @@ def test_looking_up_the_api_server_s_host_name_ends_by_the_call_s_deadline(
     resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
     script = tmp_path / "lookup.py"
     script.write_text(_SILENT_RESOLVER)
-    once = 1.0
     shell = (f"ip link set lo up && mount --bind {resolv} /etc/resolv.conf && "
-             f"exec {sys.executable} {script} {once}")
+             f"exec {sys.executable} {script} {once} {calls_after}")
     try:
         done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "--net",
                                "sh", "-c", shell], capture_output=True, text=True, timeout=60,
@@ -928,10 +931,30 @@ def test_looking_up_the_api_server_s_host_name_ends_by_the_call_s_deadline(
     if done.returncode != 0 and "Operation not permitted" in done.stderr:
         pytest.skip(f"user namespaces are not allowed here: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr
-    outcome, elapsed = done.stdout.strip().splitlines()
+    return done.stdout.strip().splitlines()
+
+
+def test_looking_up_the_api_server_s_host_name_ends_by_the_call_s_deadline(
+        tmp_path: Path) -> None:
+    """A kubeconfig naming its API server by a host name whose lookup hangs (a name server that
+    does not answer: the system resolver waits its own timeouts, 30 s here): the call is given
+    up by its deadline, as one that gets no answer. Run in a namespace of its own (its own
+    network, loopback only, and a resolv.conf naming a silent name server on it)."""
+    once = 1.0
+    outcome, elapsed, _ = _run_silent_resolver(tmp_path, once, 0)
     assert float(elapsed) < once + 1.0, outcome
     assert outcome.startswith("ClusterError Unreachable"), outcome
     assert "timed out" in outcome, outcome
+
+
+def test_calls_while_the_api_server_s_host_name_lookup_hangs_share_one_lookup(
+        tmp_path: Path) -> None:
+    """Each call (and each retry) given up while the name server does not answer leaves its
+    lookup to the system resolver's own timeouts (30 s here); a call that looks up the same name
+    meanwhile waits on that lookup, so those calls hold one lookup thread, not one each."""
+    outcome, _, threads = _run_silent_resolver(tmp_path, 0.5, 5)
+    assert outcome.startswith("ClusterError Unreachable"), outcome
+    assert int(threads) == 1, f"{threads} lookups of the same name under way at once"
 
 
 def test_a_host_name_that_resolves_is_connected_to_within_the_call_s_deadline(
