@@ -546,7 +546,16 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
                      f"Job {job['metadata']['name']} does not run as the gateway's "
                      f"ServiceAccount {ctx.settings.gateway_service_account}, so it is not a "
                      f"gateway Job the operator made; {_start_over(grant)}")
-    if pending and _job_finished(job) is not None:
+    done = _job_finished(job)
+    entry = _entry(ctx, grant)
+    if not pending and done is not None and entry is not None and entry.job_done is None:
+        # its Job ended while this process was away, and the Jobs watch listed it before the
+        # grant was tracked, so no Job event settled it: settle it as that event would (the
+        # grant's next run takes the Job's end, reading the grant again where it matters)
+        entry.job_done = done
+        ctx.tracker.settle(entry, "result", _now())
+        raise Retry(f"the gateway Job {name} ended before this process tracked its grant")
+    if pending and done is not None:
         mounted = manifests.job_token_secret(job)
         stored = None if mounted is None else await read_secret(ctx, grant, mounted)
         if owned_by(stored, grant):
@@ -555,7 +564,6 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
             assert stored is not None
             await ended_with_token(ctx, grant, name, stored)
         await ctx.write(ctx.kube.delete, JOBS, ns, name, uid=job["metadata"]["uid"])
-        entry = _entry(ctx, grant)
         if entry is not None:
             entry.job_done = entry.job_deadline = None
             entry.secret_uid = entry.secret_name = None
