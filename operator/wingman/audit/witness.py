@@ -292,9 +292,14 @@ def _deliver(request: urllib.request.Request, deadline: _Deadline, url: str, seq
                             "(audit.checkpoints.witness.url)"), None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
+        # a connection closed before its answer (a busy witness answers 503 and closes at once,
+        # and the close may overtake the answer): sent again as after that 503, since a
+        # checkpoint sent twice is "already witnessed"
+        again = float(BUSY_RETRY_AFTER) if isinstance(
+            reason, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)) else None
         return WitnessError(f"cannot reach the audit witness {shown_url(url)!r}: "
                             f"{terminal_text(reason, None)[:MAX_REPLY_SHOWN]}; the checkpoint "
-                            "is kept in the ConfigMap and sent again next round"), None
+                            "is kept in the ConfigMap and sent again next round"), again
     if not 200 <= status < 300:
         return WitnessError(f"the audit witness answered HTTP {status} for checkpoint seq "
                             f"{seq}"), None

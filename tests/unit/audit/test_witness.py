@@ -710,3 +710,42 @@ def test_a_flood_of_idle_connections_holds_a_bounded_number_of_threads_and_the_o
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+def test_a_connection_closed_before_its_answer_is_sent_again_within_the_delivery(
+        tmp_path: Path) -> None:
+    """A busy witness answers 503 and closes at once, and on a loaded machine the close (a
+    reset, the request unread) can overtake the answer: the operator gets a broken pipe or a
+    reset, not the 503. It sends the checkpoint again after the busy witness's Retry-After, as
+    after the 503 (a checkpoint sent twice is "already witnessed"), and it is stored."""
+    import socket
+    import struct
+
+    server = make_server(("127.0.0.1", 0), WitnessStore(tmp_path / "w.jsonl", KEYS), HMAC)
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def serve() -> None:
+        while len(accepted) < 2:
+            conn, addr = listener.accept()
+            accepted.append(1)
+            if len(accepted) == 1:  # reset at once, nothing answered
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+            else:  # the real witness serves the one sent again
+                server.process_request(conn, addr)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        send(f"http://127.0.0.1:{listener.getsockname()[1]}/checkpoints", HMAC, _cp(1),
+             timeout=8)
+        assert 0.9 < time.monotonic() - started < 6
+        assert len(accepted) == 2
+        stored = (tmp_path / "w.jsonl").read_bytes()
+        assert [c.seq for c in parse_checkpoints(stored, "w")] == [1]
+    finally:
+        listener.close()
+        thread.join(10)
+        server.server_close()
