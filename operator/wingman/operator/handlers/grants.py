@@ -323,20 +323,6 @@ class Grants:
             job = await ctx.call(ctx.kube.get_or_none, JOBS, body["metadata"]["namespace"],
                                  names.grant_job_name(body))
             if job is None or _job_finished(job) is not None:
-                if logic.never_running(stored):
-                    # this copy (the watch's) may lag a Running its gateway wrote before it
-                    # ran the command and its Job failed: "did not run" is said only on the
-                    # grant read now, after its Job ended (no gateway writes after that); its
-                    # status write is guarded by that version
-                    fresh = await ctx.call(ctx.kube.get_or_none, GRANTS,
-                                           body["metadata"]["namespace"],
-                                           body["metadata"]["name"])
-                    if fresh is None or fresh["metadata"].get("uid") != body["metadata"]["uid"]:
-                        return
-                    stored, body = fresh, dict(ctx.tracker.view(fresh))
-                    ctx.tracker.observe_grant(body, _now())
-                    if grant_rules.is_terminal(body):
-                        return  # written meanwhile: its event cleans up
                 await job_result(ctx, body, entry.job_done,
                                  ran_nothing=logic.never_running(stored))
                 return
@@ -1309,10 +1295,9 @@ async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str
 async def job_result(ctx: Context, grant: Any, done: tuple[str, str], *,
                      ran_nothing: bool = False) -> None:
     """The gateway Job finished, but the grant has no final phase: the gateway could not say
-    why (a crash, the deadline). ``ran_nothing``: the grant as stored, read after its Job
-    ended (a watch's copy may lag the gateway's ``Running``), shows no gateway ever wrote
-    ``Running`` (``logic.never_running``; the status is written over that version, so one that
-    landed since refuses the write and the grant is read again)."""
+    why (a crash, the deadline). ``ran_nothing``: the grant as stored shows no gateway ever
+    wrote ``Running`` (``logic.never_running``; the status is written over that version, so
+    one that landed since refuses the write and the grant is read again)."""
     why, message = logic.job_ended_without_result(grant, names.grant_job_name(grant), *done,
                                                   ran_nothing=ran_nothing)
     await finish(ctx, grant, "Failed", why, message)
