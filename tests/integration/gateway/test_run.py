@@ -753,6 +753,27 @@ def test_what_ends_the_wait_other_than_this_token_issued_refuses_before_the_burn
             "the operator's ending stays"
 
 
+def _refused_while_the_gateway_waits(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    waits_for: Callable[[Grant], _OperatorWritesWhileTheGatewayWaits],
+) -> list[dict[str, Any]]:
+    """Runs the gateway of a Pending grant whose token expires in 60 s while ``waits_for``
+    ends its approval at the gateway's first pause: the wait ends at once, refused, nothing
+    spent, the grant left Pending for the operator, the token never shown. The audit records."""
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    token = mint(env, g, now=time.time() - 300 + 60)
+    set_grant_status(env, g.name, {"phase": "Pending"})
+    waits = waits_for(g)
+    monkeypatch.setattr(gateway_run, "time", waits)
+    started = time.monotonic()
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
+    assert time.monotonic() - started < 30, "waited for the token's expiry"
+    assert waits.burnt_before == [0] and env.leases() == [] and env.replicas() == 1
+    assert env.grant(g.name)["status"]["phase"] == "Pending", "the operator's to end"
+    _assert_never_leaked(env, token, capsys.readouterr().err)
+    return env.audit_records()
+
+
 class _ApprovalDeletedWhileTheGatewayWaits(_OperatorWritesWhileTheGatewayWaits):
     """At the gateway's first pause while the grant is Pending, the grant's ApprovalRequest is
     deleted (a human deleting the request, its grant left waiting)."""
@@ -772,21 +793,11 @@ def test_an_approval_deleted_while_its_gateway_waits_refuses_at_once_and_spends_
     """While the grant is Pending the gateway reads its approval again with it, each time: one
     deleted meanwhile ends the wait at once (``ApprovalRequestNotFound``), not when the token
     expires (here in 60 s), and nothing is spent."""
-    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
-    token = mint(env, g, now=time.time() - 300 + 60)
-    set_grant_status(env, g.name, {"phase": "Pending"})
-    waits = _ApprovalDeletedWhileTheGatewayWaits(env, g, {})
-    monkeypatch.setattr(gateway_run, "time", waits)
-    started = time.monotonic()
-    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
-    assert time.monotonic() - started < 30, "waited for the token's expiry"
-    assert waits.burnt_before == [0] and env.leases() == [] and env.replicas() == 1
-    records = env.audit_records()
+    records = _refused_while_the_gateway_waits(
+        env, monkeypatch, capsys, lambda g: _ApprovalDeletedWhileTheGatewayWaits(env, g, {}))
     assert [(r["event"], r["data"]["reason"]) for r in records] == [
         ("GatewayRefused", "ApprovalRequestNotFound")]
     assert "was deleted while the gateway of its grant waited" in records[0]["data"]["message"]
-    assert env.grant(g.name)["status"]["phase"] == "Pending", "the operator's to end"
-    _assert_never_leaked(env, token, capsys.readouterr().err)
 
 
 class _ApprovalEndedWhileTheGatewayWaits(_OperatorWritesWhileTheGatewayWaits):
@@ -826,20 +837,10 @@ def test_an_approval_ended_while_its_gateway_waits_refuses_at_once_and_spends_no
     """An approval revoked or expired while the grant is Pending ends the wait at once, with
     the reason the approval check after it gives, not when the operator denies the grant or
     the token expires (here in 60 s); nothing is spent."""
-    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
-    token = mint(env, g, now=time.time() - 300 + 60)
-    set_grant_status(env, g.name, {"phase": "Pending"})
-    waits = _ApprovalEndedWhileTheGatewayWaits(env, g, how)
-    monkeypatch.setattr(gateway_run, "time", waits)
-    started = time.monotonic()
-    assert run_gateway(settings_for(env, g, token)) == EXIT_REFUSED
-    assert time.monotonic() - started < 30, "waited for the token's expiry"
-    assert waits.burnt_before == [0] and env.leases() == [] and env.replicas() == 1
-    records = env.audit_records()
+    records = _refused_while_the_gateway_waits(
+        env, monkeypatch, capsys, lambda g: _ApprovalEndedWhileTheGatewayWaits(env, g, how))
     assert [(r["event"], r["data"]["reason"]) for r in records] == [("GatewayRefused", reason)]
     assert "nothing was executed" in records[0]["data"]["message"]
-    assert env.grant(g.name)["status"]["phase"] == "Pending", "the operator's to end"
-    _assert_never_leaked(env, token, capsys.readouterr().err)
 
 
 def test_a_gateway_whose_token_another_pod_ran_while_it_waited_is_a_replay(
