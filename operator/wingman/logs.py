@@ -384,15 +384,33 @@ def _holds_encoded_jwt(text: str) -> bool:
     stays linear."""
     if not any(marker in text for marker in _EYJ_ENCODED):
         return False
-    for match in _B64_ANY_RUN.finditer(text):
-        run = match.group()
-        if not any(marker in run for marker in _EYJ_ENCODED):
-            continue
-        if any(holds_jwt(data.decode("latin-1")) for data in base64_readings(run)):
-            return True
-    return False
+    return any(_encodes_jwt(match.group()) for match in _B64_ANY_RUN.finditer(text))
+
+
+def _encodes_jwt(run: str) -> bool:
+    """Whether the base64 run ``run`` decodes to text holding a JWT (only a run holding an
+    encoded ``eyJ`` is decoded)."""
+    if not any(marker in run for marker in _EYJ_ENCODED):
+        return False
+    return any(holds_jwt(data.decode("latin-1")) for data in base64_readings(run))
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with each part :func:`looks_like_token` finds replaced by ``[REDACTED]``: a run
+    holding ``eyJ<seg>.<seg>.``, and a base64 run of text holding one. For text quoting what a
+    person typed (a request name that is a JWT pasted in), so that it can be shown and
+    audited without the token; should a part still be found (none is), the whole is withheld.
+    Linear, like the detector."""
+    if "eyJ" in text:
+        text = _B64URL_RUN.sub(
+            lambda m: REDACTED if holds_jwt(m.group()) else m.group(), text)
+    if any(marker in text for marker in _EYJ_ENCODED):
+        text = _B64_ANY_RUN.sub(
+            lambda m: REDACTED if _encodes_jwt(m.group()) else m.group(), text)
+    return "(a token-shaped text, not shown)" if looks_like_token(text) else text
 
 
 __all__ = ["CRASH_MESSAGE_MAX", "FORMATS", "LEVELS", "REDACTED", "JsonFormatter",
            "TextFormatter", "base64_readings", "forget", "holds_jwt", "install_excepthook",
-           "looks_like_token", "never_log", "scrubbed_cut", "setup_logging"]
+           "looks_like_token", "never_log", "redact_tokens", "scrubbed_cut",
+           "setup_logging"]

@@ -220,6 +220,18 @@ def test_words_and_hashes_that_only_resemble_a_token_are_kept(stream: io.StringI
     assert lines(stream)[0]["message"] == text
 
 
+def test_redacting_tokens_replaces_only_what_the_audit_trail_refuses() -> None:
+    """``redact_tokens`` (a refusal quoting a name typed as a token) keeps the words around a
+    token and leaves nothing ``looks_like_token`` finds, plain or base64-encoded."""
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2lnbmF0dXJl"
+    encoded = base64.b64encode(f"Bearer {jwt}".encode()).decode()
+    text = f"no request 'web-{jwt}' nor {encoded} here"
+    redacted = logs.redact_tokens(text)
+    assert redacted == "no request '[REDACTED]' nor [REDACTED]= here"
+    assert not logs.looks_like_token(redacted)
+    kept = "eyJ alone, eyJ.x without a third part, ZXlK short, ns/eyJob.done"
+    assert logs.redact_tokens(kept) == kept
+
 def test_scrubbing_a_hostile_line_takes_linear_time(stream: io.StringIO) -> None:
     """A line of ``eyJ`` repeated (a request's text, say) is scrubbed in one pass, not one
     per occurrence."""

@@ -69,6 +69,7 @@ from wingman.errors import (
     WingmanError,
 )
 from wingman.kube import RetryPolicy, call_retried_async
+from wingman.logs import redact_tokens
 from wingman.settings import ChatConfig, ChatPerson
 
 log = logging.getLogger("wingman.chat")
@@ -667,6 +668,7 @@ class ChatService:
         oldest, and the left-out refusals it still held go into the record being written
         (``suppressedOthers``), so every refusal reaches the audit trail, alone or counted."""
         self.metrics.refusals.labels(self.env, channel, refusal.reason).inc()
+        refusal = _redacted(refusal)
         data: dict[str, Any] = {"channel": channel, "chatUser": chat_user,
                                 "as": person.user if person else None,
                                 "reason": refusal.reason, "message": refusal.message[:500]}
@@ -679,11 +681,12 @@ class ChatService:
                 data["suppressed"] = suppressed
             if others:
                 data["suppressedOthers"] = others
+        # a name as typed may hold a lone surrogate (JSON's "\\ud800"), which the audit trail
+        # cannot store: it is recorded escaped, so the refusal is still audited; and a token
+        # (a JWT pasted as the name), which it never stores: it is recorded redacted
+        request = redact_tokens(request.encode("utf-8", "backslashreplace").decode("utf-8"))
         log.info("chat action refused", extra={"channel": channel, "reason": refusal.reason,
                                                "request": request})
-        # a name as typed may hold a lone surrogate (JSON's "\\ud800"), which the audit trail
-        # cannot store: it is recorded escaped, so the refusal is still audited
-        request = request.encode("utf-8", "backslashreplace").decode("utf-8")
         try:
             await self._audit("ChatRefused", "chat", _subject(self.cluster.namespace, request),
                               data)
@@ -1127,6 +1130,14 @@ def command_args(verb: str, rest: str, usage: str) -> dict[str, Any]:
     if verb == "confirm":
         return {"code": rest.strip()}
     return {}
+
+
+def _redacted(refusal: Refusal) -> Refusal:
+    """``refusal`` with the token-shaped text its message quotes (a request name typed as a
+    JWT, say) redacted, so that it is neither echoed back nor stored, and the ChatRefused
+    record, which the audit trail would refuse with the token in it, is written."""
+    message = redact_tokens(refusal.message)
+    return refusal if message == refusal.message else Refusal(message, reason=refusal.reason)
 
 
 def _refusal_reply(refusal: Refusal) -> Reply:

@@ -5,6 +5,7 @@ of unidentified senders' refusals."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import threading
@@ -24,6 +25,7 @@ from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
 from wingman.errors import ClusterError, Unavailable
 from wingman.kube import ApiError, Kube
+from wingman.logs import looks_like_token
 from wingman.settings import ChatConfig
 
 from . import world
@@ -383,6 +385,32 @@ def test_a_refusal_of_a_name_holding_a_lone_surrogate_is_still_audited(tmp_path:
     assert [r["reason"] for r in world.audited(svc)] == ["NotFound"]
     subjects = [r.subject for r in svc.sink.records() if r.event == "ChatRefused"]
     assert subjects[0]["name"] == "web\\ud800"
+
+
+#: A request name as typed that is a token (a JWT pasted instead of a name), and one that is
+#: the base64 of text holding one (how a Secret's data carries a token).
+_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2lnbmF0dXJl"
+_ENCODED_JWT = base64.b64encode(f"token: {_JWT}".encode()).decode()
+
+
+@pytest.mark.parametrize("typed", [_JWT, f"web-{_JWT}", _ENCODED_JWT])
+def test_a_refusal_quoting_a_token_shaped_name_is_audited_and_answered_redacted(
+        tmp_path: Path, typed: str) -> None:
+    """A NotFound quotes the name as typed: a token there is redacted in the reply and in the
+    ChatRefused record (the audit trail stores no token-shaped text), so the refusal is still
+    audited and the token is neither echoed back nor stored."""
+    svc = world.service(tmp_path, world.request("web", 1))
+    asyncio.run(svc.refresh())
+    reply = asyncio.run(svc.act("telegram", "111", world.BOB, "approve", name=typed))
+    assert not reply.ok and reply.reason == "NotFound", reply.plain
+    assert "[REDACTED]" in reply.plain and typed not in reply.plain
+    assert not looks_like_token(reply.plain)
+    records = [r for r in svc.sink.records() if r.event == "ChatRefused"]
+    assert [r.data["reason"] for r in records] == ["NotFound"]
+    assert "[REDACTED]" in records[0].data["message"]
+    assert "[REDACTED]" in records[0].subject["name"]
+    trail = (tmp_path / "audit.log").read_text()
+    assert typed not in trail and not looks_like_token(trail)
 
 
 class _Flaky(world.Cluster):
