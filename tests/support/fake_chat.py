@@ -90,6 +90,8 @@ class _Base:
         #: for (all when empty).
         self.glitches: list[tuple[int, bytes]] = []
         self.glitch_paths: tuple[str, ...] = ()
+        #: Redirects answered instead: a path (its end) -> (status, Location).
+        self.redirects: dict[str, tuple[int, str]] = {}
         #: Seconds to wait before answering a method (by name), after it took effect: a slow
         #: network or a loaded machine, where the message is in the chat (and its buttons can
         #: be pressed) before its sender has the answer.
@@ -135,6 +137,14 @@ class _Base:
                 with outer.lock:
                     if outer.glitches and parts.path.endswith(outer.glitch_paths or ("",)):
                         glitch = outer.glitches.pop(0)
+                    redirect = next((to for end, to in outer.redirects.items()
+                                     if parts.path.endswith(end)), None)
+                if redirect is not None:
+                    self.send_response(redirect[0])
+                    self.send_header("Location", redirect[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if glitch is not None:
                     status, raw_answer = glitch
                     if status == 0:

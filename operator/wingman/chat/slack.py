@@ -56,9 +56,16 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
-from aiohttp import ClientError, web
+from aiohttp import (
+    ClientError,
+    ClientSession,
+    ClientTimeout,
+    TraceConfig,
+    TraceRequestRedirectParams,
+    web,
+)
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
@@ -620,11 +627,23 @@ class SlackChannel:
                                   form.get("user_id", ""), reply)
             return
         try:
-            resp = await AsyncWebhookClient(url, timeout=15).send(
-                response_type="ephemeral", text="Wingman", blocks=reply_blocks(reply))
+            # slack_sdk's webhook client follows redirects (aiohttp's default, which it does
+            # not change): a session of our own refuses them (``_no_redirects``)
+            async with ClientSession(timeout=ClientTimeout(total=15),
+                                     trace_configs=[_no_redirects()]) as session:
+                resp = await AsyncWebhookClient(url, session=session).send(
+                    response_type="ephemeral", text="Wingman", blocks=reply_blocks(reply))
             if resp.status_code != 200:
                 log.warning("slack: answering a command later failed",
                             extra={"status": resp.status_code, "error": str(resp.body)[:200]})
+        except _Redirected as exc:
+            log.warning("slack: a command's response_url answered with a redirect, which is "
+                        "not followed (an answer goes to Slack's address only); the answer "
+                        "goes to its channel instead",
+                        extra={"user": form.get("user_id", ""), "status": exc.status,
+                               "redirectTo": exc.where})
+            await self._ephemeral(form.get("channel_id") or self.config.channel,
+                                  form.get("user_id", ""), reply)
         except (ClientError, OSError, TimeoutError) as exc:
             log.warning("slack: answering a command later failed",
                         extra={"error": type(exc).__name__})
@@ -649,6 +668,36 @@ class SlackChannel:
                                        f"({where[:200]}) is not Slack's, so the answer was not "
                                        "sent there"),
             person=self.service.config.person_for_slack(user_id))
+
+
+class _Redirected(Exception):
+    """A response_url's answer was a redirect (its status, and where to: scheme, host and
+    port, never the path or query, which may hold a token)."""
+
+    def __init__(self, status: int, where: str) -> None:
+        super().__init__(f"redirected ({status}) to {where}")
+        self.status, self.where = status, where
+
+
+def _no_redirects() -> TraceConfig:
+    """Tracing that stops a request at its first redirect (``_Redirected``), before aiohttp
+    follows it: the answer to a command is posted to the ``response_url`` checked by
+    ``response_url_allowed`` and nowhere else, not re-posted (307, 308) or fetched (301, 302,
+    303) at an address of the redirect's choosing."""
+    async def stop(_session: ClientSession, _ctx: Any,
+                   params: TraceRequestRedirectParams) -> None:
+        location = params.response.headers.get("Location", "")
+        try:
+            target = urlsplit(urljoin(str(params.url), location))
+            where = (f"{target.scheme}://{target.hostname}:{target.port or ''}"
+                     .removesuffix(":") if target.hostname else "?")
+        except ValueError:  # no URL at all ("http://[x": an unclosed IPv6 address)
+            where = "?"
+        raise _Redirected(params.response.status, where[:200])
+
+    trace = TraceConfig()
+    trace.on_request_redirect.append(stop)
+    return trace
 
 
 def response_url_allowed(url: str, base_url: str) -> bool:

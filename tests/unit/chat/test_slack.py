@@ -1094,6 +1094,35 @@ def test_a_decision_that_fails_after_the_answer_is_told_and_close_waits_for_the_
     run(tmp_path, request("broken", 1), body=body, prepare=_slow_step_up)
 
 
+@pytest.mark.parametrize("status", [307, 308, 302, 303])
+def test_a_response_url_answering_with_a_redirect_is_not_followed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int) -> None:
+    """Slack's response_url answering the later answer with a redirect elsewhere (a service
+    inside the cluster): the HTTP client would follow it (a 307 or 308 posting the answer
+    again there, a 302 or 303 as a GET); it is not followed, the log says why, and the
+    person gets the result in the channel instead."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        await svc.sync()
+        svc.config = replace(svc.config, step_up=False)
+        with serving(WebhookReceiver()) as inside:
+            fake.redirects["/response/cmd-1"] = (status, inside.url + "?token=xoxb-secret")
+            async with ClientSession() as http:
+                await _command_outlasting(http, url, "approve moved fine",
+                                          fake.response_url("cmd-1"))
+                await _told(fake)
+            assert inside.deliveries == []
+        assert fake.responses == []
+        [told] = fake.ephemeral
+        assert told["channel"] == CHANNEL and told["user"] == "U0BOB"
+        assert "Approve recorded" in json.dumps(told["blocks"])
+        [record] = [r for r in caplog.records if "redirect" in r.getMessage()]
+        assert "not followed" in record.getMessage()
+        assert record.__dict__["redirectTo"] == inside.url.removesuffix("/hook")
+        assert record.__dict__["status"] == status
+
+    run(tmp_path, request("moved", 1), body=body, prepare=_slow_step_up)
+
+
 @pytest.mark.parametrize("aimed", ["inside", "https://[hooks.slack.com/commands/T/1/x"])
 def test_a_response_url_that_is_not_slacks_gets_no_request_and_is_refused_audited(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, aimed: str) -> None:
