@@ -205,7 +205,9 @@ class StepUp:
     #: When this process started (epoch seconds; the clock's now by default): codes another
     #: process could have accepted before then are refused, as their use is not remembered.
     started: float | None = None
-    _last_step: dict[str, int] = field(default_factory=dict)
+    #: The steps whose codes each user has used, of those still within the drift (a code is
+    #: taken from one step before its own to one after): each step's code is taken once.
+    _used_steps: dict[str, set[int]] = field(default_factory=dict)
     _pending: dict[tuple[str, str], PendingStepUp] = field(default_factory=dict)
     #: False until ``restore()`` has read the wrong codes and lockouts kept before a restart:
     #: until then every code is refused (``StepUpUnavailable``).
@@ -285,7 +287,14 @@ class StepUp:
                 "StepUpFailed", "the one-time code must be the 6 digits (0-9) your authenticator "
                 "shows"))
         totp = pyotp.TOTP(secret)
+        current = totp.timecode(dt.datetime.fromtimestamp(now, dt.UTC))
+        # which steps were used is kept per step, not as the latest one: a code taken a step
+        # early (a device's clock 30 s ahead) must not make the current step's, unused, count
+        # as used; the steps that have left the drift are forgotten (no code of theirs is taken)
+        used = self._used_steps.setdefault(user, set())
+        used.intersection_update(range(current - 1, current + 2))
         early: Refusal | None = None
+        replayed = False
         for drift in (0, -1, 1):
             at = now + drift * totp.interval
             step = totp.timecode(dt.datetime.fromtimestamp(at, dt.UTC))
@@ -294,14 +303,16 @@ class StepUp:
                 if too_early is not None:
                     early = early or too_early
                     continue
-                if step <= self._last_step.get(user, -1):
-                    raise self._failed(user, now, refuse(
-                        "StepUpReplayed", "that one-time code was used already: wait for the "
-                        "next one"))
-                self._last_step[user] = step
+                if step in used:
+                    replayed = True
+                    continue
+                used.add(step)
                 if self._failures.pop(user, None) is not None:
                     self.changed = True
                 return
+        if replayed:
+            raise self._failed(user, now, refuse(
+                "StepUpReplayed", "that one-time code was used already: wait for the next one"))
         if early is not None:  # a right code, not a guess: not counted as a failure
             raise early
         raise self._failed(user, now, refuse(

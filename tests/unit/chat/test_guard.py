@@ -65,6 +65,31 @@ def test_step_up_accepts_each_current_code_once() -> None:
     step.verify("bob", pyotp.TOTP(secret).at(now[0]))
 
 
+def test_a_code_taken_a_step_early_leaves_the_current_steps_code_its_one_use() -> None:
+    """A device 30 s ahead sends the next step's code, taken (the drift allowed): the current
+    step's code, sent in the same 30 s (a second decision, from a device whose clock is
+    right), is still taken once, not refused as used nor counted as wrong; each code used
+    again is refused as replayed, also once the steps have moved on."""
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # fixed: the codes of these steps all differ
+    totp = pyotp.TOTP(secret)
+    now = [1_900_000_005.0]
+    step = StepUp({"bob": secret}, clock=lambda: now[0], started=STARTED)
+    early, current = totp.at(now[0] + 30), totp.at(now[0])
+    assert len({early, current, totp.at(now[0] + 60)}) == 3
+    step.verify("bob", early)
+    step.verify("bob", current)
+    assert step.stored() == {}
+    for used in (early, current):
+        with pytest.raises(Refusal) as exc:
+            step.verify("bob", used)
+        assert exc.value.reason == "StepUpReplayed"
+    now[0] += 30  # the early code's own step: both codes are still within the drift
+    for used in (early, current):
+        with pytest.raises(Refusal) as exc:
+            step.verify("bob", used)
+        assert exc.value.reason == "StepUpReplayed"
+    step.verify("bob", totp.at(now[0] + 30))
+
 def test_after_a_restart_a_code_the_process_before_could_have_accepted_is_refused() -> None:
     """Used codes are memory: bob's code, accepted (and shown in the chat) just before a
     restart, is refused by the restarted process, which cannot know it was used; so is every
