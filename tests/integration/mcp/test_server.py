@@ -49,6 +49,19 @@ def _call(client: WingmanClient, tool: str, args: dict[str, Any]) -> dict[str, A
     return anyio.run(call)
 
 
+def _approved_by_hand(admin: WingmanClient, ns: str, request: str, command: str, *,
+                      grant: str, grant_uid: str) -> None:
+    """Write ``request``'s status as a human's approval that sent ``command`` to ``grant``
+    (UID ``grant_uid``), as the operator would record it, with no operator running."""
+    now = "2026-01-01T00:00:00Z"
+    admin.kube.patch(APPROVALS, ns, request, {"status": {
+        "phase": "Approved",
+        "conditions": [{"type": "Approved", "status": "True", "reason": "HumanApproved",
+                        "message": "approved", "lastTransitionTime": now}],
+        "grants": [{"command": command, "grant": grant, "grantUID": grant_uid,
+                    "grantedAt": now}]}}, subresource="status")
+
+
 def test_a_grant_another_worker_named_after_your_command_is_not_answered_as_yours(
         cluster: LocalCluster, release: Release) -> None:
     # grant names are derived from the request and the command, so any worker who can list
@@ -130,13 +143,7 @@ def test_a_grant_created_again_under_the_name_a_command_went_to_is_not_answered_
         asked = _call(agent, "request_approval", {"instruction": "restart api",
                                                   "commands": [command]})
         request, went_to = asked["name"], f"{asked['name']}-by-hand"
-        now = "2026-01-01T00:00:00Z"
-        admin.kube.patch(APPROVALS, ns, request, {"status": {
-            "phase": "Approved",
-            "conditions": [{"type": "Approved", "status": "True", "reason": "HumanApproved",
-                            "message": "approved", "lastTransitionTime": now}],
-            "grants": [{"command": command, "grant": went_to, "grantUID": "gone",
-                        "grantedAt": now}]}}, subresource="status")
+        _approved_by_hand(admin, ns, request, command, grant=went_to, grant_uid="gone")
         other.kube.create(GRANTS, ns, {
             "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
             "metadata": {"name": went_to, "namespace": ns},
@@ -361,13 +368,7 @@ def test_get_request_and_list_requests_read_each_object_once(
             "metadata": {"name": grant, "namespace": ns},
             "spec": {"approvalRef": {"name": name}, "command": command,
                      "requester": agent.whoami()}})
-        now = "2026-01-01T00:00:00Z"
-        admin.kube.patch(APPROVALS, ns, name, {"status": {
-            "phase": "Approved",
-            "conditions": [{"type": "Approved", "status": "True", "reason": "HumanApproved",
-                            "message": "approved", "lastTransitionTime": now}],
-            "grants": [{"command": command, "grant": grant, "grantUID": "x",
-                        "grantedAt": now}]}}, subresource="status")
+        _approved_by_hand(admin, ns, name, command, grant=grant, grant_uid="x")
     # a worker's ServiceAccount: a bearer token passes the proxy (a client certificate ends
     # at it)
     cluster.kubectl("create", "serviceaccount", "reader", "-n", ns)
