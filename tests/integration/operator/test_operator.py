@@ -35,7 +35,7 @@ from support.operator import OperatorProcess, get, phase_of, wait_for
 from support.ports import listening_ports, refused_port
 from wingman.audit import verify
 from wingman.capability.keys import KeySet
-from wingman.capability.tokens import Expected, jti_sha256, token_sha256
+from wingman.capability.tokens import CapabilityClaims, Expected, jti_sha256, token_sha256
 from wingman.capability.tokens import verify as verify_token
 from wingman.model import grants as grant_rules
 from wingman.model import names
@@ -253,12 +253,7 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
 
     # the token is bound to this grant, its approval and this Job, and verifies with the
     # public keys the operator published for the gateway
-    cm = get(env.cluster, "configmap", env.ns, "wingman-public-keys")
-    assert cm is not None
-    claims = verify_token(token, KeySet.from_mapping(cm["data"]), issuer="wingman-operator",
-                          audience="test", now=time.time(), expected=Expected(
-                              approval_uid=ar["metadata"]["uid"], grant_uid=eg["metadata"]["uid"],
-                              job_uid=job["metadata"]["uid"], namespace=env.ns, command=RESTART))
+    claims = _verified(env, token, ar, eg, job, RESTART)
     assert claims.sub == WORKER
 
     # the Job: released, gateway identity, pinned image, no privileges, token mounted read-only
@@ -300,6 +295,18 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
         < events.index("GrantAuthorized")
     assert token not in env.op.audit_path.read_text()
     assert token not in env.op.log_path.read_text()
+
+
+def _verified(env: Env, token: str, ar: dict[str, Any], eg: dict[str, Any],
+              job: dict[str, Any], command: str) -> CapabilityClaims:
+    """``token``'s claims as the gateway verifies them: signed with a key the operator published
+    for it, and bound to this approval, grant, Job, namespace and ``command`` (raises if not)."""
+    cm = get(env.cluster, "configmap", env.ns, "wingman-public-keys")
+    assert cm is not None
+    return verify_token(token, KeySet.from_mapping(cm["data"]), issuer="wingman-operator",
+                        audience="test", now=time.time(), expected=Expected(
+                            approval_uid=ar["metadata"]["uid"], grant_uid=eg["metadata"]["uid"],
+                            job_uid=job["metadata"]["uid"], namespace=env.ns, command=command))
 
 
 def _writes(env: Env) -> Counter[tuple[str, str]]:
@@ -698,13 +705,7 @@ def _assert_issued_once(env: Env, grant: str) -> None:
     else:
         assert stored["status"]["phase"] == "TokenIssued"
         assert "tokenSHA256" not in holders[0]
-    cm = get(env.cluster, "configmap", env.ns, "wingman-public-keys")
-    assert cm is not None
-    claims = verify_token(token, KeySet.from_mapping(cm["data"]), issuer="wingman-operator",
-                          audience="test", now=time.time(), expected=Expected(
-                              approval_uid=ar["metadata"]["uid"], grant_uid=eg["metadata"]["uid"],
-                              job_uid=job["metadata"]["uid"], namespace=env.ns,
-                              command=eg["spec"]["command"]))
+    claims = _verified(env, token, ar, eg, job, eg["spec"]["command"])
     assert verify(str(env.op.audit_path)).ok
     records = [r for r in env.op.audit_events() if r["subject"]["name"] == grant]
     events = [r["event"] for r in records]
@@ -1928,13 +1929,7 @@ def test_a_rollback_grant_is_issued_on_its_claim_once_and_only_after_its_command
         "tokenSecretName": secret["metadata"]["name"],
         "tokenExpirationTime": st["tokenExpirationTime"]}
     assert st["tokenSHA256"] == token_sha256(token)
-    cm = get(env.cluster, "configmap", env.ns, "wingman-public-keys")
-    assert cm is not None
-    claims = verify_token(token, KeySet.from_mapping(cm["data"]), issuer="wingman-operator",
-                          audience="test", now=time.time(), expected=Expected(
-                              approval_uid=ar["metadata"]["uid"], grant_uid=eg["metadata"]["uid"],
-                              job_uid=job["metadata"]["uid"], namespace=env.ns,
-                              command=UNDO_SCALE))
+    claims = _verified(env, token, ar, eg, job, UNDO_SCALE)
     assert dt.datetime.fromisoformat(rollback["tokenExpirationTime"]).timestamp() == claims.exp
     assert dt.datetime.fromisoformat(rollback["grantedAt"]).timestamp() == claims.iat
 
