@@ -5,13 +5,11 @@ tests that the client fails such an answer as no answer it can use, never with a
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from support.localserver import QuietHandler, serving
 from wingman import API_VERSION
 
 #: The collections' paths in the namespace ``wm``.
@@ -56,36 +54,18 @@ def odd_api(answers: Mapping[str, Any]) -> Iterator[str]:
     """Serve on a free loopback port: a GET of a path in ``answers`` (without its query) is
     answered 200 with that value as JSON; any other call 404 as the API server says it. Yields
     the server's URL."""
-    class Odd(BaseHTTPRequestHandler):
+    class Odd(QuietHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path in answers:
-                self._send(200, answers[path])
+                self.send_json(200, answers[path])
             else:
-                self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                 "reason": "NotFound", "code": 404,
-                                 "message": f"{path} not found"})
+                self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                     "reason": "NotFound", "code": 404,
+                                     "message": f"{path} not found"})
 
-        def _send(self, code: int, value: Any) -> None:
-            body = json.dumps(value).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Odd)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(Odd) as url:
+        yield url
 
 
 __all__ = ["GRANTS", "REQUESTS", "grant", "listing", "odd_api", "request"]

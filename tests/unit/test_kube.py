@@ -15,10 +15,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
@@ -27,6 +26,7 @@ from urllib3 import HTTPConnectionPool, PoolManager
 from urllib3.connection import HTTPConnection
 from urllib3.util.retry import Retry
 
+from support.localserver import QuietHandler, serving
 from wingman.errors import ClusterError
 from wingman.kube import (
     APPROVALS,
@@ -622,7 +622,7 @@ _PAST_THE_CALENDAR = {"year-99999": "Mon, 01 Jan 99999 00:00:00 GMT",
 _TRICKLE_SECONDS = 8.0
 
 
-class _Api(BaseHTTPRequestHandler):
+class _Api(QuietHandler):
     throttled = 0  # reads of "throttled" answered
     throttled_once = 0  # reads of "throttled-once" answered
     busy: ClassVar[dict[str, int]] = {}  # reads of "busy-<status>-<Retry-After>" answered, by name
@@ -677,23 +677,13 @@ class _Api(BaseHTTPRequestHandler):
         if self.path.rsplit("/", 1)[-1] in _ODD:
             self._odd()
             return
-        body = json.dumps({"kind": "ConfigMap", "metadata": {"name": "seen"}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_json(200, {"kind": "ConfigMap", "metadata": {"name": "seen"}})
 
     def _busy(self, code: int, reason: str, *, retry_after: str) -> None:
         """A Status failure asking the client to come back after ``retry_after`` seconds."""
-        body = json.dumps({"kind": "Status", "status": "Failure", "code": code,
-                           "reason": reason, "message": "busy"}).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Retry-After", retry_after)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_json(code, {"kind": "Status", "status": "Failure", "code": code,
+                              "reason": reason, "message": "busy"},
+                       headers={"Retry-After": retry_after})
 
     def do_PATCH(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -763,21 +753,13 @@ class _Api(BaseHTTPRequestHandler):
         except OSError:  # the client stopped reading and closed the connection
             pass
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def local_api() -> Iterator[tuple[str, int]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield "127.0.0.1", server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(_Api) as url:
+        port = urlsplit(url).port
+        assert port is not None
+        yield "127.0.0.1", port
 
 
 @pytest.mark.parametrize("once", [None, 2.0])
@@ -1330,7 +1312,7 @@ def test_a_client_configured_with_a_retry_of_its_own_keeps_it_with_short_sleeps(
     assert kube.get(CONFIGMAPS, "ns", "seen")["metadata"]["name"] == "seen"
 
 
-class _Chunking(BaseHTTPRequestHandler):
+class _Chunking(QuietHandler):
     """The API server's chunked lists: the ConfigMaps a, b (continue "t1"), then c; a continue
     token answered 410 Gone (Expired) ``expire`` times, as the API server answers one whose
     snapshot etcd compacted; a field selector on grants refused as on a CRD without
@@ -1346,16 +1328,16 @@ class _Chunking(BaseHTTPRequestHandler):
         if path.endswith("/executiongrants"):
             type(self).grant_lists.append(unquote(params.get("fieldSelector", "")))
             if "req-refused" in params.get("fieldSelector", ""):  # a 400 for another cause
-                self._answer(400, {"kind": "Status", "status": "Failure", "code": 400,
-                                   "reason": "BadRequest", "message":
-                                   "the server rejected our request for an unknown reason"})
+                self.send_json(400, {"kind": "Status", "status": "Failure", "code": 400,
+                                     "reason": "BadRequest", "message":
+                                     "the server rejected our request for an unknown reason"})
                 return
             if "fieldSelector" in params:
-                self._answer(400, {"kind": "Status", "status": "Failure", "code": 400,
-                                   "reason": "BadRequest", "message":
-                                   "field label not supported: spec.approvalRef.name"})
+                self.send_json(400, {"kind": "Status", "status": "Failure", "code": 400,
+                                     "reason": "BadRequest", "message":
+                                     "field label not supported: spec.approvalRef.name"})
                 return
-            self._answer(200, {"kind": "List", "metadata": {}, "items": [
+            self.send_json(200, {"kind": "List", "metadata": {}, "items": [
                 {"metadata": {"name": f"g-{ref}-{i}", "creationTimestamp": f"2026-01-0{i}",
                               "uid": f"uid-{i}", "resourceVersion": str(i)},
                  "spec": {"approvalRef": {"name": ref}}}
@@ -1366,46 +1348,28 @@ class _Chunking(BaseHTTPRequestHandler):
             if params.get("labelSelector") == "expired-first":
                 self._expired()
                 return
-            self._answer(200, {"kind": "List", "metadata": {"continue": "t1"}, "items": [
+            self.send_json(200, {"kind": "List", "metadata": {"continue": "t1"}, "items": [
                 {"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]})
             return
         if type(self).expire > 0:
             type(self).expire -= 1
             self._expired()
             return
-        self._answer(200, {"kind": "List", "metadata": {}, "items": [{"metadata": {"name": "c"}}]})
+        self.send_json(200, {"kind": "List", "metadata": {},
+                             "items": [{"metadata": {"name": "c"}}]})
 
     def _expired(self) -> None:
-        self._answer(410, {"kind": "Status", "status": "Failure", "code": 410,
-                           "reason": "Expired", "metadata": {"continue": "inconsistent"},
-                           "message": "The provided continue parameter is too old to display a "
-                                      "consistent list result."})
-
-    def _answer(self, code: int, obj: dict[str, Any]) -> None:
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.send_json(410, {"kind": "Status", "status": "Failure", "code": 410,
+                             "reason": "Expired", "metadata": {"continue": "inconsistent"},
+                             "message": "The provided continue parameter is too old to display a "
+                                        "consistent list result."})
 
 
 @pytest.fixture
 def chunking() -> Iterator[Kube]:
     _Chunking.expire, _Chunking.firsts, _Chunking.grant_lists = 0, 0, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Chunking)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Kube(k8s.ApiClient(k8s.Configuration(
-            host=f"http://127.0.0.1:{server.server_address[1]}")))
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(_Chunking) as url:
+        yield Kube(k8s.ApiClient(k8s.Configuration(host=url)))
 
 
 def test_an_expired_continue_token_starts_the_list_again_never_stitching_two_snapshots(

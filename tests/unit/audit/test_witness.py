@@ -22,6 +22,7 @@ from typing import ClassVar
 import pytest
 
 from support import checkpoints as long_checkpoints
+from support.localserver import serving
 from wingman import audit
 from wingman.audit import AuditAnchor, parse_checkpoints
 from wingman.audit.checkpoints import MAX_CHECKPOINTS_BYTES
@@ -142,16 +143,9 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
 
 def _refusal(body: bytes) -> str:
     handler = type("Handler", (_Hostile,), {"body": body})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(handler) as url:
         with pytest.raises(WitnessError) as caught:
-            send(f"http://127.0.0.1:{server.server_port}/checkpoints", HMAC, _cp(1), timeout=5)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+            send(f"{url}/checkpoints", HMAC, _cp(1), timeout=5)
     return caught.value.message
 
 
@@ -204,16 +198,9 @@ def test_a_redirect_is_not_taken_for_a_witnessed_checkpoint(witness: Running, co
     own copy) would count as stored: the checkpoint never reached the witness, yet no delivery
     failure would be counted or alerted on."""
     handler = type("Handler", (_Redirecting,), {"location": witness.url, "code": code})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(handler) as url:
         with pytest.raises(WitnessError, match=f"HTTP {code}.*redirects are not followed"):
-            send(f"http://127.0.0.1:{server.server_port}/checkpoints", HMAC, _cp(1), timeout=5)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+            send(f"{url}/checkpoints", HMAC, _cp(1), timeout=5)
     assert not witness.store.path.exists()
 
 
@@ -245,19 +232,11 @@ def test_a_witness_that_answers_a_byte_at_a_time_is_given_up_at_the_timeout(
     round, and with it every later checkpoint and the operator's shutdown, for as long as it
     likes."""
     handler = type("Handler", (_Trickling,), {"answer": answer})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(handler) as url:
         started = time.monotonic()
         with pytest.raises(WitnessError, match="within 1s"):
-            send(f"http://127.0.0.1:{server.server_port}/checkpoints", HMAC, _cp(1), timeout=1)
+            send(f"{url}/checkpoints", HMAC, _cp(1), timeout=1)
         assert time.monotonic() - started < 4
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def test_a_witness_url_query_never_shows_in_a_delivery_error() -> None:
@@ -612,16 +591,8 @@ def _busy(retry_after: str, busy: int = 1) -> Iterator[tuple[str, list[int]]]:
     answered: list[int] = []
     handler = type("Handler", (_Busy,), {"retry_after": retry_after, "busy": busy,
                                          "answered": answered})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/checkpoints", answered
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(handler) as url:
+        yield f"{url}/checkpoints", answered
 
 
 @pytest.mark.parametrize("retry_after", ["1", "0"])

@@ -14,13 +14,12 @@ import os
 import resource
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from support import checkpoints as long_checkpoints
+from support.localserver import QuietHandler, serving
 from wingman import audit
 from wingman.audit import AuditAnchor, FileSink, verify_main
 from wingman.audit.signing import sign_checkpoint
@@ -335,43 +334,28 @@ def test_a_configmap_that_is_no_configmap_name_is_refused_before_any_call(
                                   "name"), done.stdout
 
 
-class _HostileApi(BaseHTTPRequestHandler):
+class _HostileApi(QuietHandler):
     """What answers at the API server's address refusing every read with a Status whose
     message holds terminal control sequences (retitle the window, clear the screen)."""
 
     def do_GET(self) -> None:
-        body = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                           "code": 403, "reason": "Forbidden",
-                           "message": "no\x1b]0;pwned\x07\x1b[2J\nfake: line"}).encode()
-        self.send_response(403)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                             "code": 403, "reason": "Forbidden",
+                             "message": "no\x1b]0;pwned\x07\x1b[2J\nfake: line"})
 
 
 def test_an_unreadable_verdict_shows_the_api_servers_words_escaped(tmp_path: Path) -> None:
     """The API server's message in the UNREADABLE line reaches the terminal escaped: it can
     neither retitle nor clear the screen, nor start a line of its own."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_HostileApi) as url:
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(
             "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-            f"clusters: [{{name: k, cluster: {{server: 'http://127.0.0.1:{server.server_port}'}}}}]\n"
+            f"clusters: [{{name: k, cluster: {{server: '{url}'}}}}]\n"
             "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
             "users: [{name: u, user: {token: not-a-real-token}}]\n")
         done = _wingman("audit", "verify", str(_trail(tmp_path)), "-n", "wingman",
                         "--kubeconfig", str(kubeconfig))
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout.startswith("UNREADABLE: cannot read ConfigMap wingman/"), done.stdout
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stdout

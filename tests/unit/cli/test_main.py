@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
 import wingman
+from support.localserver import QuietHandler, serving
 
 BIN = Path(sys.executable).parent
 OPERATOR_SRC = Path(wingman.__file__).resolve().parents[1]
@@ -163,21 +162,13 @@ def test_an_error_nothing_catches_is_one_escaped_record_not_a_raw_traceback(fmt:
         assert not any(line.startswith("{") for line in done.stderr.splitlines())
 
 
-class _HostileApi(BaseHTTPRequestHandler):
+class _HostileApi(QuietHandler):
     """Answers every call with a Status whose reason carries terminal control sequences (a real
     API server's reasons are CamelCase words: this is what answers at its address instead)."""
 
     def do_GET(self) -> None:
-        body = json.dumps({"kind": "Status", "status": "Failure", "code": 422,
-                           "reason": "Invalid\x1b]0;owned\x07\x1b[2J", "message": "no"}).encode()
-        self.send_response(422)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(422, {"kind": "Status", "status": "Failure", "code": 422,
+                             "reason": "Invalid\x1b]0;owned\x07\x1b[2J", "message": "no"})
 
 
 def test_an_error_s_reason_from_the_api_server_reaches_the_terminal_escaped(
@@ -188,24 +179,16 @@ def test_an_error_s_reason_from_the_api_server_reaches_the_terminal_escaped(
     clear what it shows."""
     from wingman.cli import main as cli
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_HostileApi) as url:
         kubeconfig = tmp_path / "config"
         kubeconfig.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "c", "cluster": {
-                "server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+            "clusters": [{"name": "c", "cluster": {"server": url}}],
             "users": [{"name": "u", "user": {"token": "t"}}],
             "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
             "current-context": "c"}))
         monkeypatch.delenv("KUBECONFIG", raising=False)
         assert cli.main(["describe", "req-1", "-n", "ns", "--kubeconfig", str(kubeconfig)]) == 2
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
     err = capfd.readouterr().err
     assert "\x1b" not in err and "\x07" not in err, repr(err)
     assert "error (Invalid\\x1b]0;owned\\x07\\x1b[2J): " in err, err

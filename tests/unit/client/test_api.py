@@ -16,6 +16,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from support.localserver import QuietHandler, serving
 from support.tls import serve_tls
 from wingman import scope
 from wingman.client.api import (
@@ -574,26 +575,17 @@ def test_a_kept_identity_expires_and_a_failed_lookup_is_never_kept() -> None:
 
     answers = [200, 503, 200]  # alice, then unavailable, then alice again
 
-    class Api(BaseHTTPRequestHandler):
+    class Api(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             status = answers.pop(0)
-            body = (b'{"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",'
-                    b' "status": {"userInfo": {"username": "alice"}}}' if status == 200 else
-                    b'{"kind": "Status", "apiVersion": "v1", "code": 503}')
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(status, {"apiVersion": "authentication.k8s.io/v1",
+                                    "kind": "SelfSubjectReview",
+                                    "status": {"userInfo": {"username": "alice"}}}
+                           if status == 200 else
+                           {"kind": "Status", "apiVersion": "v1", "code": 503})
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    threading.Thread(target=api.serve_forever, daemon=True).start()
-    try:
-        host = f"http://127.0.0.1:{api.server_address[1]}"
+    with serving(Api) as host:
         client = WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=host))),
                                           "wm", "test"), identity_seconds=0.5)
         assert client.whoami() == "alice"
@@ -603,9 +595,6 @@ def test_a_kept_identity_expires_and_a_failed_lookup_is_never_kept() -> None:
             client.whoami()  # expired, and the API server cannot say: no stale answer
         assert client.whoami() == "alice" and answers == []  # the failure was not kept
         client.close()
-    finally:
-        api.shutdown()
-        api.server_close()
     # by default (the CLI, chat) every call asks
     assert WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=host))),
                                     "wm", "test")).identity_seconds == 0
@@ -614,34 +603,22 @@ def test_a_kept_identity_expires_and_a_failed_lookup_is_never_kept() -> None:
 def test_a_kept_identity_is_used_only_with_the_credential_it_was_asked_with() -> None:
     # a token that changes under the process (an exec plugin or token file after a new login)
     # may be another user's: the identity kept for the old one is not the new one's
-    import json
-
     changed: list[str] = []  # a token the API server's answer races with
 
-    class Api(BaseHTTPRequestHandler):
+    class Api(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             user = str(self.headers.get("Authorization")).removeprefix("Bearer ")
             if changed:  # the credential changes while this review is answered
                 configuration.api_key["authorization"] = changed.pop()
-            body = json.dumps({"apiVersion": "authentication.k8s.io/v1",
-                               "kind": "SelfSubjectReview",
-                               "status": {"userInfo": {"username": user}}}).encode()
             asked.append(user)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.send_json(200, {"apiVersion": "authentication.k8s.io/v1",
+                                 "kind": "SelfSubjectReview",
+                                 "status": {"userInfo": {"username": user}}})
 
     asked: list[str] = []
-    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    threading.Thread(target=api.serve_forever, daemon=True).start()
-    try:
-        configuration = k8s.Configuration(host=f"http://127.0.0.1:{api.server_address[1]}")
+    with serving(Api) as host:
+        configuration = k8s.Configuration(host=host)
         configuration.api_key = {"authorization": "alice"}
         configuration.api_key_prefix = {"authorization": "Bearer"}
         client = WingmanClient(Connection(Kube(k8s.ApiClient(configuration)), "wm", "test"),
@@ -657,9 +634,6 @@ def test_a_kept_identity_is_used_only_with_the_credential_it_was_asked_with() ->
         assert client.whoami() == "carol" and asked == ["alice", "bob", "dave", "carol"]
         assert client.whoami() == "carol" and len(asked) == 4
         client.close()
-    finally:
-        api.shutdown()
-        api.server_close()
 
 
 def _odd_cases() -> list[Any]:
@@ -745,7 +719,7 @@ def test_an_answer_of_a_shape_no_api_server_gives_is_unavailable_saying_what_is_
     assert error_answer(raised.value).state is st.State.UNAVAILABLE
 
 
-class _TooLargeCreates(BaseHTTPRequestHandler):
+class _TooLargeCreates(QuietHandler):
     """An API server's stand-in whose answer to a create is larger than Wingman reads (its
     ``Content-Length`` says 100 MiB): the create lands (``stored``) or not (``lands`` False);
     a GET of a stored request answers it; SelfSubjectReview answers alice."""
@@ -754,21 +728,10 @@ class _TooLargeCreates(BaseHTTPRequestHandler):
     stored: ClassVar[dict[str, dict[str, Any]]] = {}
     posts: ClassVar[list[str]] = []
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _json(self, status: int, obj: object) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path.endswith("/selfsubjectreviews"):
-            self._json(201, {"status": {"userInfo": {"username": "alice"}}})
+            self.send_json(201, {"status": {"userInfo": {"username": "alice"}}})
             return
         self.posts.append(self.path)
         if self.lands:
@@ -784,10 +747,10 @@ class _TooLargeCreates(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         name = self.path.split("?", 1)[0].rsplit("/", 1)[1]
         if name in self.stored:
-            self._json(200, self.stored[name])
+            self.send_json(200, self.stored[name])
         else:
-            self._json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                             "reason": "NotFound", "code": 404, "message": "not found"})
+            self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                 "reason": "NotFound", "code": 404, "message": "not found"})
 
 
 @pytest.mark.parametrize("lands", [True, False], ids=["landed", "not-created"])
@@ -803,32 +766,29 @@ def test_a_create_answered_larger_than_wingman_reads_is_read_back_by_its_name(
     from wingman.errors import TooLarge
 
     handler = type("Handler", (_TooLargeCreates,), {"lands": lands, "stored": {}, "posts": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(
-        host=f"http://127.0.0.1:{server.server_port}"))), "wm", "test"))
-    try:
-        if lands:
-            answer = client.create_request(instruction="look", environment="test",
-                                           commands=["kubectl get pods -n apps"])
-            assert (answer.state.value, answer.requester) == ("pending_review", "alice")
-            assert list(handler.stored) == [answer.name]
-        else:
-            with pytest.raises(TooLarge) as raised:
-                client.create_request(instruction="look", environment="test",
-                                      commands=["kubectl get pods -n apps"])
-            message = raised.value.message
-            assert raised.value.reason == "AnswerTooLarge"
-            assert re.search(r"read back by its name just now, ApprovalRequest "
-                             r"(req-[0-9a-f]{8}) was not found, but the create may still land: "
-                             r"read it \(get_request\(name='\1', wait_seconds=\.\.\.\)\) "
-                             r"before asking again, which would ask a second time$",
-                             message), message
-            assert "safe" not in message
-    finally:
-        client.close()
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as url:
+        client = WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=url))),
+                                          "wm", "test"))
+        try:
+            if lands:
+                answer = client.create_request(instruction="look", environment="test",
+                                               commands=["kubectl get pods -n apps"])
+                assert (answer.state.value, answer.requester) == ("pending_review", "alice")
+                assert list(handler.stored) == [answer.name]
+            else:
+                with pytest.raises(TooLarge) as raised:
+                    client.create_request(instruction="look", environment="test",
+                                          commands=["kubectl get pods -n apps"])
+                message = raised.value.message
+                assert raised.value.reason == "AnswerTooLarge"
+                assert re.search(r"read back by its name just now, ApprovalRequest "
+                                 r"(req-[0-9a-f]{8}) was not found, but the create may still land: "
+                                 r"read it \(get_request\(name='\1', wait_seconds=\.\.\.\)\) "
+                                 r"before asking again, which would ask a second time$",
+                                 message), message
+                assert "safe" not in message
+        finally:
+            client.close()
     assert len(handler.posts) == 1
 
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
+from support.localserver import QuietHandler, serving
 from wingman.errors import GrantDenied
 from wingman.gateway import executors, run
 from wingman.gateway.checks import check_targets
@@ -39,23 +36,15 @@ def test_a_token_the_grant_does_not_record_is_refused_and_the_answer_says_a_new_
     assert "new grant" not in info.value.message
 
 
-class _Unavailable(BaseHTTPRequestHandler):
+class _Unavailable(QuietHandler):
     """An API server that answers every read 503 (a failure that may pass), counting them."""
 
     reads = 0
 
     def do_GET(self) -> None:
         type(self).reads += 1
-        body = json.dumps({"kind": "Status", "status": "Failure", "code": 503,
-                           "reason": "ServiceUnavailable", "message": "etcd is away"}).encode()
-        self.send_response(503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.send_json(503, {"kind": "Status", "status": "Failure", "code": 503,
+                             "reason": "ServiceUnavailable", "message": "etcd is away"})
 
 
 class _SigtermOnRetry(logging.Handler):
@@ -79,28 +68,22 @@ def unsignalled_run() -> Iterator[run._Run]:
 
 def _unavailable_run(*, signal_on_retry: bool) -> Iterator[run._Run]:
     _Unavailable.reads = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    handler = _SigtermOnRetry()
-    gateway_log = logging.getLogger("wingman.gateway")
-    if signal_on_retry:
-        gateway_log.addHandler(handler)
-    restore = executors.TERMINATION.install()
-    settings = GatewaySettings.from_env({
-        "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443",
-        "WINGMAN_GRANT_NAME": "g1"})
-    kube = Kube(k8s.ApiClient(k8s.Configuration(
-        host=f"http://127.0.0.1:{server.server_address[1]}")))
-    try:
-        yield run._Run(settings=settings, clock=time.time, kube=kube)
-    finally:
-        restore()
-        gateway_log.removeHandler(handler)
-        kube.close()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(_Unavailable) as url:
+        handler = _SigtermOnRetry()
+        gateway_log = logging.getLogger("wingman.gateway")
+        if signal_on_retry:
+            gateway_log.addHandler(handler)
+        restore = executors.TERMINATION.install()
+        settings = GatewaySettings.from_env({
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443",
+            "WINGMAN_GRANT_NAME": "g1"})
+        kube = Kube(k8s.ApiClient(k8s.Configuration(host=url)))
+        try:
+            yield run._Run(settings=settings, clock=time.time, kube=kube)
+        finally:
+            restore()
+            gateway_log.removeHandler(handler)
+            kube.close()
 
 
 @pytest.mark.parametrize("read", ["grant", "job", "target"])
@@ -144,36 +127,25 @@ def test_a_gateway_not_asked_to_stop_keeps_reading_the_job_until_its_budget_ends
     assert "etcd is away" in info.value.message
 
 
-class _Contended(BaseHTTPRequestHandler):
+class _Contended(QuietHandler):
     """An API server on which another writer keeps changing the grant: each read answers a
     little under half a second after it was asked, and each write of its status 409 Conflict
     (a newer version of it was written meanwhile)."""
 
     reads = 0
 
-    def _answer(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self) -> None:
         type(self).reads += 1
         time.sleep(0.45)
-        self._answer(200, {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
-                           "metadata": {"name": "g1", "uid": "u1",
-                                        "resourceVersion": str(type(self).reads)},
-                           "status": {"phase": "Running"}})
+        self.send_json(200, {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+                             "metadata": {"name": "g1", "uid": "u1",
+                                          "resourceVersion": str(type(self).reads)},
+                             "status": {"phase": "Running"}})
 
     def do_PATCH(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._answer(409, {"kind": "Status", "status": "Failure", "code": 409,
-                           "reason": "Conflict", "message": "the object has been modified"})
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.send_json(409, {"kind": "Status", "status": "Failure", "code": 409,
+                             "reason": "Conflict", "message": "the object has been modified"})
 
 
 def test_a_status_write_ends_within_its_budget_whatever_its_calls_take() -> None:
@@ -182,26 +154,20 @@ def test_a_status_write_ends_within_its_budget_whatever_its_calls_take() -> None
     answered slowly, stop when too little of it is left for another call, and the write
     fails with the last answer, within the budget, not a call or two past it."""
     _Contended.reads = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Contended)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     settings = GatewaySettings.from_env({
         "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443",
         "WINGMAN_GRANT_NAME": "g1"})
-    kube = Kube(k8s.ApiClient(k8s.Configuration(
-        host=f"http://127.0.0.1:{server.server_address[1]}")))
     budget = 1.0
-    try:
-        started = time.monotonic()
-        with pytest.raises(ApiError) as info:
-            run._Run(settings=settings, clock=time.time, kube=kube).patch_status(
-                lambda grant: {"phase": "Failed"}, seconds=budget)
-        elapsed = time.monotonic() - started
-    finally:
-        kube.close()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(_Contended) as url:
+        kube = Kube(k8s.ApiClient(k8s.Configuration(host=url)))
+        try:
+            started = time.monotonic()
+            with pytest.raises(ApiError) as info:
+                run._Run(settings=settings, clock=time.time, kube=kube).patch_status(
+                    lambda grant: {"phase": "Failed"}, seconds=budget)
+            elapsed = time.monotonic() - started
+        finally:
+            kube.close()
     assert info.value.conflict
     assert _Contended.reads >= 2, "the write was not made again on a conflict"
     assert elapsed <= budget + 0.1, f"the status write took {elapsed:.2f} s of a {budget} s budget"

@@ -13,7 +13,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 
+from support.localserver import QuietHandler, serving
 from support.ports import serving_port
 from wingman.client.api import WingmanClient
 from wingman.client.connect import Connection
@@ -455,32 +455,17 @@ def test_a_refused_name_or_command_is_echoed_short_and_escaped() -> None:
     assert "\u202e" not in json.dumps(answer, ensure_ascii=False)
     assert answer["message"].startswith(answer["name"] + " is not a valid ApprovalRequest name")
 
-    class Api(BaseHTTPRequestHandler):  # the API server, holding request "r"
+    class Api(QuietHandler):  # the API server, holding request "r"
         def do_GET(self) -> None:
-            body = json.dumps({"apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
-                               "metadata": {"name": "r", "namespace": "wm", "uid": "u-r"},
-                               "spec": {"commands": ["kubectl get pods"]}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(200, {"apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+                                 "metadata": {"name": "r", "namespace": "wm", "uid": "u-r"},
+                                 "spec": {"commands": ["kubectl get pods"]}})
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    thread = threading.Thread(target=api.serve_forever, daemon=True)
-    thread.start()
-    try:
-        host = f"http://127.0.0.1:{api.server_address[1]}"
+    with serving(Api) as host:
         server = mcp_server.build_server(WingmanClient(Connection(
             Kube(k8s.ApiClient(k8s.Configuration(host=host))), "wm", "test")))
         answer = anyio.run(call, "execute", {"request": "r", "command": "\u202e" + "k" * 4000},
                            server)
-    finally:
-        api.shutdown()
-        api.server_close()
     assert answer["state"] == "invalid", answer
     assert answer["message"].startswith("'\\u202ekkkkk") and "(4001 characters)" in answer[
         "message"] and len(answer["message"]) < 300, answer["message"]
@@ -1577,32 +1562,22 @@ def test_a_multibyte_instruction_of_exactly_the_limit_passes_the_schema() -> Non
 def test_an_answer_larger_than_wingman_reads_is_too_large_not_retry_later() -> None:
     """What answers at the API server's address sends more than any object Wingman reads:
     asking again gets the same, so the answer says what to do instead of "retry later"."""
-    class Api(BaseHTTPRequestHandler):
+    class Api(QuietHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(2 ** 30))
             self.end_headers()
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
     async def call(server: Any) -> dict[str, Any]:
         async with Client(server) as client:
             result = await client.call_tool("get_request", {"name": "r"})
             return json.loads(result.content[0].text)  # type: ignore[union-attr]
 
-    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    thread = threading.Thread(target=api.serve_forever, daemon=True)
-    thread.start()
-    try:
-        host = f"http://127.0.0.1:{api.server_address[1]}"
+    with serving(Api) as host:
         server = mcp_server.build_server(WingmanClient(Connection(
             Kube(k8s.ApiClient(k8s.Configuration(host=host))), "wm", "test")))
         answer = anyio.run(call, server)
-    finally:
-        api.shutdown()
-        api.server_close()
     assert answer["state"] == "too_large" and answer["reason"] == "AnswerTooLarge", answer
     assert "check that the address is the API server's" in answer["message"]
     assert answer["next"].startswith("nothing to retry") and "retry later" not in answer["next"]

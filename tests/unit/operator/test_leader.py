@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
 from kubernetes import client as k8s
 
+from support.localserver import QuietHandler, serving
 from wingman.kube import Kube
 from wingman.operator.leader import LeaderElector, Observation, Timing, decide
 
@@ -50,7 +50,7 @@ def test_the_duration_written_on_the_lease_wins() -> None:
     assert decide(lease("dead", duration=30), "me", seen, 30.0, TIMING) == "acquire"
 
 
-class _BrokenLease(BaseHTTPRequestHandler):
+class _BrokenLease(QuietHandler):
     """An API server whose Lease has no resourceVersion (a fault the election cannot write
     past), counting the reads."""
 
@@ -64,15 +64,7 @@ class _BrokenLease(BaseHTTPRequestHandler):
             type(self).read_twice.set()
         if len(type(self).reads) >= 3:
             type(self).read_thrice.set()
-        body = json.dumps({"kind": "Lease", "metadata": {"name": "l"}, "spec": {}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.send_json(200, {"kind": "Lease", "metadata": {"name": "l"}, "spec": {}})
 
 
 def test_a_tick_that_fails_with_anything_but_a_cluster_error_does_not_end_the_election(
@@ -85,29 +77,24 @@ def test_a_tick_that_fails_with_anything_but_a_cluster_error_does_not_end_the_el
     _BrokenLease.reads = []
     _BrokenLease.read_twice.clear()
     _BrokenLease.read_thrice.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenLease)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    kube = Kube(k8s.ApiClient(k8s.Configuration(
-        host=f"http://127.0.0.1:{server.server_address[1]}")))
-    elector = LeaderElector(kube, "ns", "l", "me", timing=Timing(retry=0.05))
-    try:
-        with caplog.at_level(logging.ERROR, "wingman.operator.leader"):
-            elector.start()
-            assert _BrokenLease.read_twice.wait(30), "the election ended after a failed tick"
-            assert _BrokenLease.read_thrice.wait(30)  # two ticks failed (and were logged) by now
-    finally:
-        elector.stop(release=False)
-        kube.close()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(_BrokenLease) as url:
+        kube = Kube(k8s.ApiClient(k8s.Configuration(host=url)))
+        elector = LeaderElector(kube, "ns", "l", "me", timing=Timing(retry=0.05))
+        try:
+            with caplog.at_level(logging.ERROR, "wingman.operator.leader"):
+                elector.start()
+                assert _BrokenLease.read_twice.wait(30), "the election ended after a failed tick"
+                # two ticks failed (and were logged) by now
+                assert _BrokenLease.read_thrice.wait(30)
+        finally:
+            elector.stop(release=False)
+            kube.close()
     assert not elector.leading
     failed = [r for r in caplog.records if "this tick failed" in r.getMessage()]
     assert len(failed) == 1 and failed[0].exc_info is not None
 
 
-class _LeaseServer(BaseHTTPRequestHandler):
+class _LeaseServer(QuietHandler):
     """An API server holding one Lease that PATCH writes (its holder); once ``broken``, the
     Lease it answers has no resourceVersion (a fault the release cannot write past)."""
 
@@ -120,13 +107,8 @@ class _LeaseServer(BaseHTTPRequestHandler):
         metadata: dict[str, Any] = {"name": "l", "namespace": "ns"}
         if not cls.broken:
             metadata["resourceVersion"] = str(cls.version)
-        body = json.dumps({"kind": "Lease", "metadata": metadata,
-                           "spec": {"holderIdentity": cls.holder}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_json(200, {"kind": "Lease", "metadata": metadata,
+                             "spec": {"holderIdentity": cls.holder}})
 
     def do_GET(self) -> None:
         self._answer()
@@ -138,9 +120,6 @@ class _LeaseServer(BaseHTTPRequestHandler):
         cls.version += 1
         self._answer()
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 def test_a_release_that_fails_with_anything_but_a_cluster_error_does_not_fail_the_shutdown(
         caplog: pytest.LogCaptureFixture) -> None:
@@ -149,33 +128,27 @@ def test_a_release_that_fails_with_anything_but_a_cluster_error_does_not_fail_th
     logged and ``stop`` returns, the replica no longer acting, so the shutdown after it (the
     audit sink closed, the API client) still happens."""
     _LeaseServer.holder, _LeaseServer.version, _LeaseServer.broken = "", 1, False
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _LeaseServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    kube = Kube(k8s.ApiClient(k8s.Configuration(
-        host=f"http://127.0.0.1:{server.server_address[1]}")))
-    changes: list[bool] = []
-    acquired = threading.Event()
+    with serving(_LeaseServer) as url:
+        kube = Kube(k8s.ApiClient(k8s.Configuration(host=url)))
+        changes: list[bool] = []
+        acquired = threading.Event()
 
-    def changed(leading: bool) -> None:
-        changes.append(leading)
-        if leading:
-            acquired.set()
+        def changed(leading: bool) -> None:
+            changes.append(leading)
+            if leading:
+                acquired.set()
 
-    elector = LeaderElector(kube, "ns", "l", "me", timing=Timing(retry=0.05),
-                            on_change=changed)
-    try:
-        elector.start()
-        assert acquired.wait(30), "the free Lease was not taken"
-        _LeaseServer.broken = True
-        with caplog.at_level(logging.ERROR, "wingman.operator.leader"):
-            elector.stop(release=True)
-    finally:
-        elector.stop(release=False)
-        kube.close()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        elector = LeaderElector(kube, "ns", "l", "me", timing=Timing(retry=0.05),
+                                on_change=changed)
+        try:
+            elector.start()
+            assert acquired.wait(30), "the free Lease was not taken"
+            _LeaseServer.broken = True
+            with caplog.at_level(logging.ERROR, "wingman.operator.leader"):
+                elector.stop(release=True)
+        finally:
+            elector.stop(release=False)
+            kube.close()
     assert not elector.leading and changes == [True, False]
     assert any("could not release the leader lease" in r.getMessage()
                for r in caplog.records)
