@@ -1,15 +1,39 @@
-"""A local server that answers every call with a redirect, as a proxy or another service at
-an API server's address might: for tests that a client follows none (an API server never
-redirects)."""
+"""Local servers that answer with a redirect, as a proxy or another service at an API server's
+(or a witness's) address might: for tests that a client follows none (an API server never
+redirects, and a witness's copy answering a POST redirected to a GET is no checkpoint stored)."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from support.localserver import QuietHandler, serving
+
+
+class Redirecting(QuietHandler):
+    """Answers every call, its body read first, with ``code`` (reason phrase ``reason``, else
+    the standard one) to ``location``, in which ``{path}`` stands for the path asked."""
+
+    location = "/elsewhere{path}"
+    code = 302
+    reason: str | None = None
+
+    def redirect(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(self.code, self.reason)
+        self.send_header("Location", self.location.format(path=self.path))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = redirect
+
+
+def redirecting(location: str, code: int = 302, reason: str | None = None) -> type[Redirecting]:
+    """A ``Redirecting`` handler that sends every call ``code`` (with ``reason``) to
+    ``location``."""
+    return type("Redirecting", (Redirecting,),
+                {"location": location, "code": code, "reason": reason})
 
 
 @contextmanager
@@ -18,37 +42,19 @@ def redirecting_server(answer: Mapping[str, Any]) -> Iterator[tuple[str, list[st
     where ``answer`` would be answered as JSON. Yields (the server's URL, the paths asked at
     ``/elsewhere``: a client that follows no redirect leaves it empty)."""
     followed: list[str] = []
-    body_of_answer = json.dumps(dict(answer)).encode()
 
-    class Redirecting(BaseHTTPRequestHandler):
+    class ToElsewhere(Redirecting):
         def _answer(self) -> None:
             if self.path.startswith("/elsewhere"):
                 followed.append(self.path)
-                body = body_of_answer
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
+                self.send_json(200, dict(answer))
             else:
-                body = b""
-                self.send_response(302)
-                self.send_header("Location", "/elsewhere" + self.path)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                self.redirect()
 
         do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", followed
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(ToElsewhere) as url:
+        yield url, followed
 
 
-__all__ = ["redirecting_server"]
+__all__ = ["Redirecting", "redirecting", "redirecting_server"]

@@ -23,6 +23,7 @@ import pytest
 
 from support import checkpoints as long_checkpoints
 from support.localserver import serving
+from support.redirects import redirecting
 from wingman import audit
 from wingman.audit import AuditAnchor, parse_checkpoints
 from wingman.audit.checkpoints import MAX_CHECKPOINTS_BYTES
@@ -174,31 +175,14 @@ def test_a_long_witness_reply_is_cut() -> None:
     assert len(message) < 400 and message.endswith("\u2026")
 
 
-class _Redirecting(http.server.BaseHTTPRequestHandler):
-    """A server in front of the witness that answers a POST with a redirect (an http-to-https
-    or trailing-slash rule of a proxy, say) to where the witness serves its copy."""
-
-    location = ""
-    code = 302
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.send_response(self.code)
-        self.send_header("Location", self.location)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
 def test_a_redirect_is_not_taken_for_a_witnessed_checkpoint(witness: Running, code: int) -> None:
     """urllib would follow a 301, 302 or 303 to a POST with a GET, whose 200 (here the witness's
     own copy) would count as stored: the checkpoint never reached the witness, yet no delivery
     failure would be counted or alerted on."""
-    handler = type("Handler", (_Redirecting,), {"location": witness.url, "code": code})
-    with serving(handler) as url:
+    # a server in front of the witness that answers a POST with a redirect (an http-to-https
+    # or trailing-slash rule of a proxy, say) to where the witness serves its copy
+    with serving(redirecting(witness.url, code)) as url:
         with pytest.raises(WitnessError, match=f"HTTP {code}.*redirects are not followed"):
             send(f"{url}/checkpoints", HMAC, _cp(1), timeout=5)
     assert not witness.store.path.exists()

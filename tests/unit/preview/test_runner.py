@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from kubernetes import client as k8s
 
+from support.localserver import serving
+from support.redirects import redirecting
 from wingman.kube import Kube, TokenFile
 from wingman.model import preview as model
 from wingman.preview import report
@@ -57,28 +57,12 @@ def test_every_token_the_proxy_held_is_redacted_from_a_report(tmp_path: Path) ->
 def _read_through_redirect(reason: str) -> tuple[list[str], str]:
     """``_read_approval`` of request "r" where a server answers every read with a redirect (its
     reason phrase ``reason``, or the standard one): something else at the API server's address."""
-    class Redirecting(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(302, reason or None)
-            self.send_header("Location", "http://example.invalid/")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(redirecting("http://example.invalid/", reason=reason or None)) as url:
         settings = PreviewSettings.from_env({"WINGMAN_APPROVAL_NAME": "r",
                                              "WINGMAN_APPROVAL_UID": "u",
                                              "KUBERNETES_SERVICE_HOST": "127.0.0.1"})
-        kube = Kube(k8s.ApiClient(k8s.Configuration(
-            host=f"http://127.0.0.1:{server.server_address[1]}")))
+        kube = Kube(k8s.ApiClient(k8s.Configuration(host=url)))
         return _read_approval(settings, kube)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_request_that_cannot_be_read_is_a_result_saying_why_not_a_crash(
