@@ -86,6 +86,7 @@ from support.chart import (
     worker_groups,
 )
 from support.operator import OperatorProcess
+from support.processes import stop_process
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.run import stopping_on_signals
 from wingman.model import names
@@ -704,12 +705,7 @@ def start_noop(cluster: LocalCluster, ns: str, work: Path, *, runnable: bool = F
     time.sleep(4)
 
     def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
         log.close()
         cluster.kubectl("delete", "clusterrolebinding", cluster_binding, "--ignore-not-found",
                         check=False)

@@ -26,6 +26,7 @@ import yaml
 
 from support.chart import DEFAULT_GATEWAY_IMAGE
 from support.ports import listening_ports
+from support.processes import stop_process
 
 
 def free_port() -> int:
@@ -157,12 +158,7 @@ class OperatorProcess:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, timeout=20)
 
     def readiness(self) -> tuple[int, str]:
         """``/readyz``: (HTTP status, body)."""

@@ -55,6 +55,7 @@ from support.fake_chat import (
 )
 from support.operator import OperatorProcess, get, wait_for
 from support.ports import listening_ports, logged_ports
+from support.processes import stop_process
 from wingman.chat.webhook import signature as webhook_signature
 from wingman.client.status import grant_name
 from wingman.dev.cluster import LocalCluster
@@ -237,12 +238,7 @@ def chat_env(cluster: LocalCluster, env: str, tmp: Path, *, step_up: bool = Fals
                 env_obj.healthy_at = time.time()
                 yield env_obj
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_process(proc, timeout=20)
                 operator.stop()
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from support import checkpoints as long_checkpoints
 from support.localserver import serving
+from support.processes import stop_process
 from support.redirects import redirecting
 from wingman import audit
 from wingman.audit import AuditAnchor, parse_checkpoints
@@ -467,12 +468,7 @@ def test_a_checkpoint_the_disk_cannot_hold_is_refused_and_leaves_the_store_whole
         send(url, HMAC, _cp(2), timeout=10)
         assert [c.seq for c in parse_checkpoints(store.read_bytes(), "w")] == [1, 2]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
 
 
 def test_slow_readers_are_bounded_and_cut_and_the_operator_still_posts(tmp_path: Path) -> None:

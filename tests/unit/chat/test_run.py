@@ -26,6 +26,7 @@ from aiohttp import ClientSession, web
 import wingman
 from support.oddapi import odd_api
 from support.ports import listening_ports, logged_ports, refused_port
+from support.processes import stop_process
 from wingman.chat.run import RedactSecrets, health, http_runner
 from wingman.logs import JsonFormatter, TextFormatter
 
@@ -225,12 +226,7 @@ def _chat_process(tmp_path: Path, api: str, hook: str) -> Iterator[tuple[
     try:
         yield proc, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
 
 
 def test_with_port_0_the_chat_serves_on_the_free_ports_its_starting_record_names(
