@@ -154,6 +154,53 @@ def test_the_report_returns_the_targets_missed(capsys: pytest.CaptureFixture[str
     assert bench.report([run(100, 900, 0, 300, 140)], []) == []  # n/a is no miss
 
 
+def test_requests_that_expired_before_their_review_miss_the_run_saying_so(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A request that expired before its review approved it (LifetimeEnded) has its grant
+    refused and no figure: the run says so plainly and misses, however good the figures of
+    the rest; a run in which none expired is judged on its figures alone."""
+    noops = [run(100, 0, 400, 100, 100)]
+    late = {**run(100, 900, 0, 300, 140), "expired_unapproved": 37}
+    missed = bench.report([late, {**run(100, 900, 0, 300, 140), "expired_unapproved": 0}],
+                          noops)
+    assert missed == ["every request reviewed within its lifetime"]
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("MISS every request reviewed within its lifetime: 37 of 100 requests expired "
+            "before being reviewed (LifetimeEnded)") in out
+    assert bench.exit_code(missed) == 2
+    assert bench.report([{**run(100, 900, 0, 300, 140), "expired_unapproved": 0}],
+                        noops) == []
+
+
+@pytest.mark.parametrize(("status", "expired"), [
+    # its review finished after its lifetime: the Reviewed condition says LifetimeEnded, the
+    # request is not approved, and the sweep ends it in the same pass
+    ({"phase": "Expired", "consensus": {"outcome": "Approve"},
+      "expirationTime": "2026-01-01T00:02:00Z"}, True),
+    ({"phase": "Expired", "expirationTime": "2026-01-01T00:02:00Z"}, True),  # never reviewed
+    # approved in time, then its approval's validity ended: the bench's expiry phase
+    ({"phase": "Expired", "approvedAt": "2026-01-01T00:01:00Z",
+      "expirationTime": "2026-01-01T00:03:00Z"}, False),
+    ({"phase": "AutoApproved", "approvedAt": "2026-01-01T00:01:00Z"}, False),
+    ({"phase": "Reviewing"}, False),
+    ({}, False),
+])
+def test_a_request_expired_before_it_was_approved_is_told_from_one_expired_after(
+        status: dict[str, Any], expired: bool) -> None:
+    assert bench.expired_unapproved(status) is expired
+
+
+def test_the_burst_s_requests_outlive_the_wait_for_their_reviews_and_nothing_else_changes(
+        ) -> None:
+    """The burst's pending lifetime covers the burst's creation and the whole wait for its
+    reviews, so a slow machine's late review still approves; every other setting (an
+    approval's validity, tokens, retention: what the expiry phase measures) is the policy's."""
+    lifetime = bench.BURST_VALUES["policy.requestTTLSeconds"]
+    assert isinstance(lifetime, int) and lifetime >= bench.REVIEW_WAIT_SECONDS + 300
+    assert {k: v for k, v in bench.BURST_VALUES.items() if k != "policy.requestTTLSeconds"} \
+        == {k: v for k, v in bench.BENCH_VALUES.items() if k != "policy.requestTTLSeconds"}
+
+
 def test_a_missed_target_fails_the_run_with_its_own_exit_code(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A job running the bench fails on a miss: 2, neither 1 (an error) nor 130 (stopped)."""
