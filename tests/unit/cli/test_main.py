@@ -180,13 +180,7 @@ def test_an_error_s_reason_from_the_api_server_reaches_the_terminal_escaped(
     from wingman.cli import main as cli
 
     with serving(_HostileApi) as url:
-        kubeconfig = tmp_path / "config"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "c", "cluster": {"server": url}}],
-            "users": [{"name": "u", "user": {"token": "t"}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-            "current-context": "c"}))
+        kubeconfig = _kubeconfig_for(tmp_path, url)
         monkeypatch.delenv("KUBECONFIG", raising=False)
         assert cli.main(["describe", "req-1", "-n", "ns", "--kubeconfig", str(kubeconfig)]) == 2
     err = capfd.readouterr().err
