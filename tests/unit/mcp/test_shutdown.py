@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import LATEST_PROTOCOL_VERSION
 
 import wingman
+from support.localserver import QuietHandler
 from support.operator import wait_for
 from support.ports import serving_port
 from support.tls import serve_tls
@@ -53,18 +54,10 @@ class FakeApi:
         self.pems: list[bytes] = []  # what the kubeconfig carries inline: CA, cert, key
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # SelfSubjectReview: the MCP server asks who it is
-                data = json.dumps({"kind": "SelfSubjectReview", "status": {
-                    "userInfo": {"username": "agent"}}}).encode()
-                self.send_response(201)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(201, {"kind": "SelfSubjectReview", "status": {
+                    "userInfo": {"username": "agent"}}})
 
             def do_GET(self) -> None:
                 base = f"/apis/wingman.dev/v1alpha1/namespaces/{NS}/"
@@ -83,12 +76,7 @@ class FakeApi:
                     body, status = {"kind": "ExecutionGrantList", "items": []}, 200
                 else:
                     body, status = {"kind": "Status", "code": 404, "reason": "NotFound"}, 404
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(status, body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

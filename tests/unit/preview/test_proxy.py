@@ -8,11 +8,12 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from support.localserver import QuietHandler
 from wingman.kube import TokenFile
 from wingman.preview.proxy import ApiPath, DryRunProxy, self_signed
 
@@ -158,18 +159,10 @@ def upstream(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
     directory.mkdir()
     _, cert, key = self_signed(directory)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             seen.append(self.headers.get("Authorization") or "")
-            body = b'{"kind": "PodList", "items": []}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
+            self.send_json(200, {"kind": "PodList", "items": []})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
