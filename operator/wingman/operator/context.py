@@ -393,6 +393,8 @@ class Context:
         self._retries.pop(key, None)
         if not self.leading:
             return
+        entry = self.entry(kind, uid)
+        ended = None if entry is None else entry.job_done  # a grant's Job's end, seen before
         try:
             body = await self.call(self.kube.get_or_none, KINDS[kind], namespace, name)
         except ClusterError as exc:
@@ -402,6 +404,10 @@ class Context:
             self.tracker.forget(kind, uid)
             self._attempts.pop(key, None)
             return
+        if entry is not None and ended is not None and entry.job_done is ended:
+            # read after that end: this copy shows all its gateway wrote (the grant's reconcile
+            # then need not read it again before saying its command did not run)
+            entry.job_done_read = str(body["metadata"].get("resourceVersion") or "")
         await self.run(kind, body)
 
     async def _abandon(self, kind: str, body: dict[str, Any], exc: BaseException) -> None:

@@ -69,6 +69,10 @@ class Entry:
     secret_uid: str | None = None  # grant: the uid of the token Secret this process made
     secret_name: str | None = None  # grant: and its name
     job_done: tuple[str, str] | None = None  # grant: its Job finished (condition, reason)
+    #: grant: the resourceVersion of the grant as read afresh after its Job's end was seen
+    #: ("": not read since): a copy of that version shows all its gateway wrote, while any
+    #: other (a watch event's) may lag a ``Running`` written before the Job ended
+    job_done_read: str = ""
     #: grant: when its gateway Job, active as the Jobs watch (or a look after the token
     #: expired) last showed it, runs out of time (the Job's end, a watch event, settles the
     #: grant by then); None when the Job is not known to be active

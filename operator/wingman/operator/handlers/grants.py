@@ -323,8 +323,20 @@ class Grants:
             job = await ctx.call(ctx.kube.get_or_none, JOBS, body["metadata"]["namespace"],
                                  names.grant_job_name(body))
             if job is None or _job_finished(job) is not None:
-                await job_result(ctx, body, entry.job_done,
-                                 ran_nothing=logic.never_running(stored))
+                done = entry.job_done
+                if logic.never_running(stored) and \
+                        stored["metadata"].get("resourceVersion") != entry.job_done_read:
+                    # "did not run" is said only of the grant as read after its Job's end was
+                    # seen (no gateway writes after that); this copy is not that read (a watch
+                    # event's, which may lag a Running written before the Job failed): read it
+                    fresh = await _read_after_end(ctx, body, entry)
+                    if fresh is None:
+                        return
+                    stored, body = fresh, dict(ctx.tracker.view(fresh))
+                    ctx.tracker.observe_grant(body, _now())
+                    if grant_rules.is_terminal(body):
+                        return  # written meanwhile: its event cleans up
+                await job_result(ctx, body, done, ran_nothing=logic.never_running(stored))
                 return
             entry.job_done = None  # a late event of a Job since replaced: this one runs
         if phase == "TokenIssued" and await expire_token(ctx, body):
@@ -340,6 +352,27 @@ class Grants:
             await deny(ctx, body, reason, message)
         elif not grant_rules.is_terminal(body):
             await finish(ctx, body, "Failed", reason, message)
+
+
+async def _read_after_end(ctx: Context, grant: Any, entry: Entry) -> dict[str, Any] | None:
+    """The grant read again once its Job's end was seen (marked as such on ``entry``); None
+    when it is gone, or is another grant of the same name."""
+    done = entry.job_done
+    fresh: dict[str, Any] | None = await ctx.call(
+        ctx.kube.get_or_none, GRANTS, grant["metadata"]["namespace"], grant["metadata"]["name"])
+    if fresh is None or fresh["metadata"].get("uid") != grant["metadata"]["uid"]:
+        return None
+    if done is not None and entry.job_done is done:
+        entry.job_done_read = str(fresh["metadata"].get("resourceVersion") or "")
+    return fresh
+
+
+def job_ended(ctx: Context, entry: Entry, done: tuple[str, str]) -> None:
+    """The grant of ``entry`` has its gateway Job ended (``done``: its condition and reason,
+    as the Jobs watch or a read shows it): its result is due. Nothing read of the grant so far
+    is known to show all its gateway wrote (``Entry.job_done_read``)."""
+    entry.job_done, entry.job_done_read = done, ""
+    ctx.tracker.settle(entry, "result", _now())
 
 
 class _Issued(Exception):
@@ -538,8 +571,7 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
         # its Job ended while this process was away, and the Jobs watch listed it before the
         # grant was tracked, so no Job event settled it: settle it as that event would (the
         # grant's next run takes the Job's end, reading the grant again where it matters)
-        entry.job_done = done
-        ctx.tracker.settle(entry, "result", _now())
+        job_ended(ctx, entry, done)
         raise Retry(f"the gateway Job {name} ended before this process tracked its grant")
     if pending and done is not None:
         mounted = manifests.job_token_secret(job)
@@ -1295,9 +1327,11 @@ async def finish(ctx: Context, grant: Any, phase: str, reason: str, message: str
 async def job_result(ctx: Context, grant: Any, done: tuple[str, str], *,
                      ran_nothing: bool = False) -> None:
     """The gateway Job finished, but the grant has no final phase: the gateway could not say
-    why (a crash, the deadline). ``ran_nothing``: the grant as stored shows no gateway ever
-    wrote ``Running`` (``logic.never_running``; the status is written over that version, so
-    one that landed since refuses the write and the grant is read again)."""
+    why (a crash, the deadline). ``ran_nothing``: the grant as stored, read after its Job's end
+    was seen (``Entry.job_done_read``: a watch event's copy may lag the gateway's ``Running``),
+    shows no gateway ever wrote ``Running`` (``logic.never_running``; the status is written
+    over that version, so one that landed since refuses the write and the grant is read
+    again)."""
     why, message = logic.job_ended_without_result(grant, names.grant_job_name(grant), *done,
                                                   ran_nothing=ran_nothing)
     await finish(ctx, grant, "Failed", why, message)
@@ -1416,8 +1450,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             return
         if entry.final_at is not None or entry.job_done is not None:
             return
-        entry.job_done = finished
-        ctx.tracker.settle(entry, "result", _now())
+        job_ended(ctx, entry, finished)
         if ctx.leading:
             await ctx.resync("grant", entry.namespace, entry.name, entry.uid)
 
