@@ -1144,6 +1144,36 @@ def test_a_grant_reset_to_pending_after_a_key_rotation_gets_that_very_token_agai
     _assert_one_token_and_one_job_each(env, [LONG])
 
 
+def test_a_lost_token_secret_is_not_stored_again_once_its_token_expired(env: Env) -> None:
+    """A long name's grant (its status records its token) whose token Secret was lost while
+    the operator was away, back after the token's lifetime but within the leeway (the sweep
+    does not expire it yet): the token is not stored again for a gateway to start a command
+    on late. The grant ends Expired, as a token issued on its claim and never stored does,
+    with its Job, and no second TokenMinted."""
+    env.op.stop()
+    env.op.extra_env["WINGMAN_LEEWAY_SECONDS"] = "60"
+    env.op.start()
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.grant(LONG, "req", RESTART, ttlSeconds=30)
+    eg = env.wait_phase("eg", LONG, "TokenIssued")
+    secret = env.secret(LONG)
+    assert secret is not None
+    env.op.stop()
+    env.cluster.kubectl("delete", "secret", secret["metadata"]["name"], "-n", env.ns)
+    expires = dt.datetime.fromisoformat(eg["status"]["tokenExpirationTime"])
+    time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
+    env.op.start()
+    st = env.wait_phase("eg", LONG, "Expired")["status"]
+    assert st["reason"] == "TokenExpired", st
+    assert "expired before it could be stored again" in st["message"], st["message"]
+    assert st["tokenSHA256"] == eg["status"]["tokenSHA256"]
+    wait_for("the grant's Job removed", lambda: env.job(LONG) is None, 20,
+             on_timeout=env.op.log_tail)
+    assert get(env.cluster, "secret", env.ns, secret["metadata"]["name"]) is None
+    assert [r["event"] for r in env.op.audit_events()].count("TokenMinted") == 1
+
+
 def test_a_grant_reset_to_pending_after_its_key_was_pruned_never_gets_a_second_token(
         env: Env) -> None:
     """The key that signed the recorded token rotated out and pruned: no key makes that token

@@ -751,14 +751,16 @@ async def only_the_recorded_token(ctx: Context, grant: Any, token_hash: str) -> 
                      f"another), and a grant never gets a second token; {_USED_UP}")
 
 
-async def born_expired(ctx: Context, grant: Any, ttl: int) -> NoReturn:
+async def born_expired(ctx: Context, grant: Any, ttl: int, *, lost: bool = False) -> NoReturn:
     """A Pending grant whose token (minted now, or adopted from a Secret an interrupted run
     stored) expired before its status could record it, or a grant whose token was issued on its
     claim and expired before a run stored it (made again now, to be stored): the command was
     claimed more than the token's lifetime ago (the operator was down). ``Expired``, with the
     Job and the Secret; no ``TokenIssued``, no ``GrantAuthorized`` (again) and no Secret for a
-    token nobody can use."""
-    stage = "stored" if grant_rules.phase(grant) == "TokenIssued" else "issued"
+    token nobody can use. ``lost``: a TokenIssued grant whose status records its token (a long
+    name's) and whose token Secret was lost: it is not stored again."""
+    stage = "stored again (its token Secret was lost)" if lost else \
+        "stored" if grant_rules.phase(grant) == "TokenIssued" else "issued"
     await finish(ctx, grant, "Expired", "TokenExpired",
                  f"the token expired before it could be {stage}: the command was claimed "
                  f"more than its {ttl}s lifetime ago; {_USED_UP}")
@@ -1043,12 +1045,14 @@ async def store_token(ctx: Context, grant: Any, approval: Any, job: dict[str, An
     if not issued:
         await only_the_recorded_token(ctx, grant, token_hash)
     on_claim = issued and _on_claim(ctx, grant)
-    if (not issued or on_claim) and claims.exp <= int(now.timestamp()):
+    if claims.exp <= int(now.timestamp()):
         # claimed longer than the token's lifetime ago (the operator was down), and never
-        # stored (a token issued on its claim whose Secret an earlier run did not create):
-        # no gateway could ever use it
+        # stored (a token issued on its claim whose Secret an earlier run did not create), or
+        # its Secret lost (within the leeway after its expiry, before the sweep ends the
+        # grant): a token no gateway should start a command on is never stored
         del token
-        await born_expired(ctx, grant, int(claims.exp - claims.iat))
+        await born_expired(ctx, grant, int(claims.exp - claims.iat),
+                           lost=issued and not on_claim)
     await cover_deadline(ctx, grant, job, int(claims.exp))
     minted = ("TokenMinted", subject_of(grant), {
         "tokenSHA256": token_hash, "jtiSHA256": jti_sha256(claims.jti), "kid": kid,
