@@ -657,6 +657,20 @@ def _read_job(run: _Run, name: str) -> tuple[dict[str, Any], dt.datetime | None]
                                                      "reading the gateway Job", exc))
 
 
+def _burn_failed(exc: WingmanError, lease_name: str, claims: tokens.CapabilityClaims
+                 ) -> GrantDenied:
+    """The ``BurnFailed`` refusal of a burn marker not created. It never names the marker, nor
+    quotes the token's ``jti`` (the API server's answer names the Lease): the refusal goes
+    into the grant's status, its log and the audit trail, which others read, and a marker
+    that may not exist yet (a refusal stored nothing) named there could be created first by
+    whoever can create Leases, spending the token of another run. The ``jti``'s SHA-256,
+    as ``TokenMinted`` records it, says which token it was."""
+    said = exc.message.replace(lease_name, "<burn marker>").replace(claims.jti, "<jti>")
+    return GrantDenied(f"cannot create the burn marker of the token whose jti's SHA-256 is "
+                       f"{tokens.jti_sha256(claims.jti)}: {said}; {_burn_outcome(exc)}",
+                       reason="BurnFailed")
+
+
 def _burn_outcome(exc: WingmanError) -> str:
     """What a failed create of the burn marker left: a refusal (4xx) wrote nothing; a create
     with no definite answer (none at all, or a 5xx: the API server may have stored the Lease
@@ -853,11 +867,9 @@ def _execute(run: _Run) -> int:
     except ApiError as exc:
         if exc.conflict:
             raise Replay(lease_name) from None
-        raise GrantDenied(f"cannot create the burn marker {lease_name}: {exc.message}; "
-                          f"{_burn_outcome(exc)}", reason="BurnFailed") from None
+        raise _burn_failed(exc, lease_name, claims) from None
     except WingmanError as exc:
-        raise GrantDenied(f"cannot create the burn marker {lease_name}: {exc.message}; "
-                          f"{_burn_outcome(exc)}", reason="BurnFailed") from None
+        raise _burn_failed(exc, lease_name, claims) from None
     run.log("GatewayTokenBurned", lease=lease_name)
     # the jti itself only now that its marker exists; TokenMinted records its digest alone
     common = {"jti": claims.jti, "jti_sha256": tokens.jti_sha256(claims.jti),

@@ -1658,16 +1658,26 @@ def test_a_job_read_refused_as_forbidden_is_not_tried_again(
 def test_a_burn_marker_not_created_says_whether_the_token_may_be_spent(
         env: Env, proxy: FaultyApiProxy, status: int, says: str) -> None:
     """A refusal stored nothing; a 5xx is no definite answer (the API server may have stored
-    the Lease, then failed): the message must not promise an unspent token then."""
+    the Lease, then failed): the message must not promise an unspent token then. Neither
+    names the burn marker or the token's jti, not even where the API server's answer quotes
+    them (whoever reads the grant or the trail could create an unspent token's marker first):
+    the jti's SHA-256 says which token it was."""
     g = make_grant(env, SCALE.format(target=env.target))
     _start_job(env, g, 60 + RESULT_SECONDS + 30)
+    token = mint(env, g)
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    marker = names.burn_marker_name(jti)
     leases = f"/apis/coordination.k8s.io/v1/namespaces/{env.ns}/leases"
-    proxy.fail("POST", leases, times=1, status=status)
-    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_REFUSED
+    proxy.fail("POST", leases, times=1, status=status,  # as the API server words a refusal
+               message=f'leases.coordination.k8s.io "{marker}" is forbidden: refused')
+    assert run_gateway(_through(env, proxy, g, token)) == EXIT_REFUSED
     assert proxy.count("POST", leases) == 1
     status_ = env.grant(g.name)["status"]
     assert status_["reason"] == "BurnFailed", status_
     assert says in status_["message"], status_["message"]
+    assert tokens.jti_sha256(jti) in status_["message"], status_["message"]
+    assert jti not in json.dumps(status_), status_["message"]
+    assert jti not in env.audit_file.read_text()
     assert env.replicas() == 1
 
 
