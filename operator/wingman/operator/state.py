@@ -77,6 +77,11 @@ class Entry:
     #: expired) last showed it, runs out of time (the Job's end, a watch event, settles the
     #: grant by then); None when the Job is not known to be active
     job_deadline: dt.datetime | None = None
+    #: grant: the UID of a deleted namesake's gateway Job in the way of its own, and the
+    #: monotonic time it was first found there; whether the wait was reported (once a Job)
+    namesake_job: str = ""
+    namesake_since: float = 0.0
+    namesake_reported: bool = False
     #: its ``...Retired`` audit record is written (a delete the API server refused is retried
     #: without a second record)
     retire_recorded: bool = False

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from wingman.audit.file import FileSink
 from wingman.client.api import build_grant
 from wingman.dev.cluster import LocalCluster
@@ -170,3 +172,67 @@ def test_orphans_of_a_deletion_while_stopped_go_at_start_a_recreated_grants_stay
           lambda: not _pods_of(kube, namespace, old_job))
     assert _pods_of(kube, namespace, new_job)
     kube.close()
+
+
+def test_a_new_grant_says_what_it_waits_for_when_its_deleted_namesakes_job_stays(
+        cluster: LocalCluster, crds: Path, namespace: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grant created again under a deleted one's name whose gateway Job still names that
+    grant as its owner (here a finalizer holds it; a garbage collector that does not run
+    leaves it the same): the operator never deletes that Job (its pod may be running the
+    deleted grant's command); after a while it says on the new grant, once, what it waits for
+    and what to check, and tries less often."""
+    from wingman.operator.context import Retry
+    from wingman.operator.events import EVENTS, Events
+    from wingman.settings import OperatorSettings
+
+    monkeypatch.setattr(grants, "NAMESAKE_WAIT_SECONDS", 0.5)
+    settings = OperatorSettings.from_env({"WINGMAN_NAMESPACE": namespace})
+    kube = Kube(cluster.api_client())
+    old = _grant(kube, namespace, "g1")
+    job = kube.create(JOBS, namespace, {
+        "metadata": {"name": "g1-gw", "finalizers": ["wingman.dev/test-hold"],
+                     "labels": {names.ROLE_LABEL: "gateway", names.GRANT_LABEL: "g1"},
+                     "ownerReferences": _owner(old)},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "serviceAccountName": settings.gateway_service_account,
+            "containers": [{"name": "gateway", "image": "registry.k8s.io/pause:3.9", "env": [
+                {"name": "WINGMAN_GRANT_UID", "value": old["metadata"]["uid"]}]}]}}}})
+    try:
+        kube.delete(GRANTS, namespace, "g1")
+        _wait("the grant deleted", lambda: kube.get_or_none(GRANTS, namespace, "g1") is None)
+        new = _grant(kube, namespace, "g1")
+
+        async def tries() -> list[float]:
+            events = Events(kube, "test")
+            events.start()
+            none: Any = None
+            ctx = Context(settings, kube, none, FileSink(tmp_path / "audit.jsonl"), none,
+                          none, Metrics(), events=events)
+            ctx.tracker.observe_grant(new, dt.datetime.now(dt.UTC))
+            delays = []
+            try:
+                for _ in range(3):
+                    try:
+                        await grants.create_job(ctx, new, 30)
+                    except Retry as retry:
+                        delays.append(retry.delay)
+                    await asyncio.sleep(0.6)
+            finally:
+                await events.stop()
+            return delays
+
+        delays = asyncio.run(tries())
+        assert delays[0] == 1.0 and delays[1:] == [grants.NAMESAKE_RETRY_SECONDS] * 2, delays
+        stays = kube.get_or_none(JOBS, namespace, "g1-gw")
+        assert stays is not None and stays["metadata"]["uid"] == job["metadata"]["uid"]
+        said = [e for e in kube.list(EVENTS, namespace)
+                if e["involvedObject"].get("uid") == new["metadata"]["uid"]]
+        assert [e["reason"] for e in said] == ["WaitingForGarbageCollector"], said
+        message = said[0]["message"]
+        assert "Job g1-gw" in message and old["metadata"]["uid"] in message, message
+        assert "garbage collector" in message and "kube-controller-manager" in message
+        assert "finalizer" in message, message
+    finally:
+        kube.patch(JOBS, namespace, "g1-gw", {"metadata": {"finalizers": None}})

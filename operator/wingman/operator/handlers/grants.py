@@ -79,9 +79,10 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import kopf
 
@@ -543,9 +544,12 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
     crashpoint(ctx, "job-created")
     assert job is not None
     if not owned_by(job, grant):
-        if pending and await _deleted_namesakes_job(ctx, grant, job):
+        namesakes = await _deleted_namesakes_job(ctx, grant, job) if pending else None
+        if namesakes is not None:
+            delay = 1.0 if namesakes == "removed" else _await_collector(ctx, grant, job)
             raise Retry(f"the gateway Job {job['metadata']['name']} of a deleted grant of the "
-                        "same name was in the way: removed, or its removal awaited", delay=1.0)
+                        "same name was in the way: removed, or its removal awaited",
+                        delay=delay)
         if pending:  # nothing of the grant's was made: nothing to remove
             # (an earlier run may have claimed the command: another grant is refused then)
             await deny(ctx, grant, "JobConflict",
@@ -590,15 +594,18 @@ async def create_job(ctx: Context, grant: Any, ttl: int) -> dict[str, Any]:
     return dict(job)
 
 
-async def _deleted_namesakes_job(ctx: Context, grant: Any, job: dict[str, Any]) -> bool:
+async def _deleted_namesakes_job(ctx: Context, grant: Any, job: dict[str, Any]
+                                 ) -> Literal["removed", "collecting"] | None:
     """Whether ``job``, found in place of the Pending ``grant``'s own, is the gateway Job of a
     deleted grant of the same name (the operator's: it runs as the gateway, has the gateway
     role and this grant's name as labels, and was made for another grant UID; its owner can
     only be gone, as this grant holds the name). Left without an owner (its grant deleted with
     propagation Orphan) it is removed now as the sweep would (``housekeeping.remove_orphans``:
     ``GrantOrphansRemoved`` audited first, then its token Secrets and the Job, each with a UID
-    precondition); still naming its deleted grant, the garbage collector deletes it. Either way
-    the grant waits for the name, instead of a final JobConflict."""
+    precondition: ``removed``); still naming its deleted grant, the garbage collector deletes
+    it (``collecting``: the operator never does, its pod may be running that grant's command).
+    Either way the grant waits for the name, instead of a final JobConflict; None: another
+    Job."""
     name, meta = str(grant["metadata"]["name"]), job["metadata"]
     labels = meta.get("labels") or {}
     made_for = housekeeping.job_grant_uid(job)
@@ -606,13 +613,55 @@ async def _deleted_namesakes_job(ctx: Context, grant: Any, job: dict[str, Any]) 
             or manifests.job_pod_spec(job).get("serviceAccountName")
             != ctx.settings.gateway_service_account
             or not made_for or made_for == grant["metadata"]["uid"]):
-        return False
+        return None
     refs = meta.get("ownerReferences") or []
     if refs:  # its deleted grant's own: the garbage collector removes it
-        return all(r.get("kind") == "ExecutionGrant" and r.get("name") == name
-                   and r.get("uid") == made_for for r in refs)
+        return "collecting" if all(r.get("kind") == "ExecutionGrant" and r.get("name") == name
+                                   and r.get("uid") == made_for for r in refs) else None
     await housekeeping.remove_orphans(ctx, name)
-    return True
+    return "removed"
+
+
+#: How long a grant waits, trying about once a second, for the garbage collector to delete a
+#: deleted namesake's gateway Job that is in the way of its own before it says so (a Warning
+#: Event on the grant, and the log), then tries every ``NAMESAKE_RETRY_SECONDS``
+NAMESAKE_WAIT_SECONDS = 60.0
+NAMESAKE_RETRY_SECONDS = 10.0
+
+
+def _await_collector(ctx: Context, grant: Any, job: dict[str, Any]) -> float:
+    """The wait for the garbage collector to delete ``job`` (a deleted namesake's, still
+    naming that grant as its owner): quiet, trying about once a second, for
+    ``NAMESAKE_WAIT_SECONDS``; then said once (a Warning Event on the grant: what it waits for
+    and what to check) and tried less often. Returns the delay of the next try."""
+    entry = _entry(ctx, grant)
+    if entry is None:
+        return 1.0
+    uid, now = str(job["metadata"]["uid"]), time.monotonic()
+    if entry.namesake_job != uid:
+        entry.namesake_job, entry.namesake_since, entry.namesake_reported = uid, now, False
+    waited = now - entry.namesake_since
+    if waited < NAMESAKE_WAIT_SECONDS:
+        return 1.0
+    if not entry.namesake_reported:
+        entry.namesake_reported = True
+        meta = job["metadata"]
+        held = " (it is being deleted: a finalizer holds it)" if meta.get(
+            "deletionTimestamp") else ""
+        message = (
+            f"this grant waits for the name of its gateway Job: Job {meta['name']}, made for a "
+            f"deleted grant of the same name (uid {housekeeping.job_grant_uid(job)}), is still "
+            f"there {int(waited)} s later{held}. Kubernetes' garbage collector deletes it, as "
+            "it names that grant as its owner; the operator does not, as its pod may be running "
+            "that grant's command. Check that kube-controller-manager runs with its garbage "
+            "collector (its log; its --controllers flag), and the Job's finalizers (kubectl get "
+            f"job {meta['name']} -n {meta['namespace']} -o yaml). The grant goes on once the "
+            "Job is gone; to give up, delete this grant")
+        log.warning("a deleted grant's gateway Job is in the way of a new grant's", extra={
+            "grant": grant["metadata"]["name"], "job": meta["name"],
+            "waited_seconds": int(waited)})
+        ctx.event(grant, "Warning", "WaitingForGarbageCollector", message)
+    return NAMESAKE_RETRY_SECONDS
 
 
 async def ended_with_token(ctx: Context, grant: Any, job_name: str,
