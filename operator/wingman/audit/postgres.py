@@ -226,14 +226,18 @@ _READ_SETTINGS = (
     "SET LOCAL enable_sort TO off",
     "SET LOCAL cursor_tuple_fraction TO 0.01",
     "SET LOCAL jit TO off",
-    "SET LOCAL statement_timeout TO '30s'",
+    # 30 s, or the lower bound a DBA set (for the role, the database or in the DSN); its
+    # pg_settings value is in milliseconds, 0 for none
+    "SELECT set_config('statement_timeout', CASE WHEN setting::bigint BETWEEN 1 AND 30000 "
+    "THEN setting ELSE '30000' END, true) FROM pg_settings WHERE name = 'statement_timeout'",
 )
 """The verifier's transaction reads by the primary key's index, a fetch at a time: a plan that
 sorts the whole table first (which PostgreSQL may choose for a cursor, e.g. with a DBA's
 ``cursor_tuple_fraction`` or ``random_page_cost`` and no statistics yet) would answer the first
 fetch only once every row was sorted, past ``ANSWER_TIMEOUT_SECONDS`` on a large trail. No JIT
 (compiling a plan costly for the whole table takes longer than reading a fetch), and each fetch
-within ``statement_timeout`` (the server's own bound, before the client's)."""
+within ``statement_timeout`` (the server's own bound, before the client's): 30 s, never more
+than a lower one a DBA set."""
 
 
 def _dsn_parts(dsn: str) -> dict[str, str] | None:

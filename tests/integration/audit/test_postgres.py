@@ -922,3 +922,64 @@ def test_a_large_trail_is_read_in_seq_order_without_a_sort_first(
     assert report.problem is not None and report.problem.kind != "Unavailable", \
         report.summary()
     assert "seq 3" in report.summary() and report.anchor == first[-1].anchor, report.summary()
+
+
+# --------------------------------------------------------------------------- a DBA's settings
+
+
+def _auditor(dsn: str, statement_timeout: str | None, where: str) -> str:
+    """The DSN of a new role that may only read the trail; ``statement_timeout`` set for that
+    role (``where="role"``) or for the whole database (``"database"``) as a DBA would."""
+    name = str(conninfo_to_dict(dsn)["dbname"])
+    role = f"auditor_{name[-8:]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON wingman_audit TO {}").format(sql.Identifier(role)))
+        if statement_timeout is not None:
+            target = sql.SQL("ROLE {}" if where == "role" else "DATABASE {}").format(
+                sql.Identifier(role if where == "role" else name))
+            conn.execute(sql.SQL("ALTER {} SET statement_timeout = {}").format(
+                target, sql.Literal(statement_timeout)))
+    return dsn.replace("postgres@", f"{role}@", 1)
+
+
+@pytest.mark.parametrize(("dba", "applied"), [
+    ("1s", "1s"), ("250ms", "250ms"), ("30s", "30s"), ("0", "30s"), ("1min", "30s"),
+    (None, "30s"),
+])
+@pytest.mark.parametrize("where", ["role", "database"])
+def test_verify_keeps_a_lower_statement_timeout_a_dba_set(
+        audit_dsn: str, dba: str | None, applied: str, where: str) -> None:
+    """The verifier bounds each fetch by 30 s, but never raises a lower bound the DBA set for
+    the role or the database (0, no bound, gets the 30 s)."""
+    import wingman.audit.postgres as pg
+
+    _fill(audit_dsn, 1)
+    auditor = _auditor(audit_dsn, dba, where)
+    with psycopg.connect(auditor) as conn:
+        for setting in pg._READ_SETTINGS:
+            conn.execute(setting)
+        assert conn.execute("SHOW statement_timeout").fetchone() == (applied,)
+    assert verify(auditor).ok
+
+
+@pytest.mark.parametrize("where", ["role", "database"])
+def test_verify_waits_no_longer_than_a_dba_allows(audit_dsn: str, where: str) -> None:
+    """A read kept waiting (here by a lock that another session holds for 6 s) is cancelled by
+    the DBA's 1 s statement_timeout, not by the verifier's own 30 s."""
+    _fill(audit_dsn, 3)
+    auditor = _auditor(audit_dsn, "1s", where)
+    with psycopg.connect(audit_dsn) as holder:
+        holder.execute("LOCK TABLE wingman_audit IN ACCESS EXCLUSIVE MODE")
+        release = threading.Timer(6, holder.rollback)
+        release.start()
+        try:
+            out = io.StringIO()
+            started = time.monotonic()
+            code = verify_main(auditor, out=out)
+            took = time.monotonic() - started
+        finally:
+            release.join()
+    assert code == 2 and took < 5, (took, out.getvalue())
+    assert out.getvalue().startswith("UNREADABLE: cannot read the audit table"), out.getvalue()
+    assert "statement timeout" in out.getvalue()
