@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -240,6 +241,33 @@ within ``statement_timeout`` (the server's own bound, before the client's): 30 s
 than a lower one a DBA set."""
 
 
+MIN_SERVER_VERSION = 110000
+"""The oldest PostgreSQL the sink and the verifier work with (11: the triggers are created
+with ``EXECUTE FUNCTION`` and the verifier sets ``jit``, both new in 11), as
+``server_version_num``."""
+
+
+def version_refusal(found: object) -> str | None:
+    """Why a server whose ``server_version_num`` is ``found`` cannot hold the trail, or
+    ``None`` when it can. Anything that is not a version number (libpq's 0 when it could not
+    read the server's version, text that is no number) is refused: the check fails closed."""
+    needs = (f"the audit trail needs PostgreSQL {MIN_SERVER_VERSION // 10000} or newer "
+             f"(server_version_num {MIN_SERVER_VERSION})")
+    if isinstance(found, str) and re.fullmatch(r"[0-9]{1,8}", found.strip()):
+        found = int(found.strip())
+    if isinstance(found, bool) or not isinstance(found, int) or not 0 < found < 10**8:
+        return (f"the server's version could not be read (server_version_num "
+                f"{str(found)[:40]!r}), and {needs}: check that the DSN names a PostgreSQL "
+                "server")
+    if found >= MIN_SERVER_VERSION:
+        return None
+    major = found // 10000
+    shown = (f"{major}.{found % 10000}" if major >= 10
+             else f"{major}.{found // 100 % 100}.{found % 100}")
+    return (f"the server is PostgreSQL {shown} (server_version_num {found}), and {needs}: "
+            "upgrade the server to a release the PostgreSQL project still supports")
+
+
 def _dsn_parts(dsn: str) -> dict[str, str] | None:
     """The DSN's parameters, or ``None`` when libpq cannot parse it."""
     from psycopg.conninfo import conninfo_to_dict
@@ -391,6 +419,10 @@ class PostgresSink:
             self._conn = psycopg.connect(self._dsn, autocommit=True, **extra)
         except psycopg.Error as exc:
             raise self._error("cannot connect to the audit database", exc) from None
+        refusal = version_refusal(self._conn.info.server_version)
+        if refusal is not None:
+            self._drop()
+            raise AuditUnavailable(f"cannot use the audit database ({self._where}): {refusal}")
         return self._conn
 
     def _drop(self) -> None:
@@ -639,6 +671,11 @@ def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0,
         conn = psycopg.connect(dsn, autocommit=False, **extra)
     except psycopg.Error as exc:
         raise unavailable("cannot connect to the audit database", exc) from None
+    refusal = version_refusal(conn.info.server_version)
+    if refusal is not None:
+        with contextlib.suppress(Exception):
+            conn.close()
+        raise AuditUnavailable(f"cannot read the audit database ({where}): {refusal}")
     dog: _Watchdog | None = None
     try:
         dog = _Watchdog(conn, ANSWER_TIMEOUT_SECONDS if answer_timeout is None

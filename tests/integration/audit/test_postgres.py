@@ -983,3 +983,40 @@ def test_verify_waits_no_longer_than_a_dba_allows(audit_dsn: str, where: str) ->
     assert code == 2 and took < 5, (took, out.getvalue())
     assert out.getvalue().startswith("UNREADABLE: cannot read the audit table"), out.getvalue()
     assert "statement timeout" in out.getvalue()
+
+
+# --------------------------------------------------------------------------- server version
+
+
+def test_this_server_s_version_passes_and_a_server_below_the_minimum_is_refused_at_connect(
+        audit_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """There is no PostgreSQL 10 here: the real server passes the check, and with the
+    minimum raised above it, the sink and the verifier refuse it at connect, naming the
+    version found and the minimum, before creating or reading anything."""
+    import wingman.audit.postgres as pg
+
+    with psycopg.connect(audit_dsn) as conn:
+        found = int(conn.execute("SHOW server_version_num").fetchone()[0])
+        assert conn.info.server_version == found
+    assert pg.version_refusal(found) is None
+    _fill(audit_dsn, 2)
+    assert verify(audit_dsn).ok
+
+    monkeypatch.setattr(pg, "MIN_SERVER_VERSION", found + 1)
+    with pytest.raises(AuditUnavailable) as caught:
+        PostgresSink(audit_dsn)
+    out = io.StringIO()
+    assert verify_main(audit_dsn, out=out) == 2
+    for said in (caught.value.message, out.getvalue()):
+        assert f"(server_version_num {found}), and the audit trail needs PostgreSQL" in said
+        assert f"(server_version_num {found + 1})" in said and "upgrade the server" in said
+    assert out.getvalue().startswith("UNREADABLE: cannot read the audit database")
+    monkeypatch.setattr(pg, "MIN_SERVER_VERSION", found)
+    with PostgresSink(audit_dsn) as sink:
+        sink._drop()  # the next append connects again
+        monkeypatch.setattr(pg, "MIN_SERVER_VERSION", found + 1)
+        with pytest.raises(AuditUnavailable, match="needs PostgreSQL"):
+            sink.append("VoteCast", actor="reviewer", subject=SUBJECT)
+    monkeypatch.setattr(pg, "MIN_SERVER_VERSION", found)
+    assert verify(audit_dsn).ok and verify(audit_dsn).records == 2
+
