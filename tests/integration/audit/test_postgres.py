@@ -1020,3 +1020,55 @@ def test_this_server_s_version_passes_and_a_server_below_the_minimum_is_refused_
     monkeypatch.setattr(pg, "MIN_SERVER_VERSION", found)
     assert verify(audit_dsn).ok and verify(audit_dsn).records == 2
 
+
+# --------------------------------------------------------------------------- a large trail
+
+
+def test_a_large_valid_trail_verifies_and_one_edited_record_in_it_is_named(
+        audit_dsn: str) -> None:
+    """A trail of several of the verifier's fetches (256 rows each) verifies whole, against
+    checkpoints signed at its middle and its end; a record edited in its middle, at either
+    side of a fetch's boundary or within one, is the one named, the records before it
+    counted as verified."""
+    count = 1500  # six fetches
+    with PostgresSink(audit_dsn) as sink:
+        for start in range(0, count, 250):
+            stored = sink.append_all([
+                audit.NewRecord("VoteCast", f"reviewer-{i % 3}", SUBJECT,
+                                {"i": i, "vote": "approve", "note": "x" * (i % 200)})
+                for i in range(start, start + 250)])
+            assert all(isinstance(record, audit.AuditRecord) for record in stored)
+    started = time.monotonic()
+    report = verify(audit_dsn)
+    assert report.ok and report.records == count, report.summary()
+    assert time.monotonic() - started < 10
+    assert report.anchor is not None and report.anchor.seq == count - 1
+    middle = verify(audit_dsn, expected_count=700)
+    with psycopg.connect(audit_dsn) as conn:
+        hashes = dict(conn.execute("SELECT seq, hash FROM wingman_audit WHERE seq IN (699, %s)",
+                                   (count - 1,)).fetchall())
+    assert middle.ok and hashes[count - 1] == report.anchor.hash
+    checkpoints = check_signatures(
+        [sign_checkpoint(AUDIT_KEY, log="wingman-prd", anchor=AuditAnchor(seq, hashes[seq]),
+                         now=dt.datetime.now(dt.UTC)) for seq in (699, count - 1)],
+        KeySet.from_mapping({f"{AUDIT_KEY.kid}.pem": AUDIT_KEY.public_pem()}))
+    assert verify(audit_dsn, checkpoints=checkpoints).ok
+
+    for seq in (767, 768, 1100):  # the last row of the third fetch, the first of the fourth
+        edit = sql.SQL("UPDATE wingman_audit SET record = replace(record, '\"approve\"', "
+                       "'\"reject\"') WHERE seq = {}").format(seq)
+        undo = sql.SQL("UPDATE wingman_audit SET record = replace(record, '\"reject\"', "
+                       "'\"approve\"') WHERE seq = {}").format(seq)
+        _as_superuser(audit_dsn, edit)
+        try:
+            tampered = verify(audit_dsn, checkpoints=checkpoints)
+            assert tampered.problem is not None, seq
+            assert (tampered.problem.kind, tampered.problem.seq, tampered.records) == (
+                ProblemKind.EDITED, seq, seq), tampered.summary()
+            out = io.StringIO()
+            assert verify_main(audit_dsn, checkpoints=checkpoints, out=out) == 1
+            assert out.getvalue().startswith(f"TAMPERED at record {seq} (seq {seq}): Edited"), \
+                out.getvalue()
+        finally:
+            _as_superuser(audit_dsn, undo)
+    assert verify(audit_dsn, checkpoints=checkpoints).records == count
