@@ -8,7 +8,8 @@ Both decisions are pure functions of data:
   request one reviewer could not judge waits for a human), no voter flagged
   PromptInjection or Destructive, and the request's recorded preview shows a clean change for
   every command (``preview_finding``, read from the preview itself whichever voters sit on
-  the panel; where the policy previews, no preview is a finding too). A prompt
+  the panel, one entry per command of ``spec.commands`` in order; where the policy previews,
+  no preview is a finding too). A prompt
   injection is rejected outright (``AutoReject``): a request that tries to instruct its
   reviewers is not put in front of a human as if it were honest. Everything else, including
   a panel that rejects, waits for a human (``AwaitingDecision``) with the dissent visible:
@@ -276,35 +277,49 @@ class Decision:
     message: str
 
 
-def preview_finding(preview: Mapping[str, Any] | None, policy: EnvironmentPolicy) -> str:
+def preview_finding(preview: Mapping[str, Any] | None, policy: EnvironmentPolicy,
+                    commands: Sequence[str]) -> str:
     """Why the request's recorded preview (``status.preview``) does not show a clean change for
-    every command, or '' when it does (or when the policy does not preview and none was
-    recorded). Read from the preview itself, not from a voter's flag: a panel without the
-    built-in ``blast-radius`` voter flags nothing, and a finding must still keep the request
-    from auto-approval (fail closed: no preview where the policy previews, one not
-    ``Completed``, or one whose commands cannot be read, is a finding too)."""
+    every command of ``commands`` (its ``spec.commands``), or '' when it does (or when the
+    policy does not preview and none was recorded). Read from the preview itself, not from a
+    voter's flag: a panel without the built-in ``blast-radius`` voter flags nothing, and a
+    finding must still keep the request from auto-approval (fail closed: no preview where the
+    policy previews, one not ``Completed``, or one whose commands cannot be read, is a finding
+    too). The preview binds each command by its text (the gateway compares the targets of the
+    entry whose ``command`` is the one it runs), and the preview Job previews the request's
+    commands in order: a preview whose entries are not exactly ``commands``, one each, in
+    order (one missing, one more, another command's text), did not show every command, and
+    is a finding."""
     if not preview:
         return "no preview was recorded" if policy.preview.enabled else ""
     phase = str(preview.get("phase") or "")
     if phase != "Completed":
         detail = clean_rationale(str(preview.get("message") or ""))[:200]
         return f"the preview is {phase or 'without a phase'}" + (f": {detail}" if detail else "")
-    commands = preview.get("commands")
-    if not isinstance(commands, list) or not commands:
+    entries = preview.get("commands")
+    if not isinstance(entries, list) or not entries:
         detail = clean_rationale(str(preview.get("message") or ""))[:200]
         return "the preview recorded no command" + (f": {detail}" if detail else "")
-    for i, entry in enumerate(commands, 1):
-        outcome = entry.get("outcome") if isinstance(entry, Mapping) else None
+    if len(entries) != len(commands):
+        return (f"the preview has {len(entries)} entries for the request's {len(commands)} "
+                "command(s): each command needs its own")
+    for i, (entry, command) in enumerate(zip(entries, commands, strict=True), 1):
+        if not isinstance(entry, Mapping) or entry.get("command") != command:
+            return (f"the preview's entry {i} is not for the request's command {i}: the "
+                    "preview did not show that command")
+        outcome = entry.get("outcome")
         if outcome not in ("Previewed", "ReadOnly"):
             return f"command {i} was previewed {str(outcome or 'without an outcome')[:40]}"
     return ""
 
 
 def auto_approval(consensus: Consensus, policy: EnvironmentPolicy,
-                  preview: Mapping[str, Any] | None = None) -> Decision:
+                  preview: Mapping[str, Any] | None = None,
+                  commands: Sequence[str] = ()) -> Decision:
     """What the policy does with the panel's result (see the module docstring). ``preview``:
     the request's ``status.preview`` as the operator recorded it ({} when none), checked by
-    :func:`preview_finding`; None judges the panel's result alone."""
+    :func:`preview_finding` against ``commands`` (the request's ``spec.commands``); None
+    judges the panel's result alone."""
     if PROMPT_INJECTION in consensus.flags:
         return Decision(AutoDecision.AUTO_REJECT, "PromptInjection",
                         "a reviewer found text that tries to instruct the reviewers; "
@@ -328,7 +343,7 @@ def auto_approval(consensus: Consensus, policy: EnvironmentPolicy,
     if DESTRUCTIVE in consensus.flags:
         return Decision(AutoDecision.AWAIT_HUMAN, "DestructiveCommand",
                         "a reviewer flagged a destructive command; a human decides")
-    finding = preview_finding(preview, policy) if preview is not None else ""
+    finding = preview_finding(preview, policy, commands) if preview is not None else ""
     if PREVIEW_FINDING in consensus.flags or finding:
         return Decision(AutoDecision.AWAIT_HUMAN, "PreviewFinding",
                         "the preview could not show a clean change for every command "

@@ -362,6 +362,24 @@ def test_a_preview_finding_keeps_a_request_the_panel_approved_for_a_human() -> N
     assert t is not None and t.phase == "AutoApproved"
 
 
+def test_a_preview_without_an_entry_for_every_command_keeps_the_request_for_a_human() -> None:
+    """The request has two commands; its recorded preview shows only the first, cleanly, and
+    the panel approved unanimously at low risk: the second command was never previewed (and the
+    gateway would refuse to run it, having nothing to bind it to), so auto-approval is not
+    granted and the Reviewed condition says why."""
+    previewing = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
+                                              "autoApproveMaxRisk": "medium"})
+    first = "kubectl rollout restart deployment/web -n apps"
+    request = body(preview={"phase": "Completed", "commands": [
+        {"command": first, "executor": "kubernetes", "outcome": "Previewed"}]})
+    request["spec"]["commands"] = [first, "kubectl rollout restart deployment/api -n apps"]
+    t = approvals.reviewed(request, panel(Verdict.APPROVE), previewing, NOW)
+    assert t is not None and t.phase == "AwaitingDecision" and t.decision is None
+    assert t.audit_data["reason"] == "PreviewFinding"
+    reviewed_cond = next(c for c in t.status["conditions"] if c["type"] == "Reviewed")
+    assert "the preview has 1 entries for the request's 2 command(s)" in reviewed_cond["message"]
+
+
 def test_a_preview_that_could_not_read_its_request_is_a_finding_for_the_default_panel() -> None:
     """The preview pod could not read the request (its result holds a message and no command):
     the built-in panel flags it, and the policy, which reads the preview itself, keeps it for

@@ -183,6 +183,11 @@ def _preview(*outcomes: str, phase: str = "Completed") -> dict[str, object]:
                                           "outcome": o} for i, o in enumerate(outcomes)]}
 
 
+def _commands(n: int) -> list[str]:
+    """The request's spec.commands that :func:`_preview` previews, one each, in order."""
+    return [f"kubectl c{i}" for i in range(n)]
+
+
 @pytest.mark.parametrize(("preview", "said"), [
     (_preview("Previewed", "Forbidden"), "command 2 was previewed Forbidden"),
     (_preview("TargetMissing"), "command 1 was previewed TargetMissing"),
@@ -192,6 +197,8 @@ def _preview(*outcomes: str, phase: str = "Completed") -> dict[str, object]:
     ({"phase": "Completed", "message": "the request could not be read"},
      "the preview recorded no command: the request could not be read"),
     ({"phase": "Completed", "commands": ["not an entry"]},
+     "the preview's entry 1 is not for the request's command 1"),
+    ({"phase": "Completed", "commands": [{"command": "kubectl c0"}]},
      "command 1 was previewed without an outcome"),
     ({}, "no preview was recorded"),
 ])
@@ -200,7 +207,9 @@ def test_a_preview_finding_blocks_auto_approval_whichever_voters_sit(
     """The panel approves unanimously and nobody flagged PreviewFinding (no blast-radius voter
     on this panel): the recorded preview still keeps the request for a human."""
     test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM)
-    decision = auto_approval(approve_all(), test, preview)
+    entries = preview.get("commands")
+    decision = auto_approval(approve_all(), test, preview,
+                             _commands(len(entries) if isinstance(entries, list) else 1))
     assert decision.decision is AutoDecision.AWAIT_HUMAN
     assert decision.reason == "PreviewFinding"
     assert said in decision.message and "a human decides" in decision.message
@@ -209,11 +218,50 @@ def test_a_preview_finding_blocks_auto_approval_whichever_voters_sit(
 def test_a_clean_preview_or_none_where_the_policy_does_not_preview_auto_approves() -> None:
     test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM)
     clean = _preview("Previewed", "ReadOnly")
-    assert preview_finding(clean, test) == ""
-    assert auto_approval(approve_all(), test, clean).decision is AutoDecision.AUTO_APPROVE
+    assert preview_finding(clean, test, _commands(2)) == ""
+    assert auto_approval(approve_all(), test, clean, _commands(2)
+                         ).decision is AutoDecision.AUTO_APPROVE
     unpreviewed = EnvironmentPolicy(name="test", auto_approve=True,
                                     preview=PreviewSpec(enabled=False))
     assert auto_approval(approve_all(), unpreviewed, {}).decision is AutoDecision.AUTO_APPROVE
     # a preview recorded while the policy previewed still counts after previews were turned off
-    assert auto_approval(approve_all(), unpreviewed, _preview("Forbidden")
+    assert auto_approval(approve_all(), unpreviewed, _preview("Forbidden"), _commands(1)
                          ).reason == "PreviewFinding"
+
+
+@pytest.mark.parametrize(("entries", "commands", "said"), [
+    # the preview has no entry for the request's second command
+    (["kubectl c0"], ["kubectl c0", "kubectl c1"],
+     "the preview has 1 entries for the request's 2 command(s)"),
+    # an entry for a command the request does not have
+    (["kubectl c0", "kubectl c1"], ["kubectl c0"],
+     "the preview has 2 entries for the request's 1 command(s)"),
+    # as many entries, one of them for another command's text (one command previewed twice)
+    (["kubectl c0", "kubectl c0"], ["kubectl c0", "kubectl c1"],
+     "the preview's entry 2 is not for the request's command 2"),
+    # the right commands in another order: entries bind each command in turn
+    (["kubectl c1", "kubectl c0"], ["kubectl c0", "kubectl c1"],
+     "the preview's entry 1 is not for the request's command 1"),
+    # a command that differs from the previewed one only in a space is another command
+    (["kubectl c0"], ["kubectl  c0"], "the preview's entry 1 is not for the request's command 1"),
+    # an entry that names no command
+    ([None], ["kubectl c0"], "the preview's entry 1 is not for the request's command 1"),
+])
+def test_a_preview_that_did_not_show_every_command_of_the_request_blocks_auto_approval(
+        entries: list[str | None], commands: list[str], said: str) -> None:
+    """Every entry is clean (Previewed), the panel approves unanimously: a preview whose
+    entries are not the request's commands, one each in order, did not show what the request
+    would run, so a human decides, and the message says which entry is wrong."""
+    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM)
+    preview = {"phase": "Completed", "commands": [
+        {**({"command": c} if c is not None else {}), "executor": "kubernetes",
+         "outcome": "Previewed"} for c in entries]}
+    decision = auto_approval(approve_all(), test, preview, commands)
+    assert decision.decision is AutoDecision.AWAIT_HUMAN
+    assert decision.reason == "PreviewFinding"
+    assert said in decision.message and "a human decides" in decision.message
+    # and the same preview of exactly its commands auto-approves
+    exact = {"phase": "Completed", "commands": [
+        {"command": c, "executor": "kubernetes", "outcome": "Previewed"} for c in commands]}
+    assert auto_approval(approve_all(), test, exact, commands
+                         ).decision is AutoDecision.AUTO_APPROVE
