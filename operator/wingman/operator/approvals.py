@@ -128,8 +128,9 @@ def reviewed(body: Body, consensus: Consensus, policy: EnvironmentPolicy, now: d
         return None
     gen = _generation(body)
     conds = _conditions(body)
-    decision = auto_approval(consensus, policy, previews.status_of(body),
-                             [str(c) for c in body.get("spec", {}).get("commands") or []])
+    request = review_input(body)
+    decision = auto_approval(consensus, policy, previews.status_of(body), request.commands,
+                             [rollback for _, rollback in request.rollbacks])
     if decision.decision is AutoDecision.AUTO_APPROVE and now >= expiration_time(body, policy):
         # the review finished after the request's lifetime (the operator down, a backlog, a
         # slow panel): nothing is approved past it; ``expired`` ends the request in this pass

@@ -5,7 +5,9 @@ Both decisions are pure functions of data:
 - ``auto_approval(consensus, policy)``: ``AutoApprove`` only when the policy allows
   auto-approval, the panel's outcome is Approve, the aggregated risk is at most
   ``autoApproveMaxRisk``, every voter voted (none abstained, failed or timed out: a
-  request one reviewer could not judge waits for a human), no voter flagged
+  request one reviewer could not judge waits for a human), every command and rollback is
+  inside the allowlist (``outside_allowlist``, checked as a grant checks it whichever voters
+  sit and whatever the risk limit: a grant of it would be refused), no voter flagged
   PromptInjection or Destructive, and the request's recorded preview shows a clean change for
   every command (``preview_finding``, read from the preview itself whichever voters sit on
   the panel, one entry per command of ``spec.commands`` in order; where the policy previews,
@@ -32,6 +34,7 @@ The policy file is the ``policy`` block of the Helm values (camelCase) plus ``en
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from wingman.errors import ConfigError
+from wingman.errors import ConfigError, ScopeViolation
 from wingman.review.consensus import (
     DESTRUCTIVE,
     PREVIEW_FINDING,
@@ -53,7 +56,7 @@ from wingman.review.consensus import (
 from wingman.review.llm import DEFAULT_TIMEOUT_SECONDS as VOTER_DEFAULT_TIMEOUT_SECONDS
 from wingman.review.llm import MAX_TIMEOUT_SECONDS as VOTER_MAX_TIMEOUT_SECONDS
 from wingman.review.panel import check_independent
-from wingman.scope import Allowlist
+from wingman.scope import Allowlist, check
 
 HARD_MAX_TTL_SECONDS = 3600
 MAX_LIFETIME_SECONDS = 604800
@@ -313,13 +316,36 @@ def preview_finding(preview: Mapping[str, Any] | None, policy: EnvironmentPolicy
     return ""
 
 
+@functools.lru_cache(maxsize=8)
+def _allowlist(patterns: tuple[str, ...]) -> Allowlist:
+    return Allowlist.from_patterns(patterns)
+
+
+def outside_allowlist(policy: EnvironmentPolicy, commands: Sequence[str],
+                      rollbacks: Sequence[str] = ()) -> str:
+    """Which of the request's commands and rollbacks (``spec.rollbacks[].rollback``) the
+    environment's allowlist does not cover, as ``command 2, rollback 1``; '' when it covers
+    every one. Checked as a grant is (:func:`wingman.scope.check`: a command that cannot be
+    parsed is outside too), so that nothing is auto-approved that its grant would refuse."""
+    allowlist = _allowlist(policy.allowlist)
+    outside = []
+    for what, items in (("command", commands), ("rollback", rollbacks)):
+        for i, command in enumerate(items, 1):
+            try:
+                check(command, approved=[command], allowlist=allowlist)
+            except ScopeViolation:
+                outside.append(f"{what} {i}")
+    return ", ".join(outside)
+
+
 def auto_approval(consensus: Consensus, policy: EnvironmentPolicy,
                   preview: Mapping[str, Any] | None = None,
-                  commands: Sequence[str] = ()) -> Decision:
+                  commands: Sequence[str] = (), rollbacks: Sequence[str] = ()) -> Decision:
     """What the policy does with the panel's result (see the module docstring). ``preview``:
     the request's ``status.preview`` as the operator recorded it ({} when none), checked by
     :func:`preview_finding` against ``commands`` (the request's ``spec.commands``); None
-    judges the panel's result alone."""
+    judges the panel's result alone. ``commands`` and ``rollbacks`` (the rollback commands of
+    ``spec.rollbacks``) are checked against the allowlist (:func:`outside_allowlist`)."""
     if PROMPT_INJECTION in consensus.flags:
         return Decision(AutoDecision.AUTO_REJECT, "PromptInjection",
                         "a reviewer found text that tries to instruct the reviewers; "
@@ -343,6 +369,16 @@ def auto_approval(consensus: Consensus, policy: EnvironmentPolicy,
     if DESTRUCTIVE in consensus.flags:
         return Decision(AutoDecision.AWAIT_HUMAN, "DestructiveCommand",
                         "a reviewer flagged a destructive command; a human decides")
+    outside = outside_allowlist(policy, commands, rollbacks)
+    if outside:
+        said = next((f" (voter {v.voter}: {clean_rationale(v.rationale)[:200]})"
+                     for v in consensus.votes
+                     if v.voter == "allowlist" and v.verdict is Verdict.REJECT), "")
+        return Decision(AutoDecision.AWAIT_HUMAN, "OutsideAllowlist",
+                        f"{outside} of the request {'is' if ',' not in outside else 'are'} "
+                        f"outside the allowlist of environment {policy.name}{said}, and a grant "
+                        "of it would be refused; it is not auto-approved whatever the panel "
+                        "and risk, a human decides")
     finding = preview_finding(preview, policy, commands) if preview is not None else ""
     if PREVIEW_FINDING in consensus.flags or finding:
         return Decision(AutoDecision.AWAIT_HUMAN, "PreviewFinding",
@@ -408,5 +444,6 @@ __all__ = [
     "PreviewSpec",
     "auto_approval",
     "human_decision",
+    "outside_allowlist",
     "preview_finding",
 ]

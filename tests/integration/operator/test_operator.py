@@ -1890,6 +1890,44 @@ def test_a_failed_voter_leaves_an_auto_approvable_request_to_a_human(
             op.stop()
 
 
+def test_an_allowlist_reject_is_never_auto_approved_at_the_high_risk_limit(
+        cluster: Any, crds: Path, tmp_path: Path) -> None:
+    """autoApproveMaxRisk: high. A routine restart outside the allowlist (another namespace):
+    destructive, blast-radius and prompt-injection approve, the allowlist voter rejects at risk
+    high, so the panel approves 3 of 4 within the limit; every grant of the command would be
+    refused (NotInAllowlist), so it waits for a human, the Reviewed condition and the audit
+    record saying why. The allowlisted restart is still auto-approved at that limit."""
+    ns = f"wm-op-{uuid.uuid4().hex[:8]}"
+    outside = "kubectl rollout restart deployment/frontend -n shop"
+    with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
+                   values={"operator.replicas": 0, "policy.autoApproveMaxRisk": "high"}):
+        op = OperatorProcess(cluster, ns, tmp_path / "operator")
+        op.start()
+        try:
+            env = Env(cluster, ns, op)
+            env.request("inside")
+            env.request("outside", commands=(outside,))
+            env.wait_phase("ar", "inside", "AutoApproved")
+            ar = env.wait_phase("ar", "outside", "AwaitingDecision", "AutoApproved")
+            status = ar["status"]
+            assert status["phase"] == "AwaitingDecision", status["conditions"]
+            consensus = status["consensus"]
+            assert (consensus["outcome"], consensus["approvals"], consensus["risk"]) == (
+                "Approve", 3, "high")
+            assert [v["voter"] for v in consensus["dissent"]] == ["allowlist"]
+            conds = {c["type"]: c for c in status["conditions"]}
+            assert "Approved" not in conds
+            message = conds["Reviewed"]["message"]
+            assert "command 1 of the request is outside the allowlist of environment test" \
+                in message
+            assert "voter allowlist: 1 of 1 commands are outside" in message
+            (reviewed,) = [r for r in op.audit_events() if r["event"] == "ApprovalReviewed"
+                           and (r.get("subject") or {}).get("name") == "outside"]
+            assert reviewed["data"]["reason"] == "OutsideAllowlist", reviewed
+        finally:
+            op.stop()
+
+
 # ------------------------------------------------------------------ rollbacks on the claim path
 
 UNDO_SCALE = "kubectl scale deployment/checkout --replicas=1 -n apps"

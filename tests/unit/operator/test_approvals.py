@@ -8,16 +8,21 @@ import datetime as dt
 from typing import Any
 
 from wingman.conditions import approval_phase, is_approved
+from wingman.errors import ScopeViolation
 from wingman.model import approvals as rules
 from wingman.operator import approvals
 from wingman.review.consensus import PanelConfig, Risk, Verdict, Vote, decide, run_panel
 from wingman.review.policy import EnvironmentPolicy
 from wingman.review.voters import builtin_panel
+from wingman.scope import Allowlist, parse
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+#: The allowlist of the environments below (that of manifests/test): a command outside it is
+#: never auto-approved.
+ALLOW = ["kubectl rollout restart deployment/{name} -n apps"]
 # these requests carry no preview: a policy that does not preview
 TEST = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
-                                    "autoApproveMaxRisk": "medium",
+                                    "autoApproveMaxRisk": "medium", "allowlist": ALLOW,
                                     "preview": {"enabled": False}})
 PRD = EnvironmentPolicy.from_dict({"environment": "prd", "requiredApprovals": 2})
 
@@ -347,7 +352,8 @@ def test_a_preview_finding_keeps_a_request_the_panel_approved_for_a_human() -> N
     preview (a panel without the blast-radius voter): the Forbidden dry run the operator
     recorded still keeps the request from auto-approval."""
     previewing = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
-                                              "autoApproveMaxRisk": "medium"})
+                                              "autoApproveMaxRisk": "medium",
+                                              "allowlist": ALLOW})
     command = "kubectl rollout restart deployment/web -n apps"
     forbidden = {"phase": "Completed", "commands": [
         {"command": command, "executor": "kubectl", "outcome": "Forbidden",
@@ -368,7 +374,8 @@ def test_a_preview_without_an_entry_for_every_command_keeps_the_request_for_a_hu
     gateway would refuse to run it, having nothing to bind it to), so auto-approval is not
     granted and the Reviewed condition says why."""
     previewing = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
-                                              "autoApproveMaxRisk": "medium"})
+                                              "autoApproveMaxRisk": "medium",
+                                              "allowlist": ALLOW})
     first = "kubectl rollout restart deployment/web -n apps"
     request = body(preview={"phase": "Completed", "commands": [
         {"command": first, "executor": "kubernetes", "outcome": "Previewed"}]})
@@ -385,7 +392,8 @@ def test_a_preview_that_could_not_read_its_request_is_a_finding_for_the_default_
     the built-in panel flags it, and the policy, which reads the preview itself, keeps it for
     a human whatever the panel says."""
     previewing = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
-                                              "autoApproveMaxRisk": "medium"})
+                                              "autoApproveMaxRisk": "medium",
+                                              "allowlist": ALLOW})
     unread = {"phase": "Completed", "commands": [], "summary": {"objects": 0},
               "message": "cannot read ApprovalRequest r: Forbidden"}
     request = body(preview=unread)
@@ -396,3 +404,61 @@ def test_a_preview_that_could_not_read_its_request_is_a_finding_for_the_default_
     assert t is not None and t.phase == "AwaitingDecision"
     assert t.audit_data["reason"] == "PreviewFinding"
     assert "cannot read ApprovalRequest r: Forbidden" in t.message
+
+
+def _allowlist_panel(policy: EnvironmentPolicy) -> PanelConfig:
+    """The shipped panel of four, its allowlist voter judging with ``policy``'s allowlist."""
+    allowlist = Allowlist.from_patterns(policy.allowlist)
+
+    def allowed(command: str) -> bool:
+        try:
+            return allowlist.matches(parse(command))
+        except ScopeViolation:
+            return False
+    return PanelConfig(builtin_panel(allowed), threshold=3, quorum=3)
+
+
+def test_an_allowlist_reject_keeps_a_request_from_auto_approval_at_any_risk_limit() -> None:
+    """autoApproveMaxRisk: high, and the four built-in voters: destructive, blast-radius and
+    prompt-injection approve a routine restart, the allowlist voter rejects it (another
+    namespace than the allowlist's), so the panel approves 3 of 4 at risk high. A grant of the
+    command would be refused (the allowlist is enforced again at grant time): it is not
+    auto-approved, and the message says the allowlist's finding."""
+    lenient = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
+                                           "autoApproveMaxRisk": "high", "allowlist": ALLOW,
+                                           "preview": {"enabled": False}})
+    request = body()
+    request["spec"]["commands"] = ["kubectl rollout restart deployment/web -n shop"]
+    consensus = asyncio.run(run_panel(_allowlist_panel(lenient), approvals.review_input(request)))
+    assert (consensus.outcome.value, consensus.approvals, consensus.risk) == ("Approve", 3,
+                                                                             Risk.HIGH)
+    assert [v.voter for v in consensus.dissent] == ["allowlist"]
+    t = approvals.reviewed(request, consensus, lenient, NOW)
+    assert t is not None and t.phase == "AwaitingDecision" and t.decision is None
+    assert t.audit_data["reason"] == "OutsideAllowlist"
+    assert "command 1 of the request is outside the allowlist of environment test" in t.message
+    assert "1 of 1 commands are outside the environment's allowlist" in t.message
+    # the same request inside the allowlist auto-approves at that limit
+    request["spec"]["commands"] = ["kubectl rollout restart deployment/web -n apps"]
+    consensus = asyncio.run(run_panel(_allowlist_panel(lenient), approvals.review_input(request)))
+    t = approvals.reviewed(request, consensus, lenient, NOW)
+    assert t is not None and t.phase == "AutoApproved"
+
+
+def test_a_rollback_outside_the_allowlist_keeps_a_previewed_request_from_auto_approval() -> None:
+    """Rollbacks are not previewed, and a reviewed rollback is granted later without a new
+    decision: a request whose command is allowlisted and cleanly previewed, and whose rollback
+    the allowlist does not cover, waits for a human at autoApproveMaxRisk high too."""
+    lenient = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
+                                           "autoApproveMaxRisk": "high", "allowlist": ALLOW})
+    command = "kubectl rollout restart deployment/web -n apps"
+    request = body(preview={"phase": "Completed", "commands": [
+        {"command": command, "executor": "kubernetes", "outcome": "Previewed"}]})
+    request["spec"]["rollbacks"] = [{"command": command,
+                                     "rollback": "kubectl rollout restart deployment/web -n shop"}]
+    consensus = asyncio.run(run_panel(_allowlist_panel(lenient), approvals.review_input(request)))
+    assert consensus.outcome.value == "Approve"
+    t = approvals.reviewed(request, consensus, lenient, NOW)
+    assert t is not None and t.phase == "AwaitingDecision"
+    assert t.audit_data["reason"] == "OutsideAllowlist"
+    assert "rollback 1 of the request is outside the allowlist" in t.message

@@ -27,6 +27,8 @@ NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 # these requests carry no preview: a policy that does not preview
 POLICY = EnvironmentPolicy.from_dict({"environment": "test", "autoApprove": True,
                                       "autoApproveMaxRisk": "medium",
+                                      "allowlist": ["kubectl rollout restart deployment/{name} "
+                                                    "-n apps"],
                                       "preview": {"enabled": False}})
 
 

@@ -178,14 +178,26 @@ def test_human_decision_needs_distinct_approvers_and_any_reject_rejects() -> Non
     assert human_decision(rejected, prd, "alice").outcome is HumanOutcome.REJECTED
 
 
+#: Commands of the requests below, and the allowlist that covers them (a command outside the
+#: allowlist is never auto-approved, whatever its preview).
+ALLOW = ("kubectl rollout restart deployment/{name} -n apps",)
+
+
+def _command(i: int) -> str:
+    return f"kubectl rollout restart deployment/c{i} -n apps"
+
+
+C0, C1 = _command(0), _command(1)
+
+
 def _preview(*outcomes: str, phase: str = "Completed") -> dict[str, object]:
-    return {"phase": phase, "commands": [{"command": f"kubectl c{i}", "executor": "kubectl",
+    return {"phase": phase, "commands": [{"command": _command(i), "executor": "kubectl",
                                           "outcome": o} for i, o in enumerate(outcomes)]}
 
 
 def _commands(n: int) -> list[str]:
     """The request's spec.commands that :func:`_preview` previews, one each, in order."""
-    return [f"kubectl c{i}" for i in range(n)]
+    return [_command(i) for i in range(n)]
 
 
 @pytest.mark.parametrize(("preview", "said"), [
@@ -198,7 +210,7 @@ def _commands(n: int) -> list[str]:
      "the preview recorded no command: the request could not be read"),
     ({"phase": "Completed", "commands": ["not an entry"]},
      "the preview's entry 1 is not for the request's command 1"),
-    ({"phase": "Completed", "commands": [{"command": "kubectl c0"}]},
+    ({"phase": "Completed", "commands": [{"command": C0}]},
      "command 1 was previewed without an outcome"),
     ({}, "no preview was recorded"),
 ])
@@ -206,7 +218,8 @@ def test_a_preview_finding_blocks_auto_approval_whichever_voters_sit(
         preview: dict[str, object], said: str) -> None:
     """The panel approves unanimously and nobody flagged PreviewFinding (no blast-radius voter
     on this panel): the recorded preview still keeps the request for a human."""
-    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM)
+    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM,
+                             allowlist=ALLOW)
     entries = preview.get("commands")
     decision = auto_approval(approve_all(), test, preview,
                              _commands(len(entries) if isinstance(entries, list) else 1))
@@ -216,13 +229,14 @@ def test_a_preview_finding_blocks_auto_approval_whichever_voters_sit(
 
 
 def test_a_clean_preview_or_none_where_the_policy_does_not_preview_auto_approves() -> None:
-    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM)
+    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM,
+                             allowlist=ALLOW)
     clean = _preview("Previewed", "ReadOnly")
     assert preview_finding(clean, test, _commands(2)) == ""
     assert auto_approval(approve_all(), test, clean, _commands(2)
                          ).decision is AutoDecision.AUTO_APPROVE
     unpreviewed = EnvironmentPolicy(name="test", auto_approve=True,
-                                    preview=PreviewSpec(enabled=False))
+                                    preview=PreviewSpec(enabled=False), allowlist=ALLOW)
     assert auto_approval(approve_all(), unpreviewed, {}).decision is AutoDecision.AUTO_APPROVE
     # a preview recorded while the policy previewed still counts after previews were turned off
     assert auto_approval(approve_all(), unpreviewed, _preview("Forbidden"), _commands(1)
@@ -231,28 +245,30 @@ def test_a_clean_preview_or_none_where_the_policy_does_not_preview_auto_approves
 
 @pytest.mark.parametrize(("entries", "commands", "said"), [
     # the preview has no entry for the request's second command
-    (["kubectl c0"], ["kubectl c0", "kubectl c1"],
+    ([C0], [C0, C1],
      "the preview has 1 entries for the request's 2 command(s)"),
     # an entry for a command the request does not have
-    (["kubectl c0", "kubectl c1"], ["kubectl c0"],
+    ([C0, C1], [C0],
      "the preview has 2 entries for the request's 1 command(s)"),
     # as many entries, one of them for another command's text (one command previewed twice)
-    (["kubectl c0", "kubectl c0"], ["kubectl c0", "kubectl c1"],
+    ([C0, C0], [C0, C1],
      "the preview's entry 2 is not for the request's command 2"),
     # the right commands in another order: entries bind each command in turn
-    (["kubectl c1", "kubectl c0"], ["kubectl c0", "kubectl c1"],
+    ([C1, C0], [C0, C1],
      "the preview's entry 1 is not for the request's command 1"),
     # a command that differs from the previewed one only in a space is another command
-    (["kubectl c0"], ["kubectl  c0"], "the preview's entry 1 is not for the request's command 1"),
+    ([C0], [C0.replace("restart ", "restart  ")],
+     "the preview's entry 1 is not for the request's command 1"),
     # an entry that names no command
-    ([None], ["kubectl c0"], "the preview's entry 1 is not for the request's command 1"),
+    ([None], [C0], "the preview's entry 1 is not for the request's command 1"),
 ])
 def test_a_preview_that_did_not_show_every_command_of_the_request_blocks_auto_approval(
         entries: list[str | None], commands: list[str], said: str) -> None:
     """Every entry is clean (Previewed), the panel approves unanimously: a preview whose
     entries are not the request's commands, one each in order, did not show what the request
     would run, so a human decides, and the message says which entry is wrong."""
-    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM)
+    test = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.MEDIUM,
+                             allowlist=ALLOW)
     preview = {"phase": "Completed", "commands": [
         {**({"command": c} if c is not None else {}), "executor": "kubernetes",
          "outcome": "Previewed"} for c in entries]}
@@ -265,3 +281,27 @@ def test_a_preview_that_did_not_show_every_command_of_the_request_blocks_auto_ap
         {"command": c, "executor": "kubernetes", "outcome": "Previewed"} for c in commands]}
     assert auto_approval(approve_all(), test, exact, commands
                          ).decision is AutoDecision.AUTO_APPROVE
+
+
+def test_a_command_or_rollback_outside_the_allowlist_is_never_auto_approved() -> None:
+    """Whichever voters sit on the panel (here three that approve unanimously, no allowlist
+    voter) and whatever the risk limit, the policy checks the request's commands and rollbacks
+    against the allowlist as a grant would: one outside it (or one that cannot be parsed)
+    waits for a human, and the message names it."""
+    lenient = EnvironmentPolicy(name="test", auto_approve=True, auto_approve_max_risk=Risk.HIGH,
+                                allowlist=ALLOW, preview=PreviewSpec(enabled=False))
+    for commands, rollbacks, said in (
+            ([C0, "kubectl delete namespace apps"], [], "command 2 of the request is"),
+            ([C0], ["kubectl scale deployment/c0 --replicas=1 -n apps"], "rollback 1 of"),
+            (["kubectl get pods; rm -rf /"], [C1], "command 1 of"),
+            (["kubectl get pods"], ["kubectl get nodes"], "command 1, rollback 1 of the request "
+                                                          "are outside")):
+        decision = auto_approval(approve_all("high"), lenient, {}, commands, rollbacks)
+        assert decision.decision is AutoDecision.AWAIT_HUMAN
+        assert decision.reason == "OutsideAllowlist"
+        assert said in decision.message and "a human decides" in decision.message
+    assert auto_approval(approve_all("high"), lenient, {}, [C0], [C1]
+                         ).decision is AutoDecision.AUTO_APPROVE
+    # an empty allowlist allows nothing: no grant could run it
+    empty = EnvironmentPolicy(name="test", auto_approve=True, preview=PreviewSpec(enabled=False))
+    assert auto_approval(approve_all(), empty, {}, [C0]).reason == "OutsideAllowlist"
