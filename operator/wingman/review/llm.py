@@ -565,9 +565,15 @@ def guard(vote: Vote, findings: list[str], *, flag: str = PROMPT_INJECTION,
 
     The vote gains ``flag``: ``PromptInjection`` for the request's own text (which rejects the
     request), ``PreviewFinding`` for text planted in a target object (a human decides); an
-    approval becomes a rejection at high risk or more.
+    approval becomes a rejection at high risk or more. With ``PreviewFinding`` (the detector
+    found instructions in a target object and none in the request's own text), a
+    ``PromptInjection`` flag of the model's own, however spelled, is dropped: the model read
+    the planted text too, and anyone who may write an object could otherwise get others'
+    requests rejected outright; the vote still rejects, and a human decides.
     """
-    flags = tuple(dict.fromkeys((*vote.flags, flag)))
+    kept = vote.flags if flag != PREVIEW_FINDING else tuple(
+        f for f in vote.flags if _flag_key(f) != _flag_key(PROMPT_INJECTION))
+    flags = tuple(dict.fromkeys((*kept, flag)))
     if vote.verdict is Verdict.APPROVE:
         return Vote(vote.voter, Verdict.REJECT, max(vote.risk, Risk.HIGH, key=lambda r: r.rank),
                     f"{where} matches {len(findings)} prompt-injection pattern(s); "
