@@ -36,7 +36,8 @@ within 10 seconds (else, or when the sender hangs up first: 408);
 a signed interactive payload that is not a JSON object (or not one the parser can read: nested
 too deeply, a number too long) is a 400.
 Refused with an answer and an audit record: another workspace, bots, guests (multi- and
-single-channel guests, as ``users.info`` says; when Slack cannot say, the action is refused),
+single-channel guests, as ``users.info`` says, asked afresh for each decision; when Slack
+cannot say, the action is refused),
 other channels, buttons that do not verify or belong to another environment, and buttons on a
 message that is not the request's current message. A card Slack refuses for what it holds
 (``msg_too_long``, ``invalid_blocks``, ...) is sent again as the short card
@@ -115,6 +116,11 @@ REFUSED_MESSAGE = frozenset({
     "markdown_text_conflict", "invalid_metadata_format", "invalid_metadata_schema",
     "metadata_too_large"})
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
+#: Seconds what ``users.info`` said of a person (bot, guest, deactivated) is kept for
+#: read-only answers; a decision asks Slack afresh.
+USER_CHECK_SECONDS = 300.0
+#: Command verbs that change a request (or create its grant): their sender is checked afresh.
+CHANGING = frozenset({"approve", "reject", "exec", "confirm"})
 #: Where Slack's ``response_url`` points (``https://hooks.slack.com/commands/...``; GovSlack's
 #: hooks host): a later answer is posted only there, or to ``baseUrl``'s scheme, host and port.
 RESPONSE_HOSTS = ("hooks.slack.com", "hooks.slack-gov.com")
@@ -276,13 +282,18 @@ class SlackChannel:
         except (ValueError, TypeError):
             return False
 
-    async def _actor(self, team: str, user_id: str) -> ChatPerson | None:
-        """Refusal for another workspace, bots and guests; else the mapped person (or None)."""
+    async def _actor(self, team: str, user_id: str, *, fresh: bool = False
+                     ) -> ChatPerson | None:
+        """Refusal for another workspace, bots, guests and deactivated accounts; else the
+        mapped person (or None). What Slack's ``users.info`` says is kept for
+        ``USER_CHECK_SECONDS`` for read-only answers (a button opening its modal, ``pending``,
+        ``describe``, ``status``); ``fresh`` (a decision, a grant: anything that changes a
+        request) asks Slack again, and is refused when Slack cannot say."""
         if team != self.config.team_id:
             raise refuse("ForeignWorkspace", "Wingman takes no decisions from this Slack "
                          "workspace")
         cached = self._users.get(user_id)
-        if cached is None or time.monotonic() - cached[0] > 300:
+        if fresh or cached is None or time.monotonic() - cached[0] > USER_CHECK_SECONDS:
             try:
                 resp = await self._call("users.info", self.client.users_info, user=user_id)
             except ChannelError as exc:
@@ -519,7 +530,7 @@ class SlackChannel:
                         ) -> Reply:
         person: ChatPerson | None = None
         try:
-            person = await self._actor(team, user_id)
+            person = await self._actor(team, user_id, fresh=True)
             button = self.signer.check(value)
             return await self.service.act(
                 self.name, user_id, person, button.verb, uid=button.uid, reason=reason,
@@ -592,7 +603,10 @@ class SlackChannel:
         user_id = form.get("user_id", "unknown")
         person: ChatPerson | None = None
         try:
-            person = await self._actor(form.get("team_id", ""), user_id)
+            verb, rest = words(unescape(form.get("text", "")))
+            verb = verb.lower()
+            person = await self._actor(form.get("team_id", ""), user_id,
+                                       fresh=verb in CHANGING)
             if form.get("command") != self.config.command:
                 raise refuse("UnknownCommand", f"this app answers {self.config.command} only")
             channel = form.get("channel_id", "")
@@ -600,8 +614,6 @@ class SlackChannel:
             if channel not in allowed and not channel.startswith("D"):
                 raise refuse("WrongChannel", "Wingman takes no commands in this channel: use "
                              "the Wingman channel or a direct message")
-            verb, rest = words(unescape(form.get("text", "")))
-            verb = verb.lower()
             kwargs = command_args(verb, rest, f"{self.config.command} ")
             if verb in ("", "help"):
                 return Reply((T(f"{self.config.command} pending | describe <request> | approve "

@@ -1175,3 +1175,61 @@ def test_only_slacks_response_urls_are_answered(url: str, allowed: bool) -> None
     assert slack.response_url_allowed(url, "http://127.0.0.1:8099/api/") is allowed
     if "127.0.0.1" not in url:
         assert slack.response_url_allowed(url, "https://slack.com/api/") is allowed
+
+
+async def _command(http: ClientSession, url: str, text: str) -> str:
+    """Bob's slash command ``text`` in the Wingman channel (each signed anew: Slack's
+    ``trigger_id`` differs): its answer (the blocks, as JSON)."""
+    data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                      "command": "/wingman", "text": text,
+                      "trigger_id": f"trig-{time.monotonic_ns()}"}).encode()
+    async with http.post(f"{url}/slack/commands", data=data, headers=signed(data)) as resp:
+        assert resp.status == 200
+        return json.dumps((await resp.json())["blocks"])
+
+
+@pytest.mark.parametrize(("became", "reason"), [({"is_restricted": True}, "Guest"),
+                                                 ({"deleted": True}, "Unmapped"),
+                                                 ({"is_bot": True}, "Bot")])
+def test_who_is_checked_afresh_for_every_decision_not_taken_from_minutes_before(
+        tmp_path: Path, became: dict[str, Any], reason: str) -> None:
+    """Whether a Slack user is a guest, deactivated or a bot was kept for five minutes: a
+    person made a guest, deactivated or flagged as a bot went on deciding meanwhile. A
+    decision (a command that changes a request, a modal's submission) asks Slack afresh; a
+    read-only answer may use what was asked a moment before."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        svc.cluster = Deciding(*svc.cluster.objs)  # type: ignore[assignment, attr-defined]
+        async with ClientSession() as http:
+            assert "No request awaits" not in await _command(http, url, "describe changed")
+            view = await _modal(http, url, fake, svc)  # pressed while still a member
+            asked = sum(m == "users.info" for m, _ in fake.requests)
+            fake.users["U0BOB"] = {"is_bot": False, **became}
+            assert "changed" in await _command(http, url, "describe changed")  # read-only
+            assert sum(m == "users.info" for m, _ in fake.requests) == asked
+            refused = await _command(http, url, "approve changed now")
+            _, status, text = await _post(http, url, _submitted(view, "ok", "", "h1"))
+            assert status == 200
+            answer = json.loads(text)
+        assert "decisions" not in svc.cluster.objs[0]["spec"]  # type: ignore[attr-defined]
+        assert reason in refused
+        assert answer["response_action"] == "errors", answer
+        assert metric(svc, "wingman_chat_refusals_total", channel="slack",
+                      reason=reason) == 2
+
+    run(tmp_path, request("changed", 1), body=body)
+
+
+def test_a_decision_is_refused_when_slack_cannot_say_who_decides_now(tmp_path: Path) -> None:
+    """A decision whose fresh check fails (Slack's users.info down) is refused
+    (UserCheckUnavailable), whatever was known minutes before; a read-only command is
+    answered from what was just known."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        svc.cluster = Deciding(*svc.cluster.objs)  # type: ignore[assignment, attr-defined]
+        async with ClientSession() as http:
+            await _command(http, url, "describe unsure")
+            fake.refuse = lambda method, p: "ratelimited" if method == "users.info" else None
+            assert "UserCheckUnavailable" not in await _command(http, url, "describe unsure")
+            assert "UserCheckUnavailable" in await _command(http, url, "approve unsure ok")
+        assert "decisions" not in svc.cluster.objs[0]["spec"]  # type: ignore[attr-defined]
+
+    run(tmp_path, request("unsure", 1), body=body)
