@@ -116,6 +116,8 @@ REFUSED_MESSAGE = frozenset({
     "markdown_text_conflict", "invalid_metadata_format", "invalid_metadata_schema",
     "metadata_too_large"})
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
+#: Seconds a Web API call may take (connecting, sending, the answer).
+WEB_API_SECONDS = 15.0
 #: Seconds what ``users.info`` said of a person (bot, guest, deactivated) is kept for
 #: read-only answers; a decision asks Slack afresh.
 USER_CHECK_SECONDS = 300.0
@@ -148,7 +150,8 @@ class SlackChannel:
         from wingman.chat.guard import ButtonSigner
 
         self.config = config
-        self.client = AsyncWebClient(token=token, base_url=config.base_url, timeout=15)
+        self.client = AsyncWebClient(token=token, base_url=config.base_url,
+                                     timeout=int(WEB_API_SECONDS))
         self.verifier = SignatureVerifier(signing_secret)
         self.signer = ButtonSigner(signing_secret, self.name, environment)
         self.button_key = self.signer.key_id  # cards whose buttons it did not sign: edited
@@ -166,8 +169,19 @@ class SlackChannel:
 
     # -- Web API -------------------------------------------------------------------------
     async def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
+        if self.client.session is None or self.client.session.closed:
+            # slack_sdk's client follows redirects (aiohttp's default, which it does not
+            # change): its session is one of our own, which refuses them (``_no_redirects``)
+            self.client.session = ClientSession(timeout=ClientTimeout(total=WEB_API_SECONDS),
+                                                 trace_configs=[_no_redirects()])
         try:
             return await method(**kwargs)
+        except _Redirected as exc:
+            log.warning("slack: the Web API answered with a redirect, which is not followed "
+                        "(a call goes to baseUrl only); the call failed",
+                        extra={"method": what, "status": exc.status, "redirectTo": exc.where})
+            raise ChannelError(f"Slack {what} failed: answered with a redirect "
+                               f"({exc.status}), which is not followed") from None
         except SlackApiError as exc:
             error = str(exc.response.get("error", "")) if exc.response is not None else ""
             if error in ("message_not_found", "cant_update_message"):
@@ -683,8 +697,8 @@ class SlackChannel:
 
 
 class _Redirected(Exception):
-    """A response_url's answer was a redirect (its status, and where to: scheme, host and
-    port, never the path or query, which may hold a token)."""
+    """A response_url's or the Web API's answer was a redirect (its status, and where to:
+    scheme, host and port, never the path or query, which may hold a token)."""
 
     def __init__(self, status: int, where: str) -> None:
         super().__init__(f"redirected ({status}) to {where}")
@@ -694,8 +708,9 @@ class _Redirected(Exception):
 def _no_redirects() -> TraceConfig:
     """Tracing that stops a request at its first redirect (``_Redirected``), before aiohttp
     follows it: the answer to a command is posted to the ``response_url`` checked by
-    ``response_url_allowed`` and nowhere else, not re-posted (307, 308) or fetched (301, 302,
-    303) at an address of the redirect's choosing."""
+    ``response_url_allowed`` and nowhere else, and a Web API call (a card, a modal, the user
+    asked about) goes to ``baseUrl`` and nowhere else, not re-posted (307, 308) or fetched
+    (301, 302, 303) at an address of the redirect's choosing."""
     async def stop(_session: ClientSession, _ctx: Any,
                    params: TraceRequestRedirectParams) -> None:
         location = params.response.headers.get("Location", "")

@@ -1233,3 +1233,33 @@ def test_a_decision_is_refused_when_slack_cannot_say_who_decides_now(tmp_path: P
         assert "decisions" not in svc.cluster.objs[0]["spec"]  # type: ignore[attr-defined]
 
     run(tmp_path, request("unsure", 1), body=body)
+
+
+@pytest.mark.parametrize("status", [307, 308, 302])
+def test_a_web_api_call_answered_with_a_redirect_is_not_followed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int) -> None:
+    """The Web API (at baseUrl) answering with a redirect to another host: the HTTP client
+    would follow it, a 307 or 308 posting the card (or the user asked about) there again. It
+    is not followed: nothing reaches that host, the call fails as an outage would (retried
+    with backoff; a decision's check of its sender refused), and the log says why, naming
+    only the status and scheme://host:port."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        with serving(WebhookReceiver()) as inside:
+            target = inside.url + "?token=xoxb-secret"
+            fake.redirects["/api/chat.postMessage"] = (status, target)
+            fake.redirects["/api/users.info"] = (status, target)
+            await svc.sync()
+            async with ClientSession() as http:
+                refused = await _command(http, url, "approve moved ok")
+            assert inside.deliveries == []
+        assert fake.cards(CHANNEL) == []
+        assert metric(svc, "wingman_chat_messages_failed_total", channel="slack") == 1
+        assert "UserCheckUnavailable" in refused
+        records = [r for r in caplog.records if "redirect" in r.getMessage()]
+        assert {r.__dict__["method"] for r in records} == {"chat.postMessage", "users.info"}
+        for record in records:
+            assert "not followed" in record.getMessage()
+            assert record.__dict__["redirectTo"] == inside.url.removesuffix("/hook")
+            assert record.__dict__["status"] == status
+
+    run(tmp_path, request("moved", 1), body=body)
