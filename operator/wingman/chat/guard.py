@@ -46,6 +46,7 @@ import hashlib
 import hmac
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -402,18 +403,30 @@ class StepUp:
 
 
 class ReplayGuard:
-    """Keys seen within ``ttl`` seconds; ``seen(key)`` is True the second time."""
+    """Keys seen within ``ttl`` seconds; ``seen(key)`` is True the second time.
 
-    def __init__(self, ttl: float = 900.0) -> None:
+    The keys are kept in the order they were seen, which is the order their windows end
+    (``clock`` only goes forward, ``ttl`` is one for all): each check forgets, from the front,
+    those whose window has ended, so it costs about the same however many are kept, and the
+    memory holds only keys a replay could still be refused for."""
+
+    def __init__(self, ttl: float = 900.0, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
-        self._seen: dict[str, float] = {}
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def seen(self, key: str) -> bool:
-        now = time.monotonic()
-        if len(self._seen) > 10000:
-            self._seen = {k: t for k, t in self._seen.items() if now - t < self.ttl}
-        first = self._seen.get(key)
-        if first is not None and now - first < self.ttl:
+        now = self._clock()
+        while self._seen:
+            first = next(iter(self._seen.values()))
+            if now - first < self.ttl:
+                break
+            self._seen.popitem(last=False)
+        if key in self._seen:
             return True
         self._seen[key] = now
         return False

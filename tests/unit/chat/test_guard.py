@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pyotp
 import pytest
@@ -248,3 +249,43 @@ def test_a_message_sent_before_its_request_was_created_is_stale() -> None:
 def test_replay_guard() -> None:
     guard = ReplayGuard()
     assert not guard.seen("a") and guard.seen("a") and not guard.seen("b")
+
+
+def test_replay_guard_under_a_flood_takes_linear_time_and_refuses_every_replay() -> None:
+    """Beyond 10,000 keys seen within the window (signed Slack requests, Telegram callbacks,
+    say, 30,000 in ten minutes), every check copied the whole memory: a flood's checks took
+    time growing with the square of its size (minutes), holding up the event loop. Each check
+    now costs about the same, and every replay inside the window is still refused."""
+    guard = ReplayGuard(ttl=600)
+    began = time.monotonic()
+    assert not any(guard.seen(f"sig:{i}") for i in range(30_000))
+    took = time.monotonic() - began
+    assert took < 3.0, f"30,000 checks took {took:.1f} s"
+    assert all(guard.seen(f"sig:{i}") for i in (0, 1, 9_999, 10_000, 29_999))
+
+
+def test_replay_guard_forgets_only_what_has_left_the_window() -> None:
+    """Each check forgets the keys seen longer ago than the window (the memory holds what a
+    replay could still be refused for, no more), and never one still inside it: a key seen
+    again after its window is remembered from then on."""
+    now = [1000.0]
+    guard = ReplayGuard(ttl=10, clock=lambda: now[0])
+    for i in range(20_000):
+        assert not guard.seen(f"k{i}")
+    assert not guard.seen("again")
+    assert len(guard) == 20_001
+    now[0] = 1005.0
+    assert not guard.seen("late")
+    assert guard.seen("k0") and guard.seen("k19999") and guard.seen("again")
+    now[0] = 1010.0  # the first 20,001 have left the window; "late" has not
+    assert not guard.seen("again")  # its window starts anew
+    assert len(guard) == 2
+    now[0] = 1014.5
+    assert guard.seen("late") and guard.seen("again")
+    now[0] = 1015.0  # "late" leaves its window; "again" is inside its second one
+    assert not guard.seen("late")
+    assert guard.seen("again")
+    assert not guard.seen("k0")
+    now[0] = 1020.0  # "again" leaves its second window
+    assert not guard.seen("again")
+    assert len(guard) == 3  # "late" (1015), "k0" (1015), "again" (1020)
