@@ -566,7 +566,11 @@ class ChatConfig:
         if env != environment:
             raise ConfigError(f"the chat configuration is for environment {env!r}, but this "
                               f"process serves {environment!r}; mount the right file")
-        people = tuple(_person(p, i) for i, p in enumerate(data.get("people") or []))
+        listed = data.get("people") or []
+        if not isinstance(listed, list):
+            raise ConfigError("chat.people must be a list of people (kubernetesUser, groups "
+                              f"and ids), got {type(listed).__name__}")
+        people = tuple(_person(p, i) for i, p in enumerate(listed))
         for attr, what in (("user", "Kubernetes user"), ("telegram_id", "Telegram user id"),
                            ("slack_id", "Slack user id")):
             seen = [getattr(p, attr) for p in people if getattr(p, attr) is not None]
@@ -574,9 +578,8 @@ class ChatConfig:
             if dup:
                 raise ConfigError(f"chat.people maps the {what} {sorted(map(str, dup))[0]!r} "
                                   "more than once; each person appears once")
-        tg = data.get("telegram") or {}
-        sl = data.get("slack") or {}
-        wh = data.get("webhook") or {}
+        tg, sl, wh, step = (_section(data, key)
+                            for key in ("telegram", "slack", "webhook", "stepUp"))
         telegram = slack = webhook = None
         if tg.get("enabled"):
             telegram = TelegramConfig(
@@ -606,7 +609,6 @@ class ChatConfig:
             webhook = WebhookConfig(
                 url=_url(str(wh.get("url") or ""), "chat.webhook.url"),
                 timeout_seconds=_cfg_range(wh, "timeoutSeconds", 10, 1, 120, "chat.webhook"))
-        step = data.get("stepUp") or {}
         config = cls(
             environment=env, people=people, telegram=telegram, slack=slack, webhook=webhook,
             step_up=bool(step.get("enabled", False)),
@@ -624,6 +626,15 @@ class ChatConfig:
 
     def person_named(self, user: str) -> ChatPerson | None:
         return next((p for p in self.people if p.user == user), None)
+
+
+def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """The mapping ``chat.<key>`` (empty when not given); ConfigError for anything else."""
+    value = data.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"chat.{key} must be a mapping (enabled: true, ...), got "
+                          f"{type(value).__name__}")
+    return value
 
 
 def _cfg_int(data: Mapping[str, Any], key: str, where: str) -> int:
@@ -660,13 +671,18 @@ def _person(data: Any, index: int) -> ChatPerson:
     where = f"chat.people[{index}]"
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where} must be a mapping with kubernetesUser, groups and ids")
-    user = str(data.get("kubernetesUser") or "")
-    if not user or len(user) > 253 or user.startswith("system:"):
+    user = data.get("kubernetesUser") or ""
+    if not isinstance(user, str) or not user or len(user) > 253 or user.startswith("system:"):
         raise ConfigError(f"{where}.kubernetesUser must be a person's user name (1..253 "
                           f"characters, not system:*), got {user!r}")
-    groups = tuple(str(g) for g in data.get("groups") or [])
+    listed = data.get("groups") or []
+    if not isinstance(listed, list) or not all(
+            isinstance(g, str) and g and g == g.strip() for g in listed):
+        raise ConfigError(f"{where}.groups must be a list of group names (e.g. "
+                          f"[\"wingman:prd-approvers\"]), got {listed!r}")
+    groups = tuple(listed)
     for g in groups:
-        if not g or g.startswith("system:"):
+        if g.startswith("system:"):
             raise ConfigError(f"{where}.groups may not name {g!r}: chat may only act with the "
                               "person's own Wingman groups, never system:* groups")
     tg = data.get("telegramUserId")

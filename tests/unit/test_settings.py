@@ -383,3 +383,31 @@ def test_a_totp_secret_step_up_cannot_use_is_refused_at_start_without_showing_it
             as caught:
         ChatSettings.from_env(env)
     assert secret not in caught.value.message and "JBSW" not in caught.value.message
+
+
+@pytest.mark.parametrize(("config", "says"), [
+    ({"telegram": "yes"}, "chat.telegram must be a mapping"),
+    ({"slack": ["C0CHAN"]}, "chat.slack must be a mapping"),
+    ({"stepUp": True}, "chat.stepUp must be a mapping"),
+    ({"webhook": "https://hooks.example/w"}, "chat.webhook must be a mapping"),
+    ({"people": {"kubernetesUser": "bob", "slackUserId": "U0BOB"}},
+     "chat.people must be a list of people"),
+    ({"people": [{"kubernetesUser": "bob", "slackUserId": "U0BOB",
+                  "groups": "wingman:prd-approvers"}]},
+     r"chat.people\[0\].groups must be a list of group names"),
+    ({"people": [{"kubernetesUser": "bob", "slackUserId": "U0BOB", "groups": [None]}]},
+     r"chat.people\[0\].groups must be a list of group names"),
+    ({"people": [{"kubernetesUser": "bob", "slackUserId": "U0BOB", "groups": [" x"]}]},
+     r"chat.people\[0\].groups must be a list of group names"),
+    ({"people": [{"kubernetesUser": ["bob"], "slackUserId": "U0BOB"}]},
+     r"chat.people\[0\].kubernetesUser must be a person's user name"),
+])
+def test_a_chat_configuration_of_the_wrong_shape_is_refused_naming_the_field(
+        config: dict[str, Any], says: str) -> None:
+    """A section that is not a mapping failed with a traceback ('str' object has no attribute
+    'get'), people written as one mapping were read as its keys, a person's groups written as
+    one string became a group per character, and a user or group that is not a name was
+    taken as its text ("['bob']", "None"): each is refused at start, naming the field."""
+    with pytest.raises(ConfigError, match=says):
+        ChatConfig.from_dict({"environment": "test", "webhook": {
+            "enabled": True, "url": "https://hooks.example/w"}} | config, environment="test")
