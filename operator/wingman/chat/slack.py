@@ -115,6 +115,9 @@ REFUSED_MESSAGE = frozenset({
     "too_many_attachments", "invalid_attachments", "invalid_arguments",
     "markdown_text_conflict", "invalid_metadata_format", "invalid_metadata_schema",
     "metadata_too_large"})
+#: Web API errors saying the bot token is not (or no longer) valid.
+TOKEN_REJECTED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked",
+                            "token_expired"})
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 #: Seconds a Web API call may take (connecting, sending, the answer).
 WEB_API_SECONDS = 15.0
@@ -188,6 +191,10 @@ class SlackChannel:
                 raise CardGone(f"Slack {what}: {error}") from None
             if error in REFUSED_MESSAGE:
                 raise MessageRefused(f"Slack refused {what}: {error}") from None
+            if error in TOKEN_REJECTED:
+                raise TokenRejected(f"Slack {what} failed: {error}: Slack rejected the bot "
+                                    "token; put the app's current Bot User OAuth Token in the "
+                                    "chat Secret's key slack-bot-token") from None
             retry = None
             if exc.response is not None and exc.response.status_code == 429:
                 header = exc.response.headers.get("Retry-After", "")
@@ -311,6 +318,10 @@ class SlackChannel:
             try:
                 resp = await self._call("users.info", self.client.users_info, user=user_id)
             except ChannelError as exc:
+                log.warning("slack: users.info failed, so whether the sender is a bot, a "
+                            "guest or deactivated is not known; the action is refused",
+                            extra={"user": user_id, "reason": exc.reason,
+                                   "error": exc.message[:300]})
                 raise refuse("UserCheckUnavailable", "Slack could not say who you are right "
                              "now, so nothing was done; try again shortly") from exc
             info = dict(resp.get("user") or {})
@@ -694,6 +705,13 @@ class SlackChannel:
                                        f"({where[:200]}) is not Slack's, so the answer was not "
                                        "sent there"),
             person=self.service.config.person_for_slack(user_id))
+
+
+class TokenRejected(ChannelError):
+    """Slack rejected the bot token (``invalid_auth``, ``token_revoked``, ...): every call
+    fails alike, backing off like an outage, until the Secret holds a valid one."""
+
+    reason = "BotTokenRejected"
 
 
 class _Redirected(Exception):

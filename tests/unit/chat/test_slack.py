@@ -1263,3 +1263,26 @@ def test_a_web_api_call_answered_with_a_redirect_is_not_followed(
             assert record.__dict__["status"] == status
 
     run(tmp_path, request("moved", 1), body=body)
+
+
+def test_a_bot_token_slack_rejects_is_named_in_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong or revoked slack-bot-token failed every card and every person's check with
+    only Slack's word for it (invalid_auth) in the delivery log, and nothing at all logged
+    for the refused actions (UserCheckUnavailable, 'try again shortly'): both now say the
+    token was rejected and which Secret key holds it, never the token."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        fake.token = "xoxb-revoked"  # Slack no longer takes the channel's token
+        await svc.sync()
+        async with ClientSession() as http:
+            assert "UserCheckUnavailable" in await _command(http, url, "approve revoked ok")
+        assert fake.cards(CHANNEL) == []
+        [delivery] = [r for r in caplog.records if "delivery failed" in r.getMessage()]
+        assert delivery.__dict__["reason"] == "BotTokenRejected"
+        [check] = [r for r in caplog.records if "users.info" in r.getMessage()]
+        for record in (delivery, check):
+            error = record.__dict__["error"]
+            assert "invalid_auth" in error and "slack-bot-token" in error, error
+            assert TOKEN not in error
+
+    run(tmp_path, request("revoked", 1), body=body)
