@@ -590,11 +590,11 @@ class ChatConfig:
                               "chat.telegram.baseUrl"))
         if sl.get("enabled"):
             for key in ("teamId", "channel"):
-                if not _SLACK_ID.match(str(sl.get(key) or "")):
+                if not _SLACK_ID.fullmatch(str(sl.get(key) or "")):
                     raise ConfigError(f"chat.slack.{key} must be a Slack id (capital letters "
                                       f"and digits, e.g. T0123ABCD), got {sl.get(key)!r}")
             req = sl.get("requesterChannel") or None
-            if req is not None and not _SLACK_ID.match(str(req)):
+            if req is not None and not _SLACK_ID.fullmatch(str(req)):
                 raise ConfigError(f"chat.slack.requesterChannel must be a Slack channel id, "
                                   f"got {req!r}")
             command = str(sl.get("command") or "/wingman")
@@ -687,11 +687,11 @@ def _person(data: Any, index: int) -> ChatPerson:
                               "person's own Wingman groups, never system:* groups")
     tg = data.get("telegramUserId")
     slack = data.get("slackUserId")
-    if slack is not None and not _SLACK_ID.match(str(slack)):
+    if slack is not None and not _SLACK_ID.fullmatch(str(slack)):
         raise ConfigError(f"{where}.slackUserId must be a Slack user id (e.g. U0123ABCD), "
                           f"got {slack!r}")
     totp = data.get("totpSecretKey") or None
-    if totp is not None and not _SECRET_KEY.match(str(totp)):
+    if totp is not None and not _SECRET_KEY.fullmatch(str(totp)):
         raise ConfigError(f"{where}.totpSecretKey must be a Secret key name, got {totp!r}")
     if tg is None and slack is None:
         raise ConfigError(f"{where} ({user}) has neither telegramUserId nor slackUserId")

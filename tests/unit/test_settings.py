@@ -411,3 +411,22 @@ def test_a_chat_configuration_of_the_wrong_shape_is_refused_naming_the_field(
     with pytest.raises(ConfigError, match=says):
         ChatConfig.from_dict({"environment": "test", "webhook": {
             "enabled": True, "url": "https://hooks.example/w"}} | config, environment="test")
+
+
+@pytest.mark.parametrize(("config", "says"), [
+    ({"slack": {"enabled": True, "teamId": "T0TEAM\n", "channel": "C0CHAN"}},
+     "chat.slack.teamId must be a Slack id"),
+    ({"slack": {"enabled": True, "teamId": "T0TEAM", "channel": "C0CHAN\n"}},
+     "chat.slack.channel must be a Slack id"),
+    ({"slack": {"enabled": True, "teamId": "T0TEAM", "channel": "C0CHAN",
+                "requesterChannel": "C0REQ\n"}}, "chat.slack.requesterChannel must be"),
+    ({"people": [{"kubernetesUser": "bob", "slackUserId": "U0BOB\n"}]},
+     r"chat.people\[0\].slackUserId must be a Slack user id"),
+])
+def test_a_slack_id_with_a_line_break_after_it_is_refused(
+        config: dict[str, Any], says: str) -> None:
+    """A Slack id with a line break after it (a YAML block scalar) was taken, and then
+    matched nothing Slack sends: every action refused as from another workspace, cards posted
+    to no channel, the person never recognised. Refused at start, naming the field."""
+    with pytest.raises(ConfigError, match=says):
+        ChatConfig.from_dict({"environment": "test"} | config, environment="test")
