@@ -324,7 +324,13 @@ class SlackChannel:
                                    "error": exc.message[:300]})
                 raise refuse("UserCheckUnavailable", "Slack could not say who you are right "
                              "now, so nothing was done; try again shortly") from exc
-            info = dict(resp.get("user") or {})
+            info = resp.get("user")
+            if not isinstance(info, dict) or info.get("id") != user_id:
+                # not the user asked about (a proxy's answer, another user's): says nothing
+                log.warning("slack: users.info answered without the user asked about; the "
+                            "action is refused", extra={"user": user_id})
+                raise refuse("UserCheckUnavailable", "Slack could not say who you are right "
+                             "now, so nothing was done; try again shortly")
             self._users[user_id] = (time.monotonic(), info)
         else:
             info = cached[1]

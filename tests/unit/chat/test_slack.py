@@ -1286,3 +1286,21 @@ def test_a_bot_token_slack_rejects_is_named_in_the_log(
             assert TOKEN not in error
 
     run(tmp_path, request("revoked", 1), body=body)
+
+
+@pytest.mark.parametrize("answer", [b'{"ok": true}', b'{"ok": true, "user": "U0BOB"}',
+                                    b'{"ok": true, "user": {"id": "U0SOMEONE"}}'])
+def test_a_users_info_answer_that_says_nothing_of_the_sender_decides_nothing(
+        tmp_path: Path, answer: bytes) -> None:
+    """A users.info answer without the user asked about (a proxy's, or another user's) was
+    read as a person with no flags: neither bot, guest nor deactivated. It says nothing of
+    the sender, so the action is refused (UserCheckUnavailable)."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        svc.cluster = Deciding(*svc.cluster.objs)  # type: ignore[assignment, attr-defined]
+        fake.users["U0BOB"] = {"is_restricted": True}  # what Slack would have said
+        fake.glitches, fake.glitch_paths = [(200, answer)], ("users.info",)
+        async with ClientSession() as http:
+            assert "UserCheckUnavailable" in await _command(http, url, "approve mute ok")
+        assert "decisions" not in svc.cluster.objs[0]["spec"]  # type: ignore[attr-defined]
+
+    run(tmp_path, request("mute", 1), body=body)
