@@ -507,6 +507,8 @@ class GatewaySettings:
 # --------------------------------------------------------------------------- wingman chat
 
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+#: Characters a chat signing key (slack-signing-secret, webhook-secret) holds at least.
+MIN_SIGNING_KEY = 16
 _SLACK_ID = re.compile(r"^[A-Z0-9]{2,32}$")
 
 
@@ -773,6 +775,14 @@ class ChatSettings:
             needed += [p.totp_key for p in config.people if p.totp_key]
         for key in needed:
             settings.secret(key)
+        for key, what in (("slack-signing-secret", "Slack's signing secret (the app's Basic "
+                           "Information page shows it: 32 characters): copy it whole"),
+                          ("webhook-secret", "the webhook's HMAC key: generate one, e.g. "
+                           "openssl rand -hex 32, and give it to the receiver too")):
+            if key in needed and len(settings.secret(key)) < MIN_SIGNING_KEY:
+                raise ConfigError(f"the chat Secret's key {key!r} holds "
+                                  f"{len(settings.secret(key))} characters, fewer than "
+                                  f"{MIN_SIGNING_KEY}: it must hold {what}")
         if config.step_up:
             for person in config.people:
                 if person.totp_key:

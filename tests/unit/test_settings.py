@@ -430,3 +430,31 @@ def test_a_slack_id_with_a_line_break_after_it_is_refused(
     to no channel, the person never recognised. Refused at start, naming the field."""
     with pytest.raises(ConfigError, match=says):
         ChatConfig.from_dict({"environment": "test"} | config, environment="test")
+
+
+@pytest.mark.parametrize(("key", "section"), [
+    ("webhook-secret", {"webhook": {"enabled": True, "url": "https://hooks.example/w"}}),
+    ("slack-signing-secret", {"slack": {"enabled": True, "teamId": "T0TEAM",
+                                        "channel": "C0CHAN"}}),
+])
+def test_a_signing_key_too_short_to_be_one_is_refused_at_start_without_showing_it(
+        tmp_path: Path, key: str, section: dict[str, Any]) -> None:
+    """The webhook's deliveries are signed with webhook-secret, and Slack's requests are
+    checked with slack-signing-secret: a key of a few characters (a placeholder, a value cut
+    short) lets anyone forge deliveries, or is not the secret Slack signs with (every request
+    refused BadSignature), and one under 6 characters is not even kept out of the logs. It is
+    refused at start, naming the key, never its value."""
+    (tmp_path / "chat.yaml").write_text(json.dumps({"environment": "prd", **section}))
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name in ("webhook-secret", "slack-signing-secret", "slack-bot-token"):
+        (secrets / name).write_text("a-key-long-enough-0123456789\n")
+    env = {"WINGMAN_ENVIRONMENT": "prd", "WINGMAN_CHAT_CONFIG": str(tmp_path / "chat.yaml"),
+           "WINGMAN_CHAT_SECRETS_DIR": str(secrets),
+           "WINGMAN_AUDIT_TARGET": str(tmp_path / "audit.log")}
+    assert ChatSettings.from_env(env).secret(key) == "a-key-long-enough-0123456789"
+    (secrets / key).write_text("k3y-short\n")
+    with pytest.raises(ConfigError, match=f"'{key}' holds 9 characters, fewer than 16") \
+            as caught:
+        ChatSettings.from_env(env)
+    assert "k3y-short" not in caught.value.message

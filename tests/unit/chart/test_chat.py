@@ -53,7 +53,7 @@ def test_enabled_chat_runs_as_its_own_identity_with_its_configuration(tmp_path: 
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     for key in ("telegram-token", "slack-bot-token", "slack-signing-secret", "webhook-secret"):
-        (secrets / key).write_text("s3cr3t-value\n")
+        (secrets / key).write_text("s3cr3t-value-0123456789\n")
     for key in ("totp-bob", "totp-carol"):  # base32, 160 bits (pyotp.random_base32())
         (secrets / key).write_text("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n")
     # the audit DSN: a file on a volume of its Secret, never an environment variable
