@@ -955,7 +955,10 @@ def _loopback(host: str) -> bool:
 
 class BearerAuth:
     """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>`` (the scheme
-    in any letter case, as RFC 6750 reads it; the token exactly). The server's start and stop
+    in any letter case, as RFC 6750 reads it; the token exactly), one such header: a request
+    carrying more than one is refused 400 before any of them is read, whichever is right (a
+    proxy or a client library adding its own header could have one token checked and another
+    one meant by the server behind or a later reader). The server's start and stop
     (``lifespan``) pass; any other kind of connection (a WebSocket, should a server library
     ever upgrade one) is refused unanswered, never let through unchecked."""
 
@@ -973,7 +976,16 @@ class BearerAuth:
             raise RuntimeError(f"refusing an ASGI connection of type {kind!r}: only HTTP "
                                "requests are served, each with the bearer token")
         if kind == "http":
-            got = dict(scope.get("headers") or []).get(b"authorization", b"")
+            given = [value for name, value in scope.get("headers") or []
+                     if name.lower() == b"authorization"]
+            if len(given) > 1:
+                await send({"type": "http.response.start", "status": 400,
+                            "headers": [(b"content-type", b"text/plain")]})
+                await send({"type": "http.response.body",
+                            "body": b"more than one Authorization header: send one, "
+                                    b"Authorization: Bearer <token>\n"})
+                return
+            got = given[0] if given else b""
             scheme, _, credentials = got.partition(b" ")
             if not (hmac.compare_digest(credentials, self.expected)
                     and scheme.lower() == b"bearer"):

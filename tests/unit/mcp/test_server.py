@@ -915,6 +915,41 @@ def test_a_refused_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> N
             assert time.monotonic() - started < mcp_server.HEAD_SECONDS + 5
 
 
+#: The token ``_serving_http(token=True)`` serves with.
+_MCP_TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("tokens", [("wrong-token-0123456789", _MCP_TOKEN),
+                                    (_MCP_TOKEN, "wrong-token-0123456789"),
+                                    (_MCP_TOKEN, _MCP_TOKEN)])
+def test_a_request_with_more_than_one_authorization_header_is_refused(
+        tmp_path: Path, tokens: tuple[str, str]) -> None:
+    # only the last header was checked: a proxy or a client library that adds its own header
+    # and keeps the caller's could have one token checked and another one meant; no request
+    # whose credentials are ambiguous reaches the tools, whichever of them is right
+    body = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}}).encode()
+    with _serving_http(tmp_path, token=True) as port:
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                         f"Authorization: Bearer {tokens[0]}\r\n"
+                         f"Authorization: Bearer {tokens[1]}\r\n"
+                         "Content-Type: application/json\r\n"
+                         "Accept: application/json, text/event-stream\r\n"
+                         "Connection: close\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            head, _, rest = _answer_head(conn).partition(b"\r\n\r\n")
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                while chunk := conn.recv(4096):
+                    rest += chunk
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert (b"more than one Authorization header: send one, Authorization: Bearer <token>\n"
+            in rest), rest
+    assert _MCP_TOKEN.encode() not in rest
+
+
 def test_a_request_whose_body_trickles_in_is_answered_and_closed(tmp_path: Path) -> None:
     # past the bearer check (or on loopback, with no token), a request's body is read whole
     # before it is judged: sent a byte at a time, it held its connection (and what it sent so
