@@ -1275,10 +1275,11 @@ class _LogLimiter:
     next record of the kind let through (``admit`` returns it), or, when none comes, by a
     record of its own once ``quiet`` seconds (``seconds`` unless given) have passed since the
     kind's last record (``report``, on a timer of the event loop given to ``start``), and on
-    shutdown by ``close``: the last burst's count is logged too. A record of its own counts as
-    the kind's record. With ``quiet`` longer than ``seconds``, a flood that goes on is logged
-    as records of its own kind (one a window, each with its count), the count's own record
-    only once it stopped. Thread-safe."""
+    shutdown by ``close``: the last burst's count is logged too, and from then on every record
+    is let through, none counted (no timer is left to report a count). A record of its own
+    counts as the kind's record. With ``quiet`` longer than ``seconds``, a flood that goes on
+    is logged as records of its own kind (one a window, each with its count), the count's own
+    record only once it stopped. Thread-safe."""
 
     def __init__(self, report: Callable[[str, int], None], *,
                  seconds: float = REFUSAL_LOG_SECONDS, quiet: float | None = None,
@@ -1293,6 +1294,7 @@ class _LogLimiter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._arming = False
+        self._closed = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Report left-out counts on ``loop``'s timers from now on."""
@@ -1303,7 +1305,7 @@ class _LogLimiter:
         should say the count returned (those left out since the last record of its kind)."""
         with self._lock:
             now, last = self.clock(), self.logged_at.get(kind)
-            if last is None or now - last >= self.seconds:
+            if last is None or now - last >= self.seconds or self._closed:
                 self.logged_at[kind] = now
                 return self.left_out.pop(kind, 0)
             self.left_out[kind] = self.left_out.get(kind, 0) + 1
@@ -1331,9 +1333,11 @@ class _LogLimiter:
             self.report(kind, count)
 
     def close(self) -> None:
-        """On shutdown: no timer any more, and every count not reported yet reported now."""
+        """On shutdown: no timer any more, every count not reported yet reported now, and
+        every record let through from now on (``admit``), since none would report its count."""
         with self._lock:
             timer, self._timer, self._loop = self._timer, None, None
+            self._closed = True
         if timer is not None:
             timer.cancel()
         self.flush(final=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
@@ -1397,6 +1398,28 @@ def test_a_log_limiter_lets_one_record_a_window_through_and_reports_every_count(
     assert reported == [("a", 3), ("a", 1)]
     limiter.close()
     assert reported == [("a", 3), ("a", 1)]  # each count once
+
+
+def test_a_log_limiter_closed_lets_every_record_through_none_counted_unsaid() -> None:
+    # a record that came after ``close`` (a connection refused, a malformed request read as
+    # the server stops) within its kind's window was counted, and no timer nor later ``close``
+    # was left to report the count: records lost unsaid
+    now = [100.0]
+    reported: list[tuple[str, int]] = []
+    limiter = mcp_server._LogLimiter(lambda kind, n: reported.append((kind, n)),
+                                     seconds=10.0, clock=lambda: now[0])
+    loop = asyncio.new_event_loop()
+    limiter.start(loop)
+    assert limiter.admit("a") == 0
+    assert limiter.admit("a") is None
+    limiter.close()
+    assert reported == [("a", 1)]
+    now[0] = 101.0
+    assert [limiter.admit("a") for _ in range(3)] == [0, 0, 0]  # each logged itself
+    assert limiter.admit("b") == 0
+    limiter.close()
+    assert reported == [("a", 1)]
+    loop.close()
 
 
 def test_a_flood_of_malformed_requests_still_logs_one_of_them_each_window() -> None:
