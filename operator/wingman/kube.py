@@ -178,8 +178,9 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases")
 # A page of a list (``Kube.list``) may be tens of MiB, more than a slow link carries in that
 # timeout: such a try's deadline moves on by a second for each ``PAGE_MIN_BYTES_PER_SECOND``
 # bytes of the answer received, so a page that keeps coming at least that fast is read whole,
-# however large (up to ``MAX_UNBOUNDED_ANSWER_BYTES``), while one trickled a byte at a time
-# gains nothing.
+# up to ``PAGE_MAX_SECONDS`` from the try's start in all (then the list fails, saying so:
+# one page no longer holds a try for the 512 s a 64 MiB page gets at that rate), while one
+# trickled a byte at a time gains nothing.
 
 _CALL = threading.local()
 
@@ -196,6 +197,7 @@ def _start_try() -> None:
     per_try: float | None = getattr(_CALL, "per_try", None)
     if per_try is not None:
         _CALL.deadline = time.monotonic() + per_try
+        _CALL.page_ceiling = None  # of an earlier try's page
 
 
 def _left(deadline: float) -> float:
@@ -211,22 +213,32 @@ class _DeadlineReader(io.RawIOBase):
     connection lets go of it) with each receive waiting at most until the call's deadline (the
     socket's own timeout is per receive)."""
 
-    def __init__(self, sock: Any, deadline: float, per_byte: float = 0.0) -> None:
+    def __init__(self, sock: Any, deadline: float, per_byte: float = 0.0,
+                 ceiling: float | None = None) -> None:
         super().__init__()
         self._sock = sock
         self._raw = sock.makefile("rb", buffering=0)
         self._deadline = deadline
         #: seconds the deadline moves on for each byte received (a page of a list: see above)
         self._per_byte = per_byte
+        #: the latest the deadline moves on to (a page of a list: ``PAGE_MAX_SECONDS``)
+        self._ceiling = deadline if ceiling is None else max(deadline, ceiling)
+        self._received = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int | None:
-        self._sock.settimeout(_left(self._deadline))
-        read: int | None = self._raw.readinto(buffer)
+        try:
+            self._sock.settimeout(_left(self._deadline))
+            read: int | None = self._raw.readinto(buffer)
+        except TimeoutError:
+            if self._per_byte and self._deadline >= self._ceiling:  # said by ``_request``
+                _CALL.page_ceiling = self._received
+            raise
         if read:
-            self._deadline += read * self._per_byte
+            self._received += read
+            self._deadline = min(self._deadline + read * self._per_byte, self._ceiling)
         return read
 
     def close(self) -> None:
@@ -238,14 +250,17 @@ class _DeadlineSocket:
     """What ``http.client.HTTPResponse`` is given to read from: the socket, its reads bounded by
     the deadline."""
 
-    def __init__(self, sock: Any, deadline: float, per_byte: float = 0.0) -> None:
+    def __init__(self, sock: Any, deadline: float, per_byte: float = 0.0,
+                 ceiling: float | None = None) -> None:
         self._sock = sock
         self._deadline = deadline
         self._per_byte = per_byte
+        self._ceiling = ceiling
 
     def makefile(self, mode: str) -> io.BufferedReader:
         assert mode == "rb", mode
-        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline, self._per_byte))
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline, self._per_byte,
+                                                 self._ceiling))
 
 
 class _DeadlineResponse(http.client.HTTPResponse):
@@ -256,9 +271,12 @@ class _DeadlineResponse(http.client.HTTPResponse):
                  url: str | None = None) -> None:
         deadline = _deadline()
         # a page of a list read by the try (never a call with ``once``: its budget is fixed)
-        page = getattr(_CALL, "per_try", None) is not None and getattr(_CALL, "page", False)
+        per_try: float | None = getattr(_CALL, "per_try", None)
+        page = per_try is not None and getattr(_CALL, "page", False)
         read: Any = sock if deadline is None else _DeadlineSocket(
-            sock, deadline, 1.0 / PAGE_MIN_BYTES_PER_SECOND if page else 0.0)
+            sock, deadline, 1.0 / PAGE_MIN_BYTES_PER_SECOND if page else 0.0,
+            # the try's deadline was set ``per_try`` seconds after its start (``_start_try``)
+            deadline - (per_try or 0.0) + PAGE_MAX_SECONDS if page else None)
         super().__init__(read, debuglevel, method, url)
 
 
@@ -732,6 +750,7 @@ class Kube:
         try:
             _CALL.deadline = None if once is None else time.monotonic() + once
             _CALL.per_try = self.timeout if once is None and self.timeout else None
+            _CALL.page_ceiling = None
             try:
                 resp = self.api.rest_client.pool_manager.request(
                     method, url, headers=headers,
@@ -741,6 +760,19 @@ class Kube:
             finally:
                 _CALL.deadline = _CALL.per_try = None
         except _NO_ANSWER as exc:
+            received = getattr(_CALL, "page_ceiling", None)
+            _CALL.page_ceiling = None
+            if received is not None:
+                raise ClusterError(
+                    f"reading a page of a list from the API server at {shown_url(host)} "
+                    f"({method} {path.split('?', 1)[0]}) took more than "
+                    f"{PAGE_MAX_SECONDS:.0f} s in all, the most one page is waited for "
+                    f"({received} bytes of it received): the link to the API server is too "
+                    f"slow for a page this large, or what answers at its address sends it "
+                    f"slowly; try again over a faster link, or delete the objects no longer "
+                    f"needed so that the pages are smaller (finished requests and grants go "
+                    f"after the policy's retentionSeconds: lower it to keep fewer)",
+                    reason="Unreachable") from None
             raise ClusterError(f"cannot reach the API server at {shown_url(host)}: "
                                f"{unreachable_cause(exc)}", reason="Unreachable") from None
         if resp.status >= 400:
@@ -914,8 +946,16 @@ PAGE_MIN_BYTES_PER_SECOND = 128 * 1024
 """How fast a page of a list read by a client with a timeout per try (the CLI, the MCP server,
 the chat service, the Python client) must keep coming for its try to wait for all of it: each
 such try's deadline moves on by a second for each this many bytes received (1 Mbit/s; a full
-``MAX_UNBOUNDED_ANSWER_BYTES`` page gets 512 s more). A page trickled slower than that (a
-byte at a time) is given up at the try's timeout as any answer is."""
+``MAX_UNBOUNDED_ANSWER_BYTES`` page would get 512 s more), up to ``PAGE_MAX_SECONDS`` in
+all. A page trickled slower than that (a byte at a time) is given up at the try's timeout as
+any answer is."""
+PAGE_MAX_SECONDS = 120.0
+"""The most one try of a page of a list (``PAGE_MIN_BYTES_PER_SECOND``) may take in all, from
+its start to the page's last byte, however fast the page keeps coming: past it the list fails
+(``ClusterError`` ``Unreachable``, saying so and what to do), so a server feeding a page at
+that rate holds a try for two minutes at most, not the 512 s a page of
+``MAX_UNBOUNDED_ANSWER_BYTES`` would take. A page of 500 requests or grants, a few MiB to a
+few tens of MiB, needs a link of 1 to 2 Mbit/s or more to arrive within it."""
 LIST_RESTARTS = 2
 """How often a list whose continue token expired (410 Gone) is started again before it fails
 (``ListExpired``): the API server's history is compacted every five minutes, and a list read

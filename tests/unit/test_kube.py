@@ -27,6 +27,7 @@ from urllib3.connection import HTTPConnection
 from urllib3.util.retry import Retry
 
 from support.localserver import QuietHandler, serving
+from wingman import kube as kube_module
 from wingman.errors import ClusterError
 from wingman.kube import (
     APPROVALS,
@@ -1012,6 +1013,36 @@ def test_a_large_page_of_a_list_on_a_slow_link_is_read_whole_past_the_try_s_time
     # an object (not a page) is bounded by the timeout as before
     with pytest.raises(ClusterError):
         kube.get(CONFIGMAPS, "ns", "trickle-body")
+
+
+def test_a_page_that_keeps_coming_fast_enough_is_still_read_within_a_fixed_ceiling(
+        local_api: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page coming at ``PAGE_MIN_BYTES_PER_SECOND`` or faster moved its try's deadline on
+    with each byte, up to the answer cap: some 512 s of one try (more with retries) for a
+    server feeding 64 MiB slowly. The whole read of a page ends by ``PAGE_MAX_SECONDS`` from
+    the try's start, however fast it comes, saying what happened and what to do (the ceiling
+    lowered here below the slow page's 2 s, above the try's timeout)."""
+    monkeypatch.setattr(kube_module, "PAGE_MAX_SECONDS", 1.2)
+    host, port = local_api
+    configuration = k8s.Configuration(host=f"http://{host}:{port}")
+    configuration.retries = 0
+    kube = Kube(k8s.ApiClient(configuration), timeout=0.5)
+    start = time.monotonic()
+    with pytest.raises(ClusterError) as raised:
+        kube.list(CONFIGMAPS, "slow-page")
+    assert 1.1 < time.monotonic() - start < 1.9
+    message = raised.value.message
+    assert raised.value.reason == "Unreachable", message
+    assert message.startswith(f"reading a page of a list from the API server at "
+                              f"http://{host}:{port} (GET /api/v1/namespaces/slow-page/"
+                              "configmaps) took more than 1 s in all, the most one page is "
+                              "waited for ("), message
+    assert "bytes of it received): the link to the API server is too slow" in message
+    assert "delete the objects no longer needed" in message
+    # the ceiling bounds pages only: an object is bounded by the timeout as before
+    with pytest.raises(ClusterError) as raised:
+        kube.get(CONFIGMAPS, "ns", "trickle-body")
+    assert raised.value.message.startswith("cannot reach the API server")
 
 
 def test_each_try_of_a_call_without_once_has_its_own_timeout_and_retries_are_kept(
