@@ -63,7 +63,7 @@ SOURCE_LIMITS = limits.SOURCE
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _NAME_LIMITS = {"ApprovalRequest": 253, "ExecutionGrant": 63}
 #: An environment's name (the CRD's ``spec.environment``).
-_ENVIRONMENT = re.compile(r"[a-z][a-z0-9-]{0,30}")
+_ENVIRONMENT = re.compile(limits.ENVIRONMENT_PATTERN)
 SELF_SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews")
 
 Tick = Callable[[st.Status, float], None]
@@ -598,9 +598,9 @@ class WingmanClient:
             raise Invalid("instruction is empty: say what you want to achieve, for reviewers")
         if environment is not None and not _ENVIRONMENT.fullmatch(environment):
             raise Invalid(f"environment {shown(environment)} is not an environment name: 1 to "
-                          "31 lowercase letters, digits and '-', starting with a letter (e.g. "
-                          "test); leave it out for the one this namespace serves (the policy "
-                          "names it)")
+                          f"{limits.ENVIRONMENT} lowercase letters, digits and '-', starting "
+                          "with a letter (e.g. test); leave it out for the one this namespace "
+                          "serves (the policy names it)")
         if name is not None:
             check_name("ApprovalRequest", name)
         check_texts({"instruction": instruction, "justification": justification,

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-#: ApprovalRequest ``spec.environment`` (and its pattern: ``^[a-z][a-z0-9-]{0,30}$``).
+#: ApprovalRequest ``spec.environment``: its length and its pattern (1 to ``ENVIRONMENT``
+#: lowercase letters, digits and '-', starting with a letter).
 ENVIRONMENT = 31
+ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 #: ApprovalRequest ``spec.instruction``.
 INSTRUCTION = 2000
 #: ApprovalRequest ``spec.justification``.
@@ -77,6 +79,6 @@ def out_of_range(what: str, value: int | None, bounds: tuple[int, int], fix: str
 
 
 __all__ = ["COMMAND", "COMMANDS", "COMMAND_BYTES", "COMMAND_BYTES_FIX", "DECISIONS",
-           "ENVIRONMENT", "EXPIRES_AFTER_SECONDS", "INSTRUCTION", "JUSTIFICATION", "REASON",
-           "ROLLBACK", "ROLLBACKS", "SOURCE", "TTL_SECONDS", "out_of_range", "too_long",
-           "too_many_bytes"]
+           "ENVIRONMENT", "ENVIRONMENT_PATTERN", "EXPIRES_AFTER_SECONDS", "INSTRUCTION",
+           "JUSTIFICATION", "REASON", "ROLLBACK", "ROLLBACKS", "SOURCE", "TTL_SECONDS",
+           "out_of_range", "too_long", "too_many_bytes"]

@@ -3,6 +3,7 @@ are the CRDs' own (crds/ and the chart's copy): they cannot drift apart."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from wingman import scope
+from wingman.client import api
 from wingman.model import limits
 
 REPO = Path(__file__).resolve().parents[3]
@@ -47,6 +49,21 @@ def test_the_limits_are_the_crds_own(directory: Path) -> None:
     assert limits.EXPIRES_AFTER_SECONDS == (expires["minimum"], expires["maximum"])
     ttl = grant["ttlSeconds"]
     assert limits.TTL_SECONDS == (ttl["minimum"], ttl["maximum"])
+
+
+@pytest.mark.parametrize("directory", CRD_DIRS, ids=["crds", "chart"])
+def test_the_environment_name_the_client_checks_is_the_crds_pattern(directory: Path) -> None:
+    # the client refuses an environment name the API server would (its raw validation error
+    # is no answer an agent can act on), saying "1 to ENVIRONMENT lowercase letters, digits
+    # and '-', starting with a letter": the pattern, the length and what is said are one
+    environment = _spec(directory, "approvalrequests")["properties"]["environment"]
+    assert environment["pattern"] == limits.ENVIRONMENT_PATTERN
+    assert api._ENVIRONMENT.pattern == limits.ENVIRONMENT_PATTERN
+    crd = re.compile(environment["pattern"])
+    for name in ("a", "test", "prd-2", "a-", "a" * limits.ENVIRONMENT):
+        assert crd.fullmatch(name) and api._ENVIRONMENT.fullmatch(name), name
+    for name in ("", "a" * (limits.ENVIRONMENT + 1), "2a", "-a", "Prd", "a_b", "a.b", "t\n"):
+        assert not crd.fullmatch(name) and not api._ENVIRONMENT.fullmatch(name), name
 
 
 def test_a_commands_bytes_are_bounded_as_the_scope_check_bounds_them() -> None:
