@@ -885,7 +885,8 @@ class WingmanClient:
                        namespace=self.namespace)
             return st.of_grant(existing, now=self.now(), max_output=self.max_output,
                                hints=self.hints)
-        req_state = self._request_status(obj, self.grants_of(request))
+        grants = self.grants_of(request)
+        req_state = self._request_status(obj, grants)
         if req_state.state not in (st.State.APPROVED, st.State.AUTO_APPROVED):
             return _replace(req_state, message=(
                 f"not executed: the request is {req_state.state.value}"
@@ -894,8 +895,13 @@ class WingmanClient:
                        if c.command == command and c.grant), None)
         if holder is not None:  # the operator granted it: to a grant of that name then
             check_name("ExecutionGrant", holder)
-            held = self._object(f"reading ExecutionGrant {holder}", "ExecutionGrant",
-                                self.kube.get, GRANTS, self.namespace, holder)
+            # the copy the request's grants were just read with (as fresh as a read now, and
+            # the one its state was computed from); read only when it was not among them
+            held = next((g for g in grants
+                         if (g.get("metadata") or {}).get("name") == holder), None)
+            if held is None:
+                held = self._object(f"reading ExecutionGrant {holder}", "ExecutionGrant",
+                                    self.kube.get, GRANTS, self.namespace, holder)
             _check_own(held, request=request, command=command, requester=requester,
                        namespace=self.namespace)
             return st.of_grant(held, now=self.now(), max_output=self.max_output,

@@ -402,6 +402,52 @@ def test_get_request_and_list_requests_read_each_object_once(
             client.close()
 
 
+def test_execute_answers_the_grant_the_command_went_to_from_the_request_s_grants_read(
+        cluster: LocalCluster, release: Release, tmp_path: Path) -> None:
+    # the request's grants are listed to compute its state, the grant its command went to
+    # among them: that copy, as fresh as a read right after it, is answered, not read again
+    # (counted on the wire at a proxy in front of the real API server)
+    ns, groups = release.namespace, worker_groups("test")
+    command = f"kubectl rollout restart deployment/went -n {release.target_namespace}"
+    with client_as(cluster, ns, WORKER, groups) as agent, \
+            client_as(cluster, ns, "system:admin", ["system:masters"]) as admin:
+        name = str(agent.create_request(instruction="restart went", commands=[command]).name)
+        went_to = f"{name}-by-hand"
+        admin.kube.create(GRANTS, ns, {
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": went_to, "namespace": ns},
+            "spec": {"approvalRef": {"name": name}, "command": command,
+                     "requester": agent.whoami()}})
+        now = "2026-01-01T00:00:00Z"
+        admin.kube.patch(APPROVALS, ns, name, {"status": {
+            "phase": "Approved",
+            "conditions": [{"type": "Approved", "status": "True", "reason": "HumanApproved",
+                            "message": "approved", "lastTransitionTime": now}],
+            "grants": [{"command": command, "grant": went_to, "grantUID": "x",
+                        "grantedAt": now}]}}, subresource="status")
+    cluster.kubectl("create", "serviceaccount", "executor", "-n", ns)
+    cluster.kubectl("create", "rolebinding", "executor-worker", "-n", ns,
+                    "--role=wingman-worker", f"--serviceaccount={ns}:executor")
+    wait_for("list allowed", lambda: can(
+        cluster, user=f"system:serviceaccount:{ns}:executor", groups=[], verb="list",
+        resource="executiongrants", group="wingman.dev", namespace=ns))
+    (tmp_path / "proxy").mkdir()
+    with FaultyApiProxy(cluster.server, cluster.ca_file, tmp_path / "proxy") as proxy:
+        kube = Kube.from_token(proxy.url, cluster.sa_token(ns, "executor"), proxy.ca_file)
+        client = mcp_server.agent_client(Connection(kube, ns, "a token, through the proxy"))
+        try:
+            proxy.calls.clear()
+            answer = _call(client, "execute", {"request": name, "command": command})
+            assert (answer["state"], answer["name"]) == ("granted", went_to), answer
+            assert {path: proxy.count("GET", path) for path in (
+                APPROVALS.path(ns, name), GRANTS.path(ns, grant_name(name, command)),
+                GRANTS.path(ns), GRANTS.path(ns, went_to))} == {
+                APPROVALS.path(ns, name): 1, GRANTS.path(ns, grant_name(name, command)): 1,
+                GRANTS.path(ns): 1, GRANTS.path(ns, went_to): 0}, proxy.calls
+        finally:
+            client.close()
+
+
 def test_input_that_can_never_run_is_refused_saying_what_to_give_and_creates_nothing(
         cluster: LocalCluster, release: Release) -> None:
     # each refused before anything is created: the API server's raw validation error (or an
