@@ -154,6 +154,7 @@ reach logs); they name the rule, the position and the command's SHA-256.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import shlex
@@ -464,6 +465,18 @@ def parse(command: str) -> list[str]:
         raise ScopeViolation(
             f"a command must be a string, not {type(command).__name__}", reason="Malformed"
         )
+    return list(_parsed(command))
+
+
+#: Commands whose argv is remembered: one review parses each command once per voter and once
+#: more for the policy's allowlist check, and a request's grants parse it again.
+PARSED_CACHE_SIZE = 512
+
+
+@functools.lru_cache(maxsize=PARSED_CACHE_SIZE)
+def _parsed(command: str) -> tuple[str, ...]:
+    """:func:`parse` of a string, remembered (a pure function of the text; a command refused
+    raises each time, and is not remembered)."""
     _check_characters(command)
     argv = [word.text for word in _lex(command, pattern=False)]
     try:
@@ -477,7 +490,7 @@ def parse(command: str) -> list[str]:
         )
     if argv[0] == "kubectl":
         _check_kubectl_flags(argv[1:])
-    return argv
+    return tuple(argv)
 
 
 def _short_takes_value(letter: str, verb: str | None) -> bool:

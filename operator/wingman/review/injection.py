@@ -706,6 +706,8 @@ def _spelled_apart(texts: list[str]) -> list[str]:
 
 def _findings(texts: list[str], skip: frozenset[str] = frozenset()) -> list[str]:
     """The patterns ``texts`` match, but those in ``skip``."""
+    if not any(texts):
+        return []  # nothing to read (a request without a preview): no pattern can match
     whole, parted = ([(t, _present(t)) for t in forms] for forms in _readable(texts))
     joined = _spelled_apart(texts)
 
