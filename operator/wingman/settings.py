@@ -23,6 +23,7 @@ import yaml
 
 from wingman.errors import ConfigError, shown_url, without_userinfo
 from wingman.logs import FORMATS, LEVELS
+from wingman.model import limits
 from wingman.review.policy import EnvironmentPolicy
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -38,6 +39,18 @@ def _name(env: Mapping[str, str], key: str, default: str) -> str:
     if not _NAME.match(value):
         raise ConfigError(f"{key}={value!r} is not a valid Kubernetes name (lowercase "
                           "letters, digits and '-', at most 63 characters)")
+    return value
+
+
+def _environment(env: Mapping[str, str]) -> str:
+    """``WINGMAN_ENVIRONMENT``: a name the CRDs accept as ``spec.environment`` (a request of
+    any other name could never be created for it)."""
+    value = _get(env, "WINGMAN_ENVIRONMENT", "test")
+    if not re.fullmatch(limits.ENVIRONMENT_PATTERN.strip("^$"), value):
+        raise ConfigError(f"WINGMAN_ENVIRONMENT={value!r} is not an environment name: a "
+                          f"lowercase letter, then lowercase letters, digits and '-', 1 to "
+                          f"{limits.ENVIRONMENT} characters (the ApprovalRequest's "
+                          "spec.environment)")
     return value
 
 
@@ -367,7 +380,7 @@ class OperatorSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
         env = os.environ if env is None else env
-        environment = _name(env, "WINGMAN_ENVIRONMENT", "test")
+        environment = _environment(env)
         audit_secret = env.get("WINGMAN_AUDIT_SECRET", "").strip() or None
         if audit_secret and (audit_secret.count("/") != 1 or not all(audit_secret.split("/"))):
             raise ConfigError(f"WINGMAN_AUDIT_SECRET={audit_secret!r} must be 'name/key'")
@@ -467,7 +480,7 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
         env = os.environ if env is None else env
-        environment = _name(env, "WINGMAN_ENVIRONMENT", "test")
+        environment = _environment(env)
         host = env.get("KUBERNETES_SERVICE_HOST", "").strip()
         port = env.get("KUBERNETES_SERVICE_PORT", "443").strip()
         if not host:
@@ -583,14 +596,16 @@ class ChatConfig:
         tg, sl, wh, step = (_section(data, key)
                             for key in ("telegram", "slack", "webhook", "stepUp"))
         telegram = slack = webhook = None
-        if tg.get("enabled"):
+        on = {key: _enabled(section, key) for key, section in
+              (("telegram", tg), ("slack", sl), ("webhook", wh), ("stepUp", step))}
+        if on["telegram"]:
             telegram = TelegramConfig(
                 chat_id=_cfg_int(tg, "chatId", "chat.telegram"),
                 requester_chat_id=(_cfg_int(tg, "requesterChatId", "chat.telegram")
                                    if tg.get("requesterChatId") else None),
                 base_url=_url(tg.get("baseUrl") or "https://api.telegram.org/bot",
                               "chat.telegram.baseUrl"))
-        if sl.get("enabled"):
+        if on["slack"]:
             for key in ("teamId", "channel"):
                 if not _SLACK_ID.fullmatch(str(sl.get(key) or "")):
                     raise ConfigError(f"chat.slack.{key} must be a Slack id (capital letters "
@@ -607,13 +622,13 @@ class ChatConfig:
                                 base_url=_url(sl.get("baseUrl") or "https://slack.com/api/",
                                               "chat.slack.baseUrl"),
                                 command=command)
-        if wh.get("enabled"):
+        if on["webhook"]:
             webhook = WebhookConfig(
                 url=_url(str(wh.get("url") or ""), "chat.webhook.url"),
                 timeout_seconds=_cfg_range(wh, "timeoutSeconds", 10, 1, 120, "chat.webhook"))
         config = cls(
             environment=env, people=people, telegram=telegram, slack=slack, webhook=webhook,
-            step_up=bool(step.get("enabled", False)),
+            step_up=on["stepUp"],
             step_up_window_seconds=_cfg_range(step, "windowSeconds", 120, 30, 900,
                                               "chat.stepUp"),
             expiry_warning_minutes=_cfg_range(data, "expiryWarningMinutes", 15, 0, 1440,
@@ -636,6 +651,16 @@ def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"chat.{key} must be a mapping (enabled: true, ...), got "
                           f"{type(value).__name__}")
+    return value
+
+
+def _enabled(section: Mapping[str, Any], key: str) -> bool:
+    """``chat.<key>.enabled``: true or false (absent: false). Anything else is refused: the
+    string "false" (``--set-string``, a quoted YAML value) would read as true."""
+    value = section.get("enabled", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"chat.{key}.enabled must be true or false, got {value!r}; write "
+                          "it unquoted")
     return value
 
 
@@ -733,7 +758,7 @@ class ChatSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ChatSettings:
         env = os.environ if env is None else env
-        environment = _name(env, "WINGMAN_ENVIRONMENT", "test")
+        environment = _environment(env)
         path = Path(_get(env, "WINGMAN_CHAT_CONFIG", "/etc/wingman/chat/chat.yaml"))
         try:
             raw = yaml.safe_load(path.read_text())
@@ -923,7 +948,7 @@ class PreviewSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PreviewSettings:
         env = os.environ if env is None else env
-        environment = _name(env, "WINGMAN_ENVIRONMENT", "test")
+        environment = _environment(env)
         approval = env.get("WINGMAN_APPROVAL_NAME", "").strip()
         uid = env.get("WINGMAN_APPROVAL_UID", "").strip()
         if not approval or not uid:

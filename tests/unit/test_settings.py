@@ -96,6 +96,10 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("env", "message"), [
     ({"WINGMAN_NAMESPACE": "Bad_Name"}, "not a valid Kubernetes name"),
+    # a name no ApprovalRequest can carry (the CRDs' pattern): the operator would serve nothing
+    ({"WINGMAN_ENVIRONMENT": "a" * 32}, "WINGMAN_ENVIRONMENT='a{32}' is not an environment name"),
+    ({"WINGMAN_ENVIRONMENT": "9prd"}, "a lowercase letter, then lowercase letters, digits and"),
+    ({"WINGMAN_ENVIRONMENT": "prd.eu"}, "1 to 31 characters"),
     ({"WINGMAN_METRICS_PORT": "http"}, "must be an integer"),
     # port 0 would bind the liveness endpoint on port 80, not a free port
     ({"WINGMAN_HEALTH_PORT": "0"}, "WINGMAN_HEALTH_PORT=0 must be between 1 and 65535"),
@@ -458,3 +462,13 @@ def test_a_signing_key_too_short_to_be_one_is_refused_at_start_without_showing_i
             as caught:
         ChatSettings.from_env(env)
     assert "k3y-short" not in caught.value.message
+
+
+@pytest.mark.parametrize("section", ["telegram", "slack", "webhook", "stepUp"])
+@pytest.mark.parametrize("enabled", ["false", "no", 0, 1, None])
+def test_a_chat_section_enabled_not_true_or_false_is_refused(section: str, enabled: Any) -> None:
+    """``enabled: "false"`` (a quoted value, or ``--set-string``) read as true and switched the
+    channel (or step-up) on; anything but true or false is refused at start, naming the field."""
+    with pytest.raises(ConfigError, match=rf"chat.{section}.enabled must be true or false"):
+        ChatConfig.from_dict({"environment": "test", section: {"enabled": enabled}},
+                             environment="test")
