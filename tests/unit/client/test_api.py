@@ -178,6 +178,11 @@ def test_policy_view_explains_what_passes() -> None:
     assert data["auto_approve"] is True and data["workers_may_grant"] is False
     assert "at most medium" in data["explanation"]
     assert "Only an approver may start" in data["explanation"]
+    # what the policy requires besides the panel and the risk (review.policy.auto_approval):
+    # an agent shaping a request that auto-approves needs to know it
+    assert "every command and rollback matches the allowlist" in data["explanation"]
+    assert "clean change for every command" in data["explanation"]
+    assert "every voter approves" not in data["explanation"]  # a threshold of the panel
 
 
 def _settings(tmp_path: Path, **kw: object) -> ClientSettings:
