@@ -25,7 +25,9 @@ Every inbound request must carry a valid Slack signature (v0: ``X-Slack-Signatur
 ``v0=`` + HMAC-SHA256 of ``v0:<X-Slack-Request-Timestamp>:<body>`` with the app's signing
 secret, and the timestamp must be within five minutes; a missing or malformed timestamp or
 signature is a bad signature, 401) and is handled once: the same signature again is a replay
-(refused, 409). Which signatures were seen is memory, so a request signed before the process
+(refused, 409; remembered for ``REPLAY_SECONDS``, longer than the ten minutes a signature
+verifies in, so that a wall clock stepped back does not open a gap). Which signatures were
+seen is memory, so a request signed before the process
 started (``started``; the timestamp is in whole seconds) is refused too
 (``SignedBeforeStart``, 409): an earlier process may have handled it. Slack does not retry
 slash commands and interactive requests (only the Events API, which Wingman does not use),
@@ -119,6 +121,13 @@ REFUSED_MESSAGE = frozenset({
 TOKEN_REJECTED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked",
                             "token_expired"})
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
+#: Seconds either side of the wall clock a request's timestamp may be (slack_sdk's
+#: ``SignatureVerifier``, as Slack documents): a captured request verifies for twice as long.
+SIGNATURE_WINDOW_SECONDS = 300
+#: Seconds the signatures handled are remembered (on the monotonic clock): the span a
+#: signature verifies in, and a minute more, so that a replay is refused even should the wall
+#: clock be stepped back meanwhile (an NTP correction) by up to that minute.
+REPLAY_SECONDS = SIGNATURE_WINDOW_SECONDS * 2 + 60
 #: Seconds a Web API call may take (connecting, sending, the answer).
 WEB_API_SECONDS = 15.0
 #: Seconds what ``users.info`` said of a person (bot, guest, deactivated) is kept for
@@ -160,7 +169,7 @@ class SlackChannel:
         self.button_key = self.signer.key_id  # cards whose buttons it did not sign: edited
         self.environment = environment
         self.service = service
-        self.replays = ReplayGuard(ttl=600)
+        self.replays = ReplayGuard(ttl=REPLAY_SECONDS)
         self.retired = ReplayGuard(ttl=RETIRE_SECONDS)  # old copies edited, by message
         #: when this process started (epoch seconds): requests signed before are refused
         self.started = time.time() if started is None else started

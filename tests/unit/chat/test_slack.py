@@ -24,7 +24,7 @@ from aiohttp import ClientSession, web
 
 from support.fake_chat import FakeSlack, WebhookReceiver, serving, slack_signature
 from wingman.chat import slack
-from wingman.chat.guard import StepUp
+from wingman.chat.guard import ReplayGuard, StepUp
 from wingman.chat.run import http_runner
 from wingman.chat.service import ChatService
 from wingman.chat.slack import MAX_BODY, SlackChannel
@@ -56,9 +56,10 @@ TEAM, CHANNEL = "T0WINGMAN", "C0APPROVE"
 def run(tmp: Path, *objs: dict[str, Any],
         body: Callable[[str, FakeSlack, ChatService], Awaitable[None]],
         clock: Any = None, command: str = "/wingman",
-        prepare: Callable[[ChatService], None] | None = None) -> None:
+        prepare: Callable[[ChatService], None] | None = None,
+        after: Callable[[ChatService], None] | None = None) -> None:
     """``body(url, fake, service)`` with the channel's endpoints served at ``url``
-    (``prepare(service)`` first)."""
+    (``prepare(service)`` first; ``after(service)`` once the channel is made)."""
     async def main(fake: FakeSlack) -> None:
         svc = service(tmp, *objs, clock=clock)
         config = SlackConfig(team_id=TEAM, channel=CHANNEL, base_url=fake.base_url,
@@ -69,6 +70,8 @@ def run(tmp: Path, *objs: dict[str, Any],
         channel = SlackChannel(config, TOKEN, SECRET, "prd", svc)
         channel.started = time.time() - 3600  # running for a while
         svc.channels = [channel]
+        if after is not None:
+            after(svc)
         async with served(channel) as url:
             await body(url, fake, svc)
 
@@ -568,6 +571,43 @@ def test_a_correct_signature_with_a_timestamp_outside_five_minutes_is_refused(
         assert [d["reason"] for d in audited(svc)] == ["BadSignature"]  # once a minute
 
     run(tmp_path, body=body)
+
+
+def test_a_replay_at_the_edge_of_the_window_after_the_wall_clock_stepped_back_is_refused(
+        tmp_path: Path) -> None:
+    """Slack's signature check takes a timestamp up to five minutes either side of the wall
+    clock, so a request signed five minutes ahead verifies for ten; the replay memory runs on
+    the monotonic clock. With the wall clock stepped back 30 s, the request captured and
+    replayed 630 s later (monotonic) still verifies: the memory must still hold it."""
+    mono = [1000.0]
+    wall = [float(int(time.time()))]
+
+    class Wall:
+        def now(self) -> float:
+            return wall[0]
+
+    def prepare(svc: ChatService) -> None:
+        [channel] = svc.channels
+        channel.verifier.clock = Wall()  # type: ignore[attr-defined]
+        channel.replays = ReplayGuard(channel.replays.ttl,  # type: ignore[attr-defined]
+                                      clock=lambda: mono[0])
+
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
+                          "command": "/wingman", "text": "pending"}).encode()
+        captured = signed(data, str(int(wall[0]) + 300))  # the latest timestamp Slack takes
+        async with ClientSession() as http:
+            async with http.post(f"{url}/slack/commands", data=data, headers=captured) as resp:
+                assert resp.status == 200, await resp.text()
+            mono[0] += 630
+            wall[0] += 630 - 30  # the wall clock stepped back 30 s meanwhile
+            async with http.post(f"{url}/slack/commands", data=data, headers=captured) as resp:
+                text = await resp.text()
+                assert resp.status == 409 and "already handled" in text, (resp.status, text)
+        assert metric(svc, "wingman_chat_refusals_total", channel="slack",
+                      reason="Replayed") == 1
+
+    run(tmp_path, body=body, after=prepare)
 
 
 def test_after_a_restart_a_request_signed_before_it_is_refused(tmp_path: Path) -> None:
