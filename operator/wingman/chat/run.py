@@ -21,6 +21,7 @@ code, say).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import signal
@@ -37,7 +38,7 @@ from wingman.chat.cluster import ChatCluster
 from wingman.chat.guard import StepUp
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
-from wingman.errors import WingmanError
+from wingman.errors import ConfigError, WingmanError
 from wingman.kube import Kube
 from wingman.logs import setup_logging
 from wingman.settings import ChatSettings
@@ -205,11 +206,25 @@ async def _main(settings: ChatSettings) -> int:
         service.channels.append(webhook)
         closers.append(webhook.close)
 
-    server, _thread = start_http_server(settings.metrics_port, registry=metrics.registry)
+    try:
+        server, _thread = start_http_server(settings.metrics_port, registry=metrics.registry)
+    except OSError as exc:
+        sink.close()
+        kube.close()
+        raise cannot_listen(exc, settings.metrics_port, "WINGMAN_METRICS_PORT",
+                            "chat.metricsPort") from None
     runner = http_runner(app, settings.http_idle_seconds)
     await runner.setup()
     site = web.TCPSite(runner, "0.0.0.0", settings.http_port)  # noqa: S104 - the pod's port
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        server.shutdown()
+        sink.close()
+        kube.close()
+        raise cannot_listen(exc, settings.http_port, "WINGMAN_CHAT_HTTP_PORT",
+                            "chat.httpPort") from None
     metrics.up.labels(settings.environment).set(1)
     log.info("chat starting", extra={
         "namespace": settings.namespace, "environment": settings.environment,
@@ -250,6 +265,18 @@ async def _main(settings: ChatSettings) -> int:
         kube.close()
         log.info("chat stopped")
     return 0
+
+
+def cannot_listen(exc: OSError, port: int, setting: str, value: str) -> ConfigError:
+    """The start's error when the port of ``setting`` (the chart's ``value``) cannot be
+    bound: in use (another process listens on it), or refused for another reason."""
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"port {port} ({setting}) is in use: another process listens on "
+                           f"it; stop it, or give this process another port ({setting}; the "
+                           f"chart's {value})")
+    return ConfigError(f"cannot listen on port {port} ({setting}): "
+                       f"{exc.strerror or type(exc).__name__}; give it another port "
+                       f"({setting}; the chart's {value})")
 
 
 def bound_port(runner: web.BaseRunner) -> int:

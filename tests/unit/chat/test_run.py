@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -195,11 +196,11 @@ def _started_ports(proc: subprocess.Popen[bytes], log: Path) -> dict[str, int]:
 
 
 @contextmanager
-def _chat_process(tmp_path: Path, api: str, hook: str) -> Iterator[tuple[
+def _chat_process(tmp_path: Path, api: str, hook: str, **ports: int) -> Iterator[tuple[
         subprocess.Popen[bytes], Path]]:
     """``wingman chat`` (this tree's code) with only the webhook channel (to ``hook``), its
-    API server at ``api``, ports 0 and JSON logs: the process and its log; stopped (SIGTERM)
-    at the end."""
+    API server at ``api``, ports 0 (but those given: ``WINGMAN_METRICS_PORT=...``) and JSON
+    logs: the process and its log; stopped (SIGTERM) at the end."""
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "webhook-secret").write_text("webhook-secret-value\n")
@@ -218,7 +219,8 @@ def _chat_process(tmp_path: Path, api: str, hook: str) -> Iterator[tuple[
            "WINGMAN_CHAT_HTTP_PORT": "0", "WINGMAN_METRICS_PORT": "0",
            "WINGMAN_LOG_FORMAT": "json",
            # the code under test, not an installed copy
-           "PYTHONPATH": str(Path(wingman.__file__).resolve().parents[1])}
+           "PYTHONPATH": str(Path(wingman.__file__).resolve().parents[1]),
+           **{name: str(port) for name, port in ports.items()}}
     log = tmp_path / "chat.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "chat"], env=env,
@@ -248,6 +250,25 @@ def test_with_port_0_the_chat_serves_on_the_free_ports_its_starting_record_names
                                         timeout=10) as resp:
                 assert 'wingman_chat_up{environment="test"} 1.0' in resp.read().decode()
     assert proc.returncode == 0, log.read_text()
+
+
+@pytest.mark.parametrize("setting", ["WINGMAN_CHAT_HTTP_PORT", "WINGMAN_METRICS_PORT"])
+def test_a_port_in_use_is_named_and_the_chat_exits_2_without_a_traceback(
+        tmp_path: Path, setting: str) -> None:
+    # another process (an earlier chat on the host, a sidecar) listens on the port: the start
+    # says which port of which setting, and what to do, not a traceback
+    with refused_port() as nowhere, socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - where the chat binds its ports
+        taken.listen()
+        held = int(taken.getsockname()[1])
+        with _chat_process(tmp_path, f"https://127.0.0.1:{nowhere}",
+                           f"http://127.0.0.1:{nowhere}/hook", **{setting: held}) as (proc, log):
+            assert proc.wait(timeout=60) == 2, log.read_text()
+    said = log.read_text()
+    assert "Traceback" not in said, said
+    assert (f"wingman chat: cannot start: port {held} ({setting}) is in use: another process "
+            "listens on it") in said, said
+    assert "chat starting" not in said, said
 
 
 def _records(log: Path) -> list[dict[str, Any]]:
