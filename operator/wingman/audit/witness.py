@@ -31,6 +31,7 @@ and the client sends again after it when that fits in the delivery's timeout.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import http.client
@@ -662,6 +663,15 @@ def _listen(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _cannot_listen(listen: str, exc: OSError) -> str:
+    """Why the witness cannot listen on ``listen`` (``HOST:PORT``), and what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{listen} is in use: another process listens on it; stop it, or give this "
+                "witness another --listen (port 0: any free one)")
+    return (f"cannot listen on {listen}: {exc.strerror or type(exc).__name__}; give another "
+            "--listen (a HOST of this machine; port 0: any free one)")
+
+
 def witness_main(argv: Sequence[str]) -> int:
     """``wingman audit witness``: serve until SIGINT, SIGTERM or SIGHUP."""
     import argparse
@@ -685,7 +695,10 @@ def witness_main(argv: Sequence[str]) -> int:
         if len(key) < 16:
             raise WitnessError("the HMAC key must be at least 16 bytes")
         store = WitnessStore(Path(args.store), keys)
-        server = make_server((host, port), store, key, args.path)
+        try:
+            server = make_server((host, port), store, key, args.path)
+        except OSError as exc:
+            raise WitnessError(_cannot_listen(args.listen, exc)) from None
     except (OSError, ValueError, WingmanError) as exc:
         print(f"wingman audit witness: cannot start: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -428,6 +429,27 @@ def test_a_bad_listen_address_or_file_is_a_clear_refusal_not_a_hang(
     assert done.returncode == 2, done.stderr
     assert "cannot start" in done.stderr and expected in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_listen_address_in_use_is_named_with_what_to_do(tmp_path: Path) -> None:
+    # another process (another witness) listens on the port: the start names the address and
+    # the option to change, not only the system's 'Address already in use'
+    key, pem = _key_files(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        held = int(taken.getsockname()[1])
+        done = subprocess.run(
+            [sys.executable, "-m", "wingman.cli", "audit", "witness", "--listen",
+             f"127.0.0.1:{held}", "--store", str(tmp_path / "w.jsonl"), "--hmac-key-file",
+             str(key), "--audit-key", str(pem)],
+            capture_output=True, text=True, timeout=30, check=False,
+            env={"PYTHONPATH": str(OPERATOR_SRC)})
+    assert done.returncode == 2, done.stderr
+    assert (f"wingman audit witness: cannot start: 127.0.0.1:{held} is in use: another "
+            "process listens on it") in done.stderr, done.stderr
+    assert "--listen" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "w.jsonl").exists() or (tmp_path / "w.jsonl").stat().st_size == 0
 
 
 def test_a_checkpoint_the_disk_cannot_hold_is_refused_and_leaves_the_store_whole(
