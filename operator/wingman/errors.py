@@ -27,6 +27,7 @@ from configuration in one without its ``user:password@``, query and fragment.
 
 from __future__ import annotations
 
+import errno
 import re
 
 #: A scheme and its slashes at the start of a URL (``https://``, also mistyped ``https:/``).
@@ -180,6 +181,18 @@ class Unavailable(ClientError):
     reason = "Unavailable"
 
 
+def cannot_listen(exc: OSError, port: int, setting: str, value: str) -> ConfigError:
+    """The start-up error of a server whose port (``setting``, the chart's ``value``) cannot
+    be bound: in use (another process listens on it), or refused for another reason."""
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"port {port} ({setting}) is in use: another process listens on "
+                           f"it; stop it, or give this process another port ({setting}; the "
+                           f"chart's {value})")
+    return ConfigError(f"cannot listen on port {port} ({setting}): "
+                       f"{exc.strerror or type(exc).__name__}; give it another port "
+                       f"({setting}; the chart's {value})")
+
+
 __all__ = [
     "AuditTampered",
     "AuditUnavailable",
@@ -198,6 +211,7 @@ __all__ = [
     "TooLarge",
     "Unavailable",
     "WingmanError",
+    "cannot_listen",
     "shown_url",
     "without_userinfo",
 ]

@@ -39,7 +39,9 @@ def free_port() -> int:
 
 #: Starts of one ``OperatorProcess.start`` whose health port was taken since it was chosen.
 PORT_ATTEMPTS = 5
-_IN_USE = "address already in use"
+#: What the operator says when its health port is in use: its own refusal, or (taken in the
+#: moment between its check and kopf's bind) the system's error.
+_IN_USE = ("(wingman_health_port) is in use", "address already in use")
 
 
 class OperatorProcess:
@@ -125,7 +127,7 @@ class OperatorProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                if _IN_USE in self._log_since(offset).lower():
+                if any(said in self._log_since(offset).lower() for said in _IN_USE):
                     return False
                 raise AssertionError(f"operator exited with {self.proc.returncode}:\n"
                                      f"{self.log_tail()}")

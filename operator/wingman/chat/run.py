@@ -21,7 +21,6 @@ code, say).
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import re
 import signal
@@ -38,7 +37,7 @@ from wingman.chat.cluster import ChatCluster
 from wingman.chat.guard import StepUp
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
-from wingman.errors import ConfigError, WingmanError
+from wingman.errors import WingmanError, cannot_listen
 from wingman.kube import Kube
 from wingman.logs import setup_logging
 from wingman.settings import ChatSettings
@@ -265,18 +264,6 @@ async def _main(settings: ChatSettings) -> int:
         kube.close()
         log.info("chat stopped")
     return 0
-
-
-def cannot_listen(exc: OSError, port: int, setting: str, value: str) -> ConfigError:
-    """The start's error when the port of ``setting`` (the chart's ``value``) cannot be
-    bound: in use (another process listens on it), or refused for another reason."""
-    if exc.errno == errno.EADDRINUSE:
-        return ConfigError(f"port {port} ({setting}) is in use: another process listens on "
-                           f"it; stop it, or give this process another port ({setting}; the "
-                           f"chart's {value})")
-    return ConfigError(f"cannot listen on port {port} ({setting}): "
-                       f"{exc.strerror or type(exc).__name__}; give it another port "
-                       f"({setting}; the chart's {value})")
 
 
 def bound_port(runner: web.BaseRunner) -> int:

@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from wingman.errors import WingmanError
+from wingman.errors import WingmanError, cannot_listen
 from wingman.logs import setup_logging
 from wingman.model import names
 from wingman.operator import lag, memory
@@ -156,6 +157,14 @@ def hangup_stops() -> bool:
     return True
 
 
+def health_port_free(port: int) -> None:
+    """OSError when kopf's liveness endpoint could not bind ``port`` (on every address, as it
+    does, reusing an address in TIME_WAIT as asyncio's servers do)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("0.0.0.0", port))  # noqa: S104 - where kopf binds it
+
+
 def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | None = None,
                  ready_flag: threading.Event | None = None) -> int:
     """Run until stopped; 2 on a configuration or startup error (message on stderr).
@@ -206,7 +215,22 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     readiness = Readiness(started=started, stopping=stop_flag,
                           leading=(lambda: leader.leading) if settings.leader_election else None,
                           lease=settings.leader_lease)
-    server = serve(settings.metrics_port, ctx.metrics, readiness.check)
+    # kopf binds the health port itself, once it runs, and a port in use there ends it with a
+    # traceback: the port is tried first, to refuse the start with what to do instead
+    port, setting, value = settings.health_port, "WINGMAN_HEALTH_PORT", "operator.healthPort"
+    try:
+        health_port_free(settings.health_port)
+        port, setting = settings.metrics_port, "WINGMAN_METRICS_PORT"
+        value = "operator.metricsPort"
+        server = serve(settings.metrics_port, ctx.metrics, readiness.check)
+    except OSError as exc:
+        ctx.executor.shutdown(wait=True, cancel_futures=True)
+        ctx.audit_executor.shutdown(wait=True, cancel_futures=True)
+        ctx.sink.close()
+        ctx.kube.close()
+        print(f"wingman operator: cannot start: {cannot_listen(exc, port, setting, value)}",
+              file=sys.stderr)
+        return 2
     log.info("operator starting", extra={
         "namespace": settings.namespace, "environment": settings.environment,
         "metrics_port": server.server_port, "signing_kid": ctx.ring.active,
@@ -236,4 +260,4 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
 
 
 __all__ = ["EVENT_SOURCE", "GC_THRESHOLDS", "QuietRetries", "configure_kopf", "hangup_stops",
-           "make_registry", "run_operator", "tune_gc"]
+           "health_port_free", "make_registry", "run_operator", "tune_gc"]

@@ -11,6 +11,8 @@ import datetime as dt
 import json
 import re
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -911,8 +913,9 @@ def test_key_rotation_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_
 def test_an_operator_whose_health_port_was_taken_starts_again_on_another(
         env: Env, tmp_path: Path) -> None:
     """The suite's servers run in parallel: a health port chosen free can be taken before the
-    operator binds it. The start then fails on it ('address already in use') and is made
-    again on another port; the metrics port is the one the operator bound itself (port 0)."""
+    operator binds it. The start then fails on it ('port N (WINGMAN_HEALTH_PORT) is in use')
+    and is made again on another port; the metrics port is the one the operator bound itself
+    (port 0)."""
     second = OperatorProcess(env.cluster, env.ns, tmp_path / "second")
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))  # noqa: S104 - where kopf binds the health port
@@ -923,7 +926,8 @@ def test_an_operator_whose_health_port_was_taken_starts_again_on_another(
             second.start()
             assert second.health_port != held
             assert second.starts == 2, "the first start met the taken port"
-            assert "address already in use" in second.log_tail(400).lower()
+            assert (f"cannot start: port {held} (WINGMAN_HEALTH_PORT) is in use"
+                    in second.log_tail(400)), second.log_tail(400)
             assert second.proc is not None
             assert {second.health_port, second.metrics_port} <= listening_ports(
                 second.proc.pid)
@@ -933,6 +937,28 @@ def test_an_operator_whose_health_port_was_taken_starts_again_on_another(
             assert code == 503 and "standing by" in body, body
         finally:
             second.stop()
+
+
+@pytest.mark.parametrize("setting", ["WINGMAN_HEALTH_PORT", "WINGMAN_METRICS_PORT"])
+def test_a_port_in_use_is_named_and_the_operator_exits_2_without_a_traceback(
+        env: Env, tmp_path: Path, setting: str) -> None:
+    """Another process listens on the health or the metrics port (another operator on the
+    host, outside the chart; a sidecar): the start says which port of which setting and what
+    to do, on stderr as every other start-up refusal, not a traceback, and exits 2."""
+    second = OperatorProcess(env.cluster, env.ns, tmp_path / "second")
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - where the operator binds its ports
+        taken.listen()
+        held = int(taken.getsockname()[1])
+        done = subprocess.run([sys.executable, "-m", "wingman.cli", "operator"],
+                              env={**second.env(), setting: str(held)}, capture_output=True,
+                              text=True, timeout=120, check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert (f"wingman operator: cannot start: port {held} ({setting}) is in use: another "
+            "process listens on it") in done.stderr, said
+    assert "Traceback" not in said, said
+    assert "operator starting" not in said, said
 
 
 def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:
