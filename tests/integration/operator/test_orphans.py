@@ -236,3 +236,72 @@ def test_a_new_grant_says_what_it_waits_for_when_its_deleted_namesakes_job_stays
         assert "finalizer" in message, message
     finally:
         kube.patch(JOBS, namespace, "g1-gw", {"metadata": {"finalizers": None}})
+
+
+def test_a_new_grant_waits_for_its_deleted_namesakes_orphan_a_finalizer_holds_removing_it_once(
+        cluster: LocalCluster, crds: Path, namespace: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grant created again under a deleted one's name whose gateway Job was left without an
+    owner (``--cascade=orphan``) and is held by a finalizer: the operator removes it once
+    (``GrantOrphansRemoved``, then the delete), and from then on waits for its deletion to end,
+    never removing and recording it again at each try (about once a second) as it did; after a
+    while it says on the new grant what it waits for and what to check, and tries less often."""
+    from wingman.operator.context import Retry
+    from wingman.operator.events import EVENTS, Events
+    from wingman.settings import OperatorSettings
+
+    monkeypatch.setattr(grants, "NAMESAKE_WAIT_SECONDS", 0.5)
+    settings = OperatorSettings.from_env({"WINGMAN_NAMESPACE": namespace})
+    kube = Kube(cluster.api_client())
+    audit = tmp_path / "audit.jsonl"
+    old = _grant(kube, namespace, "g2")
+    kube.create(JOBS, namespace, {
+        "metadata": {"name": "g2-gw", "finalizers": ["wingman.dev/test-hold"],
+                     "labels": {names.ROLE_LABEL: "gateway", names.GRANT_LABEL: "g2"},
+                     "ownerReferences": _owner(old)},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "serviceAccountName": settings.gateway_service_account,
+            "containers": [{"name": "gateway", "image": "registry.k8s.io/pause:3.9", "env": [
+                {"name": "WINGMAN_GRANT_UID", "value": old["metadata"]["uid"]}]}]}}}})
+    try:
+        kube.delete(GRANTS, namespace, "g2", propagation="Orphan")
+        _wait("the grant deleted and its Job orphaned", lambda: kube.get_or_none(
+            GRANTS, namespace, "g2") is None and not (kube.get(JOBS, namespace, "g2-gw")[
+                "metadata"].get("ownerReferences")))
+        new = _grant(kube, namespace, "g2")
+
+        async def tries() -> list[float]:
+            events = Events(kube, "test")
+            events.start()
+            none: Any = None
+            ctx = Context(settings, kube, none, FileSink(audit), none, none, Metrics(),
+                          events=events)
+            ctx.tracker.observe_grant(new, dt.datetime.now(dt.UTC))
+            delays = []
+            try:
+                for _ in range(4):
+                    try:
+                        await grants.create_job(ctx, new, 30)
+                    except Retry as retry:
+                        delays.append(retry.delay)
+                    await asyncio.sleep(0.6)
+            finally:
+                await events.stop()
+            return delays
+
+        delays = asyncio.run(tries())
+        assert delays == [1.0, 1.0] + [grants.NAMESAKE_RETRY_SECONDS] * 2, delays
+        held = kube.get(JOBS, namespace, "g2-gw")
+        assert held["metadata"].get("deletionTimestamp"), held["metadata"]
+        records = [json.loads(line) for line in audit.read_text().splitlines()]
+        assert [r["event"] for r in records] == ["GrantOrphansRemoved"], records
+        said = [e for e in kube.list(EVENTS, namespace)
+                if e["involvedObject"].get("uid") == new["metadata"]["uid"]]
+        assert [e["reason"] for e in said] == ["WaitingForGarbageCollector"], said
+        message = said[0]["message"]
+        assert "Job g2-gw" in message and "left without an owner" in message, message
+        assert "finalizer" in message, message
+    finally:
+        kube.patch(JOBS, namespace, "g2-gw", {"metadata": {"finalizers": None}})
+        kube.close()

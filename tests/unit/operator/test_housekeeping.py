@@ -19,7 +19,7 @@ from wingman.model import names
 from wingman.operator.context import Context, NotLeading
 from wingman.operator.events import Events
 from wingman.operator.handlers import grants
-from wingman.operator.handlers.housekeeping import orphans, retire, run_stages
+from wingman.operator.handlers.housekeeping import _job_outline, orphans, retire, run_stages
 from wingman.operator.handlers.housekeeping import refused as is_refusal
 from wingman.operator.metrics import Metrics
 from wingman.operator.state import Tracker
@@ -269,3 +269,78 @@ def test_only_a_deletion_the_retirement_did_not_make_sends_the_sweep_looking_for
     grants.deleted(ctx, "u-by-someone")
     assert ctx.orphans_due
     assert "u-by-someone" not in ctx.tracker.grants
+
+
+def _gateway_job(name: str, grant: str, grant_uid: str, *, deleting: bool) -> dict[str, Any]:
+    """A gateway Job as the API server lists it: left without an owner (its grant deleted with
+    propagation Orphan), and, when ``deleting``, whose deletion was asked already and a
+    finalizer holds it."""
+    meta: dict[str, Any] = {
+        "name": name, "namespace": "ns", "uid": f"job-{name}",
+        "labels": {names.ROLE_LABEL: "gateway", names.GRANT_LABEL: grant}}
+    if deleting:
+        meta |= {"deletionTimestamp": "2026-11-25T11:00:00Z",
+                 "finalizers": ["example.com/hold"]}
+    return {"metadata": meta, "spec": {"template": {"spec": {
+        "serviceAccountName": "wingman-gateway",
+        "containers": [{"name": "gateway",
+                        "env": [{"name": "WINGMAN_GRANT_UID", "value": grant_uid}]}]}}}}
+
+
+def test_an_orphan_whose_deletion_was_asked_already_is_not_removed_and_recorded_again() -> None:
+    """An orphaned gateway Job (and token Secret) removed once, held by a finalizer: each sweep
+    (and each try of a grant waiting for its name, about once a second) found it again as an
+    orphan, recorded GrantOrphansRemoved again and deleted it again, for as long as the
+    finalizer held it. Being deleted already, it is no orphan left to remove."""
+    held = _job_outline(_gateway_job("held-gw", "held", "uid-held", deleting=True))
+    fresh = _job_outline(_gateway_job("fresh-gw", "fresh", "uid-fresh", deleting=False))
+    held_secret = _token_secret("held-token", "held", "held-gw")
+    held_secret["metadata"]["deletionTimestamp"] = "2026-11-25T11:00:00Z"
+    found = orphans([held_secret, _token_secret("fresh-token", "fresh", "fresh-gw")],
+                    [held, fresh], set())
+    assert {k: sorted(o["metadata"]["name"] for _, o in v) for k, v in found.items()} == {
+        ("fresh", "uid-fresh"): ["fresh-gw", "fresh-token"]}
+
+
+def test_a_new_grant_waits_for_a_deleted_namesakes_orphan_a_finalizer_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grant created again under a deleted one's name finds that grant's orphaned gateway Job
+    being deleted (removed once, a finalizer holds it): it waits for the name, removing and
+    recording nothing again (no list, no delete), and after a while says on the grant what it
+    waits for and what to check, then tries less often."""
+    monkeypatch.setattr(grants, "NAMESAKE_WAIT_SECONDS", 0.0)
+    kube = Refusing()
+    ctx = context(kube, tmp_path)
+    ctx.settings.namespace = "ns"
+    ctx.settings.gateway_service_account = "wingman-gateway"
+    grant = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+             "metadata": {"name": "g1", "namespace": "ns", "uid": "uid-new"},
+             "spec": {"approvalRef": {"name": "r1"}}, "status": {}}
+    ctx.tracker.observe_grant(grant, NOW)
+    job = _gateway_job("g1-gw", "g1", "uid-old", deleting=True)
+
+    async def run() -> tuple[str | None, float]:
+        assert ctx.events is not None
+        ctx.events.start()
+        try:
+            found = await grants._deleted_namesakes_job(ctx, grant, job)
+            delay = grants._await_collector(ctx, grant, job)
+            for _ in range(500):
+                if kube.events:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await ctx.events.stop()
+        return found, delay
+
+    found, delay = asyncio.run(run())
+    assert (found, delay) == ("collecting", grants.NAMESAKE_RETRY_SECONDS)
+    assert kube.deleted == []
+    assert not (tmp_path / "audit.jsonl").exists() or \
+        "GrantOrphansRemoved" not in (tmp_path / "audit.jsonl").read_text()
+    [event] = kube.events
+    assert event["reason"] == "WaitingForGarbageCollector"
+    message = event["message"]
+    assert "Job g1-gw" in message and "uid uid-old" in message, message
+    assert "a finalizer holds it" in message and "left without an owner" in message, message
+    assert "names that grant as its owner" not in message, message

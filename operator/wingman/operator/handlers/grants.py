@@ -602,10 +602,11 @@ async def _deleted_namesakes_job(ctx: Context, grant: Any, job: dict[str, Any]
     only be gone, as this grant holds the name). Left without an owner (its grant deleted with
     propagation Orphan) it is removed now as the sweep would (``housekeeping.remove_orphans``:
     ``GrantOrphansRemoved`` audited first, then its token Secrets and the Job, each with a UID
-    precondition: ``removed``); still naming its deleted grant, the garbage collector deletes
-    it (``collecting``: the operator never does, its pod may be running that grant's command).
-    Either way the grant waits for the name, instead of a final JobConflict; None: another
-    Job."""
+    precondition: ``removed``), and once its deletion was asked (a finalizer holding it) it is
+    waited for (``collecting``), not removed and recorded again; still naming its deleted
+    grant, the garbage collector deletes it (``collecting``: the operator never does, its pod
+    may be running that grant's command). Either way the grant waits for the name, instead of
+    a final JobConflict; None: another Job."""
     name, meta = str(grant["metadata"]["name"]), job["metadata"]
     labels = meta.get("labels") or {}
     made_for = housekeeping.job_grant_uid(job)
@@ -618,6 +619,8 @@ async def _deleted_namesakes_job(ctx: Context, grant: Any, job: dict[str, Any]
     if refs:  # its deleted grant's own: the garbage collector removes it
         return "collecting" if all(r.get("kind") == "ExecutionGrant" and r.get("name") == name
                                    and r.get("uid") == made_for for r in refs) else None
+    if meta.get("deletionTimestamp"):  # removed already (GrantOrphansRemoved), a finalizer holds it
+        return "collecting"
     await housekeeping.remove_orphans(ctx, name)
     return "removed"
 
@@ -631,7 +634,8 @@ NAMESAKE_RETRY_SECONDS = 10.0
 
 def _await_collector(ctx: Context, grant: Any, job: dict[str, Any]) -> float:
     """The wait for the garbage collector to delete ``job`` (a deleted namesake's, still
-    naming that grant as its owner): quiet, trying about once a second, for
+    naming that grant as its owner), or for the deletion of one left without an owner to end
+    (a finalizer holds it): quiet, trying about once a second, for
     ``NAMESAKE_WAIT_SECONDS``; then said once (a Warning Event on the grant: what it waits for
     and what to check) and tried less often. Returns the delay of the next try."""
     entry = _entry(ctx, grant)
@@ -648,15 +652,19 @@ def _await_collector(ctx: Context, grant: Any, job: dict[str, Any]) -> float:
         meta = job["metadata"]
         held = " (it is being deleted: a finalizer holds it)" if meta.get(
             "deletionTimestamp") else ""
+        who = ("Kubernetes' garbage collector deletes it, as it names that grant as its owner; "
+               "the operator does not, as its pod may be running that grant's command. Check "
+               "that kube-controller-manager runs with its garbage collector (its log; its "
+               "--controllers flag), and the Job's finalizers" if meta.get("ownerReferences")
+               else "it was left without an owner, and the operator asked for its deletion "
+               "(GrantOrphansRemoved); Kubernetes removes it once its finalizers are gone. "
+               "Check the Job's finalizers, and what should remove them")
         message = (
             f"this grant waits for the name of its gateway Job: Job {meta['name']}, made for a "
             f"deleted grant of the same name (uid {housekeeping.job_grant_uid(job)}), is still "
-            f"there {int(waited)} s later{held}. Kubernetes' garbage collector deletes it, as "
-            "it names that grant as its owner; the operator does not, as its pod may be running "
-            "that grant's command. Check that kube-controller-manager runs with its garbage "
-            "collector (its log; its --controllers flag), and the Job's finalizers (kubectl get "
-            f"job {meta['name']} -n {meta['namespace']} -o yaml). The grant goes on once the "
-            "Job is gone; to give up, delete this grant")
+            f"there {int(waited)} s later{held}. {who} (kubectl get job {meta['name']} -n "
+            f"{meta['namespace']} -o yaml). The grant goes on once the Job is gone; to give "
+            "up, delete this grant")
         log.warning("a deleted grant's gateway Job is in the way of a new grant's", extra={
             "grant": grant["metadata"]["name"], "job": meta["name"],
             "waited_seconds": int(waited)})

@@ -214,6 +214,12 @@ def _owned(obj: dict[str, Any]) -> bool:
     return bool((obj.get("metadata") or {}).get("ownerReferences"))
 
 
+def _deleting(obj: dict[str, Any]) -> bool:
+    """Whether ``obj`` is being deleted already (pure): its deletion was asked, and a finalizer
+    holds it until it is removed."""
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
 def job_grant_uid(job: dict[str, Any]) -> str:
     """The UID of the grant a gateway Job was made for (its pod's ``WINGMAN_GRANT_UID``), or ""
     (pure)."""
@@ -225,10 +231,11 @@ def job_grant_uid(job: dict[str, Any]) -> str:
 
 
 def _job_outline(job: dict[str, Any]) -> dict[str, Any]:
-    """What the orphan sweep keeps of a listed gateway Job: identity, labels, owners, and the
-    UID of its grant (never its pod spec)."""
+    """What the orphan sweep keeps of a listed gateway Job: identity, labels, owners, whether
+    it is being deleted, and the UID of its grant (never its pod spec)."""
     meta = job.get("metadata") or {}
-    return {"metadata": {k: meta.get(k) for k in ("name", "uid", "labels", "ownerReferences")},
+    return {"metadata": {k: meta.get(k) for k in ("name", "uid", "labels", "ownerReferences",
+                                                  "deletionTimestamp")},
             "grant": job_grant_uid(job)}
 
 
@@ -242,20 +249,24 @@ def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set
     owner reference of the grant deleted with propagation Orphan). Never one of a
     grant that is still there (``live``, by UID: a grant recreated under the old name is
     another UID): a Job made for it, or a Secret whose Job (``JOB_UID_ANNOTATION``) was made
-    for it or is still owned."""
+    for it or is still owned. Never one being deleted already (``deletionTimestamp``: its
+    deletion was asked, by an earlier sweep or anyone, and a finalizer may hold it for long):
+    removing it again would record ``GrantOrphansRemoved`` again, at every sweep and every try
+    of a grant that waits for its name, for what was removed once."""
     by_uid = {str(j["metadata"].get("uid")): j for j in jobs}
     out: dict[tuple[str, str], list[tuple[Any, dict[str, Any]]]] = {}
     for job in jobs:
         labels = job["metadata"].get("labels") or {}
         name = labels.get(names.GRANT_LABEL)
         if (not name or labels.get(names.ROLE_LABEL) != "gateway" or _owned(job)
-                or job["grant"] in live):
+                or job["grant"] in live or _deleting(job)):
             continue
         out.setdefault((name, job["grant"]), []).append((JOBS, job))
     for secret in secrets:
         meta = secret.get("metadata") or {}
         name = (meta.get("labels") or {}).get(names.GRANT_LABEL)
-        if not name or secret.get("type") != names.SECRET_TYPE or _owned(secret):
+        if (not name or secret.get("type") != names.SECRET_TYPE or _owned(secret)
+                or _deleting(secret)):
             continue
         mounter = by_uid.get(str((meta.get("annotations") or {}).get(
             names.JOB_UID_ANNOTATION)))
