@@ -36,10 +36,10 @@ from wingman.errors import AuditTampered, AuditUnavailable, shown_url, without_u
 
 ANSWER_TIMEOUT_SECONDS = 40.0
 """Longest the sinks and the verifier wait for any answer from PostgreSQL (connecting:
-``connect_timeout``). ``statement_timeout`` (30 s) and ``lock_timeout`` (10 s) are the server's
-own; a server that stopped answering, or a network that drops its packets while the kernel's
-TCP connection stays up, is bounded only by this: the connection is then shut down and the
-call fails like an outage (``AuditUnavailable``)."""
+``connect_timeout``). ``statement_timeout`` (30 s) and ``lock_timeout`` (10 s, or lower bounds
+a DBA set) are the server's own; a server that stopped answering, or a network that drops its
+packets while the kernel's TCP connection stays up, is bounded only by this: the connection is
+then shut down and the call fails like an outage (``AuditUnavailable``)."""
 
 
 class _Watchdog:
@@ -241,6 +241,23 @@ within ``statement_timeout`` (the server's own bound, before the client's): 30 s
 than a lower one a DBA set."""
 
 
+_APPEND_TIMEOUTS_MS = {"lock_timeout": 10_000, "statement_timeout": 30_000}
+"""The bounds of an append's transaction (and of the look-up after a broken COMMIT), in
+milliseconds: never more than a lower one a DBA set for the role, the database or in the DSN
+(read once per connection, :func:`_lower_of`)."""
+
+_DBA_TIMEOUTS_SQL = ("SELECT name, setting FROM pg_settings "
+                     "WHERE name IN ('lock_timeout', 'statement_timeout')")
+
+
+def _lower_of(ours: int, setting: object) -> int:
+    """``ours`` (milliseconds), or the DBA's ``setting`` (pg_settings' text, in milliseconds)
+    when that is a lower bound; 0 (no bound) or anything that is no number gets ``ours``."""
+    text = str(setting).strip()
+    dba = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else 0
+    return dba if 1 <= dba <= ours else ours
+
+
 MIN_SERVER_VERSION = 110000
 """The oldest PostgreSQL the sink and the verifier work with (11: the triggers are created
 with ``EXECUTE FUNCTION`` and the verifier sets ``jit``, both new in 11), as
@@ -376,6 +393,8 @@ class PostgresSink:
         self._clock = clock or _utcnow
         self._lock = threading.Lock()
         self._conn: Any = None
+        self._bounds: tuple[str, ...] = ()
+        """The connection's ``SET LOCAL lock_timeout`` and ``statement_timeout`` statements."""
         self._closed = False
         with self._lock:
             self._connect()
@@ -423,6 +442,19 @@ class PostgresSink:
         if refusal is not None:
             self._drop()
             raise AuditUnavailable(f"cannot use the audit database ({self._where}): {refusal}")
+        # the bounds a DBA set for this session (role, database, DSN) hold for the whole
+        # connection: read once here, not on every append
+        dog = _Watchdog(self._conn, self._answer_timeout)
+        try:
+            with dog:
+                dba = dict(self._conn.execute(_DBA_TIMEOUTS_SQL).fetchall())
+        except psycopg.Error as exc:
+            self._drop()
+            raise self._error("cannot read the audit database's settings",
+                              dog.said() if dog.expired else exc) from None
+        self._bounds = tuple(
+            f"SET LOCAL {name} TO {_lower_of(ours, dba.get(name))}"
+            for name, ours in _APPEND_TIMEOUTS_MS.items())
         return self._conn
 
     def _drop(self) -> None:
@@ -538,8 +570,8 @@ class PostgresSink:
                 with conn.transaction():
                     dog.beat()
                     conn.execute("SET LOCAL synchronous_commit TO on")
-                    conn.execute("SET LOCAL lock_timeout TO '10s'")
-                    conn.execute("SET LOCAL statement_timeout TO '30s'")
+                    for bound in self._bounds:  # 10 s and 30 s, or a DBA's lower bounds
+                        conn.execute(bound)
                     dog.beat()
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
                     dog.beat()
@@ -593,8 +625,8 @@ class PostgresSink:
             conn = self._connect()
             dog = _Watchdog(conn, self._answer_timeout)
             with dog, conn.transaction():
-                conn.execute("SET LOCAL lock_timeout TO '10s'")
-                conn.execute("SET LOCAL statement_timeout TO '30s'")
+                for bound in self._bounds:
+                    conn.execute(bound)
                 dog.beat()
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
                 dog.beat()

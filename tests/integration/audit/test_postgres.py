@@ -1072,3 +1072,128 @@ def test_a_large_valid_trail_verifies_and_one_edited_record_in_it_is_named(
         finally:
             _as_superuser(audit_dsn, undo)
     assert verify(audit_dsn, checkpoints=checkpoints).records == count
+
+
+_APPEND_BOUNDS = [  # (statement_timeout, lock_timeout) a DBA set -> in force in an append
+    (("1s", "500ms"), ("1s", "500ms")),
+    (("250ms", None), ("250ms", "10s")),
+    ((None, "2s"), ("30s", "2s")),
+    (("30s", "10s"), ("30s", "10s")),
+    (("0", "0"), ("30s", "10s")),
+    (("1min", "1h"), ("30s", "10s")),
+    ((None, None), ("30s", "10s")),
+]
+
+
+def _writer(dsn: str, bounds: tuple[str | None, str | None], where: str) -> str:
+    """The DSN of a new role that may append to the trail (and note what its appends see in
+    ``seen``); ``bounds`` (statement_timeout, lock_timeout) set for that role
+    (``where="role"``) or in the DSN (``"dsn"``) as a DBA would."""
+    name = str(conninfo_to_dict(dsn)["dbname"])
+    role = f"writer_{name[-8:]}"
+    options = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT INSERT, SELECT ON wingman_audit TO {}").format(
+            sql.Identifier(role)))
+        for setting, value in zip(("statement_timeout", "lock_timeout"), bounds, strict=True):
+            if value is not None and where == "role":
+                conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                    sql.Identifier(role), sql.Identifier(setting), sql.Literal(value)))
+            elif value is not None:
+                options.append(f"-c {setting}={value}")
+    writer = dsn.replace("postgres@", f"{role}@", 1)
+    return psycopg.conninfo.make_conninfo(writer, options=" ".join(options)) if options \
+        else writer
+
+
+@pytest.mark.parametrize(("dba", "applied"), _APPEND_BOUNDS)
+@pytest.mark.parametrize("where", ["role", "dsn"])
+def test_appends_keep_lower_timeouts_a_dba_set(
+        audit_dsn: str, dba: tuple[str | None, str | None], applied: tuple[str, str],
+        where: str) -> None:
+    """An append's transaction is bounded by statement_timeout 30 s and lock_timeout 10 s, but
+    never raises a lower bound the DBA set for the role or in the DSN (0, no bound, gets ours):
+    what is in force while the rows are inserted is noted by a trigger."""
+    _fill(audit_dsn, 1)
+    writer = _writer(audit_dsn, dba, where)
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE seen (statement_timeout text, lock_timeout text)")
+        conn.execute(sql.SQL("GRANT INSERT ON seen TO {}").format(
+            sql.Identifier(str(conninfo_to_dict(writer)["user"]))))
+        conn.execute("CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     "INSERT INTO seen VALUES (current_setting('statement_timeout'), "
+                     "current_setting('lock_timeout')); RETURN NULL; END $$")
+        conn.execute("CREATE TRIGGER note AFTER INSERT ON wingman_audit FOR EACH ROW "
+                     "EXECUTE FUNCTION note()")
+    with PostgresSink(writer) as sink:
+        sink.append("Step", actor="operator", subject=SUBJECT, data={"i": 0})
+        sink.append_all(_group(1, 2))
+    with psycopg.connect(audit_dsn) as conn:
+        seen = conn.execute("SELECT * FROM seen").fetchall()
+    assert len(seen) == 3 and set(seen) == {applied}, seen  # a row each
+    assert verify(audit_dsn).ok
+
+
+@pytest.mark.parametrize(("dba", "why"), [
+    (("1s", None), "statement timeout"), ((None, "1s"), "lock timeout")])
+def test_an_append_waits_no_longer_than_a_dba_allows(
+        audit_dsn: str, dba: tuple[str | None, str | None], why: str) -> None:
+    """An append kept waiting for the chain head (here by a session that holds the append's
+    advisory lock for 6 s) is cancelled by the DBA's 1 s bound, not by the sink's own 30 s
+    and 10 s: it fails as an outage, and the next append goes on with the chain."""
+    import wingman.audit.postgres as pg
+
+    first = _fill(audit_dsn, 2)
+    writer = _writer(audit_dsn, dba, "role")
+    with PostgresSink(writer) as sink, psycopg.connect(audit_dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (pg._APPEND_LOCK,))
+        release = threading.Timer(6, holder.execute, ("SELECT pg_advisory_unlock_all()",))
+        release.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(AuditUnavailable) as failed:
+                sink.append("Step", actor="operator", subject=SUBJECT, data={"i": 0})
+            took = time.monotonic() - started
+        finally:
+            release.join()
+        assert took < 5 and why in failed.value.message, (took, failed.value.message)
+        after = sink.append("Step", actor="operator", subject=SUBJECT, data={"i": 1})
+    assert after.seq == 2 and after.prev == first[-1].hash
+
+
+def test_the_look_up_after_a_broken_commit_waits_no_longer_than_a_dba_allows(
+        audit_dsn: str) -> None:
+    """After a connection broke during COMMIT the sink looks the group up under the advisory
+    lock; kept waiting for it (here by a session that holds it for 6 s), the look-up is
+    cancelled by the DBA's 1 s lock_timeout: the append fails saying its records may have been
+    written, instead of waiting the sink's own 10 s."""
+    import wingman.audit.postgres as pg
+
+    _fill(audit_dsn, 1)
+    proxy = _CommitBreaker(_writer(audit_dsn, (None, "1s"), "role"))
+    try:
+        with PostgresSink(proxy.dsn) as sink, \
+                psycopg.connect(audit_dsn, autocommit=True) as holder:
+            look_up = sink._landed
+
+            def held(last: audit.AuditRecord, broke: BaseException) -> bool:
+                holder.execute("SELECT pg_advisory_lock(%s)", (pg._APPEND_LOCK,))
+                return look_up(last, broke)
+
+            sink._landed = held  # type: ignore[method-assign]
+            proxy.mode = "after"
+            release = threading.Timer(6, holder.execute, ("SELECT pg_advisory_unlock_all()",))
+            started = time.monotonic()
+            try:
+                with pytest.raises(AuditUnavailable) as failed:
+                    release.start()
+                    sink.append_all(_group(0, 1))
+                took = time.monotonic() - started
+            finally:
+                release.join()
+    finally:
+        proxy.close()
+    message = failed.value.message
+    assert took < 5 and "lock timeout" in message, (took, message)
+    assert "may have been written" in message
