@@ -242,10 +242,11 @@ def records_about(target: str, name: str, namespace: str | None = None,
     entries = _postgres_entries(where) if kind == "postgres" else _file_entries(Path(where))
     with contextlib.closing(entries):
         for entry in entries:
-            if entry.error is not None:  # the last entry: the reader stops there
+            if entry.error is not None:  # a file's last entry: its reader stops there
                 if skipped is not None:
                     skipped.add(entry.line)
-                    skipped.stopped = f"line {entry.line}, which {entry.error}"
+                    if entry.line is not None:  # PostgreSQL's rows go on after it
+                        skipped.stopped = f"line {entry.line}, which {entry.error}"
                 continue
             try:
                 record = _loads(entry.raw)  # never recurses deeply, nor reads NaN

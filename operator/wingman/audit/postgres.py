@@ -29,7 +29,7 @@ from wingman.audit.records import (
     records_of,
     screen,
 )
-from wingman.audit.verification import _Entry
+from wingman.audit.verification import ProblemKind, _Entry
 from wingman.errors import AuditTampered, AuditUnavailable, shown_url, without_userinfo
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -218,9 +218,16 @@ FROM (SELECT *, coalesce(record_bytes, 0) <= %(record)s AND row_bytes <= %(row)s
                    + coalesce(octet_length(data::text), 0) + coalesce(octet_length(prev), 0)
                    + coalesce(octet_length(hash), 0) + coalesce(octet_length(record), 0)
                    AS row_bytes
-            FROM wingman_audit WHERE seq >= %(from)s) AS sized) AS checked
+            FROM wingman_audit{where}) AS sized) AS checked
 ORDER BY seq
 """
+"""Every row of the table in ``seq`` order: a negative ``seq`` first, a NULL one last (rows
+outside the chain, which only an owner who dropped the table's constraints can add)."""
+
+_ROWS_FROM_SQL = _ROWS_SQL.replace("{where}", " WHERE seq >= %(from)s")
+"""The rows from ``seq`` ``%(from)s`` on (a verification resumed there)."""
+
+_ROWS_SQL = _ROWS_SQL.replace("{where}", "")
 
 
 _READ_SETTINGS = (
@@ -671,6 +678,11 @@ class PostgresSink:
         with contextlib.closing(_postgres_entries(self._dsn, answer_timeout=self._answer_timeout)
                                 ) as entries:
             for entry in entries:
+                if entry.error is not None:
+                    seq = None if entry.columns is None else entry.columns.get("seq")
+                    raise AuditTampered(
+                        f"audit record seq {seq} in {self._where}: the stored record "
+                        f"{entry.error}", reason=f"Audit{entry.kind or ProblemKind.MALFORMED}")
                 try:
                     yield _parse_stored(entry.raw)
                 except _Malformed as exc:
@@ -683,8 +695,9 @@ class PostgresSink:
 
 def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0,
                       answer_timeout: float | None = None) -> Generator[_Entry, None, None]:
-    """Rows in seq order from one consistent snapshot, from ``from_seq`` on; PostgreSQL must
-    answer each request within ``answer_timeout`` (default ``ANSWER_TIMEOUT_SECONDS``)."""
+    """Rows in seq order from one consistent snapshot, from ``from_seq`` on (from 0: every
+    row, those outside the chain's range too, as ``Inserted`` entries); PostgreSQL must answer
+    each request within ``answer_timeout`` (default ``ANSWER_TIMEOUT_SECONDS``)."""
     import psycopg
 
     where = _redact_dsn(dsn)
@@ -722,6 +735,17 @@ def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0,
             conn.close()
 
 
+def _outside(seq: int | None) -> str:
+    """What a row outside the chain's ``seq`` range (0 on) is, for ``the stored record …``."""
+    if seq is None:
+        return ("has no seq (NULL): a row was added outside the chain, which the primary key "
+                "on seq (and its NOT NULL) refuses, so they were dropped; find out who (the "
+                "table's owner), and restore them once the row is accounted for")
+    return (f"has seq {seq}, below the chain's first (0): a row was added outside the chain, "
+            "which the table's CHECK (seq >= 0) refuses, so it was dropped; find out who (the "
+            "table's owner), and restore it once the row is accounted for")
+
+
 def _rows(conn: Any, dog: _Watchdog, where: str, from_seq: int
           ) -> Generator[_Entry, None, None]:
     """``_postgres_entries``' rows, each answer awaited under ``dog`` (the time the caller
@@ -744,11 +768,16 @@ def _rows(conn: Any, dog: _Watchdog, where: str, from_seq: int
         # INSERT-holder can nest deeper than json.loads recurses. A row larger than any
         # record can make is never fetched (a field may hold up to 1 GB).
         dog.beat()
-        cur.execute(_ROWS_SQL, {"from": from_seq, "record": MAX_RECORD_BYTES,
-                                "row": _ROW_BYTES})
+        cur.execute(_ROWS_SQL if from_seq <= 0 else _ROWS_FROM_SQL,
+                    {"from": from_seq, "record": MAX_RECORD_BYTES, "row": _ROW_BYTES})
         for (seq, stamp, record_bytes, row_bytes, event, actor, subject, data, prev, digest,
              text) in cur:
             dog.hold()
+            if seq is None or seq < 0:  # whatever it holds, it is no record of the chain
+                yield _Entry(raw=b"", complete=True, line=None, columns={"seq": seq},
+                             error=_outside(seq), kind=ProblemKind.INSERTED)
+                dog.beat()
+                continue
             error = None
             if text is None and (record_bytes or 0) > MAX_RECORD_BYTES:
                 error = f"is larger than {MAX_RECORD_BYTES} bytes ({record_bytes} bytes)"

@@ -154,7 +154,10 @@ class _Entry:
     columns: Mapping[str, Any] | None = None
     """PostgreSQL: the row's own columns, which must agree with ``raw``."""
     error: str | None = None
-    """Pre-detected malformation (e.g. an over-long line)."""
+    """Pre-detected malformation (e.g. an over-long line), or the problem ``kind`` names."""
+    kind: ProblemKind | None = None
+    """What ``error`` is when it is no malformation: ``Inserted`` for a PostgreSQL row outside
+    the chain's ``seq`` range."""
     offset: int | None = None
     """File: the byte offset where the line starts."""
 
@@ -271,7 +274,7 @@ class _Checker:
         if entry.error is not None:
             seq = None if entry.columns is None else entry.columns.get("seq")
             return self._fail(
-                ProblemKind.MALFORMED, entry, seq, f"the stored record {entry.error}"
+                entry.kind or ProblemKind.MALFORMED, entry, seq, f"the stored record {entry.error}"
             )
         try:
             record = _parse_stored(entry.raw)

@@ -36,7 +36,7 @@ from wingman.audit import (
 )
 from wingman.audit.signing import check_signatures, sign_checkpoint
 from wingman.capability.keys import KeySet, generate_signing_key
-from wingman.errors import AuditUnavailable, ConfigError
+from wingman.errors import AuditTampered, AuditUnavailable, ConfigError
 
 pytestmark = pytest.mark.postgres
 
@@ -1197,3 +1197,56 @@ def test_the_look_up_after_a_broken_commit_waits_no_longer_than_a_dba_allows(
     message = failed.value.message
     assert took < 5 and "lock timeout" in message, (took, message)
     assert "may have been written" in message
+
+
+# --------------------------------------------------------------------------- rows outside the chain
+
+
+def _row_outside(dsn: str, seq: str, drop: list[str], copy: int) -> None:
+    """The table's owner drops ``drop`` (constraints, or seq's NOT NULL) and adds a row at
+    ``seq`` (SQL), a copy of the record at ``copy`` otherwise."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in drop:
+            conn.execute(statement)
+        conn.execute(sql.SQL(
+            "INSERT INTO wingman_audit SELECT {}, time, event, actor, subject, data, prev, "
+            "'f' || hash, record FROM wingman_audit WHERE seq = {}").format(
+            sql.SQL(seq), sql.Literal(copy)))
+
+
+_OUTSIDE = [
+    ("negative", "-1", ["ALTER TABLE wingman_audit DROP CONSTRAINT wingman_audit_seq_check"],
+     0, "TAMPERED at record 0 (seq -1): Inserted", "has seq -1, below the chain's first (0)"),
+    ("null", "NULL", ["ALTER TABLE wingman_audit DROP CONSTRAINT wingman_audit_pkey",
+                      "ALTER TABLE wingman_audit ALTER COLUMN seq DROP NOT NULL"],
+     3, "TAMPERED at record 3 (end of log): Inserted", "has no seq (NULL)"),
+]
+
+
+@pytest.mark.parametrize(("seq", "drop", "position", "start", "found"),
+                         [o[1:] for o in _OUTSIDE], ids=[o[0] for o in _OUTSIDE])
+def test_a_row_outside_the_chain_s_range_is_tampering(
+        audit_dsn: str, seq: str, drop: list[str], position: int, start: str,
+        found: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The table refuses a negative or NULL seq (its CHECK and primary key); an owner who drops
+    them can add such a row, which a read of seq 0 on never sees: verify reads every row and
+    names it, whatever it holds (here a copy of a valid record); the sink's reader refuses it,
+    and ``wingman audit show`` counts it as a line it could not read, reading on past it."""
+    _fill(audit_dsn, 3)
+    _row_outside(audit_dsn, seq, drop, 2 if seq == "NULL" else 0)
+    report = verify(audit_dsn)
+    assert report.problem is not None, report.summary()
+    assert (report.problem.kind, report.problem.position) == (ProblemKind.INSERTED, position), \
+        report.summary()
+    out = io.StringIO()
+    assert verify_main(audit_dsn, out=out) == 1
+    assert out.getvalue().startswith(start), out.getvalue()
+    assert found in out.getvalue() and "outside the chain" in out.getvalue(), out.getvalue()
+    with PostgresSink(audit_dsn) as sink, pytest.raises(AuditTampered) as refused:
+        list(sink.records())
+    assert refused.value.reason == "AuditInserted" and found in refused.value.message
+    capsys.readouterr()
+    assert audit.show_main(audit_dsn, SUBJECT["name"], out=io.StringIO()) == 0
+    err = capsys.readouterr().err
+    assert "1 line of the trail could not be read as records and was skipped" in err, err
+    assert "reading stopped" not in err, err
