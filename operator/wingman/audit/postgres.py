@@ -201,6 +201,17 @@ _TRIGGER_TYPES = {"wingman_audit_no_update_delete": 2 | 8 | 16,
                   "wingman_audit_no_truncate": 2 | 32}
 
 
+_CONSTRAINTS_SQL = """
+SELECT pg_get_constraintdef(oid) FROM pg_constraint
+WHERE conrelid = to_regclass('wingman_audit') AND contype IN ('p', 'c')
+"""
+#: The constraints on seq the sink creates, as pg_get_constraintdef spells them: one record at
+#: each seq (a fork is refused even for a writer that skips the advisory lock), none outside
+#: the chain's range.
+_CONSTRAINTS = {"PRIMARY KEY (seq)": "its primary key on seq",
+                "CHECK ((seq >= 0))": "its CHECK (seq >= 0)"}
+
+
 _ROW_BYTES = 4 * MAX_RECORD_BYTES
 """Largest row the verifier fetches: the record, and its subject and data again as jsonb text
 (which spells them with more spaces)."""
@@ -372,7 +383,8 @@ class PostgresSink:
     DELETE`` and ``BEFORE TRUNCATE`` raise, so even the owner cannot change history without
     first disabling them (which takes ``ALTER TABLE`` and leaves the chain to catch it). It
     refuses to start when those triggers exist but are disabled, or changed so that they no
-    longer refuse (enabled for replication only, other events, a condition, another function).
+    longer refuse (enabled for replication only, other events, a condition, another function),
+    and when the table lacks its primary key on ``seq`` or its ``CHECK (seq >= 0)``.
 
     Least privilege, as the database owner (once)::
 
@@ -521,6 +533,16 @@ class PostgresSink:
                 "re-enable them (ALTER TABLE wingman_audit ENABLE TRIGGER ALL) or, if they "
                 "were changed, drop them and wingman_audit_refuse_change() and start a sink "
                 "once as the table owner to create them again, then restart."
+            )
+        found = {str(row[0]) for row in conn.execute(_CONSTRAINTS_SQL).fetchall()}
+        lacking = [what for spelled, what in _CONSTRAINTS.items() if spelled not in found]
+        if lacking:
+            raise AuditUnavailable(
+                f"the audit table wingman_audit in {self._where} lacks {' and '.join(lacking)}"
+                ": rows outside the chain (a negative or NULL seq) or a second record at one "
+                "seq can be added. Someone altered the table as its owner. Find out who (run "
+                "'wingman audit verify'), restore them as the table owner (ALTER TABLE "
+                "wingman_audit ADD PRIMARY KEY (seq), ADD CHECK (seq >= 0)), then restart."
             )
         return True
 

@@ -1233,6 +1233,7 @@ def test_a_row_outside_the_chain_s_range_is_tampering(
     names it, whatever it holds (here a copy of a valid record); the sink's reader refuses it,
     and ``wingman audit show`` counts it as a line it could not read, reading on past it."""
     _fill(audit_dsn, 3)
+    started = PostgresSink(audit_dsn)  # before the change: a sink starting now refuses
     _row_outside(audit_dsn, seq, drop, 2 if seq == "NULL" else 0)
     report = verify(audit_dsn)
     assert report.problem is not None, report.summary()
@@ -1242,7 +1243,7 @@ def test_a_row_outside_the_chain_s_range_is_tampering(
     assert verify_main(audit_dsn, out=out) == 1
     assert out.getvalue().startswith(start), out.getvalue()
     assert found in out.getvalue() and "outside the chain" in out.getvalue(), out.getvalue()
-    with PostgresSink(audit_dsn) as sink, pytest.raises(AuditTampered) as refused:
+    with started as sink, pytest.raises(AuditTampered) as refused:
         list(sink.records())
     assert refused.value.reason == "AuditInserted" and found in refused.value.message
     capsys.readouterr()
@@ -1250,3 +1251,39 @@ def test_a_row_outside_the_chain_s_range_is_tampering(
     err = capsys.readouterr().err
     assert "1 line of the trail could not be read as records and was skipped" in err, err
     assert "reading stopped" not in err, err
+
+
+@pytest.mark.parametrize(("drop", "lacks"), [
+    (["ALTER TABLE wingman_audit DROP CONSTRAINT wingman_audit_seq_check"],
+     "lacks its CHECK (seq >= 0):"),
+    (["ALTER TABLE wingman_audit DROP CONSTRAINT wingman_audit_pkey"],
+     "lacks its primary key on seq:"),
+    (["ALTER TABLE wingman_audit DROP CONSTRAINT wingman_audit_seq_check",
+      "ALTER TABLE wingman_audit ADD CHECK (seq >= 0) NOT VALID"],
+     "lacks its CHECK (seq >= 0):"),
+    (["ALTER TABLE wingman_audit DROP CONSTRAINT wingman_audit_pkey",
+      "ALTER TABLE wingman_audit ADD UNIQUE (seq)"],
+     "lacks its primary key on seq:"),
+])
+def test_sink_refuses_to_start_on_a_table_without_its_constraints_on_seq(
+        audit_dsn: str, drop: list[str], lacks: str) -> None:
+    """Without its primary key or CHECK on seq (or with a CHECK that covers no existing row)
+    the table takes rows outside the chain, and a second record at a seq from a writer that
+    skips the advisory lock: the sink refuses to start, as it does for disarmed triggers, and
+    starts again once the owner restored them."""
+    _fill(audit_dsn, 2)
+    _as_superuser(audit_dsn, *drop, disable_triggers=False)
+    with pytest.raises(AuditUnavailable) as refused:
+        PostgresSink(audit_dsn)
+    assert lacks in refused.value.message and "ADD PRIMARY KEY (seq)" in refused.value.message
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        for name, in conn.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid = 'wingman_audit'::regclass "
+                "AND (contype = 'c' OR conname = 'wingman_audit_seq_key')").fetchall():
+            conn.execute(sql.SQL("ALTER TABLE wingman_audit DROP CONSTRAINT {}").format(
+                sql.Identifier(name)))
+        if "primary key" in lacks:
+            conn.execute("ALTER TABLE wingman_audit ADD PRIMARY KEY (seq)")
+        conn.execute("ALTER TABLE wingman_audit ADD CHECK (seq >= 0)")
+    assert len(_fill(audit_dsn, 1)) == 1
+    assert verify(audit_dsn).ok
