@@ -182,8 +182,7 @@ def test_a_new_grant_says_what_it_waits_for_when_its_deleted_namesakes_job_stays
     leaves it the same): the operator never deletes that Job (its pod may be running the
     deleted grant's command); after a while it says on the new grant, once, what it waits for
     and what to check, and tries less often."""
-    from wingman.operator.context import Retry
-    from wingman.operator.events import EVENTS, Events
+    from wingman.operator.events import EVENTS
     from wingman.settings import OperatorSettings
 
     monkeypatch.setattr(grants, "NAMESAKE_WAIT_SECONDS", 0.5)
@@ -204,26 +203,7 @@ def test_a_new_grant_says_what_it_waits_for_when_its_deleted_namesakes_job_stays
         _wait("the grant deleted", lambda: kube.get_or_none(GRANTS, namespace, "g1") is None)
         new = _grant(kube, namespace, "g1")
 
-        async def tries() -> list[float]:
-            events = Events(kube, "test")
-            events.start()
-            none: Any = None
-            ctx = Context(settings, kube, none, FileSink(tmp_path / "audit.jsonl"), none,
-                          none, Metrics(), events=events)
-            ctx.tracker.observe_grant(new, dt.datetime.now(dt.UTC))
-            delays = []
-            try:
-                for _ in range(3):
-                    try:
-                        await grants.create_job(ctx, new, 30)
-                    except Retry as retry:
-                        delays.append(retry.delay)
-                    await asyncio.sleep(0.6)
-            finally:
-                await events.stop()
-            return delays
-
-        delays = asyncio.run(tries())
+        delays = _namesake_tries(kube, settings, new, tmp_path / "audit.jsonl", 3)
         assert delays[0] == 1.0 and delays[1:] == [grants.NAMESAKE_RETRY_SECONDS] * 2, delays
         stays = kube.get_or_none(JOBS, namespace, "g1-gw")
         assert stays is not None and stays["metadata"]["uid"] == job["metadata"]["uid"]
@@ -246,8 +226,7 @@ def test_a_new_grant_waits_for_its_deleted_namesakes_orphan_a_finalizer_holds_re
     (``GrantOrphansRemoved``, then the delete), and from then on waits for its deletion to end,
     never removing and recording it again at each try (about once a second) as it did; after a
     while it says on the new grant what it waits for and what to check, and tries less often."""
-    from wingman.operator.context import Retry
-    from wingman.operator.events import EVENTS, Events
+    from wingman.operator.events import EVENTS
     from wingman.settings import OperatorSettings
 
     monkeypatch.setattr(grants, "NAMESAKE_WAIT_SECONDS", 0.5)
@@ -271,26 +250,7 @@ def test_a_new_grant_waits_for_its_deleted_namesakes_orphan_a_finalizer_holds_re
                 "metadata"].get("ownerReferences")))
         new = _grant(kube, namespace, "g2")
 
-        async def tries() -> list[float]:
-            events = Events(kube, "test")
-            events.start()
-            none: Any = None
-            ctx = Context(settings, kube, none, FileSink(audit), none, none, Metrics(),
-                          events=events)
-            ctx.tracker.observe_grant(new, dt.datetime.now(dt.UTC))
-            delays = []
-            try:
-                for _ in range(4):
-                    try:
-                        await grants.create_job(ctx, new, 30)
-                    except Retry as retry:
-                        delays.append(retry.delay)
-                    await asyncio.sleep(0.6)
-            finally:
-                await events.stop()
-            return delays
-
-        delays = asyncio.run(tries())
+        delays = _namesake_tries(kube, settings, new, audit, 4)
         assert delays == [1.0, 1.0] + [grants.NAMESAKE_RETRY_SECONDS] * 2, delays
         held = kube.get(JOBS, namespace, "g2-gw")
         assert held["metadata"].get("deletionTimestamp"), held["metadata"]
@@ -305,3 +265,32 @@ def test_a_new_grant_waits_for_its_deleted_namesakes_orphan_a_finalizer_holds_re
     finally:
         kube.patch(JOBS, namespace, "g2-gw", {"metadata": {"finalizers": None}})
         kube.close()
+
+
+def _namesake_tries(kube: Kube, settings: Any, new: dict[str, Any], audit: Path,
+                    count: int) -> list[float]:
+    """``count`` tries of the new grant's Job, 0.6 s apart, as the operator makes them (its
+    Events posted for real): the delays each refused try asked for."""
+    from wingman.operator.context import Retry
+    from wingman.operator.events import Events
+
+    async def tries() -> list[float]:
+        events = Events(kube, "test")
+        events.start()
+        none: Any = None
+        ctx = Context(settings, kube, none, FileSink(audit), none, none, Metrics(),
+                      events=events)
+        ctx.tracker.observe_grant(new, dt.datetime.now(dt.UTC))
+        delays = []
+        try:
+            for _ in range(count):
+                try:
+                    await grants.create_job(ctx, new, 30)
+                except Retry as retry:
+                    delays.append(retry.delay)
+                await asyncio.sleep(0.6)
+        finally:
+            await events.stop()
+        return delays
+
+    return asyncio.run(tries())
