@@ -783,6 +783,7 @@ class PromptInjectionVoter:
     """Rejects and flags requests whose text tries to instruct the reviewers."""
 
     name = "prompt-injection"
+    local = True  # reviews the request alone (see consensus.Voter)
 
     async def review(self, request: ReviewInput) -> Vote:
         hits, planted = await scan(request)

@@ -508,6 +508,7 @@ class DestructivePatternVoter:
     """Approves routine commands; rejects destructive or credential-touching ones."""
 
     name = "destructive"
+    local = True  # reviews the request alone (see consensus.Voter)
 
     async def review(self, request: ReviewInput) -> Vote:
         worst, why = Risk.LOW, []
@@ -531,6 +532,7 @@ class BlastRadiusVoter:
     """Weighs reach: production, many commands, all namespaces, kube-system, cluster scope."""
 
     name = "blast-radius"
+    local = True  # reviews the request alone (see consensus.Voter)
     #: An environment is production when one of the '-'-separated parts of its name is one of
     #: these (``prd``, ``prod-eu``, ``eu-production-2``).
     PRODUCTION = ("prd", "prod", "production")
@@ -628,6 +630,7 @@ class AllowlistVoter:
     """Rejects any command outside the environment's allowlist (checked again at grant time)."""
 
     name = "allowlist"
+    local = True  # reviews the request alone (see consensus.Voter)
 
     def __init__(self, is_allowed: Callable[[str], bool]) -> None:
         self._is_allowed = is_allowed
