@@ -20,7 +20,9 @@ The steps, in order (``redact``):
    and a word whose letters read as a credential name (``password`` with a Cyrillic a) that
    name: they can hide a credential from the rules below, and from a person reading it.
 2. **Known secrets** (the caller's: the capability token, the ServiceAccount token): every
-   occurrence, also split across lines or spaces, and also base64- (any alignment), hex-,
+   occurrence, also split across lines or spaces (read before step 1 too when the output has
+   binary data, so that a line of it redacted whole leaves no part of one on the others), and
+   also base64- (any alignment), hex-,
    percent- or JSON-escaped; at the end of the gateway's output (cut at its bound or its
    deadline), a start of one of 8 characters or more.
 3. **Structure.** Output of ``kubectl -o yaml|json`` (and kubeconfigs) is read line by line
@@ -113,6 +115,9 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # A line of binary data: a byte that is no UTF-8 (decoded as U+FFFD) or a control character no
 # text has (escape, bell, backspace and the whitespace ones aside: terminals use those).
 _BINARY_LINE = re.compile(r"(?m)^[^\n]*?[\ufffd\x00-\x06\x0e-\x1a\x7f-\x9f][^\n]*+")
+_BINARY_CHAR = re.compile(r"[\ufffd\x00-\x06\x0e-\x1a\x7f-\x9f]")
+_BINARY_CHARS = frozenset("\ufffd" + "".join(map(chr, [*range(0x00, 0x07), *range(0x0e, 0x1b),
+                                                       *range(0x7f, 0xa0)])))
 
 
 # Characters that read as ASCII punctuation or letters (fullwidth forms, U+FF01 to U+FF5E,
@@ -277,14 +282,17 @@ def _cut_start(compact: str, form: str) -> int | None:
     return len(compact) - k if k >= _CUT_LEAST else None
 
 
-def _redact_known(text: str, secrets: Iterable[str], cut: bool = False) -> str:
+def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
+                  binary: bool = False) -> str:
     """Every occurrence of each secret (and its encodings), whitespace inside ignored; and,
-    when the text may end inside one (``cut``), a start of one at its end."""
+    when the text may end inside one (``cut``), a start of one at its end. ``binary``: the
+    characters that make a line binary data (``_BINARY_CHARS``) are ignored too."""
     wanted = {form for s in secrets if s for form in _forms(s)}
     wanted = {w for w in ("".join(f.split()) for f in wanted) if w}
     if not wanted:
         return text
-    keep = [i for i, char in enumerate(text) if not char.isspace()]
+    keep = [i for i, char in enumerate(text)
+            if not (char.isspace() or (binary and char in _BINARY_CHARS))]
     compact = "".join(text[i] for i in keep)
     spans = []
     for form in sorted(wanted, key=len, reverse=True):
@@ -2215,6 +2223,10 @@ def _redact(text: str, secrets: tuple[str, ...], command: Sequence[str],
     if withholds(command) or (command and command[0] == "kubectl" and
                               _TEMPLATE_DUMP.search(text) is not None):
         return WITHHELD
+    if secrets and _BINARY_CHAR.search(text) is not None:
+        # a known secret first, wherever it is: split across lines, one of them binary, the
+        # rest of it would be left on the others once that line is redacted whole
+        text = _redact_known(text, secrets, cut, binary=True)
     text = _BINARY_LINE.sub(REDACTED, text)  # a binary file's bytes: a key, a keystore
     text = _redact_once(text, secrets, beyond, cut)
     for _ in range(_MAX_UNESCAPES):

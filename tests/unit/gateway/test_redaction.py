@@ -215,6 +215,27 @@ def test_a_known_secret_cut_by_the_output_bound_loses_its_start_too(form: str, s
     assert "".join(form.split())[skip:skip + 8] not in "".join(text.split()), text
 
 
+@pytest.mark.parametrize("binary", [b"\x00", b"\xff", b"\x7f", b"\x01", b"\xc2\x85"])
+@pytest.mark.parametrize(("output", "cut", "secret"), [
+    # the binary byte on the line of the secret's start, of its end, or inside one part;
+    # and the output cut inside the secret, on its binary line (a ServiceAccount token and a
+    # secret whose end the rules for base64 values would redact on its own)
+    ("{b}{head}\n{tail}\n", False, JWT), ("ok {head}{b}\n{tail}\n", False, JWT),
+    ("{head}\n{tail} {b}\n", False, KNOWN), ("{head}\n{tail_a}{b}{tail_b}\n", False, KNOWN),
+    ("ok {head}\n{b}{tail_a}", True, KNOWN),
+])
+def test_a_known_secret_split_across_lines_one_of_them_binary_is_redacted_whole(
+        binary: bytes, output: str, cut: bool, secret: str) -> None:
+    """A line holding binary data is redacted whole: a known secret split across it and
+    another line is redacted on that other line too, not left there in part."""
+    head, tail = secret[:30], secret[30:]
+    raw = output.format(b="\0", head=head, tail=tail, tail_a=tail[:10], tail_b=tail[10:])
+    data = raw.encode().replace(b"\0", binary)
+    text, _, _ = bound_output(data, limit=1 << 16, truncated=cut, secrets=[secret])
+    compact = "".join(text.split())
+    assert not any(secret[i:i + 8] in compact for i in range(len(secret) - 7)), text
+
+
 def test_a_megabyte_of_a_known_secret_s_starts_is_read_in_linear_time() -> None:
     periodic = "ab" * 4096  # a secret whose starts recur in itself: the worst case
     started = time.process_time()
