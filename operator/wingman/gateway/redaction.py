@@ -21,7 +21,8 @@ The steps, in order (``redact``):
    name: they can hide a credential from the rules below, and from a person reading it.
 2. **Known secrets** (the caller's: the capability token, the ServiceAccount token): every
    occurrence, also split across lines or spaces (read before step 1 too when the output has
-   binary data, so that a line of it redacted whole leaves no part of one on the others), and
+   binary data or escape sequences, so that a line of it redacted whole leaves no part of one
+   on the others, and an escape sequence removed takes no character of one away), and
    also base64- (any alignment), hex-,
    percent- or JSON-escaped; at the end of the gateway's output (cut at its bound or its
    deadline), a start of one of 8 characters or more.
@@ -115,9 +116,10 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # A line of binary data: a byte that is no UTF-8 (decoded as U+FFFD) or a control character no
 # text has (escape, bell, backspace and the whitespace ones aside: terminals use those).
 _BINARY_LINE = re.compile(r"(?m)^[^\n]*?[\ufffd\x00-\x06\x0e-\x1a\x7f-\x9f][^\n]*+")
-_BINARY_CHAR = re.compile(r"[\ufffd\x00-\x06\x0e-\x1a\x7f-\x9f]")
-_BINARY_CHARS = frozenset("\ufffd" + "".join(map(chr, [*range(0x00, 0x07), *range(0x0e, 0x1b),
-                                                       *range(0x7f, 0xa0)])))
+# What no one reads as text (control characters, an escape sequence's ESC, U+FFFD): output
+# holding any is read for known secrets before it is cleaned too (:func:`_raw_views`)
+_UNSHOWN_CHAR = re.compile(r"[\ufffd\x00-\x08\x0e-\x1f\x7f-\x9f]")
+_UNSHOWN = frozenset("\ufffd" + "".join(map(chr, [*range(0x00, 0x20), *range(0x7f, 0xa0)])))
 
 
 # Characters that read as ASCII punctuation or letters (fullwidth forms, U+FF01 to U+FF5E,
@@ -282,27 +284,50 @@ def _cut_start(compact: str, form: str) -> int | None:
     return len(compact) - k if k >= _CUT_LEAST else None
 
 
+def _raw_views(text: str) -> list[list[int]]:
+    """The characters of output not yet cleaned (:func:`clean`) a known secret is looked for
+    in, by index: all but whitespace and control characters (a binary line's, an escape
+    sequence's ESC); and when there is an ESC, also without the character after each one,
+    and without each escape sequence but its last character. Cleaning removes an escape
+    sequence whole, with what its ESC starts (``ESC X`` starts a string that runs to the
+    next ESC) or what ends it (the ``m`` of ``ESC[31m``, a letter after a lone ``ESC``),
+    which may be a secret's: found only after cleaning, the rest of the secret would be
+    left."""
+    first = [i for i, char in enumerate(text) if not (char.isspace() or char in _UNSHOWN)]
+    if "\x1b" not in text:
+        return [first]
+    started = bytearray(len(text) + 1)
+    hidden = bytearray(len(text))
+    for i, char in enumerate(text):
+        if char == "\x1b":
+            started[i + 1] = 1
+    for match in _ESCAPES.finditer(text):
+        hidden[match.start() : match.end() - 1] = b"\x01" * (match.end() - 1 - match.start())
+    return [first, [i for i in first if not started[i]], [i for i in first if not hidden[i]]]
+
+
 def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
-                  binary: bool = False) -> str:
+                  raw: bool = False) -> str:
     """Every occurrence of each secret (and its encodings), whitespace inside ignored; and,
-    when the text may end inside one (``cut``), a start of one at its end. ``binary``: the
-    characters that make a line binary data (``_BINARY_CHARS``) are ignored too."""
+    when the text may end inside one (``cut``), a start of one at its end. ``raw``: the text
+    is not cleaned yet: it is read as :func:`_raw_views` says."""
     wanted = {form for s in secrets if s for form in _forms(s)}
     wanted = {w for w in ("".join(f.split()) for f in wanted) if w}
     if not wanted:
         return text
-    keep = [i for i, char in enumerate(text)
-            if not (char.isspace() or (binary and char in _BINARY_CHARS))]
-    compact = "".join(text[i] for i in keep)
+    views = _raw_views(text) if raw else [[i for i, char in enumerate(text)
+                                            if not char.isspace()]]
     spans = []
-    for form in sorted(wanted, key=len, reverse=True):
-        at = compact.find(form)
-        while at != -1:
-            spans.append((keep[at], keep[at + len(form) - 1] + 1))
-            at = compact.find(form, at + len(form))
-        start = _cut_start(compact, form) if cut else None
-        if start is not None:
-            spans.append((keep[start], keep[-1] + 1))
+    for keep in views:
+        compact = "".join(text[i] for i in keep)
+        for form in sorted(wanted, key=len, reverse=True):
+            at = compact.find(form)
+            while at != -1:
+                spans.append((keep[at], keep[at + len(form) - 1] + 1))
+                at = compact.find(form, at + len(form))
+            start = _cut_start(compact, form) if cut else None
+            if start is not None:
+                spans.append((keep[start], keep[-1] + 1))
     return _apply(text, spans)
 
 
@@ -2223,10 +2248,11 @@ def _redact(text: str, secrets: tuple[str, ...], command: Sequence[str],
     if withholds(command) or (command and command[0] == "kubectl" and
                               _TEMPLATE_DUMP.search(text) is not None):
         return WITHHELD
-    if secrets and _BINARY_CHAR.search(text) is not None:
+    if secrets and _UNSHOWN_CHAR.search(text) is not None:
         # a known secret first, wherever it is: split across lines, one of them binary, the
-        # rest of it would be left on the others once that line is redacted whole
-        text = _redact_known(text, secrets, cut, binary=True)
+        # rest of it would be left on the others once that line is redacted whole; with an
+        # escape sequence inside, cleaning would take a character of it away
+        text = _redact_known(text, secrets, cut, raw=True)
     text = _BINARY_LINE.sub(REDACTED, text)  # a binary file's bytes: a key, a keystore
     text = _redact_once(text, secrets, beyond, cut)
     for _ in range(_MAX_UNESCAPES):

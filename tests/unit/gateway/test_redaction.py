@@ -236,6 +236,21 @@ def test_a_known_secret_split_across_lines_one_of_them_binary_is_redacted_whole(
     assert not any(secret[i:i + 8] in compact for i in range(len(secret) - 7)), text
 
 
+@pytest.mark.parametrize("secret", [KNOWN, JWT])
+@pytest.mark.parametrize("escape", ["\x1b", "\x1b[", "\x1b[1", "\x1b[1;31", "\x1b(", "\x1b#",
+                                    "\x1b]", "\x1bP"])
+def test_a_known_secret_with_an_escape_sequence_inside_is_redacted_whole(
+        secret: str, escape: str) -> None:
+    """Cleaning removes an escape sequence with the character that ends it, which may be one
+    of the secret's: the secret is still found whole, and none of it is left."""
+    at = next(i for i in range(40, len(secret)) if secret[i].isalpha())  # a final byte
+    text, _, _ = bound_output(f"ok {secret[:at]}{escape}{secret[at:]} done\n".encode(),
+                              limit=1 << 16, truncated=False, secrets=[secret])
+    compact = "".join(text.split())
+    assert text == f"ok {REDACTED} done\n", text
+    assert not any(secret[i:i + 8] in compact for i in range(len(secret) - 7)), text
+
+
 def test_a_megabyte_of_a_known_secret_s_starts_is_read_in_linear_time() -> None:
     periodic = "ab" * 4096  # a secret whose starts recur in itself: the worst case
     started = time.process_time()
