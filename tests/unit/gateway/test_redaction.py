@@ -251,6 +251,16 @@ def test_a_known_secret_with_an_escape_sequence_inside_is_redacted_whole(
     assert not any(secret[i:i + 8] in compact for i in range(len(secret) - 7)), text
 
 
+@pytest.mark.parametrize("secret", [KNOWN, JWT])
+@pytest.mark.parametrize("upper", [False, True])
+def test_a_known_secret_hex_escaped_byte_by_byte_is_redacted(secret: str, upper: bool) -> None:
+    """``\\x65\\x79...`` (a C or Python string literal, printf): hex-escaped as the docs say."""
+    escaped = "".join(f"\\x{byte:02{'X' if upper else 'x'}}" for byte in secret.encode())
+    text, _, _ = bound_output(f'key = "{escaped}"\n'.encode(), limit=1 << 16, truncated=False,
+                              secrets=[secret])
+    assert text == f'key = "{REDACTED}"\n', text
+
+
 def test_a_megabyte_of_a_known_secret_s_starts_is_read_in_linear_time() -> None:
     periodic = "ab" * 4096  # a secret whose starts recur in itself: the worst case
     started = time.process_time()
