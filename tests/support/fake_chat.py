@@ -393,6 +393,9 @@ class FakeSlack(_Base):
                 view = _json_field(params, "view")
                 self.views.append({"trigger_id": params["trigger_id"], "view": view})
                 return 200, {"ok": True, "view": {"id": f"V{len(self.views)}", **view}}
+            if name == "auth.test":
+                return 200, {"ok": True, "team_id": self.team, "user_id": "U0WINGMAN",
+                             "bot_id": "B0WINGMAN"}
             if name == "users.info":
                 user = self.users.get(str(params.get("user")))
                 if user is None:

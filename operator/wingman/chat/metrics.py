@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-#: The loops of ``wingman_chat_loop_failures_total``: the reconciler and Telegram's polling.
-LOOPS = ("reconciler", "telegram-polling")
+#: The loops of ``wingman_chat_loop_failures_total``: the reconciler, Telegram's polling and
+#: Slack's Web API (``SlackChannel.watch``: it counts only a rejected bot token).
+LOOPS = ("reconciler", "telegram-polling", "slack-web-api")
 #: Its kinds of failure: the cluster, the audit trail or the chat service could not be reached
 #: or failed (``Unavailable``); Telegram's rate limit (``RateLimited``); anything else, logged
 #: with its type (``Unexpected``); one Telegram update that could not be handled
-#: (``UpdateFailed``); the bot token rejected, which ends Telegram's polling (``Unauthorized``).
+#: (``UpdateFailed``); the bot token rejected, which ends Telegram's polling or Slack's watch
+#: (``Unauthorized``).
 FAILURE_KINDS = ("Unavailable", "RateLimited", "Unexpected", "UpdateFailed", "Unauthorized")
 
 
@@ -59,9 +61,10 @@ class ChatMetrics:
             ["environment", "channel", "reason"], registry=r)
         self.loop_failures = Counter(
             "wingman_chat_loop_failures_total",
-            "Failures of the chat component's loops (the reconciler, Telegram's polling), by "
-            "loop and kind; each is retried with backoff but Unauthorized, which ends "
-            "Telegram's polling.",
+            "Failures of the chat component's loops (the reconciler, Telegram's polling, "
+            "Slack's Web API), by loop and kind; each is retried with backoff but "
+            "Unauthorized, a rejected bot token, which ends Telegram's polling or Slack's "
+            "watch.",
             ["environment", "loop", "kind"], registry=r)
         self.up = Gauge("wingman_chat_up", "1 while the chat component runs.",
                         ["environment"], registry=r)

@@ -5,9 +5,11 @@ One asyncio loop runs the reconciler, Telegram's long polling and an HTTP server
 ``/slack/commands`` when Slack is enabled); metrics are served on ``WINGMAN_METRICS_PORT``.
 Either port may be 0 (outside the chart, which sets fixed ones): the system picks a free port,
 and the ``chat starting`` record names the ports bound (``httpPort``, ``metricsPort``).
-``/healthz`` answers 503, naming it, once the reconciler or Telegram's polling has ended
-(the reconciler never should; polling ends only when Telegram rejects the bot token), so the
-probes restart the pod, which reads the Secret again. The HTTP server cuts off a connection
+``/healthz`` answers 503, naming it and why (``telegram polling (BotTokenRejected)``), once
+the reconciler, Telegram's polling or Slack's Web API watch has ended (the reconciler never
+should; polling ends only when Telegram rejects the bot token, and Slack's watch only when
+Slack rejects it: at start, ``auth.test``, or in any later call), so the probes restart the
+pod, which reads the Secret again. The HTTP server cuts off a connection
 that has not sent a whole request line and headers, or stays idle, for
 ``WINGMAN_CHAT_HTTP_IDLE_SECONDS`` (``chat.httpIdleTimeoutSeconds``; ``http_runner``).
 SIGTERM, SIGINT and SIGHUP stop it cleanly. Every log record passes a filter that replaces
@@ -181,7 +183,7 @@ async def _main(settings: ChatSettings) -> int:
 
     app.router.add_get("/healthz", healthz)
     closers: list[Any] = []
-    telegram = None
+    telegram = slack = None
     if config.telegram:
         from wingman.chat.telegram import TelegramChannel
 
@@ -248,6 +250,8 @@ async def _main(settings: ChatSettings) -> int:
                                          name="reconciler"))
         if telegram is not None:
             tasks.append(asyncio.create_task(telegram.poll(stop), name="telegram polling"))
+        if slack is not None:
+            tasks.append(asyncio.create_task(slack.watch(), name="slack web api"))
         await stop.wait()
     finally:
         for t in tasks:
@@ -272,11 +276,22 @@ def bound_port(runner: web.BaseRunner) -> int:
 
 
 async def health(loops: Sequence[asyncio.Task[Any]]) -> web.Response:
-    """200 while every loop runs; 503 naming the ones that ended."""
-    ended = [t.get_name() for t in loops if t.done()]
+    """200 while every loop runs; 503 naming the ones that ended, each with the reason it
+    ended with (``telegram polling (BotTokenRejected)``) or the type of its error."""
+    ended = [_ended(t) for t in loops if t.done()]
     if ended:
         return web.Response(status=503, text="not running: " + ", ".join(ended))
     return web.Response(text="ok")
+
+
+def _ended(task: asyncio.Task[Any]) -> str:
+    """An ended loop's name, and why it ended: the reason it returned (a rejected bot
+    token's ``BotTokenRejected``), or the type of the error it raised."""
+    if task.cancelled():
+        return task.get_name()
+    exc = task.exception()
+    why = type(exc).__name__ if exc is not None else task.result()
+    return f"{task.get_name()} ({why})" if isinstance(why, str) and why else task.get_name()
 
 
 __all__ = ["HEADER_SECONDS", "RedactSecrets", "bound_port", "health", "http_runner",

@@ -46,6 +46,9 @@ message that is not the request's current message. A card Slack refuses for what
 (``render.slack_summary``, with the same buttons), so that approvers are notified all the same;
 messages Slack refuses even so fail alone (``MessageRefused``): the service records it and goes
 on with the other requests.
+The bot token is checked at start (``auth.test``); Slack rejecting it then or in any later call
+(``TOKEN_REJECTED``) ends ``watch``, so that /healthz fails naming it and the restarted pod
+reads the Secret again, as Telegram's polling does.
 """
 
 from __future__ import annotations
@@ -178,6 +181,9 @@ class SlackChannel:
         self._deciding: dict[str, _Deciding] = {}
         #: work that goes on after Slack was answered (kept until done: never dropped)
         self._later: set[asyncio.Task[Any]] = set()
+        #: set once Slack rejects the bot token, in any call (``watch`` then ends)
+        self._rejected = asyncio.Event()
+        self._rejection = ""
 
     # -- Web API -------------------------------------------------------------------------
     async def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
@@ -201,9 +207,11 @@ class SlackChannel:
             if error in REFUSED_MESSAGE:
                 raise MessageRefused(f"Slack refused {what}: {error}") from None
             if error in TOKEN_REJECTED:
-                raise TokenRejected(f"Slack {what} failed: {error}: Slack rejected the bot "
-                                    "token; put the app's current Bot User OAuth Token in the "
-                                    "chat Secret's key slack-bot-token") from None
+                self._rejection = (f"Slack {what} failed: {error}: Slack rejected the bot "
+                                   "token; put the app's current Bot User OAuth Token in the "
+                                   "chat Secret's key slack-bot-token")
+                self._rejected.set()
+                raise TokenRejected(self._rejection) from None
             retry = None
             if exc.response is not None and exc.response.status_code == 429:
                 header = exc.response.headers.get("Retry-After", "")
@@ -213,6 +221,28 @@ class SlackChannel:
                                retry_after=retry) from None
         except (ClientError, OSError, TimeoutError) as exc:
             raise ChannelError(f"Slack {what} failed: {type(exc).__name__}") from None
+
+    async def watch(self) -> str:
+        """Check the bot token (``auth.test``) once, then wait until Slack rejects it, in
+        that check or in any later call (a card, a notice, a person asked about): then count
+        it (``wingman_chat_loop_failures_total``, ``loop="slack-web-api"``,
+        ``kind="Unauthorized"``), log it and end with its reason, so that /healthz fails
+        naming it and the restarted pod reads the Secret again, as Telegram's polling does
+        (``run.health``). Any other failure of the check (Slack unreachable) is only logged:
+        the calls that follow tell."""
+        try:
+            await self._call("auth.test", self.client.auth_test)
+        except TokenRejected:
+            pass  # ``_rejected`` is set
+        except ChannelError as exc:
+            log.warning("slack: checking the bot token failed; the next calls check it",
+                        extra={"reason": exc.reason, "error": exc.message[:300]})
+        await self._rejected.wait()
+        self.service.metrics.loop_failures.labels(self.service.env, "slack-web-api",
+                                                  "Unauthorized").inc()
+        log.error("slack ends: the bot token was rejected",
+                  extra={"reason": TokenRejected.reason, "error": self._rejection[:300]})
+        return TokenRejected.reason
 
     def _buttons(self, v: RequestView) -> list[tuple[str, str, str]]:
         return [("wingman_approve", "Approve", self.signer.sign("approve", v.uid)),

@@ -364,7 +364,7 @@ class TelegramChannel:
 
     # -- updates -------------------------------------------------------------------------
     async def poll(self, stop: asyncio.Event, timeout: int = 20,
-                   backoff: float = 1.0) -> None:
+                   backoff: float = 1.0) -> str | None:
         """Long-poll getUpdates until ``stop``.
 
         A failed fetch is logged, counted (``wingman_chat_loop_failures_total``,
@@ -372,7 +372,8 @@ class TelegramChannel:
         60, or Telegram's Retry-After): the network, a timeout, a 5xx, the rate limit
         (``RateLimited``), and an answer the library cannot read (``Unexpected``, logged as an
         error with its type). Only Telegram rejecting the bot token ends polling
-        (``Unauthorized``): /healthz then fails and the restarted pod reads the Secret again.
+        (``Unauthorized``; it returns ``BotTokenRejected``): /healthz then fails naming it
+        (``run.health``) and the restarted pod reads the Secret again.
         An update that cannot be handled, or that the library cannot read (it fails the whole
         batch: the batch is then read one update at a time), is logged, counted
         (``UpdateFailed``) and skipped; polling goes on with the next.
@@ -388,7 +389,7 @@ class TelegramChannel:
         handling: set[asyncio.Task[None]] = set()
         answering = self._answering
         try:
-            await self._poll(stop, timeout, backoff, handling)
+            return await self._poll(stop, timeout, backoff, handling)
         except BaseException:
             try:
                 if handling or answering:  # none half done: a decision made is audited
@@ -401,7 +402,7 @@ class TelegramChannel:
             await asyncio.gather(*handling, *answering, return_exceptions=True)
 
     async def _poll(self, stop: asyncio.Event, timeout: int, backoff: float,
-                    handling: set[asyncio.Task[None]]) -> None:
+                    handling: set[asyncio.Task[None]]) -> str | None:
         offset: int | None = None
         failures = 0
         count = self.service.metrics.loop_failures
@@ -418,7 +419,7 @@ class TelegramChannel:
                 count.labels(env, "telegram-polling", "Unauthorized").inc()
                 log.error("telegram polling ends: the bot token was rejected",
                           extra={"error": exc.message[:300]})
-                return
+                return exc.reason
             except Exception as exc:  # noqa: BLE001 - polling outlives any one fetch
                 batch = (None if isinstance(exc, ChannelError)
                          else await self._one_by_one(offset, allowed))
@@ -453,6 +454,7 @@ class TelegramChannel:
                 handling.add(task)
                 task.add_done_callback(handling.discard)
                 task.add_done_callback(functools.partial(self._taken_off, sender))
+        return None
 
     def _taken_off(self, sender: str, _task: asyncio.Task[None]) -> None:
         left = self._pending.get(sender, 0) - 1

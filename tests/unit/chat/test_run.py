@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ import yaml
 from aiohttp import ClientSession, web
 
 import wingman
+from support.fake_chat import FakeSlack, serving
 from support.oddapi import odd_api
 from support.ports import listening_ports, logged_ports, refused_port
 from support.processes import stop_process
@@ -32,6 +34,8 @@ from wingman.chat.run import RedactSecrets, health, http_runner
 from wingman.logs import JsonFormatter, TextFormatter
 
 TOKEN = "7000001:AAH-secret-bot-token-value"
+SLACK_TOKEN = "xoxb-revoked-bot-token-value"
+STATE = "/api/v1/namespaces/wingman/configmaps/wingman-chat-state"
 
 
 def test_secrets_are_redacted_in_messages_arguments_fields_and_tracebacks() -> None:
@@ -196,16 +200,22 @@ def _started_ports(proc: subprocess.Popen[bytes], log: Path) -> dict[str, int]:
 
 
 @contextmanager
-def _chat_process(tmp_path: Path, api: str, hook: str, **ports: int) -> Iterator[tuple[
-        subprocess.Popen[bytes], Path]]:
-    """``wingman chat`` (this tree's code) with only the webhook channel (to ``hook``), its
-    API server at ``api``, ports 0 (but those given: ``WINGMAN_METRICS_PORT=...``) and JSON
-    logs: the process and its log; stopped (SIGTERM) at the end."""
+def _chat_process(tmp_path: Path, api: str, hook: str, *, slack: str = "", **ports: int
+                  ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``wingman chat`` (this tree's code) with the webhook channel (to ``hook``), and Slack's
+    when given its Web API (``slack``, its bot token ``SLACK_TOKEN``), its API server at
+    ``api``, ports 0 (but those given: ``WINGMAN_METRICS_PORT=...``) and JSON logs: the
+    process and its log; stopped (SIGTERM) at the end."""
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "webhook-secret").write_text("webhook-secret-value\n")
-    (tmp_path / "chat.yaml").write_text(yaml.safe_dump({
-        "environment": "test", "webhook": {"enabled": True, "url": hook}}))
+    config: dict[str, Any] = {"environment": "test", "webhook": {"enabled": True, "url": hook}}
+    if slack:
+        (secrets / "slack-bot-token").write_text(SLACK_TOKEN + "\n")
+        (secrets / "slack-signing-secret").write_text("slack-signing-secret-value\n")
+        config["slack"] = {"enabled": True, "teamId": "T0WINGMAN", "channel": "C0APPROVE",
+                           "baseUrl": slack}
+    (tmp_path / "chat.yaml").write_text(yaml.safe_dump(config))
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "c",
@@ -287,7 +297,7 @@ def test_a_state_configmap_answered_in_a_shape_no_api_server_gives_is_retried_sa
     ConfigMap in a shape no API server does: the process does not crash on it (a restart loop
     whose record names only a TypeError), it goes on trying, each try logged with the reason
     and what is wrong; once the answer is right it starts its reconciler, no restart needed."""
-    path = "/api/v1/namespaces/wingman/configmaps/wingman-chat-state"
+    path = STATE
     good = {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "wingman-chat-state", "namespace": "wingman",
                          "resourceVersion": "7"},
@@ -316,3 +326,43 @@ def test_a_state_configmap_answered_in_a_shape_no_api_server_gives_is_retried_sa
                 time.sleep(0.1)
     assert proc.returncode == 0, log.read_text()
     assert not any(r.get("event") == "UncaughtException" for r in _records(log))
+
+
+def test_a_bot_token_slack_rejects_fails_healthz_naming_it(tmp_path: Path) -> None:
+    """A wrong or revoked slack-bot-token only made every delivery back off: the pod stayed
+    healthy for good while no approver could be reached, where Telegram's rejected token fails
+    /healthz. The process checks the token at start (auth.test) and /healthz answers 503
+    naming the Web API and the reason, so that the pod is restarted (reading the Secret
+    again) and WingmanChatBotTokenRejected fires; the log says so, never the token."""
+    state = {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": "wingman-chat-state", "namespace": "wingman",
+                          "resourceVersion": "7"},
+             "data": {"state.json": json.dumps({"horizon": "2026-01-01T00:00:00Z"})}}
+    with odd_api({STATE: state}) as api, refused_port() as nowhere, \
+            serving(FakeSlack("xoxb-the-apps-current-token", "T0WINGMAN", {})) as fake:
+        with _chat_process(tmp_path, api, f"http://127.0.0.1:{nowhere}/hook",
+                           slack=fake.base_url) as (proc, log):
+            ports = _started_ports(proc, log)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(
+                            f"http://127.0.0.1:{ports['httpPort']}/healthz", timeout=10):
+                        pass
+                except urllib.error.HTTPError as exc:
+                    status, said = exc.code, exc.read().decode()
+                    break
+                assert proc.poll() is None, f"exited {proc.returncode}:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"/healthz stays 200:\n{log.read_text()}"
+                time.sleep(0.2)
+            assert (status, said) == (503, "not running: slack web api (BotTokenRejected)")
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports['metricsPort']}/metrics",
+                                        timeout=10) as resp:
+                assert ('wingman_chat_loop_failures_total{environment="test",'
+                        'kind="Unauthorized",loop="slack-web-api"} 1.0'
+                        in resp.read().decode())
+    [ended] = [r for r in _records(log)
+               if r["message"] == "slack ends: the bot token was rejected"]
+    assert ended["reason"] == "BotTokenRejected", ended
+    assert "invalid_auth" in ended["error"] and "slack-bot-token" in ended["error"], ended
+    assert SLACK_TOKEN not in log.read_text()

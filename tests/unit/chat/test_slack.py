@@ -25,7 +25,7 @@ from aiohttp import ClientSession, web
 from support.fake_chat import FakeSlack, WebhookReceiver, serving, slack_signature
 from wingman.chat import slack
 from wingman.chat.guard import ReplayGuard, StepUp
-from wingman.chat.run import http_runner
+from wingman.chat.run import health, http_runner
 from wingman.chat.service import ChatService
 from wingman.chat.slack import MAX_BODY, SlackChannel
 from wingman.client import status as st
@@ -1326,6 +1326,80 @@ def test_a_bot_token_slack_rejects_is_named_in_the_log(
             assert TOKEN not in error
 
     run(tmp_path, request("revoked", 1), body=body)
+
+
+async def _asked(fake: FakeSlack, method: str) -> None:
+    """Until ``fake`` was asked ``method`` (10 s at most)."""
+    for _ in range(200):
+        if any(m == method for m, _ in fake.requests):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{method} never asked: {[m for m, _ in fake.requests]}")
+
+
+@pytest.mark.parametrize("error", sorted(slack.TOKEN_REJECTED))
+def test_a_bot_token_slack_rejects_later_fails_healthz_naming_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, error: str) -> None:
+    """Slack rejecting the bot token (revoked, the app uninstalled, the workspace gone) only
+    made every delivery back off: /healthz stayed 200 for good while no approver could be
+    reached, where Telegram's rejected token fails it. A rejection in any call (here a card)
+    now ends the channel's watch, which /healthz names with its reason, counted for
+    WingmanChatBotTokenRejected and logged naming the Secret key, never the token."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        [channel] = svc.channels
+        assert isinstance(channel, SlackChannel)
+        watch = asyncio.create_task(channel.watch(), name="slack web api")
+        try:
+            await _asked(fake, "auth.test")
+            await asyncio.sleep(0.2)
+            assert not watch.done() and (await health([watch])).status == 200  # token good
+            fake.refuse = lambda _method, _params: error  # Slack no longer takes it
+            await svc.sync()
+            assert await asyncio.wait_for(watch, 10) == "BotTokenRejected"
+        finally:
+            watch.cancel()
+        answer = await health([watch])
+        assert (answer.status, answer.text) == (
+            503, "not running: slack web api (BotTokenRejected)")
+        assert metric(svc, "wingman_chat_loop_failures_total", loop="slack-web-api",
+                      kind="Unauthorized") == 1
+        [ended] = [r for r in caplog.records if r.getMessage().startswith("slack ends")]
+        assert ended.getMessage() == "slack ends: the bot token was rejected"
+        assert ended.__dict__["reason"] == "BotTokenRejected"
+        assert error in ended.__dict__["error"] and "slack-bot-token" in ended.__dict__["error"]
+        assert TOKEN not in caplog.text
+
+    run(tmp_path, request("revoked", 1), body=body)
+
+
+def test_slack_unreachable_at_start_is_not_a_rejected_token(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The token check at start that cannot reach Slack (a 502, egress not open yet) says
+    nothing of the token: the watch goes on, /healthz stays 200 and the log says the check
+    failed; a rejection later still ends it."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        [channel] = svc.channels
+        assert isinstance(channel, SlackChannel)
+        fake.down = True
+        watch = asyncio.create_task(channel.watch(), name="slack web api")
+        try:
+            for _ in range(200):
+                if any("checking the bot token failed" in r.getMessage()
+                       for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            assert not watch.done() and (await health([watch])).status == 200
+            fake.down = False
+            fake.token = "xoxb-revoked"
+            await svc.sync()
+            assert await asyncio.wait_for(watch, 10) == "BotTokenRejected"
+        finally:
+            watch.cancel()
+        [failed] = [r for r in caplog.records if "checking the bot token" in r.getMessage()]
+        assert failed.__dict__["reason"] == "ChannelUnavailable"
+
+    run(tmp_path, request("later", 1), body=body)
 
 
 @pytest.mark.parametrize("answer", [b'{"ok": true}', b'{"ok": true, "user": "U0BOB"}',

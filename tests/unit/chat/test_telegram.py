@@ -23,7 +23,7 @@ from support.fake_chat import FakeTelegram, serving, telegram_html_error
 from wingman.chat import render
 from wingman.chat.guard import StepUp
 from wingman.chat.render import Notice
-from wingman.chat.run import RedactSecrets
+from wingman.chat.run import RedactSecrets, health
 from wingman.chat.service import C, ChatService, Reply, T
 from wingman.chat.telegram import (
     _CHAT_WIDE,
@@ -529,10 +529,17 @@ def test_a_rejected_bot_token_ends_polling_and_is_counted(
     async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
         rejected = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url), wrong,
                                    "prd", svc)
+        polling = asyncio.create_task(rejected.poll(asyncio.Event(), timeout=1, backoff=0.01),
+                                      name="telegram polling")
         try:
-            await asyncio.wait_for(rejected.poll(asyncio.Event(), timeout=1, backoff=0.01), 10)
+            await asyncio.wait_for(asyncio.shield(polling), 10)
         finally:
+            polling.cancel()
             await rejected.close()
+        # /healthz names the loop and why it ended
+        answer = await health([polling])
+        assert (answer.status, answer.text) == (
+            503, "not running: telegram polling (BotTokenRejected)")
         assert _polling_failures(svc, "Unauthorized") == 1
         assert _polling_failures(svc, "Unavailable") == 0
 
