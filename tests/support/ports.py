@@ -79,6 +79,33 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
+def connections_to(pid: int, port: int) -> int:
+    """How many TCP connections to ``port`` (its remote port) process ``pid`` holds open: its
+    sockets in ``/proc``, whatever their state (one the peer closed stays, CLOSE_WAIT, until
+    the process closes it)."""
+    inodes: set[str] = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    held = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in lines:
+            fields = row.split()
+            # rem_address is HEX_ADDR:HEX_PORT; state 0A is LISTEN; the inode is field 9
+            if (len(fields) > 9 and fields[3] != "0A" and fields[9] in inodes
+                    and int(fields[2].rsplit(":", 1)[1], 16) == port):
+                held += 1
+    return held
+
+
 @contextmanager
 def refused_port() -> Iterator[int]:
     """A loopback port that refuses connections while the block runs: bound, never listening,
@@ -89,4 +116,4 @@ def refused_port() -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
-__all__ = ["listening_ports", "logged_ports", "refused_port", "serving_port"]
+__all__ = ["connections_to", "listening_ports", "logged_ports", "refused_port", "serving_port"]

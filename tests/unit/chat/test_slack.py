@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +25,9 @@ import pytest
 from aiohttp import ClientSession, web
 
 from support.fake_chat import FakeSlack, WebhookReceiver, serving, slack_signature
+from support.localserver import QuietHandler
+from support.localserver import serving as local_serving
+from support.ports import connections_to
 from wingman.chat import slack
 from wingman.chat.guard import ReplayGuard, StepUp
 from wingman.chat.run import health, http_runner
@@ -1303,6 +1308,63 @@ def test_a_web_api_call_answered_with_a_redirect_is_not_followed(
             assert record.__dict__["status"] == status
 
     run(tmp_path, request("moved", 1), body=body)
+
+
+class _StalledRedirect(QuietHandler):
+    """A proxy at baseUrl answering every call with a redirect (``status``) whose page never
+    comes whole: the headers and its first KiB, then nothing, the connection kept open until
+    the client closes it (or 15 s)."""
+
+    protocol_version = "HTTP/1.1"
+    status = 307
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(self.status)
+        self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+        self.send_header("Content-Length", str(256 * 1024))
+        self.end_headers()
+        self.wfile.write(b"<html>moved</html>".ljust(1024))
+        self.wfile.flush()
+        self.connection.settimeout(15)
+        try:
+            self.rfile.read(1)  # until the client closes the connection
+        except OSError:
+            pass
+        self.close_connection = True
+
+    do_GET = do_POST  # users.info is a GET
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_a_web_api_redirect_refused_leaves_no_connection_open(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int) -> None:
+    """The Web API's answers that are redirects are refused inside the client's session
+    (``_no_redirects``, raising in aiohttp's redirect hook, before the page is read): each
+    such answer's connection is closed then, not held (until its page ends, or until garbage
+    collection), so that a proxy at baseUrl redirecting every call and never finishing the
+    page does not pile up open sockets in the chat pod, one per call."""
+    handler = type("Redirect", (_StalledRedirect,), {"status": status})
+    with local_serving(handler) as proxy:
+        async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+            [channel] = svc.channels
+            assert isinstance(channel, SlackChannel)
+            channel.client.base_url = f"{proxy}/api/"
+            gc.disable()  # what only the collector would close stays open
+            try:
+                async with ClientSession() as http:
+                    for n in range(10):
+                        said = await _command(http, url, f"approve moved{n} ok")
+                        assert "UserCheckUnavailable" in said
+                await asyncio.sleep(0.2)
+                held = connections_to(os.getpid(), int(proxy.rsplit(":", 1)[1]))
+            finally:
+                gc.enable()
+            refused = [r for r in caplog.records if "redirect" in r.getMessage()]
+            assert len(refused) == 10 and refused[0].__dict__["status"] == status
+            assert held == 0, f"{held} connections to the Web API left open"
+
+        run(tmp_path, body=body)
 
 
 def test_a_bot_token_slack_rejects_is_named_in_the_log(
