@@ -580,7 +580,7 @@ class SlackChannel:
             self._tell_later(deciding, user_id)
             return web.json_response({"response_action": "update",
                                       "view": self._recording(value)})
-        reply = task.result()
+        reply = _result(task, "decision")
         if not reply.ok:
             field = "code" if reply.reason.startswith("StepUp") else "reason"
             return web.json_response({"response_action": "errors",
@@ -667,7 +667,7 @@ class SlackChannel:
             return web.json_response({"response_type": "ephemeral", "blocks": reply_blocks(
                 Reply((T("Working on it: the answer follows here shortly."),)))})
         return web.json_response({"response_type": "ephemeral",
-                                  "blocks": reply_blocks(task.result())})
+                                  "blocks": reply_blocks(_result(task, "command"))})
 
     async def _command(self, form: dict[str, str], signed: dt.datetime) -> Reply:
         user_id = form.get("user_id", "unknown")
@@ -803,9 +803,10 @@ def response_url_allowed(url: str, base_url: str) -> bool:
 
 
 def _result(task: asyncio.Task[Reply], what: str) -> Reply:
-    """What to tell of work that outlasted its answer: its reply, or, when it failed with an
-    error nothing expected (logged by ``_keep``), that it failed and may have landed: the
-    person was told the result would come."""
+    """What to tell of a decision's or command's work, done in time for Slack's answer or
+    after it: its reply, or, when it failed with an error nothing expected (logged by
+    ``_keep``), that it failed and may have landed (never a bare 500 that Slack shows as
+    "something went wrong")."""
     exc = task.exception()
     if exc is None:
         return task.result()

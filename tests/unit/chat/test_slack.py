@@ -1139,6 +1139,42 @@ def test_a_decision_that_fails_after_the_answer_is_told_and_close_waits_for_the_
     run(tmp_path, request("broken", 1), body=body, prepare=_slow_step_up)
 
 
+def test_a_decision_that_fails_at_once_is_told_in_the_modal_never_a_500(tmp_path: Path) -> None:
+    """A decision that fails within Slack's 3 s with an error nothing expected is answered as
+    one that fails later is told: in the modal, saying it may have landed (a 500 would leave
+    Slack showing only that something went wrong)."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        async with ClientSession() as http:
+            view = await _modal(http, url, fake, svc)
+            _saving(svc, 0, RuntimeError("a defect"))
+            code = pyotp.TOTP(TOTP_SECRET).now()
+            _, status, text = await _post(http, url, _submitted(view, "ok", code, "h1"))
+            assert status == 200, (status, text)
+            answer = json.loads(text)
+            assert answer["response_action"] == "errors", answer
+            shown = json.dumps(answer["errors"])
+            assert "could not finish your decision" in shown and "RuntimeError" in shown
+            assert "may or may not have been recorded" in shown
+
+    run(tmp_path, request("broken", 1), body=body, prepare=_slow_step_up)
+
+
+def test_a_slash_command_that_fails_at_once_is_answered_never_a_500(tmp_path: Path) -> None:
+    """A slash command that fails within Slack's 3 s with an error nothing expected is
+    answered saying so, as one that fails after its answer is told at its response_url."""
+    def failing(svc: ChatService) -> None:
+        async def act(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a defect")
+        svc.act = act  # type: ignore[method-assign]
+
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        async with ClientSession() as http:
+            shown = await _command(http, url, "describe broken")
+        assert "could not finish your command" in shown and "RuntimeError" in shown, shown
+
+    run(tmp_path, request("broken", 1), body=body, prepare=failing)
+
+
 @pytest.mark.parametrize("status", [307, 308, 302, 303])
 def test_a_response_url_answering_with_a_redirect_is_not_followed(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int) -> None:
