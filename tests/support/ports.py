@@ -49,15 +49,15 @@ def logged_ports(log: str, message: str, *keys: str) -> dict[str, int] | None:
     return None
 
 
-def listening_ports(pid: int) -> set[int]:
-    """The TCP ports process ``pid`` listens on (Linux: its sockets in ``/proc``): a server
-    this process started owns a port only if it is among them, whoever else answers on it."""
+def _sockets(pid: int) -> list[list[str]]:
+    """The rows of ``/proc/<pid>/net/tcp`` and ``tcp6`` for the sockets process ``pid`` holds
+    (its ``fd`` links; none when it is gone), split into fields: local_address and
+    rem_address are HEX_ADDR:HEX_PORT, the state is field 3 (0A is LISTEN), the inode field 9."""
     inodes: set[str] = set()
-    fds = Path(f"/proc/{pid}/fd")
     try:
-        entries = list(fds.iterdir())
+        entries = list(Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
-        return set()
+        return []
     for fd in entries:
         try:
             target = fd.readlink().name
@@ -65,45 +65,31 @@ def listening_ports(pid: int) -> set[int]:
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:["):-1])
-    ports: set[int] = set()
+    rows: list[list[str]] = []
     for table in ("tcp", "tcp6"):
         try:
             lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
         except OSError:
             continue
-        for row in lines:
-            fields = row.split()
-            # local_address is HEX_ADDR:HEX_PORT; state 0A is LISTEN; the inode is field 9
-            if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+        rows += [f for f in (row.split() for row in lines) if len(f) > 9 and f[9] in inodes]
+    return rows
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1], 16)
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on (Linux: its sockets in ``/proc``): a server
+    this process started owns a port only if it is among them, whoever else answers on it."""
+    return {_port(f[1]) for f in _sockets(pid) if f[3] == "0A"}
 
 
 def connections_to(pid: int, port: int) -> int:
     """How many TCP connections to ``port`` (its remote port) process ``pid`` holds open: its
     sockets in ``/proc``, whatever their state (one the peer closed stays, CLOSE_WAIT, until
     the process closes it)."""
-    inodes: set[str] = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = fd.readlink().name
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    held = 0
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in lines:
-            fields = row.split()
-            # rem_address is HEX_ADDR:HEX_PORT; state 0A is LISTEN; the inode is field 9
-            if (len(fields) > 9 and fields[3] != "0A" and fields[9] in inodes
-                    and int(fields[2].rsplit(":", 1)[1], 16) == port):
-                held += 1
-    return held
+    return sum(1 for f in _sockets(pid) if f[3] != "0A" and _port(f[2]) == port)
 
 
 @contextmanager
