@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from support.processes import kill_if_running
+
 
 @pytest.mark.parametrize("node", ["real", "harness"])
 def test_dev_run_starts_a_control_plane_and_the_demo_executes(tmp_path: Path,
@@ -101,9 +103,7 @@ def test_dev_run_stops_everything_it_started_on_sigterm_and_sighup(tmp_path: Pat
         proc.send_signal(sig)
         assert proc.wait(timeout=120) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
         log.close()
     out = (tmp_path / "dev-run.log").read_text()
     assert f"{signal.Signals(sig).name}: stopped everything this command started" in out, out
@@ -150,9 +150,7 @@ def test_dev_run_on_the_real_node_shows_the_demo_then_sigterm_removes_the_node(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
         log.close()
     out = log_path.read_text()
     assert "SIGTERM: stopped everything this command started" in out, out[-3000:]

@@ -17,4 +17,13 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
         proc.wait()
 
 
-__all__ = ["stop_process"]
+def kill_if_running(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL ``proc`` and wait for it if it is still running: the last word of a test that
+    signalled it and checked how it ended (a check that failed, or timed out, left it
+    running); one that has ended is left as it is, its exit status kept."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+__all__ = ["kill_if_running", "stop_process"]

@@ -24,7 +24,7 @@ import pytest
 
 from support import checkpoints as long_checkpoints
 from support.localserver import serving
-from support.processes import stop_process
+from support.processes import kill_if_running, stop_process
 from support.redirects import redirecting
 from wingman import audit
 from wingman.audit import AuditAnchor, parse_checkpoints
@@ -259,9 +259,7 @@ def test_the_witness_command_stops_on_signals(tmp_path: Path, sig: int) -> None:
         proc.send_signal(sig)
         assert proc.wait(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
 
 
 def test_a_client_that_stops_sending_is_dropped(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import wingman
 from support.localserver import QuietHandler
 from support.operator import wait_for
 from support.ports import serving_port
+from support.processes import kill_if_running
 from support.tls import serve_tls
 from wingman.client import status as st
 from wingman.client.api import WingmanClient
@@ -208,9 +209,7 @@ def test_a_signal_stops_the_stdio_server_cleanly(tmp_path: Path, sig: signal.Sig
             _exits_promptly(proc, sig, log)
             assert api.written(tmp_path / "tmp") == []  # the client key is not left behind
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            kill_if_running(proc)
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=[s.name for s in SIGNALS])
@@ -262,9 +261,7 @@ def test_a_signal_stops_the_http_server_cleanly_during_a_wait(tmp_path: Path,
             anyio.run(main)
             assert api.written(tmp_path / "tmp") == []
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            kill_if_running(proc)
 
 
 def test_over_http_a_wait_and_the_event_stream_outlast_the_idle_timeout(
