@@ -35,19 +35,26 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """Serve ``handler`` on a free loopback port, a thread a connection, until the block ends;
-    yields the server's URL (``http://127.0.0.1:PORT``). On the way out the server stops
-    accepting, its socket is closed and its serving thread has ended."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def running(server: ThreadingHTTPServer, scheme: str = "http") -> Iterator[str]:
+    """Serve ``server`` (bound to a loopback port) on a thread, a thread a connection, until
+    the block ends; yields its URL (``SCHEME://127.0.0.1:PORT``). On the way out the server
+    stops accepting, its socket is closed and its serving thread has ended."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
 
 
-__all__ = ["QuietHandler", "serving"]
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a free loopback port, a thread a connection, until the block ends;
+    yields the server's URL (``http://127.0.0.1:PORT``), as ``running`` does."""
+    with running(ThreadingHTTPServer(("127.0.0.1", 0), handler)) as url:
+        yield url
+
+
+__all__ = ["QuietHandler", "running", "serving"]

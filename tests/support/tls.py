@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import socketserver
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from support.localserver import running
 from wingman.dev.cluster import _CA
 
 
@@ -21,3 +25,19 @@ def serve_tls(server: socketserver.TCPServer, directory: Path) -> _CA:
     ctx.load_cert_chain(directory / "server.crt", directory / "server.key")
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     return ca
+
+
+@contextmanager
+def serving_tls(handler: type[BaseHTTPRequestHandler],
+                directory: Path) -> Iterator[tuple[str, _CA]]:
+    """``serving`` over HTTPS: ``handler`` on a free loopback port, with a certificate for
+    127.0.0.1 (``serve_tls``, its files in ``directory``), until the block ends; yields the
+    server's URL (``https://127.0.0.1:PORT``) and the CA that issued the certificate."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    try:
+        ca = serve_tls(server, directory)
+    except BaseException:
+        server.server_close()
+        raise
+    with running(server, "https") as url:
+        yield url, ca

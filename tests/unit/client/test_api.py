@@ -6,9 +6,8 @@ import json
 import os
 import re
 import textwrap
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,7 +16,7 @@ import yaml
 from kubernetes import client as k8s
 
 from support.localserver import QuietHandler, serving
-from support.tls import serve_tls
+from support.tls import serving_tls
 from wingman import scope
 from wingman.client.api import (
     PolicyView,
@@ -448,12 +447,8 @@ def test_an_unreachable_api_server_error_names_the_cause(tmp_path: Path) -> None
     # did not sign need different fixes, and only the second is not an outage
     with pytest.raises(Unavailable, match=r"Connection refused"):
         _unreachable().list_requests()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    serve_tls(server, tmp_path)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        host = f"https://127.0.0.1:{server.server_address[1]}"  # no CA given: not trusted
+    with serving_tls(BaseHTTPRequestHandler, tmp_path) as (host, _):
+        # no CA given: not trusted
         conn = Connection(Kube(k8s.ApiClient(k8s.Configuration(host=host))), "wm", "test")
         with pytest.raises(Unavailable, match=r"certificate verify failed.*certificate "
                                               r"authority"):
@@ -466,9 +461,6 @@ def test_an_unreachable_api_server_error_names_the_cause(tmp_path: Path) -> None
         conn = Connection(Kube(k8s.ApiClient(config)), "wm", "test")
         with pytest.raises(Unavailable, match=r"PEM lib.*client certificate"):
             WingmanClient(conn).list_requests()
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("content", ["hello", "garbage: [\n", "\u00ff".encode("latin-1")])

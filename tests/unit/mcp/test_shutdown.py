@@ -13,12 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +27,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import LATEST_PROTOCOL_VERSION
 
 import wingman
-from support.localserver import QuietHandler
+from support.localserver import QuietHandler, serving
 from support.operator import wait_for
 from support.ports import serving_port
 from support.processes import kill_if_running
-from support.tls import serve_tls
+from support.tls import serving_tls
 from wingman.client import status as st
 from wingman.client.api import WingmanClient
 from wingman.client.connect import connect
@@ -46,12 +44,12 @@ WAIT = 30  # what the calls ask for; none of them may last that long
 
 class FakeApi:
     """Answers the two reads a request's status needs: the request (awaiting a decision,
-    forever) and its grants (none); and who the caller is (its requester). With ``tls`` (a
-    directory for its files): over HTTPS, and the kubeconfig authenticates with a client
-    certificate, inline (``*-data``)."""
+    forever) and its grants (none); and who the caller is (its requester). ``fake_api``
+    serves it."""
 
-    def __init__(self, tls: Path | None = None) -> None:
+    def __init__(self) -> None:
         self.reads = 0
+        self.url = ""
         self.pems: list[bytes] = []  # what the kubeconfig carries inline: CA, cert, key
         outer = self
 
@@ -79,14 +77,7 @@ class FakeApi:
                     body, status = {"kind": "Status", "code": 404, "reason": "NotFound"}, 404
                 self.send_json(status, body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        scheme = "http"
-        if tls is not None:
-            ca = serve_tls(self.server, tls)
-            self.pems = [ca.cert_pem, *ca.issue("agent")]
-            scheme = "https"
-        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
+        self.handler = Handler
 
     def kubeconfig(self, tmp: Path) -> Path:
         path = tmp / "kubeconfig"
@@ -113,14 +104,19 @@ class FakeApi:
 
 @contextmanager
 def fake_api(tls: Path | None = None) -> Iterator[FakeApi]:
-    api = FakeApi(tls)
-    thread = threading.Thread(target=api.server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    """A ``FakeApi`` served until the block ends; with ``tls`` (a directory for its files):
+    over HTTPS, and the kubeconfig authenticates with a client certificate, inline
+    (``*-data``)."""
+    api = FakeApi()
+    if tls is None:
+        with serving(api.handler) as url:
+            api.url = url
+            yield api
+        return
+    with serving_tls(api.handler, tls) as (url, ca):
+        api.url = url
+        api.pems = [ca.cert_pem, *ca.issue("agent")]
         yield api
-    finally:
-        api.server.shutdown()
-        api.server.server_close()
 
 
 def test_a_cancelled_wait_stops_polling_at_once(tmp_path: Path) -> None:

@@ -6,14 +6,13 @@ import json
 import os
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from support.localserver import QuietHandler
+from support.tls import serving_tls
 from wingman.kube import TokenFile
 from wingman.preview.proxy import ApiPath, DryRunProxy, self_signed
 
@@ -157,24 +156,16 @@ def upstream(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
     seen: list[str] = []
     directory = tmp_path / "upstream"
     directory.mkdir()
-    _, cert, key = self_signed(directory)
 
     class Handler(QuietHandler):
         def do_GET(self) -> None:
             seen.append(self.headers.get("Authorization") or "")
             self.send_json(200, {"kind": "PodList", "items": []})
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert, key)
-    server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", cert, seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_tls(Handler, directory) as (url, ca):
+        ca_file = directory / "ca.crt"
+        ca_file.write_bytes(ca.cert_pem)
+        yield url, ca_file, seen
 
 
 def _renew(token_file: Path, token: str) -> None:
