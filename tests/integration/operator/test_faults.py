@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from integration.operator.test_operator import RESTART, Env
+from integration.operator.test_operator import RESTART, Env, operator_env
 from support.admission import refuse_updates, wait_refused
 from support.chart import DEFAULT_GATEWAY_IMAGE, installed
 from support.operator import OperatorProcess, get, wait_for
@@ -30,15 +30,8 @@ JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl"
 
 @pytest.fixture
 def env(cluster: Any, crds: Path, tmp_path: Path) -> Iterator[Env]:
-    ns = f"wm-flt-{uuid.uuid4().hex[:8]}"
-    with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
-                   values={"operator.replicas": 0}):
-        op = OperatorProcess(cluster, ns, tmp_path / "operator")
-        op.start()
-        try:
-            yield Env(cluster, ns, op)
-        finally:
-            op.stop()
+    with operator_env(cluster, tmp_path, "wm-flt") as made:
+        yield made
 
 
 def _no_tracebacks(env: Env) -> None:

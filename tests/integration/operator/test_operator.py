@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,12 @@ class Env:
         return items
 
 
-@pytest.fixture
-def env(cluster: Any, crds: Path, tmp_path: Path) -> Iterator[Env]:
-    ns = f"wm-op-{uuid.uuid4().hex[:8]}"
+@contextmanager
+def operator_env(cluster: Any, tmp_path: Path, prefix: str) -> Iterator[Env]:
+    """The chart installed in a new namespace (``PREFIX-<8 hex>``, its target namespace
+    ``<namespace>-apps``) with no operator replica, and the operator run as a process for it
+    (files under ``tmp_path/operator``), stopped when the block ends."""
+    ns = f"{prefix}-{uuid.uuid4().hex[:8]}"
     with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
                    values={"operator.replicas": 0}):
         op = OperatorProcess(cluster, ns, tmp_path / "operator")
@@ -154,6 +158,12 @@ def env(cluster: Any, crds: Path, tmp_path: Path) -> Iterator[Env]:
             yield Env(cluster, ns, op)
         finally:
             op.stop()
+
+
+@pytest.fixture
+def env(cluster: Any, crds: Path, tmp_path: Path) -> Iterator[Env]:
+    with operator_env(cluster, tmp_path, "wm-op") as made:
+        yield made
 
 
 def test_low_risk_request_is_auto_approved_with_every_vote_recorded(env: Env) -> None:
