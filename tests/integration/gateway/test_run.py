@@ -1168,20 +1168,29 @@ def test_a_job_read_that_keeps_failing_refuses_within_a_few_seconds_before_the_b
     _assert_never_leaked(env, token, capsys.readouterr().err)
 
 
-def test_a_job_read_held_up_is_given_up_and_tried_again_within_the_budget(
-        env: Env, proxy: FaultyApiProxy) -> None:
-    """An API server that takes the read and never answers is a failure that may pass: the
-    read is given up after a couple of seconds and tried again, not after the client's own
-    30 s (and the HTTP library's silent retries of it)."""
+def _job_read_given_up_is_tried_again(env: Env, proxy: FaultyApiProxy,
+                                      slow: Callable[[str], object]) -> None:
+    """``slow(path)`` makes the proxy keep the first read of the Job's path from being
+    answered in time: the gateway gives that read up, reads again within the budget, and the
+    command runs."""
     g = make_grant(env, SCALE.format(target=env.target))
     _start_job(env, g, 60 + RESULT_SECONDS + 30)
-    proxy.hold("GET", _job_path(env, g), seconds=45, times=1)
+    slow(_job_path(env, g))
     started = time.monotonic()
     assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
     assert time.monotonic() - started < gateway_run.JOB_READ_RETRY_SECONDS + 5
     assert proxy.count("GET", _job_path(env, g)) == 2
     assert env.replicas() == 2
     assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+
+
+def test_a_job_read_held_up_is_given_up_and_tried_again_within_the_budget(
+        env: Env, proxy: FaultyApiProxy) -> None:
+    """An API server that takes the read and never answers is a failure that may pass: the
+    read is given up after a couple of seconds and tried again, not after the client's own
+    30 s (and the HTTP library's silent retries of it)."""
+    _job_read_given_up_is_tried_again(
+        env, proxy, lambda path: proxy.hold("GET", path, seconds=45, times=1))
 
 
 def test_a_job_read_that_is_always_held_up_refuses_within_the_budget(
@@ -1231,15 +1240,8 @@ def test_a_trickled_answer_ends_within_the_calls_bound_and_is_no_answer(
 
 def test_a_job_read_trickled_is_given_up_and_tried_again_within_the_budget(
         env: Env, proxy: FaultyApiProxy) -> None:
-    g = make_grant(env, SCALE.format(target=env.target))
-    _start_job(env, g, 60 + RESULT_SECONDS + 30)
-    proxy.trickle("GET", _job_path(env, g), every=0.5, count=60, times=1)
-    started = time.monotonic()
-    assert run_gateway(_through(env, proxy, g, mint(env, g))) == EXIT_OK
-    assert time.monotonic() - started < gateway_run.JOB_READ_RETRY_SECONDS + 5
-    assert proxy.count("GET", _job_path(env, g)) == 2
-    assert env.replicas() == 2
-    assert env.grant(g.name)["status"]["phase"] == "Succeeded"
+    _job_read_given_up_is_tried_again(
+        env, proxy, lambda path: proxy.trickle("GET", path, every=0.5, count=60, times=1))
 
 
 def test_a_read_always_trickled_refuses_within_its_budget_and_spends_nothing(

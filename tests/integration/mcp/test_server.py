@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,31 @@ def _approved_by_hand(admin: WingmanClient, ns: str, request: str, command: str,
                         "message": "approved", "lastTransitionTime": now}],
         "grants": [{"command": command, "grant": grant, "grantUID": grant_uid,
                     "grantedAt": now}]}}, subresource="status")
+
+
+@contextmanager
+def _worker_through_a_proxy(cluster: LocalCluster, ns: str, account: str, tmp_path: Path, *,
+                            verb: str, resource: str
+                            ) -> Iterator[tuple[FaultyApiProxy, WingmanClient]]:
+    """A worker's ServiceAccount ``account`` (a bearer token passes the proxy, a client
+    certificate ends at it), bound to the worker Role in ``ns`` and waited for until RBAC lets
+    it ``verb`` ``resource``; yields a FaultyApiProxy in front of the real API server and the
+    MCP server's client calling through it with the account's token, closed when the block
+    ends."""
+    cluster.kubectl("create", "serviceaccount", account, "-n", ns)
+    cluster.kubectl("create", "rolebinding", f"{account}-worker", "-n", ns,
+                    "--role=wingman-worker", f"--serviceaccount={ns}:{account}")
+    wait_for(f"{verb} allowed", lambda: can(
+        cluster, user=f"system:serviceaccount:{ns}:{account}", groups=[], verb=verb,
+        resource=resource, group="wingman.dev", namespace=ns))
+    (tmp_path / "proxy").mkdir()
+    with FaultyApiProxy(cluster.server, cluster.ca_file, tmp_path / "proxy") as proxy:
+        kube = Kube.from_token(proxy.url, cluster.sa_token(ns, account), proxy.ca_file)
+        client = mcp_server.agent_client(Connection(kube, ns, "a token, through the proxy"))
+        try:
+            yield proxy, client
+        finally:
+            client.close()
 
 
 def test_a_grant_another_worker_named_after_your_command_is_not_answered_as_yours(
@@ -369,37 +395,24 @@ def test_get_request_and_list_requests_read_each_object_once(
             "spec": {"approvalRef": {"name": name}, "command": command,
                      "requester": agent.whoami()}})
         _approved_by_hand(admin, ns, name, command, grant=grant, grant_uid="x")
-    # a worker's ServiceAccount: a bearer token passes the proxy (a client certificate ends
-    # at it)
-    cluster.kubectl("create", "serviceaccount", "reader", "-n", ns)
-    cluster.kubectl("create", "rolebinding", "reader-worker", "-n", ns, "--role=wingman-worker",
-                    f"--serviceaccount={ns}:reader")
-    wait_for("list allowed", lambda: can(
-        cluster, user=f"system:serviceaccount:{ns}:reader", groups=[], verb="list",
-        resource="executiongrants", group="wingman.dev", namespace=ns))
-    (tmp_path / "proxy").mkdir()
-    with FaultyApiProxy(cluster.server, cluster.ca_file, tmp_path / "proxy") as proxy:
-        kube = Kube.from_token(proxy.url, cluster.sa_token(ns, "reader"), proxy.ca_file)
-        client = mcp_server.agent_client(Connection(kube, ns, "a token, through the proxy"))
+    with _worker_through_a_proxy(cluster, ns, "reader", tmp_path, verb="list",
+                                 resource="executiongrants") as (proxy, client):
         request_path = APPROVALS.path(ns, name)
         requests_path, grants_path = APPROVALS.path(ns), GRANTS.path(ns)
 
         def reads() -> dict[str, int]:
             return {path: proxy.count("GET", path)
                     for path in (request_path, requests_path, grants_path)}
-        try:
-            proxy.calls.clear()
-            answer = _call(client, "get_request", {"name": name})
-            assert [(c["grant"], c["state"]) for c in answer["commands"]] == \
-                [(grant, "granted")], answer
-            assert reads() == {request_path: 1, requests_path: 0, grants_path: 1}, proxy.calls
-            proxy.calls.clear()
-            listed = _call(client, "list_requests", {"mine": False})
-            assert [(c["grant"], c["state"]) for r in listed["requests"] if r["name"] == name
-                    for c in r["commands"]] == [(grant, "granted")], listed
-            assert reads() == {request_path: 0, requests_path: 1, grants_path: 1}, proxy.calls
-        finally:
-            client.close()
+        proxy.calls.clear()
+        answer = _call(client, "get_request", {"name": name})
+        assert [(c["grant"], c["state"]) for c in answer["commands"]] == \
+            [(grant, "granted")], answer
+        assert reads() == {request_path: 1, requests_path: 0, grants_path: 1}, proxy.calls
+        proxy.calls.clear()
+        listed = _call(client, "list_requests", {"mine": False})
+        assert [(c["grant"], c["state"]) for r in listed["requests"] if r["name"] == name
+                for c in r["commands"]] == [(grant, "granted")], listed
+        assert reads() == {request_path: 0, requests_path: 1, grants_path: 1}, proxy.calls
 
 
 def test_execute_answers_the_grant_the_command_went_to_from_the_request_s_grants_read(
@@ -425,27 +438,16 @@ def test_execute_answers_the_grant_the_command_went_to_from_the_request_s_grants
                             "message": "approved", "lastTransitionTime": now}],
             "grants": [{"command": command, "grant": went_to, "grantUID": "x",
                         "grantedAt": now}]}}, subresource="status")
-    cluster.kubectl("create", "serviceaccount", "executor", "-n", ns)
-    cluster.kubectl("create", "rolebinding", "executor-worker", "-n", ns,
-                    "--role=wingman-worker", f"--serviceaccount={ns}:executor")
-    wait_for("list allowed", lambda: can(
-        cluster, user=f"system:serviceaccount:{ns}:executor", groups=[], verb="list",
-        resource="executiongrants", group="wingman.dev", namespace=ns))
-    (tmp_path / "proxy").mkdir()
-    with FaultyApiProxy(cluster.server, cluster.ca_file, tmp_path / "proxy") as proxy:
-        kube = Kube.from_token(proxy.url, cluster.sa_token(ns, "executor"), proxy.ca_file)
-        client = mcp_server.agent_client(Connection(kube, ns, "a token, through the proxy"))
-        try:
-            proxy.calls.clear()
-            answer = _call(client, "execute", {"request": name, "command": command})
-            assert (answer["state"], answer["name"]) == ("granted", went_to), answer
-            assert {path: proxy.count("GET", path) for path in (
-                APPROVALS.path(ns, name), GRANTS.path(ns, grant_name(name, command)),
-                GRANTS.path(ns), GRANTS.path(ns, went_to))} == {
-                APPROVALS.path(ns, name): 1, GRANTS.path(ns, grant_name(name, command)): 1,
-                GRANTS.path(ns): 1, GRANTS.path(ns, went_to): 0}, proxy.calls
-        finally:
-            client.close()
+    with _worker_through_a_proxy(cluster, ns, "executor", tmp_path, verb="list",
+                                 resource="executiongrants") as (proxy, client):
+        proxy.calls.clear()
+        answer = _call(client, "execute", {"request": name, "command": command})
+        assert (answer["state"], answer["name"]) == ("granted", went_to), answer
+        assert {path: proxy.count("GET", path) for path in (
+            APPROVALS.path(ns, name), GRANTS.path(ns, grant_name(name, command)),
+            GRANTS.path(ns), GRANTS.path(ns, went_to))} == {
+            APPROVALS.path(ns, name): 1, GRANTS.path(ns, grant_name(name, command)): 1,
+            GRANTS.path(ns): 1, GRANTS.path(ns, went_to): 0}, proxy.calls
 
 
 def test_input_that_can_never_run_is_refused_saying_what_to_give_and_creates_nothing(
@@ -575,27 +577,15 @@ def test_a_request_whose_wait_fails_is_answered_as_created_not_as_nothing_done(
     # (the API server unavailable for a moment) answered as the failure alone ("unavailable:
     # retry later", no name) made the agent ask again, a second request for the same work
     ns = release.namespace
-    cluster.kubectl("create", "serviceaccount", "waiter", "-n", ns)
-    cluster.kubectl("create", "rolebinding", "waiter-worker", "-n", ns, "--role=wingman-worker",
-                    f"--serviceaccount={ns}:waiter")
     user = f"system:serviceaccount:{ns}:waiter"
-    wait_for("create allowed", lambda: can(
-        cluster, user=user, groups=[], verb="create", resource="approvalrequests",
-        group="wingman.dev", namespace=ns))
     command = f"kubectl rollout restart deployment/cache -n {release.target_namespace}"
-    (tmp_path / "proxy").mkdir()
-    with FaultyApiProxy(cluster.server, cluster.ca_file, tmp_path / "proxy") as proxy:
-        kube = Kube.from_token(proxy.url, cluster.sa_token(ns, "waiter"), proxy.ca_file)
-        client = mcp_server.agent_client(Connection(kube, ns, "a token, through the proxy"))
-        try:
-            proxy.fail("GET", GRANTS.path(ns), times=1, status=503)  # the wait's first poll
-            answer = _call(client, "request_approval", {
-                "instruction": "restart cache", "commands": [command], "wait_seconds": 5})
-            assert proxy.count("GET", GRANTS.path(ns)) == 1
-            mine = [o for o in client.list_request_objects()
-                    if o["spec"]["requester"] == user]
-        finally:
-            client.close()
+    with _worker_through_a_proxy(cluster, ns, "waiter", tmp_path, verb="create",
+                                 resource="approvalrequests") as (proxy, client):
+        proxy.fail("GET", GRANTS.path(ns), times=1, status=503)  # the wait's first poll
+        answer = _call(client, "request_approval", {
+            "instruction": "restart cache", "commands": [command], "wait_seconds": 5})
+        assert proxy.count("GET", GRANTS.path(ns)) == 1
+        mine = [o for o in client.list_request_objects() if o["spec"]["requester"] == user]
     assert answer["state"] == "pending_review" and answer["requester"] == user, answer
     assert [o["metadata"]["name"] for o in mine] == [answer["name"]]
     assert f"ApprovalRequest {answer['name']} was created" in answer["message"], answer
@@ -610,26 +600,14 @@ def test_a_request_whose_create_lost_its_answer_is_answered_as_created_not_made_
     # landed and lost its answer (the connection closed) answered "unavailable: retry later",
     # and the agent's retry made a second request for the same work
     ns = release.namespace
-    cluster.kubectl("create", "serviceaccount", "lost", "-n", ns)
-    cluster.kubectl("create", "rolebinding", "lost-worker", "-n", ns, "--role=wingman-worker",
-                    f"--serviceaccount={ns}:lost")
     user = f"system:serviceaccount:{ns}:lost"
-    wait_for("create allowed", lambda: can(
-        cluster, user=user, groups=[], verb="create", resource="approvalrequests",
-        group="wingman.dev", namespace=ns))
     command = f"kubectl rollout restart deployment/mail -n {release.target_namespace}"
-    (tmp_path / "proxy").mkdir()
-    with FaultyApiProxy(cluster.server, cluster.ca_file, tmp_path / "proxy") as proxy:
-        kube = Kube.from_token(proxy.url, cluster.sa_token(ns, "lost"), proxy.ca_file)
-        client = mcp_server.agent_client(Connection(kube, ns, "a token, through the proxy"))
-        try:
-            proxy.lose("POST", APPROVALS.path(ns), times=1)
-            answer = _call(client, "request_approval", {"instruction": "restart mail",
-                                                        "commands": [command]})
-            assert proxy.count("POST", APPROVALS.path(ns)) == 1
-            mine = [o for o in client.list_request_objects()
-                    if o["spec"]["requester"] == user]
-        finally:
-            client.close()
+    with _worker_through_a_proxy(cluster, ns, "lost", tmp_path, verb="create",
+                                 resource="approvalrequests") as (proxy, client):
+        proxy.lose("POST", APPROVALS.path(ns), times=1)
+        answer = _call(client, "request_approval", {"instruction": "restart mail",
+                                                    "commands": [command]})
+        assert proxy.count("POST", APPROVALS.path(ns)) == 1
+        mine = [o for o in client.list_request_objects() if o["spec"]["requester"] == user]
     assert answer["state"] == "pending_review" and answer["requester"] == user, answer
     assert [o["metadata"]["name"] for o in mine] == [answer["name"]]
