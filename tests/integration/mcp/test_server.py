@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,34 @@ def _approved_by_hand(admin: WingmanClient, ns: str, request: str, command: str,
                         "message": "approved", "lastTransitionTime": now}],
         "grants": [{"command": command, "grant": grant, "grantUID": grant_uid,
                     "grantedAt": now}]}}, subresource="status")
+
+
+def _granted_by_hand(admin: WingmanClient, ns: str, grant: str, request: str, command: str,
+                     requester: str) -> None:
+    """Create the ExecutionGrant ``grant`` sending ``request``'s ``command`` in
+    ``requester``'s name, as an approver may (no operator runs to make it)."""
+    admin.kube.create(GRANTS, ns, {
+        "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+        "metadata": {"name": grant, "namespace": ns},
+        "spec": {"approvalRef": {"name": request}, "command": command,
+                 "requester": requester}})
+
+
+def _approved_with_a_grant_by_hand(cluster: LocalCluster, release: Release, deployment: str,
+                                   grant_of: Callable[[str, str], str]) -> tuple[str, str, str]:
+    """As the agent (a worker), request a restart of ``deployment``; as an admin, create the
+    ExecutionGrant ``grant_of(request, command)`` for it in the agent's name and approve the
+    request by hand with its command sent to that grant. Returns (command, request, grant)."""
+    ns, groups = release.namespace, worker_groups("test")
+    command = f"kubectl rollout restart deployment/{deployment} -n {release.target_namespace}"
+    with client_as(cluster, ns, WORKER, groups) as agent, \
+            client_as(cluster, ns, "system:admin", ["system:masters"]) as admin:
+        name = str(agent.create_request(instruction=f"restart {deployment}",
+                                        commands=[command]).name)
+        grant = grant_of(name, command)
+        _granted_by_hand(admin, ns, grant, name, command, agent.whoami())
+        _approved_by_hand(admin, ns, name, command, grant=grant, grant_uid="x")
+    return command, name, grant
 
 
 @contextmanager
@@ -130,11 +158,7 @@ def test_a_grant_another_worker_named_after_your_command_is_not_answered_as_your
             again = _call(agent, "request_approval", {"instruction": "restart web again",
                                                       "commands": [command]})
             own = grant_name(again["name"], command)
-            admin.kube.create(GRANTS, ns, {
-                "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
-                "metadata": {"name": own, "namespace": ns},
-                "spec": {"approvalRef": {"name": again["name"]}, "command": command,
-                         "requester": agent.whoami()}})
+            _granted_by_hand(admin, ns, own, again["name"], command, agent.whoami())
             answer = _call(agent, "execute", {"request": again["name"], "command": command})
             assert (answer["state"], answer["name"]) == ("granted", own), answer
             grant(f"{request}-fw2")
@@ -290,11 +314,7 @@ def test_another_workers_free_text_does_not_reach_the_agent_its_own_does(
 
         # its grant's output and message (a command's output quotes what it read) likewise
         grant = grant_name(request, command)
-        admin.kube.create(GRANTS, ns, {
-            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
-            "metadata": {"name": grant, "namespace": ns},
-            "spec": {"approvalRef": {"name": request}, "command": command,
-                     "requester": other.whoami()}})
+        _granted_by_hand(admin, ns, grant, request, command, other.whoami())
         admin.kube.patch(GRANTS, ns, grant, {"status": {
             "phase": "Failed", "reason": "CommandFailed", "message": HOSTILE,
             "exitCode": 1, "output": HOSTILE}}, subresource="status")
@@ -383,18 +403,8 @@ def test_get_request_and_list_requests_read_each_object_once(
     # an answer that shows a request with its grants computes the request's state from the
     # grants it shows: one read of each, counted on the wire at a proxy in front of the real
     # API server (a second read could find a grant changed and show it in two states)
-    ns, groups = release.namespace, worker_groups("test")
-    command = f"kubectl rollout restart deployment/reads -n {release.target_namespace}"
-    with client_as(cluster, ns, WORKER, groups) as agent, \
-            client_as(cluster, ns, "system:admin", ["system:masters"]) as admin:
-        name = str(agent.create_request(instruction="restart reads", commands=[command]).name)
-        grant = grant_name(name, command)
-        admin.kube.create(GRANTS, ns, {
-            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
-            "metadata": {"name": grant, "namespace": ns},
-            "spec": {"approvalRef": {"name": name}, "command": command,
-                     "requester": agent.whoami()}})
-        _approved_by_hand(admin, ns, name, command, grant=grant, grant_uid="x")
+    ns = release.namespace
+    _, name, grant = _approved_with_a_grant_by_hand(cluster, release, "reads", grant_name)
     with _worker_through_a_proxy(cluster, ns, "reader", tmp_path, verb="list",
                                  resource="executiongrants") as (proxy, client):
         request_path = APPROVALS.path(ns, name)
@@ -420,24 +430,9 @@ def test_execute_answers_the_grant_the_command_went_to_from_the_request_s_grants
     # the request's grants are listed to compute its state, the grant its command went to
     # among them: that copy, as fresh as a read right after it, is answered, not read again
     # (counted on the wire at a proxy in front of the real API server)
-    ns, groups = release.namespace, worker_groups("test")
-    command = f"kubectl rollout restart deployment/went -n {release.target_namespace}"
-    with client_as(cluster, ns, WORKER, groups) as agent, \
-            client_as(cluster, ns, "system:admin", ["system:masters"]) as admin:
-        name = str(agent.create_request(instruction="restart went", commands=[command]).name)
-        went_to = f"{name}-by-hand"
-        admin.kube.create(GRANTS, ns, {
-            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
-            "metadata": {"name": went_to, "namespace": ns},
-            "spec": {"approvalRef": {"name": name}, "command": command,
-                     "requester": agent.whoami()}})
-        now = "2026-01-01T00:00:00Z"
-        admin.kube.patch(APPROVALS, ns, name, {"status": {
-            "phase": "Approved",
-            "conditions": [{"type": "Approved", "status": "True", "reason": "HumanApproved",
-                            "message": "approved", "lastTransitionTime": now}],
-            "grants": [{"command": command, "grant": went_to, "grantUID": "x",
-                        "grantedAt": now}]}}, subresource="status")
+    ns = release.namespace
+    command, name, went_to = _approved_with_a_grant_by_hand(
+        cluster, release, "went", lambda request, _: f"{request}-by-hand")
     with _worker_through_a_proxy(cluster, ns, "executor", tmp_path, verb="list",
                                  resource="executiongrants") as (proxy, client):
         proxy.calls.clear()
@@ -556,11 +551,7 @@ def test_refusals_quote_stored_commands_short_however_long_they_are(
         assert len(wrong["message"]) < 2000, len(wrong["message"])
         assert f"{long[0][:60]!r}... ({len(long[0])} characters)" in wrong["message"]
         forward = f"{request}-fw"
-        admin.kube.create(GRANTS, ns, {
-            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
-            "metadata": {"name": forward, "namespace": ns},
-            "spec": {"approvalRef": {"name": request}, "command": long[3],
-                     "requester": agent.whoami()}})
+        _granted_by_hand(admin, ns, forward, request, long[3], agent.whoami())
         undo = _call(agent, "rollback", {"grant": forward})
         assert undo["state"] == "invalid", undo
         assert "names no rollback for the command" in undo["message"], undo

@@ -1081,6 +1081,28 @@ def _issued(env: Env, request: str, grant: str) -> str:
     return _token(env, grant)
 
 
+def _issued_for_30_s_then_stopped(env: Env) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Request ``req`` auto-approved and the long name's grant issued a token for 30 s, its
+    Secret stored; then the operator stopped. Returns the grant (TokenIssued) and the
+    Secret."""
+    env.request("req")
+    env.wait_phase("ar", "req", "AutoApproved")
+    env.grant(LONG, "req", RESTART, ttlSeconds=30)
+    eg = env.wait_phase("eg", LONG, "TokenIssued")
+    secret = env.secret(LONG)
+    assert secret is not None
+    env.op.stop()
+    return eg, secret
+
+
+def _start_after_the_token_expired(env: Env, grant: dict[str, Any]) -> None:
+    """Wait until a second after the token ``grant``'s status records has expired
+    (tokenExpirationTime), then start the operator."""
+    expires = dt.datetime.fromisoformat(grant["status"]["tokenExpirationTime"])
+    time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
+    env.op.start()
+
+
 def test_a_grant_reset_to_pending_after_its_token_was_minted_never_gets_a_second_token(
         env: Env) -> None:
     """What a compromised gateway could do with its status rights, plus a lost Secret: the
@@ -1189,17 +1211,9 @@ def test_a_lost_token_secret_is_not_stored_again_once_its_token_expired(env: Env
     env.op.stop()
     env.op.extra_env["WINGMAN_LEEWAY_SECONDS"] = "60"
     env.op.start()
-    env.request("req")
-    env.wait_phase("ar", "req", "AutoApproved")
-    env.grant(LONG, "req", RESTART, ttlSeconds=30)
-    eg = env.wait_phase("eg", LONG, "TokenIssued")
-    secret = env.secret(LONG)
-    assert secret is not None
-    env.op.stop()
+    eg, secret = _issued_for_30_s_then_stopped(env)
     env.cluster.kubectl("delete", "secret", secret["metadata"]["name"], "-n", env.ns)
-    expires = dt.datetime.fromisoformat(eg["status"]["tokenExpirationTime"])
-    time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
-    env.op.start()
+    _start_after_the_token_expired(env, eg)
     st = env.wait_phase("eg", LONG, "Expired")["status"]
     assert st["reason"] == "TokenExpired", st
     assert "expired before it could be stored again" in st["message"], st["message"]
@@ -1316,9 +1330,7 @@ def test_a_token_issued_on_its_claim_and_not_stored_within_its_lifetime_is_never
     left = env.view("g")
     assert left is not None and grant_rules.phase(left) == "TokenIssued"
     assert env.secret("g") is None
-    expires = dt.datetime.fromisoformat(left["status"]["tokenExpirationTime"])
-    time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
-    env.op.start()
+    _start_after_the_token_expired(env, left)
     st = env.wait_phase("eg", "g", "Expired")["status"]
     assert st["reason"] == "TokenExpired", st
     assert "expired before it could be stored" in st["message"], st["message"]
@@ -1422,17 +1434,9 @@ def test_a_token_secret_adopted_after_its_token_expired_is_not_issued(env: Env) 
     lifetime: the Secret in place is not adopted into a TokenIssued status (the gateway would
     only refuse the token late). The grant ends Expired, as a token minted now would be, with
     no second GrantAuthorized, and its Job and Secret are removed."""
-    env.request("req")
-    env.wait_phase("ar", "req", "AutoApproved")
-    env.grant(LONG, "req", RESTART, ttlSeconds=30)
-    eg = env.wait_phase("eg", LONG, "TokenIssued")
-    secret = env.secret(LONG)
-    assert secret is not None
-    env.op.stop()
+    eg, secret = _issued_for_30_s_then_stopped(env)
     _reset_to_pending(env, LONG)
-    expires = dt.datetime.fromisoformat(eg["status"]["tokenExpirationTime"])
-    time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
-    env.op.start()
+    _start_after_the_token_expired(env, eg)
     eg = env.wait_phase("eg", LONG, "Expired")
     assert eg["status"]["reason"] == "TokenExpired", eg["status"]
     assert "expired before it could be issued" in eg["status"]["message"]

@@ -988,6 +988,27 @@ async def _command_outlasting(http: ClientSession, url: str, text: str, response
         assert "Working on it" in await resp.text()
 
 
+async def _told_in_the_channel_and_nothing_sent(url: str, fake: FakeSlack, svc: ChatService,
+                                                text: str, aim: Callable[[str], str]) -> str:
+    """After a sync, with step-up off, Bob's slash command ``text`` outlasting its answer,
+    its response_url ``aim(inside)``, ``inside`` being the URL of a service inside the cluster:
+    nothing reaches that service nor any response_url, and Bob is told in the channel that
+    his Approve was recorded. Returns the inside service's URL."""
+    await svc.sync()
+    svc.config = replace(svc.config, step_up=False)
+    with serving(WebhookReceiver()) as inside:
+        response_url = aim(inside.url)
+        async with ClientSession() as http:
+            await _command_outlasting(http, url, text, response_url)
+            await _told(fake)
+        assert inside.deliveries == []
+    assert fake.responses == []
+    [told] = fake.ephemeral
+    assert told["channel"] == CHANNEL and told["user"] == "U0BOB"
+    assert "Approve recorded" in json.dumps(told["blocks"])
+    return inside.url
+
+
 def test_a_decision_slower_than_slacks_three_seconds_is_answered_in_time_and_made_once(
         tmp_path: Path) -> None:
     """Slack shows an error when a modal's submission is not answered within 3 s, though the
@@ -1183,22 +1204,15 @@ def test_a_response_url_answering_with_a_redirect_is_not_followed(
     again there, a 302 or 303 as a GET); it is not followed, the log says why, and the
     person gets the result in the channel instead."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
-        await svc.sync()
-        svc.config = replace(svc.config, step_up=False)
-        with serving(WebhookReceiver()) as inside:
-            fake.redirects["/response/cmd-1"] = (status, inside.url + "?token=xoxb-secret")
-            async with ClientSession() as http:
-                await _command_outlasting(http, url, "approve moved fine",
-                                          fake.response_url("cmd-1"))
-                await _told(fake)
-            assert inside.deliveries == []
-        assert fake.responses == []
-        [told] = fake.ephemeral
-        assert told["channel"] == CHANNEL and told["user"] == "U0BOB"
-        assert "Approve recorded" in json.dumps(told["blocks"])
+        def aim(inside: str) -> str:
+            fake.redirects["/response/cmd-1"] = (status, inside + "?token=xoxb-secret")
+            return fake.response_url("cmd-1")
+
+        inside = await _told_in_the_channel_and_nothing_sent(url, fake, svc,
+                                                             "approve moved fine", aim)
         [record] = [r for r in caplog.records if "redirect" in r.getMessage()]
         assert "not followed" in record.getMessage()
-        assert record.__dict__["redirectTo"] == inside.url.removesuffix("/hook")
+        assert record.__dict__["redirectTo"] == inside.removesuffix("/hook")
         assert record.__dict__["status"] == status
 
     run(tmp_path, request("moved", 1), body=body, prepare=_slow_step_up)
@@ -1213,18 +1227,9 @@ def test_a_response_url_that_is_not_slacks_gets_no_request_and_is_refused_audite
     chat service can be aimed with); the refusal is logged and audited, and the person gets
     the result in the channel instead."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
-        await svc.sync()
-        svc.config = replace(svc.config, step_up=False)
-        with serving(WebhookReceiver()) as inside:
-            async with ClientSession() as http:
-                await _command_outlasting(http, url, "approve inside fine",
-                                          inside.url if aimed == "inside" else aimed)
-                await _told(fake)
-            assert inside.deliveries == []
-        assert fake.responses == []
-        [told] = fake.ephemeral
-        assert told["channel"] == CHANNEL and told["user"] == "U0BOB"
-        assert "Approve recorded" in json.dumps(told["blocks"])
+        await _told_in_the_channel_and_nothing_sent(
+            url, fake, svc, "approve inside fine",
+            lambda inside: inside if aimed == "inside" else aimed)
         [refusal] = audited(svc)
         assert refusal["reason"] == "ForeignResponseUrl" and refusal["as"] == "bob"
         assert ("http://127.0.0.1" if aimed == "inside" else "(?)") in refusal["message"]
