@@ -604,10 +604,13 @@ class PostgresSink:
                     dog.beat()
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
                     dog.beat()
+                    # the chain's last row: descending, PostgreSQL puts NULLs first, and a
+                    # row outside the chain (its constraints dropped while this sink runs)
+                    # is never the one new records link to
                     row = conn.execute(
                         "SELECT CASE WHEN octet_length(record) <= %s THEN record END, "
-                        "octet_length(record) FROM wingman_audit ORDER BY seq DESC "
-                        "LIMIT 1", (MAX_RECORD_BYTES,),
+                        "octet_length(record) FROM wingman_audit WHERE seq >= 0 "
+                        "ORDER BY seq DESC LIMIT 1", (MAX_RECORD_BYTES,),
                     ).fetchone()
                     dog.beat()
                     seq, prev = self._next(row)

@@ -1253,6 +1253,23 @@ def test_a_row_outside_the_chain_s_range_is_tampering(
     assert "reading stopped" not in err, err
 
 
+def test_a_running_sink_links_new_records_to_the_chain_s_last_record_not_to_a_null_seq_row(
+        audit_dsn: str) -> None:
+    """The owner drops the primary key (and seq's NOT NULL) while a sink runs, which the check
+    at start cannot see, and adds a row with no seq holding a copy of the first record: read in
+    descending order it comes first (PostgreSQL sorts NULLs first there). The sink's next
+    record still follows the chain's last one, never that row (which would put a second record
+    at seq 1, a fork)."""
+    records = _fill(audit_dsn, 3)
+    with PostgresSink(audit_dsn) as sink:  # started before the change
+        _row_outside(audit_dsn, "NULL", _OUTSIDE[1][2], 0)
+        appended = sink.append("VoteCast", actor="reviewer-0", subject=SUBJECT)
+    assert (appended.seq, appended.prev) == (3, records[-1].hash)
+    with psycopg.connect(audit_dsn) as conn:
+        at_one = conn.execute("SELECT count(*) FROM wingman_audit WHERE seq = 1").fetchone()
+    assert at_one == (1,)
+
+
 @pytest.mark.parametrize(("drop", "lacks"), [
     (["ALTER TABLE wingman_audit DROP CONSTRAINT wingman_audit_seq_check"],
      "lacks its CHECK (seq >= 0):"),
