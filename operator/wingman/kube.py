@@ -223,6 +223,8 @@ class _DeadlineReader(io.RawIOBase):
         self._per_byte = per_byte
         #: the latest the deadline moves on to (a page of a list: ``PAGE_MAX_SECONDS``)
         self._ceiling = deadline if ceiling is None else max(deadline, ceiling)
+        #: whether the deadline can move on at all (not when the try's own is the later one)
+        self._moves = per_byte > 0 and self._ceiling > deadline
         self._received = 0
 
     def readable(self) -> bool:
@@ -233,7 +235,9 @@ class _DeadlineReader(io.RawIOBase):
             self._sock.settimeout(_left(self._deadline))
             read: int | None = self._raw.readinto(buffer)
         except TimeoutError:
-            if self._per_byte and self._deadline >= self._ceiling:  # said by ``_request``
+            # the ceiling, when the bytes received moved the deadline on to it (said by
+            # ``_request``); else the try's own timeout, as any answer's
+            if self._moves and self._deadline >= self._ceiling:
                 _CALL.page_ceiling = self._received
             raise
         if read:

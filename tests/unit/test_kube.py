@@ -1045,6 +1045,27 @@ def test_a_page_that_keeps_coming_fast_enough_is_still_read_within_a_fixed_ceili
     assert raised.value.message.startswith("cannot reach the API server")
 
 
+@pytest.mark.parametrize("namespace", ["slow-page", "trickled-page"])
+def test_a_page_given_up_at_a_try_s_timeout_above_the_ceiling_says_it_timed_out(
+        local_api: tuple[str, int], monkeypatch: pytest.MonkeyPatch, namespace: str) -> None:
+    """A client whose timeout per try is above ``PAGE_MAX_SECONDS`` (lowered here below the
+    try's 1 s) gives a page that try's timeout, which no byte moves on: a page given up at it
+    timed out, as any answer does, and is not said to have taken longer than the ceiling."""
+    monkeypatch.setattr(kube_module, "PAGE_MAX_SECONDS", 0.5)
+    host, port = local_api
+    configuration = k8s.Configuration(host=f"http://{host}:{port}")
+    configuration.retries = 0
+    kube = Kube(k8s.ApiClient(configuration), timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(ClusterError) as raised:
+        kube.list(CONFIGMAPS, namespace)
+    assert 0.9 < time.monotonic() - start < 1.9
+    message = raised.value.message
+    assert raised.value.reason == "Unreachable", message
+    assert message.startswith("cannot reach the API server") and "timed out" in message, message
+    assert "the most one page is waited for" not in message, message
+
+
 def test_each_try_of_a_call_without_once_has_its_own_timeout_and_retries_are_kept(
         local_api: tuple[str, int]) -> None:
     """The HTTP library's retries (the client's configuration: here one) still happen, each
