@@ -238,6 +238,14 @@ outside the chain, which only an owner who dropped the table's constraints can a
 _ROWS_FROM_SQL = _ROWS_SQL.replace("{where}", " WHERE seq >= %(from)s")
 """The rows from ``seq`` ``%(from)s`` on (a verification resumed there)."""
 
+_OUTSIDE_SQL = """
+SELECT (SELECT min(seq) FROM wingman_audit WHERE seq < 0),
+       EXISTS (SELECT 1 FROM wingman_audit WHERE seq IS NULL)
+"""
+"""What a resumed read (``_ROWS_FROM_SQL``) does not reach of the rows outside the chain: the
+lowest negative ``seq`` (the first such row a read of every row meets), and whether a row has
+none (those it meets last). Two probes of the primary key's index while it stands."""
+
 _ROWS_SQL = _ROWS_SQL.replace("{where}", "")
 
 
@@ -720,9 +728,11 @@ class PostgresSink:
 
 def _postgres_entries(dsn: str, connect_timeout: int = 10, from_seq: int = 0,
                       answer_timeout: float | None = None) -> Generator[_Entry, None, None]:
-    """Rows in seq order from one consistent snapshot, from ``from_seq`` on (from 0: every
-    row, those outside the chain's range too, as ``Inserted`` entries); PostgreSQL must answer
-    each request within ``answer_timeout`` (default ``ANSWER_TIMEOUT_SECONDS``)."""
+    """Rows in seq order from one consistent snapshot, from ``from_seq`` on, and those outside
+    the chain's range as ``Inserted`` entries (every one from 0; from later on, the first with a
+    negative seq before the rows and one for a NULL seq after them, where a read of every row
+    meets them); PostgreSQL must answer each request within ``answer_timeout`` (default
+    ``ANSWER_TIMEOUT_SECONDS``)."""
     import psycopg
 
     where = _redact_dsn(dsn)
@@ -771,6 +781,13 @@ def _outside(seq: int | None) -> str:
             "table's owner), and restore it once the row is accounted for")
 
 
+def _outside_entry(seq: int | None) -> _Entry:
+    """The entry of a row outside the chain's ``seq`` range: whatever it holds, it is no
+    record of the chain."""
+    return _Entry(raw=b"", complete=True, line=None, columns={"seq": seq},
+                  error=_outside(seq), kind=ProblemKind.INSERTED)
+
+
 def _rows(conn: Any, dog: _Watchdog, where: str, from_seq: int
           ) -> Generator[_Entry, None, None]:
     """``_postgres_entries``' rows, each answer awaited under ``dog`` (the time the caller
@@ -787,6 +804,13 @@ def _rows(conn: Any, dog: _Watchdog, where: str, from_seq: int
     dog.beat()
     for setting in _READ_SETTINGS:
         conn.execute(setting)
+    lowest, unnumbered = None, False
+    if from_seq > 0:  # rows outside the chain are outside the resumed range: looked for apart
+        dog.beat()
+        lowest, unnumbered = conn.execute(_OUTSIDE_SQL).fetchone()
+    if lowest is not None:  # where a read of every row meets them: first, and NULL last
+        dog.hold()
+        yield _outside_entry(lowest)
     with conn.cursor(name="wingman_audit_verify") as cur:
         cur.itersize = 256  # rows of at most _ROW_BYTES each: memory stays bounded
         # jsonb columns as text, parsed here with the depth guard: a row written by any
@@ -799,8 +823,7 @@ def _rows(conn: Any, dog: _Watchdog, where: str, from_seq: int
              text) in cur:
             dog.hold()
             if seq is None or seq < 0:  # whatever it holds, it is no record of the chain
-                yield _Entry(raw=b"", complete=True, line=None, columns={"seq": seq},
-                             error=_outside(seq), kind=ProblemKind.INSERTED)
+                yield _outside_entry(seq)
                 dog.beat()
                 continue
             error = None
@@ -833,3 +856,6 @@ def _rows(conn: Any, dog: _Watchdog, where: str, from_seq: int
             )
             dog.beat()
         dog.beat()
+    if unnumbered:
+        dog.hold()
+        yield _outside_entry(None)

@@ -260,7 +260,9 @@ class _Checker:
         )
 
     def check(self, position: int, entry: _Entry, rest: Iterator[_Entry]) -> VerifyReport | None:
-        if self.pinned is not None:
+        if self.pinned is not None and not (entry.error is not None
+                                            and entry.kind is ProblemKind.INSERTED):
+            # (a row outside the chain, met before the resume point: reported as itself)
             return self._check_pinned(entry)
         if not entry.complete:
             return self._fail(

@@ -1253,6 +1253,26 @@ def test_a_row_outside_the_chain_s_range_is_tampering(
     assert "reading stopped" not in err, err
 
 
+@pytest.mark.parametrize(("seq", "drop"), [o[1:3] for o in _OUTSIDE], ids=[o[0] for o in _OUTSIDE])
+def test_a_resumed_verification_sees_a_row_outside_the_chain_added_since(
+        audit_dsn: str, seq: str, drop: list[str]) -> None:
+    """A verification resumed where an earlier one ended reads the records from there on,
+    which a row with a negative or NULL seq (added once the owner dropped the table's
+    constraints) is not among: it still fails, as a verification from the start does, with
+    the same message (the operator verifies this way every round)."""
+    _fill(audit_dsn, 3)
+    earlier = verify(audit_dsn)
+    assert earlier.ok and earlier.resume is not None, earlier.summary()
+    _row_outside(audit_dsn, seq, drop, 2 if seq == "NULL" else 0)
+    full = verify(audit_dsn)
+    resumed = verify(audit_dsn, resume=earlier.resume)
+    assert full.problem is not None and resumed.problem is not None, resumed.summary()
+    assert resumed.problem.kind == full.problem.kind == ProblemKind.INSERTED
+    assert resumed.problem.message == full.problem.message, resumed.summary()
+    assert resumed.problem.seq == full.problem.seq
+
+
+
 def test_a_running_sink_links_new_records_to_the_chain_s_last_record_not_to_a_null_seq_row(
         audit_dsn: str) -> None:
     """The owner drops the primary key (and seq's NOT NULL) while a sink runs, which the check
