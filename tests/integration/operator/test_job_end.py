@@ -97,3 +97,31 @@ def test_a_command_that_ran_is_never_said_not_to_have_run_on_a_copy_from_before_
     assert "so the command did not run" in failed["data"]["message"], failed
     assert calls.count(("get", "executiongrants")) == 1, calls
     assert kube.get(GRANTS, namespace, "waited")["status"]["phase"] == "Failed"
+
+
+def test_a_grant_reset_to_pending_before_its_read_after_its_job_s_end_is_reconciled_again(
+        cluster: LocalCluster, crds: Path, namespace: str, tmp_path: Path) -> None:
+    """The grant's Job ended, and its status was reset to Pending (here recording a token its
+    claim does not: its view is Pending, not TokenIssued) before the Job event's read of the
+    grant. That read, not the event's older copy, decides: a Pending grant is reconciled again
+    (here its approval is gone: Denied, ApprovalNotFound), as the grant watch's copy of that
+    status is, never failed by the Job's end as if it were still issued."""
+    kube = Kube(cluster.api_client())
+    audit = tmp_path / "audit.jsonl"
+    settings: Any = types.SimpleNamespace(namespace=namespace, environment="test",
+                                          api_concurrency=4, policy=None)
+    none: Any = None
+    ctx = Context(settings, kube, none, FileSink(audit), none, none, Metrics())
+    ctx.reconcilers["grant"] = grants.Grants()
+
+    stale = _issued_on_its_claim(ctx, kube, namespace, "reset")
+    kube.patch(GRANTS, namespace, "reset", {"status": {
+        "phase": "Pending", "tokenSHA256": "sha256:" + "cd" * 32}}, subresource="status")
+    entry = ctx.tracker.grants[stale["metadata"]["uid"]]
+    grants.job_ended(ctx, entry, ("Failed", "BackoffLimitExceeded"))  # the Job event
+    asyncio.run(ctx.run("grant", dict(stale)))  # the watch's copy, from before the reset
+
+    events = [r["event"] for r in _records(audit, "reset")]
+    assert "GrantFailed" not in events and "GrantDenied" in events, events
+    status = kube.get(GRANTS, namespace, "reset")["status"]
+    assert (status["phase"], status["reason"]) == ("Denied", "ApprovalNotFound"), status

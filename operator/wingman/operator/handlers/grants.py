@@ -337,9 +337,14 @@ class Grants:
                     ctx.tracker.observe_grant(body, _now())
                     if grant_rules.is_terminal(body):
                         return  # written meanwhile: its event cleans up
-                await job_result(ctx, body, done, ran_nothing=logic.never_running(stored))
-                return
-            entry.job_done = None  # a late event of a Job since replaced: this one runs
+                    phase = grant_rules.phase(body)
+                if phase != "Pending":
+                    await job_result(ctx, body, done, ran_nothing=logic.never_running(stored))
+                    return
+                # reset to Pending meanwhile: reconciled again below, as a copy that shows
+                # Pending is (its ended Job is the to deal with)
+            else:
+                entry.job_done = None  # a late event of a Job since replaced: this one runs
         if phase == "TokenIssued" and await expire_token(ctx, body):
             return
         if phase in ("Pending", "TokenIssued") and not (entry is not None and entry.released):
