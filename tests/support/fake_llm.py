@@ -212,7 +212,9 @@ def fake_llm() -> Iterator[FakeLLM]:
     fake = FakeLLM()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+    # shutdown() waits for serve_forever to look at its flag, once a poll_interval: one
+    # server a test, at 0.05 s that wait was a fifth of tests/unit/review/test_llm.py's time
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.005},
                               name="fake-llm", daemon=True)
     thread.start()
     host, port = server.server_address[:2]
