@@ -25,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 
 from support.localserver import QuietHandler, serving
+from support.mcp_timers import wingman_argv
 from support.ports import serving_port
 from wingman.client.api import WingmanClient
 from wingman.client.connect import Connection
@@ -608,13 +609,15 @@ def _kubeconfig(tmp_path: Path) -> Path:
 
 @contextmanager
 def _serving_http(tmp_path: Path, *, token: bool = False, more: tuple[str, ...] = (),
-                  log: list[str] | None = None, env: dict[str, str] | None = None
-                  ) -> Iterator[int]:
+                  log: list[str] | None = None, env: dict[str, str] | None = None,
+                  timers: dict[str, float] | None = None) -> Iterator[int]:
     """``wingman mcp --transport http`` as a process on a free loopback port (with
     ``--auth-token-file`` when ``token``, and ``more`` arguments; ``env`` added to its
     environment): the port once it serves; stopped afterwards, all it wrote on stderr then
-    added to ``log``."""
-    argv = [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http",
+    added to ``log``. ``timers`` sets connection timers of ``wingman.mcp.server`` in that
+    process (``{"HEAD_SECONDS": 2}``: module constants the server reads as it times a
+    connection: ``support.mcp_timers``), so that a test of one waits seconds, not minutes."""
+    argv = [*wingman_argv(timers), "mcp", "--transport", "http",
             "--kubeconfig", str(_kubeconfig(tmp_path)), *more]
     if token:
         path = tmp_path / "token"
@@ -857,17 +860,19 @@ def test_a_connection_that_keeps_sending_requests_is_not_closed_as_idle(
     # timeout, and a request sent as it closed went unanswered
     import time
 
-    with _serving_http(tmp_path, more=("--idle-timeout-seconds", "60")) as port, \
+    limit = 2.0  # the headers' deadline (HEAD_SECONDS) this server runs with
+    with _serving_http(tmp_path, more=("--idle-timeout-seconds", "60"),
+                       timers={"HEAD_SECONDS": limit}) as port, \
             socket.create_connection(("127.0.0.1", port)) as conn:
         started, answered = time.monotonic(), 0
-        while time.monotonic() - started < mcp_server.HEAD_SECONDS + 5:
+        while time.monotonic() - started < limit + 5:
             conn.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
             head = _whole_answer(conn)
             assert head.startswith(b"HTTP/1.1 "), (
                 f"closed after {answered} answers, {time.monotonic() - started:.1f} s")
             answered += 1
             time.sleep(0.5)
-        time.sleep(mcp_server.HEAD_SECONDS)  # idle for less than the idle timeout: kept
+        time.sleep(limit)  # idle for less than the idle timeout: kept
         conn.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         assert _whole_answer(conn).startswith(b"HTTP/1.1 "), "closed before the idle timeout"
 
@@ -877,7 +882,8 @@ def test_a_connection_whose_request_headers_never_end_is_closed(tmp_path: Path) 
     # port could hold connections open with a few bytes each until descriptors run out
     import time
 
-    with _serving_http(tmp_path) as port:
+    head = 4.0  # the headers' deadline (HEAD_SECONDS) this server runs with
+    with _serving_http(tmp_path, timers={"HEAD_SECONDS": head}) as port:
         started = time.monotonic()
         with socket.create_connection(("127.0.0.1", port)) as stalled, \
                 socket.create_connection(("127.0.0.1", port)) as slow:
@@ -887,10 +893,9 @@ def test_a_connection_whose_request_headers_never_end_is_closed(tmp_path: Path) 
             slow.sendall(f"Host: 127.0.0.1:{port}\r\n\r\n".encode())  # headers within time
             slow.settimeout(10)
             assert slow.recv(12).startswith(b"HTTP/1.1 "), "a slow but complete request"
-            stalled.settimeout(mcp_server.HEAD_SECONDS + 10)
+            stalled.settimeout(head + 10)
             assert stalled.recv(100) == b""  # closed by the server, nothing answered
-            assert mcp_server.HEAD_SECONDS <= time.monotonic() - started \
-                < mcp_server.HEAD_SECONDS + 5
+            assert head <= time.monotonic() - started < head + 5
 
 
 def test_a_refused_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> None:
@@ -898,7 +903,8 @@ def test_a_refused_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> N
     # otherwise hold its connection open by sending that body a byte at a time
     import time
 
-    with _serving_http(tmp_path, token=True) as port:
+    head = 2.0  # the headers' deadline (HEAD_SECONDS) this server runs with
+    with _serving_http(tmp_path, token=True, timers={"HEAD_SECONDS": head}) as port:
         with socket.create_connection(("127.0.0.1", port)) as trickle:
             trickle.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                             "Content-Length: 100000000\r\n\r\n".encode())
@@ -906,14 +912,14 @@ def test_a_refused_request_whose_body_trickles_in_is_closed(tmp_path: Path) -> N
             assert trickle.recv(12) == b"HTTP/1.1 401"
             started = time.monotonic()
             closed = False
-            while not closed and time.monotonic() - started < mcp_server.HEAD_SECONDS + 10:
+            while not closed and time.monotonic() - started < head + 10:
                 try:
                     trickle.sendall(b"x")
                     time.sleep(1)
                 except OSError:
                     closed = True
             assert closed, "a refused request's trickling body keeps its connection open"
-            assert time.monotonic() - started < mcp_server.HEAD_SECONDS + 5
+            assert time.monotonic() - started < head + 5
 
 
 #: The token ``_serving_http(token=True)`` serves with.
@@ -957,7 +963,8 @@ def test_a_request_whose_body_trickles_in_is_answered_and_closed(tmp_path: Path)
     # far) for good, and enough of them the server's descriptors
     import time
 
-    with _serving_http(tmp_path, token=True) as port:
+    body = 3.0  # the body's deadline (BODY_SECONDS) this server runs with
+    with _serving_http(tmp_path, token=True, timers={"BODY_SECONDS": body}) as port:
         with socket.create_connection(("127.0.0.1", port)) as trickle:
             trickle.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                             "Authorization: Bearer 0123456789abcdef0123456789abcdef\r\n"
@@ -966,7 +973,7 @@ def test_a_request_whose_body_trickles_in_is_answered_and_closed(tmp_path: Path)
                             "Content-Length: 100000\r\n\r\n{".encode())
             started, got = time.monotonic(), b""
             trickle.settimeout(1)
-            while time.monotonic() - started < mcp_server.BODY_SECONDS + 10:
+            while time.monotonic() - started < body + 10:
                 try:
                     trickle.sendall(b" ")
                     chunk = trickle.recv(4096)
@@ -978,9 +985,9 @@ def test_a_request_whose_body_trickles_in_is_answered_and_closed(tmp_path: Path)
                     break
                 got += chunk
             assert got.startswith(b"HTTP/1.1 408"), got[:200]
-            assert b"within" in got and b"connection: close" in got.lower(), got
-            assert mcp_server.BODY_SECONDS <= time.monotonic() - started \
-                < mcp_server.BODY_SECONDS + 5
+            assert f"within {body:g} seconds".encode() in got, got
+            assert b"connection: close" in got.lower(), got
+            assert body <= time.monotonic() - started < body + 5
 
 
 def test_a_client_that_never_reads_its_answers_is_dropped(tmp_path: Path) -> None:
@@ -990,7 +997,8 @@ def test_a_client_that_never_reads_its_answers_is_dropped(tmp_path: Path) -> Non
     import errno
     import time
 
-    with _serving_http(tmp_path, token=True) as port:
+    stall = 5.0  # how long an answer may wait for the client to read (STALL_SECONDS)
+    with _serving_http(tmp_path, token=True, timers={"STALL_SECONDS": stall}) as port:
         with socket.socket() as deaf:
             deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             deaf.connect(("127.0.0.1", port))
@@ -1004,7 +1012,7 @@ def test_a_client_that_never_reads_its_answers_is_dropped(tmp_path: Path) -> Non
                 except BlockingIOError:
                     blocked += 1
                     time.sleep(0.1)
-            deadline, error = time.monotonic() + mcp_server.STALL_SECONDS + 10, 0
+            deadline, error = time.monotonic() + stall + 10, 0
             while time.monotonic() < deadline and error == 0:  # reading it clears it
                 time.sleep(1)
                 error = deaf.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

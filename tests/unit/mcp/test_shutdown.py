@@ -28,6 +28,7 @@ from mcp.types import LATEST_PROTOCOL_VERSION
 
 import wingman
 from support.localserver import QuietHandler, serving
+from support.mcp_timers import wingman_argv
 from support.operator import wait_for
 from support.ports import serving_port
 from support.processes import kill_if_running
@@ -35,7 +36,7 @@ from support.tls import serving_tls
 from wingman.client import status as st
 from wingman.client.api import WingmanClient
 from wingman.client.connect import connect
-from wingman.mcp.server import HEAD_SECONDS, Tools
+from wingman.mcp.server import Tools
 
 OPERATOR_SRC = Path(wingman.__file__).resolve().parents[1]
 NS = "wm"
@@ -267,6 +268,7 @@ def test_over_http_a_wait_and_the_event_stream_outlast_the_idle_timeout(
     # they last beyond --idle-timeout-seconds
     import httpx2
 
+    head = 3.0  # the headers' deadline (HEAD_SECONDS) this server runs with
     gets: list[str] = []
 
     async def count(request: httpx2.Request) -> None:
@@ -275,7 +277,7 @@ def test_over_http_a_wait_and_the_event_stream_outlast_the_idle_timeout(
 
     with fake_api() as api:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "wingman.cli", "mcp", "--transport", "http", "--port",
+            [*wingman_argv({"HEAD_SECONDS": head}), "mcp", "--transport", "http", "--port",
              "0", "--kubeconfig", str(api.kubeconfig(tmp_path)),
              "--idle-timeout-seconds", "1"],
             env=_env(tmp_path), stderr=subprocess.PIPE, text=True)
@@ -286,7 +288,7 @@ def test_over_http_a_wait_and_the_event_stream_outlast_the_idle_timeout(
                                            http_client=http) as (read, write), \
                     ClientSession(read, write) as s:
                 await s.initialize()
-                wait = HEAD_SECONDS + 2  # past the idle timeout and the headers' deadline
+                wait = head + 2  # past the idle timeout and the headers' deadline
                 answer = await s.call_tool("get_request", {"name": "r1", "wait_seconds": wait})
                 assert not answer.is_error and answer.structured_content is not None, answer
                 assert answer.structured_content["waited_seconds"] >= wait, answer
