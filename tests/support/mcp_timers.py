@@ -1,10 +1,11 @@
 """``wingman`` as a process with the MCP server's connection timers set short.
 
 The HTTP server's timers (``HEAD_SECONDS``, ``BODY_SECONDS``, ``STALL_SECONDS`` of
-``wingman.mcp.server``) are module constants it reads each time it times a connection, with
-production values of 10 to 30 s: a test of one of them runs the server with that constant set
-to a few seconds, and checks the same behaviour against the value it set, rather than waiting
-out the production one. The production path (``python -m wingman.cli``) is unchanged.
+``wingman.mcp.server``, read each time it times a connection, and ``REFUSAL_LOG_SECONDS``,
+read as its log limiters are made) are module constants with production values of 10 to
+30 s: a test of one of them runs the server with that constant set to a few seconds, and
+checks the same behaviour against the value it set, rather than waiting out the production
+one. The production path (``python -m wingman.cli``) is unchanged.
 """
 
 from __future__ import annotations

@@ -1282,9 +1282,11 @@ class _LogLimiter:
     record only once it stopped. Thread-safe."""
 
     def __init__(self, report: Callable[[str, int], None], *,
-                 seconds: float = REFUSAL_LOG_SECONDS, quiet: float | None = None,
+                 seconds: float | None = None, quiet: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.report = report
+        # REFUSAL_LOG_SECONDS read as the limiter is made, not as the class is defined
+        seconds = REFUSAL_LOG_SECONDS if seconds is None else seconds
         self.seconds = seconds
         self.quiet = seconds if quiet is None else quiet
         self.clock = clock
