@@ -75,6 +75,7 @@ from aiohttp import (
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from wingman.chat import render
@@ -201,7 +202,12 @@ class SlackChannel:
             raise ChannelError(f"Slack {what} failed: answered with a redirect "
                                f"({exc.status}), which is not followed") from None
         except SlackApiError as exc:
-            error = str(exc.response.get("error", "")) if exc.response is not None else ""
+            # an answer slack_sdk could not read (a JSON body cut short, a proxy's page) comes
+            # with aiohttp's response, not a SlackResponse: no error of Slack's, only a status
+            answer = exc.response
+            data = answer.data if isinstance(answer, AsyncSlackResponse) else None
+            error = str(data.get("error") or "") if isinstance(data, dict) else ""
+            status = getattr(answer, "status_code", None) or getattr(answer, "status", None)
             if error in ("message_not_found", "cant_update_message"):
                 raise CardGone(f"Slack {what}: {error}") from None
             if error in REFUSED_MESSAGE:
@@ -213,11 +219,10 @@ class SlackChannel:
                 self._rejected.set()
                 raise TokenRejected(self._rejection) from None
             retry = None
-            if exc.response is not None and exc.response.status_code == 429:
-                header = exc.response.headers.get("Retry-After", "")
-                header = str(header)
+            if status == 429:
+                header = str(answer.headers.get("Retry-After", ""))
                 retry = float(header) if header.isascii() and header.isdigit() else None
-            raise ChannelError(f"Slack {what} failed: {error or exc.response.status_code}",
+            raise ChannelError(f"Slack {what} failed: {error or status or 'no answer'}",
                                retry_after=retry) from None
         except (ClientError, OSError, TimeoutError) as exc:
             raise ChannelError(f"Slack {what} failed: {type(exc).__name__}") from None

@@ -1505,6 +1505,41 @@ def test_slack_unreachable_at_start_is_not_a_rejected_token(
     run(tmp_path, request("later", 1), body=body)
 
 
+@pytest.mark.parametrize("answer", [
+    (503, b"<html><body>503 Service Unavailable</body></html>"),  # an edge's error page
+    (502, b'{"ok": false, "err'),  # a JSON answer cut short by a proxy
+    (200, b'{"ok": tr'),
+    (429, b"<html>Too Many Requests</html>"),
+])
+def test_an_answer_slack_s_client_cannot_read_at_start_is_not_a_rejected_token(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: tuple[int, bytes]) -> None:
+    """The token check at start answered with a page that is no JSON (an error page of
+    Slack's edge or of a proxy, a body cut short) says nothing of the token either: the
+    watch goes on and /healthz stays 200 (else the pod restarts in a loop for as long as
+    Slack answers so), and the log says the check failed."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        [channel] = svc.channels
+        assert isinstance(channel, SlackChannel)
+        fake.glitches, fake.glitch_paths = [answer], ("auth.test",)
+        watch = asyncio.create_task(channel.watch(), name="slack web api")
+        try:
+            for _ in range(200):
+                if watch.done() or any("checking the bot token failed" in r.getMessage()
+                                       for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            assert not watch.done() and (await health([watch])).status == 200, (
+                (await health([watch])).text)
+        finally:
+            watch.cancel()
+        [failed] = [r for r in caplog.records if "checking the bot token" in r.getMessage()]
+        assert failed.__dict__["reason"] == "ChannelUnavailable"
+        assert TOKEN not in caplog.text
+
+    run(tmp_path, request("later", 1), body=body)
+
+
 @pytest.mark.parametrize("answer", [b'{"ok": true}', b'{"ok": true, "user": "U0BOB"}',
                                     b'{"ok": true, "user": {"id": "U0SOMEONE"}}'])
 def test_a_users_info_answer_that_says_nothing_of_the_sender_decides_nothing(
