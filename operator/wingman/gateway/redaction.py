@@ -23,9 +23,10 @@ The steps, in order (``redact``):
    occurrence, also split across lines or spaces (read before step 1 too when the output has
    binary data or escape sequences, so that a line of it redacted whole leaves no part of one
    on the others, and an escape sequence removed takes no character of one away), and
-   also base64- (any alignment), hex- (``\\x65`` byte by byte too),
-   percent- or JSON-escaped; at the end of the gateway's output (cut at its bound or its
-   deadline), a start of one of 8 characters or more.
+   also base64- (any alignment), hex- (``\\x65`` byte by byte too, and a C array's
+   ``0x65, 0x79``), percent- (every byte too: ``%65%79``) or JSON-escaped; at the end of the
+   gateway's output (cut at its bound or its deadline), a start of one of 8 characters or
+   more.
 3. **Structure.** Output of ``kubectl -o yaml|json`` (and kubeconfigs) is read line by line
    as YAML or JSON: every value in a Secret's ``data``/``stringData`` (and any base64 value in a
    ``data``/``binaryData`` block) whatever its key, in block or flow style, behind anchors and
@@ -252,8 +253,11 @@ def _base64_forms(data: bytes) -> set[str]:
 def _forms(secret: str) -> set[str]:
     data = secret.encode("utf-8")
     escaped = "".join(f"\\x{byte:02x}" for byte in data)  # \x65\x79: C, Python, printf
+    percent = "".join(f"%{byte:02x}" for byte in data)  # every byte percent-escaped
+    listed = ",".join(f"0x{byte:02x}" for byte in data)  # a C array's bytes (xxd -i)
     forms = {secret, data.hex(), data.hex().upper(), escaped,
              escaped.upper().replace("\\X", "\\x"), urllib.parse.quote(secret, safe=""),
+             percent, percent.upper(), listed, listed.upper().replace("0X", "0x"),
              json.dumps(secret)[1:-1]}
     forms |= _base64_forms(data)
     return {f for f in forms if len(f) >= 8 or f == secret}

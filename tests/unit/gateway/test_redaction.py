@@ -261,6 +261,26 @@ def test_a_known_secret_hex_escaped_byte_by_byte_is_redacted(secret: str, upper:
     assert text == f'key = "{REDACTED}"\n', text
 
 
+@pytest.mark.parametrize("secret", [KNOWN, JWT])
+@pytest.mark.parametrize("byte", ["%{:02x}", "%{:02X}", "0x{:02x}, ", "0x{:02X}, "])
+def test_a_known_secret_escaped_byte_by_byte_otherwise_is_redacted(secret: str, byte: str
+                                                                   ) -> None:
+    """Every byte percent-escaped (``%65%79``, percent-escaped as the docs say), and a C
+    array's bytes (``xxd -i``: ``0x65, 0x79,``, wrapped at 12 a line), beside ``\\x65``."""
+    data = secret.encode()
+    if byte.startswith("0x"):
+        rows = [data[i:i + 12] for i in range(0, len(data), 12)]
+        encoded = ",\n  ".join("".join(byte.format(b) for b in row).rstrip(", ")
+                               for row in rows)
+        raw = f"unsigned char t[] = {{\n  {encoded}\n}};\n"
+        kept = f"unsigned char t[] = {{\n  {REDACTED}\n}};\n"
+    else:
+        raw = f"url: /cb?token={''.join(byte.format(b) for b in data)}\n"
+        kept = f"url: /cb?token={REDACTED}\n"
+    text, _, _ = bound_output(raw.encode(), limit=1 << 16, truncated=False, secrets=[secret])
+    assert text == kept, text
+
+
 def test_a_megabyte_of_a_known_secret_s_starts_is_read_in_linear_time() -> None:
     periodic = "ab" * 4096  # a secret whose starts recur in itself: the worst case
     started = time.process_time()
