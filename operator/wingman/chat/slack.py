@@ -226,6 +226,8 @@ class SlackChannel:
                                retry_after=retry) from None
         except (ClientError, OSError, TimeoutError) as exc:
             raise ChannelError(f"Slack {what} failed: {type(exc).__name__}") from None
+        except UnicodeDecodeError:  # a JSON answer that is no UTF-8 (aiohttp reads it)
+            raise ChannelError(f"Slack {what} failed: an answer that is no UTF-8") from None
 
     async def watch(self) -> str:
         """Check the bot token (``auth.test``) once, then wait until Slack rejects it, in
@@ -242,6 +244,9 @@ class SlackChannel:
         except ChannelError as exc:
             log.warning("slack: checking the bot token failed; the next calls check it",
                         extra={"reason": exc.reason, "error": exc.message[:300]})
+        except Exception as exc:  # noqa: BLE001 - only a rejected token ends the watch
+            log.warning("slack: checking the bot token failed; the next calls check it",
+                        extra={"reason": "Unexpected", "errorType": type(exc).__name__})
         await self._rejected.wait()
         self.service.metrics.loop_failures.labels(self.service.env, "slack-web-api",
                                                   "Unauthorized").inc()

@@ -1510,6 +1510,7 @@ def test_slack_unreachable_at_start_is_not_a_rejected_token(
     (502, b'{"ok": false, "err'),  # a JSON answer cut short by a proxy
     (200, b'{"ok": tr'),
     (429, b"<html>Too Many Requests</html>"),
+    (502, b'{"ok": false, "error": "\xff'),  # cut inside a character: no UTF-8
 ])
 def test_an_answer_slack_s_client_cannot_read_at_start_is_not_a_rejected_token(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: tuple[int, bytes]) -> None:
