@@ -426,7 +426,7 @@ class SlackChannel:
         def done(t: asyncio.Task[Any]) -> None:
             self._later.discard(t)
             if not t.cancelled() and t.exception() is not None:
-                log.error("slack: handling a request failed after it was answered",
+                log.error("slack: handling a request failed with an unexpected error",
                           extra={"errorType": type(t.exception()).__name__})
         task.add_done_callback(done)
 
