@@ -1020,6 +1020,14 @@ INVALID_MESSAGE = ('Invalid Request: a JSON-RPC request must be a JSON object wi
                    '"2.0", a "method" string, an "id" (a string or an integer; none for a '
                    'notification) and, if any, "params" as a JSON object')
 
+#: How deep the JSON of a message may nest, arrays and objects one within another (the
+#: message's own object included): pydantic's parser (jiter, its default recursion limit) reads
+#: no deeper; a tool call nests a few levels. Deeper JSON is answered with a parse error saying
+#: so (``_refusal``), not with the parser's "recursion limit exceeded".
+JSON_DEPTH_LIMIT = 200
+#: The parser's words for JSON nested deeper than it reads, with where (a byte's column).
+_TOO_DEEP = re.compile(r"recursion limit exceeded at line (\d+) column (\d+)")
+
 _log = logging.getLogger(__name__)
 
 
@@ -1029,9 +1037,11 @@ def _refusal(data: str | bytes, what: str, per: str) -> JSONRPCError | None:
     (whatever its first character: ``[{"jsonrpc"`` cut short is no batch), a batch (a
     well-formed JSON array) and JSON that is no JSON-RPC message are refused here, saying what
     to send, without quoting the input: the SDK would drop them silently (stdio) or answer
-    invalid params quoting the input back (HTTP). The error carries the request's ``id`` when
-    the input is an object with a ``method`` and a valid ``id`` (over stdio, the client then
-    stops waiting for it), else null."""
+    invalid params quoting the input back (HTTP). JSON nested deeper than ``JSON_DEPTH_LIMIT``
+    is a parse error too, saying so, with the request's ``id`` when it comes before the depth
+    is passed (``_leading_id``). The error carries the request's ``id`` when the input is an
+    object with a ``method`` and a valid ``id`` (over stdio, the client then stops waiting for
+    it), else null."""
     import pydantic_core
 
     try:
@@ -1041,6 +1051,14 @@ def _refusal(data: str | bytes, what: str, per: str) -> JSONRPCError | None:
         first = exc.errors()[0]
         if first["type"] == "json_invalid":
             where = first["msg"].removeprefix("Invalid JSON: ")  # where, never the input
+            if deep := _TOO_DEEP.fullmatch(where):
+                line, column = int(deep[1]), int(deep[2])
+                return _error_message(_deep_id(data, line, column), PARSE_ERROR, (
+                    f"Parse error: the {what} is JSON nested deeper than this server reads "
+                    f"(at most {JSON_DEPTH_LIMIT} arrays and objects one within another, the "
+                    f"message's own object included; passed at line {line} column {column}): "
+                    f"send one JSON-RPC request or notification per {per}, as a JSON object "
+                    "nested less deeply"))
             return _error_message(None, PARSE_ERROR, (
                 f"Parse error: the {what} is not JSON ({where}): send one JSON-RPC request or "
                 f"notification per {per}, as a JSON object"))
@@ -1075,6 +1093,19 @@ def _leading_id(head: bytes) -> int | str | None:
         return None
     ident = _request_id(given)
     return None if isinstance(ident, str) and "\ufffd" in ident else ident
+
+
+def _deep_id(data: str | bytes, line: int, column: int) -> int | str | None:
+    """The ``id`` of a request nested deeper than the parser reads, from what comes before the
+    depth is passed (at ``line`` and ``column``, a byte's, counted from 1): as ``_leading_id``
+    takes it, so an ``id`` before the deep member is found, one after it is not."""
+    raw = data.encode() if isinstance(data, str) else data
+    start = 0
+    for _ in range(line - 1):
+        start = raw.find(b"\n", start) + 1
+        if not start:
+            return None
+    return _leading_id(raw[:start + column - 1])
 
 
 def _undecoded_id(line: bytes) -> int | str | None:

@@ -1281,6 +1281,76 @@ def test_over_stdio_a_line_longer_than_the_limit_is_refused_not_held(tmp_path: P
         assert answer() == {"jsonrpc": "2.0", "id": 3, "result": {}}
 
 
+def _deep_ping(ident: Any, depth: int, *, id_last: bool = False) -> bytes:
+    """A ping whose JSON nests ``depth`` arrays and objects one within another in all, the
+    message's own object included (its ``id`` after the deep member when ``id_last``)."""
+    arrays = depth - 3  # the message, its params and their _meta
+    params = b'"params": {"_meta": {"x": ' + b"[" * arrays + b"1" + b"]" * arrays + b"}}"
+    head, tail = b'{"jsonrpc": "2.0", "method": "ping", ', b', "id": ' + json.dumps(ident).encode()
+    return head + params + tail + b"}" if id_last else head + tail[2:] + b", " + params + b"}"
+
+
+#: How the answer to JSON nested past the limit starts (``the line`` over stdio).
+_TOO_DEEP = (f"Parse error: the body is JSON nested deeper than this server reads (at most "
+             f"{mcp_server.JSON_DEPTH_LIMIT} arrays and objects one within another, the "
+             "message's own object included; passed at line 1 column ")
+
+
+def test_over_stdio_json_nested_past_the_limit_is_said_to_be_so_not_to_be_no_json(
+        tmp_path: Path) -> None:
+    # the parser's "recursion limit exceeded" was answered as "the line is not JSON"
+    too_deep = _TOO_DEEP.replace("the body", "the line")
+    with _serving_stdio(tmp_path) as (write, answer, stderr):
+        write(_deep_ping(1, mcp_server.JSON_DEPTH_LIMIT))  # at the limit: read
+        assert answer() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+        write(_deep_ping(2, mcp_server.JSON_DEPTH_LIMIT + 1))
+        got = answer()  # with its id, which comes before the depth is passed
+        assert (got["id"], got["error"]["code"]) == (2, -32700), got
+        assert got["error"]["message"].startswith(too_deep), got
+        assert got["error"]["message"].endswith(
+            "send one JSON-RPC request or notification per line, as a JSON object nested less "
+            "deeply"), got
+        write(_deep_ping("call-3", 100_000, id_last=True))  # an id after it is not read
+        got = answer()
+        assert (got["id"], got["error"]["code"]) == (None, -32700), got
+        assert got["error"]["message"].startswith(too_deep), got
+        write(b'{"jsonrpc": "2.0", "id": 9, "method": "ping"}')  # the server goes on
+        assert answer() == {"jsonrpc": "2.0", "id": 9, "result": {}}
+        assert "not JSON" not in stderr() and "nested deeper" in stderr()
+
+
+def test_over_http_json_nested_past_the_limit_is_said_to_be_so_not_to_be_no_json(
+        tmp_path: Path) -> None:
+    import httpx
+
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+    with _serving_http(tmp_path) as port, httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        for body, ident in ((_deep_ping(2, mcp_server.JSON_DEPTH_LIMIT + 1), 2),
+                            (_deep_ping(3, 100_000, id_last=True), None)):
+            resp = http.post("/mcp", headers=headers, content=body)
+            assert resp.status_code == 400, resp.text
+            answer = resp.json()
+            assert (answer["id"], answer["error"]["code"]) == (ident, -32700), answer
+            assert answer["error"]["message"].startswith(_TOO_DEEP), answer
+            assert answer["error"]["message"].endswith(
+                "send one JSON-RPC request or notification per HTTP request, as a JSON object "
+                "nested less deeply"), answer
+        init = http.post("/mcp", headers=headers, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "raw", "version": "1"}}})
+        assert init.status_code == 200, init.text
+        session = headers | {"mcp-session-id": init.headers["mcp-session-id"],
+                             "mcp-protocol-version": "2025-06-18"}
+        http.post("/mcp", headers=session,
+                  json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        pong = http.post("/mcp", headers=session,  # at the limit: read
+                         content=_deep_ping(4, mcp_server.JSON_DEPTH_LIMIT))
+        assert pong.status_code == 200 and '"result":{}' in pong.text, pong.text
+
+
 #: The keys every record of the project's JSON log format starts with (``wingman.logs``).
 LOG_KEYS = ("time", "level", "component", "logger", "message")
 
