@@ -11,7 +11,6 @@ year or more verifies in bounded memory, every checkpoint in it still checked an
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from typing import TextIO
 
@@ -21,11 +20,12 @@ from wingman.audit.file import open_regular
 from wingman.audit.signing import check_signature, keyset_from_pems
 from wingman.capability.keys import KeySet
 from wingman.errors import AuditTampered, ClusterError, ConfigError, WingmanError
+from wingman.model import names
 from wingman.model.text import terminal_text
 
 CHECKPOINTS_CONFIGMAP = "wingman-audit-checkpoints"
 CHECKPOINTS_KEY = "checkpoints.jsonl"
-_CONFIGMAP_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_CONFIGMAP_NAME = names.OBJECT_NAME
 MAX_KEY_BYTES = 64 * 1024
 """Largest audit public key file read (an Ed25519 PEM is about 113 bytes)."""
 
@@ -61,7 +61,9 @@ def _from_cluster(namespace: str, configmap: str, kubeconfig: str | None,
         # "" would read the list of every ConfigMap, "a/b" another resource
         shown = configmap if len(configmap) <= 80 else configmap[:60] + "..."
         raise ConfigError(f"--configmap {shown!r} is not a ConfigMap name: 1 to 253 lowercase "
-                          f"letters, digits, '-' and '.' (default {CHECKPOINTS_CONFIGMAP})")
+                          "letters, digits, '-' and '.', in parts joined by single '.', each "
+                          "starting and ending with a letter or digit (an RFC 1123 subdomain; "
+                          f"default {CHECKPOINTS_CONFIGMAP})")
     kube = connect(kubeconfig=kubeconfig, context=context, namespace=namespace).kube
     try:
         obj = kube.get_or_none(CONFIGMAPS, namespace, configmap)

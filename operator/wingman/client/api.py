@@ -59,8 +59,8 @@ from wingman.review.policy import EnvironmentPolicy
 POLICY_CONFIGMAP = "wingman-policy"
 #: Bounds of the CRD's spec.source (crds/approvalrequests.wingman.dev.yaml).
 SOURCE_LIMITS = limits.SOURCE
-#: A Kubernetes object name (RFC 1123 subdomain); ExecutionGrants' are at most 63 characters.
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+#: A Kubernetes object name (an RFC 1123 subdomain); ExecutionGrants' are at most 63 characters.
+_NAME = names.OBJECT_NAME
 _NAME_LIMITS = {"ApprovalRequest": 253, "ExecutionGrant": 63}
 #: An environment's name (the CRD's ``spec.environment``).
 _ENVIRONMENT = re.compile(limits.ENVIRONMENT_PATTERN)
@@ -311,12 +311,14 @@ def check_reason(reason: str) -> None:
 
 def check_name(kind: str, name: str) -> str:
     """``name`` if it can name a ``kind``; else Invalid, before any call: an empty name or "."
-    would read the whole collection, ".." or one with "/" another resource."""
+    would read the whole collection, ".." or one with "/" another resource, and one the API
+    server refuses (``a..b``, ``a.-b``) would be refused only after the call."""
     limit = _NAME_LIMITS[kind]
     if not (len(name) <= limit and _NAME.fullmatch(name)):
         raise Invalid(f"{shown(name)} is not a valid {kind} name: a name is 1 to {limit} "
-                      "lowercase letters, digits, '-' and '.', starting and ending with a "
-                      "letter or digit (list shows the names there are)")
+                      "characters, lowercase letters, digits, '-' and '.', in parts joined by "
+                      "single '.', each starting and ending with a letter or digit (an RFC "
+                      "1123 subdomain; list shows the names there are)")
     return name
 
 

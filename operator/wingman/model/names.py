@@ -26,6 +26,10 @@ AUDIT_DSN_MOUNT = "/etc/wingman/audit-dsn"  # the PostgreSQL DSN, a Secret volum
 AUDIT_DSN_FILE = f"{AUDIT_DSN_MOUNT}/dsn"
 SECRET_TYPE = "wingman.dev/capability-token"  # noqa: S105 - a Secret type
 BURN_PREFIX = "wingman-burn-"
+#: A Kubernetes object name, as the API server checks it (an RFC 1123 subdomain): labels of
+#: lowercase letters, digits and inner '-', joined by single '.'; at most 253 characters (the
+#: caller checks the length first: ``fullmatch`` only).
+OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def _bounded(base: str, suffix: str, limit: int = 63) -> str:
@@ -127,6 +131,7 @@ __all__ = [
     "JOB_UID_ANNOTATION",
     "KEYS_MOUNT",
     "MANAGED",
+    "OBJECT_NAME",
     "POLICY_MOUNT",
     "ROLE_LABEL",
     "SECRET_TYPE",

@@ -317,7 +317,7 @@ def test_a_checkpoints_file_of_another_trail_only_is_an_error_not_ignored(tmp_pa
     assert "wingman-test" in mistyped.stdout and "--log" in mistyped.stdout, mistyped.stdout
 
 
-@pytest.mark.parametrize("configmap", ["", "a/b", "..", "Checkpoints"])
+@pytest.mark.parametrize("configmap", ["", "a/b", "..", "Checkpoints", "a..b", "a.-b", "a."])
 def test_a_configmap_that_is_no_configmap_name_is_refused_before_any_call(
         tmp_path: Path, configmap: str) -> None:
     # "" would GET the list of every ConfigMap (no data: no checkpoint), "a/b" another resource

@@ -271,6 +271,21 @@ def test_a_name_that_cannot_exist_is_a_usage_error_not_an_answer(
     assert "is not a valid" in captured.err and "lowercase" in captured.err
 
 
+@pytest.mark.parametrize("argv", [["describe", "a..b"], ["result", "a.-b"], ["approve", "web-.1"],
+                                  ["exec", "web.", "--command", "kubectl get pods"],
+                                  ["rollback", ".web"], ["describe", "Web"],
+                                  ["describe", "a" * 254], ["result", "g" * 64]])
+def test_a_name_the_api_server_would_refuse_is_refused_before_any_call_naming_the_rule(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # "a..b" and "a.-b" were sent, for the API server to refuse once called
+    assert cli.main([*argv, "--kubeconfig", _nowhere(tmp_path)]) == requests.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "is not a valid" in captured.err, captured.err
+    assert ("in parts joined by single '.', each starting and ending with a letter or digit "
+            "(an RFC 1123 subdomain") in captured.err, captured.err
+
+
 @pytest.mark.parametrize("argv", [["describe", "\udcff"],
                                   ["request", "--instruction", "caf\udce9",
                                    "--command", "kubectl get pods"]])

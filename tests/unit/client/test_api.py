@@ -25,6 +25,7 @@ from wingman.client.api import (
     build_grant,
     build_request,
     build_rollback,
+    check_name,
     client_error,
 )
 from wingman.client.connect import Connection, connect
@@ -297,18 +298,28 @@ def _unreachable() -> WingmanClient:
     return WingmanClient(conn)
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "Foo_Bar", "a\nb", "x" * 254, "-a"])
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "Foo_Bar", "a\nb", "x" * 254, "-a",
+                                  "a..b", "a.-b", "a-.b", ".a", "a.", "a-", "Web", "web.A"])
 def test_a_name_that_cannot_exist_is_refused_before_any_call(name: str) -> None:
     # "" and "." would read the whole collection (answered as if it were one object), ".."
-    # and "a/b" other resources: each must be refused, never answered
+    # and "a/b" other resources: each must be refused, never answered; "a..b" and "a.-b" (an
+    # empty part, a part starting with '-'), which the API server refuses only once called
     client = _unreachable()
     for call in (lambda: client.request_status(name), lambda: client.grant_status(name),
                  lambda: client.execute(name, "kubectl get pods"),
                  lambda: client.rollback(name), lambda: client.decide(name, "Approve"),
                  lambda: client.wait_grant(name, 0), lambda: client.wait_request(name, 0)):
         with pytest.raises(Invalid, match=r"is not a valid (ApprovalRequest|ExecutionGrant) "
-                                          r"name: .*lowercase"):
+                                          r"name: .*lowercase.* joined by single '\.', each "
+                                          r"starting and ending with a letter or digit \(an "
+                                          r"RFC 1123 subdomain"):
             call()
+
+
+@pytest.mark.parametrize("name", ["a", "web-1", "a.b", "web-1.prod-2.x9", "x" * 253])
+def test_a_name_of_the_api_servers_rule_is_taken(name: str) -> None:
+    assert check_name("ApprovalRequest", name) == name
+    assert check_name("ExecutionGrant", name[:63]) == name[:63]
 
 
 def test_a_namespace_that_cannot_exist_is_refused(tmp_path: Path) -> None:

@@ -187,6 +187,27 @@ def test_a_name_that_cannot_exist_answers_invalid(tool: str, args: dict[str, Any
     assert "is not a valid" in answer["message"] and "fix the input" in answer["next"]
 
 
+@pytest.mark.parametrize(("tool", "args"), [
+    ("get_request", {"name": "a..b"}), ("get_request", {"name": "Web"}),
+    ("get_result", {"grant": "a.-b"}), ("get_result", {"grant": "web-.1"}),
+    ("execute", {"request": "web.", "command": "kubectl get pods"}),
+    ("rollback", {"grant": "-web"})])
+def test_a_name_the_api_server_would_refuse_answers_invalid_naming_the_rule(
+        tool: str, args: dict[str, Any]) -> None:
+    # "a..b" and "a.-b" were sent, for the API server to refuse once called (the schema bounds
+    # the length)
+    async def call() -> dict[str, Any]:
+        async with Client(_server()) as client:
+            result = await client.call_tool(tool, args)
+            assert not result.is_error
+            return json.loads(result.content[0].text)  # type: ignore[union-attr,no-any-return]
+    answer = anyio.run(call)
+    assert answer["state"] == "invalid", answer
+    assert "is not a valid" in answer["message"], answer
+    assert ("in parts joined by single '.', each starting and ending with a letter or digit "
+            "(an RFC 1123 subdomain") in answer["message"], answer
+
+
 _JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 
 
