@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -74,9 +75,22 @@ def _port(text: str) -> int:
     return value
 
 
+#: A plain URL path: '/', or segments of RFC 3986's unreserved characters, each after one '/'.
+_PLAIN_PATH = re.compile(r"/|(/[A-Za-z0-9._~-]+)+/?")
+
+
 def _http_path(text: str) -> str:
+    """``--path``: a plain path, which the server's route and its checks of a request's body
+    (``mcp.server.NoBatches``, comparing the path as it is) both take literally. '{x}' would
+    make the route a pattern the checks never match; a path with '?', '#', '%', a '.' or '..'
+    segment, '//', spaces or control characters is one no client's request arrives at."""
     if not text.startswith("/"):
         raise argparse.ArgumentTypeError(f"{text!r}: the path starts with '/', e.g. /mcp")
+    if not _PLAIN_PATH.fullmatch(text) or {".", ".."} & set(text.split("/")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a plain path: give '/' or segments of letters, digits, '-', "
+            "'.', '_' and '~', each after a single '/' (no '.' or '..' segment; no '{', '}', "
+            "'?', '#', '%', spaces or control characters), e.g. /mcp")
     return text
 
 

@@ -314,6 +314,27 @@ def test_out_of_range_numbers_and_paths_are_usage_errors(
     assert f"argument {says}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("path", ["/mcp/{x}", "/{path:path}", "/mcp?x=1", "/mcp#top",
+                                  "/a/../mcp", "/./mcp", "/mcp/..", "//mcp", "/a//mcp",
+                                  "/m cp", "/mcp\t", "/mcp\n", "/mcp\x00", "/m%63p", "/mcp\u00e9",
+                                  "/mc*p"])
+def test_an_mcp_path_that_is_not_a_plain_path_is_a_usage_error(
+        path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # '{x}' made the route a pattern, matched by requests to other paths, which the checks of
+    # a request's body (comparing the path as it is) then let through to the SDK unchecked;
+    # the others name a path no request arrives at
+    with pytest.raises(SystemExit) as exc:
+        _parse("mcp", "--transport", "http", "--path", path)
+    assert exc.value.code == requests.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"argument --path: {path!r} is not a plain path: give '/' or segments of " in err, err
+
+
+@pytest.mark.parametrize("path", ["/", "/mcp", "/mcp/", "/v1/mcp", "/agents/mcp-1.0_a~b"])
+def test_a_plain_mcp_path_is_taken(path: str) -> None:
+    assert vars(_parse("mcp", "--transport", "http", "--path", path))["path"] == path
+
+
 HOSTILE = "\x1b[2J\x1b[8mhidden\x1b[0m\rfake\x07\u202eevil\x00 al\u200bice\U000e0041\u3164"
 RAW = ("\x1b", "\r", "\x07", "\u202e", "\x00", "\u200b", "\U000e0041", "\u3164")
 
