@@ -617,7 +617,7 @@ class PostgresSink:
                     # is never the one new records link to
                     row = conn.execute(
                         "SELECT CASE WHEN octet_length(record) <= %s THEN record END, "
-                        "octet_length(record) FROM wingman_audit WHERE seq >= 0 "
+                        "octet_length(record), seq FROM wingman_audit WHERE seq >= 0 "
                         "ORDER BY seq DESC LIMIT 1", (MAX_RECORD_BYTES,),
                     ).fetchone()
                     dog.beat()
@@ -685,6 +685,10 @@ class PostgresSink:
         return row is not None and row[0] == last.hash
 
     def _next(self, row: Any) -> tuple[int, str]:
+        """The seq and prev of the next record, from the chain's last row (its record, the
+        record's length, its seq column); AuditUnavailable, appends refused, when that row does
+        not verify: its record edited, or its seq column no longer the record's own (the
+        next seq would collide with a row, or leave a gap)."""
         if row is None:
             return 0, GENESIS_HASH
         if row[0] is None:  # never fetched: a row of any size would be read whole
@@ -704,6 +708,12 @@ class PostgresSink:
             raise AuditUnavailable(
                 f"the last audit record in {self._where} (seq {record.seq}) does not verify: "
                 "it was edited. Run 'wingman audit verify'; appends are refused."
+            )
+        if row[2] != record.seq:
+            raise AuditUnavailable(
+                f"the last audit record in {self._where} was edited: its row's seq is {row[2]}, "
+                f"but the record it holds is seq {record.seq} (the seq column was changed). "
+                "Run 'wingman audit verify'; appends are refused."
             )
         return record.seq + 1, record.hash
 

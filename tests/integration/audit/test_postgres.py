@@ -249,6 +249,33 @@ def test_sink_refuses_to_start_with_disabled_triggers(audit_dsn: str) -> None:
     _fill(audit_dsn, 1)
 
 
+def test_a_head_row_whose_seq_is_not_its_record_s_refuses_appends_saying_it_was_edited(
+        audit_dsn: str) -> None:
+    """The next seq comes from the head record's text: a row whose seq column was edited (two
+    rows' seq swapped: each record still verifies) made every append collide three times and
+    fail blaming a writer that skips the advisory lock, or (moved up) land past a gap."""
+    def rows() -> list[tuple[Any, ...]]:
+        with psycopg.connect(audit_dsn) as conn:
+            return conn.execute("SELECT seq, hash FROM wingman_audit ORDER BY seq").fetchall()
+
+    _fill(audit_dsn, 5)
+    for edit, column, held in (
+            (["UPDATE wingman_audit SET seq = 1000 WHERE seq = 4",
+              "UPDATE wingman_audit SET seq = 4 WHERE seq = 3",
+              "UPDATE wingman_audit SET seq = 3 WHERE seq = 1000"], 4, 3),
+            (["UPDATE wingman_audit SET seq = 9 WHERE seq = 4"], 9, 3)):
+        _as_superuser(audit_dsn, *edit, "ALTER TABLE wingman_audit ENABLE TRIGGER USER")
+        before = rows()
+        with PostgresSink(audit_dsn) as sink, pytest.raises(AuditUnavailable) as exc:
+            sink.append("VoteCast", actor="reviewer-0", subject=SUBJECT)
+        said = str(exc.value)
+        assert (f"was edited: its row's seq is {column}, but the record it holds is seq "
+                f"{held}") in said, said
+        assert "Run 'wingman audit verify'; appends are refused." in said, said
+        assert "advisory lock" not in said, said
+        assert rows() == before  # nothing was appended
+
+
 DISARMED = {
     "enabled for replication only": [
         "ALTER TABLE wingman_audit ENABLE REPLICA TRIGGER wingman_audit_no_update_delete",
