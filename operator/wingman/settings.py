@@ -26,7 +26,7 @@ from wingman.logs import FORMATS, LEVELS
 from wingman.model import limits
 from wingman.review.policy import EnvironmentPolicy
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DEFAULT_SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -36,7 +36,7 @@ def _get(env: Mapping[str, str], key: str, default: str) -> str:
 
 def _name(env: Mapping[str, str], key: str, default: str) -> str:
     value = _get(env, key, default)
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ConfigError(f"{key}={value!r} is not a valid Kubernetes name (lowercase "
                           "letters, digits and '-', at most 63 characters)")
     return value
@@ -128,9 +128,9 @@ class LogSettings:
         return cls(_log_format(env), _log_level(env, level))
 
 
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 #: Label prefixes the operator sets itself on what it creates; values cannot override them.
 RESERVED_LABEL_PREFIXES = ("wingman.dev/", "batch.kubernetes.io/", "controller-uid", "job-name")
 
@@ -155,7 +155,7 @@ def _string_map(key: str, where: str, value: Any, *, labels: bool) -> dict[str, 
         raise ConfigError(f"{key}: {where} must map strings to strings")
     if labels:
         for k, v in value.items():
-            if not _LABEL_KEY.match(k) or not _LABEL_VALUE.match(v):
+            if not _LABEL_KEY.fullmatch(k) or not _LABEL_VALUE.fullmatch(v):
                 raise ConfigError(f"{key}: {where} {k}={v!r} is not a valid Kubernetes label")
     return dict(value)
 
@@ -201,7 +201,7 @@ class GatewayPod:
                                                         for t in tolerations):
             raise ConfigError(f"{key}: tolerations must be a list of objects")
         priority = raw.get("priorityClassName") or ""
-        if not isinstance(priority, str) or (priority and not _NAME.match(priority)):
+        if not isinstance(priority, str) or (priority and not _NAME.fullmatch(priority)):
             raise ConfigError(f"{key}: priorityClassName {priority!r} is not a valid name")
         pull = raw.get("imagePullPolicy") or "IfNotPresent"
         if pull not in ("Always", "IfNotPresent", "Never"):

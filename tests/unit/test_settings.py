@@ -14,6 +14,7 @@ from wingman.operator import manifests
 from wingman.settings import (
     ChatConfig,
     ChatSettings,
+    GatewayPod,
     GatewaySettings,
     McpHttpSettings,
     OperatorSettings,
@@ -117,6 +118,26 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         OperatorSettings.from_env(env)
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("WINGMAN_OBJECT_LABELS", {"team": "infra{end}"}, "is not a valid Kubernetes label"),
+    ("WINGMAN_OBJECT_LABELS", {"team{end}": "infra"}, "is not a valid Kubernetes label"),
+    ("WINGMAN_GATEWAY_POD", {"labels": {"team": "infra{end}"}},
+     "is not a valid Kubernetes label"),
+    ("WINGMAN_GATEWAY_POD", {"priorityClassName": "high{end}"}, "is not a valid name"),
+])
+def test_a_name_or_label_ending_in_a_line_break_is_refused(key: str, value: dict[str, Any],
+                                                           message: str, end: str) -> None:
+    """'$' also matches before a final newline: such a value must not pass the operator's
+    own check to be refused by the API server only later (or reach a header or a file)."""
+    raw = json.dumps(value).replace("{end}", json.dumps(end)[1:-1])
+    with pytest.raises(ConfigError, match=message):
+        if key == "WINGMAN_GATEWAY_POD":
+            GatewayPod.from_env({key: raw})
+        else:
+            OperatorSettings.from_env({key: raw})
 
 
 @pytest.mark.parametrize("key", ["WINGMAN_DOCKER_HOST", "DOCKER_HOST"])
