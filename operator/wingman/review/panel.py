@@ -18,7 +18,7 @@ from wingman.review import llm
 from wingman.review.consensus import Voter
 from wingman.review.voters import BUILTIN, builtin_voter
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _BUILTIN_FIELDS = ("type", "name")
 _LLM_FIELDS = ("type", "name", "model", "baseURL", "apiKeySecretKey", "timeoutSeconds",
                "maxConcurrency", "maxTokens", "allowInsecureHTTP")
@@ -124,7 +124,7 @@ def voters_from_config(specs: Sequence[Mapping[str, Any]], *, secrets: Mapping[s
         if kind not in VOTER_TYPES:
             raise ConfigError(f"{where}.type must be one of {', '.join(VOTER_TYPES)}, "
                               f"got {kind!r}")
-        if not isinstance(name, str) or not _NAME.match(name) or len(name) > 63:
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > 63:
             raise ConfigError(f"{where}.name must be a lowercase DNS label (a-z, 0-9, '-', "
                               f"at most 63 characters), got {name!r}")
         if name in seen:

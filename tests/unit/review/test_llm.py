@@ -409,6 +409,9 @@ LLM = {"type": "openai", "name": "gpt", "model": "gpt-test", "apiKeySecretKey": 
     ([{"type": "magic", "name": "x"}], "voters[0].type must be one of builtin, openai"),
     ([{"type": "builtin", "name": "vibes"}], "unknown built-in voter 'vibes'"),
     ([{"type": "builtin", "name": "Bad_Name"}], "voters[0].name must be a lowercase DNS label"),
+    # '$' also matches before a final newline: a name ending in one is not a DNS label
+    ([{**LLM, "name": "gpt\n"}], "voters[0].name must be a lowercase DNS label"),
+    ([{**LLM, "name": "gpt\r\n"}], "voters[0].name must be a lowercase DNS label"),
     ([{"type": "builtin", "name": "destructive", "model": "x"}], "unknown field 'model'"),
     ([LLM, {**LLM}], "voters[1].name 'gpt' is used by another voter"),
     ([{**LLM, "model": ""}], "voters[0] (gpt).model is required"),
