@@ -67,7 +67,7 @@ LOCAL_IP = "127.0.0.1"
 _TERMINAL = ("Succeeded", "Failed")
 TERMINATION_MESSAGE_BYTES = 4096
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
-_FIELD_KEY = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+_FIELD_KEY = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
 
 
 class PodRejected(WingmanError):
@@ -1377,7 +1377,7 @@ class _Source:
         }
         if path in simple:
             return str(simple[path])
-        match = _FIELD_KEY.match(path)
+        match = _FIELD_KEY.fullmatch(path)
         if match:
             return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
         if file and path in ("metadata.labels", "metadata.annotations"):

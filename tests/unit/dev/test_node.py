@@ -11,7 +11,16 @@ import pytest
 from kubernetes import client as k8s
 
 from support.redirects import redirecting_server
-from wingman.dev.node import IMAGE_INIT, NodeHarness, _Rest, build_argv, expand, rewrite_path
+from wingman.dev.node import (
+    IMAGE_INIT,
+    NodeHarness,
+    PodRejected,
+    _Rest,
+    _Source,
+    build_argv,
+    expand,
+    rewrite_path,
+)
 from wingman.errors import ClusterError, ConfigError
 from wingman.operator import manifests
 
@@ -94,3 +103,27 @@ def test_the_node_harness_calls_follow_no_redirect() -> None:
             api.close()
     assert followed == [], "followed the redirect"
     assert info.value.reason == "UnusableAnswer" and "302" in info.value.message
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    ("metadata.labels['app']", "web"),
+    ("metadata.annotations['note']", "hi"),
+    # '$' also matches before a final newline: such a path is no fieldRef the kubelet serves
+    ("metadata.labels['app']\n", None),
+    ("metadata.labels['app']\r\n", None),
+    ("metadata.annotations['note']\n", None),
+])
+def test_a_label_or_annotation_fieldref_is_the_whole_path(path: str, value: str | None) -> None:
+    api = k8s.ApiClient(k8s.Configuration(host="https://127.0.0.1:1"))
+    try:
+        harness: Any = SimpleNamespace(_rest=_Rest(api))
+        source = _Source(harness, {"metadata": {
+            "name": "p", "namespace": "ns", "labels": {"app": "web"},
+            "annotations": {"note": "hi"}}, "spec": {}})
+        if value is not None:
+            assert source.field(path) == value
+        else:
+            with pytest.raises(PodRejected, match="is not supported by the wingman dev node"):
+                source.field(path)
+    finally:
+        api.close()
