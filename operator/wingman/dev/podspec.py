@@ -38,7 +38,7 @@ _POD_SECURITY = {"runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "suppleme
 _CONTAINER_SECURITY = {"runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem",
                        "allowPrivilegeEscalation", "privileged", "capabilities",
                        "seccompProfile"}
-_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_QUANTITY = re.compile(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?")
 _UNITS = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4,
           "k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
 
@@ -61,7 +61,7 @@ class Mount:
 
 def memory_bytes(quantity: str) -> int:
     """A Kubernetes memory quantity (``256Mi``, ``1G``, ``1048576``) in bytes."""
-    match = _QUANTITY.match(str(quantity).strip())
+    match = _QUANTITY.fullmatch(str(quantity).strip())
     if match is None:
         raise PodSpecNotSupported(f"memory quantity {quantity!r} is not supported (use a whole "
                                   "number with Ki, Mi, Gi, k, M or G)")
