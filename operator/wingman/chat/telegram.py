@@ -120,7 +120,7 @@ _START_TAG = re.compile(r"<[a-z][^>]*>")
 _IN_CODE = re.compile(r"<(code|pre)>.*?</\1>", re.DOTALL)
 #: What Telegram makes an entity of in Wingman's own plain words (``/approve``).
 _DETECTED = re.compile(r"(?<![\w/])/[A-Za-z_]+|@[A-Za-z0-9_]{5,}|#\w+|https?://")
-_COMMAND = re.compile(r"^/([A-Za-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?$", re.DOTALL)
+_COMMAND = re.compile(r"/([A-Za-z_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?", re.DOTALL)
 #: Bad Requests about the chat, its topic or the bot's rights, not the message: every message
 #: would fail alike, so the channel backs off (and alerts) and catches up once they are fixed.
 #: Deliberately broad (*chat not found*, *TOPIC_CLOSED*, *TOPIC_DELETED*, *message thread not
@@ -483,7 +483,7 @@ class TelegramChannel:
             return None if self._person(cq.from_user) else "Unmapped"
         if msg is None:
             return ""
-        m = _COMMAND.match((msg.text or "").strip())
+        m = _COMMAND.fullmatch((msg.text or "").strip())
         if m is None:
             return ""
         bot_name = m.group(2)
@@ -684,7 +684,7 @@ class TelegramChannel:
 
     async def _message(self, msg: Message) -> None:
         text = msg.text or ""
-        m = _COMMAND.match(text.strip())
+        m = _COMMAND.fullmatch(text.strip())
         if m is None:
             return
         verb, bot_name, rest = m.group(1).lower(), m.group(2), (m.group(3) or "")
