@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from wingman.model.preview import Action, Outcome
 from wingman.preview.proxy import ApiPath, Exchange
 from wingman.preview.report import docker_preview, kubectl_preview
@@ -91,6 +93,20 @@ def test_failures_become_findings_with_the_servers_message() -> None:
                            output="").outcome is Outcome.NOT_PREVIEWABLE
     assert kubectl_preview(SCALE, [], exit_code=None, timed_out=True,
                            output="").outcome is Outcome.TIMED_OUT
+
+
+@pytest.mark.parametrize(("path", "finding"), [
+    ("/api", False), ("/apis/apps/v1", False), ("/api/v1/", False), ("/openapi/v3", False),
+    # '$' also matches before a final newline: such a path is no discovery path
+    ("/api/v1\n", True), ("/apis/apps/v1\n", True), ("/api/v1\r\n", True),
+])
+def test_only_a_failed_discovery_call_is_not_why_kubectl_failed(path: str,
+                                                                 finding: bool) -> None:
+    """kubectl's discovery calls may fail harmlessly (an aggregated API that is down): when
+    kubectl fails, any other failed call is what the outcome and message tell."""
+    failed = Exchange("GET", path, 403, message="forbidden")
+    outcome = kubectl_preview(SCALE, [failed], exit_code=1, timed_out=False, output="").outcome
+    assert outcome is (Outcome.FORBIDDEN if finding else Outcome.FAILED)
 
 
 def test_kubectl_output_is_redacted_in_messages() -> None:
