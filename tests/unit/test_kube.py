@@ -989,6 +989,17 @@ def test_a_call_without_once_whose_answer_trickles_is_given_up_at_its_timeout(
     assert kube.get(CONFIGMAPS, "ns", "seen")["metadata"]["name"] == "seen"
 
 
+def _paged(local_api: tuple[str, int], monkeypatch: pytest.MonkeyPatch, *, ceiling: float,
+           timeout: float) -> Kube:
+    """A client of the local API server with ``timeout`` per try and no retries, the page
+    ceiling (``PAGE_MAX_SECONDS``) lowered to ``ceiling``."""
+    monkeypatch.setattr(kube_module, "PAGE_MAX_SECONDS", ceiling)
+    host, port = local_api
+    configuration = k8s.Configuration(host=f"http://{host}:{port}")
+    configuration.retries = 0
+    return Kube(k8s.ApiClient(configuration), timeout=timeout)
+
+
 def test_a_large_page_of_a_list_on_a_slow_link_is_read_whole_past_the_try_s_timeout(
         local_api: tuple[str, int]) -> None:
     """A page of a list is the one answer a healthy API server makes large (up to 500 objects,
@@ -1022,11 +1033,8 @@ def test_a_page_that_keeps_coming_fast_enough_is_still_read_within_a_fixed_ceili
     server feeding 64 MiB slowly. The whole read of a page ends by ``PAGE_MAX_SECONDS`` from
     the try's start, however fast it comes, saying what happened and what to do (the ceiling
     lowered here below the slow page's 2 s, above the try's timeout)."""
-    monkeypatch.setattr(kube_module, "PAGE_MAX_SECONDS", 1.2)
+    kube = _paged(local_api, monkeypatch, ceiling=1.2, timeout=0.5)
     host, port = local_api
-    configuration = k8s.Configuration(host=f"http://{host}:{port}")
-    configuration.retries = 0
-    kube = Kube(k8s.ApiClient(configuration), timeout=0.5)
     start = time.monotonic()
     with pytest.raises(ClusterError) as raised:
         kube.list(CONFIGMAPS, "slow-page")
@@ -1051,11 +1059,7 @@ def test_a_page_given_up_at_a_try_s_timeout_above_the_ceiling_says_it_timed_out(
     """A client whose timeout per try is above ``PAGE_MAX_SECONDS`` (lowered here below the
     try's 1 s) gives a page that try's timeout, which no byte moves on: a page given up at it
     timed out, as any answer does, and is not said to have taken longer than the ceiling."""
-    monkeypatch.setattr(kube_module, "PAGE_MAX_SECONDS", 0.5)
-    host, port = local_api
-    configuration = k8s.Configuration(host=f"http://{host}:{port}")
-    configuration.retries = 0
-    kube = Kube(k8s.ApiClient(configuration), timeout=1.0)
+    kube = _paged(local_api, monkeypatch, ceiling=0.5, timeout=1.0)
     start = time.monotonic()
     with pytest.raises(ClusterError) as raised:
         kube.list(CONFIGMAPS, namespace)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from kubernetes import client as k8s
 from mcp import Client
@@ -1099,15 +1100,7 @@ def test_a_json_rpc_batch_is_refused_saying_to_send_one_request_per_http_request
     with _serving_http(tmp_path) as port:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             refused(http.post("/mcp", headers=headers, content=batch))  # before initialize
-            init = http.post("/mcp", headers=headers, json={
-                "jsonrpc": "2.0", "id": 0, "method": "initialize",
-                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                           "clientInfo": {"name": "raw", "version": "1"}}})
-            assert init.status_code == 200, init.text
-            session = headers | {"mcp-session-id": init.headers["mcp-session-id"],
-                                 "mcp-protocol-version": "2025-06-18"}
-            http.post("/mcp", headers=session,
-                      json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            session = _raw_session(http, headers)
             refused(http.post("/mcp", headers=session, content=batch))
             refused(http.post("/mcp", headers=session, content=chunks()))
             # a body that starts as an array but is not JSON is no batch: it does not parse
@@ -1162,6 +1155,21 @@ def test_a_body_that_is_json_but_no_json_rpc_message_is_an_invalid_request_not_q
             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                        "clientInfo": {"name": "raw", "version": "1"}}})
         assert init.status_code == 200, init.text
+
+
+def _raw_session(http: httpx.Client, headers: dict[str, str]) -> dict[str, str]:
+    """A session initialized over ``http`` as a raw client (protocol 2025-06-18) would: the
+    headers its requests carry from then on."""
+    init = http.post("/mcp", headers=headers, json={
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "raw", "version": "1"}}})
+    assert init.status_code == 200, init.text
+    session = headers | {"mcp-session-id": init.headers["mcp-session-id"],
+                         "mcp-protocol-version": "2025-06-18"}
+    http.post("/mcp", headers=session,
+              json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return session
 
 
 @contextmanager
@@ -1358,15 +1366,7 @@ def test_over_http_json_nested_past_the_limit_is_said_to_be_so_not_to_be_no_json
             assert answer["error"]["message"].endswith(
                 "send one JSON-RPC request or notification per HTTP request, as a JSON object "
                 "nested less deeply"), answer
-        init = http.post("/mcp", headers=headers, json={
-            "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "raw", "version": "1"}}})
-        assert init.status_code == 200, init.text
-        session = headers | {"mcp-session-id": init.headers["mcp-session-id"],
-                             "mcp-protocol-version": "2025-06-18"}
-        http.post("/mcp", headers=session,
-                  json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        session = _raw_session(http, headers)
         pong = http.post("/mcp", headers=session,  # at the limit: read
                          content=_deep_ping(4, mcp_server.JSON_DEPTH_LIMIT))
         assert pong.status_code == 200 and '"result":{}' in pong.text, pong.text
