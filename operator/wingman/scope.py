@@ -163,7 +163,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from wingman.errors import ConfigError, ScopeViolation
-from wingman.model import commandline, limits
+from wingman.model import commandline, limits, names
 
 __all__ = [
     "CONNECTION_FLAGS",
@@ -202,7 +202,7 @@ _PATTERN_WILDCARD_START = frozenset("*{")
 
 _STAR_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@%+=,-")
 _INT_RE = re.compile(r"0|[1-9][0-9]{0,17}")
-_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAME_RE = names.OBJECT_NAME  # a Kubernetes object name (the API server's rule)
 _NAME_MAX = 253
 _TYPED_RE = re.compile(r"int:(0|[1-9][0-9]{0,17})\.\.(0|[1-9][0-9]{0,17})|name")
 
