@@ -81,6 +81,19 @@ class WingmanError(Exception):
     def message(self) -> str:
         return str(self.args[0]) if self.args else ""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled as its class, ``args`` and attributes, whatever its ``__init__`` takes (the
+        operator's writer process sends errors back to the operator: ``operator.writer``)."""
+        return _restore, (type(self), self.args, dict(self.__dict__))
+
+
+def _restore(cls: type[WingmanError], args: tuple[object, ...], state: dict[str, object]
+             ) -> WingmanError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigError(WingmanError):
     """The settings, values or a configuration file are invalid."""

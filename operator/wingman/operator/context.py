@@ -35,11 +35,12 @@ from typing import Any, Protocol, TypeVar
 from wingman.audit import REJECTED_REASON, AuditRecord, AuditSink, NewRecord, open_sink
 from wingman.capability import keyring as keyring
 from wingman.errors import AuditUnavailable, ClusterError, WingmanError
-from wingman.kube import APPROVALS, GRANTS, SECRETS, ApiError, Kube, Resource
+from wingman.kube import APPROVALS, GRANTS, SECRETS, ApiError, Kube, Resource, create_or_adopt
 from wingman.operator.events import Events
 from wingman.operator.metrics import Metrics
 from wingman.operator.recorder import Recorder
 from wingman.operator.state import Entry, Tracker
+from wingman.operator.writer import ADOPT, APPEND, KUBE_CALLS, Observation, Writer
 from wingman.review.consensus import PanelConfig
 from wingman.review.panel import voters_from_config
 from wingman.scope import Allowlist
@@ -154,6 +155,25 @@ class Context:
     #: at a time, and on a thread of its own it never waits behind API calls for a thread.
     audit_executor: Executor | None = None
     _recorder: Recorder | None = None
+    #: The process the API calls and audit appends run in (``writer``; None: ``executor``
+    #: and ``audit_executor`` here)
+    writer: Writer | None = None
+    _writer_sink: AuditSink | None = None
+
+    def use_writer(self, writer: Writer) -> None:
+        """Run the API calls, the audit appends to this context's sink and the Events' posts
+        in ``writer`` from now on."""
+        self.writer = writer
+        self._writer_sink = self.sink
+        writer.on_answer = self._answered
+        if self.events is not None:
+            self.events.writer = writer
+
+    def _answered(self, seen: list[Observation], waited: float) -> None:
+        """The metrics of a call the writer ran, as if it ran here."""
+        self.metrics.call_wait.observe(waited)
+        for verb, resource, code, seconds in seen:
+            self.metrics.api_call(verb, resource, code, seconds)
 
     @property
     def env(self) -> str:
@@ -169,8 +189,18 @@ class Context:
             raise NotLeading
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking call (API, audit) off the event loop, on the operator's own pool
-        (``settings.api_concurrency`` threads; asyncio's default pool has cores + 4)."""
+        """Run a blocking call (API, audit) off the event loop: a call of ``kube`` the writer
+        runs (``writer.KUBE_CALLS``, ``create_or_adopt``) in the writer process when there is
+        one, anything else on the operator's own pool (``settings.api_concurrency`` threads;
+        asyncio's default pool has cores + 4)."""
+        if self.writer is not None:
+            if getattr(fn, "__self__", None) is self.kube and \
+                    getattr(fn, "__name__", "") in KUBE_CALLS:
+                answer: T = await self.writer.call(fn.__name__, *args, **kwargs)
+                return answer
+            if fn is create_or_adopt and args and args[0] is self.kube:
+                adopted: T = await self.writer.call(ADOPT, *args[1:], **kwargs)
+                return adopted
         queued = time.monotonic()
 
         def started() -> T:
@@ -181,7 +211,12 @@ class Context:
         return await _submit(self.executor, started)
 
     async def _append(self, fn: Callable[[], T]) -> T:
-        """Run a blocking audit append on the audit thread (else as ``call``)."""
+        """Run a blocking audit append in the writer process (the context's own sink's
+        ``append_all``), else on the audit thread, else as ``call``."""
+        if self.writer is not None and isinstance(fn, functools.partial) and \
+                fn.func == self.sink.append_all and self.sink is self._writer_sink:
+            written: T = await self.writer.call(APPEND, *fn.args, **fn.keywords)
+            return written
         if self.audit_executor is None:
             return await self.call(fn)
         try:

@@ -1,10 +1,10 @@
 """Kubernetes Events about requests and grants, posted in the background as ``wingman-operator``.
 
 ``Events.post`` never blocks a handler and never fails it: the Event is queued and a single
-background task writes it, one at a time on the operator's own pool of API threads
-(``source.component`` and ``reportingComponent`` ``wingman-operator``, ``reportingInstance``
-the replica's identity). When the API server is
-unreachable an Event is retried a few times and then dropped (counted in
+background task writes it, one at a time in the writer process (``writer``), or on the
+operator's own pool of API threads without one (``source.component`` and
+``reportingComponent`` ``wingman-operator``, ``reportingInstance`` the replica's identity).
+When the API server is unreachable an Event is retried a few times and then dropped (counted in
 ``wingman_events_dropped_total``): Events are notifications, the audit trail and the status are
 the record. A full queue drops the newest Event the same way, and so does any other failure
 to post one (the poster itself goes on).
@@ -18,11 +18,14 @@ import logging
 import secrets
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wingman import conditions
 from wingman.errors import ClusterError
 from wingman.kube import Kube, Resource
+
+if TYPE_CHECKING:
+    from wingman.operator.writer import Writer
 
 log = logging.getLogger("wingman.operator.events")
 EVENTS = Resource("", "v1", "events")
@@ -69,6 +72,8 @@ class Events:
         self.dropped = dropped  # a prometheus Counter, or None
         #: the threads the posts run on (the operator's own pool; None: asyncio's default)
         self.executor = executor
+        #: the writer process the posts run in instead (``writer``), once the operator has one
+        self.writer: Writer | None = None
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,8 +124,11 @@ class Events:
             ns = body["metadata"]["namespace"]
             for delay in (*RETRY_DELAYS, None):
                 try:
-                    await asyncio.get_running_loop().run_in_executor(
-                        self.executor, self.kube.create, EVENTS, ns, body)
+                    if self.writer is not None:
+                        await self.writer.call("create", EVENTS, ns, body)
+                    else:
+                        await asyncio.get_running_loop().run_in_executor(
+                            self.executor, self.kube.create, EVENTS, ns, body)
                     break
                 except ClusterError as exc:
                     if delay is None or getattr(exc, "status", 0) in (400, 403, 404, 422):

@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -31,6 +32,7 @@ from wingman.operator.leader import AlwaysLeader, LeaderElector, Timing
 from wingman.operator.metrics import serve
 from wingman.operator.pool import CallPool
 from wingman.operator.readiness import Readiness
+from wingman.operator.writer import Writer
 from wingman.settings import OperatorSettings
 
 log = logging.getLogger("wingman.operator")
@@ -183,9 +185,19 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         quiet = QuietRetries()
         for handler in logging.getLogger().handlers:
             handler.addFilter(quiet)
+    stop = stop_flag if stop_flag is not None else threading.Event()
+    lost: list[str] = []
+
+    def writer_lost(why: str) -> None:  # the operator cannot write any more: stop, and say so
+        lost.append(why)
+        stop.set()
+
+    writer = start_writer(settings, writer_lost) if settings.writer_process else None
     try:
         ctx = build_context(settings)
     except WingmanError as exc:
+        if writer is not None:
+            writer.close()
         print(f"wingman operator: cannot start: {exc}", file=sys.stderr)
         return 2
     # a thread idle for a while ends, and with it the connections the burst opened
@@ -196,6 +208,8 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     # the audit appends on a thread of their own: a burst's API calls, each waiting for the
     # API server, would otherwise hold every thread while a group commit waits for one
     ctx.audit_executor = CallPool(1, thread_name_prefix="wingman-audit")
+    if writer is not None:
+        ctx.use_writer(writer)
     registry, sweeper = make_registry(ctx)
     tune_gc()
 
@@ -212,7 +226,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         ctx.leader = AlwaysLeader(on_change=changed)
     started = ready_flag if ready_flag is not None else threading.Event()
     leader = ctx.leader
-    readiness = Readiness(started=started, stopping=stop_flag,
+    readiness = Readiness(started=started, stopping=stop,
                           leading=(lambda: leader.leading) if settings.leader_election else None,
                           lease=settings.leader_lease)
     # kopf binds the health port itself, once it runs, and a port in use there ends it with a
@@ -228,6 +242,8 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         ctx.audit_executor.shutdown(wait=True, cancel_futures=True)
         ctx.sink.close()
         ctx.kube.close()
+        if writer is not None:
+            writer.close()
         print(f"wingman operator: cannot start: {cannot_listen(exc, port, setting, value)}",
               file=sys.stderr)
         return 2
@@ -246,7 +262,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
             registry=registry, settings=kopf_settings, namespaces=[settings.namespace],
             clusterwide=False, standalone=True,
             liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-            stop_flag=stop_flag, ready_flag=started,
+            stop_flag=stop, ready_flag=started,
         )
     finally:
         ctx.metrics.up.set(0)
@@ -256,7 +272,27 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         ctx.audit_executor.shutdown(wait=True, cancel_futures=True)
         ctx.sink.close()
         ctx.kube.close()
+        if writer is not None:
+            writer.close()
+    if lost:
+        print(f"wingman operator: stopped: the writer process is gone ({lost[0]}); "
+              "see its log lines above, and start the operator again (in a pod, Kubernetes "
+              "does)", file=sys.stderr)
+        return 1
     return 0
+
+
+def start_writer(settings: OperatorSettings, on_lost: Callable[[str], object]
+                 ) -> Writer | None:
+    """The writer process (``operator.writer``), or None, with a warning, when it cannot be
+    started (the calls then run on the operator's own threads)."""
+    try:
+        return Writer.start(pool=settings.api_concurrency, audit_target=settings.audit_target,
+                            on_lost=on_lost)
+    except (OSError, RuntimeError) as exc:
+        log.warning("the writer process could not be started: the API calls and audit "
+                    "appends run on the operator's threads", extra={"error": str(exc)})
+        return None
 
 
 __all__ = ["EVENT_SOURCE", "GC_THRESHOLDS", "QuietRetries", "configure_kopf", "hangup_stops",

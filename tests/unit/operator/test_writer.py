@@ -1,0 +1,228 @@
+"""The writer process (``wingman.operator.writer``): calls and their answers, errors as their
+own types, the API calls observed, its loss, its stop, and its end with the operator.
+
+Each scenario runs in a fresh Python process (the writer forks, and only a process with no
+thread but its main one may start it), against a real audit file and a local HTTP server
+speaking the API server's protocol."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wingman.audit import verify
+
+OPERATOR = str(Path(__file__).resolve().parents[3] / "operator")
+
+#: Serves one API server answer per method (a 409 Status to GET, the object to PATCH), writes a
+#: kubeconfig for it, starts the writer, runs SCENARIO and prints its result as JSON.
+PRELUDE = r'''
+import asyncio, json, os, signal, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+work = Path(sys.argv[1])
+
+class Api(BaseHTTPRequestHandler):
+    def _answer(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        if self.path.endswith("/slow"):
+            time.sleep(30)
+        self._answer(409, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "Conflict", "message": "the object changed", "code": 409})
+    def do_PATCH(self):
+        length = int(self.headers["Content-Length"])
+        body = json.loads(self.rfile.read(length))
+        self._answer(200, {"metadata": {"name": self.path.rsplit("/", 2)[-2]}, **body})
+    def log_message(self, *args):
+        pass
+
+def serve():  # in a process of its own: the writer must be forked before any thread
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    return server
+
+server = serve()
+port = server.server_address[1]
+(work / "kubeconfig").write_text(json.dumps({
+    "apiVersion": "v1", "kind": "Config", "current-context": "c",
+    "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+    "users": [{"name": "u", "user": {"token": "t"}}],
+    "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+os.environ["KUBECONFIG"] = str(work / "kubeconfig")
+
+from wingman.audit import NewRecord
+from wingman.kube import APPROVALS
+from wingman.operator.writer import APPEND, Writer
+
+lost, seen = [], []
+if os.environ.get("THREAD_FIRST"):
+    threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+writer = Writer.start(pool=4, audit_target=str(work / "audit.jsonl"), on_lost=lost.append,
+                      on_answer=lambda calls, waited: seen.extend(calls))
+threading.Thread(target=server.serve_forever, daemon=True).start()
+out = {"writer": writer.pid}
+
+def named(exc):
+    return {"type": type(exc).__name__, "text": str(exc),
+            "status": getattr(exc, "status", None), "reason": getattr(exc, "reason", None)}
+'''
+
+
+def _spawn(tmp_path: Path, scenario: str, **env: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "scenario.py"
+    script.write_text(PRELUDE + scenario)
+    return subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+        timeout=60, env={**os.environ, "PYTHONPATH": OPERATOR, **env}, check=False)
+
+
+def _run(tmp_path: Path, scenario: str, **env: str) -> dict[str, Any]:
+    done = _spawn(tmp_path, scenario + "\nprint(json.dumps(out), flush=True)\n", **env)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_appends_are_written_by_the_writer_and_answered_with_their_records(
+        tmp_path: Path) -> None:
+    out = _run(tmp_path, r'''
+async def main():
+    first = await writer.call(APPEND, [NewRecord("A", "operator", {"kind": "X"}, {"n": 1}),
+                                       NewRecord("B", "operator", {"kind": "X"}, {"n": 2})])
+    second = await writer.call(APPEND, [NewRecord("C", "operator", {"kind": "X"}, {"n": 3})])
+    out["records"] = [[r.seq, r.event, r.hash] for r in first + second]
+asyncio.run(main())
+writer.close()
+''')
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [[r["seq"], r["event"], r["hash"]] for r in lines] == out["records"]
+    assert [r[1] for r in out["records"]] == ["A", "B", "C"]
+    assert verify(str(tmp_path / "audit.jsonl")).ok
+
+
+def test_an_api_servers_refusal_arrives_as_its_own_error_and_every_call_is_observed(
+        tmp_path: Path) -> None:
+    out = _run(tmp_path, r'''
+async def main():
+    try:
+        await writer.call("get", APPROVALS, "ns", "r1")
+    except Exception as exc:
+        out["error"] = named(exc)
+        out["conflict"] = exc.conflict
+    out["patched"] = await writer.call("patch", APPROVALS, "ns", "r1",
+                                       {"status": {"phase": "Reviewing"}}, subresource="status")
+    try:
+        await writer.call("exec", "rm -rf /")
+    except Exception as exc:
+        out["unknown"] = named(exc)
+asyncio.run(main())
+writer.close()
+out["seen"] = [[verb, resource, code] for verb, resource, code, _ in seen]
+''')
+    assert out["error"]["type"] == "ApiError"
+    assert out["error"]["status"] == 409 and out["conflict"] is True
+    assert "the object changed" in out["error"]["text"]
+    assert out["patched"]["status"] == {"phase": "Reviewing"}
+    assert out["unknown"] == {"type": "ValueError", "status": None, "reason": None,
+                              "text": "the writer runs no call named 'exec'"}
+    assert out["seen"] == [["get", "approvalrequests", "409"],
+                           ["patch", "approvalrequests/status", "200"]]
+
+
+def test_a_writer_that_dies_fails_its_waiting_calls_and_says_so_once(tmp_path: Path) -> None:
+    out = _run(tmp_path, r'''
+async def main():
+    slow = asyncio.ensure_future(writer.call("get", APPROVALS, "ns", "slow"))
+    await asyncio.sleep(1)
+    os.kill(writer.pid, signal.SIGKILL)
+    try:
+        await slow
+    except Exception as exc:
+        out["waiting"] = named(exc)
+    for op, args in (("get", (APPROVALS, "ns", "r1")), (APPEND, ([],))):
+        try:
+            await writer.call(op, *args)
+        except Exception as exc:
+            out.setdefault("after", []).append(named(exc))
+asyncio.run(main())
+out["lost"] = lost
+writer.close()
+''')
+    assert out["waiting"]["type"] == "ClusterError"
+    assert out["waiting"]["text"].startswith(
+        "the operator's writer process is gone (it ended (signal 9)): whether the call")
+    assert [e["type"] for e in out["after"]] == ["ClusterError", "AuditUnavailable"]
+    assert "whether the records were written is unknown" in out["after"][1]["text"]
+    assert out["lost"] == ["it ended (signal 9)"]
+    assert not _alive(out["writer"])
+
+
+def test_close_ends_the_writer_and_leaves_no_process(tmp_path: Path) -> None:
+    out = _run(tmp_path, r'''
+asyncio.run(writer.call(APPEND, [NewRecord("A", "operator", {"kind": "X"}, {})]))
+writer.close()
+try:
+    os.waitpid(writer.pid, os.WNOHANG)
+    out["reaped"] = False
+except ChildProcessError:
+    out["reaped"] = True
+out["lost"] = lost
+''')
+    assert out["reaped"] is True
+    assert out["lost"] == []  # a stop is no loss
+    assert not _alive(out["writer"])
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "exit"])
+def test_the_writer_dies_with_the_operator_even_in_the_middle_of_a_call(
+        tmp_path: Path, how: str) -> None:
+    audit = tmp_path / "audit.jsonl"
+    audit.touch()
+    with audit.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the writer's append waits for this lock
+        done = _spawn(tmp_path, r'''
+async def main():
+    asyncio.ensure_future(writer.call(APPEND, [NewRecord("A", "operator", {"kind": "X"}, {})]))
+    await asyncio.sleep(1)
+asyncio.run(main())
+print(json.dumps(out), flush=True)
+if os.environ["HOW"] == "SIGKILL":
+    os.kill(os.getpid(), signal.SIGKILL)
+os._exit(0)
+''', HOW=how)
+        assert done.returncode == (-signal.SIGKILL if how == "SIGKILL" else 0), done.stderr
+        pid = json.loads(done.stdout.strip().splitlines()[-1])["writer"]
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid)  # not left waiting for the lock, to write for a dead operator
+    assert audit.read_text() == ""
+
+
+def test_the_writer_is_refused_once_a_thread_runs(tmp_path: Path) -> None:
+    done = _spawn(tmp_path, "", THREAD_FIRST="1")
+    assert done.returncode != 0
+    assert "RuntimeError: the writer process must be started before any thread" in done.stderr
