@@ -194,8 +194,47 @@ def threads_of(pid: int | None) -> int:
         return 0
 
 
+def children_of(pid: int | None) -> list[int]:
+    """The processes ``pid`` started that still run (the operator's writer process)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task") if pid else ():
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    except OSError:
+        pass
+    return found
+
+
+def private_mib(pid: int) -> float:
+    """Memory only ``pid`` maps (its pages shared with another process, as a forked child's
+    with its parent, are not counted)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    return sum(int(line.split()[1]) for line in text.splitlines()
+               if line.startswith(("Private_Clean:", "Private_Dirty:"))) / 1024
+
+
+def operator_mib(pid: int | None) -> float:
+    """The operator's memory: its RSS and what its child processes (the writer) hold of their
+    own; pages the writer still shares with the operator, forked from it, are counted once."""
+    return rss_mib(pid) + sum(private_mib(child) for child in children_of(pid))
+
+
+def operator_cpu(pid: int | None) -> float:
+    """CPU seconds of the operator and its running child processes."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in children_of(pid))
+
+
+def operator_threads(pid: int | None) -> int:
+    """Threads of the operator and its running child processes."""
+    return threads_of(pid) + sum(threads_of(child) for child in children_of(pid))
+
+
 class RssSampler:
-    """Samples a process's RSS twice a second; keeps the peak and the series."""
+    """Samples an operator's memory (``operator_mib``) twice a second; keeps the peak and the
+    series."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -207,7 +246,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            value = rss_mib(self.pid)
+            value = operator_mib(self.pid)
             if value:
                 self.peak = max(self.peak, value)
                 self.samples.append((time.monotonic(), value))
@@ -741,10 +780,10 @@ def phase(cluster: LocalCluster, audit: ApiRequests, op: Running) -> Callable[[]
     audit.mark()
     api_pid = cluster.pid("kube-apiserver")
     before = scrape(op)
-    t0, api0, op0 = time.monotonic(), cpu_seconds(api_pid), cpu_seconds(op.pid)
+    t0, api0, op0 = time.monotonic(), cpu_seconds(api_pid), operator_cpu(op.pid)
 
     def end() -> dict[str, Any]:
-        api1, op1, t1 = cpu_seconds(api_pid), cpu_seconds(op.pid), time.monotonic()
+        api1, op1, t1 = cpu_seconds(api_pid), operator_cpu(op.pid), time.monotonic()
         out = {"seconds": t1 - t0, "apiserver_cpu": api1 - api0, "operator_cpu": op1 - op0,
                "requests": dict(audit.since_mark(op.user))}
         after = scrape(op)
@@ -878,8 +917,8 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
         sampler = RssSampler(op.pid)
         try:
             time.sleep(5)
-            out["rss_idle_mib"] = rss_mib(op.pid)
-            out["threads_idle"] = threads_of(op.pid)
+            out["rss_idle_mib"] = operator_mib(op.pid)
+            out["threads_idle"] = operator_threads(op.pid)
             timeline = Timeline()
             requests = [f"r{i:05d}" for i in range(count)]
             grants = [f"g{i:05d}" for i in range(count)]
@@ -938,8 +977,8 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
                 out["retention_phase"] = end()
                 out["retired_all"] = gone
                 time.sleep(15)  # a sweep or two with nothing left
-                out["rss_after_retention_mib"] = rss_mib(op.pid)
-                out["threads_after_retention"] = threads_of(op.pid)
+                out["rss_after_retention_mib"] = operator_mib(op.pid)
+                out["threads_after_retention"] = operator_threads(op.pid)
         except BaseException:  # Ctrl-C, SIGTERM, a failure: no waiting for a profile
             for profile_ in profiles:
                 profile_.stop()
@@ -1269,7 +1308,7 @@ def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, work
         api_pid = cluster.pid("kube-apiserver")
         stop = threading.Event()
         pool = ThreadPoolExecutor(workers)
-        idle = rss_mib(op.pid)
+        idle = operator_mib(op.pid)
         print(f"soak: {total} requests + grants over {minutes:.0f} min ({rate:.1f}/s each); "
               f"operator RSS idle {idle:.1f} MiB")
         print(f"{'min':>4}{'new AR/EG':>11}{'RSS MiB':>9}{'peak':>7}{'cons p95 ms':>12}"
@@ -1311,7 +1350,7 @@ def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, work
                 producer = threading.Thread(target=produce, daemon=True)
                 producer.start()
                 threading.Thread(target=grant_reviewed, daemon=True).start()
-                minute, last_api, last_op = 0, cpu_seconds(api_pid), cpu_seconds(op.pid)
+                minute, last_api, last_op = 0, cpu_seconds(api_pid), operator_cpu(op.pid)
                 window_start = time.monotonic()
                 while True:
                     time.sleep(max(0.0, window_start + 60 - time.monotonic()))
@@ -1329,11 +1368,11 @@ def run_soak(cluster: LocalCluster, work: Path, total: int, minutes: float, work
                         made = Counter(k[0] for k, t in timeline.created.items()
                                        if window_start <= t < now)
                     created = f"{made['r']}/{made['g']}"
-                    api, opc = cpu_seconds(api_pid), cpu_seconds(op.pid)
+                    api, opc = cpu_seconds(api_pid), operator_cpu(op.pid)
                     left = (clients.count(ns, "approvalrequests"),
                             clients.count(ns, "executiongrants"))
                     alive = f"{left[0]}/{left[1]}"
-                    print(f"{minute:>4}{created:>11}{rss_mib(op.pid):>9.1f}{sampler.peak:>7.1f}"
+                    print(f"{minute:>4}{created:>11}{operator_mib(op.pid):>9.1f}{sampler.peak:>7.1f}"
                           f"{pct(cons, 95):>12.0f}{pct(rel, 95):>11.0f}{api - last_api:>10.1f}"
                           f"{opc - last_op:>9.1f}{alive:>13}", flush=True)
                     last_api, last_op, window_start = api, opc, now

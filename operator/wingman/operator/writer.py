@@ -54,7 +54,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wingman.audit import open_sink
-from wingman.errors import AuditUnavailable, ClusterError
+from wingman.errors import AuditUnavailable, ClusterError, WingmanError
 from wingman.kube import Kube, create_or_adopt
 from wingman.operator import memory
 from wingman.operator.pool import CallPool
@@ -116,6 +116,9 @@ class Writer:
                 ours.close()
                 _die_with(parent)
                 code = _serve(theirs, pool, audit_target)
+            except WingmanError as exc:  # the operator's own start says the same, or its loss
+                log.error("the writer process cannot run", extra={"error": str(exc)})
+                code = 2
             except BaseException:  # reported, and the process ends
                 log.exception("the writer process failed")
             finally:
