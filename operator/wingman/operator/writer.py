@@ -68,6 +68,8 @@ APPEND = "append_all"
 ADOPT = "create_or_adopt"
 #: The seconds ``close`` waits for the writer to finish its calls in flight and end.
 CLOSE_SECONDS = 30.0
+#: The seconds the operator waits for a writer it lost to be reaped, for its exit status.
+LOST_SECONDS = 2.0
 
 _HEADER = struct.Struct("!I")
 _PR_SET_PDEATHSIG = 1
@@ -203,7 +205,9 @@ class Writer:
     def _lose(self, why: str) -> None:
         if self.lost is not None:
             return
-        status = _reap(self.pid, wait=False)
+        # its end is seen on the socket a moment before it can be reaped; the operator stops
+        # after this anyway, so a short wait on the event loop costs nothing
+        status = _reap(self.pid, wait=True, seconds=LOST_SECONDS)
         self.lost = why if status is None else f"{why} ({status})"
         if self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
