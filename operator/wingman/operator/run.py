@@ -59,6 +59,11 @@ def make_registry(ctx: Context) -> tuple[kopf.OperatorRegistry, Any]:
     sampling: list[asyncio.Task[None]] = []
 
     @kopf.on.startup(registry=registry)
+    async def watch_writer(**_: Any) -> None:  # its loss stops the operator at once
+        if ctx.writer is not None:
+            ctx.writer.watch()
+
+    @kopf.on.startup(registry=registry)
     async def start_lag_sampling(**_: Any) -> None:
         sampling.append(asyncio.create_task(lag.sample(ctx.metrics.loop_lag.observe),
                                             name="event loop lag"))

@@ -136,11 +136,7 @@ class Writer:
         loop = asyncio.get_running_loop()
         if self.lost is not None:
             raise _gone(op, self.lost)
-        if self._loop is not loop:
-            if self._loop is not None:
-                self._loop.remove_reader(self._sock.fileno())
-            self._loop = loop
-            loop.add_reader(self._sock.fileno(), self._readable)
+        self._attach(loop)
         self._sent += 1
         ident = self._sent
         frame = pickle.dumps((ident, op, args, kwargs, time.monotonic()),
@@ -154,6 +150,19 @@ class Writer:
             return await future
         finally:
             self._waiting.pop(ident, None)
+
+    def watch(self) -> None:
+        """Read the writer's answers on the running event loop from now on: its end is noticed
+        at once (``on_lost``), also while no call waits."""
+        self._attach(asyncio.get_running_loop())
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is loop or self.lost is not None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._sock.fileno())
+        self._loop = loop
+        loop.add_reader(self._sock.fileno(), self._readable)
 
     def _flush(self) -> None:
         while self._out:

@@ -145,14 +145,15 @@ class Env:
 
 
 @contextmanager
-def operator_env(cluster: Any, tmp_path: Path, prefix: str) -> Iterator[Env]:
+def operator_env(cluster: Any, tmp_path: Path, prefix: str, **extra_env: str) -> Iterator[Env]:
     """The chart installed in a new namespace (``PREFIX-<8 hex>``, its target namespace
     ``<namespace>-apps``) with no operator replica, and the operator run as a process for it
-    (files under ``tmp_path/operator``), stopped when the block ends."""
+    (files under ``tmp_path/operator``; ``extra_env`` on top of its environment), stopped
+    when the block ends."""
     ns = f"{prefix}-{uuid.uuid4().hex[:8]}"
     with installed(cluster, "test", namespace=ns, target_namespace=f"{ns}-apps",
                    values={"operator.replicas": 0}):
-        op = OperatorProcess(cluster, ns, tmp_path / "operator")
+        op = OperatorProcess(cluster, ns, tmp_path / "operator", extra_env=extra_env)
         op.start()
         try:
             yield Env(cluster, ns, op)

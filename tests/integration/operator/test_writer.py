@@ -1,0 +1,94 @@
+"""The operator's writer process (``wingman.operator.writer``) in the real operator, on the real
+API server: it makes the operator's API calls, it ends with the operator however the operator
+ends, and the operator does not outlive it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from integration.operator.test_operator import operator_env
+from support.operator import OperatorProcess
+from support.ports import connections_to
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended
+
+
+def _writer(op: OperatorProcess) -> int:
+    assert op.proc is not None
+    children = _children(op.proc.pid)
+    assert len(children) == 1, children
+    return children[0]
+
+
+def _gone(pid: int, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def _api_port(cluster: Any) -> int:
+    port = urlparse(cluster.server).port
+    assert port is not None
+    return port
+
+
+def test_the_writer_makes_the_operators_calls_and_its_loss_stops_the_operator(
+        cluster: Any, crds: Path, tmp_path: Path) -> None:
+    with operator_env(cluster, tmp_path, "wm-wr") as env:
+        writer = _writer(env.op)
+        env.request("r1")
+        env.wait_phase("ar", "r1", "AutoApproved")
+        assert connections_to(writer, _api_port(cluster)) >= 1
+        metrics = env.op.metrics()  # observed from the writer's answers, as before
+        assert 'wingman_api_requests_total{code="200",resource="approvalrequests/status",' \
+               'verb="patch"}' in metrics
+        assert env.op.proc is not None
+        os.kill(writer, signal.SIGKILL)
+        assert env.op.proc.wait(timeout=30) == 1
+        log = env.op.log_tail(200)
+        assert "wingman operator: stopped: the writer process is gone (it ended (signal 9))" \
+            in log
+
+
+def test_the_writer_ends_with_the_operator_however_it_ends(
+        cluster: Any, crds: Path, tmp_path: Path) -> None:
+    with operator_env(cluster, tmp_path, "wm-wr") as env:
+        first = _writer(env.op)
+        env.op.kill()  # SIGKILL: no clean-up of its own
+        assert _gone(first)
+        for how in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            env.op.start()
+            writer = _writer(env.op)
+            assert env.op.proc is not None
+            env.op.proc.send_signal(how)
+            assert env.op.proc.wait(timeout=30) == 0
+            assert _gone(writer), how
+
+
+def test_without_the_writer_the_operator_runs_in_one_process(
+        cluster: Any, crds: Path, tmp_path: Path) -> None:
+    with operator_env(cluster, tmp_path, "wm-wr", WINGMAN_WRITER_PROCESS="false") as env:
+        env.request("r1")
+        env.wait_phase("ar", "r1", "AutoApproved")
+        assert env.op.proc is not None
+        assert _children(env.op.proc.pid) == []
+
