@@ -86,7 +86,7 @@ from support.chart import (
     worker_groups,
 )
 from support.operator import OperatorProcess
-from support.processes import stop_process
+from support.processes import children_of, stop_process
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.run import stopping_on_signals
 from wingman.model import names
@@ -192,17 +192,6 @@ def threads_of(pid: int | None) -> int:
         return len(os.listdir(f"/proc/{pid}/task")) if pid else 0
     except OSError:
         return 0
-
-
-def children_of(pid: int | None) -> list[int]:
-    """The processes ``pid`` started that still run (the operator's writer process)."""
-    found: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task") if pid else ():
-            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    except OSError:
-        pass
-    return found
 
 
 def private_mib(pid: int) -> float:

@@ -1,7 +1,8 @@
-"""Stopping the processes a test or the bench started."""
+"""Stopping the processes a test or the bench started, and finding what they started."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import Any
 
@@ -26,4 +27,26 @@ def kill_if_running(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
-__all__ = ["kill_if_running", "stop_process"]
+def children_of(pid: int | None) -> list[int]:
+    """The processes ``pid`` started that have not been reaped (the operator's writer)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task") if pid else ():
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                found += [int(child) for child in listed.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, ended but not reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+__all__ = ["children_of", "kill_if_running", "running", "stop_process"]

@@ -14,35 +14,21 @@ from urllib.parse import urlparse
 from integration.operator.test_operator import operator_env
 from support.operator import OperatorProcess
 from support.ports import connections_to
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has ended
+from support.processes import children_of, running
 
 
 def _writer(op: OperatorProcess) -> int:
     assert op.proc is not None
-    children = _children(op.proc.pid)
+    children = children_of(op.proc.pid)
     assert len(children) == 1, children
     return children[0]
 
 
 def _gone(pid: int, seconds: float = 15) -> bool:
     deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
+    while running(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return not _alive(pid)
+    return not running(pid)
 
 
 def _api_port(cluster: Any) -> int:
@@ -90,5 +76,5 @@ def test_without_the_writer_the_operator_runs_in_one_process(
         env.request("r1")
         env.wait_phase("ar", "r1", "AutoApproved")
         assert env.op.proc is not None
-        assert _children(env.op.proc.pid) == []
+        assert children_of(env.op.proc.pid) == []
 
