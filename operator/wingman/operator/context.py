@@ -40,7 +40,7 @@ from wingman.operator.events import Events
 from wingman.operator.metrics import Metrics
 from wingman.operator.recorder import Recorder
 from wingman.operator.state import Entry, Tracker
-from wingman.operator.writer import ADOPT, APPEND, KUBE_CALLS, Observation, Writer
+from wingman.operator.writer import ADOPT, APPEND, KUBE_CALLS, Observation, Unsendable, Writer
 from wingman.review.consensus import PanelConfig
 from wingman.review.panel import voters_from_config
 from wingman.scope import Allowlist
@@ -194,13 +194,16 @@ class Context:
         one, anything else on the operator's own pool (``settings.api_concurrency`` threads;
         asyncio's default pool has cores + 4)."""
         if self.writer is not None:
-            if getattr(fn, "__self__", None) is self.kube and \
-                    getattr(fn, "__name__", "") in KUBE_CALLS:
-                answer: T = await self.writer.call(fn.__name__, *args, **kwargs)
-                return answer
-            if fn is create_or_adopt and args and args[0] is self.kube:
-                adopted: T = await self.writer.call(ADOPT, *args[1:], **kwargs)
-                return adopted
+            try:
+                if getattr(fn, "__self__", None) is self.kube and \
+                        getattr(fn, "__name__", "") in KUBE_CALLS:
+                    answer: T = await self.writer.call(fn.__name__, *args, **kwargs)
+                    return answer
+                if fn is create_or_adopt and args and args[0] is self.kube:
+                    adopted: T = await self.writer.call(ADOPT, *args[1:], **kwargs)
+                    return adopted
+            except Unsendable:
+                pass  # a function among its arguments (a list's filter): run here
         queued = time.monotonic()
 
         def started() -> T:

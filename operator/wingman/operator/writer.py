@@ -77,6 +77,11 @@ _PR_SET_PDEATHSIG = 1
 Observation = tuple[str, str, str, float]
 
 
+class Unsendable(Exception):
+    """A call whose arguments cannot be sent to the writer (a function among them: a filter
+    of ``Kube.list``): the caller runs it itself."""
+
+
 class Writer:
     """The operator's end: ``call`` sends a call and waits for its answer (on the event loop;
     one loop at a time), ``close`` ends the writer."""
@@ -132,15 +137,19 @@ class Writer:
         return cls(ours, pid, on_lost=on_lost, on_answer=on_answer)
 
     async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
-        """Run ``op`` (a ``KUBE_CALLS`` name, ``ADOPT`` or ``APPEND``) in the writer."""
+        """Run ``op`` (a ``KUBE_CALLS`` name, ``ADOPT`` or ``APPEND``) in the writer;
+        ``Unsendable`` when its arguments cannot be sent (nothing was sent)."""
         loop = asyncio.get_running_loop()
         if self.lost is not None:
             raise _gone(op, self.lost)
         self._attach(loop)
+        try:
+            frame = pickle.dumps((self._sent + 1, op, args, kwargs, time.monotonic()),
+                                 protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise Unsendable(f"{op}: {exc}") from None
         self._sent += 1
         ident = self._sent
-        frame = pickle.dumps((ident, op, args, kwargs, time.monotonic()),
-                             protocol=pickle.HIGHEST_PROTOCOL)
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting[ident] = (op, future)
         self._out += _HEADER.pack(len(frame))
@@ -365,4 +374,4 @@ def _serve(sock: socket.socket, pool: int, audit_target: str) -> int:  # pragma:
     return 0
 
 
-__all__ = ["ADOPT", "APPEND", "KUBE_CALLS", "Observation", "Writer"]
+__all__ = ["ADOPT", "APPEND", "KUBE_CALLS", "Observation", "Unsendable", "Writer"]

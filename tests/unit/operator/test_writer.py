@@ -138,6 +138,10 @@ async def main():
         await writer.call("exec", "rm -rf /")
     except Exception as exc:
         out["unknown"] = named(exc)
+    try:
+        await writer.call("list", APPROVALS, "ns", keep=lambda obj: True)
+    except Exception as exc:
+        out["unsendable"] = named(exc)
 asyncio.run(main())
 writer.close()
 out["seen"] = [[verb, resource, code] for verb, resource, code, _ in seen]
@@ -148,6 +152,7 @@ out["seen"] = [[verb, resource, code] for verb, resource, code, _ in seen]
     assert out["patched"]["status"] == {"phase": "Reviewing"}
     assert out["unknown"] == {"type": "ValueError", "status": None, "reason": None,
                               "text": "the writer runs no call named 'exec'"}
+    assert out["unsendable"]["type"] == "Unsendable"  # the operator runs that one itself
     assert out["seen"] == [["get", "approvalrequests", "409"],
                            ["patch", "approvalrequests/status", "200"]]
 
