@@ -8,17 +8,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 import types
 from pathlib import Path
 from typing import Any
 
 from wingman.audit.file import FileSink
+from wingman.capability.keyring import new_ring
+from wingman.capability.tokens import token_sha256
 from wingman.client.api import build_grant
 from wingman.dev.cluster import LocalCluster
-from wingman.kube import GRANTS, Kube
+from wingman.kube import APPROVALS, GRANTS, JOBS, SECRETS, Kube
+from wingman.operator import manifests
 from wingman.operator.context import Context
 from wingman.operator.handlers import grants
 from wingman.operator.metrics import Metrics
+from wingman.settings import OperatorSettings
 
 EXPIRES = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -125,3 +130,73 @@ def test_a_grant_reset_to_pending_before_its_read_after_its_job_s_end_is_reconci
     assert "GrantFailed" not in events and "GrantDenied" in events, events
     status = kube.get(GRANTS, namespace, "reset")["status"]
     assert (status["phase"], status["reason"]) == ("Denied", "ApprovalNotFound"), status
+
+
+def _ended_job(kube: Kube, grant: dict[str, Any], settings: OperatorSettings
+               ) -> dict[str, Any]:
+    """The grant's gateway Job as the operator makes it, ended by its deadline (the Job
+    controller's DeadlineExceeded; this cluster has no node, so no pod ever started)."""
+    body = manifests.gateway_job(grant, settings, 30, job=f"{grant['metadata']['name']}-gw")
+    body["spec"]["activeDeadlineSeconds"] = 1
+    job = kube.create(JOBS, grant["metadata"]["namespace"], body)
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+    while grants._job_finished(job) is None:
+        assert dt.datetime.now(dt.UTC) < deadline, f"the Job did not end: {job.get('status')}"
+        time.sleep(0.5)
+        job = kube.get(JOBS, job["metadata"]["namespace"], job["metadata"]["name"])
+    return job
+
+
+def test_a_pending_copy_of_a_grant_issued_on_its_claim_whose_job_ended_is_failed_at_once(
+        cluster: LocalCluster, crds: Path, namespace: str, tmp_path: Path) -> None:
+    """The grant's token was issued on its claim and stored, its gateway Job ended (the Job
+    event seen), and the grant is reconciled from a copy this process judges Pending (the
+    claim on its approval not seen yet, as after a restart). The fresh read of the approval
+    shows it TokenIssued: its Job's end is settled then, and the grant Failed at once, saying
+    the command did not run. The end seen before the Pending copy's reconcile decides nothing
+    (kept, it was taken as settled already: the token adopted for the ended Job, the grant
+    left TokenIssued until its token expired)."""
+    settings = OperatorSettings.from_env({"WINGMAN_NAMESPACE": namespace})
+    kube = Kube(cluster.api_client())
+    audit = tmp_path / "audit.jsonl"
+    none: Any = None
+    ctx = Context(settings, kube, new_ring(), FileSink(audit), none, none, Metrics())
+    ctx.reconcilers["grant"] = grants.Grants()
+
+    body = build_grant(request_name="req", namespace=namespace, command="kubectl get pods",
+                       requester="someone")
+    body["metadata"] = {"name": "g"}
+    grant = kube.create(GRANTS, namespace, body)
+    job = _ended_job(kube, grant, settings)
+    secret_name = manifests.job_token_secret(job)
+    assert secret_name is not None
+    kube.create(SECRETS, namespace, manifests.token_secret(
+        grant, secret_name, "the-token", int(dt.datetime.fromisoformat(EXPIRES).timestamp()),
+        job["metadata"]["uid"], settings))
+    kube.create(APPROVALS, namespace, {
+        "apiVersion": "wingman.dev/v1alpha1", "kind": "ApprovalRequest",
+        "metadata": {"name": "req"},
+        "spec": {"requester": "someone", "environment": settings.policy.name,
+                 "instruction": "list the pods", "commands": ["kubectl get pods"]}})
+    kube.patch(APPROVALS, namespace, "req", {"status": {"grants": [{
+        "command": "kubectl get pods", "grant": "g", "grantUID": grant["metadata"]["uid"],
+        "grantedAt": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **_token("g"), "tokenSHA256": token_sha256("the-token"),
+        "tokenSecretName": secret_name}]}}, subresource="status")
+    entry = ctx.tracker.observe_grant(grant, dt.datetime.now(dt.UTC))
+    assert entry.phase == "Pending"  # its claim not seen
+    grants.job_ended(ctx, entry, ("Failed", "DeadlineExceeded"))  # the Job event
+
+    async def reconciled() -> dict[str, Any]:
+        await ctx.run("grant", dict(grant))  # and what the operator does next on its own
+        for _ in range(50):
+            status: dict[str, Any] = kube.get(GRANTS, namespace, "g").get("status") or {}
+            if status.get("phase") == "Failed":
+                return status
+            await asyncio.sleep(0.1)
+        return status
+
+    status = asyncio.run(reconciled())
+    assert (status.get("phase"), status.get("reason")) == ("Failed", "DeadlineExceeded"), status
+    assert "so the command did not run" in status["message"], status
+    assert [r["event"] for r in _records(audit, "g")] == ["GrantFailed"]

@@ -345,6 +345,12 @@ class Grants:
                 # Pending is (its ended Job is the issue's to deal with)
             else:
                 entry.job_done = None  # a late event of a Job since replaced: this one runs
+        if phase == "Pending" and entry is not None:
+            # a Pending grant's Job is judged as issue() reads it (create_job replaces an ended
+            # one, refuses one a token was stored for, and settles again the end of one found
+            # TokenIssued on a fresh read of the approval), never by an end seen before: kept,
+            # that end would be taken as settled already, and another Job's end ignored
+            entry.job_done, entry.job_done_read = None, ""
         if phase == "TokenIssued" and await expire_token(ctx, body):
             return
         if phase in ("Pending", "TokenIssued") and not (entry is not None and entry.released):
