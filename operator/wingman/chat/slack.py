@@ -46,9 +46,10 @@ message that is not the request's current message. A card Slack refuses for what
 (``render.slack_summary``, with the same buttons), so that approvers are notified all the same;
 messages Slack refuses even so fail alone (``MessageRefused``): the service records it and goes
 on with the other requests.
-The bot token is checked at start (``auth.test``); Slack rejecting it then or in any later call
-(``TOKEN_REJECTED``) ends ``watch``, so that /healthz fails naming it and the restarted pod
-reads the Secret again, as Telegram's polling does.
+The bot token is checked at start (``auth.test``, tried again with back-off until Slack answers);
+Slack rejecting it then or in any later call (``TOKEN_REJECTED``) ends ``watch``, so that
+/healthz fails naming it and the restarted pod reads the Secret again, as Telegram's polling
+does.
 """
 
 from __future__ import annotations
@@ -134,6 +135,11 @@ SIGNATURE_WINDOW_SECONDS = 300
 REPLAY_SECONDS = SIGNATURE_WINDOW_SECONDS * 2 + 60
 #: Seconds a Web API call may take (connecting, sending, the answer).
 WEB_API_SECONDS = 15.0
+#: Seconds before the bot token's check at start (``auth.test``) is tried again after it got
+#: no answer (Slack unreachable, a 5xx, the rate limit, an answer that cannot be read):
+#: doubling up to ``AUTH_CHECK_MAX_SECONDS``, or Slack's Retry-After when longer.
+AUTH_CHECK_FIRST_SECONDS = 1.0
+AUTH_CHECK_MAX_SECONDS = 60.0
 #: Seconds what ``users.info`` said of a person (bot, guest, deactivated) is kept for
 #: read-only answers; a decision asks Slack afresh.
 USER_CHECK_SECONDS = 300.0
@@ -230,23 +236,37 @@ class SlackChannel:
             raise ChannelError(f"Slack {what} failed: an answer that is no UTF-8") from None
 
     async def watch(self) -> str:
-        """Check the bot token (``auth.test``) once, then wait until Slack rejects it, in
-        that check or in any later call (a card, a notice, a person asked about): then count
-        it (``wingman_chat_loop_failures_total``, ``loop="slack-web-api"``,
+        """Check the bot token (``auth.test``) until Slack answers, then wait until Slack
+        rejects it, in that check or in any later call (a card, a notice, a person asked
+        about): then count it (``wingman_chat_loop_failures_total``, ``loop="slack-web-api"``,
         ``kind="Unauthorized"``), log it and end with its reason, so that /healthz fails
         naming it and the restarted pod reads the Secret again, as Telegram's polling does
-        (``run.health``). Any other failure of the check (Slack unreachable) is only logged:
-        the calls that follow tell."""
-        try:
-            await self._call("auth.test", self.client.auth_test)
-        except TokenRejected:
-            pass  # ``_rejected`` is set
-        except ChannelError as exc:
-            log.warning("slack: checking the bot token failed; the next calls check it",
-                        extra={"reason": exc.reason, "error": exc.message[:300]})
-        except Exception as exc:  # noqa: BLE001 - only a rejected token ends the watch
-            log.warning("slack: checking the bot token failed; the next calls check it",
-                        extra={"reason": "Unexpected", "errorType": type(exc).__name__})
+        (``run.health``). A check that gets no answer (Slack unreachable, a 5xx, the rate
+        limit, an answer that cannot be read) says nothing of the token: it is logged and tried
+        again with back-off (``AUTH_CHECK_FIRST_SECONDS`` doubling to
+        ``AUTH_CHECK_MAX_SECONDS``, or Slack's Retry-After), so that a token revoked meanwhile
+        ends the watch even on a pod that makes no other call."""
+        delay = AUTH_CHECK_FIRST_SECONDS
+        while not self._rejected.is_set():
+            wait = delay
+            try:
+                await self._call("auth.test", self.client.auth_test)
+                break  # Slack took the token
+            except TokenRejected:
+                break  # ``_rejected`` is set
+            except ChannelError as exc:
+                wait = max(delay, exc.retry_after or 0.0)
+                log.warning("slack: checking the bot token failed; checking it again", extra={
+                    "reason": exc.reason, "error": exc.message[:300], "retryInSeconds": wait})
+            except Exception as exc:  # noqa: BLE001 - only a rejected token ends the watch
+                log.warning("slack: checking the bot token failed; checking it again", extra={
+                    "reason": "Unexpected", "errorType": type(exc).__name__,
+                    "retryInSeconds": wait})
+            try:  # a rejection in another call meanwhile ends the wait
+                await asyncio.wait_for(self._rejected.wait(), wait)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2.0, AUTH_CHECK_MAX_SECONDS)
         await self._rejected.wait()
         self.service.metrics.loop_failures.labels(self.service.env, "slack-web-api",
                                                   "Unauthorized").inc()

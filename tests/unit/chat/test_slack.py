@@ -1505,6 +1505,43 @@ def test_slack_unreachable_at_start_is_not_a_rejected_token(
     run(tmp_path, request("later", 1), body=body)
 
 
+@pytest.mark.parametrize("outage", ["down", "rate limited"])
+def test_a_token_revoked_while_its_check_at_start_got_no_answer_fails_healthz(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, outage: str) -> None:
+    """The token check at start got no answer (Slack unreachable, or its rate limit), and the
+    token was revoked before Slack answered again, on a pod that makes no other call (nothing
+    to post): the check was made once, so the pod stayed healthy with a token Slack rejects
+    until some later call failed. The check is made again with back-off until Slack answers:
+    the rejection then ends the watch, and /healthz fails naming it."""
+    async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
+        [channel] = svc.channels
+        assert isinstance(channel, SlackChannel)
+        if outage == "down":
+            fake.down = True
+        else:
+            fake.glitches, fake.glitch_paths = [(429, b"<html>Too Many Requests</html>")], (
+                "auth.test",)
+        watch = asyncio.create_task(channel.watch(), name="slack web api")
+        try:
+            for _ in range(200):
+                if any("checking the bot token failed" in r.getMessage()
+                       for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+            assert not watch.done() and (await health([watch])).status == 200
+            fake.token = "xoxb-revoked"
+            fake.down = False
+            assert await asyncio.wait_for(watch, 10) == "BotTokenRejected"
+        finally:
+            watch.cancel()
+        answer = await health([watch])
+        assert (answer.status, answer.text) == (
+            503, "not running: slack web api (BotTokenRejected)")
+        assert TOKEN not in caplog.text
+
+    run(tmp_path, request("idle", 1), body=body)
+
+
 @pytest.mark.parametrize("answer", [
     (503, b"<html><body>503 Service Unavailable</body></html>"),  # an edge's error page
     (502, b'{"ok": false, "err'),  # a JSON answer cut short by a proxy
