@@ -14,6 +14,7 @@ The CLI (``wingman.cli``), the MCP server (``wingman.mcp``) and the chat compone
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import threading
 import time
@@ -96,14 +97,17 @@ class Source:
         if unknown:
             raise Invalid(f"source has unknown keys {', '.join(unknown)}; it takes reference, "
                           "agent, model, excerpt and untrusted_input")
-        untrusted = data.get("untrusted_input", data.get("untrustedInput"))
-        trust = data.get("input_trust", data.get("inputTrust"))
-        if untrusted is None and trust is not None:
-            if trust not in ("Trusted", "Untrusted"):
-                raise Invalid(f"source.input_trust must be Trusted or Untrusted, got {trust!r}")
-            untrusted = trust == "Untrusted"
+        untrusted = _one_spelling(data, "untrusted_input", "untrustedInput")
+        trust = _one_spelling(data, "input_trust", "inputTrust")
         if untrusted is not None and not isinstance(untrusted, bool):
             raise Invalid(f"source.untrusted_input must be true or false, got {untrusted!r}")
+        if trust is not None:
+            if trust not in ("Trusted", "Untrusted"):
+                raise Invalid(f"source.input_trust must be Trusted or Untrusted, got {trust!r}")
+            if untrusted is not None and untrusted != (trust == "Untrusted"):
+                raise Invalid(f"source gives untrusted_input {str(untrusted).lower()} and "
+                              f"input_trust {trust}, which disagree: give one of them")
+            untrusted = trust == "Untrusted"
         values: dict[str, Any] = {}
         for key, limit in SOURCE_LIMITS.items():
             value = data.get(key)
@@ -127,6 +131,26 @@ class Source:
         if self.untrusted_input is not None:
             out["inputTrust"] = "Untrusted" if self.untrusted_input else "Trusted"
         return out
+
+
+def _one_spelling(data: Mapping[str, Any], snake: str, camel: str) -> Any:
+    """The value of a field ``data`` may spell two ways (``snake`` and the CRD's ``camel``),
+    None when it gives neither. Both given with different values (``null`` and ``true`` too)
+    is refused: which one was meant cannot be told, and letting one win silently could drop
+    the untrusted-input flag."""
+    if snake in data and camel in data and data[snake] != data[camel]:
+        raise Invalid(f"source gives both {snake} ({_shown(data[snake])}) and {camel} "
+                      f"({_shown(data[camel])}), which differ: give one of them")
+    return data[snake] if snake in data else data.get(camel)
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message quotes it: JSON's spelling, cut short."""
+    try:
+        said = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        said = type(value).__name__
+    return said if len(said) <= 40 else said[:37] + "..."
 
 
 def build_request(

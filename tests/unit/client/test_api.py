@@ -104,6 +104,39 @@ def test_source_accepts_both_spellings_and_refuses_what_the_crd_would() -> None:
         Source.from_mapping({"untrusted_input": "yes"})
 
 
+@pytest.mark.parametrize(("data", "says"), [
+    ({"untrusted_input": None, "untrustedInput": True},
+     "source gives both untrusted_input (null) and untrustedInput (true), which differ"),
+    ({"untrusted_input": False, "untrustedInput": True},
+     "source gives both untrusted_input (false) and untrustedInput (true), which differ"),
+    ({"input_trust": "Trusted", "inputTrust": "Untrusted"},
+     'source gives both input_trust ("Trusted") and inputTrust ("Untrusted"), which differ'),
+    ({"untrusted_input": False, "inputTrust": "Untrusted"},
+     "source gives untrusted_input false and input_trust Untrusted, which disagree"),
+    ({"untrustedInput": True, "input_trust": "Trusted"},
+     "source gives untrusted_input true and input_trust Trusted, which disagree"),
+])
+def test_a_source_that_says_two_things_of_its_input_is_refused(data: dict[str, Any],
+                                                              says: str) -> None:
+    """A field given in both its spellings (or the flag and the trust that both say it) with
+    different values: one of them won silently, so ``untrusted_input: null`` beside
+    ``untrustedInput: true`` read as input that is not untrusted, and the reviewers' caution
+    was lost. Refused, naming both, before anything is sent."""
+    with pytest.raises(Invalid) as raised:
+        Source.from_mapping(data)
+    assert raised.value.message.startswith(says), raised.value.message
+    assert raised.value.message.endswith("give one of them"), raised.value.message
+
+
+def test_a_source_that_says_the_same_thing_twice_is_taken() -> None:
+    assert Source.from_mapping({"untrusted_input": True, "untrustedInput": True,
+                                "inputTrust": "Untrusted"}) == Source(untrusted_input=True)
+    assert Source.from_mapping({"input_trust": "Trusted", "inputTrust": "Trusted"}) == \
+        Source(untrusted_input=False)
+    with pytest.raises(Invalid, match="must be Trusted or Untrusted"):
+        Source.from_mapping({"untrusted_input": True, "input_trust": "yes"})
+
+
 def test_a_command_within_the_crds_characters_but_over_its_bytes_is_refused_before_any_call(
         ) -> None:
     # 2,105 characters (the CRD would take them) but 4,205 bytes of UTF-8: the scope check
