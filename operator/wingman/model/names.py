@@ -30,6 +30,10 @@ BURN_PREFIX = "wingman-burn-"
 #: lowercase letters, digits and inner '-', joined by single '.'; at most 253 characters (the
 #: caller checks the length first: ``fullmatch`` only).
 OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+#: A namespace's name, as the API server checks it (an RFC 1123 label): lowercase letters,
+#: digits and inner '-', no '.'; at most 63 characters (the caller checks the length first:
+#: ``fullmatch`` only).
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def _bounded(base: str, suffix: str, limit: int = 63) -> str:
@@ -131,6 +135,7 @@ __all__ = [
     "JOB_UID_ANNOTATION",
     "KEYS_MOUNT",
     "MANAGED",
+    "NAMESPACE_NAME",
     "OBJECT_NAME",
     "POLICY_MOUNT",
     "ROLE_LABEL",

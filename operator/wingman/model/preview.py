@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wingman.model import names
+
 MAX_MESSAGE_BYTES = 4096
 """A container's termination message is cut by the kubelet at 4096 bytes."""
 MESSAGE_PREFIX = "wingman-preview/v1:"
@@ -73,9 +75,12 @@ class Action(enum.StrEnum):
     DELETE = "Delete"
 
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+#: An object's name and its namespace's, as the API server checks them (an RFC 1123 subdomain,
+#: a label): ``a..b`` or ``a.-b`` is no name, a namespace holds no '.'
+_NAME = names.OBJECT_NAME
+_NAMESPACE = names.NAMESPACE_NAME
 _CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
-_GROUP = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")
+_GROUP = names.OBJECT_NAME  # an API group is a subdomain too ('' for the core group)
 _WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -184,7 +189,7 @@ class Target:
             resource=_text(data, "resource", 253, pattern=_WORD, empty=False),
             kind=_text(data, "kind", 253, pattern=_WORD, empty=False),
             name=_text(data, "name", 253, pattern=name_pattern, empty=False),
-            namespace=_text(data, "namespace", 63, required=False, pattern=_NAME),
+            namespace=_text(data, "namespace", 63, required=False, pattern=_NAMESPACE),
             uid=_text(data, "uid", 128, required=False, pattern=_VERSION),
             resource_version=_text(data, "resourceVersion", 128, required=False,
                                    pattern=_VERSION),

@@ -34,7 +34,11 @@ from wingman.preview.proxy import Exchange
 #: kubectl's own informational log lines (klog: ``I1201 04:11:40.580456  24214 cmd.go:527] ...``)
 #: say nothing about the change; kubectl prints a few even at ``--v=0``.
 _KLOG_INFO = re.compile(r"^I\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [^\]]+\] ")
-_DISCOVERY = re.compile(r"^/(api|apis)(/[^/\s]+){0,2}/?\Z|^/(openapi|version|healthz)")
+#: kubectl's discovery calls, whose failure is harmless (an aggregated API that is down): the
+#: group lists (``/api``, ``/apis/<group>/<version>``) and ``/openapi``, ``/version``,
+#: ``/healthz`` as whole path segments, with what is under them (``/versionfoo`` is none).
+_DISCOVERY = re.compile(r"^/(api|apis)(/[^/\s]+){0,2}/?\Z"
+                        r"|^/(openapi|version|healthz)(/[^/\s]+)*/?\Z")
 
 
 def _message(text: str, secrets: Iterable[str]) -> str:

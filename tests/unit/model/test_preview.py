@@ -82,6 +82,25 @@ def test_a_malformed_command_result_is_refused(bad: dict[str, object]) -> None:
         pv.decode(pv.MESSAGE_PREFIX + base64.b64encode(zlib.compress(raw)).decode())
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    # what the API server refuses as an object's name (an RFC 1123 subdomain)
+    ("name", "a..b"), ("name", "a.-b"), ("name", "a-.b"), ("name", ".web"),
+    # a namespace is an RFC 1123 label: no '.'
+    ("namespace", "apps.prod"), ("namespace", "a..b"),
+    ("group", "apps..k8s.io"), ("group", "apps.-x"),
+])
+def test_a_target_named_as_the_api_server_would_refuse_is_refused(field: str,
+                                                                  value: str) -> None:
+    """Names in a preview's result were checked with a looser pattern than the API server's
+    (``a..b`` taken as an object's name, ``apps.prod`` as a namespace's): a preview pod's
+    result naming what no object can be named is not recorded."""
+    good = DEPLOY.to_dict()
+    assert pv.Target.from_dict(good) == DEPLOY
+    assert pv.Target.from_dict({**good, "name": "web.v2", "group": "apps.example.com"})
+    with pytest.raises(pv.PreviewInvalid, match=f"{field} .* has an invalid form"):
+        pv.Target.from_dict({**good, field: value})
+
+
 def _live(uid: str = "u-1", generation: int | None = 4, rv: str = "999") -> dict[str, object]:
     meta: dict[str, object] = {"uid": uid, "resourceVersion": rv}
     if generation is not None:

@@ -99,6 +99,10 @@ def test_failures_become_findings_with_the_servers_message() -> None:
     ("/api", False), ("/apis/apps/v1", False), ("/api/v1/", False), ("/openapi/v3", False),
     # '$' also matches before a final newline: such a path is no discovery path
     ("/api/v1\n", True), ("/apis/apps/v1\n", True), ("/api/v1\r\n", True),
+    ("/version", False), ("/healthz/ping", False), ("/openapi/v3/apis/apps/v1", False),
+    # /openapi, /version and /healthz are whole path segments, not the start of a name
+    ("/versionfoo", True), ("/healthzz/ping", True), ("/openapis/v3", True),
+    ("/version\n", True),
 ])
 def test_only_a_failed_discovery_call_is_not_why_kubectl_failed(path: str,
                                                                  finding: bool) -> None:
