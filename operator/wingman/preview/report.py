@@ -35,9 +35,10 @@ from wingman.preview.proxy import Exchange
 #: say nothing about the change; kubectl prints a few even at ``--v=0``.
 _KLOG_INFO = re.compile(r"^I\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [^\]]+\] ")
 #: kubectl's discovery calls, whose failure is harmless (an aggregated API that is down): the
-#: group lists (``/api``, ``/apis/<group>/<version>``) and ``/openapi``, ``/version``,
-#: ``/healthz`` as whole path segments, with what is under them (``/versionfoo`` is none).
-_DISCOVERY = re.compile(r"^/(api|apis)(/[^/\s]+){0,2}/?\Z"
+#: group lists (``/api``, ``/api/<version>``, ``/apis/<group>/<version>``; ``/api/v1/nodes`` is
+#: a list of objects, no discovery) and ``/openapi``, ``/version``, ``/healthz`` as whole path
+#: segments, with what is under them (``/versionfoo`` is none).
+_DISCOVERY = re.compile(r"^/api(/[^/\s]+)?/?\Z|^/apis(/[^/\s]+){0,2}/?\Z"
                         r"|^/(openapi|version|healthz)(/[^/\s]+)*/?\Z")
 
 

@@ -103,6 +103,8 @@ def test_failures_become_findings_with_the_servers_message() -> None:
     # /openapi, /version and /healthz are whole path segments, not the start of a name
     ("/versionfoo", True), ("/healthzz/ping", True), ("/openapis/v3", True),
     ("/version\n", True),
+    # under /api, a third segment lists objects (a cluster-scoped resource): no discovery
+    ("/api/v1/namespaces", True), ("/api/v1/nodes/", True), ("/apis/apps", False),
 ])
 def test_only_a_failed_discovery_call_is_not_why_kubectl_failed(path: str,
                                                                  finding: bool) -> None:
