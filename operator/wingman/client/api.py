@@ -93,7 +93,7 @@ class Source:
             return None
         known = {"reference", "agent", "model", "excerpt", "untrusted_input", "untrustedInput",
                  "input_trust", "inputTrust"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(k if isinstance(k, str) else _shown(k) for k in set(data) - known)
         if unknown:
             raise Invalid(f"source has unknown keys {', '.join(unknown)}; it takes reference, "
                           "agent, model, excerpt and untrusted_input")

@@ -128,6 +128,13 @@ def test_a_source_that_says_two_things_of_its_input_is_refused(data: dict[str, A
     assert raised.value.message.endswith("give one of them"), raised.value.message
 
 
+def test_a_source_with_keys_that_are_not_text_is_refused_naming_them() -> None:
+    """A key that is no text (a caller's mapping built from numbers) failed with a TypeError
+    while the unknown keys were listed, not with the error that names them."""
+    with pytest.raises(Invalid, match=r"source has unknown keys 7, ticket; it takes"):
+        Source.from_mapping({7: "x", "ticket": "y"})
+
+
 def test_a_source_that_says_the_same_thing_twice_is_taken() -> None:
     assert Source.from_mapping({"untrusted_input": True, "untrustedInput": True,
                                 "inputTrust": "Untrusted"}) == Source(untrusted_input=True)
