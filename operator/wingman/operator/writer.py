@@ -209,7 +209,11 @@ class Writer:
                 break
             frame = bytes(self._in[_HEADER.size:_HEADER.size + size])
             del self._in[:_HEADER.size + size]
-            ident, ok, value, seen, waited = pickle.loads(frame)  # noqa: S301 - our own fork
+            try:
+                ident, ok, value, seen, waited = pickle.loads(frame)  # noqa: S301 - our fork
+            except Exception as exc:  # noqa: BLE001 - what follows it cannot be trusted either
+                self._lose(f"an answer could not be read: {type(exc).__name__}: {exc}")
+                return
             if self.on_answer is not None:
                 self.on_answer(seen, waited)
             waiting = self._waiting.get(ident)
@@ -342,7 +346,9 @@ def _serve(sock: socket.socket, pool: int, audit_target: str) -> int:  # pragma:
         try:
             frame = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - an answer that cannot be sent fails the call
-            failed = _gone(op, f"its answer could not be sent: {type(exc).__name__}: {exc}")
+            said = (f"the operator's writer process could not send back its answer to {op} "
+                    f"({type(exc).__name__}: {exc})")
+            failed: Exception = AuditUnavailable(said) if op == APPEND else ClusterError(said)
             frame = pickle.dumps((ident, False, failed, seen, waited),
                                  protocol=pickle.HIGHEST_PROTOCOL)
         with sending:
