@@ -271,14 +271,16 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         )
     finally:
         ctx.metrics.up.set(0)
-        ctx.leader.stop(release=True)
-        server.shutdown()
-        ctx.executor.shutdown(wait=True, cancel_futures=True)
-        ctx.audit_executor.shutdown(wait=True, cancel_futures=True)
-        ctx.sink.close()
-        ctx.kube.close()
+        # every write queued is dropped and those running finish before the Lease is handed
+        # over: none lands after another replica took over
         if writer is not None:
             writer.close()
+        ctx.executor.shutdown(wait=True, cancel_futures=True)
+        ctx.audit_executor.shutdown(wait=True, cancel_futures=True)
+        ctx.leader.stop(release=True)
+        server.shutdown()
+        ctx.sink.close()
+        ctx.kube.close()
     if lost:
         print(f"wingman operator: stopped: the writer process is gone ({lost[0]}); "
               "see its log lines above, and start the operator again (in a pod, Kubernetes "

@@ -51,6 +51,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from wingman.audit import open_sink
@@ -66,10 +67,13 @@ KUBE_CALLS = frozenset({"get", "get_or_none", "list", "create", "patch", "delete
 #: The other calls it runs.
 APPEND = "append_all"
 ADOPT = "create_or_adopt"
+#: The frame that withdraws a call its caller no longer waits for (dropped unless running).
+CANCEL = "cancel"
 #: The seconds ``close`` waits for the writer to finish its calls in flight and end.
 CLOSE_SECONDS = 30.0
-#: The seconds the operator waits for a writer it lost to be reaped, for its exit status.
-LOST_SECONDS = 2.0
+#: The seconds the operator waits for a writer it lost to be reaped, for its exit status (it
+#: is killed after that; the event loop waits meanwhile).
+LOST_SECONDS = 0.2
 
 _HEADER = struct.Struct("!I")
 _PR_SET_PDEATHSIG = 1
@@ -116,7 +120,13 @@ class Writer:
         gc.collect()
         gc.freeze()  # the objects made so far stay where they are: their pages stay shared
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            gc.unfreeze()
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:  # pragma: no cover - the child; its behaviour is tested from the operator
             code = 1
             try:
@@ -152,13 +162,19 @@ class Writer:
         ident = self._sent
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting[ident] = (op, future)
-        self._out += _HEADER.pack(len(frame))
-        self._out += frame
-        self._flush()
+        self._send(frame)
         try:
             return await future
         finally:
             self._waiting.pop(ident, None)
+            if future.cancelled() and self.lost is None:  # not started yet: never start it
+                self._send(pickle.dumps((ident, CANCEL, (), {}, 0.0),
+                                        protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send(self, frame: bytes) -> None:
+        self._out += _HEADER.pack(len(frame))
+        self._out += frame
+        self._flush()
 
     def watch(self) -> None:
         """Read the writer's answers on the running event loop from now on: its end is noticed
@@ -214,22 +230,30 @@ class Writer:
             except Exception as exc:  # noqa: BLE001 - what follows it cannot be trusted either
                 self._lose(f"an answer could not be read: {type(exc).__name__}: {exc}")
                 return
-            if self.on_answer is not None:
-                self.on_answer(seen, waited)
             waiting = self._waiting.get(ident)
-            if waiting is None or waiting[1].done():
-                continue  # its caller was cancelled meanwhile
-            if ok:
-                waiting[1].set_result(value)
-            else:
-                waiting[1].set_exception(value)
+            if waiting is not None and not waiting[1].done():  # else: its caller was cancelled
+                if ok:
+                    waiting[1].set_result(value)
+                else:
+                    waiting[1].set_exception(value)
+            if self.on_answer is not None:
+                try:
+                    self.on_answer(seen, waited)
+                except Exception:  # a metric never fails a call (as kube.Observer)
+                    log.debug("the writer's answer observer failed", exc_info=True)
 
     def _lose(self, why: str) -> None:
         if self.lost is not None:
             return
-        # its end is seen on the socket a moment before it can be reaped; the operator stops
-        # after this anyway, so a short wait on the event loop costs nothing
+        # its end shows on the socket a moment before it can be reaped; one still running (an
+        # answer that could not be read) is killed: nothing it still does is waited for
         status = _reap(self.pid, wait=True, seconds=LOST_SECONDS)
+        if status is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _reap(self.pid, wait=True, seconds=LOST_SECONDS)
         self.lost = why if status is None else f"{why} ({status})"
         if self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
@@ -289,6 +313,9 @@ def _reap(pid: int, *, wait: bool, seconds: float = 0.0) -> str | None:
 
 # -- the writer's side ------------------------------------------------------------------------
 
+def _ignored(signum: int, frame: object) -> None:  # pragma: no cover - the child
+    """SIGINT, SIGTERM and SIGHUP in the writer: the operator stops it."""
+
 def _die_with(parent: int) -> None:  # pragma: no cover - the child
     """Be killed when the operator dies (SIGKILL, a crash): the calls it had not answered end
     with it, as they did on its threads, instead of landing after another replica took over."""
@@ -303,8 +330,8 @@ def _die_with(parent: int) -> None:  # pragma: no cover - the child
 
 def _serve(sock: socket.socket, pool: int, audit_target: str) -> int:  # pragma: no cover
     """The writer: run what arrives until the socket closes; its exit code."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a handler, not SIG_IGN: a
+        signal.signal(sig, _ignored)  # program it runs (a credential plugin) gets the default
     kube = Kube.from_environment(retries=False, pool_size=pool)
     sink = open_sink(audit_target)
     local = threading.local()
@@ -339,12 +366,15 @@ def _serve(sock: socket.socket, pool: int, audit_target: str) -> int:  # pragma:
             else:
                 raise ValueError(f"the writer runs no call named {op!r}")
             answer = (ident, True, value, seen, waited)
-        except Exception as exc:  # noqa: BLE001 - the caller's to handle, as on a thread
+        except BaseException as exc:  # noqa: BLE001 - the caller's to handle, as on a thread
             answer = (ident, False, exc, seen, waited)
         finally:
             local.seen = None
+            queued.pop(ident, None)
         try:
             frame = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+            if not answer[1]:  # an error the operator could not rebuild would cost it all calls
+                pickle.loads(frame)  # noqa: S301 - made just above
         except Exception as exc:  # noqa: BLE001 - an answer that cannot be sent fails the call
             said = (f"the operator's writer process could not send back its answer to {op} "
                     f"({type(exc).__name__}: {exc})")
@@ -358,6 +388,7 @@ def _serve(sock: socket.socket, pool: int, audit_target: str) -> int:  # pragma:
                 pass  # the operator is gone: nobody waits for the answer
 
     received = bytearray()
+    queued: dict[int, Future[None]] = {}
     try:
         while True:
             chunk = sock.recv(1 << 20)
@@ -371,7 +402,13 @@ def _serve(sock: socket.socket, pool: int, audit_target: str) -> int:  # pragma:
                 frame = bytes(received[_HEADER.size:_HEADER.size + size])
                 del received[:_HEADER.size + size]
                 ident, op, args, kwargs, sent = pickle.loads(frame)  # noqa: S301 - the operator
-                (appends if op == APPEND else calls).submit(run, ident, op, args, kwargs, sent)
+                if op == CANCEL:
+                    withdrawn = queued.pop(ident, None)
+                    if withdrawn is not None:
+                        withdrawn.cancel()  # only if it has not started
+                    continue
+                queued[ident] = (appends if op == APPEND else calls).submit(
+                    run, ident, op, args, kwargs, sent)
     finally:  # the calls running finish (and are answered, if anyone still listens)
         calls.shutdown(wait=True, cancel_futures=True)
         appends.shutdown(wait=True, cancel_futures=True)

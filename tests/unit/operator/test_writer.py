@@ -72,8 +72,13 @@ from wingman.operator.writer import APPEND, Writer
 lost, seen = [], []
 if os.environ.get("THREAD_FIRST"):
     threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+def observe(calls, waited):
+    seen.extend(calls)
+    if os.environ.get("OBSERVER_FAILS"):
+        raise RuntimeError("the metrics are broken")
+
 writer = Writer.start(pool=4, audit_target=str(work / "audit.jsonl"), on_lost=lost.append,
-                      on_answer=lambda calls, waited: seen.extend(calls))
+                      on_answer=observe)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 out = {"writer": writer.pid}
 
@@ -231,3 +236,58 @@ def test_the_writer_is_refused_once_a_thread_runs(tmp_path: Path) -> None:
     done = _spawn(tmp_path, "", THREAD_FIRST="1")
     assert done.returncode != 0
     assert "RuntimeError: the writer process must be started before any thread" in done.stderr
+
+
+WITHDRAWN = r'''
+async def main():
+    first = asyncio.ensure_future(
+        writer.call(APPEND, [NewRecord("A", "operator", {"kind": "X"}, {})]))
+    second = asyncio.ensure_future(
+        writer.call(APPEND, [NewRecord("B", "operator", {"kind": "X"}, {})]))
+    await asyncio.sleep(1)  # both sent: the first waits for the lock, the second for its turn
+    second.cancel()
+    await asyncio.sleep(0.5)  # the withdrawal sent
+    print("withdrawn", flush=True)
+    sys.stdin.readline()  # until the lock is let go
+    out["first"] = (await first)[0].event
+asyncio.run(main())
+writer.close()
+print(json.dumps(out), flush=True)
+'''
+
+
+def test_a_call_withdrawn_before_it_started_is_never_made(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    audit.touch()
+    script = tmp_path / "scenario.py"
+    script.write_text(PRELUDE + WITHDRAWN)
+    with audit.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the first append waits for this lock
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": OPERATOR})
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            assert proc.stdout.readline().strip() == "withdrawn"
+            fcntl.flock(held, fcntl.LOCK_UN)
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            said, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0
+    assert json.loads(said.strip().splitlines()[-1])["first"] == "A"
+    assert [json.loads(line)["event"] for line in audit.read_text().splitlines()] == ["A"]
+
+
+def test_an_observer_that_fails_fails_no_call(tmp_path: Path) -> None:
+    out = _run(tmp_path, r'''
+async def main():
+    out["patched"] = await writer.call("patch", APPROVALS, "ns", "r1", {"status": {}},
+                                       subresource="status")
+asyncio.run(main())
+writer.close()
+''', OBSERVER_FAILS="1")
+    assert out["patched"]["status"] == {}
