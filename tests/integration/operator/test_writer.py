@@ -39,7 +39,7 @@ def _api_port(cluster: Any) -> int:
 
 def test_the_writer_makes_the_operators_calls_and_its_loss_stops_the_operator(
         cluster: Any, crds: Path, tmp_path: Path) -> None:
-    with operator_env(cluster, tmp_path, "wm-wr") as env:
+    with operator_env(cluster, tmp_path, "wm-wr", WINGMAN_WRITER_PROCESS="true") as env:
         writer = _writer(env.op)
         env.request("r1")
         env.wait_phase("ar", "r1", "AutoApproved")
@@ -57,7 +57,7 @@ def test_the_writer_makes_the_operators_calls_and_its_loss_stops_the_operator(
 
 def test_the_writer_ends_with_the_operator_however_it_ends(
         cluster: Any, crds: Path, tmp_path: Path) -> None:
-    with operator_env(cluster, tmp_path, "wm-wr") as env:
+    with operator_env(cluster, tmp_path, "wm-wr", WINGMAN_WRITER_PROCESS="true") as env:
         first = _writer(env.op)
         env.op.kill()  # SIGKILL: no clean-up of its own
         assert _gone(first)
@@ -70,9 +70,9 @@ def test_the_writer_ends_with_the_operator_however_it_ends(
             assert _gone(writer), how
 
 
-def test_without_the_writer_the_operator_runs_in_one_process(
+def test_by_default_the_operator_runs_in_one_process(
         cluster: Any, crds: Path, tmp_path: Path) -> None:
-    with operator_env(cluster, tmp_path, "wm-wr", WINGMAN_WRITER_PROCESS="false") as env:
+    with operator_env(cluster, tmp_path, "wm-wr") as env:
         env.request("r1")
         env.wait_phase("ar", "r1", "AutoApproved")
         assert env.op.proc is not None
