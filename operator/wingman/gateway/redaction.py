@@ -23,10 +23,15 @@ The steps, in order (``redact``):
    occurrence, also split across lines or spaces (read before step 1 too when the output has
    binary data or escape sequences, so that a line of it redacted whole leaves no part of one
    on the others, and an escape sequence removed takes no character of one away), and
-   also base64- (any alignment), hex- (``\\x65`` byte by byte too, and a C array's
-   ``0x65, 0x79``), percent- (every byte too: ``%65%79``) or JSON-escaped; at the end of the
-   gateway's output (cut at its bound or its deadline), a start of one of 8 characters or
-   more.
+   also reversed or ROT13'd; base64- (any alignment, either alphabet) or base32-encoded; in
+   hex of either case with anything but hex digits between them (``63:61``, ``\\x63\\X61``,
+   ``0x63, 0X61``, ``&#x63;``), also in hex dumps (``xxd``, ``hexdump -C``, ``od``: offsets
+   and the characters' column left out, ``od -b``'s octal and ``od -c``'s characters too);
+   with any of its characters escaped (octal ``\\143``, ``\\x63``, ``\\u0063``, ``\\u{63}``,
+   ``%63``, ``%u0063``, ``&#x63;``, ``&#99;``, ``&amp;``) or JSON-escaped; base64 of it or of
+   its base64, base32 or hex (so base64 twice, either one wrapped); at the end of the gateway's
+   output (cut at its bound or its deadline), a start of one (but base64 of one) of 8
+   characters or more.
 3. **Structure.** Output of ``kubectl -o yaml|json`` (and kubeconfigs) is read line by line
    as YAML or JSON: every value in a Secret's ``data``/``stringData`` (and any base64 value in a
    ``data``/``binaryData`` block) whatever its key, in block or flow style, behind anchors and
@@ -90,6 +95,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import codecs
 import hashlib
 import itertools
 import json
@@ -250,16 +256,36 @@ def _base64_forms(data: bytes) -> set[str]:
     return forms
 
 
+def _base32_forms(data: bytes) -> set[str]:
+    """How ``data`` appears inside any base32 stream (each of the five alignments), in
+    capitals as RFC 4648 writes it and in lowercase."""
+    forms: set[str] = set()
+    for k in range(5):
+        encoded = base64.b32encode(b"\0" * k + data + b"\0" * 4).decode("ascii")
+        first = -(-8 * k // 5)  # the first character made of the data's bits only
+        last = (8 * (k + len(data))) // 5
+        core = encoded[first:last]
+        if len(core) >= 12:
+            forms |= {core, core.lower()}
+    return forms
+
+
 def _forms(secret: str) -> set[str]:
+    """The literal forms of a known secret looked for in a view of the output: itself,
+    reversed and ROT13'd, its base64 (any alignment, either alphabet) and base32, its hex as
+    a run (either case), ``\\x65`` and ``%65`` byte by byte and a C array's ``0x65,0x79``,
+    percent- and JSON-escaped. What else is read (hex in any case or separators, other
+    escapes, base64 of a form, hex dumps) is :func:`_found`'s."""
     data = secret.encode("utf-8")
     escaped = "".join(f"\\x{byte:02x}" for byte in data)  # \x65\x79: C, Python, printf
     percent = "".join(f"%{byte:02x}" for byte in data)  # every byte percent-escaped
     listed = ",".join(f"0x{byte:02x}" for byte in data)  # a C array's bytes (xxd -i)
-    forms = {secret, data.hex(), data.hex().upper(), escaped,
-             escaped.upper().replace("\\X", "\\x"), urllib.parse.quote(secret, safe=""),
-             percent, percent.upper(), listed, listed.upper().replace("0X", "0x"),
-             json.dumps(secret)[1:-1]}
-    forms |= _base64_forms(data)
+    octal = "".join(f"{byte:03o}" for byte in data)  # od -b's bytes
+    forms = {secret, secret[::-1], codecs.encode(secret, "rot13"), data.hex(), octal,
+             data.hex().upper(), escaped, escaped.upper().replace("\\X", "\\x"),
+             urllib.parse.quote(secret, safe=""), percent, percent.upper(), listed,
+             listed.upper().replace("0X", "0x"), json.dumps(secret)[1:-1]}
+    forms |= _base64_forms(data) | _base32_forms(data)
     return {f for f in forms if len(f) >= 8 or f == secret}
 
 
@@ -312,28 +338,195 @@ def _raw_views(text: str) -> list[list[int]]:
     return [first, [i for i in first if not started[i]], [i for i in first if not hidden[i]]]
 
 
+# What else a known secret is looked for as, each in a view derived from the compact output
+# (:func:`_found`), every one built in one pass:
+# - its hex in any case, between any separators (``63:61``, ``63 61``, ``6A-6b``, ``&#x63;``,
+#   ``0x6A, 0x6b``, a hex dump's): the output's hex digits only, but a ``0x`` before one
+_HEX_NOISE = re.compile(r"0x(?=[0-9a-f])|[^0-9a-f]++")  # (read in lowercase)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# - its characters escaped, any of them, in any case: octal (``\143``), ``\x6A``,
+#   ``\u0063``, ``\u{63}``, ``\U00000063``, ``%63``, ``%u0063``, ``&#x63;``, ``&#99;`` and
+#   XML's named ``&amp;`` and the like: the output with each escape read as its character
+_ESCAPED_CHAR = re.compile(
+    r"\\(?:[xX](?P<x>[0-9a-fA-F]{2})|u\{(?P<braced>[0-9a-fA-F]{1,6})\}|"
+    r"u(?P<u>[0-9a-fA-F]{4})|U(?P<U>[0-9a-fA-F]{8})|(?P<octal>[0-7]{1,3}))|"
+    r"&#(?:[xX](?P<hexref>[0-9a-fA-F]{1,8})|(?P<ref>[0-9]{1,10}));?|"
+    r"%(?:u(?P<pu>[0-9a-fA-F]{4})|(?P<percent>[0-9a-fA-F]{2}))|"
+    r"&(?P<named>amp|lt|gt|quot|apos);")
+_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+# - any of its forms of 8 characters or more base64-encoded (so base64 twice, either one
+#   wrapped): each run of base64 (either alphabet) decoded from each of its first four
+#   characters
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{12,}+")
+_URLSAFE = str.maketrans("-_", "+/")
+
+
+def _escaped_char(match: re.Match[str]) -> str:
+    """The one character an escape (:data:`_ESCAPED_CHAR`) stands for."""
+    named = match.group("named")
+    if named is not None:
+        return _NAMED[named]
+    digits = next(d for d in match.groups() if d is not None)
+    base = 8 if match.group("octal") is not None else 10 if match.group("ref") else 16
+    code = int(digits, base)
+    return chr(code) if code < 0x110000 else "\ufffd"
+
+
+def _mapped(compact: str, pattern: re.Pattern[str], one: bool) -> tuple[list[int], list[int]]:
+    """For each character of ``compact`` with each match of ``pattern`` replaced by one
+    character (``one``) or none: where in ``compact`` it starts and ends."""
+    starts: list[int] = []
+    ends: list[int] = []
+    last = 0
+    for match in pattern.finditer(compact):
+        starts += range(last, match.start())
+        ends += range(last + 1, match.start() + 1)
+        if one:
+            starts.append(match.start())
+            ends.append(match.end())
+        last = match.end()
+    starts += range(last, len(compact))
+    ends += range(last + 1, len(compact) + 1)
+    return starts, ends
+
+
+def _search(view: str, forms: Iterable[str], cut: bool,
+            partial: bool = False) -> list[tuple[int, int]]:
+    """Where in ``view`` each of ``forms`` is, and with ``cut`` a start of one ending it
+    (``partial``: or before its last character, what an escape cut short reads as)."""
+    spans = []
+    for form in sorted(forms, key=len, reverse=True):
+        at = view.find(form)
+        while at != -1:
+            spans.append((at, at + len(form)))
+            at = view.find(form, at + len(form))
+        start = _cut_start(view, form) if cut else None
+        if start is None and cut and partial:
+            tail = view[-len(form):-1]
+            back = _cut_start(tail, form)
+            start = None if back is None else len(view) - 1 - len(tail) + back
+        if start is not None:
+            spans.append((start, len(view)))
+    return spans
+
+
+def _base64_view(compact: str, offset: int) -> tuple[str, list[tuple[int, int]]]:
+    """The base64 runs of ``compact`` decoded from their ``offset``-th character, as Latin-1
+    text without whitespace, one after another with a NUL between them; and (where each run's
+    decoded part starts in ``compact``, its length there) for each."""
+    pieces = []
+    for match in _BASE64_RUN.finditer(compact):
+        size = (match.end() - match.start() - offset) // 4 * 4
+        if size >= 12:
+            pieces.append((match.start() + offset, size))
+    joined = "".join(compact[at:at + size] for at, size in pieces).translate(_URLSAFE)
+    data = base64.b64decode(joined).decode("latin-1")
+    parts, at = [], 0
+    for _, size in pieces:
+        parts.append(data[at:at + size // 4 * 3])
+        at += size // 4 * 3
+    return "\0".join("".join(part.split()) for part in parts), pieces
+
+
+def _base64_mapped(compact: str, offset: int,
+                   pieces: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """For each character of :func:`_base64_view`, the characters of ``compact`` its bits
+    are in (where they start and end)."""
+    joined = "".join(compact[at:at + size] for at, size in pieces).translate(_URLSAFE)
+    data = base64.b64decode(joined).decode("latin-1")
+    starts: list[int] = []
+    ends: list[int] = []
+    done = 0
+    for index, (at, size) in enumerate(pieces):
+        if index:
+            starts.append(at)
+            ends.append(at)
+        for j in range(size // 4 * 3):
+            if not data[done + j].isspace():
+                starts.append(at + 4 * (j // 3) + j % 3)
+                ends.append(at + 4 * (j // 3) + j % 3 + 2)
+        done += size // 4 * 3
+    return starts, ends
+
+
+def _found(compact: str, forms: set[str], hexes: set[str],
+           cut: bool) -> list[tuple[int, int]]:
+    """Where in ``compact`` (output without whitespace) a known secret is, as (start, end):
+    one of its literal ``forms`` (:func:`_forms`); its hex (``hexes``) among the output's hex
+    digits (:data:`_HEX_NOISE`); one of its forms with any of its characters escaped
+    (:data:`_ESCAPED_CHAR`) or base64-encoded (:data:`_BASE64_RUN`). With ``cut``, also a
+    start of one ending the output (not base64-encoded). Linear in ``compact``: each view is
+    built in one pass over it, and where its characters come from only when a form is found."""
+    spans = _search(compact, forms, cut)
+    lower = compact.translate(_ASCII_LOWER)
+    found = _search(_HEX_NOISE.sub("", lower), hexes, cut)
+    if found:
+        starts, ends = _mapped(lower, _HEX_NOISE, False)
+        spans += [(starts[a], ends[b - 1]) for a, b in found]
+    if "\\" in compact or "%" in compact or "&" in compact:
+        escaped = _ESCAPED_CHAR.sub(_escaped_char, compact)
+        found = _search(escaped, forms, cut, partial=True) if escaped != compact else []
+        if found:
+            starts, ends = _mapped(compact, _ESCAPED_CHAR, True)
+            spans += [(starts[a], ends[b - 1]) for a, b in found]
+    encoded = [f for f in forms if len(f) >= 8]
+    for offset in range(4):
+        view, pieces = _base64_view(compact, offset)
+        found = _search(view, encoded, False)
+        if found:
+            starts, ends = _base64_mapped(compact, offset, pieces)
+            spans += [(starts[a], ends[b - 1]) for a, b in found]
+    return spans
+
+
+# A line of a hex dump (xxd, hexdump -C, od -t x1, -b or -c): an offset, then the bytes, and
+# (xxd's after two spaces, hexdump's between bars) the characters they are
+_DUMP_LINE = re.compile(r"(?m)^[0-9a-fA-F]{6,16}+(?P<colon>:?)[ \t]++(?P<rest>[^\n]*+)")
+
+
+def _dump_views(text: str, keep: list[int]) -> list[list[int]]:
+    """When ``text`` has lines of a hex dump (:data:`_DUMP_LINE`), the characters of ``keep``
+    but their offsets and characters, and but their offsets and bytes: a secret dumped is
+    then one run of hex (or octal) digits in one, and of its characters in the other."""
+    lines = list(_DUMP_LINE.finditer(text))
+    if not lines:
+        return []
+    no_chars = bytearray(len(text))  # what the view of the bytes leaves out
+    no_bytes = bytearray(len(text))
+    for line in lines:
+        at, rest = line.start("rest"), line.group("rest").rstrip()
+        no_chars[line.start():at] = no_bytes[line.start():at] = b"\x01" * (at - line.start())
+        bar = rest.find("|")
+        split = bar if bar != -1 and rest.endswith("|") else rest.find("  ") if \
+            line.group("colon") else -1
+        if split == -1:  # od: the bytes (or characters) only
+            continue
+        no_chars[at + split:at + len(rest)] = b"\x01" * (len(rest) - split)
+        no_bytes[at:at + split + 1] = b"\x01" * (split + 1)
+        if bar == split:  # the closing bar
+            no_bytes[at + len(rest) - 1] = 1
+    return [[i for i in keep if not no_chars[i]], [i for i in keep if not no_bytes[i]]]
+
+
 def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
                   raw: bool = False) -> str:
-    """Every occurrence of each secret (and its encodings), whitespace inside ignored; and,
-    when the text may end inside one (``cut``), a start of one at its end. ``raw``: the text
-    is not cleaned yet: it is read as :func:`_raw_views` says."""
-    wanted = {form for s in secrets if s for form in _forms(s)}
+    """Every occurrence of each secret (and its encodings: :func:`_found`), whitespace inside
+    ignored; and, when the text may end inside one (``cut``), a start of one at its end.
+    ``raw``: the text is not cleaned yet: it is read as :func:`_raw_views` says."""
+    secrets = [s for s in secrets if s]
+    wanted = {form for s in secrets for form in _forms(s)}
     wanted = {w for w in ("".join(f.split()) for f in wanted) if w}
     if not wanted:
         return text
+    hexes = {h for h in (s.encode("utf-8").hex() for s in secrets) if len(h) >= 16}
     views = _raw_views(text) if raw else [[i for i, char in enumerate(text)
                                             if not char.isspace()]]
+    views += _dump_views(text, views[0])
     spans = []
     for keep in views:
         compact = "".join(text[i] for i in keep)
-        for form in sorted(wanted, key=len, reverse=True):
-            at = compact.find(form)
-            while at != -1:
-                spans.append((keep[at], keep[at + len(form) - 1] + 1))
-                at = compact.find(form, at + len(form))
-            start = _cut_start(compact, form) if cut else None
-            if start is not None:
-                spans.append((keep[start], keep[-1] + 1))
+        spans += [(keep[start], keep[end - 1] + 1)
+                  for start, end in _found(compact, wanted, hexes, cut)]
     return _apply(text, spans)
 
 
