@@ -22,7 +22,9 @@ The steps, in order (``redact``):
 2. **Known secrets** (the caller's: the capability token, the ServiceAccount token): every
    occurrence, also split across lines or spaces (read before step 1 too when the output has
    binary data or escape sequences, so that a line of it redacted whole leaves no part of one
-   on the others, and an escape sequence removed takes no character of one away), and
+   on the others, and an escape sequence removed takes no character of one away; that read
+   leaves out invisible characters and reads fullwidth forms as cleaning does, so one with
+   both is found), and
    also reversed or ROT13'd; base64- (any alignment, either alphabet) or base32-encoded; in
    hex of either case with anything but hex digits between them (``63:61``, ``\\x63\\X61``,
    ``0x63, 0X61``, ``&#x63;``), also in hex dumps (``xxd``, ``hexdump -C``, ``od``: offsets
@@ -318,15 +320,19 @@ def _cut_start(compact: str, form: str) -> int | None:
 
 def _raw_views(text: str) -> list[list[int]]:
     """The characters of output not yet cleaned (:func:`clean`) a known secret is looked for
-    in, by index: all but whitespace and control characters (a binary line's, an escape
-    sequence's ESC); and when there is an ESC, also without the character after each one,
-    and without each escape sequence but its last character. Cleaning removes an escape
+    in, by index: all but whitespace, control characters (a binary line's, an escape
+    sequence's ESC) and invisible format characters (zero-width, bidirectional: what
+    cleaning removes too); and when there is an ESC (or an 8-bit CSI), also without the
+    character after each ESC, and without each escape sequence but its last character.
+    Cleaning removes an escape
     sequence whole, with what its ESC starts (``ESC X`` starts a string that runs to the
     next ESC) or what ends it (the ``m`` of ``ESC[31m``, a letter after a lone ``ESC``),
     which may be a secret's: found only after cleaning, the rest of the secret would be
-    left."""
-    first = [i for i, char in enumerate(text) if not (char.isspace() or char in _UNSHOWN)]
-    if "\x1b" not in text:
+    left. (Each view is read with look-alikes as cleaning reads them: :func:`_redact_known`.)"""
+    first = [i for i, char in enumerate(text) if not (
+        char.isspace() or char in _UNSHOWN or
+        (not char.isascii() and unicodedata.category(char) == "Cf"))]
+    if "\x1b" not in text and "\x9b" not in text:
         return [first]
     started = bytearray(len(text) + 1)
     hidden = bytearray(len(text))
@@ -525,6 +531,8 @@ def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
     spans = []
     for keep in views:
         compact = "".join(text[i] for i in keep)
+        if raw and not compact.isascii():  # fullwidth forms as cleaning reads them (one each)
+            compact = compact.translate(_LOOKALIKES)
         spans += [(keep[start], keep[end - 1] + 1)
                   for start, end in _found(compact, wanted, hexes, cut)]
     return _apply(text, spans)

@@ -253,6 +253,33 @@ def test_a_known_secret_with_an_escape_sequence_inside_is_redacted_whole(
 
 
 @pytest.mark.parametrize("secret", [KNOWN, JWT])
+@pytest.mark.parametrize("invisible", ["\u200b", "\u2060", "\ufeff", "\u200e", "\u202e",
+                                       "\u00ad", "fullwidth"])
+@pytest.mark.parametrize("escape", ["\x1b", "\x1b[1;31", "\x1b(", "\x1b]", "\x1bP", "\x00",
+                                    "\x9b1"])
+def test_a_known_secret_with_an_escape_sequence_and_an_invisible_character_is_redacted_whole(
+        secret: str, invisible: str, escape: str) -> None:
+    """Cleaning removes an escape sequence with a character of the secret, and removes an
+    invisible character (zero-width, bidirectional) or reads a fullwidth one as ASCII: with
+    both in one secret, it is still found whole, and none of it is left."""
+    at = next(i for i in range(40, len(secret)) if secret[i].isalpha())  # a final byte
+    if invisible == "fullwidth":  # one of its letters as its fullwidth form
+        shown = secret[:10] + chr(ord(secret[10]) + 0xFEE0) + secret[11:at]
+    else:
+        shown = secret[:10] + invisible + secret[10:at]
+    if escape == "\x00":  # the rest on a line of binary data (redacted whole)
+        raw = f"ok {shown}\n\x00{secret[at:]} done\n"
+    elif escape == "\x9b1":  # an 8-bit CSI ending with one of its letters (a binary line)
+        raw = f"ok {shown}{escape}{secret[at:at + 3]}\n{secret[at + 3:]} done\n"
+    else:
+        raw = f"ok {shown}{escape}{secret[at:]} done\n"
+    text, _, _ = bound_output(raw.encode(), limit=1 << 16, truncated=False, secrets=[secret])
+    compact = "".join(text.split())
+    assert text == f"ok {REDACTED} done\n", text
+    assert not any(secret[i:i + 8] in compact for i in range(len(secret) - 7)), text
+
+
+@pytest.mark.parametrize("secret", [KNOWN, JWT])
 @pytest.mark.parametrize("upper", [False, True])
 def test_a_known_secret_hex_escaped_byte_by_byte_is_redacted(secret: str, upper: bool) -> None:
     """``\\x65\\x79...`` (a C or Python string literal, printf): hex-escaped as the docs say."""
