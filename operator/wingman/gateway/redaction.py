@@ -23,17 +23,16 @@ The steps, in order (``redact``):
    occurrence, also split across lines or spaces (read before step 1 too when the output has
    binary data or escape sequences, so that a line of it redacted whole leaves no part of one
    on the others, and an escape sequence removed takes no character of one away; that read
-   leaves out invisible characters and reads fullwidth forms as cleaning does, so one with
-   both is found), and
-   also reversed or ROT13'd; base64- (any alignment, either alphabet) or base32-encoded; in
-   hex of either case with anything but hex digits between them (``63:61``, ``\\x63\\X61``,
-   ``0x63, 0X61``, ``&#x63;``), also in hex dumps (``xxd``, ``hexdump -C``, ``od``: offsets
-   and the characters' column left out, ``od -b``'s octal and ``od -c``'s characters too);
-   with any of its characters escaped (octal ``\\143``, ``\\x63``, ``\\u0063``, ``\\u{63}``,
-   ``%63``, ``%u0063``, ``&#x63;``, ``&#99;``, ``&amp;``) or JSON-escaped; base64 of it or of
-   its base64, base32 or hex (so base64 twice, either one wrapped); at the end of the gateway's
-   output (cut at its bound or its deadline), a start of one (but base64 of one) of 8
-   characters or more.
+   leaves out invisible characters and reads fullwidth forms as cleaning does, so one with both
+   is found), and also in any case (16 characters or more), reversed or ROT13'd; base64- (any
+   alignment, either alphabet) or base32-encoded; in hex of either case with anything but hex
+   digits between them (``63:61``, ``\\x63\\X61``, ``0x63, 0X61``, ``&#x63;``), also in hex
+   dumps (``xxd``, ``hexdump -C``, ``od``: offsets and the characters' column left out,
+   ``od -b``'s octal and ``od -c``'s characters too); with any of its characters escaped (octal
+   ``\\143``, ``\\x63``, ``\\u0063``, ``\\u{63}``, ``%63``, ``%u0063``, ``&#x63;``, ``&#99;``,
+   ``&amp;``) or JSON-escaped; base64 of it or of its base64, base32 or hex (so base64 twice,
+   either one wrapped); at the end of the gateway's output (cut at its bound or its deadline),
+   a start of one (but base64 of one) of 8 characters or more.
 3. **Structure.** Output of ``kubectl -o yaml|json`` (and kubeconfigs) is read line by line
    as YAML or JSON: every value in a Secret's ``data``/``stringData`` (and any base64 value in a
    ``data``/``binaryData`` block) whatever its key, in block or flow style, behind anchors and
@@ -282,7 +281,7 @@ def _forms(secret: str) -> set[str]:
     escaped = "".join(f"\\x{byte:02x}" for byte in data)  # \x65\x79: C, Python, printf
     percent = "".join(f"%{byte:02x}" for byte in data)  # every byte percent-escaped
     listed = ",".join(f"0x{byte:02x}" for byte in data)  # a C array's bytes (xxd -i)
-    octal = "".join(f"{byte:03o}" for byte in data)  # od -b's bytes
+    octal = "".join(f"{byte:03o}" for byte in data) if len(data) >= 4 else ""  # od -b's
     forms = {secret, secret[::-1], codecs.encode(secret, "rot13"), data.hex(), octal,
              data.hex().upper(), escaped, escaped.upper().replace("\\X", "\\x"),
              urllib.parse.quote(secret, safe=""), percent, percent.upper(), listed,
@@ -455,16 +454,18 @@ def _base64_mapped(compact: str, offset: int,
     return starts, ends
 
 
-def _found(compact: str, forms: set[str], hexes: set[str],
+def _found(compact: str, forms: set[str], hexes: set[str], folded: set[str],
            cut: bool) -> list[tuple[int, int]]:
-    """Where in ``compact`` (output without whitespace) a known secret is, as (start, end):
-    one of its literal ``forms`` (:func:`_forms`); its hex (``hexes``) among the output's hex
-    digits (:data:`_HEX_NOISE`); one of its forms with any of its characters escaped
-    (:data:`_ESCAPED_CHAR`) or base64-encoded (:data:`_BASE64_RUN`). With ``cut``, also a
-    start of one ending the output (not base64-encoded). Linear in ``compact``: each view is
-    built in one pass over it, and where its characters come from only when a form is found."""
+    """Where in ``compact`` (output without whitespace) a known secret is, as (start, end): one
+    of its literal ``forms`` (:func:`_forms`); it in any case (``folded``: in lowercase); its
+    hex (``hexes``) among the output's hex digits (:data:`_HEX_NOISE`); one of its forms with
+    any of its characters escaped (:data:`_ESCAPED_CHAR`) or base64-encoded
+    (:data:`_BASE64_RUN`). With ``cut``, also a start of one ending the output (not
+    base64-encoded). Linear in ``compact``: each view is built in one pass over it, and where
+    its characters come from only when a form is found."""
     spans = _search(compact, forms, cut)
     lower = compact.translate(_ASCII_LOWER)
+    spans += _search(lower, folded, cut)  # (a character for a character)
     found = _search(_HEX_NOISE.sub("", lower), hexes, cut)
     if found:
         starts, ends = _mapped(lower, _HEX_NOISE, False)
@@ -524,7 +525,10 @@ def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
     wanted = {w for w in ("".join(f.split()) for f in wanted) if w}
     if not wanted:
         return text
+    # (at least 8 bytes: ordinary text never holds these by chance)
     hexes = {h for h in (s.encode("utf-8").hex() for s in secrets) if len(h) >= 16}
+    folded = {f for f in ("".join(s.split()).translate(_ASCII_LOWER) for s in secrets)
+              if len(f) >= 16}
     views = _raw_views(text) if raw else [[i for i, char in enumerate(text)
                                             if not char.isspace()]]
     views += _dump_views(text, views[0])
@@ -534,7 +538,7 @@ def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
         if raw and not compact.isascii():  # fullwidth forms as cleaning reads them (one each)
             compact = compact.translate(_LOOKALIKES)
         spans += [(keep[start], keep[end - 1] + 1)
-                  for start, end in _found(compact, wanted, hexes, cut)]
+                  for start, end in _found(compact, wanted, hexes, folded, cut)]
     return _apply(text, spans)
 
 

@@ -401,12 +401,18 @@ ENCODINGS = {
                                       for _, c in _lines(d)),
     "od -b": lambda d: _od(d, " {:03o}"),
     "od -c": lambda d: _od(d, "c"),
+    "capitals": lambda d: d.decode().upper(),
+    "case swapped": lambda d: d.decode().swapcase(),
     "reversed": lambda d: d.decode()[::-1],
     "rot13": lambda d: codecs.encode(d.decode(), "rot13"),
 }
 
 
-@pytest.mark.parametrize("secret", [TOKEN, JWT])
+# (a secret no rule but the known secrets' would redact by its shape: nothing random in it)
+WORDS = "gateway-run-for-the-cluster-admin-ops"
+
+
+@pytest.mark.parametrize("secret", [TOKEN, JWT, WORDS])
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_a_known_secret_encoded_otherwise_is_redacted(secret: str, encoding: str) -> None:
     """A command prints the gateway's token in an encoding or dump other than the ones
