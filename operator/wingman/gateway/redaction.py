@@ -22,17 +22,18 @@ The steps, in order (``redact``):
 2. **Known secrets** (the caller's: the capability token, the ServiceAccount token): every
    occurrence, also split across lines or spaces (read before step 1 too when the output has
    binary data or escape sequences, so that a line of it redacted whole leaves no part of one
-   on the others, and an escape sequence removed takes no character of one away; that read
-   leaves out invisible characters and reads fullwidth forms as cleaning does, so one with both
-   is found), and also in any case (16 characters or more), reversed or ROT13'd; base64- (any
-   alignment, either alphabet) or base32-encoded; in hex of either case with anything but hex
-   digits between them (``63:61``, ``\\x63\\X61``, ``0x63, 0X61``, ``&#x63;``), also in hex
-   dumps (``xxd``, ``hexdump -C``, ``od``: offsets and the characters' column left out,
-   ``od -b``'s octal and ``od -c``'s characters too); with any of its characters escaped (octal
-   ``\\143``, ``\\x63``, ``\\u0063``, ``\\u{63}``, ``%63``, ``%u0063``, ``&#x63;``, ``&#99;``,
-   ``&amp;``) or JSON-escaped; base64 of it or of its base64, base32 or hex (so base64 twice,
-   either one wrapped); at the end of the gateway's output (cut at its bound or its deadline),
-   a start of one (but base64 of one) of 8 characters or more.
+   on the others, and an escape sequence removed takes no character of one away), without
+   invisible characters and combining marks, and with letters that read as ASCII ones
+   (look-alikes, fullwidth, mathematical, accented) read as them, and also in any case (16
+   characters or more), reversed or ROT13'd; base64- (any alignment, either alphabet) or
+   base32-encoded; in hex of either case with anything but hex digits between them (``63:61``,
+   ``\\x63\\X61``, ``0x63, 0X61``, ``&#x63;``), also in hex dumps (``xxd``, ``hexdump -C``,
+   ``od``: offsets and the characters' column left out, ``od -b``'s octal and ``od -c``'s
+   characters too); with any of its characters escaped (octal ``\\143``, ``\\x63``,
+   ``\\u0063``, ``\\u{63}``, ``%63``, ``%u0063``, ``&#x63;``, ``&#99;``, ``&amp;``) or
+   JSON-escaped; base64 of it or of its base64, base32 or hex (so base64 twice, either one
+   wrapped); at the end of the gateway's output (cut at its bound or its deadline), a start of
+   one (but base64 of one) of 8 characters or more.
 3. **Structure.** Output of ``kubectl -o yaml|json`` (and kubeconfigs) is read line by line
    as YAML or JSON: every value in a Secret's ``data``/``stringData`` (and any base64 value in a
    ``data``/``binaryData`` block) whatever its key, in block or flow style, behind anchors and
@@ -317,20 +318,47 @@ def _cut_start(compact: str, form: str) -> int | None:
     return len(compact) - k if k >= _CUT_LEAST else None
 
 
+# What a known secret is looked for without (beside whitespace): invisible format characters
+# (zero-width, bidirectional: cleaning removes them) and combining marks (an accent added)
+_UNSEEN = frozenset({"Cf", "Mn", "Me"})
+
+
+def _unseen(char: str) -> bool:
+    """Whether a known secret is looked for without ``char`` (:data:`_UNSEEN`)."""
+    return not char.isascii() and unicodedata.category(char) in _UNSEEN
+
+
+def _as_ascii(compact: str) -> str:
+    """``compact`` with each character that reads as an ASCII one as that one (fullwidth
+    forms, other colons and equals signs, other scripts' look-alike letters, mathematical,
+    circled and accented letters: :func:`_latin_reading`), one character for one."""
+    if compact.isascii():
+        return compact
+    table: dict[int, str] = {}
+    for char in set(compact):
+        if char.isascii():
+            continue
+        read = _LOOKALIKES.get(ord(char))
+        reading = chr(read) if isinstance(read, int) else read or _latin_reading(char)
+        if len(reading) == 1 and reading.isascii():
+            table[ord(char)] = reading
+    return compact.translate(table)
+
+
 def _raw_views(text: str) -> list[list[int]]:
     """The characters of output not yet cleaned (:func:`clean`) a known secret is looked for
     in, by index: all but whitespace, control characters (a binary line's, an escape
-    sequence's ESC) and invisible format characters (zero-width, bidirectional: what
-    cleaning removes too); and when there is an ESC (or an 8-bit CSI), also without the
+    sequence's ESC), invisible format characters (zero-width, bidirectional: what cleaning
+    removes too) and combining marks; and when there is an ESC (or an 8-bit CSI), also without the
     character after each ESC, and without each escape sequence but its last character.
     Cleaning removes an escape
     sequence whole, with what its ESC starts (``ESC X`` starts a string that runs to the
     next ESC) or what ends it (the ``m`` of ``ESC[31m``, a letter after a lone ``ESC``),
     which may be a secret's: found only after cleaning, the rest of the secret would be
     left. (Each view is read with look-alikes as cleaning reads them: :func:`_redact_known`.)"""
-    first = [i for i, char in enumerate(text) if not (
-        char.isspace() or char in _UNSHOWN or
-        (not char.isascii() and unicodedata.category(char) == "Cf"))]
+    plain = text.isascii()
+    first = [i for i, char in enumerate(text) if not (char.isspace() or char in _UNSHOWN or
+                                                      (not plain and _unseen(char)))]
     if "\x1b" not in text and "\x9b" not in text:
         return [first]
     started = bytearray(len(text) + 1)
@@ -529,14 +557,13 @@ def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
     hexes = {h for h in (s.encode("utf-8").hex() for s in secrets) if len(h) >= 16}
     folded = {f for f in ("".join(s.split()).translate(_ASCII_LOWER) for s in secrets)
               if len(f) >= 16}
-    views = _raw_views(text) if raw else [[i for i, char in enumerate(text)
-                                            if not char.isspace()]]
+    plain = text.isascii()  # (nothing unseen: the one test per character)
+    views = _raw_views(text) if raw else [[i for i, char in enumerate(text) if not (
+        char.isspace() or (not plain and _unseen(char)))]]
     views += _dump_views(text, views[0])
     spans = []
     for keep in views:
-        compact = "".join(text[i] for i in keep)
-        if raw and not compact.isascii():  # fullwidth forms as cleaning reads them (one each)
-            compact = compact.translate(_LOOKALIKES)
+        compact = _as_ascii("".join(text[i] for i in keep))
         spans += [(keep[start], keep[end - 1] + 1)
                   for start, end in _found(compact, wanted, hexes, folded, cut)]
     return _apply(text, spans)

@@ -280,6 +280,23 @@ def test_a_known_secret_with_an_escape_sequence_and_an_invisible_character_is_re
 
 
 @pytest.mark.parametrize("secret", [KNOWN, JWT])
+@pytest.mark.parametrize("letter", [
+    "\u0430", "\u03b1", "\U0001d41a", "\uff41", "\u00e1", "a\u0301", "\u24d0"])
+@pytest.mark.parametrize("escape", ["", "\x1b[1;31"])
+def test_a_known_secret_with_look_alike_letters_is_redacted_whole(secret: str, letter: str,
+                                                                   escape: str) -> None:
+    """A letter of the secret printed as one that reads as it (a Cyrillic or Greek
+    look-alike, a mathematical, fullwidth, accented or circled letter, an accent added): a
+    person reads the secret, so it is found, with an escape sequence inside too."""
+    at = next(i for i in range(40, len(secret)) if secret[i].isalpha())  # a final byte
+    shown = secret[:at].replace("a", letter)
+    assert shown != secret[:at]
+    raw = f"ok {shown}{escape}{secret[at:]} done\n"
+    text, _, _ = bound_output(raw.encode(), limit=1 << 16, truncated=False, secrets=[secret])
+    assert text == f"ok {REDACTED} done\n", text
+
+
+@pytest.mark.parametrize("secret", [KNOWN, JWT])
 @pytest.mark.parametrize("upper", [False, True])
 def test_a_known_secret_hex_escaped_byte_by_byte_is_redacted(secret: str, upper: bool) -> None:
     """``\\x65\\x79...`` (a C or Python string literal, printf): hex-escaped as the docs say."""
