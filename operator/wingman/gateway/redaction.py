@@ -24,16 +24,17 @@ The steps, in order (``redact``):
    binary data or escape sequences, so that a line of it redacted whole leaves no part of one
    on the others, and an escape sequence removed takes no character of one away), without
    invisible characters and combining marks, and with letters that read as ASCII ones
-   (look-alikes, fullwidth, mathematical, accented) read as them, and also in any case (16
-   characters or more), reversed or ROT13'd; base64- (any alignment, either alphabet) or
-   base32-encoded; in hex of either case with anything but hex digits between them (``63:61``,
-   ``\\x63\\X61``, ``0x63, 0X61``, ``&#x63;``), also in hex dumps (``xxd``, ``hexdump -C``,
-   ``od``: offsets and the characters' column left out, ``od -b``'s octal and ``od -c``'s
-   characters too); with any of its characters escaped (octal ``\\143``, ``\\x63``,
-   ``\\u0063``, ``\\u{63}``, ``%63``, ``%u0063``, ``&#x63;``, ``&#99;``, ``&amp;``) or
-   JSON-escaped; base64 of it or of its base64, base32 or hex (so base64 twice, either one
-   wrapped); at the end of the gateway's output (cut at its bound or its deadline), a start of
-   one (but base64 of one) of 8 characters or more.
+   (look-alikes, fullwidth, mathematical, accented) read as them, and also in any case and with
+   anything but letters and digits between its own (16 of them or more), reversed or ROT13'd;
+   base64- (any alignment, either alphabet) or base32-encoded; in hex of either case with
+   anything but hex digits between them (``63:61``, ``\\x63\\X61``, ``0x63, 0X61``,
+   ``&#x63;``), also in hex dumps (``xxd``, ``hexdump -C``, ``od``: offsets and the characters'
+   column left out, ``od -b``'s octal and ``od -c``'s characters too); with any of its
+   characters escaped (octal ``\\143``, ``\\x63``, ``\\u0063``, ``\\u{63}``, ``%63``,
+   ``%u0063``, ``&#x63;``, ``&#99;``, ``&amp;``) or JSON-escaped; base64 of it or of its
+   base64, base32 or hex (so base64 twice, either one wrapped); at the end of the gateway's
+   output (cut at its bound or its deadline), a start of one (but base64 of one) of 8
+   characters or more.
 3. **Structure.** Output of ``kubectl -o yaml|json`` (and kubeconfigs) is read line by line
    as YAML or JSON: every value in a Secret's ``data``/``stringData`` (and any base64 value in a
    ``data``/``binaryData`` block) whatever its key, in block or flow style, behind anchors and
@@ -377,6 +378,9 @@ def _raw_views(text: str) -> list[list[int]]:
 #   ``0x6A, 0x6b``, a hex dump's): the output's hex digits only, but a ``0x`` before one
 _HEX_NOISE = re.compile(r"0x(?=[0-9a-f])|[^0-9a-f]++")  # (read in lowercase)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# - its letters and digits with anything else between them (``c,a,p``, ``c-a-p``, ``'c' 'a'``),
+#   in any case: the output's letters and digits only
+_NOT_ALNUM = re.compile(r"[^0-9a-z]++")  # (read in lowercase)
 # - its characters escaped, any of them, in any case: octal (``\143``), ``\x6A``,
 #   ``\u0063``, ``\u{63}``, ``\U00000063``, ``%63``, ``%u0063``, ``&#x63;``, ``&#99;`` and
 #   XML's named ``&amp;`` and the like: the output with each escape read as its character
@@ -485,15 +489,20 @@ def _base64_mapped(compact: str, offset: int,
 def _found(compact: str, forms: set[str], hexes: set[str], folded: set[str],
            cut: bool) -> list[tuple[int, int]]:
     """Where in ``compact`` (output without whitespace) a known secret is, as (start, end): one
-    of its literal ``forms`` (:func:`_forms`); it in any case (``folded``: in lowercase); its
-    hex (``hexes``) among the output's hex digits (:data:`_HEX_NOISE`); one of its forms with
-    any of its characters escaped (:data:`_ESCAPED_CHAR`) or base64-encoded
-    (:data:`_BASE64_RUN`). With ``cut``, also a start of one ending the output (not
-    base64-encoded). Linear in ``compact``: each view is built in one pass over it, and where
-    its characters come from only when a form is found."""
+    of its literal ``forms`` (:func:`_forms`); it in any case (``folded``: in lowercase), also
+    with anything but letters and digits between its own (:data:`_NOT_ALNUM`); its hex
+    (``hexes``) among the output's hex digits (:data:`_HEX_NOISE`); one of its forms with any
+    of its characters escaped (:data:`_ESCAPED_CHAR`) or base64-encoded (:data:`_BASE64_RUN`).
+    With ``cut``, also a start of one ending the output (not base64-encoded). Linear in
+    ``compact``: each view is built in one pass over it, and where its characters come from
+    only when a form is found."""
     spans = _search(compact, forms, cut)
     lower = compact.translate(_ASCII_LOWER)
     spans += _search(lower, folded, cut)  # (a character for a character)
+    found = _search(_NOT_ALNUM.sub("", lower), {_NOT_ALNUM.sub("", f) for f in folded}, cut)
+    if found:
+        starts, ends = _mapped(lower, _NOT_ALNUM, False)
+        spans += [(starts[a], ends[b - 1]) for a, b in found]
     found = _search(_HEX_NOISE.sub("", lower), hexes, cut)
     if found:
         starts, ends = _mapped(lower, _HEX_NOISE, False)
@@ -556,7 +565,7 @@ def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
     # (at least 8 bytes: ordinary text never holds these by chance)
     hexes = {h for h in (s.encode("utf-8").hex() for s in secrets) if len(h) >= 16}
     folded = {f for f in ("".join(s.split()).translate(_ASCII_LOWER) for s in secrets)
-              if len(f) >= 16}
+              if len(_NOT_ALNUM.sub("", f)) >= 16}
     plain = text.isascii()  # (nothing unseen: the one test per character)
     views = _raw_views(text) if raw else [[i for i, char in enumerate(text) if not (
         char.isspace() or (not plain and _unseen(char)))]]

@@ -420,6 +420,8 @@ ENCODINGS = {
     "od -c": lambda d: _od(d, "c"),
     "capitals": lambda d: d.decode().upper(),
     "case swapped": lambda d: d.decode().swapcase(),
+    "a comma after each character": lambda d: ",".join(d.decode()),
+    "quoted characters": lambda d: " + ".join(f"'{c}'" for c in d.decode()),
     "reversed": lambda d: d.decode()[::-1],
     "rot13": lambda d: codecs.encode(d.decode(), "rot13"),
 }
