@@ -1440,6 +1440,14 @@ async def _asked(fake: FakeSlack, method: str) -> None:
     raise AssertionError(f"{method} never asked: {[m for m, _ in fake.requests]}")
 
 
+async def _logged(caplog: pytest.LogCaptureFixture, said: str, seconds: float = 10) -> None:
+    """Wait until a log record says ``said`` (at most ``seconds``)."""
+    for _ in range(int(seconds / 0.05)):
+        if any(said in r.getMessage() for r in caplog.records):
+            return
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("error", sorted(slack.TOKEN_REJECTED))
 def test_a_bot_token_slack_rejects_later_fails_healthz_naming_it(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, error: str) -> None:
@@ -1486,11 +1494,7 @@ def test_slack_unreachable_at_start_is_not_a_rejected_token(
         fake.down = True
         watch = asyncio.create_task(channel.watch(), name="slack web api")
         try:
-            for _ in range(200):
-                if any("checking the bot token failed" in r.getMessage()
-                       for r in caplog.records):
-                    break
-                await asyncio.sleep(0.05)
+            await _logged(caplog, "checking the bot token failed")
             await asyncio.sleep(0.2)
             assert not watch.done() and (await health([watch])).status == 200
             fake.down = False
@@ -1523,11 +1527,7 @@ def test_a_token_revoked_while_its_check_at_start_got_no_answer_fails_healthz(
                 "auth.test",)
         watch = asyncio.create_task(channel.watch(), name="slack web api")
         try:
-            for _ in range(200):
-                if any("checking the bot token failed" in r.getMessage()
-                       for r in caplog.records):
-                    break
-                await asyncio.sleep(0.05)
+            await _logged(caplog, "checking the bot token failed")
             assert not watch.done() and (await health([watch])).status == 200
             fake.token = "xoxb-revoked"
             fake.down = False
