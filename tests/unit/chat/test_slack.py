@@ -1440,6 +1440,14 @@ async def _asked(fake: FakeSlack, method: str) -> None:
     raise AssertionError(f"{method} never asked: {[m for m, _ in fake.requests]}")
 
 
+async def _ended_unhealthy(watch: asyncio.Task[Any]) -> None:
+    """The watch ends for the rejected token, and /healthz then fails naming it."""
+    assert await asyncio.wait_for(watch, 10) == "BotTokenRejected"
+    answer = await health([watch])
+    assert (answer.status, answer.text) == (
+        503, "not running: slack web api (BotTokenRejected)")
+
+
 async def _logged(caplog: pytest.LogCaptureFixture, said: str, seconds: float = 10) -> None:
     """Wait until a log record says ``said`` (at most ``seconds``)."""
     for _ in range(int(seconds / 0.05)):
@@ -1466,12 +1474,9 @@ def test_a_bot_token_slack_rejects_later_fails_healthz_naming_it(
             assert not watch.done() and (await health([watch])).status == 200  # token good
             fake.refuse = lambda _method, _params: error  # Slack no longer takes it
             await svc.sync()
-            assert await asyncio.wait_for(watch, 10) == "BotTokenRejected"
+            await _ended_unhealthy(watch)
         finally:
             watch.cancel()
-        answer = await health([watch])
-        assert (answer.status, answer.text) == (
-            503, "not running: slack web api (BotTokenRejected)")
         assert metric(svc, "wingman_chat_loop_failures_total", loop="slack-web-api",
                       kind="Unauthorized") == 1
         [ended] = [r for r in caplog.records if r.getMessage().startswith("slack ends")]
@@ -1531,12 +1536,9 @@ def test_a_token_revoked_while_its_check_at_start_got_no_answer_fails_healthz(
             assert not watch.done() and (await health([watch])).status == 200
             fake.token = "xoxb-revoked"
             fake.down = False
-            assert await asyncio.wait_for(watch, 10) == "BotTokenRejected"
+            await _ended_unhealthy(watch)
         finally:
             watch.cancel()
-        answer = await health([watch])
-        assert (answer.status, answer.text) == (
-            503, "not running: slack web api (BotTokenRejected)")
         assert TOKEN not in caplog.text
 
     run(tmp_path, request("idle", 1), body=body)

@@ -36,8 +36,8 @@ class Api(BaseHTTPRequestHandler):
     def _answer(self, code, body):
         data = json.dumps(body).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        for header in (("Content-Type", "application/json"), ("Content-Length", len(data))):
+            self.send_header(*map(str, header))
         self.end_headers()
         self.wfile.write(data)
     def do_GET(self):
