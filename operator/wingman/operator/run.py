@@ -190,12 +190,13 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         quiet = QuietRetries()
         for handler in logging.getLogger().handlers:
             handler.addFilter(quiet)
-    stop = stop_flag if stop_flag is not None else threading.Event()
     lost: list[str] = []
 
     def writer_lost(why: str) -> None:  # the operator cannot write any more: stop, and say so
         lost.append(why)
-        stop.set()
+        # as SIGTERM does (kopf's handler; a flag of our own would hold a thread of the loop's
+        # default pool waiting for it, which the loop's end then waits for)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     writer = start_writer(settings, writer_lost) if settings.writer_process else None
     try:
@@ -231,7 +232,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         ctx.leader = AlwaysLeader(on_change=changed)
     started = ready_flag if ready_flag is not None else threading.Event()
     leader = ctx.leader
-    readiness = Readiness(started=started, stopping=stop,
+    readiness = Readiness(started=started, stopping=stop_flag,
                           leading=(lambda: leader.leading) if settings.leader_election else None,
                           lease=settings.leader_lease)
     # kopf binds the health port itself, once it runs, and a port in use there ends it with a
@@ -267,7 +268,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
             registry=registry, settings=kopf_settings, namespaces=[settings.namespace],
             clusterwide=False, standalone=True,
             liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-            stop_flag=stop, ready_flag=started,
+            stop_flag=stop_flag, ready_flag=started,
         )
     finally:
         ctx.metrics.up.set(0)
