@@ -218,8 +218,11 @@ class Context:
         ``append_all``), else on the audit thread, else as ``call``."""
         if self.writer is not None and isinstance(fn, functools.partial) and \
                 fn.func == self.sink.append_all and self.sink is self._writer_sink:
-            written: T = await self.writer.call(APPEND, *fn.args, **fn.keywords)
-            return written
+            try:
+                written: T = await self.writer.call(APPEND, *fn.args, **fn.keywords)
+                return written
+            except Unsendable:
+                pass  # records that cannot be sent: written here
         if self.audit_executor is None:
             return await self.call(fn)
         try:

@@ -22,7 +22,7 @@ socket. Each answer carries the API calls it made (the operator's metrics observ
 made in the operator's process) and how long the call waited for a thread.
 
 Lifecycle: forked by ``Writer.start`` while the operator has only its main thread (so no
-lock, connection or thread is shared) and before it builds anything; it ignores SIGINT,
+lock, connection or thread is shared) and before it builds anything; it does nothing on SIGINT,
 SIGTERM and SIGHUP (a terminal's Ctrl-C reaches the whole process group: the operator stops it)
 and ends when its socket closes (the operator stopped), once the calls running are done (those
 still queued are dropped; their callers are gone). When the operator dies (SIGKILL, a crash)
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -69,8 +70,10 @@ APPEND = "append_all"
 ADOPT = "create_or_adopt"
 #: The frame that withdraws a call its caller no longer waits for (dropped unless running).
 CANCEL = "cancel"
-#: The seconds ``close`` waits for the writer to finish its calls in flight and end.
-CLOSE_SECONDS = 30.0
+#: The seconds ``close`` waits for the writer to finish its calls in flight and end (then it
+#: is killed): well within a pod's grace period (30 s by default), so that the operator still
+#: hands its Lease over itself.
+CLOSE_SECONDS = 10.0
 #: The seconds the operator waits for a writer it lost to be reaped, for its exit status (it
 #: is killed after that; the event loop waits meanwhile).
 LOST_SECONDS = 0.2
@@ -313,6 +316,10 @@ def _reap(pid: int, *, wait: bool, seconds: float = 0.0) -> str | None:
 
 # -- the writer's side ------------------------------------------------------------------------
 
+def _forget(queued: dict[int, Future[None]], ident: int, _: Future[None]) -> None:
+    queued.pop(ident, None)
+
+
 def _ignored(signum: int, frame: object) -> None:  # pragma: no cover - the child
     """SIGINT, SIGTERM and SIGHUP in the writer: the operator stops it."""
 
@@ -370,7 +377,6 @@ def _serve(sock: socket.socket, pool: int, audit_target: str) -> int:  # pragma:
             answer = (ident, False, exc, seen, waited)
         finally:
             local.seen = None
-            queued.pop(ident, None)
         try:
             frame = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
             if not answer[1]:  # an error the operator could not rebuild would cost it all calls
@@ -407,8 +413,10 @@ def _serve(sock: socket.socket, pool: int, audit_target: str) -> int:  # pragma:
                     if withdrawn is not None:
                         withdrawn.cancel()  # only if it has not started
                     continue
-                queued[ident] = (appends if op == APPEND else calls).submit(
+                future = (appends if op == APPEND else calls).submit(
                     run, ident, op, args, kwargs, sent)
+                queued[ident] = future  # until it is done (at once, if it is already)
+                future.add_done_callback(functools.partial(_forget, queued, ident))
     finally:  # the calls running finish (and are answered, if anyone still listens)
         calls.shutdown(wait=True, cancel_futures=True)
         appends.shutdown(wait=True, cancel_futures=True)
