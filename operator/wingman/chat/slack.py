@@ -46,7 +46,8 @@ message that is not the request's current message. A card Slack refuses for what
 (``render.slack_summary``, with the same buttons), so that approvers are notified all the same;
 messages Slack refuses even so fail alone (``MessageRefused``): the service records it and goes
 on with the other requests.
-The bot token is checked at start (``auth.test``, tried again with back-off until Slack answers);
+The bot token is checked at start (``auth.test``, tried again with back-off until Slack accepts
+or rejects it);
 Slack rejecting it then or in any later call (``TOKEN_REJECTED``) ends ``watch``, so that
 /healthz fails naming it and the restarted pod reads the Secret again, as Telegram's polling
 does.

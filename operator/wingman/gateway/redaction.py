@@ -33,7 +33,7 @@ The steps, in order (``redact``):
    characters escaped (octal ``\\143``, ``\\x63``, ``\\u0063``, ``\\u{63}``, ``%63``,
    ``%u0063``, ``&#x63;``, ``&#99;``, ``&amp;``) or JSON-escaped; base64 of it or of its
    base64, base32 or hex (so base64 twice, either one wrapped); at the end of the gateway's
-   output (cut at its bound or its deadline), a start of one (but base64 of one) of 8
+   output (cut at its bound or its deadline), a start of one (but base64 twice) of 8
    characters or more.
 3. **Structure.** Output of ``kubectl -o yaml|json`` (and kubeconfigs) is read line by line
    as YAML or JSON: every value in a Secret's ``data``/``stringData`` (and any base64 value in a

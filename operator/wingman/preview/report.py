@@ -7,7 +7,9 @@ outcome. :func:`docker_preview` does the same for a docker command from the cont
 current state (``docker inspect``).
 
 Outcomes, in the order they are decided: the run timed out (``TimedOut``); kubectl succeeded
-(``Previewed``); otherwise the first failed call decides: the proxy refused it
+(``Previewed``); otherwise the first failed call that is not kubectl's discovery (``/api``,
+``/api/<v>``, ``/apis[/<g>[/<v>]]``, ``/openapi``, ``/version``, ``/healthz``) decides: the
+proxy refused it
 (``NotPreviewable``), 404 (``TargetMissing``), 401/403 (``Forbidden``), 400/409/422
 (``Invalid``); otherwise ``Failed`` with kubectl's own message.
 """
