@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from support.processes import running
 from wingman.audit import verify
 
 OPERATOR = str(Path(__file__).resolve().parents[3] / "operator")
@@ -103,14 +104,6 @@ def _run(tmp_path: Path, scenario: str, **env: str) -> dict[str, Any]:
     return result
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_appends_are_written_by_the_writer_and_answered_with_their_records(
         tmp_path: Path) -> None:
     out = _run(tmp_path, r'''
@@ -187,7 +180,7 @@ writer.close()
     assert [e["type"] for e in out["after"]] == ["ClusterError", "AuditUnavailable"]
     assert "whether the records were written is unknown" in out["after"][1]["text"]
     assert out["lost"] == ["it ended (signal 9)"]
-    assert not _alive(out["writer"])
+    assert not running(out["writer"])
 
 
 def test_close_ends_the_writer_and_leaves_no_process(tmp_path: Path) -> None:
@@ -203,7 +196,7 @@ out["lost"] = lost
 ''')
     assert out["reaped"] is True
     assert out["lost"] == []  # a stop is no loss
-    assert not _alive(out["writer"])
+    assert not running(out["writer"])
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "exit"])
@@ -226,9 +219,9 @@ os._exit(0)
         assert done.returncode == (-signal.SIGKILL if how == "SIGKILL" else 0), done.stderr
         pid = json.loads(done.stdout.strip().splitlines()[-1])["writer"]
         deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
+        while running(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(pid)  # not left waiting for the lock, to write for a dead operator
+        assert not running(pid)  # not left waiting for the lock, to write for a dead operator
     assert audit.read_text() == ""
 
 
