@@ -4,7 +4,10 @@ The operator's own calls (kopf makes its watches itself), the gateway, the chat 
 MCP server, the CLI, ``wingman verify-privileges`` and the dev node harness (but for its pod
 watch) need only a handful of calls (get, list, create, merge/JSON patch, delete) on a
 handful of resources; this module does them as plain JSON over the ``kubernetes`` package's
-authenticated connection, returning dicts, and turns API errors into ``ApiError`` with the
+authenticated connection (or, in the operator's writer process, a connection described by an
+``Endpoint``: that process never imports the ``kubernetes`` package, whose models cost every
+process that imports it about 30 MiB; this module imports it only when a function needs it),
+returning dicts, and turns API errors into ``ApiError`` with the
 server's own message. It follows no redirect and reads every answer to a cap; only a failure of
 the network, TLS or HTTP layer is ``Unreachable``. ``Kube.list`` reads in pages
 (``LIST_PAGE_SIZE``), bounded over all pages (``MAX_LIST_BYTES``: ``ListTooLarge``), started
@@ -15,7 +18,6 @@ already, adopt it", which is what makes an operator killed at any point safe to 
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 import email.utils
@@ -24,6 +26,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import re
 import socket
 import threading
@@ -32,13 +35,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 import yaml
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from urllib3 import HTTPConnectionPool, HTTPHeaderDict
+from urllib3 import HTTPConnectionPool, HTTPHeaderDict, PoolManager
 from urllib3 import Timeout as HTTPTimeout
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
@@ -57,6 +58,9 @@ from urllib3.util.ssl_ import is_ipaddress
 
 from wingman import GROUP, VERSION
 from wingman.errors import ClusterError, WingmanError, shown_url
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s
 
 log = logging.getLogger("wingman.kube")
 
@@ -435,7 +439,7 @@ def _deadline_pool(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
         return made
 
 
-def _bound_calls(api_client: k8s.ApiClient) -> None:
+def _bound_calls(api_client: ApiConnection) -> None:
     """Make the client's connections keep a call's deadline (pools made from now on), each
     scheme's pool and connection classes kept underneath (those of a proxy's pool manager)."""
     manager = api_client.rest_client.pool_manager
@@ -522,10 +526,81 @@ class TokenFile:
             configuration.api_key["authorization"] = token
 
 
+class ApiConnection(Protocol):
+    """What ``Kube`` uses of an authenticated connection: the kubernetes package's
+    ``ApiClient``, or an ``Endpoint``'s connection (``Kube.from_endpoint``)."""
+
+    configuration: Any
+    rest_client: Any
+
+    def update_params_for_auth(self, headers: Any, queries: Any, auth_settings: Any,
+                               resource_path: Any, method: Any, body: Any,
+                               request_auth: Any = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How a ``Kube`` reaches the API server, for another process to call it the same way
+    without the kubernetes package (the operator's writer process): the server's URL, the
+    HTTP pool's settings as the kubernetes package made them from the kubeconfig or the pod's
+    ServiceAccount (TLS verification, the CA, the client certificate's and key's files, the
+    server name, socket options, retries, the pool's size) and the client's timeouts. It
+    holds no credential: the bearer token goes separately, as the client would send it now
+    (``Kube.authorization``, given to the other side's ``Kube.authorize``), so a token that
+    is refreshed (a projected ServiceAccount token, an exec plugin's) is refreshed where it
+    was loaded. Made by ``Kube.endpoint``; picklable."""
+
+    host: str
+    #: urllib3 ``PoolManager``'s keyword arguments, as (name, value) pairs
+    pool: tuple[tuple[str, Any], ...]
+    #: the configuration's ``retries`` (``Kube`` gives each call its own, from it)
+    retries: Any
+    timeout: float
+    call_seconds: float | None
+    impersonate: tuple[str, tuple[str, ...]] | None
+
+
+class _EndpointSettings:
+    """The part of the kubernetes package's ``Configuration`` that ``Kube`` reads."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        pool = dict(endpoint.pool)
+        self.host = endpoint.host
+        self.retries = endpoint.retries
+        self.cert_file = pool.get("cert_file")
+        self.key_file = pool.get("key_file")
+
+
+class _EndpointRest:
+    def __init__(self, pool_manager: PoolManager) -> None:
+        self.pool_manager = pool_manager
+
+
+class _EndpointConnection:
+    """An ``Endpoint``'s connection (an ``ApiConnection``): its own urllib3 pool, and the
+    Authorization header it was last given."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.configuration = _EndpointSettings(endpoint)
+        self.rest_client = _EndpointRest(PoolManager(**dict(endpoint.pool)))
+        self.authorization: str | None = None
+
+    def update_params_for_auth(self, headers: Any, queries: Any, auth_settings: Any,
+                               resource_path: Any, method: Any, body: Any,
+                               request_auth: Any = None) -> None:
+        if self.authorization:
+            headers["authorization"] = self.authorization
+
+    def close(self) -> None:
+        self.rest_client.pool_manager.clear()
+
+
 class Kube:
     """JSON calls on one authenticated connection (thread-safe; blocking)."""
 
-    def __init__(self, api_client: k8s.ApiClient, timeout: float = 30.0, *,
+    def __init__(self, api_client: ApiConnection, timeout: float = 30.0, *,
                  impersonate: tuple[str, tuple[str, ...]] | None = None,
                  observer: Observer | None = None, call_seconds: float | None = None) -> None:
         self.api = api_client
@@ -555,6 +630,9 @@ class Kube:
         library's own silent retries (and a warning line each), for callers that retry
         themselves. ``pool_size``: connections kept to the API server (the library's default
         is five per core; match the number of threads that call at once)."""
+        from kubernetes import client as k8s
+        from kubernetes import config as k8s_config
+
         configuration = k8s.Configuration()
         if not retries:
             configuration.retries = False
@@ -597,11 +675,60 @@ class Kube:
     @classmethod
     def from_token(cls, server: str, token: str, ca_file: Path) -> Kube:
         """A client that authenticates with the bearer ``token`` (held in memory only)."""
+        from kubernetes import client as k8s
+
         configuration = k8s.Configuration(host=server)
         configuration.api_key = {"authorization": token}
         configuration.api_key_prefix = {"authorization": "Bearer"}
         configuration.ssl_ca_cert = str(ca_file)
         return cls(k8s.ApiClient(configuration))
+
+    @classmethod
+    def from_endpoint(cls, endpoint: Endpoint) -> Kube:
+        """A client that calls as the one ``endpoint`` describes (``Kube.endpoint``), without
+        the kubernetes package; it sends no credential until ``authorize`` gives it one."""
+        return cls(_EndpointConnection(endpoint), endpoint.timeout,
+                   impersonate=endpoint.impersonate, call_seconds=endpoint.call_seconds)
+
+    def endpoint(self, *, pool_size: int | None = None) -> Endpoint:
+        """How this client reaches the API server (``Endpoint``), its pool ``pool_size``
+        connections when given; ClusterError (reason ``NotPortable``) when it goes through
+        a proxy or its settings cannot be handed to another process."""
+        manager = self.api.rest_client.pool_manager
+        if type(manager) is not PoolManager:  # a proxy's manager (HTTP or SOCKS)
+            raise ClusterError(
+                f"the API connection goes through a proxy ({type(manager).__name__}), which "
+                "only this process can use", reason="NotPortable")
+        pool = dict(getattr(manager, "connection_pool_kw", {}))
+        if pool_size is not None:
+            pool["maxsize"] = pool_size
+        endpoint = Endpoint(host=str(self.api.configuration.host),
+                            pool=tuple(sorted(pool.items())),
+                            retries=self.api.configuration.retries, timeout=self.timeout,
+                            call_seconds=self.call_seconds, impersonate=self.impersonate)
+        try:
+            pickle.dumps(endpoint)
+        except Exception as exc:  # noqa: BLE001 - whatever cannot be sent, said so
+            raise ClusterError(
+                f"the API connection's settings cannot be handed to another process "
+                f"({type(exc).__name__}: {exc})", reason="NotPortable") from None
+        return endpoint
+
+    def authorization(self) -> str | None:
+        """The Authorization header the next call would send (the configuration's refresh
+        hook run, as before a call), None when it sends none. Never logged."""
+        headers: dict[str, Any] = {}
+        self.api.update_params_for_auth(headers, [], ["BearerToken"], "/", "GET", None)
+        value = headers.get("authorization")
+        return value if isinstance(value, str) and value else None
+
+    def authorize(self, authorization: str | None) -> None:
+        """Send ``authorization`` as the Authorization header from now on (None: none); only
+        for a client made by ``from_endpoint``, whose credential is loaded elsewhere."""
+        if not isinstance(self.api, _EndpointConnection):
+            raise TypeError("authorize: only a client made by Kube.from_endpoint takes its "
+                            "credential from outside")
+        self.api.authorization = authorization
 
     def close(self) -> None:
         self.api.close()
@@ -1312,6 +1439,8 @@ async def call_retried_async(policy: RetryPolicy, call: Callable[[float], Awaita
                              stop: Callable[[], bool] | None = None) -> _T:
     """:func:`call_retried` for a coroutine: the same tries and pauses, waiting without
     blocking the event loop."""
+    import asyncio  # here: the operator's writer process imports this module, never asyncio
+
     give_up = time.monotonic() + policy.budget
     tries = 0
     while True:
@@ -1391,6 +1520,8 @@ def _kubeconfig_names(config_file: KubeconfigFiles) -> list[str]:
     order. Each is a path as it is, as kubectl's loader (client-go's clientcmd) takes it: a
     ``~`` in ``KUBECONFIG`` or ``--kubeconfig`` is not expanded (only the default is in the
     home directory), and a ``--kubeconfig`` holding ``os.pathsep`` is one file."""
+    from kubernetes import config as k8s_config
+
     if config_file is None or isinstance(config_file, str):
         joined = os.environ.get("KUBECONFIG", "") if config_file is None else config_file
         names = joined.split(os.pathsep)
@@ -1404,6 +1535,8 @@ def _kubeconfig_files(config_file: KubeconfigFiles) -> list[tuple[Path, Any]]:
     """The existing files of :func:`_kubeconfig_names`, each with its YAML (None: the file is
     empty). A missing file is skipped, as kubectl does; one that is not YAML is a
     ConfigException naming it."""
+    from kubernetes import config as k8s_config
+
     files = []
     for name in _kubeconfig_names(config_file):
         path = Path(name)
@@ -1439,6 +1572,8 @@ def _merged(config_file: KubeconfigFiles) -> Any:
     each given to it as one path: its own reading of a joined string would split a path
     holding ``os.pathsep`` and expand ``~``, which kubectl does not. ConfigException when no
     file is left."""
+    from kubernetes import config as k8s_config
+
     merger = k8s_config.kube_config.KubeConfigMerger("")  # "": no file read yet
     for path, config in _kubeconfig_files(config_file):
         if config is not None:
@@ -1455,6 +1590,8 @@ def _merged(config_file: KubeconfigFiles) -> Any:
 def kubeconfig_contexts(config_file: KubeconfigFiles = None) -> list[dict[str, Any]]:
     """The contexts of the kubeconfig ``config_file`` (see :data:`KubeconfigFiles`), merged as
     kubectl merges them (the first file's entry of each name)."""
+    from kubernetes import config as k8s_config
+
     loader = k8s_config.kube_config.KubeConfigLoader(config_dict=_merged(config_file).config,
                                                      config_base_path=None)
     return list(loader.list_contexts())
@@ -1488,6 +1625,8 @@ def load_kubeconfig(configuration: k8s.Configuration, config_file: KubeconfigFil
     path in a file (a certificate, a key) is relative to that file's directory. A kubeconfig
     that cannot be used raises ConfigException (or OSError); an empty file is skipped, as
     kubectl skips it."""
+    from kubernetes import config as k8s_config
+
     names = _kubeconfig_names(config_file)
     if context is None:
         current = current_context(names)
@@ -1527,8 +1666,8 @@ def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] 
 __all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES",
            "LIST_PAGE_SIZE", "LIST_RESTARTS", "MAX_ANSWER_BYTES", "MAX_LIST_BYTES",
            "MAX_UNBOUNDED_ANSWER_BYTES", "MERGE", "PAGE_MIN_BYTES_PER_SECOND", "PODS",
-           "SECRETS", "AnswerTooLarge",
-           "ApiError", "Keep", "Kube", "ListExpired", "ListTooLarge", "Observer", "Resource",
+           "SECRETS", "AnswerTooLarge", "ApiConnection", "ApiError", "Endpoint", "Keep", "Kube",
+           "ListExpired", "ListTooLarge", "Observer", "Resource",
            "RetryObserver", "RetryPolicy", "StopObserver", "TokenFile", "UnusableAnswer",
            "call_labels", "call_retried", "call_retried_async", "create_or_adopt",
            "current_context", "failed_exec_plugin", "kubeconfig_contexts", "load_kubeconfig",

@@ -11,6 +11,7 @@ import functools
 import gzip
 import json
 import os
+import pickle
 import socket
 import threading
 import time
@@ -1505,3 +1506,65 @@ def test_a_field_selector_refused_for_another_cause_fails_never_listing_every_gr
     assert [g["metadata"]["name"] for g in client.grants_of("req-a")] == ["g-req-a-2",
                                                                            "g-req-a-4"]
     assert _Chunking.grant_lists[1:] == ["spec.approvalRef.name=req-a", ""]
+
+
+def test_an_endpoint_carries_the_connection_and_no_credential(tmp_path: Path) -> None:
+    """The operator's writer process calls as the operator's client does (TLS: the CA, the
+    client certificate's and key's files; the timeouts; the pool's size) from its
+    ``Endpoint``, which holds no token: the token goes apart, as refreshed."""
+    ca, cert, key = (tmp_path / name for name in ("ca.crt", "client.crt", "client.key"))
+    kubeconfig = _kubeconfig(tmp_path / "config", "c", "https://127.0.0.1:6443",
+                             {"token": "secret-token", "client-certificate": str(cert),
+                              "client-key": str(key)}, ca=str(ca))
+    for path in (ca, cert, key):
+        path.write_text("-----BEGIN CERTIFICATE-----\n")
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    try:
+        kube = Kube.from_environment(retries=False)
+    finally:
+        del os.environ["KUBECONFIG"]
+    endpoint = kube.endpoint(pool_size=7)
+    pool = dict(endpoint.pool)
+    assert endpoint.host == "https://127.0.0.1:6443"
+    assert (pool["ca_certs"], pool["cert_file"], pool["key_file"]) == (str(ca), str(cert),
+                                                                       str(key))
+    assert pool["maxsize"] == 7 and endpoint.retries is False
+    assert endpoint.timeout == kube.timeout and endpoint.impersonate is None
+    assert b"secret-token" not in pickle.dumps(endpoint)
+    assert kube.authorization() == "Bearer secret-token"
+
+    elsewhere = Kube.from_endpoint(endpoint)
+    assert elsewhere.authorization() is None  # until the operator gives it one
+    elsewhere.authorize("Bearer secret-token")
+    assert elsewhere.authorization() == "Bearer secret-token"
+    assert elsewhere.api.configuration.cert_file == str(cert)
+    with pytest.raises(TypeError, match=r"only a client made by Kube\.from_endpoint"):
+        kube.authorize("Bearer other")
+    kube.close()
+    elsewhere.close()
+
+
+def test_a_call_from_an_endpoint_sends_what_it_was_authorized_with() -> None:
+    seen: list[str | None] = []
+
+    class Api(QuietHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_json(200, {"metadata": {"name": "seen"}})
+
+    with serving(Api) as url:
+        kube = Kube.from_endpoint(Kube.from_token(url, "t", Path("/dev/null")).endpoint())
+        kube.get(CONFIGMAPS, "ns", "seen")
+        kube.authorize("Bearer t2")
+        kube.get(CONFIGMAPS, "ns", "seen")
+        kube.close()
+    assert seen == [None, "Bearer t2"]
+
+
+def test_a_connection_through_a_proxy_is_not_handed_to_another_process() -> None:
+    configuration = k8s.Configuration(host="https://kube.example:6443")
+    configuration.proxy = "http://proxy.example:3128"
+    kube = Kube(k8s.ApiClient(configuration))
+    with pytest.raises(ClusterError, match=r"through a proxy \(ProxyManager\)") as raised:
+        kube.endpoint()
+    assert raised.value.reason == "NotPortable"

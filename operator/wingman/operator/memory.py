@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 from wingman.errors import ConfigError
-from wingman.settings import allocator
 
 #: mallopt parameter: the most arenas the process may have (glibc malloc.h).
 M_ARENA_MAX = -8
@@ -105,6 +104,10 @@ def reexec_env(environ: Mapping[str, str], *, jemalloc: str | None, glibc: bool
     """The environment to re-execute the operator with for the allocator ``environ`` asks for,
     or None to go on as it is (pure). ``ConfigError`` when it asks for jemalloc and there is
     none; an invalid ``WINGMAN_ALLOCATOR`` is left to the settings to report."""
+    # here, not at the top: the writer process imports this module, and the settings import
+    # the review's modules (half a second and several MiB it does not need)
+    from wingman.settings import allocator
+
     if "PYTHONMALLOC" in environ:  # chosen already: re-executed, or set by whoever started it
         return None
     try:

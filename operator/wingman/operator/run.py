@@ -24,6 +24,7 @@ from typing import Any
 import kopf
 
 from wingman.errors import WingmanError, cannot_listen
+from wingman.kube import Kube
 from wingman.logs import setup_logging
 from wingman.model import names
 from wingman.operator import lag, memory
@@ -198,14 +199,12 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         # default pool waiting for it, which the loop's end then waits for)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    writer = start_writer(settings, writer_lost) if settings.writer_process else None
     try:
         ctx = build_context(settings)
     except WingmanError as exc:
-        if writer is not None:
-            writer.close()
         print(f"wingman operator: cannot start: {exc}", file=sys.stderr)
         return 2
+    writer = start_writer(settings, ctx.kube, writer_lost) if settings.writer_process else None
     # a thread idle for a while ends, and with it the connections the burst opened
     ctx.executor = CallPool(settings.api_concurrency, thread_name_prefix="wingman-call",
                             on_shrink=lambda alive: ctx.kube.drop_connections(keep=alive + 1))
@@ -290,14 +289,15 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     return 0
 
 
-def start_writer(settings: OperatorSettings, on_lost: Callable[[str], object]
+def start_writer(settings: OperatorSettings, kube: Kube, on_lost: Callable[[str], object]
                  ) -> Writer | None:
-    """The writer process (``operator.writer``), or None, with a warning, when it cannot be
-    started (the calls then run on the operator's own threads)."""
+    """The writer process (``operator.writer``), calling as ``kube`` does, or None, with a
+    warning, when it cannot be started (the calls then run on the operator's own threads)."""
     try:
-        return Writer.start(pool=settings.api_concurrency, audit_target=settings.audit_target,
-                            on_lost=on_lost)
-    except (OSError, RuntimeError) as exc:
+        return Writer.start(kube, pool=settings.api_concurrency,
+                            audit_target=settings.audit_target, log_format=settings.log_format,
+                            log_level=settings.log_level, on_lost=on_lost)
+    except (OSError, WingmanError) as exc:
         log.warning("the writer process could not be started: the API calls and audit "
                     "appends run on the operator's threads", extra={"error": str(exc)})
         return None

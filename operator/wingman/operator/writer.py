@@ -17,49 +17,63 @@ operator's own appends is the order it sends them in (one group commit at a time
 
 What runs here is a fixed set of calls (``KUBE_CALLS`` of ``wingman.kube.Kube``,
 ``create_or_adopt`` and the sink's ``append_all``), with their arguments and answers pickled
-over the socket: both ends are this operator, forked from it, and nothing else can reach the
-socket. Each answer carries the API calls it made (the operator's metrics observe them as if
-made in the operator's process) and how long the call waited for a thread.
+over the socket: both ends are this operator's code, started by it, and nothing else can reach
+the socket (a socket pair, inherited by the writer alone). Each answer carries the API calls it
+made (the operator's metrics observe them as if made in the operator's process) and how long
+the call waited for a thread.
 
-Lifecycle: forked by ``Writer.start`` while the operator has only its main thread (so no
-lock, connection or thread is shared) and before it builds anything; it does nothing on SIGINT,
-SIGTERM and SIGHUP (a terminal's Ctrl-C reaches the whole process group: the operator stops it)
-and ends when its socket closes (the operator stopped), once the calls running are done (those
-still queued are dropped; their callers are gone). When the operator dies (SIGKILL, a crash)
-the kernel kills the writer with it (``PR_SET_PDEATHSIG``), so no call of a dead operator
-lands later, as none did on its threads. If the writer ends otherwise, every call waiting for
-it fails (an API call as a ``ClusterError``, an append as ``AuditUnavailable``: whether it was
-written is unknown, and the retry records it again, at least once as every append) and
-``on_lost`` is told why (the operator then stops with an error, and Kubernetes starts it
-again).
+Lifecycle: started by ``Writer.start`` as a new Python process (not forked: a fork would
+hold copies of every page of the operator's heap it touches, the Kubernetes client's models
+among them, about 35 MiB), which imports only what its calls need (the HTTP client, the audit
+sink; never the ``kubernetes`` package). It learns how to reach the API server from the
+operator's own client (``wingman.kube.Endpoint``: URL, TLS, timeouts, no credential) in its
+first frame, and the Authorization header from the operator whenever it changes (an ``AUTH``
+frame before the call that needs it: a refreshed token is refreshed where it was loaded). It
+answers that first frame once its sink is open, so a writer that cannot run is known at
+start. It does nothing on SIGINT, SIGTERM and SIGHUP (a terminal's Ctrl-C reaches the whole
+process group: the operator stops it) and ends when its socket closes (the operator
+stopped), once the calls running are done (those still queued are dropped; their callers are
+gone). When the operator dies (SIGKILL, a crash) the kernel kills the writer with it
+(``PR_SET_PDEATHSIG``), so no call of a dead operator lands later, as none did on its threads.
+If the writer ends otherwise, every call waiting for it fails (an API call as a
+``ClusterError``, an append as ``AuditUnavailable``: whether it was written is unknown, and
+the retry records it again, at least once as every append) and ``on_lost`` is told why (the
+operator then stops with an error, and Kubernetes starts it again).
 
-Imports ``wingman.kube``, ``wingman.audit``, ``wingman.errors``, ``wingman.operator.pool``
-and ``wingman.operator.memory`` only.
+Imports ``wingman.kube``, ``wingman.audit``, ``wingman.errors``, ``wingman.logs``,
+``wingman.operator.pool`` and ``wingman.operator.memory`` only, and none of them may import
+the ``kubernetes`` package at import time (``wingman.kube`` imports it only in the functions
+that load a kubeconfig).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import functools
-import gc
+import json
 import logging
 import os
 import pickle
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wingman.audit import open_sink
 from wingman.errors import AuditUnavailable, ClusterError, WingmanError
 from wingman.kube import Kube, create_or_adopt
+from wingman.logs import setup_logging
 from wingman.operator import memory
 from wingman.operator.pool import CallPool
+
+if TYPE_CHECKING:  # the writer process itself never imports asyncio
+    import asyncio
 
 log = logging.getLogger("wingman.operator.writer")
 
@@ -70,6 +84,10 @@ APPEND = "append_all"
 ADOPT = "create_or_adopt"
 #: The frame that withdraws a call its caller no longer waits for (dropped unless running).
 CANCEL = "cancel"
+#: The frame that gives the writer the Authorization header its calls send from then on.
+AUTH = "auth"
+#: The seconds ``start`` waits for the writer to say it runs (its imports, its audit sink).
+READY_SECONDS = 30.0
 #: The seconds ``close`` waits for the writer to finish its calls in flight and end (then it
 #: is killed): well within a pod's grace period (30 s by default), so that the operator still
 #: hands its Lease over itself.
@@ -77,6 +95,10 @@ CLOSE_SECONDS = 10.0
 #: The seconds the operator waits for a writer it lost to be reaped, for its exit status (it
 #: is killed after that; the event loop waits meanwhile).
 LOST_SECONDS = 0.2
+#: What the writer process runs: its arguments are the path the operator imports from (JSON),
+#: the operator's pid and the socket's file descriptor.
+_MAIN = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+         "from wingman.operator.writer import main; sys.exit(main(sys.argv[2:]))")
 
 _HEADER = struct.Struct("!I")
 _PR_SET_PDEATHSIG = 1
@@ -93,12 +115,17 @@ class Writer:
     """The operator's end: ``call`` sends a call and waits for its answer (on the event loop;
     one loop at a time), ``close`` ends the writer."""
 
-    def __init__(self, sock: socket.socket, pid: int, *,
+    def __init__(self, sock: socket.socket, process: subprocess.Popen[bytes], *,
+                 authorization: Callable[[], str | None] = lambda: None,
                  on_lost: Callable[[str], object] | None = None,
                  on_answer: Callable[[list[Observation], float], object] | None = None
                  ) -> None:
         self._sock = sock
-        self.pid = pid
+        self._process = process
+        self.pid = process.pid
+        #: the Authorization header the operator's own client would send now
+        self._authorization = authorization
+        self._authorized: str | None = None
         self._on_lost = on_lost
         #: told of each answer: the API calls the call made, and its wait for a thread
         self.on_answer = on_answer
@@ -112,46 +139,52 @@ class Writer:
         self.lost: str | None = None
 
     @classmethod
-    def start(cls, *, pool: int, audit_target: str,
-              on_lost: Callable[[str], object] | None = None,
+    def start(cls, kube: Kube, *, pool: int, audit_target: str, log_format: str = "json",
+              log_level: str = "info", on_lost: Callable[[str], object] | None = None,
               on_answer: Callable[[list[Observation], float], object] | None = None) -> Writer:
-        """Fork the writer; RuntimeError when this process runs threads besides its main one
-        (a fork would copy their locks held)."""
-        if threading.active_count() != 1:
-            raise RuntimeError("the writer process must be started before any thread")
+        """Start the writer, calling the API server as ``kube`` does (its ``Endpoint``, with
+        ``pool`` connections; its Authorization header, as it changes) and appending to
+        ``audit_target``; once it said it runs. ``WingmanError`` when it cannot: ``kube``'s
+        connection cannot be handed over (a proxy), or the writer failed to start (its
+        reason), or said nothing within ``READY_SECONDS``."""
+        endpoint = kube.endpoint(pool_size=pool)
         ours, theirs = socket.socketpair()
-        gc.collect()
-        gc.freeze()  # the objects made so far stay where they are: their pages stay shared
-        parent = os.getpid()
         try:
-            pid = os.fork()
-        except OSError:
-            gc.unfreeze()
+            process = subprocess.Popen(  # our own interpreter and code, as argv
+                [sys.executable, "-c", _MAIN, json.dumps(sys.path), str(os.getpid()),
+                 str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except BaseException:
             ours.close()
-            theirs.close()
             raise
-        if pid == 0:  # pragma: no cover - the child; its behaviour is tested from the operator
-            code = 1
-            try:
-                ours.close()
-                _die_with(parent)
-                code = _serve(theirs, pool, audit_target)
-            except WingmanError as exc:  # the operator's own start says the same, or its loss
-                log.error("the writer process cannot run", extra={"error": str(exc)})
-                code = 2
-            except BaseException:  # reported, and the process ends
-                log.exception("the writer process failed")
-            finally:
-                os._exit(code)
-        gc.unfreeze()
-        theirs.close()
+        finally:
+            theirs.close()
+        try:
+            setup = pickle.dumps((endpoint, pool, audit_target, log_format, log_level),
+                                 protocol=pickle.HIGHEST_PROTOCOL)
+            ours.settimeout(READY_SECONDS)
+            ours.sendall(_HEADER.pack(len(setup)) + setup)
+            ok, value = _ready(ours)
+        except BaseException as exc:
+            ours.close()
+            _end(process)
+            if isinstance(exc, OSError):
+                raise ClusterError(f"the writer process did not start: {exc}") from None
+            raise
+        if not ok:
+            ours.close()
+            _end(process)
+            raise value
         ours.setblocking(False)
-        log.info("writer process started", extra={"pid": pid})
-        return cls(ours, pid, on_lost=on_lost, on_answer=on_answer)
+        log.info("writer process started", extra={"pid": process.pid})
+        return cls(ours, process, authorization=kube.authorization, on_lost=on_lost,
+                   on_answer=on_answer)
 
     async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``op`` (a ``KUBE_CALLS`` name, ``ADOPT`` or ``APPEND``) in the writer;
         ``Unsendable`` when its arguments cannot be sent (nothing was sent)."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         if self.lost is not None:
             raise _gone(op, self.lost)
@@ -161,6 +194,12 @@ class Writer:
                                  protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise Unsendable(f"{op}: {exc}") from None
+        if op != APPEND:  # the credential as the operator's client holds it now (refreshed)
+            authorization = self._authorization()
+            if authorization != self._authorized:
+                self._send(pickle.dumps((0, AUTH, (authorization,), {}, 0.0),
+                                        protocol=pickle.HIGHEST_PROTOCOL))
+                self._authorized = authorization
         self._sent += 1
         ident = self._sent
         future: asyncio.Future[Any] = loop.create_future()
@@ -182,6 +221,8 @@ class Writer:
     def watch(self) -> None:
         """Read the writer's answers on the running event loop from now on: its end is noticed
         at once (``on_lost``), also while no call waits."""
+        import asyncio
+
         self._attach(asyncio.get_running_loop())
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -250,13 +291,10 @@ class Writer:
             return
         # its end shows on the socket a moment before it can be reaped; one still running (an
         # answer that could not be read) is killed: nothing it still does is waited for
-        status = _reap(self.pid, wait=True, seconds=LOST_SECONDS)
+        status = _reap(self._process, LOST_SECONDS)
         if status is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _reap(self.pid, wait=True, seconds=LOST_SECONDS)
+            self._process.kill()
+            _reap(self._process, LOST_SECONDS)
         self.lost = why if status is None else f"{why} ({status})"
         if self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
@@ -282,12 +320,8 @@ class Writer:
                 pass
         self._sock.close()
         self.lost = self.lost or "it was stopped"
-        if _reap(self.pid, wait=True, seconds=CLOSE_SECONDS) is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                return
-            _reap(self.pid, wait=True, seconds=5.0)
+        if _reap(self._process, CLOSE_SECONDS) is None:
+            _end(self._process)
 
 
 def _gone(op: str, why: str) -> Exception:
@@ -297,21 +331,39 @@ def _gone(op: str, why: str) -> Exception:
     return ClusterError(said + "whether the call reached the API server is unknown")
 
 
-def _reap(pid: int, *, wait: bool, seconds: float = 0.0) -> str | None:
-    """The writer's exit status once it ended ("exit code N" / "signal N"), else None."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return "already reaped"
-        if done:
-            if os.WIFSIGNALED(status):
-                return f"signal {os.WTERMSIG(status)}"
-            return f"exit code {os.WEXITSTATUS(status)}"
-        if not wait or time.monotonic() >= deadline:
-            return None
-        time.sleep(0.05)
+def _reap(process: subprocess.Popen[bytes], seconds: float) -> str | None:
+    """The writer's exit status once it ended ("exit code N" / "signal N"), within
+    ``seconds``; else None."""
+    try:
+        code = process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return None
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """Kill the writer (if it still runs) and reap it."""
+    process.kill()
+    try:
+        process.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not refused
+        log.error("the writer process did not end on SIGKILL", extra={"pid": process.pid})
+
+
+def _ready(sock: socket.socket) -> tuple[bool, Any]:
+    """The writer's first answer (blocking, within the socket's timeout): (True, None) once it
+    runs, (False, the error) when it cannot."""
+    received = bytearray()
+    while len(received) < _HEADER.size or \
+            len(received) < _HEADER.size + _HEADER.unpack_from(received)[0]:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return False, ClusterError("the writer process ended before it ran; see its log "
+                                       "lines above")
+        received += chunk
+    (size,) = _HEADER.unpack_from(received)
+    _, ok, value, _, _ = pickle.loads(bytes(received[_HEADER.size:_HEADER.size + size]))  # noqa: S301
+    return bool(ok), value
 
 
 # -- the writer's side ------------------------------------------------------------------------
@@ -335,12 +387,66 @@ def _die_with(parent: int) -> None:  # pragma: no cover - the child
         os._exit(1)
 
 
-def _serve(sock: socket.socket, pool: int, audit_target: str) -> int:  # pragma: no cover
-    """The writer: run what arrives until the socket closes; its exit code."""
+def _frames(sock: socket.socket, received: bytearray) -> Any:  # pragma: no cover - the child
+    """The next frame from the operator (None: the socket closed)."""
+    while len(received) < _HEADER.size or \
+            len(received) < _HEADER.size + _HEADER.unpack_from(received)[0]:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return None
+        received += chunk
+    (size,) = _HEADER.unpack_from(received)
+    frame = bytes(received[_HEADER.size:_HEADER.size + size])
+    del received[:_HEADER.size + size]
+    return pickle.loads(frame)  # noqa: S301 - the operator that started it
+
+
+def main(argv: Sequence[str]) -> int:  # pragma: no cover - the child
+    """The writer process: ``argv`` is the operator's pid and the socket's descriptor."""
+    try:
+        return _main(int(argv[0]), int(argv[1]))
+    except BaseException:  # reported, and the process ends
+        log.exception("the writer process failed")
+        return 1
+
+
+def _main(parent: int, fd: int) -> int:  # pragma: no cover - the child
+    _die_with(parent)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a handler, not SIG_IGN: a
-        signal.signal(sig, _ignored)  # program it runs (a credential plugin) gets the default
-    kube = Kube.from_environment(retries=False, pool_size=pool)
-    sink = open_sink(audit_target)
+        signal.signal(sig, _ignored)  # program it runs would inherit SIG_IGN
+    memory.limit_arenas(memory.MALLOC_ARENAS)
+    sock = socket.socket(fileno=fd)
+    received = bytearray()
+    setup = _frames(sock, received)
+    if setup is None:
+        return 1
+    endpoint, pool, audit_target, log_format, log_level = setup
+    setup_logging(log_format, log_level, component="operator")
+    try:
+        kube = Kube.from_endpoint(endpoint)
+        sink = open_sink(audit_target)
+    except WingmanError as exc:
+        _answer_ready(sock, False, exc)
+        return 2
+    _answer_ready(sock, True, None)
+    try:
+        return _serve(sock, received, kube, sink, pool)
+    finally:
+        sink.close()
+        kube.close()
+
+
+def _answer_ready(sock: socket.socket, ok: bool, value: Any) -> None:  # pragma: no cover
+    frame = pickle.dumps((0, ok, value, [], 0.0), protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        sock.sendall(_HEADER.pack(len(frame)) + frame)
+    except OSError:
+        pass  # the operator is gone
+
+
+def _serve(sock: socket.socket, received: bytearray, kube: Kube, sink: Any,
+           pool: int) -> int:  # pragma: no cover - the child
+    """Run what arrives until the socket closes; the exit code."""
     local = threading.local()
 
     def observe(verb: str, resource: str, code: str, seconds: float) -> None:
@@ -393,36 +499,30 @@ def _serve(sock: socket.socket, pool: int, audit_target: str) -> int:  # pragma:
             except OSError:
                 pass  # the operator is gone: nobody waits for the answer
 
-    received = bytearray()
     queued: dict[int, Future[None]] = {}
     try:
         while True:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
+            frame = _frames(sock, received)
+            if frame is None:
                 break
-            received += chunk
-            while len(received) >= _HEADER.size:
-                (size,) = _HEADER.unpack_from(received)
-                if len(received) < _HEADER.size + size:
-                    break
-                frame = bytes(received[_HEADER.size:_HEADER.size + size])
-                del received[:_HEADER.size + size]
-                ident, op, args, kwargs, sent = pickle.loads(frame)  # noqa: S301 - the operator
-                if op == CANCEL:
-                    withdrawn = queued.pop(ident, None)
-                    if withdrawn is not None:
-                        withdrawn.cancel()  # only if it has not started
-                    continue
-                future = (appends if op == APPEND else calls).submit(
-                    run, ident, op, args, kwargs, sent)
-                queued[ident] = future  # until it is done (at once, if it is already)
-                future.add_done_callback(functools.partial(_forget, queued, ident))
+            ident, op, args, kwargs, sent = frame
+            if op == AUTH:  # the calls that start from now on send it
+                kube.authorize(args[0])
+                continue
+            if op == CANCEL:
+                withdrawn = queued.pop(ident, None)
+                if withdrawn is not None:
+                    withdrawn.cancel()  # only if it has not started
+                continue
+            future = (appends if op == APPEND else calls).submit(
+                run, ident, op, args, kwargs, sent)
+            queued[ident] = future  # until it is done (at once, if it is already)
+            future.add_done_callback(functools.partial(_forget, queued, ident))
     finally:  # the calls running finish (and are answered, if anyone still listens)
         calls.shutdown(wait=True, cancel_futures=True)
         appends.shutdown(wait=True, cancel_futures=True)
-        sink.close()
-        kube.close()
     return 0
 
 
-__all__ = ["ADOPT", "APPEND", "KUBE_CALLS", "Observation", "Unsendable", "Writer"]
+__all__ = ["ADOPT", "APPEND", "AUTH", "KUBE_CALLS", "Observation", "Unsendable", "Writer",
+           "main"]

@@ -1,9 +1,9 @@
 """The writer process (``wingman.operator.writer``): calls and their answers, errors as their
 own types, the API calls observed, its loss, its stop, and its end with the operator.
 
-Each scenario runs in a fresh Python process (the writer forks, and only a process with no
-thread but its main one may start it), against a real audit file and a local HTTP server
-speaking the API server's protocol."""
+Each scenario runs in a fresh Python process that plays the operator (its ``Kube`` from a
+kubeconfig, a real audit file) beside a local HTTP server speaking the API server's protocol,
+which records the Authorization header of every call it answers."""
 
 from __future__ import annotations
 
@@ -33,8 +33,11 @@ from pathlib import Path
 
 work = Path(sys.argv[1])
 
+authorizations = []
+
 class Api(BaseHTTPRequestHandler):
     def _answer(self, code, body):
+        authorizations.append(self.headers.get("Authorization"))
         data = json.dumps(body).encode()
         self.send_response(code)
         for header in (("Content-Type", "application/json"), ("Content-Length", len(data))):
@@ -53,11 +56,8 @@ class Api(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-def serve():  # in a process of its own: the writer must be forked before any thread
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    return server
-
-server = serve()
+server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+threading.Thread(target=server.serve_forever, daemon=True).start()
 port = server.server_address[1]
 (work / "kubeconfig").write_text(json.dumps({
     "apiVersion": "v1", "kind": "Config", "current-context": "c",
@@ -67,20 +67,19 @@ port = server.server_address[1]
 os.environ["KUBECONFIG"] = str(work / "kubeconfig")
 
 from wingman.audit import NewRecord
-from wingman.kube import APPROVALS
+from wingman.kube import APPROVALS, Kube
 from wingman.operator.writer import APPEND, Writer
 
 lost, seen = [], []
-if os.environ.get("THREAD_FIRST"):
-    threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+kube = Kube.from_environment(retries=False)
 def observe(calls, waited):
     seen.extend(calls)
     if os.environ.get("OBSERVER_FAILS"):
         raise RuntimeError("the metrics are broken")
 
-writer = Writer.start(pool=4, audit_target=str(work / "audit.jsonl"), on_lost=lost.append,
+audit_target = os.environ.get("AUDIT_TARGET", str(work / "audit.jsonl"))
+writer = Writer.start(kube, pool=4, audit_target=audit_target, on_lost=lost.append,
                       on_answer=observe)
-threading.Thread(target=server.serve_forever, daemon=True).start()
 out = {"writer": writer.pid}
 
 def named(exc):
@@ -225,10 +224,45 @@ os._exit(0)
     assert audit.read_text() == ""
 
 
-def test_the_writer_is_refused_once_a_thread_runs(tmp_path: Path) -> None:
-    done = _spawn(tmp_path, "", THREAD_FIRST="1")
+def test_the_writer_calls_with_the_operators_credential_as_it_is_refreshed(
+        tmp_path: Path) -> None:
+    out = _run(tmp_path, r'''
+async def main():
+    await writer.call("patch", APPROVALS, "ns", "r1", {"status": {}}, subresource="status")
+    kube.api.configuration.refresh_api_key_hook = (  # a token refreshed, as an exec plugin's
+        lambda configuration: configuration.api_key.update(BearerToken="Bearer t2"))
+    await writer.call("patch", APPROVALS, "ns", "r1", {"status": {}}, subresource="status")
+    try:
+        await writer.call("get", APPROVALS, "ns", "r1")  # answered 409
+    except Exception:
+        pass
+asyncio.run(main())
+writer.close()
+out["authorizations"] = authorizations
+''')
+    assert out["authorizations"] == ["Bearer t", "Bearer t2", "Bearer t2"]
+
+
+def test_a_writer_that_cannot_open_the_audit_trail_is_refused_at_start(
+        tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    done = _spawn(tmp_path, "", AUDIT_TARGET=str(tmp_path / "file" / "audit.jsonl"))
     assert done.returncode != 0
-    assert "RuntimeError: the writer process must be started before any thread" in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("wingman.errors.AuditUnavailable: "), done.stderr
+    assert str(tmp_path / "file" / "audit.jsonl") in last
+    assert "Traceback" in done.stderr and "writer process failed" not in done.stderr
+
+
+def test_the_writer_process_imports_neither_the_kubernetes_client_nor_the_framework() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, wingman.operator.writer; "
+         "print(sorted({m.split('.')[0] for m in sys.modules} & {'kubernetes', 'kopf', "
+         "'pydantic', 'aiohttp', 'asyncio'}))"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": OPERATOR},
+        check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 WITHDRAWN = r'''
