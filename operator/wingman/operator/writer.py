@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import io
 import json
 import logging
 import os
@@ -61,7 +62,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -108,7 +111,35 @@ Observation = tuple[str, str, str, float]
 
 class Unsendable(Exception):
     """A call whose arguments cannot be sent to the writer (a function among them: a filter
-    of ``Kube.list``): the caller runs it itself."""
+    of ``Kube.list``; an object of a class the writer has not imported): the caller runs it
+    itself."""
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles a call's arguments as the writer can read them without importing anything it
+    has not imported (importing the framework's modules, to rebuild one of its objects, would
+    cost the writer the memory it exists to save, and a class it cannot import would fail
+    the frame): an object of a class from a module the writer has (``known``) as it is, any
+    other mapping as a dict and any other sequence or set as a list (the framework's views of
+    an object's body), anything else ``Unsendable``. Plain dicts, lists, strings and numbers
+    are not looked at (the pickle module does not offer them to ``reducer_override``)."""
+
+    def __init__(self, file: io.BytesIO, known: frozenset[str]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._known = known
+
+    def reducer_override(self, obj: Any) -> Any:
+        named = isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType)
+        module = getattr(obj, "__module__", None) if named else type(obj).__module__
+        if module in self._known:
+            return NotImplemented  # pickled as always
+        if isinstance(obj, Mapping):
+            return dict, (dict(obj),)
+        if isinstance(obj, Sequence | AbstractSet) and not isinstance(obj, str | bytes | bytearray):
+            return list, (list(obj),)
+        what = obj if named else type(obj)
+        name = f"{getattr(what, '__module__', '?')}.{getattr(what, '__qualname__', what)}"
+        raise Unsendable(f"{name} is not something the writer process has")
 
 
 class Writer:
@@ -116,6 +147,7 @@ class Writer:
     one loop at a time), ``close`` ends the writer."""
 
     def __init__(self, sock: socket.socket, process: subprocess.Popen[bytes], *,
+                 known: frozenset[str] = frozenset(),
                  authorization: Callable[[], str | None] = lambda: None,
                  on_lost: Callable[[str], object] | None = None,
                  on_answer: Callable[[list[Observation], float], object] | None = None
@@ -123,6 +155,8 @@ class Writer:
         self._sock = sock
         self._process = process
         self.pid = process.pid
+        #: the modules the writer has imported (what it can rebuild from a frame)
+        self._known = known
         #: the Authorization header the operator's own client would send now
         self._authorization = authorization
         self._authorized: str | None = None
@@ -177,7 +211,8 @@ class Writer:
             raise value
         ours.setblocking(False)
         log.info("writer process started", extra={"pid": process.pid})
-        return cls(ours, process, authorization=kube.authorization, on_lost=on_lost,
+        return cls(ours, process, known=frozenset(value), authorization=kube.authorization,
+                   on_lost=on_lost,
                    on_answer=on_answer)
 
     async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
@@ -189,11 +224,15 @@ class Writer:
         if self.lost is not None:
             raise _gone(op, self.lost)
         self._attach(loop)
+        buffer = io.BytesIO()
         try:
-            frame = pickle.dumps((self._sent + 1, op, args, kwargs, time.monotonic()),
-                                 protocol=pickle.HIGHEST_PROTOCOL)
+            _Pickler(buffer, self._known).dump((self._sent + 1, op, args, kwargs,
+                                                time.monotonic()))
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise Unsendable(f"{op}: {exc}") from None
+        except Unsendable as exc:
+            raise Unsendable(f"{op}: {exc}") from None
+        frame = buffer.getvalue()
         if op != APPEND:  # the credential as the operator's client holds it now (refreshed)
             authorization = self._authorization()
             if authorization != self._authorized:
@@ -270,7 +309,7 @@ class Writer:
             frame = bytes(self._in[_HEADER.size:_HEADER.size + size])
             del self._in[:_HEADER.size + size]
             try:
-                ident, ok, value, seen, waited = pickle.loads(frame)  # noqa: S301 - our fork
+                ident, ok, value, seen, waited = pickle.loads(frame)  # noqa: S301 - our own child
             except Exception as exc:  # noqa: BLE001 - what follows it cannot be trusted either
                 self._lose(f"an answer could not be read: {type(exc).__name__}: {exc}")
                 return
@@ -351,8 +390,8 @@ def _end(process: subprocess.Popen[bytes]) -> None:
 
 
 def _ready(sock: socket.socket) -> tuple[bool, Any]:
-    """The writer's first answer (blocking, within the socket's timeout): (True, None) once it
-    runs, (False, the error) when it cannot."""
+    """The writer's first answer (blocking, within the socket's timeout): (True, the modules it
+    has imported) once it runs, (False, the error) when it cannot."""
     received = bytearray()
     while len(received) < _HEADER.size or \
             len(received) < _HEADER.size + _HEADER.unpack_from(received)[0]:
@@ -428,7 +467,8 @@ def _main(parent: int, fd: int) -> int:  # pragma: no cover - the child
     except WingmanError as exc:
         _answer_ready(sock, False, exc)
         return 2
-    _answer_ready(sock, True, None)
+    # what it can rebuild from a frame (its __main__ is not the operator's)
+    _answer_ready(sock, True, sorted(name for name in sys.modules if name != "__main__"))
     try:
         return _serve(sock, received, kube, sink, pool)
     finally:

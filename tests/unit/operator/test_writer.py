@@ -243,6 +243,50 @@ out["authorizations"] = authorizations
     assert out["authorizations"] == ["Bearer t", "Bearer t2", "Bearer t2"]
 
 
+def test_what_the_writer_has_not_imported_is_sent_as_plain_data_or_not_at_all(
+        tmp_path: Path) -> None:
+    """The framework hands the operator views of an object's body (mappings of its own
+    classes): the writer gets them as dicts and lists, without importing what defines them
+    (the framework, and the memory it costs); a function it has not imported (a list's
+    filter) is not sent: the operator runs that call itself."""
+    out = _run(tmp_path, r'''
+from collections.abc import Mapping
+
+class View(Mapping):  # as the framework's body views: defined where the writer cannot look
+    def __init__(self, data):
+        self._data = data
+    def __getitem__(self, key):
+        value = self._data[key]
+        return View(value) if isinstance(value, dict) else value
+    def __iter__(self):
+        return iter(self._data)
+    def __len__(self):
+        return len(self._data)
+
+def unowned(obj):
+    return obj
+
+async def main():
+    body = View({"status": {"phase": "Reviewing", "votes": ("a", "b")}})
+    out["patched"] = await writer.call("patch", APPROVALS, "ns", "r1", body,
+                                       subresource="status")
+    try:
+        await writer.call("list", APPROVALS, "ns", keep=unowned)
+    except Exception as exc:
+        out["unsendable"] = named(exc)
+asyncio.run(main())
+with open(f"/proc/{writer.pid}/maps") as maps:
+    out["loaded"] = sorted({line.split("/")[-1].split(".")[0] for line in maps
+                            if "pydantic" in line or "aiohttp" in line})
+writer.close()
+''')
+    assert out["patched"]["status"] == {"phase": "Reviewing", "votes": ["a", "b"]}
+    assert out["unsendable"]["type"] == "Unsendable"
+    assert "__main__.unowned is not something the writer process has" in \
+        out["unsendable"]["text"]
+    assert out["loaded"] == []
+
+
 def test_a_writer_that_cannot_open_the_audit_trail_is_refused_at_start(
         tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
