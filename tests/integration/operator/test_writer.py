@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pytest
+
 from integration.operator.test_operator import operator_env
 from support.operator import OperatorProcess
 from support.ports import connections_to
@@ -70,6 +72,8 @@ def test_the_writer_ends_with_the_operator_however_it_ends(
             assert _gone(writer), how
 
 
+@pytest.mark.skipif(bool(os.environ.get("WINGMAN_TEST_WRITER_PROCESS")),
+                    reason="WINGMAN_TEST_WRITER_PROCESS sets the mode of every operator")
 def test_by_default_the_operator_runs_in_one_process(
         cluster: Any, crds: Path, tmp_path: Path) -> None:
     with operator_env(cluster, tmp_path, "wm-wr") as env:
