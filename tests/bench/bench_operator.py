@@ -195,8 +195,8 @@ def threads_of(pid: int | None) -> int:
 
 
 def private_mib(pid: int) -> float:
-    """Memory only ``pid`` maps (its pages shared with another process, as a forked child's
-    with its parent, are not counted)."""
+    """Memory only ``pid`` maps (its pages shared with another process, such as those of the
+    interpreter and its libraries mapped from the same files, are not counted)."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
@@ -207,7 +207,8 @@ def private_mib(pid: int) -> float:
 
 def operator_mib(pid: int | None) -> float:
     """The operator's memory: its RSS and what its child processes (the writer) hold of their
-    own; pages the writer still shares with the operator, forked from it, are counted once."""
+    own; pages the writer maps from the same files as the operator (the interpreter, its
+    libraries) are counted once."""
     return rss_mib(pid) + sum(private_mib(child) for child in children_of(pid))
 
 
@@ -967,6 +968,9 @@ def run_burst(cluster: LocalCluster, work: Path, label: str, count: int, workers
                 out["retired_all"] = gone
                 time.sleep(15)  # a sweep or two with nothing left
                 out["rss_after_retention_mib"] = operator_mib(op.pid)
+                # the run's peak, the retirement's wave included (every deletion's watch event
+                # arrives at once): the target is the whole run's
+                out["rss_peak_run_mib"] = sampler.peak
                 out["threads_after_retention"] = operator_threads(op.pid)
         except BaseException:  # Ctrl-C, SIGTERM, a failure: no waiting for a profile
             for profile_ in profiles:
@@ -1085,6 +1089,12 @@ def _at(*path: Any) -> Figure:
     return get
 
 
+def _run_peak(run: dict[str, Any]) -> float:
+    """The operator's peak over the whole run: the burst's, or the retention phase's when
+    that was higher (a run without that phase: the burst's)."""
+    return max(float(run["rss_peak_mib"]), float(run.get("rss_peak_run_mib", 0.0)))
+
+
 def _per_object(phase: str, kind: str) -> Figure:
     return lambda run: float(run[phase]["requests"].get(kind, 0)) / run["count"]
 
@@ -1112,6 +1122,7 @@ ROWS: list[tuple[str, Figure, Figure]] = [
         (f"{key.split('_')[0]}: wall s", _at(key, "seconds"), _at(key, "seconds")))],
     ("operator RSS idle MiB", _at("rss_idle_mib"), _at("rss_idle_mib")),
     ("operator RSS peak MiB", _at("rss_peak_mib"), _at("rss_peak_mib")),
+    ("operator RSS peak, retention too, MiB", _run_peak, _run_peak),
 ]
 
 
@@ -1164,7 +1175,7 @@ def targets(reals: list[dict[str, Any]], noops: list[dict[str, Any]]
          ratio(_at("released_written_ms", 95), _at("job_created_written_ms", 95)), 3.0),
         ("API requests per grant ≤ 3x no-op",
          ratio(_total("grants_phase"), _total("grants_phase")), 3.0),
-        ("operator peak RSS ≤ 150 MiB", median(reals, _at("rss_peak_mib")) / 150, 1.0),
+        ("operator peak RSS ≤ 150 MiB", median(reals, _run_peak) / 150, 1.0),
         ("RSS after retention within 20 % of idle", median(reals, _after_retention), 1.2),
     ]
 

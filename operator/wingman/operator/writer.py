@@ -179,8 +179,9 @@ class Writer:
         """Start the writer, calling the API server as ``kube`` does (its ``Endpoint``, with
         ``pool`` connections; its Authorization header, as it changes) and appending to
         ``audit_target``; once it said it runs. ``WingmanError`` when it cannot: ``kube``'s
-        connection cannot be handed over (a proxy), or the writer failed to start (its
-        reason), or said nothing within ``READY_SECONDS``."""
+        connection cannot be handed over (a proxy), the writer could not open its sink (the
+        sink's error), ended before it answered, or said nothing within ``READY_SECONDS``;
+        ``OSError`` when the process cannot be created."""
         endpoint = kube.endpoint(pool_size=pool)
         ours, theirs = socket.socketpair()
         try:
@@ -451,8 +452,8 @@ def main(argv: Sequence[str]) -> int:  # pragma: no cover - the child
 
 def _main(parent: int, fd: int) -> int:  # pragma: no cover - the child
     _die_with(parent)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a handler, not SIG_IGN: a
-        signal.signal(sig, _ignored)  # program it runs would inherit SIG_IGN
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a terminal's Ctrl-C reaches
+        signal.signal(sig, _ignored)  # the whole process group: the operator stops it
     memory.limit_arenas(memory.MALLOC_ARENAS)
     sock = socket.socket(fileno=fd)
     received = bytearray()

@@ -51,6 +51,15 @@ def test_targets_are_judged_on_the_medians_not_on_one_lucky_run() -> None:
     assert got["operator peak RSS ≤ 150 MiB"] == pytest.approx(155 / 150)
 
 
+def test_the_peak_judged_is_the_whole_runs_the_retirement_wave_included() -> None:
+    """Retiring a burst at once brings every deletion's watch event at once: a peak after the
+    burst's, which the target counts too."""
+    burst_only = run(100, 900, 0, 300, 140)
+    waved = {**run(100, 900, 0, 300, 140), "rss_peak_run_mib": 156.0}
+    assert verdicts([burst_only], [])["operator peak RSS ≤ 150 MiB"] == pytest.approx(140 / 150)
+    assert verdicts([waved], [])["operator peak RSS ≤ 150 MiB"] == pytest.approx(156 / 150)
+
+
 def test_without_the_noop_no_ratio_is_claimed(capsys: pytest.CaptureFixture[str]) -> None:
     reals = [run(100, 900, 0, 300, 140, idle=80, after=90)]
     got = verdicts(reals, [])
