@@ -1646,7 +1646,8 @@ def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] 
     ``configuration`` (loaded from ``config_file``, None: ``KUBECONFIG`` or ~/.kube/config),
     else None. The kubernetes library only logs an exec plugin's failure and goes on without
     credentials, so every call would go out as ``system:anonymous``."""
-    if configuration.api_key.get("authorization") or configuration.cert_file:
+    keys = configuration.api_key  # the library keeps a kubeconfig's token under BearerToken
+    if keys.get("authorization") or keys.get("BearerToken") or configuration.cert_file:
         return None
     user = ((context or {}).get("context") or {}).get("user")
     try:

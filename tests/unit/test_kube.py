@@ -253,6 +253,29 @@ def test_from_environment_refuses_an_exec_plugin_that_gave_no_credentials(
     assert err.value.reason == "NoCredentials"
 
 
+def test_from_environment_takes_an_exec_plugin_that_gave_a_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin that works (as cloud providers' kubeconfigs use) is not taken for one that
+    failed: its token is what the client sends."""
+    plugin = tmp_path / "plugin"
+    plugin.write_text("#!/bin/sh\necho '{\"apiVersion\": \"client.authentication.k8s.io/v1\","
+                      " \"kind\": \"ExecCredential\", \"status\": {\"token\": \"from-plugin\"}}'\n")
+    plugin.chmod(0o755)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin),
+            "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    kube = Kube.from_environment()
+    assert kube.authorization() == "Bearer from-plugin"
+    kube.close()
+
+
 def _kubeconfig(path: Path, context: str, server: str, user: dict[str, object],
                 ca: str | None = None) -> Path:
     cluster: dict[str, object] = {"server": server}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from wingman import conditions
 from wingman.errors import ClusterError
 from wingman.kube import Kube, Resource
+from wingman.operator.writer import Unsendable
 
 if TYPE_CHECKING:
     from wingman.operator.writer import Writer
@@ -124,9 +125,11 @@ class Events:
             ns = body["metadata"]["namespace"]
             for delay in (*RETRY_DELAYS, None):
                 try:
-                    if self.writer is not None:
+                    try:
+                        if self.writer is None:
+                            raise Unsendable("no writer process")
                         await self.writer.call("create", EVENTS, ns, body)
-                    else:
+                    except Unsendable:  # posted here, as without a writer
                         await asyncio.get_running_loop().run_in_executor(
                             self.executor, self.kube.create, EVENTS, ns, body)
                     break

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any
 from wingman.audit import open_sink
 from wingman.errors import AuditUnavailable, ClusterError, WingmanError
 from wingman.kube import Kube, create_or_adopt
-from wingman.logs import setup_logging
+from wingman.logs import install_excepthook, setup_logging
 from wingman.operator import memory
 from wingman.operator.pool import CallPool
 
@@ -91,6 +91,11 @@ CANCEL = "cancel"
 AUTH = "auth"
 #: The seconds ``start`` waits for the writer to say it runs (its imports, its audit sink).
 READY_SECONDS = 30.0
+#: How often the operator reads again the Authorization header its client would send (on a
+#: thread of its own: a kubeconfig's exec plugin may run to refresh it); a token is refreshed
+#: well before it expires (the kubelet at 80 % of a projected token's life, the Kubernetes
+#: client five minutes before an exec plugin's), so a header this old is still valid.
+AUTH_REFRESH_SECONDS = 5.0
 #: The seconds ``close`` waits for the writer to finish its calls in flight and end (then it
 #: is killed): well within a pod's grace period (30 s by default), so that the operator still
 #: hands its Lease over itself.
@@ -157,9 +162,15 @@ class Writer:
         self.pid = process.pid
         #: the modules the writer has imported (what it can rebuild from a frame)
         self._known = known
-        #: the Authorization header the operator's own client would send now
+        #: the Authorization header the operator's own client would send (read again every
+        #: AUTH_REFRESH_SECONDS on a thread of its own) and the one the writer was last given
         self._authorization = authorization
+        self._auth_now = authorization()
         self._authorized: str | None = None
+        self._auth_stop = threading.Event()
+        self._auth_thread = threading.Thread(target=self._refresh_auth, daemon=True,
+                                             name="wingman-writer-auth")
+        self._auth_thread.start()
         self._on_lost = on_lost
         #: told of each answer: the API calls the call made, and its wait for a thread
         self.on_answer = on_answer
@@ -171,6 +182,14 @@ class Writer:
         self._writing = False
         #: why the writer is gone (None while it runs)
         self.lost: str | None = None
+
+    def _refresh_auth(self) -> None:
+        while not self._auth_stop.wait(AUTH_REFRESH_SECONDS):
+            try:
+                self._auth_now = self._authorization()
+            except Exception as exc:  # noqa: BLE001 - the last header stays; said, never shown
+                log.warning("the API credential could not be refreshed for the writer "
+                            "process; the last one is used", extra={"error": type(exc).__name__})
 
     @classmethod
     def start(cls, kube: Kube, *, pool: int, audit_target: str, log_format: str = "json",
@@ -185,8 +204,10 @@ class Writer:
         endpoint = kube.endpoint(pool_size=pool)
         ours, theirs = socket.socketpair()
         try:
+            # -P: not the working directory first on the path (a json.py there would run
+            # before the path below is set)
             process = subprocess.Popen(  # our own interpreter and code, as argv
-                [sys.executable, "-c", _MAIN, json.dumps(sys.path), str(os.getpid()),
+                [sys.executable, "-P", "-c", _MAIN, json.dumps(sys.path), str(os.getpid()),
                  str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         except BaseException:
@@ -203,9 +224,9 @@ class Writer:
         except BaseException as exc:
             ours.close()
             _end(process)
-            if isinstance(exc, OSError):
-                raise ClusterError(f"the writer process did not start: {exc}") from None
-            raise
+            if isinstance(exc, WingmanError) or not isinstance(exc, Exception):
+                raise
+            raise ClusterError(f"the writer process did not start: {exc}") from None
         if not ok:
             ours.close()
             _end(process)
@@ -227,31 +248,32 @@ class Writer:
         self._attach(loop)
         buffer = io.BytesIO()
         try:
-            _Pickler(buffer, self._known).dump((self._sent + 1, op, args, kwargs,
-                                                time.monotonic()))
+            _Pickler(buffer, self._known).dump((args, kwargs))
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise Unsendable(f"{op}: {exc}") from None
         except Unsendable as exc:
             raise Unsendable(f"{op}: {exc}") from None
-        frame = buffer.getvalue()
-        if op != APPEND:  # the credential as the operator's client holds it now (refreshed)
-            authorization = self._authorization()
-            if authorization != self._authorized:
-                self._send(pickle.dumps((0, AUTH, (authorization,), {}, 0.0),
-                                        protocol=pickle.HIGHEST_PROTOCOL))
-                self._authorized = authorization
         self._sent += 1
         ident = self._sent
+        # the call and its arguments apart: a writer that cannot read the arguments answers
+        # this call (Unsendable) instead of ending
+        frame = pickle.dumps((ident, op, time.monotonic(), buffer.getvalue()),
+                             protocol=pickle.HIGHEST_PROTOCOL)
         future: asyncio.Future[Any] = loop.create_future()
-        self._waiting[ident] = (op, future)
-        self._send(frame)
+        self._waiting[ident] = (op, future)  # before anything is sent: a loss fails it
         try:
+            authorization = self._auth_now
+            if op != APPEND and authorization != self._authorized:
+                self._send(_control(AUTH, authorization))
+                self._authorized = authorization
+            self._send(frame)
+            if self.lost is not None and not future.done():
+                future.set_exception(_gone(op, self.lost))
             return await future
         finally:
             self._waiting.pop(ident, None)
             if future.cancelled() and self.lost is None:  # not started yet: never start it
-                self._send(pickle.dumps((ident, CANCEL, (), {}, 0.0),
-                                        protocol=pickle.HIGHEST_PROTOCOL))
+                self._send(_control(CANCEL, None, ident))
 
     def _send(self, frame: bytes) -> None:
         self._out += _HEADER.pack(len(frame))
@@ -358,10 +380,17 @@ class Writer:
                     self._loop.remove_writer(self._sock.fileno())
             except (RuntimeError, ValueError):
                 pass
+        self._auth_stop.set()
         self._sock.close()
         self.lost = self.lost or "it was stopped"
         if _reap(self._process, CLOSE_SECONDS) is None:
             _end(self._process)
+
+
+def _control(op: str, value: Any, ident: int = 0) -> bytes:
+    """A frame of the operator's own (``AUTH``, ``CANCEL``): its value pickled plainly."""
+    return pickle.dumps((ident, op, 0.0, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)),
+                        protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _gone(op: str, why: str) -> Exception:
@@ -462,6 +491,7 @@ def _main(parent: int, fd: int) -> int:  # pragma: no cover - the child
         return 1
     endpoint, pool, audit_target, log_format, log_level = setup
     setup_logging(log_format, log_level, component="operator")
+    install_excepthook("operator")
     try:
         kube = Kube.from_endpoint(endpoint)
         sink = open_sink(audit_target)
@@ -475,6 +505,20 @@ def _main(parent: int, fd: int) -> int:  # pragma: no cover - the child
     finally:
         sink.close()
         kube.close()
+
+
+def _send_frame(sock: socket.socket, sending: threading.Lock,
+                frame: bytes) -> None:  # pragma: no cover - the child
+    with sending:
+        try:
+            sock.sendall(_HEADER.pack(len(frame)) + frame)
+        except OSError:
+            pass  # the operator is gone: nobody waits for the answer
+
+
+def _answer(sock: socket.socket, sending: threading.Lock,
+            answer: tuple[Any, ...]) -> None:  # pragma: no cover - the child
+    _send_frame(sock, sending, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _answer_ready(sock: socket.socket, ok: bool, value: Any) -> None:  # pragma: no cover
@@ -534,11 +578,7 @@ def _serve(sock: socket.socket, received: bytearray, kube: Kube, sink: Any,
             failed: Exception = AuditUnavailable(said) if op == APPEND else ClusterError(said)
             frame = pickle.dumps((ident, False, failed, seen, waited),
                                  protocol=pickle.HIGHEST_PROTOCOL)
-        with sending:
-            try:
-                sock.sendall(_HEADER.pack(len(frame)) + frame)
-            except OSError:
-                pass  # the operator is gone: nobody waits for the answer
+        _send_frame(sock, sending, frame)
 
     queued: dict[int, Future[None]] = {}
     try:
@@ -546,15 +586,23 @@ def _serve(sock: socket.socket, received: bytearray, kube: Kube, sink: Any,
             frame = _frames(sock, received)
             if frame is None:
                 break
-            ident, op, args, kwargs, sent = frame
+            ident, op, sent, payload = frame
+            try:
+                value = pickle.loads(payload)  # noqa: S301 - the operator that started it
+            except Exception as exc:  # noqa: BLE001 - this call's, not the writer's end
+                _answer(sock, sending, (ident, False, Unsendable(
+                    f"{op}: the writer process cannot read its arguments "
+                    f"({type(exc).__name__}: {exc})"), [], 0.0))
+                continue
             if op == AUTH:  # the calls that start from now on send it
-                kube.authorize(args[0])
+                kube.authorize(value)
                 continue
             if op == CANCEL:
                 withdrawn = queued.pop(ident, None)
                 if withdrawn is not None:
                     withdrawn.cancel()  # only if it has not started
                 continue
+            args, kwargs = value
             future = (appends if op == APPEND else calls).submit(
                 run, ident, op, args, kwargs, sent)
             queued[ident] = future  # until it is done (at once, if it is already)

@@ -77,6 +77,9 @@ def observe(calls, waited):
     if os.environ.get("OBSERVER_FAILS"):
         raise RuntimeError("the metrics are broken")
 
+import wingman.operator.writer as writer_module
+if os.environ.get("AUTH_REFRESH"):  # the credential read again that often
+    writer_module.AUTH_REFRESH_SECONDS = float(os.environ["AUTH_REFRESH"])
 audit_target = os.environ.get("AUDIT_TARGET", str(work / "audit.jsonl"))
 writer = Writer.start(kube, pool=4, audit_target=audit_target, on_lost=lost.append,
                       on_answer=observe)
@@ -88,16 +91,18 @@ def named(exc):
 '''
 
 
-def _spawn(tmp_path: Path, scenario: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _spawn(tmp_path: Path, scenario: str, cwd: Path | None = None,
+           **env: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "scenario.py"
     script.write_text(PRELUDE + scenario)
     return subprocess.run(
         [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-        timeout=60, env={**os.environ, "PYTHONPATH": OPERATOR, **env}, check=False)
+        timeout=60, env={**os.environ, "PYTHONPATH": OPERATOR, **env}, check=False, cwd=cwd)
 
 
-def _run(tmp_path: Path, scenario: str, **env: str) -> dict[str, Any]:
-    done = _spawn(tmp_path, scenario + "\nprint(json.dumps(out), flush=True)\n", **env)
+def _run(tmp_path: Path, scenario: str, cwd: Path | None = None,
+         **env: str) -> dict[str, Any]:
+    done = _spawn(tmp_path, scenario + "\nprint(json.dumps(out), flush=True)\n", cwd, **env)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -231,6 +236,7 @@ async def main():
     await writer.call("patch", APPROVALS, "ns", "r1", {"status": {}}, subresource="status")
     kube.api.configuration.refresh_api_key_hook = (  # a token refreshed, as an exec plugin's
         lambda configuration: configuration.api_key.update(BearerToken="Bearer t2"))
+    await asyncio.sleep(1)  # read again on its thread
     await writer.call("patch", APPROVALS, "ns", "r1", {"status": {}}, subresource="status")
     try:
         await writer.call("get", APPROVALS, "ns", "r1")  # answered 409
@@ -239,7 +245,7 @@ async def main():
 asyncio.run(main())
 writer.close()
 out["authorizations"] = authorizations
-''')
+''', AUTH_REFRESH="0.1")
     assert out["authorizations"] == ["Bearer t", "Bearer t2", "Bearer t2"]
 
 
@@ -285,6 +291,70 @@ writer.close()
     assert "__main__.unowned is not something the writer process has" in \
         out["unsendable"]["text"]
     assert out["loaded"] == []
+
+
+def test_a_call_the_writer_cannot_read_is_answered_and_the_writer_goes_on(
+        tmp_path: Path) -> None:
+    """An argument the writer cannot rebuild (here a key that arrives as a list) fails that
+    call alone, as one the operator then runs itself; the writer serves the next call."""
+    out = _run(tmp_path, r'''
+from typing import NamedTuple
+
+class Key(NamedTuple):  # a hashable sequence of the operator's: sent as a list
+    a: str
+
+async def main():
+    try:
+        await writer.call("patch", APPROVALS, "ns", "r1", {"status": {Key("x"): 1}})
+    except Exception as exc:
+        out["unreadable"] = named(exc)
+    out["next"] = await writer.call("patch", APPROVALS, "ns", "r1", {"status": {"ok": 1}},
+                                    subresource="status")
+asyncio.run(main())
+out["lost"] = lost
+writer.close()
+''')
+    assert out["unreadable"]["type"] == "Unsendable"
+    assert "the writer process cannot read its arguments" in out["unreadable"]["text"]
+    assert out["next"]["status"] == {"ok": 1}
+    assert out["lost"] == []
+
+
+def test_a_call_sent_to_a_writer_that_just_died_fails_at_once(tmp_path: Path) -> None:
+    """Even when the credential changed meanwhile (its frame goes first): the call is failed
+    with the writer's loss, never left waiting."""
+    out = _run(tmp_path, r'''
+async def main():
+    os.kill(writer.pid, signal.SIGKILL)
+    time.sleep(0.5)  # dead, and nothing read yet on the event loop
+    writer._auth_now = "Bearer changed"
+    try:
+        await asyncio.wait_for(writer.call("get", APPROVALS, "ns", "r1"), 5)
+    except Exception as exc:
+        out["error"] = named(exc)
+asyncio.run(main())
+writer.close()
+''')
+    assert out["error"]["type"] == "ClusterError"
+    assert "the operator's writer process is gone" in out["error"]["text"]
+
+
+def test_the_writer_never_imports_from_the_operators_working_directory(
+        tmp_path: Path) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "json.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_name('ran').write_text('')\n"
+        "from _json import *\n")
+    out = _run(tmp_path, r'''
+async def main():
+    out["patched"] = await writer.call("patch", APPROVALS, "ns", "r1", {"status": {}},
+                                       subresource="status")
+asyncio.run(main())
+writer.close()
+''', cwd=elsewhere)
+    assert out["patched"]["status"] == {}
+    assert not (elsewhere / "ran").exists()
 
 
 def test_a_writer_that_cannot_open_the_audit_trail_is_refused_at_start(
