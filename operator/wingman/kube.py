@@ -1520,15 +1520,14 @@ def _kubeconfig_names(config_file: KubeconfigFiles) -> list[str]:
     order. Each is a path as it is, as kubectl's loader (client-go's clientcmd) takes it: a
     ``~`` in ``KUBECONFIG`` or ``--kubeconfig`` is not expanded (only the default is in the
     home directory), and a ``--kubeconfig`` holding ``os.pathsep`` is one file."""
-    from kubernetes import config as k8s_config
-
     if config_file is None or isinstance(config_file, str):
         joined = os.environ.get("KUBECONFIG", "") if config_file is None else config_file
         names = joined.split(os.pathsep)
     else:
         names = list(config_file)
-    return [name for name in names if name] or [
-        os.path.expanduser(k8s_config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION)]
+    # kubectl's default (not the kubernetes library's constant: that is KUBECONFIG as it was
+    # when the library was first imported, which is now whenever a client is first made)
+    return [name for name in names if name] or [os.path.expanduser("~/.kube/config")]
 
 
 def _kubeconfig_files(config_file: KubeconfigFiles) -> list[tuple[Path, Any]]:
