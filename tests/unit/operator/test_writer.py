@@ -91,6 +91,16 @@ def named(exc):
 '''
 
 
+#: One status write, answered with the patch
+ONE_PATCH = r'''
+async def main():
+    out["patched"] = await writer.call("patch", APPROVALS, "ns", "r1", {"status": {}},
+                                       subresource="status")
+asyncio.run(main())
+writer.close()
+'''
+
+
 def _spawn(tmp_path: Path, scenario: str, cwd: Path | None = None,
            **env: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "scenario.py"
@@ -346,13 +356,7 @@ def test_the_writer_never_imports_from_the_operators_working_directory(
     (elsewhere / "json.py").write_text(
         "import pathlib\npathlib.Path(__file__).with_name('ran').write_text('')\n"
         "from _json import *\n")
-    out = _run(tmp_path, r'''
-async def main():
-    out["patched"] = await writer.call("patch", APPROVALS, "ns", "r1", {"status": {}},
-                                       subresource="status")
-asyncio.run(main())
-writer.close()
-''', cwd=elsewhere)
+    out = _run(tmp_path, ONE_PATCH, cwd=elsewhere)
     assert out["patched"]["status"] == {}
     assert not (elsewhere / "ran").exists()
 
@@ -424,11 +428,5 @@ def test_a_call_withdrawn_before_it_started_is_never_made(tmp_path: Path) -> Non
 
 
 def test_an_observer_that_fails_fails_no_call(tmp_path: Path) -> None:
-    out = _run(tmp_path, r'''
-async def main():
-    out["patched"] = await writer.call("patch", APPROVALS, "ns", "r1", {"status": {}},
-                                       subresource="status")
-asyncio.run(main())
-writer.close()
-''', OBSERVER_FAILS="1")
+    out = _run(tmp_path, ONE_PATCH, OBSERVER_FAILS="1")
     assert out["patched"]["status"] == {}
