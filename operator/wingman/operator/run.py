@@ -297,9 +297,11 @@ def start_writer(settings: OperatorSettings, kube: Kube, on_lost: Callable[[str]
         return Writer.start(kube, pool=settings.api_concurrency,
                             audit_target=settings.audit_target, log_format=settings.log_format,
                             log_level=settings.log_level, on_lost=on_lost)
-    except (OSError, WingmanError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any reason: the threads take the calls
+        said = str(exc) if isinstance(exc, OSError | WingmanError) else \
+            f"{type(exc).__name__}: {str(exc)[:300]}"
         log.warning("the writer process could not be started: the API calls and audit "
-                    "appends run on the operator's threads", extra={"error": str(exc)})
+                    "appends run on the operator's threads", extra={"error": said})
         return None
 
 

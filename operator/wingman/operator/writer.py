@@ -154,6 +154,7 @@ class Writer:
     def __init__(self, sock: socket.socket, process: subprocess.Popen[bytes], *,
                  known: frozenset[str] = frozenset(),
                  authorization: Callable[[], str | None] = lambda: None,
+                 authorization_now: str | None = None,
                  on_lost: Callable[[str], object] | None = None,
                  on_answer: Callable[[list[Observation], float], object] | None = None
                  ) -> None:
@@ -165,7 +166,7 @@ class Writer:
         #: the Authorization header the operator's own client would send (read again every
         #: AUTH_REFRESH_SECONDS on a thread of its own) and the one the writer was last given
         self._authorization = authorization
-        self._auth_now = authorization()
+        self._auth_now = authorization_now
         self._authorized: str | None = None
         self._auth_stop = threading.Event()
         self._auth_thread = threading.Thread(target=self._refresh_auth, daemon=True,
@@ -202,6 +203,7 @@ class Writer:
         sink's error), ended before it answered, or said nothing within ``READY_SECONDS``;
         ``OSError`` when the process cannot be created."""
         endpoint = kube.endpoint(pool_size=pool)
+        authorization_now = kube.authorization()  # a hook that fails: before anything starts
         ours, theirs = socket.socketpair()
         try:
             # -P: not the working directory first on the path (a json.py there would run
@@ -234,8 +236,7 @@ class Writer:
         ours.setblocking(False)
         log.info("writer process started", extra={"pid": process.pid})
         return cls(ours, process, known=frozenset(value), authorization=kube.authorization,
-                   on_lost=on_lost,
-                   on_answer=on_answer)
+                   authorization_now=authorization_now, on_lost=on_lost, on_answer=on_answer)
 
     async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``op`` (a ``KUBE_CALLS`` name, ``ADOPT`` or ``APPEND``) in the writer;
