@@ -423,16 +423,11 @@ def _end(process: subprocess.Popen[bytes]) -> None:
 def _ready(sock: socket.socket) -> tuple[bool, Any]:
     """The writer's first answer (blocking, within the socket's timeout): (True, the modules it
     has imported) once it runs, (False, the error) when it cannot."""
-    received = bytearray()
-    while len(received) < _HEADER.size or \
-            len(received) < _HEADER.size + _HEADER.unpack_from(received)[0]:
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            return False, ClusterError("the writer process ended before it ran; see its log "
-                                       "lines above")
-        received += chunk
-    (size,) = _HEADER.unpack_from(received)
-    _, ok, value, _, _ = pickle.loads(bytes(received[_HEADER.size:_HEADER.size + size]))  # noqa: S301
+    answer = _frames(sock, bytearray())
+    if answer is None:
+        return False, ClusterError("the writer process ended before it ran; see its log lines "
+                                   "above")
+    _, ok, value, _, _ = answer
     return bool(ok), value
 
 
@@ -457,8 +452,9 @@ def _die_with(parent: int) -> None:  # pragma: no cover - the child
         os._exit(1)
 
 
-def _frames(sock: socket.socket, received: bytearray) -> Any:  # pragma: no cover - the child
-    """The next frame from the operator (None: the socket closed)."""
+def _frames(sock: socket.socket, received: bytearray) -> Any:
+    """The next frame on a blocking ``sock``, unpickled (None: the socket closed); what was
+    read past it stays in ``received``."""
     while len(received) < _HEADER.size or \
             len(received) < _HEADER.size + _HEADER.unpack_from(received)[0]:
         chunk = sock.recv(1 << 20)
@@ -468,7 +464,7 @@ def _frames(sock: socket.socket, received: bytearray) -> Any:  # pragma: no cove
     (size,) = _HEADER.unpack_from(received)
     frame = bytes(received[_HEADER.size:_HEADER.size + size])
     del received[:_HEADER.size + size]
-    return pickle.loads(frame)  # noqa: S301 - the operator that started it
+    return pickle.loads(frame)  # noqa: S301 - the operator, or the writer it started
 
 
 def main(argv: Sequence[str]) -> int:  # pragma: no cover - the child
