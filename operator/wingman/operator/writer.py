@@ -27,10 +27,12 @@ hold copies of every page of the operator's heap it touches, the Kubernetes clie
 among them, about 35 MiB), which imports only what its calls need (the HTTP client, the audit
 sink; never the ``kubernetes`` package). It learns how to reach the API server from the
 operator's own client (``wingman.kube.Endpoint``: URL, TLS, timeouts, no credential) in its
-first frame, and the Authorization header from the operator whenever it changes (an ``AUTH``
-frame before the call that needs it: a refreshed token is refreshed where it was loaded). It
-answers that first frame once its sink is open, so a writer that cannot run is known at
-start. It does nothing on SIGINT, SIGTERM and SIGHUP (a terminal's Ctrl-C reaches the whole
+first frame, and the Authorization header from the operator whenever it changes (the operator
+reads it every ``AUTH_REFRESH_SECONDS`` on a thread of its own, and sends an ``AUTH`` frame
+before the next call: a refreshed token is refreshed where it was loaded). It answers that
+first frame once its sink is open, so a writer that cannot run is known at start. A call whose
+arguments it cannot rebuild is answered ``Unsendable`` (the operator runs it itself); the
+writer goes on. It does nothing on SIGINT, SIGTERM and SIGHUP (a terminal's Ctrl-C reaches the whole
 process group: the operator stops it) and ends when its socket closes (the operator
 stopped), once the calls running are done (those still queued are dropped; their callers are
 gone). When the operator dies (SIGKILL, a crash) the kernel kills the writer with it
@@ -519,11 +521,7 @@ def _answer(sock: socket.socket, sending: threading.Lock,
 
 
 def _answer_ready(sock: socket.socket, ok: bool, value: Any) -> None:  # pragma: no cover
-    frame = pickle.dumps((0, ok, value, [], 0.0), protocol=pickle.HIGHEST_PROTOCOL)
-    try:
-        sock.sendall(_HEADER.pack(len(frame)) + frame)
-    except OSError:
-        pass  # the operator is gone
+    _answer(sock, threading.Lock(), (0, ok, value, [], 0.0))  # no call runs yet
 
 
 def _serve(sock: socket.socket, received: bytearray, kube: Kube, sink: Any,
