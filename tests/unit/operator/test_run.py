@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import kopf
@@ -20,7 +21,13 @@ from kopf._cogs.structs import references
 from wingman.logs import setup_logging
 from wingman.model import names
 from wingman.operator import run
-from wingman.operator.run import GC_THRESHOLDS, QuietRetries, configure_kopf, tune_gc
+from wingman.operator.run import (
+    GC_THRESHOLDS,
+    WORKER_IDLE_SECONDS,
+    QuietRetries,
+    configure_kopf,
+    tune_gc,
+)
 
 
 @pytest.fixture
@@ -73,6 +80,18 @@ def test_only_jobs_with_wingmans_role_label_are_watched() -> None:
     grants = _resource("wingman.dev", "executiongrants", "ExecutionGrant")
     assert settings.watching.label_selectors.collect(jobs) == [names.ROLE_LABEL]
     assert settings.watching.label_selectors.collect(grants) == []
+
+
+def test_an_objects_worker_ends_soon_after_its_last_event() -> None:
+    """kopf keeps each object's worker, and the last body it handled, for 5 s after its last
+    event by default: in a burst, thousands of them at once. The setting is the one kopf reads
+    (a deprecated alias, or a setting kopf removed, would warn and change nothing)."""
+    settings = kopf.OperatorSettings()
+    default = settings.queueing.idle_timeout
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        configure_kopf(settings)
+    assert settings.queueing.idle_timeout == WORKER_IDLE_SECONDS < default
 
 
 def test_the_declared_kopf_floor_has_the_watch_label_selectors() -> None:
