@@ -167,6 +167,32 @@ def test_an_object_that_cannot_be_deleted_keeps_back_only_itself_and_is_audited_
         "executiongrants.wingman.dev" in message
 
 
+def test_a_burst_is_retired_in_waves_oldest_first_each_request_after_its_grants(
+        tmp_path: Path) -> None:
+    kube = Refusing()
+    ctx = context(kube, tmp_path)
+    for i in range(5):
+        finished(ctx.tracker, f"req-{i}", f"grant-{i}")
+        age = dt.timedelta(hours=2, minutes=-i)  # req-0 and grant-0 finished first
+        for e in (ctx.tracker.approval(f"req-{i}"), ctx.tracker.grants[f"u-grant-{i}"]):
+            assert e is not None
+            e.final_at = NOW - age
+    waves = []
+    for _ in range(5):
+        kube.deleted.clear()
+        retired, more = asyncio.run(retire(ctx, NOW, wave=3))
+        waves.append((list(kube.deleted), retired, more))
+        if not more:
+            break
+    assert waves == [
+        (["grant-0", "grant-1", "grant-2"], 3, True),
+        (["grant-3", "grant-4", "req-0"], 3, True),
+        (["req-1", "req-2", "req-3"], 3, True),
+        (["req-4"], 1, False),
+    ]
+    assert not ctx.tracker.grants and not ctx.tracker.approvals
+
+
 @pytest.mark.parametrize(("status", "message", "refusal"), [
     (403, "forbidden: the policy wingman-hold denied the request", True),
     (422, "ValidatingAdmissionPolicy 'hold' denied request", True),

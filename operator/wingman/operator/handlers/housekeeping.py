@@ -15,7 +15,9 @@ Every ``sweepIntervalSeconds`` (and at once when this replica becomes the leader
   every ``GC_INTERVAL`` besides, with one list of each (``remove_orphans``);
 - retires finished requests and grants older than the policy's ``retentionSeconds``: a
   ``...Retired`` audit record, then the object is deleted (its Job and Secret follow by owner
-  reference); ``kubectl wingman describe`` points at the audit trail for them. Grants of a
+  reference); ``kubectl wingman describe`` points at the audit trail for them. At most
+  ``RETIRE_WAVE`` a pass, oldest first; while more are due the next pass follows
+  ``RETIRE_PAUSE_SECONDS`` later. Grants of a
   request that names rollbacks stay for ``rollbackWindowSeconds`` too, and a request goes only
   after its grants. A delete the API server refuses (an admission policy or webhook) is
   retried every sweep, counted in ``wingman_retirement_refused_total`` and reported once per
@@ -59,6 +61,12 @@ KEY_RELOAD_SECONDS = 5.0
 GC_INTERVAL = 300.0
 RELEASE_INTERVAL = 60.0
 RESYNC_CONCURRENCY = 16
+#: The most finished objects one pass of the sweep retires; the rest follow in the next
+#: passes, ``RETIRE_PAUSE_SECONDS`` apart. Retiring a whole burst at once (thousands of
+#: deletions, each followed by its watch event and those of the Job and Secret the garbage
+#: collector removes after it) held all their events in the operator at the same moment.
+RETIRE_WAVE = 200
+RETIRE_PAUSE_SECONDS = 2.0
 #: Answers that refuse a delete (an admission policy, RBAC, a webhook's denial); a server
 #: error counts only when it names a webhook (one that failed or timed out): anything else of
 #: 5xx, a 409 (the object was replaced) or 429 is "not now", not a refusal.
@@ -360,17 +368,22 @@ def report_refusal(ctx: Context, e: Entry, kind: str, seconds: int, exc: ApiErro
               f"validatingadmissionpolicies,validatingwebhookconfigurations).")
 
 
-async def retire(ctx: Context, now: dt.datetime) -> int:
+async def retire(ctx: Context, now: dt.datetime, wave: int = RETIRE_WAVE) -> tuple[int, bool]:
     """Delete finished requests and grants older than the retention, after auditing it:
-    up to ``RESYNC_CONCURRENCY`` at a time, grants first, then the requests none of whose
-    grants is left. One that fails stays (and so does its request) for the next sweep, the
-    others are retired all the same; the first failure is raised at the end."""
+    at most ``wave`` of them, oldest first, up to ``RESYNC_CONCURRENCY`` at a time, grants
+    first, then the requests none of whose grants is left. One that fails stays (and so does
+    its request) for the next sweep, the others are retired all the same; the first failure
+    is raised at the end. Returns how many were retired and whether more were due than the
+    wave took."""
     seconds = ctx.settings.policy.retention_seconds
     if seconds <= 0:
-        return 0
+        return 0, False
     window = dt.timedelta(seconds=ctx.settings.policy.rollback_window_seconds)
     due = due_for_retirement(ctx.tracker, dt.timedelta(seconds=seconds), now,
                              rollback_window=window)
+    grants = sorted((e for e in due if e.kind == "grant"), key=_finished)
+    more = len(due) > wave
+    grants = grants[:wave]
     gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
     failure: BaseException | None = None
 
@@ -383,15 +396,20 @@ async def retire(ctx: Context, now: dt.datetime) -> int:
                 failure = failure or exc
                 return 0
             return 1
-    retired = sum(await asyncio.gather(*(one(e) for e in due if e.kind == "grant")))
-    requests = [e for e in due if e.kind == "approval" and not ctx.tracker.grants_of(e.name)]
-    retired += sum(await asyncio.gather(*(one(e) for e in requests)))
+    retired = sum(await asyncio.gather(*(one(e) for e in grants)))
+    requests = sorted((e for e in due if e.kind == "approval"
+                       and not ctx.tracker.grants_of(e.name)), key=_finished)
+    retired += sum(await asyncio.gather(*(one(e) for e in requests[:wave - len(grants)])))
     if retired:
-        log.info("retired finished objects", extra={"count": retired,
+        log.info("retired finished objects", extra={"count": retired, "more": more,
                                                     "retention_seconds": seconds})
     if failure is not None:
         raise failure
-    return retired
+    return retired, more
+
+
+def _finished(e: Entry) -> dt.datetime:
+    return e.final_at or dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 class Sweeper:
@@ -405,6 +423,7 @@ class Sweeper:
         self._gc_at = 0.0
         self._orphans_at = 0.0
         self._retired = 0  # retired since memory was last released
+        self._more_to_retire = False  # the last wave left some: the next pass comes sooner
         self._released_at = 0.0
 
     def leadership_changed(self, leading: bool) -> None:
@@ -433,8 +452,11 @@ class Sweeper:
                 ctx.metrics.reconcile_errors.labels(resource="housekeeping").inc()
                 log.exception("sweep failed")
             self.wake.clear()
+            pause = ctx.settings.sweep_interval_seconds
+            if self._more_to_retire:
+                pause = min(pause, RETIRE_PAUSE_SECONDS)
             try:
-                await asyncio.wait_for(self.wake.wait(), ctx.settings.sweep_interval_seconds)
+                await asyncio.wait_for(self.wake.wait(), pause)
             except TimeoutError:
                 pass
 
@@ -457,7 +479,8 @@ class Sweeper:
             lambda: self._markers(mono))
 
     async def _retire(self, now: dt.datetime, mono: float) -> None:
-        retired = await retire(self.ctx, now)
+        self._more_to_retire = False
+        retired, self._more_to_retire = await retire(self.ctx, now)
         self._retired += retired
         if self._retired and (not retired or mono - self._released_at >= RELEASE_INTERVAL):
             # the wave is over (or has gone on for a while): what it freed goes back
@@ -528,6 +551,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> Sweeper:
     return sweeper
 
 
-__all__ = ["MARKER_GRACE_SECONDS", "Sweeper", "collect_markers", "due_for_resync",
-           "expired_markers", "orphans", "refused", "register", "reload_keys", "remove_orphans",
-           "report_refusal", "retire", "retire_one", "run_stages", "update_gauges"]
+__all__ = ["MARKER_GRACE_SECONDS", "RETIRE_PAUSE_SECONDS", "RETIRE_WAVE", "Sweeper",
+           "collect_markers", "due_for_resync", "expired_markers", "orphans", "refused",
+           "register", "reload_keys", "remove_orphans", "report_refusal", "retire", "retire_one",
+           "run_stages", "update_gauges"]
