@@ -133,7 +133,7 @@ NOOP = textwrap.dedent('''
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.reconnect_backoff = 0.5
-        settings.batching.batch_window = 0.02
+        settings.queueing.idle_timeout = 0.5  # as the operator's (WORKER_IDLE_SECONDS)
 
     @kopf.on.event("wingman.dev", "v1alpha1", "approvalrequests")
     def review(type, status, patch, **_):

@@ -27,7 +27,7 @@ log = logging.getLogger("wingman.operator.pool")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: a thread with no work this long ends (kopf ends an object's idle worker after 5 s)
+#: a thread with no work this long ends
 IDLE_SECONDS = 10.0
 
 

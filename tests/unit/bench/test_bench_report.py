@@ -458,3 +458,11 @@ def test_a_grant_status_write_made_before_its_job_is_not_taken_for_token_issued(
     # g0: its status write before the Job is not the issue (the Secret is last); g1: the
     # TokenIssued status, written with the Secret, answered last
     assert got["released"] == pytest.approx([0.5, 0.7])
+
+
+def test_the_no_op_ends_its_idle_workers_as_the_operator_does() -> None:
+    """The floor is kopf with the operator's settings: an idle worker (and the last body it
+    holds) kept for kopf's default 5 s would be memory the real operator does not hold."""
+    from wingman.operator.run import WORKER_IDLE_SECONDS
+
+    assert f"settings.queueing.idle_timeout = {WORKER_IDLE_SECONDS}" in bench.NOOP

@@ -193,6 +193,27 @@ def test_a_burst_is_retired_in_waves_oldest_first_each_request_after_its_grants(
     assert not ctx.tracker.grants and not ctx.tracker.approvals
 
 
+def test_objects_whose_delete_is_refused_never_take_the_whole_wave(tmp_path: Path) -> None:
+    kube = Refusing("stuck-1", "stuck-2")
+    ctx = context(kube, tmp_path)
+    finished(ctx.tracker, "old", "stuck-1", "stuck-2")
+    with pytest.raises(ApiError, match="refused"):
+        asyncio.run(retire(ctx, NOW, wave=2))
+    assert kube.deleted == []
+    for i in range(3):  # finished after the two that are refused
+        finished(ctx.tracker, f"req-{i}", f"grant-{i}")
+        for e in (ctx.tracker.approval(f"req-{i}"), ctx.tracker.grants[f"u-grant-{i}"]):
+            assert e is not None and e.final_at is not None
+            e.final_at += dt.timedelta(minutes=1)
+    retired, more = asyncio.run(retire(ctx, NOW, wave=2))
+    assert (kube.deleted, retired, more) == (["grant-0", "grant-1"], 2, True)
+    kube.deleted.clear()
+    with pytest.raises(ApiError, match="refused"):  # tried again once there is room
+        asyncio.run(retire(ctx, NOW, wave=10))
+    assert sorted(kube.deleted) == ["grant-2", "req-0", "req-1", "req-2"]
+    assert "u-stuck-1" in ctx.tracker.grants and ctx.tracker.approval("old") is not None
+
+
 @pytest.mark.parametrize(("status", "message", "refusal"), [
     (403, "forbidden: the policy wingman-hold denied the request", True),
     (422, "ValidatingAdmissionPolicy 'hold' denied request", True),

@@ -370,20 +370,20 @@ def report_refusal(ctx: Context, e: Entry, kind: str, seconds: int, exc: ApiErro
 
 async def retire(ctx: Context, now: dt.datetime, wave: int = RETIRE_WAVE) -> tuple[int, bool]:
     """Delete finished requests and grants older than the retention, after auditing it:
-    at most ``wave`` of them, oldest first, up to ``RESYNC_CONCURRENCY`` at a time, grants
-    first, then the requests none of whose grants is left. One that fails stays (and so does
+    at most ``wave`` of them (``_turn``: oldest first, those refused before last), up to
+    ``RESYNC_CONCURRENCY`` at a time, grants first, then the requests none of whose grants is
+    left. One that fails stays (and so does
     its request) for the next sweep, the others are retired all the same; the first failure
     is raised at the end. Returns how many were retired and whether more were due than the
-    wave took."""
+    wave took (not counting those refused before)."""
     seconds = ctx.settings.policy.retention_seconds
     if seconds <= 0:
         return 0, False
     window = dt.timedelta(seconds=ctx.settings.policy.rollback_window_seconds)
     due = due_for_retirement(ctx.tracker, dt.timedelta(seconds=seconds), now,
                              rollback_window=window)
-    grants = sorted((e for e in due if e.kind == "grant"), key=_finished)
-    more = len(due) > wave
-    grants = grants[:wave]
+    grants = sorted((e for e in due if e.kind == "grant"), key=_turn)[:wave]
+    more = sum(1 for e in due if not e.retire_refusal_reported) > wave
     gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
     failure: BaseException | None = None
 
@@ -398,7 +398,7 @@ async def retire(ctx: Context, now: dt.datetime, wave: int = RETIRE_WAVE) -> tup
             return 1
     retired = sum(await asyncio.gather(*(one(e) for e in grants)))
     requests = sorted((e for e in due if e.kind == "approval"
-                       and not ctx.tracker.grants_of(e.name)), key=_finished)
+                       and not ctx.tracker.grants_of(e.name)), key=_turn)
     retired += sum(await asyncio.gather(*(one(e) for e in requests[:wave - len(grants)])))
     if retired:
         log.info("retired finished objects", extra={"count": retired, "more": more,
@@ -408,8 +408,11 @@ async def retire(ctx: Context, now: dt.datetime, wave: int = RETIRE_WAVE) -> tup
     return retired, more
 
 
-def _finished(e: Entry) -> dt.datetime:
-    return e.final_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+def _turn(e: Entry) -> tuple[bool, dt.datetime]:
+    """The order in which due objects are retired (pure): oldest first, those whose delete the
+    API server refused before last (so that they never take the whole wave: they are tried
+    again when there is room, and never make the next pass come sooner)."""
+    return e.retire_refusal_reported, e.final_at or dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 class Sweeper:
