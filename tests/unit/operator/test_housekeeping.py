@@ -18,7 +18,7 @@ from wingman.kube import JOBS, SECRETS, ApiError
 from wingman.model import names
 from wingman.operator.context import Context, NotLeading
 from wingman.operator.events import Events
-from wingman.operator.handlers import grants
+from wingman.operator.handlers import grants, housekeeping
 from wingman.operator.handlers.housekeeping import _job_outline, orphans, retire, run_stages
 from wingman.operator.handlers.housekeeping import refused as is_refusal
 from wingman.operator.metrics import Metrics
@@ -114,8 +114,9 @@ def sweeps(ctx: Context, kube: Refusing, times: int, events: int) -> None:
         ctx.events.start()
         try:
             for _ in range(times):
-                with pytest.raises(ApiError, match="stuck-1"):
-                    await retire(ctx, NOW)
+                result = await retire(ctx, NOW)
+                assert isinstance(result.failure, ApiError)
+                assert "stuck-1" in str(result.failure)
             assert ctx.events._queue is not None
             for _ in range(500):
                 if ctx.events._queue.empty() and len(kube.events) >= events:
@@ -180,9 +181,10 @@ def test_a_burst_is_retired_in_waves_oldest_first_each_request_after_its_grants(
     waves = []
     for _ in range(5):
         kube.deleted.clear()
-        retired, more = asyncio.run(retire(ctx, NOW, wave=3))
-        waves.append((list(kube.deleted), retired, more))
-        if not more:
+        result = asyncio.run(retire(ctx, NOW, wave=3))
+        waves.append((list(kube.deleted), result.retired, result.more))
+        assert result.failure is None
+        if not result.more:
             break
     assert waves == [
         (["grant-0", "grant-1", "grant-2"], 3, True),
@@ -193,25 +195,71 @@ def test_a_burst_is_retired_in_waves_oldest_first_each_request_after_its_grants(
     assert not ctx.tracker.grants and not ctx.tracker.approvals
 
 
-def test_objects_whose_delete_is_refused_never_take_the_whole_wave(tmp_path: Path) -> None:
+def aged(ctx: Context, minutes: int, *names: str) -> None:
+    """Make the objects named finish ``minutes`` later than the others."""
+    for e in [*ctx.tracker.grants.values(), *ctx.tracker.approvals.values()]:
+        if e.name in names:
+            assert e.final_at is not None
+            e.final_at += dt.timedelta(minutes=minutes)
+
+
+def test_deletes_refused_before_take_no_room_in_a_wave_and_are_tried_again_apart(
+        tmp_path: Path) -> None:
+    """As many grants held by an admission policy as a wave takes: the rest of the burst still
+    goes, at the waves' pace; the held ones are tried again only when ``refused_too``."""
     kube = Refusing("stuck-1", "stuck-2")
     ctx = context(kube, tmp_path)
     finished(ctx.tracker, "old", "stuck-1", "stuck-2")
-    with pytest.raises(ApiError, match="refused"):
-        asyncio.run(retire(ctx, NOW, wave=2))
-    assert kube.deleted == []
-    for i in range(3):  # finished after the two that are refused
+    for i in range(3):
         finished(ctx.tracker, f"req-{i}", f"grant-{i}")
-        for e in (ctx.tracker.approval(f"req-{i}"), ctx.tracker.grants[f"u-grant-{i}"]):
-            assert e is not None and e.final_at is not None
-            e.final_at += dt.timedelta(minutes=1)
-    retired, more = asyncio.run(retire(ctx, NOW, wave=2))
-    assert (kube.deleted, retired, more) == (["grant-0", "grant-1"], 2, True)
-    kube.deleted.clear()
-    with pytest.raises(ApiError, match="refused"):  # tried again once there is room
-        asyncio.run(retire(ctx, NOW, wave=10))
-    assert sorted(kube.deleted) == ["grant-2", "req-0", "req-1", "req-2"]
-    assert "u-stuck-1" in ctx.tracker.grants and ctx.tracker.approval("old") is not None
+        aged(ctx, 1 + i, f"req-{i}", f"grant-{i}")
+    passes = []
+    for refused_too in (True, False, False, True):
+        kube.deleted.clear()
+        result = asyncio.run(retire(ctx, NOW, wave=2, refused_too=refused_too))
+        failure = result.failure is not None and "refused" in str(result.failure)
+        passes.append((sorted(kube.deleted), result.retired, result.more, failure))
+    assert passes == [
+        ([], 0, True, True),  # the two oldest are refused: the first time, they fill a wave
+        (["grant-0", "grant-1"], 2, True, False),  # then they take no room, and are not tried
+        (["grant-2", "req-0"], 2, True, False),
+        (["req-1", "req-2"], 2, False, True),  # tried again, refused again: nothing more due
+    ]
+    assert set(ctx.tracker.grants) == {"u-stuck-1", "u-stuck-2"}
+    assert {e.name for e in ctx.tracker.approvals.values()} == {"old"}
+    assert refused(ctx) == 4.0
+
+
+def test_a_failing_api_server_is_not_asked_again_sooner(tmp_path: Path) -> None:
+    kube = Refusing("grant-0", status=503)
+    ctx = context(kube, tmp_path)
+    for i in range(3):
+        finished(ctx.tracker, f"req-{i}", f"grant-{i}")
+    result = asyncio.run(retire(ctx, NOW, wave=2))
+    assert isinstance(result.failure, ApiError) and result.failure.status == 503
+    assert (result.retired, result.more) == (1, False)
+
+
+def test_the_next_pass_comes_sooner_only_while_a_leader_has_waves_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kube = Refusing()
+    ctx = context(kube, tmp_path)
+    ctx.settings.sweep_interval_seconds = 10
+    released: list[float] = []
+    monkeypatch.setattr(housekeeping, "RETIRE_WAVE", 3)
+    monkeypatch.setattr(housekeeping.memory, "release", lambda: released.append(1.0))
+    for i in range(2):
+        finished(ctx.tracker, f"req-{i}", f"grant-{i}")
+    sweeper = housekeeping.Sweeper(ctx)
+    assert sweeper.pause() == 10
+    asyncio.run(sweeper._retire(NOW, 10.0))
+    assert (len(kube.deleted), released) == (3, [])
+    assert sweeper.pause() == housekeeping.RETIRE_PAUSE_SECONDS
+    ctx.leader = cast(Any, types.SimpleNamespace(leading=False))
+    assert sweeper.pause() == 10  # a follower sweeps at its interval
+    ctx.leader = None
+    asyncio.run(sweeper._retire(NOW, 12.0))
+    assert (len(kube.deleted), sweeper.pause(), released) == (4, 10, [1.0])  # released once
 
 
 @pytest.mark.parametrize(("status", "message", "refusal"), [

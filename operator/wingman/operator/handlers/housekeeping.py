@@ -15,15 +15,17 @@ Every ``sweepIntervalSeconds`` (and at once when this replica becomes the leader
   every ``GC_INTERVAL`` besides, with one list of each (``remove_orphans``);
 - retires finished requests and grants older than the policy's ``retentionSeconds``: a
   ``...Retired`` audit record, then the object is deleted (its Job and Secret follow by owner
-  reference); ``kubectl wingman describe`` points at the audit trail for them. At most
-  ``RETIRE_WAVE`` a pass, oldest first; while more are due the next pass follows
-  ``RETIRE_PAUSE_SECONDS`` later. Grants of a
+  reference); ``kubectl wingman describe`` points at the audit trail for them. Grants of a
   request that names rollbacks stay for ``rollbackWindowSeconds`` too, and a request goes only
-  after its grants. A delete the API server refuses (an admission policy or webhook) is
-  retried every sweep, counted in ``wingman_retirement_refused_total`` and reported once per
-  object by a Warning Event ``RetirementRefused``;
-- after a wave of retirements, hands the memory the retired objects held back to the OS
-  (``memory.release``; at most once a minute while retirements go on);
+  after its grants. In waves (``retire``): at most ``RETIRE_WAVE`` a pass, grants first, each
+  kind oldest first; while more are due and nothing failed but refusals, the next pass
+  follows ``RETIRE_PAUSE_SECONDS`` later (when the sweep interval is longer). A delete the API
+  server refused (an admission policy or webhook) takes no room in a wave: such objects are
+  tried again once per sweep interval, after the wave, counted in
+  ``wingman_retirement_refused_total`` and reported once per object by a Warning Event
+  ``RetirementRefused``;
+- once the waves are over, hands the memory the retired objects held back to the OS
+  (``memory.release``; at most once a minute while they go on);
 - exports the gauges (requests by phase, pending approvals, the age of the oldest object
   still waiting for the operator), reloads rotated signing keys (every few seconds) and
   collects burn markers (every few minutes).
@@ -36,6 +38,7 @@ expired for longer than the leeway plus ``MARKER_GRACE_SECONDS``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -368,51 +371,78 @@ def report_refusal(ctx: Context, e: Entry, kind: str, seconds: int, exc: ApiErro
               f"validatingadmissionpolicies,validatingwebhookconfigurations).")
 
 
-async def retire(ctx: Context, now: dt.datetime, wave: int = RETIRE_WAVE) -> tuple[int, bool]:
+@dataclasses.dataclass
+class Retirement:
+    """What one pass of :func:`retire` did: how many it retired, whether more are due that a
+    pass can take now (the next pass comes sooner then), and its first failure (the others
+    were retired all the same)."""
+
+    retired: int = 0
+    more: bool = False
+    failure: Exception | None = None
+
+
+async def retire(ctx: Context, now: dt.datetime, *, wave: int = RETIRE_WAVE,
+                 refused_too: bool = True) -> Retirement:
     """Delete finished requests and grants older than the retention, after auditing it:
-    at most ``wave`` of them (``_turn``: oldest first, those refused before last), up to
-    ``RESYNC_CONCURRENCY`` at a time, grants first, then the requests none of whose grants is
-    left. One that fails stays (and so does
-    its request) for the next sweep, the others are retired all the same; the first failure
-    is raised at the end. Returns how many were retired and whether more were due than the
-    wave took (not counting those refused before)."""
+    grants first, then the requests none of whose grants is left, up to
+    ``RESYNC_CONCURRENCY`` at a time; at most ``wave`` of them, oldest first. Those whose
+    delete the API server refused before take none of that wave: up to ``wave`` of them are
+    tried again after it, and only when ``refused_too`` (the sweep: at most once per sweep
+    interval). One that fails stays (and so does its request) for a later pass, the others are
+    retired all the same. ``more`` is set when due objects that were not refused before were
+    left for the next pass and none of this pass's failed for another reason than a refusal (an
+    API server that fails is not asked again sooner)."""
     seconds = ctx.settings.policy.retention_seconds
     if seconds <= 0:
-        return 0, False
+        return Retirement()
     window = dt.timedelta(seconds=ctx.settings.policy.rollback_window_seconds)
     due = due_for_retirement(ctx.tracker, dt.timedelta(seconds=seconds), now,
                              rollback_window=window)
-    grants = sorted((e for e in due if e.kind == "grant"), key=_turn)[:wave]
-    more = sum(1 for e in due if not e.retire_refusal_reported) > wave
     gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
-    failure: BaseException | None = None
+    out = Retirement()
+    tried: set[str] = set()
+    transient = False
 
     async def one(e: Entry) -> int:
-        nonlocal failure
+        nonlocal transient
         async with gate:
             try:
                 await retire_one(ctx, e, seconds)
-            except Exception as exc:  # noqa: BLE001 - raised below, after the others
-                failure = failure or exc
+            except Exception as exc:  # noqa: BLE001 - handed back, after the others
+                out.failure = out.failure or exc
+                transient = transient or not (isinstance(exc, ApiError) and refused(exc))
                 return 0
             return 1
-    retired = sum(await asyncio.gather(*(one(e) for e in grants)))
-    requests = sorted((e for e in due if e.kind == "approval"
-                       and not ctx.tracker.grants_of(e.name)), key=_turn)
-    retired += sum(await asyncio.gather(*(one(e) for e in requests[:wave - len(grants)])))
-    if retired:
-        log.info("retired finished objects", extra={"count": retired, "more": more,
+
+    async def wave_of(entries: list[Entry], room: int) -> int:
+        chosen = sorted(entries, key=_age)[:max(0, room)]
+        tried.update(e.uid for e in chosen)
+        return sum(await asyncio.gather(*(one(e) for e in chosen)))
+
+    def free(entries: list[Entry]) -> list[Entry]:
+        """The requests of ``entries`` none of whose grants is left."""
+        return [e for e in entries if e.kind == "approval" and not ctx.tracker.grants_of(e.name)]
+
+    fresh = [e for e in due if not e.retire_refusal_reported]
+    again = [e for e in due if e.retire_refusal_reported]  # before this pass refuses any
+    grants = [e for e in fresh if e.kind == "grant"]
+    out.retired += await wave_of(grants, wave)
+    out.retired += await wave_of(free(fresh), wave - len(grants))
+    held = {g.approval for g in ctx.tracker.grants.values() if g.retire_refusal_reported}
+    out.more = not transient and any(
+        e.uid not in tried and not (e.kind == "approval" and e.name in held) for e in fresh)
+    if refused_too:
+        out.retired += await wave_of([e for e in again if e.kind == "grant"], wave)
+        out.retired += await wave_of(free(again), wave)
+    if out.retired:
+        log.info("retired finished objects", extra={"count": out.retired, "more": out.more,
                                                     "retention_seconds": seconds})
-    if failure is not None:
-        raise failure
-    return retired, more
+    return out
 
 
-def _turn(e: Entry) -> tuple[bool, dt.datetime]:
-    """The order in which due objects are retired (pure): oldest first, those whose delete the
-    API server refused before last (so that they never take the whole wave: they are tried
-    again when there is room, and never make the next pass come sooner)."""
-    return e.retire_refusal_reported, e.final_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+def _age(e: Entry) -> dt.datetime:
+    return e.final_at or dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 class Sweeper:
@@ -427,6 +457,7 @@ class Sweeper:
         self._orphans_at = 0.0
         self._retired = 0  # retired since memory was last released
         self._more_to_retire = False  # the last wave left some: the next pass comes sooner
+        self._refused_at = 0.0  # when deletes refused before were last tried again
         self._released_at = 0.0
 
     def leadership_changed(self, leading: bool) -> None:
@@ -446,7 +477,7 @@ class Sweeper:
             try:
                 await self.once()
             except NotLeading:
-                pass
+                self._more_to_retire = False
             except (ClusterError, AuditUnavailable) as exc:
                 ctx.metrics.reconcile_errors.labels(resource="housekeeping").inc()
                 log.warning("sweep failed; it runs again shortly",
@@ -455,11 +486,8 @@ class Sweeper:
                 ctx.metrics.reconcile_errors.labels(resource="housekeeping").inc()
                 log.exception("sweep failed")
             self.wake.clear()
-            pause = ctx.settings.sweep_interval_seconds
-            if self._more_to_retire:
-                pause = min(pause, RETIRE_PAUSE_SECONDS)
             try:
-                await asyncio.wait_for(self.wake.wait(), pause)
+                await asyncio.wait_for(self.wake.wait(), self.pause())
             except TimeoutError:
                 pass
 
@@ -481,14 +509,28 @@ class Sweeper:
             lambda: self._keys(mono),
             lambda: self._markers(mono))
 
+    def pause(self) -> float:
+        """How long until the next pass: the sweep interval, or ``RETIRE_PAUSE_SECONDS`` while
+        a retirement goes on in waves (on the leader only)."""
+        interval = float(self.ctx.settings.sweep_interval_seconds)
+        if self._more_to_retire and self.ctx.leading:
+            return min(interval, RETIRE_PAUSE_SECONDS)
+        return interval
+
     async def _retire(self, now: dt.datetime, mono: float) -> None:
         self._more_to_retire = False
-        retired, self._more_to_retire = await retire(self.ctx, now)
-        self._retired += retired
-        if self._retired and (not retired or mono - self._released_at >= RELEASE_INTERVAL):
-            # the wave is over (or has gone on for a while): what it freed goes back
+        refused_too = mono - self._refused_at >= self.ctx.settings.sweep_interval_seconds
+        if refused_too:
+            self._refused_at = mono
+        result = await retire(self.ctx, now, wave=RETIRE_WAVE, refused_too=refused_too)
+        self._more_to_retire = result.more
+        self._retired += result.retired
+        if self._retired and (not result.more or mono - self._released_at >= RELEASE_INTERVAL):
+            # the waves are over (or have gone on for a while): what they freed goes back
             self._retired, self._released_at = 0, mono
             await self.ctx.call(memory.release)
+        if result.failure is not None:
+            raise result.failure
 
     async def _orphans(self, mono: float) -> None:
         """Look for what deleted grants left without an owner: at start (and on a takeover),
@@ -554,7 +596,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> Sweeper:
     return sweeper
 
 
-__all__ = ["MARKER_GRACE_SECONDS", "RETIRE_PAUSE_SECONDS", "RETIRE_WAVE", "Sweeper",
+__all__ = ["MARKER_GRACE_SECONDS", "RETIRE_PAUSE_SECONDS", "RETIRE_WAVE", "Retirement", "Sweeper",
            "collect_markers", "due_for_resync", "expired_markers", "orphans", "refused",
            "register", "reload_keys", "remove_orphans", "report_refusal", "retire", "retire_one",
            "run_stages", "update_gauges"]
