@@ -88,6 +88,8 @@ class Entry:
     #: the API server's refusal to delete it after the retention is reported (a Warning
     #: Event, once however often the sweep retries it)
     retire_refusal_reported: bool = False
+    #: monotonic time of the last try to retire it (those refused are tried again in turn)
+    retire_tried: float = 0.0
 
     @property
     def body(self) -> dict[str, Any] | None:

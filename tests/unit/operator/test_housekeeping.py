@@ -65,9 +65,11 @@ class Refusing:
         self.refused = set(refused)
         self.status = status
         self.deleted: list[str] = []
+        self.tried: list[str] = []
         self.events: list[dict[str, Any]] = []
 
     def delete(self, res: Any, namespace: str, name: str, *, uid: str) -> bool:
+        self.tried.append(name)
         if name in self.refused:
             raise ApiError(self.status, "Forbidden" if self.status == 403 else "Busy",
                            f"API server answered {self.status}: deleting {name} is refused")
@@ -237,7 +239,51 @@ def test_a_failing_api_server_is_not_asked_again_sooner(tmp_path: Path) -> None:
         finished(ctx.tracker, f"req-{i}", f"grant-{i}")
     result = asyncio.run(retire(ctx, NOW, wave=2))
     assert isinstance(result.failure, ApiError) and result.failure.status == 503
-    assert (result.retired, result.more) == (1, False)
+    assert (result.retired, result.more) == (1, False)  # half of the wave failed
+
+
+def test_one_object_that_keeps_failing_does_not_slow_the_waves(tmp_path: Path) -> None:
+    kube = Refusing("grant-0", status=503)
+    ctx = context(kube, tmp_path)
+    for i in range(12):
+        finished(ctx.tracker, f"req-{i}", f"grant-{i}")
+    result = asyncio.run(retire(ctx, NOW, wave=11))
+    assert isinstance(result.failure, ApiError) and result.failure.status == 503
+    assert (result.retired, result.more) == (10, True)  # one in eleven failed
+
+
+def test_every_refused_object_is_tried_again_in_turn_however_many_are_held(
+        tmp_path: Path) -> None:
+    held = [f"s-{i}" for i in range(3)]
+    kube = Refusing(*held)
+    ctx = context(kube, tmp_path)
+    finished(ctx.tracker, "held", *held)
+    for _ in range(2):  # each refused once, as the oldest of a wave of two
+        asyncio.run(retire(ctx, NOW, wave=2, refused_too=False))
+    assert sorted(kube.tried) == held
+    kube.tried.clear()
+    for _ in range(3):
+        asyncio.run(retire(ctx, NOW, wave=2, refused_too=True))
+    assert sorted(kube.tried) == sorted(held * 2)  # two a pass, each twice in three passes
+
+
+def test_a_lost_lead_is_the_failure_handed_back(tmp_path: Path) -> None:
+    kube = Refusing("stuck-1")
+    ctx = context(kube, tmp_path)
+    finished(ctx.tracker, "old", "stuck-1")
+    for i in range(3):
+        finished(ctx.tracker, f"req-{i}", f"grant-{i}")
+    real_delete = kube.delete
+
+    def delete_then_lose_the_lead(res: Any, namespace: str, name: str, *, uid: str) -> bool:
+        done = real_delete(res, namespace, name, uid=uid)
+        ctx.leader = cast(Any, types.SimpleNamespace(leading=False))
+        return done
+    kube.refused.add("stuck-1")
+    kube.delete = delete_then_lose_the_lead  # type: ignore[method-assign]
+    result = asyncio.run(retire(ctx, NOW, wave=10))
+    assert isinstance(result.failure, NotLeading)
+    assert kube.tried[0] == "stuck-1" and "grant-0" in kube.tried
 
 
 def test_the_next_pass_comes_sooner_only_while_a_leader_has_waves_left(

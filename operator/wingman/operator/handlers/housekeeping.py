@@ -18,12 +18,12 @@ Every ``sweepIntervalSeconds`` (and at once when this replica becomes the leader
   reference); ``kubectl wingman describe`` points at the audit trail for them. Grants of a
   request that names rollbacks stay for ``rollbackWindowSeconds`` too, and a request goes only
   after its grants. In waves (``retire``): at most ``RETIRE_WAVE`` a pass, grants first, each
-  kind oldest first; while more are due and nothing failed but refusals, the next pass
-  follows ``RETIRE_PAUSE_SECONDS`` later (when the sweep interval is longer). A delete the API
-  server refused (an admission policy or webhook) takes no room in a wave: such objects are
-  tried again once per sweep interval, after the wave, counted in
-  ``wingman_retirement_refused_total`` and reported once per object by a Warning Event
-  ``RetirementRefused``;
+  kind oldest first; while more are due and fewer than a tenth of the pass's deletes failed
+  for another reason than a refusal, the next pass follows ``RETIRE_PAUSE_SECONDS`` later
+  (when the sweep interval is longer). A delete the API server refused (an admission policy
+  or webhook) takes no room in a wave: such objects are tried again once per sweep interval,
+  after the wave, least recently tried first, counted in ``wingman_retirement_refused_total``
+  and reported once per object by a Warning Event ``RetirementRefused``;
 - once the waves are over, hands the memory the retired objects held back to the OS
   (``memory.release``; at most once a minute while they go on);
 - exports the gauges (requests by phase, pending approvals, the age of the oldest object
@@ -70,6 +70,9 @@ RESYNC_CONCURRENCY = 16
 #: collector removes after it) held all their events in the operator at the same moment.
 RETIRE_WAVE = 200
 RETIRE_PAUSE_SECONDS = 2.0
+#: The waves go on at the sweep interval instead once a tenth or more of a pass's deletes
+#: failed for another reason than a refusal (an API server in trouble is not asked sooner).
+SLOW_DOWN_SHARE = 10
 #: Answers that refuse a delete (an admission policy, RBAC, a webhook's denial); a server
 #: error counts only when it names a webhook (one that failed or timed out): anything else of
 #: 5xx, a 409 (the object was replaced) or 429 is "not now", not a refusal.
@@ -366,9 +369,9 @@ def report_refusal(ctx: Context, e: Entry, kind: str, seconds: int, exc: ApiErro
     ctx.event(obj, "Warning", "RetirementRefused",
               f"The API server refused to delete this {kind} after the retention "
               f"({seconds} s): {str(exc)[:500].rstrip('.')}. {stays}, and the operator "
-              f"retries at every sweep. Unless it is kept on purpose, check the admission "
-              f"policies and webhooks that match DELETE of {res.plural}.{GROUP} (kubectl get "
-              f"validatingadmissionpolicies,validatingwebhookconfigurations).")
+              "tries again once per sweep interval. Unless it is kept on purpose, check the "
+              f"admission policies and webhooks that match DELETE of {res.plural}.{GROUP} "
+              "(kubectl get validatingadmissionpolicies,validatingwebhookconfigurations).")
 
 
 @dataclasses.dataclass
@@ -386,13 +389,15 @@ async def retire(ctx: Context, now: dt.datetime, *, wave: int = RETIRE_WAVE,
                  refused_too: bool = True) -> Retirement:
     """Delete finished requests and grants older than the retention, after auditing it:
     grants first, then the requests none of whose grants is left, up to
-    ``RESYNC_CONCURRENCY`` at a time; at most ``wave`` of them, oldest first. Those whose
-    delete the API server refused before take none of that wave: up to ``wave`` of them are
-    tried again after it, and only when ``refused_too`` (the sweep: at most once per sweep
-    interval). One that fails stays (and so does its request) for a later pass, the others are
-    retired all the same. ``more`` is set when due objects that were not refused before were
-    left for the next pass and none of this pass's failed for another reason than a refusal (an
-    API server that fails is not asked again sooner)."""
+    ``RESYNC_CONCURRENCY`` at a time; at most ``wave`` of those not refused before, each kind
+    oldest first. Those whose delete the API server refused before take no room in that wave:
+    after it, and only when ``refused_too`` (the sweep: once per sweep interval), up to
+    ``wave`` grants and ``wave`` requests of them are tried again, least recently tried first
+    (so each gets its turn, however many are held). One that fails stays (and so does its
+    request) for a later pass, the others are retired all the same; a lost lead is the failure
+    handed back whatever else failed. ``more`` is set when objects not refused before were left
+    for the next pass, unless a tenth or more of this pass's deletes failed for another reason
+    than a refusal (``SLOW_DOWN_SHARE``: an API server in trouble is not asked again sooner)."""
     seconds = ctx.settings.policy.retention_seconds
     if seconds <= 0:
         return Retirement()
@@ -402,21 +407,23 @@ async def retire(ctx: Context, now: dt.datetime, *, wave: int = RETIRE_WAVE,
     gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
     out = Retirement()
     tried: set[str] = set()
-    transient = False
+    failed = 0  # deletes that failed for another reason than a refusal
 
     async def one(e: Entry) -> int:
-        nonlocal transient
+        nonlocal failed
         async with gate:
+            e.retire_tried = time.monotonic()
             try:
                 await retire_one(ctx, e, seconds)
             except Exception as exc:  # noqa: BLE001 - handed back, after the others
-                out.failure = out.failure or exc
-                transient = transient or not (isinstance(exc, ApiError) and refused(exc))
+                # losing the lead says more than any other failure: it stops the sweep
+                out.failure = exc if isinstance(exc, NotLeading) else out.failure or exc
+                failed += not (isinstance(exc, ApiError) and refused(exc))
                 return 0
             return 1
 
-    async def wave_of(entries: list[Entry], room: int) -> int:
-        chosen = sorted(entries, key=_age)[:max(0, room)]
+    async def wave_of(entries: list[Entry], room: int, key: Callable[[Entry], Any]) -> int:
+        chosen = sorted(entries, key=key)[:max(0, room)]
         tried.update(e.uid for e in chosen)
         return sum(await asyncio.gather(*(one(e) for e in chosen)))
 
@@ -427,14 +434,14 @@ async def retire(ctx: Context, now: dt.datetime, *, wave: int = RETIRE_WAVE,
     fresh = [e for e in due if not e.retire_refusal_reported]
     again = [e for e in due if e.retire_refusal_reported]  # before this pass refuses any
     grants = [e for e in fresh if e.kind == "grant"]
-    out.retired += await wave_of(grants, wave)
-    out.retired += await wave_of(free(fresh), wave - len(grants))
+    out.retired += await wave_of(grants, wave, _age)
+    out.retired += await wave_of(free(fresh), wave - len(grants), _age)
     held = {g.approval for g in ctx.tracker.grants.values() if g.retire_refusal_reported}
-    out.more = not transient and any(
+    out.more = failed * SLOW_DOWN_SHARE < max(1, len(tried)) and any(
         e.uid not in tried and not (e.kind == "approval" and e.name in held) for e in fresh)
-    if refused_too:
-        out.retired += await wave_of([e for e in again if e.kind == "grant"], wave)
-        out.retired += await wave_of(free(again), wave)
+    if refused_too and ctx.leading:  # least recently tried first: each gets its turn
+        out.retired += await wave_of([e for e in again if e.kind == "grant"], wave, _tried)
+        out.retired += await wave_of(free(again), wave, _tried)
     if out.retired:
         log.info("retired finished objects", extra={"count": out.retired, "more": out.more,
                                                     "retention_seconds": seconds})
@@ -443,6 +450,10 @@ async def retire(ctx: Context, now: dt.datetime, *, wave: int = RETIRE_WAVE,
 
 def _age(e: Entry) -> dt.datetime:
     return e.final_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _tried(e: Entry) -> float:
+    return e.retire_tried
 
 
 class Sweeper:
