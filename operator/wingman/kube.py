@@ -954,20 +954,25 @@ class Kube:
             raise
 
     def list(self, res: Resource, namespace: str, *, label_selector: str | None = None,
-             field_selector: str | None = None,
-             keep: Keep | None = None) -> list[dict[str, Any]]:
+             field_selector: str | None = None, keep: Keep | None = None,
+             page_size: int | None = None) -> list[dict[str, Any]]:
         """The collection's objects the selectors select (the API server filters), in the API
         server's order (by name); with ``keep``, what it keeps of each (filtered here, page by
-        page: what it drops is never held).
+        page: what it drops is never held; a caller that keeps little of large objects asks for
+        smaller pages, ``page_size``, so that a page decoded is never much).
 
-        Read in pages of at most ``LIST_PAGE_SIZE`` objects (``limit`` and ``continue``: one
-        consistent snapshot, whatever changes meanwhile), each page one answer read to
+        Read in pages of at most ``page_size`` (by default ``LIST_PAGE_SIZE``) objects
+        (``limit`` and ``continue``: one consistent snapshot, whatever changes meanwhile),
+        each page one answer read to
         ``MAX_UNBOUNDED_ANSWER_BYTES``; what the list keeps is bounded by ``MAX_LIST_BYTES``
         (``ListTooLarge`` past it, saying what to do). A continue token the API server no
         longer honours (410 Gone: its history was compacted while the pages were read) starts
         the list again from its first page, at most ``LIST_RESTARTS`` times (then
         ``ListExpired``): never a list stitched from two snapshots."""
-        base = {"limit": str(LIST_PAGE_SIZE)}
+        page_size = LIST_PAGE_SIZE if page_size is None else page_size
+        if not 1 <= page_size <= LIST_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1 to {LIST_PAGE_SIZE}, not {page_size}")
+        base = {"limit": str(page_size)}
         if label_selector:
             base["labelSelector"] = label_selector
         if field_selector:

@@ -35,6 +35,7 @@ from wingman.kube import (
     CONFIGMAPS,
     GRANTS,
     JOBS,
+    LIST_PAGE_SIZE,
     LIST_RESTARTS,
     MAX_ANSWER_BYTES,
     MAX_UNBOUNDED_ANSWER_BYTES,
@@ -1401,10 +1402,12 @@ class _Chunking(QuietHandler):
     expire = 0
     firsts = 0  # first pages read (a list started, or started again)
     grant_lists: ClassVar[list[str]] = []  # the field selector of each list of grants ("": none)
+    limits: ClassVar[list[str]] = []  # the page size each page was asked with
 
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
         params = dict(p.split("=", 1) for p in query.split("&") if p)
+        type(self).limits.append(params.get("limit", ""))
         if path.endswith("/executiongrants"):
             type(self).grant_lists.append(unquote(params.get("fieldSelector", "")))
             if "req-refused" in params.get("fieldSelector", ""):  # a 400 for another cause
@@ -1447,7 +1450,7 @@ class _Chunking(QuietHandler):
 
 @pytest.fixture
 def chunking() -> Iterator[Kube]:
-    _Chunking.expire, _Chunking.firsts, _Chunking.grant_lists = 0, 0, []
+    _Chunking.expire, _Chunking.firsts, _Chunking.grant_lists, _Chunking.limits = 0, 0, [], []
     with serving(_Chunking) as url:
         yield Kube(k8s.ApiClient(k8s.Configuration(host=url)))
 
@@ -1460,6 +1463,18 @@ def test_an_expired_continue_token_starts_the_list_again_never_stitching_two_sna
     _Chunking.expire = 1
     assert [o["metadata"]["name"] for o in chunking.list(CONFIGMAPS, "ns")] == ["a", "b", "c"]
     assert _Chunking.firsts == 2
+
+
+def test_a_caller_that_keeps_little_of_each_object_asks_for_smaller_pages(
+        chunking: Kube) -> None:
+    names_ = [o["metadata"]["name"] for o in chunking.list(CONFIGMAPS, "ns", page_size=100)]
+    assert (names_, _Chunking.limits) == (["a", "b", "c"], ["100", "100"])
+    _Chunking.limits.clear()
+    chunking.list(CONFIGMAPS, "ns")
+    assert _Chunking.limits == [str(LIST_PAGE_SIZE)] * 2
+    for wrong in (0, LIST_PAGE_SIZE + 1):
+        with pytest.raises(ValueError, match="page_size must be 1 to 500"):
+            chunking.list(CONFIGMAPS, "ns", page_size=wrong)
 
 
 def test_a_list_whose_continue_token_keeps_expiring_fails_clearly(chunking: Kube) -> None:

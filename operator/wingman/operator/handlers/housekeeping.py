@@ -73,6 +73,10 @@ RETIRE_PAUSE_SECONDS = 2.0
 #: The waves go on at the sweep interval instead once a tenth or more of a pass's deletes
 #: failed for another reason than a refusal (an API server in trouble is not asked sooner).
 SLOW_DOWN_SHARE = 10
+#: Objects per page of the sweep's lists of gateway Jobs and token Secrets, of which it keeps
+#: a few fields: a page of the API server's 500 Jobs (each with its pod spec) decoded held
+#: some 25-40 MiB for a moment, at every orphan sweep of a namespace that keeps a burst's Jobs.
+SWEEP_PAGE_SIZE = 100
 #: Answers that refuse a delete (an admission policy, RBAC, a webhook's denial); a server
 #: error counts only when it names a webhook (one that failed or timed out): anything else of
 #: 5xx, a 409 (the object was replaced) or 429 is "not now", not a refusal.
@@ -199,9 +203,9 @@ async def clean_leftovers(ctx: Context) -> None:
             (o.get("metadata") or {}).get("ownerReferences") or [])) else None
 
     secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=names.GRANT_LABEL,
-                             keep=owned(owners))
+                             keep=owned(owners), page_size=SWEEP_PAGE_SIZE)
     jobs = await ctx.call(ctx.kube.list, JOBS, ns, label_selector=f"{names.ROLE_LABEL}=gateway",
-                          keep=owned(denied))
+                          keep=owned(denied), page_size=SWEEP_PAGE_SIZE)
     by_owner: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for res, items in ((SECRETS, secrets), (JOBS, jobs)):
         for obj in items:
@@ -306,10 +310,10 @@ async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
         return o if o.get("type") == names.SECRET_TYPE and not _owned(o) else None
 
     secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=named,
-                             keep=unowned_secret)
+                             keep=unowned_secret, page_size=SWEEP_PAGE_SIZE)
     jobs = await ctx.call(ctx.kube.list, JOBS, ns,
                           label_selector=f"{names.ROLE_LABEL}=gateway,{named}",
-                          keep=_job_outline)
+                          keep=_job_outline, page_size=SWEEP_PAGE_SIZE)
     found = orphans(secrets, jobs, set(ctx.tracker.grants))
     removed = 0
     for (name, uid), objs in sorted(found.items()):
