@@ -298,12 +298,12 @@ class ApiRequests:
 
 
 #: What a replica reads and writes on a clock or once, whatever its load: the leader Lease's
-#: renewal (every 2 s), the signing keys' reload (every sweep; the key and its public
-#: ConfigMap are made at the first grant) and the audit's signed checkpoints (a round every
-#: ``checkpointIntervalSeconds``, their key and ConfigMap made at the first). Counted apart,
-#: as "background", not as requests an object caused (a phase's count divided by its objects
-#: would otherwise depend on how long the phase lasted, or on the phase the first grant or
-#: checkpoint fell in).
+#: renewal (every 2 s), the signing keys' reload (every sweep, at most every 5 s; the key
+#: and its public ConfigMap are made at the first grant) and the audit's signed checkpoints
+#: (a round every ``checkpointIntervalSeconds``, their key and ConfigMap made at the first).
+#: Counted apart, as "background", not as requests an object caused (a phase's count divided
+#: by its objects would otherwise depend on how long the phase lasted, or on the phase the
+#: first grant or checkpoint fell in).
 BACKGROUND = {("leases", "wingman-operator-leader"), ("secrets", "wingman-signing-key"),
               ("configmaps", "wingman-public-keys"), ("secrets", "wingman-audit-key"),
               ("configmaps", "wingman-audit-checkpoints")}

@@ -142,7 +142,8 @@ class Metrics:
         self.retirement_refused = Counter(
             "wingman_retirement_refused_total",
             "Deletes of finished ApprovalRequests and ExecutionGrants after the retention that "
-            "the API server refused (an admission policy or webhook; retried every sweep).",
+            "the API server refused (an admission policy or webhook; tried again once per sweep "
+            "interval).",
             ["environment", "resource"], registry=r)
         self.events_dropped = Counter(
             "wingman_events_dropped_total",

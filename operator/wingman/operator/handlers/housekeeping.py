@@ -66,16 +66,17 @@ RELEASE_INTERVAL = 60.0
 RESYNC_CONCURRENCY = 16
 #: The most finished objects one pass of the sweep retires; the rest follow in the next
 #: passes, ``RETIRE_PAUSE_SECONDS`` apart. Retiring a whole burst at once (thousands of
-#: deletions, each followed by its watch event and those of the Job and Secret the garbage
-#: collector removes after it) held all their events in the operator at the same moment.
+#: deletions, each followed by its watch event and that of the Job the garbage collector
+#: removes after it) held all their events in the operator at the same moment.
 RETIRE_WAVE = 200
 RETIRE_PAUSE_SECONDS = 2.0
 #: The waves go on at the sweep interval instead once a tenth or more of a pass's deletes
 #: failed for another reason than a refusal (an API server in trouble is not asked sooner).
 SLOW_DOWN_SHARE = 10
 #: Objects per page of the sweep's lists of gateway Jobs and token Secrets, of which it keeps
-#: a few fields: a page of the API server's 500 Jobs (each with its pod spec) decoded held
-#: some 25-40 MiB for a moment, at every orphan sweep of a namespace that keeps a burst's Jobs.
+#: few (of a Job in the orphan sweep, only its outline): a page of the API server's 500 Jobs
+#: (each with its pod spec) decoded held some 28-43 MiB for a moment, at every orphan sweep
+#: of a namespace that keeps a burst's Jobs.
 SWEEP_PAGE_SIZE = 100
 #: Answers that refuse a delete (an admission policy, RBAC, a webhook's denial); a server
 #: error counts only when it names a webhook (one that failed or timed out): anything else of
