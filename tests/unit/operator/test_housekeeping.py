@@ -300,7 +300,10 @@ def test_the_next_pass_comes_sooner_only_while_a_leader_has_waves_left(
     assert sweeper.pause() == 10  # a follower sweeps at its interval
     ctx.leader = None
     asyncio.run(sweeper._retire(NOW, 12.0))
-    assert (len(kube.deleted), sweeper.pause(), released) == (4, 10, [1.0])  # released once
+    assert (len(kube.deleted), sweeper.pause(), released) == (4, 10, [])
+    asyncio.run(sweeper._retire(NOW, 22.0))  # nothing left: what they held goes back, once
+    asyncio.run(sweeper._retire(NOW, 32.0))
+    assert (len(kube.deleted), sweeper.pause(), released) == (4, 10, [1.0])
 
 
 @pytest.mark.parametrize(("status", "message", "refusal"), [

@@ -24,8 +24,8 @@ Every ``sweepIntervalSeconds`` (and at once when this replica becomes the leader
   or webhook) takes no room in a wave: such objects are tried again once per sweep interval,
   after the wave, least recently tried first, counted in ``wingman_retirement_refused_total``
   and reported once per object by a Warning Event ``RetirementRefused``;
-- once the waves are over, hands the memory the retired objects held back to the OS
-  (``memory.release``; at most once a minute while they go on);
+- at the first pass that retires nothing after some were retired, hands the memory they held
+  back to the OS (``memory.release``; at most once a minute while retirements go on);
 - exports the gauges (requests by phase, pending approvals, the age of the oldest object
   still waiting for the operator), reloads rotated signing keys (every few seconds) and
   collects burn markers (every few minutes).
@@ -541,8 +541,10 @@ class Sweeper:
         result = await retire(self.ctx, now, wave=RETIRE_WAVE, refused_too=refused_too)
         self._more_to_retire = result.more
         self._retired += result.retired
-        if self._retired and (not result.more or mono - self._released_at >= RELEASE_INTERVAL):
-            # the waves are over (or have gone on for a while): what they freed goes back
+        if self._retired and (not result.retired or mono - self._released_at >= RELEASE_INTERVAL):
+            # a pass with nothing left to retire after some were (or the waves have gone on for
+            # a while): what they freed goes back. Not at every pass that retired a few: a
+            # steady trickle would run a full collection at every sweep
             self._retired, self._released_at = 0, mono
             await self.ctx.call(memory.release)
         if result.failure is not None:
