@@ -961,7 +961,7 @@ class Kube:
         page: what it drops is never held; a caller that keeps little of large objects asks for
         smaller pages, ``page_size``, so that a page decoded is never much).
 
-        Read in pages of at most ``page_size`` (by default ``LIST_PAGE_SIZE``) objects
+        Read in pages of at most ``page_size`` (never more than ``LIST_PAGE_SIZE``) objects
         (``limit`` and ``continue``: one consistent snapshot, whatever changes meanwhile),
         each page one answer read to
         ``MAX_UNBOUNDED_ANSWER_BYTES``; what the list keeps is bounded by ``MAX_LIST_BYTES``
@@ -969,10 +969,9 @@ class Kube:
         longer honours (410 Gone: its history was compacted while the pages were read) starts
         the list again from its first page, at most ``LIST_RESTARTS`` times (then
         ``ListExpired``): never a list stitched from two snapshots."""
-        page_size = LIST_PAGE_SIZE if page_size is None else page_size
-        if not 1 <= page_size <= LIST_PAGE_SIZE:
-            raise ValueError(f"page_size must be 1 to {LIST_PAGE_SIZE}, not {page_size}")
-        base = {"limit": str(page_size)}
+        if page_size is not None and page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        base = {"limit": str(min(page_size or LIST_PAGE_SIZE, LIST_PAGE_SIZE))}
         if label_selector:
             base["labelSelector"] = label_selector
         if field_selector:
