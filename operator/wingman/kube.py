@@ -963,8 +963,8 @@ class Kube:
 
         Read in pages of at most ``page_size`` (never more than ``LIST_PAGE_SIZE``) objects
         (``limit`` and ``continue``: one consistent snapshot, whatever changes meanwhile),
-        each page one answer read to
-        ``MAX_UNBOUNDED_ANSWER_BYTES``; what the list keeps is bounded by ``MAX_LIST_BYTES``
+        each page one answer read to ``MAX_UNBOUNDED_ANSWER_BYTES``; what the list keeps is
+        bounded by ``MAX_LIST_BYTES``
         (``ListTooLarge`` past it, saying what to do). A continue token the API server no
         longer honours (410 Gone: its history was compacted while the pages were read) starts
         the list again from its first page, at most ``LIST_RESTARTS`` times (then
