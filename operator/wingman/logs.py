@@ -389,10 +389,14 @@ def _holds_encoded_jwt(text: str) -> bool:
 
 def _encodes_jwt(run: str) -> bool:
     """Whether the base64 run ``run`` decodes to text holding a JWT (only a run holding an
-    encoded ``eyJ`` is decoded)."""
+    encoded ``eyJ`` is decoded). The JWT must be a run of its own alphabet in what was
+    decoded, as in text: random bytes (a binary's output, a digest) hold ``eyJ`` and dots
+    about once in every few megabytes, and are not a token for that."""
     if not any(marker in run for marker in _EYJ_ENCODED):
         return False
-    return any(holds_jwt(data.decode("latin-1")) for data in base64_readings(run))
+    return any(holds_jwt(part.group())
+               for data in base64_readings(run) if b"eyJ" in data
+               for part in _B64URL_RUN.finditer(data.decode("latin-1")))
 
 
 def redact_tokens(text: str) -> str:

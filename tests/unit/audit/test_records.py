@@ -541,7 +541,8 @@ def _encodings(token: str) -> list[str]:
     """How a token travels base64-encoded: alone (a Secret's data), after other text (a
     header, a kubeconfig), in either alphabet, at each alignment."""
     out = []
-    for before in ("", "B", "Bearer ", '{"token":"', "users:\n- user:\n    token: "):
+    for before in ("", "B", "Bearer ", '{"token":"', "users:\n- user:\n    token: ",
+                   "\x00\x9c\xff"):
         raw = (before + token + '"').encode()
         out += [base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()]
     return out
@@ -566,7 +567,10 @@ def test_base64_that_holds_no_token_is_recorded(tmp_path: Path) -> None:
     noise = [base64.b64encode(os.urandom(3000)).decode() for _ in range(20)]
     noise += ["ZXlK" + "A" * 40, "xV5S" + "B" * 40, "xxleU" + "C" * 40,
               base64.b64encode(b'{"eyJ": "not a token"}').decode(),
-              base64.b64encode(b"eyJhbGciOi but no dots").decode()]
+              base64.b64encode(b"eyJhbGciOi but no dots").decode(),
+              # binary that holds ``eyJ`` and dots, but no run of a token's alphabet
+              base64.b64encode(b"\x00\xffeyJ\x01.\x02.\x03\x9c").decode(),
+              base64.b64encode(b"\x93\x12eyJ\xfe\xfe.\x00\x80.\x7f" * 3).decode()]
     with FileSink(tmp_path / "a.jsonl") as sink:
         for text in noise:
             assert not audit.looks_like_token(text), text
