@@ -173,11 +173,31 @@ class Termination:
     pipe (:meth:`fileno`): the running command's process group is killed at once and its
     result recorded as interrupted; the gateway checks :attr:`requested` before it spends the
     token and before it starts the command, and refuses then.
+
+    The pipe is also the process's signal wake-up descriptor (``signal.set_wakeup_fd``): a
+    signal the kernel hands to another thread than the main one (any thread of the process
+    may receive it) runs the handler only once the main thread runs Python again, which a
+    main thread blocked in ``select`` would not do before the command's deadline. The signal's
+    number written to the pipe wakes it at once; a waiter reads the pipe with :meth:`woken`.
     """
 
     def __init__(self) -> None:
         self.requested = False
         self._pipe: tuple[int, int] | None = None
+
+    def woken(self) -> bool:
+        """Read what woke the pipe (a SIGTERM's number, a :meth:`request`, another signal's
+        number) and say whether the gateway was asked to stop."""
+        while self._pipe is not None:
+            try:
+                got = os.read(self._pipe[0], 64)
+            except BlockingIOError:
+                break
+            if not got:
+                break
+            if 0 in got or int(signal.SIGTERM) in got:
+                self.requested = True
+        return self.requested
 
     def fileno(self) -> int | None:
         """The end a SIGTERM makes readable (None: not installed)."""
@@ -208,7 +228,8 @@ class Termination:
                 break
             with selectors.DefaultSelector() as selector:
                 selector.register(self._pipe[0], selectors.EVENT_READ)
-                selector.select(left)
+                if selector.select(left):
+                    self.woken()
         return self.requested
 
     def install(self) -> Callable[[], None]:
@@ -223,9 +244,11 @@ class Termination:
             self._pipe = (read, write)
         self._drain()
         previous = signal.signal(signal.SIGTERM, self._on_signal)
+        previous_wakeup = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
 
         def restore() -> None:
             signal.signal(signal.SIGTERM, previous)
+            signal.set_wakeup_fd(previous_wakeup)
             self._drain()
 
         return restore
@@ -398,8 +421,10 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
                 break
             ready = selector.select(remaining)
             if stop is not None and any(key.fd == stop for key, _ in ready):
-                interrupted = True
-                break
+                if TERMINATION.woken():
+                    interrupted = True
+                    break
+                ready = [(key, mask) for key, mask in ready if key.fd != stop]  # another signal
             if not ready:
                 continue
             chunk = os.read(fd, _CHUNK)
@@ -590,7 +615,8 @@ class _DockerCall:
                 if stop is not None:
                     selector.register(stop, selectors.EVENT_READ)
                 while not done.is_set() and not TERMINATION.requested:
-                    selector.select()
+                    if any(key.fd == stop for key, _ in selector.select()):
+                        TERMINATION.woken()
         finally:
             if not done.is_set():
                 # no longer waiting (a SIGTERM, or an error raised here, as a SIGINT's

@@ -70,6 +70,9 @@ elif mode in ("hang", "term"):
         print("changed something", flush=True)
         os.kill(os.getppid(), 15)
     time.sleep(60)
+elif mode == "stop-quietly":  # the pod is stopped; the command prints nothing meanwhile
+    os.kill(os.getppid(), 15)
+    time.sleep(60)
 elif mode == "rotate":  # the kubelet replaces a token file while the command runs
     with open(args[1], "w") as fh:
         fh.write(args[2] + "\n")
@@ -388,6 +391,42 @@ def test_a_sigterm_to_the_gateway_kills_the_command_at_once_and_says_so(
         time.sleep(0.05)
     assert _gone_or_zombie(grandchild), "the grandchild outlived the SIGTERM"
     assert not executors.TERMINATION.requested, "a later run would start already stopped"
+
+
+def test_a_sigterm_another_thread_receives_still_kills_the_command_at_once(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path, sigterm_dropped: None
+) -> None:
+    """The kernel may hand a process's SIGTERM to any of its threads. Here only a helper
+    thread can take it (the main thread blocks it), and the main thread, waiting for the
+    command's output (none comes), must still be woken at once, not at the command's
+    deadline."""
+    taking = threading.Event()
+    stop = threading.Event()
+
+    def helper() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        taking.set()
+        stop.wait(60)
+
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    thread = threading.Thread(target=helper, daemon=True)
+    thread.start()
+    assert taking.wait(5)
+    restore = executors.TERMINATION.install()
+    try:
+        started = time.monotonic()
+        result = executors.execute(["kubectl", "stop-quietly"],
+                                   settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="30"),
+                                   credentials=creds)
+        elapsed = time.monotonic() - started
+    finally:
+        restore()
+        stop.set()
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        thread.join(5)
+    assert elapsed < 10, "the command ran on until its deadline"
+    assert result.interrupted and not result.timed_out
+    assert signal.set_wakeup_fd(-1) == -1, "the wake-up descriptor was not put back"
 
 
 def test_a_sigterm_before_the_install_is_forgotten_and_after_restore_is_not_handled(
