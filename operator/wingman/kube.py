@@ -66,6 +66,9 @@ log = logging.getLogger("wingman.kube")
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+JSON = "application/json"
+#: What a list asks for to get each object's metadata alone (``Kube.list(metadata_only=True)``).
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class ApiError(ClusterError):
@@ -798,9 +801,9 @@ class Kube:
     def request(self, method: str, path: str, body: Any = None, *,
                 content_type: str = "application/json",
                 query: Mapping[str, str] | None = None,
-                once: float | None = None) -> dict[str, Any]:
+                once: float | None = None, accept: str = JSON) -> dict[str, Any]:
         return self._observed(method, path, body, content_type=content_type, query=query,
-                              once=once)[0]
+                              once=once, accept=accept)[0]
 
     def request_dated(self, method: str, path: str, body: Any = None, *,
                       once: float | None = None) -> tuple[dict[str, Any], dt.datetime | None]:
@@ -810,17 +813,17 @@ class Kube:
                               once=once)
 
     def _observed(self, method: str, path: str, body: Any, *, content_type: str,
-                  query: Mapping[str, str] | None, once: float | None = None
-                  ) -> tuple[dict[str, Any], dt.datetime | None]:
+                  query: Mapping[str, str] | None, once: float | None = None,
+                  accept: str = JSON) -> tuple[dict[str, Any], dt.datetime | None]:
         """(decoded answer, the API server's clock when it answered) of a call, told to the
         observer."""
         if self.observer is None:
             return self._request(method, path, body, content_type=content_type, query=query,
-                                 once=once)[1:]
+                                 once=once, accept=accept)[1:]
         start, code = time.monotonic(), "error"
         try:
             status, out, date = self._request(method, path, body, content_type=content_type,
-                                              query=query, once=once)
+                                              query=query, once=once, accept=accept)
             code = str(status)
             return out, date
         except ApiError as exc:
@@ -834,8 +837,8 @@ class Kube:
                           extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
 
     def _request(self, method: str, path: str, body: Any, *, content_type: str,
-                 query: Mapping[str, str] | None, once: float | None = None
-                 ) -> tuple[int, dict[str, Any], dt.datetime | None]:
+                 query: Mapping[str, str] | None, once: float | None = None,
+                 accept: str = JSON) -> tuple[int, dict[str, Any], dt.datetime | None]:
         """(HTTP status, decoded answer, its ``Date``) of a call that succeeded; else
         ``ApiError`` (the server refused) or ``ClusterError`` (no answer).
 
@@ -858,7 +861,7 @@ class Kube:
         url = self.api.configuration.host + path
         if query:
             url += "?" + urlencode(query)
-        headers = HTTPHeaderDict({"Accept": "application/json"})
+        headers = HTTPHeaderDict({"Accept": accept})
         if body is not None:
             headers["Content-Type"] = content_type
         if self.impersonate is not None:
@@ -955,11 +958,15 @@ class Kube:
 
     def list(self, res: Resource, namespace: str, *, label_selector: str | None = None,
              field_selector: str | None = None, keep: Keep | None = None,
-             page_size: int | None = None) -> list[dict[str, Any]]:
+             page_size: int | None = None, metadata_only: bool = False
+             ) -> list[dict[str, Any]]:
         """The collection's objects the selectors select (the API server filters), in the API
         server's order (by name); with ``keep``, what it keeps of each (filtered here, page by
         page: what it drops is never held; a caller that keeps little of large objects asks for
-        smaller pages, ``page_size``, so that a page decoded is never much).
+        smaller pages, ``page_size``, so that a page decoded is never much). With
+        ``metadata_only``, each object's ``metadata`` alone (the API server's
+        ``PartialObjectMetadata``: ``{"kind", "apiVersion", "metadata"}``), never its spec,
+        status or data: for a caller that decides by labels, owners and deletion only.
 
         Read in pages of at most ``page_size`` (never more than ``LIST_PAGE_SIZE``) objects
         (``limit`` and ``continue``: one consistent snapshot, whatever changes meanwhile),
@@ -986,7 +993,8 @@ class Kube:
                     _CALL.page = True  # its try's deadline allows a full page (see above)
                     try:
                         page = self.request("GET", path, query={**base, "continue": token}
-                                            if token else base)
+                                            if token else base,
+                                            accept=METADATA_LIST if metadata_only else JSON)
                     finally:
                         _CALL.page = False
                     items = page.get("items") or []
@@ -1667,11 +1675,11 @@ def failed_exec_plugin(config_file: KubeconfigFiles, context: Mapping[str, Any] 
                 return str(plugin.get("command", ""))
     return None
 
-__all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON_PATCH", "LEASES",
+__all__ = ["APPROVALS", "CONFIGMAPS", "GRANTS", "JOBS", "JSON", "JSON_PATCH", "LEASES",
            "LIST_PAGE_SIZE", "LIST_RESTARTS", "MAX_ANSWER_BYTES", "MAX_LIST_BYTES",
-           "MAX_UNBOUNDED_ANSWER_BYTES", "MERGE", "PAGE_MIN_BYTES_PER_SECOND", "PODS",
-           "SECRETS", "AnswerTooLarge", "ApiConnection", "ApiError", "Endpoint", "Keep", "Kube",
-           "ListExpired", "ListTooLarge", "Observer", "Resource",
+           "MAX_UNBOUNDED_ANSWER_BYTES", "MERGE", "METADATA_LIST", "PAGE_MIN_BYTES_PER_SECOND",
+           "PODS", "SECRETS", "AnswerTooLarge", "ApiConnection", "ApiError", "Endpoint", "Keep",
+           "Kube", "ListExpired", "ListTooLarge", "Observer", "Resource",
            "RetryObserver", "RetryPolicy", "StopObserver", "TokenFile", "UnusableAnswer",
            "call_labels", "call_retried", "call_retried_async", "create_or_adopt",
            "current_context", "failed_exec_plugin", "kubeconfig_contexts", "load_kubeconfig",

@@ -1,7 +1,7 @@
 """The API client against the real API server: the connections the operator's pool drops when
 its threads go idle are closed, and dropping them never fails a call; a client of a mounted
 ServiceAccount calls with the token the kubelet last wrote; lists are read page by page, bounded,
-and the API server selects one request's grants."""
+and the API server selects one request's grants; a metadata-only list holds no object's data."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from wingman.chat.cluster import ChatCluster
 from wingman.client.api import WingmanClient, build_grant
 from wingman.client.connect import Connection
 from wingman.dev.cluster import LocalCluster
-from wingman.kube import GRANTS, Kube, ListTooLarge, Resource
+from wingman.kube import GRANTS, SECRETS, Kube, ListTooLarge, Resource
 
 CONFIGMAPS = Resource("", "v1", "configmaps")
 
@@ -214,6 +214,27 @@ def test_a_list_larger_than_a_page_is_read_page_by_page_every_object_once_in_ord
                     keep=lambda o: o if int(o["metadata"]["name"][3:]) % 2 else None)
     assert [o["metadata"]["name"] for o in odd] == ["cm-1", "cm-3", "cm-5"]
     assert len(calls) == 3
+
+
+def test_a_metadata_only_list_holds_each_object_s_metadata_and_never_its_data(
+        cluster: LocalCluster, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``metadata_only``: the API server sends each object's metadata alone (labels, owners,
+    UID), page by page, and none of its data: the orphan sweep decides by these and never
+    reads a live token or a Job's pod spec to do so."""
+    kube, calls = _listed(cluster)
+    for i in range(3):
+        kube.create(SECRETS, namespace, {"metadata": {"name": f"s-{i}", "labels": {"t": "meta"}},
+                                         "stringData": {"token": f"secret-value-{i}"}})
+    monkeypatch.setattr(kube_module, "LIST_PAGE_SIZE", 2)
+    listed = kube.list(SECRETS, namespace, label_selector="t=meta", metadata_only=True)
+    assert [o["metadata"]["name"] for o in listed] == ["s-0", "s-1", "s-2"]
+    assert {o["kind"] for o in listed} == {"PartialObjectMetadata"}
+    assert all(o["metadata"]["labels"] == {"t": "meta"} and o["metadata"]["uid"]
+               for o in listed)
+    assert "secret-value" not in repr(listed) and all("data" not in o for o in listed)
+    assert calls == ["secrets 200"] * 2
+    whole = kube.list(SECRETS, namespace, label_selector="t=meta")
+    assert all(o["data"]["token"] for o in whole)
 
 
 def test_a_list_keeping_more_than_it_may_hold_fails_saying_what_to_do(

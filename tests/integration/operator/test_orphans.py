@@ -20,7 +20,7 @@ import pytest
 from wingman.audit.file import FileSink
 from wingman.client.api import build_grant
 from wingman.dev.cluster import LocalCluster
-from wingman.kube import GRANTS, JOBS, PODS, SECRETS, Kube
+from wingman.kube import GRANTS, JOBS, METADATA_LIST, PODS, SECRETS, Kube
 from wingman.model import names
 from wingman.operator.context import Context
 from wingman.operator.handlers import grants
@@ -111,7 +111,11 @@ def _records(audit: Path) -> list[dict[str, Any]]:
 
 def test_an_orphaned_job_and_secret_are_removed_at_the_next_sweep(
         cluster: LocalCluster, crds: Path, namespace: str, tmp_path: Path) -> None:
-    kube = Kube(cluster.api_client())
+    """Only what nothing owns is read whole: a sweep of owned Jobs and Secrets lists their
+    metadata and reads no pod spec and no token."""
+    calls: list[str] = []
+    kube = Kube(cluster.api_client(),
+                observer=lambda verb, resource, code, _s: calls.append(f"{verb} {resource}"))
     grant = _grant(kube, namespace, "g1")
     job = _job(kube, namespace, "g1-gw", grant)
     secret = _secret(kube, namespace, "g1-gw-token-a1", grant, job)
@@ -120,13 +124,27 @@ def test_an_orphaned_job_and_secret_are_removed_at_the_next_sweep(
     ctx = _context(kube, namespace, audit, [grant])
     sweeper = Sweeper(ctx)
 
+    accepts: list[str] = []
+    request = kube._request
+
+    def told(*args: Any, **kwargs: Any) -> Any:
+        accepts.append(kwargs.get("accept", ""))
+        return request(*args, **kwargs)
+
+    kube._request = told  # type: ignore[method-assign]
+    calls.clear()
     asyncio.run(sweeper._orphans(time.monotonic()))  # at start: the live grant's stay
+    assert sorted(calls) == ["list jobs", "list secrets"], calls
+    assert accepts == [METADATA_LIST, METADATA_LIST], "a whole object was read"
+    kube._request = request  # type: ignore[method-assign]
     assert {"g1-gw"} <= _names(kube, JOBS, namespace)
     assert {"g1-gw-token-a1"} <= _names(kube, SECRETS, namespace)
 
     _delete_orphaning(kube, namespace, grant, [(JOBS, "g1-gw"), (SECRETS, "g1-gw-token-a1")])
     grants.deleted(ctx, grant["metadata"]["uid"])  # the watch's DELETED event
+    calls.clear()
     asyncio.run(sweeper._orphans(time.monotonic()))  # the next sweep
+    assert sorted(c for c in calls if c.startswith("get")) == ["get jobs", "get secrets"]
 
     assert "g1-gw" not in _names(kube, JOBS, namespace)
     assert "g1-gw-token-a1" not in _names(kube, SECRETS, namespace)

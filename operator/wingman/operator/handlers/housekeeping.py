@@ -73,10 +73,10 @@ RETIRE_PAUSE_SECONDS = 2.0
 #: The waves go on at the sweep interval instead once a tenth or more of a pass's deletes
 #: failed for another reason than a refusal (an API server in trouble is not asked sooner).
 SLOW_DOWN_SHARE = 10
-#: Objects per page of the sweep's lists of gateway Jobs and token Secrets, of which it keeps
-#: few (of a Job in the orphan sweep, only its outline): a page of the API server's 500 Jobs
-#: (each with its pod spec) decoded held some 28-43 MiB for a moment, at every orphan sweep
-#: of a namespace that keeps a burst's Jobs.
+#: Objects per page of the list of token Secrets read whole (the leftovers of grants final at
+#: start), of which it keeps few. The other lists of the sweep read metadata only: a page of
+#: the API server's 500 gateway Jobs, each with its pod spec, decoded held some 28-43 MiB for
+#: a moment at every orphan sweep of a namespace that keeps a burst's Jobs.
 SWEEP_PAGE_SIZE = 100
 #: Answers that refuse a delete (an admission policy, RBAC, a webhook's denial); a server
 #: error counts only when it names a webhook (one that failed or timed out): anything else of
@@ -206,7 +206,7 @@ async def clean_leftovers(ctx: Context) -> None:
     secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=names.GRANT_LABEL,
                              keep=owned(owners), page_size=SWEEP_PAGE_SIZE)
     jobs = await ctx.call(ctx.kube.list, JOBS, ns, label_selector=f"{names.ROLE_LABEL}=gateway",
-                          keep=owned(denied), page_size=SWEEP_PAGE_SIZE)
+                          keep=owned(denied), metadata_only=True)
     by_owner: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for res, items in ((SECRETS, secrets), (JOBS, jobs)):
         for obj in items:
@@ -250,12 +250,38 @@ def job_grant_uid(job: dict[str, Any]) -> str:
 
 
 def _job_outline(job: dict[str, Any]) -> dict[str, Any]:
-    """What the orphan sweep keeps of a listed gateway Job: identity, labels, owners, whether
-    it is being deleted, and the UID of its grant (never its pod spec)."""
+    """What the orphan sweep keeps of a gateway Job: identity, labels, owners, whether it is
+    being deleted, and the UID of its grant when its pod spec is there (never the spec; of a
+    Job listed by its metadata alone, "")."""
     meta = job.get("metadata") or {}
     return {"metadata": {k: meta.get(k) for k in ("name", "uid", "labels", "ownerReferences",
                                                   "deletionTimestamp")},
             "grant": job_grant_uid(job)}
+
+
+def _candidate(obj: dict[str, Any]) -> bool:
+    """Whether a listed Job or Secret (its metadata) could be an orphan: nothing owns it and
+    it is not being deleted (pure). Only these are read whole."""
+    return not _owned(obj) and not _deleting(obj)
+
+
+def _candidate_outline(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """What a list keeps of an object that could be an orphan (its name and UID, to read it
+    whole), and nothing of the others."""
+    meta = obj.get("metadata") or {}
+    return {"metadata": {"name": meta.get("name"), "uid": meta.get("uid")}} \
+        if _candidate(obj) else None
+
+
+async def _whole(ctx: Context, res: Any, listed: dict[str, Any]) -> dict[str, Any] | None:
+    """The object ``listed`` (its metadata) names, read whole; None when it is gone or was
+    replaced (another UID) since the list."""
+    meta = listed["metadata"]
+    obj: dict[str, Any] | None = await ctx.call(ctx.kube.get_or_none, res,
+                                                ctx.settings.namespace, meta["name"])
+    if obj is None or (obj.get("metadata") or {}).get("uid") != meta.get("uid"):
+        return None
+    return obj
 
 
 def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set[str]
@@ -300,21 +326,31 @@ async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
     """Delete the token Secrets and gateway Jobs of deleted grants that were left without an
     owner (``orphans``; a deletion with propagation Orphan, made while the operator ran or
     not): one list of each (of the grants named ``grant`` only, when given: a grant created
-    again under a deleted one's name, whose orphaned Job is in the way). Per grant, a
+    again under a deleted one's name, whose orphaned Job is in the way), of their metadata
+    only, and a read of each that nothing owns (normally none: a grant owns its Job and
+    Secret until both go with it), so that a sweep never reads every retained Job's pod spec
+    or every live token. Per grant, a
     ``GrantOrphansRemoved`` audit record first, then the Secrets (no gateway pod may start with
     one once its Job is going), then the Jobs (their pods with them), each with a UID
     precondition. Returns how many were deleted."""
     ns = ctx.settings.namespace
     named = names.GRANT_LABEL if grant is None else f"{names.GRANT_LABEL}={grant}"
 
-    def unowned_secret(o: dict[str, Any]) -> dict[str, Any] | None:
-        return o if o.get("type") == names.SECRET_TYPE and not _owned(o) else None
-
-    secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=named,
-                             keep=unowned_secret, page_size=SWEEP_PAGE_SIZE)
-    jobs = await ctx.call(ctx.kube.list, JOBS, ns,
-                          label_selector=f"{names.ROLE_LABEL}=gateway,{named}",
-                          keep=_job_outline, page_size=SWEEP_PAGE_SIZE)
+    secrets: list[dict[str, Any]] = []
+    for listed in await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=named,
+                                 keep=_candidate_outline, metadata_only=True):
+        if (secret := await _whole(ctx, SECRETS, listed)) is not None:
+            # its type and metadata: never its data (the token)
+            secrets.append({"metadata": secret.get("metadata") or {}, "type": secret.get("type")})
+    jobs: list[dict[str, Any]] = []
+    for listed in await ctx.call(ctx.kube.list, JOBS, ns,
+                                 label_selector=f"{names.ROLE_LABEL}=gateway,{named}",
+                                 keep=_job_outline, metadata_only=True):
+        # the UID of an orphan's grant is in its pod spec, which a Job's metadata lacks; every
+        # Job's outline is kept (an unowned Secret's Job may be owned: then it is not orphaned)
+        job = await _whole(ctx, JOBS, listed) if _candidate(listed) else listed
+        if job is not None:
+            jobs.append(_job_outline(job))
     found = orphans(secrets, jobs, set(ctx.tracker.grants))
     removed = 0
     for (name, uid), objs in sorted(found.items()):
