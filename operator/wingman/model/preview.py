@@ -80,6 +80,12 @@ class Action(enum.StrEnum):
 _NAME = names.OBJECT_NAME
 _NAMESPACE = names.NAMESPACE_NAME
 _CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+#: The names the API server takes as a path segment instead of a DNS subdomain: RBAC's roles
+#: and bindings (``system:aggregate-to-admin``, ``system:controller:job-controller``). The API
+#: server refuses only '/', '%', '.' and '..'; here, printable ASCII without those (no space,
+#: no control or bidirectional character in a name a reviewer reads).
+_PATH_SEGMENT = re.compile(r"(?!\.\.?$)[!-$&-.0-~]{1,253}")
+_PATH_SEGMENT_GROUPS = frozenset({"rbac.authorization.k8s.io"})
 _GROUP = names.OBJECT_NAME  # an API group is a subdomain too ('' for the core group)
 _WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -177,7 +183,8 @@ class Target:
         if not isinstance(data, Mapping):
             raise PreviewInvalid("a target must be a mapping")
         group = _text(data, "group", 253, pattern=_GROUP)
-        name_pattern = _CONTAINER if group == "docker" else _NAME
+        name_pattern = (_CONTAINER if group == "docker" else
+                        _PATH_SEGMENT if group in _PATH_SEGMENT_GROUPS else _NAME)
         action = data.get("action", Action.UPDATE.value)
         try:
             act = Action(action)

@@ -101,6 +101,30 @@ def test_a_target_named_as_the_api_server_would_refuse_is_refused(field: str,
         pv.Target.from_dict({**good, field: value})
 
 
+RBAC = {"group": "rbac.authorization.k8s.io", "version": "v1", "resource": "clusterroles",
+        "kind": "ClusterRole"}
+
+
+@pytest.mark.parametrize("name", ["system:aggregate-to-admin", "system:controller:job-controller",
+                                  "Admin", "eks:podsecuritypolicy:privileged", "a..b", "x@y+z"])
+def test_rbac_objects_are_named_as_the_api_server_names_them(name: str) -> None:
+    """Roles and bindings are named by path segment, not as DNS subdomains: a preview that
+    touches ``system:aggregate-to-admin`` is recorded, not refused as invalid."""
+    target = pv.Target.from_dict({**RBAC, "name": name})
+    assert target.name == name
+    assert pv.Target.from_dict(target.to_dict()) == target
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/b", "a%2Fb", "a b", "tab\there", "\u202eevil",
+                                  "caf\u00e9", "x" * 254])
+def test_an_rbac_name_the_api_server_refuses_or_a_reviewer_could_misread_is_refused(
+        name: str) -> None:
+    with pytest.raises(pv.PreviewInvalid, match="name"):
+        pv.Target.from_dict({**RBAC, "name": name})
+    with pytest.raises(pv.PreviewInvalid, match=r"name .* has an invalid form"):
+        pv.Target.from_dict({**DEPLOY.to_dict(), "name": "system:aggregate-to-admin"})
+
+
 def _live(uid: str = "u-1", generation: int | None = 4, rv: str = "999") -> dict[str, object]:
     meta: dict[str, object] = {"uid": uid, "resourceVersion": rv}
     if generation is not None:
