@@ -202,8 +202,8 @@ class Context:
                 if fn is create_or_adopt and args and args[0] is self.kube:
                     adopted: T = await self.writer.call(ADOPT, *args[1:], **kwargs)
                     return adopted
-            except Unsendable:
-                pass  # a function among its arguments (a list's filter): run here
+            except Unsendable as exc:  # a function among its arguments (a list's filter)
+                self._ran_here(getattr(fn, "__name__", "call"), exc)
         queued = time.monotonic()
 
         def started() -> T:
@@ -213,6 +213,14 @@ class Context:
             return await asyncio.to_thread(started)
         return await _submit(self.executor, started)
 
+    def _ran_here(self, call: str, why: Unsendable) -> None:
+        """A call the writer could not take runs on the operator's threads: counted, and
+        logged (debug: the sweeps' filtered lists do this by design)."""
+        known = call if call in KUBE_CALLS or call in (ADOPT, APPEND) else "other"
+        self.metrics.writer_local.labels(call=known).inc()
+        log.debug("a call runs on the operator's threads, not in the writer",
+                  extra={"call": known, "why": str(why)[:300]})
+
     async def _append(self, fn: Callable[[], T]) -> T:
         """Run a blocking audit append in the writer process (the context's own sink's
         ``append_all``), else on the audit thread, else as ``call``."""
@@ -221,8 +229,8 @@ class Context:
             try:
                 written: T = await self.writer.call(APPEND, *fn.args, **fn.keywords)
                 return written
-            except Unsendable:
-                pass  # records that cannot be sent: written here
+            except Unsendable as exc:  # records that cannot be sent: written here
+                self._ran_here(APPEND, exc)
         if self.audit_executor is None:
             return await self.call(fn)
         try:

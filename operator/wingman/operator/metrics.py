@@ -166,6 +166,11 @@ class Metrics:
             "Time a blocking call (mostly to the API server) waited for one of the operator's "
             "operator.apiConcurrency threads before it started.",
             buckets=STEP_BUCKETS, registry=r)
+        self.writer_local = Counter(
+            "wingman_writer_local_calls_total",
+            "With operator.writerProcess: calls the writer process could not take, run on the "
+            "operator's own threads instead, by call: lists with a filter (the sweeps'), by "
+            "design, or arguments the writer could not read.", ["call"], registry=r)
         self.api_latency = Histogram(
             "wingman_api_request_duration_seconds",
             "Time of the operator's calls to the API server, from building the request to the "

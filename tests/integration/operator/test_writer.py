@@ -49,6 +49,12 @@ def test_the_writer_makes_the_operators_calls_and_its_loss_stops_the_operator(
         metrics = env.op.metrics()  # observed from the writer's answers, as before
         assert 'wingman_api_requests_total{code="200",resource="approvalrequests/status",' \
                'verb="patch"}' in metrics
+        # the start's orphan sweep lists with a filter, which runs on the operator's threads,
+        # counted; every other call went to the writer
+        local = [line for line in metrics.splitlines()
+                 if line.startswith("wingman_writer_local_calls_total{")]
+        assert local and all(line.startswith('wingman_writer_local_calls_total{call="list"}')
+                             for line in local), local
         assert env.op.proc is not None
         os.kill(writer, signal.SIGKILL)
         assert env.op.proc.wait(timeout=30) == 1
