@@ -200,7 +200,8 @@ class Termination:
         return self.requested
 
     def fileno(self) -> int | None:
-        """The end a SIGTERM makes readable (None: not installed)."""
+        """The pipe's read end: readable on a SIGTERM, a :meth:`request` or any other signal
+        Python handles (:meth:`woken` tells them apart); None: not installed."""
         return self._pipe[0] if self._pipe is not None else None
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -234,7 +235,7 @@ class Termination:
 
     def install(self) -> Callable[[], None]:
         """Handle SIGTERM from now on (the main thread only: elsewhere Python cannot, and this
-        does nothing); returns what restores the previous handler."""
+        does nothing); returns what restores the previous handler and wake-up descriptor."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         if self._pipe is None:

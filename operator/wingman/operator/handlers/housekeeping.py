@@ -328,8 +328,8 @@ async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
     not): one list of each (of the grants named ``grant`` only, when given: a grant created
     again under a deleted one's name, whose orphaned Job is in the way), of their metadata
     only, and a read of each that nothing owns (normally none: a grant owns its Job and
-    Secret until both go with it), so that a sweep never reads every retained Job's pod spec
-    or every live token. Per grant, a
+    Secret until both go with it; a Secret being deleted is not read), so that an orphan
+    sweep never reads every retained Job's pod spec or every live token. Per grant, a
     ``GrantOrphansRemoved`` audit record first, then the Secrets (no gateway pod may start with
     one once its Job is going), then the Jobs (their pods with them), each with a UID
     precondition. Returns how many were deleted."""
@@ -346,9 +346,11 @@ async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
     for listed in await ctx.call(ctx.kube.list, JOBS, ns,
                                  label_selector=f"{names.ROLE_LABEL}=gateway,{named}",
                                  keep=_job_outline, metadata_only=True):
-        # the UID of an orphan's grant is in its pod spec, which a Job's metadata lacks; every
-        # Job's outline is kept (an unowned Secret's Job may be owned: then it is not orphaned)
-        job = await _whole(ctx, JOBS, listed) if _candidate(listed) else listed
+        # the UID of an orphan's grant is in its pod spec, which a Job's metadata lacks: every
+        # Job nothing owns is read whole (one being deleted too: its unowned Secret is judged
+        # by it); every Job's outline is kept (an unowned Secret's Job may be owned: then the
+        # Secret is not orphaned)
+        job = await _whole(ctx, JOBS, listed) if not _owned(listed) else listed
         if job is not None:
             jobs.append(_job_outline(job))
     found = orphans(secrets, jobs, set(ctx.tracker.grants))
