@@ -82,6 +82,9 @@ TIMEOUT_EXIT_CODE = 124
 """Exit code reported when a Docker call timed out (a killed kubectl reports -9, its signal)."""
 
 _CHUNK = 65536
+#: How often the exit of a command that closed its output is looked for (a SIGTERM ends the
+#: wait at once)
+_EXIT_POLL = 0.05
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _CONTAINER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
@@ -244,8 +247,12 @@ class Termination:
             os.set_blocking(write, False)
             self._pipe = (read, write)
         self._drain()
-        previous = signal.signal(signal.SIGTERM, self._on_signal)
         previous_wakeup = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+        try:
+            previous = signal.signal(signal.SIGTERM, self._on_signal)
+        except BaseException:
+            signal.set_wakeup_fd(previous_wakeup)
+            raise
 
         def restore() -> None:
             signal.signal(signal.SIGTERM, previous)
@@ -399,8 +406,10 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
     (:data:`TERMINATION`): (kept, truncated, timed_out, interrupted).
 
     Keeps at most ``limit`` bytes and keeps draining the pipe after that, so the child never
-    blocks on a full pipe. At the deadline, or on a SIGTERM, the whole process group is killed;
-    so is what the command left in it when it exited.
+    blocks on a full pipe. A child that closed its output and runs on is waited for the same
+    way (a SIGTERM still ends the wait at once). At the deadline, or on a SIGTERM, the whole
+    process group is killed; so is what the command left in it when it exited, and what runs
+    in it when the wait ends otherwise (a SIGINT's ``KeyboardInterrupt``).
     """
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
@@ -408,49 +417,55 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
     truncated = timed_out = interrupted = False
     fd = proc.stdout.fileno()
     stop = TERMINATION.fileno()
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        if stop is not None:
-            selector.register(stop, selectors.EVENT_READ)
-        while True:
-            if TERMINATION.requested:
-                interrupted = True
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            ready = selector.select(remaining)
-            if stop is not None and any(key.fd == stop for key, _ in ready):
-                if TERMINATION.woken():
+    ended = False
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            if stop is not None:
+                selector.register(stop, selectors.EVENT_READ)
+            reading = True
+            while True:
+                if TERMINATION.requested:
                     interrupted = True
                     break
-                ready = [(key, mask) for key, mask in ready if key.fd != stop]  # another signal
-            if not ready:
-                continue
-            chunk = os.read(fd, _CHUNK)
-            if not chunk:
-                break
-            room = limit - len(kept)
-            if room > 0:
-                kept += chunk[:room]
-            if len(chunk) > max(room, 0):
-                truncated = True
-    if not (timed_out or interrupted):
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-    if timed_out or interrupted:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            proc.kill()
-        proc.wait()
-    else:  # it exited: what it left in its group does not outlive it
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    proc.stdout.close()
+                if not reading and proc.poll() is not None:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                # once the output ended, the exit is looked for every _EXIT_POLL seconds
+                ready = selector.select(remaining if reading else min(remaining, _EXIT_POLL))
+                if stop is not None and any(key.fd == stop for key, _ in ready):
+                    if TERMINATION.woken():
+                        interrupted = True
+                        break
+                    ready = [(key, mask) for key, mask in ready if key.fd != stop]
+                if not ready or not reading:
+                    continue
+                chunk = os.read(fd, _CHUNK)
+                if not chunk:  # the output ended: the exit is what is waited for now
+                    selector.unregister(fd)
+                    reading = False
+                    continue
+                room = limit - len(kept)
+                if room > 0:
+                    kept += chunk[:room]
+                if len(chunk) > max(room, 0):
+                    truncated = True
+        ended = True
+    finally:
+        if timed_out or interrupted or not ended:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
+            proc.wait()
+        else:  # it exited: what it left in its group does not outlive it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
     return bytes(kept), truncated, timed_out, interrupted
 
 

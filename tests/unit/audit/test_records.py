@@ -545,6 +545,12 @@ def _encodings(token: str) -> list[str]:
                    "\x00\x9c\xff"):
         raw = (before + token + '"').encode()
         out += [base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()]
+    # a token written with padding, in the standard alphabet, or broken over lines
+    header, payload, signature = token.split(".")
+    for shape in (f"{header}==.{payload}=.{signature}",
+                  f"{header}.{payload.replace('-', '+').replace('_', '/')}+/.{signature}",
+                  f"{header}.{payload[:20]}\r\n{payload[20:]}.{signature}"):
+        out.append(base64.b64encode(('{"token":"' + shape + '"}').encode()).decode())
     return out
 
 

@@ -62,17 +62,32 @@ elif mode == "leave":  # exits at once, leaving a child behind that no longer ho
     with open(args[1], "w") as fh:
         fh.write(str(child.pid))
     print("done")
-elif mode in ("hang", "term"):
+elif mode in ("hang", "term", "interrupt"):
     child = subprocess.Popen(["sleep", "60"])
     with open(args[1], "w") as fh:
         fh.write(str(child.pid))
     if mode == "term":  # the kubelet stops the gateway's pod while the command runs
         print("changed something", flush=True)
         os.kill(os.getppid(), 15)
+    if mode == "interrupt":  # someone presses Ctrl-C in a gateway run by hand
+        os.kill(os.getppid(), 2)
     time.sleep(60)
 elif mode == "stop-quietly":  # the pod is stopped; the command prints nothing meanwhile
     os.kill(os.getppid(), 15)
     time.sleep(60)
+elif mode == "close-then-stop":  # closes its output, runs on; then the pod is stopped
+    print("started", flush=True)
+    os.close(1)
+    os.close(2)
+    time.sleep(0.5)
+    os.kill(os.getppid(), 15)
+    time.sleep(60)
+elif mode == "close-then-exit":  # closes its output, then ends a little later
+    print("started", flush=True)
+    os.close(1)
+    os.close(2)
+    time.sleep(0.3)
+    sys.exit(3)
 elif mode == "rotate":  # the kubelet replaces a token file while the command runs
     with open(args[1], "w") as fh:
         fh.write(args[2] + "\n")
@@ -427,6 +442,48 @@ def test_a_sigterm_another_thread_receives_still_kills_the_command_at_once(
     assert elapsed < 10, "the command ran on until its deadline"
     assert result.interrupted and not result.timed_out
     assert signal.set_wakeup_fd(-1) == -1, "the wake-up descriptor was not put back"
+
+
+def test_a_command_that_closed_its_output_is_waited_for_and_still_stopped_by_a_sigterm(
+    fake_kubectl: Path, creds: Credentials, sigterm_dropped: None
+) -> None:
+    """A command may close its output and run on: its exit is what the gateway waits for
+    then, and a SIGTERM meanwhile still kills it at once (not at the command's deadline)."""
+    restore = executors.TERMINATION.install()
+    try:
+        ended = executors.execute(["kubectl", "close-then-exit"], settings=_settings(),
+                                  credentials=creds)
+        started = time.monotonic()
+        stopped = executors.execute(["kubectl", "close-then-stop"],
+                                    settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="30"),
+                                    credentials=creds)
+        elapsed = time.monotonic() - started
+    finally:
+        restore()
+    assert (ended.exit_code, ended.output, ended.interrupted) == (3, "started\n", False)
+    assert elapsed < 10, "the command ran on until its deadline"
+    assert stopped.interrupted and not stopped.timed_out and stopped.exit_code == -9
+
+
+def test_an_interrupted_wait_leaves_nothing_of_the_command_running(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path
+) -> None:
+    """A wait ended by anything else than its deadline or a SIGTERM (a SIGINT's
+    ``KeyboardInterrupt``) still kills the command's whole process group on its way out."""
+    pidfile = tmp_path / "child.pid"
+    restore = executors.TERMINATION.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            executors.execute(["kubectl", "interrupt", str(pidfile)],
+                              settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="30"),
+                              credentials=creds)
+    finally:
+        restore()
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone_or_zombie(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone_or_zombie(grandchild), "the command's group outlived the interrupted wait"
 
 
 def test_a_sigterm_before_the_install_is_forgotten_and_after_restore_is_not_handled(
