@@ -67,8 +67,9 @@ log = logging.getLogger("wingman.kube")
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 JSON = "application/json"
-#: What a list asks for to get each object's metadata alone (``Kube.list(metadata_only=True)``).
-METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+#: What a list asks for to get each object's metadata alone (``Kube.list(metadata_only=True)``);
+#: whole objects from what cannot give that (as client-go asks).
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
 class ApiError(ClusterError):

@@ -73,11 +73,11 @@ RETIRE_PAUSE_SECONDS = 2.0
 #: The waves go on at the sweep interval instead once a tenth or more of a pass's deletes
 #: failed for another reason than a refusal (an API server in trouble is not asked sooner).
 SLOW_DOWN_SHARE = 10
-#: Objects per page of the list of token Secrets read whole (the leftovers of grants final at
-#: start), of which it keeps few. The other lists of the sweep read metadata only: a page of
-#: the API server's 500 gateway Jobs, each with its pod spec, decoded held some 28-43 MiB for
-#: a moment at every orphan sweep of a namespace that keeps a burst's Jobs.
-SWEEP_PAGE_SIZE = 100
+#: The token Secrets, as the API server selects them (by type): the sweep's lists of them read
+#: their metadata alone, so no sweep ever reads a token. (Its lists of gateway Jobs read
+#: metadata alone too: a page of 500 Jobs with their pod specs, decoded, held 28-43 MiB for a
+#: moment at every orphan sweep of a namespace that keeps a burst's Jobs.)
+TOKEN_SECRETS = f"type={names.SECRET_TYPE}"
 #: Answers that refuse a delete (an admission policy, RBAC, a webhook's denial); a server
 #: error counts only when it names a webhook (one that failed or timed out): anything else of
 #: 5xx, a 409 (the object was replaced) or 429 is "not now", not a refusal.
@@ -204,14 +204,13 @@ async def clean_leftovers(ctx: Context) -> None:
             (o.get("metadata") or {}).get("ownerReferences") or [])) else None
 
     secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=names.GRANT_LABEL,
-                             keep=owned(owners), page_size=SWEEP_PAGE_SIZE)
+                             field_selector=TOKEN_SECRETS, keep=owned(owners),
+                             metadata_only=True)
     jobs = await ctx.call(ctx.kube.list, JOBS, ns, label_selector=f"{names.ROLE_LABEL}=gateway",
                           keep=owned(denied), metadata_only=True)
     by_owner: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for res, items in ((SECRETS, secrets), (JOBS, jobs)):
         for obj in items:
-            if res is SECRETS and obj.get("type") != names.SECRET_TYPE:
-                continue
             for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
                 by_owner.setdefault(str(ref.get("uid")), []).append((res, obj))
     for e in waiting:
@@ -265,12 +264,14 @@ def _candidate(obj: dict[str, Any]) -> bool:
     return not _owned(obj) and not _deleting(obj)
 
 
-def _candidate_outline(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """What a list keeps of an object that could be an orphan (its name and UID, to read it
-    whole), and nothing of the others."""
+def _secret_outline(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """What the orphan sweep keeps of a listed token Secret (``TOKEN_SECRETS``: its type is
+    known) that could be an orphan: identity, labels, owners, deletion and its Job's UID; and
+    nothing of the others."""
     meta = obj.get("metadata") or {}
-    return {"metadata": {"name": meta.get("name"), "uid": meta.get("uid")}} \
-        if _candidate(obj) else None
+    return {"metadata": {k: meta.get(k) for k in ("name", "uid", "labels", "annotations",
+                                                  "ownerReferences", "deletionTimestamp")},
+            "type": names.SECRET_TYPE} if _candidate(obj) else None
 
 
 async def _whole(ctx: Context, res: Any, listed: dict[str, Any]) -> dict[str, Any] | None:
@@ -327,21 +328,19 @@ async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
     owner (``orphans``; a deletion with propagation Orphan, made while the operator ran or
     not): one list of each (of the grants named ``grant`` only, when given: a grant created
     again under a deleted one's name, whose orphaned Job is in the way), of their metadata
-    only, and a read of each that nothing owns (normally none: a grant owns its Job and
-    Secret until both go with it; a Secret being deleted is not read), so that an orphan
-    sweep never reads every retained Job's pod spec or every live token. Per grant, a
+    only (the Secrets selected by type, ``TOKEN_SECRETS``), and a read of each Job that
+    nothing owns (normally none: a grant owns its Job and Secret until both go with it), so
+    that an orphan sweep never reads every retained Job's pod spec, nor any token. Per
+    grant, a
     ``GrantOrphansRemoved`` audit record first, then the Secrets (no gateway pod may start with
     one once its Job is going), then the Jobs (their pods with them), each with a UID
     precondition. Returns how many were deleted."""
     ns = ctx.settings.namespace
     named = names.GRANT_LABEL if grant is None else f"{names.GRANT_LABEL}={grant}"
 
-    secrets: list[dict[str, Any]] = []
-    for listed in await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=named,
-                                 keep=_candidate_outline, metadata_only=True):
-        if (secret := await _whole(ctx, SECRETS, listed)) is not None:
-            # its type and metadata: never its data (the token)
-            secrets.append({"metadata": secret.get("metadata") or {}, "type": secret.get("type")})
+    secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=named,
+                             field_selector=TOKEN_SECRETS, keep=_secret_outline,
+                             metadata_only=True)
     jobs: list[dict[str, Any]] = []
     for listed in await ctx.call(ctx.kube.list, JOBS, ns,
                                  label_selector=f"{names.ROLE_LABEL}=gateway,{named}",
