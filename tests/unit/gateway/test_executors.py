@@ -82,6 +82,12 @@ elif mode == "close-then-stop":  # closes its output, runs on; then the pod is s
     time.sleep(0.5)
     os.kill(os.getppid(), 15)
     time.sleep(60)
+elif mode == "done-then-stopped":  # ends; the pod is stopped before its output is closed
+    print("done", flush=True)
+    subprocess.Popen([sys.executable, "-c",  # holds the output, in a session of its own
+                      "import os, sys, time; time.sleep(0.3); os.kill(int(sys.argv[1]), 15); "
+                      "time.sleep(1.5)", str(os.getppid())], start_new_session=True)
+    sys.exit(0)
 elif mode == "close-then-exit":  # closes its output, then ends a little later
     print("started", flush=True)
     os.close(1)
@@ -463,6 +469,22 @@ def test_a_command_that_closed_its_output_is_waited_for_and_still_stopped_by_a_s
     finally:
         restore()
     assert (ended.exit_code, ended.output, ended.interrupted) == (3, "started\n", False)
+
+
+def test_a_command_that_ended_before_the_sigterm_is_recorded_as_it_ended(
+    fake_kubectl: Path, creds: Credentials, sigterm_dropped: None
+) -> None:
+    """A SIGTERM that comes once the command exited (its output still held open by what it
+    left outside its group) does not make its success an interruption."""
+    restore = executors.TERMINATION.install()
+    try:
+        result = executors.execute(["kubectl", "done-then-stopped"],
+                                   settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="30"),
+                                   credentials=creds)
+        assert executors.TERMINATION.requested
+    finally:
+        restore()
+    assert (result.exit_code, result.output, result.interrupted) == (0, "done\n", False)
 
 
 def test_an_interrupted_wait_leaves_nothing_of_the_command_running(

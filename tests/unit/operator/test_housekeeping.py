@@ -362,6 +362,22 @@ def _token_secret(name: str, grant: str, job: str, *, owners: list[dict[str, Any
         "annotations": {names.JOB_UID_ANNOTATION: f"job-{job}"}}}
 
 
+def test_a_listed_token_secret_is_kept_as_its_metadata_and_never_as_another_type() -> None:
+    """The sweep lists token Secrets by type and metadata alone: what it keeps of one that
+    could be an orphan is its metadata (never its data), and should an API server send whole
+    Secrets of another type anyway, none of them is taken for a token Secret."""
+    listed = _token_secret("gone-token", "gone", "gone-gw")
+    whole = {**listed, "data": {"token": "c2VjcmV0"}}
+    metadata_only = {"kind": "PartialObjectMetadata", "metadata": listed["metadata"]}
+    for obj in (whole, metadata_only):
+        kept = housekeeping._secret_outline(obj)
+        assert kept is not None and "data" not in kept and kept["type"] == names.SECRET_TYPE
+        assert kept["metadata"]["annotations"] == listed["metadata"]["annotations"]
+    assert housekeeping._secret_outline({**whole, "type": "Opaque"}) is None
+    owned = _token_secret("live-token", "live", "live-gw", owners=_owned("uid-live"))
+    assert housekeeping._secret_outline(owned) is None
+
+
 def test_orphans_are_only_the_unowned_objects_of_grants_that_are_gone() -> None:
     jobs = [
         _outline("gone-gw", "gone", "uid-gone"),

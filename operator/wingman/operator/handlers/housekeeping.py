@@ -198,10 +198,12 @@ async def clean_leftovers(ctx: Context) -> None:
     denied = {e.uid for e in waiting if e.phase == "Denied"}
 
     def owned(uids: set[str]) -> Keep:
-        """Only what one of ``uids`` owns is kept of a list, page by page: the Jobs of a
-        week's grants are never held at once."""
-        return lambda o: o if any(str(r.get("uid")) in uids for r in (
-            (o.get("metadata") or {}).get("ownerReferences") or [])) else None
+        """Only the metadata of what one of ``uids`` owns is kept of a list, page by page: the
+        Jobs of a week's grants are never held at once, nor a token (should whole objects
+        come where metadata alone was asked for)."""
+        return lambda o: {"metadata": o.get("metadata") or {}} if _of_type(o) and any(
+            str(r.get("uid")) in uids for r in (
+                (o.get("metadata") or {}).get("ownerReferences") or [])) else None
 
     secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=names.GRANT_LABEL,
                              field_selector=TOKEN_SECRETS, keep=owned(owners),
@@ -264,6 +266,13 @@ def _candidate(obj: dict[str, Any]) -> bool:
     return not _owned(obj) and not _deleting(obj)
 
 
+def _of_type(obj: dict[str, Any]) -> bool:
+    """False for a listed Secret whose type shows it is no token Secret (pure): the lists
+    select token Secrets by type, and metadata alone has no type, so this holds only should an
+    API server send whole objects and ignore the selector; a Job has no type."""
+    return obj.get("type") in (None, names.SECRET_TYPE)
+
+
 def _secret_outline(obj: dict[str, Any]) -> dict[str, Any] | None:
     """What the orphan sweep keeps of a listed token Secret (``TOKEN_SECRETS``: its type is
     known) that could be an orphan: identity, labels, owners, deletion and its Job's UID; and
@@ -271,7 +280,7 @@ def _secret_outline(obj: dict[str, Any]) -> dict[str, Any] | None:
     meta = obj.get("metadata") or {}
     return {"metadata": {k: meta.get(k) for k in ("name", "uid", "labels", "annotations",
                                                   "ownerReferences", "deletionTimestamp")},
-            "type": names.SECRET_TYPE} if _candidate(obj) else None
+            "type": names.SECRET_TYPE} if _candidate(obj) and _of_type(obj) else None
 
 
 async def _whole(ctx: Context, res: Any, listed: dict[str, Any]) -> dict[str, Any] | None:
