@@ -444,6 +444,16 @@ def test_a_sigterm_another_thread_receives_still_kills_the_command_at_once(
     assert signal.set_wakeup_fd(-1) == -1, "the wake-up descriptor was not put back"
 
 
+@pytest.fixture
+def terminating(sigterm_dropped: None) -> Iterator[None]:
+    """The gateway's SIGTERM handling installed for the test, and put back after it."""
+    restore = executors.TERMINATION.install()
+    try:
+        yield
+    finally:
+        restore()
+
+
 def _stopped_at_once(creds: Credentials, mode: str) -> executors.ExecResult:
     """``kubectl MODE`` (which has the gateway asked to stop) run with a 30 s timeout: it is
     killed at once, as interrupted, not at its deadline."""
@@ -457,50 +467,38 @@ def _stopped_at_once(creds: Credentials, mode: str) -> executors.ExecResult:
 
 
 def test_a_command_that_closed_its_output_is_waited_for_and_still_stopped_by_a_sigterm(
-    fake_kubectl: Path, creds: Credentials, sigterm_dropped: None
+    fake_kubectl: Path, creds: Credentials, terminating: None
 ) -> None:
     """A command may close its output and run on: its exit is what the gateway waits for
     then, and a SIGTERM meanwhile still kills it at once (not at the command's deadline)."""
-    restore = executors.TERMINATION.install()
-    try:
-        ended = executors.execute(["kubectl", "close-then-exit"], settings=_settings(),
-                                  credentials=creds)
-        _stopped_at_once(creds, "close-then-stop")
-    finally:
-        restore()
+    ended = executors.execute(["kubectl", "close-then-exit"], settings=_settings(),
+                              credentials=creds)
     assert (ended.exit_code, ended.output, ended.interrupted) == (3, "started\n", False)
+    _stopped_at_once(creds, "close-then-stop")
 
 
 def test_a_command_that_ended_before_the_sigterm_is_recorded_as_it_ended(
-    fake_kubectl: Path, creds: Credentials, sigterm_dropped: None
+    fake_kubectl: Path, creds: Credentials, terminating: None
 ) -> None:
     """A SIGTERM that comes once the command exited (its output still held open by what it
     left outside its group) does not make its success an interruption."""
-    restore = executors.TERMINATION.install()
-    try:
-        result = executors.execute(["kubectl", "done-then-stopped"],
-                                   settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="30"),
-                                   credentials=creds)
-        assert executors.TERMINATION.requested
-    finally:
-        restore()
+    result = executors.execute(["kubectl", "done-then-stopped"],
+                               settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="30"),
+                               credentials=creds)
+    assert executors.TERMINATION.requested
     assert (result.exit_code, result.output, result.interrupted) == (0, "done\n", False)
 
 
 def test_an_interrupted_wait_leaves_nothing_of_the_command_running(
-    fake_kubectl: Path, creds: Credentials, tmp_path: Path
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path, terminating: None
 ) -> None:
     """A wait ended by anything else than its deadline or a SIGTERM (a SIGINT's
     ``KeyboardInterrupt``) still kills the command's whole process group on its way out."""
     pidfile = tmp_path / "child.pid"
-    restore = executors.TERMINATION.install()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            executors.execute(["kubectl", "interrupt", str(pidfile)],
-                              settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="30"),
-                              credentials=creds)
-    finally:
-        restore()
+    with pytest.raises(KeyboardInterrupt):
+        executors.execute(["kubectl", "interrupt", str(pidfile)],
+                          settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="30"),
+                          credentials=creds)
     grandchild = int(pidfile.read_text())
     deadline = time.monotonic() + 5
     while not _gone_or_zombie(grandchild) and time.monotonic() < deadline:
