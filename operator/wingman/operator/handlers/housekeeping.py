@@ -78,6 +78,9 @@ SLOW_DOWN_SHARE = 10
 #: metadata alone too: a page of 500 Jobs with their pod specs, decoded, held 28-43 MiB for a
 #: moment at every orphan sweep of a namespace that keeps a burst's Jobs.)
 TOKEN_SECRETS = f"type={names.SECRET_TYPE}"
+#: Objects per page of the sweep's lists, of which it keeps little: a Job's metadata is still
+#: 1-2 KB (its managed fields), so pages of 100 keep a decoded page to a few MiB.
+SWEEP_PAGE_SIZE = 100
 #: Answers that refuse a delete (an admission policy, RBAC, a webhook's denial); a server
 #: error counts only when it names a webhook (one that failed or timed out): anything else of
 #: 5xx, a 409 (the object was replaced) or 429 is "not now", not a refusal.
@@ -207,9 +210,9 @@ async def clean_leftovers(ctx: Context) -> None:
 
     secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=names.GRANT_LABEL,
                              field_selector=TOKEN_SECRETS, keep=owned(owners),
-                             metadata_only=True)
+                             metadata_only=True, page_size=SWEEP_PAGE_SIZE)
     jobs = await ctx.call(ctx.kube.list, JOBS, ns, label_selector=f"{names.ROLE_LABEL}=gateway",
-                          keep=owned(denied), metadata_only=True)
+                          keep=owned(denied), metadata_only=True, page_size=SWEEP_PAGE_SIZE)
     by_owner: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for res, items in ((SECRETS, secrets), (JOBS, jobs)):
         for obj in items:
@@ -349,11 +352,11 @@ async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
 
     secrets = await ctx.call(ctx.kube.list, SECRETS, ns, label_selector=named,
                              field_selector=TOKEN_SECRETS, keep=_secret_outline,
-                             metadata_only=True)
+                             metadata_only=True, page_size=SWEEP_PAGE_SIZE)
     jobs: list[dict[str, Any]] = []
     for listed in await ctx.call(ctx.kube.list, JOBS, ns,
                                  label_selector=f"{names.ROLE_LABEL}=gateway,{named}",
-                                 keep=_job_outline, metadata_only=True):
+                                 keep=_job_outline, metadata_only=True, page_size=SWEEP_PAGE_SIZE):
         # the UID of an orphan's grant is in its pod spec, which a Job's metadata lacks: every
         # Job nothing owns is read whole (one being deleted too: its unowned Secret is judged
         # by it); every Job's outline is kept (an unowned Secret's Job may be owned: then the
