@@ -292,7 +292,8 @@ class ApiRequests:
                 ref = ev.get("objectRef") or {}
                 res = ref.get("resource", "?") + (f"/{ref['subresource']}"
                                                   if ref.get("subresource") else "")
-                background = (ref.get("resource"), ref.get("name")) in BACKGROUND
+                background = ev.get("verb") == "watch" or \
+                    (ref.get("resource"), ref.get("name")) in BACKGROUND
                 counts[f"{BACKGROUND_PREFIX if background else ''}{ev.get('verb')} {res}"] += 1
         return counts
 
@@ -301,9 +302,11 @@ class ApiRequests:
 #: renewal (every 2 s), the signing keys' reload (every sweep, at most every 5 s; the key
 #: and its public ConfigMap are made at the first grant) and the audit's signed checkpoints
 #: (a round every ``checkpointIntervalSeconds``, their key and ConfigMap made at the first).
-#: Counted apart, as "background", not as requests an object caused (a phase's count divided
-#: by its objects would otherwise depend on how long the phase lasted, or on the phase the
-#: first grant or checkpoint fell in).
+#: And the framework's watches, counted when one ends (the API server closes each after a
+#: random few minutes, and it is opened again), not per object. Counted apart, as
+#: "background", not as requests an object caused (a phase's count divided by its objects
+#: would otherwise depend on how long the phase lasted, or on the phase the first grant, the
+#: first checkpoint or a watch's end fell in).
 BACKGROUND = {("leases", "wingman-operator-leader"), ("secrets", "wingman-signing-key"),
               ("configmaps", "wingman-public-keys"), ("secrets", "wingman-audit-key"),
               ("configmaps", "wingman-audit-checkpoints")}
