@@ -264,8 +264,8 @@ def _job_outline(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _candidate(obj: dict[str, Any]) -> bool:
-    """Whether a listed Job or Secret (its metadata) could be an orphan: nothing owns it and
-    it is not being deleted (pure). Only these are read whole."""
+    """Whether a listed token Secret (its metadata) could be an orphan: nothing owns it and it
+    is not being deleted (pure). Only these are kept of the orphan sweep's list."""
     return not _owned(obj) and not _deleting(obj)
 
 
