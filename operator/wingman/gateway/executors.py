@@ -17,7 +17,9 @@ unused) and :func:`execute` afterwards.
   ``LocalFile``). It runs in its own process group, killed when it exits (nothing it started
   outlives it), at the deadline, or as soon as the gateway is asked to stop (SIGTERM:
   :data:`TERMINATION`), so a command never runs on unrecorded while the kubelet waits to kill
-  the pod.
+  the pod. The group is killed by its number (the command's process ID) before the command
+  is reaped: exited, it is a zombie until then, and keeps that number from any new group, so
+  the kill never reaches another group that took over the number.
 - ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
   <container>`` through the Docker SDK on a local unix socket, on the container of exactly
   that name or ID (``wingman.model.preview.container_named``: never one whose ID merely
@@ -414,27 +416,34 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
     group is killed and what its output still held is read; so is what the command left in
     its group when it exited, and what runs in it when the wait ends otherwise (a SIGINT's
     ``KeyboardInterrupt``).
+
+    The group is killed by its number, the child's process ID, while the child is not reaped
+    yet: its exit is looked for without reaping it (:func:`_exited`), and an exited child
+    stays a zombie that keeps its process ID, and so its group's number, from being given to
+    any new process or group. Only once the group is killed is the child reaped (its exit
+    status as it ended: a signal to a zombie changes nothing), so the kill never reaches a
+    group that merely took over the number of one that had emptied.
     """
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    out = _Output(limit)
-    timed_out = interrupted = False
-    fd = proc.stdout.fileno()
-    stop = TERMINATION.fileno()
     exited: int | None = None  # a pidfd of the child once its output ended
     ended = False
     try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        out = _Output(limit)
+        timed_out = interrupted = False
+        fd = proc.stdout.fileno()
+        stop = TERMINATION.fileno()
         with selectors.DefaultSelector() as selector:
             selector.register(fd, selectors.EVENT_READ)
             if stop is not None:
                 selector.register(stop, selectors.EVENT_READ)
             reading, pause = True, _EXIT_POLL_FIRST
             while True:
-                if not reading and proc.poll() is not None:
+                if not reading and _exited(proc):
                     break  # exited: never taken for interrupted by a SIGTERM after it
                 if TERMINATION.requested:
                     # a command that exited meanwhile ended as it did, not interrupted
-                    interrupted = proc.poll() is None
+                    interrupted = not _exited(proc)
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -445,11 +454,10 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
                 else:  # no pidfd: the exit is looked for, ever less often
                     ready = selector.select(min(remaining, pause))
                     pause = min(pause * 2, _EXIT_POLL)
-                if stop is not None and any(key.fd == stop for key, _ in ready):
-                    if TERMINATION.woken():
-                        continue  # the exit, if it came meanwhile, wins
-                    ready = [(key, mask) for key, mask in ready if key.fd != stop]
-                if not ready or not reading:
+                fds = {key.fd for key, _ in ready}
+                if stop is not None and stop in fds and TERMINATION.woken():
+                    continue  # the exit, if it came meanwhile, wins
+                if not reading or fd not in fds:
                     continue
                 chunk = os.read(fd, _CHUNK)
                 if chunk:
@@ -463,22 +471,35 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
                     selector.register(exited, selectors.EVENT_READ)
         ended = True
     finally:
-        if exited is not None:
-            os.close(exited)
-        if timed_out or interrupted or not ended:
+        try:
+            # the child is not reaped yet (running, or a zombie): the number is its group's
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 proc.kill()
-            proc.wait()
-        else:  # it exited: what it left in its group does not outlive it
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if ended:  # what its output still held (written before a kill, or unread at a stop)
-            _read_rest(fd, out)
-        proc.stdout.close()
+        finally:
+            try:
+                proc.wait()  # only now: the number may be given to another group after this
+            finally:
+                if exited is not None:
+                    os.close(exited)
+                if ended:  # what its output still held (written before a kill, or unread)
+                    _read_rest(fd, out)
+                if proc.stdout is not None:
+                    proc.stdout.close()
     return bytes(out.kept), out.truncated, timed_out, interrupted
+
+
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the child has exited, without reaping it (``WNOWAIT``): an exited child stays a
+    zombie until :func:`_collect` has killed its group, so that group's number stays its own."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid,
+                         os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped by someone else (SIGCHLD ignored): nothing holds it
+        return True
 
 
 class _Output:

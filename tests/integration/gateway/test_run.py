@@ -525,6 +525,63 @@ def test_a_command_running_when_the_pod_is_stopped_is_killed_and_recorded(
     assert status["auditRecordHash"] == f"sha256:{records[-1]['hash']}"
 
 
+_LEAVING_KUBECTL = """
+import subprocess, sys
+left = subprocess.Popen(["sleep", "120"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+with open({pidfile!r}, "w") as fh:
+    fh.write(str(left.pid))
+sys.exit(subprocess.run([{real!r}, *sys.argv[1:]]).returncode)
+"""
+
+
+def test_what_a_command_leaves_in_its_group_is_killed_before_the_command_is_reaped(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command's process group is killed by its number while the exited command is still
+    an unreaped zombie, which keeps that number from any new group; the child it left there
+    is killed, and the result recorded is the command's own."""
+    shim = env.tmp / "leaving-bin" / "kubectl"
+    shim.parent.mkdir()
+    pidfile = env.tmp / "left.pid"
+    shim.write_text(f"#!{sys.executable}\n" + _LEAVING_KUBECTL.format(
+        real=str(env.cluster.tool("kubectl")), pidfile=str(pidfile)))
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
+    kills: list[str] = []
+    killpg = os.killpg
+
+    def spy(pgid: int, signum: int) -> None:
+        try:  # the state of the group's leader (the command) at the kill; "gone": reaped
+            kills.append(Path(f"/proc/{pgid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+        except FileNotFoundError:
+            kills.append("gone")
+        killpg(pgid, signum)
+
+    monkeypatch.setattr(os, "killpg", spy)
+    g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
+    assert run_gateway(settings_for(env, g, mint(env, g))) == EXIT_OK
+    monkeypatch.setattr(os, "killpg", killpg)
+    assert kills == ["Z"], "the group was not killed while the command was an unreaped zombie"
+    left = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(left) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(left), "the child the command left in its group outlived it"
+    assert env.replicas() == 2
+    status = env.grant(g.name)["status"]
+    assert (status["phase"], status["exitCode"]) == ("Succeeded", 0), status
+    assert "deployment.apps/web scaled" in status["output"]
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (neither reaped nor a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_a_pod_stopped_before_the_burn_refuses_and_leaves_the_token_unspent(
     env: Env, monkeypatch: pytest.MonkeyPatch, sigterm_dropped: None
 ) -> None:

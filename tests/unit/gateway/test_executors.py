@@ -556,6 +556,81 @@ def test_a_child_the_command_leaves_behind_is_killed_when_it_exits(
     assert _gone_or_zombie(grandchild), "a child of the command outlived it"
 
 
+def _state(pid: int) -> str:
+    """The state of process ``pid`` as /proc shows it (``Z``: a zombie, exited and not reaped
+    yet), or "gone" once it was reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+@pytest.fixture
+def group_kills(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """Every ``os.killpg`` made, with the state of the group's leader (the process whose ID
+    names the group) at that moment; the kill itself is made as asked."""
+    kills: list[tuple[int, str]] = []
+    killpg = os.killpg
+
+    def spy(pgid: int, signum: int) -> None:
+        kills.append((pgid, _state(pgid)))
+        killpg(pgid, signum)
+
+    monkeypatch.setattr(os, "killpg", spy)
+    return kills
+
+
+def _all_gone(*pids: int) -> bool:
+    deadline = time.monotonic() + 5
+    while not all(_gone_or_zombie(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return all(_gone_or_zombie(p) for p in pids)
+
+
+def test_the_group_is_killed_while_the_exited_command_still_holds_its_number(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path,
+    group_kills: list[tuple[int, str]],
+) -> None:
+    """The group is killed by its number, the command's process ID. Once the command is
+    reaped, that number is free as soon as its group empties, and a new group may get it:
+    the kill must come while the command is an unreaped zombie (it keeps the number), and the
+    command is reaped after it, its exit status as it ended."""
+    pidfile = tmp_path / "child.pid"
+    result = executors.execute(["kubectl", "leave", str(pidfile)], settings=_settings(),
+                               credentials=creds)
+    assert (result.exit_code, result.output, result.timed_out) == (0, "done\n", False)
+    assert [state for _, state in group_kills] == ["Z"], (
+        "the group was not killed while its leader was an unreaped zombie")
+    assert _all_gone(int(pidfile.read_text())), "a child of the command outlived it"
+
+
+def test_a_sigterm_after_the_command_exited_kills_its_group_before_it_is_reaped(
+    fake_kubectl: Path, creds: Credentials, terminating: None,
+    group_kills: list[tuple[int, str]],
+) -> None:
+    """A SIGTERM that comes once the command exited (its output still held open outside its
+    group): the gateway looks whether it exited without reaping it, kills the group, and only
+    then reaps it; the command ended as it did."""
+    result = executors.execute(["kubectl", "done-then-stopped"],
+                               settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="30"),
+                               credentials=creds)
+    assert executors.TERMINATION.requested
+    assert (result.exit_code, result.output, result.interrupted) == (0, "done\n", False)
+    assert [state for _, state in group_kills] == ["Z"], (
+        "the group was not killed while its leader was an unreaped zombie")
+
+
+def test_a_deadline_kills_the_group_before_the_command_is_reaped(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path,
+    group_kills: list[tuple[int, str]],
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    result = executors.execute(["kubectl", "hang", str(pidfile)],
+                               settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="1"),
+                               credentials=creds)
+    assert result.timed_out and result.exit_code == -9
+    assert len(group_kills) == 1 and group_kills[0][1] not in ("Z", "gone")
+
 def test_missing_kubectl_is_a_clear_error(
     creds: Credentials, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
