@@ -19,7 +19,10 @@ unused) and :func:`execute` afterwards.
   :data:`TERMINATION`), so a command never runs on unrecorded while the kubelet waits to kill
   the pod. The group is killed by its number (the command's process ID) before the command
   is reaped: exited, it is a zombie until then, and keeps that number from any new group, so
-  the kill never reaches another group that took over the number.
+  the kill never reaches another group that took over the number. A signal whose Python
+  handler may raise (a SIGINT's ``KeyboardInterrupt``) is held from the command's start
+  until that kill and reaping (:class:`_HeldSignals`), and handled only inside the wait,
+  which kills the group on every way out.
 - ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
   <container>`` through the Docker SDK on a local unix socket, on the container of exactly
   that name or ID (``wingman.model.preview.container_named``: never one whose ID merely
@@ -51,6 +54,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol
 
 import yaml
@@ -347,17 +351,23 @@ class KubectlExecutor:
                     "it was not started; if the grant was not cancelled, submit a new request",
                     reason="GatewayTerminating")
             started = _now()
-            try:
-                proc = subprocess.Popen(  # no shell: argv goes to execve as it is
-                    [binary, *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, env=env, cwd=workdir, close_fds=True,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ExecutionFailed(f"cannot start kubectl ({binary}): {exc.strerror}",
-                                      reason="ExecutionFailed") from None
-            raw, truncated, timed_out, interrupted = _collect(
-                proc, limit=settings.max_output_bytes, timeout=settings.exec_timeout_seconds)
+            # from the start of the command until its group is killed and it is reaped, a
+            # signal whose handler may raise (a SIGINT's KeyboardInterrupt) is held and handled
+            # where it can end nothing but the wait: never between the start and the wait
+            # that kills the group on every way out, nor in that kill
+            with _HeldSignals() as held:
+                try:
+                    proc = subprocess.Popen(  # no shell: argv goes to execve as it is
+                        [binary, *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, env=env, cwd=workdir, close_fds=True,
+                        start_new_session=True,
+                    )
+                except OSError as exc:
+                    raise ExecutionFailed(f"cannot start kubectl ({binary}): {exc.strerror}",
+                                          reason="ExecutionFailed") from None
+                raw, truncated, timed_out, interrupted = _collect(
+                    proc, limit=settings.max_output_bytes,
+                    timeout=settings.exec_timeout_seconds, held=held)
             finished = _now()
         finally:
             shutil.rmtree(credentials_dir, ignore_errors=True)
@@ -404,8 +414,8 @@ def write_kubeconfig(directory: Path, credentials: Credentials) -> Path:
     return path
 
 
-def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
-             ) -> tuple[bytes, bool, bool, bool]:
+def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float,
+             held: _HeldSignals | None = None) -> tuple[bytes, bool, bool, bool]:
     """Read the child's output until EOF and exit, the deadline or a SIGTERM to the gateway
     (:data:`TERMINATION`): (kept, truncated, timed_out, interrupted).
 
@@ -415,7 +425,7 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
     exited is never taken for interrupted. At the deadline, or on a SIGTERM, the whole process
     group is killed and what its output still held is read; so is what the command left in
     its group when it exited, and what runs in it when the wait ends otherwise (a SIGINT's
-    ``KeyboardInterrupt``).
+    ``KeyboardInterrupt``: the signals ``held`` are handled here, inside the wait).
 
     The group is killed by its number, the child's process ID, while the child is not reaped
     yet: its exit is looked for without reaping it (:func:`_exited`), and an exited child
@@ -433,12 +443,18 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
         timed_out = interrupted = False
         fd = proc.stdout.fileno()
         stop = TERMINATION.fileno()
+        wake = held.fileno() if held is not None else None
         with selectors.DefaultSelector() as selector:
             selector.register(fd, selectors.EVENT_READ)
             if stop is not None:
                 selector.register(stop, selectors.EVENT_READ)
+            if wake is not None:
+                selector.register(wake, selectors.EVENT_READ)
             reading, pause = True, _EXIT_POLL_FIRST
+            woken = True  # (a signal held since before the wait is handled first)
             while True:
+                if woken and held is not None:
+                    held.handle()  # a handler that raises ends the wait here: the group killed
                 if not reading and _exited(proc):
                     break  # exited: never taken for interrupted by a SIGTERM after it
                 if TERMINATION.requested:
@@ -455,10 +471,11 @@ def _collect(proc: subprocess.Popen[bytes], *, limit: int, timeout: float
                     ready = selector.select(min(remaining, pause))
                     pause = min(pause * 2, _EXIT_POLL)
                 fds = {key.fd for key, _ in ready}
+                woken = wake is not None and wake in fds
                 if stop is not None and stop in fds and TERMINATION.woken():
                     continue  # the exit, if it came meanwhile, wins
                 if not reading or fd not in fds:
-                    continue
+                    continue  # (a held signal is handled at the top of the loop)
                 chunk = os.read(fd, _CHUNK)
                 if chunk:
                     out.add(chunk)
@@ -500,6 +517,98 @@ def _exited(proc: subprocess.Popen[bytes]) -> bool:
                          os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:  # reaped by someone else (SIGCHLD ignored): nothing holds it
         return True
+
+
+class _HeldSignals:
+    """The Python handlers of signals held while a command's process group may have no kill
+    ahead of it: from before the command starts until its group is killed and it is reaped.
+
+    A handler may raise (Python's own SIGINT handler raises ``KeyboardInterrupt``; any other
+    handler set in the process may raise too), and an exception raised between the start of
+    the command and the ``try`` of :func:`_collect` (or inside ``subprocess.Popen``, once the
+    child exists, or in the kill itself) would leave the group running on, unseen, after the
+    gateway went. Held, a signal is noted (and wakes the wait through a pipe, :meth:`fileno`)
+    and its handler runs where :func:`_collect` calls :meth:`handle` (inside its ``try``: an
+    exception there ends the wait, the group killed), or, for one noted while the group was
+    being killed and reaped, when the hold ends, after it. The SIGTERM handler of
+    :data:`TERMINATION` raises nothing and is left alone. Only the main thread runs Python
+    signal handlers: elsewhere (and for signals with no Python handler) nothing is held, as
+    nothing is raised there.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Callable[[int, FrameType | None], Any]] = {}
+        self._pending: list[int] = []
+        self._wake: tuple[int, int] | None = None
+
+    def fileno(self) -> int | None:
+        """The read end of the pipe a held signal wakes; None: nothing is held."""
+        return self._wake[0] if self._wake is not None else None
+
+    def _note(self, signum: int, frame: object) -> None:
+        if signum not in self._pending:
+            self._pending.append(signum)
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):  # full: one byte is enough
+                os.write(wake[1], b"\0")
+
+    def handle(self) -> None:
+        """Run the handlers of the signals noted so far (what they raise is raised here), and
+        empty the pipe they woke."""
+        if self._wake is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                while os.read(self._wake[0], 64):
+                    pass
+        while self._pending:
+            signum = self._pending.pop(0)
+            self._previous[signum](signum, None)
+
+    def __enter__(self) -> _HeldSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        self._wake = (read, write)
+        try:
+            for signum in sorted(signal.valid_signals()):
+                handler = signal.getsignal(signum)
+                if callable(handler) and handler != TERMINATION._on_signal:
+                    # (a signal pending before this runs its own handler now, in signal.signal:
+                    # nothing was started yet)
+                    self._previous[signum] = handler  # (known before the swap: put back)
+                    signal.signal(signum, self._note)
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._restore()
+        finally:
+            self.handle()  # what came while the group was killed and reaped, now it is
+
+    def _restore(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            os.close(wake[0])
+            os.close(wake[1])
+        raised: BaseException | None = None
+        for signum, handler in self._previous.items():
+            # signal.signal first runs the handlers of signals pending: one put back just before
+            # may raise, and then this one is not put back yet: it still is, before that is
+            # raised (until it is, a held signal runs _note alone)
+            while signal.getsignal(signum) == self._note:
+                try:
+                    signal.signal(signum, handler)
+                except (OSError, ValueError):
+                    break
+                except BaseException as exc:  # noqa: BLE001 - raised once all are put back
+                    raised = raised or exc
+        if raised is not None:
+            raise raised
 
 
 class _Output:

@@ -7,17 +7,20 @@ Docker executor meets the real Docker Engine in tests/container/test_docker_exec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -630,6 +633,100 @@ def test_a_deadline_kills_the_group_before_the_command_is_reaped(
                                credentials=creds)
     assert result.timed_out and result.exit_code == -9
     assert len(group_kills) == 1 and group_kills[0][1] not in ("Z", "gone")
+
+
+class _InterruptedPopen(subprocess.Popen[bytes]):
+    """``subprocess.Popen`` that gets a SIGINT just as it returns: the command started, and
+    the executor has not begun its wait yet."""
+
+    started: ClassVar[list[int]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started.append(self.pid)
+        signal.raise_signal(signal.SIGINT)
+
+
+def _reap_leftovers(pids: list[int]) -> None:
+    """What a failed test left running is killed (the test fails, the run goes on)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_sigint_as_the_command_starts_still_kills_its_group(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGINT between the start of the command and the wait that kills its group on every
+    way out: its ``KeyboardInterrupt`` used to be raised there, before that wait, and the
+    command ran on with nothing left to kill it. It is held until the wait begins, and raised
+    there: the group killed, the command reaped."""
+    _InterruptedPopen.started = []
+    monkeypatch.setattr(subprocess, "Popen", _InterruptedPopen)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            executors.execute(["kubectl", "hang", str(tmp_path / "child.pid")],
+                              settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="30"),
+                              credentials=creds)
+        (leader,) = _InterruptedPopen.started
+        assert _state(leader) == "gone", "the command ran on after the interrupt"
+    finally:
+        _reap_leftovers(_InterruptedPopen.started)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_sigint_as_the_group_is_being_killed_is_raised_once_it_is(
+    fake_kubectl: Path, creds: Credentials, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGINT in the cleanup that kills the group, before the kill: its
+    ``KeyboardInterrupt`` was raised there, and the command (at its deadline, still running)
+    ran on, unkilled. It is raised once the group is killed and the command reaped."""
+    pidfile = tmp_path / "child.pid"
+    killpg = os.killpg
+    kills: list[int] = []
+
+    def interrupted_kill(pgid: int, signum: int) -> None:
+        kills.append(pgid)
+        signal.raise_signal(signal.SIGINT)
+        killpg(pgid, signum)
+
+    monkeypatch.setattr(os, "killpg", interrupted_kill)
+    try:
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            executors.execute(["kubectl", "hang", str(pidfile)],
+                              settings=_settings(WINGMAN_EXEC_TIMEOUT_SECONDS="1"),
+                              credentials=creds)
+        # (not killed, the command would be waited for until it ends by itself, 60 s later)
+        assert time.monotonic() - started < 10, "the group was not killed at the deadline"
+        (leader,) = kills
+        assert _state(leader) == "gone", "the command ran on after the interrupted kill"
+        assert _all_gone(int(pidfile.read_text())), "a child of the command ran on"
+    finally:
+        monkeypatch.undo()
+        _reap_leftovers(kills)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_signal_whose_handler_raises_nothing_does_not_end_the_wait(
+    fake_kubectl: Path, creds: Credentials, terminating: None,
+) -> None:
+    """Held while the command runs, another signal's handler still runs during the wait (and
+    once only), and the command runs on to its end."""
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        timer.start()
+        result = executors.execute(["kubectl", "close-then-exit"], settings=_settings(),
+                                   credentials=creds)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    assert (result.exit_code, result.output, result.interrupted) == (3, "started\n", False)
+    assert seen == [signal.SIGUSR1]
+
 
 def test_missing_kubectl_is_a_clear_error(
     creds: Credentials, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
