@@ -121,6 +121,10 @@ def burn_marker_name(jti: str) -> str:
 
 
 JOB_UID_ANNOTATION = "wingman.dev/job-uid"
+#: On a token Secret: the UID of the grant it was made for. Its owner reference names the grant
+#: too, but a deletion with propagation Orphan removes that, and its Job (``WINGMAN_GRANT_UID``)
+#: may be gone as well: the orphan sweep's record names the grant by this.
+GRANT_UID_ANNOTATION = "wingman.dev/grant-uid"
 EXPIRES_ANNOTATION = "wingman.dev/expires"
 
 
@@ -132,6 +136,7 @@ __all__ = [
     "DOCKER_MOUNT",
     "EXPIRES_ANNOTATION",
     "GRANT_LABEL",
+    "GRANT_UID_ANNOTATION",
     "JOB_UID_ANNOTATION",
     "KEYS_MOUNT",
     "MANAGED",

@@ -145,6 +145,18 @@ def test_what_the_operator_creates_carries_the_release_labels(tmp_path: Path) ->
         assert obj_labels["wingman.dev/grant"] == "g"
 
 
+def test_a_token_secret_records_its_job_and_its_grant(tmp_path: Path) -> None:
+    """Its grant's UID too, in an annotation: the owner reference that names the grant goes
+    with a deletion of the grant with propagation Orphan, and the Job that records it may go as
+    well; the orphan sweep's record then still names the grant by its UID."""
+    secret = manifests.token_secret(GRANT, "g-token-x", "t" * 40, 1_800_000_000, "job-uid",
+                                    _settings(tmp_path))
+    assert secret["metadata"]["annotations"] == {
+        names.EXPIRES_ANNOTATION: "1800000000", names.JOB_UID_ANNOTATION: "job-uid",
+        names.GRANT_UID_ANNOTATION: GRANT["metadata"]["uid"]}
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == GRANT["metadata"]["uid"]
+
+
 def test_gateway_pods_take_scheduling_and_resources_from_values(tmp_path: Path) -> None:
     pod: dict[str, Any] = {
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "1Gi"}},
