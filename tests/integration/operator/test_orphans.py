@@ -64,11 +64,15 @@ def _job(kube: Kube, namespace: str, name: str, grant: dict[str, Any]) -> dict[s
 
 
 def _secret(kube: Kube, namespace: str, name: str, grant: dict[str, Any],
-            job: dict[str, Any]) -> dict[str, Any]:
+            job: dict[str, Any], *, records_grant: bool = True) -> dict[str, Any]:
+    """A token Secret as the operator makes it for ``grant``'s Job; not ``records_grant``: as
+    an earlier release made it, without the grant's UID in its annotations."""
+    annotations = {names.JOB_UID_ANNOTATION: job["metadata"]["uid"]}
+    if records_grant:
+        annotations[names.GRANT_UID_ANNOTATION] = grant["metadata"]["uid"]
     return kube.create(SECRETS, namespace, {
         "metadata": {"name": name, "labels": {names.GRANT_LABEL: grant["metadata"]["name"]},
-                     "annotations": {names.JOB_UID_ANNOTATION: job["metadata"]["uid"]},
-                     "ownerReferences": _owner(grant)},
+                     "annotations": annotations, "ownerReferences": _owner(grant)},
         "type": names.SECRET_TYPE, "stringData": {"token": "not-a-real-token"}})
 
 
@@ -190,6 +194,62 @@ def test_orphans_of_a_deletion_while_stopped_go_at_start_a_recreated_grants_stay
     _wait("the old gateway pod deleted with its Job",
           lambda: not _pods_of(kube, namespace, old_job))
     assert _pods_of(kube, namespace, new_job)
+    kube.close()
+
+
+def test_a_token_secret_whose_job_is_deleted_during_the_sweep_is_never_recorded_without_uid(
+        cluster: LocalCluster, crds: Path, namespace: str, tmp_path: Path) -> None:
+    """Two deleted grants' orphaned gateway Jobs are deleted by someone else between the
+    sweep's list and its read of them: their token Secrets were recorded under the grant UID
+    "" and removed. They are left for the next sweep, which comes at once (what deleted the
+    Jobs may be removing them too); then each is recorded under the grant's UID its own
+    annotation records, or, for a Secret made by an earlier release, which did not record it,
+    under none (null, said in ``why``), and removed."""
+    kube = Kube(cluster.api_client())
+    made = {}
+    for name, records_grant in (("g4", True), ("g5", False)):
+        grant = _grant(kube, namespace, name)
+        job = _job(kube, namespace, f"{name}-gw", grant)
+        secret = _secret(kube, namespace, f"{name}-gw-token-a1", grant, job,
+                         records_grant=records_grant)
+        made[name] = (grant, job, secret)
+    for name, (grant, _, secret) in made.items():
+        _delete_orphaning(kube, namespace, grant, [(JOBS, f"{name}-gw"),
+                                                   (SECRETS, secret["metadata"]["name"])])
+    audit = tmp_path / "audit.jsonl"
+    ctx = _context(kube, namespace, audit, [])
+    sweeper = Sweeper(ctx)
+
+    read = kube.get_or_none
+
+    def deleted_before_read(res: Any, ns: str, name: str) -> Any:
+        if res is JOBS:  # someone deletes the Job between the sweep's list and its read
+            kube.delete(JOBS, ns, name)
+        return read(res, ns, name)
+
+    kube.get_or_none = deleted_before_read  # type: ignore[method-assign]
+    try:
+        asyncio.run(sweeper._orphans(time.monotonic()))
+    finally:
+        kube.get_or_none = read  # type: ignore[method-assign]
+    assert not {"g4-gw", "g5-gw"} & _names(kube, JOBS, namespace)
+    assert {"g4-gw-token-a1", "g5-gw-token-a1"} <= _names(kube, SECRETS, namespace), (
+        "a token Secret whose Job went during the sweep was removed by it")
+    assert not [r for r in _records(audit) if r["event"] == "GrantOrphansRemoved"], (
+        _records(audit))
+    assert ctx.orphans_due, "no next sweep looks for what was left"
+
+    asyncio.run(sweeper._orphans(time.monotonic()))  # the next sweep
+    assert not {"g4-gw-token-a1", "g5-gw-token-a1"} & _names(kube, SECRETS, namespace)
+    records = {r["subject"]["name"]: r for r in _records(audit)
+               if r["event"] == "GrantOrphansRemoved"}
+    assert set(records) == {"g4", "g5"}, records
+    assert records["g4"]["subject"]["uid"] == made["g4"][0]["metadata"]["uid"]
+    assert records["g4"]["data"]["secrets"] == ["g4-gw-token-a1"]
+    assert records["g5"]["subject"]["uid"] is None
+    assert "UID is not known" in records["g5"]["data"]["why"]
+    assert records["g5"]["data"]["secrets"] == ["g5-gw-token-a1"]
+    assert not ctx.orphans_due
     kube.close()
 
 

@@ -355,11 +355,16 @@ def _outline(name: str, grant: str, grant_uid: str, *, owners: list[dict[str, An
 
 
 def _token_secret(name: str, grant: str, job: str, *, owners: list[dict[str, Any]] | None = None,
-                  type_: str = names.SECRET_TYPE) -> dict[str, Any]:
+                  type_: str = names.SECRET_TYPE, grant_uid: str | None = None
+                  ) -> dict[str, Any]:
+    """A token Secret's metadata as listed; ``grant_uid``: the grant's UID it records, as this
+    release makes them (None: as an earlier release made them, without it)."""
+    annotations = {names.JOB_UID_ANNOTATION: f"job-{job}"}
+    if grant_uid is not None:
+        annotations[names.GRANT_UID_ANNOTATION] = grant_uid
     return {"type": type_, "metadata": {
         "name": name, "uid": f"secret-{name}", "ownerReferences": owners,
-        "labels": {names.GRANT_LABEL: grant},
-        "annotations": {names.JOB_UID_ANNOTATION: f"job-{job}"}}}
+        "labels": {names.GRANT_LABEL: grant}, "annotations": annotations}}
 
 
 def test_a_listed_token_secret_is_kept_as_its_metadata_and_never_as_another_type() -> None:
@@ -396,15 +401,35 @@ def test_orphans_are_only_the_unowned_objects_of_grants_that_are_gone() -> None:
         _token_secret("live-token-2", "live", "live-gw"),
         _token_secret("stripped-token", "stripped", "stripped-gw"),
         _token_secret("gone-opaque", "gone", "gone-gw", type_="Opaque"),
-        # its Job is gone too: the grant's UID is not known
+        # its Job is gone too: the grant's UID is the one the Secret records
+        _token_secret("old-token", "old", "old-gw", grant_uid="uid-old"),
+        # ... or, made by an earlier release, which did not record it, unknown
         _token_secret("older-token", "older", "older-gw"),
+        # its Job is gone, and it records a grant still there: kept
+        _token_secret("kept-token", "stripped", "kept-gw", grant_uid="uid-stripped"),
     ]
     found = orphans(secrets, jobs, {"uid-live", "uid-stripped"})
     assert {k: sorted((r.plural, o["metadata"]["name"]) for r, o in v)
             for k, v in found.items()} == {
         ("gone", "uid-gone"): [(JOBS.plural, "gone-gw"), (SECRETS.plural, "gone-token")],
-        ("older", ""): [(SECRETS.plural, "older-token")],
+        ("old", "uid-old"): [(SECRETS.plural, "old-token")],
+        ("older", None): [(SECRETS.plural, "older-token")],
     }
+
+
+def test_a_token_secret_whose_job_was_deleted_during_the_sweep_is_left_for_the_next() -> None:
+    """A gateway Job listed by the sweep and gone when it reads it: its token Secret's record
+    named the grant UID "" (the Job's was not known). What deleted the Job may be removing the
+    Secret as well (a grant created again under the name removes its namesake's orphans, with
+    their grant's UID), so the sweep leaves it for the next one; no record names an empty
+    grant UID."""
+    secrets = [_token_secret("gone-token", "gone", "gone-gw"),
+               _token_secret("went-token", "went", "went-gw", grant_uid="uid-went"),
+               _token_secret("other-token", "other", "other-gw")]
+    found = orphans(secrets, [], set(), frozenset({"job-gone-gw", "job-went-gw"}))
+    assert {k: [o["metadata"]["name"] for _, o in v] for k, v in found.items()} == {
+        ("other", None): ["other-token"]}
+    assert all(uid != "" for _, uid in orphans(secrets, [], set()))
 
 
 def test_only_a_deletion_the_retirement_did_not_make_sends_the_sweep_looking_for_orphans(

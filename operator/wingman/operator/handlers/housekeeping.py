@@ -278,8 +278,8 @@ def _of_type(obj: dict[str, Any]) -> bool:
 
 def _secret_outline(obj: dict[str, Any]) -> dict[str, Any] | None:
     """What the orphan sweep keeps of a listed token Secret (``TOKEN_SECRETS``: its type is
-    known) that could be an orphan: identity, labels, owners, deletion and its Job's UID; and
-    nothing of the others."""
+    known) that could be an orphan: identity, labels, owners, deletion and its annotations (its
+    Job's UID, its grant's); and nothing of the others."""
     meta = obj.get("metadata") or {}
     return {"metadata": {k: meta.get(k) for k in ("name", "uid", "labels", "annotations",
                                                   "ownerReferences", "deletionTimestamp")},
@@ -297,10 +297,20 @@ async def _whole(ctx: Context, res: Any, listed: dict[str, Any]) -> dict[str, An
     return obj
 
 
-def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set[str]
-            ) -> dict[tuple[str, str], list[tuple[Any, dict[str, Any]]]]:
+def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set[str],
+            vanished: frozenset[str] = frozenset()
+            ) -> dict[tuple[str, str | None], list[tuple[Any, dict[str, Any]]]]:
     """The token Secrets and gateway Jobs (``_job_outline``) that a deleted grant left without
-    an owner, by (grant name, grant UID or "" when unknown) (pure).
+    an owner, by (grant name, grant UID) (pure).
+
+    The grant's UID is its Job's (``WINGMAN_GRANT_UID``), else the one its token Secret records
+    (``GRANT_UID_ANNOTATION``), else None: unknown, never "" (the Job is gone, and the Secret
+    was made by an earlier release, which did not record it; the grant's UID is then nowhere
+    but in the token, which the sweep never reads). A Secret whose Job was listed and gone
+    when read (``vanished``: deleted during this sweep) is left for the next sweep, neither
+    recorded nor removed now: what deleted the Job may be removing the Secret too (a grant
+    created again under the name removes its namesake's orphans at once), and the next sweep
+    judges it on what is there then.
 
     Ours only: a Secret of type ``SECRET_TYPE`` with the grant label, a Job with the gateway
     role and the grant label. Orphaned only: nothing owns it (the garbage collector removed the
@@ -312,25 +322,31 @@ def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set
     removing it again would record ``GrantOrphansRemoved`` again, at every sweep and every try
     of a grant that waits for its name, for what was removed once."""
     by_uid = {str(j["metadata"].get("uid")): j for j in jobs}
-    out: dict[tuple[str, str], list[tuple[Any, dict[str, Any]]]] = {}
+    out: dict[tuple[str, str | None], list[tuple[Any, dict[str, Any]]]] = {}
     for job in jobs:
         labels = job["metadata"].get("labels") or {}
         name = labels.get(names.GRANT_LABEL)
         if (not name or labels.get(names.ROLE_LABEL) != "gateway" or _owned(job)
                 or job["grant"] in live or _deleting(job)):
             continue
-        out.setdefault((name, job["grant"]), []).append((JOBS, job))
+        out.setdefault((name, job["grant"] or None), []).append((JOBS, job))
     for secret in secrets:
         meta = secret.get("metadata") or {}
         name = (meta.get("labels") or {}).get(names.GRANT_LABEL)
         if (not name or secret.get("type") != names.SECRET_TYPE or _owned(secret)
                 or _deleting(secret)):
             continue
-        mounter = by_uid.get(str((meta.get("annotations") or {}).get(
-            names.JOB_UID_ANNOTATION)))
-        grant = "" if mounter is None else str(mounter["grant"])
-        if mounter is not None and (_owned(mounter) or grant in live):
+        annotations = meta.get("annotations") or {}
+        job_uid = str(annotations.get(names.JOB_UID_ANNOTATION))
+        if job_uid in vanished:
+            continue  # its Job was deleted during this sweep: the next one judges it
+        mounter = by_uid.get(job_uid)
+        if mounter is not None and (_owned(mounter) or mounter["grant"] in live):
             continue  # its Job is owned, or a live grant's: not this sweep's to judge
+        grant = str((mounter or {}).get("grant") or annotations.get(
+            names.GRANT_UID_ANNOTATION) or "") or None
+        if grant in live:
+            continue  # it records a grant still there: not this sweep's to judge
         out.setdefault((name, grant), []).append((SECRETS, secret))
     return out
 
@@ -346,7 +362,9 @@ async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
     grant, a
     ``GrantOrphansRemoved`` audit record first, then the Secrets (no gateway pod may start with
     one once its Job is going), then the Jobs (their pods with them), each with a UID
-    precondition. Returns how many were deleted."""
+    precondition; the record names the grant's UID as ``orphans`` finds it, null when unknown.
+    A Secret whose Job was listed and gone when read is left to the next sweep, which is due at
+    the next pass (``Context.orphans_due``). Returns how many were deleted."""
     ns = ctx.settings.namespace
     named = names.GRANT_LABEL if grant is None else f"{names.GRANT_LABEL}={grant}"
 
@@ -354,6 +372,7 @@ async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
                              field_selector=TOKEN_SECRETS, keep=_secret_outline,
                              metadata_only=True, page_size=SWEEP_PAGE_SIZE)
     jobs: list[dict[str, Any]] = []
+    vanished: set[str] = set()  # Jobs listed, and gone when read
     for listed in await ctx.call(ctx.kube.list, JOBS, ns,
                                  label_selector=f"{names.ROLE_LABEL}=gateway,{named}",
                                  keep=_job_outline, metadata_only=True, page_size=SWEEP_PAGE_SIZE):
@@ -364,15 +383,26 @@ async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
         job = await _whole(ctx, JOBS, listed) if not _owned(listed) else listed
         if job is not None:
             jobs.append(_job_outline(job))
-    found = orphans(secrets, jobs, set(ctx.tracker.grants))
+        else:
+            vanished.add(str(listed["metadata"].get("uid")))
+    found = orphans(secrets, jobs, set(ctx.tracker.grants), frozenset(vanished))
+    if vanished:  # a Secret of a Job deleted meanwhile may have been left: look again soon
+        ctx.orphans_due = True
     removed = 0
-    for (name, uid), objs in sorted(found.items()):
+    for (name, uid), objs in sorted(found.items(), key=lambda item: (item[0][0],
+                                                                     item[0][1] or "")):
+        # an unknown UID is recorded as null, and said so: never as ""
         subject = {"kind": "ExecutionGrant", "namespace": ns, "name": name, "uid": uid}
+        why = ("the grant was deleted and its dependents were left without an owner "
+               "(propagation Orphan)")
+        if uid is None:
+            why += ("; the grant's UID is not known: nothing left of it records it (its "
+                    "gateway Job is gone, and its token Secrets were made by an earlier release, "
+                    "which did not record it there)")
         await ctx.audit("GrantOrphansRemoved", subject, {
             "secrets": sorted(o["metadata"]["name"] for r, o in objs if r is SECRETS),
             "jobs": sorted(o["metadata"]["name"] for r, o in objs if r is JOBS),
-            "why": "the grant was deleted and its dependents were left without an owner "
-                   "(propagation Orphan)"})
+            "why": why})
         for res, obj in sorted(objs, key=lambda ro: ro[0] is JOBS):
             ctx.check_leading()
             if await ctx.write(ctx.kube.delete, res, ns, obj["metadata"]["name"],
