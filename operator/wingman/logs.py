@@ -361,20 +361,50 @@ def install_excepthook(component: str) -> None:
 
 
 def looks_like_token(text: str) -> bool:
-    """True when ``text`` contains ``eyJ<seg>.<seg>.`` or the base64 of text that does (how a
-    Secret's ``data`` or a kubeconfig carries a token), in linear time: such text is never
-    written to the audit trail (``wingman.audit``), and the client refuses it in what it would
-    write into an object, where everyone who may read the object would read it."""
-    if "eyJ" in text and any(holds_jwt(run.group()) for run in _B64URL_RUN.finditer(text)):
-        return True
-    return _holds_encoded_jwt(text)
+    """True when ``text`` contains ``eyJ<seg>.<seg>.`` (its segments in either base64
+    alphabet, padded or not, ``/`` written as JSON may escape it: ``\\/``) or the base64 of
+    text that does (how a Secret's ``data`` or a kubeconfig carries a token), in linear time:
+    such text is never written to the audit trail (``wingman.audit``), and the client refuses
+    it in what it would write into an object, where everyone who may read the object would
+    read it."""
+    return _jwt_in(text) or _holds_encoded_jwt(text)
 
 
-_B64URL_RUN = re.compile(r"[A-Za-z0-9_.-]+")
-#: A run of what a JWT may be written with in decoded text: either alphabet and dots (its
-#: segments' padding dropped first, ``_SEGMENT_PADDING``).
-_DECODED_JWT_RUN = re.compile(r"[A-Za-z0-9_.+/-]+")
-_SEGMENT_PADDING = re.compile(r"=+(?=\.)")
+#: What a JWT's segments are written with: either base64 alphabet (dots between segments).
+_SEGMENT = "A-Za-z0-9_+/-"
+#: What follows ``eyJ`` in a JWT: the rest of its segment, a dot, a next segment, a dot.
+_JWT_TAIL = re.compile(rf"[{_SEGMENT}]++\.[{_SEGMENT}]++\.")
+_SEGMENT_REST = re.compile(rf"[{_SEGMENT}]*+")
+#: A segment's base64 padding (``eyJhbGc=.eyJzdWI=.sig``), dropped before a JWT is looked
+#: for; only the first ``=`` of a row is tried, so a long row is read once.
+_SEGMENT_PADDING = re.compile(r"(?<!=)=++(?=\.)")
+#: A run of what a JWT may be written with in text (its padding, JSON's ``\/``), and an
+#: ``=`` in it that pads no segment (``A=eyJ...``): where redacting cuts a run.
+_PLAIN_RUN = re.compile(r"(?:[A-Za-z0-9_.+/=-]|\\/)++")
+_NOT_PADDING = re.compile(r"((?<!=)=++(?!\.))")
+
+
+def _jwt_in(text: str) -> bool:
+    """Whether ``text`` holds ``eyJ<seg>.<seg>.``, its segments in either base64 alphabet,
+    padded or not, ``/`` JSON-escaped or not. Any other character ends a segment: a line break
+    too, so ``A=eyJ...==`` on one line and a host name on the next (an env file) is no token;
+    nor is random binary that holds ``eyJ`` and dots with other bytes between them. Linear:
+    an ``eyJ`` that fails skips the rest of its segment, where any later one fails alike."""
+    if "eyJ" not in text:
+        return False
+    if "\\/" in text:
+        text = text.replace("\\/", "/")
+    if "=." in text:
+        text = _SEGMENT_PADDING.sub("", text)
+    at = text.find("eyJ")
+    while at != -1:
+        if _JWT_TAIL.match(text, at + 3):
+            return True
+        rest = _SEGMENT_REST.match(text, at + 3)
+        at = text.find("eyJ", rest.end() if rest else at + 3)
+    return False
+
+
 #: A run of either base64 alphabet long enough to encode ``eyJ<seg>.<seg>.``.
 _B64_ANY_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}")
 #: What the base64 of text holding ``eyJ`` always contains, wherever ``eyJ`` starts in a group
@@ -393,28 +423,31 @@ def _holds_encoded_jwt(text: str) -> bool:
 
 def _encodes_jwt(run: str) -> bool:
     """Whether the base64 run ``run`` decodes to text holding a JWT (only a run holding an
-    encoded ``eyJ`` is decoded). The JWT must be a run of either base64 alphabet in what was
-    decoded, its segments' padding dropped (``eyJhbGc=.eyJzdWI=.sig``): random bytes (a
-    binary's output, a digest) hold ``eyJ`` and dots about once in every few megabytes, and
-    are not a token for that; nor is ``A=eyJ...==`` on one line and a host name on the next
-    (an env file's base64)."""
+    encoded ``eyJ`` is decoded; :func:`_jwt_in`): random bytes (a binary's output, a digest)
+    hold ``eyJ`` and dots about once in every few megabytes, and are not a token for that."""
     if not any(marker in run for marker in _EYJ_ENCODED):
         return False
-    return any(holds_jwt(part.group())
-               for data in base64_readings(run) if b"eyJ" in data
-               for part in _DECODED_JWT_RUN.finditer(
-                   _SEGMENT_PADDING.sub("", data.decode("latin-1"))))
+    return any(_jwt_in(data.decode("latin-1")) for data in base64_readings(run)
+               if b"eyJ" in data)
+
+
+def _redact_plain(match: re.Match[str]) -> str:
+    run = match.group()
+    if "eyJ" not in run:
+        return run
+    parts = _NOT_PADDING.split(run)  # the JWTs' parts, and the ``=`` between them
+    return "".join(REDACTED if i % 2 == 0 and _jwt_in(part) else part
+                   for i, part in enumerate(parts))
 
 
 def redact_tokens(text: str) -> str:
     """``text`` with each part :func:`looks_like_token` finds replaced by ``[REDACTED]``: a run
-    holding ``eyJ<seg>.<seg>.``, and a base64 run of text holding one. For text quoting what a
-    person typed (a request name that is a JWT pasted in), so that it can be shown and
-    audited without the token; should a part still be found (none is), the whole is withheld.
-    Linear, like the detector."""
+    holding a JWT (an ``=`` in it that pads no segment is kept: ``token=[REDACTED]``), and a
+    base64 run of text holding one. For text quoting what a person typed (a request name that
+    is a JWT pasted in), so that it can be shown and audited without the token; should a part
+    still be found (none is), the whole is withheld. Linear, like the detector."""
     if "eyJ" in text:
-        text = _B64URL_RUN.sub(
-            lambda m: REDACTED if holds_jwt(m.group()) else m.group(), text)
+        text = _PLAIN_RUN.sub(_redact_plain, text)
     if any(marker in text for marker in _EYJ_ENCODED):
         text = _B64_ANY_RUN.sub(
             lambda m: REDACTED if _encodes_jwt(m.group()) else m.group(), text)

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -426,3 +427,70 @@ def test_a_cut_message_never_keeps_the_start_of_a_secret_at_any_offset(shape: st
             assert record["message"] == kept
     finally:
         logs.forget(_cut_shapes()["registered"])
+
+
+# What a token travels in, and the same without one: the detector must tell them apart however
+# they are encoded (looks_like_token guards the audit trail and what the client writes; a
+# refusal quoting the text shows it through redact_tokens).
+
+
+def _assert_found_and_redacted(text: str) -> None:
+    """The detector finds the token in ``text``, and redacting keeps the words around it and
+    leaves nothing it would find (not by withholding the whole)."""
+    assert logs.looks_like_token(text), text[:200]
+    redacted = logs.redact_tokens(f"refused: {text} (see above)")
+    assert redacted.startswith("refused: ") and redacted.endswith(" (see above)"), redacted
+    assert logs.REDACTED in redacted and not logs.looks_like_token(redacted), redacted
+
+
+def _padded_jwt() -> tuple[str, str, str]:
+    """A JWT's segments in the standard alphabet with their padding, as a tool that does not
+    strip it writes them: ``+`` and ``/`` in the payload, ``=`` before the dots."""
+    header = base64.b64encode(b'{"alg":"RS256","kid":"k1"}').decode()
+    payload = base64.b64encode(b'{"sub":"system:serviceaccount:ns:sa","x":"???>>>"}').decode()
+    assert "=" in header and "=" in payload and "/" in payload and "+" in payload
+    return header, payload, base64.b64encode(os.urandom(64)).decode()
+
+
+@pytest.mark.parametrize("shape", ["padded", "standard-alphabet", "json-escaped"])
+def test_a_jwt_written_padded_in_the_standard_alphabet_or_json_escaped_is_found(
+        shape: str) -> None:
+    """``eyJhbGc=.eyJzdWI=.sig``, ``+`` and ``/`` in the segments, and JSON's ``\\/`` for
+    ``/``: still a JWT to whoever reads it."""
+    header, payload, signature = _padded_jwt()
+    if shape == "padded":
+        token = f"{header}.{payload}.{signature}"
+    elif shape == "standard-alphabet":
+        token = f"{header.rstrip('=')}.{payload.rstrip('=')}.{signature.rstrip('=')}"
+    else:
+        token = json.dumps({"t": f"{header}.{payload}.{signature}"})[7:-2].replace(
+            "/", "\\/")
+        assert "\\/" in token
+    for text in (token, f"Authorization: Bearer {token}", f'{{"token": "{token}"}}'):
+        _assert_found_and_redacted(text)
+    redacted = logs.redact_tokens(f"token={token} host=api.example.com")
+    # the key and the words after are kept (and the last segment's padding, as of base64)
+    assert redacted in (f"token={logs.REDACTED}{pad} host=api.example.com"
+                        for pad in ("", "=", "=="))
+
+
+def test_text_that_only_resembles_a_padded_or_escaped_jwt_is_not_a_token() -> None:
+    """Paths, env lines and base64 values with ``=``, ``/`` and ``+`` near ``eyJ`` and dots,
+    yet no ``eyJ<segment>.<segment>.``, are kept; the same with a third segment is not."""
+    honest = ["CONFIG=eyJhIjoxfQ==\nHOST=api.example.com",
+              "CONFIG=eyJhIjoxfQ== HOST=a.example.com",
+              "/data/eyJob/readme.md", "C++/eyJx.h", "eyJ=.a.b", "eyJhIjoxfQ==.json",
+              "a=eyJ.x.y", r"ns\/eyJob.done", "eyJhIjoxfQ==\n.a.b", "eyJa.=.b"]
+    for text in honest:
+        assert not logs.looks_like_token(text), text
+        assert logs.redact_tokens(text) == text
+    assert logs.looks_like_token("eyJhIjoxfQ==.json=.x")
+
+
+def test_a_row_of_equals_signs_in_decoded_text_is_read_once() -> None:
+    """The base64 of ``eyJ`` and a row of ``=`` with no dot after it: where the padding
+    before a dot is dropped, each ``=`` of the row was tried to its end (minutes for 40 KB)."""
+    started = time.process_time()
+    assert not logs.looks_like_token(base64.b64encode(b"eyJ" + b"=" * 40_000).decode())
+    assert not logs.looks_like_token("eyJ" + "=" * 400_000 + "x")
+    assert time.process_time() - started < 2.0
