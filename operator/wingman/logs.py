@@ -361,13 +361,17 @@ def install_excepthook(component: str) -> None:
 
 
 def looks_like_token(text: str) -> bool:
-    """True when ``text`` contains ``eyJ<seg>.<seg>.`` (its segments in either base64
-    alphabet, padded or not, ``/`` written as JSON may escape it: ``\\/``) or the base64 of
-    text that does (how a Secret's ``data`` or a kubeconfig carries a token), in linear time:
-    such text is never written to the audit trail (``wingman.audit``), and the client refuses
-    it in what it would write into an object, where everyone who may read the object would
-    read it."""
-    return _jwt_in(text) or _holds_encoded_jwt(text)
+    """True when ``text`` holds a JWT (``eyJ<seg>.<seg>.``) or the encoding of text that does
+    (how a Secret's ``data``, a kubeconfig or a ``.dockerconfigjson`` carries a token), in
+    linear time: such text is never written to the audit trail (``wingman.audit``), and the
+    client refuses it in what it would write into an object, where everyone who may read the
+    object would read it.
+
+    Found: a JWT whose segments are in either base64 alphabet, padded or not, ``/`` written as
+    JSON may escape it (``\\/``); and the base64 of text holding one, in either alphabet, at any
+    alignment, on one line or wrapped over several (at any column, LF or CRLF, the lines
+    indented or not, the line breaks JSON-escaped or not)."""
+    return _holds(text, 0)
 
 
 #: What a JWT's segments are written with: either base64 alphabet (dots between segments).
@@ -405,30 +409,94 @@ def _jwt_in(text: str) -> bool:
     return False
 
 
+def _encoded_marks(pattern: bytes) -> tuple[str, ...]:
+    """What the base64 of bytes holding ``pattern`` always holds, wherever the pattern starts
+    in a group of three bytes: the characters that depend on its bytes alone (the same whether
+    the bytes around it are all zeros or all ones)."""
+    marks = []
+    for shift in range(3):
+        zeros = base64.b64encode(bytes(shift) + pattern + bytes(4)).decode()
+        ones = base64.b64encode(b"\xff" * shift + pattern + b"\xff" * 4).decode()
+        same = "".join(z if z == o else " " for z, o in zip(zeros, ones, strict=True))
+        marks.append(max(same.split(), key=len))
+    return tuple(marks)
+
+
+#: What the base64 of text holding ``eyJ`` always contains (``ZXlK``, ``V5S``, ``leU``); none
+#: holds ``+/-_``, so they read the same in both alphabets.
+_EYJ_ENCODED = _encoded_marks(b"eyJ")
+#: How many times base64 is decoded, at most, to find a token inside.
+_MAX_DEPTH = 1
+#: What text that ``n`` more levels of decoding could find a token in always holds.
+_MARKS: tuple[tuple[str, ...], ...] = ((), _EYJ_ENCODED)
 #: A run of either base64 alphabet long enough to encode ``eyJ<seg>.<seg>.``.
 _B64_ANY_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}")
-#: What the base64 of text holding ``eyJ`` always contains, wherever ``eyJ`` starts in a group
-#: of three bytes (the characters that depend on those three bytes alone; both alphabets).
-_EYJ_ENCODED = ("ZXlK", "V5S", "leU")
+#: A line break inside base64 (an encoder wraps it: the ``base64`` tool at 76 columns, PEM at
+#: 64), and the indentation after it (YAML's), or the blanks before it: dropped, so that the
+#: lines are read as the one encoding they are. CR and JSON's escaped ``\\n`` and ``\\r``
+#: are read as LF first. (Blanks before a break are looked for only where there are some:
+#: a pattern that does not start with the break is tried at every character.)
+_WRAP = re.compile(r"\n[ \t]*+")
+_WRAP_AFTER_BLANKS = re.compile(r"(?<![ \t])[ \t]*+\n[ \t]*+")
+#: A block of base64 as it is written, wrapped or not: what ``redact_tokens`` replaces.
+_B64_BLOCK_CHAR = r"(?:[A-Za-z0-9+/_-]|\\/)"
+_B64_BLOCK = re.compile(rf"{_B64_BLOCK_CHAR}++"
+                        rf"(?:(?:[ \t]*+(?:[\r\n]|\\[rn])[ \t]*+)++{_B64_BLOCK_CHAR}++)*+")
+_TO_STANDARD = str.maketrans("-_", "+/")
 
 
-def _holds_encoded_jwt(text: str) -> bool:
-    """Whether a base64 run of ``text`` decodes (``base64_readings``) to text holding a JWT.
-    Only runs holding an encoded ``eyJ`` are decoded, and runs are disjoint, so the cost
-    stays linear."""
-    if not any(marker in text for marker in _EYJ_ENCODED):
+def _holds(text: str, depth: int) -> bool:
+    """Whether ``text`` (``depth`` levels of base64 already decoded) holds a JWT, or (below
+    ``_MAX_DEPTH``) base64 that decodes to text that does."""
+    return _jwt_in(text) or (depth < _MAX_DEPTH and _encoded_jwt(text, depth))
+
+
+def _unwrapped(text: str) -> str:
+    """``text`` with JSON's ``\\/`` read as ``/`` and the line breaks of base64 wrapped over
+    lines dropped (with the blanks around them). Joining lines that are not base64 only joins
+    words: what is decoded must still decode to a token."""
+    if "\\" in text:
+        text = text.replace("\\/", "/").replace("\\r", "\n").replace("\\n", "\n")
+    if "\r" in text:
+        text = text.replace("\r", "\n")
+    if "\n" not in text:
+        return text
+    if " \n" in text or "\t\n" in text:
+        return _WRAP_AFTER_BLANKS.sub("", text)
+    if "\n " in text or "\n\t" in text:
+        return _WRAP.sub("", text)
+    return text.replace("\n", "")
+
+
+def _encoded_jwt(text: str, depth: int) -> bool:
+    """Whether a base64 run of ``text`` (its lines joined where wrapped) decodes to text
+    holding a JWT. Only runs holding an encoded ``eyJ`` are decoded, and runs are disjoint,
+    so the cost stays linear."""
+    text = _unwrapped(text)
+    marks = _MARKS[_MAX_DEPTH - depth]
+    if not any(mark in text for mark in marks):
         return False
-    return any(_encodes_jwt(match.group()) for match in _B64_ANY_RUN.finditer(text))
+    return any(_encodes_jwt(match.group(), depth)
+               for match in _B64_ANY_RUN.finditer(text))
 
 
-def _encodes_jwt(run: str) -> bool:
-    """Whether the base64 run ``run`` decodes to text holding a JWT (only a run holding an
-    encoded ``eyJ`` is decoded; :func:`_jwt_in`): random bytes (a binary's output, a digest)
-    hold ``eyJ`` and dots about once in every few megabytes, and are not a token for that."""
-    if not any(marker in run for marker in _EYJ_ENCODED):
+def _encodes_jwt(run: str, depth: int = 0) -> bool:
+    """Whether the base64 run ``run`` (either alphabet, no line breaks) decodes, at one of its
+    four alignments, to text holding a JWT (:func:`_holds`, a level deeper). Only a run holding
+    an encoded ``eyJ`` is decoded: random bytes (a binary's output, a digest) hold ``eyJ`` and
+    dots about once in every few megabytes, and are not a token for that (:func:`_jwt_in`)."""
+    if not any(mark in run for mark in _MARKS[_MAX_DEPTH - depth]):
         return False
-    return any(_jwt_in(data.decode("latin-1")) for data in base64_readings(run)
-               if b"eyJ" in data)
+    body = run.translate(_TO_STANDARD)
+    for skip in range(4):
+        part = body[skip:skip + (len(body) - skip) // 4 * 4]
+        try:
+            data = binascii.a2b_base64(part)
+        except binascii.Error:  # not for a run of the alphabet a whole number of groups long
+            continue
+        if _holds(data.decode("latin-1"), depth + 1):
+            return True
+    return False
 
 
 def _redact_plain(match: re.Match[str]) -> str:
@@ -440,17 +508,22 @@ def _redact_plain(match: re.Match[str]) -> str:
                    for i, part in enumerate(parts))
 
 
+def _redact_block(match: re.Match[str]) -> str:
+    block = match.group()
+    return REDACTED if len(block) >= 12 and _encoded_jwt(block, 0) else block
+
+
 def redact_tokens(text: str) -> str:
     """``text`` with each part :func:`looks_like_token` finds replaced by ``[REDACTED]``: a run
     holding a JWT (an ``=`` in it that pads no segment is kept: ``token=[REDACTED]``), and a
-    base64 run of text holding one. For text quoting what a person typed (a request name that
-    is a JWT pasted in), so that it can be shown and audited without the token; should a part
-    still be found (none is), the whole is withheld. Linear, like the detector."""
+    block of base64 (its lines, when wrapped) of text holding one. For text quoting what a
+    person typed (a request name that is a JWT pasted in), so that it can be shown and audited
+    without the token; should a part still be found (none is), the whole is withheld. Linear,
+    like the detector."""
     if "eyJ" in text:
         text = _PLAIN_RUN.sub(_redact_plain, text)
-    if any(marker in text for marker in _EYJ_ENCODED):
-        text = _B64_ANY_RUN.sub(
-            lambda m: REDACTED if _encodes_jwt(m.group()) else m.group(), text)
+    if _encoded_jwt(text, 0):
+        text = _B64_BLOCK.sub(_redact_block, text)
     return "(a token-shaped text, not shown)" if looks_like_token(text) else text
 
 

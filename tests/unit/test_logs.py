@@ -428,7 +428,6 @@ def test_a_cut_message_never_keeps_the_start_of_a_secret_at_any_offset(shape: st
     finally:
         logs.forget(_cut_shapes()["registered"])
 
-
 # What a token travels in, and the same without one: the detector must tell them apart however
 # they are encoded (looks_like_token guards the audit trail and what the client writes; a
 # refusal quoting the text shows it through redact_tokens).
@@ -494,3 +493,103 @@ def test_a_row_of_equals_signs_in_decoded_text_is_read_once() -> None:
     assert not logs.looks_like_token(base64.b64encode(b"eyJ" + b"=" * 40_000).decode())
     assert not logs.looks_like_token("eyJ" + "=" * 400_000 + "x")
     assert time.process_time() - started < 2.0
+
+
+def _kubeconfig(token: str | None) -> str:
+    user = f"    token: {token}\n" if token else "    client-certificate-data: QUJD\n"
+    return ("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n"
+            "    server: https://10.0.0.1:6443\nusers:\n- name: u\n  user:\n" + user)
+
+
+def _wrapped(text: str, width: int, eol: str, indent: str = "") -> str:
+    return eol.join(indent + text[i:i + width] for i in range(0, len(text), width))
+
+
+def _certificate() -> str:
+    """A PEM certificate (a CA bundle, a ``tls.crt``): base64 wrapped at 64 columns."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("api.example.com")]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize("width", [76, 64, 60])
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\\n", " \r\n"],
+                         ids=["lf", "crlf", "json-escaped", "blank-before"])
+@pytest.mark.parametrize("indent", ["", "    "], ids=["flush", "indented"])
+@pytest.mark.parametrize("holder", [_kubeconfig])
+def test_wrapped_base64_of_a_token_is_found(width: int, eol: str, indent: str,
+                                           holder: Any) -> None:
+    """``base64`` wraps at 76 columns, PEM at 64, YAML indents a block's lines: only the
+    lines read as one encoding hold the token (a kubeconfig)."""
+    encoded = _wrapped(base64.b64encode(holder(_jwt()).encode()).decode(), width, eol, indent)
+    _assert_found_and_redacted(encoded)
+    _assert_found_and_redacted(f"data:\n  config: |\n{encoded}\n")
+
+
+def test_wrapped_base64_without_a_token_is_not_a_token() -> None:
+    """Random blobs, certificates, an env file and a kubeconfig without a token, base64
+    wrapped as encoders wrap: read whole, they hold no token; the same wrapped with one
+    does."""
+    honest = [_certificate(), _certificate() + _certificate()]
+    for _ in range(30):
+        blob = base64.b64encode(os.urandom(3000)).decode()
+        honest += [_wrapped(blob, 76, "\n"), _wrapped(blob, 64, "\r\n", "  ")]
+    for text in (_kubeconfig(None), "CONFIG=eyJhIjoxfQ==\nHOST=api.example.com\n" * 8,
+                 _certificate()):
+        encoded = base64.b64encode(text.encode()).decode()
+        honest += [_wrapped(encoded, 76, "\n"), _wrapped(encoded, 64, "\r\n", "    ")]
+    for text in honest:
+        assert not logs.looks_like_token(text), text[:200]
+        assert logs.redact_tokens(text) == text
+    with_token = base64.b64encode((_certificate() + _kubeconfig(_jwt())).encode()).decode()
+    assert logs.looks_like_token(_wrapped(with_token, 64, "\r\n"))
+
+
+@pytest.mark.parametrize("at", [10, 11, 12, 20, 41, 77])  # "Bearer " is 9 characters
+@pytest.mark.parametrize("brk", ["\r\n", "\n", "\n  "])
+def test_a_token_whose_base64_is_broken_over_lines_is_found(at: int, brk: str) -> None:
+    """A line break anywhere in the base64 of ``Bearer <token>`` (pasted from a terminal,
+    folded by a mail client), even inside the encoded ``eyJ``, leaves it a token."""
+    encoded = base64.b64encode(f"Bearer {_jwt()}".encode()).decode()
+    _assert_found_and_redacted(encoded[:at] + brk + encoded[at:])
+
+
+def test_base64_values_on_successive_lines_are_not_read_as_a_token() -> None:
+    """Lines of unrelated base64 (an env file's values, hashes) joined hold no token; the
+    wrapped base64 of one among them is still found."""
+    lines_ = [base64.b64encode(os.urandom(n)).decode() for n in range(10, 60)]
+    lines_ += [base64.b64encode(b'{"a":1}').decode(), base64.b64encode(b"eyJ.a.b").decode()]
+    for eol in ("\n", "\r\n"):
+        assert not logs.looks_like_token(eol.join(lines_))
+        token_lines = _wrapped(base64.b64encode(_jwt().encode()).decode(), 76, eol)
+        assert logs.looks_like_token(eol.join([*lines_[:20], token_lines, *lines_[20:]]))
+
+
+def test_the_detector_stays_linear_on_hostile_text() -> None:
+    """Text made to cost the most (encoded ``eyJ`` everywhere, a line break after every
+    character, rows of ``=`` or of blanks) is read in one pass per level, and a token at its
+    end is still found."""
+    token = base64.b64encode(f"Bearer {_jwt()}".encode()).decode()
+    hostile = ["ZXlK\n" * 200_000, "Z\r\nX\r\nl\r\nK" * 100_000,
+               "eyJa=" * 200_000, "=" * 1_000_000, "\n " * 500_000,
+               " \n" * 500_000, "a " * 500_000 + "\n",
+               base64.b64encode(("ZXlK" * 200_000).encode()).decode()]
+    for text in hostile:
+        started = time.process_time()
+        assert not logs.looks_like_token(text)
+        assert logs.looks_like_token(text + " " + _wrapped(token, 20, "\r\n"))
+        assert time.process_time() - started < 5.0, text[:20]
