@@ -370,7 +370,11 @@ def looks_like_token(text: str) -> bool:
     Found: a JWT whose segments are in either base64 alphabet, padded or not, ``/`` written as
     JSON may escape it (``\\/``); and the base64 of text holding one, in either alphabet, at any
     alignment, on one line or wrapped over several (at any column, LF or CRLF, the lines
-    indented or not, the line breaks JSON-escaped or not)."""
+    indented or not, the line breaks JSON-escaped or not), that text ASCII, UTF-8 or UTF-16
+    (either byte order, with a BOM or not), or itself the base64 of such text (a
+    ``.dockerconfigjson`` whose ``auth`` encodes ``user:<token>``, as a Secret's ``data``).
+    Two levels of base64 are decoded, no more: each reads every character a bounded number of
+    times."""
     return _holds(text, 0)
 
 
@@ -422,13 +426,23 @@ def _encoded_marks(pattern: bytes) -> tuple[str, ...]:
     return tuple(marks)
 
 
-#: What the base64 of text holding ``eyJ`` always contains (``ZXlK``, ``V5S``, ``leU``); none
-#: holds ``+/-_``, so they read the same in both alphabets.
-_EYJ_ENCODED = _encoded_marks(b"eyJ")
-#: How many times base64 is decoded, at most, to find a token inside.
-_MAX_DEPTH = 1
-#: What text that ``n`` more levels of decoding could find a token in always holds.
-_MARKS: tuple[tuple[str, ...], ...] = ((), _EYJ_ENCODED)
+#: What the base64 of text holding ``eyJ`` always contains (``ZXlK``, ``V5S``, ``leU``), and
+#: of UTF-16 text holding it (``e\0y\0J`` is in either byte order); none holds ``+/-_``, so
+#: they read the same in both alphabets.
+_EYJ_ENCODED = _encoded_marks(b"eyJ") + _encoded_marks(b"e\0y\0J")
+#: What base64 of base64 holding ``eyJ`` always contains (of either form of those marks).
+_EYJ_ENCODED_TWICE = tuple(dict.fromkeys(
+    twice for mark in _EYJ_ENCODED
+    for twice in _encoded_marks(mark.encode()) + _encoded_marks("\0".join(mark).encode())))
+#: How many times base64 is decoded, at most, to find a token inside (base64 of base64: a
+#: ``.dockerconfigjson`` as a Secret's ``data``); each level decodes what the one before
+#: decoded at most four times (one per alignment), so the cost stays linear.
+_MAX_DEPTH = 2
+#: What text that ``n`` more levels of decoding could find a token in always holds: the
+#: encoded ``eyJ`` for one level, and its encoding for two.
+_MARKS: tuple[tuple[str, ...], ...] = ((), _EYJ_ENCODED, _EYJ_ENCODED + _EYJ_ENCODED_TWICE)
+#: The same in UTF-16 text read a byte a character (``e\0y\0J`` for none).
+_UTF16_MARKS = tuple(("e\0y\0J", *("\0".join(mark) for mark in marks)) for marks in _MARKS)
 #: A run of either base64 alphabet long enough to encode ``eyJ<seg>.<seg>.``.
 _B64_ANY_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}")
 #: A line break inside base64 (an encoder wraps it: the ``base64`` tool at 76 columns, PEM at
@@ -445,10 +459,22 @@ _B64_BLOCK = re.compile(rf"{_B64_BLOCK_CHAR}++"
 _TO_STANDARD = str.maketrans("-_", "+/")
 
 
+def _views(text: str, left: int) -> Iterator[str]:
+    """``text``, and when it is UTF-16 (its bytes read as characters: ``e\\0y\\0J``) holding
+    what ``left`` more levels of decoding would find a token by, each of its two byte columns:
+    one of them is its ASCII characters, in either byte order, with a BOM or not."""
+    yield text
+    if "\0" in text and any(mark in text for mark in _UTF16_MARKS[left]):
+        yield text[0::2]
+        yield text[1::2]
+
+
 def _holds(text: str, depth: int) -> bool:
-    """Whether ``text`` (``depth`` levels of base64 already decoded) holds a JWT, or (below
-    ``_MAX_DEPTH``) base64 that decodes to text that does."""
-    return _jwt_in(text) or (depth < _MAX_DEPTH and _encoded_jwt(text, depth))
+    """Whether ``text`` (``depth`` levels of base64 already decoded) holds a JWT, itself or
+    in UTF-16, or (below ``_MAX_DEPTH``) base64 that decodes to text that does."""
+    left = _MAX_DEPTH - depth
+    return any(_jwt_in(view) or (left > 0 and _encoded_jwt(view, depth))
+               for view in _views(text, left))
 
 
 def _unwrapped(text: str) -> str:
@@ -518,8 +544,8 @@ def redact_tokens(text: str) -> str:
     holding a JWT (an ``=`` in it that pads no segment is kept: ``token=[REDACTED]``), and a
     block of base64 (its lines, when wrapped) of text holding one. For text quoting what a
     person typed (a request name that is a JWT pasted in), so that it can be shown and audited
-    without the token; should a part still be found (none is), the whole is withheld. Linear,
-    like the detector."""
+    without the token; should a part still be found (text in UTF-16 as it is, say), the whole
+    is withheld. Linear, like the detector."""
     if "eyJ" in text:
         text = _PLAIN_RUN.sub(_redact_plain, text)
     if _encoded_jwt(text, 0):

@@ -501,6 +501,12 @@ def _kubeconfig(token: str | None) -> str:
             "    server: https://10.0.0.1:6443\nusers:\n- name: u\n  user:\n" + user)
 
 
+def _secret_manifest(token: str | None) -> str:
+    value = base64.b64encode((token or "hunter2-not-a-token").encode()).decode()
+    return ("apiVersion: v1\nkind: Secret\nmetadata:\n  name: sa-token\n"
+            f"type: Opaque\ndata:\n  token: {value}\n")
+
+
 def _wrapped(text: str, width: int, eol: str, indent: str = "") -> str:
     return eol.join(indent + text[i:i + width] for i in range(0, len(text), width))
 
@@ -530,11 +536,11 @@ def _certificate() -> str:
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\\n", " \r\n"],
                          ids=["lf", "crlf", "json-escaped", "blank-before"])
 @pytest.mark.parametrize("indent", ["", "    "], ids=["flush", "indented"])
-@pytest.mark.parametrize("holder", [_kubeconfig])
+@pytest.mark.parametrize("holder", [_kubeconfig, _secret_manifest])
 def test_wrapped_base64_of_a_token_is_found(width: int, eol: str, indent: str,
                                            holder: Any) -> None:
     """``base64`` wraps at 76 columns, PEM at 64, YAML indents a block's lines: only the
-    lines read as one encoding hold the token (a kubeconfig)."""
+    lines read as one encoding hold the token (a kubeconfig, a Secret's manifest)."""
     encoded = _wrapped(base64.b64encode(holder(_jwt()).encode()).decode(), width, eol, indent)
     _assert_found_and_redacted(encoded)
     _assert_found_and_redacted(f"data:\n  config: |\n{encoded}\n")
@@ -579,15 +585,75 @@ def test_base64_values_on_successive_lines_are_not_read_as_a_token() -> None:
         assert logs.looks_like_token(eol.join([*lines_[:20], token_lines, *lines_[20:]]))
 
 
+def _dockerconfigjson(auth: str) -> str:
+    return json.dumps({"auths": {"registry.example.com": {
+        "auth": base64.b64encode(auth.encode()).decode()}}})
+
+
+@pytest.mark.parametrize("before", ["", "a", "ab"])
+def test_base64_of_base64_holding_a_token_is_found(before: str) -> None:
+    """A ``.dockerconfigjson`` whose ``auth`` is the base64 of ``user:<token>``, itself
+    base64-encoded as a Secret's ``data``: two levels of base64, on one line or wrapped."""
+    docker = _dockerconfigjson(f"{before}oauth2accesstoken:{_jwt()}")
+    encoded = base64.b64encode(docker.encode()).decode()
+    _assert_found_and_redacted(encoded)
+    _assert_found_and_redacted(f'{{"data": {{".dockerconfigjson": "{encoded}"}}}}')
+    _assert_found_and_redacted(_wrapped(encoded, 76, "\n"))
+    twice = base64.b64encode(base64.b64encode(f"Bearer {_jwt()}".encode())).decode()
+    _assert_found_and_redacted(twice)
+
+
+def test_base64_of_base64_without_a_token_is_not_a_token() -> None:
+    """A registry password, random blobs, twice encoded, hold no token; the same Secret
+    with a token does. And no third level is read: the cost stays bounded."""
+    honest = [base64.b64encode(_dockerconfigjson("robot$ci:s3cr3t-P4ssw0rd").encode()).decode(),
+              base64.b64encode(base64.b64encode(b'{"eyJ": "eyJhbGciOi but no dots"}')).decode()]
+    honest += [base64.b64encode(base64.b64encode(os.urandom(3000))).decode()
+               for _ in range(30)]
+    for text in honest:
+        assert not logs.looks_like_token(text), text[:200]
+    docker = _dockerconfigjson(f"robot:{_jwt()}")
+    assert logs.looks_like_token(base64.b64encode(docker.encode()).decode())
+    thrice = base64.b64encode(base64.b64encode(docker.encode())).decode()
+    assert not logs.looks_like_token(thrice)  # three levels: beyond what is decoded
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16"])
+@pytest.mark.parametrize("bom", [False, True])
+def test_base64_of_utf16_text_holding_a_token_is_found(encoding: str, bom: bool) -> None:
+    """A file saved as UTF-16 (either byte order, a BOM or not) holding a token, or holding
+    its base64, then base64-encoded."""
+    for text in (_kubeconfig(_jwt()), _secret_manifest(_jwt())):
+        raw = text.encode(encoding)
+        if bom and encoding != "utf-16":
+            raw = ("\ufeff" + text).encode(encoding)
+        _assert_found_and_redacted(base64.b64encode(raw).decode())
+        _assert_found_and_redacted(_wrapped(base64.b64encode(raw).decode(), 76, "\r\n"))
+
+
+def test_base64_of_utf16_text_without_a_token_is_not_a_token() -> None:
+    """UTF-16 text that holds ``eyJ`` but no token (an env file's base64 JSON value, then a
+    host name on the next line), and random UTF-16: not a token; with one, it is."""
+    env = "CONFIG=eyJhIjoxfQ==\r\nHOST=api.example.com\r\nNAME=eyJob.done\r\n"
+    honest = [base64.b64encode(env.encode(e)).decode() for e in ("utf-16-le", "utf-16-be")]
+    honest += [base64.b64encode(os.urandom(3000).decode("latin-1").encode("utf-16")).decode()
+               for _ in range(30)]
+    honest.append(env.encode("utf-16-le").decode("latin-1"))  # as bytes read as characters
+    for text in honest:
+        assert not logs.looks_like_token(text), text[:200]
+    assert logs.looks_like_token(base64.b64encode((env + _jwt()).encode("utf-16-le")).decode())
+
+
 def test_the_detector_stays_linear_on_hostile_text() -> None:
     """Text made to cost the most (encoded ``eyJ`` everywhere, a line break after every
-    character, rows of ``=`` or of blanks) is read in one pass per level, and a token at its
-    end is still found."""
+    character, ``e\\0y\\0J`` repeated, rows of ``=`` or of blanks, base64 of base64) is read
+    in one pass per level, and a token at its end is still found."""
     token = base64.b64encode(f"Bearer {_jwt()}".encode()).decode()
-    hostile = ["ZXlK\n" * 200_000, "Z\r\nX\r\nl\r\nK" * 100_000,
+    hostile = ["ZXlK\n" * 200_000, "Z\r\nX\r\nl\r\nK" * 100_000, "e\0y\0J\0" * 150_000,
                "eyJa=" * 200_000, "=" * 1_000_000, "\n " * 500_000,
                " \n" * 500_000, "a " * 500_000 + "\n",
-               base64.b64encode(("ZXlK" * 200_000).encode()).decode()]
+               base64.b64encode(("ZXlK" * 200_000).encode()).decode(),
+               base64.b64encode(base64.b64encode(("eyJa" * 150_000).encode())).decode()]
     for text in hostile:
         started = time.process_time()
         assert not logs.looks_like_token(text)
