@@ -448,15 +448,17 @@ _B64_ANY_RUN = re.compile(r"[A-Za-z0-9+/_-]{12,}")
 #: A line break inside base64 (an encoder wraps it: the ``base64`` tool at 76 columns, PEM at
 #: 64), and the indentation after it (YAML's), or the blanks before it: dropped, so that the
 #: lines are read as the one encoding they are. CR and JSON's escaped ``\\n`` and ``\\r``
-#: are read as LF first. (Blanks before a break are looked for only where there are some:
-#: a pattern that does not start with the break is tried at every character.)
+#: are read as LF first. (Each pattern starts with what it needs, so that it is not tried at
+#: every character, and a row of blanks is read from its first.)
 _WRAP = re.compile(r"\n[ \t]*+")
-_WRAP_AFTER_BLANKS = re.compile(r"(?<![ \t])[ \t]*+\n[ \t]*+")
+_BLANKS_BEFORE_BREAK = re.compile(r"[ \t](?<![ \t][ \t])[ \t]*+(?=\n)")
 #: A block of base64 as it is written, wrapped or not: what ``redact_tokens`` replaces.
 _B64_BLOCK_CHAR = r"(?:[A-Za-z0-9+/_-]|\\/)"
 _B64_BLOCK = re.compile(rf"{_B64_BLOCK_CHAR}++"
                         rf"(?:(?:[ \t]*+(?:[\r\n]|\\[rn])[ \t]*+)++{_B64_BLOCK_CHAR}++)*+")
 _TO_STANDARD = str.maketrans("-_", "+/")
+_ESCAPED_BREAK = re.compile(rb"\\[rn]")
+_MARKS_BYTES = tuple(tuple(mark.encode() for mark in marks) for marks in _MARKS)
 
 
 def _views(text: str, left: int) -> Iterator[str]:
@@ -473,8 +475,26 @@ def _holds(text: str, depth: int) -> bool:
     """Whether ``text`` (``depth`` levels of base64 already decoded) holds a JWT, itself or
     in UTF-16, or (below ``_MAX_DEPTH``) base64 that decodes to text that does."""
     left = _MAX_DEPTH - depth
+    if not _may_hold(text, left):
+        return False
     return any(_jwt_in(view) or (left > 0 and _encoded_jwt(view, depth))
                for view in _views(text, left))
+
+
+def _may_hold(text: str, left: int) -> bool:
+    """Whether ``text`` may hold ``eyJ`` or a mark ``left`` more levels of decoding would
+    find a token by, read with every blank, line break (escaped too) and NUL removed: that
+    holds each one a view of it (:func:`_views`) or its lines joined (:func:`_unwrapped`)
+    would show. A few passes over its bytes, cheaper than joining the lines by patterns or
+    looking for every mark in UTF-16 (decoded binary is full of line breaks and NULs)."""
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")
+    if b"\\" in raw:  # JSON's escaped line breaks, as _unwrapped reads them
+        raw = _ESCAPED_BREAK.sub(b"\n", raw)
+    squeezed = raw.translate(None, b" \t\r\n\0")
+    return b"eyJ" in squeezed or any(mark in squeezed for mark in _MARKS_BYTES[left])
 
 
 def _unwrapped(text: str) -> str:
@@ -488,7 +508,7 @@ def _unwrapped(text: str) -> str:
     if "\n" not in text:
         return text
     if " \n" in text or "\t\n" in text:
-        return _WRAP_AFTER_BLANKS.sub("", text)
+        text = _BLANKS_BEFORE_BREAK.sub("", text)
     if "\n " in text or "\n\t" in text:
         return _WRAP.sub("", text)
     return text.replace("\n", "")
@@ -496,22 +516,20 @@ def _unwrapped(text: str) -> str:
 
 def _encoded_jwt(text: str, depth: int) -> bool:
     """Whether a base64 run of ``text`` (its lines joined where wrapped) decodes to text
-    holding a JWT. Only runs holding an encoded ``eyJ`` are decoded, and runs are disjoint,
-    so the cost stays linear."""
+    holding a JWT. Only runs holding an encoded ``eyJ`` are decoded (:func:`_may_hold` tells
+    first whether there is any), and runs are disjoint, so the cost stays linear."""
     text = _unwrapped(text)
-    marks = _MARKS[_MAX_DEPTH - depth]
-    if not any(mark in text for mark in marks):
-        return False
-    return any(_encodes_jwt(match.group(), depth)
-               for match in _B64_ANY_RUN.finditer(text))
+    marks = tuple(mark for mark in _MARKS[_MAX_DEPTH - depth] if mark in text)
+    return bool(marks) and any(_encodes_jwt(match.group(), depth, marks)
+                               for match in _B64_ANY_RUN.finditer(text))
 
 
-def _encodes_jwt(run: str, depth: int = 0) -> bool:
+def _encodes_jwt(run: str, depth: int, marks: tuple[str, ...]) -> bool:
     """Whether the base64 run ``run`` (either alphabet, no line breaks) decodes, at one of its
     four alignments, to text holding a JWT (:func:`_holds`, a level deeper). Only a run holding
     an encoded ``eyJ`` is decoded: random bytes (a binary's output, a digest) hold ``eyJ`` and
     dots about once in every few megabytes, and are not a token for that (:func:`_jwt_in`)."""
-    if not any(mark in run for mark in _MARKS[_MAX_DEPTH - depth]):
+    if not any(mark in run for mark in marks):  # those the whole text holds
         return False
     body = run.translate(_TO_STANDARD)
     for skip in range(4):
