@@ -560,7 +560,8 @@ def _redact_block(match: re.Match[str]) -> str:
 def redact_tokens(text: str) -> str:
     """``text`` with each part :func:`looks_like_token` finds replaced by ``[REDACTED]``: a run
     holding a JWT (an ``=`` in it that pads no segment is kept: ``token=[REDACTED]``), and a
-    block of base64 (its lines, when wrapped) of text holding one. For text quoting what a
+    block of base64 (its lines, when wrapped; a run of base64 letters on a line joined to it
+    goes with it, its trailing ``=`` stays) of text holding one. For text quoting what a
     person typed (a request name that is a JWT pasted in), so that it can be shown and audited
     without the token; should a part still be found (text in UTF-16 as it is, say), the whole
     is withheld. Linear, like the detector."""

@@ -428,7 +428,7 @@ def _check_string(value: str, path: str) -> None:
         raise _rejected(f"{path} is not valid Unicode (a lone surrogate)") from None
     if looks_like_token(value):
         raise _rejected(
-            f"{path} looks like a JWT (base64url segments starting with 'eyJ'); tokens and "
+            f"{path} looks like a JWT (eyJ<seg>.<seg>., or base64 of text holding one); tokens and "
             "keys never go into the audit trail: record wingman.audit.fingerprint(token) "
             f"instead (here {fingerprint(value)})"
         )

@@ -1161,8 +1161,8 @@ def _check_reason(reason: str) -> None:
             raise refuse("ReasonTooLong", exc.message) from None
         if exc.reason == "LooksLikeToken":
             raise refuse("TokenInReason", "the reason holds what looks like a token (a JWT, "
-                         "eyJ... with two dots), which Wingman never records: nothing was "
-                         "decided; remove it and decide again") from None
+                         "eyJ<seg>.<seg>., or the base64 of one), which Wingman never "
+                         "records: nothing was decided; remove it and decide again") from None
         raise refuse("ForbiddenCharacter", exc.message) from None
 
 

@@ -21,8 +21,9 @@ unused) and :func:`execute` afterwards.
   is reaped: exited, it is a zombie until then, and keeps that number from any new group, so
   the kill never reaches another group that took over the number. A signal whose Python
   handler may raise (a SIGINT's ``KeyboardInterrupt``) is held from the command's start
-  until that kill and reaping (:class:`_HeldSignals`), and handled only inside the wait,
-  which kills the group on every way out.
+  until that kill and reaping (:class:`_HeldSignals`), and handled inside the wait, which
+  kills the group on every way out, or, when it comes once the wait is over, right after the
+  group is killed and the command reaped.
 - ``docker`` (only when ``WINGMAN_DOCKER_ENABLED``) supports ``docker restart|start|stop
   <container>`` through the Docker SDK on a local unix socket, on the container of exactly
   that name or ID (``wingman.model.preview.container_named``: never one whose ID merely

@@ -131,8 +131,8 @@ def authorize(grant: Body, approval: Body | None, policy: EnvironmentPolicy,
         return _deny(_SCOPE_REASONS.get(exc.reason, exc.reason), str(exc))
     if looks_like_token(str(command)):
         return _deny("CommandLooksLikeToken",
-                     "the command contains a token-shaped string (a JWT); Wingman never records "
-                     "or passes credentials in commands: remove it")
+                     "the command contains a token-shaped string (a JWT, or the base64 of "
+                     "one); Wingman never records or passes credentials in commands: remove it")
     ttl = spec.get("ttlSeconds")
     ttl_seconds = policy.token_ttl_seconds if ttl is None else int(ttl)
     if ttl_seconds > policy.max_token_ttl_seconds:

@@ -304,9 +304,10 @@ def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set
     an owner, by (grant name, grant UID) (pure).
 
     The grant's UID is its Job's (``WINGMAN_GRANT_UID``), else the one its token Secret records
-    (``GRANT_UID_ANNOTATION``), else None: unknown, never "" (the Job is gone, and the Secret
-    was made by an earlier release, which did not record it; the grant's UID is then nowhere
-    but in the token, which the sweep never reads). A Secret whose Job was listed and gone
+    (``GRANT_UID_ANNOTATION``), else None: unknown, never "" (the Job is gone, or was made by
+    a release that did not record it in its pod spec, and the Secrets were made by one that did
+    not record it either; the grant's UID is then nowhere but in the token, which the sweep
+    never reads). A Secret whose Job was listed and gone
     when read (``vanished``: deleted during this sweep) is left for the next sweep, neither
     recorded nor removed now: what deleted the Job may be removing the Secret too (a grant
     created again under the name removes its namesake's orphans at once), and the next sweep
@@ -317,7 +318,8 @@ def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set
     owner reference of the grant deleted with propagation Orphan). Never one of a
     grant that is still there (``live``, by UID: a grant recreated under the old name is
     another UID): a Job made for it, or a Secret whose Job (``JOB_UID_ANNOTATION``) was made
-    for it or is still owned. Never one being deleted already (``deletionTimestamp``: its
+    for it or is still owned, or whose own ``GRANT_UID_ANNOTATION`` names it (its Job gone or
+    recording no grant). Never one being deleted already (``deletionTimestamp``: its
     deletion was asked, by an earlier sweep or anyone, and a finalizer may hold it for long):
     removing it again would record ``GrantOrphansRemoved`` again, at every sweep and every try
     of a grant that waits for its name, for what was removed once."""
@@ -397,8 +399,8 @@ async def remove_orphans(ctx: Context, grant: str | None = None) -> int:
                "(propagation Orphan)")
         if uid is None:
             why += ("; the grant's UID is not known: nothing left of it records it (its "
-                    "gateway Job is gone, and its token Secrets were made by an earlier release, "
-                    "which did not record it there)")
+                    "gateway Job is gone or was made by an earlier release, and its token "
+                    "Secrets were made by an earlier release, which did not record it there)")
         await ctx.audit("GrantOrphansRemoved", subject, {
             "secrets": sorted(o["metadata"]["name"] for r, o in objs if r is SECRETS),
             "jobs": sorted(o["metadata"]["name"] for r, o in objs if r is JOBS),
