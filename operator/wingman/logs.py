@@ -381,7 +381,7 @@ def looks_like_token(text: str) -> bool:
 #: What a JWT's segments are written with: either base64 alphabet (dots between segments).
 _SEGMENT = "A-Za-z0-9_+/-"
 #: What follows ``eyJ`` in a JWT: the rest of its segment, a dot, a next segment, a dot.
-_JWT_TAIL = re.compile(rf"[{_SEGMENT}]++\.[{_SEGMENT}]++\.")
+_JWT_TAIL = re.compile(rf"([{_SEGMENT}]++)\.[{_SEGMENT}]++\.")
 _SEGMENT_REST = re.compile(rf"[{_SEGMENT}]*+")
 #: A segment's base64 padding (``eyJhbGc=.eyJzdWI=.sig``), dropped before a JWT is looked
 #: for; only the first ``=`` of a row is tried, so a long row is read once.
@@ -396,7 +396,9 @@ def _jwt_in(text: str) -> bool:
     """Whether ``text`` holds ``eyJ<seg>.<seg>.``, its segments in either base64 alphabet,
     padded or not, ``/`` JSON-escaped or not. Any other character ends a segment: a line break
     too, so ``A=eyJ...==`` on one line and a host name on the next (an env file) is no token;
-    nor is random binary that holds ``eyJ`` and dots with other bytes between them. Linear:
+    nor is random binary that holds ``eyJ`` and dots with other bytes between them. A first
+    segment written with ``+`` or ``/`` must read as a header does (:func:`_reads_as_header`):
+    a path or a URL holding ``eyJ`` (``/var/cache/eyJ0/archive.tar.gz``) is no token. Linear:
     an ``eyJ`` that fails skips the rest of its segment, where any later one fails alike."""
     if "eyJ" not in text:
         return False
@@ -406,11 +408,35 @@ def _jwt_in(text: str) -> bool:
         text = _SEGMENT_PADDING.sub("", text)
     at = text.find("eyJ")
     while at != -1:
-        if _JWT_TAIL.match(text, at + 3):
+        tail = _JWT_TAIL.match(text, at + 3)
+        if tail is not None and (not _NOT_URL_SAFE.search(tail.group(1))
+                                 or _reads_as_header(text[at:tail.end(1)])):
             return True
         rest = _SEGMENT_REST.match(text, at + 3)
         at = text.find("eyJ", rest.end() if rest else at + 3)
     return False
+
+
+_NOT_URL_SAFE = re.compile(r"[+/]")
+
+
+def _reads_as_header(segment: str) -> bool:
+    """Whether the first segment ``segment`` (``eyJ`` on) decodes to what a JWT's header is:
+    at least ``{"alg":"none"`` long, printable ASCII (JSON) as far as it makes whole bytes;
+    random text such as a path's next directory decodes to bytes no header holds."""
+    body = segment.translate(_TO_STANDARD)
+    body = body[: len(body) // 4 * 4]
+    try:
+        data = binascii.a2b_base64(body)
+    except binascii.Error:
+        return False
+    return len(data) >= _SHORTEST_HEADER and not data.translate(None, _PRINTABLE)
+
+
+#: The bytes of printable ASCII.
+_PRINTABLE = bytes(range(0x20, 0x7F))
+#: The shortest header a JWT has, ``{"alg":"none"}`` but its last brace, in bytes.
+_SHORTEST_HEADER = len(b'{"alg":"none"')
 
 
 def _encoded_marks(pattern: bytes) -> tuple[str, ...]:
@@ -430,10 +456,14 @@ def _encoded_marks(pattern: bytes) -> tuple[str, ...]:
 #: of UTF-16 text holding it (``e\0y\0J`` is in either byte order); none holds ``+/-_``, so
 #: they read the same in both alphabets.
 _EYJ_ENCODED = _encoded_marks(b"eyJ") + _encoded_marks(b"e\0y\0J")
-#: What base64 of base64 holding ``eyJ`` always contains (of either form of those marks).
+#: What base64 of base64 holding ``eyJ`` always contains (of either form of those marks), the
+#: inner base64 on one line or wrapped over several, a line break (LF or CRLF) anywhere in the
+#: mark (``base64 | base64``: the inner lines are 76 characters).
 _EYJ_ENCODED_TWICE = tuple(dict.fromkeys(
     twice for mark in _EYJ_ENCODED
-    for twice in _encoded_marks(mark.encode()) + _encoded_marks("\0".join(mark).encode())))
+    for form in (mark, *(mark[:i] + brk + mark[i:] for i in range(1, len(mark))
+                         for brk in ("\n", "\r\n")))
+    for twice in _encoded_marks(form.encode()) + _encoded_marks("\0".join(form).encode())))
 #: How many times base64 is decoded, at most, to find a token inside (base64 of base64: a
 #: ``.dockerconfigjson`` as a Secret's ``data``); each level decodes what the one before
 #: decoded at most four times (one per alignment), so the cost stays linear.
@@ -466,7 +496,8 @@ def _views(text: str, left: int) -> Iterator[str]:
     what ``left`` more levels of decoding would find a token by, each of its two byte columns:
     one of them is its ASCII characters, in either byte order, with a BOM or not."""
     yield text
-    if "\0" in text and any(mark in text for mark in _UTF16_MARKS[left]):
+    if "\0" in text and any(mark in text.replace("\0\r", "").replace("\0\n", "")
+                             for mark in _UTF16_MARKS[left]):
         yield text[0::2]
         yield text[1::2]
 

@@ -618,6 +618,36 @@ def test_base64_of_base64_without_a_token_is_not_a_token() -> None:
     assert not logs.looks_like_token(thrice)  # three levels: beyond what is decoded
 
 
+@pytest.mark.parametrize("width", [16, 20, 64, 76])
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_base64_of_wrapped_base64_holding_a_token_is_found_wherever_its_lines_end(
+        width: int, eol: str) -> None:
+    """``base64 file | base64``: the inner base64 is wrapped (76 columns by default; other
+    tools wrap shorter), so a line break may fall inside what the outer encoding of an encoded
+    ``eyJ`` is recognised by. The token is found at every offset against the lines."""
+    for before in range(width + 4):
+        text = "#" * before + "\ntoken: " + _jwt() + "\n"
+        inner = _wrapped(base64.b64encode(text.encode()).decode(), width, eol) + eol
+        outer = _wrapped(base64.b64encode(inner.encode()).decode(), 76, "\n")
+        assert logs.looks_like_token(outer), (width, eol, before)
+
+
+def test_paths_and_urls_holding_eyJ_and_dots_are_not_tokens() -> None:
+    """A path or a URL with a directory starting ``eyJ`` and dots after it is written with
+    ``/``, which a JWT's segment may hold only in the standard alphabet: such a first segment
+    must decode to a header (printable JSON) to be a token's. A header that holds ``/`` is
+    still found."""
+    honest = ["/var/cache/eyJ0/archive.tar.gz", "kubectl cp ns/pod:/tmp/eyJx/a.b.c ./out",
+              "registry.example.com/eyJteam/app.v1.2:tag",
+              "s3://bucket/eyJhbGc/part.0001.parquet", "C++/eyJabc+def/x.y.z"]
+    for text in honest:
+        assert not logs.looks_like_token(text), text
+        assert logs.redact_tokens(text) == text
+    header = base64.b64encode(b'{"alg":"RS256","kid":"??>>"}').decode().rstrip("=")
+    assert "/" in header
+    _assert_found_and_redacted(f"{header}.{_jwt().split('.', 1)[1]}")
+
+
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16"])
 @pytest.mark.parametrize("bom", [False, True])
 def test_base64_of_utf16_text_holding_a_token_is_found(encoding: str, bom: bool) -> None:
