@@ -422,6 +422,11 @@ def _normalise(value: Any, path: str, depth: int) -> Any:
 
 
 def _check_string(value: str, path: str) -> None:
+    if len(value) > MAX_RECORD_BYTES:  # refused for its size anyway: not read for tokens first
+        raise _rejected(
+            f"{path} is longer than a whole record may be ({MAX_RECORD_BYTES} bytes); audit a "
+            "summary or a fingerprint of bulky values instead"
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

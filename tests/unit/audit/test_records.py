@@ -595,6 +595,20 @@ def test_token_fingerprints_are_accepted(tmp_path: Path) -> None:
     assert token not in (tmp_path / "a.jsonl").read_text()
 
 
+def test_a_value_longer_than_a_record_is_refused_for_its_size_before_it_is_read(
+        tmp_path: Path) -> None:
+    """A value no record can hold is refused for its size, saying so, without first being read
+    for tokens (hostile text costs that read about a second a megabyte)."""
+    path = tmp_path / "audit.jsonl"
+    value = "ZXlK " * (audit.MAX_RECORD_BYTES // 5 + 1) + "eyJhbGciOiJub25lIn0.e30.x"
+    with FileSink(path) as sink, pytest.raises(AuditUnavailable) as refused:
+        sink.append("VoteCast", actor="operator", subject={}, data={"x": value}, now=T0)
+    assert refused.value.reason == "AuditRecordRejected"
+    assert "longer than a whole record" in refused.value.message
+    assert "JWT" not in refused.value.message
+    assert path.read_bytes() == b""
+
+
 @pytest.mark.parametrize(
     ("event", "data", "now"),
     [
