@@ -210,7 +210,7 @@ def test_a_token_secret_whose_job_is_deleted_during_the_sweep_is_never_recorded_
     for name, records_grant in (("g4", True), ("g5", False)):
         grant = _grant(kube, namespace, name)
         job = _job(kube, namespace, f"{name}-gw", grant)
-        secret = _secret(kube, namespace, f"{name}-gw-token-a1", grant, job,
+        secret = _secret(kube, namespace, f"{name}-gw-token-0123456789abcdef", grant, job,
                          records_grant=records_grant)
         made[name] = (grant, job, secret)
     for name, (grant, _, secret) in made.items():
@@ -233,22 +233,23 @@ def test_a_token_secret_whose_job_is_deleted_during_the_sweep_is_never_recorded_
     finally:
         kube.get_or_none = read  # type: ignore[method-assign]
     assert not {"g4-gw", "g5-gw"} & _names(kube, JOBS, namespace)
-    assert {"g4-gw-token-a1", "g5-gw-token-a1"} <= _names(kube, SECRETS, namespace), (
+    left = {"g4-gw-token-0123456789abcdef", "g5-gw-token-0123456789abcdef"}
+    assert left <= _names(kube, SECRETS, namespace), (
         "a token Secret whose Job went during the sweep was removed by it")
     assert not [r for r in _records(audit) if r["event"] == "GrantOrphansRemoved"], (
         _records(audit))
     assert ctx.orphans_due, "no next sweep looks for what was left"
 
     asyncio.run(sweeper._orphans(time.monotonic()))  # the next sweep
-    assert not {"g4-gw-token-a1", "g5-gw-token-a1"} & _names(kube, SECRETS, namespace)
+    assert not left & _names(kube, SECRETS, namespace)
     records = {r["subject"]["name"]: r for r in _records(audit)
                if r["event"] == "GrantOrphansRemoved"}
     assert set(records) == {"g4", "g5"}, records
     assert records["g4"]["subject"]["uid"] == made["g4"][0]["metadata"]["uid"]
-    assert records["g4"]["data"]["secrets"] == ["g4-gw-token-a1"]
+    assert records["g4"]["data"]["secrets"] == ["g4-gw-token-0123456789abcdef"]
     assert records["g5"]["subject"]["uid"] is None
     assert "UID is not known" in records["g5"]["data"]["why"]
-    assert records["g5"]["data"]["secrets"] == ["g5-gw-token-a1"]
+    assert records["g5"]["data"]["secrets"] == ["g5-gw-token-0123456789abcdef"]
     assert not ctx.orphans_due
     kube.close()
 

@@ -402,18 +402,23 @@ def test_orphans_are_only_the_unowned_objects_of_grants_that_are_gone() -> None:
         _token_secret("stripped-token", "stripped", "stripped-gw"),
         _token_secret("gone-opaque", "gone", "gone-gw", type_="Opaque"),
         # its Job is gone too: the grant's UID is the one the Secret records
-        _token_secret("old-token", "old", "old-gw", grant_uid="uid-old"),
+        _token_secret("old-gw-token-0123456789abcdef", "old", "old-gw", grant_uid="uid-old"),
         # ... or, made by an earlier release, which did not record it, unknown
         _token_secret("older-token", "older", "older-gw"),
         # its Job is gone, and it records a grant still there: kept
-        _token_secret("kept-token", "stripped", "kept-gw", grant_uid="uid-stripped"),
+        _token_secret("kept-gw-token-0123456789abcdef", "stripped", "kept-gw",
+                      grant_uid="uid-stripped"),
+        # ... but not on a name anyone allowed to make Secrets could give it (only the
+        # operator may make a Secret named as a token Secret): its record is not believed
+        _token_secret("forged-token", "stripped", "forged-gw", grant_uid="uid-stripped"),
     ]
     found = orphans(secrets, jobs, {"uid-live", "uid-stripped"})
     assert {k: sorted((r.plural, o["metadata"]["name"]) for r, o in v)
             for k, v in found.items()} == {
         ("gone", "uid-gone"): [(JOBS.plural, "gone-gw"), (SECRETS.plural, "gone-token")],
-        ("old", "uid-old"): [(SECRETS.plural, "old-token")],
+        ("old", "uid-old"): [(SECRETS.plural, "old-gw-token-0123456789abcdef")],
         ("older", None): [(SECRETS.plural, "older-token")],
+        ("stripped", None): [(SECRETS.plural, "forged-token")],
     }
 
 

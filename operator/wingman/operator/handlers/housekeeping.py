@@ -41,6 +41,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -297,6 +298,11 @@ async def _whole(ctx: Context, res: Any, listed: dict[str, Any]) -> dict[str, An
     return obj
 
 
+#: A token Secret's name as the operator makes it (``names.token_secret_name``): the chart's
+#: admission policy lets only the operator create or change a Secret of this shape.
+_TOKEN_SHAPED = re.compile(r".+-token-[0-9a-f]{16}\Z")
+
+
 def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set[str],
             vanished: frozenset[str] = frozenset()
             ) -> dict[tuple[str, str | None], list[tuple[Any, dict[str, Any]]]]:
@@ -304,7 +310,8 @@ def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set
     an owner, by (grant name, grant UID) (pure).
 
     The grant's UID is its Job's (``WINGMAN_GRANT_UID``), else the one its token Secret records
-    (``GRANT_UID_ANNOTATION``), else None: unknown, never "" (the Job is gone, or was made by
+    (``GRANT_UID_ANNOTATION``, read only on a name of the shape only the operator may make,
+    ``<job>-token-<16 hex>``), else None: unknown, never "" (the Job is gone, or was made by
     a release that did not record it in its pod spec, and the Secrets were made by one that did
     not record it either; the grant's UID is then nowhere but in the token, which the sweep
     never reads). A Secret whose Job was listed and gone
@@ -345,8 +352,11 @@ def orphans(secrets: list[dict[str, Any]], jobs: list[dict[str, Any]], live: set
         mounter = by_uid.get(job_uid)
         if mounter is not None and (_owned(mounter) or mounter["grant"] in live):
             continue  # its Job is owned, or a live grant's: not this sweep's to judge
-        grant = str((mounter or {}).get("grant") or annotations.get(
-            names.GRANT_UID_ANNOTATION) or "") or None
+        # the annotation only on a name only the operator may make (the chart's admission
+        # policy): anyone else allowed to make Secrets could name a live grant in it
+        recorded = (annotations.get(names.GRANT_UID_ANNOTATION)
+                    if _TOKEN_SHAPED.match(str(meta.get("name") or "")) else None)
+        grant = str((mounter or {}).get("grant") or recorded or "") or None
         if grant in live:
             continue  # it records a grant still there: not this sweep's to judge
         out.setdefault((name, grant), []).append((SECRETS, secret))
