@@ -398,8 +398,10 @@ def _jwt_in(text: str) -> bool:
     too, so ``A=eyJ...==`` on one line and a host name on the next (an env file) is no token;
     nor is random binary that holds ``eyJ`` and dots with other bytes between them. A first
     segment written with ``+`` or ``/`` must read as a header does (:func:`_reads_as_header`):
-    a path or a URL holding ``eyJ`` (``/var/cache/eyJ0/archive.tar.gz``) is no token. Linear:
-    an ``eyJ`` that fails skips the rest of its segment, where any later one fails alike."""
+    a path or a URL holding ``eyJ`` (``/var/cache/eyJ0/archive.tar.gz``) is no token, though a
+    token after it in the same run (``/cache/eyJ0/eyJhbGci...``) is. Linear: an ``eyJ`` whose
+    tail fails skips the rest of its segment, where any later one fails alike; where the tail
+    holds, each ``eyJ`` of the first segment is judged by a bounded read of its header."""
     if "eyJ" not in text:
         return False
     if "\\/" in text:
@@ -409,21 +411,31 @@ def _jwt_in(text: str) -> bool:
     at = text.find("eyJ")
     while at != -1:
         tail = _JWT_TAIL.match(text, at + 3)
-        if tail is not None and (not _NOT_URL_SAFE.search(tail.group(1))
-                                 or _reads_as_header(text[at:tail.end(1)])):
-            return True
-        rest = _SEGMENT_REST.match(text, at + 3)
-        at = text.find("eyJ", rest.end() if rest else at + 3)
+        if tail is None:
+            rest = _SEGMENT_REST.match(text, at + 3)
+            at = text.find("eyJ", rest.end() if rest else at + 3)
+            continue
+        # the tail holds for each eyJ of this first segment: each is a token's start if no + or
+        # / follows it in the segment, or if what follows reads as a header
+        end = tail.end(1)
+        special = max(text.rfind("+", at, end), text.rfind("/", at, end))
+        while at != -1:
+            if at > special or _reads_as_header(text[at:min(end, at + _HEADER_READ)]):
+                return True
+            at = text.find("eyJ", at + 3, end)
+        at = text.find("eyJ", end)
     return False
 
 
-_NOT_URL_SAFE = re.compile(r"[+/]")
+#: How much of a first segment is read to judge whether it is a header: 18 bytes.
+_HEADER_READ = 24
 
 
 def _reads_as_header(segment: str) -> bool:
-    """Whether the first segment ``segment`` (``eyJ`` on) decodes to what a JWT's header is:
-    at least ``{"alg":"none"`` long, printable ASCII (JSON) as far as it makes whole bytes;
-    random text such as a path's next directory decodes to bytes no header holds."""
+    """Whether the first segment ``segment`` (``eyJ`` on, at most ``_HEADER_READ`` of it)
+    decodes to what a JWT's header is: at least ``{"alg":"none"`` long, printable ASCII (JSON,
+    its blanks and line breaks too) as far as it makes whole bytes; random text such as a
+    path's next directory decodes to bytes no header holds."""
     body = segment.translate(_TO_STANDARD)
     body = body[: len(body) // 4 * 4]
     try:
@@ -434,7 +446,7 @@ def _reads_as_header(segment: str) -> bool:
 
 
 #: The bytes of printable ASCII.
-_PRINTABLE = bytes(range(0x20, 0x7F))
+_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 #: The shortest header a JWT has, ``{"alg":"none"}`` but its last brace, in bytes.
 _SHORTEST_HEADER = len(b'{"alg":"none"')
 

@@ -646,6 +646,14 @@ def test_paths_and_urls_holding_eyJ_and_dots_are_not_tokens() -> None:
     header = base64.b64encode(b'{"alg":"RS256","kid":"??>>"}').decode().rstrip("=")
     assert "/" in header
     _assert_found_and_redacted(f"{header}.{_jwt().split('.', 1)[1]}")
+    spaced = base64.b64encode(b'{"typ":"JWT",\r\n "alg":"HS256","kid":"??>>"}').decode()
+    assert "/" in spaced
+    _assert_found_and_redacted(f"{spaced.rstrip('=')}.{_jwt().split('.', 1)[1]}")
+    # a token in the same run after what only resembles one is still one
+    blob = base64.b64encode(b'{"a":"??>>"}').decode()
+    for text in (f"/cb/eyJ0/{_jwt()}", f"eyJx+{_jwt()}", f"{blob}/{_jwt()}"):
+        assert logs.looks_like_token(text), text
+        assert not logs.looks_like_token(logs.redact_tokens(text)), text
 
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16"])
@@ -683,7 +691,8 @@ def test_the_detector_stays_linear_on_hostile_text() -> None:
                "eyJa=" * 200_000, "=" * 1_000_000, "\n " * 500_000,
                " \n" * 500_000, "a " * 500_000 + "\n",
                base64.b64encode(("ZXlK" * 200_000).encode()).decode(),
-               base64.b64encode(base64.b64encode(("eyJa" * 150_000).encode())).decode()]
+               base64.b64encode(base64.b64encode(("eyJa" * 150_000).encode())).decode(),
+               "eyJ/" * 250_000 + ".a.b."]
     for text in hostile:
         started = time.process_time()
         assert not logs.looks_like_token(text)
