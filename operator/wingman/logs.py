@@ -422,7 +422,7 @@ def _jwt_in(text: str) -> bool:
         while at != -1:
             if at > special or _reads_as_header(text[at:min(end, at + _HEADER_READ)]):
                 return True
-            at = text.find("eyJ", at + 3, end)
+            at = text.find("eyJ", at + 3, end - 1)  # one with a character after it
         at = text.find("eyJ", end)
     return False
 

@@ -639,7 +639,8 @@ def test_paths_and_urls_holding_eyJ_and_dots_are_not_tokens() -> None:
     still found."""
     honest = ["/var/cache/eyJ0/archive.tar.gz", "kubectl cp ns/pod:/tmp/eyJx/a.b.c ./out",
               "registry.example.com/eyJteam/app.v1.2:tag",
-              "s3://bucket/eyJhbGc/part.0001.parquet", "C++/eyJabc+def/x.y.z"]
+              "s3://bucket/eyJhbGc/part.0001.parquet", "C++/eyJabc+def/x.y.z",
+              "/var/cache/eyJ0/eyJ.tar.gz", "https://cdn.example/eyJx/eyJ.min.js.map"]
     for text in honest:
         assert not logs.looks_like_token(text), text
         assert logs.redact_tokens(text) == text
