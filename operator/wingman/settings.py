@@ -378,7 +378,7 @@ class OperatorSettings:
     allocator: str = "auto"
     #: Run the API calls and audit appends in a process of their own (``operator.writer``),
     #: not on threads of the event loop's interpreter: faster bursts for more memory.
-    writer_process: bool = False
+    writer_process: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -433,7 +433,7 @@ class OperatorSettings:
             resync_seconds=float(_int(env, "WINGMAN_RESYNC_SECONDS", 30, 1, 3600)),
             api_concurrency=_int(env, "WINGMAN_API_CONCURRENCY", 32, 1, 256),
             allocator=allocator(env),
-            writer_process=env_bool(env, "WINGMAN_WRITER_PROCESS", False),
+            writer_process=env_bool(env, "WINGMAN_WRITER_PROCESS", True),
             gateway_docker_socket=_socket(env),
             fault_kill_at=env.get("WINGMAN_FAULT_KILL_AT", "").strip() or None,
             log_level=_log_level(env),

@@ -98,8 +98,9 @@ class OperatorProcess:
         if os.environ.get("PYTHONPATH"):  # the tree under test, not whatever is installed
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         env.update(self.chart_env)
-        # WINGMAN_TEST_WRITER_PROCESS=true: every operator the tests start runs its writer
-        # process (operator.writerProcess), to run a tier in that mode
+        # WINGMAN_TEST_WRITER_PROCESS=false (or true): every operator the tests start runs
+        # without (with) its writer process (operator.writerProcess; on by default), to run a
+        # tier in that mode
         if os.environ.get("WINGMAN_TEST_WRITER_PROCESS"):
             env["WINGMAN_WRITER_PROCESS"] = os.environ["WINGMAN_TEST_WRITER_PROCESS"]
         env.update(self.extra_env)

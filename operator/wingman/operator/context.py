@@ -191,8 +191,8 @@ class Context:
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (API, audit) off the event loop: a call of ``kube`` the writer
         runs (``writer.KUBE_CALLS``, ``create_or_adopt``) in the writer process when there is
-        one, anything else on the operator's own pool (``settings.api_concurrency`` threads;
-        asyncio's default pool has cores + 4)."""
+        one, anything else (lists among them) on the operator's own pool
+        (``settings.api_concurrency`` threads; asyncio's default pool has cores + 4)."""
         if self.writer is not None:
             try:
                 if getattr(fn, "__self__", None) is self.kube and \
@@ -202,7 +202,7 @@ class Context:
                 if fn is create_or_adopt and args and args[0] is self.kube:
                     adopted: T = await self.writer.call(ADOPT, *args[1:], **kwargs)
                     return adopted
-            except Unsendable as exc:  # a function among its arguments (a list's filter)
+            except Unsendable as exc:  # a function or a class it has not imported
                 self._ran_here(getattr(fn, "__name__", "call"), exc)
         queued = time.monotonic()
 
@@ -214,8 +214,8 @@ class Context:
         return await _submit(self.executor, started)
 
     def _ran_here(self, call: str, why: Unsendable) -> None:
-        """A call the writer could not take runs on the operator's threads: counted, and
-        logged (debug: the sweeps' filtered lists do this by design)."""
+        """A call the writer could not take (an argument it cannot rebuild) runs on the
+        operator's threads: counted, and logged (debug: what it could not take)."""
         known = call if call in KUBE_CALLS or call in (ADOPT, APPEND) else "other"
         self.metrics.writer_local.labels(call=known).inc()
         log.debug("a call runs on the operator's threads, not in the writer",

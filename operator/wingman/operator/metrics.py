@@ -169,8 +169,9 @@ class Metrics:
         self.writer_local = Counter(
             "wingman_writer_local_calls_total",
             "With operator.writerProcess: calls the writer process could not take, run on the "
-            "operator's own threads instead, by call: lists with a filter (the sweeps'), by "
-            "design, or arguments the writer could not read.", ["call"], registry=r)
+            "operator's own threads instead, by call: arguments the writer could not read (a "
+            "function, an object of a class it has not imported). Lists always run on the "
+            "operator's threads and are not counted.", ["call"], registry=r)
         self.api_latency = Histogram(
             "wingman_api_request_duration_seconds",
             "Time of the operator's calls to the API server, from building the request to the "

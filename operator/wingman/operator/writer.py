@@ -15,8 +15,9 @@ between the operator and the gateway (``flock``, or PostgreSQL's locks), and the
 operator's own appends is the order it sends them in (one group commit at a time,
 ``recorder``).
 
-What runs here is a fixed set of calls (``KUBE_CALLS`` of ``wingman.kube.Kube``,
-``create_or_adopt`` and the sink's ``append_all``), with their arguments and answers pickled
+What runs here is a fixed set of calls (``KUBE_CALLS`` of ``wingman.kube.Kube``: not its
+lists, which stay on the operator's threads; ``create_or_adopt`` and the sink's
+``append_all``), with their arguments and answers pickled
 over the socket: both ends are this operator's code, started by it, and nothing else can reach
 the socket (a socket pair, inherited by the writer alone). Each answer carries the API calls it
 made (the operator's metrics observe them as if made in the operator's process) and how long
@@ -40,7 +41,10 @@ gone). When the operator dies (SIGKILL, a crash) the kernel kills the writer wit
 If the writer ends otherwise, every call waiting for it fails (an API call as a
 ``ClusterError``, an append as ``AuditUnavailable``: whether it was written is unknown, and
 the retry records it again, at least once as every append) and ``on_lost`` is told why (the
-operator then stops with an error, and Kubernetes starts it again).
+operator then stops with an error, and Kubernetes starts it again). A writer that is alive but
+reads no calls any more (stopped, deadlocked) is lost the same way: the operator sends a
+``PING`` every ``HEARTBEAT_SECONDS``, the thread that reads the calls answers it at once, and
+one left unanswered for ``STUCK_SECONDS`` gets the writer killed.
 
 Imports ``wingman.kube``, ``wingman.audit``, ``wingman.errors``, ``wingman.logs``,
 ``wingman.operator.pool`` and ``wingman.operator.memory`` only, and none of them may import
@@ -83,7 +87,10 @@ if TYPE_CHECKING:  # the writer process itself never imports asyncio
 log = logging.getLogger("wingman.operator.writer")
 
 #: The Kube methods the writer runs (everything else stays on the operator's own threads).
-KUBE_CALLS = frozenset({"get", "get_or_none", "list", "create", "patch", "delete"})
+#: Not ``list``: its answer (a sweep's pages, thousands of objects) would cross the socket
+#: whole and be unpickled on the operator's event loop in one piece, holding it meanwhile;
+#: on the operator's threads it is decoded a page at a time, between which the loop runs.
+KUBE_CALLS = frozenset({"get", "get_or_none", "create", "patch", "delete"})
 #: The other calls it runs.
 APPEND = "append_all"
 ADOPT = "create_or_adopt"
@@ -91,6 +98,18 @@ ADOPT = "create_or_adopt"
 CANCEL = "cancel"
 #: The frame that gives the writer the Authorization header its calls send from then on.
 AUTH = "auth"
+#: The frame the writer answers at once, from the thread that reads the calls (``PONG``).
+PING = "ping"
+#: The ident of the answer to ``PING`` (a call's ident is 1 or more).
+PONG = -1
+#: How often the operator sends ``PING``.
+HEARTBEAT_SECONDS = 5.0
+#: The writer is stuck (alive, but reading no calls: stopped, deadlocked) once a ``PING`` has
+#: waited this long for its answer while the operator's event loop ran: it is killed and lost,
+#: as if it had ended, and the operator stops (Kubernetes starts it again) instead of holding
+#: every call while its ``/healthz`` says it is well. A writer busy with calls still answers
+#: within milliseconds: its calls run on threads of their own.
+STUCK_SECONDS = 30.0
 #: The seconds ``start`` waits for the writer to say it runs (its imports, its audit sink).
 READY_SECONDS = 30.0
 #: How often the operator reads again the Authorization header its client would send (on a
@@ -117,9 +136,8 @@ Observation = tuple[str, str, str, float]
 
 
 class Unsendable(Exception):
-    """A call whose arguments cannot be sent to the writer (a function among them: a filter
-    of ``Kube.list``; an object of a class the writer has not imported): the caller runs it
-    itself."""
+    """A call whose arguments cannot be sent to the writer (a function among them; an object
+    of a class the writer has not imported): the caller runs it itself."""
 
 
 class _Pickler(pickle.Pickler):
@@ -183,6 +201,11 @@ class Writer:
         self._in = bytearray()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writing = False
+        #: when the ``PING`` still unanswered was sent (monotonic; None: none is), the
+        #: heartbeat's timer, and when it last ran
+        self._ping_sent: float | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._last_beat = 0.0
         #: why the writer is gone (None while it runs)
         self.lost: str | None = None
 
@@ -295,8 +318,37 @@ class Writer:
             return
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._sock.fileno())
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         self._loop = loop
         loop.add_reader(self._sock.fileno(), self._readable)
+        self._ping_sent = None
+        self._last_beat = time.monotonic()
+        self._heartbeat = loop.call_later(HEARTBEAT_SECONDS, self._beat)
+
+    def _beat(self) -> None:
+        """The heartbeat (on the event loop, every ``HEARTBEAT_SECONDS``): a ``PING`` when none
+        waits; a writer that left one unanswered for ``STUCK_SECONDS`` is lost."""
+        if self.lost is not None or self._loop is None:
+            return
+        now = time.monotonic()
+        if now - self._last_beat > 2 * HEARTBEAT_SECONDS and self._ping_sent is not None:
+            # the operator's own loop was held (or the whole pod paused): the writer may have
+            # answered meanwhile, unread; it gets a whole window again
+            self._ping_sent = now
+        self._last_beat = now
+        if self._ping_sent is not None and now - self._ping_sent >= STUCK_SECONDS:
+            self._readable()  # an answer already here is read first
+        if self.lost is not None:
+            return
+        if self._ping_sent is None:
+            self._ping_sent = now
+            self._send(_control(PING, None))
+        elif now - self._ping_sent >= STUCK_SECONDS:
+            self._lose(f"it answered no heartbeat for {now - self._ping_sent:.0f} s: stuck")
+            return
+        if self.lost is None:
+            self._heartbeat = self._loop.call_later(HEARTBEAT_SECONDS, self._beat)
 
     def _flush(self) -> None:
         while self._out:
@@ -339,6 +391,9 @@ class Writer:
             except Exception as exc:  # noqa: BLE001 - what follows it cannot be trusted either
                 self._lose(f"an answer could not be read: {type(exc).__name__}: {exc}")
                 return
+            if ident == PONG:
+                self._ping_sent = None
+                continue
             waiting = self._waiting.get(ident)
             if waiting is not None and not waiting[1].done():  # else: its caller was cancelled
                 if ok:
@@ -361,6 +416,8 @@ class Writer:
             self._process.kill()
             _reap(self._process, LOST_SECONDS)
         self.lost = why if status is None else f"{why} ({status})"
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
             if self._writing:
@@ -383,6 +440,8 @@ class Writer:
                     self._loop.remove_writer(self._sock.fileno())
             except (RuntimeError, ValueError):
                 pass
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         self._auth_stop.set()
         self._sock.close()
         self.lost = self.lost or "it was stopped"
@@ -591,6 +650,9 @@ def _serve(sock: socket.socket, received: bytearray, kube: Kube, sink: Any,
                 continue
             if op == AUTH:  # the calls that start from now on send it
                 kube.authorize(value)
+                continue
+            if op == PING:  # alive and reading: answered before any call queued behind it
+                _answer(sock, sending, (PONG, True, None, [], 0.0))
                 continue
             if op == CANCEL:
                 withdrawn = queued.pop(ident, None)

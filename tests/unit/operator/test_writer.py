@@ -80,6 +80,9 @@ def observe(calls, waited):
 import wingman.operator.writer as writer_module
 if os.environ.get("AUTH_REFRESH"):  # the credential read again that often
     writer_module.AUTH_REFRESH_SECONDS = float(os.environ["AUTH_REFRESH"])
+if os.environ.get("HEARTBEAT"):  # "every,stuck" seconds
+    every, stuck = map(float, os.environ["HEARTBEAT"].split(","))
+    writer_module.HEARTBEAT_SECONDS, writer_module.STUCK_SECONDS = every, stuck
 audit_target = os.environ.get("AUDIT_TARGET", str(work / "audit.jsonl"))
 writer = Writer.start(kube, pool=4, audit_target=audit_target, on_lost=lost.append,
                       on_answer=observe)
@@ -151,9 +154,13 @@ async def main():
     except Exception as exc:
         out["unknown"] = named(exc)
     try:
-        await writer.call("list", APPROVALS, "ns", keep=lambda obj: True)
+        await writer.call("get", APPROVALS, "ns", "r1", keep=lambda obj: True)
     except Exception as exc:
         out["unsendable"] = named(exc)
+    try:  # a list's answer is never unpickled on the operator's loop: it runs there
+        await writer.call("list", APPROVALS, "ns")
+    except Exception as exc:
+        out["list"] = named(exc)
 asyncio.run(main())
 writer.close()
 out["seen"] = [[verb, resource, code] for verb, resource, code, _ in seen]
@@ -165,6 +172,7 @@ out["seen"] = [[verb, resource, code] for verb, resource, code, _ in seen]
     assert out["unknown"] == {"type": "ValueError", "status": None, "reason": None,
                               "text": "the writer runs no call named 'exec'"}
     assert out["unsendable"]["type"] == "Unsendable"  # the operator runs that one itself
+    assert out["list"]["text"] == "the writer runs no call named 'list'"
     assert out["seen"] == [["get", "approvalrequests", "409"],
                            ["patch", "approvalrequests/status", "200"]]
 
@@ -263,8 +271,8 @@ def test_what_the_writer_has_not_imported_is_sent_as_plain_data_or_not_at_all(
         tmp_path: Path) -> None:
     """The framework hands the operator views of an object's body (mappings of its own
     classes): the writer gets them as dicts and lists, without importing what defines them
-    (the framework, and the memory it costs); a function it has not imported (a list's
-    filter) is not sent: the operator runs that call itself."""
+    (the framework, and the memory it costs); a function it has not imported is not sent:
+    the operator runs that call itself."""
     out = _run(tmp_path, r'''
 from collections.abc import Mapping
 
@@ -287,7 +295,7 @@ async def main():
     out["patched"] = await writer.call("patch", APPROVALS, "ns", "r1", body,
                                        subresource="status")
     try:
-        await writer.call("list", APPROVALS, "ns", keep=unowned)
+        await writer.call("get", APPROVALS, "ns", "r1", keep=unowned)
     except Exception as exc:
         out["unsendable"] = named(exc)
 asyncio.run(main())
@@ -430,3 +438,70 @@ def test_a_call_withdrawn_before_it_started_is_never_made(tmp_path: Path) -> Non
 def test_an_observer_that_fails_fails_no_call(tmp_path: Path) -> None:
     out = _run(tmp_path, ONE_PATCH, OBSERVER_FAILS="1")
     assert out["patched"]["status"] == {}
+
+
+def test_a_writer_that_stops_answering_is_lost_and_its_waiting_calls_fail(
+        tmp_path: Path) -> None:
+    """A writer that is alive but reads nothing (here stopped with SIGSTOP) answers no
+    heartbeat: it is killed, every call waiting for it fails, and ``on_lost`` says it was
+    stuck, instead of the operator waiting on it for ever."""
+    out = _run(tmp_path, r'''
+async def main():
+    writer.watch()
+    os.kill(writer.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(writer.call("patch", APPROVALS, "ns", "r1", {"status": {}},
+                                           subresource="status"), 20)
+    except Exception as exc:
+        out["waiting"] = named(exc)
+    out["after"] = round(time.monotonic() - started, 1)
+asyncio.run(main())
+out["lost"] = lost
+writer.close()
+''', HEARTBEAT="0.2,1.5")
+    assert out["waiting"]["type"] == "ClusterError", out
+    assert "the operator's writer process is gone (it answered no heartbeat for " in \
+        out["waiting"]["text"] and " s: stuck)" in out["waiting"]["text"], out
+    assert 1.4 <= out["after"] < 10, out
+    assert len(out["lost"]) == 1 and out["lost"][0].endswith(" s: stuck"), out
+    assert not running(out["writer"])
+
+
+def test_a_writer_busy_with_a_long_call_is_not_taken_for_stuck(tmp_path: Path) -> None:
+    """A call that waits (here an append held behind the audit file's lock for longer than
+    the heartbeat allows) keeps the writer: its calls run on threads of their own and the
+    heartbeat is answered meanwhile."""
+    audit = tmp_path / "audit.jsonl"
+    audit.touch()
+    with audit.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        script = tmp_path / "scenario.py"
+        script.write_text(PRELUDE + r'''
+async def main():
+    writer.watch()
+    append = asyncio.ensure_future(
+        writer.call(APPEND, [NewRecord("A", "operator", {"kind": "X"}, {})]))
+    await asyncio.sleep(3)  # the lock is held all along: two heartbeats' windows
+    print("waited", flush=True)
+    out["appended"] = [r.event for r in await append]
+asyncio.run(main())
+out["lost"] = lost
+writer.close()
+print(json.dumps(out), flush=True)
+''')
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": OPERATOR, "HEARTBEAT": "0.2,1.5"})
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "waited"
+            fcntl.flock(held, fcntl.LOCK_UN)
+            said, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0
+    out = json.loads(said.strip().splitlines()[-1])
+    assert out["appended"] == ["A"] and out["lost"] == []
