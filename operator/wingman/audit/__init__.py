@@ -56,7 +56,7 @@ from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from wingman.audit.checkpoints import Checkpoint, CheckpointIndex, parse_checkpoints
-from wingman.audit.file import FileSink, _file_entries
+from wingman.audit.file import FileSink, _file_entries, held_lock
 from wingman.audit.postgres import (
     PostgresSink,
     _dsn_parts,
@@ -106,6 +106,7 @@ __all__ = [
     "ProblemKind",
     "Resume",
     "VerifyReport",
+    "appends_held",
     "canonical_json",
     "fingerprint",
     "looks_like_token",
@@ -179,6 +180,22 @@ def open_sink(target: str, *, clock: _Clock | None = None) -> AuditSink:
     if kind == "postgres":
         return PostgresSink(where, clock=clock)
     return FileSink(where, clock=clock)
+
+
+@contextlib.contextmanager
+def appends_held(target: str, seconds: float) -> Iterator[bool]:
+    """While this holds, no append to ``target`` is under way in any process: for one about to
+    kill another that appends there (SIGKILL can cut a write to a file short between two
+    pages, and the sink then refuses every later append until the file is repaired). A file:
+    its lock is taken, waiting at most ``seconds`` (False: not taken, a process holds it that
+    long; the kill goes ahead). A PostgreSQL target holds nothing (a transaction whose
+    process is killed is rolled back): True."""
+    kind, where = _parse_target(target)
+    if kind == "postgres":
+        yield True
+        return
+    with held_lock(Path(where), seconds) as held:
+        yield held
 
 
 def verify(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import fcntl
 import os
 import stat
 import threading
+import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +31,41 @@ from wingman.audit.records import (
 )
 from wingman.audit.verification import _Entry
 from wingman.errors import AuditTampered, AuditUnavailable, ConfigError, WingmanError
+
+#: How often ``held_lock`` tries the lock again while another process holds it.
+_HELD_POLL_SECONDS = 0.01
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, seconds: float) -> Iterator[bool]:
+    """The audit file's append lock (what ``FileSink.append_all`` takes) held, waiting at most
+    ``seconds`` for it; yields whether it was taken (False too when the file cannot be opened:
+    nothing can be appending to a file that does not open)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        yield False
+        return
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(_HELD_POLL_SECONDS)
+            except OSError:
+                yield False
+                return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 class FileSink:

@@ -54,6 +54,7 @@ that load a kubeconfig).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import io
@@ -74,7 +75,7 @@ from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from wingman.audit import open_sink
+from wingman.audit import appends_held, open_sink
 from wingman.errors import AuditUnavailable, ClusterError, WingmanError
 from wingman.kube import Kube, create_or_adopt
 from wingman.logs import install_excepthook, setup_logging
@@ -98,18 +99,25 @@ ADOPT = "create_or_adopt"
 CANCEL = "cancel"
 #: The frame that gives the writer the Authorization header its calls send from then on.
 AUTH = "auth"
-#: The frame the writer answers at once, from the thread that reads the calls (``PONG``).
+#: The frame the writer answers at once, from the thread that reads the calls (``PONG``, with
+#: the ``PING``'s number).
 PING = "ping"
 #: The ident of the answer to ``PING`` (a call's ident is 1 or more).
 PONG = -1
 #: How often the operator sends ``PING``.
 HEARTBEAT_SECONDS = 5.0
-#: The writer is stuck (alive, but reading no calls: stopped, deadlocked) once a ``PING`` has
-#: waited this long for its answer while the operator's event loop ran: it is killed and lost,
-#: as if it had ended, and the operator stops (Kubernetes starts it again) instead of holding
-#: every call while its ``/healthz`` says it is well. A writer busy with calls still answers
-#: within milliseconds: its calls run on threads of their own.
+#: The writer is stuck (alive, but its thread that reads the calls reads none: the process
+#: stopped, that thread deadlocked) once a ``PING`` has waited this long for its answer,
+#: counting at most two beats for each beat's interval (a gap longer than that is the
+#: operator's own loop held, or the pod paused, not the writer's doing): it is killed and
+#: lost, as if it had ended, and the operator stops (Kubernetes starts it again) instead of
+#: holding every call while its ``/healthz`` says it is well. A writer busy with calls still
+#: answers within milliseconds: its calls run on threads of their own. (A call stuck on one of
+#: those threads is not found by this: it holds that thread, as it would on the operator's.)
 STUCK_SECONDS = 30.0
+#: The seconds the operator waits for the audit file's lock before it kills the writer (so
+#: that no append is cut short: ``wingman.audit.appends_held``); the kill goes ahead after.
+KILL_HOLD_SECONDS = 5.0
 #: The seconds ``start`` waits for the writer to say it runs (its imports, its audit sink).
 READY_SECONDS = 30.0
 #: How often the operator reads again the Authorization header its client would send (on a
@@ -175,6 +183,7 @@ class Writer:
                  known: frozenset[str] = frozenset(),
                  authorization: Callable[[], str | None] = lambda: None,
                  authorization_now: str | None = None,
+                 audit_target: str | None = None,
                  on_lost: Callable[[str], object] | None = None,
                  on_answer: Callable[[list[Observation], float], object] | None = None
                  ) -> None:
@@ -193,6 +202,8 @@ class Writer:
                                              name="wingman-writer-auth")
         self._auth_thread.start()
         self._on_lost = on_lost
+        #: the writer's audit target: its lock is taken before the writer is killed
+        self._audit_target = audit_target
         #: told of each answer: the API calls the call made, and its wait for a thread
         self.on_answer = on_answer
         self._waiting: dict[int, tuple[str, asyncio.Future[Any]]] = {}
@@ -201,9 +212,11 @@ class Writer:
         self._in = bytearray()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writing = False
-        #: when the ``PING`` still unanswered was sent (monotonic; None: none is), the
-        #: heartbeat's timer, and when it last ran
-        self._ping_sent: float | None = None
+        #: the number of the ``PING`` still unanswered (None: none is), the seconds it has
+        #: waited as counted (``STUCK_SECONDS``), the heartbeat's timer and when it last ran
+        self._ping: int | None = None
+        self._pings = 0
+        self._unanswered = 0.0
         self._heartbeat: asyncio.TimerHandle | None = None
         self._last_beat = 0.0
         #: why the writer is gone (None while it runs)
@@ -261,7 +274,8 @@ class Writer:
         ours.setblocking(False)
         log.info("writer process started", extra={"pid": process.pid})
         return cls(ours, process, known=frozenset(value), authorization=kube.authorization,
-                   authorization_now=authorization_now, on_lost=on_lost, on_answer=on_answer)
+                   authorization_now=authorization_now, audit_target=audit_target,
+                   on_lost=on_lost, on_answer=on_answer)
 
     async def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``op`` (a ``KUBE_CALLS`` name, ``ADOPT`` or ``APPEND``) in the writer;
@@ -318,13 +332,18 @@ class Writer:
             return
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._sock.fileno())
+            if self._writing:
+                self._loop.remove_writer(self._sock.fileno())
+        self._writing = False
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         self._loop = loop
         loop.add_reader(self._sock.fileno(), self._readable)
-        self._ping_sent = None
+        self._ping, self._unanswered = None, 0.0
         self._last_beat = time.monotonic()
         self._heartbeat = loop.call_later(HEARTBEAT_SECONDS, self._beat)
+        if self._out:  # what the last loop had not sent yet
+            self._flush()
 
     def _beat(self) -> None:
         """The heartbeat (on the event loop, every ``HEARTBEAT_SECONDS``): a ``PING`` when none
@@ -332,21 +351,20 @@ class Writer:
         if self.lost is not None or self._loop is None:
             return
         now = time.monotonic()
-        if now - self._last_beat > 2 * HEARTBEAT_SECONDS and self._ping_sent is not None:
-            # the operator's own loop was held (or the whole pod paused): the writer may have
-            # answered meanwhile, unread; it gets a whole window again
-            self._ping_sent = now
+        if self._ping is not None:  # a gap past two beats was the operator's, not the writer's
+            self._unanswered += min(now - self._last_beat, 2 * HEARTBEAT_SECONDS)
         self._last_beat = now
-        if self._ping_sent is not None and now - self._ping_sent >= STUCK_SECONDS:
+        if self._ping is not None and self._unanswered >= STUCK_SECONDS:
             self._readable()  # an answer already here is read first
-        if self.lost is not None:
-            return
-        if self._ping_sent is None:
-            self._ping_sent = now
-            self._send(_control(PING, None))
-        elif now - self._ping_sent >= STUCK_SECONDS:
-            self._lose(f"it answered no heartbeat for {now - self._ping_sent:.0f} s: stuck")
-            return
+            if self.lost is not None:
+                return
+            if self._ping is not None:
+                self._lose(f"it answered no heartbeat for {self._unanswered:.0f} s: stuck")
+                return
+        if self._ping is None:
+            self._pings += 1
+            self._ping, self._unanswered = self._pings, 0.0
+            self._send(_control(PING, self._pings))
         if self.lost is None:
             self._heartbeat = self._loop.call_later(HEARTBEAT_SECONDS, self._beat)
 
@@ -392,7 +410,8 @@ class Writer:
                 self._lose(f"an answer could not be read: {type(exc).__name__}: {exc}")
                 return
             if ident == PONG:
-                self._ping_sent = None
+                if value == self._ping:  # an older PING's answer answers only that one
+                    self._ping = None
                 continue
             waiting = self._waiting.get(ident)
             if waiting is not None and not waiting[1].done():  # else: its caller was cancelled
@@ -413,8 +432,7 @@ class Writer:
         # answer that could not be read) is killed: nothing it still does is waited for
         status = _reap(self._process, LOST_SECONDS)
         if status is None:
-            self._process.kill()
-            _reap(self._process, LOST_SECONDS)
+            self._killed(self._kill_now)
         self.lost = why if status is None else f"{why} ({status})"
         if self._heartbeat is not None:
             self._heartbeat.cancel()
@@ -446,7 +464,24 @@ class Writer:
         self._sock.close()
         self.lost = self.lost or "it was stopped"
         if _reap(self._process, CLOSE_SECONDS) is None:
-            _end(self._process)
+            self._killed(lambda: _end(self._process))
+
+    def _kill_now(self) -> None:
+        self._process.kill()
+        _reap(self._process, LOST_SECONDS)
+
+    def _killed(self, kill: Callable[[], object]) -> None:
+        """Run ``kill`` (the writer's SIGKILL and its reaping) while none of its audit appends
+        is under way, so that the kill cuts none short (the audit file's lock, waited for
+        ``KILL_HOLD_SECONDS`` at most); whatever happens to the lock, ``kill`` runs."""
+        with contextlib.ExitStack() as held:
+            if self._audit_target is not None:
+                try:
+                    held.enter_context(appends_held(self._audit_target, KILL_HOLD_SECONDS))
+                except Exception as exc:  # noqa: BLE001 - the kill goes ahead regardless
+                    log.warning("the audit's lock could not be taken before the writer's kill",
+                                extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            kill()
 
 
 def _control(op: str, value: Any, ident: int = 0) -> bytes:
@@ -652,7 +687,7 @@ def _serve(sock: socket.socket, received: bytearray, kube: Kube, sink: Any,
                 kube.authorize(value)
                 continue
             if op == PING:  # alive and reading: answered before any call queued behind it
-                _answer(sock, sending, (PONG, True, None, [], 0.0))
+                _answer(sock, sending, (PONG, True, value, [], 0.0))
                 continue
             if op == CANCEL:
                 withdrawn = queued.pop(ident, None)

@@ -1027,3 +1027,44 @@ def test_anchor_text_round_trips() -> None:
                 "\u0664\u0661:" + "ab" * 32, "\u00b2:" + "ab" * 32):
         with pytest.raises(ConfigError):
             AuditAnchor.parse(bad)
+
+
+APPEND_IN_A_CHILD = r'''
+import sys
+from wingman.audit import open_sink
+open_sink(sys.argv[1]).append("Late", actor="a", subject={"kind": "X"})
+'''
+
+
+def test_while_appends_are_held_no_other_process_appends(tmp_path: Path) -> None:
+    """``appends_held``: what a process about to kill an appender holds, so that no append is
+    cut short: another process's append waits until it ends, then goes on whole."""
+    log = tmp_path / "audit.jsonl"
+    open_sink(str(log)).append("First", actor="a", subject={"kind": "X"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with audit.appends_held(str(log), 5) as held:
+        assert held is True
+        child = subprocess.Popen([sys.executable, "-c", APPEND_IN_A_CHILD, str(log)], env=env)
+        time.sleep(1.0)
+        assert child.poll() is None  # waiting for the lock
+        assert [json.loads(line)["event"] for line in log.read_text().splitlines()] == ["First"]
+    assert child.wait(timeout=30) == 0
+    assert [json.loads(line)["event"] for line in log.read_text().splitlines()] == \
+        ["First", "Late"]
+    assert verify(str(log)).ok
+
+
+def test_appends_held_gives_up_after_its_seconds_and_holds_nothing_for_postgres(
+        tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.touch()
+    with audit.appends_held(str(log), 60) as first:
+        assert first is True
+        started = time.monotonic()
+        with audit.appends_held(str(log), 0.3) as second:  # held already: given up
+            assert second is False
+        assert 0.3 <= time.monotonic() - started < 5
+    with audit.appends_held(str(tmp_path / "absent.jsonl"), 1) as absent:
+        assert absent is False  # nothing appends to a file that does not exist
+    with audit.appends_held("postgresql://u@127.0.0.1:1/db", 1) as postgres:
+        assert postgres is True  # a killed transaction is rolled back: nothing to hold

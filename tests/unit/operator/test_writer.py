@@ -83,6 +83,7 @@ if os.environ.get("AUTH_REFRESH"):  # the credential read again that often
 if os.environ.get("HEARTBEAT"):  # "every,stuck" seconds
     every, stuck = map(float, os.environ["HEARTBEAT"].split(","))
     writer_module.HEARTBEAT_SECONDS, writer_module.STUCK_SECONDS = every, stuck
+    writer_module.KILL_HOLD_SECONDS = 1.0
 audit_target = os.environ.get("AUDIT_TARGET", str(work / "audit.jsonl"))
 writer = Writer.start(kube, pool=4, audit_target=audit_target, on_lost=lost.append,
                       on_answer=observe)
@@ -505,3 +506,67 @@ print(json.dumps(out), flush=True)
     assert proc.returncode == 0
     out = json.loads(said.strip().splitlines()[-1])
     assert out["appended"] == ["A"] and out["lost"] == []
+
+
+#: The writer answers, but the operator's loop is held: once for longer than the heartbeat
+#: allows (LAG "hold"), or at every turn (LAG "every"), with the writer stopped (STOP)
+LAGGING = r'''
+async def main():
+    writer.watch()
+    if os.environ.get("STOP"):
+        os.kill(writer.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    if os.environ["LAG"] == "hold":
+        await asyncio.sleep(0.5)
+        time.sleep(3)  # the loop held: no beat, no answer read
+    while time.monotonic() - started < 8 and not lost:
+        await asyncio.sleep(0)
+        if os.environ["LAG"] == "every":
+            time.sleep(0.25)  # every turn late: each beat's interval past two beats
+    out["after"] = round(time.monotonic() - started, 1)
+    if not lost:
+        out["patched"] = await writer.call("patch", APPROVALS, "ns", "r1", {"status": {}},
+                                           subresource="status")
+asyncio.run(main())
+out["lost"] = lost
+writer.close()
+'''
+
+
+def test_a_held_event_loop_is_not_taken_for_a_stuck_writer(tmp_path: Path) -> None:
+    out = _run(tmp_path, LAGGING, HEARTBEAT="0.2,1.5", LAG="hold")
+    assert out["lost"] == [] and out["patched"]["status"] == {}
+
+
+def test_a_stuck_writer_is_found_while_the_event_loop_lags_at_every_turn(
+        tmp_path: Path) -> None:
+    """Each beat comes later than two beats' interval: each counts two, and the window fills."""
+    out = _run(tmp_path, LAGGING, HEARTBEAT="0.2,1.5", LAG="every", STOP="1")
+    assert len(out["lost"]) == 1 and out["lost"][0].endswith(" s: stuck"), out
+    assert out["after"] < 7, out
+    assert not running(out["writer"])
+
+
+def test_a_stuck_writer_is_killed_even_while_the_audit_file_is_locked(tmp_path: Path) -> None:
+    """Before the kill the operator waits (at most KILL_HOLD_SECONDS) for the audit file's lock,
+    so that no append of the writer's is cut short; one held elsewhere delays the kill, never
+    prevents it."""
+    audit = tmp_path / "audit.jsonl"
+    audit.touch()
+    with audit.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        out = _run(tmp_path, r'''
+async def main():
+    writer.watch()
+    os.kill(writer.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    while time.monotonic() - started < 10 and not lost:
+        await asyncio.sleep(0.05)
+    out["after"] = round(time.monotonic() - started, 1)
+asyncio.run(main())
+out["lost"] = lost
+writer.close()
+''', HEARTBEAT="0.2,1.5")
+    assert len(out["lost"]) == 1 and out["lost"][0].endswith(" s: stuck"), out
+    assert 2.4 <= out["after"] < 8, out  # the stuck window, then the lock's second
+    assert not running(out["writer"])
