@@ -45,6 +45,8 @@ MAX_RECORD_BYTES = 256 * 1024
 """Largest stored record. Audit records describe transitions; bulk output belongs elsewhere."""
 
 REJECTED_REASON = "AuditRecordRejected"
+#: The most of a refused record's path or value a refusal repeats.
+_MAX_SAID = 500
 _FIELDS = ("seq", "time", "event", "actor", "subject", "data", "prev", "hash")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _EVENT = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
@@ -204,9 +206,10 @@ def _checked(event: str, actor: str, subject: Mapping[str, Any],
         data = {}
     if not isinstance(data, Mapping):
         raise _rejected("data must be a JSON object (a mapping)")
-    _check_string(actor, "actor")
-    subject_copy: dict[str, Any] = _normalise(subject, "subject", 0)
-    data_copy: dict[str, Any] = _normalise(data, "data", 0)
+    budget = _Budget()
+    _check_string(actor, "actor", budget)
+    subject_copy: dict[str, Any] = _normalise(subject, "subject", 0, budget)
+    data_copy: dict[str, Any] = _normalise(data, "data", 0, budget)
     head = (b'{"actor":' + canonical_json(actor) + b',"data":' + canonical_json(data_copy)
             + b',"event":' + canonical_json(event) + b",")
     return _Content(event, actor, subject_copy, data_copy, head, canonical_json(subject_copy))
@@ -383,6 +386,8 @@ def _rejected(what: str) -> AuditUnavailable:
     if looks_like_token(what):  # a key or an event name that is a token: never repeat it
         what = ("a token-shaped text where the record's event, a key or a field name belongs "
                 "(not shown)")
+    elif len(what) > _MAX_SAID:  # a path through long keys, a long event name: not echoed whole
+        what = f"{what[:_MAX_SAID - 200]} ... (cut) ... {what[-150:]}"
     return AuditUnavailable(
         f"audit record refused, nothing was written: {what}. This is a bug in the caller; "
         "retrying cannot help.",
@@ -390,9 +395,20 @@ def _rejected(what: str) -> AuditUnavailable:
     )
 
 
-def _normalise(value: Any, path: str, depth: int) -> Any:
+class _Budget:
+    """What a record's strings may still hold (``MAX_RECORD_BYTES`` less the characters of
+    those read so far: each is at least a byte stored), so that a record too large is refused
+    at its first string past the limit, not after every string was read for tokens."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_RECORD_BYTES
+
+
+def _normalise(value: Any, path: str, depth: int, budget: _Budget) -> Any:
     """Plain JSON data equal to ``value``; refuses what canonical JSON cannot represent
-    exactly, and JWT-shaped strings."""
+    exactly, JWT-shaped strings, and strings that together exceed ``budget``."""
     if depth > _MAX_DEPTH:
         raise _rejected(f"{path} is nested more than {_MAX_DEPTH} levels deep")
     if value is None or isinstance(value, bool):
@@ -406,26 +422,33 @@ def _normalise(value: Any, path: str, depth: int) -> Any:
             raise _rejected(f"{path} is {value!r}; JSON has no NaN or infinity")
         return float(value)
     if isinstance(value, str):
-        _check_string(value, path)
+        _check_string(value, path, budget)
         return str(value)
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _rejected(f"{path} has a non-string key of type {type(key).__name__}")
-            _check_string(key, f"a key of {path}")
-            out[str(key)] = _normalise(item, f"{path}.{key}", depth + 1)
+            _check_string(key, f"a key of {path}", budget)
+            out[str(key)] = _normalise(item, f"{path}.{key}", depth + 1, budget)
         return out
     if isinstance(value, list | tuple):
-        return [_normalise(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+        return [_normalise(item, f"{path}[{i}]", depth + 1, budget)
+                for i, item in enumerate(value)]
     raise _rejected(f"{path} has type {type(value).__name__}, which is not JSON")
 
 
-def _check_string(value: str, path: str) -> None:
+def _check_string(value: str, path: str, budget: _Budget) -> None:
     if len(value) > MAX_RECORD_BYTES:  # refused for its size anyway: not read for tokens first
         raise _rejected(
             f"{path} is longer than a whole record may be ({MAX_RECORD_BYTES} bytes); audit a "
             "summary or a fingerprint of bulky values instead"
+        )
+    budget.left -= len(value)
+    if budget.left < 0:  # the same: the record is too large whatever the rest holds
+        raise _rejected(
+            f"the record is larger than {MAX_RECORD_BYTES} bytes (its strings alone, up to "
+            f"{path}); audit a summary or a fingerprint of bulky values instead"
         )
     try:
         value.encode("utf-8")

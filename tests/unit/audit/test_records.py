@@ -1068,3 +1068,29 @@ def test_appends_held_gives_up_after_its_seconds_and_holds_nothing_for_postgres(
         assert absent is False  # nothing appends to a file that does not exist
     with audit.appends_held("postgresql://u@127.0.0.1:1/db", 1) as postgres:
         assert postgres is True  # a killed transaction is rolled back: nothing to hold
+
+
+def test_a_record_too_large_is_refused_at_its_first_string_past_the_limit(
+        tmp_path: Path) -> None:
+    """Strings each under the limit, together over it: refused for the record's size as soon as
+    they pass it, not after each was read for tokens (eight of 200 KiB took seconds)."""
+    sink = FileSink(tmp_path / "audit.jsonl")
+    blob = base64.b64encode(os.urandom(150 * 1024)).decode()  # 200 KiB of base64
+    started = time.monotonic()
+    with pytest.raises(audit.AuditUnavailable) as refused:
+        sink.append("Big", actor="a", subject={"kind": "X"},
+                    data={f"part{i}": blob for i in range(8)})
+    assert time.monotonic() - started < 1.5
+    assert f"the record is larger than {audit.MAX_RECORD_BYTES} bytes (its strings alone, up " \
+        "to data.part1)" in refused.value.message
+    assert not (tmp_path / "audit.jsonl").read_text()
+
+
+def test_a_refusal_never_repeats_a_long_path_whole(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "audit.jsonl")
+    key = "k" * 100_000
+    with pytest.raises(audit.AuditUnavailable) as refused:
+        sink.append("Odd", actor="a", subject={"kind": "X"}, data={key: float("nan")})
+    assert len(refused.value.message) < 1_000
+    assert "... (cut) ..." in refused.value.message and "JSON has no NaN" in \
+        refused.value.message
