@@ -88,9 +88,11 @@ if TYPE_CHECKING:  # the writer process itself never imports asyncio
 log = logging.getLogger("wingman.operator.writer")
 
 #: The Kube methods the writer runs (everything else stays on the operator's own threads).
-#: Not ``list``: its answer (a sweep's pages, thousands of objects) would cross the socket
-#: whole and be unpickled on the operator's event loop in one piece, holding it meanwhile;
-#: on the operator's threads it is decoded a page at a time, between which the loop runs.
+#: Not ``list``: its answer is whatever a selector selects, of any size, and would cross the
+#: socket whole and be unpickled on the operator's event loop in one piece, holding it
+#: meanwhile; on the operator's threads it is decoded a page at a time, between which the loop
+#: runs. (The sweeps' lists, which filter with a function, ran there already; the others read
+#: one grant's token Secrets or one preview Job's pods.)
 KUBE_CALLS = frozenset({"get", "get_or_none", "create", "patch", "delete"})
 #: The other calls it runs.
 APPEND = "append_all"
