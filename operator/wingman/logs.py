@@ -34,9 +34,9 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, cast
 
 FORMATS = ("json", "text")
 LEVELS = ("debug", "info", "warning", "error")
@@ -500,7 +500,36 @@ _B64_BLOCK = re.compile(rf"{_B64_BLOCK_CHAR}++"
                         rf"(?:(?:[ \t]*+(?:[\r\n]|\\[rn])[ \t]*+)++{_B64_BLOCK_CHAR}++)*+")
 _TO_STANDARD = str.maketrans("-_", "+/")
 _ESCAPED_BREAK = re.compile(rb"\\[rn]")
-_MARKS_BYTES = tuple(tuple(mark.encode() for mark in marks) for marks in _MARKS)
+
+
+def _any_of(words: Iterable[bytes]) -> re.Pattern[bytes] | None:
+    """One pattern that finds any of ``words`` (None: there are none), as a tree of their
+    common beginnings: a search tries one branch per byte, where an alternation of the words
+    would try each of them at each position (hundreds, for the marks below)."""
+    tree: dict[int | None, Any] = {}
+    for word in words:
+        node = tree
+        for byte in word:
+            node = node.setdefault(byte, {})
+        node[None] = {}  # a word ends here: what follows it no longer matters
+
+    def branch(node: dict[int | None, Any]) -> bytes:
+        if None in node:
+            return b""
+        parts = [re.escape(bytes([byte])) + branch(node[byte]) for byte in sorted(
+            b for b in node if b is not None)]
+        return parts[0] if len(parts) == 1 else b"(?:" + b"|".join(parts) + b")"
+    return re.compile(branch(tree)) if tree else None
+
+
+#: ``_MARKS`` as patterns over bytes (``_may_hold``) and over text (``_encoded_jwt``).
+_MARKS_FOUND = tuple(_any_of(mark.encode() for mark in marks) for marks in _MARKS)
+_MARKS_FOUND_TEXT = tuple(None if found is None else re.compile(found.pattern.decode("latin-1"))
+                          for found in _MARKS_FOUND)
+#: ``_UTF16_MARKS`` as patterns over text (``_views``).
+_UTF16_FOUND = tuple(re.compile(cast("re.Pattern[bytes]", _any_of(
+    mark.encode("latin-1") for mark in marks)).pattern.decode("latin-1"))
+    for marks in _UTF16_MARKS)
 
 
 def _views(text: str, left: int) -> Iterator[str]:
@@ -508,8 +537,8 @@ def _views(text: str, left: int) -> Iterator[str]:
     what ``left`` more levels of decoding would find a token by, each of its two byte columns:
     one of them is its ASCII characters, in either byte order, with a BOM or not."""
     yield text
-    if "\0" in text and any(mark in text.replace("\0\r", "").replace("\0\n", "")
-                             for mark in _UTF16_MARKS[left]):
+    if "\0" in text and _UTF16_FOUND[left].search(
+            text.replace("\0\r", "").replace("\0\n", "")) is not None:
         yield text[0::2]
         yield text[1::2]
 
@@ -537,7 +566,10 @@ def _may_hold(text: str, left: int) -> bool:
     if b"\\" in raw:  # JSON's escaped line breaks, as _unwrapped reads them
         raw = _ESCAPED_BREAK.sub(b"\n", raw)
     squeezed = raw.translate(None, b" \t\r\n\0")
-    return b"eyJ" in squeezed or any(mark in squeezed for mark in _MARKS_BYTES[left])
+    if b"eyJ" in squeezed:
+        return True
+    marks = _MARKS_FOUND[left]
+    return marks is not None and marks.search(squeezed) is not None
 
 
 def _unwrapped(text: str) -> str:
@@ -562,17 +594,17 @@ def _encoded_jwt(text: str, depth: int) -> bool:
     holding a JWT. Only runs holding an encoded ``eyJ`` are decoded (:func:`_may_hold` tells
     first whether there is any), and runs are disjoint, so the cost stays linear."""
     text = _unwrapped(text)
-    marks = tuple(mark for mark in _MARKS[_MAX_DEPTH - depth] if mark in text)
-    return bool(marks) and any(_encodes_jwt(match.group(), depth, marks)
-                               for match in _B64_ANY_RUN.finditer(text))
+    marks = _MARKS_FOUND_TEXT[_MAX_DEPTH - depth]
+    return marks is not None and marks.search(text) is not None and any(
+        _encodes_jwt(match.group(), depth, marks) for match in _B64_ANY_RUN.finditer(text))
 
 
-def _encodes_jwt(run: str, depth: int, marks: tuple[str, ...]) -> bool:
+def _encodes_jwt(run: str, depth: int, marks: re.Pattern[str]) -> bool:
     """Whether the base64 run ``run`` (either alphabet, no line breaks) decodes, at one of its
     four alignments, to text holding a JWT (:func:`_holds`, a level deeper). Only a run holding
     an encoded ``eyJ`` is decoded: random bytes (a binary's output, a digest) hold ``eyJ`` and
     dots about once in every few megabytes, and are not a token for that (:func:`_jwt_in`)."""
-    if not any(mark in run for mark in marks):  # those the whole text holds
+    if marks.search(run) is None:
         return False
     body = run.translate(_TO_STANDARD)
     for skip in range(4):
