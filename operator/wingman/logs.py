@@ -526,6 +526,9 @@ def _any_of(words: Iterable[bytes]) -> re.Pattern[bytes] | None:
 _MARKS_FOUND = tuple(_any_of(mark.encode() for mark in marks) for marks in _MARKS)
 _MARKS_FOUND_TEXT = tuple(None if found is None else re.compile(found.pattern.decode("latin-1"))
                           for found in _MARKS_FOUND)
+if not all(mark.isascii() for marks in _MARKS + _UTF16_MARKS for mark in marks):
+    # the text patterns are the byte patterns read as Latin-1: the same only for ASCII marks
+    raise RuntimeError("a mark of wingman.logs is not ASCII")
 #: ``_UTF16_MARKS`` as patterns over text (``_views``).
 _UTF16_FOUND = tuple(re.compile(cast("re.Pattern[bytes]", _any_of(
     mark.encode("latin-1") for mark in marks)).pattern.decode("latin-1"))

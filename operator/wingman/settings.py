@@ -376,8 +376,9 @@ class OperatorSettings:
     api_concurrency: int = 32
     #: The memory allocator asked for (``ALLOCATORS``; applied at start by re-execution).
     allocator: str = "auto"
-    #: Run the API calls and audit appends in a process of their own (``operator.writer``),
-    #: not on threads of the event loop's interpreter: faster bursts for more memory.
+    #: Run the API calls (but lists) and audit appends in a process of their own
+    #: (``operator.writer``), not on threads of the event loop's interpreter: faster bursts
+    #: for more memory.
     writer_process: bool = True
 
     @classmethod

@@ -13,7 +13,8 @@ The gateway and the chat service call ``open_sink(target).append(...)`` for ever
 they make, the operator queues its records and writes whatever is queued with ``append_all``
 (``wingman.operator.recorder``: group commit); all of them fail closed when it raises
 ``AuditUnavailable``. ``wingman audit verify`` calls ``verify_main``. Sinks are blocking:
-async callers run them on a thread (``asyncio.to_thread``, the operator's pool).
+async callers run them on a thread (``asyncio.to_thread``, the operator's audit thread, or
+that of its writer process, ``wingman.operator.writer``, by default).
 
 **Record.** ``seq`` (0-based, contiguous), ``time`` (RFC 3339 UTC, microseconds, ``Z``),
 ``event`` (CamelCase), ``actor``, ``subject`` (object), ``data`` (object), ``prev`` (the previous

@@ -9,7 +9,6 @@ import fcntl
 import os
 import stat
 import threading
-import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -32,40 +31,60 @@ from wingman.audit.records import (
 from wingman.audit.verification import _Entry
 from wingman.errors import AuditTampered, AuditUnavailable, ConfigError, WingmanError
 
-#: How often ``held_lock`` tries the lock again while another process holds it.
-_HELD_POLL_SECONDS = 0.01
-
 
 @contextlib.contextmanager
 def held_lock(path: Path, seconds: float) -> Iterator[bool]:
     """The audit file's append lock (what ``FileSink.append_all`` takes) held, waiting at most
     ``seconds`` for it; yields whether it was taken (False too when the file cannot be opened:
-    nothing can be appending to a file that does not open)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    nothing can be appending to a file that does not open). The file is opened and the lock
+    waited for on a thread of its own, as an appender waits (a try every few milliseconds
+    would lose to appenders that take it back to back; an open can hang on a network file
+    system): given up, that thread lets the lock go as soon as it gets it."""
+    taken = threading.Event()
+    state: dict[str, Any] = {"fd": None, "abandoned": False}
+    guard = threading.Lock()
+
+    def take() -> None:
+        fd = _open_to_lock(path)
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                os.close(fd)
+                fd = None
+        with guard:
+            if state["abandoned"]:
+                if fd is not None:
+                    os.close(fd)  # and with it the lock
+                return
+            state["fd"] = fd
+        taken.set()
+
+    threading.Thread(target=take, daemon=True, name="wingman-audit-lock").start()
+    taken.wait(seconds)
+    with guard:
+        if not taken.is_set():
+            state["abandoned"] = True
+        fd = state["fd"]
+    if fd is None:
         yield False
         return
     try:
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(_HELD_POLL_SECONDS)
-            except OSError:
-                yield False
-                return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield True
     finally:
-        os.close(fd)
+        os.close(fd)  # the lock goes with it
+
+
+def _open_to_lock(path: Path) -> int | None:
+    """``path`` opened to be locked: for writing where it may be (a network file system
+    emulates ``flock`` with byte-range locks, and an exclusive one needs a file open for
+    writing), else for reading; never blocking on a FIFO. None when it cannot be opened."""
+    for flags in (os.O_WRONLY | os.O_APPEND, os.O_RDONLY):
+        try:
+            return os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+    return None
 
 
 class FileSink:

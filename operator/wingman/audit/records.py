@@ -396,69 +396,89 @@ def _rejected(what: str) -> AuditUnavailable:
 
 
 class _Budget:
-    """What a record's strings may still hold (``MAX_RECORD_BYTES`` less the characters of
-    those read so far: each is at least a byte stored), so that a record too large is refused
-    at its first string past the limit, not after every string was read for tokens."""
+    """What the record may still hold (``MAX_RECORD_BYTES`` less at least what each item read
+    so far stores: a string's characters and quotes, a key's and its colon, a number or null a
+    byte, a container its brackets), so that a record too large is refused at the first item
+    past the limit, not after every string was read for tokens."""
 
     __slots__ = ("left",)
 
     def __init__(self) -> None:
         self.left = MAX_RECORD_BYTES
 
+    def spend(self, size: int, path: str) -> None:
+        self.left -= size
+        if self.left < 0:  # too large whatever the rest holds
+            raise _rejected(
+                f"the record is larger than {MAX_RECORD_BYTES} bytes (up to {_said(path)}); "
+                "audit a summary or a fingerprint of bulky values instead"
+            )
+
+
+def _said(path: str) -> str:
+    """``path`` as a refusal shows it: its head and tail when it is long (keys that are long
+    names), so that the message keeps its reason."""
+    return path if len(path) <= 200 else f"{path[:120]} ... {path[-60:]}"
+
 
 def _normalise(value: Any, path: str, depth: int, budget: _Budget) -> Any:
     """Plain JSON data equal to ``value``; refuses what canonical JSON cannot represent
-    exactly, JWT-shaped strings, and strings that together exceed ``budget``."""
+    exactly, JWT-shaped strings, and items that together exceed ``budget``. A subclass of
+    ``str`` (a ``str`` enum) is stored as the text that was checked, never its ``str()``."""
     if depth > _MAX_DEPTH:
-        raise _rejected(f"{path} is nested more than {_MAX_DEPTH} levels deep")
+        raise _rejected(f"{_said(path)} is nested more than {_MAX_DEPTH} levels deep")
     if value is None or isinstance(value, bool):
+        budget.spend(1, path)
         return value
     if isinstance(value, int):
         if abs(value) >= 2**63:
-            raise _rejected(f"{path} is an integer outside the 64-bit range")
+            raise _rejected(f"{_said(path)} is an integer outside the 64-bit range")
+        budget.spend(1, path)
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise _rejected(f"{path} is {value!r}; JSON has no NaN or infinity")
+            raise _rejected(f"{_said(path)} is {value!r}; JSON has no NaN or infinity")
+        budget.spend(1, path)
         return float(value)
     if isinstance(value, str):
+        budget.spend(2, path)  # its quotes
         _check_string(value, path, budget)
-        return str(value)
+        return str.__str__(value)
     if isinstance(value, Mapping):
+        budget.spend(2, path)
         out: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise _rejected(f"{path} has a non-string key of type {type(key).__name__}")
+                raise _rejected(
+                    f"{_said(path)} has a non-string key of type {type(key).__name__}")
+            budget.spend(3, path)  # its quotes and colon
             _check_string(key, f"a key of {path}", budget)
-            out[str(key)] = _normalise(item, f"{path}.{key}", depth + 1, budget)
+            text = str.__str__(key)
+            out[text] = _normalise(item, f"{path}.{text}", depth + 1, budget)
         return out
     if isinstance(value, list | tuple):
+        budget.spend(2, path)
         return [_normalise(item, f"{path}[{i}]", depth + 1, budget)
                 for i, item in enumerate(value)]
-    raise _rejected(f"{path} has type {type(value).__name__}, which is not JSON")
+    raise _rejected(f"{_said(path)} has type {type(value).__name__}, which is not JSON")
 
 
 def _check_string(value: str, path: str, budget: _Budget) -> None:
     if len(value) > MAX_RECORD_BYTES:  # refused for its size anyway: not read for tokens first
         raise _rejected(
-            f"{path} is longer than a whole record may be ({MAX_RECORD_BYTES} bytes); audit a "
-            "summary or a fingerprint of bulky values instead"
+            f"{_said(path)} is longer than a whole record may be ({MAX_RECORD_BYTES} bytes); "
+            "audit a summary or a fingerprint of bulky values instead"
         )
-    budget.left -= len(value)
-    if budget.left < 0:  # the same: the record is too large whatever the rest holds
-        raise _rejected(
-            f"the record is larger than {MAX_RECORD_BYTES} bytes (its strings alone, up to "
-            f"{path}); audit a summary or a fingerprint of bulky values instead"
-        )
+    budget.spend(len(value), path)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise _rejected(f"{path} is not valid Unicode (a lone surrogate)") from None
+        raise _rejected(f"{_said(path)} is not valid Unicode (a lone surrogate)") from None
     if looks_like_token(value):
         raise _rejected(
-            f"{path} looks like a JWT (eyJ<seg>.<seg>., or base64 of text holding one); tokens and "
-            "keys never go into the audit trail: record wingman.audit.fingerprint(token) "
-            f"instead (here {fingerprint(value)})"
+            f"{_said(path)} looks like a JWT (eyJ<seg>.<seg>., or base64 of text holding one); "
+            "tokens and keys never go into the audit trail: record "
+            f"wingman.audit.fingerprint(token) instead (here {fingerprint(value)})"
         )
 
 

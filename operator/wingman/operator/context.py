@@ -155,14 +155,14 @@ class Context:
     #: at a time, and on a thread of its own it never waits behind API calls for a thread.
     audit_executor: Executor | None = None
     _recorder: Recorder | None = None
-    #: The process the API calls and audit appends run in (``writer``; None: ``executor``
-    #: and ``audit_executor`` here)
+    #: The process the API calls (but lists) and audit appends run in (``writer``; None:
+    #: ``executor`` and ``audit_executor`` here)
     writer: Writer | None = None
     _writer_sink: AuditSink | None = None
 
     def use_writer(self, writer: Writer) -> None:
-        """Run the API calls, the audit appends to this context's sink and the Events' posts
-        in ``writer`` from now on."""
+        """Run the API calls (but lists), the audit appends to this context's sink and the
+        Events' posts in ``writer`` from now on."""
         self.writer = writer
         self._writer_sink = self.sink
         writer.on_answer = self._answered

@@ -164,7 +164,9 @@ class Metrics:
         self.call_wait = Histogram(
             "wingman_call_wait_seconds",
             "Time a blocking call (mostly to the API server) waited for one of the operator's "
-            "operator.apiConcurrency threads before it started.",
+            "operator.apiConcurrency threads before it started (with operator.writerProcess, "
+            "the default: for one of the writer's, from its send, or of the operator's own, "
+            "for what stays there).",
             buckets=STEP_BUCKETS, registry=r)
         self.writer_local = Counter(
             "wingman_writer_local_calls_total",

@@ -106,7 +106,8 @@ AUTH = "auth"
 PING = "ping"
 #: The ident of the answer to ``PING`` (a call's ident is 1 or more).
 PONG = -1
-#: How often the operator sends ``PING``.
+#: How often the heartbeat runs: a ``PING`` when none waits for its answer, else the time
+#: counted towards ``STUCK_SECONDS``.
 HEARTBEAT_SECONDS = 5.0
 #: The writer is stuck (alive, but its thread that reads the calls reads none: the process
 #: stopped, that thread deadlocked) once a ``PING`` has waited this long for its answer,
@@ -128,11 +129,12 @@ READY_SECONDS = 30.0
 #: client five minutes before an exec plugin's), so a header this old is still valid.
 AUTH_REFRESH_SECONDS = 5.0
 #: The seconds ``close`` waits for the writer to finish its calls in flight and end (then it
-#: is killed): well within a pod's grace period (30 s by default), so that the operator still
-#: hands its Lease over itself.
+#: is killed, after up to ``KILL_HOLD_SECONDS`` more for the audit's lock): well within a pod's
+#: grace period (30 s by default), so that the operator still hands its Lease over itself.
 CLOSE_SECONDS = 10.0
 #: The seconds the operator waits for a writer it lost to be reaped, for its exit status (it
-#: is killed after that; the event loop waits meanwhile).
+#: is killed after that, once the audit's lock is taken or ``KILL_HOLD_SECONDS`` passed; the
+#: event loop waits meanwhile).
 LOST_SECONDS = 0.2
 #: What the writer process runs: its arguments are the path the operator imports from (JSON),
 #: the operator's pid and the socket's file descriptor.
@@ -431,11 +433,17 @@ class Writer:
         if self.lost is not None:
             return
         # its end shows on the socket a moment before it can be reaped; one still running (an
-        # answer that could not be read) is killed: nothing it still does is waited for
+        # answer that could not be read, a stuck writer) is killed: nothing it still does is
+        # waited for but an audit append under way (``_killed``)
         status = _reap(self._process, LOST_SECONDS)
-        if status is None:
-            self._killed(self._kill_now)
-        self.lost = why if status is None else f"{why} ({status})"
+        try:
+            if status is None:
+                self._killed(self._kill_now)
+        finally:  # whatever the kill met, the writer is lost and its callers are told
+            self._mark_lost(why if status is None else f"{why} ({status})")
+
+    def _mark_lost(self, why: str) -> None:
+        self.lost = why
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         if self._loop is not None:
@@ -479,15 +487,23 @@ class Writer:
         with contextlib.ExitStack() as held:
             if self._audit_target is not None:
                 try:
-                    held.enter_context(appends_held(self._audit_target, KILL_HOLD_SECONDS))
+                    taken = held.enter_context(appends_held(self._audit_target,
+                                                            KILL_HOLD_SECONDS))
                 except Exception as exc:  # noqa: BLE001 - the kill goes ahead regardless
-                    log.warning("the audit's lock could not be taken before the writer's kill",
-                                extra={"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                    taken, why = False, f"{type(exc).__name__}: {str(exc)[:200]}"
+                else:
+                    why = f"not free within {KILL_HOLD_SECONDS:.0f} s, or not to be opened"
+                if not taken:
+                    log.warning("the audit's lock could not be taken before the writer's kill: "
+                                "an append of its under way may be cut short (the audit then "
+                                "refuses appends until the file is repaired)",
+                                extra={"error": why})
             kill()
 
 
 def _control(op: str, value: Any, ident: int = 0) -> bytes:
-    """A frame of the operator's own (``AUTH``, ``CANCEL``): its value pickled plainly."""
+    """A frame of the operator's own (``AUTH``, ``CANCEL``, ``PING``): its value pickled
+    plainly."""
     return pickle.dumps((ident, op, 0.0, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)),
                         protocol=pickle.HIGHEST_PROTOCOL)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import enum
 import hashlib
 import io
 import itertools
@@ -1081,16 +1082,36 @@ def test_a_record_too_large_is_refused_at_its_first_string_past_the_limit(
         sink.append("Big", actor="a", subject={"kind": "X"},
                     data={f"part{i}": blob for i in range(8)})
     assert time.monotonic() - started < 1.5
-    assert f"the record is larger than {audit.MAX_RECORD_BYTES} bytes (its strings alone, up " \
-        "to data.part1)" in refused.value.message
-    assert not (tmp_path / "audit.jsonl").read_text()
-
-
-def test_a_refusal_never_repeats_a_long_path_whole(tmp_path: Path) -> None:
-    sink = FileSink(tmp_path / "audit.jsonl")
-    key = "k" * 100_000
-    with pytest.raises(audit.AuditUnavailable) as refused:
-        sink.append("Odd", actor="a", subject={"kind": "X"}, data={key: float("nan")})
-    assert len(refused.value.message) < 1_000
-    assert "... (cut) ..." in refused.value.message and "JSON has no NaN" in \
+    assert f"the record is larger than {audit.MAX_RECORD_BYTES} bytes (up to data.part1)" in \
         refused.value.message
+    assert not (tmp_path / "audit.jsonl").read_text()
+    started = time.monotonic()  # items that are not long strings count too
+    for many in ([""] * 700_000, [0] * 700_000, [{}] * 700_000):
+        with pytest.raises(audit.AuditUnavailable, match="the record is larger than"):
+            sink.append("Big", actor="a", subject={"kind": "X"}, data={"args": many})
+    assert time.monotonic() - started < 3.0
+
+
+def test_a_refusal_never_repeats_a_long_path_whole_and_keeps_its_reason(
+        tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "audit.jsonl")
+    for key in ("k" * 100_000, "k" * 400):
+        for value, reason in ((float("nan"), "JSON has no NaN"), (_real_jwt(), "looks like a JWT")):
+            with pytest.raises(audit.AuditUnavailable) as refused:
+                sink.append("Odd", actor="a", subject={"kind": "X"}, data={key: {"v": value}})
+            said = refused.value.message
+            assert len(said) < 1_000 and reason in said and " ... " in said
+            assert said.count("k") < 200 and (".v is" in said or ".v looks" in said)
+
+
+def test_a_str_enum_is_recorded_as_the_text_that_was_checked(tmp_path: Path) -> None:
+    """``str()`` of a ``str`` enum is its class and name, not its value: the record holds the
+    value, the text that was read for tokens."""
+    class Colour(str, enum.Enum):  # noqa: UP042 - a StrEnum's str() is its value already
+        RED = "red"
+
+    log = tmp_path / "audit.jsonl"
+    record = FileSink(log).append("Painted", actor="a", subject={"kind": "X"},
+                                  data={"colour": Colour.RED, Colour.RED: 1})
+    assert record.data == {"colour": "red", "red": 1}
+    assert json.loads(log.read_text())["data"] == {"colour": "red", "red": 1}
