@@ -45,23 +45,30 @@ def held_lock(path: Path, seconds: float) -> Iterator[bool]:
     guard = threading.Lock()
 
     def take() -> None:
-        fd = _open_to_lock(path)
-        if fd is not None:
-            try:
+        fd: int | None = None
+        try:
+            fd = _open_to_lock(path)
+            if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:
-                os.close(fd)
-                fd = None
-        with guard:
-            if state["abandoned"]:
-                if fd is not None:
-                    os.close(fd)  # and with it the lock
-                return
-            state["fd"] = fd
-        taken.set()
+        except Exception:  # noqa: BLE001 - not taken; said by the caller's False
+            _close(fd)
+            fd = None
+        finally:
+            with guard:
+                if state["abandoned"]:
+                    _close(fd)  # and with it the lock
+                else:
+                    state["fd"] = fd
+                    taken.set()
 
     threading.Thread(target=take, daemon=True, name="wingman-audit-lock").start()
-    taken.wait(seconds)
+    try:
+        taken.wait(seconds)
+    except BaseException:  # interrupted: the lock is never left to the thread
+        with guard:
+            state["abandoned"] = True
+            _close(state["fd"])
+        raise
     with guard:
         if not taken.is_set():
             state["abandoned"] = True
@@ -72,7 +79,13 @@ def held_lock(path: Path, seconds: float) -> Iterator[bool]:
     try:
         yield True
     finally:
-        os.close(fd)  # the lock goes with it
+        _close(fd)  # the lock goes with it
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _open_to_lock(path: Path) -> int | None:

@@ -417,8 +417,13 @@ class _Budget:
 
 def _said(path: str) -> str:
     """``path`` as a refusal shows it: its head and tail when it is long (keys that are long
-    names), so that the message keeps its reason."""
-    return path if len(path) <= 200 else f"{path[:120]} ... {path[-60:]}"
+    names), so that the message keeps its reason; not at all when it spells a token across
+    its keys (a cut could show most of one that neither half reads as)."""
+    if len(path) <= 200:
+        return path  # whole: ``_rejected`` reads it with the message
+    if looks_like_token(path):
+        return "(a path through token-shaped keys, not shown)"
+    return f"{path[:120]} ... {path[-60:]}"
 
 
 def _normalise(value: Any, path: str, depth: int, budget: _Budget) -> Any:
@@ -441,9 +446,10 @@ def _normalise(value: Any, path: str, depth: int, budget: _Budget) -> Any:
         budget.spend(1, path)
         return float(value)
     if isinstance(value, str):
+        text = str.__str__(value)  # what is stored is what is read (a subclass may override)
         budget.spend(2, path)  # its quotes
-        _check_string(value, path, budget)
-        return str.__str__(value)
+        _check_string(text, path, budget)
+        return text
     if isinstance(value, Mapping):
         budget.spend(2, path)
         out: dict[str, Any] = {}
@@ -451,9 +457,9 @@ def _normalise(value: Any, path: str, depth: int, budget: _Budget) -> Any:
             if not isinstance(key, str):
                 raise _rejected(
                     f"{_said(path)} has a non-string key of type {type(key).__name__}")
-            budget.spend(3, path)  # its quotes and colon
-            _check_string(key, f"a key of {path}", budget)
             text = str.__str__(key)
+            budget.spend(3, path)  # its quotes and colon
+            _check_string(text, f"a key of {path}", budget)
             out[text] = _normalise(item, f"{path}.{text}", depth + 1, budget)
         return out
     if isinstance(value, list | tuple):

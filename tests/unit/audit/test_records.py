@@ -1115,3 +1115,34 @@ def test_a_str_enum_is_recorded_as_the_text_that_was_checked(tmp_path: Path) -> 
                                   data={"colour": Colour.RED, Colour.RED: 1})
     assert record.data == {"colour": "red", "red": 1}
     assert json.loads(log.read_text())["data"] == {"colour": "red", "red": 1}
+
+
+def test_a_lock_wait_given_up_lets_the_lock_go_once_it_has_it(tmp_path: Path) -> None:
+    """The thread that waited for the lock for ``appends_held`` takes it once the holder lets
+    go, and lets it go at once: appends are not held up by a wait that was given up."""
+    log = tmp_path / "audit.jsonl"
+    log.touch()
+    with audit.appends_held(str(log), 5) as first:
+        assert first is True
+        with audit.appends_held(str(log), 0.2) as second:
+            assert second is False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the given-up thread took it, then let it go
+        with audit.appends_held(str(log), 0.5) as again:
+            if again:
+                break
+    else:
+        pytest.fail("the lock stayed held after a given-up wait")
+    open_sink(str(log)).append("After", actor="a", subject={"kind": "X"})
+
+
+def test_a_refusal_never_shows_a_token_spelled_across_long_keys(tmp_path: Path) -> None:
+    """A path longer than a refusal shows whole, whose keys spell a token together (no key
+    alone is one), is not shown cut in two: the halves could hold most of the token."""
+    header, payload, signature = _real_jwt().split(".")
+    data = {"p" * 60: {f"{header}.{payload}": {signature + "x" * 80: float("nan")}}}
+    with pytest.raises(audit.AuditUnavailable) as refused:
+        FileSink(tmp_path / "audit.jsonl").append("Odd", actor="a", subject={"kind": "X"},
+                                                   data=data)
+    said = refused.value.message
+    assert signature not in said and payload[:12] not in said, said
