@@ -410,19 +410,23 @@ print(json.dumps(out), flush=True)
 '''
 
 
-def test_a_call_withdrawn_before_it_started_is_never_made(tmp_path: Path) -> None:
+def _run_holding(tmp_path: Path, scenario: str, said_first: str,
+                 **env: str) -> dict[str, Any]:
+    """Run ``scenario`` while the audit file's lock is held here; once it prints
+    ``said_first``, let the lock go and send it a line, then read its result as ``_run``."""
     audit = tmp_path / "audit.jsonl"
     audit.touch()
     script = tmp_path / "scenario.py"
-    script.write_text(PRELUDE + WITHDRAWN)
+    script.write_text(PRELUDE + scenario)
     with audit.open("a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # the first append waits for this lock
+        fcntl.flock(held, fcntl.LOCK_EX)
         proc = subprocess.Popen(
             [sys.executable, str(script), str(tmp_path)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": OPERATOR})
+            stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": OPERATOR, **env})
         try:
             assert proc.stdout is not None and proc.stdin is not None
-            assert proc.stdout.readline().strip() == "withdrawn"
+            assert proc.stdout.readline().strip() == said_first
             fcntl.flock(held, fcntl.LOCK_UN)
             proc.stdin.write("\n")
             proc.stdin.flush()
@@ -432,8 +436,15 @@ def test_a_call_withdrawn_before_it_started_is_never_made(tmp_path: Path) -> Non
                 proc.kill()
                 proc.wait()
     assert proc.returncode == 0
-    assert json.loads(said.strip().splitlines()[-1])["first"] == "A"
-    assert [json.loads(line)["event"] for line in audit.read_text().splitlines()] == ["A"]
+    result: dict[str, Any] = json.loads(said.strip().splitlines()[-1])
+    return result
+
+
+def test_a_call_withdrawn_before_it_started_is_never_made(tmp_path: Path) -> None:
+    # the first append waits for the lock held, the second is withdrawn meanwhile
+    assert _run_holding(tmp_path, WITHDRAWN, "withdrawn")["first"] == "A"
+    assert [json.loads(line)["event"] for line in
+            (tmp_path / "audit.jsonl").read_text().splitlines()] == ["A"]
 
 
 def test_an_observer_that_fails_fails_no_call(tmp_path: Path) -> None:
@@ -473,38 +484,20 @@ def test_a_writer_busy_with_a_long_call_is_not_taken_for_stuck(tmp_path: Path) -
     """A call that waits (here an append held behind the audit file's lock for longer than
     the heartbeat allows) keeps the writer: its calls run on threads of their own and the
     heartbeat is answered meanwhile."""
-    audit = tmp_path / "audit.jsonl"
-    audit.touch()
-    with audit.open("a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        script = tmp_path / "scenario.py"
-        script.write_text(PRELUDE + r'''
+    out = _run_holding(tmp_path, r'''
 async def main():
     writer.watch()
     append = asyncio.ensure_future(
         writer.call(APPEND, [NewRecord("A", "operator", {"kind": "X"}, {})]))
     await asyncio.sleep(3)  # the lock is held all along: two heartbeats' windows
     print("waited", flush=True)
+    sys.stdin.readline()
     out["appended"] = [r.event for r in await append]
 asyncio.run(main())
 out["lost"] = lost
 writer.close()
 print(json.dumps(out), flush=True)
-''')
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": OPERATOR, "HEARTBEAT": "0.2,1.5"})
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "waited"
-            fcntl.flock(held, fcntl.LOCK_UN)
-            said, _ = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0
-    out = json.loads(said.strip().splitlines()[-1])
+''', "waited", HEARTBEAT="0.2,1.5")
     assert out["appended"] == ["A"] and out["lost"] == []
 
 
