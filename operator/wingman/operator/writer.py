@@ -42,9 +42,11 @@ If the writer ends otherwise, every call waiting for it fails (an API call as a
 ``ClusterError``, an append as ``AuditUnavailable``: whether it was written is unknown, and
 the retry records it again, at least once as every append) and ``on_lost`` is told why (the
 operator then stops with an error, and Kubernetes starts it again). A writer that is alive but
-reads no calls any more (stopped, deadlocked) is lost the same way: the operator sends a
-``PING`` every ``HEARTBEAT_SECONDS``, the thread that reads the calls answers it at once, and
-one left unanswered for ``STUCK_SECONDS`` gets the writer killed.
+whose thread that reads the calls reads none any more (the process stopped, that thread
+deadlocked) is lost the same way: the operator sends a numbered ``PING`` at most every
+``HEARTBEAT_SECONDS``, that thread answers it at once, and one left unanswered for
+``STUCK_SECONDS`` gets the writer killed (once the audit file's lock is taken, or after
+``KILL_HOLD_SECONDS``: no append of its is cut short).
 
 Imports ``wingman.kube``, ``wingman.audit``, ``wingman.errors``, ``wingman.logs``,
 ``wingman.operator.pool`` and ``wingman.operator.memory`` only, and none of them may import
