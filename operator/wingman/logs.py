@@ -36,7 +36,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import IO, Any, cast
+from typing import IO, Any
 
 FORMATS = ("json", "text")
 LEVELS = ("debug", "info", "warning", "error")
@@ -502,37 +502,32 @@ _TO_STANDARD = str.maketrans("-_", "+/")
 _ESCAPED_BREAK = re.compile(rb"\\[rn]")
 
 
-def _any_of(words: Iterable[bytes]) -> re.Pattern[bytes] | None:
-    """One pattern that finds any of ``words`` (None: there are none), as a tree of their
-    common beginnings: a search tries one branch per byte, where an alternation of the words
+def _any_of(words: Iterable[str]) -> str:
+    """The source of one pattern that finds any of ``words``, as a tree of their common
+    beginnings: a search tries one branch per character, where an alternation of the words
     would try each of them at each position (hundreds, for the marks below)."""
-    tree: dict[int | None, Any] = {}
+    tree: dict[str | None, Any] = {}
     for word in words:
         node = tree
-        for byte in word:
-            node = node.setdefault(byte, {})
+        for char in word:
+            node = node.setdefault(char, {})
         node[None] = {}  # a word ends here: what follows it no longer matters
 
-    def branch(node: dict[int | None, Any]) -> bytes:
+    def branch(node: dict[str | None, Any]) -> str:
         if None in node:
-            return b""
-        parts = [re.escape(bytes([byte])) + branch(node[byte]) for byte in sorted(
-            b for b in node if b is not None)]
-        return parts[0] if len(parts) == 1 else b"(?:" + b"|".join(parts) + b")"
-    return re.compile(branch(tree)) if tree else None
+            return ""
+        parts = [re.escape(char) + branch(node[char])
+                 for char in sorted(c for c in node if c is not None)]
+        return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+    return branch(tree) if tree else "(?!)"  # no word: a pattern that finds nothing
 
 
-#: ``_MARKS`` as patterns over bytes (``_may_hold``) and over text (``_encoded_jwt``).
-_MARKS_FOUND = tuple(_any_of(mark.encode() for mark in marks) for marks in _MARKS)
-_MARKS_FOUND_TEXT = tuple(None if found is None else re.compile(found.pattern.decode("latin-1"))
-                          for found in _MARKS_FOUND)
-if not all(mark.isascii() for marks in _MARKS + _UTF16_MARKS for mark in marks):
-    # the text patterns are the byte patterns read as Latin-1: the same only for ASCII marks
-    raise RuntimeError("a mark of wingman.logs is not ASCII")
-#: ``_UTF16_MARKS`` as patterns over text (``_views``).
-_UTF16_FOUND = tuple(re.compile(cast("re.Pattern[bytes]", _any_of(
-    mark.encode("latin-1") for mark in marks)).pattern.decode("latin-1"))
-    for marks in _UTF16_MARKS)
+#: ``_MARKS`` as patterns over text (``_encoded_jwt``) and over bytes (``_may_hold``; the
+#: marks are ASCII, so their bytes are their characters: ``encode`` refuses any other), and
+#: ``_UTF16_MARKS`` over text (``_views``).
+_MARKS_FOUND_TEXT = tuple(re.compile(_any_of(marks)) for marks in _MARKS)
+_MARKS_FOUND = tuple(re.compile(found.pattern.encode("ascii")) for found in _MARKS_FOUND_TEXT)
+_UTF16_FOUND = tuple(re.compile(_any_of(marks)) for marks in _UTF16_MARKS)
 
 
 def _views(text: str, left: int) -> Iterator[str]:
@@ -569,10 +564,7 @@ def _may_hold(text: str, left: int) -> bool:
     if b"\\" in raw:  # JSON's escaped line breaks, as _unwrapped reads them
         raw = _ESCAPED_BREAK.sub(b"\n", raw)
     squeezed = raw.translate(None, b" \t\r\n\0")
-    if b"eyJ" in squeezed:
-        return True
-    marks = _MARKS_FOUND[left]
-    return marks is not None and marks.search(squeezed) is not None
+    return b"eyJ" in squeezed or _MARKS_FOUND[left].search(squeezed) is not None
 
 
 def _unwrapped(text: str) -> str:
@@ -598,7 +590,7 @@ def _encoded_jwt(text: str, depth: int) -> bool:
     first whether there is any), and runs are disjoint, so the cost stays linear."""
     text = _unwrapped(text)
     marks = _MARKS_FOUND_TEXT[_MAX_DEPTH - depth]
-    return marks is not None and marks.search(text) is not None and any(
+    return marks.search(text) is not None and any(
         _encodes_jwt(match.group(), depth, marks) for match in _B64_ANY_RUN.finditer(text))
 
 
