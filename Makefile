@@ -15,8 +15,11 @@ setup:
 run: setup
 	.venv/bin/wingman dev run
 
+# Two worker processes (pytest-xdist), each a session of its own (tests/conftest.py);
+# WINGMAN_TEST_WORKERS=0 runs everything in one process, as does an existing cluster
+# (WINGMAN_E2E_KUBECONFIG), which two workers would share.
 test: setup
-	.venv/bin/pytest
+	.venv/bin/pytest -n $${WINGMAN_TEST_WORKERS:-$$([ -n "$${WINGMAN_E2E_KUBECONFIG:-}" ] && echo 0 || echo 2)} --dist loadfile
 
 lint: setup
 	.venv/bin/ruff check operator tests

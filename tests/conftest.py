@@ -1,7 +1,8 @@
 """Shared fixtures: the real local control plane, fresh namespaces, PostgreSQL, ordering.
 
 Tiers are chosen by markers (``integration``, ``container``, ``e2e``, ``postgres``); every tier
-runs under the README's test command, unit tests first and e2e last. Integration, container and
+runs under the README's test command (in one process unit tests first and e2e last; with
+workers the slow tiers are handed out first). Integration, container and
 e2e tests use a real kube-apiserver + etcd + kube-controller-manager started once per session
 (``wingman.dev.cluster``); they never read the developer's own kubeconfig. The container tier
 also starts a private Docker Engine and builds the image (``tests/support/containers.py``).
@@ -11,11 +12,24 @@ control plane (``tests/support/clusters.py``; ``make e2e-kind`` uses it with kin
 
 SIGTERM and SIGHUP end a session the way Ctrl-C does, so every fixture's teardown runs and no
 server a test started (control plane, dockerd, PostgreSQL, operator) is left behind.
+
+``make test`` runs the tests in two worker processes (pytest-xdist, ``WINGMAN_TEST_WORKERS``):
+each worker is a session of its own, with its own control plane, PostgreSQL and Docker Engine,
+started only when one of its tests needs them. A worker is handed whole files (a module's tests
+may rely on one another's order and effects, as the flow in tests/e2e/test_flow.py does), the
+slow tiers first; the tests that use the machine itself (the container tier, real nodes,
+``wingman dev run``) all go to one worker, so the image is built once. When the
+run is interrupted (Ctrl-C, or SIGTERM/SIGHUP to the main process, which passes SIGINT on to
+the workers) the main process waits for the workers to tear their fixtures down before
+pytest-xdist ends them, so their servers are stopped too.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +46,19 @@ CRDS = REPO / "crds"
 _TIER_ORDER = {"unit": 0, "postgres": 1, "integration": 2, "container": 3, "e2e": 4}
 
 
+#: The pytest-xdist workers' process ids (in the main process of a run with workers).
+_WORKERS: list[int] = []
+
+#: How long an interrupted run waits for the workers to stop what their fixtures started.
+WORKER_TEARDOWN_SECONDS = 300.0
+
+
 def _interrupt(signum: int, _frame: object) -> None:
+    for pid in _WORKERS:
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
     raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
 
 
@@ -41,6 +67,56 @@ def pytest_configure(config: pytest.Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) in (signal.SIG_DFL, None):
             signal.signal(sig, _interrupt)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_newgateway(gateway: object) -> None:
+    """Note each worker's process id, so that an interrupted run can pass the signal on and
+    wait for the worker's teardown."""
+    channel = gateway.remote_exec("import os; channel.send(os.getpid())")  # type: ignore[attr-defined]
+    _WORKERS.append(int(channel.receive(timeout=60)))
+
+
+def _descendants(roots: list[int]) -> list[int]:
+    """The live processes below ``roots`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In an interrupted run with workers, wait until every worker has stopped the processes
+    its fixtures started (pytest-xdist ends a worker 10 s after asking it to exit, which would
+    cut a control plane's or an engine's teardown short)."""
+    if not _WORKERS or exitstatus != pytest.ExitCode.INTERRUPTED:
+        return
+    deadline = time.monotonic() + WORKER_TEARDOWN_SECONDS
+    said = 0.0
+    while (left := _descendants(_WORKERS)) and time.monotonic() < deadline:
+        if time.monotonic() - said >= 10:
+            print(f"\nwaiting for the test workers to stop {len(left)} processes they started",
+                  file=sys.stderr, flush=True)
+            said = time.monotonic()
+        time.sleep(0.5)
+    if left:
+        print(f"\nthe test workers still run {len(left)} processes after "
+              f"{WORKER_TEARDOWN_SECONDS:.0f} s: {sorted(left)}", file=sys.stderr, flush=True)
 
 
 def _tier(item: pytest.Item) -> str:
@@ -62,7 +138,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(
                 reason="runs gateway pods through the node harness; WINGMAN_E2E_NODES=cluster "
                        "lets the cluster's own nodes run pods, which would race it"))
-    items.sort(key=lambda i: _TIER_ORDER.get(_tier(i), 0))
+    if hasattr(config, "workerinput"):
+        # a worker's order is the order the main process hands files out in: the slow tiers
+        # first, so that the many short unit-test files even the workers out at the end
+        items.sort(key=lambda i: -_TIER_ORDER.get(_tier(i), 0))
+    else:
+        items.sort(key=lambda i: _TIER_ORDER.get(_tier(i), 0))
+
+
+#: Tests that use the machine itself, not only a session of their own: the private Docker
+#: Engine and the image (built once), real nodes (each sweeps the network namespaces of dead
+#: ones) and `wingman dev run` (its operator binds the default ports). One worker runs them all.
+_ONE_WORKER = ("tests/container/", "tests/integration/dev/test_kubelet.py",
+               "tests/e2e/test_devrun.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Hand the workers whole files (a module's tests may share a fixture and rely on one
+    another's order and effects), and every test of ``_ONE_WORKER`` to one worker."""
+    if config.getoption("dist") not in ("load", "loadfile", "loadgroup", "loadscope"):
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class _ByFile(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "one-worker" if path.startswith(_ONE_WORKER) else path
+
+    config.option.loadscopereorder = False  # keep the order the workers collected
+    return _ByFile(config, log)
 
 
 @pytest.fixture(scope="session")

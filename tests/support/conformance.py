@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,8 +159,8 @@ def schema_dir(extra_crds: Sequence[Mapping[str, Any]] = ()) -> Path:
         (tmp / ".complete").touch()
         try:
             tmp.rename(out)
-        except OSError:  # another process finished first
-            pass
+        except OSError:  # another process (a test worker) finished first: its copy is used
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -170,4 +170,5 @@ def test_a_status_write_ends_within_its_budget_whatever_its_calls_take() -> None
             kube.close()
     assert info.value.conflict
     assert _Contended.reads >= 2, "the write was not made again on a conflict"
-    assert elapsed <= budget + 0.1, f"the status write took {elapsed:.2f} s of a {budget} s budget"
+    # one call more would take 0.45 s past the budget; 0.3 s leaves room for a busy machine
+    assert elapsed <= budget + 0.3, f"the status write took {elapsed:.2f} s of a {budget} s budget"

@@ -162,8 +162,9 @@ def test_remote_voters_run_alongside_the_local_ones_and_the_votes_keep_the_panel
 
     order, took = asyncio.run(main())
     assert order == ["m1", "a", "m2", "b"]
-    # the remote voters waited while a local one did (one after another would be 0.9 s)
-    assert took < 0.6
+    # the remote voters waited while a local one did (one after another would be 0.9 s; the
+    # margin is for a machine busy with other tests)
+    assert took < 0.8
 
 
 def test_a_local_voter_that_waits_past_the_timeout_abstains() -> None:
