@@ -19,16 +19,18 @@ started only when one of its tests needs them. A worker is handed whole files (a
 may rely on one another's order and effects, as the flow in tests/e2e/test_flow.py does), the
 slow tiers first; the tests that use the machine itself (the container tier, real nodes,
 ``wingman dev run``) all go to one worker, so the image is built once. When the
-run is interrupted (Ctrl-C, or SIGTERM/SIGHUP to the main process, which passes SIGINT on to
-the workers) the main process waits for the workers to tear their fixtures down before
-pytest-xdist ends them, so their servers are stopped too.
+run is interrupted (Ctrl-C, or SIGTERM/SIGHUP to the main process, which passes SIGTERM on to
+the workers) the main process waits until each worker says its session is over, its fixtures
+torn down, before pytest-xdist ends them, so their servers are stopped too.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,17 +48,32 @@ CRDS = REPO / "crds"
 _TIER_ORDER = {"unit": 0, "postgres": 1, "integration": 2, "container": 3, "e2e": 4}
 
 
-#: The pytest-xdist workers' process ids (in the main process of a run with workers).
-_WORKERS: list[int] = []
+#: The pytest-xdist workers (in the main process of a run with workers): id -> process id.
+_WORKERS: dict[str, int] = {}
 
-#: How long an interrupted run waits for the workers to stop what their fixtures started.
+#: Where each worker says its session is over, every fixture torn down (a file per worker id).
+_DONE_DIR = "_WINGMAN_TEST_WORKERS_DONE"
+
+#: How long an interrupted run waits for the workers to tear their fixtures down.
 WORKER_TEARDOWN_SECONDS = 300.0
+
+_interrupted = False
+_in_worker = False
+#: The directory the main process made for the workers' word (removed at its end).
+_made_done_dir: str | None = None
 
 
 def _interrupt(signum: int, _frame: object) -> None:
-    for pid in _WORKERS:
+    global _interrupted
+    if _interrupted and _in_worker:
+        # a worker hears a signal sent to the whole group twice (once passed on): the
+        # teardown the first one began goes on
+        return
+    _interrupted = True
+    for pid in _WORKERS.values():
+        # SIGTERM, not SIGINT: a run started in the background of a script ignores SIGINT
         try:
-            os.kill(pid, signal.SIGINT)
+            os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
@@ -67,6 +84,23 @@ def pytest_configure(config: pytest.Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) in (signal.SIG_DFL, None):
             signal.signal(sig, _interrupt)
+    global _in_worker, _made_done_dir
+    _in_worker = hasattr(config, "workerinput")
+    if not _in_worker and getattr(config.option, "tx", None):
+        # the main process of a run with workers (they inherit the environment)
+        _made_done_dir = os.environ[_DONE_DIR] = tempfile.mkdtemp(prefix="wingman-test-workers-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _made_done_dir
+    done = os.environ.get(_DONE_DIR)
+    if _in_worker and done is not None:
+        # the worker's session is over: every fixture's teardown has run
+        Path(done, str(config.workerinput["workerid"])).touch()  # type: ignore[attr-defined]
+    elif _made_done_dir is not None:
+        shutil.rmtree(_made_done_dir, ignore_errors=True)
+        os.environ.pop(_DONE_DIR, None)
+        _made_done_dir = None
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -74,49 +108,40 @@ def pytest_xdist_newgateway(gateway: object) -> None:
     """Note each worker's process id, so that an interrupted run can pass the signal on and
     wait for the worker's teardown."""
     channel = gateway.remote_exec("import os; channel.send(os.getpid())")  # type: ignore[attr-defined]
-    _WORKERS.append(int(channel.receive(timeout=60)))
+    _WORKERS[str(gateway.id)] = int(channel.receive(timeout=60))  # type: ignore[attr-defined]
 
 
-def _descendants(roots: list[int]) -> list[int]:
-    """The live processes below ``roots`` (children, grandchildren, ...), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found: list[int] = []
-    todo = list(roots)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a worker that died stays a zombie until pytest-xdist reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """In an interrupted run with workers, wait until every worker has stopped the processes
-    its fixtures started (pytest-xdist ends a worker 10 s after asking it to exit, which would
+    """In an interrupted run with workers, wait until every worker's session is over, its
+    fixtures torn down (pytest-xdist ends a worker 10 s after asking it to exit, which would
     cut a control plane's or an engine's teardown short)."""
-    if not _WORKERS or exitstatus != pytest.ExitCode.INTERRUPTED:
+    done = _made_done_dir
+    if not _WORKERS or done is None or exitstatus != pytest.ExitCode.INTERRUPTED:
         return
     deadline = time.monotonic() + WORKER_TEARDOWN_SECONDS
     said = 0.0
-    while (left := _descendants(_WORKERS)) and time.monotonic() < deadline:
+    while (left := sorted(w for w, pid in _WORKERS.items()
+                          if not Path(done, w).exists() and _running(pid))):
+        if time.monotonic() >= deadline:
+            print(f"\ntest workers {', '.join(left)} still tear down after "
+                  f"{WORKER_TEARDOWN_SECONDS:.0f} s: they are ended now, and what they started "
+                  f"may be left running", file=sys.stderr, flush=True)
+            return
         if time.monotonic() - said >= 10:
-            print(f"\nwaiting for the test workers to stop {len(left)} processes they started",
+            print(f"\nwaiting for test workers {', '.join(left)} to stop what they started",
                   file=sys.stderr, flush=True)
             said = time.monotonic()
-        time.sleep(0.5)
-    if left:
-        print(f"\nthe test workers still run {len(left)} processes after "
-              f"{WORKER_TEARDOWN_SECONDS:.0f} s: {sorted(left)}", file=sys.stderr, flush=True)
+        time.sleep(0.2)
 
 
 def _tier(item: pytest.Item) -> str:
