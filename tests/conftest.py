@@ -26,6 +26,7 @@ torn down, before pytest-xdist ends them, so their servers are stopped too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -57,50 +58,73 @@ _DONE_DIR = "_WINGMAN_TEST_WORKERS_DONE"
 #: How long an interrupted run waits for the workers to tear their fixtures down.
 WORKER_TEARDOWN_SECONDS = 300.0
 
+#: Seconds into that wait after which a worker not yet done is passed SIGTERM (the main
+#: process may have had a SIGINT of its own, which no worker heard).
+WORKER_NUDGE_SECONDS = 5.0
+
 _interrupted = False
 _in_worker = False
-#: The directory the main process made for the workers' word (removed at its end).
-_made_done_dir: str | None = None
+#: The directory of the workers' word: the one this main process made, or a worker's.
+_done_dir: str | None = None
 
 
-def _interrupt(signum: int, _frame: object) -> None:
-    global _interrupted
-    if _interrupted and _in_worker:
-        # a worker hears a signal sent to the whole group twice (once passed on): the
-        # teardown the first one began goes on
-        return
-    _interrupted = True
-    for pid in _WORKERS.values():
+def _pass_on(pids: object) -> None:
+    for pid in pids:  # type: ignore[attr-defined]
         # SIGTERM, not SIGINT: a run started in the background of a script ignores SIGINT
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    global _interrupted
+    if _interrupted:
+        # once interrupted, a process goes on with its teardown (and the main process with its
+        # wait for the workers'): a worker hears a signal sent to the whole group twice (its own
+        # and the one passed on), a supervisor may send its signal again. A second Ctrl-C
+        # still ends the run at once, as it does in one process.
+        return
+    _interrupted = True
+    _pass_on(_WORKERS.values())
     raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Interrupted by Ctrl-C (not through ``_interrupt``): a SIGTERM or SIGHUP now is a repeat."""
+    global _interrupted
+    _interrupted = True
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """SIGTERM and SIGHUP interrupt like Ctrl-C: pytest then tears every fixture down."""
+    global _in_worker, _done_dir
+    _in_worker = hasattr(config, "workerinput")
+    if _in_worker:
+        _done_dir = os.environ.get(_DONE_DIR)
+    elif getattr(config.option, "tx", None):
+        # the main process of a run with workers (they inherit the environment)
+        _done_dir = os.environ[_DONE_DIR] = tempfile.mkdtemp(prefix="wingman-test-workers-")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) in (signal.SIG_DFL, None):
             signal.signal(sig, _interrupt)
-    global _in_worker, _made_done_dir
-    _in_worker = hasattr(config, "workerinput")
-    if not _in_worker and getattr(config.option, "tx", None):
-        # the main process of a run with workers (they inherit the environment)
-        _made_done_dir = os.environ[_DONE_DIR] = tempfile.mkdtemp(prefix="wingman-test-workers-")
+
+
+def _say_done(config: pytest.Config) -> None:
+    """A worker's word that its session is over, every fixture's teardown run."""
+    if _in_worker and _done_dir is not None:
+        with contextlib.suppress(OSError):
+            Path(_done_dir, str(config.workerinput["workerid"])).touch()  # type: ignore[attr-defined]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    global _made_done_dir
-    done = os.environ.get(_DONE_DIR)
-    if _in_worker and done is not None:
-        # the worker's session is over: every fixture's teardown has run
-        Path(done, str(config.workerinput["workerid"])).touch()  # type: ignore[attr-defined]
-    elif _made_done_dir is not None:
-        shutil.rmtree(_made_done_dir, ignore_errors=True)
+    global _done_dir
+    if _in_worker:
+        _say_done(config)  # again, in case the session's end did not get that far
+    elif _done_dir is not None:
+        shutil.rmtree(_done_dir, ignore_errors=True)
         os.environ.pop(_DONE_DIR, None)
-        _made_done_dir = None
+        _done_dir = None
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -120,28 +144,47 @@ def _running(pid: int) -> bool:
         return False
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """In an interrupted run with workers, wait until every worker's session is over, its
-    fixtures torn down (pytest-xdist ends a worker 10 s after asking it to exit, which would
-    cut a control plane's or an engine's teardown short)."""
-    done = _made_done_dir
-    if not _WORKERS or done is None or exitstatus != pytest.ExitCode.INTERRUPTED:
-        return
-    deadline = time.monotonic() + WORKER_TEARDOWN_SECONDS
-    said = 0.0
+def _tell(text: str) -> None:
+    with contextlib.suppress(OSError):  # the terminal may be gone (a hangup)
+        print(text, file=sys.stderr, flush=True)
+
+
+def _wait_for_workers(done: str) -> None:
+    """Wait until every worker's session is over, its fixtures torn down (pytest-xdist ends a
+    worker 10 s after asking it to exit, which would cut a control plane's or an engine's
+    teardown short), or the worker has ended."""
+    began = time.monotonic()
+    said = nudged = False
+    told = began
     while (left := sorted(w for w, pid in _WORKERS.items()
                           if not Path(done, w).exists() and _running(pid))):
-        if time.monotonic() >= deadline:
-            print(f"\ntest workers {', '.join(left)} still tear down after "
+        waited = time.monotonic() - began
+        if waited >= WORKER_TEARDOWN_SECONDS:
+            _tell(f"\ntest workers {', '.join(left)} still tear down after "
                   f"{WORKER_TEARDOWN_SECONDS:.0f} s: they are ended now, and what they started "
-                  f"may be left running", file=sys.stderr, flush=True)
+                  f"may be left running")
             return
-        if time.monotonic() - said >= 10:
-            print(f"\nwaiting for test workers {', '.join(left)} to stop what they started",
-                  file=sys.stderr, flush=True)
-            said = time.monotonic()
+        if not nudged and waited >= WORKER_NUDGE_SECONDS:
+            _pass_on(_WORKERS[w] for w in left)
+            nudged = True
+        if not said or time.monotonic() - told >= 10:
+            _tell(f"\nwaiting for test workers {', '.join(left)} to stop what they started")
+            said, told = True, time.monotonic()
         time.sleep(0.2)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> object:
+    """The main process of an interrupted run with workers waits for them before
+    pytest-xdist ends them; a worker says its session is over once every fixture's teardown
+    has run (also when one raised)."""
+    if (not _in_worker and _WORKERS and _done_dir is not None
+            and exitstatus == pytest.ExitCode.INTERRUPTED):
+        _wait_for_workers(_done_dir)
+    try:
+        return (yield)
+    finally:
+        _say_done(session.config)
 
 
 def _tier(item: pytest.Item) -> str:
