@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,18 +58,19 @@ _DONE_DIR = "_WINGMAN_TEST_WORKERS_DONE"
 #: How long an interrupted run waits for the workers to tear their fixtures down.
 WORKER_TEARDOWN_SECONDS = 300.0
 
-#: Seconds into that wait after which a worker not yet done is passed SIGTERM (the main
-#: process may have had a SIGINT of its own, which no worker heard).
+#: How often that wait passes SIGTERM to a worker not yet interrupted (the main process may
+#: have had a SIGINT of its own, which no worker heard; a test's own handler may swallow one).
 WORKER_NUDGE_SECONDS = 5.0
 
 _interrupted = False
 _in_worker = False
+_worker_id = ""
 #: The directory of the workers' word: the one this main process made, or a worker's.
 _done_dir: str | None = None
 
 
-def _pass_on(pids: object) -> None:
-    for pid in pids:  # type: ignore[attr-defined]
+def _pass_on(pids: Iterable[int]) -> None:
+    for pid in pids:
         # SIGTERM, not SIGINT: a run started in the background of a script ignores SIGINT
         try:
             os.kill(pid, signal.SIGTERM)
@@ -83,24 +84,31 @@ def _interrupt(signum: int, _frame: object) -> None:
         # once interrupted, a process goes on with its teardown (and the main process with its
         # wait for the workers'): a worker hears a signal sent to the whole group twice (its own
         # and the one passed on), a supervisor may send its signal again. A second Ctrl-C
-        # still ends the run at once, as it does in one process.
+        # still ends the run at once, as it does in one process (and only SIGINT or SIGKILL
+        # ends a teardown that hangs).
         return
     _interrupted = True
     _pass_on(_WORKERS.values())
     raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
-    """Interrupted by Ctrl-C (not through ``_interrupt``): a SIGTERM or SIGHUP now is a repeat."""
+    """Interrupted, by Ctrl-C too (not through ``_interrupt``): a SIGTERM or SIGHUP now is a
+    repeat. A worker says so, and the main process passes it no more signals."""
     global _interrupted
     _interrupted = True
+    if _in_worker and _done_dir is not None:
+        with contextlib.suppress(OSError):
+            Path(_done_dir, f"{_worker_id}.interrupted").touch()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """SIGTERM and SIGHUP interrupt like Ctrl-C: pytest then tears every fixture down."""
-    global _in_worker, _done_dir
+    global _in_worker, _worker_id, _done_dir
     _in_worker = hasattr(config, "workerinput")
     if _in_worker:
+        _worker_id = str(config.workerinput["workerid"])  # type: ignore[attr-defined]
         _done_dir = os.environ.get(_DONE_DIR)
     elif getattr(config.option, "tx", None):
         # the main process of a run with workers (they inherit the environment)
@@ -114,7 +122,7 @@ def _say_done(config: pytest.Config) -> None:
     """A worker's word that its session is over, every fixture's teardown run."""
     if _in_worker and _done_dir is not None:
         with contextlib.suppress(OSError):
-            Path(_done_dir, str(config.workerinput["workerid"])).touch()  # type: ignore[attr-defined]
+            Path(_done_dir, _worker_id).touch()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -154,8 +162,8 @@ def _wait_for_workers(done: str) -> None:
     worker 10 s after asking it to exit, which would cut a control plane's or an engine's
     teardown short), or the worker has ended."""
     began = time.monotonic()
-    said = nudged = False
-    told = began
+    said = False
+    told = nudged = began
     while (left := sorted(w for w, pid in _WORKERS.items()
                           if not Path(done, w).exists() and _running(pid))):
         waited = time.monotonic() - began
@@ -164,9 +172,9 @@ def _wait_for_workers(done: str) -> None:
                   f"{WORKER_TEARDOWN_SECONDS:.0f} s: they are ended now, and what they started "
                   f"may be left running")
             return
-        if not nudged and waited >= WORKER_NUDGE_SECONDS:
-            _pass_on(_WORKERS[w] for w in left)
-            nudged = True
+        if time.monotonic() - nudged >= WORKER_NUDGE_SECONDS:
+            _pass_on(_WORKERS[w] for w in left if not Path(done, f"{w}.interrupted").exists())
+            nudged = time.monotonic()
         if not said or time.monotonic() - told >= 10:
             _tell(f"\nwaiting for test workers {', '.join(left)} to stop what they started")
             said, told = True, time.monotonic()

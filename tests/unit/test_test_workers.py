@@ -50,7 +50,7 @@ def server():
 }
 
 #: Starts pytest with SIGINT as the case needs it: ignored, as a shell script's background job
-#: starts, or the default (whatever the run of this test was started with).
+#: starts, or its default action (whatever this test's own run was started with).
 LAUNCH = ("import os, signal, sys; signal.signal(signal.SIGINT, "
           "signal.SIG_IGN if sys.argv[1] == 'ignore' else signal.SIG_DFL); "
           "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
@@ -123,5 +123,6 @@ def test_an_interrupted_run_with_workers_tears_every_fixture_down(tmp_path: Path
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         for pid in servers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
