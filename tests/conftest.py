@@ -204,7 +204,8 @@ def _tier(item: pytest.Item) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark by directory and run the slow tiers last (every tier still runs)."""
+    """Mark by directory; in one process the slow tiers run last, with workers they are handed
+    out first (every tier still runs)."""
     real_nodes = existing_kubeconfig() is not None and nodes_mode() == "cluster"
     for item in items:
         tier = _tier(item)
