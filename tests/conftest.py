@@ -41,6 +41,7 @@ import pytest
 
 from support.clusters import ExistingCluster, existing_kubeconfig, nodes_mode
 from support.postgres import audit_dsn, postgres_dsn  # noqa: F401 - fixtures
+from support.processes import running
 from wingman.dev.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,15 +144,6 @@ def pytest_xdist_newgateway(gateway: object) -> None:
     _WORKERS[str(gateway.id)] = int(channel.receive(timeout=60))  # type: ignore[attr-defined]
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (a worker that died stays a zombie until pytest-xdist reaps it)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
 def _tell(text: str) -> None:
     with contextlib.suppress(OSError):  # the terminal may be gone (a hangup)
         print(text, file=sys.stderr, flush=True)
@@ -165,7 +157,7 @@ def _wait_for_workers(done: str) -> None:
     said = False
     told = nudged = began
     while (left := sorted(w for w, pid in _WORKERS.items()
-                          if not Path(done, w).exists() and _running(pid))):
+                          if not Path(done, w).exists() and running(pid))):
         waited = time.monotonic() - began
         if waited >= WORKER_TEARDOWN_SECONDS:
             _tell(f"\ntest workers {', '.join(left)} still tear down after "

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from support.processes import running
+
 TESTS = Path(__file__).resolve().parents[1]
 
 #: A session fixture that starts a server (its own session, as the control plane's are) and a
@@ -69,14 +71,6 @@ def _wait_for(log: Path, what: str, count: int) -> list[list[str]]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGTERM, SIGINT ignored", "Ctrl-C",
                                  "SIGINT to the main process", "SIGTERM again in teardown"])
 def test_an_interrupted_run_with_workers_tears_every_fixture_down(tmp_path: Path,
@@ -116,13 +110,13 @@ def test_an_interrupted_run_with_workers_tears_every_fixture_down(tmp_path: Path
         said = log.read_text()
         assert proc.returncode == pytest.ExitCode.INTERRUPTED, out + said
         assert said.count("teardown done") == 2, said
-        assert not [pid for pid in servers if _alive(pid)], said
+        assert not [pid for pid in servers if running(pid)], said
     finally:
         # whatever a failed case left: the run's processes (its own group) and the servers
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         for pid in servers:
-            if _alive(pid):
+            if running(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
