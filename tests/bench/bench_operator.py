@@ -395,8 +395,14 @@ def written_latencies(writes: dict[tuple[str, str, str], Written], operator: str
         job, sep, _nonce = name.rpartition("-token-")
         if sep and job in grant_of:
             tokens.setdefault(grant_of[job], answered)
-    out = {"consensus": sorted(reviewed[r][1] - requests[r][0] for r in requests
-                               if r in reviewed),
+    both = [r for r in requests if r in reviewed]
+    out = {"consensus": sorted(reviewed[r][1] - requests[r][0] for r in both),
+           # the same split in three: the create (arrived → answered), the operator's
+           # reaction (the create answered → its status write arrived: the watch event, the
+           # review, the audit record, the queue before the write) and the write itself
+           "consensus-create": sorted(requests[r][1] - requests[r][0] for r in both),
+           "consensus-react": sorted(reviewed[r][0] - requests[r][1] for r in both),
+           "consensus-write": sorted(reviewed[r][1] - reviewed[r][0] for r in both),
            "job-created": sorted(jobs[names.job_name(g)][1] - grants[g][0] for g in grants
                                  if names.job_name(g) in jobs)}
     if tokens:
@@ -1188,6 +1194,13 @@ def targets(reals: list[dict[str, Any]], noops: list[dict[str, Any]]
     ]
 
 
+#: create → consensus written, split where the API server saw it (its audit log): the create
+#: from arrival to answer, the operator's reaction (the create answered → its status write
+#: arrived), and the status write from arrival to answer
+CONSENSUS_STEPS = (("create", "the create"), ("react", "create answered→write"),
+                   ("write", "the status write"))
+
+
 #: the latencies read from the audit log: (key, the row's name, the watch-seen count's key)
 WRITTEN = (("consensus", "create→consensus", "consensus_n"),
            ("job_created", "grant→Job created", "job_created_n"),
@@ -1222,6 +1235,14 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> list[str
         else:
             other = f"{'—':>12}{'—':>8}"
         print(f"{name:<34}{a:>12.1f}{other}  {spread(reals, ours)}".rstrip())
+    steps = CONSENSUS_STEPS if all(f"consensus_{key}_written_ms" in r
+                                   for r in reals + noops for key, _ in CONSENSUS_STEPS) else ()
+    for key, step in steps:  # runs before the split have no such figures
+        for p in (50, 95):
+            a = median(reals, _at(f"consensus_{key}_written_ms", p))
+            b = median(noops, _at(f"consensus_{key}_written_ms", p)) if noops else float("nan")
+            print(f"{'  ' + step + f' p{p} ms':<34}{a:>12.1f}{b:>12.1f}"
+                  f"{(a / b if b else float('nan')):>8.2f}")
     after = _at("rss_after_retention_mib")
     print(f"{'RSS after retention MiB':<34}{median(reals, after):>12.1f}"
           f"   (all retired: {all(r.get('retired_all') for r in reals)})"

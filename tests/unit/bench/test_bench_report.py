@@ -314,6 +314,9 @@ def test_latencies_are_read_as_the_api_server_answered_the_operator_s_writes(
                                   bench.status_writes(log, offset, "bench", "approvalrequests",
                                                       OPERATOR))
     assert got["consensus"] == pytest.approx([0.25])  # r1 was never written by the operator
+    # and where it went: the create, the operator's reaction, its write
+    assert (got["consensus-create"], got["consensus-react"], got["consensus-write"]) == (
+        pytest.approx([0.02]), pytest.approx([0.18]), pytest.approx([0.05]))
     assert got["job-created"] == pytest.approx([0.3, 0.5])
     assert got["released"] == pytest.approx([1.0])  # the Secret, last of the three
 
@@ -479,3 +482,22 @@ def test_the_no_op_ends_its_idle_workers_as_the_operator_does() -> None:
     from wingman.operator.run import WORKER_IDLE_SECONDS
 
     assert f"settings.queueing.idle_timeout = {WORKER_IDLE_SECONDS}" in bench.NOOP
+
+
+def test_the_split_of_create_to_consensus_is_printed_beside_the_no_op_s(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Where create → consensus goes (the create, the operator's reaction, its write), each
+    beside the no-op's; runs recorded before the split print no such rows."""
+    def split(r: dict[str, Any], create: float, react: float, write: float) -> dict[str, Any]:
+        for key, ms in (("create", create), ("react", react), ("write", write)):
+            r[f"consensus_{key}_written_ms"] = {50: ms / 2, 95: ms, 99: ms}
+        return r
+    reals = [split(run(100, 900, 0, 300, 140), 20, 300, 80)]
+    noops = [split(run(100, 0, 400, 100, 100), 20, 100, 40)]
+    bench.report(reals, noops)
+    out = capsys.readouterr().out
+    assert [line.split() for line in out.splitlines() if "answered→write p95" in line] == [
+        ["create", "answered→write", "p95", "ms", "300.0", "100.0", "3.00"]]
+    assert "the status write p95 ms" in out
+    bench.report([run(100, 900, 0, 300, 140)], noops)
+    assert "answered→write" not in capsys.readouterr().out
