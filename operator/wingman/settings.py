@@ -9,6 +9,7 @@ file's field, or the flag) and what it accepts.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -261,6 +262,18 @@ def _secret_file(env: Mapping[str, str], key: str) -> str | None:
     return value
 
 
+def _listen_address(env: Mapping[str, str]) -> str:
+    """``WINGMAN_LISTEN_ADDRESS``: the IP address the health and metrics ports listen on."""
+    raw = _get(env, "WINGMAN_LISTEN_ADDRESS", "0.0.0.0")  # noqa: S104 - a pod's ports
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ConfigError(f"WINGMAN_LISTEN_ADDRESS={raw!r} must be an IP address (not a host "
+                          "name): 0.0.0.0 listens on every IPv4 address (the default, what a "
+                          "pod's probes and scrapes need), 127.0.0.1 on this machine only, "
+                          ":: on every IPv6 address") from None
+
+
 def _audit_target(env: Mapping[str, str]) -> str:
     """WINGMAN_AUDIT_TARGET_FILE (a mounted Secret: how a DSN with its password arrives) or
     WINGMAN_AUDIT_TARGET (a path), never both."""
@@ -380,6 +393,9 @@ class OperatorSettings:
     #: (``operator.writer``), not on threads of the event loop's interpreter: faster bursts
     #: for more memory.
     writer_process: bool = True
+    #: The IP address the health and metrics ports listen on (every IPv4 address by default;
+    #: ``wingman dev run`` keeps its local operator's on 127.0.0.1).
+    listen_address: str = "0.0.0.0"  # noqa: S104 - a pod's ports
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -417,6 +433,7 @@ class OperatorSettings:
             metrics_port=_int(env, "WINGMAN_METRICS_PORT", 9090, 0, 65535),
             # not 0: kopf's liveness endpoint reads port 0 as 80, it cannot bind a free one
             health_port=_int(env, "WINGMAN_HEALTH_PORT", 8080, 1, 65535),
+            listen_address=_listen_address(env),
             voters_secret=env.get("WINGMAN_VOTERS_SECRET", "").strip() or None,
             audit_volume_claim=env.get("WINGMAN_AUDIT_VOLUME_CLAIM", "").strip() or None,
             audit_secret=audit_secret,

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from support.operator import wait_for
+from support.ports import listening_addresses
 from support.processes import kill_if_running
 
 
@@ -100,6 +102,10 @@ def test_dev_run_stops_everything_it_started_on_sigterm_and_sighup(tmp_path: Pat
         text = (tmp_path / "dev-run.log").read_text()
         operator_pid = int(text.split("operator running (pid ", 1)[1].split(")", 1)[0])
         assert Path(f"/proc/{operator_pid}").exists()
+        # its health and metrics ports on this machine only, not every network it is on
+        bound = wait_for("the operator's two ports", lambda: (
+            a if len(a := listening_addresses(operator_pid)) >= 2 else None), 60)
+        assert {address for address, _ in bound} == {"127.0.0.1"}, bound
         proc.send_signal(sig)
         assert proc.wait(timeout=120) == 0
     finally:

@@ -91,6 +91,8 @@ class OperatorProcess:
             "WINGMAN_LOG_FORMAT": "json",
             "WINGMAN_METRICS_PORT": "0",
             "WINGMAN_HEALTH_PORT": str(self.health_port),
+            # the tests' operators on this machine only (every address is a pod's default)
+            "WINGMAN_LISTEN_ADDRESS": "127.0.0.1",
             "WINGMAN_SWEEP_INTERVAL_SECONDS": "1",
             # stable across restarts, as a pod name is across container restarts
             "WINGMAN_POD_NAME": f"operator-{self.workdir.name}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +86,21 @@ def listening_ports(pid: int) -> set[int]:
     return {_port(f[1]) for f in _sockets(pid) if f[3] == "0A"}
 
 
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """The (IP address, TCP port) pairs process ``pid`` listens on (Linux: its sockets in
+    ``/proc``): ``("0.0.0.0", p)`` is every IPv4 address, ``("127.0.0.1", p)`` this machine
+    only."""
+    return {(_address(f[1]), _port(f[1])) for f in _sockets(pid) if f[3] == "0A"}
+
+
+def _address(field: str) -> str:
+    """``/proc/net/tcp``'s address: hex in the host's byte order, 32-bit word by word."""
+    raw = bytes.fromhex(field.rsplit(":", 1)[0])
+    words = b"".join(raw[i:i + 4][::-1] if sys.byteorder == "little" else raw[i:i + 4]
+                     for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if len(words) == 4 else socket.AF_INET6, words)
+
+
 def connections_to(pid: int, port: int) -> int:
     """How many TCP connections to ``port`` (its remote port) process ``pid`` holds open: its
     sockets in ``/proc``, whatever their state (one the peer closed stays, CLOSE_WAIT, until
@@ -102,4 +118,5 @@ def refused_port() -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
-__all__ = ["connections_to", "listening_ports", "logged_ports", "refused_port", "serving_port"]
+__all__ = ["connections_to", "listening_addresses", "listening_ports", "logged_ports",
+           "refused_port", "serving_port"]

@@ -104,6 +104,11 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
     ({"WINGMAN_METRICS_PORT": "http"}, "must be an integer"),
     # port 0 would bind the liveness endpoint on port 80, not a free port
     ({"WINGMAN_HEALTH_PORT": "0"}, "WINGMAN_HEALTH_PORT=0 must be between 1 and 65535"),
+    # an address to listen on, not a host name to resolve
+    ({"WINGMAN_LISTEN_ADDRESS": "localhost"}, "WINGMAN_LISTEN_ADDRESS='localhost' must be an "
+     "IP address"),
+    ({"WINGMAN_LISTEN_ADDRESS": "127.0.0.1:8080"}, "must be an IP address"),
+    ({"WINGMAN_LISTEN_ADDRESS": "[::1]"}, "must be an IP address"),
     ({"WINGMAN_LOG_FORMAT": "xml"}, "'json' or 'text'"),
     ({"WINGMAN_LOG_LEVEL": "loud"}, "must be one of debug, info, warning, error"),
     ({"WINGMAN_OBJECT_LABELS": '{"team": 1}'}, "must map strings to strings"),
@@ -493,3 +498,19 @@ def test_a_chat_section_enabled_not_true_or_false_is_refused(section: str, enabl
     with pytest.raises(ConfigError, match=rf"chat.{section}.enabled must be true or false"):
         ChatConfig.from_dict({"environment": "test", section: {"enabled": enabled}},
                              environment="test")
+
+
+EVERY_ADDRESS = "0.0.0.0"  # noqa: S104 - what the setting is checked for
+
+
+@pytest.mark.parametrize(("given", "listens"), [
+    (None, EVERY_ADDRESS),  # a pod's probes and scrapes come over the pod's own address
+    ("", EVERY_ADDRESS),
+    (" 127.0.0.1 ", "127.0.0.1"),
+    ("::", "::"),
+    ("0:0:0:0:0:0:0:1", "::1"),
+])
+def test_the_health_and_metrics_ports_listen_on_every_address_unless_told(
+        given: str | None, listens: str) -> None:
+    env = {} if given is None else {"WINGMAN_LISTEN_ADDRESS": given}
+    assert OperatorSettings.from_env(env).listen_address == listens

@@ -51,6 +51,9 @@ DEMO_COMMAND = f"kubectl rollout restart deployment/web -n {APPS}"
 #: Who runs the pods of the local control plane: "real" (kubelet + containerd, the default) or
 #: "harness" (the node harness, the fallback).
 NODE_ENV = "WINGMAN_DEV_NODE"
+#: Where the operator run here listens for its health and metrics (unless
+#: ``WINGMAN_LISTEN_ADDRESS`` says otherwise): this machine only, not every network it is on
+LISTEN_ADDRESS = "127.0.0.1"
 NODE_MODES = ("real", "harness")
 IMAGE_TAG = "wingman:dev"
 
@@ -204,7 +207,15 @@ def _operator_env(kubeconfig: Path, audit_path: Path, gateway_image: str) -> dic
         "WINGMAN_GATEWAY_IMAGE": gateway_image,
         "WINGMAN_LOG_FORMAT": "text",
     })
+    _listen_locally(env)
     return env
+
+
+def _listen_locally(env: dict[str, str]) -> None:
+    """The operator's health and metrics on this machine only, unless the caller's
+    ``WINGMAN_LISTEN_ADDRESS`` names another address."""
+    if not env.get("WINGMAN_LISTEN_ADDRESS", "").strip():
+        env["WINGMAN_LISTEN_ADDRESS"] = LISTEN_ADDRESS
 
 
 def _wait_phase(cluster_kubectl: Any, kind: str, name: str, phases: tuple[str, ...],
@@ -538,6 +549,7 @@ def _run_operator_here(work: Path, policy: str, kubectl: str, *, exit_after_star
                 "WINGMAN_POLICY_FILE": str(work / "policy.yaml"),
                 "WINGMAN_AUDIT_TARGET": str(work / "audit.jsonl"),
                 "WINGMAN_LOG_FORMAT": "text"})
+    _listen_locally(env)
     _say(f"chart installed in {NAMESPACE}; running the operator locally (audit: "
          f"{work / 'audit.jsonl'}); Ctrl-C stops it")
     proc = subprocess.Popen([sys.executable, "-m", "wingman.cli", "operator"], env=env)

@@ -10,6 +10,7 @@ reasons, voter names from configuration), never names of objects or users.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -226,6 +227,10 @@ class Metrics:
         self.audit_group.observe(records)
 
 
+class _ServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def serve(port: int, metrics: Metrics, ready: Callable[[], tuple[bool, str]],
           host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104 - the pod's port
     """Serve ``/metrics`` and ``/readyz`` (200 ready / 503 not, with the reason) in a thread;
@@ -257,7 +262,8 @@ def serve(port: int, metrics: Metrics, ready: Callable[[], tuple[bool, str]],
         def log_message(self, format: str, *args: object) -> None:
             pass  # probes and scrapes are not worth a log line each
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server_class = _ServerV6 if ":" in host else ThreadingHTTPServer
+    server = server_class((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="wingman-probes", daemon=True).start()
     return server

@@ -174,12 +174,18 @@ def hangup_stops() -> bool:
     return True
 
 
-def health_port_free(port: int) -> None:
-    """OSError when kopf's liveness endpoint could not bind ``port`` (on every address, as it
-    does, reusing an address in TIME_WAIT as asyncio's servers do)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def health_port_free(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - a pod's
+    """OSError when kopf's liveness endpoint could not bind ``port`` on ``host`` (an IP
+    address), reusing an address in TIME_WAIT as asyncio's servers do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(("0.0.0.0", port))  # noqa: S104 - where kopf binds it
+        probe.bind((host, port))
+
+
+def health_endpoint(host: str, port: int) -> str:
+    """kopf's liveness endpoint URL for ``host`` (an IP address) and ``port``."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
 
 
 def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | None = None,
@@ -247,10 +253,11 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
     # traceback: the port is tried first, to refuse the start with what to do instead
     port, setting, value = settings.health_port, "WINGMAN_HEALTH_PORT", "operator.healthPort"
     try:
-        health_port_free(settings.health_port)
+        health_port_free(settings.health_port, settings.listen_address)
         port, setting = settings.metrics_port, "WINGMAN_METRICS_PORT"
         value = "operator.metricsPort"
-        server = serve(settings.metrics_port, ctx.metrics, readiness.check)
+        server = serve(settings.metrics_port, ctx.metrics, readiness.check,
+                       settings.listen_address)
     except OSError as exc:
         ctx.executor.shutdown(wait=True, cancel_futures=True)
         ctx.audit_executor.shutdown(wait=True, cancel_futures=True)
@@ -275,7 +282,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         kopf.run(
             registry=registry, settings=kopf_settings, namespaces=[settings.namespace],
             clusterwide=False, standalone=True,
-            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+            liveness_endpoint=health_endpoint(settings.listen_address, settings.health_port),
             stop_flag=stop_flag, ready_flag=started,
         )
     finally:
@@ -315,5 +322,5 @@ def start_writer(settings: OperatorSettings, kube: Kube, on_lost: Callable[[str]
 
 
 __all__ = ["EVENT_SOURCE", "GC_THRESHOLDS", "WORKER_IDLE_SECONDS", "QuietRetries",
-           "configure_kopf", "hangup_stops", "health_port_free", "make_registry", "run_operator",
-           "tune_gc"]
+           "configure_kopf", "hangup_stops", "health_endpoint", "health_port_free",
+           "make_registry", "run_operator", "tune_gc"]

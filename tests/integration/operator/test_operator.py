@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from support.chart import (
     worker_groups,
 )
 from support.operator import OperatorProcess, get, phase_of, wait_for
-from support.ports import listening_ports, refused_port
+from support.ports import listening_addresses, listening_ports, refused_port
 from wingman.audit import verify
 from wingman.capability.keys import KeySet
 from wingman.capability.tokens import CapabilityClaims, Expected, jti_sha256, token_sha256
@@ -948,6 +949,19 @@ def test_an_operator_whose_health_port_was_taken_starts_again_on_another(
             assert code == 503 and "standing by" in body, body
         finally:
             second.stop()
+
+
+def test_the_health_and_metrics_ports_listen_on_the_address_set(env: Env) -> None:
+    """``WINGMAN_LISTEN_ADDRESS`` (the suite's operators: 127.0.0.1): both ports there alone,
+    kopf's liveness endpoint included, and both answer."""
+    assert env.op.proc is not None
+    bound = listening_addresses(env.op.proc.pid)
+    assert {("127.0.0.1", env.op.health_port), ("127.0.0.1", env.op.metrics_port)} <= bound
+    assert {address for address, _ in bound} == {"127.0.0.1"}, bound
+    with urllib.request.urlopen(f"http://127.0.0.1:{env.op.health_port}/healthz",
+                                timeout=5) as resp:
+        assert resp.status == 200
+    assert env.op.readiness()[0] == 200
 
 
 @pytest.mark.parametrize("setting", ["WINGMAN_HEALTH_PORT", "WINGMAN_METRICS_PORT"])

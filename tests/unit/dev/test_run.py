@@ -120,3 +120,18 @@ def test_dev_run_names_the_file_of_the_current_context(monkeypatch: pytest.Monke
         run._run_on_configured_cluster()
     out = capsys.readouterr().out
     assert f"using the cluster configured in {staging} (its current-context staging)" in out
+
+
+@pytest.mark.parametrize(("given", "listens"), [
+    (None, "127.0.0.1"), ("", "127.0.0.1"), ("0.0.0.0", "0.0.0.0")])  # noqa: S104
+def test_the_local_operator_listens_on_this_machine_only_unless_told(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, given: str | None,
+        listens: str) -> None:
+    """A laptop's operator keeps its health and metrics off the networks the laptop is on;
+    ``WINGMAN_LISTEN_ADDRESS`` still wins."""
+    if given is None:
+        monkeypatch.delenv("WINGMAN_LISTEN_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("WINGMAN_LISTEN_ADDRESS", given)
+    env = run._operator_env(tmp_path / "kubeconfig", tmp_path / "audit.jsonl", "img:1")
+    assert env["WINGMAN_LISTEN_ADDRESS"] == listens

@@ -10,6 +10,7 @@ import pytest
 
 from wingman.operator.metrics import Metrics, serve
 from wingman.operator.readiness import Readiness
+from wingman.operator.run import health_endpoint, health_port_free
 
 
 def test_ready_only_once_started_while_leading_and_not_stopping() -> None:
@@ -52,3 +53,23 @@ def test_readyz_and_metrics_share_the_metrics_port() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_probes_listen_on_the_address_they_are_given(host: str) -> None:
+    """``WINGMAN_LISTEN_ADDRESS``: IPv4 or IPv6, the metrics server and kopf's liveness
+    endpoint (its URL, and the check that its port is free) on that address alone."""
+    server = serve(0, Metrics(), lambda: (True, "active"), host=host)
+    port = server.server_port
+    netloc = f"{f'[{host}]' if ':' in host else host}:{port}"
+    try:
+        with urllib.request.urlopen(f"http://{netloc}/readyz", timeout=5) as resp:
+            assert resp.read() == b"ok: active\n"
+        assert server.server_address[0] == host
+        with pytest.raises(OSError):  # taken on this address: the start names the setting
+            health_port_free(port, host)
+    finally:
+        server.shutdown()
+        server.server_close()
+    health_port_free(port, host)  # free again
+    assert health_endpoint(host, port) == f"http://{netloc}/healthz"
