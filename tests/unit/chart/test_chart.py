@@ -157,6 +157,9 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"audit.checkpoints.witness.secretName": "Witness"},
          "/audit/checkpoints/witness/secretName"),
         ({"operator.priorityClassName": "High Priority"}, "/operator/priorityClassName"),
+        # an IP address to listen on (a host name is not one)
+        ({"operator.listenAddress": "localhost"}, "/operator/listenAddress"),
+        ({"operator.listenAddress": "0.0.0.0:8080"}, "/operator/listenAddress"),
         # label and node selector values are what the API server accepts
         ({"commonLabels": {"team": "platform team"}}, "/commonLabels/team"),
         ({"commonLabels": {"team": "-lead"}}, "/commonLabels/team"),
@@ -1129,6 +1132,7 @@ def test_operator_environment_variables(rendered: Rendered) -> None:
     assert variables["WINGMAN_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert variables["WINGMAN_METRICS_PORT"] == "9090"
     assert variables["WINGMAN_HEALTH_PORT"] == "8080"
+    assert variables["WINGMAN_LISTEN_ADDRESS"] == "0.0.0.0"  # noqa: S104 - a pod's ports
     assert variables["WINGMAN_AUDIT_KEY_SECRET"] == "wingman-audit-key"
     assert variables["WINGMAN_AUDIT_CHECKPOINTS_CONFIGMAP"] == "wingman-audit-checkpoints"
     if env == "prd":
@@ -1456,3 +1460,9 @@ def test_a_large_uid_from_a_values_file_renders_as_an_integer(tmp_path: Path) ->
         assert context["runAsUser"] == context["runAsGroup"] == 1000650000, context
         assert type(context["runAsUser"]) is int
         assert context.get("fsGroup", 1000650000) == 1000650000
+
+
+def test_an_ipv6_only_cluster_s_operator_listens_on_every_ipv6_address() -> None:
+    objs = render("test", {"operator.listenAddress": "::"}, namespace=NS)
+    variables = _env(find(objs, "Deployment", "wingman-operator")[0])
+    assert variables["WINGMAN_LISTEN_ADDRESS"] == "::"
