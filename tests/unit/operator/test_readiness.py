@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -10,7 +11,7 @@ import pytest
 
 from wingman.operator.metrics import Metrics, serve
 from wingman.operator.readiness import Readiness
-from wingman.operator.run import health_endpoint, health_port_free
+from wingman.operator.run import cannot_listen_on, health_endpoint, health_port_free
 
 
 def test_ready_only_once_started_while_leading_and_not_stopping() -> None:
@@ -73,3 +74,20 @@ def test_the_probes_listen_on_the_address_they_are_given(host: str) -> None:
         server.server_close()
     health_port_free(port, host)  # free again
     assert health_endpoint(host, port) == f"http://{netloc}/healthz"
+
+
+def test_an_address_this_host_does_not_have_names_the_address_setting() -> None:
+    """TEST-NET-1 (192.0.2.0/24) is never a host's own address: the start says which setting
+    to change, not the port's."""
+    with pytest.raises(OSError) as raised:
+        health_port_free(8080, "192.0.2.1")
+    said = cannot_listen_on(raised.value, "192.0.2.1")
+    assert said is not None and said.startswith(
+        "cannot listen on 192.0.2.1 (WINGMAN_LISTEN_ADDRESS): "), said
+    assert "operator.listenAddress" in said
+    with socket.socket() as held:  # a port in use is the port's setting, not the address's
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        with pytest.raises(OSError) as raised:
+            health_port_free(held.getsockname()[1], "127.0.0.1")
+    assert cannot_listen_on(raised.value, "127.0.0.1") is None
