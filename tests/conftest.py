@@ -47,7 +47,7 @@ from wingman.dev.cluster import LocalCluster
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"
 
-_TIER_ORDER = {"unit": 0, "postgres": 1, "integration": 2, "container": 3, "e2e": 4}
+_TIER_ORDER = {"unit": 0, "integration": 1, "container": 2, "e2e": 3}
 
 
 #: The pytest-xdist workers (in the main process of a run with workers): id -> process id.
