@@ -17,7 +17,7 @@ run: setup
 
 # Two worker processes (pytest-xdist), each a session of its own (tests/conftest.py);
 # WINGMAN_TEST_WORKERS=0 runs everything in one process, as does an existing cluster
-# (WINGMAN_E2E_KUBECONFIG), which two workers would share.
+# (WINGMAN_E2E_KUBECONFIG), which two workers would share, unless WINGMAN_TEST_WORKERS is set.
 test: setup
 	.venv/bin/pytest -n $${WINGMAN_TEST_WORKERS:-$$([ -n "$${WINGMAN_E2E_KUBECONFIG:-}" ] && echo 0 || echo 2)} --dist loadfile
 
