@@ -266,12 +266,21 @@ def _listen_address(env: Mapping[str, str]) -> str:
     """``WINGMAN_LISTEN_ADDRESS``: the IP address the health and metrics ports listen on."""
     raw = _get(env, "WINGMAN_LISTEN_ADDRESS", "0.0.0.0")  # noqa: S104 - a pod's ports
     try:
-        return str(ipaddress.ip_address(raw))
+        address = ipaddress.ip_address(raw)
     except ValueError:
         raise ConfigError(f"WINGMAN_LISTEN_ADDRESS={raw!r} must be an IP address (not a host "
                           "name): 0.0.0.0 listens on every IPv4 address (the default, what a "
                           "pod's probes and scrapes need), 127.0.0.1 on this machine only, "
                           ":: on every IPv6 address") from None
+    if isinstance(address, ipaddress.IPv6Address) and (
+            address.ipv4_mapped is not None or address.scope_id or address.is_link_local):
+        # a mapped IPv4 address cannot be bound by an IPv6-only socket (kopf's), and a
+        # link-local one only with its interface, which the ports' binding does not carry
+        raise ConfigError(f"WINGMAN_LISTEN_ADDRESS={raw!r} is an IPv4-mapped or link-local "
+                          "IPv6 address, which the operator cannot listen on: give the IPv4 "
+                          "address itself, or a global IPv6 address, or :: for every IPv6 "
+                          "address")
+    return str(address)
 
 
 def _audit_target(env: Mapping[str, str]) -> str:

@@ -109,6 +109,12 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
      "IP address"),
     ({"WINGMAN_LISTEN_ADDRESS": "127.0.0.1:8080"}, "must be an IP address"),
     ({"WINGMAN_LISTEN_ADDRESS": "[::1]"}, "must be an IP address"),
+    # IPv6 addresses its sockets could not listen on: an IPv6-only socket (kopf's) cannot
+    # take a mapped IPv4 address, nor a link-local one without its interface
+    ({"WINGMAN_LISTEN_ADDRESS": "::ffff:127.0.0.1"}, "is an IPv4-mapped or link-local IPv6"),
+    ({"WINGMAN_LISTEN_ADDRESS": "::ffff:0.0.0.0"}, "is an IPv4-mapped or link-local IPv6"),
+    ({"WINGMAN_LISTEN_ADDRESS": "fe80::1"}, "is an IPv4-mapped or link-local IPv6"),
+    ({"WINGMAN_LISTEN_ADDRESS": "fe80::1%eth0"}, "is an IPv4-mapped or link-local IPv6"),
     ({"WINGMAN_LOG_FORMAT": "xml"}, "'json' or 'text'"),
     ({"WINGMAN_LOG_LEVEL": "loud"}, "must be one of debug, info, warning, error"),
     ({"WINGMAN_OBJECT_LABELS": '{"team": 1}'}, "must map strings to strings"),

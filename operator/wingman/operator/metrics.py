@@ -228,7 +228,14 @@ class Metrics:
 
 
 class _ServerV6(ThreadingHTTPServer):
+    """On an IPv6 address only, as kopf's liveness endpoint (asyncio's servers): ``::`` is
+    every IPv6 address, not every IPv4 address as well."""
+
     address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
 
 
 def serve(port: int, metrics: Metrics, ready: Callable[[], tuple[bool, str]],

@@ -181,13 +181,15 @@ def health_port_free(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # IPv6 alone, as kopf's server binds it
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         probe.bind((host, port))
 
 
 def cannot_listen_on(exc: OSError, address: str) -> str | None:
     """What to do when the ports cannot listen on ``address`` at all (an address this host
     does not have, or IPv6 where it is off); None for a refusal of the port itself."""
-    if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+    if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
         return None
     return (f"cannot listen on {address} (WINGMAN_LISTEN_ADDRESS): "
             f"{exc.strerror or type(exc).__name__}; set one of this host's addresses, or "

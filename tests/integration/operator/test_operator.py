@@ -930,7 +930,8 @@ def test_an_operator_whose_health_port_was_taken_starts_again_on_another(
     (port 0)."""
     second = OperatorProcess(env.cluster, env.ns, tmp_path / "second")
     with socket.socket() as taken:
-        taken.bind(("0.0.0.0", 0))  # noqa: S104 - where kopf binds the health port
+        # every address: it holds the port on the operator's 127.0.0.1 too
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - every address, the loopback included
         taken.listen()
         held = taken.getsockname()[1]
         second.health_port = held
@@ -972,7 +973,7 @@ def test_a_port_in_use_is_named_and_the_operator_exits_2_without_a_traceback(
     to do, on stderr as every other start-up refusal, not a traceback, and exits 2."""
     second = OperatorProcess(env.cluster, env.ns, tmp_path / "second")
     with socket.socket() as taken:
-        taken.bind(("0.0.0.0", 0))  # noqa: S104 - where the operator binds its ports
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - every address, the loopback included
         taken.listen()
         held = int(taken.getsockname()[1])
         done = subprocess.run([sys.executable, "-m", "wingman.cli", "operator"],
@@ -984,6 +985,30 @@ def test_a_port_in_use_is_named_and_the_operator_exits_2_without_a_traceback(
             "process listens on it") in done.stderr, said
     assert "Traceback" not in said, said
     assert "operator starting" not in said, said
+
+
+def test_an_address_the_host_does_not_have_is_named_and_the_operator_exits_2(
+        env: Env, tmp_path: Path) -> None:
+    """``WINGMAN_LISTEN_ADDRESS`` set to an address no interface here has (TEST-NET-3): the
+    start names that setting and the chart's value, not a port's, without a traceback."""
+    away = "203.0.113.9"
+    with socket.socket() as probe:
+        try:
+            probe.bind((away, 0))
+        except OSError:
+            pass
+        else:
+            pytest.skip(f"this host can bind {away} (its address, or ip_nonlocal_bind)")
+    second = OperatorProcess(env.cluster, env.ns, tmp_path / "second")
+    done = subprocess.run([sys.executable, "-m", "wingman.cli", "operator"],
+                          env={**second.env(), "WINGMAN_LISTEN_ADDRESS": away},
+                          capture_output=True, text=True, timeout=120, check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert (f"wingman operator: cannot start: cannot listen on {away} (WINGMAN_LISTEN_ADDRESS): "
+            in done.stderr), said
+    assert "operator.listenAddress" in done.stderr, said
+    assert "Traceback" not in said and "operator starting" not in said, said
 
 
 def test_two_replicas_never_both_act(env: Env, tmp_path: Path) -> None:

@@ -487,17 +487,26 @@ def test_the_no_op_ends_its_idle_workers_as_the_operator_does() -> None:
 def test_the_split_of_create_to_consensus_is_printed_beside_the_no_op_s(
         capsys: pytest.CaptureFixture[str]) -> None:
     """Where create → consensus goes (the create, the operator's reaction, its write), each
-    beside the no-op's; runs recorded before the split print no such rows."""
+    beside the no-op's, right after create → consensus's own rows; runs recorded before the
+    split print no such rows."""
     def split(r: dict[str, Any], create: float, react: float, write: float) -> dict[str, Any]:
         for key, ms in (("create", create), ("react", react), ("write", write)):
             r[f"consensus_{key}_written_ms"] = {50: ms / 2, 95: ms, 99: ms}
         return r
     reals = [split(run(100, 900, 0, 300, 140), 20, 300, 80)]
-    noops = [split(run(100, 0, 400, 100, 100), 20, 100, 40)]
+    noops = [split(run(100, 0, 400, 100, 100), 10, 100, 40)]
     bench.report(reals, noops)
-    out = capsys.readouterr().out
-    assert [line.split() for line in out.splitlines() if "answered→write p95" in line] == [
-        ["create", "answered→write", "p95", "ms", "300.0", "100.0", "3.00"]]
-    assert "the status write p95 ms" in out
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("create→consensus p99 ms"))
+    assert [line.split() for line in lines[at + 1:at + 7]] == [
+        ["the", "create", "p50", "ms", "10.0", "5.0", "2.00"],
+        ["the", "create", "p95", "ms", "20.0", "10.0", "2.00"],
+        ["create", "answered→write", "p50", "ms", "150.0", "50.0", "3.00"],
+        ["create", "answered→write", "p95", "ms", "300.0", "100.0", "3.00"],
+        ["the", "status", "write", "p50", "ms", "40.0", "20.0", "2.00"],
+        ["the", "status", "write", "p95", "ms", "80.0", "40.0", "2.00"]]
+    bench.report(reals, [])  # --skip-noop: no floor, no ratio
+    assert [line.split()[-3:] for line in capsys.readouterr().out.splitlines()
+            if "answered→write p95" in line] == [["300.0", "—", "—"]]
     bench.report([run(100, 900, 0, 300, 140)], noops)
     assert "answered→write" not in capsys.readouterr().out

@@ -157,9 +157,10 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"audit.checkpoints.witness.secretName": "Witness"},
          "/audit/checkpoints/witness/secretName"),
         ({"operator.priorityClassName": "High Priority"}, "/operator/priorityClassName"),
-        # an IP address to listen on (a host name is not one)
+        # every address of one family: the probes and scrapes come to the pod's own address
         ({"operator.listenAddress": "localhost"}, "/operator/listenAddress"),
         ({"operator.listenAddress": "0.0.0.0:8080"}, "/operator/listenAddress"),
+        ({"operator.listenAddress": "127.0.0.1"}, "/operator/listenAddress"),
         # label and node selector values are what the API server accepts
         ({"commonLabels": {"team": "platform team"}}, "/commonLabels/team"),
         ({"commonLabels": {"team": "-lead"}}, "/commonLabels/team"),

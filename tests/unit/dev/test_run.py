@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -122,16 +123,37 @@ def test_dev_run_names_the_file_of_the_current_context(monkeypatch: pytest.Monke
     assert f"using the cluster configured in {staging} (its current-context staging)" in out
 
 
+class _Started:
+    """What ``subprocess.Popen`` would have started: the environment it was given."""
+
+    env: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, _args: list[str], *, env: dict[str, str]) -> None:
+        _Started.env = env
+        self.returncode = 0
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+    def poll(self) -> int:
+        return 0
+
+
 @pytest.mark.parametrize(("given", "listens"), [
-    (None, "127.0.0.1"), ("", "127.0.0.1"), ("0.0.0.0", "0.0.0.0")])  # noqa: S104
+    (None, "127.0.0.1"), ("", "127.0.0.1"), ("   ", "127.0.0.1"),
+    ("0.0.0.0", "0.0.0.0")])  # noqa: S104
 def test_the_local_operator_listens_on_this_machine_only_unless_told(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, given: str | None,
         listens: str) -> None:
-    """A laptop's operator keeps its health and metrics off the networks the laptop is on;
-    ``WINGMAN_LISTEN_ADDRESS`` still wins."""
+    """A laptop's operator keeps its health and metrics off the networks the laptop is on,
+    on the local control plane and on a configured cluster alike; ``WINGMAN_LISTEN_ADDRESS``
+    still wins."""
     if given is None:
         monkeypatch.delenv("WINGMAN_LISTEN_ADDRESS", raising=False)
     else:
         monkeypatch.setenv("WINGMAN_LISTEN_ADDRESS", given)
     env = run._operator_env(tmp_path / "kubeconfig", tmp_path / "audit.jsonl", "img:1")
     assert env["WINGMAN_LISTEN_ADDRESS"] == listens
+    monkeypatch.setattr(run.subprocess, "Popen", _Started)
+    assert run._run_operator_here(tmp_path, "{}", "kubectl", exit_after_start=False) == 0
+    assert _Started.env["WINGMAN_LISTEN_ADDRESS"] == listens
