@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,10 +130,12 @@ class Takeover:
 
 
 def failover(cluster: Any, ns: str, workdir: Path, how: str, *, before: float = 6.0,
-             after: float = 6.0, interval: float = 0.25, timeout: float = 90.0) -> Takeover:
-    """``how``: ``SIGKILL``, ``SIGTERM`` or ``SIGHUP`` of the active replica."""
-    a = OperatorProcess(cluster, ns, workdir / "a")
-    b = OperatorProcess(cluster, ns, workdir / "b")
+             after: float = 6.0, interval: float = 0.25, timeout: float = 90.0,
+             env: Mapping[str, str] | None = None) -> Takeover:
+    """``how``: ``SIGKILL``, ``SIGTERM`` or ``SIGHUP`` of the active replica; ``env``: more
+    of the replicas' environment (a lease duration of the test's)."""
+    a = OperatorProcess(cluster, ns, workdir / "a", extra_env=env)
+    b = OperatorProcess(cluster, ns, workdir / "b", extra_env=env)
     result = Takeover(how)
     feeder: Feeder | None = None
     try:
@@ -168,10 +170,12 @@ def failover(cluster: Any, ns: str, workdir: Path, how: str, *, before: float = 
 
 
 def restart(cluster: Any, ns: str, workdir: Path, *, same_identity: bool = True,
-            before: float = 5.0, interval: float = 0.25, timeout: float = 90.0) -> Takeover:
+            before: float = 5.0, interval: float = 0.25, timeout: float = 90.0,
+            env: Mapping[str, str] | None = None) -> Takeover:
     """One replica SIGKILLed mid-flow and started again: as the same pod (a container restart)
-    or, ``same_identity=False``, as a new one (a replacement pod, a new lease identity)."""
-    op = OperatorProcess(cluster, ns, workdir / "op")
+    or, ``same_identity=False``, as a new one (a replacement pod, a new lease identity);
+    ``env``: more of its environment (a lease duration of the test's)."""
+    op = OperatorProcess(cluster, ns, workdir / "op", extra_env=env)
     result = Takeover("restart" if same_identity else "replacement")
     feeder: Feeder | None = None
     try:

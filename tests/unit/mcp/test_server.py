@@ -867,11 +867,11 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> 
     # one that never sent a byte as well as one idle after an answer (keep-alive)
     import time
 
-    idle = 2
+    idle = 1  # the least there is: the furthest below uvicorn's own 5 s
     with _serving_http(tmp_path, more=("--idle-timeout-seconds", str(idle))) as port:
+        started = time.monotonic()  # before the server's idle clock starts, not after
         with socket.create_connection(("127.0.0.1", port)) as silent, \
                 socket.create_connection(("127.0.0.1", port)) as kept:
-            started = time.monotonic()
             kept.sendall(f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
             head, _, rest = _answer_head(kept).partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 ") and b"connection: close" not in head.lower()
@@ -887,8 +887,8 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> 
             assert kept.recv(100) == b""  # sooner than uvicorn's own keep-alive timeout (5 s)
             # the server's idle clock starts when it sent the answer, a moment before this
             # client had read it (``answered``): closed about ``idle`` later, not at once and
-            # sooner than uvicorn's own 5 s
-            assert idle - 0.5 <= time.monotonic() - answered < idle + 2.5
+            # sooner than uvicorn's own 5 s (generous, for a loaded machine)
+            assert idle - 0.5 <= time.monotonic() - answered < 4.5
 
 
 def test_a_connection_that_keeps_sending_requests_is_not_closed_as_idle(

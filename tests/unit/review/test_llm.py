@@ -144,10 +144,11 @@ def assert_abstains(vote: Vote, reason: str) -> None:
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_slow_model_abstains_with_timeout(provider: str, llm: FakeLLM) -> None:
-    llm.delay = 3.0
+    llm.delay = 30.0  # the model's answer: long after the timeout
     vote = review(make(provider, llm, timeout=0.3))
     assert_abstains(vote, "Timeout")
-    assert vote.latency_seconds < 2.5
+    # given up at the 0.3 s timeout (generous, for a loaded machine), not when the model answers
+    assert vote.latency_seconds < 4.0
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
