@@ -5,6 +5,7 @@ what it audited, so the next one writes it with the same records instead of audi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import types
 from typing import Any, cast
@@ -189,3 +190,49 @@ def test_a_late_decision_is_work_unless_the_reconcile_would_not_look_at_it() -> 
     assert pending_decisions(ctx, body, now)
     body["spec"]["instruction"] = "use eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlMTIz"
     assert not pending_decisions(ctx, body, now)
+
+
+def test_a_copy_from_before_the_operator_s_own_write_is_read_again_not_reviewed_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an outage a request can be reconciled twice from the same copy (the re-sync's read
+    and the watch's re-list, both made before the write): the second must not record the
+    review again before its write is refused by the guard. It is read afresh instead (the
+    outage test found a review recorded twice this way)."""
+    from wingman.operator.context import Retry
+    from wingman.operator.handlers import approvals as handler
+    from wingman.review.consensus import Risk, Verdict, Vote, decide
+    from wingman.review.policy import EnvironmentPolicy
+
+    api = Api([None])
+    ctx, units = setup(monkeypatch, api)
+    settings: Any = types.SimpleNamespace(**vars(ctx.settings))
+    settings.policy = EnvironmentPolicy.from_dict(
+        {"environment": "test", "autoApprove": True, "preview": {"enabled": False}})
+    ctx.settings = settings
+    panels: list[str] = []
+
+    async def panel(config: Any, request: Any) -> Any:
+        panels.append("ran")
+        return decide([Vote(n, Verdict.APPROVE, Risk.LOW, "r") for n in ("a", "b", "c")], 3, 3)
+    monkeypatch.setattr(handler, "run_panel", panel)
+    monkeypatch.setattr(ctx, "outside_turn", contextlib.nullcontext)
+    reconciler = handler.Approvals()
+
+    def fresh() -> dict[str, Any]:  # created now: within its lifetime
+        made = request()
+        made["metadata"]["creationTimestamp"] = dt.datetime.now(dt.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+        return made
+    asyncio.run(reconciler.reconcile(ctx, fresh()))
+    assert units == [["ApprovalReviewed"]] and len(api.patches) == 1
+    with pytest.raises(Retry, match="from before the operator's last write"):
+        asyncio.run(reconciler.reconcile(ctx, fresh()))  # the same version, read before
+    assert units == [["ApprovalReviewed"]], "no second record"
+    assert len(api.patches) == 1 and panels == ["ran"]
+    newer = fresh()
+    newer["metadata"]["resourceVersion"] = "6"
+    newer["status"] = api.patches[0]["status"]
+    asyncio.run(reconciler.reconcile(ctx, newer))  # as written: nothing to do
+    assert units == [["ApprovalReviewed"]] and len(api.patches) == 1
+    reconciler.forget("a1")  # deleted: nothing kept
+    assert reconciler.superseded == {}

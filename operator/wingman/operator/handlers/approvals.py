@@ -15,7 +15,10 @@ in one pass (a review and the decisions approvers already added, say) are audite
 (one wait, ``Context.audit_unit``) and written in one status write, guarded by the
 resourceVersion that was read: a request that changed meanwhile is re-read and reconciled
 again (the panel's result is kept, the panel does not run twice). The events of the
-operator's own writes find nothing to do.
+operator's own writes find nothing to do, and a copy from before the operator's last write
+of a request (a re-list's event or a re-sync's read, made before the write and run after it)
+is read again instead of reconciled: its review would otherwise be recorded a second time
+before the write's guard refused it.
 
 Nothing of the operator's progress lives in the object's metadata: what the operator did is
 its status, which only the operator writes. Expiries and warnings that fall due are found by
@@ -69,10 +72,19 @@ class Approvals:
         # transitions audited whose status write failed (an outage), by uid: written again
         # with the same record instead of a second one
         self.unwritten: dict[str, list[Recorded]] = {}
+        # the resourceVersion each request had when this operator's last status write of it
+        # landed, by uid: a copy of that version (a re-list's event, a re-sync's read made
+        # before the write, run after it) shows the request without what was written
+        self.superseded: dict[str, str] = {}
 
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
         now = _now()
         uid = str(body["metadata"]["uid"])
+        version = str(body["metadata"].get("resourceVersion") or "")
+        if version and self.superseded.get(uid) == version:
+            # reconciled from it, the review would be recorded again before its write is
+            # refused (the guard): read the request as it is now instead
+            raise Retry("a copy of the request from before the operator's last write of it")
         transitions: list[logic.Transition] = []
         current: dict[str, Any] = body
         fields = logic.token_fields(body)
@@ -118,6 +130,7 @@ class Approvals:
                 transitions.append(t)
         if transitions:
             await apply(ctx, body, transitions, self.unwritten.setdefault(uid, []))
+            self.superseded[uid] = version
         self.results.pop(uid, None)
         self.unwritten.pop(uid, None)
 
@@ -125,6 +138,7 @@ class Approvals:
         """A deleted request: drop what was kept for its next attempt."""
         self.results.pop(uid, None)
         self.unwritten.pop(uid, None)
+        self.superseded.pop(uid, None)
 
     async def abandon(self, ctx: Context, body: dict[str, Any], reason: str,
                       message: str) -> None:
@@ -133,6 +147,7 @@ class Approvals:
         t = logic.refused(body, reason, message, _now())
         if t is not None:
             await apply(ctx, body, [t], self.unwritten.setdefault(uid, []))
+            self.superseded[uid] = str(body["metadata"].get("resourceVersion") or "")
         self.unwritten.pop(uid, None)
 
 
