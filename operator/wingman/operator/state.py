@@ -64,6 +64,9 @@ class Entry:
     attempted: float = 0.0  # monotonic time of the last reconcile attempt
     packed: bytes | None = None  # approvals that are not final: a trimmed copy, as JSON
     packed_version: str = ""  # the resourceVersion of that copy
+    #: approval: the resourceVersion the operator's last status write of it was made over (a
+    #: copy of that version, read before the write and reconciled after it, is read again)
+    superseded: str = ""
     released: bool = False  # grant: its token is in place (stored or checked by this process)
     cleaned: bool = False  # grant: its token Secret (and Denied Job) are known to be gone
     secret_uid: str | None = None  # grant: the uid of the token Secret this process made

@@ -72,18 +72,15 @@ class Approvals:
         # transitions audited whose status write failed (an outage), by uid: written again
         # with the same record instead of a second one
         self.unwritten: dict[str, list[Recorded]] = {}
-        # the resourceVersion each request had when this operator's last status write of it
-        # landed, by uid: a copy of that version (a re-list's event, a re-sync's read made
-        # before the write, run after it) shows the request without what was written
-        self.superseded: dict[str, str] = {}
 
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
         now = _now()
         uid = str(body["metadata"]["uid"])
         version = str(body["metadata"].get("resourceVersion") or "")
-        if version and self.superseded.get(uid) == version:
-            # reconciled from it, the review would be recorded again before its write is
-            # refused (the guard): read the request as it is now instead
+        if version and _superseded(ctx, uid) == version:
+            # a copy read before the operator's last write of it (a re-sync's read and the
+            # watch's re-list after an outage): reconciled, its review would be recorded again
+            # before the write's guard refused it; read the request as it is now instead
             raise Retry("a copy of the request from before the operator's last write of it")
         transitions: list[logic.Transition] = []
         current: dict[str, Any] = body
@@ -129,8 +126,8 @@ class Approvals:
             if t is not None:
                 transitions.append(t)
         if transitions:
-            await apply(ctx, body, transitions, self.unwritten.setdefault(uid, []))
-            self.superseded[uid] = version
+            _written_over(ctx, uid, version, await apply(
+                ctx, body, transitions, self.unwritten.setdefault(uid, [])))
         self.results.pop(uid, None)
         self.unwritten.pop(uid, None)
 
@@ -138,7 +135,6 @@ class Approvals:
         """A deleted request: drop what was kept for its next attempt."""
         self.results.pop(uid, None)
         self.unwritten.pop(uid, None)
-        self.superseded.pop(uid, None)
 
     async def abandon(self, ctx: Context, body: dict[str, Any], reason: str,
                       message: str) -> None:
@@ -146,9 +142,23 @@ class Approvals:
         self.results.pop(uid, None)
         t = logic.refused(body, reason, message, _now())
         if t is not None:
-            await apply(ctx, body, [t], self.unwritten.setdefault(uid, []))
-            self.superseded[uid] = str(body["metadata"].get("resourceVersion") or "")
+            _written_over(ctx, uid, str(body["metadata"].get("resourceVersion") or ""),
+                          await apply(ctx, body, [t], self.unwritten.setdefault(uid, [])))
         self.unwritten.pop(uid, None)
+
+
+def _superseded(ctx: Context, uid: str) -> str:
+    entry = ctx.tracker.approvals.get(uid)
+    return entry.superseded if entry is not None else ""
+
+
+def _written_over(ctx: Context, uid: str, version: str, written: dict[str, Any]) -> None:
+    """Note the version a status write was made over (kept on the tracker's entry, which goes
+    when the request does), if the write moved the request on from it."""
+    entry = ctx.tracker.approvals.get(uid)
+    if entry is not None and version and \
+            str((written.get("metadata") or {}).get("resourceVersion") or "") != version:
+        entry.superseded = version
 
 
 def _owns(obj: dict[str, Any], body: dict[str, Any]) -> bool:
