@@ -1,16 +1,20 @@
 """The operator's log stays readable while the API server is away; kopf watches only what the
-operator acts on and keeps no per-event bookkeeping."""
+operator acts on and keeps no per-event bookkeeping; its health and metrics ports listen on the
+address they are given."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
 import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
+import urllib.request
 import warnings
 from collections.abc import Iterator
 
@@ -21,11 +25,15 @@ from kopf._cogs.structs import references
 from wingman.logs import setup_logging
 from wingman.model import names
 from wingman.operator import run
+from wingman.operator.metrics import Metrics, serve
 from wingman.operator.run import (
     GC_THRESHOLDS,
     WORKER_IDLE_SECONDS,
     QuietRetries,
+    cannot_listen_on,
     configure_kopf,
+    health_endpoint,
+    health_port_free,
     tune_gc,
 )
 
@@ -156,3 +164,71 @@ def test_only_the_main_thread_can_make_a_hangup_stop_the_operator() -> None:
     worker.start()
     worker.join()
     assert result == [False]
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+IPV6 = pytest.mark.skipif(not _ipv6_loopback(), reason="this host has no IPv6 loopback")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=IPV6)])
+def test_the_probes_listen_on_the_address_they_are_given(host: str) -> None:
+    """``WINGMAN_LISTEN_ADDRESS``: IPv4 or IPv6, the metrics server and kopf's liveness
+    endpoint (its URL, and the check that its port is free) on that address alone."""
+    server = serve(0, Metrics(), lambda: (True, "active"), host=host)
+    port = server.server_port
+    netloc = f"{f'[{host}]' if ':' in host else host}:{port}"
+    try:
+        with urllib.request.urlopen(f"http://{netloc}/readyz", timeout=5) as resp:
+            assert resp.read() == b"ok: active\n"
+        assert server.server_address[0] == host
+        with pytest.raises(OSError):  # taken on this address: the start names the setting
+            health_port_free(port, host)
+    finally:
+        server.shutdown()
+        server.server_close()
+    health_port_free(port, host)  # free again
+    assert health_endpoint(host, port) == f"http://{netloc}/healthz"
+
+
+@IPV6
+def test_every_ipv6_address_is_ipv6_only_as_kopf_s_liveness_endpoint() -> None:
+    """``::`` is every IPv6 address and no IPv4 one, on both ports alike (asyncio's servers,
+    kopf's among them, are IPv6-only): the IPv4 side of a port stays another process's."""
+    server = serve(0, Metrics(), lambda: (True, "active"), host="::")
+    port = server.server_port
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{port}/readyz", timeout=5) as resp:
+            assert resp.status == 200
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as ipv4:  # held on IPv4 only: the port is still free for kopf's
+        ipv4.bind(("0.0.0.0", 0))  # noqa: S104 - the port's other family
+        ipv4.listen()
+        health_port_free(ipv4.getsockname()[1], "::")
+
+
+def test_an_address_the_host_cannot_listen_on_names_the_address_setting() -> None:
+    """An address this host does not have (or an IPv6 address where it has no IPv6): the
+    start says which setting to change, not the port's; a port in use stays the port's."""
+    for code in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
+        said = cannot_listen_on(OSError(code, os.strerror(code)), "203.0.113.9")
+        assert said is not None and said.startswith(
+            f"cannot listen on 203.0.113.9 (WINGMAN_LISTEN_ADDRESS): {os.strerror(code)}; "), said
+        assert "operator.listenAddress" in said
+    with socket.socket() as held:  # a port in use is the port's setting, not the address's
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        with pytest.raises(OSError) as raised:
+            health_port_free(held.getsockname()[1], "127.0.0.1")
+    assert cannot_listen_on(raised.value, "127.0.0.1") is None
