@@ -11,7 +11,9 @@ poster, and:
   ``RUNNING_PER_THREAD`` x ``settings.api_concurrency`` objects at once (a burst of thousands
   waits its turn instead of holding every object's bodies in memory at once; a reconcile that
   waits for the reviewer panel gives its slot up meanwhile, ``outside_turn``), and turn
-  every failure into what it means: a conflict is re-read and retried at once, an unreachable
+  every failure into what it means: a copy older than one the tracker has seen of the object
+  (a re-list's event, a read made before a write this process has seen answered) is read
+  again instead of acted on, a conflict is re-read and retried at once, an unreachable
   or overloaded API server or a full audit volume is retried quietly within seconds, an error
   that retrying cannot fix ends the object with a clear reason (``Reconciler.abandon``), and
   only a bug logs a traceback (once per object, then retried with back-off).
@@ -39,7 +41,7 @@ from wingman.kube import APPROVALS, GRANTS, SECRETS, ApiError, Kube, Resource, c
 from wingman.operator.events import Events
 from wingman.operator.metrics import Metrics
 from wingman.operator.recorder import Recorder
-from wingman.operator.state import Entry, Tracker
+from wingman.operator.state import Entry, Tracker, older
 from wingman.operator.writer import ADOPT, APPEND, KUBE_CALLS, Observation, Unsendable, Writer
 from wingman.review.consensus import PanelConfig
 from wingman.review.panel import voters_from_config
@@ -54,6 +56,9 @@ KINDS: dict[str, Resource] = {"approval": APPROVALS, "grant": GRANTS}
 TRANSIENT_DELAYS = (0.5, 1.0, 2.0, 3.0, 5.0)
 #: Delays of the retries after an unexpected error (a bug, logged once with its traceback).
 BUG_DELAYS = (5.0, 10.0, 30.0, 60.0)
+#: Fresh reads in a row older than a copy seen before after which the read is trusted: the store
+#: went back (etcd restored from a backup without ``--bump-revision``), not a race with a write
+STALE_READS = 3
 #: Objects reconciled at once per thread of the pool: enough to keep every thread busy (a
 #: reconcile also waits on the audit lock and the event loop), few enough that a burst does not
 #: hold thousands of objects' bodies and responses at once.
@@ -348,6 +353,13 @@ class Context:
                 entry = self.entry(kind, uid)
                 if entry is not None:
                     entry.attempted = time.monotonic()
+                    if older(str(meta.get("resourceVersion") or ""), entry.newest):
+                        # read before a change this process has seen since (a re-list's event
+                        # made before the operator's own write, a re-sync's read answered after
+                        # it): acted on, it would repeat what that change recorded (a review,
+                        # a claim) before the write's guard refused it. Read it again instead
+                        self._again(kind, meta, 0.0, "a copy older than one seen", quiet=True)
+                        return
                 try:
                     await self._in_turn(kind, body, asked)
                 except NotLeading:
@@ -453,6 +465,21 @@ class Context:
             self.tracker.forget(kind, uid)
             self._attempts.pop(key, None)
             return
+        if entry is not None:
+            version = str(body["metadata"].get("resourceVersion") or "")
+            if older(version, entry.newest):
+                entry.behind += 1
+                if entry.behind < STALE_READS:  # read before a write whose answer came first
+                    self._again(kind, body["metadata"], TRANSIENT_DELAYS[entry.behind],
+                                "read older than a copy seen", quiet=True)
+                    return
+                log.warning("the API server's copy is older than one it sent before (its "
+                            "store went back: etcd restored without --bump-revision?); "
+                            "going on from the API server's copy",
+                            extra={"kind": kind, "object": name, "version": version,
+                                   "seen": entry.newest})
+                entry.newest = version
+            entry.behind = 0
         if entry is not None and ended is not None and entry.job_done is ended:
             # read after that end: this copy shows all its gateway wrote (the grant's reconcile
             # then need not read it again before saying its command did not run)

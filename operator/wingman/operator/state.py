@@ -17,7 +17,10 @@ sweep read it to decide what needs doing without asking the API server again:
   approval's ``status.grants``, ``claims``): such a grant's stored phase stays ``Pending``
   until the gateway writes ``Running``, and the tracker judges it as
   ``wingman.model.grants.view`` does, ``TokenIssued`` with the claim's token expiry, whichever
-  of the approval and the grant the watches deliver first (and after the approval is final).
+  of the approval and the grant the watches deliver first (and after the approval is final);
+- the newest resourceVersion seen of each object (``Entry.newest``): a copy older than it
+  (``older``: a re-list's, a read answered after a write this process saw) changes nothing
+  here, and ``Context.run`` reads it again instead of acting on it.
 
 An entry is small (slots, no per-object dicts beyond that copy) and the tracker forgets it when
 its object is deleted or retired: the operator's memory follows the objects that exist.
@@ -64,9 +67,12 @@ class Entry:
     attempted: float = 0.0  # monotonic time of the last reconcile attempt
     packed: bytes | None = None  # approvals that are not final: a trimmed copy, as JSON
     packed_version: str = ""  # the resourceVersion of that copy
-    #: approval: the resourceVersion the operator's last status write of it was made over (a
-    #: copy of that version, read before the write and reconciled after it, is read again)
-    superseded: str = ""
+    #: the newest resourceVersion of the object seen (watch events, write answers): a copy
+    #: older than it (``older``) changes nothing here and is read again before it is acted on
+    newest: str = ""
+    #: fresh reads in a row that were older than ``newest`` (the store went back: trusted
+    #: after ``Context.resync``'s few tries)
+    behind: int = 0
     released: bool = False  # grant: its token is in place (stored or checked by this process)
     cleaned: bool = False  # grant: its token Secret (and Denied Job) are known to be gone
     secret_uid: str | None = None  # grant: the uid of the token Secret this process made
@@ -102,6 +108,25 @@ class Entry:
             return None
         decoded: dict[str, Any] = json.loads(self.packed)
         return decoded
+
+
+def older(version: str, than: str) -> bool:
+    """Whether the resourceVersion ``version`` is older than ``than``: both are decimal
+    integers (etcd's revisions, which every write of the store increases; comparable as numbers
+    since Kubernetes 1.35, KEP-5504), compared as numbers. False when either is not (nothing
+    is known then: the write guards alone decide)."""
+    if not (version.isdecimal() and than.isdecimal() and version.isascii() and than.isascii()):
+        return False
+    return int(version) < int(than)
+
+
+def _version(body: Body) -> str:
+    return str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _seen(entry: Entry, version: str) -> None:
+    if version and not older(version, entry.newest):
+        entry.newest = version
 
 
 def _time(text: object) -> dt.datetime | None:
@@ -236,6 +261,8 @@ class Tracker:
         uid = str(meta.get("uid", ""))
         status = body.get("status") or {}
         entry = self.approvals.get(uid)
+        if entry is not None and older(_version(body), entry.newest):
+            return entry  # a stale copy (a re-list's, a read's): the entry stays as it is
         if entry is None:
             entry = Entry("approval", str(meta.get("namespace", "")), str(meta.get("name", "")),
                           uid, _time(meta.get("creationTimestamp")) or now, "Pending")
@@ -247,7 +274,8 @@ class Tracker:
         entry.rollbacks = bool((body.get("spec") or {}).get("rollbacks"))
         final = rules.is_final(body)
         entry.final_at = (approval_final_at(body) or entry.final_at or now) if final else None
-        version = str(meta.get("resourceVersion") or "")
+        version = _version(body)
+        _seen(entry, version)
         if final:
             entry.packed, entry.packed_version = None, ""
         elif entry.packed is None or not version or version != entry.packed_version:
@@ -272,6 +300,12 @@ class Tracker:
                 self._needs(known, "release", now)
         return entry
 
+    def stale(self, kind: str, body: Body) -> bool:
+        """Whether ``body`` is older than a copy of the same object seen before (``older``)."""
+        uid = str((body.get("metadata") or {}).get("uid", ""))
+        entry = (self.approvals if kind == "approval" else self.grants).get(uid)
+        return entry is not None and older(_version(body), entry.newest)
+
     def view(self, body: Body) -> Body:
         """The grant ``body`` as ``wingman.model.grants.view`` judges it, with the claim that
         issued its token as the tracker knows it (``body`` itself when it knows none)."""
@@ -287,6 +321,8 @@ class Tracker:
         body = self.view(body)  # a Pending grant issued on its claim is TokenIssued
         status = body.get("status") or {}
         entry = self.grants.get(uid)
+        if entry is not None and older(_version(body), entry.newest):
+            return entry  # a stale copy (a re-list's, a read's): the entry stays as it is
         if entry is None:
             entry = Entry("grant", str(meta.get("namespace", "")), str(meta.get("name", "")),
                           uid, _time(meta.get("creationTimestamp")) or now, "Pending",
@@ -294,6 +330,7 @@ class Tracker:
                                        .get("name", "")))
             self.grants[uid] = entry
             self.grants_by_approval.setdefault(entry.approval, set()).add(uid)
+        _seen(entry, _version(body))
         entry.phase = grant_rules.phase(body)
         entry.expires_at = _time(status.get("tokenExpirationTime"))
         if grant_rules.is_terminal(body):
@@ -384,4 +421,4 @@ def due_for_retirement(tracker: Tracker, retention: dt.timedelta, now: dt.dateti
 
 
 __all__ = ["Entry", "Tracker", "approval_final_at", "approval_needs", "due_for_retirement",
-           "expiry_due", "grant_needs", "job_deadline", "trimmed"]
+           "expiry_due", "grant_needs", "job_deadline", "older", "trimmed"]

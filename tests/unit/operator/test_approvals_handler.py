@@ -197,8 +197,8 @@ def test_a_copy_from_before_the_operator_s_own_write_is_read_again_not_reviewed_
     """After an outage a request can be reconciled twice from the same copy (the re-sync's read
     and the watch's re-list, both made before the write): the second must not record the
     review again before its write is refused by the guard. It is read afresh instead (the
-    outage test found a review recorded twice this way)."""
-    from wingman.operator.context import Retry
+    outage test found a review recorded twice this way); so is a copy from before an earlier
+    write than the last, or from before anyone's change the operator has seen."""
     from wingman.operator.handlers import approvals as handler
     from wingman.review.consensus import Risk, Verdict, Vote, decide
     from wingman.review.policy import EnvironmentPolicy
@@ -217,21 +217,31 @@ def test_a_copy_from_before_the_operator_s_own_write_is_read_again_not_reviewed_
         return decide([Vote(n, Verdict.APPROVE, Risk.LOW, "r") for n in ("a", "b", "c")], 3, 3)
     monkeypatch.setattr(handler, "run_panel", panel)
     monkeypatch.setattr(ctx, "outside_turn", contextlib.nullcontext)
-    reconciler = handler.Approvals()
+    ctx.reconcilers["approval"] = handler.Approvals()
 
-    def fresh() -> dict[str, Any]:  # created now: within its lifetime
+    def fresh(version: str = "5") -> dict[str, Any]:  # created now: within its lifetime
         made = request()
         made["metadata"]["creationTimestamp"] = dt.datetime.now(dt.UTC).strftime(
             "%Y-%m-%dT%H:%M:%SZ")
+        made["metadata"]["resourceVersion"] = version
         return made
-    asyncio.run(reconciler.reconcile(ctx, fresh()))
+
+    async def run(body: dict[str, Any]) -> bool:
+        """Run ``body`` as the watch hands it over; whether a fresh read was scheduled."""
+        await ctx.run("approval", body)
+        scheduled = bool(ctx._retries)
+        for handle in ctx._retries.values():
+            handle.cancel()
+        ctx._retries.clear()
+        return scheduled
+
+    assert not asyncio.run(run(fresh()))
     assert units == [["ApprovalReviewed"]] and len(api.patches) == 1
-    with pytest.raises(Retry):  # read afresh
-        asyncio.run(reconciler.reconcile(ctx, fresh()))  # the same version, read before
-    assert units == [["ApprovalReviewed"]], "no second record"
-    assert len(api.patches) == 1 and panels == ["ran"], "no second write, no second panel"
-    newer = fresh()
-    newer["metadata"]["resourceVersion"] = "6"
+    for before in ("5", "4"):  # the version written over, and an older one
+        assert asyncio.run(run(fresh(before))), "read afresh"
+        assert units == [["ApprovalReviewed"]], "no second record"
+        assert len(api.patches) == 1 and panels == ["ran"], "no second write, no second panel"
+    newer = fresh("6")
     newer["status"] = api.patches[0]["status"]
-    asyncio.run(reconciler.reconcile(ctx, newer))  # as written: nothing to do, not refused
+    assert not asyncio.run(run(newer))  # as written: nothing to do, not refused
     assert units == [["ApprovalReviewed"]] and len(api.patches) == 1

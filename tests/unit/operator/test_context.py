@@ -4,6 +4,7 @@ audit appends have a thread of their own."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import time
 import types
@@ -15,7 +16,7 @@ import pytest
 from wingman.audit import FileSink
 from wingman.errors import AuditUnavailable
 from wingman.kube import ApiError
-from wingman.operator.context import RUNNING_PER_THREAD, Context, Retry
+from wingman.operator.context import RUNNING_PER_THREAD, STALE_READS, Context, Retry
 from wingman.operator.metrics import Metrics
 from wingman.operator.pool import CallPool
 
@@ -266,3 +267,84 @@ def test_a_unit_of_records_is_written_through_the_sink_and_counted(tmp_path: Pat
     assert written == 2 and sizes[2.0] == 2
     assert [r.event for r in FileSink(tmp_path / "audit.jsonl").records()] == \
         ["TokenMinted", "GrantAuthorized"]
+
+
+class Reads:
+    """The API server's answers to the re-sync's reads of one grant, in turn."""
+
+    def __init__(self, *versions: str) -> None:
+        self.versions = list(versions)
+        self.reads = 0
+
+    def get_or_none(self, res: Any, namespace: str, name: str) -> dict[str, Any]:
+        self.reads += 1
+        return {"metadata": {"name": name, "namespace": namespace, "uid": "u1",
+                             "resourceVersion": self.versions.pop(0)}, "status": {}}
+
+
+def seen(ctx: Context, version: str) -> None:
+    """The tracker has seen the grant ``u1`` at ``version`` (a watch event, a write's answer)."""
+    ctx.tracker.observe_grant({"metadata": {"name": "g1", "namespace": "ns", "uid": "u1",
+                                            "resourceVersion": version},
+                               "spec": {"approvalRef": {"name": "req"}}, "status": {}},
+                              dt.datetime.now(dt.UTC))
+
+
+def cancel_retries(ctx: Context) -> bool:
+    scheduled = bool(ctx._retries)
+    for handle in ctx._retries.values():
+        handle.cancel()
+    ctx._retries.clear()
+    return scheduled
+
+
+def test_a_copy_older_than_one_seen_is_read_again_instead_of_reconciled() -> None:
+    """A re-list's copy made before the operator's own write, run after the write's answer:
+    acted on, it would repeat what the write recorded. It is not reconciled; a fresh read is."""
+    ctx, reconciler = context(1)
+    stale = {"metadata": {"name": "g1", "namespace": "ns", "uid": "u1", "resourceVersion": "9"}}
+
+    async def once() -> tuple[bool, list[str]]:
+        seen(ctx, "10")
+        await ctx.run("grant", stale)
+        scheduled = cancel_retries(ctx)
+        done = list(reconciler.done)
+        await ctx.run("grant", {**stale, "metadata": {**stale["metadata"],
+                                                      "resourceVersion": "10"}})
+        return scheduled, done
+    scheduled, done = asyncio.run(once())
+    assert scheduled and done == [], "the stale copy is read again, not reconciled"
+    assert reconciler.done == ["g1"], "the copy as new as the one seen is reconciled"
+
+
+def test_a_fresh_read_older_than_a_copy_seen_is_read_again_then_trusted() -> None:
+    """A re-sync's read answered before a write this process saw answered is read again; a
+    store that went back (etcd restored without a revision bump) answers older reads every
+    time, and after a few the operator goes on from the API server's copy, not forever deaf."""
+    ctx, reconciler = context(1)
+    reads = Reads("9", "11")
+    ctx.kube = reads
+
+    async def race() -> bool:
+        seen(ctx, "10")
+        await ctx.resync("grant", "ns", "g1", "u1")  # read "9": read again
+        again = cancel_retries(ctx) and reconciler.done == []
+        await ctx.resync("grant", "ns", "g1", "u1")  # read "11": reconciled
+        return again
+    assert asyncio.run(race()) and reconciler.done == ["g1"] and reads.reads == 2
+
+    ctx, reconciler = context(1)
+    went_back = Reads(*["4"] * STALE_READS)
+    ctx.kube = went_back
+
+    async def restored() -> list[bool]:
+        seen(ctx, "10")
+        scheduled = []
+        for _ in range(STALE_READS):
+            await ctx.resync("grant", "ns", "g1", "u1")
+            scheduled.append(cancel_retries(ctx))
+        return scheduled
+    assert asyncio.run(restored()) == [True] * (STALE_READS - 1) + [False]
+    assert reconciler.done == ["g1"], "trusted after STALE_READS reads"
+    entry = ctx.tracker.grants["u1"]
+    assert (entry.newest, entry.behind) == ("4", 0)

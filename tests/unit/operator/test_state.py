@@ -338,3 +338,57 @@ def test_the_claims_of_deleted_grants_are_forgotten_with_their_request() -> None
     assert t.observe_grant(grant(), NOW).phase == "TokenIssued"
     t.forget("grant", "u-g")
     assert t.claims == {}
+
+
+def test_resource_versions_are_compared_as_numbers_only_when_both_are() -> None:
+    assert state.older("9", "10") and not state.older("10", "9")
+    assert not state.older("10", "10")
+    assert state.older("999999999999999999998", "999999999999999999999")
+    # not decimal integers (another store's, or none yet): nothing is known
+    for a, b in (("", "5"), ("5", ""), ("a5", "6"), ("5", "6x"), ("-1", "3"), ("\u0661", "\u0662")):
+        assert not state.older(a, b), (a, b)
+
+
+def versioned(body: dict[str, Any], version: str) -> dict[str, Any]:
+    return {**body, "metadata": {**body["metadata"], "resourceVersion": version}}
+
+
+def test_a_copy_older_than_one_seen_leaves_the_request_s_entry_as_it_is() -> None:
+    """A re-list's copy from before the operator's own write (or anyone's) changes nothing the
+    tracker knows: not its phase, nor what it needs, nor the copy kept for grants."""
+    t = state.Tracker()
+    written = versioned(approval("req", REVIEWED, phase="AwaitingDecision",
+                                 grants=[{"grantUID": "u-g", "tokenSHA256": "sha256:x"}]), "12")
+    e = t.observe_approval(written, False, NOW)
+    assert (e.needs, e.phase, e.newest) == (None, "AwaitingDecision", "12")
+    before = versioned(approval(), "9")  # not reviewed yet, as it was before the write
+    assert t.stale("approval", before)
+    assert t.observe_approval(before, False, NOW) is e
+    assert (e.needs, e.phase, e.newest, e.packed_version) == (None, "AwaitingDecision", "12",
+                                                               "12")
+    newer = versioned(approval("req", REVIEWED, phase="AwaitingDecision"), "13")
+    assert not t.stale("approval", newer)
+    t.observe_approval(newer, True, NOW)
+    assert (e.needs, e.newest) == ("decisions", "13")
+    assert not t.stale("approval", versioned(approval(), "13")), "the same version is not older"
+    assert not t.stale("approval", versioned(approval("other"), "1")), "another object"
+
+
+def test_a_stale_pending_copy_of_an_issued_grant_does_not_ask_for_its_token_again() -> None:
+    """A long name's grant: the operator wrote TokenIssued and stored its token; a re-listed
+    copy from before that write must not make it a grant to issue again (a second claim record,
+    a false denial once its Job has ended)."""
+    t = state.Tracker()
+    e = t.observe_grant(versioned(grant("g", "Pending"), "20"), NOW)
+    assert e.needs == "issue"
+    t.observe_grant(versioned(grant("g", "TokenIssued", tokenExpirationTime="2026-11-25T12:05:00Z"),
+                              "21"), NOW)
+    e.released = True
+    t.settle(e, None, NOW)
+    stale = versioned(grant("g", "Pending"), "20")
+    assert t.stale("grant", stale)
+    t.observe_grant(stale, NOW)
+    assert (e.phase, e.released, e.needs) == ("TokenIssued", True, None)
+    # a status reset to Pending written since (a newer version) is a grant to issue again
+    t.observe_grant(versioned(grant("g", "Pending"), "30"), NOW)
+    assert (e.phase, e.released, e.needs) == ("Pending", False, "issue")

@@ -15,10 +15,10 @@ in one pass (a review and the decisions approvers already added, say) are audite
 (one wait, ``Context.audit_unit``) and written in one status write, guarded by the
 resourceVersion that was read: a request that changed meanwhile is re-read and reconciled
 again (the panel's result is kept, the panel does not run twice). The events of the
-operator's own writes find nothing to do, and a copy from before the operator's last write
-of a request (a re-list's event or a re-sync's read, made before the write and run after it)
-is read again instead of reconciled: its review would otherwise be recorded a second time
-before the write's guard refused it.
+operator's own writes find nothing to do, and a copy older than one the operator has seen of
+the request (a re-list's event or a re-sync's read, made before a write and run after it) is
+read again instead of reconciled (``Context.run``): its review would otherwise be recorded a
+second time before the write's guard refused it.
 
 Nothing of the operator's progress lives in the object's metadata: what the operator did is
 its status, which only the operator writes. Expiries and warnings that fall due are found by
@@ -76,12 +76,6 @@ class Approvals:
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
         now = _now()
         uid = str(body["metadata"]["uid"])
-        version = str(body["metadata"].get("resourceVersion") or "")
-        if version and _superseded(ctx, uid) == version:
-            # a copy read before the operator's last write of it (a re-sync's read and the
-            # watch's re-list after an outage): reconciled, its review would be recorded again
-            # before the write's guard refused it; read the request as it is now instead
-            raise Retry("a copy of the request from before the operator's last write of it")
         transitions: list[logic.Transition] = []
         current: dict[str, Any] = body
         fields = logic.token_fields(body)
@@ -126,8 +120,7 @@ class Approvals:
             if t is not None:
                 transitions.append(t)
         if transitions:
-            _written_over(ctx, uid, version, await apply(
-                ctx, body, transitions, self.unwritten.setdefault(uid, [])))
+            await apply(ctx, body, transitions, self.unwritten.setdefault(uid, []))
         self.results.pop(uid, None)
         self.unwritten.pop(uid, None)
 
@@ -142,23 +135,8 @@ class Approvals:
         self.results.pop(uid, None)
         t = logic.refused(body, reason, message, _now())
         if t is not None:
-            _written_over(ctx, uid, str(body["metadata"].get("resourceVersion") or ""),
-                          await apply(ctx, body, [t], self.unwritten.setdefault(uid, [])))
+            await apply(ctx, body, [t], self.unwritten.setdefault(uid, []))
         self.unwritten.pop(uid, None)
-
-
-def _superseded(ctx: Context, uid: str) -> str:
-    entry = ctx.tracker.approvals.get(uid)
-    return entry.superseded if entry is not None else ""
-
-
-def _written_over(ctx: Context, uid: str, version: str, written: dict[str, Any]) -> None:
-    """Note the version a status write was made over (kept on the tracker's entry, which goes
-    when the request does), if the write moved the request on from it."""
-    entry = ctx.tracker.approvals.get(uid)
-    if entry is not None and version and \
-            str((written.get("metadata") or {}).get("resourceVersion") or "") != version:
-        entry.superseded = version
 
 
 def _owns(obj: dict[str, Any], body: dict[str, Any]) -> bool:
@@ -290,6 +268,12 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         if event.get("type") == "DELETED":
             ctx.tracker.forget("approval", uid)
             reconciler.forget(str(uid))
+            return
+        if ctx.tracker.stale("approval", obj):
+            # older than a copy seen before (a re-list's): changes nothing the tracker knows,
+            # and is read again before anything is done (``Context.run``)
+            if ctx.leading:
+                await ctx.run("approval", dict(obj))
             return
         entry = observe(ctx, obj)
         if entry.needs is not None and ctx.leading:

@@ -1490,6 +1490,13 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         if event.get("type") == "DELETED":
             deleted(ctx, str(uid))
             return
+        if ctx.tracker.stale("grant", obj):
+            # older than a copy seen before (a re-list's): changes nothing the tracker knows,
+            # and is read again before anything is done (``Context.run``); acted on, a Pending
+            # copy from before the token was issued would issue it again
+            if ctx.leading:
+                await ctx.run("grant", dict(obj))
+            return
         entry = ctx.tracker.observe_grant(obj, _now())
         count_outcome(ctx, obj)
         if entry.needs is None or not ctx.leading:
