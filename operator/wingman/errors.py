@@ -28,6 +28,7 @@ from configuration in one without its ``user:password@``, query and fragment.
 from __future__ import annotations
 
 import errno
+import os
 import re
 
 #: A scheme and its slashes at the start of a URL (``https://``, also mistyped ``https:/``).
@@ -206,6 +207,17 @@ def cannot_listen(exc: OSError, port: int, setting: str, value: str) -> ConfigEr
                        f"({setting}; the chart's {value})")
 
 
+def cannot_listen_on(exc: OSError, address: str, value: str) -> str | None:
+    """What to do when a process's ports cannot listen on ``address`` (``WINGMAN_LISTEN_ADDRESS``,
+    the chart's ``value``) at all: an address this host does not have, or IPv6 where it is off;
+    None for a refusal of the port itself (``cannot_listen``)."""
+    if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
+        return None
+    return (f"cannot listen on {address} (WINGMAN_LISTEN_ADDRESS): {os.strerror(exc.errno)}; "
+            "set one of this host's addresses, or "
+            f"0.0.0.0 for every IPv4 address (the chart's {value})")
+
+
 __all__ = [
     "AuditTampered",
     "AuditUnavailable",
@@ -225,6 +237,7 @@ __all__ = [
     "Unavailable",
     "WingmanError",
     "cannot_listen",
+    "cannot_listen_on",
     "shown_url",
     "without_userinfo",
 ]

@@ -263,7 +263,8 @@ def _secret_file(env: Mapping[str, str], key: str) -> str | None:
 
 
 def _listen_address(env: Mapping[str, str]) -> str:
-    """``WINGMAN_LISTEN_ADDRESS``: the IP address the health and metrics ports listen on."""
+    """``WINGMAN_LISTEN_ADDRESS``: the IP address the operator's health and metrics ports (the
+    chat service's HTTP and metrics ports) listen on."""
     raw = _get(env, "WINGMAN_LISTEN_ADDRESS", "0.0.0.0")  # noqa: S104 - a pod's ports
     try:
         address = ipaddress.ip_address(raw)
@@ -277,7 +278,7 @@ def _listen_address(env: Mapping[str, str]) -> str:
         # a mapped IPv4 address cannot be bound by an IPv6-only socket (kopf's), and a
         # link-local one only with its interface, which the ports' binding does not carry
         raise ConfigError(f"WINGMAN_LISTEN_ADDRESS={raw!r} is an IPv4-mapped or link-local "
-                          "IPv6 address, which the operator cannot listen on: give the IPv4 "
+                          "IPv6 address, which Wingman cannot listen on: give the IPv4 "
                           "address itself, or a global IPv6 address, or :: for every IPv6 "
                           "address")
     return str(address)
@@ -771,6 +772,8 @@ class ChatSettings:
     log_level: str
     http_port: int
     metrics_port: int
+    #: The IP address both ports listen on (``WINGMAN_LISTEN_ADDRESS``, as the operator's).
+    listen_address: str = "0.0.0.0"  # noqa: S104 - the pod's ports
     sync_interval_seconds: float = 5.0
     #: How long the HTTP server waits for a whole request on a new or idle connection.
     http_idle_seconds: float = 75.0
@@ -815,6 +818,7 @@ class ChatSettings:
             log_level=_log_level(env),
             http_port=_int(env, "WINGMAN_CHAT_HTTP_PORT", 8080, 0, 65535),
             metrics_port=_int(env, "WINGMAN_METRICS_PORT", 9090, 0, 65535),
+            listen_address=_listen_address(env),
             sync_interval_seconds=float(_int(env, "WINGMAN_CHAT_SYNC_SECONDS", 5, 1, 300)),
             http_idle_seconds=float(_int(env, "WINGMAN_CHAT_HTTP_IDLE_SECONDS", 75, 5, 3600)),
             state_configmap=_name(env, "WINGMAN_CHAT_STATE_CONFIGMAP", "wingman-chat-state"),

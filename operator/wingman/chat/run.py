@@ -2,7 +2,9 @@
 
 One asyncio loop runs the reconciler, Telegram's long polling and an HTTP server on
 ``WINGMAN_CHAT_HTTP_PORT`` (``/healthz``; Slack's ``/slack/interactive`` and
-``/slack/commands`` when Slack is enabled); metrics are served on ``WINGMAN_METRICS_PORT``.
+``/slack/commands`` when Slack is enabled) and the metrics on ``WINGMAN_METRICS_PORT``
+(``/metrics``), both on ``WINGMAN_LISTEN_ADDRESS`` (every IPv4 address unless set; ``::``:
+every IPv6 address, IPv6 only, as asyncio's servers bind it).
 Either port may be 0 (outside the chart, which sets fixed ones): the system picks a free port,
 and the ``chat starting`` record names the ports bound (``httpPort``, ``metricsPort``).
 ``/healthz`` answers 503, naming it and why (``telegram polling (BotTokenRejected)``), once
@@ -33,13 +35,14 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from wingman.audit import open_sink
 from wingman.chat.cluster import ChatCluster
 from wingman.chat.guard import StepUp
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
-from wingman.errors import WingmanError, cannot_listen
+from wingman.errors import ConfigError, WingmanError, cannot_listen, cannot_listen_on
 from wingman.kube import Kube
 from wingman.logs import setup_logging
 from wingman.settings import ChatSettings
@@ -155,8 +158,6 @@ def run_chat(settings: ChatSettings) -> int:
 
 
 async def _main(settings: ChatSettings) -> int:
-    from prometheus_client import start_http_server
-
     # Before anything is served: what was signed or shown before it, an earlier process may
     # have accepted (step-up codes, Slack requests), and this one cannot know.
     started = time.time()
@@ -207,32 +208,30 @@ async def _main(settings: ChatSettings) -> int:
         service.channels.append(webhook)
         closers.append(webhook.close)
 
-    try:
-        server, _thread = start_http_server(settings.metrics_port, registry=metrics.registry)
-    except OSError as exc:
-        sink.close()
-        kube.close()
-        raise cannot_listen(exc, settings.metrics_port, "WINGMAN_METRICS_PORT",
-                            "chat.metricsPort") from None
+    scraper = http_runner(metrics_app(metrics.registry))
     runner = http_runner(app, settings.http_idle_seconds)
+    await scraper.setup()
     await runner.setup()
-    site = web.TCPSite(runner, "0.0.0.0", settings.http_port)  # noqa: S104 - the pod's port
+    host = settings.listen_address
+    port, setting, value = settings.metrics_port, "WINGMAN_METRICS_PORT", "chat.metricsPort"
     try:
-        await site.start()
+        await web.TCPSite(scraper, host, settings.metrics_port).start()
+        port, setting, value = settings.http_port, "WINGMAN_CHAT_HTTP_PORT", "chat.httpPort"
+        await web.TCPSite(runner, host, settings.http_port).start()
     except OSError as exc:
         await runner.cleanup()
-        server.shutdown()
+        await scraper.cleanup()
         sink.close()
         kube.close()
-        raise cannot_listen(exc, settings.http_port, "WINGMAN_CHAT_HTTP_PORT",
-                            "chat.httpPort") from None
+        raise ConfigError(cannot_listen_on(exc, host, "chat.listenAddress") or
+                          str(cannot_listen(exc, port, setting, value))) from None
     metrics.up.labels(settings.environment).set(1)
     log.info("chat starting", extra={
         "namespace": settings.namespace, "environment": settings.environment,
         "channels": [c.name for c in service.channels], "stepUp": config.step_up,
         "people": len(config.people),
         # the ports bound: a free one the system picked where the setting was 0
-        "httpPort": bound_port(runner), "metricsPort": int(server.server_port)})
+        "httpPort": bound_port(runner), "metricsPort": bound_port(scraper)})
     try:
         while not stop.is_set():  # the state ConfigMap must be readable before anything
             try:
@@ -262,12 +261,25 @@ async def _main(settings: ChatSettings) -> int:
         await runner.cleanup()
         for close in closers:
             await close()
-        server.shutdown()
+        await scraper.cleanup()
         metrics.up.labels(settings.environment).set(0)
         sink.close()
         kube.close()
         log.info("chat stopped")
     return 0
+
+
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    """The metrics port's server: ``registry`` in Prometheus' text format on ``/metrics`` (and
+    ``/``), served by the process's event loop like the HTTP port, on the same address."""
+    async def scrape(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/", scrape)
+    return app
 
 
 def bound_port(runner: web.BaseRunner) -> int:
@@ -295,4 +307,4 @@ def _ended(task: asyncio.Task[Any]) -> str:
 
 
 __all__ = ["HEADER_SECONDS", "RedactSecrets", "bound_port", "health", "http_runner",
-           "install_redaction", "run_chat"]
+           "install_redaction", "metrics_app", "run_chat"]

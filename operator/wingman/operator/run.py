@@ -10,7 +10,6 @@ makes no writes of its own.
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import os
@@ -24,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from wingman.errors import WingmanError, cannot_listen
+from wingman.errors import WingmanError, cannot_listen, cannot_listen_on
 from wingman.kube import Kube
 from wingman.logs import setup_logging
 from wingman.model import names
@@ -186,16 +185,6 @@ def health_port_free(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - 
         probe.bind((host, port))
 
 
-def cannot_listen_on(exc: OSError, address: str) -> str | None:
-    """What to do when the ports cannot listen on ``address`` at all (an address this host
-    does not have, or IPv6 where it is off); None for a refusal of the port itself."""
-    if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
-        return None
-    return (f"cannot listen on {address} (WINGMAN_LISTEN_ADDRESS): "
-            f"{exc.strerror or type(exc).__name__}; set one of this host's addresses, or "
-            "0.0.0.0 for every IPv4 address (the chart's operator.listenAddress)")
-
-
 def health_endpoint(host: str, port: int) -> str:
     """kopf's liveness endpoint URL for ``host`` (an IP address) and ``port``."""
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
@@ -278,7 +267,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         ctx.kube.close()
         if writer is not None:
             writer.close()
-        said = cannot_listen_on(exc, settings.listen_address) or \
+        said = cannot_listen_on(exc, settings.listen_address, "operator.listenAddress") or \
             cannot_listen(exc, port, setting, value)
         print(f"wingman operator: cannot start: {said}", file=sys.stderr)
         return 2
@@ -336,5 +325,5 @@ def start_writer(settings: OperatorSettings, kube: Kube, on_lost: Callable[[str]
 
 
 __all__ = ["EVENT_SOURCE", "GC_THRESHOLDS", "WORKER_IDLE_SECONDS", "QuietRetries",
-           "cannot_listen_on", "configure_kopf", "hangup_stops", "health_endpoint",
+           "configure_kopf", "hangup_stops", "health_endpoint",
            "health_port_free", "make_registry", "run_operator", "tune_gc"]

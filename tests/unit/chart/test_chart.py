@@ -161,6 +161,7 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
         ({"operator.listenAddress": "localhost"}, "/operator/listenAddress"),
         ({"operator.listenAddress": "0.0.0.0:8080"}, "/operator/listenAddress"),
         ({"operator.listenAddress": "127.0.0.1"}, "/operator/listenAddress"),
+        ({"chat.listenAddress": "::1"}, "/chat/listenAddress"),
         # label and node selector values are what the API server accepts
         ({"commonLabels": {"team": "platform team"}}, "/commonLabels/team"),
         ({"commonLabels": {"team": "-lead"}}, "/commonLabels/team"),
@@ -1463,7 +1464,13 @@ def test_a_large_uid_from_a_values_file_renders_as_an_integer(tmp_path: Path) ->
         assert context.get("fsGroup", 1000650000) == 1000650000
 
 
-def test_an_ipv6_only_cluster_s_operator_listens_on_every_ipv6_address() -> None:
-    objs = render("test", {"operator.listenAddress": "::"}, namespace=NS)
-    variables = _env(find(objs, "Deployment", "wingman-operator")[0])
-    assert variables["WINGMAN_LISTEN_ADDRESS"] == "::"
+def test_an_ipv6_only_cluster_s_operator_and_chat_listen_on_every_ipv6_address() -> None:
+    chat = {"chat.enabled": True,
+            "chat.webhook": {"enabled": True, "url": "https://h.example/w"}}
+    default = "0.0.0.0"  # noqa: S104 - every IPv4 address of the pod
+    ipv6 = {"operator.listenAddress": "::", "chat.listenAddress": "::"}
+    for values, want in (({}, default), (ipv6, "::")):
+        objs = render("test", {**chat, **values}, namespace=NS)
+        for name in ("wingman-operator", "wingman-chat"):
+            variables = _env(find(objs, "Deployment", name)[0])
+            assert variables["WINGMAN_LISTEN_ADDRESS"] == want, (name, values)

@@ -28,7 +28,7 @@ from aiohttp import ClientSession, web
 import wingman
 from support.fake_chat import FakeSlack, serving
 from support.oddapi import odd_api
-from support.ports import listening_ports, logged_ports, refused_port
+from support.ports import listening_addresses, listening_ports, logged_ports, refused_port
 from support.processes import stop_process
 from wingman.chat.run import RedactSecrets, health, http_runner
 from wingman.logs import JsonFormatter, TextFormatter
@@ -200,7 +200,7 @@ def _started_ports(proc: subprocess.Popen[bytes], log: Path) -> dict[str, int]:
 
 
 @contextmanager
-def _chat_process(tmp_path: Path, api: str, hook: str, *, slack: str = "", **ports: int
+def _chat_process(tmp_path: Path, api: str, hook: str, *, slack: str = "", **ports: int | str
                   ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """``wingman chat`` (this tree's code) with the webhook channel (to ``hook``), and Slack's
     when given its Web API (``slack``, its bot token ``SLACK_TOKEN``), its API server at
@@ -260,6 +260,42 @@ def test_with_port_0_the_chat_serves_on_the_free_ports_its_starting_record_names
                                         timeout=10) as resp:
                 assert 'wingman_chat_up{environment="test"} 1.0' in resp.read().decode()
     assert proc.returncode == 0, log.read_text()
+
+
+def test_both_ports_listen_on_the_address_set_and_nowhere_else(tmp_path: Path) -> None:
+    """``WINGMAN_LISTEN_ADDRESS`` (the chart's ``chat.listenAddress``): 127.0.0.1 keeps the
+    HTTP and metrics ports on this machine, not on every network it is on."""
+    with refused_port() as nowhere:
+        with _chat_process(tmp_path, f"https://127.0.0.1:{nowhere}",
+                           f"http://127.0.0.1:{nowhere}/hook",
+                           WINGMAN_LISTEN_ADDRESS="127.0.0.1") as (proc, log):
+            ports = _started_ports(proc, log)
+            assert listening_addresses(proc.pid) == {
+                ("127.0.0.1", ports["httpPort"]), ("127.0.0.1", ports["metricsPort"])}
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports['metricsPort']}/metrics",
+                                        timeout=10) as resp:
+                assert resp.headers["Content-Type"].startswith("text/plain; version=")
+                assert 'wingman_chat_up{environment="test"} 1.0' in resp.read().decode()
+    assert proc.returncode == 0, log.read_text()
+
+
+@pytest.mark.parametrize("address, said", [
+    # TEST-NET-3: an address this host does not have
+    ("203.0.113.9", "cannot listen on 203.0.113.9 (WINGMAN_LISTEN_ADDRESS): "
+                    "Cannot assign requested address; set one of this host's addresses, or "
+                    "0.0.0.0 for every IPv4 address (the chart's chat.listenAddress)"),
+    ("chat.example", "WINGMAN_LISTEN_ADDRESS='chat.example' must be an IP address"),
+    ("fe80::1%eth0", "is an IPv4-mapped or link-local IPv6 address"),
+])
+def test_an_address_it_cannot_listen_on_is_named_and_the_chat_exits_2(
+        tmp_path: Path, address: str, said: str) -> None:
+    with refused_port() as nowhere:
+        with _chat_process(tmp_path, f"https://127.0.0.1:{nowhere}",
+                           f"http://127.0.0.1:{nowhere}/hook",
+                           WINGMAN_LISTEN_ADDRESS=address) as (proc, log):
+            assert proc.wait(timeout=60) == 2, log.read_text()
+    text = log.read_text()
+    assert said in text and "Traceback" not in text and "chat starting" not in text, text
 
 
 @pytest.mark.parametrize("setting", ["WINGMAN_CHAT_HTTP_PORT", "WINGMAN_METRICS_PORT"])

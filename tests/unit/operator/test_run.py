@@ -22,6 +22,7 @@ import kopf
 import pytest
 from kopf._cogs.structs import references
 
+from wingman.errors import cannot_listen_on
 from wingman.logs import setup_logging
 from wingman.model import names
 from wingman.operator import run
@@ -30,7 +31,6 @@ from wingman.operator.run import (
     GC_THRESHOLDS,
     WORKER_IDLE_SECONDS,
     QuietRetries,
-    cannot_listen_on,
     configure_kopf,
     health_endpoint,
     health_port_free,
@@ -222,7 +222,8 @@ def test_an_address_the_host_cannot_listen_on_names_the_address_setting() -> Non
     """An address this host does not have (or an IPv6 address where it has no IPv6): the
     start says which setting to change, not the port's; a port in use stays the port's."""
     for code in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
-        said = cannot_listen_on(OSError(code, os.strerror(code)), "203.0.113.9")
+        said = cannot_listen_on(OSError(code, os.strerror(code)), "203.0.113.9",
+                                "operator.listenAddress")
         assert said is not None and said.startswith(
             f"cannot listen on 203.0.113.9 (WINGMAN_LISTEN_ADDRESS): {os.strerror(code)}; "), said
         assert "operator.listenAddress" in said
@@ -231,4 +232,4 @@ def test_an_address_the_host_cannot_listen_on_names_the_address_setting() -> Non
         held.listen()
         with pytest.raises(OSError) as raised:
             health_port_free(held.getsockname()[1], "127.0.0.1")
-    assert cannot_listen_on(raised.value, "127.0.0.1") is None
+    assert cannot_listen_on(raised.value, "127.0.0.1", "operator.listenAddress") is None
