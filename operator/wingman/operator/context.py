@@ -90,6 +90,10 @@ class Retry(Exception):
 
 
 class Reconciler(Protocol):
+    def observe(self, ctx: Context, body: dict[str, Any]) -> Entry:
+        """Feed ``body`` to the tracker, as the kind's watch events do."""
+        ...
+
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None: ...
 
     async def abandon(self, ctx: Context, body: dict[str, Any], reason: str,
@@ -152,6 +156,7 @@ class Context:
     _retries: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _attempts: dict[str, int] = field(default_factory=dict)
     _quiet_until: float = 0.0
+    _back_quiet_until: float = 0.0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _running: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
     #: The threads blocking calls run on (None: asyncio's default pool).
@@ -353,13 +358,15 @@ class Context:
                 entry = self.entry(kind, uid)
                 if entry is not None:
                     entry.attempted = time.monotonic()
-                    if older(str(meta.get("resourceVersion") or ""), entry.newest):
+                    version = str(meta.get("resourceVersion") or "")
+                    if older(version, entry.newest):
                         # read before a change this process has seen since (a re-list's event
                         # made before the operator's own write, a re-sync's read answered after
                         # it): acted on, it would repeat what that change recorded (a review,
                         # a claim) before the write's guard refused it. Read it again instead
                         self._again(kind, meta, 0.0, "a copy older than one seen", quiet=True)
                         return
+                    entry.seen(version)  # a re-sync's read: no copy older than it is acted on
                 try:
                     await self._in_turn(kind, body, asked)
                 except NotLeading:
@@ -470,21 +477,31 @@ class Context:
             if older(version, entry.newest):
                 entry.behind += 1
                 if entry.behind < STALE_READS:  # read before a write whose answer came first
-                    self._again(kind, body["metadata"], TRANSIENT_DELAYS[entry.behind],
-                                "read older than a copy seen", quiet=True)
+                    delay = TRANSIENT_DELAYS[min(entry.behind, len(TRANSIENT_DELAYS) - 1)]
+                    self._again(kind, body["metadata"], delay, "read older than a copy seen",
+                                quiet=True)
                     return
-                log.warning("the API server's copy is older than one it sent before (its "
-                            "store went back: etcd restored without --bump-revision?); "
-                            "going on from the API server's copy",
-                            extra={"kind": kind, "object": name, "version": version,
-                                   "seen": entry.newest})
+                self._went_back(kind, name, version, entry.newest)
+                # what the tracker knew of it came from versions the store no longer has
                 entry.newest = version
-            entry.behind = 0
+                self.reconcilers[kind].observe(self, body)
         if entry is not None and ended is not None and entry.job_done is ended:
             # read after that end: this copy shows all its gateway wrote (the grant's reconcile
             # then need not read it again before saying its command did not run)
             entry.job_done_read = str(body["metadata"].get("resourceVersion") or "")
         await self.run(kind, body)
+
+    def _went_back(self, kind: str, name: str, version: str, seen: str) -> None:
+        """Say (at most once per 10 s, however many objects) that the store went back."""
+        now = time.monotonic()
+        if now < self._back_quiet_until:
+            return
+        self._back_quiet_until = now + 10.0
+        log.warning("the API server's copy is older than one it sent before: its store went "
+                    "back (etcd restored from a backup without --bump-revision?); going on "
+                    "from the API server's copy. Restart the operator so that it reads every "
+                    "object again", extra={"kind": kind, "object": name, "version": version,
+                                           "seen": seen})
 
     async def _abandon(self, kind: str, body: dict[str, Any], exc: BaseException) -> None:
         meta = body.get("metadata") or {}

@@ -70,8 +70,8 @@ class Entry:
     #: the newest resourceVersion of the object seen (watch events, write answers): a copy
     #: older than it (``older``) changes nothing here and is read again before it is acted on
     newest: str = ""
-    #: fresh reads in a row that were older than ``newest`` (the store went back: trusted
-    #: after ``Context.resync``'s few tries)
+    #: fresh reads older than ``newest`` since a copy was last seen or acted on (the store went
+    #: back: trusted after ``Context.resync``'s few tries)
     behind: int = 0
     released: bool = False  # grant: its token is in place (stored or checked by this process)
     cleaned: bool = False  # grant: its token Secret (and Denied Job) are known to be gone
@@ -100,6 +100,12 @@ class Entry:
     #: monotonic time of the last try to retire it (those refused are tried again in turn)
     retire_tried: float = 0.0
 
+    def seen(self, version: str) -> None:
+        """A copy of ``version`` (not older than ``newest``) was seen or acted on."""
+        if version and not older(version, self.newest):
+            self.newest = version
+        self.behind = 0
+
     @property
     def body(self) -> dict[str, Any] | None:
         """A request that is not final: the trimmed copy of it the watch last delivered (a new
@@ -122,11 +128,6 @@ def older(version: str, than: str) -> bool:
 
 def _version(body: Body) -> str:
     return str((body.get("metadata") or {}).get("resourceVersion") or "")
-
-
-def _seen(entry: Entry, version: str) -> None:
-    if version and not older(version, entry.newest):
-        entry.newest = version
 
 
 def _time(text: object) -> dt.datetime | None:
@@ -275,7 +276,7 @@ class Tracker:
         final = rules.is_final(body)
         entry.final_at = (approval_final_at(body) or entry.final_at or now) if final else None
         version = _version(body)
-        _seen(entry, version)
+        entry.seen(version)
         if final:
             entry.packed, entry.packed_version = None, ""
         elif entry.packed is None or not version or version != entry.packed_version:
@@ -330,7 +331,7 @@ class Tracker:
                                        .get("name", "")))
             self.grants[uid] = entry
             self.grants_by_approval.setdefault(entry.approval, set()).add(uid)
-        _seen(entry, _version(body))
+        entry.seen(_version(body))
         entry.phase = grant_rules.phase(body)
         entry.expires_at = _time(status.get("tokenExpirationTime"))
         if grant_rules.is_terminal(body):

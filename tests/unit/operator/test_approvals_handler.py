@@ -245,3 +245,33 @@ def test_a_copy_from_before_the_operator_s_own_write_is_read_again_not_reviewed_
     newer["status"] = api.patches[0]["status"]
     assert not asyncio.run(run(newer))  # as written: nothing to do, not refused
     assert units == [["ApprovalReviewed"]] and len(api.patches) == 1
+
+
+def test_a_relisted_copy_older_than_one_seen_changes_nothing_and_is_read_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch's re-list delivers a copy from before the operator's review was written: the
+    tracker keeps the reviewed request it knows (its phase, its copy for grants), the
+    reconciler is not handed the old copy, and a fresh read is scheduled."""
+    from wingman.operator.handlers import approvals as handler
+
+    ctx, units = setup(monkeypatch, Api([]))
+    reconciler = handler.Approvals()
+    ctx.reconcilers["approval"] = reconciler
+    reviewed = request()
+    reviewed["metadata"]["resourceVersion"] = "6"
+    reviewed["status"] = {"phase": "AwaitingDecision", "observedGeneration": 1,
+                          "conditions": [{"type": "Reviewed", "status": "True",
+                                          "reason": "ConsensusReached"}]}
+    entry = handler.observe(ctx, reviewed)
+    assert (entry.needs, entry.packed_version) == (None, "6")
+
+    async def relisted() -> bool:
+        await handler.on_event(ctx, reconciler, {"type": None, "object": request()})
+        scheduled = "approval/a1" in ctx._retries
+        for handle in ctx._retries.values():
+            handle.cancel()
+        return scheduled
+    assert asyncio.run(relisted()), "read again"
+    assert (entry.phase, entry.needs, entry.newest, entry.packed_version) == (
+        "AwaitingDecision", None, "6", "6")
+    assert units == [], "not reviewed again"

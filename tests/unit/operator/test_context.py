@@ -29,6 +29,9 @@ class Counting:
         self.most = 0
         self.done: list[str] = []
 
+    def observe(self, ctx: Context, body: dict[str, Any]) -> Any:
+        return ctx.tracker.observe_grant(body, dt.datetime.now(dt.UTC))
+
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
         self.running += 1
         self.most = max(self.most, self.running)
@@ -278,8 +281,12 @@ class Reads:
 
     def get_or_none(self, res: Any, namespace: str, name: str) -> dict[str, Any]:
         self.reads += 1
+        version = self.versions.pop(0)
+        phase = "Succeeded" if version == "4" else "Pending"  # what the store went back to
         return {"metadata": {"name": name, "namespace": namespace, "uid": "u1",
-                             "resourceVersion": self.versions.pop(0)}, "status": {}}
+                             "resourceVersion": version},
+                "spec": {"approvalRef": {"name": "req"}},
+                "status": {"phase": phase, "completionTime": "2026-12-07T10:00:00Z"}}
 
 
 def seen(ctx: Context, version: str) -> None:
@@ -332,6 +339,14 @@ def test_a_fresh_read_older_than_a_copy_seen_is_read_again_then_trusted() -> Non
         await ctx.resync("grant", "ns", "g1", "u1")  # read "11": reconciled
         return again
     assert asyncio.run(race()) and reconciler.done == ["g1"] and reads.reads == 2
+    entry = ctx.tracker.grants["u1"]
+    assert (entry.newest, entry.behind) == ("11", 0), "the read acted on is the newest seen"
+    stale = {"metadata": {"name": "g1", "namespace": "ns", "uid": "u1", "resourceVersion": "10"}}
+
+    async def relisted() -> bool:  # a re-list's copy from before that read, delivered after
+        await ctx.run("grant", stale)
+        return cancel_retries(ctx)
+    assert asyncio.run(relisted()) and reconciler.done == ["g1"], "not acted on"
 
     ctx, reconciler = context(1)
     went_back = Reads(*["4"] * STALE_READS)
@@ -348,3 +363,25 @@ def test_a_fresh_read_older_than_a_copy_seen_is_read_again_then_trusted() -> Non
     assert reconciler.done == ["g1"], "trusted after STALE_READS reads"
     entry = ctx.tracker.grants["u1"]
     assert (entry.newest, entry.behind) == ("4", 0)
+    # the tracker follows the store as it now is, not the versions it lost
+    assert entry.phase == "Succeeded" and entry.final_at is not None
+
+
+def test_separate_races_do_not_add_up_to_trusting_an_older_read() -> None:
+    """Each time a copy is acted on, the count of older reads starts again: two races with a
+    write, months apart, are not the store going back."""
+    ctx, reconciler = context(1)
+    ctx.kube = Reads("9", "19", "29")
+
+    async def races() -> list[bool]:
+        scheduled = []
+        for seen_at, acted in (("10", "10"), ("20", "20"), ("30", "30")):
+            seen(ctx, seen_at)
+            await ctx.resync("grant", "ns", "g1", "u1")  # older than the copy seen: again
+            scheduled.append(cancel_retries(ctx))
+            await ctx.run("grant", {"metadata": {"name": "g1", "namespace": "ns", "uid": "u1",
+                                                 "resourceVersion": acted}})
+        return scheduled
+    assert asyncio.run(races()) == [True, True, True]
+    assert reconciler.done == ["g1"] * 3
+    assert ctx.tracker.grants["u1"].newest == "30", "never trusted: no read in a row"

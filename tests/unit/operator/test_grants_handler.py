@@ -378,3 +378,29 @@ def test_a_token_to_store_never_shows_in_a_repr() -> None:
                      functools.partial(create, secret))
     assert "sha256:ab" in repr(minted)
     assert "ZXlK" not in repr(minted) and "create" not in repr(minted)
+
+
+def test_a_relisted_pending_copy_of_an_issued_grant_is_read_again_not_issued_again() -> None:
+    """A long name's grant: the operator wrote TokenIssued and stored the token (version 8,
+    released); the watch's re-list then delivers a Pending copy listed before that write
+    (version 7). It must not make the grant one to issue again (a second
+    ApprovalCommandGranted and GrantAuthorized, and a false GrantDenied once its Job ended):
+    the tracker keeps what it knows, nothing reaches the reconciler (whose API client here
+    fails any call), and a fresh read is scheduled instead."""
+    ctx = context()
+    ctx.reconcilers["grant"] = Grants()
+    issued = grant("TokenIssued")
+    issued["metadata"]["resourceVersion"] = "8"
+    entry = ctx.tracker.observe_grant(issued, NOW)
+    entry.released = True
+    ctx.tracker.settle(entry, None, NOW)
+
+    async def relisted() -> bool:
+        await grants_handler.on_event(ctx, {"type": None, "object": grant("Pending")})
+        scheduled = "grant/g1" in ctx._retries
+        for handle in ctx._retries.values():
+            handle.cancel()
+        return scheduled
+    assert asyncio.run(relisted()), "read again"
+    assert (entry.phase, entry.released, entry.needs, entry.newest) == (
+        "TokenIssued", True, None, "8")

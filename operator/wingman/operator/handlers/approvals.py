@@ -42,6 +42,7 @@ from wingman.model import names
 from wingman.operator import approvals as logic
 from wingman.operator import manifests, previews
 from wingman.operator.context import Context, Retry, subject_of
+from wingman.operator.state import Entry
 from wingman.review.consensus import Consensus, run_panel
 
 log = logging.getLogger("wingman.operator.approvals")
@@ -58,7 +59,7 @@ def pending_decisions(ctx: Context, body: Any, now: dt.datetime) -> bool:
         not logic.token_fields(body)
 
 
-def observe(ctx: Context, body: Any) -> Any:
+def observe(ctx: Context, body: Any) -> Entry:
     now = _now()
     return ctx.tracker.observe_approval(body, pending_decisions(ctx, body, now), now,
                                         warn_at=logic.next_warning(body, ctx.settings.policy))
@@ -72,6 +73,9 @@ class Approvals:
         # transitions audited whose status write failed (an outage), by uid: written again
         # with the same record instead of a second one
         self.unwritten: dict[str, list[Recorded]] = {}
+
+    def observe(self, ctx: Context, body: dict[str, Any]) -> Entry:
+        return observe(ctx, body)
 
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
         now = _now()
@@ -261,23 +265,28 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
 
     @kopf.on.event(*res, registry=registry)
     async def approval_event(event: kopf.RawEvent, **_: Any) -> None:
-        obj = event.get("object") or {}
-        uid = (obj.get("metadata") or {}).get("uid")
-        if not uid:
-            return
-        if event.get("type") == "DELETED":
-            ctx.tracker.forget("approval", uid)
-            reconciler.forget(str(uid))
-            return
-        if ctx.tracker.stale("approval", obj):
-            # older than a copy seen before (a re-list's): changes nothing the tracker knows,
-            # and is read again before anything is done (``Context.run``)
-            if ctx.leading:
-                await ctx.run("approval", dict(obj))
-            return
-        entry = observe(ctx, obj)
-        if entry.needs is not None and ctx.leading:
+        await on_event(ctx, reconciler, event)
+
+
+async def on_event(ctx: Context, reconciler: Approvals, event: Any) -> None:
+    """A watch event of a request: fed to the tracker, and reconciled if it needs work."""
+    obj = event.get("object") or {}
+    uid = (obj.get("metadata") or {}).get("uid")
+    if not uid:
+        return
+    if event.get("type") == "DELETED":
+        ctx.tracker.forget("approval", uid)
+        reconciler.forget(str(uid))
+        return
+    if ctx.tracker.stale("approval", obj):
+        # older than a copy seen before (a re-list's): changes nothing the tracker knows, and
+        # is read again before anything is done (``Context.run``)
+        if ctx.leading:
             await ctx.run("approval", dict(obj))
+        return
+    entry = observe(ctx, obj)
+    if entry.needs is not None and ctx.leading:
+        await ctx.run("approval", dict(obj))
 
 
-__all__ = ["Approvals", "apply", "observe", "pending_decisions", "register"]
+__all__ = ["Approvals", "apply", "observe", "on_event", "pending_decisions", "register"]

@@ -294,6 +294,9 @@ class _Stop(Exception):
 class Grants:
     """The reconciler of ExecutionGrants (``Context.run`` calls it under the object's lock)."""
 
+    def observe(self, ctx: Context, body: dict[str, Any]) -> Entry:
+        return ctx.tracker.observe_grant(body, _now())
+
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
         stored = body
         body = dict(ctx.tracker.view(body))  # a Pending grant issued on its claim: TokenIssued
@@ -1477,33 +1480,38 @@ def deleted(ctx: Context, uid: str) -> None:
         ctx.orphans_due = True
 
 
+async def on_event(ctx: Context, event: Any) -> None:
+    """A watch event of a grant: fed to the tracker, counted, reconciled if it needs work."""
+    obj = event.get("object") or {}
+    uid = (obj.get("metadata") or {}).get("uid")
+    if not uid:
+        return
+    if event.get("type") == "DELETED":
+        deleted(ctx, str(uid))
+        return
+    if ctx.tracker.stale("grant", obj):
+        # older than a copy seen before (a re-list's): changes nothing the tracker knows, and is
+        # read again before anything is done (``Context.run``); acted on, a Pending copy from
+        # before the token was issued would issue it again
+        if ctx.leading:
+            await ctx.run("grant", dict(obj))
+        return
+    entry = ctx.tracker.observe_grant(obj, _now())
+    count_outcome(ctx, obj)
+    if entry.needs is None or not ctx.leading:
+        return
+    if entry.needs == "cleanup" and event.get("type") is None:
+        return  # listed at start: the sweep removes leftovers with one list, not a read each
+    await ctx.run("grant", dict(obj))
+
+
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     res = (GROUP, VERSION, "executiongrants")
     ctx.reconcilers["grant"] = Grants()
 
     @kopf.on.event(*res, registry=registry)
     async def grant_event(event: kopf.RawEvent, **_: Any) -> None:
-        obj = event.get("object") or {}
-        uid = (obj.get("metadata") or {}).get("uid")
-        if not uid:
-            return
-        if event.get("type") == "DELETED":
-            deleted(ctx, str(uid))
-            return
-        if ctx.tracker.stale("grant", obj):
-            # older than a copy seen before (a re-list's): changes nothing the tracker knows,
-            # and is read again before anything is done (``Context.run``); acted on, a Pending
-            # copy from before the token was issued would issue it again
-            if ctx.leading:
-                await ctx.run("grant", dict(obj))
-            return
-        entry = ctx.tracker.observe_grant(obj, _now())
-        count_outcome(ctx, obj)
-        if entry.needs is None or not ctx.leading:
-            return
-        if entry.needs == "cleanup" and event.get("type") is None:
-            return  # listed at start: the sweep removes leftovers with one list, not a read each
-        await ctx.run("grant", dict(obj))
+        await on_event(ctx, event)
 
     @kopf.on.event("batch", "v1", "jobs", labels={names.ROLE_LABEL: "gateway"},
                    registry=registry)
@@ -1534,4 +1542,5 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             await ctx.resync("grant", entry.namespace, entry.name, entry.uid)
 
 
-__all__ = ["MINTED_ANNOTATION", "STEPS", "Grants", "deleted", "owned_by", "register"]
+__all__ = ["MINTED_ANNOTATION", "STEPS", "Grants", "deleted", "on_event", "owned_by",
+           "register"]
