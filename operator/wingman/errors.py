@@ -202,8 +202,8 @@ def cannot_listen(exc: OSError, port: int, setting: str, value: str) -> ConfigEr
         return ConfigError(f"port {port} ({setting}) is in use: another process listens on "
                            f"it; stop it, or give this process another port ({setting}; the "
                            f"chart's {value})")
-    return ConfigError(f"cannot listen on port {port} ({setting}): "
-                       f"{exc.strerror or type(exc).__name__}; give it another port "
+    why = os.strerror(exc.errno) if exc.errno else exc.strerror or type(exc).__name__
+    return ConfigError(f"cannot listen on port {port} ({setting}): {why}; give it another port "
                        f"({setting}; the chart's {value})")
 
 

@@ -25,7 +25,9 @@ code, say).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import re
 import signal
 import sys
@@ -35,7 +37,8 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from wingman.audit import open_sink
 from wingman.chat.cluster import ChatCluster
@@ -135,7 +138,8 @@ def install_redaction(secrets: Iterable[str]) -> None:
 
 
 def http_runner(app: web.Application, idle_seconds: float | None = None) -> web.AppRunner:
-    """The runner of the chat's HTTP server, with its limits: aiohttp closes a connection that
+    """The runner of one of the chat's servers (its HTTP port; its metrics port, with the
+    default ``HEADER_SECONDS``), with its limits: aiohttp closes a connection that
     has not delivered a whole request (line and headers) within ``keepalive_timeout`` of its
     opening or of its previous answer, which makes that timeout both the header read timeout
     and the idle timeout (``idle_seconds``, else ``HEADER_SECONDS``; aiohttp's default, an
@@ -215,9 +219,9 @@ async def _main(settings: ChatSettings) -> int:
     host = settings.listen_address
     port, setting, value = settings.metrics_port, "WINGMAN_METRICS_PORT", "chat.metricsPort"
     try:
-        await web.TCPSite(scraper, host, settings.metrics_port).start()
+        await listen(scraper, host, settings.metrics_port)
         port, setting, value = settings.http_port, "WINGMAN_CHAT_HTTP_PORT", "chat.httpPort"
-        await web.TCPSite(runner, host, settings.http_port).start()
+        await listen(runner, host, settings.http_port)
     except OSError as exc:
         await runner.cleanup()
         await scraper.cleanup()
@@ -269,12 +273,22 @@ async def _main(settings: ChatSettings) -> int:
     return 0
 
 
+async def listen(runner: web.BaseRunner, host: str, port: int) -> None:
+    """Serve ``runner`` on ``host`` (an IP address) and ``port``; OSError when nothing could
+    be bound (asyncio skips an address whose socket the system refuses: IPv6 on a kernel
+    without it, and would serve on no socket at all)."""
+    await web.TCPSite(runner, host, port).start()
+    if not runner.addresses:
+        raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+
+
 def metrics_app(registry: CollectorRegistry) -> web.Application:
-    """The metrics port's server: ``registry`` in Prometheus' text format on ``/metrics`` (and
-    ``/``), served by the process's event loop like the HTTP port, on the same address."""
-    async def scrape(_request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """The metrics port's server: ``registry`` on ``/metrics`` (and ``/``), in the format the
+    scraper asks for (OpenMetrics for Prometheus, else Prometheus' text format), served by the
+    process's event loop like the HTTP port, on the same address."""
+    async def scrape(request: web.Request) -> web.Response:
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(registry), headers={"Content-Type": content_type})
 
     app = web.Application()
     app.router.add_get("/metrics", scrape)
@@ -307,4 +321,4 @@ def _ended(task: asyncio.Task[Any]) -> str:
 
 
 __all__ = ["HEADER_SECONDS", "RedactSecrets", "bound_port", "health", "http_runner",
-           "install_redaction", "metrics_app", "run_chat"]
+           "install_redaction", "listen", "metrics_app", "run_chat"]

@@ -364,6 +364,8 @@ class Context:
                         # made before the operator's own write, a re-sync's read answered after
                         # it): acted on, it would repeat what that change recorded (a review,
                         # a claim) before the write's guard refused it. Read it again instead
+                        self.metrics.stale_copies.labels(resource=KINDS[kind].plural,
+                                                         outcome="reread").inc()
                         self._again(kind, meta, 0.0, "a copy older than one seen", quiet=True)
                         return
                     entry.seen(version)  # a re-sync's read: no copy older than it is acted on
@@ -474,13 +476,19 @@ class Context:
             return
         if entry is not None:
             version = str(body["metadata"].get("resourceVersion") or "")
-            if older(version, entry.newest):
+            if not older(version, entry.newest):
+                # a copy of this version is in hand: one older, queued for the object's turn
+                # meanwhile (a re-list's), is read again rather than acted on before this one
+                entry.seen(version)
+            else:
                 entry.behind += 1
                 if entry.behind < STALE_READS:  # read before a write whose answer came first
                     delay = TRANSIENT_DELAYS[min(entry.behind, len(TRANSIENT_DELAYS) - 1)]
                     self._again(kind, body["metadata"], delay, "read older than a copy seen",
                                 quiet=True)
                     return
+                self.metrics.stale_copies.labels(resource=KINDS[kind].plural,
+                                                 outcome="trusted").inc()
                 self._went_back(kind, name, version, entry.newest)
                 # what the tracker knew of it came from versions the store no longer has
                 entry.newest = version

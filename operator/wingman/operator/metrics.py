@@ -123,6 +123,13 @@ class Metrics:
             "Reconciles retried after a transient failure (API server unreachable or "
             "overloaded, audit sink unavailable), by resource and reason.",
             ["resource", "reason"], registry=r)
+        self.stale_copies = Counter(
+            "wingman_stale_copies_total",
+            "Copies of a request or grant older than one the operator had seen (a re-list's "
+            "event, a read answered after a write): read again instead of acted on "
+            "(outcome=reread), or, older on three fresh reads in a row, taken as the API "
+            "server now has them (outcome=trusted: the store went back, restart the operator).",
+            ["resource", "outcome"], registry=r)
         self.unprocessed = Gauge(
             "wingman_unprocessed_objects",
             "ApprovalRequests and ExecutionGrants that still wait for the operator.",

@@ -62,6 +62,7 @@ ALERTS = {
     "WingmanGrantFailures": "warning",
     "WingmanDenialSpike": "warning",
     "WingmanRetirementRefused": "warning",
+    "WingmanStoreWentBack": "warning",
     "WingmanChatDeliveryFailing": "warning",
     "WingmanChatLoopFailing": "warning",
     "WingmanChatBotTokenRejected": "warning",

@@ -5,6 +5,7 @@ headers slowly; given port 0, the process serves on the free ports it names."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import logging
@@ -296,6 +297,57 @@ def test_an_address_it_cannot_listen_on_is_named_and_the_chat_exits_2(
             assert proc.wait(timeout=60) == 2, log.read_text()
     text = log.read_text()
     assert said in text and "Traceback" not in text and "chat starting" not in text, text
+
+
+#: Loaded by the chat process (``sitecustomize``): its kernel has no IPv6, as one booted with
+#: ``ipv6.disable=1`` (every IPv6 socket refused, EAFNOSUPPORT).
+NO_IPV6 = """
+import errno, os, socket
+_socket = socket.socket
+class _NoIPv6(_socket):
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        if family == socket.AF_INET6 and fileno is None:
+            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+        super().__init__(family, type, proto, fileno)
+socket.socket = _NoIPv6
+"""
+
+
+def test_ipv6_on_a_kernel_without_it_is_named_and_the_chat_exits_2(tmp_path: Path) -> None:
+    """asyncio skips an address whose socket the system refuses and would serve on none at
+    all: the start must say which setting to change, not crash on the missing port."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(NO_IPV6)
+    code = str(Path(wingman.__file__).resolve().parents[1])
+    with refused_port() as nowhere:
+        with _chat_process(tmp_path, f"https://127.0.0.1:{nowhere}",
+                           f"http://127.0.0.1:{nowhere}/hook", WINGMAN_LISTEN_ADDRESS="::",
+                           PYTHONPATH=f"{shim}{os.pathsep}{code}") as (proc, log):
+            assert proc.wait(timeout=60) == 2, log.read_text()
+    text = log.read_text()
+    assert ("wingman chat: cannot start: cannot listen on :: (WINGMAN_LISTEN_ADDRESS): "
+            f"{os.strerror(errno.EAFNOSUPPORT)}; ") in text, text
+    assert "chat.listenAddress" in text and "Traceback" not in text, text
+
+
+def test_prometheus_is_answered_in_the_format_it_asks_for(tmp_path: Path) -> None:
+    """Prometheus asks for OpenMetrics first; a scraper that asks for nothing gets the text
+    format."""
+    with refused_port() as nowhere:
+        with _chat_process(tmp_path, f"https://127.0.0.1:{nowhere}",
+                           f"http://127.0.0.1:{nowhere}/hook") as (proc, log):
+            url = f"http://127.0.0.1:{_started_ports(proc, log)['metricsPort']}/metrics"
+            asked = urllib.request.Request(url, headers={"Accept": (
+                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;"
+                "q=0.4,*/*;q=0.1")})
+            with urllib.request.urlopen(asked, timeout=10) as resp:  # noqa: S310 - http://
+                assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+                body = resp.read().decode()
+                assert 'wingman_chat_up{environment="test"} 1.0' in body
+                assert body.rstrip().endswith("# EOF")
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert resp.headers["Content-Type"].startswith("text/plain")
 
 
 @pytest.mark.parametrize("setting", ["WINGMAN_CHAT_HTTP_PORT", "WINGMAN_METRICS_PORT"])

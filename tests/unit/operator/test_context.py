@@ -385,3 +385,46 @@ def test_separate_races_do_not_add_up_to_trusting_an_older_read() -> None:
     assert asyncio.run(races()) == [True, True, True]
     assert reconciler.done == ["g1"] * 3
     assert ctx.tracker.grants["u1"].newest == "30", "never trusted: no read in a row"
+
+
+class Holding(Counting):
+    """Holds the object's turn on its first reconcile until ``free`` is set (a panel that
+    takes its time), and notes the version of every copy it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.free = asyncio.Event()
+        self.versions: list[str] = []
+
+    async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
+        self.versions.append(body["metadata"]["resourceVersion"])
+        if len(self.versions) == 1:
+            await self.free.wait()
+
+
+def test_a_copy_queued_behind_the_object_s_turn_is_not_acted_on_after_a_newer_read() -> None:
+    """A re-list's copy waits for the object's turn while a reconcile holds it; meanwhile a
+    re-sync reads a newer version (a write whose answer was lost landed). When the turn is
+    free the queued copy is older than a copy in hand: read again, not acted on."""
+    ctx, _ = context(1)
+    holding = Holding()
+    ctx.reconcilers["grant"] = holding
+    ctx.kube = Reads("12")
+
+    def copy(version: str) -> dict[str, Any]:
+        return {"metadata": {"name": "g1", "namespace": "ns", "uid": "u1",
+                             "resourceVersion": version}}
+
+    async def scenario() -> None:
+        seen(ctx, "10")
+        first = asyncio.ensure_future(ctx.run("grant", copy("10")))
+        await asyncio.sleep(0.05)  # the first holds the turn
+        queued = asyncio.ensure_future(ctx.run("grant", copy("10")))
+        await asyncio.sleep(0.05)
+        resync = asyncio.ensure_future(ctx.resync("grant", "ns", "g1", "u1"))
+        await asyncio.sleep(0.2)  # its read is answered; it waits for the turn as well
+        holding.free.set()
+        await asyncio.gather(first, queued, resync)
+        cancel_retries(ctx)
+    asyncio.run(scenario())
+    assert holding.versions == ["10", "12"], holding.versions
