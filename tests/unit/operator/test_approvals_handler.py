@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from support.retries import taken_retries
 from wingman.audit import AuditRecord, make_record
 from wingman.errors import AuditUnavailable
 from wingman.kube import ApiError
@@ -229,11 +230,7 @@ def test_a_copy_from_before_the_operator_s_own_write_is_read_again_not_reviewed_
     async def run(body: dict[str, Any]) -> bool:
         """Run ``body`` as the watch hands it over; whether a fresh read was scheduled."""
         await ctx.run("approval", body)
-        scheduled = bool(ctx._retries)
-        for handle in ctx._retries.values():
-            handle.cancel()
-        ctx._retries.clear()
-        return scheduled
+        return bool(taken_retries(ctx))
 
     assert not asyncio.run(run(fresh()))
     assert units == [["ApprovalReviewed"]] and len(api.patches) == 1
@@ -265,13 +262,10 @@ def test_a_relisted_copy_older_than_one_seen_changes_nothing_and_is_read_again(
     entry = handler.observe(ctx, reviewed)
     assert (entry.needs, entry.packed_version) == (None, "6")
 
-    async def relisted() -> bool:
+    async def relisted() -> set[str]:
         await handler.on_event(ctx, reconciler, {"type": None, "object": request()})
-        scheduled = "approval/a1" in ctx._retries
-        for handle in ctx._retries.values():
-            handle.cancel()
-        return scheduled
-    assert asyncio.run(relisted()), "read again"
+        return taken_retries(ctx)
+    assert asyncio.run(relisted()) == {"approval/a1"}, "read again"
     assert (entry.phase, entry.needs, entry.newest, entry.packed_version) == (
         "AwaitingDecision", None, "6", "6")
     assert units == [], "not reviewed again"

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from support.retries import taken_retries
 from wingman.audit import FileSink
 from wingman.errors import AuditUnavailable
 from wingman.kube import ApiError
@@ -298,11 +299,7 @@ def seen(ctx: Context, version: str) -> None:
 
 
 def cancel_retries(ctx: Context) -> bool:
-    scheduled = bool(ctx._retries)
-    for handle in ctx._retries.values():
-        handle.cancel()
-    ctx._retries.clear()
-    return scheduled
+    return bool(taken_retries(ctx))
 
 
 def test_a_copy_older_than_one_seen_is_read_again_instead_of_reconciled() -> None:

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 
+from support.retries import taken_retries
 from wingman.audit import FileSink
 from wingman.kube import ApiError
 from wingman.model import names
@@ -395,12 +396,9 @@ def test_a_relisted_pending_copy_of_an_issued_grant_is_read_again_not_issued_aga
     entry.released = True
     ctx.tracker.settle(entry, None, NOW)
 
-    async def relisted() -> bool:
+    async def relisted() -> set[str]:
         await grants_handler.on_event(ctx, {"type": None, "object": grant("Pending")})
-        scheduled = "grant/g1" in ctx._retries
-        for handle in ctx._retries.values():
-            handle.cancel()
-        return scheduled
-    assert asyncio.run(relisted()), "read again"
+        return taken_retries(ctx)
+    assert asyncio.run(relisted()) == {"grant/g1"}, "read again"
     assert (entry.phase, entry.released, entry.needs, entry.newest) == (
         "TokenIssued", True, None, "8")
