@@ -244,11 +244,12 @@ def test_a_copy_from_before_the_operator_s_own_write_is_read_again_not_reviewed_
     assert units == [["ApprovalReviewed"]] and len(api.patches) == 1
 
 
-def test_a_relisted_copy_older_than_one_seen_changes_nothing_and_is_read_again(
+def test_a_relisted_copy_older_than_one_seen_changes_nothing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The watch's re-list delivers a copy from before the operator's review was written: the
-    tracker keeps the reviewed request it knows (its phase, its copy for grants), the
-    reconciler is not handed the old copy, and a fresh read is scheduled."""
+    tracker keeps the reviewed request it knows (its phase, its copy for grants) and the
+    reconciler is not handed the old copy. A request that needs nothing more costs nothing;
+    one that still needs work (a decision to count) is read again."""
     from wingman.operator.handlers import approvals as handler
 
     ctx, units = setup(monkeypatch, Api([]))
@@ -265,7 +266,14 @@ def test_a_relisted_copy_older_than_one_seen_changes_nothing_and_is_read_again(
     async def relisted() -> set[str]:
         await handler.on_event(ctx, reconciler, {"type": None, "object": request()})
         return taken_retries(ctx)
-    assert asyncio.run(relisted()) == {"approval/a1"}, "read again"
+    assert asyncio.run(relisted()) == set(), "needs nothing: nothing to read"
     assert (entry.phase, entry.needs, entry.newest, entry.packed_version) == (
         "AwaitingDecision", None, "6", "6")
+    decided = {**reviewed, "metadata": {**reviewed["metadata"], "resourceVersion": "7",
+                                        "generation": 2},
+               "spec": {**reviewed["spec"],
+                        "decisions": [{"verdict": "Approve", "by": "carol", "reason": ""}]}}
+    assert handler.observe(ctx, decided).needs == "decisions"
+    assert asyncio.run(relisted()) == {"approval/a1"}, "work to do: read again"
+    assert (entry.needs, entry.newest, entry.packed_version) == ("decisions", "7", "7")
     assert units == [], "not reviewed again"

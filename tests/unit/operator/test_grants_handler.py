@@ -381,24 +381,28 @@ def test_a_token_to_store_never_shows_in_a_repr() -> None:
     assert "ZXlK" not in repr(minted) and "create" not in repr(minted)
 
 
-def test_a_relisted_pending_copy_of_an_issued_grant_is_read_again_not_issued_again() -> None:
-    """A long name's grant: the operator wrote TokenIssued and stored the token (version 8,
-    released); the watch's re-list then delivers a Pending copy listed before that write
-    (version 7). It must not make the grant one to issue again (a second
-    ApprovalCommandGranted and GrantAuthorized, and a false GrantDenied once its Job ended):
-    the tracker keeps what it knows, nothing reaches the reconciler (whose API client here
-    fails any call), and a fresh read is scheduled instead."""
+def test_a_relisted_pending_copy_of_an_issued_grant_is_not_issued_again() -> None:
+    """A long name's grant: the operator wrote TokenIssued (version 8); the watch's re-list
+    then delivers a Pending copy listed before that write (version 7). It must not make the
+    grant one to issue again (a second ApprovalCommandGranted and GrantAuthorized, and a false
+    GrantDenied once its Job ended): the tracker keeps what it knows and nothing reaches the
+    reconciler (whose API client here fails any call). Released, the grant needs nothing: the
+    copy costs nothing. Not yet released (its Secret still to store), it is read again."""
     ctx = context()
     ctx.reconcilers["grant"] = Grants()
     issued = grant("TokenIssued")
     issued["metadata"]["resourceVersion"] = "8"
     entry = ctx.tracker.observe_grant(issued, NOW)
-    entry.released = True
-    ctx.tracker.settle(entry, None, NOW)
+    assert entry.needs == "release"
 
     async def relisted() -> set[str]:
         await grants_handler.on_event(ctx, {"type": None, "object": grant("Pending")})
         return taken_retries(ctx)
-    assert asyncio.run(relisted()) == {"grant/g1"}, "read again"
+    assert asyncio.run(relisted()) == {"grant/g1"}, "still to release: read again"
+    assert (entry.phase, entry.released, entry.needs, entry.newest) == (
+        "TokenIssued", False, "release", "8")
+    entry.released = True
+    ctx.tracker.settle(entry, None, NOW)
+    assert asyncio.run(relisted()) == set(), "released: nothing to read"
     assert (entry.phase, entry.released, entry.needs, entry.newest) == (
         "TokenIssued", True, None, "8")
