@@ -399,6 +399,21 @@ class Context:
                     return
         self._attempts.pop(key, None)
 
+    async def stale_event(self, kind: str, body: dict[str, Any]) -> bool:
+        """Whether the watch event's ``body`` is older than a copy of the object seen before (a
+        re-list's, or an event that waited while the operator wrote). Such a copy changes
+        nothing the tracker knows (acted on, a request's would be reviewed again, a grant's
+        ``Pending`` copy from before its token was issued would issue it again): an object
+        that still needs work is read again before anything is done (``run``); one that needs
+        none costs nothing (under load a claim's write often overtakes the event of the
+        review it was made on)."""
+        if not self.tracker.stale(kind, body):
+            return False
+        entry = self.entry(kind, str((body.get("metadata") or {}).get("uid", "")))
+        if entry is not None and entry.needs is not None and self.leading:
+            await self.run(kind, dict(body))
+        return True
+
     async def _in_turn(self, kind: str, body: dict[str, Any], asked: float) -> None:
         """Reconcile in one of the slots of ``run`` (given up meanwhile by ``outside_turn``);
         ``asked``: when ``run`` was called (the wait is measured from there)."""

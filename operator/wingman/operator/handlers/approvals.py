@@ -278,14 +278,7 @@ async def on_event(ctx: Context, reconciler: Approvals, event: Any) -> None:
         ctx.tracker.forget("approval", uid)
         reconciler.forget(str(uid))
         return
-    if ctx.tracker.stale("approval", obj):
-        # older than a copy seen before (a re-list's, or an event that waited while the
-        # operator wrote): it changes nothing the tracker knows; a request that still needs
-        # work is read again before anything is done (``Context.run``), one that needs none
-        # costs nothing (a claim's write often overtakes the event of the review before it)
-        known = ctx.entry("approval", str(uid))
-        if known is not None and known.needs is not None and ctx.leading:
-            await ctx.run("approval", dict(obj))
+    if await ctx.stale_event("approval", obj):
         return
     entry = observe(ctx, obj)
     if entry.needs is not None and ctx.leading:

@@ -1489,15 +1489,7 @@ async def on_event(ctx: Context, event: Any) -> None:
     if event.get("type") == "DELETED":
         deleted(ctx, str(uid))
         return
-    if ctx.tracker.stale("grant", obj):
-        # older than a copy seen before (a re-list's, or an event that waited while the
-        # operator wrote): it changes nothing the tracker knows (acted on, a Pending copy from
-        # before the token was issued would issue it again); a grant that still needs work is
-        # read again before anything is done (``Context.run``), one that needs none costs
-        # nothing
-        known = ctx.entry("grant", str(uid))
-        if known is not None and known.needs is not None and ctx.leading:
-            await ctx.run("grant", dict(obj))
+    if await ctx.stale_event("grant", obj):
         return
     entry = ctx.tracker.observe_grant(obj, _now())
     count_outcome(ctx, obj)
