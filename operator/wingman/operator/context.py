@@ -366,7 +366,12 @@ class Context:
                         # a claim) before the write's guard refused it. Read it again instead
                         self.metrics.stale_copies.labels(resource=KINDS[kind].plural,
                                                          outcome="reread").inc()
-                        self._again(kind, meta, 0.0, "a copy older than one seen", quiet=True)
+                        # at once, unless the object's calls are failing (an outage): then
+                        # after its back-off, which the scheduled retry this replaced had
+                        failed = self._attempts.get(key, 0)
+                        delay = TRANSIENT_DELAYS[min(failed, len(TRANSIENT_DELAYS)) - 1] \
+                            if failed else 0.0
+                        self._again(kind, meta, delay, "a copy older than one seen", quiet=True)
                         return
                     entry.seen(version)  # a re-sync's read: no copy older than it is acted on
                 try:

@@ -17,7 +17,13 @@ from support.retries import taken_retries
 from wingman.audit import FileSink
 from wingman.errors import AuditUnavailable
 from wingman.kube import ApiError
-from wingman.operator.context import RUNNING_PER_THREAD, STALE_READS, Context, Retry
+from wingman.operator.context import (
+    RUNNING_PER_THREAD,
+    STALE_READS,
+    TRANSIENT_DELAYS,
+    Context,
+    Retry,
+)
 from wingman.operator.metrics import Metrics
 from wingman.operator.pool import CallPool
 
@@ -425,3 +431,23 @@ def test_a_copy_queued_behind_the_object_s_turn_is_not_acted_on_after_a_newer_re
         cancel_retries(ctx)
     asyncio.run(scenario())
     assert holding.versions == ["10", "12"], holding.versions
+
+
+def test_a_stale_copy_during_an_outage_keeps_the_object_s_back_off() -> None:
+    """A stale copy is read again at once, but not faster than the object's back-off while
+    its calls fail (the retry it replaced was waiting that long): a re-list after an outage
+    does not turn the quiet retries into a read per event."""
+    ctx, reconciler = context(1)
+    stale = {"metadata": {"name": "g1", "namespace": "ns", "uid": "u1", "resourceVersion": "9"}}
+
+    async def delay_of_reread() -> float:
+        seen(ctx, "10")
+        await ctx.run("grant", stale)
+        (handle,) = ctx._retries.values()
+        left = handle.when() - asyncio.get_running_loop().time()
+        taken_retries(ctx)
+        return left
+    assert asyncio.run(delay_of_reread()) < 0.05, "no failure: at once"
+    ctx._attempts["grant/u1"] = 2  # two transient failures in a row
+    assert asyncio.run(delay_of_reread()) >= 0.8 * TRANSIENT_DELAYS[1]
+    assert reconciler.done == []
