@@ -358,22 +358,6 @@ class Context:
                 entry = self.entry(kind, uid)
                 if entry is not None:
                     entry.attempted = time.monotonic()
-                    version = str(meta.get("resourceVersion") or "")
-                    if older(version, entry.newest):
-                        # read before a change this process has seen since (a re-list's event
-                        # made before the operator's own write, a re-sync's read answered after
-                        # it): acted on, it would repeat what that change recorded (a review,
-                        # a claim) before the write's guard refused it. Read it again instead
-                        self.metrics.stale_copies.labels(resource=KINDS[kind].plural,
-                                                         outcome="reread").inc()
-                        # at once, unless the object's calls are failing (an outage): then
-                        # after its back-off, which the scheduled retry this replaced had
-                        failed = self._attempts.get(key, 0)
-                        delay = TRANSIENT_DELAYS[min(failed, len(TRANSIENT_DELAYS)) - 1] \
-                            if failed else 0.0
-                        self._again(kind, meta, delay, "a copy older than one seen", quiet=True)
-                        return
-                    entry.seen(version)  # a re-sync's read: no copy older than it is acted on
                 try:
                     await self._in_turn(kind, body, asked)
                 except NotLeading:
@@ -419,6 +403,29 @@ class Context:
             await self.run(kind, dict(body))
         return True
 
+    def _refuse_stale(self, kind: str, body: dict[str, Any]) -> None:
+        """Retry (a fresh read) when ``body`` is older than a copy of the object seen: read
+        before a change this process has seen since (a re-list's event made before the
+        operator's own write, a re-sync's read answered after it, a copy that waited for its
+        turn while a grant's claim was written onto its request), acted on it would repeat what
+        that change recorded (a review, a claim) before the write's guard refused it. Checked
+        once the reconcile has its turn, under the object's lock. Read again at once, unless
+        the object's calls are failing (an outage): then after its back-off, which the
+        scheduled retry ``run`` replaced had. Otherwise its version is seen: no copy older than
+        it is acted on after it."""
+        meta = body.get("metadata") or {}
+        entry = self.entry(kind, str(meta.get("uid", "")))
+        if entry is None:
+            return
+        version = str(meta.get("resourceVersion") or "")
+        if not older(version, entry.newest):
+            entry.seen(version)
+            return
+        self.metrics.stale_copies.labels(resource=KINDS[kind].plural, outcome="reread").inc()
+        failed = self._attempts.get(f"{kind}/{meta.get('uid', '')}", 0)
+        raise Retry("a copy older than one seen",
+                    TRANSIENT_DELAYS[min(failed, len(TRANSIENT_DELAYS)) - 1] if failed else 0.0)
+
     async def _in_turn(self, kind: str, body: dict[str, Any], asked: float) -> None:
         """Reconcile in one of the slots of ``run`` (given up meanwhile by ``outside_turn``);
         ``asked``: when ``run`` was called (the wait is measured from there)."""
@@ -428,6 +435,7 @@ class Context:
         try:
             await slot.semaphore.acquire()
             slot.held = True
+            self._refuse_stale(kind, body)
             started = time.monotonic()
             self.metrics.reconcile_wait.labels(resource=resource).observe(started - asked)
             try:
@@ -503,6 +511,8 @@ class Context:
             else:
                 entry.behind += 1
                 if entry.behind < STALE_READS:  # read before a write whose answer came first
+                    self.metrics.stale_copies.labels(resource=KINDS[kind].plural,
+                                                     outcome="reread").inc()
                     delay = TRANSIENT_DELAYS[min(entry.behind, len(TRANSIENT_DELAYS) - 1)]
                     self._again(kind, body["metadata"], delay, "read older than a copy seen",
                                 quiet=True)

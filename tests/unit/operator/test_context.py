@@ -342,6 +342,8 @@ def test_a_fresh_read_older_than_a_copy_seen_is_read_again_then_trusted() -> Non
         await ctx.resync("grant", "ns", "g1", "u1")  # read "11": reconciled
         return again
     assert asyncio.run(race()) and reconciler.done == ["g1"] and reads.reads == 2
+    assert ctx.metrics.registry.get_sample_value(
+        "wingman_stale_copies_total", {"resource": "executiongrants", "outcome": "reread"}) == 1
     entry = ctx.tracker.grants["u1"]
     assert (entry.newest, entry.behind) == ("11", 0), "the read acted on is the newest seen"
     stale = {"metadata": {"name": "g1", "namespace": "ns", "uid": "u1", "resourceVersion": "10"}}
@@ -364,6 +366,8 @@ def test_a_fresh_read_older_than_a_copy_seen_is_read_again_then_trusted() -> Non
         return scheduled
     assert asyncio.run(restored()) == [True] * (STALE_READS - 1) + [False]
     assert reconciler.done == ["g1"], "trusted after STALE_READS reads"
+    assert ctx.metrics.registry.get_sample_value(
+        "wingman_stale_copies_total", {"resource": "executiongrants", "outcome": "trusted"}) == 1
     entry = ctx.tracker.grants["u1"]
     assert (entry.newest, entry.behind) == ("4", 0)
     # the tracker follows the store as it now is, not the versions it lost
@@ -451,3 +455,40 @@ def test_a_stale_copy_during_an_outage_keeps_the_object_s_back_off() -> None:
     ctx._attempts["grant/u1"] = 2  # two transient failures in a row
     assert asyncio.run(delay_of_reread()) >= 0.8 * TRANSIENT_DELAYS[1]
     assert reconciler.done == []
+
+
+class Blocking(Counting):
+    """Holds its turn for every object but ``g1`` until ``free`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.free = asyncio.Event()
+
+    async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
+        if body["metadata"]["name"] != "g1":
+            await self.free.wait()
+        self.done.append(body["metadata"]["name"])
+
+
+def test_a_copy_that_waited_for_a_turn_while_its_object_changed_is_read_again() -> None:
+    """Every turn is taken by other objects; meanwhile a write the operator made elsewhere (a
+    grant's claim on its request) moved the waiting object on. Its copy is checked once it
+    has its turn, not before: read again, not acted on."""
+    ctx, _ = context(1)
+    blocking = Blocking()
+    ctx.reconcilers["grant"] = blocking
+
+    async def scenario() -> set[str]:
+        seen(ctx, "10")
+        others = [asyncio.ensure_future(ctx.run("grant", body(i)))
+                  for i in range(2, 2 + RUNNING_PER_THREAD)]
+        await asyncio.sleep(0.05)  # every turn taken
+        waiting = asyncio.ensure_future(ctx.run("grant", {"metadata": {
+            "name": "g1", "namespace": "ns", "uid": "u1", "resourceVersion": "10"}}))
+        await asyncio.sleep(0.05)
+        seen(ctx, "11")  # the write's answer, while the copy waits for a turn
+        blocking.free.set()
+        await asyncio.gather(*others, waiting)
+        return taken_retries(ctx)
+    assert asyncio.run(scenario()) == {"grant/u1"}
+    assert "g1" not in blocking.done
