@@ -227,8 +227,8 @@ async def _main(settings: ChatSettings) -> int:
         await scraper.cleanup()
         sink.close()
         kube.close()
-        raise ConfigError(cannot_listen_on(exc, host, "chat.listenAddress") or
-                          str(cannot_listen(exc, port, setting, value))) from None
+        said = cannot_listen_on(exc, host, "chat.listenAddress")
+        raise (ConfigError(said) if said else cannot_listen(exc, port, setting, value)) from None
     metrics.up.labels(settings.environment).set(1)
     log.info("chat starting", extra={
         "namespace": settings.namespace, "environment": settings.environment,

@@ -67,7 +67,8 @@ class Entry:
     attempted: float = 0.0  # monotonic time of the last reconcile attempt
     packed: bytes | None = None  # approvals that are not final: a trimmed copy, as JSON
     packed_version: str = ""  # the resourceVersion of that copy
-    #: the newest resourceVersion of the object seen (watch events, write answers): a copy
+    #: the newest resourceVersion of the object seen (watch events, write answers, copies
+    #: acted on: ``seen``): a copy
     #: older than it (``older``) changes nothing here and is read again before it is acted on
     newest: str = ""
     #: fresh reads older than ``newest`` since a copy was last seen or acted on (the store went
