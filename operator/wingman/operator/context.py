@@ -493,6 +493,7 @@ class Context:
             return
         entry = self.entry(kind, uid)
         ended = None if entry is None else entry.job_done  # a grant's Job's end, seen before
+        asked = "" if entry is None else entry.newest  # the newest copy seen before this read
         try:
             body = await self.call(self.kube.get_or_none, KINDS[kind], namespace, name)
         except ClusterError as exc:
@@ -509,8 +510,14 @@ class Context:
                 # meanwhile (a re-list's), is read again rather than acted on before this one
                 entry.seen(version)
             else:
-                entry.behind += 1
-                if entry.behind < STALE_READS:  # read before a write whose answer came first
+                if older(version, asked):
+                    # older than a copy seen before the read was sent: a healthy store never
+                    # answers so (a read sees every write answered before it); one that went
+                    # back does, every time
+                    entry.behind += 1
+                # else a race: read before a write (or while an event was on its way) whose
+                # answer came first; it says nothing of the store, whichever read it follows
+                if entry.behind < STALE_READS:
                     self.metrics.stale_copies.labels(resource=KINDS[kind].plural,
                                                      outcome="reread").inc()
                     delay = TRANSIENT_DELAYS[min(entry.behind, len(TRANSIENT_DELAYS) - 1)]

@@ -71,8 +71,8 @@ class Entry:
     #: acted on: ``seen``): a copy
     #: older than it (``older``) changes nothing here and is read again before it is acted on
     newest: str = ""
-    #: fresh reads older than ``newest`` since a copy was last seen or acted on (the store went
-    #: back: trusted after ``Context.resync``'s few tries)
+    #: fresh reads older than the ``newest`` seen before each was sent, since a copy was last
+    #: seen or acted on (the store went back: trusted after ``Context.resync``'s few tries)
     behind: int = 0
     released: bool = False  # grant: its token is in place (stored or checked by this process)
     cleaned: bool = False  # grant: its token Secret (and Denied Job) are known to be gone

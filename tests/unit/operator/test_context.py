@@ -394,6 +394,44 @@ def test_separate_races_do_not_add_up_to_trusting_an_older_read() -> None:
     assert ctx.tracker.grants["u1"].newest == "30", "never trusted: no read in a row"
 
 
+class Overtaken(Reads):
+    """Reads each answered after a newer copy of the grant arrived while it was on its way (a
+    write's answer, or a watch event, that came first)."""
+
+    def __init__(self, ctx: Context, *versions: str) -> None:
+        super().__init__(*versions)
+        self.ctx = ctx
+
+    def get_or_none(self, res: Any, namespace: str, name: str) -> dict[str, Any]:
+        body = super().get_or_none(res, namespace, name)
+        seen(self.ctx, str(int(body["metadata"]["resourceVersion"]) + 1))
+        return body
+
+
+def test_reads_overtaken_by_a_newer_copy_never_add_up_to_trusting_an_older_read() -> None:
+    """However many reads in a row are older than a copy that arrived while each was on its
+    way, the store did not go back (a read sees every copy seen before it was sent): each is
+    read again, none is trusted, nothing older is acted on."""
+    ctx, reconciler = context(1)
+    reads = 2 * STALE_READS - 1
+    ctx.kube = Overtaken(ctx, *[str(10 + 2 * i) for i in range(reads)])
+
+    async def overtaken() -> list[bool]:
+        seen(ctx, "9")
+        scheduled = []
+        for _ in range(reads):
+            await ctx.resync("grant", "ns", "g1", "u1")
+            scheduled.append(cancel_retries(ctx))
+        return scheduled
+    assert asyncio.run(overtaken()) == [True] * reads
+    assert reconciler.done == [], "no older copy acted on"
+    entry = ctx.tracker.grants["u1"]
+    assert entry.behind == 0 and entry.newest == str(10 + 2 * (reads - 1) + 1)
+    assert ctx.metrics.registry.get_sample_value(
+        "wingman_stale_copies_total", {"resource": "executiongrants", "outcome": "trusted"}) \
+        is None
+
+
 class Holding(Counting):
     """Holds the object's turn on its first reconcile until ``free`` is set (a panel that
     takes its time), and notes the version of every copy it is handed."""

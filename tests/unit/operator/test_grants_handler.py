@@ -406,3 +406,17 @@ def test_a_relisted_pending_copy_of_an_issued_grant_is_not_issued_again() -> Non
     assert asyncio.run(relisted()) == set(), "released: nothing to read"
     assert (entry.phase, entry.released, entry.needs, entry.newest) == (
         "TokenIssued", True, None, "8")
+
+
+def test_a_copy_trusted_after_the_store_went_back_has_its_outcome_counted() -> None:
+    """The re-sync trusts a read older than the copies seen once the store went back (etcd
+    restored): the grant's entry is re-fed from it (``Grants.observe``), and a final outcome
+    there is counted as a watch event's would be, once."""
+    ctx = context()
+    ctx.started = NOW - dt.timedelta(hours=1)
+    ended = grant("Succeeded")
+    entry = Grants().observe(ctx, ended)
+    Grants().observe(ctx, ended)
+    assert entry.phase == "Succeeded" and entry.final_at is not None
+    assert ctx.metrics.registry.get_sample_value(
+        "wingman_grants_total", {"environment": "test", "outcome": "Succeeded"}) == 1

@@ -295,7 +295,11 @@ class Grants:
     """The reconciler of ExecutionGrants (``Context.run`` calls it under the object's lock)."""
 
     def observe(self, ctx: Context, body: dict[str, Any]) -> Entry:
-        return ctx.tracker.observe_grant(body, _now())
+        """A copy trusted after older reads (the store went back): fed to the tracker and its
+        outcome counted, as a watch event's would be."""
+        entry = ctx.tracker.observe_grant(body, _now())
+        count_outcome(ctx, body)
+        return entry
 
     async def reconcile(self, ctx: Context, body: dict[str, Any]) -> None:
         stored = body
