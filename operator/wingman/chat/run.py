@@ -284,11 +284,14 @@ async def listen(runner: web.BaseRunner, host: str, port: int) -> None:
 
 def metrics_app(registry: CollectorRegistry) -> web.Application:
     """The metrics port's server: ``registry`` on ``/metrics`` (and ``/``), in the format the
-    scraper asks for (OpenMetrics for Prometheus, else Prometheus' text format), served by the
-    process's event loop like the HTTP port, on the same address."""
+    scraper asks for (OpenMetrics for Prometheus, else Prometheus' text format), compressed
+    when it asks for that (``Accept-Encoding``, as Prometheus does), served by the process's
+    event loop like the HTTP port, on the same address."""
     async def scrape(request: web.Request) -> web.Response:
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encode(registry), headers={"Content-Type": content_type})
+        resp = web.Response(body=encode(registry), headers={"Content-Type": content_type})
+        resp.enable_compression()
+        return resp
 
     app = web.Application()
     app.router.add_get("/metrics", scrape)

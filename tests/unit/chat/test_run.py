@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gzip
 import io
 import json
 import logging
@@ -333,7 +334,7 @@ def test_ipv6_on_a_kernel_without_it_is_named_and_the_chat_exits_2(tmp_path: Pat
 
 def test_prometheus_is_answered_in_the_format_it_asks_for(tmp_path: Path) -> None:
     """Prometheus asks for OpenMetrics first; a scraper that asks for nothing gets the text
-    format."""
+    format; one that accepts gzip gets it compressed."""
     with refused_port() as nowhere:
         with _chat_process(tmp_path, f"https://127.0.0.1:{nowhere}",
                            f"http://127.0.0.1:{nowhere}/hook") as (proc, log):
@@ -348,6 +349,13 @@ def test_prometheus_is_answered_in_the_format_it_asks_for(tmp_path: Path) -> Non
                 assert body.rstrip().endswith("# EOF")
             with urllib.request.urlopen(url, timeout=10) as resp:
                 assert resp.headers["Content-Type"].startswith("text/plain")
+                assert "Content-Encoding" not in resp.headers
+            # Prometheus asks for gzip: the answer is compressed, as the operator's is
+            zipped = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+            with urllib.request.urlopen(zipped, timeout=10) as resp:  # noqa: S310 - http://
+                assert resp.headers["Content-Encoding"] == "gzip"
+                assert 'wingman_chat_up{environment="test"} 1.0' in \
+                    gzip.decompress(resp.read()).decode()
 
 
 @pytest.mark.parametrize("setting", ["WINGMAN_CHAT_HTTP_PORT", "WINGMAN_METRICS_PORT"])
