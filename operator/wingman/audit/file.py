@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from wingman.audit.records import (
+    EXECUTING_FIELD,
     GENESIS_HASH,
     MAX_RECORD_BYTES,
     AuditRecord,
@@ -23,6 +24,7 @@ from wingman.audit.records import (
     _parse_stored,
     _utcnow,
     chain,
+    is_execution,
     merge,
     one,
     records_of,
@@ -324,6 +326,29 @@ class FileSink:
                     f"audit log {self.path} line {entry.line}: the stored record {exc}",
                     reason="AuditMalformed",
                 ) from None
+
+    def executions(self, approval_uid: str, grant_uid: str) -> list[AuditRecord]:
+        # a byte search first: only lines naming the event and one of the uids are parsed (a
+        # year's trail is tens of MB, read at each gateway run)
+        keys = [key.encode() for key in (approval_uid, grant_uid) if key]
+        found: list[AuditRecord] = []
+        for entry in _file_entries(self.path):
+            if entry.error is not None:  # nothing after it is read: it may hide one
+                raise AuditUnavailable(
+                    f"audit log {self.path} line {entry.line} {entry.error}, so the records "
+                    "after it, which may say that this command ran already, cannot be read; "
+                    "run 'wingman audit verify'")
+            if EXECUTING_FIELD not in entry.raw or not any(key in entry.raw for key in keys):
+                continue
+            try:
+                record = _parse_stored(entry.raw)
+            except _Malformed as exc:
+                raise AuditUnavailable(
+                    f"audit log {self.path} line {entry.line}, which may say that this command "
+                    f"ran already, {exc}; run 'wingman audit verify'") from None
+            if is_execution(record, approval_uid, grant_uid):
+                found.append(record)
+        return found
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 from wingman.audit.records import (
+    EXECUTING,
     GENESIS_HASH,
     MAX_RECORD_BYTES,
     AuditRecord,
@@ -24,6 +25,7 @@ from wingman.audit.records import (
     _parse_stored,
     _utcnow,
     chain,
+    is_execution,
     merge,
     one,
     records_of,
@@ -168,6 +170,12 @@ CREATE TABLE IF NOT EXISTS wingman_audit (
     hash    text        NOT NULL UNIQUE,
     record  text        NOT NULL
 );
+-- the executions of a request's commands and of a grant (PostgresSink.executions), which every
+-- gateway run looks up
+CREATE INDEX IF NOT EXISTS wingman_audit_executions_by_request
+    ON wingman_audit ((data->>'approval_uid')) WHERE event = 'GatewayExecuting';
+CREATE INDEX IF NOT EXISTS wingman_audit_executions_by_grant
+    ON wingman_audit ((subject->>'uid')) WHERE event = 'GatewayExecuting';
 CREATE OR REPLACE FUNCTION wingman_audit_refuse_change() RETURNS trigger
 LANGUAGE plpgsql AS $fn${body}$fn$;
 DO $do$
@@ -716,6 +724,38 @@ class PostgresSink:
                 "Run 'wingman audit verify'; appends are refused."
             )
         return record.seq + 1, record.hash
+
+    def executions(self, approval_uid: str, grant_uid: str) -> list[AuditRecord]:
+        import psycopg
+
+        with self._lock:
+            conn = self._connect()
+            dog = _Watchdog(conn, self._answer_timeout)
+            try:
+                with dog, conn.transaction():
+                    for bound in self._bounds:
+                        conn.execute(bound)
+                    dog.beat()
+                    # the indexes the sink creates with the table serve both halves
+                    rows = conn.execute(
+                        "SELECT seq, record FROM wingman_audit WHERE event = %s AND seq >= 0 "
+                        "AND (data->>'approval_uid' = %s OR subject->>'uid' = %s) ORDER BY seq",
+                        (EXECUTING, approval_uid, grant_uid)).fetchall()
+            except psycopg.Error as exc:
+                self._drop()
+                raise self._error("cannot read the audit table",
+                                  dog.said() if dog.expired else exc) from None
+        found: list[AuditRecord] = []
+        for seq, raw in rows:
+            try:
+                record = _parse_stored(str(raw).encode("utf-8"))
+            except _Malformed as exc:
+                raise AuditUnavailable(
+                    f"audit record seq {seq} in {self._where}, which may say that this command "
+                    f"ran already, {exc}; run 'wingman audit verify'") from None
+            if is_execution(record, approval_uid, grant_uid):
+                found.append(record)
+        return found
 
     def records(self) -> Iterator[AuditRecord]:
         with contextlib.closing(_postgres_entries(self._dsn, answer_timeout=self._answer_timeout)

@@ -633,6 +633,24 @@ def _lenient_seq(raw: bytes) -> int | None:
     return None
 
 
+#: The record a gateway writes just before its command starts: the trail's memory, kept
+#: outside the cluster, of every command that may have run.
+EXECUTING = "GatewayExecuting"
+#: Its stored form's event field (canonical JSON: no spaces), which a sink looks for before
+#: parsing a record.
+EXECUTING_FIELD = b'"event":"' + EXECUTING.encode() + b'"'
+
+
+def is_execution(record: AuditRecord, approval_uid: str, grant_uid: str) -> bool:
+    """Whether ``record`` says that a command of the request ``approval_uid`` (its data's
+    ``approval_uid``) or of the grant ``grant_uid`` (its subject: records of earlier releases
+    name no request) may have run."""
+    if record.event != EXECUTING:
+        return False
+    return bool(approval_uid and record.data.get("approval_uid") == approval_uid) or bool(
+        grant_uid and record.subject.get("uid") == grant_uid)
+
+
 class AuditSink(Protocol):
     """Where records go. ``append`` and ``append_all`` return only once the records are
     durable."""
@@ -661,6 +679,14 @@ class AuditSink(Protocol):
 
     def records(self) -> Iterator[AuditRecord]:
         """Every stored record in order (``AuditTampered`` on an unreadable one)."""
+        ...
+
+    def executions(self, approval_uid: str, grant_uid: str) -> list[AuditRecord]:
+        """The ``GatewayExecuting`` records of commands of the request ``approval_uid`` or of
+        the grant ``grant_uid`` (:func:`is_execution`), in order: what ran, as the trail
+        remembers it when the cluster no longer does (etcd restored from a backup).
+        ``AuditUnavailable`` when the trail cannot be read, or a record that may be one of
+        them cannot be parsed (callers fail closed)."""
         ...
 
     def close(self) -> None: ...

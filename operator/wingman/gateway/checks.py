@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wingman import scope
+from wingman.audit import AuditRecord
 from wingman.capability import tokens
 from wingman.capability.keys import KeySet
 from wingman.errors import (
@@ -168,6 +169,27 @@ def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str,
                           "one this pod holds; the token was not spent and nothing was "
                           "executed; the approval granted its command to this grant, so submit "
                           "a new request to run it", reason="BindingMismatch")
+
+
+def check_not_run(executions: Sequence[AuditRecord], claims: tokens.CapabilityClaims, *,
+                  rollback: bool) -> None:
+    """``CommandAlreadyRan`` when the audit trail (``executions``: its ``GatewayExecuting``
+    records of the token's request and grant) says that the token's command, as a command of
+    its request or as a rollback alike, started already under any grant: the cluster forgot it
+    (etcd restored from a backup: the request's record of its grants, the grant's status and
+    the burn marker went back with it), the trail, kept outside the cluster, did not. Each
+    approved command runs at most once; checked before the burn, so the token stays unspent."""
+    command = f"sha256:{claims.command_sha256}"
+    for record in executions:
+        if record.data.get("command_sha256") == command and (
+                "rollbackOf" in record.data) == rollback:
+            raise GrantDenied(
+                f"the audit trail records that this approved command started already (audit "
+                f"seq {record.seq}, {record.time}, ExecutionGrant "
+                f"{record.subject.get('name')!r}), although the cluster no longer shows it "
+                "(was etcd restored from a backup?); each approved command runs at most once, "
+                "so it is not run again; the token was not spent and nothing was executed; "
+                "submit a new request to run it", reason="CommandAlreadyRan")
 
 
 def check_startable(grant: Body, *, grant_uid: str, token_ref: str) -> None:
@@ -450,6 +472,7 @@ def burn_marker(claims: tokens.CapabilityClaims, settings: GatewaySettings,
 
 
 __all__ = ["MAX_TOKEN_FILE_BYTES", "RESULT_SECONDS", "JobDeadline", "Replay", "authorize",
-           "burn_marker", "check_approval", "check_deadline", "check_granted", "check_startable",
+           "burn_marker", "check_approval", "check_deadline", "check_granted", "check_not_run",
+           "check_startable",
            "check_targets", "check_unexpired", "job_stop_time", "judged_now", "load_keys",
            "read_token", "refusal_reason", "undone_command"]

@@ -108,6 +108,7 @@ from wingman.gateway.checks import (
     check_approval,
     check_deadline,
     check_granted,
+    check_not_run,
     check_startable,
     check_targets,
     check_unexpired,
@@ -834,7 +835,10 @@ def _execute(run: _Run) -> int:
         _check_recorded(grant, run.token_ref)
     undoes = undone_command(grant, forward)
     executor = executors.preflight(argv, settings=s)
-    run.open_audit()  # an audit trail that cannot even be opened refuses before the burn
+    # an audit trail that cannot even be opened refuses before the burn, as does one that
+    # says this command ran already (a restored etcd forgot it)
+    check_not_run(run.open_audit().executions(claims.approval_uid, claims.grant_uid), claims,
+                  rollback=undoes is not None)
     if executor.name == "kubernetes":
         # kubectl runs (and its targets are read) as the executor account: no token of it,
         # no execution, and the capability token stays unspent
@@ -874,7 +878,8 @@ def _execute(run: _Run) -> int:
     # the jti itself only now that its marker exists; TokenMinted records its digest alone
     common = {"jti": claims.jti, "jti_sha256": tokens.jti_sha256(claims.jti),
               "lease": lease_name, "job_uid": s.job_uid,
-              "command_sha256": f"sha256:{claims.command_sha256}"}
+              "command_sha256": f"sha256:{claims.command_sha256}",
+              "approval_uid": claims.approval_uid}
     run.audit("GatewayTokenBurned", common)
     # the approval may have been revoked while the token was being burned: look once more
     fresh, server_now = _get_dated(run, APPROVALS, approval_name, "ApprovalRequest")

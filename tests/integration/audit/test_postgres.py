@@ -21,6 +21,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from support import executions
 from support.postgres import PostgresServer, PostgresUnavailable, find_bindir
 from wingman import audit
 from wingman.audit import (
@@ -326,6 +327,41 @@ def test_least_privilege_writer(audit_dsn: str) -> None:
                           "ALTER TABLE wingman_audit DISABLE TRIGGER USER"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+
+
+def test_the_sink_finds_what_ran_of_a_request_or_a_grant_from_its_indexes(
+        audit_dsn: str) -> None:
+    """The gateway's look-up before it spends a token, as the least-privileged writer: every
+    GatewayExecuting record of the request (by its UID) or of the grant, and nothing else;
+    the table comes with the two partial indexes that answer it."""
+    _fill(audit_dsn, 1)  # the owner creates the table, its triggers and indexes
+    role = f"writer_{str(conninfo_to_dict(audit_dsn)['dbname'])[-8:]}"
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT INSERT, SELECT ON wingman_audit TO {role}")
+        indexes = {row[0] for row in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'wingman_audit'")}
+    assert {"wingman_audit_executions_by_request",
+            "wingman_audit_executions_by_grant"} <= indexes
+    with PostgresSink(audit_dsn.replace("postgres@", f"{role}@", 1)) as sink:
+        executions.check(sink, executions.fill(sink))
+    with psycopg.connect(audit_dsn, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan TO off")
+        plan = "\n".join(row[0] for row in conn.execute(
+            "EXPLAIN SELECT seq, record FROM wingman_audit WHERE event = 'GatewayExecuting' "
+            "AND seq >= 0 AND (data->>'approval_uid' = 'a' OR subject->>'uid' = 'g')"))
+    assert "Index Scan on wingman_audit_executions_by_" in plan, plan  # not the whole table
+
+
+def test_a_look_up_of_what_ran_fails_closed_on_a_record_it_cannot_read(
+        audit_dsn: str) -> None:
+    _fill(audit_dsn, 1)
+    _as_superuser(audit_dsn, "INSERT INTO wingman_audit VALUES (1, now(), 'GatewayExecuting', "
+                  "'gateway/p', '{\"uid\": \"g\"}', '{}', 'x', 'h', 'not a record')",
+                  disable_triggers=False)
+    with PostgresSink(audit_dsn) as sink, pytest.raises(
+            AuditUnavailable, match="may say that this command ran already"):
+        sink.executions("a", "g")
 
 
 def test_writer_without_ddl_rights_gets_guidance(audit_dsn: str) -> None:

@@ -1,20 +1,14 @@
 """etcd restored from a backup without a revision bump, under a running operator: the store
 goes back, and the operator finds out, says so and goes on from the store as it now is.
 
-A control plane of its own (the restore takes every namespace back, which the session's shared
-one must not see). The backup is a copy of etcd's data directory taken while etcd is stopped,
-as a volume snapshot would be; the restore follows Kubernetes' procedure (the API server
-stopped, etcd's data replaced, etcd and then the API server started again), with the operator
-left running: the case its stale-copy guard (``Context.resync``) exists for. The store's
-revision then goes back below versions the operator has seen, which
-``etcdutl snapshot restore --bump-revision`` would have avoided.
+The operator is left running through the restore (``support.restore``): the case its
+stale-copy guard (``Context.resync``) exists for.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +17,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.chart import CRDS_DIR, WORKER, approval_request, installed, worker_groups
-from support.clusters import existing_kubeconfig
+from support.chart import WORKER, approval_request, installed, worker_groups
 from support.operator import OperatorProcess, get, phase_of, wait_for
+from support.restore import backup, own_control_plane, restore
 from wingman.dev.cluster import LocalCluster
 
 #: A request's shortest lifetime (the CRD's minimum) and the warning before it ends: the
@@ -39,31 +33,8 @@ SCALE = "kubectl scale deployment/checkout --replicas=3 -n apps"
 
 @pytest.fixture(scope="module")
 def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    if existing_kubeconfig() is not None:
-        pytest.skip("restores etcd from a backup: needs a local control plane of its own")
-    with LocalCluster.start(tmp_path_factory.mktemp("restore-cluster")) as local:
-        local.apply_crds(CRDS_DIR)
+    with own_control_plane(tmp_path_factory.mktemp("restore-cluster")) as local:
         yield local
-
-
-def _stop_etcd_and_copy(cluster: LocalCluster, backup: Path) -> None:
-    """A backup: etcd's data directory copied while etcd is stopped; etcd started again."""
-    cluster.kill("etcd")
-    try:
-        shutil.copytree(cluster.workdir / "etcd", backup)
-    finally:
-        cluster.restart("etcd")
-
-
-def _restore(cluster: LocalCluster, backup: Path) -> None:
-    """Kubernetes' restore procedure: the API server stopped, etcd's data replaced by the
-    backup, etcd started, then the API server."""
-    cluster.kill("kube-apiserver")
-    cluster.kill("etcd")
-    shutil.rmtree(cluster.workdir / "etcd")
-    shutil.copytree(backup, cluster.workdir / "etcd")
-    cluster.restart("etcd")
-    cluster.restart("kube-apiserver")
 
 
 def _stale_copies(op: OperatorProcess) -> dict[str, float]:
@@ -94,15 +65,15 @@ def test_after_etcd_went_back_the_operator_says_so_and_goes_on_from_the_store(
                      lambda: phase_of(cluster, "ar", ns, "scale") == "AwaitingDecision",
                      60, on_timeout=op.log_tail)
             assert _condition(cluster, ns, "ExpiringSoon") is None, "backed up before it"
-            backup = tmp_path / "etcd-backup"
-            _stop_etcd_and_copy(cluster, backup)
+            copy = tmp_path / "etcd-backup"
+            backup(cluster, copy)
 
             # the operator's write after the backup: the warning, WARNING s before the end
             warned = wait_for("the expiry warning written",
                               lambda: _condition(cluster, ns, "ExpiringSoon"), LIFETIME,
                               on_timeout=op.log_tail)
             assert warned["status"] == "True"
-            _restore(cluster, backup)
+            restore(cluster, copy)
             restored = get(cluster, "ar", ns, "scale")
             assert restored is not None and _condition(cluster, ns, "ExpiringSoon") is None, \
                 "the store went back to before the warning"

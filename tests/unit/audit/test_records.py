@@ -25,10 +25,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support import executions
 from support.ports import refused_port
 from wingman import audit
 from wingman.audit import (
     GENESIS_HASH,
+    MAX_RECORD_BYTES,
     AuditAnchor,
     AuditRecord,
     FileSink,
@@ -122,6 +124,34 @@ def test_time_is_converted_to_utc() -> None:
                          now=dt.datetime(2025, 6, 1, 12, 0, tzinfo=plus_two))
     assert record.time == "2025-06-01T10:00:00.000000Z"
     assert record.at == dt.datetime(2025, 6, 1, 10, 0, tzinfo=dt.UTC)
+
+
+def test_the_file_sink_finds_what_ran_of_a_request_or_a_grant(tmp_path: Path) -> None:
+    """The gateway's look-up before it spends a token: every GatewayExecuting record of the
+    request (by its UID) or of the grant, and nothing else, however the UIDs appear."""
+    with FileSink(tmp_path / "audit.jsonl") as sink:
+        executions.check(sink, executions.fill(sink))
+
+
+def test_the_file_sink_s_look_up_of_what_ran_fails_closed_on_a_line_it_cannot_read(
+        tmp_path: Path) -> None:
+    """A line that may be one of the records looked for, unreadable, or a line too long to
+    read (nothing after it is read), refuses: the command may have run."""
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink:
+        executions.fill(sink)
+    kept = path.read_bytes()
+    path.write_bytes(kept + b'{"event":"GatewayExecuting","data":{"approval_uid":"'
+                     + executions.REQUEST.encode() + b'"},\n')
+    with FileSink(path) as sink, pytest.raises(AuditUnavailable, match="wingman audit verify"):
+        sink.executions(executions.REQUEST, executions.GRANT)
+    path.write_bytes(b"x" * (MAX_RECORD_BYTES + 10) + b"\n" + kept)
+    with FileSink(path) as sink, pytest.raises(AuditUnavailable, match="longer than"):
+        sink.executions(executions.REQUEST, executions.GRANT)
+    # an unreadable line that is none of them is the verifier's to report, not a refusal
+    path.write_bytes(kept + b'{"event":"GatewayExecuted", broken\n')
+    with FileSink(path) as sink:
+        assert len(sink.executions(executions.REQUEST, executions.GRANT)) == 3
 
 
 def test_file_is_created_private(tmp_path: Path) -> None:

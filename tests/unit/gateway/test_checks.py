@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from wingman.audit import GENESIS_HASH, make_record
 from wingman.capability import tokens
 from wingman.errors import ClusterError, GrantDenied, TokenRejected
 from wingman.gateway.checks import (
@@ -16,6 +17,7 @@ from wingman.gateway.checks import (
     JobDeadline,
     check_deadline,
     check_granted,
+    check_not_run,
     check_startable,
     check_targets,
     check_unexpired,
@@ -281,6 +283,34 @@ def test_a_token_that_expired_since_it_was_verified_is_not_spent() -> None:
         check_unexpired(claims, at(1305, dt.UTC), 5, "sha256:t")
     assert refusal_reason(err.value) == ("TokenExpired", "Expired")
     assert "sha256:t" in err.value.message and "not spent" in err.value.message
+
+
+def _executing(seq: int, command_sha256: str, **data: Any) -> Any:
+    return make_record(seq, GENESIS_HASH, "GatewayExecuting", actor="gateway/p",
+                       subject={"kind": "ExecutionGrant", "name": f"g-{seq}", "uid": f"u{seq}"},
+                       data={"approval_uid": "a1", "command_sha256": command_sha256, **data},
+                       now=START)
+
+
+def test_a_command_the_audit_trail_says_ran_is_not_run_again() -> None:
+    """The cluster forgot (etcd restored from a backup); the trail did not: the same command
+    of the request is refused whichever grant ran it, the token unspent; another command of the
+    request, or the same text as a rollback, is not."""
+    claims = tokens.CapabilityClaims(
+        iss="wingman-operator", aud="test", sub="alice", jti="0" * 32, iat=1000, nbf=1000,
+        exp=1300, approval_name="req", approval_uid="a1", grant_name="g", grant_uid="g1",
+        namespace="wingman", command=CMD, command_sha256="0" * 64)
+    other = _executing(3, "sha256:" + "1" * 64)
+    as_rollback = _executing(4, "sha256:" + "0" * 64, rollbackOf="g-0")
+    check_not_run([], claims, rollback=False)
+    check_not_run([other, as_rollback], claims, rollback=False)
+    with pytest.raises(GrantDenied) as err:
+        check_not_run([other, _executing(7, "sha256:" + "0" * 64)], claims, rollback=False)
+    assert err.value.reason == "CommandAlreadyRan"
+    assert "audit seq 7" in err.value.message and "'g-7'" in err.value.message
+    assert "not spent" in err.value.message and "new request" in err.value.message
+    with pytest.raises(GrantDenied, match="started already"):
+        check_not_run([as_rollback], claims, rollback=True)
 
 
 @pytest.mark.parametrize(("local", "server", "measured"), [
