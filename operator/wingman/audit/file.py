@@ -328,24 +328,19 @@ class FileSink:
                 ) from None
 
     def executions(self, approval_uid: str, grant_uid: str) -> list[AuditRecord]:
-        # a byte search first: only lines naming the event and one of the uids are parsed (a
-        # year's trail is tens of MB, read at each gateway run)
+        # the file searched as bytes for the uids: only their lines are parsed (a year's trail
+        # is tens of MB, searched at each gateway run)
         keys = [key.encode() for key in (approval_uid, grant_uid) if key]
         found: list[AuditRecord] = []
-        for entry in _file_entries(self.path):
-            if entry.error is not None:  # nothing after it is read: it may hide one
-                raise AuditUnavailable(
-                    f"audit log {self.path} line {entry.line} {entry.error}, so the records "
-                    "after it, which may say that this command ran already, cannot be read; "
-                    "run 'wingman audit verify'")
-            if EXECUTING_FIELD not in entry.raw or not any(key in entry.raw for key in keys):
+        for raw in _lines_holding(self.path, keys):
+            if EXECUTING_FIELD not in raw:
                 continue
             try:
-                record = _parse_stored(entry.raw)
+                record = _parse_stored(raw)
             except _Malformed as exc:
                 raise AuditUnavailable(
-                    f"audit log {self.path} line {entry.line}, which may say that this command "
-                    f"ran already, {exc}; run 'wingman audit verify'") from None
+                    f"a line of audit log {self.path} that may say that this command ran "
+                    f"already {exc}; run 'wingman audit verify'") from None
             if is_execution(record, approval_uid, grant_uid):
                 found.append(record)
         return found
@@ -359,10 +354,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _file_entries(path: Path, offset: int = 0, first_line: int = 1
-                  ) -> Generator[_Entry, None, None]:
-    """The lines present when reading began (a writer mid-append is not seen half-done),
-    from byte ``offset`` (the start of line ``first_line``) on."""
+def _open_snapshot(path: Path, offset: int = 0) -> tuple[IO[bytes], int]:
+    """The audit file opened for reading at ``offset``, and its size under a shared lock: the
+    bytes present then (a writer mid-append is not seen half-done)."""
     try:
         # O_NONBLOCK: opening a FIFO with no writer returns at once (it is refused below)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -385,15 +379,24 @@ def _file_entries(path: Path, offset: int = 0, first_line: int = 1
             "verifier at the audit log file itself"
         )
     handle: IO[bytes] = os.fdopen(fd, "rb")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        size = os.fstat(fd).st_size
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        if offset:
+            handle.seek(offset)
+    except OSError as exc:
+        handle.close()
+        raise AuditUnavailable(f"cannot lock audit log {path}: {exc.strerror}") from None
+    return handle, size
+
+
+def _file_entries(path: Path, offset: int = 0, first_line: int = 1
+                  ) -> Generator[_Entry, None, None]:
+    """The lines present when reading began (a writer mid-append is not seen half-done),
+    from byte ``offset`` (the start of line ``first_line``) on."""
+    handle, size = _open_snapshot(path, offset)
     with handle:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            size = os.fstat(fd).st_size
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            if offset:
-                handle.seek(offset)
-        except OSError as exc:
-            raise AuditUnavailable(f"cannot lock audit log {path}: {exc.strerror}") from None
         remaining = size - offset
         number = first_line - 1
         position = offset
@@ -413,6 +416,42 @@ def _file_entries(path: Path, offset: int = 0, first_line: int = 1
                              offset=start)
                 return
             yield _Entry(raw.removesuffix(b"\n"), raw.endswith(b"\n"), number, offset=start)
+
+
+#: How much of the file a search for lines holding some bytes reads at a time.
+SEARCH_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def _lines_holding(path: Path, keys: Sequence[bytes]) -> Generator[bytes, None, None]:
+    """The lines present when reading began that hold one of ``keys``, each once, in order:
+    the file read in chunks and searched as bytes (a line is looked at only where a key is)."""
+    handle, size = _open_snapshot(path)
+    with handle:
+        remaining = size
+        carry = b""
+        while remaining > 0:
+            try:
+                chunk = handle.read(min(SEARCH_CHUNK_BYTES, remaining))
+            except OSError as exc:
+                raise AuditUnavailable(f"cannot read audit log {path}: {exc.strerror}") from None
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            data = carry + chunk
+            # complete lines only, but for the file's last (which may lack its newline)
+            end = data.rfind(b"\n") + 1 if remaining > 0 else len(data)
+            starts: set[int] = set()
+            for key in keys:
+                at = data.find(key, 0, end)
+                while at != -1:
+                    start = data.rfind(b"\n", 0, at) + 1
+                    starts.add(start)
+                    stop = data.find(b"\n", at, end)
+                    at = -1 if stop == -1 else data.find(key, stop, end)
+            for start in sorted(starts):
+                stop = data.find(b"\n", start, end)
+                yield data[start:end if stop == -1 else stop]
+            carry = data[end:]
 
 
 def _file_kind(mode: int) -> str:

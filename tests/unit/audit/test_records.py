@@ -44,6 +44,7 @@ from wingman.audit import (
     verify_lines,
     verify_main,
 )
+from wingman.audit import file as audit_file
 from wingman.audit import records as audit_records
 from wingman.errors import AuditTampered, AuditUnavailable, ConfigError
 
@@ -135,8 +136,9 @@ def test_the_file_sink_finds_what_ran_of_a_request_or_a_grant(tmp_path: Path) ->
 
 def test_the_file_sink_s_look_up_of_what_ran_fails_closed_on_a_line_it_cannot_read(
         tmp_path: Path) -> None:
-    """A line that may be one of the records looked for, unreadable, or a line too long to
-    read (nothing after it is read), refuses: the command may have run."""
+    """A line that may be one of the records looked for, unreadable, refuses: the command may
+    have run. Lines that cannot be one (another event, neither uid, too long for a record) are
+    the verifier's to report."""
     path = tmp_path / "audit.jsonl"
     with FileSink(path) as sink:
         executions.fill(sink)
@@ -145,13 +147,30 @@ def test_the_file_sink_s_look_up_of_what_ran_fails_closed_on_a_line_it_cannot_re
                      + executions.REQUEST.encode() + b'"},\n')
     with FileSink(path) as sink, pytest.raises(AuditUnavailable, match="wingman audit verify"):
         sink.executions(executions.REQUEST, executions.GRANT)
-    path.write_bytes(b"x" * (MAX_RECORD_BYTES + 10) + b"\n" + kept)
-    with FileSink(path) as sink, pytest.raises(AuditUnavailable, match="longer than"):
-        sink.executions(executions.REQUEST, executions.GRANT)
-    # an unreadable line that is none of them is the verifier's to report, not a refusal
-    path.write_bytes(kept + b'{"event":"GatewayExecuted", broken\n')
+    path.write_bytes(b"x" * (MAX_RECORD_BYTES + 10) + b"\n" + kept
+                     + b'{"event":"GatewayExecuted", broken\n')
     with FileSink(path) as sink:
         assert len(sink.executions(executions.REQUEST, executions.GRANT)) == 3
+
+
+def test_the_file_sink_s_look_up_of_what_ran_reads_records_across_its_chunks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is searched a chunk at a time: a record cut by a chunk's end is found whole,
+    the last one without its newline too, and a record holding both uids once."""
+    monkeypatch.setattr(audit_file, "SEARCH_CHUNK_BYTES", 97)
+    path = tmp_path / "audit.jsonl"
+    with FileSink(path) as sink:
+        seqs = executions.fill(sink)
+        executions.check(sink, seqs)
+        both = sink.append("GatewayExecuting", actor="gateway/p",
+                           subject={"kind": "ExecutionGrant", "name": "g",
+                                    "uid": executions.GRANT},
+                           data={"approval_uid": executions.REQUEST}).seq
+    assert [r.seq for r in FileSink(path).executions(executions.REQUEST, executions.GRANT)] \
+        == [*seqs, both]
+    path.write_bytes(path.read_bytes().removesuffix(b"\n"))
+    assert [r.seq for r in FileSink(path).executions(executions.REQUEST, executions.GRANT)] \
+        == [*seqs, both]
 
 
 def test_file_is_created_private(tmp_path: Path) -> None:
