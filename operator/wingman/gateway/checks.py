@@ -178,7 +178,8 @@ def check_not_run(executions: Sequence[AuditRecord], claims: tokens.CapabilityCl
     its request or as a rollback alike, started already under any grant: the cluster forgot it
     (etcd restored from a backup: the request's record of its grants, the grant's status and
     the burn marker went back with it), the trail, kept outside the cluster, did not. Each
-    approved command runs at most once; checked before the burn, so the token stays unspent."""
+    approved command runs at most once. Checked after the burn: a token presented again while
+    the cluster remembers is a replay (its marker exists), not this."""
     command = f"sha256:{claims.command_sha256}"
     for record in executions:
         if record.data.get("command_sha256") == command and (
@@ -188,8 +189,8 @@ def check_not_run(executions: Sequence[AuditRecord], claims: tokens.CapabilityCl
                 f"seq {record.seq}, {record.time}, ExecutionGrant "
                 f"{record.subject.get('name')!r}), although the cluster no longer shows it "
                 "(was etcd restored from a backup?); each approved command runs at most once, "
-                "so it is not run again; the token was not spent and nothing was executed; "
-                "submit a new request to run it", reason="CommandAlreadyRan")
+                "so it is not run again; the token is spent and nothing was executed; submit "
+                "a new request to run it", reason="CommandAlreadyRan")
 
 
 def check_startable(grant: Body, *, grant_uid: str, token_ref: str) -> None:

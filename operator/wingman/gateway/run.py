@@ -40,7 +40,9 @@ functions (:func:`read_token`, :func:`load_keys`, :func:`authorize`, :func:`chec
    approval's expiry included, while refusing then would use up the approved command), then
    burn the token: create the Lease ``wingman-burn-<jti>``; a 409 is a replay
    (exit 4: the grant gets condition ``ReplayDetected`` and nothing else changes);
-5. audit ``GatewayTokenBurned``, check the approval and the previewed targets again, audit
+5. audit ``GatewayTokenBurned``, check the approval again, and that the audit trail does
+   not record the command as started already (``CommandAlreadyRan``: an etcd restored from a
+   backup forgot it, the trail did not), check the previewed targets again, audit
    ``GatewayStarting`` (the intent the ``Running`` phase stands for), set phase ``Running``
    (only on the grant the token names, not being deleted, ``TokenIssued`` with this token, as
    judged with the approval last read: :func:`check_startable`; a grant whose token was issued
@@ -835,10 +837,7 @@ def _execute(run: _Run) -> int:
         _check_recorded(grant, run.token_ref)
     undoes = undone_command(grant, forward)
     executor = executors.preflight(argv, settings=s)
-    # an audit trail that cannot even be opened refuses before the burn, as does one that
-    # says this command ran already (a restored etcd forgot it)
-    check_not_run(run.open_audit().executions(claims.approval_uid, claims.grant_uid), claims,
-                  rollback=undoes is not None)
+    run.open_audit()  # an audit trail that cannot even be opened refuses before the burn
     if executor.name == "kubernetes":
         # kubectl runs (and its targets are read) as the executor account: no token of it,
         # no execution, and the capability token stays unspent
@@ -891,6 +890,10 @@ def _execute(run: _Run) -> int:
     run.approval = fresh
     check_granted(fresh, claims.command, claims.grant_uid, claims.grant_name,
                   rollback_of=undoes, token_ref=run.token_ref)
+    # the trail, which lives outside etcd, remembers a run a restored etcd forgot; after the
+    # burn, so that a token presented again with the cluster intact is a replay
+    check_not_run(run.open_audit().executions(claims.approval_uid, claims.grant_uid), claims,
+                  rollback=undoes is not None)
     drift = [] if undoes is not None else check_targets(
         fresh, claims.command, allow_drift=allow_drift, read=lambda t: _read_target(run, t))
     extra: dict[str, Any] = {"targetDrift": drift} if drift else {}

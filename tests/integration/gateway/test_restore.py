@@ -15,7 +15,7 @@ import pytest
 from support.gateway import Env, gateway_env, make_grant, mint, settings_for
 from support.restore import backup, own_control_plane, restore
 from wingman.dev.cluster import LocalCluster
-from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, run_gateway
+from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +53,14 @@ def test_a_command_that_ran_before_etcd_was_restored_is_not_run_again(
     assert env.replicas() == 1, "the command ran a second time"
     status = env.grant(g.name)["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "CommandAlreadyRan")
-    assert env.leases() == [], "refused before the burn: the token was not spent"
-    refused = env.audit_records()[ran:]
-    assert [(r["event"], r["data"]["reason"]) for r in refused] == [
-        ("GatewayRefused", "CommandAlreadyRan")]
+    assert len(env.leases()) == 1, "refused after the burn: the token is spent"
+    again = env.audit_records()[ran:]
+    assert [(r["event"], r["data"].get("reason")) for r in again] == [
+        ("GatewayTokenBurned", None), ("GatewayRefused", "CommandAlreadyRan")]
     executing = [r for r in env.audit_records() if r["event"] == "GatewayExecuting"]
     assert len(executing) == 1 and f"audit seq {executing[0]['seq']}" in \
-        refused[0]["data"]["message"]
+        again[1]["data"]["message"]
+    # presented once more, the token is a replay: the cluster remembers this time
+    assert run_gateway(settings_for(env, g, token)) == EXIT_REPLAY
+    assert env.replicas() == 1
     assert executing[0]["data"]["approval_uid"] == g.approval["metadata"]["uid"]

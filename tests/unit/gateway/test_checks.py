@@ -294,8 +294,8 @@ def _executing(seq: int, command_sha256: str, **data: Any) -> Any:
 
 def test_a_command_the_audit_trail_says_ran_is_not_run_again() -> None:
     """The cluster forgot (etcd restored from a backup); the trail did not: the same command
-    of the request is refused whichever grant ran it, the token unspent; another command of the
-    request, or the same text as a rollback, is not."""
+    of the request is refused whichever grant ran it; another command of the request, or the
+    same text as a rollback, is not (checked after the burn)."""
     claims = tokens.CapabilityClaims(
         iss="wingman-operator", aud="test", sub="alice", jti="0" * 32, iat=1000, nbf=1000,
         exp=1300, approval_name="req", approval_uid="a1", grant_name="g", grant_uid="g1",
@@ -308,7 +308,7 @@ def test_a_command_the_audit_trail_says_ran_is_not_run_again() -> None:
         check_not_run([other, _executing(7, "sha256:" + "0" * 64)], claims, rollback=False)
     assert err.value.reason == "CommandAlreadyRan"
     assert "audit seq 7" in err.value.message and "'g-7'" in err.value.message
-    assert "not spent" in err.value.message and "new request" in err.value.message
+    assert "token is spent" in err.value.message and "new request" in err.value.message
     with pytest.raises(GrantDenied, match="started already"):
         check_not_run([as_rollback], claims, rollback=True)
 
