@@ -9,7 +9,7 @@ import fcntl
 import os
 import stat
 import threading
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,7 +24,7 @@ from wingman.audit.records import (
     _parse_stored,
     _utcnow,
     chain,
-    is_execution,
+    executions_among,
     merge,
     one,
     records_of,
@@ -331,19 +331,9 @@ class FileSink:
         # the file searched as bytes for the uids: only their lines are parsed (a year's trail
         # is tens of MB, searched at each gateway run)
         keys = [key.encode() for key in (approval_uid, grant_uid) if key]
-        found: list[AuditRecord] = []
-        for raw in _lines_holding(self.path, keys):
-            if EXECUTING_FIELD not in raw:
-                continue
-            try:
-                record = _parse_stored(raw)
-            except _Malformed as exc:
-                raise AuditUnavailable(
-                    f"a line of audit log {self.path} that may say that this command ran "
-                    f"already {exc}; run 'wingman audit verify'") from None
-            if is_execution(record, approval_uid, grant_uid):
-                found.append(record)
-        return found
+        return executions_among(((f"a line of audit log {self.path}", raw)
+                                 for raw in _lines_holding(self.path, keys)
+                                 if EXECUTING_FIELD in raw), approval_uid, grant_uid)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -391,6 +381,14 @@ def _open_snapshot(path: Path, offset: int = 0) -> tuple[IO[bytes], int]:
     return handle, size
 
 
+def _read(path: Path, read: Callable[[int], bytes], size: int) -> bytes:
+    """``read(size)`` of the audit file at ``path``; ``AuditUnavailable`` when it fails."""
+    try:
+        return read(size)
+    except OSError as exc:
+        raise AuditUnavailable(f"cannot read audit log {path}: {exc.strerror}") from None
+
+
 def _file_entries(path: Path, offset: int = 0, first_line: int = 1
                   ) -> Generator[_Entry, None, None]:
     """The lines present when reading began (a writer mid-append is not seen half-done),
@@ -402,10 +400,7 @@ def _file_entries(path: Path, offset: int = 0, first_line: int = 1
         position = offset
         limit = MAX_RECORD_BYTES + 1
         while remaining > 0:
-            try:
-                raw = handle.readline(min(remaining, limit))
-            except OSError as exc:
-                raise AuditUnavailable(f"cannot read audit log {path}: {exc.strerror}") from None
+            raw = _read(path, handle.readline, min(remaining, limit))
             if not raw:
                 return
             start, position = position, position + len(raw)
@@ -430,10 +425,7 @@ def _lines_holding(path: Path, keys: Sequence[bytes]) -> Generator[bytes, None, 
         remaining = size
         carry = b""
         while remaining > 0:
-            try:
-                chunk = handle.read(min(SEARCH_CHUNK_BYTES, remaining))
-            except OSError as exc:
-                raise AuditUnavailable(f"cannot read audit log {path}: {exc.strerror}") from None
+            chunk = _read(path, handle.read, min(SEARCH_CHUNK_BYTES, remaining))
             if not chunk:
                 break
             remaining -= len(chunk)

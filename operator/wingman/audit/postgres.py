@@ -25,7 +25,7 @@ from wingman.audit.records import (
     _parse_stored,
     _utcnow,
     chain,
-    is_execution,
+    executions_among,
     merge,
     one,
     records_of,
@@ -745,17 +745,9 @@ class PostgresSink:
                 self._drop()
                 raise self._error("cannot read the audit table",
                                   dog.said() if dog.expired else exc) from None
-        found: list[AuditRecord] = []
-        for seq, raw in rows:
-            try:
-                record = _parse_stored(str(raw).encode("utf-8"))
-            except _Malformed as exc:
-                raise AuditUnavailable(
-                    f"audit record seq {seq} in {self._where}, which may say that this command "
-                    f"ran already, {exc}; run 'wingman audit verify'") from None
-            if is_execution(record, approval_uid, grant_uid):
-                found.append(record)
-        return found
+        return executions_among(((f"audit record seq {seq} in {self._where}",
+                                  str(raw).encode("utf-8")) for seq, raw in rows),
+                                approval_uid, grant_uid)
 
     def records(self) -> Iterator[AuditRecord]:
         with contextlib.closing(_postgres_entries(self._dsn, answer_timeout=self._answer_timeout)

@@ -31,7 +31,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -649,6 +649,24 @@ def is_execution(record: AuditRecord, approval_uid: str, grant_uid: str) -> bool
         return False
     return bool(approval_uid and record.data.get("approval_uid") == approval_uid) or bool(
         grant_uid and record.subject.get("uid") == grant_uid)
+
+
+def executions_among(candidates: Iterable[tuple[str, bytes]], approval_uid: str,
+                     grant_uid: str) -> list[AuditRecord]:
+    """The records among ``candidates`` (where each was read, its stored bytes) that are
+    executions of the request or the grant (:func:`is_execution`); ``AuditUnavailable`` on
+    one that cannot be parsed, which may be one of them."""
+    found: list[AuditRecord] = []
+    for where, raw in candidates:
+        try:
+            record = _parse_stored(raw)
+        except _Malformed as exc:
+            raise AuditUnavailable(
+                f"{where}, which may say that this command ran already, {exc}; run 'wingman "
+                "audit verify'") from None
+        if is_execution(record, approval_uid, grant_uid):
+            found.append(record)
+    return found
 
 
 class AuditSink(Protocol):

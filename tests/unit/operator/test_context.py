@@ -308,6 +308,17 @@ def cancel_retries(ctx: Context) -> bool:
     return bool(taken_retries(ctx))
 
 
+async def resyncs(ctx: Context, seen_at: str, times: int) -> list[bool]:
+    """The grant seen at ``seen_at``, then re-synced ``times`` times: whether each scheduled
+    a read again."""
+    seen(ctx, seen_at)
+    scheduled = []
+    for _ in range(times):
+        await ctx.resync("grant", "ns", "g1", "u1")
+        scheduled.append(cancel_retries(ctx))
+    return scheduled
+
+
 def test_a_copy_older_than_one_seen_is_read_again_instead_of_reconciled() -> None:
     """A re-list's copy made before the operator's own write, run after the write's answer:
     acted on, it would repeat what the write recorded. It is not reconciled; a fresh read is."""
@@ -357,14 +368,7 @@ def test_a_fresh_read_older_than_a_copy_seen_is_read_again_then_trusted() -> Non
     went_back = Reads(*["4"] * STALE_READS)
     ctx.kube = went_back
 
-    async def restored() -> list[bool]:
-        seen(ctx, "10")
-        scheduled = []
-        for _ in range(STALE_READS):
-            await ctx.resync("grant", "ns", "g1", "u1")
-            scheduled.append(cancel_retries(ctx))
-        return scheduled
-    assert asyncio.run(restored()) == [True] * (STALE_READS - 1) + [False]
+    assert asyncio.run(resyncs(ctx, "10", STALE_READS)) == [True] * (STALE_READS - 1) + [False]
     assert reconciler.done == ["g1"], "trusted after STALE_READS reads"
     assert ctx.metrics.registry.get_sample_value(
         "wingman_stale_copies_total", {"resource": "executiongrants", "outcome": "trusted"}) == 1
@@ -416,14 +420,7 @@ def test_reads_overtaken_by_a_newer_copy_never_add_up_to_trusting_an_older_read(
     reads = 2 * STALE_READS - 1
     ctx.kube = Overtaken(ctx, *[str(10 + 2 * i) for i in range(reads)])
 
-    async def overtaken() -> list[bool]:
-        seen(ctx, "9")
-        scheduled = []
-        for _ in range(reads):
-            await ctx.resync("grant", "ns", "g1", "u1")
-            scheduled.append(cancel_retries(ctx))
-        return scheduled
-    assert asyncio.run(overtaken()) == [True] * reads
+    assert asyncio.run(resyncs(ctx, "9", reads)) == [True] * reads
     assert reconciler.done == [], "no older copy acted on"
     entry = ctx.tracker.grants["u1"]
     assert entry.behind == 0 and entry.newest == str(10 + 2 * (reads - 1) + 1)
