@@ -72,7 +72,10 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("rollout", "resume"): H,
     # autoscale hands the replica count to an autoscaler: --max below today's count (or the
     # default --min, 1) scales the workload down.
-    ("scale",): M, ("autoscale",): H, ("label",): M, ("annotate",): M, ("expose",): M,
+    # expose and create service put a Service in front of traffic: a name other pods resolve
+    # (one named `kubernetes` is found first through their DNS search path), a selector over
+    # any app's pods.
+    ("scale",): M, ("autoscale",): H, ("label",): M, ("annotate",): M, ("expose",): H,
     ("uncordon",): H,
     # A quota (--hard=pods=0, a memory cap) stops pods being created; a PodDisruptionBudget
     # (--min-available=100%, --max-unavailable=0) blocks every drain and eviction.
@@ -81,7 +84,7 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     # create with no subcommand creates whatever its files (-f, -k) or body say: as apply.
     ("create",): H, ("create", "configmap"): M, ("create", "ingress"): M,
     ("create", "namespace"): M, ("create", "poddisruptionbudget"): H,
-    ("create", "priorityclass"): H, ("create", "quota"): H, ("create", "service"): M,
+    ("create", "priorityclass"): H, ("create", "quota"): H, ("create", "service"): H,
     ("create", "secret"): H, ("create", "token"): C,
     ("create", "role"): H, ("create", "clusterrole"): H, ("create", "rolebinding"): H,
     ("create", "clusterrolebinding"): H, ("create", "serviceaccount"): H,
@@ -111,9 +114,11 @@ DOCKER_ACTIONS: dict[str, Risk] = {
     "ps": L, "logs": L, "inspect": L, "images": L, "version": L, "info": L, "top": L,
     "stats": L, "port": L, "diff": L, "history": L, "ls": L, "events": L, "df": L,
     "wait": L, "search": L,
-    # stop and pause take the container's service down, as scaling to zero does; rename
-    # breaks whatever reaches it by name (a user network's DNS, --link, scripts).
-    "restart": L, "start": L, "stop": H, "pause": H, "unpause": M, "pull": M, "tag": M,
+    # restart and start act on whatever container the name or ID is: the engine has no
+    # namespaces or target rules (see DOCKER_OWNED); stop and pause take the container's
+    # service down, as scaling to zero does; rename breaks whatever reaches it by name (a user
+    # network's DNS, --link, scripts).
+    "restart": M, "start": M, "stop": H, "pause": H, "unpause": M, "pull": M, "tag": M,
     "rename": H, "update": H, "create": H, "run": H, "cp": H, "kill": H, "rmi": H,
     "push": H, "commit": H, "build": H, "load": H, "import": H, "login": H, "logout": M,
     "rm": C, "prune": C, "exec": C, "attach": C,
@@ -154,7 +159,25 @@ DANGEROUS_FLAGS: dict[str, Risk] = {
     # label/annotate --overwrite changes a label a Service, ReplicaSet or NetworkPolicy
     # selects on: its pods drop out of (or fall into) it.
     "--overwrite": H,
+    # expose, run, create: a JSON document merged into the object, whatever the flags show
+    # (a LoadBalancer, external IPs, a host path)
+    "--overrides": H,
 }
+# Resource types that steer traffic: kube-proxy, the endpoint and ingress controllers and
+# network plugins act on them and on their labels (a Service dropped, another app's traffic
+# sent elsewhere). The chart lists writes to them as escalating (values.yaml).
+TRAFFIC_RESOURCES = frozenset({
+    "service", "endpoints", "endpointslice", "networkpolicy", "ingress", "ingressclass",
+    "gateway", "httproute", "grpcroute", "tlsroute", "tcproute", "udproute", "referencegrant"})
+# Label keys that move traffic on whatever carries them: a Service's proxy and headlessness,
+# an EndpointSlice's Service and manager.
+TRAFFIC_LABELS = ("service.kubernetes.io/", "endpointslice.kubernetes.io/",
+                  "kubernetes.io/service-name")
+# Container names the engine gives containers someone else owns: the kubelet's through
+# cri-dockerd (`k8s_<container>_<pod>_<namespace>_...`), the control plane's, kind's nodes; a
+# bare ID (12 to 64 hex digits, or a prefix) tells the reviewer nothing of which it is.
+DOCKER_OWNED = re.compile(
+    r"^(?:k8s_|kube-|etcd|kind-|.*-control-plane$|[0-9a-f]{12,64}$)", re.IGNORECASE)
 # Resource types whose annotations controllers act on: ingress-nginx runs an Ingress's
 # configuration snippets, a cloud controller makes a Service's load balancer internal or not.
 CONTROLLER_ANNOTATED = frozenset({"service", "ingress"})
@@ -392,6 +415,18 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
     if parsed.verb == "annotate" and _names(_label_types(operands), CONTROLLER_ANNOTATED):
         rating.add(H, "annotates a Service or Ingress: controllers act on their annotations "
                       "(an ingress-nginx snippet, a cloud load balancer made external)")
+    elif parsed.verb in ("label", "annotate") and _names(_label_types(operands),
+                                                         TRAFFIC_RESOURCES):
+        rating.add(H, f"{parsed.verb}s an object that steers traffic (a Service, EndpointSlice, "
+                      "NetworkPolicy, Ingress or route): kube-proxy and the network's "
+                      "controllers act on it")
+    if parsed.verb in ("label", "annotate"):
+        keys = [w.split("=", 1)[0].removesuffix("-") for w in operands
+                if "=" in w or (w.endswith("-") and len(w) > 1)]
+        moved = [k for k in keys if k.lower().startswith(TRAFFIC_LABELS)]
+        if moved:
+            rating.add(H, f"sets or removes {moved[0]}, which moves traffic (kube-proxy skips "
+                          "a Service, an EndpointSlice serves another Service)")
     if parsed.verb == "label" and any(w.endswith("-") and len(w) > 1 for w in operands):
         rating.add(H, "removes a label a Service, ReplicaSet or NetworkPolicy may select on")
     system = [n for n in parsed.flag("--namespace") if n.strip().startswith("kube-")]
@@ -409,6 +444,10 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
         else:
             rating.add(H, "changes who may do what (RBAC)")
     for path in parsed.flag("--raw"):
+        if parsed.verb == "delete":
+            rating.add(C, f"deletes what --raw {path} names (a whole collection, if it names "
+                          "one): kubectl ignores the command's other words, -n, -l and "
+                          "--dry-run")
         if _raw_subresource(path) in CONNECT_SUBRESOURCES:
             rating.add(H, f"--raw {_raw_subresource(path)} reaches the application, pod or node "
                           "behind the API server: what the request does there is unknown")
@@ -460,6 +499,11 @@ def _rate_docker(parsed: ParsedCommand, rating: _Rating) -> None:
     else:
         rating.add(H, f"'docker {' '.join(action)}' is not a docker command the reviewers "
                       "know: what it does is unknown")
+    for name in parsed.words[len(action):]:
+        if DOCKER_OWNED.match(name):
+            rating.add(H, f"container {name} is a Kubernetes pod's, the control plane's or a "
+                          "node's, or a bare ID that does not say whose: the engine acts on "
+                          "any container on the host")
     for flag, risk in DOCKER_TARGET_FLAGS.items():
         if parsed.has(flag):
             rating.add(risk, f"{flag} acts on another engine or widens the container's rights")

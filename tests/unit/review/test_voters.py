@@ -660,9 +660,32 @@ def test_a_docker_command_the_tables_do_not_know_is_high(command: str) -> None:
 
 
 @pytest.mark.parametrize("command", ["docker system df", "docker container ls",
-                                     "docker restart web", "docker logs -ft web"])
+                                     "docker logs -ft web"])
 def test_routine_docker_commands_stay_low(command: str) -> None:
     assert command_risk(command)[0] is Risk.LOW, command_risk(command)
+
+
+@pytest.mark.parametrize("command", ["docker restart web", "docker start web",
+                                     "docker container restart web-1"])
+def test_restarting_a_named_container_is_a_change(command: str) -> None:
+    # the engine has no target rules: a restart acts on whatever container has the name
+    assert command_risk(command)[0] is Risk.MEDIUM, command_risk(command)
+
+
+@pytest.mark.parametrize("command", [
+    "docker restart k8s_etcd_etcd-cp1_kube-system_0123abcd_0",  # the kubelet's, cri-dockerd
+    "docker start k8s_wingman-operator_wingman-operator-7d9f_wingman-test_0a1b_0",
+    "docker restart kube-apiserver",
+    "docker restart etcd",
+    "docker restart kind-control-plane",
+    "docker restart 0123456789ab",  # an ID: whose, nobody can tell
+    "docker container start 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+])
+def test_restarting_a_container_someone_else_owns_or_an_unnamed_one_is_high(
+        command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert any("any container on the host" in r for r in reasons), reasons
 
 
 @pytest.mark.parametrize("command", [
@@ -782,9 +805,41 @@ def test_opening_a_workload_to_outside_the_cluster_is_high(command: str) -> None
     "kubectl expose deployment web -n apps --port=80",
     "kubectl expose deployment web -n apps --port=80 --type=ClusterIP",
     "kubectl create service clusterip web -n apps --tcp=80:80",
+    # a Service named kubernetes: pods of the namespace resolve it before the API server's
+    "kubectl create service clusterip kubernetes --tcp=443:8443 -n apps",
+    # a new Service in front of another app's pods
+    "kubectl expose deployment web --port=80 -n apps --selector=app=payments --name=pay",
+    # the overrides say what the flags do not: a LoadBalancer with external IPs
+    "kubectl expose deployment web --port=80 -n apps --overrides "
+    "'{\"spec\":{\"type\":\"LoadBalancer\",\"externalIPs\":[\"1.2.3.4\"]}}'",
+    "kubectl run web --image=nginx -n apps --overrides '{\"spec\":{}}'",
 ])
-def test_a_service_inside_the_cluster_stays_a_change(command: str) -> None:
-    assert command_risk(command)[0] is Risk.MEDIUM, command_risk(command)
+def test_a_service_or_overrides_steer_traffic_and_are_high(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+    assert not _auto_approved_in_test(command)
+
+
+@pytest.mark.parametrize("command", [
+    "kubectl label svc web service.kubernetes.io/service-proxy-name=none -n apps",
+    "kubectl label svc/web -n apps service.kubernetes.io/headless=",
+    "kubectl label endpointslice evil kubernetes.io/service-name=payments -n apps",
+    "kubectl label pod web -n apps endpointslice.kubernetes.io/managed-by=me",
+    "kubectl label netpol deny-all -n apps tier=web",
+    "kubectl annotate endpointslices.discovery.k8s.io/web -n apps a=b",
+    "kubectl label httproute web -n apps team=a",
+])
+def test_labels_that_move_traffic_are_high(command: str) -> None:
+    risk, reasons = command_risk(command)
+    assert risk is Risk.HIGH, (risk, reasons)
+
+
+def test_a_raw_delete_names_what_kubectl_deletes() -> None:
+    # kubectl delete --raw ignores the other words, -n and --dry-run: the reason says so
+    risk, reasons = command_risk(
+        "kubectl delete pod web -n apps --dry-run=server --raw /api/v1/namespaces/prod/pods")
+    assert risk is Risk.CRITICAL
+    assert any("--raw /api/v1/namespaces/prod/pods" in r and "ignores" in r for r in reasons)
 
 
 @pytest.mark.parametrize("command", ["docker run -it --privileged ubuntu",
@@ -898,9 +953,8 @@ def test_changing_or_removing_a_label_is_high(command: str) -> None:
 @pytest.mark.parametrize("command", [
     "kubectl label pod web -n apps tier=cache",
     "kubectl annotate pod web -n apps note=checked",
-    "kubectl expose deployment web -n apps --port=80 --selector=app=web",
 ])
-def test_adding_a_label_or_a_service_stays_a_change(command: str) -> None:
+def test_adding_a_label_stays_a_change(command: str) -> None:
     assert command_risk(command)[0] is Risk.MEDIUM, command_risk(command)
     assert _auto_approved_in_test(command)  # a medium change is what the test env auto-approves
 
