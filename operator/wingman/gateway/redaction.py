@@ -699,6 +699,14 @@ _FLOW_ASSIGNMENT = re.compile(r"""(?<=[\[,])\s*+(?P<q>["'])?(?P<flag>--?[A-Za-z]
                               r"""(?P<value>(?(q)[^"']++|(?:[^,\]}\n]|"""
                               r"""\n(?![ \t]*+[A-Za-z0-9_.\-"']++[ \t]*+:))++))""")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"?')
+#: How deep the collections below a credential key are read entry by entry (deeper, all of
+#: it is the value): each level reads its text again, so linear time stays linear.
+_MAX_NESTED_FLOWS = 4
+# a key, then a flow collection as its value, anywhere on a line (compact JSON, an
+# annotation's last-applied configuration, ``apiKeys: [a, b]``): a credential key's whole
+# collection is its value
+_KEY_OPENS_FLOW = re.compile(r"""(?<![A-Za-z0-9_.\-/])(?P<q>["']?+)"""
+                             r"""(?P<key>[A-Za-z0-9_.\-/]{1,200}+)(?P=q)[ \t]*+:[ \t]*+(?=[{\[])""")
 _COLON = re.compile(r"\s*+:")
 # a flow mapping's ``key: value`` (after ``{`` or ``,``): a plain value with spaces to the next
 # ``,`` (over lines, short of one that starts a key), a quoted one over lines
@@ -844,6 +852,11 @@ class _Structure:
         if "{" in self.text:
             self._flows()
             self._env_objects()
+        if "{" in self.text or "[" in self.text:
+            self.flow_end = 0  # each collection read once (linear time)
+            for opened in _KEY_OPENS_FLOW.finditer(self.text):
+                if opened.end() >= self.flow_end and credential_name(opened.group("key")):
+                    self._flow(opened.end(), "nested")
         if "{" in self.text:
             for pair in _FLOW_PAIR.finditer(self.text):
                 if credential_name(_unquote(pair.group("key"))):
@@ -888,10 +901,13 @@ class _Structure:
         raw = value.strip().strip(",").strip("\"'")
         return len(raw) >= 4 and _BASE64_VALUE.fullmatch(raw) is not None
 
-    def _flow(self, at: int, kind: str) -> None:
+    def _flow(self, at: int, kind: str, level: int = 0) -> None:
         """A flow collection (``{a: b, c: d}``, ``["x", "y"]``, JSON) opening at ``at``, over
         as many lines as it takes (to the end of a cut output): its values are redacted by
-        ``kind`` (``all``: everything inside it)."""
+        ``kind`` (``all``: everything inside it; ``nested``: the value of a credential key,
+        every value but the scalars of keys that name no value, ``{user: bob, value: X}``, read
+        so into collections ``_MAX_NESTED_FLOWS`` levels deep, ``level`` the one this is at;
+        below that all)."""
         if at < self.flow_end:
             return
         text, depth, i = self.text, 0, at
@@ -910,16 +926,16 @@ class _Structure:
                 if depth == 0:
                     break
             elif depth == 1 and char == ",":
-                self._flow_entry(entry, colon, i, kind)
+                self._flow_entry(entry, colon, i, kind, level)
                 entry, colon = i + 1, 0
             elif depth == 1 and char == ":" and not colon and (
                     i + 1 == len(text) or text[i + 1] in " \t\n\"'" or text[i - 1] in "\"'"):
                 colon = i + 1
             i += 1
-        self._flow_entry(entry, colon, i, kind)
+        self._flow_entry(entry, colon, i, kind, level)
         self.flow_end = i + 1
 
-    def _flow_entry(self, start: int, colon: int, end: int, kind: str) -> None:
+    def _flow_entry(self, start: int, colon: int, end: int, kind: str, level: int = 0) -> None:
         value_at = colon or start
         raw = self.text[value_at:end]
         lead = len(raw) - len(raw.lstrip())
@@ -929,6 +945,13 @@ class _Structure:
         if raw.strip("\"'").lower() in _NOT_SECRET_VALUES:
             return
         begin, finish = value_at + lead, value_at + lead + len(raw)
+        if kind == "nested":
+            if raw[0] in "{[" and level < _MAX_NESTED_FLOWS:
+                self._flow(begin, "nested", level + 1)
+                return
+            if colon and raw[0] not in "{[" and not _nested_value(
+                    _unquote(self.text[start:colon - 1].strip())):
+                return  # a key that names no value (``user: bob``)
         if len(raw) >= 2 and raw[0] in "\"'" and raw[-1] == raw[0]:
             begin, finish = begin + 1, finish - 1
         self._add(0, (begin, finish))

@@ -1105,6 +1105,33 @@ def test_a_value_redacted_in_part_by_one_rule_is_redacted_whole_by_the_next() ->
     assert "SZ3AkJM77" not in out, out
 
 
+@pytest.mark.parametrize(("text", "secrets", "kept"), [
+    ('{"spec":{"apiKeys":["K1-a9f3","K2-b8e4"]}}', ["K1-a9f3", "K2-b8e4"], ["spec"]),
+    ('{"credentials":{"user":"bob","value":"X-c7d2"}}', ["X-c7d2"], []),
+    ('{"auth":{"type":"basic","key":"X-c7d2"}}', ["X-c7d2"], []),
+    ('{"password":{"current":"A-e6f1","previous":"X-c7d2"}}', ["A-e6f1", "X-c7d2"], []),
+    ("spec: {apiKeys: [a-k1x9, b-k2y8]}", ["a-k1x9", "b-k2y8"], ["spec"]),
+    ("auth:\n  passwords: [p1-z7q2, p2-w3r5]\n", ["p1-z7q2", "p2-w3r5"], []),
+    ('{"token":{"rotation":{"old":"O-m4n8","new":"N-p5q9"},"user":"carol"}}',
+     ["O-m4n8", "N-p5q9"], ["carol"]),
+    # an annotation holding the object as applied (kubectl apply): compact JSON in a string
+    ("metadata:\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: |\n"
+     '      {"apiVersion":"example.com/v1","kind":"Db","spec":{"adminPasswords":'
+     '["P1-h8j2","P2-k9l3"],"replicas":3}}\nspec:\n  adminPasswords:\n  - P1-h8j2\n'
+     "  - P2-k9l3\n  replicas: 3\n", ["P1-h8j2", "P2-k9l3"], ["replicas"]),
+], ids=["json-list", "json-object", "json-auth", "json-rotation", "flow-list",
+        "flow-list-below", "nested-objects", "last-applied"])
+def test_a_credential_key_s_whole_collection_is_redacted_on_one_line_too(
+        text: str, secrets: list[str], kept: list[str]) -> None:
+    """A collection as a credential key's value, in compact JSON or flow style: every value in
+    it, not its first member alone; the scalars of keys that name no value stay."""
+    out = redact(text)
+    for secret in secrets:
+        assert secret not in out, out
+    for word in kept:
+        assert word in out, out
+
+
 KUBECONFIG_WITH_CREDENTIALS = {"apiVersion": "v1", "kind": "Config", "users": [
     {"name": "oidc", "user": {"auth-provider": {"config": {
         "id-token": ENV_SECRET, "refresh-token": FLAG_SECRET, "client-id": "web"}}}},
@@ -1701,6 +1728,9 @@ MEGABYTE_LINES = {
     "xml-escaped-values": "&lt;password&gt;" * 62_500,
     "xml-escaped-values-of-brackets": "&lt;password&gt;&lt;" * 50_000,
     "xml-cdata-openings": "<password><![CDATA[" * 52_000,
+    "credential-flows-unclosed": '{"apiKeys":[' * 80_000,
+    "credential-flows-nested": '{"password":{"a":' * 60_000,
+    "credential-flows-closed": '{"token":["a","b"]},' * 50_000,
 }
 
 
