@@ -28,6 +28,7 @@ from wingman.audit.records import (
     merge,
     one,
     records_of,
+    require_uids,
     screen,
 )
 from wingman.audit.verification import _Entry
@@ -330,6 +331,7 @@ class FileSink:
     def executions(self, approval_uid: str, grant_uid: str) -> list[AuditRecord]:
         # the file searched as bytes for the uids: only their lines are parsed (a year's trail
         # is tens of MB, searched at each gateway run)
+        require_uids(approval_uid, grant_uid)
         keys = [key.encode() for key in (approval_uid, grant_uid) if key]
         return executions_among(((f"a line of audit log {self.path}", raw)
                                  for raw in _lines_holding(self.path, keys)
@@ -366,7 +368,7 @@ def _open_snapshot(path: Path, offset: int = 0) -> tuple[IO[bytes], int]:
         os.close(fd)
         raise AuditUnavailable(
             f"audit log {path} is not a regular file (it is {_file_kind(mode)}); point the "
-            "verifier at the audit log file itself"
+            "audit target (or the verifier) at the audit log file itself"
         )
     handle: IO[bytes] = os.fdopen(fd, "rb")
     try:

@@ -29,6 +29,7 @@ from wingman.audit.records import (
     merge,
     one,
     records_of,
+    require_uids,
     screen,
 )
 from wingman.audit.verification import ProblemKind, _Entry
@@ -195,6 +196,13 @@ BEGIN
 END
 $do$;
 """.replace("{body}", _REFUSE_BODY)
+
+#: ``PostgresSink.executions``: the event a literal, as in the indexes' predicate, so that a
+#: generic plan (a prepared statement) can use them too
+_EXECUTIONS_SQL = (
+    "SELECT seq, record FROM wingman_audit WHERE event = 'GatewayExecuting' AND seq >= 0 "
+    "AND (data->>'approval_uid' = %s OR subject->>'uid' = %s) ORDER BY seq")
+assert EXECUTING == "GatewayExecuting"
 
 _TRIGGERS_SQL = """
 SELECT t.tgname, t.tgenabled, t.tgtype, t.tgqual IS NULL AND cardinality(t.tgattr::int2[]) = 0,
@@ -728,6 +736,7 @@ class PostgresSink:
     def executions(self, approval_uid: str, grant_uid: str) -> list[AuditRecord]:
         import psycopg
 
+        require_uids(approval_uid, grant_uid)
         with self._lock:
             conn = self._connect()
             dog = _Watchdog(conn, self._answer_timeout)
@@ -737,10 +746,7 @@ class PostgresSink:
                         conn.execute(bound)
                     dog.beat()
                     # the indexes the sink creates with the table serve both halves
-                    rows = conn.execute(
-                        "SELECT seq, record FROM wingman_audit WHERE event = %s AND seq >= 0 "
-                        "AND (data->>'approval_uid' = %s OR subject->>'uid' = %s) ORDER BY seq",
-                        (EXECUTING, approval_uid, grant_uid)).fetchall()
+                    rows = conn.execute(_EXECUTIONS_SQL, (approval_uid, grant_uid)).fetchall()
             except psycopg.Error as exc:
                 self._drop()
                 raise self._error("cannot read the audit table",

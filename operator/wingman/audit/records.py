@@ -651,6 +651,14 @@ def is_execution(record: AuditRecord, approval_uid: str, grant_uid: str) -> bool
         grant_uid and record.subject.get("uid") == grant_uid)
 
 
+def require_uids(approval_uid: str, grant_uid: str) -> None:
+    """A look-up of what ran needs a request's or a grant's UID: with neither it would find
+    nothing, and say nothing ran (fail closed instead)."""
+    if not approval_uid and not grant_uid:
+        raise AuditUnavailable("cannot look up what ran without the request's or the grant's "
+                               "UID")
+
+
 def executions_among(candidates: Iterable[tuple[str, bytes]], approval_uid: str,
                      grant_uid: str) -> list[AuditRecord]:
     """The records among ``candidates`` (where each was read, its stored bytes) that are

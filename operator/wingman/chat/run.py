@@ -285,7 +285,8 @@ async def listen(runner: web.BaseRunner, host: str, port: int) -> None:
 def metrics_app(registry: CollectorRegistry) -> web.Application:
     """The metrics port's server: ``registry`` on ``/metrics`` (and ``/``), in the format the
     scraper asks for (OpenMetrics for Prometheus, else Prometheus' text format), compressed
-    when it asks for that (``Accept-Encoding``, as Prometheus does), served by the process's
+    when it accepts that (``Accept-Encoding``: gzip for Prometheus; aiohttp picks deflate
+    when both are offered), served by the process's
     event loop like the HTTP port, on the same address."""
     async def scrape(request: web.Request) -> web.Response:
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))

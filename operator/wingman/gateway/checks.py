@@ -172,25 +172,29 @@ def check_granted(approval: Body, command: str, grant_uid: str, grant_name: str,
 
 
 def check_not_run(executions: Sequence[AuditRecord], claims: tokens.CapabilityClaims, *,
-                  rollback: bool) -> None:
+                  rollback_of: str | None) -> None:
     """``CommandAlreadyRan`` when the audit trail (``executions``: its ``GatewayExecuting``
-    records of the token's request and grant) says that the token's command, as a command of
-    its request or as a rollback alike, started already under any grant: the cluster forgot it
-    (etcd restored from a backup: the request's record of its grants, the grant's status and
-    the burn marker went back with it), the trail, kept outside the cluster, did not. Each
-    approved command runs at most once. Checked after the burn: a token presented again while
-    the cluster remembers is a replay (its marker exists), not this."""
+    records of the token's request and grant) says that the token's command started already
+    under any grant, as a command of its request, or (``rollback_of``: the forward grant a
+    rollback undoes) as the rollback of that same grant: the cluster forgot it (etcd restored
+    from a backup: the request's record of its grants, the grant's status and the burn marker
+    went back with it), the trail, kept outside the cluster, did not. Each approved command,
+    and each rollback, runs at most once (two commands may share a rollback's text: each has
+    its own). Checked after the burn: a token presented again while the cluster remembers is a
+    replay (its marker exists), not this."""
     command = f"sha256:{claims.command_sha256}"
     for record in executions:
-        if record.data.get("command_sha256") == command and (
-                "rollbackOf" in record.data) == rollback:
-            raise GrantDenied(
-                f"the audit trail records that this approved command started already (audit "
-                f"seq {record.seq}, {record.time}, ExecutionGrant "
-                f"{record.subject.get('name')!r}), although the cluster no longer shows it "
-                "(was etcd restored from a backup?); each approved command runs at most once, "
-                "so it is not run again; the token is spent and nothing was executed; submit "
-                "a new request to run it", reason="CommandAlreadyRan")
+        if record.data.get("command_sha256") != command:
+            continue
+        if record.data.get("rollbackOf") != rollback_of:
+            continue  # a command and a rollback, or the rollbacks of two commands
+        raise GrantDenied(
+            f"the audit trail records that this approved command started already (audit seq "
+            f"{record.seq}, {record.time}, ExecutionGrant {record.subject.get('name')!r}), "
+            "although the cluster no longer shows it (was etcd restored from a backup?); each "
+            "approved command runs at most once, so it is not run again; the token is spent "
+            "and nothing was executed; submit a new request to run it",
+            reason="CommandAlreadyRan")
 
 
 def check_startable(grant: Body, *, grant_uid: str, token_ref: str) -> None:

@@ -594,6 +594,11 @@ def _check_recorded(grant: Mapping[str, Any], token_ref: str | None) -> None:
                           reason="BindingMismatch")
 
 
+def _rollback_of(grant: Mapping[str, Any]) -> str:
+    """The forward grant a rollback grant undoes, as its records name it (``rollbackOf``)."""
+    return str(((grant.get("spec") or {}).get("rollbackOf") or {}).get("name"))
+
+
 def _forward(run: _Run, grant: Mapping[str, Any]) -> dict[str, Any] | None:
     """For a rollback grant, the grant that ran the command it undoes (None: absent)."""
     name = ((grant.get("spec") or {}).get("rollbackOf") or {}).get("name")
@@ -893,7 +898,7 @@ def _execute(run: _Run) -> int:
     # the trail, which lives outside etcd, remembers a run a restored etcd forgot; after the
     # burn, so that a token presented again with the cluster intact is a replay
     check_not_run(run.open_audit().executions(claims.approval_uid, claims.grant_uid), claims,
-                  rollback=undoes is not None)
+                  rollback_of=_rollback_of(grant) if undoes is not None else None)
     drift = [] if undoes is not None else check_targets(
         fresh, claims.command, allow_drift=allow_drift, read=lambda t: _read_target(run, t))
     extra: dict[str, Any] = {"targetDrift": drift} if drift else {}
@@ -901,7 +906,7 @@ def _execute(run: _Run) -> int:
         run.log("TargetDriftAllowed", level="warning", reason="TargetChanged",
                 message="; ".join(drift)[:2000])
     if undoes is not None:
-        extra["rollbackOf"] = str((grant.get("spec") or {}).get("rollbackOf", {}).get("name"))
+        extra["rollbackOf"] = _rollback_of(grant)
     intent = {**common, "command": claims.command, "executor": executor.name,
               "approval": claims.approval_name, "requester": claims.sub, **extra}
     # the record Running stands for: about to start, not yet started (the guarded write of

@@ -153,6 +153,13 @@ def test_the_file_sink_s_look_up_of_what_ran_fails_closed_on_a_line_it_cannot_re
         assert len(sink.executions(executions.REQUEST, executions.GRANT)) == 3
 
 
+def test_a_look_up_of_what_ran_without_any_uid_refuses(tmp_path: Path) -> None:
+    # it would find nothing, and say nothing ran
+    with FileSink(tmp_path / "audit.jsonl") as sink, pytest.raises(
+            AuditUnavailable, match="without the request's or the grant's UID"):
+        sink.executions("", "")
+
+
 def test_the_file_sink_s_look_up_of_what_ran_reads_records_across_its_chunks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The file is searched a chunk at a time: a record cut by a chunk's end is found whole,

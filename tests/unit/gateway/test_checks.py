@@ -294,23 +294,27 @@ def _executing(seq: int, command_sha256: str, **data: Any) -> Any:
 
 def test_a_command_the_audit_trail_says_ran_is_not_run_again() -> None:
     """The cluster forgot (etcd restored from a backup); the trail did not: the same command
-    of the request is refused whichever grant ran it; another command of the request, or the
-    same text as a rollback, is not (checked after the burn)."""
+    of the request is refused whichever grant ran it; another command of the request is not,
+    nor the same text as a rollback, nor the rollback of another command that shares its text
+    (checked after the burn)."""
     claims = tokens.CapabilityClaims(
         iss="wingman-operator", aud="test", sub="alice", jti="0" * 32, iat=1000, nbf=1000,
         exp=1300, approval_name="req", approval_uid="a1", grant_name="g", grant_uid="g1",
         namespace="wingman", command=CMD, command_sha256="0" * 64)
     other = _executing(3, "sha256:" + "1" * 64)
     as_rollback = _executing(4, "sha256:" + "0" * 64, rollbackOf="g-0")
-    check_not_run([], claims, rollback=False)
-    check_not_run([other, as_rollback], claims, rollback=False)
+    check_not_run([], claims, rollback_of=None)
+    check_not_run([other, as_rollback], claims, rollback_of=None)
     with pytest.raises(GrantDenied) as err:
-        check_not_run([other, _executing(7, "sha256:" + "0" * 64)], claims, rollback=False)
+        check_not_run([other, _executing(7, "sha256:" + "0" * 64)], claims, rollback_of=None)
     assert err.value.reason == "CommandAlreadyRan"
     assert "audit seq 7" in err.value.message and "'g-7'" in err.value.message
     assert "token is spent" in err.value.message and "new request" in err.value.message
     with pytest.raises(GrantDenied, match="started already"):
-        check_not_run([as_rollback], claims, rollback=True)
+        check_not_run([as_rollback], claims, rollback_of="g-0")
+    # two commands with one rollback text: undoing the second is its own rollback
+    check_not_run([as_rollback, _executing(8, "sha256:" + "0" * 64)], claims,
+                  rollback_of="g-5")
 
 
 @pytest.mark.parametrize(("local", "server", "measured"), [
