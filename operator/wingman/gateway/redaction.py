@@ -583,9 +583,18 @@ def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
 _CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "apikey",
                      "privatekey", "clientkey", "keydata", "accesskey", "credential",
                      "cookie", "sessionid", "authorization", "signingkey", "encryptionkey",
-                     "connectionstring", "connstr", "requirepass", "masterauth")
+                     "connectionstring", "connstr", "requirepass", "masterauth", "authkey",
+                     "masterkey", "privkey")
 _CREDENTIAL_SEGMENTS = frozenset({"pwd", "pass", "pw", "auth", "key", "sas", "otp", "pin",
-                                  "creds", "cred", "sig", "signature", "salt", "hmac"})
+                                  "creds", "cred", "sig", "signature", "salt", "hmac", "psk"})
+# one word ending in a credential's (``dbpass``, ``smtppass``, ``storepass``, ``rootpw``,
+# ``bindpw``, ``dbpwd``, ``pass1``), but these words
+_CREDENTIAL_ENDINGS = ("pass", "pwd", "pw")
+_NOT_CREDENTIAL_ENDINGS = frozenset({"bypass", "compass", "surpass", "overpass", "underpass",
+                                     "trespass", "impass", "encompass"})
+# ``..._id`` names an identifier, not a value, but after these (``VAULT_SECRET_ID``, an
+# AppRole's secret; ``SESSION_ID``, ``ASP.NET_SessionId``)
+_SECRET_IDS = frozenset({"secret", "session"})
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 # A last name segment saying the value is about a credential, not the credential itself.
 _NOT_A_VALUE = frozenset({"id", "file", "path", "size", "type", "length", "count", "bits",
@@ -646,15 +655,19 @@ def credential_name(name: str) -> bool:
         return False
     segments = [s for s in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", name.strip("\"'-")).lower())
                 if s]
-    if segments and segments[-1] in _NOT_A_VALUE:  # private_key_file: where, not what
-        return False
+    if segments and segments[-1] in _NOT_A_VALUE and not (
+            segments[-1] == "id" and len(segments) > 1 and segments[-2] in _SECRET_IDS):
+        return False  # private_key_file: where, not what
     squashed = "".join(segments)
     if any(word in squashed for word in _CREDENTIAL_WORDS):
         return True
     # a data source name: SENTRY_DSN, pgdsn, PGDSN2, dsnString; not three letters inside a
     # generated name (web-lkgdsntj)
     return any(s in _CREDENTIAL_SEGMENTS or s.startswith("dsn") or
-               s.rstrip("0123456789").endswith("dsn") for s in segments)
+               s.rstrip("0123456789").endswith("dsn") or (
+                   s.rstrip("0123456789").endswith(_CREDENTIAL_ENDINGS)
+                   and s.rstrip("0123456789") not in _NOT_CREDENTIAL_ENDINGS)
+               for s in segments)
 
 
 # ---------------------------------------------------------------------------------- structure
@@ -1595,7 +1608,10 @@ def _pairs(text: str, depth: int = 0) -> str:
 
 
 def _credential_flag(flag: str) -> bool:
-    return flag in _PASSWORD_FLAGS or (flag.startswith("--") and credential_name(flag[2:]))
+    """``--db-password``; also one dash before a long name, as Go's flag package and Java's
+    tools write them (``-password``, ``-api-key``, ``-storepass``), not short flags (``-a``)."""
+    return flag in _PASSWORD_FLAGS or (flag.startswith("--") and credential_name(flag[2:])) \
+        or (flag.startswith("-") and len(flag) > 3 and credential_name(flag[1:]))
 
 
 def _flag(match: re.Match[str]) -> str:

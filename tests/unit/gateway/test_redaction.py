@@ -673,9 +673,29 @@ def test_cleaning_keeps_text_and_drops_what_a_terminal_would_interpret() -> None
     ("key", False), ("author", False), ("sessionAffinity", False), ("bypass", False),
     ("SENTRY_DSN", True), ("pgDsn", True), ("dsnString", True), ("web-lkgdsntj", False),
     ("PGDSN2", True), ("sentrydsn1", True),
+    # one word ending in a credential's, and the ids that are secrets
+    ("rootpw", True), ("ldap_bindpw", True), ("DBPASS", True), ("smtppass", True),
+    ("dbpwd", True), ("storepass", True), ("pass1", True), ("TS_AUTHKEY", True),
+    ("masterkey", True), ("privkey", True), ("wpa_psk", True), ("VAULT_SECRET_ID", True),
+    ("SESSION_ID", True), ("ASP.NET_SessionId", True),
+    ("compass", False), ("bypass_cache", False), ("passenger", False), ("client_id", False),
+    ("secret_id_ttl", False), ("upskill", False), ("passive", False),
 ])
 def test_credential_names(name: str, credential: bool) -> None:
     assert credential_name(name) is credential
+
+
+@pytest.mark.parametrize("text", [
+    "app -password Xs3cr3tV -v",
+    '  args: ["-password","Xs3cr3tV"]',
+    "keytool -list -storepass Xs3cr3tV -keystore ks.jks",
+    "java -jar app.jar -api-key=Xs3cr3tV",
+])
+def test_a_credential_flag_with_one_dash_has_its_value_redacted(text: str) -> None:
+    # Go's flag package and Java's tools write long flags with one dash
+    out = redact(text)
+    assert "Xs3cr3tV" not in out, out
+    assert "-" in out and "[REDACTED]" in out
 
 
 # What Kubernetes and docker generate as names and IDs: identifiers, never encoded values.
