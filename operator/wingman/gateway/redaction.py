@@ -1607,6 +1607,46 @@ def _pairs(text: str, depth: int = 0) -> str:
     return _KEYVALUE_RE.sub(one, text)
 
 
+# A value a pair rule redacted up to a ``,``, ``}`` or ``]`` it took for the end of a flow
+# collection's entry (``password=Ab1,Cd2}Ef3``): what follows it, up to a space, a ``;``, an
+# ``&`` (a URL's next parameter), a quote or a ``,`` that starts another pair
+_CUT_VALUE = re.compile(r"\[REDACTED\](?=[,}\]][^\s;&\"'])")
+_CUT_REST = re.compile(r"(?:[}\]]|,(?![A-Za-z0-9_.\-]++[ \t]*+[:=])|[^\s;&,}\]\"'])++")
+_KEY_BEFORE = re.compile(rf"({_KEY_CHARS}++)[\"']?[ \t]*+(?:=>|[:=])[ \t]*+$")
+
+
+def _continue_cut_values(text: str) -> str:
+    """A credential's unquoted value redacted only up to a ``,``, ``}`` or ``]``, where no
+    flow collection is open on its line before its key (so the character is the value's own,
+    as generated passwords hold them): the rest of the value redacted too."""
+    if "[REDACTED]," not in text and "[REDACTED]}" not in text and "[REDACTED]]" not in text:
+        return text
+    out: list[str] = []
+    for line in text.split("\n"):
+        if _CUT_VALUE.search(line) is None:
+            out.append(line)
+            continue
+        balance, depth = [0], 0  # flow collections open before each position
+        for char in line:
+            depth += 1 if char in "{[" else -1 if char in "}]" else 0
+            balance.append(depth)
+        pieces, at = [], 0
+        for cut in _CUT_VALUE.finditer(line):
+            if cut.start() < at:
+                continue
+            key = _KEY_BEFORE.search(line, max(0, cut.start() - 260), cut.start())
+            if key is None or balance[key.start()] > 0 or not credential_name(key.group(1)):
+                continue
+            # read only now: a rest taken runs to where the next cut is looked for (linear)
+            rest = _CUT_REST.match(line, cut.end())
+            if rest is None:
+                continue
+            pieces += [line[at:cut.end()]]
+            at = rest.end()
+        out.append("".join(pieces) + line[at:])
+    return "\n".join(out)
+
+
 def _credential_flag(flag: str) -> bool:
     """``--db-password``; also one dash before a long name, as Go's flag package and Java's
     tools write them (``-password``, ``-api-key``, ``-storepass``), not short flags (``-a``)."""
@@ -1784,7 +1824,7 @@ def _text_rules(text: str) -> str:
     text = _BASIC_RE.sub(_basic, text)
     text = _URL_USERINFO.sub(_userinfo, text)
     text = _URL_TOKEN_USER.sub(_token_user, text)
-    text = _pairs(text)
+    text = _continue_cut_values(_pairs(text))
     if "-u" in text or "--user" in text or "-U" in text:
         text = _USER_FLAG.sub(
             lambda m: m.group()[:m.start("value") - m.start()] + REDACTED, text)

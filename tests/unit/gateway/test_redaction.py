@@ -685,6 +685,23 @@ def test_credential_names(name: str, credential: bool) -> None:
     assert credential_name(name) is credential
 
 
+@pytest.mark.parametrize(("text", "kept"), [
+    ("spring.datasource.password=Ab1,Cd2}Ef3]Gh4\n", []),
+    ("--db-password=Ab1,Cd2}Ef3 -v", ["-v"]),
+    ("[db]\npassword = Ab1,Cd2]Ef3\nhost = db\n", ["host = db"]),
+    ("https://h/x?token=Ab1,Cd2}Ef3&page=2", ["page=2"]),
+    ("password=Ab1,user=bob", ["user=bob"]),  # a comma that starts another pair ends it
+])
+def test_an_unquoted_value_is_redacted_past_the_commas_and_brackets_it_holds(
+        text: str, kept: list[str]) -> None:
+    # generated passwords hold , } and ]: outside a flow collection they are the value's own
+    out = redact(text)
+    for part in ("Cd2", "Ef3", "Gh4"):
+        assert part not in out, out
+    for word in kept:
+        assert word in out, out
+
+
 @pytest.mark.parametrize("text", [
     "app -password Xs3cr3tV -v",
     '  args: ["-password","Xs3cr3tV"]',
@@ -1749,6 +1766,8 @@ MEGABYTE_LINES = {
     "xml-escaped-values-of-brackets": "&lt;password&gt;&lt;" * 50_000,
     "xml-cdata-openings": "<password><![CDATA[" * 52_000,
     "credential-flows-unclosed": '{"apiKeys":[' * 80_000,
+    "cut-values": "password=a,b}" * 80_000,
+    "cut-values-in-flows": "{password=a,b}" * 70_000,
     "credential-flows-nested": '{"password":{"a":' * 60_000,
     "credential-flows-closed": '{"token":["a","b"]},' * 50_000,
 }
