@@ -583,15 +583,17 @@ def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
 _CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "apikey",
                      "privatekey", "clientkey", "keydata", "accesskey", "credential",
                      "cookie", "sessionid", "authorization", "signingkey", "encryptionkey",
-                     "connectionstring", "connstr", "requirepass", "masterauth", "authkey",
-                     "masterkey", "privkey")
+                     "connectionstring", "connstr", "requirepass", "masterauth")
 _CREDENTIAL_SEGMENTS = frozenset({"pwd", "pass", "pw", "auth", "key", "sas", "otp", "pin",
-                                  "creds", "cred", "sig", "signature", "salt", "hmac", "psk"})
-# one word ending in a credential's (``dbpass``, ``smtppass``, ``storepass``, ``rootpw``,
-# ``bindpw``, ``dbpwd``, ``pass1``), but these words
+                                  "creds", "cred", "sig", "signature", "salt", "hmac", "psk",
+                                  "authkey", "masterkey", "privkey"})
+# a last word ending in a credential's (``dbpass``, ``smtppass``, ``storepass``, ``rootpw``,
+# ``ldap_bindpw``, ``dbpwd``, ``pass1``), but these words
 _CREDENTIAL_ENDINGS = ("pass", "pwd", "pw")
-_NOT_CREDENTIAL_ENDINGS = frozenset({"bypass", "compass", "surpass", "overpass", "underpass",
-                                     "trespass", "impass", "encompass"})
+_NOT_CREDENTIAL_ENDINGS = frozenset({
+    "bypass", "compass", "surpass", "overpass", "underpass", "trespass", "impass", "encompass",
+    "lowpass", "highpass", "bandpass", "allpass", "multipass", "onepass", "firstpass",
+    "subpass", "renderpass", "singlepass", "twopass"})
 # ``..._id`` names an identifier, not a value, but after these (``VAULT_SECRET_ID``, an
 # AppRole's secret; ``SESSION_ID``, ``ASP.NET_SessionId``)
 _SECRET_IDS = frozenset({"secret", "session"})
@@ -663,11 +665,11 @@ def credential_name(name: str) -> bool:
         return True
     # a data source name: SENTRY_DSN, pgdsn, PGDSN2, dsnString; not three letters inside a
     # generated name (web-lkgdsntj)
+    last = segments[-1].rstrip("0123456789") if segments else ""
+    if last.endswith(_CREDENTIAL_ENDINGS) and last not in _NOT_CREDENTIAL_ENDINGS:
+        return True
     return any(s in _CREDENTIAL_SEGMENTS or s.startswith("dsn") or
-               s.rstrip("0123456789").endswith("dsn") or (
-                   s.rstrip("0123456789").endswith(_CREDENTIAL_ENDINGS)
-                   and s.rstrip("0123456789") not in _NOT_CREDENTIAL_ENDINGS)
-               for s in segments)
+               s.rstrip("0123456789").endswith("dsn") for s in segments)
 
 
 # ---------------------------------------------------------------------------------- structure
@@ -868,7 +870,9 @@ class _Structure:
         if "{" in self.text or "[" in self.text:
             self.flow_end = 0  # each collection read once (linear time)
             for opened in _KEY_OPENS_FLOW.finditer(self.text):
-                if opened.end() >= self.flow_end and credential_name(opened.group("key")):
+                # not a reference (``secretKeyRef: {name: db, key: password}``): it says where
+                # a value is, and its fields stay, as on the block reader's lines
+                if opened.end() >= self.flow_end and _neutral_parent(opened.group("key")):
                     self._flow(opened.end(), "nested")
         if "{" in self.text:
             for pair in _FLOW_PAIR.finditer(self.text):
@@ -962,9 +966,9 @@ class _Structure:
             if raw[0] in "{[" and level < _MAX_NESTED_FLOWS:
                 self._flow(begin, "nested", level + 1)
                 return
-            if colon and raw[0] not in "{[" and not _nested_value(
+            if colon and not any(c in raw for c in "[]{},") and not _nested_value(
                     _unquote(self.text[start:colon - 1].strip())):
-                return  # a key that names no value (``user: bob``)
+                return  # a key that names no value (``user: bob``), its value one scalar
         if len(raw) >= 2 and raw[0] in "\"'" and raw[-1] == raw[0]:
             begin, finish = begin + 1, finish - 1
         self._add(0, (begin, finish))
@@ -1608,17 +1612,19 @@ def _pairs(text: str, depth: int = 0) -> str:
 
 
 # A value a pair rule redacted up to a ``,``, ``}`` or ``]`` it took for the end of a flow
-# collection's entry (``password=Ab1,Cd2}Ef3``): what follows it, up to a space, a ``;``, an
-# ``&`` (a URL's next parameter), a quote or a ``,`` that starts another pair
-_CUT_VALUE = re.compile(r"\[REDACTED\](?=[,}\]][^\s;&\"'])")
-_CUT_REST = re.compile(r"(?:[}\]]|,(?![A-Za-z0-9_.\-]++[ \t]*+[:=])|[^\s;&,}\]\"'])++")
+# collection's entry (``password=Ab1,Cd2}Ef3``): what follows it, up to a space, a ``;``, a
+# quote, a ``,`` that starts another pair or, after a ``?`` (a URL's query), an ``&``
+_CUT_VALUE = re.compile(r"\[REDACTED\](?=[,}\]][^\s;\"'])")
+_CUT_REST = re.compile(r"(?:[}\]]|,(?![A-Za-z0-9_.\-]++[ \t]*+[:=])|[^\s;,}\]\"'])++")
+_CUT_REST_IN_URL = re.compile(r"(?:[}\]]|,(?![A-Za-z0-9_.\-]++[ \t]*+[:=])|[^\s;&,}\]\"'])++")
 _KEY_BEFORE = re.compile(rf"({_KEY_CHARS}++)[\"']?[ \t]*+(?:=>|[:=])[ \t]*+$")
 
 
 def _continue_cut_values(text: str) -> str:
     """A credential's unquoted value redacted only up to a ``,``, ``}`` or ``]``, where no
-    flow collection is open on its line before its key (so the character is the value's own,
-    as generated passwords hold them): the rest of the value redacted too."""
+    bracket is open on its line before its key (so the character is the value's own, as
+    generated passwords hold them): the rest of the value redacted too. Brackets are counted
+    as written, in quoted strings too (such a line's value stays cut: fail open as before)."""
     if "[REDACTED]," not in text and "[REDACTED]}" not in text and "[REDACTED]]" not in text:
         return text
     out: list[str] = []
@@ -1638,7 +1644,8 @@ def _continue_cut_values(text: str) -> str:
             if key is None or balance[key.start()] > 0 or not credential_name(key.group(1)):
                 continue
             # read only now: a rest taken runs to where the next cut is looked for (linear)
-            rest = _CUT_REST.match(line, cut.end())
+            rest = (_CUT_REST_IN_URL if "?" in line[max(0, key.start() - 2048):key.start()]
+                    else _CUT_REST).match(line, cut.end())
             if rest is None:
                 continue
             pieces += [line[at:cut.end()]]

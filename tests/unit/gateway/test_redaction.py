@@ -680,6 +680,8 @@ def test_cleaning_keeps_text_and_drops_what_a_terminal_would_interpret() -> None
     ("SESSION_ID", True), ("ASP.NET_SessionId", True),
     ("compass", False), ("bypass_cache", False), ("passenger", False), ("client_id", False),
     ("secret_id_ttl", False), ("upskill", False), ("passive", False),
+    ("OAUTH_KEYCLOAK_REALM", False), ("master_keyspace", False), ("LOWPASS_HZ", False),
+    ("multipass", False),
 ])
 def test_credential_names(name: str, credential: bool) -> None:
     assert credential_name(name) is credential
@@ -1142,6 +1144,15 @@ def test_a_value_redacted_in_part_by_one_rule_is_redacted_whole_by_the_next() ->
     assert "SZ3AkJM77" not in out, out
 
 
+@pytest.mark.parametrize("text", [
+    '{"env":[{"name":"DB","valueFrom":{"secretKeyRef":{"name":"db-creds","key":"password"}}}]}',
+    '{"spec":{"passwordSecretRef":{"name":"db","key":"password"}}}',
+])
+def test_a_reference_s_fields_stay_in_compact_json(text: str) -> None:
+    # a reference says where a value is: its key stays, as on block YAML's lines
+    assert '"key":"password"' in redact(text)
+
+
 @pytest.mark.parametrize(("text", "secrets", "kept"), [
     ('{"spec":{"apiKeys":["K1-a9f3","K2-b8e4"]}}', ["K1-a9f3", "K2-b8e4"], ["spec"]),
     ('{"credentials":{"user":"bob","value":"X-c7d2"}}', ["X-c7d2"], []),
@@ -1152,12 +1163,15 @@ def test_a_value_redacted_in_part_by_one_rule_is_redacted_whole_by_the_next() ->
     ('{"token":{"rotation":{"old":"O-m4n8","new":"N-p5q9"},"user":"carol"}}',
      ["O-m4n8", "N-p5q9"], ["carol"]),
     # an annotation holding the object as applied (kubectl apply): compact JSON in a string
+    # a plain scalar with a bracket in it (Go's %v, hand-written text) is no key's own value
+    ("spec: {auth: {user: a[b, value: X-c7d2, current: Y-c8}, replicas: 3}",
+     ["X-c7d2", "Y-c8"], ["spec"]),
     ("metadata:\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: |\n"
      '      {"apiVersion":"example.com/v1","kind":"Db","spec":{"adminPasswords":'
      '["P1-h8j2","P2-k9l3"],"replicas":3}}\nspec:\n  adminPasswords:\n  - P1-h8j2\n'
      "  - P2-k9l3\n  replicas: 3\n", ["P1-h8j2", "P2-k9l3"], ["replicas"]),
 ], ids=["json-list", "json-object", "json-auth", "json-rotation", "flow-list",
-        "flow-list-below", "nested-objects", "last-applied"])
+        "flow-list-below", "nested-objects", "bracket-in-a-scalar", "last-applied"])
 def test_a_credential_key_s_whole_collection_is_redacted_on_one_line_too(
         text: str, secrets: list[str], kept: list[str]) -> None:
     """A collection as a credential key's value, in compact JSON or flow style: every value in
@@ -1768,6 +1782,8 @@ MEGABYTE_LINES = {
     "credential-flows-unclosed": '{"apiKeys":[' * 80_000,
     "cut-values": "password=a,b}" * 80_000,
     "cut-values-in-flows": "{password=a,b}" * 70_000,
+    "credential-flows-of-lists": '{"password":[' + "[1]," * 250_000,
+    "credential-flows-empty": '"token":[],' * 90_000,
     "credential-flows-nested": '{"password":{"a":' * 60_000,
     "credential-flows-closed": '{"token":["a","b"]},' * 50_000,
 }
