@@ -704,17 +704,14 @@ def test_an_unquoted_value_is_redacted_past_the_commas_and_brackets_it_holds(
         assert word in out, out
 
 
-@pytest.mark.parametrize("text", [
-    "app -password Xs3cr3tV -v",
-    '  args: ["-password","Xs3cr3tV"]',
-    "keytool -list -storepass Xs3cr3tV -keystore ks.jks",
-    "java -jar app.jar -api-key=Xs3cr3tV",
-])
-def test_a_credential_flag_with_one_dash_has_its_value_redacted(text: str) -> None:
+def test_a_credential_flag_with_one_dash_has_its_value_redacted() -> None:
     # Go's flag package and Java's tools write long flags with one dash
-    out = redact(text)
-    assert "Xs3cr3tV" not in out, out
-    assert "-" in out and "[REDACTED]" in out
+    out = redact('app -password Xs3cr3tV -v\n  args: ["-token","Xs3cr3tW"]\n'
+                 "keytool -list -storepass Xs3cr3tX -keystore ks.jks\n"
+                 "java -jar app.jar -api-key=Xs3cr3tY\n")
+    for secret in ("Xs3cr3tV", "Xs3cr3tW", "Xs3cr3tX", "Xs3cr3tY"):
+        assert secret not in out, out
+    assert "-v\n" in out and "-keystore ks.jks" in out
 
 
 # What Kubernetes and docker generate as names and IDs: identifiers, never encoded values.

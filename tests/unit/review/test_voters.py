@@ -673,22 +673,6 @@ def test_restarting_a_named_container_is_a_change(command: str) -> None:
 
 
 @pytest.mark.parametrize("command", [
-    "docker restart k8s_etcd_etcd-cp1_kube-system_0123abcd_0",  # the kubelet's, cri-dockerd
-    "docker start k8s_wingman-operator_wingman-operator-7d9f_wingman-test_0a1b_0",
-    "docker restart kube-apiserver",
-    "docker restart etcd",
-    "docker restart kind-control-plane",
-    "docker restart 0123456789ab",  # an ID: whose, nobody can tell
-    "docker container start 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-])
-def test_restarting_a_container_someone_else_owns_or_an_unnamed_one_is_high(
-        command: str) -> None:
-    risk, reasons = command_risk(command)
-    assert risk is Risk.HIGH, (risk, reasons)
-    assert any("any container on the host" in r for r in reasons), reasons
-
-
-@pytest.mark.parametrize("command", [
     "docker stop web",
     "docker container stop web",
     "docker stop -t 30 web",
@@ -801,37 +785,50 @@ def test_opening_a_workload_to_outside_the_cluster_is_high(command: str) -> None
     assert any("outside the cluster" in r for r in reasons), reasons
 
 
-@pytest.mark.parametrize("command", [
-    "kubectl expose deployment web -n apps --port=80",
-    "kubectl expose deployment web -n apps --port=80 --type=ClusterIP",
-    "kubectl create service clusterip web -n apps --tcp=80:80",
+# A Service or anything that moves traffic, and a container the engine would reach by a name
+# or ID someone else owns: high, each with the reason a reviewer reads.
+HELD = [
+    ("kubectl expose deployment web -n apps --port=80", "'expose'"),
+    ("kubectl expose deployment web -n apps --port=80 --type=ClusterIP", "'expose'"),
+    ("kubectl create service clusterip web -n apps --tcp=80:80", "'create service'"),
     # a Service named kubernetes: pods of the namespace resolve it before the API server's
-    "kubectl create service clusterip kubernetes --tcp=443:8443 -n apps",
+    ("kubectl create service clusterip kubernetes --tcp=443:8443 -n apps", "'create service'"),
     # a new Service in front of another app's pods
-    "kubectl expose deployment web --port=80 -n apps --selector=app=payments --name=pay",
+    ("kubectl expose deployment web --port=80 -n apps --selector=app=payments --name=pay",
+     "'expose'"),
     # the overrides say what the flags do not: a LoadBalancer with external IPs
-    "kubectl expose deployment web --port=80 -n apps --overrides "
-    "'{\"spec\":{\"type\":\"LoadBalancer\",\"externalIPs\":[\"1.2.3.4\"]}}'",
-    "kubectl run web --image=nginx -n apps --overrides '{\"spec\":{}}'",
-])
-def test_a_service_or_overrides_steer_traffic_and_are_high(command: str) -> None:
+    ("kubectl expose deployment web --port=80 -n apps --overrides "
+     "'{\"spec\":{\"type\":\"LoadBalancer\",\"externalIPs\":[\"1.2.3.4\"]}}'", "--overrides"),
+    ("kubectl run web --image=nginx -n apps --overrides '{\"spec\":{}}'", "--overrides"),
+    ("kubectl label svc web service.kubernetes.io/service-proxy-name=none -n apps",
+     "steers traffic"),
+    ("kubectl label svc/web -n apps service.kubernetes.io/headless=", "moves traffic"),
+    ("kubectl label endpointslice evil kubernetes.io/service-name=payments -n apps",
+     "moves traffic"),
+    ("kubectl label pod web -n apps endpointslice.kubernetes.io/managed-by=me", "moves traffic"),
+    ("kubectl label netpol deny-all -n apps tier=web", "steers traffic"),
+    ("kubectl annotate endpointslices.discovery.k8s.io/web -n apps a=b", "steers traffic"),
+    ("kubectl label httproute web -n apps team=a", "steers traffic"),
+    # the kubelet's container (cri-dockerd's names), the control plane's, a kind node's
+    ("docker restart k8s_etcd_etcd-cp1_kube-system_0123abcd_0", "any container on the host"),
+    ("docker start k8s_wingman-operator_wingman-operator-7d9f_wingman-test_0a1b_0",
+     "any container on the host"),
+    ("docker restart kube-apiserver", "any container on the host"),
+    ("docker restart etcd", "any container on the host"),
+    ("docker restart kind-control-plane", "any container on the host"),
+    # an ID: whose, nobody can tell
+    ("docker restart 0123456789ab", "any container on the host"),
+    ("docker container start " + "0123456789abcdef" * 4, "any container on the host"),
+]
+
+
+@pytest.mark.parametrize(("command", "reason"), HELD)
+def test_what_steers_traffic_or_reaches_any_container_is_held_for_a_human(
+        command: str, reason: str) -> None:
     risk, reasons = command_risk(command)
     assert risk is Risk.HIGH, (risk, reasons)
+    assert any(reason in r for r in reasons), reasons
     assert not _auto_approved_in_test(command)
-
-
-@pytest.mark.parametrize("command", [
-    "kubectl label svc web service.kubernetes.io/service-proxy-name=none -n apps",
-    "kubectl label svc/web -n apps service.kubernetes.io/headless=",
-    "kubectl label endpointslice evil kubernetes.io/service-name=payments -n apps",
-    "kubectl label pod web -n apps endpointslice.kubernetes.io/managed-by=me",
-    "kubectl label netpol deny-all -n apps tier=web",
-    "kubectl annotate endpointslices.discovery.k8s.io/web -n apps a=b",
-    "kubectl label httproute web -n apps team=a",
-])
-def test_labels_that_move_traffic_are_high(command: str) -> None:
-    risk, reasons = command_risk(command)
-    assert risk is Risk.HIGH, (risk, reasons)
 
 
 def test_a_raw_delete_names_what_kubectl_deletes() -> None:
