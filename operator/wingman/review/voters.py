@@ -177,7 +177,7 @@ TRAFFIC_LABELS = ("service.kubernetes.io/", "endpointslice.kubernetes.io/",
 # cri-dockerd (`k8s_<container>_<pod>_<namespace>_...`), the control plane's, kind's nodes; a
 # bare ID (12 to 64 hex digits, or a prefix) tells the reviewer nothing of which it is.
 DOCKER_OWNED = re.compile(
-    r"^(?:k8s_|kube-|etcd|kind-|.*-control-plane$|[0-9a-f]{12,64}$)", re.IGNORECASE)
+    r"(?:k8s_|kube-|etcd|kind-|.*-control-plane\Z|[0-9a-f]{12,64}\Z)", re.IGNORECASE)
 # Resource types whose annotations controllers act on: ingress-nginx runs an Ingress's
 # configuration snippets, a cloud controller makes a Service's load balancer internal or not.
 CONTROLLER_ANNOTATED = frozenset({"service", "ingress"})
