@@ -697,10 +697,14 @@ _TAG = r"(?:![^\s,]*+\s++)?"  # a YAML tag before a value: !!str
 _ENV_NAME = re.compile(r"""\bname["']?\s*+:\s*+""" + _TAG +
                        r"""["']?(?P<name>[A-Za-z0-9_.\-]++)""")
 _ENV_VALUE = re.compile(r"""\bvalue["']?\s*+:\s*+(?P<value>.*+)$""")
-# an object without nested ones (``{"name": "API_TOKEN", "value": "..."}``, flow or JSON;
-# braces inside its quoted strings are no nesting: ``"value": "{x"``)
-_FLAT_OBJECT = re.compile(r"""\{(?:(?<=[\s,:\[{])(?:"(?:[^"\\\n]|\\.){0,4096}+"|"""
-                          r"""'(?:[^'\n]|''){0,4096}+')|[^{}])*+\}""")
+# An object without nested ones (``{"name": "API_TOKEN", "value": "..."}``, flow or JSON;
+# braces inside its quoted strings are no nesting: ``"value": "{x"``): a ``{``, then quoted
+# strings (a quote opens one after a space, ``,``, ``:``, ``[`` or ``{``) and characters but
+# braces, then ``}``. Found by :func:`_flat_objects`, not by one pattern: a pattern tried from
+# every ``{`` reads the rest again from each one inside a string (``{"a{" "b{" ...``).
+_FLAT_EVENT = re.compile(r"""[{}"']""")
+_FLAT_STRING = re.compile(r"""(?:"(?:[^"\\\n]|\\.){0,4096}+"|'(?:[^'\n]|''){0,4096}+')""")
+_FLAT_QUOTE_AFTER = frozenset(",:[{")
 _OBJECT_VALUE = re.compile(r"""\bvalue["']?\s*+:\s*+""" + _TAG +
                            r"""(?:"(?P<dq>(?:[^"\\]|\\.)*+)"|"""
                            r"""'(?P<sq>(?:[^']|'')*+)'|(?P<plain>[^,}\]\s][^,}\]]*+))""")
@@ -717,6 +721,42 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"?')
 #: How deep the collections below a credential key are read entry by entry (deeper, all of
 #: it is the value): each level reads its text again, so linear time stays linear.
 _MAX_NESTED_FLOWS = 4
+
+def _flat_objects(text: str) -> list[tuple[int, int]]:
+    """Where the objects without nested ones are in ``text`` (see :data:`_FLAT_EVENT`), as
+    (start, end), leftmost first and not overlapping. Read from each ``{`` outside the objects
+    found, in linear time: a reading outside any string takes the same way from a quote on,
+    whichever ``{`` it started from, so where it ends is kept for each quote it passed."""
+    ends: dict[int, int] = {}  # a quote read outside any string -> where that reading ends
+    found: list[tuple[int, int]] = []
+    at = text.find("{")
+    while at != -1:
+        passed, where = [], at + 1
+        while True:
+            event = _FLAT_EVENT.search(text, where)
+            if event is None:
+                end = len(text)
+                break
+            where = event.start()
+            if where in ends:
+                end = ends[where]
+                break
+            if text[where] in "{}":
+                end = where
+                break
+            passed.append(where)
+            before = text[where - 1]
+            string = _FLAT_STRING.match(text, where) if (
+                before.isspace() or before in _FLAT_QUOTE_AFTER) else None
+            where = where + 1 if string is None else string.end()
+        ends.update(dict.fromkeys(passed, end))
+        if end < len(text) and text[end] == "}":
+            found.append((at, end + 1))
+            at = text.find("{", end + 1)
+        else:
+            at = text.find("{", at + 1)
+    return found
+
 # a key, then a flow collection as its value, anywhere on a line (compact JSON, an
 # annotation's last-applied configuration, ``apiKeys: [a, b]``): a credential key's whole
 # collection is its value
@@ -976,17 +1016,18 @@ class _Structure:
     def _env_objects(self) -> None:
         """Environment entries as objects, all on one line (compact JSON, flow style): the
         value of the entry whose name names a credential, whatever the order."""
-        for entry in _FLAT_OBJECT.finditer(self.text):
-            named = _ENV_NAME.search(entry.group())
+        for begin, end in _flat_objects(self.text):
+            entry = self.text[begin:end]
+            named = _ENV_NAME.search(entry)
             if named is None or not credential_name(named.group("name")):
                 continue
-            value = _OBJECT_VALUE.search(entry.group())
+            value = _OBJECT_VALUE.search(entry)
             if value is not None:
                 group = next(g for g in ("dq", "sq", "plain") if value.group(g) is not None)
                 start = value.start(group)
                 raw = value.group(group).rstrip()
                 if raw.lower() not in _NOT_SECRET_VALUES:
-                    self._add(entry.start(), (start, start + len(raw)))
+                    self._add(begin, (start, start + len(raw)))
 
     def _flows(self) -> None:
         """Flow mappings of a Secret's values (``data: {a: b}``, ``"stringData":{...}``, also
@@ -1333,6 +1374,8 @@ _BASIC_RE = re.compile(r"(?i)\b(basic)([ \t]++)([A-Za-z0-9+/]{4,}+={0,2})")
 _URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]{0,30}+://)([^\s:/?#@\"'<>]*+):"
                            r"(?![0-9]{1,5}+[/?#])"
                            r"([^\s@\"'<>]++@(?:[^\s@\"'<>]*+@)*+)")
+# what a match of it lies within: a run of characters but whitespace, quotes and angle brackets
+_URL_WORD = re.compile(r"""[^\s"'<>]++""")
 # a long user part alone is a token (``https://<token>@github.com``), not a user name
 _URL_TOKEN_USER = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]{0,30}+://)([^\s:/?#@\"'<>]{20,}+)@")
 _KEY_CHARS = r"[A-Za-z0-9_.-]"
@@ -1678,6 +1721,23 @@ def _userinfo(match: re.Match[str]) -> str:
     return f"{match.group(1)}{match.group(2)}:{REDACTED}@"
 
 
+def _url_userinfo(text: str) -> str:
+    """:data:`_URL_USERINFO` in each word (:data:`_URL_WORD`) holding ``://`` before an ``@``,
+    read up to its last ``@``, where a match ends: linear time (tried on a whole line, the
+    pattern reads the rest of the word again from each ``://`` no ``@`` follows)."""
+    if "://" not in text or "@" not in text:
+        return text
+
+    def word(match: re.Match[str]) -> str:
+        text = match.group()
+        last = text.rfind("@")
+        if last == -1 or "://" not in text[:last]:
+            return text
+        return _URL_USERINFO.sub(_userinfo, text[:last + 1]) + text[last + 1:]
+
+    return _URL_WORD.sub(word, text)
+
+
 def _token_user(match: re.Match[str]) -> str:
     if match.group(2).startswith(_ALREADY):
         return match.group(0)
@@ -1829,7 +1889,7 @@ def _text_rules(text: str) -> str:
     text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     text = _BEARER_RE.sub(_bearer, text)
     text = _BASIC_RE.sub(_basic, text)
-    text = _URL_USERINFO.sub(_userinfo, text)
+    text = _url_userinfo(text)
     text = _URL_TOKEN_USER.sub(_token_user, text)
     text = _continue_cut_values(_pairs(text))
     if "-u" in text or "--user" in text or "-U" in text:

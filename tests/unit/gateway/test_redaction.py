@@ -925,6 +925,15 @@ def test_any_composition_of_hostile_pieces_is_redacted_without_error(pieces: lis
     assert "\x1b" not in out and "\u200b" not in out and "\r" not in out
 
 
+@given(st.lists(st.sampled_from(['{', '}', '"a{b" ', "'c{' ", '"', "'", " ", ",", ":", "[",
+                                  "\\", "\n", "x"]), max_size=60))
+def test_an_environment_entry_after_braces_and_quotes_of_any_kind_is_redacted(
+        noise: list[str]) -> None:
+    # (an entry as compact JSON; what comes before it opens, closes and quotes at random)
+    out = redact("".join(noise) + ' {"name":"API_TOKEN","value":"Zq7xK2mP9w"}\n')
+    assert "Zq7xK2mP9w" not in out
+
+
 # --------------------------------------------------------------------------- a second review
 # Each case is a class of output that leaked before: the values of a Secret in a shape the line
 # reader did not follow, tokens known by their shape only, and credentials behind escapes.
@@ -1783,6 +1792,12 @@ MEGABYTE_LINES = {
     "credential-flows-empty": '"token":[],' * 90_000,
     "credential-flows-nested": '{"password":{"a":' * 60_000,
     "credential-flows-closed": '{"token":["a","b"]},' * 50_000,
+    "flat-objects-braces-in-strings": "{" + '"a{b" ' * 166_000,
+    "flat-objects-quote-runs": '{"' * 500_000,
+    "flat-objects-single-quotes": "{ 'a{' " * 140_000,
+    "flat-objects-escapes": '{ "\\' * 250_000,
+    "userinfo-schemes": "://*a" * 200_000,
+    "userinfo-at-first": "@" + "a://b:c" * 140_000,
 }
 
 
