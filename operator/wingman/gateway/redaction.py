@@ -77,6 +77,9 @@ The steps, in order (``redact``):
    header of single words in any case above an aligned row) whose header names a credential,
    a name and its value a ``|`` apart (psql's ``\\x``), and a neutral key's value in
    an INI or TOML section named like a credential.
+   Then each value that is a text of its own (a config file in a ConfigMap's YAML or JSON, a
+   command line in an annotation, ``REDIS_CONF=requirepass X``) is read by these rules again
+   as if it stood alone (:func:`_values_as_text`).
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
    (not in a certificate, not a public SSH key, not an identifier: a run of hex digits, or of
    lowercase letters and digits joined by a hyphen to more of a name, ``web-ej3fmmdd``);
@@ -2612,6 +2615,119 @@ def _unescape(text: str) -> str:
     return _STRING_ESCAPE.sub(one, text)
 
 
+# ---------------------------------------------------------------------------------- values
+
+# A value is often a text of its own: a config file in a ConfigMap (``redis.conf: requirepass
+# X``), a command line in an annotation, an env value holding another assignment. The rules
+# that read a line from its start (``requirepass X``, ``.netrc``, ``.pgpass``, a CSV header,
+# ``NAME=value``) see such a value only after its key: :func:`_values_as_text` reads each one
+# again on a line of its own.
+# a YAML key (plain, or quoted) and its value, or a sequence item, at the start of a line
+_YAML_VALUE = re.compile(r"""(?m)^[ \t]*+(?:(?:-[ \t]++)++(?:(?:"(?:[^"\\\n]|\\.)*+"|"""
+                         r"""'[^'\n]*+'|[A-Za-z0-9_.\-/ ]++)[ \t]*+:[ \t]++)?|"""
+                         r"""(?:-[ \t]++)*+(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
+                         r"""[A-Za-z0-9_.\-/ ]++)[ \t]*+:[ \t]++|[A-Za-z_][A-Za-z0-9_]*+=)"""
+                         r"""(?=[^\s{\[])""")
+# a quoted string (to its line's end when not closed), read left to right: JSON's values
+_LINE_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*+"?')
+_COLON_BETWEEN = re.compile(r"[ \t]*+:[ \t]*+")
+# what a value must hold to be read as a line: a separator between two of its words
+_SEPARATED = re.compile(r"\S[\s,:=@|;]")
+_MARKS = "\ue000\ue001\ue002\ue003"
+_MAX_VALUE_DEPTH = 3  # a value in a value: JSON in a JSON string, an env value
+
+
+def _value_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each value :data:`_YAML_VALUE` or a JSON pair (``"key": "value"``)
+    gives: a quoted one without its quotes (to its line's end when not closed on it)."""
+    spans = []
+    for line in _YAML_VALUE.finditer(text):
+        at = line.end()
+        if text[at] in "\"'":
+            string = (_LINE_STRING if text[at] == '"' else _SINGLE_QUOTED_LINE).match(text, at)
+            if string is not None:
+                spans.append((at + 1, string.end() - _closes(string.group())))
+        else:
+            end = text.find("\n", at)
+            spans.append((at, len(text) if end == -1 else end))
+    if '":' in text or '" :' in text:
+        last: re.Match[str] | None = None
+        for string in _LINE_STRING.finditer(text):
+            if last is not None and _closes(last.group()) and \
+                    _COLON_BETWEEN.fullmatch(text, last.end(), string.start()) and \
+                    ":" in text[last.end():string.start()]:
+                spans.append((string.start() + 1, string.end() - _closes(string.group())))
+            last = string
+    return spans
+
+
+def _closes(string: str) -> bool:
+    """Whether a quoted string :data:`_LINE_STRING` found is closed on its line."""
+    return len(string) >= 2 and string[-1] == string[0]
+
+
+_SINGLE_QUOTED_LINE = re.compile(r"'(?:[^'\n]|'')*+'?")
+
+
+def _values_as_text(text: str, depth: int = 0) -> str:
+    """``text`` with what the text rules find in each value read as a text of its own (see
+    :data:`_YAML_VALUE`): the values holding a separator are read together, each on lines of
+    its own (:func:`_read_values`), and only they change; a JSON string holding escapes is
+    read decoded, so is a value inside a value (``REDIS_CONF=requirepass X``),
+    ``_MAX_VALUE_DEPTH`` deep."""
+    if depth > _MAX_VALUE_DEPTH or not _SEPARATED.search(text):
+        return text
+    mark = next((m for m in _MARKS if m not in text), None)
+    if mark is None:
+        return text
+    chosen: list[tuple[int, int]] = []
+    for start, end in sorted(_value_spans(text)):
+        if start >= (chosen[-1][1] if chosen else 0) and end > start and \
+                _SEPARATED.search(text, start, end) is not None and \
+                not text.startswith(_ALREADY, start):
+            chosen.append((start, end))
+    if not chosen:
+        return text
+    values = [text[start:end] for start, end in chosen]
+    read = _read_values([_escaped_value(v, depth) if "\\" in v and text[start - 1] == '"'
+                         else v for v, (start, _) in zip(values, chosen, strict=True)], mark, depth)
+    out, last = [], 0
+    for (start, end), value, again in zip(chosen, values, read, strict=True):
+        if again != value:
+            out += [text[last:start], again]
+            last = end
+    return "".join([*out, text[last:]]) if out else text
+
+
+def _read_values(values: list[str], mark: str, depth: int) -> list[str]:
+    """``values`` read by the text rules, each as a text of its own: together, a line of
+    ``mark`` between each two, in one pass when every mark is left (a rule reading across
+    lines may take one: then in halves, down to one value a pass)."""
+    between = f"\n{mark}\n"
+    read = _values_as_text(_text_rules(between.join(values)), depth + 1)
+    parts = read.split(between)
+    if len(parts) == len(values):
+        return parts
+    if len(values) == 1:
+        return [read]
+    half = len(values) // 2
+    return _read_values(values[:half], mark, depth) + _read_values(values[half:], mark, depth)
+
+
+def _escaped_value(value: str, depth: int) -> str:
+    """A JSON string's content (``{\\"a\\":\\"requirepass X\\"}``) with what the rules
+    find in it decoded, as a text of its own, redacted (encoded again); as it was when they
+    find nothing or it is no JSON string."""
+    try:
+        decoded = json.loads(f'"{value}"')
+    except ValueError:
+        return value
+    if not isinstance(decoded, str):
+        return value
+    read = _values_as_text(_text_rules(decoded), depth + 1)
+    return value if read == decoded else json.dumps(read, ensure_ascii=False)[1:-1]
+
+
 def _redact_once(text: str, secrets: Iterable[str], beyond: tuple[bool, bool],
                  cut: bool = False) -> str:
     text = clean(text)
@@ -2621,6 +2737,7 @@ def _redact_once(text: str, secrets: Iterable[str], beyond: tuple[bool, bool],
         text = _PEM.sub(REDACTED, text)
     text = _redact_encoded(text)
     text = _text_rules(text)
+    text = _values_as_text(text)
     text = _redact_base64_values(text)
     return _TOKEN_SHAPES.sub(REDACTED, text)
 

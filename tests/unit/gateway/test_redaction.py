@@ -934,6 +934,53 @@ def test_an_environment_entry_after_braces_and_quotes_of_any_kind_is_redacted(
     assert "Zq7xK2mP9w" not in out
 
 
+# A value that is a text of its own (a config file in a ConfigMap, a command line in an
+# annotation, an env value holding an assignment): the rules that read a line from its start
+# read it too, wherever the value is written and however it is quoted or escaped.
+CONFIG_VALUES = [
+    "machine db.example.com login u password {}",
+    "requirepass {}",
+    "masterauth {}\nport 6379",
+    "db.example.com:5432:*:app:{}",
+    "user,password\nbob,{}",
+    "--password {}",
+    "REDIS_CONF=requirepass {}",
+    "[client]\npassword={}",
+]
+VALUE_CONTAINERS = {
+    "yaml-quoted": lambda v: "kind: ConfigMap\ndata:\n  app.conf: " + json.dumps(v) + "\n",
+    "yaml-plain": lambda v: "kind: ConfigMap\ndata:\n  app.conf: " + v + "\n",
+    "yaml-item": lambda v: "args:\n- " + json.dumps(v) + "\n",
+    "json": lambda v: json.dumps({"kind": "ConfigMap", "data": {"app.conf": v}}, indent=2),
+    "json-compact": lambda v: json.dumps({"data": {"app.conf": v, "b": "c d"}}),
+    "json-in-annotation": lambda v: json.dumps(
+        {"metadata": {"annotations": {"last": json.dumps({"data": {"app.conf": v}})}}}),
+    "env-value": lambda v: "REDIS_ARGS=" + v + "\n",
+}
+
+
+@pytest.mark.parametrize(("value", "container"), [
+    (v, c) for v in CONFIG_VALUES for c in VALUE_CONTAINERS
+    if "\n" not in v or c not in ("yaml-plain", "env-value")])  # (a plain value is one line)
+def test_a_value_holding_config_text_is_read_as_a_text_of_its_own(value: str,
+                                                                   container: str) -> None:
+    text = VALUE_CONTAINERS[container](value.format(PASSWORD))
+    out = redact(text)
+    assert PASSWORD not in out and json.dumps(PASSWORD)[1:-1] not in out
+    assert "app.conf" in out or container in ("yaml-item", "env-value")
+
+
+@pytest.mark.parametrize("text", [
+    "description: the token expires in 5 minutes\n",
+    'summary: "user,password columns were removed"\n',
+    "owner: bob@example.com, alice@example.com\n",
+    '{"data": {"app.conf": "port 6379\\nbind 0.0.0.0", "b": "c d"}}',
+    "args: --port 8080 --log-level debug\n",
+])
+def test_a_value_of_ordinary_text_is_kept(text: str) -> None:
+    assert redact(text) == text
+
+
 # --------------------------------------------------------------------------- a second review
 # Each case is a class of output that leaked before: the values of a Secret in a shape the line
 # reader did not follow, tokens known by their shape only, and credentials behind escapes.
@@ -1798,6 +1845,12 @@ MEGABYTE_LINES = {
     "flat-objects-escapes": '{ "\\' * 250_000,
     "userinfo-schemes": "://*a" * 200_000,
     "userinfo-at-first": "@" + "a://b:c" * 140_000,
+    "values-with-spaces": "  key: a b c d\n" * 70_000,
+    "values-as-items": "- a b\n" * 160_000,
+    "values-as-json-pairs": '"a": "b c", ' * 80_000,
+    "values-escaped": '"a": "{\\"b\\": \\"c d\\"}", ' * 40_000,
+    "values-escaped-unclosed": '"a": "' + '{\\"b\\": \\"' * 60_000,
+    "values-as-env": "A=B C\n" * 160_000,
 }
 
 
