@@ -5,11 +5,16 @@
   resource types by any name kubectl accepts for them) and rates its action, flags and targets
   from the tables below, in every way kubectl could read the command (``readings``: where a
   flag before the verb or a flag the tables cannot place changes what runs); the worst counts.
+  It knows the release namespace (:class:`Namespaces`): anything there is high, a change
+  there critical; a change in a system namespace (``SYSTEM_NAMESPACES``) is high.
 - ``blast-radius``: weighs the environment, the number of commands and their reach (in every
   reading of each), and,
   where the request was previewed, what the preview found: how many objects, which kinds and
   namespaces; a command the preview could not show cleanly (target missing, forbidden,
-  invalid, not previewable) is a finding (``PreviewFinding``) that rejects.
+  invalid, not previewable) is a finding (``PreviewFinding``) that rejects. When the gateway's
+  targets are known (:class:`Namespaces`), a command that acts outside them (or, naming no
+  namespace, in kubectl's default, ``EXECUTOR_DEFAULT_NAMESPACE``), or in every namespace, is
+  high and rejected: the executor holds no rights there, and the API server will refuse it.
 - ``allowlist``: rejects any command the environment's allowlist does not cover.
 - ``prompt-injection``: rejects requests whose text tries to instruct the reviewers.
   (``wingman.review.injection``; the provenance excerpt is scanned too)
@@ -396,27 +401,26 @@ def _namespace_objects(parsed: ParsedCommand) -> tuple[str, ...]:
 
 def _acting_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
     """The namespaces a kubectl command acts in, lower case: a ``--raw`` path's (kubectl ignores
-    ``-n`` there), else ``-n``/``--namespace`` (every value: a reviewer cannot tell which one
-    kubectl keeps), else :data:`EXECUTOR_DEFAULT_NAMESPACE` for a command on namespaced
-    objects; none for one in no namespace (:data:`NAMESPACELESS_ACTIONS`, cluster-scoped
-    objects only, a ``--raw`` path outside any namespace) or in every one (``-A``)."""
+    ``-n`` there); none for one in no namespace (:data:`NAMESPACELESS_ACTIONS`) or on
+    cluster-scoped objects only, whatever its ``-n``; else ``-n``/``--namespace`` (every value:
+    a reviewer cannot tell which one kubectl keeps); none for one in every namespace (``-A``);
+    else :data:`EXECUTOR_DEFAULT_NAMESPACE`."""
     if parsed.program != "kubectl" or not parsed.words:
         return ()
     raw = [_raw_target(path)[0].strip().lower() for path in parsed.flag("--raw")]
     if raw:
         return tuple(dict.fromkeys(n for n in raw if n))
-    named = tuple(dict.fromkeys(n.strip().lower() for n in parsed.flag("--namespace")
-                                if n.strip()))
-    if named:
-        return named
-    if parsed.has("--all-namespaces") or parsed.action in NAMESPACELESS_ACTIONS \
-            or parsed.action[:1] in NAMESPACELESS_ACTIONS:
+    if parsed.action in NAMESPACELESS_ACTIONS or parsed.action[:1] in NAMESPACELESS_ACTIONS:
         return ()
     operands = [w for w in parsed.words[len(parsed.action):] if "=" not in w]
     types = [t for at, w in enumerate(operands) if at == 0 or "/" in w
              for t in resource_types(w)]
     if types and all(t in CLUSTER_RESOURCES for t in types):
         return ()
+    named = tuple(dict.fromkeys(n.strip().lower() for n in parsed.flag("--namespace")
+                                if n.strip()))
+    if named or parsed.has("--all-namespaces"):
+        return named
     return (EXECUTOR_DEFAULT_NAMESPACE,)
 
 
@@ -674,7 +678,8 @@ class DestructivePatternVoter:
 
 
 class BlastRadiusVoter:
-    """Weighs reach: production, many commands, all namespaces, kube-system, cluster scope."""
+    """Weighs reach: production, many commands, all namespaces, kube-system, cluster scope,
+    and, when the gateway's targets are known, a namespace the executor will be refused."""
 
     name = "blast-radius"
     local = True  # reviews the request alone (see consensus.Voter)

@@ -17,7 +17,7 @@ from wingman.review.consensus import (
     run_panel,
 )
 from wingman.review.policy import AutoDecision, EnvironmentPolicy, auto_approval
-from wingman.review.voters import builtin_panel, command_risk
+from wingman.review.voters import Namespaces, builtin_panel, command_risk
 from wingman.scope import Allowlist
 
 ALLOW = Allowlist.from_patterns(["kubectl rollout restart deployment/{name} -n apps",
@@ -819,6 +819,23 @@ HELD = [
     # an ID: whose, nobody can tell
     ("docker restart 0123456789ab", "any container on the host"),
     ("docker container start " + "0123456789abcdef" * 4, "any container on the host"),
+    # a routine change in a namespace whose add-ons serve every workload (SYSTEM_NAMESPACES)
+    ("kubectl rollout restart daemonset/calico-node -n calico-system",
+     "changes the system namespace calico-system"),
+    ("kubectl scale deployment/istiod --replicas 2 -n istio-system",
+     "changes the system namespace istio-system"),
+    ("kubectl -n tigera-operator rollout restart deployment/tigera-operator",
+     "system namespace tigera-operator"),
+    ("kubectl rollout restart deploy/cert-manager --namespace=Cert-Manager",
+     "system namespace cert-manager"),
+    ("kubectl rollout restart deploy/dns-default -n openshift-dns",
+     "system namespace openshift-dns"),
+    ("kubectl scale deploy/linkerd-destination --replicas=2 -n linkerd",
+     "system namespace linkerd"),
+    ("kubectl label ns istio-ingress team=mesh", "system namespace istio-ingress"),
+    # in every reading: 'scale' if kubectl takes 'get' for -w's value
+    ("kubectl -w get -n calico-system scale deploy/x --replicas=2",
+     "serve every workload, if kubectl reads it as 'kubectl scale"),
 ]
 
 
@@ -829,6 +846,63 @@ def test_what_steers_traffic_or_reaches_any_container_is_held_for_a_human(
     assert risk is Risk.HIGH, (risk, reasons)
     assert any(reason in r for r in reasons), reasons
     assert not _auto_approved_in_test(command)
+
+
+# Where commands run: the release namespace (Wingman's own objects; the executor has no rights
+# there) and the gateway's targets (the only namespaces where it has rights). (voter, command,
+# risk, what its rationale says; "" for a command rated as without them).
+WHERE = Namespaces("wingman-test", frozenset({"apps", "batch"}))
+PLACED = [
+    ("destructive", "kubectl get pods -n wingman-test", Risk.HIGH,
+     "reads Wingman's own namespace wingman-test"),
+    ("destructive", "kubectl logs deploy/wingman-operator --namespace=wingman-test", Risk.HIGH,
+     "signing key Secret"),
+    ("destructive", "kubectl get --raw /api/v1/namespaces/wingman-test/configmaps", Risk.HIGH,
+     "reads Wingman's own namespace wingman-test"),
+    ("destructive", "kubectl -n wingman-test rollout restart deployment/wingman-operator",
+     Risk.CRITICAL, "changes Wingman's own namespace wingman-test"),
+    ("destructive", "kubectl label namespace/wingman-test team=x", Risk.CRITICAL,
+     "changes Wingman's own namespace wingman-test"),
+    ("destructive", "kubectl -w get -n wingman-test scale deploy/x --replicas=2", Risk.CRITICAL,
+     "it cannot run), if kubectl reads it as 'kubectl scale"),
+    # reading a system namespace, the namespace object, a command in no namespace: as before
+    ("destructive", "kubectl get pods -n calico-system", Risk.LOW, ""),
+    ("destructive", "kubectl get ns wingman-test", Risk.LOW, ""),
+    ("destructive", "kubectl version -n wingman-test", Risk.LOW, ""),
+    ("destructive", "kubectl rollout restart deployment/web -n apps", Risk.LOW, ""),
+    ("blast-radius", "kubectl get pods -n calico-system", Risk.HIGH,
+     "acts in namespace calico-system, not a gateway target (apps, batch)"),
+    ("blast-radius", "kubectl get --raw /api/v1/namespaces/wingman-test/pods", Risk.HIGH,
+     "namespace wingman-test, not a gateway target"),
+    # kubectl's default namespace where the gateway runs it: its kubeconfig names none
+    ("blast-radius", "kubectl rollout restart deployment/web", Risk.HIGH,
+     "names no namespace, so kubectl acts in namespace default"),
+    ("blast-radius", "kubectl get pods -A", Risk.HIGH, "acts in every namespace"),
+    # every -n given, and every reading
+    ("blast-radius", "kubectl scale deploy/x --replicas=2 -n monitoring -n apps", Risk.HIGH,
+     "namespace monitoring, not a gateway target"),
+    ("blast-radius", "kubectl -w get -n istio-system scale deploy/x --replicas=2", Risk.HIGH,
+     "namespace istio-system, not a gateway target"),
+    ("blast-radius", "kubectl rollout restart deployment/web -n apps", Risk.LOW, ""),
+    ("blast-radius", "kubectl scale deploy/runner --replicas=2 --namespace=batch", Risk.LOW, ""),
+    ("blast-radius", "kubectl version", Risk.LOW, ""),
+    ("blast-radius", "kubectl get --raw /readyz", Risk.LOW, ""),
+    # kubectl ignores -n for a cluster-scoped object: high for its scope alone
+    ("blast-radius", "kubectl get nodes -n wingman-test", Risk.HIGH, ""),
+]
+
+
+@pytest.mark.parametrize(("voter", "command", "risk", "reason"), PLACED)
+def test_the_voters_know_the_release_namespace_and_the_gateways_targets(
+        voter: str, command: str, risk: Risk, reason: str) -> None:
+    vote = asyncio.run(builtin_panel(allowed, (voter,), WHERE)[0].review(
+        ReviewInput("wingman-test", "r", "test", "alice", "do it", (command,))))
+    assert vote.risk is risk, (command, vote.rationale)
+    assert reason in vote.rationale, vote.rationale
+    if not reason:
+        assert "not a gateway target" not in vote.rationale
+        assert "Wingman's own" not in vote.rationale
+    assert (vote.verdict is Verdict.REJECT) is (risk >= Risk.HIGH)
 
 
 def test_a_raw_delete_names_what_kubectl_deletes() -> None:
