@@ -849,60 +849,55 @@ def test_what_steers_traffic_or_reaches_any_container_is_held_for_a_human(
 
 
 # Where commands run: the release namespace (Wingman's own objects; the executor has no rights
-# there) and the gateway's targets (the only namespaces where it has rights). (voter, command,
-# risk, what its rationale says; "" for a command rated as without them).
+# there) and the gateway's targets (the only namespaces where it has rights). (command, the
+# destructive and blast-radius voters' risks, what one of them says; "" for a command that
+# neither judges by them.)
 WHERE = Namespaces("wingman-test", frozenset({"apps", "batch"}))
+H, C, L, M = Risk.HIGH, Risk.CRITICAL, Risk.LOW, Risk.MEDIUM
 PLACED = [
-    ("destructive", "kubectl get pods -n wingman-test", Risk.HIGH,
-     "reads Wingman's own namespace wingman-test"),
-    ("destructive", "kubectl logs deploy/wingman-operator --namespace=wingman-test", Risk.HIGH,
-     "signing key Secret"),
-    ("destructive", "kubectl get --raw /api/v1/namespaces/wingman-test/configmaps", Risk.HIGH,
-     "reads Wingman's own namespace wingman-test"),
-    ("destructive", "kubectl -n wingman-test rollout restart deployment/wingman-operator",
-     Risk.CRITICAL, "changes Wingman's own namespace wingman-test"),
-    ("destructive", "kubectl label namespace/wingman-test team=x", Risk.CRITICAL,
-     "changes Wingman's own namespace wingman-test"),
-    ("destructive", "kubectl -w get -n wingman-test scale deploy/x --replicas=2", Risk.CRITICAL,
-     "it cannot run), if kubectl reads it as 'kubectl scale"),
-    # reading a system namespace, the namespace object, a command in no namespace: as before
-    ("destructive", "kubectl get pods -n calico-system", Risk.LOW, ""),
-    ("destructive", "kubectl get ns wingman-test", Risk.LOW, ""),
-    ("destructive", "kubectl version -n wingman-test", Risk.LOW, ""),
-    ("destructive", "kubectl rollout restart deployment/web -n apps", Risk.LOW, ""),
-    ("blast-radius", "kubectl get pods -n calico-system", Risk.HIGH,
-     "acts in namespace calico-system, not a gateway target (apps, batch)"),
-    ("blast-radius", "kubectl get --raw /api/v1/namespaces/wingman-test/pods", Risk.HIGH,
+    ("kubectl get pods -n wingman-test", H, H, "reads Wingman's own namespace wingman-test"),
+    ("kubectl logs deploy/wingman-operator --namespace=wingman-test", H, H, "signing key Secret"),
+    ("kubectl get --raw /api/v1/namespaces/wingman-test/configmaps", H, H,
      "namespace wingman-test, not a gateway target"),
-    # kubectl's default namespace where the gateway runs it: its kubeconfig names none
-    ("blast-radius", "kubectl rollout restart deployment/web", Risk.HIGH,
-     "names no namespace, so kubectl acts in namespace default"),
-    ("blast-radius", "kubectl get pods -A", Risk.HIGH, "acts in every namespace"),
-    # every -n given, and every reading
-    ("blast-radius", "kubectl scale deploy/x --replicas=2 -n monitoring -n apps", Risk.HIGH,
-     "namespace monitoring, not a gateway target"),
-    ("blast-radius", "kubectl -w get -n istio-system scale deploy/x --replicas=2", Risk.HIGH,
+    ("kubectl -n wingman-test rollout restart deployment/wingman-operator", C, H,
+     "changes Wingman's own namespace wingman-test"),
+    ("kubectl label namespace/wingman-test team=x", C, H, "changes Wingman's own namespace"),
+    # in every reading: 'scale' if kubectl takes 'get' for -w's value
+    ("kubectl -w get -n wingman-test scale deploy/x --replicas=2", C, H,
+     "it cannot run), if kubectl reads it as 'kubectl scale"),
+    ("kubectl -w get -n istio-system scale deploy/x --replicas=2", H, H,
      "namespace istio-system, not a gateway target"),
-    ("blast-radius", "kubectl rollout restart deployment/web -n apps", Risk.LOW, ""),
-    ("blast-radius", "kubectl scale deploy/runner --replicas=2 --namespace=batch", Risk.LOW, ""),
-    ("blast-radius", "kubectl version", Risk.LOW, ""),
-    ("blast-radius", "kubectl get --raw /readyz", Risk.LOW, ""),
+    # reading a system namespace stays routine for destructive; the executor cannot
+    ("kubectl get pods -n calico-system", L, H,
+     "acts in namespace calico-system, not a gateway target (apps, batch)"),
+    # no -n: kubectl's default namespace as the gateway runs it (its kubeconfig names none)
+    ("kubectl rollout restart deployment/web", L, H,
+     "names no namespace, so kubectl acts in namespace default"),
+    ("kubectl get pods -A", L, H, "acts in every namespace"),
+    ("kubectl scale deploy/x --replicas=2 -n monitoring -n apps", M, H,
+     "namespace monitoring, not a gateway target"),  # every -n given
+    ("kubectl rollout restart deployment/web -n apps", L, L, ""),
+    ("kubectl scale deploy/runner --replicas=2 --namespace=batch", M, L, ""),
+    ("kubectl version -n wingman-test", L, L, ""),
+    ("kubectl get --raw /readyz", L, L, ""),
     # kubectl ignores -n for a cluster-scoped object: high for its scope alone
-    ("blast-radius", "kubectl get nodes -n wingman-test", Risk.HIGH, ""),
+    ("kubectl get nodes -n wingman-test", L, H, ""),
+    ("kubectl get ns wingman-test", L, H, ""),
 ]
 
 
-@pytest.mark.parametrize(("voter", "command", "risk", "reason"), PLACED)
+@pytest.mark.parametrize(("command", "destructive", "blast", "reason"), PLACED)
 def test_the_voters_know_the_release_namespace_and_the_gateways_targets(
-        voter: str, command: str, risk: Risk, reason: str) -> None:
-    vote = asyncio.run(builtin_panel(allowed, (voter,), WHERE)[0].review(
-        ReviewInput("wingman-test", "r", "test", "alice", "do it", (command,))))
-    assert vote.risk is risk, (command, vote.rationale)
-    assert reason in vote.rationale, vote.rationale
+        command: str, destructive: Risk, blast: Risk, reason: str) -> None:
+    votes = [asyncio.run(voter.review(ReviewInput("wingman-test", "r", "test", "alice", "do it",
+                                                  (command,))))
+             for voter in builtin_panel(allowed, ("destructive", "blast-radius"), WHERE)]
+    said = " | ".join(v.rationale for v in votes)
+    assert [v.risk for v in votes] == [destructive, blast], said
+    assert all((v.verdict is Verdict.REJECT) is (v.risk >= H) for v in votes), said
+    assert reason in said
     if not reason:
-        assert "not a gateway target" not in vote.rationale
-        assert "Wingman's own" not in vote.rationale
-    assert (vote.verdict is Verdict.REJECT) is (risk >= Risk.HIGH)
+        assert "not a gateway target" not in said and "Wingman's own" not in said
 
 
 def test_a_raw_delete_names_what_kubectl_deletes() -> None:
