@@ -235,9 +235,9 @@ EXECUTOR_DEFAULT_NAMESPACE = "default"
 NAMESPACELESS_ACTIONS = frozenset({
     ("version",), ("api-resources",), ("api-versions",), ("explain",), ("completion",),
     ("options",), ("help",), ("kustomize",), ("config",), ("plugin",), ("cluster-info",),
-    ("auth", "whoami"), ("certificate",), ("create", "namespace"), ("create", "clusterrole"),
-    ("create", "clusterrolebinding"), ("create", "priorityclass"), ("cordon",), ("uncordon",),
-    ("drain",), ("taint",), ("top", "node"),
+    ("auth", "whoami"), ("auth", "can-i"), ("certificate",), ("create", "namespace"),
+    ("create", "clusterrole"), ("create", "clusterrolebinding"), ("create", "priorityclass"),
+    ("cordon",), ("uncordon",), ("drain",), ("taint",), ("top", "node"),
 })
 # From this log level (``-v``, ``--vmodule``) kubectl logs the bodies of the API requests and
 # responses it exchanges: whole objects, whatever the command itself prints.
@@ -399,23 +399,30 @@ def _namespace_objects(parsed: ParsedCommand) -> tuple[str, ...]:
         if ("/" in w and resource_types(w) == ("namespace",)) or (listed and at and "/" not in w)))
 
 
+def _namespaced(parsed: ParsedCommand) -> bool:
+    """Whether a kubectl command (not a ``--raw`` one) acts in a namespace: not one in no
+    namespace (:data:`NAMESPACELESS_ACTIONS`) nor one on cluster-scoped objects only, where
+    kubectl ignores ``-n`` and ``-A``."""
+    if parsed.program != "kubectl" or not parsed.words or parsed.action in NAMESPACELESS_ACTIONS \
+            or parsed.action[:1] in NAMESPACELESS_ACTIONS:
+        return False
+    operands = [w for w in parsed.words[len(parsed.action):] if "=" not in w]
+    types = [t for at, w in enumerate(operands) if at == 0 or "/" in w
+             for t in resource_types(w)]
+    return not types or not all(t in CLUSTER_RESOURCES for t in types)
+
+
 def _acting_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
     """The namespaces a kubectl command acts in, lower case: a ``--raw`` path's (kubectl ignores
-    ``-n`` there); none for one in no namespace (:data:`NAMESPACELESS_ACTIONS`) or on
-    cluster-scoped objects only, whatever its ``-n``; else ``-n``/``--namespace`` (every value:
-    a reviewer cannot tell which one kubectl keeps); none for one in every namespace (``-A``);
-    else :data:`EXECUTOR_DEFAULT_NAMESPACE`."""
-    if parsed.program != "kubectl" or not parsed.words:
+    ``-n`` there); none for one not :func:`_namespaced`; else ``-n``/``--namespace`` (every
+    value: a reviewer cannot tell which one kubectl keeps); none for one in every namespace
+    (``-A``); else :data:`EXECUTOR_DEFAULT_NAMESPACE`."""
+    if parsed.program != "kubectl":
         return ()
     raw = [_raw_target(path)[0].strip().lower() for path in parsed.flag("--raw")]
     if raw:
         return tuple(dict.fromkeys(n for n in raw if n))
-    if parsed.action in NAMESPACELESS_ACTIONS or parsed.action[:1] in NAMESPACELESS_ACTIONS:
-        return ()
-    operands = [w for w in parsed.words[len(parsed.action):] if "=" not in w]
-    types = [t for at, w in enumerate(operands) if at == 0 or "/" in w
-             for t in resource_types(w)]
-    if types and all(t in CLUSTER_RESOURCES for t in types):
+    if not _namespaced(parsed):
         return ()
     named = tuple(dict.fromkeys(n.strip().lower() for n in parsed.flag("--namespace")
                                 if n.strip()))
@@ -744,7 +751,7 @@ class BlastRadiusVoter:
         if targets is None or parsed.program != "kubectl":
             return ""
         allowed = ", ".join(sorted(targets)) or "none"
-        if parsed.has("--all-namespaces") and not parsed.flag("--raw"):
+        if parsed.has("--all-namespaces") and not parsed.flag("--raw") and _namespaced(parsed):
             return (f"acts in every namespace: the executor holds rights only in the gateway's "
                     f"targets ({allowed}), so the API server will refuse it")
         outside = [n for n in _acting_namespaces(parsed) if n not in targets]

@@ -883,6 +883,7 @@ PLACED = [
     # kubectl ignores -n for a cluster-scoped object: high for its scope alone
     ("kubectl get nodes -n wingman-test", L, H, ""),
     ("kubectl get ns wingman-test", L, H, ""),
+    ("kubectl get nodes -A", L, H, ""),
 ]
 
 
