@@ -339,6 +339,21 @@ def _lease_timing(env: Mapping[str, str]) -> dict[str, int]:
             "retry_period_seconds": retry}
 
 
+def _gateway_targets(env: Mapping[str, str]) -> frozenset[str] | None:
+    """``WINGMAN_GATEWAY_TARGETS``: the namespaces of ``gateway.targets``, where the executor
+    holds rights (a JSON array of namespace names); None when unset (not known: the review
+    panel then judges no command by them)."""
+    key = "WINGMAN_GATEWAY_TARGETS"
+    if not env.get(key, "").strip():
+        return None
+    names = _json(env, key, list)
+    for name in names:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ConfigError(f"{key}: {str(name)[:70]!r} is not a namespace name (lowercase "
+                              "letters, digits and '-', at most 63 characters)")
+    return frozenset(names)
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     namespace: str
@@ -406,6 +421,9 @@ class OperatorSettings:
     #: The IP address the health and metrics ports listen on (every IPv4 address by default;
     #: ``wingman dev run`` keeps its local operator's on 127.0.0.1).
     listen_address: str = "0.0.0.0"  # noqa: S104 - a pod's ports
+    #: The namespaces of ``gateway.targets``, the only ones where the executor holds rights
+    #: (the review panel's ``blast-radius`` voter holds a command elsewhere); None: not known.
+    gateway_targets: frozenset[str] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -444,6 +462,7 @@ class OperatorSettings:
             # not 0: kopf's liveness endpoint reads port 0 as 80, it cannot bind a free one
             health_port=_int(env, "WINGMAN_HEALTH_PORT", 8080, 1, 65535),
             listen_address=_listen_address(env),
+            gateway_targets=_gateway_targets(env),
             voters_secret=env.get("WINGMAN_VOTERS_SECRET", "").strip() or None,
             audit_volume_claim=env.get("WINGMAN_AUDIT_VOLUME_CLAIM", "").strip() or None,
             audit_secret=audit_secret,

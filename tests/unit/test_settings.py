@@ -61,6 +61,7 @@ def test_the_chart_configures_the_operator_completely(environment: str, tmp_path
     assert settings.policy.name == environment
     assert settings.leader_election is True
     assert settings.identity == "wingman-operator-abc12-xyz"  # the pod name
+    assert settings.gateway_targets == frozenset({"apps"})  # the values' gateway.targets
     if environment == "prd":
         assert settings.audit_secret == "wingman-audit-dsn/dsn"
         assert settings.audit_target == "postgresql://writer:s3cret@db/audit"
@@ -76,6 +77,7 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
     settings = OperatorSettings.from_env({"WINGMAN_NAMESPACE": "wingman-test",
                                           "WINGMAN_POLICY_FILE": str(policy),
                                           "WINGMAN_AUDIT_VOLUME_CLAIM": "wingman-audit"})
+    assert settings.gateway_targets is None  # not given: the panel judges nothing by them
     grant = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
              "metadata": {"name": "g", "namespace": "wingman-test", "uid": "u"}}
     job = manifests.gateway_job(grant, settings, 300)
@@ -120,6 +122,9 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
     ({"WINGMAN_OBJECT_LABELS": '{"team": 1}'}, "must map strings to strings"),
     ({"WINGMAN_OBJECT_LABELS": '["team"]'}, "must be a JSON object"),
     ({"WINGMAN_AUDIT_SECRET": "nokey"}, "must be 'name/key'"),
+    ({"WINGMAN_GATEWAY_TARGETS": '["apps", "Kube_System"]'},
+     "WINGMAN_GATEWAY_TARGETS: 'Kube_System' is not a namespace name"),
+    ({"WINGMAN_GATEWAY_TARGETS": '{"apps": {}}'}, "must be a JSON array"),
     ({"WINGMAN_LEADER_ELECTION": "maybe"}, "true or false"),
     ({"WINGMAN_API_CONCURRENCY": "0"}, "WINGMAN_API_CONCURRENCY=0 must be between 1 and 256"),
     ({"WINGMAN_RENEW_DEADLINE_SECONDS": "12"}, "must give up before anyone else"),

@@ -262,6 +262,19 @@ component itself.
   "annotations" $g.podAnnotations "imagePullPolicy" .Values.image.pullPolicy | toJson }}
 {{- end }}
 
+{{/*
+The namespaces of gateway.targets, where the executor holds rights, as a JSON array for
+WINGMAN_GATEWAY_TARGETS: the review panel's blast-radius voter holds a command that acts
+anywhere else (the API server would refuse it).
+*/}}
+{{- define "wingman.targetNamespaces" -}}
+{{- $names := list }}
+{{- range .Values.gateway.targets }}
+{{- $names = append $names .namespace }}
+{{- end }}
+{{- $names | toJson }}
+{{- end }}
+
 {{/* The CEL string literal of the pinned gateway image. */}}
 {{- define "wingman.gatewayImageLiteral" -}}
 {{ include "wingman.image" . | toJson }}

@@ -45,6 +45,7 @@ from wingman.operator.state import Entry, Tracker, older
 from wingman.operator.writer import ADOPT, APPEND, KUBE_CALLS, Observation, Unsendable, Writer
 from wingman.review.consensus import PanelConfig
 from wingman.review.panel import voters_from_config
+from wingman.review.voters import Namespaces
 from wingman.scope import Allowlist
 from wingman.settings import OperatorSettings
 
@@ -605,7 +606,9 @@ def build_context(settings: OperatorSettings, kube: Kube | None = None) -> Conte
         api_keys = _decode_secret(obj)
     spec = settings.policy.panel
     voters = voters_from_config(spec.voters, secrets=api_keys,
-                                is_allowed=lambda c: _allowed(allowlist, c))
+                                is_allowed=lambda c: _allowed(allowlist, c),
+                                namespaces=Namespaces(settings.namespace,
+                                                      settings.gateway_targets))
     panel = PanelConfig(voters, spec.threshold, spec.quorum, spec.timeout_seconds)
     sink = open_sink(settings.audit_target)
     metrics.signing_keys.set(len(ring.keys))

@@ -16,7 +16,7 @@ from typing import Any
 from wingman.errors import ConfigError
 from wingman.review import llm
 from wingman.review.consensus import Voter
-from wingman.review.voters import BUILTIN, builtin_voter
+from wingman.review.voters import BUILTIN, Namespaces, builtin_voter
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _BUILTIN_FIELDS = ("type", "name")
@@ -105,11 +105,14 @@ def check_independent(specs: Sequence[Any]) -> None:
 
 
 def voters_from_config(specs: Sequence[Mapping[str, Any]], *, secrets: Mapping[str, str],
-                       is_allowed: Callable[[str], bool]) -> list[Voter]:
+                       is_allowed: Callable[[str], bool],
+                       namespaces: Namespaces | None = None) -> list[Voter]:
     """The voters of ``policy.panel.voters``, in order.
 
     ``secrets`` is the data of the Secret named by ``operator.votersSecret`` (key -> API key);
-    ``is_allowed`` is the environment's allowlist check, for the built-in ``allowlist`` voter.
+    ``is_allowed`` is the environment's allowlist check, for the built-in ``allowlist`` voter;
+    ``namespaces``, the release namespace and the gateway's targets, for the built-in
+    ``destructive`` and ``blast-radius`` voters.
     """
     if isinstance(specs, str | bytes) or not isinstance(specs, Sequence) or not specs:
         raise ConfigError("policy.panel.voters must be a non-empty list of voter specs, "
@@ -137,7 +140,7 @@ def voters_from_config(specs: Sequence[Mapping[str, Any]], *, secrets: Mapping[s
             if name not in BUILTIN:
                 raise ConfigError(f"{where}: unknown built-in voter {name!r}; choose one of "
                                   f"{', '.join(BUILTIN)} or set type openai or anthropic")
-            voters.append(builtin_voter(name, is_allowed))
+            voters.append(builtin_voter(name, is_allowed, namespaces))
             continue
         _check_fields(spec, _LLM_FIELDS, where)
         model = _model(spec, where)

@@ -5,11 +5,16 @@
   resource types by any name kubectl accepts for them) and rates its action, flags and targets
   from the tables below, in every way kubectl could read the command (``readings``: where a
   flag before the verb or a flag the tables cannot place changes what runs); the worst counts.
+  It knows the release namespace (:class:`Namespaces`): anything there is high, a change
+  there critical; a change in a system namespace (``SYSTEM_NAMESPACES``) is high.
 - ``blast-radius``: weighs the environment, the number of commands and their reach (in every
   reading of each), and,
   where the request was previewed, what the preview found: how many objects, which kinds and
   namespaces; a command the preview could not show cleanly (target missing, forbidden,
-  invalid, not previewable) is a finding (``PreviewFinding``) that rejects.
+  invalid, not previewable) is a finding (``PreviewFinding``) that rejects. When the gateway's
+  targets are known (:class:`Namespaces`), a command that acts outside them (or, naming no
+  namespace, in kubectl's default, ``EXECUTOR_DEFAULT_NAMESPACE``), or in every namespace, is
+  high and rejected: the executor holds no rights there, and the API server will refuse it.
 - ``allowlist``: rejects any command the environment's allowlist does not cover.
 - ``prompt-injection``: rejects requests whose text tries to instruct the reviewers.
   (``wingman.review.injection``; the provenance excerpt is scanned too)
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from wingman.errors import ConfigError
@@ -202,12 +208,57 @@ CLUSTER_RESOURCES = frozenset({
     "flowschema", "prioritylevelconfiguration", "ipaddress", "servicecidr", "deviceclass",
     "componentstatus",
 })
+# Namespaces whose workloads serve the whole cluster, matched whole (lower case): a change there
+# (a restart, a scale, a patch) reaches every workload's networking, traffic, admission or
+# certificates, so it is held for a human however routine its action; reading there stays as
+# routine as elsewhere.
+# - ``kube-*``: Kubernetes reserves the prefix for its own (kube-system: DNS, kube-proxy, the
+#   network plugin on many clusters; kube-public, kube-node-lease).
+# - ``*-system``: the convention of cluster add-ons (calico-system, istio-system,
+#   gatekeeper-system, cilium-system, flux-system, longhorn-system, cattle-system).
+# - ``openshift-*``: OpenShift's own components, as kube-* is Kubernetes'.
+# - ``tigera-operator``: Calico's operator, which runs calico-system.
+# - ``istio-*``, ``linkerd``, ``linkerd-*``: the service meshes' control planes and gateways
+#   (istio-ingress, linkerd-cni), which carry other workloads' traffic.
+# - ``cert-manager``: issues the cluster's TLS certificates; ``ingress-nginx``: serves every
+#   Ingress; ``kyverno``: admits (or refuses) every namespace's objects.
+SYSTEM_NAMESPACES = re.compile(
+    r"(?:kube-.+|.+-system|openshift-.+|tigera-operator|istio-.+|linkerd(?:-.+)?"
+    r"|cert-manager|ingress-nginx|kyverno)\Z")
+# The namespace a kubectl command that names none acts in, as the gateway runs it: its
+# kubeconfig (``wingman.gateway.executors.write_kubeconfig``) sets no namespace and kubectl's
+# environment has no ``KUBERNETES_SERVICE_HOST``, so kubectl does not take the pod's own
+# namespace (the release namespace) but Kubernetes' default.
+EXECUTOR_DEFAULT_NAMESPACE = "default"
+# kubectl actions that act in no namespace (discovery, local files, kubectl's own
+# configuration, cluster-scoped objects only): where they run, no namespace rule applies.
+NAMESPACELESS_ACTIONS = frozenset({
+    ("version",), ("api-resources",), ("api-versions",), ("explain",), ("completion",),
+    ("options",), ("help",), ("kustomize",), ("config",), ("plugin",), ("cluster-info",),
+    ("auth", "whoami"), ("auth", "can-i"), ("certificate",), ("create", "namespace"),
+    ("create", "clusterrole"), ("create", "clusterrolebinding"), ("create", "priorityclass"),
+    ("cordon",), ("uncordon",), ("drain",), ("taint",), ("top", "node"),
+})
 # From this log level (``-v``, ``--vmodule``) kubectl logs the bodies of the API requests and
 # responses it exchanges: whole objects, whatever the command itself prints.
 BODY_LOG_LEVEL = 8
 _LOG_LEVEL = re.compile(r"[+-]?[0-9]{1,9}")
 UNTRUSTED_INPUT = "UntrustedInput"
 _LEVELS = (Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL)
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    """Where this release's commands run, as the operator knows it (``wingman.settings``).
+
+    ``release``: the release namespace, Wingman's own (the signing key Secret, the audit
+    claim, the operator), where the executor holds no rights; ``""`` when not known.
+    ``targets``: the namespaces of ``gateway.targets``, the only ones where the executor holds
+    rights (the API server refuses a command anywhere else); None when not known, and then no
+    command is judged by them."""
+
+    release: str = ""
+    targets: frozenset[str] | None = None
 
 
 def untrusted(request: ReviewInput, risk: Risk, why: list[str]) -> tuple[Risk, tuple[str, ...]]:
@@ -335,6 +386,51 @@ def _label_types(operands: Iterable[str]) -> list[str]:
     return [w for at, w in enumerate(objects) if at == 0 or "/" in w]
 
 
+def _namespace_objects(parsed: ParsedCommand) -> tuple[str, ...]:
+    """The Namespace objects a kubectl command names (``delete ns apps``,
+    ``label namespace/apps a=b``), lower case."""
+    operands = [w for w in parsed.words[len(parsed.action):]
+                if "=" not in w and not w.endswith("-")]
+    listed = bool(operands) and "/" not in operands[0] \
+        and resource_types(operands[0]) == ("namespace",)
+    return tuple(dict.fromkeys(
+        w.partition("/")[2].strip().lower() if "/" in w else w.strip().lower()
+        for at, w in enumerate(operands)
+        if ("/" in w and resource_types(w) == ("namespace",)) or (listed and at and "/" not in w)))
+
+
+def _namespaced(parsed: ParsedCommand) -> bool:
+    """Whether a kubectl command (not a ``--raw`` one) acts in a namespace: not one in no
+    namespace (:data:`NAMESPACELESS_ACTIONS`) nor one on cluster-scoped objects only, where
+    kubectl ignores ``-n`` and ``-A``."""
+    if parsed.program != "kubectl" or not parsed.words or parsed.action in NAMESPACELESS_ACTIONS \
+            or parsed.action[:1] in NAMESPACELESS_ACTIONS:
+        return False
+    operands = [w for w in parsed.words[len(parsed.action):] if "=" not in w]
+    types = [t for at, w in enumerate(operands) if at == 0 or "/" in w
+             for t in resource_types(w)]
+    return not types or not all(t in CLUSTER_RESOURCES for t in types)
+
+
+def _acting_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
+    """The namespaces a kubectl command acts in, lower case: a ``--raw`` path's (kubectl ignores
+    ``-n`` there); none for one not :func:`_namespaced`; else ``-n``/``--namespace`` (every
+    value: a reviewer cannot tell which one kubectl keeps); none for one in every namespace
+    (``-A``); else :data:`EXECUTOR_DEFAULT_NAMESPACE`."""
+    if parsed.program != "kubectl":
+        return ()
+    raw = [_raw_target(path)[0].strip().lower() for path in parsed.flag("--raw")]
+    if raw:
+        return tuple(dict.fromkeys(n for n in raw if n))
+    if not _namespaced(parsed):
+        return ()
+    named = tuple(dict.fromkeys(n.strip().lower() for n in parsed.flag("--namespace")
+                                if n.strip()))
+    if named or parsed.has("--all-namespaces"):
+        return named
+    return (EXECUTOR_DEFAULT_NAMESPACE,)
+
+
 def _kubectl_action_risk(action: tuple[str, ...]) -> tuple[Risk, str]:
     if action in KUBECTL_ACTIONS:
         risk = KUBECTL_ACTIONS[action]
@@ -353,7 +449,7 @@ def _kubectl_action_risk(action: tuple[str, ...]) -> tuple[Risk, str]:
     return risk, f"'{words}' is {'routine' if risk is L else 'a change'} ({risk.value})"
 
 
-def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
+def _rate_kubectl(parsed: ParsedCommand, rating: _Rating, release: str = "") -> None:
     if not parsed.words:
         rating.add(M, "no kubectl command given")
     else:
@@ -429,10 +525,21 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating) -> None:
                           "a Service, an EndpointSlice serves another Service)")
     if parsed.verb == "label" and any(w.endswith("-") and len(w) > 1 for w in operands):
         rating.add(H, "removes a label a Service, ReplicaSet or NetworkPolicy may select on")
-    system = [n for n in parsed.flag("--namespace") if n.strip().startswith("kube-")]
+    spaces = _acting_namespaces(parsed)
+    places = (*spaces, *_namespace_objects(parsed))
+    if release and release in places and writes:
+        rating.add(C, f"changes Wingman's own namespace {release}, which holds its signing key "
+                      "Secret, its audit claim and its operator (the executor has no rights "
+                      "there: it cannot run)")
+    elif release and release in spaces:
+        rating.add(H, f"reads Wingman's own namespace {release}, which holds its signing key "
+                      "Secret, its audit claim and its operator (the executor has no rights "
+                      "there: it cannot run)")
+    system = [n for n in places if SYSTEM_NAMESPACES.match(n) and n != release]
     if system and writes:
-        rating.add(H, f"changes the cluster's own namespace {system[0]}: its components "
-                      "(DNS, networking) serve every workload")
+        rating.add(H, f"changes the system namespace {system[0]}: the cluster's own components "
+                      "or add-ons run there (DNS, networking, a service mesh, admission, "
+                      "certificates) and serve every workload")
     if parsed.has("--all-namespaces") and (rating.risk >= M or writes):
         rating.add(H, "changes objects in every namespace")
     if binding:
@@ -515,17 +622,19 @@ def _rate_docker(parsed: ParsedCommand, rating: _Rating) -> None:
             rating.add(H, "-t 0 (--timeout, --time) kills without a graceful stop")
 
 
-def command_risk(command: str) -> tuple[Risk, list[str]]:
-    """The risk of one command and the reasons, from the tables above."""
+def command_risk(command: str, release: str = "") -> tuple[Risk, list[str]]:
+    """The risk of one command and the reasons, from the tables above; ``release``: the
+    release namespace (:class:`Namespaces`), when known."""
     parsed = parse(command)
     if not parsed.program:
         return C, ["empty command"]
     rating = _Rating()
+    release = release.strip().lower()
     if parsed.program == "kubectl":
-        _rate_kubectl(parsed, rating)
+        _rate_kubectl(parsed, rating, release)
         for other in readings(parsed)[1:]:
             alternative = _Rating()
-            _rate_kubectl(other, alternative)
+            _rate_kubectl(other, alternative, release)
             read = " ".join(other.words)
             read = read if len(read) <= 60 else read[:57] + "..."
             for risk, reason in alternative.found:
@@ -554,11 +663,14 @@ class DestructivePatternVoter:
     name = "destructive"
     local = True  # reviews the request alone (see consensus.Voter)
 
+    def __init__(self, namespaces: Namespaces | None = None) -> None:
+        self.namespaces = namespaces or Namespaces()
+
     async def review(self, request: ReviewInput) -> Vote:
         worst, why = Risk.LOW, []
         rollbacks = {r for _, r in request.rollbacks}
         for cmd in request.all_commands:
-            risk, reasons = command_risk(cmd)
+            risk, reasons = command_risk(cmd, self.namespaces.release)
             worst = max(worst, risk, key=lambda x: x.rank)
             why += [f"rollback: {r}" for r in reasons] if cmd in rollbacks else reasons
         destructive = worst >= Risk.HIGH
@@ -573,13 +685,17 @@ class DestructivePatternVoter:
 
 
 class BlastRadiusVoter:
-    """Weighs reach: production, many commands, all namespaces, kube-system, cluster scope."""
+    """Weighs reach: production, many commands, all namespaces, kube-system, cluster scope,
+    and, when the gateway's targets are known, a namespace the executor will be refused."""
 
     name = "blast-radius"
     local = True  # reviews the request alone (see consensus.Voter)
     #: An environment is production when one of the '-'-separated parts of its name is one of
     #: these (``prd``, ``prod-eu``, ``eu-production-2``).
     PRODUCTION = ("prd", "prod", "production")
+
+    def __init__(self, namespaces: Namespaces | None = None) -> None:
+        self.namespaces = namespaces or Namespaces()
 
     @classmethod
     def production(cls, environment: str) -> bool:
@@ -613,6 +729,10 @@ class BlastRadiusVoter:
             if parsed.program == "kubectl" and any(parsed.has(f) for f in IDENTITY_FLAGS):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("another identity or cluster")
+            refused = self._refused(parsed)
+            if refused:
+                risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
+                why.append(refused)
         why = list(dict.fromkeys(why))
         risk, findings = self._preview(request.preview, risk, why)
         risk, flags = untrusted(request, risk, why)
@@ -620,6 +740,27 @@ class BlastRadiusVoter:
             flags = (PREVIEW_FINDING, *flags)
         verdict = Verdict.REJECT if risk >= Risk.HIGH or findings else Verdict.APPROVE
         return Vote(self.name, verdict, risk, ", ".join(why), flags=flags)
+
+    def _refused(self, parsed: ParsedCommand) -> str:
+        """Why the executor will be refused the command, when the targets are known: it acts
+        in a namespace outside them (the one it names, or kubectl's default,
+        :data:`EXECUTOR_DEFAULT_NAMESPACE`) or in every namespace; ``""`` otherwise. Like a
+        preview's Forbidden, such a command cannot run, and the reviewer is told before
+        approving it."""
+        targets = self.namespaces.targets
+        if targets is None or parsed.program != "kubectl":
+            return ""
+        allowed = ", ".join(sorted(targets)) or "none"
+        if parsed.has("--all-namespaces") and not parsed.flag("--raw") and _namespaced(parsed):
+            return (f"acts in every namespace: the executor holds rights only in the gateway's "
+                    f"targets ({allowed}), so the API server will refuse it")
+        outside = [n for n in _acting_namespaces(parsed) if n not in targets]
+        if not outside:
+            return ""
+        named = "names no namespace, so kubectl acts in " if not (
+            parsed.flag("--namespace") or parsed.flag("--raw")) else "acts in "
+        return (f"{named}namespace {outside[0]}, not a gateway target ({allowed}): the "
+                "executor holds no rights there, so the API server will refuse it")
 
     CLUSTER_KINDS = frozenset({"Namespace", "Node", "ClusterRole", "ClusterRoleBinding",
                                "CustomResourceDefinition", "PersistentVolume",
@@ -692,12 +833,13 @@ class AllowlistVoter:
 BUILTIN = ("destructive", "blast-radius", "allowlist", "prompt-injection")
 
 
-def builtin_voter(name: str, is_allowed: Callable[[str], bool]) -> Voter:
-    """One built-in voter by name."""
+def builtin_voter(name: str, is_allowed: Callable[[str], bool],
+                  namespaces: Namespaces | None = None) -> Voter:
+    """One built-in voter by name; ``namespaces``: where commands run, when known."""
     if name == "destructive":
-        return DestructivePatternVoter()
+        return DestructivePatternVoter(namespaces)
     if name == "blast-radius":
-        return BlastRadiusVoter()
+        return BlastRadiusVoter(namespaces)
     if name == "allowlist":
         return AllowlistVoter(is_allowed)
     if name == "prompt-injection":
@@ -706,9 +848,10 @@ def builtin_voter(name: str, is_allowed: Callable[[str], bool]) -> Voter:
 
 
 def builtin_panel(is_allowed: Callable[[str], bool],
-                  names: Sequence[str] = BUILTIN) -> list[Voter]:
+                  names: Sequence[str] = BUILTIN,
+                  namespaces: Namespaces | None = None) -> list[Voter]:
     """The built-in voters, in order."""
-    return [builtin_voter(n, is_allowed) for n in names]
+    return [builtin_voter(n, is_allowed, namespaces) for n in names]
 
 
 __all__ = [
@@ -717,6 +860,7 @@ __all__ = [
     "AllowlistVoter",
     "BlastRadiusVoter",
     "DestructivePatternVoter",
+    "Namespaces",
     "builtin_panel",
     "builtin_voter",
     "command_risk",

@@ -1135,6 +1135,8 @@ def test_operator_environment_variables(rendered: Rendered) -> None:
     assert variables["WINGMAN_METRICS_PORT"] == "9090"
     assert variables["WINGMAN_HEALTH_PORT"] == "8080"
     assert variables["WINGMAN_LISTEN_ADDRESS"] == "0.0.0.0"  # noqa: S104 - a pod's ports
+    # gateway.targets' namespaces: the review panel holds a command outside them
+    assert json.loads(variables["WINGMAN_GATEWAY_TARGETS"]) == ["apps"]
     assert variables["WINGMAN_AUDIT_KEY_SECRET"] == "wingman-audit-key"
     assert variables["WINGMAN_AUDIT_CHECKPOINTS_CONFIGMAP"] == "wingman-audit-checkpoints"
     if env == "prd":

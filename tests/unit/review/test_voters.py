@@ -17,7 +17,7 @@ from wingman.review.consensus import (
     run_panel,
 )
 from wingman.review.policy import AutoDecision, EnvironmentPolicy, auto_approval
-from wingman.review.voters import builtin_panel, command_risk
+from wingman.review.voters import Namespaces, builtin_panel, command_risk
 from wingman.scope import Allowlist
 
 ALLOW = Allowlist.from_patterns(["kubectl rollout restart deployment/{name} -n apps",
@@ -819,6 +819,23 @@ HELD = [
     # an ID: whose, nobody can tell
     ("docker restart 0123456789ab", "any container on the host"),
     ("docker container start " + "0123456789abcdef" * 4, "any container on the host"),
+    # a routine change in a namespace whose add-ons serve every workload (SYSTEM_NAMESPACES)
+    ("kubectl rollout restart daemonset/calico-node -n calico-system",
+     "changes the system namespace calico-system"),
+    ("kubectl scale deployment/istiod --replicas 2 -n istio-system",
+     "changes the system namespace istio-system"),
+    ("kubectl -n tigera-operator rollout restart deployment/tigera-operator",
+     "system namespace tigera-operator"),
+    ("kubectl rollout restart deploy/cert-manager --namespace=Cert-Manager",
+     "system namespace cert-manager"),
+    ("kubectl rollout restart deploy/dns-default -n openshift-dns",
+     "system namespace openshift-dns"),
+    ("kubectl scale deploy/linkerd-destination --replicas=2 -n linkerd",
+     "system namespace linkerd"),
+    ("kubectl label ns istio-ingress team=mesh", "system namespace istio-ingress"),
+    # in every reading: 'scale' if kubectl takes 'get' for -w's value
+    ("kubectl -w get -n calico-system scale deploy/x --replicas=2",
+     "serve every workload, if kubectl reads it as 'kubectl scale"),
 ]
 
 
@@ -829,6 +846,59 @@ def test_what_steers_traffic_or_reaches_any_container_is_held_for_a_human(
     assert risk is Risk.HIGH, (risk, reasons)
     assert any(reason in r for r in reasons), reasons
     assert not _auto_approved_in_test(command)
+
+
+# Where commands run: the release namespace (Wingman's own objects; the executor has no rights
+# there) and the gateway's targets (the only namespaces where it has rights). (command, the
+# destructive and blast-radius voters' risks, what one of them says; "" for a command that
+# neither judges by them.)
+WHERE = Namespaces("wingman-test", frozenset({"apps", "batch"}))
+H, C, L, M = Risk.HIGH, Risk.CRITICAL, Risk.LOW, Risk.MEDIUM
+PLACED = [
+    ("kubectl get pods -n wingman-test", H, H, "reads Wingman's own namespace wingman-test"),
+    ("kubectl logs deploy/wingman-operator --namespace=wingman-test", H, H, "signing key Secret"),
+    ("kubectl get --raw /api/v1/namespaces/wingman-test/configmaps", H, H,
+     "namespace wingman-test, not a gateway target"),
+    ("kubectl -n wingman-test rollout restart deployment/wingman-operator", C, H,
+     "changes Wingman's own namespace wingman-test"),
+    ("kubectl label namespace/wingman-test team=x", C, H, "changes Wingman's own namespace"),
+    # in every reading: 'scale' if kubectl takes 'get' for -w's value
+    ("kubectl -w get -n wingman-test scale deploy/x --replicas=2", C, H,
+     "it cannot run), if kubectl reads it as 'kubectl scale"),
+    ("kubectl -w get -n istio-system scale deploy/x --replicas=2", H, H,
+     "namespace istio-system, not a gateway target"),
+    # reading a system namespace stays routine for destructive; the executor cannot
+    ("kubectl get pods -n calico-system", L, H,
+     "acts in namespace calico-system, not a gateway target (apps, batch)"),
+    # no -n: kubectl's default namespace as the gateway runs it (its kubeconfig names none)
+    ("kubectl rollout restart deployment/web", L, H,
+     "names no namespace, so kubectl acts in namespace default"),
+    ("kubectl get pods -A", L, H, "acts in every namespace"),
+    ("kubectl scale deploy/x --replicas=2 -n monitoring -n apps", M, H,
+     "namespace monitoring, not a gateway target"),  # every -n given
+    ("kubectl rollout restart deployment/web -n apps", L, L, ""),
+    ("kubectl scale deploy/runner --replicas=2 --namespace=batch", M, L, ""),
+    ("kubectl version -n wingman-test", L, L, ""),
+    ("kubectl get --raw /readyz", L, L, ""),
+    # kubectl ignores -n for a cluster-scoped object: high for its scope alone
+    ("kubectl get nodes -n wingman-test", L, H, ""),
+    ("kubectl get ns wingman-test", L, H, ""),
+    ("kubectl get nodes -A", L, H, ""),
+]
+
+
+@pytest.mark.parametrize(("command", "destructive", "blast", "reason"), PLACED)
+def test_the_voters_know_the_release_namespace_and_the_gateways_targets(
+        command: str, destructive: Risk, blast: Risk, reason: str) -> None:
+    votes = [asyncio.run(voter.review(ReviewInput("wingman-test", "r", "test", "alice", "do it",
+                                                  (command,))))
+             for voter in builtin_panel(allowed, ("destructive", "blast-radius"), WHERE)]
+    said = " | ".join(v.rationale for v in votes)
+    assert [v.risk for v in votes] == [destructive, blast], said
+    assert all((v.verdict is Verdict.REJECT) is (v.risk >= H) for v in votes), said
+    assert reason in said
+    if not reason:
+        assert "not a gateway target" not in said and "Wingman's own" not in said
 
 
 def test_a_raw_delete_names_what_kubectl_deletes() -> None:
