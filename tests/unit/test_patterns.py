@@ -29,6 +29,8 @@ ALLOWED = {
     "gateway/redaction.py:_SSH_PUBLIC_KEY": "finds an SSH key type just before a position in "
     "output",
     "gateway/redaction.py:_FLOW_REST": "finds where a YAML flow value ends in a line of output",
+    "gateway/redaction.py:_ITEM_END": "finds where a JSON array's string item ends on a line of "
+    "output (before ',' or ']', or at the line's end)",
     "gateway/redaction.py:_ALIAS": "reads a YAML alias (*name) from a value on one line of "
     "output",
     "gateway/redaction.py:_ENV_VALUE": "finds 'value: ...' in one line of output",

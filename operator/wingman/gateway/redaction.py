@@ -198,15 +198,16 @@ def _read_as_latin(match: re.Match[str]) -> str:
 
 def _clean_char(char: str) -> str:
     category = unicodedata.category(char)
-    if category == "Cf":  # invisible: zero-width, bidirectional
+    if category in ("Cf", "Co"):  # invisible: zero-width, bidirectional; private use
         return ""
     # a space that is not ASCII (no-break, em, ideographic; a line or paragraph separator)
     return " " if category in ("Zs", "Zl", "Zp") else char
 
 
 def clean(text: str) -> str:
-    """``text`` without escape sequences, control characters (but newline and tab) and
-    invisible format characters (zero-width, bidirectional: Unicode category Cf); a line break
+    """``text`` without escape sequences, control characters (but newline and tab),
+    invisible format characters (zero-width, bidirectional: Unicode category Cf) and private
+    use ones (Co: no text means anything by them); a line break
     (``\\r\\n``) becomes a newline; a carriage return alone (what a terminal overwrites the
     line with follows it) and other spaces (no-break, em, Unicode's line separator) become a
     space; fullwidth forms (U+FF01 to U+FF5E) and other colons and equals signs become
@@ -605,7 +606,7 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NOT_A_VALUE = frozenset({"id", "file", "path", "size", "type", "length", "count", "bits",
                           "ttl", "expiry", "expires", "expiration", "version", "mode",
                           "algorithm", "seconds", "minutes", "hours", "days", "duration",
-                          "timeout", "interval"})
+                          "timeout", "interval", "stdin"})
 # Values that carry no secret whatever their key says (automountServiceAccountToken: true).
 _NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "null", "none", "~", ""})
 # What a table's other columns hold beside a name (``auth-service   Running``, the two columns
@@ -1707,6 +1708,125 @@ def _credential_flag(flag: str) -> bool:
         or (flag.startswith("-") and len(flag) > 3 and credential_name(flag[1:]))
 
 
+# Tools whose own flags take a password or key, though the same letters mean other things
+# elsewhere (``ssh -P`` is a port, ``ls -a`` all): read only after the tool's name, on its
+# command line (to the line's end or a ``;``, ``|``, ``&``). A short flag's value may be
+# joined to it (``-wVALUE``), as getopt reads it.
+_TOOL_FLAGS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("redis-cli", "valkey-cli", "keydb-cli"), frozenset({"-a"})),
+    **dict.fromkeys(("sqlcmd", "bcp", "osql", "isql"), frozenset({"-P"})),
+    **dict.fromkeys(("ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldapwhoami",
+                     "ldappasswd", "ldapcompare", "ldapmodrdn", "ldapexop"),
+                    frozenset({"-w", "-s"})),
+    **dict.fromkeys(("zip", "unzip", "zipcloak"), frozenset({"-P"})),
+    "openssl": frozenset({"-k", "-pass", "-passin", "-passout"}),
+    "ipmitool": frozenset({"-P", "-k", "-y"}),
+    **dict.fromkeys(("snmpwalk", "snmpget", "snmpset", "snmpbulkwalk", "snmpgetnext",
+                     "snmptrap", "snmpbulkget", "snmptable"), frozenset({"-A", "-X", "-c"})),
+    **dict.fromkeys(("mosquitto_pub", "mosquitto_sub", "mosquitto_rr"), frozenset({"-P"})),
+    "rdesktop": frozenset({"-p"}),
+    "influx": frozenset({"-password", "-t"}),
+}
+# ... and where the password is part of another value: ``-U user%PASSWORD`` (Samba),
+# ``-u user,PASSWORD`` (lftp)
+_TOOL_JOINED: dict[str, tuple[frozenset[str], str]] = {
+    **dict.fromkeys(("smbclient", "rpcclient", "smbcacls", "smbget", "net"),
+                    (frozenset({"-U", "--user"}), "%")),
+    "lftp": (frozenset({"-u"}), ","),
+}
+# ... or a positional argument: ``sqlplus user/PASSWORD@db``, ``htpasswd -b FILE USER
+# PASSWORD``, ``rabbitmqctl add_user USER PASSWORD``, ``vault login TOKEN``, ``net user NAME
+# PASSWORD``
+_ORACLE_TOOLS = frozenset({"sqlplus", "rman", "expdp", "impdp", "exp", "imp", "sqlldr",
+                           "dgmgrl", "sql"})
+_TOOLS = frozenset({*_TOOL_FLAGS, *_TOOL_JOINED, *_ORACLE_TOOLS, "htpasswd", "rabbitmqctl",
+                    "vault", "net", "xfreerdp"})
+_TOOL_COMMAND = re.compile(r"""(?<![^\s;|&(`"'])(?:[\w.-]*+/)*+(?P<tool>""" + "|".join(
+    sorted((re.escape(t) for t in _TOOLS), key=len, reverse=True)) + r")(?![\w.-])")
+_SHELL_WORD = re.compile(r"""(?:"(?:[^"\\\n]|\\.)*+"?|'[^'\n]*+'?|\\.|[^\s"'\\;|&])++|"""
+                         r"""[;|&]|\n""")
+_RABBIT_PASSWORDS = frozenset({"add_user", "change_password", "authenticate_user"})
+# ``echo VALUE | docker login --password-stdin``: what a command reading its password from
+# its input is given by ``echo`` or ``printf`` just before it
+_STDIN_PASSWORD = re.compile(r"(?<![^\n|])(?P<feed>[^\n|]*+)\|(?=[^\n|]*?(?:--password-stdin\b|"
+                             r"\bchpasswd\b|\bpasswd[ \t]++--stdin\b))")
+_ECHOED = re.compile(r"""(?:^|[;&(]|\s)(?:echo|printf)(?:[ \t]++-[neE]++)*+[ \t]++"""
+                     r"""(?:(?:"%s(?:\\n)?"|'%s(?:\\n)?')[ \t]++)?+(?P<value>[^\n]*?)[ \t]*+\Z""")
+
+
+def _tool_arguments(text: str) -> str:
+    """The passwords the tools of :data:`_TOOLS` take by their own flags or positions, and
+    what ``echo`` gives a command that reads its password from its input."""
+    spans: list[tuple[int, int]] = []
+    read = 0  # (a tool's name inside the command line read last is one of its arguments)
+    for command in _TOOL_COMMAND.finditer(text):
+        if command.start() < read:
+            continue
+        words = []
+        for word in _SHELL_WORD.finditer(text, command.end()):
+            read = word.end()
+            if word.group() in (";", "|", "&", "\n") or \
+                    word.group().rsplit("/", 1)[-1] in _TOOLS:
+                read = word.start()  # (another tool's command line: read from there)
+                break
+            words.append(word)
+        spans += _tool_spans(command.group("tool"), words)
+    if "|" in text:
+        for piped in _STDIN_PASSWORD.finditer(text):
+            echoed = _ECHOED.search(piped.group("feed"))
+            if echoed is not None and echoed.group("value").strip("\"'"):
+                value = piped.start("feed") + echoed.start("value")
+                spans.append(_unquoted(text, value, value + len(echoed.group("value"))))
+    return _apply(text, [s for s in spans if not text.startswith(_ALREADY, s[0])])
+
+
+def _unquoted(text: str, start: int, end: int) -> tuple[int, int]:
+    """(start, end) of a word without the quotes around it."""
+    if end - start >= 2 and text[start] in "\"'" and text[end - 1] == text[start]:
+        return start + 1, end - 1
+    return start, end
+
+
+def _tool_spans(tool: str, words: list[re.Match[str]]) -> list[tuple[int, int]]:
+    """The spans of :func:`_tool_arguments` among one tool's ``words``."""
+    spans = []
+    flags, (joined, between) = _TOOL_FLAGS.get(tool, frozenset()), _TOOL_JOINED.get(
+        tool, (frozenset(), ""))
+    for at, word in enumerate(words):
+        text = word.group()
+        following = words[at + 1] if at + 1 < len(words) else None
+        if text in flags and following is not None:
+            spans.append(_unquoted(word.string, following.start(), following.end()))
+        elif text in joined and following is not None and between in following.group():
+            cut = following.group().index(between) + 1
+            spans.append(_unquoted(word.string, following.start() + cut, following.end()))
+        elif len(text) > 2 and text[:2] in flags and not text.startswith("--"):
+            spans.append((word.start() + 2, word.end()))
+        elif tool == "xfreerdp" and text[:3].lower() in ("/p:", "-p:"):
+            spans.append((word.start() + 3, word.end()))
+    plain = [w for w in words if not w.group().startswith("-")]
+    if tool in _ORACLE_TOOLS:
+        for word in plain[:1]:
+            login = word.group().strip("\"'")
+            slash = login.find("/")
+            if slash > 0 and not login.startswith("/"):
+                start = word.start() + (word.group() != login) + slash + 1
+                end = login.rfind("@")
+                spans.append((start, start + (len(login) if end < slash else end) - slash - 1))
+    elif tool == "htpasswd" and any(w.group().startswith("-") and "b" in w.group()
+                                    for w in words) and len(plain) >= 2:
+        spans.append(_unquoted(plain[-1].string, plain[-1].start(), plain[-1].end()))
+    elif tool == "rabbitmqctl" and len(plain) >= 3 and plain[0].group() in _RABBIT_PASSWORDS:
+        spans.append(_unquoted(plain[2].string, plain[2].start(), plain[2].end()))
+    elif tool == "vault" and len(plain) >= 2 and plain[0].group() == "login" and \
+            "=" not in plain[1].group():
+        spans.append(_unquoted(plain[1].string, plain[1].start(), plain[1].end()))
+    elif tool == "net" and len(plain) >= 3 and plain[0].group().lower() == "user" and \
+            plain[2].group() != "*" and not plain[2].group().startswith("/"):
+        spans.append(_unquoted(plain[2].string, plain[2].start(), plain[2].end()))
+    return spans
+
+
 def _flag(match: re.Match[str]) -> str:
     flag, sep, value = match.group(1), match.group(2), match.group(3)
     if value.lstrip("\"'").startswith(_ALREADY) or not _credential_flag(flag) or \
@@ -1901,6 +2021,7 @@ def _text_rules(text: str) -> str:
     if "mysql" in text or "mariadb" in text:
         text = _MYSQL_LINE.sub(lambda m: _JOINED_P.sub(
             lambda p: f"-p{REDACTED}", m.group()), text)
+    text = _tool_arguments(text)
     return _FLAG_RE.sub(_flag, text)
 
 
@@ -2628,69 +2749,81 @@ _YAML_VALUE = re.compile(r"""(?m)^[ \t]*+(?:(?:-[ \t]++)++(?:(?:"(?:[^"\\\n]|\\.
                          r"""(?:-[ \t]++)*+(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
                          r"""[A-Za-z0-9_.\-/ ]++)[ \t]*+:[ \t]++|[A-Za-z_][A-Za-z0-9_]*+=)"""
                          r"""(?=[^\s{\[])""")
-# a quoted string (to its line's end when not closed), read left to right: JSON's values
-_LINE_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*+"?')
-_COLON_BETWEEN = re.compile(r"[ \t]*+:[ \t]*+")
+# JSON's values: a key's (``"key": "value"``: tried at each quote, a key holds none, so a
+# string inside a string decoded, ``"x": "{"a": "requirepass X"}"``, is found too), and an
+# array's items (``["requirepass X", ...]``, one to a line or not)
+_JSON_PAIR_VALUE = re.compile(r'"[^"\\\n]*+"[ \t]*+:[ \t]*+(?=")')
+_JSON_ITEM = re.compile(r'(?:(?<=[\[,])[ \t]*+|^[ \t]++)(?=")', re.MULTILINE)
+_ITEM_END = re.compile(r"[ \t]*+(?:[,\]]|$)", re.MULTILINE)
+_SINGLE_QUOTED_LINE = re.compile(r"'(?:[^'\n]|'')*+'?")
+_DOUBLE_QUOTED_LINE = re.compile(r'"(?:[^"\\\n]|\\.)*+"?')
 # what a value must hold to be read as a line: a separator between two of its words
 _SEPARATED = re.compile(r"\S[\s,:=@|;]")
-_MARKS = "\ue000\ue001\ue002\ue003"
-_MAX_VALUE_DEPTH = 3  # a value in a value: JSON in a JSON string, an env value
+# prose: a word naming a credential, then lowercase words (``token expired``, ``password
+# reset``, ``auth required``: a message, not ``requirepass VALUE``)
+_PROSE_VALUE = re.compile(r"(?i)(?:token|password|passwd|secret|auth|key|cookie|pwd|otp|pin|"
+                          r"salt|session|credentials?|api|passphrase|signature)"
+                          r"(?:[ \t]++[a-z]++)++[ \t]*+")
+_MARKS = "\ue000\ue001\ue002\ue003"  # (private use: :func:`clean` removes them from output)
+_MAX_VALUE_DEPTH = 3  # a value in a value: an env value's, a config line's
+# between two values read together: a blank line ends a table, a CSV, a continued value
+_VALUE_BREAK = "\n\n{}\n\n"
 
 
 def _value_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each value :data:`_YAML_VALUE` or a JSON pair (``"key": "value"``)
-    gives: a quoted one without its quotes (to its line's end when not closed on it)."""
+    """(start, end) of each value :data:`_YAML_VALUE`, :data:`_JSON_PAIR_VALUE` or
+    :data:`_JSON_ITEM` gives: a quoted one without its quotes (to its line's end when not
+    closed on it)."""
     spans = []
     for line in _YAML_VALUE.finditer(text):
         at = line.end()
         if text[at] in "\"'":
-            string = (_LINE_STRING if text[at] == '"' else _SINGLE_QUOTED_LINE).match(text, at)
-            if string is not None:
-                spans.append((at + 1, string.end() - _closes(string.group())))
+            spans.append(_quoted_span(text, at))
         else:
             end = text.find("\n", at)
             spans.append((at, len(text) if end == -1 else end))
-    if '":' in text or '" :' in text:
-        last: re.Match[str] | None = None
-        for string in _LINE_STRING.finditer(text):
-            if last is not None and _closes(last.group()) and \
-                    _COLON_BETWEEN.fullmatch(text, last.end(), string.start()) and \
-                    ":" in text[last.end():string.start()]:
-                spans.append((string.start() + 1, string.end() - _closes(string.group())))
-            last = string
+    if '"' in text:
+        spans += [_quoted_span(text, m.end()) for m in _JSON_PAIR_VALUE.finditer(text)]
+        for item in _JSON_ITEM.finditer(text):
+            start, end = _quoted_span(text, item.end())
+            # (a string alone, or before the next item; to another line, whatever follows)
+            if _ITEM_END.match(text, end + 1) or "\n" in text[start:end]:
+                spans.append((start, end))
     return spans
 
 
-def _closes(string: str) -> bool:
-    """Whether a quoted string :data:`_LINE_STRING` found is closed on its line."""
-    return len(string) >= 2 and string[-1] == string[0]
-
-
-_SINGLE_QUOTED_LINE = re.compile(r"'(?:[^'\n]|'')*+'?")
+def _quoted_span(text: str, at: int) -> tuple[int, int]:
+    """(start, end) of what the string quoted at ``at`` holds: to its closing quote on its
+    line, else (a string holding line breaks, decoded; a YAML string folded over lines) to
+    the next quote of its kind, or the text's end."""
+    string = (_DOUBLE_QUOTED_LINE if text[at] == '"' else _SINGLE_QUOTED_LINE).match(text, at)
+    if string is not None and len(string.group()) >= 2 and string.group()[-1] == text[at]:
+        return at + 1, string.end() - 1
+    end = text.find(text[at], at + 1)
+    return at + 1, len(text) if end == -1 else end
 
 
 def _values_as_text(text: str, depth: int = 0) -> str:
     """``text`` with what the text rules find in each value read as a text of its own (see
-    :data:`_YAML_VALUE`): the values holding a separator are read together, each on lines of
-    its own (:func:`_read_values`), and only they change; a JSON string holding escapes is
-    read decoded, so is a value inside a value (``REDIS_CONF=requirepass X``),
-    ``_MAX_VALUE_DEPTH`` deep."""
+    :data:`_YAML_VALUE`): the values holding a separator (but prose, :data:`_PROSE_VALUE`)
+    are read together, each on lines of its own (:func:`_read_values`), and only they change;
+    so is a value inside a value (``REDIS_CONF=requirepass X``), ``_MAX_VALUE_DEPTH`` deep.
+    (A JSON string inside a JSON string is read where :func:`redact` reads the text with its
+    escapes decoded.)"""
     if depth > _MAX_VALUE_DEPTH or not _SEPARATED.search(text):
         return text
-    mark = next((m for m in _MARKS if m not in text), None)
-    if mark is None:
-        return text
+    mark = next(m for m in _MARKS if m not in text)  # (cleaned text holds none; nested, one)
     chosen: list[tuple[int, int]] = []
     for start, end in sorted(_value_spans(text)):
         if start >= (chosen[-1][1] if chosen else 0) and end > start and \
                 _SEPARATED.search(text, start, end) is not None and \
-                not text.startswith(_ALREADY, start):
+                not text.startswith(_ALREADY, start) and \
+                _PROSE_VALUE.fullmatch(text, start, end) is None:
             chosen.append((start, end))
     if not chosen:
         return text
     values = [text[start:end] for start, end in chosen]
-    read = _read_values([_escaped_value(v, depth) if "\\" in v and text[start - 1] == '"'
-                         else v for v, (start, _) in zip(values, chosen, strict=True)], mark, depth)
+    read = _read_values(values, mark, depth)
     out, last = [], 0
     for (start, end), value, again in zip(chosen, values, read, strict=True):
         if again != value:
@@ -2700,10 +2833,10 @@ def _values_as_text(text: str, depth: int = 0) -> str:
 
 
 def _read_values(values: list[str], mark: str, depth: int) -> list[str]:
-    """``values`` read by the text rules, each as a text of its own: together, a line of
-    ``mark`` between each two, in one pass when every mark is left (a rule reading across
-    lines may take one: then in halves, down to one value a pass)."""
-    between = f"\n{mark}\n"
+    """``values`` read by the text rules, each as a text of its own: together, a blank line,
+    a line of ``mark`` and a blank line between each two, in one pass when every mark is left
+    (a rule reading across lines may take one: then in halves, down to one value a pass)."""
+    between = _VALUE_BREAK.format(mark)
     read = _values_as_text(_text_rules(between.join(values)), depth + 1)
     parts = read.split(between)
     if len(parts) == len(values):
@@ -2712,20 +2845,6 @@ def _read_values(values: list[str], mark: str, depth: int) -> list[str]:
         return [read]
     half = len(values) // 2
     return _read_values(values[:half], mark, depth) + _read_values(values[half:], mark, depth)
-
-
-def _escaped_value(value: str, depth: int) -> str:
-    """A JSON string's content (``{\\"a\\":\\"requirepass X\\"}``) with what the rules
-    find in it decoded, as a text of its own, redacted (encoded again); as it was when they
-    find nothing or it is no JSON string."""
-    try:
-        decoded = json.loads(f'"{value}"')
-    except ValueError:
-        return value
-    if not isinstance(decoded, str):
-        return value
-    read = _values_as_text(_text_rules(decoded), depth + 1)
-    return value if read == decoded else json.dumps(read, ensure_ascii=False)[1:-1]
 
 
 def _redact_once(text: str, secrets: Iterable[str], beyond: tuple[bool, bool],
@@ -2765,16 +2884,17 @@ def _redact(text: str, secrets: tuple[str, ...], command: Sequence[str],
         text = _redact_known(text, secrets, cut, raw=True)
     text = _BINARY_LINE.sub(REDACTED, text)  # a binary file's bytes: a key, a keystore
     text = _redact_once(text, secrets, beyond, cut)
+    read = text  # (each level decoded from the last: the redacted one, when it found more)
     for _ in range(_MAX_UNESCAPES):
-        if "\\" not in text:
+        if "\\" not in read:
             break
-        view = _unescape(text)
-        if view == text:
+        view = _unescape(read)
+        if view == read:
             break
         again = _redact_once(view, secrets, beyond, cut)
-        if again == clean(view):
-            break
-        text = again
+        if again != clean(view):  # more found: kept (a deeper level may find more still)
+            text = again
+        read = again
     return text
 
 

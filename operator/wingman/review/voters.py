@@ -33,6 +33,7 @@ The tables are documented where they are defined.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -313,7 +314,8 @@ def _raw_target(path: str) -> tuple[str, str]:
     """(namespace, resource) a ``--raw`` API path names (``/api/v1/namespaces/apps/pods``,
     ``/apis/apps/v1/deployments``); ``("", "")`` for a path that is no resource path
     (``/readyz``, ``/api/v1``). A namespace's own path names the resource ``namespaces``."""
-    parts = [p for p in path.partition("?")[0].split("/") if p]
+    # (the API server reads the path decoded: ``wingm%61n`` is ``wingman``)
+    parts = [p for p in urllib.parse.unquote(path.partition("?")[0]).split("/") if p]
     if parts[:1] == ["api"]:
         rest = parts[2:]
     elif parts[:1] == ["apis"]:
@@ -428,6 +430,14 @@ def _acting_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
                                 if n.strip()))
     if named or parsed.has("--all-namespaces"):
         return named
+    if parsed.flag("--filename") or parsed.flag("--kustomize"):
+        return ()  # (each object in the files in the namespace it names, not known here)
+    if parsed.action[:1] == ("cp",):  # ``kubectl cp apps/web-1:/x /tmp/x``
+        copied = tuple(dict.fromkeys(w.partition(":")[0].partition("/")[0].strip().lower()
+                                     for w in parsed.words[1:]
+                                     if "/" in w.partition(":")[0] and ":" in w))
+        if copied:
+            return copied
     return (EXECUTOR_DEFAULT_NAMESPACE,)
 
 

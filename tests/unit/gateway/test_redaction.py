@@ -956,6 +956,11 @@ VALUE_CONTAINERS = {
     "json-in-annotation": lambda v: json.dumps(
         {"metadata": {"annotations": {"last": json.dumps({"data": {"app.conf": v}})}}}),
     "env-value": lambda v: "REDIS_ARGS=" + v + "\n",
+    "json-array": lambda v: json.dumps({"args": ["redis-server", v]}, indent=2),
+    "json-array-compact": lambda v: json.dumps({"args": [v, "x"]}),
+    # (characters of Unicode's private use, which reading values could have used itself)
+    "beside-private-use": lambda v: "kind: ConfigMap\ndata:\n  a: \"\ue000\ue001\ue002\ue003"
+                                    "\"\n  app.conf: " + json.dumps(v) + "\n",
 }
 
 
@@ -967,7 +972,24 @@ def test_a_value_holding_config_text_is_read_as_a_text_of_its_own(value: str,
     text = VALUE_CONTAINERS[container](value.format(PASSWORD))
     out = redact(text)
     assert PASSWORD not in out and json.dumps(PASSWORD)[1:-1] not in out
-    assert "app.conf" in out or container in ("yaml-item", "env-value")
+    assert "app.conf" in out or container in ("yaml-item", "env-value", "json-array",
+                                              "json-array-compact")
+
+
+@pytest.mark.parametrize("document", [
+    {"token": {"a": {"b": PASSWORD}}},
+    {"auth": {"current": {"value": PASSWORD}}},
+    {"credentials": {"db": {"x": PASSWORD}}},
+    {"spec": {"redis": {"auth": {"password": {"value": PASSWORD}}}}},
+])
+@pytest.mark.parametrize("compact", [False, True])
+def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, object],
+                                                        compact: bool) -> None:
+    # (a document written with spaces after its colons, or none, as kubectl writes it)
+    inner = json.dumps(document, separators=(",", ":") if compact else None)
+    for outer in (json.dumps({"metadata": {"annotations": {"x": inner}}}, indent=2),
+                  "metadata:\n  annotations:\n    x: " + json.dumps(inner) + "\n"):
+        assert PASSWORD not in redact(outer)
 
 
 @pytest.mark.parametrize("text", [
@@ -976,9 +998,56 @@ def test_a_value_holding_config_text_is_read_as_a_text_of_its_own(value: str,
     "owner: bob@example.com, alice@example.com\n",
     '{"data": {"app.conf": "port 6379\\nbind 0.0.0.0", "b": "c d"}}',
     "args: --port 8080 --log-level debug\n",
+    # prose after a credential's name; a header of one value above the next value
+    "    Message:      token expired\n",
+    "reason: password reset\n",
+    "a: NAME   PASSWORD\nb: value two here\n",
 ])
 def test_a_value_of_ordinary_text_is_kept(text: str) -> None:
     assert redact(text) == text
+
+
+# Tools whose own flags or positions take a password, read after the tool's name (in a
+# process list, a shell history, a pod's command line); the same letters elsewhere are kept.
+@pytest.mark.parametrize("line", [
+    "redis-cli -h cache -a {} ping",
+    "/usr/bin/valkey-cli -a '{}' info",
+    "sqlcmd -S db -U sa -P {}",
+    "ldapsearch -x -D cn=admin,dc=x -w {} -b dc=x",
+    "ldapmodify -x -w{} -f change.ldif",
+    "zip -P {} backup.zip dump.sql",
+    "openssl enc -aes-256-cbc -k {} -in f",
+    "ipmitool -I lanplus -H bmc -U admin -P {} power status",
+    "snmpwalk -v2c -c {} switch1",
+    "mosquitto_pub -h mq -u app -P {} -t t -m x",
+    "smbclient //files/share -U bob%{}",
+    "lftp -u bob,{} ftp://files",
+    "xfreerdp /u:bob /p:{} /v:host",
+    "sqlplus scott/{}@orcl",
+    "expdp 'system/{}' directory=d",
+    "htpasswd -b /etc/nginx/.htpasswd bob {}",
+    "htpasswd -nbB bob \"{}\"",
+    "rabbitmqctl add_user bob {}",
+    "vault login {}",
+    "net user bob {} /add",
+    "echo {} | docker login -u bob --password-stdin registry.example.com",
+    "printf '%s' '{}' | helm registry login reg --password-stdin",
+    "cat notes | echo bob:{} | chpasswd",
+])
+def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
+    out = redact(line.format(PASSWORD) + "\n")
+    assert PASSWORD not in out and REDACTED in out
+
+
+@pytest.mark.parametrize("line", [
+    "ssh -P 2222 host", "ls -a -l", "zip -r backup.zip dir", "redis-cli -h cache ping",
+    "sqlplus /nolog", "sqlplus / as sysdba", "vault login -method=oidc", "net user bob",
+    "echo hello | grep h", "openssl x509 -in cert.pem -noout -text", "rabbitmqctl list_users",
+    "echo -n x | docker login -u bob --password-stdin registry.example.com",
+])
+def test_the_same_letters_elsewhere_are_kept(line: str) -> None:
+    out = redact(line + "\n")
+    assert out == line + "\n" or (line.startswith("echo -n x") and "registry.example.com" in out)
 
 
 # --------------------------------------------------------------------------- a second review
@@ -1851,6 +1920,14 @@ MEGABYTE_LINES = {
     "values-escaped": '"a": "{\\"b\\": \\"c d\\"}", ' * 40_000,
     "values-escaped-unclosed": '"a": "' + '{\\"b\\": \\"' * 60_000,
     "values-as-env": "A=B C\n" * 160_000,
+    "tool-names": "zip " * 250_000,
+    "tool-names-in-quotes": '"' + 'zip "' * 160_000,
+    "tool-flags": "zip -P " * 140_000,
+    "tool-positions": "htpasswd -b " * 80_000,
+    "pipes": "echo a | " * 100_000 + "x --password-stdin",
+    "pipes-alone": "|" * 1_000_000,
+    "value-headers": "k: PASSWORD   NAME\n" * 55_000,
+    "value-headers-escaped": 'k: "' + "a: PASSWORD   NAME\\n" * 50_000 + '"',
 }
 
 

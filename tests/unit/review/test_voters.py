@@ -884,6 +884,13 @@ PLACED = [
     ("kubectl get nodes -n wingman-test", L, H, ""),
     ("kubectl get ns wingman-test", L, H, ""),
     ("kubectl get nodes -A", L, H, ""),
+    # the API server reads a --raw path decoded
+    ("kubectl get --raw /api/v1/namespaces/wingman%2Dtest/pods", H, H,
+     "reads Wingman's own namespace wingman-test"),
+    # objects from files act where they say (not known here); cp's pod names its namespace
+    ("kubectl apply -f web.yaml", H, L, ""),
+    ("kubectl cp apps/web-1:/var/log/app.log /tmp/app.log", H, L, ""),
+    ("kubectl cp web-1:/var/log/app.log /tmp/app.log", H, H, "acts in namespace default"),
 ]
 
 
