@@ -2765,7 +2765,7 @@ _PROSE_VALUE = re.compile(r"(?i)(?:token|password|passwd|secret|auth|key|cookie|
                           r"salt|session|credentials?|api|passphrase|signature)"
                           r"(?:[ \t]++[a-z]++)++[ \t]*+")
 _MARKS = "\ue000\ue001\ue002\ue003"  # (private use: :func:`clean` removes them from output)
-_MAX_VALUE_DEPTH = 3  # a value in a value: an env value's, a config line's
+_MAX_VALUE_DEPTH = 1  # a value in a value: an env value's, a config line's
 # between two values read together: a blank line ends a table, a CSV, a continued value
 _VALUE_BREAK = "\n\n{}\n\n"
 
@@ -2807,7 +2807,7 @@ def _values_as_text(text: str, depth: int = 0) -> str:
     """``text`` with what the text rules find in each value read as a text of its own (see
     :data:`_YAML_VALUE`): the values holding a separator (but prose, :data:`_PROSE_VALUE`)
     are read together, each on lines of its own (:func:`_read_values`), and only they change;
-    so is a value inside a value (``REDIS_CONF=requirepass X``), ``_MAX_VALUE_DEPTH`` deep.
+    so is a value inside a value (``REDIS_CONF=requirepass X``), one level deep.
     (A JSON string inside a JSON string is read where :func:`redact` reads the text with its
     escapes decoded.)"""
     if depth > _MAX_VALUE_DEPTH or not _SEPARATED.search(text):
