@@ -681,6 +681,20 @@ def credential_name(name: str) -> bool:
 _YAML_KEY = re.compile(r"""^(?P<indent>[ \t]*+)(?P<dash>-[ \t]++)?(?P<key>"[^"]*+"|'[^']*+'|"""
                        r"""[^\s:#'"](?:[^\s:#]++|[ \t]++(?=[^\s:#]))*+)"""
                        r"""[ \t]*+:(?:[ \t]++(?P<value>.*+))?$""")
+# a key of words as ``kubectl describe`` prints a custom resource's fields (``Client Secret:``,
+# ``API Keys:``), unlike a sentence ending in a colon (``failed to refresh token:``)
+_DESCRIBED_KEY = re.compile(r"[A-Z][A-Za-z0-9]*+(?: [A-Z][A-Za-z0-9]*+){1,3}+")
+
+
+def _described(key: str) -> str:
+    """A field's name as ``kubectl describe`` prints it read as the object's (``Secret Key
+    Ref`` is ``secretKeyRef``, ``Name`` ``name``); any other key as it is."""
+    if not key[:1].isupper() or not _DESCRIBED_KEY.fullmatch(key if " " in key else key + " A"):
+        return key
+    first, *rest = key.split(" ")
+    return first.lower() + "".join(rest)
+
+
 # YAML node properties before a value: an anchor (``&name``) or a tag (``!!binary``)
 _PROPERTIES = re.compile(r"(?:[&!][^\s,\[\]{}]*+(?:[ \t]++|$))*+")
 _ALIAS = re.compile(r"\*(?P<name>[^\s,\[\]{}]++)\s*+$")
@@ -1139,7 +1153,8 @@ class _Structure:
         if key in _DATA_KEYS and value is None:
             self.block = (key_indent, key)
             return
-        if value is None and credential_name(key) and " " not in match.group("key").strip():
+        if value is None and credential_name(key) and (
+                " " not in match.group("key").strip() or _DESCRIBED_KEY.fullmatch(key)):
             self.key_pending = key_indent  # ``password:``, its value on the lines below
             self.pending_key = key
         if value is not None and credential_name(key):
@@ -1177,7 +1192,7 @@ class _Structure:
             elif line[first:].rstrip().strip("\"',").lower() not in _NOT_SECRET_VALUES:
                 self._add(base, (first, len(line.rstrip())))
             return
-        key = _unquote(match.group("key").strip())
+        key = _described(_unquote(match.group("key").strip()))
         key_indent = indent + (len(match.group("dash")) if match.group("dash") else 0)
         value, value_at = self._value(line, base, match)
         fields = _REFERENCES.get(reference, frozenset())

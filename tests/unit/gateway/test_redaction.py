@@ -1050,6 +1050,26 @@ def test_the_same_letters_elsewhere_are_kept(line: str) -> None:
     assert out == line + "\n" or (line.startswith("echo -n x") and "registry.example.com" in out)
 
 
+# ``kubectl describe`` of a custom resource prints its fields' names as words (``Client
+# Secret:``): a credential's value below such a name is redacted, a reference's fields kept.
+@pytest.mark.parametrize(("text", "kept"), [
+    ("Spec:\n  Admin Password:\n    {}\n  Replicas:  3\n", "Replicas:  3"),
+    ("Spec:\n  Client Secret:\n    Value:  {}\n  Name:  web\n", "Name:  web"),
+    ("Spec:\n  API Keys:\n    Primary:    {}\n    Secondary:  {}\n  Replicas:  3\n",
+     "Replicas:  3"),
+    ("Spec:\n  Client Secret:\n    Secret Key Ref:\n      Name:  db\n      Key:   password\n"
+     "  Token:  {}\n", "Key:   password"),
+])
+def test_a_credential_below_a_field_name_of_words_is_redacted(text: str, kept: str) -> None:
+    out = redact(text.format(PASSWORD, PASSWORD))
+    assert PASSWORD not in out and kept in out
+
+
+def test_a_sentence_ending_in_a_colon_is_no_field_name() -> None:
+    text = "E1207 failed to refresh token:\n  at client.go:12\n"
+    assert redact(text) == text
+
+
 # --------------------------------------------------------------------------- a second review
 # Each case is a class of output that leaked before: the values of a Secret in a shape the line
 # reader did not follow, tokens known by their shape only, and credentials behind escapes.
