@@ -431,12 +431,45 @@ def _mapped(compact: str, pattern: re.Pattern[str], one: bool) -> tuple[list[int
     return starts, ends
 
 
-def _search(view: str, forms: Iterable[str], cut: bool,
+class _Forms:
+    """Forms of known secrets to look for: longest first, and past ``_MANY_FORMS`` (a
+    preview's Secret of thousands of keys, each value in some twenty forms) indexed once by
+    their first ``_FORM_ANCHOR`` characters (every form but a short secret itself is that
+    long: :func:`_forms`), so that a view is read once for all of them, not once a form."""
+
+    def __init__(self, forms: Iterable[str]) -> None:
+        self.all = sorted(set(forms), key=len, reverse=True)
+        self._index: tuple[dict[str, list[str]], dict[int, set[str]]] | None = None
+
+    @property
+    def many(self) -> bool:
+        return len(self.all) > _MANY_FORMS
+
+    def index(self) -> tuple[dict[str, list[str]], dict[int, set[str]]]:
+        if self._index is None:
+            anchored: dict[str, list[str]] = {}
+            short: dict[int, set[str]] = {}
+            for form in self.all:
+                if len(form) >= _FORM_ANCHOR:
+                    anchored.setdefault(form[:_FORM_ANCHOR], []).append(form)
+                elif form:
+                    short.setdefault(len(form), set()).add(form)
+            self._index = anchored, short
+        return self._index
+
+
+_MANY_FORMS = 32
+_FORM_ANCHOR = 8
+
+
+def _search(view: str, forms: _Forms, cut: bool,
             partial: bool = False) -> list[tuple[int, int]]:
     """Where in ``view`` each of ``forms`` is, and with ``cut`` a start of one ending it
     (``partial``: or before its last character, what an escape cut short reads as)."""
+    if forms.many and not cut:
+        return _search_many(view, forms)
     spans = []
-    for form in sorted(forms, key=len, reverse=True):
+    for form in forms.all:
         at = view.find(form)
         while at != -1:
             spans.append((at, at + len(form)))
@@ -448,6 +481,22 @@ def _search(view: str, forms: Iterable[str], cut: bool,
             start = None if back is None else len(view) - 1 - len(tail) + back
         if start is not None:
             spans.append((start, len(view)))
+    return spans
+
+
+def _search_many(view: str, forms: _Forms) -> list[tuple[int, int]]:
+    """Where in ``view`` each of ``forms`` is (every occurrence), in one pass over it: a
+    form by its first ``_FORM_ANCHOR`` characters, a shorter one by a window of its length."""
+    anchored, short = forms.index()
+    spans = []
+    if anchored:
+        for at in range(len(view) - _FORM_ANCHOR + 1):
+            found = anchored.get(view[at:at + _FORM_ANCHOR])
+            if found:
+                spans += [(at, at + len(f)) for f in found if view.startswith(f, at)]
+    for size, group in short.items():
+        spans += [(at, at + size) for at in range(len(view) - size + 1)
+                  if view[at:at + size] in group]
     return spans
 
 
@@ -500,24 +549,26 @@ def _found(compact: str, forms: set[str], hexes: set[str], folded: set[str],
     With ``cut``, also a start of one ending the output (not base64-encoded). Linear in
     ``compact``: each view is built in one pass over it, and where its characters come from
     only when a form is found."""
-    spans = _search(compact, forms, cut)
+    literal = _Forms(forms)
+    spans = _search(compact, literal, cut)
     lower = compact.translate(_ASCII_LOWER)
-    spans += _search(lower, folded, cut)  # (a character for a character)
-    found = _search(_NOT_ALNUM.sub("", lower), {_NOT_ALNUM.sub("", f) for f in folded}, cut)
+    spans += _search(lower, _Forms(folded), cut)  # (a character for a character)
+    found = _search(_NOT_ALNUM.sub("", lower), _Forms(_NOT_ALNUM.sub("", f) for f in folded),
+                    cut)
     if found:
         starts, ends = _mapped(lower, _NOT_ALNUM, False)
         spans += [(starts[a], ends[b - 1]) for a, b in found]
-    found = _search(_HEX_NOISE.sub("", lower), hexes, cut)
+    found = _search(_HEX_NOISE.sub("", lower), _Forms(hexes), cut)
     if found:
         starts, ends = _mapped(lower, _HEX_NOISE, False)
         spans += [(starts[a], ends[b - 1]) for a, b in found]
     if "\\" in compact or "%" in compact or "&" in compact:
         escaped = _ESCAPED_CHAR.sub(_escaped_char, compact)
-        found = _search(escaped, forms, cut, partial=True) if escaped != compact else []
+        found = _search(escaped, literal, cut, partial=True) if escaped != compact else []
         if found:
             starts, ends = _mapped(compact, _ESCAPED_CHAR, True)
             spans += [(starts[a], ends[b - 1]) for a, b in found]
-    encoded = [f for f in forms if len(f) >= 8]
+    encoded = _Forms(f for f in forms if len(f) >= 8)
     for offset in range(4):
         view, pieces = _base64_view(compact, offset)
         found = _search(view, encoded, False)
