@@ -1775,15 +1775,15 @@ def _credential_flag(flag: str) -> bool:
 
 
 # Tools whose own flags take a password or key, though the same letters mean other things
-# elsewhere (``ssh -P`` is a port, ``ls -a`` all): read only after the tool's name, on its
-# command line (to the line's end or a ``;``, ``|``, ``&``). A short flag's value may be
-# joined to it (``-wVALUE``), as getopt reads it.
+# elsewhere (``ssh -P`` is a port, ``ls -a`` all): read only after the tool's name (any case,
+# ``.exe`` too), on its command line (to the line's end, a ``;``, ``|``, ``&`` or a
+# redirection), or as the items of an argument list (``["redis-cli", "-a", "VALUE"]``).
 _TOOL_FLAGS: dict[str, frozenset[str]] = {
     **dict.fromkeys(("redis-cli", "valkey-cli", "keydb-cli"), frozenset({"-a"})),
-    **dict.fromkeys(("sqlcmd", "bcp", "osql", "isql"), frozenset({"-P"})),
+    **dict.fromkeys(("sqlcmd", "bcp", "osql", "isql"), frozenset({"-P", "/P"})),
     **dict.fromkeys(("ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldapwhoami",
-                     "ldappasswd", "ldapcompare", "ldapmodrdn", "ldapexop"),
-                    frozenset({"-w", "-s"})),
+                     "ldapcompare", "ldapmodrdn", "ldapexop"), frozenset({"-w"})),
+    "ldappasswd": frozenset({"-w", "-a", "-s"}),  # (its -s is the new password, not a scope)
     **dict.fromkeys(("zip", "unzip", "zipcloak"), frozenset({"-P"})),
     "openssl": frozenset({"-k", "-pass", "-passin", "-passout"}),
     "ipmitool": frozenset({"-P", "-k", "-y"}),
@@ -1793,6 +1793,9 @@ _TOOL_FLAGS: dict[str, frozenset[str]] = {
     "rdesktop": frozenset({"-p"}),
     "influx": frozenset({"-password", "-t"}),
 }
+# The tools above that read a short flag's value joined to it (``-wVALUE``), as getopt does
+# (not openssl's nor influx's one-dash long options: ``-key``, ``-type``)
+_GETOPT_TOOLS = frozenset(_TOOL_FLAGS) - {"openssl", "influx"}
 # ... and where the password is part of another value: ``-U user%PASSWORD`` (Samba),
 # ``-u user,PASSWORD`` (lftp)
 _TOOL_JOINED: dict[str, tuple[frozenset[str], str]] = {
@@ -1800,24 +1803,54 @@ _TOOL_JOINED: dict[str, tuple[frozenset[str], str]] = {
                     (frozenset({"-U", "--user"}), "%")),
     "lftp": (frozenset({"-u"}), ","),
 }
-# ... or a positional argument: ``sqlplus user/PASSWORD@db``, ``htpasswd -b FILE USER
-# PASSWORD``, ``rabbitmqctl add_user USER PASSWORD``, ``vault login TOKEN``, ``net user NAME
-# PASSWORD``
+# ... or a positional argument: ``sqlplus user/PASSWORD@db`` (``sql``, ``exp`` and ``imp``,
+# also words, only with the ``@``), ``htpasswd -b FILE USER PASSWORD``, ``rabbitmqctl add_user
+# USER PASSWORD``, ``vault login TOKEN``, ``net user NAME PASSWORD``
 _ORACLE_TOOLS = frozenset({"sqlplus", "rman", "expdp", "impdp", "exp", "imp", "sqlldr",
                            "dgmgrl", "sql"})
+_ORACLE_WORDS = frozenset({"sql", "exp", "imp"})
 _TOOLS = frozenset({*_TOOL_FLAGS, *_TOOL_JOINED, *_ORACLE_TOOLS, "htpasswd", "rabbitmqctl",
                     "vault", "net", "xfreerdp"})
-_TOOL_COMMAND = re.compile(r"""(?<![^\s;|&(`"'])(?:[\w.-]*+/)*+(?P<tool>""" + "|".join(
-    sorted((re.escape(t) for t in _TOOLS), key=len, reverse=True)) + r")(?![\w.-])")
-_SHELL_WORD = re.compile(r"""(?:"(?:[^"\\\n]|\\.)*+"?|'[^'\n]*+'?|\\.|[^\s"'\\;|&])++|"""
-                         r"""[;|&]|\n""")
+_TOOL_COMMAND = re.compile(r"""(?<![^\s;|&(`"'\[])(?:[\w.-]*+[/\\])*+(?P<tool>(?i:""" +
+                           "|".join(sorted((re.escape(t) for t in _TOOLS), key=len,
+                                           reverse=True)) + r"""))(?:\.exe)?+(?![\w.-])""",
+                           re.IGNORECASE)
+# (``;``, ``|`` and ``&`` end a command only beside a space or another of them: ``ps``
+# prints a password's ``a&b`` as it was given, in one word)
+_SHELL_WORD = re.compile(r"""[0-9]*+[<>]|(?:"(?:[^"\\\n]|\\.)*+"?|'[^'\n]*+'?|\\.|"""
+                         r"""[^\s"'\\;|&<>]|[;|&](?=[^\s;|&<>]))++|[;|&\n]""")
+_COMMAND_ENDS = frozenset(";|&\n")
 _RABBIT_PASSWORDS = frozenset({"add_user", "change_password", "authenticate_user"})
+_RABBIT_OPTIONS = frozenset({"-n", "--node", "-t", "--timeout", "-l", "--longnames"})
+# a placeholder or a reference, not a value: a short lowercase word (help text, ``redis-cli
+# -a is deprecated``), ``<password>``, ``[options]``, ``$PASSWORD``, ``$(cat file)``
+_NO_VALUE = re.compile(r"""["']?(?:[a-z]{1,3}+|<[^>]*+>|\[[^\]]*+\]|\{[^}]*+\}|\$.*+)["']?""",
+                       re.DOTALL)
 # ``echo VALUE | docker login --password-stdin``: what a command reading its password from
 # its input is given by ``echo`` or ``printf`` just before it
-_STDIN_PASSWORD = re.compile(r"(?<![^\n|])(?P<feed>[^\n|]*+)\|(?=[^\n|]*?(?:--password-stdin\b|"
-                             r"\bchpasswd\b|\bpasswd[ \t]++--stdin\b))")
-_ECHOED = re.compile(r"""(?:^|[;&(]|\s)(?:echo|printf)(?:[ \t]++-[neE]++)*+[ \t]++"""
-                     r"""(?:(?:"%s(?:\\n)?"|'%s(?:\\n)?')[ \t]++)?+(?P<value>[^\n]*?)[ \t]*+\Z""")
+_STDIN_PASSWORD = re.compile(r"(?<![^\n|])(?P<feed>[^\n|]*+)\|(?=[^\n|;&]*?(?:"
+                             r"--password-stdin\b|\bchpasswd\b|\bpasswd[ \t]++--stdin\b))")
+_ECHOED = re.compile(r"""(?:^|[;&("'`]|\s)(?:echo|printf)(?:[ \t]++-[neE]++)*+[ \t]++"""
+                     r"""(?:(?:"%s(?:\\n)?"|'%s(?:\\n)?')[ \t]++)?+(?P<value>[^\n]*+)\Z""")
+# an argument list whose first item may name a tool, and its items
+_ARGUMENT_LIST = re.compile(r'\[[ \t]*+(?=")')
+_LIST_ITEM = re.compile(r'[ \t]*+"(?P<item>(?:[^"\\\n]|\\.)*+)"[ \t]*+(?P<next>[,\]])')
+
+
+class _Word:
+    """A word of a command line at its place in the text (what :func:`_tool_spans` reads)."""
+
+    def __init__(self, string: str, start: int, end: int) -> None:
+        self.string, self._start, self._end = string, start, end
+
+    def group(self) -> str:
+        return self.string[self._start:self._end]
+
+    def start(self) -> int:
+        return self._start
+
+    def end(self) -> int:
+        return self._end
 
 
 def _tool_arguments(text: str) -> str:
@@ -1828,22 +1861,41 @@ def _tool_arguments(text: str) -> str:
     for command in _TOOL_COMMAND.finditer(text):
         if command.start() < read:
             continue
-        words = []
+        words: list[_Word] = []
         for word in _SHELL_WORD.finditer(text, command.end()):
             read = word.end()
-            if word.group() in (";", "|", "&", "\n") or \
-                    word.group().rsplit("/", 1)[-1] in _TOOLS:
+            if word.group() in _COMMAND_ENDS or word.group()[-1:] in "<>" or \
+                    _tool_name(word.group()) in _TOOLS:
                 read = word.start()  # (another tool's command line: read from there)
                 break
-            words.append(word)
-        spans += _tool_spans(command.group("tool"), words)
+            words.append(_Word(text, word.start(), word.end()))
+        spans += _tool_spans(_tool_name(command.group("tool")), words)
+    if '["' in text or '[ "' in text:
+        for opened in _ARGUMENT_LIST.finditer(text):
+            items: list[_Word] = []
+            last = opened.end()
+            for item in _LIST_ITEM.finditer(text, opened.end()):
+                if item.start() != last:
+                    break
+                items.append(_Word(text, item.start("item"), item.end("item")))
+                last = item.end()
+                if item.group("next") == "]":
+                    break
+            if items and _tool_name(items[0].group()) in _TOOLS:
+                spans += _tool_spans(_tool_name(items[0].group()), items[1:])
     if "|" in text:
         for piped in _STDIN_PASSWORD.finditer(text):
             echoed = _ECHOED.search(piped.group("feed"))
-            if echoed is not None and echoed.group("value").strip("\"'"):
-                value = piped.start("feed") + echoed.start("value")
-                spans.append(_unquoted(text, value, value + len(echoed.group("value"))))
+            if echoed is not None:
+                start = piped.start("feed") + echoed.start("value")
+                spans += _value(_Word(text, start, start + len(echoed.group("value").rstrip())))
     return _apply(text, [s for s in spans if not text.startswith(_ALREADY, s[0])])
+
+
+def _tool_name(word: str) -> str:
+    """The tool a word names: its file's name, in lowercase, without ``.exe``."""
+    name = word.strip("\"'").replace("\\", "/").rsplit("/", 1)[-1].lower()
+    return name.removesuffix(".exe")
 
 
 def _unquoted(text: str, start: int, end: int) -> tuple[int, int]:
@@ -1853,43 +1905,63 @@ def _unquoted(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _tool_spans(tool: str, words: list[re.Match[str]]) -> list[tuple[int, int]]:
+def _value(word: _Word, start: int = 0) -> list[tuple[int, int]]:
+    """The span of ``word``'s value from ``start`` characters in, unquoted; none for a
+    placeholder or a reference (:data:`_NO_VALUE`)."""
+    begin, end = _unquoted(word.string, word.start() + start, word.end())
+    value = word.string[begin:end]
+    return [] if not value or _NO_VALUE.fullmatch(value) else [(begin, end)]
+
+
+def _tool_spans(tool: str, words: list[_Word]) -> list[tuple[int, int]]:
     """The spans of :func:`_tool_arguments` among one tool's ``words``."""
-    spans = []
+    spans: list[tuple[int, int]] = []
     flags, (joined, between) = _TOOL_FLAGS.get(tool, frozenset()), _TOOL_JOINED.get(
         tool, (frozenset(), ""))
     for at, word in enumerate(words):
         text = word.group()
         following = words[at + 1] if at + 1 < len(words) else None
         if text in flags and following is not None:
-            spans.append(_unquoted(word.string, following.start(), following.end()))
+            spans += _value(following)
         elif text in joined and following is not None and between in following.group():
-            cut = following.group().index(between) + 1
-            spans.append(_unquoted(word.string, following.start() + cut, following.end()))
-        elif len(text) > 2 and text[:2] in flags and not text.startswith("--"):
-            spans.append((word.start() + 2, word.end()))
+            spans += _value(following, following.group().index(between) + 1)
+        elif (text[:2] in joined or text.partition("=")[0] in joined) and between in text:
+            spans += _value(word, text.index(between) + 1)  # ``-Uuser%VALUE``, ``--user=u%V``
+        elif len(text) > 2 and text[:2] in flags and tool in _GETOPT_TOOLS and \
+                not text.startswith("--"):
+            spans += _value(word, 2 + (text[2] == "="))
         elif tool == "xfreerdp" and text[:3].lower() in ("/p:", "-p:"):
-            spans.append((word.start() + 3, word.end()))
-    plain = [w for w in words if not w.group().startswith("-")]
+            spans += _value(word, 3)
+    plain = [w for i, w in enumerate(words) if not w.group().startswith(("-", "/")) and not (
+        i and tool == "rabbitmqctl" and words[i - 1].group() in _RABBIT_OPTIONS)]
     if tool in _ORACLE_TOOLS:
-        for word in plain[:1]:
-            login = word.group().strip("\"'")
-            slash = login.find("/")
-            if slash > 0 and not login.startswith("/"):
-                start = word.start() + (word.group() != login) + slash + 1
-                end = login.rfind("@")
-                spans.append((start, start + (len(login) if end < slash else end) - slash - 1))
+        spans += _oracle_login(tool, plain[:2] if tool == "rman" else plain[:1])
     elif tool == "htpasswd" and any(w.group().startswith("-") and "b" in w.group()
                                     for w in words) and len(plain) >= 2:
-        spans.append(_unquoted(plain[-1].string, plain[-1].start(), plain[-1].end()))
+        spans += _value(plain[-1])
     elif tool == "rabbitmqctl" and len(plain) >= 3 and plain[0].group() in _RABBIT_PASSWORDS:
-        spans.append(_unquoted(plain[2].string, plain[2].start(), plain[2].end()))
+        spans += _value(plain[2])
     elif tool == "vault" and len(plain) >= 2 and plain[0].group() == "login" and \
-            "=" not in plain[1].group():
-        spans.append(_unquoted(plain[1].string, plain[1].start(), plain[1].end()))
+            "=" not in plain[1].group() and any(c.isdigit() or c == "." for c in
+                                                 plain[1].group()):
+        spans += _value(plain[1])  # (a token holds a digit or a dot: not ``login again``)
     elif tool == "net" and len(plain) >= 3 and plain[0].group().lower() == "user" and \
-            plain[2].group() != "*" and not plain[2].group().startswith("/"):
-        spans.append(_unquoted(plain[2].string, plain[2].start(), plain[2].end()))
+            plain[2].group() != "*":
+        spans += _value(plain[2])
+    return spans
+
+
+def _oracle_login(tool: str, words: list[_Word]) -> list[tuple[int, int]]:
+    """The password of an Oracle tool's ``user/PASSWORD@db`` (``rman target user/PASSWORD``)."""
+    spans = []
+    for word in words:
+        login = word.group().strip("\"'")
+        login = login.partition("=")[2] if tool == "rman" and "=" in login else login
+        slash, at = login.find("/"), login.rfind("@")
+        if slash <= 0 or (tool in _ORACLE_WORDS and at < slash):
+            continue
+        start = word.group().index(login) + word.start() + slash + 1
+        spans.append((start, start + (len(login) if at < slash else at) - slash - 1))
     return spans
 
 

@@ -1046,21 +1046,39 @@ def test_a_value_of_ordinary_text_is_kept(text: str) -> None:
     "echo {} | docker login -u bob --password-stdin registry.example.com",
     "printf '%s' '{}' | helm registry login reg --password-stdin",
     "cat notes | echo bob:{} | chpasswd",
+    "htpasswd -Bbn testuser {} > auth/htpasswd",
+    "htpasswd -b -c /etc/apache2/.htpasswd user {} 2>&1",
+    "    Readiness:  exec [redis-cli -a {} ping] delay=0s timeout=1s",
+    'command: ["redis-cli", "-a", "{}", "ping"]',
+    'HEALTHCHECK CMD ["redis-cli","-a","{}","ping"]',
+    'bash -c "echo {} | docker login --password-stdin"',
+    "rabbitmqctl -n rabbit@host add_user bob {}",
+    "rman target sys/{}@orcl",
+    "smbclient --user=bob%{} //files/share",
+    "NET USER bob {} /add",
+    "net.exe user /add bob {}",
+    "ldappasswd -x -W -s {} uid=bob,dc=x",
 ])
 def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
+    # (a process list prints an argument as it was given: ``&`` inside it is no separator)
     out = redact(line.format(PASSWORD) + "\n")
-    assert PASSWORD not in out and REDACTED in out
+    assert not any(part in out for part in PASSWORD.split("&")) and REDACTED in out
 
 
 @pytest.mark.parametrize("line", [
     "ssh -P 2222 host", "ls -a -l", "zip -r backup.zip dir", "redis-cli -h cache ping",
     "sqlplus /nolog", "sqlplus / as sysdba", "vault login -method=oidc", "net user bob",
     "echo hello | grep h", "openssl x509 -in cert.pem -noout -text", "rabbitmqctl list_users",
-    "echo -n x | docker login -u bob --password-stdin registry.example.com",
+    # a variable, a placeholder, help text: no value
+    'echo "$REGISTRY_PASSWORD" | docker login -u ci --password-stdin registry.example.com',
+    "redis-cli -a <password> ping", "Run vault login to authenticate", "vault login [options]",
+    # one-dash long options, ldapsearch's scope, sql as a word, a redirection
+    "openssl req -new -key key.pem -out req.csr", "influx -type influxql",
+    "ldapsearch -x -LLL -s base -b '' namingContexts", "Loaded sql migrations/0001_init.sql",
+    'echo "Logging in..." | tee -a log; docker login --password-stdin < pw',
 ])
 def test_the_same_letters_elsewhere_are_kept(line: str) -> None:
-    out = redact(line + "\n")
-    assert out == line + "\n" or (line.startswith("echo -n x") and "registry.example.com" in out)
+    assert redact(line + "\n") == line + "\n"
 
 
 # ``kubectl describe`` of a custom resource prints its fields' names as words (``Client
@@ -1959,6 +1977,8 @@ MEGABYTE_LINES = {
     "tool-positions": "htpasswd -b " * 80_000,
     "pipes": "echo a | " * 100_000 + "x --password-stdin",
     "pipes-alone": "|" * 1_000_000,
+    "echo-spaces": "echo a" + " " * 1_000_000 + "b | docker login --password-stdin",
+    "argument-lists": '["redis-cli", ' * 80_000,
     "value-headers": "k: PASSWORD   NAME\n" * 55_000,
     "value-headers-escaped": 'k: "' + "a: PASSWORD   NAME\\n" * 50_000 + '"',
 }
