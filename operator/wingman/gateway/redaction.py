@@ -1832,6 +1832,9 @@ _STDIN_PASSWORD = re.compile(r"(?<![^\n|])(?P<feed>[^\n|]*+)\|(?=[^\n|;&]*?(?:"
                              r"--password-stdin\b|\bchpasswd\b|\bpasswd[ \t]++--stdin\b))")
 _ECHOED = re.compile(r"""(?:^|[;&("'`]|\s)(?:echo|printf)(?:[ \t]++-[neE]++)*+[ \t]++"""
                      r"""(?:(?:"%s(?:\\n)?"|'%s(?:\\n)?')[ \t]++)?+(?P<value>[^\n]*+)\Z""")
+# a YAML sequence's item on a line of its own (``command:`` / ``- redis-cli`` / ``- -a``)
+_TOOL_SEQUENCE_ITEM = re.compile(r"""^(?P<indent>[ \t]*+)-[ \t]++(?P<item>"(?:[^"\\\n]|\\.)*+"|"""
+                                 r"""'[^'\n]*+'|[^\s#][^\n#]*+)""", re.MULTILINE)
 # an argument list whose first item may name a tool, and its items
 _ARGUMENT_LIST = re.compile(r'\[[ \t]*+(?=")')
 _LIST_ITEM = re.compile(r'[ \t]*+"(?P<item>(?:[^"\\\n]|\\.)*+)"[ \t]*+(?P<next>[,\]])')
@@ -1883,6 +1886,8 @@ def _tool_arguments(text: str) -> str:
                     break
             if items and _tool_name(items[0].group()) in _TOOLS:
                 spans += _tool_spans(_tool_name(items[0].group()), items[1:])
+    if "- " in text:
+        spans += _tool_sequences(text)
     if "|" in text:
         for piped in _STDIN_PASSWORD.finditer(text):
             echoed = _ECHOED.search(piped.group("feed"))
@@ -1890,6 +1895,25 @@ def _tool_arguments(text: str) -> str:
                 start = piped.start("feed") + echoed.start("value")
                 spans += _value(_Word(text, start, start + len(echoed.group("value").rstrip())))
     return _apply(text, [s for s in spans if not text.startswith(_ALREADY, s[0])])
+
+
+def _tool_sequences(text: str) -> list[tuple[int, int]]:
+    """:func:`_tool_spans` of a YAML sequence whose first item names a tool, one item a line
+    (a container's ``command:`` or a probe's ``exec``), its items the tool's words."""
+    spans: list[tuple[int, int]] = []
+    items: list[_Word] = []
+    indent, last = "", -1
+    for item in _TOOL_SEQUENCE_ITEM.finditer(text):
+        if items and (item.group("indent") != indent or item.start() != last + 1):
+            if _tool_name(items[0].group()) in _TOOLS:
+                spans += _tool_spans(_tool_name(items[0].group()), items[1:])
+            items = []
+        indent, last = item.group("indent"), text.find("\n", item.end())
+        end = item.start("item") + len(item.group("item").rstrip())
+        items.append(_Word(text, *_unquoted(text, item.start("item"), end)))
+    if items and _tool_name(items[0].group()) in _TOOLS:
+        spans += _tool_spans(_tool_name(items[0].group()), items[1:])
+    return spans
 
 
 def _tool_name(word: str) -> str:

@@ -1053,6 +1053,9 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     "NET USER bob {} /add",
     "net.exe user /add bob {}",
     "ldappasswd -x -W -s {} uid=bob,dc=x",
+    # a container's command or a probe's exec as kubectl get -o yaml prints it
+    "livenessProbe:\n  exec:\n    command:\n    - redis-cli\n    - -a\n    - {}\n    - ping",
+    'command:\n- sqlcmd\n- -S\n- db\n- -P\n- "{}"',
 ])
 def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     # (a process list prints an argument as it was given: ``&`` inside it is no separator)
@@ -1070,6 +1073,7 @@ def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     # one-dash long options, ldapsearch's scope, sql as a word, a redirection
     "openssl req -new -key key.pem -out req.csr", "influx -type influxql",
     "ldapsearch -x -LLL -s base -b '' namingContexts", "Loaded sql migrations/0001_init.sql",
+    "args:\n- redis-cli\n- -h\n- cache\n- ping",
     'echo "Logging in..." | tee -a log; docker login --password-stdin < pw',
 ])
 def test_the_same_letters_elsewhere_are_kept(line: str) -> None:
@@ -1981,6 +1985,8 @@ MEGABYTE_REPEATS = [
     ("argument-lists", "", '["redis-cli", ', 80_000, ""),
     ("value-headers", "", "k: PASSWORD   NAME\n", 55_000, ""),
     ("value-headers-escaped", 'k: "', "a: PASSWORD   NAME\\n", 50_000, '"'),
+    ("sequence-items", "", "- zip\n- -P\n", 100_000, ""),
+    ("sequence-item-spaces", "- a", " ", 1_000_000, "b"),
 ]
 MEGABYTE_LINES.update({name: head + unit * count + tail
                        for name, head, unit, count, tail in MEGABYTE_REPEATS})
