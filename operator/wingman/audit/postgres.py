@@ -159,6 +159,18 @@ END
 """
 """The body of ``wingman_audit_refuse_change()``, which both triggers run."""
 
+#: The look-up indexes (``PostgresSink.executions``) the sink creates with its table, by name,
+#: each as its owner builds it on a table created by an earlier release (``CONCURRENTLY``:
+#: appends go on meanwhile). ``PostgresSink.index_repairs`` says what the owner runs.
+LOOKUP_INDEXES = {
+    "wingman_audit_executions_by_request":
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS wingman_audit_executions_by_request "
+        "ON wingman_audit ((data->>'approval_uid')) WHERE event = 'GatewayExecuting'",
+    "wingman_audit_executions_by_grant":
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS wingman_audit_executions_by_grant "
+        "ON wingman_audit ((subject->>'uid')) WHERE event = 'GatewayExecuting'",
+}
+
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS wingman_audit (
     seq     bigint      PRIMARY KEY CHECK (seq >= 0),
@@ -173,10 +185,7 @@ CREATE TABLE IF NOT EXISTS wingman_audit (
 );
 -- the executions of a request's commands and of a grant (PostgresSink.executions), which every
 -- gateway run looks up
-CREATE INDEX IF NOT EXISTS wingman_audit_executions_by_request
-    ON wingman_audit ((data->>'approval_uid')) WHERE event = 'GatewayExecuting';
-CREATE INDEX IF NOT EXISTS wingman_audit_executions_by_grant
-    ON wingman_audit ((subject->>'uid')) WHERE event = 'GatewayExecuting';
+{indexes};
 CREATE OR REPLACE FUNCTION wingman_audit_refuse_change() RETURNS trigger
 LANGUAGE plpgsql AS $fn${body}$fn$;
 DO $do$
@@ -195,7 +204,9 @@ BEGIN
     END IF;
 END
 $do$;
-""".replace("{body}", _REFUSE_BODY)
+""".replace("{body}", _REFUSE_BODY).replace(
+    "{indexes}", ";\n".join(create.replace(" CONCURRENTLY", "")  # in the schema's transaction
+                           for create in LOOKUP_INDEXES.values()))
 
 #: ``PostgresSink.executions``: the event a literal, as in the indexes' predicate, so that a
 #: generic plan (a prepared statement) can use them too
@@ -216,6 +227,13 @@ WHERE t.tgrelid = to_regclass('wingman_audit')
 _TRIGGER_TYPES = {"wingman_audit_no_update_delete": 2 | 8 | 16,
                   "wingman_audit_no_truncate": 2 | 32}
 
+
+#: The table's indexes by name, and whether each is usable (a ``CONCURRENTLY`` build that
+#: failed leaves one invalid, which ``CREATE INDEX IF NOT EXISTS`` then skips)
+_INDEXES_SQL = """
+SELECT c.relname, i.indisvalid AND i.indisready FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass('wingman_audit')
+"""
 
 _CONSTRAINTS_SQL = """
 SELECT pg_get_constraintdef(oid) FROM pg_constraint
@@ -439,6 +457,13 @@ class PostgresSink:
         self._bounds: tuple[str, ...] = ()
         """The connection's ``SET LOCAL lock_timeout`` and ``statement_timeout`` statements."""
         self._closed = False
+        self.index_repairs: tuple[str, ...] = ()
+        """What the table's owner runs when the table lacked a look-up index at start
+        (``LOOKUP_INDEXES``: created by an earlier release) or held one invalid (a failed
+        ``CONCURRENTLY`` build): without them each gateway's look-up of what ran reads the
+        whole table (still correct, within ``statement_timeout``). The operator warns at
+        start; the sink does not build them (a plain build blocks appends, and only the owner
+        may)."""
         with self._lock:
             self._connect()
             try:
@@ -568,6 +593,10 @@ class PostgresSink:
                 "'wingman audit verify'), restore them as the table owner (ALTER TABLE "
                 "wingman_audit ADD PRIMARY KEY (seq), ADD CHECK (seq >= 0)), then restart."
             )
+        usable = {str(name): bool(ok) for name, ok in conn.execute(_INDEXES_SQL).fetchall()}
+        self.index_repairs = tuple(
+            f"REINDEX INDEX CONCURRENTLY {name}" if name in usable else create
+            for name, create in LOOKUP_INDEXES.items() if not usable.get(name))
         return True
 
     def __enter__(self) -> PostgresSink:

@@ -23,6 +23,7 @@ from typing import Any
 
 import kopf
 
+from wingman.audit import AuditSink, PostgresSink
 from wingman.errors import WingmanError, cannot_listen, cannot_listen_on
 from wingman.kube import Kube
 from wingman.logs import setup_logging
@@ -164,6 +165,21 @@ class QuietRetries(logging.Filter):
         return True
 
 
+def warn_missing_indexes(sink: AuditSink) -> bool:
+    """Log a warning when the PostgreSQL audit table lacks its look-up indexes (a table
+    created by an earlier release) or holds one invalid: every gateway run then reads the whole
+    table to learn what ran, slower as the trail grows. Says the SQL its owner runs. Whether it
+    warned."""
+    repairs = sink.index_repairs if isinstance(sink, PostgresSink) else ()
+    if repairs:
+        log.warning(
+            "the audit table wingman_audit lacks its look-up indexes: each gateway run reads "
+            "the whole table to find what ran already. Run the statements in 'sql' as the "
+            "table's owner, one at a time outside a transaction (appends go on meanwhile)",
+            extra={"sql": [statement + ";" for statement in repairs]})
+    return bool(repairs)
+
+
 def hangup_stops() -> bool:
     """Make SIGHUP (a closed terminal, a supervisor's stop) stop the operator as SIGTERM does:
     kopf handles SIGINT and SIGTERM only, and SIGHUP's default ends the process on the spot,
@@ -276,6 +292,7 @@ def run_operator(settings: OperatorSettings, *, stop_flag: threading.Event | Non
         "metrics_port": server.server_port, "signing_kid": ctx.ring.active,
         "identity": settings.identity, "leader_election": settings.leader_election,
         "allocator": memory.active()})
+    warn_missing_indexes(ctx.sink)
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings)
     ctx.metrics.up.set(1)
@@ -326,4 +343,5 @@ def start_writer(settings: OperatorSettings, kube: Kube, on_lost: Callable[[str]
 
 __all__ = ["EVENT_SOURCE", "GC_THRESHOLDS", "WORKER_IDLE_SECONDS", "QuietRetries",
            "configure_kopf", "hangup_stops", "health_endpoint",
-           "health_port_free", "make_registry", "run_operator", "tune_gc"]
+           "health_port_free", "make_registry", "run_operator", "tune_gc",
+           "warn_missing_indexes"]

@@ -1341,6 +1341,38 @@ def test_a_resumed_verification_sees_a_row_outside_the_chain_added_since(
 
 
 
+def test_the_operator_warns_with_the_sql_when_the_look_up_indexes_are_missing_or_invalid(
+        audit_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A table created by an earlier release lacks the look-up indexes (every gateway run then
+    reads the whole table), and a failed CONCURRENTLY build leaves one invalid, which CREATE
+    INDEX IF NOT EXISTS skips: the operator's start warns with the statements its owner runs,
+    and once they ran, the sink finds nothing to repair."""
+    from wingman.operator.run import warn_missing_indexes
+
+    _fill(audit_dsn, 2)
+    with PostgresSink(audit_dsn) as sink:
+        assert sink.index_repairs == () and not warn_missing_indexes(sink)
+    _as_superuser(
+        audit_dsn, "DROP INDEX wingman_audit_executions_by_request",
+        "UPDATE pg_index SET indisvalid = false "
+        "WHERE indexrelid = 'wingman_audit_executions_by_grant'::regclass",
+        disable_triggers=False)
+    with PostgresSink(audit_dsn) as sink, caplog.at_level("WARNING", logger="wingman.operator"):
+        assert warn_missing_indexes(sink)
+    said = [r for r in caplog.records if "look-up indexes" in r.getMessage()]
+    assert len(said) == 1
+    statements: list[str] = said[0].sql  # type: ignore[attr-defined]
+    assert statements == [
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS wingman_audit_executions_by_request ON "
+        "wingman_audit ((data->>'approval_uid')) WHERE event = 'GatewayExecuting';",
+        "REINDEX INDEX CONCURRENTLY wingman_audit_executions_by_grant;"]
+    _as_superuser(audit_dsn, *statements, disable_triggers=False)
+    with PostgresSink(audit_dsn) as sink:
+        assert sink.index_repairs == ()
+        assert len(sink.executions("no-such-request", "no-such-grant")) == 0
+    assert verify(audit_dsn).ok
+
+
 def test_a_running_sink_links_new_records_to_the_chain_s_last_record_not_to_a_null_seq_row(
         audit_dsn: str) -> None:
     """The owner drops the primary key (and seq's NOT NULL) while a sink runs, which the check
