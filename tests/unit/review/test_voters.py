@@ -262,9 +262,38 @@ def test_the_subject_of_a_binding_is_not_the_callers_identity() -> None:
     ("kubectl get clusterroles.rbac.authorization.k8s.io", Risk.HIGH),
     ("kubectl -n apps rollout restart deployment/web", Risk.LOW),
     # a --raw path names its namespace and resource in the path
-    ("kubectl get --raw /api/v1/namespaces/kube-system/pods", Risk.CRITICAL),
+    ("kubectl get --raw /api/v1/namespaces/kube-system/pods", Risk.LOW),
     ("kubectl delete --raw=/api/v1/namespaces/kube-system/configmaps/x", Risk.CRITICAL),
-    ("kubectl get --raw /api/v1/namespaces/kube-system", Risk.CRITICAL),
+    ("kubectl get --raw /api/v1/namespaces/kube-system", Risk.HIGH),  # the Namespace itself
+    # reading a system namespace is as routine as reading any other; changing one is not
+    ("kubectl get pods -n kube-system", Risk.LOW),
+    ("kubectl logs deploy/coredns -n kube-system", Risk.LOW),
+    ("kubectl -n kube-system plugin list", Risk.LOW),  # plugin acts in no namespace
+    ("kubectl cluster-info", Risk.LOW),  # lists kube-system's Services
+    ("kubectl rollout restart daemonset/calico-node -n calico-system", Risk.CRITICAL),
+    ("kubectl scale deploy/istiod --replicas=1 --namespace istio-system", Risk.CRITICAL),
+    ("kubectl label ns kube-public team=x", Risk.CRITICAL),
+    ("kubectl delete namespace/cert-manager", Risk.CRITICAL),
+    ("kubectl cp /tmp/x kube-system/etcd-0:/tmp/x", Risk.CRITICAL),
+    ("kubectl config set-context --current --namespace=kube-system", Risk.CRITICAL),
+    # cluster scope: the objects, the actions on them, a --raw path to them
+    ("kubectl cordon node-1", Risk.HIGH),
+    ("kubectl taint nodes node-1 k=v:NoSchedule", Risk.HIGH),
+    ("kubectl certificate approve csr-1", Risk.HIGH),
+    ("kubectl top node", Risk.HIGH),
+    ("kubectl get --raw /api/v1/namespaces", Risk.HIGH),
+    ("kubectl get --raw /apis/apps/v1/deployments", Risk.HIGH),
+    # no object of a cluster-scoped type: a schema, a question, a pod named node
+    ("kubectl explain nodes", Risk.LOW),
+    ("kubectl auth can-i delete nodes", Risk.LOW),
+    ("kubectl exec node -n apps -- ls", Risk.LOW),
+    ("kubectl create deployment node --image=nginx -n apps", Risk.LOW),
+    # -A as pflag reads a boolean's value
+    ("kubectl get pods --all-namespaces=false -n apps", Risk.LOW),
+    ("kubectl get pods -A=0 -n apps", Risk.LOW),
+    ("kubectl get pods -A=f -n apps", Risk.LOW),
+    ("kubectl get pods -A=T -n apps", Risk.HIGH),
+    ("kubectl get pods --all-namespaces=yes -n apps", Risk.HIGH),  # kubectl refuses it
     ("kubectl get --raw /api/v1/nodes", Risk.HIGH),
     ("kubectl get --raw /apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Risk.HIGH),
     ("kubectl get --raw /api/v1/namespaces/apps/pods?limit=1", Risk.LOW),
@@ -304,7 +333,10 @@ def test_config_view_raw_is_rated_with_the_flags_after_it() -> None:
     ("kubectl get pods --show-kind -A", Risk.HIGH),
     ("kubectl exec -itn kube-system web -- sh", Risk.CRITICAL),
     ("kubectl --wait ns delete prod", Risk.HIGH),
-    ("kubectl -i kube-system delete pod x", Risk.CRITICAL),
+    # kubectl reads kube-system there as a resource type (or a plugin's argument), no namespace
+    ("kubectl -i kube-system delete pod x", Risk.LOW),
+    ("kubectl -i -n kube-system delete pod x", Risk.CRITICAL),
+    ("kubectl -w get -n calico-system scale deploy/x --replicas=2", Risk.CRITICAL),
 ])
 def test_blast_radius_reads_every_reading_of_the_flags(command: str, risk: Risk) -> None:
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
@@ -498,6 +530,10 @@ def test_the_blast_radius_voter_reads_the_reach_the_preview_found() -> None:
     system = _blast(_previewed({"command": SCALE, "outcome": "Previewed"},
                                namespaces=("kube-system",)))
     assert system.risk is Risk.CRITICAL  # type: ignore[attr-defined]
+    addon = _blast(_previewed({"command": SCALE, "outcome": "Previewed"},
+                              namespaces=("calico-system",)))
+    assert "writes in the system namespace calico-system" in addon.rationale  # type: ignore[attr-defined]
+    assert addon.risk is Risk.CRITICAL  # type: ignore[attr-defined]
     cluster = _blast(_previewed({"command": SCALE, "outcome": "Previewed"},
                                 kinds=("ClusterRoleBinding",), namespaces=()))
     assert cluster.risk is Risk.HIGH and "ClusterRoleBinding" in cluster.rationale  # type: ignore[attr-defined]
@@ -865,7 +901,7 @@ PLACED = [
     # in every reading: 'scale' if kubectl takes 'get' for -w's value
     ("kubectl -w get -n wingman-test scale deploy/x --replicas=2", C, H,
      "it cannot run), if kubectl reads it as 'kubectl scale"),
-    ("kubectl -w get -n istio-system scale deploy/x --replicas=2", H, H,
+    ("kubectl -w get -n istio-system scale deploy/x --replicas=2", H, C,
      "namespace istio-system, not a gateway target"),
     # reading a system namespace stays routine for destructive; the executor cannot
     ("kubectl get pods -n calico-system", L, H,
@@ -880,10 +916,47 @@ PLACED = [
     ("kubectl scale deploy/runner --replicas=2 --namespace=batch", M, L, ""),
     ("kubectl version -n wingman-test", L, L, ""),
     ("kubectl get --raw /readyz", L, L, ""),
-    # kubectl ignores -n for a cluster-scoped object: high for its scope alone
-    ("kubectl get nodes -n wingman-test", L, H, ""),
-    ("kubectl get ns wingman-test", L, H, ""),
-    ("kubectl get nodes -A", L, H, ""),
+    # kubectl ignores -n for a cluster-scoped object; the executor holds Roles in the targets
+    # only, no ClusterRole: it may neither read nor change one (charts/wingman/templates/
+    # rbac-gateway.yaml)
+    ("kubectl get nodes -n wingman-test", L, H, "acts on a cluster-scoped node: the executor"),
+    ("kubectl get ns wingman-test", L, H, "acts on a cluster-scoped namespace"),
+    ("kubectl get nodes -A", L, H, "cluster-scoped node"),
+    ("kubectl label ns apps team=x", H, H, "cluster-scoped namespace"),
+    ("kubectl delete clusterrole x", C, H, "acts on a cluster-scoped clusterrole"),
+    ("kubectl patch clusterrolebinding x -p '{\"subjects\":[]}'", H, H,
+     "cluster-scoped clusterrolebinding"),
+    ("kubectl create clusterrolebinding x --clusterrole=view --user=a", H, H,
+     "'create clusterrolebinding' acts on cluster-scoped objects"),
+    ("kubectl create namespace scratch", M, H, "'create namespace' acts on cluster-scoped"),
+    ("kubectl delete crd widgets.example.com", C, H, "cluster-scoped customresourcedefinition"),
+    ("kubectl cordon node-1", H, H, "'cordon' acts on cluster-scoped objects"),
+    ("kubectl drain node-1 --ignore-daemonsets", H, H, "'drain' acts on cluster-scoped"),
+    ("kubectl taint nodes node-1 k=v:NoSchedule", H, H, "'taint' acts on cluster-scoped"),
+    ("kubectl certificate approve csr-1", C, H, "'certificate approve' acts on cluster-scoped"),
+    ("kubectl top node", L, H, "'top node' acts on cluster-scoped"),
+    ("kubectl cluster-info dump", H, H, "'cluster-info dump' acts on cluster-scoped"),
+    ("kubectl get --raw /api/v1/nodes", L, H, "names a cluster-scoped resource"),
+    ("kubectl get --raw /api/v1/namespaces/apps", L, H, "names a cluster-scoped resource"),
+    ("kubectl -w get cordon node-1", H, H, "'cordon' acts on cluster-scoped objects"),
+    # what every identity may ask (discovery, /version, self reviews) or kubectl's own
+    ("kubectl version --client", L, L, ""),
+    ("kubectl version", L, L, ""),
+    ("kubectl config view", H, L, ""),
+    ("kubectl api-resources", L, L, ""),
+    ("kubectl explain nodes", L, L, ""),
+    ("kubectl auth can-i delete nodes", L, L, ""),
+    ("kubectl auth whoami", L, L, ""),
+    # cluster-info lists the Services of -n, or of kube-system
+    ("kubectl cluster-info", L, H, "kubectl acts in namespace kube-system, not a gateway"),
+    ("kubectl -w get cluster-info", L, H, "namespace kube-system, not a gateway target"),
+    ("kubectl cluster-info -n apps", L, L, ""),
+    # -A as pflag reads a boolean: -A=false is off
+    ("kubectl get pods --all-namespaces=false -n apps", L, L, ""),
+    ("kubectl -w get -A=false pods -n apps", L, L, ""),
+    ("kubectl rollout restart deployment/web -n apps -A=f", L, L, ""),
+    ("kubectl get pods -A=false", L, H, "names no namespace, so kubectl acts in namespace default"),
+    ("kubectl get pods -A=1 -n apps", L, H, "acts in every namespace"),
     # the API server reads a --raw path decoded
     ("kubectl get --raw /api/v1/namespaces/wingman%2Dtest/pods", H, H,
      "reads Wingman's own namespace wingman-test"),
