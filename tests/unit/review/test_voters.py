@@ -288,12 +288,6 @@ def test_the_subject_of_a_binding_is_not_the_callers_identity() -> None:
     ("kubectl auth can-i delete nodes", Risk.LOW),
     ("kubectl exec node -n apps -- ls", Risk.LOW),
     ("kubectl create deployment node --image=nginx -n apps", Risk.LOW),
-    # -A as pflag reads a boolean's value
-    ("kubectl get pods --all-namespaces=false -n apps", Risk.LOW),
-    ("kubectl get pods -A=0 -n apps", Risk.LOW),
-    ("kubectl get pods -A=f -n apps", Risk.LOW),
-    ("kubectl get pods -A=T -n apps", Risk.HIGH),
-    ("kubectl get pods --all-namespaces=yes -n apps", Risk.HIGH),  # kubectl refuses it
     ("kubectl get --raw /api/v1/nodes", Risk.HIGH),
     ("kubectl get --raw /apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Risk.HIGH),
     ("kubectl get --raw /api/v1/namespaces/apps/pods?limit=1", Risk.LOW),
@@ -302,6 +296,25 @@ def test_blast_radius_reads_the_parsed_command(command: str, risk: Risk) -> None
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
         ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
     assert vote.risk is risk, (command, vote.rationale)
+
+
+# -A's values as pflag reads a boolean (Go's strconv.ParseBool): whether it is on. A value it
+# cannot read makes kubectl refuse to run: counted as on.
+ALL_NAMESPACES_VALUES = [("false", False), ("0", False), ("f", False), ("F", False),
+                         ("FALSE", False), ("False", False), ("true", True), ("1", True),
+                         ("T", True), ("yes", True), ("fAlse", True)]
+
+
+@pytest.mark.parametrize(("value", "on"), ALL_NAMESPACES_VALUES)
+def test_all_namespaces_is_read_as_pflag_reads_a_boolean(value: str, on: bool) -> None:
+    blast = builtin_panel(allowed, ("blast-radius",))[0]
+    for flag in ("-A", "--all-namespaces"):
+        for command in (f"kubectl get pods {flag}={value} -n apps",
+                        f"kubectl rollout restart deploy/web -n apps {flag}={value}"):
+            vote = asyncio.run(blast.review(ReviewInput("ns", "r", "test", "alice", "do it",
+                                                        (command,))))
+            assert (vote.risk is Risk.HIGH) is on, (command, vote.rationale)
+            assert (command_risk(command)[0] is Risk.HIGH) is (on and "restart" in command)
 # ----------------------------------------------------------- flags that hide verbs or flags
 
 @pytest.mark.parametrize(("command", "risk"), [
@@ -890,6 +903,30 @@ def test_what_steers_traffic_or_reaches_any_container_is_held_for_a_human(
 # neither judges by them.)
 WHERE = Namespaces("wingman-test", frozenset({"apps", "batch"}))
 H, C, L, M = Risk.HIGH, Risk.CRITICAL, Risk.LOW, Risk.MEDIUM
+# Commands on cluster-scoped objects (kubectl ignores -n there): the executor holds Roles in
+# the targets only and no ClusterRole (charts/wingman/templates/rbac-gateway.yaml), so it may
+# neither read nor change one, and blast-radius holds each as refused. (command, the
+# destructive voter's risk)
+CLUSTER_SCOPED = [
+    ("kubectl get nodes -n wingman-test", L),
+    ("kubectl get ns wingman-test", L),
+    ("kubectl get nodes -A", L),
+    ("kubectl label ns apps team=x", H),
+    ("kubectl delete clusterrole x", C),
+    ("kubectl patch clusterrolebinding x -p '{\"subjects\":[]}'", H),
+    ("kubectl create clusterrolebinding x --clusterrole=view --user=a", H),
+    ("kubectl create namespace scratch", M),
+    ("kubectl delete crd widgets.example.com", C),
+    ("kubectl cordon node-1", H),
+    ("kubectl drain node-1 --ignore-daemonsets", H),
+    ("kubectl taint nodes node-1 k=v:NoSchedule", H),
+    ("kubectl certificate approve csr-1", C),
+    ("kubectl top node", L),
+    ("kubectl cluster-info dump", H),
+    ("kubectl get --raw /api/v1/nodes", L),
+    ("kubectl get --raw /api/v1/namespaces/apps", L),
+    ("kubectl -w get cordon node-1", H),
+]
 PLACED = [
     ("kubectl get pods -n wingman-test", H, H, "reads Wingman's own namespace wingman-test"),
     ("kubectl logs deploy/wingman-operator --namespace=wingman-test", H, H, "signing key Secret"),
@@ -916,47 +953,21 @@ PLACED = [
     ("kubectl scale deploy/runner --replicas=2 --namespace=batch", M, L, ""),
     ("kubectl version -n wingman-test", L, L, ""),
     ("kubectl get --raw /readyz", L, L, ""),
-    # kubectl ignores -n for a cluster-scoped object; the executor holds Roles in the targets
-    # only, no ClusterRole: it may neither read nor change one (charts/wingman/templates/
-    # rbac-gateway.yaml)
-    ("kubectl get nodes -n wingman-test", L, H, "acts on a cluster-scoped node: the executor"),
-    ("kubectl get ns wingman-test", L, H, "acts on a cluster-scoped namespace"),
-    ("kubectl get nodes -A", L, H, "cluster-scoped node"),
-    ("kubectl label ns apps team=x", H, H, "cluster-scoped namespace"),
-    ("kubectl delete clusterrole x", C, H, "acts on a cluster-scoped clusterrole"),
-    ("kubectl patch clusterrolebinding x -p '{\"subjects\":[]}'", H, H,
-     "cluster-scoped clusterrolebinding"),
-    ("kubectl create clusterrolebinding x --clusterrole=view --user=a", H, H,
-     "'create clusterrolebinding' acts on cluster-scoped objects"),
-    ("kubectl create namespace scratch", M, H, "'create namespace' acts on cluster-scoped"),
-    ("kubectl delete crd widgets.example.com", C, H, "cluster-scoped customresourcedefinition"),
-    ("kubectl cordon node-1", H, H, "'cordon' acts on cluster-scoped objects"),
-    ("kubectl drain node-1 --ignore-daemonsets", H, H, "'drain' acts on cluster-scoped"),
-    ("kubectl taint nodes node-1 k=v:NoSchedule", H, H, "'taint' acts on cluster-scoped"),
-    ("kubectl certificate approve csr-1", C, H, "'certificate approve' acts on cluster-scoped"),
-    ("kubectl top node", L, H, "'top node' acts on cluster-scoped"),
-    ("kubectl cluster-info dump", H, H, "'cluster-info dump' acts on cluster-scoped"),
-    ("kubectl get --raw /api/v1/nodes", L, H, "names a cluster-scoped resource"),
-    ("kubectl get --raw /api/v1/namespaces/apps", L, H, "names a cluster-scoped resource"),
-    ("kubectl -w get cordon node-1", H, H, "'cordon' acts on cluster-scoped objects"),
+    *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
+      for command, risk in CLUSTER_SCOPED],
     # what every identity may ask (discovery, /version, self reviews) or kubectl's own
+    # configuration: unjudged (also version, api-resources, auth whoami: OBJECTLESS_ACTIONS)
     ("kubectl version --client", L, L, ""),
-    ("kubectl version", L, L, ""),
     ("kubectl config view", H, L, ""),
-    ("kubectl api-resources", L, L, ""),
     ("kubectl explain nodes", L, L, ""),
     ("kubectl auth can-i delete nodes", L, L, ""),
-    ("kubectl auth whoami", L, L, ""),
     # cluster-info lists the Services of -n, or of kube-system
     ("kubectl cluster-info", L, H, "kubectl acts in namespace kube-system, not a gateway"),
     ("kubectl -w get cluster-info", L, H, "namespace kube-system, not a gateway target"),
     ("kubectl cluster-info -n apps", L, L, ""),
     # -A as pflag reads a boolean: -A=false is off
-    ("kubectl get pods --all-namespaces=false -n apps", L, L, ""),
     ("kubectl -w get -A=false pods -n apps", L, L, ""),
-    ("kubectl rollout restart deployment/web -n apps -A=f", L, L, ""),
     ("kubectl get pods -A=false", L, H, "names no namespace, so kubectl acts in namespace default"),
-    ("kubectl get pods -A=1 -n apps", L, H, "acts in every namespace"),
     # the API server reads a --raw path decoded
     ("kubectl get --raw /api/v1/namespaces/wingman%2Dtest/pods", H, H,
      "reads Wingman's own namespace wingman-test"),
