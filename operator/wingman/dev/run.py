@@ -13,7 +13,9 @@ and audited (on a real PersistentVolume).
 containerd/CNI plugins, no dockerd to build the image; it says why) falls back to the node
 harness (``wingman.dev.node``): the operator runs as a local process with the operator
 ServiceAccount's own token (so RBAC applies to it exactly as in a cluster) and gateway pods run
-as local processes.
+as local processes. An operator run here is told the test values' gateway targets
+(``WINGMAN_GATEWAY_TARGETS``, :func:`gateway_targets`), where the chart binds the executor, so
+its review panel holds a command the executor would be refused, as in a cluster.
 
 With a configured cluster it installs the chart there with the operator's Deployment scaled to
 zero and runs the operator locally against it (the gateway Jobs then run on the cluster's
@@ -35,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import config as k8s_config
 
 from wingman import kube
@@ -193,6 +196,17 @@ def cluster_main() -> int:
             cluster.stop()
 
 
+def gateway_targets(values: Path = TEST_VALUES) -> str:
+    """``WINGMAN_GATEWAY_TARGETS`` for the chart installed with ``values``: the namespaces of
+    its ``gateway.targets``, a JSON array, as the chart's ``wingman.targetNamespaces`` gives
+    the operator's Deployment. The chart binds the executor there and nowhere else, so the
+    operator run here judges commands by them (the review panel's targets rule), as the
+    chart's operator does."""
+    loaded = yaml.safe_load(values.read_text(encoding="utf-8")) or {}
+    targets = (loaded.get("gateway") or {}).get("targets") or []
+    return json.dumps([str(target["namespace"]) for target in targets])
+
+
 def _operator_env(kubeconfig: Path, audit_path: Path, gateway_image: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
@@ -205,6 +219,7 @@ def _operator_env(kubeconfig: Path, audit_path: Path, gateway_image: str) -> dic
         # the same local directory, so operator and gateway append to one chain
         "WINGMAN_AUDIT_VOLUME_CLAIM": "wingman-audit",
         "WINGMAN_GATEWAY_IMAGE": gateway_image,
+        "WINGMAN_GATEWAY_TARGETS": gateway_targets(),
         "WINGMAN_LOG_FORMAT": "text",
     })
     _listen_locally(env)
@@ -548,6 +563,7 @@ def _run_operator_here(work: Path, policy: str, kubectl: str, *, exit_after_star
     env.update({"WINGMAN_NAMESPACE": NAMESPACE, "WINGMAN_ENVIRONMENT": "test",
                 "WINGMAN_POLICY_FILE": str(work / "policy.yaml"),
                 "WINGMAN_AUDIT_TARGET": str(work / "audit.jsonl"),
+                "WINGMAN_GATEWAY_TARGETS": gateway_targets(),
                 "WINGMAN_LOG_FORMAT": "text"})
     _listen_locally(env)
     _say(f"chart installed in {NAMESPACE}; running the operator locally (audit: "
@@ -572,4 +588,4 @@ def _run_operator_here(work: Path, policy: str, kubectl: str, *, exit_after_star
 
 
 __all__ = ["NODE_ENV", "NODE_MODES", "cluster_main", "configured_kubeconfig", "current_context",
-           "node_mode", "run_main"]
+           "gateway_targets", "node_mode", "run_main"]

@@ -8,13 +8,15 @@
   It knows the release namespace (:class:`Namespaces`): anything there is high, a change
   there critical; a change in a system namespace (``SYSTEM_NAMESPACES``) is high.
 - ``blast-radius``: weighs the environment, the number of commands and their reach (in every
-  reading of each), and,
+  reading of each): every namespace and cluster-scoped objects are high, a change in a system
+  namespace (``SYSTEM_NAMESPACES``) critical, reading there as routine as elsewhere; and,
   where the request was previewed, what the preview found: how many objects, which kinds and
   namespaces; a command the preview could not show cleanly (target missing, forbidden,
   invalid, not previewable) is a finding (``PreviewFinding``) that rejects. When the gateway's
   targets are known (:class:`Namespaces`), a command that acts outside them (or, naming no
-  namespace, in kubectl's default, ``EXECUTOR_DEFAULT_NAMESPACE``), or in every namespace, is
-  high and rejected: the executor holds no rights there, and the API server will refuse it.
+  namespace, in kubectl's default, ``EXECUTOR_DEFAULT_NAMESPACE``, or its action's own,
+  ``ACTION_NAMESPACES``), in every namespace, or on cluster-scoped objects is high and
+  rejected: the executor holds Roles in the targets only, and the API server will refuse it.
 - ``allowlist``: rejects any command the environment's allowlist does not cover.
 - ``prompt-injection``: rejects requests whose text tries to instruct the reviewers.
   (``wingman.review.injection``; the provenance excerpt is scanned too)
@@ -231,15 +233,41 @@ SYSTEM_NAMESPACES = re.compile(
 # environment has no ``KUBERNETES_SERVICE_HOST``, so kubectl does not take the pod's own
 # namespace (the release namespace) but Kubernetes' default.
 EXECUTOR_DEFAULT_NAMESPACE = "default"
-# kubectl actions that act in no namespace (discovery, local files, kubectl's own
-# configuration, cluster-scoped objects only): where they run, no namespace rule applies.
-NAMESPACELESS_ACTIONS = frozenset({
+# kubectl actions that act on no API object: kubectl's own configuration, plugins and local
+# files, and what the API server tells every authenticated identity (discovery and the
+# OpenAPI schema, system:discovery; /version, system:public-info-viewer; the self reviews of
+# auth can-i and whoami, system:basic-user), so the executor may run them anywhere. An
+# action is matched whole or by its verb (``config view``, ``config set-context``).
+OBJECTLESS_ACTIONS = frozenset({
     ("version",), ("api-resources",), ("api-versions",), ("explain",), ("completion",),
-    ("options",), ("help",), ("kustomize",), ("config",), ("plugin",), ("cluster-info",),
-    ("auth", "whoami"), ("auth", "can-i"), ("certificate",), ("create", "namespace"),
-    ("create", "clusterrole"), ("create", "clusterrolebinding"), ("create", "priorityclass"),
-    ("cordon",), ("uncordon",), ("drain",), ("taint",), ("top", "node"),
+    ("options",), ("help",), ("kustomize",), ("config",), ("plugin",),
+    ("auth", "whoami"), ("auth", "can-i"),
 })
+# kubectl actions on cluster-scoped objects only (Namespaces, ClusterRoles and their bindings,
+# PriorityClasses, Nodes, CertificateSigningRequests; cluster-info dump lists the Nodes
+# first), matched as OBJECTLESS_ACTIONS are.
+CLUSTER_ACTIONS = frozenset({
+    ("certificate",), ("create", "namespace"), ("create", "clusterrole"),
+    ("create", "clusterrolebinding"), ("create", "priorityclass"), ("cordon",), ("uncordon",),
+    ("drain",), ("taint",), ("top", "node"), ("cluster-info", "dump"),
+})
+# kubectl actions that act in no namespace: where they run, no namespace rule applies.
+# (``cluster-info`` is not one: it lists the Services of -n, or of kube-system, see
+# ACTION_NAMESPACES.)
+NAMESPACELESS_ACTIONS = OBJECTLESS_ACTIONS | CLUSTER_ACTIONS
+# kubectl actions that, given no -n, act in a namespace of their own rather than kubectl's
+# default (``kubectl cluster-info`` lists the Services labelled
+# kubernetes.io/cluster-service=true in kube-system), matched whole or by their verb.
+ACTION_NAMESPACES: dict[tuple[str, ...], str] = {("cluster-info",): "kube-system"}
+# kubectl actions whose first argument is an object's name (a pod's, or a new object's), not
+# a resource type: there only a TYPE/NAME argument names a type (``logs deploy/web``,
+# ``debug node/n1``; ``exec node -- sh`` runs in a pod named node).
+NAME_FIRST_VERBS = frozenset({"exec", "attach", "port-forward", "logs", "cp", "run", "debug",
+                              "create", "top", "events"})
+# The values that turn a boolean flag off, as pflag reads them (Go's ``strconv.ParseBool``):
+# ``-A=false``, ``--all-namespaces=0``, ``-A=f``. A flag given alone is on, and so is one
+# given 1, t, T, TRUE, true or True; any other value makes kubectl refuse to run.
+PFLAG_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 # From this log level (``-v``, ``--vmodule``) kubectl logs the bodies of the API requests and
 # responses it exchanges: whole objects, whatever the command itself prints.
 BODY_LOG_LEVEL = 8
@@ -401,6 +429,34 @@ def _namespace_objects(parsed: ParsedCommand) -> tuple[str, ...]:
         if ("/" in w and resource_types(w) == ("namespace",)) or (listed and at and "/" not in w)))
 
 
+def _switched_on(parsed: ParsedCommand, flag: str) -> bool:
+    """Whether a boolean flag is on, as pflag reads its values (:data:`PFLAG_FALSE`): given
+    alone or with any value but a false one (a value pflag cannot read runs nothing; given
+    more than once, pflag keeps the last, a reviewer counts any)."""
+    return any(value not in PFLAG_FALSE for value in parsed.flag(flag))
+
+
+def _every_namespace(parsed: ParsedCommand) -> bool:
+    """Whether ``-A``/``--all-namespaces`` is on (not ``-A=false``, ``--all-namespaces=0``)."""
+    return _switched_on(parsed, "--all-namespaces")
+
+
+def _object_types(parsed: ParsedCommand) -> list[str]:
+    """The resource types of the objects a kubectl command names, by their singular names:
+    its first argument and every ``TYPE/NAME`` (only ``TYPE/NAME`` after
+    :data:`NAME_FIRST_VERBS`), not a ``key=value``; ``label``'s and ``annotate``'s as
+    :func:`_label_types` reads them; ``cp``'s arguments are pods (``NAMESPACE/POD:PATH``)."""
+    if parsed.verb == "cp":
+        return ["pod"]
+    if parsed.verb in ("label", "annotate"):
+        words = _label_types(_label_operands(parsed))
+    else:
+        operands = [w for w in parsed.words[len(parsed.action):] if "=" not in w]
+        first = parsed.verb not in NAME_FIRST_VERBS
+        words = [w for at, w in enumerate(operands) if (at == 0 and first) or "/" in w]
+    return [t for w in words for t in resource_types(w)]
+
+
 def _namespaced(parsed: ParsedCommand) -> bool:
     """Whether a kubectl command (not a ``--raw`` one) acts in a namespace: not one in no
     namespace (:data:`NAMESPACELESS_ACTIONS`) nor one on cluster-scoped objects only, where
@@ -408,10 +464,49 @@ def _namespaced(parsed: ParsedCommand) -> bool:
     if parsed.program != "kubectl" or not parsed.words or parsed.action in NAMESPACELESS_ACTIONS \
             or parsed.action[:1] in NAMESPACELESS_ACTIONS:
         return False
-    operands = [w for w in parsed.words[len(parsed.action):] if "=" not in w]
-    types = [t for at, w in enumerate(operands) if at == 0 or "/" in w
-             for t in resource_types(w)]
+    types = _object_types(parsed)
     return not types or not all(t in CLUSTER_RESOURCES for t in types)
+
+
+def _raw_cluster(path: str) -> bool:
+    """Whether a ``--raw`` API path names a cluster-scoped resource (a Namespace itself too:
+    ``/api/v1/namespaces/apps``) or a resource of every namespace (``/api/v1/pods``)."""
+    space, resource = _raw_target(path)
+    return bool(resource) and (not space or resource == "namespaces")
+
+
+def _cluster_scope(parsed: ParsedCommand) -> str:
+    """How a kubectl command acts on what is cluster-scoped through the API server, as a
+    reviewer reads it: an action of :data:`CLUSTER_ACTIONS`, an object of a type in
+    :data:`CLUSTER_RESOURCES` (``delete po,no web``: some of them), a ``--raw`` path of
+    :func:`_raw_cluster`; ``""`` for none, and for :data:`OBJECTLESS_ACTIONS`, which read
+    nothing any identity is refused (``version``, ``auth can-i delete nodes``,
+    ``explain nodes``, ``config view --raw``)."""
+    if parsed.program != "kubectl" or not parsed.words or parsed.action in OBJECTLESS_ACTIONS \
+            or parsed.action[:1] in OBJECTLESS_ACTIONS:
+        return ""
+    raw = parsed.flag("--raw")
+    if raw:
+        return next((f"--raw {path} names a cluster-scoped resource or every namespace's"
+                     for path in raw if _raw_cluster(path)), "")
+    if parsed.action in CLUSTER_ACTIONS or parsed.action[:1] in CLUSTER_ACTIONS:
+        return f"'{' '.join(parsed.action)}' acts on cluster-scoped objects"
+    types = [t for t in _object_types(parsed) if t in CLUSTER_RESOURCES]
+    return f"acts on a cluster-scoped {types[0]}" if types else ""
+
+
+def _changed_system_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
+    """The system namespaces (:data:`SYSTEM_NAMESPACES`) a kubectl command may change, lower
+    case: where it acts (:func:`_acting_namespaces`), the Namespace objects it names, and, for
+    ``config`` (``set-context --namespace``: where the commands after it act), the namespace it
+    sets; none for a command that only reads (:func:`_writes`): reading there is as routine as
+    elsewhere."""
+    if parsed.program != "kubectl" or not _writes(parsed):
+        return ()
+    configured = parsed.flag("--namespace") if parsed.verb == "config" else ()
+    places = (*_acting_namespaces(parsed), *_namespace_objects(parsed),
+              *(n.strip().lower() for n in configured))
+    return tuple(dict.fromkeys(n for n in places if SYSTEM_NAMESPACES.match(n)))
 
 
 def _acting_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
@@ -428,7 +523,7 @@ def _acting_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
         return ()
     named = tuple(dict.fromkeys(n.strip().lower() for n in parsed.flag("--namespace")
                                 if n.strip()))
-    if named or parsed.has("--all-namespaces"):
+    if named or _every_namespace(parsed):
         return named
     if parsed.flag("--filename") or parsed.flag("--kustomize"):
         return ()  # (each object in the files in the namespace it names, not known here)
@@ -438,7 +533,8 @@ def _acting_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
                                      if "/" in w.partition(":")[0] and ":" in w))
         if copied:
             return copied
-    return (EXECUTOR_DEFAULT_NAMESPACE,)
+    return (ACTION_NAMESPACES.get(parsed.action)
+            or ACTION_NAMESPACES.get(parsed.action[:1], EXECUTOR_DEFAULT_NAMESPACE),)
 
 
 def _kubectl_action_risk(action: tuple[str, ...]) -> tuple[Risk, str]:
@@ -457,6 +553,14 @@ def _kubectl_action_risk(action: tuple[str, ...]) -> tuple[Risk, str]:
     if risk >= H:
         return risk, f"'{words}' is destructive or invasive ({risk.value})"
     return risk, f"'{words}' is {'routine' if risk is L else 'a change'} ({risk.value})"
+
+
+def _writes(parsed: ParsedCommand) -> bool:
+    """Whether a kubectl command may change something: its action is not routine (medium or
+    above in :data:`KUBECTL_ACTIONS`, or a plugin), or it acts on every object of a type
+    (:data:`EVERY_OBJECT_ACTIONS`)."""
+    return bool(parsed.words) and (_kubectl_action_risk(parsed.action)[0] >= M
+                                   or parsed.action in EVERY_OBJECT_ACTIONS)
 
 
 def _rate_kubectl(parsed: ParsedCommand, rating: _Rating, release: str = "") -> None:
@@ -510,8 +614,7 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating, release: str = "") -> 
             and not any(v.strip() for v in parsed.flag("--selector")):  # '-l ""' selects all
         rating.add(H, f"'{' '.join(parsed.action)}' names no object: kubectl acts on every "
                       f"{named[0] if named else 'object'} in the namespace, as with --all")
-    writes = bool(parsed.words) and (_kubectl_action_risk(parsed.action)[0] >= M
-                                     or parsed.action in EVERY_OBJECT_ACTIONS)
+    writes = _writes(parsed)
     selectors = [*parsed.flag("--selector"), *parsed.flag("--field-selector")]
     if selectors and parsed.verb not in SELECTOR_SPEC_VERBS and writes:
         rating.add(H, f"selects its objects by selector ({', '.join(selectors)}): a selector "
@@ -550,7 +653,7 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating, release: str = "") -> 
         rating.add(H, f"changes the system namespace {system[0]}: the cluster's own components "
                       "or add-ons run there (DNS, networking, a service mesh, admission, "
                       "certificates) and serve every workload")
-    if parsed.has("--all-namespaces") and (rating.risk >= M or writes):
+    if _every_namespace(parsed) and (rating.risk >= M or writes):
         rating.add(H, "changes objects in every namespace")
     if binding:
         roles = {v.lower() for v in parsed.flag("--clusterrole") + parsed.flag("--role")}
@@ -695,8 +798,9 @@ class DestructivePatternVoter:
 
 
 class BlastRadiusVoter:
-    """Weighs reach: production, many commands, all namespaces, kube-system, cluster scope,
-    and, when the gateway's targets are known, a namespace the executor will be refused."""
+    """Weighs reach: production, many commands, all namespaces, a change in a system
+    namespace, cluster scope, and, when the gateway's targets are known, what the executor
+    will be refused."""
 
     name = "blast-radius"
     local = True  # reviews the request alone (see consensus.Voter)
@@ -719,27 +823,22 @@ class BlastRadiusVoter:
             risk = max(risk, Risk.MEDIUM, key=lambda x: x.rank)
             why.append(f"{len(request.commands)} commands")
         for parsed in (r for cmd in request.all_commands for r in readings(parse(cmd))):
-            if parsed.has("--all-namespaces"):
+            if _every_namespace(parsed):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("all namespaces")
-            raw = [_raw_target(path) for path in parsed.flag("--raw")]
-            namespaces = [*parsed.flag("--namespace"), *parsed.words,
-                          *(space for space, _ in raw)]
-            if any(n == "kube-system" or n.endswith("/kube-system") for n in namespaces):
+            changed = _changed_system_namespaces(parsed)
+            if changed:
                 risk = max(risk, Risk.CRITICAL, key=lambda x: x.rank)
-                why.append("kube-system")
-            if _names(parsed.words[1:], CLUSTER_RESOURCES) or \
-                    parsed.action in (("create", "clusterrolebinding"),
-                                      ("create", "clusterrole")):
+                why.append(f"changes the system namespace {changed[0]}, whose components "
+                           "serve every workload")
+            refused = self._refused(parsed)
+            scope = _cluster_scope(parsed)
+            if scope and not refused:  # (if refused, the reason says it is cluster-scoped)
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
-                why.append("cluster-scoped resource")
-            if any(resource and not space for space, resource in raw):
-                risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
-                why.append("a --raw path to a cluster-scoped resource or every namespace")
+                why.append(scope)
             if parsed.program == "kubectl" and any(parsed.has(f) for f in IDENTITY_FLAGS):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("another identity or cluster")
-            refused = self._refused(parsed)
             if refused:
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append(refused)
@@ -753,7 +852,10 @@ class BlastRadiusVoter:
 
     def _refused(self, parsed: ParsedCommand) -> str:
         """Why the executor will be refused the command, when the targets are known: it acts
-        in a namespace outside them (the one it names, or kubectl's default,
+        on cluster-scoped objects (:func:`_cluster_scope`: the chart binds the executor to
+        Roles in the targets only, no ClusterRole, so it may neither read nor change them),
+        in a namespace outside the targets (the one it names, the one its action acts in
+        (:data:`ACTION_NAMESPACES`), or kubectl's default,
         :data:`EXECUTOR_DEFAULT_NAMESPACE`) or in every namespace; ``""`` otherwise. Like a
         preview's Forbidden, such a command cannot run, and the reviewer is told before
         approving it."""
@@ -761,7 +863,12 @@ class BlastRadiusVoter:
         if targets is None or parsed.program != "kubectl":
             return ""
         allowed = ", ".join(sorted(targets)) or "none"
-        if parsed.has("--all-namespaces") and not parsed.flag("--raw") and _namespaced(parsed):
+        scope = _cluster_scope(parsed)
+        if scope:
+            return (f"{scope}: the executor holds rights only in the gateway's targets "
+                    f"({allowed}), through Roles, and none on cluster-scoped objects, so the "
+                    "API server will refuse it")
+        if _every_namespace(parsed) and not parsed.flag("--raw") and _namespaced(parsed):
             return (f"acts in every namespace: the executor holds rights only in the gateway's "
                     f"targets ({allowed}), so the API server will refuse it")
         outside = [n for n in _acting_namespaces(parsed) if n not in targets]
@@ -799,9 +906,10 @@ class BlastRadiusVoter:
             why.append(f"{objects} objects would change")
         elif objects > 3 or len(spaces) > 1:
             risk = max(risk, Risk.MEDIUM, key=lambda x: x.rank)
-        if "kube-system" in spaces:
+        system = [n for n in spaces if SYSTEM_NAMESPACES.match(n.lower())]
+        if system:
             risk = max(risk, Risk.CRITICAL, key=lambda x: x.rank)
-            why.append("writes in kube-system")
+            why.append(f"writes in the system namespace {system[0]}")
         cluster = sorted(set(kinds) & self.CLUSTER_KINDS)
         if cluster:
             risk = max(risk, Risk.HIGH, key=lambda x: x.rank)

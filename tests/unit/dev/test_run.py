@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -157,3 +158,24 @@ def test_the_local_operator_listens_on_this_machine_only_unless_told(
     monkeypatch.setattr(run.subprocess, "Popen", _Started)
     assert run._run_operator_here(tmp_path, "{}", "kubectl", exit_after_start=False) == 0
     assert _Started.env["WINGMAN_LISTEN_ADDRESS"] == listens
+
+
+def test_the_local_operator_knows_where_the_chart_binds_the_executor(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Both ways dev run starts an operator here give it the gateway targets of the values it
+    installs the chart with, the namespaces where the chart binds wingman-executor: its review
+    panel then holds a command the executor would be refused, as the chart's operator does."""
+    from support.chart import find, render
+
+    bound = {b["metadata"]["namespace"] for b in find(render("test"), "RoleBinding")
+             if any(s.get("name") == "wingman-executor" for s in b.get("subjects") or [])}
+    assert bound == {"apps"}
+    monkeypatch.setenv("WINGMAN_GATEWAY_TARGETS", '["elsewhere"]')  # the chart's say wins
+    monkeypatch.setattr(run.subprocess, "Popen", _Started)
+    assert run._run_operator_here(tmp_path, "{}", "kubectl", exit_after_start=False) == 0
+    for env in (run._operator_env(tmp_path / "kubeconfig", tmp_path / "audit.jsonl", "img:1"),
+                _Started.env):
+        assert set(json.loads(env["WINGMAN_GATEWAY_TARGETS"])) == bound
+    values = tmp_path / "values.yaml"
+    values.write_text("gateway: {}\n")
+    assert run.gateway_targets(values) == "[]"  # no targets: the executor is bound nowhere

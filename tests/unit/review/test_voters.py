@@ -262,9 +262,32 @@ def test_the_subject_of_a_binding_is_not_the_callers_identity() -> None:
     ("kubectl get clusterroles.rbac.authorization.k8s.io", Risk.HIGH),
     ("kubectl -n apps rollout restart deployment/web", Risk.LOW),
     # a --raw path names its namespace and resource in the path
-    ("kubectl get --raw /api/v1/namespaces/kube-system/pods", Risk.CRITICAL),
+    ("kubectl get --raw /api/v1/namespaces/kube-system/pods", Risk.LOW),
     ("kubectl delete --raw=/api/v1/namespaces/kube-system/configmaps/x", Risk.CRITICAL),
-    ("kubectl get --raw /api/v1/namespaces/kube-system", Risk.CRITICAL),
+    ("kubectl get --raw /api/v1/namespaces/kube-system", Risk.HIGH),  # the Namespace itself
+    # reading a system namespace is as routine as reading any other; changing one is not
+    ("kubectl get pods -n kube-system", Risk.LOW),
+    ("kubectl logs deploy/coredns -n kube-system", Risk.LOW),
+    ("kubectl -n kube-system plugin list", Risk.LOW),  # plugin acts in no namespace
+    ("kubectl cluster-info", Risk.LOW),  # lists kube-system's Services
+    ("kubectl rollout restart daemonset/calico-node -n calico-system", Risk.CRITICAL),
+    ("kubectl scale deploy/istiod --replicas=1 --namespace istio-system", Risk.CRITICAL),
+    ("kubectl label ns kube-public team=x", Risk.CRITICAL),
+    ("kubectl delete namespace/cert-manager", Risk.CRITICAL),
+    ("kubectl cp /tmp/x kube-system/etcd-0:/tmp/x", Risk.CRITICAL),
+    ("kubectl config set-context --current --namespace=kube-system", Risk.CRITICAL),
+    # cluster scope: the objects, the actions on them, a --raw path to them
+    ("kubectl cordon node-1", Risk.HIGH),
+    ("kubectl taint nodes node-1 k=v:NoSchedule", Risk.HIGH),
+    ("kubectl certificate approve csr-1", Risk.HIGH),
+    ("kubectl top node", Risk.HIGH),
+    ("kubectl get --raw /api/v1/namespaces", Risk.HIGH),
+    ("kubectl get --raw /apis/apps/v1/deployments", Risk.HIGH),
+    # no object of a cluster-scoped type: a schema, a question, a pod named node
+    ("kubectl explain nodes", Risk.LOW),
+    ("kubectl auth can-i delete nodes", Risk.LOW),
+    ("kubectl exec node -n apps -- ls", Risk.LOW),
+    ("kubectl create deployment node --image=nginx -n apps", Risk.LOW),
     ("kubectl get --raw /api/v1/nodes", Risk.HIGH),
     ("kubectl get --raw /apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Risk.HIGH),
     ("kubectl get --raw /api/v1/namespaces/apps/pods?limit=1", Risk.LOW),
@@ -273,6 +296,25 @@ def test_blast_radius_reads_the_parsed_command(command: str, risk: Risk) -> None
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
         ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
     assert vote.risk is risk, (command, vote.rationale)
+
+
+# -A's values as pflag reads a boolean (Go's strconv.ParseBool): whether it is on. A value it
+# cannot read makes kubectl refuse to run: counted as on.
+ALL_NAMESPACES_VALUES = [("false", False), ("0", False), ("f", False), ("F", False),
+                         ("FALSE", False), ("False", False), ("true", True), ("1", True),
+                         ("T", True), ("yes", True), ("fAlse", True)]
+
+
+@pytest.mark.parametrize(("value", "on"), ALL_NAMESPACES_VALUES)
+def test_all_namespaces_is_read_as_pflag_reads_a_boolean(value: str, on: bool) -> None:
+    blast = builtin_panel(allowed, ("blast-radius",))[0]
+    for flag in ("-A", "--all-namespaces"):
+        for command in (f"kubectl get pods {flag}={value} -n apps",
+                        f"kubectl rollout restart deploy/web -n apps {flag}={value}"):
+            vote = asyncio.run(blast.review(ReviewInput("ns", "r", "test", "alice", "do it",
+                                                        (command,))))
+            assert (vote.risk is Risk.HIGH) is on, (command, vote.rationale)
+            assert (command_risk(command)[0] is Risk.HIGH) is (on and "restart" in command)
 # ----------------------------------------------------------- flags that hide verbs or flags
 
 @pytest.mark.parametrize(("command", "risk"), [
@@ -304,7 +346,10 @@ def test_config_view_raw_is_rated_with_the_flags_after_it() -> None:
     ("kubectl get pods --show-kind -A", Risk.HIGH),
     ("kubectl exec -itn kube-system web -- sh", Risk.CRITICAL),
     ("kubectl --wait ns delete prod", Risk.HIGH),
-    ("kubectl -i kube-system delete pod x", Risk.CRITICAL),
+    # kubectl reads kube-system there as a resource type (or a plugin's argument), no namespace
+    ("kubectl -i kube-system delete pod x", Risk.LOW),
+    ("kubectl -i -n kube-system delete pod x", Risk.CRITICAL),
+    ("kubectl -w get -n calico-system scale deploy/x --replicas=2", Risk.CRITICAL),
 ])
 def test_blast_radius_reads_every_reading_of_the_flags(command: str, risk: Risk) -> None:
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
@@ -498,6 +543,10 @@ def test_the_blast_radius_voter_reads_the_reach_the_preview_found() -> None:
     system = _blast(_previewed({"command": SCALE, "outcome": "Previewed"},
                                namespaces=("kube-system",)))
     assert system.risk is Risk.CRITICAL  # type: ignore[attr-defined]
+    addon = _blast(_previewed({"command": SCALE, "outcome": "Previewed"},
+                              namespaces=("calico-system",)))
+    assert "writes in the system namespace calico-system" in addon.rationale  # type: ignore[attr-defined]
+    assert addon.risk is Risk.CRITICAL  # type: ignore[attr-defined]
     cluster = _blast(_previewed({"command": SCALE, "outcome": "Previewed"},
                                 kinds=("ClusterRoleBinding",), namespaces=()))
     assert cluster.risk is Risk.HIGH and "ClusterRoleBinding" in cluster.rationale  # type: ignore[attr-defined]
@@ -854,6 +903,30 @@ def test_what_steers_traffic_or_reaches_any_container_is_held_for_a_human(
 # neither judges by them.)
 WHERE = Namespaces("wingman-test", frozenset({"apps", "batch"}))
 H, C, L, M = Risk.HIGH, Risk.CRITICAL, Risk.LOW, Risk.MEDIUM
+# Commands on cluster-scoped objects (kubectl ignores -n there): the executor holds Roles in
+# the targets only and no ClusterRole (charts/wingman/templates/rbac-gateway.yaml), so it may
+# neither read nor change one, and blast-radius holds each as refused. (command, the
+# destructive voter's risk)
+CLUSTER_SCOPED = [
+    ("kubectl get nodes -n wingman-test", L),
+    ("kubectl get ns wingman-test", L),
+    ("kubectl get nodes -A", L),
+    ("kubectl label ns apps team=x", H),
+    ("kubectl delete clusterrole x", C),
+    ("kubectl patch clusterrolebinding x -p '{\"subjects\":[]}'", H),
+    ("kubectl create clusterrolebinding x --clusterrole=view --user=a", H),
+    ("kubectl create namespace scratch", M),
+    ("kubectl delete crd widgets.example.com", C),
+    ("kubectl cordon node-1", H),
+    ("kubectl drain node-1 --ignore-daemonsets", H),
+    ("kubectl taint nodes node-1 k=v:NoSchedule", H),
+    ("kubectl certificate approve csr-1", C),
+    ("kubectl top node", L),
+    ("kubectl cluster-info dump", H),
+    ("kubectl get --raw /api/v1/nodes", L),
+    ("kubectl get --raw /api/v1/namespaces/apps", L),
+    ("kubectl -w get cordon node-1", H),
+]
 PLACED = [
     ("kubectl get pods -n wingman-test", H, H, "reads Wingman's own namespace wingman-test"),
     ("kubectl logs deploy/wingman-operator --namespace=wingman-test", H, H, "signing key Secret"),
@@ -865,7 +938,7 @@ PLACED = [
     # in every reading: 'scale' if kubectl takes 'get' for -w's value
     ("kubectl -w get -n wingman-test scale deploy/x --replicas=2", C, H,
      "it cannot run), if kubectl reads it as 'kubectl scale"),
-    ("kubectl -w get -n istio-system scale deploy/x --replicas=2", H, H,
+    ("kubectl -w get -n istio-system scale deploy/x --replicas=2", H, C,
      "namespace istio-system, not a gateway target"),
     # reading a system namespace stays routine for destructive; the executor cannot
     ("kubectl get pods -n calico-system", L, H,
@@ -880,10 +953,21 @@ PLACED = [
     ("kubectl scale deploy/runner --replicas=2 --namespace=batch", M, L, ""),
     ("kubectl version -n wingman-test", L, L, ""),
     ("kubectl get --raw /readyz", L, L, ""),
-    # kubectl ignores -n for a cluster-scoped object: high for its scope alone
-    ("kubectl get nodes -n wingman-test", L, H, ""),
-    ("kubectl get ns wingman-test", L, H, ""),
-    ("kubectl get nodes -A", L, H, ""),
+    *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
+      for command, risk in CLUSTER_SCOPED],
+    # what every identity may ask (discovery, /version, self reviews) or kubectl's own
+    # configuration: unjudged (also version, api-resources, auth whoami: OBJECTLESS_ACTIONS)
+    ("kubectl version --client", L, L, ""),
+    ("kubectl config view", H, L, ""),
+    ("kubectl explain nodes", L, L, ""),
+    ("kubectl auth can-i delete nodes", L, L, ""),
+    # cluster-info lists the Services of -n, or of kube-system
+    ("kubectl cluster-info", L, H, "kubectl acts in namespace kube-system, not a gateway"),
+    ("kubectl -w get cluster-info", L, H, "namespace kube-system, not a gateway target"),
+    ("kubectl cluster-info -n apps", L, L, ""),
+    # -A as pflag reads a boolean: -A=false is off
+    ("kubectl -w get -A=false pods -n apps", L, L, ""),
+    ("kubectl get pods -A=false", L, H, "names no namespace, so kubectl acts in namespace default"),
     # the API server reads a --raw path decoded
     ("kubectl get --raw /api/v1/namespaces/wingman%2Dtest/pods", H, H,
      "reads Wingman's own namespace wingman-test"),
