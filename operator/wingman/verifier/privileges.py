@@ -415,10 +415,10 @@ def _parser() -> argparse.ArgumentParser:
                    "list of Roles)")
     for role in ("worker", "approver"):
         p.add_argument(f"--{role}-group", dest=f"{role}_groups", action="append", default=[],
-                       metavar="GROUP", help=f"a {role} group (repeatable; default: the "
+                       metavar="GROUP", help=f"{role} group (repeatable; default: the "
                        f"subjects of the release's {role} RoleBinding)")
         p.add_argument(f"--{role}-user", dest=f"{role}_users", action="append", default=[],
-                       metavar="USER", help=f"a {role} user (repeatable)")
+                       metavar="USER", help=f"{role} user (repeatable)")
     p.add_argument("--gateway-image", default=os.environ.get("WINGMAN_GATEWAY_IMAGE") or None,
                    help="the pinned gateway image (default: $WINGMAN_GATEWAY_IMAGE, else the "
                    "operator Deployment's)")
