@@ -470,11 +470,12 @@ _SHORTEST_HEADER = len(b'{"alg":"none"')
 #: 15 on) and Unicode's other default-ignorable code points (``wingman.model.text``'s: the
 #: combining grapheme joiner, the Hangul fillers, the variation selectors). Removed before a
 #: token is looked for; tests/unit/test_logs.py checks it holds every Cf character Python knows.
-_INVISIBLE = re.compile(
+_INVISIBLE_CLASS = (
     "[\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5"
     "\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
     "\ufff0-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
-    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]++")
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+_INVISIBLE = re.compile(f"{_INVISIBLE_CLASS}++")
 #: A blank on a line: the space, the tab and Unicode's other spaces (no-break, en, em, thin,
 #: narrow no-break, ideographic, ...: category Zs).
 _BLANK = "[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]"
@@ -487,6 +488,14 @@ _BREAK = rf"{_BLANK}*+(?:\r\n?|\n){_BLANK}*+"
 #: inside a segment, or two line breaks in a row (a paragraph), are no such break.
 _JWT_GAP = re.compile(rf"(?<=[.{_SEGMENT}]){_BREAK}(?=[.{_SEGMENT}])"
                       rf"|(?<=\.){_BLANK}++(?=[.{_SEGMENT}])|(?<=[{_SEGMENT}]){_BLANK}++(?=\.)")
+#: A run of what a disguised token is written with: its characters, the invisible ones among
+#: them, and the breaks ``_JWT_GAP`` reads through (a line break between two of them, blanks
+#: beside a dot). What :func:`redact_tokens` replaces when a token is found only so. A run
+#: starts with no blank, so a row of blanks is read once.
+_DISGUISED_RUN = re.compile(
+    rf"(?:[.{_SEGMENT}]|{_INVISIBLE_CLASS})"
+    rf"(?:[.{_SEGMENT}]|{_INVISIBLE_CLASS}|{_BREAK}(?=[.{_SEGMENT}]|{_INVISIBLE_CLASS})"
+    rf"|(?<=\.){_BLANK}++(?=[.{_SEGMENT}]|{_INVISIBLE_CLASS})|{_BLANK}++(?=\.))*+")
 #: ``eyJ`` with a line break inside it: a JWT wrapped at its second or third column.
 _BROKEN_EYJ = re.compile(rf"e(?:{_BREAK})?y(?:{_BREAK})?J")
 
@@ -693,12 +702,21 @@ def redact_tokens(text: str) -> str:
     goes with it, its trailing ``=`` stays) of text holding one. For text quoting what a
     person typed (a request name that is a JWT pasted in), so that it can be shown and audited
     without the token; should a part still be found (text in UTF-16 as it is, say), the whole
-    is withheld. Linear, like the detector."""
+    is withheld. A token found only read without invisible characters or joined at its breaks
+    (:func:`looks_like_token`) goes with what it is written with (``_DISGUISED_RUN``: the
+    words a break joins to it too). Linear, like the detector."""
     if "eyJ" in text:
         text = _PLAIN_RUN.sub(_redact_plain, text)
     if _encoded_jwt(text, 0):
         text = _B64_BLOCK.sub(_redact_block, text)
+    if not looks_like_token(text):
+        return text
+    text = _DISGUISED_RUN.sub(_redact_disguised, text)
     return "(a token-shaped text, not shown)" if looks_like_token(text) else text
+
+
+def _redact_disguised(match: re.Match[str]) -> str:
+    return REDACTED if looks_like_token(match.group()) else match.group()
 
 
 __all__ = ["CRASH_MESSAGE_MAX", "FORMATS", "LEVELS", "REDACTED", "JsonFormatter",
