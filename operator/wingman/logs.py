@@ -380,10 +380,13 @@ def looks_like_token(text: str) -> bool:
     (``_INVISIBLE``: a zero-width space, a joiner, a soft hyphen, a BOM) are not read, in the
     token or in its base64; and a JWT broken by blanks (:func:`_broken_jwt_in`: wrapped over
     lines at any column, or spaced at its dots) is read joined."""
-    if not text.isascii():
-        if not _may_hold(text, _MAX_DEPTH, unseen=True):  # cheaper than removing first
+    if text.isascii():
+        if not _may_hold(text, _MAX_DEPTH):  # nor, without its blanks, a broken ``eyJ``
             return False
+    elif _may_hold(text, _MAX_DEPTH, unseen=True):  # cheaper than removing them first
         text = _INVISIBLE.sub("", text)
+    else:
+        return False
     return _holds(text, 0) or _broken_jwt_in(text)
 
 
@@ -506,10 +509,12 @@ def _broken_jwt_in(text: str) -> bool:
     only a first segment that reads as a header (:func:`_reads_as_header`) counts: joined, the
     words of prose (an ``eyJ`` word, then one-word sentences: ``eyJob. Done. Next.``) or of
     lines (an env file) would otherwise read as segments. Text without ``eyJ``, broken or not,
-    is not read further: an audit record's words cost a search or two."""
-    if "eyJ" not in text and (("\n" not in text and "\r" not in text)
-                              or _BROKEN_EYJ.search(text) is None):
+    is not read further, nor what is before its first ``eyJ``. :func:`looks_like_token` calls it
+    only for text that :func:`_may_hold` a token (an audit record's words do not)."""
+    found = _BROKEN_EYJ.search(text)
+    if found is None:
         return False
+    text = text[found.start():]
     joined = _JWT_GAP.sub("", text)
     return joined != text and _jwt_in(joined, header=True)
 
@@ -716,7 +721,15 @@ def redact_tokens(text: str) -> str:
 
 
 def _redact_disguised(match: re.Match[str]) -> str:
-    return REDACTED if looks_like_token(match.group()) else match.group()
+    """The run replaced from its token's ``eyJ`` on (the words a break joined before it are
+    kept), or whole (a token in its base64)."""
+    run = match.group()
+    if not looks_like_token(run):
+        return run
+    found = _BROKEN_EYJ.search(run)
+    if found is not None and looks_like_token(run[found.start():]):
+        return run[:found.start()] + REDACTED
+    return REDACTED
 
 
 __all__ = ["CRASH_MESSAGE_MAX", "FORMATS", "LEVELS", "REDACTED", "JsonFormatter",

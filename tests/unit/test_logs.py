@@ -230,6 +230,9 @@ def test_redacting_tokens_replaces_only_what_the_audit_trail_refuses() -> None:
     redacted = logs.redact_tokens(text)
     assert redacted == "no request '[REDACTED]' nor [REDACTED]= here"
     assert not logs.looks_like_token(redacted)
+    # wrapped, it goes from its eyJ on, and the words a line break joins before it stay
+    wrapped = _wrapped(jwt, 20, "\n")
+    assert logs.redact_tokens(f"use\n{wrapped}\n\nthen") == f"use\n{logs.REDACTED}\n\nthen"
     kept = "eyJ alone, eyJ.x without a third part, ZXlK short, ns/eyJob.done"
     assert logs.redact_tokens(kept) == kept
 
