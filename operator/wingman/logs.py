@@ -414,7 +414,8 @@ def _jwt_in(text: str, *, header: bool = False) -> bool:
     token after it in the same run (``/cache/eyJ0/eyJhbGci...``) is. Linear: an ``eyJ`` whose
     tail fails skips the rest of its segment, where any later one fails alike; where the tail
     holds, each ``eyJ`` of the first segment is judged by a bounded read of its header. With
-    ``header``, every first segment must read as a header (text joined from pieces)."""
+    ``header`` (text joined from pieces), every first segment must read as a header, and the
+    second begin as a JWT's claims do (``eyJ``: a JSON object)."""
     if "eyJ" not in text:
         return False
     if "\\/" in text:
@@ -432,7 +433,7 @@ def _jwt_in(text: str, *, header: bool = False) -> bool:
         # / follows it in the segment, or if what follows reads as a header
         end = tail.end(1)
         special = max(text.rfind("+", at, end), text.rfind("/", at, end))
-        while at != -1:
+        while at != -1 and (not header or text.startswith("eyJ", end + 1)):
             if ((at > special and not header)
                     or _reads_as_header(text[at:min(end, at + _HEADER_READ)])):
                 return True
@@ -506,9 +507,10 @@ _BROKEN_EYJ = re.compile(rf"e(?:{_BREAK})?y(?:{_BREAK})?J")
 def _broken_jwt_in(text: str) -> bool:
     """Whether ``text`` holds a JWT broken by blanks (``_JWT_GAP``): wrapped over lines, at any
     column, LF or CRLF, the next lines indented or not; or spaced at its dots. Read joined, and
-    only a first segment that reads as a header (:func:`_reads_as_header`) counts: joined, the
-    words of prose (an ``eyJ`` word, then one-word sentences: ``eyJob. Done. Next.``) or of
-    lines (an env file) would otherwise read as segments. Text without ``eyJ``, broken or not,
+    only a first segment that reads as a header (:func:`_reads_as_header`) before claims
+    (``eyJ``) counts: joined, the words of prose (an ``eyJ`` word, then one-word sentences:
+    ``eyJob. Done. Next.``) or of lines (base64 JSON, then a host name on the next line) would
+    otherwise read as segments. Text without ``eyJ``, broken or not,
     is not read further, nor what is before its first ``eyJ``. :func:`looks_like_token` calls it
     only for text that :func:`_may_hold` a token (an audit record's words do not)."""
     found = _BROKEN_EYJ.search(text)

@@ -716,6 +716,7 @@ def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token
               "eyJob finished. Next. Then. Done.", "eyJob.\nnext.\nstep.",
               "eyJhbGciOi is how a JWT starts.\nSee RFC 7519. Section 7.2.",
               "eyJhIjoxfQ. eyJiIjoyfQ. sig", "ey\nJ alone.\nx.\ny.",
+              "config: eyJhIjoxLCJiIjoyLCJjIjozfQ\nwww.example.com. up",
               _wrapped("sha256:" + "ab" * 32, 24, "\n") + ".\n" + uid + ".\n" + uid,
               "resourceVersion: 123456.\nresourceVersion: 123457.\nuid: " + uid,
               "deployment.apps/web-7f9c. pod/web-7f9c-abcde.\nreplicaset.apps/web-7f9c .x",
