@@ -374,8 +374,20 @@ def looks_like_token(text: str) -> bool:
     (either byte order, with a BOM or not), or itself the base64 of such text (a
     ``.dockerconfigjson`` whose ``auth`` encodes ``user:<token>``, as a Secret's ``data``).
     Two levels of base64 are decoded, no more: each reads every character a bounded number of
-    times."""
-    return _holds(text, 0)
+    times.
+
+    Disguised as it may be pasted or copied: characters that render as nothing
+    (``_INVISIBLE``: a zero-width space, a joiner, a soft hyphen, a BOM) are not read, in the
+    token or in its base64; and a JWT broken by blanks (:func:`_broken_jwt_in`: wrapped over
+    lines at any column, or spaced at its dots) is read joined."""
+    if text.isascii():
+        if not _may_hold(text, _MAX_DEPTH):  # nor, without its blanks, a broken ``eyJ``
+            return False
+    elif _may_hold(text, _MAX_DEPTH, unseen=True):  # cheaper than removing them first
+        text = _INVISIBLE.sub("", text)
+    else:
+        return False
+    return _holds(text, 0) or _broken_jwt_in(text)
 
 
 #: What a JWT's segments are written with: either base64 alphabet (dots between segments).
@@ -392,7 +404,7 @@ _PLAIN_RUN = re.compile(r"(?:[A-Za-z0-9_.+/=-]|\\/)++")
 _NOT_PADDING = re.compile(r"((?<!=)=++(?!\.))")
 
 
-def _jwt_in(text: str) -> bool:
+def _jwt_in(text: str, *, header: bool = False) -> bool:
     """Whether ``text`` holds ``eyJ<seg>.<seg>.``, its segments in either base64 alphabet,
     padded or not, ``/`` JSON-escaped or not. Any other character ends a segment: a line break
     too, so ``A=eyJ...==`` on one line and a host name on the next (an env file) is no token;
@@ -401,7 +413,9 @@ def _jwt_in(text: str) -> bool:
     a path or a URL holding ``eyJ`` (``/var/cache/eyJ0/archive.tar.gz``) is no token, though a
     token after it in the same run (``/cache/eyJ0/eyJhbGci...``) is. Linear: an ``eyJ`` whose
     tail fails skips the rest of its segment, where any later one fails alike; where the tail
-    holds, each ``eyJ`` of the first segment is judged by a bounded read of its header."""
+    holds, each ``eyJ`` of the first segment is judged by a bounded read of its header. With
+    ``header`` (text joined from pieces), every first segment must read as a header, and the
+    second begin as a JWT's claims do (``eyJ``: a JSON object)."""
     if "eyJ" not in text:
         return False
     if "\\/" in text:
@@ -419,8 +433,9 @@ def _jwt_in(text: str) -> bool:
         # / follows it in the segment, or if what follows reads as a header
         end = tail.end(1)
         special = max(text.rfind("+", at, end), text.rfind("/", at, end))
-        while at != -1:
-            if at > special or _reads_as_header(text[at:min(end, at + _HEADER_READ)]):
+        while at != -1 and (not header or text.startswith("eyJ", end + 1)):
+            if ((at > special and not header)
+                    or _reads_as_header(text[at:min(end, at + _HEADER_READ)])):
                 return True
             at = text.find("eyJ", at + 3, end - 1)  # one with a character after it
         at = text.find("eyJ", end)
@@ -434,10 +449,11 @@ _HEADER_READ = 24
 def _reads_as_header(segment: str) -> bool:
     """Whether the first segment ``segment`` (``eyJ`` on, at most ``_HEADER_READ`` of it)
     decodes to what a JWT's header is: at least ``{"alg":"none"`` long, printable ASCII (JSON,
-    its blanks and line breaks too) as far as it makes whole bytes; random text such as a
+    its blanks and line breaks too) as far as it makes bytes; random text such as a
     path's next directory decodes to bytes no header holds."""
     body = segment.translate(_TO_STANDARD)
-    body = body[: len(body) // 4 * 4]
+    body = body[: len(body) - (len(body) % 4 == 1)]  # a last group of one character is no byte
+    body += "=" * (-len(body) % 4)  # of two or three, one or two: ``{"alg":"none"}`` is 19
     try:
         data = binascii.a2b_base64(body)
     except binascii.Error:
@@ -449,6 +465,60 @@ def _reads_as_header(segment: str) -> bool:
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 #: The shortest header a JWT has, ``{"alg":"none"}`` but its last brace, in bytes.
 _SHORTEST_HEADER = len(b'{"alg":"none"')
+
+#: What renders as nothing, so that it may sit inside a token pasted or copied without showing
+#: (``eyJhbG\u200bciOi...`` reads as ``eyJhbGciOi...``): Unicode's format characters (category
+#: Cf: the zero-width space, non-joiner and joiner, the word joiner and the invisible operators,
+#: the soft hyphen, the BOM, the bidirectional controls, the tags, the interlinear annotation
+#: controls, the Egyptian, shorthand and musical format controls, U+13439-U+1343F from Unicode
+#: 15 on) and Unicode's other default-ignorable code points (``wingman.model.text``'s: the
+#: combining grapheme joiner, the Hangul fillers, the variation selectors). Removed before a
+#: token is looked for; tests/unit/test_logs.py checks it holds every Cf character Python knows.
+_INVISIBLE_CLASS = (
+    "[\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5"
+    "\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    "\ufff0-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+_INVISIBLE = re.compile(f"{_INVISIBLE_CLASS}++")
+#: A blank on a line: the space, the tab and Unicode's other spaces (no-break, en, em, thin,
+#: narrow no-break, ideographic, ...: category Zs).
+_BLANK = "[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]"
+#: A line break (LF, CRLF or CR) and the blanks around it (the next line indented, or a blank
+#: left before the break).
+_BREAK = rf"{_BLANK}*+(?:\r\n?|\n){_BLANK}*+"
+#: Where a JWT copied from a terminal, a mail or a wrapped document is broken: one line break
+#: between two of its characters (its dots too), at any column; blanks before or after one of its
+#: dots (``eyJhbGciOiJIUzI1NiJ9. eyJzdWIi...``). Dropped, these give the token back; blanks
+#: inside a segment, or two line breaks in a row (a paragraph), are no such break.
+_JWT_GAP = re.compile(rf"(?<=[.{_SEGMENT}]){_BREAK}(?=[.{_SEGMENT}])"
+                      rf"|(?<=\.){_BLANK}++(?=[.{_SEGMENT}])|(?<=[{_SEGMENT}]){_BLANK}++(?=\.)")
+#: A run of what a disguised token is written with: its characters, the invisible ones among
+#: them, and the breaks ``_JWT_GAP`` reads through (a line break between two of them, blanks
+#: beside a dot). What :func:`redact_tokens` replaces when a token is found only so. A run
+#: starts with no blank, so a row of blanks is read once.
+_DISGUISED_RUN = re.compile(
+    rf"(?:[.{_SEGMENT}]|{_INVISIBLE_CLASS})"
+    rf"(?:[.{_SEGMENT}]|{_INVISIBLE_CLASS}|{_BREAK}(?=[.{_SEGMENT}]|{_INVISIBLE_CLASS})"
+    rf"|(?<=\.){_BLANK}++(?=[.{_SEGMENT}]|{_INVISIBLE_CLASS})|{_BLANK}++(?=\.))*+")
+#: ``eyJ`` with a line break inside it: a JWT wrapped at its second or third column.
+_BROKEN_EYJ = re.compile(rf"e(?:{_BREAK})?y(?:{_BREAK})?J")
+
+
+def _broken_jwt_in(text: str) -> bool:
+    """Whether ``text`` holds a JWT broken by blanks (``_JWT_GAP``): wrapped over lines, at any
+    column, LF or CRLF, the next lines indented or not; or spaced at its dots. Read joined, and
+    only a first segment that reads as a header (:func:`_reads_as_header`) before claims
+    (``eyJ``) counts: joined, the words of prose (an ``eyJ`` word, then one-word sentences:
+    ``eyJob. Done. Next.``) or of lines (base64 JSON, then a host name on the next line) would
+    otherwise read as segments. Text without ``eyJ``, broken or not,
+    is not read further, nor what is before its first ``eyJ``. :func:`looks_like_token` calls it
+    only for text that :func:`_may_hold` a token (an audit record's words do not)."""
+    found = _BROKEN_EYJ.search(text)
+    if found is None:
+        return False
+    text = text[found.start():]
+    joined = _JWT_GAP.sub("", text)
+    return joined != text and _jwt_in(joined, header=True)
 
 
 def _encoded_marks(pattern: bytes) -> tuple[str, ...]:
@@ -499,6 +569,9 @@ _B64_BLOCK_CHAR = r"(?:[A-Za-z0-9+/_-]|\\/)"
 _B64_BLOCK = re.compile(rf"{_B64_BLOCK_CHAR}++"
                         rf"(?:(?:[ \t]*+(?:[\r\n]|\\[rn])[ \t]*+)++{_B64_BLOCK_CHAR}++)*+")
 _TO_STANDARD = str.maketrans("-_", "+/")
+#: What :func:`_may_hold` reads text without when asked for what it holds unseen: blanks, line
+#: breaks, NUL, and every byte of a character beyond ASCII (in latin-1 or UTF-8).
+_UNSEEN_BYTES = b" \t\r\n\0" + bytes(range(0x80, 0x100))
 _ESCAPED_BREAK = re.compile(rb"\\[rn]")
 
 
@@ -551,19 +624,21 @@ def _holds(text: str, depth: int) -> bool:
                for view in _views(text, left))
 
 
-def _may_hold(text: str, left: int) -> bool:
+def _may_hold(text: str, left: int, *, unseen: bool = False) -> bool:
     """Whether ``text`` may hold ``eyJ`` or a mark ``left`` more levels of decoding would
     find a token by, read with every blank, line break (escaped too) and NUL removed: that
     holds each one a view of it (:func:`_views`) or its lines joined (:func:`_unwrapped`)
     would show. A few passes over its bytes, cheaper than joining the lines by patterns or
-    looking for every mark in UTF-16 (decoded binary is full of line breaks and NULs)."""
+    looking for every mark in UTF-16 (decoded binary is full of line breaks and NULs). With
+    ``unseen``, read without any character beyond ASCII too: what it holds once the characters
+    that render as nothing (``_INVISIBLE``) and the other blanks are removed."""
     try:
         raw = text.encode("latin-1")
     except UnicodeEncodeError:
         raw = text.encode("utf-8", "surrogatepass")
     if b"\\" in raw:  # JSON's escaped line breaks, as _unwrapped reads them
         raw = _ESCAPED_BREAK.sub(b"\n", raw)
-    squeezed = raw.translate(None, b" \t\r\n\0")
+    squeezed = raw.translate(None, _UNSEEN_BYTES if unseen else b" \t\r\n\0")
     return b"eyJ" in squeezed or _MARKS_FOUND[left].search(squeezed) is not None
 
 
@@ -634,12 +709,29 @@ def redact_tokens(text: str) -> str:
     goes with it, its trailing ``=`` stays) of text holding one. For text quoting what a
     person typed (a request name that is a JWT pasted in), so that it can be shown and audited
     without the token; should a part still be found (text in UTF-16 as it is, say), the whole
-    is withheld. Linear, like the detector."""
+    is withheld. A token found only read without invisible characters or joined at its breaks
+    (:func:`looks_like_token`) goes with what it is written with (``_DISGUISED_RUN``: the
+    words a break joins to it too). Linear, like the detector."""
     if "eyJ" in text:
         text = _PLAIN_RUN.sub(_redact_plain, text)
     if _encoded_jwt(text, 0):
         text = _B64_BLOCK.sub(_redact_block, text)
+    if not looks_like_token(text):
+        return text
+    text = _DISGUISED_RUN.sub(_redact_disguised, text)
     return "(a token-shaped text, not shown)" if looks_like_token(text) else text
+
+
+def _redact_disguised(match: re.Match[str]) -> str:
+    """The run replaced from its token's ``eyJ`` on (the words a break joined before it are
+    kept), or whole (a token in its base64)."""
+    run = match.group()
+    if not looks_like_token(run):
+        return run
+    found = _BROKEN_EYJ.search(run)
+    if found is not None and looks_like_token(run[found.start():]):
+        return run[:found.start()] + REDACTED
+    return REDACTED
 
 
 __all__ = ["CRASH_MESSAGE_MAX", "FORMATS", "LEVELS", "REDACTED", "JsonFormatter",

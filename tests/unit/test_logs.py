@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -230,6 +230,9 @@ def test_redacting_tokens_replaces_only_what_the_audit_trail_refuses() -> None:
     redacted = logs.redact_tokens(text)
     assert redacted == "no request '[REDACTED]' nor [REDACTED]= here"
     assert not logs.looks_like_token(redacted)
+    # wrapped, it goes from its eyJ on, and the words a line break joins before it stay
+    wrapped = _wrapped(jwt, 20, "\n")
+    assert logs.redact_tokens(f"use\n{wrapped}\n\nthen") == f"use\n{logs.REDACTED}\n\nthen"
     kept = "eyJ alone, eyJ.x without a third part, ZXlK short, ns/eyJob.done"
     assert logs.redact_tokens(kept) == kept
 
@@ -657,6 +660,90 @@ def test_paths_and_urls_holding_eyJ_and_dots_are_not_tokens() -> None:
         assert not logs.looks_like_token(logs.redact_tokens(text)), text
 
 
+#: How a JWT reaches a prompt or a command line disguised (copied from a terminal, a mail, a
+#: wrapped page), each the token to the eye or once joined: the id and how it is written.
+_DISGUISED_JWTS: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("wrapped-lf", lambda t: _wrapped(t, 76, "\n")),
+    ("wrapped-crlf", lambda t: _wrapped(t, 20, "\r\n")),
+    ("wrapped-cr", lambda t: _wrapped(t, 33, "\r")),
+    ("wrapped-indented", lambda t: _wrapped(t, 64, "\n", "    ")),
+    ("wrapped-blank-before-break", lambda t: _wrapped(t, 50, " \r\n", "\t")),
+    ("wrapped-in-eyJ", lambda t: t[:2] + "\n" + t[2:]),
+    ("broken-after-dots", lambda t: t.replace(".", ".\n  ")),
+    ("broken-before-dots", lambda t: t.replace(".", "\r\n.")),
+    ("spaced-after-dots", lambda t: t.replace(".", ". ")),
+    ("spaced-before-dots", lambda t: t.replace(".", " .")),
+    ("tab-and-no-break-space-at-dots", lambda t: t.replace(".", "\t.\xa0\u2009")),
+    ("zero-width-spaces", lambda t: "\u200b".join(t)),
+    ("joiners", lambda t: t[:3] + "\u200d" + t[3:30] + "\u200c" + t[30:]),
+    ("word-joiner-and-soft-hyphen", lambda t: t[:12] + "\u2060" + t[12:50] + "\xad" + t[50:]),
+    ("byte-order-marks", lambda t: "\ufeff" + t.replace(".", "\ufeff.")),
+    ("tags-and-variation-selectors", lambda t: t[:1] + "\U000e0041\ufe0f" + t[1:]),
+    ("invisible-and-wrapped", lambda t: _wrapped("\u2060".join(t), 40, "\r\n")),
+    ("invisible-and-spaced", lambda t: "\u200b".join(t[:20]) + t[20:].replace(".", ". ")),
+    ("base64-with-zero-width-spaces",
+     lambda t: "\u200b".join(base64.b64encode(json.dumps({"token": t}).encode()).decode())),
+)
+
+
+@pytest.mark.parametrize("disguise", [row[1] for row in _DISGUISED_JWTS],
+                         ids=[row[0] for row in _DISGUISED_JWTS])
+def test_a_jwt_wrapped_spaced_or_holding_invisible_characters_is_found(
+        disguise: Callable[[str], str]) -> None:
+    """A token copied with its line breaks, spaced at its dots, or holding characters that
+    render as nothing is still one: alone, after a header, inside a line of prose; a refusal
+    quoting it keeps the words around it."""
+    signed = _jwt().rsplit(".", 1)[0] + "." + "Zx-_" * 20
+    for token in (_jwt(), "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", signed):
+        shown = disguise(token)
+        for text in (shown, f"Authorization: Bearer {shown}", f"use this:\n{shown}\n\nplease"):
+            _assert_found_and_redacted(text)
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\n   "], ids=["lf", "crlf", "indented"])
+def test_a_jwt_wrapped_at_any_column_is_found(eol: str) -> None:
+    token = _jwt()
+    for width in range(1, len(token)):
+        assert logs.looks_like_token(_wrapped(token, width, eol)), width
+
+
+def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token() -> None:
+    """Prose, names, hashes and identifiers on lines, sentences after an ``eyJ`` word, and the
+    joiners writing needs: read joined at their breaks and without invisible characters, no
+    first segment reads as a JWT's header."""
+    uid = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+    honest = ["The rollout finished. Next: scale web to 3.\nDone. See docs.example.com.",
+              "eyJob finished. Next. Then. Done.", "eyJob.\nnext.\nstep.",
+              "eyJhbGciOi is how a JWT starts.\nSee RFC 7519. Section 7.2.",
+              "eyJhIjoxfQ. eyJiIjoyfQ. sig", "ey\nJ alone.\nx.\ny.",
+              "config: eyJhIjoxLCJiIjoyLCJjIjozfQ\nwww.example.com. up",
+              _wrapped("sha256:" + "ab" * 32, 24, "\n") + ".\n" + uid + ".\n" + uid,
+              "resourceVersion: 123456.\nresourceVersion: 123457.\nuid: " + uid,
+              "deployment.apps/web-7f9c. pod/web-7f9c-abcde.\nreplicaset.apps/web-7f9c .x",
+              "v1.2.3. v1.2.4.\nv2.0.0 . v2.0.1", "CONFIG=eyJhIjoxfQ==\n.HOST=a.example.com",
+              _wrapped(base64.b64encode(b"Hello world. Not a token. " * 20).decode(), 76, "\n"),
+              "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645. \U0001f469\u200d\U0001f4bb.",
+              "r\u00e9sum\u00e9\xad. na\u00efve \u201cquoted\u201d \u2014 done.\u200b x.y",
+              "e\u200byJob.\u200bdone"]
+    for text in honest:
+        assert not logs.looks_like_token(text), repr(text)
+        assert logs.redact_tokens(text) == text
+
+
+def test_every_character_that_renders_as_nothing_is_read_as_nothing() -> None:
+    """The detector's table of invisible characters holds every format character (Cf) of the
+    Unicode this Python knows, and every default-ignorable one the CRDs refuse."""
+    import unicodedata
+
+    from wingman.model import text
+
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+    formats = "".join(c for c in every if unicodedata.category(c) == "Cf")
+    assert not logs._INVISIBLE.sub("", formats), [f"U+{ord(c):04X}" for c in
+                                                 logs._INVISIBLE.sub("", formats)]
+    assert not logs._INVISIBLE.sub("", "".join(text.IGNORABLE.findall(every)))
+
+
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16"])
 @pytest.mark.parametrize("bom", [False, True])
 def test_base64_of_utf16_text_holding_a_token_is_found(encoding: str, bom: bool) -> None:
@@ -693,7 +780,9 @@ def test_the_detector_stays_linear_on_hostile_text() -> None:
                " \n" * 500_000, "a " * 500_000 + "\n",
                base64.b64encode(("ZXlK" * 200_000).encode()).decode(),
                base64.b64encode(base64.b64encode(("eyJa" * 150_000).encode())).decode(),
-               "eyJ/" * 250_000 + ".a.b."]
+               "eyJ/" * 250_000 + ".a.b.", "eyJa. " * 170_000, "eyJ.\n" * 200_000,
+               "e\ny\nJ\n" * 170_000, "eyJhbGciOiJIUzI1NiJ9. a " * 40_000, "eyJ\xad." * 200_000,
+               "e\u200b" * 500_000, "eyJ" + " " * 1_000_000 + "."]
     for text in hostile:
         started = time.process_time()
         assert not logs.looks_like_token(text)
@@ -709,7 +798,7 @@ def test_a_short_string_is_read_in_a_few_passes_not_one_per_mark() -> None:
     7-12 s at 1,000 instead of under one); 50,000 such words took 4 s of CPU then."""
     words = ["approve", "AutoApproved", "ApprovalRequest", "blast-radius", "verdict",
              "2026-12-06T23:47:27Z", "kubectl rollout restart deployment/web -n apps",
-             "sha256:" + "ab" * 32] * 6_250
+             "sha256:" + "ab" * 32, "paused — “web” ✓", "\u0645\u06cc\u200c\u062e\u0648"] * 5_000
     started = time.process_time()
     assert not any(logs.looks_like_token(word) for word in words)
     assert time.process_time() - started < 1.5

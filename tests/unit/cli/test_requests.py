@@ -483,6 +483,10 @@ _JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlLXNpZ25hdHVy
 @pytest.mark.parametrize(("argv", "field"), [
     (["approve", "req-1", "--reason", f"ok, it was {_JWT}"], "the reason"),
     (["reject", "req-1", "--reason", f"Bearer {_JWT}"], "the reason"),
+    (["approve", "req-1", "--reason", "spaced: " + _JWT.replace(".", ". ")], "the reason"),
+    (["request", "--instruction", "i", "--command", "kubectl get pods", "--justification",
+      "wrapped:\n" + "\n".join(_JWT[i:i + 16] for i in range(0, len(_JWT), 16))],
+     "spec.justification"),
     (["request", "--instruction", "i", "--command", "kubectl get pods", "--justification",
       f"the token {_JWT} fails"], "spec.justification"),
     (["request", "--instruction", "i", "--command", "kubectl get pods", "--excerpt",
