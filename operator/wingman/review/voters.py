@@ -416,13 +416,29 @@ def _label_types(operands: Iterable[str]) -> list[str]:
     return [w for at, w in enumerate(objects) if at == 0 or "/" in w]
 
 
+#: Actions whose words after ``--`` are a program's argv, not objects (``exec web -- ls
+#: nodes``, ``create job x --image=busybox -- rm ns``); every other action takes them as its
+#: arguments (cobra hands them over: ``delete -- ns apps`` deletes the Namespace).
+PROGRAM_AFTER_DASHES = frozenset({("exec",), ("run",), ("debug",), ("attach",),
+                                  ("create", "job"), ("create", "cronjob"),
+                                  ("create", "deployment")})
+
+
+def _operands(parsed: ParsedCommand) -> tuple[str, ...]:
+    """A kubectl command's arguments after its action, those after ``--`` too unless they are
+    a program's (:data:`PROGRAM_AFTER_DASHES`)."""
+    named = parsed.words[len(parsed.action):]
+    if parsed.action[:1] in PROGRAM_AFTER_DASHES or parsed.action[:2] in PROGRAM_AFTER_DASHES:
+        return named
+    return (*named, *parsed.after_dashes)
+
+
 def _namespace_objects(parsed: ParsedCommand) -> tuple[str, ...]:
-    """The Namespace objects a kubectl command names (``delete ns apps``,
-    ``label namespace/apps a=b``), lower case."""
-    operands = [w for w in parsed.words[len(parsed.action):]
-                if "=" not in w and not w.endswith("-")]
+    """The Namespace objects a kubectl command names (``delete ns apps``, ``delete ns,pods
+    apps``, ``label namespace/apps a=b``, ``delete -- ns apps``), lower case."""
+    operands = [w for w in _operands(parsed) if "=" not in w and not w.endswith("-")]
     listed = bool(operands) and "/" not in operands[0] \
-        and resource_types(operands[0]) == ("namespace",)
+        and "namespace" in resource_types(operands[0])
     return tuple(dict.fromkeys(
         w.partition("/")[2].strip().lower() if "/" in w else w.strip().lower()
         for at, w in enumerate(operands)
@@ -451,7 +467,7 @@ def _object_types(parsed: ParsedCommand) -> list[str]:
     if parsed.verb in ("label", "annotate"):
         words = _label_types(_label_operands(parsed))
     else:
-        operands = [w for w in parsed.words[len(parsed.action):] if "=" not in w]
+        operands = [w for w in _operands(parsed) if "=" not in w]
         first = parsed.verb not in NAME_FIRST_VERBS
         words = [w for at, w in enumerate(operands) if (at == 0 and first) or "/" in w]
     return [t for w in words for t in resource_types(w)]
@@ -523,16 +539,19 @@ def _acting_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
         return ()
     named = tuple(dict.fromkeys(n.strip().lower() for n in parsed.flag("--namespace")
                                 if n.strip()))
+    if parsed.action[:1] == ("cp",):  # ``kubectl cp apps/web-1:/x /tmp/x``: a pod's own
+        # namespace wins over -n, which (else the default) serves the pods named without one
+        pods = [w.partition(":")[0] for w in (*parsed.words[1:], *parsed.after_dashes)
+                if ":" in w]
+        if pods:
+            return tuple(dict.fromkeys(
+                n for pod in pods
+                for n in ((pod.partition("/")[0].strip().lower(),) if "/" in pod
+                          else named or (EXECUTOR_DEFAULT_NAMESPACE,))))
     if named or _every_namespace(parsed):
         return named
     if parsed.flag("--filename") or parsed.flag("--kustomize"):
         return ()  # (each object in the files in the namespace it names, not known here)
-    if parsed.action[:1] == ("cp",):  # ``kubectl cp apps/web-1:/x /tmp/x``
-        copied = tuple(dict.fromkeys(w.partition(":")[0].partition("/")[0].strip().lower()
-                                     for w in parsed.words[1:]
-                                     if "/" in w.partition(":")[0] and ":" in w))
-        if copied:
-            return copied
     return (ACTION_NAMESPACES.get(parsed.action)
             or ACTION_NAMESPACES.get(parsed.action[:1], EXECUTOR_DEFAULT_NAMESPACE),)
 
@@ -842,6 +861,9 @@ class BlastRadiusVoter:
             if refused:
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append(refused)
+            if parsed.unresolved:  # where it acts is not known in every reading
+                risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
+                why.append("its flags can be read in too many ways to tell where it acts")
         why = list(dict.fromkeys(why))
         risk, findings = self._preview(request.preview, risk, why)
         risk, flags = untrusted(request, risk, why)

@@ -975,6 +975,23 @@ PLACED = [
     ("kubectl apply -f web.yaml", H, L, ""),
     ("kubectl cp apps/web-1:/var/log/app.log /tmp/app.log", H, L, ""),
     ("kubectl cp web-1:/var/log/app.log /tmp/app.log", H, H, "acts in namespace default"),
+    # a pod's own namespace wins over -n, which serves the pods named without one
+    ("kubectl cp -n apps /tmp/x kube-system/etcd-0:/tmp/x", H, C,
+     "changes the system namespace kube-system"),
+    ("kubectl cp -n apps /tmp/x web-1:/tmp/x", H, L, ""),
+    # the Namespace among listed types; words after -- are the command's arguments (cobra)
+    ("kubectl delete ns,pods kube-system", C, C, "changes the system namespace kube-system"),
+    ("kubectl label pods,namespaces kube-system a=b --overwrite", H, C,
+     "changes the system namespace kube-system"),
+    ("kubectl label ns,pods wingman-test a=b", C, H, "changes Wingman's own namespace"),
+    ("kubectl delete -- ns kube-system", C, C, "changes the system namespace kube-system"),
+    ("kubectl delete -- node n1", C, H, "none on cluster-scoped objects"),
+    # ... but a program's argv after exec's or create job's --
+    ("kubectl exec web -n apps -- ls nodes", C, L, ""),
+    ("kubectl create job x --image=busybox -n batch -- kubectl delete ns kube-system", H, L, ""),
+    # flags readable in too many ways: where it acts is not known in every reading
+    ("kubectl " + " ".join(f"--x{i}" for i in range(16)) + " kube-system scale deploy/x "
+     "--replicas=1 -n apps", H, H, "too many ways to tell where it acts"),
 ]
 
 
