@@ -1466,7 +1466,8 @@ _KEYVALUE_RE = re.compile(
     rf"(?:[ \t]++(?![{{\[]|{_KEY_CHARS}*+[:=]|-){_PLAIN_WORD})*+)"
 )
 _MAX_NESTED_PAIRS = 8
-_FLAG_RE = re.compile(r"(?<!\S)(--?[A-Za-z][A-Za-z0-9_-]*+)(=|[ \t]++)(?!-)"
+# (a value may be on the next line when the line is continued: ``-p \`` / ``  VALUE``)
+_FLAG_RE = re.compile(r"(?<!\S)(--?[A-Za-z][A-Za-z0-9_-]*+)(=|(?:[ \t]|\\\n)++)(?!-)"
                       r"(\"[^\"\n]*+\"?|'[^'\n]*+'?|\S++)")
 _PASSWORD_FLAGS = frozenset({"-p", "--password", "--passwd", "--pass", "--pwd", "--token",
                              "--secret", "--api-key", "--apikey", "--client-secret",
@@ -1803,14 +1804,19 @@ _TOOL_JOINED: dict[str, tuple[frozenset[str], str]] = {
                     (frozenset({"-U", "--user"}), "%")),
     "lftp": (frozenset({"-u"}), ","),
 }
+# ... or only joined to its flag: ``mysql -pPASSWORD`` (after a bare ``-p`` the client prompts
+# for the password, and the next word is the database's name)
+_JOINED_ONLY: dict[str, frozenset[str]] = dict.fromkeys(
+    ("mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlshow", "mysqlcheck", "mariadb",
+     "mariadb-dump", "mariadb-admin"), frozenset({"-p"}))
 # ... or a positional argument: ``sqlplus user/PASSWORD@db`` (``sql``, ``exp`` and ``imp``,
 # also words, only with the ``@``), ``htpasswd -b FILE USER PASSWORD``, ``rabbitmqctl add_user
 # USER PASSWORD``, ``vault login TOKEN``, ``net user NAME PASSWORD``
 _ORACLE_TOOLS = frozenset({"sqlplus", "rman", "expdp", "impdp", "exp", "imp", "sqlldr",
                            "dgmgrl", "sql"})
 _ORACLE_WORDS = frozenset({"sql", "exp", "imp"})
-_TOOLS = frozenset({*_TOOL_FLAGS, *_TOOL_JOINED, *_ORACLE_TOOLS, "htpasswd", "rabbitmqctl",
-                    "vault", "net", "xfreerdp"})
+_TOOLS = frozenset({*_TOOL_FLAGS, *_TOOL_JOINED, *_JOINED_ONLY, *_ORACLE_TOOLS, "htpasswd",
+                    "rabbitmqctl", "vault", "net", "xfreerdp"})
 _TOOL_COMMAND = re.compile(r"""(?<![^\s;|&(`"'\[])(?:[\w.-]*+[/\\])*+(?P<tool>(?i:""" +
                            "|".join(sorted((re.escape(t) for t in _TOOLS), key=len,
                                            reverse=True)) + r"""))(?:\.exe)?+(?![\w.-])""",
@@ -1858,8 +1864,10 @@ class _Word:
 
 def _tool_arguments(text: str) -> str:
     """The passwords the tools of :data:`_TOOLS` take by their own flags or positions, and
-    what ``echo`` gives a command that reads its password from its input."""
+    what ``echo`` gives a command that reads its password from its input; a line continued by
+    a backslash read as one with the next (the same length: the spans are the text's)."""
     spans: list[tuple[int, int]] = []
+    whole, text = text, text.replace("\\\n", "  ")
     read = 0  # (a tool's name inside the command line read last is one of its arguments)
     for command in _TOOL_COMMAND.finditer(text):
         if command.start() < read:
@@ -1894,7 +1902,7 @@ def _tool_arguments(text: str) -> str:
             if echoed is not None:
                 start = piped.start("feed") + echoed.start("value")
                 spans += _value(_Word(text, start, start + len(echoed.group("value").rstrip())))
-    return _apply(text, [s for s in spans if not text.startswith(_ALREADY, s[0])])
+    return _apply(whole, [s for s in spans if not whole.startswith(_ALREADY, s[0])])
 
 
 def _tool_sequences(text: str) -> list[tuple[int, int]]:
@@ -1954,6 +1962,8 @@ def _tool_spans(tool: str, words: list[_Word]) -> list[tuple[int, int]]:
         elif len(text) > 2 and text[:2] in flags and tool in _GETOPT_TOOLS and \
                 not text.startswith("--"):
             spans += _value(word, 2 + (text[2] == "="))
+        elif len(text) > 2 and text[:2] in _JOINED_ONLY.get(tool, ()):
+            spans += _value(word, 2)
         elif tool == "xfreerdp" and text[:3].lower() in ("/p:", "-p:"):
             spans += _value(word, 3)
     plain = [w for i, w in enumerate(words) if not w.group().startswith(("-", "/")) and not (

@@ -1056,6 +1056,12 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     # a container's command or a probe's exec as kubectl get -o yaml prints it
     "livenessProbe:\n  exec:\n    command:\n    - redis-cli\n    - -a\n    - {}\n    - ping",
     'command:\n- sqlcmd\n- -S\n- db\n- -P\n- "{}"',
+    # a line continued by a backslash (the password on any of its lines)
+    "redis-cli \\\n  -a {} ping",
+    "mysql -u root \\\r\n  -p{} db",
+    "docker login -u me -p \\\n\t{} registry.example.com",
+    "\tredis-cli \\\n\t\t-h cache \\\n\t\t-a \"{}\" \\\n\t\tping",
+    "command:\n- mysql\n- -uroot\n- -p{}",
 ])
 def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     # (a process list prints an argument as it was given: ``&`` inside it is no separator)
@@ -1075,6 +1081,7 @@ def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     "ldapsearch -x -LLL -s base -b '' namingContexts", "Loaded sql migrations/0001_init.sql",
     "args:\n- redis-cli\n- -h\n- cache\n- ping",
     'echo "Logging in..." | tee -a log; docker login --password-stdin < pw',
+    "ls -la \\\n  /tmp \\\n  /var",
 ])
 def test_the_same_letters_elsewhere_are_kept(line: str) -> None:
     assert redact(line + "\n") == line + "\n"
@@ -1983,6 +1990,7 @@ MEGABYTE_REPEATS = [
     ("pipes-alone", "", "|", 1_000_000, ""),
     ("echo-spaces", "echo a", " ", 1_000_000, "b | docker login --password-stdin"),
     ("argument-lists", "", '["redis-cli", ', 80_000, ""),
+    ("continued-lines", "", "redis-cli -a \\\n", 66_000, ""),
     ("value-headers", "", "k: PASSWORD   NAME\n", 55_000, ""),
     ("value-headers-escaped", 'k: "', "a: PASSWORD   NAME\\n", 50_000, '"'),
     ("sequence-items", "", "- zip\n- -P\n", 100_000, ""),
