@@ -1838,6 +1838,11 @@ _STDIN_PASSWORD = re.compile(r"(?<![^\n|])(?P<feed>[^\n|]*+)\|(?=[^\n|;&]*?(?:"
                              r"--password-stdin\b|\bchpasswd\b|\bpasswd[ \t]++--stdin\b))")
 _ECHOED = re.compile(r"""(?:^|[;&("'`]|\s)(?:echo|printf)(?:[ \t]++-[neE]++)*+[ \t]++"""
                      r"""(?:(?:"%s(?:\\n)?"|'%s(?:\\n)?')[ \t]++)?+(?P<value>[^\n]*+)\Z""")
+# ``kubectl describe pod``'s container command and arguments, one a line below ``Command:``
+# and ``Args:`` (the arguments read on from the command when ``Args:`` follows it)
+_DESCRIBED_LIST = re.compile(r"^(?P<indent>[ \t]*+)(?P<kind>Command|Args):[ \t]*+(?=\n)",
+                             re.MULTILINE)
+_DESCRIBED_ITEM = re.compile(r"\n(?P<indent>[ \t]*+)(?P<item>\S[^\n]*+)")
 # a YAML sequence's item on a line of its own (``command:`` / ``- redis-cli`` / ``- -a``)
 _TOOL_SEQUENCE_ITEM = re.compile(r"""^(?P<indent>[ \t]*+)-[ \t]++(?P<item>"(?:[^"\\\n]|\\.)*+"|"""
                                  r"""'[^'\n]*+'|[^\s#][^\n#]*+)""", re.MULTILINE)
@@ -1896,6 +1901,8 @@ def _tool_arguments(text: str) -> str:
                 spans += _tool_spans(_tool_name(items[0].group()), items[1:])
     if "- " in text:
         spans += _tool_sequences(text)
+    if "Command:" in text or "Args:" in text:
+        spans += _described_arguments(text)
     if "|" in text:
         for piped in _STDIN_PASSWORD.finditer(text):
             echoed = _ECHOED.search(piped.group("feed"))
@@ -1903,6 +1910,38 @@ def _tool_arguments(text: str) -> str:
                 start = piped.start("feed") + echoed.start("value")
                 spans += _value(_Word(text, start, start + len(echoed.group("value").rstrip())))
     return _apply(whole, [s for s in spans if not whole.startswith(_ALREADY, s[0])])
+
+
+def _described_arguments(text: str) -> list[tuple[int, int]]:
+    """:func:`_argument_spans` of each container's command and arguments as ``kubectl
+    describe`` prints them, one a line (:data:`_DESCRIBED_LIST`)."""
+    spans: list[tuple[int, int]] = []
+    words: list[_Word] = []
+    indent, end = "", -1
+    for header in _DESCRIBED_LIST.finditer(text):
+        if header.start() < end:
+            continue  # (an argument of the list read last)
+        if header.group("kind") == "Command" or header.start() != end + 1 or \
+                header.group("indent") != indent:
+            spans += _argument_spans(words)
+            words = []
+        indent, end = header.group("indent"), header.end()
+        while (item := _DESCRIBED_ITEM.match(text, end)) is not None and \
+                len(item.group("indent")) > len(indent):
+            stop = item.start("item") + len(item.group("item").rstrip())
+            words.append(_Word(text, item.start("item"), stop))
+            end = item.end()
+    return spans + _argument_spans(words)
+
+
+def _argument_spans(words: list[_Word]) -> list[tuple[int, int]]:
+    """The spans of a command's ``words`` read one a line: a tool's own (:func:`_tool_spans`),
+    and the word after a flag naming a credential (``--password`` / ``VALUE``)."""
+    spans = _tool_spans(_tool_name(words[0].group()), words[1:]) if words else []
+    for word, following in itertools.pairwise(words):
+        if _credential_flag(word.group()) and not following.group().startswith("-"):
+            spans += _value(following)
+    return spans
 
 
 def _tool_sequences(text: str) -> list[tuple[int, int]]:

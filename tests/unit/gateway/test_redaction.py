@@ -1056,6 +1056,13 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     # a container's command or a probe's exec as kubectl get -o yaml prints it
     "livenessProbe:\n  exec:\n    command:\n    - redis-cli\n    - -a\n    - {}\n    - ping",
     'command:\n- sqlcmd\n- -S\n- db\n- -P\n- "{}"',
+    # kubectl describe pod: a container's command and arguments one a line (any indentation,
+    # CRLF, quoted), the arguments read on from the command; a credential flag's next line
+    "    Command:\n      redis-cli\n      -a\n      {}\n      ping\n    State:  Running",
+    "    Command:\n      redis-server\n    Args:\n      --requirepass\n      {}",
+    "\tCommand:\r\n\t\tredis-cli\r\n\tArgs:\r\n\t\t-a\r\n\t\t'{}'\r\n",
+    "    Args:\n      --password\n      {}\n    Ready:  True",
+    "    Args:\n      mysql\n      -uroot\n      -p{}",
     # a line continued by a backslash (the password on any of its lines)
     "redis-cli \\\n  -a {} ping",
     "mysql -u root \\\r\n  -p{} db",
@@ -1081,6 +1088,10 @@ def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     "ldapsearch -x -LLL -s base -b '' namingContexts", "Loaded sql migrations/0001_init.sql",
     "args:\n- redis-cli\n- -h\n- cache\n- ping",
     'echo "Logging in..." | tee -a log; docker login --password-stdin < pw',
+    # a server's command one argument a line; a flag naming no credential's value
+    "    Command:\n      nginx\n      -g\n      daemon off;\n    Args:\n      --port\n      8080"
+    "\n    State:          Running",
+    "    Args:\n      --token-file\n      /var/run/secrets/token\n      -v\n      2",
     "ls -la \\\n  /tmp \\\n  /var",
 ])
 def test_the_same_letters_elsewhere_are_kept(line: str) -> None:
@@ -1990,6 +2001,7 @@ MEGABYTE_REPEATS = [
     ("pipes-alone", "", "|", 1_000_000, ""),
     ("echo-spaces", "echo a", " ", 1_000_000, "b | docker login --password-stdin"),
     ("argument-lists", "", '["redis-cli", ', 80_000, ""),
+    ("described-arguments", "    Command:\n", "      a\n", 125_000, ""),
     ("continued-lines", "", "redis-cli -a \\\n", 66_000, ""),
     ("value-headers", "", "k: PASSWORD   NAME\n", 55_000, ""),
     ("value-headers-escaped", 'k: "', "a: PASSWORD   NAME\\n", 50_000, '"'),
