@@ -72,8 +72,13 @@ The steps, in order (``redact``):
    backquoted one); the
    value of a command-line flag that names one (``-p VALUE``, ``--password=VALUE``,
    ``--token VALUE``), and a password joined to a user (``curl -u user:PASSWORD``) or to
-   MySQL's ``-pPASSWORD``; by position, a ``.pgpass`` line's last field, ``user:PASSWORD@host``
-   without a scheme, the cells of a table's column (CSV, TSV, psql, kubectl, PowerShell, a
+   MySQL's ``-pPASSWORD``; a tool's own password flag or position after its name
+   (``redis-cli -a VALUE``), also one argument a line as ``kubectl describe`` prints a
+   container's command and on lines continued by a backslash, and what a command reading a
+   secret on its input is given (``echo VALUE | tee f | docker login --password-stdin``,
+   ``<<< VALUE``, a here-document's lines); by position, a ``.pgpass`` line's last field,
+   ``user:PASSWORD@host`` without a scheme, the cells of a table's column (CSV, TSV, psql,
+   kubectl, PowerShell, a
    header of single words in any case above an aligned row) whose header names a credential,
    a name and its value a ``|`` apart (psql's ``\\x``), and a neutral key's value in
    an INI or TOML section named like a credential.
@@ -1466,7 +1471,8 @@ _KEYVALUE_RE = re.compile(
     rf"(?:[ \t]++(?![{{\[]|{_KEY_CHARS}*+[:=]|-){_PLAIN_WORD})*+)"
 )
 _MAX_NESTED_PAIRS = 8
-_FLAG_RE = re.compile(r"(?<!\S)(--?[A-Za-z][A-Za-z0-9_-]*+)(=|[ \t]++)(?!-)"
+# (a value may be on the next line when the line is continued: ``-p \`` / ``  VALUE``)
+_FLAG_RE = re.compile(r"(?<!\S)(--?[A-Za-z][A-Za-z0-9_-]*+)(=|(?:[ \t]|\\\n)++)(?!-)"
                       r"(\"[^\"\n]*+\"?|'[^'\n]*+'?|\S++)")
 _PASSWORD_FLAGS = frozenset({"-p", "--password", "--passwd", "--pass", "--pwd", "--token",
                              "--secret", "--api-key", "--apikey", "--client-secret",
@@ -1803,14 +1809,19 @@ _TOOL_JOINED: dict[str, tuple[frozenset[str], str]] = {
                     (frozenset({"-U", "--user"}), "%")),
     "lftp": (frozenset({"-u"}), ","),
 }
+# ... or only joined to its flag: ``mysql -pPASSWORD`` (after a bare ``-p`` the client prompts
+# for the password, and the next word is the database's name)
+_JOINED_ONLY: dict[str, frozenset[str]] = dict.fromkeys(
+    ("mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlshow", "mysqlcheck", "mariadb",
+     "mariadb-dump", "mariadb-admin"), frozenset({"-p"}))
 # ... or a positional argument: ``sqlplus user/PASSWORD@db`` (``sql``, ``exp`` and ``imp``,
 # also words, only with the ``@``), ``htpasswd -b FILE USER PASSWORD``, ``rabbitmqctl add_user
 # USER PASSWORD``, ``vault login TOKEN``, ``net user NAME PASSWORD``
 _ORACLE_TOOLS = frozenset({"sqlplus", "rman", "expdp", "impdp", "exp", "imp", "sqlldr",
                            "dgmgrl", "sql"})
 _ORACLE_WORDS = frozenset({"sql", "exp", "imp"})
-_TOOLS = frozenset({*_TOOL_FLAGS, *_TOOL_JOINED, *_ORACLE_TOOLS, "htpasswd", "rabbitmqctl",
-                    "vault", "net", "xfreerdp"})
+_TOOLS = frozenset({*_TOOL_FLAGS, *_TOOL_JOINED, *_JOINED_ONLY, *_ORACLE_TOOLS, "htpasswd",
+                    "rabbitmqctl", "vault", "net", "xfreerdp"})
 _TOOL_COMMAND = re.compile(r"""(?<![^\s;|&(`"'\[])(?:[\w.-]*+[/\\])*+(?P<tool>(?i:""" +
                            "|".join(sorted((re.escape(t) for t in _TOOLS), key=len,
                                            reverse=True)) + r"""))(?:\.exe)?+(?![\w.-])""",
@@ -1826,12 +1837,50 @@ _RABBIT_OPTIONS = frozenset({"-n", "--node", "-t", "--timeout", "-l", "--longnam
 # -a is deprecated``), ``<password>``, ``[options]``, ``$PASSWORD``, ``$(cat file)``
 _NO_VALUE = re.compile(r"""["']?(?:[a-z]{1,3}+|<[^>]*+>|\[[^\]]*+\]|\{[^}]*+\}|\$.*+)["']?""",
                        re.DOTALL)
-# ``echo VALUE | docker login --password-stdin``: what a command reading its password from
-# its input is given by ``echo`` or ``printf`` just before it
-_STDIN_PASSWORD = re.compile(r"(?<![^\n|])(?P<feed>[^\n|]*+)\|(?=[^\n|;&]*?(?:"
-                             r"--password-stdin\b|\bchpasswd\b|\bpasswd[ \t]++--stdin\b))")
+# Commands that read a secret on their input (a pipeline's part, up to a ``;`` or ``&``): each
+# row's patterns all found in it. What they are given is redacted (:func:`_stdin_secrets`):
+# what ``echo`` or ``printf`` starts their pipeline with (``echo VALUE | tee f | docker login
+# --password-stdin``), a here-string (``<<< VALUE``) and a here-document's lines (up to its
+# end marker) given to them or to a command of their pipeline before them (``cat <<< VALUE |``)
+_STDIN_PASSWORD: tuple[tuple[re.Pattern[str], ...], ...] = tuple(
+    tuple(re.compile(pattern) for pattern in row) for row in (
+        (r"--password-stdin\b",),  # docker, podman, helm registry, skopeo, crane login
+        (r"\bchpasswd\b",),  # ``user:PASSWORD`` lines
+        (r"\bpasswd\b", r"--stdin\b"),
+        (r"\bsudo\b", r"(?<!\S)(?:-[A-Za-z]*S|--stdin)\b"),  # the user's password
+        (r"--with-token\b",),  # gh auth login
+        (r"\bgh\b", r"\bsecret[ \t]++set\b"),  # the secret's value (no ``--body`` given)
+        (r"--passphrase-fd[= ]0\b",),  # gpg
+        (r"\bhtpasswd\b", r"(?<!\S)-[A-Za-z]*i"),  # htpasswd -i: the password
+        # ``-`` for the input: ``vault login -``, ``docker secret create NAME -``, ``vault kv
+        # put PATH password=-``
+        (r"\b(?:vault|secret)\b", r"(?:(?<!\S)|=)-(?![^\s;&|])"),
+        # a file of the input, in a command naming a credential: ``kubectl create secret
+        # generic s --from-file=k=/dev/stdin``, ``--key-file=-``, ``openssl -passin stdin``
+        (r"(?<!\S)--?[\w-]++[= ](?:[\w.-]*+=)?+(?:-|/dev/stdin|(?i:stdin)|fd:0)(?![^\s;&|])",
+         r"(?i)pass|token|key|secret|cred"),
+    ))
+# what ``echo`` or ``printf`` prints, to the end of its command
 _ECHOED = re.compile(r"""(?:^|[;&("'`]|\s)(?:echo|printf)(?:[ \t]++-[neE]++)*+[ \t]++"""
                      r"""(?:(?:"%s(?:\\n)?"|'%s(?:\\n)?')[ \t]++)?+(?P<value>[^\n]*+)\Z""")
+_LINE = re.compile(r"[^\n]++")  # (a line with something on it)
+_BAR = re.compile(r"\|")
+# where a command ends (``;``, ``&``: not inside a word, as in :data:`_SHELL_WORD`)
+_COMMAND_END = re.compile(r"[;&](?![^\s;|&<>])")
+# a here-string's word (``<<< VALUE``, ``<<<"VALUE"``), and a here-document's start and its
+# end marker (``<<EOF``, ``<<-'EOF'``)
+_HERE_STRING = re.compile(r"""<<<[ \t]*+(?P<word>"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
+                          r"""(?:[^\s"'\\;|&<>]|\\.|[;|&](?=[^\s;|&<>]))++)""")
+_HERE_DOCUMENT = re.compile(r"""(?<!<)<<-?+[ \t]*+(?P<q>["']?+)(?P<marker>[A-Za-z0-9_.-]++)"""
+                            r"""(?P=q)""")
+# how many lines below a here-document's start its end marker is looked for; without one
+# there, only the first line (the one a password reader reads) is redacted
+_HERE_LINES = 64
+# ``kubectl describe pod``'s container command and arguments, one a line below ``Command:``
+# and ``Args:`` (the arguments read on from the command when ``Args:`` follows it)
+_DESCRIBED_LIST = re.compile(r"^(?P<indent>[ \t]*+)(?P<kind>Command|Args):[ \t]*+(?=\n)",
+                             re.MULTILINE)
+_DESCRIBED_ITEM = re.compile(r"\n(?P<indent>[ \t]*+)(?P<item>\S[^\n]*+)")
 # a YAML sequence's item on a line of its own (``command:`` / ``- redis-cli`` / ``- -a``)
 _TOOL_SEQUENCE_ITEM = re.compile(r"""^(?P<indent>[ \t]*+)-[ \t]++(?P<item>"(?:[^"\\\n]|\\.)*+"|"""
                                  r"""'[^'\n]*+'|[^\s#][^\n#]*+)""", re.MULTILINE)
@@ -1858,8 +1907,10 @@ class _Word:
 
 def _tool_arguments(text: str) -> str:
     """The passwords the tools of :data:`_TOOLS` take by their own flags or positions, and
-    what ``echo`` gives a command that reads its password from its input."""
+    what a command that reads its password from its input is given; a line continued by a
+    backslash read as one with the next (the same length: the spans are the text's)."""
     spans: list[tuple[int, int]] = []
+    whole, text = text, text.replace("\\\n", "  ")
     read = 0  # (a tool's name inside the command line read last is one of its arguments)
     for command in _TOOL_COMMAND.finditer(text):
         if command.start() < read:
@@ -1888,13 +1939,122 @@ def _tool_arguments(text: str) -> str:
                 spans += _tool_spans(_tool_name(items[0].group()), items[1:])
     if "- " in text:
         spans += _tool_sequences(text)
-    if "|" in text:
-        for piped in _STDIN_PASSWORD.finditer(text):
-            echoed = _ECHOED.search(piped.group("feed"))
-            if echoed is not None:
-                start = piped.start("feed") + echoed.start("value")
-                spans += _value(_Word(text, start, start + len(echoed.group("value").rstrip())))
-    return _apply(text, [s for s in spans if not text.startswith(_ALREADY, s[0])])
+    if "Command:" in text or "Args:" in text:
+        spans += _described_arguments(text)
+    if "|" in text or "<<" in text:
+        spans += _stdin_secrets(text)
+    return _apply(whole, [s for s in spans if not whole.startswith(_ALREADY, s[0])])
+
+
+def _described_arguments(text: str) -> list[tuple[int, int]]:
+    """:func:`_argument_spans` of each container's command and arguments as ``kubectl
+    describe`` prints them, one a line (:data:`_DESCRIBED_LIST`)."""
+    spans: list[tuple[int, int]] = []
+    words: list[_Word] = []
+    indent, end = "", -1
+    for header in _DESCRIBED_LIST.finditer(text):
+        if header.start() < end:
+            continue  # (an argument of the list read last)
+        if header.group("kind") == "Command" or header.start() != end + 1 or \
+                header.group("indent") != indent:
+            spans += _argument_spans(words)
+            words = []
+        indent, end = header.group("indent"), header.end()
+        while (item := _DESCRIBED_ITEM.match(text, end)) is not None and \
+                len(item.group("indent")) > len(indent):
+            stop = item.start("item") + len(item.group("item").rstrip())
+            words.append(_Word(text, item.start("item"), stop))
+            end = item.end()
+    return spans + _argument_spans(words)
+
+
+def _argument_spans(words: list[_Word]) -> list[tuple[int, int]]:
+    """The spans of a command's ``words`` read one a line: a tool's own (:func:`_tool_spans`),
+    and the word after a flag naming a credential (``--password`` / ``VALUE``)."""
+    spans = _tool_spans(_tool_name(words[0].group()), words[1:]) if words else []
+    for word, following in itertools.pairwise(words):
+        if _credential_flag(word.group()) and not following.group().startswith("-"):
+            spans += _value(following)
+    return spans
+
+
+def _stdin_secrets(text: str) -> list[tuple[int, int]]:
+    """The spans of what a command of :data:`_STDIN_PASSWORD` is given on its input, line by
+    line (a pipeline's parts split at each ``|``; an empty one, of ``||``, ends it)."""
+    spans: list[tuple[int, int]] = []
+    lines = list(_LINE.finditer(text))
+    numbers: dict[str, list[int]] = {}  # (the lines holding each end marker: at the first)
+    below = 0  # (the first line that is a command again: a here-document's are not)
+    for number, line in enumerate(lines):
+        if number < below or ("|" not in line.group() and "<<" not in line.group()):
+            continue
+        readers = [row for row in _STDIN_PASSWORD if all(p.search(line.group()) for p in row)]
+        if not readers:
+            continue
+        bars = [bar.start() for bar in _BAR.finditer(text, line.start(), line.end())]
+        parts = list(zip([line.start(), *(bar + 1 for bar in bars)], [*bars, line.end()],
+                         strict=True))
+        fed = -1  # (the last part read)
+        for at, (start, end) in enumerate(parts):
+            stop = _COMMAND_END.search(text, start, end)
+            command = text[start:end if stop is None else stop.start()]
+            if not command.strip() or not any(all(p.search(command) for p in row)
+                                              for row in readers):
+                continue
+            feeds = [(start, start + len(command), False)]
+            for before in range(at - 1, fed, -1):
+                first, last = parts[before]
+                ends = [m.end() for m in _COMMAND_END.finditer(text, first, last)]
+                feeds.append((ends[-1] if ends else first, last, True))
+                if ends or first == last:
+                    break
+            fed = at
+            for first, last, echo in feeds:
+                spans += _fed(text, first, last, echo)
+                document = _HERE_DOCUMENT.search(text, first, last)
+                if document is not None:
+                    numbers = numbers or _line_numbers(lines)
+                    found, below = _here_document(lines, numbers, number + 1,
+                                                  document["marker"])
+                    spans += found
+    return spans
+
+
+def _fed(text: str, start: int, end: int, echo: bool) -> list[tuple[int, int]]:
+    """The spans of what the command ``text[start:end]`` gives a password reader on its line:
+    what ``echo`` or ``printf`` prints (when ``echo``), a here-string."""
+    spans: list[tuple[int, int]] = []
+    echoed = _ECHOED.search(text[start:end]) if echo else None
+    if echoed is not None:
+        at = start + echoed.start("value")
+        spans += _value(_Word(text, at, at + len(echoed.group("value").rstrip())))
+    for here in _HERE_STRING.finditer(text, start, end):
+        spans += _value(_Word(text, here.start("word"), here.end("word")))
+    return spans
+
+
+def _line_numbers(lines: list[re.Match[str]]) -> dict[str, list[int]]:
+    """The numbers of the lines holding each text (without the spaces around it)."""
+    numbers: dict[str, list[int]] = {}
+    for number, line in enumerate(lines):
+        numbers.setdefault(line.group().strip(), []).append(number)
+    return numbers
+
+
+def _here_document(lines: list[re.Match[str]], numbers: dict[str, list[int]], first: int,
+                   marker: str) -> tuple[list[tuple[int, int]], int]:
+    """The spans of a here-document's lines from line ``first`` up to its end ``marker``
+    (:data:`_HERE_LINES`), or of line ``first`` alone; and the number of the line below."""
+    ends = numbers.get(marker, [])
+    at = bisect.bisect_left(ends, first)
+    closed = at < len(ends) and ends[at] - first < _HERE_LINES
+    last = ends[at] if closed else first + 1
+    spans: list[tuple[int, int]] = []
+    for line in lines[first:last]:
+        text = line.group()
+        spans += _value(_Word(line.string, line.start() + len(text) - len(text.lstrip()),
+                              line.start() + len(text.rstrip())))
+    return spans, last + closed
 
 
 def _tool_sequences(text: str) -> list[tuple[int, int]]:
@@ -1954,6 +2114,8 @@ def _tool_spans(tool: str, words: list[_Word]) -> list[tuple[int, int]]:
         elif len(text) > 2 and text[:2] in flags and tool in _GETOPT_TOOLS and \
                 not text.startswith("--"):
             spans += _value(word, 2 + (text[2] == "="))
+        elif len(text) > 2 and text[:2] in _JOINED_ONLY.get(tool, ()):
+            spans += _value(word, 2)
         elif tool == "xfreerdp" and text[:3].lower() in ("/p:", "-p:"):
             spans += _value(word, 3)
     plain = [w for i, w in enumerate(words) if not w.group().startswith(("-", "/")) and not (

@@ -1056,6 +1056,40 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     # a container's command or a probe's exec as kubectl get -o yaml prints it
     "livenessProbe:\n  exec:\n    command:\n    - redis-cli\n    - -a\n    - {}\n    - ping",
     'command:\n- sqlcmd\n- -S\n- db\n- -P\n- "{}"',
+    # kubectl describe pod: a container's command and arguments one a line (any indentation,
+    # CRLF, quoted), the arguments read on from the command; a credential flag's next line
+    "    Command:\n      redis-cli\n      -a\n      {}\n      ping\n    State:  Running",
+    "    Command:\n      redis-server\n    Args:\n      --requirepass\n      {}",
+    "\tCommand:\r\n\t\tredis-cli\r\n\tArgs:\r\n\t\t-a\r\n\t\t'{}'\r\n",
+    "    Args:\n      --password\n      {}\n    Ready:  True",
+    "    Args:\n      mysql\n      -uroot\n      -p{}",
+    # a line continued by a backslash (the password on any of its lines)
+    "redis-cli \\\n  -a {} ping",
+    "mysql -u root \\\r\n  -p{} db",
+    "docker login -u me -p \\\n\t{} registry.example.com",
+    "\tredis-cli \\\n\t\t-h cache \\\n\t\t-a \"{}\" \\\n\t\tping",
+    "command:\n- mysql\n- -uroot\n- -p{}",
+    "echo \\\n  {} | docker login --password-stdin",
+    # here-strings and here-documents given to a password reader, or to its pipeline
+    "docker login --password-stdin <<< {}",
+    "vault login - <<<'{}'",
+    'docker login -u me --password-stdin <<<"{}"',
+    "docker login -u me --password-stdin <<EOF\n{}\nEOF\necho done",
+    "cat <<-'END' | docker login --password-stdin\n\t{}\n\tEND",
+    "cat <<< {} | docker login --password-stdin",
+    # commands between the echo and the reader; other readers of a secret on their input
+    "echo {} | tee f | docker login --password-stdin",
+    "cd /x && printf '%s' {} | tr -d '\\n' | docker login -u me --password-stdin",
+    "echo {} | sudo -S apt-get update",
+    "echo {} | gh auth login --with-token",
+    "echo {} | vault login -",
+    "echo {} | kubectl create secret generic s --from-file=p=/dev/stdin",
+    "echo {} | docker secret create db -",
+    "echo {} | gcloud auth activate-service-account --key-file=-",
+    # the same inside a ConfigMap's values
+    "data:\n  login.sh: |\n    docker login -u me \\\n      --password-stdin <<< {}",
+    '{{"data": {{"probe.sh": "redis-cli \\\\\\n  -a {} ping"}}}}',
+    '{{"data": {{"login.sh": "docker login --password-stdin <<EOF\\n{}\\nEOF\\n"}}}}',
 ])
 def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     # (a process list prints an argument as it was given: ``&`` inside it is no separator)
@@ -1075,6 +1109,16 @@ def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     "ldapsearch -x -LLL -s base -b '' namingContexts", "Loaded sql migrations/0001_init.sql",
     "args:\n- redis-cli\n- -h\n- cache\n- ping",
     'echo "Logging in..." | tee -a log; docker login --password-stdin < pw',
+    # a server's command one argument a line; a flag naming no credential's value
+    "    Command:\n      nginx\n      -g\n      daemon off;\n    Args:\n      --port\n      8080"
+    "\n    State:          Running",
+    "    Args:\n      --token-file\n      /var/run/secrets/token\n      -v\n      2",
+    "ls -la \\\n  /tmp \\\n  /var",
+    # pipes and here-documents giving no password reader anything; a variable given to one
+    "echo hello | tee f", "echo hello | tee f | grep h",
+    "cat <<EOF > /etc/motd\nhello world\nEOF", "echo done || docker login --password-stdin < pw",
+    'docker login --password-stdin <<< "$REGISTRY_PASSWORD"',
+    "echo $TOKEN | gh auth login --with-token",
 ])
 def test_the_same_letters_elsewhere_are_kept(line: str) -> None:
     assert redact(line + "\n") == line + "\n"
@@ -1983,6 +2027,11 @@ MEGABYTE_REPEATS = [
     ("pipes-alone", "", "|", 1_000_000, ""),
     ("echo-spaces", "echo a", " ", 1_000_000, "b | docker login --password-stdin"),
     ("argument-lists", "", '["redis-cli", ', 80_000, ""),
+    ("described-arguments", "    Command:\n", "      a\n", 125_000, ""),
+    ("continued-lines", "", "redis-cli -a \\\n", 66_000, ""),
+    ("here-documents", "", "x --password-stdin <<EOF\n", 41_000, ""),
+    ("here-strings", "x --password-stdin ", "<<< a ", 166_000, ""),
+    ("pipeline-parts", "echo a ", "| tee f ", 125_000, "| docker login --password-stdin"),
     ("value-headers", "", "k: PASSWORD   NAME\n", 55_000, ""),
     ("value-headers-escaped", 'k: "', "a: PASSWORD   NAME\\n", 50_000, '"'),
     ("sequence-items", "", "- zip\n- -P\n", 100_000, ""),
