@@ -2905,12 +2905,29 @@ def _unescape(text: str) -> str:
 # that read a line from its start (``requirepass X``, ``.netrc``, ``.pgpass``, a CSV header,
 # ``NAME=value``) see such a value only after its key: :func:`_values_as_text` reads each one
 # again on a line of its own.
-# a YAML key (plain, or quoted) and its value, or a sequence item, at the start of a line
-_YAML_VALUE = re.compile(r"""(?m)^[ \t]*+(?:(?:-[ \t]++)++(?:(?:"(?:[^"\\\n]|\\.)*+"|"""
-                         r"""'[^'\n]*+'|[A-Za-z0-9_.\-/ ]++)[ \t]*+:[ \t]++)?|"""
-                         r"""(?:-[ \t]++)*+(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
-                         r"""[A-Za-z0-9_.\-/ ]++)[ \t]*+:[ \t]++|[A-Za-z_][A-Za-z0-9_]*+=)"""
-                         r"""(?=[^\s{\[])""")
+# a YAML key (quoted, or plain: any characters but ``: ``, ``my@conf``, ``a:b``) and its value,
+# or a sequence item, at the start of a line, after the value's tag and anchor (``!!str``,
+# ``&a``); a flow collection's start (its items are values: :data:`_FLOW_ITEM`); a shell
+# assignment (``NAME=``, ``export NAME=``, ``declare -x NAME=``); a name and its value with no
+# space between (``x:requirepass X``: a config dump's, not YAML's)
+_YAML_KEY_TEXT = r"""(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|[^\s"'#{}\[\],:](?:[^:\n]|:(?![ \t]|$))*+)"""
+_YAML_PROPERTIES = r"""(?:[!&][^\s,\[\]{}]*+[ \t]++)*+"""
+_YAML_VALUE = re.compile(r"""(?m)^[ \t]*+(?:(?:-[ \t]++)++(?:""" + _YAML_KEY_TEXT +
+                         r"""[ \t]*+:[ \t]++)?+|(?:-[ \t]++)*+""" + _YAML_KEY_TEXT +
+                         r"""[ \t]*+:[ \t]++|(?:(?:export|declare|typeset|readonly|local)"""
+                         r"""(?:[ \t]++-[A-Za-z]++)*+[ \t]++)?+[A-Za-z_][A-Za-z0-9_]*+=|"""
+                         r"""[A-Za-z_][A-Za-z0-9_.\-/]*+:(?![\s:/\\])|(?=[{\[]))""" +
+                         _YAML_PROPERTIES +
+                         r"""(?=\S)""")
+# an item of a flow collection (``{a: "requirepass X", b: 1}``, ``[requirepass X, b]``): after
+# its ``{``, ``[`` or ``,``, its key if any, its tag and anchor
+_FLOW_ITEM = re.compile(r"""(?<=[{\[,])[ \t]*+(?:(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
+                        r"""[^\s,{}\[\]:"'](?:[^,{}\[\]:\n]|:(?![ \t]))*+)[ \t]*+:[ \t]++)?+"""
+                        + _YAML_PROPERTIES + r"""(?=[^\s,{}\[\]])""")
+_FLOW_PLAIN = re.compile(r"[^,{}\[\]\n]*+")
+# a quoted value of a ``key=`` pair anywhere on a line (logfmt's ``msg="..."``, a shell's
+# ``export NAME="..."``)
+_ASSIGNED_QUOTE = re.compile(r"""(?<![^\s])[A-Za-z_][A-Za-z0-9_.\-]*+=(?=["'])""")
 # JSON's values: a key's (``"key": "value"``: tried at each quote, a key holds none, so a
 # string inside a string decoded, ``"x": "{"a": "requirepass X"}"``, is found too), and an
 # array's items (``["requirepass X", ...]``, one to a line or not)
@@ -2933,17 +2950,23 @@ _VALUE_BREAK = "\n\n{}\n\n"
 
 
 def _value_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each value :data:`_YAML_VALUE`, :data:`_JSON_PAIR_VALUE` or
-    :data:`_JSON_ITEM` gives: a quoted one without its quotes (to its line's end when not
-    closed on it)."""
+    """(start, end) of each value :data:`_YAML_VALUE`, :data:`_ASSIGNED_QUOTE`,
+    :data:`_JSON_PAIR_VALUE` or :data:`_JSON_ITEM` gives, and of each item of a flow
+    collection :data:`_YAML_VALUE` starts: a quoted one without its quotes (to its line's end
+    when not closed on it)."""
     spans = []
     for line in _YAML_VALUE.finditer(text):
         at = line.end()
-        if text[at] in "\"'":
+        end = text.find("\n", at)
+        end = len(text) if end == -1 else end
+        if text[at] in "{[":
+            spans += _flow_spans(text, at, end)
+        elif text[at] in "\"'":
             spans.append(_quoted_span(text, at))
         else:
-            end = text.find("\n", at)
-            spans.append((at, len(text) if end == -1 else end))
+            spans.append((at, end))
+    if '"' in text or "'" in text:
+        spans += [_quoted_span(text, m.end()) for m in _ASSIGNED_QUOTE.finditer(text)]
     if '"' in text:
         spans += [_quoted_span(text, m.end()) for m in _JSON_PAIR_VALUE.finditer(text)]
         for item in _JSON_ITEM.finditer(text):
@@ -2951,6 +2974,21 @@ def _value_spans(text: str) -> list[tuple[int, int]]:
             # (a string alone, or before the next item; to another line, whatever follows)
             if _ITEM_END.match(text, end + 1) or "\n" in text[start:end]:
                 spans.append((start, end))
+    return spans
+
+
+def _flow_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) of each item of the flow collection at ``start`` (:data:`_FLOW_ITEM`), to
+    ``end`` (its line's): a quoted one without its quotes, a plain one to its ``,``, ``}``
+    or ``]``."""
+    spans = []
+    for item in _FLOW_ITEM.finditer(text, start, end):
+        at = item.end()
+        if text[at] in "\"'":
+            spans.append(_quoted_span(text, at))
+        else:
+            plain = _FLOW_PLAIN.match(text, at, end)
+            spans.append((at, at + len(plain.group().rstrip()) if plain else at))
     return spans
 
 
