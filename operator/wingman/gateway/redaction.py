@@ -2940,13 +2940,14 @@ def _unescape(text: str) -> str:
 # that read a line from its start (``requirepass X``, ``.netrc``, ``.pgpass``, a CSV header,
 # ``NAME=value``) see such a value only after its key: :func:`_values_as_text` reads each one
 # again on a line of its own.
-# a YAML key (quoted, or plain: any characters but ``: ``, ``my@conf``, ``a:b``) and its value,
+# a YAML key (quoted, or plain: any characters but ``: `` and parentheses, ``my@conf``, ``a:b``;
+# not a call's or a signature's ``f(a: T)``) and its value,
 # or a sequence item, at the start of a line, after the value's tag and anchor (``!!str``,
 # ``&a``); a flow collection's start (its items are values: :data:`_FLOW_ITEM`); a shell
 # assignment (``NAME=``, ``export NAME=``, ``declare -x NAME=``); a name and its value with no
 # space between (``x:requirepass X``: a config dump's, not YAML's)
 _YAML_KEY_TEXT = (r"""(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
-                  r"""[^\s"'#{}\[\],:](?:[^:\n]|:(?![ \t]|$))*+)""")
+                  r"""[^\s"'#{}\[\],:()](?:[^:\n()]|:(?![ \t]|$))*+)""")
 _YAML_PROPERTIES = r"""(?:[!&][^\s,\[\]{}]*+[ \t]++)*+"""
 _YAML_VALUE = re.compile(r"""(?m)^[ \t]*+(?:(?:-[ \t]++)++(?:""" + _YAML_KEY_TEXT +
                          r"""[ \t]*+:[ \t]++)?+|(?:-[ \t]++)*+""" + _YAML_KEY_TEXT +
