@@ -82,9 +82,10 @@ The steps, in order (``redact``):
    header of single words in any case above an aligned row) whose header names a credential,
    a name and its value a ``|`` apart (psql's ``\\x``), and a neutral key's value in
    an INI or TOML section named like a credential.
-   Then each value that is a text of its own (a config file in a ConfigMap's YAML or JSON, a
-   command line in an annotation, ``REDIS_CONF=requirepass X``) is read by these rules again
-   as if it stood alone (:func:`_values_as_text`).
+   Then each value that is a text of its own (a config file in a ConfigMap's YAML or JSON,
+   also behind a tag or an anchor or in a flow collection, a command line in an annotation,
+   ``REDIS_CONF=requirepass X``, ``export NAME="..."``, logfmt's ``msg="..."``) is read by
+   these rules again as if it stood alone (:func:`_values_as_text`).
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
    (not in a certificate, not a public SSH key, not an identifier: a run of hex digits, or of
    lowercase letters and digits joined by a hyphen to more of a name, ``web-ej3fmmdd``);
@@ -1441,7 +1442,9 @@ _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}+(?:\.[A-Za-z0-9_-]*+){0,4}+"
                      r"(?:\n[ \t]*+[A-Za-z0-9_.-]{8,}+(?=[ \t]*+(?:\n|$)))*+")
 _AUTH_HEADER = re.compile(r"(?i)(\bauthorization[\"']?[ \t]*+[:=][ \t]*+[\"']?)"
                           r"(?!\[REDACTED\])([^\n\"']++)")
-_BEARER_RE = re.compile(r"(?i)\b(bearer|token)([ \t]++)(?!\[REDACTED\])([^\s\"',;]++)")
+# (a credential ends at a string's escaped line break, tab or quote: ``Bearer X\nnext line``)
+_BEARER_RE = re.compile(r"(?i)\b(bearer|token)([ \t]++)(?!\[REDACTED\])"
+                        r"((?:[^\s\"',;\\]|\\(?![nrt\"]))++)")
 _BASIC_RE = re.compile(r"(?i)\b(basic)([ \t]++)([A-Za-z0-9+/]{4,}+={0,2})")
 # (a password may hold '/', '?', '#' or '@' unencoded, as generated ones do: it runs to the
 # last '@' of the word, and when that '@' is in a path more is redacted, never less; a port
@@ -1732,11 +1735,16 @@ def _pairs(text: str, depth: int = 0) -> str:
 
 # A value a pair rule redacted up to a ``,``, ``}`` or ``]`` it took for the end of a flow
 # collection's entry (``password=Ab1,Cd2}Ef3``): what follows it, up to a space, a ``;``, a
-# quote, a ``,`` that starts another pair or, after a ``?`` (a URL's query), an ``&``
+# quote, a ``,`` that starts another pair (:data:`_NEXT_KEY`) or, after a ``?`` (a URL's
+# query), an ``&``
 _CUT_VALUE = re.compile(r"\[REDACTED\](?=[,}\]][^\s;\"'])")
 _CUT_REST = re.compile(r"(?:[}\]]|,(?![A-Za-z0-9_.\-]++[ \t]*+[:=])|[^\s;,}\]\"'])++")
 _CUT_REST_IN_URL = re.compile(r"(?:[}\]]|,(?![A-Za-z0-9_.\-]++[ \t]*+[:=])|[^\s;&,}\]\"'])++")
 _KEY_BEFORE = re.compile(rf"({_KEY_CHARS}++)[\"']?[ \t]*+(?:=>|[:=])[ \t]*+$")
+# a ``,`` then a key: where such a rest stops, another pair starts only when that key is
+# written as the credential's own, with its separator and in its case (``password=a,mode=b``),
+# not in another one (``password=Ab1,Cd:ef``, ``password=Ab1,Cd=ef``: the value's own)
+_NEXT_KEY = re.compile(rf",({_KEY_CHARS}++)[ \t]*+([:=])")
 
 
 def _continue_cut_values(text: str) -> str:
@@ -1763,14 +1771,33 @@ def _continue_cut_values(text: str) -> str:
             if key is None or balance[key.start()] > 0 or not credential_name(key.group(1)):
                 continue
             # read only now: a rest taken runs to where the next cut is looked for (linear)
-            rest = (_CUT_REST_IN_URL if "?" in line[max(0, key.start() - 2048):key.start()]
-                    else _CUT_REST).match(line, cut.end())
-            if rest is None:
+            end = _rest_end(line, cut.end(), key, "?" in line[max(0, key.start() - 2048):
+                                                              key.start()])
+            if end == cut.end():
                 continue
             pieces += [line[at:cut.end()]]
-            at = rest.end()
+            at = end
         out.append("".join(pieces) + line[at:])
     return "\n".join(out)
+
+
+def _rest_end(line: str, at: int, key: re.Match[str], in_url: bool) -> int:
+    """Where the rest of a cut value at ``at`` ends (:data:`_CUT_REST`), past each ``,`` the
+    key after which is written otherwise than the credential's ``key`` (:data:`_NEXT_KEY`)."""
+    own = key.group(1)
+    separator = "=" if "=" in key.group()[len(own):] else ":"
+    pattern = _CUT_REST_IN_URL if in_url else _CUT_REST
+    while True:
+        rest = pattern.match(line, at)
+        at = rest.end() if rest else at
+        following = _NEXT_KEY.match(line, at)
+        if following is None:
+            return at
+        name = following.group(1)
+        if following.group(2) == separator and (name.islower() if own.islower() else
+                                                name.isupper() if own.isupper() else True):
+            return at
+        at += 1
 
 
 def _credential_flag(flag: str) -> bool:
@@ -1831,6 +1858,9 @@ _TOOL_COMMAND = re.compile(r"""(?<![^\s;|&(`"'\[])(?:[\w.-]*+[/\\])*+(?P<tool>(?
 _SHELL_WORD = re.compile(r"""[0-9]*+[<>]|(?:"(?:[^"\\\n]|\\.)*+"?|'[^'\n]*+'?|\\.|"""
                          r"""[^\s"'\\;|&<>]|[;|&](?=[^\s;|&<>]))++|[;|&\n]""")
 _COMMAND_ENDS = frozenset(";|&\n")
+# a quote and a closing bracket or a comma after it: the end of the JSON or YAML string a
+# command line is written in (``"redis-cli -a VALUE"]}``), not of the value's own
+_STRING_END = re.compile(r"""(?<!\\)["'](?=[ \t]*+[\]},])""")
 _RABBIT_PASSWORDS = frozenset({"add_user", "change_password", "authenticate_user"})
 _RABBIT_OPTIONS = frozenset({"-n", "--node", "-t", "--timeout", "-l", "--longnames"})
 # a placeholder or a reference, not a value: a short lowercase word (help text, ``redis-cli
@@ -2090,9 +2120,14 @@ def _unquoted(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def _value(word: _Word, start: int = 0) -> list[tuple[int, int]]:
-    """The span of ``word``'s value from ``start`` characters in, unquoted; none for a
-    placeholder or a reference (:data:`_NO_VALUE`)."""
-    begin, end = _unquoted(word.string, word.start() + start, word.end())
+    """The span of ``word``'s value from ``start`` characters in, unquoted (also when it starts
+    inside the quotes: ``'user%VALUE'``), up to the end of the string the command line is
+    written in (:data:`_STRING_END`: ``["redis-cli -a VALUE"]``); none for a placeholder or
+    a reference (:data:`_NO_VALUE`)."""
+    begin, end = _unquoted(word.string, word.start(), word.end())
+    begin = max(begin, word.start() + start)
+    closed = _STRING_END.search(word.string, begin, end)
+    end = closed.start() if closed is not None else end
     value = word.string[begin:end]
     return [] if not value or _NO_VALUE.fullmatch(value) else [(begin, end)]
 
@@ -3067,12 +3102,31 @@ def _unescape(text: str) -> str:
 # that read a line from its start (``requirepass X``, ``.netrc``, ``.pgpass``, a CSV header,
 # ``NAME=value``) see such a value only after its key: :func:`_values_as_text` reads each one
 # again on a line of its own.
-# a YAML key (plain, or quoted) and its value, or a sequence item, at the start of a line
-_YAML_VALUE = re.compile(r"""(?m)^[ \t]*+(?:(?:-[ \t]++)++(?:(?:"(?:[^"\\\n]|\\.)*+"|"""
-                         r"""'[^'\n]*+'|[A-Za-z0-9_.\-/ ]++)[ \t]*+:[ \t]++)?|"""
-                         r"""(?:-[ \t]++)*+(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
-                         r"""[A-Za-z0-9_.\-/ ]++)[ \t]*+:[ \t]++|[A-Za-z_][A-Za-z0-9_]*+=)"""
-                         r"""(?=[^\s{\[])""")
+# a YAML key (quoted, or plain: any characters but ``: `` and parentheses, ``my@conf``, ``a:b``;
+# not a call's or a signature's ``f(a: T)``) and its value,
+# or a sequence item, at the start of a line, after the value's tag and anchor (``!!str``,
+# ``&a``); a flow collection's start (its items are values: :data:`_FLOW_ITEM`); a shell
+# assignment (``NAME=``, ``export NAME=``, ``declare -x NAME=``); a name and its value with no
+# space between (``x:requirepass X``: a config dump's, not YAML's)
+_YAML_KEY_TEXT = (r"""(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
+                  r"""[^\s"'#{}\[\],:()](?:[^:\n()]|:(?![ \t]|$))*+)""")
+_YAML_PROPERTIES = r"""(?:[!&][^\s,\[\]{}]*+[ \t]++)*+"""
+_YAML_VALUE = re.compile(r"""(?m)^[ \t]*+(?:(?:-[ \t]++)++(?:""" + _YAML_KEY_TEXT +
+                         r"""[ \t]*+:[ \t]++)?+|(?:-[ \t]++)*+""" + _YAML_KEY_TEXT +
+                         r"""[ \t]*+:[ \t]++|(?:(?:export|declare|typeset|readonly|local)"""
+                         r"""(?:[ \t]++-[A-Za-z]++)*+[ \t]++)?+[A-Za-z_][A-Za-z0-9_]*+=|"""
+                         r"""[A-Za-z_][A-Za-z0-9_.\-/]*+:(?![\s:/\\])|(?=[{\[]))""" +
+                         _YAML_PROPERTIES +
+                         r"""(?=\S)""")
+# an item of a flow collection (``{a: "requirepass X", b: 1}``, ``[requirepass X, b]``): after
+# its ``{``, ``[`` or ``,``, its key if any, its tag and anchor
+_FLOW_ITEM = re.compile(r"""(?<=[{\[,])[ \t]*+(?:(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
+                        r"""[^\s,{}\[\]:"'](?:[^,{}\[\]:\n]|:(?![ \t]))*+)[ \t]*+:[ \t]++)?+"""
+                        + _YAML_PROPERTIES + r"""(?=[^\s,{}\[\]])""")
+_FLOW_PLAIN = re.compile(r"[^,{}\[\]\n]*+")
+# a quoted value of a ``key=`` pair anywhere on a line (logfmt's ``msg="..."``, a shell's
+# ``export NAME="..."``)
+_ASSIGNED_QUOTE = re.compile(r"""(?<![^\s])[A-Za-z_][A-Za-z0-9_.\-]*+=(?=["'])""")
 # JSON's values: a key's (``"key": "value"``: tried at each quote, a key holds none, so a
 # string inside a string decoded, ``"x": "{"a": "requirepass X"}"``, is found too), and an
 # array's items (``["requirepass X", ...]``, one to a line or not)
@@ -3083,11 +3137,16 @@ _SINGLE_QUOTED_LINE = re.compile(r"'(?:[^'\n]|'')*+'?")
 _DOUBLE_QUOTED_LINE = re.compile(r'"(?:[^"\\\n]|\\.)*+"?')
 # what a value must hold to be read as a line: a separator between two of its words
 _SEPARATED = re.compile(r"\S[\s,:=@|;]")
+_ALNUM = re.compile(r"[A-Za-z0-9]")  # (and a letter or digit: ``{ `` is no text to read)
 # prose: a word naming a credential, then lowercase words (``token expired``, ``password
 # reset``, ``auth required``: a message, not ``requirepass VALUE``)
 _PROSE_VALUE = re.compile(r"(?i)(?:token|password|passwd|secret|auth|key|cookie|pwd|otp|pin|"
                           r"salt|session|credentials?|api|passphrase|signature)"
                           r"(?:[ \t]++[a-z]++)++[ \t]*+")
+# a line break escaped in a double-quoted string (``\n``, ``\r\n``; not ``\\n``): a value read
+# with them as line breaks (``"Bearer X\nrequirepass Y"``) keeps them escaped
+_ESCAPED_BREAK = re.compile(r"\\(r\\n|n)|\\.")
+_UNESCAPED_SPACE = re.compile(r"(?<!\\)[ \t]")  # (an unquoted value's spaces: a shell's \ )
 _MARKS = "\ue000\ue001\ue002\ue003"  # (private use: :func:`clean` removes them from output)
 _MAX_VALUE_DEPTH = 1  # a value in a value: an env value's, a config line's
 # between two values read together: a blank line ends a table, a CSV, a continued value
@@ -3095,17 +3154,27 @@ _VALUE_BREAK = "\n\n{}\n\n"
 
 
 def _value_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each value :data:`_YAML_VALUE`, :data:`_JSON_PAIR_VALUE` or
-    :data:`_JSON_ITEM` gives: a quoted one without its quotes (to its line's end when not
-    closed on it)."""
-    spans = []
+    """(start, end) of each value :data:`_YAML_VALUE`, :data:`_ASSIGNED_QUOTE`,
+    :data:`_JSON_PAIR_VALUE` or :data:`_JSON_ITEM` gives, and of each item of a flow
+    collection :data:`_YAML_VALUE` starts: a quoted one without its quotes (to its line's end
+    when not closed on it). A line of ``key=value`` pairs (logfmt's) is read pair by pair
+    when one is quoted (``level=info msg="..."``): its quoted values are read as texts."""
+    assigned = [m.end() for m in _ASSIGNED_QUOTE.finditer(text)] if '"' in text or \
+        "'" in text else []
+    spans = [_quoted_span(text, at) for at in assigned]
     for line in _YAML_VALUE.finditer(text):
         at = line.end()
-        if text[at] in "\"'":
+        end = text.find("\n", at)
+        end = len(text) if end == -1 else end
+        if text.startswith(_ALREADY, at):
+            continue
+        if text[at] in "{[":
+            spans += _flow_spans(text, at, end)
+        elif text[at] in "\"'":
             spans.append(_quoted_span(text, at))
-        else:
-            end = text.find("\n", at)
-            spans.append((at, len(text) if end == -1 else end))
+        elif not line.group().endswith("=") or \
+                bisect.bisect_left(assigned, at) == bisect.bisect_left(assigned, end):
+            spans.append((at, end))
     if '"' in text:
         spans += [_quoted_span(text, m.end()) for m in _JSON_PAIR_VALUE.finditer(text)]
         for item in _JSON_ITEM.finditer(text):
@@ -3113,6 +3182,25 @@ def _value_spans(text: str) -> list[tuple[int, int]]:
             # (a string alone, or before the next item; to another line, whatever follows)
             if _ITEM_END.match(text, end + 1) or "\n" in text[start:end]:
                 spans.append((start, end))
+    return spans
+
+
+def _flow_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) of each item of the flow collection at ``start`` (:data:`_FLOW_ITEM`), to
+    ``end`` (its line's): a quoted one without its quotes, a plain one to its ``,``, ``}``
+    or ``]``; the next item looked for after it (not inside a quoted one: linear)."""
+    spans = []
+    item = _FLOW_ITEM.search(text, start, end)
+    while item is not None:
+        at = item.end()
+        if text[at] in "\"'":
+            spans.append(_quoted_span(text, at))
+            after = spans[-1][1] + 1
+        else:
+            plain = _FLOW_PLAIN.match(text, at, end)
+            after = plain.end() if plain else at
+            spans.append((at, at + len(plain.group().rstrip()) if plain else at))
+        item = _FLOW_ITEM.search(text, max(after, at + 1), end) if after < end else None
     return spans
 
 
@@ -3141,19 +3229,43 @@ def _values_as_text(text: str, depth: int = 0) -> str:
     for start, end in sorted(_value_spans(text)):
         if start >= (chosen[-1][1] if chosen else 0) and end > start and \
                 _SEPARATED.search(text, start, end) is not None and \
+                _ALNUM.search(text, start, end) is not None and \
                 not text.startswith(_ALREADY, start) and \
                 _PROSE_VALUE.fullmatch(text, start, end) is None:
             chosen.append((start, end))
     if not chosen:
         return text
-    values = [text[start:end] for start, end in chosen]
+    escapes = [_escaped(text, start, end) for start, end in chosen]
+    values = [_unescaped(text[start:end], char) for (start, end), (char, _) in
+              zip(chosen, escapes, strict=True)]
     read = _read_values(values, mark, depth)
     out, last = [], 0
-    for (start, end), value, again in zip(chosen, values, read, strict=True):
+    for (start, end), value, again, (char, escape) in zip(chosen, values, read, escapes,
+                                                          strict=True):
         if again != value:
-            out += [text[last:start], again]
+            out += [text[last:start], again.replace(char, escape) if char else again]
             last = end
     return "".join([*out, text[last:]]) if out else text
+
+
+def _escaped(text: str, start: int, end: int) -> tuple[str, str]:
+    """The character a value at ``start`` writes escaped only, and the escape, so that the
+    value is read with the character and written back with the escape: a quoted one's line
+    breaks (``\\n``, or ``\\r\\n`` when it holds one; :data:`_ESCAPED_BREAK`), an
+    unquoted one's spaces (a shell's ``requirepass\\ X``); none (``("", "")``) otherwise."""
+    value, before = text[start:end], text[start - 1] if start else ""
+    if before in ("'", '"') and "\\n" in value and "\n" not in value:
+        return "\n", "\\r\\n" if "\\r\\n" in value else "\\n"
+    if before not in ("", "'", '"') and "\\ " in value and _UNESCAPED_SPACE.search(value) is None:
+        return " ", "\\ "
+    return "", ""
+
+
+def _unescaped(value: str, char: str) -> str:
+    """``value`` with what writes ``char`` (:func:`_escaped`) read as it."""
+    if char == "\n":
+        return _ESCAPED_BREAK.sub(lambda m: "\n" if m.group(1) else m.group(), value)
+    return value.replace("\\ ", " ") if char else value
 
 
 def _read_values(values: list[str], mark: str, depth: int) -> list[str]:
