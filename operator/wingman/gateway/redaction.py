@@ -663,7 +663,7 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NOT_A_VALUE = frozenset({"id", "file", "path", "size", "type", "length", "count", "bits",
                           "ttl", "expiry", "expires", "expiration", "version", "mode",
                           "algorithm", "seconds", "minutes", "hours", "days", "duration",
-                          "timeout", "interval", "stdin"})
+                          "timeout", "interval", "stdin", "name", "names", "ref"})
 # Values that carry no secret whatever their key says (automountServiceAccountToken: true).
 _NOT_SECRET_VALUES = frozenset({"true", "false", "yes", "no", "null", "none", "~", ""})
 # What a table's other columns hold beside a name (``auth-service   Running``, the two columns
@@ -721,7 +721,7 @@ def credential_name(name: str) -> bool:
     if segments and segments[-1] in _NOT_A_VALUE and not (
             segments[-1] == "id" and len(segments) > 1 and segments[-2] in _SECRET_IDS):
         return False  # private_key_file: where, not what
-    squashed = "".join(segments)
+    squashed = "".join(segments).replace("tokeniz", "")  # (tokenizer, tokenize_chinese)
     if any(word in squashed for word in _CREDENTIAL_WORDS):
         return True
     # a data source name: SENTRY_DSN, pgdsn, PGDSN2, dsnString; not three letters inside a
@@ -1957,14 +1957,12 @@ def _tool_arguments(text: str) -> str:
     if '["' in text or '[ "' in text:
         for opened in _ARGUMENT_LIST.finditer(text):
             items: list[_Word] = []
-            last = opened.end()
-            for item in _LIST_ITEM.finditer(text, opened.end()):
-                if item.start() != last:
-                    break
+            item = _LIST_ITEM.match(text, opened.end())  # (each item where the last ended)
+            while item is not None:
                 items.append(_Word(text, item.start("item"), item.end("item")))
-                last = item.end()
                 if item.group("next") == "]":
                     break
+                item = _LIST_ITEM.match(text, item.end())
             if items and _tool_name(items[0].group()) in _TOOLS:
                 spans += _tool_spans(_tool_name(items[0].group()), items[1:])
     if "- " in text:

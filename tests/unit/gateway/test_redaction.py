@@ -618,6 +618,11 @@ CERTIFICATE_TAIL = ("-----BEGIN CERTIFICATE-----\n" + "\n".join(textwrap.wrap(ba
 
 ORDINARY = [
     "deployment.apps/web restarted\n",
+    # a Secret's name (a pod's volume, a controller's flag) is not its value
+    "  volumes:\n  - name: certs\n    secret:\n      defaultMode: 420\n"
+    "      secretName: webhook-certs\n",
+    '    Args:\n      --secret-name\n      webhook-certs\n      --cert-dir=/certs\n',
+    "- args:\n  - --secret-name=webhook-certs\n  - --tokenizer=bpe\n",
     "deployment.apps/web scaled\n",
     'Waiting for deployment "web" rollout to finish: 1 of 3 updated replicas are available...\n',
     "NAME                   READY   STATUS    RESTARTS   AGE\nweb-7d9c6b5d4f-x2x9k   1/1     "
@@ -714,6 +719,9 @@ def test_cleaning_keeps_text_and_drops_what_a_terminal_would_interpret() -> None
     ("secret_id_ttl", False), ("upskill", False), ("passive", False),
     ("OAUTH_KEYCLOAK_REALM", False), ("master_keyspace", False), ("LOWPASS_HZ", False),
     ("multipass", False),
+    # the name of a Secret or token, a reference to one: not its value
+    ("secretName", False), ("secret-name", False), ("TOKEN_NAME", False), ("secretRef", False),
+    ("tokenizer", False), ("tokenizer_secret", True),
 ])
 def test_credential_names(name: str, credential: bool) -> None:
     assert credential_name(name) is credential
@@ -2092,6 +2100,8 @@ MEGABYTE_REPEATS = [
     ("escaped-breaks", 'a: "', "b c\\n", 160_000, '"'),
     ("shell-escaped-spaces", "export A=", "b\\ ", 330_000, ""),
     ("values-without-space", "", "a:b c\n", 160_000, ""),
+    # argument lists opened and never closed: each read from where it opens, not searched on
+    ("argument-lists-unclosed", "", 'x: ["a, ', 125_000, ""),
 ]
 MEGABYTE_LINES.update({name: head + unit * count + tail
                        for name, head, unit, count, tail in MEGABYTE_REPEATS})
