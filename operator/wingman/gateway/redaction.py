@@ -1858,9 +1858,14 @@ _TOOL_COMMAND = re.compile(r"""(?<![^\s;|&(`"'\[])(?:[\w.-]*+[/\\])*+(?P<tool>(?
 _SHELL_WORD = re.compile(r"""[0-9]*+[<>]|(?:"(?:[^"\\\n]|\\.)*+"?|'[^'\n]*+'?|\\.|"""
                          r"""[^\s"'\\;|&<>]|[;|&](?=[^\s;|&<>]))++|[;|&\n]""")
 _COMMAND_ENDS = frozenset(";|&\n")
-# a quote and a closing bracket or a comma after it: the end of the JSON or YAML string a
-# command line is written in (``"redis-cli -a VALUE"]}``), not of the value's own
-_STRING_END = re.compile(r"""(?<!\\)["'](?=[ \t]*+[\]},])""")
+# a quote, then closing brackets or commas, then the word's end or the next string: the end
+# of the JSON or YAML string a command line is written in (``"redis-cli -a VALUE"]}``,
+# ``"... VALUE", "b"]``), when a quote of its kind opens that string before the word on its
+# line and the word's own quoting holds it not (``'Zq7"}Wv9'``, ``ps``'s ``Zq7",Wv9``)
+_STRING_END = re.compile(r"""(?<!\\)["'][ \t]*+[\]},](?:[ \t]*+[\]},:])*+[ \t]*+(?:["']|\Z)""")
+# a quoted part of a word (what a shell reads as one): a quote inside it is the value's own
+_QUOTE = re.compile(r"[\"']")
+_WORD_QUOTED = re.compile(r"""(?<!\\)(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')""")
 _RABBIT_PASSWORDS = frozenset({"add_user", "change_password", "authenticate_user"})
 _RABBIT_OPTIONS = frozenset({"-n", "--node", "-t", "--timeout", "-l", "--longnames"})
 # a placeholder or a reference, not a value: a short lowercase word (help text, ``redis-cli
@@ -2120,14 +2125,30 @@ def _unquoted(text: str, start: int, end: int) -> tuple[int, int]:
 def _value(word: _Word, start: int = 0) -> list[tuple[int, int]]:
     """The span of ``word``'s value from ``start`` characters in, unquoted (also when it starts
     inside the quotes: ``'user%VALUE'``), up to the end of the string the command line is
-    written in (:data:`_STRING_END`: ``["redis-cli -a VALUE"]``); none for a placeholder or
+    written in (:func:`_string_end`: ``["redis-cli -a VALUE"]``); none for a placeholder or
     a reference (:data:`_NO_VALUE`)."""
-    begin, end = _unquoted(word.string, word.start(), word.end())
+    begin, end = _unquoted(word.string, word.start(), _string_end(word))
     begin = max(begin, word.start() + start)
-    closed = _STRING_END.search(word.string, begin, end)
-    end = closed.start() if closed is not None else end
     value = word.string[begin:end]
     return [] if not value or _NO_VALUE.fullmatch(value) else [(begin, end)]
+
+
+def _string_end(word: _Word) -> int:
+    """Where ``word`` ends, or the string its command line is written in ends inside it
+    (:data:`_STRING_END`): at a quote outside the word's own quoted parts, of the kind of
+    one before the word on its line (a quote only the value holds, ``Zq7",Wv9``, is its own)."""
+    text, end = word.string, word.end()
+    line = text.rfind("\n", 0, word.start()) + 1
+    opened: dict[str, bool] = {}  # (looked for once a word: linear)
+    quote = _QUOTE.search(text, word.start(), end)
+    while quote is not None:
+        at = quote.start()
+        if _STRING_END.match(text, at, end) is not None and opened.setdefault(
+                text[at], text.rfind(text[at], line, word.start()) != -1):
+            return at
+        quoted = _WORD_QUOTED.match(text, at, end)
+        quote = None if quoted is None else _QUOTE.search(text, quoted.end(), end)
+    return end
 
 
 def _tool_spans(tool: str, words: list[_Word]) -> list[tuple[int, int]]:

@@ -1134,6 +1134,17 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     "data:\n  login.sh: |\n    docker login -u me \\\n      --password-stdin <<< {}",
     '{{"data": {{"probe.sh": "redis-cli \\\\\\n  -a {} ping"}}}}',
     '{{"data": {{"login.sh": "docker login --password-stdin <<EOF\\n{}\\nEOF\\n"}}}}',
+    # a quote then a bracket or a comma inside the value, quoted or bare (as ``ps`` and
+    # ``kubectl describe`` print it): no end of a string the command line is written in
+    "redis-cli -a 'ab\",{}' ping",
+    "redis-cli -a 'Zq7\"}}{}' ping",
+    "    command:\n    - redis-cli\n    - -a\n    - 'xyz\",{}'",
+    "echo 'Zq7\"]{}' | docker login -u u --password-stdin",
+    "mysql -uroot -p'Zq7\",{}' db",
+    "cat <<EOF | docker login --password-stdin\nZq7\",{}\nEOF",
+    "    Command:\n      redis-cli\n      -a\n      Zq7',{}\n",
+    "redis-cli -a Zq7\"}}{} ping",
+    'x="a" redis-cli -a \'Zq7"}}{}\' ping',
 ])
 def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     # (a process list prints an argument as it was given: ``&`` inside it is no separator)
@@ -2000,6 +2011,7 @@ KEPT_AROUND = [
     ("smbclient -U 'bob%X' //files\n", "smbclient -U 'bob%[REDACTED]' //files\n"),
     ('{"args":["redis-cli -a X"],"b":1}\n', '{"args":["redis-cli -a [REDACTED]"],"b":1}\n'),
     ("x: {a: 'requirepass X', b: 1}\n", "x: {a: 'requirepass [REDACTED]', b: 1}\n"),
+    ('x: ["redis-cli -a X", "b"]\n', 'x: ["redis-cli -a [REDACTED]", "b"]\n'),
 ]
 
 
