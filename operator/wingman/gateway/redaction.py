@@ -1442,9 +1442,12 @@ _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}+(?:\.[A-Za-z0-9_-]*+){0,4}+"
                      r"(?:\n[ \t]*+[A-Za-z0-9_.-]{8,}+(?=[ \t]*+(?:\n|$)))*+")
 _AUTH_HEADER = re.compile(r"(?i)(\bauthorization[\"']?[ \t]*+[:=][ \t]*+[\"']?)"
                           r"(?!\[REDACTED\])([^\n\"']++)")
-# (a credential ends at a string's escaped line break, tab or quote: ``Bearer X\nnext line``)
+# (a credential ends at a string's escaped line break, tab or quote, ``Bearer X\nnext line``:
+# a lowercase ``\n``, not ``\N``, nor the ``n`` after an escaped backslash, ``\\n``)
 _BEARER_RE = re.compile(r"(?i)\b(bearer|token)([ \t]++)(?!\[REDACTED\])"
-                        r"((?:[^\s\"',;\\]|\\(?![nrt\"]))++)")
+                        r"((?:[^\s\"',;\\]|\\\\|\\(?-i:(?![nrt\"])))++)")
+# the rest of the word a credential's escape ended (counted in :func:`_bearer`)
+_BEARER_REST = re.compile(r"[^\s\"',;]*+")
 _BASIC_RE = re.compile(r"(?i)\b(basic)([ \t]++)([A-Za-z0-9+/]{4,}+={0,2})")
 # (a password may hold '/', '?', '#' or '@' unencoded, as generated ones do: it runs to the
 # last '@' of the word, and when that '@' is in a path more is redacted, never less; a port
@@ -1702,7 +1705,8 @@ def _basic(match: re.Match[str]) -> str:
 
 def _bearer(match: re.Match[str]) -> str:
     word, value = match.group(1).lower(), match.group(3)
-    if word == "token" and len(value) < 16:  # "token expired", "token is"
+    rest = _BEARER_REST.match(match.string, match.end(3))  # (the word, not its escape's cut)
+    if word == "token" and len(value) + len(rest.group() if rest else "") < 16:  # "token is"
         return match.group(0)
     return f"{match.group(1)}{match.group(2)}{REDACTED}"
 

@@ -2005,6 +2005,13 @@ KEPT_AROUND = [
     ('a: "Bearer abcdefghijklmnop\\nrequirepass X"\n',
      'a: "Bearer [REDACTED]\\nrequirepass [REDACTED]"\n'),
     ('{"a":"x\\r\\nrequirepass X\\r\\n"}\n', '{"a":"x\\r\\nrequirepass [REDACTED]\\r\\n"}\n'),
+    # ... a lowercase one only, not the n after an escaped backslash; a token's length counted
+    # to its word's end
+    ("using token Zq7Wv9Kx3LmPq8\\nretrying\n", "using token [REDACTED]\\nretrying\n"),
+    ("using token Zq7W\\nretrying-later\n", "using token [REDACTED]\\nretrying-later\n"),
+    ("using token SRdf6v\\NAvwt7{LQn99m now\n", "using token [REDACTED] now\n"),
+    ("Bearer LXpmpn\\NVtjw5\n", "Bearer [REDACTED]\n"),
+    ("Bearer ab\\\\nXyz123\n", "Bearer [REDACTED]\n"),
     ("a: 'x\\nrequirepass X'\n", "a: 'x\\nrequirepass [REDACTED]'\n"),
     ("export REDIS_ARGS=requirepass\\ X\n", "export REDIS_ARGS=requirepass\\ [REDACTED]\n"),
     # a value in quotes, or in a string a list holds, keeps the closing quote and brackets
