@@ -1443,9 +1443,10 @@ _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}+(?:\.[A-Za-z0-9_-]*+){0,4}+"
 _AUTH_HEADER = re.compile(r"(?i)(\bauthorization[\"']?[ \t]*+[:=][ \t]*+[\"']?)"
                           r"(?!\[REDACTED\])([^\n\"']++)")
 # (a credential ends at a string's escaped line break, tab or quote, ``Bearer X\nnext line``:
-# a lowercase ``\n``, not ``\N``, nor the ``n`` after an escaped backslash, ``\\n``)
+# a lowercase ``\n``, not ``\N``; also ``\\n``, a line break in a string inside a string, whose
+# next line a rule reads once the escapes are decoded)
 _BEARER_RE = re.compile(r"(?i)\b(bearer|token)([ \t]++)(?!\[REDACTED\])"
-                        r"((?:[^\s\"',;\\]|\\\\|\\(?-i:(?![nrt\"])))++)")
+                        r"((?:[^\s\"',;\\]|\\(?-i:(?![nrt\"])))++)")
 # the rest of the word a credential's escape ended (counted in :func:`_bearer`)
 _BEARER_REST = re.compile(r"[^\s\"',;]*+")
 _BASIC_RE = re.compile(r"(?i)\b(basic)([ \t]++)([A-Za-z0-9+/]{4,}+={0,2})")
@@ -3181,9 +3182,10 @@ def _value_spans(text: str) -> list[tuple[int, int]]:
     :data:`_JSON_PAIR_VALUE` or :data:`_JSON_ITEM` gives, and of each item of a flow
     collection :data:`_YAML_VALUE` starts: a quoted one without its quotes (to its line's end
     when not closed on it). A line of ``key=value`` pairs (logfmt's) is read pair by pair
-    when one is quoted (``level=info msg="..."``): its quoted values are read as texts."""
-    assigned = [m.end() for m in _ASSIGNED_QUOTE.finditer(text)] if '"' in text or \
-        "'" in text else []
+    when one is quoted (``level=info msg="..."``): its quoted values are read as texts, and
+    a ``NAME=`` value at its start up to the first of them (``NETRC=machine h ... note="a"``)."""
+    pairs = list(_ASSIGNED_QUOTE.finditer(text)) if '"' in text or "'" in text else []
+    assigned = [m.end() for m in pairs]
     spans = [_quoted_span(text, at) for at in assigned]
     for line in _YAML_VALUE.finditer(text):
         at = line.end()
@@ -3195,9 +3197,12 @@ def _value_spans(text: str) -> list[tuple[int, int]]:
             spans += _flow_spans(text, at, end)
         elif text[at] in "\"'":
             spans.append(_quoted_span(text, at))
-        elif not line.group().endswith("=") or \
-                bisect.bisect_left(assigned, at) == bisect.bisect_left(assigned, end):
+        elif not line.group().endswith("="):
             spans.append((at, end))
+        else:  # (``NAME=`` read to the first quoted pair on its line, if any: its words)
+            first = bisect.bisect_left(assigned, at)
+            stop = pairs[first].start() if first < len(pairs) and assigned[first] < end else end
+            spans.append((at, at + len(text[at:stop].rstrip())))
     if '"' in text:
         spans += [_quoted_span(text, m.end()) for m in _JSON_PAIR_VALUE.finditer(text)]
         for item in _JSON_ITEM.finditer(text):

@@ -993,7 +993,8 @@ CONFIG_VALUES = [
 ]
 # what a container cannot hold of a value: a plain value is one line; a plain flow item holds
 # no comma; a single-quoted shell word no single quote
-REFUSED = {"yaml-plain": "\n", "env-value": "\n", "yaml-tagged-plain": "\n",
+REFUSED = {"yaml-plain": "\n", "env-value": "\n", "env-value-then-logfmt": "\n",
+           "yaml-tagged-plain": "\n",
            "yaml-flow-plain": "\n,", "yaml-flow-list": "\n", "yaml-flow-top": "\n",
            "shell-export": "\n'", "shell-escaped": "\n", "no-space": "\n"}
 VALUE_CONTAINERS = {
@@ -1024,6 +1025,7 @@ VALUE_CONTAINERS = {
     "shell-export": lambda v: "export APP_CONF='" + v + "'\n",
     "shell-escaped": lambda v: "export APP_CONF=" + v.replace(" ", "\\ ") + "\n",
     "logfmt": lambda v: "level=info app.conf=" + json.dumps(v) + " ts=2024-05-01T10:00:00Z\n",
+    "env-value-then-logfmt": lambda v: "APP_CONF=" + v + ' note="a b"\n',
     # a name and its value with no space between (a config dump's)
     "no-space": lambda v: "app.conf:" + v + "\n",
     # (characters of Unicode's private use, which reading values could have used itself)
@@ -2005,13 +2007,12 @@ KEPT_AROUND = [
     ('a: "Bearer abcdefghijklmnop\\nrequirepass X"\n',
      'a: "Bearer [REDACTED]\\nrequirepass [REDACTED]"\n'),
     ('{"a":"x\\r\\nrequirepass X\\r\\n"}\n', '{"a":"x\\r\\nrequirepass [REDACTED]\\r\\n"}\n'),
-    # ... a lowercase one only, not the n after an escaped backslash; a token's length counted
-    # to its word's end
+    # ... a lowercase one only; a token's length counted to its word's end
     ("using token Zq7Wv9Kx3LmPq8\\nretrying\n", "using token [REDACTED]\\nretrying\n"),
     ("using token Zq7W\\nretrying-later\n", "using token [REDACTED]\\nretrying-later\n"),
     ("using token SRdf6v\\NAvwt7{LQn99m now\n", "using token [REDACTED] now\n"),
     ("Bearer LXpmpn\\NVtjw5\n", "Bearer [REDACTED]\n"),
-    ("Bearer ab\\\\nXyz123\n", "Bearer [REDACTED]\n"),
+    ("Bearer Zq7\\TWv9Kx\n", "Bearer [REDACTED]\n"),
     ("a: 'x\\nrequirepass X'\n", "a: 'x\\nrequirepass [REDACTED]'\n"),
     ("export REDIS_ARGS=requirepass\\ X\n", "export REDIS_ARGS=requirepass\\ [REDACTED]\n"),
     # a value in quotes, or in a string a list holds, keeps the closing quote and brackets
