@@ -73,7 +73,8 @@ The steps, in order (``redact``):
    value of a command-line flag that names one (``-p VALUE``, ``--password=VALUE``,
    ``--token VALUE``), and a password joined to a user (``curl -u user:PASSWORD``) or to
    MySQL's ``-pPASSWORD``; a tool's own password flag or position after its name
-   (``redis-cli -a VALUE``), also one argument a line as ``kubectl describe`` prints a
+   (``redis-cli -a VALUE``, ``[redis-cli, -a, VALUE]``), also one argument a line as
+   ``kubectl describe`` prints a
    container's command and on lines continued by a backslash, and what a command reading a
    secret on its input is given (``echo VALUE | tee f | docker login --password-stdin``,
    ``<<< VALUE``, a here-document's lines); by position, a ``.pgpass`` line's last field,
@@ -83,7 +84,8 @@ The steps, in order (``redact``):
    a name and its value a ``|`` apart (psql's ``\\x``), and a neutral key's value in
    an INI or TOML section named like a credential.
    Then each value that is a text of its own (a config file in a ConfigMap's YAML or JSON,
-   also behind a tag or an anchor or in a flow collection, a command line in an annotation,
+   also behind a tag or an anchor or in a flow collection, or a YAML one in a JSON string,
+   its quotes escaped, a command line in an annotation,
    ``REDIS_CONF=requirepass X``, ``export NAME="..."``, logfmt's ``msg="..."``) is read by
    these rules again as if it stood alone (:func:`_values_as_text`).
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
@@ -1874,8 +1876,9 @@ _WORD_QUOTED = re.compile(r"""(?<!\\)(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')""")
 _RABBIT_PASSWORDS = frozenset({"add_user", "change_password", "authenticate_user"})
 _RABBIT_OPTIONS = frozenset({"-n", "--node", "-t", "--timeout", "-l", "--longnames"})
 # a placeholder or a reference, not a value: a short lowercase word (help text, ``redis-cli
-# -a is deprecated``), ``<password>``, ``[options]``, ``$PASSWORD``, ``$(cat file)``
-_NO_VALUE = re.compile(r"""["']?(?:[a-z]{1,3}+|<[^>]*+>|\[[^\]]*+\]|\{[^}]*+\}|\$.*+)["']?""",
+# -a is deprecated``), ``<password>``, ``[options]``, ``$PASSWORD``, ``$(cat file)``; the comma
+# after a flow sequence's flag (``[redis-cli, -a, X]`` read as a command line)
+_NO_VALUE = re.compile(r"""["']?(?:[a-z]{1,3}+|<[^>]*+>|\[[^\]]*+\]|\{[^}]*+\}|\$.*+|,)["']?""",
                        re.DOTALL)
 # Commands that read a secret on their input (a pipeline's part, up to a ``;`` or ``&``): each
 # row's patterns all found in it. What they are given is redacted (:func:`_stdin_secrets`):
@@ -1924,9 +1927,12 @@ _DESCRIBED_ITEM = re.compile(r"\n(?P<indent>[ \t]*+)(?P<item>\S[^\n]*+)")
 # a YAML sequence's item on a line of its own (``command:`` / ``- redis-cli`` / ``- -a``)
 _TOOL_SEQUENCE_ITEM = re.compile(r"""^(?P<indent>[ \t]*+)-[ \t]++(?P<item>"(?:[^"\\\n]|\\.)*+"|"""
                                  r"""'[^'\n]*+'|[^\s#][^\n#]*+)""", re.MULTILINE)
-# an argument list whose first item may name a tool, and its items
-_ARGUMENT_LIST = re.compile(r'\[[ \t]*+(?=")')
-_LIST_ITEM = re.compile(r'[ \t]*+"(?P<item>(?:[^"\\\n]|\\.)*+)"[ \t]*+(?P<next>[,\]])')
+# an argument list whose first item may name a tool, and its items: JSON's strings, or a YAML
+# flow sequence's quoted or plain ones (``[redis-cli, -a, X]``; a plain one holds no quote)
+_ARGUMENT_LIST = re.compile(r'\[[ \t]*+(?=[^\s,\[\]{}])')
+_LIST_ITEM = re.compile(r"""[ \t]*+(?P<item>"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
+                        r"""(?:[^\s,\[\]{}"']|[ \t]++(?=[^\s,\[\]{}"']))++)"""
+                        r"""[ \t]*+(?P<next>[,\]])""")
 
 
 class _Word:
@@ -1964,12 +1970,12 @@ def _tool_arguments(text: str) -> str:
                 break
             words.append(_Word(text, word.start(), word.end()))
         spans += _tool_spans(_tool_name(command.group("tool")), words)
-    if '["' in text or '[ "' in text:
+    if "[" in text:
         for opened in _ARGUMENT_LIST.finditer(text):
             items: list[_Word] = []
             item = _LIST_ITEM.match(text, opened.end())  # (each item where the last ended)
             while item is not None:
-                items.append(_Word(text, item.start("item"), item.end("item")))
+                items.append(_Word(text, *_unquoted(text, *item.span("item"))))
                 if item.group("next") == "]":
                     break
                 item = _LIST_ITEM.match(text, item.end())
@@ -2130,10 +2136,13 @@ def _unquoted(text: str, start: int, end: int) -> tuple[int, int]:
 def _value(word: _Word, start: int = 0) -> list[tuple[int, int]]:
     """The span of ``word``'s value from ``start`` characters in, unquoted (also when it starts
     inside the quotes: ``'user%VALUE'``), up to the end of the string the command line is
-    written in (:func:`_string_end`: ``["redis-cli -a VALUE"]``); none for a placeholder or
-    a reference (:data:`_NO_VALUE`)."""
+    written in (:func:`_string_end`: ``["redis-cli -a VALUE"]``), after a ``[REDACTED]`` it
+    starts with (``<<< [REDACTED]VALUE``); none for a placeholder or a reference
+    (:data:`_NO_VALUE`)."""
     begin, end = _unquoted(word.string, word.start(), _string_end(word))
     begin = max(begin, word.start() + start)
+    while word.string.startswith(REDACTED, begin, end):  # (what follows is no less a value)
+        begin += len(REDACTED)
     value = word.string[begin:end]
     return [] if not value or _NO_VALUE.fullmatch(value) else [(begin, end)]
 
@@ -3167,10 +3176,12 @@ _ALNUM = re.compile(r"[A-Za-z0-9]")  # (and a letter or digit: ``{ `` is no text
 _PROSE_VALUE = re.compile(r"(?i)(?:token|password|passwd|secret|auth|key|cookie|pwd|otp|pin|"
                           r"salt|session|credentials?|api|passphrase|signature)"
                           r"(?:[ \t]++[a-z]++)++[ \t]*+")
-# a line break escaped in a double-quoted string (``\n``, ``\r\n``; not ``\\n``): a value read
-# with them as line breaks (``"Bearer X\nrequirepass Y"``) keeps them escaped
-_ESCAPED_BREAK = re.compile(r"\\(r\\n|n)|\\.")
+# a line break or a quote escaped in a double-quoted string (``\n``, ``\r\n``, ``\"``; not
+# ``\\n``): a value read with them as line breaks and quotes (``"Bearer X\nrequirepass Y"``, a
+# YAML document in a JSON string, ``"x: \"requirepass Y\""``) keeps them escaped
+_ESCAPED_BREAK = re.compile(r"\\(r\\n|n|\")|\\.")
 _UNESCAPED_SPACE = re.compile(r"(?<!\\)[ \t]")  # (an unquoted value's spaces: a shell's \ )
+_UNESCAPED_QUOTE = re.compile(r'(?:^|[^\\])(?:\\\\)*+"')  # (a quote no backslash escapes)
 _MARKS = "\ue000\ue001\ue002\ue003"  # (private use: :func:`clean` removes them from output)
 _MAX_VALUE_DEPTH = 1  # a value in a value: an env value's, a config line's
 # between two values read together: a blank line ends a table, a CSV, a continued value
@@ -3264,36 +3275,47 @@ def _values_as_text(text: str, depth: int = 0) -> str:
     if not chosen:
         return text
     escapes = [_escaped(text, start, end) for start, end in chosen]
-    values = [_unescaped(text[start:end], char) for (start, end), (char, _) in
+    values = [_unescaped(text[start:end], chars) for (start, end), chars in
               zip(chosen, escapes, strict=True)]
     read = _read_values(values, mark, depth)
     out, last = [], 0
-    for (start, end), value, again, (char, escape) in zip(chosen, values, read, escapes,
-                                                          strict=True):
+    for (start, end), value, again, chars in zip(chosen, values, read, escapes, strict=True):
         if again != value:
-            out += [text[last:start], again.replace(char, escape) if char else again]
+            for char, escape in chars:
+                again = again.replace(char, escape)
+            out += [text[last:start], again]
             last = end
     return "".join([*out, text[last:]]) if out else text
 
 
-def _escaped(text: str, start: int, end: int) -> tuple[str, str]:
-    """The character a value at ``start`` writes escaped only, and the escape, so that the
-    value is read with the character and written back with the escape: a quoted one's line
-    breaks (``\\n``, or ``\\r\\n`` when it holds one; :data:`_ESCAPED_BREAK`), an
-    unquoted one's spaces (a shell's ``requirepass\\ X``); none (``("", "")``) otherwise."""
+def _escaped(text: str, start: int, end: int) -> tuple[tuple[str, str], ...]:
+    """The characters a value at ``start`` writes escaped only, each with its escape, so that
+    the value is read with the characters and written back with the escapes: a quoted one's
+    line breaks (``\\n``, or ``\\r\\n`` when it holds one; :data:`_ESCAPED_BREAK`) and a
+    double-quoted one's quotes (``\\"``; not in a JSON document, nor beside a JSON key's
+    ``\\":``), an unquoted one's spaces (a shell's
+    ``requirepass\\ X``); none otherwise."""
     value, before = text[start:end], text[start - 1] if start else ""
-    if before in ("'", '"') and "\\n" in value and "\n" not in value:
-        return "\n", "\\r\\n" if "\\r\\n" in value else "\\n"
-    if before not in ("", "'", '"') and "\\ " in value and _UNESCAPED_SPACE.search(value) is None:
-        return " ", "\\ "
-    return "", ""
+    if before in ("'", '"'):
+        breaks = (("\n", "\\r\\n" if "\\r\\n" in value else "\\n"),) if "\\n" in value and \
+            "\n" not in value else ()
+        quotes = (('"', '\\"'),) if before == '"' and '\\"' in value and '\\":' not in value \
+            and value.lstrip()[:1] not in ("{", "[") and _UNESCAPED_QUOTE.search(value) is None \
+            else ()  # (a JSON document in a string is read where :func:`redact` decodes it)
+        return breaks + quotes
+    if before and "\\ " in value and _UNESCAPED_SPACE.search(value) is None:
+        return ((" ", "\\ "),)
+    return ()
 
 
-def _unescaped(value: str, char: str) -> str:
-    """``value`` with what writes ``char`` (:func:`_escaped`) read as it."""
-    if char == "\n":
-        return _ESCAPED_BREAK.sub(lambda m: "\n" if m.group(1) else m.group(), value)
-    return value.replace("\\ ", " ") if char else value
+def _unescaped(value: str, chars: tuple[tuple[str, str], ...]) -> str:
+    """``value`` with what writes each of ``chars`` (:func:`_escaped`) read as it."""
+    if chars and chars[0][0] == " ":
+        return value.replace("\\ ", " ")
+    read = {"n" if char == "\n" else char for char, _ in chars}
+    return _ESCAPED_BREAK.sub(lambda m: m.group() if m.group(1) is None or
+                              m.group(1)[-1] not in read else
+                              "\n" if m.group(1) != '"' else '"', value) if chars else value
 
 
 def _read_values(values: list[str], mark: str, depth: int) -> list[str]:

@@ -992,9 +992,12 @@ CONFIG_VALUES = [
     "Bearer abcdefghijklmnop\nrequirepass {}",  # (a rule reading the escape as the token's)
 ]
 # what a container cannot hold of a value: a plain value is one line; a plain flow item holds
-# no comma; a single-quoted shell word no single quote
+# no comma; a single-quoted shell word no single quote; a YAML document in a JSON string is
+# read one level down, a line break (a string's in a string's) or an assignment (a value of
+# its own) two levels down
 REFUSED = {"yaml-plain": "\n", "env-value": "\n", "env-value-then-logfmt": "\n",
-           "yaml-tagged-plain": "\n",
+           "yaml-tagged-plain": "\n", "yaml-in-json": "\n=", "yaml-flow-in-json": "\n=",
+           "yaml-no-space-in-json": "\n=", "yaml-tagged-in-json": "\n=",
            "yaml-flow-plain": "\n,", "yaml-flow-list": "\n", "yaml-flow-top": "\n",
            "shell-export": "\n'", "shell-escaped": "\n", "no-space": "\n"}
 VALUE_CONTAINERS = {
@@ -1026,6 +1029,12 @@ VALUE_CONTAINERS = {
     "shell-escaped": lambda v: "export APP_CONF=" + v.replace(" ", "\\ ") + "\n",
     "logfmt": lambda v: "level=info app.conf=" + json.dumps(v) + " ts=2024-05-01T10:00:00Z\n",
     "env-value-then-logfmt": lambda v: "APP_CONF=" + v + ' note="a b"\n',
+    # a YAML document in a JSON string (its quotes escaped), the value quoted, in a flow
+    # collection, without a space, behind a tag
+    "yaml-in-json": lambda v: json.dumps({"app.yaml": "x: " + json.dumps(v)}),
+    "yaml-flow-in-json": lambda v: json.dumps({"app.yaml": "x: {a: " + json.dumps(v) + "}"}),
+    "yaml-no-space-in-json": lambda v: json.dumps({"app.yaml": "x:" + json.dumps(v)}),
+    "yaml-tagged-in-json": lambda v: json.dumps({"app.yaml": "x: !!str &a " + json.dumps(v)}),
     # a name and its value with no space between (a config dump's)
     "no-space": lambda v: "app.conf:" + v + "\n",
     # (characters of Unicode's private use, which reading values could have used itself)
@@ -1147,6 +1156,11 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     "    Command:\n      redis-cli\n      -a\n      Zq7',{}\n",
     "redis-cli -a Zq7\"}}{} ping",
     'x="a" redis-cli -a \'Zq7"}}{}\' ping',
+    # a value starting with what reads as redacted already; a YAML flow sequence's items
+    "docker login --password-stdin <<< [REDACTED]{}",
+    "redis-cli -a '[REDACTED][REDACTED]{}' ping",
+    "x: [redis-cli, -a, {}]",
+    "command: ['redis-cli', '-a', '{}', ping]",
 ])
 def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     # (a process list prints an argument as it was given: ``&`` inside it is no separator)
@@ -1176,6 +1190,7 @@ def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     "cat <<EOF > /etc/motd\nhello world\nEOF", "echo done || docker login --password-stdin < pw",
     'docker login --password-stdin <<< "$REGISTRY_PASSWORD"',
     "echo $TOKEN | gh auth login --with-token",
+    "[INFO] [vault] started", "tags: [zip, tar, net]", "x: [redis-cli, -a, <password>]",
 ])
 def test_the_same_letters_elsewhere_are_kept(line: str) -> None:
     assert redact(line + "\n") == line + "\n"
@@ -2020,6 +2035,9 @@ KEPT_AROUND = [
     ('{"args":["redis-cli -a X"],"b":1}\n', '{"args":["redis-cli -a [REDACTED]"],"b":1}\n'),
     ("x: {a: 'requirepass X', b: 1}\n", "x: {a: 'requirepass [REDACTED]', b: 1}\n"),
     ('x: ["redis-cli -a X", "b"]\n', 'x: ["redis-cli -a [REDACTED]", "b"]\n'),
+    # a JSON document in a YAML one in a JSON string: read where its escapes are decoded
+    ('{"a": "x: {\\"token\\": {\\"a\\": {\\"b\\": \\"s3cr3t\\"}}}"}\n',
+     '{"a": "x: {"token": [REDACTED] {"b": "[REDACTED]"}}}"}\n'),
 ]
 
 
@@ -2122,6 +2140,13 @@ MEGABYTE_REPEATS = [
     ("values-without-space", "", "a:b c\n", 160_000, ""),
     # argument lists opened and never closed: each read from where it opens, not searched on
     ("argument-lists-unclosed", "", 'x: ["a, ', 125_000, ""),
+    # YAML flow sequences read as argument lists; a string's end in a value, a redacted start;
+    # quotes and line breaks escaped in a value read as a text
+    ("flow-argument-lists", "", "[redis-cli, -a, ", 62_000, ""),
+    ("string-ends", "", "redis-cli -a x'\"]' ", 55_000, ""),
+    ("redacted-starts", "redis-cli -a ", "[REDACTED]", 100_000, "x"),
+    ("escaped-quotes", 'a: "', 'x: \\"b c\\" ', 80_000, '"'),
+    ("escaped-breaks-only", 'x: "requirepass a', "\\n", 500_000, '"'),
 ]
 MEGABYTE_LINES.update({name: head + unit * count + tail
                        for name, head, unit, count, tail in MEGABYTE_REPEATS})
