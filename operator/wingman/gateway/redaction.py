@@ -73,11 +73,12 @@ The steps, in order (``redact``):
    value of a command-line flag that names one (``-p VALUE``, ``--password=VALUE``,
    ``--token VALUE``), and a password joined to a user (``curl -u user:PASSWORD``) or to
    MySQL's ``-pPASSWORD``; a tool's own password flag or position after its name
-   (``redis-cli -a VALUE``, ``[redis-cli, -a, VALUE]``), also one argument a line as
-   ``kubectl describe`` prints a
-   container's command and on lines continued by a backslash, and what a command reading a
-   secret on its input is given (``echo VALUE | tee f | docker login --password-stdin``,
-   ``<<< VALUE``, a here-document's lines); by position, a ``.pgpass`` line's last field,
+   (``redis-cli -a VALUE``, ``[redis-cli, -a, VALUE]``, past another tool's name as a
+   host's: ``-h mysql``), also one
+   argument a line as ``kubectl describe`` prints a container's command and on lines continued
+   by a backslash, and what a command reading a secret on its input is given (``echo VALUE |
+   tee f | docker login --password-stdin``, ``echo VALUE > f; cat f |``, ``<<< VALUE``, a
+   here-document's lines); by position, a ``.pgpass`` line's last field,
    ``user:PASSWORD@host`` without a scheme, the cells of a table's column (CSV, TSV, psql,
    kubectl, PowerShell, a
    header of single words in any case above an aligned row) whose header names a credential,
@@ -1480,9 +1481,12 @@ _KEYVALUE_RE = re.compile(
     rf"(?:[ \t]++(?![{{\[]|{_KEY_CHARS}*+[:=]|-){_PLAIN_WORD})*+)"
 )
 _MAX_NESTED_PAIRS = 8
-# (a value may be on the next line when the line is continued: ``-p \`` / ``  VALUE``)
+# (a value may be on the next line when the line is continued: ``-p \`` / ``  VALUE``; also
+# after an ``=``, read before the credentials' values: :data:`_CONTINUED_FLAG`)
 _FLAG_RE = re.compile(r"(?<!\S)(--?[A-Za-z][A-Za-z0-9_-]*+)(=|(?:[ \t]|\\\n)++)(?!-)"
                       r"(\"[^\"\n]*+\"?|'[^'\n]*+'?|\S++)")
+_CONTINUED_FLAG = re.compile(r"(?<!\S)(--?[A-Za-z][A-Za-z0-9_-]*+)(=\\\n[ \t]*+)(?!-)"
+                             r"(\"[^\"\n]*+\"?|'[^'\n]*+'?|\S++)")
 _PASSWORD_FLAGS = frozenset({"-p", "--password", "--passwd", "--pass", "--pwd", "--token",
                              "--secret", "--api-key", "--apikey", "--client-secret",
                              "--access-key", "--secret-key", "--auth", "--passphrase",
@@ -1885,6 +1889,7 @@ _NO_VALUE = re.compile(r"""["']?(?:[a-z]{1,3}+|<[^>]*+>|\[[^\]]*+\]|\{[^}]*+\}|\
 # what ``echo`` or ``printf`` starts their pipeline with (``echo VALUE | tee f | docker login
 # --password-stdin``), a here-string (``<<< VALUE``) and a here-document's lines (up to its
 # end marker) given to them or to a command of their pipeline before them (``cat <<< VALUE |``)
+_INPUT_FILE = r"(?:[\w.-]*+=)?+(?:-|/dev/stdin|(?i:stdin)|fd:0)(?![^\s;&|])"
 _STDIN_PASSWORD: tuple[tuple[re.Pattern[str], ...], ...] = tuple(
     tuple(re.compile(pattern) for pattern in row) for row in (
         (r"--password-stdin\b",),  # docker, podman, helm registry, skopeo, crane login
@@ -1895,21 +1900,31 @@ _STDIN_PASSWORD: tuple[tuple[re.Pattern[str], ...], ...] = tuple(
         (r"\bgh\b", r"\bsecret[ \t]++set\b"),  # the secret's value (no ``--body`` given)
         (r"--passphrase-fd[= ]0\b",),  # gpg
         (r"\bhtpasswd\b", r"(?<!\S)-[A-Za-z]*i"),  # htpasswd -i: the password
-        # ``-`` for the input: ``vault login -``, ``docker secret create NAME -``, ``vault kv
-        # put PATH password=-``
-        (r"\b(?:vault|secret)\b", r"(?:(?<!\S)|=)-(?![^\s;&|])"),
-        # a file of the input, in a command naming a credential: ``kubectl create secret
-        # generic s --from-file=k=/dev/stdin``, ``--key-file=-``, ``openssl -passin stdin``
-        (r"(?<!\S)--?[\w-]++[= ](?:[\w.-]*+=)?+(?:-|/dev/stdin|(?i:stdin)|fd:0)(?![^\s;&|])",
-         r"(?i)pass|token|key|secret|cred"),
+        # ``-`` for the input, vault's and docker's secret commands named (not a namespace's
+        # or a file's name): ``vault login -``, ``vault kv put PATH password=-``, ``docker
+        # secret create NAME -``
+        (r"(?<![^\s;&|(/])vault[ \t]++(?:login|write|kv|unwrap|token|auth|operator)\b",
+         # (``password=-`` is redacted as a credential's value before these rules run)
+         r"(?:(?<!\S)|=)(?:-|\[REDACTED\])(?![^\s;&|])"),
+        (r"(?<![\w.-])secret[ \t]++create\b", r"(?<!\S)-(?![^\s;&|])"),
+        # a file of the input, for a flag naming a credential (``--key-file=-``, ``openssl
+        # -passin stdin``) or a Secret created (``kubectl create secret generic s
+        # --from-file=k=/dev/stdin``): not any ``-f -`` (``kubectl -n vault apply -f -``)
+        (r"(?<!\S)--?(?=[\w-]*?(?i:pass|token|key|secret|cred))[\w-]++[= ]" + _INPUT_FILE,),
+        (r"(?<![\w.-])create[ \t]++secret\b", r"(?<!\S)--?[\w-]++[= ]" + _INPUT_FILE),
     ))
 # what ``echo`` or ``printf`` prints, to the end of its command
 _ECHOED = re.compile(r"""(?:^|[;&("'`]|\s)(?:echo|printf)(?:[ \t]++-[neE]++)*+[ \t]++"""
                      r"""(?:(?:"%s(?:\\n)?"|'%s(?:\\n)?')[ \t]++)?+(?P<value>[^\n]*+)\Z""")
 _LINE = re.compile(r"[^\n]++")  # (a line with something on it)
 _BAR = re.compile(r"\|")
-# where a command ends (``;``, ``&``: not inside a word, as in :data:`_SHELL_WORD`)
-_COMMAND_END = re.compile(r"[;&](?![^\s;|&<>])")
+# where a command ends (``;``, ``&``: not inside a word, as in :data:`_SHELL_WORD`, nor the
+# ``|&`` that pipes the error output too), and a pipeline (also ``||``); a pipeline writing
+# a file another command may read; a pipe at a line's end (the pipeline goes on below)
+_COMMAND_END = re.compile(r"(?<!\|)[;&](?![^\s;|&<>])")
+_PIPELINE_END = re.compile(r"\|\||(?<!\|)[;&](?![^\s;|&<>])")
+_PIPE_BREAK = re.compile(r"\|[ \t]*+\n")
+_WRITES = re.compile(r"(?<![0-9&<>])>|\btee\b")
 # a here-string's word (``<<< VALUE``, ``<<<"VALUE"``), and a here-document's start and its
 # end marker (``<<EOF``, ``<<-'EOF'``)
 _HERE_STRING = re.compile(r"""<<<[ \t]*+(?P<word>"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
@@ -1923,7 +1938,10 @@ _HERE_LINES = 64
 # and ``Args:`` (the arguments read on from the command when ``Args:`` follows it)
 _DESCRIBED_LIST = re.compile(r"^(?P<indent>[ \t]*+)(?P<kind>Command|Args):[ \t]*+(?=\n)",
                              re.MULTILINE)
-_DESCRIBED_ITEM = re.compile(r"\n(?P<indent>[ \t]*+)(?P<item>\S[^\n]*+)")
+_DESCRIBED_ITEM = re.compile(r"\n(?:[ \t]*+\n)*+(?P<indent>[ \t]*+)(?P<item>\S[^\n]*+)")
+# the flag read in a list whose command names no tool of :data:`_TOOLS` (``Args:`` alone, the
+# command the image's: ``redis-server``'s ``-a VALUE`` through an entrypoint script)
+_UNNAMED_TOOL_FLAGS = frozenset({"-a"})
 # a YAML sequence's item on a line of its own (``command:`` / ``- redis-cli`` / ``- -a``)
 _TOOL_SEQUENCE_ITEM = re.compile(r"""^(?P<indent>[ \t]*+)-[ \t]++(?P<item>"(?:[^"\\\n]|\\.)*+"|"""
                                  r"""'[^'\n]*+'|[^\s#][^\n#]*+)""", re.MULTILINE)
@@ -1957,19 +1975,12 @@ def _tool_arguments(text: str) -> str:
     backslash read as one with the next (the same length: the spans are the text's)."""
     spans: list[tuple[int, int]] = []
     whole, text = text, text.replace("\\\n", "  ")
-    read = 0  # (a tool's name inside the command line read last is one of its arguments)
+    read = 0  # (a tool's name inside the command line read last was read with it)
     for command in _TOOL_COMMAND.finditer(text):
         if command.start() < read:
             continue
-        words: list[_Word] = []
-        for word in _SHELL_WORD.finditer(text, command.end()):
-            read = word.end()
-            if word.group() in _COMMAND_ENDS or word.group()[-1:] in "<>" or \
-                    _tool_name(word.group()) in _TOOLS:
-                read = word.start()  # (another tool's command line: read from there)
-                break
-            words.append(_Word(text, word.start(), word.end()))
-        spans += _tool_spans(_tool_name(command.group("tool")), words)
+        found, read = _command_spans(text, command)
+        spans += found
     if "[" in text:
         for opened in _ARGUMENT_LIST.finditer(text):
             items: list[_Word] = []
@@ -1986,8 +1997,31 @@ def _tool_arguments(text: str) -> str:
     if "Command:" in text or "Args:" in text:
         spans += _described_arguments(text)
     if "|" in text or "<<" in text:
-        spans += _stdin_secrets(text)
+        spans += _stdin_secrets(_PIPE_BREAK.sub(lambda m: m.group().replace("\n", " "), text))
     return _apply(whole, [s for s in spans if not whole.startswith(_ALREADY, s[0])])
+
+
+def _command_spans(text: str, command: re.Match[str]) -> tuple[list[tuple[int, int]], int]:
+    """:func:`_tool_spans` of a tool's command line, and where it ends (:data:`_COMMAND_ENDS`,
+    a redirection): all its words read as the tool's, and each tool's name among them (a
+    host's, a file's or a database's name, or a tool the first one runs) read as another's up
+    to the next such name."""
+    lines: list[tuple[str, list[_Word]]] = [(_tool_name(command.group("tool")), [])]
+    words: list[_Word] = []
+    end = len(text)
+    for word in _SHELL_WORD.finditer(text, command.end()):
+        if word.group() in _COMMAND_ENDS or word.group()[-1:] in "<>":
+            end = word.start()
+            break
+        if _tool_name(word.group()) in _TOOLS:
+            lines.append((_tool_name(word.group()), []))
+        else:
+            lines[-1][1].append(_Word(text, word.start(), word.end()))
+        words.append(_Word(text, word.start(), word.end()))
+    spans = _tool_spans(lines[0][0], words)
+    for tool, own in lines[1:]:
+        spans += _tool_spans(tool, own)
+    return spans, end
 
 
 def _described_arguments(text: str) -> list[tuple[int, int]]:
@@ -2005,7 +2039,7 @@ def _described_arguments(text: str) -> list[tuple[int, int]]:
             words = []
         indent, end = header.group("indent"), header.end()
         while (item := _DESCRIBED_ITEM.match(text, end)) is not None and \
-                len(item.group("indent")) > len(indent):
+                len(item.group("indent").expandtabs()) > len(indent.expandtabs()):
             stop = item.start("item") + len(item.group("item").rstrip())
             words.append(_Word(text, item.start("item"), stop))
             end = item.end()
@@ -2014,10 +2048,14 @@ def _described_arguments(text: str) -> list[tuple[int, int]]:
 
 def _argument_spans(words: list[_Word]) -> list[tuple[int, int]]:
     """The spans of a command's ``words`` read one a line: a tool's own (:func:`_tool_spans`),
-    and the word after a flag naming a credential (``--password`` / ``VALUE``)."""
-    spans = _tool_spans(_tool_name(words[0].group()), words[1:]) if words else []
+    and the word after a flag naming a credential (``--password`` / ``VALUE``), or after one
+    of :data:`_UNNAMED_TOOL_FLAGS` when no tool is named."""
+    named = bool(words) and _tool_name(words[0].group()) in _TOOLS
+    spans = _tool_spans(_tool_name(words[0].group()), words[1:]) if named else []
     for word, following in itertools.pairwise(words):
-        if _credential_flag(word.group()) and not following.group().startswith("-"):
+        if (_credential_flag(word.group()) or (
+                not named and word.group() in _UNNAMED_TOOL_FLAGS)) and \
+                not following.group().startswith("-"):
             spans += _value(following)
     return spans
 
@@ -2039,6 +2077,7 @@ def _stdin_secrets(text: str) -> list[tuple[int, int]]:
         parts = list(zip([line.start(), *(bar + 1 for bar in bars)], [*bars, line.end()],
                          strict=True))
         fed = -1  # (the last part read)
+        markers: set[str] = set()  # (of the here-documents given to a reader on this line)
         for at, (start, end) in enumerate(parts):
             stop = _COMMAND_END.search(text, start, end)
             command = text[start:end if stop is None else stop.start()]
@@ -2046,22 +2085,34 @@ def _stdin_secrets(text: str) -> list[tuple[int, int]]:
                                               for row in readers):
                 continue
             feeds = [(start, start + len(command), False)]
-            for before in range(at - 1, fed, -1):
-                first, last = parts[before]
-                ends = [m.end() for m in _COMMAND_END.finditer(text, first, last)]
-                feeds.append((ends[-1] if ends else first, last, True))
-                if ends or first == last:
-                    break
+            if at > fed + 1:
+                feeds += _feeds(text, parts[fed + 1][0], start)
             fed = at
             for first, last, echo in feeds:
                 spans += _fed(text, first, last, echo)
                 document = _HERE_DOCUMENT.search(text, first, last)
                 if document is not None:
-                    numbers = numbers or _line_numbers(lines)
-                    found, below = _here_document(lines, numbers, number + 1,
-                                                  document["marker"])
-                    spans += found
+                    markers.add(document["marker"])
+        if markers:
+            numbers = numbers or _line_numbers(lines)
+            found, below = _here_documents(lines, numbers, number + 1, markers)
+            spans += found
     return spans
+
+
+def _feeds(text: str, start: int, end: int) -> list[tuple[int, int, bool]]:
+    """The commands of ``text[start:end]``, before a password reader on its line, that give
+    it something: the parts of its own pipeline, and those of the pipelines before it that
+    write a file (:data:`_WRITES`: ``echo VALUE > f; cat f | docker login ...``)."""
+    feeds: list[tuple[int, int, bool]] = []
+    ends = [*_PIPELINE_END.finditer(text, start, end)]
+    for at, (first, last) in enumerate(zip([start, *(m.end() for m in ends)],
+                                           [*(m.start() for m in ends), end], strict=True)):
+        if at == len(ends) or _WRITES.search(text, first, last) is not None:
+            bars = [bar.start() for bar in _BAR.finditer(text, first, last)]
+            feeds += zip([first, *(bar + 1 for bar in bars)], [*bars, last],
+                         itertools.repeat(True))
+    return feeds
 
 
 def _fed(text: str, start: int, end: int, echo: bool) -> list[tuple[int, int]]:
@@ -2085,14 +2136,22 @@ def _line_numbers(lines: list[re.Match[str]]) -> dict[str, list[int]]:
     return numbers
 
 
-def _here_document(lines: list[re.Match[str]], numbers: dict[str, list[int]], first: int,
-                   marker: str) -> tuple[list[tuple[int, int]], int]:
-    """The spans of a here-document's lines from line ``first`` up to its end ``marker``
-    (:data:`_HERE_LINES`), or of line ``first`` alone; and the number of the line below."""
+def _here_end(numbers: dict[str, list[int]], first: int, marker: str) -> tuple[int, bool]:
+    """The number of the line ending a here-document whose lines start at line ``first`` (its
+    ``marker`` there, :data:`_HERE_LINES`), or of the line below ``first`` when not found;
+    and whether it was."""
     ends = numbers.get(marker, [])
     at = bisect.bisect_left(ends, first)
     closed = at < len(ends) and ends[at] - first < _HERE_LINES
-    last = ends[at] if closed else first + 1
+    return (ends[at], True) if closed else (first + 1, False)
+
+
+def _here_documents(lines: list[re.Match[str]], numbers: dict[str, list[int]], first: int,
+                    markers: Iterable[str]) -> tuple[list[tuple[int, int]], int]:
+    """The spans of the lines of the here-documents of one command line, from line ``first``
+    to the last of their end ``markers`` (their lines follow one another), each line read
+    once; and the number of the line below."""
+    last, closed = max(_here_end(numbers, first, marker) for marker in markers)
     spans: list[tuple[int, int]] = []
     for line in lines[first:last]:
         text = line.group()
@@ -2400,6 +2459,8 @@ def _text_rules(text: str) -> str:
         text = _MULTILINE_STRING.sub(_multiline_string, text)
     text = _structured_text(text)
     text = _positional(text)
+    if "=\\\n" in text:
+        text = _CONTINUED_FLAG.sub(_flag, text)
     text = _JWT_RE.sub(REDACTED, text)
     text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     text = _BEARER_RE.sub(_bearer, text)

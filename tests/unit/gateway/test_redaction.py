@@ -1108,6 +1108,9 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     "NET USER bob {} /add",
     "net.exe user /add bob {}",
     "ldappasswd -x -W -s {} uid=bob,dc=x",
+    # another tool's name as a host's, a file's or a database's: read on past it
+    "redis-cli -h mariadb -a {} ping", "sqlcmd -S mysql -U sa -P {}",
+    "zip -r mysql.zip mysql -P {}", "ipmitool -H vault -U admin -P {} power status",
     # a container's command or a probe's exec as kubectl get -o yaml prints it
     "livenessProbe:\n  exec:\n    command:\n    - redis-cli\n    - -a\n    - {}\n    - ping",
     'command:\n- sqlcmd\n- -S\n- db\n- -P\n- "{}"',
@@ -1118,6 +1121,10 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     "\tCommand:\r\n\t\tredis-cli\r\n\tArgs:\r\n\t\t-a\r\n\t\t'{}'\r\n",
     "    Args:\n      --password\n      {}\n    Ready:  True",
     "    Args:\n      mysql\n      -uroot\n      -p{}",
+    # no tool named (the image's entrypoint runs it), items indented by tabs, an empty one
+    "    Args:\n      -a\n      {}\n    State:  Running",
+    "    Command:\n      redis-cli\n    Args:\n\t-a\n\t{}",
+    "    Command:\n      redis-cli\n\n      -a\n      {}",
     # a line continued by a backslash (the password on any of its lines)
     "redis-cli \\\n  -a {} ping",
     "mysql -u root \\\r\n  -p{} db",
@@ -1125,6 +1132,7 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     "\tredis-cli \\\n\t\t-h cache \\\n\t\t-a \"{}\" \\\n\t\tping",
     "command:\n- mysql\n- -uroot\n- -p{}",
     "echo \\\n  {} | docker login --password-stdin",
+    "app --password=\\\n  {}",
     # here-strings and here-documents given to a password reader, or to its pipeline
     "docker login --password-stdin <<< {}",
     "vault login - <<<'{}'",
@@ -1134,12 +1142,19 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     "cat <<< {} | docker login --password-stdin",
     # commands between the echo and the reader; other readers of a secret on their input
     "echo {} | tee f | docker login --password-stdin",
+    "echo {} |& docker login --password-stdin", "echo {} |\n  docker login --password-stdin",
+    # written to a file the reader's pipeline reads
+    "echo {} > /tmp/p; cat /tmp/p | docker login --password-stdin",
+    "echo {} >> /tmp/p && cat /tmp/p | docker login --password-stdin",
+    "printf '%s' {} | tee /tmp/p; cat /tmp/p | docker login --password-stdin",
     "cd /x && printf '%s' {} | tr -d '\\n' | docker login -u me --password-stdin",
     "echo {} | sudo -S apt-get update",
     "echo {} | gh auth login --with-token",
     "echo {} | vault login -",
     "echo {} | kubectl create secret generic s --from-file=p=/dev/stdin",
-    "echo {} | docker secret create db -",
+    "echo {} | docker secret create db -", "echo {} | podman secret create db -",
+    "echo {} | vault kv put secret/app password=-",
+    "kubectl -n vault create secret generic s --from-file=p=/dev/stdin <<EOF\n{}\nEOF",
     "echo {} | gcloud auth activate-service-account --key-file=-",
     # the same inside a ConfigMap's values
     "data:\n  login.sh: |\n    docker login -u me \\\n      --password-stdin <<< {}",
@@ -1190,6 +1205,13 @@ def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     "cat <<EOF > /etc/motd\nhello world\nEOF", "echo done || docker login --password-stdin < pw",
     'docker login --password-stdin <<< "$REGISTRY_PASSWORD"',
     "echo $TOKEN | gh auth login --with-token",
+    "echo hello; cat pw | docker login --password-stdin",
+    # ``-`` for the input of a command naming no credential (a namespace's, a manager's name)
+    "kubectl -n vault apply -f - <<EOF\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n"
+    "  name: vault-auth\nEOF",
+    "kubectl -n secret-store apply -f - <<EOF\nkind: ServiceAccount\nEOF",
+    'echo "apiVersion: v1" | kubectl apply --field-manager=keycloak-operator -f -',
+    'echo "apiVersion: v1" | kubectl apply -n vault -f -',
     "[INFO] [vault] started", "tags: [zip, tar, net]", "x: [redis-cli, -a, <password>]",
 ])
 def test_the_same_letters_elsewhere_are_kept(line: str) -> None:
@@ -2124,6 +2146,13 @@ MEGABYTE_REPEATS = [
     ("here-documents", "", "x --password-stdin <<EOF\n", 41_000, ""),
     ("here-strings", "x --password-stdin ", "<<< a ", 166_000, ""),
     ("pipeline-parts", "echo a ", "| tee f ", 125_000, "| docker login --password-stdin"),
+    # here-documents given to readers: their lines read once, not once a feed or a reader
+    ("here-documents-fed", "", "cat <<E | ", 50_000,
+     "docker login --password-stdin\n" + ("y" * 8_000 + "\n") * 62 + "E"),
+    ("here-documents-read", "", "cat <<E | docker login --password-stdin | ", 12_000,
+     "\n" + ("y" * 8_000 + "\n") * 62 + "E"),
+    ("written-pipelines", "", "echo a > f; ", 85_000, "cat f | docker login --password-stdin"),
+    ("tool-names-as-hosts", "redis-cli", " -h mysql", 110_000, ""),
     ("value-headers", "", "k: PASSWORD   NAME\n", 55_000, ""),
     ("value-headers-escaped", 'k: "', "a: PASSWORD   NAME\\n", 50_000, '"'),
     ("sequence-items", "", "- zip\n- -P\n", 100_000, ""),
