@@ -975,16 +975,16 @@ PLACED = [
     ("kubectl apply -f web.yaml", H, L, ""),
     ("kubectl cp apps/web-1:/var/log/app.log /tmp/app.log", H, L, ""),
     ("kubectl cp web-1:/var/log/app.log /tmp/app.log", H, H, "acts in namespace default"),
-    # a pod's own namespace wins over -n, which serves the pods named without one
-    ("kubectl cp -n apps /tmp/x kube-system/etcd-0:/tmp/x", H, C,
-     "changes the system namespace kube-system"),
-    ("kubectl cp -n apps /tmp/x web-1:/tmp/x", H, L, ""),
+    # a pod's own namespace wins over -n, which serves the pods named without one;
     # the Namespace among listed types; words after -- are the command's arguments (cobra)
-    ("kubectl delete ns,pods kube-system", C, C, "changes the system namespace kube-system"),
-    ("kubectl label pods,namespaces kube-system a=b --overwrite", H, C,
-     "changes the system namespace kube-system"),
+    *[(command, destructive, blast, "changes the system namespace kube-system")
+      for command, destructive, blast in [
+          ("kubectl cp -n apps /tmp/x kube-system/etcd-0:/tmp/x", H, C),
+          ("kubectl delete ns,pods kube-system", C, C),
+          ("kubectl label pods,namespaces kube-system a=b --overwrite", H, C),
+          ("kubectl delete -- ns kube-system", C, C)]],
+    ("kubectl cp -n apps /tmp/x web-1:/tmp/x", H, L, ""),
     ("kubectl label ns,pods wingman-test a=b", C, H, "changes Wingman's own namespace"),
-    ("kubectl delete -- ns kube-system", C, C, "changes the system namespace kube-system"),
     ("kubectl delete -- node n1", C, H, "none on cluster-scoped objects"),
     # ... but a program's argv after exec's or create job's --
     ("kubectl exec web -n apps -- ls nodes", C, L, ""),
