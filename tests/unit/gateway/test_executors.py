@@ -188,8 +188,8 @@ def test_redaction_of_hostile_output_finishes_and_still_redacts(hostile: str) ->
 
 
 def test_redaction_needs_a_separator_after_the_key_and_starts_at_the_credential_key() -> None:
-    assert redact("tokenization done; secretName: web-tls") == \
-        f"tokenization done; secretName: {REDACTED}"
+    assert redact("tokenization done; clientSecret: web-tls") == \
+        f"tokenization done; clientSecret: {REDACTED}"
     assert redact("a=password=hunter2") == f"a=password={REDACTED}"
 
 
