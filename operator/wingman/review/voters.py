@@ -402,12 +402,6 @@ def _zero(value: str) -> bool:
     return _go_int(value) == 0
 
 
-def _label_operands(parsed: ParsedCommand) -> tuple[str, ...]:
-    """The arguments of ``kubectl label``/``annotate`` (objects, then ``key=value`` and
-    ``key-``), those after ``--`` too: cobra hands them to the command as arguments."""
-    return (*parsed.words[1:], *parsed.after_dashes)
-
-
 def _label_types(operands: Iterable[str]) -> list[str]:
     """The words of ``label``/``annotate`` operands that name resource types: the first
     object word (``svc`` in ``svc web``) and every ``TYPE/NAME`` (``deploy/web svc/web``), not
@@ -465,7 +459,7 @@ def _object_types(parsed: ParsedCommand) -> list[str]:
     if parsed.verb == "cp":
         return ["pod"]
     if parsed.verb in ("label", "annotate"):
-        words = _label_types(_label_operands(parsed))
+        words = _label_types(_operands(parsed))
     else:
         operands = [w for w in _operands(parsed) if "=" not in w]
         first = parsed.verb not in NAME_FIRST_VERBS
@@ -639,7 +633,7 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating, release: str = "") -> 
         rating.add(H, f"selects its objects by selector ({', '.join(selectors)}): a selector "
                       "matches any number of objects, those created later too, as with --all; "
                       "name the objects")
-    operands = _label_operands(parsed)
+    operands = _operands(parsed)
     if parsed.verb == "annotate" and _names(_label_types(operands), CONTROLLER_ANNOTATED):
         rating.add(H, "annotates a Service or Ingress: controllers act on their annotations "
                       "(an ingress-nginx snippet, a cloud load balancer made external)")
