@@ -4,7 +4,7 @@ Thin: parses arguments and calls the module that owns the concept.
 
     wingman request --instruction "..." --command "kubectl ..." [--rollback "kubectl ..."]
                     [--wait] [-o json]
-    wingman approve NAME [--reason ...]      wingman reject NAME --reason ...
+    wingman approve NAME [--reason ...] [--uid UID]   wingman reject NAME --reason ...
     wingman exec NAME --command "..." [--wait]
     wingman rollback GRANT [--wait]          (the reviewed rollback of a command that ran)
     wingman describe NAME | result GRANT | list | policy   [-o json|yaml]
@@ -63,6 +63,21 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
     return value
+
+
+#: a Kubernetes object's UID as the API server writes it (a UUID; older clusters' too)
+_UID = re.compile(r"[0-9A-Fa-f]{8}+(?:-[0-9A-Fa-f]{4}+){3}+-[0-9A-Fa-f]{12}+")
+
+
+def _uid(text: str) -> str:
+    """An object's UID (argparse names the option when this refuses): a typo would otherwise
+    read as a request deleted and created again."""
+    value = text.strip()
+    if _UID.fullmatch(value) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is not a UID: give the request's UID as `describe` shows it "
+            "(like 0f8fad5b-d9cb-469f-a165-70867728950e)")
+    return value.lower()
 
 
 def _port(text: str) -> int:
@@ -175,6 +190,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--reason", required=(verb == "reject"), default="",
                         help="why, in words: the requester and the audit trail keep it"
                         + (" (required: a rejection says why)" if verb == "reject" else ""))
+        sp.add_argument("--uid", type=_uid,
+                        help="the request's UID, as `describe` shows it: the decision lands on "
+                        "that very request only (one deleted and created again under the same "
+                        "name since you read it is refused, StaleRequest)")
 
     sp = command("exec", "start one approved command: create its ExecutionGrant")
     client_args(sp)

@@ -122,6 +122,7 @@ def describe(obj: Mapping[str, Any], grants: Sequence[Mapping[str, Any]], out: T
     spec, stat = obj.get("spec") or {}, obj.get("status") or {}
     meta = obj["metadata"]
     print(f"Name:         {_t(meta.get('namespace'))}/{_t(meta['name'])}", file=out)
+    print(f"UID:          {_t(meta.get('uid'))}", file=out)  # what `approve --uid` pins
     print(f"Requester:    {_t(spec.get('requester'))}", file=out)
     print(f"Environment:  {_t(spec.get('environment'))}", file=out)
     print(f"Phase:        {_t(stat.get('phase', 'Pending'))}", file=out)
@@ -371,7 +372,7 @@ def _run(client: WingmanClient, args: argparse.Namespace, out: TextIO) -> int:
         return _answer(status, args, out, EXIT_OK)
     if cmd in ("approve", "reject"):
         status = client.decide(args.name, "Approve" if cmd == "approve" else "Reject",
-                               args.reason)
+                               args.reason, uid=args.uid)
         return _answer(status, args, out, EXIT_OK)
     if cmd == "exec":
         status = client.execute(args.name, args.grant_command, ttl_seconds=args.ttl_seconds)

@@ -788,7 +788,8 @@ class WingmanClient:
                              ("resourceVersion",))  # the first decision's patch tests it
             if uid is not None and obj["metadata"].get("uid") != uid:
                 raise Invalid(f"ApprovalRequest {name} was deleted and created again since you "
-                              "looked at it: read the new one before deciding",
+                              f"looked at it (its UID is {obj['metadata'].get('uid')}, not "
+                              f"{shown(uid)}): read the new one before deciding",
                               reason="StaleRequest")
             late = st.late_decision(obj, verdict, now=self.now())
             if late is not None:  # the operator would ignore it: say so, write nothing

@@ -1,7 +1,8 @@
 """A decision bound to the request the approver saw never lands on a look-alike.
 
-Chat sends the uid of the request a person pressed a button for: a request deleted and created
-again under the same name in between is refused (StaleRequest), and the new one stays undecided.
+Chat sends the uid of the request a person pressed a button for, and `approve`/`reject --uid` the
+one `describe` showed: a request deleted and created again under the same name in between is
+refused (StaleRequest), and the new one stays undecided.
 A decision that would change nothing (the request is already decided) is refused before it is
 written, saying how the request was decided (AlreadyDecided).
 """
@@ -54,10 +55,28 @@ def test_a_decision_for_a_request_that_was_replaced_is_refused(
         assert "deleted and created again" in refused.value.message
         assert not approver.get_request_object("same")["spec"].get("decisions")
 
+        # the command line pins the request the same way, with the UID `describe` shows
+        stale = _cli(cluster, ns, "approve", "same", "--uid", seen)
+        assert stale.returncode == 2, stale.stderr
+        assert "error (StaleRequest): ApprovalRequest same was deleted and created again" in \
+            stale.stderr and seen in stale.stderr
+        assert not approver.get_request_object("same")["spec"].get("decisions")
         current = approver.get_request_object("same")["metadata"]["uid"]
-        approver.decide("same", "Approve", uid=current)
+        described = _cli(cluster, ns, "describe", "same")
+        assert f"UID:          {current}\n" in described.stdout, described.stderr
+        done = _cli(cluster, ns, "approve", "same", "--uid", current.upper())
+        assert done.returncode == 0, done.stderr
         decisions = approver.get_request_object("same")["spec"]["decisions"]
         assert [(d["verdict"], d["by"]) for d in decisions] == [("Approve", APPROVER)]
+
+
+def _cli(cluster: LocalCluster, ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``wingman ARGV -n NS`` run as the approver, as a person runs it."""
+    kubeconfig = str(cluster.kubeconfig_for(APPROVER, approver_groups("test")))
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    return subprocess.run([sys.executable, "-m", "wingman.cli", *argv, "-n", ns,
+                           "--kubeconfig", kubeconfig], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
 
 
 def _decided(cluster: LocalCluster, ns: str, name: str, kind: str, reason: str,
@@ -91,11 +110,7 @@ def test_a_decision_on_a_request_already_decided_is_refused_saying_how_and_not_w
         assert not approver.get_request_object("auto")["spec"].get("decisions")
 
         # the command line says the same and exits as for refused input
-        kubeconfig = str(cluster.kubeconfig_for(APPROVER, approver_groups("test")))
-        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-        cli = subprocess.run([sys.executable, "-m", "wingman.cli", "approve", "auto", "-n", ns,
-                              "--kubeconfig", kubeconfig], env=env, capture_output=True,
-                             text=True, timeout=120, check=False)
+        cli = _cli(cluster, ns, "approve", "auto")
         assert cli.returncode == 2, cli.stderr
         assert "error (AlreadyDecided): ApprovalRequest auto is already approved" in cli.stderr
         assert not approver.get_request_object("auto")["spec"].get("decisions")

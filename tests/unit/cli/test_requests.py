@@ -305,6 +305,12 @@ def test_arguments_that_are_not_utf8_are_a_usage_error(
     (["mcp", "--transport", "http", "--port", "99999"], "--port"),
     (["mcp", "--transport", "http", "--port", "-1"], "--port"),
     (["mcp", "--transport", "http", "--path", "mcp"], "--path"),
+    (["approve", "r", "--uid", ""], "--uid"),
+    (["approve", "r", "--uid", "req-1"], "--uid"),
+    (["reject", "r", "--reason", "no", "--uid", "0f8fad5b-d9cb-469f-a165-70867728950"], "--uid"),
+    (["reject", "r", "--reason", "no", "--uid", "0f8fad5bd9cb469fa16570867728950e"], "--uid"),
+    (["approve", "r", "--uid", "0f8fad5b-d9cb-469f-a165-7086772895\u200b0e"], "--uid"),
+    (["approve", "r", "--uid", "0f8fad5b-d9cb-469f-a165-70867728950e0"], "--uid"),
 ])
 def test_out_of_range_numbers_and_paths_are_usage_errors(
         argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -312,6 +318,18 @@ def test_out_of_range_numbers_and_paths_are_usage_errors(
         cli.main(argv)
     assert exc.value.code == requests.EXIT_USAGE
     assert f"argument {says}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("given", "taken"), [
+    ("0f8fad5b-d9cb-469f-a165-70867728950e", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+    (" 0F8FAD5B-D9CB-469F-A165-70867728950E\n", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+])
+def test_a_request_uid_as_describe_shows_it_is_taken_as_the_api_server_writes_it(
+        given: str, taken: str) -> None:
+    # the API server writes UIDs in lowercase: a pasted one in capitals pins the same request
+    for argv in (["approve", "r"], ["reject", "r", "--reason", "no"]):
+        assert vars(_parse(*argv, "--uid", given))["uid"] == taken
+    assert vars(_parse("approve", "r"))["uid"] is None
 
 
 @pytest.mark.parametrize("path", ["/mcp/{x}", "/{path:path}", "/mcp?x=1", "/mcp#top",
