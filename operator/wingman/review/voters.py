@@ -6,17 +6,21 @@
   from the tables below, in every way kubectl could read the command (``readings``: where a
   flag before the verb or a flag the tables cannot place changes what runs); the worst counts.
   It knows the release namespace (:class:`Namespaces`): anything there is high, a change
-  there critical; a change in a system namespace (``SYSTEM_NAMESPACES``) is high.
+  there critical; a change in a system namespace (``SYSTEM_NAMESPACES``), creating or deleting
+  one too, is high. A ``--raw`` path is read as the API server reads it (%-decoded); one
+  written otherwise than plainly is high.
 - ``blast-radius``: weighs the environment, the number of commands and their reach (in every
-  reading of each): every namespace and cluster-scoped objects are high, a change in a system
+  reading of each): every namespace, cluster-scoped objects and the API server's own URLs
+  (``--raw /metrics``, which only a ClusterRole grants) are high, a change in a system
   namespace (``SYSTEM_NAMESPACES``) critical, reading there as routine as elsewhere; and,
   where the request was previewed, what the preview found: how many objects, which kinds and
   namespaces; a command the preview could not show cleanly (target missing, forbidden,
   invalid, not previewable) is a finding (``PreviewFinding``) that rejects. When the gateway's
   targets are known (:class:`Namespaces`), a command that acts outside them (or, naming no
   namespace, in kubectl's default, ``EXECUTOR_DEFAULT_NAMESPACE``, or its action's own,
-  ``ACTION_NAMESPACES``), in every namespace, or on cluster-scoped objects is high and
-  rejected: the executor holds Roles in the targets only, and the API server will refuse it.
+  ``ACTION_NAMESPACES``), in every namespace, on cluster-scoped objects or on the API
+  server's own URLs is high and rejected: the executor holds Roles in the targets only, and
+  the API server will refuse it.
 - ``allowlist``: rejects any command the environment's allowlist does not cover.
 - ``prompt-injection``: rejects requests whose text tries to instruct the reviewers.
   (``wingman.review.injection``; the provenance excerpt is scanned too)
@@ -34,6 +38,8 @@ The tables are documented where they are defined.
 
 from __future__ import annotations
 
+import itertools
+import posixpath
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -106,7 +112,8 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("cp",): H, ("drain",): H, ("cordon",): H, ("taint",): H, ("port-forward",): H,
     ("proxy",): H, ("config",): H, ("config", "get-contexts"): L,
     ("config", "current-context"): L, ("certificate",): H, ("certificate", "approve"): C,
-    ("plugin",): M, ("alpha",): H,
+    # plugin list lists the kubectl-* programs on the PATH, running none of them
+    ("plugin",): M, ("plugin", "list"): L, ("alpha",): H,
     ("delete",): C, ("exec",): C, ("attach",): C, ("debug",): C,
 }
 # Service types that open a workload to outside the cluster (or, ExternalName, send a cluster
@@ -264,10 +271,12 @@ ACTION_NAMESPACES: dict[tuple[str, ...], str] = {("cluster-info",): "kube-system
 # ``debug node/n1``; ``exec node -- sh`` runs in a pod named node).
 NAME_FIRST_VERBS = frozenset({"exec", "attach", "port-forward", "logs", "cp", "run", "debug",
                               "create", "top", "events"})
-# The values that turn a boolean flag off, as pflag reads them (Go's ``strconv.ParseBool``):
-# ``-A=false``, ``--all-namespaces=0``, ``-A=f``. A flag given alone is on, and so is one
-# given 1, t, T, TRUE, true or True; any other value makes kubectl refuse to run.
+# The values that turn a boolean flag off, and on, as pflag reads them (Go's
+# ``strconv.ParseBool``): ``-A=false``, ``--all-namespaces=0``, ``-A=f`` are off; a flag given
+# alone (``""``) is on, and so is one given 1, t, T, TRUE, true or True; any other value makes
+# kubectl refuse to run.
 PFLAG_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+PFLAG_TRUE = frozenset({"", "1", "t", "T", "TRUE", "true", "True"})
 # From this log level (``-v``, ``--vmodule``) kubectl logs the bodies of the API requests and
 # responses it exchanges: whole objects, whatever the command itself prints.
 BODY_LOG_LEVEL = 8
@@ -338,21 +347,91 @@ def _below_bodies(level: str) -> bool:
     return _LOG_LEVEL.fullmatch(level.strip()) is not None and int(level) < BODY_LOG_LEVEL
 
 
+# kubectl sends a ``--raw`` path as client-go reads it (``Request.RequestURI``): parsed as a
+# URL (a scheme and host, a ``#fragment`` are dropped; the query is the query) and its path
+# %-decoded: ``pro%78y`` is ``proxy``. It is read here with its dot segments and repeated
+# slashes resolved too (``/api/v1/namespaces/apps/pods/x/../../../../nodes`` as the Nodes),
+# the reading that reaches furthest if anything on the way cleans it; a path written
+# otherwise than it is read is rated besides (high): a reviewer reads the path as written.
+def _raw_path(path: str) -> str:
+    """The path ``--raw PATH`` names (see above), without its query."""
+    try:
+        written = urllib.parse.urlsplit(path.strip()).path
+    except ValueError:  # (kubectl cannot parse it either: it sends nothing)
+        written = path.partition("?")[0]
+    cleaned = posixpath.normpath("/" + urllib.parse.unquote(written))
+    return "/" + cleaned.lstrip("/")  # (normpath keeps a leading '//', Go's Clean does not)
+
+
+# The first word after a resource path's API version that is a verb, not a resource, as the
+# API server reads it: ``/api/v1/watch/namespaces/apps/pods`` watches apps' pods; the old
+# ``/api/v1/proxy/namespaces/apps/pods/web`` proxies to the pod web.
+RAW_VERBS = frozenset({"watch", "proxy"})
+# A Namespace's own subresources: ``/api/v1/namespaces/apps/status`` is the Namespace apps's
+# status, not a resource named status in apps.
+NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+
+
+@dataclass(frozen=True)
+class _RawRequest:
+    """What a ``--raw`` resource path names, as the API server reads it (its
+    ``RequestInfoFactory``): the namespace (RBAC's too: a Namespace's own path is in that
+    namespace), the resource, the object's name, its subresource (``proxy`` for the old proxy
+    form)."""
+
+    namespace: str
+    resource: str
+    name: str
+    subresource: str
+
+
+def _raw_request(path: str) -> _RawRequest | None:
+    """The resource request a ``--raw`` path makes (see :class:`_RawRequest`); None for a
+    non-resource URL (``/readyz``, ``/metrics``, discovery: ``/api/v1``, ``/apis/apps/v1``)."""
+    parts = [p for p in _raw_path(path).split("/") if p]
+    if len(parts) < 3 or parts[0] not in ("api", "apis") or (parts[0] == "apis"
+                                                             and len(parts) < 4):
+        return None
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    verb = ""
+    if rest[0] in RAW_VERBS and len(rest) > 1:
+        verb, rest = rest[0], rest[1:]
+    space = ""
+    if rest[0] == "namespaces" and len(rest) > 1:
+        space = rest[1]
+        if len(rest) > 2 and rest[2] not in NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
+    subresource = "proxy" if verb == "proxy" else rest[2] if len(rest) > 2 else ""
+    return _RawRequest(space, rest[0], rest[1] if len(rest) > 1 else "", subresource)
+
+
 def _raw_target(path: str) -> tuple[str, str]:
     """(namespace, resource) a ``--raw`` API path names (``/api/v1/namespaces/apps/pods``,
-    ``/apis/apps/v1/deployments``); ``("", "")`` for a path that is no resource path
-    (``/readyz``, ``/api/v1``). A namespace's own path names the resource ``namespaces``."""
-    # (the API server reads the path decoded: ``wingm%61n`` is ``wingman``)
-    parts = [p for p in urllib.parse.unquote(path.partition("?")[0]).split("/") if p]
-    if parts[:1] == ["api"]:
-        rest = parts[2:]
-    elif parts[:1] == ["apis"]:
-        rest = parts[3:]
-    else:
-        return "", ""
-    if len(rest) >= 2 and rest[0] == "namespaces":
-        return rest[1], rest[2] if len(rest) >= 3 else "namespaces"
-    return "", rest[0] if rest else ""
+    ``/apis/apps/v1/deployments``, ``/api/v1/watch/namespaces/apps/pods``); ``("", "")`` for a
+    path that is no resource path (``/readyz``, ``/api/v1``). A namespace's own path names the
+    resource ``namespaces``."""
+    request = _raw_request(path)
+    return (request.namespace, request.resource) if request else ("", "")
+
+
+# Non-resource URLs the API server lets every identity the executor could be GET, through the
+# ClusterRoles bound by default to every authenticated user (system:discovery,
+# system:public-info-viewer) and to every ServiceAccount (system:service-account-issuer-
+# discovery): these paths, and those under these prefixes (a rule's final ``*``). Any other
+# (``/metrics``, ``/logs``, ``/debug/pprof``, ``/healthz/etcd``) only a ClusterRole grants:
+# a Role cannot name a non-resource URL.
+PUBLIC_PATHS = frozenset({"/api", "/apis", "/healthz", "/livez", "/readyz", "/openapi",
+                          "/version", "/.well-known/openid-configuration", "/openid/v1/jwks"})
+PUBLIC_PATH_PREFIXES = ("/api/", "/apis/", "/openapi/")
+
+
+def _raw_private(path: str) -> bool:
+    """Whether a ``--raw`` path is a non-resource URL no default binding gives every identity
+    (not :data:`PUBLIC_PATHS`): the API server's own (its metrics, logs, profiles, one
+    health check's detail), for which a ClusterRole is needed."""
+    sent = _raw_path(path)
+    return _raw_request(path) is None and sent not in PUBLIC_PATHS \
+        and not sent.startswith(PUBLIC_PATH_PREFIXES)
 
 
 _GO_BASES = {"0x": 16, "0o": 8, "0b": 2}
@@ -391,11 +470,10 @@ CONNECT_SUBRESOURCES = frozenset({"proxy", "exec", "attach", "portforward"})
 
 def _raw_subresource(path: str) -> str:
     """The subresource a ``--raw`` API path names (``/api/v1/namespaces/apps/pods/web/log``
-    -> ``log``, ``/api/v1/nodes/n1/proxy/metrics`` -> ``proxy``); ``""`` for none."""
-    parts = [p for p in path.partition("?")[0].split("/") if p]
-    rest = parts[2:] if parts[:1] == ["api"] else parts[3:] if parts[:1] == ["apis"] else []
-    at = 4 if rest[:1] == ["namespaces"] and len(rest) >= 4 else 2
-    return rest[at].lower() if len(rest) > at else ""
+    -> ``log``, ``/api/v1/nodes/n1/proxy/metrics`` -> ``proxy``, ``pro%78y`` -> ``proxy``: as
+    the API server reads it, :func:`_raw_request`), lower case; ``""`` for none."""
+    request = _raw_request(path)
+    return request.subresource.lower() if request else ""
 
 
 def _zero(value: str) -> bool:
@@ -429,8 +507,11 @@ def _operands(parsed: ParsedCommand) -> tuple[str, ...]:
 
 def _namespace_objects(parsed: ParsedCommand) -> tuple[str, ...]:
     """The Namespace objects a kubectl command names (``delete ns apps``, ``delete ns,pods
-    apps``, ``label namespace/apps a=b``, ``delete -- ns apps``), lower case."""
+    apps``, ``label namespace/apps a=b``, ``delete -- ns apps``) or creates (``create
+    namespace apps``), lower case."""
     operands = [w for w in _operands(parsed) if "=" not in w and not w.endswith("-")]
+    if parsed.action == ("create", "namespace"):
+        return tuple(dict.fromkeys(w.strip().lower() for w in operands))
     listed = bool(operands) and "/" not in operands[0] \
         and "namespace" in resource_types(operands[0])
     return tuple(dict.fromkeys(
@@ -440,10 +521,13 @@ def _namespace_objects(parsed: ParsedCommand) -> tuple[str, ...]:
 
 
 def _switched_on(parsed: ParsedCommand, flag: str) -> bool:
-    """Whether a boolean flag is on, as pflag reads its values (:data:`PFLAG_FALSE`): given
-    alone or with any value but a false one (a value pflag cannot read runs nothing; given
-    more than once, pflag keeps the last, a reviewer counts any)."""
-    return any(value not in PFLAG_FALSE for value in parsed.flag(flag))
+    """Whether a boolean flag is on, as pflag reads its values (:data:`PFLAG_FALSE`,
+    :data:`PFLAG_TRUE`): given more than once, the last value counts (``-A -A=false`` is
+    off, ``-A=false -A`` on); a value pflag cannot read anywhere counts as on (kubectl then
+    runs nothing, but a reviewer does not count on it)."""
+    values = parsed.flag(flag)
+    return bool(values) and (values[-1] not in PFLAG_FALSE
+                             or any(v not in PFLAG_FALSE | PFLAG_TRUE for v in values))
 
 
 def _every_namespace(parsed: ParsedCommand) -> bool:
@@ -480,9 +564,10 @@ def _namespaced(parsed: ParsedCommand) -> bool:
 
 def _raw_cluster(path: str) -> bool:
     """Whether a ``--raw`` API path names a cluster-scoped resource (a Namespace itself too:
-    ``/api/v1/namespaces/apps``) or a resource of every namespace (``/api/v1/pods``)."""
+    ``/api/v1/namespaces/apps``), a resource of every namespace (``/api/v1/pods``), or a URL
+    of the API server's own that only a ClusterRole grants (:func:`_raw_private`)."""
     space, resource = _raw_target(path)
-    return bool(resource) and (not space or resource == "namespaces")
+    return (bool(resource) and (not space or resource == "namespaces")) or _raw_private(path)
 
 
 def _cluster_scope(parsed: ParsedCommand) -> str:
@@ -497,7 +582,9 @@ def _cluster_scope(parsed: ParsedCommand) -> str:
         return ""
     raw = parsed.flag("--raw")
     if raw:
-        return next((f"--raw {path} names a cluster-scoped resource or every namespace's"
+        return next((f"--raw {path} is a URL of the API server's own, which only a "
+                     "ClusterRole grants" if _raw_private(path) else
+                     f"--raw {path} names a cluster-scoped resource or every namespace's"
                      for path in raw if _raw_cluster(path)), "")
     if parsed.action in CLUSTER_ACTIONS or parsed.action[:1] in CLUSTER_ACTIONS:
         return f"'{' '.join(parsed.action)}' acts on cluster-scoped objects"
@@ -507,16 +594,30 @@ def _cluster_scope(parsed: ParsedCommand) -> str:
 
 def _changed_system_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
     """The system namespaces (:data:`SYSTEM_NAMESPACES`) a kubectl command may change, lower
-    case: where it acts (:func:`_acting_namespaces`), the Namespace objects it names, and, for
-    ``config`` (``set-context --namespace``: where the commands after it act), the namespace it
-    sets; none for a command that only reads (:func:`_writes`): reading there is as routine as
-    elsewhere."""
+    case: where it acts (:func:`_acting_namespaces`), the Namespace objects it names, and the
+    namespace a ``config`` command sets (:func:`_configured_namespaces`); none for a command
+    that only reads (:func:`_writes`): reading there is as routine as elsewhere."""
     if parsed.program != "kubectl" or not _writes(parsed):
         return ()
-    configured = parsed.flag("--namespace") if parsed.verb == "config" else ()
     places = (*_acting_namespaces(parsed), *_namespace_objects(parsed),
-              *(n.strip().lower() for n in configured))
+              *_configured_namespaces(parsed))
     return tuple(dict.fromkeys(n for n in places if SYSTEM_NAMESPACES.match(n)))
+
+
+def _configured_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
+    """The namespaces a ``config`` command writes into the kubeconfig, where the commands
+    after it act, lower case: ``set-context``'s ``--namespace`` (``-n`` counted too), ``set``'s
+    value for a ``contexts.NAME.namespace`` property. Every other ``config`` command (``view``,
+    ``use-context``) acts in no namespace: its ``-n`` says nothing."""
+    if parsed.action == ("config", "set-context"):
+        named: Iterable[str] = parsed.flag("--namespace")
+    elif parsed.action == ("config", "set"):
+        values = [*parsed.words[2:], *parsed.after_dashes]
+        named = [value for key, value in itertools.pairwise(values)
+                 if key.lower().endswith(".namespace")]
+    else:
+        named = ()
+    return tuple(dict.fromkeys(n.strip().lower() for n in named if n.strip()))
 
 
 def _acting_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
@@ -681,6 +782,10 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating, release: str = "") -> 
             rating.add(C, f"deletes what --raw {path} names (a whole collection, if it names "
                           "one): kubectl ignores the command's other words, -n, -l and "
                           "--dry-run")
+        read = _raw_path(path)
+        if read != (path.strip().partition("?")[0].rstrip("/") or "/"):
+            rating.add(H, f"--raw {path} names {read} (%-decoded, dot segments resolved): a "
+                          "path written otherwise than plainly may reach what it does not show")
         if _raw_subresource(path) in CONNECT_SUBRESOURCES:
             rating.add(H, f"--raw {_raw_subresource(path)} reaches the application, pod or node "
                           "behind the API server: what the request does there is unknown")

@@ -291,6 +291,23 @@ def test_the_subject_of_a_binding_is_not_the_callers_identity() -> None:
     ("kubectl get --raw /api/v1/nodes", Risk.HIGH),
     ("kubectl get --raw /apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Risk.HIGH),
     ("kubectl get --raw /api/v1/namespaces/apps/pods?limit=1", Risk.LOW),
+    # a watch path names its namespace after watch/; a Namespace's status is the Namespace's
+    ("kubectl get --raw /api/v1/watch/namespaces/apps/pods", Risk.LOW),
+    ("kubectl get --raw /apis/apps/v1/watch/namespaces/apps/deployments/web", Risk.LOW),
+    ("kubectl get --raw /api/v1/watch/pods", Risk.HIGH),
+    ("kubectl get --raw /api/v1/namespaces/apps/status", Risk.HIGH),
+    # the API server's own URLs (only a ClusterRole grants them), not what everyone may read
+    ("kubectl get --raw /metrics", Risk.HIGH),
+    ("kubectl get --raw /logs/kube-apiserver.log", Risk.HIGH),
+    ("kubectl get --raw /debug/pprof/profile?seconds=30", Risk.HIGH),
+    ("kubectl get --raw /readyz/etcd", Risk.HIGH),
+    ("kubectl get --raw /readyz?verbose", Risk.LOW),
+    ("kubectl get --raw /openapi/v3", Risk.LOW),
+    # -n says nothing to a command in no namespace; config set-context and set do set one
+    ("kubectl config view -n kube-system", Risk.LOW),
+    ("kubectl -n kube-system config use-context prod", Risk.LOW),
+    ("kubectl config set contexts.prod.namespace kube-system", Risk.CRITICAL),
+    ("kubectl config set-context prod -n kube-system", Risk.CRITICAL),
 ])
 def test_blast_radius_reads_the_parsed_command(command: str, risk: Risk) -> None:
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
@@ -745,6 +762,13 @@ def test_a_docker_command_that_takes_a_container_out_of_service_is_high(command:
     "kubectl get --raw=/api/v1/namespaces/apps/pods/web/proxy",
     "kubectl get --raw /api/v1/namespaces/apps/pods/web:8080/proxy/debug/pprof/heap",
     "kubectl get --raw /api/v1/namespaces/apps/pods/web/portforward",
+    # as the API server reads it: %-decoded, the old /proxy/ form, dot segments, a URL's path
+    "kubectl get --raw /api/v1/namespaces/apps/services/kube-dns:53/pro%78y/",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/web/%70%72%6F%78%79",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/web%2Fproxy",
+    "kubectl get --raw /api/v1/proxy/namespaces/apps/pods/web",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/web/log/../proxy",
+    "kubectl get --raw https://evil.example/api/v1/nodes/n1/proxy/configz",
 ])
 def test_a_raw_path_through_the_api_servers_proxy_is_high(command: str) -> None:
     risk, reasons = command_risk(command)
@@ -757,6 +781,9 @@ def test_a_raw_path_through_the_api_servers_proxy_is_high(command: str) -> None:
     "kubectl get --raw /api/v1/namespaces/apps/pods/proxy",  # a pod named proxy
     "kubectl get --raw /apis/apps/v1/namespaces/apps/deployments/web/scale",
     "kubectl get --raw /readyz",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/",
+    "kubectl get --raw /api/v1/namespaces/apps/pods?labelSelector=app%3Dweb",
+    "kubectl get --raw /api/v1/watch/namespaces/apps/pods",
 ])
 def test_other_raw_paths_stay_routine(command: str) -> None:
     assert command_risk(command)[0] is Risk.LOW, command_risk(command)
@@ -882,6 +909,7 @@ HELD = [
     ("kubectl scale deploy/linkerd-destination --replicas=2 -n linkerd",
      "system namespace linkerd"),
     ("kubectl label ns istio-ingress team=mesh", "system namespace istio-ingress"),
+    ("kubectl create namespace cert-manager", "changes the system namespace cert-manager"),
     # in every reading: 'scale' if kubectl takes 'get' for -w's value
     ("kubectl -w get -n calico-system scale deploy/x --replicas=2",
      "serve every workload, if kubectl reads it as 'kubectl scale"),
@@ -926,6 +954,14 @@ CLUSTER_SCOPED = [
     ("kubectl get --raw /api/v1/nodes", L),
     ("kubectl get --raw /api/v1/namespaces/apps", L),
     ("kubectl -w get cordon node-1", H),
+    # a Namespace's status is the Namespace's; a watch of every namespace's pods
+    ("kubectl get --raw /api/v1/namespaces/apps/status", L),
+    ("kubectl get --raw /api/v1/watch/pods", L),
+    # the API server's own URLs: a Role cannot grant a non-resource URL
+    ("kubectl get --raw /metrics", L),
+    ("kubectl get --raw /logs/", L),
+    ("kubectl get --raw /debug/pprof/heap", L),
+    ("kubectl get --raw /livez/etcd", L),
 ]
 PLACED = [
     ("kubectl get pods -n wingman-test", H, H, "reads Wingman's own namespace wingman-test"),
@@ -953,6 +989,29 @@ PLACED = [
     ("kubectl scale deploy/runner --replicas=2 --namespace=batch", M, L, ""),
     ("kubectl version -n wingman-test", L, L, ""),
     ("kubectl get --raw /readyz", L, L, ""),
+    # what every identity may GET: health, version, discovery, the OpenAPI schema, the
+    # service account issuer's keys
+    *[(f"kubectl get --raw {path}", L, L, "")
+      for path in ("/healthz", "/livez", "/readyz?verbose", "/version", "/apis", "/api/v1",
+                   "/apis/apps/v1", "/openapi/v3/apis/apps/v1",
+                   "/.well-known/openid-configuration", "/openid/v1/jwks")],
+    # a watch path names its namespace after watch/
+    ("kubectl get --raw /api/v1/watch/namespaces/apps/pods", L, L, ""),
+    ("kubectl get --raw /apis/batch/v1/watch/namespaces/batch/jobs?timeoutSeconds=5", L, L, ""),
+    ("kubectl get --raw /api/v1/watch/namespaces/monitoring/pods", L, H,
+     "acts in namespace monitoring, not a gateway target"),
+    # kubectl keeps a flag's last value: -A=false after -A is off, -A after -A=false on;
+    # a value pflag cannot read counts as on
+    ("kubectl get pods -n apps -A -A=false", L, L, ""),
+    ("kubectl rollout restart deploy/web -n apps --all-namespaces --all-namespaces=0", L, L, ""),
+    ("kubectl get pods -n apps -A=false -A", L, H, "acts in every namespace"),
+    ("kubectl rollout restart deploy/web -n apps -A=yes -A=false", H, H,
+     "acts in every namespace"),
+    # -n says nothing to a command in no namespace
+    ("kubectl -n kube-system plugin list", L, L, ""),
+    ("kubectl config view -n kube-system", H, L, ""),
+    # a Namespace created is changed: Wingman's own
+    ("kubectl create namespace wingman-test", C, H, "changes Wingman's own namespace"),
     *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
       for command, risk in CLUSTER_SCOPED],
     # what every identity may ask (discovery, /version, self reviews) or kubectl's own
@@ -982,7 +1041,9 @@ PLACED = [
           ("kubectl cp -n apps /tmp/x kube-system/etcd-0:/tmp/x", H, C),
           ("kubectl delete ns,pods kube-system", C, C),
           ("kubectl label pods,namespaces kube-system a=b --overwrite", H, C),
-          ("kubectl delete -- ns kube-system", C, C)]],
+          ("kubectl delete -- ns kube-system", C, C),
+          ("kubectl create namespace kube-system", H, C),
+          ("kubectl create ns -- kube-system", H, C)]],
     ("kubectl cp -n apps /tmp/x web-1:/tmp/x", H, L, ""),
     ("kubectl label ns,pods wingman-test a=b", C, H, "changes Wingman's own namespace"),
     ("kubectl delete -- node n1", C, H, "none on cluster-scoped objects"),
