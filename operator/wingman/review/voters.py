@@ -18,7 +18,8 @@
   invalid, not previewable) is a finding (``PreviewFinding``) that rejects. When the gateway's
   targets are known (:class:`Namespaces`), a command that acts outside them (or, naming no
   namespace, in kubectl's default, ``EXECUTOR_DEFAULT_NAMESPACE``, or its action's own,
-  ``ACTION_NAMESPACES``), in every namespace, on cluster-scoped objects or on the API
+  ``ACTION_NAMESPACES``), in every namespace, on cluster-scoped objects (but a target's own
+  Namespace, where its Role is known to grant what the command asks of it) or on the API
   server's own URLs is high and rejected: the executor holds Roles in the targets only, and
   the API server will refuse it.
 - ``allowlist``: rejects any command the environment's allowlist does not cover.
@@ -43,8 +44,8 @@ import posixpath
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from wingman.errors import ConfigError
 from wingman.review.commands import (
@@ -293,10 +294,21 @@ class Namespaces:
     claim, the operator), where the executor holds no rights; ``""`` when not known.
     ``targets``: the namespaces of ``gateway.targets``, the only ones where the executor holds
     rights (the API server refuses a command anywhere else); None when not known, and then no
-    command is judged by them."""
+    command is judged by them.
+    ``rules``: the rules of the executor's Role in each target, where known (a target not
+    listed: not known, so nothing is taken as granted there)."""
 
     release: str = ""
     targets: frozenset[str] | None = None
+    rules: Mapping[str, tuple[TargetRule, ...]] = field(default_factory=dict)
+
+    def grants(self, namespace: str, group: str, resource: str, verb: str,
+               name: str = "") -> bool:
+        """Whether the executor's Role in ``namespace`` (a target) is known to grant ``verb``
+        on ``resource`` (of API group ``group``; ``""`` the core group), for the object
+        ``name``."""
+        return self.targets is not None and namespace in self.targets and any(
+            rule.grants(group, resource, verb, name) for rule in self.rules.get(namespace, ()))
 
 
 def untrusted(request: ReviewInput, risk: Risk, why: list[str]) -> tuple[Risk, tuple[str, ...]]:
@@ -370,6 +382,38 @@ RAW_VERBS = frozenset({"watch", "proxy"})
 # A Namespace's own subresources: ``/api/v1/namespaces/apps/status`` is the Namespace apps's
 # status, not a resource named status in apps.
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+
+
+@dataclass(frozen=True)
+class TargetRule:
+    """One rule of the Role the executor holds in a gateway target (``gateway.targets[].rules``,
+    or the chart's defaults), read as RBAC reads it: any of its API groups, resources (a
+    subresource as ``resource/subresource``) and verbs, and, when it lists names, only those
+    objects; ``*`` matches anything (the chart refuses it, RBAC would not)."""
+
+    api_groups: frozenset[str]
+    resources: frozenset[str]
+    verbs: frozenset[str]
+    resource_names: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_dict(cls, rule: Mapping[str, Any]) -> TargetRule:
+        """A rule as written in values or a Role (``apiGroups``, ``resources``, ``verbs``,
+        ``resourceNames``); a field that is not a list of strings grants nothing."""
+        def strings(key: str) -> frozenset[str]:
+            value = rule.get(key)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return frozenset()
+            return frozenset(value)
+
+        return cls(strings("apiGroups"), strings("resources"), strings("verbs"),
+                   strings("resourceNames"))
+
+    def grants(self, group: str, resource: str, verb: str, name: str) -> bool:
+        return ((group in self.api_groups or "*" in self.api_groups)
+                and (resource in self.resources or "*" in self.resources)
+                and (verb in self.verbs or "*" in self.verbs)
+                and (not self.resource_names or name in self.resource_names))
 
 
 @dataclass(frozen=True)
@@ -950,7 +994,8 @@ class BlastRadiusVoter:
                 why.append(f"changes the system namespace {changed[0]}, whose components "
                            "serve every workload")
             refused = self._refused(parsed)
-            scope = _cluster_scope(parsed)
+            # (a target's own Namespace, read or labelled as its Role grants, reaches it alone)
+            scope = "" if self._own_namespaces(parsed) else _cluster_scope(parsed)
             if scope and not refused:  # (if refused, the reason says it is cluster-scoped)
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append(scope)
@@ -981,7 +1026,7 @@ class BlastRadiusVoter:
         preview's Forbidden, such a command cannot run, and the reviewer is told before
         approving it."""
         targets = self.namespaces.targets
-        if targets is None or parsed.program != "kubectl":
+        if targets is None or parsed.program != "kubectl" or self._own_namespaces(parsed):
             return ""
         allowed = ", ".join(sorted(targets)) or "none"
         scope = _cluster_scope(parsed)
@@ -999,6 +1044,42 @@ class BlastRadiusVoter:
             parsed.flag("--namespace") or parsed.flag("--raw")) else "acts in "
         return (f"{named}namespace {outside[0]}, not a gateway target ({allowed}): the "
                 "executor holds no rights there, so the API server will refuse it")
+
+    # What kubectl asks of a Namespace it names (``get ns apps``, ``label ns apps a=b``), by
+    # action: RBAC reads a request for the Namespace apps as one in the namespace apps, so a
+    # target's Role may grant it. Other actions on a Namespace ask more than one object's
+    # rights (delete waits on a watch of every Namespace; get -w watches them all).
+    NAMESPACE_VERBS: ClassVar[Mapping[tuple[str, ...], tuple[str, ...]]] = {
+        ("get",): ("get",), ("describe",): ("get",), ("label",): ("get", "patch"),
+        ("annotate",): ("get", "patch"), ("patch",): ("get", "patch"),
+    }
+
+    def _own_namespaces(self, parsed: ParsedCommand) -> bool:
+        """Whether the command acts on gateway targets' own Namespace objects alone (``get ns
+        apps``, ``--raw /api/v1/namespaces/apps``) in a way each target's Role is known to
+        grant (:attr:`NAMESPACE_VERBS`, :meth:`Namespaces.grants`): the API server lets it
+        through, cluster-scoped as the type is, and it reaches that namespace alone."""
+        verbs = self.NAMESPACE_VERBS.get(parsed.action)
+        if not verbs or _switched_on(parsed, "--watch") or _switched_on(parsed, "--watch-only") \
+                or _every_namespace(parsed):
+            return False
+        raw = parsed.flag("--raw")
+        if raw:
+            if parsed.verb != "get":
+                return False
+            requests = [_raw_request(path) for path in raw]
+            names = [r.namespace for r in requests
+                     if r and r.resource == "namespaces" and r.namespace and not r.subresource]
+            if len(names) != len(raw):
+                return False
+        else:
+            if any(t != "namespace" for t in _object_types(parsed)) \
+                    or any("/" in w and resource_types(w) != ("namespace",)
+                           for w in _operands(parsed) if "=" not in w):
+                return False
+            names = list(_namespace_objects(parsed))
+        return bool(names) and all(
+            self.namespaces.grants(n, "", "namespaces", verb, n) for n in names for verb in verbs)
 
     CLUSTER_KINDS = frozenset({"Namespace", "Node", "ClusterRole", "ClusterRoleBinding",
                                "CustomResourceDefinition", "PersistentVolume",
@@ -1100,6 +1181,7 @@ __all__ = [
     "BlastRadiusVoter",
     "DestructivePatternVoter",
     "Namespaces",
+    "TargetRule",
     "builtin_panel",
     "builtin_voter",
     "command_risk",

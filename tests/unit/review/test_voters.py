@@ -17,7 +17,7 @@ from wingman.review.consensus import (
     run_panel,
 )
 from wingman.review.policy import AutoDecision, EnvironmentPolicy, auto_approval
-from wingman.review.voters import Namespaces, builtin_panel, command_risk
+from wingman.review.voters import Namespaces, TargetRule, builtin_panel, command_risk
 from wingman.scope import Allowlist
 
 ALLOW = Allowlist.from_patterns(["kubectl rollout restart deployment/{name} -n apps",
@@ -926,10 +926,19 @@ def test_what_steers_traffic_or_reaches_any_container_is_held_for_a_human(
 
 
 # Where commands run: the release namespace (Wingman's own objects; the executor has no rights
-# there) and the gateway's targets (the only namespaces where it has rights). (command, the
-# destructive and blast-radius voters' risks, what one of them says; "" for a command that
-# neither judges by them.)
-WHERE = Namespaces("wingman-test", frozenset({"apps", "batch"}))
+# there) and the gateway's targets (the only namespaces where it has rights), with what its
+# Role grants in each: apps' reads its own Namespace, batch's only another's (resourceNames).
+# (command, the destructive and blast-radius voters' risks, what one of them says; "" for a
+# command that neither judges by them.)
+DEFAULT_RULES = (
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]})
+WHERE = Namespaces("wingman-test", frozenset({"apps", "batch"}), {
+    "apps": tuple(TargetRule.from_dict(r) for r in (
+        *DEFAULT_RULES, {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]})),
+    "batch": tuple(TargetRule.from_dict(r) for r in (
+        *DEFAULT_RULES, {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"],
+                         "resourceNames": ["other"]}))})
 H, C, L, M = Risk.HIGH, Risk.CRITICAL, Risk.LOW, Risk.MEDIUM
 # Commands on cluster-scoped objects (kubectl ignores -n there): the executor holds Roles in
 # the targets only and no ClusterRole (charts/wingman/templates/rbac-gateway.yaml), so it may
@@ -952,7 +961,7 @@ CLUSTER_SCOPED = [
     ("kubectl top node", L),
     ("kubectl cluster-info dump", H),
     ("kubectl get --raw /api/v1/nodes", L),
-    ("kubectl get --raw /api/v1/namespaces/apps", L),
+    ("kubectl get --raw /api/v1/namespaces/batch", L),
     ("kubectl -w get cordon node-1", H),
     # a Namespace's status is the Namespace's; a watch of every namespace's pods
     ("kubectl get --raw /api/v1/namespaces/apps/status", L),
@@ -1010,6 +1019,18 @@ PLACED = [
     # -n says nothing to a command in no namespace
     ("kubectl -n kube-system plugin list", L, L, ""),
     ("kubectl config view -n kube-system", H, L, ""),
+    # a target's own Namespace, read as its Role grants (RBAC reads it as in that namespace)
+    ("kubectl get ns apps", L, L, ""),
+    ("kubectl get namespace/apps -o yaml", L, L, ""),
+    ("kubectl describe namespaces apps", L, L, ""),
+    ("kubectl get --raw /api/v1/namespaces/apps", L, L, ""),
+    # ... but not another's, nor every Namespace, nor a watch of them, nor a right not granted
+    *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
+      for command, risk in [("kubectl get ns batch", L), ("kubectl get ns apps batch", L),
+                            ("kubectl get ns", L), ("kubectl get ns apps -w", L),
+                            ("kubectl get ns,pods apps", L), ("kubectl delete ns apps", C),
+                            ("kubectl annotate ns apps a=b", H),
+                            ("kubectl get --raw /api/v1/namespaces/apps/status", L)]],
     # a Namespace created is changed: Wingman's own
     ("kubectl create namespace wingman-test", C, H, "changes Wingman's own namespace"),
     *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
