@@ -1045,22 +1045,28 @@ class BlastRadiusVoter:
         return (f"{named}namespace {outside[0]}, not a gateway target ({allowed}): the "
                 "executor holds no rights there, so the API server will refuse it")
 
-    # What kubectl asks of a Namespace it names (``get ns apps``, ``label ns apps a=b``), by
-    # action: RBAC reads a request for the Namespace apps as one in the namespace apps, so a
-    # target's Role may grant it. Other actions on a Namespace ask more than one object's
-    # rights (delete waits on a watch of every Namespace; get -w watches them all).
-    NAMESPACE_VERBS: ClassVar[Mapping[tuple[str, ...], tuple[str, ...]]] = {
-        ("get",): ("get",), ("describe",): ("get",), ("label",): ("get", "patch"),
-        ("annotate",): ("get", "patch"), ("patch",): ("get", "patch"),
+    # What kubectl asks, by action, of the namespace whose Namespace object it names (``get ns
+    # apps``, ``label ns apps a=b``): (resource, verb) rights there. RBAC reads a request for
+    # the Namespace apps as one in the namespace apps, so a target's Role may grant it;
+    # describe lists the namespace's quotas and limit ranges too. Other actions on a
+    # Namespace ask more than one namespace's rights (delete waits on a watch of every
+    # Namespace; get -w watches them all).
+    NAMESPACE_RIGHTS: ClassVar[Mapping[tuple[str, ...], tuple[tuple[str, str], ...]]] = {
+        ("get",): (("namespaces", "get"),),
+        ("describe",): (("namespaces", "get"), ("resourcequotas", "list"),
+                        ("limitranges", "list")),
+        ("label",): (("namespaces", "get"), ("namespaces", "patch")),
+        ("annotate",): (("namespaces", "get"), ("namespaces", "patch")),
+        ("patch",): (("namespaces", "get"), ("namespaces", "patch")),
     }
 
     def _own_namespaces(self, parsed: ParsedCommand) -> bool:
         """Whether the command acts on gateway targets' own Namespace objects alone (``get ns
         apps``, ``--raw /api/v1/namespaces/apps``) in a way each target's Role is known to
-        grant (:attr:`NAMESPACE_VERBS`, :meth:`Namespaces.grants`): the API server lets it
+        grant (:attr:`NAMESPACE_RIGHTS`, :meth:`Namespaces.grants`): the API server lets it
         through, cluster-scoped as the type is, and it reaches that namespace alone."""
-        verbs = self.NAMESPACE_VERBS.get(parsed.action)
-        if not verbs or _switched_on(parsed, "--watch") or _switched_on(parsed, "--watch-only") \
+        rights = self.NAMESPACE_RIGHTS.get(parsed.action)
+        if not rights or _switched_on(parsed, "--watch") or _switched_on(parsed, "--watch-only") \
                 or _every_namespace(parsed):
             return False
         raw = parsed.flag("--raw")
@@ -1079,7 +1085,8 @@ class BlastRadiusVoter:
                 return False
             names = list(_namespace_objects(parsed))
         return bool(names) and all(
-            self.namespaces.grants(n, "", "namespaces", verb, n) for n in names for verb in verbs)
+            self.namespaces.grants(n, "", resource, verb, n if resource == "namespaces" else "")
+            for n in names for resource, verb in rights)
 
     CLUSTER_KINDS = frozenset({"Namespace", "Node", "ClusterRole", "ClusterRoleBinding",
                                "CustomResourceDefinition", "PersistentVolume",

@@ -1022,7 +1022,6 @@ PLACED = [
     # a target's own Namespace, read as its Role grants (RBAC reads it as in that namespace)
     ("kubectl get ns apps", L, L, ""),
     ("kubectl get namespace/apps -o yaml", L, L, ""),
-    ("kubectl describe namespaces apps", L, L, ""),
     ("kubectl get --raw /api/v1/namespaces/apps", L, L, ""),
     # ... but not another's, nor every Namespace, nor a watch of them, nor a right not granted
     *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
@@ -1030,7 +1029,9 @@ PLACED = [
                             ("kubectl get ns", L), ("kubectl get ns apps -w", L),
                             ("kubectl get ns,pods apps", L), ("kubectl delete ns apps", C),
                             ("kubectl annotate ns apps a=b", H),
-                            ("kubectl get --raw /api/v1/namespaces/apps/status", L)]],
+                            ("kubectl get --raw /api/v1/namespaces/apps/status", L),
+                            # describe lists the namespace's quotas too, not granted
+                            ("kubectl describe namespaces apps", L)]],
     # a Namespace created is changed: Wingman's own
     ("kubectl create namespace wingman-test", C, H, "changes Wingman's own namespace"),
     *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
