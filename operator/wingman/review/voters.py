@@ -10,8 +10,10 @@
   one too, is high. A ``--raw`` path is read as the API server reads it (%-decoded); one
   written otherwise than plainly is high.
 - ``blast-radius``: weighs the environment, the number of commands and their reach (in every
-  reading of each): every namespace, cluster-scoped objects and the API server's own URLs
-  (``--raw /metrics``, which only a ClusterRole grants) are high, a change in a system
+  reading of each): every namespace, cluster-scoped objects (built-in, ``Cluster<Kind>`` and
+  well-known custom ones: ``CLUSTER_RESOURCES``, ``CLUSTER_CUSTOM_RESOURCES``) and the API
+  server's own URLs (``--raw /metrics``, which only a ClusterRole grants) are high, an object
+  of a type no table knows (a custom resource, maybe cluster-scoped) medium, a change in a system
   namespace (``SYSTEM_NAMESPACES``) critical, reading there as routine as elsewhere; and,
   where the request was previewed, what the preview found: how many objects, which kinds and
   namespaces; a command the preview could not show cleanly (target missing, forbidden,
@@ -208,7 +210,10 @@ SECRET_WORDS = ("secret", "serviceaccount", "token", "kubeconfig", "certificates
 # Resource types by their singular name (``wingman.review.commands.resource_types`` reads
 # plurals, short names and API groups as it: ``sa``, ``secrets.v1``, ``po,ns``).
 SECRET_RESOURCES = frozenset({"secret", "serviceaccount"})
-# Cluster-scoped resources: changing one reaches every namespace.
+# Cluster-scoped resources: changing one reaches every namespace. Every built-in type
+# (``kubectl api-resources --namespaced=false -o name`` on Kubernetes 1.34, the beta and alpha
+# APIs too; tests/unit/review/test_voters.py holds that list and checks this one against it),
+# by its singular name (``wingman.review.commands.resource_types``).
 CLUSTER_RESOURCES = frozenset({
     "node", "namespace", "customresourcedefinition", "clusterrole", "clusterrolebinding",
     "persistentvolume", "storageclass", "priorityclass", "certificatesigningrequest",
@@ -217,7 +222,78 @@ CLUSTER_RESOURCES = frozenset({
     "mutatingadmissionpolicy", "mutatingadmissionpolicybinding", "runtimeclass",
     "ingressclass", "csidriver", "csinode", "volumeattachment", "volumeattributesclass",
     "flowschema", "prioritylevelconfiguration", "ipaddress", "servicecidr", "deviceclass",
-    "componentstatus",
+    "componentstatus", "resourceslice", "devicetaintrule", "clustertrustbundle",
+    "storageversion",
+    "storageversionmigration", "tokenreview", "subjectaccessreview",
+    "selfsubjectaccessreview", "selfsubjectrulesreview", "selfsubjectreview",
+})
+# Custom resources: a cluster runs whatever CRDs its add-ons bring, and kubectl names them
+# as written (``clusterissuers.cert-manager.io``, ``ClusterPolicy``). Cluster-scoped are
+# - those named by the convention ``Cluster<Kind>`` (cert-manager's ClusterIssuer, Kyverno's
+#   ClusterPolicy, external-secrets' ClusterSecretStore, Tekton's ClusterTask): any type whose
+#   name starts with ``cluster`` but is not ``cluster`` itself (Cluster API's and
+#   CloudNativePG's Clusters are namespaced), read as cluster-scoped whatever it is;
+# - these of well-known add-ons, by singular and plural name: the Gateway API's
+#   GatewayClass, Gatekeeper's ConstraintTemplate, Calico's, Cilium's, Karpenter's,
+#   Crossplane's, the CSI snapshotter's classes and contents, OpenShift's.
+CLUSTER_PREFIX = "cluster"
+CLUSTER_CUSTOM_RESOURCES = frozenset({
+    "gatewayclass", "gatewayclasses", "constrainttemplate", "constrainttemplates",
+    "globalnetworkpolicy", "globalnetworkpolicies", "globalnetworkset", "globalnetworksets",
+    "ippool", "ippools", "ipamblock", "ipamblocks", "blockaffinity", "blockaffinities",
+    "bgpconfiguration", "bgpconfigurations", "bgppeer", "bgppeers", "felixconfiguration",
+    "felixconfigurations", "hostendpoint", "hostendpoints", "kubecontrollersconfiguration",
+    "kubecontrollersconfigurations", "tier", "tiers", "ipreservation", "ipreservations",
+    "ciliumnode", "ciliumnodes", "ciliumidentity", "ciliumidentities",
+    "ciliumclusterwidenetworkpolicy", "ciliumclusterwidenetworkpolicies",
+    "ciliumclusterwideenvoyconfig", "ciliumclusterwideenvoyconfigs",
+    "ciliumloadbalancerippool", "ciliumloadbalancerippools", "ciliumbgppeeringpolicy",
+    "ciliumbgppeeringpolicies", "ciliumexternalworkload", "ciliumexternalworkloads",
+    "ciliumcidrgroup", "ciliumcidrgroups", "ciliumendpointslice", "ciliumendpointslices",
+    "nodepool", "nodepools", "nodeclaim", "nodeclaims", "ec2nodeclass", "ec2nodeclasses",
+    "provider", "providers", "providerrevision", "providerrevisions", "composition",
+    "compositions", "compositeresourcedefinition", "compositeresourcedefinitions",
+    "volumesnapshotclass", "volumesnapshotclasses", "volumesnapshotcontent",
+    "volumesnapshotcontents", "nodefeaturerule", "nodefeaturerules",
+    "securitycontextconstraints", "project", "projects", "clusterversion", "clusteroperator",
+})
+# Namespaced types a reviewer knows, so that an object of any other type is one whose scope
+# is unknown: the built-in ones (``kubectl api-resources --namespaced=true -o name``; the
+# ``all`` category reads only namespaced types), and the namespaced custom resources of the
+# add-ons above and of the common others (cert-manager, the Prometheus operator, the Gateway
+# API, Istio, Argo, KEDA, Kyverno, external-secrets, Velero, Flux).
+NAMESPACED_RESOURCES = frozenset({
+    "pod", "service", "configmap", "secret", "serviceaccount", "persistentvolumeclaim",
+    "endpoints", "event", "limitrange", "resourcequota", "replicationcontroller",
+    "podtemplate", "binding", "deployment", "daemonset", "statefulset", "replicaset",
+    "controllerrevision", "job", "cronjob", "horizontalpodautoscaler", "poddisruptionbudget",
+    "ingress", "networkpolicy", "role", "rolebinding", "csistoragecapacity", "lease",
+    "endpointslice", "resourceclaim", "resourceclaimtemplate", "localsubjectaccessreview",
+    "leasecandidate", "podcertificaterequest", "all",
+})
+NAMESPACED_CUSTOM_RESOURCES = frozenset({
+    "certificate", "certificates", "certificaterequest", "certificaterequests", "issuer",
+    "issuers", "order", "orders", "challenge", "challenges", "servicemonitor",
+    "servicemonitors", "podmonitor", "podmonitors", "probe", "probes", "prometheusrule",
+    "prometheusrules", "prometheus", "prometheuses", "alertmanager", "alertmanagers",
+    "alertmanagerconfig", "alertmanagerconfigs", "gateway", "gateways", "httproute",
+    "httproutes", "grpcroute", "grpcroutes", "tlsroute", "tlsroutes", "tcproute", "tcproutes",
+    "udproute", "udproutes", "referencegrant", "referencegrants", "virtualservice",
+    "virtualservices", "destinationrule", "destinationrules", "serviceentry",
+    "serviceentries", "sidecar", "sidecars", "peerauthentication", "peerauthentications",
+    "authorizationpolicy", "authorizationpolicies", "requestauthentication",
+    "requestauthentications", "envoyfilter", "envoyfilters", "rollout", "rollouts",
+    "analysisrun", "analysisruns", "analysistemplate", "analysistemplates", "application",
+    "applications", "applicationset", "applicationsets", "appproject", "appprojects",
+    "workflow", "workflows", "workflowtemplate", "workflowtemplates", "cronworkflow",
+    "cronworkflows", "scaledobject", "scaledobjects", "scaledjob", "scaledjobs",
+    "triggerauthentication", "triggerauthentications", "policy", "policies", "policyreport",
+    "policyreports", "policyexception", "policyexceptions", "externalsecret",
+    "externalsecrets", "secretstore", "secretstores", "volumesnapshot", "volumesnapshots",
+    "backup", "backups", "restore", "restores", "schedule", "schedules",
+    "verticalpodautoscaler", "verticalpodautoscalers", "kustomization", "kustomizations",
+    "helmrelease", "helmreleases", "gitrepository", "gitrepositories", "helmrepository",
+    "helmrepositories", "networkset", "networksets",
 })
 # Namespaces whose workloads serve the whole cluster, matched whole (lower case): a change there
 # (a restart, a scale, a patch) reaches every workload's networking, traffic, admission or
@@ -284,6 +360,38 @@ BODY_LOG_LEVEL = 8
 _LOG_LEVEL = re.compile(r"[+-]?[0-9]{1,9}")
 UNTRUSTED_INPUT = "UntrustedInput"
 _LEVELS = (Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL)
+
+
+@dataclass(frozen=True)
+class TargetRule:
+    """One rule of the Role the executor holds in a gateway target (``gateway.targets[].rules``,
+    or the chart's defaults), read as RBAC reads it: any of its API groups, resources (a
+    subresource as ``resource/subresource``) and verbs, and, when it lists names, only those
+    objects; ``*`` matches anything (the chart refuses it, RBAC would not)."""
+
+    api_groups: frozenset[str]
+    resources: frozenset[str]
+    verbs: frozenset[str]
+    resource_names: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_dict(cls, rule: Mapping[str, Any]) -> TargetRule:
+        """A rule as written in values or a Role (``apiGroups``, ``resources``, ``verbs``,
+        ``resourceNames``); a field that is not a list of strings grants nothing."""
+        def strings(key: str) -> frozenset[str]:
+            value = rule.get(key)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return frozenset()
+            return frozenset(value)
+
+        return cls(strings("apiGroups"), strings("resources"), strings("verbs"),
+                   strings("resourceNames"))
+
+    def grants(self, group: str, resource: str, verb: str, name: str) -> bool:
+        return ((group in self.api_groups or "*" in self.api_groups)
+                and (resource in self.resources or "*" in self.resources)
+                and (verb in self.verbs or "*" in self.verbs)
+                and (not self.resource_names or name in self.resource_names))
 
 
 @dataclass(frozen=True)
@@ -382,38 +490,6 @@ RAW_VERBS = frozenset({"watch", "proxy"})
 # A Namespace's own subresources: ``/api/v1/namespaces/apps/status`` is the Namespace apps's
 # status, not a resource named status in apps.
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
-
-
-@dataclass(frozen=True)
-class TargetRule:
-    """One rule of the Role the executor holds in a gateway target (``gateway.targets[].rules``,
-    or the chart's defaults), read as RBAC reads it: any of its API groups, resources (a
-    subresource as ``resource/subresource``) and verbs, and, when it lists names, only those
-    objects; ``*`` matches anything (the chart refuses it, RBAC would not)."""
-
-    api_groups: frozenset[str]
-    resources: frozenset[str]
-    verbs: frozenset[str]
-    resource_names: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_dict(cls, rule: Mapping[str, Any]) -> TargetRule:
-        """A rule as written in values or a Role (``apiGroups``, ``resources``, ``verbs``,
-        ``resourceNames``); a field that is not a list of strings grants nothing."""
-        def strings(key: str) -> frozenset[str]:
-            value = rule.get(key)
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                return frozenset()
-            return frozenset(value)
-
-        return cls(strings("apiGroups"), strings("resources"), strings("verbs"),
-                   strings("resourceNames"))
-
-    def grants(self, group: str, resource: str, verb: str, name: str) -> bool:
-        return ((group in self.api_groups or "*" in self.api_groups)
-                and (resource in self.resources or "*" in self.resources)
-                and (verb in self.verbs or "*" in self.verbs)
-                and (not self.resource_names or name in self.resource_names))
 
 
 @dataclass(frozen=True)
@@ -595,6 +671,27 @@ def _object_types(parsed: ParsedCommand) -> list[str]:
     return [t for w in words for t in resource_types(w)]
 
 
+def _cluster_type(kind: str) -> bool:
+    """Whether a resource type (by its singular name, as ``resource_types`` reads it) is
+    cluster-scoped: a built-in one of :data:`CLUSTER_RESOURCES`, a custom one of
+    :data:`CLUSTER_CUSTOM_RESOURCES` or named ``Cluster<Kind>`` (:data:`CLUSTER_PREFIX`)."""
+    return kind in CLUSTER_RESOURCES or kind in CLUSTER_CUSTOM_RESOURCES or (
+        kind.startswith(CLUSTER_PREFIX) and kind not in ("cluster", "clusters"))
+
+
+def _unknown_types(parsed: ParsedCommand) -> list[str]:
+    """The types a kubectl command's objects are of (:func:`_object_types`) that no table says
+    is cluster-scoped (:func:`_cluster_type`) or namespaced (:data:`NAMESPACED_RESOURCES`,
+    :data:`NAMESPACED_CUSTOM_RESOURCES`): a custom resource that may be either. None for a
+    plugin (its words are its own) or an action in no namespace."""
+    if parsed.program != "kubectl" or parsed.verb not in KUBECTL_VERBS \
+            or parsed.action in NAMESPACELESS_ACTIONS or parsed.action[:1] in NAMESPACELESS_ACTIONS:
+        return []
+    return [t for t in dict.fromkeys(_object_types(parsed))
+            if not _cluster_type(t) and t not in NAMESPACED_RESOURCES
+            and t not in NAMESPACED_CUSTOM_RESOURCES]
+
+
 def _namespaced(parsed: ParsedCommand) -> bool:
     """Whether a kubectl command (not a ``--raw`` one) acts in a namespace: not one in no
     namespace (:data:`NAMESPACELESS_ACTIONS`) nor one on cluster-scoped objects only, where
@@ -603,7 +700,7 @@ def _namespaced(parsed: ParsedCommand) -> bool:
             or parsed.action[:1] in NAMESPACELESS_ACTIONS:
         return False
     types = _object_types(parsed)
-    return not types or not all(t in CLUSTER_RESOURCES for t in types)
+    return not types or not all(_cluster_type(t) for t in types)
 
 
 def _raw_cluster(path: str) -> bool:
@@ -617,7 +714,7 @@ def _raw_cluster(path: str) -> bool:
 def _cluster_scope(parsed: ParsedCommand) -> str:
     """How a kubectl command acts on what is cluster-scoped through the API server, as a
     reviewer reads it: an action of :data:`CLUSTER_ACTIONS`, an object of a type in
-    :data:`CLUSTER_RESOURCES` (``delete po,no web``: some of them), a ``--raw`` path of
+    :func:`_cluster_type` (``delete po,no web``: some of them), a ``--raw`` path of
     :func:`_raw_cluster`; ``""`` for none, and for :data:`OBJECTLESS_ACTIONS`, which read
     nothing any identity is refused (``version``, ``auth can-i delete nodes``,
     ``explain nodes``, ``config view --raw``)."""
@@ -632,7 +729,7 @@ def _cluster_scope(parsed: ParsedCommand) -> str:
                      for path in raw if _raw_cluster(path)), "")
     if parsed.action in CLUSTER_ACTIONS or parsed.action[:1] in CLUSTER_ACTIONS:
         return f"'{' '.join(parsed.action)}' acts on cluster-scoped objects"
-    types = [t for t in _object_types(parsed) if t in CLUSTER_RESOURCES]
+    types = [t for t in _object_types(parsed) if _cluster_type(t)]
     return f"acts on a cluster-scoped {types[0]}" if types else ""
 
 
@@ -836,7 +933,7 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating, release: str = "") -> 
     if parsed.action == ("config", "view") and (parsed.has("--raw") or parsed.has("--flatten")):
         rating.add(H, "prints credentials from the kubeconfig")
     cluster = [t for w in _label_types(operands) for t in resource_types(w)
-               if t in CLUSTER_RESOURCES] if parsed.verb in ("label", "annotate") else []
+               if _cluster_type(t)] if parsed.verb in ("label", "annotate") else []
     if {"namespace", "node"} & set(cluster):
         rating.add(H, "labels a namespace or node (Pod Security, scheduling)")
     elif cluster:
@@ -999,6 +1096,12 @@ class BlastRadiusVoter:
             if scope and not refused:  # (if refused, the reason says it is cluster-scoped)
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append(scope)
+            unknown = _unknown_types(parsed)
+            if unknown and not scope:
+                risk = max(risk, Risk.MEDIUM, key=lambda x: x.rank)
+                why.append(f"its objects are of a type the reviewers do not know ({unknown[0]}): "
+                           "a custom resource may be cluster-scoped, reaching every namespace "
+                           "(and refused to the executor, which holds Roles only)")
             if parsed.program == "kubectl" and any(parsed.has(f) for f in IDENTITY_FLAGS):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("another identity or cluster")
@@ -1119,7 +1222,8 @@ class BlastRadiusVoter:
         if system:
             risk = max(risk, Risk.CRITICAL, key=lambda x: x.rank)
             why.append(f"writes in the system namespace {system[0]}")
-        cluster = sorted(set(kinds) & self.CLUSTER_KINDS)
+        cluster = sorted(k for k in set(kinds)
+                         if k in self.CLUSTER_KINDS or _cluster_type(k.lower()))
         if cluster:
             risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
             why.append(f"cluster-scoped {', '.join(cluster)}")

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from wingman.review.commands import resource_types
 from wingman.review.consensus import (
     PREVIEW_FINDING,
     PROMPT_INJECTION,
@@ -17,7 +18,14 @@ from wingman.review.consensus import (
     run_panel,
 )
 from wingman.review.policy import AutoDecision, EnvironmentPolicy, auto_approval
-from wingman.review.voters import Namespaces, TargetRule, builtin_panel, command_risk
+from wingman.review.voters import (
+    CLUSTER_RESOURCES,
+    NAMESPACED_RESOURCES,
+    Namespaces,
+    TargetRule,
+    builtin_panel,
+    command_risk,
+)
 from wingman.scope import Allowlist
 
 ALLOW = Allowlist.from_patterns(["kubectl rollout restart deployment/{name} -n apps",
@@ -363,8 +371,9 @@ def test_config_view_raw_is_rated_with_the_flags_after_it() -> None:
     ("kubectl get pods --show-kind -A", Risk.HIGH),
     ("kubectl exec -itn kube-system web -- sh", Risk.CRITICAL),
     ("kubectl --wait ns delete prod", Risk.HIGH),
-    # kubectl reads kube-system there as a resource type (or a plugin's argument), no namespace
-    ("kubectl -i kube-system delete pod x", Risk.LOW),
+    # kubectl reads kube-system there as a resource type (or a plugin's argument), no
+    # namespace: a type no table knows, which may be cluster-scoped
+    ("kubectl -i kube-system delete pod x", Risk.MEDIUM),
     ("kubectl -i -n kube-system delete pod x", Risk.CRITICAL),
     ("kubectl -w get -n calico-system scale deploy/x --replicas=2", Risk.CRITICAL),
 ])
@@ -507,11 +516,78 @@ def test_a_create_subcommand_kubectl_does_not_have_is_high(command: str) -> None
     ("kubectl delete flowschemas.flowcontrol.apiserver.k8s.io x", Risk.HIGH),
     ("kubectl create pc urgent --value=1000000", Risk.HIGH),
     ("kubectl -n apps get deploy,po", Risk.LOW),
+    # built-in types the table missed; custom ones by the Cluster<Kind> convention or known
+    ("kubectl get resourceslices.resource.k8s.io", Risk.HIGH),
+    ("kubectl get tokenreviews", Risk.HIGH),
+    ("kubectl get clustertrustbundles.v1beta1.certificates.k8s.io", Risk.HIGH),
+    ("kubectl get clusterissuers.cert-manager.io", Risk.HIGH),
+    ("kubectl delete ClusterPolicy require-labels", Risk.HIGH),
+    ("kubectl -n apps get clustersecretstores.external-secrets.io", Risk.HIGH),
+    ("kubectl get gatewayclasses.gateway.networking.k8s.io -n apps", Risk.HIGH),
+    ("kubectl get globalnetworkpolicies.crd.projectcalico.org", Risk.HIGH),
+    ("kubectl label ippools default-pool a=b", Risk.HIGH),
+    # a type no table knows may be cluster-scoped: not routine
+    ("kubectl get widgets.example.com -n apps", Risk.MEDIUM),
+    ("kubectl get clusters.postgresql.cnpg.io -n apps", Risk.MEDIUM),
+    ("kubectl get certificates.cert-manager.io -n apps", Risk.LOW),
+    ("kubectl get all -n apps", Risk.LOW),
 ])
 def test_blast_radius_reads_resources_by_any_of_their_names(command: str, risk: Risk) -> None:
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
         ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
     assert vote.risk is risk, (command, vote.rationale)
+
+
+# Every built-in type, as the API server lists it: `kubectl api-resources --namespaced=false -o
+# name` (and `--namespaced=true`) on kube-apiserver v1.34.4 started with
+# `--runtime-config=api/all=true --feature-gates=AllAlpha=true,AllBeta=true` (every group and
+# version it serves, alpha and beta too). tests/integration/review/test_voters.py asks the
+# local control plane the same.
+API_CLUSTER_SCOPED = """
+    componentstatuses namespaces nodes persistentvolumes
+    mutatingadmissionpolicies.admissionregistration.k8s.io
+    mutatingadmissionpolicybindings.admissionregistration.k8s.io
+    mutatingwebhookconfigurations.admissionregistration.k8s.io
+    validatingadmissionpolicies.admissionregistration.k8s.io
+    validatingadmissionpolicybindings.admissionregistration.k8s.io
+    validatingwebhookconfigurations.admissionregistration.k8s.io
+    customresourcedefinitions.apiextensions.k8s.io apiservices.apiregistration.k8s.io
+    selfsubjectreviews.authentication.k8s.io tokenreviews.authentication.k8s.io
+    selfsubjectaccessreviews.authorization.k8s.io selfsubjectrulesreviews.authorization.k8s.io
+    subjectaccessreviews.authorization.k8s.io certificatesigningrequests.certificates.k8s.io
+    clustertrustbundles.certificates.k8s.io flowschemas.flowcontrol.apiserver.k8s.io
+    prioritylevelconfigurations.flowcontrol.apiserver.k8s.io
+    storageversions.internal.apiserver.k8s.io ingressclasses.networking.k8s.io
+    ipaddresses.networking.k8s.io servicecidrs.networking.k8s.io runtimeclasses.node.k8s.io
+    clusterrolebindings.rbac.authorization.k8s.io clusterroles.rbac.authorization.k8s.io
+    deviceclasses.resource.k8s.io devicetaintrules.resource.k8s.io
+    resourceslices.resource.k8s.io priorityclasses.scheduling.k8s.io csidrivers.storage.k8s.io
+    csinodes.storage.k8s.io storageclasses.storage.k8s.io volumeattachments.storage.k8s.io
+    volumeattributesclasses.storage.k8s.io storageversionmigrations.storagemigration.k8s.io
+""".split()
+API_NAMESPACED = """
+    bindings configmaps endpoints events limitranges persistentvolumeclaims pods podtemplates
+    replicationcontrollers resourcequotas secrets serviceaccounts services
+    controllerrevisions.apps daemonsets.apps deployments.apps replicasets.apps
+    statefulsets.apps localsubjectaccessreviews.authorization.k8s.io
+    horizontalpodautoscalers.autoscaling cronjobs.batch jobs.batch
+    podcertificaterequests.certificates.k8s.io leasecandidates.coordination.k8s.io
+    leases.coordination.k8s.io endpointslices.discovery.k8s.io events.events.k8s.io
+    ingresses.networking.k8s.io networkpolicies.networking.k8s.io poddisruptionbudgets.policy
+    rolebindings.rbac.authorization.k8s.io roles.rbac.authorization.k8s.io
+    resourceclaims.resource.k8s.io resourceclaimtemplates.resource.k8s.io
+    csistoragecapacities.storage.k8s.io
+""".split()
+
+
+@pytest.mark.parametrize(("resource", "cluster"), [
+    *((resource, True) for resource in API_CLUSTER_SCOPED),
+    *((resource, False) for resource in API_NAMESPACED)])
+def test_the_scope_tables_name_every_built_in_type_as_the_api_server_does(
+        resource: str, cluster: bool) -> None:
+    (kind,) = resource_types(resource)  # by its singular name, as the tables hold it
+    assert (kind in CLUSTER_RESOURCES) is cluster, kind
+    assert (kind in NAMESPACED_RESOURCES) is not cluster, kind
 
 
 @pytest.mark.parametrize(("command", "risk"), [
@@ -971,6 +1047,13 @@ CLUSTER_SCOPED = [
     ("kubectl get --raw /logs/", L),
     ("kubectl get --raw /debug/pprof/heap", L),
     ("kubectl get --raw /livez/etcd", L),
+    # built-in types the table missed, custom ones by convention or well known
+    ("kubectl get resourceslice", L),
+    ("kubectl get tokenreviews.authentication.k8s.io -n apps", H),
+    ("kubectl get clusterissuers.cert-manager.io -n apps", L),
+    ("kubectl get clusterpolicy", L),
+    ("kubectl annotate ClusterIssuer letsencrypt a=b", H),
+    ("kubectl get gatewayclass", L),
 ]
 PLACED = [
     ("kubectl get pods -n wingman-test", H, H, "reads Wingman's own namespace wingman-test"),
