@@ -1170,8 +1170,8 @@ class BlastRadiusVoter:
         through, cluster-scoped as the type is, and it reaches that namespace alone."""
         rights = self.NAMESPACE_RIGHTS.get(parsed.action)
         if not rights or _switched_on(parsed, "--watch") or _switched_on(parsed, "--watch-only") \
-                or _every_namespace(parsed):
-            return False
+                or _every_namespace(parsed) or parsed.has("--subresource"):
+            return False  # (--subresource status asks for namespaces/status, not listed here)
         raw = parsed.flag("--raw")
         if raw:
             if parsed.verb != "get":

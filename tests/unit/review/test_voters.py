@@ -1114,7 +1114,8 @@ PLACED = [
                             ("kubectl annotate ns apps a=b", H),
                             ("kubectl get --raw /api/v1/namespaces/apps/status", L),
                             # describe lists the namespace's quotas too, not granted
-                            ("kubectl describe namespaces apps", L)]],
+                            ("kubectl describe namespaces apps", L),
+                            ("kubectl get ns apps --subresource=status", L)]],
     # a Namespace created is changed: Wingman's own
     ("kubectl create namespace wingman-test", C, H, "changes Wingman's own namespace"),
     *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
