@@ -468,11 +468,12 @@ def _below_bodies(level: str) -> bool:
 
 
 # kubectl sends a ``--raw`` path as client-go reads it (``Request.RequestURI``): parsed as a
-# URL (a scheme and host, a ``#fragment`` are dropped; the query is the query) and its path
-# %-decoded: ``pro%78y`` is ``proxy``. It is read here with its dot segments and repeated
-# slashes resolved too (``/api/v1/namespaces/apps/pods/x/../../../../nodes`` as the Nodes),
-# the reading that reaches furthest if anything on the way cleans it; a path written
-# otherwise than it is read is rated besides (high): a reviewer reads the path as written.
+# URL (a scheme and host, a ``#fragment`` are dropped: ``//api/v1/pods`` is the path
+# ``/v1/pods``; the query is the query), its path %-decoded (``pro%78y`` is ``proxy``) and
+# cleaned (``.``, ``..`` and repeated slashes resolved: kubectl 1.34 asks for
+# ``/api/v1/namespaces/apps/pods/x/../../../../nodes`` as the Nodes, and the API server
+# refuses a Role holder "nodes"). A path written otherwise than it is read is rated besides
+# (high): a reviewer reads the path as written.
 def _raw_path(path: str) -> str:
     """The path ``--raw PATH`` names (see above), without its query."""
     try:
