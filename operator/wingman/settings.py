@@ -354,6 +354,26 @@ def _gateway_targets(env: Mapping[str, str]) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def _gateway_target_rules(env: Mapping[str, str]) -> dict[str, tuple[dict[str, Any], ...]]:
+    """``WINGMAN_GATEWAY_TARGET_RULES``: the rules of the executor's Role in each gateway
+    target (``gateway.targets[].rules``, or the chart's defaults), a JSON object of namespace
+    -> list of RBAC rules; empty when unset (the review panel then takes nothing as granted
+    there). A rule is kept as written (``review.voters.TargetRule`` reads it); one that is not
+    a JSON object stops the operator: the chart renders them from values."""
+    key = "WINGMAN_GATEWAY_TARGET_RULES"
+    rules = _json(env, key, dict)
+    out: dict[str, tuple[dict[str, Any], ...]] = {}
+    for name, listed in rules.items():
+        if not _NAME.fullmatch(name):
+            raise ConfigError(f"{key}: {name[:70]!r} is not a namespace name (lowercase "
+                              "letters, digits and '-', at most 63 characters)")
+        if not isinstance(listed, list) or not all(isinstance(r, dict) for r in listed):
+            raise ConfigError(f"{key}: namespace {name!r} must map to a JSON array of RBAC "
+                              "rules (objects with apiGroups, resources and verbs)")
+        out[name] = tuple(listed)
+    return out
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     namespace: str
@@ -424,6 +444,9 @@ class OperatorSettings:
     #: The namespaces of ``gateway.targets``, the only ones where the executor holds rights
     #: (the review panel's ``blast-radius`` voter holds a command elsewhere); None: not known.
     gateway_targets: frozenset[str] | None = None
+    #: The rules of the executor's Role in each target, where the chart says them.
+    gateway_target_rules: Mapping[str, tuple[Mapping[str, Any], ...]] = field(
+        default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -463,6 +486,7 @@ class OperatorSettings:
             health_port=_int(env, "WINGMAN_HEALTH_PORT", 8080, 1, 65535),
             listen_address=_listen_address(env),
             gateway_targets=_gateway_targets(env),
+            gateway_target_rules=_gateway_target_rules(env),
             voters_secret=env.get("WINGMAN_VOTERS_SECRET", "").strip() or None,
             audit_volume_claim=env.get("WINGMAN_AUDIT_VOLUME_CLAIM", "").strip() or None,
             audit_secret=audit_secret,

@@ -62,6 +62,9 @@ def test_the_chart_configures_the_operator_completely(environment: str, tmp_path
     assert settings.leader_election is True
     assert settings.identity == "wingman-operator-abc12-xyz"  # the pod name
     assert settings.gateway_targets == frozenset({"apps"})  # the values' gateway.targets
+    # ... and the rules the executor's Role has there (apps: the chart's defaults)
+    assert [r["resources"] for r in settings.gateway_target_rules["apps"]] == [
+        ["deployments"], ["deployments/scale"], ["replicasets"]]
     if environment == "prd":
         assert settings.audit_secret == "wingman-audit-dsn/dsn"
         assert settings.audit_target == "postgresql://writer:s3cret@db/audit"
@@ -125,6 +128,12 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
     ({"WINGMAN_GATEWAY_TARGETS": '["apps", "Kube_System"]'},
      "WINGMAN_GATEWAY_TARGETS: 'Kube_System' is not a namespace name"),
     ({"WINGMAN_GATEWAY_TARGETS": '{"apps": {}}'}, "must be a JSON array"),
+    ({"WINGMAN_GATEWAY_TARGET_RULES": '["apps"]'}, "must be a JSON object"),
+    ({"WINGMAN_GATEWAY_TARGET_RULES": '{"Apps": []}'},
+     "WINGMAN_GATEWAY_TARGET_RULES: 'Apps' is not a namespace name"),
+    ({"WINGMAN_GATEWAY_TARGET_RULES": '{"apps": {"verbs": ["get"]}}'},
+     "namespace 'apps' must map to a JSON array of RBAC rules"),
+    ({"WINGMAN_GATEWAY_TARGET_RULES": '{"apps": ["get"]}'}, "must map to a JSON array"),
     ({"WINGMAN_LEADER_ELECTION": "maybe"}, "true or false"),
     ({"WINGMAN_API_CONCURRENCY": "0"}, "WINGMAN_API_CONCURRENCY=0 must be between 1 and 256"),
     ({"WINGMAN_RENEW_DEADLINE_SECONDS": "12"}, "must give up before anyone else"),

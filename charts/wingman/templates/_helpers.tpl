@@ -275,6 +275,20 @@ anywhere else (the API server would refuse it).
 {{- $names | toJson }}
 {{- end }}
 
+{{/*
+The rules of the executor's Role in each gateway target (the entry's rules, or the defaults),
+as a JSON object of namespace -> rules for WINGMAN_GATEWAY_TARGET_RULES: the review panel's
+blast-radius voter reads what they grant there (a target's own Namespace object, which RBAC
+reads as in that namespace).
+*/}}
+{{- define "wingman.targetRules" -}}
+{{- $rules := dict }}
+{{- range .Values.gateway.targets }}
+{{- $_ := set $rules .namespace (.rules | default (include "wingman.gatewayDefaultRules" $ | fromYamlArray)) }}
+{{- end }}
+{{- $rules | toJson }}
+{{- end }}
+
 {{/* The CEL string literal of the pinned gateway image. */}}
 {{- define "wingman.gatewayImageLiteral" -}}
 {{ include "wingman.image" . | toJson }}

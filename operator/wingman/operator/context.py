@@ -45,7 +45,7 @@ from wingman.operator.state import Entry, Tracker, older
 from wingman.operator.writer import ADOPT, APPEND, KUBE_CALLS, Observation, Unsendable, Writer
 from wingman.review.consensus import PanelConfig
 from wingman.review.panel import voters_from_config
-from wingman.review.voters import Namespaces
+from wingman.review.voters import Namespaces, TargetRule
 from wingman.scope import Allowlist
 from wingman.settings import OperatorSettings
 
@@ -607,8 +607,10 @@ def build_context(settings: OperatorSettings, kube: Kube | None = None) -> Conte
     spec = settings.policy.panel
     voters = voters_from_config(spec.voters, secrets=api_keys,
                                 is_allowed=lambda c: _allowed(allowlist, c),
-                                namespaces=Namespaces(settings.namespace,
-                                                      settings.gateway_targets))
+                                namespaces=Namespaces(
+                                    settings.namespace, settings.gateway_targets,
+                                    {name: tuple(TargetRule.from_dict(r) for r in rules)
+                                     for name, rules in settings.gateway_target_rules.items()}))
     panel = PanelConfig(voters, spec.threshold, spec.quorum, spec.timeout_seconds)
     sink = open_sink(settings.audit_target)
     metrics.signing_keys.set(len(ring.keys))

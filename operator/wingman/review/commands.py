@@ -295,6 +295,10 @@ _RESOURCE_NAMES = (
     ("selfsubjectrulesreview", "selfsubjectrulesreviews"),
     ("localsubjectaccessreview", "localsubjectaccessreviews"),
     ("selfsubjectreview", "selfsubjectreviews"),
+    ("clustertrustbundle", "clustertrustbundles"), ("storageversion", "storageversions"),
+    ("storageversionmigration", "storageversionmigrations"),
+    ("leasecandidate", "leasecandidates"), ("podcertificaterequest", "podcertificaterequests"),
+    ("devicetaintrule", "devicetaintrules"),
 )
 KUBECTL_RESOURCE_ALIASES: dict[str, str] = {
     name: names[0] for names in _RESOURCE_NAMES for name in names}

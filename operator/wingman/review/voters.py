@@ -6,17 +6,24 @@
   from the tables below, in every way kubectl could read the command (``readings``: where a
   flag before the verb or a flag the tables cannot place changes what runs); the worst counts.
   It knows the release namespace (:class:`Namespaces`): anything there is high, a change
-  there critical; a change in a system namespace (``SYSTEM_NAMESPACES``) is high.
+  there critical; a change in a system namespace (``SYSTEM_NAMESPACES``), creating or deleting
+  one too, is high. A ``--raw`` path is read as the API server reads it (%-decoded); one
+  written otherwise than plainly is high.
 - ``blast-radius``: weighs the environment, the number of commands and their reach (in every
-  reading of each): every namespace and cluster-scoped objects are high, a change in a system
+  reading of each): every namespace, cluster-scoped objects (built-in, ``Cluster<Kind>`` and
+  well-known custom ones: ``CLUSTER_RESOURCES``, ``CLUSTER_CUSTOM_RESOURCES``) and the API
+  server's own URLs (``--raw /metrics``, which only a ClusterRole grants) are high, an object
+  of a type no table knows (a custom resource, maybe cluster-scoped) medium, a change in a system
   namespace (``SYSTEM_NAMESPACES``) critical, reading there as routine as elsewhere; and,
   where the request was previewed, what the preview found: how many objects, which kinds and
   namespaces; a command the preview could not show cleanly (target missing, forbidden,
   invalid, not previewable) is a finding (``PreviewFinding``) that rejects. When the gateway's
   targets are known (:class:`Namespaces`), a command that acts outside them (or, naming no
   namespace, in kubectl's default, ``EXECUTOR_DEFAULT_NAMESPACE``, or its action's own,
-  ``ACTION_NAMESPACES``), in every namespace, or on cluster-scoped objects is high and
-  rejected: the executor holds Roles in the targets only, and the API server will refuse it.
+  ``ACTION_NAMESPACES``), in every namespace, on cluster-scoped objects (but a target's own
+  Namespace, where its Role is known to grant what the command asks of it) or on the API
+  server's own URLs is high and rejected: the executor holds Roles in the targets only, and
+  the API server will refuse it.
 - ``allowlist``: rejects any command the environment's allowlist does not cover.
 - ``prompt-injection``: rejects requests whose text tries to instruct the reviewers.
   (``wingman.review.injection``; the provenance excerpt is scanned too)
@@ -34,11 +41,13 @@ The tables are documented where they are defined.
 
 from __future__ import annotations
 
+import itertools
+import posixpath
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from wingman.errors import ConfigError
 from wingman.review.commands import (
@@ -106,7 +115,8 @@ KUBECTL_ACTIONS: dict[tuple[str, ...], Risk] = {
     ("cp",): H, ("drain",): H, ("cordon",): H, ("taint",): H, ("port-forward",): H,
     ("proxy",): H, ("config",): H, ("config", "get-contexts"): L,
     ("config", "current-context"): L, ("certificate",): H, ("certificate", "approve"): C,
-    ("plugin",): M, ("alpha",): H,
+    # plugin list lists the kubectl-* programs on the PATH, running none of them
+    ("plugin",): M, ("plugin", "list"): L, ("alpha",): H,
     ("delete",): C, ("exec",): C, ("attach",): C, ("debug",): C,
 }
 # Service types that open a workload to outside the cluster (or, ExternalName, send a cluster
@@ -200,7 +210,10 @@ SECRET_WORDS = ("secret", "serviceaccount", "token", "kubeconfig", "certificates
 # Resource types by their singular name (``wingman.review.commands.resource_types`` reads
 # plurals, short names and API groups as it: ``sa``, ``secrets.v1``, ``po,ns``).
 SECRET_RESOURCES = frozenset({"secret", "serviceaccount"})
-# Cluster-scoped resources: changing one reaches every namespace.
+# Cluster-scoped resources: changing one reaches every namespace. Every built-in type
+# (``kubectl api-resources --namespaced=false -o name`` on Kubernetes 1.34, the beta and alpha
+# APIs too; tests/unit/review/test_voters.py holds that list and checks this one against it),
+# by its singular name (``wingman.review.commands.resource_types``).
 CLUSTER_RESOURCES = frozenset({
     "node", "namespace", "customresourcedefinition", "clusterrole", "clusterrolebinding",
     "persistentvolume", "storageclass", "priorityclass", "certificatesigningrequest",
@@ -209,7 +222,78 @@ CLUSTER_RESOURCES = frozenset({
     "mutatingadmissionpolicy", "mutatingadmissionpolicybinding", "runtimeclass",
     "ingressclass", "csidriver", "csinode", "volumeattachment", "volumeattributesclass",
     "flowschema", "prioritylevelconfiguration", "ipaddress", "servicecidr", "deviceclass",
-    "componentstatus",
+    "componentstatus", "resourceslice", "devicetaintrule", "clustertrustbundle",
+    "storageversion",
+    "storageversionmigration", "tokenreview", "subjectaccessreview",
+    "selfsubjectaccessreview", "selfsubjectrulesreview", "selfsubjectreview",
+})
+# Custom resources: a cluster runs whatever CRDs its add-ons bring, and kubectl names them
+# as written (``clusterissuers.cert-manager.io``, ``ClusterPolicy``). Cluster-scoped are
+# - those named by the convention ``Cluster<Kind>`` (cert-manager's ClusterIssuer, Kyverno's
+#   ClusterPolicy, external-secrets' ClusterSecretStore, Tekton's ClusterTask): any type whose
+#   name starts with ``cluster`` but is not ``cluster`` itself (Cluster API's and
+#   CloudNativePG's Clusters are namespaced), read as cluster-scoped whatever it is;
+# - these of well-known add-ons, by singular and plural name: the Gateway API's
+#   GatewayClass, Gatekeeper's ConstraintTemplate, Calico's, Cilium's, Karpenter's,
+#   Crossplane's, the CSI snapshotter's classes and contents, OpenShift's.
+CLUSTER_PREFIX = "cluster"
+CLUSTER_CUSTOM_RESOURCES = frozenset({
+    "gatewayclass", "gatewayclasses", "constrainttemplate", "constrainttemplates",
+    "globalnetworkpolicy", "globalnetworkpolicies", "globalnetworkset", "globalnetworksets",
+    "ippool", "ippools", "ipamblock", "ipamblocks", "blockaffinity", "blockaffinities",
+    "bgpconfiguration", "bgpconfigurations", "bgppeer", "bgppeers", "felixconfiguration",
+    "felixconfigurations", "hostendpoint", "hostendpoints", "kubecontrollersconfiguration",
+    "kubecontrollersconfigurations", "tier", "tiers", "ipreservation", "ipreservations",
+    "ciliumnode", "ciliumnodes", "ciliumidentity", "ciliumidentities",
+    "ciliumclusterwidenetworkpolicy", "ciliumclusterwidenetworkpolicies",
+    "ciliumclusterwideenvoyconfig", "ciliumclusterwideenvoyconfigs",
+    "ciliumloadbalancerippool", "ciliumloadbalancerippools", "ciliumbgppeeringpolicy",
+    "ciliumbgppeeringpolicies", "ciliumexternalworkload", "ciliumexternalworkloads",
+    "ciliumcidrgroup", "ciliumcidrgroups", "ciliumendpointslice", "ciliumendpointslices",
+    "nodepool", "nodepools", "nodeclaim", "nodeclaims", "ec2nodeclass", "ec2nodeclasses",
+    "provider", "providers", "providerrevision", "providerrevisions", "composition",
+    "compositions", "compositeresourcedefinition", "compositeresourcedefinitions",
+    "volumesnapshotclass", "volumesnapshotclasses", "volumesnapshotcontent",
+    "volumesnapshotcontents", "nodefeaturerule", "nodefeaturerules",
+    "securitycontextconstraints", "project", "projects", "clusterversion", "clusteroperator",
+})
+# Namespaced types a reviewer knows, so that an object of any other type is one whose scope
+# is unknown: the built-in ones (``kubectl api-resources --namespaced=true -o name``; the
+# ``all`` category reads only namespaced types), and the namespaced custom resources of the
+# add-ons above and of the common others (cert-manager, the Prometheus operator, the Gateway
+# API, Istio, Argo, KEDA, Kyverno, external-secrets, Velero, Flux).
+NAMESPACED_RESOURCES = frozenset({
+    "pod", "service", "configmap", "secret", "serviceaccount", "persistentvolumeclaim",
+    "endpoints", "event", "limitrange", "resourcequota", "replicationcontroller",
+    "podtemplate", "binding", "deployment", "daemonset", "statefulset", "replicaset",
+    "controllerrevision", "job", "cronjob", "horizontalpodautoscaler", "poddisruptionbudget",
+    "ingress", "networkpolicy", "role", "rolebinding", "csistoragecapacity", "lease",
+    "endpointslice", "resourceclaim", "resourceclaimtemplate", "localsubjectaccessreview",
+    "leasecandidate", "podcertificaterequest", "all",
+})
+NAMESPACED_CUSTOM_RESOURCES = frozenset({
+    "certificate", "certificates", "certificaterequest", "certificaterequests", "issuer",
+    "issuers", "order", "orders", "challenge", "challenges", "servicemonitor",
+    "servicemonitors", "podmonitor", "podmonitors", "probe", "probes", "prometheusrule",
+    "prometheusrules", "prometheus", "prometheuses", "alertmanager", "alertmanagers",
+    "alertmanagerconfig", "alertmanagerconfigs", "gateway", "gateways", "httproute",
+    "httproutes", "grpcroute", "grpcroutes", "tlsroute", "tlsroutes", "tcproute", "tcproutes",
+    "udproute", "udproutes", "referencegrant", "referencegrants", "virtualservice",
+    "virtualservices", "destinationrule", "destinationrules", "serviceentry",
+    "serviceentries", "sidecar", "sidecars", "peerauthentication", "peerauthentications",
+    "authorizationpolicy", "authorizationpolicies", "requestauthentication",
+    "requestauthentications", "envoyfilter", "envoyfilters", "rollout", "rollouts",
+    "analysisrun", "analysisruns", "analysistemplate", "analysistemplates", "application",
+    "applications", "applicationset", "applicationsets", "appproject", "appprojects",
+    "workflow", "workflows", "workflowtemplate", "workflowtemplates", "cronworkflow",
+    "cronworkflows", "scaledobject", "scaledobjects", "scaledjob", "scaledjobs",
+    "triggerauthentication", "triggerauthentications", "policy", "policies", "policyreport",
+    "policyreports", "policyexception", "policyexceptions", "externalsecret",
+    "externalsecrets", "secretstore", "secretstores", "volumesnapshot", "volumesnapshots",
+    "backup", "backups", "restore", "restores", "schedule", "schedules",
+    "verticalpodautoscaler", "verticalpodautoscalers", "kustomization", "kustomizations",
+    "helmrelease", "helmreleases", "gitrepository", "gitrepositories", "helmrepository",
+    "helmrepositories", "networkset", "networksets",
 })
 # Namespaces whose workloads serve the whole cluster, matched whole (lower case): a change there
 # (a restart, a scale, a patch) reaches every workload's networking, traffic, admission or
@@ -264,16 +348,50 @@ ACTION_NAMESPACES: dict[tuple[str, ...], str] = {("cluster-info",): "kube-system
 # ``debug node/n1``; ``exec node -- sh`` runs in a pod named node).
 NAME_FIRST_VERBS = frozenset({"exec", "attach", "port-forward", "logs", "cp", "run", "debug",
                               "create", "top", "events"})
-# The values that turn a boolean flag off, as pflag reads them (Go's ``strconv.ParseBool``):
-# ``-A=false``, ``--all-namespaces=0``, ``-A=f``. A flag given alone is on, and so is one
-# given 1, t, T, TRUE, true or True; any other value makes kubectl refuse to run.
+# The values that turn a boolean flag off, and on, as pflag reads them (Go's
+# ``strconv.ParseBool``): ``-A=false``, ``--all-namespaces=0``, ``-A=f`` are off; a flag given
+# alone (``""``) is on, and so is one given 1, t, T, TRUE, true or True; any other value makes
+# kubectl refuse to run.
 PFLAG_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+PFLAG_TRUE = frozenset({"", "1", "t", "T", "TRUE", "true", "True"})
 # From this log level (``-v``, ``--vmodule``) kubectl logs the bodies of the API requests and
 # responses it exchanges: whole objects, whatever the command itself prints.
 BODY_LOG_LEVEL = 8
 _LOG_LEVEL = re.compile(r"[+-]?[0-9]{1,9}")
 UNTRUSTED_INPUT = "UntrustedInput"
 _LEVELS = (Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL)
+
+
+@dataclass(frozen=True)
+class TargetRule:
+    """One rule of the Role the executor holds in a gateway target (``gateway.targets[].rules``,
+    or the chart's defaults), read as RBAC reads it: any of its API groups, resources (a
+    subresource as ``resource/subresource``) and verbs, and, when it lists names, only those
+    objects; ``*`` matches anything (the chart refuses it, RBAC would not)."""
+
+    api_groups: frozenset[str]
+    resources: frozenset[str]
+    verbs: frozenset[str]
+    resource_names: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_dict(cls, rule: Mapping[str, Any]) -> TargetRule:
+        """A rule as written in values or a Role (``apiGroups``, ``resources``, ``verbs``,
+        ``resourceNames``); a field that is not a list of strings grants nothing."""
+        def strings(key: str) -> frozenset[str]:
+            value = rule.get(key)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return frozenset()
+            return frozenset(value)
+
+        return cls(strings("apiGroups"), strings("resources"), strings("verbs"),
+                   strings("resourceNames"))
+
+    def grants(self, group: str, resource: str, verb: str, name: str) -> bool:
+        return ((group in self.api_groups or "*" in self.api_groups)
+                and (resource in self.resources or "*" in self.resources)
+                and (verb in self.verbs or "*" in self.verbs)
+                and (not self.resource_names or name in self.resource_names))
 
 
 @dataclass(frozen=True)
@@ -284,10 +402,21 @@ class Namespaces:
     claim, the operator), where the executor holds no rights; ``""`` when not known.
     ``targets``: the namespaces of ``gateway.targets``, the only ones where the executor holds
     rights (the API server refuses a command anywhere else); None when not known, and then no
-    command is judged by them."""
+    command is judged by them.
+    ``rules``: the rules of the executor's Role in each target, where known (a target not
+    listed: not known, so nothing is taken as granted there)."""
 
     release: str = ""
     targets: frozenset[str] | None = None
+    rules: Mapping[str, tuple[TargetRule, ...]] = field(default_factory=dict)
+
+    def grants(self, namespace: str, group: str, resource: str, verb: str,
+               name: str = "") -> bool:
+        """Whether the executor's Role in ``namespace`` (a target) is known to grant ``verb``
+        on ``resource`` (of API group ``group``; ``""`` the core group), for the object
+        ``name``."""
+        return self.targets is not None and namespace in self.targets and any(
+            rule.grants(group, resource, verb, name) for rule in self.rules.get(namespace, ()))
 
 
 def untrusted(request: ReviewInput, risk: Risk, why: list[str]) -> tuple[Risk, tuple[str, ...]]:
@@ -338,21 +467,92 @@ def _below_bodies(level: str) -> bool:
     return _LOG_LEVEL.fullmatch(level.strip()) is not None and int(level) < BODY_LOG_LEVEL
 
 
+# kubectl sends a ``--raw`` path as client-go reads it (``Request.RequestURI``): parsed as a
+# URL (a scheme and host, a ``#fragment`` are dropped: ``//api/v1/pods`` is the path
+# ``/v1/pods``; the query is the query), its path %-decoded (``pro%78y`` is ``proxy``) and
+# cleaned (``.``, ``..`` and repeated slashes resolved: kubectl 1.34 asks for
+# ``/api/v1/namespaces/apps/pods/x/../../../../nodes`` as the Nodes, and the API server
+# refuses a Role holder "nodes"). A path written otherwise than it is read is rated besides
+# (high): a reviewer reads the path as written.
+def _raw_path(path: str) -> str:
+    """The path ``--raw PATH`` names (see above), without its query."""
+    try:
+        written = urllib.parse.urlsplit(path.strip()).path
+    except ValueError:  # (kubectl cannot parse it either: it sends nothing)
+        written = path.partition("?")[0]
+    cleaned = posixpath.normpath("/" + urllib.parse.unquote(written))
+    return "/" + cleaned.lstrip("/")  # (normpath keeps a leading '//', Go's Clean does not)
+
+
+# The first word after a resource path's API version that is a verb, not a resource, as the
+# API server reads it: ``/api/v1/watch/namespaces/apps/pods`` watches apps' pods; the old
+# ``/api/v1/proxy/namespaces/apps/pods/web`` proxies to the pod web.
+RAW_VERBS = frozenset({"watch", "proxy"})
+# A Namespace's own subresources: ``/api/v1/namespaces/apps/status`` is the Namespace apps's
+# status, not a resource named status in apps.
+NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+
+
+@dataclass(frozen=True)
+class _RawRequest:
+    """What a ``--raw`` resource path names, as the API server reads it (its
+    ``RequestInfoFactory``): the namespace (RBAC's too: a Namespace's own path is in that
+    namespace), the resource, the object's name, its subresource (``proxy`` for the old proxy
+    form)."""
+
+    namespace: str
+    resource: str
+    name: str
+    subresource: str
+
+
+def _raw_request(path: str) -> _RawRequest | None:
+    """The resource request a ``--raw`` path makes (see :class:`_RawRequest`); None for a
+    non-resource URL (``/readyz``, ``/metrics``, discovery: ``/api/v1``, ``/apis/apps/v1``)."""
+    parts = [p for p in _raw_path(path).split("/") if p]
+    if len(parts) < 3 or parts[0] not in ("api", "apis") or (parts[0] == "apis"
+                                                             and len(parts) < 4):
+        return None
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    verb = ""
+    if rest[0] in RAW_VERBS and len(rest) > 1:
+        verb, rest = rest[0], rest[1:]
+    space = ""
+    if rest[0] == "namespaces" and len(rest) > 1:
+        space = rest[1]
+        if len(rest) > 2 and rest[2] not in NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
+    subresource = "proxy" if verb == "proxy" else rest[2] if len(rest) > 2 else ""
+    return _RawRequest(space, rest[0], rest[1] if len(rest) > 1 else "", subresource)
+
+
 def _raw_target(path: str) -> tuple[str, str]:
     """(namespace, resource) a ``--raw`` API path names (``/api/v1/namespaces/apps/pods``,
-    ``/apis/apps/v1/deployments``); ``("", "")`` for a path that is no resource path
-    (``/readyz``, ``/api/v1``). A namespace's own path names the resource ``namespaces``."""
-    # (the API server reads the path decoded: ``wingm%61n`` is ``wingman``)
-    parts = [p for p in urllib.parse.unquote(path.partition("?")[0]).split("/") if p]
-    if parts[:1] == ["api"]:
-        rest = parts[2:]
-    elif parts[:1] == ["apis"]:
-        rest = parts[3:]
-    else:
-        return "", ""
-    if len(rest) >= 2 and rest[0] == "namespaces":
-        return rest[1], rest[2] if len(rest) >= 3 else "namespaces"
-    return "", rest[0] if rest else ""
+    ``/apis/apps/v1/deployments``, ``/api/v1/watch/namespaces/apps/pods``); ``("", "")`` for a
+    path that is no resource path (``/readyz``, ``/api/v1``). A namespace's own path names the
+    resource ``namespaces``."""
+    request = _raw_request(path)
+    return (request.namespace, request.resource) if request else ("", "")
+
+
+# Non-resource URLs the API server lets every identity the executor could be GET, through the
+# ClusterRoles bound by default to every authenticated user (system:discovery,
+# system:public-info-viewer) and to every ServiceAccount (system:service-account-issuer-
+# discovery): these paths, and those under these prefixes (a rule's final ``*``). Any other
+# (``/metrics``, ``/logs``, ``/debug/pprof``, ``/healthz/etcd``) only a ClusterRole grants:
+# a Role cannot name a non-resource URL.
+PUBLIC_PATHS = frozenset({"/api", "/apis", "/healthz", "/livez", "/readyz", "/openapi",
+                          "/version", "/.well-known/openid-configuration", "/openid/v1/jwks"})
+PUBLIC_PATH_PREFIXES = ("/api/", "/apis/", "/openapi/")
+
+
+def _raw_private(path: str) -> bool:
+    """Whether a ``--raw`` path is a non-resource URL no default binding gives every identity
+    (not :data:`PUBLIC_PATHS`): the API server's own (its metrics, logs, profiles, one
+    health check's detail), for which a ClusterRole is needed."""
+    sent = _raw_path(path)
+    return _raw_request(path) is None and sent not in PUBLIC_PATHS \
+        and not sent.startswith(PUBLIC_PATH_PREFIXES)
 
 
 _GO_BASES = {"0x": 16, "0o": 8, "0b": 2}
@@ -391,11 +591,10 @@ CONNECT_SUBRESOURCES = frozenset({"proxy", "exec", "attach", "portforward"})
 
 def _raw_subresource(path: str) -> str:
     """The subresource a ``--raw`` API path names (``/api/v1/namespaces/apps/pods/web/log``
-    -> ``log``, ``/api/v1/nodes/n1/proxy/metrics`` -> ``proxy``); ``""`` for none."""
-    parts = [p for p in path.partition("?")[0].split("/") if p]
-    rest = parts[2:] if parts[:1] == ["api"] else parts[3:] if parts[:1] == ["apis"] else []
-    at = 4 if rest[:1] == ["namespaces"] and len(rest) >= 4 else 2
-    return rest[at].lower() if len(rest) > at else ""
+    -> ``log``, ``/api/v1/nodes/n1/proxy/metrics`` -> ``proxy``, ``pro%78y`` -> ``proxy``: as
+    the API server reads it, :func:`_raw_request`), lower case; ``""`` for none."""
+    request = _raw_request(path)
+    return request.subresource.lower() if request else ""
 
 
 def _zero(value: str) -> bool:
@@ -429,8 +628,11 @@ def _operands(parsed: ParsedCommand) -> tuple[str, ...]:
 
 def _namespace_objects(parsed: ParsedCommand) -> tuple[str, ...]:
     """The Namespace objects a kubectl command names (``delete ns apps``, ``delete ns,pods
-    apps``, ``label namespace/apps a=b``, ``delete -- ns apps``), lower case."""
+    apps``, ``label namespace/apps a=b``, ``delete -- ns apps``) or creates (``create
+    namespace apps``), lower case."""
     operands = [w for w in _operands(parsed) if "=" not in w and not w.endswith("-")]
+    if parsed.action == ("create", "namespace"):
+        return tuple(dict.fromkeys(w.strip().lower() for w in operands))
     listed = bool(operands) and "/" not in operands[0] \
         and "namespace" in resource_types(operands[0])
     return tuple(dict.fromkeys(
@@ -440,10 +642,13 @@ def _namespace_objects(parsed: ParsedCommand) -> tuple[str, ...]:
 
 
 def _switched_on(parsed: ParsedCommand, flag: str) -> bool:
-    """Whether a boolean flag is on, as pflag reads its values (:data:`PFLAG_FALSE`): given
-    alone or with any value but a false one (a value pflag cannot read runs nothing; given
-    more than once, pflag keeps the last, a reviewer counts any)."""
-    return any(value not in PFLAG_FALSE for value in parsed.flag(flag))
+    """Whether a boolean flag is on, as pflag reads its values (:data:`PFLAG_FALSE`,
+    :data:`PFLAG_TRUE`): given more than once, the last value counts (``-A -A=false`` is
+    off, ``-A=false -A`` on); a value pflag cannot read anywhere counts as on (kubectl then
+    runs nothing, but a reviewer does not count on it)."""
+    values = parsed.flag(flag)
+    return bool(values) and (values[-1] not in PFLAG_FALSE
+                             or any(v not in PFLAG_FALSE | PFLAG_TRUE for v in values))
 
 
 def _every_namespace(parsed: ParsedCommand) -> bool:
@@ -467,6 +672,27 @@ def _object_types(parsed: ParsedCommand) -> list[str]:
     return [t for w in words for t in resource_types(w)]
 
 
+def _cluster_type(kind: str) -> bool:
+    """Whether a resource type (by its singular name, as ``resource_types`` reads it) is
+    cluster-scoped: a built-in one of :data:`CLUSTER_RESOURCES`, a custom one of
+    :data:`CLUSTER_CUSTOM_RESOURCES` or named ``Cluster<Kind>`` (:data:`CLUSTER_PREFIX`)."""
+    return kind in CLUSTER_RESOURCES or kind in CLUSTER_CUSTOM_RESOURCES or (
+        kind.startswith(CLUSTER_PREFIX) and kind not in ("cluster", "clusters"))
+
+
+def _unknown_types(parsed: ParsedCommand) -> list[str]:
+    """The types a kubectl command's objects are of (:func:`_object_types`) that no table says
+    is cluster-scoped (:func:`_cluster_type`) or namespaced (:data:`NAMESPACED_RESOURCES`,
+    :data:`NAMESPACED_CUSTOM_RESOURCES`): a custom resource that may be either. None for a
+    plugin (its words are its own) or an action in no namespace."""
+    if parsed.program != "kubectl" or parsed.verb not in KUBECTL_VERBS \
+            or parsed.action in NAMESPACELESS_ACTIONS or parsed.action[:1] in NAMESPACELESS_ACTIONS:
+        return []
+    return [t for t in dict.fromkeys(_object_types(parsed))
+            if not _cluster_type(t) and t not in NAMESPACED_RESOURCES
+            and t not in NAMESPACED_CUSTOM_RESOURCES]
+
+
 def _namespaced(parsed: ParsedCommand) -> bool:
     """Whether a kubectl command (not a ``--raw`` one) acts in a namespace: not one in no
     namespace (:data:`NAMESPACELESS_ACTIONS`) nor one on cluster-scoped objects only, where
@@ -475,20 +701,21 @@ def _namespaced(parsed: ParsedCommand) -> bool:
             or parsed.action[:1] in NAMESPACELESS_ACTIONS:
         return False
     types = _object_types(parsed)
-    return not types or not all(t in CLUSTER_RESOURCES for t in types)
+    return not types or not all(_cluster_type(t) for t in types)
 
 
 def _raw_cluster(path: str) -> bool:
     """Whether a ``--raw`` API path names a cluster-scoped resource (a Namespace itself too:
-    ``/api/v1/namespaces/apps``) or a resource of every namespace (``/api/v1/pods``)."""
+    ``/api/v1/namespaces/apps``), a resource of every namespace (``/api/v1/pods``), or a URL
+    of the API server's own that only a ClusterRole grants (:func:`_raw_private`)."""
     space, resource = _raw_target(path)
-    return bool(resource) and (not space or resource == "namespaces")
+    return (bool(resource) and (not space or resource == "namespaces")) or _raw_private(path)
 
 
 def _cluster_scope(parsed: ParsedCommand) -> str:
     """How a kubectl command acts on what is cluster-scoped through the API server, as a
     reviewer reads it: an action of :data:`CLUSTER_ACTIONS`, an object of a type in
-    :data:`CLUSTER_RESOURCES` (``delete po,no web``: some of them), a ``--raw`` path of
+    :func:`_cluster_type` (``delete po,no web``: some of them), a ``--raw`` path of
     :func:`_raw_cluster`; ``""`` for none, and for :data:`OBJECTLESS_ACTIONS`, which read
     nothing any identity is refused (``version``, ``auth can-i delete nodes``,
     ``explain nodes``, ``config view --raw``)."""
@@ -497,26 +724,42 @@ def _cluster_scope(parsed: ParsedCommand) -> str:
         return ""
     raw = parsed.flag("--raw")
     if raw:
-        return next((f"--raw {path} names a cluster-scoped resource or every namespace's"
+        return next((f"--raw {path} is a URL of the API server's own, which only a "
+                     "ClusterRole grants" if _raw_private(path) else
+                     f"--raw {path} names a cluster-scoped resource or every namespace's"
                      for path in raw if _raw_cluster(path)), "")
     if parsed.action in CLUSTER_ACTIONS or parsed.action[:1] in CLUSTER_ACTIONS:
         return f"'{' '.join(parsed.action)}' acts on cluster-scoped objects"
-    types = [t for t in _object_types(parsed) if t in CLUSTER_RESOURCES]
+    types = [t for t in _object_types(parsed) if _cluster_type(t)]
     return f"acts on a cluster-scoped {types[0]}" if types else ""
 
 
 def _changed_system_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
     """The system namespaces (:data:`SYSTEM_NAMESPACES`) a kubectl command may change, lower
-    case: where it acts (:func:`_acting_namespaces`), the Namespace objects it names, and, for
-    ``config`` (``set-context --namespace``: where the commands after it act), the namespace it
-    sets; none for a command that only reads (:func:`_writes`): reading there is as routine as
-    elsewhere."""
+    case: where it acts (:func:`_acting_namespaces`), the Namespace objects it names, and the
+    namespace a ``config`` command sets (:func:`_configured_namespaces`); none for a command
+    that only reads (:func:`_writes`): reading there is as routine as elsewhere."""
     if parsed.program != "kubectl" or not _writes(parsed):
         return ()
-    configured = parsed.flag("--namespace") if parsed.verb == "config" else ()
     places = (*_acting_namespaces(parsed), *_namespace_objects(parsed),
-              *(n.strip().lower() for n in configured))
+              *_configured_namespaces(parsed))
     return tuple(dict.fromkeys(n for n in places if SYSTEM_NAMESPACES.match(n)))
+
+
+def _configured_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
+    """The namespaces a ``config`` command writes into the kubeconfig, where the commands
+    after it act, lower case: ``set-context``'s ``--namespace`` (``-n`` counted too), ``set``'s
+    value for a ``contexts.NAME.namespace`` property. Every other ``config`` command (``view``,
+    ``use-context``) acts in no namespace: its ``-n`` says nothing."""
+    if parsed.action == ("config", "set-context"):
+        named: Iterable[str] = parsed.flag("--namespace")
+    elif parsed.action == ("config", "set"):
+        values = [*parsed.words[2:], *parsed.after_dashes]
+        named = [value for key, value in itertools.pairwise(values)
+                 if key.lower().endswith(".namespace")]
+    else:
+        named = ()
+    return tuple(dict.fromkeys(n.strip().lower() for n in named if n.strip()))
 
 
 def _acting_namespaces(parsed: ParsedCommand) -> tuple[str, ...]:
@@ -681,13 +924,17 @@ def _rate_kubectl(parsed: ParsedCommand, rating: _Rating, release: str = "") -> 
             rating.add(C, f"deletes what --raw {path} names (a whole collection, if it names "
                           "one): kubectl ignores the command's other words, -n, -l and "
                           "--dry-run")
+        read = _raw_path(path)
+        if read != (path.strip().partition("?")[0].rstrip("/") or "/"):
+            rating.add(H, f"--raw {path} names {read} (%-decoded, dot segments resolved): a "
+                          "path written otherwise than plainly may reach what it does not show")
         if _raw_subresource(path) in CONNECT_SUBRESOURCES:
             rating.add(H, f"--raw {_raw_subresource(path)} reaches the application, pod or node "
                           "behind the API server: what the request does there is unknown")
     if parsed.action == ("config", "view") and (parsed.has("--raw") or parsed.has("--flatten")):
         rating.add(H, "prints credentials from the kubeconfig")
     cluster = [t for w in _label_types(operands) for t in resource_types(w)
-               if t in CLUSTER_RESOURCES] if parsed.verb in ("label", "annotate") else []
+               if _cluster_type(t)] if parsed.verb in ("label", "annotate") else []
     if {"namespace", "node"} & set(cluster):
         rating.add(H, "labels a namespace or node (Pod Security, scheduling)")
     elif cluster:
@@ -845,10 +1092,17 @@ class BlastRadiusVoter:
                 why.append(f"changes the system namespace {changed[0]}, whose components "
                            "serve every workload")
             refused = self._refused(parsed)
-            scope = _cluster_scope(parsed)
+            # (a target's own Namespace, read or labelled as its Role grants, reaches it alone)
+            scope = "" if self._own_namespaces(parsed) else _cluster_scope(parsed)
             if scope and not refused:  # (if refused, the reason says it is cluster-scoped)
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append(scope)
+            unknown = _unknown_types(parsed)
+            if unknown and not scope:
+                risk = max(risk, Risk.MEDIUM, key=lambda x: x.rank)
+                why.append(f"its objects are of a type the reviewers do not know ({unknown[0]}): "
+                           "a custom resource may be cluster-scoped, reaching every namespace "
+                           "(and refused to the executor, which holds Roles only)")
             if parsed.program == "kubectl" and any(parsed.has(f) for f in IDENTITY_FLAGS):
                 risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
                 why.append("another identity or cluster")
@@ -876,7 +1130,7 @@ class BlastRadiusVoter:
         preview's Forbidden, such a command cannot run, and the reviewer is told before
         approving it."""
         targets = self.namespaces.targets
-        if targets is None or parsed.program != "kubectl":
+        if targets is None or parsed.program != "kubectl" or self._own_namespaces(parsed):
             return ""
         allowed = ", ".join(sorted(targets)) or "none"
         scope = _cluster_scope(parsed)
@@ -894,6 +1148,49 @@ class BlastRadiusVoter:
             parsed.flag("--namespace") or parsed.flag("--raw")) else "acts in "
         return (f"{named}namespace {outside[0]}, not a gateway target ({allowed}): the "
                 "executor holds no rights there, so the API server will refuse it")
+
+    # What kubectl asks, by action, of the namespace whose Namespace object it names (``get ns
+    # apps``, ``label ns apps a=b``): (resource, verb) rights there. RBAC reads a request for
+    # the Namespace apps as one in the namespace apps, so a target's Role may grant it;
+    # describe lists the namespace's quotas and limit ranges too. Other actions on a
+    # Namespace ask more than one namespace's rights (delete waits on a watch of every
+    # Namespace; get -w watches them all).
+    NAMESPACE_RIGHTS: ClassVar[Mapping[tuple[str, ...], tuple[tuple[str, str], ...]]] = {
+        ("get",): (("namespaces", "get"),),
+        ("describe",): (("namespaces", "get"), ("resourcequotas", "list"),
+                        ("limitranges", "list")),
+        ("label",): (("namespaces", "get"), ("namespaces", "patch")),
+        ("annotate",): (("namespaces", "get"), ("namespaces", "patch")),
+        ("patch",): (("namespaces", "get"), ("namespaces", "patch")),
+    }
+
+    def _own_namespaces(self, parsed: ParsedCommand) -> bool:
+        """Whether the command acts on gateway targets' own Namespace objects alone (``get ns
+        apps``, ``--raw /api/v1/namespaces/apps``) in a way each target's Role is known to
+        grant (:attr:`NAMESPACE_RIGHTS`, :meth:`Namespaces.grants`): the API server lets it
+        through, cluster-scoped as the type is, and it reaches that namespace alone."""
+        rights = self.NAMESPACE_RIGHTS.get(parsed.action)
+        if not rights or _switched_on(parsed, "--watch") or _switched_on(parsed, "--watch-only") \
+                or _every_namespace(parsed) or parsed.has("--subresource"):
+            return False  # (--subresource status asks for namespaces/status, not listed here)
+        raw = parsed.flag("--raw")
+        if raw:
+            if parsed.verb != "get":
+                return False
+            requests = [_raw_request(path) for path in raw]
+            names = [r.namespace for r in requests
+                     if r and r.resource == "namespaces" and r.namespace and not r.subresource]
+            if len(names) != len(raw):
+                return False
+        else:
+            if any(t != "namespace" for t in _object_types(parsed)) \
+                    or any("/" in w and resource_types(w) != ("namespace",)
+                           for w in _operands(parsed) if "=" not in w):
+                return False
+            names = list(_namespace_objects(parsed))
+        return bool(names) and all(
+            self.namespaces.grants(n, "", resource, verb, n if resource == "namespaces" else "")
+            for n in names for resource, verb in rights)
 
     CLUSTER_KINDS = frozenset({"Namespace", "Node", "ClusterRole", "ClusterRoleBinding",
                                "CustomResourceDefinition", "PersistentVolume",
@@ -926,7 +1223,8 @@ class BlastRadiusVoter:
         if system:
             risk = max(risk, Risk.CRITICAL, key=lambda x: x.rank)
             why.append(f"writes in the system namespace {system[0]}")
-        cluster = sorted(set(kinds) & self.CLUSTER_KINDS)
+        cluster = sorted(k for k in set(kinds)
+                         if k in self.CLUSTER_KINDS or _cluster_type(k.lower()))
         if cluster:
             risk = max(risk, Risk.HIGH, key=lambda x: x.rank)
             why.append(f"cluster-scoped {', '.join(cluster)}")
@@ -995,6 +1293,7 @@ __all__ = [
     "BlastRadiusVoter",
     "DestructivePatternVoter",
     "Namespaces",
+    "TargetRule",
     "builtin_panel",
     "builtin_voter",
     "command_risk",

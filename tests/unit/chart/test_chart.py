@@ -1137,6 +1137,12 @@ def test_operator_environment_variables(rendered: Rendered) -> None:
     assert variables["WINGMAN_LISTEN_ADDRESS"] == "0.0.0.0"  # noqa: S104 - a pod's ports
     # gateway.targets' namespaces: the review panel holds a command outside them
     assert json.loads(variables["WINGMAN_GATEWAY_TARGETS"]) == ["apps"]
+    # ... and what the executor's Role grants there (apps takes the default rules)
+    assert json.loads(variables["WINGMAN_GATEWAY_TARGET_RULES"]) == {"apps": [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"],
+         "verbs": ["get", "patch", "update"]},
+        {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list"]}]}
     assert variables["WINGMAN_AUDIT_KEY_SECRET"] == "wingman-audit-key"
     assert variables["WINGMAN_AUDIT_CHECKPOINTS_CONFIGMAP"] == "wingman-audit-checkpoints"
     if env == "prd":

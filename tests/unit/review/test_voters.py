@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from wingman.review.commands import resource_types
 from wingman.review.consensus import (
     PREVIEW_FINDING,
     PROMPT_INJECTION,
@@ -17,7 +18,14 @@ from wingman.review.consensus import (
     run_panel,
 )
 from wingman.review.policy import AutoDecision, EnvironmentPolicy, auto_approval
-from wingman.review.voters import Namespaces, builtin_panel, command_risk
+from wingman.review.voters import (
+    CLUSTER_RESOURCES,
+    NAMESPACED_RESOURCES,
+    Namespaces,
+    TargetRule,
+    builtin_panel,
+    command_risk,
+)
 from wingman.scope import Allowlist
 
 ALLOW = Allowlist.from_patterns(["kubectl rollout restart deployment/{name} -n apps",
@@ -291,6 +299,23 @@ def test_the_subject_of_a_binding_is_not_the_callers_identity() -> None:
     ("kubectl get --raw /api/v1/nodes", Risk.HIGH),
     ("kubectl get --raw /apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Risk.HIGH),
     ("kubectl get --raw /api/v1/namespaces/apps/pods?limit=1", Risk.LOW),
+    # a watch path names its namespace after watch/; a Namespace's status is the Namespace's
+    ("kubectl get --raw /api/v1/watch/namespaces/apps/pods", Risk.LOW),
+    ("kubectl get --raw /apis/apps/v1/watch/namespaces/apps/deployments/web", Risk.LOW),
+    ("kubectl get --raw /api/v1/watch/pods", Risk.HIGH),
+    ("kubectl get --raw /api/v1/namespaces/apps/status", Risk.HIGH),
+    # the API server's own URLs (only a ClusterRole grants them), not what everyone may read
+    ("kubectl get --raw /metrics", Risk.HIGH),
+    ("kubectl get --raw /logs/kube-apiserver.log", Risk.HIGH),
+    ("kubectl get --raw /debug/pprof/profile?seconds=30", Risk.HIGH),
+    ("kubectl get --raw /readyz/etcd", Risk.HIGH),
+    ("kubectl get --raw /readyz?verbose", Risk.LOW),
+    ("kubectl get --raw /openapi/v3", Risk.LOW),
+    # -n says nothing to a command in no namespace; config set-context and set do set one
+    ("kubectl config view -n kube-system", Risk.LOW),
+    ("kubectl -n kube-system config use-context prod", Risk.LOW),
+    ("kubectl config set contexts.prod.namespace kube-system", Risk.CRITICAL),
+    ("kubectl config set-context prod -n kube-system", Risk.CRITICAL),
 ])
 def test_blast_radius_reads_the_parsed_command(command: str, risk: Risk) -> None:
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
@@ -346,8 +371,9 @@ def test_config_view_raw_is_rated_with_the_flags_after_it() -> None:
     ("kubectl get pods --show-kind -A", Risk.HIGH),
     ("kubectl exec -itn kube-system web -- sh", Risk.CRITICAL),
     ("kubectl --wait ns delete prod", Risk.HIGH),
-    # kubectl reads kube-system there as a resource type (or a plugin's argument), no namespace
-    ("kubectl -i kube-system delete pod x", Risk.LOW),
+    # kubectl reads kube-system there as a resource type (or a plugin's argument), no
+    # namespace: a type no table knows, which may be cluster-scoped
+    ("kubectl -i kube-system delete pod x", Risk.MEDIUM),
     ("kubectl -i -n kube-system delete pod x", Risk.CRITICAL),
     ("kubectl -w get -n calico-system scale deploy/x --replicas=2", Risk.CRITICAL),
 ])
@@ -490,11 +516,78 @@ def test_a_create_subcommand_kubectl_does_not_have_is_high(command: str) -> None
     ("kubectl delete flowschemas.flowcontrol.apiserver.k8s.io x", Risk.HIGH),
     ("kubectl create pc urgent --value=1000000", Risk.HIGH),
     ("kubectl -n apps get deploy,po", Risk.LOW),
+    # built-in types the table missed; custom ones by the Cluster<Kind> convention or known
+    ("kubectl get resourceslices.resource.k8s.io", Risk.HIGH),
+    ("kubectl get tokenreviews", Risk.HIGH),
+    ("kubectl get clustertrustbundles.v1beta1.certificates.k8s.io", Risk.HIGH),
+    ("kubectl get clusterissuers.cert-manager.io", Risk.HIGH),
+    ("kubectl delete ClusterPolicy require-labels", Risk.HIGH),
+    ("kubectl -n apps get clustersecretstores.external-secrets.io", Risk.HIGH),
+    ("kubectl get gatewayclasses.gateway.networking.k8s.io -n apps", Risk.HIGH),
+    ("kubectl get globalnetworkpolicies.crd.projectcalico.org", Risk.HIGH),
+    ("kubectl label ippools default-pool a=b", Risk.HIGH),
+    # a type no table knows may be cluster-scoped: not routine
+    ("kubectl get widgets.example.com -n apps", Risk.MEDIUM),
+    ("kubectl get clusters.postgresql.cnpg.io -n apps", Risk.MEDIUM),
+    ("kubectl get certificates.cert-manager.io -n apps", Risk.LOW),
+    ("kubectl get all -n apps", Risk.LOW),
 ])
 def test_blast_radius_reads_resources_by_any_of_their_names(command: str, risk: Risk) -> None:
     vote = asyncio.run(builtin_panel(allowed, ("blast-radius",))[0].review(
         ReviewInput("ns", "r", "test", "alice", "do it", (command,))))
     assert vote.risk is risk, (command, vote.rationale)
+
+
+# Every built-in type, as the API server lists it: `kubectl api-resources --namespaced=false -o
+# name` (and `--namespaced=true`) on kube-apiserver v1.34.4 started with
+# `--runtime-config=api/all=true --feature-gates=AllAlpha=true,AllBeta=true` (every group and
+# version it serves, alpha and beta too). tests/integration/review/test_voters.py asks the
+# local control plane the same.
+API_CLUSTER_SCOPED = """
+    componentstatuses namespaces nodes persistentvolumes
+    mutatingadmissionpolicies.admissionregistration.k8s.io
+    mutatingadmissionpolicybindings.admissionregistration.k8s.io
+    mutatingwebhookconfigurations.admissionregistration.k8s.io
+    validatingadmissionpolicies.admissionregistration.k8s.io
+    validatingadmissionpolicybindings.admissionregistration.k8s.io
+    validatingwebhookconfigurations.admissionregistration.k8s.io
+    customresourcedefinitions.apiextensions.k8s.io apiservices.apiregistration.k8s.io
+    selfsubjectreviews.authentication.k8s.io tokenreviews.authentication.k8s.io
+    selfsubjectaccessreviews.authorization.k8s.io selfsubjectrulesreviews.authorization.k8s.io
+    subjectaccessreviews.authorization.k8s.io certificatesigningrequests.certificates.k8s.io
+    clustertrustbundles.certificates.k8s.io flowschemas.flowcontrol.apiserver.k8s.io
+    prioritylevelconfigurations.flowcontrol.apiserver.k8s.io
+    storageversions.internal.apiserver.k8s.io ingressclasses.networking.k8s.io
+    ipaddresses.networking.k8s.io servicecidrs.networking.k8s.io runtimeclasses.node.k8s.io
+    clusterrolebindings.rbac.authorization.k8s.io clusterroles.rbac.authorization.k8s.io
+    deviceclasses.resource.k8s.io devicetaintrules.resource.k8s.io
+    resourceslices.resource.k8s.io priorityclasses.scheduling.k8s.io csidrivers.storage.k8s.io
+    csinodes.storage.k8s.io storageclasses.storage.k8s.io volumeattachments.storage.k8s.io
+    volumeattributesclasses.storage.k8s.io storageversionmigrations.storagemigration.k8s.io
+""".split()
+API_NAMESPACED = """
+    bindings configmaps endpoints events limitranges persistentvolumeclaims pods podtemplates
+    replicationcontrollers resourcequotas secrets serviceaccounts services
+    controllerrevisions.apps daemonsets.apps deployments.apps replicasets.apps
+    statefulsets.apps localsubjectaccessreviews.authorization.k8s.io
+    horizontalpodautoscalers.autoscaling cronjobs.batch jobs.batch
+    podcertificaterequests.certificates.k8s.io leasecandidates.coordination.k8s.io
+    leases.coordination.k8s.io endpointslices.discovery.k8s.io events.events.k8s.io
+    ingresses.networking.k8s.io networkpolicies.networking.k8s.io poddisruptionbudgets.policy
+    rolebindings.rbac.authorization.k8s.io roles.rbac.authorization.k8s.io
+    resourceclaims.resource.k8s.io resourceclaimtemplates.resource.k8s.io
+    csistoragecapacities.storage.k8s.io
+""".split()
+
+
+@pytest.mark.parametrize(("resource", "cluster"), [
+    *((resource, True) for resource in API_CLUSTER_SCOPED),
+    *((resource, False) for resource in API_NAMESPACED)])
+def test_the_scope_tables_name_every_built_in_type_as_the_api_server_does(
+        resource: str, cluster: bool) -> None:
+    (kind,) = resource_types(resource)  # by its singular name, as the tables hold it
+    assert (kind in CLUSTER_RESOURCES) is cluster, kind
+    assert (kind in NAMESPACED_RESOURCES) is not cluster, kind
 
 
 @pytest.mark.parametrize(("command", "risk"), [
@@ -745,6 +838,13 @@ def test_a_docker_command_that_takes_a_container_out_of_service_is_high(command:
     "kubectl get --raw=/api/v1/namespaces/apps/pods/web/proxy",
     "kubectl get --raw /api/v1/namespaces/apps/pods/web:8080/proxy/debug/pprof/heap",
     "kubectl get --raw /api/v1/namespaces/apps/pods/web/portforward",
+    # as the API server reads it: %-decoded, the old /proxy/ form, dot segments, a URL's path
+    "kubectl get --raw /api/v1/namespaces/apps/services/kube-dns:53/pro%78y/",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/web/%70%72%6F%78%79",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/web%2Fproxy",
+    "kubectl get --raw /api/v1/proxy/namespaces/apps/pods/web",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/web/log/../proxy",
+    "kubectl get --raw https://evil.example/api/v1/nodes/n1/proxy/configz",
 ])
 def test_a_raw_path_through_the_api_servers_proxy_is_high(command: str) -> None:
     risk, reasons = command_risk(command)
@@ -757,6 +857,9 @@ def test_a_raw_path_through_the_api_servers_proxy_is_high(command: str) -> None:
     "kubectl get --raw /api/v1/namespaces/apps/pods/proxy",  # a pod named proxy
     "kubectl get --raw /apis/apps/v1/namespaces/apps/deployments/web/scale",
     "kubectl get --raw /readyz",
+    "kubectl get --raw /api/v1/namespaces/apps/pods/",
+    "kubectl get --raw /api/v1/namespaces/apps/pods?labelSelector=app%3Dweb",
+    "kubectl get --raw /api/v1/watch/namespaces/apps/pods",
 ])
 def test_other_raw_paths_stay_routine(command: str) -> None:
     assert command_risk(command)[0] is Risk.LOW, command_risk(command)
@@ -882,6 +985,7 @@ HELD = [
     ("kubectl scale deploy/linkerd-destination --replicas=2 -n linkerd",
      "system namespace linkerd"),
     ("kubectl label ns istio-ingress team=mesh", "system namespace istio-ingress"),
+    ("kubectl create namespace cert-manager", "changes the system namespace cert-manager"),
     # in every reading: 'scale' if kubectl takes 'get' for -w's value
     ("kubectl -w get -n calico-system scale deploy/x --replicas=2",
      "serve every workload, if kubectl reads it as 'kubectl scale"),
@@ -898,10 +1002,19 @@ def test_what_steers_traffic_or_reaches_any_container_is_held_for_a_human(
 
 
 # Where commands run: the release namespace (Wingman's own objects; the executor has no rights
-# there) and the gateway's targets (the only namespaces where it has rights). (command, the
-# destructive and blast-radius voters' risks, what one of them says; "" for a command that
-# neither judges by them.)
-WHERE = Namespaces("wingman-test", frozenset({"apps", "batch"}))
+# there) and the gateway's targets (the only namespaces where it has rights), with what its
+# Role grants in each: apps' reads its own Namespace, batch's only another's (resourceNames).
+# (command, the destructive and blast-radius voters' risks, what one of them says; "" for a
+# command that neither judges by them.)
+DEFAULT_RULES = (
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]})
+WHERE = Namespaces("wingman-test", frozenset({"apps", "batch"}), {
+    "apps": tuple(TargetRule.from_dict(r) for r in (
+        *DEFAULT_RULES, {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]})),
+    "batch": tuple(TargetRule.from_dict(r) for r in (
+        *DEFAULT_RULES, {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"],
+                         "resourceNames": ["other"]}))})
 H, C, L, M = Risk.HIGH, Risk.CRITICAL, Risk.LOW, Risk.MEDIUM
 # Commands on cluster-scoped objects (kubectl ignores -n there): the executor holds Roles in
 # the targets only and no ClusterRole (charts/wingman/templates/rbac-gateway.yaml), so it may
@@ -924,8 +1037,23 @@ CLUSTER_SCOPED = [
     ("kubectl top node", L),
     ("kubectl cluster-info dump", H),
     ("kubectl get --raw /api/v1/nodes", L),
-    ("kubectl get --raw /api/v1/namespaces/apps", L),
+    ("kubectl get --raw /api/v1/namespaces/batch", L),
     ("kubectl -w get cordon node-1", H),
+    # a Namespace's status is the Namespace's; a watch of every namespace's pods
+    ("kubectl get --raw /api/v1/namespaces/apps/status", L),
+    ("kubectl get --raw /api/v1/watch/pods", L),
+    # the API server's own URLs: a Role cannot grant a non-resource URL
+    ("kubectl get --raw /metrics", L),
+    ("kubectl get --raw /logs/", L),
+    ("kubectl get --raw /debug/pprof/heap", L),
+    ("kubectl get --raw /livez/etcd", L),
+    # built-in types the table missed, custom ones by convention or well known
+    ("kubectl get resourceslice", L),
+    ("kubectl get tokenreviews.authentication.k8s.io -n apps", H),
+    ("kubectl get clusterissuers.cert-manager.io -n apps", L),
+    ("kubectl get clusterpolicy", L),
+    ("kubectl annotate ClusterIssuer letsencrypt a=b", H),
+    ("kubectl get gatewayclass", L),
 ]
 PLACED = [
     ("kubectl get pods -n wingman-test", H, H, "reads Wingman's own namespace wingman-test"),
@@ -953,6 +1081,43 @@ PLACED = [
     ("kubectl scale deploy/runner --replicas=2 --namespace=batch", M, L, ""),
     ("kubectl version -n wingman-test", L, L, ""),
     ("kubectl get --raw /readyz", L, L, ""),
+    # what every identity may GET: health, version, discovery, the OpenAPI schema, the
+    # service account issuer's keys
+    *[(f"kubectl get --raw {path}", L, L, "")
+      for path in ("/healthz", "/livez", "/readyz?verbose", "/version", "/apis", "/api/v1",
+                   "/apis/apps/v1", "/openapi/v3/apis/apps/v1",
+                   "/.well-known/openid-configuration", "/openid/v1/jwks")],
+    # a watch path names its namespace after watch/
+    ("kubectl get --raw /api/v1/watch/namespaces/apps/pods", L, L, ""),
+    ("kubectl get --raw /apis/batch/v1/watch/namespaces/batch/jobs?timeoutSeconds=5", L, L, ""),
+    ("kubectl get --raw /api/v1/watch/namespaces/monitoring/pods", L, H,
+     "acts in namespace monitoring, not a gateway target"),
+    # kubectl keeps a flag's last value: -A=false after -A is off, -A after -A=false on;
+    # a value pflag cannot read counts as on
+    ("kubectl get pods -n apps -A -A=false", L, L, ""),
+    ("kubectl rollout restart deploy/web -n apps --all-namespaces --all-namespaces=0", L, L, ""),
+    ("kubectl get pods -n apps -A=false -A", L, H, "acts in every namespace"),
+    ("kubectl rollout restart deploy/web -n apps -A=yes -A=false", H, H,
+     "acts in every namespace"),
+    # -n says nothing to a command in no namespace
+    ("kubectl -n kube-system plugin list", L, L, ""),
+    ("kubectl config view -n kube-system", H, L, ""),
+    # a target's own Namespace, read as its Role grants (RBAC reads it as in that namespace)
+    ("kubectl get ns apps", L, L, ""),
+    ("kubectl get namespace/apps -o yaml", L, L, ""),
+    ("kubectl get --raw /api/v1/namespaces/apps", L, L, ""),
+    # ... but not another's, nor every Namespace, nor a watch of them, nor a right not granted
+    *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
+      for command, risk in [("kubectl get ns batch", L), ("kubectl get ns apps batch", L),
+                            ("kubectl get ns", L), ("kubectl get ns apps -w", L),
+                            ("kubectl get ns,pods apps", L), ("kubectl delete ns apps", C),
+                            ("kubectl annotate ns apps a=b", H),
+                            ("kubectl get --raw /api/v1/namespaces/apps/status", L),
+                            # describe lists the namespace's quotas too, not granted
+                            ("kubectl describe namespaces apps", L),
+                            ("kubectl get ns apps --subresource=status", L)]],
+    # a Namespace created is changed: Wingman's own
+    ("kubectl create namespace wingman-test", C, H, "changes Wingman's own namespace"),
     *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
       for command, risk in CLUSTER_SCOPED],
     # what every identity may ask (discovery, /version, self reviews) or kubectl's own
@@ -982,7 +1147,9 @@ PLACED = [
           ("kubectl cp -n apps /tmp/x kube-system/etcd-0:/tmp/x", H, C),
           ("kubectl delete ns,pods kube-system", C, C),
           ("kubectl label pods,namespaces kube-system a=b --overwrite", H, C),
-          ("kubectl delete -- ns kube-system", C, C)]],
+          ("kubectl delete -- ns kube-system", C, C),
+          ("kubectl create namespace kube-system", H, C),
+          ("kubectl create ns -- kube-system", H, C)]],
     ("kubectl cp -n apps /tmp/x web-1:/tmp/x", H, L, ""),
     ("kubectl label ns,pods wingman-test a=b", C, H, "changes Wingman's own namespace"),
     ("kubectl delete -- node n1", C, H, "none on cluster-scoped objects"),
