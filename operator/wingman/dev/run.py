@@ -14,8 +14,8 @@ containerd/CNI plugins, no dockerd to build the image; it says why) falls back t
 harness (``wingman.dev.node``): the operator runs as a local process with the operator
 ServiceAccount's own token (so RBAC applies to it exactly as in a cluster) and gateway pods run
 as local processes. An operator run here is told the test values' gateway targets
-(``WINGMAN_GATEWAY_TARGETS``, :func:`gateway_targets`), where the chart binds the executor, so
-its review panel holds a command the executor would be refused, as in a cluster.
+and the rules its Role there grants (:func:`gateway_env`), where the chart binds the executor,
+so its review panel holds a command the executor would be refused, as in a cluster.
 
 With a configured cluster it installs the chart there with the operator's Deployment scaled to
 zero and runs the operator locally against it (the gateway Jobs then run on the cluster's
@@ -196,15 +196,35 @@ def cluster_main() -> int:
             cluster.stop()
 
 
-def gateway_targets(values: Path = TEST_VALUES) -> str:
-    """``WINGMAN_GATEWAY_TARGETS`` for the chart installed with ``values``: the namespaces of
-    its ``gateway.targets``, a JSON array, as the chart's ``wingman.targetNamespaces`` gives
-    the operator's Deployment. The chart binds the executor there and nowhere else, so the
-    operator run here judges commands by them (the review panel's targets rule), as the
-    chart's operator does."""
-    loaded = yaml.safe_load(values.read_text(encoding="utf-8")) or {}
-    targets = (loaded.get("gateway") or {}).get("targets") or []
-    return json.dumps([str(target["namespace"]) for target in targets])
+#: the operator Deployment's variables that say where the chart binds the executor and what
+#: its Role there grants (``wingman.targetNamespaces``, ``wingman.targetRules``)
+GATEWAY_VARIABLES = ("WINGMAN_GATEWAY_TARGETS", "WINGMAN_GATEWAY_TARGET_RULES")
+
+
+def gateway_env(values: Path = TEST_VALUES) -> dict[str, str]:
+    """``WINGMAN_GATEWAY_TARGETS`` and ``WINGMAN_GATEWAY_TARGET_RULES`` as the chart installed
+    with ``values`` gives its operator's Deployment (``helm template``: the chart's own
+    defaults for a target without rules, never a copy of them). The chart binds the executor
+    there and nowhere else, so the operator run here judges commands by them (the review
+    panel's targets rule), as the chart's operator does."""
+    from wingman.dev import tools as devtools
+
+    # (helm renders for Kubernetes 1.20 without a cluster, which the chart refuses: the oldest
+    # release it supports renders the same variables)
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    oldest = str(chart["kubeVersion"]).removeprefix(">=").split("-")[0].strip()
+    rendered = subprocess.run(
+        [str(devtools.tool_path("helm")), "template", "wingman", str(CHART), "-n", NAMESPACE,
+         "-f", str(values), "--kube-version", oldest,
+         "--show-only", "templates/operator-deployment.yaml"],
+        capture_output=True, text=True, timeout=120, check=False)
+    if rendered.returncode != 0:
+        raise ConfigError(f"helm template of {CHART} with {values} failed: "
+                          f"{rendered.stderr.strip()[:500]}")
+    deployment = yaml.safe_load(rendered.stdout) or {}
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", "") for c in containers for e in c.get("env") or []}
+    return {name: env[name] for name in GATEWAY_VARIABLES}
 
 
 def _operator_env(kubeconfig: Path, audit_path: Path, gateway_image: str) -> dict[str, str]:
@@ -219,7 +239,7 @@ def _operator_env(kubeconfig: Path, audit_path: Path, gateway_image: str) -> dic
         # the same local directory, so operator and gateway append to one chain
         "WINGMAN_AUDIT_VOLUME_CLAIM": "wingman-audit",
         "WINGMAN_GATEWAY_IMAGE": gateway_image,
-        "WINGMAN_GATEWAY_TARGETS": gateway_targets(),
+        **gateway_env(),
         "WINGMAN_LOG_FORMAT": "text",
     })
     _listen_locally(env)
@@ -563,8 +583,7 @@ def _run_operator_here(work: Path, policy: str, kubectl: str, *, exit_after_star
     env.update({"WINGMAN_NAMESPACE": NAMESPACE, "WINGMAN_ENVIRONMENT": "test",
                 "WINGMAN_POLICY_FILE": str(work / "policy.yaml"),
                 "WINGMAN_AUDIT_TARGET": str(work / "audit.jsonl"),
-                "WINGMAN_GATEWAY_TARGETS": gateway_targets(),
-                "WINGMAN_LOG_FORMAT": "text"})
+                **gateway_env(), "WINGMAN_LOG_FORMAT": "text"})
     _listen_locally(env)
     _say(f"chart installed in {NAMESPACE}; running the operator locally (audit: "
          f"{work / 'audit.jsonl'}); Ctrl-C stops it")
@@ -587,5 +606,14 @@ def _run_operator_here(work: Path, policy: str, kubectl: str, *, exit_after_star
         _terminate(proc)
 
 
-__all__ = ["NODE_ENV", "NODE_MODES", "cluster_main", "configured_kubeconfig", "current_context",
-           "gateway_targets", "node_mode", "run_main"]
+__all__ = [
+    "GATEWAY_VARIABLES",
+    "NODE_ENV",
+    "NODE_MODES",
+    "cluster_main",
+    "configured_kubeconfig",
+    "current_context",
+    "gateway_env",
+    "node_mode",
+    "run_main",
+]

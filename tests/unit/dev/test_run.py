@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -124,10 +125,19 @@ def test_dev_run_names_the_file_of_the_current_context(monkeypatch: pytest.Monke
     assert f"using the cluster configured in {staging} (its current-context staging)" in out
 
 
+_POPEN = subprocess.Popen
+
+
 class _Started:
-    """What ``subprocess.Popen`` would have started: the environment it was given."""
+    """What ``subprocess.Popen`` would have started as the operator: the environment it was
+    given (anything else, ``helm template``, is started)."""
 
     env: ClassVar[dict[str, str]] = {}
+
+    def __new__(cls, args: list[str], **kwargs: Any) -> Any:
+        if args[1:] != ["-m", "wingman.cli", "operator"]:
+            return _POPEN(args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, _args: list[str], *, env: dict[str, str]) -> None:
         _Started.env = env
@@ -160,22 +170,35 @@ def test_the_local_operator_listens_on_this_machine_only_unless_told(
     assert _Started.env["WINGMAN_LISTEN_ADDRESS"] == listens
 
 
-def test_the_local_operator_knows_where_the_chart_binds_the_executor(
+def test_the_local_operator_knows_where_the_chart_binds_the_executor_and_what_it_grants(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Both ways dev run starts an operator here give it the gateway targets of the values it
-    installs the chart with, the namespaces where the chart binds wingman-executor: its review
-    panel then holds a command the executor would be refused, as the chart's operator does."""
+    installs the chart with, the namespaces where the chart binds wingman-executor, and the
+    rules of the Role bound there: its review panel then holds a command the executor would be
+    refused, and lets through what the Role grants, as the chart's operator does."""
     from support.chart import find, render
 
-    bound = {b["metadata"]["namespace"] for b in find(render("test"), "RoleBinding")
-             if any(s.get("name") == "wingman-executor" for s in b.get("subjects") or [])}
-    assert bound == {"apps"}
-    monkeypatch.setenv("WINGMAN_GATEWAY_TARGETS", '["elsewhere"]')  # the chart's say wins
+    rendered = render("test")
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r.get("rules") or []
+             for r in find(rendered, "Role")}
+    granted = {b["metadata"]["namespace"]: roles[(b["metadata"]["namespace"],
+                                                   b["roleRef"]["name"])]
+               for b in find(rendered, "RoleBinding")
+               if any(s.get("name") == "wingman-executor" for s in b.get("subjects") or [])}
+    assert set(granted) == {"apps"} and granted["apps"]
+    for name in run.GATEWAY_VARIABLES:  # the chart's say wins
+        monkeypatch.setenv(name, '["elsewhere"]')
     monkeypatch.setattr(run.subprocess, "Popen", _Started)
     assert run._run_operator_here(tmp_path, "{}", "kubectl", exit_after_start=False) == 0
     for env in (run._operator_env(tmp_path / "kubeconfig", tmp_path / "audit.jsonl", "img:1"),
                 _Started.env):
-        assert set(json.loads(env["WINGMAN_GATEWAY_TARGETS"])) == bound
+        assert set(json.loads(env["WINGMAN_GATEWAY_TARGETS"])) == set(granted)
+        assert json.loads(env["WINGMAN_GATEWAY_TARGET_RULES"]) == granted
     values = tmp_path / "values.yaml"
     values.write_text("gateway: {}\n")
-    assert run.gateway_targets(values) == "[]"  # no targets: the executor is bound nowhere
+    # no targets: the executor is bound nowhere, and no rule grants anything
+    assert run.gateway_env(values) == {"WINGMAN_GATEWAY_TARGETS": "[]",
+                                       "WINGMAN_GATEWAY_TARGET_RULES": "{}"}
+    values.write_text("gateway: [\n")
+    with pytest.raises(ConfigError, match=r"helm template of .* failed"):
+        run.gateway_env(values)
