@@ -294,6 +294,9 @@ NAMESPACED_CUSTOM_RESOURCES = frozenset({
     "verticalpodautoscaler", "verticalpodautoscalers", "kustomization", "kustomizations",
     "helmrelease", "helmreleases", "gitrepository", "gitrepositories", "helmrepository",
     "helmrepositories", "networkset", "networksets",
+    # Cluster API's, named Cluster<Kind> yet namespaced (the prefix rule yields to them)
+    "clusterclass", "clusterclasses", "clusterresourceset", "clusterresourcesets",
+    "clusterresourcesetbinding", "clusterresourcesetbindings",
 })
 # Namespaces whose workloads serve the whole cluster, matched whole (lower case): a change there
 # (a restart, a scale, a patch) reaches every workload's networking, traffic, admission or
@@ -675,9 +678,11 @@ def _object_types(parsed: ParsedCommand) -> list[str]:
 def _cluster_type(kind: str) -> bool:
     """Whether a resource type (by its singular name, as ``resource_types`` reads it) is
     cluster-scoped: a built-in one of :data:`CLUSTER_RESOURCES`, a custom one of
-    :data:`CLUSTER_CUSTOM_RESOURCES` or named ``Cluster<Kind>`` (:data:`CLUSTER_PREFIX`)."""
+    :data:`CLUSTER_CUSTOM_RESOURCES` or named ``Cluster<Kind>`` (:data:`CLUSTER_PREFIX`) and
+    not known as namespaced (Cluster API's ClusterClass)."""
     return kind in CLUSTER_RESOURCES or kind in CLUSTER_CUSTOM_RESOURCES or (
-        kind.startswith(CLUSTER_PREFIX) and kind not in ("cluster", "clusters"))
+        kind.startswith(CLUSTER_PREFIX) and kind not in ("cluster", "clusters")
+        and kind not in NAMESPACED_CUSTOM_RESOURCES)
 
 
 def _unknown_types(parsed: ParsedCommand) -> list[str]:

@@ -529,6 +529,9 @@ def test_a_create_subcommand_kubectl_does_not_have_is_high(command: str) -> None
     # a type no table knows may be cluster-scoped: not routine
     ("kubectl get widgets.example.com -n apps", Risk.MEDIUM),
     ("kubectl get clusters.postgresql.cnpg.io -n apps", Risk.MEDIUM),
+    # named Cluster<Kind>, yet namespaced (Cluster API): routine in a namespace
+    ("kubectl get clusterclasses.cluster.x-k8s.io -n apps", Risk.LOW),
+    ("kubectl -n apps get clusterresourcesets.addons.cluster.x-k8s.io", Risk.LOW),
     ("kubectl get certificates.cert-manager.io -n apps", Risk.LOW),
     ("kubectl get all -n apps", Risk.LOW),
 ])
