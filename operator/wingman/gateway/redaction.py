@@ -2077,7 +2077,9 @@ def _stdin_secrets(text: str) -> list[tuple[int, int]]:
         parts = list(zip([line.start(), *(bar + 1 for bar in bars)], [*bars, line.end()],
                          strict=True))
         fed = -1  # (the last part read)
-        markers: set[str] = set()  # (of the here-documents given to a reader on this line)
+        # (of the here-documents given to a reader on this line, by where they start: each
+        # command's, ``cat <<A <<B``, in the order their lines follow the command line)
+        markers: dict[int, str] = {}
         for at, (start, end) in enumerate(parts):
             stop = _COMMAND_END.search(text, start, end)
             command = text[start:end if stop is None else stop.start()]
@@ -2090,12 +2092,12 @@ def _stdin_secrets(text: str) -> list[tuple[int, int]]:
             fed = at
             for first, last, echo in feeds:
                 spans += _fed(text, first, last, echo)
-                document = _HERE_DOCUMENT.search(text, first, last)
-                if document is not None:
-                    markers.add(document["marker"])
+                for document in _HERE_DOCUMENT.finditer(text, first, last):
+                    markers[document.start()] = document["marker"]
         if markers:
             numbers = numbers or _line_numbers(lines)
-            found, below = _here_documents(lines, numbers, number + 1, markers)
+            found, below = _here_documents(lines, numbers, number + 1,
+                                           [markers[at] for at in sorted(markers)])
             spans += found
     return spans
 
@@ -2147,13 +2149,24 @@ def _here_end(numbers: dict[str, list[int]], first: int, marker: str) -> tuple[i
 
 
 def _here_documents(lines: list[re.Match[str]], numbers: dict[str, list[int]], first: int,
-                    markers: Iterable[str]) -> tuple[list[tuple[int, int]], int]:
+                    markers: Sequence[str]) -> tuple[list[tuple[int, int]], int]:
     """The spans of the lines of the here-documents of one command line, from line ``first``
-    to the last of their end ``markers`` (their lines follow one another), each line read
-    once; and the number of the line below."""
-    last, closed = max(_here_end(numbers, first, marker) for marker in markers)
+    to the last of their end ``markers`` (in the order they were written: each document's
+    lines follow the one before's end marker), each line read once; and the number of the
+    line below."""
+    last, closed = first, False
+    ends: set[int] = set()  # (the end markers' lines: no document's)
+    for marker in markers:
+        end, closed = _here_end(numbers, last + 1 if ends else first, marker)
+        last = max(last, end)
+        if not closed:
+            break  # (where the documents after one not closed start is not known)
+        ends.add(end)
     spans: list[tuple[int, int]] = []
-    for line in lines[first:last]:
+    for number in range(first, min(last, len(lines))):
+        if number in ends:
+            continue
+        line = lines[number]
         text = line.group()
         spans += _value(_Word(line.string, line.start() + len(text) - len(text.lstrip()),
                               line.start() + len(text.rstrip())))
@@ -2217,11 +2230,21 @@ def _string_end(word: _Word) -> int:
     while quote is not None:
         at = quote.start()
         if _STRING_END.match(text, at, end) is not None and opened.setdefault(
-                text[at], text.rfind(text[at], line, word.start()) != -1):
+                text[at], _opens(text, text.rfind(text[at], line, word.start()), line)):
             return at
         quoted = _WORD_QUOTED.match(text, at, end)
         quote = None if quoted is None else _QUOTE.search(text, quoted.end(), end)
     return end
+
+
+def _opens(text: str, at: int, line: int) -> bool:
+    """Whether the quote at ``at`` (the last of its kind before a word, on the line starting
+    at ``line``; -1: none) opens a string still open at the word: a quote after a space,
+    a bracket, a comma, a colon or an ``=`` (``"redis-cli -a X"}``), or an escaped one (inside
+    a string's string); not one that closes a word's quoted part (``echo "x" ... -a X"}``)."""
+    if at < 0:
+        return False
+    return at == line or text[at - 1] in " \t[{(,:=\\"
 
 
 def _tool_spans(tool: str, words: list[_Word]) -> list[tuple[int, int]]:
@@ -3223,9 +3246,10 @@ _FLOW_PLAIN = re.compile(r"[^,{}\[\]\n]*+")
 _ASSIGNED_QUOTE = re.compile(r"""(?<![^\s])[A-Za-z_][A-Za-z0-9_.\-]*+=(?=["'])""")
 # JSON's values: a key's (``"key": "value"``: tried at each quote, a key holds none, so a
 # string inside a string decoded, ``"x": "{"a": "requirepass X"}"``, is found too), and an
-# array's items (``["requirepass X", ...]``, one to a line or not)
+# array's items (``["requirepass X", ...]``, one to a line or not), and a string standing
+# alone on its line, indented or not (a JSON document that is one string, a line of a list)
 _JSON_PAIR_VALUE = re.compile(r'"[^"\\\n]*+"[ \t]*+:[ \t]*+(?=")')
-_JSON_ITEM = re.compile(r'(?:(?<=[\[,])[ \t]*+|^[ \t]++)(?=")', re.MULTILINE)
+_JSON_ITEM = re.compile(r'(?:(?<=[\[,])[ \t]*+|^[ \t]*+)(?=")', re.MULTILINE)
 _ITEM_END = re.compile(r"[ \t]*+(?:[,\]]|$)", re.MULTILINE)
 _SINGLE_QUOTED_LINE = re.compile(r"'(?:[^'\n]|'')*+'?")
 _DOUBLE_QUOTED_LINE = re.compile(r'"(?:[^"\\\n]|\\.)*+"?')
@@ -3233,10 +3257,33 @@ _DOUBLE_QUOTED_LINE = re.compile(r'"(?:[^"\\\n]|\\.)*+"?')
 _SEPARATED = re.compile(r"\S[\s,:=@|;]")
 _ALNUM = re.compile(r"[A-Za-z0-9]")  # (and a letter or digit: ``{ `` is no text to read)
 # prose: a word naming a credential, then lowercase words (``token expired``, ``password
-# reset``, ``auth required``: a message, not ``requirepass VALUE``)
+# reset``, ``auth required``: a message, not ``requirepass VALUE``), one of them a word a
+# message says (:data:`_PROSE_WORDS`; ``password hunter`` is a name and its value); never in
+# a file's text (a value under a key naming a file: ``redis.conf: "password expired"``)
 _PROSE_VALUE = re.compile(r"(?i)(?:token|password|passwd|secret|auth|key|cookie|pwd|otp|pin|"
                           r"salt|session|credentials?|api|passphrase|signature)"
                           r"(?:[ \t]++[a-z]++)++[ \t]*+")
+# what a message says of a credential: a participle (``expired``, ``refreshing``: any word
+# ending so), a state, a verb, a word of a sentence
+_PROSE_WORDS = frozenset({
+    "reset", "set", "unset", "sent", "found", "lost", "given", "done", "gone", "made", "seen",
+    "shown", "known", "hidden", "taken", "stolen", "written", "broken", "invalid", "valid",
+    "ok", "okay", "error", "errors", "failure", "mismatch", "incorrect", "wrong", "empty",
+    "missing", "required", "expiry", "expires", "expire", "refresh", "refreshes", "renew",
+    "rotate", "rotates", "rotation", "change", "changes", "check", "checks", "match",
+    "matches", "weak", "strong", "short", "too", "long", "length", "policy", "stale", "old",
+    "new", "ready", "active", "inactive", "unknown", "success", "successful", "complete",
+    "not", "no", "is", "was", "are", "were", "has", "had", "have", "will", "must", "can",
+    "cannot", "should", "may", "does", "did", "for", "of", "to", "the", "a", "an", "in", "on",
+    "at", "by", "with", "from", "and", "or", "as", "now", "again", "already", "yet", "still",
+    "please", "hint", "prompt", "request", "requests", "flow", "login", "logout", "status",
+    "state", "timeout", "limit", "usage", "update", "updates", "test", "tests"})
+_PROSE_ENDINGS = ("ed", "ing")
+# a key naming a file (a ConfigMap's ``redis.conf``, ``.pgpass``): its value is the file's text
+_FILE_EXTENSIONS = frozenset({"conf", "cnf", "cfg", "ini", "properties", "env", "toml", "yaml",
+                              "yml", "json", "txt", "sh", "xml", "config", "pgpass", "netrc",
+                              "htpasswd"})
+_KEY_WORDS = re.compile(r"[\s{,\[]++")
 # a line break or a quote escaped in a double-quoted string (``\n``, ``\r\n``, ``\"``; not
 # ``\\n``): a value read with them as line breaks and quotes (``"Bearer X\nrequirepass Y"``, a
 # YAML document in a JSON string, ``"x: \"requirepass Y\""``) keeps them escaped
@@ -3285,6 +3332,39 @@ def _value_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _prose(text: str, start: int, end: int) -> bool:
+    """Whether the value ``text[start:end]`` is a message about a credential, not a name and
+    its value (:data:`_PROSE_VALUE`)."""
+    if _PROSE_VALUE.fullmatch(text, start, end) is None:
+        return False
+    words = [w.lower() for w in text[start:end].split()[1:]]
+    if not any(w in _PROSE_WORDS or w.endswith(_PROSE_ENDINGS) for w in words):
+        return False
+    # the key it is the value of (on its line, before its ``:`` or ``=``, a tag, a quote)
+    line = text.rfind("\n", 0, start) + 1
+    words = text[max(line, start - 256):start].rstrip(" \t\"'").split()
+    while words and words[-1][0] in "!&":
+        words.pop()
+    key = words[-1].rstrip("\"'") if words else ""
+    if key in (":", "=") and len(words) > 1:  # (``"redis.conf" : "..."``)
+        key = words[-2].rstrip("\"'") + key
+    if not key.endswith((":", "=")):
+        return True
+    _, dot, extension = _KEY_WORDS.split(key[:-1])[-1].strip("\"'").rpartition(".")
+    return not dot or extension.lower() not in _FILE_EXTENSIONS
+
+
+def _past_redacted(text: str, start: int, end: int) -> int:
+    """Where a value at ``start`` goes on past the ``[REDACTED]`` it starts with, if any, and
+    the spaces and punctuation after it (``end`` when nothing else follows)."""
+    at = start
+    while text.startswith(_ALREADY, at) and at < end:
+        at = text.find("]", at, end) + 1 or end
+        while at < end and not text[at].isalnum() and text[at] not in "[-":
+            at += 1
+    return at
+
+
 def _flow_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """(start, end) of each item of the flow collection at ``start`` (:data:`_FLOW_ITEM`), to
     ``end`` (its line's): a quoted one without its quotes, a plain one to its ``,``, ``}``
@@ -3327,11 +3407,14 @@ def _values_as_text(text: str, depth: int = 0) -> str:
     mark = next(m for m in _MARKS if m not in text)  # (cleaned text holds none; nested, one)
     chosen: list[tuple[int, int]] = []
     for start, end in sorted(_value_spans(text)):
-        if start >= (chosen[-1][1] if chosen else 0) and end > start and \
-                _SEPARATED.search(text, start, end) is not None and \
-                _ALNUM.search(text, start, end) is not None and \
-                not text.startswith(_ALREADY, start) and \
-                _PROSE_VALUE.fullmatch(text, start, end) is None:
+        # (a value redacted before is not read again, but what follows it on its lines is:
+        # ``"[REDACTED]\nrequirepass X"``, a token's line redacted above a config's)
+        if start < (chosen[-1][1] if chosen else 0) or end <= start:
+            continue
+        rest = _past_redacted(text, start, end)
+        if _SEPARATED.search(text, rest, end) is not None and \
+                _ALNUM.search(text, rest, end) is not None and \
+                not _prose(text, start, end):
             chosen.append((start, end))
     if not chosen:
         return text

@@ -658,6 +658,8 @@ ORDINARY = [
     '  export POD_NAME=$(kubectl get pods -l "app=web" -o jsonpath="{.items[0].metadata.name}")\n',
     "note:see the docs at https://example.com\nimage:nginx:1.27 pulled\n",
     'msg: "line one\\nline two, more\\r\\nthree"\nexport P=a\\ b\\ c\n',
+    # prose after a credential's name as a value of its own (not a file's text)
+    'reason: "password expired"\nmsg: token refreshed\n{"status": "auth required"}\n',
 ]
 
 
@@ -990,6 +992,9 @@ CONFIG_VALUES = [
     "REDIS_CONF=requirepass {}",
     "[client]\npassword={}",
     "Bearer abcdefghijklmnop\nrequirepass {}",  # (a rule reading the escape as the token's)
+    # a value whose first line was redacted before (a token's): its other lines are read too
+    "[REDACTED]\nrequirepass {}",
+    "[REDACTED] x\ndb.example.com:5432:*:app:{}",
 ]
 # what a container cannot hold of a value: a plain value is one line; a plain flow item holds
 # no comma; a single-quoted shell word no single quote; a YAML document in a JSON string is
@@ -999,7 +1004,8 @@ REFUSED = {"yaml-plain": "\n", "env-value": "\n", "env-value-then-logfmt": "\n",
            "yaml-tagged-plain": "\n", "yaml-in-json": "\n=", "yaml-flow-in-json": "\n=",
            "yaml-no-space-in-json": "\n=", "yaml-tagged-in-json": "\n=",
            "yaml-flow-plain": "\n,", "yaml-flow-list": "\n", "yaml-flow-top": "\n",
-           "shell-export": "\n'", "shell-escaped": "\n", "no-space": "\n"}
+           "shell-export": "\n'", "shell-escaped": "\n", "no-space": "\n",
+           "yaml-in-json-string-alone": "\n="}
 VALUE_CONTAINERS = {
     "yaml-quoted": lambda v: "kind: ConfigMap\ndata:\n  app.conf: " + json.dumps(v) + "\n",
     "yaml-plain": lambda v: "kind: ConfigMap\ndata:\n  app.conf: " + v + "\n",
@@ -1040,6 +1046,10 @@ VALUE_CONTAINERS = {
     # (characters of Unicode's private use, which reading values could have used itself)
     "beside-private-use": lambda v: "kind: ConfigMap\ndata:\n  a: \"\ue000\ue001\ue002\ue003"
                                     "\"\n  app.conf: " + json.dumps(v) + "\n",
+    # a JSON string alone on its line, no key before it, at the line's start or not
+    "json-string-alone": lambda v: json.dumps(v) + "\n",
+    "json-string-alone-indented": lambda v: "  " + json.dumps(v) + "\n",
+    "yaml-in-json-string-alone": lambda v: json.dumps("x: {a: " + json.dumps(v) + "}") + "\n",
 }
 
 
@@ -1176,6 +1186,9 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     "redis-cli -a '[REDACTED][REDACTED]{}' ping",
     "x: [redis-cli, -a, {}]",
     "command: ['redis-cli', '-a', '{}', ping]",
+    # the second here-document of a command line (the reader's input), or of its feed
+    "docker login --password-stdin <<A <<B\nx1\nA\n{}\nB\necho done",
+    "cat <<A <<-'B' | docker login --password-stdin\nx1\nA\n\t{}\n\tB\necho done",
 ])
 def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     # (a process list prints an argument as it was given: ``&`` inside it is no separator)
@@ -2057,6 +2070,23 @@ KEPT_AROUND = [
     ('{"args":["redis-cli -a X"],"b":1}\n', '{"args":["redis-cli -a [REDACTED]"],"b":1}\n'),
     ("x: {a: 'requirepass X', b: 1}\n", "x: {a: 'requirepass [REDACTED]', b: 1}\n"),
     ('x: ["redis-cli -a X", "b"]\n', 'x: ["redis-cli -a [REDACTED]", "b"]\n'),
+    # a JSON string alone on its line; a value past a [REDACTED] it starts with
+    ('"x: {a: \\"requirepass X\\"}"\n', '"x: {a: \\"requirepass [REDACTED]\\"}"\n'),
+    ('REDIS_CONF="[REDACTED]\\nrequirepass X"\n',
+     'REDIS_CONF="[REDACTED]\\nrequirepass [REDACTED]"\n'),
+    # a value's own quote and bracket at its end, when the quote before it on its line closes
+    # a word (``"x"``) and opens no string the command line is written in
+    ('echo "x" redis-cli -a Zq7"}\n', 'echo "x" redis-cli -a [REDACTED]\n'),
+    ('x: "a" smbclient -U bob%Zq7"]\n', 'x: "a" smbclient -U bob%[REDACTED]\n'),
+    ("say 'hi' redis-cli -a Zq7'}\n", "say 'hi' redis-cli -a [REDACTED]\n"),
+    # each here-document of a command line, in order, its end markers kept
+    ("cat <<A <<B | docker login --password-stdin\nx1\nA\nX2\nB\necho done\n",
+     "cat <<A <<B | docker login --password-stdin\n[REDACTED]\nA\n[REDACTED]\nB\necho done\n"),
+    # a name and one word that is no message's (``password hunter``); a file's text
+    ('redis.conf: "password hunter"\n', 'redis.conf: "password [REDACTED]"\n'),
+    ('x: "auth letmein"\n', 'x: "auth [REDACTED]"\n'),
+    ('{"app.conf": "token refreshed"}\n', '{"app.conf": "token [REDACTED]"}\n'),
+    ('data:\n  redis.conf: "password expired"\n', 'data:\n  redis.conf: "password [REDACTED]"\n'),
     # a JSON document in a YAML one in a JSON string: read where its escapes are decoded
     ('{"a": "x: {\\"token\\": {\\"a\\": {\\"b\\": \\"s3cr3t\\"}}}"}\n',
      '{"a": "x: {"token": [REDACTED] {"b": "[REDACTED]"}}}"}\n'),
