@@ -3247,9 +3247,11 @@ _ASSIGNED_QUOTE = re.compile(r"""(?<![^\s])[A-Za-z_][A-Za-z0-9_.\-]*+=(?=["'])""
 # JSON's values: a key's (``"key": "value"``: tried at each quote, a key holds none, so a
 # string inside a string decoded, ``"x": "{"a": "requirepass X"}"``, is found too), and an
 # array's items (``["requirepass X", ...]``, one to a line or not), and a string standing
-# alone on its line, indented or not (a JSON document that is one string, a line of a list)
+# alone on its line, indented or not (a JSON document that is one string, a line of a list:
+# from the line's very start, one closed on it, ``"x: {a: \"requirepass X\"}"``)
 _JSON_PAIR_VALUE = re.compile(r'"[^"\\\n]*+"[ \t]*+:[ \t]*+(?=")')
-_JSON_ITEM = re.compile(r'(?:(?<=[\[,])[ \t]*+|^[ \t]*+)(?=")', re.MULTILINE)
+_JSON_ITEM = re.compile(r'(?:(?<=[\[,])[ \t]*+|^[ \t]++|'
+                        r'^(?="(?:[^"\\\n]|\\.)*+"[ \t]*+(?:[,\]\n]|\Z)))(?=")', re.MULTILINE)
 _ITEM_END = re.compile(r"[ \t]*+(?:[,\]]|$)", re.MULTILINE)
 _SINGLE_QUOTED_LINE = re.compile(r"'(?:[^'\n]|'')*+'?")
 _DOUBLE_QUOTED_LINE = re.compile(r'"(?:[^"\\\n]|\\.)*+"?')
