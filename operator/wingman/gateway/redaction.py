@@ -65,20 +65,22 @@ The steps, in order (``redact``):
    and its value a column apart on a line of their own (one space apart only when the name is
    in one case or set: ``requirepass VALUE``, ``setenv NAME VALUE``; not ``Token expired``,
    nor a state, count, age, address, time or placeholder beside a resource's name in two
-   custom columns, ``auth-service   Running``: ``_no_secret``),
+   custom columns, ``auth-service   Running``: ``_no_secret``; nor a flag, a path or where a
+   value is read from: ``pass --namespace``, ``pwd /root``, ``api_key env``),
    ``.netrc`` entries, a quoted name and
    its quoted value (``define('DB_PASSWORD', '...')``), SQL's ``IDENTIFIED BY '...'``, a
    multi-line string under a credential name (TOML's ``password = '''...'''``, Go's
    backquoted one); the
    value of a command-line flag that names one (``-p VALUE``, ``--password=VALUE``,
-   ``--token VALUE``), and a password joined to a user (``curl -u user:PASSWORD``) or to
+   ``--token VALUE``; openssl's ``-passin pass:VALUE``, not its ``env:``, ``file:``, ``fd:`` or
+   ``stdin``), and a password joined to a user (``curl -u user:PASSWORD``) or to
    MySQL's ``-pPASSWORD``; a tool's own password flag or position after its name
    (``redis-cli -a VALUE``, ``[redis-cli, -a, VALUE]``, past another tool's name as a
    host's: ``-h mysql``), also one
    argument a line as ``kubectl describe`` prints a container's command and on lines continued
    by a backslash, and what a command reading a secret on its input is given (``echo VALUE |
-   tee f | docker login --password-stdin``, ``echo VALUE > f; cat f |``, ``<<< VALUE``, a
-   here-document's lines); by position, a ``.pgpass`` line's last field,
+   tee f | docker login --password-stdin``, ``echo VALUE > f; cat f |``, ``<<< VALUE``, each
+   here-document's lines, ``cat <<A <<B``); by position, a ``.pgpass`` line's last field,
    ``user:PASSWORD@host`` without a scheme, the cells of a table's column (CSV, TSV, psql,
    kubectl, PowerShell, a
    header of single words in any case above an aligned row) whose header names a credential,
@@ -87,8 +89,11 @@ The steps, in order (``redact``):
    Then each value that is a text of its own (a config file in a ConfigMap's YAML or JSON,
    also behind a tag or an anchor or in a flow collection, or a YAML one in a JSON string,
    its quotes escaped, a command line in an annotation,
-   ``REDIS_CONF=requirepass X``, ``export NAME="..."``, logfmt's ``msg="..."``) is read by
-   these rules again as if it stood alone (:func:`_values_as_text`).
+   ``REDIS_CONF=requirepass X``, ``export NAME="..."``, logfmt's ``msg="..."``, a JSON string
+   alone on its line; past a ``[REDACTED]`` it starts with) is read by these rules again as
+   if it stood alone (:func:`_values_as_text`), but prose (``reason: password expired``; not
+   under a key naming a file, ``redis.conf``). A message's words are no pair (``msg="auth:
+   login ok"``, a kind's Go type ``*v1.Secret:``, ``for volume "db-creds" : ...``).
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
    (not in a certificate, not a public SSH key, not an identifier: a run of hex digits, or of
    lowercase letters and digits joined by a hyphen to more of a name, ``web-ej3fmmdd``);
@@ -713,11 +718,19 @@ _PLACEHOLDER = re.compile(r"<(?:none|nil|unset)>[ \t]*+(?:\n|$)|<set to the key 
                           r"(?:in secret|of config map) '[^'\n]*+'>")
 
 
+# a Kubernetes kind's Go type, its package an API version (``*v1.Secret``, ``corev1.Secret``,
+# ``v1beta1.TokenReview``): what a client's log names a kind by (``failed to list *v1.Secret:
+# secrets is forbidden``), not a value
+_API_KIND = re.compile(r"(?<![A-Za-z0-9_])[a-z]*+(?<=v)[0-9]++(?:(?:alpha|beta)[0-9]++)?+"
+                       r"\.[A-Z][A-Za-z0-9]*+\Z")
+
+
 def credential_name(name: str) -> bool:
     """Whether a key, variable or flag name names a credential (``DB_PASSWORD``, ``apiKey``,
-    ``client-key-data``, ``pwd``, ``x-auth-token``; not ``secretName`` or ``tokenizer``)."""
+    ``client-key-data``, ``pwd``, ``x-auth-token``; not ``secretName``, ``tokenizer`` or a
+    kind's Go type, ``*v1.Secret``)."""
     plain = name.strip("\"'-").lower()
-    if not plain or plain in ("key", "pin"):
+    if not plain or plain in ("key", "pin") or _API_KIND.search(name) is not None:
         return False
     segments = [s for s in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", name.strip("\"'-")).lower())
                 if s]
@@ -885,6 +898,8 @@ _REFERENCES: dict[str, frozenset[str]] = {
     "configMapKeyRef": frozenset({"name", "key", "optional"}),
     "fieldRef": frozenset({"apiVersion", "fieldPath"}),
     "resourceFieldRef": frozenset({"containerName", "resource", "divisor"}),
+    # a projected volume's source: which token the kubelet asks for and where it writes it
+    "serviceAccountToken": frozenset({"audience", "expirationSeconds", "path"}),
     "items": frozenset({"key", "path", "mode"}),
 }
 _NO_REFERENCE = "*"  # what is nested in a reference's other child: every scalar a value
@@ -900,6 +915,16 @@ def _neutral_parent(key: str) -> bool:
     """Whether a key's neutral children (``value``, ``key``) hold a credential."""
     segments = re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower())
     return credential_name(key) and segments[-1] not in _REFERENCE_SEGMENTS
+
+
+# a key in a sentence: a quoted name after a word (``for volume "db-creds" : secret ...``, an
+# event's), or a logfmt pair's quoted value (``msg="auth: login ok"``): no YAML key
+_SENTENCE_KEY = re.compile(r"""[^\n]*?(?:[A-Za-z0-9][ \t]++["'][^"'\n]*+["']|=["'][^\n]*+)""")
+
+
+def _sentence_key(key: str) -> bool:
+    """Whether a YAML key read from a line is a sentence's words (:data:`_SENTENCE_KEY`)."""
+    return _SENTENCE_KEY.fullmatch(key.strip()) is not None
 
 
 def _unquote(key: str) -> str:
@@ -990,8 +1015,10 @@ class _Structure:
             for opened in _KEY_OPENS_FLOW.finditer(self.text):
                 # not a reference (``secretKeyRef: {name: db, key: password}``): it says where
                 # a value is, and its fields stay, as on the block reader's lines
-                if opened.end() >= self.flow_end and _neutral_parent(opened.group("key")):
-                    self._flow(opened.end(), "nested")
+                key = opened.group("key")
+                if opened.end() >= self.flow_end and _neutral_parent(key):
+                    self._flow(opened.end(), key if key in _REFERENCES and
+                               self.text[opened.end()] == "{" else "nested")
         if "{" in self.text:
             for pair in _FLOW_PAIR.finditer(self.text):
                 if credential_name(_unquote(pair.group("key"))):
@@ -1080,6 +1107,9 @@ class _Structure:
         if raw.strip("\"'").lower() in _NOT_SECRET_VALUES:
             return
         begin, finish = value_at + lead, value_at + lead + len(raw)
+        if kind in _REFERENCES and colon and raw[0] not in "{[" and \
+                _unquote(self.text[start:colon - 1].strip()) in _REFERENCES[kind]:
+            return  # a reference's own field (``serviceAccountToken: {path: token}``)
         if kind == "nested":
             if raw[0] in "{[" and level < _MAX_NESTED_FLOWS:
                 self._flow(begin, "nested", level + 1)
@@ -1213,16 +1243,17 @@ class _Structure:
         if key in _DATA_KEYS and value is None:
             self.block = (key_indent, key)
             return
-        if value is None and credential_name(key) and (
+        if value is None and credential_name(key) and not _sentence_key(match.group("key")) and (
                 " " not in match.group("key").strip() or _DESCRIBED_KEY.fullmatch(key)):
             self.key_pending = key_indent  # ``password:``, its value on the lines below
             self.pending_key = key
-        if value is not None and credential_name(key):
+        if value is not None and credential_name(key) and not _sentence_key(match.group("key")):
             alias = _ALIAS.match(value)
             if alias is not None and alias.group("name") in self.anchors:
                 self._add(0, self.anchors[alias.group("name")])
             elif value.startswith(("{", "[")):
-                self._flow(base + value_at, "all")
+                self._flow(base + value_at, key if key in _REFERENCES and
+                           value.startswith("{") else "all")
             elif not _BLOCK_SCALAR.fullmatch(value.strip()):
                 self._add(base, _value_span(line, value_at))
             if _BLOCK_SCALAR.fullmatch(value.strip()) or " " not in match.group("key").strip():
@@ -1291,7 +1322,10 @@ class _Structure:
         if (indent > self.key_pending or item) and _YAML_KEY.match(line) is not None and \
                 _neutral_parent(self.pending_key):
             self.nested = (self.key_pending, indent == self.key_pending)  # ``  value: ...``
-            self.nested_open, self.key_pending = [], None
+            # (a credential key that is a reference itself: ``serviceAccountToken:``)
+            self.nested_open = [(self.key_pending, self.pending_key)] \
+                if self.pending_key in _REFERENCES else []
+            self.key_pending = None
             self._nested_line(line, base, stripped, indent)
             return True
         self.key_pending = None
@@ -1728,9 +1762,11 @@ def _pairs(text: str, depth: int = 0) -> str:
         if value.lstrip("\"'").startswith(_ALREADY) or value.startswith(">") or \
                 value.strip("\"'").lower() in _NOT_SECRET_VALUES or \
                 _SIZE_ONLY.match(match.string, match.start(3)) or \
-                _PLACEHOLDER.match(match.string, match.start(3)):
+                _PLACEHOLDER.match(match.string, match.start(3)) or \
+                _message_pair(match.string, match.start(1), sep, value):
             return match.group(0)
-        if not credential_name(key):
+        # (a reference's mapping, ``serviceAccountToken: {path: token}``: its pairs read)
+        if not credential_name(key) or (value[:1] == "{" and key in _REFERENCES):
             if not any(c in value for c in ":="):
                 return match.group(0)
             if depth >= _MAX_NESTED_PAIRS:
@@ -1742,6 +1778,30 @@ def _pairs(text: str, depth: int = 0) -> str:
         return f"{key}{sep}{REDACTED}"
 
     return _KEYVALUE_RE.sub(one, text)
+
+
+# a sentence's words after a colon (``msg="auth: login ok, session created"``): lowercase
+# words, one of them a word a message says of a state (:data:`_PROSE_WORDS`, but the words
+# any sentence holds: a passphrase's ``to be or not to be`` is a value)
+_WORDS = re.compile(r"[a-z]++(?:[ \t]++[a-z]++)++")
+_FUNCTION_WORDS = frozenset({
+    "not", "no", "is", "was", "are", "were", "has", "had", "have", "will", "must", "can",
+    "cannot", "should", "may", "does", "did", "for", "of", "to", "the", "a", "an", "in", "on",
+    "at", "by", "with", "from", "and", "or", "as", "now", "again", "already", "yet", "still",
+    "too"})
+
+
+def _message_pair(text: str, key: int, sep: str, value: str) -> bool:
+    """Whether a key at ``key`` and its ``value`` are a message's words, not a credential's
+    name and value: a quoted name after a word (``for volume "db-creds" : secret "db-creds"
+    not found``, an event's), or a sentence after a colon (:data:`_WORDS`; ``password=a b``
+    assigns a passphrase)."""
+    if key >= 3 and text[key - 1] in "\"'" and text[key - 2] in " \t" and \
+            text[key - 3].isalnum():
+        return True
+    return sep.strip(" \t\"'") == ":" and _WORDS.fullmatch(value) is not None and any(
+        (w in _PROSE_WORDS and w not in _FUNCTION_WORDS) or w.endswith(_PROSE_ENDINGS)
+        for w in value.split())
 
 
 # A value a pair rule redacted up to a ``,``, ``}`` or ``]`` it took for the end of a flow
@@ -1869,11 +1929,13 @@ _TOOL_COMMAND = re.compile(r"""(?<![^\s;|&(`"'\[])(?:[\w.-]*+[/\\])*+(?P<tool>(?
 _SHELL_WORD = re.compile(r"""[0-9]*+[<>]|(?:"(?:[^"\\\n]|\\.)*+"?|'[^'\n]*+'?|\\.|"""
                          r"""[^\s"'\\;|&<>]|[;|&](?=[^\s;|&<>]))++|[;|&\n]""")
 _COMMAND_ENDS = frozenset(";|&\n")
-# a quote, then closing brackets or commas, then the word's end or the next string: the end
-# of the JSON or YAML string a command line is written in (``"redis-cli -a VALUE"]}``,
-# ``"... VALUE", "b"]``), when a quote of its kind opens that string before the word on its
-# line and the word's own quoting holds it not (``'Zq7"}Wv9'``, ``ps``'s ``Zq7",Wv9``)
-_STRING_END = re.compile(r"""(?<!\\)["'][ \t]*+[\]},](?:[ \t]*+[\]},:])*+[ \t]*+(?:["']|\Z)""")
+# a quote, then closing brackets or commas, then the word's end, the next string or a plain
+# item of a flow sequence: the end of the JSON or YAML string a command line is written in
+# (``"redis-cli -a VALUE"]}``, ``"... VALUE", "b"]``, ``['... VALUE', b]``), when a quote of
+# its kind opens that string before the word on its line and the word's own quoting holds it
+# not (``'Zq7"}Wv9'``, ``ps``'s ``Zq7",Wv9``)
+_STRING_END = re.compile(r"""(?<!\\)["'][ \t]*+[\]},](?:[ \t]*+[\]},:])*+[ \t]*+"""
+                         r"""(?:["']|\Z|[^\s"',\[\]{}][^"',\[\]{}\n]*+[\]},])""")
 # a quoted part of a word (what a shell reads as one): a quote inside it is the value's own
 _QUOTE = re.compile(r"[\"']")
 _WORD_QUOTED = re.compile(r"""(?<!\\)(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')""")
@@ -1916,6 +1978,9 @@ _STDIN_PASSWORD: tuple[tuple[re.Pattern[str], ...], ...] = tuple(
 # what ``echo`` or ``printf`` prints, to the end of its command
 _ECHOED = re.compile(r"""(?:^|[;&("'`]|\s)(?:echo|printf)(?:[ \t]++-[neE]++)*+[ \t]++"""
                      r"""(?:(?:"%s(?:\\n)?"|'%s(?:\\n)?')[ \t]++)?+(?P<value>[^\n]*+)\Z""")
+# what ``echo`` prints of its words: up to a redirection (``>``, ``2>``, ``&>``) outside quotes
+_PRINTED = re.compile(r"""(?:"(?:[^"\\\n]|\\.)*+"?|'[^'\n]*+'?|\\.|[^"'\\\s>]|"""
+                      r"""\s++(?![0-9&]?+>))*+""")
 _LINE = re.compile(r"[^\n]++")  # (a line with something on it)
 _BAR = re.compile(r"\|")
 # where a command ends (``;``, ``&``: not inside a word, as in :data:`_SHELL_WORD`, nor the
@@ -1990,8 +2055,12 @@ def _tool_arguments(text: str) -> str:
                 if item.group("next") == "]":
                     break
                 item = _LIST_ITEM.match(text, item.end())
-            if items and _tool_name(items[0].group()) in _TOOLS:
-                spans += _tool_spans(_tool_name(items[0].group()), items[1:])
+            tool = _tool_name(items[0].group()) if items else ""
+            # (a list of words, ``['net', 'user', 'bob', 'admin']``, is a ``net user`` command
+            # line only with one of its options: ``/add``, ``/domain``, ``-U``)
+            if tool in _TOOLS and (tool != "net" or any(
+                    w.group().startswith(("/", "-")) for w in items[1:])):
+                spans += _tool_spans(tool, items[1:])
     if "- " in text:
         spans += _tool_sequences(text)
     if "Command:" in text or "Args:" in text:
@@ -2077,7 +2146,9 @@ def _stdin_secrets(text: str) -> list[tuple[int, int]]:
         parts = list(zip([line.start(), *(bar + 1 for bar in bars)], [*bars, line.end()],
                          strict=True))
         fed = -1  # (the last part read)
-        markers: set[str] = set()  # (of the here-documents given to a reader on this line)
+        # (of the here-documents given to a reader on this line, by where they start: each
+        # command's, ``cat <<A <<B``, in the order their lines follow the command line)
+        markers: dict[int, str] = {}
         for at, (start, end) in enumerate(parts):
             stop = _COMMAND_END.search(text, start, end)
             command = text[start:end if stop is None else stop.start()]
@@ -2090,12 +2161,12 @@ def _stdin_secrets(text: str) -> list[tuple[int, int]]:
             fed = at
             for first, last, echo in feeds:
                 spans += _fed(text, first, last, echo)
-                document = _HERE_DOCUMENT.search(text, first, last)
-                if document is not None:
-                    markers.add(document["marker"])
+                for document in _HERE_DOCUMENT.finditer(text, first, last):
+                    markers[document.start()] = document["marker"]
         if markers:
             numbers = numbers or _line_numbers(lines)
-            found, below = _here_documents(lines, numbers, number + 1, markers)
+            found, below = _here_documents(lines, numbers, number + 1,
+                                           [markers[at] for at in sorted(markers)])
             spans += found
     return spans
 
@@ -2122,7 +2193,10 @@ def _fed(text: str, start: int, end: int, echo: bool) -> list[tuple[int, int]]:
     echoed = _ECHOED.search(text[start:end]) if echo else None
     if echoed is not None:
         at = start + echoed.start("value")
-        spans += _value(_Word(text, at, at + len(echoed.group("value").rstrip())))
+        # (up to a redirection: ``echo VALUE > /tmp/p``'s file is no part of it)
+        printed = _PRINTED.match(echoed.group("value"))
+        value = printed.group() if printed is not None else echoed.group("value")
+        spans += _value(_Word(text, at, at + len(value.rstrip())))
     for here in _HERE_STRING.finditer(text, start, end):
         spans += _value(_Word(text, here.start("word"), here.end("word")))
     return spans
@@ -2147,13 +2221,24 @@ def _here_end(numbers: dict[str, list[int]], first: int, marker: str) -> tuple[i
 
 
 def _here_documents(lines: list[re.Match[str]], numbers: dict[str, list[int]], first: int,
-                    markers: Iterable[str]) -> tuple[list[tuple[int, int]], int]:
+                    markers: Sequence[str]) -> tuple[list[tuple[int, int]], int]:
     """The spans of the lines of the here-documents of one command line, from line ``first``
-    to the last of their end ``markers`` (their lines follow one another), each line read
-    once; and the number of the line below."""
-    last, closed = max(_here_end(numbers, first, marker) for marker in markers)
+    to the last of their end ``markers`` (in the order they were written: each document's
+    lines follow the one before's end marker), each line read once; and the number of the
+    line below."""
+    last, closed = first, False
+    ends: set[int] = set()  # (the end markers' lines: no document's)
+    for marker in markers:
+        end, closed = _here_end(numbers, last + 1 if ends else first, marker)
+        last = max(last, end)
+        if not closed:
+            break  # (where the documents after one not closed start is not known)
+        ends.add(end)
     spans: list[tuple[int, int]] = []
-    for line in lines[first:last]:
+    for number in range(first, min(last, len(lines))):
+        if number in ends:
+            continue
+        line = lines[number]
         text = line.group()
         spans += _value(_Word(line.string, line.start() + len(text) - len(text.lstrip()),
                               line.start() + len(text.rstrip())))
@@ -2217,11 +2302,21 @@ def _string_end(word: _Word) -> int:
     while quote is not None:
         at = quote.start()
         if _STRING_END.match(text, at, end) is not None and opened.setdefault(
-                text[at], text.rfind(text[at], line, word.start()) != -1):
+                text[at], _opens(text, text.rfind(text[at], line, word.start()), line)):
             return at
         quoted = _WORD_QUOTED.match(text, at, end)
         quote = None if quoted is None else _QUOTE.search(text, quoted.end(), end)
     return end
+
+
+def _opens(text: str, at: int, line: int) -> bool:
+    """Whether the quote at ``at`` (the last of its kind before a word, on the line starting
+    at ``line``; -1: none) opens a string still open at the word: a quote after a space,
+    a bracket, a comma, a colon or an ``=`` (``"redis-cli -a X"}``), or an escaped one (inside
+    a string's string); not one that closes a word's quoted part (``echo "x" ... -a X"}``)."""
+    if at < 0:
+        return False
+    return at == line or text[at - 1] in " \t[{(,:=\\"
 
 
 def _tool_spans(tool: str, words: list[_Word]) -> list[tuple[int, int]]:
@@ -2233,7 +2328,8 @@ def _tool_spans(tool: str, words: list[_Word]) -> list[tuple[int, int]]:
         text = word.group()
         following = words[at + 1] if at + 1 < len(words) else None
         if text in flags and following is not None:
-            spans += _value(following)
+            source = _pass_source(text, following.group()) if tool == "openssl" else 0
+            spans += _value(following, source) if source is not None else []
         elif text in joined and following is not None and between in following.group():
             spans += _value(following, following.group().index(between) + 1)
         elif (text[:2] in joined or text.partition("=")[0] in joined) and between in text:
@@ -2278,11 +2374,35 @@ def _oracle_login(tool: str, words: list[_Word]) -> list[tuple[int, int]]:
     return spans
 
 
+# openssl's password arguments (``-pass``, ``-passin``, ``-passout``): ``pass:VALUE`` is the
+# password; ``env:NAME``, ``file:PATH``, ``fd:N`` and ``stdin`` say where it is read from
+_PASS_FLAGS = frozenset({"-pass", "-passin", "-passout"})
+_PASS_SOURCE = re.compile(r"""["']?+(?:(?P<pass>pass:)|(?:env|file|fd):|stdin["']?+\Z)""")
+
+
+def _pass_source(flag: str, value: str) -> int | None:
+    """Where the password starts in an openssl password argument ``value`` of ``flag`` (past
+    ``pass:``; 0 for any other flag or form), or None when it names where the password is."""
+    source = _PASS_SOURCE.match(value) if flag in _PASS_FLAGS else None
+    if source is None:
+        return 0
+    return source.end() if source.group("pass") else None
+
+
 def _flag(match: re.Match[str]) -> str:
     flag, sep, value = match.group(1), match.group(2), match.group(3)
     if value.lstrip("\"'").startswith(_ALREADY) or not _credential_flag(flag) or \
             value.strip("\"'").lower() in _NOT_SECRET_VALUES:
         return match.group(0)
+    source = _pass_source(flag, value)
+    if source is None:
+        return match.group(0)  # (``-pass env:NAME``: where, not what)
+    if source:  # (``pass:VALUE``: the password after it, its quotes kept)
+        closing = value[0] if value[0] in "\"'" and len(value) > 1 and \
+            value.endswith(value[0]) else ""
+        if not value[source:len(value) - len(closing)]:
+            return match.group(0)
+        return f"{flag}{sep}{value[:source]}{REDACTED}{closing}"
     if value[:1] in "\"'":
         closing = value[0] if len(value) > 1 and value.endswith(value[0]) else ""
         return f"{flag}{sep}{value[0]}{REDACTED}{closing}"
@@ -2350,6 +2470,12 @@ _XML_ATTRIBUTES = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+"(?P<name>[^"\n]*+
 # one space apart only for a lowercase name (a directive), not a sentence (``Token expired``)
 _SPACED_PAIR = re.compile(r"(?m)^([ \t]*+(?:setenv[ \t]++|set[ \t]++-[A-Za-z]++[ \t]++)?"
                           r"([A-Za-z_][A-Za-z0-9_.-]*+)[ \t]++)(?!\[REDACTED\])(\S++)[ \t]*+$")
+# what is no value beside a name, but says where one is or what to do: a long flag (``hint:
+# pass --namespace``), a path of lowercase names (``pwd /root``), a source of a value
+# (``api_key env``; openssl's ``-passin stdin``)
+_SPACED_NO_VALUE = re.compile(r"--[a-z][a-z0-9]++(?:-[a-z0-9]++)*+|"
+                              r"(?:~|\.{1,2}+)?+(?:/[a-z0-9_.-]++)++/?+|"
+                              r"(?:env|environment|file|stdin|prompt|keyring|keychain|tty)")
 # a quoted name, then its quoted value: ``define('DB_PASSWORD', 'VALUE')`` (PHP),
 # ``ENV["API_TOKEN"] = "VALUE"``, ``'password' => 'VALUE'``; a value not closed within its
 # bound (or its line) is redacted to the end of the line (fail closed); a quoted key after a
@@ -2400,10 +2526,11 @@ def _named_value(name: str, whole: str, value: str, start: int, *, cell: bool = 
 def _spaced_pair(match: re.Match[str]) -> str:
     """``password    VALUE``, ``requirepass VALUE``, ``setenv NAME VALUE``; not a sentence of
     two words (``Token expired``): one space apart, the name is in one case (``AUTH VALUE``)
-    or set."""
+    or set; nor a word naming where a value is (:data:`_SPACED_NO_VALUE`)."""
     lead, name = match.group(1), match.group(2)
     set_ = lead.lstrip().startswith(("setenv", "set "))
-    if not (lead.endswith(("  ", "\t")) or name.islower() or name.isupper() or set_):
+    if not (lead.endswith(("  ", "\t")) or name.islower() or name.isupper() or set_) or \
+            _SPACED_NO_VALUE.fullmatch(match.group(3)) is not None:
         return match.group(0)
     # a row of two custom columns (``auth-service   Running``) when the name is a resource's
     return _named_value(name, match.group(0), match.group(3), len(lead),
@@ -3223,9 +3350,12 @@ _FLOW_PLAIN = re.compile(r"[^,{}\[\]\n]*+")
 _ASSIGNED_QUOTE = re.compile(r"""(?<![^\s])[A-Za-z_][A-Za-z0-9_.\-]*+=(?=["'])""")
 # JSON's values: a key's (``"key": "value"``: tried at each quote, a key holds none, so a
 # string inside a string decoded, ``"x": "{"a": "requirepass X"}"``, is found too), and an
-# array's items (``["requirepass X", ...]``, one to a line or not)
+# array's items (``["requirepass X", ...]``, one to a line or not), and a string standing
+# alone on its line, indented or not (a JSON document that is one string, a line of a list:
+# from the line's very start, one closed on it, ``"x: {a: \"requirepass X\"}"``)
 _JSON_PAIR_VALUE = re.compile(r'"[^"\\\n]*+"[ \t]*+:[ \t]*+(?=")')
-_JSON_ITEM = re.compile(r'(?:(?<=[\[,])[ \t]*+|^[ \t]++)(?=")', re.MULTILINE)
+_JSON_ITEM = re.compile(r'(?:(?<=[\[,])[ \t]*+|^[ \t]++|'
+                        r'^(?="(?:[^"\\\n]|\\.)*+"[ \t]*+(?:[,\]\n]|\Z)))(?=")', re.MULTILINE)
 _ITEM_END = re.compile(r"[ \t]*+(?:[,\]]|$)", re.MULTILINE)
 _SINGLE_QUOTED_LINE = re.compile(r"'(?:[^'\n]|'')*+'?")
 _DOUBLE_QUOTED_LINE = re.compile(r'"(?:[^"\\\n]|\\.)*+"?')
@@ -3233,10 +3363,34 @@ _DOUBLE_QUOTED_LINE = re.compile(r'"(?:[^"\\\n]|\\.)*+"?')
 _SEPARATED = re.compile(r"\S[\s,:=@|;]")
 _ALNUM = re.compile(r"[A-Za-z0-9]")  # (and a letter or digit: ``{ `` is no text to read)
 # prose: a word naming a credential, then lowercase words (``token expired``, ``password
-# reset``, ``auth required``: a message, not ``requirepass VALUE``)
+# reset``, ``auth required``: a message, not ``requirepass VALUE``), one of them a word a
+# message says (:data:`_PROSE_WORDS`; ``password hunter`` is a name and its value); never in
+# a file's text (a value under a key naming a file: ``redis.conf: "password expired"``)
 _PROSE_VALUE = re.compile(r"(?i)(?:token|password|passwd|secret|auth|key|cookie|pwd|otp|pin|"
                           r"salt|session|credentials?|api|passphrase|signature)"
                           r"(?:[ \t]++[a-z]++)++[ \t]*+")
+# what a message says of a credential: a participle (``expired``, ``refreshing``: any word
+# ending so), a state, a verb, a word of a sentence
+_PROSE_WORDS = frozenset({
+    "reset", "set", "unset", "sent", "found", "lost", "given", "done", "gone", "made", "seen",
+    "shown", "known", "hidden", "taken", "stolen", "written", "broken", "forbidden",
+    "invalid", "valid",
+    "ok", "okay", "error", "errors", "failure", "mismatch", "incorrect", "wrong", "empty",
+    "missing", "required", "expiry", "expires", "expire", "refresh", "refreshes", "renew",
+    "rotate", "rotates", "rotation", "change", "changes", "check", "checks", "match",
+    "matches", "weak", "strong", "short", "too", "long", "length", "policy", "stale", "old",
+    "new", "ready", "active", "inactive", "unknown", "success", "successful", "complete",
+    "not", "no", "is", "was", "are", "were", "has", "had", "have", "will", "must", "can",
+    "cannot", "should", "may", "does", "did", "for", "of", "to", "the", "a", "an", "in", "on",
+    "at", "by", "with", "from", "and", "or", "as", "now", "again", "already", "yet", "still",
+    "please", "hint", "prompt", "request", "requests", "flow", "login", "logout", "status",
+    "state", "timeout", "limit", "usage", "update", "updates", "test", "tests"})
+_PROSE_ENDINGS = ("ed", "ing")
+# a key naming a file (a ConfigMap's ``redis.conf``, ``.pgpass``): its value is the file's text
+_FILE_EXTENSIONS = frozenset({"conf", "cnf", "cfg", "ini", "properties", "env", "toml", "yaml",
+                              "yml", "json", "txt", "sh", "xml", "config", "pgpass", "netrc",
+                              "htpasswd"})
+_KEY_WORDS = re.compile(r"[\s{,\[]++")
 # a line break or a quote escaped in a double-quoted string (``\n``, ``\r\n``, ``\"``; not
 # ``\\n``): a value read with them as line breaks and quotes (``"Bearer X\nrequirepass Y"``, a
 # YAML document in a JSON string, ``"x: \"requirepass Y\""``) keeps them escaped
@@ -3285,6 +3439,39 @@ def _value_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _prose(text: str, start: int, end: int) -> bool:
+    """Whether the value ``text[start:end]`` is a message about a credential, not a name and
+    its value (:data:`_PROSE_VALUE`)."""
+    if _PROSE_VALUE.fullmatch(text, start, end) is None:
+        return False
+    words = [w.lower() for w in text[start:end].split()[1:]]
+    if not any(w in _PROSE_WORDS or w.endswith(_PROSE_ENDINGS) for w in words):
+        return False
+    # the key it is the value of (on its line, before its ``:`` or ``=``, a tag, a quote)
+    line = text.rfind("\n", 0, start) + 1
+    words = text[max(line, start - 256):start].rstrip(" \t\"'").split()
+    while words and words[-1][0] in "!&":
+        words.pop()
+    key = words[-1].rstrip("\"'") if words else ""
+    if key in (":", "=") and len(words) > 1:  # (``"redis.conf" : "..."``)
+        key = words[-2].rstrip("\"'") + key
+    if not key.endswith((":", "=")):
+        return True
+    _, dot, extension = _KEY_WORDS.split(key[:-1])[-1].strip("\"'").rpartition(".")
+    return not dot or extension.lower() not in _FILE_EXTENSIONS
+
+
+def _past_redacted(text: str, start: int, end: int) -> int:
+    """Where a value at ``start`` goes on past the ``[REDACTED]`` it starts with, if any, and
+    the spaces and punctuation after it (``end`` when nothing else follows)."""
+    at = start
+    while text.startswith(_ALREADY, at) and at < end:
+        at = text.find("]", at, end) + 1 or end
+        while at < end and not text[at].isalnum() and text[at] not in "[-":
+            at += 1
+    return at
+
+
 def _flow_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """(start, end) of each item of the flow collection at ``start`` (:data:`_FLOW_ITEM`), to
     ``end`` (its line's): a quoted one without its quotes, a plain one to its ``,``, ``}``
@@ -3327,11 +3514,14 @@ def _values_as_text(text: str, depth: int = 0) -> str:
     mark = next(m for m in _MARKS if m not in text)  # (cleaned text holds none; nested, one)
     chosen: list[tuple[int, int]] = []
     for start, end in sorted(_value_spans(text)):
-        if start >= (chosen[-1][1] if chosen else 0) and end > start and \
-                _SEPARATED.search(text, start, end) is not None and \
-                _ALNUM.search(text, start, end) is not None and \
-                not text.startswith(_ALREADY, start) and \
-                _PROSE_VALUE.fullmatch(text, start, end) is None:
+        # (a value redacted before is not read again, but what follows it on its lines is:
+        # ``"[REDACTED]\nrequirepass X"``, a token's line redacted above a config's)
+        if start < (chosen[-1][1] if chosen else 0) or end <= start:
+            continue
+        rest = _past_redacted(text, start, end)
+        if _SEPARATED.search(text, rest, end) is not None and \
+                _ALNUM.search(text, rest, end) is not None and \
+                not _prose(text, start, end):
             chosen.append((start, end))
     if not chosen:
         return text

@@ -658,6 +658,28 @@ ORDINARY = [
     '  export POD_NAME=$(kubectl get pods -l "app=web" -o jsonpath="{.items[0].metadata.name}")\n',
     "note:see the docs at https://example.com\nimage:nginx:1.27 pulled\n",
     'msg: "line one\\nline two, more\\r\\nthree"\nexport P=a\\ b\\ c\n',
+    # a client's and the kubelet's messages naming a kind, a Secret or a volume; a hint
+    "failed to list *v1.Secret: secrets is forbidden\n",
+    'E1207 reflector.go:539] failed to list *v1.Secret: secrets is forbidden: User '
+    '"system:serviceaccount:a:b" cannot list resource "secrets" in API group "" in the '
+    'namespace "c"\n',
+    "W1207 reflector.go:424] failed to watch *corev1.Secret: unknown (get secrets)\n",
+    'secret "db-creds" not found\n',
+    "  Warning  FailedMount  5m  kubelet  MountVolume.SetUp failed for volume \"db-creds\" : "
+    'secret "db-creds" not found\n',
+    "hint: pass --namespace\n",
+    # a message's words after a credential's name and a colon, in logfmt's quotes
+    'msg="auth: login ok, session created"\n',
+    'level=warn msg="token: refresh failed, retrying" component=auth\n',
+    # prose after a credential's name as a value of its own (not a file's text)
+    'reason: "password expired"\nmsg: token refreshed\n{"status": "auth required"}\n',
+    # a projected volume's token source: which token and where, none of its value
+    "serviceAccountToken: {expirationSeconds: 3600, path: token}\n",
+    '{"serviceAccountToken":{"audience":"vault","expirationSeconds":3607,"path":"token"}}\n',
+    "- serviceAccountToken:\n    audience: vault\n    expirationSeconds: 3607\n    path: token\n",
+    # a list of words is no command line; a path, a source beside a credential's name
+    "['net', 'user', 'bob', 'admin']\nargs: ['net', 'user', 'alice', 'staff']\n",
+    "pwd /root\napi_key env\npassword ~/.config/app\n",
 ]
 
 
@@ -990,6 +1012,9 @@ CONFIG_VALUES = [
     "REDIS_CONF=requirepass {}",
     "[client]\npassword={}",
     "Bearer abcdefghijklmnop\nrequirepass {}",  # (a rule reading the escape as the token's)
+    # a value whose first line was redacted before (a token's): its other lines are read too
+    "[REDACTED]\nrequirepass {}",
+    "[REDACTED] x\ndb.example.com:5432:*:app:{}",
 ]
 # what a container cannot hold of a value: a plain value is one line; a plain flow item holds
 # no comma; a single-quoted shell word no single quote; a YAML document in a JSON string is
@@ -999,7 +1024,8 @@ REFUSED = {"yaml-plain": "\n", "env-value": "\n", "env-value-then-logfmt": "\n",
            "yaml-tagged-plain": "\n", "yaml-in-json": "\n=", "yaml-flow-in-json": "\n=",
            "yaml-no-space-in-json": "\n=", "yaml-tagged-in-json": "\n=",
            "yaml-flow-plain": "\n,", "yaml-flow-list": "\n", "yaml-flow-top": "\n",
-           "shell-export": "\n'", "shell-escaped": "\n", "no-space": "\n"}
+           "shell-export": "\n'", "shell-escaped": "\n", "no-space": "\n",
+           "yaml-in-json-string-alone": "\n="}
 VALUE_CONTAINERS = {
     "yaml-quoted": lambda v: "kind: ConfigMap\ndata:\n  app.conf: " + json.dumps(v) + "\n",
     "yaml-plain": lambda v: "kind: ConfigMap\ndata:\n  app.conf: " + v + "\n",
@@ -1040,6 +1066,10 @@ VALUE_CONTAINERS = {
     # (characters of Unicode's private use, which reading values could have used itself)
     "beside-private-use": lambda v: "kind: ConfigMap\ndata:\n  a: \"\ue000\ue001\ue002\ue003"
                                     "\"\n  app.conf: " + json.dumps(v) + "\n",
+    # a JSON string alone on its line, no key before it, at the line's start or not
+    "json-string-alone": lambda v: json.dumps(v) + "\n",
+    "json-string-alone-indented": lambda v: "  " + json.dumps(v) + "\n",
+    "yaml-in-json-string-alone": lambda v: json.dumps("x: {a: " + json.dumps(v) + "}") + "\n",
 }
 
 
@@ -1176,6 +1206,12 @@ def test_a_json_document_in_an_annotation_is_read_whole(document: dict[str, obje
     "redis-cli -a '[REDACTED][REDACTED]{}' ping",
     "x: [redis-cli, -a, {}]",
     "command: ['redis-cli', '-a', '{}', ping]",
+    # a list of ``net user``'s words with one of its options; openssl's ``pass:`` source
+    "['net', 'user', 'bob', '{}', '/add']",
+    "openssl enc -passin pass:{} -in f", "openssl enc -pass 'pass:{}' -in f",
+    # the second here-document of a command line (the reader's input), or of its feed
+    "docker login --password-stdin <<A <<B\nx1\nA\n{}\nB\necho done",
+    "cat <<A <<-'B' | docker login --password-stdin\nx1\nA\n\t{}\n\tB\necho done",
 ])
 def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     # (a process list prints an argument as it was given: ``&`` inside it is no separator)
@@ -1213,6 +1249,9 @@ def test_a_tools_own_password_argument_is_redacted(line: str) -> None:
     'echo "apiVersion: v1" | kubectl apply --field-manager=keycloak-operator -f -',
     'echo "apiVersion: v1" | kubectl apply -n vault -f -',
     "[INFO] [vault] started", "tags: [zip, tar, net]", "x: [redis-cli, -a, <password>]",
+    # openssl's password read from a variable, a file, a descriptor, the input
+    "openssl enc -passin env:VAR -in f", "openssl rsa -passin file:/etc/pw -passout fd:3",
+    "openssl enc -d -pass stdin -in f",
 ])
 def test_the_same_letters_elsewhere_are_kept(line: str) -> None:
     assert redact(line + "\n") == line + "\n"
@@ -2057,6 +2096,41 @@ KEPT_AROUND = [
     ('{"args":["redis-cli -a X"],"b":1}\n', '{"args":["redis-cli -a [REDACTED]"],"b":1}\n'),
     ("x: {a: 'requirepass X', b: 1}\n", "x: {a: 'requirepass [REDACTED]', b: 1}\n"),
     ('x: ["redis-cli -a X", "b"]\n', 'x: ["redis-cli -a [REDACTED]", "b"]\n'),
+    # a JSON string alone on its line; a value past a [REDACTED] it starts with
+    ('"x: {a: \\"requirepass X\\"}"\n', '"x: {a: \\"requirepass [REDACTED]\\"}"\n'),
+    ('REDIS_CONF="[REDACTED]\\nrequirepass X"\n',
+     'REDIS_CONF="[REDACTED]\\nrequirepass [REDACTED]"\n'),
+    # a value's own quote and bracket at its end, when the quote before it on its line closes
+    # a word (``"x"``) and opens no string the command line is written in
+    ('echo "x" redis-cli -a Zq7"}\n', 'echo "x" redis-cli -a [REDACTED]\n'),
+    ('x: "a" smbclient -U bob%Zq7"]\n', 'x: "a" smbclient -U bob%[REDACTED]\n'),
+    ("say 'hi' redis-cli -a Zq7'}\n", "say 'hi' redis-cli -a [REDACTED]\n"),
+    # each here-document of a command line, in order, its end markers kept
+    ("cat <<A <<B | docker login --password-stdin\nx1\nA\nX2\nB\necho done\n",
+     "cat <<A <<B | docker login --password-stdin\n[REDACTED]\nA\n[REDACTED]\nB\necho done\n"),
+    # a name and one word that is no message's (``password hunter``); a file's text
+    ('redis.conf: "password hunter"\n', 'redis.conf: "password [REDACTED]"\n'),
+    ('x: "auth letmein"\n', 'x: "auth [REDACTED]"\n'),
+    ('{"app.conf": "token refreshed"}\n', '{"app.conf": "token [REDACTED]"}\n'),
+    ('data:\n  redis.conf: "password expired"\n', 'data:\n  redis.conf: "password [REDACTED]"\n'),
+    # a token source's other fields are values
+    ("serviceAccountToken: {path: token, value: s3cr3t}\n",
+     "serviceAccountToken: {path: token, value: [REDACTED]}\n"),
+    ("- serviceAccountToken:\n    path: token\n    value: s3cr3t\n",
+     "- serviceAccountToken:\n    path: token\n    value: [REDACTED]\n"),
+    # a command line in a flow sequence's string: its end before a plain item
+    ("x: ['redis-cli -a X', b]\n", "x: ['redis-cli -a [REDACTED]', b]\n"),
+    ("x: ['redis-cli -a X', b c, {d: e}]\n", "x: ['redis-cli -a [REDACTED]', b c, {d: e}]\n"),
+    # where a password is read from is kept: stdin, a redirection's file, openssl's sources
+    ("echo X9 | openssl enc -passin stdin -in f\n",
+     "echo [REDACTED] | openssl enc -passin stdin -in f\n"),
+    ("echo X9 > /tmp/p; cat /tmp/p | docker login --password-stdin\n",
+     "echo [REDACTED] > /tmp/p; cat /tmp/p | docker login --password-stdin\n"),
+    ("echo X9 2>/dev/null >/tmp/p; cat /tmp/p | docker login --password-stdin\n",
+     "echo [REDACTED] 2>/dev/null >/tmp/p; cat /tmp/p | docker login --password-stdin\n"),
+    ("openssl enc -pass pass:X9 -in f\n", "openssl enc -pass pass:[REDACTED] -in f\n"),
+    ("openssl enc -passin 'pass:X9' -in f\n", "openssl enc -passin 'pass:[REDACTED]' -in f\n"),
+    ("app -pass env:VAR -passout pass:X9\n", "app -pass env:VAR -passout pass:[REDACTED]\n"),
     # a JSON document in a YAML one in a JSON string: read where its escapes are decoded
     ('{"a": "x: {\\"token\\": {\\"a\\": {\\"b\\": \\"s3cr3t\\"}}}"}\n',
      '{"a": "x: {"token": [REDACTED] {"b": "[REDACTED]"}}}"}\n'),
@@ -2176,6 +2250,17 @@ MEGABYTE_REPEATS = [
     ("redacted-starts", "redis-cli -a ", "[REDACTED]", 100_000, "x"),
     ("escaped-quotes", 'a: "', 'x: \\"b c\\" ', 80_000, '"'),
     ("escaped-breaks-only", 'x: "requirepass a', "\\n", 500_000, '"'),
+    # here-documents one after another, echo's redirections, a string's end before a plain
+    # item, keys of a sentence's words, values past a redaction, files' texts, token sources
+    ("here-document-markers", "cat ", "<<A ", 100_000, "| docker login --password-stdin\nx\nA"),
+    ("echo-redirections", "echo ", "a 2>", 200_000, " | docker login --password-stdin"),
+    ("string-ends-plain", "x: ['redis-cli -a ", "x', b", 150_000, "]"),
+    ("sentence-keys", "", 'a "b" ', 150_000, "password: x"),
+    ("redacted-lines", "", 'a: "[REDACTED]\\n"\n', 60_000, ""),
+    ("prose-file-keys", "", "a.conf: password expired\n", 40_000, ""),
+    ("api-kind-letters", "", "v", 1_000_000, ".Secret: x"),
+    ("pass-sources", "openssl ", "-passin env:A ", 70_000, ""),
+    ("token-sources", "x: ", "{serviceAccountToken: {path: a, ", 30_000, ""),
 ]
 MEGABYTE_LINES.update({name: head + unit * count + tail
                        for name, head, unit, count, tail in MEGABYTE_REPEATS})
