@@ -678,7 +678,12 @@ def _encodes_jwt(run: str, depth: int, marks: re.Pattern[str]) -> bool:
         return False
     body = run.translate(_TO_STANDARD)
     for skip in range(4):
-        part = body[skip:skip + (len(body) - skip) // 4 * 4]
+        part = body[skip:]
+        # the last group, when short, is what the encoder padded (its ``=`` is not in the
+        # run): of two or three characters, the last one or two bytes, an unsigned token's
+        # final dot among them; of one, no byte
+        short = len(part) % 4
+        part = part[:len(part) - 1] if short == 1 else part + "=" * (-short % 4)
         try:
             data = binascii.a2b_base64(part)
         except binascii.Error:  # not for a run of the alphabet a whole number of groups long

@@ -802,3 +802,17 @@ def test_a_short_string_is_read_in_a_few_passes_not_one_per_mark() -> None:
     started = time.process_time()
     assert not any(logs.looks_like_token(word) for word in words)
     assert time.process_time() - started < 1.5
+
+
+_UNSIGNED = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0."
+
+
+@pytest.mark.parametrize("before", ["", "B", "Be", "Bearer ", "token: "])
+@pytest.mark.parametrize("after", ["", "\n"], ids=["at-the-end", "then-a-line-break"])
+def test_an_unsigned_jwt_at_the_end_of_base64_is_found(before: str, after: str) -> None:
+    """An unsigned token (``alg: none``) ends with its second dot: at the end of what was
+    encoded, that dot is in the last group, which the encoder pads; the group is read too.
+    The same without its final dot is two segments, no token."""
+    _assert_found_and_redacted(base64.b64encode(f"{before}{_UNSIGNED}{after}".encode()).decode())
+    halved = base64.b64encode(f"{before}{_UNSIGNED[:-1]}{after}".encode()).decode()
+    assert not logs.looks_like_token(halved) and logs.redact_tokens(halved) == halved
