@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -387,13 +388,19 @@ def looks_like_token(text: str) -> bool:
         text = _INVISIBLE.sub("", text)
     else:
         return False
-    return _holds(text, 0) or _broken_jwt_in(text)
+    return _holds(text, 0)
 
 
 #: What a JWT's segments are written with: either base64 alphabet (dots between segments).
 _SEGMENT = "A-Za-z0-9_+/-"
-#: What follows ``eyJ`` in a JWT: the rest of its segment, a dot, a next segment, a dot.
-_JWT_TAIL = re.compile(rf"([{_SEGMENT}]++)\.[{_SEGMENT}]++\.")
+#: What follows ``eyJ`` in a JWT: the rest of its segment, a dot, a next segment, a dot; or,
+#: in a JWE whose key is empty (``"alg":"dir"``), two dots and two segments, each with a dot.
+_JWT_TAIL = re.compile(rf"([{_SEGMENT}]++)\.(?:[{_SEGMENT}]++|\.[{_SEGMENT}]++\.[{_SEGMENT}]++)\.")
+#: After a first segment joined from pieces, what makes it a token's: a second segment that
+#: begins as a JWT's claims do (``eyJ``: a JSON object), or the four segments of a JWE (its
+#: encrypted key, empty or not, its IV, its ciphertext, its tag).
+_AFTER_HEADER = re.compile(
+    rf"\.(?:eyJ|[{_SEGMENT}]*+\.[{_SEGMENT}]++\.[{_SEGMENT}]++\.[{_SEGMENT}])")
 _SEGMENT_REST = re.compile(rf"[{_SEGMENT}]*+")
 #: A segment's base64 padding (``eyJhbGc=.eyJzdWI=.sig``), dropped before a JWT is looked
 #: for; only the first ``=`` of a row is tried, so a long row is read once.
@@ -415,7 +422,8 @@ def _jwt_in(text: str, *, header: bool = False) -> bool:
     tail fails skips the rest of its segment, where any later one fails alike; where the tail
     holds, each ``eyJ`` of the first segment is judged by a bounded read of its header. With
     ``header`` (text joined from pieces), every first segment must read as a header, and the
-    second begin as a JWT's claims do (``eyJ``: a JSON object)."""
+    second begin as a JWT's claims do (``eyJ``: a JSON object), or four segments follow it
+    (a JWE, whose header declares its ``enc``: :func:`_jwe_header`)."""
     if "eyJ" not in text:
         return False
     if "\\/" in text:
@@ -433,9 +441,12 @@ def _jwt_in(text: str, *, header: bool = False) -> bool:
         # / follows it in the segment, or if what follows reads as a header
         end = tail.end(1)
         special = max(text.rfind("+", at, end), text.rfind("/", at, end))
-        while at != -1 and (not header or text.startswith("eyJ", end + 1)):
+        after = _AFTER_HEADER.match(text, end) if header else None
+        claims = after is not None and text.startswith("eyJ", end + 1)
+        while at != -1 and (not header or after is not None):
             if ((at > special and not header)
-                    or _reads_as_header(text[at:min(end, at + _HEADER_READ)])):
+                    or (_reads_as_header(text[at:min(end, at + _HEADER_READ)])
+                        and (claims or not header or _jwe_header(text[at:end])))):
                 return True
             at = text.find("eyJ", at + 3, end - 1)  # one with a character after it
         at = text.find("eyJ", end)
@@ -458,7 +469,40 @@ def _reads_as_header(segment: str) -> bool:
         data = binascii.a2b_base64(body)
     except binascii.Error:
         return False
-    return len(data) >= _SHORTEST_HEADER and not data.translate(None, _PRINTABLE)
+    if data.translate(None, _PRINTABLE):
+        return False
+    # shorter than any header names its algorithm, yet a whole JSON object (a segment shorter
+    # than what is read is read whole): ``{"a":1}``, as a token made up for a test or an
+    # example is, is a token all the same
+    return len(data) >= _SHORTEST_HEADER or (data.endswith(b"}") and _json_object(data))
+
+
+def _json_object(data: bytes) -> bool:
+    try:
+        return isinstance(json.loads(data), dict)
+    except ValueError:
+        return False
+
+
+#: How much of a first segment is read, at most, for whether it is a JWE's header.
+_JWE_HEADER_READ = 256
+
+
+def _jwe_header(segment: str) -> bool:
+    """Whether the first segment ``segment`` (``eyJ`` on, whole) decodes to a JWE's header
+    (its ``enc`` names how the content is encrypted): a first segment that reads as a
+    header and four more segments may still be a word of base64 JSON and the words of the
+    lines after it. Only a segment of at most ``_JWE_HEADER_READ`` characters is read, so
+    that the ``eyJ`` of one segment are each read a bounded length."""
+    if len(segment) > _JWE_HEADER_READ:
+        return False
+    body = segment.translate(_TO_STANDARD)
+    body = body[: len(body) - (len(body) % 4 == 1)]
+    body += "=" * (-len(body) % 4)
+    try:
+        return b'"enc"' in binascii.a2b_base64(body)
+    except binascii.Error:
+        return False
 
 
 #: The bytes of printable ASCII.
@@ -483,9 +527,17 @@ _INVISIBLE = re.compile(f"{_INVISIBLE_CLASS}++")
 #: A blank on a line: the space, the tab and Unicode's other spaces (no-break, en, em, thin,
 #: narrow no-break, ideographic, ...: category Zs).
 _BLANK = "[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]"
-#: A line break (LF, CRLF or CR) and the blanks around it (the next line indented, or a blank
-#: left before the break).
-_BREAK = rf"{_BLANK}*+(?:\r\n?|\n){_BLANK}*+"
+#: A line break: LF, CRLF or CR, and every other character ``str.splitlines`` breaks a line at
+#: (the vertical tab, the form feed, the file, group and record separators, NEL, Unicode's line
+#: and paragraph separators); or one of them escaped as a JSON log line or this module's text
+#: lines write it (``\\n``, ``\\r\\n``, ``\\f``, ``\\u2028``, ``\\x0b``): a token copied from any
+#: of them is broken there as by a line's end.
+_LINE_BREAK = (r"(?:\r\n?|[\n\v\f\x1c-\x1e\x85\u2028\u2029]"
+               r"|\\(?:r(?:\\n)?+|[nf]|u(?:00(?:0[bcBC]|1[c-eC-E]|85)|202[89])"
+               r"|x(?:0[bcBC]|1[c-eC-E]|85)))")
+#: A line break and the blanks around it (the next line indented, or a blank left before the
+#: break).
+_BREAK = rf"{_BLANK}*+{_LINE_BREAK}{_BLANK}*+"
 #: Where a JWT copied from a terminal, a mail or a wrapped document is broken: one line break
 #: between two of its characters (its dots too), at any column; blanks before or after one of its
 #: dots (``eyJhbGciOiJIUzI1NiJ9. eyJzdWIi...``). Dropped, these give the token back; blanks
@@ -569,10 +621,14 @@ _B64_BLOCK_CHAR = r"(?:[A-Za-z0-9+/_-]|\\/)"
 _B64_BLOCK = re.compile(rf"{_B64_BLOCK_CHAR}++"
                         rf"(?:(?:[ \t]*+(?:[\r\n]|\\[rn])[ \t]*+)++{_B64_BLOCK_CHAR}++)*+")
 _TO_STANDARD = str.maketrans("-_", "+/")
-#: What :func:`_may_hold` reads text without when asked for what it holds unseen: blanks, line
-#: breaks, NUL, and every byte of a character beyond ASCII (in latin-1 or UTF-8).
-_UNSEEN_BYTES = b" \t\r\n\0" + bytes(range(0x80, 0x100))
-_ESCAPED_BREAK = re.compile(rb"\\[rn]")
+#: What :func:`_may_hold` reads text without: blanks, line breaks (``_LINE_BREAK``'s in
+#: ASCII), NUL; and when asked for what it holds unseen, every byte of a character beyond
+#: ASCII too (in latin-1 or UTF-8: NEL and Unicode's line separators among them).
+_SQUEEZED_BYTES = b" \t\r\n\v\f\x1c\x1d\x1e\0"
+_UNSEEN_BYTES = _SQUEEZED_BYTES + bytes(range(0x80, 0x100))
+#: A line break escaped (``_LINE_BREAK``'s), read as one by :func:`_may_hold`.
+_ESCAPED_BREAK = re.compile(rb"\\(?:[rnf]|u(?:00(?:0[bcBC]|1[c-eC-E]|85)|202[89])"
+                            rb"|x(?:0[bcBC]|1[c-eC-E]|85))")
 
 
 def _any_of(words: Iterable[str]) -> str:
@@ -616,12 +672,26 @@ def _views(text: str, left: int) -> Iterator[str]:
 
 def _holds(text: str, depth: int) -> bool:
     """Whether ``text`` (``depth`` levels of base64 already decoded) holds a JWT, itself or
-    in UTF-16, or (below ``_MAX_DEPTH``) base64 that decodes to text that does."""
+    in UTF-16, whole or broken by blanks (:func:`_broken_jwt_in`), or (below ``_MAX_DEPTH``)
+    base64 that decodes to text that does. Decoded text beyond ASCII is read as UTF-8 too,
+    without what renders as nothing (``_INVISIBLE``): a token disguised as it may be pasted
+    is disguised the same inside what was encoded."""
     left = _MAX_DEPTH - depth
-    if not _may_hold(text, left):
+    plain = text.isascii()
+    if not _may_hold(text, left, unseen=not plain):
         return False
-    return any(_jwt_in(view) or (left > 0 and _encoded_jwt(view, depth))
-               for view in _views(text, left))
+    views: Iterable[str] = _views(text, left)
+    if depth and not plain:
+        views = itertools.chain(views, _utf8_read(text))
+    return any(_jwt_in(view) or (left > 0 and _encoded_jwt(view, depth)) or _broken_jwt_in(view)
+               for view in views)
+
+
+def _utf8_read(decoded: str) -> Iterator[str]:
+    """Decoded bytes (read a byte a character) read as UTF-8, without what renders as nothing:
+    the line separators and NEL UTF-8 writes in two or three bytes are then breaks, and an
+    invisible character no longer splits a segment."""
+    yield _INVISIBLE.sub("", decoded.encode("latin-1").decode("utf-8", "replace"))
 
 
 def _may_hold(text: str, left: int, *, unseen: bool = False) -> bool:
@@ -638,7 +708,7 @@ def _may_hold(text: str, left: int, *, unseen: bool = False) -> bool:
         raw = text.encode("utf-8", "surrogatepass")
     if b"\\" in raw:  # JSON's escaped line breaks, as _unwrapped reads them
         raw = _ESCAPED_BREAK.sub(b"\n", raw)
-    squeezed = raw.translate(None, _UNSEEN_BYTES if unseen else b" \t\r\n\0")
+    squeezed = raw.translate(None, _UNSEEN_BYTES if unseen else _SQUEEZED_BYTES)
     return b"eyJ" in squeezed or _MARKS_FOUND[left].search(squeezed) is not None
 
 

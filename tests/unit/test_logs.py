@@ -683,7 +683,40 @@ _DISGUISED_JWTS: tuple[tuple[str, Callable[[str], str]], ...] = (
     ("invisible-and-spaced", lambda t: "\u200b".join(t[:20]) + t[20:].replace(".", ". ")),
     ("base64-with-zero-width-spaces",
      lambda t: "\u200b".join(base64.b64encode(json.dumps({"token": t}).encode()).decode())),
+    ("wrapped-vertical-tab", lambda t: _wrapped(t, 40, "\v")),
+    ("wrapped-form-feed", lambda t: _wrapped(t, 30, "\f")),
+    ("wrapped-record-separator", lambda t: _wrapped(t, 35, "\x1e")),
+    ("wrapped-next-line", lambda t: _wrapped(t, 25, "\x85")),
+    ("wrapped-line-separator", lambda t: _wrapped(t, 50, "\u2028", " ")),
+    ("broken-after-dots-paragraph-separator", lambda t: t.replace(".", ".\u2029")),
+    ("wrapped-json-escaped", lambda t: _wrapped(t, 60, "\\n")),
+    ("wrapped-json-escaped-crlf-indented", lambda t: _wrapped(t, 45, "\\r\\n", "  ")),
+    ("broken-at-dots-escaped-separator", lambda t: t.replace(".", "\\u2028.")),
+    ("wrapped-text-log-escaped-vertical-tab", lambda t: _wrapped(t, 33, "\\x0b")),
 )
+#: Rows where every character of the token stands apart (``e``, ``y`` and ``J`` of each
+#: ``eyJ`` too): inside base64, nothing is left that the encoded ``eyJ`` is recognised by, and
+#: decoding every base64 run to look would cost every ordinary string; not read there.
+_EVERY_CHARACTER_APART = {"zero-width-spaces", "invisible-and-wrapped",
+                          "base64-with-zero-width-spaces"}
+
+
+def _jwe(key: bool) -> str:
+    """A JWE: its header (``enc``), its encrypted key (empty for ``"alg":"dir"``), its IV,
+    ciphertext and tag."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    header = b'{"alg":"RSA-OAEP","enc":"A256GCM"}' if key else b'{"alg":"dir","enc":"A256GCM"}'
+    return ".".join([b64(header), b64(bytes(range(256))) if key else "", b64(b"\x01" * 12),
+                     b64(b"ciphertext " * 9), b64(b"\x02" * 16)])
+
+
+#: Tokens of each shape a disguise is tried on: a capability token, an unsigned one (its
+#: signature empty), one signed in both alphabets, one whose header is shorter than any that
+#: names its algorithm, and JWEs, with and without an encrypted key.
+_SHAPES = (_jwt(), "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
+           _jwt().rsplit(".", 1)[0] + "." + "Zx-_" * 20, "eyJhIjoxfQ.eyJiIjoyfQ.x",
+           _jwe(key=True), _jwe(key=False))
 
 
 @pytest.mark.parametrize("disguise", [row[1] for row in _DISGUISED_JWTS],
@@ -693,11 +726,27 @@ def test_a_jwt_wrapped_spaced_or_holding_invisible_characters_is_found(
     """A token copied with its line breaks, spaced at its dots, or holding characters that
     render as nothing is still one: alone, after a header, inside a line of prose; a refusal
     quoting it keeps the words around it."""
-    signed = _jwt().rsplit(".", 1)[0] + "." + "Zx-_" * 20
-    for token in (_jwt(), "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", signed):
+    for token in _SHAPES:
         shown = disguise(token)
         for text in (shown, f"Authorization: Bearer {shown}", f"use this:\n{shown}\n\nplease"):
             _assert_found_and_redacted(text)
+
+
+@pytest.mark.parametrize("disguise", [row[1] for row in _DISGUISED_JWTS
+                                      if row[0] not in _EVERY_CHARACTER_APART],
+                         ids=[row[0] for row in _DISGUISED_JWTS
+                              if row[0] not in _EVERY_CHARACTER_APART])
+def test_a_disguised_jwt_inside_encoded_text_is_found(disguise: Callable[[str], str]) -> None:
+    """A token wrapped, spaced or holding invisible characters in a file that is then
+    base64-encoded (a kubeconfig, a Secret's ``data``, a ``.dockerconfigjson``): decoded, it is
+    read as the text itself is, once or twice encoded, and redacted with its block. (Where
+    every ``eyJ`` of a token is broken, its base64 holds nothing it is recognised by.)"""
+    shapes = [shown for shown in map(disguise, _SHAPES) if "eyJ" in shown]
+    assert shapes
+    for shown in shapes:
+        encoded = base64.b64encode(f"users:\n- user:\n    token: {shown}\n".encode())
+        _assert_found_and_redacted(encoded.decode())
+        _assert_found_and_redacted(base64.b64encode(encoded).decode())
 
 
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\n   "], ids=["lf", "crlf", "indented"])
@@ -715,7 +764,7 @@ def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token
     honest = ["The rollout finished. Next: scale web to 3.\nDone. See docs.example.com.",
               "eyJob finished. Next. Then. Done.", "eyJob.\nnext.\nstep.",
               "eyJhbGciOi is how a JWT starts.\nSee RFC 7519. Section 7.2.",
-              "eyJhIjoxfQ. eyJiIjoyfQ. sig", "ey\nJ alone.\nx.\ny.",
+              "ey\nJ alone.\nx.\ny.",
               "config: eyJhIjoxLCJiIjoyLCJjIjozfQ\nwww.example.com. up",
               _wrapped("sha256:" + "ab" * 32, 24, "\n") + ".\n" + uid + ".\n" + uid,
               "resourceVersion: 123456.\nresourceVersion: 123457.\nuid: " + uid,
@@ -724,7 +773,16 @@ def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token
               _wrapped(base64.b64encode(b"Hello world. Not a token. " * 20).decode(), 76, "\n"),
               "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645. \U0001f469\u200d\U0001f4bb.",
               "r\u00e9sum\u00e9\xad. na\u00efve \u201cquoted\u201d \u2014 done.\u200b x.y",
-              "e\u200byJob.\u200bdone"]
+              "e\u200byJob.\u200bdone",
+              # other line breaks, and a JSON log's escaped ones, between sentences
+              "The rollout finished.\u2028Next: scale web.\x85Done.\fSee docs.\vexample.com.",
+              '{"message": "eyJob finished.\\nNext.\\nThen. Done.\\r\\nBye."}',
+              "eyJob finished.\\u2028Next.\\x0bThen.\\fDone.",
+              # a short header, but no claims; a header and four words, but no JWE's header
+              "eyJhIjoxfQ. done.\nnext.", "eyJhIjoxfQ.\nfoo.bar",
+              "eyJhbGciOiJIUzI1NiJ9. a. b. c. d",
+              '{"msg": "config: eyJhIjoxLCJiIjoyfQ\\nwww.example.com. up. next. done"}']
+    honest += [base64.b64encode(text.encode()).decode() for text in honest[-8:]]
     for text in honest:
         assert not logs.looks_like_token(text), repr(text)
         assert logs.redact_tokens(text) == text
