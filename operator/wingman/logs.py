@@ -139,8 +139,19 @@ def _redact_run(match: re.Match[str]) -> str:
 
 
 def _scrub(line: str) -> str:
-    if "eyJ" in line or _B64_OF_JWT in line or any(m in line for m in _B64_SHIFTED):
+    """``line`` without the tokens the audit's check (:func:`looks_like_token`) finds: by
+    their shape first (a run holding a JWT or its base64), then, where a token is still found
+    (wrapped over lines, the breaks JSON-escaped; spaced at its dots; holding invisible
+    characters; inside wrapped base64), as :func:`redact_tokens` replaces it; and the
+    secrets this process registered."""
+    shaped = "eyJ" in line or _B64_OF_JWT in line or any(m in line for m in _B64_SHIFTED)
+    if shaped:
         line = _RUN.sub(_redact_run, line)
+    # an ``eyJ``, broken or not (what a disguised token holds), or the shape above, or the
+    # line is not read further: one search, where the whole check would cost every line
+    # several times what scrubbing it did
+    if (shaped or _HIDDEN_EYJ.search(line) is not None) and looks_like_token(line):
+        line = _redacted(line)
     with _secrets_lock:
         held = list(_secrets)
     for secret in held:
@@ -525,16 +536,18 @@ _INVISIBLE_CLASS = (
     "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
 _INVISIBLE = re.compile(f"{_INVISIBLE_CLASS}++")
 #: A blank on a line: the space, the tab and Unicode's other spaces (no-break, en, em, thin,
-#: narrow no-break, ideographic, ...: category Zs).
-_BLANK = "[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]"
+#: narrow no-break, ideographic, ...: category Zs); or a tab escaped as a JSON log line
+#: writes it (``\\t``).
+_BLANK = r"(?:[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]|\\\\?t)"
 #: A line break: LF, CRLF or CR, and every other character ``str.splitlines`` breaks a line at
 #: (the vertical tab, the form feed, the file, group and record separators, NEL, Unicode's line
 #: and paragraph separators); or one of them escaped as a JSON log line or this module's text
 #: lines write it (``\\n``, ``\\r\\n``, ``\\f``, ``\\u2028``, ``\\x0b``): a token copied from any
 #: of them is broken there as by a line's end.
+_ESCAPE = r"\\\\?"  # one backslash, or two: a JSON text's escape inside a JSON log line
+_ESCAPED_CODE = r"u(?:00(?:0[bcBC]|1[c-eC-E]|85)|202[89])|x(?:0[bcBC]|1[c-eC-E]|85)"
 _LINE_BREAK = (r"(?:\r\n?|[\n\v\f\x1c-\x1e\x85\u2028\u2029]"
-               r"|\\(?:r(?:\\n)?+|[nf]|u(?:00(?:0[bcBC]|1[c-eC-E]|85)|202[89])"
-               r"|x(?:0[bcBC]|1[c-eC-E]|85)))")
+               rf"|{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nf]|{_ESCAPED_CODE}))")
 #: A line break and the blanks around it (the next line indented, or a blank left before the
 #: break).
 _BREAK = rf"{_BLANK}*+{_LINE_BREAK}{_BLANK}*+"
@@ -554,6 +567,9 @@ _DISGUISED_RUN = re.compile(
     rf"|(?<=\.){_BLANK}++(?=[.{_SEGMENT}]|{_INVISIBLE_CLASS})|{_BLANK}++(?=\.))*+")
 #: ``eyJ`` with a line break inside it: a JWT wrapped at its second or third column.
 _BROKEN_EYJ = re.compile(rf"e(?:{_BREAK})?y(?:{_BREAK})?J")
+#: What may stand between two letters of a disguised token: invisible characters, one line
+#: break among them.
+_BETWEEN = rf"{_INVISIBLE_CLASS}*+(?:{_BREAK}{_INVISIBLE_CLASS}*+)?+"
 
 
 def _broken_jwt_in(text: str) -> bool:
@@ -627,8 +643,7 @@ _TO_STANDARD = str.maketrans("-_", "+/")
 _SQUEEZED_BYTES = b" \t\r\n\v\f\x1c\x1d\x1e\0"
 _UNSEEN_BYTES = _SQUEEZED_BYTES + bytes(range(0x80, 0x100))
 #: A line break escaped (``_LINE_BREAK``'s), read as one by :func:`_may_hold`.
-_ESCAPED_BREAK = re.compile(rb"\\(?:[rnf]|u(?:00(?:0[bcBC]|1[c-eC-E]|85)|202[89])"
-                            rb"|x(?:0[bcBC]|1[c-eC-E]|85))")
+_ESCAPED_BREAK = re.compile(rf"{_ESCAPE}(?:[rnf]|{_ESCAPED_CODE})".encode("ascii"))
 
 
 def _any_of(words: Iterable[str]) -> str:
@@ -709,7 +724,7 @@ def _may_hold(text: str, left: int, *, unseen: bool = False) -> bool:
     if b"\\" in raw:  # JSON's escaped line breaks, as _unwrapped reads them
         raw = _ESCAPED_BREAK.sub(b"\n", raw)
     squeezed = raw.translate(None, _UNSEEN_BYTES if unseen else _SQUEEZED_BYTES)
-    return b"eyJ" in squeezed or _MARKS_FOUND[left].search(squeezed) is not None
+    return b"eyJ" in squeezed or (left > 0 and _MARKS_FOUND[left].search(squeezed) is not None)
 
 
 def _unwrapped(text: str) -> str:
@@ -785,28 +800,89 @@ def redact_tokens(text: str) -> str:
     person typed (a request name that is a JWT pasted in), so that it can be shown and audited
     without the token; should a part still be found (text in UTF-16 as it is, say), the whole
     is withheld. A token found only read without invisible characters or joined at its breaks
-    (:func:`looks_like_token`) goes with what it is written with (``_DISGUISED_RUN``: the
-    words a break joins to it too). Linear, like the detector."""
+    (:func:`looks_like_token`) goes with what it is written with, from its ``eyJ`` to its last
+    segment's end (``_DISGUISED_RUN``, :func:`_redact_disguised`): the words a break or a blank
+    beside a dot joins before or after it stay. Linear, like the detector."""
+    text = _redacted(text)
+    return "(a token-shaped text, not shown)" if looks_like_token(text) else text
+
+
+def _redacted(text: str) -> str:
+    """``text`` with what :func:`redact_tokens` replaces replaced, what it cannot tell apart
+    kept."""
     if "eyJ" in text:
         text = _PLAIN_RUN.sub(_redact_plain, text)
     if _encoded_jwt(text, 0):
         text = _B64_BLOCK.sub(_redact_block, text)
     if not looks_like_token(text):
         return text
-    text = _DISGUISED_RUN.sub(_redact_disguised, text)
-    return "(a token-shaped text, not shown)" if looks_like_token(text) else text
+    return _DISGUISED_RUN.sub(_redact_disguised, text)
 
 
 def _redact_disguised(match: re.Match[str]) -> str:
-    """The run replaced from its token's ``eyJ`` on (the words a break joined before it are
-    kept), or whole (a token in its base64)."""
+    """The run with each token in it replaced, from its ``eyJ`` to the end of its last segment
+    (:func:`_token_end`): the words a break or a blank beside a dot joined before it or after
+    it are kept (``<token>.\nthanks. bye``). Whole when what is left still holds one (a token
+    in its base64, found by no ``eyJ``). Each ``eyJ`` is read to at most five dots after it,
+    and the next looked for after its first segment at least, so the cost stays linear."""
     run = match.group()
     if not looks_like_token(run):
         return run
-    found = _BROKEN_EYJ.search(run)
-    if found is not None and looks_like_token(run[found.start():]):
-        return run[:found.start()] + REDACTED
-    return REDACTED
+    kept: list[str] = []
+    done = at = 0
+    while (found := _HIDDEN_EYJ.search(run, at)) is not None:
+        start = found.start()
+        end, first_dot, header = _token_end(run, start)
+        candidate = run[start:end]
+        # what is left of a token is disguised (plain ones are gone): joined, it has a header;
+        # or it holds invisible characters. Else the whole check need not be made
+        if ((_reads_as_header(header[:_HEADER_READ]) or _INVISIBLE.search(candidate))
+                and looks_like_token(candidate)):
+            kept += [run[done:start], REDACTED]
+            done = at = end
+        else:
+            at = first_dot + 1 if first_dot != -1 else end
+    kept.append(run[done:])
+    redacted = "".join(kept)
+    return REDACTED if done == 0 or looks_like_token(redacted) else redacted
+
+
+#: ``eyJ`` as a disguised token may write it: a line break or invisible characters between its
+#: letters.
+_HIDDEN_EYJ = re.compile(rf"e{_BETWEEN}y{_BETWEEN}J")
+#: A line break or a tab escaped (``_LINE_BREAK``'s, ``_BLANK``'s) at the end of what is
+#: searched.
+_ESCAPED_BREAK_AT_END = re.compile(rf"{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nft]|{_ESCAPED_CODE})\Z")
+#: The blanks and (raw) line breaks a token's last segment may be followed by before a dot.
+_GAP_CHARACTERS = " \t\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009" \
+    "\u200a\u202f\u205f\u3000\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _token_end(run: str, start: int) -> tuple[int, int, str]:
+    """Where the disguised token whose ``eyJ`` is at ``start`` in ``run`` ends, where its
+    first dot is (-1: none), and its first segment read joined (its first
+    ``2 * _JWE_HEADER_READ`` characters): it ends before the dot after its third segment (a
+    JWS: header, claims, signature), or after its fifth (a JWE, whose header names its
+    ``enc``), and before the blanks or the line break before that dot; at the run's end when
+    it has fewer dots."""
+    dots: list[int] = []
+    at = start
+    while len(dots) < 5 and (at := run.find(".", at)) != -1:
+        dots.append(at)
+        at += 1
+    if not dots:
+        return len(run), -1, ""
+    # the header read with its dot, so that a break or blanks before the dot are read as one
+    piece = run[start:min(dots[0] + 1, start + 2 * _JWE_HEADER_READ)]
+    header = _JWT_GAP.sub("", _INVISIBLE.sub("", piece)).removesuffix(".")
+    last = 4 if _jwe_header(header) else 2
+    end = dots[last] if len(dots) > last else len(run)
+    while True:  # a break or blanks before the dot, at most one line break: no segment's
+        end = start + len(run[start:end].rstrip(_GAP_CHARACTERS))
+        escaped = _ESCAPED_BREAK_AT_END.search(run, max(start, end - 16), end)
+        if escaped is None:
+            return end, dots[0], header
+        end = escaped.start()
 
 
 __all__ = ["CRASH_MESSAGE_MAX", "FORMATS", "LEVELS", "REDACTED", "JsonFormatter",

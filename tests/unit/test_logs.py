@@ -749,6 +749,73 @@ def test_a_disguised_jwt_inside_encoded_text_is_found(disguise: Callable[[str], 
         _assert_found_and_redacted(base64.b64encode(encoded).decode())
 
 
+#: A disguised token followed by the words of a sentence a break or a blank beside a dot joins
+#: to it (read joined, they would be segments after its signature): the id, how the text is
+#: written around a token, and what redacting it leaves (``R`` where the token was).
+_WORDS_AFTER_A_TOKEN: tuple[tuple[str, Callable[[str], str], str], ...] = (
+    ("spaced-then-sentences", lambda t: t.replace(".", ". ") + ". thanks. bye",
+     "R. thanks. bye"),
+    ("wrapped-then-a-break-after-its-end", lambda t: _wrapped(t, 10, "\n") + ".\nthanks. bye",
+     "R.\nthanks. bye"),
+    ("json-escaped-breaks", lambda t: _wrapped(t, 10, "\\n") + ".\\nthanks. bye",
+     "R.\\nthanks. bye"),
+    ("line-separators", lambda t: _wrapped(t, 12, "\u2028") + ".\u2028thanks. bye",
+     "R.\u2028thanks. bye"),
+    ("invisible-then-sentences", lambda t: "\u200b".join(t) + ". thanks. bye",
+     "R. thanks. bye"),
+    ("spaced-before-dots", lambda t: t.replace(".", " .") + " . thanks", "R . thanks"),
+    ("two-tokens", lambda t: t.replace(".", ". ") + ". and. " + t.replace(".", ".\n") + ". done",
+     "R. and. R. done"),
+)
+
+
+@pytest.mark.parametrize(("written", "left"), [row[1:] for row in _WORDS_AFTER_A_TOKEN],
+                         ids=[row[0] for row in _WORDS_AFTER_A_TOKEN])
+def test_redacting_a_disguised_jwt_stops_at_its_last_segment(written: Callable[[str], str],
+                                                              left: str) -> None:
+    """The token goes from its ``eyJ`` to the end of its signature (of its tag, for a JWE);
+    the sentence after it stays, as the words before it do. (An unsigned token has no
+    signature to end at: the word after it reads as one.)"""
+    for token in (t for t in _SHAPES if not t.endswith(".")):
+        shown = logs.redact_tokens(f"use this:\n{written(token)}")
+        assert shown == "use this:\n" + left.replace("R", logs.REDACTED), (token, shown)
+
+
+@pytest.mark.parametrize("fmt", logs.FORMATS)
+@pytest.mark.parametrize("disguise", [row[1] for row in _DISGUISED_JWTS],
+                         ids=[row[0] for row in _DISGUISED_JWTS])
+def test_a_disguised_jwt_is_scrubbed_from_log_lines(stream: io.StringIO, fmt: str,
+                                                    disguise: Callable[[str], str]) -> None:
+    """A log line carrying a token wrapped, spaced or holding invisible characters (an API
+    server's error quoting what a person pasted) is scrubbed as the audit's check finds it,
+    its line breaks as the line writes them (escaped): the line, read back, holds no token,
+    and the words around the token stay."""
+    logs.setup_logging(fmt, "info", component="operator", stream=stream)
+    for token in (_jwt(), _jwe(key=True)):
+        logging.getLogger("wingman.operator").warning("refused %s (see above)", disguise(token))
+    written = stream.getvalue().splitlines()
+    assert len(written) == 2, written
+    for line in written:
+        message = json.loads(line)["message"] if fmt == "json" else line
+        assert logs.REDACTED in message and not logs.looks_like_token(message), message
+        assert "refused " in message and message.endswith(" (see above)"), message
+
+
+@pytest.mark.parametrize("fmt", logs.FORMATS)
+def test_log_lines_with_dots_and_breaks_but_no_jwt_are_kept(stream: io.StringIO,
+                                                           fmt: str) -> None:
+    """The same texts logged, their breaks escaped as the line writes them: nothing is
+    scrubbed. (Not their base64: the scrubber takes any run of base64 that begins as the
+    encoding of ``eyJ`` does for a token, by its shape alone.)"""
+    logs.setup_logging(fmt, "info", component="operator", stream=stream)
+    for text in _NO_TOKEN_WRITTEN:
+        logging.getLogger("wingman.operator").info("%s", text)
+    written = stream.getvalue().splitlines()
+    assert not [line for line in written if logs.REDACTED in line]
+    if fmt == "json":
+        assert [json.loads(line)["message"] for line in written] == _NO_TOKEN_WRITTEN
+
+
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\n   "], ids=["lf", "crlf", "indented"])
 def test_a_jwt_wrapped_at_any_column_is_found(eol: str) -> None:
     token = _jwt()
@@ -756,18 +823,18 @@ def test_a_jwt_wrapped_at_any_column_is_found(eol: str) -> None:
         assert logs.looks_like_token(_wrapped(token, width, eol)), width
 
 
-def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token() -> None:
-    """Prose, names, hashes and identifiers on lines, sentences after an ``eyJ`` word, and the
-    joiners writing needs: read joined at their breaks and without invisible characters, no
-    first segment reads as a JWT's header."""
-    uid = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
-    honest = ["The rollout finished. Next: scale web to 3.\nDone. See docs.example.com.",
+_UID = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+#: Prose, names, hashes and identifiers on lines, sentences after an ``eyJ`` word, and the
+#: joiners writing needs, written with every kind of line break (escaped too, once or twice):
+#: read joined at their breaks and without invisible characters, no first segment reads as a
+#: JWT's header (nor a JWE's), and no second one as its claims; and the base64 of the last ones.
+_NO_TOKEN_WRITTEN = ["The rollout finished. Next: scale web to 3.\nDone. See docs.example.com.",
               "eyJob finished. Next. Then. Done.", "eyJob.\nnext.\nstep.",
               "eyJhbGciOi is how a JWT starts.\nSee RFC 7519. Section 7.2.",
               "ey\nJ alone.\nx.\ny.",
               "config: eyJhIjoxLCJiIjoyLCJjIjozfQ\nwww.example.com. up",
-              _wrapped("sha256:" + "ab" * 32, 24, "\n") + ".\n" + uid + ".\n" + uid,
-              "resourceVersion: 123456.\nresourceVersion: 123457.\nuid: " + uid,
+              _wrapped("sha256:" + "ab" * 32, 24, "\n") + ".\n" + _UID + ".\n" + _UID,
+              "resourceVersion: 123456.\nresourceVersion: 123457.\nuid: " + _UID,
               "deployment.apps/web-7f9c. pod/web-7f9c-abcde.\nreplicaset.apps/web-7f9c .x",
               "v1.2.3. v1.2.4.\nv2.0.0 . v2.0.1", "CONFIG=eyJhIjoxfQ==\n.HOST=a.example.com",
               _wrapped(base64.b64encode(b"Hello world. Not a token. " * 20).decode(), 76, "\n"),
@@ -781,9 +848,17 @@ def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token
               # a short header, but no claims; a header and four words, but no JWE's header
               "eyJhIjoxfQ. done.\nnext.", "eyJhIjoxfQ.\nfoo.bar",
               "eyJhbGciOiJIUzI1NiJ9. a. b. c. d",
-              '{"msg": "config: eyJhIjoxLCJiIjoyfQ\\nwww.example.com. up. next. done"}']
-    honest += [base64.b64encode(text.encode()).decode() for text in honest[-8:]]
-    for text in honest:
+              '{"msg": "config: eyJhIjoxLCJiIjoyfQ\\nwww.example.com. up. next. done"}',
+              # JSON inside a JSON log line, an escaped tab, a Windows path's backslashes
+              '{"log": "{\\"msg\\": \\"eyJob.\\\\nnext.\\\\nstep.\\"}"}',
+              "eyJob.\\tnext.\\tstep.", r"C:\new\eyJob.d\nested.x\file.y"]
+_NO_TOKEN = _NO_TOKEN_WRITTEN + [base64.b64encode(text.encode()).decode()
+                                for text in _NO_TOKEN_WRITTEN[-11:]]
+
+
+def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token() -> None:
+    """Neither found nor redacted."""
+    for text in _NO_TOKEN:
         assert not logs.looks_like_token(text), repr(text)
         assert logs.redact_tokens(text) == text
 
