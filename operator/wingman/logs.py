@@ -148,9 +148,10 @@ def _scrub(line: str) -> str:
     if shaped:
         line = _RUN.sub(_redact_run, line)
     # an ``eyJ``, broken or not (what a disguised token holds), or the shape above, or the
-    # line is not read further: one search, where the whole check would cost every line
-    # several times what scrubbing it did
-    if (shaped or _HIDDEN_EYJ.search(line) is not None) and looks_like_token(line):
+    # line is not read further: one search (none without a ``J``), where the whole check
+    # would cost every line several times what scrubbing it did
+    if ((shaped or ("J" in line and _HIDDEN_EYJ.search(line) is not None))
+            and looks_like_token(line)):
         line = _redacted(line)
     with _secrets_lock:
         held = list(_secrets)
