@@ -242,8 +242,10 @@ class JsonFormatter(logging.Formatter):
             out.setdefault(key, value)
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
-        return _scrub(_JSON_UNSAFE.sub(_json_escaped,
-                                       json.dumps(out, default=str, ensure_ascii=False)))
+        # scrubbed before what would act on a terminal is escaped: a bidirectional control
+        # inside a token is then read as the invisible character it is, not as ``\u200e``
+        return _JSON_UNSAFE.sub(_json_escaped,
+                                _scrub(json.dumps(out, default=str, ensure_ascii=False)))
 
 
 class TextFormatter(logging.Formatter):
@@ -261,11 +263,12 @@ class TextFormatter(logging.Formatter):
             parts.append(f"[{where}]")
         parts.append(record.getMessage())
         parts += [f"{k}={v}" for k, v in _fields(record).items()]
-        line = _TEXT_UNSAFE.sub(_text_escaped, " ".join(parts))
+        # scrubbed before it is escaped, as a JSON line is (``JsonFormatter.format``)
+        line = _TEXT_UNSAFE.sub(_text_escaped, _scrub(" ".join(parts)))
         if record.exc_info:  # many lines, each begun with a tab: no record line starts so
             line += "".join(f"\n\t{_TEXT_UNSAFE.sub(_text_escaped, part)}" for part in
-                            self.formatException(record.exc_info).splitlines())
-        return _scrub(line)
+                            _scrub(self.formatException(record.exc_info)).splitlines())
+        return line
 
 
 class _Handler(logging.StreamHandler[IO[str]]):

@@ -693,6 +693,7 @@ _DISGUISED_JWTS: tuple[tuple[str, Callable[[str], str]], ...] = (
     ("wrapped-json-escaped-crlf-indented", lambda t: _wrapped(t, 45, "\\r\\n", "  ")),
     ("broken-at-dots-escaped-separator", lambda t: t.replace(".", "\\u2028.")),
     ("wrapped-text-log-escaped-vertical-tab", lambda t: _wrapped(t, 33, "\\x0b")),
+    ("bidirectional-marks", lambda t: t[:10] + "\u200e" + t[10:40] + "\u202c\u2066" + t[40:]),
 )
 #: Rows where every character of the token stands apart (``e``, ``y`` and ``J`` of each
 #: ``eyJ`` too): inside base64, nothing is left that the encoded ``eyJ`` is recognised by, and
