@@ -787,8 +787,18 @@ def _redact_plain(match: re.Match[str]) -> str:
     if "eyJ" not in run:
         return run
     parts = _NOT_PADDING.split(run)  # the JWTs' parts, and the ``=`` between them
-    return "".join(REDACTED if i % 2 == 0 and _jwt_in(part) else part
+    return "".join(_redacted_part(part) if i % 2 == 0 else part
                    for i, part in enumerate(parts))
+
+
+def _redacted_part(part: str) -> str:
+    """``part`` of a run replaced when it holds a JWT; the dots after its signature (a
+    sentence's end: ``<token>. thanks``) kept, unless the token needs them (an unsigned one
+    ends with its second dot)."""
+    if not _jwt_in(part):
+        return part
+    token = part.rstrip(".")
+    return REDACTED + part[len(token):] if token != part and _jwt_in(token) else REDACTED
 
 
 def _redact_block(match: re.Match[str]) -> str:

@@ -750,9 +750,10 @@ def test_a_disguised_jwt_inside_encoded_text_is_found(disguise: Callable[[str], 
         _assert_found_and_redacted(base64.b64encode(encoded).decode())
 
 
-#: A disguised token followed by the words of a sentence a break or a blank beside a dot joins
-#: to it (read joined, they would be segments after its signature): the id, how the text is
-#: written around a token, and what redacting it leaves (``R`` where the token was).
+#: A token followed by a sentence's end and words: a break or a blank beside a dot joins them
+#: to a disguised one (read joined, they would be segments after its signature), and a whole
+#: one's run holds the dot. The id, how the text is written around a token, and what
+#: redacting it leaves (``R`` where the token was).
 _WORDS_AFTER_A_TOKEN: tuple[tuple[str, Callable[[str], str], str], ...] = (
     ("spaced-then-sentences", lambda t: t.replace(".", ". ") + ". thanks. bye",
      "R. thanks. bye"),
@@ -767,12 +768,13 @@ _WORDS_AFTER_A_TOKEN: tuple[tuple[str, Callable[[str], str], str], ...] = (
     ("spaced-before-dots", lambda t: t.replace(".", " .") + " . thanks", "R . thanks"),
     ("two-tokens", lambda t: t.replace(".", ". ") + ". and. " + t.replace(".", ".\n") + ". done",
      "R. and. R. done"),
+    ("whole-then-sentences", lambda t: t + ". thanks. bye", "R. thanks. bye"),
 )
 
 
 @pytest.mark.parametrize(("written", "left"), [row[1:] for row in _WORDS_AFTER_A_TOKEN],
                          ids=[row[0] for row in _WORDS_AFTER_A_TOKEN])
-def test_redacting_a_disguised_jwt_stops_at_its_last_segment(written: Callable[[str], str],
+def test_redacting_a_jwt_stops_at_its_last_segment(written: Callable[[str], str],
                                                               left: str) -> None:
     """The token goes from its ``eyJ`` to the end of its signature (of its tag, for a JWE);
     the sentence after it stays, as the words before it do. (An unsigned token has no
