@@ -384,7 +384,8 @@ def looks_like_token(text: str) -> bool:
     object would read it.
 
     Found: a JWT whose segments are in either base64 alphabet, padded or not, ``/`` written as
-    JSON may escape it (``\\/``); and the base64 of text holding one, in either alphabet, at any
+    JSON may escape it (``\\/``), a JWE among them (five segments, its encrypted key empty or
+    not); and the base64 of text holding one, in either alphabet, at any
     alignment, on one line or wrapped over several (at any column, LF or CRLF, the lines
     indented or not, the line breaks JSON-escaped or not), that text ASCII, UTF-8 or UTF-16
     (either byte order, with a BOM or not), or itself the base64 of such text (a
@@ -395,7 +396,10 @@ def looks_like_token(text: str) -> bool:
     Disguised as it may be pasted or copied: characters that render as nothing
     (``_INVISIBLE``: a zero-width space, a joiner, a soft hyphen, a BOM) are not read, in the
     token or in its base64; and a JWT broken by blanks (:func:`_broken_jwt_in`: wrapped over
-    lines at any column, or spaced at its dots) is read joined."""
+    lines at any column by any line break, escaped as a JSON log writes it or not, or spaced
+    at its dots) is read joined. The same inside what base64 decodes to, as long as one of
+    its ``eyJ`` (its header's or its claims') is whole there: what the encoding is
+    recognised by."""
     if text.isascii():
         if not _may_hold(text, _MAX_DEPTH):  # nor, without its blanks, a broken ``eyJ``
             return False
@@ -578,12 +582,14 @@ _BETWEEN = rf"{_INVISIBLE_CLASS}*+(?:{_BREAK}{_INVISIBLE_CLASS}*+)?+"
 
 def _broken_jwt_in(text: str) -> bool:
     """Whether ``text`` holds a JWT broken by blanks (``_JWT_GAP``): wrapped over lines, at any
-    column, LF or CRLF, the next lines indented or not; or spaced at its dots. Read joined, and
-    only a first segment that reads as a header (:func:`_reads_as_header`) before claims
-    (``eyJ``) counts: joined, the words of prose (an ``eyJ`` word, then one-word sentences:
-    ``eyJob. Done. Next.``) or of lines (base64 JSON, then a host name on the next line) would
-    otherwise read as segments. Text without ``eyJ``, broken or not,
-    is not read further, nor what is before its first ``eyJ``. :func:`looks_like_token` calls it
+    column, by any line break (``_LINE_BREAK``), the next lines indented or not; or spaced at
+    its dots. Read joined, and only a first segment that reads as a header
+    (:func:`_reads_as_header`: a whole JSON object, when shorter than any that names its
+    algorithm) before claims (``eyJ``), or a JWE's header before its four segments, counts:
+    joined, the words of prose (an ``eyJ`` word, then one-word sentences: ``eyJob. Done.
+    Next.``) or of lines (base64 JSON, then a host name on the next line) would otherwise read
+    as segments. Text without ``eyJ``, broken or not, is not read further, nor what is before
+    its first ``eyJ``. :func:`looks_like_token` calls it
     only for text that :func:`_may_hold` a token (an audit record's words do not)."""
     found = _BROKEN_EYJ.search(text)
     if found is None:
