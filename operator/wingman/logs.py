@@ -465,7 +465,8 @@ def _jwt_in(text: str, *, header: bool = False) -> bool:
         while at != -1 and (not header or after is not None):
             if ((at > special and not header)
                     or (_reads_as_header(text[at:min(end, at + _HEADER_READ)])
-                        and (claims or not header or _jwe_header(text[at:end])))):
+                        and (claims or not header or (end - at <= _JWE_HEADER_READ
+                                                      and _jwe_header(text[at:end]))))):
                 return True
             at = text.find("eyJ", at + 3, end - 1)  # one with a character after it
         at = text.find("eyJ", end)

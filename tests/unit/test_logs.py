@@ -918,7 +918,9 @@ def test_the_detector_stays_linear_on_hostile_text() -> None:
                base64.b64encode(base64.b64encode(("eyJa" * 150_000).encode())).decode(),
                "eyJ/" * 250_000 + ".a.b.", "eyJa. " * 170_000, "eyJ.\n" * 200_000,
                "e\ny\nJ\n" * 170_000, "eyJhbGciOiJIUzI1NiJ9. a " * 40_000, "eyJ\xad." * 200_000,
-               "e\u200b" * 500_000, "eyJ" + " " * 1_000_000 + "."]
+               "e\u200b" * 500_000, "eyJ" + " " * 1_000_000 + ".",
+               "eyJhbGciOiJIUzI1NiJ9" * 50_000 + ". a. b. c. d", "eyJob.\\n" * 150_000,
+               "e\\\\ny\\\\nJ" * 100_000]
     for text in hostile:
         started = time.process_time()
         assert not logs.looks_like_token(text)
