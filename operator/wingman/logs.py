@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -138,8 +139,20 @@ def _redact_run(match: re.Match[str]) -> str:
 
 
 def _scrub(line: str) -> str:
-    if "eyJ" in line or _B64_OF_JWT in line or any(m in line for m in _B64_SHIFTED):
+    """``line`` without the tokens the audit's check (:func:`looks_like_token`) finds: by
+    their shape first (a run holding a JWT or its base64), then, where a token is still found
+    (wrapped over lines, the breaks JSON-escaped; spaced at its dots; holding invisible
+    characters; inside wrapped base64), as :func:`redact_tokens` replaces it; and the
+    secrets this process registered."""
+    shaped = "eyJ" in line or _B64_OF_JWT in line or any(m in line for m in _B64_SHIFTED)
+    if shaped:
         line = _RUN.sub(_redact_run, line)
+    # an ``eyJ``, broken or not (what a disguised token holds), or the shape above, or the
+    # line is not read further: one search (none without a ``J``), where the whole check
+    # would cost every line several times what scrubbing it did
+    if ((shaped or ("J" in line and _HIDDEN_EYJ.search(line) is not None))
+            and looks_like_token(line)):
+        line = _redacted(line)
     with _secrets_lock:
         held = list(_secrets)
     for secret in held:
@@ -229,8 +242,10 @@ class JsonFormatter(logging.Formatter):
             out.setdefault(key, value)
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
-        return _scrub(_JSON_UNSAFE.sub(_json_escaped,
-                                       json.dumps(out, default=str, ensure_ascii=False)))
+        # scrubbed before what would act on a terminal is escaped: a bidirectional control
+        # inside a token is then read as the invisible character it is, not as ``\u200e``
+        return _JSON_UNSAFE.sub(_json_escaped,
+                                _scrub(json.dumps(out, default=str, ensure_ascii=False)))
 
 
 class TextFormatter(logging.Formatter):
@@ -248,11 +263,12 @@ class TextFormatter(logging.Formatter):
             parts.append(f"[{where}]")
         parts.append(record.getMessage())
         parts += [f"{k}={v}" for k, v in _fields(record).items()]
-        line = _TEXT_UNSAFE.sub(_text_escaped, " ".join(parts))
+        # scrubbed before it is escaped, as a JSON line is (``JsonFormatter.format``)
+        line = _TEXT_UNSAFE.sub(_text_escaped, _scrub(" ".join(parts)))
         if record.exc_info:  # many lines, each begun with a tab: no record line starts so
             line += "".join(f"\n\t{_TEXT_UNSAFE.sub(_text_escaped, part)}" for part in
-                            self.formatException(record.exc_info).splitlines())
-        return _scrub(line)
+                            _scrub(self.formatException(record.exc_info)).splitlines())
+        return line
 
 
 class _Handler(logging.StreamHandler[IO[str]]):
@@ -368,7 +384,8 @@ def looks_like_token(text: str) -> bool:
     object would read it.
 
     Found: a JWT whose segments are in either base64 alphabet, padded or not, ``/`` written as
-    JSON may escape it (``\\/``); and the base64 of text holding one, in either alphabet, at any
+    JSON may escape it (``\\/``), a JWE among them (five segments, its encrypted key empty or
+    not); and the base64 of text holding one, in either alphabet, at any
     alignment, on one line or wrapped over several (at any column, LF or CRLF, the lines
     indented or not, the line breaks JSON-escaped or not), that text ASCII, UTF-8 or UTF-16
     (either byte order, with a BOM or not), or itself the base64 of such text (a
@@ -379,7 +396,10 @@ def looks_like_token(text: str) -> bool:
     Disguised as it may be pasted or copied: characters that render as nothing
     (``_INVISIBLE``: a zero-width space, a joiner, a soft hyphen, a BOM) are not read, in the
     token or in its base64; and a JWT broken by blanks (:func:`_broken_jwt_in`: wrapped over
-    lines at any column, or spaced at its dots) is read joined."""
+    lines at any column by any line break, escaped as a JSON log writes it or not, or spaced
+    at its dots) is read joined. The same inside what base64 decodes to, as long as one of
+    its ``eyJ`` (its header's or its claims') is whole there: what the encoding is
+    recognised by."""
     if text.isascii():
         if not _may_hold(text, _MAX_DEPTH):  # nor, without its blanks, a broken ``eyJ``
             return False
@@ -387,13 +407,19 @@ def looks_like_token(text: str) -> bool:
         text = _INVISIBLE.sub("", text)
     else:
         return False
-    return _holds(text, 0) or _broken_jwt_in(text)
+    return _holds(text, 0)
 
 
 #: What a JWT's segments are written with: either base64 alphabet (dots between segments).
 _SEGMENT = "A-Za-z0-9_+/-"
-#: What follows ``eyJ`` in a JWT: the rest of its segment, a dot, a next segment, a dot.
-_JWT_TAIL = re.compile(rf"([{_SEGMENT}]++)\.[{_SEGMENT}]++\.")
+#: What follows ``eyJ`` in a JWT: the rest of its segment, a dot, a next segment, a dot; or,
+#: in a JWE whose key is empty (``"alg":"dir"``), two dots and two segments, each with a dot.
+_JWT_TAIL = re.compile(rf"([{_SEGMENT}]++)\.(?:[{_SEGMENT}]++|\.[{_SEGMENT}]++\.[{_SEGMENT}]++)\.")
+#: After a first segment joined from pieces, what makes it a token's: a second segment that
+#: begins as a JWT's claims do (``eyJ``: a JSON object), or the four segments of a JWE (its
+#: encrypted key, empty or not, its IV, its ciphertext, its tag).
+_AFTER_HEADER = re.compile(
+    rf"\.(?:eyJ|[{_SEGMENT}]*+\.[{_SEGMENT}]++\.[{_SEGMENT}]++\.[{_SEGMENT}])")
 _SEGMENT_REST = re.compile(rf"[{_SEGMENT}]*+")
 #: A segment's base64 padding (``eyJhbGc=.eyJzdWI=.sig``), dropped before a JWT is looked
 #: for; only the first ``=`` of a row is tried, so a long row is read once.
@@ -415,7 +441,8 @@ def _jwt_in(text: str, *, header: bool = False) -> bool:
     tail fails skips the rest of its segment, where any later one fails alike; where the tail
     holds, each ``eyJ`` of the first segment is judged by a bounded read of its header. With
     ``header`` (text joined from pieces), every first segment must read as a header, and the
-    second begin as a JWT's claims do (``eyJ``: a JSON object)."""
+    second begin as a JWT's claims do (``eyJ``: a JSON object), or four segments follow it
+    (a JWE, whose header declares its ``enc``: :func:`_jwe_header`)."""
     if "eyJ" not in text:
         return False
     if "\\/" in text:
@@ -433,9 +460,13 @@ def _jwt_in(text: str, *, header: bool = False) -> bool:
         # / follows it in the segment, or if what follows reads as a header
         end = tail.end(1)
         special = max(text.rfind("+", at, end), text.rfind("/", at, end))
-        while at != -1 and (not header or text.startswith("eyJ", end + 1)):
+        after = _AFTER_HEADER.match(text, end) if header else None
+        claims = after is not None and text.startswith("eyJ", end + 1)
+        while at != -1 and (not header or after is not None):
             if ((at > special and not header)
-                    or _reads_as_header(text[at:min(end, at + _HEADER_READ)])):
+                    or (_reads_as_header(text[at:min(end, at + _HEADER_READ)])
+                        and (claims or not header or (end - at <= _JWE_HEADER_READ
+                                                      and _jwe_header(text[at:end]))))):
                 return True
             at = text.find("eyJ", at + 3, end - 1)  # one with a character after it
         at = text.find("eyJ", end)
@@ -458,7 +489,40 @@ def _reads_as_header(segment: str) -> bool:
         data = binascii.a2b_base64(body)
     except binascii.Error:
         return False
-    return len(data) >= _SHORTEST_HEADER and not data.translate(None, _PRINTABLE)
+    if data.translate(None, _PRINTABLE):
+        return False
+    # shorter than any header names its algorithm, yet a whole JSON object (a segment shorter
+    # than what is read is read whole): ``{"a":1}``, as a token made up for a test or an
+    # example is, is a token all the same
+    return len(data) >= _SHORTEST_HEADER or (data.endswith(b"}") and _json_object(data))
+
+
+def _json_object(data: bytes) -> bool:
+    try:
+        return isinstance(json.loads(data), dict)
+    except ValueError:
+        return False
+
+
+#: How much of a first segment is read, at most, for whether it is a JWE's header.
+_JWE_HEADER_READ = 256
+
+
+def _jwe_header(segment: str) -> bool:
+    """Whether the first segment ``segment`` (``eyJ`` on, whole) decodes to a JWE's header
+    (its ``enc`` names how the content is encrypted): a first segment that reads as a
+    header and four more segments may still be a word of base64 JSON and the words of the
+    lines after it. Only a segment of at most ``_JWE_HEADER_READ`` characters is read, so
+    that the ``eyJ`` of one segment are each read a bounded length."""
+    if len(segment) > _JWE_HEADER_READ:
+        return False
+    body = segment.translate(_TO_STANDARD)
+    body = body[: len(body) - (len(body) % 4 == 1)]
+    body += "=" * (-len(body) % 4)
+    try:
+        return b'"enc"' in binascii.a2b_base64(body)
+    except binascii.Error:
+        return False
 
 
 #: The bytes of printable ASCII.
@@ -481,11 +545,21 @@ _INVISIBLE_CLASS = (
     "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
 _INVISIBLE = re.compile(f"{_INVISIBLE_CLASS}++")
 #: A blank on a line: the space, the tab and Unicode's other spaces (no-break, en, em, thin,
-#: narrow no-break, ideographic, ...: category Zs).
-_BLANK = "[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]"
-#: A line break (LF, CRLF or CR) and the blanks around it (the next line indented, or a blank
-#: left before the break).
-_BREAK = rf"{_BLANK}*+(?:\r\n?|\n){_BLANK}*+"
+#: narrow no-break, ideographic, ...: category Zs); or a tab escaped as a JSON log line
+#: writes it (``\\t``).
+_BLANK = r"(?:[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]|\\\\?t)"
+#: A line break: LF, CRLF or CR, and every other character ``str.splitlines`` breaks a line at
+#: (the vertical tab, the form feed, the file, group and record separators, NEL, Unicode's line
+#: and paragraph separators); or one of them escaped as a JSON log line or this module's text
+#: lines write it (``\\n``, ``\\r\\n``, ``\\f``, ``\\u2028``, ``\\x0b``): a token copied from any
+#: of them is broken there as by a line's end.
+_ESCAPE = r"\\\\?"  # one backslash, or two: a JSON text's escape inside a JSON log line
+_ESCAPED_CODE = r"u(?:00(?:0[bcBC]|1[c-eC-E]|85)|202[89])|x(?:0[bcBC]|1[c-eC-E]|85)"
+_LINE_BREAK = (r"(?:\r\n?|[\n\v\f\x1c-\x1e\x85\u2028\u2029]"
+               rf"|{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nf]|{_ESCAPED_CODE}))")
+#: A line break and the blanks around it (the next line indented, or a blank left before the
+#: break).
+_BREAK = rf"{_BLANK}*+{_LINE_BREAK}{_BLANK}*+"
 #: Where a JWT copied from a terminal, a mail or a wrapped document is broken: one line break
 #: between two of its characters (its dots too), at any column; blanks before or after one of its
 #: dots (``eyJhbGciOiJIUzI1NiJ9. eyJzdWIi...``). Dropped, these give the token back; blanks
@@ -502,16 +576,21 @@ _DISGUISED_RUN = re.compile(
     rf"|(?<=\.){_BLANK}++(?=[.{_SEGMENT}]|{_INVISIBLE_CLASS})|{_BLANK}++(?=\.))*+")
 #: ``eyJ`` with a line break inside it: a JWT wrapped at its second or third column.
 _BROKEN_EYJ = re.compile(rf"e(?:{_BREAK})?y(?:{_BREAK})?J")
+#: What may stand between two letters of a disguised token: invisible characters, one line
+#: break among them.
+_BETWEEN = rf"{_INVISIBLE_CLASS}*+(?:{_BREAK}{_INVISIBLE_CLASS}*+)?+"
 
 
 def _broken_jwt_in(text: str) -> bool:
     """Whether ``text`` holds a JWT broken by blanks (``_JWT_GAP``): wrapped over lines, at any
-    column, LF or CRLF, the next lines indented or not; or spaced at its dots. Read joined, and
-    only a first segment that reads as a header (:func:`_reads_as_header`) before claims
-    (``eyJ``) counts: joined, the words of prose (an ``eyJ`` word, then one-word sentences:
-    ``eyJob. Done. Next.``) or of lines (base64 JSON, then a host name on the next line) would
-    otherwise read as segments. Text without ``eyJ``, broken or not,
-    is not read further, nor what is before its first ``eyJ``. :func:`looks_like_token` calls it
+    column, by any line break (``_LINE_BREAK``), the next lines indented or not; or spaced at
+    its dots. Read joined, and only a first segment that reads as a header
+    (:func:`_reads_as_header`: a whole JSON object, when shorter than any that names its
+    algorithm) before claims (``eyJ``), or a JWE's header before its four segments, counts:
+    joined, the words of prose (an ``eyJ`` word, then one-word sentences: ``eyJob. Done.
+    Next.``) or of lines (base64 JSON, then a host name on the next line) would otherwise read
+    as segments. Text without ``eyJ``, broken or not, is not read further, nor what is before
+    its first ``eyJ``. :func:`looks_like_token` calls it
     only for text that :func:`_may_hold` a token (an audit record's words do not)."""
     found = _BROKEN_EYJ.search(text)
     if found is None:
@@ -569,10 +648,13 @@ _B64_BLOCK_CHAR = r"(?:[A-Za-z0-9+/_-]|\\/)"
 _B64_BLOCK = re.compile(rf"{_B64_BLOCK_CHAR}++"
                         rf"(?:(?:[ \t]*+(?:[\r\n]|\\[rn])[ \t]*+)++{_B64_BLOCK_CHAR}++)*+")
 _TO_STANDARD = str.maketrans("-_", "+/")
-#: What :func:`_may_hold` reads text without when asked for what it holds unseen: blanks, line
-#: breaks, NUL, and every byte of a character beyond ASCII (in latin-1 or UTF-8).
-_UNSEEN_BYTES = b" \t\r\n\0" + bytes(range(0x80, 0x100))
-_ESCAPED_BREAK = re.compile(rb"\\[rn]")
+#: What :func:`_may_hold` reads text without: blanks, line breaks (``_LINE_BREAK``'s in
+#: ASCII), NUL; and when asked for what it holds unseen, every byte of a character beyond
+#: ASCII too (in latin-1 or UTF-8: NEL and Unicode's line separators among them).
+_SQUEEZED_BYTES = b" \t\r\n\v\f\x1c\x1d\x1e\0"
+_UNSEEN_BYTES = _SQUEEZED_BYTES + bytes(range(0x80, 0x100))
+#: A line break escaped (``_LINE_BREAK``'s), read as one by :func:`_may_hold`.
+_ESCAPED_BREAK = re.compile(rf"{_ESCAPE}(?:[rnf]|{_ESCAPED_CODE})".encode("ascii"))
 
 
 def _any_of(words: Iterable[str]) -> str:
@@ -616,12 +698,26 @@ def _views(text: str, left: int) -> Iterator[str]:
 
 def _holds(text: str, depth: int) -> bool:
     """Whether ``text`` (``depth`` levels of base64 already decoded) holds a JWT, itself or
-    in UTF-16, or (below ``_MAX_DEPTH``) base64 that decodes to text that does."""
+    in UTF-16, whole or broken by blanks (:func:`_broken_jwt_in`), or (below ``_MAX_DEPTH``)
+    base64 that decodes to text that does. Decoded text beyond ASCII is read as UTF-8 too,
+    without what renders as nothing (``_INVISIBLE``): a token disguised as it may be pasted
+    is disguised the same inside what was encoded."""
     left = _MAX_DEPTH - depth
-    if not _may_hold(text, left):
+    plain = text.isascii()
+    if not _may_hold(text, left, unseen=not plain):
         return False
-    return any(_jwt_in(view) or (left > 0 and _encoded_jwt(view, depth))
-               for view in _views(text, left))
+    views: Iterable[str] = _views(text, left)
+    if depth and not plain:
+        views = itertools.chain(views, _utf8_read(text))
+    return any(_jwt_in(view) or (left > 0 and _encoded_jwt(view, depth)) or _broken_jwt_in(view)
+               for view in views)
+
+
+def _utf8_read(decoded: str) -> Iterator[str]:
+    """Decoded bytes (read a byte a character) read as UTF-8, without what renders as nothing:
+    the line separators and NEL UTF-8 writes in two or three bytes are then breaks, and an
+    invisible character no longer splits a segment."""
+    yield _INVISIBLE.sub("", decoded.encode("latin-1").decode("utf-8", "replace"))
 
 
 def _may_hold(text: str, left: int, *, unseen: bool = False) -> bool:
@@ -638,8 +734,8 @@ def _may_hold(text: str, left: int, *, unseen: bool = False) -> bool:
         raw = text.encode("utf-8", "surrogatepass")
     if b"\\" in raw:  # JSON's escaped line breaks, as _unwrapped reads them
         raw = _ESCAPED_BREAK.sub(b"\n", raw)
-    squeezed = raw.translate(None, _UNSEEN_BYTES if unseen else b" \t\r\n\0")
-    return b"eyJ" in squeezed or _MARKS_FOUND[left].search(squeezed) is not None
+    squeezed = raw.translate(None, _UNSEEN_BYTES if unseen else _SQUEEZED_BYTES)
+    return b"eyJ" in squeezed or (left > 0 and _MARKS_FOUND[left].search(squeezed) is not None)
 
 
 def _unwrapped(text: str) -> str:
@@ -678,7 +774,12 @@ def _encodes_jwt(run: str, depth: int, marks: re.Pattern[str]) -> bool:
         return False
     body = run.translate(_TO_STANDARD)
     for skip in range(4):
-        part = body[skip:skip + (len(body) - skip) // 4 * 4]
+        part = body[skip:]
+        # the last group, when short, is what the encoder padded (its ``=`` is not in the
+        # run): of two or three characters, the last one or two bytes, an unsigned token's
+        # final dot among them; of one, no byte
+        short = len(part) % 4
+        part = part[:len(part) - 1] if short == 1 else part + "=" * (-short % 4)
         try:
             data = binascii.a2b_base64(part)
         except binascii.Error:  # not for a run of the alphabet a whole number of groups long
@@ -693,8 +794,18 @@ def _redact_plain(match: re.Match[str]) -> str:
     if "eyJ" not in run:
         return run
     parts = _NOT_PADDING.split(run)  # the JWTs' parts, and the ``=`` between them
-    return "".join(REDACTED if i % 2 == 0 and _jwt_in(part) else part
+    return "".join(_redacted_part(part) if i % 2 == 0 else part
                    for i, part in enumerate(parts))
+
+
+def _redacted_part(part: str) -> str:
+    """``part`` of a run replaced when it holds a JWT; the dots after its signature (a
+    sentence's end: ``<token>. thanks``) kept, unless the token needs them (an unsigned one
+    ends with its second dot)."""
+    if not _jwt_in(part):
+        return part
+    token = part.rstrip(".")
+    return REDACTED + part[len(token):] if token != part and _jwt_in(token) else REDACTED
 
 
 def _redact_block(match: re.Match[str]) -> str:
@@ -710,28 +821,89 @@ def redact_tokens(text: str) -> str:
     person typed (a request name that is a JWT pasted in), so that it can be shown and audited
     without the token; should a part still be found (text in UTF-16 as it is, say), the whole
     is withheld. A token found only read without invisible characters or joined at its breaks
-    (:func:`looks_like_token`) goes with what it is written with (``_DISGUISED_RUN``: the
-    words a break joins to it too). Linear, like the detector."""
+    (:func:`looks_like_token`) goes with what it is written with, from its ``eyJ`` to its last
+    segment's end (``_DISGUISED_RUN``, :func:`_redact_disguised`): the words a break or a blank
+    beside a dot joins before or after it stay. Linear, like the detector."""
+    text = _redacted(text)
+    return "(a token-shaped text, not shown)" if looks_like_token(text) else text
+
+
+def _redacted(text: str) -> str:
+    """``text`` with what :func:`redact_tokens` replaces replaced, what it cannot tell apart
+    kept."""
     if "eyJ" in text:
         text = _PLAIN_RUN.sub(_redact_plain, text)
     if _encoded_jwt(text, 0):
         text = _B64_BLOCK.sub(_redact_block, text)
     if not looks_like_token(text):
         return text
-    text = _DISGUISED_RUN.sub(_redact_disguised, text)
-    return "(a token-shaped text, not shown)" if looks_like_token(text) else text
+    return _DISGUISED_RUN.sub(_redact_disguised, text)
 
 
 def _redact_disguised(match: re.Match[str]) -> str:
-    """The run replaced from its token's ``eyJ`` on (the words a break joined before it are
-    kept), or whole (a token in its base64)."""
+    """The run with each token in it replaced, from its ``eyJ`` to the end of its last segment
+    (:func:`_token_end`): the words a break or a blank beside a dot joined before it or after
+    it are kept (``<token>.\nthanks. bye``). Whole when what is left still holds one (a token
+    in its base64, found by no ``eyJ``). Each ``eyJ`` is read to at most five dots after it,
+    and the next looked for after its first segment at least, so the cost stays linear."""
     run = match.group()
     if not looks_like_token(run):
         return run
-    found = _BROKEN_EYJ.search(run)
-    if found is not None and looks_like_token(run[found.start():]):
-        return run[:found.start()] + REDACTED
-    return REDACTED
+    kept: list[str] = []
+    done = at = 0
+    while (found := _HIDDEN_EYJ.search(run, at)) is not None:
+        start = found.start()
+        end, first_dot, header = _token_end(run, start)
+        candidate = run[start:end]
+        # what is left of a token is disguised (plain ones are gone): joined, it has a header;
+        # or it holds invisible characters. Else the whole check need not be made
+        if ((_reads_as_header(header[:_HEADER_READ]) or _INVISIBLE.search(candidate))
+                and looks_like_token(candidate)):
+            kept += [run[done:start], REDACTED]
+            done = at = end
+        else:
+            at = first_dot + 1 if first_dot != -1 else end
+    kept.append(run[done:])
+    redacted = "".join(kept)
+    return REDACTED if done == 0 or looks_like_token(redacted) else redacted
+
+
+#: ``eyJ`` as a disguised token may write it: a line break or invisible characters between its
+#: letters.
+_HIDDEN_EYJ = re.compile(rf"e{_BETWEEN}y{_BETWEEN}J")
+#: A line break or a tab escaped (``_LINE_BREAK``'s, ``_BLANK``'s) at the end of what is
+#: searched.
+_ESCAPED_BREAK_AT_END = re.compile(rf"{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nft]|{_ESCAPED_CODE})\Z")
+#: The blanks and (raw) line breaks a token's last segment may be followed by before a dot.
+_GAP_CHARACTERS = " \t\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009" \
+    "\u200a\u202f\u205f\u3000\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _token_end(run: str, start: int) -> tuple[int, int, str]:
+    """Where the disguised token whose ``eyJ`` is at ``start`` in ``run`` ends, where its
+    first dot is (-1: none), and its first segment read joined (its first
+    ``2 * _JWE_HEADER_READ`` characters): it ends before the dot after its third segment (a
+    JWS: header, claims, signature), or after its fifth (a JWE, whose header names its
+    ``enc``), and before the blanks or the line break before that dot; at the run's end when
+    it has fewer dots."""
+    dots: list[int] = []
+    at = start
+    while len(dots) < 5 and (at := run.find(".", at)) != -1:
+        dots.append(at)
+        at += 1
+    if not dots:
+        return len(run), -1, ""
+    # the header read with its dot, so that a break or blanks before the dot are read as one
+    piece = run[start:min(dots[0] + 1, start + 2 * _JWE_HEADER_READ)]
+    header = _JWT_GAP.sub("", _INVISIBLE.sub("", piece)).removesuffix(".")
+    last = 4 if _jwe_header(header) else 2
+    end = dots[last] if len(dots) > last else len(run)
+    while True:  # a break or blanks before the dot, at most one line break: no segment's
+        end = start + len(run[start:end].rstrip(_GAP_CHARACTERS))
+        escaped = _ESCAPED_BREAK_AT_END.search(run, max(start, end - 16), end)
+        if escaped is None:
+            return end, dots[0], header
+        end = escaped.start()
 
 
 __all__ = ["CRASH_MESSAGE_MAX", "FORMATS", "LEVELS", "REDACTED", "JsonFormatter",

@@ -683,7 +683,41 @@ _DISGUISED_JWTS: tuple[tuple[str, Callable[[str], str]], ...] = (
     ("invisible-and-spaced", lambda t: "\u200b".join(t[:20]) + t[20:].replace(".", ". ")),
     ("base64-with-zero-width-spaces",
      lambda t: "\u200b".join(base64.b64encode(json.dumps({"token": t}).encode()).decode())),
+    ("wrapped-vertical-tab", lambda t: _wrapped(t, 40, "\v")),
+    ("wrapped-form-feed", lambda t: _wrapped(t, 30, "\f")),
+    ("wrapped-record-separator", lambda t: _wrapped(t, 35, "\x1e")),
+    ("wrapped-next-line", lambda t: _wrapped(t, 25, "\x85")),
+    ("wrapped-line-separator", lambda t: _wrapped(t, 50, "\u2028", " ")),
+    ("broken-after-dots-paragraph-separator", lambda t: t.replace(".", ".\u2029")),
+    ("wrapped-json-escaped", lambda t: _wrapped(t, 60, "\\n")),
+    ("wrapped-json-escaped-crlf-indented", lambda t: _wrapped(t, 45, "\\r\\n", "  ")),
+    ("broken-at-dots-escaped-separator", lambda t: t.replace(".", "\\u2028.")),
+    ("wrapped-text-log-escaped-vertical-tab", lambda t: _wrapped(t, 33, "\\x0b")),
+    ("bidirectional-marks", lambda t: t[:10] + "\u200e" + t[10:40] + "\u202c\u2066" + t[40:]),
 )
+#: Rows where every character of the token stands apart (``e``, ``y`` and ``J`` of each
+#: ``eyJ`` too): inside base64, nothing is left that the encoded ``eyJ`` is recognised by, and
+#: decoding every base64 run to look would cost every ordinary string; not read there.
+_EVERY_CHARACTER_APART = {"zero-width-spaces", "invisible-and-wrapped",
+                          "base64-with-zero-width-spaces"}
+
+
+def _jwe(key: bool) -> str:
+    """A JWE: its header (``enc``), its encrypted key (empty for ``"alg":"dir"``), its IV,
+    ciphertext and tag."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    header = b'{"alg":"RSA-OAEP","enc":"A256GCM"}' if key else b'{"alg":"dir","enc":"A256GCM"}'
+    return ".".join([b64(header), b64(bytes(range(256))) if key else "", b64(b"\x01" * 12),
+                     b64(b"ciphertext " * 9), b64(b"\x02" * 16)])
+
+
+#: Tokens of each shape a disguise is tried on: a capability token, an unsigned one (its
+#: signature empty), one signed in both alphabets, one whose header is shorter than any that
+#: names its algorithm, and JWEs, with and without an encrypted key.
+_SHAPES = (_jwt(), "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
+           _jwt().rsplit(".", 1)[0] + "." + "Zx-_" * 20, "eyJhIjoxfQ.eyJiIjoyfQ.x",
+           _jwe(key=True), _jwe(key=False))
 
 
 @pytest.mark.parametrize("disguise", [row[1] for row in _DISGUISED_JWTS],
@@ -693,11 +727,96 @@ def test_a_jwt_wrapped_spaced_or_holding_invisible_characters_is_found(
     """A token copied with its line breaks, spaced at its dots, or holding characters that
     render as nothing is still one: alone, after a header, inside a line of prose; a refusal
     quoting it keeps the words around it."""
-    signed = _jwt().rsplit(".", 1)[0] + "." + "Zx-_" * 20
-    for token in (_jwt(), "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", signed):
+    for token in _SHAPES:
         shown = disguise(token)
         for text in (shown, f"Authorization: Bearer {shown}", f"use this:\n{shown}\n\nplease"):
             _assert_found_and_redacted(text)
+
+
+@pytest.mark.parametrize("disguise", [row[1] for row in _DISGUISED_JWTS
+                                      if row[0] not in _EVERY_CHARACTER_APART],
+                         ids=[row[0] for row in _DISGUISED_JWTS
+                              if row[0] not in _EVERY_CHARACTER_APART])
+def test_a_disguised_jwt_inside_encoded_text_is_found(disguise: Callable[[str], str]) -> None:
+    """A token wrapped, spaced or holding invisible characters in a file that is then
+    base64-encoded (a kubeconfig, a Secret's ``data``, a ``.dockerconfigjson``): decoded, it is
+    read as the text itself is, once or twice encoded, and redacted with its block. (Where
+    every ``eyJ`` of a token is broken, its base64 holds nothing it is recognised by.)"""
+    shapes = [shown for shown in map(disguise, _SHAPES) if "eyJ" in shown]
+    assert shapes
+    for shown in shapes:
+        encoded = base64.b64encode(f"users:\n- user:\n    token: {shown}\n".encode())
+        _assert_found_and_redacted(encoded.decode())
+        _assert_found_and_redacted(base64.b64encode(encoded).decode())
+
+
+#: A token followed by a sentence's end and words: a break or a blank beside a dot joins them
+#: to a disguised one (read joined, they would be segments after its signature), and a whole
+#: one's run holds the dot. The id, how the text is written around a token, and what
+#: redacting it leaves (``R`` where the token was).
+_WORDS_AFTER_A_TOKEN: tuple[tuple[str, Callable[[str], str], str], ...] = (
+    ("spaced-then-sentences", lambda t: t.replace(".", ". ") + ". thanks. bye",
+     "R. thanks. bye"),
+    ("wrapped-then-a-break-after-its-end", lambda t: _wrapped(t, 10, "\n") + ".\nthanks. bye",
+     "R.\nthanks. bye"),
+    ("json-escaped-breaks", lambda t: _wrapped(t, 10, "\\n") + ".\\nthanks. bye",
+     "R.\\nthanks. bye"),
+    ("line-separators", lambda t: _wrapped(t, 12, "\u2028") + ".\u2028thanks. bye",
+     "R.\u2028thanks. bye"),
+    ("invisible-then-sentences", lambda t: "\u200b".join(t) + ". thanks. bye",
+     "R. thanks. bye"),
+    ("spaced-before-dots", lambda t: t.replace(".", " .") + " . thanks", "R . thanks"),
+    ("two-tokens", lambda t: t.replace(".", ". ") + ". and. " + t.replace(".", ".\n") + ". done",
+     "R. and. R. done"),
+    ("whole-then-sentences", lambda t: t + ". thanks. bye", "R. thanks. bye"),
+)
+
+
+@pytest.mark.parametrize(("written", "left"), [row[1:] for row in _WORDS_AFTER_A_TOKEN],
+                         ids=[row[0] for row in _WORDS_AFTER_A_TOKEN])
+def test_redacting_a_jwt_stops_at_its_last_segment(written: Callable[[str], str],
+                                                              left: str) -> None:
+    """The token goes from its ``eyJ`` to the end of its signature (of its tag, for a JWE);
+    the sentence after it stays, as the words before it do. (An unsigned token has no
+    signature to end at: the word after it reads as one.)"""
+    for token in (t for t in _SHAPES if not t.endswith(".")):
+        shown = logs.redact_tokens(f"use this:\n{written(token)}")
+        assert shown == "use this:\n" + left.replace("R", logs.REDACTED), (token, shown)
+
+
+@pytest.mark.parametrize("fmt", logs.FORMATS)
+@pytest.mark.parametrize("disguise", [row[1] for row in _DISGUISED_JWTS],
+                         ids=[row[0] for row in _DISGUISED_JWTS])
+def test_a_disguised_jwt_is_scrubbed_from_log_lines(stream: io.StringIO, fmt: str,
+                                                    disguise: Callable[[str], str]) -> None:
+    """A log line carrying a token wrapped, spaced or holding invisible characters (an API
+    server's error quoting what a person pasted) is scrubbed as the audit's check finds it,
+    its line breaks as the line writes them (escaped): the line, read back, holds no token,
+    and the words around the token stay."""
+    logs.setup_logging(fmt, "info", component="operator", stream=stream)
+    for token in (_jwt(), _jwe(key=True)):
+        logging.getLogger("wingman.operator").warning("refused %s (see above)", disguise(token))
+    written = stream.getvalue().splitlines()
+    assert len(written) == 2, written
+    for line in written:
+        message = json.loads(line)["message"] if fmt == "json" else line
+        assert logs.REDACTED in message and not logs.looks_like_token(message), message
+        assert "refused " in message and message.endswith(" (see above)"), message
+
+
+@pytest.mark.parametrize("fmt", logs.FORMATS)
+def test_log_lines_with_dots_and_breaks_but_no_jwt_are_kept(stream: io.StringIO,
+                                                           fmt: str) -> None:
+    """The same texts logged, their breaks escaped as the line writes them: nothing is
+    scrubbed. (Not their base64: the scrubber takes any run of base64 that begins as the
+    encoding of ``eyJ`` does for a token, by its shape alone.)"""
+    logs.setup_logging(fmt, "info", component="operator", stream=stream)
+    for text in _NO_TOKEN_WRITTEN:
+        logging.getLogger("wingman.operator").info("%s", text)
+    written = stream.getvalue().splitlines()
+    assert not [line for line in written if logs.REDACTED in line]
+    if fmt == "json":
+        assert [json.loads(line)["message"] for line in written] == _NO_TOKEN_WRITTEN
 
 
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\n   "], ids=["lf", "crlf", "indented"])
@@ -707,25 +826,42 @@ def test_a_jwt_wrapped_at_any_column_is_found(eol: str) -> None:
         assert logs.looks_like_token(_wrapped(token, width, eol)), width
 
 
-def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token() -> None:
-    """Prose, names, hashes and identifiers on lines, sentences after an ``eyJ`` word, and the
-    joiners writing needs: read joined at their breaks and without invisible characters, no
-    first segment reads as a JWT's header."""
-    uid = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
-    honest = ["The rollout finished. Next: scale web to 3.\nDone. See docs.example.com.",
+_UID = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+#: Prose, names, hashes and identifiers on lines, sentences after an ``eyJ`` word, and the
+#: joiners writing needs, written with every kind of line break (escaped too, once or twice):
+#: read joined at their breaks and without invisible characters, no first segment reads as a
+#: JWT's header (nor a JWE's), and no second one as its claims; and the base64 of the last ones.
+_NO_TOKEN_WRITTEN = ["The rollout finished. Next: scale web to 3.\nDone. See docs.example.com.",
               "eyJob finished. Next. Then. Done.", "eyJob.\nnext.\nstep.",
               "eyJhbGciOi is how a JWT starts.\nSee RFC 7519. Section 7.2.",
-              "eyJhIjoxfQ. eyJiIjoyfQ. sig", "ey\nJ alone.\nx.\ny.",
+              "ey\nJ alone.\nx.\ny.",
               "config: eyJhIjoxLCJiIjoyLCJjIjozfQ\nwww.example.com. up",
-              _wrapped("sha256:" + "ab" * 32, 24, "\n") + ".\n" + uid + ".\n" + uid,
-              "resourceVersion: 123456.\nresourceVersion: 123457.\nuid: " + uid,
+              _wrapped("sha256:" + "ab" * 32, 24, "\n") + ".\n" + _UID + ".\n" + _UID,
+              "resourceVersion: 123456.\nresourceVersion: 123457.\nuid: " + _UID,
               "deployment.apps/web-7f9c. pod/web-7f9c-abcde.\nreplicaset.apps/web-7f9c .x",
               "v1.2.3. v1.2.4.\nv2.0.0 . v2.0.1", "CONFIG=eyJhIjoxfQ==\n.HOST=a.example.com",
               _wrapped(base64.b64encode(b"Hello world. Not a token. " * 20).decode(), 76, "\n"),
               "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645. \U0001f469\u200d\U0001f4bb.",
               "r\u00e9sum\u00e9\xad. na\u00efve \u201cquoted\u201d \u2014 done.\u200b x.y",
-              "e\u200byJob.\u200bdone"]
-    for text in honest:
+              "e\u200byJob.\u200bdone",
+              # other line breaks, and a JSON log's escaped ones, between sentences
+              "The rollout finished.\u2028Next: scale web.\x85Done.\fSee docs.\vexample.com.",
+              '{"message": "eyJob finished.\\nNext.\\nThen. Done.\\r\\nBye."}',
+              "eyJob finished.\\u2028Next.\\x0bThen.\\fDone.",
+              # a short header, but no claims; a header and four words, but no JWE's header
+              "eyJhIjoxfQ. done.\nnext.", "eyJhIjoxfQ.\nfoo.bar",
+              "eyJhbGciOiJIUzI1NiJ9. a. b. c. d",
+              '{"msg": "config: eyJhIjoxLCJiIjoyfQ\\nwww.example.com. up. next. done"}',
+              # JSON inside a JSON log line, an escaped tab, a Windows path's backslashes
+              '{"log": "{\\"msg\\": \\"eyJob.\\\\nnext.\\\\nstep.\\"}"}',
+              "eyJob.\\tnext.\\tstep.", r"C:\new\eyJob.d\nested.x\file.y"]
+_NO_TOKEN = _NO_TOKEN_WRITTEN + [base64.b64encode(text.encode()).decode()
+                                for text in _NO_TOKEN_WRITTEN[-11:]]
+
+
+def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token() -> None:
+    """Neither found nor redacted."""
+    for text in _NO_TOKEN:
         assert not logs.looks_like_token(text), repr(text)
         assert logs.redact_tokens(text) == text
 
@@ -782,7 +918,9 @@ def test_the_detector_stays_linear_on_hostile_text() -> None:
                base64.b64encode(base64.b64encode(("eyJa" * 150_000).encode())).decode(),
                "eyJ/" * 250_000 + ".a.b.", "eyJa. " * 170_000, "eyJ.\n" * 200_000,
                "e\ny\nJ\n" * 170_000, "eyJhbGciOiJIUzI1NiJ9. a " * 40_000, "eyJ\xad." * 200_000,
-               "e\u200b" * 500_000, "eyJ" + " " * 1_000_000 + "."]
+               "e\u200b" * 500_000, "eyJ" + " " * 1_000_000 + ".",
+               "eyJhbGciOiJIUzI1NiJ9" * 50_000 + ". a. b. c. d", "eyJob.\\n" * 150_000,
+               "e\\\\ny\\\\nJ" * 100_000]
     for text in hostile:
         started = time.process_time()
         assert not logs.looks_like_token(text)
@@ -802,3 +940,17 @@ def test_a_short_string_is_read_in_a_few_passes_not_one_per_mark() -> None:
     started = time.process_time()
     assert not any(logs.looks_like_token(word) for word in words)
     assert time.process_time() - started < 1.5
+
+
+_UNSIGNED = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0."
+
+
+@pytest.mark.parametrize("before", ["", "B", "Be", "Bearer ", "token: "])
+@pytest.mark.parametrize("after", ["", "\n"], ids=["at-the-end", "then-a-line-break"])
+def test_an_unsigned_jwt_at_the_end_of_base64_is_found(before: str, after: str) -> None:
+    """An unsigned token (``alg: none``) ends with its second dot: at the end of what was
+    encoded, that dot is in the last group, which the encoder pads; the group is read too.
+    The same without its final dot is two segments, no token."""
+    _assert_found_and_redacted(base64.b64encode(f"{before}{_UNSIGNED}{after}".encode()).decode())
+    halved = base64.b64encode(f"{before}{_UNSIGNED[:-1]}{after}".encode()).decode()
+    assert not logs.looks_like_token(halved) and logs.redact_tokens(halved) == halved
