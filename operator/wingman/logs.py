@@ -244,8 +244,44 @@ class JsonFormatter(logging.Formatter):
             out["error"] = self.formatException(record.exc_info)
         # scrubbed before what would act on a terminal is escaped: a bidirectional control
         # inside a token is then read as the invisible character it is, not as ``\u200e``
-        return _JSON_UNSAFE.sub(_json_escaped,
-                                _scrub(json.dumps(out, default=str, ensure_ascii=False)))
+        dumped = json.dumps(out, default=str, ensure_ascii=False)
+        line = _scrub(dumped)
+        if line != dumped and not _is_json(line):
+            # a redaction began inside one of json's escapes (``\u001e`` then ``yJ...``, a
+            # token without its first letter, reads as a run holding ``eyJ``): the escape
+            # goes with it, so the line stays one JSON object
+            line = _CUT_ESCAPE.sub(REDACTED, line)
+            if not _is_json(line):  # (not seen) each string scrubbed on its own
+                line = json.dumps(_scrubbed(json.loads(dumped)), ensure_ascii=False)
+        return _JSON_UNSAFE.sub(_json_escaped, line)
+
+
+# A JSON escape a redaction cut: a backslash that starts an escape (after an even number of
+# them), the letters of a ``\uXXXX`` before the cut, then the redaction.
+_CUT_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*+\\(?:u[0-9a-fA-F]{0,3}+)?" + re.escape(REDACTED))
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` (what ``json.loads`` gives) with every string in it scrubbed
+    (:func:`_scrub`), keys too; a string whose JSON form still holds what scrubbing takes
+    (an escape's letters that spell a token with the text after them) is redacted whole."""
+    if isinstance(value, str):
+        value = _scrub(value)
+        written = json.dumps(value, ensure_ascii=False)
+        return value if _scrub(written) == written else REDACTED
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrubbed(v) for k, v in value.items()}
+    return value
 
 
 class TextFormatter(logging.Formatter):

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -146,6 +147,38 @@ def test_a_json_record_holds_no_raw_line_break_or_control_character(
     assert not any(c in text for c in "\r\x1b\x9b\x85\x7f\u2028\u2029"), text
     (line,) = lines(stream)
     assert (line["message"], line["reason"]) == (_FORGED, "a\u2028b")  # escaped, not lost
+
+
+@pytest.mark.parametrize("escape", ["\x1e", "\x0b", "\n", "\t", "\x00", "\\", '"', "\\\x1e"])
+def test_a_json_record_stays_one_object_when_a_token_follows_one_of_json_s_escapes(
+        stream: io.StringIO, escape: str) -> None:
+    # json.dumps writes the character as ``\u001e`` (``\n``, ...): the scrubber read the
+    # escape's letters and the text after them as one run, and redacted from inside the escape
+    # (``\[REDACTED]``, no JSON). ``\u001e`` then the token without its first letter spells
+    # the token in the line: redacted, the escape with it.
+    logs.setup_logging("json", "info", component="gateway", stream=stream)
+    token = _jwt()
+    texts = {"cut": "x" + escape + token[1:], "whole": "x" + escape + token,
+             "both": "a" + escape + token[1:] + " and " + token}
+    logging.getLogger("wingman.gateway").info("%s", texts["cut"], extra=texts)
+    (line,) = lines(stream)  # one valid JSON object
+    assert token not in stream.getvalue()
+    assert line["whole"] in ("x" + escape + logs.REDACTED, "x" + logs.REDACTED)
+    assert line["both"].endswith(" and " + logs.REDACTED) and line["both"].startswith("a")
+    assert line["message"] == line["cut"] and line["cut"].startswith("x")
+
+
+def test_a_json_record_a_redaction_cut_otherwise_is_scrubbed_string_by_string(
+        stream: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a cut the escape rule does not mend (none is known): each string scrubbed on its own
+    monkeypatch.setattr(logs, "_CUT_ESCAPE", re.compile(r"(?!)"))
+    logs.setup_logging("json", "info", component="gateway", stream=stream)
+    token = _jwt()
+    logging.getLogger("wingman.gateway").info("x\x1e%s", token[1:],
+                                              extra={"whole": f"Bearer {token}"})
+    (line,) = lines(stream)
+    assert line["message"] == logs.REDACTED  # its JSON form spells the token: all of it
+    assert line["whole"] == "Bearer " + logs.REDACTED and token not in stream.getvalue()
 
 
 def test_a_registered_secret_never_reaches_a_line(stream: io.StringIO) -> None:
