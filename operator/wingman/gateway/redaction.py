@@ -116,13 +116,14 @@ import base64
 import binascii
 import bisect
 import codecs
+import functools
 import hashlib
 import itertools
 import json
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from wingman.logs import base64_readings
 from wingman.scope import SWITCH_FLAGS
@@ -396,6 +397,12 @@ def _raw_views(text: str) -> list[list[int]]:
 #   ``0x6A, 0x6b``, a hex dump's): the output's hex digits only, but a ``0x`` before one
 _HEX_NOISE = re.compile(r"0x(?=[0-9a-f])|[^0-9a-f]++")  # (read in lowercase)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# ... and the letters a case-insensitive pattern reads as ASCII ones (the dotted and dotless
+# i, the Kelvin sign, the long s: no other): a word a ``(?i)`` pattern finds in a text is
+# where a pattern of its lowercase letters finds it in the text so folded (the same length).
+# Such a pattern is looked for a hundred times faster: its first letters are skipped to.
+_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ\u0130\u0131\u212a\u017f",
+                      "abcdefghijklmnopqrstuvwxyziiks")
 # - its letters and digits with anything else between them (``c,a,p``, ``c-a-p``, ``'c' 'a'``),
 #   in any case: the output's letters and digits only
 _NOT_ALNUM = re.compile(r"[^0-9a-z]++")  # (read in lowercase)
@@ -649,6 +656,25 @@ def _redact_known(text: str, secrets: Iterable[str], cut: bool = False, *,
 
 # ---------------------------------------------------------------------------------- names
 
+def _trie(words: Iterable[str]) -> str:
+    """A pattern of any one of ``words`` with their common starts written once
+    (``mysql|mysqldump`` is ``mysql(?:dump)?+``): where none starts, the pattern gives up at
+    the first letters, not word by word. A word that starts a longer one is not tried where
+    the longer one is (``?+``): the same for finding any of them, and for a name that no
+    letter, digit, ``-`` or ``_`` may follow (a tool's)."""
+    firsts: dict[str, list[str]] = {}
+    for word in sorted(set(words)):
+        firsts.setdefault(word[0], []).append(word[1:])
+    parts = []
+    for head, rests in firsts.items():
+        while "" not in rests and len({rest[0] for rest in rests}) == 1:  # (one way on)
+            head, rests = head + rests[0][0], [rest[1:] for rest in rests]
+        longer = [rest for rest in rests if rest]
+        parts.append(re.escape(head) + (f"(?:{_trie(longer)})" if longer else "") +
+                     ("?+" if longer and "" in rests else ""))
+    return "|".join(parts)
+
+
 _CREDENTIAL_WORDS = ("password", "passwd", "passphrase", "secret", "token", "apikey",
                      "privatekey", "clientkey", "keydata", "accesskey", "credential",
                      "cookie", "sessionid", "authorization", "signingkey", "encryptionkey",
@@ -724,11 +750,21 @@ _PLACEHOLDER = re.compile(r"<(?:none|nil|unset)>[ \t]*+(?:\n|$)|<set to the key 
 _API_KIND = re.compile(r"(?<![A-Za-z0-9_])[a-z]*+(?<=v)[0-9]++(?:(?:alpha|beta)[0-9]++)?+"
                        r"\.[A-Z][A-Za-z0-9]*+\Z")
 
+# How long a name may be for its reading to be remembered (:func:`credential_name`, 4096 of
+# them at most, for one text's redaction): a key's or a flag's name; a longer string read as
+# one (a table's cell, a line) is read each time, so that the memory stays small
+_NAME_CACHED = 64
+
 
 def credential_name(name: str) -> bool:
     """Whether a key, variable or flag name names a credential (``DB_PASSWORD``, ``apiKey``,
     ``client-key-data``, ``pwd``, ``x-auth-token``; not ``secretName``, ``tokenizer`` or a
-    kind's Go type, ``*v1.Secret``)."""
+    kind's Go type, ``*v1.Secret``). Remembered for short names: output repeats its keys on
+    thousands of lines."""
+    return _credential_name(name) if len(name) <= _NAME_CACHED else _read_name(name)
+
+
+def _read_name(name: str) -> bool:
     plain = name.strip("\"'-").lower()
     if not plain or plain in ("key", "pin") or _API_KIND.search(name) is not None:
         return False
@@ -747,6 +783,9 @@ def credential_name(name: str) -> bool:
         return True
     return any(s in _CREDENTIAL_SEGMENTS or s.startswith("dsn") or
                s.rstrip("0123456789").endswith("dsn") for s in segments)
+
+
+_credential_name = functools.lru_cache(maxsize=4096)(_read_name)  # (a pure function)
 
 
 # ---------------------------------------------------------------------------------- structure
@@ -913,8 +952,8 @@ def _nested_value(key: str) -> bool:
 
 def _neutral_parent(key: str) -> bool:
     """Whether a key's neutral children (``value``, ``key``) hold a credential."""
-    segments = re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower())
-    return credential_name(key) and segments[-1] not in _REFERENCE_SEGMENTS
+    return credential_name(key) and \
+        re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower())[-1] not in _REFERENCE_SEGMENTS
 
 
 # a key in a sentence: a quoted name after a word (``for volume "db-creds" : secret ...``, an
@@ -1505,15 +1544,19 @@ _KEY_CHARS = r"[A-Za-z0-9_.-]"
 # a word of an unquoted value: a quote in it ends it only where a closing one would, before
 # a delimiter (``"password=abc", ...``), not inside (``password=ab"cd``)
 _PLAIN_WORD = r"""(?:[^\s"',;}\]]|["'](?=[^\s"',;}\]]))++"""
+_PAIR_WORDS = (r"token|passw|pass|pwd|pw|secret|key|auth|cred|cookie|session|dsn|pin|otp|sas|"
+               r"sig|salt|hmac|connstr")
 _KEYVALUE_RE = re.compile(
-    rf"(?i)(?<!{_KEY_CHARS})(?={_KEY_CHARS}*?(?:token|passw|pass|pwd|pw|secret|key|auth|"
-    r"cred|cookie|session|dsn|pin|otp|sas|sig|salt|hmac|connstr))"
+    rf"(?i)(?<!{_KEY_CHARS})(?={_KEY_CHARS}*?(?:{_PAIR_WORDS}))"
     rf"({_KEY_CHARS}++)([\"']?[ \t]*+(?:=>|[:=])[ \t]*+)"
     rf"(\"(?:[^\"\\\n]|\\.)*+\"?|'[^'\n]*+'?|{_PLAIN_WORD}"
     # an unquoted value goes on over the words after it (``password = two words``), up to
     # one that starts another pair or a flag (``user=bob``, ``-v``), a ``;`` or the line's end
     rf"(?:[ \t]++(?![{{\[]|{_KEY_CHARS}*+[:=]|-){_PLAIN_WORD})*+)"
 )
+# what a line holding a pair holds in a :data:`_FOLD` text (a pair's key holds one of these; a
+# pair is on one line): the lines without one are not read for pairs (most of a long output)
+_PAIR_HINT = re.compile(_trie(_PAIR_WORDS.split("|")))
 _MAX_NESTED_PAIRS = 8
 # (a value may be on the next line when the line is continued: ``-p \`` / ``  VALUE``; also
 # after an ``=``, read before the credentials' values: :data:`_CONTINUED_FLAG`)
@@ -1547,7 +1590,7 @@ def _redact_encoded(text: str) -> str:
             if _DECODED_SECRET.search(data) or (len(data) >= 16 and _text_like(data)):
                 spans.append(match.span())
                 break
-    for match in _PERCENT_WORD.finditer(text):
+    for match in _PERCENT_WORD.finditer(text) if "%" in text else ():
         decoded = urllib.parse.unquote(match.group())
         if decoded != match.group() and (_DECODED_SECRET.search(decoded.encode("utf-8"))
                                           or (_KEYVALUE_RE.search(decoded) and
@@ -1559,7 +1602,8 @@ def _redact_encoded(text: str) -> str:
 # A standalone run of standard base64 (what kubectl prints of a Secret's data, whatever the
 # structure around it: jsonpath, flow style, an anchor, a tab). JSON escapes (``\\u0022``,
 # ``\\n``) are blanked first so they do not join a run.
-_B64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{8,}+={0,2}+(?![A-Za-z0-9+/=])")
+_B64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/])(?!REDACTED\])[A-Za-z0-9+/]{8,}+={0,2}+"
+                        r"(?![A-Za-z0-9+/=])")  # (not a [REDACTED]: never one)
 _JSON_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|.)")
 # (and public keys: ``-----BEGIN PUBLIC KEY-----``, ``RSA PUBLIC KEY``, PGP's key block)
 _CERTIFICATES = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}(?:CERTIFICATE|PUBLIC KEY(?: BLOCK)?)-----"
@@ -1615,6 +1659,13 @@ def _identifier(run: str, before: str, after: str) -> bool:
         for side in (before, after))
 
 
+def _word_run(run: str) -> bool:
+    """Whether a run (in whole quads) is too short for an encoded value, a ``[REDACTED]``'s
+    word or a word (``bindings``): never read as one."""
+    return run == "REDACTED" or len(run) < 8 or (
+        run.isalpha() and (run.islower() or run[1:].islower()))
+
+
 def _encoded_value(run: str, at_end: bool, in_certificate: bool) -> bool:
     """Whether a base64 run is an encoded value: text (``YWRtaW4=``), a key (DER, OpenSSH) or
     random bytes. Text is read only in whole quads (or at the end of a cut output); a line of
@@ -1622,9 +1673,7 @@ def _encoded_value(run: str, at_end: bool, in_certificate: bool) -> bool:
     block (public, DER) only text is."""
     whole = len(run) % 4 == 0 or (at_end and "=" not in run)
     run = run[: len(run) - len(run) % 4] if "=" not in run else run
-    if run == "REDACTED" or len(run) < 8:
-        return False
-    if run.isalpha() and (run.islower() or run[1:].islower()):  # a word: "bindings"
+    if _word_run(run):
         return False
     try:
         data = base64.b64decode(run, validate=True)
@@ -1687,6 +1736,9 @@ def _redact_base64_values(text: str) -> str:
     end = len(masked.rstrip())
     spans, k = [], 0
     for match in _B64_TOKEN.finditer(masked):
+        run = match.group()
+        if "=" not in run and _word_run(run[: len(run) - len(run) % 4]):
+            continue  # (the cheapest test first: most runs in long output are words)
         while k < len(skip) and skip[k][1] <= match.start():
             k += 1
         in_certificate = k < len(skip) and skip[k][0] <= match.start()
@@ -1724,6 +1776,13 @@ _TOKEN_SHAPES = re.compile(
     r"|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}"                                   # Shopify
     r")|(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/[A-Za-z0-9/_-]++"
     r"|(?<=discord\.com/api/webhooks/)[0-9]++/[A-Za-z0-9_-]++")
+# what each of them holds (its start, or the address before it), looked for first: most output
+# holds none (a shape added above adds its start here)
+_TOKEN_START = re.compile(_trie([
+    "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "ABIA", "ACCA", "gh",
+    "github_pat_", "gl", "xox", "xapp-", "k_live_", "k_test_", "whsec_", "AIza", "ya29.",
+    "npm_", "pypi-", "sk-", "SG.", "hv", "dop_v1_", "shp", "hooks.slack.com/",
+    "discord.com/api/webhooks/"]))
 # ``curl -u user:PASSWORD`` (not ``docker run -u 1000:1000``, a user and a group id)
 _USER_FLAG = re.compile(r"""(?<![^\s"'\[,])(?:-u|-U|--user|--proxy-user)(?:[ \t]++|=)["']?"""
                         r"""[^\s:"']*+:(?![0-9]++(?![^\s"',\]]))(?!\[REDACTED\])"""
@@ -1777,7 +1836,32 @@ def _pairs(text: str, depth: int = 0) -> str:
             return f"{key}{sep}{value[0]}{REDACTED}{closing}"
         return f"{key}{sep}{REDACTED}"
 
-    return _KEYVALUE_RE.sub(one, text)
+    return _sub_lines(_KEYVALUE_RE, one, text, _PAIR_HINT)
+
+
+def _sub_lines(pattern: re.Pattern[str], repl: Callable[[re.Match[str]], str], text: str,
+               hint: re.Pattern[str]) -> str:
+    """``pattern.sub(repl, text)`` for a ``pattern`` whose every match lies on one line and
+    holds what ``hint`` finds in the text :data:`_FOLD`-ed: read only on the lines that hold
+    it, each run of such lines at once (the same result: a line's start is where a match may
+    start, as the text's is)."""
+    out: list[str] = []
+    last = 0
+    folded = text.translate(_FOLD)
+    found = hint.search(folded)
+    while found is not None:
+        start = text.rfind("\n", 0, found.start()) + 1
+        end = text.find("\n", found.end())
+        while end != -1:  # (and the lines below that hold it too)
+            found = hint.search(folded, end + 1)
+            if found is None or text.find("\n", end + 1, found.start()) != -1:
+                break
+            end = text.find("\n", found.end())
+        else:
+            found, end = None, len(text)
+        out += [text[last:start], pattern.sub(repl, text[start:end])]
+        last = end
+    return "".join([*out, text[last:]]) if out else text
 
 
 # a sentence's words after a colon (``msg="auth: login ok, session created"``): lowercase
@@ -1920,10 +2004,13 @@ _ORACLE_TOOLS = frozenset({"sqlplus", "rman", "expdp", "impdp", "exp", "imp", "s
 _ORACLE_WORDS = frozenset({"sql", "exp", "imp"})
 _TOOLS = frozenset({*_TOOL_FLAGS, *_TOOL_JOINED, *_JOINED_ONLY, *_ORACLE_TOOLS, "htpasswd",
                     "rabbitmqctl", "vault", "net", "xfreerdp"})
-_TOOL_COMMAND = re.compile(r"""(?<![^\s;|&(`"'\[])(?:[\w.-]*+[/\\])*+(?P<tool>(?i:""" +
-                           "|".join(sorted((re.escape(t) for t in _TOOLS), key=len,
-                                           reverse=True)) + r"""))(?:\.exe)?+(?![\w.-])""",
-                           re.IGNORECASE)
+_TOOL_NAMES = _trie(_TOOLS)
+# a tool's name in any case where a command starts, looked for in a :data:`_FOLD`-ed text (as
+# a case-insensitive pattern would find it, far faster); and any of its names there at all
+# (no text without one names a tool: not one of its command lines, lists or sequences is read)
+_TOOL_COMMAND = re.compile(r"""(?<![^\s;|&(`"'\[])(?:[\w.-]*+[/\\])*+(?P<tool>""" +
+                           _TOOL_NAMES + r""")(?:\.exe)?+(?![\w.-])""")
+_TOOL_NAMED = re.compile(_TOOL_NAMES)
 # (``;``, ``|`` and ``&`` end a command only beside a space or another of them: ``ps``
 # prints a password's ``a&b`` as it was given, in one word)
 _SHELL_WORD = re.compile(r"""[0-9]*+[<>]|(?:"(?:[^"\\\n]|\\.)*+"?|'[^'\n]*+'?|\\.|"""
@@ -2012,7 +2099,7 @@ _TOOL_SEQUENCE_ITEM = re.compile(r"""^(?P<indent>[ \t]*+)-[ \t]++(?P<item>"(?:[^
                                  r"""'[^'\n]*+'|[^\s#][^\n#]*+)""", re.MULTILINE)
 # an argument list whose first item may name a tool, and its items: JSON's strings, or a YAML
 # flow sequence's quoted or plain ones (``[redis-cli, -a, X]``; a plain one holds no quote)
-_ARGUMENT_LIST = re.compile(r'\[[ \t]*+(?=[^\s,\[\]{}])')
+_ARGUMENT_LIST = re.compile(r'\[[ \t]*+(?!REDACTED\])(?=[^\s,\[\]{}])')  # (not a value redacted)
 _LIST_ITEM = re.compile(r"""[ \t]*+(?P<item>"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
                         r"""(?:[^\s,\[\]{}"']|[ \t]++(?=[^\s,\[\]{}"']))++)"""
                         r"""[ \t]*+(?P<next>[,\]])""")
@@ -2040,16 +2127,22 @@ def _tool_arguments(text: str) -> str:
     backslash read as one with the next (the same length: the spans are the text's)."""
     spans: list[tuple[int, int]] = []
     whole, text = text, text.replace("\\\n", "  ")
+    folded = text.translate(_FOLD)
+    named = _TOOL_NAMED.search(folded) is not None
     read = 0  # (a tool's name inside the command line read last was read with it)
-    for command in _TOOL_COMMAND.finditer(text):
+    for command in _TOOL_COMMAND.finditer(folded) if named else ():
         if command.start() < read:
             continue
-        found, read = _command_spans(text, command)
+        found, read = _command_spans(text, text[command.start("tool"):command.end("tool")],
+                                     command.end())
         spans += found
-    if "[" in text:
+    if "[" in text and named:
         for opened in _ARGUMENT_LIST.finditer(text):
             items: list[_Word] = []
             item = _LIST_ITEM.match(text, opened.end())  # (each item where the last ended)
+            if item is None or _tool_name(text[slice(*_unquoted(text, *item.span("item")))]) \
+                    not in _TOOLS:
+                continue  # (read on only when its first item names a tool: most name none)
             while item is not None:
                 items.append(_Word(text, *_unquoted(text, *item.span("item"))))
                 if item.group("next") == "]":
@@ -2061,7 +2154,7 @@ def _tool_arguments(text: str) -> str:
             if tool in _TOOLS and (tool != "net" or any(
                     w.group().startswith(("/", "-")) for w in items[1:])):
                 spans += _tool_spans(tool, items[1:])
-    if "- " in text:
+    if "- " in text and named:
         spans += _tool_sequences(text)
     if "Command:" in text or "Args:" in text:
         spans += _described_arguments(text)
@@ -2070,15 +2163,15 @@ def _tool_arguments(text: str) -> str:
     return _apply(whole, [s for s in spans if not whole.startswith(_ALREADY, s[0])])
 
 
-def _command_spans(text: str, command: re.Match[str]) -> tuple[list[tuple[int, int]], int]:
-    """:func:`_tool_spans` of a tool's command line, and where it ends (:data:`_COMMAND_ENDS`,
-    a redirection): all its words read as the tool's, and each tool's name among them (a
-    host's, a file's or a database's name, or a tool the first one runs) read as another's up
-    to the next such name."""
-    lines: list[tuple[str, list[_Word]]] = [(_tool_name(command.group("tool")), [])]
+def _command_spans(text: str, tool: str, start: int) -> tuple[list[tuple[int, int]], int]:
+    """:func:`_tool_spans` of a tool's command line (``tool``'s name, its words from
+    ``start``), and where it ends (:data:`_COMMAND_ENDS`, a redirection): all its words read as
+    the tool's, and each tool's name among them (a host's, a file's or a database's name, or
+    a tool the first one runs) read as another's up to the next such name."""
+    lines: list[tuple[str, list[_Word]]] = [(_tool_name(tool), [])]
     words: list[_Word] = []
     end = len(text)
-    for word in _SHELL_WORD.finditer(text, command.end()):
+    for word in _SHELL_WORD.finditer(text, start):
         if word.group() in _COMMAND_ENDS or word.group()[-1:] in "<>":
             end = word.start()
             break
@@ -2251,16 +2344,21 @@ def _tool_sequences(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     items: list[_Word] = []
     indent, last = "", -1
+    tool = "?"  # the tool the sequence read names ("" none: its items are not kept; "?" next)
     for item in _TOOL_SEQUENCE_ITEM.finditer(text):
-        if items and (item.group("indent") != indent or item.start() != last + 1):
-            if _tool_name(items[0].group()) in _TOOLS:
-                spans += _tool_spans(_tool_name(items[0].group()), items[1:])
-            items = []
+        if item.group("indent") != indent or item.start() != last + 1:  # another sequence
+            if items:
+                spans += _tool_spans(tool, items[1:])
+            items, tool = [], "?"
         indent, last = item.group("indent"), text.find("\n", item.end())
-        end = item.start("item") + len(item.group("item").rstrip())
-        items.append(_Word(text, *_unquoted(text, item.start("item"), end)))
-    if items and _tool_name(items[0].group()) in _TOOLS:
-        spans += _tool_spans(_tool_name(items[0].group()), items[1:])
+        if tool:
+            end = item.start("item") + len(item.group("item").rstrip())
+            items.append(_Word(text, *_unquoted(text, item.start("item"), end)))
+            if tool == "?":
+                tool = _tool_name(items[0].group())
+                tool, items = (tool, items) if tool in _TOOLS else ("", [])
+    if items:
+        spans += _tool_spans(tool, items[1:])
     return spans
 
 
@@ -2577,6 +2675,14 @@ def _structured_text(text: str) -> str:
     return text
 
 
+def _holds(text: str, *words: str) -> bool:
+    """Whether ``text`` holds one of ``words`` (lowercase) in any case, as a ``(?i)`` pattern
+    reads it: a rule in any case is tried only when its word is there (a case-insensitive
+    pattern is slow to find, a word in the :data:`_FOLD`-ed text fast)."""
+    folded = text.translate(_FOLD)
+    return any(word in folded for word in words)
+
+
 def _text_rules(text: str) -> str:
     if _PEM_FAST in text:
         text = _PEM.sub(REDACTED, text)
@@ -2589,11 +2695,15 @@ def _text_rules(text: str) -> str:
     if "=\\\n" in text:
         text = _CONTINUED_FLAG.sub(_flag, text)
     text = _JWT_RE.sub(REDACTED, text)
-    text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
-    text = _BEARER_RE.sub(_bearer, text)
-    text = _BASIC_RE.sub(_basic, text)
+    if _holds(text, "authorization"):
+        text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    if _holds(text, "bearer", "token"):
+        text = _BEARER_RE.sub(_bearer, text)
+    if _holds(text, "basic"):
+        text = _BASIC_RE.sub(_basic, text)
     text = _url_userinfo(text)
-    text = _URL_TOKEN_USER.sub(_token_user, text)
+    if "://" in text and "@" in text:
+        text = _URL_TOKEN_USER.sub(_token_user, text)
     text = _continue_cut_values(_pairs(text))
     if "-u" in text or "--user" in text or "-U" in text:
         text = _USER_FLAG.sub(
@@ -2632,8 +2742,10 @@ _RULE_LINE = re.compile(r"[-+=|: \t]*+")  # psql's ``-----+-----``, mysql's ``+-
 _COLUMN = re.compile(r"\S++(?: \S++)*+")
 _MAX_COLUMNS = 64
 # what a name :func:`credential_name` takes holds (a cheap test before it)
-_CREDENTIAL_HINT = re.compile(r"(?i)pass|pw|secret|token|key|auth|cred|cookie|session|dsn|"
-                              r"conn|pin|otp|sas|sig|salt|hmac")
+_HINT_WORDS = (r"pass|pw|secret|token|key|auth|cred|cookie|session|dsn|conn|pin|otp|sas|sig|"
+               r"salt|hmac")
+_CREDENTIAL_HINT = re.compile(rf"(?i){_HINT_WORDS}")
+_FOLDED_HINT = re.compile(_trie(_HINT_WORDS.split("|")))  # (the same, in a :data:`_FOLD` text)
 _WORD_END = re.compile(r"\S*+")
 _WORD = re.compile(r"\S++")
 _DASH_RULE = re.compile(r"[ \t]*+-{2,}+(?:[ \t]++-{2,}+)++[ \t]*+")
@@ -2695,6 +2807,17 @@ def _cells(line: str, sep: str) -> list[tuple[int, int]]:
         at = end + 1
 
 
+def _next_hinted(text: str, folded: str, index: int, offset: int) -> tuple[int, int]:
+    """(index, offset) of the first line from line ``index`` (at ``offset``) of ``text`` that
+    :data:`_CREDENTIAL_HINT` finds on (the line count when none does), looked for in
+    ``folded``, the text :data:`_FOLD`-ed."""
+    hint = _FOLDED_HINT.search(folded, offset)
+    if hint is None:
+        return text.count("\n", offset) + index + 1, len(text) + 1
+    skipped = text.count("\n", offset, hint.start())
+    return (index + skipped, text.rfind("\n", 0, hint.start()) + 1) if skipped else (index, offset)
+
+
 def _delimited(text: str, sep: str) -> list[tuple[int, int]]:
     """A table whose header names a credential column (``name,password`` then
     ``alice,VALUE``; also tab-, ``;``- or ``|``-separated, psql's and mysql's tables): every
@@ -2704,7 +2827,14 @@ def _delimited(text: str, sep: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     columns: list[int] = []
     count, offset = 0, 0
-    for line in text.split("\n"):
+    lines, folded = text.split("\n"), text.translate(_FOLD)
+    index = -1
+    while (index := index + 1) < len(lines):
+        if not columns:  # (no header above: the next one is on a line naming a credential)
+            index, offset = _next_hinted(text, folded, index, offset)
+            if index == len(lines):
+                break
+        line = lines[index]
         base, offset = offset, offset + len(line) + 1
         if columns and line.strip() and _RULE_LINE.fullmatch(line):
             continue  # a table's rule: ``-----+-----``
@@ -2753,9 +2883,14 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     starts: list[int] = []
     credential: list[int] = []
-    offset = 0
-    lines = text.split("\n")
-    for index, line in enumerate(lines):
+    lines, folded = text.split("\n"), text.translate(_FOLD)
+    index, offset = -1, 0
+    while (index := index + 1) < len(lines):
+        if not starts:  # (no header above: the next one is on a line naming a credential)
+            index, offset = _next_hinted(text, folded, index, offset)
+            if index == len(lines):
+                break
+        line = lines[index]
         base, offset = offset, offset + len(line) + 1
         if not line.strip():
             starts = []
@@ -2816,17 +2951,28 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
 
 # an INI or TOML section (``[credentials]``, ``[db.password]``) and a pair in it
 _SECTION = re.compile(r"[ \t]*+\[\[?+[ \t]*+(?P<name>[^\[\]\n]{1,200}+)\]\]?+[ \t]*+")
+# where a section may start (a ``[REDACTED]`` line names none: a value an earlier rule took)
+_SECTION_START = re.compile(r"^[ \t]*+\[(?!REDACTED\][ \t]*+(?:\n|\Z))", re.MULTILINE)
 _SECTION_PAIR = re.compile(r"[ \t]*+(?P<key>[A-Za-z0-9_.\"'-]++)[ \t]*+[=:][ \t]*+"
                            r"(?P<value>[^\n]*+)")
 
 
 def _sections(text: str) -> list[tuple[int, int]]:
     """The value of a neutral key (``value``, ``key``, ...) in an INI or TOML section named
-    like a credential (``[credentials]`` / ``key = VALUE``), up to the next section."""
+    like a credential (``[credentials]`` / ``key = VALUE``), up to the next section. Outside
+    such a section only the lines that may open one are read (:data:`_SECTION_START`)."""
     spans: list[tuple[int, int]] = []
-    named, offset = False, 0
-    for line in text.split("\n"):
-        base, offset = offset, offset + len(line) + 1
+    named, base = False, 0
+    while base <= len(text):
+        if not named:
+            opening = _SECTION_START.search(text, base)
+            if opening is None:
+                break
+            base = opening.start()
+        end = text.find("\n", base)
+        end = len(text) if end == -1 else end
+        line, offset = text[base:end], base
+        base = end + 1
         section = _SECTION.fullmatch(line) if line.lstrip().startswith("[") else None
         if section is not None:
             name = section.group("name").strip().strip("\"'").rsplit(".", 1)[-1]
@@ -2841,7 +2987,7 @@ def _sections(text: str) -> list[tuple[int, int]]:
         start = pair.start("value")
         if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0]:
             start, value = start + 1, value[1:-1]
-        spans.append((base + start, base + start + len(value)))
+        spans.append((offset + start, offset + start + len(value)))
     return spans
 
 
@@ -3595,7 +3741,7 @@ def _redact_once(text: str, secrets: Iterable[str], beyond: tuple[bool, bool],
     text = _text_rules(text)
     text = _values_as_text(text)
     text = _redact_base64_values(text)
-    return _TOKEN_SHAPES.sub(REDACTED, text)
+    return _TOKEN_SHAPES.sub(REDACTED, text) if _TOKEN_START.search(text) else text
 
 
 def redact(text: str, secrets: Iterable[str] = (), command: Sequence[str] = (), *,
@@ -3611,6 +3757,16 @@ def redact(text: str, secrets: Iterable[str] = (), command: Sequence[str] = (), 
 
 def _redact(text: str, secrets: tuple[str, ...], command: Sequence[str],
             beyond: tuple[bool, bool], cut: bool = False) -> str:
+    try:
+        return _redacted(text, secrets, command, beyond, cut)
+    finally:
+        # what was read as a name may be a value (a table's cell): not kept past the text it
+        # came from (the operator's process lives on, reading preview diffs)
+        _credential_name.cache_clear()
+
+
+def _redacted(text: str, secrets: tuple[str, ...], command: Sequence[str],
+              beyond: tuple[bool, bool], cut: bool = False) -> str:
     if withholds(command) or (command and command[0] == "kubectl" and
                               _TEMPLATE_DUMP.search(text) is not None):
         return WITHHELD

@@ -973,6 +973,44 @@ def test_hostile_output_finishes_and_still_redacts(name: str) -> None:
     assert "hunter2" not in out
 
 
+# Long output is read fast because each rule first looks for what its matches must hold (a
+# credential's word, a tool's name, a token's start) and reads only there: a credential after
+# many lines holding none, named in another case (a Kelvin sign reads as a k), or beside a
+# value redacted already is still found. One token of each shape alone: no other finds it.
+FILLER = "x\n" * 40
+PLAIN = "abcdefijklmnopqrstuvwxyz0123456789"  # (holds no token's start; no rule reads it alone)
+LOOKED_FOR = {
+    "pair-after-lines": (FILLER + "Password = Zq7xK2mP9w\n", "Zq7xK2mP9w"),
+    "pair-kelvin-percent": ("x=API_%E2%84%AAEY%3DZq7xK2mP9w\n", "Zq7xK2mP9w"),
+    "header-after-lines": (FILLER + "NAME   TOKEN\nweb    Zq7xK2mP9w\n", "Zq7xK2mP9w"),
+    "csv-after-lines": (FILLER + "name,password\nbob,Zq7xK2mP9w\n", "Zq7xK2mP9w"),
+    "section-after-redacted": ("[REDACTED]\n" * 20 + "[credentials]\nkey = Zq7xK2mP9w\n",
+                               "Zq7xK2mP9w"),
+    "tool-in-capitals": (FILLER + "REDIS-CLI.EXE -a Zq7xK2mP9w\n", "Zq7xK2mP9w"),
+    "tool-list-after-redacted": ('[REDACTED] ["Redis-Cli", "-a", "Zq7xK2mP9w"]\n',
+                                 "Zq7xK2mP9w"),
+    "tool-sequence-in-capitals": ("command:\n- REDIS-CLI\n- -a\n- Zq7xK2mP9w\n", "Zq7xK2mP9w"),
+    "base64-below-redacted": ("[REDACTED]\ncGFzc3dvcmQxMjM0\n", "cGFzc3dvcmQxMjM0"),
+    **{f"token-{token.removeprefix('https://')[:7]}": (f"see {token} here\n", token)
+       for token in [
+        *(aws + "ABCDEFIJKLMNOPQR" for aws in ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA",
+                                               "ANVA", "AIPA", "ABIA", "ACCA")),
+        *(start + PLAIN for start in (
+            "ghp_", "github_pat_", "glpat-", "xoxb-", "xapp-", "rk_test_", "sk_live_",
+            "whsec_", "AIza", "ya29.", "npm_", "pypi-", "sk-", "hvs.",
+            "https://hooks.slack.com/services/T0000/B0000/",
+            "https://discord.com/api/webhooks/1234/")),
+        f"SG.{PLAIN}.{PLAIN}", "dop_v1_" + "ab12" * 10, "shpat_" + "ab12" * 8]},
+}
+
+
+@pytest.mark.parametrize("name", list(LOOKED_FOR))
+def test_what_a_rule_looks_for_first_hides_no_credential(name: str) -> None:
+    text, secret = LOOKED_FOR[name]
+    secret = secret.rsplit("/", 1)[-1]  # (of a webhook's address, its token)
+    assert secret not in redact(text), name
+
+
 PIECES = ["password", "pwd", "token", "secret", "key", "data:", "stringData:", "kind: Secret",
           '"kind":"Secret"', '"data":{', "- name: DB_TOKEN", "value:", ":", "=", " ", "\n",
           "  ", '"', "'", "{", "}", "[", "]", ",", "|", ">-", "-----BEGIN PRIVATE KEY-----",
@@ -2272,3 +2310,15 @@ def test_a_megabyte_of_hostile_output_is_redacted_in_linear_time(name: str) -> N
     out = redact(MEGABYTE_LINES[name] + "\npassword=hunter2\n")
     assert time.process_time() - started < 20
     assert "hunter2" not in out
+
+
+def test_nothing_read_as_a_name_is_kept_past_the_text_it_came_from() -> None:
+    # the readings of short names are remembered while one text is redacted (its keys repeat
+    # on thousands of lines); a table's cells are read as names too, and may be values
+    from wingman.gateway import redaction
+
+    assert redact("NAME       PASSWORD\nweb        hunter2-cell\n" * 3) == \
+        "NAME       PASSWORD\nweb        [REDACTED]\n" * 3
+    assert redaction._credential_name.cache_info().currsize == 0
+    redaction.redact_head("password: hunter2\n" * 50, 100)
+    assert redaction._credential_name.cache_info().currsize == 0
