@@ -4,7 +4,8 @@ Thin: parses arguments and calls the module that owns the concept.
 
     wingman request --instruction "..." --command "kubectl ..." [--rollback "kubectl ..."]
                     [--wait] [-o json]
-    wingman approve NAME [--reason ...] [--uid UID]   wingman reject NAME --reason ...
+    wingman approve NAME [--reason ...] [--uid UID]
+    wingman reject NAME --reason ... [--uid UID]
     wingman exec NAME --command "..." [--wait]
     wingman rollback GRANT [--wait]          (the reviewed rollback of a command that ran)
     wingman describe NAME | result GRANT | list | policy   [-o json|yaml]

@@ -65,8 +65,9 @@ The steps, in order (``redact``):
    and its value a column apart on a line of their own (one space apart only when the name is
    in one case or set: ``requirepass VALUE``, ``setenv NAME VALUE``; not ``Token expired``,
    nor a state, count, age, address, time or placeholder beside a resource's name in two
-   custom columns, ``auth-service   Running``: ``_no_secret``; nor a flag, a path or where a
-   value is read from: ``pass --namespace``, ``pwd /root``, ``api_key env``),
+   custom columns, ``auth-service   Running``: ``_no_secret``; nor, beside ``pass`` or
+   ``pwd``, a flag, a path or where a value is read from: ``pass --namespace``, ``pwd /root``;
+   a directive's value is the credential whatever it is: ``requirepass /x``, ``AUTH env``),
    ``.netrc`` entries, a quoted name and
    its quoted value (``define('DB_PASSWORD', '...')``), SQL's ``IDENTIFIED BY '...'``, a
    multi-line string under a credential name (TOML's ``password = '''...'''``, Go's
@@ -2148,12 +2149,9 @@ def _tool_arguments(text: str) -> str:
                 if item.group("next") == "]":
                     break
                 item = _LIST_ITEM.match(text, item.end())
-            tool = _tool_name(items[0].group()) if items else ""
-            # (a list of words, ``['net', 'user', 'bob', 'admin']``, is a ``net user`` command
-            # line only with one of its options: ``/add``, ``/domain``, ``-U``)
-            if tool in _TOOLS and (tool != "net" or any(
-                    w.group().startswith(("/", "-")) for w in items[1:])):
-                spans += _tool_spans(tool, items[1:])
+            # (``['net', 'user', 'bob', 'admin']`` is the command line that sets bob's password:
+            # a container's ``command`` as ``-o json`` prints it)
+            spans += _tool_spans(_tool_name(items[0].group()), items[1:])
     if "- " in text and named:
         spans += _tool_sequences(text)
     if "Command:" in text or "Args:" in text:
@@ -2568,9 +2566,12 @@ _XML_ATTRIBUTES = re.compile(r"""\b(?:key|name)[ \t]*+=[ \t]*+"(?P<name>[^"\n]*+
 # one space apart only for a lowercase name (a directive), not a sentence (``Token expired``)
 _SPACED_PAIR = re.compile(r"(?m)^([ \t]*+(?:setenv[ \t]++|set[ \t]++-[A-Za-z]++[ \t]++)?"
                           r"([A-Za-z_][A-Za-z0-9_.-]*+)[ \t]++)(?!\[REDACTED\])(\S++)[ \t]*+$")
-# what is no value beside a name, but says where one is or what to do: a long flag (``hint:
-# pass --namespace``), a path of lowercase names (``pwd /root``), a source of a value
-# (``api_key env``; openssl's ``-passin stdin``)
+# what is no value beside a name that is also a word of commands and prose (``pass``,
+# ``pwd``: :data:`_WORD_NAMES`), but says where one is or what to do: a long flag (``hint:
+# pass --namespace``), a path of lowercase names (``pwd /root``), a source of a value (``pass
+# stdin``). Beside any other name (a directive: ``requirepass /hunter2``, ``AUTH keyring``)
+# whatever follows is the value (fail closed)
+_WORD_NAMES = frozenset({"pass", "pwd"})
 _SPACED_NO_VALUE = re.compile(r"--[a-z][a-z0-9]++(?:-[a-z0-9]++)*+|"
                               r"(?:~|\.{1,2}+)?+(?:/[a-z0-9_.-]++)++/?+|"
                               r"(?:env|environment|file|stdin|prompt|keyring|keychain|tty)")
@@ -2624,11 +2625,12 @@ def _named_value(name: str, whole: str, value: str, start: int, *, cell: bool = 
 def _spaced_pair(match: re.Match[str]) -> str:
     """``password    VALUE``, ``requirepass VALUE``, ``setenv NAME VALUE``; not a sentence of
     two words (``Token expired``): one space apart, the name is in one case (``AUTH VALUE``)
-    or set; nor a word naming where a value is (:data:`_SPACED_NO_VALUE`)."""
+    or set; nor, beside ``pass`` or ``pwd``, a word naming where a value is
+    (:data:`_SPACED_NO_VALUE`)."""
     lead, name = match.group(1), match.group(2)
     set_ = lead.lstrip().startswith(("setenv", "set "))
-    if not (lead.endswith(("  ", "\t")) or name.islower() or name.isupper() or set_) or \
-            _SPACED_NO_VALUE.fullmatch(match.group(3)) is not None:
+    if not (lead.endswith(("  ", "\t")) or name.islower() or name.isupper() or set_) or (
+            name.lower() in _WORD_NAMES and _SPACED_NO_VALUE.fullmatch(match.group(3))):
         return match.group(0)
     # a row of two custom columns (``auth-service   Running``) when the name is a resource's
     return _named_value(name, match.group(0), match.group(3), len(lead),

@@ -677,9 +677,8 @@ ORDINARY = [
     "serviceAccountToken: {expirationSeconds: 3600, path: token}\n",
     '{"serviceAccountToken":{"audience":"vault","expirationSeconds":3607,"path":"token"}}\n',
     "- serviceAccountToken:\n    audience: vault\n    expirationSeconds: 3607\n    path: token\n",
-    # a list of words is no command line; a path, a source beside a credential's name
-    "['net', 'user', 'bob', 'admin']\nargs: ['net', 'user', 'alice', 'staff']\n",
-    "pwd /root\napi_key env\npassword ~/.config/app\n",
+    # a path, a flag, a source beside a name that is also a word of commands
+    "pwd /root\npass --namespace\npwd ~/.config/app\n",
 ]
 
 
@@ -2056,6 +2055,14 @@ def test_credentials_known_by_their_position_are_redacted(name: str) -> None:
 
 
 KEPT_AROUND = [
+    # a list of words that is ``net user NAME PASSWORD`` (a container's command as -o json
+    # prints it); beside a directive, whatever follows is the value: a path, a flag, a source
+    ("['net', 'user', 'bob', 'admin']\nargs: [net, user, alice, staff]\n",
+     "['net', 'user', 'bob', '[REDACTED]']\nargs: [net, user, alice, [REDACTED]]\n"),
+    ("requirepass /hunter2\npassword ./hunter2\nAUTH keyring\nmasterauth prompt\n"
+     "requirepass --hunter\nrequirepass file\napi_key env\npassword ~/.config/app\n",
+     "requirepass [REDACTED]\npassword [REDACTED]\nAUTH [REDACTED]\nmasterauth [REDACTED]\n"
+     "requirepass [REDACTED]\nrequirepass [REDACTED]\napi_key [REDACTED]\npassword [REDACTED]\n"),
     ("name,password,role\nalice,s3cr3t,admin\n\nid,name\n1,bob\n",
      "name,password,role\nalice,[REDACTED],admin\n\nid,name\n1,bob\n"),
     ("NAME   TOKEN   AGE\nci     s3cr3t   5d\n", "NAME   TOKEN   AGE\nci     [REDACTED]   5d\n"),
