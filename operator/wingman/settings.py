@@ -370,8 +370,20 @@ def _gateway_target_rules(env: Mapping[str, str]) -> dict[str, tuple[dict[str, A
         if not isinstance(listed, list) or not all(isinstance(r, dict) for r in listed):
             raise ConfigError(f"{key}: namespace {name!r} must map to a JSON array of RBAC "
                               "rules (objects with apiGroups, resources and verbs)")
+        for at, rule in enumerate(listed):
+            for field_ in _RULE_FIELDS:
+                value = rule.get(field_, [])
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(
+                        f"{key}: rule {at} of namespace {name!r}: {field_} must be a list of "
+                        f"strings, got {json.dumps(value)[:80]} (an RBAC rule's fields, as the "
+                        "chart renders them from gateway.targets)")
         out[name] = tuple(listed)
     return out
+
+
+#: the fields of an RBAC rule the review panel reads (a missing one is an empty list)
+_RULE_FIELDS = ("apiGroups", "resources", "verbs", "resourceNames")
 
 
 @dataclass(frozen=True)

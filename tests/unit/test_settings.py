@@ -134,6 +134,12 @@ def test_the_gateway_job_configures_the_gateway(tmp_path: Path) -> None:
     ({"WINGMAN_GATEWAY_TARGET_RULES": '{"apps": {"verbs": ["get"]}}'},
      "namespace 'apps' must map to a JSON array of RBAC rules"),
     ({"WINGMAN_GATEWAY_TARGET_RULES": '{"apps": ["get"]}'}, "must map to a JSON array"),
+    # a name list that is no list would read as no restriction: every name
+    ({"WINGMAN_GATEWAY_TARGET_RULES": '{"apps": [{"apiGroups": [""], "resources": '
+      '["namespaces"], "verbs": ["get"], "resourceNames": "other"}]}'},
+     "rule 0 of namespace 'apps': resourceNames must be a list of strings, got \"other\""),
+    ({"WINGMAN_GATEWAY_TARGET_RULES": '{"apps": [{"apiGroups": [""], "resources": '
+      '["pods"], "verbs": ["get", 1]}]}'}, "rule 0 of namespace 'apps': verbs must be a list"),
     ({"WINGMAN_LEADER_ELECTION": "maybe"}, "true or false"),
     ({"WINGMAN_API_CONCURRENCY": "0"}, "WINGMAN_API_CONCURRENCY=0 must be between 1 and 256"),
     ({"WINGMAN_RENEW_DEADLINE_SECONDS": "12"}, "must give up before anyone else"),

@@ -380,15 +380,15 @@ class TargetRule:
     @classmethod
     def from_dict(cls, rule: Mapping[str, Any]) -> TargetRule:
         """A rule as written in values or a Role (``apiGroups``, ``resources``, ``verbs``,
-        ``resourceNames``); a field that is not a list of strings grants nothing."""
-        def strings(key: str) -> frozenset[str]:
-            value = rule.get(key)
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                return frozenset()
-            return frozenset(value)
-
-        return cls(strings("apiGroups"), strings("resources"), strings("verbs"),
-                   strings("resourceNames"))
+        ``resourceNames``; a missing field is an empty list); a rule with a field that is not
+        a list of strings grants nothing (``resourceNames: "x"`` read as none would grant
+        every name)."""
+        fields = [rule.get(key, []) for key in ("apiGroups", "resources", "verbs",
+                                                "resourceNames")]
+        if not all(isinstance(f, list) and all(isinstance(v, str) for v in f) for f in fields):
+            return cls(frozenset(), frozenset(), frozenset())
+        groups, resources, verbs, names = (frozenset(f) for f in fields)
+        return cls(groups, resources, verbs, names)
 
     def grants(self, group: str, resource: str, verb: str, name: str) -> bool:
         return ((group in self.api_groups or "*" in self.api_groups)
@@ -507,6 +507,7 @@ class _RawRequest:
     resource: str
     name: str
     subresource: str
+    watch: bool = False  # (``/watch/`` in the path, or a ``watch`` query: RBAC's verb watch)
 
 
 def _raw_request(path: str) -> _RawRequest | None:
@@ -526,7 +527,19 @@ def _raw_request(path: str) -> _RawRequest | None:
         if len(rest) > 2 and rest[2] not in NAMESPACE_SUBRESOURCES:
             rest = rest[2:]
     subresource = "proxy" if verb == "proxy" else rest[2] if len(rest) > 2 else ""
-    return _RawRequest(space, rest[0], rest[1] if len(rest) > 1 else "", subresource)
+    return _RawRequest(space, rest[0], rest[1] if len(rest) > 1 else "", subresource,
+                       watch=verb == "watch" or _watch_query(path))
+
+
+def _watch_query(path: str) -> bool:
+    """Whether a ``--raw`` path's query asks to watch (``?watch=1``, ``?watch``: any value,
+    read as the API server might; a query that cannot be parsed counts too)."""
+    try:
+        query = urllib.parse.urlsplit(path.strip()).query
+    except ValueError:
+        return True
+    return any(key.lower() == "watch" for key, _ in
+               urllib.parse.parse_qsl(query, keep_blank_values=True))
 
 
 def _raw_target(path: str) -> tuple[str, str]:
@@ -1183,8 +1196,8 @@ class BlastRadiusVoter:
             if parsed.verb != "get":
                 return False
             requests = [_raw_request(path) for path in raw]
-            names = [r.namespace for r in requests
-                     if r and r.resource == "namespaces" and r.namespace and not r.subresource]
+            names = [r.namespace for r in requests if r and r.resource == "namespaces"
+                     and r.namespace and not r.subresource and not r.watch]
             if len(names) != len(raw):
                 return False
         else:

@@ -1116,6 +1116,10 @@ PLACED = [
                             ("kubectl get ns,pods apps", L), ("kubectl delete ns apps", C),
                             ("kubectl annotate ns apps a=b", H),
                             ("kubectl get --raw /api/v1/namespaces/apps/status", L),
+                            # a raw watch: RBAC's verb watch, not granted
+                            ("kubectl get --raw /api/v1/watch/namespaces/apps", L),
+                            ("kubectl get --raw /api/v1/namespaces/apps?watch=1", L),
+                            ("kubectl get --raw '/api/v1/namespaces/apps?x=1&WATCH'", L),
                             # describe lists the namespace's quotas too, not granted
                             ("kubectl describe namespaces apps", L),
                             ("kubectl get ns apps --subresource=status", L)]],
@@ -1426,3 +1430,24 @@ def test_a_priority_class_that_preempts_running_pods_is_high(command: str) -> No
     risk, reasons = command_risk(command)
     assert risk is Risk.HIGH, (risk, reasons)
     assert not _auto_approved_in_test(command)
+
+
+@pytest.mark.parametrize(("rule", "grants"), [
+    ({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}, True),
+    ({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"],
+      "resourceNames": ["apps"]}, True),
+    ({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"],
+      "resourceNames": ["other"]}, False),
+    # a field that is no list of strings: the rule grants nothing (a name list read as none
+    # would grant every name)
+    ({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"],
+      "resourceNames": "other"}, False),
+    ({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"],
+      "resourceNames": ["other", 1]}, False),
+    ({"apiGroups": [""], "resources": ["namespaces"], "verbs": "get"}, False),
+    ({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"], "resourceNames": None},
+     False),
+])
+def test_a_target_rule_grants_as_rbac_reads_it_and_nothing_when_malformed(
+        rule: dict[str, object], grants: bool) -> None:
+    assert TargetRule.from_dict(rule).grants("", "namespaces", "get", "apps") is grants
