@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import ClassVar
 
@@ -155,7 +156,7 @@ def test_the_local_operator_listens_on_this_machine_only_unless_told(
         monkeypatch.setenv("WINGMAN_LISTEN_ADDRESS", given)
     env = run._operator_env(tmp_path / "kubeconfig", tmp_path / "audit.jsonl", "img:1")
     assert env["WINGMAN_LISTEN_ADDRESS"] == listens
-    monkeypatch.setattr(run.subprocess, "Popen", _Started)
+    monkeypatch.setattr(subprocess, "Popen", _Started)
     assert run._run_operator_here(tmp_path, "{}", "kubectl", exit_after_start=False) == 0
     assert _Started.env["WINGMAN_LISTEN_ADDRESS"] == listens
 
@@ -171,7 +172,7 @@ def test_the_local_operator_knows_where_the_chart_binds_the_executor(
              if any(s.get("name") == "wingman-executor" for s in b.get("subjects") or [])}
     assert bound == {"apps"}
     monkeypatch.setenv("WINGMAN_GATEWAY_TARGETS", '["elsewhere"]')  # the chart's say wins
-    monkeypatch.setattr(run.subprocess, "Popen", _Started)
+    monkeypatch.setattr(subprocess, "Popen", _Started)
     assert run._run_operator_here(tmp_path, "{}", "kubectl", exit_after_start=False) == 0
     for env in (run._operator_env(tmp_path / "kubeconfig", tmp_path / "audit.jsonl", "img:1"),
                 _Started.env):
