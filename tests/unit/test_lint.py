@@ -30,7 +30,7 @@ CACHE = "{cache}"
     ("ruff", ["check", "--cache-dir", CACHE, "operator", "tests"], "RUFF_CACHE_DIR"),
     ("mypy", ["--config-file", str(REPO / "pyproject.toml"), "--cache-dir", CACHE],
      "MYPY_CACHE_DIR"),
-])
+], ids=["ruff", "mypy"])
 def test_the_linters_find_nothing(tool: str, args: list[str], cache_variable: str,
                                   tmp_path_factory: pytest.TempPathFactory) -> None:
     cache = str(tmp_path_factory.mktemp(f"{tool}-cache"))
