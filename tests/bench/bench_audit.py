@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import statistics
 import sys
 import tempfile
@@ -122,7 +123,7 @@ def _burst(sink: AuditSink, count: int, grouped: bool) -> tuple[float, float, fl
                 await recorder.append(NewRecord("ExecutionResult", "operator", SUBJECT,
                                                 {**DATA, "i": i}))
             else:
-                await run(lambda i=i: alone(i))
+                await run(functools.partial(alone, i))
             latencies.append(time.perf_counter() - t0)
 
     async def everyone() -> None:

@@ -27,6 +27,7 @@ Exit codes, for a job that runs the bench: 0 every figure met its target and not
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -103,12 +104,11 @@ def main() -> int:
         for _ in range(args.repeat):
             rounds: list[tuple[str, Callable[[str, Path], Any]]] = []
             if "failover" in modes:
-                rounds += [(how, lambda ns, wd, how=how: faults.failover(cluster, ns, wd, how))
+                rounds += [(how, functools.partial(faults.failover, cluster, how=how))
                            for how in ("SIGKILL", "SIGTERM")]
             if "restart" in modes:
                 rounds += [("restart" if same else "replace",
-                            lambda ns, wd, same=same: faults.restart(
-                                cluster, ns, wd, same_identity=same))
+                            functools.partial(faults.restart, cluster, same_identity=same))
                            for same in (True, False)]
             if "outage" in modes:
                 rounds.append(("apiserver", lambda ns, wd: faults.outage(

@@ -437,8 +437,8 @@ def status_writes(path: Path, offset: int, namespace: str, resource: str, user: 
     for _, res, by, name, times in _succeeded(path, offset, namespace):
         if res == f"{resource}/status" and by == user:
             out.setdefault(name, []).append(times)
-    for times in out.values():
-        times.sort()
+    for writes in out.values():
+        writes.sort()
     return out
 
 
@@ -1147,7 +1147,7 @@ def _step(phase: str, step: str, field: str) -> Figure:
     def figure(run: dict[str, Any]) -> float:
         got = run[phase].get("steps", {}).get(step, {})
         if field == "per object":
-            return float(got.get("count", 0.0)) / run["count"]
+            return float(got.get("count", 0.0)) / float(run["count"])
         return float(got.get(field, 0.0))
     return figure
 
@@ -1257,12 +1257,12 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> list[str
     print(f"{'expiry+retention: API req/object':<34}"
           f"{median(reals, lambda r: _total('retention_phase')(r) / 2):>12.2f}")
     for key in ("requests_phase", "grants_phase"):
-        rows = list(dict.fromkeys(k for r in reals for k in r[key].get("steps", {})))
-        if rows:
+        steps = list(dict.fromkeys(k for r in reals for k in r[key].get("steps", {})))
+        if steps:
             print(f"\nwhere the operator's time went, {key.split('_')[0]} phase (from its "
                   "metrics; ms, the audit's size in records):")
             print(f"  {'step':<46}{'per object':>11}{'mean':>9}{'p95':>9}")
-            for k in rows:
+            for k in steps:
                 having = [r for r in reals if k in r[key].get("steps", {})]
                 per, mean, p95 = (median(having, _step(key, k, field))
                                   for field in ("per object", "mean", "p95"))
@@ -1271,9 +1271,9 @@ def report(reals: list[dict[str, Any]], noops: list[dict[str, Any]]) -> list[str
         print(f"\nAPI requests per object, {key.split('_')[0]} phase (operator identity):")
         kinds = sorted({k for r in reals + noops for k in r[key]["requests"]})
         for k in kinds:
-            per = _per_object(key, k)
-            column = f"{median(noops, per):>8.2f}" if noops else f"{'—':>8}"
-            print(f"  {k:<40}{median(reals, per):>8.2f}{column}")
+            per_kind = _per_object(key, k)
+            column = f"{median(noops, per_kind):>8.2f}" if noops else f"{'—':>8}"
+            print(f"  {k:<40}{median(reals, per_kind):>8.2f}{column}")
     unwritten = short_of_writes(reals, noops)
     if unwritten:
         print("\nWARNING: the API server's audit log holds fewer of these writes than there "

@@ -26,9 +26,9 @@ import yaml
 from support.gateway import Env, gateway_env, make_grant, mint, settings_for
 from wingman.dev.cluster import LocalCluster
 from wingman.dev.engine import DockerEngine
-from wingman.errors import ConfigError
+from wingman.errors import ConfigError, ExecutionFailed
 from wingman.gateway import executors
-from wingman.gateway.executors import Credentials, ExecutionFailed
+from wingman.gateway.executors import Credentials
 from wingman.gateway.run import EXIT_INTERNAL, EXIT_OK, EXIT_REFUSED, run_gateway
 from wingman.model.preview import Outcome
 from wingman.preview.runner import _Run as PreviewRun

@@ -14,6 +14,7 @@ import time
 import tomllib
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -45,8 +46,8 @@ def _preview_pod_spec() -> dict[str, object]:
     return spec
 
 
-def _command(pod: dict[str, object]) -> list[str]:
-    (container,) = pod["containers"]  # type: ignore[misc]
+def _command(pod: dict[str, Any]) -> list[str]:
+    (container,) = pod["containers"]
     command: list[str] = container["command"]
     return command
 

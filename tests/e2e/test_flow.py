@@ -503,7 +503,9 @@ def test_a_rollback_runs_once_and_only_after_the_forward_command(story: Story) -
                             commands=(scale,), rollbacks=[{"command": scale, "rollback": undo}])
     story.as_worker("apply", "-f", "-", input=json.dumps(body))
     story.wait_phase("ar", "scale-undo", "AutoApproved", "AwaitingDecision")
-    if get(story.cluster, "ar", story.ns, "scale-undo")["status"]["phase"] != "AutoApproved":
+    current = get(story.cluster, "ar", story.ns, "scale-undo")
+    assert current is not None
+    if current["status"]["phase"] != "AutoApproved":
         story.decide("scale-undo", "Approve")
         story.wait_phase("ar", "scale-undo", "Approved")
 
@@ -529,6 +531,7 @@ def test_a_rollback_runs_once_and_only_after_the_forward_command(story: Story) -
     assert rb["spec"]["rollbackOf"] == {"name": "scale-undo-1"} and rb["spec"]["command"] == undo
     assert story.deployment()["spec"]["replicas"] == 1
     ar = get(story.cluster, "ar", story.ns, "scale-undo")
+    assert ar is not None
     assert {"command": undo, "rollbackOf": scale} in [
         {k: g[k] for k in ("command", "rollbackOf") if k in g} for g in ar["status"]["grants"]]
     # once: another grant for the same rollback is refused

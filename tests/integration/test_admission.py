@@ -677,6 +677,7 @@ def test_a_job_and_pod_an_earlier_release_made_with_its_image_can_still_be_finis
                           ns, "-f", "-", input=dump({**old, "metadata": {"name": "probe-old"}}))
     assert probe.returncode != 0 and "must use the pinned gateway image" in probe.stderr
 
+    patch: dict[str, Any]  # each a merge patch of a different shape
     for kind, name in (("job", "old-image-gw"), ("pod", "old-image-gw-pod")):
         for patch in ({"metadata": {"finalizers": ["wingman.dev/test-hold"]}},
                       {"metadata": {"finalizers": None}},
@@ -1354,7 +1355,7 @@ def test_an_approved_command_restarts_scales_and_sets_images_but_switches_no_ide
         assert "have the workload's owners make this change with their own rights" in message
     # a token, a Secret or the node the pods did not have: refused, each named
     container = {"name": "web", "image": "nginx:2"}
-    escalations = {
+    escalations: dict[str, dict[str, Any]] = {
         "automountServiceAccountToken true (was false)": {"automountServiceAccountToken": True},
         "hostNetwork": {"hostNetwork": True},
         "privileged container 'web'": {"containers": [
@@ -2296,6 +2297,7 @@ def test_a_custom_workloads_pod_templates_elsewhere_are_judged_or_kept(
 
     # pod templates this policy does not judge field by field: any change refused, the rest
     # of the object still the command's
+    spec: dict[str, Any]  # each row's custom object spec (of a different shape each)
     for spec, path, change in (
         ({"headGroupSpec": {"template": pod()},
           "workerGroupSpecs": [{"groupName": "w", "replicas": 1, "template": pod()}]},
@@ -2371,9 +2373,9 @@ def test_a_custom_workloads_pod_templates_elsewhere_are_judged_or_kept(
 
 
 def _workload(kind: str, name: str) -> dict[str, Any]:
-    pod = {"metadata": {"labels": {"app": name}},
-           "spec": {"automountServiceAccountToken": False,
-                    "containers": [{"name": "main", "image": "busybox:1"}]}}
+    pod: dict[str, Any] = {"metadata": {"labels": {"app": name}},
+                           "spec": {"automountServiceAccountToken": False,
+                                    "containers": [{"name": "main", "image": "busybox:1"}]}}
     if kind == "Job":
         pod["spec"]["restartPolicy"] = "Never"
         return {"apiVersion": "batch/v1", "kind": kind, "metadata": {"name": name},

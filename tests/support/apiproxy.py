@@ -170,8 +170,8 @@ class FaultyApiProxy:
         conn = http.client.HTTPSConnection(self._host, self._port, context=self._upstream_ctx,
                                            timeout=60)
         try:
-            headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP}
-            conn.request(method, target, body=body, headers=headers)
+            forwarded = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP}
+            conn.request(method, target, body=body, headers=forwarded)
             resp = conn.getresponse()
             data = resp.read()
             if rule is not None and rule.lose:

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 import yaml
@@ -209,6 +209,13 @@ def sa_user(namespace: str, name: str) -> str:
 def sa_groups(namespace: str) -> list[str]:
     return ["system:serviceaccounts", f"system:serviceaccounts:{namespace}",
             "system:authenticated"]
+
+
+class KubectlAs(TypedDict):
+    """Whom ``LocalCluster.kubectl`` acts as, passed on as its keywords (``**as_who``)."""
+
+    user: str
+    groups: list[str]
 
 
 @dataclass(frozen=True)
@@ -432,6 +439,7 @@ __all__ = [
     "WORKER",
     "WORKER_AND_APPROVER",
     "InvalidSample",
+    "KubectlAs",
     "Release",
     "all_invalid_samples",
     "approval_request",

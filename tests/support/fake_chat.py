@@ -34,7 +34,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 _TAG = re.compile(r"<[^>]+>")
@@ -456,8 +456,11 @@ class WebhookReceiver(_Base):
         return 200, {}
 
 
+_Served = TypeVar("_Served", bound="_Base")
+
+
 @contextmanager
-def serving(server: _Base) -> Iterator[Any]:
+def serving(server: _Served) -> Iterator[_Served]:
     server.start()
     try:
         yield server

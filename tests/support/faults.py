@@ -77,9 +77,9 @@ def check(snapshot: Snapshot, requests: list[str], grants: list[str],
     tails: set[str] = set()
     for op in killed:
         tails |= {r["subject"]["name"] for r in op.audit_events()[-IN_FLIGHT_TAIL:]}
-    counts = [(op, *audit_counts(op.audit_events())) for op in survivors + killed]
-    for names_, column in ((requests, 1), (grants, 2)):
-        what = "ApprovalReviewed" if column == 1 else "TokenMinted"
+    counts = [audit_counts(op.audit_events()) for op in survivors + killed]
+    for names_, column in ((requests, 0), (grants, 1)):
+        what = "ApprovalReviewed" if column == 0 else "TokenMinted"
         for name in names_:
             per_replica = [c[column][name] for c in counts]
             total = sum(per_replica)

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 
@@ -113,18 +113,22 @@ class Flow:
         self.approver.create_namespaced_custom_object(GROUP, VERSION, self.ns,
                                                       "executiongrants", body)
 
+    def _items(self, plural: str) -> list[dict[str, Any]]:
+        """The namespace's objects of ``plural``, as the API server's JSON (the client types
+        a custom object list as ``object``)."""
+        listed = cast(dict[str, Any], self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.ns, plural))
+        return cast(list[dict[str, Any]], listed["items"])
+
     def reviewed(self) -> set[str]:
         """The reviewed requests (one list)."""
-        items = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.ns, "approvalrequests")["items"]
+        items = self._items("approvalrequests")
         return {o["metadata"]["name"] for o in items
                 if (o.get("status") or {}).get("phase") == "AutoApproved"}
 
     def snapshot(self) -> Snapshot:
         def objects(plural: str) -> dict[str, dict[str, Any]]:
-            items = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.ns, plural)["items"]
-            return {o["metadata"]["name"]: o for o in items}
+            return {o["metadata"]["name"]: o for o in self._items(plural)}
         jobs = self.sanitize(self.batch.list_namespaced_job(self.ns).items)
         secrets = self.sanitize(self.core.list_namespaced_secret(
             self.ns, field_selector=f"type={names.SECRET_TYPE}").items)

@@ -34,4 +34,6 @@ def whoami(api: Any) -> str:
 
     review = client.AuthenticationV1Api(api).create_self_subject_review(
         client.V1SelfSubjectReview(metadata=client.V1ObjectMeta()))
-    return str(review.status.user_info.username)
+    status = review.status
+    assert status is not None and status.user_info is not None, review
+    return str(status.user_info.username)

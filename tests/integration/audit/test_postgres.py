@@ -402,7 +402,7 @@ def test_a_password_with_slashes_and_ats_works_encoded_and_never_shows_unencoded
         conn.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(sql.Identifier(role)))
     where = f"{params['host']}:{params['port']}/{params['dbname']}"
     encoded = f"postgresql://{role}:{quote(password, safe='')}@{where}"
-    with open_sink(encoded) as sink:
+    with contextlib.closing(open_sink(encoded)) as sink:
         sink.append("VoteCast", actor="a", subject={})
     assert verify_main(encoded, out=io.StringIO()) == 0
     # unencoded, libpq would end the password at the first '/' and take the rest for the
@@ -956,7 +956,7 @@ def test_appends_and_reads_start_no_thread_each(audit_dsn: str) -> None:
             sink.append_all(_group(0, 1))
             stored = list(sink.records())
         finally:
-            threading.settrace(None)  # type: ignore[arg-type]
+            threading.settrace(None)
     assert len(stored) == 23
     assert not started, f"{len(started)} threads started for 22 appends and a read: " \
         f"{sorted({thread.name for thread in started})}"
@@ -973,6 +973,7 @@ def test_a_large_trail_is_read_in_seq_order_without_a_sort_first(
 
     first = _fill(audit_dsn, 3)
     name = conninfo_to_dict(audit_dsn)["dbname"]
+    assert isinstance(name, str), name
     with psycopg.connect(audit_dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE wingman_audit SET (autovacuum_enabled = false)")
         conn.execute(sql.SQL("ALTER DATABASE {} SET cursor_tuple_fraction = 1.0").format(
@@ -1064,7 +1065,9 @@ def test_this_server_s_version_passes_and_a_server_below_the_minimum_is_refused_
     import wingman.audit.postgres as pg
 
     with psycopg.connect(audit_dsn) as conn:
-        found = int(conn.execute("SHOW server_version_num").fetchone()[0])
+        row = conn.execute("SHOW server_version_num").fetchone()
+        assert row is not None
+        found = int(row[0])
         assert conn.info.server_version == found
     assert pg.version_refusal(found) is None
     _fill(audit_dsn, 2)
@@ -1113,8 +1116,8 @@ def test_a_large_valid_trail_verifies_and_one_edited_record_in_it_is_named(
     assert report.anchor is not None and report.anchor.seq == count - 1
     middle = verify(audit_dsn, expected_count=700)
     with psycopg.connect(audit_dsn) as conn:
-        hashes = dict(conn.execute("SELECT seq, hash FROM wingman_audit WHERE seq IN (699, %s)",
-                                   (count - 1,)).fetchall())
+        hashes: dict[int, str] = dict(conn.execute(
+            "SELECT seq, hash FROM wingman_audit WHERE seq IN (699, %s)", (count - 1,)).fetchall())
     assert middle.ok and hashes[count - 1] == report.anchor.hash
     checkpoints = check_signatures(
         [sign_checkpoint(AUDIT_KEY, log="wingman-prd", anchor=AuditAnchor(seq, hashes[seq]),

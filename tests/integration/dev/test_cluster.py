@@ -224,9 +224,9 @@ def test_a_second_ctrl_c_does_not_cut_the_dev_cluster_s_clean_up_short(
     work = tmp_path_factory.mktemp("dev-cluster-second-signal")
     out_path = work / "out"
     env = {**os.environ, "TMPDIR": str(work)}
-    with out_path.open("w") as out:
+    with out_path.open("w") as written:
         owner = subprocess.Popen([sys.executable, "-m", "wingman.cli", "dev", "cluster"],
-                                 stdout=out, stderr=subprocess.STDOUT, env=env)
+                                 stdout=written, stderr=subprocess.STDOUT, env=env)
     started: list[int] = []
     try:
         _eventually(lambda: "press Ctrl-C to stop" in out_path.read_text(), timeout=120)

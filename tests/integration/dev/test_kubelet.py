@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from support.chart import KubectlAs
 from wingman.dev import kubelet
 from wingman.dev.cluster import LocalCluster
 
@@ -89,7 +90,7 @@ def test_the_kubelet_acts_as_its_node_only(node: Node) -> None:
     nor change another Node."""
     cluster, real = node
     cluster.kubectl("create", "secret", "generic", "unrelated", "--from-literal=k=v")
-    as_node = {"user": f"system:node:{real.node_name}", "groups": ["system:nodes"]}
+    as_node: KubectlAs = {"user": f"system:node:{real.node_name}", "groups": ["system:nodes"]}
     denied = cluster.kubectl("get", "secret", "unrelated", check=False, **as_node)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
     other = cluster.kubectl("label", "node", real.node_name, "x=y", check=False,

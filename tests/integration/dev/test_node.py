@@ -110,8 +110,9 @@ def _job_condition(cluster: LocalCluster, ns: str, name: str) -> str:
     job = _poll(f"Job {name} finished", lambda: _get(cluster, "job", name, "-n", ns),
                 lambda j: any(c["type"] in ("Complete", "Failed") and c["status"] == "True"
                               for c in j.get("status", {}).get("conditions", [])))
-    return next(c["type"] for c in job["status"]["conditions"]
-                if c["type"] in ("Complete", "Failed") and c["status"] == "True")
+    condition: str = next(c["type"] for c in job["status"]["conditions"]
+                          if c["type"] in ("Complete", "Failed") and c["status"] == "True")
+    return condition
 
 
 def _job_pod(cluster: LocalCluster, ns: str, job: str,

@@ -51,12 +51,14 @@ from wingman import audit, conditions
 from wingman.capability import tokens
 from wingman.dev.cluster import LocalCluster
 from wingman.errors import ClusterError
+from wingman.gateway import checks
 from wingman.gateway import run as gateway_run
+from wingman.gateway import status as gateway_status
 from wingman.gateway.checks import RESULT_SECONDS
 from wingman.gateway.identity import SERVICEACCOUNTS
 from wingman.gateway.redaction import WITHHELD
 from wingman.gateway.run import EXIT_OK, EXIT_REFUSED, EXIT_REPLAY, run_gateway
-from wingman.kube import APPROVALS, GRANTS, ApiError, Kube, transient
+from wingman.kube import APPROVALS, GRANTS, JOBS, ApiError, Kube, transient
 from wingman.model import names
 from wingman.operator.context import Context
 from wingman.operator.events import Events
@@ -289,7 +291,7 @@ def test_a_reject_in_the_spec_refuses_even_while_the_status_says_approved(
     # the Reject lands after the gateway read the approval, before it re-reads it after the burn
     import wingman.gateway.run as gateway_run
 
-    original = gateway_run.burn_marker
+    original = checks.burn_marker
 
     def burn_then_reject(*args: Any, **kwargs: Any) -> Any:
         env.cluster.kubectl("patch", "approvalrequests", name, "-n", env.ns, "--type=json",
@@ -398,7 +400,7 @@ def test_a_grant_cancelled_after_the_burn_is_not_executed(
     had already burned the token must not run the command on it."""
     g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
     token = mint(env, g)
-    real = gateway_run.check_granted
+    real = checks.check_granted
 
     def cancelled_meanwhile(*args: Any, **kwargs: Any) -> None:
         # after the burn: the approver deletes the grant; a finalizer keeps it readable
@@ -431,7 +433,7 @@ def test_a_grant_the_operator_ended_after_the_burn_leaves_no_claim_of_execution(
     command does not run, the operator's ending stays, and the trail does not claim it ran."""
     g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
     token = mint(env, g)
-    real = gateway_run.check_granted
+    real = checks.check_granted
 
     def expired_meanwhile(*args: Any, **kwargs: Any) -> None:
         set_grant_status(env, g.name, {"phase": "Expired", "reason": "TokenExpired"})
@@ -456,7 +458,7 @@ def test_a_claim_of_execution_that_cannot_be_recorded_closes_running_and_runs_no
     Running phase this run wrote is closed, not left for the operator to guess about."""
     g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
     token = mint(env, g)
-    real = gateway_run.running_status
+    real = gateway_status.running_status
     moved = env.audit_file.with_name("moved.jsonl")
 
     def then_the_audit_log_goes(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -586,7 +588,7 @@ def test_a_pod_stopped_before_the_burn_refuses_and_leaves_the_token_unspent(
     env: Env, monkeypatch: pytest.MonkeyPatch, sigterm_dropped: None
 ) -> None:
     g = make_grant(env, f"kubectl scale deployment/web --replicas=2 -n {env.target}")
-    real = gateway_run.check_targets
+    real = checks.check_targets
 
     def and_the_pod_is_stopped(*args: Any, **kwargs: Any) -> list[str]:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -1281,7 +1283,7 @@ def test_a_trickled_answer_ends_within_the_calls_bound_and_is_no_answer(
     bounded: list[tuple[str, float, Callable[[], object]]] = [
         (grant_path, gateway_run.API_CALL_SECONDS, lambda: kube.get(GRANTS, env.ns, g.name)),
         (_job_path(env, g), gateway_run.JOB_READ_CALL_SECONDS,
-         lambda: kube.get_dated(gateway_run.JOBS, env.ns, names.job_name(g.name),
+         lambda: kube.get_dated(JOBS, env.ns, names.job_name(g.name),
                                 once=gateway_run.JOB_READ_CALL_SECONDS))]
     for path, bound, call in bounded:
         proxy.trickle("GET", path, every=0.5, count=60, times=1, from_body=from_body)
@@ -1454,7 +1456,7 @@ def test_a_pod_stopped_while_the_running_write_waits_out_a_retry_after_runs_noth
     g = make_grant(env, SCALE.format(target=env.target))
     _start_job(env, g, 60 + RESULT_SECONDS + 30)
     proxy.fail("PATCH", _status_path(env, g), times=1, status=429, retry_after=5)
-    real = gateway_run.running_status
+    real = gateway_status.running_status
 
     def and_the_pod_is_stopped(*args: Any, **kwargs: Any) -> dict[str, Any]:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -221,10 +221,11 @@ def test_a_grant_created_again_in_another_name_is_not_answered_as_your_result(
                                                   "commands": [command]})
         request = asked["name"]
         name = grant_name(request, command)
-        body = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {"approvalRef": {"name": request}, "command": command,
-                         "requester": agent.whoami()}}
+        body: dict[str, Any] = {
+            "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"approvalRef": {"name": request}, "command": command,
+                     "requester": agent.whoami()}}
         # a grant an approver created in the agent's name is the agent's own
         admin.kube.create(GRANTS, ns, body)
         answer = _call(agent, "get_result", {"grant": name})

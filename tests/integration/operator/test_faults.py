@@ -233,9 +233,9 @@ def test_a_full_audit_volume_mid_flow_leaves_no_state_change_without_its_record(
                 for entry in (get(cluster, "ar", ns, r) or {})["status"]["grants"]:
                     assert entry["grantUID"] in claimed, f"claim of {entry['grant']} unrecorded"
             for i in range(len(requests)):
-                eg = get(cluster, "eg", ns, f"g{i}")
-                assert eg is not None
-                assert eg["status"]["tokenSHA256"] in minted, f"mint of g{i} unrecorded"
+                stored = get(cluster, "eg", ns, f"g{i}")
+                assert stored is not None
+                assert stored["status"]["tokenSHA256"] in minted, f"mint of g{i} unrecorded"
                 assert f"g{i}" in executed, f"execution of g{i} unrecorded"
             _no_tracebacks(env)
         finally:

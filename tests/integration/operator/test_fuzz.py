@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes import client
@@ -67,12 +67,19 @@ def run_fuzz(cluster: Any, ns: str, apps: str, op: OperatorProcess, workdir: Pat
     approver_kube = Kube(approver.api_client)
 
     def decide(name: str, verdict: str) -> None:
-        obj = admin.get_namespaced_custom_object(G, V, ns, "approvalrequests", name)
+        # the client types a custom object as ``object``: it is the API server's JSON
+        obj = cast(dict[str, Any], admin.get_namespaced_custom_object(
+            G, V, ns, "approvalrequests", name))
         entry = {"verdict": verdict, "by": APPROVER, "reason": "fuzz"}
         ops = ([{"op": "add", "path": "/spec/decisions/-", "value": entry}]
                if (obj.get("spec") or {}).get("decisions")
                else [{"op": "add", "path": "/spec/decisions", "value": [entry]}])
         approver_kube.patch(APPROVALS, ns, name, ops, content_type=JSON_PATCH)
+
+    def listed(plural: str) -> list[dict[str, Any]]:
+        """The namespace's objects of ``plural``, as the API server's JSON."""
+        answer = cast(dict[str, Any], admin.list_namespaced_custom_object(G, V, ns, plural))
+        return cast(list[dict[str, Any]], answer["items"])
 
     started = time.monotonic()
     with NodeHarness(cluster=cluster, namespaces=[ns], workdir=workdir / "node",
@@ -87,10 +94,10 @@ def run_fuzz(cluster: Any, ns: str, apps: str, op: OperatorProcess, workdir: Pat
         deadline = time.monotonic() + settle_seconds
         left: list[str] = ["?"]
         while time.monotonic() < deadline:
-            reqs = {o["metadata"]["name"]: o for o in admin.list_namespaced_custom_object(
-                G, V, ns, "approvalrequests")["items"] if o["metadata"]["name"] in sent.requests}
-            grants = {o["metadata"]["name"]: o for o in admin.list_namespaced_custom_object(
-                G, V, ns, "executiongrants")["items"] if o["metadata"]["name"] in sent.grants}
+            reqs = {o["metadata"]["name"]: o for o in listed("approvalrequests")
+                    if o["metadata"]["name"] in sent.requests}
+            grants = {o["metadata"]["name"]: o for o in listed("executiongrants")
+                      if o["metadata"]["name"] in sent.grants}
             left = unsettled(reqs, grants)
             if not left:
                 break

@@ -17,7 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,8 +76,8 @@ class Env:
         self.as_approver("apply", "-f", "-", input=json.dumps(body))
 
     def approve(self, name: str, reason: str = "looks right") -> None:
-        patch = [{"op": "add", "path": "/spec/decisions/-",
-                  "value": {"verdict": "Approve", "by": APPROVER, "reason": reason}}]
+        patch: list[dict[str, Any]] = [{"op": "add", "path": "/spec/decisions/-", "value": {
+            "verdict": "Approve", "by": APPROVER, "reason": reason}}]
         obj = get(self.cluster, "ar", self.ns, name)
         assert obj is not None
         if not obj["spec"].get("decisions"):
@@ -263,7 +263,8 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     # issued on its claim: the operator wrote nothing to the grant, which stays Pending (with
     # no condition) until its gateway writes Running; the approval's claim records the token
     stored = get(env.cluster, "eg", env.ns, "remove-legacy-1")
-    assert stored is not None and "status" not in stored, stored.get("status")
+    assert stored is not None
+    assert "status" not in stored, stored.get("status")
 
     # the token is bound to this grant, its approval and this Job, and verifies with the
     # public keys the operator published for the gateway
@@ -292,9 +293,9 @@ def test_risky_request_waits_for_a_human_then_a_grant_launches_the_gateway(env: 
     assert eg["status"]["tokenSecretName"].startswith("remove-legacy-1-gw-token-")
     assert not any("hostPath" in v for v in pod["volumes"])
     # the approval records which grant its command went to, before the token was minted
-    ar = get(env.cluster, "ar", env.ns, "remove-legacy")
-    assert ar is not None
-    (granted,) = ar["status"]["grants"]
+    recorded = get(env.cluster, "ar", env.ns, "remove-legacy")
+    assert recorded is not None
+    (granted,) = recorded["status"]["grants"]
     assert granted["command"] == RESTART and granted["grant"] == "remove-legacy-1"
     assert granted["grantUID"] == eg["metadata"]["uid"] and granted["grantedAt"]
     assert (granted["tokenSHA256"], granted["tokenSecretName"], granted["jobName"]) == (
@@ -504,7 +505,7 @@ def test_racing_grants_for_one_approved_command_get_exactly_one_token(env: Env) 
     _assert_one_token_and_one_job_each(env, [winners[0], "scale-1"])
     for g in racers:
         if g not in winners:
-            wait_for(f"the Job of {g} removed", lambda g=g: env.job(g) is None, 30)
+            wait_for(f"the Job of {g} removed", _job_gone(env, g), 30)
             assert env.secret(g) is None
     ar = get(env.cluster, "ar", env.ns, "req")
     assert ar is not None
@@ -625,6 +626,17 @@ def _converged(env: Env, grants: list[str]) -> bool:
                 or job["spec"].get("suspend") or env.secret(g) is None:
             return False
     return True
+
+
+def _job_gone(env: Env, grant: str) -> Callable[[], bool]:
+    """A probe of whether ``grant``'s Job is gone (bound to that grant, for a wait inside a
+    loop)."""
+    return lambda: env.job(grant) is None
+
+
+def _secret_gone(env: Env, grant: str) -> Callable[[], bool]:
+    """A probe of whether ``grant``'s token Secret is gone (bound to that grant)."""
+    return lambda: env.secret(grant) is None
 
 
 def _assert_one_token_and_one_job_each(env: Env, grants: list[str]) -> None:
@@ -875,7 +887,7 @@ def test_killed_at_random_points_over_many_grants_converges(env: Env) -> None:
         eg = get(env.cluster, "eg", env.ns, loser)
         assert eg is not None and eg["status"]["reason"] == "CommandAlreadyGranted"
         assert env.secret(loser) is None
-        wait_for(f"the Job of {loser} removed", lambda g=loser: env.job(g) is None, 30)
+        wait_for(f"the Job of {loser} removed", _job_gone(env, loser), 30)
         ar = get(env.cluster, "ar", env.ns, r)
         assert ar is not None
         assert [e["grant"] for e in ar["status"]["grants"]] == [a if a in winners else b]
@@ -1402,7 +1414,8 @@ def test_a_token_that_cannot_be_minted_before_its_claim_leaves_the_command_unuse
     assert "too long to be carried in a token" in st["message"], st["message"]
     assert "not used up" in st["message"] and "CommandAlreadyGranted" not in st["message"]
     ar = get(env.cluster, "ar", env.ns, "req")
-    assert ar is not None and not (ar.get("status") or {}).get("grants"), ar.get("status")
+    assert ar is not None
+    assert not (ar.get("status") or {}).get("grants"), ar.get("status")
     env.grant("g2", "req", long_command)
     assert env.wait_phase("eg", "g2", "Denied")["status"]["reason"] == "TokenNotMintable"
 
@@ -1765,7 +1778,8 @@ def test_operator_state_is_never_taken_from_metadata_others_can_write(env: Env) 
         def lets_through() -> bool:
             probe = env.as_worker("create", "--dry-run=server", "-f", "-",
                                   input=json.dumps(marked), check=False)
-            return probe.returncode == 0
+            through: bool = probe.returncode == 0
+            return through
         wait_for("the metadata policy to be gone", lets_through, 30)
         env.as_approver("patch", "ar", "req", "--type=json", "-p", attack)
         ar = env.wait_phase("ar", "req", "Rejected")
@@ -1909,7 +1923,7 @@ def test_an_expired_token_whose_gateway_waits_costs_one_read_of_the_grant_and_of
     for g in grants:
         st = env.wait_phase("eg", f"{g}-1", "Failed")["status"]
         assert st["reason"] == "GatewayFailed", st
-        wait_for("the token Secret deleted", lambda g=g: env.secret(f"{g}-1") is None, 20,
+        wait_for("the token Secret deleted", _secret_gone(env, f"{g}-1"), 20,
                  on_timeout=env.op.log_tail)
     after = _api_requests_settled(env)  # a few sweeps more: nothing is read again
     spent = {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
@@ -2061,7 +2075,8 @@ def test_a_rollback_grant_is_issued_on_its_claim_once_and_only_after_its_command
     st = eg["status"]
     # issued on its claim: no TokenIssued (nor any) status written to the grant
     stored = get(env.cluster, "eg", env.ns, "rb")
-    assert stored is not None and "status" not in stored, stored.get("status")
+    assert stored is not None
+    assert "status" not in stored, stored.get("status")
     secret, job = env.secret("rb"), env.job("rb")
     assert secret is not None and job is not None
     token = base64.b64decode(secret["data"]["token"]).decode()

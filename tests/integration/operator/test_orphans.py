@@ -20,7 +20,7 @@ import pytest
 from wingman.audit.file import FileSink
 from wingman.client.api import build_grant
 from wingman.dev.cluster import LocalCluster
-from wingman.kube import GRANTS, JOBS, METADATA_LIST, PODS, SECRETS, Kube
+from wingman.kube import GRANTS, JOBS, METADATA_LIST, PODS, SECRETS, Kube, Resource
 from wingman.model import names
 from wingman.operator.context import Context
 from wingman.operator.handlers import grants
@@ -222,10 +222,10 @@ def test_a_token_secret_whose_job_is_deleted_during_the_sweep_is_never_recorded_
 
     read = kube.get_or_none
 
-    def deleted_before_read(res: Any, ns: str, name: str) -> Any:
+    def deleted_before_read(res: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         if res is JOBS:  # someone deletes the Job between the sweep's list and its read
-            kube.delete(JOBS, ns, name)
-        return read(res, ns, name)
+            kube.delete(JOBS, namespace, name)
+        return read(res, namespace, name)
 
     kube.get_or_none = deleted_before_read  # type: ignore[method-assign]
     try:

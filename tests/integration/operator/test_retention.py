@@ -8,7 +8,7 @@ import io
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,12 @@ def test_finished_objects_are_retired_and_their_story_stays_in_the_audit_trail(
     assert f"wingman audit show <audit target> --subject done -n {ns}" in text
 
 
+def _in_phase(cluster: Any, kind: str, ns: str, name: str, phase: str) -> Callable[[], bool]:
+    """A probe of whether object ``name`` is in ``phase`` (bound to that name, for a wait
+    inside a loop)."""
+    return lambda: (get(cluster, kind, ns, name) or {}).get("status", {}).get("phase") == phase
+
+
 def test_a_grant_the_api_server_refuses_to_delete_keeps_back_only_itself_and_its_request(
         cluster: Any, release: tuple[str, str, OperatorProcess]) -> None:
     """A cluster's own admission policy refuses to delete one grant (kept for an
@@ -147,17 +153,16 @@ def test_a_grant_the_api_server_refuses_to_delete_keeps_back_only_itself_and_its
                 "metadata": {"name": name},
                 "spec": {"requester": WORKER, "environment": "test", "instruction": "restart",
                          "commands": [command]}}))
-            wait_for(f"{name} auto-approved", lambda n=name: (get(cluster, "ar", ns, n) or {})
-                     .get("status", {}).get("phase") == "AutoApproved", 60,
-                     on_timeout=op.log_tail)
+            wait_for(f"{name} auto-approved", _in_phase(cluster, "ar", ns, name, "AutoApproved"),
+                     60, on_timeout=op.log_tail)
             # a command the request does not hold: denied at once, final, nothing to run
             cluster.kubectl("create", "-n", ns, "-f", "-", **worker, input=json.dumps({
                 "apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
                 "metadata": {"name": f"{name}-1"},
                 "spec": {"approvalRef": {"name": name}, "requester": WORKER,
                          "command": f"kubectl rollout restart deployment/other -n {apps}"}}))
-            wait_for(f"{name}-1 denied", lambda n=name: (get(cluster, "eg", ns, f"{n}-1") or {})
-                     .get("status", {}).get("phase") == "Denied", 60, on_timeout=op.log_tail)
+            wait_for(f"{name}-1 denied", _in_phase(cluster, "eg", ns, f"{name}-1", "Denied"), 60,
+                     on_timeout=op.log_tail)
             reject = [{"op": "add", "path": "/spec/decisions", "value": [
                 {"verdict": "Reject", "by": APPROVER, "reason": "done"}]}]
             cluster.kubectl("patch", "ar", name, "-n", ns, "--type=json", "-p",

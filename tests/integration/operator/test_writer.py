@@ -34,7 +34,7 @@ def _gone(pid: int, seconds: float = 15) -> bool:
 
 
 def _api_port(cluster: Any) -> int:
-    port = urlparse(cluster.server).port
+    port: int | None = urlparse(cluster.server).port
     assert port is not None
     return port
 

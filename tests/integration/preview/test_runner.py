@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 import yaml
 
-from support.chart import WORKER, approval_request, installed, sa_user, worker_groups
+from support.chart import (
+    WORKER,
+    KubectlAs,
+    approval_request,
+    installed,
+    sa_user,
+    worker_groups,
+)
 from wingman.dev import tools as devtools
 from wingman.dev.cluster import LocalCluster
 from wingman.model import preview as pv
@@ -199,7 +206,7 @@ def test_the_proxy_makes_every_write_a_dry_run_whoever_it_acts_for(env: Env) -> 
 
 
 def test_admission_refuses_the_preview_identity_anything_but_a_dry_run(env: Env) -> None:
-    user = {"user": sa_user(env.ns, "wingman-preview"),
+    user: KubectlAs = {"user": sa_user(env.ns, "wingman-preview"),
             "groups": ["system:serviceaccounts", f"system:serviceaccounts:{env.ns}",
                        "system:authenticated"]}
     generation = env.deployment()["metadata"]["generation"]
@@ -215,7 +222,7 @@ def test_admission_refuses_the_preview_identity_anything_but_a_dry_run(env: Env)
     assert dry.returncode == 0, dry.stderr
     assert env.deployment()["metadata"]["generation"] == generation
     # with every right RBAC could give, the identity still cannot act: only admission stands
-    admin = {"user": user["user"], "groups": ["system:masters"]}
+    admin: KubectlAs = {"user": user["user"], "groups": ["system:masters"]}
     real = env.cluster.kubectl("delete", "deployment/web", "-n", env.apps, check=False, **admin)
     assert real.returncode != 0 and "preview-dry-run" in real.stderr
     assert env.deployment()["metadata"]["generation"] == generation

@@ -78,7 +78,7 @@ def _rechain(lines: list[bytes], start: int, **change: Any) -> list[bytes]:
 def trail(tmp_path: Path) -> tuple[Path, list[Checkpoint]]:
     """30 records with checkpoints at seq 9, 19 and 29 (made as the log grew)."""
     path = tmp_path / "audit.jsonl"
-    checkpoints = []
+    checkpoints: list[Checkpoint] = []
     for _ in range(3):
         _fill(path, 10, start=len(checkpoints) * 10)
         checkpoints.append(_checkpoint(path))

@@ -315,8 +315,9 @@ def test_latencies_are_read_as_the_api_server_answered_the_operator_s_writes(
                                                       OPERATOR))
     assert got["consensus"] == pytest.approx([0.25])  # r1 was never written by the operator
     # and where it went: the create, the operator's reaction, its write
-    assert (got["consensus-create"], got["consensus-react"], got["consensus-write"]) == (
-        pytest.approx([0.02]), pytest.approx([0.18]), pytest.approx([0.05]))
+    where: tuple[object, ...] = (pytest.approx([0.02]), pytest.approx([0.18]),
+                                 pytest.approx([0.05]))
+    assert (got["consensus-create"], got["consensus-react"], got["consensus-write"]) == where
     assert got["job-created"] == pytest.approx([0.3, 0.5])
     assert got["released"] == pytest.approx([1.0])  # the Secret, last of the three
 

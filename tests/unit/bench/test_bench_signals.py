@@ -122,8 +122,8 @@ def test_a_second_ctrl_c_during_the_clean_up_does_not_cut_it_short(tmp_path: Pat
     """An impatient second Ctrl-C (or a SIGTERM) while the bench stops what it started is
     ignored, and said to be: the clean-up runs to its end and nothing is left running."""
     out_path = tmp_path / "out"
-    with out_path.open("w") as out:
-        bench = subprocess.Popen([sys.executable, "-c", SLOW_CLEANUP], stdout=out,
+    with out_path.open("w") as written:
+        bench = subprocess.Popen([sys.executable, "-c", SLOW_CLEANUP], stdout=written,
                                  stderr=subprocess.STDOUT, env=_env())
     child = 0
     try:

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from wingman.capability import keys as keymod
 from wingman.capability.keys import KeySet, generate_signing_key, weak_public_key
-from wingman.capability.tokens import TokenRejected, verify
-from wingman.errors import ConfigError, GrantDenied
+from wingman.capability.tokens import verify
+from wingman.errors import ConfigError, GrantDenied, TokenRejected
 from wingman.gateway.checks import load_keys
 
 P = 2**255 - 19

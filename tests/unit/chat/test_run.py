@@ -368,7 +368,8 @@ def test_a_port_in_use_is_named_and_the_chat_exits_2_without_a_traceback(
         taken.listen()
         held = int(taken.getsockname()[1])
         with _chat_process(tmp_path, f"https://127.0.0.1:{nowhere}",
-                           f"http://127.0.0.1:{nowhere}/hook", **{setting: held}) as (proc, log):
+                           f"http://127.0.0.1:{nowhere}/hook",
+                           **{setting: str(held)}) as (proc, log):
             assert proc.wait(timeout=60) == 2, log.read_text()
     said = log.read_text()
     assert "Traceback" not in said, said

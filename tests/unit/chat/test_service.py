@@ -11,16 +11,17 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pyotp
 import pytest
 from kubernetes import client as k8s
 
+from wingman.audit import open_sink
 from wingman.chat import render
 from wingman.chat import service as service_module
 from wingman.chat.cluster import ChatCluster
-from wingman.chat.guard import STEP_UP_MAX_FAILURES, PendingStepUp, StepUp, refuse
+from wingman.chat.guard import STEP_UP_MAX_FAILURES, PendingStepUp, Refusal, StepUp, refuse
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
 from wingman.errors import ClusterError, Unavailable
@@ -448,7 +449,7 @@ def test_an_unexpected_sync_failure_is_logged_and_the_reconciler_goes_on(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     svc = world.service(tmp_path, world.request("web", 1))
     cluster = _Flaky(*svc.cluster.objs)  # type: ignore[attr-defined]
-    svc.cluster = cluster  # type: ignore[assignment]
+    svc.cluster = cluster
 
     _sync_twice(svc, cluster)
     failed = [r for r in caplog.records if r.getMessage().startswith(
@@ -474,7 +475,7 @@ class _Unreachable(world.Cluster):
 def test_a_sync_that_cannot_reach_the_cluster_is_counted_and_retried(tmp_path: Path) -> None:
     svc = world.service(tmp_path, world.request("web", 1))
     cluster = _Unreachable(*svc.cluster.objs)  # type: ignore[attr-defined]
-    svc.cluster = cluster  # type: ignore[assignment]
+    svc.cluster = cluster
 
     _sync_twice(svc, cluster)
     assert world.metric(svc, "wingman_chat_loop_failures_total", loop="reconciler",
@@ -502,20 +503,33 @@ class _UnreachableReads(world.Cluster):
         return self.real.grant(name)
 
 
+class _ActOperands(TypedDict, total=False):
+    """The keyword arguments of ``ChatService.act`` a chat command carries besides the
+    request's name (by row)."""
+
+    reason: str
+    command: str
+    code: str
+
+
+class _ActArgs(_ActOperands, total=False):
+    name: str
+
+
 @pytest.mark.parametrize(("verb", "args"), [
     ("approve", {"name": "web"}), ("reject", {"name": "web", "reason": "no"}),
     ("describe", {"name": "web"}), ("pending", {}),
     ("exec", {"name": "web", "command": "kubectl rollout restart deployment/web -n apps"}),
     ("confirm", {"code": "123456"})])
 def test_a_command_while_the_api_server_cannot_be_read_is_answered_and_audited(
-        tmp_path: Path, verb: str, args: dict[str, str]) -> None:
+        tmp_path: Path, verb: str, args: _ActArgs) -> None:
     """The API server unreachable when a person sends a command: they are answered that
     nothing was done and to try again (ClusterUnavailable), and the refusal is audited, never
     a command dropped unanswered (Telegram: no reply at all; Slack: an HTTP 500)."""
     svc = world.service(tmp_path, world.request("web", 1))
     svc.views = {"0f8fad5b-d9cb-469f-a165-000000000001": render.view(
         world.request("web", 1), [], world.NOW)}  # as read by an earlier sync
-    svc.cluster = _UnreachableReads(world.request("web", 1))  # type: ignore[assignment]
+    svc.cluster = _UnreachableReads(world.request("web", 1))
     svc.step_up.hold("telegram:111", PendingStepUp(
         "approve", "web", "0f8fad5b-d9cb-469f-a165-000000000001", "", svc.step_up.deadline()))
     reply = asyncio.run(svc.act("telegram", "111", world.BOB, verb, **args))
@@ -533,7 +547,7 @@ def test_a_confirm_while_the_api_server_cannot_be_read_keeps_its_decision_waitin
     """Told to try again shortly, the person sends the code again: it finds the decision it
     was meant for still waiting (not StepUpExpired, which would have them start anew)."""
     svc = world.service(tmp_path, world.request("web", 1))
-    svc.cluster = _UnreachableReads(world.request("web", 1))  # type: ignore[assignment]
+    svc.cluster = _UnreachableReads(world.request("web", 1))
     uid = "0f8fad5b-d9cb-469f-a165-000000000001"
     svc.step_up.hold("telegram:111", PendingStepUp("approve", "web", uid, "",
                                                    svc.step_up.deadline()))
@@ -555,7 +569,7 @@ class _ImpersonatingCluster(world.Cluster):
 def test_status_of_what_cannot_be_a_grant_name_is_refused_as_invalid(
         tmp_path: Path, grant: str) -> None:
     svc = world.service(tmp_path)
-    svc.cluster = _ImpersonatingCluster()  # type: ignore[assignment]
+    svc.cluster = _ImpersonatingCluster()
     reply = asyncio.run(svc.act("telegram", "111", world.BOB, "status", name=grant))
     assert not reply.ok and reply.reason == "Invalid", reply
     assert f"{grant!r} is not a valid ExecutionGrant name" in reply.plain
@@ -567,7 +581,7 @@ def test_status_of_what_cannot_be_a_grant_name_is_refused_as_invalid(
     ("approve", {"reason": ""}), ("reject", {"reason": "no"}),
     ("exec", {"command": "kubectl rollout restart deployment/web -n apps"})])
 def test_a_command_sent_before_its_request_existed_is_refused_and_changes_nothing(
-        tmp_path: Path, verb: str, args: dict[str, str]) -> None:
+        tmp_path: Path, verb: str, args: _ActOperands) -> None:
     """A command found by name and sent before that request was created was meant for an
     earlier request of the name: refused (StaleMessage), audited, nothing decided or granted;
     sent after, it acts."""
@@ -632,7 +646,7 @@ def test_exec_names_a_command_stored_with_whitespace_around_it_when_only_one_fit
                                                                " kubectl get ns"]),
                              world.request("nbsp", 3, commands=["kubectl get ns\u00a0"]))
     svc = world.service(tmp_path)
-    svc.cluster = cluster  # type: ignore[assignment]
+    svc.cluster = cluster
 
     reply = asyncio.run(svc.act("telegram", "111", world.BOB, "exec", name="pad",
                                 command="kubectl get pods -n apps"))
@@ -697,7 +711,10 @@ def test_a_state_of_the_wrong_shape_is_dropped_once_and_what_is_readable_kept(
     cluster = world.Cluster(kept, lost)
     svc = world.service(tmp_path)
     svc.cluster = cluster
-    uid = lambda obj: str(obj["metadata"]["uid"])  # noqa: E731
+
+    def uid(obj: dict[str, Any]) -> str:
+        return str(obj["metadata"]["uid"])
+
     svc.state = {}
     problem = problem.replace(".X.", f".{uid(lost)}.").replace(".X:", f".{uid(lost)}:")
     if isinstance(stored, dict):
@@ -708,9 +725,9 @@ def test_a_state_of_the_wrong_shape_is_dropped_once_and_what_is_readable_kept(
             fine = render.view(kept, [], world.NOW)
             stored["requests"][uid(kept)] = {"name": "kept", "telegram": {
                 "ref": {"chat": -100, "message": 1}, "hash": fine.fingerprint()}}
-    cluster.saved = stored  # type: ignore[assignment]
+    cluster.saved = stored
     channel = _Posting()
-    svc.channels = [channel]  # type: ignore[list-item]
+    svc.channels = [channel]
 
     async def main() -> None:
         await svc.load()
@@ -764,7 +781,7 @@ class _FailingSaves(world.Cluster):
 def _started(tmp: Path, cluster: world.Cluster, at: list[float]) -> ChatService:
     """A chat service as a new process starts it (step-up on), its state read."""
     svc = ChatService(config=ChatConfig(environment="prd", step_up=True), cluster=cluster,
-                      sink=world.open_sink(str(tmp / "audit.log")), metrics=ChatMetrics(),
+                      sink=open_sink(str(tmp / "audit.log")), metrics=ChatMetrics(),
                       step_up=StepUp({"bob": SECRET}, clock=lambda: at[0], started=T0 - 600,
                                      restored=False))
     asyncio.run(svc.load())
@@ -774,7 +791,7 @@ def _started(tmp: Path, cluster: world.Cluster, at: list[float]) -> ChatService:
 def _try(svc: ChatService, code: str) -> str:
     try:
         asyncio.run(svc._verify_step_up("bob", code))
-    except service_module.Refusal as refusal:
+    except Refusal as refusal:
         return refusal.reason
     return "accepted"
 
@@ -806,7 +823,7 @@ def test_step_up_state_of_the_wrong_shape_fails_closed_until_it_is_fixed(
     at = [T0]
     svc = _started(tmp_path, cluster, at)
     assert _try(svc, _right(at[0])) == "StepUpUnavailable"
-    with pytest.raises(service_module.Refusal) as exc:
+    with pytest.raises(Refusal) as exc:
         svc.step_up.verify("bob", _right(at[0]))
     assert "stepUp" in exc.value.message and "kubectl wingman" in exc.value.message
     errors = [r for r in caplog.records if "cannot be read" in r.getMessage()]
@@ -1060,7 +1077,7 @@ def test_codes_sent_together_while_saves_fail_are_not_checked(tmp_path: Path) ->
         async def one() -> str:
             try:
                 await svc._verify_step_up("bob", _wrong(at[0]))
-            except service_module.Refusal as refusal:
+            except Refusal as refusal:
                 return refusal.reason
             return "accepted"
         return list(await asyncio.gather(*(one() for _ in range(5))))
@@ -1103,7 +1120,7 @@ def test_a_code_sent_while_the_reconciler_saves_waits_for_that_save(tmp_path: Pa
             await syncing
         try:
             await code
-        except service_module.Refusal as refusal:
+        except Refusal as refusal:
             return refusal.reason
         return "accepted"
 

@@ -491,7 +491,7 @@ def test_a_body_that_stalls_is_refused_with_408_not_held_open(
 def test_exec_takes_the_command_as_typed_whatever_the_spacing_around_it(tmp_path: Path) -> None:
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         cluster = Granting(*svc.cluster.objs)  # type: ignore[attr-defined]
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
 
         async def command(http: ClientSession, text: str) -> str:
             data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
@@ -527,7 +527,7 @@ def test_exec_takes_the_command_as_typed_though_slack_escapes_its_control_charac
 
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         cluster = Granting(*svc.cluster.objs)  # type: ignore[attr-defined]
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
         data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
                           "command": "/wingman", "text": f"exec escaped {sent}"}).encode()
         async with ClientSession() as http, http.post(
@@ -666,7 +666,7 @@ def test_a_slash_command_signed_before_its_request_existed_decides_nothing(
 
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         cluster = Deciding(*svc.cluster.objs)  # type: ignore[attr-defined]
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
         data = urlencode({"team_id": TEAM, "user_id": "U0BOB", "channel_id": CHANNEL,
                           "command": "/wingman", "text": "approve again"}).encode()
         async with ClientSession() as http:
@@ -768,7 +768,7 @@ def test_a_grant_s_output_is_shown_as_code_and_only_its_end(tmp_path: Path) -> N
     """``status`` shows what the command printed as code (not as Wingman's own words, whose
     "Next:" it could fake), and only its last lines."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
-        svc.cluster = _Granted()  # type: ignore[assignment]
+        svc.cluster = _Granted()
         reply = await svc.act("slack", "U0BOB", BOB, "status", name="web-0123456789")
         await svc.channels[0]._ephemeral(CHANNEL, "U0BOB", reply)  # type: ignore[attr-defined]
         (answer,) = fake.ephemeral
@@ -789,7 +789,7 @@ def test_status_shows_a_look_alike_in_a_grant_s_command_as_its_code_point(
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         cluster = _Granted()
         cluster.command = "kubectl delete pod w\u0435b -n apps"
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
         reply = await svc.act("slack", "U0BOB", BOB, "status", name="web-0123456789")
         shown = [(s.text, s.code) for s in reply.segments]
         assert ("kubectl delete pod w\\u{0435}b -n apps", True) in shown
@@ -805,7 +805,7 @@ def test_status_says_what_a_backslash_shown_as_its_code_point_is(tmp_path: Path)
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         cluster = _Granted()
         cluster.command = "kubectl exec web -n apps -- node -e 'console.log(\"\\u{41}\")'"
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
         reply = await svc.act("slack", "U0BOB", BOB, "status", name="web-0123456789")
         shown = [(s.text, s.code) for s in reply.segments]
         assert ("kubectl exec web -n apps -- node -e 'console.log(\"\\u{005C}u{41}\")'",
@@ -836,7 +836,7 @@ def test_a_press_while_the_api_server_cannot_be_read_is_answered_never_a_500(
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
         await svc.sync()
         [(ts, card)] = fake.cards(CHANNEL)
-        svc.cluster = _UnreachableReads()  # type: ignore[assignment]
+        svc.cluster = _UnreachableReads()
         data = approve_press(ts, card)
         async with ClientSession() as http, http.post(
                 f"{url}/slack/interactive", data=data, headers=signed(data)) as resp:
@@ -1155,6 +1155,7 @@ def test_a_decision_that_fails_after_the_answer_is_told_and_close_waits_for_the_
             assert status == 200 and took < SLACK_WAITS, f"answered after {took:.1f} s"
             assert json.loads(text)["response_action"] == "update"
         [channel] = svc.channels
+        assert isinstance(channel, SlackChannel)  # the one run() made
         await channel.close()  # what a stopping service does
         told = json.dumps(fake.ephemeral)
         assert "could not finish your decision" in told and "RuntimeError" in told, told
@@ -1287,7 +1288,7 @@ def test_who_is_checked_afresh_for_every_decision_not_taken_from_minutes_before(
     decision (a command that changes a request, a modal's submission) asks Slack afresh; a
     read-only answer may use what was asked a moment before."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
-        svc.cluster = Deciding(*svc.cluster.objs)  # type: ignore[assignment, attr-defined]
+        svc.cluster = Deciding(*svc.cluster.objs)  # type: ignore[attr-defined]
         async with ClientSession() as http:
             assert "No request awaits" not in await _command(http, url, "describe changed")
             view = await _modal(http, url, fake, svc)  # pressed while still a member
@@ -1299,7 +1300,7 @@ def test_who_is_checked_afresh_for_every_decision_not_taken_from_minutes_before(
             _, status, text = await _post(http, url, _submitted(view, "ok", "", "h1"))
             assert status == 200
             answer = json.loads(text)
-        assert "decisions" not in svc.cluster.objs[0]["spec"]  # type: ignore[attr-defined]
+        assert "decisions" not in svc.cluster.objs[0]["spec"]
         assert reason in refused
         assert answer["response_action"] == "errors", answer
         assert metric(svc, "wingman_chat_refusals_total", channel="slack",
@@ -1313,13 +1314,13 @@ def test_a_decision_is_refused_when_slack_cannot_say_who_decides_now(tmp_path: P
     (UserCheckUnavailable), whatever was known minutes before; a read-only command is
     answered from what was just known."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
-        svc.cluster = Deciding(*svc.cluster.objs)  # type: ignore[assignment, attr-defined]
+        svc.cluster = Deciding(*svc.cluster.objs)  # type: ignore[attr-defined]
         async with ClientSession() as http:
             await _command(http, url, "describe unsure")
             fake.refuse = lambda method, p: "ratelimited" if method == "users.info" else None
             assert "UserCheckUnavailable" not in await _command(http, url, "describe unsure")
             assert "UserCheckUnavailable" in await _command(http, url, "approve unsure ok")
-        assert "decisions" not in svc.cluster.objs[0]["spec"]  # type: ignore[attr-defined]
+        assert "decisions" not in svc.cluster.objs[0]["spec"]
 
     run(tmp_path, request("unsure", 1), body=body)
 
@@ -1591,11 +1592,11 @@ def test_a_users_info_answer_that_says_nothing_of_the_sender_decides_nothing(
     read as a person with no flags: neither bot, guest nor deactivated. It says nothing of
     the sender, so the action is refused (UserCheckUnavailable)."""
     async def body(url: str, fake: FakeSlack, svc: ChatService) -> None:
-        svc.cluster = Deciding(*svc.cluster.objs)  # type: ignore[assignment, attr-defined]
+        svc.cluster = Deciding(*svc.cluster.objs)  # type: ignore[attr-defined]
         fake.users["U0BOB"] = {"is_restricted": True}  # what Slack would have said
         fake.glitches, fake.glitch_paths = [(200, answer)], ("users.info",)
         async with ClientSession() as http:
             assert "UserCheckUnavailable" in await _command(http, url, "approve mute ok")
-        assert "decisions" not in svc.cluster.objs[0]["spec"]  # type: ignore[attr-defined]
+        assert "decisions" not in svc.cluster.objs[0]["spec"]
 
     run(tmp_path, request("mute", 1), body=body)

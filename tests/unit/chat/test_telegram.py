@@ -447,7 +447,7 @@ def test_a_rejected_bot_token_is_never_repeated_in_the_error(
 def test_exec_takes_the_command_as_typed_whatever_the_spacing_around_it(tmp_path: Path) -> None:
     async def body(fake: FakeTelegram, channel: TelegramChannel, svc: ChatService) -> None:
         cluster = Granting(*svc.cluster.objs)  # type: ignore[attr-defined]
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
         offset = 0
 
         async def command(text: str) -> str:
@@ -588,7 +588,7 @@ def test_an_update_delivered_again_after_a_restart_decides_nothing_twice(tmp_pat
 
     def process() -> ChatService:  # a new process over the same cluster and state
         svc = service(tmp_path)
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
         return svc
 
     async def main(fake: FakeTelegram) -> None:
@@ -633,7 +633,7 @@ def test_a_command_delivered_again_after_its_request_was_replaced_decides_nothin
 
     async def main(fake: FakeTelegram) -> None:
         svc = service(tmp_path)
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
         channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
                                   TOKEN, "prd", svc)
         svc.channels = [channel]
@@ -722,7 +722,7 @@ def test_while_a_press_waits_for_its_card_another_approvers_command_is_answered(
 
     async def main(fake: FakeTelegram) -> None:
         svc = service(tmp_path, people=(BOB, ALICE))
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
         channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
                                   TOKEN, "prd", svc)
         svc.channels = [channel]
@@ -768,7 +768,7 @@ def test_one_persons_commands_are_handled_in_the_order_they_were_sent(tmp_path: 
 
     async def main(fake: FakeTelegram) -> None:
         svc = service(tmp_path)
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
         svc.config = ChatConfig(environment="prd", people=(BOB,), step_up=True)
         svc.step_up = StepUp({"bob": secret}, started=time.time() - 600)
         svc.step_up.write_ahead = True
@@ -826,7 +826,7 @@ def test_a_decision_under_way_when_the_process_stops_is_audited_and_answered(
 
     async def main(fake: FakeTelegram) -> None:
         svc = service(tmp_path)
-        svc.cluster = cluster  # type: ignore[assignment]
+        svc.cluster = cluster
         channel = TelegramChannel(TelegramConfig(chat_id=CHAT, base_url=fake.base_url),
                                   TOKEN, "prd", svc)
         svc.channels = [channel]

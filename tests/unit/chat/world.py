@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from wingman.audit import open_sink
+from wingman.chat.cluster import ChatCluster
 from wingman.chat.guard import StepUp
 from wingman.chat.metrics import ChatMetrics
 from wingman.chat.service import ChatService
@@ -68,7 +69,12 @@ def hostile(name: str, n: int, *, rejected: bool = False) -> dict[str, Any]:
     return obj
 
 
-class Cluster:
+class Cluster(ChatCluster):
+    """The chat's cluster in memory: the requests given, no grants, the state kept in
+    ``saved``. A ``ChatCluster`` (so a service holds it as its own) that never calls the base
+    ``__init__``: there is no API server, and any method not written here fails loudly on its
+    missing ``kube``."""
+
     namespace = "wingman"
 
     def __init__(self, *objs: dict[str, Any]) -> None:
@@ -158,7 +164,7 @@ EXEC_NOT_AS_TYPED = [
 def service(tmp: Path, *objs: dict[str, Any], people: tuple[ChatPerson, ...] = (BOB,),
             clock: Any = None) -> ChatService:
     svc = ChatService(config=ChatConfig(environment="prd", people=people),
-                      cluster=Cluster(*objs),  # type: ignore[arg-type]
+                      cluster=Cluster(*objs),
                       sink=open_sink(str(tmp / "audit.log")), metrics=ChatMetrics(),
                       step_up=StepUp({}))
     if clock is not None:

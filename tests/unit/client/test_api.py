@@ -132,7 +132,8 @@ def test_a_source_with_keys_that_are_not_text_is_refused_naming_them() -> None:
     """A key that is no text (a caller's mapping built from numbers) failed with a TypeError
     while the unknown keys were listed, not with the error that names them."""
     with pytest.raises(Invalid, match=r"source has unknown keys 7, ticket; it takes"):
-        Source.from_mapping({7: "x", "ticket": "y"})
+        keys: dict[Any, str] = {7: "x", "ticket": "y"}
+        Source.from_mapping(keys)
 
 
 def test_a_source_that_says_the_same_thing_twice_is_taken() -> None:
@@ -345,10 +346,12 @@ def test_a_name_that_cannot_exist_is_refused_before_any_call(name: str) -> None:
     # and "a/b" other resources: each must be refused, never answered; "a..b" and "a.-b" (an
     # empty part, a part starting with '-'), which the API server refuses only once called
     client = _unreachable()
-    for call in (lambda: client.request_status(name), lambda: client.grant_status(name),
-                 lambda: client.execute(name, "kubectl get pods"),
-                 lambda: client.rollback(name), lambda: client.decide(name, "Approve"),
-                 lambda: client.wait_grant(name, 0), lambda: client.wait_request(name, 0)):
+    calls: tuple[Callable[[], object], ...] = (
+        lambda: client.request_status(name), lambda: client.grant_status(name),
+        lambda: client.execute(name, "kubectl get pods"),
+        lambda: client.rollback(name), lambda: client.decide(name, "Approve"),
+        lambda: client.wait_grant(name, 0), lambda: client.wait_request(name, 0))
+    for call in calls:
         with pytest.raises(Invalid, match=r"is not a valid (ApprovalRequest|ExecutionGrant) "
                                           r"name: .*lowercase.* joined by single '\.', each "
                                           r"starting and ending with a letter or digit \(an "
@@ -378,9 +381,9 @@ def test_refused_credentials_and_an_unreachable_server_say_what_to_do() -> None:
                                 "Unauthorized"), "listing ApprovalRequests")
     assert err.reason == "Unauthorized"
     assert "credentials" in err.message and "renew" in err.message
-    err = _unreachable().list_requests  # the HTTP library's error names no cause
+    list_requests = _unreachable().list_requests  # the HTTP library's error names no cause
     with pytest.raises(Unavailable, match=r"is the API server running, and .* the right address"):
-        err()
+        list_requests()
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -813,7 +816,14 @@ def test_a_create_answered_larger_than_wingman_reads_is_read_back_by_its_name(
     again is safe."""
     from wingman.errors import TooLarge
 
-    handler = type("Handler", (_TooLargeCreates,), {"lands": lands, "stored": {}, "posts": []})
+    class Handler(_TooLargeCreates):
+        """This test's server: its own requests stored and posts seen."""
+
+        stored: ClassVar[dict[str, dict[str, Any]]] = {}
+        posts: ClassVar[list[str]] = []
+
+    Handler.lands = lands
+    handler = Handler
     with serving(handler) as url:
         client = WingmanClient(Connection(Kube(k8s.ApiClient(k8s.Configuration(host=url))),
                                           "wm", "test"))

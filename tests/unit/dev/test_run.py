@@ -165,7 +165,7 @@ def test_the_local_operator_listens_on_this_machine_only_unless_told(
         monkeypatch.setenv("WINGMAN_LISTEN_ADDRESS", given)
     env = run._operator_env(tmp_path / "kubeconfig", tmp_path / "audit.jsonl", "img:1")
     assert env["WINGMAN_LISTEN_ADDRESS"] == listens
-    monkeypatch.setattr(run.subprocess, "Popen", _Started)
+    monkeypatch.setattr(subprocess, "Popen", _Started)
     assert run._run_operator_here(tmp_path, "{}", "kubectl", exit_after_start=False) == 0
     assert _Started.env["WINGMAN_LISTEN_ADDRESS"] == listens
 
@@ -188,7 +188,7 @@ def test_the_local_operator_knows_where_the_chart_binds_the_executor_and_what_it
     assert set(granted) == {"apps"} and granted["apps"]
     for name in run.GATEWAY_VARIABLES:  # the chart's say wins
         monkeypatch.setenv(name, '["elsewhere"]')
-    monkeypatch.setattr(run.subprocess, "Popen", _Started)
+    monkeypatch.setattr(subprocess, "Popen", _Started)
     assert run._run_operator_here(tmp_path, "{}", "kubectl", exit_after_start=False) == 0
     for env in (run._operator_env(tmp_path / "kubeconfig", tmp_path / "audit.jsonl", "img:1"),
                 _Started.env):

@@ -13,6 +13,7 @@ import json
 import textwrap
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -393,7 +394,7 @@ def _wrapped(text: str, width: int = 76) -> str:  # as base64 and base32 wrap
     return "".join(text[i:i + width] + "\n" for i in range(0, len(text), width))
 
 
-ENCODINGS = {
+ENCODINGS: dict[str, Callable[[bytes], str]] = {
     "base64 twice": lambda d: _wrapped(base64.b64encode(
         _wrapped(base64.b64encode(d).decode()).encode()).decode()),
     "base64 twice, a line before": lambda d: base64.b64encode(
@@ -1063,7 +1064,7 @@ REFUSED = {"yaml-plain": "\n", "env-value": "\n", "env-value-then-logfmt": "\n",
            "yaml-flow-plain": "\n,", "yaml-flow-list": "\n", "yaml-flow-top": "\n",
            "shell-export": "\n'", "shell-escaped": "\n", "no-space": "\n",
            "yaml-in-json-string-alone": "\n="}
-VALUE_CONTAINERS = {
+VALUE_CONTAINERS: dict[str, Callable[[str], str]] = {
     "yaml-quoted": lambda v: "kind: ConfigMap\ndata:\n  app.conf: " + json.dumps(v) + "\n",
     "yaml-plain": lambda v: "kind: ConfigMap\ndata:\n  app.conf: " + v + "\n",
     "yaml-item": lambda v: "args:\n- " + json.dumps(v) + "\n",

@@ -23,7 +23,7 @@ import pytest
 from kubernetes import client as k8s
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
 
 from support.localserver import QuietHandler, serving
 from support.mcp_timers import wingman_argv
@@ -34,6 +34,14 @@ from wingman.client.connect import Connection
 from wingman.errors import ConfigError
 from wingman.kube import Kube
 from wingman.mcp import server as mcp_server
+
+
+def _answer(result: CallToolResult) -> dict[str, Any]:
+    """A tool's JSON answer: the text of its first content, as the server writes every one."""
+    content = result.content[0]
+    assert isinstance(content, TextContent), content
+    answer: dict[str, Any] = json.loads(content.text)
+    return answer
 
 
 def _server(max_wait: float = 50) -> Any:
@@ -51,7 +59,7 @@ def test_the_tools_are_the_worker_operations_and_none_decides() -> None:
     assert {"environment", "justification", "source", "wait_seconds",
             "expires_after_seconds", "rollbacks"} <= set(ask["properties"])
     assert tools["rollback"].input_schema["required"] == ["grant"]
-    assert tools["get_request"].annotations.read_only_hint is True  # type: ignore[union-attr]
+    assert tools["get_request"].annotations.read_only_hint is True
     assert "at most 50" in tools["get_request"].input_schema["properties"]["wait_seconds"][
         "description"]
 
@@ -182,7 +190,7 @@ def test_a_name_that_cannot_exist_answers_invalid(tool: str, args: dict[str, Any
         async with Client(_server()) as client:
             result = await client.call_tool(tool, args)
             assert not result.is_error
-            return json.loads(result.content[0].text)  # type: ignore[union-attr]
+            return _answer(result)
     answer = anyio.run(call)
     assert answer["state"] == "invalid", answer
     assert "is not a valid" in answer["message"] and "fix the input" in answer["next"]
@@ -228,7 +236,7 @@ def test_token_shaped_text_in_a_request_answers_invalid_before_any_call(
                 "request_approval",
                 {"instruction": "x", "commands": ["kubectl get pods"], **args})
             assert not result.is_error
-            return json.loads(result.content[0].text)  # type: ignore[union-attr]
+            return _answer(result)
     answer = anyio.run(call)
     assert answer["state"] == "invalid" and answer["reason"] == "LooksLikeToken", answer
     assert f"{field} holds what looks like a token" in answer["message"], answer
@@ -248,7 +256,7 @@ def test_a_command_within_the_crds_characters_but_over_its_bytes_answers_invalid
         async with Client(_server()) as client:
             result = await client.call_tool("request_approval", args)
             assert not result.is_error
-            return json.loads(result.content[0].text)  # type: ignore[union-attr]
+            return _answer(result)
     answer = anyio.run(call)
     assert answer["state"] == "invalid" and answer["reason"] == "TooLong", answer
     assert "bytes of UTF-8" in answer["message"] and "the limit is 4,096 bytes" in \
@@ -553,10 +561,11 @@ def test_a_call_without_a_tool_name_or_naming_none_says_which_tools_there_are() 
     # the SDK answered only "Invalid request parameters", or echoed a hostile name whole
     tools = "execute, get_request, get_result, list_requests, request_approval, rollback"
     hostile = "get_request\u202e" + "x" * 5000
-    *nameless, unknown, args = anyio.run(_raw_tool_calls, [
+    calls: list[dict[str, Any]] = [
         {}, {"name": 5}, {"arguments": {"name": "r"}},
         {"name": hostile, "arguments": {}},
-        {"name": "list_requests", "arguments": {hostile: 1, "b": 2}}])
+        {"name": "list_requests", "arguments": {hostile: 1, "b": 2}}]
+    *nameless, unknown, args = anyio.run(_raw_tool_calls, calls)
     for answer in nameless:
         assert answer["error"] == {"code": INVALID_PARAMS, "message": (
             f"tools/call needs params.name, the tool's name as a string (one of {tools}), and "
@@ -1728,7 +1737,7 @@ def test_a_multibyte_instruction_of_exactly_the_limit_passes_the_schema() -> Non
                 "instruction": "🙂" * 2000, "commands": ["kubectl get pods"],
                 "source": {"excerpt": "日" * 4000}})
             assert not result.is_error, result.content[0].text  # type: ignore[union-attr]
-            return json.loads(result.content[0].text)  # type: ignore[union-attr]
+            return _answer(result)
     answer = anyio.run(call)
     assert answer["state"] == "unavailable" and "cannot reach" in answer["message"], answer
 
@@ -1746,7 +1755,7 @@ def test_an_answer_larger_than_wingman_reads_is_too_large_not_retry_later() -> N
     async def call(server: Any) -> dict[str, Any]:
         async with Client(server) as client:
             result = await client.call_tool("get_request", {"name": "r"})
-            return json.loads(result.content[0].text)  # type: ignore[union-attr]
+            return _answer(result)
 
     with serving(Api) as host:
         server = mcp_server.build_server(WingmanClient(Connection(

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import zlib
+from typing import Any
 
 import pytest
 
@@ -159,9 +160,8 @@ def test_objects_without_generation_bind_on_resource_version() -> None:
 
 
 def test_the_binding_of_a_command_comes_from_the_recorded_preview_only() -> None:
-    body = {"metadata": {"uid": "uid-1"},
-            "status": {"preview": pv.status(pv.Preview("uid-1", (_cmd(),)), job="j",
-                                            started="t", completed="t")}}
+    recorded = pv.status(pv.Preview("uid-1", (_cmd(),)), job="j", started="t", completed="t")
+    body: dict[str, Any] = {"metadata": {"uid": "uid-1"}, "status": {"preview": recorded}}
     plan = pv.binding(body, "kubectl scale deployment/web --replicas=3 -n apps")
     assert not plan.missing and [t.name for t in plan.targets] == ["web-0"]
     assert "no entry" in pv.binding(body, "kubectl other").unusable

@@ -16,7 +16,7 @@ import pytest
 from support.retries import taken_retries
 from wingman.audit import FileSink
 from wingman.errors import AuditUnavailable
-from wingman.kube import ApiError
+from wingman.kube import ApiError, Kube, Resource
 from wingman.operator.context import (
     RUNNING_PER_THREAD,
     STALE_READS,
@@ -273,20 +273,22 @@ def test_a_unit_of_records_is_written_through_the_sink_and_counted(tmp_path: Pat
     assert metrics.audit_errors.labels(component="operator")._value.get() == 1
     # each unit's wait once, each write with its records (the refused unit wrote none)
     assert _histogram(metrics.audit_wait)[0] == 2
-    written, _, sizes = _histogram(metrics.audit_group)
-    assert written == 2 and sizes[2.0] == 2
+    groups, _, sizes = _histogram(metrics.audit_group)
+    assert groups == 2 and sizes[2.0] == 2
     assert [r.event for r in FileSink(tmp_path / "audit.jsonl").records()] == \
         ["TokenMinted", "GrantAuthorized"]
 
 
-class Reads:
-    """The API server's answers to the re-sync's reads of one grant, in turn."""
+class Reads(Kube):
+    """The API server's answers to the re-sync's reads of one grant, in turn. A ``Kube``
+    (what the context holds) that never calls the base ``__init__``: there is no API server,
+    and any other call fails loudly on its missing client."""
 
     def __init__(self, *versions: str) -> None:
         self.versions = list(versions)
         self.reads = 0
 
-    def get_or_none(self, res: Any, namespace: str, name: str) -> dict[str, Any]:
+    def get_or_none(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
         self.reads += 1
         version = self.versions.pop(0)
         phase = "Succeeded" if version == "4" else "Pending"  # what the store went back to
@@ -406,7 +408,7 @@ class Overtaken(Reads):
         super().__init__(*versions)
         self.ctx = ctx
 
-    def get_or_none(self, res: Any, namespace: str, name: str) -> dict[str, Any]:
+    def get_or_none(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
         body = super().get_or_none(res, namespace, name)
         seen(self.ctx, str(int(body["metadata"]["resourceVersion"]) + 1))
         return body

@@ -16,6 +16,7 @@ from wingman.audit.file import FileSink
 from wingman.errors import ClusterError
 from wingman.kube import JOBS, SECRETS, ApiError
 from wingman.model import names
+from wingman.operator import memory
 from wingman.operator.context import Context, NotLeading
 from wingman.operator.events import Events
 from wingman.operator.handlers import grants, housekeeping
@@ -96,9 +97,9 @@ def finished(tracker: Tracker, request: str, *grants: str) -> None:
         e.final_at, e.needs, e.cleaned = an_hour_ago, None, True
 
 
-def context(kube: Refusing, tmp_path: Path) -> Context:
+def context(kube: Refusing, tmp_path: Path, **setting: object) -> Context:
     settings: Any = types.SimpleNamespace(
-        environment="test", api_concurrency=4,
+        environment="test", api_concurrency=4, **setting,
         policy=types.SimpleNamespace(retention_seconds=60, rollback_window_seconds=0))
     sink = FileSink(tmp_path / "audit.jsonl")
     none: Any = None
@@ -284,11 +285,10 @@ def test_a_lost_lead_is_the_failure_handed_back(tmp_path: Path) -> None:
 def test_the_next_pass_comes_sooner_only_while_a_leader_has_waves_left(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kube = Refusing()
-    ctx = context(kube, tmp_path)
-    ctx.settings.sweep_interval_seconds = 10
+    ctx = context(kube, tmp_path, sweep_interval_seconds=10)
     released: list[float] = []
     monkeypatch.setattr(housekeeping, "RETIRE_WAVE", 3)
-    monkeypatch.setattr(housekeeping.memory, "release", lambda: released.append(1.0))
+    monkeypatch.setattr(memory, "release", lambda: released.append(1.0))
     for i in range(2):
         finished(ctx.tracker, f"req-{i}", f"grant-{i}")
     sweeper = housekeeping.Sweeper(ctx)
@@ -495,9 +495,7 @@ def test_a_new_grant_waits_for_a_deleted_namesakes_orphan_a_finalizer_holds(
     waits for and what to check, then tries less often."""
     monkeypatch.setattr(grants, "NAMESAKE_WAIT_SECONDS", 0.0)
     kube = Refusing()
-    ctx = context(kube, tmp_path)
-    ctx.settings.namespace = "ns"
-    ctx.settings.gateway_service_account = "wingman-gateway"
+    ctx = context(kube, tmp_path, namespace="ns", gateway_service_account="wingman-gateway")
     grant = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
              "metadata": {"name": "g1", "namespace": "ns", "uid": "uid-new"},
              "spec": {"approvalRef": {"name": "r1"}}, "status": {}}

@@ -120,7 +120,7 @@ def test_a_token_secret_name_cannot_be_known_before_its_job_exists(grant: str) -
 RELEASE_LABELS = {"app.kubernetes.io/name": "wingman", "app.kubernetes.io/instance": "wm",
                   "app.kubernetes.io/version": "0.1.0", "app.kubernetes.io/part-of": "wingman",
                   "team": "platform"}
-GRANT = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
+GRANT: dict[str, Any] = {"apiVersion": "wingman.dev/v1alpha1", "kind": "ExecutionGrant",
          "metadata": {"name": "g", "namespace": "wingman-prd", "uid": "u"}}
 
 

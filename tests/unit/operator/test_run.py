@@ -78,7 +78,7 @@ def test_a_new_line_after_the_period(captured: io.StringIO) -> None:
 
 def _resource(group: str, plural: str, kind: str) -> references.Resource:
     return references.Resource(group, "v1", plural, kind=kind, singular=kind.lower(),
-                               namespaced=True, verbs=["list", "watch"])
+                               namespaced=True, verbs=frozenset({"list", "watch"}))
 
 
 def test_only_jobs_with_wingmans_role_label_are_watched() -> None:

@@ -919,7 +919,7 @@ def test_restarting_every_deployment_is_not_auto_approved() -> None:
     req = ReviewInput("ns", "r", "test", "alice", "restart", (every,))
     c = asyncio.run(run_panel(PanelConfig(builtin_panel(is_allowed), threshold=3, quorum=3),
                               req))
-    assert auto_approval(c, policy).decision is AutoDecision.AWAIT_HUMAN  # type: ignore[arg-type]
+    assert auto_approval(c, policy).decision is AutoDecision.AWAIT_HUMAN
 
 
 # ------------------------------------------------------------- opening a workload to the outside
@@ -1229,7 +1229,7 @@ def _auto_approved_in_test(command: str) -> bool:
                                                quorum=3),
                                    ReviewInput("ns", "r", "test", "alice", "do it",
                                                (command,))))
-    return auto_approval(result, policy).decision is AutoDecision.AUTO_APPROVE  # type: ignore[arg-type]
+    return auto_approval(result, policy).decision is AutoDecision.AUTO_APPROVE
 
 
 @pytest.mark.parametrize("command", [
