@@ -194,14 +194,17 @@ def scrubbed_cut(text: str, limit: int) -> str:
     return kept + "…"
 
 
+# The escapes are written with uppercase hex digits (``\u202E``, ``\x1E``): they are
+# written after the line was scrubbed, so an escape ending in ``e`` followed by a token
+# without its first letter (``yJhbGci...``) would spell the token in the line.
 def _json_escaped(match: re.Match[str]) -> str:
-    return f"\\u{ord(match.group()):04x}"
+    return f"\\u{ord(match.group()):04X}"
 
 
 def _text_escaped(match: re.Match[str]) -> str:
     char = match.group()
-    return _TEXT_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100
-                                       else f"\\u{ord(char):04x}")
+    return _TEXT_ESCAPES.get(char) or (f"\\x{ord(char):02X}" if ord(char) < 0x100
+                                       else f"\\u{ord(char):04X}")
 
 
 def _time(record: logging.LogRecord) -> str:

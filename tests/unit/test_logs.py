@@ -117,7 +117,7 @@ def test_bidirectional_controls_are_shown_escaped_not_applied(stream: io.StringI
                                            extra={"approver": "\u202eeve"})
     text = stream.getvalue()
     assert not any(c in text for c in _BIDI), ascii(text)
-    assert "\\u202e" in text and "mallory" in text, text
+    assert "\\u202E" in text and "mallory" in text, text
     if fmt == "json":
         (line,) = lines(stream)
         assert line["message"] == f"approved by {_BIDI}mallory"  # escaped, not lost
@@ -166,6 +166,29 @@ def test_a_json_record_stays_one_object_when_a_token_follows_one_of_json_s_escap
     assert line["whole"] in ("x" + escape + logs.REDACTED, "x" + logs.REDACTED)
     assert line["both"].endswith(" and " + logs.REDACTED) and line["both"].startswith("a")
     assert line["message"] == line["cut"] and line["cut"].startswith("x")
+
+
+#: Every character a log line writes escaped, in either format.
+_ESCAPED = {"json": logs._JSON_UNSAFE.findall("".join(map(chr, range(0x10000)))),
+            "text": logs._TEXT_UNSAFE.findall("".join(map(chr, range(0x10000))))}
+
+
+@pytest.mark.parametrize("fmt", logs.FORMATS)
+def test_an_escape_written_after_scrubbing_never_spells_a_token(stream: io.StringIO,
+                                                                  fmt: str) -> None:
+    # the line is scrubbed, then what would act on a terminal is escaped: an escape ending in
+    # ``e`` (``\u202e``, ``\x1e``) then a token without its first letter spelled the token
+    logs.setup_logging(fmt, "info", component="gateway", stream=stream)
+    token = _jwt()
+    for char in _ESCAPED[fmt]:
+        for rest in (token[1:], token[2:]):
+            try:
+                raise RuntimeError(f"{char}{rest}")
+            except RuntimeError:
+                logging.getLogger("wingman.gateway").exception("token %s%s", char, rest)
+    assert len(_ESCAPED[fmt]) > 40
+    text = stream.getvalue()
+    assert token not in text and not logs.looks_like_token(text.replace(logs.REDACTED, " "))
 
 
 def test_a_json_record_a_redaction_cut_otherwise_is_scrubbed_string_by_string(
