@@ -569,6 +569,26 @@ _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 #: The shortest header a JWT has, ``{"alg":"none"}`` but its last brace, in bytes.
 _SHORTEST_HEADER = len(b'{"alg":"none"')
 
+def _any_of(words: Iterable[str]) -> str:
+    """The source of one pattern that finds any of ``words``, as a tree of their common
+    beginnings: a search tries one branch per character, where an alternation of the words
+    would try each of them at each position (hundreds, for the marks below)."""
+    tree: dict[str | None, Any] = {}
+    for word in words:
+        node = tree
+        for char in word:
+            node = node.setdefault(char, {})
+        node[None] = {}  # a word ends here: what follows it no longer matters
+
+    def branch(node: dict[str | None, Any]) -> str:
+        if None in node:
+            return ""
+        parts = [re.escape(char) + branch(node[char])
+                 for char in sorted(c for c in node if c is not None)]
+        return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+    return branch(tree) if tree else "(?!)"  # no word: a pattern that finds nothing
+
+
 #: What renders as nothing, so that it may sit inside a token pasted or copied without showing
 #: (``eyJhbG\u200bciOi...`` reads as ``eyJhbGciOi...``): Unicode's format characters (category
 #: Cf: the zero-width space, non-joiner and joiner, the word joiner and the invisible operators,
@@ -586,14 +606,23 @@ _INVISIBLE = re.compile(f"{_INVISIBLE_CLASS}++")
 #: A blank on a line: the space, the tab and Unicode's other spaces (no-break, en, em, thin,
 #: narrow no-break, ideographic, ...: category Zs); or a tab escaped as a JSON log line
 #: writes it (``\\t``).
-_BLANK = r"(?:[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]|\\\\?t)"
+_BLANK = r"(?:[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]|\\\\?(?:t|u00(?:09|20)))"
 #: A line break: LF, CRLF or CR, and every other character ``str.splitlines`` breaks a line at
 #: (the vertical tab, the form feed, the file, group and record separators, NEL, Unicode's line
 #: and paragraph separators); or one of them escaped as a JSON log line or this module's text
 #: lines write it (``\\n``, ``\\r\\n``, ``\\f``, ``\\u2028``, ``\\x0b``): a token copied from any
 #: of them is broken there as by a line's end.
 _ESCAPE = r"\\\\?"  # one backslash, or two: a JSON text's escape inside a JSON log line
-_ESCAPED_CODE = r"u(?:00(?:0[bcBC]|1[c-eC-E]|85)|202[89])|x(?:0[bcBC]|1[c-eC-E]|85)"
+_ESCAPED_CODE = (r"u(?:00(?:0[abcABC]|1[c-eC-E]|85)|202[89])|x(?:0[a-cA-C]|1[c-eC-E]|85)"
+                 rf"|u000[dD](?:{_ESCAPE}u000[aA])?+|x0[dD](?:{_ESCAPE}x0[aA])?+")
+#: A character that renders as nothing (``_INVISIBLE``) escaped as JSON writes it
+#: (``\\u200b``, ``\\u00ad``; ``json.dumps`` does by default), either case of hex digits:
+#: read as nothing too. (Those beyond the BMP, written as two escaped surrogates, are not.)
+_ESCAPED_INVISIBLE = rf"{_ESCAPE}u(?i:" + _any_of(
+    f"{code:04x}" for code in range(0x10000) if _INVISIBLE.fullmatch(chr(code))) + ")"
+_UNSEEN = rf"(?:{_INVISIBLE_CLASS}|{_ESCAPED_INVISIBLE})"
+_ESCAPED_UNSEEN = re.compile(rf"(?:{_ESCAPED_INVISIBLE})++")
+_ANY_UNSEEN = re.compile(rf"{_UNSEEN}++")
 _LINE_BREAK = (r"(?:\r\n?|[\n\v\f\x1c-\x1e\x85\u2028\u2029]"
                rf"|{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nf]|{_ESCAPED_CODE}))")
 #: A line break and the blanks around it (the next line indented, or a blank left before the
@@ -610,14 +639,14 @@ _JWT_GAP = re.compile(rf"(?<=[.{_SEGMENT}]){_BREAK}(?=[.{_SEGMENT}])"
 #: beside a dot). What :func:`redact_tokens` replaces when a token is found only so. A run
 #: starts with no blank, so a row of blanks is read once.
 _DISGUISED_RUN = re.compile(
-    rf"(?:[.{_SEGMENT}]|{_INVISIBLE_CLASS})"
-    rf"(?:[.{_SEGMENT}]|{_INVISIBLE_CLASS}|{_BREAK}(?=[.{_SEGMENT}]|{_INVISIBLE_CLASS})"
-    rf"|(?<=\.){_BLANK}++(?=[.{_SEGMENT}]|{_INVISIBLE_CLASS})|{_BLANK}++(?=\.))*+")
+    rf"(?:[.{_SEGMENT}]|{_UNSEEN})"
+    rf"(?:[.{_SEGMENT}]|{_UNSEEN}|{_BREAK}(?=[.{_SEGMENT}]|{_UNSEEN})"
+    rf"|(?<=\.){_BLANK}++(?=[.{_SEGMENT}]|{_UNSEEN})|{_BLANK}++(?=\.))*+")
 #: ``eyJ`` with a line break inside it: a JWT wrapped at its second or third column.
 _BROKEN_EYJ = re.compile(rf"e(?:{_BREAK})?y(?:{_BREAK})?J")
 #: What may stand between two letters of a disguised token: invisible characters, one line
 #: break among them.
-_BETWEEN = rf"{_INVISIBLE_CLASS}*+(?:{_BREAK}{_INVISIBLE_CLASS}*+)?+"
+_BETWEEN = rf"{_UNSEEN}*+(?:{_BREAK}{_UNSEEN}*+)?+"
 
 
 def _broken_jwt_in(text: str) -> bool:
@@ -692,28 +721,10 @@ _TO_STANDARD = str.maketrans("-_", "+/")
 #: ASCII too (in latin-1 or UTF-8: NEL and Unicode's line separators among them).
 _SQUEEZED_BYTES = b" \t\r\n\v\f\x1c\x1d\x1e\0"
 _UNSEEN_BYTES = _SQUEEZED_BYTES + bytes(range(0x80, 0x100))
-#: A line break escaped (``_LINE_BREAK``'s), read as one by :func:`_may_hold`.
-_ESCAPED_BREAK = re.compile(rf"{_ESCAPE}(?:[rnf]|{_ESCAPED_CODE})".encode("ascii"))
-
-
-def _any_of(words: Iterable[str]) -> str:
-    """The source of one pattern that finds any of ``words``, as a tree of their common
-    beginnings: a search tries one branch per character, where an alternation of the words
-    would try each of them at each position (hundreds, for the marks below)."""
-    tree: dict[str | None, Any] = {}
-    for word in words:
-        node = tree
-        for char in word:
-            node = node.setdefault(char, {})
-        node[None] = {}  # a word ends here: what follows it no longer matters
-
-    def branch(node: dict[str | None, Any]) -> str:
-        if None in node:
-            return ""
-        parts = [re.escape(char) + branch(node[char])
-                 for char in sorted(c for c in node if c is not None)]
-        return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
-    return branch(tree) if tree else "(?!)"  # no word: a pattern that finds nothing
+#: A line break escaped (``_LINE_BREAK``'s), read as one by :func:`_may_hold`; an invisible
+#: character escaped, read as nothing.
+_ESCAPED_BREAK = re.compile(
+    rf"{_ESCAPE}(?:[rnf]|{_ESCAPED_CODE})|{_ESCAPED_INVISIBLE}".encode("ascii"))
 
 
 #: ``_MARKS`` as patterns over text (``_encoded_jwt``) and over bytes (``_may_hold``; the
@@ -745,6 +756,8 @@ def _holds(text: str, depth: int) -> bool:
     plain = text.isascii()
     if not _may_hold(text, left, unseen=not plain):
         return False
+    if "\\u" in text:  # an invisible character as JSON escapes it is read as nothing too
+        text = _ESCAPED_UNSEEN.sub("", text)
     views: Iterable[str] = _views(text, left)
     if depth and not plain:
         views = itertools.chain(views, _utf8_read(text))
@@ -896,7 +909,7 @@ def _redact_disguised(match: re.Match[str]) -> str:
         candidate = run[start:end]
         # what is left of a token is disguised (plain ones are gone): joined, it has a header;
         # or it holds invisible characters. Else the whole check need not be made
-        if ((_reads_as_header(header[:_HEADER_READ]) or _INVISIBLE.search(candidate))
+        if ((_reads_as_header(header[:_HEADER_READ]) or _ANY_UNSEEN.search(candidate))
                 and looks_like_token(candidate)):
             kept += [run[done:start], REDACTED]
             done = at = end
@@ -912,7 +925,8 @@ def _redact_disguised(match: re.Match[str]) -> str:
 _HIDDEN_EYJ = re.compile(rf"e{_BETWEEN}y{_BETWEEN}J")
 #: A line break or a tab escaped (``_LINE_BREAK``'s, ``_BLANK``'s) at the end of what is
 #: searched.
-_ESCAPED_BREAK_AT_END = re.compile(rf"{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nft]|{_ESCAPED_CODE})\Z")
+_ESCAPED_BREAK_AT_END = re.compile(
+    rf"{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nft]|u00(?:09|20)|{_ESCAPED_CODE})\Z")
 #: The blanks and (raw) line breaks a token's last segment may be followed by before a dot.
 _GAP_CHARACTERS = " \t\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009" \
     "\u200a\u202f\u205f\u3000\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"
@@ -934,7 +948,7 @@ def _token_end(run: str, start: int) -> tuple[int, int, str]:
         return len(run), -1, ""
     # the header read with its dot, so that a break or blanks before the dot are read as one
     piece = run[start:min(dots[0] + 1, start + 2 * _JWE_HEADER_READ)]
-    header = _JWT_GAP.sub("", _INVISIBLE.sub("", piece)).removesuffix(".")
+    header = _JWT_GAP.sub("", _ANY_UNSEEN.sub("", piece)).removesuffix(".")
     last = 4 if _jwe_header(header) else 2
     end = dots[last] if len(dots) > last else len(run)
     while True:  # a break or blanks before the dot, at most one line break: no segment's

@@ -750,6 +750,12 @@ _DISGUISED_JWTS: tuple[tuple[str, Callable[[str], str]], ...] = (
     ("broken-at-dots-escaped-separator", lambda t: t.replace(".", "\\u2028.")),
     ("wrapped-text-log-escaped-vertical-tab", lambda t: _wrapped(t, 33, "\\x0b")),
     ("bidirectional-marks", lambda t: t[:10] + "\u200e" + t[10:40] + "\u202c\u2066" + t[40:]),
+    ("wrapped-json-escaped-unicode-lf", lambda t: _wrapped(t, 10, "\\u000a")),
+    ("wrapped-json-escaped-unicode-crlf", lambda t: _wrapped(t, 23, "\\u000d\\u000A")),
+    ("wrapped-text-log-escaped-lf", lambda t: _wrapped(t, 17, "\\x0a")),
+    ("escaped-invisible-characters",
+     lambda t: t[:20] + "\\u200b" + t[20:50] + "\\u00AD" + t[50:]),
+    ("escaped-tab-and-space-at-dots", lambda t: t.replace(".", "\\u0009.\\u0020")),
 )
 #: Rows where every character of the token stands apart (``e``, ``y`` and ``J`` of each
 #: ``eyJ`` too): inside base64, nothing is left that the encoded ``eyJ`` is recognised by, and
@@ -903,7 +909,8 @@ _NO_TOKEN_WRITTEN = ["The rollout finished. Next: scale web to 3.\nDone. See doc
               # other line breaks, and a JSON log's escaped ones, between sentences
               "The rollout finished.\u2028Next: scale web.\x85Done.\fSee docs.\vexample.com.",
               '{"message": "eyJob finished.\\nNext.\\nThen. Done.\\r\\nBye."}',
-              "eyJob finished.\\u2028Next.\\x0bThen.\\fDone.",
+              "eyJob finished.\\u2028Next.\\x0bThen.\\fDone.\\u000aBye.\\u000D\\u000ASee"
+              "\\u200bu.\\u0009ok",
               # a short header, but no claims; a header and four words, but no JWE's header
               "eyJhIjoxfQ. done.\nnext.", "eyJhIjoxfQ.\nfoo.bar",
               "eyJhbGciOiJIUzI1NiJ9. a. b. c. d",
