@@ -256,12 +256,25 @@ class JsonFormatter(logging.Formatter):
             line = _CUT_ESCAPE.sub(REDACTED, line)
             if not _is_json(line):  # (not seen) each string scrubbed on its own
                 line = json.dumps(_scrubbed(json.loads(dumped)), ensure_ascii=False)
+        if _READ_OTHERWISE.search(line) is not None and _holds_token(json.loads(line)):
+            # json's escapes make a string read otherwise in the line than once read back (a
+            # backslash doubled: a wrap written ``\\n`` in the text is no break in the line;
+            # a NUL written ``\u0000``: UTF-16 read a byte a character): what a reader of the
+            # record gets back is what must hold no token, so each string is scrubbed on its own
+            line = json.dumps(_scrubbed(json.loads(line)), ensure_ascii=False)
         return _JSON_UNSAFE.sub(_json_escaped, line)
 
 
 # A JSON escape a redaction cut: a backslash that starts an escape (after an even number of
 # them), the letters of a ``\uXXXX`` before the cut, then the redaction.
 _CUT_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*+\\(?:u[0-9a-fA-F]{0,3}+)?" + re.escape(REDACTED))
+
+
+#: A JSON escape that the scrubber does not read as it reads the character it stands for:
+#: any but ``\n`` and ``\r`` (read as line breaks, as the raw ones are) and ``\"``. A line
+#: without one reads as its strings do once read back, and is not read again (most lines: a
+#: traceback's or a command's output's line breaks are ``\n``).
+_READ_OTHERWISE = re.compile(r'\\[^nr"]')
 
 
 def _is_json(line: str) -> bool:
@@ -272,18 +285,35 @@ def _is_json(line: str) -> bool:
     return True
 
 
+def _holds_token(value: Any) -> bool:
+    """Whether a string in ``value`` (what ``json.loads`` gives), a key too, holds what
+    :func:`looks_like_token` finds."""
+    if isinstance(value, str):
+        return looks_like_token(value)
+    if isinstance(value, list):
+        return any(_holds_token(v) for v in value)
+    if isinstance(value, dict):
+        return any(looks_like_token(k) or _holds_token(v) for k, v in value.items())
+    return False
+
+
 def _scrubbed(value: Any) -> Any:
     """``value`` (what ``json.loads`` gives) with every string in it scrubbed
-    (:func:`_scrub`), keys too; a string whose JSON form still holds what scrubbing takes
-    (an escape's letters that spell a token with the text after them) is redacted whole."""
+    (:func:`_scrub`), keys too; a string that still holds a token (one the line's escapes hid
+    from the scrubber, as UTF-16 read a byte a character), or whose JSON form still holds what
+    scrubbing takes (an escape's letters that spell a token with the text after them), is
+    redacted whole."""
     if isinstance(value, str):
         value = _scrub(value)
+        if looks_like_token(value):
+            return REDACTED
         written = json.dumps(value, ensure_ascii=False)
         return value if _scrub(written) == written else REDACTED
     if isinstance(value, list):
         return [_scrubbed(v) for v in value]
     if isinstance(value, dict):
-        return {_scrub(k): _scrubbed(v) for k, v in value.items()}
+        return {(REDACTED if looks_like_token(key := _scrub(k)) else key): _scrubbed(v)
+                for k, v in value.items()}
     return value
 
 

@@ -191,6 +191,33 @@ def test_an_escape_written_after_scrubbing_never_spells_a_token(stream: io.Strin
     assert token not in text and not logs.looks_like_token(text.replace(logs.REDACTED, " "))
 
 
+#: Text whose JSON form hides a token from the line's scrubber: json.dumps doubles a
+#: backslash (a wrap written ``\\\\n`` is no break in the line) and writes a NUL as
+#: ``\\u0000`` (UTF-16 read a byte a character); read back, each string holds the token.
+_HIDDEN_BY_JSON_ESCAPES: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("utf-16-le", lambda t: t.encode("utf-16-le").decode("latin-1")),
+    ("utf-16-be-with-bom", lambda t: ("\ufeff" + t).encode("utf-16-be").decode("latin-1")),
+    ("wrapped-escaped-twice", lambda t: _wrapped(t, 20, "\\\\n")),
+    ("wrapped-escaped-twice-crlf", lambda t: _wrapped(t, 15, "\\\\r\\\\n")),
+    ("base64-wrapped-escaped", lambda t: _wrapped(base64.b64encode(t.encode()).decode(), 30,
+                                                  "\\n")),
+)
+
+
+@pytest.mark.parametrize("hide", [row[1] for row in _HIDDEN_BY_JSON_ESCAPES],
+                         ids=[row[0] for row in _HIDDEN_BY_JSON_ESCAPES])
+def test_a_json_record_read_back_holds_no_token_its_escapes_hid(
+        stream: io.StringIO, hide: Callable[[str], str]) -> None:
+    logs.setup_logging("json", "info", component="gateway", stream=stream)
+    hidden = hide(_jwt())
+    assert logs.looks_like_token(hidden)
+    logging.getLogger("wingman.gateway").info("out %s", hidden,
+                                              extra={"output": hidden, hidden: "key"})
+    (line,) = lines(stream)
+    assert not any(logs.looks_like_token(text) for text in (*line, *map(str, line.values())))
+    assert line["message"].startswith(("out ", logs.REDACTED)) and line["level"] == "info"
+
+
 def test_a_json_record_a_redaction_cut_otherwise_is_scrubbed_string_by_string(
         stream: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
     # a cut the escape rule does not mend (none is known): each string scrubbed on its own
@@ -750,6 +777,7 @@ _DISGUISED_JWTS: tuple[tuple[str, Callable[[str], str]], ...] = (
     ("broken-at-dots-escaped-separator", lambda t: t.replace(".", "\\u2028.")),
     ("wrapped-text-log-escaped-vertical-tab", lambda t: _wrapped(t, 33, "\\x0b")),
     ("bidirectional-marks", lambda t: t[:10] + "\u200e" + t[10:40] + "\u202c\u2066" + t[40:]),
+    ("wrapped-json-escaped-twice", lambda t: _wrapped(t, 20, "\\\\n")),
     ("wrapped-json-escaped-unicode-lf", lambda t: _wrapped(t, 10, "\\u000a")),
     ("wrapped-json-escaped-unicode-crlf", lambda t: _wrapped(t, 23, "\\u000d\\u000A")),
     ("wrapped-text-log-escaped-lf", lambda t: _wrapped(t, 17, "\\x0a")),
