@@ -486,9 +486,12 @@ _SEGMENT = "A-Za-z0-9_+/-"
 _JWT_TAIL = re.compile(rf"([{_SEGMENT}]++)\.(?:[{_SEGMENT}]++|\.[{_SEGMENT}]++\.[{_SEGMENT}]++)\.")
 #: After a first segment joined from pieces, what makes it a token's: a second segment that
 #: begins as a JWT's claims do (``eyJ``: a JSON object), or the four segments of a JWE (its
-#: encrypted key, empty or not, its IV, its ciphertext, its tag).
+#: encrypted key, empty or not, its IV, its ciphertext, its tag): the IV of at least 12 bytes
+#: (16 characters) and the tag of at least 16 (22), as every JWE algorithm writes them, so
+#: that one-word sentences after a word of base64 JSON are not read as them.
 _AFTER_HEADER = re.compile(
-    rf"\.(?:eyJ|[{_SEGMENT}]*+\.[{_SEGMENT}]++\.[{_SEGMENT}]++\.[{_SEGMENT}])")
+    rf"\.(?:eyJ|[{_SEGMENT}]*+\.[{_SEGMENT}]{{16}}[{_SEGMENT}]*+\.[{_SEGMENT}]++"
+    rf"\.[{_SEGMENT}]{{22}})")
 _SEGMENT_REST = re.compile(rf"[{_SEGMENT}]*+")
 #: A segment's base64 padding (``eyJhbGc=.eyJzdWI=.sig``), dropped before a JWT is looked
 #: for; only the first ``=`` of a row is tried, so a long row is read once.
@@ -579,9 +582,9 @@ _JWE_HEADER_READ = 256
 
 def _jwe_header(segment: str) -> bool:
     """Whether the first segment ``segment`` (``eyJ`` on, whole) decodes to a JWE's header
-    (its ``enc`` names how the content is encrypted): a first segment that reads as a
-    header and four more segments may still be a word of base64 JSON and the words of the
-    lines after it. Only a segment of at most ``_JWE_HEADER_READ`` characters is read, so
+    (its ``enc`` names how the content is encrypted, its ``alg`` how the key is): a first
+    segment that reads as a header and four more segments may still be a word of base64 JSON
+    and the words of the lines after it. Only a segment of at most ``_JWE_HEADER_READ`` characters is read, so
     that the ``eyJ`` of one segment are each read a bounded length."""
     if len(segment) > _JWE_HEADER_READ:
         return False
@@ -589,9 +592,10 @@ def _jwe_header(segment: str) -> bool:
     body = body[: len(body) - (len(body) % 4 == 1)]
     body += "=" * (-len(body) % 4)
     try:
-        return b'"enc"' in binascii.a2b_base64(body)
+        data = binascii.a2b_base64(body)
     except binascii.Error:
         return False
+    return b'"enc"' in data and b'"alg"' in data
 
 
 #: The bytes of printable ASCII.

@@ -942,12 +942,15 @@ _NO_TOKEN_WRITTEN = ["The rollout finished. Next: scale web to 3.\nDone. See doc
               # a short header, but no claims; a header and four words, but no JWE's header
               "eyJhIjoxfQ. done.\nnext.", "eyJhIjoxfQ.\nfoo.bar",
               "eyJhbGciOiJIUzI1NiJ9. a. b. c. d",
+              # a header naming an ``enc`` but no ``alg``, or words too short for an IV or a tag
+              "eyJlbmMiOiJ4In0. a. b. c. d.", "eyJlbmMiOiJBMjU2R0NNIn0. " + "a" * 30 + ". b. c. d.",
+              "eyJhbGciOiJkaXIiLCJlbmMiOiJ4In0. . IV. Ciphertext. Tag.",
               '{"msg": "config: eyJhIjoxLCJiIjoyfQ\\nwww.example.com. up. next. done"}',
               # JSON inside a JSON log line, an escaped tab, a Windows path's backslashes
               '{"log": "{\\"msg\\": \\"eyJob.\\\\nnext.\\\\nstep.\\"}"}',
               "eyJob.\\tnext.\\tstep.", r"C:\new\eyJob.d\nested.x\file.y"]
 _NO_TOKEN = _NO_TOKEN_WRITTEN + [base64.b64encode(text.encode()).decode()
-                                for text in _NO_TOKEN_WRITTEN[-11:]]
+                                for text in _NO_TOKEN_WRITTEN[-14:]]
 
 
 def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token() -> None:
