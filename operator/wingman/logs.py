@@ -584,8 +584,8 @@ def _jwe_header(segment: str) -> bool:
     """Whether the first segment ``segment`` (``eyJ`` on, whole) decodes to a JWE's header
     (its ``enc`` names how the content is encrypted, its ``alg`` how the key is): a first
     segment that reads as a header and four more segments may still be a word of base64 JSON
-    and the words of the lines after it. Only a segment of at most ``_JWE_HEADER_READ`` characters is read, so
-    that the ``eyJ`` of one segment are each read a bounded length."""
+    and the words of the lines after it. Only a segment of at most ``_JWE_HEADER_READ``
+    characters is read, so that the ``eyJ`` of one segment are each read a bounded length."""
     if len(segment) > _JWE_HEADER_READ:
         return False
     body = segment.translate(_TO_STANDARD)
