@@ -194,14 +194,17 @@ def scrubbed_cut(text: str, limit: int) -> str:
     return kept + "…"
 
 
+# The escapes are written with uppercase hex digits (``\u202E``, ``\x1E``): they are
+# written after the line was scrubbed, so an escape ending in ``e`` followed by a token
+# without its first letter (``yJhbGci...``) would spell the token in the line.
 def _json_escaped(match: re.Match[str]) -> str:
-    return f"\\u{ord(match.group()):04x}"
+    return f"\\u{ord(match.group()):04X}"
 
 
 def _text_escaped(match: re.Match[str]) -> str:
     char = match.group()
-    return _TEXT_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100
-                                       else f"\\u{ord(char):04x}")
+    return _TEXT_ESCAPES.get(char) or (f"\\x{ord(char):02X}" if ord(char) < 0x100
+                                       else f"\\u{ord(char):04X}")
 
 
 def _time(record: logging.LogRecord) -> str:
@@ -253,12 +256,25 @@ class JsonFormatter(logging.Formatter):
             line = _CUT_ESCAPE.sub(REDACTED, line)
             if not _is_json(line):  # (not seen) each string scrubbed on its own
                 line = json.dumps(_scrubbed(json.loads(dumped)), ensure_ascii=False)
+        if _READ_OTHERWISE.search(line) is not None and _holds_token(json.loads(line)):
+            # json's escapes make a string read otherwise in the line than once read back (a
+            # backslash doubled: a wrap written ``\\n`` in the text is no break in the line;
+            # a NUL written ``\u0000``: UTF-16 read a byte a character): what a reader of the
+            # record gets back is what must hold no token, so each string is scrubbed on its own
+            line = json.dumps(_scrubbed(json.loads(line)), ensure_ascii=False)
         return _JSON_UNSAFE.sub(_json_escaped, line)
 
 
 # A JSON escape a redaction cut: a backslash that starts an escape (after an even number of
 # them), the letters of a ``\uXXXX`` before the cut, then the redaction.
 _CUT_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*+\\(?:u[0-9a-fA-F]{0,3}+)?" + re.escape(REDACTED))
+
+
+#: A JSON escape that the scrubber does not read as it reads the character it stands for:
+#: any but ``\n`` and ``\r`` (read as line breaks, as the raw ones are) and ``\"``. A line
+#: without one reads as its strings do once read back, and is not read again (most lines: a
+#: traceback's or a command's output's line breaks are ``\n``).
+_READ_OTHERWISE = re.compile(r'\\[^nr"]')
 
 
 def _is_json(line: str) -> bool:
@@ -269,18 +285,35 @@ def _is_json(line: str) -> bool:
     return True
 
 
+def _holds_token(value: Any) -> bool:
+    """Whether a string in ``value`` (what ``json.loads`` gives), a key too, holds what
+    :func:`looks_like_token` finds."""
+    if isinstance(value, str):
+        return looks_like_token(value)
+    if isinstance(value, list):
+        return any(_holds_token(v) for v in value)
+    if isinstance(value, dict):
+        return any(looks_like_token(k) or _holds_token(v) for k, v in value.items())
+    return False
+
+
 def _scrubbed(value: Any) -> Any:
     """``value`` (what ``json.loads`` gives) with every string in it scrubbed
-    (:func:`_scrub`), keys too; a string whose JSON form still holds what scrubbing takes
-    (an escape's letters that spell a token with the text after them) is redacted whole."""
+    (:func:`_scrub`), keys too; a string that still holds a token (one the line's escapes hid
+    from the scrubber, as UTF-16 read a byte a character), or whose JSON form still holds what
+    scrubbing takes (an escape's letters that spell a token with the text after them), is
+    redacted whole."""
     if isinstance(value, str):
         value = _scrub(value)
+        if looks_like_token(value):
+            return REDACTED
         written = json.dumps(value, ensure_ascii=False)
         return value if _scrub(written) == written else REDACTED
     if isinstance(value, list):
         return [_scrubbed(v) for v in value]
     if isinstance(value, dict):
-        return {_scrub(k): _scrubbed(v) for k, v in value.items()}
+        return {(REDACTED if looks_like_token(key := _scrub(k)) else key): _scrubbed(v)
+                for k, v in value.items()}
     return value
 
 
@@ -453,9 +486,12 @@ _SEGMENT = "A-Za-z0-9_+/-"
 _JWT_TAIL = re.compile(rf"([{_SEGMENT}]++)\.(?:[{_SEGMENT}]++|\.[{_SEGMENT}]++\.[{_SEGMENT}]++)\.")
 #: After a first segment joined from pieces, what makes it a token's: a second segment that
 #: begins as a JWT's claims do (``eyJ``: a JSON object), or the four segments of a JWE (its
-#: encrypted key, empty or not, its IV, its ciphertext, its tag).
+#: encrypted key, empty or not, its IV, its ciphertext, its tag): the IV of at least 12 bytes
+#: (16 characters) and the tag of at least 16 (22), as every JWE algorithm writes them, so
+#: that one-word sentences after a word of base64 JSON are not read as them.
 _AFTER_HEADER = re.compile(
-    rf"\.(?:eyJ|[{_SEGMENT}]*+\.[{_SEGMENT}]++\.[{_SEGMENT}]++\.[{_SEGMENT}])")
+    rf"\.(?:eyJ|[{_SEGMENT}]*+\.[{_SEGMENT}]{{16}}[{_SEGMENT}]*+\.[{_SEGMENT}]++"
+    rf"\.[{_SEGMENT}]{{22}})")
 _SEGMENT_REST = re.compile(rf"[{_SEGMENT}]*+")
 #: A segment's base64 padding (``eyJhbGc=.eyJzdWI=.sig``), dropped before a JWT is looked
 #: for; only the first ``=`` of a row is tried, so a long row is read once.
@@ -546,25 +582,46 @@ _JWE_HEADER_READ = 256
 
 def _jwe_header(segment: str) -> bool:
     """Whether the first segment ``segment`` (``eyJ`` on, whole) decodes to a JWE's header
-    (its ``enc`` names how the content is encrypted): a first segment that reads as a
-    header and four more segments may still be a word of base64 JSON and the words of the
-    lines after it. Only a segment of at most ``_JWE_HEADER_READ`` characters is read, so
-    that the ``eyJ`` of one segment are each read a bounded length."""
+    (its ``enc`` names how the content is encrypted, its ``alg`` how the key is): a first
+    segment that reads as a header and four more segments may still be a word of base64 JSON
+    and the words of the lines after it. Only a segment of at most ``_JWE_HEADER_READ``
+    characters is read, so that the ``eyJ`` of one segment are each read a bounded length."""
     if len(segment) > _JWE_HEADER_READ:
         return False
     body = segment.translate(_TO_STANDARD)
     body = body[: len(body) - (len(body) % 4 == 1)]
     body += "=" * (-len(body) % 4)
     try:
-        return b'"enc"' in binascii.a2b_base64(body)
+        data = binascii.a2b_base64(body)
     except binascii.Error:
         return False
+    return b'"enc"' in data and b'"alg"' in data
 
 
 #: The bytes of printable ASCII.
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 #: The shortest header a JWT has, ``{"alg":"none"}`` but its last brace, in bytes.
 _SHORTEST_HEADER = len(b'{"alg":"none"')
+
+def _any_of(words: Iterable[str]) -> str:
+    """The source of one pattern that finds any of ``words``, as a tree of their common
+    beginnings: a search tries one branch per character, where an alternation of the words
+    would try each of them at each position (hundreds, for the marks below)."""
+    tree: dict[str | None, Any] = {}
+    for word in words:
+        node = tree
+        for char in word:
+            node = node.setdefault(char, {})
+        node[None] = {}  # a word ends here: what follows it no longer matters
+
+    def branch(node: dict[str | None, Any]) -> str:
+        if None in node:
+            return ""
+        parts = [re.escape(char) + branch(node[char])
+                 for char in sorted(c for c in node if c is not None)]
+        return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+    return branch(tree) if tree else "(?!)"  # no word: a pattern that finds nothing
+
 
 #: What renders as nothing, so that it may sit inside a token pasted or copied without showing
 #: (``eyJhbG\u200bciOi...`` reads as ``eyJhbGciOi...``): Unicode's format characters (category
@@ -583,14 +640,23 @@ _INVISIBLE = re.compile(f"{_INVISIBLE_CLASS}++")
 #: A blank on a line: the space, the tab and Unicode's other spaces (no-break, en, em, thin,
 #: narrow no-break, ideographic, ...: category Zs); or a tab escaped as a JSON log line
 #: writes it (``\\t``).
-_BLANK = r"(?:[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]|\\\\?t)"
+_BLANK = r"(?:[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]|\\\\?(?:t|u00(?:09|20)))"
 #: A line break: LF, CRLF or CR, and every other character ``str.splitlines`` breaks a line at
 #: (the vertical tab, the form feed, the file, group and record separators, NEL, Unicode's line
 #: and paragraph separators); or one of them escaped as a JSON log line or this module's text
 #: lines write it (``\\n``, ``\\r\\n``, ``\\f``, ``\\u2028``, ``\\x0b``): a token copied from any
 #: of them is broken there as by a line's end.
 _ESCAPE = r"\\\\?"  # one backslash, or two: a JSON text's escape inside a JSON log line
-_ESCAPED_CODE = r"u(?:00(?:0[bcBC]|1[c-eC-E]|85)|202[89])|x(?:0[bcBC]|1[c-eC-E]|85)"
+_ESCAPED_CODE = (r"u(?:00(?:0[abcABC]|1[c-eC-E]|85)|202[89])|x(?:0[a-cA-C]|1[c-eC-E]|85)"
+                 rf"|u000[dD](?:{_ESCAPE}u000[aA])?+|x0[dD](?:{_ESCAPE}x0[aA])?+")
+#: A character that renders as nothing (``_INVISIBLE``) escaped as JSON writes it
+#: (``\\u200b``, ``\\u00ad``; ``json.dumps`` does by default), either case of hex digits:
+#: read as nothing too. (Those beyond the BMP, written as two escaped surrogates, are not.)
+_ESCAPED_INVISIBLE = rf"{_ESCAPE}u(?i:" + _any_of(
+    f"{code:04x}" for code in range(0x10000) if _INVISIBLE.fullmatch(chr(code))) + ")"
+_UNSEEN = rf"(?:{_INVISIBLE_CLASS}|{_ESCAPED_INVISIBLE})"
+_ESCAPED_UNSEEN = re.compile(rf"(?:{_ESCAPED_INVISIBLE})++")
+_ANY_UNSEEN = re.compile(rf"{_UNSEEN}++")
 _LINE_BREAK = (r"(?:\r\n?|[\n\v\f\x1c-\x1e\x85\u2028\u2029]"
                rf"|{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nf]|{_ESCAPED_CODE}))")
 #: A line break and the blanks around it (the next line indented, or a blank left before the
@@ -607,14 +673,14 @@ _JWT_GAP = re.compile(rf"(?<=[.{_SEGMENT}]){_BREAK}(?=[.{_SEGMENT}])"
 #: beside a dot). What :func:`redact_tokens` replaces when a token is found only so. A run
 #: starts with no blank, so a row of blanks is read once.
 _DISGUISED_RUN = re.compile(
-    rf"(?:[.{_SEGMENT}]|{_INVISIBLE_CLASS})"
-    rf"(?:[.{_SEGMENT}]|{_INVISIBLE_CLASS}|{_BREAK}(?=[.{_SEGMENT}]|{_INVISIBLE_CLASS})"
-    rf"|(?<=\.){_BLANK}++(?=[.{_SEGMENT}]|{_INVISIBLE_CLASS})|{_BLANK}++(?=\.))*+")
+    rf"(?:[.{_SEGMENT}]|{_UNSEEN})"
+    rf"(?:[.{_SEGMENT}]|{_UNSEEN}|{_BREAK}(?=[.{_SEGMENT}]|{_UNSEEN})"
+    rf"|(?<=\.){_BLANK}++(?=[.{_SEGMENT}]|{_UNSEEN})|{_BLANK}++(?=\.))*+")
 #: ``eyJ`` with a line break inside it: a JWT wrapped at its second or third column.
 _BROKEN_EYJ = re.compile(rf"e(?:{_BREAK})?y(?:{_BREAK})?J")
 #: What may stand between two letters of a disguised token: invisible characters, one line
 #: break among them.
-_BETWEEN = rf"{_INVISIBLE_CLASS}*+(?:{_BREAK}{_INVISIBLE_CLASS}*+)?+"
+_BETWEEN = rf"{_UNSEEN}*+(?:{_BREAK}{_UNSEEN}*+)?+"
 
 
 def _broken_jwt_in(text: str) -> bool:
@@ -689,28 +755,10 @@ _TO_STANDARD = str.maketrans("-_", "+/")
 #: ASCII too (in latin-1 or UTF-8: NEL and Unicode's line separators among them).
 _SQUEEZED_BYTES = b" \t\r\n\v\f\x1c\x1d\x1e\0"
 _UNSEEN_BYTES = _SQUEEZED_BYTES + bytes(range(0x80, 0x100))
-#: A line break escaped (``_LINE_BREAK``'s), read as one by :func:`_may_hold`.
-_ESCAPED_BREAK = re.compile(rf"{_ESCAPE}(?:[rnf]|{_ESCAPED_CODE})".encode("ascii"))
-
-
-def _any_of(words: Iterable[str]) -> str:
-    """The source of one pattern that finds any of ``words``, as a tree of their common
-    beginnings: a search tries one branch per character, where an alternation of the words
-    would try each of them at each position (hundreds, for the marks below)."""
-    tree: dict[str | None, Any] = {}
-    for word in words:
-        node = tree
-        for char in word:
-            node = node.setdefault(char, {})
-        node[None] = {}  # a word ends here: what follows it no longer matters
-
-    def branch(node: dict[str | None, Any]) -> str:
-        if None in node:
-            return ""
-        parts = [re.escape(char) + branch(node[char])
-                 for char in sorted(c for c in node if c is not None)]
-        return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
-    return branch(tree) if tree else "(?!)"  # no word: a pattern that finds nothing
+#: A line break escaped (``_LINE_BREAK``'s), read as one by :func:`_may_hold`; an invisible
+#: character escaped, read as nothing.
+_ESCAPED_BREAK = re.compile(
+    rf"{_ESCAPE}(?:[rnf]|{_ESCAPED_CODE})|{_ESCAPED_INVISIBLE}".encode("ascii"))
 
 
 #: ``_MARKS`` as patterns over text (``_encoded_jwt``) and over bytes (``_may_hold``; the
@@ -742,6 +790,8 @@ def _holds(text: str, depth: int) -> bool:
     plain = text.isascii()
     if not _may_hold(text, left, unseen=not plain):
         return False
+    if "\\u" in text:  # an invisible character as JSON escapes it is read as nothing too
+        text = _ESCAPED_UNSEEN.sub("", text)
     views: Iterable[str] = _views(text, left)
     if depth and not plain:
         views = itertools.chain(views, _utf8_read(text))
@@ -893,7 +943,7 @@ def _redact_disguised(match: re.Match[str]) -> str:
         candidate = run[start:end]
         # what is left of a token is disguised (plain ones are gone): joined, it has a header;
         # or it holds invisible characters. Else the whole check need not be made
-        if ((_reads_as_header(header[:_HEADER_READ]) or _INVISIBLE.search(candidate))
+        if ((_reads_as_header(header[:_HEADER_READ]) or _ANY_UNSEEN.search(candidate))
                 and looks_like_token(candidate)):
             kept += [run[done:start], REDACTED]
             done = at = end
@@ -909,7 +959,8 @@ def _redact_disguised(match: re.Match[str]) -> str:
 _HIDDEN_EYJ = re.compile(rf"e{_BETWEEN}y{_BETWEEN}J")
 #: A line break or a tab escaped (``_LINE_BREAK``'s, ``_BLANK``'s) at the end of what is
 #: searched.
-_ESCAPED_BREAK_AT_END = re.compile(rf"{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nft]|{_ESCAPED_CODE})\Z")
+_ESCAPED_BREAK_AT_END = re.compile(
+    rf"{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nft]|u00(?:09|20)|{_ESCAPED_CODE})\Z")
 #: The blanks and (raw) line breaks a token's last segment may be followed by before a dot.
 _GAP_CHARACTERS = " \t\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009" \
     "\u200a\u202f\u205f\u3000\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"
@@ -931,7 +982,7 @@ def _token_end(run: str, start: int) -> tuple[int, int, str]:
         return len(run), -1, ""
     # the header read with its dot, so that a break or blanks before the dot are read as one
     piece = run[start:min(dots[0] + 1, start + 2 * _JWE_HEADER_READ)]
-    header = _JWT_GAP.sub("", _INVISIBLE.sub("", piece)).removesuffix(".")
+    header = _JWT_GAP.sub("", _ANY_UNSEEN.sub("", piece)).removesuffix(".")
     last = 4 if _jwe_header(header) else 2
     end = dots[last] if len(dots) > last else len(run)
     while True:  # a break or blanks before the dot, at most one line break: no segment's

@@ -117,7 +117,7 @@ def test_bidirectional_controls_are_shown_escaped_not_applied(stream: io.StringI
                                            extra={"approver": "\u202eeve"})
     text = stream.getvalue()
     assert not any(c in text for c in _BIDI), ascii(text)
-    assert "\\u202e" in text and "mallory" in text, text
+    assert "\\u202E" in text and "mallory" in text, text
     if fmt == "json":
         (line,) = lines(stream)
         assert line["message"] == f"approved by {_BIDI}mallory"  # escaped, not lost
@@ -166,6 +166,56 @@ def test_a_json_record_stays_one_object_when_a_token_follows_one_of_json_s_escap
     assert line["whole"] in ("x" + escape + logs.REDACTED, "x" + logs.REDACTED)
     assert line["both"].endswith(" and " + logs.REDACTED) and line["both"].startswith("a")
     assert line["message"] == line["cut"] and line["cut"].startswith("x")
+
+
+#: Every character a log line writes escaped, in either format.
+_ESCAPED = {"json": logs._JSON_UNSAFE.findall("".join(map(chr, range(0x10000)))),
+            "text": logs._TEXT_UNSAFE.findall("".join(map(chr, range(0x10000))))}
+
+
+@pytest.mark.parametrize("fmt", logs.FORMATS)
+def test_an_escape_written_after_scrubbing_never_spells_a_token(stream: io.StringIO,
+                                                                  fmt: str) -> None:
+    # the line is scrubbed, then what would act on a terminal is escaped: an escape ending in
+    # ``e`` (``\u202e``, ``\x1e``) then a token without its first letter spelled the token
+    logs.setup_logging(fmt, "info", component="gateway", stream=stream)
+    token = _jwt()
+    for char in _ESCAPED[fmt]:
+        for rest in (token[1:], token[2:]):
+            try:
+                raise RuntimeError(f"{char}{rest}")
+            except RuntimeError:
+                logging.getLogger("wingman.gateway").exception("token %s%s", char, rest)
+    assert len(_ESCAPED[fmt]) > 40
+    text = stream.getvalue()
+    assert token not in text and not logs.looks_like_token(text.replace(logs.REDACTED, " "))
+
+
+#: Text whose JSON form hides a token from the line's scrubber: json.dumps doubles a
+#: backslash (a wrap written ``\\\\n`` is no break in the line) and writes a NUL as
+#: ``\\u0000`` (UTF-16 read a byte a character); read back, each string holds the token.
+_HIDDEN_BY_JSON_ESCAPES: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("utf-16-le", lambda t: t.encode("utf-16-le").decode("latin-1")),
+    ("utf-16-be-with-bom", lambda t: ("\ufeff" + t).encode("utf-16-be").decode("latin-1")),
+    ("wrapped-escaped-twice", lambda t: _wrapped(t, 20, "\\\\n")),
+    ("wrapped-escaped-twice-crlf", lambda t: _wrapped(t, 15, "\\\\r\\\\n")),
+    ("base64-wrapped-escaped", lambda t: _wrapped(base64.b64encode(t.encode()).decode(), 30,
+                                                  "\\n")),
+)
+
+
+@pytest.mark.parametrize("hide", [row[1] for row in _HIDDEN_BY_JSON_ESCAPES],
+                         ids=[row[0] for row in _HIDDEN_BY_JSON_ESCAPES])
+def test_a_json_record_read_back_holds_no_token_its_escapes_hid(
+        stream: io.StringIO, hide: Callable[[str], str]) -> None:
+    logs.setup_logging("json", "info", component="gateway", stream=stream)
+    hidden = hide(_jwt())
+    assert logs.looks_like_token(hidden)
+    logging.getLogger("wingman.gateway").info("out %s", hidden,
+                                              extra={"output": hidden, hidden: "key"})
+    (line,) = lines(stream)
+    assert not any(logs.looks_like_token(text) for text in (*line, *map(str, line.values())))
+    assert line["message"].startswith(("out ", logs.REDACTED)) and line["level"] == "info"
 
 
 def test_a_json_record_a_redaction_cut_otherwise_is_scrubbed_string_by_string(
@@ -727,6 +777,13 @@ _DISGUISED_JWTS: tuple[tuple[str, Callable[[str], str]], ...] = (
     ("broken-at-dots-escaped-separator", lambda t: t.replace(".", "\\u2028.")),
     ("wrapped-text-log-escaped-vertical-tab", lambda t: _wrapped(t, 33, "\\x0b")),
     ("bidirectional-marks", lambda t: t[:10] + "\u200e" + t[10:40] + "\u202c\u2066" + t[40:]),
+    ("wrapped-json-escaped-twice", lambda t: _wrapped(t, 20, "\\\\n")),
+    ("wrapped-json-escaped-unicode-lf", lambda t: _wrapped(t, 10, "\\u000a")),
+    ("wrapped-json-escaped-unicode-crlf", lambda t: _wrapped(t, 23, "\\u000d\\u000A")),
+    ("wrapped-text-log-escaped-lf", lambda t: _wrapped(t, 17, "\\x0a")),
+    ("escaped-invisible-characters",
+     lambda t: t[:20] + "\\u200b" + t[20:50] + "\\u00AD" + t[50:]),
+    ("escaped-tab-and-space-at-dots", lambda t: t.replace(".", "\\u0009.\\u0020")),
 )
 #: Rows where every character of the token stands apart (``e``, ``y`` and ``J`` of each
 #: ``eyJ`` too): inside base64, nothing is left that the encoded ``eyJ`` is recognised by, and
@@ -880,16 +937,20 @@ _NO_TOKEN_WRITTEN = ["The rollout finished. Next: scale web to 3.\nDone. See doc
               # other line breaks, and a JSON log's escaped ones, between sentences
               "The rollout finished.\u2028Next: scale web.\x85Done.\fSee docs.\vexample.com.",
               '{"message": "eyJob finished.\\nNext.\\nThen. Done.\\r\\nBye."}',
-              "eyJob finished.\\u2028Next.\\x0bThen.\\fDone.",
+              "eyJob finished.\\u2028Next.\\x0bThen.\\fDone.\\u000aBye.\\u000D\\u000ASee"
+              "\\u200bu.\\u0009ok",
               # a short header, but no claims; a header and four words, but no JWE's header
               "eyJhIjoxfQ. done.\nnext.", "eyJhIjoxfQ.\nfoo.bar",
               "eyJhbGciOiJIUzI1NiJ9. a. b. c. d",
+              # a header naming an ``enc`` but no ``alg``, or words too short for an IV or a tag
+              "eyJlbmMiOiJ4In0. a. b. c. d.", "eyJlbmMiOiJBMjU2R0NNIn0. " + "a" * 30 + ". b. c. d.",
+              "eyJhbGciOiJkaXIiLCJlbmMiOiJ4In0. . IV. Ciphertext. Tag.",
               '{"msg": "config: eyJhIjoxLCJiIjoyfQ\\nwww.example.com. up. next. done"}',
               # JSON inside a JSON log line, an escaped tab, a Windows path's backslashes
               '{"log": "{\\"msg\\": \\"eyJob.\\\\nnext.\\\\nstep.\\"}"}',
               "eyJob.\\tnext.\\tstep.", r"C:\new\eyJob.d\nested.x\file.y"]
 _NO_TOKEN = _NO_TOKEN_WRITTEN + [base64.b64encode(text.encode()).decode()
-                                for text in _NO_TOKEN_WRITTEN[-11:]]
+                                for text in _NO_TOKEN_WRITTEN[-14:]]
 
 
 def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token() -> None:

@@ -516,13 +516,17 @@ _JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlLXNpZ25hdHVy
     # separator, inside the base64 of a kubeconfig; a JWE and a short test token, spaced
     (["approve", "req-1", "--reason", "from the log: " + "\\n".join(
         _JWT[i:i + 20] for i in range(0, len(_JWT), 20))], "the reason"),
+    (["approve", "req-1", "--reason", "from the log: " + "\\u000a".join(
+        _JWT[i:i + 20] for i in range(0, len(_JWT), 20))], "the reason"),
+    (["approve", "req-1", "--reason", "copied: " + _JWT[:30] + "\\u200b" + _JWT[30:]],
+     "the reason"),
     (["request", "--instruction", "i", "--command", "kubectl get pods", "--justification",
       "see\u2028" + _JWT.replace(".", ".\u2028")], "spec.justification"),
     (["request", "--instruction", "i", "--command", "kubectl get pods", "--excerpt",
       base64.b64encode(f"users:\n- user:\n    token: {_JWT[:30]}\n{_JWT[30:]}\n".encode()
                        ).decode()], "spec.source.excerpt"),
     (["approve", "req-1", "--reason", "jwe: eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0. . "
-      "aXZpdml2aXZpdml2. Y2lwaGVydGV4dA. dGFndGFndGFndGFn"], "the reason"),
+      "aXZpdml2aXZpdml2. Y2lwaGVydGV4dA. dGFndGFndGFndGFndGFndA"], "the reason"),
     (["approve", "req-1", "--reason", "test token: eyJhIjoxfQ. eyJiIjoyfQ. x"], "the reason"),
 ])
 @pytest.mark.parametrize("fmt", ["text", "json"])
