@@ -563,10 +563,12 @@ def _reads_as_header(segment: str) -> bool:
         return False
     if data.translate(None, _PRINTABLE):
         return False
-    # shorter than any header names its algorithm, yet a whole JSON object (a segment shorter
-    # than what is read is read whole): ``{"a":1}``, as a token made up for a test or an
-    # example is, is a token all the same
-    return len(data) >= _SHORTEST_HEADER or (data.endswith(b"}") and _json_object(data))
+    # shorter than ``{"alg":"none"}``, yet a whole JSON object naming its algorithm (a
+    # segment shorter than what is read is read whole): ``{"alg":"x"}``, as a token made up for
+    # a test is, is a token all the same; a short object without ``alg`` (``{"a":1}``) is none,
+    # as a JWT library refuses it: base64 JSON values ending sentences are ordinary text
+    return len(data) >= _SHORTEST_HEADER or (
+        data.endswith(b"}") and b'"alg"' in data and _json_object(data))
 
 
 def _json_object(data: bytes) -> bool:
@@ -687,8 +689,8 @@ def _broken_jwt_in(text: str) -> bool:
     """Whether ``text`` holds a JWT broken by blanks (``_JWT_GAP``): wrapped over lines, at any
     column, by any line break (``_LINE_BREAK``), the next lines indented or not; or spaced at
     its dots. Read joined, and only a first segment that reads as a header
-    (:func:`_reads_as_header`: a whole JSON object, when shorter than any that names its
-    algorithm) before claims (``eyJ``), or a JWE's header before its four segments, counts:
+    (:func:`_reads_as_header`: a whole JSON object naming ``alg``, when shorter than
+    ``{"alg":"none"}``) before claims (``eyJ``), or a JWE's header before its four segments, counts:
     joined, the words of prose (an ``eyJ`` word, then one-word sentences: ``eyJob. Done.
     Next.``) or of lines (base64 JSON, then a host name on the next line) would otherwise read
     as segments. Text without ``eyJ``, broken or not, is not read further, nor what is before

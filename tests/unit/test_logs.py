@@ -803,10 +803,10 @@ def _jwe(key: bool) -> str:
 
 
 #: Tokens of each shape a disguise is tried on: a capability token, an unsigned one (its
-#: signature empty), one signed in both alphabets, one whose header is shorter than any that
-#: names its algorithm, and JWEs, with and without an encrypted key.
+#: signature empty), one signed in both alphabets, one whose header is shorter than
+#: ``{"alg":"none"}`` (``{"alg":"x"}``), and JWEs, with and without an encrypted key.
 _SHAPES = (_jwt(), "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
-           _jwt().rsplit(".", 1)[0] + "." + "Zx-_" * 20, "eyJhIjoxfQ.eyJiIjoyfQ.x",
+           _jwt().rsplit(".", 1)[0] + "." + "Zx-_" * 20, "eyJhbGciOiJ4In0.eyJiIjoyfQ.x",
            _jwe(key=True), _jwe(key=False))
 
 
@@ -941,6 +941,8 @@ _NO_TOKEN_WRITTEN = ["The rollout finished. Next: scale web to 3.\nDone. See doc
               "\\u200bu.\\u0009ok",
               # a short header, but no claims; a header and four words, but no JWE's header
               "eyJhIjoxfQ. done.\nnext.", "eyJhIjoxfQ.\nfoo.bar",
+              # short base64 JSON values ending sentences: no header names an algorithm
+              "values: eyJhIjoxfQ. eyJiIjoyfQ. ok", "eyJpIjowfQ.\neyJpIjoxfQ.\nnext",
               "eyJhbGciOiJIUzI1NiJ9. a. b. c. d",
               # a header naming an ``enc`` but no ``alg``, or words too short for an IV or a tag
               "eyJlbmMiOiJ4In0. a. b. c. d.", "eyJlbmMiOiJBMjU2R0NNIn0. " + "a" * 30 + ". b. c. d.",
@@ -950,7 +952,7 @@ _NO_TOKEN_WRITTEN = ["The rollout finished. Next: scale web to 3.\nDone. See doc
               '{"log": "{\\"msg\\": \\"eyJob.\\\\nnext.\\\\nstep.\\"}"}',
               "eyJob.\\tnext.\\tstep.", r"C:\new\eyJob.d\nested.x\file.y"]
 _NO_TOKEN = _NO_TOKEN_WRITTEN + [base64.b64encode(text.encode()).decode()
-                                for text in _NO_TOKEN_WRITTEN[-14:]]
+                                for text in _NO_TOKEN_WRITTEN[-16:]]
 
 
 def test_text_with_dots_blanks_or_invisible_characters_but_no_jwt_is_not_a_token() -> None:

@@ -527,7 +527,7 @@ _JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlLXNpZ25hdHVy
                        ).decode()], "spec.source.excerpt"),
     (["approve", "req-1", "--reason", "jwe: eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0. . "
       "aXZpdml2aXZpdml2. Y2lwaGVydGV4dA. dGFndGFndGFndGFndGFndA"], "the reason"),
-    (["approve", "req-1", "--reason", "test token: eyJhIjoxfQ. eyJiIjoyfQ. x"], "the reason"),
+    (["approve", "req-1", "--reason", "test token: eyJhbGciOiJ4In0. eyJiIjoyfQ. x"], "the reason"),
 ])
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_token_shaped_text_is_refused_before_anything_is_written(
