@@ -76,8 +76,8 @@ The steps, in order (``redact``):
    ``--token VALUE``; openssl's ``-passin pass:VALUE``, not its ``env:``, ``file:``, ``fd:`` or
    ``stdin``), and a password joined to a user (``curl -u user:PASSWORD``) or to
    MySQL's ``-pPASSWORD``; a tool's own password flag or position after its name
-   (``redis-cli -a VALUE``, ``[redis-cli, -a, VALUE]``, past another tool's name as a
-   host's: ``-h mysql``), also one
+   (``redis-cli -a VALUE``, ``[redis-cli, -a, VALUE]``, one item to a line or not, past another
+   tool's name as a host's: ``-h mysql``), also one
    argument a line as ``kubectl describe`` prints a container's command and on lines continued
    by a backslash, and what a command reading a secret on its input is given (``echo VALUE |
    tee f | docker login --password-stdin``, ``echo VALUE > f; cat f |``, all of echo's words
@@ -2142,11 +2142,12 @@ _UNNAMED_TOOL_FLAGS = frozenset({"-a"})
 _TOOL_SEQUENCE_ITEM = re.compile(r"""^(?P<indent>[ \t]*+)-[ \t]++(?P<item>"(?:[^"\\\n]|\\.)*+"|"""
                                  r"""'[^'\n]*+'|[^\s#][^\n#]*+)""", re.MULTILINE)
 # an argument list whose first item may name a tool, and its items: JSON's strings, or a YAML
-# flow sequence's quoted or plain ones (``[redis-cli, -a, X]``; a plain one holds no quote)
-_ARGUMENT_LIST = re.compile(r'\[[ \t]*+(?!REDACTED\])(?=[^\s,\[\]{}])')  # (not a value redacted)
-_LIST_ITEM = re.compile(r"""[ \t]*+(?P<item>"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
+# flow sequence's quoted or plain ones (``[redis-cli, -a, X]``; a plain one holds no quote);
+# one to a line or not (``kubectl get pod -o json`` prints a container's ``command`` so)
+_ARGUMENT_LIST = re.compile(r'\[\s*+(?!REDACTED\])(?=[^\s,\[\]{}])')  # (not a value redacted)
+_LIST_ITEM = re.compile(r"""\s*+(?P<item>"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
                         r"""(?:[^\s,\[\]{}"']|[ \t]++(?=[^\s,\[\]{}"']))++)"""
-                        r"""[ \t]*+(?P<next>[,\]])""")
+                        r"""\s*+(?P<next>[,\]])""")
 
 
 class _Word:

@@ -2224,6 +2224,13 @@ KEPT_AROUND = [
      "$ echo \\\n[REDACTED] | docker login --password-stdin\n"),
     ("$ echo \\\n- hunter22 | docker login --password-stdin\n",
      "$ echo \\\n[REDACTED] | docker login --password-stdin\n"),
+    # an argument list one item to a line (a container's command as ``-o json`` prints it)
+    (json.dumps({"command": ["redis-cli", "-a", "Zq7xK2mP9w", "ping"]}, indent=4),
+     json.dumps({"command": ["redis-cli", "-a", "[REDACTED]", "ping"]}, indent=4)),
+    (json.dumps({"command": ["net", "user", "svc", "Zq7xK2mP9w", "/add"]}, indent=2),
+     json.dumps({"command": ["net", "user", "svc", "[REDACTED]", "/add"]}, indent=2)),
+    ("args: [\r\n  redis-cli,\r\n  -a,\r\n  Zq7xK2mP9w\r\n]\n",
+     "args: [\n  redis-cli,\n  -a,\n  [REDACTED]\n]\n"),
 ]
 
 
@@ -2351,10 +2358,14 @@ MEGABYTE_REPEATS = [
     ("api-kind-letters", "", "v", 1_000_000, ".Secret: x"),
     ("pass-sources", "openssl ", "-passin env:A ", 70_000, ""),
     ("token-sources", "x: ", "{serviceAccountToken: {path: a, ", 30_000, ""),
-    # events' quoted names on one line, echo's continued lines' prompts, API groups' aliases
+    # events' quoted names on one line, echo's continued lines' prompts, argument lists one
+    # item to a line or opened on lines of their own, API groups' aliases
     ("event-names", "", 'a "password" : secret x; ', 40_000, ""),
     ("event-name-words", "x ", "a", 1_000_000, ' "password" : b c'),
     ("echo-prompts", "", "echo \\\n> ", 100_000, "a | docker login --password-stdin"),
+    ("argument-lists-one-to-a-line", "", '["redis-cli",\n', 80_000, ""),
+    ("argument-list-breaks", "[", "\n", 1_000_000, "redis-cli"),
+    ("argument-list-openings", "", "[\n ", 300_000, "redis-cli"),
     ("api-kind-aliases", "", "*corev", 160_000, "1.Secret: x"),
 ]
 MEGABYTE_LINES.update({name: head + unit * count + tail
