@@ -77,7 +77,7 @@ The steps, in order (``redact``):
    ``stdin``), and a password joined to a user (``curl -u user:PASSWORD``) or to
    MySQL's ``-pPASSWORD``; a tool's own password flag or position after its name
    (``redis-cli -a VALUE``, ``[redis-cli, -a, VALUE]``, one item to a line or not, past another
-   tool's name as a host's: ``-h mysql``), also one
+   tool's name as a host's: ``-h mysql``; ``net use Z: \\\\srv\\share VALUE``), also one
    argument a line as ``kubectl describe`` prints a container's command and on lines continued
    by a backslash, and what a command reading a secret on its input is given (``echo VALUE |
    tee f | docker login --password-stdin``, ``echo VALUE > f; cat f |``, all of echo's words
@@ -2042,7 +2042,8 @@ _JOINED_ONLY: dict[str, frozenset[str]] = dict.fromkeys(
      "mariadb-dump", "mariadb-admin"), frozenset({"-p"}))
 # ... or a positional argument: ``sqlplus user/PASSWORD@db`` (``sql``, ``exp`` and ``imp``,
 # also words, only with the ``@``), ``htpasswd -b FILE USER PASSWORD``, ``rabbitmqctl add_user
-# USER PASSWORD``, ``vault login TOKEN``, ``net user NAME PASSWORD``
+# USER PASSWORD``, ``vault login TOKEN``, ``net user NAME PASSWORD``, ``net use Z: \\srv\share
+# PASSWORD``
 _ORACLE_TOOLS = frozenset({"sqlplus", "rman", "expdp", "impdp", "exp", "imp", "sqlldr",
                            "dgmgrl", "sql"})
 _ORACLE_WORDS = frozenset({"sql", "exp", "imp"})
@@ -2500,6 +2501,11 @@ def _tool_spans(tool: str, words: list[_Word]) -> list[tuple[int, int]]:
     elif tool == "net" and len(plain) >= 3 and plain[0].group().lower() == "user" and \
             plain[2].group() != "*":
         spans += _value(plain[2])
+    elif tool == "net" and len(plain) >= 3 and plain[0].group().lower() == "use":
+        # ``net use [Z:] \\srv\share PASSWORD [/user:bob]``: the word after the share
+        share = next((i for i in (1, 2) if plain[i].group().strip("\"'").startswith("\\")), 0)
+        if share and share + 1 < len(plain) and plain[share + 1].group() != "*":
+            spans += _value(plain[share + 1])
     return spans
 
 

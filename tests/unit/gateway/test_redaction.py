@@ -2231,6 +2231,14 @@ KEPT_AROUND = [
      json.dumps({"command": ["net", "user", "svc", "[REDACTED]", "/add"]}, indent=2)),
     ("args: [\r\n  redis-cli,\r\n  -a,\r\n  Zq7xK2mP9w\r\n]\n",
      "args: [\n  redis-cli,\n  -a,\n  [REDACTED]\n]\n"),
+    # ``net use``'s password after the share, its device or not, before its options or after
+    ("net use Z: \\\\srv\\share hunter22 /user:bob\n",
+     "net use Z: \\\\srv\\share [REDACTED] /user:bob\n"),
+    ("net use \\\\srv\\share /user:bob hunter22\nNET USE * \"\\\\srv\\s\" \"hunter 22\"\n",
+     "net use \\\\srv\\share /user:bob [REDACTED]\nNET USE * \"\\\\srv\\s\" \"[REDACTED]\"\n"),
+    ('["net", "use", "Z:", "\\\\\\\\srv\\\\share", "hunter22"]\n',
+     '["net", "use", "Z:", "\\\\\\\\srv\\\\share", "[REDACTED]"]\n'),
+    ("net use Z: \\\\srv\\share *\nnet use Z: /delete\nnet use \\\\srv\\share /user:bob\n", None),
 ]
 
 
@@ -2359,13 +2367,14 @@ MEGABYTE_REPEATS = [
     ("pass-sources", "openssl ", "-passin env:A ", 70_000, ""),
     ("token-sources", "x: ", "{serviceAccountToken: {path: a, ", 30_000, ""),
     # events' quoted names on one line, echo's continued lines' prompts, argument lists one
-    # item to a line or opened on lines of their own, API groups' aliases
+    # item to a line or opened on lines of their own, net use's shares, API groups' aliases
     ("event-names", "", 'a "password" : secret x; ', 40_000, ""),
     ("event-name-words", "x ", "a", 1_000_000, ' "password" : b c'),
     ("echo-prompts", "", "echo \\\n> ", 100_000, "a | docker login --password-stdin"),
     ("argument-lists-one-to-a-line", "", '["redis-cli",\n', 80_000, ""),
     ("argument-list-breaks", "[", "\n", 1_000_000, "redis-cli"),
     ("argument-list-openings", "", "[\n ", 300_000, "redis-cli"),
+    ("net-use-shares", "", "net use \\\\s ", 80_000, ""),
     ("api-kind-aliases", "", "*corev", 160_000, "1.Secret: x"),
 ]
 MEGABYTE_LINES.update({name: head + unit * count + tail
