@@ -76,11 +76,12 @@ The steps, in order (``redact``):
    ``--token VALUE``; openssl's ``-passin pass:VALUE``, not its ``env:``, ``file:``, ``fd:`` or
    ``stdin``), and a password joined to a user (``curl -u user:PASSWORD``) or to
    MySQL's ``-pPASSWORD``; a tool's own password flag or position after its name
-   (``redis-cli -a VALUE``, ``[redis-cli, -a, VALUE]``, past another tool's name as a
-   host's: ``-h mysql``), also one
+   (``redis-cli -a VALUE``, ``[redis-cli, -a, VALUE]``, one item to a line or not, past another
+   tool's name as a host's: ``-h mysql``; ``net use Z: \\\\srv\\share VALUE``), also one
    argument a line as ``kubectl describe`` prints a container's command and on lines continued
    by a backslash, and what a command reading a secret on its input is given (``echo VALUE |
-   tee f | docker login --password-stdin``, ``echo VALUE > f; cat f |``, ``<<< VALUE``, each
+   tee f | docker login --password-stdin``, ``echo VALUE > f; cat f |``, all of echo's words
+   when none is printed before a ``>``, a continued line's prompt: ``<<< VALUE``, each
    here-document's lines, ``cat <<A <<B``); by position, a ``.pgpass`` line's last field,
    ``user:PASSWORD@host`` without a scheme, the cells of a table's column (CSV, TSV, psql,
    kubectl, PowerShell, a
@@ -92,9 +93,12 @@ The steps, in order (``redact``):
    its quotes escaped, a command line in an annotation,
    ``REDIS_CONF=requirepass X``, ``export NAME="..."``, logfmt's ``msg="..."``, a JSON string
    alone on its line; past a ``[REDACTED]`` it starts with) is read by these rules again as
-   if it stood alone (:func:`_values_as_text`), but prose (``reason: password expired``; not
-   under a key naming a file, ``redis.conf``). A message's words are no pair (``msg="auth:
-   login ok"``, a kind's Go type ``*v1.Secret:``, ``for volume "db-creds" : ...``).
+   if it stood alone (:func:`_values_as_text`), but prose (``reason: password expired``, a
+   participle known, not any word ending in ``-ed``; not under a key naming a file,
+   ``redis.conf``). A message's words are no pair: ``msg="auth: login ok"`` (each word a
+   message's, never after a name a person types a value for: ``password: red dragon`` is one),
+   a built-in kind's Go type ``*v1.Secret:``, ``corev1.Secret`` (not ``env1.Password``), an
+   event's ``for volume "db-creds" : secret ...`` (a space before its colon, a sentence after).
 7. **Encoded values**: base64 runs that decode to text or a key, or look like random bytes
    (not in a certificate, not a public SSH key, not an identifier: a run of hex digits, or of
    lowercase letters and digits joined by a hyphen to more of a name, ``web-ej3fmmdd``);
@@ -747,8 +751,14 @@ _PLACEHOLDER = re.compile(r"<(?:none|nil|unset)>[ \t]*+(?:\n|$)|<set to the key 
 
 # a Kubernetes kind's Go type, its package an API version (``*v1.Secret``, ``corev1.Secret``,
 # ``v1beta1.TokenReview``): what a client's log names a kind by (``failed to list *v1.Secret:
-# secrets is forbidden``), not a value
-_API_KIND = re.compile(r"(?<![A-Za-z0-9_])[a-z]*+(?<=v)[0-9]++(?:(?:alpha|beta)[0-9]++)?+"
+# secrets is forbidden``), not a value. The version bare or after the alias of a built-in API
+# group client-go's code imports it by, a pointer's ``*`` before it or not: not any word
+# ending in ``v`` and digits (``env1.Password``, ``kv1.Secret``, ``srv1.Token`` name a value)
+_API_KIND = re.compile(r"(?<![A-Za-z0-9_.\-])\*?+(?:core|apps|batch|rbac|networking|policy|"
+                       r"storage|autoscaling|admissionregistration|apiextensions|"
+                       r"apiregistration|authentication|authorization|certificates|"
+                       r"coordination|discovery|events|node|scheduling|flowcontrol|resource|"
+                       r"meta|extensions)?+v[0-9]++(?:(?:alpha|beta)[0-9]++)?+"
                        r"\.[A-Z][A-Za-z0-9]*+\Z")
 
 # How long a name may be for its reading to be remembered (:func:`credential_name`, 4096 of
@@ -957,14 +967,41 @@ def _neutral_parent(key: str) -> bool:
         re.split(r"[^a-z0-9]+", _CAMEL.sub("_", key).lower())[-1] not in _REFERENCE_SEGMENTS
 
 
-# a key in a sentence: a quoted name after a word (``for volume "db-creds" : secret ...``, an
-# event's), or a logfmt pair's quoted value (``msg="auth: login ok"``): no YAML key
-_SENTENCE_KEY = re.compile(r"""[^\n]*?(?:[A-Za-z0-9][ \t]++["'][^"'\n]*+["']|=["'][^\n]*+)""")
+# a key in a sentence: a logfmt pair's quoted value (``msg="auth: login ok"``), or an event's
+# quoted name (:func:`_event_name`): no YAML key
+_SENTENCE_KEY = re.compile(r"""[^\n]*?=["'][^\n]*+""")
+# what follows an event's `` : ``: a sentence's first lowercase word (``secret "db-creds" not
+# found``, ``failed to sync secret cache``), not a value
+_EVENT_REST = re.compile(r"[a-z]++[ \t]")
 
 
-def _sentence_key(key: str) -> bool:
-    """Whether a YAML key read from a line is a sentence's words (:data:`_SENTENCE_KEY`)."""
-    return _SENTENCE_KEY.fullmatch(key.strip()) is not None
+def _sentence_key(match: re.Match[str]) -> bool:
+    """Whether a YAML key :data:`_YAML_KEY` read from a line is a sentence's words
+    (:data:`_SENTENCE_KEY`, :func:`_event_name`)."""
+    if _SENTENCE_KEY.fullmatch(match.group("key").strip()) is not None:
+        return True
+    return _event_name(match.string, match.start("key"), match.end("key"),
+                       match.string[match.end("key"):], match.group("value") or "")
+
+
+def _event_name(text: str, start: int, end: int, sep: str, value: str) -> bool:
+    """Whether the key ``text[start:end]`` (its quoted last word ending at ``end``, read
+    before ``sep`` and ``value``) is the name an event quotes after a word, the kubelet's
+    ``MountVolume.SetUp failed for volume "db-creds" : secret "db-creds" not found``: a
+    lowercase word, a space, the quoted name, a space before the colon, then a sentence's
+    lowercase word. Nothing else is (``INFO "api_key": X``, ``password "a": X`` assign a
+    value), nor after a word naming a credential."""
+    quote = text[end - 1:end]
+    if quote not in ("\"", "'") or re.match(r"[ \t]++:[ \t]++", sep) is None or \
+            _EVENT_REST.match(value) is None:
+        return False
+    start = max(start, end - 256)  # (the word before is all it reads: linear on a long line)
+    opening = text.rfind(quote, start, end - 1)
+    before = text[start:opening] if opening > start else ""
+    if not before or before[-1] not in " \t":
+        return False
+    word = before.split()[-1] if before.split() else ""
+    return word.isalpha() and word.islower() and not credential_name(word)
 
 
 def _unquote(key: str) -> str:
@@ -1283,11 +1320,11 @@ class _Structure:
         if key in _DATA_KEYS and value is None:
             self.block = (key_indent, key)
             return
-        if value is None and credential_name(key) and not _sentence_key(match.group("key")) and (
+        if value is None and credential_name(key) and not _sentence_key(match) and (
                 " " not in match.group("key").strip() or _DESCRIBED_KEY.fullmatch(key)):
             self.key_pending = key_indent  # ``password:``, its value on the lines below
             self.pending_key = key
-        if value is not None and credential_name(key) and not _sentence_key(match.group("key")):
+        if value is not None and credential_name(key) and not _sentence_key(match):
             alias = _ALIAS.match(value)
             if alias is not None and alias.group("name") in self.anchors:
                 self._add(0, self.anchors[alias.group("name")])
@@ -1823,7 +1860,7 @@ def _pairs(text: str, depth: int = 0) -> str:
                 value.strip("\"'").lower() in _NOT_SECRET_VALUES or \
                 _SIZE_ONLY.match(match.string, match.start(3)) or \
                 _PLACEHOLDER.match(match.string, match.start(3)) or \
-                _message_pair(match.string, match.start(1), sep, value):
+                _message_pair(match.string, match.start(1), key, sep, value):
             return match.group(0)
         # (a reference's mapping, ``serviceAccountToken: {path: token}``: its pairs read)
         if not credential_name(key) or (value[:1] == "{" and key in _REFERENCES):
@@ -1866,27 +1903,33 @@ def _sub_lines(pattern: re.Pattern[str], repl: Callable[[re.Match[str]], str], t
 
 
 # a sentence's words after a colon (``msg="auth: login ok, session created"``): lowercase
-# words, one of them a word a message says of a state (:data:`_PROSE_WORDS`, but the words
-# any sentence holds: a passphrase's ``to be or not to be`` is a value)
+# words, each a word a message says of a state (:data:`_PROSE_WORDS`, :func:`_participle`),
+# one of them more than the words any sentence holds (a passphrase's ``to be or not to be``
+# is a value); never after a word naming what a person types (``temporary password: red
+# dragon``, ``Password:red dragon``: a passphrase's words are any words)
 _WORDS = re.compile(r"[a-z]++(?:[ \t]++[a-z]++)++")
 _FUNCTION_WORDS = frozenset({
     "not", "no", "is", "was", "are", "were", "has", "had", "have", "will", "must", "can",
     "cannot", "should", "may", "does", "did", "for", "of", "to", "the", "a", "an", "in", "on",
     "at", "by", "with", "from", "and", "or", "as", "now", "again", "already", "yet", "still",
     "too"})
+_TYPED_NAME = re.compile(r"(?i)pass|pwd|secret|key|phrase|pin|otp|salt|cred|word")
 
 
-def _message_pair(text: str, key: int, sep: str, value: str) -> bool:
-    """Whether a key at ``key`` and its ``value`` are a message's words, not a credential's
-    name and value: a quoted name after a word (``for volume "db-creds" : secret "db-creds"
-    not found``, an event's), or a sentence after a colon (:data:`_WORDS`; ``password=a b``
-    assigns a passphrase)."""
-    if key >= 3 and text[key - 1] in "\"'" and text[key - 2] in " \t" and \
-            text[key - 3].isalnum():
-        return True
-    return sep.strip(" \t\"'") == ":" and _WORDS.fullmatch(value) is not None and any(
-        (w in _PROSE_WORDS and w not in _FUNCTION_WORDS) or w.endswith(_PROSE_ENDINGS)
-        for w in value.split())
+def _message_pair(text: str, key: int, name: str, sep: str, value: str) -> bool:
+    """Whether the key ``name`` at ``key`` and its ``value`` are a message's words, not a
+    credential's name and value: an event's quoted name (:func:`_event_name`), or a sentence
+    after a colon (:data:`_WORDS`; ``password=a b`` assigns a passphrase)."""
+    if key >= 1 and sep[:1] in "\"'" and text[key - 1] == sep[:1]:
+        line = text.rfind("\n", max(0, key - 256), key)  # (the word before: a bounded look)
+        return _event_name(text, line + 1 if line != -1 else max(0, key - 256),
+                           key + len(name) + 1, sep[1:], value)
+    if sep.strip(" \t\"'") != ":" or _WORDS.fullmatch(value) is None or \
+            _TYPED_NAME.search(name) is not None:
+        return False
+    words = value.split()
+    return all(w in _PROSE_WORDS or _participle(w) for w in words) and \
+        any(w not in _FUNCTION_WORDS for w in words)
 
 
 # A value a pair rule redacted up to a ``,``, ``}`` or ``]`` it took for the end of a flow
@@ -1999,7 +2042,8 @@ _JOINED_ONLY: dict[str, frozenset[str]] = dict.fromkeys(
      "mariadb-dump", "mariadb-admin"), frozenset({"-p"}))
 # ... or a positional argument: ``sqlplus user/PASSWORD@db`` (``sql``, ``exp`` and ``imp``,
 # also words, only with the ``@``), ``htpasswd -b FILE USER PASSWORD``, ``rabbitmqctl add_user
-# USER PASSWORD``, ``vault login TOKEN``, ``net user NAME PASSWORD``
+# USER PASSWORD``, ``vault login TOKEN``, ``net user NAME PASSWORD``, ``net use Z: \\srv\share
+# PASSWORD``
 _ORACLE_TOOLS = frozenset({"sqlplus", "rman", "expdp", "impdp", "exp", "imp", "sqlldr",
                            "dgmgrl", "sql"})
 _ORACLE_WORDS = frozenset({"sql", "exp", "imp"})
@@ -2099,11 +2143,12 @@ _UNNAMED_TOOL_FLAGS = frozenset({"-a"})
 _TOOL_SEQUENCE_ITEM = re.compile(r"""^(?P<indent>[ \t]*+)-[ \t]++(?P<item>"(?:[^"\\\n]|\\.)*+"|"""
                                  r"""'[^'\n]*+'|[^\s#][^\n#]*+)""", re.MULTILINE)
 # an argument list whose first item may name a tool, and its items: JSON's strings, or a YAML
-# flow sequence's quoted or plain ones (``[redis-cli, -a, X]``; a plain one holds no quote)
-_ARGUMENT_LIST = re.compile(r'\[[ \t]*+(?!REDACTED\])(?=[^\s,\[\]{}])')  # (not a value redacted)
-_LIST_ITEM = re.compile(r"""[ \t]*+(?P<item>"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
+# flow sequence's quoted or plain ones (``[redis-cli, -a, X]``; a plain one holds no quote);
+# one to a line or not (``kubectl get pod -o json`` prints a container's ``command`` so)
+_ARGUMENT_LIST = re.compile(r'\[\s*+(?!REDACTED\])(?=[^\s,\[\]{}])')  # (not a value redacted)
+_LIST_ITEM = re.compile(r"""\s*+(?P<item>"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|"""
                         r"""(?:[^\s,\[\]{}"']|[ \t]++(?=[^\s,\[\]{}"']))++)"""
-                        r"""[ \t]*+(?P<next>[,\]])""")
+                        r"""\s*+(?P<next>[,\]])""")
 
 
 class _Word:
@@ -2284,9 +2329,12 @@ def _fed(text: str, start: int, end: int, echo: bool) -> list[tuple[int, int]]:
     echoed = _ECHOED.search(text[start:end]) if echo else None
     if echoed is not None:
         at = start + echoed.start("value")
-        # (up to a redirection: ``echo VALUE > /tmp/p``'s file is no part of it)
+        # (up to a redirection: ``echo VALUE > /tmp/p``'s file is no part of it; but when
+        # nothing is printed before it, the ``>`` is more likely a continued line's prompt,
+        # ``echo \``, ``> VALUE | ...``, than an echo of nothing: all of it, fail closed)
         printed = _PRINTED.match(echoed.group("value"))
-        value = printed.group() if printed is not None else echoed.group("value")
+        value = printed.group() if printed is not None and \
+            _ALNUM.search(printed.group()) is not None else echoed.group("value")
         spans += _value(_Word(text, at, at + len(value.rstrip())))
     for here in _HERE_STRING.finditer(text, start, end):
         spans += _value(_Word(text, here.start("word"), here.end("word")))
@@ -2453,6 +2501,11 @@ def _tool_spans(tool: str, words: list[_Word]) -> list[tuple[int, int]]:
     elif tool == "net" and len(plain) >= 3 and plain[0].group().lower() == "user" and \
             plain[2].group() != "*":
         spans += _value(plain[2])
+    elif tool == "net" and len(plain) >= 3 and plain[0].group().lower() == "use":
+        # ``net use [Z:] \\srv\share PASSWORD [/user:bob]``: the word after the share
+        share = next((i for i in (1, 2) if plain[i].group().strip("\"'").startswith("\\")), 0)
+        if share and share + 1 < len(plain) and plain[share + 1].group() != "*":
+            spans += _value(plain[share + 1])
     return spans
 
 
@@ -3517,8 +3570,8 @@ _ALNUM = re.compile(r"[A-Za-z0-9]")  # (and a letter or digit: ``{ `` is no text
 _PROSE_VALUE = re.compile(r"(?i)(?:token|password|passwd|secret|auth|key|cookie|pwd|otp|pin|"
                           r"salt|session|credentials?|api|passphrase|signature)"
                           r"(?:[ \t]++[a-z]++)++[ \t]*+")
-# what a message says of a credential: a participle (``expired``, ``refreshing``: any word
-# ending so), a state, a verb, a word of a sentence
+# what a message says of a credential: a state, a verb, a word of a sentence, a participle
+# (:func:`_participle`)
 _PROSE_WORDS = frozenset({
     "reset", "set", "unset", "sent", "found", "lost", "given", "done", "gone", "made", "seen",
     "shown", "known", "hidden", "taken", "stolen", "written", "broken", "forbidden",
@@ -3533,7 +3586,33 @@ _PROSE_WORDS = frozenset({
     "at", "by", "with", "from", "and", "or", "as", "now", "again", "already", "yet", "still",
     "please", "hint", "prompt", "request", "requests", "flow", "login", "logout", "status",
     "state", "timeout", "limit", "usage", "update", "updates", "test", "tests"})
-_PROSE_ENDINGS = ("ed", "ing")
+# the participles a message says of a credential, and those of the verbs above
+# (``refreshed``, ``rotating``): not any word ending so (``password foobared``: its value)
+_PARTICIPLES = frozenset({
+    "expired", "expiring", "changed", "changing", "rotated", "rotating", "refreshed",
+    "refreshing", "renewed", "renewing", "updated", "updating", "required", "requested",
+    "rejected", "denied", "accepted", "verified", "verifying", "validated", "validating",
+    "generated", "generating", "created", "creating", "deleted", "deleting", "removed",
+    "revoked", "reused", "locked", "unlocked", "stored", "saved", "loaded", "loading",
+    "failed", "failing", "missing", "matched", "mismatched", "provided", "supplied",
+    "encrypted", "decrypted", "hashed", "masked", "redacted", "ignored", "disabled",
+    "enabled", "configured", "cleared", "issued", "pending", "waiting", "retrying",
+    "succeeded", "applied", "mounted", "synced", "compromised", "leaked", "exposed",
+    "authenticated", "authorized", "unauthorized", "granted", "reset", "resetting", "received",
+    "written", "obtained", "fetched", "fetching", "acquired", "acquiring", "logged", "started",
+    "starting", "completed", "stopped", "restarted", "timed", "exceeded", "truncated"})
+
+
+def _participle(word: str) -> bool:
+    """Whether ``word`` is a participle a message says of a credential (:data:`_PARTICIPLES`,
+    or a verb of :data:`_PROSE_WORDS` ending so: ``checked``, ``rotating``)."""
+    if word in _PARTICIPLES:
+        return True
+    stems = (word[:-2], word[:-1]) if word.endswith("ed") else \
+        (word[:-3], word[:-3] + "e") if word.endswith("ing") else ()
+    return any(stem in _PROSE_WORDS for stem in stems)
+
+
 # a key naming a file (a ConfigMap's ``redis.conf``, ``.pgpass``): its value is the file's text
 _FILE_EXTENSIONS = frozenset({"conf", "cnf", "cfg", "ini", "properties", "env", "toml", "yaml",
                               "yml", "json", "txt", "sh", "xml", "config", "pgpass", "netrc",
@@ -3593,7 +3672,7 @@ def _prose(text: str, start: int, end: int) -> bool:
     if _PROSE_VALUE.fullmatch(text, start, end) is None:
         return False
     words = [w.lower() for w in text[start:end].split()[1:]]
-    if not any(w in _PROSE_WORDS or w.endswith(_PROSE_ENDINGS) for w in words):
+    if not any(w in _PROSE_WORDS or _participle(w) for w in words):
         return False
     # the key it is the value of (on its line, before its ``:`` or ``=``, a tag, a quote)
     line = text.rfind("\n", 0, start) + 1

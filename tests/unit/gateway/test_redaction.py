@@ -661,6 +661,8 @@ ORDINARY = [
     'msg: "line one\\nline two, more\\r\\nthree"\nexport P=a\\ b\\ c\n',
     # a client's and the kubelet's messages naming a kind, a Secret or a volume; a hint
     "failed to list *v1.Secret: secrets is forbidden\n",
+    "failed to get *v1beta1.TokenReview: x y\nfailed to watch *authenticationv1.TokenRequest: "
+    "a b\nfailed to list *appsv1.Secret: c d\n",
     'E1207 reflector.go:539] failed to list *v1.Secret: secrets is forbidden: User '
     '"system:serviceaccount:a:b" cannot list resource "secrets" in API group "" in the '
     'namespace "c"\n',
@@ -672,6 +674,7 @@ ORDINARY = [
     # a message's words after a credential's name and a colon, in logfmt's quotes
     'msg="auth: login ok, session created"\n',
     'level=warn msg="token: refresh failed, retrying" component=auth\n',
+    'msg="token: refreshed ok"\nmsg="session: rotating now"\nmsg="auth: checked and valid"\n',
     # prose after a credential's name as a value of its own (not a file's text)
     'reason: "password expired"\nmsg: token refreshed\n{"status": "auth required"}\n',
     # a projected volume's token source: which token and where, none of its value
@@ -2180,6 +2183,63 @@ KEPT_AROUND = [
     # a JSON document in a YAML one in a JSON string: read where its escapes are decoded
     ('{"a": "x: {\\"token\\": {\\"a\\": {\\"b\\": \\"s3cr3t\\"}}}"}\n',
      '{"a": "x: {"token": [REDACTED] {"b": "[REDACTED]"}}}"}\n'),
+    # a passphrase's words after a name a person types a value for are its value, whatever
+    # words they are; after another credential's name, a message's only when each word is one
+    ('level=info msg="temporary password: red dragon"\n',
+     'level=info msg="temporary password: [REDACTED]"\n'),
+    ('{"msg":"temporary password: purple king"}\n', '{"msg":"temporary password: [REDACTED]"}\n'),
+    ("config: &{Host:db User:app Password:red dragon Port:5432}\n",
+     "config: &{Host:db User:app Password:[REDACTED] Port:5432}\n"),
+    ('msg="passphrase: not set"\nmsg="apikey: login ok"\nmsg="secret: the old one"\n',
+     'msg="passphrase: [REDACTED]"\nmsg="apikey: [REDACTED]"\nmsg="secret: [REDACTED]"\n'),
+    ('msg="token: purple failed"\nmsg="auth: foobared ok"\nmsg="token: to be or not"\n',
+     'msg="token: [REDACTED]"\nmsg="auth: [REDACTED]"\nmsg="token: [REDACTED]"\n'),
+    ('x: "password foobared"\ny: "token foobaring"\n',
+     'x: "password [REDACTED]"\ny: "token [REDACTED]"\n'),
+    # a quoted name after a word is an event's only as the kubelet writes one: a space before
+    # its colon, a sentence after it, no credential's name before it
+    ('INFO "api_key": 8f3a9c2e7b1d4f60\n', 'INFO "api_key": [REDACTED]\n'),
+    ('password   "a": "Zq7xK2mP9w"\n', 'password   "[REDACTED]": "[REDACTED]"\n'),
+    ("INFO 'token': 8f3a9c2e7b1d4f60\nfor volume \"db-creds\" : Zq7xK2mP9w\n",
+     "INFO 'token': [REDACTED]\nfor volume \"db-creds\" : [REDACTED]\n"),
+    ('password "db-creds" : secret x\n', 'password "[REDACTED]" : [REDACTED]\n'),
+    # a word ending in ``v`` and digits is no API version: what follows its dot names a value
+    ("env1.Password=Zq7xK2mP9w\n  kv1.Secret: Zq7xK2mP9w\n", "env1.Password=[REDACTED]\n"
+     "  kv1.Secret: [REDACTED]\n"),
+    ("dev1.Password=Zq7xK2mP9w\nsrv1.Token=Zq7xK2mP9w\n*env1.Password: Zq7xK2mP9w\n",
+     "dev1.Password=[REDACTED]\nsrv1.Token=[REDACTED]\n*env1.Password: [REDACTED]\n"),
+    ("app.v1.Password=Zq7xK2mP9w\nmy-v2.Token: Zq7xK2mP9w\n",
+     "app.v1.Password=[REDACTED]\nmy-v2.Token: [REDACTED]\n"),
+    # a continued line's prompt (``> ``, ``+ ``, ...) is no redirection: what echo prints
+    ("$ echo \\\n> hunter22 | docker login -u bob --password-stdin\n",
+     "$ echo \\\n[REDACTED] | docker login -u bob --password-stdin\n"),
+    ("$ echo \\\n>hunter22 | docker login --password-stdin\n",
+     "$ echo \\\n[REDACTED] | docker login --password-stdin\n"),
+    ("$ echo -n \\\n  > hunter22 | docker login --password-stdin\n",
+     "$ echo -n \\\n  [REDACTED] | docker login --password-stdin\n"),
+    ("$ echo \\\n>> hunter22 | docker login --password-stdin\n",
+     "$ echo \\\n[REDACTED] | docker login --password-stdin\n"),
+    ("$ echo '' \\\n> hunter22 | docker login --password-stdin\n",
+     "$ echo [REDACTED] | docker login --password-stdin\n"),
+    ("$ echo \\\n+ hunter22 | docker login --password-stdin\n",
+     "$ echo \\\n[REDACTED] | docker login --password-stdin\n"),
+    ("$ echo \\\n- hunter22 | docker login --password-stdin\n",
+     "$ echo \\\n[REDACTED] | docker login --password-stdin\n"),
+    # an argument list one item to a line (a container's command as ``-o json`` prints it)
+    (json.dumps({"command": ["redis-cli", "-a", "Zq7xK2mP9w", "ping"]}, indent=4),
+     json.dumps({"command": ["redis-cli", "-a", "[REDACTED]", "ping"]}, indent=4)),
+    (json.dumps({"command": ["net", "user", "svc", "Zq7xK2mP9w", "/add"]}, indent=2),
+     json.dumps({"command": ["net", "user", "svc", "[REDACTED]", "/add"]}, indent=2)),
+    ("args: [\r\n  redis-cli,\r\n  -a,\r\n  Zq7xK2mP9w\r\n]\n",
+     "args: [\n  redis-cli,\n  -a,\n  [REDACTED]\n]\n"),
+    # ``net use``'s password after the share, its device or not, before its options or after
+    ("net use Z: \\\\srv\\share hunter22 /user:bob\n",
+     "net use Z: \\\\srv\\share [REDACTED] /user:bob\n"),
+    ("net use \\\\srv\\share /user:bob hunter22\nNET USE * \"\\\\srv\\s\" \"hunter 22\"\n",
+     "net use \\\\srv\\share /user:bob [REDACTED]\nNET USE * \"\\\\srv\\s\" \"[REDACTED]\"\n"),
+    ('["net", "use", "Z:", "\\\\\\\\srv\\\\share", "hunter22"]\n',
+     '["net", "use", "Z:", "\\\\\\\\srv\\\\share", "[REDACTED]"]\n'),
+    ("net use Z: \\\\srv\\share *\nnet use Z: /delete\nnet use \\\\srv\\share /user:bob\n", None),
 ]
 
 
@@ -2307,6 +2367,16 @@ MEGABYTE_REPEATS = [
     ("api-kind-letters", "", "v", 1_000_000, ".Secret: x"),
     ("pass-sources", "openssl ", "-passin env:A ", 70_000, ""),
     ("token-sources", "x: ", "{serviceAccountToken: {path: a, ", 30_000, ""),
+    # events' quoted names on one line, echo's continued lines' prompts, argument lists one
+    # item to a line or opened on lines of their own, net use's shares, API groups' aliases
+    ("event-names", "", 'a "password" : secret x; ', 40_000, ""),
+    ("event-name-words", "x ", "a", 1_000_000, ' "password" : b c'),
+    ("echo-prompts", "", "echo \\\n> ", 100_000, "a | docker login --password-stdin"),
+    ("argument-lists-one-to-a-line", "", '["redis-cli",\n', 80_000, ""),
+    ("argument-list-breaks", "[", "\n", 1_000_000, "redis-cli"),
+    ("argument-list-openings", "", "[\n ", 300_000, "redis-cli"),
+    ("net-use-shares", "", "net use \\\\s ", 80_000, ""),
+    ("api-kind-aliases", "", "*corev", 160_000, "1.Secret: x"),
 ]
 MEGABYTE_LINES.update({name: head + unit * count + tail
                        for name, head, unit, count, tail in MEGABYTE_REPEATS})
