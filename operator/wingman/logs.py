@@ -642,7 +642,8 @@ _INVISIBLE = re.compile(f"{_INVISIBLE_CLASS}++")
 #: A blank on a line: the space, the tab and Unicode's other spaces (no-break, en, em, thin,
 #: narrow no-break, ideographic, ...: category Zs); or a tab escaped as a JSON log line
 #: writes it (``\\t``).
-_BLANK = r"(?:[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]|\\\\?(?:t|u00(?:09|20)))"
+_BLANK = (r"(?:[ \t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]|\\\\?(?:t|u00(?:09|20)|"
+          r"u(?i:00a0|1680|200[0-9a]|202f|205f|3000)|x(?i:a0)))")
 #: A line break: LF, CRLF or CR, and every other character ``str.splitlines`` breaks a line at
 #: (the vertical tab, the form feed, the file, group and record separators, NEL, Unicode's line
 #: and paragraph separators); or one of them escaped as a JSON log line or this module's text
@@ -654,8 +655,10 @@ _ESCAPED_CODE = (r"u(?:00(?:0[abcABC]|1[c-eC-E]|85)|202[89])|x(?:0[a-cA-C]|1[c-e
 #: A character that renders as nothing (``_INVISIBLE``) escaped as JSON writes it
 #: (``\\u200b``, ``\\u00ad``; ``json.dumps`` does by default), either case of hex digits:
 #: read as nothing too. (Those beyond the BMP, written as two escaped surrogates, are not.)
-_ESCAPED_INVISIBLE = rf"{_ESCAPE}u(?i:" + _any_of(
-    f"{code:04x}" for code in range(0x10000) if _INVISIBLE.fullmatch(chr(code))) + ")"
+_ESCAPED_INVISIBLE = rf"{_ESCAPE}(?:u(?i:" + _any_of(
+    f"{code:04x}" for code in range(0x10000) if _INVISIBLE.fullmatch(chr(code))) + \
+    ")|x(?i:" + _any_of(  # (as Python's repr writes those below U+0100: ``\xad``)
+        f"{code:02x}" for code in range(0x100) if _INVISIBLE.fullmatch(chr(code))) + "))"
 _UNSEEN = rf"(?:{_INVISIBLE_CLASS}|{_ESCAPED_INVISIBLE})"
 _ESCAPED_UNSEEN = re.compile(rf"(?:{_ESCAPED_INVISIBLE})++")
 _ANY_UNSEEN = re.compile(rf"{_UNSEEN}++")
@@ -792,8 +795,8 @@ def _holds(text: str, depth: int) -> bool:
     plain = text.isascii()
     if not _may_hold(text, left, unseen=not plain):
         return False
-    if "\\u" in text:  # an invisible character as JSON escapes it is read as nothing too
-        text = _ESCAPED_UNSEEN.sub("", text)
+    if "\\u" in text or "\\x" in text:  # an invisible character as JSON (or Python's repr)
+        text = _ESCAPED_UNSEEN.sub("", text)  # escapes it is read as nothing too
     views: Iterable[str] = _views(text, left)
     if depth and not plain:
         views = itertools.chain(views, _utf8_read(text))
@@ -962,7 +965,8 @@ _HIDDEN_EYJ = re.compile(rf"e{_BETWEEN}y{_BETWEEN}J")
 #: A line break or a tab escaped (``_LINE_BREAK``'s, ``_BLANK``'s) at the end of what is
 #: searched.
 _ESCAPED_BREAK_AT_END = re.compile(
-    rf"{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nft]|u00(?:09|20)|{_ESCAPED_CODE})\Z")
+    rf"{_ESCAPE}(?:r(?:{_ESCAPE}n)?+|[nft]|u00(?:09|20)|u(?i:00a0|1680|200[0-9a]|202f|205f|"
+    rf"3000)|x(?i:a0)|{_ESCAPED_CODE})\Z")
 #: The blanks and (raw) line breaks a token's last segment may be followed by before a dot.
 _GAP_CHARACTERS = " \t\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009" \
     "\u200a\u202f\u205f\u3000\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"

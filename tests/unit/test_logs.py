@@ -784,6 +784,10 @@ _DISGUISED_JWTS: tuple[tuple[str, Callable[[str], str]], ...] = (
     ("escaped-invisible-characters",
      lambda t: t[:20] + "\\u200b" + t[20:50] + "\\u00AD" + t[50:]),
     ("escaped-tab-and-space-at-dots", lambda t: t.replace(".", "\\u0009.\\u0020")),
+    # as Python's repr (``%r`` in a log call) and ASCII-only JSON write them
+    ("repr-escaped-soft-hyphen", lambda t: t[:2] + "\\xad" + t[2:30] + "\\xAD" + t[30:]),
+    ("escaped-unicode-spaces-at-dots", lambda t: t.replace(".", "\\u2003.\\u00A0")),
+    ("repr-escaped-no-break-space-at-dots", lambda t: t.replace(".", ".\\xa0")),
 )
 #: Rows where every character of the token stands apart (``e``, ``y`` and ``J`` of each
 #: ``eyJ`` too): inside base64, nothing is left that the encoded ``eyJ`` is recognised by, and
@@ -934,6 +938,8 @@ _NO_TOKEN_WRITTEN = ["The rollout finished. Next: scale web to 3.\nDone. See doc
               "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645. \U0001f469\u200d\U0001f4bb.",
               "r\u00e9sum\u00e9\xad. na\u00efve \u201cquoted\u201d \u2014 done.\u200b x.y",
               "e\u200byJob.\u200bdone",
+              # Python's repr escapes between sentences
+              "eyJob finished.\\xa0Next.\\xad Then.\\u00a0Done. eyJob\\xad.\\u2003x.y",
               # other line breaks, and a JSON log's escaped ones, between sentences
               "The rollout finished.\u2028Next: scale web.\x85Done.\fSee docs.\vexample.com.",
               '{"message": "eyJob finished.\\nNext.\\nThen. Done.\\r\\nBye."}',

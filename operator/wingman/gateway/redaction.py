@@ -753,13 +753,15 @@ _PLACEHOLDER = re.compile(r"<(?:none|nil|unset)>[ \t]*+(?:\n|$)|<set to the key 
 # ``v1beta1.TokenReview``): what a client's log names a kind by (``failed to list *v1.Secret:
 # secrets is forbidden``), not a value. The version bare or after the alias of a built-in API
 # group client-go's code imports it by, a pointer's ``*`` before it or not: not any word
-# ending in ``v`` and digits (``env1.Password``, ``kv1.Secret``, ``srv1.Token`` name a value)
+# ending in ``v`` and digits (``env1.Password``, ``kv1.Secret``, ``srv1.Token`` name a value);
+# and only the built-in kinds named like a credential (``v1.Password``, ``metav1.Token`` name
+# a value)
 _API_KIND = re.compile(r"(?<![A-Za-z0-9_.\-])\*?+(?:core|apps|batch|rbac|networking|policy|"
                        r"storage|autoscaling|admissionregistration|apiextensions|"
                        r"apiregistration|authentication|authorization|certificates|"
                        r"coordination|discovery|events|node|scheduling|flowcontrol|resource|"
                        r"meta|extensions)?+v[0-9]++(?:(?:alpha|beta)[0-9]++)?+"
-                       r"\.[A-Z][A-Za-z0-9]*+\Z")
+                       r"\.(?:Secret|SecretList|TokenReview|TokenRequest)\Z")
 
 # How long a name may be for its reading to be remembered (:func:`credential_name`, 4096 of
 # them at most, for one text's redaction): a key's or a flag's name; a longer string read as
@@ -970,9 +972,10 @@ def _neutral_parent(key: str) -> bool:
 # a key in a sentence: a logfmt pair's quoted value (``msg="auth: login ok"``), or an event's
 # quoted name (:func:`_event_name`): no YAML key
 _SENTENCE_KEY = re.compile(r"""[^\n]*?=["'][^\n]*+""")
-# what follows an event's `` : ``: a sentence's first lowercase word (``secret "db-creds" not
-# found``, ``failed to sync secret cache``), not a value
-_EVENT_REST = re.compile(r"[a-z]++[ \t]")
+# what follows an event's `` : ``: the kubelet's sentences about a volume's source
+# (``secret "db-creds" not found``, ``failed to sync secret cache``), not a value
+_EVENT_REST = re.compile(r"""(?:(?:secret|configmap|object)[ \t]++["']|failed[ \t]++to[ \t]|"""
+                         r"""couldn't[ \t])""")
 
 
 def _sentence_key(match: re.Match[str]) -> bool:
@@ -987,10 +990,11 @@ def _sentence_key(match: re.Match[str]) -> bool:
 def _event_name(text: str, start: int, end: int, sep: str, value: str) -> bool:
     """Whether the key ``text[start:end]`` (its quoted last word ending at ``end``, read
     before ``sep`` and ``value``) is the name an event quotes after a word, the kubelet's
-    ``MountVolume.SetUp failed for volume "db-creds" : secret "db-creds" not found``: a
-    lowercase word, a space, the quoted name, a space before the colon, then a sentence's
-    lowercase word. Nothing else is (``INFO "api_key": X``, ``password "a": X`` assign a
-    value), nor after a word naming a credential."""
+    ``MountVolume.SetUp failed for volume "db-creds" : secret "db-creds" not found``:
+    ``volume``, a space, the quoted name, a space before the colon, then one of the kubelet's
+    sentences (:data:`_EVENT_REST`). Nothing else is (``INFO "api_key": X``, ``password "a":
+    X``, ``using "api_key" : sk live_x``, ``volume "password" : red dragon`` assign a
+    value)."""
     quote = text[end - 1:end]
     if quote not in ("\"", "'") or re.match(r"[ \t]++:[ \t]++", sep) is None or \
             _EVENT_REST.match(value) is None:
@@ -1000,8 +1004,7 @@ def _event_name(text: str, start: int, end: int, sep: str, value: str) -> bool:
     before = text[start:opening] if opening > start else ""
     if not before or before[-1] not in " \t":
         return False
-    word = before.split()[-1] if before.split() else ""
-    return word.isalpha() and word.islower() and not credential_name(word)
+    return before.split()[-1:] == ["volume"]
 
 
 def _unquote(key: str) -> str:
@@ -2107,9 +2110,11 @@ _STDIN_PASSWORD: tuple[tuple[re.Pattern[str], ...], ...] = tuple(
         (r"(?<!\S)--?(?=[\w-]*?(?i:pass|token|key|secret|cred))[\w-]++[= ]" + _INPUT_FILE,),
         (r"(?<![\w.-])create[ \t]++secret\b", r"(?<!\S)--?[\w-]++[= ]" + _INPUT_FILE),
     ))
-# what ``echo`` or ``printf`` prints, to the end of its command
+# what ``echo`` or ``printf`` prints, to the end of its command (past ``--`` and a format
+# that prints its argument alone, ``%s``, quoted or not)
 _ECHOED = re.compile(r"""(?:^|[;&("'`]|\s)(?:echo|printf)(?:[ \t]++-[neE]++)*+[ \t]++"""
-                     r"""(?:(?:"%s(?:\\n)?"|'%s(?:\\n)?')[ \t]++)?+(?P<value>[^\n]*+)\Z""")
+                     r"""(?:(?:--|"%s(?:\\n)?"|'%s(?:\\n)?'|%s(?:\\n)?)[ \t]++)*+"""
+                     r"""(?P<value>[^\n]*+)\Z""")
 # what ``echo`` prints of its words: up to a redirection (``>``, ``2>``, ``&>``) outside quotes
 _PRINTED = re.compile(r"""(?:"(?:[^"\\\n]|\\.)*+"?|'[^'\n]*+'?|\\.|[^"'\\\s>]|"""
                       r"""\s++(?![0-9&]?+>))*+""")

@@ -2059,6 +2059,21 @@ def test_credentials_known_by_their_position_are_redacted(name: str) -> None:
 
 
 KEPT_AROUND = [
+    # a quoted credential's name before `` : `` is an event's only after ``volume`` and before
+    # the kubelet's sentences; a Go kind only for the kinds named like a credential; printf's
+    # ``%s`` and ``--`` print nothing of their own before a continued line's prompt
+    ('using "api_key" : sk live_abcdef1234567890\nset "password" : correct horse battery\n'
+     'failed for volume "password" : red dragon\na:\n  set "password" : red dragon\n',
+     'using "api_key" : [REDACTED]\nset "password" : [REDACTED]\n'
+     'failed for volume "password" : [REDACTED]\na:\n  set "password" : [REDACTED]\n'),
+    ("v1.Password = hunter2Xq\nmetav1.Password: hunter2Xq\nnodev1.Token: x1234567\n"
+     "eventsv1.ApiKey: x1234567\n",
+     "v1.Password = [REDACTED]\nmetav1.Password: [REDACTED]\nnodev1.Token: [REDACTED]\n"
+     "eventsv1.ApiKey: [REDACTED]\n"),
+    ("$ printf %s \\\n> Zq8vS3cr3tPw | docker login --password-stdin\n"
+     "$ printf -- %s \\\n> Zq8vS3cr3tPw | docker login --password-stdin\n",
+     "$ printf %s \\\n[REDACTED] | docker login --password-stdin\n"
+     "$ printf -- %s \\\n[REDACTED] | docker login --password-stdin\n"),
     # a list of words that is ``net user NAME PASSWORD`` (a container's command as -o json
     # prints it); beside a directive, whatever follows is the value: a path, a flag, a source
     ("['net', 'user', 'bob', 'admin']\nargs: [net, user, alice, staff]\n",
