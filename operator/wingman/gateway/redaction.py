@@ -128,7 +128,7 @@ import json
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from wingman.logs import base64_readings
 from wingman.scope import SWITCH_FLAGS
@@ -2878,6 +2878,23 @@ def _next_hinted(text: str, folded: str, index: int, offset: int) -> tuple[int, 
     return (index + skipped, text.rfind("\n", 0, hint.start()) + 1) if skipped else (index, offset)
 
 
+def _hinted_lines(text: str, in_table: Callable[[], bool]
+                  ) -> Iterator[tuple[str, int, str | None]]:
+    """Each line of ``text`` a table's reader reads, with its offset and the line below it
+    (None below the last): while ``in_table()`` is False (no header above), only from the
+    next line naming a credential on (:func:`_next_hinted`)."""
+    lines, folded = text.split("\n"), text.translate(_FOLD)
+    index, offset = -1, 0
+    while (index := index + 1) < len(lines):
+        if not in_table():
+            index, offset = _next_hinted(text, folded, index, offset)
+            if index == len(lines):
+                return
+        line = lines[index]
+        base, offset = offset, offset + len(line) + 1
+        yield line, base, lines[index + 1] if index + 1 < len(lines) else None
+
+
 def _delimited(text: str, sep: str) -> list[tuple[int, int]]:
     """A table whose header names a credential column (``name,password`` then
     ``alice,VALUE``; also tab-, ``;``- or ``|``-separated, psql's and mysql's tables): every
@@ -2886,16 +2903,9 @@ def _delimited(text: str, sep: str) -> list[tuple[int, int]]:
     holding the separator: fail closed)."""
     spans: list[tuple[int, int]] = []
     columns: list[int] = []
-    count, offset = 0, 0
-    lines, folded = text.split("\n"), text.translate(_FOLD)
-    index = -1
-    while (index := index + 1) < len(lines):
-        if not columns:  # (no header above: the next one is on a line naming a credential)
-            index, offset = _next_hinted(text, folded, index, offset)
-            if index == len(lines):
-                break
-        line = lines[index]
-        base, offset = offset, offset + len(line) + 1
+    count = 0
+    # (the lambda reads the header found so far at each line: late binding on purpose)
+    for line, base, _ in _hinted_lines(text, lambda: bool(columns)):  # noqa: B023
         if columns and line.strip() and _RULE_LINE.fullmatch(line):
             continue  # a table's rule: ``-----+-----``
         if sep not in line or not line.strip():
@@ -2943,20 +2953,13 @@ def _whitespace_table(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     starts: list[int] = []
     credential: list[int] = []
-    lines, folded = text.split("\n"), text.translate(_FOLD)
-    index, offset = -1, 0
-    while (index := index + 1) < len(lines):
-        if not starts:  # (no header above: the next one is on a line naming a credential)
-            index, offset = _next_hinted(text, folded, index, offset)
-            if index == len(lines):
-                break
-        line = lines[index]
-        base, offset = offset, offset + len(line) + 1
+    # (the lambda reads the header found so far at each line: late binding on purpose)
+    for line, base, below in _hinted_lines(text, lambda: bool(starts)):  # noqa: B023
         if not line.strip():
             starts = []
             continue
-        ruled = index + 1 < len(lines) and _DASH_RULE.fullmatch(lines[index + 1]) is not None
-        following = lines[index + 1] if index + 1 < len(lines) else ""
+        ruled = below is not None and _DASH_RULE.fullmatch(below) is not None
+        following = below if below is not None else ""
         columns = _segments(line, _MAX_COLUMNS) \
             if line.isupper() or ruled or _identifier_header(line, following) else []
         if 2 <= len(columns) <= _MAX_COLUMNS and all(
