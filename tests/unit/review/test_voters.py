@@ -1097,18 +1097,18 @@ PLACED = [
      "acts in namespace monitoring, not a gateway target"),
     # kubectl keeps a flag's last value: -A=false after -A is off, -A after -A=false on;
     # a value pflag cannot read counts as on
-    ("kubectl get pods -n apps -A -A=false", L, L, ""),
-    ("kubectl rollout restart deploy/web -n apps --all-namespaces --all-namespaces=0", L, L, ""),
     ("kubectl get pods -n apps -A=false -A", L, H, "acts in every namespace"),
     ("kubectl rollout restart deploy/web -n apps -A=yes -A=false", H, H,
      "acts in every namespace"),
-    # -n says nothing to a command in no namespace
-    ("kubectl -n kube-system plugin list", L, L, ""),
-    ("kubectl config view -n kube-system", H, L, ""),
-    # a target's own Namespace, read as its Role grants (RBAC reads it as in that namespace)
-    ("kubectl get ns apps", L, L, ""),
-    ("kubectl get namespace/apps -o yaml", L, L, ""),
-    ("kubectl get --raw /api/v1/namespaces/apps", L, L, ""),
+    ("kubectl config view -n kube-system", H, L, ""),  # (-n: no namespace's, see below)
+    # routine and where the executor may act: -A's last value off; -n said to a command in no
+    # namespace; a target's own Namespace, read as its Role grants (RBAC reads it as in that
+    # namespace)
+    *[(command, L, L, "") for command in (
+        "kubectl get pods -n apps -A -A=false",
+        "kubectl rollout restart deploy/web -n apps --all-namespaces --all-namespaces=0",
+        "kubectl -n kube-system plugin list", "kubectl get ns apps",
+        "kubectl get namespace/apps -o yaml", "kubectl get --raw /api/v1/namespaces/apps")],
     # ... but not another's, nor every Namespace, nor a watch of them, nor a right not granted
     *[(command, risk, H, "and none on cluster-scoped objects, so the API server will refuse")
       for command, risk in [("kubectl get ns batch", L), ("kubectl get ns apps batch", L),
