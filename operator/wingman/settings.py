@@ -359,7 +359,8 @@ def _gateway_target_rules(env: Mapping[str, str]) -> dict[str, tuple[dict[str, A
     target (``gateway.targets[].rules``, or the chart's defaults), a JSON object of namespace
     -> list of RBAC rules; empty when unset (the review panel then takes nothing as granted
     there). A rule is kept as written (``review.voters.TargetRule`` reads it); one that is not
-    a JSON object stops the operator: the chart renders them from values."""
+    a JSON object, or whose ``apiGroups``, ``resources``, ``verbs`` or ``resourceNames`` is not
+    a list of strings, stops the operator: the chart renders them from values."""
     key = "WINGMAN_GATEWAY_TARGET_RULES"
     rules = _json(env, key, dict)
     out: dict[str, tuple[dict[str, Any], ...]] = {}
